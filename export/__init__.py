@@ -1,0 +1,1 @@
+"""Export: checkpoint -> TorchScript and ONNX files, validated against eager before they are kept."""

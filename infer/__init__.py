@@ -1,0 +1,1 @@
+"""Inference: artifact -> Predictor. Importing this package never imports torch."""

@@ -1,0 +1,17 @@
+"""The model registry that drives training, export, inference and tests.
+
+Adding a model: one file in this folder that calls ``register(ModelSpec(...))``, plus its module
+name in ``_MODEL_FILES``.
+"""
+import importlib
+
+from .registry import get, list_models, register
+from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+
+_MODEL_FILES = (
+    "linreg", "logreg", "mlp_sigmoid", "mlp_dropout", "cnn", "convnet", "lstm", "mlp",
+)
+for _file in _MODEL_FILES:
+    importlib.import_module(f"{__name__}.{_file}")
+
+__all__ = ["BATCH", "InputContract", "ModelSpec", "Preprocessing", "Recipe", "get", "list_models", "register"]

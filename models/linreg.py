@@ -1,0 +1,30 @@
+"""000 §2: linear regression y = w x on y = 2x + noise."""
+from torch import nn
+
+from .registry import register
+from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+
+
+class LinearRegression(nn.Module):
+    def __init__(self, bias: bool = False):
+        super().__init__()
+        self.linear = nn.Linear(1, 1, bias=bias)
+
+    def forward(self, x):  # (B, 1) -> (B, 1)
+        return self.linear(x)
+
+
+register(ModelSpec(
+    name="linreg",
+    description="Linear(1,1,bias=False) fitted to y = 2x + N(0, 0.33)",
+    seed="000 §2",
+    builder=LinearRegression,
+    input=InputContract(shape=(BATCH, 1), layout="scalar", kind="number"),
+    preprocessing=Preprocessing(scale=1.0),
+    labels=("y",),
+    dataset="line",
+    recipe=Recipe(loss="mse", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=10, epochs=100),
+    params=1,
+    task="regression",
+    report=lambda model: {"w": model.linear.weight.item()},
+))

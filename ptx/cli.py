@@ -1,0 +1,126 @@
+"""The `ptx` command: each subcommand is a thin wrapper over one library function.
+
+Imports are lazy: `ptx predict` with an ONNX Runtime backend must start without importing torch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import click
+
+from ptx.errors import PtxError
+
+BACKENDS = ("eager", "torchscript", "ort-cpu", "ort-cuda")
+
+
+class PtxGroup(click.Group):
+    """Turns a PtxError into one line on stderr and its exit code; a traceback only with --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PtxError as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: files already written are complete; nothing half-written was kept", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=PtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="ptx")
+def cli(debug: bool) -> None:
+    """Train the tutorials' models, export them, and predict through four agreeing backends.
+
+    \b
+    ptx train convnet            train with the seed's recipe (GPU when there is one)
+    ptx export convnet           write model.onnx and model.torchscript.pt, validated
+    ptx predict digit.png        predict through ort-cpu (or --backend ...)
+    """
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def models_cmd(as_json: bool) -> None:
+    """List the registered models."""
+    from ptx.models import get, list_models
+
+    rows = []
+    for name in list_models():
+        spec = get(name)
+        rows.append({"name": name, "input_shape": list(spec.input.shape), "batch_axis": spec.input.batch_axis,
+                     "params": spec.params, "dataset": spec.dataset, "seed": spec.seed,
+                     "description": spec.description})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = f"{'name':<15} {'input shape':<20} {'params':>10}  {'dataset':<14} {'seed':<12} description"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in rows:
+        shape = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
+        click.echo(f"{r['name']:<15} {shape:<20} {r['params']:>10,}  {r['dataset']:<14} {r['seed']:<12} {r['description']}")
+
+
+@cli.command("train")
+@click.argument("name")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the seed's recipe).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (default: the seed's recipe).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate (default: the seed's recipe).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed, as in the seeds.")
+@click.option("--dataset", help="mnist, fashion-mnist, mnist-sample, line or folder:PATH (default: the model's).")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="PTX_DATA_DIR",
+              help="Folder with IDX files (flat or torchvision's <root>/MNIST/raw). Env: PTX_DATA_DIR.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
+@click.option("--resume", is_flag=True, help="Continue from the last completed epoch in the run folder.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit) -> None:
+    """Train model NAME with its seed's recipe on real data; writes checkpoint.pt, metrics.json, curves.png."""
+    from pathlib import Path
+
+    from ptx.atomic import ensure_writable_dir
+    from ptx.models import get
+    from ptx.trainers.data import load_dataset
+    from ptx.trainers.loop import TrainConfig, train
+
+    spec = get(name)
+    out_dir = ensure_writable_dir(out or Path("runs") / name)
+    data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
+                        explicit=dataset is not None, notice=click.echo)
+    click.echo(f"data: {data.name} from {data.source}")
+    config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
+                         lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit)
+    metrics = train(spec, data, config, out_dir, resume=resume, log=click.echo)
+    final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
+    click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
+
+
+@cli.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "all"]), default="all", show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the checkpoint's folder).")
+@click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True, help="ONNX opset.")
+@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True,
+              help="ONNX exporter: torch.export-based dynamo, or the deprecated TorchScript-based one.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Max |diff| against eager (default: the model's, 1e-4).")
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
+    """Export model NAME's checkpoint to ONNX and/or TorchScript with a dynamic batch, validated against eager."""
+    from ptx.export.api import FORMATS, export_model
+
+    formats = FORMATS if fmt == "all" else (fmt,)
+    export_model(name, formats, checkpoint=checkpoint, out=out, opset=opset, exporter=exporter, atol=atol, log=click.echo)
+
+
+def main() -> None:
+    cli(prog_name="ptx")
+
+
+if __name__ == "__main__":
+    main()

