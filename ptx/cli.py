@@ -118,6 +118,36 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
     export_model(name, formats, checkpoint=checkpoint, out=out, opset=opset, exporter=exporter, atol=atol, log=click.echo)
 
 
+@cli.command("predict")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort-cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device for eager and torchscript.")
+@click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
+@click.option("--root", type=click.Path(file_okay=False), default="runs", show_default=True, help="Where runs live.")
+@click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
+@click.option("--raw", is_flag=True, help="Images are already MNIST-like 28x28: skip inversion, cropping, centring.")
+def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, raw) -> None:
+    """Predict INPUTS (image files, folders, globs; numbers for linreg) through one backend.
+
+    Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
+    """
+    from ptx.infer.batch import predict_inputs
+
+    report = predict_inputs(list(inputs), model=model, backend=backend, device=device, artifact=artifact,
+                            root=root, raw=raw)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(topk or 0), indent=2))
+    else:
+        for line in report.lines(topk or 0):
+            click.echo(line)
+    for source, error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    sys.exit(1 if report.errors else 0)
+
+
 def main() -> None:
     cli(prog_name="ptx")
 

@@ -1,0 +1,57 @@
+"""Predict many user inputs at once: bad ones are reported by name, the rest still predicted."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ptx.errors import InputError
+
+from .api import load
+from .inputs import expand_inputs
+from .predictor import Prediction, Predictor
+
+CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
+
+
+@dataclass
+class PredictReport:
+    predictor: Predictor
+    results: list[Prediction] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def lines(self, topk: int = 0) -> list[str]:
+        out = []
+        for r in self.results:
+            if r.value is not None:
+                out.append(f"{r.source}\ty={r.value:.6g}")
+                continue
+            line = f"{r.source}\t{r.label_name}\t{r.probability:.4f}"
+            if topk:
+                line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk, self.predictor.labels))
+            out.append(line)
+        return out
+
+    def to_dict(self, topk: int = 0) -> dict:
+        meta = self.predictor.meta
+        return {"model": meta["model"], "backend": self.predictor.backend,
+                "results": [r.to_dict(self.predictor.labels, topk) for r in self.results],
+                "errors": [{"input": src, "error": err} for src, err in self.errors]}
+
+
+def predict_inputs(args: list[str], *, model: str, backend: str, device: str = "cpu", artifact: str | None = None,
+                   root: str = "runs", raw: bool = False) -> PredictReport:
+    predictor = load(artifact or model, backend=backend if not artifact or backend != "ort-cpu" else None,
+                     root=root, device=device)
+    report = PredictReport(predictor)
+    items = args if predictor.meta["kind"] == "number" else expand_inputs(args)
+    samples, sources = [], []
+    for item in items:
+        try:
+            samples.append(predictor.prepare_one(item, raw=raw))
+            sources.append(item)
+        except InputError as exc:
+            report.errors.append((item, str(exc)))
+    for start in range(0, len(samples), CHUNK):
+        report.results += predictor.predict_raw(np.stack(samples[start:start + CHUNK]), sources[start:start + CHUNK])
+    return report

@@ -1,0 +1,107 @@
+"""The one Predictor protocol every backend implements, and what a prediction returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ptx.errors import InputError
+
+from .images import load_image_array
+from .preprocess import normalize, softmax, to_layout
+
+
+@dataclass
+class Prediction:
+    """One sample's answer. Classifiers fill label/label_name/probability; regression fills value."""
+
+    logits: np.ndarray
+    label: int | None = None
+    label_name: str | None = None
+    probability: float | None = None
+    probabilities: np.ndarray | None = None
+    value: float | None = None
+    source: str | None = field(default=None, compare=False)
+
+    def topk(self, k: int, labels: Sequence[str]) -> list[tuple[str, float]]:
+        if self.probabilities is None:
+            return []
+        order = np.argsort(-self.probabilities)[:k]
+        return [(labels[i], float(self.probabilities[i])) for i in order]
+
+    def to_dict(self, labels: Sequence[str] = (), k: int = 0) -> dict:
+        out = {"input": self.source, "logits": [float(v) for v in self.logits]}
+        if self.value is not None:
+            out["value"] = self.value
+        else:
+            out.update(label=self.label, label_name=self.label_name, probability=self.probability)
+            if k:
+                out["topk"] = [{"label_name": name, "probability": p} for name, p in self.topk(k, labels)]
+        return out
+
+
+class Predictor:
+    """A model behind one backend. Subclasses implement ``predict_array``; the rest is shared.
+
+    ``meta`` is the artifact's metadata: input contract, preprocessing and labels.
+    """
+
+    backend: str = "?"
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta["labels"]
+
+    def predict_array(self, x: np.ndarray) -> np.ndarray:
+        """An already-preprocessed batch in the model's input layout -> logits (batch, outputs)."""
+        raise NotImplementedError
+
+    def prepare_one(self, item, raw: bool = False) -> np.ndarray:
+        """One user input (path, PIL image, array, or number) -> one raw sample. Raises InputError."""
+        if self.meta["kind"] == "number":
+            try:
+                return np.array([float(item)], dtype=np.float32)
+            except (TypeError, ValueError):
+                raise InputError(f"{item!r}: not a number ({self.meta['model']} takes numbers)") from None
+        if isinstance(item, np.ndarray):
+            from PIL import Image
+
+            item = Image.fromarray(np.clip(item, 0, 255).astype(np.uint8))
+        return load_image_array(item, raw=raw)
+
+    def predict_raw(self, samples: np.ndarray, sources: Sequence[str] | None = None) -> list[Prediction]:
+        """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's preprocessing."""
+        x = to_layout(normalize(samples, self.meta), self.meta)
+        logits = np.asarray(self.predict_array(x), dtype=np.float32)
+        sources = sources or [None] * len(samples)
+        if self.meta["task"] != "classification":
+            return [Prediction(logits=row, value=float(row[0]), source=src) for row, src in zip(logits, sources)]
+        probs = softmax(logits)
+        labels = self.labels
+        return [Prediction(logits=row, label=int(p.argmax()), label_name=labels[int(p.argmax())],
+                           probability=float(p.max()), probabilities=p, source=src)
+                for row, p, src in zip(logits, probs, sources)]
+
+    def predict(self, inputs, raw: bool = False) -> list[Prediction]:
+        """Image paths, PIL images, numpy arrays (one or a batch) or numbers -> one Prediction each."""
+        items = _as_items(inputs)
+        samples = np.stack([self.prepare_one(item, raw=raw) for item in items])
+        return self.predict_raw(samples, sources=[_describe(item) for item in items])
+
+
+def _as_items(inputs) -> list:
+    if isinstance(inputs, np.ndarray):
+        return list(inputs) if inputs.ndim == 3 else [inputs]
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
+        return [inputs]
+    return list(inputs)
+
+
+def _describe(item) -> str:
+    if isinstance(item, np.ndarray):
+        return f"array{tuple(item.shape)}"
+    return str(item) if not hasattr(item, "size") or isinstance(item, (str, float, int)) else type(item).__name__
