@@ -1,0 +1,68 @@
+"""Shared fixtures: every registered model trained a little and exported once per test session.
+
+Models are trained only as much as the checks need (a few hundred real samples, one epoch);
+convnet trains longer because the image tests compare recognition rates.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ptx.export.api import export_model
+from ptx.models import get, list_models
+from ptx.trainers.data import load_dataset
+from ptx.trainers.loop import TrainConfig, train
+
+SMOKE_LIMIT = 400
+WELL_TRAINED = {"convnet": 4}  # epochs on all 4,000 mnist-sample digits: ~0.9 test accuracy
+GPU = torch.cuda.is_available()
+needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU; none is visible to torch here")
+
+
+def smoke_dataset_name(name: str) -> str:
+    """The real data each model is tested on: mnist-sample stands in for the full MNIST on CI."""
+    dataset = get(name).dataset
+    return "mnist-sample" if dataset == "mnist" else dataset
+
+
+class Runs:
+    def __init__(self, root: Path):
+        self.root = root
+        self._done: set[str] = set()
+        self._data: dict[str, object] = {}
+
+    def dataset(self, name: str):
+        key = smoke_dataset_name(name)
+        if key not in self._data:
+            self._data[key] = load_dataset(key, labels=get(name).labels)
+        return self._data[key]
+
+    def trained(self, name: str) -> Path:
+        """runs/<name> with checkpoint.pt, model.onnx and model.torchscript.pt."""
+        run_dir = self.root / name
+        if name not in self._done:
+            spec = get(name)
+            epochs = WELL_TRAINED.get(name, 1)
+            config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr,
+                                 device="cpu", limit=None if name in WELL_TRAINED else SMOKE_LIMIT)
+            train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
+            export_model(name, checkpoint=run_dir / "checkpoint.pt", log=lambda _: None)
+            self._done.add(name)
+        return run_dir
+
+    def test_samples(self, name: str, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        data = self.dataset(name)
+        return data.x_test[:n], data.y_test[:n]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Runs:
+    return Runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(params=list_models())
+def model_name(request) -> str:
+    return request.param

@@ -1,0 +1,133 @@
+import gzip
+
+import numpy as np
+import pytest
+
+from ptx.errors import DataError
+from ptx.trainers import data as data_mod
+from ptx.trainers.data import load_dataset
+from ptx.trainers.idx import read_idx
+
+
+def write_idx(path, array: np.ndarray, gz: bool = True):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+def fake_idx_folder(folder, n_train=30, n_test=10, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 255, (n_train, 28, 28)), gz)
+    write_idx(folder / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_train), gz)
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 255, (n_test, 28, 28)), gz)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_test), gz)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No download cache, no PTX_DATA_DIR and no network: what a fresh CI machine has."""
+    monkeypatch.setattr(data_mod, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(data_mod, "_torchvision_download", lambda name, root: "torchvision download: offline (test)")
+    monkeypatch.delenv("PTX_DATA_DIR", raising=False)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, gz):
+    array = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    write_idx(tmp_path / "x.idx", array, gz=False) if not gz else write_idx(tmp_path / "x.idx.gz", array)
+    assert np.array_equal(read_idx(tmp_path / ("x.idx.gz" if gz else "x.idx")), array)
+
+
+def test_idx_errors_name_the_file(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(DataError, match="bad magic"):
+        read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "short", np.zeros((3, 28, 28)), gz=False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "short")
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+def test_data_dir_flat_or_torchvision_layout(tmp_path, offline, layout):
+    folder = tmp_path / "d" if layout == "flat" else tmp_path / "d" / "MNIST" / "raw"
+    fake_idx_folder(folder, gz=layout == "flat")
+    ds = load_dataset("mnist", data_dir=str(tmp_path / "d"))
+    assert ds.x_train.shape == (30, 28, 28) and ds.x_test.shape == (10, 28, 28)
+    assert "--data-dir" in ds.source
+
+
+def test_ptx_data_dir_env(tmp_path, offline, monkeypatch):
+    fake_idx_folder(tmp_path / "env")
+    monkeypatch.setenv("PTX_DATA_DIR", str(tmp_path / "env"))
+    assert load_dataset("mnist").x_train.shape == (30, 28, 28)
+
+
+def test_explicit_mnist_without_data_is_an_error_that_says_what_to_do(offline):
+    with pytest.raises(DataError) as err:
+        load_dataset("mnist", explicit=True)
+    message = str(err.value)
+    assert "--data-dir" in message and "mnist-sample" in message and "offline" in message
+
+
+def test_default_mnist_falls_back_to_the_sample_with_a_notice(offline):
+    notices = []
+    ds = load_dataset("mnist", explicit=False, notice=notices.append)
+    assert ds.name == "mnist-sample"
+    assert len(notices) == 1 and "using mnist-sample" in notices[0]
+
+
+def test_mnist_sample_is_real_and_split_4000_1000_the_same_way_each_time():
+    a, b = load_dataset("mnist-sample"), load_dataset("mnist-sample")
+    assert a.x_train.shape == (4000, 28, 28) and a.x_test.shape == (1000, 28, 28)
+    assert np.array_equal(a.y_test, b.y_test) and np.array_equal(a.x_train[:5], b.x_train[:5])
+    assert set(np.unique(a.y_train)) == set(range(10))
+    assert a.x_train.dtype == np.uint8 and a.x_train.max() == 255
+
+
+def test_fashion_mnist_comes_from_the_debian_package(offline):
+    ds = load_dataset("fashion-mnist")
+    assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
+    assert "dataset-fashion-mnist" in ds.source
+
+
+def test_line_dataset_is_the_seed_line():
+    ds = load_dataset("line")
+    assert ds.x_train.shape == (101, 1)
+    slope = np.polyfit(ds.x_train[:, 0], ds.y_train[:, 0], 1)[0]
+    assert abs(slope - 2) < 0.2
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="choose one of"):
+        load_dataset("cifar")
+
+
+def _digit_png(path, value=200):
+    from PIL import Image
+
+    img = np.zeros((28, 28), dtype=np.uint8)
+    img[6:22, 12:16] = value
+    Image.fromarray(img).save(path)
+
+
+def test_folder_dataset_reads_labels_csv(tmp_path):
+    for i in range(12):
+        _digit_png(tmp_path / f"{i}.png")
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"{i}.png,{i % 10}\n" for i in range(12)))
+    ds = load_dataset(f"folder:{tmp_path}", labels=tuple(str(d) for d in range(10)))
+    assert len(ds.x_train) + len(ds.x_test) == 12 and ds.x_train.shape[1:] == (28, 28)
+
+
+def test_folder_dataset_reports_bad_rows_with_line_numbers(tmp_path):
+    _digit_png(tmp_path / "ok.png")
+    (tmp_path / "junk.png").write_text("not an image")
+    (tmp_path / "labels.csv").write_text("file,label\nok.png,1\nmissing.png,2\njunk.png,3\nok.png,cat\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{tmp_path}", labels=tuple(str(d) for d in range(10)))
+    message = str(err.value)
+    assert "line 3" in message and "no such file" in message
+    assert "line 4" in message and "not an image" in message
+    assert "line 5" in message and "unknown label 'cat'" in message

@@ -1,0 +1,162 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationError
+from ptx.export import api as export_api
+from ptx.export import torchscript
+from ptx.export.api import export_model
+from ptx.export.metadata import from_onnx_props
+from ptx.export.onnx_export import symbolic_batch_dims
+from ptx.models import get
+
+QUIET = dict(log=lambda _: None)
+META_KEYS = {"ptx_version", "model", "input_name", "shape", "batch_axis", "layout", "dtype", "preprocessing",
+             "labels", "checkpoint_sha256", "test_accuracy", "torch_version", "export_time"}
+
+
+def test_every_model_exports_both_formats_with_a_dynamic_batch(runs, model_name):
+    run_dir = runs.trained(model_name)
+    onnx_path = run_dir / "model.onnx"
+    onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
+    in_batch, out_batch = symbolic_batch_dims(onnx_path)
+    assert isinstance(in_batch, str) and isinstance(out_batch, str), (in_batch, out_batch)
+    results = export_model(model_name, checkpoint=run_dir / "checkpoint.pt", out=run_dir / "again", **QUIET)
+    assert [r.format for r in results] == ["onnx", "torchscript"]
+    for r in results:
+        assert r.report.batches == (1, 2, 7, 64) and r.report.worst_abs_diff <= get(model_name).atol
+
+
+def test_metadata_round_trips(runs, model_name):
+    run_dir = runs.trained(model_name)
+    props = {p.key: p.value for p in onnx.load(str(run_dir / "model.onnx")).metadata_props}
+    onnx_meta = from_onnx_props(props)
+    _, ts_meta = torchscript.load(run_dir / "model.torchscript.pt")
+    contract = get(model_name).contract()
+    for meta in (onnx_meta, ts_meta):
+        assert META_KEYS <= set(meta)
+        assert {k: meta[k] for k in contract} == contract
+    assert onnx_meta["opset"] == 18 and ts_meta["torchscript_method"] in ("script", "trace")
+    assert onnx_meta["checkpoint_sha256"] == ts_meta["checkpoint_sha256"]
+
+
+ORT_ONLY = textwrap.dedent("""
+    import sys, numpy as np, onnxruntime as ort
+    path, shape, axis = sys.argv[1], [int(d) for d in sys.argv[2].split(",")], int(sys.argv[3])
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for b in (1, 3, 64):
+        shape[axis] = b
+        out = s.run(None, {"input": np.random.rand(*shape).astype(np.float32)})[0]
+        assert out.shape[0] == b, out.shape
+    assert "torch" not in sys.modules and "ptx" not in sys.modules
+    print("ok")
+""")
+TORCH_ONLY = textwrap.dedent("""
+    import sys, torch
+    path, shape = sys.argv[1], [int(d) for d in sys.argv[2].split(",")]
+    m = torch.jit.load(path)
+    out = m(torch.rand(*shape))
+    assert out.shape[0] == 5, out.shape
+    assert not any(name == "ptx" or name.startswith("ptx.") for name in sys.modules)
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("name", ["convnet", "lstm"])
+def test_artifacts_run_in_separate_processes_without_ptx(runs, name, tmp_path):
+    run_dir = runs.trained(name)
+    spec = get(name)
+    shape = ",".join(str(d) for d in spec.input.batch_shape(5))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ort_run = subprocess.run([sys.executable, "-c", ORT_ONLY, str(run_dir / "model.onnx"), shape,
+                              str(spec.input.batch_axis)], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert ort_run.stdout.strip() == "ok", ort_run.stderr
+    ts_run = subprocess.run([sys.executable, "-W", "ignore", "-c", TORCH_ONLY, str(run_dir / "model.torchscript.pt"),
+                             shape], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert ts_run.stdout.strip() == "ok", ts_run.stderr
+
+
+@pytest.fixture
+def convnet_copy(runs, tmp_path):
+    """A private copy of a trained convnet run, so that tests may break it."""
+    src = runs.trained("convnet")
+    for f in ("checkpoint.pt", "model.onnx", "model.torchscript.pt"):
+        (tmp_path / f).write_bytes((src / f).read_bytes())
+    return tmp_path
+
+
+def test_failed_validation_keeps_the_earlier_good_file(convnet_copy, monkeypatch):
+    before = (convnet_copy / "model.onnx").read_bytes()
+    real_export = export_api.export_onnx
+
+    def export_then_corrupt(model, example, path, *args, **kwargs):
+        with torch.no_grad():
+            model.fc[-1].bias.add_(1.0)  # the file now disagrees with the eager model it is checked against
+        try:
+            real_export(model, example, path, *args, **kwargs)
+        finally:
+            with torch.no_grad():
+                model.fc[-1].bias.sub_(1.0)
+
+    monkeypatch.setattr(export_api, "export_onnx", export_then_corrupt)
+    with pytest.raises(ValidationError, match=r"onnx: batch 1: max \|diff\|"):
+        export_model("convnet", ["onnx"], checkpoint=convnet_copy / "checkpoint.pt", **QUIET)
+    assert (convnet_copy / "model.onnx").read_bytes() == before
+    assert not [p for p in convnet_copy.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_interrupted_write_leaves_no_half_file(convnet_copy, monkeypatch):
+    before = (convnet_copy / "model.torchscript.pt").read_bytes()
+
+    def half_write(module, path, meta):
+        path.write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torchscript, "save", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        export_model("convnet", ["torchscript"], checkpoint=convnet_copy / "checkpoint.pt", **QUIET)
+    assert (convnet_copy / "model.torchscript.pt").read_bytes() == before
+    assert not [p for p in convnet_copy.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bad_inputs_are_errors_and_write_nothing(convnet_copy, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match="ptx train lstm"):
+        export_model("lstm", checkpoint=convnet_copy / "checkpoint.pt", out=out, **QUIET)
+    (tmp_path / "corrupt.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable ptx checkpoint"):
+        export_model("convnet", checkpoint=tmp_path / "corrupt.pt", out=out, **QUIET)
+    with pytest.raises(CheckpointError, match="run `ptx train convnet` first"):
+        export_model("convnet", checkpoint=tmp_path / "missing.pt", out=out, **QUIET)
+    with pytest.raises(UnknownModelError):
+        export_model("nope", checkpoint=convnet_copy / "checkpoint.pt", out=out, **QUIET)
+    assert not out.exists()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(PtxError, match="cannot write"):
+        export_model("convnet", checkpoint=convnet_copy / "checkpoint.pt", out=tmp_path / "a-file" / "sub", **QUIET)
+
+
+def test_legacy_exporter_also_keeps_the_batch_dynamic(convnet_copy, tmp_path):
+    export_model("convnet", ["onnx"], checkpoint=convnet_copy / "checkpoint.pt",
+                 out=tmp_path / "legacy", exporter="legacy", **QUIET)
+    assert all(isinstance(d, str) for d in symbolic_batch_dims(tmp_path / "legacy" / "model.onnx"))
+
+
+def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_copy, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "ptx", "export", "convnet", "--checkpoint",
+                         str(convnet_copy / "checkpoint.pt"), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("onnx") and "KiB" in lines[0] and "worst |diff|" in lines[1]
+    assert "Warning" not in ok.stderr and "deprecated" not in ok.stderr
+    missing = subprocess.run([sys.executable, "-m", "ptx", "export", "mlp-dropout"], capture_output=True, text=True,
+                             cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert "ptx train mlp-dropout" in missing.stderr

@@ -1,0 +1,147 @@
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ptx.errors import CheckpointError
+from ptx.models import get
+from ptx.trainers.checkpoint import load_checkpoint
+from ptx.trainers.data import load_dataset
+from ptx.trainers.loop import TrainConfig, train
+
+QUIET = dict(log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_dataset("mnist-sample")
+
+
+def small_config(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 50, "lr": 0.01, "device": "cpu", "limit": 300, **kw})
+
+
+def test_smoke_run_writes_the_three_files(tmp_path, sample):
+    metrics = train(get("convnet"), sample, small_config(), tmp_path, **QUIET)
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "metrics.json", "curves.png"}
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert [e["epoch"] for e in on_disk["epochs"]] == [1, 2]
+    assert {"loss", "test_accuracy", "seconds", "images_per_s"} <= set(on_disk["epochs"][0])
+    assert 0 <= on_disk["final_test_accuracy"] <= 1
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_is_self_describing_and_weights_only(tmp_path, sample):
+    train(get("lstm"), sample, small_config(epochs=1), tmp_path, **QUIET)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["model"] == "lstm" and ckpt["epoch"] == 1
+    assert {"state_dict", "optimizer", "rng", "recipe", "metrics", "versions", "contract", "samples"} <= set(ckpt)
+    assert ckpt["contract"]["batch_axis"] == 1
+
+
+def test_same_seed_gives_the_same_weights(tmp_path, sample):
+    a = train(get("convnet"), sample, small_config(), tmp_path / "a", **QUIET)
+    b = train(get("convnet"), sample, small_config(), tmp_path / "b", **QUIET)
+    assert a["epochs"][-1]["loss"] == b["epochs"][-1]["loss"]
+    sa, sb = (load_checkpoint(tmp_path / d / "checkpoint.pt")["state_dict"] for d in "ab")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, sample):
+    spec = get("convnet")  # has dropout: the RNG state must be restored too
+    train(spec, sample, small_config(epochs=3), tmp_path / "full", **QUIET)
+    train(spec, sample, small_config(epochs=1), tmp_path / "split", **QUIET)
+    metrics = train(spec, sample, small_config(epochs=3), tmp_path / "split", resume=True, **QUIET)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["state_dict"]
+    split = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(full[k], split[k]) for k in full)
+
+
+def test_resume_with_nothing_left_to_do(tmp_path, sample):
+    train(get("convnet"), sample, small_config(epochs=1), tmp_path, **QUIET)
+    with pytest.raises(CheckpointError, match="larger --epochs"):
+        train(get("convnet"), sample, small_config(epochs=1), tmp_path, resume=True, **QUIET)
+
+
+def test_linreg_learns_w_close_to_2(tmp_path):
+    spec = get("linreg")
+    config = TrainConfig(epochs=100, batch_size=10, lr=0.01, device="cpu")
+    metrics = train(spec, load_dataset("line"), config, tmp_path, **QUIET)
+    assert abs(metrics["final_w"] - 2) < 0.1
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/ptx-pwned",))
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "foreign", "pickle-exploit", "not-a-dict"])
+def test_bad_checkpoints_are_one_line_errors_never_executed(tmp_path, kind):
+    path = tmp_path / "checkpoint.pt"
+    if kind == "corrupt":
+        path.write_bytes(b"PK\x03\x04 this is not a zip")
+    elif kind == "foreign":
+        torch.save({"state_dict": {}}, path)
+    elif kind == "pickle-exploit":
+        path.write_bytes(pickle.dumps({"format": "ptx-checkpoint", "x": Exploit()}))
+    else:
+        torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path, expected_model="convnet")
+    assert "\n" not in str(err.value) and "ptx train convnet" in str(err.value)
+    assert not os.path.exists("/tmp/ptx-pwned")
+
+
+def test_checkpoint_of_another_model(tmp_path, sample):
+    train(get("convnet"), sample, small_config(epochs=1), tmp_path, **QUIET)
+    with pytest.raises(CheckpointError, match="not 'lstm'"):
+        load_checkpoint(tmp_path / "checkpoint.pt", expected_model="lstm")
+
+
+def test_sigkill_mid_training_then_resume(tmp_path):
+    """A killed run leaves the last complete epoch's checkpoint; --resume goes on from there."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist-sample", "--epochs", "400",
+           "--limit", "1000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (out / "checkpoint.pt").exists() and load_checkpoint(out / "checkpoint.pt")["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    epoch = load_checkpoint(out / "checkpoint.pt", expected_model="convnet")["epoch"]
+    assert 2 <= epoch < 400
+    assert not list(out.glob("*.tmp")) or all(p.name.startswith(".") for p in out.glob("*.tmp"))
+    resumed = subprocess.run(cmd[:7] + ["--epochs", str(epoch + 1), "--limit", "1000", "--out", str(out), "--resume"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming convnet from epoch {epoch}" in resumed.stdout
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == epoch + 1
+
+
+def test_cli_train_reports_data_source_and_accuracy(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist-sample",
+                             "--epochs", "1", "--limit", "200", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "data: mnist-sample" in result.stdout and "test accuracy" in result.stdout
+
+
+def test_cli_explicit_mnist_without_data_exits_2_in_one_line(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PTX_DATA_DIR": ""}
+    result = subprocess.run([sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist", "--out",
+                             str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "--data-dir" in result.stderr
