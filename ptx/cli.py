@@ -148,6 +148,53 @@ def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, r
     sys.exit(1 if report.errors else 0)
 
 
+def _int_list(ctx, param, value):
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("give comma-separated integers, e.g. 1,64,1024") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("batch sizes must be positive integers")
+    return sizes
+
+
+@cli.command("verify")
+@click.argument("name", required=False)
+@click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
+@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
+@click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
+              help="Batch sizes to exercise; the largest also chunks the real samples.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: the model's).")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: the model's).")
+@click.option("--root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json) -> None:
+    """Check that every backend gives eager's answers for model NAME. Exit 0 all agree, 1 any disagree."""
+    from ptx.infer.verify import models_with_artifacts, verify
+
+    if all_models == bool(name):
+        raise click.UsageError("give a model NAME or --all")
+    names = models_with_artifacts(root) if all_models else [name]
+    if not names:
+        raise PtxError(f"no model has artifacts under {root}: run `ptx train NAME` and `ptx export NAME` first")
+    chosen = [b.strip() for b in backends.split(",")] if backends else None
+    notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    reports = []
+    for model in names:
+        save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{model}.npz"
+        report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
+                        root=root, save_inputs=save, notice=notice)
+        reports.append(report)
+        if not as_json:
+            click.echo(report.table() + "\n")
+    if as_json:
+        docs = [r.to_dict() for r in reports]
+        click.echo(json.dumps(docs if all_models else docs[0], indent=2))
+    sys.exit(0 if all(r.ok for r in reports) else 1)
+
+
 def main() -> None:
     cli(prog_name="ptx")
 

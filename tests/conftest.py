@@ -53,6 +53,12 @@ class Runs:
             self._done.add(name)
         return run_dir
 
+    def ready(self, *names: str) -> Path:
+        """The runs root, once ``names`` are trained and exported in it."""
+        for name in names:
+            self.trained(name)
+        return self.root
+
     def test_samples(self, name: str, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
         data = self.dataset(name)
         return data.x_test[:n], data.y_test[:n]
