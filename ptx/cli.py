@@ -195,6 +195,31 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     sys.exit(0 if all(r.ok for r in reports) else 1)
 
 
+@cli.command("bench")
+@click.argument("name")
+@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
+@click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=_int_list)
+@click.option("--seconds", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Timed seconds per backend and batch size (after warm-up).")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
+def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markdown) -> None:
+    """Latency (p50/p90/p99) and throughput of model NAME on every available backend, next to the bare runtime."""
+    from ptx.infer.bench import bench, rows_to_dicts, to_markdown, to_text
+
+    chosen = [b.strip() for b in backends.split(",")] if backends else None
+    rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
+                          progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    if as_json:
+        click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped}, indent=2))
+    elif markdown:
+        click.echo(to_markdown(name, rows, skipped))
+    else:
+        click.echo(to_text(name, rows, skipped))
+
+
 def main() -> None:
     cli(prog_name="ptx")
 

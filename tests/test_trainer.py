@@ -83,6 +83,7 @@ class Exploit:
         return (os.system, ("touch /tmp/ptx-pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("kind", ["corrupt", "foreign", "pickle-exploit", "not-a-dict"])
 def test_bad_checkpoints_are_one_line_errors_never_executed(tmp_path, kind):
     path = tmp_path / "checkpoint.pt"

@@ -1,0 +1,153 @@
+"""ptx bench: latency percentiles and throughput per backend and batch size (Triton perf_analyzer,
+small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ptx.errors import PtxError
+
+from .api import load
+from .preprocess import normalize, to_layout
+from .verify import _cuda_available, _label, candidate_backends
+
+DEFAULT_BATCH_SIZES = (1, 64, 1024)
+
+
+@dataclass
+class BenchRow:
+    runner: str  # the ptx backend, or "bare <runtime>" for the runtime called directly
+    device: str
+    batch: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    images_per_s: float
+    iterations: int
+    overhead: float | None = None  # p50 / the bare runtime's p50 at the same batch
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_iters: int = 20000) -> np.ndarray:
+    """Latencies in seconds of repeated calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    while len(latencies) < max_iters and (time.perf_counter() < deadline or len(latencies) < 20):
+        start = time.perf_counter()
+        fn()
+        latencies.append(time.perf_counter() - start)
+    return np.asarray(latencies)
+
+
+def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: float, rounds: int = 6) -> list[np.ndarray]:
+    """Time several callables in alternating rounds, so that a noisy moment on a shared machine
+    lands on all of them rather than skewing their ratio."""
+    per_round = seconds / rounds
+    latencies: list[list[np.ndarray]] = [[] for _ in fns]
+    for r in range(rounds):
+        for i, fn in enumerate(fns):
+            latencies[i].append(time_calls(fn, warmup=warmup if r == 0 else 2, seconds=per_round))
+    return [np.concatenate(parts) for parts in latencies]
+
+
+def _row(runner, device, batch, latencies) -> BenchRow:
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e6
+    return BenchRow(runner, device, batch, round(float(p50), 1), round(float(p90), 1), round(float(p99), 1),
+                    round(batch / float(np.median(latencies)), 1), len(latencies))
+
+
+def bare_runner(predictor, x: np.ndarray) -> tuple[str, Callable[[], object]]:
+    """The same model called straight through its runtime, inputs prepared beforehand."""
+    if hasattr(predictor, "session"):
+        session, feed = predictor.session, {predictor.input_name: x}
+        return "bare InferenceSession.run", lambda: session.run(None, feed)
+    import torch
+
+    module, tensor = predictor.module, torch.from_numpy(x).to(predictor.device)
+    cuda = predictor.device.type == "cuda"
+
+    def call():
+        with torch.inference_mode():
+            out = module(tensor)
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    return f"bare {'torch.jit module' if predictor.backend == 'torchscript' else 'nn.Module'} call", call
+
+
+def bench_inputs(meta: dict, batch: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw_shape = (batch, 1) if meta["kind"] == "number" else (batch, 28, 28)
+    raw = rng.integers(0, 256, raw_shape).astype(np.uint8) if meta["kind"] == "image" else rng.normal(size=raw_shape)
+    return to_layout(normalize(raw, meta), meta)
+
+
+def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES, root: str | Path = "runs",
+          warmup: int = 10, seconds: float = 1.0, bare: bool = True,
+          progress: Callable[[str], None] = lambda _: None) -> tuple[list[BenchRow], dict[str, str]]:
+    rows: list[BenchRow] = []
+    skipped: dict[str, str] = {}
+    # ONNX Runtime first: once torch has run, its idle OpenMP threads compete for the cores and
+    # doubled ORT's batch-1 latency here (26 us alone, 57 us after the torch backends).
+    for backend, device in sorted(candidate_backends(), key=lambda pair: not pair[0].startswith("ort-")):
+        label = _label(backend, device)
+        if backends and backend not in backends and label not in backends:
+            continue
+        if device == "cuda" and not _cuda_available():
+            skipped[label] = "no CUDA GPU visible to torch"
+            continue
+        try:
+            predictor = load(name, backend=backend, root=root, device=device)
+        except PtxError as exc:
+            skipped[label] = str(exc)
+            continue
+        for batch in batch_sizes:
+            x = bench_inputs(predictor.meta, batch)
+            progress(f"{label} batch {batch}")
+            def through_ptx():
+                return predictor.predict_array(x)
+
+            if bare:
+                bare_name, call = bare_runner(predictor, x)
+                ours_t, bare_t = time_interleaved([through_ptx, call], warmup=warmup, seconds=2 * seconds)
+                ours, reference = _row(label, device, batch, ours_t), _row(f"{bare_name} ({label})", device, batch, bare_t)
+                ours.overhead = round(ours.p50_us / reference.p50_us, 3)
+                rows += [ours, reference]
+            else:
+                rows.append(_row(label, device, batch, time_calls(through_ptx, warmup=warmup, seconds=seconds)))
+        del predictor  # frees an ORT session's thread pool before the next backend is timed
+    if not rows:
+        raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in skipped.items()))
+    return rows, skipped
+
+
+def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
+    lines = [f"| {name}: runner | device | batch | p50 us | p90 us | p99 us | images/s | p50 vs bare |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        overhead = f"{r.overhead:.2f}x" if r.overhead is not None else ""
+        lines.append(f"| {r.runner} | {r.device} | {r.batch} | {r.p50_us:,.1f} | {r.p90_us:,.1f} | {r.p99_us:,.1f} | "
+                     f"{r.images_per_s:,.0f} | {overhead} |")
+    lines += [f"\nskipped {b}: {why}" for b, why in skipped.items()]
+    return "\n".join(lines)
+
+
+def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
+    head = f"{'runner':<44} {'batch':>5} {'p50 us':>10} {'p90 us':>10} {'p99 us':>10} {'images/s':>12} {'vs bare':>8}"
+    out = [f"ptx bench {name}", head, "-" * len(head)]
+    for r in rows:
+        overhead = f"{r.overhead:.2f}x" if r.overhead is not None else ""
+        out.append(f"{r.runner:<44} {r.batch:>5} {r.p50_us:>10,.1f} {r.p90_us:>10,.1f} {r.p99_us:>10,.1f} "
+                   f"{r.images_per_s:>12,.0f} {overhead:>8}")
+    out += [f"{b:<44} skipped: {why}" for b, why in skipped.items()]
+    return "\n".join(out)
+
+
+def rows_to_dicts(rows: list[BenchRow]) -> list[dict]:
+    return [asdict(r) for r in rows]

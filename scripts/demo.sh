@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job on the embedded default data: train convnet, export it, verify every backend agrees,
+# and predict a picture of a digit. Run scripts/setup.sh first (README's first command does both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PTX=(python3 -m ptx)
+
+echo "== 1/4 train: ptx train convnet (full MNIST when found, else the 5,000-digit sample)"
+"${PTX[@]}" train convnet
+echo "== 2/4 export: ptx export convnet --format all"
+"${PTX[@]}" export convnet --format all
+echo "== 3/4 verify: ptx verify convnet"
+"${PTX[@]}" verify convnet
+echo "== 4/4 predict: a test digit drawn dark on white paper, 200x200 and off-centre -> runs/digit.png"
+python3 - <<'PY'
+import numpy as np
+from PIL import Image
+from ptx.trainers.data import load_mnist_sample
+
+data = load_mnist_sample()
+digit = data.x_test[0]
+page = Image.new("L", (200, 200), 255)
+page.paste(Image.fromarray(255 - digit).resize((140, 140), Image.Resampling.BILINEAR), (50, 12))
+page.save("runs/digit.png")
+print(f"runs/digit.png: a {data.y_test[0]} from the test split")
+PY
+"${PTX[@]}" predict runs/digit.png --topk 3

@@ -1,0 +1,30 @@
+"""The mission's suite: for every registered model, all backends agree at several batch sizes on
+real data (lstm in its seq-first layout). CUDA backends join when a GPU is present."""
+import numpy as np
+import pytest
+
+from conftest import GPU
+from ptx.infer import load
+from ptx.infer.preprocess import normalize, to_layout
+
+BATCH_SIZES = (1, 2, 7, 64)
+OTHERS = [("torchscript", "cpu"), ("ort-cpu", "cpu")] + (
+    [("eager", "cuda"), ("torchscript", "cuda"), ("ort-cuda", "cuda")] if GPU else [])
+
+
+@pytest.mark.parametrize("backend,device", OTHERS, ids=[f"{b}-{d}" for b, d in OTHERS])
+def test_backends_agree_with_eager(runs, model_name, backend, device):
+    root = runs.ready(model_name)
+    eager = load(model_name, backend="eager", root=root)
+    other = load(model_name, backend=backend, root=root, device=device)
+    raw, _ = runs.test_samples(model_name, max(BATCH_SIZES))
+    meta = eager.meta
+    atol = meta["atol"] if device == "cpu" else 1e-3  # cuDNN/TF32 kernels round differently from the CPU
+    for batch in BATCH_SIZES:
+        x = to_layout(normalize(raw[:batch], meta), meta)
+        want, got = eager.predict_array(x), other.predict_array(x)
+        assert got.shape == want.shape == (batch, len(meta["labels"]) if meta["task"] == "classification" else 1)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=f"{backend} batch {batch}")
+        if meta["task"] == "classification":
+            assert np.array_equal(got.argmax(1), want.argmax(1)), f"{backend} batch {batch}: argmax differs"

@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ptx.infer.verify import compare, verify
+
+
+def ptx(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_polygraphy_rule_fails_only_beyond_both_tolerances():
+    want = np.array([[100.0, 0.001]])
+    _, _, ok = compare(np.array([[100.01, 0.001]]), want, atol=1e-3, rtol=1e-3)  # abs 0.01 > atol, rel 1e-4 < rtol
+    assert ok == []
+    _, _, bad = compare(np.array([[100.0, 0.5]]), want, atol=1e-3, rtol=1e-3)
+    assert bad == ["1 values beyond atol and rtol"]
+    _, _, nan = compare(np.array([[np.nan, 0.001]]), want, atol=1e-3, rtol=1e-3)
+    assert "NaN/Inf in output" in nan
+
+
+@pytest.mark.parametrize("name", ["convnet", "lstm"])
+def test_verify_passes_and_prints_the_table(runs, name):
+    result = ptx("verify", name, "--samples", "200", "--root", str(runs.ready(name)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for backend in ("eager (cpu)", "torchscript (cpu)", "ort-cpu (cpu)"):
+        assert any(line.startswith(backend) and line.endswith("PASS") for line in result.stdout.splitlines())
+    assert "all backends agree" in result.stdout
+
+
+def test_verify_json_and_saved_inputs(runs, tmp_path):
+    root = runs.ready("convnet")
+    result = ptx("verify", "convnet", "--samples", "100", "--batch-sizes", "1,5", "--json", "--root", str(root),
+                 "--save-inputs", str(tmp_path / "inputs.npz"))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] and doc["samples"] == 100
+    assert {v["backend"] for v in doc["verdicts"]} >= {"eager", "torchscript", "ort-cpu"}
+    assert all(v["batch_sizes"] == [1, 5, 7] for v in doc["verdicts"])
+    saved = np.load(tmp_path / "inputs.npz")
+    assert {"real", "zeros", "ones", "batch-1", "batch-5", "batch-7", "labels"} <= set(saved.files)
+    assert saved["real"].shape == (100, 1, 28, 28)
+
+
+def test_a_corrupted_onnx_weight_makes_verify_fail_and_name_the_backend(runs, tmp_path):
+    src = runs.trained("convnet")
+    (tmp_path / "convnet").mkdir()
+    for f in ("checkpoint.pt", "model.torchscript.pt"):
+        (tmp_path / "convnet" / f).write_bytes((src / f).read_bytes())
+    proto = onnx.load(str(src / "model.onnx"))
+    weight = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += 5.0
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(proto, str(tmp_path / "convnet" / "model.onnx"))
+    result = ptx("verify", "convnet", "--samples", "200", "--root", str(tmp_path))
+    assert result.returncode == 1
+    failing = [line for line in result.stdout.splitlines() if "FAIL" in line]
+    assert len(failing) == 1 and failing[0].startswith("ort-cpu")
+    assert "backends DISAGREE" in result.stdout
+
+
+def test_verify_all_covers_every_model_with_artifacts(runs):
+    root = runs.ready("convnet", "linreg")
+    doc = json.loads(ptx("verify", "--all", "--samples", "50", "--json", "--root", str(root)).stdout)
+    assert {"convnet", "linreg"} <= {r["model"] for r in doc}
+
+
+def test_verify_reports_skipped_backends(runs):
+    report = verify("linreg", root=runs.ready("linreg"), samples=20, notice=lambda _: None)
+    assert report.ok
+    import torch
+
+    if not torch.cuda.is_available():
+        assert set(report.skipped) == {"eager-cuda", "torchscript-cuda", "ort-cuda"}
+
+
+def test_bench_json_reports_cpu_backends_and_bare_rows(runs):
+    result = ptx("bench", "convnet", "--json", "--seconds", "0.05", "--batch-sizes", "1,8", "--warmup", "2",
+                 "--root", str(runs.ready("convnet")))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    runners = {r["runner"] for r in rows}
+    assert {"eager-cpu", "torchscript-cpu", "ort-cpu"} <= runners
+    assert {"bare InferenceSession.run (ort-cpu)", "bare nn.Module call (eager-cpu)",
+            "bare torch.jit module call (torchscript-cpu)"} <= runners
+    for r in rows:
+        assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] and r["images_per_s"] > 0 and r["iterations"] >= 20
+        assert r["batch"] in (1, 8)
+    assert all(r["overhead"] > 0 for r in rows if not r["runner"].startswith("bare"))
