@@ -40,15 +40,15 @@ def _onnx_runner(path):
     return lambda x: (names, session.run(None, {input_name: x})[0])
 
 
-def _torchscript_runner(path):
+def _torchscript_runner(path, output_name: str):
     module, _ = torchscript.load(path)
 
     def run(x):
         with torch.inference_mode():
             out = module(torch.from_numpy(x))
-        if not isinstance(out, torch.Tensor):
+        if not isinstance(out, torch.Tensor):  # TorchScript names no outputs: one tensor is the contract
             return [f"{type(out).__name__} of {len(out)}"], np.asarray(out[0])
-        return ["logits"], out.numpy()
+        return [output_name], out.numpy()
 
     return run
 
@@ -81,7 +81,7 @@ def export_model(name: str, formats=FORMATS, *, checkpoint: str | Path | None = 
             else:
                 module, method = torchscript.compile_module(model, example, prefer=spec.torchscript)
                 torchscript.save(module, tmp, {**meta, "torchscript_method": method})
-                report = validate(_torchscript_runner(tmp), model, ckpt, "torchscript", atol)
+                report = validate(_torchscript_runner(tmp, contract["output_name"]), model, ckpt, "torchscript", atol)
             size = tmp.stat().st_size
         result = ExportResult(fmt, final, size, report)
         log(f"{fmt:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ptx.errors import ValidationError
-from ptx.infer.preprocess import normalize, to_layout
+from ptx.infer.preprocess import decisions, normalize, output_width, to_layout
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
 
@@ -34,7 +34,7 @@ def validate(run_artifact: Callable[[np.ndarray], tuple[list[str], np.ndarray]],
              ckpt: dict, fmt: str, atol: float) -> ValidationReport:
     """``run_artifact(x)`` returns (output names, first output). Raises ValidationError on mismatch."""
     contract = ckpt["contract"]
-    expected_width = len(contract["labels"]) if contract["task"] == "classification" else 1
+    expected_width = output_width(contract)
     worst = 0.0
     inputs = validation_inputs(ckpt)
     for x in inputs:
@@ -49,8 +49,9 @@ def validate(run_artifact: Callable[[np.ndarray], tuple[list[str], np.ndarray]],
         diff = float(np.max(np.abs(got - want)))
         if not np.isfinite(got).all() or diff > atol:
             raise ValidationError(f"{fmt}: batch {batch}: max |diff| {diff:.3g} exceeds atol {atol:g}")
-        if contract["task"] == "classification" and not np.array_equal(got.argmax(1), want.argmax(1)):
-            n = int((got.argmax(1) != want.argmax(1)).sum())
-            raise ValidationError(f"{fmt}: batch {batch}: argmax differs from eager on {n} of {batch} samples")
+        got_labels, want_labels = decisions(got, contract), decisions(want, contract)
+        if got_labels is not None and not np.array_equal(got_labels, want_labels):
+            n = int((got_labels != want_labels).sum())
+            raise ValidationError(f"{fmt}: batch {batch}: predicted label differs from eager on {n} of {batch} samples")
         worst = max(worst, diff)
     return ValidationReport(worst, tuple(x.shape[contract["batch_axis"]] for x in inputs))

@@ -8,7 +8,7 @@ import numpy as np
 from ptx.errors import InputError
 
 from .api import load
-from .inputs import expand_inputs
+from .inputs import expand_csv_rows, expand_inputs
 from .predictor import Prediction, Predictor
 
 CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
@@ -44,7 +44,8 @@ def predict_inputs(args: list[str], *, model: str, backend: str, device: str = "
     predictor = load(artifact or model, backend=backend if not artifact or backend != "ort-cpu" else None,
                      root=root, device=device)
     report = PredictReport(predictor)
-    items = args if predictor.meta["kind"] == "number" else expand_inputs(args)
+    kind = predictor.meta["kind"]
+    items = args if kind == "number" else expand_csv_rows(args) if kind == "vector" else expand_inputs(args)
     samples, sources = [], []
     for item in items:
         try:

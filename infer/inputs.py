@@ -21,3 +21,30 @@ def expand_inputs(args: list[str]) -> list[str]:
         else:
             items.append(arg)
     return items
+
+
+def expand_csv_rows(args: list[str]) -> list[str]:
+    """For models that take feature rows: a CSV file gives its rows (a header line is skipped);
+    any other argument is itself one row, e.g. "6,148,72,35,0,33.6,0.627,50"."""
+    rows: list[str] = []
+    for arg in args:
+        path = Path(arg)
+        if path.suffix.lower() == ".csv" or path.is_file():
+            if not path.is_file():
+                rows.append(arg)  # reported as a bad row that names the missing file
+                continue
+            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+            if lines and not _is_numeric_row(lines[0]):
+                lines = lines[1:]
+            rows += lines
+        else:
+            rows.append(arg)
+    return rows
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(v) for v in line.split(",")]
+    except ValueError:
+        return False
+    return True

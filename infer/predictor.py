@@ -9,7 +9,7 @@ import numpy as np
 from ptx.errors import InputError
 
 from .images import load_image_array
-from .preprocess import normalize, softmax, to_layout
+from .preprocess import decisions, normalize, softmax, to_layout
 
 
 @dataclass
@@ -62,26 +62,41 @@ class Predictor:
 
     def prepare_one(self, item, raw: bool = False) -> np.ndarray:
         """One user input (path, PIL image, array, or number) -> one raw sample. Raises InputError."""
-        if self.meta["kind"] == "number":
-            try:
-                return np.array([float(item)], dtype=np.float32)
-            except (TypeError, ValueError):
-                raise InputError(f"{item!r}: not a number ({self.meta['model']} takes numbers)") from None
+        if self.meta["kind"] in ("number", "vector"):
+            return self._parse_numbers(item)
         if isinstance(item, np.ndarray):
             from PIL import Image
 
             item = Image.fromarray(np.clip(item, 0, 255).astype(np.uint8))
         return load_image_array(item, raw=raw)
 
+    def _parse_numbers(self, item) -> np.ndarray:
+        """A number, a CSV row ("6,148,72,...") or a sequence of numbers -> one float32 sample."""
+        width = int(np.prod([d for d in self.meta["shape"] if d != "batch"]))
+        values = item.split(",") if isinstance(item, str) else np.atleast_1d(item)
+        try:
+            sample = np.array([float(v) for v in values], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(f"{item!r}: not {'a number' if width == 1 else f'{width} comma-separated numbers'} "
+                             f"({self.meta['model']} takes {'numbers' if width == 1 else 'CSV rows'})") from None
+        if sample.size != width:
+            raise InputError(f"{item!r}: {sample.size} values, {self.meta['model']} takes {width}")
+        return sample
+
     def predict_raw(self, samples: np.ndarray, sources: Sequence[str] | None = None) -> list[Prediction]:
         """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's preprocessing."""
         x = to_layout(normalize(samples, self.meta), self.meta)
         logits = np.asarray(self.predict_array(x), dtype=np.float32)
         sources = sources or [None] * len(samples)
-        if self.meta["task"] != "classification":
-            return [Prediction(logits=row, value=float(row[0]), source=src) for row, src in zip(logits, sources)]
-        probs = softmax(logits)
         labels = self.labels
+        if self.meta["task"] == "regression":
+            return [Prediction(logits=row, value=float(row[0]), source=src) for row, src in zip(logits, sources)]
+        if self.meta["task"] == "binary":  # the model's output is already P(label 1)
+            return [Prediction(logits=row, label=int(d), label_name=labels[int(d)],
+                               probability=float(row[0] if d else 1 - row[0]),
+                               probabilities=np.array([1 - row[0], row[0]]), source=src)
+                    for row, d, src in zip(logits, decisions(logits, self.meta), sources)]
+        probs = softmax(logits)
         return [Prediction(logits=row, label=int(p.argmax()), label_name=labels[int(p.argmax())],
                            probability=float(p.max()), probabilities=p, source=src)
                 for row, p, src in zip(logits, probs, sources)]

@@ -34,6 +34,20 @@ def batch_size_of(x, contract: dict) -> int:
     return x.shape[contract["batch_axis"]]
 
 
+def output_width(contract: dict) -> int:
+    return len(contract["labels"]) if contract["task"] == "classification" else 1
+
+
+def decisions(outputs: np.ndarray, contract: dict) -> np.ndarray | None:
+    """The label each output row stands for: argmax for classifiers, p >= 0.5 for binary models
+    (whose output is a probability), none for regression."""
+    if contract["task"] == "classification":
+        return outputs.argmax(1)
+    if contract["task"] == "binary":
+        return (outputs[:, 0] >= 0.5).astype(np.int64)
+    return None
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)

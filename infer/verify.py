@@ -13,7 +13,7 @@ import numpy as np
 from ptx.errors import PtxError
 
 from .api import load
-from .preprocess import normalize, to_layout
+from .preprocess import decisions, normalize, to_layout
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 REL_EPS = 1e-6
@@ -139,7 +139,6 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
         np.savez(save_inputs, labels=truth, **inputs)
     report = VerifyReport(name, len(real), data.name, atol, rtol)
     chunk = max(batch_sizes)
-    classification = meta["task"] == "classification"
     sizes = sorted(int(k.split("-")[1]) for k in inputs if k.startswith("batch-"))
 
     def run_all(predictor) -> dict[str, np.ndarray]:
@@ -168,11 +167,12 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
                 max_abs, max_rel = max(max_abs, a), max(max_rel, r)
                 failures += [f"{key}: {p}" for p in problems]
             agreement = accuracy = None
-            if classification:
-                agreement = float((outputs["real"].argmax(1) == reference["real"].argmax(1)).mean())
-                accuracy = float((outputs["real"].argmax(1) == truth).mean())
+            labels = decisions(outputs["real"], meta)
+            if labels is not None:
+                agreement = float((labels == decisions(reference["real"], meta)).mean())
+                accuracy = float((labels == truth.reshape(len(truth))).mean())
                 if agreement < 1.0:
-                    failures.append(f"argmax differs on {100 * (1 - agreement):.1f}% of real samples")
+                    failures.append(f"predicted label differs on {100 * (1 - agreement):.1f}% of real samples")
             report.verdicts.append(BackendVerdict(backend, device, sizes, max_abs, max_rel, agreement, accuracy, failures))
     if not report.verdicts:
         raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()))

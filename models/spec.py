@@ -5,6 +5,7 @@ artifacts' metadata, and the builder is the only thing that touches torch.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -86,7 +87,7 @@ class ModelSpec:
     params: int  # declared from the seed's layer sizes; a test checks the builder against it
     preprocessing: Preprocessing = Preprocessing()
     model_args: dict = field(default_factory=dict)
-    task: str = "classification"  # classification | regression
+    task: str = "classification"  # classification | binary (outputs a probability) | regression
     atol: float = 1e-4
     rtol: float = 1e-3
     torchscript: str = "script"  # script | trace
@@ -97,11 +98,12 @@ class ModelSpec:
 
     @property
     def num_outputs(self) -> int:
-        return len(self.labels) if self.task == "classification" else 1
+        return len(self.labels) if self.task == "classification" else 1  # binary: P(label 1)
 
     def contract(self) -> dict:
         """The JSON-able input contract, preprocessing and labels that travel inside artifacts."""
-        return {
+        # Through JSON so that the spec's contract is the very dict the artifacts give back.
+        return json.loads(json.dumps({
             "model": self.name,
             "task": self.task,
             "input_name": self.input.name,
@@ -115,4 +117,4 @@ class ModelSpec:
             "labels": list(self.labels),
             "atol": self.atol,
             "rtol": self.rtol,
-        }
+        }))

@@ -28,7 +28,19 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi
+  # Pima Indians diabetes ships in r-cran-mlbench; unpacking it (rather than installing it) avoids
+  # pulling in R. ptx reads the .rda with the PyPI package rdata.
+  debian_dir="${XDG_CACHE_HOME:-$HOME/.cache}/ptx/debian"
+  if [ ! -f "$debian_dir/usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda" ]; then
+    echo "setup: unpacking r-cran-mlbench into $debian_dir"
+    tmp=$(mktemp -d)
+    mkdir -p "$debian_dir"
+    { (cd "$tmp" && apt-get download -qq r-cran-mlbench 2>/dev/null) && dpkg -x "$tmp"/r-cran-mlbench_*.deb "$debian_dir"; } \
+      || echo "setup: could not fetch r-cran-mlbench: the diabetes model will say how to get its data"
+    rm -rf "$tmp"
+  fi
 else
   echo "setup: not root: install the Debian data packages yourself: sudo apt-get install $DEBIAN_DATA"
+  echo "       and unpack r-cran-mlbench: apt-get download r-cran-mlbench && dpkg -x r-cran-mlbench_*.deb ~/.cache/ptx/debian"
 fi
 echo "setup: done ($("$PYTHON" -c 'import torch; print("torch", torch.__version__)'))"

@@ -30,7 +30,9 @@ IDX_FILES = {
 }
 # torchvision's class and folder name for each IDX dataset.
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "line", "folder:PATH")
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "line", "hours", "pima", "folder:PATH")
+PIMA_RDA = "usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda"
+PIMA_TRAIN = 614  # of 768 rows: a fixed, seeded 80/20 split
 
 
 @dataclass
@@ -149,6 +151,57 @@ def load_line() -> Dataset:
                    x, 2 * x + noise[0], x.copy(), 2 * x + noise[1])
 
 
+def load_hours() -> Dataset:
+    """003 lecture 6's three points: hours studied 1, 2, 3 -> fail, fail, pass (also the test set)."""
+    x = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+    y = np.array([[0.0], [0.0], [1.0]], dtype=np.float32)
+    return Dataset("hours", "003 lecture 6's points (hours 1, 2, 3 -> 0, 0, 1)", x, y, x.copy(), y.copy())
+
+
+def debian_extract_dir() -> Path:
+    """Where scripts/setup.sh unpacks Debian data packages that would otherwise pull in R."""
+    return cache_dir().parent / "debian"
+
+
+def _pima_csv(data_dir: str | None) -> tuple[Path, str]:
+    """The seed reads diabetes.csv (8 features, then 0/1); make one from Debian's mlbench if needed."""
+    if data_dir and (Path(data_dir) / "diabetes.csv").is_file():
+        return Path(data_dir) / "diabetes.csv", "--data-dir/PTX_DATA_DIR"
+    cached = cache_dir() / "diabetes.csv"
+    if cached.is_file():
+        return cached, "Debian package r-cran-mlbench, converted"
+    candidates = [debian_extract_dir() / PIMA_RDA, Path("/") / PIMA_RDA]
+    rda = next((p for p in candidates if p.is_file()), None)
+    if rda is None:
+        raise DataError("Pima Indians diabetes data not found: run scripts/setup.sh (it unpacks the Debian package "
+                        "r-cran-mlbench), or pass --data-dir DIR with the seed's diabetes.csv")
+    try:
+        import rdata
+    except ImportError:
+        raise DataError("reading mlbench's .rda needs the PyPI package rdata: pip install rdata") from None
+    import warnings
+
+    from ptx.atomic import write_text
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Unknown encoding. Assumed ASCII.": the file is ASCII
+        frame = rdata.read_rda(str(rda))["PimaIndiansDiabetes"]
+    rows = [",".join(f"{v:g}" for v in row[:8]) + f",{int(str(row[8]) == 'pos')}" for row in frame.itertuples(index=False)]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    write_text(cached, "\n".join(rows) + "\n")
+    return cached, "Debian package r-cran-mlbench, converted"
+
+
+def load_pima(data_dir: str | None = None) -> Dataset:
+    path, how = _pima_csv(data_dir)
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # the seed's DiabetesDataset reads it so
+    x, y = table[:, :-1], table[:, [-1]]
+    order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(y))
+    train, test = order[:PIMA_TRAIN], order[PIMA_TRAIN:]
+    return Dataset("pima", f"Pima Indians diabetes, {len(y)} rows, seeded {len(train)}/{len(test)} split "
+                   f"({how}: {path})", x[train], y[train], x[test], y[test])
+
+
 def load_folder(path: str, labels: tuple[str, ...]) -> Dataset:
     """A folder of the user's images with labels.csv (file,label), seed 002 §2.3's custom Dataset."""
     from ptx.infer.images import load_image_array
@@ -197,6 +250,10 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
         return load_mnist_sample()
     if name == "line":
         return load_line()
+    if name == "hours":
+        return load_hours()
+    if name == "pima":
+        return load_pima(data_dir)
     if name.startswith("folder:"):
         return load_folder(name[len("folder:"):], labels)
     if name in TORCHVISION_NAMES:

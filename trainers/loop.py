@@ -66,8 +66,10 @@ def make_optimizer(spec: ModelSpec, model: torch.nn.Module, lr: float) -> torch.
 
 
 def make_loss(spec: ModelSpec) -> torch.nn.Module:
-    return {"cross_entropy": torch.nn.CrossEntropyLoss, "mse": torch.nn.MSELoss,
-            "bce": torch.nn.BCEWithLogitsLoss}[spec.recipe.loss]()
+    # bce: the seeds' binary models end in a sigmoid and train with BCELoss on the probability.
+    losses = {"cross_entropy": torch.nn.CrossEntropyLoss, "mse": torch.nn.MSELoss, "bce": torch.nn.BCELoss,
+              "bce_sum": lambda: torch.nn.BCELoss(reduction="sum")}
+    return losses[spec.recipe.loss]()
 
 
 def to_model_layout(batch_first: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
@@ -91,6 +93,8 @@ def evaluate(model, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> dict:
     out = torch.cat(outputs)
     if spec.task == "classification":
         return {"test_accuracy": (out.argmax(1) == y).float().mean().item()}
+    if spec.task == "binary":
+        return {"test_accuracy": ((out >= 0.5).float() == y).float().mean().item()}
     return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}
 
 

@@ -1,0 +1,40 @@
+"""003 lectures 7-8: the diabetes MLP 8-6-4-1 with sigmoids and BCE, on Pima Indians diabetes."""
+from torch import nn
+
+from .registry import register
+from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+
+FEATURES = ("pregnant", "glucose", "pressure", "triceps", "insulin", "mass", "pedigree", "age")
+# Training-split statistics of the fixed seeded split (ptx.trainers.data.load_pima): stored in the
+# spec, and so in every artifact, so that serving standardises exactly as training did.
+TRAIN_MEAN = (3.8697, 122.2052, 69.5016, 20.7313, 83.1629, 32.0189, 0.4704, 33.4072)
+TRAIN_STD = (3.4033, 30.9834, 17.7226, 15.8890, 118.3485, 7.7389, 0.3311, 11.9542)
+
+
+class DiabetesMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear1 = nn.Linear(8, 6)
+        self.linear2 = nn.Linear(6, 4)
+        self.linear3 = nn.Linear(4, 1)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):  # (B, 8) standardised features -> (B, 1) P(diabetes)
+        x = self.sigmoid(self.linear1(x))
+        x = self.sigmoid(self.linear2(x))
+        return self.sigmoid(self.linear3(x))
+
+
+register(ModelSpec(
+    name="diabetes",
+    description="diabetes MLP 8-6-4-1 with sigmoids, BCE, on Pima Indians diabetes",
+    seed="003 lectures 7-8",
+    builder=DiabetesMLP,
+    input=InputContract(shape=(BATCH, 8), layout="flat", kind="vector", output_name="probability"),
+    preprocessing=Preprocessing(scale=1.0, mean=TRAIN_MEAN, std=TRAIN_STD),
+    labels=("neg", "pos"),
+    dataset="pima",
+    recipe=Recipe(loss="bce", optimizer="sgd", lr=0.01, batch_size=32, epochs=100),
+    params=(8 * 6 + 6) + (6 * 4 + 4) + (4 * 1 + 1),
+    task="binary",
+))
