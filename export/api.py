@@ -54,9 +54,10 @@ def _torchscript_runner(path, output_name: str):
 
 
 def export_model(name: str, formats=FORMATS, *, checkpoint: str | Path | None = None, out: str | Path | None = None,
-                 opset: int = DEFAULT_OPSET, exporter: str = DEFAULT_EXPORTER, atol: float | None = None,
+                 opset: int = DEFAULT_OPSET, exporter: str | None = None, atol: float | None = None,
                  log: Callable[[str], None] = print) -> list[ExportResult]:
     spec = get(name)
+    exporter = exporter or spec.onnx_exporter or DEFAULT_EXPORTER
     if exporter not in EXPORTERS:
         raise PtxError(f"unknown exporter {exporter!r}; choose {' or '.join(EXPORTERS)}")
     ckpt_path = Path(checkpoint) if checkpoint else Path("runs") / name / "checkpoint.pt"
@@ -85,6 +86,6 @@ def export_model(name: str, formats=FORMATS, *, checkpoint: str | Path | None = 
             size = tmp.stat().st_size
         result = ExportResult(fmt, final, size, report)
         log(f"{fmt:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "
-            f"(batches {', '.join(map(str, report.batches))}, atol {atol:g})")
+            f"({report.describe()}, atol {atol:g})")
         results.append(result)
     return results

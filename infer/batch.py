@@ -9,7 +9,7 @@ from ptx.errors import InputError
 
 from .api import load
 from .inputs import expand_csv_rows, expand_inputs
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, collate
 
 CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
 
@@ -25,6 +25,9 @@ class PredictReport:
         for r in self.results:
             if r.value is not None:
                 out.append(f"{r.source}\ty={r.value:.6g}")
+                continue
+            if r.label is None:  # per-position output: the predicted string
+                out.append(f"{r.source}\t{r.label_name}\t{r.probability:.4f}")
                 continue
             line = f"{r.source}\t{r.label_name}\t{r.probability:.4f}"
             if topk:
@@ -45,7 +48,7 @@ def predict_inputs(args: list[str], *, model: str, backend: str, device: str = "
                      root=root, device=device)
     report = PredictReport(predictor)
     kind = predictor.meta["kind"]
-    items = args if kind == "number" else expand_csv_rows(args) if kind == "vector" else expand_inputs(args)
+    items = args if kind in ("number", "text") else expand_csv_rows(args) if kind == "vector" else expand_inputs(args)
     samples, sources = [], []
     for item in items:
         try:
@@ -54,5 +57,5 @@ def predict_inputs(args: list[str], *, model: str, backend: str, device: str = "
         except InputError as exc:
             report.errors.append((item, str(exc)))
     for start in range(0, len(samples), CHUNK):
-        report.results += predictor.predict_raw(np.stack(samples[start:start + CHUNK]), sources[start:start + CHUNK])
+        report.results += predictor.predict_raw(collate(samples[start:start + CHUNK]), sources[start:start + CHUNK])
     return report

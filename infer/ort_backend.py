@@ -84,14 +84,15 @@ class OrtPredictor(Predictor):
     def predict_array(self, x) -> np.ndarray:
         if getattr(x, "is_cuda", False):
             return self._predict_device_tensor(x)
-        return self.session.run(self.output_names[:1], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.session.run(self.output_names[:1], {self.input_name: np.ascontiguousarray(x, dtype=self.meta["dtype"])})[0]
 
     def _predict_device_tensor(self, x) -> np.ndarray:
         """A torch CUDA tensor stays on the GPU: IO binding hands ORT its pointer, no host copy."""
         binding = self.session.io_binding()
         x = x.contiguous()
         binding.bind_input(name=self.input_name, device_type="cuda", device_id=x.device.index or 0,
-                           element_type=np.float32, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
+                           element_type=np.dtype(self.meta["dtype"]).type, shape=tuple(x.shape),
+                           buffer_ptr=x.data_ptr())
         binding.bind_output(self.output_names[0], "cuda", x.device.index or 0)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]

@@ -64,6 +64,8 @@ class Predictor:
         """One user input (path, PIL image, array, or number) -> one raw sample. Raises InputError."""
         if self.meta["kind"] in ("number", "vector"):
             return self._parse_numbers(item)
+        if self.meta["kind"] == "text":
+            return tokenize(item, self.meta)
         if isinstance(item, np.ndarray):
             from PIL import Image
 
@@ -89,6 +91,8 @@ class Predictor:
         logits = np.asarray(self.predict_array(x), dtype=np.float32)
         sources = sources or [None] * len(samples)
         labels = self.labels
+        if "seq" in self.meta["output_shape"]:  # a label per position: the answer is a string
+            return self._per_position(logits, samples, sources)
         if self.meta["task"] == "regression":
             return [Prediction(logits=row, value=float(row[0]), source=src) for row, src in zip(logits, sources)]
         if self.meta["task"] == "binary":  # the model's output is already P(label 1)
@@ -101,11 +105,46 @@ class Predictor:
                            probability=float(p.max()), probabilities=p, source=src)
                 for row, p, src in zip(logits, probs, sources)]
 
+    def _per_position(self, logits, samples, sources) -> list[Prediction]:
+        probs = softmax(logits)  # (B, T, C)
+        out = []
+        for row, p, sample, src in zip(logits, probs, samples, sources):
+            length = len(src) if isinstance(src, str) and self.meta["kind"] == "text" else len(sample)
+            best = p[:length].argmax(-1)
+            text = "".join(self.labels[i] for i in best)
+            out.append(Prediction(logits=row[:length], label_name=text,
+                                  probability=float(p[:length].max(-1).min(initial=1.0)), source=src))
+        return out
+
     def predict(self, inputs, raw: bool = False) -> list[Prediction]:
-        """Image paths, PIL images, numpy arrays (one or a batch) or numbers -> one Prediction each."""
+        """Image paths, PIL images, numpy arrays (one or a batch), numbers, CSV rows or words
+        -> one Prediction each."""
         items = _as_items(inputs)
-        samples = np.stack([self.prepare_one(item, raw=raw) for item in items])
+        samples = collate([self.prepare_one(item, raw=raw) for item in items])
         return self.predict_raw(samples, sources=[_describe(item) for item in items])
+
+
+def tokenize(text, meta: dict) -> np.ndarray:
+    """A string -> int64 token ids: the index in the model's vocab, or the Latin-1 code (0 is
+    padding, 1 stands for characters outside Latin-1)."""
+    if not isinstance(text, str) or not text:
+        raise InputError(f"{text!r}: {meta['model']} takes non-empty strings")
+    vocab = meta.get("vocab")
+    if vocab:
+        unknown = sorted(set(text) - set(vocab))
+        if unknown:
+            raise InputError(f"{text!r}: characters {''.join(unknown)!r} are not in {meta['model']}'s vocabulary "
+                             f"{vocab!r}")
+        return np.array([vocab.index(c) for c in text], dtype=np.int64)
+    return np.array([ord(c) if 0 < ord(c) < 256 else 1 for c in text], dtype=np.int64)
+
+
+def collate(samples: list[np.ndarray]) -> np.ndarray:
+    """Stack samples; token sequences of different lengths are padded with 0 at the end."""
+    if len({s.shape for s in samples}) <= 1:
+        return np.stack(samples)
+    longest = max(len(s) for s in samples)
+    return np.stack([np.pad(s, (0, longest - len(s))) for s in samples])
 
 
 def _as_items(inputs) -> list:
@@ -117,6 +156,8 @@ def _as_items(inputs) -> list:
 
 
 def _describe(item) -> str:
+    if isinstance(item, str):
+        return item
     if isinstance(item, np.ndarray):
         return f"array{tuple(item.shape)}"
     return str(item) if not hasattr(item, "size") or isinstance(item, (str, float, int)) else type(item).__name__

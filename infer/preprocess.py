@@ -8,14 +8,16 @@ import numpy as np
 
 
 def normalize(raw: np.ndarray, contract: dict) -> np.ndarray:
-    """(N, *raw sample) raw values -> (N, *sample_shape) float32, batch first."""
+    """(N, *raw sample) raw values -> (N, *sample_shape) float32 (int64 tokens as they are), batch first."""
+    sample_shape = [d if isinstance(d, int) else -1 for d in contract["shape"] if d != "batch"]
+    if contract["dtype"] == "int64":
+        return np.ascontiguousarray(raw.astype(np.int64).reshape(len(raw), *sample_shape))
     prep = contract["preprocessing"]
     x = raw.astype(np.float32) * np.float32(prep["scale"])
     x = (x - np.asarray(prep["mean"], dtype=np.float32)) / np.asarray(prep["std"], dtype=np.float32)
     if prep.get("pad"):
         p = prep["pad"]
         x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
-    sample_shape = [d for d in contract["shape"] if d != "batch"]
     return np.ascontiguousarray(x.reshape(len(x), *sample_shape))
 
 
@@ -34,21 +36,25 @@ def batch_size_of(x, contract: dict) -> int:
     return x.shape[contract["batch_axis"]]
 
 
-def output_width(contract: dict) -> int:
-    return len(contract["labels"]) if contract["task"] == "classification" else 1
+def expected_output_shape(contract: dict, x: np.ndarray) -> tuple[int, ...]:
+    """The output shape the contract promises for input ``x`` (batch and seq read from ``x``)."""
+    sizes = {"batch": x.shape[contract["batch_axis"]]}
+    if "seq" in contract["shape"]:
+        sizes["seq"] = x.shape[contract["shape"].index("seq")]
+    return tuple(sizes.get(d, d) for d in contract["output_shape"])
 
 
 def decisions(outputs: np.ndarray, contract: dict) -> np.ndarray | None:
     """The label each output row stands for: argmax for classifiers, p >= 0.5 for binary models
     (whose output is a probability), none for regression."""
     if contract["task"] == "classification":
-        return outputs.argmax(1)
+        return outputs.argmax(-1)  # (B,) or, for per-position outputs, (B, T)
     if contract["task"] == "binary":
         return (outputs[:, 0] >= 0.5).astype(np.int64)
     return None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -27,7 +27,7 @@ class _TorchPredictor(Predictor):
         self._lock = threading.Lock()
 
     def predict_array(self, x) -> np.ndarray:
-        tensor = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        tensor = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=self.meta["dtype"]))
         with self._lock, torch.inference_mode():
             out = self.module(tensor.to(self.device))
             if self.device.type == "cuda":

@@ -170,7 +170,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
             labels = decisions(outputs["real"], meta)
             if labels is not None:
                 agreement = float((labels == decisions(reference["real"], meta)).mean())
-                accuracy = float((labels == truth.reshape(len(truth))).mean())
+                accuracy = float((labels == truth.reshape(labels.shape)).mean())
                 if agreement < 1.0:
                     failures.append(f"predicted label differs on {100 * (1 - agreement):.1f}% of real samples")
             report.verdicts.append(BackendVerdict(backend, device, sizes, max_abs, max_rel, agreement, accuracy, failures))

@@ -10,7 +10,8 @@ from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
 
 _MODEL_FILES = (
     "linreg", "logreg", "mlp_sigmoid", "mlp_dropout", "cnn", "convnet", "lstm", "mlp",
-    "lenet", "softmax_mlp", "cnn_basic", "inception", "resnet", "logistic", "diabetes",
+    "lenet", "softmax_mlp", "cnn_basic", "inception", "resnet", "logistic", "diabetes", "rnn_hello",
+    "gru_classifier",
 )
 for _file in _MODEL_FILES:
     importlib.import_module(f"{__name__}.{_file}")

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 BATCH = "batch"
+SEQ = "seq"  # a dynamic sequence length, for models that read tokens
 MNIST_LABELS = tuple(str(d) for d in range(10))
 FASHION_LABELS = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -22,7 +23,9 @@ class InputContract:
     """The tensor a model takes. ``shape`` marks the batch axis with ``BATCH``.
 
     ``kind`` says what a user hands ``predict``: ``image`` (files, PIL images, arrays) or
-    ``number`` (plain numbers, one per sample).
+    ``number`` (plain numbers, one per sample), ``vector`` (CSV rows of features) or ``text``
+    (strings, tokenised by ``vocab``: the index of each character in it, or with no vocab its
+    Latin-1 code, 0 being padding).
     """
 
     shape: tuple
@@ -31,6 +34,8 @@ class InputContract:
     dtype: str = "float32"
     name: str = "input"
     output_name: str = "logits"
+    vocab: str | None = None
+    vocab_size: int | None = None
 
     @property
     def batch_axis(self) -> int:
@@ -41,8 +46,17 @@ class InputContract:
         """One sample's shape, batch axis removed (the order data is stored in, batch first)."""
         return tuple(d for d in self.shape if d != BATCH)
 
-    def batch_shape(self, batch: int) -> tuple[int, ...]:
-        return tuple(batch if d == BATCH else d for d in self.shape)
+    def batch_shape(self, batch: int, seq: int = 5) -> tuple[int, ...]:
+        return tuple(batch if d == BATCH else seq if d == SEQ else d for d in self.shape)
+
+    def example(self, batch: int, seq: int = 5):
+        """A random input of this contract (tokens for text models), for tests and tracing."""
+        import torch
+
+        shape = self.batch_shape(batch, seq)
+        if self.dtype == "int64":
+            return torch.randint(1, self.vocab_size, shape)
+        return torch.randn(shape)
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,8 @@ class ModelSpec:
     rtol: float = 1e-3
     torchscript: str = "script"  # script | trace
     report: Callable[[Any], dict] | None = None  # extra per-epoch numbers the seed prints (linreg's w)
+    output_shape: tuple | None = None  # default (batch, outputs); (batch, seq, classes) per position
+    onnx_exporter: str | None = None  # the exporter this model needs, when the default cannot do it
 
     def build(self, **overrides):
         return self.builder(**{**self.model_args, **overrides})
@@ -99,6 +115,10 @@ class ModelSpec:
     @property
     def num_outputs(self) -> int:
         return len(self.labels) if self.task == "classification" else 1  # binary: P(label 1)
+
+    @property
+    def outputs(self) -> tuple:
+        return self.output_shape or (BATCH, self.num_outputs)
 
     def contract(self) -> dict:
         """The JSON-able input contract, preprocessing and labels that travel inside artifacts."""
@@ -109,6 +129,9 @@ class ModelSpec:
             "input_name": self.input.name,
             "output_name": self.input.output_name,
             "shape": list(self.input.shape),
+            "output_shape": list(self.outputs),
+            "vocab": self.input.vocab,
+            "vocab_size": self.input.vocab_size,
             "batch_axis": self.input.batch_axis,
             "layout": self.input.layout,
             "kind": self.input.kind,

@@ -14,7 +14,7 @@ from ptx.export import api as export_api
 from ptx.export import torchscript
 from ptx.export.api import export_model
 from ptx.export.metadata import from_onnx_props
-from ptx.export.onnx_export import symbolic_batch_dims
+from ptx.export.onnx_export import symbolic_batch_dims, symbolic_dims
 from ptx.models import get
 
 QUIET = dict(log=lambda _: None)
@@ -28,10 +28,15 @@ def test_every_model_exports_both_formats_with_a_dynamic_batch(runs, model_name)
     onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
     in_batch, out_batch = symbolic_batch_dims(onnx_path)
     assert isinstance(in_batch, str) and isinstance(out_batch, str), (in_batch, out_batch)
+    in_dims, out_dims = symbolic_dims(onnx_path)
+    contract = get(model_name).contract()
+    for dims, declared in ((in_dims, contract["shape"]), (out_dims, contract["output_shape"])):
+        assert [isinstance(d, str) for d in dims] == [isinstance(d, str) for d in declared], (dims, declared)
     results = export_model(model_name, checkpoint=run_dir / "checkpoint.pt", out=run_dir / "again", **QUIET)
     assert [r.format for r in results] == ["onnx", "torchscript"]
     for r in results:
         assert r.report.batches == (1, 2, 7, 64) and r.report.worst_abs_diff <= get(model_name).atol
+        assert len(r.report.seq_lengths) == (2 if "seq" in get(model_name).input.shape else 0)
 
 
 def test_metadata_round_trips(runs, model_name):

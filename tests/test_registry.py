@@ -16,15 +16,17 @@ def test_forward_shape(model_name):
     spec = get(model_name)
     model = spec.build().eval()
     for batch in (1, 3):
-        x = torch.randn(spec.input.batch_shape(batch))
-        assert model(x).shape == (batch, spec.num_outputs)
+        for seq in (4, 9):
+            x = spec.input.example(batch, seq)
+            expected = tuple(batch if d == "batch" else seq if d == "seq" else d for d in spec.outputs)
+            assert model(x).shape == expected
 
 
 def test_backward_reaches_every_parameter(model_name):
     spec = get(model_name)
     torch.manual_seed(0)
     model = spec.build().train()
-    model(torch.randn(spec.input.batch_shape(4))).square().sum().backward()
+    model(spec.input.example(4)).square().sum().backward()
     for pname, param in model.named_parameters():
         assert param.grad is not None, f"{model_name}.{pname} got no gradient"
         assert param.grad.abs().sum() > 0, f"{model_name}.{pname} got an all-zero gradient"

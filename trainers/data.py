@@ -30,7 +30,7 @@ IDX_FILES = {
 }
 # torchvision's class and folder name for each IDX dataset.
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "line", "hours", "pima", "folder:PATH")
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "line", "hours", "pima", "hello", "words", "folder:PATH")
 PIMA_RDA = "usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda"
 PIMA_TRAIN = 614  # of 768 rows: a fixed, seeded 80/20 split
 
@@ -158,6 +158,66 @@ def load_hours() -> Dataset:
     return Dataset("hours", "003 lecture 6's points (hours 1, 2, 3 -> 0, 0, 1)", x, y, x.copy(), y.copy())
 
 
+def load_hello() -> Dataset:
+    """003 lecture 12: "hello" -> "ohlol", as ids into the vocabulary "ehlo" (also the test set)."""
+    vocab = "ehlo"
+    x = np.array([[vocab.index(c) for c in "hello"]], dtype=np.int64)
+    y = np.array([[vocab.index(c) for c in "ohlol"]], dtype=np.int64)
+    return Dataset("hello", '003 lecture 12\'s "hello" -> "ohlol"', x, y, x.copy(), y.copy())
+
+
+WORD_LISTS = {  # language -> Debian word list (packages wamerican, wngerman, wfrench, ...)
+    "english": "american-english", "german": "ngerman", "french": "french",
+    "italian": "italian", "spanish": "spanish", "dutch": "dutch",
+}
+WORDS_TRAIN, WORDS_TEST, WORD_MAX_LEN = 4000, 1000, 20
+
+
+def _read_words(path: Path) -> set[str]:
+    words = set()
+    for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
+        word = line.strip().lower()
+        if 2 <= len(word) <= WORD_MAX_LEN and word.isalpha() and all(ord(c) < 256 for c in word):
+            words.add(word)
+    return words
+
+
+def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict")) -> Dataset:
+    """Words -> language: seeded 4,000/1,000 words per language; words in several lists are dropped
+    because no model could tell their language."""
+    lists = {}
+    for language in labels:
+        path = dict_dir / WORD_LISTS[language]
+        if not path.is_file():
+            raise DataError(f"word list {path} not found: run scripts/setup.sh (or apt-get install "
+                            f"{' '.join('w' + ('american' if l == 'english' else 'ngerman' if l == 'german' else l) for l in labels)})")
+        lists[language] = _read_words(path)
+    seen_twice = set()
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            seen_twice |= lists[a] & lists[b]
+    rng = np.random.default_rng(SAMPLE_SPLIT_SEED)
+    splits = {"train": ([], []), "test": ([], [])}
+    for index, language in enumerate(labels):
+        words = sorted(lists[language] - seen_twice)
+        chosen = rng.choice(len(words), WORDS_TRAIN + WORDS_TEST, replace=False)
+        for part, picks in (("train", chosen[:WORDS_TRAIN]), ("test", chosen[WORDS_TRAIN:])):
+            splits[part][0].extend(words[i] for i in picks)
+            splits[part][1].extend([index] * len(picks))
+
+    def encode(words):  # Latin-1 codes, 0-padded to the longest word
+        codes = np.zeros((len(words), WORD_MAX_LEN), dtype=np.int64)
+        for row, word in enumerate(words):
+            codes[row, :len(word)] = [ord(c) for c in word]
+        return codes
+
+    (tr_words, tr_y), (te_words, te_y) = splits["train"], splits["test"]
+    order = rng.permutation(len(tr_y))
+    return Dataset("words", f"{len(labels)} Debian word lists ({', '.join(labels)}), seeded "
+                   f"{WORDS_TRAIN:,}/{WORDS_TEST:,} words each", encode(tr_words)[order],
+                   np.array(tr_y, dtype=np.int64)[order], encode(te_words), np.array(te_y, dtype=np.int64))
+
+
 def debian_extract_dir() -> Path:
     """Where scripts/setup.sh unpacks Debian data packages that would otherwise pull in R."""
     return cache_dir().parent / "debian"
@@ -254,6 +314,10 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
         return load_hours()
     if name == "pima":
         return load_pima(data_dir)
+    if name == "hello":
+        return load_hello()
+    if name == "words":
+        return load_words(labels)
     if name.startswith("folder:"):
         return load_folder(name[len("folder:"):], labels)
     if name in TORCHVISION_NAMES:

@@ -65,9 +65,16 @@ def make_optimizer(spec: ModelSpec, model: torch.nn.Module, lr: float) -> torch.
     raise ValueError(f"{spec.name}: unknown optimizer {spec.recipe.optimizer!r}")
 
 
+class FlatCrossEntropy(torch.nn.Module):
+    """Cross entropy over the last axis: (B, C) logits, or (B, T, C) per position (rnn-hello)."""
+
+    def forward(self, logits, target):
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
 def make_loss(spec: ModelSpec) -> torch.nn.Module:
     # bce: the seeds' binary models end in a sigmoid and train with BCELoss on the probability.
-    losses = {"cross_entropy": torch.nn.CrossEntropyLoss, "mse": torch.nn.MSELoss, "bce": torch.nn.BCELoss,
+    losses = {"cross_entropy": FlatCrossEntropy, "mse": torch.nn.MSELoss, "bce": torch.nn.BCELoss,
               "bce_sum": lambda: torch.nn.BCELoss(reduction="sum")}
     return losses[spec.recipe.loss]()
 
@@ -92,7 +99,7 @@ def evaluate(model, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> dict:
             outputs.append(model(to_model_layout(x[start:start + EVAL_BATCH], spec)))
     out = torch.cat(outputs)
     if spec.task == "classification":
-        return {"test_accuracy": (out.argmax(1) == y).float().mean().item()}
+        return {"test_accuracy": (out.argmax(-1) == y).float().mean().item()}
     if spec.task == "binary":
         return {"test_accuracy": ((out >= 0.5).float() == y).float().mean().item()}
     return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}

@@ -1,0 +1,40 @@
+"""003 lecture 12: a character RNN learning "hello" -> "ohlol", embedding + RNN, seq-first."""
+import torch
+from torch import nn
+
+from .registry import register
+from .spec import BATCH, SEQ, InputContract, ModelSpec, Recipe
+
+VOCAB = "ehlo"  # the seed's idx2char
+
+
+class HelloRNN(nn.Module):
+    def __init__(self, num_class: int = 4, embedding_size: int = 10, hidden_size: int = 8, num_layers: int = 2):
+        super().__init__()
+        self.num_layers, self.hidden_size = num_layers, hidden_size
+        self.emb = nn.Embedding(num_class, embedding_size)
+        self.rnn = nn.RNN(embedding_size, hidden_size, num_layers=num_layers)
+        self.fc = nn.Linear(hidden_size, num_class)
+
+    def forward(self, x):  # (T, B) char ids -> (B, T, 4) logits per position
+        hidden = torch.zeros(self.num_layers, x.size(1), self.hidden_size, device=x.device)
+        out, _ = self.rnn(self.emb(x), hidden)  # (T, B, H)
+        return self.fc(out).transpose(0, 1)
+
+
+register(ModelSpec(
+    name="rnn-hello",
+    description='char RNN (embedding 10, RNN 8 x 2 layers) learning "hello" -> "ohlol"',
+    seed="003 lecture 12",
+    builder=HelloRNN,
+    input=InputContract(shape=(SEQ, BATCH), layout="seq-first", kind="text", dtype="int64",
+                        vocab=VOCAB, vocab_size=len(VOCAB)),
+    labels=tuple(VOCAB),
+    dataset="hello",
+    recipe=Recipe(loss="cross_entropy", optimizer="adam", lr=0.05, batch_size=1, epochs=15),
+    params=4 * 10 + (10 * 8 + 8 * 8 + 16) + (8 * 8 + 8 * 8 + 16) + (8 * 4 + 4),
+    output_shape=(BATCH, SEQ, len(VOCAB)),
+    # torch.export unrolls nn.RNN over the example's length, fixing the sequence length in the
+    # graph; the TorchScript-based exporter emits ONNX's RNN op, whose length stays dynamic.
+    onnx_exporter="legacy",
+))
