@@ -1,4 +1,4 @@
-"""000 §2: linear regression y = w x on y = 2x + noise."""
+"""000 §2: linear regression y = w x on y = 2x + noise; `--bias` gives 003 lecture 5's LinearModel."""
 from torch import nn
 
 from .registry import register
@@ -26,5 +26,7 @@ register(ModelSpec(
     recipe=Recipe(loss="mse", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=10, epochs=100),
     params=1,
     task="regression",
-    report=lambda model: {"w": model.linear.weight.item()},
+    model_args={"bias": False},
+    report=lambda model: {"w": model.linear.weight.item(),
+                          **({"b": model.linear.bias.item()} if model.linear.bias is not None else {})},
 ))

@@ -59,12 +59,16 @@ def models_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = f"{'name':<15} {'input shape':<20} {'params':>10}  {'dataset':<14} {'seed':<12} description"
+    for r in rows:
+        r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
+    width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in ("name", "shape", "dataset", "seed")}
+    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'params':>10}  "
+              f"{'dataset':<{width['dataset']}}  {'seed':<{width['seed']}}  description")
     click.echo(header)
     click.echo("-" * len(header))
     for r in rows:
-        shape = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
-        click.echo(f"{r['name']:<15} {shape:<20} {r['params']:>10,}  {r['dataset']:<14} {r['seed']:<12} {r['description']}")
+        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['params']:>10,}  "
+                   f"{r['dataset']:<{width['dataset']}}  {r['seed']:<{width['seed']}}  {r['description']}")
 
 
 @cli.command("train")
@@ -80,7 +84,8 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch in the run folder.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit) -> None:
+@click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias) -> None:
     """Train model NAME with its seed's recipe on real data; writes checkpoint.pt, metrics.json, curves.png."""
     from pathlib import Path
 
@@ -95,7 +100,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
                         explicit=dataset is not None, notice=click.echo)
     click.echo(f"data: {data.name} from {data.source}")
     config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
-                         lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit)
+                         lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
+                         model_args={"bias": True} if bias else None)
     metrics = train(spec, data, config, out_dir, resume=resume, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")

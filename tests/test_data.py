@@ -131,3 +131,44 @@ def test_folder_dataset_reports_bad_rows_with_line_numbers(tmp_path):
     assert "line 3" in message and "no such file" in message
     assert "line 4" in message and "not an image" in message
     assert "line 5" in message and "unknown label 'cat'" in message
+
+
+def test_pima_split_and_the_statistics_stored_in_the_spec():
+    from ptx.models import get
+
+    ds = load_dataset("pima")
+    assert ds.x_train.shape == (614, 8) and ds.x_test.shape == (154, 8)
+    assert set(np.unique(ds.y_train)) == {0.0, 1.0}
+    prep = get("diabetes").preprocessing
+    np.testing.assert_allclose(ds.x_train.mean(0), prep.mean, rtol=1e-3)
+    np.testing.assert_allclose(ds.x_train.std(0), prep.std, rtol=1e-3)
+
+
+def test_missing_pima_says_how_to_get_it(offline, monkeypatch, tmp_path):
+    monkeypatch.setattr(data_mod, "PIMA_RDA", "no/such/file.rda")
+    with pytest.raises(DataError, match="scripts/setup.sh"):
+        load_dataset("pima")
+
+
+def test_words_are_six_languages_with_no_shared_words():
+    from ptx.models import get
+
+    labels = get("gru-classifier").labels
+    ds = load_dataset("words", labels=labels)
+    assert len(labels) >= 6
+    assert ds.x_train.shape == (4000 * len(labels), data_mod.WORD_MAX_LEN)
+    assert np.bincount(ds.y_test).tolist() == [1000] * len(labels)
+
+    def decode(row):
+        return "".join(chr(c) for c in row if c)
+
+    train_words = {decode(r): y for r, y in zip(ds.x_train, ds.y_train)}
+    assert all(train_words.get(decode(r), y) == y for r, y in zip(ds.x_test, ds.y_test))
+
+
+def test_hours_and_hello_are_the_seed_data():
+    hours = load_dataset("hours")
+    assert hours.x_train[:, 0].tolist() == [1, 2, 3] and hours.y_train[:, 0].tolist() == [0, 0, 1]
+    hello = load_dataset("hello")
+    assert "".join("ehlo"[i] for i in hello.x_train[0]) == "hello"
+    assert "".join("ehlo"[i] for i in hello.y_train[0]) == "ohlol"

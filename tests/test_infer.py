@@ -274,3 +274,29 @@ def test_readme_library_snippet_runs_as_written(runs, tmp_path):
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_cli_predict_csv_rows_and_files_for_diabetes(runs, tmp_path):
+    root = runs.ready("diabetes")
+    (tmp_path / "patients.csv").write_text("pregnant,glucose,pressure,triceps,insulin,mass,pedigree,age\n"
+                                           "6,148,72,35,0,33.6,0.627,50\n1,85,66,29,0,26.6,0.351,31\n")
+    result = ptx("predict", "--model", "diabetes", "2,100,70,20,80,30,0.5,30", "patients.csv", "1,2",
+                 "--json", "--root", str(root), cwd=tmp_path)
+    assert result.returncode == 1  # the short row
+    doc = json.loads(result.stdout)
+    assert [r["input"] for r in doc["results"]] == ["2,100,70,20,80,30,0.5,30", "6,148,72,35,0,33.6,0.627,50",
+                                                    "1,85,66,29,0,26.6,0.351,31"]
+    assert all(r["label_name"] in ("neg", "pos") and 0.5 <= r["probability"] <= 1 for r in doc["results"])
+    assert "2 values, diabetes takes 8" in result.stderr
+
+
+def test_cli_predict_words(runs, tmp_path):
+    result = ptx("predict", "--model", "gru-classifier", "bonjour", "gracias", "--topk", "2",
+                 "--root", str(runs.ready("gru-classifier")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["bonjour", "gracias"]
+    assert all(line.split("\t")[1] in ("english", "german", "french", "italian", "spanish", "dutch") for line in lines)
+    hello = ptx("predict", "--model", "rnn-hello", "hello", "hex", "--root", str(runs.ready("rnn-hello")), cwd=tmp_path)
+    assert hello.returncode == 1 and hello.stdout.startswith("hello\t") and len(hello.stdout.split("\t")[1]) == 5
+    assert "not in rnn-hello's vocabulary" in hello.stderr

@@ -146,3 +146,13 @@ def test_cli_explicit_mnist_without_data_exits_2_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "--data-dir" in result.stderr
+
+
+def test_linreg_with_bias_is_the_linear_model_of_lecture_5(tmp_path):
+    config = TrainConfig(epochs=100, batch_size=10, lr=0.01, device="cpu", model_args={"bias": True})
+    metrics = train(get("linreg"), load_dataset("line"), config, tmp_path, **QUIET)
+    assert abs(metrics["final_w"] - 2) < 0.1 and abs(metrics["final_b"]) < 0.2
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["model_args"] == {"bias": True} and "linear.bias" in ckpt["state_dict"]
+    with pytest.raises(Exception, match="has no option bias"):
+        train(get("convnet"), load_dataset("mnist-sample"), small_config(model_args={"bias": True}), tmp_path / "c", **QUIET)

@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     limit: int | None = None
+    model_args: dict | None = None  # overrides of the spec's model_args, e.g. linreg's bias
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -140,8 +141,12 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
                                   f"pass a larger --epochs to train further")
     dataset = dataset.limit(config.limit)
 
+    unknown = set(config.model_args or {}) - set(spec.model_args)
+    if unknown:
+        raise PtxError(f"{spec.name} has no option {', '.join(sorted(unknown))}")
+    model_args = {**spec.model_args, **(config.model_args or {})}
     torch.manual_seed(config.seed)
-    model = spec.build().to(device)
+    model = spec.build(**model_args).to(device)
     optimizer = make_optimizer(spec, model, config.lr)
     loss_fn = make_loss(spec)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -192,7 +197,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         history.append(row)
         log(_summary(row, config.epochs))
         metrics = _metrics(history, spec)
-        _save_run(out_dir, spec, model, optimizer, shuffle, config, dataset, metrics, epoch + 1)
+        _save_run(out_dir, spec, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch + 1)
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
             write_curves(out_dir / "curves.png", metrics)
             last_plot = time.monotonic()
@@ -207,6 +212,8 @@ def _summary(row: dict, epochs: int) -> str:
         parts.append(f"test MSE {row['test_mse']:.4f}")
     if "w" in row:
         parts.append(f"w {row['w']:.4f}")
+    if "b" in row:
+        parts.append(f"b {row['b']:.4f}")
     parts += [f"{row['seconds']:.1f}s", f"{row['images_per_s']:,.0f} samples/s"]
     return " | ".join(parts)
 
@@ -214,17 +221,17 @@ def _summary(row: dict, epochs: int) -> str:
 def _metrics(history: list[dict], spec: ModelSpec) -> dict:
     final = history[-1]
     out = {"model": spec.name, "epochs": history}
-    for key in ("test_accuracy", "test_mse", "w"):
+    for key in ("test_accuracy", "test_mse", "w", "b"):
         if key in final:
             out[f"final_{key}"] = final[key]
     return out
 
 
-def _save_run(out_dir, spec, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
+def _save_run(out_dir, spec, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(out_dir / "checkpoint.pt", {
         "model": spec.name,
-        "model_args": dict(spec.model_args),
+        "model_args": model_args,
         "state_dict": state_dict,
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
