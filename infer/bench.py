@@ -129,25 +129,29 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
     return rows, skipped
 
 
+COLUMNS = ("runner", "device", "batch", "p50 us", "p90 us", "p99 us", "images/s", "vs bare")
+
+
+def _cells(r: BenchRow) -> list[str]:
+    overhead = f"{r.overhead:.2f}x" if r.overhead is not None else ""
+    return [r.runner, r.device, str(r.batch), f"{r.p50_us:,.1f}", f"{r.p90_us:,.1f}", f"{r.p99_us:,.1f}",
+            f"{r.images_per_s:,.0f}", overhead]
+
+
 def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
-    lines = [f"| {name}: runner | device | batch | p50 us | p90 us | p99 us | images/s | p50 vs bare |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        overhead = f"{r.overhead:.2f}x" if r.overhead is not None else ""
-        lines.append(f"| {r.runner} | {r.device} | {r.batch} | {r.p50_us:,.1f} | {r.p90_us:,.1f} | {r.p99_us:,.1f} | "
-                     f"{r.images_per_s:,.0f} | {overhead} |")
+    lines = [f"| {name}: " + " | ".join(COLUMNS) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     lines += [f"\nskipped {b}: {why}" for b, why in skipped.items()]
     return "\n".join(lines)
 
 
 def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
-    head = f"{'runner':<44} {'batch':>5} {'p50 us':>10} {'p90 us':>10} {'p99 us':>10} {'images/s':>12} {'vs bare':>8}"
-    out = [f"ptx bench {name}", head, "-" * len(head)]
-    for r in rows:
-        overhead = f"{r.overhead:.2f}x" if r.overhead is not None else ""
-        out.append(f"{r.runner:<44} {r.batch:>5} {r.p50_us:>10,.1f} {r.p90_us:>10,.1f} {r.p99_us:>10,.1f} "
-                   f"{r.images_per_s:>12,.0f} {overhead:>8}")
-    out += [f"{b:<44} skipped: {why}" for b, why in skipped.items()]
+    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    out = [f"ptx bench {name}", lines[0], "-" * len(lines[0]), *lines[1:]]
+    out += [f"{b:<{widths[0]}}  skipped: {why}" for b, why in skipped.items()]
     return "\n".join(out)
 
 

@@ -9,7 +9,10 @@ pip_install() { "$PYTHON" -m pip install --disable-pip-version-check --root-user
 echo "setup: installing torch==2.13.0 (skipped when a torch >= 2.4 is already there)"
 "$PYTHON" - <<'PY' || pip_install "torch==2.13.0"
 import importlib.metadata as md, sys
-v = md.version("torch").split("+")[0].split(".")
+try:
+    v = md.version("torch").split("+")[0].split(".")
+except md.PackageNotFoundError:
+    sys.exit(1)
 sys.exit(0 if tuple(map(int, v[:2])) >= (2, 4) else 1)
 PY
 echo "setup: installing ptx and its test extra"
