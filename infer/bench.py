@@ -13,7 +13,7 @@ from ptx.errors import PtxError
 
 from .api import load
 from .preprocess import normalize, to_layout
-from .verify import _cuda_available, _label, candidate_backends
+from .verify import _cuda_available, _label, select_backends
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
 
@@ -97,10 +97,8 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
     skipped: dict[str, str] = {}
     # ONNX Runtime first: once torch has run, its idle OpenMP threads compete for the cores and
     # doubled ORT's batch-1 latency here (26 us alone, 57 us after the torch backends).
-    for backend, device in sorted(candidate_backends(), key=lambda pair: not pair[0].startswith("ort-")):
+    for backend, device in sorted(select_backends(backends), key=lambda pair: not pair[0].startswith("ort-")):
         label = _label(backend, device)
-        if backends and backend not in backends and label not in backends:
-            continue
         if device == "cuda" and not _cuda_available():
             skipped[label] = "no CUDA GPU visible to torch"
             continue

@@ -121,13 +121,25 @@ def _label(backend: str, device: str) -> str:
     return backend if backend.startswith("ort-") else f"{backend}-{device}"
 
 
+def select_backends(names: list[str] | None) -> list[tuple[str, str]]:
+    """The (backend, device) pairs that ``names`` pick (a backend, or backend-device); all if None."""
+    pairs = candidate_backends()
+    if not names:
+        return pairs
+    known = {b for b, _ in pairs} | {_label(b, d) for b, d in pairs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PtxError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return [(b, d) for b, d in pairs if b in names or _label(b, d) in names]
+
+
 def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = "runs",
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print) -> VerifyReport:
     """Run ``name``'s artifacts through ``backends`` (default: all) and compare each with eager."""
     from ptx.trainers.data import load_dataset
 
-    pairs = [(b, d) for b, d in candidate_backends() if not backends or b in backends or _label(b, d) in backends]
+    pairs = select_backends(backends)
     cpu_reference = load(name, backend="eager", root=root)
     meta = cpu_reference.meta
     atol = meta["atol"] if atol is None else atol
