@@ -8,23 +8,23 @@ class PtxError(Exception):
 
 
 class UnknownModelError(PtxError):
-    pass
+    """A name that is not in the registry."""
 
 
 class DataError(PtxError):
-    pass
+    """A dataset that cannot be found or read."""
 
 
 class CheckpointError(PtxError):
-    pass
+    """A missing, corrupt, foreign or mismatched checkpoint."""
 
 
 class ArtifactError(PtxError):
-    pass
+    """A missing or unreadable exported model."""
 
 
 class BackendUnavailableError(PtxError):
-    pass
+    """A backend this machine cannot run (no GPU, no CUDA libraries, no onnxruntime)."""
 
 
 class InputError(PtxError):
