@@ -41,6 +41,8 @@ def cli(debug: bool) -> None:
     ptx train convnet            train with the seed's recipe (GPU when there is one)
     ptx export convnet           write model.onnx and model.torchscript.pt, validated
     ptx predict digit.png        predict through ort-cpu (or --backend ...)
+    ptx verify convnet           check that every backend gives the same answers
+    ptx bench convnet            latency and throughput of each backend
     """
 
 
@@ -137,7 +139,9 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Images are already MNIST-like 28x28: skip inversion, cropping, centring.")
 def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, raw) -> None:
-    """Predict INPUTS (image files, folders, globs; numbers for linreg) through one backend.
+    """Predict INPUTS through one backend: image files, folders or globs for the image models;
+    numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
+    gru-classifier.
 
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
     """
