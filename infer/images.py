@@ -26,6 +26,8 @@ def open_image(source) -> Image.Image:
         name = str(path)
         if not path.exists():
             raise InputError(f"{name}: no such file")
+        if path.is_dir():
+            raise InputError(f"{name}: a folder with no image files in it")
         if path.is_file() and path.stat().st_size == 0:
             raise InputError(f"{name}: empty file")
         try:

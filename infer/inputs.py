@@ -14,7 +14,8 @@ def expand_inputs(args: list[str]) -> list[str]:
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            items += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            items += found or [arg]  # an empty folder is reported, not silently skipped
         elif glob.has_magic(arg) and not path.exists():
             matches = sorted(glob.glob(arg, recursive=True))
             items += matches if matches else [arg]

@@ -200,8 +200,10 @@ def bad_files(tmp_path: Path) -> dict[str, str]:
     Image.new("1", (7000, 7000)).save(tmp_path / "huge.png")
     frames = [Image.new("L", (28, 28), v) for v in (0, 255)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "no-images").mkdir()
     return {"empty.png": "empty file", "text.png": "not an image", "truncated.png": "truncated",
-            "tiny.png": "1x1", "huge.png": "too large", "anim.gif": "multi-frame", "missing.png": "no such file"}
+            "tiny.png": "1x1", "huge.png": "too large", "anim.gif": "multi-frame", "missing.png": "no such file",
+            "no-images": "no image files"}
 
 
 def test_bad_files_each_get_a_reason(tmp_path):
