@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ptx.errors import InputError
 
@@ -67,8 +68,6 @@ class Predictor:
         if self.meta["kind"] == "text":
             return tokenize(item, self.meta)
         if isinstance(item, np.ndarray):
-            from PIL import Image
-
             item = Image.fromarray(np.clip(item, 0, 255).astype(np.uint8))
         return load_image_array(item, raw=raw)
 
@@ -119,7 +118,10 @@ class Predictor:
     def predict(self, inputs, raw: bool = False) -> list[Prediction]:
         """Image paths, PIL images, numpy arrays (one or a batch), numbers, CSV rows or words
         -> one Prediction each."""
-        items = _as_items(inputs)
+        if isinstance(inputs, np.ndarray) and self.meta["kind"] in ("number", "vector"):
+            items = list(inputs.reshape(-1, 1) if self.meta["kind"] == "number" else np.atleast_2d(inputs))
+        else:
+            items = _as_items(inputs)
         samples = collate([self.prepare_one(item, raw=raw) for item in items])
         return self.predict_raw(samples, sources=[_describe(item) for item in items])
 
@@ -156,8 +158,9 @@ def _as_items(inputs) -> list:
 
 
 def _describe(item) -> str:
-    if isinstance(item, str):
-        return item
+    """How a result names its input: the path or text as given, else what kind of object it was."""
     if isinstance(item, np.ndarray):
         return f"array{tuple(item.shape)}"
-    return str(item) if not hasattr(item, "size") or isinstance(item, (str, float, int)) else type(item).__name__
+    if isinstance(item, Image.Image):
+        return f"image {item.width}x{item.height}"
+    return str(item)
