@@ -7,10 +7,15 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ptx.errors import InputError
+from ptx.errors import ArtifactError, InputError
 
 from .images import load_image_array
 from .preprocess import decisions, normalize, softmax, to_layout
+
+
+# What inference reads from an artifact; everything else in the metadata is for people.
+REQUIRED_METADATA = frozenset({"model", "task", "shape", "batch_axis", "output_shape", "kind", "dtype",
+                               "preprocessing", "labels", "vocab"})
 
 
 @dataclass
@@ -51,6 +56,10 @@ class Predictor:
     backend: str = "?"
 
     def __init__(self, meta: dict):
+        missing = sorted(REQUIRED_METADATA - set(meta))
+        if missing:
+            raise ArtifactError(f"{meta.get('model', 'this')} artifact lacks metadata {', '.join(missing)} "
+                                f"(made by an older ptx?): re-export it with `ptx export {meta.get('model', 'NAME')}`")
         self.meta = meta
 
     @property

@@ -302,3 +302,15 @@ def test_cli_predict_words(runs, tmp_path):
     hello = ptx("predict", "--model", "rnn-hello", "hello", "hex", "--root", str(runs.ready("rnn-hello")), cwd=tmp_path)
     assert hello.returncode == 1 and hello.stdout.startswith("hello\t") and len(hello.stdout.split("\t")[1]) == 5
     assert "not in rnn-hello's vocabulary" in hello.stderr
+
+
+def test_artifact_from_an_older_ptx_asks_for_a_re_export(runs, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(runs.trained("convnet") / "model.onnx"))
+    kept = [p for p in proto.metadata_props if p.key != "ptx.output_shape"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(ArtifactError, match=r"lacks metadata output_shape.*ptx export convnet"):
+        load(tmp_path / "old.onnx")

@@ -48,6 +48,11 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
     if expected_model and ckpt.get("model") != expected_model:
         raise CheckpointError(f"{path} holds a checkpoint of {ckpt.get('model')!r}, not {expected_model!r}; "
                               f"pass the right --checkpoint or {retrain}")
+    from ptx.models import get
+
+    # The contract saved at training time wins (it is what the weights learned with); keys that
+    # newer ptx versions added come from the current spec, so older checkpoints still export.
+    ckpt["contract"] = {**get(ckpt["model"]).contract(), **ckpt.get("contract", {})}
     return ckpt
 
 
