@@ -98,6 +98,10 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 
     spec = get(name)
     out_dir = ensure_writable_dir(out or Path("runs") / name)
+    if resume and dataset is None:  # go on with the data the run started on, not today's default
+        from ptx.trainers.checkpoint import load_checkpoint
+
+        dataset = load_checkpoint(out_dir / "checkpoint.pt", expected_model=name)["dataset"]["name"]
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
                         explicit=dataset is not None, notice=click.echo)
     click.echo(f"data: {data.name} from {data.source}")

@@ -125,10 +125,13 @@ def test_sigkill_mid_training_then_resume(tmp_path):
     epoch = load_checkpoint(out / "checkpoint.pt", expected_model="convnet")["epoch"]
     assert 2 <= epoch < 400
     assert not list(out.glob("*.tmp")) or all(p.name.startswith(".") for p in out.glob("*.tmp"))
-    resumed = subprocess.run(cmd[:7] + ["--epochs", str(epoch + 1), "--limit", "1000", "--out", str(out), "--resume"],
+    # No --dataset: a resumed run goes on with the data it started on, not the model's default.
+    resumed = subprocess.run(cmd[:5] + ["--epochs", str(epoch + 1), "--out", str(out), "--resume"],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming convnet from epoch {epoch}" in resumed.stdout
+    assert "data: mnist-sample" in resumed.stdout and "notice" not in resumed.stdout
+    assert "| 1000 train /" in resumed.stdout  # --limit came back from the checkpoint too
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == epoch + 1
 
 
