@@ -82,11 +82,14 @@ def bare_runner(predictor, x: np.ndarray) -> tuple[str, Callable[[], object]]:
 
 
 def bench_inputs(meta: dict, batch: int, seed: int = 0) -> np.ndarray:
+    """Random raw samples of the artifact's kind, preprocessed as a user's would be."""
     rng = np.random.default_rng(seed)
     if meta["dtype"] == "int64":  # tokens: words of 10 characters
         return to_layout(rng.integers(1, meta["vocab_size"], (batch, 10)), meta)
-    raw_shape = (batch, 1) if meta["kind"] == "number" else (batch, 28, 28)
-    raw = rng.integers(0, 256, raw_shape).astype(np.uint8) if meta["kind"] == "image" else rng.normal(size=raw_shape)
+    if meta["kind"] == "image":  # raw digits are 28x28 whatever padding the model's input adds
+        raw = rng.integers(0, 256, (batch, 28, 28)).astype(np.uint8)
+    else:  # numbers and feature rows: as many values as the input has per sample
+        raw = rng.normal(size=(batch, *[d for d in meta["shape"] if d != "batch"]))
     return to_layout(normalize(raw, meta), meta)
 
 

@@ -93,3 +93,11 @@ def test_bench_json_reports_cpu_backends_and_bare_rows(runs):
         assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] and r["images_per_s"] > 0 and r["iterations"] >= 20
         assert r["batch"] in (1, 8)
     assert all(r["overhead"] > 0 for r in rows if not r["runner"].startswith("bare"))
+
+
+def test_bench_runs_every_model(runs, model_name):
+    from ptx.infer.bench import bench
+
+    rows, _ = bench(model_name, backends=["ort-cpu"], batch_sizes=(2,), root=runs.ready(model_name),
+                    warmup=1, seconds=0.01, bare=False)
+    assert [(r.runner, r.batch) for r in rows] == [("ort-cpu", 2)] and rows[0].p50_us > 0
