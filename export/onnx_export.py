@@ -74,10 +74,7 @@ def symbolic_dims(path) -> tuple[list, list]:
     return dims[0], dims[1]
 
 
-def symbolic_batch_dims(path) -> tuple[object, object]:
+def symbolic_batch_dims(path, batch_axis: int) -> tuple[object, object]:
     """The batch dimension of the graph's input and output as stored (a name when dynamic)."""
-    proto = onnx.load(str(path))
-    axis = int({p.key: p.value for p in proto.metadata_props}.get("ptx.batch_axis", "0"))
-    in_dim = proto.graph.input[0].type.tensor_type.shape.dim[axis]
-    out_dim = proto.graph.output[0].type.tensor_type.shape.dim[0]
-    return (in_dim.dim_param or in_dim.dim_value), (out_dim.dim_param or out_dim.dim_value)
+    in_dims, out_dims = symbolic_dims(path)
+    return in_dims[batch_axis], out_dims[0]

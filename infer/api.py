@@ -40,6 +40,8 @@ def load(model_or_path: str | Path, backend: str | None = None, *, root: str | P
     ``backend`` is eager, torchscript, ort-cpu or ort-cuda (default: ort-cpu for a model name, the
     file's own kind for a path). ``device`` (cpu/cuda) applies to eager and torchscript.
     """
+    if backend is not None and backend not in BACKENDS:
+        raise PtxError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     candidate = Path(model_or_path)
     if candidate.suffix in (".onnx", ".pt") or candidate.is_file():
         path = candidate
@@ -51,11 +53,7 @@ def load(model_or_path: str | Path, backend: str | None = None, *, root: str | P
             raise PtxError(f"{path} is a {kind} artifact; it cannot run on backend {backend}")
     else:
         backend = backend or "ort-cpu"
-        if backend not in BACKENDS:
-            raise PtxError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         path = artifact_path(str(model_or_path), backend, root)
-    if backend not in BACKENDS:
-        raise PtxError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend.startswith("ort-"):
         from .ort_backend import OrtPredictor
 

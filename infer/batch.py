@@ -26,11 +26,8 @@ class PredictReport:
             if r.value is not None:
                 out.append(f"{r.source}\ty={r.value:.6g}")
                 continue
-            if r.label is None:  # per-position output: the predicted string
-                out.append(f"{r.source}\t{r.label_name}\t{r.probability:.4f}")
-                continue
             line = f"{r.source}\t{r.label_name}\t{r.probability:.4f}"
-            if topk:
+            if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
                 line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk, self.predictor.labels))
             out.append(line)
         return out
@@ -42,10 +39,9 @@ class PredictReport:
                 "errors": [{"input": src, "error": err} for src, err in self.errors]}
 
 
-def predict_inputs(args: list[str], *, model: str, backend: str, device: str = "cpu", artifact: str | None = None,
-                   root: str = "runs", raw: bool = False) -> PredictReport:
-    predictor = load(artifact or model, backend=backend if not artifact or backend != "ort-cpu" else None,
-                     root=root, device=device)
+def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str = "cpu",
+                   artifact: str | None = None, root: str = "runs", raw: bool = False) -> PredictReport:
+    predictor = load(artifact or model, backend=backend, root=root, device=device)
     report = PredictReport(predictor)
     kind = predictor.meta["kind"]
     items = args if kind in ("number", "text") else expand_csv_rows(args) if kind == "vector" else expand_inputs(args)

@@ -109,9 +109,9 @@ class Predictor:
                                probabilities=np.array([1 - row[0], row[0]]), source=src)
                     for row, d, src in zip(logits, decisions(logits, self.meta), sources)]
         probs = softmax(logits)
-        return [Prediction(logits=row, label=int(p.argmax()), label_name=labels[int(p.argmax())],
-                           probability=float(p.max()), probabilities=p, source=src)
-                for row, p, src in zip(logits, probs, sources)]
+        return [Prediction(logits=row, label=int(d), label_name=labels[int(d)], probability=float(p[d]),
+                           probabilities=p, source=src)
+                for row, p, d, src in zip(logits, probs, decisions(logits, self.meta), sources)]
 
     def _per_position(self, logits, samples, sources) -> list[Prediction]:
         probs = softmax(logits)  # (B, T, C)

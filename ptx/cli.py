@@ -134,7 +134,8 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
 @cli.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="ort-cpu", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS),
+              help="Default: ort-cpu, or with --artifact the file's own kind.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for eager and torchscript.")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")

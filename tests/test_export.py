@@ -26,7 +26,7 @@ def test_every_model_exports_both_formats_with_a_dynamic_batch(runs, model_name)
     run_dir = runs.trained(model_name)
     onnx_path = run_dir / "model.onnx"
     onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
-    in_batch, out_batch = symbolic_batch_dims(onnx_path)
+    in_batch, out_batch = symbolic_batch_dims(onnx_path, get(model_name).input.batch_axis)
     assert isinstance(in_batch, str) and isinstance(out_batch, str), (in_batch, out_batch)
     in_dims, out_dims = symbolic_dims(onnx_path)
     contract = get(model_name).contract()
@@ -151,7 +151,7 @@ def test_bad_inputs_are_errors_and_write_nothing(convnet_copy, tmp_path):
 def test_legacy_exporter_also_keeps_the_batch_dynamic(convnet_copy, tmp_path):
     export_model("convnet", ["onnx"], checkpoint=convnet_copy / "checkpoint.pt",
                  out=tmp_path / "legacy", exporter="legacy", **QUIET)
-    assert all(isinstance(d, str) for d in symbolic_batch_dims(tmp_path / "legacy" / "model.onnx"))
+    assert all(isinstance(d, str) for d in symbolic_batch_dims(tmp_path / "legacy" / "model.onnx", 0))
 
 
 def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_copy, tmp_path):

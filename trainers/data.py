@@ -166,9 +166,10 @@ def load_hello() -> Dataset:
     return Dataset("hello", '003 lecture 12\'s "hello" -> "ohlol"', x, y, x.copy(), y.copy())
 
 
-WORD_LISTS = {  # language -> Debian word list (packages wamerican, wngerman, wfrench, ...)
-    "english": "american-english", "german": "ngerman", "french": "french",
-    "italian": "italian", "spanish": "spanish", "dutch": "dutch",
+WORD_LISTS = {  # language -> (file in /usr/share/dict, the Debian package that installs it)
+    "english": ("american-english", "wamerican"), "german": ("ngerman", "wngerman"),
+    "french": ("french", "wfrench"), "italian": ("italian", "witalian"),
+    "spanish": ("spanish", "wspanish"), "dutch": ("dutch", "wdutch"),
 }
 WORDS_TRAIN, WORDS_TEST, WORD_MAX_LEN = 4000, 1000, 20
 
@@ -187,10 +188,10 @@ def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict")
     because no model could tell their language."""
     lists = {}
     for language in labels:
-        path = dict_dir / WORD_LISTS[language]
+        file_name, package = WORD_LISTS[language]
+        path = dict_dir / file_name
         if not path.is_file():
-            raise DataError(f"word list {path} not found: run scripts/setup.sh (or apt-get install "
-                            f"{' '.join('w' + ('american' if l == 'english' else 'ngerman' if l == 'german' else l) for l in labels)})")
+            raise DataError(f"word list {path} not found: run scripts/setup.sh (or apt-get install {package})")
         lists[language] = _read_words(path)
     seen_twice = set()
     for i, a in enumerate(labels):

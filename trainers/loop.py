@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ptx.atomic import write_json
 from ptx.errors import CheckpointError, PtxError
-from ptx.infer.preprocess import normalize
+from ptx.infer.preprocess import decisions, normalize
 from ptx.models import ModelSpec
 
 from .checkpoint import load_checkpoint, save_checkpoint, versions
@@ -99,11 +99,10 @@ def evaluate(model, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> dict:
         for start in range(0, len(x), EVAL_BATCH):
             outputs.append(model(to_model_layout(x[start:start + EVAL_BATCH], spec)))
     out = torch.cat(outputs)
-    if spec.task == "classification":
-        return {"test_accuracy": (out.argmax(-1) == y).float().mean().item()}
-    if spec.task == "binary":
-        return {"test_accuracy": ((out >= 0.5).float() == y).float().mean().item()}
-    return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}
+    labels = decisions(out.cpu().numpy(), spec.contract())
+    if labels is None:
+        return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}
+    return {"test_accuracy": float((labels == y.cpu().numpy().reshape(labels.shape)).mean())}
 
 
 def _rng_state(shuffle: torch.Generator) -> dict:
