@@ -1,37 +1,31 @@
-"""The metadata every artifact carries, so that inference needs the file alone."""
+"""The metadata strings every artifact carries: the contract, and provenance for people."""
 from __future__ import annotations
 
-import json
 import time
 
 from ptx import __version__
+from ptx.contract import Contract
+from ptx.contract.metadata import to_strings
 
-ONNX_PREFIX = "ptx."
-TORCHSCRIPT_EXTRA_FILE = "ptx.json"
 
-
-def artifact_metadata(ckpt: dict, checkpoint_sha256: str, **extra) -> dict:
+def provenance(ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:
+    """Where an artifact came from: plain strings, none of which inference relies on."""
     import torch
 
     metrics = ckpt.get("metrics", {})
-    return {
+    values = {
         "ptx_version": __version__,
-        **ckpt["contract"],
-        "checkpoint_sha256": checkpoint_sha256,
         "dataset": ckpt.get("dataset", {}).get("name"),
         "test_accuracy": metrics.get("final_test_accuracy"),
         "test_mse": metrics.get("final_test_mse"),
         "epochs": ckpt.get("epoch"),
-        "torch_version": torch.__version__,
+        "checkpoint_sha256": checkpoint_sha256,
+        "torch_version": str(torch.__version__),
         "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **extra,
     }
+    return {k: v if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
+            for k, v in values.items() if v is not None}
 
 
-def to_onnx_props(meta: dict) -> dict[str, str]:
-    """ONNX metadata_props are string -> string: each value is JSON so types survive the trip."""
-    return {f"{ONNX_PREFIX}{key}": json.dumps(value) for key, value in meta.items()}
-
-
-def from_onnx_props(props: dict[str, str]) -> dict:
-    return {key[len(ONNX_PREFIX):]: json.loads(value) for key, value in props.items() if key.startswith(ONNX_PREFIX)}
+def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:
+    return to_strings(contract, provenance(ckpt, checkpoint_sha256))

@@ -1,67 +1,84 @@
-"""load(): model name or artifact file -> a Predictor for one backend."""
+"""load(): model name or artifact file -> a Predictor for one backend of the registry."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ptx.errors import ArtifactError, PtxError
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
+from ptx.errors import ArtifactError, MissingArtifactError, PtxError
 
+from . import backends
 from .predictor import Predictor
 
-BACKENDS = ("eager", "torchscript", "ort-cpu", "ort-cuda")
-ARTIFACTS = {"eager": "checkpoint.pt", "torchscript": "model.torchscript.pt", "ort-cpu": "model.onnx",
-             "ort-cuda": "model.onnx"}
+DEFAULT_BACKEND = "ort-cpu"
+DEVICES = ("cpu", "cuda")
 
 
-def backend_for_file(path: Path) -> str:
-    if path.suffix == ".onnx":
-        return "ort-cpu"
-    if path.name.endswith(".torchscript.pt"):
-        return "torchscript"
-    return "eager"
+def _suffix(file_name: str) -> str:
+    """``model.torchscript.pt`` -> ``.torchscript.pt``; ``checkpoint.pt`` -> ``.pt``."""
+    return file_name[file_name.index("."):]
 
 
-def artifact_path(model: str, backend: str, root: str | Path = "runs") -> Path:
+def format_of_file(path: Path) -> str:
+    """The artifact format a file name says (the longest matching suffix wins)."""
+    matches = [(len(_suffix(f)), fmt) for fmt, f in ARTIFACT_FILES.items() if path.name.endswith(_suffix(f))]
+    if not matches:
+        known = ", ".join(sorted({_suffix(f) for f in ARTIFACT_FILES.values()}))
+        raise ArtifactError(f"{path}: not a ptx artifact name (expected a file ending in {known})")
+    return max(matches)[1]
+
+
+def default_backend(fmt: str) -> str:
+    """The first registered backend that reads ``fmt`` on the CPU."""
+    return next(b.name for b, d in backends.pairs() if b.artifact == fmt and d == "cpu")
+
+
+def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT) -> Path:
     """Where ``backend``'s artifact for ``model`` lives, with the commands to make it if missing."""
     run_dir = Path(root) / model
-    path = run_dir / ARTIFACTS[backend]
+    file_name = ARTIFACT_FILES[backends.get(backend).artifact]
+    path = run_dir / file_name
     if not path.is_file():
-        if backend == "eager" or not (run_dir / "checkpoint.pt").is_file():
-            todo = f"`ptx train {model}`" + ("" if backend == "eager" else f" then `ptx export {model}`")
+        checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
+        if file_name == checkpoint.name or not checkpoint.is_file():
+            todo = f"`ptx train {model}`" + ("" if file_name == checkpoint.name else f" then `ptx export {model}`")
         else:
             todo = f"`ptx export {model}`"
-        raise ArtifactError(f"no {ARTIFACTS[backend]} for {model} in {run_dir}: run {todo} first")
+        raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
     return path
 
 
-def load(model_or_path: str | Path, backend: str | None = None, *, root: str | Path = "runs",
+def open_artifact(path: str | Path, backend: str, device: str = "cpu") -> Predictor:
+    """A Predictor for the artifact file at ``path`` through ``backend`` (export validates through
+    this, so a file is checked by the very code that will serve it)."""
+    chosen = backends.get(backend)
+    if device not in DEVICES:
+        raise PtxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device not in chosen.devices:
+        device = chosen.devices[0]
+    return chosen.load(Path(path), device)
+
+
+def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
          device: str = "cpu") -> Predictor:
     """A Predictor for a registered model's artifacts under ``root``, or for an artifact file alone.
 
-    ``backend`` is eager, torchscript, ort-cpu or ort-cuda (default: ort-cpu for a model name, the
-    file's own kind for a path). ``device`` (cpu/cuda) applies to eager and torchscript.
+    ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
+    own kind for a path). ``device`` (cpu/cuda) applies to backends that run on several.
     """
-    if backend is not None and backend not in BACKENDS:
-        raise PtxError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        raise PtxError(f"load() takes a model name or an artifact path, not {type(model_or_path).__name__}")
+    if backend is not None:
+        backends.get(backend)  # an unknown name is one clear error before any file is touched
     candidate = Path(model_or_path)
     if candidate.suffix in (".onnx", ".pt") or candidate.is_file():
-        path = candidate
-        if not path.is_file():
-            raise ArtifactError(f"{path}: no such file")
-        kind = backend_for_file(path)
-        backend = backend or kind
-        if kind != ("ort-cpu" if backend.startswith("ort-") else backend):
-            raise PtxError(f"{path} is a {kind} artifact; it cannot run on backend {backend}")
-    else:
-        backend = backend or "ort-cpu"
-        path = artifact_path(str(model_or_path), backend, root)
-    if backend.startswith("ort-"):
-        from .ort_backend import OrtPredictor
-
-        return OrtPredictor(path, device="cuda" if backend == "ort-cuda" else "cpu")
-    if backend == "torchscript":
-        from .torch_backends import TorchScriptPredictor
-
-        return TorchScriptPredictor(path, device=device)
-    from .torch_backends import EagerPredictor
-
-    return EagerPredictor(path, device=device)
+        if not candidate.is_file():
+            raise ArtifactError(f"{candidate}: no such file")
+        fmt = format_of_file(candidate)
+        backend = backend or default_backend(fmt)
+        if backends.get(backend).artifact != fmt:
+            raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend} reads {backends.get(backend).artifact}")
+        return open_artifact(candidate, backend, device)
+    # No registry lookup here: ptx.models imports torch, and the ORT path must not.
+    backend = backend or DEFAULT_BACKEND
+    return open_artifact(artifact_path(str(model_or_path), backend, root), backend, device)

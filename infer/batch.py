@@ -3,15 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from ptx.contract import InputKind
 from ptx.errors import InputError
 
 from .api import load
 from .inputs import expand_csv_rows, expand_inputs
-from .predictor import Prediction, Predictor, collate
+from .predictor import Prediction, Predictor
 
 CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
+
+
+def tsv_field(text) -> str:
+    """A file name with a tab or newline in it must not break the one-line-per-input output."""
+    return str(text).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @dataclass
@@ -23,18 +27,18 @@ class PredictReport:
     def lines(self, topk: int = 0) -> list[str]:
         out = []
         for r in self.results:
+            source = tsv_field(r.source)
             if r.value is not None:
-                out.append(f"{r.source}\ty={r.value:.6g}")
+                out.append(f"{source}\ty={r.value:.6g}")
                 continue
-            line = f"{r.source}\t{r.label_name}\t{r.probability:.4f}"
+            line = f"{source}\t{r.label_name}\t{r.probability:.4f}"
             if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
                 line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk, self.predictor.labels))
             out.append(line)
         return out
 
     def to_dict(self, topk: int = 0) -> dict:
-        meta = self.predictor.meta
-        return {"model": meta["model"], "backend": self.predictor.backend,
+        return {"model": self.predictor.contract.model, "backend": self.predictor.backend,
                 "results": [r.to_dict(self.predictor.labels, topk) for r in self.results],
                 "errors": [{"input": src, "error": err} for src, err in self.errors]}
 
@@ -43,8 +47,9 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
                    artifact: str | None = None, root: str = "runs", raw: bool = False) -> PredictReport:
     predictor = load(artifact or model, backend=backend, root=root, device=device)
     report = PredictReport(predictor)
-    kind = predictor.meta["kind"]
-    items = args if kind in ("number", "text") else expand_csv_rows(args) if kind == "vector" else expand_inputs(args)
+    kind = predictor.contract.kind
+    items = (args if kind in (InputKind.NUMBER, InputKind.TEXT) else
+             expand_csv_rows(args) if kind is InputKind.VECTOR else expand_inputs(args))
     samples, sources = [], []
     for item in items:
         try:
@@ -53,5 +58,5 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
         except InputError as exc:
             report.errors.append((item, str(exc)))
     for start in range(0, len(samples), CHUNK):
-        report.results += predictor.predict_raw(collate(samples[start:start + CHUNK]), sources[start:start + CHUNK])
+        report.results += predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK])
     return report

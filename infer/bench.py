@@ -2,6 +2,7 @@
 small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -9,11 +10,12 @@ from typing import Callable
 
 import numpy as np
 
-from ptx.errors import PtxError
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.transforms import to_model_input
+from ptx.errors import MissingArtifactError, PtxError
 
-from .api import load
-from .preprocess import normalize, to_layout
-from .verify import _cuda_available, _label, select_backends
+from . import backends as registry
+from .api import artifact_path, open_artifact
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
 
@@ -61,63 +63,47 @@ def _row(runner, device, batch, latencies) -> BenchRow:
                     round(batch / float(np.median(latencies)), 1), len(latencies))
 
 
-def bare_runner(predictor, x: np.ndarray) -> tuple[str, Callable[[], object]]:
-    """The same model called straight through its runtime, inputs prepared beforehand."""
-    if hasattr(predictor, "session"):
-        session, feed = predictor.session, {predictor.input_name: x}
-        return "bare InferenceSession.run", lambda: session.run(None, feed)
-    import torch
-
-    module, tensor = predictor.module, torch.from_numpy(x).to(predictor.device)
-    cuda = predictor.device.type == "cuda"
-
-    def call():
-        with torch.inference_mode():
-            out = module(tensor)
-        if cuda:
-            torch.cuda.synchronize()
-        return out
-
-    return f"bare {'torch.jit module' if predictor.backend == 'torchscript' else 'nn.Module'} call", call
-
-
-def bench_inputs(meta: dict, batch: int, seed: int = 0) -> np.ndarray:
+def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
     """Random raw samples of the artifact's kind, preprocessed as a user's would be."""
     rng = np.random.default_rng(seed)
-    if meta["dtype"] == "int64":  # tokens: words of 10 characters
-        return to_layout(rng.integers(1, meta["vocab_size"], (batch, 10)), meta)
-    if meta["kind"] == "image":  # raw digits are 28x28 whatever padding the model's input adds
-        raw = rng.integers(0, 256, (batch, 28, 28)).astype(np.uint8)
+    encoding = contract.encoding
+    if encoding is not None:  # tokens: words of 10 characters, no padding
+        low = 1 if encoding.pad_id == 0 else 0
+        return to_model_input(rng.integers(low, encoding.vocab_size, (batch, 10)), contract)
+    picture = contract.picture
+    if picture is not None:  # raw pictures are canvas x canvas whatever padding the model adds
+        raw = rng.integers(0, 256, (batch, picture.canvas, picture.canvas)).astype(np.uint8)
     else:  # numbers and feature rows: as many values as the input has per sample
-        raw = rng.normal(size=(batch, *[d for d in meta["shape"] if d != "batch"]))
-    return to_layout(normalize(raw, meta), meta)
+        raw = rng.normal(size=(batch, contract.sample_size))
+    return to_model_input(raw, contract)
 
 
-def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES, root: str | Path = "runs",
-          warmup: int = 10, seconds: float = 1.0, bare: bool = True,
+def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
+          root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = 1.0, bare: bool = True,
           progress: Callable[[str], None] = lambda _: None) -> tuple[list[BenchRow], dict[str, str]]:
     rows: list[BenchRow] = []
     skipped: dict[str, str] = {}
     # ONNX Runtime first: once torch has run, its idle OpenMP threads compete for the cores and
     # doubled ORT's batch-1 latency here (26 us alone, 57 us after the torch backends).
-    for backend, device in sorted(select_backends(backends), key=lambda pair: not pair[0].startswith("ort-")):
-        label = _label(backend, device)
-        if device == "cuda" and not _cuda_available():
-            skipped[label] = "no CUDA GPU visible to torch"
+    pairs = sorted(registry.select(backends), key=lambda pair: pair[0].needs_torch)
+    for backend, device in pairs:
+        label = backend.label(device)
+        why = backend.unavailable(device)
+        if why:
+            skipped[label] = why
             continue
         try:
-            predictor = load(name, backend=backend, root=root, device=device)
-        except PtxError as exc:
+            predictor = open_artifact(artifact_path(name, backend.name, root), backend.name, device)
+        except MissingArtifactError as exc:  # not exported for this backend: skipped, with the command
             skipped[label] = str(exc)
             continue
         for batch in batch_sizes:
-            x = bench_inputs(predictor.meta, batch)
+            x = bench_inputs(predictor.contract, batch)
             progress(f"{label} batch {batch}")
-            def through_ptx():
-                return predictor.predict_array(x)
 
+            through_ptx = functools.partial(predictor.predict_array, x)
             if bare:
-                bare_name, call = bare_runner(predictor, x)
+                bare_name, call = backend.bare(predictor, x)
                 ours_t, bare_t = time_interleaved([through_ptx, call], warmup=warmup, seconds=2 * seconds)
                 ours, reference = _row(label, device, batch, ours_t), _row(f"{bare_name} ({label})", device, batch, bare_t)
                 ours.overhead = round(ours.p50_us / reference.p50_us, 3)

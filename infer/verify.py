@@ -1,7 +1,5 @@
-"""ptx verify: the same inputs through every backend, each compared with eager on its device.
-
-Polygraphy's rule: an element fails only when it exceeds both atol and rtol; NaN or Inf fails.
-"""
+"""ptx verify: the same inputs through every backend, each compared with eager on its own device
+(Polygraphy's reference runner) under the contract's one agreement rule (ptx.contract.compare)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -10,13 +8,16 @@ from typing import Callable
 
 import numpy as np
 
-from ptx.errors import PtxError
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT, Tolerance, compare
+from ptx.contract.agreement import Agreement, check_tolerance
+from ptx.contract.transforms import decisions, normalize, to_layout
+from ptx.errors import MissingArtifactError, PtxError
 
-from .api import load
-from .preprocess import decisions, normalize, to_layout
+from . import backends as registry
+from .api import artifact_path, open_artifact
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
-REL_EPS = 1e-6
+REFERENCE = "eager"
 
 
 @dataclass
@@ -40,23 +41,23 @@ class VerifyReport:
     model: str
     samples: int
     data: str
-    atol: float
-    rtol: float
+    tolerances: dict[str, dict]
     verdicts: list[BackendVerdict] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(v.ok for v in self.verdicts)
+        return bool(self.verdicts) and all(v.ok for v in self.verdicts)
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in asdict(self).items() if k != "verdicts"}, "ok": self.ok,
                 "verdicts": [{**asdict(v), "ok": v.ok} for v in self.verdicts]}
 
     def table(self) -> str:
+        rule = "; ".join(f"{d}: atol {t['atol']:g}, rtol {t['rtol']:g}" for d, t in self.tolerances.items())
         head = f"{'backend':<18} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} {'accuracy':>9}  verdict"
         rows = [f"ptx verify {self.model}: {self.samples} real samples from {self.data} + edge inputs; "
-                f"atol {self.atol:g}, rtol {self.rtol:g}", head, "-" * len(head)]
+                f"|diff| <= atol + rtol x |eager| ({rule})", head, "-" * len(head)]
         for v in self.verdicts:
             agree = "-" if v.argmax_agreement is None else f"{100 * v.argmax_agreement:.1f}%"
             acc = "-" if v.accuracy is None else f"{v.accuracy:.4f}"
@@ -70,129 +71,102 @@ class VerifyReport:
         return "\n".join(rows)
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-def candidate_backends() -> list[tuple[str, str]]:
-    """(backend, device) pairs to try; the first of each device is that device's eager reference."""
-    pairs = [("eager", "cpu"), ("torchscript", "cpu"), ("ort-cpu", "cpu")]
-    return pairs + [("eager", "cuda"), ("torchscript", "cuda"), ("ort-cuda", "cuda")]
-
-
-def build_inputs(meta: dict, real: np.ndarray, batch_sizes) -> dict[str, np.ndarray]:
+def build_inputs(contract, real: np.ndarray, batch_sizes) -> dict[str, np.ndarray]:
     """Named input batches in model layout: the real samples, then edge cases."""
-    x = normalize(real, meta)
+    x = normalize(real, contract)
     largest = max(batch_sizes)
     cycled = np.concatenate([x] * (-(-largest // len(x))))[:largest]
-    inputs = {"real": x, "zeros": np.zeros_like(x[:2]), "ones": np.ones_like(x[:2])}
+    inputs = {"real": x}
+    if contract.encoding is None:  # all-zero and all-one tensors; token ids have no such edge
+        inputs.update(zeros=np.zeros_like(x[:2]), ones=np.ones_like(x[:2]))
     for b in sorted(set(batch_sizes) | {1, 7}):
         inputs[f"batch-{b}"] = cycled[:b]
-    return {name: to_layout(batch, meta) for name, batch in inputs.items()}
+    return {name: to_layout(batch, contract) for name, batch in inputs.items()}
 
 
-def _run(predictor, batch: np.ndarray, meta: dict, chunk: int) -> np.ndarray:
-    axis = meta["batch_axis"]
+def _run(predictor, batch: np.ndarray, axis: int, chunk: int) -> np.ndarray:
     n = batch.shape[axis]
-    outs = [predictor.predict_array(np.take(batch, range(s, min(s + chunk, n)), axis=axis)) for s in range(0, n, chunk)]
-    return np.concatenate(outs)
-
-
-def compare(got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> tuple[float, float, list[str]]:
-    problems = []
-    if got.shape != want.shape:
-        return float("inf"), float("inf"), [f"shape {got.shape} != {want.shape}"]
-    if not np.isfinite(got).all():
-        problems.append("NaN/Inf in output")
-    abs_diff = np.abs(got.astype(np.float64) - want)
-    rel_diff = abs_diff / (np.abs(want) + REL_EPS)
-    failing = (abs_diff > atol) & (rel_diff > rtol)
-    if failing.any():
-        problems.append(f"{int(failing.sum())} values beyond atol and rtol")
-    finite = np.isfinite(abs_diff)
-    return (float(abs_diff[finite].max(initial=0)), float(rel_diff[finite].max(initial=0)), problems)
-
-
-def _label(backend: str, device: str) -> str:
-    return backend if backend.startswith("ort-") else f"{backend}-{device}"
-
-
-def select_backends(names: list[str] | None) -> list[tuple[str, str]]:
-    """The (backend, device) pairs that ``names`` pick (a backend, or backend-device); all if None."""
-    pairs = candidate_backends()
-    if not names:
-        return pairs
-    known = {b for b, _ in pairs} | {_label(b, d) for b, d in pairs}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise PtxError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    return [(b, d) for b, d in pairs if b in names or _label(b, d) in names]
+    return np.concatenate([predictor.predict_array(np.take(batch, range(s, min(s + chunk, n)), axis=axis))
+                           for s in range(0, n, chunk)])
 
 
 def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000, batch_sizes=DEFAULT_BATCH_SIZES,
-           atol: float | None = None, rtol: float | None = None, root: str | Path = "runs",
+           atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print) -> VerifyReport:
-    """Run ``name``'s artifacts through ``backends`` (default: all) and compare each with eager."""
+    """Run ``name``'s artifacts through the chosen backends (default: all) and compare each with eager.
+
+    A backend this machine cannot run is skipped with its reason; an artifact that exists but fails
+    to load is a failure, never a skip."""
     from ptx.trainers.data import load_dataset
 
-    pairs = select_backends(backends)
-    cpu_reference = load(name, backend="eager", root=root)
-    meta = cpu_reference.meta
-    atol = meta["atol"] if atol is None else atol
-    rtol = meta["rtol"] if rtol is None else rtol
-    data = load_dataset(meta["dataset"], labels=tuple(meta["labels"]), explicit=False, notice=notice)
+    pairs = registry.select(backends)
+    reference = open_artifact(artifact_path(name, REFERENCE, root), REFERENCE)
+    contract = reference.contract
+    overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
+    tolerance_of = {d: check_tolerance(Tolerance(**{**contract.tolerance(d).to_dict(), **overrides}))
+                    for d in dict.fromkeys(d for _, d in pairs)}
+    dataset = reference.info.get("dataset") or name
+    data = load_dataset(dataset, labels=contract.labels, picture=contract.picture, explicit=False, notice=notice)
     real, truth = data.x_test[:samples], data.y_test[:samples]
-    inputs = build_inputs(meta, real, batch_sizes)
+    inputs = build_inputs(contract, real, batch_sizes)
     if save_inputs:
-        np.savez(save_inputs, labels=truth, **inputs)
-    report = VerifyReport(name, len(real), data.name, atol, rtol)
+        from ptx.atomic import atomic_path
+
+        with atomic_path(save_inputs) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, labels=truth, **inputs)
+    report = VerifyReport(name, len(real), data.name, {d: t.to_dict() for d, t in tolerance_of.items()})
     chunk = max(batch_sizes)
+    axis = contract.input.batch_axis
     sizes = sorted(int(k.split("-")[1]) for k in inputs if k.startswith("batch-"))
+    references: dict[str, dict[str, np.ndarray]] = {}
 
-    def run_all(predictor) -> dict[str, np.ndarray]:
-        return {k: _run(predictor, v, meta, chunk) for k, v in inputs.items()}
-
-    for device in dict.fromkeys(d for _, d in pairs):
-        device_pairs = [p for p in pairs if p[1] == device]
-        if device == "cuda" and not _cuda_available():
-            report.skipped.update({_label(*p): "no CUDA GPU visible to torch" for p in device_pairs})
+    for backend, device in pairs:
+        label = backend.label(device)
+        why = backend.unavailable(device)
+        ref_why = registry.get(REFERENCE).unavailable(device)
+        if why or ref_why:
+            report.skipped[label] = why or f"no {REFERENCE} reference on {device}: {ref_why}"
             continue
-        # Each backend is compared with eager on its own device (Polygraphy's reference runner).
-        reference = run_all(cpu_reference if device == "cpu" else load(name, backend="eager", root=root, device=device))
-        for backend, _ in device_pairs:
-            try:
-                predictor = cpu_reference if backend == "eager" else load(name, backend=backend, root=root, device=device)
-            except PtxError as exc:  # unavailable backend or missing artifact: reported, not fatal
-                report.skipped[_label(backend, device)] = str(exc)
-                continue
-            outputs = reference if backend == "eager" else run_all(predictor)
-            failures = []
-            if predictor.meta.get("checkpoint_sha256") != meta["checkpoint_sha256"]:
-                failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
-            max_abs = max_rel = 0.0
-            for key, out in outputs.items():
-                a, r, problems = compare(out, reference[key], atol, rtol)
-                max_abs, max_rel = max(max_abs, a), max(max_rel, r)
-                failures += [f"{key}: {p}" for p in problems]
-            agreement = accuracy = None
-            labels = decisions(outputs["real"], meta)
-            if labels is not None:
-                agreement = float((labels == decisions(reference["real"], meta)).mean())
-                accuracy = float((labels == truth.reshape(labels.shape)).mean())
-                if agreement < 1.0:
-                    failures.append(f"predicted label differs on {100 * (1 - agreement):.1f}% of real samples")
-            report.verdicts.append(BackendVerdict(backend, device, sizes, max_abs, max_rel, agreement, accuracy, failures))
+        failures: list[str] = []
+        try:
+            predictor = reference if (backend.name, device) == (REFERENCE, "cpu") else \
+                open_artifact(artifact_path(name, backend.name, root), backend.name, device)
+            if device not in references:
+                device_ref = reference if device == "cpu" else open_artifact(reference.path, REFERENCE, device)
+                references[device] = {k: _run(device_ref, v, axis, chunk) for k, v in inputs.items()}
+            outputs = {k: _run(predictor, v, axis, chunk) for k, v in inputs.items()}
+        except MissingArtifactError as exc:  # not exported for this backend: skipped, with the command
+            report.skipped[label] = str(exc)
+            continue
+        except PtxError as exc:  # the artifact is there but does not load or run: that is a failure
+            report.verdicts.append(BackendVerdict(backend.name, device, sizes, float("inf"), float("inf"), None, None,
+                                                  [str(exc)]))
+            continue
+        if predictor.info.get("checkpoint_sha256") != reference.info.get("checkpoint_sha256"):
+            failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
+        if predictor.contract != contract:
+            failures.append(f"its contract differs from the checkpoint's: re-run `ptx export {name}`")
+        total = Agreement()
+        for key, out in outputs.items():
+            total.merge(compare(out, references[device][key], contract, tolerance=tolerance_of[device]), f"{key}: ")
+        failures += total.failures
+        agreement = accuracy = None
+        labels = decisions(outputs["real"], contract)
+        if labels is not None:
+            agreement = float((labels == decisions(references[device]["real"], contract)).mean())
+            accuracy = float((labels == truth.reshape(labels.shape)).mean())
+        report.verdicts.append(BackendVerdict(backend.name, device, sizes, total.max_abs, total.max_rel, agreement,
+                                              accuracy, failures))
     if not report.verdicts:
         raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()))
     return report
 
 
-def models_with_artifacts(root: str | Path = "runs") -> list[str]:
-    from ptx.models import list_models
-
-    return [n for n in list_models() if (Path(root) / n / "checkpoint.pt").is_file()
-            and ((Path(root) / n / "model.onnx").is_file() or (Path(root) / n / "model.torchscript.pt").is_file())]
+def models_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[str]:
+    """Run folders under ``root`` that hold a checkpoint and at least one exported artifact."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    exported = [f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT]
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and (d / ARTIFACT_FILES[CHECKPOINT_FORMAT]).is_file()
+                  and any((d / f).is_file() for f in exported))

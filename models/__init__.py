@@ -6,7 +6,7 @@ name in ``_MODEL_FILES``.
 import importlib
 
 from .registry import get, list_models, register
-from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+from .spec import BATCH, InputContract, ModelSpec, Recipe
 
 _MODEL_FILES = (
     "linreg", "logreg", "mlp_sigmoid", "mlp_dropout", "cnn", "convnet", "lstm", "mlp",
@@ -16,4 +16,4 @@ _MODEL_FILES = (
 for _file in _MODEL_FILES:
     importlib.import_module(f"{__name__}.{_file}")
 
-__all__ = ["BATCH", "InputContract", "ModelSpec", "Preprocessing", "Recipe", "get", "list_models", "register"]
+__all__ = ["BATCH", "InputContract", "ModelSpec", "Recipe", "get", "list_models", "register"]

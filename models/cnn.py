@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import Optimizer, mnist_model, seed_recipe
 
 
 class SmallCNN(nn.Module):
@@ -22,15 +22,11 @@ class SmallCNN(nn.Module):
         return self.layers(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="cnn",
     description="conv 32/64 3x3 + max-pools, FC 3136-512-10 with Dropout(0.2), Adam",
     seed="000 §5",
     builder=SmallCNN,
-    input=InputContract(shape=(BATCH, 1, 28, 28), layout="image"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="adam", lr=1e-3, batch_size=100, epochs=100),
+    recipe=seed_recipe(epochs=100, optimizer=Optimizer.ADAM, lr=1e-3),
     params=(1 * 32 * 9 + 32) + (32 * 64 * 9 + 64) + (3136 * 512 + 512) + (512 * 10 + 10),
 ))

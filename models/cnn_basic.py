@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import mnist_model, seed_recipe
 
 
 class BasicCNN(nn.Module):
@@ -20,15 +20,11 @@ class BasicCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
-register(ModelSpec(
+register(mnist_model(
     name="cnn-basic",
     description="basic CNN: conv 1->10 k5, conv 10->20 k5, max-pool 2, ReLU, FC 320->10",
     seed="003 lecture 10",
     builder=BasicCNN,
-    input=InputContract(shape=(BATCH, 1, 28, 28), layout="image"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=10),
+    recipe=seed_recipe(epochs=10, momentum=0.5, batch_size=64),
     params=(10 * 25 + 10) + (20 * 10 * 25 + 20) + (320 * 10 + 10),
 ))

@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import mnist_model, seed_recipe
 
 
 class ConvNet(nn.Module):
@@ -27,15 +27,11 @@ class ConvNet(nn.Module):
         return self.fc(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="convnet",
     description="ConvNet: conv 10/20 k5 + dropout, FC 320-50-10 + dropout",
     seed="000 §6",
     builder=ConvNet,
-    input=InputContract(shape=(BATCH, 1, 28, 28), layout="image"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=100, epochs=20),
+    recipe=seed_recipe(epochs=20),
     params=(10 * 25 + 10) + (20 * 10 * 25 + 20) + (320 * 50 + 50) + (50 * 10 + 10),
 ))

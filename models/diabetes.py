@@ -1,8 +1,10 @@
 """003 lectures 7-8: the diabetes MLP 8-6-4-1 with sigmoids and BCE, on Pima Indians diabetes."""
 from torch import nn
 
+from ptx.contract import InputKind, NormalizeStep, Task
+
 from .registry import register
-from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+from .spec import BATCH, InputContract, Loss, ModelSpec, seed_recipe
 
 FEATURES = ("pregnant", "glucose", "pressure", "triceps", "insulin", "mass", "pedigree", "age")
 # Training-split statistics of the fixed seeded split (ptx.trainers.data.load_pima): stored in the
@@ -30,11 +32,12 @@ register(ModelSpec(
     description="diabetes MLP 8-6-4-1 with sigmoids, BCE, on Pima Indians diabetes",
     seed="003 lectures 7-8",
     builder=DiabetesMLP,
-    input=InputContract(shape=(BATCH, 8), layout="flat", kind="vector", output_name="probability"),
-    preprocessing=Preprocessing(scale=1.0, mean=TRAIN_MEAN, std=TRAIN_STD),
+    input=InputContract(shape=(BATCH, len(FEATURES)), axes=("batch", "feature"), kind=InputKind.VECTOR),
+    features=FEATURES,
+    preprocessing=(NormalizeStep(TRAIN_MEAN, TRAIN_STD),),
     labels=("neg", "pos"),
     dataset="pima",
-    recipe=Recipe(loss="bce", optimizer="sgd", lr=0.01, batch_size=32, epochs=100),
+    recipe=seed_recipe(epochs=100, loss=Loss.BCE, momentum=0.0, batch_size=32),
     params=(8 * 6 + 6) + (6 * 4 + 4) + (4 * 1 + 1),
-    task="binary",
+    task=Task.BINARY,
 ))

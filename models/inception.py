@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import mnist_model, seed_recipe
 
 
 class InceptionA(nn.Module):
@@ -46,15 +46,11 @@ def _inception_a_params(c: int) -> int:
     return (c * 16 + 16) * 3 + (16 * 24 * 25 + 24) + (16 * 24 * 9 + 24) + (24 * 24 * 9 + 24) + (c * 24 + 24)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="inception",
     description="InceptionA net: conv 10, InceptionA, conv 20, InceptionA (88 ch), FC 1408->10",
     seed="003 lecture 11",
     builder=InceptionNet,
-    input=InputContract(shape=(BATCH, 1, 28, 28), layout="image"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=10),
+    recipe=seed_recipe(epochs=10, momentum=0.5, batch_size=64),
     params=(10 * 25 + 10) + (20 * 88 * 25 + 20) + _inception_a_params(10) + _inception_a_params(20) + (1408 * 10 + 10),
 ))

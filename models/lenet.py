@@ -2,8 +2,10 @@
 import torch.nn.functional as F
 from torch import nn
 
+from ptx.contract import PadStep
+
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, InputContract, ModelSpec, Preprocessing, Recipe
+from .spec import BATCH, IMAGE_28, MNIST_NORMALIZATION, InputContract, mnist_model, seed_recipe
 
 
 class LeNet(nn.Module):
@@ -24,17 +26,15 @@ class LeNet(nn.Module):
         return self.fc3(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="lenet",
     description="tutorial LeNet: conv 6/16 k5, FC 400-120-84-10, MNIST padded to 32x32",
     seed="002 §4 Net",
     builder=LeNet,
-    input=InputContract(shape=(BATCH, 1, 32, 32), layout="image"),
-    preprocessing=Preprocessing(mean=0.1307, std=0.3081, pad=2),
-    labels=MNIST_LABELS,
-    dataset="mnist",
+    input=InputContract(shape=(BATCH, 1, 32, 32), axes=IMAGE_28.axes),
+    preprocessing=MNIST_NORMALIZATION + (PadStep(2),),  # 28x28 digits padded to 32x32
     # The seed's optimizer and loop count; its batch is a single random tensor, so the batch is the
     # official tutorial's (4).
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.001, momentum=0.9, batch_size=4, epochs=5),
+    recipe=seed_recipe(epochs=5, lr=0.001, batch_size=4),
     params=(6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10),
 ))

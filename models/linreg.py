@@ -1,8 +1,10 @@
 """000 §2: linear regression y = w x on y = 2x + noise; `--bias` gives 003 lecture 5's LinearModel."""
 from torch import nn
 
+from ptx.contract import InputKind, Task
+
 from .registry import register
-from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+from .spec import BATCH, InputContract, Loss, ModelSpec, seed_recipe
 
 
 class LinearRegression(nn.Module):
@@ -19,13 +21,13 @@ register(ModelSpec(
     description="Linear(1,1,bias=False) fitted to y = 2x + N(0, 0.33)",
     seed="000 §2",
     builder=LinearRegression,
-    input=InputContract(shape=(BATCH, 1), layout="scalar", kind="number"),
-    preprocessing=Preprocessing(scale=1.0),
+    input=InputContract(shape=(BATCH, 1), axes=("batch", "feature"), kind=InputKind.NUMBER),
+    features=("x",),
     labels=("y",),
     dataset="line",
-    recipe=Recipe(loss="mse", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=10, epochs=100),
+    recipe=seed_recipe(epochs=100, loss=Loss.MSE, batch_size=10),
     params=1,
-    task="regression",
+    task=Task.REGRESSION,
     model_args={"bias": False},
     report=lambda model: {"w": model.linear.weight.item(),
                           **({"b": model.linear.bias.item()} if model.linear.bias is not None else {})},

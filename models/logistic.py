@@ -2,8 +2,10 @@
 import torch
 from torch import nn
 
+from ptx.contract import InputKind, Task
+
 from .registry import register
-from .spec import BATCH, InputContract, ModelSpec, Preprocessing, Recipe
+from .spec import BATCH, InputContract, Loss, ModelSpec, seed_recipe
 
 
 class LogisticRegression(nn.Module):
@@ -20,12 +22,12 @@ register(ModelSpec(
     description="logistic regression Linear(1,1) + sigmoid, BCE: hours studied -> pass",
     seed="003 lecture 6",
     builder=LogisticRegression,
-    input=InputContract(shape=(BATCH, 1), layout="scalar", kind="number", output_name="probability"),
-    preprocessing=Preprocessing(scale=1.0),
+    input=InputContract(shape=(BATCH, 1), axes=("batch", "feature"), kind=InputKind.NUMBER),
+    features=("hours",),
     labels=("fail", "pass"),
     dataset="hours",
-    # BCELoss(size_average=False) in the seed: summed over the batch.
-    recipe=Recipe(loss="bce_sum", optimizer="sgd", lr=0.01, batch_size=3, epochs=1000),
+    # BCELoss(size_average=False) in the seed: summed over the batch; plain SGD.
+    recipe=seed_recipe(epochs=1000, loss=Loss.BCE_SUM, momentum=0.0, batch_size=3),
     params=2,
-    task="binary",
+    task=Task.BINARY,
 ))

@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import FLAT_784, mnist_model, seed_recipe
 
 
 class SoftmaxRegression(nn.Module):
@@ -14,15 +14,12 @@ class SoftmaxRegression(nn.Module):
         return self.linear(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="logreg",
     description="softmax regression Linear(784,10,bias=False)",
     seed="000 §3",
     builder=SoftmaxRegression,
-    input=InputContract(shape=(BATCH, 784), layout="flat"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=100, epochs=100),
+    input=FLAT_784,
+    recipe=seed_recipe(epochs=100),
     params=784 * 10,
 ))

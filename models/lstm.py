@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import BATCH, InputContract, mnist_model, seed_recipe
 
 
 class RowLSTM(nn.Module):
@@ -22,15 +22,13 @@ class RowLSTM(nn.Module):
         return self.linear(out[-1])
 
 
-register(ModelSpec(
+register(mnist_model(
     name="lstm",
     description="LSTM(28,128) over image rows, seq-first (28, batch, 28), Linear(128,10,bias=False)",
     seed="000 §7",
     builder=RowLSTM,
-    input=InputContract(shape=(28, BATCH, 28), layout="seq-first"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=100, epochs=20),
+    # Seq-first: the picture's 28 rows are the time steps, its 28 columns each step's features.
+    input=InputContract(shape=(28, BATCH, 28), axes=("row", "batch", "column")),
+    recipe=seed_recipe(epochs=20),
     params=4 * 128 * (28 + 128) + 2 * 4 * 128 + 128 * 10,
 ))

@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, FASHION_LABELS, InputContract, ModelSpec, Recipe
+from .spec import PIXELS_TO_UNIT, Optimizer, mnist_model, seed_recipe
 
 
 class NeuralNetwork(nn.Module):
@@ -19,14 +19,13 @@ class NeuralNetwork(nn.Module):
         return self.linear_relu_stack(self.flatten(x))
 
 
-register(ModelSpec(
+register(mnist_model(
     name="mlp",
     description="quickstart NeuralNetwork: Flatten, 784-512-512-10 ReLU",
     seed="002 §4, 004",
     builder=NeuralNetwork,
-    input=InputContract(shape=(BATCH, 1, 28, 28), layout="image"),
-    labels=FASHION_LABELS,
+    preprocessing=PIXELS_TO_UNIT,  # ToTensor only
     dataset="fashion-mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="adam", lr=1e-3, batch_size=64, epochs=10),
+    recipe=seed_recipe(epochs=10, optimizer=Optimizer.ADAM, lr=1e-3, batch_size=64),
     params=(784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10),
 ))

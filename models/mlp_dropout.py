@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import FLAT_784, Optimizer, mnist_model, seed_recipe
 
 
 class DropoutMLP(nn.Module):
@@ -18,16 +18,13 @@ class DropoutMLP(nn.Module):
         return self.layers(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="mlp-dropout",
     description="784-512-512-10 ReLU MLP with Dropout(0.2), no bias, Adam",
     seed="000 §5",
     builder=DropoutMLP,
-    input=InputContract(shape=(BATCH, 784), layout="flat"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
+    input=FLAT_784,
     # The seed calls optim.Adam(model.parameters()): Adam's default lr.
-    recipe=Recipe(loss="cross_entropy", optimizer="adam", lr=1e-3, batch_size=100, epochs=100),
+    recipe=seed_recipe(epochs=100, optimizer=Optimizer.ADAM, lr=1e-3),
     params=784 * 512 + 512 * 512 + 512 * 10,
 ))

@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import FLAT_784, mnist_model, seed_recipe
 
 
 class SigmoidMLP(nn.Module):
@@ -18,15 +18,12 @@ class SigmoidMLP(nn.Module):
         return self.layers(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="mlp-sigmoid",
     description="784-512 Sigmoid 512-10 MLP, no bias",
     seed="000 §4",
     builder=SigmoidMLP,
-    input=InputContract(shape=(BATCH, 784), layout="flat"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=100, epochs=100),
+    input=FLAT_784,
+    recipe=seed_recipe(epochs=100),
     params=784 * 512 + 512 * 10,
 ))

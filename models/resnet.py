@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import mnist_model, seed_recipe
 
 
 class ResidualBlock(nn.Module):
@@ -33,15 +33,11 @@ class ResidualNet(nn.Module):
         return self.fc(x.flatten(1))  # 32 * 4 * 4 = 512
 
 
-register(ModelSpec(
+register(mnist_model(
     name="resnet",
     description="ResidualBlock net: conv 16, block, conv 32, block, FC 512->10",
     seed="003 lecture 11",
     builder=ResidualNet,
-    input=InputContract(shape=(BATCH, 1, 28, 28), layout="image"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=10),
+    recipe=seed_recipe(epochs=10, momentum=0.5, batch_size=64),
     params=(16 * 25 + 16) + (32 * 16 * 25 + 32) + 2 * (16 * 16 * 9 + 16) + 2 * (32 * 32 * 9 + 32) + (512 * 10 + 10),
 ))

@@ -2,8 +2,10 @@
 import torch
 from torch import nn
 
+from ptx.contract import EncodeStep, InputKind
+
 from .registry import register
-from .spec import BATCH, SEQ, InputContract, ModelSpec, Recipe
+from .spec import BATCH, SEQ, InputContract, ModelSpec, Optimizer, seed_recipe
 
 VOCAB = "ehlo"  # the seed's idx2char
 
@@ -27,11 +29,13 @@ register(ModelSpec(
     description='char RNN (embedding 10, RNN 8 x 2 layers) learning "hello" -> "ohlol"',
     seed="003 lecture 12",
     builder=HelloRNN,
-    input=InputContract(shape=(SEQ, BATCH), layout="seq-first", kind="text", dtype="int64",
-                        vocab=VOCAB, vocab_size=len(VOCAB)),
+    input=InputContract(shape=(SEQ, BATCH), axes=("seq", "batch"), kind=InputKind.TEXT),
+    # Every id is a letter: there is no padding token, so ptx never pads this model's input (it
+    # batches words of one length together).
+    preprocessing=(EncodeStep("vocab", vocab=VOCAB),),
     labels=tuple(VOCAB),
     dataset="hello",
-    recipe=Recipe(loss="cross_entropy", optimizer="adam", lr=0.05, batch_size=1, epochs=15),
+    recipe=seed_recipe(epochs=15, optimizer=Optimizer.ADAM, lr=0.05, batch_size=1),
     params=4 * 10 + (10 * 8 + 8 * 8 + 16) + (8 * 8 + 8 * 8 + 16) + (8 * 4 + 4),
     output_shape=(BATCH, SEQ, len(VOCAB)),
     # torch.export unrolls nn.RNN over the example's length, fixing the sequence length in the

@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, MNIST_LABELS, MNIST_NORMALIZATION, InputContract, ModelSpec, Recipe
+from .spec import FLAT_784, mnist_model, seed_recipe
 
 
 class SoftmaxMLP(nn.Module):
@@ -18,15 +18,12 @@ class SoftmaxMLP(nn.Module):
         return self.layers(x)
 
 
-register(ModelSpec(
+register(mnist_model(
     name="softmax-mlp",
     description="softmax classifier 784-512-256-128-64-10 ReLU",
     seed="003 lecture 9",
     builder=SoftmaxMLP,
-    input=InputContract(shape=(BATCH, 784), layout="flat"),
-    preprocessing=MNIST_NORMALIZATION,
-    labels=MNIST_LABELS,
-    dataset="mnist",
-    recipe=Recipe(loss="cross_entropy", optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=10),
+    input=FLAT_784,
+    recipe=seed_recipe(epochs=10, momentum=0.5, batch_size=64),
     params=(784 * 512 + 512) + (512 * 256 + 256) + (256 * 128 + 128) + (128 * 64 + 64) + (64 * 10 + 10),
 ))

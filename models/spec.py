@@ -1,91 +1,91 @@
-"""The frozen description of one model: everything training, export and inference read.
+"""The frozen description of one model: builder, input contract defaults and the seed's recipe.
 
-No torch here: the spec's plain data (contract, preprocessing, labels) is what travels into the
-artifacts' metadata, and the builder is the only thing that touches torch.
+No torch here: ``spec.contract(dataset)`` is the plain, validated ``Contract`` that travels into
+checkpoints and artifacts, and the builder is the only thing that touches torch.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
-BATCH = "batch"
-SEQ = "seq"  # a dynamic sequence length, for models that read tokens
-MNIST_LABELS = tuple(str(d) for d in range(10))
-FASHION_LABELS = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
+from ptx.contract import BATCH, SEQ, Contract, DType, EncodeStep, InputKind, PictureStep, Task, TensorSpec
+from ptx.contract.datasets import DIGIT_LABELS, FOLDER_PREFIX, image_dataset
+from ptx.contract.schema import DEFAULT_TOLERANCES, MEANING_OF_TASK, NormalizeStep, ScaleStep, Step, Tolerance
+
+__all__ = ["BATCH", "SEQ", "InputContract", "Loss", "ModelSpec", "Optimizer", "Recipe", "TorchScriptMethod",
+           "IMAGE_28", "FLAT_784", "MNIST_NORMALIZATION", "PIXELS_TO_UNIT", "mnist_model"]
+
+
+class Loss(str, Enum):
+    CROSS_ENTROPY = "cross_entropy"  # over the last axis: (B, C), or (B, T, C) per position
+    MSE = "mse"
+    BCE = "bce"  # the seeds' binary models end in a sigmoid and train BCELoss on the probability
+    BCE_SUM = "bce_sum"  # BCELoss(size_average=False): summed over the batch
+
+
+class Optimizer(str, Enum):
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class TorchScriptMethod(str, Enum):
+    SCRIPT = "script"  # falls back to trace where scripting rejects the Python
+    TRACE = "trace"
 
 
 @dataclass(frozen=True)
 class InputContract:
-    """The tensor a model takes. ``shape`` marks the batch axis with ``BATCH``.
-
-    ``kind`` says what a user hands ``predict``: ``image`` (files, PIL images, arrays) or
-    ``number`` (plain numbers, one per sample), ``vector`` (CSV rows of features) or ``text``
-    (strings, tokenised by ``vocab``: the index of each character in it, or with no vocab its
-    Latin-1 code, 0 being padding).
-    """
+    """The tensor a model takes: ``shape`` marks the batch (and seq) axes, ``axes`` names each axis,
+    ``kind`` says what a user hands ``predict``."""
 
     shape: tuple
-    layout: str
-    kind: str = "image"
-    dtype: str = "float32"
+    axes: tuple[str, ...]
+    kind: InputKind = InputKind.IMAGE
     name: str = "input"
-    output_name: str = "logits"
-    vocab: str | None = None
-    vocab_size: int | None = None
+
+    @property
+    def dtype(self) -> DType:
+        return DType.INT64 if self.kind is InputKind.TEXT else DType.FLOAT32
 
     @property
     def batch_axis(self) -> int:
         return self.shape.index(BATCH)
 
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """One sample's shape, batch axis removed (the order data is stored in, batch first)."""
-        return tuple(d for d in self.shape if d != BATCH)
-
     def batch_shape(self, batch: int, seq: int = 5) -> tuple[int, ...]:
         return tuple(batch if d == BATCH else seq if d == SEQ else d for d in self.shape)
 
-    def example(self, batch: int, seq: int = 5):
-        """A random input of this contract (tokens for text models), for tests and tracing."""
+    def example(self, batch: int, seq: int = 5, vocab_size: int = 4):
+        """A random input of this contract (token ids for text models), for tests and tracing."""
         import torch
 
         shape = self.batch_shape(batch, seq)
-        if self.dtype == "int64":
-            return torch.randint(1, self.vocab_size, shape)
+        if self.dtype is DType.INT64:
+            return torch.randint(1, vocab_size, shape)
         return torch.randn(shape)
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """x = (raw * scale - mean) / std, then zero padding of ``pad`` pixels on each image side."""
-
-    scale: float = 1.0 / 255.0
-    mean: float = 0.0
-    std: float = 1.0
-    pad: int = 0
-
-
-# 000's data_util.py feeds raw 0-255 floats (it lost the seed's /255) and its Normalize((0,),(1,))
-# is a no-op; what it means is the usual MNIST input: scaled to [0, 1] and standardised with the
-# training set's mean and std, as 003 lecture 9 writes it. Measured: convnet on mnist-sample reaches
-# 0.957-0.961 in 10 epochs with these, 0.949-0.951 without.
-MNIST_NORMALIZATION = Preprocessing(mean=0.1307, std=0.3081)
 
 
 @dataclass(frozen=True)
 class Recipe:
     """The seed's training recipe, used unless the command line overrides it."""
 
-    loss: str  # cross_entropy | mse | bce
-    optimizer: str  # sgd | adam
+    loss: Loss
+    optimizer: Optimizer
     lr: float
     batch_size: int
     epochs: int
     momentum: float = 0.0
+
+
+IMAGE_28 = InputContract(shape=(BATCH, 1, 28, 28), axes=("batch", "channel", "height", "width"))
+FLAT_784 = InputContract(shape=(BATCH, 784), axes=("batch", "pixel"))  # the 28x28 picture, row by row
+PIXELS_TO_UNIT = (ScaleStep(1.0 / 255.0),)  # ToTensor: 0-255 -> [0, 1]
+# 000's data_util.py feeds raw 0-255 floats (it lost the seed's /255) and its Normalize((0,),(1,))
+# is a no-op; what it means is the usual MNIST input: scaled to [0, 1] and standardised with the
+# training set's mean and std, as 003 lecture 9 writes it. Measured: convnet on mnist-sample reaches
+# 0.957-0.961 in 10 epochs with these, 0.949-0.951 without.
+MNIST_NORMALIZATION = PIXELS_TO_UNIT + (NormalizeStep((0.1307,), (0.3081,)),)
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,16 @@ class ModelSpec:
     seed: str  # seed file and section, e.g. "000 §6"
     builder: Callable[..., Any]  # an nn.Module class; builder(**model_args) makes the model
     input: InputContract
-    labels: tuple[str, ...]
-    dataset: str
+    dataset: str  # the default dataset; image datasets decide labels and picture pipeline
     recipe: Recipe
     params: int  # declared from the seed's layer sizes; a test checks the builder against it
-    preprocessing: Preprocessing = Preprocessing()
+    labels: tuple[str, ...] = DIGIT_LABELS  # for image models: the default dataset's, overridden by the data
+    preprocessing: tuple[Step, ...] = ()  # tensor steps after the picture pipeline, or the encode step
+    features: tuple[str, ...] = ()  # number/vector inputs: what each input column is
     model_args: dict = field(default_factory=dict)
-    task: str = "classification"  # classification | binary (outputs a probability) | regression
-    atol: float = 1e-4
-    rtol: float = 1e-3
-    torchscript: str = "script"  # script | trace
+    task: Task = Task.CLASSIFICATION
+    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    torchscript: TorchScriptMethod = TorchScriptMethod.SCRIPT
     report: Callable[[Any], dict] | None = None  # extra per-epoch numbers the seed prints (linreg's w)
     output_shape: tuple | None = None  # default (batch, outputs); (batch, seq, classes) per position
     onnx_exporter: str | None = None  # the exporter this model needs, when the default cannot do it
@@ -114,30 +114,59 @@ class ModelSpec:
 
     @property
     def num_outputs(self) -> int:
-        return len(self.labels) if self.task == "classification" else 1  # binary: P(label 1)
+        return len(self.labels) if self.task is Task.CLASSIFICATION else 1  # binary: P(label 1)
 
     @property
     def outputs(self) -> tuple:
         return self.output_shape or (BATCH, self.num_outputs)
 
-    def contract(self) -> dict:
-        """The JSON-able input contract, preprocessing and labels that travel inside artifacts."""
-        # Through JSON so that the spec's contract is the very dict the artifacts give back.
-        return json.loads(json.dumps({
-            "model": self.name,
-            "task": self.task,
-            "input_name": self.input.name,
-            "output_name": self.input.output_name,
-            "shape": list(self.input.shape),
-            "output_shape": list(self.outputs),
-            "vocab": self.input.vocab,
-            "vocab_size": self.input.vocab_size,
-            "batch_axis": self.input.batch_axis,
-            "layout": self.input.layout,
-            "kind": self.input.kind,
-            "dtype": self.input.dtype,
-            "preprocessing": asdict(self.preprocessing),
-            "labels": list(self.labels),
-            "atol": self.atol,
-            "rtol": self.rtol,
-        }))
+    @property
+    def vocab_size(self) -> int | None:
+        step = next((s for s in self.preprocessing if isinstance(s, EncodeStep)), None)
+        return step.vocab_size if step else None
+
+    def example(self, batch: int, seq: int = 5):
+        return self.input.example(batch, seq, vocab_size=self.vocab_size or 4)
+
+    def contract(self, dataset: str | None = None) -> Contract:
+        """The validated contract of this model trained on ``dataset`` (default: its own). An image
+        dataset decides the labels and the picture pipeline; a folder of the user's pictures takes
+        those of the model's default dataset."""
+        dataset = dataset or self.dataset
+        if dataset.startswith(FOLDER_PREFIX):
+            dataset = self.dataset
+        labels, steps = self.labels, self.preprocessing
+        if self.input.kind is InputKind.IMAGE:
+            info = image_dataset(dataset) or image_dataset(self.dataset)
+            labels = info.labels
+            steps = (PictureStep.make(info.picture),) + tuple(steps)
+        out_axes = tuple(d if d in (BATCH, SEQ) else "class" if self.task is Task.CLASSIFICATION else "value"
+                         for d in self.outputs)
+        return Contract.from_dict(dataclasses.replace(
+            _EMPTY_CONTRACT, model=self.name, description=self.description, task=self.task, kind=self.input.kind,
+            input=TensorSpec(self.input.name, tuple(self.input.shape), self.input.dtype, tuple(self.input.axes)),
+            output=TensorSpec(MEANING_OF_TASK[self.task].value, tuple(self.outputs), DType.FLOAT32, out_axes),
+            labels=tuple(labels), steps=tuple(steps), features=tuple(self.features),
+            tolerances=tuple(self.tolerances.items()),
+        ).to_dict())
+
+
+# A skeleton for ModelSpec.contract to fill (every field is replaced there).
+_EMPTY_CONTRACT = Contract(model="", task=Task.CLASSIFICATION, kind=InputKind.IMAGE,
+                           input=TensorSpec("input", (BATCH,), DType.FLOAT32, ("batch",)),
+                           output=TensorSpec("logits", (BATCH,), DType.FLOAT32, ("batch",)), labels=(), steps=())
+
+
+def mnist_model(**fields) -> ModelSpec:
+    """A ModelSpec with the MNIST-style defaults (timm's ``_cfg``): 28x28 digit pictures as
+    (batch, 1, 28, 28), MNIST's normalisation, trained on mnist; a model file gives the rest."""
+    defaults = dict(input=IMAGE_28, preprocessing=MNIST_NORMALIZATION, dataset="mnist")
+    return ModelSpec(**{**defaults, **fields})
+
+
+def seed_recipe(epochs: int, *, optimizer: Optimizer = Optimizer.SGD, lr: float = 0.01, momentum: float | None = None,
+                batch_size: int = 100, loss: Loss = Loss.CROSS_ENTROPY) -> Recipe:
+    """Seed 000's recipe unless stated: batch 100, SGD lr 0.01 momentum 0.9 (Adam: no momentum term)."""
+    if momentum is None:
+        momentum = 0.9 if optimizer is Optimizer.SGD else 0.0
+    return Recipe(loss=loss, optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, momentum=momentum)

@@ -10,9 +10,14 @@ import traceback
 
 import click
 
+from ptx.contract import DEFAULT_OPSET, DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
+from ptx.export.formats import list_formats
+from ptx.infer.backends import list_backends
 
-BACKENDS = ("eager", "torchscript", "ort-cpu", "ort-cuda")
+# Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
+BACKENDS = tuple(list_backends())
+FORMATS = tuple(list_formats())
 
 
 class PtxGroup(click.Group):
@@ -97,13 +102,13 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
     from ptx.trainers.loop import TrainConfig, train
 
     spec = get(name)
-    out_dir = ensure_writable_dir(out or Path("runs") / name)
+    out_dir = ensure_writable_dir(out or Path(DEFAULT_RUNS_ROOT) / name)
     if resume and dataset is None:  # go on with the data the run started on, not today's default
         from ptx.trainers.checkpoint import load_checkpoint
 
         dataset = load_checkpoint(out_dir / "checkpoint.pt", expected_model=name)["dataset"]["name"]
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
-                        explicit=dataset is not None, notice=click.echo)
+                        picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo)
     click.echo(f"data: {data.name} from {data.source}")
     config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                          lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
@@ -115,20 +120,22 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 
 @cli.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "all"]), default="all", show_default=True)
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "all"]), default="all", show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the checkpoint's folder).")
-@click.option("--opset", type=click.IntRange(min=13), default=18, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--exporter", type=click.Choice(["dynamo", "legacy"]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export).")
-@click.option("--atol", type=click.FloatRange(min=0), help="Max |diff| against eager (default: the model's, 1e-4).")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance against eager (default: the contract's CPU atol).")
 def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
     """Export model NAME's checkpoint to ONNX and/or TorchScript with a dynamic batch, validated against eager."""
-    from ptx.export.api import FORMATS, export_model
+    from ptx.export.api import export_model
+    from ptx.infer import open_artifact
 
     formats = FORMATS if fmt == "all" else (fmt,)
-    export_model(name, formats, checkpoint=checkpoint, out=out, opset=opset, exporter=exporter, atol=atol, log=click.echo)
+    export_model(name, formats, open_predictor=open_artifact, checkpoint=checkpoint, out=out, opset=opset,
+                 exporter=exporter, atol=atol, log=click.echo)
 
 
 @cli.command("predict")
@@ -139,7 +146,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for eager and torchscript.")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
-@click.option("--root", type=click.Path(file_okay=False), default="runs", show_default=True, help="Where runs live.")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
 @click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Images are already MNIST-like 28x28: skip inversion, cropping, centring.")
@@ -183,7 +190,7 @@ def _int_list(ctx, param, value):
               help="Batch sizes to exercise; the largest also chunks the real samples.")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: the model's).")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: the model's).")
-@click.option("--root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json) -> None:
@@ -218,7 +225,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 @click.option("--seconds", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Timed seconds per backend and batch size (after warm-up).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--root", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markdown) -> None:

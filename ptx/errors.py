@@ -23,6 +23,10 @@ class ArtifactError(PtxError):
     """A missing or unreadable exported model."""
 
 
+class MissingArtifactError(ArtifactError):
+    """An artifact that has not been made yet; the message names the command that makes it."""
+
+
 class BackendUnavailableError(PtxError):
     """A backend this machine cannot run (no GPU, no CUDA libraries, no onnxruntime)."""
 

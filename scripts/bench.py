@@ -24,7 +24,9 @@ import torch
 from PIL import Image
 
 from ptx.atomic import write_text
+from ptx.contract import NormalizeStep
 from ptx.export.api import export_model
+from ptx.infer import open_artifact
 from ptx.infer.bench import bench, to_markdown
 from ptx.models import get
 from ptx.trainers.data import load_dataset
@@ -52,7 +54,7 @@ def prepare_runs(root: Path, data) -> None:
         spec = get(name)
         config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr, device="cpu")
         train(spec, data, config, root / name, log=lambda _: None)
-        export_model(name, checkpoint=root / name / "checkpoint.pt", log=lambda _: None)
+        export_model(name, checkpoint=root / name / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
 
 
 def median_wall(cmd: list[str], cwd: Path) -> float:
@@ -94,8 +96,9 @@ def seed_style_images_per_s(name: str, data, epochs: int = 2) -> float:
     torch.manual_seed(42)
     model = spec.build()
     optimizer, loss_fn = make_optimizer(spec, model, spec.recipe.lr), make_loss(spec)
-    dataset = SeedStyleDataset(data.x_train, data.y_train, spec.preprocessing.mean, spec.preprocessing.std,
-                               spec.input.sample_shape)
+    contract = spec.contract(data.name)
+    mean, std = next(((s.mean[0], s.std[0]) for s in contract.steps if isinstance(s, NormalizeStep)), (0.0, 1.0))
+    dataset = SeedStyleDataset(data.x_train, data.y_train, mean, std, contract.input.sample_shape)
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec.recipe.batch_size, shuffle=True)
     rates = []
     for _ in range(epochs):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ptx.export.api import export_model
+from ptx.infer import open_artifact
 from ptx.models import get, list_models
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train
@@ -37,7 +38,7 @@ class Runs:
     def dataset(self, name: str):
         key = smoke_dataset_name(name)
         if key not in self._data:
-            self._data[key] = load_dataset(key, labels=get(name).labels)
+            self._data[key] = load_dataset(key, labels=get(name).labels, picture=get(name).contract(key).picture)
         return self._data[key]
 
     def trained(self, name: str) -> Path:
@@ -49,7 +50,7 @@ class Runs:
             config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr,
                                  device="cpu", limit=None if name in WELL_TRAINED else SMOKE_LIMIT)
             train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
-            export_model(name, checkpoint=run_dir / "checkpoint.pt", log=lambda _: None)
+            export_model(name, checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
             self._done.add(name)
         return run_dir
 

@@ -133,15 +133,25 @@ def test_folder_dataset_reports_bad_rows_with_line_numbers(tmp_path):
     assert "line 5" in message and "unknown label 'cat'" in message
 
 
+def test_folder_dataset_refuses_files_outside_its_folder(tmp_path):
+    _digit_png(tmp_path / "outside.png")
+    (tmp_path / "d").mkdir()
+    _digit_png(tmp_path / "d" / "ok.png")
+    (tmp_path / "d" / "labels.csv").write_text(f"ok.png,1\n../outside.png,2\n{tmp_path / 'outside.png'},3\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{tmp_path / 'd'}", labels=tuple(str(d) for d in range(10)))
+    assert "line 2" in str(err.value) and "line 3" in str(err.value) and "outside" in str(err.value)
+
+
 def test_pima_split_and_the_statistics_stored_in_the_spec():
     from ptx.models import get
 
     ds = load_dataset("pima")
     assert ds.x_train.shape == (614, 8) and ds.x_test.shape == (154, 8)
     assert set(np.unique(ds.y_train)) == {0.0, 1.0}
-    prep = get("diabetes").preprocessing
-    np.testing.assert_allclose(ds.x_train.mean(0), prep.mean, rtol=1e-3)
-    np.testing.assert_allclose(ds.x_train.std(0), prep.std, rtol=1e-3)
+    (normalize,) = get("diabetes").preprocessing
+    np.testing.assert_allclose(ds.x_train.mean(0), normalize.mean, rtol=1e-3)
+    np.testing.assert_allclose(ds.x_train.std(0), normalize.std, rtol=1e-3)
 
 
 def test_missing_pima_says_how_to_get_it(offline, monkeypatch, tmp_path):

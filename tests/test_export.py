@@ -1,55 +1,58 @@
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import onnx
 import pytest
 import torch
 
+from ptx.contract.metadata import from_props, from_strings
 from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationError
-from ptx.export import api as export_api
-from ptx.export import torchscript
+from ptx.export import formats
 from ptx.export.api import export_model
-from ptx.export.metadata import from_onnx_props
-from ptx.export.onnx_export import symbolic_batch_dims, symbolic_dims
+from ptx.export.formats import torchscript
+from ptx.export.formats.onnx import symbolic_dims
+from ptx.infer import open_artifact
 from ptx.models import get
 
-QUIET = dict(log=lambda _: None)
-META_KEYS = {"ptx_version", "model", "input_name", "shape", "batch_axis", "layout", "dtype", "preprocessing",
-             "labels", "checkpoint_sha256", "test_accuracy", "torch_version", "export_time"}
+QUIET = dict(log=lambda _: None, open_predictor=open_artifact)
+PROVENANCE = {"ptx_version", "dataset", "epochs", "checkpoint_sha256", "torch_version", "export_time"}
 
 
-def test_every_model_exports_both_formats_with_a_dynamic_batch(runs, model_name):
+def test_every_model_exports_every_format_with_a_dynamic_batch(runs, model_name):
     run_dir = runs.trained(model_name)
     onnx_path = run_dir / "model.onnx"
     onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
-    in_batch, out_batch = symbolic_batch_dims(onnx_path, get(model_name).input.batch_axis)
-    assert isinstance(in_batch, str) and isinstance(out_batch, str), (in_batch, out_batch)
     in_dims, out_dims = symbolic_dims(onnx_path)
     contract = get(model_name).contract()
-    for dims, declared in ((in_dims, contract["shape"]), (out_dims, contract["output_shape"])):
+    assert isinstance(in_dims[contract.input.batch_axis], str) and isinstance(out_dims[0], str), (in_dims, out_dims)
+    for dims, declared in ((in_dims, contract.input.shape), (out_dims, contract.output.shape)):
         assert [isinstance(d, str) for d in dims] == [isinstance(d, str) for d in declared], (dims, declared)
     results = export_model(model_name, checkpoint=run_dir / "checkpoint.pt", out=run_dir / "again", **QUIET)
-    assert [r.format for r in results] == ["onnx", "torchscript"]
+    assert [r.format for r in results] == formats.list_formats()
     for r in results:
-        assert r.report.batches == (1, 2, 7, 64) and r.report.worst_abs_diff <= get(model_name).atol
-        assert len(r.report.seq_lengths) == (2 if "seq" in get(model_name).input.shape else 0)
+        assert r.report.batches == (1, 2, 7, 64) and r.report.agreement.ok
+        assert r.report.worst_abs_diff <= contract.tolerance("cpu").atol + contract.tolerance("cpu").rtol
+        assert len(r.report.seq_lengths) == (2 if contract.input.seq_axis is not None else 0)
 
 
 def test_metadata_round_trips(runs, model_name):
     run_dir = runs.trained(model_name)
     props = {p.key: p.value for p in onnx.load(str(run_dir / "model.onnx")).metadata_props}
-    onnx_meta = from_onnx_props(props)
-    _, ts_meta = torchscript.load(run_dir / "model.torchscript.pt")
-    contract = get(model_name).contract()
-    for meta in (onnx_meta, ts_meta):
-        assert META_KEYS <= set(meta)
-        assert {k: meta[k] for k in contract} == contract
-    assert onnx_meta["opset"] == 18 and ts_meta["torchscript_method"] in ("script", "trace")
-    assert onnx_meta["checkpoint_sha256"] == ts_meta["checkpoint_sha256"]
+    onnx_strings = from_props(props)
+    _, ts_text = torchscript.load(run_dir / "model.torchscript.pt")
+    ts_strings = json.loads(ts_text)
+    contract = get(model_name).contract(runs.dataset(model_name).name)
+    for strings in (onnx_strings, ts_strings):
+        info = from_strings(strings)
+        assert info.contract == contract
+        assert PROVENANCE <= set(info.provenance) and {"test_accuracy", "test_mse"} & set(info.provenance)
+        assert strings["model"] == model_name and strings["labels"] == "\n".join(contract.labels)  # plain strings
+    assert onnx_strings["opset"] == "18" and ts_strings["torchscript_method"] in ("script", "trace")
+    assert onnx_strings["checkpoint_sha256"] == ts_strings["checkpoint_sha256"]
 
 
 ORT_ONLY = textwrap.dedent("""
@@ -99,19 +102,19 @@ def convnet_copy(runs, tmp_path):
 
 def test_failed_validation_keeps_the_earlier_good_file(convnet_copy, monkeypatch):
     before = (convnet_copy / "model.onnx").read_bytes()
-    real_export = export_api.export_onnx
+    onnx_format = formats.get("onnx")
 
     def export_then_corrupt(model, example, path, *args, **kwargs):
         with torch.no_grad():
             model.fc[-1].bias.add_(1.0)  # the file now disagrees with the eager model it is checked against
         try:
-            real_export(model, example, path, *args, **kwargs)
+            return onnx_format.write(model, example, path, *args, **kwargs)
         finally:
             with torch.no_grad():
                 model.fc[-1].bias.sub_(1.0)
 
-    monkeypatch.setattr(export_api, "export_onnx", export_then_corrupt)
-    with pytest.raises(ValidationError, match=r"onnx: batch 1: max \|diff\|"):
+    monkeypatch.setitem(formats._REGISTRY, "onnx", dataclasses.replace(onnx_format, write=export_then_corrupt))
+    with pytest.raises(ValidationError, match=r"onnx: batch 1: .*beyond atol .*max \|diff\|"):
         export_model("convnet", ["onnx"], checkpoint=convnet_copy / "checkpoint.pt", **QUIET)
     assert (convnet_copy / "model.onnx").read_bytes() == before
     assert not [p for p in convnet_copy.iterdir() if p.name.endswith(".tmp")]
@@ -120,11 +123,11 @@ def test_failed_validation_keeps_the_earlier_good_file(convnet_copy, monkeypatch
 def test_interrupted_write_leaves_no_half_file(convnet_copy, monkeypatch):
     before = (convnet_copy / "model.torchscript.pt").read_bytes()
 
-    def half_write(module, path, meta):
+    def half_write(model, example, path, *args, **kwargs):
         path.write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torchscript, "save", half_write)
+    monkeypatch.setitem(formats._REGISTRY, "torchscript", dataclasses.replace(formats.get("torchscript"), write=half_write))
     with pytest.raises(KeyboardInterrupt):
         export_model("convnet", ["torchscript"], checkpoint=convnet_copy / "checkpoint.pt", **QUIET)
     assert (convnet_copy / "model.torchscript.pt").read_bytes() == before
@@ -151,7 +154,8 @@ def test_bad_inputs_are_errors_and_write_nothing(convnet_copy, tmp_path):
 def test_legacy_exporter_also_keeps_the_batch_dynamic(convnet_copy, tmp_path):
     export_model("convnet", ["onnx"], checkpoint=convnet_copy / "checkpoint.pt",
                  out=tmp_path / "legacy", exporter="legacy", **QUIET)
-    assert all(isinstance(d, str) for d in symbolic_batch_dims(tmp_path / "legacy" / "model.onnx", 0))
+    in_dims, out_dims = symbolic_dims(tmp_path / "legacy" / "model.onnx")
+    assert isinstance(in_dims[0], str) and isinstance(out_dims[0], str)
 
 
 def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_copy, tmp_path):

@@ -14,10 +14,16 @@ from conftest import GPU, needs_gpu
 from images import paper_digit
 from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError
 from ptx.infer import load
-from ptx.infer.images import MAX_PIXELS, load_image_array
+from ptx.contract import PictureStep
+from ptx.contract.pictures import MAX_PIXELS, picture_sample
 from ptx.models import list_models
 
 CPU_BACKENDS = ("eager", "torchscript", "ort-cpu")
+MNIST_DIGIT = PictureStep.make("mnist-digit")
+
+
+def load_image_array(source, raw=False):
+    return picture_sample(source, MNIST_DIGIT, raw=raw)
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -34,9 +40,9 @@ def test_each_backend_predicts_every_model(runs, model_name, backend):
     x, _ = runs.test_samples(model_name, 7)
     results = predictor.predict_raw(x)
     assert len(results) == 7
-    if "seq" in predictor.meta["output_shape"]:  # a label per position: the answer is a string
+    if predictor.contract.per_position:  # a label per position: the answer is a string
         assert all(len(r.label_name) == len(row) for r, row in zip(results, x))
-    elif predictor.meta["task"] != "regression":
+    elif predictor.contract.task != "regression":
         assert all(0 <= r.label < len(predictor.labels) and abs(r.probabilities.sum() - 1) < 1e-5 for r in results)
         assert results[0].label_name == predictor.labels[results[0].label]
     else:
@@ -63,7 +69,7 @@ def test_load_from_a_file_alone(runs):
     assert load(run_dir / "model.onnx").backend == "ort-cpu"
     assert load(str(run_dir / "model.torchscript.pt")).backend == "torchscript"
     assert load(run_dir / "checkpoint.pt").backend == "eager"
-    with pytest.raises(PtxError, match="cannot run on backend torchscript"):
+    with pytest.raises(PtxError, match="backend torchscript reads torchscript"):
         load(run_dir / "model.onnx", backend="torchscript")
 
 
@@ -92,7 +98,9 @@ def test_ort_path_never_imports_torch(runs, tmp_path):
         from PIL import Image
         import numpy as np
         from ptx.infer import load
-        Image.fromarray(np.zeros((28, 28), np.uint8)).save("d.png")
+        stroke = np.zeros((28, 28), np.uint8)
+        stroke[6:22, 12:16] = 255
+        Image.fromarray(stroke).save("d.png")
         p = load("convnet", backend="ort-cpu", root={str(runs.ready("convnet"))!r})
         p.predict("d.png")
         assert "torch" not in sys.modules, "torch was imported"
@@ -308,9 +316,9 @@ def test_artifact_from_an_older_ptx_asks_for_a_re_export(runs, tmp_path):
     import onnx
 
     proto = onnx.load(str(runs.trained("convnet") / "model.onnx"))
-    kept = [p for p in proto.metadata_props if p.key != "ptx.output_shape"]
+    kept = [p for p in proto.metadata_props if p.key != "ptx.checksums"]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     onnx.save(proto, str(tmp_path / "old.onnx"))
-    with pytest.raises(ArtifactError, match=r"lacks metadata output_shape.*ptx export convnet"):
+    with pytest.raises(ArtifactError, match=r"lacks ptx.checksums.*ptx export convnet"):
         load(tmp_path / "old.onnx")

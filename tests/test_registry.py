@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from ptx.contract import Contract
 from ptx.errors import UnknownModelError
 from ptx.models import ModelSpec, get, list_models, register
 
@@ -17,7 +18,7 @@ def test_forward_shape(model_name):
     model = spec.build().eval()
     for batch in (1, 3):
         for seq in (4, 9):
-            x = spec.input.example(batch, seq)
+            x = spec.example(batch, seq)
             expected = tuple(batch if d == "batch" else seq if d == "seq" else d for d in spec.outputs)
             assert model(x).shape == expected
 
@@ -26,7 +27,7 @@ def test_backward_reaches_every_parameter(model_name):
     spec = get(model_name)
     torch.manual_seed(0)
     model = spec.build().train()
-    model(spec.input.example(4)).square().sum().backward()
+    model(spec.example(4)).square().sum().backward()
     for pname, param in model.named_parameters():
         assert param.grad is not None, f"{model_name}.{pname} got no gradient"
         assert param.grad.abs().sum() > 0, f"{model_name}.{pname} got an all-zero gradient"
@@ -37,10 +38,20 @@ def test_parameter_count_matches_the_seed_layers(model_name):
     assert sum(p.numel() for p in spec.build().parameters()) == spec.params
 
 
-def test_contract_is_json_and_names_the_batch_axis(model_name):
+def test_contract_round_trips_through_json_and_names_the_batch_axis(model_name):
     contract = get(model_name).contract()
-    assert json.loads(json.dumps(contract)) == contract
-    assert contract["shape"][contract["batch_axis"]] == "batch"
+    doc = contract.to_dict()
+    assert Contract.from_dict(json.loads(json.dumps(doc))) == contract
+    assert contract.input.shape[contract.input.batch_axis] == "batch"
+    assert len(contract.input.axes) == len(contract.input.shape)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if get(n).input.kind == "image"])
+def test_image_models_take_labels_and_picture_pipeline_from_the_data(name):
+    spec = get(name)
+    digits, fashion = spec.contract("mnist-sample"), spec.contract("fashion-mnist")
+    assert digits.labels[0] == "0" and digits.picture.pipeline == "mnist-digit"
+    assert fashion.labels[-1] == "Ankle boot" and fashion.picture.pipeline == "fashion-product"
 
 
 def test_lstm_is_seq_first_with_batch_on_axis_1():

@@ -43,7 +43,7 @@ def test_checkpoint_is_self_describing_and_weights_only(tmp_path, sample):
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["model"] == "lstm" and ckpt["epoch"] == 1
     assert {"state_dict", "optimizer", "rng", "recipe", "metrics", "versions", "contract", "samples"} <= set(ckpt)
-    assert ckpt["contract"]["batch_axis"] == 1
+    assert ckpt["contract"]["input"]["shape"] == [28, "batch", 28] and ckpt["recipe"]["optimizer"] == "sgd"
 
 
 def test_same_seed_gives_the_same_weights(tmp_path, sample):

@@ -7,21 +7,37 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from ptx.infer.verify import compare, verify
+from ptx.contract import compare
+from ptx.errors import PtxError
+from ptx.infer.verify import verify
 
 
 def ptx(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_polygraphy_rule_fails_only_beyond_both_tolerances():
-    want = np.array([[100.0, 0.001]])
-    _, _, ok = compare(np.array([[100.01, 0.001]]), want, atol=1e-3, rtol=1e-3)  # abs 0.01 > atol, rel 1e-4 < rtol
-    assert ok == []
-    _, _, bad = compare(np.array([[100.0, 0.5]]), want, atol=1e-3, rtol=1e-3)
-    assert bad == ["1 values beyond atol and rtol"]
-    _, _, nan = compare(np.array([[np.nan, 0.001]]), want, atol=1e-3, rtol=1e-3)
-    assert "NaN/Inf in output" in nan
+def test_the_one_agreement_rule():
+    """|got - want| <= atol + rtol * |want| per element, finite outputs, and the same decisions."""
+    from ptx.contract import Tolerance
+    from ptx.models import get
+
+    contract = get("convnet").contract()
+    tol = Tolerance(atol=1e-3, rtol=1e-3)
+    want = np.array([[100.0, 0.001] + [-50.0] * 8])
+    near = want.copy()
+    near[0, 0] += 0.05  # 0.05 <= 1e-3 + 1e-3 * 100
+    assert compare(near, want, contract, tolerance=tol).ok
+    far = want.copy()
+    far[0, 1] = 0.5
+    assert compare(far, want, contract, tolerance=tol).failures == ["1 of 10 values beyond atol 0.001 + rtol 0.001 x |reference|"]
+    nan = want.copy()
+    nan[0, 0] = np.nan
+    assert "NaN/Inf" in compare(nan, want, contract, tolerance=tol).failures[0]
+    flipped = want.copy()
+    flipped[0, 1] = 200.0
+    assert any("decision differs" in f for f in compare(flipped, want, contract, tolerance=Tolerance(1e3, 0)).failures)
+    with pytest.raises(PtxError, match="finite"):
+        compare(want, want, contract, tolerance=Tolerance(float("nan"), 0.0))
 
 
 @pytest.mark.parametrize("name", ["convnet", "lstm"])

@@ -13,7 +13,8 @@ import torch
 
 from ptx import __version__
 from ptx.atomic import atomic_path
-from ptx.errors import CheckpointError
+from ptx.contract import Contract, ContractError
+from ptx.errors import CheckpointError, UnknownModelError
 
 FORMAT = "ptx-checkpoint"
 FORMAT_VERSION = 1
@@ -48,12 +49,40 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
     if expected_model and ckpt.get("model") != expected_model:
         raise CheckpointError(f"{path} holds a checkpoint of {ckpt.get('model')!r}, not {expected_model!r}; "
                               f"pass the right --checkpoint or {retrain}")
+    ckpt["contract"] = _checked_contract(ckpt, path, retrain)
+    samples = ckpt.get("samples")
+    if not isinstance(samples, dict) or not all(isinstance(samples.get(k), torch.Tensor) for k in ("x", "y")) \
+            or len(samples["x"]) == 0:
+        raise CheckpointError(f"{path} holds no validation samples (damaged, or made by an older ptx); {retrain}")
+    return ckpt
+
+
+def _checked_contract(ckpt: dict, path: Path, retrain: str) -> Contract:
+    """The contract saved at training time (what the weights learned with), validated, and
+    consistent with the model the registry builds."""
     from ptx.models import get
 
-    # The contract saved at training time wins (it is what the weights learned with); keys that
-    # newer ptx versions added come from the current spec, so older checkpoints still export.
-    ckpt["contract"] = {**get(ckpt["model"]).contract(), **ckpt.get("contract", {})}
-    return ckpt
+    name = ckpt.get("model")
+    try:
+        spec = get(name) if isinstance(name, str) else None
+    except UnknownModelError:
+        spec = None
+    if spec is None:
+        raise CheckpointError(f"{path} is a checkpoint of {name!r}, which this ptx does not know (see `ptx models`)")
+    try:
+        contract = Contract.from_dict(ckpt.get("contract"))
+    except ContractError as exc:
+        raise CheckpointError(f"{path}: {exc} (damaged, or made by an older ptx); {retrain}") from None
+    built = spec.contract()
+    for field_name in ("model", "task", "kind"):
+        if getattr(contract, field_name) != getattr(built, field_name):
+            raise CheckpointError(f"{path}: contract field {field_name} is {getattr(contract, field_name)!r}, but "
+                                  f"{spec.name} has {getattr(built, field_name)!r}; {retrain}")
+    for field_name in ("input", "output"):
+        if getattr(contract, field_name).shape != getattr(built, field_name).shape:
+            raise CheckpointError(f"{path}: contract field {field_name}.shape {list(getattr(contract, field_name).shape)} "
+                                  f"does not fit {spec.name} ({list(getattr(built, field_name).shape)}); {retrain}")
+    return contract
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,7 +98,12 @@ def build_model_from_checkpoint(ckpt: dict):
     from ptx.models import get
 
     spec = get(ckpt["model"])
-    model = spec.build(**ckpt.get("model_args", {}))
+    model_args = ckpt.get("model_args", {})
+    unknown = sorted(set(model_args) - set(spec.model_args)) if isinstance(model_args, dict) else ["(not a dict)"]
+    if unknown:
+        raise CheckpointError(f"checkpoint model_args {', '.join(map(str, unknown))} are not options of {spec.name}; "
+                              f"retrain with `ptx train {spec.name}`")
+    model = spec.build(**model_args)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as exc:

@@ -15,6 +15,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ptx.contract import PictureStep
+from ptx.contract.datasets import FOLDER_PREFIX
+from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
 
 from .idx import read_idx
@@ -263,10 +266,10 @@ def load_pima(data_dir: str | None = None) -> Dataset:
                    f"({how}: {path})", x[train], y[train], x[test], y[test])
 
 
-def load_folder(path: str, labels: tuple[str, ...]) -> Dataset:
-    """A folder of the user's images with labels.csv (file,label), seed 002 §2.3's custom Dataset."""
-    from ptx.infer.images import load_image_array
-
+def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None = None) -> Dataset:
+    """A folder of the user's images with labels.csv (file,label), seed 002 §2.3's custom Dataset;
+    each picture becomes a sample by ``picture`` (the model's pipeline; default mnist-digit)."""
+    picture = picture or PictureStep.make("mnist-digit")
     root = Path(path)
     table = root / "labels.csv"
     if not table.is_file():
@@ -284,8 +287,12 @@ def load_folder(path: str, labels: tuple[str, ...]) -> Dataset:
             if label not in index:
                 problems.append(f"line {line_no}: unknown label {label!r} (known: {', '.join(labels)})")
                 continue
+            image_path = root / file_name
+            if root.resolve() not in (image_path.resolve().parent, *image_path.resolve().parents):
+                problems.append(f"line {line_no}: {file_name!r} lies outside {root}")
+                continue
             try:
-                images.append(load_image_array(root / file_name))
+                images.append(picture_sample(image_path, picture))
             except InputError as exc:
                 problems.append(f"line {line_no}: {exc}")
                 continue
@@ -303,9 +310,11 @@ def load_folder(path: str, labels: tuple[str, ...]) -> Dataset:
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, ...] = (),
-                 explicit: bool = True, notice: Callable[[str], None] = print) -> Dataset:
+                 picture: PictureStep | None = None, explicit: bool = True,
+                 notice: Callable[[str], None] = print) -> Dataset:
     """Load ``name``. ``explicit`` is False when the name is a model's default: then a missing
-    full MNIST falls back to mnist-sample with a notice instead of an error."""
+    full MNIST falls back to mnist-sample with a notice instead of an error. ``labels`` and
+    ``picture`` say how a folder of the user's pictures is read."""
     data_dir = data_dir or os.environ.get("PTX_DATA_DIR") or None
     if name == "mnist-sample":
         return load_mnist_sample()
@@ -319,8 +328,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
         return load_hello()
     if name == "words":
         return load_words(labels)
-    if name.startswith("folder:"):
-        return load_folder(name[len("folder:"):], labels)
+    if name.startswith(FOLDER_PREFIX):
+        return load_folder(name[len(FOLDER_PREFIX):], labels, picture)
     if name in TORCHVISION_NAMES:
         dataset, tried = _load_idx_dataset(name, data_dir)
         if dataset is not None:

@@ -16,8 +16,10 @@ from tqdm import tqdm
 
 from ptx.atomic import write_json
 from ptx.errors import CheckpointError, PtxError
-from ptx.infer.preprocess import decisions, normalize
+from ptx.contract import CHECKPOINT_FILE, Contract, Task
+from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
+from ptx.models.spec import Loss, Optimizer
 
 from .checkpoint import load_checkpoint, save_checkpoint, versions
 from .data import Dataset
@@ -59,11 +61,9 @@ def make_optimizer(spec: ModelSpec, model: torch.nn.Module, lr: float) -> torch.
     # Fused kernels update all parameters in one pass: +25% images/s for mlp with Adam on CPU here.
     device = next(model.parameters()).device
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
-    if spec.recipe.optimizer == "sgd":
+    if spec.recipe.optimizer is Optimizer.SGD:
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=spec.recipe.momentum, **fused)
-    if spec.recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, **fused)
-    raise ValueError(f"{spec.name}: unknown optimizer {spec.recipe.optimizer!r}")
+    return torch.optim.Adam(model.parameters(), lr=lr, **fused)
 
 
 class FlatCrossEntropy(torch.nn.Module):
@@ -75,8 +75,8 @@ class FlatCrossEntropy(torch.nn.Module):
 
 def make_loss(spec: ModelSpec) -> torch.nn.Module:
     # bce: the seeds' binary models end in a sigmoid and train with BCELoss on the probability.
-    losses = {"cross_entropy": FlatCrossEntropy, "mse": torch.nn.MSELoss, "bce": torch.nn.BCELoss,
-              "bce_sum": lambda: torch.nn.BCELoss(reduction="sum")}
+    losses = {Loss.CROSS_ENTROPY: FlatCrossEntropy, Loss.MSE: torch.nn.MSELoss, Loss.BCE: torch.nn.BCELoss,
+              Loss.BCE_SUM: lambda: torch.nn.BCELoss(reduction="sum")}
     return losses[spec.recipe.loss]()
 
 
@@ -86,12 +86,12 @@ def to_model_layout(batch_first: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
 
 
 def _targets(y: np.ndarray, spec: ModelSpec, device) -> torch.Tensor:
-    if spec.task == "classification":
+    if spec.task is Task.CLASSIFICATION:
         return torch.as_tensor(y, dtype=torch.long, device=device)
     return torch.as_tensor(y, dtype=torch.float32, device=device).reshape(len(y), -1)
 
 
-def evaluate(model, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> dict:
+def evaluate(model, spec: ModelSpec, contract: Contract, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Test metrics under inference_mode: accuracy for classifiers, MSE for regression."""
     model.eval()
     outputs = []
@@ -99,7 +99,7 @@ def evaluate(model, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> dict:
         for start in range(0, len(x), EVAL_BATCH):
             outputs.append(model(to_model_layout(x[start:start + EVAL_BATCH], spec)))
     out = torch.cat(outputs)
-    labels = decisions(out.cpu().numpy(), spec.contract())
+    labels = decisions(out.cpu().numpy(), contract)
     if labels is None:
         return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}
     return {"test_accuracy": float((labels == y.cpu().numpy().reshape(labels.shape)).mean())}
@@ -124,9 +124,9 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     """Train ``spec`` on ``dataset``; after every epoch write checkpoint.pt, metrics.json, curves.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = out_dir / CHECKPOINT_FILE
     device = choose_device(config.device)
-    contract = spec.contract()
+    contract = spec.contract(dataset.name)  # the data decides labels and picture pipeline
 
     previous = None
     if resume:
@@ -189,14 +189,14 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
                                 img_s=f"{seen / max(time.perf_counter() - started, 1e-9):,.0f}")
         bar.close()
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "loss": total_loss.item() / n, **evaluate(model, spec, x_test, y_test),
+        row = {"epoch": epoch + 1, "loss": total_loss.item() / n, **evaluate(model, spec, contract, x_test, y_test),
                "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
         if spec.report:
             row.update(spec.report(model))
         history.append(row)
         log(_summary(row, config.epochs))
         metrics = _metrics(history, spec)
-        _save_run(out_dir, spec, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch + 1)
+        _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch + 1)
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
             write_curves(out_dir / "curves.png", metrics)
             last_plot = time.monotonic()
@@ -226,9 +226,9 @@ def _metrics(history: list[dict], spec: ModelSpec) -> dict:
     return out
 
 
-def _save_run(out_dir, spec, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
+def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_checkpoint(out_dir / "checkpoint.pt", {
+    save_checkpoint(out_dir / CHECKPOINT_FILE, {
         "model": spec.name,
         "model_args": model_args,
         "state_dict": state_dict,
@@ -236,8 +236,8 @@ def _save_run(out_dir, spec, model_args, model, optimizer, shuffle, config, data
         "epoch": epoch,
         "rng": _rng_state(shuffle),
         "config": asdict(config),
-        "recipe": asdict(spec.recipe),
-        "contract": spec.contract(),
+        "recipe": {k: getattr(v, "value", v) for k, v in asdict(spec.recipe).items()},  # enums -> plain values
+        "contract": contract.to_dict(),
         "dataset": {"name": dataset.name, "source": dataset.source},
         "samples": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_test[:VALIDATION_SAMPLES])),
                     "y": torch.from_numpy(np.ascontiguousarray(dataset.y_test[:VALIDATION_SAMPLES]))},

@@ -1,0 +1,63 @@
+"""TorchScript: the only module of ptx that writes torch.jit files.
+
+torch.jit is deprecated in PyTorch 2.13 and warns on every call; the warning is for us (the
+maintainers), not for users, so it is silenced here and documented in README.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from ptx.contract import Contract
+from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
+
+from . import ExportFormat, register
+
+
+@contextmanager
+def quiet_jit():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit.*")
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated.*")
+        yield
+
+
+def compile_module(model, example, prefer: str = "script"):
+    """Script the model where it allows it, else trace it; return (module, method used)."""
+    import torch
+
+    with quiet_jit():
+        if prefer == "script":
+            try:
+                return torch.jit.script(model), "script"
+            except Exception:  # scripting rejects some Python; tracing still records the math
+                pass
+        return torch.jit.trace(model, example, check_trace=False), "trace"
+
+
+def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
+          method: str = "script") -> dict[str, str]:
+    import torch
+
+    module, used = compile_module(model, example, prefer=method)
+    extra = {"torchscript_method": used}
+    with quiet_jit():
+        torch.jit.save(module, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps({**strings, **extra})})
+    return extra
+
+
+def load(path, device: str = "cpu"):
+    """Load a TorchScript artifact; return (module, metadata strings or None when it has none)."""
+    import torch
+
+    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+    with quiet_jit():
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    text = extra[TORCHSCRIPT_EXTRA_FILE]
+    return module.eval(), (text.decode() if isinstance(text, bytes) else text) or None
+
+
+register(ExportFormat(name="torchscript", description="TorchScript (libtorch, Triton's pytorch backend)",
+                      serving_backend="torchscript", write=write))

@@ -1,0 +1,105 @@
+"""Predictors over torch modules (eager, torchscript): these import torch; the ORT ones never do."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptx.contract import ContractError
+from ptx.contract.metadata import ArtifactInfo, from_strings
+from ptx.errors import ArtifactError, BackendUnavailableError
+
+from .predictor import Predictor
+
+
+def torch_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise BackendUnavailableError(f"device {name!r}: choose cpu or cuda")
+    return torch.device(name)
+
+
+def torch_unavailable(device: str) -> str | None:
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA GPU visible to torch"
+    return None
+
+
+class TorchPredictor(Predictor):
+    def __init__(self, module, info: ArtifactInfo, device: str, path: Path | None = None):
+        super().__init__(info, path)
+        self.torch_device = torch_device(device)
+        self.device = self.torch_device.type
+        self.module = module.to(self.torch_device).eval()
+        self._dtype = getattr(torch, info.contract.input.dtype.value)
+        # One forward at a time per module: torch modules make no thread-safety promise.
+        self._lock = threading.Lock()
+
+    def predict_array(self, x) -> np.ndarray:
+        if isinstance(x, torch.Tensor):
+            tensor = x.to(self._dtype)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=self.info.contract.input.dtype.value))
+        with self._lock, torch.inference_mode():
+            out = self.module(tensor.to(self.torch_device))
+            if self.torch_device.type == "cuda":
+                torch.cuda.synchronize(self.torch_device)
+        return out.cpu().numpy()
+
+
+class EagerPredictor(TorchPredictor):
+    backend = "eager"
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", expected_model: str | None = None):
+        from ptx.export.metadata import provenance
+        from ptx.trainers.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
+
+        ckpt = load_checkpoint(checkpoint, expected_model=expected_model)
+        _, model = build_model_from_checkpoint(ckpt)
+        info = ArtifactInfo(ckpt["contract"], provenance(ckpt, file_sha256(checkpoint)))
+        super().__init__(model, info, device, Path(checkpoint))
+
+
+class TorchScriptPredictor(TorchPredictor):
+    backend = "torchscript"
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from ptx.export.formats.torchscript import load
+
+        torch_device(device)  # a bad device is the user's error, not the file's
+        try:
+            module, text = load(path, device="cpu")
+        except Exception as exc:
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ArtifactError(f"{path}: not a loadable TorchScript file ({first.strip()[:160]}); "
+                                "re-export with `ptx export`") from None
+        if not text:
+            raise ArtifactError(f"{path}: not a ptx export (no ptx.json inside); export it with `ptx export NAME`")
+        try:
+            strings = json.loads(text)
+            if not isinstance(strings, dict):
+                raise ContractError("ptx.json is not a JSON object")
+            info = from_strings(strings)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{path}: ptx.json is not valid JSON ({exc}); re-export with `ptx export`") from None
+        except ContractError as exc:
+            raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
+        super().__init__(module, info, device, Path(path))
+
+
+def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, label: str):
+    module, tensor = predictor.module, torch.from_numpy(x).to(predictor.torch_device)
+    cuda = predictor.torch_device.type == "cuda"
+
+    def call():
+        with torch.inference_mode():
+            out = module(tensor)
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    return label, call

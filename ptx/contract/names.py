@@ -1,0 +1,26 @@
+"""Names every stage shares, defined once: symbolic axes, artifact files, formats, opset."""
+from __future__ import annotations
+
+BATCH = "batch"  # the dynamic batch dimension of an input or output shape
+SEQ = "seq"  # a dynamic sequence length (token models)
+SYMBOLIC_DIMS = (BATCH, SEQ)
+
+SCHEMA_VERSION = 1  # of the ptx.contract document; bump when a reader could misread a new writer
+METADATA_PREFIX = "ptx."  # ONNX metadata_props keys; TorchScript keeps the same map in TORCHSCRIPT_EXTRA_FILE
+TORCHSCRIPT_EXTRA_FILE = "ptx.json"
+
+CHECKPOINT_FILE = "checkpoint.pt"
+# Artifact format -> the file it is written to inside a run folder. The export-format registry
+# (ptx.export.formats) and the backend registry (ptx.infer.backends) refer to formats by these names.
+CHECKPOINT_FORMAT = "checkpoint"
+ARTIFACT_FILES = {
+    CHECKPOINT_FORMAT: CHECKPOINT_FILE,
+    "onnx": "model.onnx",
+    "torchscript": "model.torchscript.pt",
+}
+DEFAULT_RUNS_ROOT = "runs"
+DEFAULT_OPSET = 18
+
+
+def artifact_file(fmt: str) -> str:
+    return ARTIFACT_FILES[fmt]

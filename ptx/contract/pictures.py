@@ -1,0 +1,212 @@
+"""A user's picture -> one raw sample, by the picture pipeline the artifact names (numpy + Pillow).
+
+Pipelines follow how each training set was made, so that a photo or scan lands where the model
+learned:
+
+- ``mnist-digit`` (MNIST, its sample, folders of digits): light ink on dark, the ink's bounding box
+  scaled to fit a 20x20 box and centred by its centre of mass in a 28x28 canvas.
+- ``fashion-product`` (Fashion-MNIST, whose README lists its conversion): trim the edges close to
+  the corner colour (5% of full intensity), resize the longest edge to 28 by subsampling, sharpen,
+  extend the shortest edge to 28 around the centre, negate (products are shot on white).
+
+docs/artifact-format.md gives each step precisely enough to re-implement it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from ptx.errors import InputError
+
+from .schema import PictureStep
+
+MAX_PIXELS = 40_000_000  # below Pillow's own bomb limit (~89M): nobody photographs a digit that large
+CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: a last array axis of this size is colour, not width
+
+
+def open_image(source) -> Image.Image:
+    """Open a path or take a PIL image; reject what cannot be a single still picture."""
+    if isinstance(source, Image.Image):
+        image, name = source, "image"
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise InputError(f"{name}: no such file")
+        if path.is_dir():
+            raise InputError(f"{name}: a folder with no image files in it")
+        if not path.is_file():
+            raise InputError(f"{name}: not a regular file (a pipe or device would block)")
+        if path.stat().st_size == 0:
+            raise InputError(f"{name}: empty file")
+        try:
+            image = Image.open(path)
+        except UnidentifiedImageError:
+            raise InputError(f"{name}: not an image Pillow can read") from None
+        except Image.DecompressionBombError:
+            raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
+        except OSError as exc:
+            raise InputError(f"{name}: cannot open ({exc})") from None
+    if image.width * image.height > MAX_PIXELS:
+        raise InputError(f"{name}: image too large ({image.width}x{image.height}, over {MAX_PIXELS:,} pixels)")
+    if getattr(image, "n_frames", 1) > 1:
+        raise InputError(f"{name}: animated or multi-frame image; save the one frame to predict as a PNG")
+    if min(image.size) < 2:
+        raise InputError(f"{name}: image is {image.width}x{image.height}; a picture needs at least 2x2 pixels")
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
+    return image
+
+
+def to_grayscale(image: Image.Image, name: str = "image") -> np.ndarray:
+    """Any Pillow mode -> float32 (H, W) in [0, 255]; transparency is composited on white paper."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise InputError(f"{name}: the image holds NaN or infinite values")
+        low, top = float(values.min()), float(values.max())
+        if low < 0:
+            raise InputError(f"{name}: the image holds negative values ({low:g})")
+        if image.mode == "F" and top <= 1.0:
+            return values * 255.0  # a float image in [0, 1]
+        return values * (255.0 / top) if top > 0 else values
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        if np.asarray(rgba)[..., 3].max() == 0:
+            raise InputError(f"{name}: the image is fully transparent: there is nothing to predict")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def array_to_image(array: np.ndarray, name: str = "array") -> Image.Image:
+    """One picture as a numpy array -> a PIL image. (H, W) is grey; (H, W, C) with C in 1/3/4 is
+    grey/RGB/RGBA. uint8 and other integers in 0-255 are taken as they are, uint16 as 16-bit,
+    bool as black/white, floats must lie in [0, 1]."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[-1] in CHANNELS:
+        channels = a.shape[-1]
+        a = a[..., 0] if channels == 1 else a
+    elif a.ndim != 2:
+        raise InputError(f"{name}: shape {a.shape} is not one picture: give (H, W) or (H, W, C) with C in 1, 3, 4")
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.integer):
+        low, high = int(a.min()), int(a.max())
+        if a.dtype == np.uint16 and high > 255:
+            a = np.round(a / 257.0)
+        elif low < 0 or high > 255:
+            raise InputError(f"{name}: integer pixel values {low}..{high} lie outside 0..255")
+        a = a.astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise InputError(f"{name}: the picture holds NaN or infinite values")
+        low, high = float(a.min()), float(a.max())
+        if low < 0 or high > 1:
+            raise InputError(f"{name}: float pixel values {low:g}..{high:g} lie outside [0, 1]; "
+                             "give floats in [0, 1] or uint8 in 0..255")
+        a = np.round(a * 255.0).astype(np.uint8)
+    else:
+        raise InputError(f"{name}: dtype {a.dtype} is not a picture")
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
+    return Image.fromarray(np.ascontiguousarray(a), mode=mode)
+
+
+def split_array_batch(array: np.ndarray) -> list[np.ndarray]:
+    """A numpy array of pictures by its shape: (H, W) and (H, W, C) with C in 1/3/4 are one
+    picture; (N, H, W) and (N, H, W, C) are N."""
+    a = np.asarray(array)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in CHANNELS):
+        return [a]
+    if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in CHANNELS):
+        return list(a)
+    raise InputError(f"array of shape {a.shape}: give (H, W), (H, W, C), (N, H, W) or (N, H, W, C) with C in 1, 3, 4")
+
+
+def picture_sample(item, step: PictureStep, raw: bool = False, name: str | None = None) -> np.ndarray:
+    """A path, PIL image or one array picture -> (canvas, canvas) uint8 raw sample by ``step``.
+    ``raw`` takes a picture that is already canvas x canvas as it is (dataset-like)."""
+    name = name or (str(item) if isinstance(item, (str, Path)) else "image")
+    image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item)
+    gray = to_grayscale(image, name)
+    canvas = step.canvas
+    if raw:
+        if gray.shape != (canvas, canvas):
+            raise InputError(f"{name}: --raw needs a {canvas}x{canvas} image, got {gray.shape[1]}x{gray.shape[0]}")
+        return np.round(gray).astype(np.uint8)
+    return PIPELINES[step.pipeline](gray, name=name, **step.options)
+
+
+def _resize(gray: np.ndarray, width: int, height: int, resample) -> np.ndarray:
+    image = Image.fromarray(gray.astype(np.float32), mode="F").resize((width, height), resample)
+    return np.clip(np.asarray(image), 0, 255)
+
+
+def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_threshold: float = 0.2,
+                name: str = "image") -> np.ndarray:
+    """(H, W) grey -> (canvas, canvas) uint8, light digit on dark, centred by mass in a box x box."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 127:  # light paper: MNIST wants light ink on black
+        gray, border = 255.0 - gray, 255.0 - border
+    gray = np.clip(gray - np.median(border), 0, None)  # paper that is grey rather than black
+    top = gray.max()
+    if top <= 0:
+        raise InputError(f"{name}: no ink found: the picture is one flat colour")
+    gray = gray * (255.0 / top)
+    rows = np.flatnonzero((gray > ink_threshold * 255).any(axis=1))
+    cols = np.flatnonzero((gray > ink_threshold * 255).any(axis=0))
+    ink = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    h, w = ink.shape
+    factor = box / max(h, w)
+    fitted = _resize(ink, max(1, round(w * factor)), max(1, round(h * factor)), Image.Resampling.LANCZOS)
+    mass = fitted.sum()
+    if mass <= 0:
+        raise InputError(f"{name}: no ink found after scaling")
+    cy, cx = (np.indices(fitted.shape) * fitted).reshape(2, -1).sum(axis=1) / mass
+    centre = canvas / 2
+    top_left = (int(round(centre - cy)), int(round(centre - cx)))
+    out = np.zeros((canvas, canvas), dtype=np.float32)
+    y0, x0 = max(0, top_left[0]), max(0, top_left[1])
+    y1, x1 = min(canvas, top_left[0] + fitted.shape[0]), min(canvas, top_left[1] + fitted.shape[1])
+    out[y0:y1, x0:x1] = fitted[y0 - top_left[0]:y1 - top_left[0], x0 - top_left[1]:x1 - top_left[1]]
+    return np.round(out).astype(np.uint8)
+
+
+def fashion_product(gray: np.ndarray, *, canvas: int = 28, trim_threshold: float = 0.05,
+                    sharpen_radius: float = 1.0, name: str = "image") -> np.ndarray:
+    """(H, W) grey -> (canvas, canvas) uint8 the way Fashion-MNIST was made from product photos."""
+    corners = np.array([gray[0, 0], gray[0, -1], gray[-1, 0], gray[-1, -1]])
+    background = float(np.median(corners))
+    content = np.abs(gray - background) > trim_threshold * 255
+    if not content.any():
+        raise InputError(f"{name}: nothing but background: the picture is one flat colour")
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    product = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    h, w = product.shape
+    if max(h, w) != canvas:
+        factor = canvas / max(h, w)
+        size = (max(1, min(canvas, round(w * factor))), max(1, min(canvas, round(h * factor))))
+        # Fashion-MNIST subsampled (skipped rows and columns) and then sharpened; enlarging a small
+        # crop has nothing to sharpen.
+        product = _resize(product, *size, Image.Resampling.NEAREST)
+        if factor < 1 and sharpen_radius > 0:
+            sharpened = Image.fromarray(np.round(product).astype(np.uint8)).filter(
+                ImageFilter.UnsharpMask(radius=sharpen_radius, percent=100, threshold=0))
+            product = np.asarray(sharpened, dtype=np.float32)
+    out = np.full((canvas, canvas), background, dtype=np.float32)
+    h, w = product.shape
+    y0, x0 = (canvas - h) // 2, (canvas - w) // 2
+    out[y0:y0 + h, x0:x0 + w] = product
+    if background > 127:  # shot on white: Fashion-MNIST is negated, light product on black
+        out = 255.0 - out
+    return np.round(np.clip(out, 0, 255)).astype(np.uint8)
+
+
+PIPELINES = {"mnist-digit": mnist_digit, "fashion-product": fashion_product}

@@ -1,0 +1,110 @@
+"""Raw samples -> model input, and model output -> decisions, from a contract alone (numpy only).
+
+Training, export validation and every backend call these same functions, so a model sees the
+same numbers in training and in serving.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ptx.errors import InputError
+
+from .names import BATCH, SEQ
+from .schema import BINARY_THRESHOLD, Contract, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task
+
+
+def to_model_input(raw: np.ndarray, contract: Contract) -> np.ndarray:
+    """(N, *raw sample) batch-first raw samples -> the model's input tensor, in its layout."""
+    return to_layout(normalize(raw, contract), contract)
+
+
+def normalize(raw: np.ndarray, contract: Contract) -> np.ndarray:
+    """The contract's tensor steps on a batch-first array: (N, *raw sample) -> (N, *sample_shape)."""
+    sample_shape = [d if isinstance(d, int) else -1 for d in contract.input.sample_shape]
+    if contract.encoding is not None:  # token ids are already the tensor
+        return np.ascontiguousarray(np.asarray(raw, dtype=np.int64).reshape(len(raw), *sample_shape))
+    x = np.asarray(raw, dtype=np.float32)
+    for step in contract.tensor_steps:
+        if isinstance(step, ScaleStep):
+            x = x * np.float32(step.factor)
+        elif isinstance(step, NormalizeStep):
+            x = (x - np.asarray(step.mean, dtype=np.float32)) / np.asarray(step.std, dtype=np.float32)
+        elif isinstance(step, PadStep):
+            p = step.pixels
+            x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
+    return np.ascontiguousarray(x.reshape(len(x), *sample_shape), dtype=np.float32)
+
+
+def to_layout(batch_first: np.ndarray, contract: Contract) -> np.ndarray:
+    """Move the batch axis where the model wants it: (B, 28, 28) -> (28, B, 28) for lstm."""
+    axis = contract.input.batch_axis
+    return batch_first if axis == 0 else np.ascontiguousarray(np.moveaxis(batch_first, 0, axis))
+
+
+def from_layout(x: np.ndarray, contract: Contract) -> np.ndarray:
+    axis = contract.input.batch_axis
+    return x if axis == 0 else np.ascontiguousarray(np.moveaxis(x, axis, 0))
+
+
+def batch_size(x: np.ndarray, contract: Contract) -> int:
+    return x.shape[contract.input.batch_axis]
+
+
+def expected_output_shape(contract: Contract, x: np.ndarray) -> tuple[int, ...]:
+    """The output shape the contract promises for model input ``x`` (batch and seq read from x)."""
+    sizes = {BATCH: x.shape[contract.input.batch_axis]}
+    if contract.input.seq_axis is not None:
+        sizes[SEQ] = x.shape[contract.input.seq_axis]
+    return tuple(sizes.get(d, d) for d in contract.output.shape)
+
+
+def decisions(outputs: np.ndarray, contract: Contract) -> np.ndarray | None:
+    """The label each output row stands for: argmax of logits, P >= 0.5 for binary models, none
+    for regression."""
+    if contract.task is Task.CLASSIFICATION:
+        return outputs.argmax(-1)  # (B,) or, per position, (B, T)
+    if contract.task is Task.BINARY:
+        return (outputs[:, 0] >= BINARY_THRESHOLD).astype(np.int64)
+    return None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def encode_text(text, step: EncodeStep, model: str = "this model") -> np.ndarray:
+    """A string -> int64 token ids, as the contract's encode step says."""
+    if not isinstance(text, str) or not text:
+        raise InputError(f"{text!r}: {model} takes non-empty strings")
+    if step.encoding == "vocab":
+        unknown = sorted(set(text) - set(step.vocab))
+        if unknown:
+            raise InputError(f"{text!r}: characters {''.join(unknown)!r} are not in {model}'s vocabulary {step.vocab!r}")
+        return np.array([step.vocab.index(c) for c in text], dtype=np.int64)
+    codes = [ord(c) if ord(c) < 256 else step.unknown_id for c in text]
+    if step.pad_id is not None and step.pad_id in codes:
+        raise InputError(f"{text!r}: contains the padding character {chr(step.pad_id)!r}")
+    return np.array(codes, dtype=np.int64)
+
+
+def length_groups(samples: list[np.ndarray], contract: Contract) -> list[list[int]]:
+    """Indices of samples that may share one batch. Token sequences of different lengths share one
+    only when the contract has a pad id; otherwise (rnn-hello) each length is its own batch."""
+    step = contract.encoding
+    if step is None or step.pad_id is not None or len({len(s) for s in samples}) <= 1:
+        return [list(range(len(samples)))]
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(len(s), []).append(i)
+    return list(groups.values())
+
+
+def collate(samples: list[np.ndarray], contract: Contract) -> np.ndarray:
+    """Stack samples of one group; token sequences are padded at the end with the pad id."""
+    if len({s.shape for s in samples}) <= 1:
+        return np.stack(samples)
+    pad = contract.encoding.pad_id
+    longest = max(len(s) for s in samples)
+    return np.stack([np.pad(s, (0, longest - len(s)), constant_values=pad) for s in samples])
