@@ -91,8 +91,9 @@ class OrtPredictor(Predictor):
             raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
         contract: Contract = info.contract
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1:
-            raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs; a ptx export has one")
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "
+                                "a ptx export has one of each")
         _check_graph_tensor(inputs[0], contract.input, "input", path)
         _check_graph_tensor(outputs[0], contract.output, "output", path)
         super().__init__(info, path)

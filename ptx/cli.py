@@ -13,6 +13,7 @@ import click
 from ptx.contract import DEFAULT_OPSET, DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 from ptx.export.formats import list_formats
+from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
 
 # Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
@@ -124,7 +125,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the checkpoint's folder).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
-@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]),
+@click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export).")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance against eager (default: the contract's CPU atol).")
@@ -149,7 +150,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
 @click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
-@click.option("--raw", is_flag=True, help="Images are already MNIST-like 28x28: skip inversion, cropping, centring.")
+@click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
 def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, raw) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and

@@ -209,7 +209,7 @@ class NormalizeStep:
         mean = _numbers(f"{path}.mean", doc["mean"])
         std = _numbers(f"{path}.std", doc["std"], positive=True)
         if len(mean) != len(std):
-            raise _fail(f"{path}.std", f"{len(std)} values for {len(mean)} means")
+            raise _fail(f"{path}.mean", f"{len(mean)} means but {len(std)} stds")
         return cls(mean, std)
 
 
@@ -272,6 +272,8 @@ class EncodeStep:
                 if value >= step.vocab_size:
                     raise _fail(f"{path}.{key}", f"{value} is outside the {step.vocab_size} token ids")
             ids[key] = value
+        if ids["pad_id"] is not None and ids["pad_id"] == ids["unknown_id"]:
+            raise _fail(f"{path}.unknown_id", f"{ids['unknown_id']} is also the pad id")
         if encoding == "vocab" and ids["unknown_id"] is not None:
             raise _fail(f"{path}.unknown_id", "a vocab encoding refuses unknown characters; must be null")
         if encoding == "vocab" and ids["pad_id"] is not None:
@@ -331,11 +333,13 @@ class TensorSpec:
         if BATCH not in shape:
             raise _fail(f"{path}.shape", f"no {BATCH!r} axis")
         axes = doc["axes"]
-        if not isinstance(axes, list) or len(axes) != len(shape) or not all(isinstance(a, str) and a for a in axes):
-            raise _fail(f"{path}.axes", f"needs one name per axis of the shape {shape}")
-        for i, d in enumerate(shape):
-            if d in (BATCH, SEQ) and axes[i] != d:
-                raise _fail(f"{path}.axes[{i}]", f"{axes[i]!r} names the {d!r} axis; it must be {d!r}")
+        if not isinstance(axes, list) or not all(isinstance(a, str) and a for a in axes):
+            raise _fail(f"{path}.axes", f"{axes!r} is not a list of axis names")
+        if len(axes) != len(shape):
+            raise _fail(f"{path}.shape", f"{shape} has {len(shape)} axes but {path}.axes names {len(axes)}")
+        for i, (d, a) in enumerate(zip(shape, axes)):
+            if (d in (BATCH, SEQ) or a in (BATCH, SEQ)) and a != d:
+                raise _fail(f"{path}.shape", f"axis {i} is {d!r} but {path}.axes[{i}] calls it {a!r}")
         return cls(name, tuple(shape), _enum(f"{path}.dtype", DType, doc["dtype"]), tuple(axes))
 
 
@@ -403,8 +407,8 @@ class Contract:
         return math.prod(d for d in self.input.sample_shape if isinstance(d, int))
 
     def tolerance(self, device: str) -> Tolerance:
-        table = dict(self.tolerances)
-        return table.get(device) or table["cuda" if device != "cpu" else "cpu"]
+        table = dict(self.tolerances)  # "cpu" is required; other accelerators fall back to "cuda"'s
+        return table.get(device) or table.get("cuda") or table["cpu"]
 
     def replace(self, **changes) -> "Contract":
         """A copy with ``changes``, validated like any contract read from a file."""
@@ -494,34 +498,35 @@ class Contract:
         width = out.shape[-1]
         if not isinstance(width, int):
             raise _fail("output.shape", "the last output axis must be a size")
-        expected = {Task.CLASSIFICATION: (len(self.labels), len(self.labels)), Task.BINARY: (1, 2),
-                    Task.REGRESSION: (1, 1)}[self.task]
-        if width != expected[0]:
-            raise _fail("output.shape", f"last axis {width}, but a {self.task.value} model with {len(self.labels)} "
-                                        f"labels outputs {expected[0]}")
-        if len(self.labels) != expected[1]:
-            raise _fail("labels", f"{len(self.labels)} labels; a {self.task.value} model with {width} outputs "
-                                  f"has {expected[1]}")
+        if self.task is Task.CLASSIFICATION:
+            if len(self.labels) != width:
+                raise _fail("labels", f"{len(self.labels)} labels for the {width} outputs of output.shape")
+        else:
+            if width != 1:
+                raise _fail("output.shape", f"last axis {width}: a {self.task.value} model outputs one value")
+            want = 2 if self.task is Task.BINARY else 1
+            if len(self.labels) != want:
+                raise _fail("labels", f"{len(self.labels)} labels; a {self.task.value} model has {want}")
         self._check_steps()
 
     def _check_steps(self) -> None:
         kinds = [type(s) for s in self.steps]
         if self.kind is InputKind.TEXT:
             if kinds != [EncodeStep]:
-                raise _fail("preprocessing", "a text input has exactly one step, encode")
+                raise _fail("kind", "text input takes exactly one preprocessing step, encode")
             return
         if EncodeStep in kinds:
-            raise _fail("preprocessing", f"an encode step on {self.kind.value} input")
+            raise _fail("kind", f"{self.kind.value} input with an encode step in preprocessing")
         if self.kind is InputKind.IMAGE:
             if not kinds or kinds[0] is not PictureStep or kinds.count(PictureStep) != 1:
-                raise _fail("preprocessing[0]", "an image input starts with one picture step")
+                raise _fail("kind", "image input starts its preprocessing with one picture step")
             pad = sum(s.pixels for s in self.steps if isinstance(s, PadStep))
             side = self.picture.canvas + 2 * pad
             if self.sample_size != side * side:
                 raise _fail("input.shape", f"{list(self.input.shape)} does not hold one {side}x{side} picture "
                                            f"({self.picture.canvas}x{self.picture.canvas} canvas, pad {pad})")
         elif PictureStep in kinds or PadStep in kinds:
-            raise _fail("preprocessing", f"picture steps on {self.kind.value} input")
+            raise _fail("kind", f"{self.kind.value} input with picture steps in preprocessing")
         if len(self.features) != (0 if self.kind is InputKind.IMAGE else self.sample_size):
             raise _fail("features", f"{len(self.features)} names for {self.sample_size} input values"
                         if self.kind is not InputKind.IMAGE else "image inputs have no feature names")

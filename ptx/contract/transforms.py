@@ -83,6 +83,9 @@ def encode_text(text, step: EncodeStep, model: str = "this model") -> np.ndarray
         if unknown:
             raise InputError(f"{text!r}: characters {''.join(unknown)!r} are not in {model}'s vocabulary {step.vocab!r}")
         return np.array([step.vocab.index(c) for c in text], dtype=np.int64)
+    outside = sorted({c for c in text if ord(c) >= 256})
+    if outside and step.unknown_id is None:
+        raise InputError(f"{text!r}: characters {''.join(outside)!r} are outside Latin-1, which {model} reads")
     codes = [ord(c) if ord(c) < 256 else step.unknown_id for c in text]
     if step.pad_id is not None and step.pad_id in codes:
         raise InputError(f"{text!r}: contains the padding character {chr(step.pad_id)!r}")

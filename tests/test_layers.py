@@ -1,0 +1,93 @@
+"""The flow runs one way: contract -> models -> trainers -> export -> infer -> cli. Every import in
+the package is read (static analysis, lazy imports inside functions included) and none may point to
+a later stage; the contract imports no stage and no torch."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Folder -> the import package it installs as (pyproject's package-dir).
+PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "export": "ptx.export",
+            "infer": "ptx.infer"}
+STAGES = ["contract", "models", "trainers", "export", "infer", "cli"]
+# Modules of the ptx folder that every stage may use, with the contract: errors and atomic writes.
+BASE = {"ptx", "ptx.errors", "ptx.atomic"}
+
+
+def stage_of(module: str) -> str | None:
+    if module in BASE or module == "ptx.contract" or module.startswith("ptx.contract."):
+        return "contract"
+    for stage in ("models", "trainers", "export", "infer"):
+        if module == f"ptx.{stage}" or module.startswith(f"ptx.{stage}."):
+            return stage
+    if module in ("ptx.cli", "ptx.__main__"):
+        return "cli"
+    return None
+
+
+def modules():
+    """(module name, is package, file) for every source file of the installed package."""
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            is_package = parts[-1] == "__init__"
+            if is_package:
+                parts = parts[:-1]
+            yield ".".join([package, *parts]), is_package, path
+
+
+def imports_of(module: str, is_package: bool, path: Path) -> set[str]:
+    found = set()
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            found.add(target)
+            found |= {f"{target}.{alias.name}" for alias in node.names}  # `from pkg import submodule`
+    return found
+
+
+def test_every_source_file_belongs_to_a_stage():
+    unplaced = [m for m, _, _ in modules() if stage_of(m) is None]
+    assert unplaced == []
+
+
+def test_no_stage_imports_a_later_one():
+    back_arrows = []
+    for module, is_package, path in modules():
+        here = STAGES.index(stage_of(module))
+        for target in imports_of(module, is_package, path):
+            there = stage_of(target)
+            if there is not None and STAGES.index(there) > here:
+                back_arrows.append(f"{module} ({stage_of(module)}) imports {target} ({there})")
+    assert back_arrows == []
+
+
+def test_the_check_catches_a_back_arrow(tmp_path):
+    """The walker itself works: a trainer importing infer is found."""
+    bad = tmp_path / "loop.py"
+    bad.write_text("def f():\n    from ptx.infer.api import load\n")
+    assert "ptx.infer.api" in imports_of("ptx.trainers.loop", False, bad)
+    relative = tmp_path / "x.py"
+    relative.write_text("from ...infer import api\n")
+    assert "ptx.infer.api" in imports_of("ptx.export.formats.x", False, relative)
+
+
+@pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.cli"])
+def test_light_modules_import_no_torch(module):
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "torch" not in result.stdout, f"{module} imported torch"
+    if module.startswith("ptx.contract"):
+        assert result.stdout.strip() == "[]", f"{module} imported {result.stdout.strip()}"
