@@ -36,27 +36,32 @@ class ExportResult:
     report: ValidationReport
 
 
-def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredictor, backend: str) -> None:
+def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredictor, backend: str,
+                            force: bool) -> None:
     """Refuse to replace another model's artifact (``--out runs/convnet`` for lstm)."""
-    if not final.is_file():
+    if force or not final.is_file():
         return
     try:
         other = open_predictor(final, backend).contract.model
     except PtxError:
         return  # unreadable or foreign: nothing worth keeping under that name
     if other != model:
-        raise PtxError(f"{final} holds {other}'s export, not {model}'s: pass another --out folder "
-                       "(or delete that file to replace it)")
+        raise PtxError(f"{final} holds {other}'s export, not {model}'s: pass another --out folder, "
+                       "or --force to replace it")
 
 
 def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenPredictor,
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
-                 exporter: str | None = None, atol: float | None = None,
+                 exporter: str | None = None, atol: float | None = None, force: bool = False,
                  log: Callable[[str], None] = print) -> list[ExportResult]:
     """Export ``name``'s checkpoint to ``formats_`` (default: every registered format)."""
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.list_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
+    per_format = {"onnx": dict(opset=opset, exporter=exporter), "torchscript": dict(method=spec.torchscript.value)}
+    for fmt in chosen:  # bad options are refused before anything is loaded or written
+        if fmt.check_options:
+            fmt.check_options(**per_format.get(fmt.name, {}))
     ckpt_path = Path(checkpoint) if checkpoint else Path(DEFAULT_RUNS_ROOT) / name / CHECKPOINT_FILE
     if not ckpt_path.is_file():
         raise CheckpointError(f"no checkpoint for {name} at {ckpt_path}: run `ptx train {name}` first")
@@ -69,12 +74,11 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     strings = artifact_strings(contract, ckpt, file_sha256(ckpt_path))
     # A real batch of 2: torch.export specializes batch sizes 0 and 1.
     example = torch.from_numpy(validation_inputs(ckpt, batches=(2,))[0])
-    per_format = {"onnx": dict(opset=opset, exporter=exporter), "torchscript": dict(method=spec.torchscript.value)}
 
     results = []
     for fmt in chosen:
         final = out_dir / ARTIFACT_FILES[fmt.name]
-        _guard_foreign_artifact(final, name, open_predictor, fmt.serving_backend)
+        _guard_foreign_artifact(final, name, open_predictor, fmt.serving_backend, force)
         with atomic_path(final) as tmp:
             fmt.write(model, example, tmp, contract, strings, **per_format.get(fmt.name, {}))
             report = validate(open_predictor(tmp, fmt.serving_backend), model, ckpt, fmt.name, tolerance)

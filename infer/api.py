@@ -59,6 +59,16 @@ def open_artifact(path: str | Path, backend: str, device: str = "cpu") -> Predic
     return chosen.load(Path(path), device)
 
 
+def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str = "cpu") -> Predictor:
+    """``model``'s artifact for ``backend`` under ``root``, refused when it belongs to another model
+    (an export written into the wrong run folder)."""
+    predictor = open_artifact(artifact_path(model, backend, root), backend, device)
+    if predictor.contract.model != model:
+        raise ArtifactError(f"{predictor.path} holds {predictor.contract.model}'s model, not {model}'s: "
+                            f"re-run `ptx export {model}`")
+    return predictor
+
+
 def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
          device: str = "cpu") -> Predictor:
     """A Predictor for a registered model's artifacts under ``root``, or for an artifact file alone.
@@ -80,5 +90,4 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
             raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend} reads {backends.get(backend).artifact}")
         return open_artifact(candidate, backend, device)
     # No registry lookup here: ptx.models imports torch, and the ORT path must not.
-    backend = backend or DEFAULT_BACKEND
-    return open_artifact(artifact_path(str(model_or_path), backend, root), backend, device)
+    return open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device)

@@ -48,8 +48,11 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
     predictor = load(artifact or model, backend=backend, root=root, device=device)
     report = PredictReport(predictor)
     kind = predictor.contract.kind
-    items = (args if kind in (InputKind.NUMBER, InputKind.TEXT) else
-             expand_csv_rows(args) if kind is InputKind.VECTOR else expand_inputs(args))
+    if kind is InputKind.VECTOR:
+        items, unreadable = expand_csv_rows(args)
+        report.errors += unreadable
+    else:
+        items = args if kind in (InputKind.NUMBER, InputKind.TEXT) else expand_inputs(args)
     samples, sources = [], []
     for item in items:
         try:

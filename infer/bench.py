@@ -15,7 +15,7 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import MissingArtifactError, PtxError
 
 from . import backends as registry
-from .api import artifact_path, open_artifact
+from .api import open_model
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
 
@@ -93,7 +93,7 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
             skipped[label] = why
             continue
         try:
-            predictor = open_artifact(artifact_path(name, backend.name, root), backend.name, device)
+            predictor = open_model(name, backend.name, root, device)
         except MissingArtifactError as exc:  # not exported for this backend: skipped, with the command
             skipped[label] = str(exc)
             continue

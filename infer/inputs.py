@@ -4,6 +4,9 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+from ptx.errors import InputError
+from ptx.files import read_text
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 
 
@@ -24,23 +27,27 @@ def expand_inputs(args: list[str]) -> list[str]:
     return items
 
 
-def expand_csv_rows(args: list[str]) -> list[str]:
-    """For models that take feature rows: a CSV file gives its rows (a header line is skipped);
-    any other argument is itself one row, e.g. "6,148,72,35,0,33.6,0.627,50"."""
+def expand_csv_rows(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """For models that take feature rows: a CSV file gives its rows (UTF-8, with or without BOM;
+    a header line is skipped); any other argument is itself one row, e.g.
+    "6,148,72,35,0,33.6,0.627,50". Returns (rows, [(file, why)] for files that cannot be read)."""
     rows: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     for arg in args:
         path = Path(arg)
-        if path.suffix.lower() == ".csv" or path.is_file():
-            if not path.is_file():
-                rows.append(arg)  # reported as a bad row that names the missing file
+        if path.suffix.lower() == ".csv" or path.exists():
+            try:
+                text = read_text(path, InputError)
+            except InputError as exc:
+                unreadable.append((arg, str(exc)))
                 continue
-            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             if lines and not _is_numeric_row(lines[0]):
                 lines = lines[1:]
             rows += lines
         else:
             rows.append(arg)
-    return rows
+    return rows, unreadable
 
 
 def _is_numeric_row(line: str) -> bool:

@@ -7,30 +7,29 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable
 
 from ptx.contract import BATCH, SEQ, Contract, DType, EncodeStep, InputKind, PictureStep, Task, TensorSpec
 from ptx.contract.datasets import DIGIT_LABELS, FOLDER_PREFIX, image_dataset
-from ptx.contract.schema import DEFAULT_TOLERANCES, MEANING_OF_TASK, NormalizeStep, ScaleStep, Step, Tolerance
+from ptx.contract.schema import DEFAULT_TOLERANCES, ValueEnum, MEANING_OF_TASK, NormalizeStep, ScaleStep, Step, Tolerance
 
 __all__ = ["BATCH", "SEQ", "InputContract", "Loss", "ModelSpec", "Optimizer", "Recipe", "TorchScriptMethod",
            "IMAGE_28", "FLAT_784", "MNIST_NORMALIZATION", "PIXELS_TO_UNIT", "mnist_model"]
 
 
-class Loss(str, Enum):
+class Loss(ValueEnum):
     CROSS_ENTROPY = "cross_entropy"  # over the last axis: (B, C), or (B, T, C) per position
     MSE = "mse"
     BCE = "bce"  # the seeds' binary models end in a sigmoid and train BCELoss on the probability
     BCE_SUM = "bce_sum"  # BCELoss(size_average=False): summed over the batch
 
 
-class Optimizer(str, Enum):
+class Optimizer(ValueEnum):
     SGD = "sgd"
     ADAM = "adam"
 
 
-class TorchScriptMethod(str, Enum):
+class TorchScriptMethod(ValueEnum):
     SCRIPT = "script"  # falls back to trace where scripting rejects the Python
     TRACE = "trace"
 

@@ -2,14 +2,55 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from ptx.errors import PtxError
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+TEMP_SUFFIX = ".tmp"
+LOW_SPACE_BYTES = 1 << 16  # below this, a failed write is put down to a full disk
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(final: Path) -> None:
+    """Temporary files of ``final`` left by a killed process (their names carry its PID) go; those
+    of a process still writing stay."""
+    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*{TEMP_SUFFIX}"):
+        pid = tmp.name[len(final.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _write_error(final: Path, exc: BaseException) -> PtxError | None:
+    """One line for a write that failed because of the disk, not the data."""
+    if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+        return PtxError(f"cannot write {final}: {exc.strerror}; the previous file is kept")
+    try:
+        stats = os.statvfs(final.parent)
+    except OSError:
+        return None
+    if stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES:  # e.g. torch.save's "iostream error"
+        return PtxError(f"no space left on device writing {final}; the previous file is kept")
+    return None
 
 
 @contextlib.contextmanager
@@ -17,10 +58,15 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds.
 
     The temporary file sits in the same folder so that the rename is atomic on POSIX, and it is
-    fsynced first so that a power cut cannot leave a renamed but empty file.
+    fsynced first so that a power cut cannot leave a renamed but empty file. Its name carries this
+    process's PID, so that a later run can tell a killed writer's leftovers from a live one's.
     """
     final = Path(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    remove_stale_temp_files(final)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=final.parent)
+    except OSError as exc:
+        raise PtxError(f"cannot write {final}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a model file should read like any other
@@ -29,6 +75,13 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+    except PtxError:
+        raise
+    except Exception as exc:
+        error = _write_error(final, exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -44,8 +97,6 @@ def write_json(final: str | os.PathLike, obj) -> None:
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and prove it is writable, with an error that says what to do."""
-    from ptx.errors import PtxError
-
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)

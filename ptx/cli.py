@@ -21,6 +21,32 @@ BACKENDS = tuple(list_backends())
 FORMATS = tuple(list_formats())
 
 
+class FiniteFloat(click.ParamType):
+    """A float that must be finite and above (or at least) ``minimum``: NaN and Inf are usage errors,
+    where click's FloatRange lets NaN through."""
+
+    name = "float"
+
+    def __init__(self, minimum: float = 0.0, open_min: bool = False):
+        self.minimum, self.open_min = minimum, open_min
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if number < self.minimum or (self.open_min and number == self.minimum):
+            self.fail(f"{value!r} must be {'>' if self.open_min else '>='} {self.minimum:g}", param, ctx)
+        return number
+
+
+POSITIVE = FiniteFloat(0.0, open_min=True)
+NON_NEGATIVE = FiniteFloat(0.0)
+FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
+
+
 class PtxGroup(click.Group):
     """Turns a PtxError into one line on stderr and its exit code; a traceback only with --debug."""
 
@@ -83,7 +109,7 @@ def models_cmd(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the seed's recipe).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (default: the seed's recipe).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate (default: the seed's recipe).")
+@click.option("--lr", type=POSITIVE, help="Learning rate (default: the seed's recipe).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed, as in the seeds.")
 @click.option("--dataset", help="mnist, fashion-mnist, mnist-sample, line or folder:PATH (default: the model's).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="PTX_DATA_DIR",
@@ -93,17 +119,20 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch in the run folder.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
 @click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias) -> None:
+@FORCE
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias, force) -> None:
     """Train model NAME with its seed's recipe on real data; writes checkpoint.pt, metrics.json, curves.png."""
     from pathlib import Path
 
     from ptx.atomic import ensure_writable_dir
     from ptx.models import get
     from ptx.trainers.data import load_dataset
+    from ptx.trainers.checkpoint import guard_run_folder
     from ptx.trainers.loop import TrainConfig, train
 
     spec = get(name)
     out_dir = ensure_writable_dir(out or Path(DEFAULT_RUNS_ROOT) / name)
+    guard_run_folder(out_dir, name, force)  # before minutes of data loading, not after
     if resume and dataset is None:  # go on with the data the run started on, not today's default
         from ptx.trainers.checkpoint import load_checkpoint
 
@@ -114,7 +143,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
     config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                          lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
                          model_args={"bias": True} if bias else None)
-    metrics = train(spec, data, config, out_dir, resume=resume, log=click.echo)
+    metrics = train(spec, data, config, out_dir, resume=resume, force=force, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
 
@@ -128,15 +157,16 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export).")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance against eager (default: the contract's CPU atol).")
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol) -> None:
+@click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance against eager (default: the contract's CPU atol).")
+@FORCE
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, force) -> None:
     """Export model NAME's checkpoint to ONNX and/or TorchScript with a dynamic batch, validated against eager."""
     from ptx.export.api import export_model
     from ptx.infer import open_artifact
 
     formats = FORMATS if fmt == "all" else (fmt,)
     export_model(name, formats, open_predictor=open_artifact, checkpoint=checkpoint, out=out, opset=opset,
-                 exporter=exporter, atol=atol, log=click.echo)
+                 exporter=exporter, atol=atol, force=force, log=click.echo)
 
 
 @cli.command("predict")
@@ -189,8 +219,8 @@ def _int_list(ctx, param, value):
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
               help="Batch sizes to exercise; the largest also chunks the real samples.")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: the model's).")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: the model's).")
+@click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance (default: the artifact's, per device).")
+@click.option("--rtol", type=NON_NEGATIVE, help="Relative tolerance (default: the artifact's, per device).")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -245,7 +275,17 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
 
 
 def main() -> None:
-    cli(prog_name="ptx")
+    """Usage errors (a bad option value, a missing argument) are one line, like every other error."""
+    try:
+        code = cli.main(prog_name="ptx", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+        click.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

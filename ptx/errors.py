@@ -35,6 +35,12 @@ class InputError(PtxError):
     """A bad input file or value; the other inputs of the same call still run."""
 
 
+class TrainingDivergedError(PtxError):
+    """The loss or the weights became NaN or infinite; no checkpoint of that state is written."""
+
+    exit_code = 1
+
+
 class ValidationError(PtxError):
     """An export disagreed with eager PyTorch: the artifact was not kept."""
 

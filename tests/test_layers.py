@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "export": "ptx.export",
             "infer": "ptx.infer"}
 STAGES = ["contract", "models", "trainers", "export", "infer", "cli"]
-# Modules of the ptx folder that every stage may use, with the contract: errors and atomic writes.
-BASE = {"ptx", "ptx.errors", "ptx.atomic"}
+# Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads.
+BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files"}
 
 
 def stage_of(module: str) -> str | None:

@@ -5,7 +5,9 @@ They load with ``torch.load(weights_only=True)``, so a hostile file can never ru
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 
 from ptx import __version__
 from ptx.atomic import atomic_path
-from ptx.contract import Contract, ContractError
+from ptx.contract import CHECKPOINT_FILE, Contract, ContractError
 from ptx.errors import CheckpointError, UnknownModelError
 
 FORMAT = "ptx-checkpoint"
@@ -28,8 +30,12 @@ def versions() -> dict:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
+    # Serialised in memory first: torch.save reports a full disk as "basic_ios::clear: iostream
+    # error"; Python's own write raises ENOSPC, which atomic_path turns into one clear line.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict:
@@ -38,12 +44,11 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: {retrain} first")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says enough
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        # weights_only refusals bury the reason ("Unsupported global ...") mid-message.
-        reason = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else type(exc).__name__)
-        raise CheckpointError(f"{path} is not a readable ptx checkpoint ({reason[:160]}); {retrain}") from None
+        raise CheckpointError(f"{path} is not a readable ptx checkpoint ({_load_failure(exc)}); {retrain}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ptx checkpoint (foreign file); {retrain}")
     if expected_model and ckpt.get("model") != expected_model:
@@ -55,6 +60,41 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
             or len(samples["x"]) == 0:
         raise CheckpointError(f"{path} holds no validation samples (damaged, or made by an older ptx); {retrain}")
     return ckpt
+
+
+def _load_failure(exc: Exception) -> str:
+    """The reason torch.load gives, whole: weights_only refusals bury it after a paragraph of advice
+    ("WeightsUnpickler error: Unsupported global: GLOBAL posix.system ...")."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    marker = next((i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln), None)
+    if marker is not None:
+        after = lines[marker].split("WeightsUnpickler error:", 1)[-1].strip()
+        detail = after or (lines[marker + 1] if marker + 1 < len(lines) else "")
+        return f"refused by the safe loader: {detail}" if detail else "refused by the safe loader"
+    return lines[0] if lines else type(exc).__name__
+
+
+def checkpoint_owner(path: str | Path) -> str | None:
+    """The model a ptx checkpoint at ``path`` belongs to; None when there is none (or it is not
+    a readable ptx checkpoint: nothing worth keeping)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any unreadable file: not a run to protect
+        return None
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and isinstance(ckpt.get("model"), str):
+        return ckpt["model"]
+    return None
+
+
+def guard_run_folder(out_dir: str | Path, model: str, force: bool = False) -> None:
+    """Refuse to train ``model`` into a folder that holds another model's run, unless ``force``."""
+    owner = checkpoint_owner(Path(out_dir) / CHECKPOINT_FILE)
+    if owner not in (None, model) and not force:
+        raise CheckpointError(f"{out_dir} holds a run of {owner}, not {model}: pass another --out folder, "
+                              "or --force to replace it")
 
 
 def _checked_contract(ckpt: dict, path: Path, retrain: str) -> Contract:

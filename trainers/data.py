@@ -16,9 +16,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ptx.contract import PictureStep
-from ptx.contract.datasets import FOLDER_PREFIX
+from ptx.contract.datasets import FOLDER_PREFIX, image_dataset
 from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
+from ptx.files import read_text
 
 from .idx import read_idx
 
@@ -73,7 +74,25 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
 
 
 def _read_idx_folder(name: str, folder: Path, how: str) -> Dataset:
-    arrays = {key: read_idx(_idx_file(folder, stem)) for key, stem in IDX_FILES.items()}
+    """The four IDX files, checked against each other and against what the models read: (N, 28, 28)
+    uint8 images, N labels in 0-9, N > 0."""
+    files = {key: _idx_file(folder, stem) for key, stem in IDX_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in files.items()}
+    classes = len(image_dataset(name).labels)
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        x_file, y_file = files[f"x_{part}"], files[f"y_{part}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
+            raise DataError(f"{x_file}: images of shape {x.shape[1:]} ({x.dtype}); {name} images are 28x28 uint8")
+        if y.ndim != 1:
+            raise DataError(f"{y_file}: labels of rank {y.ndim}; expected one label per image")
+        if len(x) == 0:
+            raise DataError(f"{x_file}: holds no images")
+        if len(x) != len(y):
+            raise DataError(f"{x_file} has {len(x)} images but {y_file} has {len(y)} labels")
+        if y.min() < 0 or y.max() >= classes:
+            raise DataError(f"{y_file}: label {int(y.max() if y.max() >= classes else y.min())} is outside "
+                            f"0-{classes - 1}")
     return Dataset(name, f"{how} ({folder})", arrays["x_train"], arrays["y_train"].astype(np.int64),
                    arrays["x_test"], arrays["y_test"].astype(np.int64))
 
@@ -256,10 +275,39 @@ def _pima_csv(data_dir: str | None) -> tuple[Path, str]:
     return cached, "Debian package r-cran-mlbench, converted"
 
 
+def read_feature_csv(path: Path, columns: int) -> np.ndarray:
+    """The seed's CSV layout (as its np.loadtxt reads it), checked: UTF-8 with or without BOM, an
+    optional header row, ``columns`` finite numbers per row. Errors name the line."""
+    rows, problems = [], []
+    lines = [(n, ln.strip()) for n, ln in enumerate(read_text(path, DataError).splitlines(), start=1) if ln.strip()]
+    for index, (line_no, line) in enumerate(lines):
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if index == 0:
+                continue  # a header row
+            problems.append(f"line {line_no}: not numbers ({line[:40]!r})")
+            continue
+        if len(values) != columns:
+            problems.append(f"line {line_no}: {len(values)} columns, expected {columns}")
+        elif not np.isfinite(values).all():
+            problems.append(f"line {line_no}: NaN or infinite value")
+        else:
+            rows.append(values)
+    if problems:
+        raise DataError(f"{path}: {len(problems)} bad row(s): {'; '.join(problems[:3])}")
+    if len(rows) < 2:
+        raise DataError(f"{path}: {len(rows)} data rows; needs at least 2 rows of {columns} numbers")
+    return np.array(rows, dtype=np.float32)
+
+
 def load_pima(data_dir: str | None = None) -> Dataset:
     path, how = _pima_csv(data_dir)
-    table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # the seed's DiabetesDataset reads it so
+    table = read_feature_csv(path, columns=9)  # 8 features, then the 0/1 outcome
     x, y = table[:, :-1], table[:, [-1]]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise DataError(f"{path}: the last column (outcome) must be 0 or 1")
     order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(y))
     train, test = order[:PIMA_TRAIN], order[PIMA_TRAIN:]
     return Dataset("pima", f"Pima Indians diabetes, {len(y)} rows, seeded {len(train)}/{len(test)} split "

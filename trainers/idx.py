@@ -6,6 +6,7 @@ do not import on every machine ptx runs on.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             data = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read IDX file ({exc}); replace it with a good copy") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number); replace it with a good copy")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataError(f"{path}: IDX header is truncated or has no dimensions; replace it with a good copy")
     dims = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4"))
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize

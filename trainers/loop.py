@@ -15,13 +15,13 @@ import torch
 from tqdm import tqdm
 
 from ptx.atomic import write_json
-from ptx.errors import CheckpointError, PtxError
+from ptx.errors import CheckpointError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
 from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
 
-from .checkpoint import load_checkpoint, save_checkpoint, versions
+from .checkpoint import guard_run_folder, load_checkpoint, save_checkpoint, versions
 from .data import Dataset
 from .plots import write_curves
 
@@ -120,11 +120,13 @@ def _restore_rng(state: dict, shuffle: torch.Generator) -> None:
 
 
 def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path, *,
-          resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train ``spec`` on ``dataset``; after every epoch write checkpoint.pt, metrics.json, curves.png."""
+          resume: bool = False, force: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Train ``spec`` on ``dataset``; after every epoch write checkpoint.pt, metrics.json, curves.png.
+    A folder holding another model's run is refused unless ``force``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_FILE
+    guard_run_folder(out_dir, spec.name, force)
     device = choose_device(config.device)
     contract = spec.contract(dataset.name)  # the data decides labels and picture pipeline
 
@@ -165,7 +167,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     y_test = _targets(dataset.y_test, spec, device)
     n = len(x_train)
     log(f"training {spec.name} on {device} | {len(x_train)} train / {len(x_test)} test samples | "
-        f"{spec.recipe.optimizer} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}")
+        f"{spec.recipe.optimizer.value} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}")
 
     last_plot = time.monotonic()
     for epoch in range(first_epoch, config.epochs):
@@ -173,6 +175,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         order = torch.randperm(n, generator=shuffle).to(device)
         started = time.perf_counter()
         total_loss = torch.zeros((), device=device)  # summed on the device: no sync per batch
+        first_bad = torch.full((), -1, device=device)  # index of the first batch with a non-finite loss
         batches = range(0, n, config.batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                    mininterval=0.5, dynamic_ncols=True, disable=None)
@@ -183,11 +186,14 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             loss.backward()
             optimizer.step()
             total_loss += loss.detach() * len(idx)
+            # Recorded on the device (no sync per batch); checked once the epoch is over.
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
             if i % 20 == 0 and not bar.disable:
                 seen = start + len(idx)
                 bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
                                 img_s=f"{seen / max(time.perf_counter() - started, 1e-9):,.0f}")
         bar.close()
+        _refuse_divergence(int(first_bad), epoch + 1, model, ckpt_path)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "loss": total_loss.item() / n, **evaluate(model, spec, contract, x_test, y_test),
                "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
@@ -201,6 +207,17 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             write_curves(out_dir / "curves.png", metrics)
             last_plot = time.monotonic()
     return _metrics(history, spec)
+
+
+def _refuse_divergence(first_bad_batch: int, epoch: int, model, ckpt_path: Path) -> None:
+    """A non-finite loss or weight stops the run before anything is written: the last good
+    checkpoint stays as it was."""
+    if first_bad_batch < 0 and all(torch.isfinite(p).all() for p in model.parameters()):
+        return
+    where = f"batch {first_bad_batch + 1}" if first_bad_batch >= 0 else "its last batch (weights)"
+    kept = f"{ckpt_path} is unchanged" if ckpt_path.exists() else "nothing was written"
+    raise TrainingDivergedError(f"training diverged: non-finite loss at epoch {epoch}, {where}; {kept}. "
+                                "Try a smaller --lr")
 
 
 def _summary(row: dict, epochs: int) -> str:
@@ -228,6 +245,9 @@ def _metrics(history: list[dict], spec: ModelSpec) -> dict:
 
 def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # metrics.json first: a run killed between the two writes leaves it ahead of the checkpoint,
+    # never behind it (--resume rewrites it from the checkpoint's own history).
+    write_json(out_dir / "metrics.json", metrics)
     save_checkpoint(out_dir / CHECKPOINT_FILE, {
         "model": spec.name,
         "model_args": model_args,
@@ -244,4 +264,3 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, co
         "metrics": metrics,
         "versions": versions(),
     })
-    write_json(out_dir / "metrics.json", metrics)

@@ -25,6 +25,7 @@ class ExportFormat:
     serving_backend: str
     write: Callable[..., dict[str, str]]
     symbolic_dims: Callable[[Path], tuple[list, list]] | None = None  # (input dims, output dims) as stored
+    check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
 
     @property
     def file_name(self) -> str:

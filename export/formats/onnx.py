@@ -6,19 +6,19 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 
 from ptx.contract import DEFAULT_OPSET, Contract
 from ptx.contract.metadata import to_props
+from ptx.contract.schema import ValueEnum
 from ptx.errors import PtxError
 
 from . import ExportFormat, register
 
-MIN_OPSET = 13  # both exporters' floor for the ops these models use
+DYNAMO_MIN_OPSET = 18  # torch.export's ONNX translation starts at opset 18
 
 
-class Exporter(str, Enum):
+class Exporter(ValueEnum):
     # dynamo is PyTorch's maintained exporter (the default since 2.9; the TorchScript-based one is
     # deprecated). Measured here: both give the same numbers on convnet/lstm/mlp (max |diff| ~1e-7),
     # dynamo takes 0.7-3.7 s per model against 0.06 s, a one-off cost worth the supported path.
@@ -50,12 +50,26 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def check_opset(opset: int) -> int:
+def opset_range(exporter: Exporter) -> tuple[int, int]:
+    """The opsets ``exporter`` can write with the installed torch and onnx."""
     import onnx.defs
 
-    newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
-        raise PtxError(f"--opset {opset}: this onnx supports opsets {MIN_OPSET} to {newest}")
+    try:  # torch's own bounds; private, so fall back to those of torch 2.13
+        from torch.onnx import _constants
+
+        legacy = (_constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+        newest = _constants.ONNX_MAX_OPSET
+    except (ImportError, AttributeError):
+        legacy, newest = (7, 20), 23
+    low, high = legacy if exporter is Exporter.LEGACY else (DYNAMO_MIN_OPSET, newest)
+    return low, min(high, onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int, exporter: Exporter | str = DEFAULT_EXPORTER) -> int:
+    exporter = Exporter(exporter)
+    low, high = opset_range(exporter)
+    if not low <= opset <= high:
+        raise PtxError(f"--opset {opset}: the {exporter.value} exporter writes opsets {low} to {high} here")
     return opset
 
 
@@ -67,7 +81,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     import torch
 
     exporter = Exporter(exporter)
-    check_opset(opset)
+    check_opset(opset, exporter)
     names = dict(input_names=[contract.input.name], output_names=[contract.output.name])
     # Every symbolic dimension of the contract (batch, and seq for token models) stays dynamic.
     input_axes = {i: d for i, d in enumerate(contract.input.shape) if isinstance(d, str)}
@@ -111,4 +125,5 @@ def symbolic_dims(path) -> tuple[list, list]:
 
 
 register(ExportFormat(name="onnx", description="ONNX (onnxruntime, OpenVINO, Triton, ...)", serving_backend="ort-cpu",
-                      write=write, symbolic_dims=symbolic_dims))
+                      write=write, symbolic_dims=symbolic_dims,
+                      check_options=lambda opset, exporter: check_opset(opset, exporter)))

@@ -25,13 +25,23 @@ class ContractError(ArtifactError):
     """A contract field that is missing, malformed or inconsistent; the message names the field."""
 
 
-class Task(str, Enum):
+class ValueEnum(str, Enum):
+    """An enum that prints as its value ("sgd", not "Optimizer.SGD") in messages and f-strings."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Task(ValueEnum):
     CLASSIFICATION = "classification"  # output: logits, one per label; decision: argmax
     BINARY = "binary"  # output: P(label 1), shape (batch, 1); decision: p >= threshold
     REGRESSION = "regression"  # output: the value itself; no decision
 
 
-class InputKind(str, Enum):
+class InputKind(ValueEnum):
     """What a user hands ``predict``."""
 
     IMAGE = "image"  # pictures: files, PIL images, arrays
@@ -40,12 +50,12 @@ class InputKind(str, Enum):
     TEXT = "text"  # a string, encoded to token ids
 
 
-class DType(str, Enum):
+class DType(ValueEnum):
     FLOAT32 = "float32"
     INT64 = "int64"
 
 
-class OutputMeaning(str, Enum):
+class OutputMeaning(ValueEnum):
     LOGITS = "logits"
     PROBABILITY = "probability"
     VALUE = "value"
