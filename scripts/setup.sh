@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up ptx on a fresh machine: torch first (the pinned CPU build; a bare `torch` requirement would
-# pull the newest CUDA build, several GB), then ptx with its test extra, then the real datasets.
+# Set up ptx on a fresh machine: torch first (torch==2.13.0 unless a torch >= 2.4 is installed; from
+# PyPI on Linux that is the CUDA build: install the CPU-only build first to keep it), then ptx with its
+# test extra, then the real datasets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
