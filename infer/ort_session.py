@@ -119,6 +119,7 @@ class OrtPredictor(Predictor):
         return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
 
     def predict_array(self, x) -> np.ndarray:
+        self.check_input(x)
         if getattr(x, "is_cuda", False) and self.device == "cuda":
             return self._predict_device_tensor(x)
         return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)})[0]

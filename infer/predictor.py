@@ -64,6 +64,16 @@ class Predictor:
         """An already-preprocessed batch in the model's input layout -> outputs (batch, ...)."""
         raise NotImplementedError
 
+    def check_input(self, x) -> None:
+        """A preprocessed batch must have the contract's rank and fixed sizes: the runtimes' own
+        errors for a wrong shape are multi-line C++ messages."""
+        want = self.contract.input.shape
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want, shape)) \
+                or 0 in shape:
+            raise InputError(f"input of shape {shape} does not fit {self.contract.model}'s input {list(want)} "
+                             "(use predict() for pictures, numbers or text)")
+
     # -- user inputs -> raw samples --------------------------------------------------------------
     def prepare_one(self, item, raw: bool = False, name: str | None = None) -> np.ndarray:
         """One user input (path, PIL image, one array picture, number, CSV row or string) -> one

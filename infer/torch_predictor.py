@@ -40,6 +40,7 @@ class TorchPredictor(Predictor):
         self._lock = threading.Lock()
 
     def predict_array(self, x) -> np.ndarray:
+        self.check_input(x)
         if isinstance(x, torch.Tensor):
             tensor = x.to(self._dtype)
         else:

@@ -2,6 +2,7 @@
 (Polygraphy's reference runner) under the contract's one agreement rule (ptx.contract.compare)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,8 +51,12 @@ class VerifyReport:
         return bool(self.verdicts) and all(v.ok for v in self.verdicts)
 
     def to_dict(self) -> dict:
+        """JSON-safe: a backend that did not run has no max abs/rel (null, never Infinity)."""
+        def finite(doc: dict) -> dict:
+            return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in doc.items()}
+
         return {**{k: v for k, v in asdict(self).items() if k != "verdicts"}, "ok": self.ok,
-                "verdicts": [{**asdict(v), "ok": v.ok} for v in self.verdicts]}
+                "verdicts": [finite({**asdict(v), "ok": v.ok}) for v in self.verdicts]}
 
     def table(self) -> str:
         rule = "; ".join(f"{d}: atol {t['atol']:g}, rtol {t['rtol']:g}" for d, t in self.tolerances.items())

@@ -188,7 +188,7 @@ def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, r
 
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
     """
-    from ptx.infer.batch import predict_inputs
+    from ptx.infer.batch import predict_inputs, tsv_field
 
     report = predict_inputs(list(inputs), model=model, backend=backend, device=device, artifact=artifact,
                             root=root, raw=raw)
@@ -197,8 +197,8 @@ def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, r
     else:
         for line in report.lines(topk or 0):
             click.echo(line)
-    for source, error in report.errors:
-        click.echo(f"error: {error}", err=True)
+    for _, error in report.errors:
+        click.echo(f"error: {tsv_field(error)}", err=True)  # a file name with a newline stays one line
     sys.exit(1 if report.errors else 0)
 
 
@@ -253,7 +253,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 @click.argument("name")
 @click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
 @click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=_int_list)
-@click.option("--seconds", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+@click.option("--seconds", type=FiniteFloat(0.01), default=1.0, show_default=True,
               help="Timed seconds per backend and batch size (after warm-up).")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from ptx import __version__
-from ptx.atomic import atomic_path
 from ptx.contract import CHECKPOINT_FILE, Contract, ContractError
 from ptx.errors import CheckpointError, UnknownModelError
 
@@ -29,13 +28,14 @@ def versions() -> dict:
     return {"ptx": __version__, "torch": str(torch.__version__), "numpy": numpy.__version__}
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    # Serialised in memory first: torch.save reports a full disk as "basic_ios::clear: iostream
-    # error"; Python's own write raises ENOSPC, which atomic_path turns into one clear line.
+def checkpoint_bytes(payload: dict) -> bytes:
+    """The checkpoint file's bytes. Serialised in memory: torch.save reports a full disk as
+    "basic_ios::clear: iostream error"; Python's own write raises ENOSPC, which atomic_path turns
+    into one clear line."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+    return buffer.getvalue()
+
 
 
 def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict:

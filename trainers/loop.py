@@ -5,6 +5,7 @@ is the biggest single speed-up for models this small.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,19 +15,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ptx.atomic import write_json
+from ptx.atomic import atomic_path
 from ptx.errors import CheckpointError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
 from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
 
-from .checkpoint import guard_run_folder, load_checkpoint, save_checkpoint, versions
+from .checkpoint import checkpoint_bytes, guard_run_folder, load_checkpoint, versions
 from .data import Dataset
 from .plots import write_curves
 
 VALIDATION_SAMPLES = 64  # real test samples kept in the checkpoint, so export can validate alone
 EVAL_BATCH = 1000
+METRICS_FILE = "metrics.json"
 # Drawing curves.png costs ~0.2 s; for epochs shorter than that (linreg's 100 epochs take 0.01 s
 # each) it would dominate the run, so the plot is redrawn at most this often, and always at the end.
 CURVES_EVERY_S = 2.0
@@ -245,10 +247,7 @@ def _metrics(history: list[dict], spec: ModelSpec) -> dict:
 
 def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    # metrics.json first: a run killed between the two writes leaves it ahead of the checkpoint,
-    # never behind it (--resume rewrites it from the checkpoint's own history).
-    write_json(out_dir / "metrics.json", metrics)
-    save_checkpoint(out_dir / CHECKPOINT_FILE, {
+    data = checkpoint_bytes({
         "model": spec.name,
         "model_args": model_args,
         "state_dict": state_dict,
@@ -264,3 +263,9 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, co
         "metrics": metrics,
         "versions": versions(),
     })
+    # Both files are written in full before either replaces its predecessor, so a full disk keeps
+    # the previous pair; then metrics.json is renamed first (the inner block), so a run killed
+    # between the renames leaves it ahead of the checkpoint, never behind.
+    with atomic_path(out_dir / CHECKPOINT_FILE) as ckpt_tmp, atomic_path(out_dir / METRICS_FILE) as metrics_tmp:
+        ckpt_tmp.write_bytes(data)
+        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -5,6 +5,7 @@ maintainers), not for users, so it is silenced here and documented in README.
 """
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from contextlib import contextmanager
@@ -43,8 +44,12 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
 
     module, used = compile_module(model, example, prefer=method)
     extra = {"torchscript_method": used}
+    # Into memory first: torch.jit.save aborts the whole process (c10::Error, terminate) when the
+    # disk fills; Python's own write raises ENOSPC, which atomic_path turns into one line.
+    buffer = io.BytesIO()
     with quiet_jit():
-        torch.jit.save(module, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps({**strings, **extra})})
+        torch.jit.save(module, buffer, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps({**strings, **extra})})
+    path.write_bytes(buffer.getbuffer())
     return extra
 
 
