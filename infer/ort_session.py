@@ -35,6 +35,17 @@ def why_no_cuda(missing_libraries: list[str]) -> str:
             "nvidia-cudnn-cu13 and nvidia-cublas (torch with CUDA brings them)")
 
 
+def cuda_unavailable(device: str = "cuda") -> str | None:
+    """Why ort-cuda cannot run here, or None."""
+    try:
+        ort = import_ort()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
+    return None if Path("/proc/driver/nvidia/version").exists() else why_no_cuda([])
+
+
 def _check_graph_tensor(node, spec: TensorSpec, field: str, path: Path) -> None:
     """The graph's own input/output must be what the metadata claims: a lying shape, dtype or batch
     axis is refused here rather than fed wrong data."""

@@ -92,7 +92,7 @@ class TorchScriptPredictor(TorchPredictor):
         super().__init__(module, info, device, Path(path))
 
 
-def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, label: str):
+def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, *, label: str):
     module, tensor = predictor.module, torch.from_numpy(x).to(predictor.torch_device)
     cuda = predictor.torch_device.type == "cuda"
 

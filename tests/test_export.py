@@ -113,7 +113,7 @@ def test_failed_validation_keeps_the_earlier_good_file(convnet_copy, monkeypatch
             with torch.no_grad():
                 model.fc[-1].bias.sub_(1.0)
 
-    monkeypatch.setitem(formats._REGISTRY, "onnx", dataclasses.replace(onnx_format, write=export_then_corrupt))
+    monkeypatch.setitem(formats._REGISTRY.entries, "onnx", dataclasses.replace(onnx_format, write=export_then_corrupt))
     with pytest.raises(ValidationError, match=r"onnx: batch 1: .*beyond atol .*max \|diff\|"):
         export_model("convnet", ["onnx"], checkpoint=convnet_copy / "checkpoint.pt", **QUIET)
     assert (convnet_copy / "model.onnx").read_bytes() == before
@@ -127,7 +127,7 @@ def test_interrupted_write_leaves_no_half_file(convnet_copy, monkeypatch):
         path.write_bytes(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(formats._REGISTRY, "torchscript", dataclasses.replace(formats.get("torchscript"), write=half_write))
+    monkeypatch.setitem(formats._REGISTRY.entries, "torchscript", dataclasses.replace(formats.get("torchscript"), write=half_write))
     with pytest.raises(KeyboardInterrupt):
         export_model("convnet", ["torchscript"], checkpoint=convnet_copy / "checkpoint.pt", **QUIET)
     assert (convnet_copy / "model.torchscript.pt").read_bytes() == before

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ptx.contract import ARTIFACT_FILES
-from ptx.errors import PtxError
+from ptx.contract.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -32,28 +32,15 @@ class ExportFormat:
         return ARTIFACT_FILES[self.name]
 
 
-_REGISTRY: dict[str, ExportFormat] = {}
+_REGISTRY: Registry[ExportFormat] = Registry("export format")
 _FORMAT_FILES = ("onnx", "torchscript")
+get, list_formats = _REGISTRY.get, _REGISTRY.names
 
 
 def register(fmt: ExportFormat) -> ExportFormat:
-    if fmt.name in _REGISTRY:
-        raise ValueError(f"export format {fmt.name!r} is registered twice")
     if fmt.name not in ARTIFACT_FILES:
         raise ValueError(f"export format {fmt.name!r} has no file name in ptx.contract.names.ARTIFACT_FILES")
-    _REGISTRY[fmt.name] = fmt
-    return fmt
-
-
-def get(name: str) -> ExportFormat:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise PtxError(f"unknown export format {name!r}; choose from {', '.join(_REGISTRY)}") from None
-
-
-def list_formats() -> list[str]:
-    return list(_REGISTRY)
+    return _REGISTRY.register(fmt)
 
 
 for _file in _FORMAT_FILES:

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptx.contract.registry import Registry
 from ptx.errors import PtxError
 
 BareRunner = Callable[[], object]
@@ -38,31 +39,22 @@ class Backend:
         return self.name if len(self.devices) == 1 else f"{self.name}-{device}"
 
 
-_REGISTRY: dict[str, Backend] = {}
+_REGISTRY: Registry[Backend] = Registry("backend")
 _BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda")
+register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
-def register(backend: Backend) -> Backend:
-    if backend.name in _REGISTRY:
-        raise ValueError(f"backend {backend.name!r} is registered twice")
-    _REGISTRY[backend.name] = backend
-    return backend
-
-
-def get(name: str) -> Backend:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise PtxError(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}") from None
-
-
-def list_backends() -> list[str]:
-    return list(_REGISTRY)
+def lazy(module: str, attribute: str, **bound) -> Callable:
+    """A callable that imports ``ptx.infer.<module>`` only when called: the registry must load
+    without torch or onnxruntime."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"ptx.infer.{module}"), attribute)(*args, **bound, **kwargs)
+    return call
 
 
 def pairs() -> list[tuple[Backend, str]]:
     """Every (backend, device) pair, CPU first; each device's first is the eager reference."""
-    all_pairs = [(b, d) for b in _REGISTRY.values() for d in b.devices]
+    all_pairs = [(b, d) for b in _REGISTRY.entries.values() for d in b.devices]
     return sorted(all_pairs, key=lambda pair: pair[1] != "cpu")
 
 
