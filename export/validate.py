@@ -67,7 +67,7 @@ def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fm
             got = np.asarray(predictor.predict_array(x))
         except Exception as exc:  # e.g. a dimension the exporter fixed that should have stayed dynamic
             raise ValidationError(f"{fmt}: input of shape {x.shape} does not run: "
-                                  f"{' '.join(str(exc).split())[:200]}") from None
+                                  f"{' '.join(str(exc).split())}") from None
         if got.shape != expected_output_shape(contract, x):
             raise ValidationError(f"{fmt}: batch {batch}: output shape {got.shape} != "
                                   f"{expected_output_shape(contract, x)}")

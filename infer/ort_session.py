@@ -85,7 +85,7 @@ class OrtPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first.strip()[:160]}); "
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first.strip()}); "
                                 "re-export with `ptx export`") from None
         finally:
             ort.set_default_logger_severity(ORT_DEFAULT)

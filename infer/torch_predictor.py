@@ -76,7 +76,7 @@ class TorchScriptPredictor(TorchPredictor):
             module, text = load(path, device="cpu")
         except Exception as exc:
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ArtifactError(f"{path}: not a loadable TorchScript file ({first.strip()[:160]}); "
+            raise ArtifactError(f"{path}: not a loadable TorchScript file ({first.strip()}); "
                                 "re-export with `ptx export`") from None
         if not text:
             raise ArtifactError(f"{path}: not a ptx export (no ptx.json inside); export it with `ptx export NAME`")

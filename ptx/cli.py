@@ -55,6 +55,8 @@ class PtxGroup(click.Group):
             return super().invoke(ctx)
         except PtxError as exc:
             if ctx.params.get("debug"):
+                # Messages are one line with `from None`; --debug shows the cause they came from.
+                exc.__suppress_context__ = False
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)

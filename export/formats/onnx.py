@@ -100,7 +100,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     except Exception as exc:  # the exporters raise many types; the first line says what failed
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise PtxError(f"the {exporter.value} ONNX exporter failed for {contract.model} at opset {opset}: "
-                       f"{first[:200]}; try --exporter {'legacy' if exporter is Exporter.DYNAMO else 'dynamo'} "
+                       f"{first}; try --exporter {'legacy' if exporter is Exporter.DYNAMO else 'dynamo'} "
                        f"or --opset {DEFAULT_OPSET}") from None
     proto = onnx.load(str(path))
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
