@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ptx.contract import InputKind
+from ptx.contract import DEFAULT_RUNS_ROOT, InputKind
 from ptx.errors import InputError
 
 from .api import load
@@ -44,7 +44,7 @@ class PredictReport:
 
 
 def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str = "cpu",
-                   artifact: str | None = None, root: str = "runs", raw: bool = False) -> PredictReport:
+                   artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False) -> PredictReport:
     predictor = load(artifact or model, backend=backend, root=root, device=device)
     report = PredictReport(predictor)
     kind = predictor.contract.kind

@@ -137,12 +137,14 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
             continue
         failures: list[str] = []
         try:
-            predictor = reference if (backend.name, device) == (REFERENCE, "cpu") else \
-                open_model(name, backend.name, root, device)
-            if device not in references:
+            if device not in references:  # eager on this device, loaded and run once
                 device_ref = reference if device == "cpu" else open_artifact(reference.path, REFERENCE, device)
                 references[device] = {k: _run(device_ref, v, axis, chunk) for k, v in inputs.items()}
-            outputs = {k: _run(predictor, v, axis, chunk) for k, v in inputs.items()}
+            if backend.name == REFERENCE:
+                predictor, outputs = reference, references[device]
+            else:
+                predictor = open_model(name, backend.name, root, device)
+                outputs = {k: _run(predictor, v, axis, chunk) for k, v in inputs.items()}
         except MissingArtifactError as exc:  # not exported for this backend: skipped, with the command
             report.skipped[label] = str(exc)
             continue

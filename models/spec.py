@@ -5,7 +5,6 @@ checkpoints and artifacts, and the builder is the only thing that touches torch.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -141,19 +140,15 @@ class ModelSpec:
             steps = (PictureStep.make(info.picture),) + tuple(steps)
         out_axes = tuple(d if d in (BATCH, SEQ) else "class" if self.task is Task.CLASSIFICATION else "value"
                          for d in self.outputs)
-        return Contract.from_dict(dataclasses.replace(
-            _EMPTY_CONTRACT, model=self.name, description=self.description, task=self.task, kind=self.input.kind,
+        built = Contract(
+            model=self.name, description=self.description, task=self.task, kind=self.input.kind,
             input=TensorSpec(self.input.name, tuple(self.input.shape), self.input.dtype, tuple(self.input.axes)),
             output=TensorSpec(MEANING_OF_TASK[self.task].value, tuple(self.outputs), DType.FLOAT32, out_axes),
             labels=tuple(labels), steps=tuple(steps), features=tuple(self.features),
             tolerances=tuple(self.tolerances.items()),
-        ).to_dict())
+        )
+        return Contract.from_dict(built.to_dict())  # validated like any contract read from a file
 
-
-# A skeleton for ModelSpec.contract to fill (every field is replaced there).
-_EMPTY_CONTRACT = Contract(model="", task=Task.CLASSIFICATION, kind=InputKind.IMAGE,
-                           input=TensorSpec("input", (BATCH,), DType.FLOAT32, ("batch",)),
-                           output=TensorSpec("logits", (BATCH,), DType.FLOAT32, ("batch",)), labels=(), steps=())
 
 
 def mnist_model(**fields) -> ModelSpec:

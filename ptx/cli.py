@@ -5,6 +5,7 @@ Imports are lazy: `ptx predict` with an ONNX Runtime backend must start without 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 
@@ -35,7 +36,7 @@ class FiniteFloat(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         if number < self.minimum or (self.open_min and number == self.minimum):
             self.fail(f"{value!r} must be {'>' if self.open_min else '>='} {self.minimum:g}", param, ctx)

@@ -37,7 +37,6 @@ def checkpoint_bytes(payload: dict) -> bytes:
     return buffer.getvalue()
 
 
-
 def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict:
     path = Path(path)
     retrain = f"run `ptx train {expected_model}`" if expected_model else "train a model with `ptx train NAME`"
