@@ -233,3 +233,22 @@ def test_load_refuses_what_is_not_a_name_or_path_and_unknown_devices(runs):
         load(123)
     with pytest.raises(PtxError, match="unknown device"):
         load("convnet", backend="eager", root=runs.ready("convnet"), device="bogus")
+
+
+def test_artifacts_written_before_a_new_picture_parameter_still_load():
+    """A parameter added later with a default (paper_window) must not make an older artifact's
+    checksums fail: they cover the document as stored, and the reader fills in the default."""
+    import hashlib
+
+    strings = to_strings(get("convnet").contract())
+    doc = json.loads(strings["contract"])
+    del doc["preprocessing"][0]["params"]["paper_window"]
+    sums = json.loads(strings["checksums"])
+    sums["preprocessing[0]"] = hashlib.sha256(json.dumps(doc["preprocessing"][0], sort_keys=True,
+                                                         separators=(",", ":")).encode()).hexdigest()[:16]
+    older = {**strings, "contract": json.dumps(doc), "checksums": json.dumps(sums)}
+    info = from_strings(older)
+    assert info.contract.picture.options["paper_window"] == PICTURE_PIPELINES["mnist-digit"]["paper_window"]
+    doc["preprocessing"][0]["params"]["box"] = 18  # an edit is still caught
+    with pytest.raises(ContractError, match=r"preprocessing\[0\] was changed"):
+        from_strings({**older, "contract": json.dumps(doc)})

@@ -322,3 +322,29 @@ def test_artifact_from_an_older_ptx_asks_for_a_re_export(runs, tmp_path):
     onnx.save(proto, str(tmp_path / "old.onnx"))
     with pytest.raises(ArtifactError, match=r"lacks ptx.checksums.*ptx export convnet"):
         load(tmp_path / "old.onnx")
+
+
+def _in_uneven_light(page: Image.Image) -> Image.Image:
+    """The page photographed under a lamp from one side, with a soft shadow across a corner."""
+    values = np.asarray(page.convert("L"), dtype=np.float32)
+    h, w = values.shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    shade = (1 - 0.35 * xx) * (1 - 0.3 / (1 + np.exp(-(yy + xx - 1.3) / 0.05)))
+    tinted = np.stack([values * shade * f for f in (0.95, 0.9, 0.8)], -1)
+    return Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8), "RGB")
+
+
+def test_shadows_and_uneven_light_are_paper_not_ink(runs):
+    """mnist-digit flattens the paper's light before it looks for ink: a shadow or a lamp's
+    gradient must not be cropped in as part of the digit."""
+    predictor = load("convnet", backend="ort-cpu", root=runs.ready("convnet"))
+    step = predictor.contract.picture
+    x, y = runs.test_samples("convnet", 200)
+    pages = [paper_digit(d, offset=(20, 30)) for d in x]
+    clean = np.array([picture_sample(p, step) for p in pages]).astype(int)
+    lit = np.array([picture_sample(_in_uneven_light(p), step) for p in pages]).astype(int)
+    assert np.abs(clean - lit).mean() < 10  # 30 when the paper was one flat colour
+    assert lit[:, 0].max() == 0 and lit[:, :, 0].max() == 0  # the shadow's corner stayed black
+    original = np.array([r.label for r in predictor.predict_raw(x)])
+    shadowed = np.array([r.label for r in predictor.predict([_in_uneven_light(p) for p in pages])])
+    assert (shadowed == y).mean() >= (original == y).mean() - 0.03

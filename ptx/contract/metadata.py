@@ -39,11 +39,14 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def field_checksums(contract: Contract) -> dict[str, str]:
-    """``{"input.shape": "1f0c...", "preprocessing[1]": ..., "labels": ...}``: one per field, one
-    level down in objects and lists, so a mismatch names what was edited."""
+def field_checksums(doc: Mapping) -> dict[str, str]:
+    """``{"input.shape": "1f0c...", "preprocessing[1]": ..., "labels": ...}``: one per field of a
+    contract document, one level down in objects and lists, so a mismatch names what was edited.
+
+    They are taken over the document as stored, not as a newer ptx reads it: a parameter added
+    later with a default (mnist-digit's paper_window) must not make older artifacts look edited."""
     sums = {}
-    for key, value in contract.to_dict().items():
+    for key, value in doc.items():
         if isinstance(value, dict) and value:
             parts = {f"{key}.{sub}": v for sub, v in value.items()}
         elif isinstance(value, list) and value and isinstance(value[0], dict):
@@ -63,7 +66,7 @@ def to_strings(contract: Contract, provenance: Mapping[str, object] = ()) -> dic
         DESCRIPTION: contract.description,
         LABELS: "\n".join(contract.labels),
         CONTRACT: json.dumps(structured, separators=(",", ":")),
-        CHECKSUMS: json.dumps(field_checksums(contract), separators=(",", ":")),
+        CHECKSUMS: json.dumps(field_checksums(doc), separators=(",", ":")),
     }
     for key, value in dict(provenance).items():
         if key in out:
@@ -90,12 +93,12 @@ def from_strings(strings: Mapping[str, str]) -> ArtifactInfo:
     if clash:
         raise ContractError(f"contract field {clash[0]}: must be the plain key {METADATA_PREFIX}{clash[0]}, "
                             f"not inside {METADATA_PREFIX}{CONTRACT}")
-    contract = Contract.from_dict({**doc, MODEL: strings[MODEL], DESCRIPTION: strings.get(DESCRIPTION, ""),
-                                   LABELS: labels})
+    as_stored = {**doc, MODEL: strings[MODEL], DESCRIPTION: strings.get(DESCRIPTION, ""), LABELS: labels}
+    contract = Contract.from_dict(as_stored)
     stored = parse_json(strings[CHECKSUMS], f"{METADATA_PREFIX}{CHECKSUMS}")
     if not isinstance(stored, dict):
         raise ContractError(f"metadata {METADATA_PREFIX}{CHECKSUMS} is not a JSON object")
-    actual = field_checksums(contract)
+    actual = field_checksums(as_stored)
     edited = sorted(path for path in set(actual) | set(stored) if actual.get(path) != stored.get(path))
     if edited:
         raise ContractError(f"contract field {', '.join(edited[:3])} was changed after export (checksum mismatch)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from ptx.errors import InputError
@@ -149,13 +150,40 @@ def _resize(gray: np.ndarray, width: int, height: int, resample) -> np.ndarray:
     return np.clip(np.asarray(image), 0, 255)
 
 
+PAPER_SIDE = 64  # the paper's light is estimated on a copy this small: it varies slowly
+
+
+def flatten_paper(gray: np.ndarray, window: float) -> np.ndarray:
+    """Light ink on dark paper -> the same with the paper's own brightness taken away at every
+    pixel, so that a shadow or uneven light is not mistaken for ink. The paper is what a grey
+    opening (a min filter, then a max filter) with a square window of ``window`` x the longer side
+    leaves: strokes narrower than the window vanish from it, slow changes of light stay. Hand
+    written with numpy (Pillow's rank filters replicate the edge, which turns light rising towards
+    an edge into a band of false ink; the odd reflection here continues the slope instead)."""
+    h, w = gray.shape
+    scale = min(1.0, PAPER_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX))
+    k = max(3, 2 * int(window * max(size) / 2) + 1)  # the longer side: a narrow "1" keeps its stroke
+    r = k // 2
+    paper = np.pad(small, 2 * r, mode="reflect", reflect_type="odd")
+    for rank in (np.min, np.max):  # each pass trims r from every side: back to the small size
+        paper = rank(sliding_window_view(paper, k, axis=0), axis=-1)
+        paper = rank(sliding_window_view(paper, k, axis=1), axis=-1)
+    paper = Image.fromarray(np.ascontiguousarray(paper, dtype=np.float32), mode="F")
+    return np.clip(gray - np.asarray(paper.resize((w, h), Image.Resampling.BILINEAR)), 0, None)
+
+
 def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_threshold: float = 0.2,
-                name: str = "image") -> np.ndarray:
+                paper_window: float = 0.34, name: str = "image") -> np.ndarray:
     """(H, W) grey -> (canvas, canvas) uint8, light digit on dark, centred by mass in a box x box."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if np.median(border) > 127:  # light paper: MNIST wants light ink on black
         gray, border = 255.0 - gray, 255.0 - border
-    gray = np.clip(gray - np.median(border), 0, None)  # paper that is grey rather than black
+    if paper_window > 0:
+        gray = flatten_paper(gray, paper_window)
+    else:
+        gray = np.clip(gray - np.median(border), 0, None)  # paper that is grey rather than black
     top = gray.max()
     if top <= 0:
         raise InputError(f"{name}: no ink found: the picture is one flat colour")

@@ -69,7 +69,7 @@ BINARY_THRESHOLD = 0.5
 # the training data was made. Name -> its parameters and their defaults; ptx.contract.pictures
 # implements them and docs/artifact-format.md defines them step by step.
 PICTURE_PIPELINES: dict[str, dict[str, Any]] = {
-    "mnist-digit": {"canvas": 28, "box": 20, "ink_threshold": 0.2},
+    "mnist-digit": {"canvas": 28, "box": 20, "ink_threshold": 0.2, "paper_window": 0.34},
     "fashion-product": {"canvas": 28, "trim_threshold": 0.05, "sharpen_radius": 1.0},
 }
 TEXT_ENCODINGS = ("latin-1", "vocab")
@@ -180,7 +180,7 @@ class PictureStep:
                 checked[key] = _finite(where, value, non_negative=True)
         if "box" in checked and checked["box"] > checked["canvas"]:
             raise _fail(f"{path}.params.box", f"{checked['box']} is larger than the canvas {checked['canvas']}")
-        for key in ("ink_threshold", "trim_threshold"):
+        for key in ("ink_threshold", "trim_threshold", "paper_window"):
             if key in checked and checked[key] >= 1:
                 raise _fail(f"{path}.params.{key}", f"{checked[key]} must be a fraction below 1")
         return cls(name, tuple(sorted(checked.items())))
