@@ -1,6 +1,7 @@
 """The metadata strings every artifact carries: the contract, and provenance for people."""
 from __future__ import annotations
 
+import json
 import time
 
 from ptx import __version__
@@ -19,12 +20,21 @@ def provenance(ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:
         "test_accuracy": metrics.get("final_test_accuracy"),
         "test_mse": metrics.get("final_test_mse"),
         "epochs": ckpt.get("epoch"),
+        "augment": _augment(ckpt),
         "checkpoint_sha256": checkpoint_sha256,
         "torch_version": str(torch.__version__),
         "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return {k: v if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
             for k, v in values.items() if v is not None}
+
+
+def _augment(ckpt: dict) -> str | None:
+    """The augmentation the weights were trained with, for people choosing between runs (JSON);
+    inference ignores it."""
+    config = ckpt.get("config")
+    augment = config.get("augment") if isinstance(config, dict) else None
+    return json.dumps(augment, sort_keys=True) if isinstance(augment, dict) else None
 
 
 def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:

@@ -110,7 +110,7 @@ def models_cmd(as_json: bool) -> None:
 
 @cli.command("train")
 @click.argument("name")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the seed's recipe).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the seed's recipe; 3x that with --augment).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (default: the seed's recipe).")
 @click.option("--lr", type=POSITIVE, help="Learning rate (default: the seed's recipe).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed, as in the seeds.")
@@ -122,8 +122,13 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch in the run folder.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
 @click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
+@click.option("--augment", is_flag=True,
+              help="Picture models: train on randomly warped, thickened, blurred and noisy copies, for real photos and scans.")
+@click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
+              help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
 @FORCE
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias, force) -> None:
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias, augment,
+              augment_strength, force) -> None:
     """Train model NAME with its seed's recipe on real data; writes checkpoint.pt, metrics.json, curves.png."""
     from pathlib import Path
 
@@ -136,16 +141,31 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
     spec = get(name)
     out_dir = ensure_writable_dir(out or Path(DEFAULT_RUNS_ROOT) / name)
     guard_run_folder(out_dir, name, force)  # before minutes of data loading, not after
-    if resume and dataset is None:  # go on with the data the run started on, not today's default
+    augmentation = None
+    if augment or augment_strength is not None:
+        from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
+
+        if spec.contract(dataset).picture is None:
+            raise PtxError(f"--augment varies pictures; {name} takes {spec.contract(dataset).kind.value} input")
+        augmentation = Augmentation(strength=augment_strength or DEFAULT_STRENGTH).to_dict()
+    if resume:  # go on with the data and length the run started with, not today's defaults
         from ptx.trainers.checkpoint import load_checkpoint
 
-        dataset = load_checkpoint(out_dir / "checkpoint.pt", expected_model=name)["dataset"]["name"]
+        saved = load_checkpoint(out_dir / "checkpoint.pt", expected_model=name)
+        dataset = dataset or saved["dataset"]["name"]
+        previous = saved["config"] if isinstance(saved.get("config"), dict) else {}
+        epochs = epochs or (previous.get("epochs") if isinstance(previous.get("epochs"), int) else None)
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
                         picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo)
     click.echo(f"data: {data.name} from {data.source}")
+    if augmentation and epochs is None:
+        # Varied copies take longer to learn from than the same pictures seen again.
+        from ptx.trainers.augment import EPOCHS_FACTOR
+
+        epochs = spec.recipe.epochs * EPOCHS_FACTOR
     config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                          lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
-                         model_args={"bias": True} if bias else None)
+                         model_args={"bias": True} if bias else None, augment=augmentation)
     metrics = train(spec, data, config, out_dir, resume=resume, force=force, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")

@@ -22,6 +22,7 @@ from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
 
+from .augment import Augmentation, Augmenter
 from .checkpoint import checkpoint_bytes, guard_run_folder, load_checkpoint, versions
 from .data import Dataset
 from .plots import write_curves
@@ -29,6 +30,7 @@ from .plots import write_curves
 VALIDATION_SAMPLES = 64  # real test samples kept in the checkpoint, so export can validate alone
 EVAL_BATCH = 1000
 METRICS_FILE = "metrics.json"
+AUGMENT_SEED_OFFSET = 1_000_003
 # Drawing curves.png costs ~0.2 s; for epochs shorter than that (linreg's 100 epochs take 0.01 s
 # each) it would dominate the run, so the plot is redrawn at most this often, and always at the end.
 CURVES_EVERY_S = 2.0
@@ -43,6 +45,7 @@ class TrainConfig:
     device: str = "auto"
     limit: int | None = None
     model_args: dict | None = None  # overrides of the spec's model_args, e.g. linreg's bias
+    augment: dict | None = None  # Augmentation fields when training pictures with --augment
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -107,16 +110,23 @@ def evaluate(model, spec: ModelSpec, contract: Contract, x: torch.Tensor, y: tor
     return {"test_accuracy": float((labels == y.cpu().numpy().reshape(labels.shape)).mean())}
 
 
-def _rng_state(shuffle: torch.Generator) -> dict:
+def _rng_state(shuffle: torch.Generator, augmenter: Augmenter | None) -> dict:
     state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if augmenter is not None:
+        state["augment"] = augmenter.state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _restore_rng(state: dict, shuffle: torch.Generator) -> None:
+def _restore_rng(state: dict, shuffle: torch.Generator, augmenter: Augmenter | None) -> None:
     torch.set_rng_state(state["torch"])
     shuffle.set_state(state["shuffle"])
+    if augmenter is not None:
+        if not isinstance(state.get("augment"), torch.Tensor):
+            raise CheckpointError("the checkpoint was trained with --augment but holds no augmentation state "
+                                  "(damaged); train again without --resume")
+        augmenter.restore(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -153,12 +163,15 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     optimizer = make_optimizer(spec, model, config.lr)
     loss_fn = make_loss(spec)
     shuffle = torch.Generator().manual_seed(config.seed)
+    # Its own stream (seed offset), so that augmenting leaves the shuffling order as it was.
+    augmenter = (Augmenter(Augmentation(**config.augment), contract, device, config.seed + AUGMENT_SEED_OFFSET)
+                 if config.augment else None)
     history: list[dict] = []
     first_epoch = 0
     if previous is not None:
         model.load_state_dict(previous["state_dict"])
         optimizer.load_state_dict(previous["optimizer"])
-        _restore_rng(previous["rng"], shuffle)
+        _restore_rng(previous["rng"], shuffle, augmenter)
         history = list(previous["metrics"]["epochs"])
         first_epoch = previous["epoch"]
         log(f"resuming {spec.name} from epoch {first_epoch} of {config.epochs} ({ckpt_path})")
@@ -169,7 +182,11 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     y_test = _targets(dataset.y_test, spec, device)
     n = len(x_train)
     log(f"training {spec.name} on {device} | {len(x_train)} train / {len(x_test)} test samples | "
-        f"{spec.recipe.optimizer.value} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}")
+        f"{spec.recipe.optimizer.value} lr={config.lr} batch={config.batch_size} epochs={config.epochs} seed={config.seed}"
+        + (f" | augment strength {augmenter.aug.strength:g}" if augmenter else ""))
+    if augmenter is not None and augmenter.printed is not None:
+        log(f"augment: {augmenter.aug.printed:.0%} of each batch are printed digits "
+            f"({len(augmenter.printed[0])} from {len(augmenter.fonts)} fonts matplotlib ships)")
 
     last_plot = time.monotonic()
     for epoch in range(first_epoch, config.epochs):
@@ -184,7 +201,8 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         for i, start in enumerate(bar):
             idx = order[start:start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(to_model_layout(x_train[idx], spec)), y_train[idx])
+            inputs = x_train[idx] if augmenter is None else augmenter(x_train[idx], y_train[idx])
+            loss = loss_fn(model(to_model_layout(inputs, spec)), y_train[idx])
             loss.backward()
             optimizer.step()
             total_loss += loss.detach() * len(idx)
@@ -204,7 +222,8 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         history.append(row)
         log(_summary(row, config.epochs))
         metrics = _metrics(history, spec)
-        _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch + 1)
+        _save_run(out_dir, spec, contract, model_args, model, optimizer, _rng_state(shuffle, augmenter), config,
+                  dataset, metrics, epoch + 1)
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
             write_curves(out_dir / "curves.png", metrics)
             last_plot = time.monotonic()
@@ -245,7 +264,7 @@ def _metrics(history: list[dict], spec: ModelSpec) -> dict:
     return out
 
 
-def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, config, dataset, metrics, epoch) -> None:
+def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config, dataset, metrics, epoch) -> None:
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     data = checkpoint_bytes({
         "model": spec.name,
@@ -253,7 +272,7 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, shuffle, co
         "state_dict": state_dict,
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
-        "rng": _rng_state(shuffle),
+        "rng": rng,
         "config": asdict(config),
         "recipe": {k: getattr(v, "value", v) for k, v in asdict(spec.recipe).items()},  # enums -> plain values
         "contract": contract.to_dict(),
