@@ -120,6 +120,10 @@ def test_bad_strength_and_non_pictures_are_refused():
 
     with pytest.raises(PtxError, match="at most 3"):
         Augmentation(strength=4)
+    for damaged in ({"strength": "strong"}, {"unknown": 1.0}, ["not", "a", "dict"], {"noise": float("nan")}):
+        with pytest.raises(PtxError, match="augment settings"):
+            Augmentation.from_dict(damaged)
+    assert Augmentation.from_dict(Augmentation(strength=2).to_dict()) == Augmentation(strength=2)
     with pytest.raises(PtxError, match="varies pictures"):
         Augmenter(Augmentation(), get("diabetes").contract(), torch.device("cpu"), 1)
 

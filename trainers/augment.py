@@ -14,7 +14,7 @@ vectors, (1, 28, 28), lstm's rows) and normalisation.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -35,11 +35,11 @@ class Augmentation:
     ``strength``. Defaults measured on scripts/real_pictures.py (docs/models.md)."""
 
     strength: float = DEFAULT_STRENGTH
-    rotate_degrees: float = 10.0
+    rotate_degrees: float = 5.0
     scale: float = 0.05  # size x e^U(-s, s) around the pipeline's fit
-    shear_degrees: float = 10.0
+    shear_degrees: float = 5.0
     translate_pixels: float = 1.0  # around the pipeline's centring
-    elastic_pixels: float = 1.5  # a smooth random displacement field, 4x4 control points
+    elastic_pixels: float = 1.0  # a smooth random displacement field, 4x4 control points
     thickness: float = 1.0  # mix towards a 3x3 dilation (thicker pen) or erosion (thinner)
     blur: float = 1.0  # mix towards a 3x3 Gaussian blur
     contrast: float = 0.3  # gamma e^U(-c, c) on the ink, peak ink x U(1 - c/2, 1)
@@ -54,6 +54,16 @@ class Augmentation:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc) -> "Augmentation":
+        """The settings a checkpoint recorded; a damaged or foreign entry is one clear error."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(doc, dict) or set(doc) - known or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in doc.values()):
+            raise PtxError(f"the checkpoint's augment settings {doc!r:.80} are not ones this ptx knows; "
+                           "train again without --resume")
+        return cls(**doc)
 
 
 class Augmenter:

@@ -164,7 +164,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     loss_fn = make_loss(spec)
     shuffle = torch.Generator().manual_seed(config.seed)
     # Its own stream (seed offset), so that augmenting leaves the shuffling order as it was.
-    augmenter = (Augmenter(Augmentation(**config.augment), contract, device, config.seed + AUGMENT_SEED_OFFSET)
+    augmenter = (Augmenter(Augmentation.from_dict(config.augment), contract, device, config.seed + AUGMENT_SEED_OFFSET)
                  if config.augment else None)
     history: list[dict] = []
     first_epoch = 0
