@@ -85,10 +85,11 @@ def model_config(name: str, contract: Contract, backend: TritonBackend) -> str:
     in_name, out_name = tensor_names(contract, backend)
     in_dims, out_dims = _dims(contract.input.shape, first), _dims(contract.output.shape, first)
     label = f'\n    label_filename: "{LABELS_FILE}"' if has_label_file(contract) else ""
+    shape = ", ".join(str(d) for d in contract.input.shape)
     lines = [
-        f"# Written by ptx export {name} --format triton: {contract.description}",
-        f"# Input: {contract.input.name} {list(contract.input.shape)} (axes {', '.join(contract.input.axes)}), "
-        f"preprocessed as {README_FILE} says.",
+        f"# Written by ptx export {name} --format triton: {' '.join(contract.description.split())}",
+        f"# Input: {contract.input.name} ({shape}), axes {', '.join(contract.input.axes)}; preprocessed as "
+        f"{README_FILE} says.",
         f'name: "{name}"',
         f'platform: "{PLATFORMS[backend].platform}"',
         f"max_batch_size: {MAX_BATCH_SIZE if first else 0}",
@@ -123,7 +124,8 @@ def _step_text(step) -> str:
                 "pictures were (ptx's docs/artifact-format.md, \"Picture pipelines\", defines each step); "
                 "dataset samples already have this form")
     if isinstance(step, ScaleStep):
-        return f"`x = x * {step.factor!r}` (float32)"
+        as_fraction = f" (1/{round(1 / step.factor)})" if abs(round(1 / step.factor) * step.factor - 1) < 1e-9 else ""
+        return f"`x = x * {step.factor!r}`{as_fraction}, in float32"
     if isinstance(step, NormalizeStep):
         return f"`x = (x - {list(step.mean)}) / {list(step.std)}` (per feature when there are several)"
     if isinstance(step, PadStep):
