@@ -142,8 +142,14 @@ def _step_text(step) -> str:
 def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
     in_name, out_name = tensor_names(contract, backend)
     first = batch_first(contract)
-    steps = "\n".join(f"{i}. {_step_text(s)}" for i, s in enumerate(contract.steps, 1)) or "none"
     shape = ", ".join(str(d) for d in contract.input.shape)
+    sample = ", ".join(str(d) for d in contract.input.sample_shape)
+    axis = contract.input.batch_axis
+    layout = [f"stack the N samples as an array of shape (N, {sample})"]
+    if axis:
+        layout.append(f"move the batch to axis {axis}: `x = np.moveaxis(x, 0, {axis})`, giving ({shape})")
+    steps = "\n".join(f"{i}. {text}" for i, text in
+                      enumerate([*(_step_text(s) for s in contract.steps), *layout], 1))
     if contract.task is Task.CLASSIFICATION and contract.per_position:
         answer = f"`{out_name}` holds logits per position; the label of each position is the argmax over the last axis, read in {list(contract.labels)}."
     elif contract.task is Task.CLASSIFICATION:
@@ -175,7 +181,7 @@ def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
 ## What a client must do first
 
 Triton receives tensors, not pictures or words: apply these steps (the model's ptx contract, in
-order), then arrange the batch as ({shape}):
+order, then its layout):
 
 {steps}
 

@@ -84,6 +84,7 @@ def test_onnx_model_configs_parse_and_follow_tritons_load_rules(repo, name):
     assert "What a client must do first" in (folder / "README.md").read_text()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 @pytest.mark.parametrize("name", PYTORCH_MODELS)
 def test_pytorch_model_configs_parse_and_the_torchscript_runs_with_those_shapes(repo, name):
     folder = repo / "pytorch" / name
