@@ -25,6 +25,7 @@ from ptx.contract import ARTIFACT_FILES, BATCH, Contract, DType, Task
 from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep, ValueEnum
 from ptx.errors import PtxError
 
+from . import formats
 from .api import OpenPredictor, export_model
 
 CONFIG_FILE = "config.pbtxt"
@@ -53,6 +54,11 @@ PLATFORMS = {
     TritonBackend.ONNXRUNTIME: Platform("onnxruntime_onnx", "onnx", "model.onnx"),
     TritonBackend.PYTORCH: Platform("pytorch_libtorch", "torchscript", "model.pt"),
 }
+
+
+def _serving_backend(platform: Platform) -> str:
+    """The ptx backend that reads (and so checks) the platform's model file."""
+    return formats.get(platform.fmt).serving_backend
 
 
 def tensor_names(contract: Contract, backend: TritonBackend) -> tuple[str, str]:
@@ -151,7 +157,8 @@ def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
     steps = "\n".join(f"{i}. {text}" for i, text in
                       enumerate([*(_step_text(s) for s in contract.steps), *layout], 1))
     if contract.task is Task.CLASSIFICATION and contract.per_position:
-        answer = f"`{out_name}` holds logits per position; the label of each position is the argmax over the last axis, read in {list(contract.labels)}."
+        answer = (f"`{out_name}` holds logits per position; the label of each position is the argmax over the "
+                  f"last axis, an index into {list(contract.labels)}.")
     elif contract.task is Task.CLASSIFICATION:
         answer = (f"`{out_name}` holds one logit per label; the answer is the argmax, whose name is that line of "
                   f"`{LABELS_FILE}` (Triton's classification extension returns it: ask for the output with "
@@ -210,9 +217,9 @@ def _ptx_model_in(folder: Path, name: str, open_predictor: OpenPredictor) -> boo
     files = [version / p.file_name for p in PLATFORMS.values() if (version / p.file_name).is_file()]
     if not files or not version.is_dir() or {p.name for p in version.iterdir()} - {f.name for f in files}:
         return False
-    backend = {"model.onnx": "ort-cpu", "model.pt": "torchscript"}
+    serving = {p.file_name: _serving_backend(p) for p in PLATFORMS.values()}
     try:
-        return all(open_predictor(f, backend[f.name], "cpu").contract.model == name for f in files)
+        return all(open_predictor(f, serving[f.name], "cpu").contract.model == name for f in files)
     except PtxError:
         return False
 
@@ -258,7 +265,7 @@ def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
         results = export_model(name, [platform.fmt], open_predictor=open_predictor, out=version, log=report,
                                **export_options)
         results[0].path.rename(version / platform.file_name)
-        contract = open_predictor(version / platform.file_name, _serving[platform.fmt], "cpu").contract
+        contract = open_predictor(version / platform.file_name, _serving_backend(platform), "cpu").contract
         (staging / CONFIG_FILE).write_text(model_config(name, contract, backend))
         if has_label_file(contract):
             (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
@@ -271,9 +278,6 @@ def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
     written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
     log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform})")
     return final
-
-
-_serving = {"onnx": "ort-cpu", "torchscript": "torchscript"}
 
 
 def _replace_folder(staging: Path, final: Path) -> None:

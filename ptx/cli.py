@@ -176,7 +176,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="pt2 only: the device AOTInductor compiles for (the package runs there only).")
 @click.option("--triton-backend", type=click.Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
-              show_default=True, help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
+              show_default=True,
+              help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
 @FORCE
 def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, force) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
