@@ -6,12 +6,14 @@ from pathlib import Path
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.errors import ArtifactError, MissingArtifactError, PtxError
+from ptx.export.formats import default_formats
 
 from . import backends
 from .predictor import Predictor
 
 DEFAULT_BACKEND = "ort-cpu"
 DEVICES = ("cpu", "cuda")
+ARTIFACT_SUFFIXES = {Path(f).suffix for f in ARTIFACT_FILES.values()}  # .pt, .onnx, .pt2
 
 
 def _suffix(file_name: str) -> str:
@@ -40,10 +42,13 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
     path = run_dir / file_name
     if not path.is_file():
         checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
+        fmt = backends.get(backend).artifact
+        # Formats that `ptx export` writes only on request (pt2) must be named in the command.
+        export = f"`ptx export {model}`" if fmt in default_formats() else f"`ptx export {model} --format {fmt}`"
         if file_name == checkpoint.name or not checkpoint.is_file():
-            todo = f"`ptx train {model}`" + ("" if file_name == checkpoint.name else f" then `ptx export {model}`")
+            todo = f"`ptx train {model}`" + ("" if file_name == checkpoint.name else f" then {export}")
         else:
-            todo = f"`ptx export {model}`"
+            todo = export
         raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
     return path
 
@@ -81,7 +86,7 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
     if backend is not None:
         backends.get(backend)  # an unknown name is one clear error before any file is touched
     candidate = Path(model_or_path)
-    if candidate.suffix in (".onnx", ".pt") or candidate.is_file():
+    if candidate.suffix in ARTIFACT_SUFFIXES or candidate.is_file():
         if not candidate.is_file():
             raise ArtifactError(f"{candidate}: no such file")
         fmt = format_of_file(candidate)

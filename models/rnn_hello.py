@@ -41,4 +41,6 @@ register(ModelSpec(
     # torch.export unrolls nn.RNN over the example's length, fixing the sequence length in the
     # graph; the TorchScript-based exporter emits ONNX's RNN op, whose length stays dynamic.
     onnx_exporter="legacy",
+    torch_export_blocker="torch.export unrolls nn.RNN over the example's length, so the sequence length "
+                         "cannot stay dynamic",
 ))

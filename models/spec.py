@@ -106,6 +106,9 @@ class ModelSpec:
     report: Callable[[Any], dict] | None = None  # extra per-epoch numbers the seed prints (linreg's w)
     output_shape: tuple | None = None  # default (batch, outputs); (batch, seq, classes) per position
     onnx_exporter: str | None = None  # the exporter this model needs, when the default cannot do it
+    # Why torch.export cannot keep this model's dynamic dimensions, or None: formats built on
+    # torch.export alone (pt2) refuse the model with this reason; a test checks the claim.
+    torch_export_blocker: str | None = None
 
     def build(self, **overrides):
         return self.builder(**{**self.model_args, **overrides})

@@ -13,13 +13,14 @@ import click
 
 from ptx.contract import DEFAULT_OPSET, DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
-from ptx.export.formats import list_formats
+from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
 
 # Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
 BACKENDS = tuple(list_backends())
 FORMATS = tuple(list_formats())
+TRITON = "triton"  # a model repository folder (export/triton.py), not one file of the format registry
 
 
 class FiniteFloat(click.ParamType):
@@ -75,6 +76,8 @@ def cli(debug: bool) -> None:
     \b
     ptx train convnet            train with the seed's recipe (GPU when there is one)
     ptx export convnet           write model.onnx and model.torchscript.pt, validated
+    ptx export convnet --format pt2      a torch.export + AOTInductor package, validated
+    ptx export convnet --format triton --out repo   a Triton model repository folder
     ptx predict digit.png        predict through ort-cpu (or --backend ...)
     ptx verify convnet           check that every backend gives the same answers
     ptx bench convnet            latency and throughput of each backend
@@ -84,28 +87,35 @@ def cli(debug: bool) -> None:
 @cli.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def models_cmd(as_json: bool) -> None:
-    """List the registered models."""
+    """List the registered models and the export formats each supports."""
+    from ptx.export.formats import supported_formats
     from ptx.models import get, list_models
 
     rows = []
     for name in list_models():
         spec = get(name)
+        supported = supported_formats(spec)
+        formats = supported + ([TRITON] if "onnx" in supported else [])  # Triton serves the ONNX export
         rows.append({"name": name, "input_shape": list(spec.input.shape), "batch_axis": spec.input.batch_axis,
-                     "params": spec.params, "dataset": spec.dataset, "seed": spec.seed,
+                     "params": spec.params, "dataset": spec.dataset, "seed": spec.seed, "formats": formats,
                      "description": spec.description})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
-    width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in ("name", "shape", "dataset", "seed")}
+        r["format_list"] = ",".join(r["formats"])
+    keys = ("name", "shape", "dataset", "seed", "format_list")
+    width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in keys}
     header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'params':>10}  "
-              f"{'dataset':<{width['dataset']}}  {'seed':<{width['seed']}}  description")
+              f"{'dataset':<{width['dataset']}}  {'seed':<{width['seed']}}  {'formats':<{width['format_list']}}  "
+              "description")
     click.echo(header)
     click.echo("-" * len(header))
     for r in rows:
         click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['params']:>10,}  "
-                   f"{r['dataset']:<{width['dataset']}}  {r['seed']:<{width['seed']}}  {r['description']}")
+                   f"{r['dataset']:<{width['dataset']}}  {r['seed']:<{width['seed']}}  "
+                   f"{r['format_list']:<{width['format_list']}}  {r['description']}")
 
 
 @cli.command("train")
@@ -173,23 +183,40 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 
 @cli.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, "all"]), default="all", show_default=True)
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, "all"]), default="all", show_default=True,
+              help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the checkpoint's folder).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (default: the checkpoint's folder); for triton the model repository (required).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export).")
 @click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance against eager (default: the contract's CPU atol).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="pt2 only: the device AOTInductor compiles for (the package runs there only).")
+@click.option("--triton-backend", type=click.Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
+              show_default=True,
+              help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, force) -> None:
-    """Export model NAME's checkpoint to ONNX and/or TorchScript with a dynamic batch, validated against eager."""
-    from ptx.export.api import export_model
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, force) -> None:
+    """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
+    (all), a pt2 package (torch.export + AOTInductor), or a Triton model repository folder (--out REPO)."""
     from ptx.infer import open_artifact
 
-    formats = FORMATS if fmt == "all" else (fmt,)
-    export_model(name, formats, open_predictor=open_artifact, checkpoint=checkpoint, out=out, opset=opset,
-                 exporter=exporter, atol=atol, force=force, log=click.echo)
+    options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
+                   log=click.echo)
+    if fmt == TRITON:
+        from ptx.export.triton import export_triton
+
+        if not out:
+            raise click.UsageError("--format triton writes a model repository: give it with --out REPO")
+        export_triton(name, out, backend=triton_backend, force=force, **options)
+        return
+    from ptx.export.api import export_model
+
+    formats = default_formats() if fmt == "all" else [fmt]
+    export_model(name, formats, out=out, force=force, device=device, **options)
 
 
 @cli.command("predict")

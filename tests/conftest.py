@@ -18,6 +18,9 @@ from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train
 
 SMOKE_LIMIT = 400
+# pt2 (torch.export + AOTInductor) compiles for ~20-45 s a model on 2 cores: tests compile these
+# representative ones only (batch on axis 0, and on axis 1), not all 17.
+PT2_MODELS = ("convnet", "lstm")
 WELL_TRAINED = {"convnet": 4}  # epochs on all 4,000 mnist-sample digits: ~0.9 test accuracy
 GPU = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU; none is visible to torch here")
@@ -52,6 +55,14 @@ class Runs:
             train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
             export_model(name, checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
             self._done.add(name)
+        return run_dir
+
+    def with_pt2(self, name: str) -> Path:
+        """runs/<name> as trained() gives it, plus model.pt2 (compiled once per test session)."""
+        run_dir = self.trained(name)
+        if not (run_dir / "model.pt2").is_file():
+            export_model(name, ["pt2"], checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact,
+                         log=lambda _: None)
         return run_dir
 
     def ready(self, *names: str) -> Path:

@@ -4,8 +4,10 @@ rule (ptx.contract.compare). CUDA pairs join when this machine can run them."""
 import numpy as np
 import pytest
 
+from conftest import PT2_MODELS
 from ptx.contract import compare
 from ptx.contract.transforms import expected_output_shape, to_model_input
+from ptx.export.formats import default_formats
 from ptx.infer import backends, load
 
 BATCH_SIZES = (1, 2, 7, 64)
@@ -18,6 +20,11 @@ def test_backends_agree_with_eager(runs, model_name, backend, device):
     if why:
         pytest.skip(f"{backend} on {device}: {why}")
     root = runs.ready(model_name)
+    artifact = backends.get(backend).artifact
+    if artifact not in default_formats() and artifact != "checkpoint":  # written on request only (pt2)
+        if model_name not in PT2_MODELS:
+            pytest.skip(f"{artifact} is compiled in tests for {', '.join(PT2_MODELS)} only (~40 s a model)")
+        runs.with_pt2(model_name)
     eager = load(model_name, backend="eager", root=root, device=device)
     other = load(model_name, backend=backend, root=root, device=device)
     raw, _ = runs.test_samples(model_name, max(BATCH_SIZES))

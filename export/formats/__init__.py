@@ -26,6 +26,11 @@ class ExportFormat:
     write: Callable[..., dict[str, str]]
     symbolic_dims: Callable[[Path], tuple[list, list]] | None = None  # (input dims, output dims) as stored
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
+    # False: only on request (``--format NAME``), not in ``--format all``; pt2's compile takes ~40 s
+    # per model on 2 cores, too slow to add to every export.
+    in_all: bool = True
+    # spec -> why this format cannot express that model, or None (checked before any work is done)
+    unsupported: Callable[[object], str | None] | None = None
 
     @property
     def file_name(self) -> str:
@@ -33,8 +38,18 @@ class ExportFormat:
 
 
 _REGISTRY: Registry[ExportFormat] = Registry("export format")
-_FORMAT_FILES = ("onnx", "torchscript")
+_FORMAT_FILES = ("onnx", "torchscript", "pt2")
 get, list_formats = _REGISTRY.get, _REGISTRY.names
+
+
+def default_formats() -> list[str]:
+    """What ``--format all`` (and an export with no format named) writes."""
+    return [name for name, fmt in _REGISTRY.entries.items() if fmt.in_all]
+
+
+def supported_formats(spec) -> list[str]:
+    """The registered formats that can express model ``spec``."""
+    return [name for name, fmt in _REGISTRY.entries.items() if not (fmt.unsupported and fmt.unsupported(spec))]
 
 
 def register(fmt: ExportFormat) -> ExportFormat:

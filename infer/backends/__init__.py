@@ -40,7 +40,7 @@ class Backend:
 
 
 _REGISTRY: Registry[Backend] = Registry("backend")
-_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda")
+_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "aoti")
 register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 

@@ -17,6 +17,7 @@ ARTIFACT_FILES = {
     CHECKPOINT_FORMAT: CHECKPOINT_FILE,
     "onnx": "model.onnx",
     "torchscript": "model.torchscript.pt",
+    "pt2": "model.pt2",  # torch.export + AOTInductor package (on request: a compile takes ~40 s)
 }
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_OPSET = 18

@@ -1,0 +1,109 @@
+"""pt2: torch.export + AOTInductor, PyTorch's successor to TorchScript for a Python-free model file.
+
+``torch.export`` captures the graph with the contract's dynamic dimensions (``torch.export.Dim``
+for batch, and seq for token models), ``torch._inductor.aoti_compile_and_package`` compiles it to
+native code for one device (cpu, or cuda) and writes a ``.pt2`` package, which
+``torch._inductor.aoti_load_package`` (Python) or the C++ ``AOTIModelPackageLoader`` runs.
+
+The ptx metadata travels inside the package as AOTInductor's own metadata map
+(``aot_inductor.metadata``, read back with ``get_metadata()``), with the ``ptx.`` prefix that ONNX's
+metadata_props use: AOTInductor adds keys of its own (``AOTI_DEVICE_KEY``, ``AOTI_CPU_ISA``...).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from ptx.contract import Contract
+from ptx.contract.metadata import from_props, to_props
+from ptx.errors import PtxError
+
+from . import ExportFormat, register
+
+DEVICES = ("cpu", "cuda")
+DEVICE_KEY = "AOTI_DEVICE_KEY"  # AOTInductor records the device it compiled for under this key
+MAX_DIM = 1 << 20
+
+
+@contextmanager
+def _quiet():
+    """Inductor logs autotuning and deprecation notices meant for PyTorch developers; errors still
+    arrive as exceptions."""
+    loggers = [logging.getLogger(n) for n in ("torch._inductor", "torch._dynamo", "torch.export", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def unsupported(spec) -> str | None:
+    blocker = getattr(spec, "torch_export_blocker", None)
+    return f"{spec.name} cannot be exported as pt2: {blocker} (use --format onnx or torchscript)" if blocker else None
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise PtxError(f"--device {device!r}: pt2 compiles for {' or '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PtxError("--device cuda: torch sees no CUDA GPU here, so a CUDA pt2 cannot be compiled (or validated); "
+                       "compile on a GPU machine, or use --device cpu")
+    return device
+
+
+def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
+          device: str = "cpu") -> dict[str, str]:
+    """Export ``model`` with the contract's dynamic dimensions, compile it for ``device`` and write
+    the package to ``path``. ``example`` must have a batch (and sequence) of at least 2:
+    torch.export specializes sizes 0 and 1."""
+    import copy
+
+    import torch
+
+    check_device(device)
+    dims = {name: torch.export.Dim(name, min=1, max=MAX_DIM) for name in contract.input.shape if isinstance(name, str)}
+    dynamic = ({axis: dims[d] for axis, d in enumerate(contract.input.shape) if isinstance(d, str)},)
+    # A copy goes to the device: validation runs the caller's model as the eager reference on the CPU.
+    target = copy.deepcopy(model).to(device).eval() if device != "cpu" else model
+    extra = {"aoti_device": device}
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.export.export(target, (example.to(device),), dynamic_shapes=dynamic)
+            # Into memory first, as for TorchScript: Python's own write then reports a full disk
+            # as one line (atomic_path), and the package never lies half-written under its name.
+            buffer = io.BytesIO()
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=buffer,
+                inductor_configs={"aot_inductor.metadata": to_props({**strings, **extra})})
+    except Exception as exc:  # torch.export and Inductor raise many types; the first line says what failed
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first}); "
+                       "--format onnx or torchscript may still work") from None
+    path.write_bytes(buffer.getbuffer())
+    return extra
+
+
+def load(path):
+    """Load a pt2 package on the device it was compiled for; return (the callable compiled model,
+    its ptx metadata strings, that device)."""
+    import torch
+
+    with _quiet():
+        compiled = torch._inductor.aoti_load_package(str(path))
+    metadata = compiled.get_metadata()
+    return compiled, from_props(metadata), metadata.get(DEVICE_KEY, "")
+
+
+register(ExportFormat(name="pt2", description="torch.export + AOTInductor package (aoti_load_package, C++ runtime)",
+                      serving_backend="aoti", write=write, in_all=False, unsupported=unsupported,
+                      check_options=lambda device: check_device(device)))

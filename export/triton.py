@@ -1,0 +1,297 @@
+"""A Triton Inference Server model repository for one model: REPO/NAME/config.pbtxt, 1/model.onnx
+(platform onnxruntime_onnx) or 1/model.pt (TorchScript, platform pytorch_libtorch), labels.txt and a
+README.md saying what a client must send.
+
+The model file is the same validated export that ``ptx export`` writes (validated through its
+serving Predictor before it is kept). The whole model folder is built under a temporary name beside
+its final place and renamed in only when complete, so a failed export leaves no half folder.
+
+Triton's implicit batching needs the batch on the first axis: a model with max_batch_size > 0 whose
+batch is elsewhere fails to load ("the first dimension must be -1"). Batch-first models get
+max_batch_size and a dynamic_batching block; lstm (batch on axis 1) and the token models (seq,
+batch) get max_batch_size 0 and their full shape with -1 for every dynamic dimension.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ptx.atomic import ensure_writable_dir
+from ptx.contract import ARTIFACT_FILES, BATCH, Contract, DType, Task
+from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep, ValueEnum
+from ptx.errors import PtxError
+
+from . import formats
+from .api import OpenPredictor, export_model
+
+CONFIG_FILE = "config.pbtxt"
+LABELS_FILE = "labels.txt"
+README_FILE = "README.md"
+VERSION = "1"
+MAX_BATCH_SIZE = 256  # the largest batch Triton's dynamic batcher forms for a batch-first model
+MAX_QUEUE_DELAY_US = 100  # how long the batcher may hold a request to fill a batch
+TRITON_TYPES = {DType.FLOAT32: "TYPE_FP32", DType.INT64: "TYPE_INT64"}
+CLIENT_TYPES = {DType.FLOAT32: "FP32", DType.INT64: "INT64"}  # tritonclient's InferInput datatypes
+
+
+class TritonBackend(ValueEnum):
+    ONNXRUNTIME = "onnxruntime"
+    PYTORCH = "pytorch"
+
+
+@dataclass(frozen=True)
+class Platform:
+    platform: str  # config.pbtxt's platform
+    fmt: str  # the ptx export format of the model file
+    file_name: str  # Triton's default model file name for the platform
+
+
+PLATFORMS = {
+    TritonBackend.ONNXRUNTIME: Platform("onnxruntime_onnx", "onnx", "model.onnx"),
+    TritonBackend.PYTORCH: Platform("pytorch_libtorch", "torchscript", "model.pt"),
+}
+
+
+def _serving_backend(platform: Platform) -> str:
+    """The ptx backend that reads (and so checks) the platform's model file."""
+    return formats.get(platform.fmt).serving_backend
+
+
+def tensor_names(contract: Contract, backend: TritonBackend) -> tuple[str, str]:
+    """Triton's names for the input and output. ONNX keeps the graph's names; TorchScript has no
+    tensor names, so Triton's PyTorch backend follows the <name>__<index> convention (INPUT__0 is
+    forward's first argument, OUTPUT__0 its first result)."""
+    if backend is TritonBackend.PYTORCH:
+        return "INPUT__0", "OUTPUT__0"
+    return contract.input.name, contract.output.name
+
+
+def batch_first(contract: Contract) -> bool:
+    """Triton can batch a model itself only when the batch is the first axis of input and output."""
+    return contract.input.batch_axis == 0 and contract.output.batch_axis == 0
+
+
+def _dims(shape, drop_batch: bool) -> list[int]:
+    return [-1 if isinstance(d, str) else d for d in shape if not (drop_batch and d == BATCH)]
+
+
+def has_label_file(contract: Contract) -> bool:
+    """Triton's classification extension reads one label per output element: classifiers with one
+    answer per sample (not binary models' single probability, nor rnn-hello's per position)."""
+    return contract.task is Task.CLASSIFICATION and not contract.per_position
+
+
+def model_config(name: str, contract: Contract, backend: TritonBackend) -> str:
+    """config.pbtxt for ``contract``: Triton's ModelConfig in protobuf text format."""
+    first = batch_first(contract)
+    in_name, out_name = tensor_names(contract, backend)
+    in_dims, out_dims = _dims(contract.input.shape, first), _dims(contract.output.shape, first)
+    label = f'\n    label_filename: "{LABELS_FILE}"' if has_label_file(contract) else ""
+    shape = ", ".join(str(d) for d in contract.input.shape)
+    lines = [
+        f"# Written by ptx export {name} --format triton: {' '.join(contract.description.split())}",
+        f"# Input: {contract.input.name} ({shape}), axes {', '.join(contract.input.axes)}; preprocessed as "
+        f"{README_FILE} says.",
+        f'name: "{name}"',
+        f'platform: "{PLATFORMS[backend].platform}"',
+        f"max_batch_size: {MAX_BATCH_SIZE if first else 0}",
+        "input [",
+        "  {",
+        f'    name: "{in_name}"',
+        f"    data_type: {TRITON_TYPES[contract.input.dtype]}",
+        f"    dims: {json.dumps(in_dims)}",
+        "  }",
+        "]",
+        "output [",
+        "  {",
+        f'    name: "{out_name}"',
+        f"    data_type: {TRITON_TYPES[contract.output.dtype]}",
+        f"    dims: {json.dumps(out_dims)}{label}",
+        "  }",
+        "]",
+    ]
+    if first:
+        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}", "}"]
+    else:
+        lines.insert(2, f"# The batch is axis {contract.input.batch_axis} of the input, not the first: Triton "
+                        "cannot batch it itself (max_batch_size 0), so every request carries its full shape.")
+    return "\n".join(lines) + "\n"
+
+
+def _step_text(step) -> str:
+    if isinstance(step, PictureStep):
+        params = ", ".join(f"{k} {v}" for k, v in step.params)
+        return (f"picture pipeline `{step.pipeline}` ({params}): a photo or scan becomes one {step.canvas}x"
+                f"{step.canvas} uint8 picture, light ink on a dark background, made the way the training "
+                "pictures were (ptx's docs/artifact-format.md, \"Picture pipelines\", defines each step); "
+                "dataset samples already have this form")
+    if isinstance(step, ScaleStep):
+        as_fraction = f" (1/{round(1 / step.factor)})" if abs(round(1 / step.factor) * step.factor - 1) < 1e-9 else ""
+        return f"`x = x * {step.factor!r}`{as_fraction}, in float32"
+    if isinstance(step, NormalizeStep):
+        return f"`x = (x - {list(step.mean)}) / {list(step.std)}` (per feature when there are several)"
+    if isinstance(step, PadStep):
+        return f"pad {step.pixels} zero pixels on every side of the picture (after normalising)"
+    if isinstance(step, EncodeStep):
+        if step.encoding == "vocab":
+            return (f"each character -> its index in {step.vocab!r} (no other characters; no padding id, so "
+                    "only words of one length share a request)")
+        return (f"each character -> its Latin-1 code (int64), {step.unknown_id} for characters outside Latin-1; "
+                f"shorter words of a request are padded at the end with {step.pad_id}")
+    raise TypeError(step)
+
+
+def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
+    in_name, out_name = tensor_names(contract, backend)
+    first = batch_first(contract)
+    shape = ", ".join(str(d) for d in contract.input.shape)
+    sample = ", ".join(str(d) for d in contract.input.sample_shape)
+    axis = contract.input.batch_axis
+    layout = [f"stack the N samples as an array of shape (N, {sample})"]
+    if axis:
+        layout.append(f"move the batch to axis {axis}: `x = np.moveaxis(x, 0, {axis})`, giving ({shape})")
+    steps = "\n".join(f"{i}. {text}" for i, text in
+                      enumerate([*(_step_text(s) for s in contract.steps), *layout], 1))
+    if contract.task is Task.CLASSIFICATION and contract.per_position:
+        answer = (f"`{out_name}` holds logits per position; the label of each position is the argmax over the "
+                  f"last axis, an index into {list(contract.labels)}.")
+    elif contract.task is Task.CLASSIFICATION:
+        answer = (f"`{out_name}` holds one logit per label; the answer is the argmax, whose name is that line of "
+                  f"`{LABELS_FILE}` (Triton's classification extension returns it: ask for the output with "
+                  "`class_count`).")
+    elif contract.task is Task.BINARY:
+        answer = (f"`{out_name}` holds P(label 1); the answer is {contract.labels[1]!r} when it is at least 0.5, "
+                  f"else {contract.labels[0]!r}.")
+    else:
+        answer = f"`{out_name}` holds the predicted value."
+    where = ("ONNX metadata_props `ptx.*`" if backend is TritonBackend.ONNXRUNTIME
+             else 'the TorchScript extra file `ptx.json`: `torch.jit.load(path, _extra_files={"ptx.json": ""})`')
+    batching = (f"Triton batches requests itself (max_batch_size {MAX_BATCH_SIZE}, dynamic batching): a request "
+                f"sends `[N, {', '.join(str(d) for d in _dims(contract.input.shape, True))}]`."
+                if first else
+                f"The batch is axis {contract.input.batch_axis} of the input, so Triton does not batch this model "
+                f"itself (max_batch_size 0): a request sends the full shape ({shape}), the batch included.")
+    return f"""# {name} (Triton model, written by `ptx export {name} --format triton`)
+
+{contract.description}
+
+- platform `{PLATFORMS[backend].platform}`, file `{VERSION}/{PLATFORMS[backend].file_name}`
+- input `{in_name}`: {CLIENT_TYPES[contract.input.dtype]}, shape ({shape}), axes {', '.join(contract.input.axes)}
+- output `{out_name}`: {CLIENT_TYPES[contract.output.dtype]}, shape ({', '.join(str(d) for d in contract.output.shape)})
+
+{batching}
+
+## What a client must do first
+
+Triton receives tensors, not pictures or words: apply these steps (the model's ptx contract, in
+order, then its layout):
+
+{steps}
+
+{answer}
+
+With ptx installed, `ptx.contract.transforms.to_model_input(raw_samples, contract)` applies the
+tensor steps and the layout. The model file carries this contract itself ({where}; ptx's
+docs/artifact-format.md defines every key).
+
+## The contract
+
+```json
+{json.dumps(contract.to_dict(), indent=2)}
+```
+"""
+
+
+_PTX_FILES = {CONFIG_FILE, LABELS_FILE, README_FILE, VERSION}
+
+
+def _ptx_model_in(folder: Path, name: str, open_predictor: OpenPredictor) -> bool:
+    """Whether ``folder`` is a model folder that ptx wrote for ``name`` and nothing else."""
+    if {p.name for p in folder.iterdir()} - _PTX_FILES:
+        return False
+    version = folder / VERSION
+    files = [version / p.file_name for p in PLATFORMS.values() if (version / p.file_name).is_file()]
+    if not files or not version.is_dir() or {p.name for p in version.iterdir()} - {f.name for f in files}:
+        return False
+    serving = {p.file_name: _serving_backend(p) for p in PLATFORMS.values()}
+    try:
+        return all(open_predictor(f, serving[f.name], "cpu").contract.model == name for f in files)
+    except PtxError:
+        return False
+
+
+def _remove_stale(repo: Path, name: str) -> None:
+    """Temporary model folders of killed exports (their names carry the PID) go."""
+    for tmp in repo.glob(f".{name}.*.tmp"):
+        pid = tmp.name[len(name) + 2:].split(".", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
+def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
+                  backend: TritonBackend | str = TritonBackend.ONNXRUNTIME, force: bool = False,
+                  log: Callable[[str], None] = print, **export_options) -> Path:
+    """Write ``repo/name``: a Triton model folder holding ``name``'s validated export. Returns it.
+
+    An existing ``repo/name`` is replaced only when ptx wrote it for the same model (a re-export),
+    or with ``force``; anything else there is refused, untouched."""
+    backend = TritonBackend(backend)
+    platform = PLATFORMS[backend]
+    repo = ensure_writable_dir(repo)
+    final = repo / name
+    if final.exists() and not final.is_dir():
+        raise PtxError(f"{final} exists and is not a folder: pass another --out")
+    if final.is_dir() and not force and not _ptx_model_in(final, name, open_predictor):
+        raise PtxError(f"{final} holds files that ptx did not write for {name} (another model, other versions or "
+                       "a hand-made config): pass another --out, or --force to replace the folder")
+    _remove_stale(repo, name)
+    staging = repo / f".{name}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        version = staging / VERSION
+        version.mkdir(parents=True)
+        # The export's own report line, naming the file where it will live.
+        def report(line: str) -> None:
+            log(line.replace(str(version / ARTIFACT_FILES[platform.fmt]), str(final / VERSION / platform.file_name)))
+
+        results = export_model(name, [platform.fmt], open_predictor=open_predictor, out=version, log=report,
+                               **export_options)
+        results[0].path.rename(version / platform.file_name)
+        contract = open_predictor(version / platform.file_name, _serving_backend(platform), "cpu").contract
+        (staging / CONFIG_FILE).write_text(model_config(name, contract, backend))
+        if has_label_file(contract):
+            (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
+        (staging / README_FILE).write_text(readme(name, contract, backend))
+        _replace_folder(staging, final)
+    except OSError as exc:
+        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
+    log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform})")
+    return final
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Rename ``staging`` to ``final``; an old ``final`` is moved aside first and removed after, so
+    at every moment ``final`` is either the old complete folder or the new one."""
+    if not final.exists():
+        staging.rename(final)
+        return
+    old = final.parent / f".{final.name}.{os.getpid()}.old.tmp"
+    shutil.rmtree(old, ignore_errors=True)
+    final.rename(old)
+    try:
+        staging.rename(final)
+    except OSError:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

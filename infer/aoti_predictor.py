@@ -1,0 +1,80 @@
+"""aoti: a torch.export + AOTInductor package (model.pt2) through torch._inductor.aoti_load_package.
+
+The package holds native code compiled for one device; the Predictor refuses another device (it
+cannot be moved like a module), and reads the ptx metadata that export put inside the package.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptx.contract import ContractError
+from ptx.contract.metadata import from_strings
+from ptx.errors import ArtifactError, MissingArtifactError
+
+from .predictor import Predictor
+from .torch_predictor import torch_device
+
+
+class AotiPredictor(Predictor):
+    backend = "aoti"
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from ptx.export.formats.pt2 import load
+
+        self.torch_device = torch_device(device)  # a bad device is the user's error, not the file's
+        self.device = self.torch_device.type
+        try:
+            compiled, strings, compiled_for = load(path)
+        except Exception as exc:
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise ArtifactError(f"{path}: not a loadable pt2 package ({first.strip()}); "
+                                "re-export with `ptx export NAME --format pt2`") from None
+        if not strings:
+            raise ArtifactError(f"{path}: not a ptx export (no ptx.* metadata in the package); "
+                                "export it with `ptx export NAME --format pt2`")
+        try:
+            info = from_strings(strings)
+        except ContractError as exc:
+            raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')} "
+                                "--format pt2`") from None
+        # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).
+        if compiled_for.split(":")[0] != self.device:
+            raise MissingArtifactError(f"{path} was compiled for {compiled_for or 'an unknown device'}, not "
+                                       f"{self.device}: run `ptx export {info.contract.model} --format pt2 "
+                                       f"--device {self.device}` (one package per device)")
+        super().__init__(info, Path(path))
+        self.compiled = compiled
+        self._dtype = getattr(torch, info.contract.input.dtype.value)
+        # AOTInductor's runner makes no promise about concurrent calls: one at a time per package.
+        self._lock = threading.Lock()
+
+    def predict_array(self, x) -> np.ndarray:
+        self.check_input(x)
+        if isinstance(x, torch.Tensor):
+            tensor = x.to(self._dtype)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=self.info.contract.input.dtype.value))
+        with self._lock, torch.inference_mode():
+            out = self.compiled(tensor.to(self.torch_device))
+            if self.torch_device.type == "cuda":
+                torch.cuda.synchronize(self.torch_device)
+        return out.cpu().numpy()
+
+
+def bare_package_runner(predictor: AotiPredictor, x: np.ndarray):
+    """The loaded package called directly, no ptx code around it: bench's reference."""
+    compiled, tensor = predictor.compiled, torch.from_numpy(x).to(predictor.torch_device)
+    cuda = predictor.torch_device.type == "cuda"
+
+    def call():
+        with torch.inference_mode():
+            out = compiled(tensor)
+        if cuda:
+            torch.cuda.synchronize()
+        return out
+
+    return "bare aoti_load_package call", call

@@ -1,0 +1,8 @@
+"""aoti: model.pt2 (torch.export + AOTInductor) through torch._inductor.aoti_load_package (torch,
+no Python model code). The package runs on the device it was compiled for."""
+from . import Backend, lazy, register
+
+register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"), load=lazy("aoti_predictor", "AotiPredictor"),
+                 unavailable=lazy("torch_predictor", "torch_unavailable"),
+                 bare=lazy("aoti_predictor", "bare_package_runner"),
+                 needs_torch=True, description="AOTInductor package, from model.pt2"))
