@@ -5,7 +5,6 @@ cannot be moved like a module), and reads the ptx metadata that export put insid
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,10 @@ from ptx.contract.metadata import from_strings
 from ptx.errors import ArtifactError, MissingArtifactError
 
 from .predictor import Predictor
-from .torch_predictor import torch_device
+from .torch_predictor import TorchPredictor, torch_device
 
 
-class AotiPredictor(Predictor):
+class AotiPredictor(TorchPredictor):
     backend = "aoti"
 
     def __init__(self, path: str | Path, device: str = "cpu"):
@@ -46,28 +45,13 @@ class AotiPredictor(Predictor):
             raise MissingArtifactError(f"{path} was compiled for {compiled_for or 'an unknown device'}, not "
                                        f"{self.device}: run `ptx export {info.contract.model} --format pt2 "
                                        f"--device {self.device}` (one package per device)")
-        super().__init__(info, Path(path))
-        self.compiled = compiled
-        self._dtype = getattr(torch, info.contract.input.dtype.value)
-        # AOTInductor's runner makes no promise about concurrent calls: one at a time per package.
-        self._lock = threading.Lock()
-
-    def predict_array(self, x) -> np.ndarray:
-        self.check_input(x)
-        if isinstance(x, torch.Tensor):
-            tensor = x.to(self._dtype)
-        else:
-            tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=self.info.contract.input.dtype.value))
-        with self._lock, torch.inference_mode():
-            out = self.compiled(tensor.to(self.torch_device))
-            if self.torch_device.type == "cuda":
-                torch.cuda.synchronize(self.torch_device)
-        return out.cpu().numpy()
+        Predictor.__init__(self, info, Path(path))
+        self._serve(compiled)
 
 
 def bare_package_runner(predictor: AotiPredictor, x: np.ndarray):
     """The loaded package called directly, no ptx code around it: bench's reference."""
-    compiled, tensor = predictor.compiled, torch.from_numpy(x).to(predictor.torch_device)
+    compiled, tensor = predictor.module, torch.from_numpy(x).to(predictor.torch_device)
     cuda = predictor.torch_device.type == "cuda"
 
     def call():

@@ -34,9 +34,14 @@ class TorchPredictor(Predictor):
         super().__init__(info, path)
         self.torch_device = torch_device(device)
         self.device = self.torch_device.type
-        self.module = module.to(self.torch_device).eval()
-        self._dtype = getattr(torch, info.contract.input.dtype.value)
-        # One forward at a time per module: torch modules make no thread-safety promise.
+        self._serve(module.to(self.torch_device).eval())
+
+    def _serve(self, module) -> None:
+        """``module``: what runs the model on this predictor's device (an nn.Module, a TorchScript
+        module, an AOTInductor package)."""
+        self.module = module
+        self._dtype = getattr(torch, self.info.contract.input.dtype.value)
+        # One forward at a time: neither torch modules nor AOTInductor's runner promise thread safety.
         self._lock = threading.Lock()
 
     def predict_array(self, x) -> np.ndarray:
