@@ -165,6 +165,9 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
         dataset = dataset or saved["dataset"]["name"]
         previous = saved["config"] if isinstance(saved.get("config"), dict) else {}
         epochs = epochs or (previous.get("epochs") if isinstance(previous.get("epochs"), int) else None)
+        if augmentation is not None and previous.get("augment") != augmentation:
+            click.echo("notice: --resume continues the run with its own augmentation settings; "
+                       "--augment and --augment-strength apply to new runs")
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
                         picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo)
     click.echo(f"data: {data.name} from {data.source}")
