@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ptx.contract import Contract, Tolerance, compare
-from ptx.contract.agreement import Agreement
+from ptx.contract.agreement import Agreement, judge_reduced_precision
 from ptx.contract.transforms import batch_size, expected_output_shape, normalize, to_layout
 from ptx.errors import ValidationError
 
@@ -78,6 +78,38 @@ def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fm
             raise ValidationError(f"{fmt}: batch {batch}: {'; '.join(result.failures)} (max |diff| "
                                   f"{result.max_abs:.3g})")
         agreement.merge(result)
+    seq_axis = contract.input.seq_axis
+    return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
+                            tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())
+
+
+def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
+                     calibration: np.ndarray | None) -> ValidationReport:
+    """A reduced-precision artifact cannot meet the f32 atol: it must run every validation shape
+    with finite outputs of the right shape, and give eager's labels on the checkpoint's real
+    samples (its test samples and its calibration samples) under judge_reduced_precision's share.
+    ``ptx verify`` then judges test accuracy on 1,000 real test samples."""
+    contract: Contract = ckpt["contract"]
+    agreement = Agreement()
+    inputs = validation_inputs(ckpt) + ([calibration] if calibration is not None else [])
+    for x in inputs:
+        try:
+            got = np.asarray(predictor.predict_array(x))
+        except Exception as exc:
+            raise ValidationError(f"{fmt}: input of shape {x.shape} does not run: "
+                                  f"{' '.join(str(exc).split())}") from None
+        if got.shape != expected_output_shape(contract, x):
+            raise ValidationError(f"{fmt}: batch {batch_size(x, contract)}: output shape {got.shape} != "
+                                  f"{expected_output_shape(contract, x)}")
+        if not np.isfinite(got).all():
+            raise ValidationError(f"{fmt}: batch {batch_size(x, contract)}: NaN/Inf in the output")
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x)).numpy()
+        # Any atol: only the decisions and the largest difference are wanted here.
+        agreement.merge(compare(got, want, contract, tolerance=Tolerance(1e30, 0.0)))
+    failures = judge_reduced_precision(agreement.label_agreement or 0.0, None, None)
+    if failures:
+        raise ValidationError(f"{fmt}: {'; '.join(failures)} of {agreement.decisions} real samples against eager")
     seq_axis = contract.input.seq_axis
     return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
                             tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())

@@ -153,7 +153,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 
 @cli.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, "all"]), default="all", show_default=True)
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "all"]), default="all", show_default=True,
+              help="all: every full-precision format; onnx-int8 (quantized, model.int8.onnx) only when named.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default: the checkpoint's folder).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
@@ -167,7 +168,9 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, force) -> None
     from ptx.export.api import export_model
     from ptx.infer import open_artifact
 
-    formats = FORMATS if fmt == "all" else (fmt,)
+    from ptx.export.formats import default_formats
+
+    formats = default_formats() if fmt == "all" else (fmt,)
     export_model(name, formats, open_predictor=open_artifact, checkpoint=checkpoint, out=out, opset=opset,
                  exporter=exporter, atol=atol, force=force, log=click.echo)
 

@@ -26,6 +26,9 @@ class ExportFormat:
     write: Callable[..., dict[str, str]]
     symbolic_dims: Callable[[Path], tuple[list, list]] | None = None  # (input dims, output dims) as stored
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
+    precision: str = "f32"  # reduced-precision formats are validated by labels, not by the f32 atol
+    calibrated: bool = False  # write() takes ``calibration=``: real training samples in model layout
+    in_all: bool = True  # written by ``--format all`` (opt-in formats such as onnx-int8 are not)
 
     @property
     def file_name(self) -> str:
@@ -33,8 +36,13 @@ class ExportFormat:
 
 
 _REGISTRY: Registry[ExportFormat] = Registry("export format")
-_FORMAT_FILES = ("onnx", "torchscript")
+_FORMAT_FILES = ("onnx", "torchscript", "onnx_int8")
 get, list_formats = _REGISTRY.get, _REGISTRY.names
+
+
+def default_formats() -> list[str]:
+    """What ``ptx export`` (``--format all``) writes."""
+    return [name for name in list_formats() if get(name).in_all]
 
 
 def register(fmt: ExportFormat) -> ExportFormat:

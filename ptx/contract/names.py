@@ -17,7 +17,12 @@ ARTIFACT_FILES = {
     CHECKPOINT_FORMAT: CHECKPOINT_FILE,
     "onnx": "model.onnx",
     "torchscript": "model.torchscript.pt",
+    "onnx-int8": "model.int8.onnx",
 }
+# Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
+# the reduced ones by labels and accuracy (ptx.contract.agreement.judge_reduced_precision).
+FULL_PRECISION = "f32"
+PRECISIONS = (FULL_PRECISION, "bf16", "int8")
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_OPSET = 18
 
