@@ -116,7 +116,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "
                 f"({report.describe()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
         else:
+            agree = report.agreement.label_agreement
             log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  {fmt.precision}: labels agree with eager on "
-                f"{100 * report.agreement.label_agreement:.1f}% of {report.agreement.decisions} real samples, worst "
-                f"|diff| {report.worst_abs_diff:.2e} ({report.describe()}; `ptx verify {name}` judges its accuracy)")
+                f"{'-' if agree is None else f'{100 * agree:.1f}%'} of {report.agreement.decisions} real samples, worst "
+                f"|diff| {report.worst_abs_diff:.2e} ({report.describe()}); judge it with `ptx verify {name}`")
     return results

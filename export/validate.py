@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ptx.contract import Contract, Tolerance, compare
-from ptx.contract.agreement import Agreement, judge_reduced_precision
+from ptx.contract.agreement import Agreement
 from ptx.contract.transforms import batch_size, expected_output_shape, normalize, to_layout
 from ptx.errors import ValidationError
 
@@ -86,9 +86,9 @@ def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fm
 def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
                      calibration: np.ndarray | None) -> ValidationReport:
     """A reduced-precision artifact cannot meet the f32 atol: it must run every validation shape
-    with finite outputs of the right shape, and give eager's labels on the checkpoint's real
-    samples (its test samples and its calibration samples) under judge_reduced_precision's share.
-    ``ptx verify`` then judges test accuracy on 1,000 real test samples."""
+    with finite outputs of the right shape. Its label agreement with eager on the checkpoint's
+    real samples (test and calibration) is reported; the accuracy gate is ``ptx verify``'s, on
+    1,000 real test samples (a few hundred here would judge a borderline model by one label)."""
     contract: Contract = ckpt["contract"]
     agreement = Agreement()
     inputs = validation_inputs(ckpt) + ([calibration] if calibration is not None else [])
@@ -107,9 +107,6 @@ def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: 
             want = model(torch.from_numpy(x)).numpy()
         # Any atol: only the decisions and the largest difference are wanted here.
         agreement.merge(compare(got, want, contract, tolerance=Tolerance(1e30, 0.0)))
-    failures = judge_reduced_precision(agreement.label_agreement or 0.0, None, None)
-    if failures:
-        raise ValidationError(f"{fmt}: {'; '.join(failures)} of {agreement.decisions} real samples against eager")
     seq_axis = contract.input.seq_axis
     return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
                             tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())

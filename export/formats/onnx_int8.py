@@ -88,7 +88,12 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
         f32 = Path(scratch) / "model.onnx"
         extra = write_onnx(model, example, f32, contract, strings, opset=opset, exporter=exporter)
-        recurrent = bool(RECURRENT_OPS & {n.op_type for n in onnx.load(str(f32)).graph.node})
+        proto = onnx.load(str(f32))
+        # The dynamo exporter's intermediate shape annotations can contradict the quantizer's own
+        # shape inference (lstm: "Inferred shape and existing shape differ"); it re-infers them.
+        del proto.graph.value_info[:]
+        onnx.save(proto, str(f32))
+        recurrent = bool(RECURRENT_OPS & {n.op_type for n in proto.graph.node})
         # An integer (token) input cannot be calibrated; such models are the recurrent ones here.
         static = not recurrent and contract.input.dtype.value == "float32"
         try:
