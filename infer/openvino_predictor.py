@@ -138,4 +138,4 @@ def bare_compiled_runner(predictor: OpenVinoPredictor, x: np.ndarray):
     """The compiled model's infer request called directly, as an OpenVINO user would."""
     x = np.ascontiguousarray(x, dtype=predictor._dtype)
     request = predictor.request_for(x.shape)
-    return f"bare OpenVINO infer ({predictor.precision})", lambda: request.infer({0: x}, share_inputs=True)
+    return "bare OpenVINO infer request", lambda: request.infer({0: x}, share_inputs=True)
