@@ -35,13 +35,14 @@ class BenchRow:
     peer_of: str | None = None  # for a bare row: the ptx runner it is the bare runtime of
 
 
-def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_iters: int = 20000) -> np.ndarray:
+def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_iters: int = 20000,
+               min_iters: int = 20) -> np.ndarray:
     """Latencies in seconds of repeated calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     latencies = []
     deadline = time.perf_counter() + seconds
-    while len(latencies) < max_iters and (time.perf_counter() < deadline or len(latencies) < 20):
+    while len(latencies) < max_iters and (time.perf_counter() < deadline or len(latencies) < min_iters):
         start = time.perf_counter()
         fn()
         latencies.append(time.perf_counter() - start)
@@ -49,13 +50,16 @@ def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_ite
 
 
 def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: float, rounds: int = 6) -> list[np.ndarray]:
-    """Time several callables in alternating rounds, so that a noisy moment on a shared machine
-    lands on all of them rather than skewing their ratio."""
-    per_round = seconds / rounds
+    """Time several callables in alternating rounds (``seconds`` in all, shared between them), so
+    that a noisy moment on a shared machine lands on all of them rather than skewing their ratio."""
+    per_round = seconds / rounds / len(fns)
+    # At least 20 calls in all, spread over the rounds: a slow runner (int8 convolutions at batch
+    # 1024 take ~0.2 s a call here) must not need 20 calls in every round.
+    min_iters = -(-20 // rounds)
     latencies: list[list[np.ndarray]] = [[] for _ in fns]
     for r in range(rounds):
         for i, fn in enumerate(fns):
-            latencies[i].append(time_calls(fn, warmup=warmup if r == 0 else 2, seconds=per_round))
+            latencies[i].append(time_calls(fn, warmup=warmup if r == 0 else 2, seconds=per_round, min_iters=min_iters))
     return [np.concatenate(parts) for parts in latencies]
 
 

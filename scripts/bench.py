@@ -170,6 +170,7 @@ def fastest_section(root: Path, seconds: float) -> str:
                 cells.append(f"{bare.images_per_s:,.0f}{mark}" if bare else "-")
             lines.append(f"| {name} | {best.batch} | " + " | ".join(cells) + f" | {best.runner}: "
                          f"{best.images_per_s:,.0f} | {best.vs_peer:.2f}x | {best.vs_ort_f32:.2f}x | {accuracy} |")
+    options = ort_options_lines(root, seconds)
     return "\n".join([
         f"## Fastest CPU inference, run of {time.strftime('%Y-%m-%d')}",
         "",
@@ -186,7 +187,43 @@ def fastest_section(root: Path, seconds: float) -> str:
         "ORT f32.",
         "",
         *lines,
+        "",
+        "### ONNX Runtime session options",
+        "",
+        "p50 latency of bare `InferenceSession.run` on model.onnx with each intra-op thread count (0: ORT's "
+        "default, one per core) and graph optimisation level, relative to ptx's default (0 threads, `all`), "
+        "timed in the same alternating rounds (lower is faster). `PTX_ORT_THREADS` and `PTX_ORT_OPT_LEVEL` "
+        "set them for ptx.",
+        "",
+        *options,
     ])
+
+
+def ort_options_lines(root: Path, seconds: float) -> list[str]:
+    import onnxruntime as ort
+
+    from ptx.infer.bench import bench_inputs, time_interleaved
+
+    configs = [(threads, level) for threads in (0, 1) for level in ("basic", "extended", "all")]
+    levels = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+    lines = ["| model | batch | " + " | ".join(f"{t} threads, {lv}" for t, lv in configs) + " |",
+             "| --- | ---: |" + " ---: |" * len(configs)]
+    for name in ("convnet", "lstm"):
+        sessions = []
+        for threads, level in configs:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[level])
+            sessions.append(ort.InferenceSession(str(root / name / "model.onnx"), options,
+                                                 providers=["CPUExecutionProvider"]))
+        contract = open_artifact(root / name / "model.onnx", "ort-cpu").contract
+        for batch in (1, 1024):
+            x = bench_inputs(contract, batch)
+            calls = [lambda s=s: s.run(None, {contract.input.name: x}) for s in sessions]
+            timings = time_interleaved(calls, warmup=3, seconds=seconds * len(calls))
+            base = float(np.median(timings[configs.index((0, "all"))]))
+            lines.append(f"| {name} | {batch} | " + " | ".join(f"{float(np.median(t)) / base:.2f}" for t in timings) + " |")
+    return lines
 
 
 def cpu_flags() -> set[str]:

@@ -77,7 +77,9 @@ def test_a_corrupted_onnx_weight_makes_verify_fail_and_name_the_backend(runs, tm
     result = ptx("verify", "convnet", "--samples", "200", "--root", str(tmp_path))
     assert result.returncode == 1
     failing = [line for line in result.stdout.splitlines() if "FAIL" in line]
-    assert len(failing) == 1 and failing[0].startswith("ort-cpu")
+    # Every row that reads model.onnx fails (ort-cpu, and openvino where installed); no other row.
+    assert failing and failing[0].startswith("ort-cpu (cpu)")
+    assert all(line.startswith(("ort-cpu (cpu)", "openvino (cpu)")) for line in failing), failing
     assert "backends DISAGREE" in result.stdout
 
 
