@@ -31,7 +31,8 @@ def format_of_file(path: Path) -> str:
 
 def default_backend(fmt: str) -> str:
     """The first registered backend that reads ``fmt`` on the CPU."""
-    return next(b.name for b, d in backends.pairs() if b.artifact == fmt and d == "cpu")
+    return next(b.name for b, d in backends.pairs()
+                if d == "cpu" and fmt in (b.artifact_for(p) for p in b.precision_names))
 
 
 def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT,

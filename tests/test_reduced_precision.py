@@ -49,6 +49,7 @@ def test_int8_export_records_its_precision_and_is_judged_by_labels(int8_root, ru
     raw, truth = runs.test_samples("convnet", 200)
     predictor = load("convnet", backend="ort-cpu", root=int8_root, precision="int8")
     assert predictor.precision == "int8"
+    assert load(int8_root / "convnet" / "model.int8.onnx").precision == "int8"  # the file says its precision
     labels = np.array([p.label for p in predictor.predict(raw, raw=True)])
     assert (labels == truth).mean() >= 0.8
 
