@@ -130,8 +130,8 @@ class OpenVinoPredictor(Predictor):
         x = np.ascontiguousarray(x, dtype=self._dtype)
         with self._lock:  # an infer request serves one call at a time
             request = self.request_for(x.shape)
-            request.infer({0: x}, share_inputs=True)
-            return request.get_output_tensor(0).data.copy()  # the request reuses its buffer next call
+            # The result's arrays are copies (share_outputs is off): the request reuses its buffers.
+            return request.infer({0: x}, share_inputs=True)[0]
 
 
 def bare_compiled_runner(predictor: OpenVinoPredictor, x: np.ndarray):
