@@ -100,8 +100,8 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
         if precision is None:  # the file's own: the precision whose artifact it is
             precision = next((p for p in chosen.precision_names if chosen.artifact_for(p) == fmt), FULL_PRECISION)
         if chosen.artifact_for(precision) != fmt:
-            raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend} at {precision} reads "
-                           f"{chosen.artifact_for(precision)}")
+            at = "" if precision == FULL_PRECISION else f" at {precision}"
+            raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
         return open_artifact(candidate, backend, device, precision)
     # No registry lookup here: ptx.models imports torch, and the ORT path must not.
     return open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION)
