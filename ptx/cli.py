@@ -224,7 +224,8 @@ def _int_list(ctx, param, value):
 @cli.command("verify")
 @click.argument("name", required=False)
 @click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
+@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
+              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
               help="Batch sizes to exercise; the largest also chunks the real samples.")
@@ -260,7 +261,8 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 
 @cli.command("bench")
 @click.argument("name")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
+@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
+              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 @click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=_int_list)
 @click.option("--seconds", type=FiniteFloat(0.01), default=1.0, show_default=True,
               help="Timed seconds per backend and batch size (after warm-up).")
