@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ptx.atomic import atomic_path, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance
 from ptx.contract.agreement import check_tolerance
+from ptx.contract.transforms import normalize, to_layout
 from ptx.errors import CheckpointError, PtxError
 from ptx.models import get
 from ptx.trainers.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
@@ -23,9 +25,9 @@ from ptx.trainers.checkpoint import build_model_from_checkpoint, file_sha256, lo
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
 from .metadata import artifact_strings
-from .validate import ServingPredictor, ValidationReport, validate, validation_inputs
+from .validate import ServingPredictor, ValidationReport, validate, validate_reduced, validation_inputs
 
-OpenPredictor = Callable[[Path, str, str], ServingPredictor]  # (path, backend, device)
+OpenPredictor = Callable[..., ServingPredictor]  # (path, backend, device, precision=...)
 
 
 @dataclass
@@ -36,13 +38,32 @@ class ExportResult:
     report: ValidationReport
 
 
-def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredictor, backend: str, device: str,
+def _open(open_predictor: OpenPredictor, path: Path, fmt: formats.ExportFormat, device: str):
+    """The serving backend's Predictor for ``path`` on ``device`` at the format's precision."""
+    if fmt.precision == "f32":
+        return open_predictor(path, fmt.serving_backend, device)
+    return open_predictor(path, fmt.serving_backend, device, precision=fmt.precision)
+
+
+def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
+    """The real training samples the checkpoint keeps for int8 calibration, in model layout."""
+    contract = ckpt["contract"]
+    calibration = ckpt.get("calibration")
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("x"), torch.Tensor) \
+            or len(calibration["x"]) == 0:
+        raise CheckpointError(f"the checkpoint of {name} holds no calibration samples (made by an older ptx): "
+                              f"retrain with `ptx train {name}` to export int8")
+    return to_layout(normalize(calibration["x"].numpy(), contract), contract)
+
+
+def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredictor, fmt: formats.ExportFormat,
+                            device: str,
                             force: bool) -> None:
     """Refuse to replace another model's artifact (``--out runs/convnet`` for lstm)."""
     if force or not final.is_file():
         return
     try:
-        other = open_predictor(final, backend, device).contract.model
+        other = _open(open_predictor, final, fmt, device).contract.model
     except PtxError:
         return  # unreadable or foreign: nothing worth keeping under that name
     if other != model:
@@ -59,8 +80,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
-    per_format = {"onnx": dict(opset=opset, exporter=exporter), "torchscript": dict(method=spec.torchscript.value),
-                  "pt2": dict(device=device)}
+    per_format = {"onnx": dict(opset=opset, exporter=exporter), "onnx-int8": dict(opset=opset, exporter=exporter),
+                  "torchscript": dict(method=spec.torchscript.value), "pt2": dict(device=device)}
     for fmt in chosen:  # bad options and models a format cannot express are refused before any work
         why = fmt.unsupported(spec) if fmt.unsupported else None
         if why:
@@ -88,15 +109,27 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     results = []
     for fmt in chosen:
         final = out_dir / ARTIFACT_FILES[fmt.name]
-        options = per_format.get(fmt.name, {})
+        options = dict(per_format.get(fmt.name, {}))
         on = options.get("device", "cpu")
-        _guard_foreign_artifact(final, name, open_predictor, fmt.serving_backend, on, force)
+        _guard_foreign_artifact(final, name, open_predictor, fmt, on, force)
         tolerance = tolerance_on(on)
+        if fmt.calibrated:
+            options["calibration"] = calibration_inputs(ckpt, name)
         with atomic_path(final) as tmp:
             fmt.write(model, example, tmp, contract, strings, **options)
-            report = validate(open_predictor(tmp, fmt.serving_backend, on), model, ckpt, fmt.name, tolerance)
+            predictor = _open(open_predictor, tmp, fmt, on)
+            if fmt.precision == "f32":
+                report = validate(predictor, model, ckpt, fmt.name, tolerance)
+            else:
+                report = validate_reduced(predictor, model, ckpt, fmt.name, options.get("calibration"))
             size = tmp.stat().st_size
         results.append(ExportResult(fmt.name, final, size, report))
-        log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "
-            f"({report.describe()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
+        if fmt.precision == "f32":
+            log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "
+                f"({report.describe()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
+        else:
+            agree = report.agreement.label_agreement
+            log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  {fmt.precision}: labels agree with eager on "
+                f"{'-' if agree is None else f'{100 * agree:.1f}%'} of {report.agreement.decisions} real samples, worst "
+                f"|diff| {report.worst_abs_diff:.2e} ({report.describe()}); judge it with `ptx verify {name}`")
     return results

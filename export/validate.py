@@ -81,3 +81,32 @@ def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fm
     seq_axis = contract.input.seq_axis
     return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
                             tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())
+
+
+def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
+                     calibration: np.ndarray | None) -> ValidationReport:
+    """A reduced-precision artifact cannot meet the f32 atol: it must run every validation shape
+    with finite outputs of the right shape. Its label agreement with eager on the checkpoint's
+    real samples (test and calibration) is reported; the accuracy gate is ``ptx verify``'s, on
+    1,000 real test samples (a few hundred here would judge a borderline model by one label)."""
+    contract: Contract = ckpt["contract"]
+    agreement = Agreement()
+    inputs = validation_inputs(ckpt) + ([calibration] if calibration is not None else [])
+    for x in inputs:
+        try:
+            got = np.asarray(predictor.predict_array(x))
+        except Exception as exc:
+            raise ValidationError(f"{fmt}: input of shape {x.shape} does not run: "
+                                  f"{' '.join(str(exc).split())}") from None
+        if got.shape != expected_output_shape(contract, x):
+            raise ValidationError(f"{fmt}: batch {batch_size(x, contract)}: output shape {got.shape} != "
+                                  f"{expected_output_shape(contract, x)}")
+        if not np.isfinite(got).all():
+            raise ValidationError(f"{fmt}: batch {batch_size(x, contract)}: NaN/Inf in the output")
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x)).numpy()
+        # Any atol: only the decisions and the largest difference are wanted here.
+        agreement.merge(compare(got, want, contract, tolerance=Tolerance(1e30, 0.0)))
+    seq_axis = contract.input.seq_axis
+    return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
+                            tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())

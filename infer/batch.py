@@ -39,13 +39,15 @@ class PredictReport:
 
     def to_dict(self, topk: int = 0) -> dict:
         return {"model": self.predictor.contract.model, "backend": self.predictor.backend,
+                "precision": self.predictor.precision,
                 "results": [r.to_dict(self.predictor.labels, topk) for r in self.results],
                 "errors": [{"input": src, "error": err} for src, err in self.errors]}
 
 
 def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str = "cpu",
+                   precision: str | None = None,
                    artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False) -> PredictReport:
-    predictor = load(artifact or model, backend=backend, root=root, device=device)
+    predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision)
     report = PredictReport(predictor)
     kind = predictor.contract.kind
     if kind is InputKind.VECTOR:

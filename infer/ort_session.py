@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from ptx.contract import Contract, ContractError, TensorSpec
 from ptx.contract.metadata import from_props, from_strings
-from ptx.errors import ArtifactError, BackendUnavailableError
+from ptx.errors import ArtifactError, BackendUnavailableError, PtxError
 
 from .predictor import Predictor
 
@@ -68,16 +69,38 @@ def _check_graph_tensor(node, spec: TensorSpec, field: str, path: Path) -> None:
             refuse(f"shape[{i}] is {claimed}, but the graph's axis is the dynamic {actual!r}")
 
 
+# Session options measured on the 2-core Xeon (docs/benchmarks.md): ORT's default intra-op pool
+# (one thread per core) and full graph optimisation were the fastest; PTX_ORT_THREADS and
+# PTX_ORT_OPT_LEVEL (disable, basic, extended, all) override them for other machines.
+ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                  "all": "ORT_ENABLE_ALL"}
+
+
+def session_options(ort):
+    """ORT's SessionOptions with ptx's defaults, or PTX_ORT_THREADS / PTX_ORT_OPT_LEVEL's values."""
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_QUIET
+    threads = os.environ.get("PTX_ORT_THREADS", "").strip()
+    level = os.environ.get("PTX_ORT_OPT_LEVEL", "all").strip()
+    if threads:
+        if not threads.isdigit():
+            raise PtxError(f"PTX_ORT_THREADS={threads!r}: give a whole number of threads (0: one per core)")
+        options.intra_op_num_threads = int(threads)
+    if level not in ORT_OPT_LEVELS:
+        raise PtxError(f"PTX_ORT_OPT_LEVEL={level!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[level])
+    return options
+
+
 class OrtPredictor(Predictor):
     """An InferenceSession created once; tensors addressed by the contract's names."""
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32"):
         ort = import_ort()
         self.backend = "ort-cuda" if device == "cuda" else "ort-cpu"
         self.device = device
         path = Path(path)
-        options = ort.SessionOptions()
-        options.log_severity_level = ORT_QUIET
+        options = session_options(ort)
         self._missing_libraries: list[str] = []
         providers = self._cuda_providers(ort) if device == "cuda" else ["CPUExecutionProvider"]
         ort.set_default_logger_severity(ORT_QUIET)
@@ -101,6 +124,11 @@ class OrtPredictor(Predictor):
         except ContractError as exc:
             raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
         contract: Contract = info.contract
+        stored = info.get("precision", "f32")
+        if stored != precision:  # model.onnx given with --precision int8, or the other way round
+            raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
+                                f"{'ptx export --format onnx-int8 writes model.int8.onnx' if precision == 'int8' else 'use its own --precision'}")
+        self.precision = precision
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "

@@ -50,6 +50,7 @@ class Predictor:
 
     backend: str = "?"
     device: str = "cpu"
+    precision: str = "f32"  # f32, or the reduced precision it runs at (bf16, int8)
 
     def __init__(self, info: ArtifactInfo, path: Path | None = None):
         self.info = info

@@ -12,6 +12,7 @@ import traceback
 import click
 
 from ptx.contract import DEFAULT_OPSET, DEFAULT_RUNS_ROOT
+from ptx.contract.names import PRECISIONS
 from ptx.errors import PtxError
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
@@ -71,7 +72,7 @@ class PtxGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="ptx")
 def cli(debug: bool) -> None:
-    """Train the tutorials' models, export them, and predict through four agreeing backends.
+    """Train the tutorials' models, export them, and predict through five agreeing backends.
 
     \b
     ptx train convnet            train with the seed's recipe (GPU when there is one)
@@ -187,7 +188,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @cli.command("export")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, "all"]), default="all", show_default=True,
-              help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s).")
+              help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
+                   "onnx-int8 is quantized, model.int8.onnx).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder (default: the checkpoint's folder); for triton the model repository (required).")
@@ -204,7 +206,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @FORCE
 def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, force) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
-    (all), a pt2 package (torch.export + AOTInductor), or a Triton model repository folder (--out REPO)."""
+    (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), or a
+    Triton model repository folder (--out REPO)."""
     from ptx.infer import open_artifact
 
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
@@ -229,12 +232,14 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
               help="Default: ort-cpu, or with --artifact the file's own kind.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for eager and torchscript.")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="f32 (default), bf16 (openvino) or int8 (model.int8.onnx from `ptx export NAME --format onnx-int8`).")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
 @click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
-def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, raw) -> None:
+def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
     gru-classifier.
@@ -243,8 +248,8 @@ def predict_cmd(inputs, model, backend, device, artifact, root, topk, as_json, r
     """
     from ptx.infer.batch import predict_inputs, tsv_field
 
-    report = predict_inputs(list(inputs), model=model, backend=backend, device=device, artifact=artifact,
-                            root=root, raw=raw)
+    report = predict_inputs(list(inputs), model=model, backend=backend, device=device, precision=precision,
+                            artifact=artifact, root=root, raw=raw)
     if as_json:
         click.echo(json.dumps(report.to_dict(topk or 0), indent=2))
     else:
@@ -268,7 +273,8 @@ def _int_list(ctx, param, value):
 @cli.command("verify")
 @click.argument("name", required=False)
 @click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
+@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
+              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
               help="Batch sizes to exercise; the largest also chunks the real samples.")
@@ -304,7 +310,8 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 
 @cli.command("bench")
 @click.argument("name")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS))
+@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
+              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 @click.option("--batch-sizes", default="1,64,1024", show_default=True, callback=_int_list)
 @click.option("--seconds", type=FiniteFloat(0.01), default=1.0, show_default=True,
               help="Timed seconds per backend and batch size (after warm-up).")
@@ -312,19 +319,34 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
-def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markdown) -> None:
-    """Latency (p50/p90/p99) and throughput of model NAME on every available backend, next to the bare runtime."""
-    from ptx.infer.bench import bench, rows_to_dicts, to_markdown, to_text
+@click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Real test samples `ptx verify` judges each backend and precision on before one is named "
+                   "fastest (0: no verdict).")
+def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markdown, verify_samples) -> None:
+    """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
+    the bare runtimes, and the fastest verified one per batch size."""
+    from dataclasses import asdict
+
+    from ptx.infer.bench import bench, describe_fastest, fastest, rows_to_dicts, to_markdown, to_text
+    from ptx.infer.verify import verify
 
     chosen = [b.strip() for b in backends.split(",")] if backends else None
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
                           progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    verdicts, unverified = [], {}
+    if verify_samples:
+        timed = sorted({r.runner for r in rows if r.peer_of is None})
+        click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
+        report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None)
+        unverified = {v.label: "; ".join(v.failures) for v in report.verdicts if not v.ok and v.label in timed}
+        verdicts = fastest(rows, {v.label for v in report.verdicts if v.ok})
     if as_json:
-        click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped}, indent=2))
-    elif markdown:
-        click.echo(to_markdown(name, rows, skipped))
-    else:
-        click.echo(to_text(name, rows, skipped))
+        click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped,
+                               "fastest": [asdict(v) for v in verdicts], "unverified": unverified}, indent=2))
+        return
+    click.echo(to_markdown(name, rows, skipped) if markdown else to_text(name, rows, skipped))
+    if verify_samples:
+        click.echo("\n".join(describe_fastest(verdicts, unverified)))
 
 
 def main() -> None:

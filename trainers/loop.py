@@ -28,6 +28,9 @@ from .data import Dataset
 from .plots import write_curves
 
 VALIDATION_SAMPLES = 64  # real test samples kept in the checkpoint, so export can validate alone
+# Real training samples kept for int8 calibration (ptx export --format onnx-int8): a few hundred
+# cover the activation ranges; seeded, so the same run keeps the same ones.
+CALIBRATION_SAMPLES = 512
 EVAL_BATCH = 1000
 METRICS_FILE = "metrics.json"
 AUGMENT_SEED_OFFSET = 1_000_003
@@ -279,6 +282,8 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config
         "dataset": {"name": dataset.name, "source": dataset.source},
         "samples": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_test[:VALIDATION_SAMPLES])),
                     "y": torch.from_numpy(np.ascontiguousarray(dataset.y_test[:VALIDATION_SAMPLES]))},
+        "calibration": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_train[np.sort(
+            np.random.default_rng(0).permutation(len(dataset.x_train))[:CALIBRATION_SAMPLES])]))},
         "metrics": metrics,
         "versions": versions(),
     })

@@ -26,8 +26,10 @@ class ExportFormat:
     write: Callable[..., dict[str, str]]
     symbolic_dims: Callable[[Path], tuple[list, list]] | None = None  # (input dims, output dims) as stored
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
-    # False: only on request (``--format NAME``), not in ``--format all``; pt2's compile takes ~40 s
-    # per model on 2 cores, too slow to add to every export.
+    precision: str = "f32"  # reduced-precision formats are validated by labels, not by the f32 atol
+    calibrated: bool = False  # write() takes ``calibration=``: real training samples in model layout
+    # False: only on request (``--format NAME``), not in ``--format all``: pt2's compile takes ~40 s
+    # per model on 2 cores, and int8 is an opt-in trade of accuracy for speed.
     in_all: bool = True
     # spec -> why this format cannot express that model, or None (checked before any work is done)
     unsupported: Callable[[object], str | None] | None = None
@@ -38,7 +40,7 @@ class ExportFormat:
 
 
 _REGISTRY: Registry[ExportFormat] = Registry("export format")
-_FORMAT_FILES = ("onnx", "torchscript", "pt2")
+_FORMAT_FILES = ("onnx", "torchscript", "onnx_int8", "pt2")
 get, list_formats = _REGISTRY.get, _REGISTRY.names
 
 

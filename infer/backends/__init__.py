@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptx.contract.names import FULL_PRECISION, PRECISIONS
 from ptx.contract.registry import Registry
 from ptx.errors import PtxError
 
@@ -33,14 +34,34 @@ class Backend:
     bare: Callable[[object, np.ndarray], tuple[str, BareRunner]]
     needs_torch: bool
     description: str = ""
+    # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
+    # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
+    # own artifact (ptx export --format onnx-int8). Loaders get ``precision=`` when it is not f32.
+    precisions: tuple[tuple[str, str | None], ...] = ((FULL_PRECISION, None),)
 
-    def label(self, device: str) -> str:
-        """How verify and bench name a (backend, device) pair: eager-cuda, ort-cpu."""
-        return self.name if len(self.devices) == 1 else f"{self.name}-{device}"
+    def label(self, device: str, precision: str = FULL_PRECISION) -> str:
+        """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""
+        base = self.name if len(self.devices) == 1 else f"{self.name}-{device}"
+        return base if precision == FULL_PRECISION else f"{base}-{precision}"
+
+    @property
+    def precision_names(self) -> tuple[str, ...]:
+        return tuple(p for p, _ in self.precisions)
+
+    def artifact_for(self, precision: str = FULL_PRECISION) -> str:
+        """The artifact format this backend reads at ``precision``; a one-line error if it has none."""
+        for name, fmt in self.precisions:
+            if name == precision:
+                return fmt or self.artifact
+        if precision not in PRECISIONS:
+            raise PtxError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        offered = [b.name for b in _REGISTRY.entries.values() if precision in b.precision_names]
+        raise PtxError(f"backend {self.name} runs {', '.join(self.precision_names)}, not {precision}"
+                       + (f"; {precision} runs on {', '.join(offered)}" if offered else ""))
 
 
 _REGISTRY: Registry[Backend] = Registry("backend")
-_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "aoti")
+_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti")
 register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
@@ -56,6 +77,19 @@ def pairs() -> list[tuple[Backend, str]]:
     """Every (backend, device) pair, CPU first; each device's first is the eager reference."""
     all_pairs = [(b, d) for b in _REGISTRY.entries.values() for d in b.devices]
     return sorted(all_pairs, key=lambda pair: pair[1] != "cpu")
+
+
+def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
+    """Every (backend, device, precision) that ``names`` pick (a backend name picks all its
+    precisions; a label such as ort-cpu-int8 or eager-cuda picks one); everything if None."""
+    every = [(b, d, p) for b, d in pairs() for p in b.precision_names]
+    if not names:
+        return every
+    known = {b.name for b, _, _ in every} | {b.label(d) for b, d, _ in every} | {b.label(d, p) for b, d, p in every}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PtxError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return [(b, d, p) for b, d, p in every if {b.name, b.label(d), b.label(d, p)} & set(names)]
 
 
 def select(names: list[str] | None) -> list[tuple[Backend, str]]:

@@ -18,7 +18,12 @@ ARTIFACT_FILES = {
     "onnx": "model.onnx",
     "torchscript": "model.torchscript.pt",
     "pt2": "model.pt2",  # torch.export + AOTInductor package (on request: a compile takes ~40 s)
+    "onnx-int8": "model.int8.onnx",
 }
+# Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
+# the reduced ones by labels and accuracy (ptx.contract.agreement.judge_reduced_precision).
+FULL_PRECISION = "f32"
+PRECISIONS = (FULL_PRECISION, "bf16", "int8")
 DEFAULT_RUNS_ROOT = "runs"
 DEFAULT_OPSET = 18
 

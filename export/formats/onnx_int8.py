@@ -1,0 +1,127 @@
+"""onnx-int8: the ONNX export quantized to int8 by onnxruntime.quantization (model.int8.onnx).
+
+Static QDQ (weights and activations int8, per-channel weights), calibrated on the real training
+samples the checkpoint keeps; dynamic quantization (int8 weights, activations quantized per call)
+for recurrent graphs, where static calibration cannot work (ORT's shape inference fails on the
+LSTM's graph, and its QDQ kernels do not cover LSTM/GRU/RNN). A model where neither quantizes
+anything, or whose task has no labels to judge int8 by, is refused in one line.
+
+The file carries the same contract as model.onnx plus ``ptx.precision`` = ``int8`` and how it was
+quantized; ``ptx verify`` judges it by labels and test accuracy, never by the f32 atol.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ptx.contract import Contract, Task
+from ptx.contract.metadata import to_props
+from ptx.errors import PtxError
+
+from . import ExportFormat, register
+from .onnx import check_opset
+from .onnx import write as write_onnx
+
+RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
+# Ops that only a quantized graph holds: one of them must be there, or nothing was quantized.
+QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
+                 "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
+CALIBRATION_BATCH = 64
+
+
+def _first_line(exc: Exception) -> str:
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+
+
+def refuse_task(contract: Contract) -> None:
+    if contract.task is Task.REGRESSION:
+        raise PtxError(f"onnx-int8: {contract.model} is a regression model; int8 is judged by label agreement and "
+                       "accuracy, which a regression has none of: serve model.onnx (f32)")
+
+
+def _quantize_static(f32: Path, out: Path, contract: Contract, calibration: np.ndarray) -> str:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    axis = contract.input.batch_axis
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            n = calibration.shape[axis]
+            self.batches = iter([np.take(calibration, range(s, min(s + CALIBRATION_BATCH, n)), axis=axis)
+                                 for s in range(0, n, CALIBRATION_BATCH)])
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {contract.input.name: np.ascontiguousarray(batch)}
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # ORT's recommended first step (symbolic shape inference, then graph optimisation), so that
+    # fused ops are what gets quantized.
+    prepared = f32.with_name("prepared.onnx")
+    try:
+        quant_pre_process(str(f32), str(prepared))
+    except Exception:  # optional: quantizing the plain graph still works, only less fused
+        prepared = f32
+    # U8S8 (uint8 activations, int8 weights): the pairing ORT's x86 kernels are built for (VNNI).
+    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return f"static QDQ, per-channel int8 weights, uint8 activations, {calibration.shape[axis]} calibration samples"
+
+
+def _quantize_dynamic(f32: Path, out: Path) -> str:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(f32), str(out), weight_type=QuantType.QInt8)
+    return "dynamic (int8 weights, activations quantized per call)"
+
+
+def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *, opset: int, exporter,
+          calibration: np.ndarray) -> dict[str, str]:
+    """Export f32 ONNX to a scratch folder, quantize it into ``path``, and record how."""
+    import onnx
+
+    refuse_task(contract)
+    with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
+        f32 = Path(scratch) / "model.onnx"
+        extra = write_onnx(model, example, f32, contract, strings, opset=opset, exporter=exporter)
+        proto = onnx.load(str(f32))
+        # The dynamo exporter's intermediate shape annotations can contradict the quantizer's own
+        # shape inference (lstm: "Inferred shape and existing shape differ"); it re-infers them.
+        del proto.graph.value_info[:]
+        onnx.save(proto, str(f32))
+        recurrent = bool(RECURRENT_OPS & {n.op_type for n in proto.graph.node})
+        # An integer (token) input cannot be calibrated; such models are the recurrent ones here.
+        static = not recurrent and contract.input.dtype.value == "float32"
+        try:
+            # The quantizer logs advice through the root logger ("consider pre-processing ..."):
+            # addressed to us, not to a ptx user.
+            logging.disable(logging.WARNING)
+            method = _quantize_static(f32, path, contract, calibration) if static else _quantize_dynamic(f32, path)
+        except Exception as exc:  # the quantizer raises many types; its first line says what failed
+            raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
+                           f"{contract.model}: {_first_line(exc)}; serve model.onnx (f32)") from None
+        finally:
+            logging.disable(logging.NOTSET)
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    if not ops & QUANTIZED_OPS:
+        kinds = ", ".join(sorted(RECURRENT_OPS & ops)) or "its"
+        raise PtxError(f"onnx-int8: onnxruntime's quantizer leaves nothing of {contract.model} in int8 ({kinds} ops "
+                       "have no int8 kernels): serve model.onnx (f32)")
+    extra = {**extra, "precision": "int8", "quantization": method}
+    del proto.metadata_props[:]
+    for key, value in to_props({**strings, **extra}).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = contract.description
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return extra
+
+
+register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",
+                      serving_backend="ort-cpu", write=write, precision="int8", calibrated=True, in_all=False,
+                      check_options=lambda opset, exporter: check_opset(opset, exporter)))

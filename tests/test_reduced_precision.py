@@ -1,0 +1,108 @@
+"""OpenVINO, int8 and bf16 (issue 12): the int8 export, the accuracy gate verify applies to
+reduced precision, and the one-line refusals. OpenVINO's f32 agreement for every model comes from
+the registry (tests/test_agreement.py)."""
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from ptx.errors import PtxError
+from ptx.export.api import export_model
+from ptx.infer import load, open_artifact
+from ptx.infer import backends
+from ptx.infer.verify import verify
+
+OPENVINO_MISSING = backends.get("openvino").unavailable("cpu")
+needs_openvino = pytest.mark.skipif(OPENVINO_MISSING is not None, reason=f"openvino: {OPENVINO_MISSING}")
+
+
+def ptx(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def int8_root(runs, tmp_path_factory):
+    """A copy of convnet's run with model.int8.onnx exported into it (the shared runs stay f32)."""
+    root = tmp_path_factory.mktemp("int8")
+    shutil.copytree(runs.trained("convnet"), root / "convnet")
+    export_model("convnet", ["onnx-int8"], checkpoint=root / "convnet" / "checkpoint.pt", open_predictor=open_artifact,
+                 log=lambda _: None)
+    return root
+
+
+def test_int8_export_records_its_precision_and_is_judged_by_labels(int8_root, runs):
+    meta = {p.key: p.value for p in onnx.load(str(int8_root / "convnet" / "model.int8.onnx")).metadata_props}
+    assert meta["ptx.precision"] == "int8" and meta["ptx.quantization"].startswith("static QDQ")
+    assert "512 calibration samples" in meta["ptx.quantization"]
+    report = verify("convnet", backends=["ort-cpu", "openvino"], root=int8_root, samples=300, notice=lambda _: None)
+    rows = {(v.backend, v.precision): v for v in report.verdicts}
+    int8 = rows[("ort-cpu", "int8")]
+    assert int8.ok, int8.failures
+    assert int8.max_abs > 1e-3  # beyond the f32 atol: it passes on labels, not on atol
+    assert int8.argmax_agreement >= 0.99 and int8.accuracy >= rows[("ort-cpu", "f32")].accuracy - 0.005
+    if ("openvino", "bf16") in rows:
+        assert rows[("openvino", "bf16")].ok
+    raw, truth = runs.test_samples("convnet", 200)
+    predictor = load("convnet", backend="ort-cpu", root=int8_root, precision="int8")
+    assert predictor.precision == "int8"
+    assert load(int8_root / "convnet" / "model.int8.onnx").precision == "int8"  # the file says its precision
+    labels = np.array([p.label for p in predictor.predict(raw, raw=True)])
+    assert (labels == truth).mean() >= 0.8
+
+
+def test_a_damaged_int8_artifact_fails_the_label_gate(int8_root, tmp_path):
+    shutil.copytree(int8_root / "convnet", tmp_path / "convnet")
+    path = tmp_path / "convnet" / "model.int8.onnx"
+    proto = onnx.load(str(path))
+    # The last layer's weights scrambled: the outputs stay finite and shaped, the labels do not.
+    scales = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    weight = scales[-1]
+    values = numpy_helper.to_array(weight)
+    weight.CopyFrom(numpy_helper.from_array(np.random.default_rng(0).permutation(values.reshape(-1)).reshape(values.shape),
+                                            weight.name))
+    onnx.save(proto, str(path))
+    result = ptx("verify", "convnet", "--backends", "ort-cpu-int8", "--samples", "200", "--root", str(tmp_path))
+    assert result.returncode == 1
+    failing = [line for line in result.stdout.splitlines() if "FAIL" in line]
+    assert len(failing) == 1 and failing[0].startswith("ort-cpu") and "labels agree on" in failing[0], result.stdout
+
+
+def test_int8_refusals_are_one_line(runs, tmp_path):
+    result = ptx("export", "linreg", "--format", "onnx-int8", "--checkpoint",
+                 str(runs.trained("linreg") / "checkpoint.pt"), "--out", str(tmp_path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "regression" in result.stderr and not list(tmp_path.iterdir())
+    root = str(runs.ready("convnet"))
+    missing = ptx("predict", "--root", root, "--precision", "int8", "0.5", "--model", "convnet")
+    assert missing.returncode == 2 and "ptx export convnet --format onnx-int8" in missing.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--precision", "fp8"], "'fp8' is not one of"),
+    (["--backend", "ort-cpu", "--precision", "bf16"], "bf16 runs on openvino"),
+    (["--backend", "torchscript", "--precision", "int8"], "runs f32, not int8"),
+])
+def test_bad_precisions_are_one_line_errors(runs, args, says):
+    result = ptx("predict", "x.png", "--root", str(runs.ready("convnet")), *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+
+
+def test_bad_ort_session_options_are_one_line_errors(runs):
+    import os
+
+    env = {**os.environ, "PTX_ORT_OPT_LEVEL": "fastest"}
+    result = ptx("predict", "--model", "linreg", "0.5", "--root", str(runs.ready("linreg")), env=env)
+    assert result.returncode == 2 and "PTX_ORT_OPT_LEVEL='fastest'" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@needs_openvino
+def test_openvino_runs_f32_unless_asked(runs):
+    root = runs.ready("convnet")
+    assert load("convnet", backend="openvino", root=root).config["INFERENCE_PRECISION_HINT"] == "f32"
+    with pytest.raises(PtxError, match="reads onnx-int8"):
+        load(root / "convnet" / "model.onnx", backend="openvino", precision="int8")
