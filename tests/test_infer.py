@@ -343,7 +343,7 @@ def test_shadows_and_uneven_light_are_paper_not_ink(runs):
     pages = [paper_digit(d, offset=(20, 30)) for d in x]
     clean = np.array([picture_sample(p, step) for p in pages]).astype(int)
     lit = np.array([picture_sample(_in_uneven_light(p), step) for p in pages]).astype(int)
-    assert np.abs(clean - lit).mean() < 10  # 30 when the paper was one flat colour
+    assert np.abs(clean - lit).mean() < 6  # 30 when the paper was one flat colour, 8.6 by subtraction alone
     assert lit[:, 0].max() == 0 and lit[:, :, 0].max() == 0  # the shadow's corner stayed black
     original = np.array([r.label for r in predictor.predict_raw(x)])
     shadowed = np.array([r.label for r in predictor.predict([_in_uneven_light(p) for p in pages])])

@@ -151,9 +151,10 @@ def _resize(gray: np.ndarray, width: int, height: int, resample) -> np.ndarray:
 
 
 PAPER_SIDE = 64  # the paper's light is estimated on a copy this small: it varies slowly
+MAX_LIGHT_GAIN = 4.0  # paper in shadow is brightened at most this much (at a quarter of white)
 
 
-def flatten_paper(gray: np.ndarray, window: float) -> np.ndarray:
+def flatten_paper(gray: np.ndarray, window: float, lit_paper: bool = False) -> np.ndarray:
     """Light ink on dark paper -> the same with the paper's own brightness taken away at every
     pixel, so that a shadow or uneven light is not mistaken for ink. The paper is what a grey
     opening (a min filter, then a max filter) with a square window of ``window`` x the longer side
@@ -171,17 +172,26 @@ def flatten_paper(gray: np.ndarray, window: float) -> np.ndarray:
         paper = rank(sliding_window_view(paper, k, axis=0), axis=-1)
         paper = rank(sliding_window_view(paper, k, axis=1), axis=-1)
     paper = Image.fromarray(np.ascontiguousarray(paper, dtype=np.float32), mode="F")
-    return np.clip(gray - np.asarray(paper.resize((w, h), Image.Resampling.BILINEAR)), 0, None)
+    paper = np.asarray(paper.resize((w, h), Image.Resampling.BILINEAR))
+    ink = np.clip(gray - paper, 0, None)
+    if lit_paper:
+        # Dark ink on light paper that was inverted: light falls on ink and paper alike, so in a
+        # shadow the ink's contrast shrinks with the paper's brightness (255 - paper here).
+        # Dividing by it gives the digit one contrast across the shadow; the gain is capped so
+        # that sensor noise in a deep shadow is not blown up into ink.
+        ink = ink * (255.0 / np.clip(255.0 - paper, 255.0 / MAX_LIGHT_GAIN, None))
+    return ink
 
 
 def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_threshold: float = 0.2,
                 paper_window: float = 0.34, name: str = "image") -> np.ndarray:
     """(H, W) grey -> (canvas, canvas) uint8, light digit on dark, centred by mass in a box x box."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 127:  # light paper: MNIST wants light ink on black
+    lit_paper = np.median(border) > 127
+    if lit_paper:  # light paper: MNIST wants light ink on black
         gray, border = 255.0 - gray, 255.0 - border
     if paper_window > 0:
-        gray = flatten_paper(gray, paper_window)
+        gray = flatten_paper(gray, paper_window, lit_paper)
     else:
         gray = np.clip(gray - np.median(border), 0, None)  # paper that is grey rather than black
     top = gray.max()
