@@ -36,6 +36,14 @@ def _first_line(exc: Exception) -> str:
     return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 
 
+def unsupported(spec) -> str | None:
+    """Why ``spec`` cannot have an int8 artifact (so ``ptx models`` and export say so up front)."""
+    if spec.task is Task.REGRESSION:
+        return (f"onnx-int8: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
+                "which a regression has none of: serve model.onnx (f32)")
+    return None
+
+
 def refuse_task(contract: Contract) -> None:
     if contract.task is Task.REGRESSION:
         raise PtxError(f"onnx-int8: {contract.model} is a regression model; int8 is judged by label agreement and "
@@ -124,4 +132,5 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
 
 register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",
                       serving_backend="ort-cpu", write=write, precision="int8", calibrated=True, in_all=False,
+                      unsupported=unsupported,
                       check_options=lambda opset, exporter: check_opset(opset, exporter)))
