@@ -106,13 +106,20 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
     used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     extra = {"opset": str(used), "exporter": exporter.value}
+    save_with_metadata(proto, path, contract, {**strings, **extra})
+    return extra
+
+
+def save_with_metadata(proto, path: Path, contract: Contract, strings: dict[str, str]) -> None:
+    """Replace the graph's metadata_props by ptx's strings, check the model in full, save it."""
+    import onnx
+
     del proto.metadata_props[:]
-    for key, value in to_props({**strings, **extra}).items():
+    for key, value in to_props(strings).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = contract.description
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
-    return extra
 
 
 def symbolic_dims(path) -> tuple[list, list]:

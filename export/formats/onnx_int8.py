@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ptx.contract import Contract, Task
-from ptx.contract.metadata import to_props
 from ptx.errors import PtxError
 
 from . import ExportFormat, register
-from .onnx import check_opset
+from .onnx import check_opset, save_with_metadata
 from .onnx import write as write_onnx
 
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -121,12 +120,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
         raise PtxError(f"onnx-int8: onnxruntime's quantizer leaves nothing of {contract.model} in int8 ({kinds} ops "
                        "have no int8 kernels): serve model.onnx (f32)")
     extra = {**extra, "precision": "int8", "quantization": method}
-    del proto.metadata_props[:]
-    for key, value in to_props({**strings, **extra}).items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.doc_string = contract.description
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
+    save_with_metadata(proto, path, contract, {**strings, **extra})
     return extra
 
 
