@@ -1,4 +1,5 @@
-"""ptx: train the tutorials' models, export them, and serve them through four agreeing backends.
+"""ptx: train the tutorials' models, export them, and serve them through agreeing backends
+(eager, torchscript, ort-cpu, ort-cuda, openvino, aoti).
 
 Importing ``ptx`` imports neither torch nor onnxruntime: the ONNX Runtime path must stay light.
 """

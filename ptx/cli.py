@@ -72,7 +72,7 @@ class PtxGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="ptx")
 def cli(debug: bool) -> None:
-    """Train the tutorials' models, export them, and predict through five agreeing backends.
+    """Train the tutorials' models, export them, and predict through six agreeing backends.
 
     \b
     ptx train convnet            train with the seed's recipe (GPU when there is one)

@@ -209,4 +209,6 @@ def test_printed_digits_replace_a_fraction_of_the_batch_with_the_same_labels(dig
 
 def test_no_printed_digits_for_pictures_that_are_not_digits():
     contract = get("mlp").contract("fashion-mnist")
-    assert Augmenter(Augmentation(), contract, torch.device("cpu"), seed=1).printed is None
+    augmenter = Augmenter(Augmentation(), contract, torch.device("cpu"), seed=1)
+    assert augmenter.printed is None
+    assert not augmenter.refits  # fashion-product does not centre by mass: warps are not refitted as digits

@@ -76,7 +76,11 @@ class Augmenter:
         self.aug = augmentation
         self.pad = sum(step.pixels for step in contract.tensor_steps if isinstance(step, PadStep))
         self.canvas = picture.canvas
-        self.box = picture.options.get("box", picture.canvas)  # the pipeline's fit, redone after warping
+        # mnist-digit fits every picture's ink to a box and centres its mass: warped digits are fitted
+        # again the same way. fashion-product fits differently (longest edge, bounding-box centre),
+        # so its warps are kept as they fall.
+        self.refits = picture.pipeline == "mnist-digit"
+        self.box = picture.options.get("box", picture.canvas)
         self.ink_threshold = picture.options.get("ink_threshold", 0.2)
         side = self.canvas + 2 * self.pad
         # What paper (raw 0) and full ink (raw 255) become after the contract's steps.
@@ -137,9 +141,9 @@ class Augmenter:
         return out.reshape(batch.shape)
 
     def _warp(self, ink: torch.Tensor) -> torch.Tensor:
-        """Rotation, shear and an elastic field change the digit's shape; then the digit is fitted
-        again the way the picture pipeline fits a user's picture (its longest side to the box,
-        its centre of mass to the middle), so that training never sees a digit placed or sized
+        """Rotation, shear and an elastic field change the digit's shape; then (mnist-digit) the digit
+        is fitted again the way the picture pipeline fits a user's picture (its longest side to the
+        box, its centre of mass to the middle), so that training never sees a digit placed or sized
         as no real picture will be; scale and shift then jitter that fit a little."""
         n, c, a = len(ink), self.canvas, self.aug
         angle = self._uniform(n, math.radians(a.rotate_degrees))
@@ -154,7 +158,8 @@ class Augmenter:
         grid = F.affine_grid(theta, [n, 1, c, c], align_corners=False)
         control = self._uniform(n * 2 * 16, a.elastic_pixels * 2 / c).reshape(n, 2, 4, 4)
         grid = grid + F.interpolate(control, size=(c, c), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
-        return self._refit(F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+        warped = F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return self._refit(warped) if self.refits else warped
 
     def _refit(self, ink: torch.Tensor) -> torch.Tensor:
         n, c, a = len(ink), self.canvas, self.aug
