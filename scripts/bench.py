@@ -188,7 +188,7 @@ def fastest_section(root: Path, seconds: float) -> str:
         "",
         "images/s of each bare runtime call (`InferenceSession.run`, OpenVINO's infer request) with inputs in memory; "
         "all of one model's runtimes and ptx's own rows are timed in the same alternating rounds, so the ratios "
-        "hold although the 2 cores were shared with other jobs while measuring; absolute numbers move between "
+        "hold even when the cores are shared; absolute numbers move between "
         "runs (re-measure with the command above). ptx's fastest is the fastest `ptx` row whose backend and "
         f"precision passed `ptx verify` (f32 by atol; bf16/int8: labels agree with eager on >= 99% of 1,000 real "
         f"test samples, test accuracy at most 0.5 points lower). {ORT_F32_PEER.split(' (')[0]} of model.onnx is "
