@@ -72,7 +72,7 @@ def main() -> None:
     section = "\n".join([
         f"## pt2 (torch.export + AOTInductor), run of {time.strftime('%Y-%m-%d')}",
         "",
-        f"Machine: {machine()}. The CPU was shared with other jobs while this ran: absolute times vary, "
+        f"Machine: {machine()}. Absolute times vary with what else runs; "
         "the ratios are taken within one run (alternating rounds). Re-measure with "
         "`python scripts/bench_pt2.py`.",
         "",
