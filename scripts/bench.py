@@ -246,7 +246,8 @@ def write_section(out: Path, marker: str, end: str, section: str) -> None:
     previous = out.read_text() if out.exists() else "# Benchmarks\n"
     head, _, rest = previous.partition(marker)
     tail = rest.split(end, 1)[1] if end in rest else ""
-    write_text(out, f"{head.rstrip()}\n\n{marker}\n{section}\n{end}{tail}")
+    # A section last in the file still ends the file with a newline.
+    write_text(out, f"{head.rstrip()}\n\n{marker}\n{section}\n{end}{tail if tail.strip() else chr(10)}")
 
 
 def main() -> None:
@@ -313,11 +314,7 @@ def main() -> None:
         *(t + "\n" for t in tables),
     ])
     out = Path(args.out)
-    previous = out.read_text() if out.exists() else "# Benchmarks\n"
-    marker = "<!-- scripts/bench.py: CPU -->"
-    head, _, rest = previous.partition(marker)
-    tail = rest.split("<!-- end CPU -->", 1)[1] if "<!-- end CPU -->" in rest else ""
-    write_text(out, f"{head.rstrip()}\n\n{marker}\n{section}\n<!-- end CPU -->{tail}")
+    write_section(out, "<!-- scripts/bench.py: CPU -->", "<!-- end CPU -->", section)
     print("\n".join(goal_lines))
     print(f"wrote {out}", file=sys.stderr)
 

@@ -23,7 +23,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ptx.atomic import write_text  # noqa: E402
 from ptx.export.api import export_model  # noqa: E402
 from ptx.infer import open_artifact  # noqa: E402
 from ptx.infer.api import open_model  # noqa: E402
@@ -43,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per batch size, all backends")
     args = parser.parse_args()
-    from bench import machine  # scripts/bench.py, beside this file
+    from bench import machine, write_section  # scripts/bench.py, beside this file
 
     root = Path(tempfile.mkdtemp(prefix="ptx-bench-pt2-"))
     quiet = dict(open_predictor=open_artifact, log=lambda _: None)
@@ -90,10 +89,7 @@ def main() -> None:
         *latency,
     ])
     out = Path(args.out)
-    previous = out.read_text() if out.is_file() else "# Benchmarks\n"
-    head, _, rest = previous.partition(MARKER)
-    tail = rest.split(END, 1)[1] if END in rest else ""
-    write_text(out, f"{head.rstrip()}\n\n{MARKER}\n{section}\n{END}{tail if tail.strip() else chr(10)}")
+    write_section(out, MARKER, END, section)
     print(f"wrote {out}")
 
 
