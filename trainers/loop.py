@@ -191,6 +191,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         log(f"augment: {augmenter.aug.printed:.0%} of each batch are printed digits "
             f"({len(augmenter.printed[0])} from {len(augmenter.fonts)} fonts matplotlib ships)")
 
+    kept = _kept_samples(dataset)
     last_plot = time.monotonic()
     for epoch in range(first_epoch, config.epochs):
         model.train()
@@ -226,7 +227,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         log(_summary(row, config.epochs))
         metrics = _metrics(history, spec)
         _save_run(out_dir, spec, contract, model_args, model, optimizer, _rng_state(shuffle, augmenter), config,
-                  dataset, metrics, epoch + 1)
+                  dataset, kept, metrics, epoch + 1)
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
             write_curves(out_dir / "curves.png", metrics)
             last_plot = time.monotonic()
@@ -267,7 +268,17 @@ def _metrics(history: list[dict], spec: ModelSpec) -> dict:
     return out
 
 
-def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config, dataset, metrics, epoch) -> None:
+def _kept_samples(dataset: Dataset) -> dict:
+    """Real samples every checkpoint of the run carries: test samples for export's validation, and
+    seeded training samples for int8 calibration (the same ones after every epoch)."""
+    calibration = np.sort(np.random.default_rng(0).permutation(len(dataset.x_train))[:CALIBRATION_SAMPLES])
+    return {"samples": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_test[:VALIDATION_SAMPLES])),
+                        "y": torch.from_numpy(np.ascontiguousarray(dataset.y_test[:VALIDATION_SAMPLES]))},
+            "calibration": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_train[calibration]))}}
+
+
+def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config, dataset, kept, metrics,
+              epoch) -> None:
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     data = checkpoint_bytes({
         "model": spec.name,
@@ -280,10 +291,7 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config
         "recipe": {k: getattr(v, "value", v) for k, v in asdict(spec.recipe).items()},  # enums -> plain values
         "contract": contract.to_dict(),
         "dataset": {"name": dataset.name, "source": dataset.source},
-        "samples": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_test[:VALIDATION_SAMPLES])),
-                    "y": torch.from_numpy(np.ascontiguousarray(dataset.y_test[:VALIDATION_SAMPLES]))},
-        "calibration": {"x": torch.from_numpy(np.ascontiguousarray(dataset.x_train[np.sort(
-            np.random.default_rng(0).permutation(len(dataset.x_train))[:CALIBRATION_SAMPLES])]))},
+        **kept,
         "metrics": metrics,
         "versions": versions(),
     })
