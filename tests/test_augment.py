@@ -212,3 +212,24 @@ def test_no_printed_digits_for_pictures_that_are_not_digits():
     augmenter = Augmenter(Augmentation(), contract, torch.device("cpu"), seed=1)
     assert augmenter.printed is None
     assert not augmenter.refits  # fashion-product does not centre by mass: warps are not refitted as digits
+
+
+def test_resuming_an_augmented_run_on_another_kind_of_device_is_one_clear_line():
+    """A CUDA generator's state means nothing to a CPU generator (and back): the resume names the
+    device to use instead of failing inside torch."""
+    from ptx.errors import CheckpointError
+    from ptx.trainers.loop import _restore_rng, _rng_state
+
+    spec = get("convnet")
+    contract = spec.contract("mnist-sample")
+    augmenter = Augmenter(Augmentation(printed=0), contract, torch.device("cpu"), seed=1)
+    shuffle = torch.Generator().manual_seed(1)
+    state = _rng_state(shuffle, augmenter)
+    assert state["augment_device"] == "cpu"
+    _restore_rng(state, shuffle, augmenter)  # the same device: restored
+    with pytest.raises(CheckpointError, match="trained with --augment on cuda.*resume with --device cuda"):
+        _restore_rng({**state, "augment_device": "cuda"}, shuffle, augmenter)
+    # A checkpoint from before the device was kept, holding a CUDA generator's 16-byte state.
+    older = {k: v for k, v in state.items() if k != "augment_device"}
+    with pytest.raises(CheckpointError, match="does not fit this device's generator"):
+        _restore_rng({**older, "augment": torch.zeros(16, dtype=torch.uint8)}, shuffle, augmenter)

@@ -159,3 +159,27 @@ def test_linreg_with_bias_is_the_linear_model_of_lecture_5(tmp_path):
     assert ckpt["model_args"] == {"bias": True} and "linear.bias" in ckpt["state_dict"]
     with pytest.raises(Exception, match="has no option bias"):
         train(get("convnet"), load_dataset("mnist-sample"), small_config(model_args={"bias": True}), tmp_path / "c", **QUIET)
+
+
+@pytest.mark.parametrize("name", ["convnet", "mlp-dropout"])  # the recipe's SGD and Adam
+def test_fused_optimizer_is_asked_of_torch_and_a_build_without_it_trains_with_the_standard_one(monkeypatch, name):
+    from ptx.trainers.loop import make_optimizer
+
+    spec = get(name)
+    model = spec.build(**spec.model_args)
+    assert make_optimizer(spec, model, 0.01).defaults.get("fused") is True  # this torch has them on CPU
+
+    real = torch.optim.SGD if spec.recipe.optimizer.value == "sgd" else torch.optim.Adam
+
+    class NoFused(real):  # what torch says where a device has no fused kernel
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                                   "supported devices: ['cuda']")
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, real.__name__, NoFused)
+    notices = []
+    optimizer = make_optimizer(spec, model, 0.01, notice=notices.append)
+    assert isinstance(optimizer, NoFused) and not optimizer.defaults.get("fused")
+    assert len(notices) == 1 and "no fused" in notices[0] and "standard" in notices[0]
