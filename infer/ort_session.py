@@ -3,21 +3,26 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ptx.contract import Contract, ContractError, TensorSpec
 from ptx.contract.metadata import from_props, from_strings
-from ptx.errors import ArtifactError, BackendUnavailableError, PtxError
+from ptx.contract.transforms import expected_output_shape
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError
 
 from .predictor import Predictor
 
 ORT_QUIET = 4  # FATAL only: ORT's multi-line provider errors become our one-line error instead
 ORT_DEFAULT = 2
 ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ORT session config key (kOrtSessionOptionsDisableCPUEPFallback)
+CPU_FALLBACK_REFUSED = "fallback to CPU EP has been explicitly disabled"  # ORT's refusal, when it is set
 
 
 def import_ort():
@@ -102,20 +107,26 @@ class OrtPredictor(Predictor):
         path = Path(path)
         options = session_options(ort)
         self._missing_libraries: list[str] = []
-        providers = self._cuda_providers(ort) if device == "cuda" else ["CPUExecutionProvider"]
+        if device == "cuda":
+            # ORT places any node without a CUDA kernel on the CPU, silently, and drops the whole
+            # CUDA provider when its libraries are missing. Refusing that fallback makes either
+            # one an error at load; cuda_placement_error then says which it was.
+            options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
+            providers = self._cuda_providers(ort)[:1]  # naming the CPU provider too is a conflict then
+        else:
+            providers = ["CPUExecutionProvider"]
         ort.set_default_logger_severity(ORT_QUIET)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:
+            if device == "cuda" and CPU_FALLBACK_REFUSED in str(exc):
+                raise BackendUnavailableError(cuda_placement_error(ort, path, self._cuda_providers(ort),
+                                                                   self._missing_libraries)) from None
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first.strip()}); "
                                 "re-export with `ptx export`") from None
         finally:
             ort.set_default_logger_severity(ORT_DEFAULT)
-        if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
-            # ORT falls back to the CPU silently; a user who asked for CUDA must hear about it.
-            raise BackendUnavailableError(f"ort-cuda: CUDA is not active: {why_no_cuda(self._missing_libraries)}; "
-                                          "use --backend ort-cpu")
         strings = from_props(self.session.get_modelmeta().custom_metadata_map)
         if not strings:
             raise ArtifactError(f"{path}: not a ptx export (no ptx.* metadata); export it with `ptx export NAME`")
@@ -159,19 +170,98 @@ class OrtPredictor(Predictor):
 
     def predict_array(self, x) -> np.ndarray:
         self.check_input(x)
-        if getattr(x, "is_cuda", False) and self.device == "cuda":
-            return self._predict_device_tensor(x)
+        if self.device == "cuda" and getattr(x, "is_cuda", False):
+            return self.predict_on_device(x).cpu().numpy()
+        if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
+            x = x.detach().cpu()
         return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)})[0]
 
-    def _predict_device_tensor(self, x) -> np.ndarray:
-        """A torch CUDA tensor stays on the GPU: IO binding hands ORT its pointer, no host copy in."""
-        binding = self.session.io_binding()
-        x = x.contiguous()
-        binding.bind_input(name=self.input_name, device_type="cuda", device_id=x.device.index or 0,
-                           element_type=self._dtype.type, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
-        binding.bind_output(self.output_names[0], "cuda", x.device.index or 0)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+    def predict_on_device(self, x):
+        """A torch tensor on the GPU in, a torch tensor on the same GPU out (ort-cuda only): IO
+        binding hands ONNX Runtime both pointers, so nothing crosses to the host."""
+        if self.device != "cuda":
+            raise InputError(f"predict_on_device is ort-cuda's; this predictor is {self.backend}: use predict_array")
+        if not getattr(x, "is_cuda", False):
+            raise InputError(f"predict_on_device takes a torch tensor on a CUDA device, not {_describe_tensor(x)}; "
+                             "use predict_array for host data")
+        return run_with_binding(self, x, "cuda")
+
+
+def _describe_tensor(x) -> str:
+    device = getattr(x, "device", None)
+    return f"{type(x).__name__}" + (f" on {device}" if device is not None else "")
+
+
+def run_with_binding(predictor: OrtPredictor, x, device_type: str):
+    """Run ``predictor``'s session on torch tensor ``x`` through IO binding: ``x`` and a torch
+    output tensor on the same device are bound by pointer. Only ort-cuda serves predictions this
+    way; ``device_type`` is a parameter so that the binding is also checked on CPU machines.
+
+    torch is imported here only because ``x`` is a torch tensor: it is loaded already."""
+    import torch
+
+    predictor.check_input(x)
+    contract = predictor.contract
+    want = contract.input.dtype.value
+    if x.dtype != getattr(torch, want):
+        # Bound by pointer, ORT would read the bytes as the graph's dtype: refuse instead.
+        raise InputError(f"input dtype {x.dtype} does not fit {contract.model}'s {want} input: "
+                         f"convert it with x.to(torch.{want})")
+    x = x.detach().contiguous()
+    out_dtype = contract.output.dtype.value
+    out = torch.empty(expected_output_shape(contract, x), dtype=getattr(torch, out_dtype), device=x.device)
+    device_id = x.device.index or 0
+    binding = predictor.session.io_binding()
+    binding.bind_input(name=predictor.input_name, device_type=device_type, device_id=device_id,
+                       element_type=np.dtype(want).type, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
+    binding.bind_output(name=predictor.output_names[0], device_type=device_type, device_id=device_id,
+                        element_type=np.dtype(out_dtype).type, shape=tuple(out.shape), buffer_ptr=out.data_ptr())
+    if device_type == "cuda":
+        # ORT runs on its own CUDA stream: the kernels that wrote x on torch's stream must have
+        # finished before it reads (onnxruntime issues #26609, #10299). ORT synchronises its own
+        # stream when the run ends, so torch may read ``out`` afterwards.
+        torch.cuda.current_stream(x.device).synchronize()
+    predictor.session.run_with_iobinding(binding)
+    return out
+
+
+def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:
+    """Execution provider -> the nodes it ran ("name (OpType)"), read from ORT's profile of one
+    run on a batch of zeros; ORT has no API that reports placement without a run."""
+    with tempfile.TemporaryDirectory(prefix="ptx-placement-") as tmp:
+        options = session_options(ort)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        node = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in node.shape]
+        dtype = next((np.dtype(k) for k, v in ORT_TYPES.items() if v == node.type), np.float32)
+        session.run(None, {node.name: np.zeros(shape, dtype=dtype)})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    placed: dict[str, list[str]] = {}
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and "provider" in args and event.get("name", "").endswith("_kernel_time"):
+            entry = f"{event['name'][:-len('_kernel_time')]} ({args.get('op_name', '?')})"
+            if entry not in placed.setdefault(args["provider"], []):
+                placed[args["provider"]].append(entry)
+    return placed
+
+
+def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str]) -> str:
+    """Why ORT refused an ort-cuda session that may not fall back to the CPU, in one line: CUDA
+    is not active at all, or these nodes have no CUDA kernel."""
+    try:
+        placed = node_placement(ort, path, providers)
+    except Exception as exc:  # the placement run failed: say what we know
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        return f"ort-cuda: {path} has nodes without a CUDA kernel ({first.strip()}); use --backend ort-cpu"
+    on_cpu = placed.get("CPUExecutionProvider", [])
+    if "CUDAExecutionProvider" not in placed:
+        return f"ort-cuda: CUDA is not active: {why_no_cuda(missing_libraries)}; use --backend ort-cpu"
+    shown = ", ".join(on_cpu[:6]) + (f" and {len(on_cpu) - 6} more" if len(on_cpu) > 6 else "")
+    return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} have no CUDA kernel in onnxruntime "
+            f"{ort.__version__} and would run on the CPU: {shown}; use --backend ort-cpu")
 
 
 def bare_session_runner(predictor: OrtPredictor, x: np.ndarray):

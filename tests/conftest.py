@@ -23,7 +23,19 @@ SMOKE_LIMIT = 400
 PT2_MODELS = ("convnet", "lstm")
 WELL_TRAINED = {"convnet": 4}  # epochs on all 4,000 mnist-sample digits: ~0.9 test accuracy
 GPU = torch.cuda.is_available()
-needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU; none is visible to torch here")
+
+
+def needs_gpu(test):
+    """Marks a test gpu (`pytest -m gpu` selects it) and skips it, with the reason, without one."""
+    return pytest.mark.gpu(pytest.mark.skipif(not GPU, reason="needs a CUDA GPU; none is visible to torch here")(test))
+
+
+def needs_ort_cuda(test):
+    """A gpu test of ONNX Runtime's CUDA provider: skips with ort-cuda's own reason where it cannot run."""
+    from ptx.infer.ort_session import cuda_unavailable
+
+    why = cuda_unavailable()
+    return pytest.mark.gpu(pytest.mark.skipif(bool(why), reason=f"ort-cuda cannot run here: {why}")(test))
 
 
 def smoke_dataset_name(name: str) -> str:

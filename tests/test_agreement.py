@@ -11,21 +11,34 @@ from ptx.export.formats import default_formats
 from ptx.infer import backends, load
 
 BATCH_SIZES = (1, 2, 7, 64)
-OTHERS = [(b.name, d) for b, d in backends.pairs() if (b.name, d) != ("eager", "cpu")]
+# CUDA pairs carry the gpu mark: `pytest -m gpu` runs the agreement suite on the GPU alone.
+OTHERS = [pytest.param(b.name, d, id=f"{b.name}-{d}", marks=[pytest.mark.gpu] if d == "cuda" else [])
+          for b, d in backends.pairs() if (b.name, d) != ("eager", "cpu")]
 
 
-@pytest.mark.parametrize("backend,device", OTHERS, ids=[f"{b}-{d}" for b, d in OTHERS])
-def test_backends_agree_with_eager(runs, model_name, backend, device):
-    why = backends.get(backend).unavailable(device) or backends.get("eager").unavailable(device)
+def reference_device(backend: str, device: str) -> str:
+    """Eager on the same device; for a torch-free backend next to a CPU-only torch, eager on the
+    CPU (ptx verify's rule). Skips with the reason when neither can run."""
+    why = backends.get(backend).unavailable(device)
     if why:
         pytest.skip(f"{backend} on {device}: {why}")
+    if not backends.get("eager").unavailable(device):
+        return device
+    if backends.get(backend).needs_torch:
+        pytest.skip(f"{backend} on {device}: {backends.get('eager').unavailable(device)}")
+    return "cpu"
+
+
+@pytest.mark.parametrize("backend,device", OTHERS)
+def test_backends_agree_with_eager(runs, model_name, backend, device):
+    ref_device = reference_device(backend, device)
     root = runs.ready(model_name)
     artifact = backends.get(backend).artifact
     if artifact not in default_formats() and artifact != "checkpoint":  # written on request only (pt2)
         if model_name not in PT2_MODELS:
             pytest.skip(f"{artifact} is compiled in tests for {', '.join(PT2_MODELS)} only (~40 s a model)")
         runs.with_pt2(model_name)
-    eager = load(model_name, backend="eager", root=root, device=device)
+    eager = load(model_name, backend="eager", root=root, device=ref_device)
     other = load(model_name, backend=backend, root=root, device=device)
     raw, _ = runs.test_samples(model_name, max(BATCH_SIZES))
     contract = eager.contract

@@ -126,3 +126,32 @@ def test_bench_runs_every_model(runs, model_name):
     rows, _ = bench(model_name, backends=["ort-cpu"], batch_sizes=(2,), root=runs.ready(model_name),
                     warmup=1, seconds=0.01, bare=False)
     assert [(r.runner, r.batch) for r in rows] == [("ort-cpu", 2)] and rows[0].p50_us > 0
+
+
+def test_ort_cuda_is_verified_against_eager_on_the_cpu_when_torch_has_no_cuda(runs, monkeypatch):
+    """scripts/setup.sh installs a CPU-only torch beside onnxruntime-gpu: on a GPU machine set up so,
+    ort-cuda (torch-free) is still checked, against eager on the CPU at the CUDA tolerance; the
+    torch backends on CUDA are skipped with torch's reason."""
+    import dataclasses
+
+    from ptx.infer import backends, ort_session
+    from ptx.infer import verify as verify_mod
+
+    registry = backends._REGISTRY.entries
+    monkeypatch.setitem(registry, "eager", dataclasses.replace(
+        registry["eager"], unavailable=lambda d: None if d == "cpu" else "torch sees no CUDA GPU"))
+    assert verify_mod._reference_device(backends.get("ort-cuda"), "cuda") == "cpu"
+    assert verify_mod._reference_device(backends.get("torchscript"), "cuda") is None
+    assert verify_mod._reference_device(backends.get("ort-cpu"), "cpu") == "cpu"
+
+    # This machine's ORT cannot start CUDA: with its availability check passed, verify loads
+    # ort-cuda and reports the load's own reason, not a missing eager reference.
+    monkeypatch.setitem(registry, "ort-cuda", dataclasses.replace(registry["ort-cuda"], unavailable=lambda d: None))
+    monkeypatch.setitem(registry, "torchscript", dataclasses.replace(
+        registry["torchscript"], unavailable=lambda d: None if d == "cpu" else "torch sees no CUDA GPU"))
+    if ort_session.cuda_unavailable() is None:
+        pytest.skip("this machine runs ort-cuda: the agreement suite checks it")
+    report = verify("convnet", backends=["ort-cpu", "ort-cuda", "torchscript-cuda"], samples=50,
+                    root=runs.ready("convnet"), notice=lambda _: None)
+    assert report.skipped["ort-cuda"].startswith("ort-cuda: CUDA is not active")
+    assert report.skipped["torchscript-cuda"] == "torch sees no CUDA GPU"
