@@ -142,7 +142,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
     for backend, device, precision in pairs:
         label = backend.label(device, precision)
         why = backend.unavailable(device)
-        ref_device = _reference_device(backend, device)
+        ref_device = reference_device(backend, device)
         if why or ref_device is None:
             ref_why = registry.get(REFERENCE).unavailable(device)
             report.skipped[label] = why or f"no {REFERENCE} reference on {device}: {ref_why}"
@@ -196,7 +196,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
     return report
 
 
-def _reference_device(backend, device: str) -> str | None:
+def reference_device(backend, device: str) -> str | None:
     """Where eager runs as ``backend``-on-``device``'s reference: on the same device when torch can
     run there; else a torch-free backend (ort-cuda next to a CPU-only torch, as scripts/setup.sh
     installs it) is held to that device's tolerance against eager on the CPU; else nowhere."""

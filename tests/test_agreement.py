@@ -9,6 +9,7 @@ from ptx.contract import compare
 from ptx.contract.transforms import expected_output_shape, to_model_input
 from ptx.export.formats import default_formats
 from ptx.infer import backends, load
+from ptx.infer.verify import reference_device
 
 BATCH_SIZES = (1, 2, 7, 64)
 # CUDA pairs carry the gpu mark: `pytest -m gpu` runs the agreement suite on the GPU alone.
@@ -16,22 +17,14 @@ OTHERS = [pytest.param(b.name, d, id=f"{b.name}-{d}", marks=[pytest.mark.gpu] if
           for b, d in backends.pairs() if (b.name, d) != ("eager", "cpu")]
 
 
-def reference_device(backend: str, device: str) -> str:
-    """Eager on the same device; for a torch-free backend next to a CPU-only torch, eager on the
-    CPU (ptx verify's rule). Skips with the reason when neither can run."""
-    why = backends.get(backend).unavailable(device)
-    if why:
-        pytest.skip(f"{backend} on {device}: {why}")
-    if not backends.get("eager").unavailable(device):
-        return device
-    if backends.get(backend).needs_torch:
-        pytest.skip(f"{backend} on {device}: {backends.get('eager').unavailable(device)}")
-    return "cpu"
-
-
 @pytest.mark.parametrize("backend,device", OTHERS)
 def test_backends_agree_with_eager(runs, model_name, backend, device):
-    ref_device = reference_device(backend, device)
+    # ptx verify's rule: eager on the same device, or on the CPU for a torch-free backend (ort-cuda)
+    # next to a CPU-only torch.
+    why = backends.get(backend).unavailable(device)
+    ref_device = None if why else reference_device(backends.get(backend), device)
+    if ref_device is None:
+        pytest.skip(f"{backend} on {device}: {why or backends.get('eager').unavailable(device)}")
     root = runs.ready(model_name)
     artifact = backends.get(backend).artifact
     if artifact not in default_formats() and artifact != "checkpoint":  # written on request only (pt2)

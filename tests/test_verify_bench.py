@@ -140,9 +140,9 @@ def test_ort_cuda_is_verified_against_eager_on_the_cpu_when_torch_has_no_cuda(ru
     registry = backends._REGISTRY.entries
     monkeypatch.setitem(registry, "eager", dataclasses.replace(
         registry["eager"], unavailable=lambda d: None if d == "cpu" else "torch sees no CUDA GPU"))
-    assert verify_mod._reference_device(backends.get("ort-cuda"), "cuda") == "cpu"
-    assert verify_mod._reference_device(backends.get("torchscript"), "cuda") is None
-    assert verify_mod._reference_device(backends.get("ort-cpu"), "cpu") == "cpu"
+    assert verify_mod.reference_device(backends.get("ort-cuda"), "cuda") == "cpu"
+    assert verify_mod.reference_device(backends.get("torchscript"), "cuda") is None
+    assert verify_mod.reference_device(backends.get("ort-cpu"), "cpu") == "cpu"
 
     # This machine's ORT cannot start CUDA: with its availability check passed, verify loads
     # ort-cuda and reports the load's own reason, not a missing eager reference.
