@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ptx.contract import ContractError
 from ptx.contract.metadata import from_strings
 from ptx.errors import ArtifactError, MissingArtifactError
@@ -47,18 +44,3 @@ class AotiPredictor(TorchPredictor):
                                        f"--device {self.device}` (one package per device)")
         Predictor.__init__(self, info, Path(path))
         self._serve(compiled)
-
-
-def bare_package_runner(predictor: AotiPredictor, x: np.ndarray):
-    """The loaded package called directly, no ptx code around it: bench's reference."""
-    compiled, tensor = predictor.module, torch.from_numpy(x).to(predictor.torch_device)
-    cuda = predictor.torch_device.type == "cuda"
-
-    def call():
-        with torch.inference_mode():
-            out = compiled(tensor)
-        if cuda:
-            torch.cuda.synchronize()
-        return out
-
-    return "bare aoti_load_package call", call

@@ -4,5 +4,5 @@ from . import Backend, lazy, register
 
 register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"), load=lazy("aoti_predictor", "AotiPredictor"),
                  unavailable=lazy("torch_predictor", "torch_unavailable"),
-                 bare=lazy("aoti_predictor", "bare_package_runner"),
+                 bare=lazy("torch_predictor", "bare_module_runner", label="bare aoti_load_package call"),
                  needs_torch=True, description="AOTInductor package, from model.pt2"))
