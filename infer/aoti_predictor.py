@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptx.contract import ContractError
-from ptx.contract.metadata import from_strings
 from ptx.errors import ArtifactError, MissingArtifactError
 
-from .predictor import Predictor
+from .predictor import Predictor, artifact_info
 from .torch_predictor import TorchPredictor, torch_device
 
 
@@ -29,14 +27,7 @@ class AotiPredictor(TorchPredictor):
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ArtifactError(f"{path}: not a loadable pt2 package ({first.strip()}); "
                                 "re-export with `ptx export NAME --format pt2`") from None
-        if not strings:
-            raise ArtifactError(f"{path}: not a ptx export (no ptx.* metadata in the package); "
-                                "export it with `ptx export NAME --format pt2`")
-        try:
-            info = from_strings(strings)
-        except ContractError as exc:
-            raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')} "
-                                "--format pt2`") from None
+        info = artifact_info(path, strings, missing="no ptx.* metadata in the package", export_args=" --format pt2")
         # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).
         if compiled_for.split(":")[0] != self.device:
             raise MissingArtifactError(f"{path} was compiled for {compiled_for or 'an unknown device'}, not "

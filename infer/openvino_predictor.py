@@ -14,13 +14,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ptx.contract import ContractError
-from ptx.contract.metadata import from_props, from_strings
+from ptx.contract.metadata import from_props
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import ArtifactError, BackendUnavailableError, PtxError
 
-from .ort_session import ORT_TYPES, _check_graph_tensor
-from .predictor import Predictor
+from .ort_session import _check_graph_tensor
+from .predictor import Predictor, artifact_info
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
@@ -78,13 +77,7 @@ class OpenVinoPredictor(Predictor):
             raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
         if precision == "bf16" and not has_bf16():
             raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32)")
-        strings = _metadata(path)
-        if not strings:
-            raise ArtifactError(f"{path}: not a ptx export (no ptx.* metadata); export it with `ptx export NAME`")
-        try:
-            info = from_strings(strings)
-        except ContractError as exc:
-            raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
+        info = artifact_info(path, _metadata(path))
         stored = info.get("precision", FULL_PRECISION)
         if (stored == "int8") != (precision == "int8"):
             raise ArtifactError(f"{path} holds a {stored} model; openvino {precision} reads "

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ptx.contract import Contract, ContractError, TensorSpec
-from ptx.contract.metadata import from_props, from_strings
+from ptx.contract import Contract, TensorSpec
+from ptx.contract.metadata import from_props
 from ptx.contract.transforms import expected_output_shape
 from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError
 
-from .predictor import Predictor
+from .predictor import Predictor, artifact_info
 
 ORT_QUIET = 4  # FATAL only: ORT's multi-line provider errors become our one-line error instead
 ORT_DEFAULT = 2
@@ -127,13 +127,7 @@ class OrtPredictor(Predictor):
                                 "re-export with `ptx export`") from None
         finally:
             ort.set_default_logger_severity(ORT_DEFAULT)
-        strings = from_props(self.session.get_modelmeta().custom_metadata_map)
-        if not strings:
-            raise ArtifactError(f"{path}: not a ptx export (no ptx.* metadata); export it with `ptx export NAME`")
-        try:
-            info = from_strings(strings)
-        except ContractError as exc:
-            raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
+        info = artifact_info(path, from_props(self.session.get_modelmeta().custom_metadata_map))
         contract: Contract = info.contract
         stored = info.get("precision", "f32")
         if stored != precision:  # model.onnx given with --precision int8, or the other way round

@@ -9,10 +9,22 @@ import numpy as np
 from PIL import Image
 
 from ptx.contract import Contract, InputKind, Task
-from ptx.contract.metadata import ArtifactInfo
+from ptx.contract import ContractError
+from ptx.contract.metadata import ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
 from ptx.contract.transforms import collate, decisions, encode_text, length_groups, softmax, to_model_input
-from ptx.errors import InputError
+from ptx.errors import ArtifactError, InputError
+
+
+def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
+    """The ptx metadata an artifact carries, checked: none, or a contract that does not validate, is
+    an ArtifactError naming the export command that makes a good one (``export_args``: its options)."""
+    if not strings:
+        raise ArtifactError(f"{path}: not a ptx export ({missing}); export it with `ptx export NAME{export_args}`")
+    try:
+        return from_strings(strings)
+    except ContractError as exc:
+        raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}{export_args}`") from None
 
 
 @dataclass

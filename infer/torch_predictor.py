@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptx.contract import ContractError
-from ptx.contract.metadata import ArtifactInfo, from_strings
+from ptx.contract.metadata import ArtifactInfo
 from ptx.errors import ArtifactError, BackendUnavailableError
 
-from .predictor import Predictor
+from .predictor import Predictor, artifact_info
 
 
 def torch_device(name: str) -> torch.device:
@@ -83,17 +82,13 @@ class TorchScriptPredictor(TorchPredictor):
             first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ArtifactError(f"{path}: not a loadable TorchScript file ({first.strip()}); "
                                 "re-export with `ptx export`") from None
-        if not text:
-            raise ArtifactError(f"{path}: not a ptx export (no ptx.json inside); export it with `ptx export NAME`")
         try:
-            strings = json.loads(text)
-            if not isinstance(strings, dict):
-                raise ContractError("ptx.json is not a JSON object")
-            info = from_strings(strings)
+            strings = json.loads(text) if text else {}
         except json.JSONDecodeError as exc:
             raise ArtifactError(f"{path}: ptx.json is not valid JSON ({exc}); re-export with `ptx export`") from None
-        except ContractError as exc:
-            raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
+        if not isinstance(strings, dict):
+            raise ArtifactError(f"{path}: ptx.json is not a JSON object; re-export with `ptx export`")
+        info = artifact_info(path, strings, missing="no ptx.json inside")
         super().__init__(module, info, device, Path(path))
 
 

@@ -120,11 +120,12 @@ def _plain_onnx(path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def _plain_torchscript(path: Path) -> None:
-    """convnet's own module saved with torch.jit.save: no ptx.json extra file."""
+def _plain_torchscript(path: Path, extra_files: dict | None = None) -> None:
+    """convnet's own module saved with torch.jit.save: no ptx.json extra file, or ``extra_files``."""
     from ptx.models import get
 
-    torch.jit.save(torch.jit.trace(get("convnet").build().eval(), torch.zeros(2, 1, 28, 28)), str(path))
+    torch.jit.save(torch.jit.trace(get("convnet").build().eval(), torch.zeros(2, 1, 28, 28)), str(path),
+                   _extra_files=extra_files or {})
 
 
 def _truncate(path: Path) -> None:
@@ -140,6 +141,8 @@ BROKEN_ARTIFACTS = {  # case -> (backend, file, how to break it, a word the fail
                      lambda p, runs: shutil.copy(runs.trained("lstm") / "model.onnx", p), "lstm"),
     "torchscript-without-ptx.json": ("torchscript", "model.torchscript.pt", lambda p, runs: _plain_torchscript(p),
                                      "model.torchscript.pt"),
+    "torchscript-ptx.json-a-list": ("torchscript", "model.torchscript.pt",
+                                    lambda p, runs: _plain_torchscript(p, {"ptx.json": "[1, 2]"}), "JSON object"),
 }
 
 
