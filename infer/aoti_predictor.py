@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptx.errors import ArtifactError, MissingArtifactError
+from ptx.errors import ArtifactError, MissingArtifactError, first_line
 
 from .predictor import Predictor, artifact_info
 from .torch_predictor import TorchPredictor, torch_device
@@ -24,8 +24,7 @@ class AotiPredictor(TorchPredictor):
         try:
             compiled, strings, compiled_for = load(path)
         except Exception as exc:
-            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ArtifactError(f"{path}: not a loadable pt2 package ({first.strip()}); "
+            raise ArtifactError(f"{path}: not a loadable pt2 package ({first_line(exc)}); "
                                 "re-export with `ptx export NAME --format pt2`") from None
         info = artifact_info(path, strings, missing="no ptx.* metadata in the package", export_args=" --format pt2")
         # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).

@@ -16,7 +16,7 @@ import numpy as np
 
 from ptx.contract.metadata import from_props
 from ptx.contract.names import FULL_PRECISION
-from ptx.errors import ArtifactError, BackendUnavailableError, PtxError
+from ptx.errors import ArtifactError, BackendUnavailableError, PtxError, first_line
 
 from .ort_session import _check_graph_tensor
 from .predictor import Predictor, artifact_info
@@ -86,8 +86,7 @@ class OpenVinoPredictor(Predictor):
         try:
             self.model = self.core.read_model(str(path))
         except Exception as exc:
-            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ArtifactError(f"{path}: OpenVINO cannot read it ({first.strip()}); re-export with `ptx export`") from None
+            raise ArtifactError(f"{path}: OpenVINO cannot read it ({first_line(exc)}); re-export with `ptx export`") from None
         if len(self.model.inputs) != 1 or len(self.model.outputs) != 1:
             raise ArtifactError(f"{path}: the graph has {len(self.model.inputs)} inputs and {len(self.model.outputs)} "
                                 "outputs; a ptx export has one of each")

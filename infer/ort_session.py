@@ -14,7 +14,7 @@ import numpy as np
 from ptx.contract import Contract, TensorSpec
 from ptx.contract.metadata import from_props
 from ptx.contract.transforms import expected_output_shape
-from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError, first_line
 
 from .predictor import Predictor, artifact_info
 
@@ -122,8 +122,7 @@ class OrtPredictor(Predictor):
             if device == "cuda" and CPU_FALLBACK_REFUSED in str(exc):
                 raise BackendUnavailableError(cuda_placement_error(ort, path, self._cuda_providers(ort),
                                                                    self._missing_libraries)) from None
-            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first.strip()}); "
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); "
                                 "re-export with `ptx export`") from None
         finally:
             ort.set_default_logger_severity(ORT_DEFAULT)
@@ -248,8 +247,7 @@ def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: li
     try:
         placed = node_placement(ort, path, providers)
     except Exception as exc:  # the placement run failed: say what we know
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        return f"ort-cuda: {path} has nodes without a CUDA kernel ({first.strip()}); use --backend ort-cpu"
+        return f"ort-cuda: {path} has nodes without a CUDA kernel ({first_line(exc)}); use --backend ort-cpu"
     on_cpu = placed.get("CPUExecutionProvider", [])
     if "CUDAExecutionProvider" not in placed:
         return f"ort-cuda: CUDA is not active: {why_no_cuda(missing_libraries)}; use --backend ort-cpu"

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ptx.contract.metadata import ArtifactInfo
-from ptx.errors import ArtifactError, BackendUnavailableError
+from ptx.errors import ArtifactError, BackendUnavailableError, first_line
 
 from .predictor import Predictor, artifact_info
 
@@ -79,8 +79,7 @@ class TorchScriptPredictor(TorchPredictor):
         try:
             module, text = load(path, device="cpu")
         except Exception as exc:
-            first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise ArtifactError(f"{path}: not a loadable TorchScript file ({first.strip()}); "
+            raise ArtifactError(f"{path}: not a loadable TorchScript file ({first_line(exc)}); "
                                 "re-export with `ptx export`") from None
         try:
             strings = json.loads(text) if text else {}

@@ -45,3 +45,9 @@ class ValidationError(PtxError):
     """An export disagreed with eager PyTorch: the artifact was not kept."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message, or its type's name when it has none: the
+    runtimes raise multi-line C++ errors, and ptx's errors are one line."""
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)

@@ -11,7 +11,7 @@ from pathlib import Path
 from ptx.contract import DEFAULT_OPSET, Contract
 from ptx.contract.metadata import to_props
 from ptx.contract.schema import ValueEnum
-from ptx.errors import PtxError
+from ptx.errors import PtxError, first_line
 
 from . import ExportFormat, register
 
@@ -98,9 +98,8 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
                                   dynamic_axes={contract.input.name: input_axes, contract.output.name: output_axes},
                                   **names)
     except Exception as exc:  # the exporters raise many types; the first line says what failed
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise PtxError(f"the {exporter.value} ONNX exporter failed for {contract.model} at opset {opset}: "
-                       f"{first}; try --exporter {'legacy' if exporter is Exporter.DYNAMO else 'dynamo'} "
+                       f"{first_line(exc)}; try --exporter {'legacy' if exporter is Exporter.DYNAMO else 'dynamo'} "
                        f"or --opset {DEFAULT_OPSET}") from None
     proto = onnx.load(str(path))
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ptx.contract import Contract, Task
-from ptx.errors import PtxError
+from ptx.errors import PtxError, first_line
 
 from . import ExportFormat, register
 from .onnx import check_opset, save_with_metadata
@@ -29,10 +29,6 @@ RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
 QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
                  "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
 CALIBRATION_BATCH = 64
-
-
-def _first_line(exc: Exception) -> str:
-    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 
 
 def unsupported(spec) -> str | None:
@@ -110,7 +106,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
             method = _quantize_static(f32, path, contract, calibration) if static else _quantize_dynamic(f32, path)
         except Exception as exc:  # the quantizer raises many types; its first line says what failed
             raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
-                           f"{contract.model}: {_first_line(exc)}; serve model.onnx (f32)") from None
+                           f"{contract.model}: {first_line(exc)}; serve model.onnx (f32)") from None
         finally:
             logging.disable(logging.NOTSET)
     proto = onnx.load(str(path))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ptx.contract import Contract
 from ptx.contract.metadata import from_props, to_props
-from ptx.errors import PtxError
+from ptx.errors import PtxError, first_line
 
 from . import ExportFormat, register
 
@@ -86,8 +86,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
                 program, package_path=buffer,
                 inductor_configs={"aot_inductor.metadata": to_props({**strings, **extra})})
     except Exception as exc:  # torch.export and Inductor raise many types; the first line says what failed
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first}); "
+        raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first_line(exc)}); "
                        "--format onnx or torchscript may still work") from None
     path.write_bytes(buffer.getbuffer())
     return extra
