@@ -112,7 +112,8 @@ class OrtPredictor(Predictor):
             # CUDA provider when its libraries are missing. Refusing that fallback makes either
             # one an error at load; cuda_placement_error then says which it was.
             options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
-            providers = self._cuda_providers(ort)[:1]  # naming the CPU provider too is a conflict then
+            with_cpu = self._cuda_providers(ort)
+            providers = with_cpu[:1]  # naming the CPU provider too is a conflict then
         else:
             providers = ["CPUExecutionProvider"]
         ort.set_default_logger_severity(ORT_QUIET)
@@ -120,8 +121,7 @@ class OrtPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:
             if device == "cuda" and CPU_FALLBACK_REFUSED in str(exc):
-                raise BackendUnavailableError(cuda_placement_error(ort, path, self._cuda_providers(ort),
-                                                                   self._missing_libraries)) from None
+                raise BackendUnavailableError(cuda_placement_error(ort, path, with_cpu, self._missing_libraries)) from None
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); "
                                 "re-export with `ptx export`") from None
         finally:
@@ -162,9 +162,9 @@ class OrtPredictor(Predictor):
         return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
 
     def predict_array(self, x) -> np.ndarray:
-        self.check_input(x)
         if self.device == "cuda" and getattr(x, "is_cuda", False):
-            return self.predict_on_device(x).cpu().numpy()
+            return self.predict_on_device(x).cpu().numpy()  # run_with_binding checks the input
+        self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
             x = x.detach().cpu()
         return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)})[0]
