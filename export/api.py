@@ -20,7 +20,8 @@ from ptx.contract.agreement import check_tolerance
 from ptx.contract.transforms import normalize, to_layout
 from ptx.errors import CheckpointError, PtxError
 from ptx.models import get
-from ptx.trainers.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
+from ptx.files import file_sha256
+from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
 
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
@@ -71,12 +72,25 @@ def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredict
                        "or --force to replace it")
 
 
+def _checkpoint_for(name: str, checkpoint: str | Path | None, out: str | Path | None) -> Path:
+    """The checkpoint to export: the one named, else the run in ``out`` (exporting into a run
+    folder exports that run), else the default run folder's."""
+    if checkpoint:
+        return Path(checkpoint)
+    if out and (Path(out) / CHECKPOINT_FILE).is_file():
+        return Path(out) / CHECKPOINT_FILE
+    return Path(DEFAULT_RUNS_ROOT) / name / CHECKPOINT_FILE
+
+
 def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenPredictor,
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
                  device: str = "cpu", log: Callable[[str], None] = print) -> list[ExportResult]:
     """Export ``name``'s checkpoint to ``formats_`` (default: the formats ``--format all`` writes).
-    ``device`` is the device a compiled format (pt2) is compiled for; the others are portable."""
+
+    The checkpoint is ``checkpoint``, else the one in ``out`` when that folder holds one (a run
+    ``ptx train --out`` wrote), else runs/NAME/checkpoint.pt; the log names it. ``device`` is the
+    device a compiled format (pt2) is compiled for; the others are portable."""
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
@@ -88,10 +102,11 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             raise PtxError(why)
         if fmt.check_options:
             fmt.check_options(**per_format.get(fmt.name, {}))
-    ckpt_path = Path(checkpoint) if checkpoint else Path(DEFAULT_RUNS_ROOT) / name / CHECKPOINT_FILE
+    ckpt_path = _checkpoint_for(name, checkpoint, out)
     if not ckpt_path.is_file():
         raise CheckpointError(f"no checkpoint for {name} at {ckpt_path}: run `ptx train {name}` first")
     ckpt = load_checkpoint(ckpt_path, expected_model=name)
+    log(f"checkpoint: {ckpt_path} ({describe_run(ckpt, ckpt_path)})")
     spec, model = build_model_from_checkpoint(ckpt)
     contract = ckpt["contract"]
 

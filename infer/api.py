@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION
-from ptx.errors import ArtifactError, MissingArtifactError, PtxError
+from ptx.errors import ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning
+from ptx.files import file_sha256
 from ptx.export.formats import default_formats
 
 from . import backends
@@ -37,20 +39,49 @@ def default_backend(fmt: str) -> str:
                 if d == "cpu" and fmt in (b.artifact_for(p) for p in b.precision_names))
 
 
+def run_folder(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None) -> Path:
+    """A model's run folder: ``run`` when given (``ptx train --out DIR`` wrote it), else ROOT/NAME."""
+    return Path(run) if run is not None else Path(root) / model
+
+
+def _out(run: str | Path | None) -> str:
+    return "" if run is None else f" --out {run}"
+
+
+def export_command(model: str, fmt: str | None = None, run: str | Path | None = None) -> str:
+    """The export command that writes ``fmt`` for ``model`` (into the run folder ``run``)."""
+    # Formats that `ptx export` writes only on request (pt2, onnx-int8) must be named in the command.
+    named = "" if fmt is None or fmt in default_formats() else f" --format {fmt}"
+    return f"ptx export {model}{named}{_out(run)}"
+
+
+def _no_run_folder(model: str, root: str | Path, run: str | Path | None, run_dir: Path) -> str:
+    """Where ptx looked for a run that is not there, and how to point it elsewhere."""
+    if run is not None:
+        return f"no run folder {run_dir}: give --run (library: run=) the folder `ptx train {model} --out DIR` wrote"
+    root = Path(root)
+    where = f"{run_dir.resolve()} (--root {root} in {Path.cwd()})" if not root.is_absolute() else str(run_dir)
+    there = sorted(d.name for d in root.iterdir() if (d / CHECKPOINT_FILE).is_file()) if root.is_dir() else []
+    holds = f"; {root} holds runs of {', '.join(there)}" if there else ""
+    return (f"no run of {model} at {where}{holds}: run `ptx train {model}` then `ptx export {model}` here, or point "
+            f"--root (library: root=) at the folder that holds {model}/, or --run (run=) at the run folder itself")
+
+
 def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT,
-                  precision: str = FULL_PRECISION) -> Path:
+                  precision: str = FULL_PRECISION, run: str | Path | None = None) -> Path:
     """Where ``backend``'s artifact for ``model`` at ``precision`` lives, with the commands to make
     it if missing."""
-    run_dir = Path(root) / model
+    run_dir = run_folder(model, root, run)
     fmt = backends.get(backend).artifact_for(precision)
     file_name = ARTIFACT_FILES[fmt]
     path = run_dir / file_name
+    if not path.is_file() and not run_dir.is_dir():
+        raise MissingArtifactError(_no_run_folder(model, root, run, run_dir))
     if not path.is_file():
         checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
-        # Formats that `ptx export` writes only on request (pt2, onnx-int8) must be named in the command.
-        export = f"`ptx export {model}`" if fmt in default_formats() else f"`ptx export {model} --format {fmt}`"
+        export = f"`{export_command(model, fmt, run)}`"
         if file_name == checkpoint.name or not checkpoint.is_file():
-            todo = f"`ptx train {model}`" + ("" if file_name == checkpoint.name else f" then {export}")
+            todo = f"`ptx train {model}{_out(run)}`" + ("" if file_name == checkpoint.name else f" then {export}")
         else:
             todo = export
         raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
@@ -71,19 +102,40 @@ def open_artifact(path: str | Path, backend: str, device: str = "cpu", precision
 
 
 def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str = "cpu",
-               precision: str = FULL_PRECISION) -> Predictor:
-    """``model``'s artifact for ``backend`` at ``precision`` under ``root``, refused when it belongs
-    to another model (an export written into the wrong run folder)."""
-    predictor = open_artifact(artifact_path(model, backend, root, precision), backend, device, precision)
+               precision: str = FULL_PRECISION, run: str | Path | None = None) -> Predictor:
+    """``model``'s artifact for ``backend`` at ``precision`` in its run folder (ROOT/NAME, or
+    ``run``), refused when it belongs to another model (an export written into the wrong run
+    folder). ``predictor.stale`` says so when it was exported from another checkpoint than the
+    run's own."""
+    predictor = open_artifact(artifact_path(model, backend, root, precision, run), backend, device, precision)
     if predictor.contract.model != model:
         raise ArtifactError(f"{predictor.path} holds {predictor.contract.model}'s model, not {model}'s: "
                             f"re-run `ptx export {model}`")
+    predictor.stale = stale_reason(predictor, run_folder(model, root, run))
     return predictor
 
 
+def stale_reason(predictor: Predictor, run_dir: Path) -> str | None:
+    """Why ``predictor``'s artifact does not hold the run's current weights (it was exported from
+    another checkpoint than ``run_dir``/checkpoint.pt: the run was trained again since), or None."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    recorded = predictor.info.get("checkpoint_sha256")
+    if not recorded or not checkpoint.is_file() or predictor.path is None \
+            or predictor.path.resolve() == checkpoint.resolve():
+        return None
+    if file_sha256(checkpoint) == recorded:
+        return None
+    return (f"{predictor.path} was exported from another checkpoint than {checkpoint} (the run was trained again "
+            f"since): re-run `ptx export {predictor.contract.model}` to serve the run's current weights")
+
+
 def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
-         device: str = "cpu", precision: str | None = None) -> Predictor:
-    """A Predictor for a registered model's artifacts under ``root``, or for an artifact file alone.
+         device: str = "cpu", precision: str | None = None, run: str | Path | None = None) -> Predictor:
+    """A Predictor for a registered model's artifacts in its run folder (``root``/NAME, or ``run``:
+    the folder ``ptx train --out`` wrote), or for an artifact file alone.
+
+    An artifact exported from another checkpoint than its run's is served, with a
+    ``StaleArtifactWarning`` and the reason in ``predictor.stale``.
 
     ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
     own kind for a path). ``device`` (cpu/cuda) applies to backends that run on several.
@@ -108,4 +160,8 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
             raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
         return open_artifact(candidate, backend, device, precision)
     # No registry lookup here: ptx.models imports torch, and the ORT path must not.
-    return open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION)
+    predictor = open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION,
+                           run)
+    if predictor.stale:
+        warnings.warn(predictor.stale, StaleArtifactWarning, stacklevel=2)
+    return predictor

@@ -46,8 +46,9 @@ class PredictReport:
 
 def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str = "cpu",
                    precision: str | None = None,
-                   artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False) -> PredictReport:
-    predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision)
+                   artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False,
+                   run: str | None = None) -> PredictReport:
+    predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
     report = PredictReport(predictor)
     kind = predictor.contract.kind
     if kind is InputKind.VECTOR:

@@ -103,7 +103,8 @@ ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
           root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = 1.0, bare: bool = True,
-          progress: Callable[[str], None] = lambda _: None) -> tuple[list[BenchRow], dict[str, str]]:
+          progress: Callable[[str], None] = lambda _: None,
+          run: str | Path | None = None) -> tuple[list[BenchRow], dict[str, str]]:
     """Time every (backend, device, precision) ``backends`` pick, each next to its bare runtime.
 
     The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same
@@ -122,7 +123,8 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                 skipped[label] = why
                 continue
             try:
-                opened.append((backend, device, precision, label, open_model(name, backend.name, root, device, precision)))
+                opened.append((backend, device, precision, label, open_model(name, backend.name, root, device, precision,
+                                                                           run)))
             except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or not on this CPU
                 skipped[label] = str(exc)
         for batch in batch_sizes:

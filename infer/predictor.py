@@ -63,6 +63,7 @@ class Predictor:
     backend: str = "?"
     device: str = "cpu"
     precision: str = "f32"  # f32, or the reduced precision it runs at (bf16, int8)
+    stale: str | None = None  # why the artifact is not the run's current weights (set by open_model)
 
     def __init__(self, info: ArtifactInfo, path: Path | None = None):
         self.info = info

@@ -61,7 +61,8 @@ class EagerPredictor(TorchPredictor):
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", expected_model: str | None = None):
         from ptx.export.metadata import provenance
-        from ptx.trainers.checkpoint import build_model_from_checkpoint, file_sha256, load_checkpoint
+        from ptx.files import file_sha256
+        from ptx.trainers.checkpoint import build_model_from_checkpoint, load_checkpoint
 
         ckpt = load_checkpoint(checkpoint, expected_model=expected_model)
         _, model = build_model_from_checkpoint(ckpt)

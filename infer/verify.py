@@ -14,13 +14,28 @@ from ptx.contract.agreement import (MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agre
                                     judge_reduced_precision)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.transforms import decisions, normalize, to_layout
-from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
+from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
 
 from . import backends as registry
-from .api import open_artifact, open_model
+from .api import export_command, open_artifact, open_model, run_folder
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 REFERENCE = "eager"
+
+# What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
+# the JSON's "rule" all print this, so the three cannot drift apart.
+RULE = {
+    "f32": "every output within atol + rtol x |eager| of eager's, finite, with the same decisions; a decision "
+           "that flips between two outputs closer than that tolerance is a tie (counted, not a failure)",
+    "bf16/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then labels agree with eager's on >= "
+                 f"{100 * MIN_LABEL_AGREEMENT:.0f}% of the real samples and accuracy at most {MAX_ACCURACY_DROP:g} "
+                 "below eager's, else NOT USABLE: that precision is not for this model (bench and serve never pick "
+                 "it), a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16)",
+    "FAIL": "an f32 row outside the tolerance; an artifact that does not load, or was exported from another "
+            "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf",
+    "exit status": "0 when every compared backend passes (ties and NOT USABLE rows noted); 1 when any row FAILs; "
+                   "2 when nothing could be compared (no export yet, or no backend runs here) or on a usage error",
+}
 
 
 @dataclass
@@ -34,10 +49,35 @@ class BackendVerdict:
     accuracy: float | None
     failures: list[str] = field(default_factory=list)
     precision: str = FULL_PRECISION  # f32 rows are judged by atol; bf16/int8 rows by labels and accuracy
+    ties: int = 0  # decisions that flipped on a tie within tolerance: not failures
+    # A reduced-precision row that missed its label/accuracy gate: the artifact works, the precision
+    # does not suit this model. A failure only when the user named the row (``required``).
+    unusable: list[str] = field(default_factory=list)
+    required: bool = False
+
+    @property
+    def status(self) -> str:
+        """PASS, FAIL (a real disagreement), or NOT USABLE (a reduced precision below its gate)."""
+        if self.failures or (self.unusable and self.required):
+            return "FAIL"
+        return "NOT USABLE" if self.unusable else "PASS"
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        """Passed: the backend at this precision may be used (bench and serve choose only these)."""
+        return self.status == "PASS"
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.failures + self.unusable
+
+    def describe(self) -> str:
+        if self.status == "PASS":
+            return "PASS" + (f" ({self.ties} tie{'s' * (self.ties != 1)} within tolerance)" if self.ties else "")
+        detail = "; ".join(self.reasons)
+        if self.status == "NOT USABLE":
+            return f"NOT USABLE: {detail}: do not use {self.precision} for this model"
+        return f"FAIL: {detail}"
 
     @property
     def label(self) -> str:
@@ -54,8 +94,17 @@ class VerifyReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
     @property
+    def compared(self) -> bool:
+        """Whether anything besides the eager reference ran: eager alone proves nothing."""
+        return any(v.backend != REFERENCE for v in self.verdicts)
+
+    @property
     def ok(self) -> bool:
-        return bool(self.verdicts) and all(v.ok for v in self.verdicts)
+        return self.compared and not any(v.status == "FAIL" for v in self.verdicts)
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if self.ok else 1 if self.compared else 2
 
     def to_dict(self) -> dict:
         """JSON-safe: a backend that did not run has no max abs/rel (null, never Infinity)."""
@@ -63,26 +112,41 @@ class VerifyReport:
             return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in doc.items()}
 
         return {**{k: v for k, v in asdict(self).items() if k != "verdicts"}, "ok": self.ok,
-                "verdicts": [finite({**asdict(v), "ok": v.ok}) for v in self.verdicts]}
+                "exit_status": self.exit_status, "rule": RULE,
+                "verdicts": [finite({**asdict(v), "label": v.label, "status": v.status, "ok": v.ok})
+                             for v in self.verdicts]}
+
+    def summary(self) -> str:
+        """The table's last line: the outcome, with what passed only on a tie or is not usable."""
+        if not self.ok:
+            failed = [v.label for v in self.verdicts if v.status == "FAIL"]
+            return f"backends DISAGREE: {', '.join(failed)} failed"
+        notes = []
+        ties = sum(v.ties for v in self.verdicts)
+        if ties:
+            notes.append(f"{ties} tie{'s' * (ties != 1)} within tolerance")
+        unusable = [v.label for v in self.verdicts if v.status == "NOT USABLE"]
+        if unusable:
+            notes.append(f"not usable at their precision: {', '.join(unusable)}")
+        return "all backends agree" + (f" ({'; '.join(notes)})" if notes else "")
 
     def table(self) -> str:
         rule = "; ".join(f"{d}: atol {t['atol']:g}, rtol {t['rtol']:g}" for d, t in self.tolerances.items())
         head = (f"{'backend':<18} {'precision':<9} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} "
                 f"{'accuracy':>9}  verdict")
         rows = [f"ptx verify {self.model}: {self.samples} real samples from {self.data} + edge inputs; "
-                f"f32: |diff| <= atol + rtol x |eager| ({rule}); bf16/int8: labels agree with eager on >= "
-                f"{100 * MIN_LABEL_AGREEMENT:.0f}% and accuracy at most {MAX_ACCURACY_DROP:g} below eager's",
-                head, "-" * len(head)]
+                f"f32: |diff| <= atol + rtol x |eager| ({rule}), ties allowed; bf16/int8: labels agree with eager on "
+                f">= {100 * MIN_LABEL_AGREEMENT:.0f}% and accuracy at most {MAX_ACCURACY_DROP:g} below eager's, "
+                "else NOT USABLE", head, "-" * len(head)]
         for v in self.verdicts:
             agree = "-" if v.argmax_agreement is None else f"{100 * v.argmax_agreement:.1f}%"
             acc = "-" if v.accuracy is None else f"{v.accuracy:.4f}"
             sizes = ",".join(map(str, v.batch_sizes))
-            verdict = "PASS" if v.ok else "FAIL: " + "; ".join(v.failures)
             rows.append(f"{v.backend + ' (' + v.device + ')':<18} {v.precision:<9} {sizes:<14} {v.max_abs:>9.2e} "
-                        f"{v.max_rel:>9.2e} {agree:>8} {acc:>9}  {verdict}")
+                        f"{v.max_rel:>9.2e} {agree:>8} {acc:>9}  {v.describe()}")
         for backend, why in self.skipped.items():
             rows.append(f"{backend:<18} skipped: {why}")
-        rows.append("all backends agree" if self.ok else "backends DISAGREE")
+        rows.append(self.summary())
         return "\n".join(rows)
 
 
@@ -107,15 +171,18 @@ def _run(predictor, batch: np.ndarray, axis: int, chunk: int) -> np.ndarray:
 
 def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
-           save_inputs: str | Path | None = None, notice: Callable[[str], None] = print) -> VerifyReport:
-    """Run ``name``'s artifacts through the chosen backends (default: all) and compare each with eager.
+           save_inputs: str | Path | None = None, notice: Callable[[str], None] = print,
+           run: str | Path | None = None) -> VerifyReport:
+    """Run ``name``'s artifacts (in ROOT/NAME, or the run folder ``run``) through the chosen backends
+    (default: all) and compare each with eager.
 
     A backend this machine cannot run is skipped with its reason; an artifact that exists but fails
     to load is a failure, never a skip."""
     from ptx.trainers.data import load_dataset
 
     pairs = registry.variants(backends)
-    reference = open_model(name, REFERENCE, root)
+    named = set(backends or ())
+    reference = open_model(name, REFERENCE, root, run=run)
     contract = reference.contract
     overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
     tolerance_of = {d: check_tolerance(Tolerance(**{**contract.tolerance(d).to_dict(), **overrides}))
@@ -159,7 +226,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
             if backend.name == REFERENCE:
                 predictor, outputs = reference, references[ref_device]
             else:
-                predictor = open_model(name, backend.name, root, device, precision)
+                predictor = open_model(name, backend.name, root, device, precision, run)
                 outputs = {k: _run(predictor, v, axis, chunk) for k, v in inputs.items()}
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
@@ -180,6 +247,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
         if labels is not None:
             agreement = float((labels == decisions(references[ref_device]["real"], contract)).mean())
             accuracy = float((labels == truth.reshape(labels.shape)).mean())
+        unusable: list[str] = []
         if precision == FULL_PRECISION:
             failures += total.failures
         else:
@@ -188,12 +256,23 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
             failures += [f for f in total.failures if "shape" in f or "NaN" in f]
             eager_labels = decisions(references[ref_device]["real"], contract)
             eager_accuracy = float((eager_labels == truth.reshape(eager_labels.shape)).mean())
-            failures += judge_reduced_precision(agreement, accuracy, eager_accuracy)
-        report.verdicts.append(BackendVerdict(backend.name, device, sizes, total.max_abs, total.max_rel, agreement,
-                                              accuracy, failures, precision))
-    if not report.verdicts:
-        raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()))
+            unusable = judge_reduced_precision(agreement, accuracy, eager_accuracy)
+        report.verdicts.append(BackendVerdict(
+            backend.name, device, sizes, total.max_abs, total.max_rel, agreement, accuracy, failures, precision,
+            ties=total.ties if precision == FULL_PRECISION else 0, unusable=unusable,
+            required=precision != FULL_PRECISION and label in named))
+    if not report.compared:
+        raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
     return report
+
+
+def _nothing_compared(name: str, report: VerifyReport, run_dir: Path, run: str | Path | None) -> str:
+    exported = [f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT and (run_dir / f).is_file()]
+    if not exported:
+        return (f"nothing to compare for {name}: {run_dir} holds no export yet; run `{export_command(name, run=run)}` "
+                "first (verify compares each export with eager)")
+    return (f"nothing to compare for {name}: no backend besides eager ran ("
+            + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")
 
 
 def reference_device(backend, device: str) -> str | None:

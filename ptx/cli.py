@@ -8,12 +8,13 @@ import json
 import math
 import sys
 import traceback
+import warnings
 
 import click
 
 from ptx.contract import DEFAULT_OPSET, DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS
-from ptx.errors import PtxError
+from ptx.errors import PtxError, PtxWarning
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
@@ -48,12 +49,26 @@ class FiniteFloat(click.ParamType):
 POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
+RUN = click.option("--run", "run", type=click.Path(file_okay=False),
+                   help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """ptx's own warnings are one `warning:` line on stderr; others keep Python's format."""
+    if issubclass(category, PtxWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
 
 
 class PtxGroup(click.Group):
     """Turns a PtxError into one line on stderr and its exit code; a traceback only with --debug."""
 
     def invoke(self, ctx):
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except PtxError as exc:
@@ -98,7 +113,7 @@ def models_cmd(as_json: bool) -> None:
         supported = supported_formats(spec)
         formats = supported + ([TRITON] if "onnx" in supported else [])  # Triton serves the ONNX export
         rows.append({"name": name, "input_shape": list(spec.input.shape), "batch_axis": spec.input.batch_axis,
-                     "params": spec.params, "dataset": spec.dataset, "seed": spec.seed, "formats": formats,
+                     "params": spec.params, "dataset": spec.dataset, "tutorial": spec.seed, "formats": formats,
                      "description": spec.description})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -106,32 +121,49 @@ def models_cmd(as_json: bool) -> None:
     for r in rows:
         r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
         r["format_list"] = ",".join(r["formats"])
-    keys = ("name", "shape", "dataset", "seed", "format_list")
+    keys = ("name", "shape", "dataset", "tutorial", "format_list")
     width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in keys}
     header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'params':>10}  "
-              f"{'dataset':<{width['dataset']}}  {'seed':<{width['seed']}}  {'formats':<{width['format_list']}}  "
+              f"{'dataset':<{width['dataset']}}  {'tutorial':<{width['tutorial']}}  {'formats':<{width['format_list']}}  "
               "description")
     click.echo(header)
     click.echo("-" * len(header))
     for r in rows:
         click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['params']:>10,}  "
-                   f"{r['dataset']:<{width['dataset']}}  {r['seed']:<{width['seed']}}  "
+                   f"{r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
                    f"{r['format_list']:<{width['format_list']}}  {r['description']}")
+    from ptx.tutorials import legend
+
+    click.echo("\ntutorial: the document each model and its recipe come from\n" + legend())
 
 
-@cli.command("train")
+def _train_epilog() -> str:
+    from ptx.contract.datasets import DATASETS
+    from ptx.tutorials import legend
+
+    datasets = "\n".join(f"  {name:<14} {text}" for name, text in DATASETS.items())
+    return (f"\b\nDatasets (--dataset; default: the model's, see `ptx models`):\n{datasets}\n\n"
+            f"\b\nRecipes come from the tutorial that documents each model (`ptx models`, column tutorial):\n"
+            + legend(76))
+
+
+@cli.command("train", epilog=_train_epilog())
 @click.argument("name")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the seed's recipe; 3x that with --augment).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (default: the seed's recipe).")
-@click.option("--lr", type=POSITIVE, help="Learning rate (default: the seed's recipe).")
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed, as in the seeds.")
-@click.option("--dataset", help="mnist, fashion-mnist, mnist-sample, line or folder:PATH (default: the model's).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the tutorial's recipe; 3x that with --augment).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size (default: the tutorial's recipe).")
+@click.option("--lr", type=POSITIVE, help="Learning rate (default: the tutorial's recipe).")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Random seed for initial weights, shuffling and --augment (the tutorials use 42).")
+@click.option("--dataset", help="A dataset name below, or folder:PATH (default: the model's).")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="PTX_DATA_DIR",
               help="Folder with data files, looked at first: MNIST/Fashion-MNIST IDX files (flat or torchvision's "
                    "<root>/MNIST/raw), mnist_5k.csv.gz, diabetes.csv, the Debian word lists. Env: PTX_DATA_DIR.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
-@click.option("--resume", is_flag=True, help="Continue from the last completed epoch in the run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last completed epoch.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run already in the run folder; it is kept in RUN/previous/ (without --resume or "
+                   "--overwrite, training over a run is refused).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
 @click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
 @click.option("--augment", is_flag=True,
@@ -139,9 +171,10 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
 @FORCE
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias, augment,
-              augment_strength, force) -> None:
-    """Train model NAME with its seed's recipe on real data; writes checkpoint.pt, metrics.json, curves.png."""
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, overwrite, limit, bias,
+              augment, augment_strength, force) -> None:
+    """Train model NAME with the recipe of the tutorial that documents it, on real data; writes
+    checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
     from pathlib import Path
 
     from ptx.atomic import ensure_writable_dir
@@ -152,7 +185,10 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 
     spec = get(name)
     out_dir = ensure_writable_dir(out or Path(DEFAULT_RUNS_ROOT) / name)
-    guard_run_folder(out_dir, name, force)  # before minutes of data loading, not after
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run and --overwrite replaces it: give one of them")
+    # Before minutes of data loading, not after.
+    guard_run_folder(out_dir, name, force, resume=resume, overwrite=overwrite)
     augmentation = None
     if augment or augment_strength is not None:
         from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
@@ -181,7 +217,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
     config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                          lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
                          model_args={"bias": True} if bias else None, augment=augmentation)
-    metrics = train(spec, data, config, out_dir, resume=resume, force=force, log=click.echo)
+    metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
 
@@ -191,9 +227,11 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, "all"]), default="all", show_default=True,
               help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
                    "onnx-int8 is quantized, model.int8.onnx).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (default: runs/NAME/checkpoint.pt).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt).")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Output folder (default: the checkpoint's folder); for triton the model repository (required).")
+              help="Output folder (default: the checkpoint's folder): a run folder `ptx train --out` wrote exports "
+                   "that run; for triton the model repository (required).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
@@ -240,7 +278,8 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
-def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw) -> None:
+@RUN
+def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, run) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
     gru-classifier.
@@ -250,7 +289,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     from ptx.infer.batch import predict_inputs, tsv_field
 
     report = predict_inputs(list(inputs), model=model, backend=backend, device=device, precision=precision,
-                            artifact=artifact, root=root, raw=raw)
+                            artifact=artifact, root=root, raw=raw, run=run)
     if as_json:
         click.echo(json.dumps(report.to_dict(topk or 0), indent=2))
     else:
@@ -284,12 +323,15 @@ def _int_list(ctx, param, value):
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json) -> None:
-    """Check that every backend gives eager's answers for model NAME. Exit 0 all agree, 1 any disagree."""
+@RUN
+def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, run) -> None:
+    """Check that every backend gives eager's answers for model NAME, on real test samples."""
     from ptx.infer.verify import models_with_artifacts, verify
 
     if all_models == bool(name):
         raise click.UsageError("give a model NAME or --all")
+    if all_models and run:
+        raise click.UsageError("--run names one model's run folder: give NAME, not --all")
     names = models_with_artifacts(root) if all_models else [name]
     if not names:
         raise PtxError(f"no model has artifacts under {root}: run `ptx train NAME` and `ptx export NAME` first")
@@ -299,14 +341,14 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     for model in names:
         save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{model}.npz"
         report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
-                        root=root, save_inputs=save, notice=notice)
+                        root=root, save_inputs=save, notice=notice, run=run)
         reports.append(report)
         if not as_json:
             click.echo(report.table() + "\n")
     if as_json:
         docs = [r.to_dict() for r in reports]
         click.echo(json.dumps(docs if all_models else docs[0], indent=2))
-    sys.exit(0 if all(r.ok for r in reports) else 1)
+    sys.exit(max(r.exit_status for r in reports))
 
 
 @cli.command("bench")
@@ -323,7 +365,8 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Real test samples `ptx verify` judges each backend and precision on before one is named "
                    "fastest (0: no verdict).")
-def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markdown, verify_samples) -> None:
+@RUN
+def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markdown, verify_samples, run) -> None:
     """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
     the bare runtimes, and the fastest verified one per batch size."""
     from dataclasses import asdict
@@ -333,13 +376,13 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
 
     chosen = [b.strip() for b in backends.split(",")] if backends else None
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
-                          progress=lambda msg: click.echo(f"timing {msg}", err=True))
+                          progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
     verdicts, unverified = [], {}
     if verify_samples:
         timed = sorted({r.runner for r in rows if r.peer_of is None})
         click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
-        report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None)
-        unverified = {v.label: "; ".join(v.failures) for v in report.verdicts if not v.ok and v.label in timed}
+        report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None, run=run)
+        unverified = {v.label: "; ".join(v.reasons) for v in report.verdicts if not v.ok and v.label in timed}
         verdicts = fastest(rows, {v.label for v in report.verdicts if v.ok})
     if as_json:
         click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped,
@@ -348,6 +391,21 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
     click.echo(to_markdown(name, rows, skipped) if markdown else to_text(name, rows, skipped))
     if verify_samples:
         click.echo("\n".join(describe_fastest(verdicts, unverified)))
+
+
+def _verify_help() -> None:
+    """verify's --help states the rule its table and JSON state, from the one definition."""
+    import textwrap
+
+    from ptx.infer.verify import RULE
+
+    # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
+    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<13}", subsequent_indent=" " * 13)
+               for name, text in RULE.items()]
+    verify_cmd.help = "\n\n".join([verify_cmd.help.strip(), *("\b\n" + e for e in entries)])
+
+
+_verify_help()
 
 
 def main() -> None:

@@ -31,6 +31,19 @@ class BackendUnavailableError(PtxError):
     """A backend this machine cannot run (no GPU, no CUDA libraries, no onnxruntime)."""
 
 
+class NothingToCompareError(PtxError):
+    """``ptx verify`` found nothing to compare with eager: no export yet, or no other backend runs here."""
+
+
+class PtxWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI prints it as one
+    `warning:` line."""
+
+
+class StaleArtifactWarning(PtxWarning):
+    """An artifact exported from another checkpoint than its run folder's (trained again since)."""
+
+
 class InputError(PtxError):
     """A bad input file or value; the other inputs of the same call still run."""
 

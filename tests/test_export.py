@@ -163,7 +163,9 @@ def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_co
                          str(convnet_copy / "checkpoint.pt"), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("onnx") and "KiB" in lines[0] and "worst |diff|" in lines[1]
+    # The checkpoint it exported, then one line per format.
+    assert len(lines) == 3 and lines[0].startswith(f"checkpoint: {convnet_copy / 'checkpoint.pt'} (")
+    assert lines[1].startswith("onnx") and "KiB" in lines[1] and "worst |diff|" in lines[2]
     assert "Warning" not in ok.stderr and "deprecated" not in ok.stderr
     missing = subprocess.run([sys.executable, "-m", "ptx", "export", "mlp-dropout"], capture_output=True, text=True,
                              cwd=tmp_path)

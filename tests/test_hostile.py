@@ -181,8 +181,8 @@ def test_verify_refuses_a_tolerance_that_is_not_a_finite_non_negative_number(run
 
 @pytest.mark.skipif(GPU, reason="checks the skip on a machine without a GPU; this one has one")
 def test_verify_skips_ort_cuda_with_its_reason_when_there_is_no_gpu(runs, tmp_path):
-    r = ptx("verify", "convnet", "--root", runs.ready("convnet"), "--samples", "20", "--backends", "eager,ort-cuda",
-            "--json", cwd=tmp_path)
+    r = ptx("verify", "convnet", "--root", runs.ready("convnet"), "--samples", "20", "--backends",
+            "eager,ort-cpu,ort-cuda", "--json", cwd=tmp_path)
     assert_clean(r, 0)
     doc = strict_json(r.stdout)
     assert doc["ok"] and len(doc["skipped"].get("ort-cuda", "")) > 10, shown(r)
@@ -248,7 +248,7 @@ def test_export_refuses_a_tolerance_that_is_not_a_finite_non_negative_number(run
 def test_a_diverging_run_exits_1_naming_epoch_and_batch_and_keeps_the_good_run(runs, tmp_path, name, args):
     folder = copy_run(runs, name, tmp_path / "runs")
     before = snapshot(folder)
-    r = ptx("train", name, *args, "--out", folder, cwd=tmp_path)
+    r = ptx("train", name, *args, "--out", folder, "--overwrite", cwd=tmp_path)
     line = assert_refused(r, "epoch", "batch", code=1)
     assert re.search(r"epoch \d+", line) and re.search(r"batch \d+", line), shown(r)
     assert snapshot(folder) == before, "a diverged run replaced the good checkpoint/metrics"
@@ -552,7 +552,7 @@ def test_training_onto_a_full_disk_keeps_the_good_run_there(runs, tiny_disk, tmp
     for name in ("checkpoint.pt", "metrics.json"):
         shutil.copy(good / name, disk / "run" / name)
     before = snapshot(disk / "run")
-    r = ptx("train", "convnet", *QUICK, "--out", disk / "run", cwd=tmp_path)
+    r = ptx("train", "convnet", *QUICK, "--out", disk / "run", "--overwrite", cwd=tmp_path)
     assert_refused(r, "no space left")
     assert snapshot(disk / "run") == before
 
@@ -878,7 +878,7 @@ def test_export_refuses_a_bad_checkpoint_and_writes_nothing(runs, run_root, tmp_
 @pytest.mark.parametrize("name", ["gru-classifier"])
 def test_verify_real_samples_cover_every_class(runs, tmp_path, name):
     saved = tmp_path / "inputs.npz"
-    r = ptx("verify", name, "--root", runs.ready(name), "--samples", "200", "--backends", "eager", "--json",
+    r = ptx("verify", name, "--root", runs.ready(name), "--samples", "200", "--backends", "eager,ort-cpu", "--json",
             "--save-inputs", saved, cwd=tmp_path)
     assert_clean(r, 0)
     doc = strict_json(r.stdout)

@@ -4,8 +4,8 @@ They load with ``torch.load(weights_only=True)``, so a hostile file can never ru
 """
 from __future__ import annotations
 
-import hashlib
 import io
+import os
 import pickle
 import warnings
 import zipfile
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ptx import __version__
-from ptx.contract import CHECKPOINT_FILE, Contract, ContractError
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, Contract, ContractError
 from ptx.errors import CheckpointError, UnknownModelError
 
 FORMAT = "ptx-checkpoint"
@@ -73,10 +73,17 @@ def _load_failure(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def checkpoint_owner(path: str | Path) -> str | None:
-    """The model a ptx checkpoint at ``path`` belongs to; None when there is none (or it is not
-    a readable ptx checkpoint: nothing worth keeping)."""
-    path = Path(path)
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+PREVIOUS_RUN_DIR = "previous"  # where --overwrite keeps the run it replaces
+# The files a run folder holds: what training writes, then what export writes from its checkpoint.
+EXPORTED_FILES = tuple(f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT)
+RUN_FILES = (CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE, *EXPORTED_FILES)
+
+
+def _read_run(path: Path) -> dict | None:
+    """The ptx checkpoint at ``path``, or None when there is none or it is not a readable ptx
+    checkpoint (nothing worth keeping)."""
     if not path.is_file():
         return None
     try:
@@ -84,16 +91,74 @@ def checkpoint_owner(path: str | Path) -> str | None:
     except Exception:  # any unreadable file: not a run to protect
         return None
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT and isinstance(ckpt.get("model"), str):
-        return ckpt["model"]
+        return ckpt
     return None
 
 
-def guard_run_folder(out_dir: str | Path, model: str, force: bool = False) -> None:
-    """Refuse to train ``model`` into a folder that holds another model's run, unless ``force``."""
-    owner = checkpoint_owner(Path(out_dir) / CHECKPOINT_FILE)
+def checkpoint_owner(path: str | Path) -> str | None:
+    """The model a ptx checkpoint at ``path`` belongs to; None when there is none (or it is not
+    a readable ptx checkpoint: nothing worth keeping)."""
+    ckpt = _read_run(Path(path))
+    return ckpt["model"] if ckpt else None
+
+
+def describe_run(ckpt: dict, path: Path) -> str:
+    """One phrase for a run a user might lose: '20 of 20 epochs, test accuracy 0.9740, 2026-11-21 10:02'."""
+    import datetime
+
+    parts = []
+    epoch, planned = ckpt.get("epoch"), (ckpt.get("config") or {}).get("epochs")
+    if isinstance(epoch, int):
+        parts.append(f"{epoch} of {planned} epochs" if isinstance(planned, int) and planned != epoch
+                     else f"{epoch} epoch{'s' * (epoch != 1)}")
+    metrics = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
+    for key, name in (("final_test_accuracy", "test accuracy"), ("final_test_mse", "test MSE")):
+        if isinstance(metrics.get(key), (int, float)):
+            parts.append(f"{name} {metrics[key]:.4f}")
+    parts.append(datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M"))
+    return ", ".join(parts)
+
+
+def guard_run_folder(out_dir: str | Path, model: str, force: bool = False, *, resume: bool = False,
+                     overwrite: bool = False) -> None:
+    """Refuse to train ``model`` into a folder that holds another model's run (unless ``force``),
+    or over a run of the same model unless the user said what to do with it: continue it
+    (``resume``) or replace it (``overwrite``, which keeps it in previous/)."""
+    path = Path(out_dir) / CHECKPOINT_FILE
+    ckpt = _read_run(path)
+    owner = ckpt["model"] if ckpt else None
     if owner not in (None, model) and not force:
         raise CheckpointError(f"{out_dir} holds a run of {owner}, not {model}: pass another --out folder, "
                               "or --force to replace it")
+    if owner == model and not (resume or overwrite):
+        raise CheckpointError(f"{out_dir} already holds a run of {model} ({describe_run(ckpt, path)}): continue it with "
+                              f"--resume, train into another folder with --out DIR, or replace it with --overwrite "
+                              f"(the old run is kept in {Path(out_dir) / PREVIOUS_RUN_DIR})")
+
+
+def set_aside_run(out_dir: str | Path) -> list[str]:
+    """Move a run's files into ``out_dir``/previous/ (replacing what an earlier --overwrite left
+    there), so a replaced run is kept and no export of it stays beside the new checkpoint.
+    Returns the names moved."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    present = [name for name in RUN_FILES if (out_dir / name).is_file()]
+    if not present:
+        return []
+    previous = out_dir / PREVIOUS_RUN_DIR
+    if previous.is_dir():
+        shutil.rmtree(previous)
+    previous.mkdir()
+    for name in present:
+        os.replace(out_dir / name, previous / name)
+    return present
+
+
+def stale_exports(out_dir: str | Path) -> list[str]:
+    """The exported files in a run folder: after training changed its checkpoint, every one of
+    them was made from an older checkpoint."""
+    return [name for name in EXPORTED_FILES if (Path(out_dir) / name).is_file()]
 
 
 def _checked_contract(ckpt: dict, path: Path, retrain: str) -> Contract:
@@ -122,14 +187,6 @@ def _checked_contract(ckpt: dict, path: Path, retrain: str) -> Contract:
             raise CheckpointError(f"{path}: contract field {field_name}.shape {list(getattr(contract, field_name).shape)} "
                                   f"does not fit {spec.name} ({list(getattr(built, field_name).shape)}); {retrain}")
     return contract
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_model_from_checkpoint(ckpt: dict):

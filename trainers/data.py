@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ptx.contract import PictureStep
-from ptx.contract.datasets import FOLDER_PREFIX, image_dataset
+from ptx.contract.datasets import DATASETS, FOLDER_PREFIX, image_dataset
+from ptx.contract.registry import unknown_name
 from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
 from ptx.files import read_text
@@ -34,7 +35,6 @@ IDX_FILES = {
 }
 # torchvision's class and folder name for each IDX dataset.
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "line", "hours", "pima", "hello", "words", "folder:PATH")
 PIMA_RDA = "usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda"
 PIMA_TRAIN = 614  # of 768 rows: a fixed, seeded 80/20 split
 
@@ -398,4 +398,4 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
         raise DataError(f"no {name} data found: {'; '.join(tried)}. Pass --data-dir DIR with its IDX files"
                         + (", or use --dataset mnist-sample" if name == "mnist" else
                            ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
-    raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    raise DataError(unknown_name("dataset", name, list(DATASETS)))

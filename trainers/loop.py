@@ -23,7 +23,8 @@ from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
 
 from .augment import Augmentation, Augmenter
-from .checkpoint import checkpoint_bytes, guard_run_folder, load_checkpoint, versions
+from .checkpoint import (CURVES_FILE, METRICS_FILE, checkpoint_bytes, guard_run_folder, load_checkpoint,
+                         set_aside_run, stale_exports, versions)
 from .data import Dataset
 from .plots import write_curves
 
@@ -32,7 +33,6 @@ VALIDATION_SAMPLES = 64  # real test samples kept in the checkpoint, so export c
 # cover the activation ranges; seeded, so the same run keeps the same ones.
 CALIBRATION_SAMPLES = 512
 EVAL_BATCH = 1000
-METRICS_FILE = "metrics.json"
 AUGMENT_SEED_OFFSET = 1_000_003
 # Drawing curves.png costs ~0.2 s; for epochs shorter than that (linreg's 100 epochs take 0.01 s
 # each) it would dominate the run, so the plot is redrawn at most this often, and always at the end.
@@ -154,13 +154,20 @@ def _restore_rng(state: dict, shuffle: torch.Generator, augmenter: Augmenter | N
 
 
 def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path, *,
-          resume: bool = False, force: bool = False, log: Callable[[str], None] = print) -> dict:
+          resume: bool = False, overwrite: bool = False, force: bool = False,
+          log: Callable[[str], None] = print) -> dict:
     """Train ``spec`` on ``dataset``; after every epoch write checkpoint.pt, metrics.json, curves.png.
-    A folder holding another model's run is refused unless ``force``."""
+
+    A folder that already holds a run of this model is refused unless the caller says what to do
+    with it: ``resume`` continues it, ``overwrite`` replaces it (its files move to previous/ when
+    the first new epoch is saved, so an interrupted start keeps it in place). A folder holding
+    another model's run is refused unless ``force``."""
+    if resume and overwrite:
+        raise PtxError("--resume continues the run and --overwrite replaces it: give one of them")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_FILE
-    guard_run_folder(out_dir, spec.name, force)
+    guard_run_folder(out_dir, spec.name, force, resume=resume, overwrite=overwrite)
     device = choose_device(config.device)
     contract = spec.contract(dataset.name)  # the data decides labels and picture pipeline
 
@@ -245,11 +252,22 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         history.append(row)
         log(_summary(row, config.epochs))
         metrics = _metrics(history, spec)
+
+        def set_aside_replaced_run():
+            moved = set_aside_run(out_dir)
+            if moved:
+                log(f"kept the run this one replaces in {out_dir / 'previous'} ({', '.join(moved)})")
+
         _save_run(out_dir, spec, contract, model_args, model, optimizer, _rng_state(shuffle, augmenter), config,
-                  dataset, kept, metrics, epoch + 1)
+                  dataset, kept, metrics, epoch + 1,
+                  before_replace=set_aside_replaced_run if overwrite and epoch == first_epoch else None)
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
-            write_curves(out_dir / "curves.png", metrics)
+            write_curves(out_dir / CURVES_FILE, metrics)
             last_plot = time.monotonic()
+    stale = stale_exports(out_dir) if resume else []
+    if stale:
+        log(f"notice: {', '.join(stale)} in {out_dir} were exported from an earlier checkpoint of this run: "
+            f"re-run `ptx export {spec.name}` (predict warns until then)")
     return _metrics(history, spec)
 
 
@@ -297,7 +315,9 @@ def _kept_samples(dataset: Dataset) -> dict:
 
 
 def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config, dataset, kept, metrics,
-              epoch) -> None:
+              epoch, before_replace: Callable[[], None] | None = None) -> None:
+    """``before_replace`` runs once the new files are written in full, before they are renamed into
+    place: --overwrite sets the replaced run aside there, so a full disk leaves it where it was."""
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     data = checkpoint_bytes({
         "model": spec.name,
@@ -320,3 +340,5 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config
     with atomic_path(out_dir / CHECKPOINT_FILE) as ckpt_tmp, atomic_path(out_dir / METRICS_FILE) as metrics_tmp:
         ckpt_tmp.write_bytes(data)
         metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        if before_replace is not None:
+            before_replace()

@@ -2,6 +2,7 @@
 torchvision's refusal of duplicate names): each kind of plug-in is one file that calls register()."""
 from __future__ import annotations
 
+import difflib
 from typing import Generic, TypeVar
 
 from ptx.errors import PtxError
@@ -27,7 +28,16 @@ class Registry(Generic[T]):
         try:
             return self.entries[name]
         except (KeyError, TypeError):
-            raise self.error(f"unknown {self.kind} {name!r}; choose one of {', '.join(self.entries)}{self.hint}") from None
+            raise self.error(unknown_name(self.kind, name, list(self.entries)) + self.hint) from None
 
     def names(self) -> list[str]:
         return list(self.entries)
+
+
+def unknown_name(kind: str, name: object, known: list[str]) -> str:
+    """'unknown model 'convnett'; did you mean convnet?' (the way click answers a mistyped command),
+    else the whole list to choose from."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6) if isinstance(name, str) else []
+    if close:
+        return f"unknown {kind} {name!r}; did you mean {' or '.join(close)}?"
+    return f"unknown {kind} {name!r}; choose one of {', '.join(known)}"
