@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 PTX=(python3 -m ptx)
 
 echo "== 1/4 train: ptx train convnet --augment (for real pictures; full MNIST when found, else the 5,000-digit sample)"
-"${PTX[@]}" train convnet --augment
+# --overwrite: a second demo trains afresh and keeps the earlier run in runs/convnet/previous/.
+"${PTX[@]}" train convnet --augment --overwrite
 echo "== 2/4 export: ptx export convnet --format all"
 "${PTX[@]}" export convnet --format all
 echo "== 3/4 verify: ptx verify convnet"
