@@ -90,11 +90,11 @@ def cli(debug: bool) -> None:
     """Train the tutorials' models, export them, and predict through six agreeing backends.
 
     \b
-    ptx train convnet            train with the seed's recipe (GPU when there is one)
+    ptx train convnet            train with its tutorial's recipe (GPU when there is one)
     ptx export convnet           write model.onnx and model.torchscript.pt, validated
     ptx export convnet --format pt2      a torch.export + AOTInductor package, validated
     ptx export convnet --format triton --out repo   a Triton model repository folder
-    ptx predict digit.png        predict through ort-cpu (or --backend ...)
+    ptx predict photo.png        predict through ort-cpu (or --backend ...)
     ptx verify convnet           check that every backend gives the same answers
     ptx bench convnet            latency and throughput of each backend
     """

@@ -13,16 +13,5 @@ echo "== 2/4 export: ptx export convnet --format all"
 echo "== 3/4 verify: ptx verify convnet"
 "${PTX[@]}" verify convnet
 echo "== 4/4 predict: a test digit drawn dark on white paper, 200x200 and off-centre -> runs/digit.png"
-python3 - <<'PY'
-import numpy as np
-from PIL import Image
-from ptx.trainers.data import load_mnist_sample
-
-data = load_mnist_sample()
-digit = data.x_test[0]
-page = Image.new("L", (200, 200), 255)
-page.paste(Image.fromarray(255 - digit).resize((140, 140), Image.Resampling.BILINEAR), (50, 12))
-page.save("runs/digit.png")
-print(f"runs/digit.png: a {data.y_test[0]} from the test split")
-PY
+python3 scripts/demo_digit.py runs/digit.png
 "${PTX[@]}" predict runs/digit.png --topk 3

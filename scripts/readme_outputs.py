@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""README's output blocks, made by running their commands: refresh them all, or check the fast ones.
+
+A block is marked by an HTML comment on the line before its fence:
+
+    <!-- output: ptx models # check=exact -->
+    ```
+    (what `ptx models` prints, written here by this script)
+    ```
+
+The part before ` # ` is one or more shell commands separated by ` ;; `, run in order with bash in
+the workspace (the repository, where scripts/demo.sh leaves runs/); stdout and stderr are shown
+together, as a terminal shows them. A command starting with `@` runs without showing its output
+(setup, such as an export a later command needs). Options after ` # `:
+
+    check=exact    tests/test_readme.py runs it and compares the text (fast, state-free commands)
+    check=numbers  the same, with decimal numbers masked (a prediction whose probability depends
+                   on how long the model trained)
+    prompt         show `$ COMMAND` before each command's output
+    elide=REGEX    keep the first and last of each run of consecutive lines matching REGEX, with
+                   `...` between (the epoch lines of a 60-epoch training)
+
+Blocks without check= are refreshed by this script only (training, verify, bench: minutes, and
+machine-dependent numbers). Blocks run in README order, so a block may rely on the state an earlier
+one left (the demo's trained convnet).
+
+    python3 scripts/readme_outputs.py                  # refresh every block (runs the demo: minutes)
+    python3 scripts/readme_outputs.py --only 'ptx models'   # refresh the blocks whose commands match
+    python3 scripts/readme_outputs.py --check          # compare the check= blocks, exit 1 on a difference
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MARKER = re.compile(r"^<!-- output: (?P<spec>.*?) -->$")
+FENCE = re.compile(r"^(?P<indent>\s*)```")
+DECIMAL = re.compile(r"\d+\.\d+(?:e[+-]\d+)?")
+COLUMNS = "100"  # click wraps --help to the terminal width: one fixed width, here and in the test
+COMMAND_TIMEOUT_S = 3600
+
+
+@dataclass
+class Block:
+    """One marked output block: where its body lies in the README's lines, and how to make it."""
+
+    commands: list[str]
+    start: int  # index of the first body line (after the opening fence)
+    end: int  # index of the closing fence
+    check: str | None = None
+    indent: str = ""  # a block inside a list item is indented; its body lines are stored without it
+    prompt: bool = False
+    elide: re.Pattern | None = None
+    body: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return " ;; ".join(self.commands)
+
+
+def parse(text: str) -> list[Block]:
+    """Every marked block of a README, with its current body."""
+    lines = text.split("\n")
+    blocks = []
+    for i, line in enumerate(lines):
+        match = MARKER.match(line.strip())
+        if not match:
+            continue
+        fence = FENCE.match(lines[i + 1]) if i + 1 < len(lines) else None
+        if not fence:
+            raise SystemExit(f"README line {i + 1}: an output marker must be followed by a ``` fence")
+        end = next((j for j in range(i + 2, len(lines)) if FENCE.match(lines[j])), None)
+        if end is None:
+            raise SystemExit(f"README line {i + 2}: the output block is never closed")
+        indent = fence.group("indent")
+        spec = match.group("spec")
+        commands_part, _, options_part = spec.partition(" # ")
+        block = Block([c.strip() for c in commands_part.split(" ;; ") if c.strip()], i + 2, end, indent=indent,
+                      body=[ln[len(indent):] if ln.startswith(indent) else ln for ln in lines[i + 2:end]])
+        for option in options_part.split():
+            key, _, value = option.partition("=")
+            if key == "check" and value in ("exact", "numbers"):
+                block.check = value
+            elif key == "prompt":
+                block.prompt = True
+            elif key == "elide" and value:
+                block.elide = re.compile(value)
+            else:
+                raise SystemExit(f"README line {i + 1}: unknown output option {option!r}")
+        blocks.append(block)
+    return blocks
+
+
+def ptx_on_path(python: str = sys.executable) -> str:
+    """A folder holding a `ptx` that runs this Python's ptx: README's commands say `ptx`."""
+    folder = Path(tempfile.mkdtemp(prefix="ptx-readme-bin-"))
+    shim = folder / "ptx"
+    shim.write_text(f'#!/bin/sh\nexec "{python}" -m ptx "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    return str(folder)
+
+
+def run_block(block: Block, workspace: Path, bin_dir: str) -> list[str]:
+    """The block's commands run in ``workspace``, as the block shows them."""
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": COLUMNS,
+           "TERM": "dumb", "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
+    shown = []
+    for command in block.commands:
+        hidden = command.startswith("@")
+        command = command.lstrip("@").strip()
+        result = subprocess.run(["bash", "-c", command], cwd=workspace, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, timeout=COMMAND_TIMEOUT_S)
+        if hidden:
+            if result.returncode:
+                raise SystemExit(f"setup command failed ({result.returncode}): {command}\n{result.stdout}")
+            continue
+        if block.prompt:
+            shown.append(f"$ {command}")
+        shown += result.stdout.rstrip("\n").split("\n") if result.stdout.strip() else []
+    return elide(shown, block.elide) if block.elide else shown
+
+
+def elide(lines: list[str], pattern: re.Pattern) -> list[str]:
+    """Runs of consecutive lines matching ``pattern`` keep their first and last, `...` between."""
+    out, run = [], []
+
+    def flush():
+        out.extend(run if len(run) <= 2 else [run[0], "...", run[-1]])
+        run.clear()
+
+    for line in lines:
+        if pattern.search(line):
+            run.append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return out
+
+
+def comparable(lines: list[str], check: str) -> list[str]:
+    return [DECIMAL.sub("#", line) for line in lines] if check == "numbers" else lines
+
+
+def check_blocks(readme: Path, workspace: Path, python: str = sys.executable) -> list[str]:
+    """The differences between README's check= blocks and what their commands print now."""
+    bin_dir = ptx_on_path(python)
+    problems = []
+    for block in parse(readme.read_text()):
+        if block.check is None:
+            continue
+        now = run_block(block, workspace, bin_dir)
+        want, got = comparable(block.body, block.check), comparable(now, block.check)
+        if want != got:
+            diff = "\n".join(difflib.unified_diff(block.body, now, "README", "now", lineterm=""))
+            problems.append(f"README block `{block.label}` ({block.check}) differs from what it prints now; "
+                            f"refresh it with: python3 scripts/readme_outputs.py --only '{block.commands[0]}'\n{diff}")
+    return problems
+
+
+def refresh(readme: Path, workspace: Path, only: str | None = None) -> int:
+    """Rewrite the blocks (those whose commands contain ``only``) with what their commands print."""
+    text = readme.read_text()
+    lines = text.split("\n")
+    bin_dir = ptx_on_path()
+    changed = 0
+    # From the last block up, so that earlier blocks' line numbers stay valid while rewriting;
+    # the commands themselves run in README order first.
+    blocks = [b for b in parse(text) if only is None or only in b.label]
+    outputs = []
+    for block in blocks:
+        print(f"running: {block.label}", file=sys.stderr, flush=True)
+        outputs.append(run_block(block, workspace, bin_dir))
+    for block, now in reversed(list(zip(blocks, outputs))):
+        if now != block.body:
+            lines[block.start:block.end] = [block.indent + ln if ln else ln for ln in now]
+            changed += 1
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, readme)
+    return changed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--workspace", type=Path, default=REPO,
+                        help="where the commands run (default: the repository, with the demo's runs/)")
+    parser.add_argument("--only", help="refresh only the blocks whose commands contain this text")
+    parser.add_argument("--check", action="store_true", help="compare the check= blocks instead of rewriting")
+    args = parser.parse_args()
+    if args.check:
+        problems = check_blocks(args.readme, args.workspace)
+        print("\n\n".join(problems) or "README's checked output blocks match what the commands print")
+        sys.exit(1 if problems else 0)
+    changed = refresh(args.readme, args.workspace, args.only)
+    print(f"{changed} block(s) changed in {args.readme}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
