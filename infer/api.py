@@ -67,6 +67,15 @@ def _no_run_folder(model: str, root: str | Path, run: str | Path | None, run_dir
             f"--root (library: root=) at the folder that holds {model}/, or --run (run=) at the run folder itself")
 
 
+def require_run(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None) -> Path:
+    """``model``'s run folder, or one MissingArtifactError saying where ptx looked (before any
+    backend is tried, so a mistyped name is one reason, not one per backend)."""
+    run_dir = run_folder(model, root, run)
+    if not run_dir.is_dir():
+        raise MissingArtifactError(_no_run_folder(model, root, run, run_dir))
+    return run_dir
+
+
 def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT,
                   precision: str = FULL_PRECISION, run: str | Path | None = None) -> Path:
     """Where ``backend``'s artifact for ``model`` at ``precision`` lives, with the commands to make
@@ -75,9 +84,8 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
     fmt = backends.get(backend).artifact_for(precision)
     file_name = ARTIFACT_FILES[fmt]
     path = run_dir / file_name
-    if not path.is_file() and not run_dir.is_dir():
-        raise MissingArtifactError(_no_run_folder(model, root, run, run_dir))
     if not path.is_file():
+        require_run(model, root, run)
         checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
         export = f"`{export_command(model, fmt, run)}`"
         if file_name == checkpoint.name or not checkpoint.is_file():

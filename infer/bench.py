@@ -15,7 +15,7 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
 
 from . import backends as registry
-from .api import open_model
+from .api import open_model, require_run
 
 DEFAULT_BATCH_SIZES = (1, 64, 1024)
 
@@ -111,6 +111,7 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
     alternating rounds per batch size, so their ratios hold on a shared machine; the torch
     backends after them, in rounds of their own: once torch has run, its idle OpenMP threads
     compete for the cores and doubled ORT's batch-1 latency here (26 us alone, 57 us after)."""
+    require_run(name, root, run)
     rows: list[BenchRow] = []
     skipped: dict[str, str] = {}
     chosen = registry.variants(backends)
