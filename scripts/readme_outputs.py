@@ -31,6 +31,7 @@ one left (the demo's trained convnet).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import re
@@ -100,13 +101,14 @@ def parse(text: str) -> list[Block]:
     return blocks
 
 
-def ptx_on_path(python: str = sys.executable) -> str:
-    """A folder holding a `ptx` that runs this Python's ptx: README's commands say `ptx`."""
-    folder = Path(tempfile.mkdtemp(prefix="ptx-readme-bin-"))
-    shim = folder / "ptx"
-    shim.write_text(f'#!/bin/sh\nexec "{python}" -m ptx "$@"\n')
-    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    return str(folder)
+@contextlib.contextmanager
+def ptx_on_path(python: str = sys.executable):
+    """A temporary folder holding a `ptx` that runs this Python's ptx: README's commands say `ptx`."""
+    with tempfile.TemporaryDirectory(prefix="ptx-readme-bin-") as folder:
+        shim = Path(folder) / "ptx"
+        shim.write_text(f'#!/bin/sh\nexec "{python}" -m ptx "$@"\n')
+        shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+        yield folder
 
 
 def run_block(block: Block, workspace: Path, bin_dir: str) -> list[str]:
@@ -153,12 +155,11 @@ def comparable(lines: list[str], check: str) -> list[str]:
 
 def check_blocks(readme: Path, workspace: Path, python: str = sys.executable) -> list[str]:
     """The differences between README's check= blocks and what their commands print now."""
-    bin_dir = ptx_on_path(python)
     problems = []
-    for block in parse(readme.read_text()):
-        if block.check is None:
-            continue
-        now = run_block(block, workspace, bin_dir)
+    checked = [b for b in parse(readme.read_text()) if b.check is not None]
+    with ptx_on_path(python) as bin_dir:
+        outputs = [run_block(block, workspace, bin_dir) for block in checked]
+    for block, now in zip(checked, outputs):
         want, got = comparable(block.body, block.check), comparable(now, block.check)
         if want != got:
             diff = "\n".join(difflib.unified_diff(block.body, now, "README", "now", lineterm=""))
@@ -171,15 +172,15 @@ def refresh(readme: Path, workspace: Path, only: str | None = None) -> int:
     """Rewrite the blocks (those whose commands contain ``only``) with what their commands print."""
     text = readme.read_text()
     lines = text.split("\n")
-    bin_dir = ptx_on_path()
     changed = 0
     # From the last block up, so that earlier blocks' line numbers stay valid while rewriting;
     # the commands themselves run in README order first.
     blocks = [b for b in parse(text) if only is None or only in b.label]
     outputs = []
-    for block in blocks:
-        print(f"running: {block.label}", file=sys.stderr, flush=True)
-        outputs.append(run_block(block, workspace, bin_dir))
+    with ptx_on_path() as bin_dir:
+        for block in blocks:
+            print(f"running: {block.label}", file=sys.stderr, flush=True)
+            outputs.append(run_block(block, workspace, bin_dir))
     for block, now in reversed(list(zip(blocks, outputs))):
         if now != block.body:
             lines[block.start:block.end] = [block.indent + ln if ln else ln for ln in now]
