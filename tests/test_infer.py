@@ -279,8 +279,9 @@ def test_cli_predict_missing_artifact(tmp_path):
 def test_readme_library_snippet_runs_as_written(runs, tmp_path):
     snippet = README.read_text().split("<!-- snippet:embed -->")[1].split("```python")[1].split("```")[0]
     assert len(snippet.strip().splitlines()) <= 10
-    (tmp_path / "runs").symlink_to(runs.ready("convnet"))
-    Image.fromarray(_digit(runs)).save(tmp_path / "digit.png")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "convnet").symlink_to(runs.trained("convnet"))
+    Image.fromarray(_digit(runs)).save(tmp_path / "runs" / "digit.png")  # where the demo writes it
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()

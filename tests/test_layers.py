@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "export": "ptx.export",
             "infer": "ptx.infer"}
 STAGES = ["contract", "models", "trainers", "export", "infer", "cli"]
-# Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads.
-BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files"}
+# Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
+# and what the tutorial references mean.
+BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials"}
 
 
 def stage_of(module: str) -> str | None:
