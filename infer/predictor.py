@@ -130,8 +130,14 @@ class Predictor:
 
     def predict_raw(self, samples: np.ndarray, sources: Sequence[str | None] | None = None) -> list[Prediction]:
         """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's steps."""
+        return self.interpret(self.predict_array(to_model_input(samples, self.contract)), samples, sources)
+
+    def interpret(self, outputs: np.ndarray, samples: np.ndarray,
+                  sources: Sequence[str | None] | None = None) -> list[Prediction]:
+        """The model's outputs for raw ``samples`` -> predictions: labels, probabilities, values
+        (``ptx serve`` runs batches itself and answers through this, as predict does)."""
         contract = self.contract
-        logits = np.asarray(self.predict_array(to_model_input(samples, contract)), dtype=np.float32)
+        logits = np.asarray(outputs, dtype=np.float32)
         sources = list(sources) if sources is not None else [None] * len(samples)
         labels = self.labels
         if contract.per_position:  # a label per position: the answer is a string

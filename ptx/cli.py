@@ -326,6 +326,8 @@ def _int_list(ctx, param, value):
 @RUN
 def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, run) -> None:
     """Check that every backend gives eager's answers for model NAME, on real test samples."""
+    from ptx.infer.api import run_folder
+    from ptx.infer.records import record_verify
     from ptx.infer.verify import models_with_artifacts, verify
 
     if all_models == bool(name):
@@ -342,6 +344,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
         save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{model}.npz"
         report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                         root=root, save_inputs=save, notice=notice, run=run)
+        record_verify(report, run_folder(model, root, run))  # what `ptx serve --backend auto` builds on
         reports.append(report)
         if not as_json:
             click.echo(report.table() + "\n")
@@ -371,17 +374,21 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
     the bare runtimes, and the fastest verified one per batch size."""
     from dataclasses import asdict
 
+    from ptx.infer.api import run_folder
     from ptx.infer.bench import bench, describe_fastest, fastest, rows_to_dicts, to_markdown, to_text
+    from ptx.infer.records import record_bench, record_verify
     from ptx.infer.verify import verify
 
     chosen = [b.strip() for b in backends.split(",")] if backends else None
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
                           progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
+    record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified
     verdicts, unverified = [], {}
     if verify_samples:
         timed = sorted({r.runner for r in rows if r.peer_of is None})
         click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
         report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None, run=run)
+        record_verify(report, run_folder(name, root, run))
         unverified = {v.label: "; ".join(v.reasons) for v in report.verdicts if not v.ok and v.label in timed}
         verdicts = fastest(rows, {v.label for v in report.verdicts if v.ok})
     if as_json:
@@ -391,6 +398,52 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
     click.echo(to_markdown(name, rows, skipped) if markdown else to_text(name, rows, skipped))
     if verify_samples:
         click.echo("\n".join(describe_fastest(verdicts, unverified)))
+
+
+@cli.command("serve")
+@click.argument("names", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: each MODEL is served from ROOT/MODEL.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --token (or --insecure).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="REST port (0: any free port, printed at startup).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
+              help="gRPC port (0: any free port, printed at startup).")
+@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
+                   "to --max-batch-size (fastest by `ptx bench`'s record, else timed at startup), else ort-cpu.")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device for a --backend that runs on several (eager, torchscript).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows the dynamic batcher runs together at most (1: no batching).")
+@click.option("--max-delay-ms", type=FiniteFloat(0.0), default=2.0, show_default=True,
+              help="How long a request may wait for company in the batcher.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batches of one model that run at once (inference threads per model).")
+@click.option("--token", envvar="PTX_SERVE_TOKEN",
+              help="Every request but health needs `Authorization: Bearer TOKEN`. Env: PTX_SERVE_TOKEN.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token (prints a warning).")
+@click.option("--max-request-bytes", type=click.IntRange(min=1024), default=16 * 1024 * 1024, show_default=True,
+              help="Largest request body (after decompression) accepted.")
+def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
+              workers, token, insecure, max_request_bytes) -> None:
+    """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
+    it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
+
+    Each model takes its own tensor (as `ptx export NAME --format triton` configures it) or what a
+    user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered with
+    `label` and `probabilities`. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight
+    and exits 0.
+    """
+    from ptx.serve import ServeOptions, serve
+
+    options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
+                           max_delay_ms=max_delay_ms, workers=workers, token=token or None,
+                           max_request_bytes=max_request_bytes)
+    serve(list(dict.fromkeys(names)), options=options, root=root, backend=backend, precision=precision,
+          device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")))
 
 
 def _verify_help() -> None:

@@ -15,6 +15,7 @@ import torch
 
 from ptx import __version__
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, Contract, ContractError
+from ptx.contract.names import BENCH_RECORD_FILE, VERIFY_RECORD_FILE
 from ptx.errors import CheckpointError, UnknownModelError
 
 FORMAT = "ptx-checkpoint"
@@ -78,7 +79,7 @@ CURVES_FILE = "curves.png"
 PREVIOUS_RUN_DIR = "previous"  # where --overwrite keeps the run it replaces
 # The files a run folder holds: what training writes, then what export writes from its checkpoint.
 EXPORTED_FILES = tuple(f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT)
-RUN_FILES = (CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE, *EXPORTED_FILES)
+RUN_FILES = (CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE, *EXPORTED_FILES, VERIFY_RECORD_FILE, BENCH_RECORD_FILE)
 
 
 def _read_run(path: Path) -> dict | None:

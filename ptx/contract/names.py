@@ -25,6 +25,9 @@ ARTIFACT_FILES = {
 FULL_PRECISION = "f32"
 PRECISIONS = (FULL_PRECISION, "bf16", "int8")
 DEFAULT_RUNS_ROOT = "runs"
+# What `ptx verify` and `ptx bench` found on a machine, kept in the run folder for `ptx serve`.
+VERIFY_RECORD_FILE = "verify.json"
+BENCH_RECORD_FILE = "bench.json"
 DEFAULT_OPSET = 18
 
 

@@ -13,6 +13,7 @@ docs/artifact-format.md gives each step precisely enough to re-implement it.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,16 @@ MAX_PIXELS = 40_000_000  # below Pillow's own bomb limit (~89M): nobody photogra
 CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: a last array axis of this size is colour, not width
 
 
-def open_image(source) -> Image.Image:
-    """Open a path or take a PIL image; reject what cannot be a single still picture."""
+def open_image(source, name: str | None = None) -> Image.Image:
+    """Open a path or an encoded file's bytes, or take a PIL image; reject what cannot be a single
+    still picture."""
     if isinstance(source, Image.Image):
-        image, name = source, "image"
+        image, name = source, name or "image"
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "image bytes"
+        if not len(source):
+            raise InputError(f"{name}: empty (no bytes)")
+        image = _open_file(io.BytesIO(source), name)
     else:
         path = Path(source)
         name = str(path)
@@ -42,14 +49,7 @@ def open_image(source) -> Image.Image:
             raise InputError(f"{name}: not a regular file (a pipe or device would block)")
         if path.stat().st_size == 0:
             raise InputError(f"{name}: empty file")
-        try:
-            image = Image.open(path)
-        except UnidentifiedImageError:
-            raise InputError(f"{name}: not an image Pillow can read") from None
-        except Image.DecompressionBombError:
-            raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
-        except OSError as exc:
-            raise InputError(f"{name}: cannot open ({exc})") from None
+        image = _open_file(path, name)
     if image.width * image.height > MAX_PIXELS:
         raise InputError(f"{name}: image too large ({image.width}x{image.height}, over {MAX_PIXELS:,} pixels)")
     if getattr(image, "n_frames", 1) > 1:
@@ -62,6 +62,18 @@ def open_image(source) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
     return image
+
+
+def _open_file(file, name: str) -> Image.Image:
+    """Pillow's open (it reads the header only), with its refusals as one-line InputErrors."""
+    try:
+        return Image.open(file)
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot open ({exc})") from None
 
 
 def to_grayscale(image: Image.Image, name: str = "image") -> np.ndarray:
@@ -135,7 +147,7 @@ def picture_sample(item, step: PictureStep, raw: bool = False, name: str | None 
     """A path, PIL image or one array picture -> (canvas, canvas) uint8 raw sample by ``step``.
     ``raw`` takes a picture that is already canvas x canvas as it is (dataset-like)."""
     name = name or (str(item) if isinstance(item, (str, Path)) else "image")
-    image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item)
+    image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
     gray = to_grayscale(image, name)
     canvas = step.canvas
     if raw:

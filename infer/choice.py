@@ -1,0 +1,99 @@
+"""`--backend auto`: the fastest backend that passed `ptx verify` on this machine for the batch sizes
+a server forms, else ort-cpu, with the reason in words.
+
+"Fastest" is what `ptx bench` measured here (its record in the run folder), over the batch sizes the
+batcher forms (1 up to the largest batch); without a bench record the torch-free candidates are
+timed briefly at load (batch 1 and the largest batch), measured rather than assumed. A precision
+that missed its gate in verify (NOT USABLE) never passed, so it is never chosen.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from ptx.contract.names import FULL_PRECISION
+
+from . import backends as registry
+from . import records
+from .api import open_model
+
+DEFAULT_BACKEND = "ort-cpu"
+TIMING_S = 0.3  # per candidate and batch size, when no bench record says
+
+
+@dataclass
+class Choice:
+    backend: str
+    device: str
+    precision: str
+    reason: str
+
+
+def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, precision: str = FULL_PRECISION,
+                   root: str | Path | None = None) -> Choice:
+    run_dir = Path(run_dir)
+    passed = records.verified(run_dir)
+    fallback = "the default"
+    if not passed:
+        why = ("no verify record on this machine" if not records.has_verify_record(run_dir)
+               else "nothing passed verify on this machine for the artifacts as they are now")
+        return Choice(DEFAULT_BACKEND, "cpu", precision,
+                      f"{fallback}: {why}; `ptx verify {model}` lets auto choose the fastest verified")
+    candidates = {label: row for label, row in passed.items()
+                  if row["precision"] == precision and max(row["batch_sizes"]) >= max_batch_size
+                  and not registry.get(row["backend"]).unavailable(row["device"])}
+    if not candidates:
+        return Choice(DEFAULT_BACKEND, "cpu", precision,
+                      f"{fallback}: nothing passed verify at {precision} for batches up to {max_batch_size}; "
+                      f"`ptx verify {model} --batch-sizes 1,7,{max_batch_size}` would check them")
+    speeds = records.throughput(run_dir)
+    batches = [b for b in {b for label in candidates for b in speeds.get(label, {})} if b <= max_batch_size]
+    if batches and all(all(b in speeds.get(label, {}) for b in batches) for label in candidates):
+        scores = {label: _geomean([speeds[label][b] for b in batches]) for label in candidates}
+        how = f"in ptx bench at batch {', '.join(map(str, sorted(batches)))}"
+    else:
+        torch_free = {k: v for k, v in candidates.items() if not registry.get(v["backend"]).needs_torch}
+        timed = torch_free or candidates
+        scores = {label: _measure(model, row, max_batch_size, root, run_dir) for label, row in timed.items()}
+        how = f"timed at load at batch 1 and {max_batch_size} (no ptx bench record)"
+    best = max(scores, key=scores.get)
+    row = candidates[best]
+    others = ", ".join(f"{label} {scores[label]:,.0f}" for label in sorted(scores, key=scores.get, reverse=True)
+                       if label != best)
+    return Choice(row["backend"], row["device"], row["precision"],
+                  f"fastest that passed verify here, {scores[best]:,.0f} images/s {how}"
+                  + (f" (then {others})" if others else ""))
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(max(v, 1e-9)) for v in values) / len(values))
+
+
+def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) -> float:
+    """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
+    inputs (speed does not depend on the values for these models)."""
+    from .bench import bench_inputs
+
+    predictor = open_model(model, row["backend"], root or run_dir.parent, row["device"], row["precision"],
+                           run=run_dir)
+    rates = []
+    for batch in sorted({1, max_batch_size}):
+        x = bench_inputs(predictor.contract, batch)
+        predictor.predict_array(x)  # warm-up: first calls allocate
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < TIMING_S:
+            predictor.predict_array(x)
+            calls += 1
+        rates.append(calls * batch / (time.perf_counter() - started))
+    del predictor
+    return _geomean(rates)
+
+
+def describe(model: str, choice: Choice) -> str:
+    precision = "" if choice.precision == FULL_PRECISION else f" at {choice.precision}"
+    label = registry.get(choice.backend).label(choice.device)
+    return f"{model}: {label}{precision} ({choice.reason})"
+

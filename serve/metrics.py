@@ -1,0 +1,42 @@
+"""Prometheus metrics of one server (prometheus_client, a registry per server so that tests and
+several servers in one process do not share counters): requests, errors, latency, batch sizes."""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ptx_inference_requests", "Inference requests received", ["model", "protocol"],
+                                registry=self.registry)
+        self.errors = Counter("ptx_inference_errors", "Inference requests answered with an error",
+                              ["model", "protocol", "code"], registry=self.registry)
+        self.latency = Histogram("ptx_inference_request_duration_seconds", "Time from request to answer",
+                                 ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("ptx_batch_size", "Rows per batch the dynamic batcher ran", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observer(self, model: str, protocol: str) -> "RequestObserver":
+        """Pre-bound children for one model and protocol: the per-request cost is two increments."""
+        return RequestObserver(self.requests.labels(model, protocol), self.latency.labels(model, protocol),
+                               lambda code: self.errors.labels(model, protocol, str(code)))
+
+
+class RequestObserver:
+    def __init__(self, requests, latency, errors):
+        self.requests, self.latency, self._errors = requests, latency, errors
+
+    def done(self, seconds: float, error_code: int | str | None = None) -> None:
+        self.requests.inc()
+        self.latency.observe(seconds)
+        if error_code is not None:
+            self._errors(error_code).inc()

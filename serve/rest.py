@@ -1,0 +1,267 @@
+"""The Open Inference Protocol's REST binding on Starlette (served by uvicorn): health, server and
+model metadata, Triton's model configuration, infer with the binary tensor data extension, and
+Prometheus metrics; the drawing page at `/`.
+
+Errors are the protocol's `{"error": "..."}` with a 4xx naming what was wrong (a 500 when the
+runtime itself fails); the server stays ready.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+
+import orjson
+from google.protobuf import json_format, text_format
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ptx.errors import first_line
+
+from .model import InferRequest, RequestedOutput
+from .page import page_html
+from .service import Service
+from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
+
+HEADER_LENGTH = "inference-header-content-length"
+JSON_TYPE = "application/json"
+
+
+def error(message: str, status: int) -> Response:
+    return Response(orjson.dumps({"error": message}), status, media_type=JSON_TYPE)
+
+
+def build_app(service: Service) -> Starlette:
+    """The REST app over ``service``'s models."""
+
+    def authorized(request: Request) -> Response | None:
+        if service.authorized(request.headers.get("authorization")):
+            return None
+        return error("missing or wrong bearer token: send `Authorization: Bearer <token>`", 401)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"ready": service.ready}, 200 if service.ready else 503)
+
+    async def model_ready(request: Request) -> Response:
+        try:
+            service.model(request.path_params["name"], request.path_params.get("version"))
+        except RequestError as exc:
+            return error(str(exc), exc.status)
+        return JSONResponse({"name": request.path_params["name"], "ready": service.ready},
+                            200 if service.ready else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return authorized(request) or JSONResponse(service.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        denied = authorized(request)
+        if denied:
+            return denied
+        try:
+            model = service.model(request.path_params["name"], request.path_params.get("version"))
+        except RequestError as exc:
+            return error(str(exc), exc.status)
+        return JSONResponse(model.metadata())
+
+    async def model_config(request: Request) -> Response:
+        denied = authorized(request)
+        if denied:
+            return denied
+        try:
+            model = service.model(request.path_params["name"], request.path_params.get("version"))
+        except RequestError as exc:
+            return error(str(exc), exc.status)
+        return JSONResponse(config_json(model.config_text()))
+
+    async def repository_index(request: Request) -> Response:
+        return authorized(request) or JSONResponse(service.repository_index())
+
+    async def metrics(request: Request) -> Response:
+        return authorized(request) or Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(page_html())
+
+    observers: dict = {}
+
+    async def infer(request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["name"]
+        model = service.models.get(name)
+        key = name if model is not None else ""  # unknown names do not become metric labels
+        observer = observers.get(key) or observers.setdefault(key, service.metrics.observer(key, "rest"))
+        denied = authorized(request)
+        if denied:
+            observer.done(time.perf_counter() - started, 401)
+            return denied
+        try:
+            model = service.model(name, request.path_params.get("version"))
+            body = await read_body(request, service.options.max_request_bytes)
+            infer_request = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+            outputs = await model.infer(infer_request)
+        except RequestError as exc:
+            observer.done(time.perf_counter() - started, exc.status)
+            return error(str(exc), exc.status)
+        except ClientDisconnect:
+            observer.done(time.perf_counter() - started, 499)
+            return error("the client went away before the request was complete", 400)
+        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
+            observer.done(time.perf_counter() - started, 500)
+            return error(f"inference failed: {first_line(exc)}", 500)
+        response = infer_response(model.name, infer_request, outputs)
+        observer.done(time.perf_counter() - started)
+        return response
+
+    model_path = "/v2/models/{name}"
+    versioned = "/v2/models/{name}/versions/{version}"
+    routes = [
+        Route("/", page),
+        Route("/v2", server_metadata),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/repository/index", repository_index, methods=["POST", "GET"]),
+        Route("/metrics", metrics),
+    ]
+    for base in (model_path, versioned):
+        routes += [Route(base, model_metadata), Route(f"{base}/ready", model_ready),
+                   Route(f"{base}/config", model_config), Route(f"{base}/infer", infer, methods=["POST"])]
+    return Starlette(routes=routes)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes (a declared or a streamed size, and the size
+    after gzip/deflate decompression: a small body that inflates without end is refused too)."""
+    declared = request.headers.get("content-length")
+    too_big = f"request body over the server's limit of {limit:,} bytes (--max-request-bytes)"
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(too_big, 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(too_big, 413)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        body = inflate(body, encoding, limit, too_big)
+    elif encoding != "identity":
+        raise RequestError(f"content-encoding {encoding!r} is not supported; send gzip, deflate or none", 415)
+    if not body:
+        raise RequestError("empty request body: send the inference request JSON")
+    return body
+
+
+def inflate(body: bytes, encoding: str, limit: int, too_big: str) -> bytes:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise RequestError(f"the {encoding} body does not decompress ({exc})") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise RequestError(too_big + " once decompressed", 413)
+    return out
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """An infer request: JSON, or JSON followed by binary tensor data (its length in the
+    Inference-Header-Content-Length header)."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise RequestError(f"Inference-Header-Content-Length {header_length!r} does not fit a "
+                               f"{len(body)}-byte body")
+        json_part, binary = body[:int(header_length)], memoryview(body)[int(header_length):]
+    else:
+        json_part, binary = body, memoryview(b"")
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"the request is not valid JSON ({exc}); was the body cut short?") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise RequestError('the request JSON needs "inputs": a list of tensors')
+    inputs, offset = [], 0
+    for i, item in enumerate(doc["inputs"]):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise RequestError(f"inputs[{i}] needs a name, a datatype, a shape and data")
+        name, datatype, shape = item["name"], item.get("datatype"), item.get("shape")
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise RequestError(f"input {name!r}: binary_data_size {size!r} runs past the "
+                                   f"{len(binary)} bytes of binary data (truncated body?)")
+            inputs.append(from_raw(name, datatype, shape, binary[offset:offset + size]))
+            offset += size
+        elif "data" in item:
+            inputs.append(from_json_data(name, datatype, shape, item["data"]))
+        else:
+            raise RequestError(f"input {name!r} has neither data nor binary_data_size")
+    if offset != len(binary):
+        raise RequestError(f"{len(binary) - offset} bytes of binary data that no input claims")
+    params = doc.get("parameters") or {}
+    outputs = []
+    for i, item in enumerate(doc.get("outputs") or []):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise RequestError(f"outputs[{i}] needs a name")
+        p = item.get("parameters") or {}
+        classification = p.get("classification", 0)
+        if not isinstance(classification, int) or classification < 0:
+            raise RequestError(f"output {item['name']!r}: classification must be a count >= 0")
+        outputs.append(RequestedOutput(item["name"], p.get("binary_data"), classification))
+    request_id = doc.get("id")
+    return InferRequest(inputs, outputs, str(request_id) if request_id is not None else None,
+                        bool(params.get("binary_data_output", False)))
+
+
+def infer_response(model: str, request: InferRequest, outputs: list[Tensor]) -> Response:
+    doc = {"model_name": model, "model_version": "1", "outputs": []}
+    if request.id is not None:
+        doc["id"] = request.id
+    binary = []
+    for t in outputs:
+        entry = {"name": t.name, "datatype": t.datatype, "shape": t.shape}
+        wants_binary = t.parameters.get("binary")
+        if wants_binary if wants_binary is not None else request.binary_output:
+            raw = to_raw(t)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            binary.append(raw)
+        else:
+            entry["data"] = to_json_data(t)
+        doc["outputs"].append(entry)
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary:
+        return Response(header, media_type=JSON_TYPE)
+    return Response(b"".join([header, *binary]), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def config_json(config_text: str) -> dict:
+    """Triton's ModelConfig as JSON (what Triton's config endpoint returns), from the config.pbtxt
+    text, through Triton's own message (tritonclient ships it). Integers stay numbers: protobuf's
+    JSON mapping writes 64-bit ones as strings, Triton writes them as numbers."""
+    from tritonclient.grpc import model_config_pb2
+
+    message = text_format.Parse(config_text, model_config_pb2.ModelConfig())
+    return _int64_as_numbers(message, json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
+def _int64_as_numbers(message, doc: dict) -> dict:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    wide = (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+            FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64)
+    for field, value in message.ListFields():
+        if field.name not in doc:
+            continue
+        repeated = field.label == FieldDescriptor.LABEL_REPEATED
+        if field.type in wide:
+            doc[field.name] = [int(v) for v in doc[field.name]] if repeated else int(doc[field.name])
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            items = value if repeated else [value]
+            docs = doc[field.name] if repeated else [doc[field.name]]
+            for item, sub in zip(items, docs):
+                _int64_as_numbers(item, sub)
+    return doc

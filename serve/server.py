@@ -1,0 +1,169 @@
+"""`ptx serve`: load the models, choose their backends, run the REST front (uvicorn + Starlette) and
+the gRPC front (grpcio) in one asyncio event loop, and stop cleanly.
+
+One process, one dynamic batcher per model: batches are largest when every request of a model goes
+through one queue. More throughput than one machine gives comes from more replicas (KServe scales
+the same container out), not from more processes here.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import signal
+import socket
+from pathlib import Path
+from typing import Callable
+
+import uvicorn
+
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.names import FULL_PRECISION
+from ptx.errors import PtxError
+from ptx.infer.api import open_model, require_run, run_folder
+from ptx.infer.choice import choose_backend, describe
+
+from .grpc_service import build_server
+from .rest import build_app
+from .service import ServeOptions, Service
+
+AUTO = "auto"
+SHUTDOWN_GRACE_S = 8  # requests in flight get this long to finish after SIGTERM (the acceptance bound is 10 s)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(options: ServeOptions, insecure: bool, log: Callable[[str], None]) -> None:
+    """Loopback unless told otherwise; beyond it, a token, or an explicit --insecure with a warning."""
+    if is_loopback(options.host) or options.token:
+        return
+    if not insecure:
+        raise PtxError(f"--host {options.host} is reachable from other machines: give --token (or PTX_SERVE_TOKEN) "
+                       "so that every request needs `Authorization: Bearer <token>`, or --insecure to serve "
+                       "anyone who can reach it")
+    log(f"warning: serving on {options.host} without a token (--insecure): anyone who can reach this port can "
+        "use the models")
+
+
+def load(service: Service, names: list[str], *, root: str | Path, backend: str, precision: str | None,
+         device: str, log: Callable[[str], None]) -> None:
+    """Open each model's artifact through its backend (chosen per model for auto) and serve it."""
+    for name in names:
+        require_run(name, root)
+        if backend == AUTO:
+            choice = choose_backend(name, run_folder(name, root), max_batch_size=service.options.max_batch_size,
+                                    precision=precision or FULL_PRECISION, root=root)
+            predictor = open_model(name, choice.backend, root, choice.device, choice.precision)
+            log(f"backend {describe(name, choice)}")
+        else:
+            predictor = open_model(name, backend, root, device, precision or FULL_PRECISION)
+            log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
+        if predictor.stale:
+            log(f"warning: {predictor.stale}")
+        service.add(name, predictor)
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PtxError(f"HTTP port {port} on {host} is in use: pass another --http-port (0 picks a free one)") from None
+        raise PtxError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): check --host and --http-port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: `ptx serve` stops both fronts on one signal and exits 0
+    (uvicorn re-raises the signal after shutting down, which would end the process by SIGTERM)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def run(service: Service, http_socket: socket.socket, log: Callable[[str], None]) -> None:
+    options = service.options
+    config = uvicorn.Config(build_app(service), log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, server_header=False)
+    http = _Uvicorn(config)
+    grpc_server = build_server(service)
+    grpc_target = f"[{options.host}]" if ":" in options.host else options.host
+    try:
+        grpc_port = grpc_server.add_insecure_port(f"{grpc_target}:{options.grpc_port}")
+    except RuntimeError:
+        grpc_port = 0
+    if not grpc_port:
+        raise PtxError(f"gRPC port {options.grpc_port} on {options.host} is in use or not available: pass another "
+                       "--grpc-port (0 picks a free one)")
+    await grpc_server.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        if stopping.is_set():  # a second Ctrl-C: stop now
+            http.force_exit = True
+            return
+        stopping.set()
+        service.ready = False
+        http.should_exit = True
+        log("stopping: no new requests; finishing those in flight")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]))
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    if http_task.done():
+        http_task.result()  # uvicorn failed to start: its error
+    service.ready = True
+    host, http_port = http_socket.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log(f"REST  http://{shown}:{http_port}/v2  (page http://{shown}:{http_port}/, metrics http://{shown}:{http_port}/metrics)")
+    log(f"gRPC  {shown}:{grpc_port}")
+    log(f"serving {', '.join(service.models)}; Ctrl-C or SIGTERM stops")
+    await stopping.wait()
+    await asyncio.gather(http_task, grpc_server.stop(SHUTDOWN_GRACE_S))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT_RUNS_ROOT, backend: str = AUTO,
+          precision: str | None = None, device: str = "cpu", insecure: bool = False,
+          log: Callable[[str], None] = print) -> None:
+    """Serve ``names`` until SIGINT or SIGTERM, then finish the requests in flight and return."""
+    check_exposure(options, insecure, log)
+    http_socket = bind_http(options.host, options.http_port)
+    service = Service(options)
+    try:
+        load(service, names, root=root, backend=backend, precision=precision, device=device, log=log)
+        _event_loop_run(run(service, http_socket, log))
+    finally:
+        service.close()
+        http_socket.close()
+    log("stopped")
+
+
+def _event_loop_run(coroutine) -> None:
+    """uvloop when installed (uvicorn[standard] brings it: a faster loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coroutine)

@@ -1,0 +1,77 @@
+"""What the REST and gRPC fronts share: the served models, who may call, and the metrics."""
+from __future__ import annotations
+
+import hmac
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ptx import __version__
+
+from .metrics import Metrics
+from .model import VERSION, ServedModel
+from .tensors import RequestError
+
+SERVER_NAME = "ptx"
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class ServeOptions:
+    """How ``ptx serve`` runs; the CLI's options, defaults included."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    max_batch_size: int = 64
+    max_delay_ms: float = 2.0
+    workers: int = 1
+    token: str | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+
+class Service:
+    def __init__(self, options: ServeOptions):
+        self.options = options
+        self.metrics = Metrics()
+        self.models: dict[str, ServedModel] = {}
+        # Decoding pictures is CPU work: off the event loop, beside (not inside) the runtimes' threads.
+        self.prepare_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ptx-prepare")
+        self.ready = False
+        self._token = options.token.encode() if options.token else None
+
+    def add(self, name: str, predictor) -> ServedModel:
+        batch_rows = self.metrics.batch_size.labels(name)
+        model = ServedModel(name, predictor, dict(max_batch_size=self.options.max_batch_size,
+                                                  max_delay_s=self.options.max_delay_ms / 1000,
+                                                  workers=self.options.workers),
+                            self.prepare_pool, on_batch=batch_rows.observe)
+        self.models[name] = model
+        return model
+
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        model = self.models.get(name)
+        if model is None:
+            raise RequestError(f"unknown model {name!r}; this server serves {', '.join(self.models)}", 404)
+        if version not in (None, "", VERSION):
+            raise RequestError(f"model {name!r} has no version {version!r}; it has version {VERSION}", 404)
+        return model
+
+    def authorized(self, authorization: str | None) -> bool:
+        """With a token set, every call but health needs `Authorization: Bearer <token>`."""
+        if self._token is None:
+            return True
+        scheme, _, given = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+
+    def repository_index(self) -> list[dict]:
+        return [{"name": name, "version": VERSION, "state": "READY" if self.ready else "LOADING", "reason": ""}
+                for name in self.models]
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.close()
+        self.prepare_pool.shutdown(wait=False, cancel_futures=True)

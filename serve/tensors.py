@@ -1,0 +1,141 @@
+"""Tensors as the Open Inference Protocol (v2) carries them: datatypes, BYTES elements, JSON data and
+the binary tensor data extension. No model knowledge here, and no framework: REST and gRPC share it.
+
+BYTES elements travel, in binary form (REST binary extension, gRPC raw contents), as a 4-byte
+little-endian length followed by the bytes, element after element (Triton's serialisation).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# v2 datatype -> numpy dtype (BYTES is handled apart: a list of bytes objects).
+NUMPY_TYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+BYTES = "BYTES"
+LENGTH = struct.Struct("<I")
+
+
+class RequestError(Exception):
+    """What was wrong with a request, for the client: HTTP status (gRPC code follows it) and a
+    one-line message. The server stays ready."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Tensor:
+    """One named tensor of a request or response. ``data`` is a numpy array, or a list of bytes
+    for BYTES."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray | list[bytes]
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+def element_count(shape, name: str) -> int:
+    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise RequestError(f"input {name!r}: shape must be a list of integers, got {shape!r}")
+    if any(d < 0 for d in shape):
+        raise RequestError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def decode_bytes_elements(raw: bytes | memoryview, count: int, name: str) -> list[bytes]:
+    """Length-prefixed BYTES elements -> ``count`` bytes objects; a short or overlong buffer is an error."""
+    view = memoryview(raw)
+    out, offset = [], 0
+    for _ in range(count):
+        if offset + 4 > len(view):
+            raise RequestError(f"input {name!r}: BYTES data ends inside element {len(out)} (truncated)")
+        (length,) = LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise RequestError(f"input {name!r}: BYTES element {len(out)} claims {length} bytes, "
+                               f"{len(view) - offset} are left (truncated)")
+        out.append(bytes(view[offset:offset + length]))
+        offset += length
+    if offset != len(view):
+        raise RequestError(f"input {name!r}: {len(view) - offset} bytes beyond its {count} BYTES element(s)")
+    return out
+
+
+def encode_bytes_elements(items: list[bytes]) -> bytes:
+    return b"".join(LENGTH.pack(len(item)) + item for item in items)
+
+
+def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> Tensor:
+    """A tensor from its binary contents (REST binary extension, gRPC raw_input_contents)."""
+    count = element_count(shape, name)
+    if datatype == BYTES:
+        return Tensor(name, datatype, list(shape), decode_bytes_elements(raw, count, name))
+    dtype = _numpy_type(datatype, name)
+    expected = count * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise RequestError(f"input {name!r}: {len(raw)} bytes of data, shape {list(shape)} of {datatype} needs "
+                           f"{expected}")
+    return Tensor(name, datatype, list(shape), np.frombuffer(raw, dtype=dtype).reshape(shape))
+
+
+def from_json_data(name: str, datatype: str, shape: list[int], data) -> Tensor:
+    """A tensor from the JSON ``data`` field: flat or nested lists, row-major."""
+    count = element_count(shape, name)
+    if datatype == BYTES:
+        flat = _flatten(data)
+        if any(not isinstance(v, str) for v in flat):
+            raise RequestError(f"input {name!r}: BYTES data in JSON must be strings")
+        if len(flat) != count:
+            raise RequestError(f"input {name!r}: {len(flat)} elements of data for shape {list(shape)} ({count})")
+        return Tensor(name, datatype, list(shape), [v.encode("utf-8") for v in flat])
+    dtype = _numpy_type(datatype, name)
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"input {name!r}: data is not a list of {datatype} numbers") from None
+    if array.size != count:
+        raise RequestError(f"input {name!r}: {array.size} elements of data for shape {list(shape)} ({count})")
+    return Tensor(name, datatype, list(shape), array.reshape(shape))
+
+
+def _numpy_type(datatype: str, name: str):
+    try:
+        return NUMPY_TYPES[datatype]
+    except (KeyError, TypeError):
+        raise RequestError(f"input {name!r}: unknown datatype {datatype!r}; the protocol's are "
+                           f"{', '.join([*NUMPY_TYPES, BYTES])}") from None
+
+
+def _flatten(data) -> list:
+    if not isinstance(data, list):
+        return [data]
+    out = []
+    for item in data:
+        out += _flatten(item)
+    return out
+
+
+def to_raw(tensor: Tensor) -> bytes:
+    """A response tensor's binary contents."""
+    if tensor.datatype == BYTES:
+        return encode_bytes_elements(tensor.data)
+    return np.ascontiguousarray(tensor.data).tobytes()
+
+
+def to_json_data(tensor: Tensor) -> list:
+    """A response tensor as JSON ``data``: flat, row-major (what Triton returns)."""
+    if tensor.datatype == BYTES:
+        return [item.decode("utf-8", errors="replace") for item in tensor.data]
+    return np.asarray(tensor.data).reshape(-1).tolist()
