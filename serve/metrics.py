@@ -12,6 +12,7 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self):
+        self.answered = {"rest": 0, "grpc": 0}  # inference requests answered, said at shutdown
         self.registry = CollectorRegistry()
         self.requests = Counter("ptx_inference_requests", "Inference requests received", ["model", "protocol"],
                                 registry=self.registry)
@@ -27,15 +28,18 @@ class Metrics:
 
     def observer(self, model: str, protocol: str) -> "RequestObserver":
         """Pre-bound children for one model and protocol: the per-request cost is two increments."""
-        return RequestObserver(self.requests.labels(model, protocol), self.latency.labels(model, protocol),
+        return RequestObserver(self, protocol, self.requests.labels(model, protocol),
+                               self.latency.labels(model, protocol),
                                lambda code: self.errors.labels(model, protocol, str(code)))
 
 
 class RequestObserver:
-    def __init__(self, requests, latency, errors):
+    def __init__(self, metrics: Metrics, protocol: str, requests, latency, errors):
+        self.metrics, self.protocol = metrics, protocol
         self.requests, self.latency, self._errors = requests, latency, errors
 
     def done(self, seconds: float, error_code: int | str | None = None) -> None:
+        self.metrics.answered[self.protocol] += 1  # one event loop: no lock needed
         self.requests.inc()
         self.latency.observe(seconds)
         if error_code is not None:

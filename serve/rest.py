@@ -25,6 +25,7 @@ from .service import Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
 
 HEADER_LENGTH = "inference-header-content-length"
+DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so its client sees the 413
 JSON_TYPE = "application/json"
 
 
@@ -135,14 +136,12 @@ def build_app(service: Service) -> Starlette:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused past ``limit`` bytes (a declared or a streamed size, and the size
     after gzip/deflate decompression: a small body that inflates without end is refused too)."""
-    declared = request.headers.get("content-length")
     too_big = f"request body over the server's limit of {limit:,} bytes (--max-request-bytes)"
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(too_big, 413)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            await _discard_rest(request, size, limit)
             raise RequestError(too_big, 413)
         chunks.append(chunk)
     body = b"".join(chunks)
@@ -154,6 +153,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     if not body:
         raise RequestError("empty request body: send the inference request JSON")
     return body
+
+
+async def _discard_rest(request: Request, size: int, limit: int) -> None:
+    """Read (and drop) the rest of an oversized body, up to a bound, so that the client gets its 413
+    instead of a broken pipe while it is still sending; a body beyond the bound is cut off."""
+    bound = max(4 * limit, DRAIN_BYTES)
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > bound:
+            return
 
 
 def inflate(body: bytes, encoding: str, limit: int, too_big: str) -> bytes:
@@ -180,7 +189,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(f"the request is not valid JSON ({exc}); was the body cut short?") from None
+        raise RequestError(f"the request is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise RequestError('the request JSON needs "inputs": a list of tensors')
     inputs, offset = [], 0

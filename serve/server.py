@@ -155,7 +155,9 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
     finally:
         service.close()
         http_socket.close()
-    log("stopped")
+    answered = service.metrics.answered
+    log(f"stopped: answered {sum(answered.values())} inference requests (REST {answered['rest']}, "
+        f"gRPC {answered['grpc']})")
 
 
 def _event_loop_run(coroutine) -> None:

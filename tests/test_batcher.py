@@ -1,0 +1,117 @@
+"""The dynamic batcher alone, with a stand-in runtime: what it merges, what it keeps apart, and that
+one request's failure is that request's alone."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from ptx.serve.batcher import Batcher, Merge
+
+
+def run_async(coroutine):
+    return asyncio.run(coroutine)
+
+
+class Runtime:
+    """Records the batches it is given; rows whose first value is negative make it fail."""
+
+    def __init__(self, axis=0, delay=0.0):
+        self.batches, self.axis, self.delay = [], axis, delay
+
+    def __call__(self, x):
+        time.sleep(self.delay)
+        self.batches.append(x.shape)
+        rows = np.moveaxis(x, self.axis, 0).reshape(x.shape[self.axis], -1)
+        if (rows[:, 0] < 0).any():
+            raise RuntimeError("the runtime failed on this batch")
+        return rows.sum(axis=1, keepdims=True)  # (batch, 1), batch first as models answer
+
+
+async def submit_all(batcher, xs):
+    return await asyncio.gather(*(batcher.submit(x) for x in xs), return_exceptions=True)
+
+
+def test_concurrent_requests_share_a_batch_and_each_gets_its_own_rows():
+    runtime = Runtime(delay=0.05)
+    batcher = Batcher(runtime, merge=Merge(), max_batch_size=64, max_delay_s=0.002)
+    xs = [np.full((n, 3), float(i)) for i, n in enumerate([1, 2, 3, 1, 1], start=1)]
+    results = run_async(submit_all(batcher, xs))
+    for x, out in zip(xs, results):
+        np.testing.assert_array_equal(out, x.sum(axis=1, keepdims=True))
+    assert len(runtime.batches) < len(xs)  # the first runs alone, the rest wait for it and share
+    batcher.close()
+
+
+def test_a_request_that_breaks_the_runtime_fails_alone_and_its_batch_mates_are_answered():
+    runtime = Runtime(delay=0.02)
+    batcher = Batcher(runtime, merge=Merge(), max_batch_size=64, max_delay_s=0.002)
+    xs = [np.ones((1, 2)), np.ones((1, 2)), -np.ones((1, 2)), np.ones((2, 2)), np.ones((1, 2))]
+    results = run_async(submit_all(batcher, xs))
+    assert isinstance(results[2], RuntimeError)
+    for i in (0, 1, 3, 4):
+        np.testing.assert_array_equal(results[i], np.full((len(xs[i]), 1), 2.0))
+    batcher.close()
+
+
+def test_max_batch_size_caps_every_batch_and_a_larger_request_runs_alone():
+    runtime = Runtime(delay=0.02)
+    batcher = Batcher(runtime, merge=Merge(), max_batch_size=4, max_delay_s=0.002)
+    xs = [np.ones((1, 2))] * 9 + [np.ones((7, 2))]
+    results = run_async(submit_all(batcher, xs))
+    assert all(not isinstance(r, Exception) for r in results)
+    assert max(shape[0] for shape in runtime.batches if shape[0] != 7) <= 4
+    assert (7, 2) in runtime.batches
+    batcher.close()
+
+
+def test_lstm_requests_merge_along_the_batch_axis_1():
+    runtime = Runtime(axis=1, delay=0.02)
+    batcher = Batcher(runtime, merge=Merge(batch_axis=1), max_batch_size=64, max_delay_s=0.002)
+    xs = [np.abs(np.random.default_rng(i).normal(size=(28, n, 28))).astype(np.float32) for i, n in enumerate([1, 3, 2])]
+    results = run_async(submit_all(batcher, xs))
+    for x, out in zip(xs, results):
+        np.testing.assert_allclose(out[:, 0], np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).sum(1), rtol=1e-5)
+
+
+def test_token_requests_pad_to_the_longest_or_share_a_batch_only_at_one_length():
+    padded = Merge(batch_axis=1, ragged_axis=0, pad_value=0)  # gru-classifier: (seq, batch), pad id 0
+    joined = padded.join([np.array([[5], [6]]), np.array([[1, 2], [3, 4], [7, 8]])])
+    np.testing.assert_array_equal(joined, [[5, 1, 2], [6, 3, 4], [0, 7, 8]])
+    by_length = Merge(batch_axis=1, ragged_axis=0, pad_value=None)  # rnn-hello: no pad id
+    assert by_length.key(np.zeros((5, 1))) != by_length.key(np.zeros((4, 1)))
+    runtime = Runtime(axis=1, delay=0.02)
+    batcher = Batcher(runtime, merge=by_length, max_batch_size=64, max_delay_s=0.002)
+    xs = [np.ones((5, 1)), np.ones((4, 1)), np.ones((5, 2)), np.ones((4, 1))]
+    results = run_async(submit_all(batcher, xs))
+    assert [r.shape[0] for r in results] == [1, 1, 2, 1]
+    assert all(shape[0] in (4, 5) for shape in runtime.batches)  # never a mixed-length batch
+
+
+def test_a_lone_client_never_waits_for_company():
+    """After a batch of one the next request runs at once; the delay applies only under load."""
+    runtime = Runtime()
+    batcher = Batcher(runtime, merge=Merge(), max_batch_size=64, max_delay_s=0.5)
+
+    async def one_by_one():
+        waits = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await batcher.submit(np.ones((1, 2)))
+            waits.append(time.perf_counter() - started)
+        return waits
+
+    assert max(run_async(one_by_one())) < 0.25  # far below the 0.5 s delay
+    batcher.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_request_is_answered_under_concurrency(workers):
+    runtime = Runtime(delay=0.001)
+    batcher = Batcher(runtime, merge=Merge(), max_batch_size=8, max_delay_s=0.002, workers=workers)
+    xs = [np.full((1, 2), float(i)) for i in range(200)]
+    results = run_async(submit_all(batcher, xs))
+    assert [float(r[0, 0]) for r in results] == [2.0 * i for i in range(200)]
+    batcher.close()
