@@ -43,8 +43,7 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
         return Choice(DEFAULT_BACKEND, "cpu", precision,
                       f"{fallback}: {why}; `ptx verify {model}` lets auto choose the fastest verified")
     candidates = {label: row for label, row in passed.items()
-                  if row["precision"] == precision and max(row["batch_sizes"]) >= max_batch_size
-                  and not registry.get(row["backend"]).unavailable(row["device"])}
+                  if row["precision"] == precision and max(row["batch_sizes"]) >= max_batch_size}
     if not candidates:
         return Choice(DEFAULT_BACKEND, "cpu", precision,
                       f"{fallback}: nothing passed verify at {precision} for batches up to {max_batch_size}; "
@@ -56,16 +55,24 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
         how = f"in ptx bench at batch {', '.join(map(str, sorted(batches)))}"
     else:
         torch_free = {k: v for k, v in candidates.items() if not registry.get(v["backend"]).needs_torch}
-        timed = torch_free or candidates
+        timed = {k: v for k, v in (torch_free or candidates).items() if _runs_here(v)}
         scores = {label: _measure(model, row, max_batch_size, root, run_dir) for label, row in timed.items()}
         how = f"timed at load at batch 1 and {max_batch_size} (no ptx bench record)"
-    best = max(scores, key=scores.get)
+    # Whether a backend runs here is asked in order of speed: asking imports its runtime (torch for
+    # eager), which a faster torch-free winner never needs.
+    best = next((label for label in sorted(scores, key=scores.get, reverse=True) if _runs_here(candidates[label])), None)
+    if best is None:
+        return Choice(DEFAULT_BACKEND, "cpu", precision, f"{fallback}: no verified backend can run here now")
     row = candidates[best]
     others = ", ".join(f"{label} {scores[label]:,.0f}" for label in sorted(scores, key=scores.get, reverse=True)
                        if label != best)
     return Choice(row["backend"], row["device"], row["precision"],
                   f"fastest that passed verify here, {scores[best]:,.0f} images/s {how}"
                   + (f" (then {others})" if others else ""))
+
+
+def _runs_here(row: dict) -> bool:
+    return registry.get(row["backend"]).unavailable(row["device"]) is None
 
 
 def _geomean(values: list[float]) -> float:

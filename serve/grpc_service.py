@@ -12,7 +12,6 @@ import time
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.grpc import model_config_pb2  # noqa: F401  (ModelConfigResponse embeds it)
 from google.protobuf import text_format
 
 from ptx.errors import first_line

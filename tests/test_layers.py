@@ -1,4 +1,4 @@
-"""The flow runs one way: contract -> models -> trainers -> export -> infer -> cli. Every import in
+"""The flow runs one way: contract -> models -> trainers -> export -> infer -> serve -> cli. Every import in
 the package is read (static analysis, lazy imports inside functions included) and none may point to
 a later stage; the contract imports no stage and no torch."""
 import ast
@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Folder -> the import package it installs as (pyproject's package-dir).
 PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "export": "ptx.export",
-            "infer": "ptx.infer"}
-STAGES = ["contract", "models", "trainers", "export", "infer", "cli"]
+            "infer": "ptx.infer", "serve": "ptx.serve"}
+STAGES = ["contract", "models", "trainers", "export", "infer", "serve", "cli"]
 # Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
 # and what the tutorial references mean.
 BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials"}
@@ -21,7 +21,7 @@ BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials"}
 def stage_of(module: str) -> str | None:
     if module in BASE or module == "ptx.contract" or module.startswith("ptx.contract."):
         return "contract"
-    for stage in ("models", "trainers", "export", "infer"):
+    for stage in ("models", "trainers", "export", "infer", "serve"):
         if module == f"ptx.{stage}" or module.startswith(f"ptx.{stage}."):
             return stage
     if module in ("ptx.cli", "ptx.__main__"):
@@ -84,7 +84,7 @@ def test_the_check_catches_a_back_arrow(tmp_path):
     assert "ptx.infer.api" in imports_of("ptx.export.formats.x", False, relative)
 
 
-@pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.cli"])
+@pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.serve", "ptx.cli"])
 def test_light_modules_import_no_torch(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -92,3 +92,31 @@ def test_light_modules_import_no_torch(module):
     assert "torch" not in result.stdout, f"{module} imported torch"
     if module.startswith("ptx.contract"):
         assert result.stdout.strip() == "[]", f"{module} imported {result.stdout.strip()}"
+
+
+def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):
+    """The server's ONNX Runtime path stays torch-free: load a model into it as `ptx serve` does,
+    with verify and bench records naming torch backends too (auto must not import torch to rank them)."""
+    import shutil
+
+    from ptx.infer.bench import BenchRow
+    from ptx.infer.records import record_bench, record_verify
+    from ptx.infer.verify import BackendVerdict, VerifyReport
+
+    run = tmp_path / "convnet"
+    run.mkdir()
+    for name in ("checkpoint.pt", "model.onnx", "model.torchscript.pt"):
+        shutil.copy2(runs.trained("convnet") / name, run / name)
+    verdicts = [BackendVerdict(b, "cpu", [1, 7, 64], 0.0, 0.0, 1.0, 0.9) for b in ("eager", "torchscript", "ort-cpu")]
+    record_verify(VerifyReport("convnet", 10, "mnist-sample", {}, verdicts), run)
+    record_bench([BenchRow(label, "cpu", b, 1.0, 1.0, 1.0, speed * b, 10)
+                  for label, speed in (("eager-cpu", 100.0), ("torchscript-cpu", 90.0), ("ort-cpu", 1000.0))
+                  for b in (1, 64)], run)
+    code = (f"import sys\nfrom ptx.serve.server import load\nfrom ptx.serve.service import ServeOptions, Service\n"
+            f"service = Service(ServeOptions())\n"
+            f"load(service, ['convnet'], root={str(tmp_path)!r}, backend='auto', precision=None, "
+            f"device='cpu', log=lambda _: None)\n"
+            f"print(service.models['convnet'].predictor.backend, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ort-cpu", "False"]

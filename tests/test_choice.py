@@ -1,0 +1,78 @@
+"""`ptx serve --backend auto`: the fastest backend that passed verify on this machine, for the batch
+sizes the batcher forms, else ort-cpu, always with the reason."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ptx.contract.names import VERIFY_RECORD_FILE
+from ptx.infer.bench import BenchRow
+from ptx.infer.choice import choose_backend
+from ptx.infer.records import record_bench, record_verify, verified
+from ptx.infer.verify import BackendVerdict, VerifyReport
+
+
+@pytest.fixture
+def run(runs, tmp_path):
+    run = tmp_path / "convnet"
+    run.mkdir()
+    for name in ("checkpoint.pt", "model.onnx"):
+        shutil.copy2(runs.trained("convnet") / name, run / name)
+    return run
+
+
+def passed(backend, precision="f32", sizes=(1, 7, 64), **kw):
+    return BackendVerdict(backend, "cpu", list(sizes), 0.0, 0.0, 1.0, 0.9, precision=precision, **kw)
+
+
+def record(run, *verdicts, speeds=None):
+    record_verify(VerifyReport("convnet", 100, "mnist-sample", {}, list(verdicts)), run)
+    if speeds:
+        record_bench([BenchRow(label, "cpu", batch, 1.0, 1.0, 1.0, rate, 10)
+                      for label, by_batch in speeds.items() for batch, rate in by_batch.items()], run)
+
+
+def test_without_a_verify_record_it_is_ort_cpu_and_says_how_to_get_a_choice(run):
+    choice = choose_backend("convnet", run, max_batch_size=64)
+    assert (choice.backend, choice.precision) == ("ort-cpu", "f32")
+    assert "no verify record" in choice.reason and "ptx verify convnet" in choice.reason
+
+
+def test_the_fastest_verified_by_the_bench_record_wins(run):
+    record(run, passed("eager"), passed("ort-cpu"), passed("openvino"),
+           speeds={"eager-cpu": {1: 5e3, 64: 2e4}, "ort-cpu": {1: 3e4, 64: 9e4}, "openvino": {1: 2e4, 64: 1.5e5},
+                   "openvino-bf16": {1: 9e5, 64: 9e5}})  # fastest of all, but never verified
+    choice = choose_backend("convnet", run, max_batch_size=64)
+    assert choice.backend == "openvino" and "in ptx bench at batch 1, 64" in choice.reason
+
+
+def test_a_precision_below_its_gate_is_never_chosen(run):
+    record(run, passed("ort-cpu"), passed("openvino", "bf16", unusable=["labels agree on 98.5% (< 99%)"]),
+           speeds={"ort-cpu": {1: 3e4, 64: 9e4}, "openvino-bf16": {1: 9e5, 64: 9e5}})
+    assert choose_backend("convnet", run, max_batch_size=64, precision="bf16").backend == "ort-cpu"
+    assert "nothing passed verify at bf16" in choose_backend("convnet", run, max_batch_size=64, precision="bf16").reason
+
+
+def test_a_record_counts_only_for_the_artifact_judged_and_the_batches_verified(run):
+    record(run, passed("ort-cpu", sizes=(1, 7, 16)), speeds={"ort-cpu": {1: 3e4, 16: 9e4}})
+    assert "for batches up to 64" in choose_backend("convnet", run, max_batch_size=64).reason
+    assert "fastest that passed verify" in choose_backend("convnet", run, max_batch_size=16).reason
+    (run / "model.onnx").write_bytes((run / "model.onnx").read_bytes() + b"\0")  # re-exported since
+    assert verified(run) == {}
+    assert "nothing passed verify" in choose_backend("convnet", run, max_batch_size=16).reason
+
+
+def test_a_record_from_another_machine_does_not_count(run):
+    record(run, passed("ort-cpu"))
+    doc = json.loads((run / VERIFY_RECORD_FILE).read_text())
+    doc["machine"]["cpu"] = "some other CPU"
+    (run / VERIFY_RECORD_FILE).write_text(json.dumps(doc))
+    assert verified(run) == {}
+
+
+def test_without_a_bench_record_the_torch_free_candidates_are_timed(run):
+    record(run, passed("eager"), passed("ort-cpu"))
+    choice = choose_backend("convnet", run, max_batch_size=8)
+    assert choice.backend == "ort-cpu" and "timed at load" in choice.reason
