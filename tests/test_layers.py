@@ -120,3 +120,13 @@ def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ort-cpu", "False"]
+
+
+def test_every_package_folder_is_in_pyproject_so_a_wheel_holds_it():
+    """pyproject lists packages one by one (the folders map onto ptx.*): a subpackage left out is
+    missing from a built wheel, though an editable install hides it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, is_package, _ in modules() if is_package}
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
