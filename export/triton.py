@@ -12,12 +12,10 @@ answers model metadata from too.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
-from ptx.atomic import ensure_writable_dir
+from ptx.atomic import atomic_folder, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, Contract, Task
 from ptx.contract.protocol import (CLIENT_TYPES, CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE,
                                    VERSION, Platform, TritonBackend, batch_first, has_label_file, model_config,
@@ -136,18 +134,6 @@ def _ptx_model_in(folder: Path, name: str, open_predictor: OpenPredictor) -> boo
         return False
 
 
-def _remove_stale(repo: Path, name: str) -> None:
-    """Temporary model folders of killed exports (their names carry the PID) go."""
-    for tmp in repo.glob(f".{name}.*.tmp"):
-        pid = tmp.name[len(name) + 2:].split(".", 1)[0]
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
-
-
 def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
                   backend: TritonBackend | str = TritonBackend.ONNXRUNTIME, force: bool = False,
                   log: Callable[[str], None] = print, **export_options) -> Path:
@@ -164,46 +150,25 @@ def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
     if final.is_dir() and not force and not _ptx_model_in(final, name, open_predictor):
         raise PtxError(f"{final} holds files that ptx did not write for {name} (another model, other versions or "
                        "a hand-made config): pass another --out, or --force to replace the folder")
-    _remove_stale(repo, name)
-    staging = repo / f".{name}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        version = staging / VERSION
-        version.mkdir(parents=True)
-        # The export's own report line, naming the file where it will live.
-        def report(line: str) -> None:
-            log(line.replace(str(version / ARTIFACT_FILES[platform.fmt]), str(final / VERSION / platform.file_name)))
+        with atomic_folder(final) as staging:
+            version = staging / VERSION
+            version.mkdir()
 
-        results = export_model(name, [platform.fmt], open_predictor=open_predictor, out=version, log=report,
-                               **export_options)
-        results[0].path.rename(version / platform.file_name)
-        contract = open_predictor(version / platform.file_name, _serving_backend(platform), "cpu").contract
-        (staging / CONFIG_FILE).write_text(model_config(name, contract, backend))
-        if has_label_file(contract):
-            (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
-        (staging / README_FILE).write_text(readme(name, contract, backend))
-        _replace_folder(staging, final)
+            def report(line: str) -> None:  # the export's own report line, naming the file where it will live
+                log(line.replace(str(version / ARTIFACT_FILES[platform.fmt]),
+                                 str(final / VERSION / platform.file_name)))
+
+            results = export_model(name, [platform.fmt], open_predictor=open_predictor, out=version, log=report,
+                                   **export_options)
+            results[0].path.rename(version / platform.file_name)
+            contract = open_predictor(version / platform.file_name, _serving_backend(platform), "cpu").contract
+            (staging / CONFIG_FILE).write_text(model_config(name, contract, backend))
+            if has_label_file(contract):
+                (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
+            (staging / README_FILE).write_text(readme(name, contract, backend))
     except OSError as exc:
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
     log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform})")
     return final
-
-
-def _replace_folder(staging: Path, final: Path) -> None:
-    """Rename ``staging`` to ``final``; an old ``final`` is moved aside first and removed after, so
-    at every moment ``final`` is either the old complete folder or the new one."""
-    if not final.exists():
-        staging.rename(final)
-        return
-    old = final.parent / f".{final.name}.{os.getpid()}.old.tmp"
-    shutil.rmtree(old, ignore_errors=True)
-    final.rename(old)
-    try:
-        staging.rename(final)
-    except OSError:
-        old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -6,6 +6,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -105,3 +106,40 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise PtxError(f"cannot write to {path}: {exc.strerror or exc}; pass a writable folder with --out") from None
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(final: str | Path) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``final`` (yielded), renamed into place only
+    when the block completes; a failure leaves no half folder and keeps an older ``final``.
+    Temporary folders of killed processes (their names carry the PID) are removed first."""
+    final = Path(final)
+    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*{TEMP_SUFFIX}"):
+        pid = tmp.name[len(final.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+    staging = final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        _replace_folder(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Rename ``staging`` to ``final``; an old ``final`` is moved aside first and removed after, so
+    at every moment ``final`` is either the old complete folder or the new one."""
+    if not final.exists():
+        staging.rename(final)
+        return
+    old = final.parent / f".{final.name}.{os.getpid()}.old{TEMP_SUFFIX}"
+    shutil.rmtree(old, ignore_errors=True)
+    final.rename(old)
+    try:
+        staging.rename(final)
+    except OSError:
+        old.rename(final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
