@@ -23,6 +23,7 @@ from ptx.infer.backends import list_backends
 BACKENDS = tuple(list_backends())
 FORMATS = tuple(list_formats())
 TRITON = "triton"  # a model repository folder (export/triton.py), not one file of the format registry
+KSERVE = "kserve"  # a deployment folder: Dockerfile + InferenceService manifest (export/kserve.py)
 
 
 class FiniteFloat(click.ParamType):
@@ -111,7 +112,8 @@ def models_cmd(as_json: bool) -> None:
     for name in list_models():
         spec = get(name)
         supported = supported_formats(spec)
-        formats = supported + ([TRITON] if "onnx" in supported else [])  # Triton serves the ONNX export
+        # Triton and the kserve image serve the ONNX export.
+        formats = supported + ([TRITON, KSERVE] if "onnx" in supported else [])
         rows.append({"name": name, "input_shape": list(spec.input.shape), "batch_axis": spec.input.batch_axis,
                      "params": spec.params, "dataset": spec.dataset, "tutorial": spec.seed, "formats": formats,
                      "description": spec.description})
@@ -224,14 +226,15 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 
 @cli.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, "all"]), default="all", show_default=True,
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
+              show_default=True,
               help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
-                   "onnx-int8 is quantized, model.int8.onnx).")
+                   "onnx-int8 is quantized, model.int8.onnx; triton and kserve write deployment folders).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder (default: the checkpoint's folder): a run folder `ptx train --out` wrote exports "
-                   "that run; for triton the model repository (required).")
+                   "that run; for triton the model repository, for kserve the deployment folder (required).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
@@ -242,11 +245,13 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
 @click.option("--triton-backend", type=click.Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
               show_default=True,
               help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
+@click.option("--image", help="kserve only: the container image the manifest names (default ptx-NAME:VERSION).")
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, force) -> None:
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
-    (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), or a
-    Triton model repository folder (--out REPO)."""
+    (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
+    Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
+    `ptx serve` and an InferenceService manifest)."""
     from ptx.infer import open_artifact
 
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
@@ -257,6 +262,13 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
         if not out:
             raise click.UsageError("--format triton writes a model repository: give it with --out REPO")
         export_triton(name, out, backend=triton_backend, force=force, **options)
+        return
+    if fmt == KSERVE:
+        from ptx.export.kserve import export_kserve
+
+        if not out:
+            raise click.UsageError("--format kserve writes a deployment folder: give it with --out DIR")
+        export_kserve(name, out, image=image, force=force, **options)
         return
     from ptx.export.api import export_model
 

@@ -1,0 +1,224 @@
+"""`ptx export NAME --format kserve --out DIR`: what it takes to run `ptx serve NAME` on Kubernetes
+with KServe: a Dockerfile (ptx with its serve extra, the validated ONNX export, no torch) and a
+KServe InferenceService manifest (serving.kserve.io/v1beta1, the v2 protocol, readiness on
+/v2/health/ready).
+
+KServe needs no SDK inside the container: a custom container that speaks the v2 protocol is enough.
+Knative lets a container expose one port, so the manifest holds two InferenceServices on the same
+image: NAME for REST (port 8080) and NAME-grpc for gRPC (port 8081, named h2c), as KServe's own
+custom-model sample does. The server listens beyond loopback there, so it needs a token: the
+manifest reads PTX_SERVE_TOKEN from a Secret (README.md in DIR says how to make it).
+
+DIR is built under a temporary name and renamed into place when complete; a folder that holds
+anything else than an earlier kserve export of the same model is refused unless --force.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ptx import __version__
+from ptx.atomic import atomic_folder, ensure_writable_dir
+from ptx.contract import ARTIFACT_FILES
+from ptx.errors import PtxError, first_line
+
+from .api import OpenPredictor, export_model
+
+DOCKERFILE = "Dockerfile"
+MANIFEST = "inferenceservice.yaml"
+README = "README.md"
+MARKER = ".ptx-kserve"  # names the model, so a re-export may replace the folder
+MODELS_DIR = "models"
+WHEELS_DIR = "wheels"
+HTTP_PORT, GRPC_PORT = 8080, 8081
+BASE_IMAGE = "python:3.11-slim"
+# What `ptx serve` needs on the ONNX Runtime path: ptx's own light dependencies and its serve extra.
+# torch is not installed: the served model is the ONNX export.
+RUNTIME_REQUIREMENTS = ("numpy>=1.24", "pillow>=10", "click>=8.1", "tqdm>=4.60", "onnxruntime>=1.18",
+                        "uvicorn[standard]>=0.30", "starlette>=0.37", "orjson>=3.8", "grpcio>=1.60",
+                        "tritonclient[grpc]>=2.40", "prometheus-client>=0.20")
+
+
+def source_tree() -> Path | None:
+    """The project folder this ptx runs from (an editable install or a checkout), else None."""
+    root = Path(__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    return root if pyproject.is_file() and 'name = "ptx"' in pyproject.read_text() else None
+
+
+def build_wheel(into: Path) -> str | None:
+    """ptx as a wheel in ``into`` (the image installs it), or None when no source tree is here."""
+    root = source_tree()
+    if root is None:
+        return None
+    into.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                             "--disable-pip-version-check", "-q", "-w", str(into), str(root)],
+                            capture_output=True, text=True, timeout=600)
+    wheels = sorted(into.glob("ptx-*.whl"))
+    if result.returncode or not wheels:
+        raise PtxError(f"could not build a ptx wheel for the image from {root}: "
+                       f"{first_line(Exception(result.stderr or result.stdout or 'no wheel written'))}")
+    return wheels[-1].name
+
+
+def dockerfile(name: str, wheel: str | None) -> str:
+    requirements = " ".join(json.dumps(r) for r in RUNTIME_REQUIREMENTS)
+    install_ptx = (f"COPY {WHEELS_DIR}/{wheel} /tmp/{wheel}\nRUN pip install --no-cache-dir --no-deps /tmp/{wheel} "
+                   f"&& rm /tmp/{wheel}" if wheel else
+                   f"# No ptx source tree was at hand when this was written: ptx {__version__} comes from your index.\n"
+                   f"RUN pip install --no-cache-dir --no-deps ptx=={__version__}")
+    args = ", ".join(json.dumps(a) for a in serve_args(name))
+    return f"""# Written by `ptx export {name} --format kserve`: `ptx serve {name}` in a container, speaking the
+# Open Inference Protocol v2 (REST on {HTTP_PORT}, gRPC on {GRPC_PORT}). Build and run:
+#   docker build -t ptx-{name} .
+#   docker run -p {HTTP_PORT}:{HTTP_PORT} -p {GRPC_PORT}:{GRPC_PORT} -e PTX_SERVE_TOKEN=<token> ptx-{name}
+FROM {BASE_IMAGE}
+# ONNX Runtime's CPU provider serves the validated ONNX export: no torch in the image.
+RUN pip install --no-cache-dir {requirements}
+{install_ptx}
+COPY {MODELS_DIR}/ /{MODELS_DIR}/
+RUN useradd --uid 1000 --no-create-home ptx
+USER 1000
+EXPOSE {HTTP_PORT} {GRPC_PORT}
+# Listening beyond loopback needs a token: set PTX_SERVE_TOKEN (the manifest reads it from a Secret).
+ENTRYPOINT ["ptx", {args}]
+"""
+
+
+def serve_args(name: str) -> list[str]:
+    return ["serve", name, "--root", f"/{MODELS_DIR}", "--backend", "ort-cpu", "--host", "0.0.0.0",
+            "--http-port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)]
+
+
+def manifest(name: str, image: str) -> str:
+    """Two InferenceServices (REST, gRPC) on one image, as YAML (written by hand: every value is
+    JSON-quoted, which YAML reads as the same string)."""
+    q = json.dumps
+    token = f"""        env:
+          - name: PTX_SERVE_TOKEN
+            valueFrom:
+              secretKeyRef:
+                name: {q(f"{name}-token")}
+                key: token"""
+    resources = """        resources:
+          requests:
+            cpu: "1"
+            memory: 1Gi
+          limits:
+            cpu: "2"
+            memory: 2Gi"""
+    return f"""# Written by `ptx export {name} --format kserve`: KServe InferenceServices running `ptx serve {name}`
+# (serving.kserve.io/v1beta1, Open Inference Protocol v2). Knative lets a container expose one port:
+# {name} serves REST on {HTTP_PORT}, {name}-grpc serves gRPC on {GRPC_PORT} (h2c), from the same image.
+# Before `kubectl apply -f {MANIFEST}`: push the image and create the token Secret (README.md).
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: {q(name)}
+  labels:
+    app.kubernetes.io/name: ptx
+    app.kubernetes.io/component: {q(name)}
+spec:
+  predictor:
+    minReplicas: 1
+    containers:
+      - name: kserve-container
+        image: {q(image)}
+        ports:
+          - containerPort: {HTTP_PORT}
+            protocol: TCP
+{token}
+        readinessProbe:
+          httpGet:
+            path: /v2/health/ready
+            port: {HTTP_PORT}
+          periodSeconds: 5
+        livenessProbe:
+          httpGet:
+            path: /v2/health/live
+            port: {HTTP_PORT}
+          periodSeconds: 10
+{resources}
+---
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: {q(f"{name}-grpc")}
+  labels:
+    app.kubernetes.io/name: ptx
+    app.kubernetes.io/component: {q(name)}
+spec:
+  predictor:
+    minReplicas: 1
+    containers:
+      - name: kserve-container
+        image: {q(image)}
+        ports:
+          - name: h2c
+            containerPort: {GRPC_PORT}
+            protocol: TCP
+{token}
+{resources}
+"""
+
+
+def readme(name: str, image: str, wheel: str | None) -> str:
+    return f"""# {name} on KServe (written by `ptx export {name} --format kserve`)
+
+- `{DOCKERFILE}`: `ptx serve {name}` in a container (ptx {__version__}{' from ' + WHEELS_DIR + '/' + wheel if wheel else ''},
+  ONNX Runtime, no torch), the validated export in `{MODELS_DIR}/{name}/{ARTIFACT_FILES["onnx"]}`.
+- `{MANIFEST}`: two KServe InferenceServices (v1beta1) on that image: `{name}` (REST, port
+  {HTTP_PORT}, readiness on `/v2/health/ready`) and `{name}-grpc` (gRPC, port {GRPC_PORT}).
+
+```bash
+docker build -t {image} .
+docker push {image}
+kubectl create secret generic {name}-token --from-literal=token=$(openssl rand -hex 16)
+kubectl apply -f {MANIFEST}
+kubectl get inferenceservice {name}      # READY True, and its URL
+```
+
+Clients send `Authorization: Bearer <token>` (health needs none) and the v2 protocol:
+`POST <url>/v2/models/{name}/infer`. ptx's README ("Serve") shows curl and tritonclient calls.
+"""
+
+
+def export_kserve(name: str, out: str | Path, *, open_predictor: OpenPredictor, image: str | None = None,
+                  force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
+    """Write ``out``: a Dockerfile, the InferenceService manifest, a README, the validated ONNX
+    export under models/NAME/ and a ptx wheel under wheels/. Returns ``out``."""
+    final = Path(out)
+    ensure_writable_dir(final.parent if str(final.parent) else ".")
+    if final.exists() and not final.is_dir():
+        raise PtxError(f"{final} exists and is not a folder: pass another --out")
+    if final.is_dir() and any(final.iterdir()) and not force:
+        marker = final / MARKER
+        owner = marker.read_text().strip() if marker.is_file() else None
+        if owner != name:
+            raise PtxError(f"{final} holds " + (f"the kserve export of {owner}" if owner else "other files")
+                           + f": pass another --out, or --force to replace it")
+    image = image or f"ptx-{name}:{__version__}"
+    try:
+        with atomic_folder(final) as staging:
+            model_dir = staging / MODELS_DIR / name
+            model_dir.mkdir(parents=True)
+            onnx_file = model_dir / ARTIFACT_FILES["onnx"]
+
+            def report(line: str) -> None:  # the export's own line, naming where the file will live
+                log(line.replace(str(onnx_file), str(final / MODELS_DIR / name / ARTIFACT_FILES["onnx"])))
+
+            export_model(name, ["onnx"], open_predictor=open_predictor, out=model_dir, log=report, **export_options)
+            wheel = build_wheel(staging / WHEELS_DIR)
+            (staging / DOCKERFILE).write_text(dockerfile(name, wheel))
+            (staging / MANIFEST).write_text(manifest(name, image))
+            (staging / README).write_text(readme(name, image, wheel))
+            (staging / MARKER).write_text(name + "\n")
+    except OSError as exc:
+        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
+    written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file() and p.name != MARKER)
+    log(f"kserve      {final}  {', '.join(written)}  (image {image}; see {final / README})")
+    return final
