@@ -200,7 +200,7 @@ def export_kserve(name: str, out: str | Path, *, open_predictor: OpenPredictor, 
         owner = marker.read_text().strip() if marker.is_file() else None
         if owner != name:
             raise PtxError(f"{final} holds " + (f"the kserve export of {owner}" if owner else "other files")
-                           + f": pass another --out, or --force to replace it")
+                           + ": pass another --out, or --force to replace it")
     image = image or f"ptx-{name}:{__version__}"
     try:
         with atomic_folder(final) as staging:
