@@ -94,6 +94,11 @@ def session_options(ort):
     if level not in ORT_OPT_LEVELS:
         raise PtxError(f"PTX_ORT_OPT_LEVEL={level!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[level])
+    spinning = os.environ.get("PTX_ORT_SPINNING", "").strip()
+    if spinning:
+        if spinning not in ("0", "1"):
+            raise PtxError(f"PTX_ORT_SPINNING={spinning!r}: give 1 (threads spin between runs) or 0 (they sleep)")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     return options
 
 

@@ -7,13 +7,14 @@ runtime itself fails); the server stays ready.
 """
 from __future__ import annotations
 
+import re
 import time
 import zlib
 
 import orjson
 from google.protobuf import json_format, text_format
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -24,13 +25,21 @@ from .page import page_html
 from .service import Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
 
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
+WANTED_HEADERS = {HEADER_LENGTH, b"authorization", b"content-encoding"}
+INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+TOKEN_NEEDED = "missing or wrong bearer token: send `Authorization: Bearer <token>`"
 DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so its client sees the 413
-JSON_TYPE = "application/json"
+JSON_TYPE, OCTET_TYPE = b"application/json", b"application/octet-stream"
+
+
+def error_body(message: str) -> bytes:
+    """The protocol's error answer."""
+    return orjson.dumps({"error": message})
 
 
 def error(message: str, status: int) -> Response:
-    return Response(orjson.dumps({"error": message}), status, media_type=JSON_TYPE)
+    return Response(error_body(message), status, media_type=JSON_TYPE.decode())
 
 
 def build_app(service: Service) -> Starlette:
@@ -39,7 +48,7 @@ def build_app(service: Service) -> Starlette:
     def authorized(request: Request) -> Response | None:
         if service.authorized(request.headers.get("authorization")):
             return None
-        return error("missing or wrong bearer token: send `Authorization: Bearer <token>`", 401)
+        return error(TOKEN_NEEDED, 401)
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -87,36 +96,6 @@ def build_app(service: Service) -> Starlette:
     async def page(request: Request) -> Response:
         return HTMLResponse(page_html())
 
-    observers: dict = {}
-
-    async def infer(request: Request) -> Response:
-        started = time.perf_counter()
-        name = request.path_params["name"]
-        model = service.models.get(name)
-        key = name if model is not None else ""  # unknown names do not become metric labels
-        observer = observers.get(key) or observers.setdefault(key, service.metrics.observer(key, "rest"))
-        denied = authorized(request)
-        if denied:
-            observer.done(time.perf_counter() - started, 401)
-            return denied
-        try:
-            model = service.model(name, request.path_params.get("version"))
-            body = await read_body(request, service.options.max_request_bytes)
-            infer_request = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
-            outputs = await model.infer(infer_request)
-        except RequestError as exc:
-            observer.done(time.perf_counter() - started, exc.status)
-            return error(str(exc), exc.status)
-        except ClientDisconnect:
-            observer.done(time.perf_counter() - started, 499)
-            return error("the client went away before the request was complete", 400)
-        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
-            observer.done(time.perf_counter() - started, 500)
-            return error(f"inference failed: {first_line(exc)}", 500)
-        response = infer_response(model.name, infer_request, outputs)
-        observer.done(time.perf_counter() - started)
-        return response
-
     model_path = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     routes = [
@@ -129,23 +108,78 @@ def build_app(service: Service) -> Starlette:
     ]
     for base in (model_path, versioned):
         routes += [Route(base, model_metadata), Route(f"{base}/ready", model_ready),
-                   Route(f"{base}/config", model_config), Route(f"{base}/infer", infer, methods=["POST"])]
-    return Starlette(routes=routes)
+                   Route(f"{base}/config", model_config)]
+    return InferRoute(service, Starlette(routes=routes))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes (a declared or a streamed size, and the size
-    after gzip/deflate decompression: a small body that inflates without end is refused too)."""
+class InferRoute:
+    """The infer endpoint as a bare ASGI handler in front of the Starlette app, which serves every
+    other path. Inference is the one hot path: Starlette's routing, middleware and Request/Response
+    objects cost more per request there than the batcher and the model together (measured with
+    py-spy under load); everything else keeps Starlette."""
+
+    def __init__(self, service: Service, other):
+        self.service, self.other = service, other
+        self.observers: dict = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        match = INFER_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None:
+            await self.other(scope, receive, send)
+            return
+        status, body, content_type, extra = await self.infer(scope, receive, match["name"], match["version"])
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                                *extra]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def infer(self, scope, receive, name: str, version: str | None):
+        started = time.perf_counter()
+        service = self.service
+        key = name if name in service.models else ""  # unknown names do not become metric labels
+        observer = self.observers.get(key) or self.observers.setdefault(key, service.metrics.observer(key, "rest"))
+        headers = {k: v for k, v in scope["headers"] if k in WANTED_HEADERS}
+        try:
+            if scope["method"] != "POST":
+                raise RequestError("infer takes POST", 405)
+            authorization = headers.get(b"authorization")
+            if not service.authorized(authorization.decode("latin-1") if authorization else None):
+                raise RequestError(TOKEN_NEEDED, 401)
+            model = service.model(name, version)
+            encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").lower()
+            body = await read_body(receive, service.options.max_request_bytes, encoding)
+            header_length = headers.get(HEADER_LENGTH)
+            infer_request = parse_infer_request(body, header_length.decode("latin-1") if header_length else None)
+            outputs = await model.infer(infer_request)
+        except RequestError as exc:
+            observer.done(time.perf_counter() - started, exc.status)
+            return exc.status, error_body(str(exc)), JSON_TYPE, []
+        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
+            observer.done(time.perf_counter() - started, 500)
+            return 500, error_body(f"inference failed: {first_line(exc)}"), JSON_TYPE, []
+        body, content_type, extra = infer_response(model.name, infer_request, outputs)
+        observer.done(time.perf_counter() - started)
+        return 200, body, content_type, extra
+
+
+async def read_body(receive, limit: int, encoding: str = "identity") -> bytes:
+    """The request body, refused past ``limit`` bytes (as streamed, and after gzip/deflate
+    decompression: a small body that inflates without end is refused too)."""
     too_big = f"request body over the server's limit of {limit:,} bytes (--max-request-bytes)"
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError("the client went away before the request was complete", 400)
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
         size += len(chunk)
         if size > limit:
-            await _discard_rest(request, size, limit)
+            if more:
+                await _discard_rest(receive, size, limit)
             raise RequestError(too_big, 413)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if encoding in ("gzip", "deflate"):
         body = inflate(body, encoding, limit, too_big)
     elif encoding != "identity":
@@ -155,13 +189,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-async def _discard_rest(request: Request, size: int, limit: int) -> None:
+async def _discard_rest(receive, size: int, limit: int) -> None:
     """Read (and drop) the rest of an oversized body, up to a bound, so that the client gets its 413
     instead of a broken pipe while it is still sending; a body beyond the bound is cut off."""
     bound = max(4 * limit, DRAIN_BYTES)
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > bound:
+    while size <= bound:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
             return
 
 
@@ -225,7 +260,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                         bool(params.get("binary_data_output", False)))
 
 
-def infer_response(model: str, request: InferRequest, outputs: list[Tensor]) -> Response:
+def infer_response(model: str, request: InferRequest, outputs: list[Tensor]) -> tuple[bytes, bytes, list]:
+    """The response body, its content type and extra headers (the binary extension's)."""
     doc = {"model_name": model, "model_version": "1", "outputs": []}
     if request.id is not None:
         doc["id"] = request.id
@@ -242,9 +278,8 @@ def infer_response(model: str, request: InferRequest, outputs: list[Tensor]) -> 
         doc["outputs"].append(entry)
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not binary:
-        return Response(header, media_type=JSON_TYPE)
-    return Response(b"".join([header, *binary]), media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(header))})
+        return header, JSON_TYPE, []
+    return b"".join([header, *binary]), OCTET_TYPE, [(HEADER_LENGTH, str(len(header)).encode())]
 
 
 def config_json(config_text: str) -> dict:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import os
 import signal
 import socket
 from pathlib import Path
@@ -98,8 +99,10 @@ class _Uvicorn(uvicorn.Server):
 
 async def run(service: Service, http_socket: socket.socket, log: Callable[[str], None]) -> None:
     options = service.options
+    # proxy_headers off: rewriting client addresses from X-Forwarded-* costs every request and ptx
+    # serve does not use them.
     config = uvicorn.Config(build_app(service), log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, server_header=False)
+                            proxy_headers=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S, server_header=False)
     http = _Uvicorn(config)
     grpc_server = build_server(service)
     grpc_target = f"[{options.host}]" if ":" in options.host else options.host
@@ -147,6 +150,11 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
           log: Callable[[str], None] = print) -> None:
     """Serve ``names`` until SIGINT or SIGTERM, then finish the requests in flight and return."""
     check_exposure(options, insecure, log)
+    # ONNX Runtime's intra-op threads spin between runs by default. In a server, the event loop, the
+    # gRPC threads and the batcher share the cores with them, and spinning threads took the CPU the
+    # front needed: on 2 cores, REST at 32 clients answered about a third more with spinning off
+    # (docs/benchmarks.md, Serving). PTX_ORT_SPINNING=1 restores it.
+    os.environ.setdefault("PTX_ORT_SPINNING", "0")
     http_socket = bind_http(options.host, options.http_port)
     service = Service(options)
     try:

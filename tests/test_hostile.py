@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from conftest import GPU
+from ptx.contract.names import VERIFY_RECORD_FILE
 from images import paper_digit
 from ptx.errors import PtxError
 from ptx.infer import load
@@ -158,7 +159,15 @@ def test_verify_an_artifact_that_fails_to_load_is_a_fail_not_a_skip(runs, run_ro
     assert any(ln.startswith(f"{backend} (cpu)") and "FAIL" in ln and named in ln for ln in lines), \
         f"want a FAIL line for {backend} naming {named}\n" + shown(r)
     assert "backends DISAGREE" in r.stdout, shown(r)
-    assert snapshot(run_root / "convnet") == before
+    # Verify adds its own record of the verdicts (serve's backend choice reads it) and touches
+    # nothing else: the failed row is recorded as failed, so nothing will pick that artifact.
+    after = snapshot(run_root / "convnet")
+    record = after.pop(VERIFY_RECORD_FILE)
+    assert after == before and record
+    rows = json.loads((run_root / "convnet" / VERIFY_RECORD_FILE).read_text())["rows"]
+    assert [row["status"] for row in rows.values() if row["backend"] == backend] == ["FAIL"], rows
+    from ptx.infer.records import verified
+    assert not any(row["backend"] == backend for row in verified(run_root / "convnet").values())
 
 
 def test_verify_json_reports_a_truncated_onnx_as_a_failed_verdict(run_root, tmp_path):
