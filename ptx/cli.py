@@ -133,14 +133,17 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch in the run folder.")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Skip the rows of a data file that cannot be used (folder:PATH's labels.csv, diabetes.csv, "
+                   "mnist_5k.csv.gz) and say how many, instead of refusing the file.")
 @click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
 @click.option("--augment", is_flag=True,
               help="Picture models: train on randomly warped, thickened, blurred and noisy copies, for real photos and scans.")
 @click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
 @FORCE
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, bias, augment,
-              augment_strength, force) -> None:
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, limit, skip_bad_rows, bias,
+              augment, augment_strength, force) -> None:
     """Train model NAME with its seed's recipe on real data; writes checkpoint.pt, metrics.json, curves.png."""
     from pathlib import Path
 
@@ -171,7 +174,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
             click.echo("notice: --resume continues the run with its own augmentation settings; "
                        "--augment and --augment-strength apply to new runs")
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
-                        picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo)
+                        picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo,
+                        skip_bad_rows=skip_bad_rows)
     click.echo(f"data: {data.name} from {data.source}")
     if augmentation and epochs is None:
         # Varied copies take longer to learn from than the same pictures seen again.
