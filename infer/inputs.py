@@ -49,7 +49,8 @@ def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[li
 
 def csv_file_rows(path: Path, features: tuple[str, ...] = ()) -> list[str]:
     """The data rows of one CSV file of feature rows; a file with none is an error, not an empty
-    success, and so is a header naming the features in another order than the model reads them."""
+    success, and so are a header naming the features in another order than the model reads them
+    and rows that all have another width (the training file's outcome column, say)."""
     lines = [ln.strip() for ln in read_text(path, InputError).splitlines() if ln.strip()]
     if lines and not _is_numeric_row(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
         names = [name.strip().lower() for name in lines[0].split(",")]
@@ -60,6 +61,10 @@ def csv_file_rows(path: Path, features: tuple[str, ...] = ()) -> list[str]:
         lines = lines[1:]
     if not lines:
         raise InputError(f"{path}: no rows to predict (the file is empty, blank or a header only)")
+    widths = {len(line.split(",")) for line in lines}
+    if features and len(widths) == 1 and widths != {len(features)}:  # the file's layout, not one row, is wrong
+        raise InputError(f"{path}: every row has {widths.pop()} columns; the model reads {len(features)} "
+                         f"({', '.join(features)})")
     return lines
 
 

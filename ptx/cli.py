@@ -126,7 +126,7 @@ def models_cmd(as_json: bool) -> None:
 @click.option("--lr", type=POSITIVE, help="Learning rate (default: the seed's recipe).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed, as in the seeds.")
 @click.option("--dataset", help="mnist, fashion-mnist, mnist-sample, line or folder:PATH (default: the model's).")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="PTX_DATA_DIR",
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), envvar="PTX_DATA_DIR",
               help="Folder with data files, looked at first: MNIST/Fashion-MNIST IDX files (flat or torchvision's "
                    "<root>/MNIST/raw), mnist_5k.csv.gz, diabetes.csv, the Debian word lists. Env: PTX_DATA_DIR.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)

@@ -186,6 +186,7 @@ def cases_for(model_name: str, runs, folder: Path) -> tuple[list[Case], list[Cas
             "empty.csv": ("", "utf-8"), "header-only.csv": (features + "\n", "utf-8"),
             "blank-lines.csv": ("\n \n\t\n", "utf-8"), "latin-1.csv": ("tête," + features + "\n" + rows[0], "latin-1"),
             "header-in-another-order.csv": (",".join(reversed(features.split(","))) + "\n" + rows[0], "utf-8"),
+            "with-an-outcome-column.csv": (features + ",outcome\n" + "\n".join(r + ",1" for r in rows), "utf-8"),
         }
         good += [Case(f"CSV file {n}", csv_file(folder, n, t, e)) for n, (t, e) in files.items()]
         bad += [Case(f"CSV file {n}", csv_file(folder, n, t, e)) for n, (t, e) in refused.items()]

@@ -82,6 +82,7 @@ CSV_REFUSED = {  # case -> (bytes, words the error names)
     "header-in-another-order": (("glucose,pregnant,pressure,triceps,insulin,mass,pedigree,age\n" +
                                  "\n".join(_rows(3))).encode(), ["another order"]),
     "binary": (bytes(range(256)) * 4, ["binary"]),
+    "the-training-file-with-its-outcome": ("\n".join(pima_rows(50)).encode(), ["every row has 9 columns", "reads 8"]),
 }
 
 
@@ -146,6 +147,14 @@ def test_train_diabetes_on_a_120_row_csv_says_how_many_rows_it_has_and_needs(tmp
     data = pima_dir(tmp_path / "data", 120)
     assert_train_refused(tmp_path, data, "diabetes", "--data-dir", data, words=["diabetes.csv", "120 usable rows", "615"],
                          subprocess_run=True)
+
+
+def test_a_data_dir_that_does_not_exist_is_refused_not_passed_over(tmp_path):
+    """Before, a mistyped --data-dir was skipped and the data came from elsewhere without a word."""
+    r = ptx("train", "diabetes", "--data-dir", tmp_path / "typo", "--epochs", "1", "--out", tmp_path / "out",
+            cwd=tmp_path)
+    assert_refused(r, "--data-dir", "typo", "does not exist")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("rows,ok", [(614, False), (615, True)])
