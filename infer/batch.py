@@ -52,7 +52,7 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
     report = PredictReport(predictor)
     kind = predictor.contract.kind
     if kind is InputKind.VECTOR:
-        items, unreadable = expand_csv_rows(args)
+        items, unreadable = expand_csv_rows(args, predictor.contract.features)
         report.errors += unreadable
     else:
         items = args if kind in (InputKind.NUMBER, InputKind.TEXT) else expand_inputs(args)

@@ -27,27 +27,45 @@ def expand_inputs(args: list[str]) -> list[str]:
     return items
 
 
-def expand_csv_rows(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """For models that take feature rows: a CSV file gives its rows (UTF-8, with or without BOM;
-    a header line is skipped); any other argument is itself one row, e.g.
-    "6,148,72,35,0,33.6,0.627,50". Returns (rows, [(file, why)] for files that cannot be read)."""
+def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
+    """For models that take feature rows: a CSV file gives its rows (text as ptx.files reads it:
+    UTF-8 with or without BOM, UTF-16/32 with BOM; blank lines skipped; a first line with a cell per
+    feature that is not all numbers is a header, skipped); any other argument is itself one row, e.g.
+    "6,148,72,35,0,33.6,0.627,50". Columns are taken by position, in ``features`` order. Returns
+    (rows, [(file, why)] for files that cannot be read or hold no rows)."""
     rows: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for arg in args:
         path = Path(arg)
         if path.suffix.lower() == ".csv" or path.exists():
             try:
-                text = read_text(path, InputError)
+                rows += csv_file_rows(path, features)
             except InputError as exc:
                 unreadable.append((arg, str(exc)))
-                continue
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            if lines and not _is_numeric_row(lines[0]):
-                lines = lines[1:]
-            rows += lines
         else:
             rows.append(arg)
     return rows, unreadable
+
+
+def csv_file_rows(path: Path, features: tuple[str, ...] = ()) -> list[str]:
+    """The data rows of one CSV file of feature rows; a file with none is an error, not an empty
+    success, and so are a header naming the features in another order than the model reads them
+    and rows that all have another width (the training file's outcome column, say)."""
+    lines = [ln.strip() for ln in read_text(path, InputError).splitlines() if ln.strip()]
+    if lines and not _is_numeric_row(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
+        names = [name.strip().lower() for name in lines[0].split(",")]
+        wanted = [name.lower() for name in features]
+        if names != wanted and sorted(names) == sorted(wanted):
+            raise InputError(f"{path}: the header names the columns in another order ({', '.join(names)}) than "
+                             f"the model reads them ({', '.join(wanted)}); reorder the columns")
+        lines = lines[1:]
+    if not lines:
+        raise InputError(f"{path}: no rows to predict (the file is empty, blank or a header only)")
+    widths = {len(line.split(",")) for line in lines}
+    if features and len(widths) == 1 and widths != {len(features)}:  # the file's layout, not one row, is wrong
+        raise InputError(f"{path}: every row has {widths.pop()} columns; the model reads {len(features)} "
+                         f"({', '.join(features)})")
+    return lines
 
 
 def _is_numeric_row(line: str) -> bool:

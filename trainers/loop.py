@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ptx.atomic import atomic_path
-from ptx.errors import CheckpointError, PtxError, TrainingDivergedError
+from ptx.errors import CheckpointError, DataError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
 from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
@@ -182,6 +182,10 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             raise CheckpointError(f"{ckpt_path} already has {previous['epoch']} epochs; "
                                   f"pass a larger --epochs to train further")
     dataset = dataset.limit(config.limit)
+    if not len(dataset.x_train) or not len(dataset.x_test):  # each loader refuses this first, naming its file
+        raise DataError(f"{dataset.name} has {len(dataset.x_train)} training and {len(dataset.x_test)} test samples; "
+                        "training needs at least 1 of each")
+    _notice_unseen_labels(dataset, contract, log)
 
     unknown = set(config.model_args or {}) - set(spec.model_args)
     if unknown:
@@ -269,6 +273,19 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         log(f"notice: {', '.join(stale)} in {out_dir} were exported from an earlier checkpoint of this run: "
             f"re-run `ptx export {spec.name}` (predict warns until then)")
     return _metrics(history, spec)
+
+
+def _notice_unseen_labels(dataset: Dataset, contract: Contract, log: Callable[[str], None]) -> None:
+    """A label with no training sample (a --limit below the classes, a folder without it) can never
+    be predicted: the run goes on (a smoke run may want just that) but says so."""
+    if contract.task is not Task.CLASSIFICATION or dataset.y_train.ndim != 1:
+        return
+    seen = set(np.unique(dataset.y_train).tolist())
+    missing = [name for i, name in enumerate(contract.labels) if i not in seen]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        log(f"notice: the {len(dataset.y_train):,} training samples hold no example of {shown}; "
+            "the model cannot learn to predict what it never sees")
 
 
 def _refuse_divergence(first_bad_batch: int, epoch: int, model, ckpt_path: Path) -> None:

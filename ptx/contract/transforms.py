@@ -5,6 +5,8 @@ same numbers in training and in serving.
 """
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 from ptx.errors import InputError
@@ -75,9 +77,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def encode_text(text, step: EncodeStep, model: str = "this model") -> np.ndarray:
-    """A string -> int64 token ids, as the contract's encode step says."""
+    """A string -> int64 token ids, as the contract's encode step says, after composing it (NFC):
+    "café" typed as e + a combining accent is the same word as with the one character é, which is
+    how word lists hold it."""
     if not isinstance(text, str) or not text:
         raise InputError(f"{text!r}: {model} takes non-empty strings")
+    undecoded = [c for c in text if 0xD800 <= ord(c) <= 0xDFFF]
+    if undecoded:  # how Python keeps command-line bytes that are not UTF-8 (surrogateescape)
+        code = ord(undecoded[0])
+        what = f"byte 0x{code - 0xDC00:02x}, which is not UTF-8" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
+        raise InputError(f"{text!r}: holds {what}; give the text as UTF-8 (is the terminal set to another encoding?)")
+    text = unicodedata.normalize("NFC", text)
     if step.encoding == "vocab":
         unknown = sorted(set(text) - set(step.vocab))
         if unknown:
