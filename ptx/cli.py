@@ -98,6 +98,7 @@ def cli(debug: bool) -> None:
     ptx predict photo.png        predict through ort-cpu (or --backend ...)
     ptx verify convnet           check that every backend gives the same answers
     ptx bench convnet            latency and throughput of each backend
+    ptx data fetch mnist         download full MNIST into ptx's cache (train does it when needed)
     """
 
 
@@ -160,6 +161,9 @@ def _train_epilog() -> str:
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), envvar="PTX_DATA_DIR",
               help="Folder with data files, looked at first: MNIST/Fashion-MNIST IDX files (flat or torchvision's "
                    "<root>/MNIST/raw), mnist_5k.csv.gz, diabetes.csv, the Debian word lists. Env: PTX_DATA_DIR.")
+@click.option("--offline", is_flag=True,
+              help="Never download: a dataset not on this machine is an error (or mnist-sample for a default "
+                   "MNIST). Env: PTX_OFFLINE=1.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last completed epoch.")
@@ -176,7 +180,7 @@ def _train_epilog() -> str:
 @click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
 @FORCE
-def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out, resume, overwrite, limit,
+def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, device, out, resume, overwrite, limit,
               skip_bad_rows, bias, augment, augment_strength, force) -> None:
     """Train model NAME with the recipe of the tutorial that documents it, on real data; writes
     checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
@@ -212,8 +216,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, device, out
             click.echo("notice: --resume continues the run with its own augmentation settings; "
                        "--augment and --augment-strength apply to new runs")
     data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
-                        picture=spec.contract(dataset).picture, explicit=dataset is not None, notice=click.echo,
-                        skip_bad_rows=skip_bad_rows)
+                        picture=spec.contract(dataset).picture, explicit=dataset is not None,
+                        download=False if offline else None, notice=click.echo, skip_bad_rows=skip_bad_rows)
     click.echo(f"data: {data.name} from {data.source}")
     if augmentation and epochs is None:
         # Varied copies take longer to learn from than the same pictures seen again.
@@ -475,6 +479,73 @@ def _verify_help() -> None:
 
 
 _verify_help()
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Datasets ptx downloads (MNIST, Fashion-MNIST): what is cached and where, and fetching them.
+
+    \b
+    ptx data list                 what is in the cache, and what `ptx train` would read
+    ptx data fetch mnist          download full MNIST (11.6 MB) into the cache, verified
+    ptx data fetch fashion-mnist  download Fashion-MNIST (30.9 MB)
+
+    The cache is $PTX_CACHE_DIR/datasets, else $XDG_CACHE_HOME/ptx/datasets, else
+    ~/.cache/ptx/datasets. `ptx train` downloads by itself when a dataset is nowhere on the machine;
+    PTX_OFFLINE=1 (or `ptx train --offline`) turns that off.
+    """
+
+
+@data_group.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="PTX_DATA_DIR",
+              help="The folder `ptx train --data-dir` would read first. Env: PTX_DATA_DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def data_list_cmd(data_dir, as_json) -> None:
+    """Show each downloadable dataset's state in the cache and where `ptx train` would read it."""
+    from ptx.trainers.data import find_local_idx
+    from ptx.trainers.download import REMOTES, cache_state, datasets_dir, offline_requested
+
+    offline = offline_requested()
+    rows, reads = [], []
+    for name, remote in REMOTES.items():
+        state = cache_state(remote)
+        found, _ = find_local_idx(name, data_dir)
+        if found:
+            reads.append(f"{found[1]} ({found[0]})")
+        elif offline:
+            reads.append("mnist-sample (an error with --dataset mnist)" if name == "mnist" else "nothing: downloads are off")
+        else:
+            reads.append(f"a download from {remote.mirrors[0]}")
+        rows.append({"dataset": name, "cache_folder": str(state.folder), "cache": state.describe(),
+                     "files_cached": len(state.complete), "files": len(remote.files),
+                     "bytes_cached": state.cached_bytes, "bytes": remote.size,
+                     "train_reads": {"how": found[1], "folder": str(found[0])} if found else None})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"cache: {datasets_dir()}" + ("  (downloads off: PTX_OFFLINE=1)" if offline else ""))
+    width = max(len(r["cache"]) for r in rows)
+    click.echo(f"{'dataset':<14} {'in the cache':<{width}}  ptx train reads")
+    for r, where in zip(rows, reads):
+        click.echo(f"{r['dataset']:<14} {r['cache']:<{width}}  {where}")
+
+
+@data_group.command("fetch")
+# The names of trainers.download.REMOTES, written out: importing it here would load urllib for every command.
+@click.argument("names", nargs=-1, required=True, type=click.Choice(["mnist", "fashion-mnist"]))
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="A mirror to try before the built-in ones (a folder URL holding the .gz files); repeatable.")
+@click.option("--timeout", type=POSITIVE, default=15.0, show_default=True,
+              help="Seconds a connection or a read may stall before the next mirror is tried.")
+def data_fetch_cmd(names, mirrors, timeout) -> None:
+    """Download NAMES into the cache: SHA-256 checked, resumable, mirrors tried in order."""
+    from ptx.trainers.download import OFFLINE_ENV, REMOTES, fetch, offline_requested
+
+    if offline_requested():
+        raise PtxError(f"downloads are off ({OFFLINE_ENV}=1): unset it to fetch {', '.join(names)}")
+    for name in dict.fromkeys(names):
+        folder = fetch(name, mirrors=mirrors, timeout=timeout, log=lambda line: click.echo(line, err=True))
+        click.echo(f"{name}: {len(REMOTES[name].files)} files verified in {folder}")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
   # Pima Indians diabetes ships in r-cran-mlbench; unpacking it (rather than installing it) avoids
   # pulling in R. ptx reads the .rda with the PyPI package rdata.
-  debian_dir="${XDG_CACHE_HOME:-$HOME/.cache}/ptx/debian"
+  debian_dir="${PTX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ptx}/debian"
   if [ ! -f "$debian_dir/usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda" ]; then
     echo "setup: unpacking r-cran-mlbench into $debian_dir"
     tmp=$(mktemp -d)

@@ -5,6 +5,7 @@ convnet trains longer because the image tests compare recognition rates.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ from ptx.infer import open_artifact
 from ptx.models import get, list_models
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train
+
+# No test may reach the internet: a dataset that is not on the machine falls back or fails, as on an
+# offline machine. The download tests serve their files from a loopback server instead.
+os.environ["PTX_OFFLINE"] = "1"
 
 SMOKE_LIMIT = 400
 # pt2 (torch.export + AOTInductor) compiles for ~20-45 s a model on 2 cores: tests compile these

@@ -29,7 +29,7 @@ def fake_idx_folder(folder, n_train=30, n_test=10, gz=True):
 def offline(monkeypatch, tmp_path):
     """No download cache, no PTX_DATA_DIR and no network: what a fresh CI machine has."""
     monkeypatch.setattr(data_mod, "cache_dir", lambda: tmp_path / "cache")
-    monkeypatch.setattr(data_mod, "_torchvision_download", lambda name, root: "torchvision download: offline (test)")
+    monkeypatch.setenv("PTX_OFFLINE", "1")
     monkeypatch.delenv("PTX_DATA_DIR", raising=False)
 
 
@@ -77,6 +77,7 @@ def test_default_mnist_falls_back_to_the_sample_with_a_notice(offline):
     ds = load_dataset("mnist", explicit=False, notice=notices.append)
     assert ds.name == "mnist-sample"
     assert len(notices) == 1 and "using mnist-sample" in notices[0]
+    assert "`ptx data fetch mnist`" in notices[0]  # how to get the full set
 
 
 def test_mnist_sample_is_real_and_split_4000_1000_the_same_way_each_time():

@@ -9,13 +9,11 @@ import csv
 import gzip
 import io
 import os
-import socket
 import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import numpy as np
 
@@ -26,6 +24,7 @@ from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
 from ptx.files import decode_text, read_text
 
+from .download import OFFLINE_ENV, REMOTES, datasets_dir, fetch, offline_requested, size_text
 from .idx import read_idx
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -37,7 +36,7 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
-# torchvision's class and folder name for each IDX dataset.
+# torchvision's class and folder name for each IDX dataset: --data-dir may hold its layout.
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 PIMA_RDA = "usr/lib/R/site-library/mlbench/data/PimaIndiansDiabetes.rda"
 PIMA_TRAIN = 614  # of 768 rows: a fixed, seeded 80/20 split
@@ -89,7 +88,9 @@ def require_split(dataset: str, path: Path, have: int, train: int) -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ptx" / "datasets"
+    """ptx's dataset cache: $PTX_CACHE_DIR/datasets, else $XDG_CACHE_HOME/ptx/datasets, else
+    ~/.cache/ptx/datasets."""
+    return datasets_dir()
 
 
 def _find_idx_folder(root: Path, tv_name: str) -> Path | None:
@@ -130,48 +131,39 @@ def _read_idx_folder(name: str, folder: Path, how: str) -> Dataset:
                    arrays["x_test"], arrays["y_test"].astype(np.int64))
 
 
-def _torchvision_download(name: str, root: Path) -> str:
-    """Download with torchvision into ``root``; return '' on success or why it did not work."""
-    try:
-        from torchvision import datasets  # lazy: torchvision does not import on every machine
-    except Exception as exc:  # ImportError, or RuntimeError when its C++ ops do not match torch
-        return f"torchvision not importable ({type(exc).__name__})"
-    tv_class = getattr(datasets, TORCHVISION_NAMES[name])
-    host = urlparse(tv_class.mirrors[0]).hostname
-    try:
-        # A quick probe so that an offline machine answers in two seconds, not after every mirror.
-        socket.create_connection((host, 443), timeout=2).close()
-    except OSError as exc:
-        return f"torchvision download: network unreachable ({exc.__class__.__name__})"
-    try:
-        tv_class(root=str(root), train=True, download=True)
-        tv_class(root=str(root), train=False, download=True)
-    except Exception as exc:
-        return f"torchvision download failed ({exc})"
-    return ""
-
-
-def _load_idx_dataset(name: str, data_dir: str | None) -> tuple[Dataset | None, list[str]]:
+def find_local_idx(name: str, data_dir: str | None) -> tuple[tuple[Path, str] | None, list[str]]:
+    """Where ``name``'s four IDX files are on this machine, and how that place is called; with the
+    places looked at in vain, for messages. Looked at in order: --data-dir, the ptx cache (ptx's own
+    layout, then torchvision's from earlier ptx versions), and for Fashion-MNIST the Debian package."""
     tv_name = TORCHVISION_NAMES[name]
-    tried = []
-    roots = []
-    if data_dir:
-        roots.append((Path(data_dir), "--data-dir/PTX_DATA_DIR"))
-    roots.append((cache_dir(), "ptx download cache"))
-    for root, how in roots:
-        folder = _find_idx_folder(root, tv_name)
-        if folder:
-            return _read_idx_folder(name, folder, how), tried
-        tried.append(f"{how}: no {tv_name} IDX files in {root}")
-    why = _torchvision_download(name, cache_dir())
-    if not why:
-        return _read_idx_folder(name, _find_idx_folder(cache_dir(), tv_name), "torchvision download"), tried
-    tried.append(why)
+    places = [((Path(data_dir),), "--data-dir/PTX_DATA_DIR")] if data_dir else []
+    places.append(((cache_dir() / name, cache_dir()), "ptx download cache"))  # cache_dir(): MNIST/raw
     if name == "fashion-mnist":
-        if _find_idx_folder(DEBIAN_FASHION_DIR, tv_name):
-            return _read_idx_folder(name, DEBIAN_FASHION_DIR, "Debian package dataset-fashion-mnist"), tried
-        tried.append(f"Debian package dataset-fashion-mnist: not installed ({DEBIAN_FASHION_DIR} missing)")
+        places.append(((DEBIAN_FASHION_DIR,), "Debian package dataset-fashion-mnist"))
+    tried = []
+    for roots, how in places:
+        for root in roots:
+            folder = _find_idx_folder(root, tv_name)
+            if folder:
+                return (folder, how), tried
+        tried.append(f"{how}: no {tv_name} IDX files in {roots[0]}")
     return None, tried
+
+
+def _load_idx_dataset(name: str, data_dir: str | None, download: bool,
+                      notice: Callable[[str], None]) -> tuple[Dataset | None, list[str]]:
+    found, tried = find_local_idx(name, data_dir)
+    if found:
+        return _read_idx_folder(name, *found), tried
+    if not download:
+        tried.append(f"download: off ({OFFLINE_ENV}=1 or --offline)")
+        return None, tried
+    try:
+        folder = fetch(name, root=cache_dir(), log=notice)
+    except DataError as exc:
+        tried.append(str(exc))
+        return None, tried
+    return _read_idx_folder(name, folder, "downloaded into the ptx cache"), tried
 
 
 MNIST_SAMPLE_FILE = "mnist_5k.csv.gz"
@@ -459,12 +451,14 @@ def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None 
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, ...] = (),
-                 picture: PictureStep | None = None, explicit: bool = True,
+                 picture: PictureStep | None = None, explicit: bool = True, download: bool | None = None,
                  notice: Callable[[str], None] = print, skip_bad_rows: bool = False) -> Dataset:
     """Load ``name``. ``explicit`` is False when the name is a model's default: then a missing
-    full MNIST falls back to mnist-sample with a notice instead of an error. ``labels`` and
-    ``picture`` say how a folder of the user's pictures is read. ``skip_bad_rows`` skips (with a
-    notice) the rows of a user's data file that cannot be used, instead of refusing the file."""
+    full MNIST falls back to mnist-sample with a notice instead of an error. ``download``: fetch
+    MNIST or Fashion-MNIST into the ptx cache when no copy is found on this machine (default: yes,
+    unless PTX_OFFLINE=1). ``labels`` and ``picture`` say how a folder of the user's pictures is read.
+    ``skip_bad_rows`` skips (with a notice) the rows of a user's data file that cannot be used,
+    instead of refusing the file."""
     data_dir = data_dir or os.environ.get("PTX_DATA_DIR") or None
     if name == "mnist-sample":
         return load_mnist_sample(data_dir, skip_bad_rows, notice)
@@ -481,13 +475,16 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
     if name.startswith(FOLDER_PREFIX):
         return load_folder(name[len(FOLDER_PREFIX):], labels, picture, skip_bad_rows, notice)
     if name in TORCHVISION_NAMES:
-        dataset, tried = _load_idx_dataset(name, data_dir)
+        download = not offline_requested() if download is None else download
+        dataset, tried = _load_idx_dataset(name, data_dir, download, notice)
         if dataset is not None:
             return dataset
+        get_it = f"`ptx data fetch {name}` downloads the full set ({size_text(REMOTES[name].size)})"
         if name == "mnist" and not explicit:
-            notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample instead")
+            notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample (5,000 digits) instead; "
+                   f"{get_it}")
             return load_mnist_sample(data_dir, skip_bad_rows, notice)
-        raise DataError(f"no {name} data found: {'; '.join(tried)}. Pass --data-dir DIR with its IDX files"
-                        + (", or use --dataset mnist-sample" if name == "mnist" else
-                           ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
+        raise DataError(f"no {name} data found: {'; '.join(tried)}. {get_it}; or pass --data-dir DIR with its "
+                        "IDX files" + (", or use --dataset mnist-sample" if name == "mnist" else
+                                       ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
     raise DataError(unknown_name("dataset", name, list(DATASETS)))

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Benchmark `ptx serve` on loopback against the floor, in one run, and write the section of
+docs/benchmarks.md between its markers (machine and date included; ratios taken within this run).
+
+- Clients: NVIDIA's tritonclient, HTTP (binary tensor data) and gRPC, one thread per concurrent
+  client, each with its own connection; one 1x1x28x28 FP32 picture per request.
+- The floor: a bare Starlette + uvicorn route speaking the v2 REST protocol and answering a
+  constant (what ptx serve answers convnet, prepared once), run the same way with the same clients.
+- ptx serve convnet and resnet on ort-cpu: requests/s and p50/p99 at concurrency 1, 8, 32, 64,
+  REST and gRPC; resnet again with --max-batch-size 1 (no batching); the batch sizes formed (from
+  /metrics); resident memory after 1,000 and after 20,000 requests.
+
+Every load is bounded in requests and seconds and targets 127.0.0.1 only; every server started is
+stopped by its own process id.
+
+    python3 scripts/bench_serve.py [--seconds 3] [--runs DIR] [--out docs/benchmarks.md]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serving  # noqa: E402  (tests/serving.py: start a server on free ports, stop it by its pid)
+
+CONCURRENCY = (1, 8, 32, 64)
+MARKERS = ("<!-- scripts/bench_serve.py: serving -->", "<!-- end serving -->")
+MAX_REQUESTS = 30_000  # per measurement, whatever the seconds
+
+
+def prepare(root: Path) -> None:
+    """convnet and resnet trained one epoch on mnist-sample and exported (speed does not depend on
+    how well they learned)."""
+    from ptx.export.api import export_model
+    from ptx.infer import open_artifact
+    from ptx.models import get
+    from ptx.trainers.data import load_dataset
+    from ptx.trainers.loop import TrainConfig, train
+
+    for name in ("convnet", "resnet"):
+        if (root / name / "model.onnx").is_file():
+            continue
+        spec = get(name)
+        data = load_dataset("mnist-sample", labels=spec.labels, picture=spec.contract("mnist-sample").picture)
+        config = TrainConfig(epochs=1, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr, device="cpu")
+        train(spec, data, config, root / name, log=lambda _: None)
+        export_model(name, ["onnx"], checkpoint=root / name / "checkpoint.pt", open_predictor=open_artifact,
+                     log=lambda _: None)
+
+
+def load(protocol: str, address: str, model: str, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` client threads sending one picture per request for ``seconds`` (at most
+    MAX_REQUESTS in all). Returns requests/s, p50 and p99 in ms, and errors."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    module = httpclient if protocol == "rest" else grpcclient
+    x = np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0]
+    stop = threading.Event()
+    budget = [MAX_REQUESTS]
+    lock = threading.Lock()
+    ready = threading.Barrier(concurrency + 1)
+
+    def client(i: int) -> None:
+        c = module.InferenceServerClient(address) if protocol == "grpc" else \
+            httpclient.InferenceServerClient(address, connection_timeout=30, network_timeout=30)
+        tensor = module.InferInput("input", [1, 1, 28, 28], "FP32")
+        tensor.set_data_from_numpy(x)
+        c.infer(model, [tensor])  # connect and warm up outside the timing
+        ready.wait()
+        mine = latencies[i]
+        while not stop.is_set():
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            started = time.perf_counter()
+            try:
+                c.infer(model, [tensor])
+                mine.append(time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - counted; a benchmark goes on
+                errors[0] += 1
+        c.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    ready.wait(120)
+    started = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    elapsed = time.perf_counter() - started
+    done = np.array([v for lat in latencies for v in lat]) * 1000
+    return {"rps": len(done) / elapsed, "p50": float(np.percentile(done, 50)) if len(done) else float("nan"),
+            "p99": float(np.percentile(done, 99)) if len(done) else float("nan"), "errors": errors[0],
+            "requests": len(done)}
+
+
+def batch_stats(server, model: str) -> tuple[float, float]:
+    """(sum of rows, number of batches) the server's batcher ran for ``model``, from /metrics."""
+    text = urllib.request.urlopen(f"{server.url}/metrics", timeout=10).read().decode()
+    total = re.search(rf'ptx_batch_size_sum{{model="{model}"}} (\S+)', text)
+    count = re.search(rf'ptx_batch_size_count{{model="{model}"}} (\S+)', text)
+    return float(total.group(1)) if total else 0.0, float(count.group(1)) if count else 0.0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- the floor: a constant answer, same protocol, same framework ------------------------------------
+
+FLOOR_APP = '''
+import sys
+import numpy as np
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+logits = np.zeros((1, 10), np.float32).tobytes()
+header = orjson.dumps({"model_name": "convnet", "model_version": "1", "outputs": [
+    {"name": "logits", "datatype": "FP32", "shape": [1, 10], "parameters": {"binary_data_size": len(logits)}}]})
+body = header + logits
+
+async def infer(request):
+    await request.body()
+    return Response(body, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+
+async def ready(request):
+    return Response(b"{}", media_type="application/json")
+
+app = Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+'''
+
+
+def start_floor() -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
+            return process, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the floor server did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+def machine() -> str:
+    from ptx.infer.records import machine as identity
+
+    m = identity()
+    return f"{m['cpu']}, {m['cores']} cores (shared by clients and server), {m['system']}, " + \
+        ", ".join(f"{k} {v}" for k, v in m["versions"].items() if k != "torch")
+
+
+def table(rows: list[tuple]) -> list[str]:
+    out = ["| server | model | protocol | concurrency | requests/s | p50 ms | p99 ms | errors |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    out += [f"| {s} | {m} | {p} | {c} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} |"
+            for s, m, p, c, r in rows]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--runs", type=Path, help="a runs folder to reuse (convnet, resnet trained there if missing)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md")
+    parser.add_argument("--memory-requests", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.runs or Path(tmp)
+        print("training and exporting convnet and resnet ...", file=sys.stderr)
+        prepare(root)
+        rows, results = [], {}
+
+        def measure(server_name, address, model, protocol, c):
+            print(f"  {server_name} {model} {protocol} c={c}", file=sys.stderr, flush=True)
+            r = load(protocol, address, model, c, args.seconds)
+            rows.append((server_name, model, protocol, c, r))
+            results[(server_name, model, protocol, c)] = r
+            return r
+
+        floor, floor_address = start_floor()
+        try:
+            for c in CONCURRENCY:
+                measure("bare Starlette constant", floor_address, "convnet", "rest", c)
+        finally:
+            stop(floor)
+        server = serving.start(root, "convnet", "resnet", args=("--backend", "ort-cpu"))
+        try:
+            for model in ("convnet", "resnet"):
+                for protocol in ("rest", "grpc"):
+                    for c in CONCURRENCY:
+                        before = batch_stats(server, model)
+                        measure("ptx serve", server.grpc if protocol == "grpc" else server.http, model, protocol, c)
+                        after = batch_stats(server, model)
+                        if after[1] > before[1]:
+                            results[("batch", model, protocol, c)] = (after[0] - before[0]) / (after[1] - before[1])
+            print("  memory", file=sys.stderr, flush=True)
+            memory = memory_growth(server, args.memory_requests)
+        finally:
+            server.stop()
+        unbatched = serving.start(root, "resnet", args=("--backend", "ort-cpu", "--max-batch-size", "1"))
+        try:
+            for c in (1, 64):
+                measure("ptx serve --max-batch-size 1", unbatched.http, "resnet", "rest", c)
+        finally:
+            unbatched.stop()
+    section = render(rows, results, memory, args)
+    from bench import write_section  # scripts/bench.py
+
+    write_section(args.out, *MARKERS, section)
+    print(section)
+
+
+def memory_growth(server, total: int) -> tuple[float, float, int]:
+    """RSS after the first 1,000 requests and after ``total`` (gRPC and REST mixed, 8 clients)."""
+    sent = 0
+
+    def send(n, protocol):
+        nonlocal sent
+        per = max(1, n // 8)
+        load_bounded(protocol, server, per)
+        sent += per * 8
+
+    send(1000, "rest")
+    first = rss_mib(server.process.pid)
+    while sent < total:
+        send(min(4000, total - sent), "grpc" if (sent // 4000) % 2 else "rest")
+    return first, rss_mib(server.process.pid), sent
+
+
+def load_bounded(protocol: str, server, per_client: int) -> None:
+    """8 clients, exactly ``per_client`` requests each."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    module = httpclient if protocol == "rest" else grpcclient
+    x = np.zeros((1, 1, 28, 28), np.float32)
+
+    def client():
+        c = module.InferenceServerClient(server.grpc if protocol == "grpc" else server.http)
+        tensor = module.InferInput("input", [1, 1, 28, 28], "FP32")
+        tensor.set_data_from_numpy(x)
+        for _ in range(per_client):
+            c.infer("convnet", [tensor])
+        c.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+
+
+def render(rows, results, memory, args) -> str:
+    floor32 = results[("bare Starlette constant", "convnet", "rest", 32)]["rps"]
+    rest32 = results[("ptx serve", "convnet", "rest", 32)]["rps"]
+    grpc32 = results[("ptx serve", "convnet", "grpc", 32)]["rps"]
+    batched64 = results[("ptx serve", "resnet", "rest", 64)]["rps"]
+    unbatched64 = results[("ptx serve --max-batch-size 1", "resnet", "rest", 64)]["rps"]
+    avg_batch = results.get(("batch", "resnet", "rest", 64), float("nan"))
+    p50_batched = results[("ptx serve", "resnet", "rest", 1)]["p50"]
+    p50_unbatched = results[("ptx serve --max-batch-size 1", "resnet", "rest", 1)]["p50"]
+    first, last, sent = memory
+    goals = [
+        ("convnet REST requests/s at concurrency 32 / the bare constant endpoint's", f"{rest32 / floor32:.2f}x",
+         ">= 0.8x", rest32 / floor32 >= 0.8),
+        ("convnet gRPC / REST requests/s at concurrency 32", f"{grpc32 / rest32:.2f}x", ">= 1.5x", grpc32 / rest32 >= 1.5),
+        ("resnet REST at concurrency 64: rows per batch formed", f"{avg_batch:.1f}", ">= 8", avg_batch >= 8),
+        ("resnet REST at concurrency 64: batching / --max-batch-size 1 requests/s", f"{batched64 / unbatched64:.2f}x",
+         ">= 1.1x", batched64 / unbatched64 >= 1.1),
+        ("resnet REST at concurrency 1: p50 with batching - p50 without", f"{p50_batched - p50_unbatched:+.2f} ms",
+         "<= +2 ms (--max-delay-ms)", p50_batched - p50_unbatched <= 2.0),
+        (f"resident memory after {sent:,} requests / after the first 1,000", f"{last / first:.2f}x "
+         f"({first:.0f} -> {last:.0f} MiB)", "<= 1.2x", last / first <= 1.2),
+    ]
+    batches = ", ".join(f"c={c}: {results[('batch', 'resnet', 'rest', c)]:.1f}"
+                        for c in CONCURRENCY if ("batch", "resnet", "rest", c) in results)
+    lines = [f"Measured by `python3 scripts/bench_serve.py --seconds {args.seconds:g}` on "
+             f"{datetime.date.today().isoformat()}: {machine()}. Clients and servers share the cores, so absolute "
+             "figures are low; the ratios are taken within this one run.", "",
+             "| goal | measured | target | met |", "| --- | ---: | ---: | --- |"]
+    lines += [f"| {what} | {value} | {target} | {'yes' if met else 'NO'} |" for what, value, target, met in goals]
+    lines += ["", f"Rows per batch the batcher formed for resnet over REST: {batches}.", ""]
+    lines += table(rows)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
