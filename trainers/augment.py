@@ -110,7 +110,8 @@ class Augmenter:
             return None
         from .printed import printed_digits
 
-        raw, labels, self.fonts = printed_digits(contract.picture)
+        raw, labels, self.fonts, _ = printed_digits(contract.picture)
+        self.drawn = len(np.unique(raw.reshape(len(raw), -1), axis=0))  # the bank repeats some to weigh families
         order = np.argsort(labels, kind="stable")
         counts = np.bincount(labels, minlength=10)
         bank = torch.from_numpy(normalize(raw[order], contract)).to(self.device)

@@ -219,7 +219,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         + (f" | augment strength {augmenter.aug.strength:g}" if augmenter else ""))
     if augmenter is not None and augmenter.printed is not None:
         log(f"augment: {augmenter.aug.printed:.0%} of each batch are printed digits "
-            f"({len(augmenter.printed[0])} from {len(augmenter.fonts)} fonts matplotlib ships)")
+            f"({augmenter.drawn} drawn in {len(augmenter.fonts)} typefaces matplotlib and Pillow ship)")
 
     kept = _kept_samples(dataset)
     last_plot = time.monotonic()

@@ -6,14 +6,16 @@ learned:
 - ``mnist-digit`` (MNIST, its sample, folders of digits): light ink on dark, the ink's bounding box
   scaled to fit a 20x20 box and centred by its centre of mass in a 28x28 canvas.
 - ``fashion-product`` (Fashion-MNIST, whose README lists its conversion): trim the edges close to
-  the corner colour (5% of full intensity), resize the longest edge to 28 by subsampling, sharpen,
-  extend the shortest edge to 28 around the centre, negate (products are shot on white).
+  the corner colour (5% of full intensity), resize the longest edge to 28 (averaging the area under
+  each pixel), extend the shortest edge to 28 around the centre, background to black and the
+  product light (products are shot on white).
 
 docs/artifact-format.md gives each step precisely enough to re-implement it.
 """
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +159,8 @@ def picture_sample(item, step: PictureStep, raw: bool = False, name: str | None 
     return PIPELINES[step.pipeline](gray, name=name, **step.options)
 
 
-def _resize(gray: np.ndarray, width: int, height: int, resample) -> np.ndarray:
-    image = Image.fromarray(gray.astype(np.float32), mode="F").resize((width, height), resample)
+def _resize(gray: np.ndarray, width: int, height: int, resample, box=None) -> np.ndarray:
+    image = Image.fromarray(gray.astype(np.float32), mode="F").resize((width, height), resample, box=box)
     return np.clip(np.asarray(image), 0, 255)
 
 
@@ -230,8 +232,10 @@ def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_thresh
 
 
 def fashion_product(gray: np.ndarray, *, canvas: int = 28, trim_threshold: float = 0.05,
-                    sharpen_radius: float = 1.0, name: str = "image") -> np.ndarray:
-    """(H, W) grey -> (canvas, canvas) uint8 the way Fashion-MNIST was made from product photos."""
+                    sharpen_radius: float = 0.0, name: str = "image") -> np.ndarray:
+    """(H, W) grey -> (canvas, canvas) uint8 the way Fashion-MNIST was made from product photos,
+    resampled so that a product picture at any size (an enlarged thumbnail, a large photo) lands on
+    the dataset's own pixels (docs/models.md measures each choice)."""
     corners = np.array([gray[0, 0], gray[0, -1], gray[-1, 0], gray[-1, -1]])
     background = float(np.median(corners))
     content = np.abs(gray - background) > trim_threshold * 255
@@ -243,19 +247,31 @@ def fashion_product(gray: np.ndarray, *, canvas: int = 28, trim_threshold: float
     if max(h, w) != canvas:
         factor = canvas / max(h, w)
         size = (max(1, min(canvas, round(w * factor))), max(1, min(canvas, round(h * factor))))
-        # Fashion-MNIST subsampled (skipped rows and columns) and then sharpened; enlarging a small
-        # crop has nothing to sharpen.
-        product = _resize(product, *size, Image.Resampling.NEAREST)
+        # One scale for both sides, about the product's centre: the shorter side's rounding to whole
+        # pixels takes in a little background instead of stretching the product. The margin of
+        # background covers that and the filter's reach.
+        margin = math.ceil(0.5 / factor) + 3
+        region = np.pad(product, margin, constant_values=background)
+        half_w, half_h = size[0] / (2 * factor), size[1] / (2 * factor)
+        box = (margin + w / 2 - half_w, margin + h / 2 - half_h, margin + w / 2 + half_w, margin + h / 2 + half_h)
+        # Reducing averages the area under each pixel (subsampling, as Fashion-MNIST did from its
+        # photos, aliases a picture that was itself enlarged); enlarging interpolates.
+        resample = Image.Resampling.BOX if factor < 1 else Image.Resampling.LANCZOS
+        product = _resize(region, *size, resample, box=box)
         if factor < 1 and sharpen_radius > 0:
             sharpened = Image.fromarray(np.round(product).astype(np.uint8)).filter(
                 ImageFilter.UnsharpMask(radius=sharpen_radius, percent=100, threshold=0))
             product = np.asarray(sharpened, dtype=np.float32)
     out = np.full((canvas, canvas), background, dtype=np.float32)
     h, w = product.shape
-    y0, x0 = (canvas - h) // 2, (canvas - w) // 2
+    y0, x0 = (canvas - h + 1) // 2, (canvas - w + 1) // 2  # an odd margin's extra pixel goes first, as in the dataset
     out[y0:y0 + h, x0:x0 + w] = product
-    if background > 127:  # shot on white: Fashion-MNIST is negated, light product on black
-        out = 255.0 - out
+    # The background becomes black and the level farthest from it full intensity: Fashion-MNIST is a
+    # light product on black, and a product shot on light grey must not keep a grey background.
+    if background > 127:
+        out = (background - out) * (255.0 / background)
+    else:
+        out = (out - background) * (255.0 / (255.0 - background))
     return np.round(np.clip(out, 0, 255)).astype(np.uint8)
 
 

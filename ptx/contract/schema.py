@@ -70,7 +70,7 @@ BINARY_THRESHOLD = 0.5
 # implements them and docs/artifact-format.md defines them step by step.
 PICTURE_PIPELINES: dict[str, dict[str, Any]] = {
     "mnist-digit": {"canvas": 28, "box": 20, "ink_threshold": 0.2, "paper_window": 0.34},
-    "fashion-product": {"canvas": 28, "trim_threshold": 0.05, "sharpen_radius": 1.0},
+    "fashion-product": {"canvas": 28, "trim_threshold": 0.05, "sharpen_radius": 0.0},
 }
 TEXT_ENCODINGS = ("latin-1", "vocab")
 TOLERANCE_DEVICES = ("cpu", "cuda")

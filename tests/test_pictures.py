@@ -1,0 +1,102 @@
+"""Picture pipelines on the pictures people have, and the evaluation set's split from training.
+
+The accuracy these lead to is measured by scripts/real_pictures.py (docs/models.md); here, what a
+pipeline makes of a picture is compared with the dataset sample it was made from, pixel by pixel.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFont
+
+from ptx.contract.pictures import fashion_product
+from ptx.trainers.data import load_dataset
+from ptx.trainers.printed import training_faces
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = 300
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    data = load_dataset("fashion-mnist")
+    return data.x_test[:SAMPLES]
+
+
+def _distance(pictures, originals) -> float:
+    """Mean absolute difference, 0-255, between what the pipeline makes of ``pictures`` and the samples."""
+    made = np.stack([fashion_product(np.asarray(p, dtype=np.float32)) for p in pictures])
+    return float(np.abs(made.astype(np.float64) - originals).mean())
+
+
+def test_fashion_samples_come_back_as_they_are(fashion):
+    # A 28x28 sample through the pipeline: nothing to resize unless the trim finds a faint edge.
+    same = np.mean([np.array_equal(fashion_product(x.astype(np.float32)), x) for x in fashion])
+    assert same >= 0.85, f"only {same:.0%} of Fashion-MNIST test images come back unchanged"
+
+
+@pytest.mark.parametrize("backdrop", [255, 230])
+def test_an_enlarged_product_picture_lands_on_the_dataset_pixels(fashion, backdrop):
+    # As a shop shows it: dark on white (or a light grey backdrop), enlarged 4x with bicubic
+    # resampling. Subsampling and sharpening left 16.5 (white) and 27.5 (grey) of difference here.
+    enlarged = [np.asarray(Image.fromarray(x).resize((112, 112), Image.Resampling.BICUBIC), dtype=np.float32)
+                for x in fashion]
+    shots = [np.round(np.clip(backdrop * (1 - e / 255), 0, 255)) for e in enlarged]
+    assert _distance(shots, fashion) < 12.5
+
+
+def test_an_odd_margin_puts_its_extra_pixel_first():
+    # Fashion-MNIST centres a product 13 pixels wide at column 8 (15 spare: 8 before, 7 after).
+    product = np.zeros((28, 28), dtype=np.float32)
+    product[:, 8:21] = 200
+    assert np.array_equal(fashion_product(product), product.astype(np.uint8))
+    wide = np.asarray(Image.fromarray(255 - product.astype(np.uint8)).resize((112, 112), Image.Resampling.NEAREST))
+    columns = np.flatnonzero(fashion_product(wide.astype(np.float32)).any(axis=0))
+    assert (columns[0], columns[-1]) == (8, 20)
+
+
+def _real_pictures():
+    spec = importlib.util.spec_from_file_location("real_pictures", ROOT / "scripts" / "real_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_evaluation_typefaces_are_none_that_training_draws():
+    real = _real_pictures()
+    related = real.RELATED_TO_TRAINING
+    trained = {family for _, family, _, _ in training_faces()}
+    assert trained, "no training faces found"
+    # Every family --augment draws is named in the evaluation's exclusions...
+    assert all(family.startswith(related) for family in trained), sorted(f for f in trained if not f.startswith(related))
+    # ...and no evaluated family is one of them, or shares its first word with one.
+    first_words = {family.split()[0] for family in trained}
+    for family in real.UNSEEN_FAMILIES:
+        assert not family.startswith(related) and family.split()[0] not in first_words, family
+
+
+def test_the_installed_evaluation_fonts_are_the_families_declared():
+    real = _real_pictures()
+    patterns = (real.HANDWRITING_FONTS + real.ONE_FAMILY_FONTS + real.MANY_FONTS
+                + [pattern for pattern, _ in real.UNSEEN_FAMILIES.values()])
+    files = sorted({path for pattern in patterns for path in real.FONT_DIR.glob(pattern)})
+    if not files:
+        pytest.skip(f"no evaluation fonts installed (apt-get install {real.DEBIAN_FONTS})")
+    for path in files:
+        family = ImageFont.truetype(str(path), 16).getname()[0]
+        assert not family.startswith(real.RELATED_TO_TRAINING), f"{path} is {family}, a family --augment trains on"
+
+
+def test_printed_digits_weigh_every_training_family_alike():
+    from ptx.models import get
+    from ptx.trainers.printed import printed_digits
+
+    samples, labels, faces, families = printed_digits(get("convnet").contract("mnist-sample").picture)
+    assert len(samples) == len(labels) == len(families) and set(labels) == set(range(10))
+    counts = {family: families.count(family) for family in set(families)}
+    # Designs with a footless "1" that only one face draws are there, and not drowned by DejaVu's styles.
+    assert {"Aileron", "STIX sans", "STIX mono"} <= set(counts), sorted(counts)
+    assert max(counts.values()) <= 2 * min(counts.values()), counts
