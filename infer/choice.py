@@ -52,12 +52,12 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     batches = [b for b in {b for label in candidates for b in speeds.get(label, {})} if b <= max_batch_size]
     if batches and all(all(b in speeds.get(label, {}) for b in batches) for label in candidates):
         scores = {label: _geomean([speeds[label][b] for b in batches]) for label in candidates}
-        how = f"in ptx bench at batch {', '.join(map(str, sorted(batches)))}"
+        how = f"by ptx bench at batch {', '.join(map(str, sorted(batches)))}"
     else:
         torch_free = {k: v for k, v in candidates.items() if not registry.get(v["backend"]).needs_torch}
         timed = {k: v for k, v in (torch_free or candidates).items() if _runs_here(v)}
         scores = {label: _measure(model, row, max_batch_size, root, run_dir) for label, row in timed.items()}
-        how = f"timed at load at batch 1 and {max_batch_size} (no ptx bench record)"
+        how = f"timed now at batch 1 and {max_batch_size}, as no ptx bench record is here"
     # Whether a backend runs here is asked in order of speed: asking imports its runtime (torch for
     # eager), which a faster torch-free winner never needs.
     best = next((label for label in sorted(scores, key=scores.get, reverse=True) if _runs_here(candidates[label])), None)
@@ -67,8 +67,8 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     others = ", ".join(f"{label} {scores[label]:,.0f}" for label in sorted(scores, key=scores.get, reverse=True)
                        if label != best)
     return Choice(row["backend"], row["device"], row["precision"],
-                  f"fastest that passed verify here, {scores[best]:,.0f} images/s {how}"
-                  + (f" (then {others})" if others else ""))
+                  f"the fastest that passed verify here: {scores[best]:,.0f} images/s {how}"
+                  + (f"; then {others}" if others else ""))
 
 
 def _runs_here(row: dict) -> bool:

@@ -232,7 +232,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise RequestError(f"inputs[{i}] needs a name, a datatype, a shape and data")
         name, datatype, shape = item["name"], item.get("datatype"), item.get("shape")
-        size = (item.get("parameters") or {}).get("binary_data_size")
+        parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise RequestError(f"input {name!r}: parameters must be an object")
+        size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise RequestError(f"input {name!r}: binary_data_size {size!r} runs past the "
@@ -240,7 +243,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             inputs.append(from_raw(name, datatype, shape, binary[offset:offset + size]))
             offset += size
         elif "data" in item:
-            inputs.append(from_json_data(name, datatype, shape, item["data"]))
+            inputs.append(from_json_data(name, datatype, shape, item["data"], parameters.get("content_type")))
         else:
             raise RequestError(f"input {name!r} has neither data nor binary_data_size")
     if offset != len(binary):

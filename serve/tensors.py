@@ -6,6 +6,9 @@ little-endian length followed by the bytes, element after element (Triton's seri
 """
 from __future__ import annotations
 
+import base64
+import binascii
+
 import struct
 from dataclasses import dataclass, field
 
@@ -18,6 +21,8 @@ NUMPY_TYPES = {
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
 }
 BYTES = "BYTES"
+# BYTES content types in JSON, as MLServer names them: base64-encoded bytes, or UTF-8 strings.
+BASE64, UTF8_STRING = "base64", "str"
 LENGTH = struct.Struct("<I")
 
 
@@ -90,8 +95,10 @@ def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview
     return Tensor(name, datatype, list(shape), np.frombuffer(raw, dtype=dtype).reshape(shape))
 
 
-def from_json_data(name: str, datatype: str, shape: list[int], data) -> Tensor:
-    """A tensor from the JSON ``data`` field: flat or nested lists, row-major."""
+def from_json_data(name: str, datatype: str, shape: list[int], data, content_type: str | None = None) -> Tensor:
+    """A tensor from the JSON ``data`` field: flat or nested lists, row-major. BYTES elements are
+    UTF-8 strings, or base64 when the input's parameters say ``"content_type": "base64"`` (MLServer's
+    convention: how a picture file travels in plain JSON, from curl say)."""
     count = element_count(shape, name)
     if datatype == BYTES:
         flat = _flatten(data)
@@ -99,7 +106,11 @@ def from_json_data(name: str, datatype: str, shape: list[int], data) -> Tensor:
             raise RequestError(f"input {name!r}: BYTES data in JSON must be strings")
         if len(flat) != count:
             raise RequestError(f"input {name!r}: {len(flat)} elements of data for shape {list(shape)} ({count})")
-        return Tensor(name, datatype, list(shape), [v.encode("utf-8") for v in flat])
+        if content_type not in (None, BASE64, UTF8_STRING):
+            raise RequestError(f"input {name!r}: content_type {content_type!r}: give base64, or str (the default: "
+                               "UTF-8 strings)")
+        return Tensor(name, datatype, list(shape), [_base64(v, name) if content_type == BASE64 else v.encode("utf-8")
+                                                    for v in flat])
     dtype = _numpy_type(datatype, name)
     try:
         array = np.asarray(data, dtype=dtype)
@@ -108,6 +119,13 @@ def from_json_data(name: str, datatype: str, shape: list[int], data) -> Tensor:
     if array.size != count:
         raise RequestError(f"input {name!r}: {array.size} elements of data for shape {list(shape)} ({count})")
     return Tensor(name, datatype, list(shape), array.reshape(shape))
+
+
+def _base64(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"input {name!r}: an element is not base64 (its content_type says base64)") from None
 
 
 def _numpy_type(datatype: str, name: str):

@@ -2,6 +2,7 @@
 loopback, the model's own tensors and users' pictures and words, bad requests, load and SIGTERM."""
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import gzip
 import io
@@ -144,6 +145,12 @@ def test_a_png_sent_as_bytes_gets_the_label_ptx_predict_gives_that_file(server, 
         tensor.set_data_from_numpy(np.array([f.read_bytes() for f in files], dtype=np.object_))
         labels = client.infer("convnet", [tensor], outputs=[module.InferRequestedOutput("label")]).as_numpy("label")
         assert [v.decode() for v in labels] == [p.label_name for p in expected]
+    # Plain JSON, as curl sends it: the files base64-encoded, the input's content_type saying so.
+    body = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(files)],
+                                   "parameters": {"content_type": "base64"},
+                                   "data": [base64.b64encode(f.read_bytes()).decode() for f in files]}]}).encode()
+    status, doc = post(server, "/v2/models/convnet/infer", body, {"Content-Type": "application/json"})
+    assert status == 200 and {t["name"]: t["data"] for t in doc["outputs"]}["label"] == [p.label_name for p in expected]
 
 
 @pytest.mark.parametrize("name,texts", [("gru-classifier", ["bonjour", "gracias", "hallo", "goedemorgen", "ciao"]),
@@ -245,6 +252,12 @@ BAD_REQUESTS = {
     "unknown-version": ("/v2/models/convnet/versions/7/infer", tensor_body("input", "FP32", [1], [0.0]), {}, 404,
                         "version"),
     "bad-text": ("/v2/models/diabetes/infer", tensor_body("text", "BYTES", [1], ["1,2"]), {}, 400, "takes 8"),
+    "not-base64": ("/v2/models/convnet/infer", json.dumps({"inputs": [
+        {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
+         "data": ["not base64!"]}]}).encode(), {}, 400, "not base64"),
+    "unknown-content-type": ("/v2/models/convnet/infer", json.dumps({"inputs": [
+        {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "pd"},
+         "data": ["x"]}]}).encode(), {}, 400, "content_type"),
 }
 
 
