@@ -33,7 +33,7 @@ def main() -> None:
     if not (args.root / args.model / "model.onnx").is_file():
         sys.exit(f"error: no {args.root / args.model / 'model.onnx'}: run ./scripts/demo.sh (or ptx train and "
                  f"ptx export {args.model}) first, or give --root")
-    with serving.running(args.root, args.model) as server, browser.chromium(760, 640) as driver:
+    with serving.running(args.root, args.model) as server, browser.chromium(760, 720) as driver:
         browser.open_page(driver, server.url + "/", args.model)
         label = browser.draw(driver, DIGITS[args.digit])
         top = ", ".join(f"{name} {p:.3f}" for name, p in browser.bars(driver))

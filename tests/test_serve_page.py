@@ -36,6 +36,12 @@ def test_a_drawn_one_reads_as_one(page):
     server, driver, _ = page
     browser.open_page(driver, server.url + "/", "convnet")
     assert browser.draw(driver, browser.ONE) == "1"
+    from selenium.webdriver.common.by import By
+
+    # The top label's bar is drawn, as wide as its probability says (a bar was once invisible).
+    fill, track = (driver.find_element(By.CSS_SELECTOR, f"#bars .bar .{part}") for part in ("fill", "track"))
+    probability = browser.bars(driver)[0][1]
+    assert fill.size["width"] == pytest.approx(probability * track.size["width"], abs=2)
 
 
 def test_a_word_model_gets_a_text_field_and_its_answer(page):
