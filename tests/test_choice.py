@@ -42,10 +42,17 @@ def test_without_a_verify_record_it_is_ort_cpu_and_says_how_to_get_a_choice(run)
 
 def test_the_fastest_verified_by_the_bench_record_wins(run):
     record(run, passed("eager"), passed("ort-cpu"), passed("openvino"),
-           speeds={"eager-cpu": {1: 5e3, 64: 2e4}, "ort-cpu": {1: 3e4, 64: 9e4}, "openvino": {1: 2e4, 64: 1.5e5},
+           speeds={"eager-cpu": {1: 5e3, 64: 2e4}, "ort-cpu": {1: 3e4, 64: 9e4}, "openvino": {1: 3e4, 64: 1.5e5},
                    "openvino-bf16": {1: 9e5, 64: 9e5}})  # fastest of all, but never verified
     choice = choose_backend("convnet", run, max_batch_size=64)
     assert choice.backend == "openvino" and "by ptx bench at batch 1, 64" in choice.reason
+
+
+def test_the_default_stays_unless_another_is_clearly_faster(run):
+    record(run, passed("ort-cpu"), passed("openvino"),
+           speeds={"ort-cpu": {1: 3e4, 64: 9e4}, "openvino": {1: 3.1e4, 64: 9.3e4}})  # 3% faster: noise
+    choice = choose_backend("convnet", run, max_batch_size=64)
+    assert choice.backend == "ort-cpu" and "openvino" in choice.reason and "not 10% faster" in choice.reason
 
 
 def test_a_precision_below_its_gate_is_never_chosen(run):
