@@ -98,6 +98,7 @@ def cli(debug: bool) -> None:
     ptx predict photo.png        predict through ort-cpu (or --backend ...)
     ptx verify convnet           check that every backend gives the same answers
     ptx bench convnet            latency and throughput of each backend
+    ptx serve convnet            answer requests (REST, gRPC, a drawing page at :8080)
     ptx data fetch mnist         download full MNIST into ptx's cache (train does it when needed)
     """
 
@@ -420,7 +421,7 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
         click.echo("\n".join(describe_fastest(verdicts, unverified)))
 
 
-@cli.command("serve")
+@cli.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC).")
 @click.argument("names", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: each MODEL is served from ROOT/MODEL.")
@@ -432,7 +433,8 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
               help="gRPC port (0: any free port, printed at startup).")
 @click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
               help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
-                   "to --max-batch-size (fastest by `ptx bench`'s record, else timed at startup), else ort-cpu.")
+                   "to --max-batch-size (by `ptx bench`'s record, else timed at startup; another than ort-cpu only "
+                   "when 10% faster), else ort-cpu.")
 @click.option("--precision", type=click.Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Device for a --backend that runs on several (eager, torchscript).")
