@@ -97,42 +97,7 @@ def serve_args(name: str) -> list[str]:
 def manifest(name: str, image: str) -> str:
     """Two InferenceServices (REST, gRPC) on one image, as YAML (written by hand: every value is
     JSON-quoted, which YAML reads as the same string)."""
-    q = json.dumps
-    token = f"""        env:
-          - name: PTX_SERVE_TOKEN
-            valueFrom:
-              secretKeyRef:
-                name: {q(f"{name}-token")}
-                key: token"""
-    resources = """        resources:
-          requests:
-            cpu: "1"
-            memory: 1Gi
-          limits:
-            cpu: "2"
-            memory: 2Gi"""
-    return f"""# Written by `ptx export {name} --format kserve`: KServe InferenceServices running `ptx serve {name}`
-# (serving.kserve.io/v1beta1, Open Inference Protocol v2). Knative lets a container expose one port:
-# {name} serves REST on {HTTP_PORT}, {name}-grpc serves gRPC on {GRPC_PORT} (h2c), from the same image.
-# Before `kubectl apply -f {MANIFEST}`: push the image and create the token Secret (README.md).
-apiVersion: serving.kserve.io/v1beta1
-kind: InferenceService
-metadata:
-  name: {q(name)}
-  labels:
-    app.kubernetes.io/name: ptx
-    app.kubernetes.io/component: {q(name)}
-spec:
-  predictor:
-    minReplicas: 1
-    containers:
-      - name: kserve-container
-        image: {q(image)}
-        ports:
-          - containerPort: {HTTP_PORT}
-            protocol: TCP
-{token}
-        readinessProbe:
+    probes = f"""        readinessProbe:
           httpGet:
             path: /v2/health/ready
             port: {HTTP_PORT}
@@ -142,15 +107,30 @@ spec:
             path: /v2/health/live
             port: {HTTP_PORT}
           periodSeconds: 10
-{resources}
----
-apiVersion: serving.kserve.io/v1beta1
+"""
+    rest = _inference_service(name, name, image, f"""          - containerPort: {HTTP_PORT}
+            protocol: TCP""", probes)
+    grpc = _inference_service(f"{name}-grpc", name, image, f"""          - name: h2c
+            containerPort: {GRPC_PORT}
+            protocol: TCP""", "")
+    return f"""# Written by `ptx export {name} --format kserve`: KServe InferenceServices running `ptx serve {name}`
+# (serving.kserve.io/v1beta1, Open Inference Protocol v2). Knative lets a container expose one port:
+# {name} serves REST on {HTTP_PORT}, {name}-grpc serves gRPC on {GRPC_PORT} (h2c), from the same image.
+# Before `kubectl apply -f {MANIFEST}`: push the image and create the token Secret (README.md).
+{rest}---
+{grpc}"""
+
+
+def _inference_service(service: str, model: str, image: str, ports: str, probes: str) -> str:
+    """One InferenceService document: the image, its port, the token from the model's Secret."""
+    q = json.dumps
+    return f"""apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
 metadata:
-  name: {q(f"{name}-grpc")}
+  name: {q(service)}
   labels:
     app.kubernetes.io/name: ptx
-    app.kubernetes.io/component: {q(name)}
+    app.kubernetes.io/component: {q(model)}
 spec:
   predictor:
     minReplicas: 1
@@ -158,11 +138,20 @@ spec:
       - name: kserve-container
         image: {q(image)}
         ports:
-          - name: h2c
-            containerPort: {GRPC_PORT}
-            protocol: TCP
-{token}
-{resources}
+{ports}
+        env:
+          - name: PTX_SERVE_TOKEN
+            valueFrom:
+              secretKeyRef:
+                name: {q(f"{model}-token")}
+                key: token
+{probes}        resources:
+          requests:
+            cpu: "1"
+            memory: 1Gi
+          limits:
+            cpu: "2"
+            memory: 2Gi
 """
 
 

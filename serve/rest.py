@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
+from typing import Callable
 
 import orjson
 from google.protobuf import json_format, text_format
@@ -20,7 +21,7 @@ from starlette.routing import Route
 
 from ptx.errors import first_line
 
-from .model import InferRequest, RequestedOutput
+from .model import InferRequest, RequestedOutput, ServedModel
 from .page import page_html
 from .service import Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
@@ -67,25 +68,21 @@ def build_app(service: Service) -> Starlette:
     async def server_metadata(request: Request) -> Response:
         return authorized(request) or JSONResponse(service.server_metadata())
 
-    async def model_metadata(request: Request) -> Response:
-        denied = authorized(request)
-        if denied:
-            return denied
-        try:
-            model = service.model(request.path_params["name"], request.path_params.get("version"))
-        except RequestError as exc:
-            return error(str(exc), exc.status)
-        return JSONResponse(model.metadata())
+    def about_model(answer: Callable[[ServedModel], dict]):
+        """A GET about one model: its answer, or the 401/404 that stops it."""
+        async def endpoint(request: Request) -> Response:
+            denied = authorized(request)
+            if denied:
+                return denied
+            try:
+                model = service.model(request.path_params["name"], request.path_params.get("version"))
+            except RequestError as exc:
+                return error(str(exc), exc.status)
+            return JSONResponse(answer(model))
+        return endpoint
 
-    async def model_config(request: Request) -> Response:
-        denied = authorized(request)
-        if denied:
-            return denied
-        try:
-            model = service.model(request.path_params["name"], request.path_params.get("version"))
-        except RequestError as exc:
-            return error(str(exc), exc.status)
-        return JSONResponse(config_json(model.config_text()))
+    model_metadata = about_model(lambda model: model.metadata())
+    model_config = about_model(lambda model: config_json(model.config_text()))
 
     async def repository_index(request: Request) -> Response:
         return authorized(request) or JSONResponse(service.repository_index())
