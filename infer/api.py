@@ -6,8 +6,9 @@ import warnings
 from pathlib import Path
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
+from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION
-from ptx.errors import ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning
+from ptx.errors import ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError
 from ptx.files import file_sha256
 from ptx.export.formats import default_formats
 
@@ -68,10 +69,15 @@ def _no_run_folder(model: str, root: str | Path, run: str | Path | None, run_dir
 
 
 def require_run(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None) -> Path:
-    """``model``'s run folder, or one MissingArtifactError saying where ptx looked (before any
-    backend is tried, so a mistyped name is one reason, not one per backend)."""
+    """``model``'s run folder, or one error before any backend is tried (so a mistyped name is one
+    reason, not one per backend): the registry's "did you mean" for a name no registered model has,
+    else a MissingArtifactError saying where ptx looked. A model registered by the user (not in the
+    catalog) is served from its run folder like any other."""
     run_dir = run_folder(model, root, run)
     if not run_dir.is_dir():
+        unknown = unknown_model(model)
+        if unknown:
+            raise UnknownModelError(unknown)
         raise MissingArtifactError(_no_run_folder(model, root, run, run_dir))
     return run_dir
 
@@ -167,7 +173,7 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
             at = "" if precision == FULL_PRECISION else f" at {precision}"
             raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
         return open_artifact(candidate, backend, device, precision)
-    # No registry lookup here: ptx.models imports torch, and the ORT path must not.
+    # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
     predictor = open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION,
                            run)
     if predictor.stale:
