@@ -44,7 +44,7 @@ class PredictReport:
                 "errors": [{"input": src, "error": err} for src, err in self.errors]}
 
 
-def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str = "cpu",
+def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str | None = None,
                    precision: str | None = None,
                    artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False,
                    run: str | None = None) -> PredictReport:

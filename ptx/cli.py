@@ -282,8 +282,9 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Device for eager and torchscript.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+              help="Device for a backend that runs on several (eager, torchscript, aoti; default cpu); other "
+                   "backends refuse one they do not run on (ONNX on the GPU is --backend ort-cuda).")
 @click.option("--precision", type=click.Choice(PRECISIONS),
               help="f32 (default), bf16 (openvino) or int8 (model.int8.onnx from `ptx export NAME --format onnx-int8`).")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
@@ -427,8 +428,9 @@ def bench_cmd(name, backends, batch_sizes, seconds, warmup, root, as_json, markd
               help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
                    "to --max-batch-size (fastest by `ptx bench`'s record, else timed at startup), else ort-cpu.")
 @click.option("--precision", type=click.Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Device for a --backend that runs on several (eager, torchscript).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+              help="Device for a --backend that runs on several (eager, torchscript, aoti; default cpu); other "
+                   "backends refuse one they do not run on, and auto chooses the device itself.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Rows the dynamic batcher runs together at most (1: no batching).")
 @click.option("--max-delay-ms", type=FiniteFloat(0.0), default=2.0, show_default=True,
