@@ -292,18 +292,30 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
+@click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
 @RUN
-def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, run) -> None:
+def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive, run) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
-    gru-classifier.
+    gru-classifier. `-` reads standard input: a picture file's bytes, or text (one input per line;
+    a CSV file's rows for diabetes).
 
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
     """
-    from ptx.infer.batch import predict_inputs, tsv_field
+    from ptx.infer.batch import STDIN, predict_inputs, tsv_field
 
+    if inputs.count(STDIN) > 1:
+        raise click.UsageError("`-` (standard input) can be read once: give it one time")
+    stdin = None
+    if STDIN in inputs:
+        stream = click.get_binary_stream("stdin")
+        if stream.isatty():
+            click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
+        stdin = stream.read()
     report = predict_inputs(list(inputs), model=model, backend=backend, device=device, precision=precision,
-                            artifact=artifact, root=root, raw=raw, run=run)
+                            artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin)
+    for notice in report.notices:
+        click.echo(f"notice: {tsv_field(notice)}", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dict(topk or 0), indent=2))
     else:

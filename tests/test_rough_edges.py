@@ -61,3 +61,121 @@ def test_export_device_without_pt2_is_refused(tmp_path):
     assert result.returncode == 2
     assert result.stderr == ("error: --device cuda is the device pt2 compiles for; onnx is portable: add --format pt2 "
                              "or drop --device\n")
+
+
+# -- the library: topk without labels, bytes and file objects, short refusals ---------------------------
+
+@pytest.fixture(scope="module")
+def digit(runs, tmp_path_factory) -> Path:
+    """A test digit drawn dark on white paper, as a photo of one is."""
+    from images import paper_digit
+
+    x, _ = runs.test_samples("convnet", 1)
+    path = tmp_path_factory.mktemp("pictures") / "digit.png"
+    paper_digit(x[0]).save(path)
+    return path
+
+
+def test_topk_needs_no_labels_passed(runs, digit):
+    from ptx.infer import load
+
+    predictor = load("convnet", root=runs.ready("convnet"))
+    result = predictor.predict(str(digit))[0]
+    top = result.topk(2)
+    assert top == result.topk(2, predictor.labels)
+    assert [name for name, _ in top][0] == result.label_name and top[0][1] >= top[1][1]
+
+
+def test_picture_bytes_and_file_objects_predict_as_the_file(runs, digit):
+    import io
+
+    from ptx.infer import load
+
+    predictor = load("convnet", root=runs.ready("convnet"))
+    data = digit.read_bytes()
+    want = predictor.predict(str(digit))[0]
+    with open(digit, "rb") as file:
+        results = predictor.predict([data, io.BytesIO(data), file])
+    assert [r.label for r in results] == [want.label] * 3
+    assert [r.source for r in results] == [f"bytes ({len(data):,})", "BytesIO", str(digit)]
+    assert predictor.predict(io.BytesIO(data))[0].probability == pytest.approx(want.probability)
+
+
+@pytest.mark.parametrize("bad", [b"\x00garbage" * 20_000, "not-a-path " * 2_000], ids=["bytes", "text"])
+def test_a_refused_input_is_described_not_printed_whole(runs, bad):
+    from ptx.errors import InputError
+    from ptx.infer import load
+
+    predictor = load("convnet", root=runs.ready("convnet"))
+    with pytest.raises(InputError) as caught:
+        predictor.predict(bad)
+    message = str(caught.value)
+    assert len(message) < 200 and "\n" not in message
+    assert ("160,000" if isinstance(bad, bytes) else "22,000 characters") in message
+
+
+def test_text_models_read_bytes_of_text_one_input_per_line(runs):
+    import io
+
+    from ptx.infer import load
+
+    linreg = load("linreg", root=runs.ready("linreg"))
+    assert [r.source for r in linreg.predict(b"0.5\n1.5\n")] == ["0.5", "1.5"]
+    assert linreg.predict(b"0.5")[0].value == pytest.approx(linreg.predict("0.5")[0].value)
+    diabetes = load("diabetes", root=runs.ready("diabetes"))
+    csv = "pregnant,glucose,pressure,triceps,insulin,mass,pedigree,age\n6,148,72,35,0,33.6,0.627,50\n"
+    (result,) = diabetes.predict(io.BytesIO(csv.encode()))
+    assert result.source == "6,148,72,35,0,33.6,0.627,50"
+    assert result.label_name == diabetes.predict("6,148,72,35,0,33.6,0.627,50")[0].label_name
+
+
+# -- ptx predict -: one input from standard input -------------------------------------------------------
+
+def test_predict_stdin_reads_a_picture_file(runs, digit, tmp_path):
+    root = runs.ready("convnet")
+    from_file = ptx_here("predict", digit, "--root", root, cwd=tmp_path)
+    from_stdin = ptx_here("predict", "-", "--root", root, cwd=tmp_path, stdin=digit.read_bytes())
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert from_stdin.stdout == from_file.stdout.replace(str(digit), "-")
+
+
+def test_predict_stdin_reads_text_for_text_models(runs, tmp_path):
+    result = ptx_here("predict", "--model", "linreg", "-", "--root", runs.ready("linreg"), cwd=tmp_path,
+                      stdin="0.5\n1.5\n")
+    assert result.returncode == 0, result.stderr
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["0.5", "1.5"]
+
+
+def test_predict_stdin_empty_or_twice_is_one_error(runs, tmp_path):
+    root = runs.ready("convnet")
+    empty = ptx_here("predict", "-", "--root", root, cwd=tmp_path, stdin=b"")
+    assert (empty.returncode, empty.stderr) == (1, "error: -: empty (no bytes)\n")
+    twice = ptx_here("predict", "-", "-", "--root", root, cwd=tmp_path, stdin=b"")
+    assert twice.returncode == 2 and "`-` (standard input) can be read once" in twice.stderr
+
+
+# -- folders and patterns -------------------------------------------------------------------------------
+
+def test_predict_folder_says_what_it_skipped_and_recursive_reads_subfolders(runs, digit, tmp_path):
+    import shutil
+
+    root = runs.ready("convnet")
+    (tmp_path / "pics" / "more").mkdir(parents=True)
+    (tmp_path / "pics" / "empty").mkdir()
+    shutil.copy(digit, tmp_path / "pics" / "a.png")
+    shutil.copy(digit, tmp_path / "pics" / "more" / "b.png")
+    (tmp_path / "pics" / "notes.txt").write_text("hi")
+    flat = ptx_here("predict", "pics", "--root", root, cwd=tmp_path)
+    assert flat.returncode == 0, flat.stderr
+    assert [line.split("\t")[0] for line in flat.stdout.splitlines()] == [str(Path("pics") / "a.png")]
+    assert flat.stderr == ("notice: pics: 1 picture read; skipped 2 subfolders (--recursive reads them) and 1 file "
+                           "without a picture suffix (notes.txt)\n")
+    deep = ptx_here("predict", "pics", "--recursive", "--root", root, cwd=tmp_path)
+    assert [line.split("\t")[0] for line in deep.stdout.splitlines()] == [
+        str(Path("pics") / "a.png"), str(Path("pics") / "more" / "b.png")]
+
+
+def test_a_pattern_that_matches_nothing_says_so(runs, tmp_path):
+    (tmp_path / "pics").mkdir()
+    result = ptx_here("predict", "pics/*.jpg", "--root", runs.ready("convnet"), cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (1, "error: no file matches pics/*.jpg\n")
