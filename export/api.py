@@ -134,6 +134,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         tolerance = tolerance_on(on)
         if fmt.calibrated:
             options["calibration"] = calibration_inputs(ckpt, name)
+        if fmt.progress:
+            log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
         with atomic_path(final) as tmp:
             fmt.write(model, example, tmp, contract, strings, **options)
             predictor = _open(open_predictor, tmp, fmt, on)

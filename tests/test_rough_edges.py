@@ -179,3 +179,27 @@ def test_a_pattern_that_matches_nothing_says_so(runs, tmp_path):
     (tmp_path / "pics").mkdir()
     result = ptx_here("predict", "pics/*.jpg", "--root", runs.ready("convnet"), cwd=tmp_path)
     assert (result.returncode, result.stderr) == (1, "error: no file matches pics/*.jpg\n")
+
+
+# -- export --format pt2 says what it is doing before its long compile ----------------------------------
+
+def test_pt2_export_says_it_is_compiling_before_the_compile(runs, tmp_path, monkeypatch):
+    """The compile itself is test_pt2's; here pt2's write stops at once, after the line was logged."""
+    import dataclasses
+
+    from ptx.export import formats
+    from ptx.export.api import export_model
+    from ptx.infer import open_artifact
+
+    def compile_starts(*args, **kwargs):
+        log.append("compile started")
+        raise PtxError("stopped before compiling")
+
+    pt2 = formats.get("pt2")
+    monkeypatch.setitem(formats._REGISTRY.entries, "pt2", dataclasses.replace(pt2, write=compile_starts))
+    log: list[str] = []
+    with pytest.raises(PtxError, match="stopped before compiling"):
+        export_model("convnet", ["pt2"], checkpoint=runs.trained("convnet") / "checkpoint.pt", out=tmp_path,
+                     open_predictor=open_artifact, log=log.append)
+    assert log[-2].startswith("pt2         torch.export, then AOTInductor compiles C++ for cpu (about 20-40 s")
+    assert log[-1] == "compile started"
