@@ -203,3 +203,40 @@ def test_pt2_export_says_it_is_compiling_before_the_compile(runs, tmp_path, monk
                      open_predictor=open_artifact, log=log.append)
     assert log[-2].startswith("pt2         torch.export, then AOTInductor compiles C++ for cpu (about 20-40 s")
     assert log[-1] == "compile started"
+
+
+# -- bench: one ratio, and noisy rows flagged --------------------------------------------------------------
+
+def _rows():
+    from ptx.infer.bench import BenchRow, speed_ratio
+
+    ours = BenchRow("ort-cpu", "cpu", 1, 104.0, 110.0, 120.0, 9615.4, 100)
+    bare = BenchRow("bare InferenceSession.run (ort-cpu)", "cpu", 1, 100.0, 105.0, 110.0, 10000.0, 100,
+                    peer_of="ort-cpu")
+    ours.overhead, ours.vs_bare = 1.04, speed_ratio(ours, bare)
+    return [ours, bare]
+
+
+def test_bench_summary_and_row_give_one_ratio_for_the_same_pair():
+    from ptx.infer.bench import describe_fastest, fastest, to_text
+
+    rows = _rows()
+    (verdict,) = fastest(rows, {"ort-cpu"})
+    assert verdict.vs_peer == rows[0].vs_bare == 0.962
+    assert "0.96x the fastest bare peer" in describe_fastest([verdict], {})[0]
+    assert to_text("convnet", rows, {}).splitlines()[3].endswith("0.96x")
+
+
+def test_bench_flags_a_row_whose_rounds_disagree():
+    import numpy as np
+
+    from ptx.infer.bench import noisy_warning, round_spread
+
+    calm = [np.full(10, 240e-6), np.full(10, 250e-6)]
+    busy = [np.full(10, 51_883e-6), np.full(10, 240e-6)]
+    assert round_spread(calm) < 1.1 and round_spread(busy) > 200
+    rows = _rows()
+    assert noisy_warning(rows) is None
+    rows[0].round_spread = round(round_spread(busy), 2)
+    assert noisy_warning(rows).startswith("1 of 2 rows are noisy, their p50 moving 2x or more between rounds "
+                                          "(ort-cpu batch 1 216.2x)")
