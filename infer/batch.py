@@ -8,7 +8,7 @@ from ptx.errors import InputError
 
 from .api import load
 from .inputs import expand_csv_rows, expand_inputs
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, mark_low_confidence
 
 CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
 
@@ -35,7 +35,8 @@ class PredictReport:
             if r.value is not None:
                 out.append(f"{source}\ty={r.value:.6g}")
                 continue
-            line = f"{source}\t{r.label_name}\t{r.probability:.4f}"
+            label = f"? (low confidence: {r.label_name})" if r.low_confidence else r.label_name
+            line = f"{source}\t{label}\t{r.probability:.4f}"
             if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
                 line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk))
             out.append(line)
@@ -52,7 +53,8 @@ class PredictReport:
 def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str | None = None,
                    precision: str | None = None,
                    artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False,
-                   run: str | None = None, recursive: bool = False, stdin: bytes | None = None) -> PredictReport:
+                   run: str | None = None, recursive: bool = False, stdin: bytes | None = None,
+                   min_confidence: float | None = None) -> PredictReport:
     """Predict command-line arguments: files, folders and globs (pictures), numbers, CSV rows or
     files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input per line)."""
     predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
@@ -89,5 +91,6 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
         except InputError as exc:
             report.errors.append((item, str(exc)))
     for start in range(0, len(samples), CHUNK):
-        report.results += predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK])
+        report.results += mark_low_confidence(
+            predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK]), min_confidence)
     return report

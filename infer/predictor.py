@@ -43,6 +43,9 @@ class Prediction:
     source: str | None = field(default=None, compare=False)
     # The artifact's label names (its contract's), so that topk() needs none passed.
     labels: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # True when a min_confidence was asked for and ``probability`` is below it: the label is the
+    # model's best guess, not an answer to act on (a photo with no digit in it still gets one).
+    low_confidence: bool = False
 
     def topk(self, k: int, labels: Sequence[str] | None = None) -> list[tuple[str, float]]:
         """The ``k`` most likely (label name, probability), most likely first; ``labels`` default to
@@ -58,7 +61,8 @@ class Prediction:
         if self.value is not None:
             out["value"] = self.value
         else:
-            out.update(label=self.label, label_name=self.label_name, probability=self.probability)
+            out.update(label=self.label, label_name=self.label_name, probability=self.probability,
+                       low_confidence=self.low_confidence)
             if k:
                 out["topk"] = [{"label_name": name, "probability": p} for name, p in self.topk(k, labels)]
         return out
@@ -195,10 +199,11 @@ class Predictor:
                                   probability=float(p[:length].max(-1).min(initial=1.0)), source=src))
         return out
 
-    def predict(self, inputs, raw: bool = False) -> list[Prediction]:
+    def predict(self, inputs, raw: bool = False, min_confidence: float | None = None) -> list[Prediction]:
         """Pictures (paths, an image file's bytes or binary file object, PIL images, numpy arrays:
         one picture or a batch, by shape), numbers, CSV rows or strings (or a text file's bytes: one
-        input per line) -> one Prediction each. See README "Library input semantics"."""
+        input per line) -> one Prediction each. See README "Library input semantics".
+        ``min_confidence`` (0-1) marks answers whose probability is below it ``low_confidence``."""
         pairs = []  # (input, how its result names it)
         for item in self._items(inputs):
             if self.contract.kind is not InputKind.IMAGE and (is_stream(item) or isinstance(item, BYTES)):
@@ -207,7 +212,7 @@ class Predictor:
                 pairs.append((item, _describe(item)))
         items, sources = [i for i, _ in pairs], [s for _, s in pairs]
         samples = [self.prepare_one(item, raw=raw, name=source) for item, source in zip(items, sources)]
-        return self.predict_samples(samples, sources)
+        return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
 
     def _items(self, inputs) -> list:
         kind = self.contract.kind
@@ -229,6 +234,18 @@ class Predictor:
         if not items:
             raise InputError("nothing to predict: the input is empty")
         return items
+
+
+def mark_low_confidence(results: list[Prediction], min_confidence: float | None) -> list[Prediction]:
+    """Mark each answer whose probability is below ``min_confidence`` (a number in [0, 1]; None: no
+    threshold). A regression's value has no probability and is never marked."""
+    if min_confidence is None:
+        return results
+    if not 0.0 <= min_confidence <= 1.0:  # also refuses NaN
+        raise InputError(f"min_confidence {min_confidence!r} is not a probability: give a number in [0, 1]")
+    for r in results:
+        r.low_confidence = r.probability is not None and r.probability < min_confidence
+    return results
 
 
 BYTES = (bytes, bytearray, memoryview)

@@ -293,8 +293,12 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
 @click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="P",
+              help="Mark answers whose probability is below P as `? (low confidence: LABEL)` (JSON: "
+                   "low_confidence); README says what each P costs on the test set.")
 @RUN
-def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive, run) -> None:
+def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive,
+                min_confidence, run) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
     gru-classifier. `-` reads standard input: a picture file's bytes, or text (one input per line;
@@ -313,7 +317,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
         stdin = stream.read()
     report = predict_inputs(list(inputs), model=model, backend=backend, device=device, precision=precision,
-                            artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin)
+                            artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
+                            min_confidence=min_confidence)
     for notice in report.notices:
         click.echo(f"notice: {tsv_field(notice)}", err=True)
     if as_json:

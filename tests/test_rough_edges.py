@@ -240,3 +240,33 @@ def test_bench_flags_a_row_whose_rounds_disagree():
     rows[0].round_spread = round(round_spread(busy), 2)
     assert noisy_warning(rows).startswith("1 of 2 rows are noisy, their p50 moving 2x or more between rounds "
                                           "(ort-cpu batch 1 216.2x)")
+
+
+# -- a confidence threshold marks low-confidence answers ------------------------------------------------
+
+def test_min_confidence_marks_answers_below_it(runs, digit):
+    from ptx.errors import InputError
+    from ptx.infer import load
+
+    predictor = load("convnet", root=runs.ready("convnet"))
+    (plain,) = predictor.predict(str(digit))
+    assert not plain.low_confidence
+    (above,) = predictor.predict(str(digit), min_confidence=plain.probability)
+    (below,) = predictor.predict(str(digit), min_confidence=min(1.0, plain.probability + 1e-6))
+    assert not above.low_confidence and below.low_confidence
+    assert below.label == plain.label and below.to_dict()["low_confidence"] is True
+    with pytest.raises(InputError, match="not a probability"):
+        predictor.predict(str(digit), min_confidence=float("nan"))
+    linreg = load("linreg", root=runs.ready("linreg"))
+    assert not linreg.predict("0.5", min_confidence=0.99)[0].low_confidence  # a value has no probability
+
+
+def test_predict_min_confidence_shows_a_question_mark(runs, digit, tmp_path):
+    import json
+
+    root = runs.ready("convnet")
+    result = ptx_here("predict", digit, "--min-confidence", "1", "--root", root, cwd=tmp_path)
+    source, label, probability = result.stdout.rstrip("\n").split("\t")
+    assert result.returncode == 0 and label.startswith("? (low confidence: ") and float(probability) < 1
+    doc = json.loads(ptx_here("predict", digit, "--min-confidence", "0", "--json", "--root", root, cwd=tmp_path).stdout)
+    assert doc["results"][0]["low_confidence"] is False
