@@ -57,7 +57,9 @@ def check_exposure(options: ServeOptions, insecure: bool, log: Callable[[str], N
 def load(service: Service, names: list[str], *, root: str | Path, backend: str, precision: str | None,
          device: str | None, log: Callable[[str], None]) -> None:
     """Open each model's artifact through its backend (chosen per model for auto) and serve it."""
-    if backend == AUTO and device is not None:  # refused, not ignored: auto picks the device with the backend
+    # Refused, not ignored: auto picks the device with the backend. device="cpu" (what library callers
+    # passed when it was the default) is let through.
+    if backend == AUTO and device not in (None, "cpu"):
         raise PtxError(f"--device {device} picks the device of a --backend that runs on several (eager, torchscript, "
                        "aoti); --backend auto chooses the device itself: give --backend too, or drop --device")
     for name in names:

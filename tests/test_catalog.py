@@ -2,13 +2,14 @@
 (`ptx models`, a mistyped name's "did you mean") stays torch-free and fast."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from test_readme import _script
 
 from ptx.contract import catalog
 from ptx.models import get, list_models
@@ -17,10 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("model_catalog", REPO / "scripts" / "model_catalog.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("model_catalog")
 
 
 def test_catalog_is_what_the_registry_says_now():

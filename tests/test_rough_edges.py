@@ -1,31 +1,12 @@
 """The library's and the CLI's rough edges a new user hit (issue 21): each as the user types it."""
 from __future__ import annotations
 
-import os
-import subprocess
-import traceback
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from test_hostile_data import ptx_here  # `ptx ARGS` in this process: a subprocess costs a second of imports
 
-from ptx.cli import cli
 from ptx.errors import PtxError
-
-
-def ptx_here(*args, cwd: Path, stdin: bytes | str | None = None) -> subprocess.CompletedProcess:
-    """`ptx ARGS` run in this process (a subprocess costs a second of imports per call); an exception
-    the CLI lets through shows as a traceback on stderr, as it would in a terminal."""
-    previous = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(cli, [str(a) for a in args], input=stdin, env={"PTX_DATA_DIR": None})
-    finally:
-        os.chdir(previous)
-    stderr = result.stderr
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
 
 
 # -- --device is refused where the backend does not run on it, never ignored ----------------------------
