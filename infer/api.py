@@ -170,8 +170,8 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
 
     ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
     own kind for a path). ``device`` (cpu/cuda; default: the backend's own, cpu where it runs on
-several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
-backends that take it.
+    several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
+    backends that take it.
     ``precision`` (f32, bf16, int8) is one the backend runs: int8 reads model.int8.onnx (from
     ``ptx export NAME --format onnx-int8``); default f32, or the file's own for a path.
     """

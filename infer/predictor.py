@@ -13,10 +13,10 @@ from ptx.contract import ContractError
 from ptx.contract.metadata import ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
 from ptx.contract.transforms import collate, decisions, encode_text, length_groups, softmax, to_model_input
-
-from .inputs import csv_text_rows
 from ptx.errors import ArtifactError, InputError, quoted
 from ptx.files import decode_text
+
+from .inputs import csv_text_rows
 
 
 def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
@@ -120,7 +120,9 @@ class Predictor:
                              "file object, a PIL image or a numpy array)")
         if isinstance(item, str) and len(item) > 4096:  # no path is this long: text given for a picture
             raise InputError(f"{quoted(item)}: not a picture path (give a path, bytes, a PIL image or a numpy array)")
-        return picture_sample(item, self.contract.picture, raw=raw, name=name or _describe(item))
+        if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
+            name = name or _describe(item)
+        return picture_sample(item, self.contract.picture, raw=raw, name=name)
 
     def text_lines(self, item, name: str) -> list[str]:
         """Bytes or a stream hold a text file for the models that do not take pictures: its
@@ -211,7 +213,10 @@ class Predictor:
             else:
                 pairs.append((item, _describe(item)))
         items, sources = [i for i, _ in pairs], [s for _, s in pairs]
-        samples = [self.prepare_one(item, raw=raw, name=source) for item, source in zip(items, sources)]
+        # Files and bytes are named in errors as their result names them; paths, images and arrays
+        # keep the names the picture functions give them.
+        samples = [self.prepare_one(item, raw=raw, name=source if is_stream(item) or isinstance(item, BYTES) else None)
+                   for item, source in zip(items, sources)]
         return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
 
     def _items(self, inputs) -> list:
