@@ -257,6 +257,9 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
                    log=click.echo)
+    if fmt in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
+        raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt} writes a portable "
+                               "folder: drop --device")
     if fmt == TRITON:
         from ptx.export.triton import export_triton
 

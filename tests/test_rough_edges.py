@@ -42,6 +42,8 @@ def test_export_device_without_pt2_is_refused(tmp_path):
     assert result.returncode == 2
     assert result.stderr == ("error: --device cuda is the device pt2 compiles for; onnx is portable: add --format pt2 "
                              "or drop --device\n")
+    triton = ptx_here("export", "convnet", "--format", "triton", "--out", "repo", "--device", "cuda", cwd=tmp_path)
+    assert triton.returncode == 2 and "--format triton writes a portable folder: drop --device" in triton.stderr
 
 
 # -- the library: topk without labels, bytes and file objects, short refusals ---------------------------
