@@ -96,6 +96,10 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
     per_format = {"onnx": dict(opset=opset, exporter=exporter), "onnx-int8": dict(opset=opset, exporter=exporter),
                   "torchscript": dict(method=spec.torchscript.value), "pt2": dict(device=device)}
+    compiled = [f.name for f in chosen if "device" in per_format.get(f.name, {})]
+    if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
+        raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(f.name for f in chosen)} "
+                       f"{'is' if len(chosen) == 1 else 'are'} portable: add --format pt2 or drop --device")
     for fmt in chosen:  # bad options and models a format cannot express are refused before any work
         why = fmt.unsupported(spec) if fmt.unsupported else None
         if why:
@@ -130,6 +134,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         tolerance = tolerance_on(on)
         if fmt.calibrated:
             options["calibration"] = calibration_inputs(ckpt, name)
+        if fmt.progress:
+            log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
         with atomic_path(final) as tmp:
             fmt.write(model, example, tmp, contract, strings, **options)
             predictor = _open(open_predictor, tmp, fmt, on)

@@ -6,8 +6,9 @@ import warnings
 from pathlib import Path
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
+from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION
-from ptx.errors import ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning
+from ptx.errors import ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError
 from ptx.files import file_sha256
 from ptx.export.formats import default_formats
 
@@ -68,10 +69,15 @@ def _no_run_folder(model: str, root: str | Path, run: str | Path | None, run_dir
 
 
 def require_run(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None) -> Path:
-    """``model``'s run folder, or one MissingArtifactError saying where ptx looked (before any
-    backend is tried, so a mistyped name is one reason, not one per backend)."""
+    """``model``'s run folder, or one error before any backend is tried (so a mistyped name is one
+    reason, not one per backend): the registry's "did you mean" for a name no registered model has,
+    else a MissingArtifactError saying where ptx looked. A model registered by the user (not in the
+    catalog) is served from its run folder like any other."""
     run_dir = run_folder(model, root, run)
     if not run_dir.is_dir():
+        unknown = unknown_model(model)
+        if unknown:
+            raise UnknownModelError(unknown)
         raise MissingArtifactError(_no_run_folder(model, root, run, run_dir))
     return run_dir
 
@@ -96,20 +102,37 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
     return path
 
 
-def open_artifact(path: str | Path, backend: str, device: str = "cpu", precision: str = FULL_PRECISION) -> Predictor:
-    """A Predictor for the artifact file at ``path`` through ``backend`` (export validates through
-    this, so a file is checked by the very code that will serve it)."""
+def check_device(backend: str, device: str | None) -> str:
+    """The device ``backend`` runs on: ``device`` when given (it must be one the backend runs on:
+    `--device cuda` on ort-cpu is refused, never ignored), else the backend's own first one."""
     chosen = backends.get(backend)
+    if device is None:
+        return chosen.devices[0]
     if device not in DEVICES:
         raise PtxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device in chosen.devices:
+        return device
+    there = [b for b, on in backends.pairs() if on == device]
+    several = [b.name for b in there if len(b.devices) > 1]
+    only = [b.name for b in there if b.devices == (device,)]
+    hint = f"--device {device} goes with {', '.join(several)}" if several else f"no backend runs on {device}"
+    hint += f", or use --backend {' or '.join(only)}" if only else ""
+    raise PtxError(f"backend {backend} runs on {', '.join(chosen.devices)} only, not {device}: {hint}")
+
+
+def open_artifact(path: str | Path, backend: str, device: str | None = None,
+                  precision: str = FULL_PRECISION) -> Predictor:
+    """A Predictor for the artifact file at ``path`` through ``backend`` on ``device`` (default: the
+    backend's own; export validates through this, so a file is checked by the very code that will
+    serve it)."""
+    chosen = backends.get(backend)
+    device = check_device(backend, device)
     chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
-    if device not in chosen.devices:
-        device = chosen.devices[0]
     extra = {} if precision == FULL_PRECISION else {"precision": precision}
     return chosen.load(Path(path), device, **extra)
 
 
-def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str = "cpu",
+def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str | None = None,
                precision: str = FULL_PRECISION, run: str | Path | None = None) -> Predictor:
     """``model``'s artifact for ``backend`` at ``precision`` in its run folder (ROOT/NAME, or
     ``run``), refused when it belongs to another model (an export written into the wrong run
@@ -138,7 +161,7 @@ def stale_reason(predictor: Predictor, run_dir: Path) -> str | None:
 
 
 def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
-         device: str = "cpu", precision: str | None = None, run: str | Path | None = None) -> Predictor:
+         device: str | None = None, precision: str | None = None, run: str | Path | None = None) -> Predictor:
     """A Predictor for a registered model's artifacts in its run folder (``root``/NAME, or ``run``:
     the folder ``ptx train --out`` wrote), or for an artifact file alone.
 
@@ -146,7 +169,9 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
     ``StaleArtifactWarning`` and the reason in ``predictor.stale``.
 
     ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
-    own kind for a path). ``device`` (cpu/cuda) applies to backends that run on several.
+    own kind for a path). ``device`` (cpu/cuda; default: the backend's own, cpu where it runs on
+    several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
+    backends that take it.
     ``precision`` (f32, bf16, int8) is one the backend runs: int8 reads model.int8.onnx (from
     ``ptx export NAME --format onnx-int8``); default f32, or the file's own for a path.
     """
@@ -167,7 +192,8 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
             at = "" if precision == FULL_PRECISION else f" at {precision}"
             raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
         return open_artifact(candidate, backend, device, precision)
-    # No registry lookup here: ptx.models imports torch, and the ORT path must not.
+    # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
+    check_device(backend or DEFAULT_BACKEND, device)  # before any file is looked for
     predictor = open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION,
                            run)
     if predictor.stale:

@@ -8,7 +8,7 @@ from ptx.errors import InputError
 
 from .api import load
 from .inputs import expand_csv_rows, expand_inputs
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, mark_low_confidence
 
 CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
 
@@ -18,11 +18,15 @@ def tsv_field(text) -> str:
     return str(text).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+STDIN = "-"  # the argument that means: read one input from standard input
+
+
 @dataclass
 class PredictReport:
     predictor: Predictor
     results: list[Prediction] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what was left out of folders on the way
 
     def lines(self, topk: int = 0) -> list[str]:
         out = []
@@ -31,38 +35,62 @@ class PredictReport:
             if r.value is not None:
                 out.append(f"{source}\ty={r.value:.6g}")
                 continue
-            line = f"{source}\t{r.label_name}\t{r.probability:.4f}"
+            label = f"? (low confidence: {r.label_name})" if r.low_confidence else r.label_name
+            line = f"{source}\t{label}\t{r.probability:.4f}"
             if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
-                line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk, self.predictor.labels))
+                line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk))
             out.append(line)
         return out
 
     def to_dict(self, topk: int = 0) -> dict:
         return {"model": self.predictor.contract.model, "backend": self.predictor.backend,
                 "precision": self.predictor.precision,
-                "results": [r.to_dict(self.predictor.labels, topk) for r in self.results],
-                "errors": [{"input": src, "error": err} for src, err in self.errors]}
+                "results": [r.to_dict(k=topk) for r in self.results],
+                "errors": [{"input": src, "error": err} for src, err in self.errors],
+                "notices": self.notices}
 
 
-def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str = "cpu",
+def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str | None = None,
                    precision: str | None = None,
                    artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False,
-                   run: str | None = None) -> PredictReport:
+                   run: str | None = None, recursive: bool = False, stdin: bytes | None = None,
+                   min_confidence: float | None = None) -> PredictReport:
+    """Predict command-line arguments: files, folders and globs (pictures), numbers, CSV rows or
+    files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input per line)."""
     predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
     report = PredictReport(predictor)
     kind = predictor.contract.kind
-    if kind is InputKind.VECTOR:
-        items, unreadable = expand_csv_rows(args, predictor.contract.features)
-        report.errors += unreadable
-    else:
-        items = args if kind in (InputKind.NUMBER, InputKind.TEXT) else expand_inputs(args)
+    items: list = []
+    for arg in args:
+        if arg == STDIN and stdin is not None:
+            if kind is InputKind.IMAGE:
+                items.append(arg)
+                continue
+            try:
+                items += predictor.text_lines(stdin, STDIN)
+            except InputError as exc:
+                report.errors.append((arg, str(exc)))
+        elif kind is InputKind.VECTOR:
+            rows, unreadable = expand_csv_rows([arg], predictor.contract.features)
+            items += rows
+            report.errors += unreadable
+        elif kind in (InputKind.NUMBER, InputKind.TEXT):
+            items.append(arg)
+        else:
+            expanded = expand_inputs([arg], recursive=recursive)
+            items += expanded.items
+            report.errors += expanded.errors
+            report.notices += expanded.notices
     samples, sources = [], []
     for item in items:
+        picture_from_stdin = item == STDIN and stdin is not None and kind is InputKind.IMAGE
         try:
-            samples.append(predictor.prepare_one(item, raw=raw))
+            samples.append(predictor.prepare_one(stdin if picture_from_stdin else item, raw=raw,
+                                                 name=STDIN if picture_from_stdin else None))
             sources.append(item)
         except InputError as exc:
             report.errors.append((item, str(exc)))
     for start in range(0, len(samples), CHUNK):
-        report.results += predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK])
+        report.results += mark_low_confidence(
+            predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK]), min_confidence)
     return report

@@ -17,7 +17,16 @@ from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
 from . import backends as registry
 from .api import open_model, require_run
 
-DEFAULT_BATCH_SIZES = (1, 64, 1024)
+# The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
+# (--batch-sizes 1,64,1024 --seconds 1 --rounds 6, as scripts/bench.py times) is for the record.
+DEFAULT_BATCH_SIZES = (1, 64)
+DEFAULT_SECONDS = 0.25  # timed seconds per runner and batch size, shared out over the rounds
+DEFAULT_ROUNDS = 4
+
+
+def speed_ratio(row: "BenchRow", peer: "BenchRow") -> float:
+    """``row``'s images/s over ``peer``'s (above 1: faster): bench's one ratio between two runners."""
+    return round(row.images_per_s / peer.images_per_s, 3)
 
 
 @dataclass
@@ -33,6 +42,14 @@ class BenchRow:
     overhead: float | None = None  # p50 / the bare runtime's p50 at the same batch
     precision: str = "f32"
     peer_of: str | None = None  # for a bare row: the ptx runner it is the bare runtime of
+    # images/s over the bare runtime's at the same batch: the one ratio bench prints, in the rows
+    # ("vs bare") and in the fastest-verified summary ("Nx the fastest bare peer")
+    vs_bare: float | None = None
+    round_spread: float = 1.0  # slowest round's p50 / fastest round's (NOISY_SPREAD and up: noisy)
+
+    @property
+    def noisy(self) -> bool:
+        return self.round_spread >= NOISY_SPREAD
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_iters: int = 20000,
@@ -49,9 +66,11 @@ def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_ite
     return np.asarray(latencies)
 
 
-def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: float, rounds: int = 6) -> list[np.ndarray]:
+def time_rounds(fns: list[Callable[[], object]], *, warmup: int, seconds: float,
+                rounds: int = 6) -> list[list[np.ndarray]]:
     """Time several callables in alternating rounds (``seconds`` in all, shared between them), so
-    that a noisy moment on a shared machine lands on all of them rather than skewing their ratio."""
+    that a noisy moment on a shared machine lands on all of them rather than skewing their ratio.
+    Returns each callable's latencies (seconds) per round."""
     per_round = seconds / rounds / len(fns)
     # At least 20 calls in all, spread over the rounds: a slow runner (int8 convolutions at batch
     # 1024 take ~0.2 s a call here) must not need 20 calls in every round.
@@ -60,7 +79,24 @@ def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: f
     for r in range(rounds):
         for i, fn in enumerate(fns):
             latencies[i].append(time_calls(fn, warmup=warmup if r == 0 else 2, seconds=per_round, min_iters=min_iters))
-    return [np.concatenate(parts) for parts in latencies]
+    return latencies
+
+
+def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: float, rounds: int = 6) -> list[np.ndarray]:
+    """``time_rounds``, each callable's rounds put together."""
+    return [np.concatenate(parts) for parts in time_rounds(fns, warmup=warmup, seconds=seconds, rounds=rounds)]
+
+
+# A row whose p50 differs more than this between its fastest and slowest round is flagged noisy: a
+# busy moment on a shared machine (or a first call's one-off work) moved it, and its numbers are not
+# to be trusted (issue 21 saw eager batch 1 at 51,883 us in one run, 240 us in the next).
+NOISY_SPREAD = 2.0
+
+
+def round_spread(rounds: list[np.ndarray]) -> float:
+    """The slowest round's p50 over the fastest round's."""
+    medians = [float(np.median(r)) for r in rounds if len(r)]
+    return max(medians) / min(medians) if medians and min(medians) > 0 else 1.0
 
 
 def _row(runner, device, batch, latencies) -> BenchRow:
@@ -102,8 +138,8 @@ ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 
 def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
-          root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = 1.0, bare: bool = True,
-          progress: Callable[[str], None] = lambda _: None,
+          root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = DEFAULT_SECONDS,
+          bare: bool = True, rounds: int = DEFAULT_ROUNDS, progress: Callable[[str], None] = lambda _: None,
           run: str | Path | None = None) -> tuple[list[BenchRow], dict[str, str]]:
     """Time every (backend, device, precision) ``backends`` pick, each next to its bare runtime.
 
@@ -141,19 +177,18 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                     names.append((f"{bare_name} ({label})", device, precision, label))
             if not calls:
                 continue
-            if len(calls) == 1:
-                timings = [time_calls(calls[0], warmup=warmup, seconds=seconds)]
-            else:
-                timings = time_interleaved(calls, warmup=warmup, seconds=seconds * len(calls))
+            timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
             batch_rows = []
-            for (runner, device, precision, peer_of), latencies in zip(names, timings):
-                row = _row(runner, device, batch, latencies)
+            for (runner, device, precision, peer_of), parts in zip(names, timings):
+                row = _row(runner, device, batch, np.concatenate(parts))
                 row.precision, row.peer_of = precision, peer_of
+                row.round_spread = round(round_spread(parts), 2)
                 batch_rows.append(row)
             for row in batch_rows:
                 peer = next((r for r in batch_rows if r.peer_of == row.runner), None)
                 if peer is not None:
                     row.overhead = round(row.p50_us / peer.p50_us, 3)
+                    row.vs_bare = speed_ratio(row, peer)
             rows += batch_rows
         del opened  # frees sessions' thread pools before the next group is timed
     if not rows:
@@ -173,10 +208,10 @@ def fastest(rows: list[BenchRow], verified: set[str]) -> list[Fastest]:
         verdict = Fastest(batch, best.runner, best.precision, best.images_per_s)
         if peers:
             peer = max(peers, key=lambda r: r.images_per_s)
-            verdict.peer, verdict.vs_peer = peer.runner, round(best.images_per_s / peer.images_per_s, 3)
+            verdict.peer, verdict.vs_peer = peer.runner, speed_ratio(best, peer)
         ort = next((r for r in peers if r.runner == ORT_F32_PEER), None)
         if ort is not None:
-            verdict.vs_ort_f32 = round(best.images_per_s / ort.images_per_s, 3)
+            verdict.vs_ort_f32 = speed_ratio(best, ort)
         out.append(verdict)
     return out
 
@@ -198,9 +233,20 @@ COLUMNS = ("runner", "device", "batch", "p50 us", "p90 us", "p99 us", "images/s"
 
 
 def _cells(r: BenchRow) -> list[str]:
-    overhead = f"{r.overhead:.2f}x" if r.overhead is not None else ""
+    vs_bare = f"{r.vs_bare:.2f}x" if r.vs_bare is not None else ""
     return [r.runner, r.device, str(r.batch), f"{r.p50_us:,.1f}", f"{r.p90_us:,.1f}", f"{r.p99_us:,.1f}",
-            f"{r.images_per_s:,.0f}", overhead]
+            f"{r.images_per_s:,.0f}", vs_bare + (" noisy" if r.noisy else "")]
+
+
+def noisy_warning(rows: list[BenchRow]) -> str | None:
+    """One line naming the rows whose rounds disagreed (worst first), or None."""
+    noisy = sorted((r for r in rows if r.noisy), key=lambda r: -r.round_spread)
+    if not noisy:
+        return None
+    worst = ", ".join(f"{r.runner} batch {r.batch} {r.round_spread:.1f}x" for r in noisy[:3])
+    more = f" and {len(noisy) - 3} more" if len(noisy) > 3 else ""
+    return (f"{len(noisy)} of {len(rows)} rows are noisy, their p50 moving {NOISY_SPREAD:g}x or more between rounds "
+            f"({worst}{more}): the machine was busy; re-run, or time longer with --seconds")
 
 
 def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
@@ -221,4 +267,4 @@ def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
 
 
 def rows_to_dicts(rows: list[BenchRow]) -> list[dict]:
-    return [asdict(r) for r in rows]
+    return [{**asdict(r), "noisy": r.noisy} for r in rows]

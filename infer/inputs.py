@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptx.errors import InputError
@@ -10,21 +11,59 @@ from ptx.files import read_text
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 
 
-def expand_inputs(args: list[str]) -> list[str]:
-    """Folders give their image files (sorted); globs their matches; anything else stays as given,
-    so that a missing file is reported by name rather than dropped."""
-    items: list[str] = []
+@dataclass
+class Expanded:
+    """Picture arguments expanded: the files to predict, the arguments that name none (each with
+    why), and what was left out on the way (subfolders, files that are not pictures)."""
+
+    items: list[str] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+
+def expand_inputs(args: list[str], recursive: bool = False) -> Expanded:
+    """Folders give their image files (sorted; with ``recursive``, those of every subfolder too);
+    globs their matching files; anything else stays as given, so that a missing file is reported
+    by name rather than dropped. A folder's skipped subfolders and other files are counted in a
+    notice; a folder without pictures and a pattern without matches are errors."""
+    out = Expanded()
     for arg in args:
         path = Path(arg)
         if path.is_dir():
-            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            items += found or [arg]  # an empty folder is reported, not silently skipped
+            _expand_folder(arg, path, recursive, out)
         elif glob.has_magic(arg) and not path.exists():
-            matches = sorted(glob.glob(arg, recursive=True))
-            items += matches if matches else [arg]
+            # The shell passes a pattern through as it is when nothing matches it (quoted or not).
+            matches = sorted(m for m in glob.glob(arg, recursive=True) if Path(m).is_file())
+            out.items += matches
+            if not matches:
+                out.errors.append((arg, f"no file matches {arg}"))
         else:
-            items.append(arg)
-    return items
+            out.items.append(arg)
+    return out
+
+
+def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None:
+    entries = sorted(path.rglob("*") if recursive else path.iterdir())
+    pictures = [str(p) for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    folders = 0 if recursive else sum(1 for p in entries if p.is_dir())
+    others = [p for p in entries if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES]
+    skipped = []
+    if folders:
+        skipped.append(f"{_count(folders, 'subfolder')} (--recursive reads them)")
+    if others:
+        named = ", ".join(p.name for p in others[:3]) + (", ..." if len(others) > 3 else "")
+        skipped.append(f"{_count(len(others), 'file')} without a picture suffix ({named})")
+    if not pictures:
+        out.errors.append((arg, f"{arg}: a folder with no image files in it" + (f"; it has {', '.join(skipped)}"
+                                                                            if skipped else "")))
+        return
+    out.items += pictures
+    if skipped:
+        out.notices.append(f"{arg}: {_count(len(pictures), 'picture')} read; skipped {' and '.join(skipped)}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
@@ -48,10 +87,15 @@ def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[li
 
 
 def csv_file_rows(path: Path, features: tuple[str, ...] = ()) -> list[str]:
-    """The data rows of one CSV file of feature rows; a file with none is an error, not an empty
-    success, and so are a header naming the features in another order than the model reads them
-    and rows that all have another width (the training file's outcome column, say)."""
-    lines = [ln.strip() for ln in read_text(path, InputError).splitlines() if ln.strip()]
+    """The data rows of one CSV file of feature rows (see ``csv_text_rows``)."""
+    return csv_text_rows(read_text(path, InputError), path, features)
+
+
+def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:
+    """The data rows of a CSV file's text (``path`` names it in errors); a file with none is an
+    error, not an empty success, and so are a header naming the features in another order than the
+    model reads them and rows that all have another width (the training file's outcome column, say)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if lines and not _is_numeric_row(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
         names = [name.strip().lower() for name in lines[0].split(",")]
         wanted = [name.lower() for name in features]

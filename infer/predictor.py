@@ -13,7 +13,10 @@ from ptx.contract import ContractError
 from ptx.contract.metadata import ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
 from ptx.contract.transforms import collate, decisions, encode_text, length_groups, softmax, to_model_input
-from ptx.errors import ArtifactError, InputError
+from ptx.errors import ArtifactError, InputError, quoted
+from ptx.files import decode_text
+
+from .inputs import csv_text_rows
 
 
 def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
@@ -38,19 +41,28 @@ class Prediction:
     probabilities: np.ndarray | None = None
     value: float | None = None
     source: str | None = field(default=None, compare=False)
+    # The artifact's label names (its contract's), so that topk() needs none passed.
+    labels: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    # True when a min_confidence was asked for and ``probability`` is below it: the label is the
+    # model's best guess, not an answer to act on (a photo with no digit in it still gets one).
+    low_confidence: bool = False
 
-    def topk(self, k: int, labels: Sequence[str]) -> list[tuple[str, float]]:
+    def topk(self, k: int, labels: Sequence[str] | None = None) -> list[tuple[str, float]]:
+        """The ``k`` most likely (label name, probability), most likely first; ``labels`` default to
+        the artifact's (a Prediction made by hand without them names labels by index)."""
         if self.probabilities is None:
             return []
+        labels = labels or self.labels or [str(i) for i in range(len(self.probabilities))]
         order = np.argsort(-self.probabilities)[:k]
         return [(labels[i], float(self.probabilities[i])) for i in order]
 
-    def to_dict(self, labels: Sequence[str] = (), k: int = 0) -> dict:
+    def to_dict(self, labels: Sequence[str] | None = None, k: int = 0) -> dict:
         out = {"input": self.source, "logits": np.asarray(self.logits, dtype=float).tolist()}
         if self.value is not None:
             out["value"] = self.value
         else:
-            out.update(label=self.label, label_name=self.label_name, probability=self.probability)
+            out.update(label=self.label, label_name=self.label_name, probability=self.probability,
+                       low_confidence=self.low_confidence)
             if k:
                 out["topk"] = [{"label_name": name, "probability": p} for name, p in self.topk(k, labels)]
         return out
@@ -93,13 +105,37 @@ class Predictor:
         """One user input (path, PIL image, one array picture, number, CSV row or string) -> one
         raw sample as the training data holds it. Raises InputError."""
         kind = self.contract.kind
+        if is_stream(item):
+            item = read_stream(item, name or _describe(item))
+            if kind is InputKind.IMAGE and isinstance(item, str):
+                raise InputError(f"{name or 'stream'}: a text-mode file: open the picture with open(path, 'rb')")
+        if kind is not InputKind.IMAGE and isinstance(item, BYTES):
+            item = _one_line(self.text_lines(item, name or _describe(item)), name or _describe(item))
         if kind in (InputKind.NUMBER, InputKind.VECTOR):
             return self._parse_numbers(item)
         if kind is InputKind.TEXT:
             return encode_text(item, self.contract.encoding, self.contract.model)
-        if not isinstance(item, (str, Path, Image.Image, np.ndarray)):
-            raise InputError(f"{_describe(item)}: not a picture (give a path, a PIL image or a numpy array)")
+        if not isinstance(item, (str, Path, Image.Image, np.ndarray, *BYTES)):
+            raise InputError(f"{_describe(item)}: not a picture (give a path, an image file's bytes or a binary "
+                             "file object, a PIL image or a numpy array)")
+        if isinstance(item, str) and len(item) > 4096:  # no path is this long: text given for a picture
+            raise InputError(f"{quoted(item)}: not a picture path (give a path, bytes, a PIL image or a numpy array)")
+        if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
+            name = name or _describe(item)
         return picture_sample(item, self.contract.picture, raw=raw, name=name)
+
+    def text_lines(self, item, name: str) -> list[str]:
+        """Bytes or a stream hold a text file for the models that do not take pictures: its
+        non-blank lines, one input each (a CSV file's rows, header skipped, for feature rows)."""
+        if is_stream(item):
+            item = read_stream(item, name)
+        text = item if isinstance(item, str) else decode_text(bytes(item), name, InputError)
+        if self.contract.kind is InputKind.VECTOR:
+            return csv_text_rows(text, name, self.contract.features)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise InputError(f"{name}: no text (empty or blank lines only)")
+        return lines
 
     def _parse_numbers(self, item) -> np.ndarray:
         """A number, a CSV row ("6,148,72,...") or a sequence of numbers -> one float32 sample."""
@@ -109,12 +145,12 @@ class Predictor:
         try:
             sample = np.array([float(v) for v in values], dtype=np.float32)
         except (TypeError, ValueError):
-            raise InputError(f"{item!r}: not {'a number' if width == 1 else f'{width} comma-separated numbers'} "
+            raise InputError(f"{quoted(item)}: not {'a number' if width == 1 else f'{width} comma-separated numbers'} "
                              f"({self.contract.model} takes {features})") from None
         if sample.size != width:
-            raise InputError(f"{item!r}: {sample.size} values, {self.contract.model} takes {width} ({features})")
+            raise InputError(f"{quoted(item)}: {sample.size} values, {self.contract.model} takes {width} ({features})")
         if not np.isfinite(sample).all():
-            raise InputError(f"{item!r}: NaN or infinite values; {self.contract.model} needs finite numbers")
+            raise InputError(f"{quoted(item)}: NaN or infinite values; {self.contract.model} needs finite numbers")
         return sample
 
     # -- raw samples -> predictions --------------------------------------------------------------
@@ -147,11 +183,11 @@ class Predictor:
         if contract.task is Task.BINARY:  # the model's output is already P(label 1)
             return [Prediction(logits=row, label=int(d), label_name=labels[int(d)],
                                probability=float(row[0] if d else 1 - row[0]),
-                               probabilities=np.array([1 - row[0], row[0]]), source=src)
+                               probabilities=np.array([1 - row[0], row[0]]), source=src, labels=labels)
                     for row, d, src in zip(logits, decisions(logits, contract), sources)]
         probs = softmax(logits)
         return [Prediction(logits=row, label=int(d), label_name=labels[int(d)], probability=float(p[d]),
-                           probabilities=p, source=src)
+                           probabilities=p, source=src, labels=labels)
                 for row, p, d, src in zip(logits, probs, decisions(logits, contract), sources)]
 
     def _per_position(self, logits, samples, sources) -> list[Prediction]:
@@ -165,12 +201,23 @@ class Predictor:
                                   probability=float(p[:length].max(-1).min(initial=1.0)), source=src))
         return out
 
-    def predict(self, inputs, raw: bool = False) -> list[Prediction]:
-        """Pictures (paths, PIL images, numpy arrays: one picture or a batch, by shape), numbers,
-        CSV rows or strings -> one Prediction each. See README "Library input semantics"."""
-        items = self._items(inputs)
-        samples = [self.prepare_one(item, raw=raw) for item in items]
-        return self.predict_samples(samples, [_describe(item) for item in items])
+    def predict(self, inputs, raw: bool = False, min_confidence: float | None = None) -> list[Prediction]:
+        """Pictures (paths, an image file's bytes or binary file object, PIL images, numpy arrays:
+        one picture or a batch, by shape), numbers, CSV rows or strings (or a text file's bytes: one
+        input per line) -> one Prediction each. See README "Library input semantics".
+        ``min_confidence`` (0-1) marks answers whose probability is below it ``low_confidence``."""
+        pairs = []  # (input, how its result names it)
+        for item in self._items(inputs):
+            if self.contract.kind is not InputKind.IMAGE and (is_stream(item) or isinstance(item, BYTES)):
+                pairs += [(line, _describe(line)) for line in self.text_lines(item, _describe(item))]
+            else:
+                pairs.append((item, _describe(item)))
+        items, sources = [i for i, _ in pairs], [s for _, s in pairs]
+        # Files and bytes are named in errors as their result names them; paths, images and arrays
+        # keep the names the picture functions give them.
+        samples = [self.prepare_one(item, raw=raw, name=source if is_stream(item) or isinstance(item, BYTES) else None)
+                   for item, source in zip(items, sources)]
+        return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
 
     def _items(self, inputs) -> list:
         kind = self.contract.kind
@@ -185,7 +232,7 @@ class Predictor:
                 items = list(np.atleast_2d(inputs))
             else:
                 items = list(inputs.reshape(-1))
-        elif isinstance(inputs, (str, bytes, Path, Image.Image)) or not isinstance(inputs, Iterable):
+        elif isinstance(inputs, (str, Path, Image.Image, *BYTES)) or is_stream(inputs) or not isinstance(inputs, Iterable):
             items = [inputs]
         else:
             items = list(inputs)
@@ -194,10 +241,56 @@ class Predictor:
         return items
 
 
+def mark_low_confidence(results: list[Prediction], min_confidence: float | None) -> list[Prediction]:
+    """Mark each answer whose probability is below ``min_confidence`` (a number in [0, 1]; None: no
+    threshold). A regression's value has no probability and is never marked."""
+    if min_confidence is None:
+        return results
+    if not 0.0 <= min_confidence <= 1.0:  # also refuses NaN
+        raise InputError(f"min_confidence {min_confidence!r} is not a probability: give a number in [0, 1]")
+    for r in results:
+        r.low_confidence = r.probability is not None and r.probability < min_confidence
+    return results
+
+
+BYTES = (bytes, bytearray, memoryview)
+MAX_STREAM_BYTES = 256 * 1024 * 1024  # a file object is read whole: no picture or text input is this large
+
+
+def is_stream(item) -> bool:
+    """A file object (open(..., "rb"), io.BytesIO, sys.stdin.buffer): something with read()."""
+    return callable(getattr(item, "read", None)) and not isinstance(item, (str, Path, Image.Image, np.ndarray, *BYTES))
+
+
+def read_stream(stream, name: str):
+    """A file object's content (bytes; str for a text-mode one), refused when it cannot be read."""
+    try:
+        data = stream.read(MAX_STREAM_BYTES + 1)
+    except (OSError, ValueError) as exc:  # closed, or not readable
+        raise InputError(f"{name}: cannot read it ({exc})") from None
+    if len(data) > MAX_STREAM_BYTES:
+        raise InputError(f"{name}: over {MAX_STREAM_BYTES // 2**20} MiB: not one input")
+    return data
+
+
+def _one_line(lines: list[str], name: str) -> str:
+    if len(lines) > 1:
+        raise InputError(f"{name}: {len(lines)} lines; give one input, or pass it to predict(), which "
+                         "reads one per line")
+    return lines[0]
+
+
 def _describe(item) -> str:
-    """How a result names its input: the path or text as given, else what kind of object it was."""
+    """How a result names its input: the path or text as given (shortened when long), else what
+    kind of object it was."""
     if isinstance(item, np.ndarray):
         return f"array{tuple(item.shape)}"
     if isinstance(item, Image.Image):
         return f"image {item.width}x{item.height}"
-    return str(item)
+    if isinstance(item, BYTES):
+        return f"bytes ({len(item):,})"
+    if is_stream(item):
+        name = getattr(item, "name", None)  # an open file's path; sys.stdin's is '<stdin>'
+        return str(name) if isinstance(name, (str, Path)) else type(item).__name__
+    text = str(item)
+    return text if len(text) <= 200 else quoted(text)

@@ -1,7 +1,9 @@
 """The model registry that drives training, export, inference and tests.
 
 Adding a model: one file in this folder that calls ``register(ModelSpec(...))``, plus its module
-name in ``_MODEL_FILES``.
+name in ``_MODEL_FILES``; then ``python3 scripts/model_catalog.py`` writes it into the torch-free
+catalog (ptx/contract/catalog.py) that `ptx models` lists and "did you mean" reads (a test says when
+it is due).
 """
 import importlib
 

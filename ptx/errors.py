@@ -64,3 +64,18 @@ def first_line(exc: BaseException) -> str:
     """The first non-blank line of ``exc``'s message, or its type's name when it has none: the
     runtimes raise multi-line C++ errors, and ptx's errors are one line."""
     return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+
+
+QUOTE_LIMIT = 60  # characters of a user's input an error message shows
+
+
+def quoted(value) -> str:
+    """A user's input as an error message shows it: ``repr`` when short, else its start and its size,
+    so that a refusal of a whole file's text or bytes stays one readable line."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{len(value):,} bytes"
+    text = repr(value)
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[:QUOTE_LIMIT]}... ({size})"

@@ -55,8 +55,13 @@ def check_exposure(options: ServeOptions, insecure: bool, log: Callable[[str], N
 
 
 def load(service: Service, names: list[str], *, root: str | Path, backend: str, precision: str | None,
-         device: str, log: Callable[[str], None]) -> None:
+         device: str | None, log: Callable[[str], None]) -> None:
     """Open each model's artifact through its backend (chosen per model for auto) and serve it."""
+    # Refused, not ignored: auto picks the device with the backend. device="cpu" (what library callers
+    # passed when it was the default) is let through.
+    if backend == AUTO and device not in (None, "cpu"):
+        raise PtxError(f"--device {device} picks the device of a --backend that runs on several (eager, torchscript, "
+                       "aoti); --backend auto chooses the device itself: give --backend too, or drop --device")
     for name in names:
         require_run(name, root)
         if backend == AUTO:
@@ -146,7 +151,7 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
 
 
 def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT_RUNS_ROOT, backend: str = AUTO,
-          precision: str | None = None, device: str = "cpu", insecure: bool = False,
+          precision: str | None = None, device: str | None = None, insecure: bool = False,
           log: Callable[[str], None] = print) -> None:
     """Serve ``names`` until SIGINT or SIGTERM, then finish the requests in flight and return."""
     check_exposure(options, insecure, log)

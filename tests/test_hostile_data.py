@@ -29,13 +29,13 @@ from test_hostile import PIMA_HEADER, assert_clean, assert_refused, idx_folder, 
 DIGITS = tuple(str(d) for d in range(10))
 
 
-def ptx_here(*args, cwd: Path) -> subprocess.CompletedProcess:
-    """The `ptx` command run in this process; an exception the CLI lets through shows as a traceback
-    on stderr, as it would in a terminal."""
+def ptx_here(*args, cwd: Path, stdin: bytes | str | None = None) -> subprocess.CompletedProcess:
+    """The `ptx` command run in this process (``stdin``: what it reads from standard input); an
+    exception the CLI lets through shows as a traceback on stderr, as it would in a terminal."""
     previous = os.getcwd()
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(cli, [str(a) for a in args], env={"PTX_DATA_DIR": None})
+        result = CliRunner().invoke(cli, [str(a) for a in args], input=stdin, env={"PTX_DATA_DIR": None})
     finally:
         os.chdir(previous)
     stderr = result.stderr

@@ -33,6 +33,8 @@ class ExportFormat:
     in_all: bool = True
     # spec -> why this format cannot express that model, or None (checked before any work is done)
     unsupported: Callable[[object], str | None] | None = None
+    # Said before a slow write starts, so an export is never silent for long: "compiling ... (~20-40 s)".
+    progress: str | None = None
 
     @property
     def file_name(self) -> str:

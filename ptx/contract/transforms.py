@@ -9,7 +9,7 @@ import unicodedata
 
 import numpy as np
 
-from ptx.errors import InputError
+from ptx.errors import InputError, quoted
 
 from .names import BATCH, SEQ
 from .schema import BINARY_THRESHOLD, Contract, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task
@@ -81,24 +81,24 @@ def encode_text(text, step: EncodeStep, model: str = "this model") -> np.ndarray
     "café" typed as e + a combining accent is the same word as with the one character é, which is
     how word lists hold it."""
     if not isinstance(text, str) or not text:
-        raise InputError(f"{text!r}: {model} takes non-empty strings")
+        raise InputError(f"{quoted(text)}: {model} takes non-empty strings")
     undecoded = [c for c in text if 0xD800 <= ord(c) <= 0xDFFF]
     if undecoded:  # how Python keeps command-line bytes that are not UTF-8 (surrogateescape)
         code = ord(undecoded[0])
         what = f"byte 0x{code - 0xDC00:02x}, which is not UTF-8" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
-        raise InputError(f"{text!r}: holds {what}; give the text as UTF-8 (is the terminal set to another encoding?)")
+        raise InputError(f"{quoted(text)}: holds {what}; give the text as UTF-8 (is the terminal set to another encoding?)")
     text = unicodedata.normalize("NFC", text)
     if step.encoding == "vocab":
         unknown = sorted(set(text) - set(step.vocab))
         if unknown:
-            raise InputError(f"{text!r}: characters {''.join(unknown)!r} are not in {model}'s vocabulary {step.vocab!r}")
+            raise InputError(f"{quoted(text)}: characters {quoted(''.join(unknown))} are not in {model}'s vocabulary {step.vocab!r}")
         return np.array([step.vocab.index(c) for c in text], dtype=np.int64)
     outside = sorted({c for c in text if ord(c) >= 256})
     if outside and step.unknown_id is None:
-        raise InputError(f"{text!r}: characters {''.join(outside)!r} are outside Latin-1, which {model} reads")
+        raise InputError(f"{quoted(text)}: characters {quoted(''.join(outside))} are outside Latin-1, which {model} reads")
     codes = [ord(c) if ord(c) < 256 else step.unknown_id for c in text]
     if step.pad_id is not None and step.pad_id in codes:
-        raise InputError(f"{text!r}: contains the padding character {chr(step.pad_id)!r}")
+        raise InputError(f"{quoted(text)}: contains the padding character {chr(step.pad_id)!r}")
     return np.array(codes, dtype=np.int64)
 
 

@@ -1,0 +1,85 @@
+"""Write ptx/contract/catalog.py: the registered models as plain data, so that what must not
+import torch (`ptx models`, a mistyped name's "did you mean" in predict/verify/bench/serve and
+`ptx.infer.load()`) knows them. tests/test_catalog.py fails when the file drifts from the registry
+and names this script.
+
+    python3 scripts/model_catalog.py          # rewrite ptx/contract/catalog.py from the registry
+    python3 scripts/model_catalog.py --check  # exit 1 when it differs
+"""
+from __future__ import annotations
+
+import argparse
+import pprint
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CATALOG = REPO / "ptx" / "contract" / "catalog.py"
+TRITON, KSERVE = "triton", "kserve"  # deployment folders built on the ONNX export (ptx/cli.py's names)
+
+HEADER = '''"""The registered models as plain data: `ptx models` lists them, and a mistyped model name gets
+"did you mean" from predict, verify, bench, serve and ``ptx.infer.load()`` without importing torch
+(ptx.models does, to define the modules).
+
+Generated from the registry by scripts/model_catalog.py; do not edit by hand. tests/test_catalog.py
+checks it against ptx.models (names, shapes, parameter counts of the built modules, formats).
+"""
+from __future__ import annotations
+
+'''
+
+FOOTER = '''
+
+def names() -> list[str]:
+    """The registered model names, in registry order."""
+    return [m["name"] for m in MODELS]
+
+
+def unknown_model(name: str) -> str | None:
+    """The registry's answer to a name no registered model has ("unknown model 'convnett'; did you
+    mean convnet? (see `ptx models`)"), else None."""
+    from .registry import unknown_name
+
+    return None if name in names() else unknown_name("model", name, names()) + " (see `ptx models`)"
+'''
+
+
+def rows() -> list[dict]:
+    """One dict per registered model, as `ptx models --json` prints it."""
+    from ptx.export.formats import supported_formats
+    from ptx.models import get, list_models
+
+    out = []
+    for name in list_models():
+        spec = get(name)
+        supported = supported_formats(spec)
+        # Triton and the kserve image serve the ONNX export.
+        formats = supported + ([TRITON, KSERVE] if "onnx" in supported else [])
+        out.append({"name": name, "input_shape": list(spec.input.shape), "batch_axis": spec.input.batch_axis,
+                    "params": spec.params, "dataset": spec.dataset, "tutorial": spec.seed, "formats": formats,
+                    "description": spec.description})
+    return out
+
+
+def source() -> str:
+    return HEADER + "MODELS = " + pprint.pformat(rows(), width=120, sort_dicts=False) + "\n" + FOOTER
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 when ptx/contract/catalog.py differs")
+    args = parser.parse_args()
+    text = source()
+    if args.check:
+        same = CATALOG.is_file() and CATALOG.read_text() == text
+        print(f"{CATALOG}: {'up to date' if same else 'differs from the registry'}")
+        return 0 if same else 1
+    from ptx.atomic import write_text
+
+    write_text(CATALOG, text)
+    print(f"wrote {CATALOG} ({len(rows())} models)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The torch-free model catalog (ptx/contract/catalog.py) is the registry's, and what reads it
+(`ptx models`, a mistyped name's "did you mean") stays torch-free and fast."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_readme import _script
+
+from ptx.contract import catalog
+from ptx.models import get, list_models
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _generator():
+    return _script("model_catalog")
+
+
+def test_catalog_is_what_the_registry_says_now():
+    generator = _generator()
+    assert catalog.MODELS == generator.rows(), "the registry changed: run `python3 scripts/model_catalog.py`"
+    assert (REPO / "ptx" / "contract" / "catalog.py").read_text() == generator.source(), \
+        "run `python3 scripts/model_catalog.py`"
+
+
+def test_catalog_parameter_counts_are_the_built_modules():
+    """The params column is data, so it must be the real models' count (the spec's declared figure
+    is checked against the builder in test_registry; this pins the catalog to both)."""
+    assert catalog.names() == list_models()
+    for row in catalog.MODELS:
+        assert row["params"] == sum(p.numel() for p in get(row["name"]).build().parameters()), row["name"]
+
+
+def test_ptx_models_imports_no_torch():
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ptx", "models"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("name ") and "convnet" in result.stdout
+    assert not re.search(r"\|\s+torch$", result.stderr, re.M), "ptx models imported torch"
+
+
+@pytest.mark.parametrize("command", [["predict", "x.png", "--model", "convnett"], ["verify", "convnett"],
+                                     ["bench", "convnett"], ["serve", "convnett", "--http-port", "0"]])
+def test_a_mistyped_model_name_gets_did_you_mean(command, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ptx", *command], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "error: unknown model 'convnett'; did you mean convnet? (see `ptx models`)\n"
+
+
+def test_load_answers_a_mistyped_name_with_did_you_mean(tmp_path):
+    from ptx.errors import UnknownModelError
+    from ptx.infer import load
+
+    with pytest.raises(UnknownModelError, match=r"unknown model 'lstmm'; did you mean lstm\?"):
+        load("lstmm", root=tmp_path)
+
+
+def test_a_model_the_catalog_does_not_know_still_loads_from_its_run_folder(runs, tmp_path):
+    """A user's own registered model is not in the catalog: its run folder decides, not the name."""
+    import shutil
+
+    from ptx.errors import PtxError
+    from ptx.infer import load
+
+    shutil.copytree(runs.trained("linreg"), tmp_path / "mylinreg")
+    with pytest.raises(PtxError) as caught:
+        load("mylinreg", root=tmp_path)
+    assert "unknown model" not in str(caught.value)  # refused for holding linreg's model, not for its name
