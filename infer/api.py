@@ -100,10 +100,11 @@ def open_artifact(path: str | Path, backend: str, device: str = "cpu", precision
     """A Predictor for the artifact file at ``path`` through ``backend`` (export validates through
     this, so a file is checked by the very code that will serve it)."""
     chosen = backends.get(backend)
-    if device not in DEVICES:
-        raise PtxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    kind, _, index = device.partition(":")  # cuda:N picks the GPU
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise PtxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
     chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
-    if device not in chosen.devices:
+    if kind not in chosen.devices:
         device = chosen.devices[0]
     extra = {} if precision == FULL_PRECISION else {"precision": precision}
     return chosen.load(Path(path), device, **extra)

@@ -341,3 +341,8 @@ def basic_optimised(path: str | Path):
 def cuda_placement(path: str | Path) -> CudaPlacement:
     """Where ORT 1.31's CUDA provider would place each node of the ONNX file at ``path``."""
     return placement_of_graph(basic_optimised(path))
+
+
+def static_summary(path: str | Path) -> str:
+    """ort-cuda's line in ``ptx verify`` where it cannot run: what ORT would place where."""
+    return f"static placement: {cuda_placement(path).describe()}"
