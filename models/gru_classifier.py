@@ -64,7 +64,7 @@ class GRUClassifier(nn.Module):
 def _take_steps(seq, index, width: int):
     """seq[index[t, b], b, :] for every t, b: (T, B, width) and (T', B) int64 -> (T', B, width). The
     index is widened over the feature axis by adding a constant zero row, not by Expand on a Shape."""
-    return torch.gather(seq, 0, index.unsqueeze(2) + torch.zeros(1, 1, width, dtype=torch.long))
+    return torch.gather(seq, 0, index.unsqueeze(2) + torch.zeros(1, 1, width, dtype=torch.long, device=seq.device))
 
 
 def _gru_params(n_in: int, h: int) -> int:
