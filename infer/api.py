@@ -108,13 +108,14 @@ def check_device(backend: str, device: str | None) -> str:
     chosen = backends.get(backend)
     if device is None:
         return chosen.devices[0]
-    if device not in DEVICES:
-        raise PtxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if device in chosen.devices:
+    kind, _, index = device.partition(":")  # cuda:N picks the GPU
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise PtxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)} (or cuda:N)")
+    if kind in chosen.devices:
         return device
-    there = [b for b, on in backends.pairs() if on == device]
+    there = [b for b, on in backends.pairs() if on == kind]
     several = [b.name for b in there if len(b.devices) > 1]
-    only = [b.name for b in there if b.devices == (device,)]
+    only = [b.name for b in there if b.devices == (kind,)]
     hint = f"--device {device} goes with {', '.join(several)}" if several else f"no backend runs on {device}"
     hint += f", or use --backend {' or '.join(only)}" if only else ""
     raise PtxError(f"backend {backend} runs on {', '.join(chosen.devices)} only, not {device}: {hint}")

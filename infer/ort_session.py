@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,23 +32,86 @@ def import_ort():
     return onnxruntime
 
 
-def why_no_cuda(missing_libraries: list[str]) -> str:
-    if not Path("/proc/driver/nvidia/version").exists():
+def has_nvidia_driver() -> bool:
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def why_no_cuda(missing_libraries: list[str], device_id: int = 0) -> str:
+    if not has_nvidia_driver():
         return "no NVIDIA GPU or driver found on this machine"
-    found = f" ({', '.join(missing_libraries[:4])} missing)" if missing_libraries else ""
-    return (f"the CUDA 13 / cuDNN 9 libraries were not found{found}: install them, or the pip packages "
-            "nvidia-cudnn-cu13 and nvidia-cublas (torch with CUDA brings them)")
+    if missing_libraries:
+        return (f"the CUDA 13 / cuDNN 9 libraries were not found ({', '.join(missing_libraries[:4])} missing): install "
+                "them, or the pip packages nvidia-cudnn-cu13 and nvidia-cublas (torch with CUDA brings them)")
+    return (f"ONNX Runtime's CUDA provider did not start on GPU {device_id} (no such GPU, or a CUDA 13 / cuDNN 9 "
+            "library or driver it needs is missing: `python -c \"import onnxruntime; onnxruntime.preload_dlls()\"` "
+            "names what fails to load)")
 
 
+def cuda_device_id(device: str) -> int:
+    """``cuda`` -> 0, ``cuda:N`` -> N: the GPU a session and its IO bindings use."""
+    base, _, index = device.partition(":")
+    if base != "cuda" or (index and not index.isdigit()):
+        raise PtxError(f"device {device!r}: give cuda or cuda:N (N: the GPU's number)")
+    return int(index or 0)
+
+
+def preload_cuda_libraries(ort) -> list[str]:
+    """Load CUDA/cuDNN from pip's nvidia packages or torch, where present; the libraries that
+    failed to load. ORT prints a line per missing library: kept for our one-line error instead."""
+    if not hasattr(ort, "preload_dlls"):
+        return []
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            ort.preload_dlls()
+    except Exception:
+        pass  # the session that follows says whether CUDA runs
+    return re.findall(r"Failed to load (\S+?):", captured.getvalue())
+
+
+def cuda_provider(device_id: int) -> tuple[str, dict]:
+    # HEURISTIC: EXHAUSTIVE benchmarks every conv algorithm on the first run of each shape.
+    return "CUDAExecutionProvider", {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC"}
+
+
+def _one_node_model() -> bytes:
+    """The smallest graph a CUDA session can be tried on: Y = X + X, float."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Add", ["X", "X"], ["Y"])], "probe", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
 def cuda_unavailable(device: str = "cuda") -> str | None:
-    """Why ort-cuda cannot run here, or None."""
+    """Why ort-cuda cannot run on ``device`` (cuda or cuda:N) here, or None: a CUDA session is
+    created on a one-node model, so a missing CUDA/cuDNN library or GPU is found before a test or
+    a user's model needs it."""
     try:
         ort = import_ort()
-    except BackendUnavailableError as exc:
+        device_id = cuda_device_id(device)
+    except PtxError as exc:
         return str(exc)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "this onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
-    return None if Path("/proc/driver/nvidia/version").exists() else why_no_cuda([])
+    if not has_nvidia_driver():
+        return why_no_cuda([])  # no driver: the CUDA provider cannot start, and trying it only logs noise
+    missing = preload_cuda_libraries(ort)
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_QUIET
+    ort.set_default_logger_severity(ORT_QUIET)
+    try:
+        session = ort.InferenceSession(_one_node_model(), options,
+                                       providers=[cuda_provider(device_id), "CPUExecutionProvider"])
+        if session.get_providers()[0] == "CUDAExecutionProvider":
+            return None
+    except Exception:
+        pass
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT)
+    return why_no_cuda(missing, device_id)
 
 
 def _check_graph_tensor(node, spec: TensorSpec, field: str, path: Path) -> None:
@@ -107,26 +169,33 @@ class OrtPredictor(Predictor):
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32"):
         ort = import_ort()
-        self.backend = "ort-cuda" if device == "cuda" else "ort-cpu"
+        self.on_cuda = device.startswith("cuda")
+        self.backend = "ort-cuda" if self.on_cuda else "ort-cpu"
         self.device = device
+        self.device_id = cuda_device_id(device) if self.on_cuda else 0
         path = Path(path)
         options = session_options(ort)
-        self._missing_libraries: list[str] = []
-        if device == "cuda":
-            # ORT places any node without a CUDA kernel on the CPU, silently, and drops the whole
-            # CUDA provider when its libraries are missing. Refusing that fallback makes either
-            # one an error at load; cuda_placement_error then says which it was.
+        missing: list[str] = []
+        if self.on_cuda:
+            # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
+            # CPU, on the CPU, silently, and drops the whole CUDA provider when its libraries are
+            # missing. Refusing that fallback makes each an error at load; cuda_placement_error
+            # then says which it was.
             options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
-            with_cpu = self._cuda_providers(ort)
-            providers = with_cpu[:1]  # naming the CPU provider too is a conflict then
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
+                                              "pip install onnxruntime-gpu, or use --backend ort-cpu")
+            missing = preload_cuda_libraries(ort)
+            providers = [cuda_provider(self.device_id)]  # naming the CPU provider too is a conflict then
         else:
             providers = ["CPUExecutionProvider"]
         ort.set_default_logger_severity(ORT_QUIET)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:
-            if device == "cuda" and CPU_FALLBACK_REFUSED in str(exc):
-                raise BackendUnavailableError(cuda_placement_error(ort, path, with_cpu, self._missing_libraries)) from None
+            if self.on_cuda and CPU_FALLBACK_REFUSED in str(exc):
+                raise BackendUnavailableError(cuda_placement_error(
+                    ort, path, [*providers, "CPUExecutionProvider"], missing, self.device_id)) from None
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); "
                                 "re-export with `ptx export`") from None
         finally:
@@ -149,25 +218,8 @@ class OrtPredictor(Predictor):
         self.output_names = [contract.output.name]
         self._dtype = np.dtype(contract.input.dtype.value)
 
-    def _cuda_providers(self, ort):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
-                                          "pip install onnxruntime-gpu, or use --backend ort-cpu")
-        if hasattr(ort, "preload_dlls"):
-            # Loads CUDA/cuDNN from pip's nvidia packages or torch, where present. It prints a line
-            # per missing library; we keep those names for our one-line error instead.
-            captured = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                    ort.preload_dlls()
-            except Exception:
-                pass  # the provider check below names what is missing
-            self._missing_libraries = re.findall(r"Failed to load (\S+?):", captured.getvalue())
-        # HEURISTIC: EXHAUSTIVE benchmarks every conv algorithm on the first run of each shape.
-        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
-
     def predict_array(self, x) -> np.ndarray:
-        if self.device == "cuda" and getattr(x, "is_cuda", False):
+        if self.on_cuda and getattr(x, "is_cuda", False):
             return self.predict_on_device(x).cpu().numpy()  # run_with_binding checks the input
         self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
@@ -177,11 +229,15 @@ class OrtPredictor(Predictor):
     def predict_on_device(self, x):
         """A torch tensor on the GPU in, a torch tensor on the same GPU out (ort-cuda only): IO
         binding hands ONNX Runtime both pointers, so nothing crosses to the host."""
-        if self.device != "cuda":
+        if not self.on_cuda:
             raise InputError(f"predict_on_device is ort-cuda's; this predictor is {self.backend}: use predict_array")
         if not getattr(x, "is_cuda", False):
             raise InputError(f"predict_on_device takes a torch tensor on a CUDA device, not {_describe_tensor(x)}; "
                              "use predict_array for host data")
+        if (x.device.index or 0) != self.device_id:
+            # ORT's CUDA provider runs on its device_id: a pointer on another GPU is not its memory.
+            raise InputError(f"the tensor is on cuda:{x.device.index or 0}, this predictor runs on cuda:{self.device_id}: "
+                             f"move it with x.to('cuda:{self.device_id}') or load the predictor with device='cuda:{x.device.index or 0}'")
         return run_with_binding(self, x, "cuda")
 
 
@@ -208,7 +264,7 @@ def run_with_binding(predictor: OrtPredictor, x, device_type: str):
     x = x.detach().contiguous()
     out_dtype = contract.output.dtype.value
     out = torch.empty(expected_output_shape(contract, x), dtype=getattr(torch, out_dtype), device=x.device)
-    device_id = x.device.index or 0
+    device_id = predictor.device_id if device_type == "cuda" else 0  # the GPU the session's provider runs on
     binding = predictor.session.io_binding()
     binding.bind_input(name=predictor.input_name, device_type=device_type, device_id=device_id,
                        element_type=np.dtype(want).type, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
@@ -224,41 +280,41 @@ def run_with_binding(predictor: OrtPredictor, x, device_type: str):
 
 
 def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:
-    """Execution provider -> the nodes it ran ("name (OpType)"), read from ORT's profile of one
-    run on a batch of zeros; ORT has no API that reports placement without a run."""
-    with tempfile.TemporaryDirectory(prefix="ptx-placement-") as tmp:
-        options = session_options(ort)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=providers)
-        node = session.get_inputs()[0]
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in node.shape]
-        dtype = next((np.dtype(k) for k, v in ORT_TYPES.items() if v == node.type), np.float32)
-        session.run(None, {node.name: np.zeros(shape, dtype=dtype)})
-        events = json.loads(Path(session.end_profiling()).read_text())
+    """Execution provider -> the nodes ORT assigned it ("name (OpType)"), as ORT reports it
+    (``session.record_ep_graph_assignment_info``, ORT 1.31), for a session with ptx's options."""
+    options = session_options(ort)
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    session = ort.InferenceSession(str(path), options, providers=providers)
     placed: dict[str, list[str]] = {}
-    for event in events:
-        args = event.get("args", {})
-        if event.get("cat") == "Node" and "provider" in args and event.get("name", "").endswith("_kernel_time"):
-            entry = f"{event['name'][:-len('_kernel_time')]} ({args.get('op_name', '?')})"
-            if entry not in placed.setdefault(args["provider"], []):
-                placed[args["provider"]].append(entry)
+    for subgraph in session.get_provider_graph_assignment_info():
+        for node in subgraph.get_nodes():
+            entry = f"{node.name} ({node.op_type})"
+            if entry not in placed.setdefault(subgraph.ep_name, []):
+                placed[subgraph.ep_name].append(entry)
     return placed
 
 
-def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str]) -> str:
-    """Why ORT refused an ort-cuda session that may not fall back to the CPU, in one line: CUDA
-    is not active at all, or these nodes have no CUDA kernel."""
+def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str], device_id: int = 0) -> str:
+    """Why ORT refused an ort-cuda session that may not fall back to the CPU, in one line: CUDA is
+    not active at all, or these nodes would run on the CPU, each with its reason (no CUDA kernel,
+    cuDNN's limits, or ORT's shape heuristic), read from ptx's static placement check."""
+    from .cuda_placement import cuda_placement
+
     try:
         placed = node_placement(ort, path, providers)
-    except Exception as exc:  # the placement run failed: say what we know
-        return f"ort-cuda: {path} has nodes without a CUDA kernel ({first_line(exc)}); use --backend ort-cpu"
-    on_cpu = placed.get("CPUExecutionProvider", [])
+    except Exception as exc:  # the placement session failed too: say what we know
+        return f"ort-cuda: {path} does not load with the CUDA provider ({first_line(exc)}); use --backend ort-cpu"
     if "CUDAExecutionProvider" not in placed:
-        return f"ort-cuda: CUDA is not active: {why_no_cuda(missing_libraries)}; use --backend ort-cpu"
-    shown = ", ".join(on_cpu[:6]) + (f" and {len(on_cpu) - 6} more" if len(on_cpu) > 6 else "")
-    return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} have no CUDA kernel in onnxruntime "
-            f"{ort.__version__} and would run on the CPU: {shown}; use --backend ort-cpu")
+        return f"ort-cuda: CUDA is not active: {why_no_cuda(missing_libraries, device_id)}; use --backend ort-cpu"
+    on_cpu = placed.get("CPUExecutionProvider", [])
+    try:
+        reasons = {n.name: n.reason for n in cuda_placement(path).on_cpu}
+    except Exception:  # the explanation is a courtesy: the refusal stands without it
+        reasons = {}
+    explained = [f"{entry}: {reasons.get(entry.rsplit(' (', 1)[0], 'left on the CPU by ONNX Runtime')}" for entry in on_cpu]
+    shown = "; ".join(explained[:6]) + (f"; and {len(explained) - 6} more" if len(explained) > 6 else "")
+    return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
+            f"{shown}; use --backend ort-cpu")
 
 
 def bare_session_runner(predictor: OrtPredictor, x: np.ndarray):

@@ -15,16 +15,20 @@ from .predictor import Predictor, artifact_info
 
 
 def torch_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise BackendUnavailableError(f"device {name!r}: choose cpu or cuda")
+    why = torch_unavailable(name)
+    if why:
+        raise BackendUnavailableError(f"--device {name}: {why}; use --device cpu")
     return torch.device(name)
 
 
 def torch_unavailable(device: str) -> str | None:
-    if device == "cuda" and not torch.cuda.is_available():
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        return f"device {device!r}: choose cpu, cuda or cuda:N"
+    if kind == "cuda" and not torch.cuda.is_available():
         return "no CUDA GPU visible to torch"
+    if index and int(index) >= torch.cuda.device_count():
+        return f"torch sees {torch.cuda.device_count()} CUDA GPU(s), so there is no {device}"
     return None
 
 

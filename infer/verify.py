@@ -17,7 +17,7 @@ from ptx.contract.transforms import decisions, normalize, to_layout
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
 
 from . import backends as registry
-from .api import export_command, open_artifact, open_model, run_folder
+from .api import artifact_path, export_command, open_artifact, open_model, run_folder
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 REFERENCE = "eager"
@@ -92,6 +92,8 @@ class VerifyReport:
     tolerances: dict[str, dict]
     verdicts: list[BackendVerdict] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # Skipped rows whose artifact was checked without running it (ort-cuda's CUDA placement).
+    static: dict[str, str] = field(default_factory=dict)
 
     @property
     def compared(self) -> bool:
@@ -145,7 +147,8 @@ class VerifyReport:
             rows.append(f"{v.backend + ' (' + v.device + ')':<18} {v.precision:<9} {sizes:<14} {v.max_abs:>9.2e} "
                         f"{v.max_rel:>9.2e} {agree:>8} {acc:>9}  {v.describe()}")
         for backend, why in self.skipped.items():
-            rows.append(f"{backend:<18} skipped: {why}")
+            checked = self.static.get(backend)
+            rows.append(f"{backend:<18} " + (f"not run: {why}; {checked}" if checked else f"skipped: {why}"))
         rows.append(self.summary())
         return "\n".join(rows)
 
@@ -213,6 +216,8 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
         if why or ref_device is None:
             ref_why = registry.get(REFERENCE).unavailable(device)
             report.skipped[label] = why or f"no {REFERENCE} reference on {device}: {ref_why}"
+            if backend.static is not None:
+                report.static.update(_static_check(backend, name, root, precision, run, label))
             continue
         if precision != FULL_PRECISION and not reduced_ok:
             report.skipped[label] = (f"{precision} is judged by labels and accuracy; {name} is a regression with "
@@ -264,6 +269,19 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
     if not report.compared:
         raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
     return report
+
+
+def _static_check(backend, name: str, root, precision: str, run, label: str) -> dict[str, str]:
+    """{label: what ``backend.static`` proves of the artifact}, or {} when there is no artifact
+    (the skip reason then stands alone). Never a verdict: a row that did not run is not compared."""
+    try:
+        path = artifact_path(name, backend.name, root, precision, run)
+    except PtxError:
+        return {}
+    try:
+        return {label: backend.static(path)}
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run says so in its row
+        return {label: f"static check failed: {' '.join(str(exc).split())[:200]}"}
 
 
 def _nothing_compared(name: str, report: VerifyReport, run_dir: Path, run: str | Path | None) -> str:

@@ -5,13 +5,15 @@ docs/benchmarks.md between its markers (machine and date included; ratios taken 
 - Clients: NVIDIA's tritonclient, HTTP (binary tensor data) and gRPC, one thread per concurrent
   client, each with its own connection; one 1x1x28x28 FP32 picture per request.
 - The floor: a bare Starlette + uvicorn route speaking the v2 REST protocol and answering a
-  constant (what ptx serve answers convnet, prepared once), run the same way with the same clients.
+  constant (what ptx serve answers convnet, prepared once), run the same way with the same clients;
+  and gRPC's own floor, grpc.aio with the protocol's generated servicer answering the same constant.
 - ptx serve convnet and resnet on ort-cpu: requests/s and p50/p99 at concurrency 1, 8, 32, 64,
   REST and gRPC; resnet again with --max-batch-size 1 (no batching); the batch sizes formed (from
   /metrics); resident memory after 1,000 and after 20,000 requests.
 - At concurrency 32, the floor and convnet again with tritonclient's asyncio clients (coroutines in
   one event loop: the threaded client spends much of the 2 cores itself), and convnet with ONNX
-  Runtime's thread spinning on (PTX_ORT_SPINNING=1) against ptx serve's default (off).
+  Runtime's thread spinning on (PTX_ORT_SPINNING=1) against ptx serve's default (off): two servers
+  up at once, measured in alternating rounds, medians compared.
 
 Every load is bounded in requests and seconds and targets 127.0.0.1 only; every server started is
 stopped by its own process id.
@@ -40,8 +42,8 @@ import serving  # noqa: E402  (tests/serving.py: start a server on free ports, s
 CONCURRENCY = (1, 8, 32, 64)
 MARKERS = ("<!-- scripts/bench_serve.py: serving -->", "<!-- end serving -->")
 MAX_REQUESTS = 30_000  # per measurement, whatever the seconds
-FLOOR, SERVE = "bare Starlette constant", "ptx serve"
-SPINNING, UNBATCHED = "ptx serve, PTX_ORT_SPINNING=1", "ptx serve --max-batch-size 1"
+FLOOR, GRPC_FLOOR, SERVE = "bare Starlette constant", "bare grpc.aio constant", "ptx serve"
+UNBATCHED = "ptx serve --max-batch-size 1"
 
 
 def prepare(root: Path) -> None:
@@ -203,22 +205,71 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 '''
 
 
-def start_floor() -> tuple[subprocess.Popen, str]:
+# The gRPC floor: grpcio's asyncio server with the protocol's generated servicer (as ptx serve's),
+# answering the same constant. It shows what gRPC itself costs here, whatever ptx does.
+GRPC_FLOOR_APP = '''
+import asyncio
+import sys
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+logits = np.zeros((1, 10), np.float32).tobytes()
+
+class Constant(service_pb2_grpc.GRPCInferenceServiceServicer):
+    async def ModelInfer(self, request, context):
+        answer = service_pb2.ModelInferResponse(model_name="convnet", model_version="1")
+        answer.outputs.add(name="logits", datatype="FP32", shape=[1, 10])
+        answer.raw_output_contents.append(logits)
+        return answer
+
+async def main():
+    server = grpc.aio.server()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Constant(), server)
+    server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
+    await server.start()
+    await server.wait_for_termination()
+
+asyncio.run(main())
+'''
+
+
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
+        return s.getsockname()[1]
+
+
+def one_grpc_request(address: str) -> None:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(address)
+    tensor = grpcclient.InferInput("input", [1, 1, 28, 28], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+    try:
+        client.infer("convnet", [tensor], client_timeout=2)
+    finally:
+        client.close()
+
+
+def start_floor(protocol: str = "rest") -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP if protocol == "rest" else GRPC_FLOOR_APP, str(port)])
+    address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
-            return process, f"127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
+            if protocol == "rest":
+                urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=1)
+            else:
+                one_grpc_request(address)
+            return process, address
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.2)
     process.kill()
-    raise RuntimeError("the floor server did not start")
+    raise RuntimeError(f"the {protocol} floor server did not start")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -275,6 +326,12 @@ def main() -> None:
             measure(FLOOR, floor_address, "convnet", "rest", 32, "asyncio")
         finally:
             stop(floor)
+        floor, floor_address = start_floor("grpc")
+        try:
+            for client in ("threads", "asyncio"):
+                measure(GRPC_FLOOR, floor_address, "convnet", "grpc", 32, client)
+        finally:
+            stop(floor)
         server = serving.start(root, "convnet", "resnet", args=("--backend", "ort-cpu"))
         try:
             for model in ("convnet", "resnet"):
@@ -291,11 +348,8 @@ def main() -> None:
             memory = memory_growth(server, args.memory_requests)
         finally:
             server.stop()
-        spinning = serving.start(root, "convnet", args=("--backend", "ort-cpu"), env={"PTX_ORT_SPINNING": "1"})
-        try:
-            measure(SPINNING, spinning.http, "convnet", "rest", 32)
-        finally:
-            spinning.stop()
+        print("  spinning on/off, alternating", file=sys.stderr, flush=True)
+        results["spinning"] = spinning_ratio(root, args.seconds)
         unbatched = serving.start(root, "resnet", args=("--backend", "ort-cpu", "--max-batch-size", "1"))
         try:
             for c in (1, 64):
@@ -307,6 +361,25 @@ def main() -> None:
 
     write_section(args.out, *MARKERS, section)
     print(section)
+
+
+def spinning_ratio(root: Path, seconds: float, rounds: int = 3) -> float:
+    """Requests/s of convnet over REST at concurrency 32 with ORT's intra-op threads spinning
+    (PTX_ORT_SPINNING=1) / with them sleeping (ptx serve's default): both servers up, measured in
+    alternating rounds (an idle server takes no CPU), medians compared."""
+    servers = {}
+    try:
+        for spinning in ("0", "1"):
+            servers[spinning] = serving.start(root, "convnet", args=("--backend", "ort-cpu"),
+                                              env={"PTX_ORT_SPINNING": spinning})
+        rates = {"0": [], "1": []}
+        for _ in range(rounds):
+            for spinning, server in servers.items():
+                rates[spinning].append(load("rest", server.http, "convnet", 32, seconds)["rps"])
+        return float(np.median(rates["1"]) / np.median(rates["0"]))
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def memory_growth(server, total: int) -> tuple[float, float, int]:
@@ -358,7 +431,7 @@ def render(rows, results, memory, args) -> str:
     floor_aio, rest_aio, grpc_aio = (rps(FLOOR, "convnet", "rest", 32, "asyncio"),
                                      rps(SERVE, "convnet", "rest", 32, "asyncio"),
                                      rps(SERVE, "convnet", "grpc", 32, "asyncio"))
-    spinning32 = rps(SPINNING, "convnet", "rest", 32)
+    grpc_floor, grpc_floor_aio = rps(GRPC_FLOOR, "convnet", "grpc", 32), rps(GRPC_FLOOR, "convnet", "grpc", 32, "asyncio")
     batched64, unbatched64 = rps(SERVE, "resnet", "rest", 64), rps(UNBATCHED, "resnet", "rest", 64)
     avg_batch = results.get(("batch", "resnet", "rest", 64), float("nan"))
     p50_batched = results[(SERVE, "resnet", "rest", 1, "threads")]["p50"]
@@ -390,9 +463,12 @@ def render(rows, results, memory, args) -> str:
              "| goal | measured | target | met |", "| --- | ---: | ---: | --- |"]
     lines += [f"| {what} | {value} | {target} | {'yes' if met else 'NO'} |" for what, value, target, met in goals]
     lines += ["", f"Rows per batch the batcher formed for resnet over REST: {batches}.",
+              f"gRPC's own floor at concurrency 32 (grpc.aio with the generated servicer answering a constant) "
+              f"/ the REST floor: {grpc_floor / floor32:.2f}x with threaded clients, {grpc_floor_aio / floor_aio:.2f}x "
+              "with asyncio clients.",
               f"ONNX Runtime's intra-op threads spinning between runs (`PTX_ORT_SPINNING=1`, ORT's own default) "
-              f"against ptx serve's default (off), convnet REST at concurrency 32: {spinning32 / rest32:.2f}x "
-              "the requests/s.", ""]
+              f"against ptx serve's default (off), convnet REST at concurrency 32, alternating rounds: "
+              f"{results['spinning']:.2f}x the requests/s.", ""]
     lines += table(rows)
     return "\n".join(lines)
 

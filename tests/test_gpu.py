@@ -66,24 +66,69 @@ def test_node_placement_names_every_node_and_its_provider(runs):
     assert {"Conv", "MaxPool", "Relu"} <= ops, ops
 
 
-def test_cuda_placement_error_names_the_nodes_left_on_the_cpu(monkeypatch, tmp_path):
+def test_cuda_placement_error_tells_a_missing_kernel_from_the_shape_heuristic(monkeypatch, tmp_path):
+    """ORT reports which nodes it put on the CPU (its graph assignment info); ptx's static check
+    says why: no CUDA kernel for the node's types, or ORT's shape heuristic."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Concat", ["one", "s"], ["s3"], name="concat", axis=0),
+             helper.make_node("Expand", ["zero", "s3"], ["h"], name="expand"),
+             helper.make_node("ReduceProd", ["s"], ["n"], name="prod", keepdims=1),
+             helper.make_node("Cast", ["n"], ["nf"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["h", "nf"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array([1], np.int64), "one"),
+                               numpy_helper.from_array(np.zeros(1, np.float32), "zero")])
+    path = tmp_path / "model.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    monkeypatch.setattr(ort_session, "node_placement", lambda *a: {
+        "CUDAExecutionProvider": ["shape (Shape)", "expand (Expand)", "add (Add)"],
+        "CPUExecutionProvider": ["concat (Concat)", "prod (ReduceProd)", "cast (Cast)"]})
+    message = ort_session.cuda_placement_error(onnxruntime, path, [], [])
+    assert "\n" not in message and message.endswith("; use --backend ort-cpu")
+    assert message.startswith("ort-cuda: 3 node(s) of model.onnx would run on the CPU in onnxruntime ")
+    assert "concat (Concat): placed on the CPU by ONNX Runtime's shape heuristic" in message
+    assert "prod (ReduceProd): no CUDA kernel for ReduceProd(int64)" in message
+    monkeypatch.setattr(ort_session, "node_placement", lambda *a: {"CPUExecutionProvider": ["add (Add)"]})
+    assert "CUDA is not active" in ort_session.cuda_placement_error(onnxruntime, path, [], [])
+
+
+def test_cuda_unavailable_tries_a_cuda_session_and_names_the_missing_libraries(monkeypatch):
+    """On a host with the NVIDIA driver but without the CUDA 13 / cuDNN 9 libraries, the GPU tests
+    skip with this reason instead of failing. Here (no GPU) the driver is pretended."""
     import onnxruntime
 
-    path = tmp_path / "model.onnx"
-    monkeypatch.setattr(ort_session, "node_placement", lambda *a: {
-        "CUDAExecutionProvider": ["node_conv (Conv)"],
-        "CPUExecutionProvider": [f"node_{i} (Shape)" for i in range(8)]})
-    message = ort_session.cuda_placement_error(onnxruntime, path, [], [])
-    assert "\n" not in message
-    assert message.startswith("ort-cuda: 8 node(s) of model.onnx have no CUDA kernel")
-    assert "node_0 (Shape), node_1 (Shape)" in message and "and 2 more" in message and "--backend ort-cpu" in message
-    monkeypatch.setattr(ort_session, "node_placement", lambda *a: {"CPUExecutionProvider": ["node_conv (Conv)"]})
-    assert "CUDA is not active" in ort_session.cuda_placement_error(onnxruntime, path, [], [])
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider")
+    if ort_session.cuda_unavailable() is None:
+        pytest.skip("CUDA runs here")
+    monkeypatch.setattr(ort_session, "has_nvidia_driver", lambda: True)
+    ort_session.cuda_unavailable.cache_clear()
+    try:
+        why = ort_session.cuda_unavailable("cuda:1")
+    finally:
+        ort_session.cuda_unavailable.cache_clear()
+    assert why and ("libraries were not found" in why or "did not start on GPU 1" in why), why
+
+
+def test_device_id_follows_the_device_string():
+    assert ort_session.cuda_device_id("cuda") == 0 and ort_session.cuda_device_id("cuda:1") == 1
+    assert ort_session.cuda_provider(1) == ("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"})
+    from ptx.errors import PtxError
+
+    with pytest.raises(PtxError, match="give cuda or cuda:N"):
+        ort_session.cuda_device_id("cuda:first")
 
 
 def test_ort_cuda_refuses_cpu_fallback_in_one_line(runs):
     """On a machine without CUDA this is the 'CUDA is not active' line; on a GPU it is a session
-    whose every node runs on CUDAExecutionProvider, or the line naming those that do not."""
+    whose every node runs on CUDAExecutionProvider (ORT lists its CPU provider after it all the
+    same), or the line naming those that do not."""
+    import onnxruntime
+
     from ptx.infer.ort_session import cuda_unavailable
 
     try:
@@ -92,7 +137,28 @@ def test_ort_cuda_refuses_cpu_fallback_in_one_line(runs):
         assert "\n" not in str(exc) and str(exc).startswith("ort-cuda: ") and "--backend ort-cpu" in str(exc)
         assert cuda_unavailable() is not None or "node(s)" in str(exc)
         return
-    assert predictor.session.get_providers() == ["CUDAExecutionProvider"]
+    assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
+    placed = node_placement(onnxruntime, predictor.path, predictor.session.get_providers())
+    assert not placed.get("CPUExecutionProvider"), placed
+
+
+@needs_ort_cuda
+@needs_gpu
+def test_ort_cuda_runs_on_the_gpu_its_device_names(runs):
+    """cuda:N: the session's CUDA provider and the IO binding both use GPU N (the last one visible);
+    a tensor on another GPU is refused rather than read through a pointer of the wrong device."""
+    last = torch.cuda.device_count() - 1
+    device = f"cuda:{last}"
+    predictor = load("convnet", backend="ort-cuda", root=runs.ready("convnet"), device=device)
+    assert predictor.device_id == last
+    assert predictor.session.get_provider_options()["CUDAExecutionProvider"]["device_id"] == str(last)
+    _, x = model_batch(runs, "convnet", 8)
+    out = predictor.predict_on_device(torch.from_numpy(x).to(device))
+    assert out.device == torch.device(device)
+    np.testing.assert_allclose(out.cpu().numpy(), predictor.predict_array(x), rtol=1e-5, atol=1e-5)
+    if last > 0:
+        with pytest.raises(InputError, match=f"runs on cuda:{last}"):
+            predictor.predict_on_device(torch.from_numpy(x).to("cuda:0"))
 
 
 @needs_ort_cuda

@@ -13,6 +13,7 @@ from ptx.contract.metadata import to_props
 from ptx.contract.schema import ValueEnum
 from ptx.errors import PtxError, first_line
 
+from ..onnx_graph import omit_zero_initial_states
 from . import ExportFormat, register
 
 DYNAMO_MIN_OPSET = 18  # torch.export's ONNX translation starts at opset 18
@@ -102,6 +103,8 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
                        f"{first_line(exc)}; try --exporter {'legacy' if exporter is Exporter.DYNAMO else 'dynamo'} "
                        f"or --opset {DEFAULT_OPSET}") from None
     proto = onnx.load(str(path))
+    # Zero RNN/GRU/LSTM states built from the input's shape would keep ort-cuda off the GPU.
+    omit_zero_initial_states(proto)
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
     used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     extra = {"opset": str(used), "exporter": exporter.value}

@@ -38,6 +38,9 @@ class Backend:
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
     # own artifact (ptx export --format onnx-int8). Loaders get ``precision=`` when it is not f32.
     precisions: tuple[tuple[str, str | None], ...] = ((FULL_PRECISION, None),)
+    # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
+    # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
+    static: Callable[[Path], str] | None = None
 
     def label(self, device: str, precision: str = FULL_PRECISION) -> str:
         """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""
