@@ -34,7 +34,7 @@ from ptx.models import get
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "artifact-format.md"
 # What a stranger has: the standard library's json, hashlib and unicodedata, numpy, onnxruntime, onnx, Pillow.
-STRANGER_MODULES = {"json", "hashlib", "unicodedata", "numpy", "onnxruntime", "onnx", "PIL"}
+STRANGER_MODULES = {"json", "hashlib", "math", "unicodedata", "numpy", "onnxruntime", "onnx", "PIL"}
 # The reference implementation the document promises, by the names its blocks define.
 REFERENCE_NAMES = {"field_checksums", "edited_fields", "read_text", "csv_rows", "encode", "raw_sample", "batches",
                    "to_grayscale", "mnist_digit", "fashion_product", "PIPELINES", "open_artifact", "to_input",
