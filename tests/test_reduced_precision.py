@@ -91,12 +91,13 @@ def test_bad_precisions_are_one_line_errors(runs, args, says):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
 
 
-def test_bad_ort_session_options_are_one_line_errors(runs):
+@pytest.mark.parametrize("variable,value", [("PTX_ORT_OPT_LEVEL", "fastest"), ("PTX_ORT_SPINNING", "yes")])
+def test_bad_ort_session_options_are_one_line_errors(runs, variable, value):
     import os
 
-    env = {**os.environ, "PTX_ORT_OPT_LEVEL": "fastest"}
+    env = {**os.environ, variable: value}
     result = ptx("predict", "--model", "linreg", "0.5", "--root", str(runs.ready("linreg")), env=env)
-    assert result.returncode == 2 and "PTX_ORT_OPT_LEVEL='fastest'" in result.stderr
+    assert result.returncode == 2 and f"{variable}={value!r}" in result.stderr
     assert result.stderr.count("\n") == 1
 
 
