@@ -42,6 +42,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   for pkg in $fonts; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
   if [ -n "$missing" ]; then
     echo "setup: apt-get install (evaluation fonts)$missing"
+    apt-get update -qq >/dev/null || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
       || echo "setup: some evaluation fonts did not install: scripts/real_pictures.py says which are missing"
   fi
