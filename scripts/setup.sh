@@ -37,7 +37,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
   # The typefaces scripts/real_pictures.py evaluates on (never trained on); tests check their
   # families. Best effort: a release without one of them still sets up.
-  fonts=$("$PYTHON" -c 'import sys; sys.path.insert(0, "scripts"); import real_pictures; print(real_pictures.DEBIAN_FONTS)')
+  fonts=$("$PYTHON" -c 'import sys; sys.path.insert(0, "scripts"); import real_pictures; print(real_pictures.DEBIAN_FONTS)' || true)
   missing=""
   for pkg in $fonts; do dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"; done
   if [ -n "$missing" ]; then
