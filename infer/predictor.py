@@ -76,6 +76,7 @@ class Predictor:
     device: str = "cpu"
     precision: str = "f32"  # f32, or the reduced precision it runs at (bf16, int8)
     stale: str | None = None  # why the artifact is not the run's current weights (set by open_model)
+    unusable: str | None = None  # why its precision is NOT USABLE on this machine (set by open_artifact)
 
     def __init__(self, info: ArtifactInfo, path: Path | None = None):
         self.info = info

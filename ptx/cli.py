@@ -50,6 +50,11 @@ class FiniteFloat(click.ParamType):
 POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
+BACKENDS_OPTION = click.option(
+    "--backends", multiple=True, callback=lambda ctx, param, value: [b.strip() for v in value for b in v.split(",")
+                                                                     if b.strip()] or None,
+    help="Backends, comma-separated or the option repeated (default: all available): " + ", ".join(BACKENDS)
+         + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
 
@@ -277,8 +282,11 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
         return
     from ptx.export.api import export_model
 
+    from ptx.infer.records import record_export_judgement
+
     formats = default_formats() if fmt == "all" else [fmt]
-    export_model(name, formats, out=out, force=force, device=device, **options)
+    for result in export_model(name, formats, out=out, force=force, device=device, **options):
+        record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
 
 
 @cli.command("predict")
@@ -348,8 +356,7 @@ def _int_list(ctx, param, value):
 @cli.command("verify")
 @click.argument("name", required=False)
 @click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
-              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
+@BACKENDS_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
               help="Batch sizes to exercise; the largest also chunks the real samples.")
@@ -372,7 +379,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     names = models_with_artifacts(root) if all_models else [name]
     if not names:
         raise PtxError(f"no model has artifacts under {root}: run `ptx train NAME` and `ptx export NAME` first")
-    chosen = [b.strip() for b in backends.split(",")] if backends else None
+    chosen = backends
     notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reports = []
     for model in names:
@@ -391,8 +398,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 
 @cli.command("bench")
 @click.argument("name")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
-              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
+@BACKENDS_OPTION
 @click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
               help="Batch sizes to time (the long run: 1,64,1024).")
 @click.option("--seconds", type=FiniteFloat(0.01), default=0.25, show_default=True,
@@ -423,7 +429,7 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
     from ptx.infer.records import record_bench, record_verify
     from ptx.infer.verify import verify
 
-    chosen = [b.strip() for b in backends.split(",")] if backends else None
+    chosen = backends
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
                           rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
     record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified

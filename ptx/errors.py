@@ -44,6 +44,11 @@ class StaleArtifactWarning(PtxWarning):
     """An artifact exported from another checkpoint than its run folder's (trained again since)."""
 
 
+class UnusablePrecisionWarning(PtxWarning):
+    """A reduced-precision artifact this machine's verify record (or export's judgement) found NOT
+    USABLE: its labels miss the gate here."""
+
+
 class InputError(PtxError):
     """A bad input file or value; the other inputs of the same call still run."""
 

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ptx.contract import PictureStep
+from ptx.contract.agreement import JUDGING_SAMPLES, judging_pick
 from ptx.contract.datasets import DATASETS, FOLDER_PREFIX, image_dataset
 from ptx.contract.registry import unknown_name
 from ptx.contract.pictures import picture_sample
@@ -488,3 +489,12 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
                         "IDX files" + (", or use --dataset mnist-sample" if name == "mnist" else
                                        ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
     raise DataError(unknown_name("dataset", name, list(DATASETS)))
+
+
+def judging_samples(dataset: str, contract, count: int = JUDGING_SAMPLES, *,
+                    notice: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray, str]:
+    """(raw samples, true labels, dataset name): the real test samples export and verify judge a
+    backend on, the same draw for both (ptx.contract.agreement.judging_pick)."""
+    data = load_dataset(dataset, labels=contract.labels, picture=contract.picture, explicit=False, notice=notice)
+    pick = judging_pick(len(data.y_test), count)
+    return data.x_test[pick], data.y_test[pick], data.name
