@@ -180,25 +180,20 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
     checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
     from pathlib import Path
 
-    from ptx.atomic import ensure_writable_dir
+    from ptx.atomic import writable_dir_for
     from ptx.models import get
-    from ptx.trainers.data import load_dataset
+    from ptx.trainers.data import check_data_fits, load_dataset
     from ptx.trainers.checkpoint import guard_run_folder
     from ptx.trainers.loop import TrainConfig, train
 
     spec = get(name)
-    out_dir = ensure_writable_dir(out or Path(DEFAULT_RUNS_ROOT) / name)
+    out_dir = Path(out or Path(DEFAULT_RUNS_ROOT) / name)
     if resume and overwrite:
         raise click.UsageError("--resume continues the run and --overwrite replaces it: give one of them")
-    # Before minutes of data loading, not after.
+    # Before minutes of data loading, and before a run folder is made: what is in the folder, whether
+    # the model can learn from the data at all, and a folder dataset's labels.
     guard_run_folder(out_dir, name, force, resume=resume, overwrite=overwrite)
-    augmentation = None
-    if augment or augment_strength is not None:
-        from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
-
-        if spec.contract(dataset).picture is None:
-            raise PtxError(f"--augment varies pictures; {name} takes {spec.contract(dataset).kind.value} input")
-        augmentation = Augmentation(strength=augment_strength or DEFAULT_STRENGTH).to_dict()
+    previous = {}
     if resume:  # go on with the data and length the run started with, not today's defaults
         from ptx.trainers.checkpoint import load_checkpoint
 
@@ -206,22 +201,31 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
         dataset = dataset or saved["dataset"]["name"]
         previous = saved["config"] if isinstance(saved.get("config"), dict) else {}
         epochs = epochs or (previous.get("epochs") if isinstance(previous.get("epochs"), int) else None)
-        if augmentation is not None and previous.get("augment") != augmentation:
+    check_data_fits(spec, dataset or spec.dataset)
+    augmentation = None
+    if augment or augment_strength is not None:
+        from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
+
+        if spec.contract(dataset).picture is None:
+            raise PtxError(f"--augment varies pictures; {name} takes {spec.contract(dataset).kind.value} input")
+        augmentation = Augmentation(strength=augment_strength or DEFAULT_STRENGTH).to_dict()
+        if resume and previous.get("augment") != augmentation:
             click.echo("notice: --resume continues the run with its own augmentation settings; "
                        "--augment and --augment-strength apply to new runs")
-    data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
-                        picture=spec.contract(dataset).picture, explicit=dataset is not None,
-                        download=False if offline else None, notice=click.echo, skip_bad_rows=skip_bad_rows)
-    click.echo(f"data: {data.name} from {data.source}")
-    if augmentation and epochs is None:
-        # Varied copies take longer to learn from than the same pictures seen again.
-        from ptx.trainers.augment import EPOCHS_FACTOR
+    with writable_dir_for(out_dir):  # a failure from here on leaves no empty run folder behind
+        data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.contract(dataset).labels,
+                            picture=spec.contract(dataset).picture, explicit=dataset is not None,
+                            download=False if offline else None, notice=click.echo, skip_bad_rows=skip_bad_rows)
+        click.echo(f"data: {data.name} from {data.source}")
+        if augmentation and epochs is None:
+            # Varied copies take longer to learn from than the same pictures seen again.
+            from ptx.trainers.augment import EPOCHS_FACTOR
 
-        epochs = spec.recipe.epochs * EPOCHS_FACTOR
-    config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
-                         lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
-                         model_args={"bias": True} if bias else None, augment=augmentation)
-    metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
+            epochs = spec.recipe.epochs * EPOCHS_FACTOR
+        config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
+                             lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
+                             model_args={"bias": True} if bias else None, augment=augmentation)
+        metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
 
