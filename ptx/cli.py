@@ -106,28 +106,34 @@ def cli(debug: bool) -> None:
 @cli.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def models_cmd(as_json: bool) -> None:
-    """List the registered models and the export formats each supports."""
+    """List the registered models: the data each takes (and so the datasets it trains on), its
+    default dataset and the export formats it supports."""
     import copy
 
     from ptx.contract.catalog import MODELS  # data, not the registry: listing names needs no torch
 
+    from ptx.contract.datasets import DataKind, datasets_for
+
     rows = copy.deepcopy(MODELS)
+    for r in rows:  # the datasets `ptx train NAME --dataset` takes: those that give what the model takes
+        r["trains_on"] = datasets_for(DataKind.from_dict(r["takes"]))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
         r["format_list"] = ",".join(r["formats"])
-    keys = ("name", "shape", "dataset", "tutorial", "format_list")
+        r["data"] = DataKind.from_dict(r["takes"]).short()
+    keys = ("name", "shape", "data", "dataset", "tutorial", "format_list")
     width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in keys}
-    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'params':>10}  "
+    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'takes':<{width['data']}}  {'params':>10}  "
               f"{'dataset':<{width['dataset']}}  {'tutorial':<{width['tutorial']}}  {'formats':<{width['format_list']}}  "
               "description")
     click.echo(header)
     click.echo("-" * len(header))
     for r in rows:
-        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['params']:>10,}  "
-                   f"{r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
+        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['data']:<{width['data']}}  "
+                   f"{r['params']:>10,}  {r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
                    f"{r['format_list']:<{width['format_list']}}  {r['description']}")
     from ptx.tutorials import legend
 
@@ -519,7 +525,7 @@ def data_group() -> None:
     """Datasets ptx downloads (MNIST, Fashion-MNIST): what is cached and where, and fetching them.
 
     \b
-    ptx data list                 what is in the cache, and what `ptx train` would read
+    ptx data list                 what each dataset gives, what is in the cache, what `ptx train` reads
     ptx data fetch mnist          download full MNIST (11.6 MB) into the cache, verified
     ptx data fetch fashion-mnist  download Fashion-MNIST (30.9 MB)
 
@@ -534,7 +540,10 @@ def data_group() -> None:
               help="The folder `ptx train --data-dir` would read first. Env: PTX_DATA_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def data_list_cmd(data_dir, as_json) -> None:
-    """Show each downloadable dataset's state in the cache and where `ptx train` would read it."""
+    """Show what every dataset `ptx train --dataset` takes gives (input and label) and which models
+    fit it; and each downloadable dataset's state in the cache and where `ptx train` would read it."""
+    from ptx.contract.catalog import MODELS
+    from ptx.contract.datasets import DATASET_INFO, DataKind, fits
     from ptx.trainers.data import find_local_idx
     from ptx.trainers.download import REMOTES, cache_state, datasets_dir, offline_requested
 
@@ -553,10 +562,23 @@ def data_list_cmd(data_dir, as_json) -> None:
                      "files_cached": len(state.complete), "files": len(remote.files),
                      "bytes_cached": state.cached_bytes, "bytes": remote.size,
                      "train_reads": {"how": found[1], "folder": str(found[0])} if found else None})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    # What each dataset gives, the same facts `ptx models` shows for what each model takes.
+    kinds = []
+    for name, info in DATASET_INFO.items():
+        models = [m["name"] for m in MODELS if fits(DataKind.from_dict(m["takes"]), info.gives)]
+        kinds.append({"dataset": name, "gives": info.gives.to_dict(), "loader": info.loader, "models": models})
+    by_name = {row["dataset"]: row for row in rows}
+    if as_json:  # one row per dataset; the downloadable ones also say what is in the cache
+        click.echo(json.dumps([{**kind, **by_name.get(kind["dataset"], {})} for kind in kinds], indent=2))
         return
-    click.echo(f"cache: {datasets_dir()}" + ("  (downloads off: PTX_OFFLINE=1)" if offline else ""))
+    gives = [DataKind.from_dict(kind["gives"]).short() for kind in kinds]
+    name_w, gives_w = max(len(k["dataset"]) for k in kinds), max(len(g) for g in gives)
+    click.echo(f"{'dataset':<{name_w}}  {'gives':<{gives_w}}  models that train on it")
+    for kind, text in zip(kinds, gives):
+        models = kind["models"]
+        shown = ", ".join(models) if len(models) <= 4 else f"{len(models)} models: {', '.join(models[:3])}, ..."
+        click.echo(f"{kind['dataset']:<{name_w}}  {text:<{gives_w}}  {shown}")
+    click.echo(f"\ncache: {datasets_dir()}" + ("  (downloads off: PTX_OFFLINE=1)" if offline else ""))
     width = max(len(r["cache"]) for r in rows)
     click.echo(f"{'dataset':<14} {'in the cache':<{width}}  ptx train reads")
     for r, where in zip(rows, reads):

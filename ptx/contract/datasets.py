@@ -68,7 +68,15 @@ class DataKind:
 
     def short(self) -> str:
         """'28x28 pictures -> 10 classes': a table's words."""
-        return f"{self.input_text()} -> {self.label_text()}"
+        if self.input == CHARACTERS:
+            given = f"{self.alphabet!r} strings"
+        elif self.input == VECTOR:
+            given = f"{self.size[0]} numbers" if self.size else "numbers"
+        else:
+            given = self.input_text()
+        said = {BINARY: "0/1", VALUE: "a value",
+                CLASS_PER_CHARACTER: f"{self.classes} classes per character"}.get(self.label, self.label_text())
+        return f"{given} -> {said if self.classes or self.label != CLASSES else 'its classes'}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "size": list(self.size)}
