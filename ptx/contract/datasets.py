@@ -181,6 +181,19 @@ def check_fit(model: str, takes: DataKind, dataset: str) -> None:
         raise DataMismatchError(problem)
 
 
+def recorded_mismatch(model: str, takes: DataKind | None, dataset) -> str | None:
+    """Why a run of ``model`` on ``dataset``, as a checkpoint or an artifact records it, cannot mean
+    anything (a run an older ptx trained without checking the pair), as one line; None when the pair
+    fits, or when there is nothing to judge by (a model or dataset name this ptx does not know)."""
+    if takes is None or not isinstance(dataset, str):
+        return None
+    try:
+        problem = mismatch(model, takes, dataset)
+    except DataError:
+        return None
+    return problem and f"it holds {model} trained on {dataset}, which it cannot learn from ({problem})"
+
+
 def check_folder_labels(model: str, labels: tuple[str, ...], dataset: str, named: list[str]) -> None:
     """A folder's labels.csv, once read, against the model: it names ``named`` (distinct labels,
     in file order); the model tells ``labels`` apart. More labels than the model has outputs, or
