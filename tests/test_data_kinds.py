@@ -258,3 +258,13 @@ def test_models_and_data_list_show_the_same_facts():
     kinds = {r["dataset"]: r for r in json.loads(runner.invoke(cli, ["data", "list", "--json"]).output)}
     assert kinds["pima"]["models"] == ["diabetes"] and kinds["pima"]["loader"] == "load_pima"
     assert np.array_equal(sorted(kinds["mnist-sample"]["models"]), sorted(PICTURE_MODELS))
+
+
+def test_the_library_train_refuses_a_mismatch_before_making_its_folder(tmp_path):
+    from ptx.trainers.data import load_hours
+    from ptx.trainers.loop import TrainConfig, train
+
+    config = TrainConfig(epochs=1, batch_size=3, lr=0.01, device="cpu")
+    with pytest.raises(DataMismatchError, match="^gru-classifier takes Latin-1 words"):
+        train(get("gru-classifier"), load_hours(), config, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run").exists()

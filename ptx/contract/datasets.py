@@ -142,15 +142,18 @@ def image_dataset(name: str) -> ImageDataset | None:
     return IMAGE_DATASETS.get(name)
 
 
+def is_known_dataset(name: str) -> bool:
+    return name in DATASET_INFO or name.startswith(FOLDER_PREFIX)
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """The entry of dataset ``name`` (``folder:ANY/PATH`` is the folder entry); an unknown name is a
     DataError with "did you mean"."""
     from .registry import unknown_name
 
-    key = FOLDER if name.startswith(FOLDER_PREFIX) else name
-    if key not in DATASET_INFO:
+    if not is_known_dataset(name):
         raise DataError(unknown_name("dataset", name, list(DATASETS)))
-    return DATASET_INFO[key]
+    return DATASET_INFO[FOLDER if name.startswith(FOLDER_PREFIX) else name]
 
 
 def datasets_for(takes: DataKind) -> list[str]:
