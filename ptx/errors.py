@@ -15,6 +15,10 @@ class DataError(PtxError):
     """A dataset that cannot be found or read."""
 
 
+class DataMismatchError(DataError):
+    """A model and data of another kind (pictures for a word model, 6 classes for a 10-class one)."""
+
+
 class CheckpointError(PtxError):
     """A missing, corrupt, foreign or mismatched checkpoint."""
 
