@@ -502,6 +502,9 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     `label` and `probabilities`. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight
     and exits 0.
     """
+    from ptx.extras import require
+
+    require("serve")  # before ptx.serve imports uvicorn: a missing extra is one line with the pip command
     from ptx.serve import ServeOptions, serve
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,

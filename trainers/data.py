@@ -330,10 +330,12 @@ def _pima_csv(data_dir: str | None) -> tuple[Path, str]:
     if rda is None:
         raise DataError("Pima Indians diabetes data not found: run scripts/setup.sh (it unpacks the Debian package "
                         "r-cran-mlbench), or pass --data-dir DIR with the seed's diabetes.csv")
-    try:
-        import rdata
-    except ImportError:
-        raise DataError("reading mlbench's .rda needs the PyPI package rdata: pip install rdata") from None
+    from ptx.extras import missing
+
+    why = missing("diabetes")
+    if why:
+        raise DataError(why)
+    import rdata
     import warnings
 
     from ptx.atomic import write_text
