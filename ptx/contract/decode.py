@@ -130,7 +130,7 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
             raise InputError(f"{name}: a HEIC/HEIF picture; {HEIF_INSTALL}") from None
         if _brand(prefix) in AVIF_BRANDS:
             raise InputError(f"{name}: an AVIF picture and this Pillow was built without AVIF; "
-                             "pip install -U pillow (11.3 or later reads AVIF)") from None
+                             "install a Pillow built with AVIF (pip install -U pillow)") from None
         raise InputError(f"{name}: not an image Pillow can read") from None
     except Image.DecompressionBombError:
         raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
