@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ptx.contract import decode
 
-from ptx.contract import decode  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def real_pictures_module():
@@ -177,7 +175,7 @@ def command(path: Path, args) -> tuple[float, float, str]:
         with tempfile.NamedTemporaryFile("r") as report:
             done = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", report.name, sys.executable, "-m", "ptx",
                                    "predict", str(path), "--model", args.model, "--root", args.root, "--backend",
-                                   "ort-cpu"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                   "ort-cpu"], capture_output=True, text=True)
             wall, kilobytes = report.read().split()[-2:]
         walls.append(float(wall))
         peak = max(peak, int(kilobytes) / 1024)
