@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import gzip
+import importlib.util
 import io
 import json
 import signal
@@ -151,6 +152,22 @@ def test_a_png_sent_as_bytes_gets_the_label_ptx_predict_gives_that_file(server, 
                                    "data": [base64.b64encode(f.read_bytes()).decode() for f in files]}]}).encode()
     status, doc = post(server, "/v2/models/convnet/infer", body, {"Content-Type": "application/json"})
     assert status == 200 and {t["name"]: t["data"] for t in doc["outputs"]}["label"] == [p.label_name for p in expected]
+
+
+def test_phone_photos_a_48_mp_jpeg_and_a_heic_are_predicted_and_a_jpeg_bomb_refused(server):
+    from test_photos import bomb_jpeg, encoded, seven  # the photos of tests/test_photos.py
+
+    photos = [encoded(seven(8000, 6000), "JPEG", quality=50)]  # decoded at 1/8 (ptx.contract.decode)
+    if importlib.util.find_spec("pillow_heif"):
+        import pillow_heif
+
+        buffer = io.BytesIO()
+        pillow_heif.from_pillow(seven(800, 600, "RGB")).save(buffer, format="HEIF", quality=70)
+        photos.append(buffer.getvalue())
+    status, doc = post(server, "/v2/models/convnet/infer", *image_request(*photos, outputs=("label",)))
+    assert status == 200 and doc["outputs"][0]["data"] == ["7"] * len(photos), doc
+    status, doc = post(server, "/v2/models/convnet/infer", *image_request(bomb_jpeg()))
+    assert status == 400 and "too large" in doc["error"], doc
 
 
 @pytest.mark.parametrize("name,texts", [("gru-classifier", ["bonjour", "gracias", "hallo", "goedemorgen", "ciao"]),
