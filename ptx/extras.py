@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "serve": (("uvicorn", "starlette", "orjson", "grpc", "tritonclient.grpc", "prometheus_client"), "ptx serve"),
     "openvino": (("openvino",), "the openvino backend"),
     "diabetes": (("rdata",), "the pima dataset (diabetes model)"),
+    "heif": (("pillow_heif",), "reading HEIC/HEIF pictures"),
 }
 
 

@@ -212,5 +212,5 @@ def test_a_heic_without_pillow_heif_is_refused_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [
-        f"{tmp_path / 'photo.heic'}: a HEIC/HEIF picture; install pillow-heif (pip install pillow-heif) to read "
-        "HEIC pictures"]
+        f"{tmp_path / 'photo.heic'}: a HEIC/HEIF picture; install pillow-heif to read HEIC pictures: "
+        "pip install 'ptx[heif]' (from a clone: pip install -e '.[heif]')"]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from ptx.extras import install_command
 from ptx.errors import InputError
 
 MAX_PIXELS = 40_000_000  # decoded size, every format (below Pillow's own ~89 MP warning)
@@ -45,7 +46,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 # ISO base media 'ftyp' brands of HEIF still pictures (HEVC-coded and the generic image brands).
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 AVIF_BRANDS = {b"avif", b"avis"}
-HEIF_INSTALL = "install pillow-heif (pip install pillow-heif) to read HEIC pictures"
+HEIF_INSTALL = f"install pillow-heif to read HEIC pictures: {install_command('heif')}"
 
 
 def open_image(source, name: str | None = None) -> Image.Image:
