@@ -24,6 +24,7 @@ So, per connection:
 """
 from __future__ import annotations
 
+import os
 import resource
 from dataclasses import dataclass, field
 
@@ -176,25 +177,25 @@ class BoundedProtocol(HttpToolsProtocol):
 def raise_fd_limit() -> tuple[int, int]:
     """Raise this process's soft file-descriptor limit to its hard limit; returns (soft, hard) after."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        for want in ((hard,) if hard != resource.RLIM_INFINITY else ()) + (1 << 20,):
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-                break
-            except (ValueError, OSError):  # macOS refuses more than kern.maxfilesperproc
-                continue
+    # An unlimited hard limit (macOS) cannot be the soft one: the kernel's per-process ceiling is.
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):  # refused: the limit stays as it was, and the cap is fitted under it
+            pass
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def fitting_cap(wanted: int, soft: int, in_use: int) -> int:
     """The connection cap that fits under the soft file limit, with what is open now and a reserve."""
+    if soft == resource.RLIM_INFINITY:
+        return wanted
     return min(wanted, soft - in_use - FD_RESERVE)
 
 
 def open_fds() -> int:
     """File descriptors this process holds now (Linux, macOS); the reserve's guess elsewhere."""
-    import os
-
     for folder in ("/proc/self/fd", "/dev/fd"):
         try:
             return len(os.listdir(folder))

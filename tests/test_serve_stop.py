@@ -4,6 +4,8 @@ middle of their headers cannot take the server's file descriptors. Real servers 
 wait bounded, each server stopped by its own pid whatever the outcome."""
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import http.client
 import re
 import resource
@@ -93,38 +95,53 @@ def probe_ready(address: tuple[str, int], statuses: list, until: threading.Event
 
 def test_sigterm_under_keep_alive_load_answers_every_written_request_10_times(runs):
     root = runs.ready(MODEL)
-    for attempt in range(10):
-        server = serving.start(root, MODEL, args=("--drain-seconds", DRAIN_S))
-        try:
-            address = split(server.http)
-            clients = [KeepAliveClient(address) for _ in range(CLIENTS)]
-            for client in clients:
-                client.start()
-            time.sleep(0.4)
-            statuses, done = [], threading.Event()
-            signalled = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            prober = threading.Thread(target=probe_ready, args=(address, statuses, done), daemon=True)
-            prober.start()
-            code = server.process.wait(30)
-            took = time.monotonic() - signalled
-            done.set()
-            for client in clients:
-                client.join(30)
-            prober.join(10)
-        finally:
-            server.stop(signal.SIGKILL)
-        bound = float(re.search(r"exit within ([\d.]+) s", "\n".join(server.lines)).group(1))
-        lost = [f"client {i}: {e}" for i, c in enumerate(clients) for e in c.lost]
-        written, answered = sum(c.written for c in clients), sum(c.answered for c in clients)
-        context = f"attempt {attempt}: {written} written, {answered} answered, took {took:.2f} s"
-        assert not lost, (context, lost[:5], server.lines[-3:])
-        assert code == 0 and took < bound, (context, code, bound, server.lines[-3:])
-        # Readiness turned 503 during the drain (a probe before the signal was handled may see 200).
-        assert 503 in statuses and 200 not in statuses[statuses.index(503):], (context, statuses)
-        # Every client was moved off its connection by an answer saying Connection: close.
-        assert all(c.told_to_close for c in clients), (context, [c.told_to_close for c in clients])
-        assert written > CLIENTS, context
+    # The next server starts while one is under test: most of a round is a server's start-up.
+    starting = concurrent.futures.ThreadPoolExecutor(1)
+    start = lambda: starting.submit(serving.start, root, MODEL, args=("--drain-seconds", DRAIN_S))  # noqa: E731
+    upcoming = start()
+    try:
+        for attempt in range(10):
+            server, upcoming = upcoming.result(), (start() if attempt < 9 else None)
+            run_once(server, attempt)
+    finally:
+        if upcoming is not None:  # stopped by its pid whatever happened to the others
+            with contextlib.suppress(Exception):
+                upcoming.result().stop(signal.SIGKILL)
+        starting.shutdown()
+
+
+def run_once(server: serving.Server, attempt: int) -> None:
+    """16 keep-alive clients under load, SIGTERM, and what each client saw."""
+    try:
+        address = split(server.http)
+        clients = [KeepAliveClient(address) for _ in range(CLIENTS)]
+        for client in clients:
+            client.start()
+        time.sleep(0.4)
+        statuses, done = [], threading.Event()
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        prober = threading.Thread(target=probe_ready, args=(address, statuses, done), daemon=True)
+        prober.start()
+        code = server.process.wait(30)
+        took = time.monotonic() - signalled
+        done.set()
+        for client in clients:
+            client.join(30)
+        prober.join(10)
+    finally:
+        server.stop(signal.SIGKILL)
+    bound = float(re.search(r"exit within ([\d.]+) s", "\n".join(server.lines)).group(1))
+    lost = [f"client {i}: {e}" for i, c in enumerate(clients) for e in c.lost]
+    written, answered = sum(c.written for c in clients), sum(c.answered for c in clients)
+    context = f"attempt {attempt}: {written} written, {answered} answered, took {took:.2f} s"
+    assert not lost, (context, lost[:5], server.lines[-3:])
+    assert code == 0 and took < bound, (context, code, bound, server.lines[-3:])
+    # Readiness turned 503 during the drain (a probe before the signal was handled may see 200).
+    assert 503 in statuses and 200 not in statuses[statuses.index(503):], (context, statuses)
+    # Every client was moved off its connection by an answer saying Connection: close.
+    assert all(c.told_to_close for c in clients), (context, [c.told_to_close for c in clients])
+    assert written > CLIENTS, context
 
 
 # -- bounded connections ---------------------------------------------------------------------------
@@ -231,11 +248,18 @@ def test_silent_and_stalled_connections_cannot_take_the_server_at_1024_files(run
         extra.close()
         time.sleep(0.2)
         assert infer_once(address)[0] == 200
+        connection = http.client.HTTPConnection(*address, timeout=10)
+        connection.request("POST", "/v2/models/no-such-model/infer", BODY)
+        assert connection.getresponse().status == 404
+        connection.close()
     finally:
         for sock in held:
             sock.close()
         code = server.stop()
     assert code == 0, server.lines[-3:]
+    # Two inference requests were answered; the 404 is a refusal, not an answer (issue 30, point 7).
+    assert server.lines[-1] == "stopped: answered 2 inference requests (REST 2, gRPC 0); 1 refused (4xx)", \
+        server.lines[-3:]
 
 
 def test_serve_without_its_extra_is_one_line_with_the_pip_command(tmp_path):
