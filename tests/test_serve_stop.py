@@ -9,6 +9,7 @@ import contextlib
 import http.client
 import re
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -47,6 +48,9 @@ class KeepAliveClient(threading.Thread):
         deadline = time.monotonic() + 60
         connection = None
         while time.monotonic() < deadline:
+            if connection is not None and dropped(connection):
+                connection.close()  # the server closed it while idle: what urllib3 checks before reuse
+                connection = None
             if connection is None:
                 connection = http.client.HTTPConnection(*self.address, timeout=20)
                 try:
@@ -81,14 +85,21 @@ class KeepAliveClient(threading.Thread):
         self.lost.append("still running after 60 s")
 
 
-def probe_ready(address: tuple[str, int], statuses: list, until: threading.Event) -> None:
+def dropped(connection: http.client.HTTPConnection) -> bool:
+    """An idle connection the server has closed (readable with nothing to read but EOF)."""
+    return connection.sock is not None and bool(select.select([connection.sock], [], [], 0)[0])
+
+
+def probe_ready(connection: http.client.HTTPConnection, statuses: list, until: threading.Event) -> None:
+    """Readiness, first on a connection opened before the signal (so a slow machine still asks
+    during the drain), then on new ones until they are refused."""
     while not until.is_set():
         try:
-            connection = http.client.HTTPConnection(*address, timeout=5)
             connection.request("GET", "/v2/health/ready")
-            statuses.append(connection.getresponse().status)
-            connection.close()
-        except OSError:
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        except (OSError, http.client.HTTPException):
             return
         time.sleep(0.05)
 
@@ -119,9 +130,11 @@ def run_once(server: serving.Server, attempt: int) -> None:
             client.start()
         time.sleep(0.4)
         statuses, done = [], threading.Event()
+        probe = http.client.HTTPConnection(*address, timeout=5)
+        probe.connect()
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        prober = threading.Thread(target=probe_ready, args=(address, statuses, done), daemon=True)
+        prober = threading.Thread(target=probe_ready, args=(probe, statuses, done), daemon=True)
         prober.start()
         code = server.process.wait(30)
         took = time.monotonic() - signalled
