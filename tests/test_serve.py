@@ -313,6 +313,11 @@ def test_metrics_count_requests_errors_latency_and_batch_sizes(server):
                  'ptx_inference_request_duration_seconds_bucket{le="0.001",model="convnet",protocol="grpc"}',
                  'ptx_batch_size_count{model="convnet"}'):
         assert line in text
+    # A name the server does not serve is counted apart, never as a model label (issue 30, point 7).
+    post(server, "/v2/models/no-such-model/infer", b"{}")
+    text = get(server, "/metrics")[1].decode()
+    assert 'model=""' not in text and "no-such-model" not in text
+    assert 'ptx_inference_unknown_model_requests_total{protocol="rest"}' in text
 
 
 def test_the_page_is_served_without_anything_from_the_internet(server):
@@ -386,7 +391,7 @@ def test_64_clients_200_requests_each_without_an_error(server):
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(runs):
-    server = serving.start(runs.ready("convnet"), "convnet")
+    server = serving.start(runs.ready("convnet"), "convnet", args=("--drain-seconds", 1))
     stop = threading.Event()
     try:
         threads, answers, errors = hammer(server, 32, 10_000, stop)
