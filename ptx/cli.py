@@ -514,10 +514,7 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
     flight and exits 0.
     """
-    from ptx.extras import require
-
-    require("serve")  # before ptx.serve imports uvicorn: a missing extra is one line with the pip command
-    from ptx.serve import ServeOptions, serve
+    from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            max_delay_ms=max_delay_ms, workers=workers, token=token or None,

@@ -1,18 +1,11 @@
 """`ptx serve`: the models behind the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe
 speak it), a dynamic batcher per model, Prometheus metrics and a drawing page. After infer in ptx's
 one-way flow: it serves Predictors from ptx.infer, and the ONNX Runtime path never imports torch."""
-from ptx.errors import BackendUnavailableError
+from ptx.extras import require
 
-# The serve extra's import names (pyproject's [project.optional-dependencies] serve).
-SERVE_EXTRA = {"uvicorn", "httptools", "uvloop", "starlette", "orjson", "grpc", "tritonclient", "prometheus_client"}
+require("serve")  # without the extra: one line with the pip command (MissingExtraError), not a traceback
 
-try:
-    from .server import serve
-    from .service import ServeOptions
-except ModuleNotFoundError as exc:  # without the extra: one line with the command, not a traceback
-    if (exc.name or "").split(".")[0] not in SERVE_EXTRA:
-        raise
-    raise BackendUnavailableError(f"ptx serve needs the serve extra ({exc.name} is not installed): "
-                                  "pip install 'ptx[serve]'") from None
+from .server import serve  # noqa: E402 - after the check above
+from .service import ServeOptions  # noqa: E402
 
 __all__ = ["ServeOptions", "serve"]

@@ -274,13 +274,3 @@ def test_silent_and_stalled_connections_cannot_take_the_server_at_1024_files(run
     assert server.lines[-1] == "stopped: answered 2 inference requests (REST 2, gRPC 0); 1 refused (4xx)", \
         server.lines[-3:]
 
-
-def test_serve_without_its_extra_is_one_line_with_the_pip_command(tmp_path):
-    # uvicorn made unimportable, as after `pip install ptx` without [serve].
-    program = "import sys; sys.modules['uvicorn'] = None; sys.argv = ['ptx', 'serve', 'linreg']; " \
-              "from ptx.cli import main; main()"
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr == "error: ptx serve needs the serve extra (uvicorn is not installed): " \
-                            "pip install 'ptx[serve]'\n"
