@@ -13,8 +13,6 @@ import select
 import selectors
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
