@@ -25,7 +25,7 @@ from ptx.atomic import atomic_path
 from ptx.errors import PtxError
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
-PART_ROWS = 10_000
+PART_ROWS = 10_000  # PTX_PARQUET_PART_ROWS overrides it (the tests kill a run after a few parts)
 PART_SECONDS = 30.0
 CLASSIFIER_COLUMNS = ("input", "label", "label_name", "probability", "low_confidence", "logits", "topk", "error")
 REGRESSION_COLUMNS = ("input", "value", "logits", "error")
@@ -95,7 +95,7 @@ class JsonLinesWriter:
         self.fh = open(path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        self.fh.write(json.dumps(row) + "\n")  # one write per whole row
+        self.fh.write(json.dumps(row) + "\n")  # one write per whole row, flushed by the caller
 
     def flush(self) -> None:
         self.fh.flush()
@@ -110,7 +110,7 @@ class CsvWriter:
         new = not path.exists() or path.stat().st_size == 0
         self.fh = open(path, "a", newline="", encoding="utf-8")
         if new:
-            self.fh.write(self._line(dict(zip(columns, columns))))
+            csv.writer(self.fh).writerow(columns)
 
     def _line(self, row: dict) -> str:
         buffer = io.StringIO()
@@ -143,6 +143,7 @@ class ParquetParts:
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.columns = path, columns
         self.schema = pa.schema([(c, parquet_type(c, per_position)) for c in columns])
+        self.part_rows = int(os.environ.get("PTX_PARQUET_PART_ROWS", PART_ROWS))
         self.rows: list[dict] = []
         self.started = time.monotonic()
         parts = sorted(path.glob("part-*.parquet"))
@@ -150,12 +151,12 @@ class ParquetParts:
 
     def write(self, row: dict) -> None:
         self.rows.append(row)
-        if len(self.rows) >= PART_ROWS:
+        if len(self.rows) >= self.part_rows:
             self.flush()
 
     def flush(self, force: bool = False) -> None:
         """Close the open part when it is full or old enough (``force``: now)."""
-        if not self.rows or not (force or len(self.rows) >= PART_ROWS
+        if not self.rows or not (force or len(self.rows) >= self.part_rows
                                  or time.monotonic() - self.started >= PART_SECONDS):
             return
         import pyarrow as pa
