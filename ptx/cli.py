@@ -282,7 +282,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 
 
 @cli.command("predict")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)  # required, checked below: `--ray DIR` may take the first
 @click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
@@ -330,6 +330,9 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         from ptx.infer.ray_data import predict_with_ray, split_address
 
         ray_address, inputs = split_address(ray_address, inputs)
+    if not inputs:
+        raise click.UsageError("Missing argument 'INPUTS...'.")
+    if ray_address is not None:
         if not output:
             raise click.UsageError("--ray writes Parquet: give --output DIR_OR_FILE")
         count = predict_with_ray(list(inputs), output, address=ray_address, model=model, backend=backend,
