@@ -136,7 +136,7 @@ class ParquetParts:
         try:
             import pyarrow as pa
         except ImportError:
-            raise PtxError("--output *.parquet needs pyarrow: pip install pyarrow (scripts/setup.sh installs it)") \
+            raise PtxError("--output *.parquet needs pyarrow: pip install 'ptx[parquet]'") \
                 from None
         if path.exists() and not path.is_dir():
             raise PtxError(f"--output {path}: a .parquet output is a folder of part files, and {path} is a file")
