@@ -71,7 +71,10 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
     shown_notices = 0
     errors: list[dict] = []
     answered = 0
-    previous_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        previous_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread (a library caller's worker thread): leave signals alone
+        previous_term = None
     if as_json:
         head = {"model": contract.model, "backend": predictor.backend, "precision": predictor.precision}
         sys.stdout.write(json.dumps(head, indent=2)[:-2] + ',\n  "results": [')
@@ -96,7 +99,8 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
             if bar is not None:
                 bar.update(1)
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if bar is not None:
             bar.close()
         if writer is not None:

@@ -159,9 +159,8 @@ def test_resume_after_a_killed_run_answers_every_input_once(convnet, folder, tmp
         rows = pq.read_table(out).to_pylist()
     names = sorted(str(p) for p in folder.iterdir())
     assert sorted(r["input"] for r in rows) == names  # every input, once
-    clean = subprocess.run([*PTX, "predict", *names[:50], "--root", root, "--workers", "0"], capture_output=True,
-                           text=True, timeout=120)
-    labels = dict(line.split("\t")[:2] for line in clean.stdout.splitlines())
+    predictor = open_artifact(convnet / "model.onnx", "ort-cpu")
+    labels = {a.source: a.prediction.label_name for a in stream_answers(predictor, [Input(n, n) for n in names[:50]])}
     assert {r["input"]: r["label_name"] for r in rows if r["input"] in labels} == labels
 
 
@@ -224,8 +223,8 @@ def test_faster_paper_flattening_gives_the_same_samples(monkeypatch, runs, tmp_p
 
 
 def test_ray_data_answers_as_ptx_predict(convnet, folder, tmp_path):
-    """A local Ray (started here, 2 CPUs) scores the pictures with Ray Data: the same answers as `ptx
-    predict`, written as Parquet."""
+    """A local Ray (started by `ptx predict --ray`, one CPU per core ptx may use: 2 here) scores 200
+    pictures with Ray Data: the same answers as `ptx predict`, written as Parquet. Bounded in time."""
     pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
     import pyarrow.parquet as pq
 
@@ -240,9 +239,8 @@ def test_ray_data_answers_as_ptx_predict(convnet, folder, tmp_path):
                          capture_output=True, text=True, timeout=150)
     assert ray.returncode == 0, ray.stderr[-3000:]
     rows = {Path(r["input"]).name: r for r in pq.read_table(out).to_pylist()}
-    plain = subprocess.run([*PTX, "predict", str(sub), "--root", root, "--json"], capture_output=True, text=True,
-                           timeout=120)
-    want = {Path(r["input"]).name: r for r in json.loads(plain.stdout)["results"]}
+    predictor = open_artifact(convnet / "model.onnx", "ort-cpu")  # what `ptx predict` answers, in-process
+    want = {Path(a.source).name: a.to_dict() for a in stream_answers(predictor, [Input(n, n) for n in names])}
     assert sorted(rows) == sorted(want) and len(rows) == 200
     for name, row in want.items():
         assert rows[name]["label_name"] == row["label_name"]
