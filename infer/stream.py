@@ -103,7 +103,7 @@ def stream_answers(predictor: Predictor, inputs: Iterable[Input], *, raw: bool =
         return
     pool = _pool(workers)
     try:
-        yield from _answer_with_pool(predictor, pool, [first, more, it], raw, chunk, workers, min_confidence)
+        yield from _answer_with_pool(predictor, pool, first, [more, it], raw, chunk, workers, min_confidence)
         pool.close()
     finally:
         pool.terminate()
@@ -136,15 +136,24 @@ def _answer_in_process(predictor, parts, raw, chunk, min_confidence) -> Iterator
         yield from _finish(predictor, inputs, prepared, min_confidence)
 
 
-def _answer_with_pool(predictor, pool, parts, raw, chunk, workers, min_confidence) -> Iterator[Answer]:
+def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_confidence) -> Iterator[Answer]:
+    """The first chunk is answered here while the workers start (the first answer waits for no
+    process start-up); the others go to the pool, at most ``workers * IN_FLIGHT_PER_WORKER`` ahead."""
     step = predictor.contract.picture
     pending: deque = deque()
-    for inputs in _chunks(parts, chunk):
+
+    def submit(inputs):
         # Arguments that name no file are answered here; the others go to a worker.
         todo = [(item.value, item.name) for item in inputs if item.error is None]
         pending.append((inputs, pool.apply_async(_prepare_pictures, (step, raw, todo))))
-        if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
-            yield from _collect(predictor, *pending.popleft(), min_confidence)
+
+    chunks = _chunks(parts, chunk)
+    for inputs in islice(chunks, workers * IN_FLIGHT_PER_WORKER):
+        submit(inputs)
+    yield from _answer_in_process(predictor, [first], raw, chunk, min_confidence)
+    for inputs in chunks:
+        yield from _collect(predictor, *pending.popleft(), min_confidence)
+        submit(inputs)
     while pending:
         yield from _collect(predictor, *pending.popleft(), min_confidence)
 
