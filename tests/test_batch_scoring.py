@@ -64,7 +64,7 @@ def test_answers_stream_in_input_order_with_bounded_memory(convnet):
         a[r:r + 15, c:c + 4] = 255
         strokes.append(a)
     pulled = [0]
-    n = 1500
+    n = 800
     workers = 2
 
     def many():
