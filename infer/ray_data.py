@@ -30,7 +30,7 @@ from .inputs import IMAGE_SUFFIXES, expand_inputs
 from .outputs import columns_for, parquet_type
 from .stream import Input, stream_answers
 
-READ_CPUS = 0.25  # a read task mostly waits on storage: it must not take a whole CPU from the actors
+READ_CPUS = 0.25  # a read or write task mostly waits on storage: it must not take a whole CPU from the actors
 GPU_BACKENDS = ("ort-cuda",)
 REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")  # s3://, gs://, ... (not a local path)
 
@@ -86,8 +86,8 @@ class Scorer:
 def actor_options(backend: str | None = None, device: str | None = None) -> dict:
     """map_batches' concurrency and per-actor resources, from what the Ray cluster has now: one
     actor per GPU for a CUDA backend; else one per CPU, each asking a fraction of a CPU so that
-    the read tasks (READ_CPUS each) always find room (on 2 CPUs, two whole-CPU actors left the
-    read task waiting forever)."""
+    the read and write tasks (READ_CPUS each) always find room (on 2 CPUs, two whole-CPU actors left
+    the read task waiting forever)."""
     ray = _need_ray()
     have = ray.available_resources()
     if backend in GPU_BACKENDS or (device or "").startswith("cuda"):
@@ -97,7 +97,8 @@ def actor_options(backend: str | None = None, device: str | None = None) -> dict
         return {"compute": ray.data.ActorPoolStrategy(size=gpus), "num_gpus": 1, "num_cpus": 1}
     cpus = max(1.0, have.get("CPU", 1.0))
     actors = max(1, int(cpus))
-    return {"compute": ray.data.ActorPoolStrategy(size=actors), "num_cpus": round((cpus - READ_CPUS) / actors, 3)}
+    return {"compute": ray.data.ActorPoolStrategy(size=actors),
+            "num_cpus": round((cpus - 2 * READ_CPUS) / actors, 3)}  # room for a read and a write task
 
 
 def split_address(value: str, inputs: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
@@ -152,8 +153,10 @@ def predict_with_ray(inputs: list[str], output: str, *, address: str = "local", 
                       precision=precision, raw=raw, min_confidence=min_confidence, topk=topk)
         answers = ds.map_batches(Scorer, fn_constructor_kwargs=kwargs, batch_size=batch_size,
                                  **actor_options(backend, device))
-        answers.write_parquet(output)
-        return ray.data.read_parquet(output).count()
+        answers.write_parquet(output, ray_remote_args={"num_cpus": READ_CPUS})
+        import pyarrow.dataset
+
+        return pyarrow.dataset.dataset(output, format="parquet").count_rows()  # the footers: no second Ray job
     finally:
         if started:
             ray.shutdown()
