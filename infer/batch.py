@@ -2,20 +2,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ptx.contract import DEFAULT_RUNS_ROOT, InputKind
 from ptx.errors import InputError
 
 from .api import load
 from .inputs import expand_csv_rows, expand_inputs
-from .predictor import Prediction, Predictor, mark_low_confidence
-
-CHUNK = 256  # images per predict_array call: large enough for throughput, small for memory
+from .predictor import Prediction, Predictor
+from .stream import Input, stream_answers
 
 
 def tsv_field(text) -> str:
     """A file name with a tab or newline in it must not break the one-line-per-input output."""
     return str(text).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def result_line(r: Prediction, topk: int = 0) -> str:
+    """One answer as `ptx predict` prints it: input, label, probability (tab-separated)."""
+    source = tsv_field(r.source)
+    if r.value is not None:
+        return f"{source}\ty={r.value:.6g}"
+    label = f"? (low confidence: {r.label_name})" if r.low_confidence else r.label_name
+    line = f"{source}\t{label}\t{r.probability:.4f}"
+    if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
+        line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk))
+    return line
 
 
 STDIN = "-"  # the argument that means: read one input from standard input
@@ -29,18 +41,7 @@ class PredictReport:
     notices: list[str] = field(default_factory=list)  # what was left out of folders on the way
 
     def lines(self, topk: int = 0) -> list[str]:
-        out = []
-        for r in self.results:
-            source = tsv_field(r.source)
-            if r.value is not None:
-                out.append(f"{source}\ty={r.value:.6g}")
-                continue
-            label = f"? (low confidence: {r.label_name})" if r.low_confidence else r.label_name
-            line = f"{source}\t{label}\t{r.probability:.4f}"
-            if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
-                line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk))
-            out.append(line)
-        return out
+        return [result_line(r, topk) for r in self.results]
 
     def to_dict(self, topk: int = 0) -> dict:
         return {"model": self.predictor.contract.model, "backend": self.predictor.backend,
@@ -50,47 +51,49 @@ class PredictReport:
                 "notices": self.notices}
 
 
+def iter_inputs(predictor: Predictor, args: list[str], *, recursive: bool = False, stdin: bytes | None = None,
+                notices: list[str] | None = None) -> Iterator[Input]:
+    """Command-line arguments -> inputs, lazily and in order: files, folders and globs (pictures),
+    numbers, CSV rows or files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input
+    per line). An argument that names nothing is an Input with its error, in its place. What folders
+    left out is appended to ``notices``."""
+    kind = predictor.contract.kind
+    for arg in args:
+        if arg == STDIN and stdin is not None:
+            if kind is InputKind.IMAGE:
+                yield Input(stdin, arg, name=STDIN)
+                continue
+            try:
+                yield from (Input(line, line) for line in predictor.text_lines(stdin, STDIN))
+            except InputError as exc:
+                yield Input(None, arg, error=str(exc))
+        elif kind is InputKind.VECTOR:
+            rows, unreadable = expand_csv_rows([arg], predictor.contract.features)
+            yield from (Input(row, row) for row in rows)
+            yield from (Input(None, src, error=err) for src, err in unreadable)
+        elif kind in (InputKind.NUMBER, InputKind.TEXT):
+            yield Input(arg, arg)
+        else:
+            expanded = expand_inputs([arg], recursive=recursive)
+            yield from (Input(item, item) for item in expanded.items)
+            yield from (Input(None, src, error=err) for src, err in expanded.errors)
+            if notices is not None:
+                notices += expanded.notices
+
+
 def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str | None = None,
                    precision: str | None = None,
                    artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False,
                    run: str | None = None, recursive: bool = False, stdin: bytes | None = None,
-                   min_confidence: float | None = None) -> PredictReport:
-    """Predict command-line arguments: files, folders and globs (pictures), numbers, CSV rows or
-    files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input per line)."""
+                   min_confidence: float | None = None, workers: int | None = 0) -> PredictReport:
+    """Predict command-line arguments (see ``iter_inputs``) into one report held in memory; `ptx
+    predict` streams them instead (``stream_answers``)."""
     predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
     report = PredictReport(predictor)
-    kind = predictor.contract.kind
-    items: list = []
-    for arg in args:
-        if arg == STDIN and stdin is not None:
-            if kind is InputKind.IMAGE:
-                items.append(arg)
-                continue
-            try:
-                items += predictor.text_lines(stdin, STDIN)
-            except InputError as exc:
-                report.errors.append((arg, str(exc)))
-        elif kind is InputKind.VECTOR:
-            rows, unreadable = expand_csv_rows([arg], predictor.contract.features)
-            items += rows
-            report.errors += unreadable
-        elif kind in (InputKind.NUMBER, InputKind.TEXT):
-            items.append(arg)
+    inputs = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=report.notices)
+    for answer in stream_answers(predictor, inputs, raw=raw, workers=workers, min_confidence=min_confidence):
+        if answer.prediction is not None:
+            report.results.append(answer.prediction)
         else:
-            expanded = expand_inputs([arg], recursive=recursive)
-            items += expanded.items
-            report.errors += expanded.errors
-            report.notices += expanded.notices
-    samples, sources = [], []
-    for item in items:
-        picture_from_stdin = item == STDIN and stdin is not None and kind is InputKind.IMAGE
-        try:
-            samples.append(predictor.prepare_one(stdin if picture_from_stdin else item, raw=raw,
-                                                 name=STDIN if picture_from_stdin else None))
-            sources.append(item)
-        except InputError as exc:
-            report.errors.append((item, str(exc)))
-    for start in range(0, len(samples), CHUNK):
-        report.results += mark_low_confidence(
-            predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK]), min_confidence)
+            report.errors.append((answer.source, answer.error))
     return report

@@ -124,14 +124,7 @@ class Predictor:
             return self._parse_numbers(item)
         if kind is InputKind.TEXT:
             return encode_text(item, self.contract.encoding, self.contract.model)
-        if not isinstance(item, (str, Path, Image.Image, np.ndarray, *BYTES)):
-            raise InputError(f"{_describe(item)}: not a picture (give a path, an image file's bytes or a binary "
-                             "file object, a PIL image or a numpy array)")
-        if isinstance(item, str) and len(item) > 4096:  # no path is this long: text given for a picture
-            raise InputError(f"{quoted(item)}: not a picture path (give a path, bytes, a PIL image or a numpy array)")
-        if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
-            name = name or _describe(item)
-        return picture_sample(item, self.contract.picture, raw=raw, name=name)
+        return prepare_picture(item, self.contract.picture, raw=raw, name=name)
 
     def text_lines(self, item, name: str) -> list[str]:
         """Bytes or a stream hold a text file for the models that do not take pictures: its
@@ -248,6 +241,20 @@ class Predictor:
         if not items:
             raise InputError("nothing to predict: the input is empty")
         return items
+
+
+def prepare_picture(item, step, raw: bool = False, name: str | None = None) -> np.ndarray:
+    """One picture (path, image file's bytes, PIL image, array) -> one raw sample by the picture
+    ``step``: what prepare_one does for an image model, without the model, so that worker processes
+    (infer/stream.py) run it. Raises InputError."""
+    if not isinstance(item, (str, Path, Image.Image, np.ndarray, *BYTES)):
+        raise InputError(f"{_describe(item)}: not a picture (give a path, an image file's bytes or a binary "
+                         "file object, a PIL image or a numpy array)")
+    if isinstance(item, str) and len(item) > 4096:  # no path is this long: text given for a picture
+        raise InputError(f"{quoted(item)}: not a picture path (give a path, bytes, a PIL image or a numpy array)")
+    if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
+        name = name or _describe(item)
+    return picture_sample(item, step, raw=raw, name=name)
 
 
 def mark_low_confidence(results: list[Prediction], min_confidence: float | None) -> list[Prediction]:

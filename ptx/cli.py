@@ -300,7 +300,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 
 
 @cli.command("predict")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)  # required, checked below: `--ray DIR` may take the first
 @click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
@@ -318,18 +318,46 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="P",
               help="Mark answers whose probability is below P as `? (low confidence: LABEL)` (JSON: "
                    "low_confidence); README says what each P costs on the test set.")
+@click.option("--output", "output", type=click.Path(dir_okay=True), metavar="FILE",
+              help="Write the answers to FILE as they come, with --json's fields, one row each (errors too): "
+                   ".jsonl, .csv or .parquet (a folder of part files) by its suffix. docs/batch-scoring.md.")
+@click.option("--resume", is_flag=True, help="With --output: answer only the inputs the file does not hold yet.")
+@click.option("--workers", type=click.IntRange(min=0), metavar="N",
+              help="Processes that decode and prepare pictures (default: the cores ptx may use; 0: none).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (it is shown only on a terminal anyway).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Score with Ray Data (pip install 'ptx[ray]'): a local Ray, or the cluster at ADDRESS "
+                   "(auto, ray://HOST:10001); INPUTS may be s3:// or gs:// folders; needs --output (Parquet).")
 @RUN
 def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive,
-                min_confidence, run) -> None:
+                min_confidence, output, resume, workers, quiet, ray_address, run) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
     gru-classifier. `-` reads standard input: a picture file's bytes, or text (one input per line;
-    a CSV file's rows for diabetes).
+    a CSV file's rows for diabetes). Answers come out in input order as each chunk is done.
 
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
     """
-    from ptx.infer.batch import STDIN, predict_inputs, tsv_field
+    from ptx.infer.batch import STDIN, tsv_field
 
+    if resume and not output:
+        raise click.UsageError("--resume needs --output FILE: the file of answers to continue")
+    if as_json and output:
+        raise click.UsageError("--output writes --json's fields already: give one of them")
+    if ray_address is not None:
+        from ptx.infer.ray_data import predict_with_ray, split_address
+
+        ray_address, inputs = split_address(ray_address, inputs)
+    if not inputs:
+        raise click.UsageError("Missing argument 'INPUTS...'.")
+    if ray_address is not None:
+        if not output:
+            raise click.UsageError("--ray writes Parquet: give --output DIR_OR_FILE")
+        count = predict_with_ray(list(inputs), output, address=ray_address, model=model, backend=backend,
+                                 device=device, precision=precision, artifact=artifact, root=root, run=run,
+                                 raw=raw, min_confidence=min_confidence, topk=topk or 0)
+        click.echo(f"wrote {count:,} answers to {output}", err=True)
+        return
     if inputs.count(STDIN) > 1:
         raise click.UsageError("`-` (standard input) can be read once: give it one time")
     stdin = None
@@ -338,19 +366,13 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         if stream.isatty():
             click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
         stdin = stream.read()
-    report = predict_inputs(list(inputs), model=model, backend=backend, device=device, precision=precision,
-                            artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
-                            min_confidence=min_confidence)
-    for notice in report.notices:
-        click.echo(f"notice: {tsv_field(notice)}", err=True)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(topk or 0), indent=2))
-    else:
-        for line in report.lines(topk or 0):
-            click.echo(line)
-    for _, error in report.errors:
-        click.echo(f"error: {tsv_field(error)}", err=True)  # a file name with a newline stays one line
-    sys.exit(1 if report.errors else 0)
+    from ptx.infer.scoring import score
+
+    errors = score(list(inputs), output=output, resume=resume, workers=workers, quiet=quiet, as_json=as_json,
+                   topk=topk or 0, model=model, backend=backend, device=device, precision=precision,
+                   artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
+                   min_confidence=min_confidence, echo=click.echo, field=tsv_field)
+    sys.exit(1 if errors else 0)
 
 
 def _int_list(ctx, param, value):

@@ -18,6 +18,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "openvino": (("openvino",), "the openvino backend"),
     "diabetes": (("rdata",), "the pima dataset (diabetes model)"),
     "heif": (("pillow_heif",), "reading HEIC/HEIF pictures"),
+    "parquet": (("pyarrow",), "--output *.parquet"),
+    "ray": (("ray", "ray.data", "pyarrow"), "ptx predict --ray"),
 }
 
 

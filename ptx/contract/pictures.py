@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter
 
 from ptx.errors import InputError
@@ -134,9 +133,8 @@ def flatten_paper(gray: np.ndarray, window: float, lit_paper: bool = False) -> n
     k = max(3, 2 * int(window * max(size) / 2) + 1)  # the longer side: a narrow "1" keeps its stroke
     r = k // 2
     paper = np.pad(small, 2 * r, mode="reflect", reflect_type="odd")
-    for rank in (np.min, np.max):  # each pass trims r from every side: back to the small size
-        paper = rank(sliding_window_view(paper, k, axis=0), axis=-1)
-        paper = rank(sliding_window_view(paper, k, axis=1), axis=-1)
+    for rank in (np.minimum, np.maximum):  # each pass trims r from every side: back to the small size
+        paper = _window_rank(_window_rank(paper, k, 0, rank), k, 1, rank)
     paper = Image.fromarray(np.ascontiguousarray(paper, dtype=np.float32), mode="F")
     paper = np.asarray(paper.resize((w, h), Image.Resampling.BILINEAR))
     ink = np.clip(gray - paper, 0, None)
@@ -147,6 +145,22 @@ def flatten_paper(gray: np.ndarray, window: float, lit_paper: bool = False) -> n
         # that sensor noise in a deep shadow is not blown up into ink.
         ink = ink * (255.0 / np.clip(255.0 - paper, 255.0 / MAX_LIGHT_GAIN, None))
     return ink
+
+
+def _window_rank(a: np.ndarray, k: int, axis: int, rank) -> np.ndarray:
+    """The min (``rank`` = np.minimum) or max of every ``k``-long window of ``a`` along ``axis``
+    (the valid windows only: k - 1 shorter). Doubling: windows of 1, 2, 4, ... are combined from
+    shifted copies, so the work is log2(k) whole-array operations on contiguous memory, where a
+    reduction over sliding_window_view's strided last axis cost a Python-speed inner loop per
+    pixel. Min and max are exact: the result is the sliding window's to the bit."""
+    a = np.moveaxis(a, axis, 0)
+    out, span = a, 1  # out[i] = rank of a[i : i + span]
+    while span * 2 <= k:
+        out = rank(out[:-span], out[span:])
+        span *= 2
+    if span < k:  # the rest: two overlapping windows of ``span`` cover k
+        out = rank(out[:len(a) - k + 1], out[k - span:k - span + len(a) - k + 1])
+    return np.moveaxis(out[:len(a) - k + 1], 0, axis)
 
 
 def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_threshold: float = 0.2,

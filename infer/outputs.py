@@ -1,0 +1,184 @@
+"""Files of answers written as they come: JSON Lines, CSV or Parquet, chosen by the file's suffix.
+
+Each row has the fields of `ptx predict --json` (a result's, or an error's ``input`` and ``error``).
+A run stopped at any point (Ctrl-C, a crash, ``kill -9``) leaves a file that `--resume` reads:
+
+- ``.jsonl`` / ``.csv``: one whole row per write, flushed; a row cut short by a kill is dropped on
+  resume (the file is cut back to its last complete line).
+- ``.parquet``: a folder (a Parquet dataset, as Spark and Ray write: pyarrow, pandas, DuckDB and
+  Ray read it as one table) of part files, each one row group, each written to a temporary name
+  and renamed when whole. A part is closed every ``PART_ROWS`` rows or ``PART_SECONDS`` seconds,
+  and on Ctrl-C or any error; a kill -9 loses at most the rows of the part still open. A resumed
+  run adds parts after the existing ones: part names sort in input order.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from ptx.atomic import atomic_path
+from ptx.errors import PtxError
+
+SUFFIXES = (".jsonl", ".csv", ".parquet")
+PART_ROWS = 10_000  # PTX_PARQUET_PART_ROWS overrides it (the tests kill a run after a few parts)
+PART_SECONDS = 30.0
+CLASSIFIER_COLUMNS = ("input", "label", "label_name", "probability", "low_confidence", "logits", "topk", "error")
+REGRESSION_COLUMNS = ("input", "value", "logits", "error")
+LIST_COLUMNS = ("logits", "topk")  # a CSV cell holds these as JSON text
+
+
+def output_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise PtxError(f"--output {path}: name a .jsonl, .csv or .parquet file (the suffix says the format)")
+    return suffix[1:]
+
+
+def columns_for(regression: bool, topk: int) -> tuple[str, ...]:
+    if regression:
+        return REGRESSION_COLUMNS
+    return tuple(c for c in CLASSIFIER_COLUMNS if c != "topk" or topk)
+
+
+def open_output(path: str | os.PathLike, columns: tuple[str, ...], *, per_position: bool = False,
+                resume: bool = False):
+    """A writer for ``path`` (by suffix). Without ``resume`` an existing file is refused (a run of
+    hours is not overwritten by a typo); with it, rows are added after those already there."""
+    path = Path(path)
+    fmt = output_format(path)
+    if path.exists() and not resume:
+        raise PtxError(f"--output {path} exists: add --resume to answer only the inputs it lacks, or remove it")
+    if fmt == "parquet":
+        return ParquetParts(path, columns, per_position)
+    return (JsonLinesWriter if fmt == "jsonl" else CsvWriter)(path, columns)
+
+
+def done_inputs(path: str | os.PathLike) -> Counter:
+    """How many times each input is answered in an output file (missing file: none). A JSON Lines
+    or CSV file whose last row was cut short by a kill is cut back to its last whole row first."""
+    path = Path(path)
+    fmt = output_format(path)
+    if not path.exists():
+        return Counter()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        parts = sorted(path.glob("part-*.parquet"))
+        return Counter(v for part in parts for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
+    _cut_to_last_line(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        if fmt == "jsonl":
+            rows = (json.loads(line)["input"] for line in fh if line.strip())
+        else:
+            rows = (row["input"] for row in csv.DictReader(fh))
+        try:
+            return Counter(rows)
+        except (ValueError, KeyError, csv.Error) as exc:
+            raise PtxError(f"--resume: {path} is not a file of ptx answers ({exc}); name another --output") from None
+
+
+def _cut_to_last_line(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+class JsonLinesWriter:
+    def __init__(self, path: Path, columns):
+        self.path = path
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self.fh.write(json.dumps(row) + "\n")  # one write per whole row, flushed by the caller
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class CsvWriter:
+    def __init__(self, path: Path, columns):
+        self.path, self.columns = path, columns
+        new = not path.exists() or path.stat().st_size == 0
+        self.fh = open(path, "a", newline="", encoding="utf-8")
+        if new:
+            csv.writer(self.fh).writerow(columns)
+
+    def _line(self, row: dict) -> str:
+        buffer = io.StringIO()
+        cells = {c: json.dumps(row[c]) if c in LIST_COLUMNS and row.get(c) is not None else row.get(c)
+                 for c in self.columns}
+        csv.DictWriter(buffer, self.columns).writerow(cells)
+        return buffer.getvalue()
+
+    def write(self, row: dict) -> None:
+        self.fh.write(self._line(row))
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class ParquetParts:
+    """A folder of Parquet part files, one row group each (see the module's doc)."""
+
+    def __init__(self, path: Path, columns, per_position: bool = False):
+        from ptx.extras import require
+
+        require("parquet")
+        import pyarrow as pa
+
+        if path.exists() and not path.is_dir():
+            raise PtxError(f"--output {path}: a .parquet output is a folder of part files, and {path} is a file")
+        path.mkdir(parents=True, exist_ok=True)
+        self.path, self.columns = path, columns
+        self.schema = pa.schema([(c, parquet_type(c, per_position)) for c in columns])
+        self.part_rows = int(os.environ.get("PTX_PARQUET_PART_ROWS", PART_ROWS))
+        self.rows: list[dict] = []
+        self.started = time.monotonic()
+        parts = sorted(path.glob("part-*.parquet"))
+        self.next_part = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.part_rows:
+            self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Close the open part when it is full or old enough (``force``: now)."""
+        if not self.rows or not (force or len(self.rows) >= self.part_rows
+                                 or time.monotonic() - self.started >= PART_SECONDS):
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in self.rows], schema=self.schema)
+        with atomic_path(self.path / f"part-{self.next_part:06d}.parquet") as tmp:
+            pq.write_table(table, tmp, row_group_size=len(self.rows))
+        self.next_part += 1
+        self.rows = []
+        self.started = time.monotonic()
+
+    def close(self) -> None:
+        self.flush(force=True)
+
+
+def parquet_type(column: str, per_position: bool = False):
+    import pyarrow as pa
+
+    if column == "logits":
+        return pa.list_(pa.list_(pa.float64())) if per_position else pa.list_(pa.float64())
+    if column == "topk":
+        return pa.list_(pa.struct([("label_name", pa.string()), ("probability", pa.float64())]))
+    return {"label": pa.int64(), "probability": pa.float64(), "value": pa.float64(),
+            "low_confidence": pa.bool_()}.get(column, pa.string())
