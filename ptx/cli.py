@@ -54,6 +54,29 @@ RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
 
 
+def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
+    """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
+    folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
+    and nothing was given (the command's own error then says where it looked)."""
+    from pathlib import Path
+
+    from ptx.contract.runs import check_model, run_model
+
+    if run is None:
+        return given
+    if not Path(run).is_dir():
+        if given is None:
+            raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
+                           "(`ptx runs` lists them)")
+        return given
+    held = run_model(run)
+    if held is None and (Path(run) / "checkpoint.pt").is_file():  # metrics.json lost: ask the checkpoint (torch)
+        from ptx.trainers.checkpoint import checkpoint_owner
+
+        held = checkpoint_owner(Path(run) / "checkpoint.pt")
+    return check_model(given, held, run, option)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """ptx's own warnings are one `warning:` line on stderr; others keep Python's format."""
     if issubclass(category, PtxWarning):
@@ -227,7 +250,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 
 
 @cli.command("export")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
               show_default=True,
               help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
@@ -248,14 +271,28 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
               show_default=True,
               help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
 @click.option("--image", help="kserve only: the container image the manifest names (default ptx-NAME:VERSION).")
+@click.option("--run", "run", type=click.Path(file_okay=False),
+              help="The run folder to export (its checkpoint; the exports are written there unless --out says "
+                   "where); NAME defaults to the run's model.")
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force) -> None:
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force, run) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
     `ptx serve` and an InferenceService manifest)."""
+    from pathlib import Path
+
     from ptx.infer import open_artifact
 
+    if run is not None:
+        name = _model_of_run(name, run)
+        checkpoint = checkpoint or str(Path(run) / "checkpoint.pt")
+        if fmt not in (TRITON, KSERVE):
+            out = out or run
+    elif name is None and out is not None and Path(out, "checkpoint.pt").is_file():
+        name = _model_of_run(None, out)  # `--out RUN` exports that run, as before
+    if name is None:
+        raise click.UsageError("give a model NAME, or --run the run folder to export")
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
                    log=click.echo)
     if fmt in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
@@ -283,7 +320,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 
 @cli.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
+@click.option("--model", help="Registered model whose artifacts to use (default: the --run's own model, else convnet).")
 @click.option("--backend", type=click.Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]),
@@ -311,6 +348,9 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
     """
     from ptx.infer.batch import STDIN, predict_inputs, tsv_field
+
+    model = _model_of_run(model, run, "--model") if artifact is None else model
+    model = model or "convnet"
 
     if inputs.count(STDIN) > 1:
         raise click.UsageError("`-` (standard input) can be read once: give it one time")
@@ -347,7 +387,8 @@ def _int_list(ctx, param, value):
 
 @cli.command("verify")
 @click.argument("name", required=False)
-@click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
+@click.option("--all", "all_models", is_flag=True,
+              help="Verify every run under --root that has an export, whatever its folder is called.")
 @click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
               + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
@@ -363,20 +404,23 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     """Check that every backend gives eager's answers for model NAME, on real test samples."""
     from ptx.infer.api import run_folder
     from ptx.infer.records import record_verify
-    from ptx.infer.verify import models_with_artifacts, verify
+    from ptx.infer.verify import runs_with_artifacts, verify
 
-    if all_models == bool(name):
-        raise click.UsageError("give a model NAME or --all")
-    if all_models and run:
-        raise click.UsageError("--run names one model's run folder: give NAME, not --all")
-    names = models_with_artifacts(root) if all_models else [name]
-    if not names:
-        raise PtxError(f"no model has artifacts under {root}: run `ptx train NAME` and `ptx export NAME` first")
+    if all_models and (name or run):
+        raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
+    if not (all_models or name or run):
+        raise click.UsageError("give a model NAME, --run a run folder, or --all")
+    if all_models:  # every run, whatever its folder is called: each says its own model
+        runs = [(_model_of_run(None, d), d) for d in runs_with_artifacts(root)]
+    else:
+        runs = [(_model_of_run(name, run), run)]
+    if not runs:
+        raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
     chosen = [b.strip() for b in backends.split(",")] if backends else None
     notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reports = []
-    for model in names:
-        save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{model}.npz"
+    for model, run in runs:
+        save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{run.name}.npz"
         report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                         root=root, save_inputs=save, notice=notice, run=run)
         record_verify(report, run_folder(model, root, run))  # what `ptx serve --backend auto` builds on
@@ -390,7 +434,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 
 
 @cli.command("bench")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
               + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 @click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
@@ -423,6 +467,9 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
     from ptx.infer.records import record_bench, record_verify
     from ptx.infer.verify import verify
 
+    name = _model_of_run(name, run)
+    if name is None:
+        raise click.UsageError("give a model NAME, or --run a run folder")
     chosen = [b.strip() for b in backends.split(",")] if backends else None
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
                           rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
