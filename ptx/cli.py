@@ -47,6 +47,35 @@ class FiniteFloat(click.ParamType):
         return number
 
 
+def Choice(choices) -> click.Choice:  # noqa: N802 - stands for click.Choice
+    """click's Choice taking any case (`--format ONNX`): every ptx name is lowercase and unique."""
+    return click.Choice(list(choices), case_sensitive=False)
+
+
+class DeviceChoice(click.Choice):
+    """A device name in any case, and where cuda is one, cuda:N: refused in one line when GPU N is
+    not on this machine (the CUDA provider's device_id, torch's cuda:N)."""
+
+    def __init__(self, choices):
+        super().__init__(list(choices), case_sensitive=False)
+
+    def convert(self, value, param, ctx):
+        kind, colon, index = str(value).strip().lower().partition(":")
+        if not colon or kind != "cuda" or "cuda" not in self.choices:
+            return super().convert(value, param, ctx)
+        if not index.isdigit():
+            self.fail(f"{value!r}: give cuda or cuda:N, N the GPU's number (cuda:0 is the first)", param, ctx)
+        from ptx.gpus import missing_gpu
+
+        why = missing_gpu(int(index))
+        if why:
+            self.fail(why, param, ctx)
+        return f"cuda:{int(index)}"
+
+    def get_metavar(self, param, *args, **kwargs):
+        return "[" + "|".join(self.choices) + "|cuda:N]"
+
+
 POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
@@ -157,6 +186,26 @@ def models_cmd(as_json: bool) -> None:
     click.echo("\ntutorial: the document each model and its recipe come from\n" + legend())
 
 
+@cli.command("runs")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: every folder under it that ptx trained into, whatever its name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def runs_cmd(root, as_json) -> None:
+    """List the runs under --root: model, dataset, epochs, test accuracy or MSE, date, exports, the
+    verify verdict and fastest verified backend recorded on this machine, and what is wrong (stale
+    exports, a model that learned nothing, a broken run). Reads side files only: no checkpoint is loaded."""
+    from ptx.infer.runs import list_runs, table
+
+    rows = list_runs(root)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo(f"no runs under {root}: `ptx train NAME` makes one (`ptx models` lists the names)")
+        return
+    click.echo(table(rows))
+
+
 def _train_epilog() -> str:
     from ptx.contract.datasets import DATASETS
     from ptx.tutorials import legend
@@ -181,7 +230,7 @@ def _train_epilog() -> str:
 @click.option("--offline", is_flag=True,
               help="Never download: a dataset not on this machine is an error (or mnist-sample for a default "
                    "MNIST). Env: PTX_OFFLINE=1.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=DeviceChoice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last completed epoch.")
 @click.option("--overwrite", is_flag=True,
@@ -251,7 +300,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 
 @cli.command("export")
 @click.argument("name", required=False)
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
+@click.option("--format", "fmt", type=Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
               show_default=True,
               help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
                    "onnx-int8 is quantized, model.int8.onnx; triton and kserve write deployment folders).")
@@ -261,13 +310,13 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
               help="Output folder (default: the checkpoint's folder): a run folder `ptx train --out` wrote exports "
                    "that run; for triton the model repository, for kserve the deployment folder (required).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
-@click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
+@click.option("--exporter", type=Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export).")
 @click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance against eager (default: the contract's CPU atol).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="pt2 only: the device AOTInductor compiles for (the package runs there only).")
-@click.option("--triton-backend", type=click.Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
+@click.option("--triton-backend", type=Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
               show_default=True,
               help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
 @click.option("--image", help="kserve only: the container image the manifest names (default ptx-NAME:VERSION).")
@@ -321,12 +370,12 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @cli.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", help="Registered model whose artifacts to use (default: the --run's own model, else convnet).")
-@click.option("--backend", type=click.Choice(BACKENDS),
+@click.option("--backend", type=Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
               help="Device for a backend that runs on several (eager, torchscript, aoti; default cpu); other "
                    "backends refuse one they do not run on (ONNX on the GPU is --backend ort-cuda).")
-@click.option("--precision", type=click.Choice(PRECISIONS),
+@click.option("--precision", type=Choice(PRECISIONS),
               help="f32 (default), bf16 (openvino) or int8 (model.int8.onnx from `ptx export NAME --format onnx-int8`).")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
@@ -504,12 +553,12 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
               help="REST port (0: any free port, printed at startup).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="gRPC port (0: any free port, printed at startup).")
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+@click.option("--backend", type=Choice(["auto", *BACKENDS]), default="auto", show_default=True,
               help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
                    "to --max-batch-size (by `ptx bench`'s record, else timed at startup; another than ort-cpu only "
                    "when 10% faster), else ort-cpu.")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+@click.option("--precision", type=Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
               help="Device for a --backend that runs on several (eager, torchscript, aoti; default cpu); other "
                    "backends refuse one they do not run on, and auto chooses the device itself.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -608,7 +657,7 @@ def data_list_cmd(data_dir, as_json) -> None:
 
 @data_group.command("fetch")
 # The names of trainers.download.REMOTES, written out: importing it here would load urllib for every command.
-@click.argument("names", nargs=-1, required=True, type=click.Choice(["mnist", "fashion-mnist"]))
+@click.argument("names", nargs=-1, required=True, type=Choice(["mnist", "fashion-mnist"]))
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL",
               help="A mirror to try before the built-in ones (a folder URL holding the .gz files); repeatable.")
 @click.option("--timeout", type=POSITIVE, default=15.0, show_default=True,

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ptx.atomic import atomic_path
 from ptx.errors import CheckpointError, DataError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
+from ptx.contract.degenerate import advice, degenerate, prediction_spread
 from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
@@ -120,7 +121,8 @@ def evaluate(model, spec: ModelSpec, contract: Contract, x: torch.Tensor, y: tor
     labels = decisions(out.cpu().numpy(), contract)
     if labels is None:
         return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}
-    return {"test_accuracy": float((labels == y.cpu().numpy().reshape(labels.shape)).mean())}
+    truth = y.cpu().numpy().reshape(labels.shape)
+    return {"test_accuracy": float((labels == truth).mean()), **prediction_spread(labels, truth, contract.labels)}
 
 
 def _rng_state(shuffle: torch.Generator, augmenter: Augmenter | None) -> dict:
@@ -268,6 +270,10 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
             write_curves(out_dir / CURVES_FILE, metrics)
             last_plot = time.monotonic()
+    why = degenerate(history[-1])  # one line: a model that learned nothing looks fine elsewhere
+    if why:
+        log(f"warning: {spec.name} {why}: it has learned nothing useful yet; "
+            f"{advice(config.epochs, spec.recipe.epochs, config.lr)}")
     stale = stale_exports(out_dir) if resume else []
     if stale:
         log(f"notice: {', '.join(stale)} in {out_dir} were exported from an earlier checkpoint of this run: "
@@ -356,6 +362,8 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config
     # between the renames leaves it ahead of the checkpoint, never behind.
     with atomic_path(out_dir / CHECKPOINT_FILE) as ckpt_tmp, atomic_path(out_dir / METRICS_FILE) as metrics_tmp:
         ckpt_tmp.write_bytes(data)
-        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        # What `ptx runs` lists without loading the checkpoint (torch-free).
+        metrics_tmp.write_text(json.dumps({**metrics, "dataset": dataset.name, "planned_epochs": config.epochs,
+                                           "lr": config.lr}, indent=2) + "\n")
         if before_replace is not None:
             before_replace()
