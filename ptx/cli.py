@@ -151,6 +151,7 @@ def cli(debug: bool) -> None:
     ptx verify convnet           check that every backend gives the same answers
     ptx bench convnet            latency and throughput of each backend
     ptx serve convnet            answer requests (REST, gRPC, a drawing page at :8080)
+    ptx runs                     the runs under runs/: model, accuracy, exports, verdicts
     ptx data fetch mnist         download full MNIST into ptx's cache (train does it when needed)
     """
 
