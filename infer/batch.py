@@ -61,6 +61,7 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
     report = PredictReport(predictor)
     kind = predictor.contract.kind
     items: list = []
+    folders: list = []  # expanded picture arguments, whose folder notices count what was read
     for arg in args:
         if arg == STDIN and stdin is not None:
             if kind is InputKind.IMAGE:
@@ -81,6 +82,7 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
             items += expanded.items
             report.errors += expanded.errors
             report.notices += expanded.notices
+            folders.append(expanded)
     samples, sources = [], []
     for item in items:
         picture_from_stdin = item == STDIN and stdin is not None and kind is InputKind.IMAGE
@@ -90,6 +92,8 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
             sources.append(item)
         except InputError as exc:
             report.errors.append((item, str(exc)))
+    refused = {src for src, _ in report.errors}
+    report.notices += [line for expanded in folders for line in expanded.folder_notices(refused)]
     for start in range(0, len(samples), CHUNK):
         report.results += mark_low_confidence(
             predictor.predict_samples(samples[start:start + CHUNK], sources[start:start + CHUNK]), min_confidence)
