@@ -176,3 +176,16 @@ def test_device_cuda_n_reaches_the_backend_as_the_gpu_number():
     from ptx.infer.ort_session import cuda_device_id
 
     assert check_device("ort-cuda", "cuda:1") == "cuda:1" and cuda_device_id("cuda:1") == 1
+
+
+def test_predict_folder_counts_the_pictures_it_read_not_the_files_named_like_pictures(runs, tmp_path):
+    from images import paper_digit
+
+    x, _ = runs.test_samples("convnet", 1)
+    (tmp_path / "pics").mkdir()
+    paper_digit(x[0]).save(tmp_path / "pics" / "a.png")
+    (tmp_path / "pics" / "b.png").write_text("not a picture")
+    result = ptx_here("predict", "pics", "--run", runs.trained("convnet"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("notice: pics: 1 picture read, 1 file with a picture suffix refused (below)\n")
+    assert "error: pics/b.png: not an image Pillow can read" in result.stderr
