@@ -461,7 +461,12 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     if not (all_models or name or run):
         raise click.UsageError("give a model NAME, --run a run folder, or --all")
     if all_models:  # every run, whatever its folder is called: each says its own model
-        runs = [(_model_of_run(None, d), d) for d in runs_with_artifacts(root)]
+        runs = []
+        for folder in runs_with_artifacts(root):
+            try:
+                runs.append((_model_of_run(None, folder), folder))
+            except PtxError as exc:  # one unreadable run does not stop the others from being verified
+                click.echo(f"notice: skipped {folder}: {exc}", err=True)
     else:
         runs = [(_model_of_run(name, run), run)]
     if not runs:

@@ -57,8 +57,8 @@ def check_model(given: str | None, held: str | None, run_dir: str | Path, option
     when the run does not say, and refused when it contradicts the run."""
     if held is None:
         if given is None:
-            raise PtxError(f"{run_dir} holds no ptx run (no metrics.json or checkpoint.pt): give --run the folder "
-                           "`ptx train NAME --out DIR` wrote")
+            raise PtxError(f"{run_dir} holds no readable ptx run (no metrics.json naming its model, no readable "
+                           "checkpoint.pt): give --run the folder `ptx train NAME --out DIR` wrote")
         return given
     if given is not None and given != held:
         raise PtxError(f"{run_dir} holds a run of {held}, not {given}: leave out {option} (the run says its model), "
