@@ -260,7 +260,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             row.update(spec.report(model))
         history.append(row)
         log(_summary(row, config.epochs))
-        metrics = _metrics(history, spec)
+        metrics = _metrics(history, spec, dataset, config)
 
         def set_aside_replaced_run():
             moved = set_aside_run(out_dir)
@@ -281,7 +281,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     if stale:
         log(f"notice: {', '.join(stale)} in {out_dir} were exported from an earlier checkpoint of this run: "
             f"re-run `ptx export {spec.name}` (predict warns until then)")
-    return _metrics(history, spec)
+    return _metrics(history, spec, dataset, config)
 
 
 def _notice_unseen_labels(dataset: Dataset, contract: Contract, log: Callable[[str], None]) -> None:
@@ -322,9 +322,11 @@ def _summary(row: dict, epochs: int) -> str:
     return " | ".join(parts)
 
 
-def _metrics(history: list[dict], spec: ModelSpec) -> dict:
+def _metrics(history: list[dict], spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> dict:
     final = history[-1]
-    out = {"model": spec.name, "epochs": history}
+    # dataset, planned_epochs, lr: what `ptx runs` lists without loading the checkpoint (torch-free).
+    out = {"model": spec.name, "epochs": history, "dataset": dataset.name, "planned_epochs": config.epochs,
+           "lr": config.lr}
     for key in ("test_accuracy", "test_mse", "w", "b"):
         if key in final:
             out[f"final_{key}"] = final[key]
@@ -365,8 +367,6 @@ def _save_run(out_dir, spec, contract, model_args, model, optimizer, rng, config
     # between the renames leaves it ahead of the checkpoint, never behind.
     with atomic_path(out_dir / CHECKPOINT_FILE) as ckpt_tmp, atomic_path(out_dir / METRICS_FILE) as metrics_tmp:
         ckpt_tmp.write_bytes(data)
-        # What `ptx runs` lists without loading the checkpoint (torch-free).
-        metrics_tmp.write_text(json.dumps({**metrics, "dataset": dataset.name, "planned_epochs": config.epochs,
-                                           "lr": config.lr}, indent=2) + "\n")
+        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
         if before_replace is not None:
             before_replace()
