@@ -594,24 +594,35 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token (prints a warning).")
 @click.option("--max-request-bytes", type=click.IntRange(min=1024), default=16 * 1024 * 1024, show_default=True,
               help="Largest request body (after decompression) accepted.")
+@click.option("--drain-seconds", type=FiniteFloat(0.0), default=5.0, show_default=True,
+              help="After SIGTERM or Ctrl-C: readiness answers 503 and answers say `Connection: close` for this long "
+                   "before the server stops accepting (set it past your load balancer's or KServe's probe period).")
+@click.option("--header-timeout", type=FiniteFloat(0.1), default=10.0, show_default=True,
+              help="Seconds a connection gets to send a complete request header; then it is closed.")
+@click.option("--keep-alive-seconds", type=FiniteFloat(0.1), default=5.0, show_default=True,
+              help="An idle kept-alive connection is closed after this.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Open REST connections at most (lowered to fit the file-descriptor limit, with a warning); past "
+                   "it the oldest connection still without a request header is closed, or the newcomer gets a 503.")
 def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
-              workers, token, insecure, max_request_bytes) -> None:
+              workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
+              max_connections) -> None:
     """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
     it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
 
     Each model takes its own tensor (as `ptx export NAME --format triton` configures it) or what a
     user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered with
-    `label` and `probabilities`. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight
-    and exits 0.
+    `label` and `probabilities`. Ctrl-C or SIGTERM: readiness turns 503, answers go on with
+    `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
+    flight and exits 0.
     """
-    from ptx.extras import require
-
-    require("serve")  # before ptx.serve imports uvicorn: a missing extra is one line with the pip command
-    from ptx.serve import ServeOptions, serve
+    from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            max_delay_ms=max_delay_ms, workers=workers, token=token or None,
-                           max_request_bytes=max_request_bytes)
+                           max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
+                           header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
+                           max_connections=max_connections)
     serve(list(dict.fromkeys(names)), options=options, root=root, backend=backend, precision=precision,
           device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")))
 

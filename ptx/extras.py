@@ -13,9 +13,11 @@ from ptx.errors import PtxError
 # extra -> (the modules it must make importable, what it gives the user). pyproject is the source of
 # the package lists; tests/test_extras.py checks that every extra named here exists there.
 EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
-    "serve": (("uvicorn", "starlette", "orjson", "grpc", "tritonclient.grpc", "prometheus_client"), "ptx serve"),
+    "serve": (("uvicorn", "httptools", "starlette", "orjson", "grpc", "tritonclient.grpc", "prometheus_client"),
+              "ptx serve"),
     "openvino": (("openvino",), "the openvino backend"),
     "diabetes": (("rdata",), "the pima dataset (diabetes model)"),
+    "heif": (("pillow_heif",), "reading HEIC/HEIF pictures"),
 }
 
 
