@@ -8,6 +8,7 @@ from pathlib import Path
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION
+from ptx.contract.runs import run_folders, run_model
 from ptx.errors import (ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError,
                         UnusablePrecisionWarning)
 from ptx.files import file_sha256
@@ -54,7 +55,7 @@ def export_command(model: str, fmt: str | None = None, run: str | Path | None = 
     """The export command that writes ``fmt`` for ``model`` (into the run folder ``run``)."""
     # Formats that `ptx export` writes only on request (pt2, onnx-int8) must be named in the command.
     named = "" if fmt is None or fmt in default_formats() else f" --format {fmt}"
-    return f"ptx export {model}{named}{_out(run)}"
+    return f"ptx export {model}{named}" + ("" if run is None else f" --run {run}")
 
 
 def _no_run_folder(model: str, root: str | Path, run: str | Path | None, run_dir: Path) -> str:
@@ -63,7 +64,12 @@ def _no_run_folder(model: str, root: str | Path, run: str | Path | None, run_dir
         return f"no run folder {run_dir}: give --run (library: run=) the folder `ptx train {model} --out DIR` wrote"
     root = Path(root)
     where = f"{run_dir.resolve()} (--root {root} in {Path.cwd()})" if not root.is_absolute() else str(run_dir)
-    there = sorted(d.name for d in root.iterdir() if (d / CHECKPOINT_FILE).is_file()) if root.is_dir() else []
+    held = {d.name: run_model(d) for d in run_folders(root)}
+    of_model = [name for name, owner in held.items() if owner == model]
+    if of_model:  # found by what it holds: the folder is only a name
+        return (f"no run of {model} at {where}, but {', '.join(str(root / n) for n in of_model)} holds one: give "
+                f"--run {root / of_model[0]} (library: run=)")
+    there = [name if owner in (None, name) else f"{name} ({owner})" for name, owner in held.items()]
     holds = f"; {root} holds runs of {', '.join(there)}" if there else ""
     return (f"no run of {model} at {where}{holds}: run `ptx train {model}` then `ptx export {model}` here, or point "
             f"--root (library: root=) at the folder that holds {model}/, or --run (run=) at the run folder itself")

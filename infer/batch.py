@@ -52,11 +52,12 @@ class PredictReport:
 
 
 def iter_inputs(predictor: Predictor, args: list[str], *, recursive: bool = False, stdin: bytes | None = None,
-                notices: list[str] | None = None) -> Iterator[Input]:
+                notices: list[str] | None = None, folders: list | None = None) -> Iterator[Input]:
     """Command-line arguments -> inputs, lazily and in order: files, folders and globs (pictures),
     numbers, CSV rows or files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input
-    per line). An argument that names nothing is an Input with its error, in its place. What folders
-    left out is appended to ``notices``."""
+    per line). An argument that names nothing is an Input with its error, in its place. Other notices
+    are appended to ``notices``; each expanded picture argument to ``folders``, whose count of what was
+    read (``folder_notices``) is known once the inputs are answered."""
     kind = predictor.contract.kind
     for arg in args:
         if arg == STDIN and stdin is not None:
@@ -79,6 +80,13 @@ def iter_inputs(predictor: Predictor, args: list[str], *, recursive: bool = Fals
             yield from (Input(None, src, error=err) for src, err in expanded.errors)
             if notices is not None:
                 notices += expanded.notices
+            if folders is not None:
+                folders.append(expanded)
+
+
+def folder_notices(folders: list, refused: set[str]) -> list[str]:
+    """What each expanded folder argument gave: pictures read, files refused, what was skipped."""
+    return [line for expanded in folders for line in expanded.folder_notices(refused)]
 
 
 def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str | None = None,
@@ -90,10 +98,12 @@ def predict_inputs(args: list[str], *, model: str, backend: str | None = None, d
     predict` streams them instead (``stream_answers``)."""
     predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
     report = PredictReport(predictor)
-    inputs = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=report.notices)
+    folders: list = []
+    inputs = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=report.notices, folders=folders)
     for answer in stream_answers(predictor, inputs, raw=raw, workers=workers, min_confidence=min_confidence):
         if answer.prediction is not None:
             report.results.append(answer.prediction)
         else:
             report.errors.append((answer.source, answer.error))
+    report.notices += folder_notices(folders, {source for source, _ in report.errors})
     return report

@@ -20,6 +20,22 @@ class Expanded:
     items: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    # (folder argument, its picture-suffixed files, what was skipped): counted once they were read,
+    # since a file named .png may still be no picture.
+    folders: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
+
+    def folder_notices(self, refused: set[str]) -> list[str]:
+        """One line per folder that had files left out: the pictures read, those refused (each named
+        in its own error), and what was skipped."""
+        lines = []
+        for arg, pictures, skipped in self.folders:
+            bad = sum(1 for p in pictures if p in refused)
+            if not (bad or skipped):
+                continue
+            line = f"{arg}: {_count(len(pictures) - bad, 'picture')} read"
+            line += f", {_count(bad, 'file')} with a picture suffix refused (each in its error)" if bad else ""
+            lines.append(line + (f"; skipped {' and '.join(skipped)}" if skipped else ""))
+        return lines
 
 
 def expand_inputs(args: list[str], recursive: bool = False) -> Expanded:
@@ -59,8 +75,7 @@ def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None
                                                                             if skipped else "")))
         return
     out.items += pictures
-    if skipped:
-        out.notices.append(f"{arg}: {_count(len(pictures), 'picture')} read; skipped {' and '.join(skipped)}")
+    out.folders.append((arg, pictures, skipped))
 
 
 def _count(n: int, noun: str) -> str:

@@ -79,7 +79,9 @@ class OpenVinoPredictor(Predictor):
         if precision not in RUNTIME_PRECISION:
             raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
         if precision == "bf16" and not has_bf16():
-            raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32)")
+            raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32): "
+                                          "drop --precision for f32, or use --precision int8 (model.int8.onnx from "
+                                          "`ptx export NAME --format onnx-int8`)")
         info = artifact_info(path, _metadata(path))
         stored = info.get("precision", FULL_PRECISION)
         if (stored == "int8") != (precision == "int8"):

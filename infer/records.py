@@ -44,12 +44,18 @@ def artifact_of(backend: str, precision: str) -> str:
     return ARTIFACT_FILES[registry.get(backend).artifact_for(precision)]
 
 
-def _read(path: Path) -> dict:
+def read_any(path: Path) -> dict:
+    """A record whichever machine made it ({} when it is not one)."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return doc if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("machine") == machine() else {}
+    return doc if isinstance(doc, dict) and doc.get("format") == FORMAT else {}
+
+
+def _read(path: Path) -> dict:
+    doc = read_any(path)
+    return doc if doc.get("machine") == machine() else {}
 
 
 def _write(path: Path, rows: dict) -> None:

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 from ptx.contract import DEFAULT_RUNS_ROOT, InputKind, Task
 
 from .api import load
-from .batch import iter_inputs, result_line
+from .batch import folder_notices, iter_inputs, result_line
 from .inputs import expand_inputs
 from .outputs import columns_for, done_inputs, open_output
 from .stream import Input, stream_answers
@@ -50,7 +50,9 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
     predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
     contract = predictor.contract
     notices: list[str] = []
-    inputs: Iterable[Input] = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=notices)
+    folders: list = []
+    inputs: Iterable[Input] = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=notices,
+                                          folders=folders)
     skipped = [0]
     if resume:
         inputs = skip_done(inputs, done_inputs(output), skipped)
@@ -105,6 +107,7 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
             bar.close()
         if writer is not None:
             writer.close()
+    notices += folder_notices(folders, {error["input"] for error in errors})
     while shown_notices < len(notices):
         say(f"notice: {field(notices[shown_notices])}")
         shown_notices += 1

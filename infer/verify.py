@@ -9,10 +9,11 @@ from typing import Callable
 
 import numpy as np
 
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT, Task, Tolerance, compare
+from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT, Task, Tolerance, compare
 from ptx.contract.agreement import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agreement,
                                     check_tolerance, judge_reduced_outputs)
 from ptx.contract.names import FULL_PRECISION
+from ptx.contract.runs import exported, run_folders
 from ptx.contract.transforms import decisions, normalize, to_layout
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
 
@@ -279,8 +280,7 @@ def _static_check(backend, name: str, root, precision: str, run, label: str) -> 
 
 
 def _nothing_compared(name: str, report: VerifyReport, run_dir: Path, run: str | Path | None) -> str:
-    exported = [f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT and (run_dir / f).is_file()]
-    if not exported:
+    if not exported(run_dir):
         return (f"nothing to compare for {name}: {run_dir} holds no export yet; run `{export_command(name, run=run)}` "
                 "first (verify compares each export with eager)")
     return (f"nothing to compare for {name}: no backend besides eager ran ("
@@ -296,11 +296,7 @@ def reference_device(backend, device: str) -> str | None:
     return "cpu" if not backend.needs_torch and not registry.get(REFERENCE).unavailable("cpu") else None
 
 
-def models_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[str]:
-    """Run folders under ``root`` that hold a checkpoint and at least one exported artifact."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    exported = [f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT]
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and (d / ARTIFACT_FILES[CHECKPOINT_FORMAT]).is_file()
-                  and any((d / f).is_file() for f in exported))
+def runs_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[Path]:
+    """Run folders under ``root``, whatever they are called, that hold a checkpoint and at least one
+    exported artifact."""
+    return [d for d in run_folders(root) if (d / CHECKPOINT_FILE).is_file() and exported(d)]

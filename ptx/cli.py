@@ -47,6 +47,35 @@ class FiniteFloat(click.ParamType):
         return number
 
 
+def Choice(choices) -> click.Choice:  # noqa: N802 - stands for click.Choice
+    """click's Choice taking any case (`--format ONNX`): every ptx name is lowercase and unique."""
+    return click.Choice(list(choices), case_sensitive=False)
+
+
+class DeviceChoice(click.Choice):
+    """A device name in any case, and where cuda is one, cuda:N: refused in one line when GPU N is
+    not on this machine (the CUDA provider's device_id, torch's cuda:N)."""
+
+    def __init__(self, choices):
+        super().__init__(list(choices), case_sensitive=False)
+
+    def convert(self, value, param, ctx):
+        kind, colon, index = str(value).strip().lower().partition(":")
+        if not colon or kind != "cuda" or "cuda" not in self.choices:
+            return super().convert(value, param, ctx)
+        if not index.isdigit():
+            self.fail(f"{value!r}: give cuda or cuda:N, N the GPU's number (cuda:0 is the first)", param, ctx)
+        from ptx.gpus import missing_gpu
+
+        why = missing_gpu(int(index))
+        if why:
+            self.fail(why, param, ctx)
+        return f"cuda:{int(index)}"
+
+    def get_metavar(self, param, *args, **kwargs):
+        return "[" + "|".join(self.choices) + "|cuda:N]"
+
+
 POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
@@ -57,6 +86,29 @@ BACKENDS_OPTION = click.option(
          + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
+
+
+def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
+    """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
+    folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
+    and nothing was given (the command's own error then says where it looked)."""
+    from pathlib import Path
+
+    from ptx.contract.runs import check_model, run_model
+
+    if run is None:
+        return given
+    if not Path(run).is_dir():
+        if given is None:
+            raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
+                           "(`ptx runs` lists them)")
+        return given
+    held = run_model(run)
+    if held is None and (Path(run) / "checkpoint.pt").is_file():  # metrics.json lost: ask the checkpoint (torch)
+        from ptx.trainers.checkpoint import checkpoint_owner
+
+        held = checkpoint_owner(Path(run) / "checkpoint.pt")
+    return check_model(given, held, run, option)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -104,6 +156,7 @@ def cli(debug: bool) -> None:
     ptx verify convnet           check that every backend gives the same answers
     ptx bench convnet            latency and throughput of each backend
     ptx serve convnet            answer requests (REST, gRPC, a drawing page at :8080)
+    ptx runs                     the runs under runs/: model, accuracy, exports, verdicts
     ptx data fetch mnist         download full MNIST into ptx's cache (train does it when needed)
     """
 
@@ -145,6 +198,26 @@ def models_cmd(as_json: bool) -> None:
     click.echo("\ntutorial: the document each model and its recipe come from\n" + legend())
 
 
+@cli.command("runs")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: every folder under it that ptx trained into, whatever its name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def runs_cmd(root, as_json) -> None:
+    """List the runs under --root: model, dataset, epochs, test accuracy or MSE, date, exports, the
+    verify verdict and fastest verified backend recorded on this machine, and what is wrong (stale
+    exports, a model that learned nothing, a broken run). Reads side files only: no checkpoint is loaded."""
+    from ptx.infer.runs import list_runs, table
+
+    rows = list_runs(root)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo(f"no runs under {root}: `ptx train NAME` makes one (`ptx models` lists the names)")
+        return
+    click.echo(table(rows))
+
+
 def _train_epilog() -> str:
     from ptx.contract.datasets import DATASETS
     from ptx.tutorials import legend
@@ -169,7 +242,7 @@ def _train_epilog() -> str:
 @click.option("--offline", is_flag=True,
               help="Never download: a dataset not on this machine is an error (or mnist-sample for a default "
                    "MNIST). Env: PTX_OFFLINE=1.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=DeviceChoice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last completed epoch.")
 @click.option("--overwrite", is_flag=True,
@@ -242,8 +315,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 
 
 @cli.command("export")
-@click.argument("name")
-@click.option("--format", "fmt", type=click.Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
+@click.argument("name", required=False)
+@click.option("--format", "fmt", type=Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
               show_default=True,
               help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
                    "onnx-int8 is quantized, model.int8.onnx; triton and kserve write deployment folders).")
@@ -253,24 +326,38 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
               help="Output folder (default: the checkpoint's folder): a run folder `ptx train --out` wrote exports "
                    "that run; for triton the model repository, for kserve the deployment folder (required).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
-@click.option("--exporter", type=click.Choice([e.value for e in Exporter]),
+@click.option("--exporter", type=Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export).")
 @click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance against eager (default: the contract's CPU atol).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="pt2 only: the device AOTInductor compiles for (the package runs there only).")
-@click.option("--triton-backend", type=click.Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
+@click.option("--triton-backend", type=Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
               show_default=True,
               help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
 @click.option("--image", help="kserve only: the container image the manifest names (default ptx-NAME:VERSION).")
+@click.option("--run", "run", type=click.Path(file_okay=False),
+              help="The run folder to export (its checkpoint; the exports are written there unless --out says "
+                   "where); NAME defaults to the run's model.")
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force) -> None:
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force, run) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
     `ptx serve` and an InferenceService manifest)."""
+    from pathlib import Path
+
     from ptx.infer import open_artifact
 
+    if run is not None:
+        name = _model_of_run(name, run)
+        checkpoint = checkpoint or str(Path(run) / "checkpoint.pt")
+        if fmt not in (TRITON, KSERVE):
+            out = out or run
+    elif name is None and out is not None and Path(out, "checkpoint.pt").is_file():
+        name = _model_of_run(None, out)  # `--out RUN` exports that run, as before
+    if name is None:
+        raise click.UsageError("give a model NAME, or --run the run folder to export")
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
                    log=click.echo)
     if fmt in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
@@ -301,13 +388,13 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 
 @cli.command("predict")
 @click.argument("inputs", nargs=-1)  # required, checked below: `--ray DIR` may take the first
-@click.option("--model", default="convnet", show_default=True, help="Registered model whose artifacts to use.")
-@click.option("--backend", type=click.Choice(BACKENDS),
+@click.option("--model", help="Registered model whose artifacts to use (default: the --run's own model, else convnet).")
+@click.option("--backend", type=Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
               help="Device for a backend that runs on several (eager, torchscript, aoti; default cpu); other "
                    "backends refuse one they do not run on (ONNX on the GPU is --backend ort-cuda).")
-@click.option("--precision", type=click.Choice(PRECISIONS),
+@click.option("--precision", type=Choice(PRECISIONS),
               help="f32 (default), bf16 (openvino) or int8 (model.int8.onnx from `ptx export NAME --format onnx-int8`).")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
@@ -340,6 +427,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     """
     from ptx.infer.batch import STDIN, tsv_field
 
+    model = _model_of_run(model, run, "--model") if artifact is None else model
+    model = model or "convnet"
     if resume and not output:
         raise click.UsageError("--resume needs --output FILE: the file of answers to continue")
     if as_json and output:
@@ -387,7 +476,8 @@ def _int_list(ctx, param, value):
 
 @cli.command("verify")
 @click.argument("name", required=False)
-@click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
+@click.option("--all", "all_models", is_flag=True,
+              help="Verify every run under --root that has an export, whatever its folder is called.")
 @BACKENDS_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
@@ -402,20 +492,28 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     """Check that every backend gives eager's answers for model NAME, on real test samples."""
     from ptx.infer.api import run_folder
     from ptx.infer.records import record_verify
-    from ptx.infer.verify import models_with_artifacts, verify
+    from ptx.infer.verify import runs_with_artifacts, verify
 
-    if all_models == bool(name):
-        raise click.UsageError("give a model NAME or --all")
-    if all_models and run:
-        raise click.UsageError("--run names one model's run folder: give NAME, not --all")
-    names = models_with_artifacts(root) if all_models else [name]
-    if not names:
-        raise PtxError(f"no model has artifacts under {root}: run `ptx train NAME` and `ptx export NAME` first")
+    if all_models and (name or run):
+        raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
+    if not (all_models or name or run):
+        raise click.UsageError("give a model NAME, --run a run folder, or --all")
+    if all_models:  # every run, whatever its folder is called: each says its own model
+        runs = []
+        for folder in runs_with_artifacts(root):
+            try:
+                runs.append((_model_of_run(None, folder), folder))
+            except PtxError as exc:  # one unreadable run does not stop the others from being verified
+                click.echo(f"notice: skipped {folder}: {exc}", err=True)
+    else:
+        runs = [(_model_of_run(name, run), run)]
+    if not runs:
+        raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
     chosen = backends
     notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reports = []
-    for model in names:
-        save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{model}.npz"
+    for model, run in runs:
+        save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{run.name}.npz"
         report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                         root=root, save_inputs=save, notice=notice, run=run)
         record_verify(report, run_folder(model, root, run))  # what `ptx serve --backend auto` builds on
@@ -429,7 +527,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 
 
 @cli.command("bench")
-@click.argument("name")
+@click.argument("name", required=False)
 @BACKENDS_OPTION
 @click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
               help="Batch sizes to time (the long run: 1,64,1024).")
@@ -461,6 +559,9 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
     from ptx.infer.records import record_bench, record_verify
     from ptx.infer.verify import verify
 
+    name = _model_of_run(name, run)
+    if name is None:
+        raise click.UsageError("give a model NAME, or --run a run folder")
     chosen = backends
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
                           rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
@@ -495,12 +596,12 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
               help="REST port (0: any free port, printed at startup).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="gRPC port (0: any free port, printed at startup).")
-@click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+@click.option("--backend", type=Choice(["auto", *BACKENDS]), default="auto", show_default=True,
               help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
                    "to --max-batch-size (by `ptx bench`'s record, else timed at startup; another than ort-cpu only "
                    "when 10% faster), else ort-cpu.")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]),
+@click.option("--precision", type=Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
               help="Device for a --backend that runs on several (eager, torchscript, aoti; default cpu); other "
                    "backends refuse one they do not run on, and auto chooses the device itself.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -629,7 +730,7 @@ def data_list_cmd(data_dir, as_json) -> None:
 
 @data_group.command("fetch")
 # The names of trainers.download.REMOTES, written out: importing it here would load urllib for every command.
-@click.argument("names", nargs=-1, required=True, type=click.Choice(["mnist", "fashion-mnist"]))
+@click.argument("names", nargs=-1, required=True, type=Choice(["mnist", "fashion-mnist"]))
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL",
               help="A mirror to try before the built-in ones (a folder URL holding the .gz files); repeatable.")
 @click.option("--timeout", type=POSITIVE, default=15.0, show_default=True,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""README's output blocks, made by running their commands: refresh them all, or check the fast ones.
+"""README's and docs/' output blocks, made by running their commands: refresh them all, or check the fast ones.
 
 A block is marked by an HTML comment on the line before its fence:
 
@@ -191,20 +191,28 @@ def refresh(readme: Path, workspace: Path, only: str | None = None) -> int:
     return changed
 
 
+def pages() -> list[Path]:
+    """The files whose output blocks are kept real: README.md and the documentation site's pages."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--readme", type=Path, help="one file (default: README.md and docs/*.md)")
     parser.add_argument("--workspace", type=Path, default=REPO,
                         help="where the commands run (default: the repository, with the demo's runs/)")
     parser.add_argument("--only", help="refresh only the blocks whose commands contain this text")
     parser.add_argument("--check", action="store_true", help="compare the check= blocks instead of rewriting")
     args = parser.parse_args()
+    files = [args.readme] if args.readme else pages()
     if args.check:
-        problems = check_blocks(args.readme, args.workspace)
-        print("\n\n".join(problems) or "README's checked output blocks match what the commands print")
+        problems = [p for page in files for p in check_blocks(page, args.workspace)]
+        print("\n\n".join(problems) or "the checked output blocks match what the commands print")
         sys.exit(1 if problems else 0)
-    changed = refresh(args.readme, args.workspace, args.only)
-    print(f"{changed} block(s) changed in {args.readme}", file=sys.stderr)
+    for page in files:
+        if parse(page.read_text()) and (args.only is None or any(args.only in b.label for b in parse(page.read_text()))):
+            changed = refresh(page, args.workspace, args.only)
+            print(f"{changed} block(s) changed in {page}", file=sys.stderr)
 
 
 if __name__ == "__main__":

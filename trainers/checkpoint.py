@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from ptx import __version__
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, Contract, ContractError
+from ptx.contract import CHECKPOINT_FILE, Contract, ContractError
 from ptx.contract.names import BENCH_RECORD_FILE, VERIFY_RECORD_FILE
+from ptx.contract.runs import EXPORTED_FILES, METRICS_FILE, run_model
 from ptx.errors import CheckpointError, UnknownModelError
 
 FORMAT = "ptx-checkpoint"
@@ -75,11 +76,9 @@ def _load_failure(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 PREVIOUS_RUN_DIR = "previous"  # where --overwrite keeps the run it replaces
 # The files a run folder holds: what training writes, then what export writes from its checkpoint.
-EXPORTED_FILES = tuple(f for fmt, f in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT)
 RUN_FILES = (CHECKPOINT_FILE, METRICS_FILE, CURVES_FILE, *EXPORTED_FILES, VERIFY_RECORD_FILE, BENCH_RECORD_FILE)
 
 
@@ -102,6 +101,12 @@ def checkpoint_owner(path: str | Path) -> str | None:
     a readable ptx checkpoint: nothing worth keeping)."""
     ckpt = _read_run(Path(path))
     return ckpt["model"] if ckpt else None
+
+
+def run_owner(run_dir: str | Path) -> str | None:
+    """The model the run in ``run_dir`` holds: its metrics.json says (no torch needed), else its
+    checkpoint (a run whose metrics.json was lost)."""
+    return run_model(run_dir) or checkpoint_owner(Path(run_dir) / CHECKPOINT_FILE)
 
 
 def describe_run(ckpt: dict, path: Path) -> str:

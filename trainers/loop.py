@@ -19,6 +19,7 @@ from ptx.atomic import atomic_path
 from ptx.errors import CheckpointError, DataError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
 from ptx.contract.datasets import check_fit, is_known_dataset
+from ptx.contract.degenerate import advice, degenerate, prediction_spread
 from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
@@ -121,7 +122,8 @@ def evaluate(model, spec: ModelSpec, contract: Contract, x: torch.Tensor, y: tor
     labels = decisions(out.cpu().numpy(), contract)
     if labels is None:
         return {"test_mse": torch.nn.functional.mse_loss(out, y).item()}
-    return {"test_accuracy": float((labels == y.cpu().numpy().reshape(labels.shape)).mean())}
+    truth = y.cpu().numpy().reshape(labels.shape)
+    return {"test_accuracy": float((labels == truth).mean()), **prediction_spread(labels, truth, contract.labels)}
 
 
 def _rng_state(shuffle: torch.Generator, augmenter: Augmenter | None) -> dict:
@@ -258,7 +260,7 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             row.update(spec.report(model))
         history.append(row)
         log(_summary(row, config.epochs))
-        metrics = _metrics(history, spec)
+        metrics = _metrics(history, spec, dataset, config)
 
         def set_aside_replaced_run():
             moved = set_aside_run(out_dir)
@@ -271,11 +273,15 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         if epoch + 1 == config.epochs or time.monotonic() - last_plot >= CURVES_EVERY_S:
             write_curves(out_dir / CURVES_FILE, metrics)
             last_plot = time.monotonic()
+    why = degenerate(history[-1])  # one line: a model that learned nothing looks fine elsewhere
+    if why:
+        log(f"warning: {spec.name} {why}: it has learned nothing useful yet; "
+            f"{advice(config.epochs, spec.recipe.epochs, config.lr)}")
     stale = stale_exports(out_dir) if resume else []
     if stale:
         log(f"notice: {', '.join(stale)} in {out_dir} were exported from an earlier checkpoint of this run: "
             f"re-run `ptx export {spec.name}` (predict warns until then)")
-    return _metrics(history, spec)
+    return _metrics(history, spec, dataset, config)
 
 
 def _notice_unseen_labels(dataset: Dataset, contract: Contract, log: Callable[[str], None]) -> None:
@@ -316,9 +322,11 @@ def _summary(row: dict, epochs: int) -> str:
     return " | ".join(parts)
 
 
-def _metrics(history: list[dict], spec: ModelSpec) -> dict:
+def _metrics(history: list[dict], spec: ModelSpec, dataset: Dataset, config: TrainConfig) -> dict:
     final = history[-1]
-    out = {"model": spec.name, "epochs": history}
+    # dataset, planned_epochs, lr: what `ptx runs` lists without loading the checkpoint (torch-free).
+    out = {"model": spec.name, "epochs": history, "dataset": dataset.name, "planned_epochs": config.epochs,
+           "lr": config.lr}
     for key in ("test_accuracy", "test_mse", "w", "b"):
         if key in final:
             out[f"final_{key}"] = final[key]
