@@ -173,9 +173,12 @@ def _train_epilog() -> str:
               help="Picture models: train on randomly warped, thickened, blurred and noisy copies, for real photos and scans.")
 @click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
+@click.option("--no-capture", is_flag=True,
+              help="On CUDA, run every training step eagerly instead of replaying it as a CUDA graph. "
+                   "Env: PTX_TRAIN_CAPTURE=0.")
 @FORCE
 def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, device, out, resume, overwrite, limit,
-              skip_bad_rows, bias, augment, augment_strength, force) -> None:
+              skip_bad_rows, bias, augment, augment_strength, no_capture, force) -> None:
     """Train model NAME with the recipe of the tutorial that documents it, on real data; writes
     checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
     from pathlib import Path
@@ -221,7 +224,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
     config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                          lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
                          model_args={"bias": True} if bias else None, augment=augmentation)
-    metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
+    metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force,
+                    capture=not no_capture, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
 
