@@ -252,8 +252,12 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
               show_default=True,
               help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
 @click.option("--image", help="kserve only: the container image the manifest names (default ptx-NAME:VERSION).")
+@click.option("--input", "input_dtype", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
+              help="onnx/torchscript, picture models: uint8 makes the graph take raw (batch, 28, 28) pictures and "
+                   "normalise them itself (a quarter of the bytes to move; docs/artifact-format.md).")
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force) -> None:
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_dtype,
+               force) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
@@ -262,6 +266,9 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
                    log=click.echo)
+    if fmt in (TRITON, KSERVE) and input_dtype != "float32":
+        raise click.UsageError(f"--input {input_dtype} is for --format onnx or torchscript; --format {fmt} serves "
+                               "the float export")
     if fmt in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
         raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt} writes a portable "
                                "folder: drop --device")
@@ -282,7 +289,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
     from ptx.export.api import export_model
 
     formats = default_formats() if fmt == "all" else [fmt]
-    export_model(name, formats, out=out, force=force, device=device, **options)
+    export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype, **options)
 
 
 @cli.command("predict")
