@@ -146,3 +146,27 @@ def test_the_documents_reader_feeds_a_uint8_export(exported, runs, tmp_path):
     np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=1e-5)
     ptx_says = open_artifact(raw_dir / "model.onnx", "ort-cpu").predict(items, raw=True)
     assert [p.label_name for p in ptx_says] == [label for label, _ in got]
+
+
+def test_bench_feeds_a_uint8_artifact_pictures_and_its_bare_peer_the_same(exported):
+    from ptx.infer.bench import bench
+
+    _, raw_dir = exported
+    rows, skipped = bench("convnet", backends=["ort-cpu"], batch_sizes=(1, 8), root=raw_dir.parent, warmup=1,
+                          seconds=0.02, rounds=1)
+    assert {(r.runner, r.batch) for r in rows} == {(runner, b) for b in (1, 8) for runner in
+                                                   ("ort-cpu", "bare InferenceSession.run (ort-cpu)")}
+    assert not any("resident" in r.runner for r in rows)  # the GPU-resident ceiling is a CUDA row only
+
+
+def test_the_bare_torch_peer_pays_the_host_copies_and_the_resident_one_does_not(exported):
+    from ptx.infer.torch_predictor import bare_module_runner, resident_module_runner
+
+    float_dir, _ = exported
+    predictor = open_artifact(float_dir / "model.torchscript.pt", "torchscript")
+    x = to_model_input(pictures(4), predictor.contract)
+    _, bare = bare_module_runner(predictor, x, label="bare")
+    _, resident = resident_module_runner(predictor, x, label="resident")
+    assert isinstance(bare(), np.ndarray)  # back on the host, as ptx's row returns it
+    assert isinstance(resident(), torch.Tensor)  # left where it was computed
+    np.testing.assert_allclose(bare(), resident().numpy(), rtol=1e-6)
