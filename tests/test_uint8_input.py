@@ -170,3 +170,30 @@ def test_the_bare_torch_peer_pays_the_host_copies_and_the_resident_one_does_not(
     assert isinstance(bare(), np.ndarray)  # back on the host, as ptx's row returns it
     assert isinstance(resident(), torch.Tensor)  # left where it was computed
     np.testing.assert_allclose(bare(), resident().numpy(), rtol=1e-6)
+
+
+def test_serve_batches_pictures_as_uint8_for_a_uint8_export(exported, runs):
+    """`ptx serve`'s image route hands a --input uint8 artifact the pictures themselves, through a
+    batcher of their own, and answers as the float export does."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ptx.serve.model import ServedModel
+
+    float_dir, raw_dir = exported
+    raw, _ = runs.test_samples("convnet", 5)
+    options = dict(max_batch_size=8, max_delay_s=0.001)
+
+    def served(path):
+        predictor = open_artifact(path, "ort-cpu")
+        model = ServedModel("convnet", predictor, options, ThreadPoolExecutor(1))
+        try:
+            return model, asyncio.run(model._predict_samples(list(raw)))
+        finally:
+            model.close()
+
+    as_uint8, got = served(raw_dir / "model.onnx")
+    as_float, want = served(float_dir / "model.onnx")
+    assert as_uint8.picture_batcher is not None and as_float.picture_batcher is None
+    assert [p.label for p in got] == [p.label for p in want]
+    np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want], atol=1e-6)
