@@ -72,8 +72,9 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         else:
             predictor = open_model(name, backend, root, device, precision or FULL_PRECISION)
             log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
-        if predictor.stale:
-            log(f"warning: {predictor.stale}")
+        for why in (predictor.stale, predictor.unusable):
+            if why:
+                log(f"warning: {why}")
         service.add(name, predictor)
 
 
