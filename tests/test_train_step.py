@@ -132,7 +132,9 @@ def test_on_a_gpu_the_captured_step_reaches_the_eager_losses(tmp_path):
     eager = train(spec, data, cfg, tmp_path / "eager", capture=False, **QUIET)
     captured = train(spec, data, cfg, tmp_path / "captured", log=said.append)
     assert not [line for line in said if "could not be captured" in line], said
-    # Dropout draws from the CUDA generator inside the graph: the same stream, but cuDNN may pick
-    # other kernels, so the losses agree to rounding, not bit for bit.
+    # Dropout's masks inside a graph come from offsets the graph registers, and cuDNN may pick other
+    # kernels: the epoch losses agree closely, not bit for bit. A graph that trained nothing would
+    # stay near 2.3 while the eager run falls below 1.
     np.testing.assert_allclose([e["loss"] for e in captured["epochs"]], [e["loss"] for e in eager["epochs"]],
-                               rtol=2e-2)
+                               rtol=5e-2)
+    assert abs(captured["final_test_accuracy"] - eager["final_test_accuracy"]) < 0.03
