@@ -197,3 +197,17 @@ def test_serve_batches_pictures_as_uint8_for_a_uint8_export(exported, runs):
     assert as_uint8.picture_batcher is not None and as_float.picture_batcher is None
     assert [p.label for p in got] == [p.label for p in want]
     np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want], atol=1e-6)
+
+
+def test_io_binding_binds_uint8_pictures_for_a_uint8_export(exported, runs):
+    """ort-cuda's IO binding, checked through ORT's CPU device: a uint8 graph is bound to uint8
+    pictures, and a float model input is refused before any pointer is handed over."""
+    from ptx.infer.ort_session import run_with_binding
+
+    _, raw_dir = exported
+    predictor = open_artifact(raw_dir / "model.onnx", "ort-cpu")
+    raw, _ = runs.test_samples("convnet", 7)
+    bound = run_with_binding(predictor, torch.from_numpy(np.ascontiguousarray(raw)), "cpu")
+    np.testing.assert_array_equal(bound.numpy(), predictor.predict_pictures(raw))
+    with pytest.raises(InputError, match=r"give \(N, 28, 28\) uint8"):
+        run_with_binding(predictor, torch.zeros(7, 1, 28, 28), "cpu")
