@@ -17,7 +17,7 @@ import torch
 from ptx.atomic import atomic_path, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance
 from ptx.contract.agreement import ReducedJudgement, check_tolerance
-from ptx.contract.transforms import normalize, to_layout
+from ptx.contract.transforms import normalize, picture_input, to_layout
 from ptx.errors import CheckpointError, DataError, PtxError
 from ptx.machine import describe_cpu
 from ptx.models import get
@@ -27,6 +27,7 @@ from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, l
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
 from .metadata import artifact_strings
+from .raw_input import RawPictureModel
 from .validate import (ServingPredictor, ValidationReport, judge_reduced, validate, validate_reduced,
                        validation_inputs)
 
@@ -77,6 +78,21 @@ def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredict
                        "or --force to replace it")
 
 
+def _check_raw_input(input_dtype: str, spec, chosen) -> bool:
+    """--input uint8 is for picture models and the formats that can carry it; True when asked."""
+    if input_dtype == "float32":
+        return False
+    if input_dtype != "uint8":
+        raise PtxError(f"--input {input_dtype}: choose float32 (the model's own input) or uint8 (raw pictures)")
+    if spec.contract().picture is None:
+        raise PtxError(f"--input uint8 feeds raw pictures; {spec.name} takes {spec.contract().kind.value} input")
+    refused = [f.name for f in chosen if not f.raw_pictures]
+    if refused:
+        takes = ", ".join(name for name in formats.list_formats() if formats.get(name).raw_pictures)
+        raise PtxError(f"--input uint8: {', '.join(refused)} cannot take raw pictures; give --format {takes}")
+    return True
+
+
 def _checkpoint_for(name: str, checkpoint: str | Path | None, out: str | Path | None) -> Path:
     """The checkpoint to export: the one named, else the run in ``out`` (exporting into a run
     folder exports that run), else the default run folder's."""
@@ -90,7 +106,8 @@ def _checkpoint_for(name: str, checkpoint: str | Path | None, out: str | Path | 
 def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenPredictor,
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
-                 device: str = "cpu", log: Callable[[str], None] = print) -> list[ExportResult]:
+                 device: str = "cpu", input_dtype: str = "float32",
+                 log: Callable[[str], None] = print) -> list[ExportResult]:
     """Export ``name``'s checkpoint to ``formats_`` (default: the formats ``--format all`` writes).
 
     The checkpoint is ``checkpoint``, else the one in ``out`` when that folder holds one (a run
@@ -105,6 +122,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
         raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(f.name for f in chosen)} "
                        f"{'is' if len(chosen) == 1 else 'are'} portable: add --format pt2 or drop --device")
+    raw = _check_raw_input(input_dtype, spec, chosen)
     for fmt in chosen:  # bad options and models a format cannot express are refused before any work
         why = fmt.unsupported(spec) if fmt.unsupported else None
         if why:
@@ -126,9 +144,16 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
 
     tolerance_on("cpu")  # a bad --atol is refused before any work
     out_dir = ensure_writable_dir(out or ckpt_path.parent)
-    strings = artifact_strings(contract, ckpt, file_sha256(ckpt_path))
+    graph_input = picture_input(contract) if raw else None
+    strings = artifact_strings(contract, ckpt, file_sha256(ckpt_path), raw_input=graph_input)
     # A real batch of 2: torch.export specializes batch sizes 0 and 1.
     example = torch.from_numpy(validation_inputs(ckpt, batches=(2,))[0])
+    written = model
+    if raw:
+        written = RawPictureModel(model, contract).eval()
+        example = torch.from_numpy(np.ascontiguousarray(ckpt["samples"]["x"].numpy()[:2]))
+        for fmt in chosen:
+            per_format.setdefault(fmt.name, {})["graph_input"] = graph_input
 
     results = []
     for fmt in chosen:
@@ -142,7 +167,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         if fmt.progress:
             log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
         with atomic_path(final) as tmp:
-            fmt.write(model, example, tmp, contract, strings, **options)
+            fmt.write(written, example, tmp, contract, strings, **options)
             predictor = _open(open_predictor, tmp, fmt, on)
             judgement = data_name = None
             if fmt.precision == "f32":

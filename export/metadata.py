@@ -37,5 +37,5 @@ def _augment(ckpt: dict) -> str | None:
     return json.dumps(augment, sort_keys=True) if isinstance(augment, dict) else None
 
 
-def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:
-    return to_strings(contract, provenance(ckpt, checkpoint_sha256))
+def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str, raw_input=None) -> dict[str, str]:
+    return to_strings(contract, provenance(ckpt, checkpoint_sha256), raw_input=raw_input)

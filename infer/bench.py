@@ -105,6 +105,12 @@ def _row(runner, device, batch, latencies) -> BenchRow:
                     round(batch / float(np.median(latencies)), 1), len(latencies))
 
 
+def bench_pictures(contract, batch: int, seed: int = 0) -> np.ndarray:
+    """The raw uint8 pictures bench_inputs normalises: what an --input uint8 artifact is fed."""
+    canvas = contract.picture.canvas
+    return np.random.default_rng(seed).integers(0, 256, (batch, canvas, canvas)).astype(np.uint8)
+
+
 def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
     """Random raw samples of the artifact's kind, preprocessed as a user's would be."""
     rng = np.random.default_rng(seed)
@@ -114,10 +120,9 @@ def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
         return to_model_input(rng.integers(low, encoding.vocab_size, (batch, 10)), contract)
     picture = contract.picture
     if picture is not None:  # raw pictures are canvas x canvas whatever padding the model adds
-        raw = rng.integers(0, 256, (batch, picture.canvas, picture.canvas)).astype(np.uint8)
-    else:  # numbers and feature rows: as many values as the input has per sample
-        raw = rng.normal(size=(batch, contract.sample_size))
-    return to_model_input(raw, contract)
+        return to_model_input(bench_pictures(contract, batch, seed), contract)
+    # numbers and feature rows: as many values as the input has per sample
+    return to_model_input(rng.normal(size=(batch, contract.sample_size)), contract)
 
 
 @dataclass
@@ -167,14 +172,23 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
         for batch in batch_sizes:
             calls, names = [], []
             for backend, device, precision, label, predictor in opened:
-                x = bench_inputs(predictor.contract, batch)
                 progress(f"{label} batch {batch}")
-                calls.append(functools.partial(predictor.predict_array, x))
+                if predictor.info.raw_input is not None:  # --input uint8: timed as predict feeds it, raw pictures
+                    x = bench_pictures(predictor.contract, batch)
+                    calls.append(functools.partial(predictor.predict_pictures, x))
+                else:
+                    x = bench_inputs(predictor.contract, batch)
+                    calls.append(functools.partial(predictor.predict_array, x))
                 names.append((label, device, precision, None))
                 if bare:
                     bare_name, call = backend.bare(predictor, x)
                     calls.append(call)
                     names.append((f"{bare_name} ({label})", device, precision, label))
+                    if backend.resident is not None and device.startswith("cuda"):
+                        # Not a peer: no ptx row can pay less than the host copies it leaves out.
+                        resident_name, call = backend.resident(predictor, x)
+                        calls.append(call)
+                        names.append((f"{resident_name} ({label})", device, precision, None))
             if not calls:
                 continue
             timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)

@@ -25,7 +25,7 @@ from .predictor import Predictor, artifact_info
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
 RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's own ops; the rest f32
 SHAPE_CACHE = 8  # compiled shapes kept per predictor (verify uses a handful, a server one or two)
-OV_TYPES = {"f32": "tensor(float)", "i64": "tensor(int64)"}
+OV_TYPES = {"f32": "tensor(float)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
 
 
 def import_openvino():
@@ -95,7 +95,8 @@ class OpenVinoPredictor(Predictor):
         if len(self.model.inputs) != 1 or len(self.model.outputs) != 1:
             raise ArtifactError(f"{path}: the graph has {len(self.model.inputs)} inputs and {len(self.model.outputs)} "
                                 "outputs; a ptx export has one of each")
-        _check_graph_tensor(_graph_tensor(self.model.inputs[0]), info.contract.input, "input", path)
+        _check_graph_tensor(_graph_tensor(self.model.inputs[0]), info.raw_input or info.contract.input,
+                            "input" if info.raw_input is None else "raw_input", path)
         _check_graph_tensor(_graph_tensor(self.model.outputs[0]), info.contract.output, "output", path)
         super().__init__(info, path)
         self.device = "cpu"
@@ -103,7 +104,7 @@ class OpenVinoPredictor(Predictor):
         self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision],
                        # One stream using every core: a synchronous call gets all of them.
                        "PERFORMANCE_HINT": "LATENCY"}
-        self._dtype = np.dtype(info.contract.input.dtype.value)
+        self._dtype = np.dtype((info.raw_input or info.contract.input).dtype.value)
         self._requests: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -124,7 +125,10 @@ class OpenVinoPredictor(Predictor):
 
     def predict_array(self, x) -> np.ndarray:
         self.check_input(x)
-        x = np.ascontiguousarray(x, dtype=self._dtype)
+        return self.run_pictures(np.ascontiguousarray(self.feed(x), dtype=self._dtype))
+
+    def run_pictures(self, x) -> np.ndarray:
+        """Model-layout input, or (--input uint8) raw pictures: what the graph takes."""
         with self._lock:  # an infer request serves one call at a time
             request = self.request_for(x.shape)
             # The result's arrays are copies (share_outputs is off): the request reuses its buffers.

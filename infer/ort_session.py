@@ -19,7 +19,7 @@ from .predictor import Predictor, artifact_info
 
 ORT_QUIET = 4  # FATAL only: ORT's multi-line provider errors become our one-line error instead
 ORT_DEFAULT = 2
-ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "uint8": "tensor(uint8)"}
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ORT session config key (kOrtSessionOptionsDisableCPUEPFallback)
 CPU_FALLBACK_REFUSED = "fallback to CPU EP has been explicitly disabled"  # ORT's refusal, when it is set
 
@@ -211,12 +211,13 @@ class OrtPredictor(Predictor):
         if len(inputs) != 1 or len(outputs) != 1:
             raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "
                                 "a ptx export has one of each")
-        _check_graph_tensor(inputs[0], contract.input, "input", path)
+        _check_graph_tensor(inputs[0], info.raw_input or contract.input,
+                            "input" if info.raw_input is None else "raw_input", path)
         _check_graph_tensor(outputs[0], contract.output, "output", path)
         super().__init__(info, path)
-        self.input_name = contract.input.name
+        self.input_name = self.graph_input.name
         self.output_names = [contract.output.name]
-        self._dtype = np.dtype(contract.input.dtype.value)
+        self._dtype = np.dtype(self.graph_input.dtype.value)
 
     def predict_array(self, x) -> np.ndarray:
         if self.on_cuda and getattr(x, "is_cuda", False):
@@ -224,7 +225,10 @@ class OrtPredictor(Predictor):
         self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
             x = x.detach().cpu()
-        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)})[0]
+        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(self.feed(x), dtype=self._dtype)})[0]
+
+    def run_pictures(self, pictures) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: pictures})[0]
 
     def predict_on_device(self, x):
         """A torch tensor on the GPU in, a torch tensor on the same GPU out (ort-cuda only): IO
@@ -254,16 +258,20 @@ def run_with_binding(predictor: OrtPredictor, x, device_type: str):
     torch is imported here only because ``x`` is a torch tensor: it is loaded already."""
     import torch
 
-    predictor.check_input(x)
     contract = predictor.contract
-    want = contract.input.dtype.value
+    if predictor.info.raw_input is not None:
+        predictor.check_pictures(x)  # an --input uint8 graph is bound to uint8 pictures
+    else:
+        predictor.check_input(x)
+    want = predictor.graph_input.dtype.value
     if x.dtype != getattr(torch, want):
         # Bound by pointer, ORT would read the bytes as the graph's dtype: refuse instead.
         raise InputError(f"input dtype {x.dtype} does not fit {contract.model}'s {want} input: "
                          f"convert it with x.to(torch.{want})")
     x = x.detach().contiguous()
     out_dtype = contract.output.dtype.value
-    out = torch.empty(expected_output_shape(contract, x), dtype=getattr(torch, out_dtype), device=x.device)
+    out = torch.empty(expected_output_shape(contract, x) if predictor.info.raw_input is None else
+                      (len(x), *contract.output.shape[1:]), dtype=getattr(torch, out_dtype), device=x.device)
     device_id = predictor.device_id if device_type == "cuda" else 0  # the GPU the session's provider runs on
     binding = predictor.session.io_binding()
     binding.bind_input(name=predictor.input_name, device_type=device_type, device_id=device_id,

@@ -8,13 +8,14 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ptx.contract import Contract, InputKind, Task
+from ptx.contract import Contract, InputKind, Task, TensorSpec
 from ptx.contract import ContractError
 from ptx.contract import catalog
 from ptx.contract.datasets import recorded_mismatch
 from ptx.contract.metadata import ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
-from ptx.contract.transforms import collate, decisions, encode_text, length_groups, softmax, to_model_input
+from ptx.contract.transforms import (collate, decisions, encode_text, length_groups, pictures_from_model_input, softmax,
+                                    to_model_input)
 from ptx.errors import ArtifactError, InputError, quoted
 from ptx.files import decode_text
 
@@ -99,6 +100,39 @@ class Predictor:
         """An already-preprocessed batch in the model's input layout -> outputs (batch, ...)."""
         raise NotImplementedError
 
+    # -- artifacts exported with --input uint8 ---------------------------------------------------
+    @property
+    def graph_input(self) -> TensorSpec:
+        """The tensor the runtime is fed: the contract's input, or raw uint8 pictures."""
+        return self.info.raw_input or self.contract.input
+
+    def predict_pictures(self, pictures: np.ndarray) -> np.ndarray:
+        """(N, canvas, canvas) uint8 raw pictures -> outputs. An artifact exported with --input uint8
+        takes them as they are (its graph normalises them); any other normalises them here first."""
+        if self.info.raw_input is None:
+            return self.predict_array(to_model_input(pictures, self.contract))
+        self.check_pictures(pictures)
+        return self.run_pictures(np.ascontiguousarray(pictures))
+
+    def run_pictures(self, pictures) -> np.ndarray:
+        """Checked raw pictures -> outputs, for backends that read --input uint8 artifacts."""
+        raise NotImplementedError(f"{self.backend} cannot run an artifact exported with --input uint8")
+
+    def feed(self, x):
+        """What a model-layout float batch is fed to the runtime as: itself, or (--input uint8) the
+        pictures it was made from (InputError when it was made from none)."""
+        if self.info.raw_input is None:
+            return x
+        return pictures_from_model_input(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x), self.contract)
+
+    def check_pictures(self, x) -> None:
+        want = self.graph_input.concrete(1)[1:]
+        shape = tuple(getattr(x, "shape", ()))
+        dtype = str(getattr(x, "dtype", "")).replace("torch.", "")
+        if len(shape) != 3 or shape[1:] != want or 0 in shape or dtype != "uint8":
+            raise InputError(f"pictures of shape {shape} and dtype {dtype or type(x).__name__} do not fit "
+                             f"{self.contract.model}'s input: give (N, {want[0]}, {want[1]}) uint8")
+
     def check_input(self, x) -> None:
         """A preprocessed batch must have the contract's rank and fixed sizes: the runtimes' own
         errors for a wrong shape are multi-line C++ messages."""
@@ -167,7 +201,10 @@ class Predictor:
         return results
 
     def predict_raw(self, samples: np.ndarray, sources: Sequence[str | None] | None = None) -> list[Prediction]:
-        """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's steps."""
+        """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's steps (uint8
+        pictures go to an artifact exported with --input uint8 as they are)."""
+        if self.info.raw_input is not None and samples.dtype == np.uint8:
+            return self.interpret(self.predict_pictures(samples), samples, sources)
         return self.interpret(self.predict_array(to_model_input(samples, self.contract)), samples, sources)
 
     def interpret(self, outputs: np.ndarray, samples: np.ndarray,

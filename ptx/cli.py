@@ -257,9 +257,12 @@ def _train_epilog() -> str:
               help="Picture models: train on randomly warped, thickened, blurred and noisy copies, for real photos and scans.")
 @click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
+@click.option("--no-capture", is_flag=True,
+              help="On CUDA, run every training step eagerly instead of replaying it as a CUDA graph. "
+                   "Env: PTX_TRAIN_CAPTURE=0.")
 @FORCE
 def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, device, out, resume, overwrite, limit,
-              skip_bad_rows, bias, augment, augment_strength, force) -> None:
+              skip_bad_rows, bias, augment, augment_strength, no_capture, force) -> None:
     """Train model NAME with the recipe of the tutorial that documents it, on real data; writes
     checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
     from pathlib import Path
@@ -309,7 +312,9 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
         config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                              lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
                              model_args={"bias": True} if bias else None, augment=augmentation)
-        metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
+        metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force,
+                        capture=not no_capture, log=click.echo)
+
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
 
@@ -339,8 +344,12 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 @click.option("--run", "run", type=click.Path(file_okay=False),
               help="The run folder to export (its checkpoint; the exports are written there unless --out says "
                    "where); NAME defaults to the run's model.")
+@click.option("--input", "input_dtype", type=Choice(["float32", "uint8"]), default="float32", show_default=True,
+              help="onnx/torchscript, picture models: uint8 makes the graph take raw (batch, 28, 28) pictures and "
+                   "normalise them itself (a quarter of the bytes to move; docs/artifact-format.md).")
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, force, run) -> None:
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_dtype,
+               force, run) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
@@ -360,6 +369,9 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
         raise click.UsageError("give a model NAME, or --run the run folder to export")
     options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
                    log=click.echo)
+    if fmt in (TRITON, KSERVE) and input_dtype != "float32":
+        raise click.UsageError(f"--input {input_dtype} is for --format onnx or torchscript; --format {fmt} serves "
+                               "the float export")
     if fmt in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
         raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt} writes a portable "
                                "folder: drop --device")
@@ -378,11 +390,10 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
         export_kserve(name, out, image=image, force=force, **options)
         return
     from ptx.export.api import export_model
-
     from ptx.infer.records import record_export_judgement
 
     formats = default_formats() if fmt == "all" else [fmt]
-    for result in export_model(name, formats, out=out, force=force, device=device, **options):
+    for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype, **options):
         record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
 
 

@@ -23,7 +23,8 @@
 # ptx there. Phases: train (all models on CUDA, exported), epoch (one Fashion-MNIST epoch of
 # convnet's recipe, GPU and CPU), tests (pytest -m gpu), pt2 (AOTInductor for CUDA), ort
 # (installs onnxruntime-gpu from the parts, then the ort-cuda gpu tests), verify (ptx verify
-# --all), bench (ptx bench on the GPU backends). Results and logs go to $OUT (the device
+# --all), bench (ptx bench on the GPU backends), speed (issue 28's figures, after train and
+# ort: phase_speed). Results and logs go to $OUT (the device
 # tool's folder that comes back), or ./gpu-out elsewhere.
 #
 # A dry run of the script itself on a CPU machine: PTX_GPU_DEVICE=cpu PTX_GPU_MODELS="linreg logistic"
@@ -209,6 +210,41 @@ phase_bench() {
     done
 }
 
+phase_speed() {
+    # Issue 28's figures, in one call (about 5 minutes): training epochs with the step captured as a
+    # CUDA graph and without (--no-capture), then batch 4096 from host memory and batch-1 p50 for
+    # the float exports and the --input uint8 ones, beside the GPU-resident ceiling row. Needs the
+    # runs of the train phase, and onnxruntime-gpu (the ort phase) for the ort-cuda rows.
+    say "speed: epochs captured vs --no-capture; float vs uint8 input, batch 1 and 4096"
+    local speed="$WORK/speed" name root
+    mkdir -p "$speed"
+    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$speed/convnet-graph" --force | tail -4 || echo "FAILED"
+    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$speed/convnet-eager" --force --no-capture | tail -4 || echo "FAILED"
+    ptx train lenet --device "$DEVICE" --epochs 1 --out "$speed/lenet-graph" --force | tail -2 || echo "FAILED"
+    ptx train mlp --device "$DEVICE" --epochs 1 --out "$speed/mlp-graph" --force | tail -2 || echo "FAILED"
+    python3 -c '
+import json, sys
+from pathlib import Path
+print("| run | epoch | seconds | samples/s | test accuracy |\n| --- | ---: | ---: | ---: | ---: |")
+for run in sorted(Path(sys.argv[1]).glob("*-*/metrics.json")):
+    for e in json.loads(run.read_text())["epochs"]:
+        print("| {} | {} | {:.3f} | {:,.0f} | {:.4f} |".format(run.parent.name, e["epoch"], e["seconds"],
+                                                            e["images_per_s"], e.get("test_accuracy", 0)))
+' "$speed" > "$OUT/speed-train.md"
+    cat "$OUT/speed-train.md"
+    : > "$OUT/speed-bench.md"
+    for name in convnet mlp; do
+        [ -f "$WORK/runs/$name/checkpoint.pt" ] || { echo "no run of $name: run the train phase first"; continue; }
+        mkdir -p "$speed/uint8/$name" && cp -f "$WORK/runs/$name/checkpoint.pt" "$speed/uint8/$name/"
+        ptx export "$name" --input uint8 --checkpoint "$speed/uint8/$name/checkpoint.pt" --out "$speed/uint8/$name" | tail -2 || echo "FAILED"
+        for root in "$WORK/runs" "$speed/uint8"; do
+            { echo "### $name, $([ "$root" = "$WORK/runs" ] && echo float32 || echo uint8) input"
+              ptx bench "$name" --root "$root" --backends eager-cuda,torchscript-cuda,ort-cuda \
+                --batch-sizes 1,4096 --markdown 2>&1; echo; } | tee -a "$OUT/speed-bench.md"
+        done
+    done
+}
+
 [ $# -gt 0 ] || { sed -n '2,30p' "$0"; exit 2; }
 if [ "$1" = pack ]; then pack; exit; fi
 stash
@@ -217,7 +253,7 @@ cd "$WORK"  # not the repo root, whose ptx/ folder would shadow the installed pa
 for phase in "$@"; do
     case "$phase" in
         stash) ;;
-        train|epoch|tests|pt2|ort|verify|bench) "phase_$phase" 2>&1 | tee -a "$OUT/gpu_check.log" ;;
-        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify or bench" ;;
+        train|epoch|tests|pt2|ort|verify|bench|speed) "phase_$phase" 2>&1 | tee -a "$OUT/gpu_check.log" ;;
+        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench or speed" ;;
     esac
 done

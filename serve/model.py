@@ -67,6 +67,10 @@ class ServedModel:
         self.max_batch_size = batcher_options["max_batch_size"]
         self.max_delay_s = batcher_options["max_delay_s"]
         self.batcher = Batcher(predictor.predict_array, merge=self._merge(), on_batch=on_batch, **batcher_options)
+        # An artifact exported with --input uint8 takes the pictures of `image` requests as they are,
+        # batched by their own batcher: a quarter of the bytes, and no normalising on the host.
+        self.picture_batcher = (Batcher(predictor.predict_pictures, merge=Merge(0), on_batch=on_batch, **batcher_options)
+                                if predictor.info.raw_input is not None else None)
 
     def _merge(self) -> Merge:
         contract = self.contract
@@ -180,12 +184,17 @@ class ServedModel:
         """Raw samples -> predictions, each length group through the batcher."""
         groups = length_groups(samples, self.contract)
         stacked = [collate([samples[i] for i in group], self.contract) for group in groups]
-        outs = await asyncio.gather(*(self.batcher.submit(to_model_input(batch, self.contract)) for batch in stacked))
+        outs = await asyncio.gather(*(self._submit_samples(batch) for batch in stacked))
         predictions: list[Prediction | None] = [None] * len(samples)
         for group, batch, out in zip(groups, stacked, outs):
             for i, prediction in zip(group, self.predictor.interpret(out, batch)):
                 predictions[i] = prediction
         return predictions
+
+    def _submit_samples(self, batch: np.ndarray):
+        if self.picture_batcher is not None and batch.dtype == np.uint8:
+            return self.picture_batcher.submit(batch)
+        return self.batcher.submit(to_model_input(batch, self.contract))
 
     # -- answers ---------------------------------------------------------------------------------
     def _wanted(self, requested: list[RequestedOutput], available: list[str]) -> list[RequestedOutput]:
@@ -237,3 +246,5 @@ class ServedModel:
 
     def close(self) -> None:
         self.batcher.close()
+        if self.picture_batcher is not None:
+            self.picture_batcher.close()

@@ -29,6 +29,7 @@ from .checkpoint import (CURVES_FILE, METRICS_FILE, checkpoint_bytes, guard_run_
                          set_aside_run, stale_exports, versions)
 from .data import Dataset
 from .plots import write_curves
+from .step import CudaGraphs, ProgressLoss, TrainStep, capture_refusal
 
 VALIDATION_SAMPLES = 64  # real test samples kept in the checkpoint, so export can validate alone
 # Real training samples kept for int8 calibration (ptx export --format onnx-int8): a few hundred
@@ -157,14 +158,17 @@ def _restore_rng(state: dict, shuffle: torch.Generator, augmenter: Augmenter | N
 
 
 def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path, *,
-          resume: bool = False, overwrite: bool = False, force: bool = False,
-          log: Callable[[str], None] = print) -> dict:
+          resume: bool = False, overwrite: bool = False, force: bool = False, capture: bool = True,
+          log: Callable[[str], None] = print, _graphs=None) -> dict:
     """Train ``spec`` on ``dataset``; after every epoch write checkpoint.pt, metrics.json, curves.png.
 
     A folder that already holds a run of this model is refused unless the caller says what to do
     with it: ``resume`` continues it, ``overwrite`` replaces it (its files move to previous/ when
     the first new epoch is saved, so an interrupted start keeps it in place). A folder holding
-    another model's run is refused unless ``force``."""
+    another model's run is refused unless ``force``.
+
+    On CUDA the step is captured as a CUDA graph and replayed (trainers/step.py) unless ``capture``
+    is False or PTX_TRAIN_CAPTURE=0; ``_graphs`` lets tests run that path on the CPU."""
     if resume and overwrite:
         raise PtxError("--resume continues the run and --overwrite replaces it: give one of them")
     if is_known_dataset(dataset.name):  # data of another kind: one line, before any folder (a caller's own
@@ -227,6 +231,12 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             f"({augmenter.drawn} drawn in {len(augmenter.fonts)} typefaces matplotlib and Pillow ship)")
 
     kept = _kept_samples(dataset)
+    why_not = capture_refusal(device, capture, full_batches=n // config.batch_size) if _graphs is None else None
+    graphs = _graphs if _graphs is not None else (CudaGraphs(device) if why_not is None else None)
+    if why_not is not None and device.type == "cuda":
+        log(f"notice: training steps run eagerly: {why_not}")
+    step = TrainStep(model, loss_fn, optimizer, lambda x: to_model_layout(x, spec), batch_size=config.batch_size,
+                     graphs=graphs, notice=log)
     last_plot = time.monotonic()
     for epoch in range(first_epoch, config.epochs):
         model.train()
@@ -237,19 +247,18 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         batches = range(0, n, config.batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                    mininterval=0.5, dynamic_ncols=True, disable=None)
+        shown = ProgressLoss(device)
         for i, start in enumerate(bar):
             idx = order[start:start + config.batch_size]
-            optimizer.zero_grad(set_to_none=True)
             inputs = x_train[idx] if augmenter is None else augmenter(x_train[idx], y_train[idx])
-            loss = loss_fn(model(to_model_layout(inputs, spec)), y_train[idx])
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach() * len(idx)
+            loss = step(inputs, y_train[idx])
+            total_loss += loss * len(idx)
             # Recorded on the device (no sync per batch); checked once the epoch is over.
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             if i % 20 == 0 and not bar.disable:
                 seen = start + len(idx)
-                bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
+                shown.post(total_loss, seen)  # no host sync on CUDA: shown a few steps late
+                bar.set_postfix(loss="..." if shown.value is None else f"{shown.value:.4f}",
                                 img_s=f"{seen / max(time.perf_counter() - started, 1e-9):,.0f}")
         bar.close()
         _refuse_divergence(int(first_bad), epoch + 1, model, ckpt_path)
@@ -300,7 +309,9 @@ def _notice_unseen_labels(dataset: Dataset, contract: Contract, log: Callable[[s
 def _refuse_divergence(first_bad_batch: int, epoch: int, model, ckpt_path: Path) -> None:
     """A non-finite loss or weight stops the run before anything is written: the last good
     checkpoint stays as it was."""
-    if first_bad_batch < 0 and all(torch.isfinite(p).all() for p in model.parameters()):
+    # One host read for all the weights, not one per parameter tensor.
+    finite = [torch.isfinite(p).all() for p in model.parameters()]
+    if first_bad_batch < 0 and (not finite or bool(torch.stack(finite).all())):
         return
     where = f"batch {first_bad_batch + 1}" if first_bad_batch >= 0 else "its last batch (weights)"
     kept = f"{ckpt_path} is unchanged" if ckpt_path.exists() else "nothing was written"

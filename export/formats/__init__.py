@@ -35,6 +35,9 @@ class ExportFormat:
     unsupported: Callable[[object], str | None] | None = None
     # Said before a slow write starts, so an export is never silent for long: "compiling ... (~20-40 s)".
     progress: str | None = None
+    # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures; write() gets
+    # ``graph_input=``, the TensorSpec of that input).
+    raw_pictures: bool = False
 
     @property
     def file_name(self) -> str:

@@ -8,7 +8,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import DEFAULT_OPSET, Contract
+from ptx.contract import DEFAULT_OPSET, Contract, TensorSpec
 from ptx.contract.metadata import to_props
 from ptx.contract.schema import ValueEnum
 from ptx.errors import PtxError, first_line
@@ -75,17 +75,20 @@ def check_opset(opset: int, exporter: Exporter | str = DEFAULT_EXPORTER) -> int:
 
 
 def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
-          opset: int = DEFAULT_OPSET, exporter: Exporter | str = DEFAULT_EXPORTER) -> dict[str, str]:
+          opset: int = DEFAULT_OPSET, exporter: Exporter | str = DEFAULT_EXPORTER,
+          graph_input: TensorSpec | None = None) -> dict[str, str]:
     """Write ``model`` to ``path``; ``example`` must have a batch (and sequence) of at least 2:
-    torch.export specializes sizes 0 and 1. Returns the opset and exporter actually used."""
+    torch.export specializes sizes 0 and 1. ``graph_input``: the graph's input when it is not the
+    contract's (raw uint8 pictures). Returns the opset and exporter actually used."""
     import onnx
     import torch
 
     exporter = Exporter(exporter)
     check_opset(opset, exporter)
-    names = dict(input_names=[contract.input.name], output_names=[contract.output.name])
+    given = graph_input or contract.input
+    names = dict(input_names=[given.name], output_names=[contract.output.name])
     # Every symbolic dimension of the contract (batch, and seq for token models) stays dynamic.
-    input_axes = {i: d for i, d in enumerate(contract.input.shape) if isinstance(d, str)}
+    input_axes = {i: d for i, d in enumerate(given.shape) if isinstance(d, str)}
     output_axes = {i: d for i, d in enumerate(contract.output.shape) if isinstance(d, str)}
     try:
         with _quiet_exporter(), torch.no_grad():
@@ -96,7 +99,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
                                   external_data=False, verbose=False, **names)
             else:
                 torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                                  dynamic_axes={contract.input.name: input_axes, contract.output.name: output_axes},
+                                  dynamic_axes={given.name: input_axes, contract.output.name: output_axes},
                                   **names)
     except Exception as exc:  # the exporters raise many types; the first line says what failed
         raise PtxError(f"the {exporter.value} ONNX exporter failed for {contract.model} at opset {opset}: "
@@ -134,5 +137,5 @@ def symbolic_dims(path) -> tuple[list, list]:
 
 
 register(ExportFormat(name="onnx", description="ONNX (onnxruntime, OpenVINO, Triton, ...)", serving_backend="ort-cpu",
-                      write=write, symbolic_dims=symbolic_dims,
+                      write=write, symbolic_dims=symbolic_dims, raw_pictures=True,
                       check_options=lambda opset, exporter: check_opset(opset, exporter)))

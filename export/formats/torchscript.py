@@ -39,7 +39,8 @@ def compile_module(model, example, prefer: str = "script"):
 
 
 def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
-          method: str = "script") -> dict[str, str]:
+          method: str = "script", graph_input=None) -> dict[str, str]:
+    """``graph_input`` (raw pictures) needs nothing here: the module takes what ``example`` is."""
     import torch
 
     module, used = compile_module(model, example, prefer=method)
@@ -65,4 +66,4 @@ def load(path, device: str = "cpu"):
 
 
 register(ExportFormat(name="torchscript", description="TorchScript (libtorch, Triton's pytorch backend)",
-                      serving_backend="torchscript", write=write))
+                      serving_backend="torchscript", write=write, raw_pictures=True))

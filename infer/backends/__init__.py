@@ -41,6 +41,9 @@ class Backend:
     # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
     # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
     static: Callable[[Path], str] | None = None
+    # ``resident(predictor, x)`` -> (label, call): the model called on input already on its GPU,
+    # no host copies: bench's "GPU-resident" ceiling row on CUDA, never named fastest.
+    resident: Callable[[object, np.ndarray], tuple[str, BareRunner]] | None = None
 
     def label(self, device: str, precision: str = FULL_PRECISION) -> str:
         """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""

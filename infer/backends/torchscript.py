@@ -5,4 +5,6 @@ register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cu
                  load=lazy("torch_predictor", "TorchScriptPredictor"),
                  unavailable=lazy("torch_predictor", "torch_unavailable"),
                  bare=lazy("torch_predictor", "bare_module_runner", label="bare torch.jit module call"),
+                 resident=lazy("torch_predictor", "resident_module_runner",
+                               label="GPU-resident torch.jit module call, the ceiling"),
                  needs_torch=True, description="TorchScript, from model.torchscript.pt"))

@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .names import METADATA_PREFIX
-from .schema import Contract, ContractError, parse_json
+from .schema import Contract, ContractError, TensorSpec, parse_json
+from .transforms import picture_input
 
 # Keys holding the contract; every other ptx.* key is provenance for people (dataset, accuracy...).
 MODEL, DESCRIPTION, LABELS, CONTRACT, CHECKSUMS = "model", "description", "labels", "contract", "checksums"
-CONTRACT_KEYS = (MODEL, DESCRIPTION, LABELS, CONTRACT, CHECKSUMS)
+# Present only in a ``--input uint8`` export: the graph's own input (raw pictures), a TensorSpec as
+# JSON; the contract's input is then the float tensor the graph's first nodes compute from it.
+RAW_INPUT = "raw_input"
+CONTRACT_KEYS = (MODEL, DESCRIPTION, LABELS, CONTRACT, CHECKSUMS, RAW_INPUT)
 PLAIN_IN_CONTRACT = (MODEL, DESCRIPTION, LABELS)  # travel as plain strings, not inside ptx.contract
 
 
@@ -30,6 +34,7 @@ class ArtifactInfo:
 
     contract: Contract
     provenance: dict[str, str] = field(default_factory=dict)
+    raw_input: TensorSpec | None = None  # what the graph takes when it is not contract.input (uint8 pictures)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.provenance.get(key, default)
@@ -57,7 +62,8 @@ def field_checksums(doc: Mapping) -> dict[str, str]:
     return sums
 
 
-def to_strings(contract: Contract, provenance: Mapping[str, object] = ()) -> dict[str, str]:
+def to_strings(contract: Contract, provenance: Mapping[str, object] = (), raw_input: TensorSpec | None = None
+               ) -> dict[str, str]:
     """The flat string map (keys without the ``ptx.`` prefix) an artifact stores."""
     doc = contract.to_dict()
     structured = {k: v for k, v in doc.items() if k not in PLAIN_IN_CONTRACT}
@@ -68,6 +74,8 @@ def to_strings(contract: Contract, provenance: Mapping[str, object] = ()) -> dic
         CONTRACT: json.dumps(structured, separators=(",", ":")),
         CHECKSUMS: json.dumps(field_checksums(doc), separators=(",", ":")),
     }
+    if raw_input is not None:
+        out[RAW_INPUT] = json.dumps(raw_input.to_dict(), separators=(",", ":"))
     for key, value in dict(provenance).items():
         if key in out:
             raise ValueError(f"provenance key {key!r} would overwrite the contract")
@@ -103,7 +111,21 @@ def from_strings(strings: Mapping[str, str]) -> ArtifactInfo:
     if edited:
         raise ContractError(f"contract field {', '.join(edited[:3])} was changed after export (checksum mismatch)")
     provenance = {k: v for k, v in strings.items() if k not in CONTRACT_KEYS}
-    return ArtifactInfo(contract, provenance)
+    return ArtifactInfo(contract, provenance, _raw_input(strings, contract))
+
+
+def _raw_input(strings: Mapping[str, str], contract: Contract) -> TensorSpec | None:
+    """ptx.raw_input, which must be exactly the picture input this contract's canvas implies."""
+    if RAW_INPUT not in strings:
+        return None
+    where = f"{METADATA_PREFIX}{RAW_INPUT}"
+    if not isinstance(strings[RAW_INPUT], str):
+        raise ContractError(f"metadata {where} is not a string")
+    spec = TensorSpec.from_dict(parse_json(strings[RAW_INPUT], where), where)
+    if contract.picture is None or spec != picture_input(contract):
+        want = picture_input(contract).to_dict() if contract.picture is not None else "nothing (not a picture model)"
+        raise ContractError(f"metadata {where} is {spec.to_dict()}; {contract.model}'s contract implies {want}")
+    return spec
 
 
 def to_props(strings: Mapping[str, str]) -> dict[str, str]:

@@ -53,6 +53,7 @@ class InputKind(ValueEnum):
 class DType(ValueEnum):
     FLOAT32 = "float32"
     INT64 = "int64"
+    UINT8 = "uint8"  # raw pictures, for artifacts exported with --input uint8 (never a contract's model input)
 
 
 class OutputMeaning(ValueEnum):

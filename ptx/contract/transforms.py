@@ -12,7 +12,9 @@ import numpy as np
 from ptx.errors import InputError, quoted
 
 from .names import BATCH, SEQ
-from .schema import BINARY_THRESHOLD, Contract, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task
+from .schema import BINARY_THRESHOLD, Contract, DType, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task, TensorSpec
+
+PICTURE_INPUT = "picture"  # the graph input of an artifact exported with --input uint8
 
 
 def to_model_input(raw: np.ndarray, contract: Contract) -> np.ndarray:
@@ -35,6 +37,34 @@ def normalize(raw: np.ndarray, contract: Contract) -> np.ndarray:
             p = step.pixels
             x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
     return np.ascontiguousarray(x.reshape(len(x), *sample_shape), dtype=np.float32)
+
+
+def picture_input(contract: Contract) -> TensorSpec:
+    """The raw-picture input of a ``--input uint8`` export: (batch, canvas, canvas) uint8, the picture
+    pipeline's output before any tensor step; the graph does the tensor steps itself."""
+    canvas = contract.picture.canvas
+    return TensorSpec(PICTURE_INPUT, (BATCH, canvas, canvas), DType.UINT8, (BATCH, "row", "column"))
+
+
+def pictures_from_model_input(x: np.ndarray, contract: Contract) -> np.ndarray:
+    """The uint8 pictures a model-layout float batch was made from (the inverse of to_model_input),
+    so float callers (verify, export's validation) can drive a uint8-input artifact. Refused unless
+    re-normalising the recovered pictures gives ``x`` back exactly: other floats are no pictures."""
+    x = from_layout(np.asarray(x, dtype=np.float32), contract)
+    canvas = contract.picture.canvas
+    pad = sum(s.pixels for s in contract.tensor_steps if isinstance(s, PadStep))
+    side = canvas + 2 * pad
+    values = x.reshape(len(x), side, side)[:, pad:side - pad, pad:side - pad].astype(np.float64)
+    for step in reversed(contract.tensor_steps):
+        if isinstance(step, NormalizeStep):
+            values = values * np.asarray(step.std, dtype=np.float64) + np.asarray(step.mean, dtype=np.float64)
+        elif isinstance(step, ScaleStep):
+            values = values / step.factor
+    pictures = np.clip(np.round(np.nan_to_num(values)), 0, 255).astype(np.uint8)
+    if not np.array_equal(to_model_input(pictures, contract), to_layout(x, contract)):
+        raise InputError(f"{contract.model}'s artifact takes uint8 pictures (exported with --input uint8), and "
+                         "this float input is not the normalised form of any: give raw pictures, or use a float export")
+    return pictures
 
 
 def to_layout(batch_first: np.ndarray, contract: Contract) -> np.ndarray:
