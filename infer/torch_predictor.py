@@ -1,6 +1,8 @@
 """Predictors over torch modules (eager, torchscript): these import torch; the ORT ones never do."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import threading
 from pathlib import Path
@@ -9,6 +11,8 @@ import numpy as np
 import torch
 
 from ptx.contract.metadata import ArtifactInfo
+from ptx.contract.names import FULL_PRECISION, TF32
+from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import ArtifactError, BackendUnavailableError, first_line
 
 from .predictor import Predictor, artifact_info
@@ -32,12 +36,32 @@ def torch_unavailable(device: str) -> str | None:
     return None
 
 
+def math_mode(device: torch.device, precision: str):
+    """What float32 math a torch call on ``device`` at ``precision`` runs under: on CUDA, f32 with
+    TF32 off (or tf32 with it on), the caller's settings restored after; on the CPU, no change."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return fp32_math(tf32=precision == TF32)
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and device.type != "cuda"):
+        raise BackendUnavailableError(f"precision {precision} on {device.type}: torch backends run f32, "
+                                      "and tf32 on CUDA only")
+    return precision
+
+
 class TorchPredictor(Predictor):
-    def __init__(self, module, info: ArtifactInfo, device: str, path: Path | None = None):
+    def __init__(self, module, info: ArtifactInfo, device: str, path: Path | None = None,
+                 precision: str = FULL_PRECISION):
         super().__init__(info, path)
         self.torch_device = torch_device(device)
         self.device = self.torch_device.type
-        self._serve(module.to(self.torch_device).eval())
+        self.precision = check_precision(precision, self.torch_device)
+        module = module.to(self.torch_device).eval()
+        if self.device == "cuda":
+            flatten_rnn_weights(module)
+        self._serve(module)
 
     def _serve(self, module) -> None:
         """``module``: what runs the model on this predictor's device (an nn.Module, a TorchScript
@@ -53,7 +77,7 @@ class TorchPredictor(Predictor):
             tensor = x.to(self._dtype)
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=self.info.contract.input.dtype.value))
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), math_mode(self.torch_device, self.precision):
             out = self.module(tensor.to(self.torch_device))
             if self.torch_device.type == "cuda":
                 torch.cuda.synchronize(self.torch_device)
@@ -63,7 +87,8 @@ class TorchPredictor(Predictor):
 class EagerPredictor(TorchPredictor):
     backend = "eager"
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", expected_model: str | None = None):
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", expected_model: str | None = None,
+                 precision: str = FULL_PRECISION):
         from ptx.export.metadata import provenance
         from ptx.files import file_sha256
         from ptx.trainers.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -71,13 +96,13 @@ class EagerPredictor(TorchPredictor):
         ckpt = load_checkpoint(checkpoint, expected_model=expected_model)
         _, model = build_model_from_checkpoint(ckpt)
         info = ArtifactInfo(ckpt["contract"], provenance(ckpt, file_sha256(checkpoint)))
-        super().__init__(model, info, device, Path(checkpoint))
+        super().__init__(model, info, device, Path(checkpoint), precision)
 
 
 class TorchScriptPredictor(TorchPredictor):
     backend = "torchscript"
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION):
         from ptx.export.formats.torchscript import load
 
         torch_device(device)  # a bad device is the user's error, not the file's
@@ -93,18 +118,32 @@ class TorchScriptPredictor(TorchPredictor):
         if not isinstance(strings, dict):
             raise ArtifactError(f"{path}: ptx.json is not a JSON object; re-export with `ptx export`")
         info = artifact_info(path, strings, missing="no ptx.json inside")
-        super().__init__(module, info, device, Path(path))
+        super().__init__(module, info, device, Path(path), precision)
 
 
 def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, *, label: str):
     module, tensor = predictor.module, torch.from_numpy(x).to(predictor.torch_device)
     cuda = predictor.torch_device.type == "cuda"
+    mode = functools.partial(math_mode, predictor.torch_device, predictor.precision)
 
     def call():
-        with torch.inference_mode():
+        with torch.inference_mode(), mode():
             out = module(tensor)
         if cuda:
             torch.cuda.synchronize()
         return out
 
     return label, call
+
+
+
+def flatten_rnn_weights(module) -> None:
+    """cuDNN wants an RNN's weights in one block; where a module keeps ``flatten_parameters`` (an
+    nn.Module's RNNs) it is called once the module is on the GPU. A TorchScript RNN, and
+    gru-classifier's per-direction GRU calls, cannot be compacted: cuDNN then warns on every call,
+    and ``quiet_rnn_weight_warning`` silences exactly that warning (it is about speed, not answers)."""
+    for child in module.modules():
+        flatten = getattr(child, "flatten_parameters", None)
+        if callable(flatten) and isinstance(child, torch.nn.RNNBase):
+            flatten()
+    quiet_rnn_weight_warning()

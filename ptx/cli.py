@@ -502,7 +502,8 @@ def _verify_help() -> None:
     from ptx.infer.verify import RULE
 
     # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
-    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<13}", subsequent_indent=" " * 13)
+    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
+                             break_on_hyphens=False)
                for name, text in RULE.items()]
     verify_cmd.help = "\n\n".join([verify_cmd.help.strip(), *("\b\n" + e for e in entries)])
 

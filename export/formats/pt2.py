@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ptx.contract import Contract
 from ptx.contract.metadata import from_props, to_props
+from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError, first_line
 
 from . import ExportFormat, register
@@ -77,7 +78,8 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     target = copy.deepcopy(model).to(device).eval() if device != "cpu" else model
     extra = {"aoti_device": device}
     try:
-        with _quiet(), torch.no_grad():
+        # TF32 off while Inductor decides its CUDA kernels: f32 means f32 (ptx.cuda_math).
+        with _quiet(), torch.no_grad(), fp32_math():
             program = torch.export.export(target, (example.to(device),), dynamic_shapes=dynamic)
             # Into memory first, as for TorchScript: Python's own write then reports a full disk
             # as one line (atomic_path), and the package never lies half-written under its name.

@@ -1,8 +1,8 @@
 """torchscript: model.torchscript.pt through torch.jit (torch, no Python model code)."""
-from . import Backend, lazy, register
+from . import CUDA_TF32, Backend, lazy, register
 
 register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cuda"),
                  load=lazy("torch_predictor", "TorchScriptPredictor"),
                  unavailable=lazy("torch_predictor", "torch_unavailable"),
                  bare=lazy("torch_predictor", "bare_module_runner", label="bare torch.jit module call"),
-                 needs_torch=True, description="TorchScript, from model.torchscript.pt"))
+                 needs_torch=True, precisions=CUDA_TF32, description="TorchScript, from model.torchscript.pt"))
