@@ -90,8 +90,10 @@ def test_torch_cuda_calls_run_inside_fp32_math_and_cpu_calls_do_not(runs, monkey
     for backend in ("eager", "torchscript"):
         predictor = registry.get(backend).load(
             runs.trained("convnet") / ("checkpoint.pt" if backend == "eager" else "model.torchscript.pt"), "cpu")
+        before_call = len(calls)
         predictor.predict_raw(x)
-    assert calls == [("cpu", "f32"), ("cpu", "f32")]
+        assert len(calls) > before_call, f"{backend}'s call did not go through math_mode"
+    assert set(calls) == {("cpu", "f32")}
 
 
 def test_ort_cuda_sessions_ask_for_tf32_off_at_f32_and_on_at_tf32(runs, monkeypatch):
