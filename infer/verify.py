@@ -14,7 +14,7 @@ from ptx.contract.agreement import (MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agre
                                     judge_reduced_precision)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.transforms import decisions, normalize, to_layout
-from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
+from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
 
 from . import backends as registry
 from .api import artifact_path, export_command, open_artifact, open_model, run_folder
@@ -243,9 +243,12 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
             continue
-        except PtxError as exc:  # the artifact is there but does not load or run: that is a failure
+        except Exception as exc:  # noqa: BLE001 - the artifact is there but does not load or run: a failure
+            # A runtime's own exception (torchscript-cuda's "Expected all tensors to be on the same
+            # device") is that row's FAIL, in one line; the other rows and models still run.
+            reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
             report.verdicts.append(BackendVerdict(backend.name, device, sizes, float("inf"), float("inf"), None, None,
-                                                  [str(exc)], precision))
+                                                  [reason], precision))
             continue
         if predictor.info.get("checkpoint_sha256") != reference.info.get("checkpoint_sha256"):
             failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")

@@ -91,7 +91,27 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
         raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first_line(exc)}); "
                        "--format onnx or torchscript may still work") from None
     path.write_bytes(buffer.getbuffer())
+    probe_load(path, device, contract.model)
     return extra
+
+
+# The package is loaded once in a child before this process loads it to validate: torch's
+# aoti_load_package has segfaulted there (torch 2.11 on an H100, a CUDA package), and a crash in
+# the child is one error, inside export's atomic_path, so no package is kept.
+PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+
+
+def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
+    import torch
+
+    from ptx.export.child import ChildCrashError, run_child
+
+    try:
+        run_child(code, str(path), what=f"torch {torch.__version__}'s aoti_load_package")
+    except ChildCrashError as exc:
+        raise ChildCrashError(f"pt2 of {model} for {device}: {exc} loading the package it had just compiled; "
+                              "that crash is torch's, not ptx's or the model's; no model.pt2 was kept "
+                              "(--format onnx or torchscript still work; another torch version may load it)") from None
 
 
 def load(path):
