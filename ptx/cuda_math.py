@@ -6,9 +6,9 @@ for it; on an H100 that moved convnet's outputs by up to 2.3e-04 from the CPU's 
 the f32 tolerance. The flags are process-wide, so an app that embeds ptx and chose TF32 for its
 own model keeps its choice: ``fp32_math`` sets them for the duration of one ptx call only.
 
-torch >= 2.9 has per-backend ``fp32_precision`` settings ("ieee" or "tf32") and refuses to read the
-legacy ``allow_tf32`` flags once they are mixed with the new ones, so the new ones are used where
-they exist and the legacy flags only on older torch. Training keeps torch's defaults (docs/gpu.md):
+torch >= 2.9 also has per-backend ``fp32_precision`` settings ("ieee" or "tf32") and refuses to
+read the legacy ``allow_tf32`` flags once the two are mixed; Inductor reads the legacy ones, so
+those are used, and the new ones only where the caller already mixed them (see _settings). Training keeps torch's defaults (docs/gpu.md):
 its speed matters more than the last bits, and its result is judged by test accuracy.
 """
 from __future__ import annotations
@@ -20,14 +20,21 @@ FULL, TF32 = "ieee", "tf32"  # torch's names for the two float32 modes
 
 
 def _settings(torch) -> dict[str, tuple[object, str]]:
-    """torch's name for each setting that decides float32 math on CUDA -> (object, attribute)."""
+    """torch's name for each setting that decides float32 math on CUDA -> (object, attribute).
+
+    The legacy ``allow_tf32`` flags, which Inductor itself reads while it compiles (a pt2 export
+    failed when only the new settings had been changed: torch then refuses the legacy read); the
+    per-backend ``fp32_precision`` settings where the caller set those apart (torch >= 2.9 refuses
+    a legacy read then, so the legacy flags cannot be saved)."""
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    if hasattr(matmul, "fp32_precision") and hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32  # noqa: B018 - raises where the new settings were mixed in
+        return {"torch.backends.cuda.matmul.allow_tf32": (matmul, "allow_tf32"),
+                "torch.backends.cudnn.allow_tf32": (cudnn, "allow_tf32")}
+    except RuntimeError:
         return {"torch.backends.cuda.matmul.fp32_precision": (matmul, "fp32_precision"),
                 "torch.backends.cudnn.conv.fp32_precision": (cudnn.conv, "fp32_precision"),
                 "torch.backends.cudnn.rnn.fp32_precision": (cudnn.rnn, "fp32_precision")}
-    return {"torch.backends.cuda.matmul.allow_tf32": (matmul, "allow_tf32"),
-            "torch.backends.cudnn.allow_tf32": (cudnn, "allow_tf32")}
 
 
 @contextmanager
