@@ -16,9 +16,10 @@ import torch
 
 from ptx.atomic import atomic_path, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance
-from ptx.contract.agreement import check_tolerance
+from ptx.contract.agreement import ReducedJudgement, check_tolerance
 from ptx.contract.transforms import normalize, to_layout
-from ptx.errors import CheckpointError, PtxError
+from ptx.errors import CheckpointError, DataError, PtxError
+from ptx.machine import describe_cpu
 from ptx.models import get
 from ptx.files import file_sha256
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
@@ -26,7 +27,8 @@ from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, l
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
 from .metadata import artifact_strings
-from .validate import ServingPredictor, ValidationReport, validate, validate_reduced, validation_inputs
+from .validate import (ServingPredictor, ValidationReport, judge_reduced, validate, validate_reduced,
+                       validation_inputs)
 
 OpenPredictor = Callable[..., ServingPredictor]  # (path, backend, device, precision=...)
 
@@ -37,6 +39,9 @@ class ExportResult:
     path: Path
     size_bytes: int
     report: ValidationReport
+    # A reduced precision's verdict on this machine (verify's judge, samples and batches), or None.
+    judgement: ReducedJudgement | None = None
+    judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
 
 
 def _open(open_predictor: OpenPredictor, path: Path, fmt: formats.ExportFormat, device: str):
@@ -139,18 +144,28 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         with atomic_path(final) as tmp:
             fmt.write(model, example, tmp, contract, strings, **options)
             predictor = _open(open_predictor, tmp, fmt, on)
+            judgement = data_name = None
             if fmt.precision == "f32":
                 report = validate(predictor, model, ckpt, fmt.name, tolerance)
             else:
                 report = validate_reduced(predictor, model, ckpt, fmt.name, options.get("calibration"))
+                try:
+                    judgement, data_name = judge_reduced(predictor, model, ckpt, notice=log)
+                except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
+                    log(f"{fmt.name:<11} not judged here: {exc}")
             size = tmp.stat().st_size
-        results.append(ExportResult(fmt.name, final, size, report))
+        judged_by = f"{fmt.serving_backend}-{fmt.precision}" if judgement else None
+        results.append(ExportResult(fmt.name, final, size, report, judgement, judged_by))
         if fmt.precision == "f32":
             log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "
                 f"({report.describe()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
         else:
-            agree = report.agreement.label_agreement
-            log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  {fmt.precision}: labels agree with eager on "
-                f"{'-' if agree is None else f'{100 * agree:.1f}%'} of {report.agreement.decisions} real samples, worst "
-                f"|diff| {report.worst_abs_diff:.2e} ({report.describe()}); judge it with `ptx verify {name}`")
+            log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  runs every validation shape ({report.describe()})")
+            if judgement:
+                # The same judge, samples and batches as `ptx verify`: one file gets one verdict here.
+                verdict = judgement.status + (f": {'; '.join(judgement.unusable)}: do not use {fmt.precision} for "
+                                              f"{name} (predict and serve warn; serve model.onnx)"
+                                              if judgement.unusable else "")
+                log(f"{'':<11} {judged_by} on {describe_cpu()}, {judgement.samples:,} real {data_name} test samples "
+                    f"as `ptx verify` draws them: {judgement.describe()}: {verdict}")
     return results

@@ -8,7 +8,8 @@ from pathlib import Path
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
-from ptx.errors import ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError
+from ptx.errors import (ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError,
+                        UnusablePrecisionWarning)
 from ptx.files import file_sha256
 from ptx.export.formats import default_formats
 
@@ -133,7 +134,23 @@ def open_artifact(path: str | Path, backend: str, device: str | None = None,
         raise PtxError(f"backend {backend} runs {', '.join(chosen.precisions_on(device))} on {device}, not {precision}"
                        f" ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
     extra = {} if precision == FULL_PRECISION else {"precision": precision}
-    return chosen.load(Path(path), device, **extra)
+    predictor = chosen.load(Path(path), device, **extra)
+    if precision != FULL_PRECISION:
+        predictor.unusable = unusable_reason(predictor, chosen.label(device, precision))
+    return predictor
+
+
+def unusable_reason(predictor: Predictor, label: str) -> str | None:
+    """Why ``predictor``'s reduced precision should not be used here: this machine's verify record
+    (or export's judgement) for its file says NOT USABLE or FAIL. None otherwise, or with no record."""
+    from .records import failed_here
+
+    status = failed_here(predictor.path.parent, label, predictor.path) if predictor.path is not None else None
+    if status is None:
+        return None
+    model = predictor.contract.model
+    return (f"{label} is {status} for {model} on this machine (as `ptx verify`/`ptx export` judged "
+            f"{predictor.path.name} here): use f32, or see `ptx verify {model} --backends {label}`")
 
 
 def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str | None = None,
@@ -195,11 +212,17 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
         if chosen.artifact_for(precision) != fmt:
             at = "" if precision == FULL_PRECISION else f" at {precision}"
             raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
-        return open_artifact(candidate, backend, device, precision)
+        return _warned(open_artifact(candidate, backend, device, precision))
     # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
     check_device(backend or DEFAULT_BACKEND, device)  # before any file is looked for
     predictor = open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION,
                            run)
     if predictor.stale:
         warnings.warn(predictor.stale, StaleArtifactWarning, stacklevel=2)
+    return _warned(predictor)
+
+
+def _warned(predictor: Predictor) -> Predictor:
+    if predictor.unusable:
+        warnings.warn(predictor.unusable, UnusablePrecisionWarning, stacklevel=3)
     return predictor

@@ -8,7 +8,8 @@ from pathlib import Path
 from ptx.errors import InputError
 from ptx.files import read_text
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
+                  ".heic", ".heif", ".avif"}  # HEIC/HEIF through pillow-heif, AVIF through Pillow (ptx.contract.decode)
 
 
 @dataclass

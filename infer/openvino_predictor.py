@@ -29,10 +29,13 @@ OV_TYPES = {"f32": "tensor(float)", "i64": "tensor(int64)"}
 
 
 def import_openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise BackendUnavailableError("openvino is not installed: pip install 'ptx[openvino]' (or openvino)") from None
+    from ptx.extras import missing
+
+    why = missing("openvino")
+    if why:
+        raise BackendUnavailableError(why)
+    import openvino
+
     return openvino
 
 

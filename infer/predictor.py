@@ -10,6 +10,8 @@ from PIL import Image
 
 from ptx.contract import Contract, InputKind, Task
 from ptx.contract import ContractError
+from ptx.contract import catalog
+from ptx.contract.datasets import recorded_mismatch
 from ptx.contract.metadata import ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
 from ptx.contract.transforms import collate, decisions, encode_text, length_groups, softmax, to_model_input
@@ -25,9 +27,15 @@ def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", ex
     if not strings:
         raise ArtifactError(f"{path}: not a ptx export ({missing}); export it with `ptx export NAME{export_args}`")
     try:
-        return from_strings(strings)
+        info = from_strings(strings)
     except ContractError as exc:
         raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}{export_args}`") from None
+    # An export of a run on data its model cannot learn from (trained by an older ptx) answers nonsense.
+    model = info.contract.model
+    problem = recorded_mismatch(model, catalog.takes(model), info.get("dataset"))
+    if problem:
+        raise ArtifactError(f"{path}: {problem}")
+    return info
 
 
 @dataclass
@@ -76,6 +84,7 @@ class Predictor:
     device: str = "cpu"
     precision: str = "f32"  # f32, or the reduced precision it runs at (bf16, int8)
     stale: str | None = None  # why the artifact is not the run's current weights (set by open_model)
+    unusable: str | None = None  # why its precision is NOT USABLE on this machine (set by open_artifact)
 
     def __init__(self, info: ArtifactInfo, path: Path | None = None):
         self.info = info

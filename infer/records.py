@@ -18,6 +18,7 @@ from ptx.atomic import atomic_path
 from ptx.contract import ARTIFACT_FILES
 from ptx.contract.names import BENCH_RECORD_FILE, VERIFY_RECORD_FILE
 from ptx.files import file_sha256
+from ptx.machine import cpu_name
 
 from . import backends as registry
 
@@ -28,19 +29,13 @@ RUNTIMES = ("ptx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch")
 
 def machine() -> dict:
     """This machine as far as a verdict or a timing depends on it."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     versions = {}
     for name in RUNTIMES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
             "versions": versions}
 
 
@@ -65,19 +60,45 @@ def _write(path: Path, rows: dict) -> None:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
+def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, status: str, batch_sizes,
+                 judged_by: str) -> dict:
+    file_name = artifact_of(backend, precision)
+    path = run_dir / file_name
+    return {"backend": backend, "device": device, "precision": precision, "status": status,
+            "batch_sizes": list(batch_sizes), "artifact": file_name,
+            "sha256": file_sha256(path) if path.is_file() else None,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "by": judged_by}
+
+
 def record_verify(report, run_dir: str | Path) -> Path:
     """Keep ``report``'s verdicts (a VerifyReport) with the artifacts they judged."""
     run_dir = Path(run_dir)
-    now = datetime.datetime.now().isoformat(timespec="seconds")
-    rows = {}
-    for v in report.verdicts:
-        file_name = artifact_of(v.backend, v.precision)
-        path = run_dir / file_name
-        rows[v.label] = {"backend": v.backend, "device": v.device, "precision": v.precision, "status": v.status,
-                         "batch_sizes": v.batch_sizes, "artifact": file_name,
-                         "sha256": file_sha256(path) if path.is_file() else None, "date": now}
+    rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.status, v.batch_sizes, "verify")
+            for v in report.verdicts}
     _write(run_dir / VERIFY_RECORD_FILE, rows)
     return run_dir / VERIFY_RECORD_FILE
+
+
+def record_export_judgement(result, run_dir: str | Path) -> Path | None:
+    """Keep the verdict export gave a reduced-precision artifact (an ExportResult judged by verify's
+    judge), so predict and serve can warn before anyone runs `ptx verify`."""
+    if result.judgement is None:
+        return None
+    run_dir = Path(run_dir)
+    backend, device, precision = next((b.name, d, p) for b, d, p in registry.variants([result.judged_by]))
+    row = _verdict_row(run_dir, backend, device, precision, result.judgement.status, [], "export")
+    _write(run_dir / VERIFY_RECORD_FILE, {result.judged_by: row})
+    return run_dir / VERIFY_RECORD_FILE
+
+
+def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | None:
+    """The status (NOT USABLE or FAIL) this machine's record gives ``label`` for the file at
+    ``artifact`` as it is now (same SHA-256); None when it passed or nothing was recorded."""
+    row = _read(Path(run_dir) / VERIFY_RECORD_FILE).get("rows", {}).get(label, {})
+    status = row.get("status")
+    if status in (None, "PASS") or not Path(artifact).is_file() or row.get("sha256") != file_sha256(artifact):
+        return None
+    return str(status)
 
 
 def record_bench(rows, run_dir: str | Path) -> Path:

@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT, Task, Tolerance, compare
-from ptx.contract.agreement import (MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agreement, check_tolerance,
-                                    judge_reduced_precision)
+from ptx.contract.agreement import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agreement,
+                                    check_tolerance, judge_reduced_outputs)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.transforms import decisions, normalize, to_layout
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
@@ -19,7 +19,7 @@ from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToC
 from . import backends as registry
 from .api import artifact_path, export_command, open_artifact, open_model, run_folder
 
-DEFAULT_BATCH_SIZES = (1, 7, 64)
+DEFAULT_BATCH_SIZES = (1, 7, JUDGING_BATCH)  # the real samples run in batches of the largest
 REFERENCE = "eager"
 
 # What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
@@ -178,7 +178,7 @@ def _run(predictor, batch: np.ndarray, axis: int, chunk: int) -> np.ndarray:
                            for s in range(0, n, chunk)])
 
 
-def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000, batch_sizes=DEFAULT_BATCH_SIZES,
+def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGING_SAMPLES, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print,
            run: str | Path | None = None) -> VerifyReport:
@@ -187,7 +187,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
 
     A backend this machine cannot run is skipped with its reason; an artifact that exists but fails
     to load is a failure, never a skip."""
-    from ptx.trainers.data import load_dataset
+    from ptx.trainers.data import judging_samples
 
     pairs = registry.variants(backends)
     named = set(backends or ())
@@ -196,19 +196,15 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
     overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
     tolerance_of = {d: check_tolerance(Tolerance(**{**contract.tolerance(d).to_dict(), **overrides}))
                     for d in dict.fromkeys(d for _, d, _ in pairs)}
-    dataset = reference.info.get("dataset") or name
-    data = load_dataset(dataset, labels=contract.labels, picture=contract.picture, explicit=False, notice=notice)
-    # A fixed-seed draw across the whole test split: some test sets are stored class by class
-    # (words: 1,000 English first), and the first N would then be one class.
-    pick = np.sort(np.random.default_rng(0).permutation(len(data.y_test))[:samples])
-    real, truth = data.x_test[pick], data.y_test[pick]
+    # The same draw export judges a reduced precision on (one file, one verdict).
+    real, truth, data_name = judging_samples(reference.info.get("dataset") or name, contract, samples, notice=notice)
     inputs = build_inputs(contract, real, batch_sizes)
     if save_inputs:
         from ptx.atomic import atomic_path
 
         with atomic_path(save_inputs) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, labels=truth, **inputs)
-    report = VerifyReport(name, len(real), data.name, {d: t.to_dict() for d, t in tolerance_of.items()},
+    report = VerifyReport(name, len(real), data_name, {d: t.to_dict() for d, t in tolerance_of.items()},
                           references={d: reference_name(d) for d in tolerance_of})
     chunk = max(batch_sizes)
     axis = contract.input.batch_axis
@@ -269,9 +265,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = 1000,
             # Reduced precision cannot meet the f32 atol: shapes and finiteness still hold, and then
             # the labels users see decide (judge_reduced_precision), on the real test samples.
             failures += [f for f in total.failures if "shape" in f or "NaN" in f]
-            eager_labels = decisions(references[ref_device]["real"], contract)
-            eager_accuracy = float((eager_labels == truth.reshape(eager_labels.shape)).mean())
-            unusable = judge_reduced_precision(agreement, accuracy, eager_accuracy)
+            unusable = judge_reduced_outputs(outputs["real"], references[ref_device]["real"], truth, contract).unusable
         report.verdicts.append(BackendVerdict(
             backend.name, device, sizes, total.max_abs, total.max_rel, agreement, accuracy, failures, precision,
             ties=total.ties if precision == FULL_PRECISION else 0, unusable=unusable,

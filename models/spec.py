@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ptx.contract import BATCH, SEQ, Contract, DType, EncodeStep, InputKind, PictureStep, Task, TensorSpec
-from ptx.contract.datasets import DIGIT_LABELS, FOLDER_PREFIX, image_dataset
-from ptx.contract.schema import DEFAULT_TOLERANCES, ValueEnum, MEANING_OF_TASK, NormalizeStep, ScaleStep, Step, Tolerance
+from ptx.contract import datasets as data
+from ptx.contract.datasets import DIGIT_LABELS, FOLDER_PREFIX, DataKind, image_dataset
+from ptx.contract.schema import (DEFAULT_TOLERANCES, PICTURE_PIPELINES, ValueEnum, MEANING_OF_TASK, NormalizeStep,
+                                 ScaleStep, Step, Tolerance)
 
 __all__ = ["BATCH", "SEQ", "InputContract", "Loss", "ModelSpec", "Optimizer", "Recipe", "TorchScriptMethod",
            "IMAGE_28", "FLAT_784", "MNIST_NORMALIZATION", "PIXELS_TO_UNIT", "mnist_model"]
@@ -125,6 +127,31 @@ class ModelSpec:
     def vocab_size(self) -> int | None:
         step = next((s for s in self.preprocessing if isinstance(s, EncodeStep)), None)
         return step.vocab_size if step else None
+
+    @property
+    def takes(self) -> DataKind:
+        """The data this model can learn from, in the words datasets use for what they give (28x28
+        pictures with 10 classes, a number with a 0/1 label, ...): from its input kind, its picture
+        pipeline's canvas, its features, its text encoding, its task and its outputs."""
+        if self.task is Task.REGRESSION:
+            label = data.VALUE
+        elif self.task is Task.BINARY:
+            label = data.BINARY
+        else:
+            label = data.CLASS_PER_CHARACTER if SEQ in self.outputs else data.CLASSES
+        classes = 0 if label in (data.VALUE, data.BINARY) else self.num_outputs
+        kind = self.input.kind
+        if kind is InputKind.IMAGE:  # the dataset's samples, before any padding step (lenet: 28 -> 32)
+            side = PICTURE_PIPELINES[image_dataset(self.dataset).picture]["canvas"]
+            return DataKind(data.PICTURES, label, (side, side), classes)
+        if kind is InputKind.VECTOR:
+            return DataKind(data.VECTOR, label, (len(self.features),), classes)
+        if kind is InputKind.TEXT:
+            step = next(s for s in self.preprocessing if isinstance(s, EncodeStep))
+            if step.encoding == "vocab":  # a closed alphabet: strings of its characters
+                return DataKind(data.CHARACTERS, label, (), classes, step.vocab)
+            return DataKind(data.WORDS, label, (), classes, step.encoding)
+        return DataKind(data.NUMBER, label, (), classes)
 
     def example(self, batch: int, seq: int = 5):
         return self.input.example(batch, seq, vocab_size=self.vocab_size or 4)

@@ -109,6 +109,24 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
+def writable_dir_for(path: str | os.PathLike) -> Iterator[Path]:
+    """``ensure_writable_dir(path)`` for the length of a block; when the block fails, the folders it
+    created are removed again while they are empty, so a failed command (data not found, a refused
+    option, Ctrl-C) leaves no empty run folder behind. A folder holding anything is kept."""
+    path = Path(path)
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        yield ensure_writable_dir(path)
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something was written), or gone: keep the rest
+                break
+        raise
+
+
+@contextlib.contextmanager
 def atomic_folder(final: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``final`` (yielded), renamed into place only
     when the block completes; a failure leaves no half folder and keeps an older ``final``.

@@ -50,6 +50,11 @@ class FiniteFloat(click.ParamType):
 POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
+BACKENDS_OPTION = click.option(
+    "--backends", multiple=True, callback=lambda ctx, param, value: [b.strip() for v in value for b in v.split(",")
+                                                                     if b.strip()] or None,
+    help="Backends, comma-separated or the option repeated (default: all available): " + ", ".join(BACKENDS)
+         + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
 
@@ -106,28 +111,34 @@ def cli(debug: bool) -> None:
 @cli.command("models")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def models_cmd(as_json: bool) -> None:
-    """List the registered models and the export formats each supports."""
+    """List the registered models: the data each takes (and so the datasets it trains on), its
+    default dataset and the export formats it supports."""
     import copy
 
     from ptx.contract.catalog import MODELS  # data, not the registry: listing names needs no torch
 
+    from ptx.contract.datasets import DataKind, datasets_for
+
     rows = copy.deepcopy(MODELS)
+    for r in rows:  # the datasets `ptx train NAME --dataset` takes: those that give what the model takes
+        r["trains_on"] = datasets_for(DataKind.from_dict(r["takes"]))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
         r["format_list"] = ",".join(r["formats"])
-    keys = ("name", "shape", "dataset", "tutorial", "format_list")
+        r["data"] = DataKind.from_dict(r["takes"]).short()
+    keys = ("name", "shape", "data", "dataset", "tutorial", "format_list")
     width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in keys}
-    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'params':>10}  "
+    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'takes':<{width['data']}}  {'params':>10}  "
               f"{'dataset':<{width['dataset']}}  {'tutorial':<{width['tutorial']}}  {'formats':<{width['format_list']}}  "
               "description")
     click.echo(header)
     click.echo("-" * len(header))
     for r in rows:
-        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['params']:>10,}  "
-                   f"{r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
+        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['data']:<{width['data']}}  "
+                   f"{r['params']:>10,}  {r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
                    f"{r['format_list']:<{width['format_list']}}  {r['description']}")
     from ptx.tutorials import legend
 
@@ -180,25 +191,20 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
     checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."""
     from pathlib import Path
 
-    from ptx.atomic import ensure_writable_dir
+    from ptx.atomic import writable_dir_for
     from ptx.models import get
-    from ptx.trainers.data import load_dataset
+    from ptx.trainers.data import check_data_fits, load_dataset
     from ptx.trainers.checkpoint import guard_run_folder
     from ptx.trainers.loop import TrainConfig, train
 
     spec = get(name)
-    out_dir = ensure_writable_dir(out or Path(DEFAULT_RUNS_ROOT) / name)
+    out_dir = Path(out or Path(DEFAULT_RUNS_ROOT) / name)
     if resume and overwrite:
         raise click.UsageError("--resume continues the run and --overwrite replaces it: give one of them")
-    # Before minutes of data loading, not after.
+    # Before minutes of data loading, and before a run folder is made: what is in the folder, whether
+    # the model can learn from the data at all, and a folder dataset's labels.
     guard_run_folder(out_dir, name, force, resume=resume, overwrite=overwrite)
-    augmentation = None
-    if augment or augment_strength is not None:
-        from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
-
-        if spec.contract(dataset).picture is None:
-            raise PtxError(f"--augment varies pictures; {name} takes {spec.contract(dataset).kind.value} input")
-        augmentation = Augmentation(strength=augment_strength or DEFAULT_STRENGTH).to_dict()
+    previous = {}
     if resume:  # go on with the data and length the run started with, not today's defaults
         from ptx.trainers.checkpoint import load_checkpoint
 
@@ -206,22 +212,31 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
         dataset = dataset or saved["dataset"]["name"]
         previous = saved["config"] if isinstance(saved.get("config"), dict) else {}
         epochs = epochs or (previous.get("epochs") if isinstance(previous.get("epochs"), int) else None)
-        if augmentation is not None and previous.get("augment") != augmentation:
+    check_data_fits(spec, dataset or spec.dataset)
+    augmentation = None
+    if augment or augment_strength is not None:
+        from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
+
+        if spec.contract(dataset).picture is None:
+            raise PtxError(f"--augment varies pictures; {name} takes {spec.contract(dataset).kind.value} input")
+        augmentation = Augmentation(strength=augment_strength or DEFAULT_STRENGTH).to_dict()
+        if resume and previous.get("augment") != augmentation:
             click.echo("notice: --resume continues the run with its own augmentation settings; "
                        "--augment and --augment-strength apply to new runs")
-    data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.labels,
-                        picture=spec.contract(dataset).picture, explicit=dataset is not None,
-                        download=False if offline else None, notice=click.echo, skip_bad_rows=skip_bad_rows)
-    click.echo(f"data: {data.name} from {data.source}")
-    if augmentation and epochs is None:
-        # Varied copies take longer to learn from than the same pictures seen again.
-        from ptx.trainers.augment import EPOCHS_FACTOR
+    with writable_dir_for(out_dir):  # a failure from here on leaves no empty run folder behind
+        data = load_dataset(dataset or spec.dataset, data_dir=data_dir, labels=spec.contract(dataset).labels,
+                            picture=spec.contract(dataset).picture, explicit=dataset is not None,
+                            download=False if offline else None, notice=click.echo, skip_bad_rows=skip_bad_rows)
+        click.echo(f"data: {data.name} from {data.source}")
+        if augmentation and epochs is None:
+            # Varied copies take longer to learn from than the same pictures seen again.
+            from ptx.trainers.augment import EPOCHS_FACTOR
 
-        epochs = spec.recipe.epochs * EPOCHS_FACTOR
-    config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
-                         lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
-                         model_args={"bias": True} if bias else None, augment=augmentation)
-    metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
+            epochs = spec.recipe.epochs * EPOCHS_FACTOR
+        config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
+                             lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,
+                             model_args={"bias": True} if bias else None, augment=augmentation)
+        metrics = train(spec, data, config, out_dir, resume=resume, overwrite=overwrite, force=force, log=click.echo)
     final = ", ".join(f"{k[len('final_'):].replace('_', ' ')} {v:.4f}" for k, v in metrics.items() if k.startswith("final_"))
     click.echo(f"done: {final}; wrote {out_dir}/checkpoint.pt, metrics.json, curves.png")
 
@@ -277,8 +292,11 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
         return
     from ptx.export.api import export_model
 
+    from ptx.infer.records import record_export_judgement
+
     formats = default_formats() if fmt == "all" else [fmt]
-    export_model(name, formats, out=out, force=force, device=device, **options)
+    for result in export_model(name, formats, out=out, force=force, device=device, **options):
+        record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
 
 
 @cli.command("predict")
@@ -348,8 +366,7 @@ def _int_list(ctx, param, value):
 @cli.command("verify")
 @click.argument("name", required=False)
 @click.option("--all", "all_models", is_flag=True, help="Verify every model that has artifacts under --root.")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
-              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
+@BACKENDS_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
               help="Batch sizes to exercise; the largest also chunks the real samples.")
@@ -372,7 +389,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     names = models_with_artifacts(root) if all_models else [name]
     if not names:
         raise PtxError(f"no model has artifacts under {root}: run `ptx train NAME` and `ptx export NAME` first")
-    chosen = [b.strip() for b in backends.split(",")] if backends else None
+    chosen = backends
     notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     docs, statuses = [], []
     for model in names:
@@ -404,8 +421,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 
 @cli.command("bench")
 @click.argument("name")
-@click.option("--backends", help="Comma-separated backends (default: all available): " + ", ".join(BACKENDS)
-              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
+@BACKENDS_OPTION
 @click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
               help="Batch sizes to time (the long run: 1,64,1024).")
 @click.option("--seconds", type=FiniteFloat(0.01), default=0.25, show_default=True,
@@ -436,7 +452,7 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
     from ptx.infer.records import record_bench, record_verify
     from ptx.infer.verify import verify
 
-    chosen = [b.strip() for b in backends.split(",")] if backends else None
+    chosen = backends
     rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
                           rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
     record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified
@@ -489,21 +505,35 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token (prints a warning).")
 @click.option("--max-request-bytes", type=click.IntRange(min=1024), default=16 * 1024 * 1024, show_default=True,
               help="Largest request body (after decompression) accepted.")
+@click.option("--drain-seconds", type=FiniteFloat(0.0), default=5.0, show_default=True,
+              help="After SIGTERM or Ctrl-C: readiness answers 503 and answers say `Connection: close` for this long "
+                   "before the server stops accepting (set it past your load balancer's or KServe's probe period).")
+@click.option("--header-timeout", type=FiniteFloat(0.1), default=10.0, show_default=True,
+              help="Seconds a connection gets to send a complete request header; then it is closed.")
+@click.option("--keep-alive-seconds", type=FiniteFloat(0.1), default=5.0, show_default=True,
+              help="An idle kept-alive connection is closed after this.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Open REST connections at most (lowered to fit the file-descriptor limit, with a warning); past "
+                   "it the oldest connection still without a request header is closed, or the newcomer gets a 503.")
 def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
-              workers, token, insecure, max_request_bytes) -> None:
+              workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
+              max_connections) -> None:
     """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
     it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
 
     Each model takes its own tensor (as `ptx export NAME --format triton` configures it) or what a
     user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered with
-    `label` and `probabilities`. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight
-    and exits 0.
+    `label` and `probabilities`. Ctrl-C or SIGTERM: readiness turns 503, answers go on with
+    `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
+    flight and exits 0.
     """
-    from ptx.serve import ServeOptions, serve
+    from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            max_delay_ms=max_delay_ms, workers=workers, token=token or None,
-                           max_request_bytes=max_request_bytes)
+                           max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
+                           header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
+                           max_connections=max_connections)
     serve(list(dict.fromkeys(names)), options=options, root=root, backend=backend, precision=precision,
           device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")))
 
@@ -529,7 +559,7 @@ def data_group() -> None:
     """Datasets ptx downloads (MNIST, Fashion-MNIST): what is cached and where, and fetching them.
 
     \b
-    ptx data list                 what is in the cache, and what `ptx train` would read
+    ptx data list                 what each dataset gives, what is in the cache, what `ptx train` reads
     ptx data fetch mnist          download full MNIST (11.6 MB) into the cache, verified
     ptx data fetch fashion-mnist  download Fashion-MNIST (30.9 MB)
 
@@ -544,7 +574,10 @@ def data_group() -> None:
               help="The folder `ptx train --data-dir` would read first. Env: PTX_DATA_DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def data_list_cmd(data_dir, as_json) -> None:
-    """Show each downloadable dataset's state in the cache and where `ptx train` would read it."""
+    """Show what every dataset `ptx train --dataset` takes gives (input and label) and which models
+    fit it; and each downloadable dataset's state in the cache and where `ptx train` would read it."""
+    from ptx.contract.catalog import MODELS
+    from ptx.contract.datasets import DATASET_INFO, DataKind, fits
     from ptx.trainers.data import find_local_idx
     from ptx.trainers.download import REMOTES, cache_state, datasets_dir, offline_requested
 
@@ -563,10 +596,23 @@ def data_list_cmd(data_dir, as_json) -> None:
                      "files_cached": len(state.complete), "files": len(remote.files),
                      "bytes_cached": state.cached_bytes, "bytes": remote.size,
                      "train_reads": {"how": found[1], "folder": str(found[0])} if found else None})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    # What each dataset gives, the same facts `ptx models` shows for what each model takes.
+    kinds = []
+    for name, info in DATASET_INFO.items():
+        models = [m["name"] for m in MODELS if fits(DataKind.from_dict(m["takes"]), info.gives)]
+        kinds.append({"dataset": name, "gives": info.gives.to_dict(), "loader": info.loader, "models": models})
+    by_name = {row["dataset"]: row for row in rows}
+    if as_json:  # one row per dataset; the downloadable ones also say what is in the cache
+        click.echo(json.dumps([{**kind, **by_name.get(kind["dataset"], {})} for kind in kinds], indent=2))
         return
-    click.echo(f"cache: {datasets_dir()}" + ("  (downloads off: PTX_OFFLINE=1)" if offline else ""))
+    gives = [DataKind.from_dict(kind["gives"]).short() for kind in kinds]
+    name_w, gives_w = max(len(k["dataset"]) for k in kinds), max(len(g) for g in gives)
+    click.echo(f"{'dataset':<{name_w}}  {'gives':<{gives_w}}  models that train on it")
+    for kind, text in zip(kinds, gives):
+        models = kind["models"]
+        shown = ", ".join(models) if len(models) <= 4 else f"{len(models)} models: {', '.join(models[:3])}, ..."
+        click.echo(f"{kind['dataset']:<{name_w}}  {text:<{gives_w}}  {shown}")
+    click.echo(f"\ncache: {datasets_dir()}" + ("  (downloads off: PTX_OFFLINE=1)" if offline else ""))
     width = max(len(r["cache"]) for r in rows)
     click.echo(f"{'dataset':<14} {'in the cache':<{width}}  ptx train reads")
     for r, where in zip(rows, reads):

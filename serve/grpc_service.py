@@ -88,7 +88,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         started = time.perf_counter()
         name = request.model_name
-        key = name if name in self.service.models else ""
+        key = name if name in self.service.models else None  # unknown names do not become metric labels
         observer = self.observers.get(key) or self.observers.setdefault(key, self.service.metrics.observer(key, "grpc"))
         if not self.service.authorized(dict(context.invocation_metadata()).get("authorization")):
             observer.done(time.perf_counter() - started, 401)

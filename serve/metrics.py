@@ -12,7 +12,10 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self):
-        self.answered = {"rest": 0, "grpc": 0}  # inference requests answered, said at shutdown
+        # Said at shutdown: inference requests answered (with outputs), refused (4xx) and failed (5xx).
+        self.answered = {"rest": 0, "grpc": 0}
+        self.refused = 0
+        self.failed = 0
         self.registry = CollectorRegistry()
         self.requests = Counter("ptx_inference_requests", "Inference requests received", ["model", "protocol"],
                                 registry=self.registry)
@@ -22,15 +25,30 @@ class Metrics:
                                  ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("ptx_batch_size", "Rows per batch the dynamic batcher ran", ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        # A name this server does not serve is no model label (a client could make labels without end).
+        self.unknown_model = Counter("ptx_inference_unknown_model_requests",
+                                     "Inference requests for a model this server does not serve", ["protocol"],
+                                     registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def observer(self, model: str, protocol: str) -> "RequestObserver":
-        """Pre-bound children for one model and protocol: the per-request cost is two increments."""
+    def observer(self, model: str | None, protocol: str) -> "RequestObserver":
+        """Pre-bound children for one model (None: a name not served) and protocol: the per-request
+        cost is two increments."""
+        if model is None:
+            return UnknownModelObserver(self, protocol)
         return RequestObserver(self, protocol, self.requests.labels(model, protocol),
                                self.latency.labels(model, protocol),
                                lambda code: self.errors.labels(model, protocol, str(code)))
+
+    def count(self, protocol: str, error_code: int | str | None) -> None:
+        if error_code is None:
+            self.answered[protocol] += 1  # one event loop: no lock needed
+        elif str(error_code).startswith("4"):
+            self.refused += 1
+        else:
+            self.failed += 1
 
 
 class RequestObserver:
@@ -39,8 +57,18 @@ class RequestObserver:
         self.requests, self.latency, self._errors = requests, latency, errors
 
     def done(self, seconds: float, error_code: int | str | None = None) -> None:
-        self.metrics.answered[self.protocol] += 1  # one event loop: no lock needed
+        self.metrics.count(self.protocol, error_code)
         self.requests.inc()
         self.latency.observe(seconds)
         if error_code is not None:
             self._errors(error_code).inc()
+
+
+class UnknownModelObserver:
+    def __init__(self, metrics: Metrics, protocol: str):
+        self.metrics, self.protocol = metrics, protocol
+        self.counter = metrics.unknown_model.labels(protocol)
+
+    def done(self, seconds: float, error_code: int | str | None = None) -> None:
+        self.metrics.count(self.protocol, error_code)
+        self.counter.inc()

@@ -133,7 +133,7 @@ class InferRoute:
     async def infer(self, scope, receive, name: str, version: str | None):
         started = time.perf_counter()
         service = self.service
-        key = name if name in service.models else ""  # unknown names do not become metric labels
+        key = name if name in service.models else None  # unknown names do not become metric labels
         observer = self.observers.get(key) or self.observers.setdefault(key, service.metrics.observer(key, "rest"))
         headers = {k: v for k, v in scope["headers"] if k in WANTED_HEADERS}
         try:

@@ -25,12 +25,19 @@ from ptx.errors import PtxError
 from ptx.infer.api import open_model, require_run, run_folder
 from ptx.infer.choice import choose_backend, describe
 
+from .bounds import Gate, fitting_cap, open_fds, raise_fd_limit
 from .grpc_service import build_server
+from .listener import HANDSHAKE_S, QUEUE_WAIT_S, quiesce
 from .rest import build_app
 from .service import ServeOptions, Service
 
 AUTO = "auto"
-SHUTDOWN_GRACE_S = 8  # requests in flight get this long to finish after SIGTERM (the acceptance bound is 10 s)
+SHUTDOWN_GRACE_S = 8  # once the drain is over, requests in flight get this long to finish
+
+
+def stop_bound(options: ServeOptions) -> float:
+    """Seconds from SIGTERM to exit, at most: the drain, the listener's stop, then in-flight requests."""
+    return options.drain_seconds + HANDSHAKE_S + QUEUE_WAIT_S + SHUTDOWN_GRACE_S
 
 
 def is_loopback(host: str) -> bool:
@@ -72,8 +79,9 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         else:
             predictor = open_model(name, backend, root, device, precision or FULL_PRECISION)
             log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
-        if predictor.stale:
-            log(f"warning: {predictor.stale}")
+        for why in (predictor.stale, predictor.unusable):
+            if why:
+                log(f"warning: {why}")
         service.add(name, predictor)
 
 
@@ -95,20 +103,38 @@ def bind_http(host: str, port: int) -> socket.socket:
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: `ptx serve` stops both fronts on one signal and exits 0
-    (uvicorn re-raises the signal after shutting down, which would end the process by SIGTERM)."""
+    (uvicorn re-raises the signal after shutting down, which would end the process by SIGTERM); and
+    its listener stops without resetting the connections queued in it (listener.py)."""
 
     @contextlib.contextmanager
     def capture_signals(self):
         yield
 
+    async def shutdown(self, sockets=None):
+        if not self.force_exit:
+            for sock in sockets or []:
+                await quiesce(sock)
+        await super().shutdown(sockets)
+
+
+def connection_cap(options: ServeOptions, log: Callable[[str], None]) -> int:
+    """--max-connections, lowered to what fits under the file-descriptor limit (raised to the hard
+    limit first), saying so when it had to be."""
+    soft, hard = raise_fd_limit()
+    in_use = open_fds()
+    cap = fitting_cap(options.max_connections, soft, in_use)
+    if cap < 1:
+        raise PtxError(f"the file-descriptor limit ({soft}, hard {hard}) leaves no room for connections beside the "
+                       f"{in_use} files open: raise it (ulimit -n) and start again")
+    if cap < options.max_connections:
+        log(f"warning: --max-connections {options.max_connections} does not fit under the file-descriptor limit "
+            f"(soft {soft}, hard {hard}; {in_use} in use): REST connections capped at {cap}; raise the hard limit "
+            "(ulimit -Hn, LimitNOFILE=, or the container's nofile ulimit) to allow more")
+    return cap
+
 
 async def run(service: Service, http_socket: socket.socket, log: Callable[[str], None]) -> None:
     options = service.options
-    # proxy_headers off: rewriting client addresses from X-Forwarded-* costs every request and ptx
-    # serve does not use them.
-    config = uvicorn.Config(build_app(service), log_level="warning", access_log=False, lifespan="off",
-                            proxy_headers=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S, server_header=False)
-    http = _Uvicorn(config)
     grpc_server = build_server(service)
     grpc_target = f"[{options.host}]" if ":" in options.host else options.host
     try:
@@ -119,17 +145,27 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
         raise PtxError(f"gRPC port {options.grpc_port} on {options.host} is in use or not available: pass another "
                        "--grpc-port (0 picks a free one)")
     await grpc_server.start()
+    gate = Gate(header_timeout=options.header_timeout, max_connections=connection_cap(options, log),
+                drain_idle=min(1.0, options.keep_alive_seconds))
+    # proxy_headers off: rewriting client addresses from X-Forwarded-* costs every request and ptx
+    # serve does not use them. limit_concurrency stays off: the gate caps connections (bounds.py).
+    config = uvicorn.Config(build_app(service), http=gate.protocol_class(), log_level="warning", access_log=False,
+                            lifespan="off", proxy_headers=False, timeout_keep_alive=options.keep_alive_seconds,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, server_header=False)
+    http = _Uvicorn(config)
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    stopping, forced = asyncio.Event(), asyncio.Event()
 
     def stop() -> None:
         if stopping.is_set():  # a second Ctrl-C: stop now
-            http.force_exit = True
+            http.force_exit = http.should_exit = True
+            forced.set()
             return
         stopping.set()
-        service.ready = False
-        http.should_exit = True
-        log("stopping: no new requests; finishing those in flight")
+        service.ready = False  # readiness answers 503 from now on, REST and gRPC
+        gate.start_draining(http.server_state.connections)
+        log(f"stopping: not ready; answering {options.drain_seconds:g} s more with Connection: close, then finishing "
+            f"those in flight (exit within {stop_bound(options):g} s)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
@@ -145,7 +181,13 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
     log(f"gRPC  {shown}:{grpc_port}")
     log(f"serving {', '.join(service.models)}; Ctrl-C or SIGTERM stops")
     await stopping.wait()
-    await asyncio.gather(http_task, grpc_server.stop(SHUTDOWN_GRACE_S))
+    # The drain: load balancers and KServe see readiness 503 and stop sending; keep-alive clients are
+    # told Connection: close with each answer and reconnect elsewhere. Then the listener stops.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(forced.wait(), options.drain_seconds)
+    http.should_exit = True
+    # grpc.aio's stop sends GOAWAY, refuses new calls and cancels those still running after the grace.
+    await asyncio.gather(http_task, grpc_server.stop(0 if forced.is_set() else SHUTDOWN_GRACE_S))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
 
@@ -168,9 +210,11 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
     finally:
         service.close()
         http_socket.close()
-    answered = service.metrics.answered
+    metrics = service.metrics
+    answered = metrics.answered
+    others = [f"{n} {what}" for n, what in ((metrics.refused, "refused (4xx)"), (metrics.failed, "failed (5xx)")) if n]
     log(f"stopped: answered {sum(answered.values())} inference requests (REST {answered['rest']}, "
-        f"gRPC {answered['grpc']})")
+        f"gRPC {answered['grpc']})" + (f"; {', '.join(others)}" if others else ""))
 
 
 def _event_loop_run(coroutine) -> None:

@@ -28,6 +28,10 @@ class ServeOptions:
     workers: int = 1
     token: str | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    drain_seconds: float = 5.0  # after SIGTERM: readiness 503, answers say Connection: close, then stop
+    header_timeout: float = 10.0  # a connection must send a complete request header within this
+    keep_alive_seconds: float = 5.0  # an idle kept-alive connection is closed after this
+    max_connections: int = 2000  # open REST connections at most (lowered to fit the file limit)
 
 
 class Service:

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ptx.cli import cli
+from ptx.contract.datasets import DATASETS
 from ptx.errors import DataError
 from ptx.trainers import download
 from ptx.trainers.data import load_dataset
@@ -256,7 +257,9 @@ def test_ptx_data_fetch_and_list(tiny_mnist_server, monkeypatch, tmp_path):
     monkeypatch.setenv("PTX_OFFLINE", "1")
     refused = runner.invoke(cli, ["data", "fetch", "mnist"])
     assert refused.exit_code == 2 and "downloads are off (PTX_OFFLINE=1)" in refused.output
-    listed = json.loads(runner.invoke(cli, ["data", "list", "--json"]).output)
+    every = json.loads(runner.invoke(cli, ["data", "list", "--json"]).output)
+    assert [r["dataset"] for r in every] == list(DATASETS)  # each with what it gives (test_data_kinds)
+    listed = [r for r in every if "cache" in r]  # the downloadable ones also say what is cached
     assert [r["dataset"] for r in listed] == list(download.REMOTES)  # `fetch` offers the same names
     assert listed[0]["files_cached"] == 4 and listed[0]["train_reads"]["how"] == "ptx download cache"
     fetch_names = next(p for p in cli.commands["data"].commands["fetch"].params if p.name == "names")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import gzip
+import importlib.util
 import io
 import json
 import signal
@@ -153,6 +154,22 @@ def test_a_png_sent_as_bytes_gets_the_label_ptx_predict_gives_that_file(server, 
     assert status == 200 and {t["name"]: t["data"] for t in doc["outputs"]}["label"] == [p.label_name for p in expected]
 
 
+def test_phone_photos_a_48_mp_jpeg_and_a_heic_are_predicted_and_a_jpeg_bomb_refused(server):
+    from test_photos import bomb_jpeg, encoded, seven  # the photos of tests/test_photos.py
+
+    photos = [encoded(seven(8000, 6000), "JPEG", quality=50)]  # decoded at 1/8 (ptx.contract.decode)
+    if importlib.util.find_spec("pillow_heif"):
+        import pillow_heif
+
+        buffer = io.BytesIO()
+        pillow_heif.from_pillow(seven(800, 600, "RGB")).save(buffer, format="HEIF", quality=70)
+        photos.append(buffer.getvalue())
+    status, doc = post(server, "/v2/models/convnet/infer", *image_request(*photos, outputs=("label",)))
+    assert status == 200 and doc["outputs"][0]["data"] == ["7"] * len(photos), doc
+    status, doc = post(server, "/v2/models/convnet/infer", *image_request(bomb_jpeg()))
+    assert status == 400 and "too large" in doc["error"], doc
+
+
 @pytest.mark.parametrize("name,texts", [("gru-classifier", ["bonjour", "gracias", "hallo", "goedemorgen", "ciao"]),
                                         ("rnn-hello", ["hello", "hell", "oh", "hello"]),
                                         ("diabetes", ["6,148,72,35,0,33.6,0.627,50", "1,85,66,29,0,26.6,0.351,31"]),
@@ -296,6 +313,11 @@ def test_metrics_count_requests_errors_latency_and_batch_sizes(server):
                  'ptx_inference_request_duration_seconds_bucket{le="0.001",model="convnet",protocol="grpc"}',
                  'ptx_batch_size_count{model="convnet"}'):
         assert line in text
+    # A name the server does not serve is counted apart, never as a model label (issue 30, point 7).
+    post(server, "/v2/models/no-such-model/infer", b"{}")
+    text = get(server, "/metrics")[1].decode()
+    assert 'model=""' not in text and "no-such-model" not in text
+    assert 'ptx_inference_unknown_model_requests_total{protocol="rest"}' in text
 
 
 def test_the_page_is_served_without_anything_from_the_internet(server):
@@ -369,7 +391,7 @@ def test_64_clients_200_requests_each_without_an_error(server):
 
 
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(runs):
-    server = serving.start(runs.ready("convnet"), "convnet")
+    server = serving.start(runs.ready("convnet"), "convnet", args=("--drain-seconds", 1))
     stop = threading.Event()
     try:
         threads, answers, errors = hammer(server, 32, 10_000, stop)

@@ -55,6 +55,7 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
         raise CheckpointError(f"{path} holds a checkpoint of {ckpt.get('model')!r}, not {expected_model!r}; "
                               f"pass the right --checkpoint or {retrain}")
     ckpt["contract"] = _checked_contract(ckpt, path, retrain)
+    _refuse_mismatched_data(ckpt, path)
     samples = ckpt.get("samples")
     if not isinstance(samples, dict) or not all(isinstance(samples.get(k), torch.Tensor) for k in ("x", "y")) \
             or len(samples["x"]) == 0:
@@ -160,6 +161,18 @@ def stale_exports(out_dir: str | Path) -> list[str]:
     """The exported files in a run folder: after training changed its checkpoint, every one of
     them was made from an older checkpoint."""
     return [name for name in EXPORTED_FILES if (Path(out_dir) / name).is_file()]
+
+
+def _refuse_mismatched_data(ckpt: dict, path: Path) -> None:
+    """A run of a model on data of another kind (an older ptx trained gru-classifier on hours and
+    said "done") is refused by export, predict and --resume alike, instead of being passed on."""
+    from ptx.contract.datasets import recorded_mismatch
+    from ptx.models import get
+
+    model, dataset = ckpt["model"], ckpt.get("dataset")
+    problem = recorded_mismatch(model, get(model).takes, dataset.get("name") if isinstance(dataset, dict) else None)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
 
 
 def _checked_contract(ckpt: dict, path: Path, retrain: str) -> Contract:

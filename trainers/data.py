@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 
 from ptx.contract import PictureStep
-from ptx.contract.datasets import DATASETS, FOLDER_PREFIX, image_dataset
-from ptx.contract.registry import unknown_name
+from ptx.contract.agreement import JUDGING_SAMPLES, judging_pick
+from ptx.contract.datasets import FOLDER_PREFIX, check_fit, check_folder_labels, dataset_info, image_dataset
 from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
 from ptx.files import decode_text, read_text
@@ -330,10 +330,12 @@ def _pima_csv(data_dir: str | None) -> tuple[Path, str]:
     if rda is None:
         raise DataError("Pima Indians diabetes data not found: run scripts/setup.sh (it unpacks the Debian package "
                         "r-cran-mlbench), or pass --data-dir DIR with the seed's diabetes.csv")
-    try:
-        import rdata
-    except ImportError:
-        raise DataError("reading mlbench's .rda needs the PyPI package rdata: pip install rdata") from None
+    from ptx.extras import missing
+
+    why = missing("diabetes")
+    if why:
+        raise DataError(why)
+    import rdata
     import warnings
 
     from ptx.atomic import write_text
@@ -403,6 +405,33 @@ def load_pima(data_dir: str | None = None, skip_bad_rows: bool = False,
                    f"({how}: {path})", x[train], y[train], x[test], y[test])
 
 
+def _labels_table(root: Path) -> Path:
+    table = root / "labels.csv"
+    if not table.exists():
+        raise DataError(f"{table} not found: --dataset folder:PATH needs PATH/labels.csv with rows file,label")
+    return table
+
+
+def _label_rows(table: Path, labels: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """labels.csv's rows with their line numbers: blank rows and a first row naming the columns
+    (file,label; unless "label" is one of the model's labels) left out."""
+    rows = []
+    for line_no, row in enumerate(csv.reader(io.StringIO(read_text(table, DataError), newline="")), start=1):
+        if not any(cell.strip() for cell in row):
+            continue
+        if line_no == 1 and len(row) == 2 and row[1].strip().lower() == "label" and "label" not in labels:
+            continue  # the header row
+        rows.append((line_no, row))
+    return rows
+
+
+def folder_labels(path: str, labels: tuple[str, ...]) -> list[str]:
+    """The distinct labels PATH/labels.csv names, in file order: read before any picture is, so that
+    they are checked against the model before a run folder is made."""
+    named = (row[1].strip() for _, row in _label_rows(_labels_table(Path(path)), labels) if len(row) == 2)
+    return list(dict.fromkeys(named))
+
+
 def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None = None,
                 skip_bad_rows: bool = False, notice: Callable[[str], None] = print) -> Dataset:
     """A folder of the user's images with labels.csv (file,label), seed 002 §2.3's custom Dataset;
@@ -410,16 +439,10 @@ def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None 
     labels.csv is text as ptx.files reads it; an optional first row names the columns."""
     picture = picture or PictureStep.make("mnist-digit")
     root = Path(path)
-    table = root / "labels.csv"
-    if not table.exists():
-        raise DataError(f"{table} not found: --dataset folder:PATH needs PATH/labels.csv with rows file,label")
+    table = _labels_table(root)
     index = {name: i for i, name in enumerate(labels)}
     images, targets, problems = [], [], []
-    for line_no, row in enumerate(csv.reader(io.StringIO(read_text(table, DataError), newline="")), start=1):
-        if not any(cell.strip() for cell in row):
-            continue
-        if line_no == 1 and len(row) == 2 and row[1].strip().lower() == "label" and "label" not in index:
-            continue  # the header row
+    for line_no, row in _label_rows(table, labels):
         if len(row) != 2:
             problems.append(f"line {line_no}: expected 2 columns (file,label), got {len(row)}")
             continue
@@ -450,6 +473,17 @@ def load_folder(path: str, labels: tuple[str, ...], picture: PictureStep | None 
                    x[train], y[train], x[test], y[test])
 
 
+def check_data_fits(spec, dataset: str) -> None:
+    """Refuse (DataMismatchError, one line naming the datasets that fit) to train ``spec`` (a
+    ModelSpec) on ``dataset`` when it gives data of another kind; for a folder of pictures, read its
+    labels.csv (not its pictures) and check its labels against the model's too. Reads no other
+    data and writes nothing: `ptx train` calls it before it loads data or makes a run folder."""
+    check_fit(spec.name, spec.takes, dataset)
+    if dataset.startswith(FOLDER_PREFIX):
+        labels = spec.contract(dataset).labels
+        check_folder_labels(spec.name, labels, dataset, folder_labels(dataset[len(FOLDER_PREFIX):], labels))
+
+
 def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, ...] = (),
                  picture: PictureStep | None = None, explicit: bool = True, download: bool | None = None,
                  notice: Callable[[str], None] = print, skip_bad_rows: bool = False) -> Dataset:
@@ -460,31 +494,43 @@ def load_dataset(name: str, *, data_dir: str | None = None, labels: tuple[str, .
     ``skip_bad_rows`` skips (with a notice) the rows of a user's data file that cannot be used,
     instead of refusing the file."""
     data_dir = data_dir or os.environ.get("PTX_DATA_DIR") or None
-    if name == "mnist-sample":
+    loaders = {  # by the loader each dataset's entry in ptx.contract.datasets names
+        "load_idx": lambda: load_idx(name, data_dir, download, explicit, notice, skip_bad_rows),
+        "load_mnist_sample": lambda: load_mnist_sample(data_dir, skip_bad_rows, notice),
+        "load_line": load_line,
+        "load_hours": load_hours,
+        "load_pima": lambda: load_pima(data_dir, skip_bad_rows, notice),
+        "load_hello": load_hello,
+        "load_words": lambda: load_words(labels, data_dir=data_dir),
+        "load_folder": lambda: load_folder(name[len(FOLDER_PREFIX):], labels, picture, skip_bad_rows, notice),
+    }
+    return loaders[dataset_info(name).loader]()  # an unknown name: DataError with "did you mean"
+
+
+def load_idx(name: str, data_dir: str | None, download: bool | None, explicit: bool, notice: Callable[[str], None],
+             skip_bad_rows: bool = False) -> Dataset:
+    """MNIST or Fashion-MNIST from its IDX files: found on this machine, else downloaded (unless
+    ``download`` is False or PTX_OFFLINE=1); a default (not ``explicit``) MNIST that cannot be had
+    falls back to mnist-sample with a notice."""
+    download = not offline_requested() if download is None else download
+    dataset, tried = _load_idx_dataset(name, data_dir, download, notice)
+    if dataset is not None:
+        return dataset
+    get_it = f"`ptx data fetch {name}` downloads the full set ({size_text(REMOTES[name].size)})"
+    if name == "mnist" and not explicit:
+        notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample (5,000 digits) instead; "
+               f"{get_it}")
         return load_mnist_sample(data_dir, skip_bad_rows, notice)
-    if name == "line":
-        return load_line()
-    if name == "hours":
-        return load_hours()
-    if name == "pima":
-        return load_pima(data_dir, skip_bad_rows, notice)
-    if name == "hello":
-        return load_hello()
-    if name == "words":
-        return load_words(labels, data_dir=data_dir)
-    if name.startswith(FOLDER_PREFIX):
-        return load_folder(name[len(FOLDER_PREFIX):], labels, picture, skip_bad_rows, notice)
-    if name in TORCHVISION_NAMES:
-        download = not offline_requested() if download is None else download
-        dataset, tried = _load_idx_dataset(name, data_dir, download, notice)
-        if dataset is not None:
-            return dataset
-        get_it = f"`ptx data fetch {name}` downloads the full set ({size_text(REMOTES[name].size)})"
-        if name == "mnist" and not explicit:
-            notice(f"notice: full MNIST not found ({'; '.join(tried)}); using mnist-sample (5,000 digits) instead; "
-                   f"{get_it}")
-            return load_mnist_sample(data_dir, skip_bad_rows, notice)
-        raise DataError(f"no {name} data found: {'; '.join(tried)}. {get_it}; or pass --data-dir DIR with its "
-                        "IDX files" + (", or use --dataset mnist-sample" if name == "mnist" else
-                                       ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
-    raise DataError(unknown_name("dataset", name, list(DATASETS)))
+    raise DataError(f"no {name} data found: {'; '.join(tried)}. {get_it}; or pass --data-dir DIR with its "
+                    "IDX files" + (", or use --dataset mnist-sample" if name == "mnist" else
+                                   ", or install the Debian package dataset-fashion-mnist (scripts/setup.sh)"))
+
+
+def judging_samples(dataset: str, contract, count: int = JUDGING_SAMPLES, *,
+                    notice: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray, str]:
+    """(raw samples, true labels, dataset name): the real test samples export and verify judge a
+    backend on, the same draw for both (ptx.contract.agreement.judging_pick)."""
+    data = load_dataset(dataset, labels=contract.labels, picture=contract.picture, explicit=False, notice=notice)
+    pick = judging_pick(len(data.y_test), count)
+    return data.x_test[pick], data.y_test[pick], data.name
+

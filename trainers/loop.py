@@ -19,6 +19,7 @@ from ptx.atomic import atomic_path
 from ptx.cuda_math import quiet_rnn_weight_warning
 from ptx.errors import CheckpointError, DataError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
+from ptx.contract.datasets import check_fit, is_known_dataset
 from ptx.contract.transforms import decisions, normalize
 from ptx.models import ModelSpec
 from ptx.models.spec import Loss, Optimizer
@@ -165,6 +166,8 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     another model's run is refused unless ``force``."""
     if resume and overwrite:
         raise PtxError("--resume continues the run and --overwrite replaces it: give one of them")
+    if is_known_dataset(dataset.name):  # data of another kind: one line, before any folder (a caller's own
+        check_fit(spec.name, spec.takes, dataset.name)  # Dataset, under a name ptx does not know, is theirs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_FILE

@@ -25,6 +25,11 @@ from .transforms import decisions
 # share of real samples and test accuracy drops by at most this much (absolute).
 MIN_LABEL_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.005
+# The real samples a reduced precision is judged on, by export and by verify alike (one file, one
+# verdict): this many, drawn with this seed across the model's test split.
+JUDGING_SAMPLES = 1000
+JUDGING_SEED = 0
+JUDGING_BATCH = 64  # verify's largest default batch: the judged backend runs the samples in these
 
 
 @dataclass
@@ -130,3 +135,41 @@ def judge_reduced_precision(label_agreement: float, accuracy: float | None, refe
     if accuracy is not None and reference_accuracy is not None and reference_accuracy - accuracy > MAX_ACCURACY_DROP:
         failures.append(f"accuracy {accuracy:.4f} is {reference_accuracy - accuracy:.4f} below the reference")
     return failures
+
+
+def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
+    """Indices of the test samples a backend is judged on: a fixed-seed draw across the whole test
+    split (some test sets are stored class by class, and the first N would then be one class)."""
+    return np.sort(np.random.default_rng(JUDGING_SEED).permutation(test_size)[:count])
+
+
+@dataclass
+class ReducedJudgement:
+    """How a reduced-precision backend's labels compare with the reference's on real samples."""
+
+    samples: int
+    label_agreement: float
+    accuracy: float
+    reference_accuracy: float
+    unusable: list[str]
+
+    @property
+    def status(self) -> str:
+        return "NOT USABLE" if self.unusable else "PASS"
+
+    def describe(self) -> str:
+        return (f"labels agree with eager on {100 * self.label_agreement:.1f}%, accuracy {self.accuracy:.4f} (eager "
+                f"{self.reference_accuracy:.4f})")
+
+
+def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, contract: Contract) -> ReducedJudgement:
+    """Judge reduced-precision outputs ``got`` against the reference's ``want`` on real samples whose
+    true labels are ``truth`` (judge_reduced_precision's gate). Classification tasks only."""
+    got_labels, want_labels = decisions(got, contract), decisions(want, contract)
+    if got_labels is None:
+        raise PtxError(f"{contract.model} has no labels: a reduced precision cannot be judged on it")
+    truth = np.asarray(truth).reshape(got_labels.shape)
+    agreement = float((got_labels == want_labels).mean())
+    accuracy, reference = float((got_labels == truth).mean()), float((want_labels == truth).mean())
+    return ReducedJudgement(int(got_labels.shape[0]), agreement, accuracy, reference,
+                            judge_reduced_precision(agreement, accuracy, reference))

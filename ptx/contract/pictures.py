@@ -10,72 +10,24 @@ learned:
   each pixel), extend the shortest edge to 28 around the centre, background to black and the
   product light (products are shot on white).
 
-docs/artifact-format.md gives each step precisely enough to re-implement it.
+docs/artifact-format.md gives each step precisely enough to re-implement it. Files are decoded by
+``decode.open_image``: a large JPEG at a reduced size (docs/photos.md).
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
 from ptx.errors import InputError
 
+from .decode import MAX_PIXELS, open_image  # noqa: F401 (MAX_PIXELS: the bound, where callers look for it)
 from .schema import PictureStep
 
-MAX_PIXELS = 40_000_000  # below Pillow's own bomb limit (~89M): nobody photographs a digit that large
 CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: a last array axis of this size is colour, not width
-
-
-def open_image(source, name: str | None = None) -> Image.Image:
-    """Open a path or an encoded file's bytes, or take a PIL image; reject what cannot be a single
-    still picture."""
-    if isinstance(source, Image.Image):
-        image, name = source, name or "image"
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        name = name or "image bytes"
-        if not len(source):
-            raise InputError(f"{name}: empty (no bytes)")
-        image = _open_file(io.BytesIO(source), name)
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{name}: a folder with no image files in it")
-        if not path.is_file():
-            raise InputError(f"{name}: not a regular file (a pipe or device would block)")
-        if path.stat().st_size == 0:
-            raise InputError(f"{name}: empty file")
-        image = _open_file(path, name)
-    if image.width * image.height > MAX_PIXELS:
-        raise InputError(f"{name}: image too large ({image.width}x{image.height}, over {MAX_PIXELS:,} pixels)")
-    if getattr(image, "n_frames", 1) > 1:
-        raise InputError(f"{name}: animated or multi-frame image; save the one frame to predict as a PNG")
-    if min(image.size) < 2:
-        raise InputError(f"{name}: image is {image.width}x{image.height}; a picture needs at least 2x2 pixels")
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
-    return image
-
-
-def _open_file(file, name: str) -> Image.Image:
-    """Pillow's open (it reads the header only), with its refusals as one-line InputErrors."""
-    try:
-        return Image.open(file)
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot open ({exc})") from None
 
 
 def to_grayscale(image: Image.Image, name: str = "image") -> np.ndarray:

@@ -1,0 +1,158 @@
+"""A picture file or its bytes -> a PIL image decoded at the size the picture pipelines need, with a
+bound on what decoding costs (numpy-free, torch-free: Pillow, and pillow-heif when it is there).
+
+The pipelines crop to the ink and scale it to a 20x20 box (or a product to 28 px), so a phone's
+12-200 MP photo holds far more pixels than they use. A JPEG is decoded with Pillow's draft mode (the
+decoder's DCT scaling by 1/2, 1/4 or 1/8) at the smallest scale whose shorter side is still at least
+``DRAFT_SIDE``; its entropy decoding still reads every block, but the image in memory and all later
+steps are up to 64 times smaller. docs/photos.md measures the choice of ``DRAFT_SIDE``.
+
+Bounds, each on what a file makes the machine do rather than on what a camera had:
+
+- ``MAX_PIXELS`` (40 MP) on the image as decoded, for every format: decoded whole, a 40 MP RGBA
+  picture is 160 MB, and the grey float32 copy and the pipeline's working copies take about 1 GB
+  at that size (measured in docs/photos.md). A 48 MP JPEG decoded at 1/8 is 0.75 MP.
+- ``MAX_JPEG_PIXELS`` (200 MP) on what a baseline JPEG's header declares: libjpeg decodes it a band
+  of rows at a time, so memory stays small, and the time to read 200 MP of blocks stays under
+  about 2 s here. A progressive JPEG keeps every DCT coefficient of the whole picture until the
+  last scan (about 2-3 bytes per pixel), so it is held to ``MAX_PIXELS`` as if decoded whole.
+
+Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``, an error above about 179 MP) runs inside
+``Image.open`` before anyone can ask for a draft, so JPEGs are opened through Pillow's JPEG plugin
+directly (same parser, no global setting changed) and bounded here; every other format goes through
+``Image.open`` and both checks.
+
+HEIC/HEIF pictures (iPhones) are read through pillow-heif, registered the first time a file is not
+recognised and looks like HEIF; it is optional (the torch-free ONNX install works without it).
+AVIF is Pillow's own where Pillow was built with it (``PIL.features.check("avif")``).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import struct
+from pathlib import Path
+
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+from ptx.extras import install_command
+from ptx.errors import InputError
+
+MAX_PIXELS = 40_000_000  # decoded size, every format (below Pillow's own ~89 MP warning)
+MAX_JPEG_PIXELS = 200_000_000  # declared size of a baseline JPEG that draft decoding reduces
+DRAFT_SIDE = 512  # a JPEG is decoded at the smallest DCT scale whose shorter side is still >= this
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+# ISO base media 'ftyp' brands of HEIF still pictures (HEVC-coded and the generic image brands).
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+AVIF_BRANDS = {b"avif", b"avis"}
+HEIF_INSTALL = f"install pillow-heif to read HEIC pictures: {install_command('heif')}"
+
+
+def open_image(source, name: str | None = None) -> Image.Image:
+    """Open a path or an encoded file's bytes, or take a PIL image; reject what cannot be a single
+    still picture or would cost too much to decode; decode it (a JPEG at reduced size, see the
+    module's notes) with its EXIF orientation applied."""
+    if isinstance(source, Image.Image):
+        image, name = source, name or "image"
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "image bytes"
+        if not len(source):
+            raise InputError(f"{name}: empty (no bytes)")
+        data = bytes(source)
+        image = _open_file(lambda: io.BytesIO(data), data[:32], name)
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise InputError(f"{name}: no such file")
+        if path.is_dir():
+            raise InputError(f"{name}: a folder with no image files in it")
+        if not path.is_file():
+            raise InputError(f"{name}: not a regular file (a pipe or device would block)")
+        if path.stat().st_size == 0:
+            raise InputError(f"{name}: empty file")
+        with open(path, "rb") as file:
+            prefix = file.read(32)
+        image = _open_file(lambda: path, prefix, name)
+    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
+        # MPO: a camera's JPEG with previews (or a stereo pair) after the primary picture, which
+        # is the one opened (frame 0).
+        raise InputError(f"{name}: animated or multi-frame image; save the one frame to predict as a PNG")
+    if min(image.size) < 2:
+        raise InputError(f"{name}: image is {image.width}x{image.height}; a picture needs at least 2x2 pixels")
+    _reduce_and_bound(image, name)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
+    return image
+
+
+def _reduce_and_bound(image: Image.Image, name: str) -> None:
+    """Ask the decoder for the smallest size the pipelines can use (a no-op for formats without
+    draft support and for images already decoded), then bound what remains to decode."""
+    declared = image.width * image.height
+    if isinstance(image, JpegImagePlugin.JpegImageFile) and image.tile:
+        progressive = "progressive" in image.info or "progression" in image.info
+        limit = MAX_PIXELS if progressive else MAX_JPEG_PIXELS
+        if declared > limit:
+            kind = "progressive JPEG" if progressive else "JPEG"
+            raise InputError(f"{name}: image too large ({image.width}x{image.height}, over {limit:,} pixels "
+                             f"for a {kind})")
+        # Pillow picks the largest scale in 1/2, 1/4, 1/8 at which both sides stay >= the size given.
+        image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
+    if image.width * image.height > MAX_PIXELS:
+        decoded = "" if (image.width * image.height) == declared else " decoded"
+        raise InputError(f"{name}: image too large ({image.width}x{image.height}{decoded}, over {MAX_PIXELS:,} "
+                         "pixels)")
+
+
+def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
+    """Pillow's open (it reads the header only), with its refusals as one-line InputErrors.
+    ``reopen()`` gives the file again (a path or a fresh BytesIO) for a second attempt."""
+    try:
+        if prefix.startswith(JPEG_MAGIC):
+            try:
+                # Pillow's JPEG plugin as Image.open would pick it, minus the global bomb check,
+                # which would refuse a 200 MP photo before it can be drafted (bounded by our caller).
+                return JpegImagePlugin.jpeg_factory(reopen())
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                pass  # not a JPEG after all: let Image.open try every format, as before
+        try:
+            return Image.open(reopen())
+        except UnidentifiedImageError:
+            if not _heif_like(prefix) or not _register_heif():
+                raise
+            return Image.open(reopen())
+    except UnidentifiedImageError:
+        if _heif_like(prefix):
+            raise InputError(f"{name}: a HEIC/HEIF picture; {HEIF_INSTALL}") from None
+        if _brand(prefix) in AVIF_BRANDS:
+            raise InputError(f"{name}: an AVIF picture and this Pillow was built without AVIF; "
+                             "install a Pillow built with AVIF (pip install -U pillow)") from None
+        raise InputError(f"{name}: not an image Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot open ({exc})") from None
+
+
+def _brand(prefix: bytes) -> bytes:
+    return prefix[8:12] if prefix[4:8] == b"ftyp" else b""
+
+
+def _heif_like(prefix: bytes) -> bool:
+    return _brand(prefix) in HEIF_BRANDS
+
+
+@functools.cache
+def _register_heif() -> bool:
+    """pillow-heif's opener, registered with Pillow once per process; False when not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
