@@ -7,20 +7,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ptx.contract.names import FULL_PRECISION
 from ptx.errors import ArtifactError, MissingArtifactError, first_line
 
 from .predictor import Predictor, artifact_info
-from .torch_predictor import TorchPredictor, torch_device
+from .torch_predictor import TorchPredictor, check_precision, torch_device
 
 
 class AotiPredictor(TorchPredictor):
+    """On CUDA the package's cuBLAS/cuDNN calls follow the TF32 setting of each call (f32: off);
+    its Triton kernels were compiled with TF32 off (export compiles under ptx.cuda_math.fp32_math)."""
+
     backend = "aoti"
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION):
         from ptx.export.formats.pt2 import load
 
         self.torch_device = torch_device(device)  # a bad device is the user's error, not the file's
         self.device = self.torch_device.type
+        self.precision = check_precision(precision, self.torch_device)
         try:
             compiled, strings, compiled_for = load(path)
         except Exception as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
-from ptx.contract.names import FULL_PRECISION
+from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
 from ptx.contract.runs import run_folders, run_model
 from ptx.errors import (ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError,
                         UnusablePrecisionWarning)
@@ -136,6 +136,9 @@ def open_artifact(path: str | Path, backend: str, device: str | None = None,
     chosen = backends.get(backend)
     device = check_device(backend, device)
     chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
+    if precision not in chosen.precisions_on(device):
+        raise PtxError(f"backend {backend} runs {', '.join(chosen.precisions_on(device))} on {device}, not {precision}"
+                       f" ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
     extra = {} if precision == FULL_PRECISION else {"precision": precision}
     predictor = chosen.load(Path(path), device, **extra)
     if precision != FULL_PRECISION:

@@ -4,7 +4,9 @@ a server forms, else ort-cpu, with the reason in words.
 "Fastest" is what `ptx bench` measured here (its record in the run folder), over the batch sizes the
 batcher forms (1 up to the largest batch); without a bench record the torch-free candidates are
 timed briefly at load (batch 1 and the largest batch), measured rather than assumed. A precision
-that missed its gate in verify (NOT USABLE) never passed, so it is never chosen.
+that missed its gate in verify (NOT USABLE) never passed, so it is never chosen. Without a
+precision named, tf32 (CUDA's TensorFloat-32 math on the f32 file) competes with f32: it is chosen
+only when it passed verify's labels/accuracy gate and measured faster.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from ptx.contract.names import FULL_PRECISION
+from ptx.contract.names import FULL_PRECISION, TF32
 
 from . import backends as registry
 from . import records
@@ -35,9 +37,13 @@ class Choice:
     reason: str
 
 
-def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, precision: str = FULL_PRECISION,
+def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, precision: str | None = None,
                    root: str | Path | None = None) -> Choice:
+    """``precision`` None: f32, or tf32 on a GPU where it passed verify and is faster; a precision
+    named is the only one considered."""
     run_dir = Path(run_dir)
+    accepted = {precision} if precision else {FULL_PRECISION, TF32}
+    precision = precision or FULL_PRECISION
     passed = records.verified(run_dir)
     fallback = "the default"
     if not passed:
@@ -46,7 +52,7 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
         return Choice(DEFAULT_BACKEND, "cpu", precision,
                       f"{fallback}: {why}; `ptx verify {model}` lets auto choose the fastest verified")
     candidates = {label: row for label, row in passed.items()
-                  if row["precision"] == precision and max(row["batch_sizes"]) >= max_batch_size}
+                  if row["precision"] in accepted and max(row["batch_sizes"]) >= max_batch_size}
     if not candidates:
         return Choice(DEFAULT_BACKEND, "cpu", precision,
                       f"{fallback}: nothing passed verify at {precision} for batches up to {max_batch_size}; "

@@ -69,9 +69,11 @@ def preload_cuda_libraries(ort) -> list[str]:
     return re.findall(r"Failed to load (\S+?):", captured.getvalue())
 
 
-def cuda_provider(device_id: int) -> tuple[str, dict]:
+def cuda_provider(device_id: int, tf32: bool = False) -> tuple[str, dict]:
     # HEURISTIC: EXHAUSTIVE benchmarks every conv algorithm on the first run of each shape.
-    return "CUDAExecutionProvider", {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC"}
+    # use_tf32: ORT's CUDA provider uses TF32 by default; f32 means f32 (issue 26), tf32 asks for it.
+    return "CUDAExecutionProvider", {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC",
+                                     "use_tf32": "1" if tf32 else "0"}
 
 
 def _one_node_model() -> bytes:
@@ -186,7 +188,7 @@ class OrtPredictor(Predictor):
                 raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
                                               "pip install onnxruntime-gpu, or use --backend ort-cpu")
             missing = preload_cuda_libraries(ort)
-            providers = [cuda_provider(self.device_id)]  # naming the CPU provider too is a conflict then
+            providers = [cuda_provider(self.device_id, tf32=precision == "tf32")]  # naming the CPU provider too is a conflict then
         else:
             providers = ["CPUExecutionProvider"]
         ort.set_default_logger_severity(ORT_QUIET)
@@ -203,7 +205,9 @@ class OrtPredictor(Predictor):
         info = artifact_info(path, from_props(self.session.get_modelmeta().custom_metadata_map))
         contract: Contract = info.contract
         stored = info.get("precision", "f32")
-        if stored != precision:  # model.onnx given with --precision int8, or the other way round
+        if precision == "tf32" and not self.on_cuda:
+            raise BackendUnavailableError("tf32 is a mode of CUDA GPUs: use ort-cuda, or f32 on the CPU")
+        if stored != ("f32" if precision == "tf32" else precision):  # tf32 runs the f32 file  # model.onnx given with --precision int8, or the other way round
             raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
                                 f"{'ptx export --format onnx-int8 writes model.int8.onnx' if precision == 'int8' else 'use its own --precision'}")
         self.precision = precision

@@ -1,6 +1,8 @@
 """Predictors over torch modules (eager, torchscript): these import torch; the ORT ones never do."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import threading
 from pathlib import Path
@@ -9,6 +11,8 @@ import numpy as np
 import torch
 
 from ptx.contract.metadata import ArtifactInfo
+from ptx.contract.names import FULL_PRECISION, TF32
+from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import ArtifactError, BackendUnavailableError, first_line
 
 from .predictor import Predictor, artifact_info
@@ -32,12 +36,32 @@ def torch_unavailable(device: str) -> str | None:
     return None
 
 
+def math_mode(device: torch.device, precision: str):
+    """What float32 math a torch call on ``device`` at ``precision`` runs under: on CUDA, f32 with
+    TF32 off (or tf32 with it on), the caller's settings restored after; on the CPU, no change."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return fp32_math(tf32=precision == TF32)
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and device.type != "cuda"):
+        raise BackendUnavailableError(f"precision {precision} on {device.type}: torch backends run f32, "
+                                      "and tf32 on CUDA only")
+    return precision
+
+
 class TorchPredictor(Predictor):
-    def __init__(self, module, info: ArtifactInfo, device: str, path: Path | None = None):
+    def __init__(self, module, info: ArtifactInfo, device: str, path: Path | None = None,
+                 precision: str = FULL_PRECISION):
         super().__init__(info, path)
         self.torch_device = torch_device(device)
         self.device = self.torch_device.type
-        self._serve(module.to(self.torch_device).eval())
+        self.precision = check_precision(precision, self.torch_device)
+        module = module.to(self.torch_device).eval()
+        if self.device == "cuda":
+            flatten_rnn_weights(module)
+        self._serve(module)
 
     def _serve(self, module) -> None:
         """``module``: what runs the model on this predictor's device (an nn.Module, a TorchScript
@@ -61,7 +85,7 @@ class TorchPredictor(Predictor):
         return self._forward(pictures if isinstance(pictures, torch.Tensor) else torch.from_numpy(pictures))
 
     def _forward(self, tensor) -> np.ndarray:
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), math_mode(self.torch_device, self.precision):
             out = self.module(tensor.to(self.torch_device))
             if self.torch_device.type == "cuda":
                 torch.cuda.synchronize(self.torch_device)
@@ -71,7 +95,8 @@ class TorchPredictor(Predictor):
 class EagerPredictor(TorchPredictor):
     backend = "eager"
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", expected_model: str | None = None):
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", expected_model: str | None = None,
+                 precision: str = FULL_PRECISION):
         from ptx.export.metadata import provenance
         from ptx.files import file_sha256
         from ptx.trainers.checkpoint import build_model_from_checkpoint, load_checkpoint
@@ -79,13 +104,13 @@ class EagerPredictor(TorchPredictor):
         ckpt = load_checkpoint(checkpoint, expected_model=expected_model)
         _, model = build_model_from_checkpoint(ckpt)
         info = ArtifactInfo(ckpt["contract"], provenance(ckpt, file_sha256(checkpoint)))
-        super().__init__(model, info, device, Path(checkpoint))
+        super().__init__(model, info, device, Path(checkpoint), precision)
 
 
 class TorchScriptPredictor(TorchPredictor):
     backend = "torchscript"
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION):
         from ptx.export.formats.torchscript import load
 
         torch_device(device)  # a bad device is the user's error, not the file's
@@ -101,7 +126,7 @@ class TorchScriptPredictor(TorchPredictor):
         if not isinstance(strings, dict):
             raise ArtifactError(f"{path}: ptx.json is not a JSON object; re-export with `ptx export`")
         info = artifact_info(path, strings, missing="no ptx.json inside")
-        super().__init__(module, info, device, Path(path))
+        super().__init__(module, info, device, Path(path), precision)
 
 
 def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, *, label: str):
@@ -109,9 +134,10 @@ def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, *, label: str):
     that on a GPU the two differ by ptx's own overhead only; on the CPU the copies are no-ops."""
     module, device = predictor.module, predictor.torch_device
     host = torch.from_numpy(np.ascontiguousarray(x))
+    mode = functools.partial(math_mode, device, predictor.precision)
 
     def call():
-        with torch.inference_mode():
+        with torch.inference_mode(), mode():
             return module(host.to(device)).cpu().numpy()  # .cpu() waits for the GPU
 
     return label, call
@@ -121,12 +147,26 @@ def resident_module_runner(predictor: TorchPredictor, x: np.ndarray, *, label: s
     """The ceiling: input already on the device, output left there (only a sync per call)."""
     module, tensor = predictor.module, torch.from_numpy(np.ascontiguousarray(x)).to(predictor.torch_device)
     cuda = predictor.torch_device.type == "cuda"
+    mode = functools.partial(math_mode, predictor.torch_device, predictor.precision)
 
     def call():
-        with torch.inference_mode():
+        with torch.inference_mode(), mode():
             out = module(tensor)
         if cuda:
             torch.cuda.synchronize()
         return out
 
     return label, call
+
+
+
+def flatten_rnn_weights(module) -> None:
+    """cuDNN wants an RNN's weights in one block; where a module keeps ``flatten_parameters`` (an
+    nn.Module's RNNs) it is called once the module is on the GPU. A TorchScript RNN, and
+    gru-classifier's per-direction GRU calls, cannot be compacted: cuDNN then warns on every call,
+    and ``quiet_rnn_weight_warning`` silences exactly that warning (it is about speed, not answers)."""
+    for child in module.modules():
+        flatten = getattr(child, "flatten_parameters", None)
+        if callable(flatten) and isinstance(child, torch.nn.RNNBase):
+            flatten()
+    quiet_rnn_weight_warning()

@@ -15,7 +15,7 @@ from ptx.contract.agreement import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported, run_folders
 from ptx.contract.transforms import decisions, normalize, to_layout
-from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
+from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
 
 from . import backends as registry
 from .api import artifact_path, export_command, open_artifact, open_model, run_folder
@@ -28,10 +28,13 @@ REFERENCE = "eager"
 RULE = {
     "f32": "every output within atol + rtol x |eager| of eager's, finite, with the same decisions; a decision "
            "that flips between two outputs closer than that tolerance is a tie (counted, not a failure)",
-    "bf16/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then labels agree with eager's on >= "
+    "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then labels agree with eager's on >= "
                  f"{100 * MIN_LABEL_AGREEMENT:.0f}% of the real samples and accuracy at most {MAX_ACCURACY_DROP:g} "
                  "below eager's, else NOT USABLE: that precision is not for this model (bench and serve never pick "
-                 "it), a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16)",
+                 "it), a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32)",
+    "reference": "CPU rows: eager on the CPU; CUDA rows: eager on the same GPU at f32, TF32 off (ptx.cuda_math), "
+                 "or eager on the CPU for ort-cuda where torch has no CUDA; tf32 rows (CUDA's "
+                 "TensorFloat-32 math on the f32 file) are judged like bf16 against that f32 reference",
     "FAIL": "an f32 row outside the tolerance; an artifact that does not load, or was exported from another "
             "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf",
     "exit status": "0 when every compared backend passes (ties and NOT USABLE rows noted); 1 when any row FAILs; "
@@ -49,7 +52,7 @@ class BackendVerdict:
     argmax_agreement: float | None
     accuracy: float | None
     failures: list[str] = field(default_factory=list)
-    precision: str = FULL_PRECISION  # f32 rows are judged by atol; bf16/int8 rows by labels and accuracy
+    precision: str = FULL_PRECISION  # f32 rows are judged by atol; bf16/tf32/int8 rows by labels and accuracy
     ties: int = 0  # decisions that flipped on a tie within tolerance: not failures
     # A reduced-precision row that missed its label/accuracy gate: the artifact works, the precision
     # does not suit this model. A failure only when the user named the row (``required``).
@@ -95,6 +98,8 @@ class VerifyReport:
     skipped: dict[str, str] = field(default_factory=dict)
     # Skipped rows whose artifact was checked without running it (ort-cuda's CUDA placement).
     static: dict[str, str] = field(default_factory=dict)
+    # Device -> what that device's rows were compared with (the header says it).
+    references: dict[str, str] = field(default_factory=dict)
 
     @property
     def compared(self) -> bool:
@@ -137,10 +142,11 @@ class VerifyReport:
         rule = "; ".join(f"{d}: atol {t['atol']:g}, rtol {t['rtol']:g}" for d, t in self.tolerances.items())
         head = (f"{'backend':<18} {'precision':<9} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} "
                 f"{'accuracy':>9}  verdict")
+        against = "; ".join(f"{d} rows: {r}" for d, r in self.references.items())
         rows = [f"ptx verify {self.model}: {self.samples} real samples from {self.data} + edge inputs; "
-                f"f32: |diff| <= atol + rtol x |eager| ({rule}), ties allowed; bf16/int8: labels agree with eager on "
-                f">= {100 * MIN_LABEL_AGREEMENT:.0f}% and accuracy at most {MAX_ACCURACY_DROP:g} below eager's, "
-                "else NOT USABLE", head, "-" * len(head)]
+                f"f32: |diff| <= atol + rtol x |eager| ({rule}), ties allowed; bf16/tf32/int8: labels agree with eager "
+                f"on >= {100 * MIN_LABEL_AGREEMENT:.0f}% and accuracy at most {MAX_ACCURACY_DROP:g} below eager's, "
+                "else NOT USABLE" + (f"; reference: {against}" if against else ""), head, "-" * len(head)]
         for v in self.verdicts:
             agree = "-" if v.argmax_agreement is None else f"{100 * v.argmax_agreement:.1f}%"
             acc = "-" if v.accuracy is None else f"{v.accuracy:.4f}"
@@ -199,7 +205,8 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
 
         with atomic_path(save_inputs) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, labels=truth, **inputs)
-    report = VerifyReport(name, len(real), data_name, {d: t.to_dict() for d, t in tolerance_of.items()})
+    report = VerifyReport(name, len(real), data_name, {d: t.to_dict() for d, t in tolerance_of.items()},
+                          references={d: reference_name(d) for d in tolerance_of})
     chunk = max(batch_sizes)
     axis = contract.input.batch_axis
     sizes = sorted(int(k.split("-")[1]) for k in inputs if k.startswith("batch-"))
@@ -225,7 +232,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
             if ref_device not in references:  # eager on that device, loaded and run once
                 device_ref = reference if ref_device == "cpu" else open_artifact(reference.path, REFERENCE, ref_device)
                 references[ref_device] = {k: _run(device_ref, v, axis, chunk) for k, v in inputs.items()}
-            if backend.name == REFERENCE:
+            if backend.name == REFERENCE and precision == FULL_PRECISION:
                 predictor, outputs = reference, references[ref_device]
             else:
                 predictor = open_model(name, backend.name, root, device, precision, run)
@@ -233,9 +240,12 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
             continue
-        except PtxError as exc:  # the artifact is there but does not load or run: that is a failure
+        except Exception as exc:  # noqa: BLE001 - the artifact is there but does not load or run: a failure
+            # A runtime's own exception (torchscript-cuda's "Expected all tensors to be on the same
+            # device") is that row's FAIL, in one line; the other rows and models still run.
+            reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
             report.verdicts.append(BackendVerdict(backend.name, device, sizes, float("inf"), float("inf"), None, None,
-                                                  [str(exc)], precision))
+                                                  [reason], precision))
             continue
         if predictor.info.get("checkpoint_sha256") != reference.info.get("checkpoint_sha256"):
             failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
@@ -285,6 +295,15 @@ def _nothing_compared(name: str, report: VerifyReport, run_dir: Path, run: str |
                 "first (verify compares each export with eager)")
     return (f"nothing to compare for {name}: no backend besides eager ran ("
             + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")
+
+
+def reference_name(device: str) -> str:
+    """What ``device``'s rows are compared with, in words, for the table's header and the JSON."""
+    if device == "cpu":
+        return "eager-cpu"
+    if not registry.get(REFERENCE).unavailable(device):
+        return f"eager-{device} at f32, TF32 off"
+    return "eager-cpu for torch-free rows (torch sees no CUDA here)"
 
 
 def reference_device(backend, device: str) -> str | None:

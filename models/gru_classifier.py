@@ -63,8 +63,10 @@ class GRUClassifier(nn.Module):
 
 def _take_steps(seq, index, width: int):
     """seq[index[t, b], b, :] for every t, b: (T, B, width) and (T', B) int64 -> (T', B, width). The
-    index is widened over the feature axis by adding a constant zero row, not by Expand on a Shape."""
-    return torch.gather(seq, 0, index.unsqueeze(2) + torch.zeros(1, 1, width, dtype=torch.long, device=seq.device))
+    index is widened over the feature axis by adding a constant zero row, not by Expand on a Shape.
+    The row is made from ``index`` (new_zeros), not with ``device=``: a trace would bake the device
+    it was traced on into the TorchScript file, which then fails on any other (issue 26)."""
+    return torch.gather(seq, 0, index.unsqueeze(2) + index.new_zeros(1, 1, width))
 
 
 def _gru_params(n_in: int, h: int) -> int:

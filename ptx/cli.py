@@ -522,19 +522,32 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
         raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
     chosen = backends
     notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    reports = []
+    docs, statuses = [], []
     for model, run in runs:
         save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{run.name}.npz"
-        report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
-                        root=root, save_inputs=save, notice=notice, run=run)
+        try:
+            report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
+                            root=root, save_inputs=save, notice=notice, run=run)
+        except Exception as exc:  # noqa: BLE001 - with --all, one model's failure is its row, and the rest go on
+            if not all_models:
+                raise
+            reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            docs.append({"model": model, "run": str(run), "ok": False, "exit_status": 1, "error": reason})
+            statuses.append(1)
+            if not as_json:
+                click.echo(f"ptx verify {model} ({run}): FAILED: {reason}\n")
+            continue
         record_verify(report, run_folder(model, root, run))  # what `ptx serve --backend auto` builds on
-        reports.append(report)
+        docs.append(report.to_dict())
+        statuses.append(report.exit_status)
         if not as_json:
             click.echo(report.table() + "\n")
+    failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
-        docs = [r.to_dict() for r in reports]
         click.echo(json.dumps(docs if all_models else docs[0], indent=2))
-    sys.exit(max(r.exit_status for r in reports))
+    elif failed:
+        click.echo(f"verify --all: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}")
+    sys.exit(max(statuses))
 
 
 @cli.command("bench")
@@ -666,7 +679,8 @@ def _verify_help() -> None:
     from ptx.infer.verify import RULE
 
     # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
-    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<13}", subsequent_indent=" " * 13)
+    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
+                             break_on_hyphens=False)
                for name, text in RULE.items()]
     verify_cmd.help = "\n\n".join([verify_cmd.help.strip(), *("\b\n" + e for e in entries)])
 

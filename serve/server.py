@@ -73,7 +73,7 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         require_run(name, root)
         if backend == AUTO:
             choice = choose_backend(name, run_folder(name, root), max_batch_size=service.options.max_batch_size,
-                                    precision=precision or FULL_PRECISION, root=root)
+                                    precision=precision, root=root)
             predictor = open_model(name, choice.backend, root, choice.device, choice.precision)
             log(f"backend {describe(name, choice)}")
         else:

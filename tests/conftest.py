@@ -74,12 +74,21 @@ class Runs:
             self._done.add(name)
         return run_dir
 
-    def with_pt2(self, name: str) -> Path:
-        """runs/<name> as trained() gives it, plus model.pt2 (compiled once per test session)."""
+    def with_pt2(self, name: str, device: str = "cpu") -> Path:
+        """runs/<name> as trained() gives it, plus model.pt2 compiled for ``device`` (once per test
+        session). A package runs on the device it was compiled for only, so a CUDA one lives in a
+        run folder of its own (pt2-cuda/<name>, the checkpoint copied) beside the CPU one."""
         run_dir = self.trained(name)
+        if device != "cpu":
+            import shutil
+
+            own = self.root.parent / f"pt2-{device}" / name
+            own.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run_dir / "checkpoint.pt", own / "checkpoint.pt")
+            run_dir = own
         if not (run_dir / "model.pt2").is_file():
             export_model(name, ["pt2"], checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact,
-                         log=lambda _: None)
+                         device=device, log=lambda _: None)
         return run_dir
 
     def ready(self, *names: str) -> Path:

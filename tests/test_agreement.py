@@ -30,7 +30,7 @@ def test_backends_agree_with_eager(runs, model_name, backend, device):
     if artifact not in default_formats() and artifact != "checkpoint":  # written on request only (pt2)
         if model_name not in PT2_MODELS:
             pytest.skip(f"{artifact} is compiled in tests for {', '.join(PT2_MODELS)} only (~40 s a model)")
-        runs.with_pt2(model_name)
+        root = runs.with_pt2(model_name, device).parent  # compiled for the device it is tested on
     eager = load(model_name, backend="eager", root=root, device=ref_device)
     other = load(model_name, backend=backend, root=root, device=device)
     raw, _ = runs.test_samples(model_name, max(BATCH_SIZES))

@@ -83,3 +83,22 @@ def test_without_a_bench_record_the_torch_free_candidates_are_timed(run):
     record(run, passed("eager"), passed("ort-cpu"))
     choice = choose_backend("convnet", run, max_batch_size=8)
     assert choice.backend == "ort-cpu" and "timed now at batch 1" in choice.reason
+
+
+def cuda_row(precision, **kw):
+    return BackendVerdict("ort-cuda", "cuda", [1, 7, 64], 0.0, 0.0, 1.0, 0.9, precision=precision, **kw)
+
+
+def test_auto_takes_tf32_only_verified_and_faster(run, monkeypatch):
+    """tf32 competes with f32 when no precision is named; NOT USABLE or a named f32 keeps it out."""
+    from ptx.infer import choice as choice_module
+
+    monkeypatch.setattr(choice_module, "_runs_here", lambda row: True)  # as on a GPU machine
+    speeds = {"ort-cpu": {1: 3e4, 64: 9e4}, "ort-cuda": {1: 2e4, 64: 4e5}, "ort-cuda-tf32": {1: 2e4, 64: 9e5}}
+    record(run, passed("ort-cpu"), cuda_row("f32"), cuda_row("tf32"), speeds=speeds)
+    picked = choose_backend("convnet", run, max_batch_size=64)
+    assert (picked.backend, picked.device, picked.precision) == ("ort-cuda", "cuda", "tf32")
+    assert choose_backend("convnet", run, max_batch_size=64, precision="f32").precision == "f32"
+    record(run, passed("ort-cpu"), cuda_row("f32"), cuda_row("tf32", unusable=["labels agree on 98.0% (< 99%)"]),
+           speeds=speeds)
+    assert choose_backend("convnet", run, max_batch_size=64).precision == "f32"

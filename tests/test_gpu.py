@@ -116,7 +116,8 @@ def test_cuda_unavailable_tries_a_cuda_session_and_names_the_missing_libraries(m
 
 def test_device_id_follows_the_device_string():
     assert ort_session.cuda_device_id("cuda") == 0 and ort_session.cuda_device_id("cuda:1") == 1
-    assert ort_session.cuda_provider(1) == ("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"})
+    assert ort_session.cuda_provider(1) == ("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC",
+                                                                      "use_tf32": "0"})
     from ptx.errors import PtxError
 
     with pytest.raises(PtxError, match="give cuda or cuda:N"):

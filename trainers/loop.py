@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ptx.atomic import atomic_path
+from ptx.cuda_math import quiet_rnn_weight_warning
 from ptx.errors import CheckpointError, DataError, PtxError, TrainingDivergedError
 from ptx.contract import CHECKPOINT_FILE, Contract, Task
 from ptx.contract.datasets import check_fit, is_known_dataset
@@ -202,6 +203,8 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
     model_args = {**spec.model_args, **(config.model_args or {})}
     torch.manual_seed(config.seed)
     model = spec.build(**model_args).to(device)
+    if device.type == "cuda":  # training keeps torch's TF32 defaults (docs/gpu.md); only the RNN flood goes
+        quiet_rnn_weight_warning()
     optimizer = make_optimizer(spec, model, config.lr, notice=log)
     loss_fn = make_loss(spec)
     shuffle = torch.Generator().manual_seed(config.seed)

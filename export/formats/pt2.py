@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ptx.contract import Contract
 from ptx.contract.metadata import from_props, to_props
+from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError, first_line
 
 from . import ExportFormat, register
@@ -77,7 +78,8 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     target = copy.deepcopy(model).to(device).eval() if device != "cpu" else model
     extra = {"aoti_device": device}
     try:
-        with _quiet(), torch.no_grad():
+        # TF32 off while Inductor decides its CUDA kernels: f32 means f32 (ptx.cuda_math).
+        with _quiet(), torch.no_grad(), fp32_math():
             program = torch.export.export(target, (example.to(device),), dynamic_shapes=dynamic)
             # Into memory first, as for TorchScript: Python's own write then reports a full disk
             # as one line (atomic_path), and the package never lies half-written under its name.
@@ -89,7 +91,27 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
         raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first_line(exc)}); "
                        "--format onnx or torchscript may still work") from None
     path.write_bytes(buffer.getbuffer())
+    probe_load(path, device, contract.model)
     return extra
+
+
+# The package is loaded once in a child before this process loads it to validate: torch's
+# aoti_load_package has segfaulted there (torch 2.11 on an H100, a CUDA package), and a crash in
+# the child is one error, inside export's atomic_path, so no package is kept.
+PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+
+
+def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
+    import torch
+
+    from ptx.export.child import ChildCrashError, run_child
+
+    try:
+        run_child(code, str(path), what=f"torch {torch.__version__}'s aoti_load_package")
+    except ChildCrashError as exc:
+        raise ChildCrashError(f"pt2 of {model} for {device}: {exc} loading the package it had just compiled; "
+                              "that crash is torch's, not ptx's or the model's; no model.pt2 was kept "
+                              "(--format onnx or torchscript still work; another torch version may load it)") from None
 
 
 def load(path):

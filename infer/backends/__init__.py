@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ptx.contract.names import FULL_PRECISION, PRECISIONS
+from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES, PRECISIONS
 from ptx.contract.registry import Registry
 from ptx.errors import PtxError
 
@@ -36,7 +36,8 @@ class Backend:
     description: str = ""
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
-    # own artifact (ptx export --format onnx-int8). Loaders get ``precision=`` when it is not f32.
+    # own artifact (ptx export --format onnx-int8); tf32 runs the f32 file with TF32 math on CUDA
+    # (PRECISION_DEVICES). Loaders get ``precision=`` when it is not f32.
     precisions: tuple[tuple[str, str | None], ...] = ((FULL_PRECISION, None),)
     # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
     # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
@@ -54,6 +55,11 @@ class Backend:
     def precision_names(self) -> tuple[str, ...]:
         return tuple(p for p, _ in self.precisions)
 
+    def precisions_on(self, device: str) -> tuple[str, ...]:
+        """The precisions this backend runs on ``device`` (tf32 on CUDA only)."""
+        kind = device.partition(":")[0]
+        return tuple(p for p in self.precision_names if PRECISION_DEVICES.get(p, kind) == kind)
+
     def artifact_for(self, precision: str = FULL_PRECISION) -> str:
         """The artifact format this backend reads at ``precision``; a one-line error if it has none."""
         for name, fmt in self.precisions:
@@ -65,6 +71,9 @@ class Backend:
         raise PtxError(f"backend {self.name} runs {', '.join(self.precision_names)}, not {precision}"
                        + (f"; {precision} runs on {', '.join(offered)}" if offered else ""))
 
+
+# A torch or ORT CUDA backend: f32 everywhere, and on CUDA the same file at TF32 as well.
+CUDA_TF32 = ((FULL_PRECISION, None), ("tf32", None))
 
 _REGISTRY: Registry[Backend] = Registry("backend")
 _BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti")
@@ -88,7 +97,7 @@ def pairs() -> list[tuple[Backend, str]]:
 def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
     """Every (backend, device, precision) that ``names`` pick (a backend name picks all its
     precisions; a label such as ort-cpu-int8 or eager-cuda picks one); everything if None."""
-    every = [(b, d, p) for b, d in pairs() for p in b.precision_names]
+    every = [(b, d, p) for b, d in pairs() for p in b.precisions_on(d)]
     if not names:
         return every
     known = {b.name for b, _, _ in every} | {b.label(d) for b, d, _ in every} | {b.label(d, p) for b, d, p in every}

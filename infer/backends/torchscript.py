@@ -1,5 +1,5 @@
 """torchscript: model.torchscript.pt through torch.jit (torch, no Python model code)."""
-from . import Backend, lazy, register
+from . import CUDA_TF32, Backend, lazy, register
 
 register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cuda"),
                  load=lazy("torch_predictor", "TorchScriptPredictor"),
@@ -7,4 +7,4 @@ register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cu
                  bare=lazy("torch_predictor", "bare_module_runner", label="bare torch.jit module call"),
                  resident=lazy("torch_predictor", "resident_module_runner",
                                label="GPU-resident torch.jit module call, the ceiling"),
-                 needs_torch=True, description="TorchScript, from model.torchscript.pt"))
+                 needs_torch=True, precisions=CUDA_TF32, description="TorchScript, from model.torchscript.pt"))

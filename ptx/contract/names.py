@@ -23,7 +23,10 @@ ARTIFACT_FILES = {
 # Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
 # the reduced ones by labels and accuracy (ptx.contract.agreement.judge_reduced_precision).
 FULL_PRECISION = "f32"
-PRECISIONS = (FULL_PRECISION, "bf16", "int8")
+TF32 = "tf32"  # the f32 file with CUDA's TensorFloat-32 matmuls and convolutions: faster, 10-bit mantissa
+PRECISIONS = (FULL_PRECISION, "bf16", TF32, "int8")
+# Precisions that exist on one kind of device only: TF32 is a mode of NVIDIA's GPUs (Ampere and later).
+PRECISION_DEVICES = {TF32: "cuda"}
 DEFAULT_RUNS_ROOT = "runs"
 # What `ptx verify` and `ptx bench` found on a machine, kept in the run folder for `ptx serve`.
 VERIFY_RECORD_FILE = "verify.json"

@@ -1,0 +1,77 @@
+"""scripts/gpu_check.sh's tables: `verify VERIFY.json` prints one Markdown table of every model's
+verify rows (backend, device, precision, verdict); `summary OUT` joins what the phases left in
+OUT (phase times, train table, verify table, bench tables, test counts) into one page that can
+be read without the logs. Standard library only: it runs wherever the check runs."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def verify_table(path: Path) -> str:
+    docs = json.loads(path.read_text())
+    docs = docs if isinstance(docs, list) else [docs]
+    lines = ["| model | row | precision | max abs | labels agree | accuracy | verdict |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for doc in docs:
+        model = doc["model"]
+        if doc.get("error"):
+            lines.append(f"| {model} | - | - | - | - | - | FAILED: {doc['error']} |")
+            continue
+        for v in doc["verdicts"]:
+            agree = "-" if v["argmax_agreement"] is None else f"{100 * v['argmax_agreement']:.1f}%"
+            acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.4f}"
+            top = "-" if v["max_abs"] is None else f"{v['max_abs']:.1e}"
+            reasons = "; ".join(v["failures"] + v["unusable"])
+            lines.append(f"| {model} | {v['label']} | {v['precision']} | {top} | {agree} | {acc} | "
+                         f"{v['status']}{': ' + reasons if reasons else ''} |")
+        for label, why in doc.get("skipped", {}).items():
+            lines.append(f"| {model} | {label} | - | - | - | - | not run: {why} |")
+    refs = {d: r for doc in docs for d, r in doc.get("references", {}).items()}
+    failed = sum(1 for doc in docs if not doc.get("ok"))
+    lines.append(f"\nreference per device: {'; '.join(f'{d}: {r}' for d, r in refs.items()) or '-'}; "
+                 f"{len(docs) - failed} of {len(docs)} models pass")
+    return "\n".join(lines)
+
+
+def test_counts(out: Path) -> list[str]:
+    """The pytest summary line of each test phase ('23 passed, 4 skipped in 81.2s')."""
+    found = []
+    for name in ("pytest-gpu.txt", "pytest-ort-cuda.txt"):
+        path = out / name
+        if path.is_file():
+            ends = [line.strip("= \n") for line in path.read_text().splitlines()
+                    if re.search(r"\d+ (passed|failed|skipped|error)", line)]
+            found.append(f"- {name}: {ends[-1] if ends else 'no pytest summary line'}")
+    return found or ["- no test phase ran"]
+
+
+def summary(out: Path) -> str:
+    def section(title: str, name: str, missing: str = "phase not run") -> list[str]:
+        path = out / name
+        return [f"## {title}", "", path.read_text().strip() if path.is_file() else f"({missing})", ""]
+
+    phases = out / "phases.md"
+    page = ["# GPU check summary", ""]
+    page += ["## Phases (seconds)", "", "| phase | seconds |", "| --- | ---: |"]
+    page += (phases.read_text().strip().splitlines() if phases.is_file() else []) + [""]
+    page += section("Train and export (one process)", "train.md")
+    page += section("Epoch timing", "epoch.md")
+    page += section("Verify, every model and backend", "verify.md")
+    page += section("Bench", "bench-gpu.md")
+    page += ["## Tests", "", *test_counts(out), ""]
+    return "\n".join(page)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("verify", "summary"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    print(verify_table(Path(argv[1])) if argv[0] == "verify" else summary(Path(argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
