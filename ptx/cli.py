@@ -65,7 +65,7 @@ class DeviceChoice(click.Choice):
             return super().convert(value, param, ctx)
         if not index.isdigit():
             self.fail(f"{value!r}: give cuda or cuda:N, N the GPU's number (cuda:0 is the first)", param, ctx)
-        from ptx.gpus import missing_gpu
+        from ptx.machine import missing_gpu
 
         why = missing_gpu(int(index))
         if why:

@@ -1,5 +1,7 @@
-"""This machine's CPU as far as a verdict or a figure depends on it: its name, and the x86 features
-that change what 8-bit and bf16 arithmetic computes (VNNI) or how fast (AVX-512, AMX).
+"""This machine as far as a verdict, a figure or a device choice depends on it: its CPU's name and
+the x86 features that change what 8-bit and bf16 arithmetic computes (VNNI) or how fast (AVX-512,
+AMX); and how many NVIDIA GPUs this process may use, so that `--device cuda:N` is checked when the
+command line is read, before minutes of loading.
 
 Torch-free and read from /proc/cpuinfo (Linux); elsewhere the name is platform.processor() and no
 features are known. Every stage may import it (export names the CPU it judged int8 on; verify's
@@ -8,7 +10,9 @@ records are keyed by it).
 from __future__ import annotations
 
 import functools
+import os
 import platform
+from pathlib import Path
 
 # The flags (as /proc/cpuinfo spells them) worth naming next to a figure, in the order shown.
 SHOWN_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -58,3 +62,29 @@ def describe_cpu() -> str:
     shown = [f for f in SHOWN_FEATURES if f in flags]
     vnni = "" if has_int8_dot_product() else "; no VNNI"
     return f"{cpu_name()} ({', '.join(shown) or 'no AVX2'}{vnni})"
+
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the Linux driver manages
+
+
+def visible_gpus() -> int:
+    """The GPUs the driver lists, as few as CUDA_VISIBLE_DEVICES leaves visible (0 without a driver)."""
+    try:
+        count = sum(1 for _ in NVIDIA_GPUS.iterdir())
+    except OSError:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([v for v in visible.split(",") if v.strip() and not v.strip().startswith("-")]))
+    return count
+
+
+def missing_gpu(index: int) -> str | None:
+    """Why GPU ``index`` (cuda:N) cannot be used here, or None when it is there."""
+    count = visible_gpus()
+    if index < count:
+        return None
+    if count == 0:
+        return f"cuda:{index}: this machine has no NVIDIA GPU that CUDA can use; use --device cpu"
+    listed = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+    return f"cuda:{index}: no such GPU; this machine has {count} ({listed})"

@@ -172,7 +172,8 @@ def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
         pytest.skip("ort-cuda runs here: verify compares it instead")
     report = verify("lstm", backends=["ort-cpu", "ort-cuda"], samples=20, root=runs.ready("lstm"), notice=lambda _: None)
     nodes = cuda_placement(runs.trained("lstm") / "model.onnx").nodes
-    assert report.static == {"ort-cuda": f"static placement: all {nodes} nodes on CUDA"}
+    # The f32 row and the tf32 row read the same file: both show its placement.
+    assert report.static == {label: f"static placement: all {nodes} nodes on CUDA" for label in ("ort-cuda", "ort-cuda-tf32")}
     assert f"ort-cuda           not run: {why}; static placement: all {nodes} nodes on CUDA" in report.table().splitlines()
     assert report.ok and report.exit_status == 0  # ort-cpu was compared; a row that did not run decides nothing
     from ptx.errors import NothingToCompareError

@@ -282,7 +282,7 @@ def test_cli_predict_missing_artifact(tmp_path):
 
 
 def test_readme_library_snippet_runs_as_written(runs, tmp_path):
-    snippet = README.read_text().split("<!-- snippet:embed -->")[1].split("```python")[1].split("```")[0]
+    snippet = (README.parent / "docs" / "predict.md").read_text().split("<!-- snippet:embed -->")[1].split("```python")[1].split("```")[0]
     assert len(snippet.strip().splitlines()) <= 10
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "convnet").symlink_to(runs.trained("convnet"))

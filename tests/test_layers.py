@@ -14,8 +14,10 @@ PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "e
             "infer": "ptx.infer", "serve": "ptx.serve"}
 STAGES = ["contract", "models", "trainers", "export", "infer", "serve", "cli"]
 # Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
-# and what the tutorial references mean.
-BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials"}
+# what the tutorial references mean, this machine's CPU, the optional extras, and the scoped CUDA math
+# settings (torch imported inside its functions only).
+BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials", "ptx.machine", "ptx.extras",
+        "ptx.cuda_math"}
 
 
 def stage_of(module: str) -> str | None:
@@ -84,13 +86,14 @@ def test_the_check_catches_a_back_arrow(tmp_path):
     assert "ptx.infer.api" in imports_of("ptx.export.formats.x", False, relative)
 
 
-@pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.serve", "ptx.cli"])
+@pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.serve", "ptx.cli",
+                                    "ptx.machine", "ptx.extras", "ptx.cuda_math"])
 def test_light_modules_import_no_torch(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "torch" not in result.stdout, f"{module} imported torch"
-    if module.startswith("ptx.contract"):
+    if module.startswith("ptx.contract") or module in BASE:
         assert result.stdout.strip() == "[]", f"{module} imported {result.stdout.strip()}"
 
 

@@ -122,7 +122,7 @@ def test_int8_refusals_are_one_line(runs, tmp_path):
 @pytest.mark.parametrize("args,says", [
     (["--precision", "fp8"], "'fp8' is not one of"),
     (["--backend", "ort-cpu", "--precision", "bf16"], "bf16 runs on openvino"),
-    (["--backend", "torchscript", "--precision", "int8"], "runs f32, not int8"),
+    (["--backend", "torchscript", "--precision", "int8"], "runs f32, tf32, not int8"),
 ])
 def test_bad_precisions_are_one_line_errors(runs, args, says):
     result = ptx("predict", "x.png", "--root", str(runs.ready("convnet")), *args)

@@ -98,8 +98,9 @@ def test_verify_reports_skipped_backends(runs):
 
     if not torch.cuda.is_available():
         # CUDA is not here; reduced precision has no labels to be judged by in a regression.
-        assert set(report.skipped) == {"eager-cuda", "torchscript-cuda", "ort-cuda", "aoti-cuda", "aoti-cpu",
-                                       "ort-cpu-int8", "openvino-bf16", "openvino-int8"}
+        cuda = {"eager-cuda", "torchscript-cuda", "ort-cuda", "aoti-cuda"}
+        assert set(report.skipped) == cuda | {f"{label}-tf32" for label in cuda} | {
+            "aoti-cpu", "ort-cpu-int8", "openvino-bf16", "openvino-int8"}
         assert "regression" in report.skipped["openvino-bf16"]
     # pt2 is not part of `ptx export`'s default: the skip names the command that writes it
     assert "`ptx export linreg --format pt2`" in report.skipped["aoti-cpu"]
