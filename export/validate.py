@@ -10,7 +10,7 @@ import torch
 
 from ptx.contract import Contract, Tolerance, compare
 from ptx.contract.agreement import JUDGING_BATCH, Agreement, ReducedJudgement, judge_reduced_outputs
-from ptx.contract.transforms import batch_size, expected_output_shape, normalize, to_layout
+from ptx.contract.transforms import batch_size, expected_output_shape, normalize, run_in_batches, to_layout
 from ptx.errors import ValidationError
 from ptx.trainers.data import judging_samples
 
@@ -113,12 +113,6 @@ def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: 
                             tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())
 
 
-def _in_batches(run, x: np.ndarray, axis: int) -> np.ndarray:
-    n = x.shape[axis]
-    return np.concatenate([np.asarray(run(np.take(x, range(s, min(s + JUDGING_BATCH, n)), axis=axis)))
-                           for s in range(0, n, JUDGING_BATCH)], axis=axis)
-
-
 def judge_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict,
                   notice=print) -> tuple[ReducedJudgement, str]:
     """Judge a reduced-precision artifact as ``ptx verify`` does, on the same real test samples in
@@ -129,7 +123,7 @@ def judge_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dic
     raw, truth, data_name = judging_samples(dataset, contract, notice=notice)
     x = to_layout(normalize(raw, contract), contract)
     axis = contract.input.batch_axis
-    got = _in_batches(predictor.predict_array, x, axis)
+    got = run_in_batches(predictor.predict_array, x, axis, JUDGING_BATCH)
     with torch.inference_mode():
-        want = _in_batches(lambda batch: model(torch.from_numpy(batch)).numpy(), x, axis)
+        want = run_in_batches(lambda batch: model(torch.from_numpy(batch)).numpy(), x, axis, JUDGING_BATCH)
     return judge_reduced_outputs(got, want, truth, contract), data_name

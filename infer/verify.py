@@ -14,7 +14,7 @@ from ptx.contract.agreement import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY
                                     check_tolerance, judge_reduced_outputs)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported, run_folders
-from ptx.contract.transforms import decisions, normalize, to_layout
+from ptx.contract.transforms import decisions, normalize, run_in_batches, to_layout
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
 
 from . import backends as registry
@@ -173,12 +173,6 @@ def build_inputs(contract, real: np.ndarray, batch_sizes) -> dict[str, np.ndarra
     return {name: to_layout(batch, contract) for name, batch in inputs.items()}
 
 
-def _run(predictor, batch: np.ndarray, axis: int, chunk: int) -> np.ndarray:
-    n = batch.shape[axis]
-    return np.concatenate([predictor.predict_array(np.take(batch, range(s, min(s + chunk, n)), axis=axis))
-                           for s in range(0, n, chunk)])
-
-
 def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGING_SAMPLES, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print,
@@ -231,12 +225,13 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
         try:
             if ref_device not in references:  # eager on that device, loaded and run once
                 device_ref = reference if ref_device == "cpu" else open_artifact(reference.path, REFERENCE, ref_device)
-                references[ref_device] = {k: _run(device_ref, v, axis, chunk) for k, v in inputs.items()}
+                references[ref_device] = {k: run_in_batches(device_ref.predict_array, v, axis, chunk)
+                                          for k, v in inputs.items()}
             if backend.name == REFERENCE and precision == FULL_PRECISION:
                 predictor, outputs = reference, references[ref_device]
             else:
                 predictor = open_model(name, backend.name, root, device, precision, run)
-                outputs = {k: _run(predictor, v, axis, chunk) for k, v in inputs.items()}
+                outputs = {k: run_in_batches(predictor.predict_array, v, axis, chunk) for k, v in inputs.items()}
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
             continue

@@ -252,3 +252,20 @@ def test_artifacts_written_before_a_new_picture_parameter_still_load():
     doc["preprocessing"][0]["params"]["box"] = 18  # an edit is still caught
     with pytest.raises(ContractError, match=r"preprocessing\[0\] was changed"):
         from_strings({**older, "contract": json.dumps(doc)})
+
+
+def test_run_in_batches_chunks_on_the_input_batch_axis_and_joins_outputs_batch_first():
+    """Export's int8 judge and verify share it: a seq-first input (lstm: batch on axis 1) must come
+    back as one batch-first output, in order."""
+    from ptx.contract.transforms import run_in_batches
+
+    x = np.arange(28 * 130 * 3, dtype=np.float32).reshape(28, 130, 3)
+    seen = []
+
+    def run(batch):
+        seen.append(batch.shape[1])
+        return batch[0, :, :1]  # (batch, 1): each sample's first value
+
+    out = run_in_batches(run, x, batch_axis=1, chunk=64)
+    assert seen == [64, 64, 2] and out.shape == (130, 1)
+    np.testing.assert_array_equal(out[:, 0], x[0, :, 0])

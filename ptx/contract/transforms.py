@@ -151,3 +151,11 @@ def collate(samples: list[np.ndarray], contract: Contract) -> np.ndarray:
     pad = contract.encoding.pad_id
     longest = max(len(s) for s in samples)
     return np.stack([np.pad(s, (0, longest - len(s)), constant_values=pad) for s in samples])
+
+
+def run_in_batches(run, x: np.ndarray, batch_axis: int, chunk: int) -> np.ndarray:
+    """``run`` (model-layout input -> batch-first outputs) over ``x`` in chunks of ``chunk`` samples
+    along the input's ``batch_axis`` (1 for a seq-first model); the outputs joined on axis 0."""
+    n = x.shape[batch_axis]
+    return np.concatenate([np.asarray(run(np.take(x, range(s, min(s + chunk, n)), axis=batch_axis)))
+                           for s in range(0, n, chunk)])
