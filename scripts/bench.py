@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from ptx.atomic import write_text
+from ptx.machine import cpu_features, cpu_name
 from ptx.contract import NormalizeStep
 from ptx.export.api import export_model
 from ptx.infer import open_artifact
@@ -45,11 +46,7 @@ THROUGHPUT_SAMPLES = 20000
 def machine() -> str:
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
@@ -149,7 +146,7 @@ def fastest_section(root: Path, seconds: float) -> str:
         if not (run / "model.int8.onnx").is_file():
             export_model(name, ["onnx-int8"], checkpoint=run / "checkpoint.pt", open_predictor=open_artifact,
                          log=lambda _: None)
-    reduced = bool({"amx_bf16", "avx512_bf16", "avx512_vnni", "amx_int8"} & cpu_flags())
+    reduced = bool({"amx_bf16", "avx512_bf16", "avx512_vnni", "amx_int8"} & set(cpu_features()))
     header = ["model", "batch", *(title for _, title in FASTEST_COLUMNS), "ptx fastest verified",
               "vs fastest bare peer", "vs bare ORT f32", "goal met", "accuracy (eager; int8; bf16)"]
     lines = ["| " + " | ".join(header) + " |", "| --- | ---: |" + " ---: |" * (len(header) - 2)]
@@ -183,7 +180,7 @@ def fastest_section(root: Path, seconds: float) -> str:
         f"## Fastest CPU inference, run of {time.strftime('%Y-%m-%d')}",
         "",
         f"Machine: {machine()}; CPU flags: "
-        f"{', '.join(f for f in ('amx_bf16', 'avx512_bf16', 'avx512_vnni', 'amx_int8') if f in cpu_flags())}.",
+        f"{', '.join(f for f in ('amx_bf16', 'avx512_bf16', 'avx512_vnni', 'amx_int8') if f in set(cpu_features()))}.",
         f"Command: `python scripts/bench.py --fastest` (models: {', '.join(f'{n} {d} {e} epochs' for n, (d, e) in FASTEST_MODELS.items())}).",
         "",
         "images/s of each bare runtime call (`InferenceSession.run`, OpenVINO's infer request) with inputs in memory; "
@@ -233,13 +230,6 @@ def ort_options_lines(root: Path, seconds: float) -> list[str]:
             base = float(np.median(timings[configs.index((0, "all"))]))
             lines.append(f"| {name} | {batch} | " + " | ".join(f"{float(np.median(t)) / base:.2f}" for t in timings) + " |")
     return lines
-
-
-def cpu_flags() -> set[str]:
-    try:
-        return set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return set()
 
 
 def write_section(out: Path, marker: str, end: str, section: str) -> None:

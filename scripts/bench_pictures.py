@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -83,7 +82,6 @@ def rss_of_stream(n: int, model_file: Path, folder: Path) -> float:
     """Peak RSS (MiB) of this process after streaming ``n`` pictures (a generator over 100 PNGs'
     bytes, cycled) through stream_answers with the default workers. Run in a fresh process per n."""
     code = f"""
-import resource
 from pathlib import Path
 from ptx.infer import open_artifact
 from ptx.infer.stream import Input, stream_answers

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from ptx.machine import cpu_name
+
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(probabilities: np.ndarray, labels: np.ndarray, thresholds) -> list[str]:

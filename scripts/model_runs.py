@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from ptx.atomic import write_json, write_text
 from ptx.models import get, list_models
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train
+from ptx.machine import cpu_name
 
 RESULTS = Path("docs/model_runs.json")
 OUT = Path("docs/models.md")
@@ -54,14 +54,9 @@ def plan() -> list[tuple[str, str]]:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import os
 
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def run_one(name: str, dataset: str, root: Path) -> dict:
