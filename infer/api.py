@@ -124,7 +124,7 @@ def check_device(backend: str, device: str | None) -> str:
     several = [b.name for b in there if len(b.devices) > 1]
     only = [b.name for b in there if b.devices == (kind,)]
     hint = f"--device {device} goes with {', '.join(several)}" if several else f"no backend runs on {device}"
-    hint += f", or use --backend {' or '.join(only)}" if only else ""
+    hint += f", or use --backend {' or '.join([', '.join(only[:-1]), only[-1]] if len(only) > 1 else only)}" if only else ""
     raise PtxError(f"backend {backend} runs on {', '.join(chosen.devices)} only, not {device}: {hint}")
 
 

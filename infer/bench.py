@@ -2,6 +2,7 @@
 small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import asdict, dataclass
@@ -105,6 +106,17 @@ def _row(runner, device, batch, latencies) -> BenchRow:
                     round(batch / float(np.median(latencies)), 1), len(latencies))
 
 
+def in_host_buffer(predictor, x: np.ndarray, leases: contextlib.ExitStack) -> np.ndarray:
+    """``x`` where a caller on this backend would keep a batch: in one of the predictor's reused,
+    page-locked host buffers on a GPU (serve's batcher joins requests into them), as it is on the
+    CPU. The bare peer is fed the same array, so both pay the same host copies."""
+    if predictor.host is None:
+        return x
+    buffer = leases.enter_context(predictor.host.lease(x.shape, x.dtype))
+    np.copyto(buffer, x)
+    return buffer
+
+
 def bench_pictures(contract, batch: int, seed: int = 0) -> np.ndarray:
     """The raw uint8 pictures bench_inputs normalises: what an --input uint8 artifact is fed."""
     canvas = contract.picture.canvas
@@ -171,13 +183,14 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                 skipped[label] = str(exc)
         for batch in batch_sizes:
             calls, names = [], []
+            leases = contextlib.ExitStack()  # host buffers the inputs lie in, held until timed
             for backend, device, precision, label, predictor in opened:
                 progress(f"{label} batch {batch}")
                 if predictor.info.raw_input is not None:  # --input uint8: timed as predict feeds it, raw pictures
-                    x = bench_pictures(predictor.contract, batch)
+                    x = in_host_buffer(predictor, bench_pictures(predictor.contract, batch), leases)
                     calls.append(functools.partial(predictor.predict_pictures, x))
                 else:
-                    x = bench_inputs(predictor.contract, batch)
+                    x = in_host_buffer(predictor, bench_inputs(predictor.contract, batch), leases)
                     calls.append(functools.partial(predictor.predict_array, x))
                 names.append((label, device, precision, None))
                 if bare:
@@ -191,7 +204,8 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                         names.append((f"{resident_name} ({label})", device, precision, None))
             if not calls:
                 continue
-            timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
+            with leases:
+                timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
             batch_rows = []
             for (runner, device, precision, peer_of), parts in zip(names, timings):
                 row = _row(runner, device, batch, np.concatenate(parts))

@@ -346,3 +346,20 @@ def cuda_placement(path: str | Path) -> CudaPlacement:
 def static_summary(path: str | Path) -> str:
     """ort-cuda's line in ``ptx verify`` where it cannot run: what ORT would place where."""
     return f"static placement: {cuda_placement(path).describe()}"
+
+
+# ONNX Runtime's CUDA graphs replay one fixed sequence of kernels: a node that decides on the host
+# which subgraph runs next cannot be in one (ORT's docs: models with control-flow ops are not supported).
+CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+def graph_static_summary(path: str | Path) -> str:
+    """ort-cuda-graph's line in ``ptx verify`` where it cannot run: placement, and whether the
+    graph holds a node a CUDA graph cannot capture."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found = sorted({node.op_type for node in model.graph.node if node.op_type in CONTROL_FLOW})
+    capture = (f"not capturable as a CUDA graph ({', '.join(found)} nodes)" if found
+               else f"capturable as a CUDA graph (no {', '.join(CONTROL_FLOW)} nodes)")
+    return f"{static_summary(path)}; {capture}"

@@ -15,6 +15,7 @@ from ptx.contract.metadata import from_props
 from ptx.contract.transforms import expected_output_shape
 from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError, first_line
 
+from .host_memory import HostBuffers, cuda_runtime_pinner
 from .predictor import Predictor, artifact_info
 
 ORT_QUIET = 4  # FATAL only: ORT's multi-line provider errors become our one-line error instead
@@ -69,11 +70,14 @@ def preload_cuda_libraries(ort) -> list[str]:
     return re.findall(r"Failed to load (\S+?):", captured.getvalue())
 
 
-def cuda_provider(device_id: int, tf32: bool = False) -> tuple[str, dict]:
+def cuda_provider(device_id: int, tf32: bool = False, cuda_graph: bool = False) -> tuple[str, dict]:
     # HEURISTIC: EXHAUSTIVE benchmarks every conv algorithm on the first run of each shape.
     # use_tf32: ORT's CUDA provider uses TF32 by default; f32 means f32 (issue 26), tf32 asks for it.
-    return "CUDAExecutionProvider", {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC",
-                                     "use_tf32": "1" if tf32 else "0"}
+    # enable_cuda_graph: ort-cuda-graph's runs are captured and replayed (ort_graph.py).
+    options = {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "1" if tf32 else "0"}
+    if cuda_graph:
+        options["enable_cuda_graph"] = "1"
+    return "CUDAExecutionProvider", options
 
 
 def _one_node_model() -> bytes:
@@ -167,7 +171,11 @@ def session_options(ort):
 
 
 class OrtPredictor(Predictor):
-    """An InferenceSession created once; tensors addressed by the contract's names."""
+    """An InferenceSession created once; tensors addressed by the contract's names. On CUDA every
+    run goes through IO binding: the input is bound where it lies in host memory (page-locked when
+    the caller wrote it into a buffer of ``host``), the output lands in a reused, page-locked buffer."""
+
+    cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32"):
         ort = import_ort()
@@ -188,7 +196,7 @@ class OrtPredictor(Predictor):
                 raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
                                               "pip install onnxruntime-gpu, or use --backend ort-cpu")
             missing = preload_cuda_libraries(ort)
-            providers = [cuda_provider(self.device_id, tf32=precision == "tf32")]  # naming the CPU provider too is a conflict then
+            providers = [cuda_provider(self.device_id, tf32=precision == "tf32", cuda_graph=self.cuda_graph)]  # naming the CPU provider too is a conflict then
         else:
             providers = ["CPUExecutionProvider"]
         ort.set_default_logger_severity(ORT_QUIET)
@@ -222,6 +230,8 @@ class OrtPredictor(Predictor):
         self.input_name = self.graph_input.name
         self.output_names = [contract.output.name]
         self._dtype = np.dtype(self.graph_input.dtype.value)
+        if self.on_cuda:  # the session has loaded CUDA's runtime library: pinning can use it
+            self.host = HostBuffers(cuda_runtime_pinner())
 
     def predict_array(self, x) -> np.ndarray:
         if self.on_cuda and getattr(x, "is_cuda", False):
@@ -229,10 +239,16 @@ class OrtPredictor(Predictor):
         self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
             x = x.detach().cpu()
-        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(self.feed(x), dtype=self._dtype)})[0]
+        return self.run_host(np.ascontiguousarray(self.feed(x), dtype=self._dtype))
 
     def run_pictures(self, pictures) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: pictures})[0]
+        return self.run_host(pictures)
+
+    def run_host(self, x: np.ndarray) -> np.ndarray:
+        """The graph's input, checked and contiguous in host memory -> outputs (host)."""
+        if self.on_cuda:
+            return run_bound_host(self, x)
+        return self.session.run(self.output_names, {self.input_name: x})[0]
 
     def predict_on_device(self, x):
         """A torch tensor on the GPU in, a torch tensor on the same GPU out (ort-cuda only): IO
@@ -274,8 +290,7 @@ def run_with_binding(predictor: OrtPredictor, x, device_type: str):
                          f"convert it with x.to(torch.{want})")
     x = x.detach().contiguous()
     out_dtype = contract.output.dtype.value
-    out = torch.empty(expected_output_shape(contract, x) if predictor.info.raw_input is None else
-                      (len(x), *contract.output.shape[1:]), dtype=getattr(torch, out_dtype), device=x.device)
+    out = torch.empty(bound_output_shape(predictor, x), dtype=getattr(torch, out_dtype), device=x.device)
     device_id = predictor.device_id if device_type == "cuda" else 0  # the GPU the session's provider runs on
     binding = predictor.session.io_binding()
     binding.bind_input(name=predictor.input_name, device_type=device_type, device_id=device_id,
@@ -289,6 +304,29 @@ def run_with_binding(predictor: OrtPredictor, x, device_type: str):
         torch.cuda.current_stream(x.device).synchronize()
     predictor.session.run_with_iobinding(binding)
     return out
+
+
+def bound_output_shape(predictor: OrtPredictor, x) -> tuple[int, ...]:
+    """The output shape for graph input ``x``: the contract's, or (--input uint8) one row per picture."""
+    contract = predictor.contract
+    if predictor.info.raw_input is None:
+        return expected_output_shape(contract, x)
+    return (len(x), *contract.output.shape[1:])
+
+
+def run_bound_host(predictor: OrtPredictor, x: np.ndarray, run_options=None) -> np.ndarray:
+    """Run on host input ``x`` through IO binding: ``x`` is bound by pointer where it lies (no
+    copy of ours; the driver reads it directly when it is page-locked) and the output lands in a
+    reused buffer of ``predictor.host`` (page-locked on CUDA), copied out for the caller. On the
+    CPU provider (tests) the output is a fresh array."""
+    binding = predictor.session.io_binding()
+    binding.bind_input(predictor.input_name, "cpu", 0, x.dtype.type, tuple(x.shape), x.ctypes.data)
+    shape, dtype = bound_output_shape(predictor, x), np.dtype(predictor.contract.output.dtype.value)
+    host = predictor.host
+    with (host.lease(shape, dtype) if host is not None else contextlib.nullcontext(np.empty(shape, dtype))) as out:
+        binding.bind_output(predictor.output_names[0], "cpu", 0, dtype.type, shape, out.ctypes.data)
+        predictor.session.run_with_iobinding(binding, run_options)
+        return out.copy() if host is not None else out
 
 
 def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:

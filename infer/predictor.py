@@ -19,6 +19,7 @@ from ptx.contract.transforms import (collate, decisions, encode_text, length_gro
 from ptx.errors import ArtifactError, InputError, quoted
 from ptx.files import decode_text
 
+from .host_memory import HostBuffers
 from .inputs import csv_text_rows
 
 
@@ -86,6 +87,10 @@ class Predictor:
     precision: str = "f32"  # f32, or the reduced precision it runs at (bf16, int8)
     stale: str | None = None  # why the artifact is not the run's current weights (set by open_model)
     unusable: str | None = None  # why its precision is NOT USABLE on this machine (set by open_artifact)
+    # Reused host buffers for batches bound for a GPU (page-locked where the runtime can): a
+    # caller that writes a batch into ``host.lease(shape, dtype)`` spares the copy from pageable
+    # memory (serve's batcher, bench). None where the model runs on the CPU.
+    host: "HostBuffers | None" = None
 
     def __init__(self, info: ArtifactInfo, path: Path | None = None):
         self.info = info

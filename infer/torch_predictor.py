@@ -15,6 +15,7 @@ from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import ArtifactError, BackendUnavailableError, first_line
 
+from .host_memory import CudaRuntimePinner, HostBuffers
 from .predictor import Predictor, artifact_info
 
 
@@ -61,6 +62,8 @@ class TorchPredictor(Predictor):
         module = module.to(self.torch_device).eval()
         if self.device == "cuda":
             flatten_rnn_weights(module)
+            # torch's own binding of cudaHostRegister: batches written into these copy by DMA
+            self.host = HostBuffers(CudaRuntimePinner(torch.cuda.cudart()))
         self._serve(module)
 
     def _serve(self, module) -> None:
@@ -86,7 +89,9 @@ class TorchPredictor(Predictor):
 
     def _forward(self, tensor) -> np.ndarray:
         with self._lock, torch.inference_mode(), math_mode(self.torch_device, self.precision):
-            out = self.module(tensor.to(self.torch_device))
+            # non_blocking: an async copy where the batch lies in page-locked memory (self.host); the
+            # .cpu() below waits for the stream, so the caller may reuse the buffer once this returns
+            out = self.module(tensor.to(self.torch_device, non_blocking=True))
             if self.torch_device.type == "cuda":
                 torch.cuda.synchronize(self.torch_device)
         return out.cpu().numpy()

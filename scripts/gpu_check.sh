@@ -215,7 +215,7 @@ phase_bench() {
     local name
     for name in ${PTX_GPU_BENCH_MODELS:-${BENCH_MODELS[*]}}; do
         # One model's failure is its section; the others still run.
-        { echo "### $name"; ptx bench "$name" --root "$WORK/runs" --backends "${PTX_GPU_BENCH_BACKENDS:-eager-cuda,torchscript-cuda,ort-cuda}" \
+        { echo "### $name"; ptx bench "$name" --root "$WORK/runs" --backends "${PTX_GPU_BENCH_BACKENDS:-eager-cuda,torchscript-cuda,ort-cuda,ort-cuda-graph,eager-cuda-graph}" \
             --batch-sizes "${PTX_GPU_BENCH_BATCHES:-1,4096}" --markdown 2>&1 || echo "FAILED: ptx bench $name"; echo; } \
             | tee -a "$OUT/bench-gpu.md"
     done
@@ -224,8 +224,9 @@ phase_bench() {
 phase_speed() {
     # Issue 28's figures, in one call (about 5 minutes): training epochs with the step captured as a
     # CUDA graph and without (--no-capture), then batch 4096 from host memory and batch-1 p50 for
-    # the float exports and the --input uint8 ones, beside the GPU-resident ceiling row. Needs the
-    # runs of the train phase, and onnxruntime-gpu (the ort phase) for the ort-cuda rows.
+    # the float exports and the --input uint8 ones, beside the GPU-resident ceiling row, with the
+    # CUDA-graph backends (ort-cuda-graph, eager-cuda-graph) and inputs in page-locked buffers. Needs
+    # the runs of the train phase, and onnxruntime-gpu (the ort phase) for the ort-cuda rows.
     say "speed: epochs captured vs --no-capture; float vs uint8 input, batch 1 and 4096"
     local speed="$WORK/speed" name root
     mkdir -p "$speed"
@@ -244,13 +245,13 @@ for run in sorted(Path(sys.argv[1]).glob("*-*/metrics.json")):
 ' "$speed" > "$OUT/speed-train.md"
     cat "$OUT/speed-train.md"
     : > "$OUT/speed-bench.md"
-    for name in convnet mlp; do
+    for name in convnet mlp resnet; do
         [ -f "$WORK/runs/$name/checkpoint.pt" ] || { echo "no run of $name: run the train phase first"; continue; }
         mkdir -p "$speed/uint8/$name" && cp -f "$WORK/runs/$name/checkpoint.pt" "$speed/uint8/$name/"
         ptx export "$name" --input uint8 --checkpoint "$speed/uint8/$name/checkpoint.pt" --out "$speed/uint8/$name" | tail -2 || echo "FAILED"
         for root in "$WORK/runs" "$speed/uint8"; do
             { echo "### $name, $([ "$root" = "$WORK/runs" ] && echo float32 || echo uint8) input"
-              ptx bench "$name" --root "$root" --backends eager-cuda,torchscript-cuda,ort-cuda \
+              ptx bench "$name" --root "$root" --backends eager-cuda,torchscript-cuda,ort-cuda,ort-cuda-graph,eager-cuda-graph \
                 --batch-sizes 1,4096 --markdown 2>&1; echo; } | tee -a "$OUT/speed-bench.md"
         done
     done

@@ -66,10 +66,13 @@ class ServedModel:
         self.prepare_pool = prepare_pool
         self.max_batch_size = batcher_options["max_batch_size"]
         self.max_delay_s = batcher_options["max_delay_s"]
-        self.batcher = Batcher(predictor.predict_array, merge=self._merge(), on_batch=on_batch, **batcher_options)
+        # predictor.host: on a GPU, requests are joined into page-locked buffers the runtime copies by DMA
+        self.batcher = Batcher(predictor.predict_array, merge=self._merge(), on_batch=on_batch, host=predictor.host,
+                               **batcher_options)
         # An artifact exported with --input uint8 takes the pictures of `image` requests as they are,
         # batched by their own batcher: a quarter of the bytes, and no normalising on the host.
-        self.picture_batcher = (Batcher(predictor.predict_pictures, merge=Merge(0), on_batch=on_batch, **batcher_options)
+        self.picture_batcher = (Batcher(predictor.predict_pictures, merge=Merge(0), on_batch=on_batch,
+                                        host=predictor.host, **batcher_options)
                                 if predictor.info.raw_input is not None else None)
 
     def _merge(self) -> Merge:

@@ -12,7 +12,7 @@ from ptx.errors import PtxError
 # -- --device is refused where the backend does not run on it, never ignored ----------------------------
 
 CUDA_ON_ORT_CPU = ("backend ort-cpu runs on cpu only, not cuda: --device cuda goes with eager, torchscript, aoti, "
-                   "or use --backend ort-cuda")
+                   "or use --backend ort-cuda, ort-cuda-graph or eager-cuda-graph")
 
 
 def test_predict_device_cuda_on_the_default_ort_cpu_is_refused_in_one_line(tmp_path):

@@ -98,7 +98,7 @@ def test_verify_reports_skipped_backends(runs):
 
     if not torch.cuda.is_available():
         # CUDA is not here; reduced precision has no labels to be judged by in a regression.
-        cuda = {"eager-cuda", "torchscript-cuda", "ort-cuda", "aoti-cuda"}
+        cuda = {"eager-cuda", "torchscript-cuda", "ort-cuda", "aoti-cuda", "ort-cuda-graph", "eager-cuda-graph"}
         assert set(report.skipped) == cuda | {f"{label}-tf32" for label in cuda} | {
             "aoti-cpu", "ort-cpu-int8", "openvino-bf16", "openvino-int8"}
         assert "regression" in report.skipped["openvino-bf16"]

@@ -76,7 +76,7 @@ class Backend:
 CUDA_TF32 = ((FULL_PRECISION, None), ("tf32", None))
 
 _REGISTRY: Registry[Backend] = Registry("backend")
-_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti")
+_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti", "ort_cuda_graph", "eager_cuda_graph")
 register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 

@@ -1,0 +1,11 @@
+"""eager-cuda-graph: the checkpoint's nn.Module on a GPU with each batch shape replayed from a CUDA
+graph (torch_graph.py). Its own verify row, so it is chosen (bench, --backend auto) only where it
+passed and is faster than eager-cuda."""
+from . import CUDA_TF32, Backend, lazy, register
+
+register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
+                 load=lazy("torch_graph", "EagerGraphPredictor"),
+                 unavailable=lazy("torch_predictor", "torch_unavailable"),
+                 bare=lazy("torch_graph", "bare_graph_runner", label="bare CUDA graph replay"),
+                 needs_torch=True, precisions=CUDA_TF32,
+                 description="PyTorch eager from checkpoint.pt, runs replayed from CUDA graphs (fixed shapes)"))
