@@ -10,8 +10,8 @@ into it, ``ptx bench`` fills one), and the runtime reads it from there.
 torch-free: ort-cuda pins through CUDA's runtime library (``cudaHostRegister``), which ONNX
 Runtime's CUDA provider has loaded already, via ctypes. ONNX Runtime's Python API offers pinned
 host memory only through a plugin execution provider's memory info (1.31), and numpy has none;
-torch's ``pin_memory`` would bring torch into the ONNX Runtime path. The torch backends pin with
-torch's own allocator instead (``TorchPinner`` in torch_predictor).
+torch's ``pin_memory`` would bring torch into the ONNX Runtime path. The torch backends pin through the same library where ctypes finds it,
+else through torch's binding of the call (``torch.cuda.cudart()``).
 """
 from __future__ import annotations
 
@@ -54,7 +54,15 @@ class CudaRuntimePinner:
     def pin(self, array: np.ndarray) -> bool:
         # flags 1, cudaHostRegisterPortable: pinned for every CUDA context of the process, so also for
         # a runtime (torch's, ONNX Runtime's) other than the library that registered it
-        return int(self.runtime.cudaHostRegister(array.ctypes.data, array.nbytes, 1)) == 0  # 0: cudaSuccess
+        if int(self.runtime.cudaHostRegister(array.ctypes.data, array.nbytes, 1)) == 0:  # 0: cudaSuccess
+            return True
+        # A failed call leaves the runtime's "last error" set, which torch and ONNX Runtime read after
+        # their next kernel launch and would report as that kernel's failure: clear it where the
+        # runtime offers the call (torch's binding does not; pinning is then not retried: see HostBuffers).
+        clear = getattr(self.runtime, "cudaGetLastError", None)
+        if clear is not None:
+            clear()
+        return False
 
     def unpin(self, array: np.ndarray) -> None:
         self.runtime.cudaHostUnregister(array.ctypes.data)
@@ -88,6 +96,7 @@ class HostBuffers:
 
     def __init__(self, pinner: Pinner | None = None, max_bytes: int = MAX_POOL_BYTES):
         self.pinner = pinner
+        self._unpinner = pinner  # kept when pinning is given up: what was pinned is unpinned by it
         self.max_bytes = max_bytes
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._pinned: dict[int, np.ndarray] = {}  # id -> array, for unpinning at release
@@ -95,6 +104,7 @@ class HostBuffers:
         self._bytes = 0
         self._lock = threading.Lock()
         self.pin_failures = 0
+        self.closed = False
 
     @property
     def pins(self) -> bool:
@@ -128,11 +138,16 @@ class HostBuffers:
                 self._pinned[id(array)] = array
             else:
                 self.pin_failures += 1
+                self.pinner = None  # out of lockable memory, or no such call: reuse unpinned from now on
         return array
 
     def _give_back(self, key, array: np.ndarray) -> None:
         with self._lock:
-            if id(array) in self._kept:
+            if id(array) not in self._kept:
+                return
+            if self.closed:
+                self._release(array)
+            else:
                 self._free.setdefault(key, []).append(array)
 
     def _make_room(self, nbytes: int) -> None:
@@ -146,11 +161,12 @@ class HostBuffers:
         self._bytes -= array.nbytes
         self._kept.discard(id(array))
         if self._pinned.pop(id(array), None) is not None:
-            self.pinner.unpin(array)
+            self._unpinner.unpin(array)
 
     def close(self) -> None:
-        """Unpin and drop every free buffer (leased ones are dropped when given back)."""
+        """Unpin and drop every free buffer; leased ones are unpinned and dropped when given back."""
         with self._lock:
+            self.closed = True
             for arrays in self._free.values():
                 for array in arrays:
                     self._release(array)

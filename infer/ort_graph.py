@@ -69,20 +69,36 @@ class OrtGraphPredictor(OrtPredictor):
         return _Slot(x, out, binding, options)
 
     def run_host(self, x: np.ndarray) -> np.ndarray:
-        axis = self.graph_input.batch_axis
-        rows = x.shape[axis]
-        batch = graph_batch(rows)
-        slot = self._slots.get(padded_shape(x.shape, axis, batch)) if batch is not None else None
-        if slot is None:
-            return run_bound_host(self, x, self._uncaptured)
+        # One run at a time, captured or not: ONNX Runtime's CUDA graphs forbid runs of the session
+        # from other threads meanwhile (a capture is global to its stream), and a slot's buffers are
+        # shared by every run of its shape.
         with self._lock:
-            if batch == rows:
+            axis = self.graph_input.batch_axis
+            rows = x.shape[axis]
+            batch = graph_batch(rows)
+            slot = self._slots.get(padded_shape(x.shape, axis, batch)) if batch is not None else None
+            if slot is None:
+                return run_bound_host(self, x, self._uncaptured)
+            if batch == rows and self.host is None:  # the CPU provider: a plain copy
                 slot.input.update_inplace(x)
             else:
+                # On CUDA always through a page-locked buffer: a copy from it is complete when
+                # update_inplace returns, where one from pageable memory may still be in flight
+                # when the replay starts on ONNX Runtime's own stream.
                 with self._staging(slot) as staged:
                     slot.input.update_inplace(fill_padded(staged, x, axis))
             self.session.run_with_iobinding(slot.binding, slot.run_options)
             return first_rows(slot.output.numpy(), self.contract.output.batch_axis, rows)
+
+    def predict_on_device(self, x):
+        """GPU tensors are bound by their own pointers, which change from call to call: such a run is
+        never captured (gpu_graph_id -1; left unset, ONNX Runtime would capture graph 0 on the first
+        call's pointers and replay it on freed memory)."""
+        with self._lock:
+            return super().predict_on_device(x)
+
+    def _binding_run_options(self):
+        return self._uncaptured
 
     def _staging(self, slot: _Slot):
         """A host buffer of the slot's padded shape (page-locked on CUDA) to pad the batch in."""

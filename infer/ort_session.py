@@ -23,6 +23,8 @@ ORT_DEFAULT = 2
 ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "uint8": "tensor(uint8)"}
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ORT session config key (kOrtSessionOptionsDisableCPUEPFallback)
 CPU_FALLBACK_REFUSED = "fallback to CPU EP has been explicitly disabled"  # ORT's refusal, when it is set
+# ORT's refusal of enable_cuda_graph for a graph it cannot capture (a node off the GPU, control flow)
+CUDA_GRAPH_REFUSED = "CUDA Graph feature"
 
 
 def import_ort():
@@ -204,8 +206,13 @@ class OrtPredictor(Predictor):
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:
             if self.on_cuda and CPU_FALLBACK_REFUSED in str(exc):
-                raise BackendUnavailableError(cuda_placement_error(
-                    ort, path, [*providers, "CPUExecutionProvider"], missing, self.device_id)) from None
+                # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
+                plain = [cuda_provider(self.device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
+                raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, self.device_id)) from None
+            if self.on_cuda and CUDA_GRAPH_REFUSED in str(exc):
+                raise BackendUnavailableError(
+                    f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
+                    f"({first_line(exc)}); use --backend ort-cuda") from None
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); "
                                 "re-export with `ptx export`") from None
         finally:
@@ -262,7 +269,11 @@ class OrtPredictor(Predictor):
             # ORT's CUDA provider runs on its device_id: a pointer on another GPU is not its memory.
             raise InputError(f"the tensor is on cuda:{x.device.index or 0}, this predictor runs on cuda:{self.device_id}: "
                              f"move it with x.to('cuda:{self.device_id}') or load the predictor with device='cuda:{x.device.index or 0}'")
-        return run_with_binding(self, x, "cuda")
+        return run_with_binding(self, x, "cuda", self._binding_run_options())
+
+    def _binding_run_options(self):
+        """Run options of a run on bound GPU tensors (ort-cuda-graph's: never captured)."""
+        return None
 
 
 def _describe_tensor(x) -> str:
@@ -270,7 +281,7 @@ def _describe_tensor(x) -> str:
     return f"{type(x).__name__}" + (f" on {device}" if device is not None else "")
 
 
-def run_with_binding(predictor: OrtPredictor, x, device_type: str):
+def run_with_binding(predictor: OrtPredictor, x, device_type: str, run_options=None):
     """Run ``predictor``'s session on torch tensor ``x`` through IO binding: ``x`` and a torch
     output tensor on the same device are bound by pointer. Only ort-cuda serves predictions this
     way; ``device_type`` is a parameter so that the binding is also checked on CPU machines.
@@ -302,7 +313,7 @@ def run_with_binding(predictor: OrtPredictor, x, device_type: str):
         # finished before it reads (onnxruntime issues #26609, #10299). ORT synchronises its own
         # stream when the run ends, so torch may read ``out`` afterwards.
         torch.cuda.current_stream(x.device).synchronize()
-    predictor.session.run_with_iobinding(binding)
+    predictor.session.run_with_iobinding(binding, run_options)
     return out
 
 

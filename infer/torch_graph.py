@@ -13,6 +13,7 @@ machines without a GPU (tests), as in ptx.trainers.step.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,9 +48,12 @@ class EagerGraphPredictor(EagerPredictor):
             if self.torch_device.type != "cuda":
                 raise BackendUnavailableError("eager-cuda-graph captures CUDA graphs: it runs on cuda only; "
                                               "use --backend eager on the CPU")
-            graphs = lambda: CudaGraphs(self.torch_device)  # noqa: E731 - one side stream and graph per shape
+            graphs = lambda: CudaGraphs(self.torch_device, "thread_local")  # noqa: E731 - a stream and graph per shape
         self._new_graphs = graphs
         self._slots: GraphSlots[_Slot] = GraphSlots(self._make_slot)
+        # Capture and replay under the predictor's one lock (re-entered by the uncaptured path): a
+        # capture must not meet this model's own runs from a server's other worker threads.
+        self._lock = threading.RLock()
 
     def _make_slot(self, shape: tuple[int, ...], number: int) -> _Slot:
         static = torch.zeros(shape, dtype=self._dtype, device=self.torch_device)
@@ -74,10 +78,10 @@ class EagerGraphPredictor(EagerPredictor):
         axis = self.graph_input.batch_axis
         rows = tensor.shape[axis]
         batch = graph_batch(rows)
-        slot = self._slots.get(padded_shape(tuple(tensor.shape), axis, batch)) if batch is not None else None
-        if slot is None:
-            return super()._forward(tensor)
         with self._lock, torch.no_grad():  # no_grad: for the CPU stand-in, which replays by calling forward
+            slot = self._slots.get(padded_shape(tuple(tensor.shape), axis, batch)) if batch is not None else None
+            if slot is None:
+                return super()._forward(tensor)
             slot.input.narrow(axis, 0, rows).copy_(tensor, non_blocking=True)
             if batch > rows:
                 slot.input.narrow(axis, rows, batch - rows).zero_()

@@ -15,7 +15,7 @@ from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import ArtifactError, BackendUnavailableError, first_line
 
-from .host_memory import CudaRuntimePinner, HostBuffers
+from .host_memory import CudaRuntimePinner, HostBuffers, cuda_runtime_pinner
 from .predictor import Predictor, artifact_info
 
 
@@ -62,8 +62,7 @@ class TorchPredictor(Predictor):
         module = module.to(self.torch_device).eval()
         if self.device == "cuda":
             flatten_rnn_weights(module)
-            # torch's own binding of cudaHostRegister: batches written into these copy by DMA
-            self.host = HostBuffers(CudaRuntimePinner(torch.cuda.cudart()))
+            self.host = HostBuffers(torch_pinner())  # batches written into these copy by DMA
         self._serve(module)
 
     def _serve(self, module) -> None:
@@ -132,6 +131,13 @@ class TorchScriptPredictor(TorchPredictor):
             raise ArtifactError(f"{path}: ptx.json is not a JSON object; re-export with `ptx export`")
         info = artifact_info(path, strings, missing="no ptx.json inside")
         super().__init__(module, info, device, Path(path), precision)
+
+
+def torch_pinner() -> CudaRuntimePinner:
+    """cudaHostRegister through ctypes on the CUDA runtime torch was built with, which can also clear
+    a failed call's error; else torch's own binding of the call."""
+    major = (torch.version.cuda or "").split(".")[0]
+    return cuda_runtime_pinner((major,) if major else ("13", "12")) or CudaRuntimePinner(torch.cuda.cudart())
 
 
 def bare_module_runner(predictor: TorchPredictor, x: np.ndarray, *, label: str):

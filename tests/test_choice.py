@@ -102,3 +102,23 @@ def test_auto_takes_tf32_only_verified_and_faster(run, monkeypatch):
     record(run, passed("ort-cpu"), cuda_row("f32"), cuda_row("tf32", unusable=["labels agree on 98.0% (< 99%)"]),
            speeds=speeds)
     assert choose_backend("convnet", run, max_batch_size=64).precision == "f32"
+
+
+def test_auto_takes_a_cuda_graph_backend_only_verified_and_faster(run, monkeypatch):
+    """ort-cuda-graph is one more row: chosen where it passed verify and bench measured it faster
+    than ort-cuda over the batcher's sizes; a failed or slower one leaves ort-cuda chosen."""
+    from ptx.infer import choice as choice_module
+
+    monkeypatch.setattr(choice_module, "_runs_here", lambda row: True)  # as on a GPU machine
+
+    def graph(**kw):
+        return BackendVerdict("ort-cuda-graph", "cuda", [1, 7, 64], 0.0, 0.0, 1.0, 0.9, **kw)
+
+    faster = {"ort-cpu": {1: 3e4, 64: 9e4}, "ort-cuda": {1: 2e4, 64: 4e5}, "ort-cuda-graph": {1: 9e4, 64: 4e5}}
+    record(run, passed("ort-cpu"), cuda_row("f32"), graph(), speeds=faster)
+    assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cuda-graph"
+    record(run, passed("ort-cpu"), cuda_row("f32"), graph(failures=["batch 7: 3 values past atol"]), speeds=faster)
+    assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cuda"
+    slower = {**faster, "ort-cuda-graph": {1: 1e4, 64: 3e5}}
+    record(run, passed("ort-cpu"), cuda_row("f32"), graph(), speeds=slower)
+    assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cuda"

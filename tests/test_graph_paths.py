@@ -307,3 +307,89 @@ def test_verify_says_statically_whether_a_graph_can_be_captured(runs, name, tmp_
     path = tmp_path / "if.onnx"
     path.write_bytes(model.SerializeToString())
     assert graph_static_summary(path).endswith("not capturable as a CUDA graph (If nodes)")
+
+
+def test_pinning_is_given_up_after_a_failure_and_a_closed_pool_unpins_what_comes_back():
+    pinner = FakePinner(ok=False)
+    buffers = HostBuffers(pinner)
+    with buffers.lease((3,), np.float32):
+        pass
+    with buffers.lease((4,), np.float32):  # no second try: a failure is out of lockable memory
+        pass
+    assert len(pinner.pinned) == 1 and buffers.pin_failures == 1
+    pinner = FakePinner()
+    buffers = HostBuffers(pinner)
+    with buffers.lease((6,), np.float32) as x:
+        buffers.close()
+        x[:] = 1  # still the caller's until the block ends
+    assert pinner.unpinned == pinner.pinned and buffers._free == {}
+
+
+def test_a_failed_registration_clears_the_runtimes_last_error():
+    cleared = []
+
+    class Runtime:
+        def cudaHostRegister(self, ptr, size, flags):
+            return 2  # cudaErrorMemoryAllocation
+
+        def cudaHostUnregister(self, ptr):
+            return 0
+
+        def cudaGetLastError(self):
+            cleared.append(True)
+            return 2
+
+    assert not CudaRuntimePinner(Runtime()).pin(aligned_empty((4,), np.float32))
+    assert cleared == [True]  # else torch would report it as the next kernel's failure
+
+
+def test_graph_runs_from_many_threads_never_mix_their_buffers(runs):
+    name = "cnn"
+    root = runs.ready(name)
+    plain = load(name, backend="ort-cpu", root=root)
+    graph = OrtGraphPredictor(root / name / "model.onnx", device="cpu")
+    batches = [model_inputs(runs, name, rows) for rows in (1, 3, 4, 5, 300)]
+    wants = [plain.predict_array(x) for x in batches]
+    failures = []
+
+    def worker(offset):
+        for i in range(20):
+            k = (i + offset) % len(batches)
+            if not compare(graph.predict_array(batches[k]), wants[k], plain.contract).ok:
+                failures.append(k)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_runs_on_bound_gpu_tensors_are_never_captured(runs):
+    root = runs.ready("cnn")
+    graph = OrtGraphPredictor(root / "cnn" / "model.onnx", device="cpu")
+    assert graph._binding_run_options().get_run_config_entry("gpu_graph_id") == "-1"
+    assert OrtPredictor(root / "cnn" / "model.onnx")._binding_run_options() is None  # ort-cuda: no graphs at all
+    from ptx.infer.ort_session import run_with_binding
+
+    x = torch.from_numpy(model_inputs(runs, "cnn", 3))
+    out = run_with_binding(graph, x, "cpu", graph._binding_run_options())  # the binding ort-cuda-graph runs on a GPU
+    assert compare(out.numpy(), graph.predict_array(x.numpy()), graph.contract).ok
+
+
+def test_a_model_onnx_runtime_cannot_capture_is_refused_in_one_line(runs, monkeypatch):
+    import onnxruntime
+
+    from ptx.infer import ort_session
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : This session cannot use the CUDA Graph feature as requested "
+                           "by the user as the model has control flow nodes which can't be supported by CUDA Graph.\nmore")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort_session, "preload_cuda_libraries", lambda ort: [])
+    with pytest.raises(BackendUnavailableError, match=r"^ort-cuda-graph: ONNX Runtime \S+ cannot run model.onnx as a "
+                                                      r"CUDA graph \(.*control flow nodes.*\); use --backend ort-cuda$"):
+        OrtGraphPredictor(runs.ready("cnn") / "cnn" / "model.onnx", device="cuda")

@@ -43,27 +43,44 @@ def capture_refusal(device: torch.device, requested: bool = True, env: dict | No
 
 
 class CudaGraphs:
-    """The CUDA side of capture: warm-up on a side stream, capture into a torch.cuda.CUDAGraph."""
+    """The CUDA side of capture: warm-up on a side stream, capture into a torch.cuda.CUDAGraph.
 
-    def __init__(self, device: torch.device):
+    Everything runs with ``device`` current: on cuda:N the module's kernels go to cuda:N's current
+    stream, and torch.cuda.graph's own default side stream belongs to whichever device was current
+    when it was first made (cuda:0), so the capture stream is this device's own side stream.
+    ``capture_error_mode``: torch's "global" (training: one thread) refuses unsafe CUDA calls of any
+    thread during a capture; a server's other threads run other models meanwhile, so inference
+    captures with "thread_local"."""
+
+    def __init__(self, device: torch.device, capture_error_mode: str = "global"):
+        self.device = device
         self.stream = torch.cuda.Stream(device)
+        self.capture_error_mode = capture_error_mode
         self.graph = None
 
     def warmup(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
-        current = torch.cuda.current_stream()
-        self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
-            out = fn()
-        current.wait_stream(self.stream)
+        with torch.cuda.device(self.device):
+            current = torch.cuda.current_stream()
+            self.stream.wait_stream(current)
+            with torch.cuda.stream(self.stream):
+                out = fn()
+            current.wait_stream(self.stream)
         return out
 
     def capture(self, fn: Callable[[], object]) -> Callable[[], None]:
         """Record ``fn``'s kernels without running them; the returned callable runs them."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.device(self.device), torch.cuda.graph(graph, stream=self.stream,
+                                                              capture_error_mode=self.capture_error_mode):
             fn()
         self.graph = graph  # kept alive: its memory pool holds the static grads and outputs
-        return graph.replay
+        device = self.device
+
+        def replay():
+            with torch.cuda.device(device):
+                graph.replay()
+
+        return replay
 
 
 class EagerGraphs:
