@@ -109,6 +109,11 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
     return path
 
 
+def one_of(names: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``: alternatives in a one-line error."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def check_device(backend: str, device: str | None) -> str:
     """The device ``backend`` runs on: ``device`` when given (it must be one the backend runs on:
     `--device cuda` on ort-cpu is refused, never ignored), else the backend's own first one."""
@@ -124,7 +129,7 @@ def check_device(backend: str, device: str | None) -> str:
     several = [b.name for b in there if len(b.devices) > 1]
     only = [b.name for b in there if b.devices == (kind,)]
     hint = f"--device {device} goes with {', '.join(several)}" if several else f"no backend runs on {device}"
-    hint += f", or use --backend {' or '.join([', '.join(only[:-1]), only[-1]] if len(only) > 1 else only)}" if only else ""
+    hint += f", or use --backend {one_of(only)}" if only else ""
     raise PtxError(f"backend {backend} runs on {', '.join(chosen.devices)} only, not {device}: {hint}")
 
 

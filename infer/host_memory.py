@@ -10,8 +10,9 @@ into it, ``ptx bench`` fills one), and the runtime reads it from there.
 torch-free: ort-cuda pins through CUDA's runtime library (``cudaHostRegister``), which ONNX
 Runtime's CUDA provider has loaded already, via ctypes. ONNX Runtime's Python API offers pinned
 host memory only through a plugin execution provider's memory info (1.31), and numpy has none;
-torch's ``pin_memory`` would bring torch into the ONNX Runtime path. The torch backends pin through the same library where ctypes finds it,
-else through torch's binding of the call (``torch.cuda.cudart()``).
+torch's ``pin_memory`` would bring torch into the ONNX Runtime path. The torch backends pin
+through the same library where ctypes finds it, else through torch's binding of the call
+(``torch.cuda.cudart()``).
 """
 from __future__ import annotations
 

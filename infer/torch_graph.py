@@ -71,7 +71,7 @@ class EagerGraphPredictor(EagerPredictor):
         except Exception as exc:  # torch raises RuntimeError and others; which, it does not promise
             raise BackendUnavailableError(
                 f"eager-cuda-graph: {self.contract.model} at input shape {list(shape)} cannot be captured as a "
-                f"CUDA graph ({first_line(exc) or type(exc).__name__}); use --backend eager") from None
+                f"CUDA graph ({first_line(exc)}); use --backend eager") from None
         return _Slot(static, replay, outputs)
 
     def _forward(self, tensor) -> "object":
