@@ -61,6 +61,13 @@ class GraphSlots(Generic[Slot]):
         self.slots: dict[tuple[int, ...], Slot] = {}
         self.lock = threading.Lock()
 
+    def for_rows(self, shape: tuple[int, ...], axis: int) -> tuple[Slot | None, int | None]:
+        """The slot a batch of ``shape`` (batch on ``axis``) runs in, its padded shape's, and that
+        padded batch size; (None, None) where it runs uncaptured."""
+        batch = graph_batch(shape[axis])
+        slot = self.get(padded_shape(tuple(shape), axis, batch)) if batch is not None else None
+        return (slot, batch) if slot is not None else (None, None)
+
     def get(self, shape: tuple[int, ...]) -> Slot | None:
         with self.lock:
             slot = self.slots.get(shape)

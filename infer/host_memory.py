@@ -32,8 +32,6 @@ MAX_POOL_BYTES = 1 << 30
 class Pinner(Protocol):
     """Page-locks host memory for one GPU runtime; ``pin`` -> False where it cannot."""
 
-    name: str
-
     def pin(self, array: np.ndarray) -> bool: ...
 
     def unpin(self, array: np.ndarray) -> None: ...
@@ -43,8 +41,6 @@ class CudaRuntimePinner:
     """``cudaHostRegister``/``cudaHostUnregister`` of a CUDA runtime: the library the process has
     loaded, through ctypes (ONNX Runtime's CUDA provider links it; ``preload_dlls`` loads it from
     pip's packages), or torch's binding of the same calls (``torch.cuda.cudart()``)."""
-
-    name = "cudaHostRegister"
 
     def __init__(self, runtime):
         self.runtime = runtime
@@ -106,10 +102,6 @@ class HostBuffers:
         self._lock = threading.Lock()
         self.pin_failures = 0
         self.closed = False
-
-    @property
-    def pins(self) -> bool:
-        return self.pinner is not None
 
     @contextlib.contextmanager
     def lease(self, shape, dtype) -> Iterator[np.ndarray]:

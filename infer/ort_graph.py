@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph_shapes import GraphSlots, fill_padded, first_rows, graph_batch, padded_shape
+from .graph_shapes import GraphSlots, fill_padded, first_rows
 from .ort_session import OrtPredictor, bound_output_shape, import_ort, run_bound_host
 
 GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option naming the graph a run captures or replays
@@ -75,8 +75,7 @@ class OrtGraphPredictor(OrtPredictor):
         with self._lock:
             axis = self.graph_input.batch_axis
             rows = x.shape[axis]
-            batch = graph_batch(rows)
-            slot = self._slots.get(padded_shape(x.shape, axis, batch)) if batch is not None else None
+            slot, batch = self._slots.for_rows(x.shape, axis)
             if slot is None:
                 return run_bound_host(self, x, self._uncaptured)
             if batch == rows and self.host is None:  # the CPU provider: a plain copy
@@ -112,9 +111,9 @@ def bare_graph_runner(predictor: OrtGraphPredictor, x: np.ndarray):
     """The captured graph called straight for bench's peer column: ``x`` copied into the graph's
     input buffer, replayed, its output read back (no padding, lock or checks)."""
     x = np.ascontiguousarray(x)
-    rows = x.shape[predictor.graph_input.batch_axis]
-    slot = predictor._slots.get(tuple(x.shape)) if graph_batch(rows) == rows else None
-    if slot is None:  # a batch ptx runs uncaptured (or every graph taken): so does its peer
+    axis = predictor.graph_input.batch_axis
+    slot, batch = predictor._slots.for_rows(x.shape, axis)
+    if batch != x.shape[axis]:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
         session, feed, options = predictor.session, {predictor.input_name: x}, predictor._uncaptured
         return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feed, options)
     session = predictor.session

@@ -25,7 +25,7 @@ from ptx.contract.names import FULL_PRECISION
 from ptx.errors import BackendUnavailableError, first_line
 from ptx.trainers.step import CudaGraphs
 
-from .graph_shapes import GraphSlots, graph_batch, padded_shape
+from .graph_shapes import GraphSlots
 from .torch_predictor import EagerPredictor, math_mode
 
 WARMUP_CALLS = 3  # on the side stream before capture: cuDNN and cuBLAS pick and allocate there
@@ -77,9 +77,8 @@ class EagerGraphPredictor(EagerPredictor):
     def _forward(self, tensor) -> "object":
         axis = self.graph_input.batch_axis
         rows = tensor.shape[axis]
-        batch = graph_batch(rows)
         with self._lock, torch.no_grad():  # no_grad: for the CPU stand-in, which replays by calling forward
-            slot = self._slots.get(padded_shape(tuple(tensor.shape), axis, batch)) if batch is not None else None
+            slot, batch = self._slots.for_rows(tuple(tensor.shape), axis)
             if slot is None:
                 return super()._forward(tensor)
             slot.input.narrow(axis, 0, rows).copy_(tensor, non_blocking=True)
@@ -95,9 +94,9 @@ def bare_graph_runner(predictor: EagerGraphPredictor, x, *, label: str):
     output to host memory (no padding, lock or checks)."""
     x = np.ascontiguousarray(x)
     host = torch.from_numpy(x)
-    rows = x.shape[predictor.graph_input.batch_axis]
-    slot = predictor._slots.get(tuple(x.shape)) if graph_batch(rows) == rows else None
-    if slot is None:  # a batch ptx runs uncaptured (or every graph taken): so does its peer
+    axis = predictor.graph_input.batch_axis
+    slot, batch = predictor._slots.for_rows(x.shape, axis)
+    if batch != x.shape[axis]:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
         from .torch_predictor import bare_module_runner
 
         return bare_module_runner(predictor, x, label="bare nn.Module call (uncaptured)")

@@ -6,6 +6,7 @@ runs both backends for real (they are registry entries)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 import numpy as np
@@ -32,8 +33,6 @@ BATCHES = (1, 3, 7, 64, GRAPH_MAX_BATCH + 4)
 
 
 class FakePinner:
-    name = "fake"
-
     def __init__(self, ok: bool = True):
         self.ok, self.pinned, self.unpinned = ok, [], []
 
@@ -151,7 +150,13 @@ def test_graph_slots_stop_at_their_limit():
 # -- ONNX Runtime: IO binding on host buffers and the graph backend's plumbing ----------------------
 def model_inputs(runs, name, rows):
     raw, _ = runs.test_samples(name, rows)
-    return to_model_input(raw, load(name, backend="ort-cpu", root=runs.ready(name)).contract)
+    return to_model_input(raw, trained_contract(runs, name))
+
+
+@functools.lru_cache(maxsize=None)
+def trained_contract(runs, name):
+    """The contract of the run's export (one session load per model, not one per batch)."""
+    return load(name, backend="ort-cpu", root=runs.ready(name)).contract
 
 
 @pytest.mark.parametrize("name", MODELS)
