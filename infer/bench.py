@@ -47,6 +47,8 @@ class BenchRow:
     # ("vs bare") and in the fastest-verified summary ("Nx the fastest bare peer")
     vs_bare: float | None = None
     round_spread: float = 1.0  # slowest round's p50 / fastest round's (NOISY_SPREAD and up: noisy)
+    # the GPU-resident ceiling row of this ptx runner: neither a peer nor a backend verify can judge
+    ceiling_of: str | None = None
 
     @property
     def noisy(self) -> bool:
@@ -192,24 +194,24 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                 else:
                     x = in_host_buffer(predictor, bench_inputs(predictor.contract, batch), leases)
                     calls.append(functools.partial(predictor.predict_array, x))
-                names.append((label, device, precision, None))
+                names.append((label, device, precision, None, None))
                 if bare:
                     bare_name, call = backend.bare(predictor, x)
                     calls.append(call)
-                    names.append((f"{bare_name} ({label})", device, precision, label))
+                    names.append((f"{bare_name} ({label})", device, precision, label, None))
                     if backend.resident is not None and device.startswith("cuda"):
                         # Not a peer: no ptx row can pay less than the host copies it leaves out.
                         resident_name, call = backend.resident(predictor, x)
                         calls.append(call)
-                        names.append((f"{resident_name} ({label})", device, precision, None))
+                        names.append((f"{resident_name} ({label})", device, precision, None, label))
             if not calls:
                 continue
             with leases:
                 timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
             batch_rows = []
-            for (runner, device, precision, peer_of), parts in zip(names, timings):
+            for (runner, device, precision, peer_of, ceiling_of), parts in zip(names, timings):
                 row = _row(runner, device, batch, np.concatenate(parts))
-                row.precision, row.peer_of = precision, peer_of
+                row.precision, row.peer_of, row.ceiling_of = precision, peer_of, ceiling_of
                 row.round_spread = round(round_spread(parts), 2)
                 batch_rows.append(row)
             for row in batch_rows:
@@ -228,7 +230,8 @@ def fastest(rows: list[BenchRow], verified: set[str]) -> list[Fastest]:
     """Per batch size, the fastest ptx row whose (backend, precision) ``ptx verify`` passed."""
     out = []
     for batch in dict.fromkeys(r.batch for r in rows):
-        ours = [r for r in rows if r.batch == batch and r.peer_of is None and r.runner in verified]
+        ours = [r for r in rows if r.batch == batch and r.peer_of is None and r.ceiling_of is None
+                and r.runner in verified]
         if not ours:
             continue
         best = max(ours, key=lambda r: r.images_per_s)

@@ -592,7 +592,7 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
     record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified
     verdicts, unverified = [], {}
     if verify_samples:
-        timed = sorted({r.runner for r in rows if r.peer_of is None})
+        timed = sorted({r.runner for r in rows if r.peer_of is None and r.ceiling_of is None})
         click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
         report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None, run=run)
         record_verify(report, run_folder(name, root, run))

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             key = (spec.dataset, spec.labels)
             if key not in data_cache:
-                data_cache[key] = load_dataset(spec.dataset, labels=spec.labels, picture=spec.contract(None).picture,
+                data_cache[key] = load_dataset(spec.dataset, labels=spec.labels, picture=spec.contract(None).picture, explicit=False,
                                                notice=lambda _: None)
             config = TrainConfig(epochs=args.epochs or spec.recipe.epochs, batch_size=spec.recipe.batch_size,
                                  lr=spec.recipe.lr, device=args.device, limit=args.limit)

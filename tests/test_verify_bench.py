@@ -158,3 +158,35 @@ def test_ort_cuda_is_verified_against_eager_on_the_cpu_when_torch_has_no_cuda(ru
                     root=runs.ready("convnet"), notice=lambda _: None)
     assert report.skipped["ort-cuda"].startswith("ort-cuda: CUDA is not active")
     assert report.skipped["torchscript-cuda"] == "torch sees no CUDA GPU"
+
+
+def test_the_gpu_resident_ceiling_rows_are_never_verified_nor_fastest(runs, monkeypatch):
+    """Found on the H100 (2026-11-23): `ptx bench` handed the GPU-resident ceiling rows to verify as
+    backends ("unknown backend GPU-resident nn.Module call, ...") and every CUDA bench failed. A
+    ceiling row is timed and shown, but it is no backend: verify never sees it, it is never the fastest."""
+    from click.testing import CliRunner
+
+    from ptx import cli
+    from ptx.infer import bench as bench_module
+    from ptx.infer.bench import BenchRow, fastest
+
+    ours = BenchRow("eager-cuda", "cuda", 1, 300.0, 310.0, 320.0, 3_333.0, 50)
+    bare = BenchRow("bare nn.Module call (eager-cuda)", "cuda", 1, 250.0, 260.0, 270.0, 4_000.0, 50,
+                    peer_of="eager-cuda")
+    ceiling = BenchRow("GPU-resident nn.Module call, the ceiling (eager-cuda)", "cuda", 1, 100.0, 110.0, 120.0,
+                       10_000.0, 50, ceiling_of="eager-cuda")
+    rows = [ours, bare, ceiling]
+    (verdict,) = fastest(rows, {"eager-cuda", ceiling.runner})
+    assert verdict.runner == "eager-cuda" and verdict.peer == bare.runner
+
+    asked = {}
+
+    def fake_verify(name, backends, **kwargs):
+        asked["backends"] = backends
+        raise SystemExit(0)  # what verify would say is not this test's concern
+
+    monkeypatch.setattr(bench_module, "bench", lambda *a, **k: (rows, {}))
+    monkeypatch.setattr("ptx.infer.verify.verify", fake_verify)
+    monkeypatch.setattr("ptx.infer.records.record_bench", lambda *a, **k: None)
+    CliRunner().invoke(cli.cli, ["bench", "convnet", "--root", str(runs.ready("convnet"))])
+    assert asked["backends"] == ["eager-cuda"]
