@@ -9,7 +9,8 @@ from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEF
 from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
 from ptx.contract.runs import run_folders, run_model
-from ptx.errors import (ArtifactError, MissingArtifactError, PtxError, StaleArtifactWarning, UnknownModelError,
+from ptx.errors import (ArtifactError, MissingArtifactError, NotPtxArtifactError, PtxError, StaleArtifactWarning,
+                        UnknownModelError,
                         UnusablePrecisionWarning)
 from ptx.files import file_sha256
 from ptx.export.formats import default_formats
@@ -20,20 +21,6 @@ from .predictor import Predictor
 DEFAULT_BACKEND = "ort-cpu"
 DEVICES = ("cpu", "cuda")
 ARTIFACT_SUFFIXES = {Path(f).suffix for f in ARTIFACT_FILES.values()}  # .pt, .onnx, .pt2
-
-
-def _suffix(file_name: str) -> str:
-    """``model.torchscript.pt`` -> ``.torchscript.pt``; ``checkpoint.pt`` -> ``.pt``."""
-    return file_name[file_name.index("."):]
-
-
-def format_of_file(path: Path) -> str:
-    """The artifact format a file name says (the longest matching suffix wins)."""
-    matches = [(len(_suffix(f)), fmt) for fmt, f in ARTIFACT_FILES.items() if path.name.endswith(_suffix(f))]
-    if not matches:
-        known = ", ".join(sorted({_suffix(f) for f in ARTIFACT_FILES.values()}))
-        raise ArtifactError(f"{path}: not a ptx artifact name (expected a file ending in {known})")
-    return max(matches)[1]
 
 
 def default_backend(fmt: str) -> str:
@@ -192,10 +179,20 @@ def stale_reason(predictor: Predictor, run_dir: Path) -> str | None:
             f"since): re-run `ptx export {predictor.contract.model}` to serve the run's current weights")
 
 
-def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
-         device: str | None = None, precision: str | None = None, run: str | Path | None = None) -> Predictor:
+def load(model_or_path, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
+         device: str | None = None, precision: str | None = None, run: str | Path | None = None,
+         inputs=None, batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True):
     """A Predictor for a registered model's artifacts in its run folder (``root``/NAME, or ``run``:
-    the folder ``ptx train --out`` wrote), or for an artifact file alone.
+    the folder ``ptx train --out`` wrote), or for a model file alone: a tutorial model's export, or
+    your own model (an ONNX file, a TorchScript file, a pt2 package, or a live ``nn.Module``).
+
+    Every predictor answers ``run({input name: array}) -> {output name: array}``. Your own model's
+    contract is its tensors: an ONNX file describes them itself; a TorchScript or pt2 file does not,
+    so ``inputs`` declares them in forward()'s order (``["x=batchx3x224x224:float32", ...]`` or
+    TensorSigs), as does an ``nn.Module``'s. ``batch_axes`` ({input name: axis or None}) overrides
+    where ptx reads each input's batch. ``ignore_metadata`` runs a file as your own model even where
+    it carries ptx metadata (refused when those were written for other weights). ``probe`` opens a
+    file ptx did not write in a child process first, so that a runtime crash on it is one error.
 
     An artifact exported from another checkpoint than its run's is served, with a
     ``StaleArtifactWarning`` and the reason in ``predictor.stale``.
@@ -207,23 +204,30 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
     ``precision`` (f32, bf16, int8) is one the backend runs: int8 reads model.int8.onnx (from
     ``ptx export NAME --format onnx-int8``); default f32, or the file's own for a path.
     """
+    from .own_model import is_module, open_module, open_own_model
+
+    if is_module(model_or_path):
+        return open_module(model_or_path, inputs, device)
     if not isinstance(model_or_path, (str, os.PathLike)):
-        raise PtxError(f"load() takes a model name or an artifact path, not {type(model_or_path).__name__}")
-    if backend is not None:
-        backends.get(backend)  # an unknown name is one clear error before any file is touched
+        raise PtxError(f"load() takes a model name, a model file's path or an nn.Module, not "
+                       f"{type(model_or_path).__name__}")
     candidate = Path(model_or_path)
     if candidate.suffix in ARTIFACT_SUFFIXES or candidate.is_file():
-        if not candidate.is_file():
-            raise ArtifactError(f"{candidate}: no such file")
-        fmt = format_of_file(candidate)
-        backend = backend or default_backend(fmt)
-        chosen = backends.get(backend)
-        if precision is None:  # the file's own: the precision whose artifact it is
-            precision = next((p for p in chosen.precision_names if chosen.artifact_for(p) == fmt), FULL_PRECISION)
-        if chosen.artifact_for(precision) != fmt:
-            at = "" if precision == FULL_PRECISION else f" at {precision}"
-            raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
-        return _warned(open_artifact(candidate, backend, device, precision))
+        from .model_files import PT2, is_torch_save, read_model_file
+
+        if candidate.is_file() and is_torch_save(candidate):  # a checkpoint: eager rebuilds its model
+            return _load_artifact(candidate, CHECKPOINT_FORMAT, backend, device, precision)
+        found = read_model_file(candidate)  # no such file, a folder, not a model: one line
+        own = dict(backend=backend, device=device, precision=precision, inputs=inputs, batch_axes=batch_axes,
+                   ignore_metadata=ignore_metadata, probe=probe)
+        if ignore_metadata or inputs or batch_axes or (not found.has_contract and found.kind != PT2):
+            return open_own_model(candidate, **own)
+        try:
+            return _load_artifact(candidate, _format_of(found), backend, device, precision)
+        except NotPtxArtifactError:  # a pt2 package is read by loading it: one without ptx's contract is the user's
+            return open_own_model(candidate, **own)
+    if backend is not None:
+        backends.get(backend)  # an unknown name is one clear error before any file is touched
     # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
     check_device(backend or DEFAULT_BACKEND, device)  # before any file is looked for
     predictor = open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION,
@@ -231,6 +235,27 @@ def load(model_or_path: str | os.PathLike, backend: str | None = None, *, root: 
     if predictor.stale:
         warnings.warn(predictor.stale, StaleArtifactWarning, stacklevel=2)
     return _warned(predictor)
+
+
+def _format_of(found) -> str:
+    """The artifact format of a tutorial model's file, from its content (its name may be any)."""
+    if found.kind == "onnx":
+        return "onnx-int8" if found.metadata.get("precision") == "int8" else "onnx"
+    return found.kind
+
+
+def _load_artifact(candidate: Path, fmt: str, backend: str | None, device: str | None, precision: str | None):
+    """A tutorial model's artifact file through ``backend`` (default: the first that reads ``fmt``)."""
+    if backend is not None:
+        backends.get(backend)  # an unknown name is one clear error
+    backend = backend or default_backend(fmt)
+    chosen = backends.get(backend)
+    if precision is None:  # the file's own: the precision whose artifact it is
+        precision = next((p for p in chosen.precision_names if chosen.artifact_for(p) == fmt), FULL_PRECISION)
+    if chosen.artifact_for(precision) != fmt:
+        at = "" if precision == FULL_PRECISION else f" at {precision}"
+        raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
+    return _warned(open_artifact(candidate, backend, device, precision))
 
 
 def _warned(predictor: Predictor) -> Predictor:

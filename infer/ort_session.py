@@ -172,6 +172,46 @@ def session_options(ort):
     return options
 
 
+def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
+                 remedy: str = "re-export with `ptx export`"):
+    """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
+    refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
+    ort = import_ort()
+    on_cuda = device.startswith("cuda")
+    device_id = cuda_device_id(device) if on_cuda else 0
+    options = session_options(ort)
+    missing: list[str] = []
+    if on_cuda:
+        # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
+        # CPU, on the CPU, silently, and drops the whole CUDA provider when its libraries are
+        # missing. Refusing that fallback makes each an error at load; cuda_placement_error
+        # then says which it was.
+        options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
+                                          "pip install onnxruntime-gpu, or use --backend ort-cpu")
+        missing = preload_cuda_libraries(ort)
+        # naming the CPU provider too is a conflict then
+        providers = [cuda_provider(device_id, tf32=precision == "tf32", cuda_graph=cuda_graph)]
+    else:
+        providers = ["CPUExecutionProvider"]
+    ort.set_default_logger_severity(ORT_QUIET)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
+            # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
+            plain = [cuda_provider(device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
+            raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, device_id)) from None
+        if on_cuda and CUDA_GRAPH_REFUSED in str(exc):
+            raise BackendUnavailableError(
+                f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
+                f"({first_line(exc)}); use --backend ort-cuda") from None
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); {remedy}") from None
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT)
+
+
 class OrtPredictor(Predictor):
     """An InferenceSession created once; tensors addressed by the contract's names. On CUDA every
     run goes through IO binding: the input is bound where it lies in host memory (page-locked when
@@ -180,43 +220,12 @@ class OrtPredictor(Predictor):
     cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32"):
-        ort = import_ort()
         self.on_cuda = device.startswith("cuda")
         self.backend = "ort-cuda" if self.on_cuda else "ort-cpu"
         self.device = device
         self.device_id = cuda_device_id(device) if self.on_cuda else 0
         path = Path(path)
-        options = session_options(ort)
-        missing: list[str] = []
-        if self.on_cuda:
-            # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
-            # CPU, on the CPU, silently, and drops the whole CUDA provider when its libraries are
-            # missing. Refusing that fallback makes each an error at load; cuda_placement_error
-            # then says which it was.
-            options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
-                                              "pip install onnxruntime-gpu, or use --backend ort-cpu")
-            missing = preload_cuda_libraries(ort)
-            providers = [cuda_provider(self.device_id, tf32=precision == "tf32", cuda_graph=self.cuda_graph)]  # naming the CPU provider too is a conflict then
-        else:
-            providers = ["CPUExecutionProvider"]
-        ort.set_default_logger_severity(ORT_QUIET)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:
-            if self.on_cuda and CPU_FALLBACK_REFUSED in str(exc):
-                # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
-                plain = [cuda_provider(self.device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
-                raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, self.device_id)) from None
-            if self.on_cuda and CUDA_GRAPH_REFUSED in str(exc):
-                raise BackendUnavailableError(
-                    f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
-                    f"({first_line(exc)}); use --backend ort-cuda") from None
-            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); "
-                                "re-export with `ptx export`") from None
-        finally:
-            ort.set_default_logger_severity(ORT_DEFAULT)
+        self.session = open_session(path, device, precision, cuda_graph=self.cuda_graph)
         info = artifact_info(path, from_props(self.session.get_modelmeta().custom_metadata_map))
         contract: Contract = info.contract
         stored = info.get("precision", "f32")

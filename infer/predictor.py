@@ -16,7 +16,7 @@ from ptx.contract.metadata import ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
 from ptx.contract.transforms import (collate, decisions, encode_text, length_groups, pictures_from_model_input, softmax,
                                     to_model_input)
-from ptx.errors import ArtifactError, InputError, quoted
+from ptx.errors import ArtifactError, InputError, NotPtxArtifactError, quoted
 from ptx.files import decode_text
 
 from .host_memory import HostBuffers
@@ -27,7 +27,13 @@ def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", ex
     """The ptx metadata an artifact carries, checked: none, or a contract that does not validate, is
     an ArtifactError naming the export command that makes a good one (``export_args``: its options)."""
     if not strings:
-        raise ArtifactError(f"{path}: not a ptx export ({missing}); export it with `ptx export NAME{export_args}`")
+        raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model ({missing}); run it as your own "
+                                  f"model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
+                                  f"with `ptx export NAME{export_args}`")
+    from .model_files import WEIGHTS_KEY, check_weights, weights_digest
+
+    if strings.get(WEIGHTS_KEY):  # the contract belongs to these weights, or it is not believed
+        check_weights(Path(path), strings, weights_digest(Path(path)))
     try:
         info = from_strings(strings)
     except ContractError as exc:
@@ -100,6 +106,28 @@ class Predictor:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
+
+    @property
+    def signature(self):
+        """The tensors the runtime is fed and gives back (ptx.contract.tensors.Signature): one input
+        (raw uint8 pictures for an --input uint8 export), one output."""
+        from ptx.contract.tensors import signature_of_contract
+
+        return signature_of_contract(self.contract, self.info.raw_input)
+
+    def run(self, feeds, outputs=None) -> dict[str, np.ndarray]:
+        """The tensor layer every model answers (``ptx.infer.load("my.onnx").run`` too): inputs by
+        name -> outputs by name, here the one input and the one output of the contract."""
+        from ptx.contract.tensor_inputs import check_feeds
+
+        signature = self.signature
+        wanted = list(outputs) if outputs is not None else signature.output_names
+        if any(n not in signature.output_names for n in wanted):
+            raise InputError(f"{self.contract.model} has no output {next(n for n in wanted if n not in signature.output_names)!r}; "
+                             f"its output is {signature.output_names[0]}")
+        x = check_feeds(signature, feeds, self.contract.model)[signature.input_names[0]]
+        out = self.predict_pictures(x) if self.info.raw_input is not None else self.predict_array(x)
+        return {signature.output_names[0]: out}
 
     def predict_array(self, x: np.ndarray) -> np.ndarray:
         """An already-preprocessed batch in the model's input layout -> outputs (batch, ...)."""

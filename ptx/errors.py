@@ -27,6 +27,10 @@ class ArtifactError(PtxError):
     """A missing or unreadable exported model."""
 
 
+class NotPtxArtifactError(ArtifactError):
+    """A model file without ptx's contract: a user's own model, run by its tensors (ptx.infer.own_model)."""
+
+
 class MissingArtifactError(ArtifactError):
     """An artifact that has not been made yet; the message names the command that makes it."""
 
@@ -55,6 +59,11 @@ class UnusablePrecisionWarning(PtxWarning):
 
 class InputError(PtxError):
     """A bad input file or value; the other inputs of the same call still run."""
+
+
+class ModelRunError(InputError):
+    """A model's runtime failed on inputs that fit its signature (a batch the exporter specialised, an
+    index out of range): one line naming the runtime and its first line of complaint."""
 
 
 class TrainingDivergedError(PtxError):

@@ -112,3 +112,12 @@ def runs(tmp_path_factory) -> Runs:
 @pytest.fixture(params=list_models())
 def model_name(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory) -> dict[str, Path]:
+    """Users' own models (tests/own_models.py), exported once per session: NAME -> NAME.onnx, and
+    NAME.pt -> its TorchScript file where it declares inputs."""
+    import own_models as zoo
+
+    return zoo.export_all(tmp_path_factory.mktemp("own"))

@@ -51,7 +51,9 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable ptx checkpoint ({_load_failure(exc)}); {retrain}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a ptx checkpoint (foreign file); {retrain}")
+        raise CheckpointError(f"{path} is not a ptx checkpoint (a state_dict or another torch.save file); {retrain}, "
+                              "or, for your own model's weights, `ptx export --module FILE.py:FACTORY --checkpoint "
+                              f"{path}`")
     if expected_model and ckpt.get("model") != expected_model:
         raise CheckpointError(f"{path} holds a checkpoint of {ckpt.get('model')!r}, not {expected_model!r}; "
                               f"pass the right --checkpoint or {retrain}")

@@ -45,6 +45,10 @@ class Backend:
     # ``resident(predictor, x)`` -> (label, call): the model called on input already on its GPU,
     # no host copies: bench's "GPU-resident" ceiling row on CUDA, never named fastest.
     resident: Callable[[object, np.ndarray], tuple[str, BareRunner]] | None = None
+    # ``open_file(path, device, precision, **options)`` -> a TensorModel (ptx.infer.tensor_model) for a
+    # user's own file of kind ``artifact`` (onnx, torchscript, pt2): what `ptx verify/bench/predict/serve
+    # PATH` run. None: the backend reads only the tutorial models' artifacts.
+    open_file: Callable[..., object] | None = None
 
     def label(self, device: str, precision: str = FULL_PRECISION) -> str:
         """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""
@@ -86,6 +90,11 @@ def lazy(module: str, attribute: str, **bound) -> Callable:
     def call(*args, **kwargs):
         return getattr(importlib.import_module(f"ptx.infer.{module}"), attribute)(*args, **bound, **kwargs)
     return call
+
+
+def file_pairs(kind: str) -> list[tuple[Backend, str]]:
+    """Every (backend, device) that opens a user's file of ``kind`` (onnx, torchscript, pt2), CPU first."""
+    return [(b, d) for b, d in pairs() if b.open_file is not None and b.artifact == kind]
 
 
 def pairs() -> list[tuple[Backend, str]]:

@@ -11,4 +11,5 @@ def _unavailable(device):
 register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), load=lazy("ort_session", "OrtPredictor"),
                  unavailable=_unavailable, bare=lazy("ort_session", "bare_session_runner"),
                  needs_torch=False, description="ONNX Runtime, CPU provider",
-                 precisions=(("f32", None), ("int8", "onnx-int8"))))
+                 precisions=(("f32", None), ("int8", "onnx-int8")),
+                 open_file=lazy("ort_tensor", "OrtTensorModel")))

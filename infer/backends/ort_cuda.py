@@ -5,4 +5,5 @@ from . import CUDA_TF32, Backend, lazy, register
 register(Backend(name="ort-cuda", artifact="onnx", devices=("cuda",), load=lazy("ort_session", "OrtPredictor"),
                  unavailable=lazy("ort_session", "cuda_unavailable"), bare=lazy("ort_session", "bare_session_runner"),
                  needs_torch=False, precisions=CUDA_TF32, description="ONNX Runtime, CUDA provider (onnxruntime-gpu, CUDA 13, cuDNN 9)",
-                 static=lazy("cuda_placement", "static_summary")))
+                 static=lazy("cuda_placement", "static_summary"),
+                 open_file=lazy("ort_tensor", "OrtTensorModel")))

@@ -7,4 +7,5 @@ register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cu
                  bare=lazy("torch_predictor", "bare_module_runner", label="bare torch.jit module call"),
                  resident=lazy("torch_predictor", "resident_module_runner",
                                label="GPU-resident torch.jit module call, the ceiling"),
-                 needs_torch=True, precisions=CUDA_TF32, description="TorchScript, from model.torchscript.pt"))
+                 needs_torch=True, precisions=CUDA_TF32, description="TorchScript, from model.torchscript.pt",
+                 open_file=lazy("torch_tensor", "TorchScriptTensorModel")))

@@ -417,6 +417,13 @@ class Contract:
     def sample_size(self) -> int:
         return math.prod(d for d in self.input.sample_shape if isinstance(d, int))
 
+    @property
+    def signature(self):
+        """The tensor layer under this head: one named input, one named output (ptx.contract.tensors)."""
+        from .tensors import signature_of_contract
+
+        return signature_of_contract(self)
+
     def tolerance(self, device: str) -> Tolerance:
         table = dict(self.tolerances)  # "cpu" is required; other accelerators fall back to "cuda"'s
         return table.get(device) or table.get("cuda") or table["cpu"]

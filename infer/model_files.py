@@ -1,0 +1,200 @@
+"""A model file as ptx finds it: which kind it is (ONNX, TorchScript, pt2), what ptx metadata it
+carries, whether that metadata belongs to its weights, and its tensor signature.
+
+numpy and the standard library only: the ONNX Runtime path reads ONNX files through
+``ptx.contract.onnx_wire`` (no onnx import), TorchScript and pt2 files are zip archives whose
+listing tells their kind without torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ptx.contract.metadata import from_props
+from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
+from ptx.contract.onnx_wire import read_onnx
+from ptx.contract.schema import ContractError
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import ArtifactError, PtxError
+
+ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
+FILE_KINDS = (ONNX, TORCHSCRIPT, PT2)
+SIGNATURE_KEY = "signature"  # ptx.signature: the tensor layer as JSON (ptx.contract.tensors.Signature)
+WEIGHTS_KEY = "weights_sha256"  # ptx.weights_sha256: what the contract was written for
+CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
+IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
+# What a file whose weights are not the ones its metadata was written for is told.
+FOREIGN = ("its weights are not the ones its ptx.* metadata was written for (metadata copied from another model, "
+           "or the file changed after export), so ptx does not believe that contract; to use the file as your own "
+           f"model, give {IGNORE_HINT} (library: load(path, ignore_metadata=True))")
+SAVED_NOT_MODEL = ("a torch.save file (a state_dict or a pickled module), not a model ptx can run: export your "
+                   "nn.Module with `ptx export --module FILE.py:FACTORY --checkpoint {path}`")
+
+
+@dataclass
+class ModelFile:
+    """What ptx learned from a file before any runtime opened it."""
+
+    path: Path
+    kind: str
+    metadata: dict[str, str]  # ptx.* strings, prefix dropped (empty: a foreign file)
+    digest: str | None = None  # of the ONNX graph and its external data (ONNX only, here)
+
+    @property
+    def has_contract(self) -> bool:
+        """A tutorial model's artifact (a head above the tensors), as ptx export writes them."""
+        return CONTRACT_KEY in self.metadata
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("model") or self.path.name.split(".")[0]
+
+
+def file_kind(path: Path) -> str:
+    """onnx, torchscript or pt2, from the file's content (its name may say anything); ArtifactError
+    in one line for everything else."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: a folder; give the model file inside it (a .onnx, TorchScript .pt or .pt2), "
+                            "or a run folder to the tutorial models' commands with --run")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == b"PK\x03\x04":
+        return _zip_kind(path)
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # a pickle stream: torch.save's legacy format
+        raise ArtifactError(f"{path}: {SAVED_NOT_MODEL.format(path=path)}")
+    read_onnx(path, digest=False)  # not a protobuf ModelProto: one line saying so
+    return ONNX
+
+
+def is_torch_save(path: Path) -> bool:
+    """A torch.save file (a ptx checkpoint, a state_dict, a pickled module), told by its layout."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head[:1] == b"\x80":
+            return True
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.endswith("data.pkl") for n in names) and not any("/code/" in n or "/aotinductor/" in n for n in names)
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(f"{path}: a damaged or truncated archive ({exc}); not a model file ptx can read") from None
+    if any("/aotinductor/" in n or n.endswith("archive_format") for n in names):
+        return PT2
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return TORCHSCRIPT
+    if any(n.endswith("data.pkl") for n in names):
+        raise ArtifactError(f"{path}: {SAVED_NOT_MODEL.format(path=path)}")
+    raise ArtifactError(f"{path}: a zip archive, but neither a TorchScript file nor a pt2 package")
+
+
+def read_model_file(path: str | Path) -> ModelFile:
+    """The file's kind and ptx metadata (and, for ONNX, the digest of its graph). Cheap: no runtime."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == ONNX:
+        props, digest = read_onnx(path)
+        return ModelFile(path, kind, from_props(props), digest)
+    if kind == TORCHSCRIPT:
+        return ModelFile(path, kind, _torchscript_strings(path))
+    return ModelFile(path, kind, {})  # pt2: its metadata is read by the runtime that loads it
+
+
+def _torchscript_strings(path: Path) -> dict[str, str]:
+    with zipfile.ZipFile(path) as archive:
+        found = [n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_EXTRA_FILE}")]
+        if not found:
+            return {}
+        text = archive.read(found[0]).decode("utf-8", errors="replace")
+    try:
+        strings = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(strings, dict) or not all(isinstance(v, str) for v in strings.values()):
+        raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not an object of strings")
+    return strings
+
+
+def weights_digest(path: Path, kind: str | None = None) -> str | None:
+    """What ``ptx.weights_sha256`` records for the file: for ONNX, the sha256 of its graph (nodes and
+    weights) and external data; for TorchScript, of every archive member but the extra files (where
+    the metadata itself lives). None for pt2, whose package is checked by the compiler that wrote it."""
+    kind = kind or file_kind(path)
+    if kind == ONNX:
+        return read_onnx(path)[1]
+    if kind == TORCHSCRIPT:
+        return zip_digest(path)
+    return None
+
+
+def zip_digest(path: Path) -> str:
+    """sha256 of a TorchScript archive's members (names and contents, in archive order), its extra
+    files excepted."""
+    sha = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if "/extra/" in info.filename:
+                continue
+            sha.update(info.filename.encode())
+            with archive.open(info) as member:
+                for block in iter(lambda: member.read(1 << 20), b""):
+                    sha.update(block)
+    return sha.hexdigest()
+
+
+def check_weights(path: Path, metadata: Mapping[str, str], actual: str | None) -> None:
+    """Refuse a file whose recorded weights digest is not its own. Files exported before digests
+    were recorded carry none and are believed as before."""
+    recorded = metadata.get(WEIGHTS_KEY)
+    if recorded and actual is not None and recorded != actual:
+        raise ArtifactError(f"{path}: {FOREIGN}")
+
+
+def recorded_signature(model_file_or_metadata, path: Path | None = None) -> Signature | None:
+    """The signature a file's ptx metadata records, or None where it records none."""
+    metadata = getattr(model_file_or_metadata, "metadata", model_file_or_metadata)
+    text = metadata.get(SIGNATURE_KEY)
+    if not text:
+        return None
+    try:
+        return Signature.from_json(text, f"{path or 'the file'}: ptx.{SIGNATURE_KEY}")
+    except ContractError as exc:
+        raise ArtifactError(f"{exc}; re-export the model, or give {IGNORE_HINT}") from None
+
+
+def check_graph_against(recorded: Signature, graph: Signature, path: Path) -> Signature:
+    """The recorded signature, once the graph is found to match it (names, dtypes, ranks, fixed
+    sizes): a hand-edited signature is refused rather than believed."""
+    for kind, claimed, actual in (("input", recorded.inputs, graph.inputs), ("output", recorded.outputs, graph.outputs)):
+        if [t.name for t in claimed] != [t.name for t in actual]:
+            raise ArtifactError(f"{path}: ptx.{SIGNATURE_KEY} names {kind}s {[t.name for t in claimed]}, the graph has "
+                                f"{[t.name for t in actual]}; re-export it, or give {IGNORE_HINT}")
+        for c, a in zip(claimed, actual):
+            if c.dtype != a.dtype or len(c.shape) != len(a.shape) or any(
+                    isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(c.shape, a.shape)):
+                raise ArtifactError(f"{path}: ptx.{SIGNATURE_KEY} says {kind} {c.name!r} is {c.dtype} {c.dims_text()}, "
+                                    f"the graph's is {a.dtype} {a.dims_text()}; re-export it, or give {IGNORE_HINT}")
+    return recorded
+
+
+def declared_signature(declared: Sequence[TensorSig], kind: str, path: Path) -> tuple[TensorSig, ...]:
+    """The inputs a user declared (--input) for a file that keeps none (TorchScript, pt2)."""
+    if not declared:
+        raise PtxError(f"{path}: a {kind} file keeps no description of its inputs: declare each, in forward()'s "
+                       "order, with --input NAME=SHAPE:DTYPE (e.g. --input x=batchx3x224x224:float32; "
+                       "library: load(path, inputs=[...]))")
+    return tuple(declared)

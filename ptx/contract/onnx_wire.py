@@ -1,0 +1,147 @@
+"""Two facts of an ONNX file read straight from its protobuf encoding: the ``metadata_props`` and a
+digest of the graph (its nodes and weights).
+
+Written here rather than with the ``onnx`` package because both are read on the ONNX Runtime
+path, whose cold start is measured against importing onnxruntime, numpy and Pillow alone
+(importing onnx and parsing a 25 MB model costs more than the prediction); the protobuf wire
+format these few fields need is stable and small (https://protobuf.dev/programming-guides/encoding/).
+
+The digest ties a contract to its weights (issue 36): ``ptx export`` records it, and ptx refuses a
+file whose graph no longer matches, so ptx metadata copied onto another model is never believed.
+Tensors kept as external data are hashed by their files' contents too.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+from pathlib import Path
+
+from ptx.errors import ArtifactError
+
+# Field numbers of onnx.proto (ModelProto, GraphProto, TensorProto, StringStringEntryProto).
+MODEL_GRAPH, MODEL_METADATA = 7, 14
+GRAPH_INITIALIZER = 5
+TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 13, 14
+ENTRY_KEY, ENTRY_VALUE = 1, 2
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+
+
+class WireError(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise WireError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise WireError("varint too long")
+
+
+def fields(buf, start: int = 0, end: int | None = None):
+    """(field number, wire type, value or (start, end) of a length-delimited payload) of a message."""
+    pos, end = start, len(buf) if end is None else end
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise WireError("field number 0")
+        if wire == VARINT:
+            value, pos = _varint(buf, pos)
+            yield number, wire, value
+        elif wire == LENGTH_DELIMITED:
+            length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise WireError("a field runs past the end of its message")
+            yield number, wire, (pos, pos + length)
+            pos += length
+        elif wire == FIXED64:
+            pos += 8
+        elif wire == FIXED32:
+            pos += 4
+        else:
+            raise WireError(f"wire type {wire}")
+    if pos != end:
+        raise WireError("truncated message")
+
+
+def _entries(buf, span) -> tuple[str, str]:
+    key = value = ""
+    for number, wire, payload in fields(buf, *span):
+        if wire == LENGTH_DELIMITED and number in (ENTRY_KEY, ENTRY_VALUE):
+            text = bytes(buf[payload[0]:payload[1]]).decode("utf-8", errors="replace")
+            key, value = (text, value) if number == ENTRY_KEY else (key, text)
+    return key, value
+
+
+def read_onnx(path: str | Path, digest: bool = True) -> tuple[dict[str, str], str | None]:
+    """(metadata_props, sha256 of the graph and its external data) of the ONNX file at ``path``.
+    ArtifactError in one line when the file is not an ONNX model."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            size = path.stat().st_size
+            if size == 0:
+                raise ArtifactError(f"{path}: empty file, not an ONNX model")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _read(buf, path, digest)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _read(buf, path: Path, digest: bool) -> tuple[dict[str, str], str | None]:
+    metadata: dict[str, str] = {}
+    graph = None
+    try:
+        for number, wire, payload in fields(buf):
+            if number == MODEL_METADATA and wire == LENGTH_DELIMITED:
+                key, value = _entries(buf, payload)
+                metadata[key] = value
+            elif number == MODEL_GRAPH and wire == LENGTH_DELIMITED:
+                graph = payload
+    except WireError as exc:
+        raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+    if graph is None:
+        raise ArtifactError(f"{path}: not an ONNX model (it holds no graph)")
+    if not digest:
+        return metadata, None
+    sha = hashlib.sha256()
+    sha.update(buf[graph[0]:graph[1]])
+    for location in _external_files(buf, graph, path):
+        target = (path.parent / location).resolve()
+        if path.parent.resolve() not in target.parents or not target.is_file():
+            raise ArtifactError(f"{path}: its weights live in {location!r}, which is missing beside it: copy the "
+                                "external data file(s) with the model")
+        with open(target, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+    return metadata, sha.hexdigest()
+
+
+def _external_files(buf, graph, path: Path) -> list[str]:
+    """The files the graph's initializers keep their data in, in order of first mention."""
+    files: dict[str, None] = {}
+    try:
+        for number, wire, payload in fields(buf, *graph):
+            if number != GRAPH_INITIALIZER or wire != LENGTH_DELIMITED:
+                continue
+            external, location = False, None
+            for tensor_field, tensor_wire, value in fields(buf, *payload):
+                if tensor_field == TENSOR_DATA_LOCATION and tensor_wire == VARINT:
+                    external = value == 1
+                elif tensor_field == TENSOR_EXTERNAL_DATA and tensor_wire == LENGTH_DELIMITED:
+                    key, text = _entries(buf, value)
+                    if key == "location":
+                        location = text
+            if external and location:
+                files[location] = None
+    except WireError as exc:
+        raise ArtifactError(f"{path}: a damaged ONNX graph ({exc})") from None
+    return list(files)

@@ -1,0 +1,238 @@
+"""Inputs for a model of any signature (torch-free): generated for ``ptx verify``/``bench`` and
+export's validation, and checked when a caller hands them to ``run``.
+
+Generated inputs are seeded and dtype-aware (Polygraphy's data loader is the model): floats
+uniform in a range ([0, 1) unless the tensor or the user says otherwise), integers in a range
+([0, 10) by default, so that they index any vocabulary of 10 or more), booleans at random.
+Symbolic dimensions are bound by the user (``--shape name=2x3x224x224``) or chosen by ptx, which
+says what it chose: Polygraphy's silent 1 surprised its users. The batch axis is set by the
+caller, at sizes that are neither 0 nor 1, so that a batch the exporter specialised is caught.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from ptx.errors import InputError, PtxError
+
+from .tensors import DTYPES, Signature, TensorSig, parse_range, parse_shape
+
+DEFAULT_FLOAT_RANGE = (0.0, 1.0)
+DEFAULT_INT_RANGE = (0, 10)  # [low, high): indexes any vocabulary of 10 or more
+SPATIAL_SIZE = 64  # a symbolic height or width: room for a few stride-2 stages
+OTHER_SIZE = 8  # any other symbol (a sequence length, a number of boxes)
+VERIFY_BATCHES = (3, 5)  # never 0 or 1, and not the 2 that exporters' examples often use
+
+
+@dataclass
+class InputPlan:
+    """How inputs are made: symbol sizes (bound by the user, or chosen and reported), fixed values
+    and per-input ranges."""
+
+    bound: dict[str, int] = field(default_factory=dict)  # from --shape
+    chosen: dict[str, int] = field(default_factory=dict)  # ptx's choice, printed
+    values: dict[str, float] = field(default_factory=dict)  # --value name=number
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --range name=lo,hi
+    default_range: tuple[float, float] | None = None  # --range lo,hi for every float input
+
+    def size(self, symbol: str) -> int:
+        return self.bound.get(symbol) or self.chosen[symbol]
+
+    def describe_choices(self) -> str:
+        """The line that says which sizes ptx chose, or ''."""
+        if not self.chosen:
+            return ""
+        return ("symbolic dims chosen by ptx: " + ", ".join(f"{s}={v}" for s, v in self.chosen.items())
+                + " (bind them with --shape NAME=DIMS)")
+
+
+def plan_inputs(signature: Signature, shapes: Mapping[str, str] = (), values: Mapping[str, str] = (),
+                ranges: Mapping[str, str] = (), default_range: str | None = None) -> InputPlan:
+    """Check the user's --shape/--value/--range against the signature and choose the sizes of the
+    symbols nobody bound (the batch symbols excepted: the caller sets the batch)."""
+    shapes, values, ranges = dict(shapes), dict(values), dict(ranges)
+    names = signature.input_names
+    for option, given in (("--shape", shapes), ("--value", values), ("--range", ranges)):
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise PtxError(f"{option} {unknown[0]}=...: the model has no input {unknown[0]!r}; its inputs are "
+                           f"{', '.join(names)}")
+    plan = InputPlan()
+    for name, text in shapes.items():
+        sig = signature.input(name)
+        dims = parse_shape(text, f"--shape {name}={text}")
+        if len(dims) != len(sig.shape) or not all(isinstance(d, int) for d in dims):
+            raise PtxError(f"--shape {name}={text}: {name} has {len(sig.shape)} axes {list(sig.shape)}; give "
+                           f"{len(sig.shape)} sizes, e.g. {'x'.join(str(d if isinstance(d, int) else 2) for d in sig.shape) or '(a scalar has none)'}")
+        for axis, (want, got) in enumerate(zip(sig.shape, dims)):
+            if isinstance(want, int) and want != got:
+                raise PtxError(f"--shape {name}={text}: axis {axis} of {name} is fixed to {want}, not {got}")
+            if isinstance(want, str) and axis != sig.batch_axis:
+                if plan.bound.get(want, got) != got:
+                    raise PtxError(f"--shape: the symbol {want!r} is bound to {plan.bound[want]} and to {got}")
+                if got < 1:
+                    raise PtxError(f"--shape {name}={text}: {want} must be at least 1")
+                plan.bound[want] = got
+    for name, text in values.items():
+        sig = signature.input(name)
+        try:
+            number = float(text)
+        except ValueError:
+            raise PtxError(f"--value {name}={text}: not a number") from None
+        if sig.dtype_info.is_integer and number != int(number):
+            raise PtxError(f"--value {name}={text}: {name} is {sig.dtype}; give a whole number")
+        plan.values[name] = number
+    plan.ranges = {name: parse_range(text, f"--range {name}") for name, text in ranges.items()}
+    plan.default_range = parse_range(default_range, "--range") if default_range else None
+    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
+    for t in signature.inputs:
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, str) and d not in plan.bound and d not in batch_symbols and d not in plan.chosen:
+                spatial = t.dtype_info.is_float and len(t.shape) >= 4 and axis >= len(t.shape) - 2
+                plan.chosen[d] = SPATIAL_SIZE if spatial else OTHER_SIZE
+    return plan
+
+
+def concrete_shape(sig: TensorSig, plan: InputPlan, batch: int | None) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) else batch if axis == sig.batch_axis and batch is not None
+                 else plan.size(d) for axis, d in enumerate(sig.shape))
+
+
+def make_feeds(signature: Signature, plan: InputPlan, batch: int | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """One seeded set of inputs at ``batch`` (ignored by inputs without a batch axis)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for sig in signature.inputs:
+        shape = concrete_shape(sig, plan, batch)
+        dtype = np.dtype(sig.dtype)
+        if sig.name in plan.values:
+            feeds[sig.name] = np.full(shape, plan.values[sig.name], dtype=dtype)
+            continue
+        low, high = plan.ranges.get(sig.name) or sig.value_range or (
+            plan.default_range if sig.dtype_info.is_float and plan.default_range else None) or (
+            DEFAULT_FLOAT_RANGE if sig.dtype_info.is_float else DEFAULT_INT_RANGE)
+        if sig.dtype == "bool":
+            feeds[sig.name] = rng.random(shape) < 0.5
+        elif sig.dtype_info.is_integer:
+            info = np.iinfo(dtype)
+            low, high = max(int(np.ceil(low)), info.min), min(int(np.floor(high)), info.max)
+            # a declared range [low, high] includes high; the default [0, 10) does not
+            top = high + 1 if (sig.name in plan.ranges or sig.value_range) else max(high, low + 1)
+            feeds[sig.name] = rng.integers(low, top, size=shape, dtype=dtype)
+        else:
+            feeds[sig.name] = rng.uniform(low, high, size=shape).astype(dtype)
+    return feeds
+
+
+# -- checking what a caller hands over ------------------------------------------------------------
+
+
+def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = "the model") -> dict[str, np.ndarray]:
+    """A caller's inputs by name, checked against the signature: every input present and none
+    unknown, the dtype (a float array for a float input is cast, an integer array for an integer
+    one when its values fit; anything else is refused), the rank, the fixed sizes, and one size per
+    symbol across inputs. Raises InputError naming the input."""
+    if not isinstance(feeds, Mapping):
+        raise InputError(f"give {model}'s inputs as a dict by name ({', '.join(signature.input_names)}), "
+                         f"not {type(feeds).__name__}")
+    unknown = [n for n in feeds if n not in signature.input_names]
+    if unknown:
+        raise InputError(f"{model} has no input {unknown[0]!r}; its inputs are {', '.join(signature.input_names)}")
+    missing = [n for n in signature.input_names if n not in feeds]
+    if missing:
+        raise InputError(f"input {missing[0]!r} of {model} is missing; it takes {', '.join(signature.input_names)}")
+    sizes: dict[str, tuple[int, str]] = {}
+    out = {}
+    for sig in signature.inputs:
+        array = _as_dtype(feeds[sig.name], sig, model)
+        if array.ndim != len(sig.shape):
+            raise InputError(f"input {sig.name!r} of {model} has shape {list(array.shape)}; it takes "
+                             f"{sig.dims_text()} ({len(sig.shape)} axes)")
+        for axis, (want, got) in enumerate(zip(sig.shape, array.shape)):
+            if isinstance(want, int) and want != got:
+                raise InputError(f"input {sig.name!r} of {model} has shape {list(array.shape)}; axis {axis} must be "
+                                 f"{want} ({sig.dims_text()})")
+            if isinstance(want, str):
+                seen = sizes.setdefault(want, (got, sig.name))
+                if seen[0] != got:
+                    raise InputError(f"input {sig.name!r} has {want}={got} but {seen[1]!r} has {want}={seen[0]}: "
+                                     f"one {want} for every input")
+        if sig.batch_axis is not None and array.shape[sig.batch_axis] == 0:
+            raise InputError(f"input {sig.name!r} of {model} is an empty batch")
+        out[sig.name] = np.ascontiguousarray(array)
+    return out
+
+
+def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input {sig.name!r} of {model}: not an array ({exc})") from None
+    want = np.dtype(sig.dtype)
+    if array.dtype == want:
+        return array
+    kind, target = array.dtype.kind, want.kind
+    if target == "f" and kind in "fiu":
+        return array.astype(want)
+    if target in "iu" and kind in "iu":
+        info = np.iinfo(want)
+        if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
+            return array.astype(want)
+        raise InputError(f"input {sig.name!r} of {model} holds values outside {sig.dtype}'s range")
+    if target == "b" and kind == "b":
+        return array
+    raise InputError(f"input {sig.name!r} of {model} is {array.dtype}; it takes {sig.dtype}"
+                     + (" (round or cast it first)" if target in "iu" and kind == "f" else ""))
+
+
+def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
+    """Real samples for verify/bench/predict from ``.npz`` (one array per input name, or
+    ``NAME:K`` keys for several cases), ``.npy`` (the model's one input) or ``.json`` ({name:
+    nested lists}, or a list of such). Each case is checked by check_feeds."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+            cases = _cases_from_keys(arrays, path)
+        elif suffix == ".npy":
+            if len(signature.inputs) != 1:
+                raise InputError(f"{path}: a .npy holds one array, and the model takes {len(signature.inputs)} inputs "
+                                 f"({', '.join(signature.input_names)}): save them in one .npz by name")
+            cases = [{signature.inputs[0].name: np.load(path, allow_pickle=False)}]
+        elif suffix == ".json":
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            listed = doc if isinstance(doc, list) else [doc]
+            if not listed or not all(isinstance(c, dict) for c in listed):
+                raise InputError(f"{path}: give an object {{input name: nested list}} or a list of them")
+            cases = [dict(c) for c in listed]
+        else:
+            raise InputError(f"{path}: inputs come as .npz (arrays by input name), .npy (one input) or .json")
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]})") from None
+    return [check_feeds(signature, case, path.name) for case in cases]
+
+
+def _cases_from_keys(arrays: dict[str, np.ndarray], path) -> list[dict[str, np.ndarray]]:
+    """``{"x": a, "y": b}`` is one case; ``{"x:0": .., "y:0": .., "x:1": ..}`` several."""
+    if not any(":" in k for k in arrays):
+        return [arrays]
+    cases: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in arrays.items():
+        name, sep, index = key.rpartition(":")
+        if not sep:
+            raise InputError(f"{path}: key {key!r} has no case number while others do (NAME:K)")
+        cases.setdefault(index, {})[name] = array
+    return [cases[k] for k in sorted(cases, key=lambda k: (len(k), k))]
+
+
+def dtype_names() -> str:
+    return ", ".join(DTYPES)

@@ -1,0 +1,279 @@
+"""A user's own model through the library: the tensor layer of the contract, ptx.infer.load() on an
+ONNX file, a TorchScript file and a live nn.Module, and the refusals a user meets."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import own_models as zoo
+from ptx.contract.tensor_compare import compare_output, default_tolerance
+from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, make_feeds, plan_inputs
+from ptx.contract.tensors import Signature, TensorSig, infer_batch_axes, parse_declaration, parse_shape
+from ptx.errors import ArtifactError, InputError, ModelRunError, PtxError
+from ptx.infer import load
+
+
+def feeds_for(model, batch=3, seed=0, **options):
+    return make_feeds(model.signature, plan_inputs(model.signature, **options), batch, seed)
+
+
+# -- the tensor layer --------------------------------------------------------------------------
+
+
+def test_declarations_and_shapes_parse_as_triton_users_write_them():
+    assert parse_declaration("x=batchx3x224x224") == TensorSig("x", "float32", ("batch", 3, 224, 224), 0)
+    assert parse_declaration("ids=N,max_len:int64") == TensorSig("ids", "int64", ("N", "max_len"), 0)
+    assert parse_declaration("flag=:bool") == TensorSig("flag", "bool", (), None)
+    assert parse_shape("2x-1x7", "t") == (2, "dim1", 7)
+    for bad in ("x", "x=3x?x:complex64", "=3"):
+        with pytest.raises(PtxError):
+            parse_declaration(bad)
+
+
+def test_the_batch_is_read_from_symbol_names_and_follows_a_state_on_axis_one():
+    inputs = (TensorSig("x", "float32", ("steps", "batch", 6)), TensorSig("h0", "float32", (1, "batch", 12)),
+              TensorSig("mode", "int64", ()))
+    outputs = (TensorSig("y", "float32", ("batch", 3)), TensorSig("h", "float32", (1, "batch", 12)))
+    ins, outs = infer_batch_axes(inputs, outputs)
+    assert [t.batch_axis for t in ins] == [1, 1, None] and [t.batch_axis for t in outs] == [0, 1]
+    ins, _ = infer_batch_axes(inputs, outputs, {"x": None, "h0": None})
+    assert [t.batch_axis for t in ins] == [None, None, None]
+    with pytest.raises(PtxError, match="symbolic dimensions"):
+        infer_batch_axes(inputs, outputs, {"mode": 0})
+
+
+def test_a_signature_round_trips_and_refuses_what_it_cannot_hold():
+    sig = Signature((TensorSig("x", "float16", ("batch", 4), 0, (0.0, 1.0)),), (TensorSig("y", "bool", ("batch",), 0),))
+    assert Signature.from_dict(json.loads(json.dumps(sig.to_dict()))) == sig
+    doc = sig.to_dict()
+    doc["inputs"][0]["batch_axis"] = 1
+    with pytest.raises(PtxError, match="batch_axis"):
+        Signature.from_dict(doc)
+    doc = sig.to_dict()
+    doc["version"] = 99
+    with pytest.raises(PtxError, match="newer"):
+        Signature.from_dict(doc)
+
+
+def test_generated_inputs_are_seeded_dtype_aware_and_say_what_ptx_chose(own_models):
+    model = load(own_models["two_io"], probe=False)
+    plan = plan_inputs(model.signature, values={}, ranges={"ids": "5,7"})
+    assert plan.chosen == {"tokens": 8} and "tokens=8" in plan.describe_choices()
+    a, b = make_feeds(model.signature, plan, 3, seed=1), make_feeds(model.signature, plan, 3, seed=1)
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+    assert a["ids"].dtype == np.int64 and a["ids"].min() >= 5 and a["ids"].max() <= 7
+    assert a["picture"].shape == (3, 1, 16, 16) and a["picture"].dtype == np.float32
+    with pytest.raises(PtxError, match="no input 'nope'"):
+        plan_inputs(model.signature, shapes={"nope": "2x3"})
+    with pytest.raises(PtxError, match="axis 1 of picture is fixed to 1"):
+        plan_inputs(model.signature, shapes={"picture": "2x3x16x16"})
+    assert 1 not in VERIFY_BATCHES and 0 not in VERIFY_BATCHES and len(set(VERIFY_BATCHES)) == 2
+
+
+def test_outputs_are_judged_per_dtype():
+    want = np.linspace(-1, 1, 40, dtype=np.float32).reshape(4, 10)
+    assert compare_output("y", want + 5e-5, want, default_tolerance("float32"), 0).ok
+    assert not compare_output("y", want + 5e-3, want, default_tolerance("float32"), 0).ok
+    half = want.astype(np.float16)
+    assert compare_output("y", half + np.float16(4e-3), half, default_tolerance("float16"), 0).ok
+    ids = np.arange(6)
+    moved = ids.copy()
+    moved[2] = 9
+    result = compare_output("ids", moved, ids, default_tolerance("int64"), None)
+    assert not result.ok and result.beyond == 1 and result.needed_atol == 7
+    nan = want.copy()
+    nan[0, 0] = np.nan
+    assert not compare_output("y", nan, want, default_tolerance("float32"), 0).ok
+
+
+# -- load() on a user's files -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["residual", "mobile", "two_io", "stateful", "fixed1", "half"])
+def test_load_runs_each_onnx_by_name_at_two_batch_sizes(own_models, name):
+    model = load(own_models[name], probe=False)
+    assert model.backend == "ort-cpu"
+    reference = zoo.catalog()[name]
+    assert model.signature.input_names == reference.input_names
+    assert model.signature.output_names == reference.output_names
+    for batch in VERIFY_BATCHES:
+        feeds = feeds_for(model, batch)
+        out = model.run(feeds)
+        assert set(out) == set(reference.output_names)
+        for sig in model.signature.outputs:
+            if sig.batch_axis is not None:
+                assert out[sig.name].shape[sig.batch_axis] == batch
+        assert list(model.run(feeds, outputs=[reference.output_names[-1]])) == [reference.output_names[-1]]
+
+
+def test_the_onnx_answers_are_the_modules(own_models):
+    """load(module) is the reference a user's file is checked against."""
+    for name in ("residual", "two_io", "stateful"):
+        spec = zoo.catalog()[name]
+        onnx_model = load(own_models[name], probe=False)
+        declared = [t for t in onnx_model.signature.inputs]
+        module = load(spec.module, inputs=declared)
+        assert module.backend == "eager"
+        feeds = feeds_for(onnx_model, 5, seed=3)
+        got, want = onnx_model.run(feeds), module.run(feeds)
+        for sig, produced in zip(onnx_model.signature.outputs, want.values()):
+            assert compare_output(sig.name, got[sig.name], produced, default_tolerance(sig.dtype), sig.batch_axis).ok
+
+
+def test_a_state_whose_batch_is_axis_one_and_a_branch_input(own_models):
+    model = load(own_models["stateful"], probe=False)
+    x, h0, mode = model.signature.inputs
+    assert (x.batch_axis, h0.batch_axis, mode.batch_axis, mode.shape) == (1, 1, None, ())
+    assert not model.signature.batched  # a scalar input: requests cannot be joined
+    assert any(n.op_type == "If" for n in onnx.load(str(own_models["stateful"])).graph.node)
+    feeds = feeds_for(model, 3)
+    one = model.run({**feeds, "mode": np.array(1)})["scores"]
+    zero = model.run({**feeds, "mode": np.array(0)})["scores"]
+    assert not np.allclose(one, zero)  # the branch input picks another computation
+
+
+def test_a_fixed_batch_and_float16_are_what_the_graph_says(own_models):
+    fixed = load(own_models["fixed1"], probe=False)
+    assert fixed.signature.inputs[0].shape == (1, 12) and fixed.signature.inputs[0].batch_axis is None
+    with pytest.raises(InputError, match="axis 0 must be 1"):
+        fixed.run({"x": np.zeros((2, 12), np.float32)})
+    half = load(own_models["half"], probe=False)
+    out = half.run({"x": np.random.rand(4, 16)})  # float64 is cast to the float16 input
+    assert half.signature.inputs[0].dtype == "float16" and out["y"].dtype == np.float16
+
+
+def test_inputs_that_do_not_fit_are_one_line_naming_the_input(own_models):
+    model = load(own_models["two_io"], probe=False)
+    feeds = feeds_for(model)
+    cases = [({"picture": feeds["picture"]}, "'ids' of two_io is missing"),
+             ({**feeds, "extra": feeds["ids"]}, "no input 'extra'"),
+             ({**feeds, "ids": feeds["ids"].astype(np.float32)}, "'ids' of two_io is float32; it takes int64"),
+             ({**feeds, "ids": feeds["ids"][:2]}, "one batch for every input"),
+             ({**feeds, "picture": feeds["picture"][:, :, :3]}, "axis 2 must be 16"),
+             ("not a dict", "as a dict by name")]
+    for bad, message in cases:
+        with pytest.raises(InputError, match=message):
+            model.run(bad)
+    with pytest.raises(InputError, match="no output 'nope'"):
+        model.run(feeds, outputs=["nope"])
+
+
+def test_a_batch_the_exporter_specialised_fails_at_another_batch_in_one_line(own_models):
+    model = load(own_models["specialised"], probe=False)
+    model.run(feeds_for(model, 3))  # the export's own batch
+    with pytest.raises(ModelRunError, match=r"ort-cpu failed running specialised on inputs x float32 \[5, 8\]") as err:
+        model.run(feeds_for(model, 5))
+    assert "\n" not in str(err.value)
+
+
+def test_torchscript_needs_its_inputs_declared_and_learns_its_outputs(own_models):
+    with pytest.raises(PtxError, match="keeps no description of its inputs: declare each"):
+        load(own_models["two_io.pt"], probe=False)
+    model = load(own_models["two_io.pt"], inputs=zoo.catalog()["two_io"].declarations, probe=False)
+    assert model.backend == "torchscript"
+    assert [(t.name, t.shape, t.batch_axis) for t in model.signature.outputs] == [
+        ("output_0", ("batch", 4), 0), ("output_1", ("batch", 16), 0)]
+    onnx_model = load(own_models["two_io"], probe=False)
+    feeds = feeds_for(onnx_model, 5)
+    got, want = model.run(feeds), onnx_model.run(feeds)
+    assert np.allclose(got["output_0"], want["scores"], atol=1e-5)
+
+
+def test_a_symbol_that_follows_an_input_is_learned_for_torchscript_outputs(own_models):
+    model = load(own_models["mobile.pt"], inputs=["image=batchx3xheightxwidth"], probe=False)
+    assert model.signature.outputs[0].shape == ("batch", 7)
+
+
+def test_the_onnx_path_never_imports_torch(own_models):
+    code = ("import sys, numpy as np; from ptx.infer import load; m = load(sys.argv[1]); "
+            "print(sorted(m.run({'x': np.zeros((2, 16), np.float16)})), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(own_models["half"])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['y']", "False"]
+
+
+def test_files_that_are_not_models_are_one_line_each(own_models, tmp_path):
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model at all")
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(own_models["residual"].read_bytes()[:3000])
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    state = tmp_path / "weights.pt"
+    torch.save(zoo.catalog()["residual"].module.state_dict(), state)
+    for path, message in [(text, "not an ONNX model"), (truncated, "truncated"), (empty, "empty file"),
+                          (tmp_path / "missing.onnx", "no such file")]:
+        with pytest.raises(ArtifactError, match=message) as err:
+            load(path, probe=False)
+        assert "\n" not in str(err.value)
+    with pytest.raises(PtxError, match="--module"):
+        load(state)
+
+
+def test_a_runtime_crash_on_a_foreign_file_is_one_line(own_models, monkeypatch):
+    """The child process a foreign file is first opened in dies: ptx says so and lives."""
+    from ptx.export.child import ChildCrashError
+    from ptx.infer import own_model
+
+    monkeypatch.setattr(own_model, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(ChildCrashError, match=r"ort-cpu opening residual.onnx crashed \(SIGSEGV\)"):
+        load(own_models["residual"])
+
+
+# -- a contract belongs to its weights ----------------------------------------------------------
+
+
+def test_ptx_metadata_copied_onto_another_model_is_refused(runs, own_models, tmp_path):
+    """Issue 36, item 8: convnet's ptx.* metadata on a foreign ONNX made it answer as convnet."""
+    run = runs.ready("convnet") / "convnet"
+    source = onnx.load(str(run / "model.onnx"))
+    digest = next((p.value for p in source.metadata_props if p.key == "ptx.weights_sha256"), None)
+    if digest is None:
+        pytest.skip("this export records no weights digest yet")
+    foreign = onnx.load(str(own_models["residual"]))
+    del foreign.metadata_props[:]
+    for prop in source.metadata_props:
+        foreign.metadata_props.add(key=prop.key, value=prop.value)
+    path = tmp_path / "model.onnx"
+    onnx.save(foreign, str(path))
+    with pytest.raises(ArtifactError, match="weights are not the ones its ptx.. metadata was written for"):
+        load(path)
+    own = load(path, ignore_metadata=True, probe=False)  # the way in the message
+    assert own.signature.input_names == ["image"]
+
+
+def test_tutorial_predictors_answer_the_tensor_layer_too(runs):
+    predictor = load("convnet", root=runs.ready("convnet"))
+    sig = predictor.signature
+    assert (sig.input_names, sig.output_names) == (["input"], ["logits"]) and sig.batched
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    out = predictor.run({"input": x})
+    assert np.array_equal(out["logits"], predictor.predict_array(x))
+    with pytest.raises(InputError, match="no input 'image'"):
+        predictor.run({"image": x})
+
+
+def test_check_feeds_casts_only_what_keeps_its_values():
+    sig = Signature((TensorSig("i", "int32", ("batch",), 0),), (TensorSig("y", "float32", ("batch",), 0),))
+    assert check_feeds(sig, {"i": np.array([1, 2], np.int64)})["i"].dtype == np.int32
+    with pytest.raises(InputError, match="outside int32's range"):
+        check_feeds(sig, {"i": np.array([2**40])})
+    with pytest.raises(InputError, match="round or cast it first"):
+        check_feeds(sig, {"i": np.array([1.5])})
+    with pytest.raises(InputError, match="empty batch"):
+        check_feeds(sig, {"i": np.zeros(0, np.int32)})
+
+
+def test_a_copied_folder_keeps_working(own_models, tmp_path):
+    """A model file is self-contained: copied elsewhere it loads the same."""
+    copy = tmp_path / "elsewhere.onnx"
+    shutil.copy(own_models["mobile"], copy)
+    model = load(copy, probe=False)
+    assert model.name == "elsewhere" and model.signature.inputs[0].shape == ("batch", 3, "height", "width")
