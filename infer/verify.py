@@ -166,7 +166,12 @@ def build_inputs(contract, real: np.ndarray, batch_sizes) -> dict[str, np.ndarra
     largest = max(batch_sizes)
     cycled = np.concatenate([x] * (-(-largest // len(x))))[:largest]
     inputs = {"real": x}
-    if contract.encoding is None:  # all-zero and all-one tensors; token ids have no such edge
+    if contract.picture is not None:
+        # A blank picture and one all ink, normalised: the extremes of what a picture model is fed,
+        # and pictures still, so that an --input uint8 export (which takes only pictures) is fed them too.
+        blank = np.zeros((2, *np.asarray(real).shape[1:]), dtype=np.uint8)
+        inputs.update(zeros=normalize(blank, contract), ones=normalize(np.full_like(blank, 255), contract))
+    elif contract.encoding is None:  # all-zero and all-one tensors; token ids have no such edge
         inputs.update(zeros=np.zeros_like(x[:2]), ones=np.ones_like(x[:2]))
     for b in sorted(set(batch_sizes) | {1, 7}):
         inputs[f"batch-{b}"] = cycled[:b]

@@ -211,3 +211,14 @@ def test_io_binding_binds_uint8_pictures_for_a_uint8_export(exported, runs):
     np.testing.assert_array_equal(bound.numpy(), predictor.predict_pictures(raw))
     with pytest.raises(InputError, match=r"give \(N, 28, 28\) uint8"):
         run_with_binding(predictor, torch.zeros(7, 1, 28, 28), "cpu")
+
+
+def test_verify_judges_a_uint8_export_of_a_normalising_model(exported):
+    """Found reading the H100 run (2026-11-23): verify's edge inputs were all-0 and all-1 tensors in
+    model space, which are no normalised picture of convnet's (mean 0.1307, std 0.3081), so a uint8
+    export refused them and its rows FAILed. The edges are now a blank picture and one all ink."""
+    from ptx.infer.verify import verify
+
+    _, raw_dir = exported
+    report = verify("convnet", backends=["ort-cpu", "torchscript-cpu"], samples=64, run=raw_dir, notice=lambda _: None)
+    assert report.ok and {v.label for v in report.verdicts} >= {"ort-cpu", "torchscript-cpu"}, report.table()
