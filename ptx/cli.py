@@ -497,9 +497,12 @@ def _int_list(ctx, param, value):
 @click.option("--rtol", type=NON_NEGATIVE, help="Relative tolerance (default: the artifact's, per device).")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (every row, reason and tolerance).")
+@click.option("--all-rows", is_flag=True,
+              help="List every row this machine cannot run (by default one line per missing device: 12 CUDA rows).")
 @RUN
-def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, run) -> None:
+def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, all_rows,
+               run) -> None:
     """Check that every backend gives eager's answers for model NAME, on real test samples."""
     from ptx.infer.api import run_folder
     from ptx.infer.records import record_verify
@@ -541,7 +544,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
         docs.append(report.to_dict())
         statuses.append(report.exit_status)
         if not as_json:
-            click.echo(report.table() + "\n")
+            click.echo(report.table(all_rows) + "\n")
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
         click.echo(json.dumps(docs if all_models else docs[0], indent=2))
