@@ -178,24 +178,9 @@ def models_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for r in rows:
-        r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
-        r["format_list"] = ",".join(r["formats"])
-        r["data"] = DataKind.from_dict(r["takes"]).short()
-    keys = ("name", "shape", "data", "dataset", "tutorial", "format_list")
-    width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in keys}
-    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'takes':<{width['data']}}  {'params':>10}  "
-              f"{'dataset':<{width['dataset']}}  {'tutorial':<{width['tutorial']}}  {'formats':<{width['format_list']}}  "
-              "description")
-    click.echo(header)
-    click.echo("-" * len(header))
-    for r in rows:
-        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['data']:<{width['data']}}  "
-                   f"{r['params']:>10,}  {r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
-                   f"{r['format_list']:<{width['format_list']}}  {r['description']}")
-    from ptx.tutorials import legend
+    from ptx.models_table import models_table
 
-    click.echo("\ntutorial: the document each model and its recipe come from\n" + legend())
+    click.echo(models_table(rows))
 
 
 @cli.command("runs")
