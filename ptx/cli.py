@@ -145,7 +145,7 @@ class PtxGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="ptx")
 def cli(debug: bool) -> None:
-    """Train the tutorials' models, export them, and predict through six agreeing backends.
+    """Train the tutorials' models, export them, and predict through backends checked to agree.
 
     \b
     ptx train convnet            train with its tutorial's recipe (GPU when there is one)
@@ -209,7 +209,7 @@ def _train_epilog() -> str:
 
     datasets = "\n".join(f"  {name:<14} {text}" for name, text in DATASETS.items())
     return (f"\b\nDatasets (--dataset; default: the model's, see `ptx models`):\n{datasets}\n\n"
-            f"\b\nRecipes come from the tutorial that documents each model (`ptx models`, column tutorial):\n"
+            f"\b\nRecipes come from the tutorial that documents each model (`ptx models`, column 'from tutorial'):\n"
             + legend(76))
 
 
@@ -227,7 +227,8 @@ def _train_epilog() -> str:
 @click.option("--offline", is_flag=True,
               help="Never download: a dataset not on this machine is an error (or mnist-sample for a default "
                    "MNIST). Env: PTX_OFFLINE=1.")
-@click.option("--device", type=DeviceChoice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=DeviceChoice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+              help="Where to train: auto is the GPU (cuda, then mps) when there is one, else the CPU.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last completed epoch.")
 @click.option("--overwrite", is_flag=True,
@@ -400,7 +401,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="P",
               help="Mark answers whose probability is below P as `? (low confidence: LABEL)` (JSON: "
-                   "low_confidence); README says what each P costs on the test set.")
+                   "low_confidence); what each P costs on the test set: docs/models.md#confidence-threshold.")
 @click.option("--output", "output", type=click.Path(dir_okay=True), metavar="FILE",
               help="Write the answers to FILE as they come, with --json's fields, one row each (errors too): "
                    ".jsonl, .csv or .parquet (a folder of part files) by its suffix. docs/batch-scoring.md.")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PLUGINS = ("mkdocs", "material", "mkdocs_click", "mkdocstrings")
+PLUGINS = ("mkdocs", "material", "mkdocstrings")
 
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in PLUGINS),
