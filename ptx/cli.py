@@ -309,7 +309,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 @click.argument("name", required=False)
 @click.option("--format", "fmt", type=Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
               show_default=True,
-              help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
+              help=f"all (the default) writes the portable pair, {' and '.join(default_formats())}; the others "
+                   "only when named (pt2 compiles for ~40 s; "
                    "onnx-int8 is quantized, model.int8.onnx; triton and kserve write deployment folders).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt).")
@@ -481,7 +482,8 @@ def _int_list(ctx, param, value):
               help="Batch sizes to exercise; the largest also chunks the real samples.")
 @click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance (default: the artifact's, per device).")
 @click.option("--rtol", type=NON_NEGATIVE, help="Relative tolerance (default: the artifact's, per device).")
-@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: NAME is read from ROOT/NAME, --all verifies every run under it.")
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (every row, reason and tolerance).")
 @click.option("--all-rows", is_flag=True,
@@ -549,8 +551,10 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True,
               help="Alternating rounds the seconds are shared out over (the long run: 6); a row whose p50 "
                    "moves 2x or more between rounds is flagged noisy.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Untimed runs per runner and batch size before timing.")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: NAME is read from ROOT/NAME.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,

@@ -37,7 +37,9 @@ def blocks(help_text: str) -> list[str]:
     out = []
     for paragraph in re.split(r"\n\s*\n", inspect.cleandoc(help_text)):
         lines = paragraph.split("\n")
-        if lines[0].strip() == "\b":
+        if lines[0].strip() == "\b" and out and out[-1].startswith("```text"):  # one block for a run of them
+            out[-1] = out[-1][:-len("\n```")] + "\n\n" + "\n".join(lines[1:]) + "\n```"
+        elif lines[0].strip() == "\b":
             out.append("```text\n" + "\n".join(lines[1:]) + "\n```")
         elif paragraph.strip():
             out.append(escape(" ".join(line.strip() for line in lines)))
