@@ -163,7 +163,8 @@ def test_the_screenshots_in_docs_are_there():
 def test_nothing_is_cut_off_at_1280_px(site):
     """Every page in headless Chromium at 1280 px: no code block, paragraph or the page itself wider
     than its box (tables scroll on purpose and are left out)."""
-    browser = _script_from_tests("browser")
+    import browser  # tests/browser.py: Debian's headless Chromium through selenium
+
     why = browser.missing()
     if why:
         pytest.skip(why)
@@ -175,11 +176,6 @@ def test_nothing_is_cut_off_at_1280_px(site):
             if found:
                 problems[path] = found
     assert not problems, problems
-
-
-def _script_from_tests(name: str):
-    sys.path.insert(0, str(REPO / "tests"))
-    return __import__(name)
 
 
 def test_the_reference_keeps_example_lines_and_shows_defaults_as_help_does():
