@@ -172,7 +172,7 @@ kubectl get inferenceservice {name}      # READY True, and its URL
 ```
 
 Clients send `Authorization: Bearer <token>` (health needs none) and the v2 protocol:
-`POST <url>/v2/models/{name}/infer`. ptx's README ("Serve") shows curl and tritonclient calls.
+`POST <url>/v2/models/{name}/infer`. ptx's docs/serving.md shows curl and tritonclient calls.
 """
 
 

@@ -276,7 +276,7 @@ class Predictor:
     def predict(self, inputs, raw: bool = False, min_confidence: float | None = None) -> list[Prediction]:
         """Pictures (paths, an image file's bytes or binary file object, PIL images, numpy arrays:
         one picture or a batch, by shape), numbers, CSV rows or strings (or a text file's bytes: one
-        input per line) -> one Prediction each. See README "Library input semantics".
+        input per line) -> one Prediction each, as docs/library.md's "What predict() takes" lists.
         ``min_confidence`` (0-1) marks answers whose probability is below it ``low_confidence``."""
         pairs = []  # (input, how its result names it)
         for item in self._items(inputs):

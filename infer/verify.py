@@ -100,6 +100,10 @@ class VerifyReport:
     static: dict[str, str] = field(default_factory=dict)
     # Device -> what that device's rows were compared with (the header says it).
     references: dict[str, str] = field(default_factory=dict)
+    # Skipped rows on a device this machine cannot run (a CPU machine's dozen CUDA rows): label ->
+    # device. The table sums them up in a line per device; CPU rows keep their own lines, which say
+    # what to install or export.
+    unrunnable: dict[str, str] = field(default_factory=dict)
 
     @property
     def compared(self) -> bool:
@@ -138,26 +142,12 @@ class VerifyReport:
             notes.append(f"not usable at their precision: {', '.join(unusable)}")
         return "all backends agree" + (f" ({'; '.join(notes)})" if notes else "")
 
-    def table(self) -> str:
-        rule = "; ".join(f"{d}: atol {t['atol']:g}, rtol {t['rtol']:g}" for d, t in self.tolerances.items())
-        head = (f"{'backend':<18} {'precision':<9} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} "
-                f"{'accuracy':>9}  verdict")
-        against = "; ".join(f"{d} rows: {r}" for d, r in self.references.items())
-        rows = [f"ptx verify {self.model}: {self.samples} real samples from {self.data} + edge inputs; "
-                f"f32: |diff| <= atol + rtol x |eager| ({rule}), ties allowed; bf16/tf32/int8: labels agree with eager "
-                f"on >= {100 * MIN_LABEL_AGREEMENT:.0f}% and accuracy at most {MAX_ACCURACY_DROP:g} below eager's, "
-                "else NOT USABLE" + (f"; reference: {against}" if against else ""), head, "-" * len(head)]
-        for v in self.verdicts:
-            agree = "-" if v.argmax_agreement is None else f"{100 * v.argmax_agreement:.1f}%"
-            acc = "-" if v.accuracy is None else f"{v.accuracy:.4f}"
-            sizes = ",".join(map(str, v.batch_sizes))
-            rows.append(f"{v.backend + ' (' + v.device + ')':<18} {v.precision:<9} {sizes:<14} {v.max_abs:>9.2e} "
-                        f"{v.max_rel:>9.2e} {agree:>8} {acc:>9}  {v.describe()}")
-        for backend, why in self.skipped.items():
-            checked = self.static.get(backend)
-            rows.append(f"{backend:<18} " + (f"not run: {why}; {checked}" if checked else f"skipped: {why}"))
-        rows.append(self.summary())
-        return "\n".join(rows)
+    def table(self, all_rows: bool = False) -> str:
+        """The report as `ptx verify` prints it (infer/verify_table.py); ``all_rows`` lists every row
+        this machine cannot run instead of one line per device."""
+        from .verify_table import table
+
+        return table(self, all_rows)
 
 
 def build_inputs(contract, real: np.ndarray, batch_sizes) -> dict[str, np.ndarray]:
@@ -219,6 +209,8 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
         if why or ref_device is None:
             ref_why = registry.get(REFERENCE).unavailable(device)
             report.skipped[label] = why or f"no {REFERENCE} reference on {device}: {ref_why}"
+            if device != "cpu":
+                report.unrunnable[label] = device
             if backend.static is not None:
                 report.static.update(_static_check(backend, name, root, precision, run, label))
             continue
@@ -239,6 +231,8 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
                 outputs = {k: run_in_batches(predictor.predict_array, v, axis, chunk) for k, v in inputs.items()}
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
+            if isinstance(exc, BackendUnavailableError) and device != "cpu":
+                report.unrunnable[label] = device
             continue
         except Exception as exc:  # noqa: BLE001 - the artifact is there but does not load or run: a failure
             # A runtime's own exception (torchscript-cuda's "Expected all tensors to be on the same

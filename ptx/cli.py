@@ -145,7 +145,7 @@ class PtxGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="ptx")
 def cli(debug: bool) -> None:
-    """Train the tutorials' models, export them, and predict through six agreeing backends.
+    """Train the tutorials' models, export them, and predict through backends checked to agree.
 
     \b
     ptx train convnet            train with its tutorial's recipe (GPU when there is one)
@@ -178,24 +178,9 @@ def models_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for r in rows:
-        r["shape"] = "(" + ", ".join(str(d) for d in r["input_shape"]) + ")"
-        r["format_list"] = ",".join(r["formats"])
-        r["data"] = DataKind.from_dict(r["takes"]).short()
-    keys = ("name", "shape", "data", "dataset", "tutorial", "format_list")
-    width = {key: max(len(key), *(len(str(r[key])) for r in rows)) for key in keys}
-    header = (f"{'name':<{width['name']}}  {'input shape':<{width['shape']}}  {'takes':<{width['data']}}  {'params':>10}  "
-              f"{'dataset':<{width['dataset']}}  {'tutorial':<{width['tutorial']}}  {'formats':<{width['format_list']}}  "
-              "description")
-    click.echo(header)
-    click.echo("-" * len(header))
-    for r in rows:
-        click.echo(f"{r['name']:<{width['name']}}  {r['shape']:<{width['shape']}}  {r['data']:<{width['data']}}  "
-                   f"{r['params']:>10,}  {r['dataset']:<{width['dataset']}}  {r['tutorial']:<{width['tutorial']}}  "
-                   f"{r['format_list']:<{width['format_list']}}  {r['description']}")
-    from ptx.tutorials import legend
+    from ptx.models_table import models_table
 
-    click.echo("\ntutorial: the document each model and its recipe come from\n" + legend())
+    click.echo(models_table(rows))
 
 
 @cli.command("runs")
@@ -224,7 +209,7 @@ def _train_epilog() -> str:
 
     datasets = "\n".join(f"  {name:<14} {text}" for name, text in DATASETS.items())
     return (f"\b\nDatasets (--dataset; default: the model's, see `ptx models`):\n{datasets}\n\n"
-            f"\b\nRecipes come from the tutorial that documents each model (`ptx models`, column tutorial):\n"
+            f"\b\nRecipes come from the tutorial that documents each model (`ptx models`, column 'from tutorial'):\n"
             + legend(76))
 
 
@@ -242,7 +227,8 @@ def _train_epilog() -> str:
 @click.option("--offline", is_flag=True,
               help="Never download: a dataset not on this machine is an error (or mnist-sample for a default "
                    "MNIST). Env: PTX_OFFLINE=1.")
-@click.option("--device", type=DeviceChoice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=DeviceChoice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+              help="Where to train: auto is the GPU (cuda, then mps) when there is one, else the CPU.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its last completed epoch.")
 @click.option("--overwrite", is_flag=True,
@@ -323,7 +309,8 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 @click.argument("name", required=False)
 @click.option("--format", "fmt", type=Choice([*FORMATS, TRITON, KSERVE, "all"]), default="all",
               show_default=True,
-              help=f"all: {', '.join(default_formats())}; the others only when named (pt2 compiles for ~40 s; "
+              help=f"all (the default) writes the portable pair, {' and '.join(default_formats())}; the others "
+                   "only when named (pt2 compiles for ~40 s; "
                    "onnx-int8 is quantized, model.int8.onnx; triton and kserve write deployment folders).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt).")
@@ -415,7 +402,7 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
 @click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="P",
               help="Mark answers whose probability is below P as `? (low confidence: LABEL)` (JSON: "
-                   "low_confidence); README says what each P costs on the test set.")
+                   "low_confidence); what each P costs on the test set: docs/models.md#confidence-threshold.")
 @click.option("--output", "output", type=click.Path(dir_okay=True), metavar="FILE",
               help="Write the answers to FILE as they come, with --json's fields, one row each (errors too): "
                    ".jsonl, .csv or .parquet (a folder of part files) by its suffix. docs/batch-scoring.md.")
@@ -495,11 +482,15 @@ def _int_list(ctx, param, value):
               help="Batch sizes to exercise; the largest also chunks the real samples.")
 @click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance (default: the artifact's, per device).")
 @click.option("--rtol", type=NON_NEGATIVE, help="Relative tolerance (default: the artifact's, per device).")
-@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: NAME is read from ROOT/NAME, --all verifies every run under it.")
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (every row, reason and tolerance).")
+@click.option("--all-rows", is_flag=True,
+              help="List every row this machine cannot run (by default one line per missing device: 12 CUDA rows).")
 @RUN
-def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, run) -> None:
+def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, all_rows,
+               run) -> None:
     """Check that every backend gives eager's answers for model NAME, on real test samples."""
     from ptx.infer.api import run_folder
     from ptx.infer.records import record_verify
@@ -541,7 +532,7 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
         docs.append(report.to_dict())
         statuses.append(report.exit_status)
         if not as_json:
-            click.echo(report.table() + "\n")
+            click.echo(report.table(all_rows) + "\n")
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
         click.echo(json.dumps(docs if all_models else docs[0], indent=2))
@@ -560,8 +551,10 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True,
               help="Alternating rounds the seconds are shared out over (the long run: 6); a row whose p50 "
                    "moves 2x or more between rounds is flagged noisy.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
-@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Untimed runs per runner and batch size before timing.")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: NAME is read from ROOT/NAME.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,

@@ -19,10 +19,25 @@ together, as a terminal shows them. A command starting with `@` runs without sho
     prompt         show `$ COMMAND` before each command's output
     elide=REGEX    keep the first and last of each run of consecutive lines matching REGEX, with
                    `...` between (the epoch lines of a 60-epoch training)
+    ran="DATE, MACHINE"   written by this script when it refreshes a block without check=: the day
+                   and the machine the output comes from (the site shows it under the block)
 
 Blocks without check= are refreshed by this script only (training, verify, bench: minutes, and
 machine-dependent numbers). Blocks run in README order, so a block may rely on the state an earlier
 one left (the demo's trained convnet).
+
+Output that no command here can make again (a GPU machine's, a server stopped with Ctrl-C, a
+download) is marked with where and when it was printed instead, and shown as such:
+
+    <!-- transcript: AMD EPYC, 2 cores, 2026-11-23 -->
+    ```
+    $ ptx serve convnet
+    ...
+    ```
+
+`unmarked()` finds a fence with no language (or `console`), which is how docs/ write what a program
+prints, that has neither marker: tests/test_docs.py fails on one. Text that is not output (a file's
+content, a tree) names its language (```text, ```protobuf).
 
     python3 scripts/readme_outputs.py                  # refresh every block (runs the demo: minutes)
     python3 scripts/readme_outputs.py --only 'ptx models'   # refresh the blocks whose commands match
@@ -32,9 +47,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import difflib
 import os
+import platform
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -44,7 +62,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MARKER = re.compile(r"^<!-- output: (?P<spec>.*?) -->$")
+TRANSCRIPT = re.compile(r"^<!-- transcript: (?P<where>.*?) -->$")
 FENCE = re.compile(r"^(?P<indent>\s*)```")
+OUTPUT_FENCE = re.compile(r"^\s*```(?:console)?\s*$")  # how docs/ fence what a program prints
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 DECIMAL = re.compile(r"\d+\.\d+(?:e[+-]\d+)?")
 COLUMNS = "100"  # click wraps --help to the terminal width: one fixed width, here and in the test
 COMMAND_TIMEOUT_S = 3600
@@ -61,6 +82,8 @@ class Block:
     indent: str = ""  # a block inside a list item is indented; its body lines are stored without it
     prompt: bool = False
     elide: re.Pattern | None = None
+    ran: str | None = None  # "DATE, MACHINE" the output comes from (blocks without check=)
+    marker: int = 0  # index of the marker line
     body: list[str] = field(default_factory=list)
 
     @property
@@ -86,8 +109,8 @@ def parse(text: str) -> list[Block]:
         spec = match.group("spec")
         commands_part, _, options_part = spec.partition(" # ")
         block = Block([c.strip() for c in commands_part.split(" ;; ") if c.strip()], i + 2, end, indent=indent,
-                      body=[ln[len(indent):] if ln.startswith(indent) else ln for ln in lines[i + 2:end]])
-        for option in options_part.split():
+                      marker=i, body=[ln[len(indent):] if ln.startswith(indent) else ln for ln in lines[i + 2:end]])
+        for option in shlex.split(options_part):
             key, _, value = option.partition("=")
             if key == "check" and value in ("exact", "numbers"):
                 block.check = value
@@ -95,6 +118,8 @@ def parse(text: str) -> list[Block]:
                 block.prompt = True
             elif key == "elide" and value:
                 block.elide = re.compile(value)
+            elif key == "ran" and DATE.search(value):
+                block.ran = value
             else:
                 raise SystemExit(f"README line {i + 1}: unknown output option {option!r}")
         blocks.append(block)
@@ -185,10 +210,89 @@ def refresh(readme: Path, workspace: Path, only: str | None = None) -> int:
         if now != block.body:
             lines[block.start:block.end] = [block.indent + ln if ln else ln for ln in now]
             changed += 1
+        if block.check is None:  # made here and now: the page says so
+            lines[block.marker] = stamped(lines[block.marker], f"{datetime.date.today():%Y-%m-%d}, {machine()}")
     tmp = readme.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, readme)
     return changed
+
+
+def machine() -> str:
+    """This machine in a few words, for a block's ran= stamp: the CPU's model and the cores."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.partition(":")[2].strip()
+                break
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def stamped(marker_line: str, ran: str) -> str:
+    """``marker_line`` with its ran= option set to ``ran``."""
+    indent = marker_line[:len(marker_line) - len(marker_line.lstrip())]
+    spec = MARKER.match(marker_line.strip()).group("spec")
+    commands, _, options = spec.partition(" # ")
+
+    def quoted(option: str) -> str:
+        key, _, value = option.partition("=")
+        return f'{key}="{value}"' if re.search(r"\s", value) else option
+
+    kept = [quoted(o) for o in [*(o for o in shlex.split(options) if not o.startswith("ran=")), f"ran={ran}"]]
+    return f"{indent}<!-- output: {commands} # {' '.join(kept)} -->"
+
+
+def unmarked(text: str) -> list[int]:
+    """Line numbers (1-based) of output fences that no output or transcript marker vouches for (or
+    whose transcript marker gives no date)."""
+    lines, found, inside = text.split("\n"), [], False
+    for i, line in enumerate(lines):
+        if not FENCE.match(line):
+            continue
+        if inside:  # a closing fence
+            inside = False
+            continue
+        inside = True
+        if not OUTPUT_FENCE.match(line):
+            continue
+        before = lines[i - 1].strip() if i else ""
+        transcript = TRANSCRIPT.match(before)
+        if not (MARKER.match(before) or (transcript and DATE.search(transcript.group("where")))):
+            found.append(i + 1)
+    return found
+
+
+def captions(markdown: str) -> str:
+    """A line under each marked block saying where its output comes from (an MkDocs hook: the site
+    shows it, where the marker itself is an HTML comment no reader sees)."""
+    lines = markdown.split("\n")
+    out, pending, opened = [], None, False
+    for line in lines:
+        out.append(line)
+        match_output, match_transcript = MARKER.match(line.strip()), TRANSCRIPT.match(line.strip())
+        if match_output or match_transcript:
+            indent = line[:len(line) - len(line.lstrip())]
+            if match_transcript:
+                pending = (indent, f"Printed on {match_transcript.group('where')}.")
+            else:
+                block = parse(line.strip() + "\n```\n```")[0]
+                pending = (indent, f"Printed on {block.ran}." if block.ran else
+                           "What it prints: checked by the tests." if block.check else None)
+            opened = False
+            continue
+        if pending and FENCE.match(line):
+            if not opened:
+                opened = True
+            else:  # the block's closing fence
+                if pending[1]:
+                    out += ["", f'{pending[0]}<p class="ptx-printed" markdown>{pending[1]}</p>']
+                pending = None
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 - MkDocs' hook signature
+    return captions(markdown)
 
 
 def pages() -> list[Path]:

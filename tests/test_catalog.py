@@ -2,6 +2,7 @@
 (`ptx models`, a mistyped name's "did you mean") stays torch-free and fast."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -40,8 +41,22 @@ def test_ptx_models_imports_no_torch():
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ptx", "models"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("name ") and "convnet" in result.stdout
+    assert result.stdout.startswith("model ") and "convnet" in result.stdout
     assert not re.search(r"\|\s+torch$", result.stderr, re.M), "ptx models imported torch"
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_ptx_models_fits_the_terminal_and_explains_its_columns(columns):
+    """It was 185 columns wide: now every line fits the terminal's width (COLUMNS), cells wrap."""
+    result = subprocess.run([sys.executable, "-m", "ptx", "models"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": str(columns)})
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and max(map(len, lines)) <= columns, result.stdout
+    assert lines[0].split() == ["model", "takes", "default", "data", "from", "tutorial", "exports"]
+    assert any(line.startswith("gru-classifier ") and line.rstrip().endswith("all but pt2") for line in lines)
+    # The tutorial references ("000 §2") and "all" are explained under the table.
+    assert "exports: all = onnx, torchscript, onnx-int8, pt2, triton, kserve" in lines
+    assert any(line.startswith("000  the main PyTorch tutorial") for line in lines)
 
 
 @pytest.mark.parametrize("command", [["predict", "x.png", "--model", "convnett"], ["verify", "convnett"],

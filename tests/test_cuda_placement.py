@@ -174,7 +174,10 @@ def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
     nodes = cuda_placement(runs.trained("lstm") / "model.onnx").nodes
     # The f32 row and the tf32 row read the same file: both show its placement.
     assert report.static == {label: f"static placement: all {nodes} nodes on CUDA" for label in ("ort-cuda", "ort-cuda-tf32")}
-    assert f"ort-cuda           not run: {why}; static placement: all {nodes} nodes on CUDA" in report.table().splitlines()
+    assert f"ort-cuda           not run: {why}; static placement: all {nodes} nodes on CUDA" in \
+        report.table(all_rows=True).splitlines()
+    assert f"2 CUDA rows        not run: {why}; static placement: all {nodes} nodes on CUDA; --all-rows lists them" in \
+        report.table().splitlines()
     assert report.ok and report.exit_status == 0  # ort-cpu was compared; a row that did not run decides nothing
     from ptx.errors import NothingToCompareError
 

@@ -153,7 +153,8 @@ def test_tf32_rows_are_judged_by_labels_and_accuracy_like_bf16():
     report = VerifyReport("convnet", 1000, "mnist-sample", {"cuda": {"atol": 1e-3, "rtol": 1e-2}}, [usable, below],
                           references={"cuda": "eager-cuda at f32, TF32 off"})
     table = report.table()
-    assert "reference: cuda rows: eager-cuda at f32, TF32 off" in table.splitlines()[0]
+    assert "cuda rows: eager-cuda at f32, TF32 off" in table.splitlines()[0]  # eager ran elsewhere than the row
+    assert "tf32: labels agree on >= 99%" in table.splitlines()[1]
     assert "tf32" in table and "NOT USABLE" in table and report.exit_status == 0
 
 
@@ -164,5 +165,9 @@ def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
                     notice=lambda _: None)
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the tf32 rows run")
-    assert {"eager-cuda-tf32", "ort-cuda-tf32"} <= set(report.skipped)
-    assert "reference: cpu rows: eager-cpu" in report.table().splitlines()[0]
+    cuda_rows = {"eager-cuda", "eager-cuda-tf32", "ort-cuda", "ort-cuda-tf32"}
+    assert cuda_rows <= set(report.skipped) and set(report.unrunnable) == cuda_rows
+    # The CPU rows ran against eager on the CPU, which goes without saying; the CUDA rows are one line.
+    assert "eager-cpu" not in report.table().splitlines()[0]
+    assert any(line.startswith("4 CUDA rows ") and "--all-rows" in line for line in report.table().splitlines())
+    assert "ort-cuda-tf32      not run: " in report.table(all_rows=True)

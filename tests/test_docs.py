@@ -1,34 +1,198 @@
-"""The documentation site builds with `mkdocs build --strict`: a broken link or anchor, a page missing
-from the nav's files, a command or docstring the reference cannot find fails the build."""
+"""The documentation site, as a reader gets it: `mkdocs build --strict` passes (a broken link or anchor,
+a command or docstring the reference cannot find fails it), and the built pages are checked as
+rendered: no stray fence, no click internals, the help's example lines as code, no help text that
+names a README section or a page that is gone, every output block made by its command or marked with
+where and when it was printed, and (in Chromium, at 1280 px) nothing cut off."""
 from __future__ import annotations
 
+import html
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
+from test_readme import _script
+
 REPO = Path(__file__).resolve().parent.parent
-PLUGINS = ("mkdocs", "material", "mkdocs_click", "mkdocstrings")
+PLUGINS = ("mkdocs", "material", "mkdocstrings")
+readme_outputs = _script("readme_outputs")
+
+needs_docs = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in PLUGINS),
+                                reason="the docs extra is not installed: pip install -e '.[docs]' (scripts/setup.sh does)")
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in PLUGINS),
-                    reason="the docs extra is not installed: pip install -e '.[docs]' (scripts/setup.sh does)")
-def test_mkdocs_build_strict_passes(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("site")
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(folder)],
                             cwd=REPO, capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1",
                                                                             "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-4000:]
-    site = tmp_path / "site"
+    return folder
+
+
+def pages(site: Path) -> dict[str, str]:
+    """Every page of the built site: its path in the site -> its HTML."""
+    return {str(p.relative_to(site).parent): p.read_text() for p in site.rglob("index.html")
+            if "assets" not in p.parts and "search" not in p.parts}
+
+
+def outside_code(page: str) -> str:
+    """The page's text with its code blocks and code spans left out."""
+    return re.sub(r"<pre\b.*?</pre>|<code\b.*?</code>", " ", page, flags=re.S)
+
+
+@needs_docs
+def test_mkdocs_build_strict_passes(site):
     for page in ("cli/train", "cli/export", "cli/predict", "cli/verify", "cli/bench", "cli/serve", "cli/runs",
-                 "library", "predict", "training"):
+                 "library", "predict", "training", "tutorial", "agreement", "precisions", "pictures"):
         assert (site / page / "index.html").is_file(), page
     assert "--device" in (site / "cli" / "predict" / "index.html").read_text()  # generated from click
 
 
+@needs_docs
+def test_no_page_holds_a_stray_fence_or_clicks_internals(site):
+    for path, page in pages(site).items():
+        assert "```" not in outside_code(page), f"{path}: a fence that did not open a code block"
+        assert "Sentinel" not in page, f"{path}: click's Sentinel.UNSET shown as a default"
+
+
+@needs_docs
+def test_the_command_reference_shows_example_lines_and_epilogs_as_code(site):
+    blocks = lambda page: [html.unescape(b) for b in re.findall(r"<pre\b.*?</pre>", page, re.S)]  # noqa: E731
+    top = blocks((site / "cli" / "index.html").read_text())
+    assert any("ptx train convnet" in b and "ptx serve convnet" in b for b in top), "ptx's example lines"
+    # `ptx train --dataset` says "a dataset name below": the list below is there, one dataset a line.
+    train = blocks((site / "cli" / "train" / "index.html").read_text())
+    assert any(re.search(r"^\s*mnist-sample\s+5,000 real MNIST", b, re.M) for b in train), "train's dataset list"
+    assert any("ptx data fetch mnist" in b for b in blocks((site / "cli" / "data" / "index.html").read_text()))
+
+
+@needs_docs
+def test_no_repository_path_is_a_link_text(site):
+    for path, page in pages(site).items():
+        named = re.findall(r"<a [^>]*>(docs/[^<]*\.md[^<]*)</a>", page)
+        assert not named, f"{path}: links read as repository paths: {named} (name the page)"
+
+
+def help_texts(command: click.Command, path: str = "ptx"):
+    """(where, text) for every help text, epilog and option help of ptx's commands."""
+    yield path, command.help or ""
+    yield f"{path} (epilog)", command.epilog or ""
+    for param in command.params:
+        yield f"{path} {'/'.join(getattr(param, 'opts', [param.name]))}", getattr(param, "help", None) or ""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from help_texts(sub, f"{path} {name}")
+
+
+def anchors(markdown: Path) -> set[str]:
+    """The heading anchors of a page, as the site's toc makes them."""
+    from markdown.extensions.toc import slugify
+
+    return {slugify(re.sub(r"[`*]", "", h), "-") for h in re.findall(r"^#+ (.+)$", markdown.read_text(), re.M)}
+
+
+def test_help_texts_send_readers_only_to_sections_and_pages_that_exist():
+    from ptx.cli import cli
+
+    readme_sections = set(re.findall(r"^#+ (.+)$", (REPO / "README.md").read_text(), re.M))
+    for where, text in help_texts(cli):
+        for section in re.findall(r"README(?:'s)? (?:section )?\(?\"([^\"]+)\"", text):
+            assert section in readme_sections, f"{where}: README has no section {section!r}"
+        vague = re.search(r"\bREADME\b(?!\.md|(?:'s)? (?:section )?\(?\")", text)
+        assert not vague, f"{where}: names README without a section README has: {text!r}"
+        for page, anchor in re.findall(r"docs/([\w/-]+)\.md(?:#([\w-]+))?", text):
+            assert (REPO / "docs" / f"{page}.md").is_file(), f"{where}: docs/{page}.md does not exist"
+            assert not anchor or anchor in anchors(REPO / "docs" / f"{page}.md"), \
+                f"{where}: docs/{page}.md has no section #{anchor}"
+
+
+def test_every_output_in_docs_is_made_by_its_command_or_says_where_it_was_printed():
+    """An unmarked output block is a copy that drifts: each is an output block (checked by
+    tests/test_readme.py, or refreshed by scripts/readme_outputs.py with the day and machine) or a
+    transcript marked with where and when it was printed."""
+    for page in readme_outputs.pages():
+        text = page.read_text()
+        assert not readme_outputs.unmarked(text), \
+            f"{page.relative_to(REPO)}: output blocks at lines {readme_outputs.unmarked(text)} have no marker"
+        for block in readme_outputs.parse(text):
+            assert block.check or block.ran, \
+                (f"{page.relative_to(REPO)}: `{block.label}` is neither checked nor stamped: refresh it with "
+                 f"python3 scripts/readme_outputs.py --only '{block.commands[0]}'")
+
+
+def test_unmarked_finds_output_fences_without_a_marker():
+    text = "\n".join(["```bash", "ptx train convnet", "```", "", "```", "$ ptx runs", "```",
+                      "<!-- transcript: AMD EPYC, 2 cores, 2026-11-23 -->", "```", "x", "```",
+                      "<!-- transcript: somewhere -->", "```", "y", "```", "```text", "a tree", "```"])
+    assert readme_outputs.unmarked(text) == [5, 13]  # no marker; a marker without a date
+
+
+def test_the_copies_that_drifted_are_the_sources():
+    """setup.md's extras are the ones scripts/setup.sh installs; the home page names every backend."""
+    from ptx.infer.backends import list_backends
+
+    extras = re.search(r'pip_install -e "(\.\[[^]]+\])"', (REPO / "scripts" / "setup.sh").read_text()).group(1)
+    assert f'pip install -e "{extras}"' in (REPO / "docs" / "setup.md").read_text(), \
+        f"docs/setup.md should name the extras scripts/setup.sh installs: {extras}"
+    home = (REPO / "docs" / "index.md").read_text()
+    missing = [b for b in list_backends() if f"`{b}`" not in home]
+    assert not missing, f"docs/index.md does not name the backends {missing}"
+    assert "<!-- output: ./scripts/demo.sh" in home, "the home page shows what the demo prints"
+
+
 def test_readme_is_a_front_page():
     lines = (REPO / "README.md").read_text().split("\n")
-    assert len(lines) <= 350
+    assert len(lines) <= 250
     head = "\n".join(lines[:40])
     assert "./scripts/setup.sh && ./scripts/demo.sh" in head and "./scripts/setup.sh && python3 -m pytest -q" in head
+    assert "(docs/tutorial.md)" in head, "README links to the site's tutorial near the top"
+
+
+def test_the_screenshots_in_docs_are_there():
+    for name in ("index", "tutorial", "verify"):
+        shot = REPO / "docs" / "screenshots" / f"{name}.png"
+        assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot
+
+
+@needs_docs
+def test_nothing_is_cut_off_at_1280_px(site):
+    """Every page in headless Chromium at 1280 px: no code block, paragraph or the page itself wider
+    than its box (tables scroll on purpose and are left out)."""
+    import browser  # tests/browser.py: Debian's headless Chromium through selenium
+
+    why = browser.missing()
+    if why:
+        pytest.skip(why)
+    shots = _script("screenshot_site")
+    problems = {}
+    with shots.serving(site) as url, browser.chromium(shots.WIDTH, 900) as driver:
+        for path in sorted(pages(site)):
+            found = shots.cut_off(driver, url + ("" if path == "." else path + "/"))
+            if found:
+                problems[path] = found
+    assert not problems, problems
+
+
+def test_the_reference_keeps_example_lines_and_shows_defaults_as_help_does():
+    reference = _script("cli_reference")
+    assert reference.blocks("Say it.\n\n\b\nptx a   one\nptx b   two\n\n\b\nmore") == \
+        ["Say it.", "```text\nptx a   one\nptx b   two\n\nmore\n```"]
+    assert reference.escape("<root>/MNIST/raw, 'photos/*.jpg', `a|b*`") == \
+        "&lt;root>/MNIST/raw, 'photos/\\*.jpg', `a|b*`"  # code spans stay as typed
+
+    @click.command()
+    @click.option("--seed", default=42, show_default=True, help="Seed.")
+    @click.option("--lr", type=float, help="Rate.")
+    @click.option("--quiet", is_flag=True, help="Hush.")
+    def command(seed, lr, quiet):
+        """Do it."""
+
+    rows = reference.command_markdown(command, "ptx x").split("\n")
+    assert "| `--seed` | `INTEGER` | Seed. | `42` |" in rows
+    assert "| `--lr` | `FLOAT` | Rate. | - |" in rows  # no default: a dash, never click's Sentinel
+    assert "| `--quiet` |  | Hush. | - |" in rows

@@ -117,6 +117,8 @@ def test_ort_path_never_imports_torch(runs, tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     assert not re.search(r"\|\s+torch$", cli.stderr, re.M), "ptx predict imported torch"
+    # rich lays out `ptx models`' tables; its import (about 30 ms) stays off the predict path's cold start.
+    assert not re.search(r"\|\s+rich$", cli.stderr, re.M), "ptx predict imported rich"
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -2,6 +2,7 @@
 right checkpoint, and errors that say where ptx looked and what was meant."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,22 @@ def test_training_over_a_run_is_refused_unless_resumed_or_overwritten_and_overwr
     assert (run / "previous" / "checkpoint.pt").read_bytes() == first
     assert (run / "previous" / "model.onnx").is_file() and not (run / "model.onnx").exists()
     assert any("kept the run this one replaces" in line for line in log)
+
+
+def test_training_says_how_long_the_other_epochs_take_after_the_first(runs, tmp_path):
+    """A long run says how long it will take at this machine's rate (the demo's 60 epochs took 14
+    minutes on a busy machine that the docs said would take one)."""
+    spec, config = linreg_config(epochs=4)
+    log = []
+    train(spec, runs.dataset("linreg"), config, tmp_path / "linreg", log=log.append)
+    estimates = [line for line in log if line.startswith("the other ")]
+    assert len(estimates) == 1 and log.index(estimates[0]) == 1 + next(i for i, line in enumerate(log)
+                                                                         if line.startswith("epoch 1/4"))
+    assert re.fullmatch(r"the other 3 epochs take about \d+ s at this rate \(Ctrl-C stops; --resume continues "
+                        r"from the last whole epoch\)", estimates[0])
+    log.clear()
+    train(spec, runs.dataset("linreg"), linreg_config(epochs=2)[1], tmp_path / "short", log=log.append)
+    assert not any(line.startswith("the other ") for line in log)  # one epoch left: nothing to wait for
 
 
 def test_resuming_a_run_says_its_exports_are_stale(runs, tmp_path):

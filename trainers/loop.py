@@ -248,10 +248,13 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
         total_loss = torch.zeros((), device=device)  # summed on the device: no sync per batch
         first_bad = torch.full((), -1, device=device)  # index of the first batch with a non-finite loss
         batches = range(0, n, config.batch_size)
+        halfway, half = started, len(batches) // 2  # when the second half of the batches began
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                    mininterval=0.5, dynamic_ncols=True, disable=None)
         shown = ProgressLoss(device)
         for i, start in enumerate(bar):
+            if i == half:
+                halfway = time.perf_counter()
             idx = order[start:start + config.batch_size]
             inputs = x_train[idx] if augmenter is None else augmenter(x_train[idx], y_train[idx])
             loss = step(inputs, y_train[idx])
@@ -272,6 +275,15 @@ def train(spec: ModelSpec, dataset: Dataset, config: TrainConfig, out_dir: Path,
             row.update(spec.report(model))
         history.append(row)
         log(_summary(row, config.epochs))
+        left = config.epochs - epoch - 1
+        if epoch == first_epoch and left >= 2:  # how long the rest takes, at this machine's rate
+            # The first half of the first epoch pays one-time costs (kernel warm-up, caches filling):
+            # its second half runs at the rate the other epochs will; evaluation is timed as it ran.
+            trained = started + seconds
+            steady = (trained - halfway) * len(batches) / (len(batches) - half)
+            per_epoch = steady + time.perf_counter() - trained
+            log(f"the other {left} epochs take about {_duration(left * per_epoch)} at this rate (Ctrl-C stops; "
+                "--resume continues from the last whole epoch)")
         metrics = _metrics(history, spec, dataset, config)
 
         def set_aside_replaced_run():
@@ -320,6 +332,13 @@ def _refuse_divergence(first_bad_batch: int, epoch: int, model, ckpt_path: Path)
     kept = f"{ckpt_path} is unchanged" if ckpt_path.exists() else "nothing was written"
     raise TrainingDivergedError(f"training diverged: non-finite loss at epoch {epoch}, {where}; {kept}. "
                                 "Try a smaller --lr")
+
+
+def _duration(seconds: float) -> str:
+    """A time to wait, as a person says it: 40 s, 3 min, 1.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def _summary(row: dict, epochs: int) -> str:
