@@ -99,6 +99,7 @@ def test_torch_cuda_calls_run_inside_fp32_math_and_cpu_calls_do_not(runs, monkey
 def test_ort_cuda_sessions_ask_for_tf32_off_at_f32_and_on_at_tf32(runs, monkeypatch):
     """The provider options an ort-cuda session is created with, caught on the CPU machine."""
     created = []
+    path = runs.trained("convnet") / "model.onnx"  # before ORT is faked: training exports through it
 
     class FakeSession:
         def __init__(self, path, options, providers):
@@ -110,7 +111,6 @@ def test_ort_cuda_sessions_ask_for_tf32_off_at_f32_and_on_at_tf32(runs, monkeypa
     monkeypatch.setattr(onnxruntime, "InferenceSession", FakeSession)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort_session, "preload_cuda_libraries", lambda ort: [])
-    path = runs.trained("convnet") / "model.onnx"
     for precision in ("f32", "tf32"):
         with pytest.raises(Exception):
             ort_session.OrtPredictor(path, "cuda", precision)
