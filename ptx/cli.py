@@ -116,8 +116,10 @@ def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
 
 def _models_and_files(arguments) -> tuple[list[str], list]:
     """A command's MODEL arguments split into tutorial model names and a user's model files. An
-    argument that names a path (a folder, a model file's suffix, a /) but no model file is refused
-    in one line saying what is there, not as an unknown model name."""
+    argument that reads as a path (a model file's suffix, a /) but names no model file is refused in
+    one line saying what is there (no such file, a folder), not as an unknown model name. A bare
+    name stays a model name even where a folder of that name is here (`ptx train convnet --out
+    convnet` makes one)."""
     from pathlib import Path
 
     from ptx.infer.model_files import file_kind
@@ -127,7 +129,7 @@ def _models_and_files(arguments) -> tuple[list[str], list]:
         path = Path(argument)
         if is_model_file(argument):
             files.append(path)
-        elif path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in argument or path.is_dir():
+        elif path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in argument:
             file_kind(path)  # no such file, a folder: its one line
         else:
             names.append(argument)

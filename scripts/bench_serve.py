@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import subprocess
 import sys
@@ -466,6 +467,7 @@ def own_model_section(seconds: float, rounds: int) -> str:
     alternating rounds, medians compared (as spinning_ratio)."""
     import own_models as zoo  # tests/own_models.py (torch: exporting the model)
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = zoo.export_onnx(zoo.catalog()[OWN_MODEL], Path(tmp) / f"{OWN_MODEL}.onnx")
         rng = np.random.default_rng(0)
@@ -488,6 +490,7 @@ def own_model_section(seconds: float, rounds: int) -> str:
         finally:
             served.stop()
             stop(bare)
+    load_after = os.getloadavg()[0]
     ratio = {c: float(np.median(rates[(SERVE, c)]) / np.median(rates[("bare uvicorn + ORT", c)]))
              for c in ("threads", "asyncio")}
     today = datetime.date.today().isoformat()
@@ -504,7 +507,9 @@ def own_model_section(seconds: float, rounds: int) -> str:
         lines.append(f"| ptx serve {OWN_MODEL}.onnx / the bare uvicorn + ORT route, requests/s at concurrency 32 "
                      f"({label}) | {ratio[client]:.2f}x | >= 0.9x | {'yes' if ratio[client] >= 0.9 else 'NO'} |")
     lines += ["", f"Rows per batch ptx serve's batcher formed over the run: {batched[0] / max(batched[1], 1):.1f} "
-              f"({batched[0]:,.0f} requests in {batched[1]:,.0f} batches; the bare route runs each request alone).", ""]
+              f"({batched[0]:,.0f} requests in {batched[1]:,.0f} batches; the bare route runs each request alone).",
+              f"Load average (1 min) {load_before:.1f} before the run and {load_after:.1f} after: other jobs shared the "
+              "cores, so single rounds vary; the alternating rounds' medians are the figures to read.", ""]
     lines += table(rows)
     return "\n".join(lines)
 

@@ -87,7 +87,7 @@ class _Pending:
 
 class Batcher:
     """``await submit(x)`` -> the model's outputs for ``x``'s rows. ``run`` is the runtime call (a
-    Predictor's predict_array, a tensor model's run); it runs in ``workers`` threads, off the event
+    Predictor's predict_array, a tensor model's _run); it runs in ``workers`` threads, off the event
     loop. ``merge`` joins requests into one batch and splits its outputs back (Merge: one array,
     batch first out; serve/tensor_model.py's TensorMerge: inputs and outputs by name).
     ``host``: the predictor's reused (page-locked) host buffers, where it has them: requests are

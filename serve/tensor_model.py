@@ -92,11 +92,12 @@ class TensorServedModel:
 
     def config_text(self) -> str:
         """Triton's config.pbtxt for this model as `ptx export PATH --format triton` writes it, with
-        this server's batch size and queue delay."""
+        this server's batch size and queue delay, and the tensors named as this server takes them
+        (a TorchScript file's too, where Triton would say INPUT__0...)."""
         how = ("ptx serve batches it along each tensor's batch axis" if self.signature.batched
                else "ptx serve runs it request by request (not every tensor has a batch axis)")
         return signature_config(self.name, self.signature, self.kind or ONNX, max_batch_size=self.max_batch_size,
-                                max_queue_delay_us=round(self.max_delay_s * 1e6),
+                                max_queue_delay_us=round(self.max_delay_s * 1e6), positional=False,
                                 comments=(f"Served by ptx serve from {self.model.path.name if self.model.path else self.name}"
                                           f" through {self.model.backend}; {how}.",))
 

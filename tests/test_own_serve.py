@@ -316,3 +316,18 @@ def test_serving_and_exporting_an_onnx_file_never_import_torch(own_models, tmp_p
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not re.search(r"\|\s+torch$", done.stderr, re.M), "ptx export FILE.onnx --format triton imported torch"
+
+
+def test_a_torchscript_file_is_served_by_its_declared_names(own_models, bare, tmp_path):
+    declared = [a for d in zoo.catalog()["two_io"].declarations for a in ("--input", d)]
+    with serving.running(tmp_path, own_models["two_io.pt"], args=("--name", "scripted", *declared)) as running:
+        client = httpclient.InferenceServerClient(running.http)
+        meta = client.get_model_metadata("scripted")
+        assert meta["platform"] == "pytorch_libtorch"
+        assert [(t["name"], t["shape"]) for t in meta["inputs"]] == [("picture", [-1, 1, 16, 16]), ("ids", [-1, -1])]
+        assert [t["name"] for t in meta["outputs"]] == ["output_0", "output_1"]
+        config = client.get_model_config("scripted")  # named as this server takes them, not INPUT__0
+        assert [t["name"] for t in config["input"]] == ["picture", "ids"]
+        feeds = sample(own_models, "two_io", 3, 30)
+        got = infer(httpclient, client, "scripted", feeds).as_numpy("output_0")
+        np.testing.assert_allclose(got, bare["two_io"].run(["scores"], feeds)[0], rtol=1e-5, atol=1e-6)

@@ -119,28 +119,30 @@ def signature_batch_first(signature) -> bool:
     return all(t.batch_axis == 0 for t in (*signature.inputs, *signature.outputs)) and bool(signature.inputs)
 
 
-def positional_names(signature, kind: str) -> dict[str, str]:
+def positional_names(signature, kind: str, positional: bool | None = None) -> dict[str, str]:
     """ptx's tensor name -> Triton's: TorchScript keeps no tensor names, so Triton's PyTorch backend
     calls forward's arguments INPUT__0, INPUT__1, ... and its results OUTPUT__0, ... in order; an
-    ONNX file keeps its graph's names."""
-    if kind != "torchscript":
+    ONNX file keeps its graph's names. ``positional`` overrides what the kind says."""
+    if not (kind == "torchscript" if positional is None else positional):
         return {t.name: t.name for t in (*signature.inputs, *signature.outputs)}
     return {**{t.name: f"INPUT__{i}" for i, t in enumerate(signature.inputs)},
             **{t.name: f"OUTPUT__{i}" for i, t in enumerate(signature.outputs)}}
 
 
 def signature_config(name: str, signature, kind: str, *, max_batch_size: int = MAX_BATCH_SIZE,
-                     max_queue_delay_us: int = MAX_QUEUE_DELAY_US, comments: tuple[str, ...] = ()) -> str:
+                     max_queue_delay_us: int = MAX_QUEUE_DELAY_US, comments: tuple[str, ...] = (),
+                     positional: bool | None = None) -> str:
     """config.pbtxt for a model known by its tensors alone (``ptx.contract.tensors.Signature``):
     Triton's ModelConfig in protobuf text format. Batch-first models (every tensor's batch on axis
     0) get ``max_batch_size`` and dynamic batching with dims that leave the batch out; any other
     (a batch elsewhere, a scalar input, a batch fixed by the exporter) gets ``max_batch_size: 0``
     and full dims, -1 for every symbol. A scalar is ``dims: [1]`` reshaped to ``[]``: Triton's
-    config has no empty dims."""
+    config has no empty dims. ``positional``: name tensors INPUT__i/OUTPUT__i (the default for
+    TorchScript, as Triton's PyTorch backend reads them; `ptx serve` names them as it takes them)."""
     first = signature_batch_first(signature)
-    names = positional_names(signature, kind)
+    names = positional_names(signature, kind, positional)
     lines = [f"# {c}" for c in comments]
-    if kind == "torchscript":
+    if any(names[t.name] != t.name for t in signature.inputs):
         lines.append("# TorchScript keeps no tensor names: Triton's PyTorch backend takes forward's arguments and "
                      "results by position: " + ", ".join(f"{names[t.name]} is {t.name}"
                                                           for t in (*signature.inputs, *signature.outputs)) + ".")
