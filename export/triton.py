@@ -1,6 +1,7 @@
 """A Triton Inference Server model repository for one model: REPO/NAME/config.pbtxt, 1/model.onnx
 (platform onnxruntime_onnx) or 1/model.pt (TorchScript, platform pytorch_libtorch), labels.txt and a
-README.md saying what a client must send.
+README.md saying what a client must send. A user's own model file gets the same folder, its
+config written from its tensors alone (export_triton_file).
 
 The model file is the same validated export that ``ptx export`` writes (validated through its
 serving Predictor before it is kept). The whole model folder is built under a temporary name beside
@@ -13,18 +14,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ptx.atomic import atomic_folder, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, Contract, Task
 from ptx.contract.protocol import (CLIENT_TYPES, CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE,
-                                   VERSION, Platform, TritonBackend, batch_first, has_label_file, model_config,
-                                   tensor_dims, tensor_names)
+                                   TRITON_PLATFORMS, VERSION, Platform, TritonBackend, batch_first, has_label_file,
+                                   model_config, signature_batch_first, signature_config, tensor_dims, tensor_names)
 from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep
 from ptx.errors import PtxError
 
 from . import formats
-from .api import OpenPredictor, export_model
+
+if TYPE_CHECKING:
+    from .api import OpenPredictor
+# export_model (torch) is imported where a tutorial model is exported: a user's ONNX file makes its
+# Triton folder without torch.
 
 
 def _serving_backend(platform: Platform) -> str:
@@ -159,6 +164,8 @@ def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
                 log(line.replace(str(version / ARTIFACT_FILES[platform.fmt]),
                                  str(final / VERSION / platform.file_name)))
 
+            from .api import export_model
+
             results = export_model(name, [platform.fmt], open_predictor=open_predictor, out=version, log=report,
                                    **export_options)
             results[0].path.rename(version / platform.file_name)
@@ -171,4 +178,97 @@ def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
     written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
     log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform})")
+    return final
+
+
+# -- a user's own model file ----------------------------------------------------------------------
+
+OWN_KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript"}
+WRITTEN_BY = "# Written by ptx export "
+
+
+def _written_by_ptx(folder: Path) -> bool:
+    """Whether ``folder`` is a Triton model folder ptx export wrote (a re-export may replace it)."""
+    config = folder / CONFIG_FILE
+    if {p.name for p in folder.iterdir()} - _PTX_FILES or not config.is_file():
+        return False
+    with open(config, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().startswith(WRITTEN_BY)
+
+
+def own_readme(name: str, path: Path, kind: str, signature, file_name: str) -> str:
+    from ptx.contract.protocol import positional_names
+
+    names = positional_names(signature, kind)
+    first = signature_batch_first(signature)
+
+    def rows(tensors):
+        return "\n".join(f"| `{names[t.name]}` | `{t.name}` | {t.dtype_info.v2} | {t.dims_text()} | "
+                         f"{'none' if t.batch_axis is None else t.batch_axis} |" for t in tensors)
+
+    batching = ("Every input and output has its batch on axis 0: Triton batches requests itself (max_batch_size "
+                f"{MAX_BATCH_SIZE}, dynamic batching): a request sends each tensor with its batch first, as the "
+                "table's shapes say."
+                if first else
+                "Not every tensor has its batch on axis 0, so Triton does not batch this model itself "
+                "(max_batch_size 0): every request sends each tensor's full shape (a scalar as shape [1]).")
+    declared = "" if kind == "onnx" else " (with the same --input declarations)"
+    return f"""# {name} (Triton model, written by `ptx export {path.name} --format triton`)
+
+Your own model: `{VERSION}/{file_name}` is a copy of `{path.name}` ({OWN_KIND_NAMES[kind]}), platform
+`{TRITON_PLATFORMS[kind]}`.
+
+| Triton name | ptx name | datatype | shape | batch axis |
+| --- | --- | --- | --- | --- |
+{rows(signature.inputs)}
+{rows(signature.outputs)}
+
+{batching}
+
+`ptx serve {path.name}`{declared} serves the same tensors by their ptx names over the same protocol.
+"""
+
+
+def export_triton_file(path: str | Path, kind: str, signature, repo: str | Path, *, force: bool = False,
+                       log: Callable[[str], None] = print) -> Path:
+    """Write ``repo/NAME`` (NAME: the file's name without its suffix) for a user's own model file
+    of ``kind`` (onnx or torchscript) whose tensors are ``signature``: config.pbtxt from the
+    signature (ptx.contract.protocol.signature_config), ``1/model.onnx`` or ``1/model.pt`` (a copy,
+    with an ONNX file's external data beside it) and a README. Built beside its place and renamed in
+    whole; an existing folder is replaced only when ptx export wrote it, or with ``force``."""
+    import shutil
+
+    from ptx.contract.onnx_wire import external_data_files
+
+    path = Path(path)
+    if kind not in TRITON_PLATFORMS:
+        raise PtxError(f"{path} is a {kind} package: Triton serves ONNX (onnxruntime_onnx) and TorchScript "
+                       "(pytorch_libtorch) files; export your model to one of those for a Triton repository")
+    name = path.name.split(".")[0]
+    file_name = PLATFORMS[TritonBackend.ONNXRUNTIME if kind == "onnx" else TritonBackend.PYTORCH].file_name
+    repo = ensure_writable_dir(repo)
+    final = repo / name
+    if final.exists() and not final.is_dir():
+        raise PtxError(f"{final} exists and is not a folder: pass another --out")
+    if final.is_dir() and not force and not _written_by_ptx(final):
+        raise PtxError(f"{final} holds files that ptx did not write (another model, other versions or a hand-made "
+                       "config): pass another --out, or --force to replace the folder")
+    source = "its graph names them" if kind == "onnx" else "declared with --input (forward()'s order)"
+    comment = f"Written by ptx export {path.name} --format triton: your own model ({OWN_KIND_NAMES[kind]}), its " \
+              f"tensors as {source}."
+    try:
+        with atomic_folder(final) as staging:
+            version = staging / VERSION
+            version.mkdir()
+            shutil.copy2(path, version / file_name)
+            for location in external_data_files(path) if kind == "onnx" else []:
+                (version / location).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path.parent / location, version / location)
+            (staging / CONFIG_FILE).write_text(signature_config(name, signature, kind, comments=(comment,)))
+            (staging / README_FILE).write_text(own_readme(name, path, kind, signature, file_name))
+    except OSError as exc:
+        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
+    written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
+    log(f"triton      {final}  {', '.join(written)}  (platform {TRITON_PLATFORMS[kind]}, max_batch_size "
+        f"{MAX_BATCH_SIZE if signature_batch_first(signature) else 0})")
     return final

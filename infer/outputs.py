@@ -46,15 +46,17 @@ def columns_for(regression: bool, topk: int) -> tuple[str, ...]:
 
 
 def open_output(path: str | os.PathLike, columns: tuple[str, ...], *, per_position: bool = False,
-                resume: bool = False):
+                resume: bool = False, schema=None):
     """A writer for ``path`` (by suffix). Without ``resume`` an existing file is refused (a run of
-    hours is not overwritten by a typo); with it, rows are added after those already there."""
+    hours is not overwritten by a typo); with it, rows are added after those already there.
+    ``schema`` (a pyarrow schema): Parquet columns of other types than predict's answers have (a
+    user's own model's outputs)."""
     path = Path(path)
     fmt = output_format(path)
     if path.exists() and not resume:
         raise PtxError(f"--output {path} exists: add --resume to answer only the inputs it lacks, or remove it")
     if fmt == "parquet":
-        return ParquetParts(path, columns, per_position)
+        return ParquetParts(path, columns, per_position, schema)
     return (JsonLinesWriter if fmt == "jsonl" else CsvWriter)(path, columns)
 
 
@@ -132,7 +134,7 @@ class CsvWriter:
 class ParquetParts:
     """A folder of Parquet part files, one row group each (see the module's doc)."""
 
-    def __init__(self, path: Path, columns, per_position: bool = False):
+    def __init__(self, path: Path, columns, per_position: bool = False, schema=None):
         from ptx.extras import require
 
         require("parquet")
@@ -142,7 +144,7 @@ class ParquetParts:
             raise PtxError(f"--output {path}: a .parquet output is a folder of part files, and {path} is a file")
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.columns = path, columns
-        self.schema = pa.schema([(c, parquet_type(c, per_position)) for c in columns])
+        self.schema = schema or pa.schema([(c, parquet_type(c, per_position)) for c in columns])
         self.part_rows = int(os.environ.get("PTX_PARQUET_PART_ROWS", PART_ROWS))
         self.rows: list[dict] = []
         self.started = time.monotonic()

@@ -4,6 +4,7 @@ Imports are lazy: `ptx predict` with an ONNX Runtime backend must start without 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -18,6 +19,8 @@ from ptx.errors import PtxError, PtxWarning
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
+from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_HELP, SECURITY_NOTE, is_model_file,
+                         model_file_options, open_options)
 
 # Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
 BACKENDS = tuple(list_backends())
@@ -109,6 +112,31 @@ def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
 
         held = checkpoint_owner(Path(run) / "checkpoint.pt")
     return check_model(given, held, run, option)
+
+
+def _models_and_files(arguments) -> tuple[list[str], list]:
+    """A command's MODEL arguments split into tutorial model names and a user's model files. An
+    argument that reads as a path (a model file's suffix, a /) but names no model file is refused in
+    one line saying what is there (no such file, a folder), not as an unknown model name. A bare
+    name stays a model name even where a folder of that name is here (`ptx train convnet --out
+    convnet` makes one)."""
+    from pathlib import Path
+
+    from ptx.infer.model_files import file_kind
+
+    names, files = [], []
+    for argument in arguments:
+        path = Path(argument)
+        if is_model_file(argument):
+            files.append(path)
+        elif path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in argument:
+            file_kind(path)  # no such file, a folder: its one line
+        else:
+            names.append(argument)
+    return names, files
+
+
+MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".torchscript")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -331,19 +359,49 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
 @click.option("--run", "run", type=click.Path(file_okay=False),
               help="The run folder to export (its checkpoint; the exports are written there unless --out says "
                    "where); NAME defaults to the run's model.")
-@click.option("--input", "input_dtype", type=Choice(["float32", "uint8"]), default="float32", show_default=True,
+@click.option("--input", "input_options", multiple=True, metavar="float32|uint8|NAME=SHAPE[:DTYPE]",
               help="onnx/torchscript, picture models: uint8 makes the graph take raw (batch, 28, 28) pictures and "
-                   "normalise them itself (a quarter of the bytes to move; docs/artifact-format.md).")
+                   "normalise them itself (a quarter of the bytes to move; docs/artifact-format.md); default "
+                   "float32. For a model FILE: " + INPUT_HELP)
+@BATCH_AXIS_OPTION
+@IGNORE_METADATA_OPTION
 @FORCE
-def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_dtype,
-               force, run) -> None:
+def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_options,
+               batch_axes, ignore_metadata, force, run) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
-    `ptx serve` and an InferenceService manifest)."""
+    `ptx serve` and an InferenceService manifest).
+
+    NAME may be your own model's file (.onnx, or a TorchScript .pt with --input declarations):
+    `ptx export my.onnx --format triton --out repo` writes repo/my, a Triton model folder with the file
+    and a config.pbtxt of its inputs and outputs (max_batch_size 0 unless every tensor's batch is on
+    axis 0)."""
     from pathlib import Path
 
     from ptx.infer import open_artifact
+
+    declared = [v for v in input_options if "=" in v]
+    dtypes = [v.lower() for v in input_options if "=" not in v]
+    if any(d not in ("float32", "uint8") for d in dtypes) or len(set(dtypes)) > 1:
+        raise click.UsageError(f"--input {' '.join(input_options)}: give float32 or uint8 (once), or declare a model "
+                               "file's inputs as NAME=SHAPE[:DTYPE]")
+    input_dtype = dtypes[0] if dtypes else "float32"
+    if name is not None and _models_and_files([name])[1]:
+        if fmt != TRITON or not out:
+            raise click.UsageError(f"a model file exports as a Triton repository here: ptx export {name} --format "
+                                   "triton --out REPO")
+        given = [o for o, v in (("--checkpoint", checkpoint), ("--run", run), ("--exporter", exporter),
+                                ("--atol", atol), ("--image", image), ("--input float32|uint8", dtypes),
+                                ("--device", device != "cpu")) if v]
+        if given:
+            raise click.UsageError(f"{given[0]} is for the tutorial models; a model file takes --out, --force, "
+                                   "--input NAME=SHAPE[:DTYPE], --batch-axis and --ignore-metadata")
+        _export_triton_file(Path(name), out, force, open_options(declared, batch_axes, ignore_metadata))
+        return
+    if declared or batch_axes or ignore_metadata:
+        raise click.UsageError("--input NAME=SHAPE, --batch-axis and --ignore-metadata are for a model FILE; the "
+                               "tutorial models carry their contract")
 
     if run is not None:
         name = _model_of_run(name, run)
@@ -384,9 +442,26 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
         record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
 
 
+def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
+    """A user's model file -> a Triton model folder: its tensors read by opening it (ONNX through ONNX
+    Runtime, without torch; TorchScript through torch, with its --input declarations)."""
+    from ptx.export.triton import export_triton_file
+    from ptx.infer.model_files import PT2, read_model_file
+    from ptx.infer.own_model import open_own_model
+
+    kind = read_model_file(path).kind
+    if kind == PT2:  # refused before AOTInductor loads it
+        export_triton_file(path, kind, None, out, force=force, log=click.echo)
+    model = open_own_model(path, **options)
+    export_triton_file(path, kind, model.signature, out, force=force, log=click.echo)
+
+
 @cli.command("predict")
 @click.argument("inputs", nargs=-1)  # required, checked below: `--ray DIR` may take the first
-@click.option("--model", help="Registered model whose artifacts to use (default: the --run's own model, else convnet).")
+@click.option("--model", help="Registered model whose artifacts to use (default: the --run's own model, else convnet), "
+                              "or your own model's FILE (.onnx, a TorchScript .pt with --input, a .pt2): INPUTS are "
+                              "then tensors in .npz (arrays by input name; NAME:K for several cases), .npy (a "
+                              "one-input model) or .json files.")
 @click.option("--backend", type=Choice(BACKENDS),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
@@ -414,16 +489,43 @@ def export_cmd(name, fmt, checkpoint, out, opset, exporter, atol, device, triton
               help="Score with Ray Data (pip install 'ptx[ray]'): a local Ray, or the cluster at ADDRESS "
                    "(auto, ray://HOST:10001); INPUTS may be s3:// or gs:// folders; needs --output (Parquet).")
 @RUN
+@model_file_options
 def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive,
-                min_confidence, output, resume, workers, quiet, ray_address, run) -> None:
+                min_confidence, output, resume, workers, quiet, ray_address, run, declared_inputs, batch_axes,
+                ignore_metadata) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
     numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
     gru-classifier. `-` reads standard input: a picture file's bytes, or text (one input per line;
     a CSV file's rows for diabetes). Answers come out in input order as each chunk is done.
 
-    Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error.
+    With --model FILE (your own model), INPUTS are .npz/.npy/.json files of its input tensors; each
+    output is summarised (dtype, shape, min/mean/max, and the argmax per row of what looks like class
+    scores), or given whole by --json, or written by --output FILE.npz (arrays by name; NAME:K for several
+    cases) or FILE.parquet (one row per sample, where every output has a batch axis).
+
+    Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error (with
+    --model FILE: 2 when an input file does not fit the model, each named on stderr).
     """
     from ptx.infer.batch import STDIN, tsv_field
+
+    if model is not None and _models_and_files([model])[1]:
+        ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--topk", topk), ("--raw", raw),
+                                  ("--recursive", recursive), ("--min-confidence", min_confidence is not None),
+                                  ("--resume", resume), ("--workers", workers is not None),
+                                  ("--ray", ray_address is not None)) if v]
+        if ignored:
+            raise click.UsageError(f"{ignored[0]} is for the tutorial models' answers; your own model's predict takes "
+                                   "--backend, --device, --json, --output FILE.npz|FILE.parquet and --input, "
+                                   "--batch-axis, --ignore-metadata")
+        if as_json and output:
+            raise click.UsageError("give --json or --output, not both")
+        if not inputs:
+            raise click.UsageError("Missing argument 'INPUTS...': .npz, .npy or .json files of the model's inputs.")
+        sys.exit(_predict_own(model, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
+                              output=output, options=open_options(declared_inputs, batch_axes, ignore_metadata)))
+    if declared_inputs or batch_axes or ignore_metadata:
+        raise click.UsageError("--input, --batch-axis and --ignore-metadata are for --model FILE (your own model); "
+                               "the tutorial models carry their contract")
 
     model = _model_of_run(model, run, "--model") if artifact is None else model
     model = model or "convnet"
@@ -460,6 +562,52 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
                    artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
                    min_confidence=min_confidence, echo=click.echo, field=tsv_field)
     sys.exit(1 if errors else 0)
+
+
+def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool, output: str | None,
+                 options: dict) -> int:
+    """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
+    status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
+    from ptx.infer import own_predict
+    from ptx.infer.own_model import open_own_model
+
+    model = open_own_model(path, backend, device=device, precision=precision, **options)
+    signature = model.signature
+    fmt = own_predict.check_output_path(output, signature) if output else None
+    cases, errors = own_predict.read_inputs(signature, inputs, model.name)
+    for line in errors:
+        click.echo(f"error: {line}", err=True)
+    if output and errors:
+        # Cases are numbered across the input files: a file left out would renumber the others.
+        click.echo(f"error: nothing written to {output}: give only input files that fit", err=True)
+        return 2
+    done = list(own_predict.run_cases(model, cases))
+    failed = [case.error for case in done if case.error is not None]
+    for line in failed:
+        click.echo(f"error: {line}", err=True)
+    ran = [case for case in done if case.error is None]
+    if as_json:
+        click.echo(json.dumps({"model": str(path), "backend": model.backend, "device": model.device,
+                               "results": [own_predict.case_json(c, signature) for c in ran],
+                               "errors": errors + failed}, indent=2))
+    elif output:
+        if failed:
+            click.echo(f"error: nothing written to {output}: {len(failed)} of {len(done)} input cases failed", err=True)
+            return 2
+        if fmt == "npz":
+            keys = own_predict.write_npz(output, ran)
+            click.echo(f"wrote {len(keys)} arrays to {output} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+                       f"{'; NAME:K is case K of the inputs, in order' if len(ran) > 1 else ''})", err=True)
+        else:
+            rows = own_predict.write_parquet(output, ran, signature)
+            click.echo(f"wrote {rows:,} rows to {output} (one per sample: input, row, "
+                       f"{', '.join(signature.output_names)})", err=True)
+    else:
+        for case in ran:
+            for name, value in case.outputs.items():
+                doc = own_predict.summarize(value, signature.output(name).batch_axis)
+                click.echo(own_predict.summary_line(case.source, name, doc))
+    return 2 if errors or failed else 0
 
 
 def _int_list(ctx, param, value):
@@ -604,7 +752,7 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
 
 
 @cli.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC).")
-@click.argument("names", nargs=-1, required=True, metavar="MODEL...")
+@click.argument("names", nargs=-1, required=True, metavar="MODEL|FILE...")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: each MODEL is served from ROOT/MODEL.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -642,27 +790,50 @@ def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_jso
 @click.option("--max-connections", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Open REST connections at most (lowered to fit the file-descriptor limit, with a warning); past "
                    "it the oldest connection still without a request header is closed, or the newcomer gets a 503.")
+@click.option("--name", "served_names", multiple=True, metavar="NAME",
+              help="The name a model FILE is served as (default: the file's name without its suffix); repeat it "
+                   "for several files, in the order they are given.")
+@model_file_options  # --input declares the TorchScript and pt2 files' inputs; ONNX files describe their own
 def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
               workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
-              max_connections) -> None:
+              max_connections, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
     """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
     it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
 
-    Each model takes its own tensor (as `ptx export NAME --format triton` configures it) or what a
-    user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered with
-    `label` and `probabilities`. Ctrl-C or SIGTERM: readiness turns 503, answers go on with
+    A MODEL is a tutorial model's name, or your own model's file (.onnx, a TorchScript .pt with
+    --input declarations, a .pt2): it is served by its own named inputs and outputs (the v2 metadata
+    lists them, -1 for every symbolic dimension), batched only where every input and output has a
+    batch axis, else request by request.
+
+    Each tutorial model takes its own tensor (as `ptx export NAME --format triton` configures it) or
+    what a user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered
+    with `label` and `probabilities`. Ctrl-C or SIGTERM: readiness turns 503, answers go on with
     `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
     flight and exits 0.
     """
     from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
+
+    tutorial, files = _models_and_files(names)
+    if len(served_names) > len(files):
+        raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
+                               "model files, in order")
+    for given in served_names:
+        if not given or any(c in given for c in "/ \t?#%"):
+            raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
+    files = [(served_names[i] if i < len(served_names) else path.name.split(".")[0], path)
+             for i, path in enumerate(files)]
+    if not files and (declared_inputs or batch_axes or ignore_metadata):
+        raise click.UsageError("--input, --batch-axis and --ignore-metadata are for a model FILE; the tutorial "
+                               "models carry their contract")
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            max_delay_ms=max_delay_ms, workers=workers, token=token or None,
                            max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
                            header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
                            max_connections=max_connections)
-    serve(list(dict.fromkeys(names)), options=options, root=root, backend=backend, precision=precision,
-          device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")))
+    serve(list(dict.fromkeys(tutorial)), options=options, root=root, backend=backend, precision=precision,
+          device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")),
+          files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
 
 
 def _verify_help() -> None:
@@ -679,6 +850,8 @@ def _verify_help() -> None:
 
 
 _verify_help()
+for _command in (predict_cmd, serve_cmd, export_cmd):  # the commands that open a user's model file
+    _command.help = f"{inspect.cleandoc(_command.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring
 
 
 @cli.group("data")

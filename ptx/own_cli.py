@@ -16,17 +16,22 @@ SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of i
                  "your Python file. Open only files you trust.")
 
 
+INPUT_HELP = ("Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no description of "
+              "their inputs): e.g. x=batchx3x224x224:float32. A dim named batch (or N) is the batch; other names are "
+              "symbolic sizes.")
+BATCH_AXIS_OPTION = click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME=AXIS|none",
+                                 help="Where input NAME's batch is, where ptx reads it wrong (none: it has no batch "
+                                      "axis).")
+IGNORE_METADATA_OPTION = click.option("--ignore-metadata", is_flag=True,
+                                      help="Run the file as your own model even where it carries ptx.* metadata.")
+
+
 def model_file_options(command):
     """--input, --batch-axis, --ignore-metadata: how ptx reads a user's model file."""
     for option in reversed([
-        click.option("--input", "declared_inputs", multiple=True, metavar="NAME=SHAPE[:DTYPE]",
-                     help="Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no "
-                          "description of their inputs): e.g. x=batchx3x224x224:float32. A dim named batch (or N) "
-                          "is the batch; other names are symbolic sizes."),
-        click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME=AXIS|none",
-                     help="Where input NAME's batch is, where ptx reads it wrong (none: it has no batch axis)."),
-        click.option("--ignore-metadata", is_flag=True,
-                     help="Run the file as your own model even where it carries ptx.* metadata."),
+        click.option("--input", "declared_inputs", multiple=True, metavar="NAME=SHAPE[:DTYPE]", help=INPUT_HELP),
+        BATCH_AXIS_OPTION,
+        IGNORE_METADATA_OPTION,
     ]):
         command = option(command)
     return command

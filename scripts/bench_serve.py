@@ -19,11 +19,18 @@ Every load is bounded in requests and seconds and targets 127.0.0.1 only; every 
 stopped by its own process id.
 
     python3 scripts/bench_serve.py [--seconds 3] [--runs DIR] [--out docs/benchmarks.md]
+
+With --own, only a user's own model instead (issue 36): `ptx serve FILE.onnx` of a zoo model
+(tests/own_models.py) against a bare uvicorn + ONNX Runtime route at concurrency 32, in its own
+section of docs/benchmarks.md:
+
+    python3 scripts/bench_serve.py --own [--seconds 3] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import subprocess
 import sys
@@ -35,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # serving.py, own_models.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving  # noqa: E402  (tests/serving.py: start a server on free ports, stop it by its pid)
 
@@ -66,14 +73,30 @@ def prepare(root: Path) -> None:
                      log=lambda _: None)
 
 
-def load(protocol: str, address: str, model: str, concurrency: int, seconds: float) -> dict:
-    """``concurrency`` client threads sending one picture per request for ``seconds`` (at most
-    MAX_REQUESTS in all). Returns requests/s, p50 and p99 in ms, and errors."""
+def picture() -> dict[str, np.ndarray]:
+    """convnet's and resnet's request: one 1x1x28x28 FP32 picture."""
+    return {"input": np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)}
+
+
+def request_tensors(module, inputs: dict[str, np.ndarray]) -> list:
+    """tritonclient InferInputs (``module``: its http, grpc or aio client module) for ``inputs``."""
+    datatypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+    tensors = []
+    for name, value in inputs.items():
+        tensor = module.InferInput(name, list(value.shape), datatypes[value.dtype])
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    return tensors
+
+
+def load(protocol: str, address: str, model: str, concurrency: int, seconds: float, inputs=None) -> dict:
+    """``concurrency`` client threads sending ``inputs`` (default: one picture) per request for
+    ``seconds`` (at most MAX_REQUESTS in all). Returns requests/s, p50 and p99 in ms, and errors."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
     module = httpclient if protocol == "rest" else grpcclient
-    x = np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)
+    inputs = inputs or picture()
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0]
     stop = threading.Event()
@@ -84,9 +107,8 @@ def load(protocol: str, address: str, model: str, concurrency: int, seconds: flo
     def client(i: int) -> None:
         c = module.InferenceServerClient(address) if protocol == "grpc" else \
             httpclient.InferenceServerClient(address, connection_timeout=30, network_timeout=30)
-        tensor = module.InferInput("input", [1, 1, 28, 28], "FP32")
-        tensor.set_data_from_numpy(x)
-        c.infer(model, [tensor])  # connect and warm up outside the timing
+        tensors = request_tensors(module, inputs)
+        c.infer(model, tensors)  # connect and warm up outside the timing
         ready.wait()
         mine = latencies[i]
         while not stop.is_set():
@@ -96,7 +118,7 @@ def load(protocol: str, address: str, model: str, concurrency: int, seconds: flo
                 budget[0] -= 1
             started = time.perf_counter()
             try:
-                c.infer(model, [tensor])
+                c.infer(model, tensors)
                 mine.append(time.perf_counter() - started)
             except Exception:  # noqa: BLE001 - counted; a benchmark goes on
                 errors[0] += 1
@@ -115,7 +137,7 @@ def load(protocol: str, address: str, model: str, concurrency: int, seconds: flo
     return summarise([v for lat in latencies for v in lat], errors[0], elapsed)
 
 
-def load_aio(protocol: str, address: str, model: str, concurrency: int, seconds: float) -> dict:
+def load_aio(protocol: str, address: str, model: str, concurrency: int, seconds: float, inputs=None) -> dict:
     """The same load from ``concurrency`` coroutines of tritonclient's asyncio client in one event
     loop: far less client CPU per request than a thread each, so more of the 2 cores go to the
     server."""
@@ -128,10 +150,8 @@ def load_aio(protocol: str, address: str, model: str, concurrency: int, seconds:
         else:
             import tritonclient.grpc.aio as module
             client = module.InferenceServerClient(address)
-        x = np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)
-        tensor = module.InferInput("input", [1, 1, 28, 28], "FP32")
-        tensor.set_data_from_numpy(x)
-        await client.infer(model, [tensor])  # connect and warm up outside the timing
+        tensors = request_tensors(module, inputs or picture())
+        await client.infer(model, tensors)  # connect and warm up outside the timing
         latencies, errors, budget = [], [0], [MAX_REQUESTS]
         deadline = time.perf_counter() + seconds
 
@@ -140,7 +160,7 @@ def load_aio(protocol: str, address: str, model: str, concurrency: int, seconds:
                 budget[0] -= 1
                 started = time.perf_counter()
                 try:
-                    await client.infer(model, [tensor])
+                    await client.infer(model, tensors)
                     latencies.append(time.perf_counter() - started)
                 except Exception:  # noqa: BLE001 - counted; a benchmark goes on
                     errors[0] += 1
@@ -254,9 +274,12 @@ def one_grpc_request(address: str) -> None:
         client.close()
 
 
-def start_floor(protocol: str = "rest") -> tuple[subprocess.Popen, str]:
+def start_floor(protocol: str = "rest", app: str | None = None, args: tuple = ()) -> tuple[subprocess.Popen, str]:
+    """A floor server (``app``: another REST app's code, taking the port then ``args``) on a free
+    loopback port, once it answers."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", FLOOR_APP if protocol == "rest" else GRPC_FLOOR_APP, str(port)])
+    code = app or (FLOOR_APP if protocol == "rest" else GRPC_FLOOR_APP)
+    process = subprocess.Popen([sys.executable, "-c", code, str(port), *map(str, args)])
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -305,7 +328,17 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, help="a runs folder to reuse (convnet, resnet trained there if missing)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md")
     parser.add_argument("--memory-requests", type=int, default=20_000)
+    parser.add_argument("--own", action="store_true",
+                        help="only the section on serving a user's own model (a zoo model's ONNX file)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --own: alternating rounds per server and client")
     args = parser.parse_args()
+    if args.own:
+        from bench import write_section  # scripts/bench.py
+
+        section = own_model_section(args.seconds, args.rounds)
+        write_section(args.out, *OWN_MARKERS, section)
+        print(section)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = args.runs or Path(tmp)
         print("training and exporting convnet and resnet ...", file=sys.stderr)
@@ -361,6 +394,124 @@ def main() -> None:
 
     write_section(args.out, *MARKERS, section)
     print(section)
+
+
+# -- a user's own model (issue 36): ptx serve FILE against a bare uvicorn + ONNX Runtime route ---------
+
+OWN_MARKERS = ("<!-- scripts/bench_serve.py: own model -->", "<!-- end own model -->")
+OWN_MODEL = "two_io"  # tests/own_models.py: a float picture and int64 ids in, class scores and an embedding out
+
+# What a user would write to serve an ONNX file without ptx: one InferenceSession (ONNX Runtime's
+# defaults), a Starlette route on uvicorn that reads the v2 request with its binary tensor data, runs
+# the session on it and answers every output in binary. No checks, no batching: the floor ptx serve
+# must come near.
+BARE_ORT_APP = '''
+import sys
+import numpy as np
+import onnxruntime
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+session = onnxruntime.InferenceSession(sys.argv[2])
+names = [o.name for o in session.get_outputs()]
+TYPES = {"FP32": np.float32, "INT64": np.int64}
+V2 = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+
+async def infer(request):
+    body = await request.body()
+    size = int(request.headers["inference-header-content-length"])
+    header, offset, feeds = orjson.loads(body[:size]), size, {}
+    for tensor in header["inputs"]:
+        dtype, length = np.dtype(TYPES[tensor["datatype"]]), tensor["parameters"]["binary_data_size"]
+        feeds[tensor["name"]] = np.frombuffer(body, dtype, length // dtype.itemsize, offset).reshape(tensor["shape"])
+        offset += length
+    outputs = session.run(names, feeds)
+    raw = [o.tobytes() for o in outputs]
+    answer = orjson.dumps({"model_name": sys.argv[3], "model_version": "1", "outputs": [
+        {"name": n, "datatype": V2[o.dtype], "shape": list(o.shape), "parameters": {"binary_data_size": len(r)}}
+        for n, o, r in zip(names, outputs, raw)]})
+    return Response(answer + b"".join(raw), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(answer))})
+
+async def ready(request):
+    return Response(b"{}", media_type="application/json")
+
+app = Starlette(routes=[Route("/v2/models/{name}/infer", infer, methods=["POST"]), Route("/v2/health/ready", ready)])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+'''
+
+
+def same_answers(inputs: dict[str, np.ndarray], *addresses: str) -> None:
+    """Every server answers ``inputs`` alike, to the bit (a floor that answered otherwise would not be
+    a floor)."""
+    import tritonclient.http as httpclient
+
+    answers = []
+    for address in addresses:
+        client = httpclient.InferenceServerClient(address)
+        result = client.infer(OWN_MODEL, request_tensors(httpclient, inputs))
+        answers.append({o["name"]: result.as_numpy(o["name"]) for o in result.get_response()["outputs"]})
+        client.close()
+    first = answers[0]
+    for other in answers[1:]:
+        if sorted(other) != sorted(first) or not all(np.array_equal(other[n], first[n]) for n in first):
+            raise RuntimeError(f"the servers answer {OWN_MODEL} differently: not a fair comparison")
+
+
+def own_model_section(seconds: float, rounds: int) -> str:
+    """ptx serve of a zoo model's ONNX file (tests/own_models.py) against BARE_ORT_APP on the same
+    file, REST at concurrency 32, threaded and asyncio tritonclients: both servers up, measured in
+    alternating rounds, medians compared (as spinning_ratio)."""
+    import own_models as zoo  # tests/own_models.py (torch: exporting the model)
+
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = zoo.export_onnx(zoo.catalog()[OWN_MODEL], Path(tmp) / f"{OWN_MODEL}.onnx")
+        rng = np.random.default_rng(0)
+        inputs = {"picture": rng.random((1, 1, 16, 16), dtype=np.float32),
+                  "ids": rng.integers(0, 50, (1, 6), dtype=np.int64)}
+        bare, bare_address = start_floor(app=BARE_ORT_APP, args=(path, OWN_MODEL))
+        served = serving.start(tmp, path, args=("--backend", "ort-cpu"))
+        rates: dict[tuple[str, str], list[float]] = {}
+        rows = []
+        try:
+            same_answers(inputs, bare_address, served.http)
+            for _ in range(rounds):
+                for client in ("threads", "asyncio"):
+                    for server_name, address in (("bare uvicorn + ORT", bare_address), (SERVE, served.http)):
+                        print(f"  {server_name} {OWN_MODEL} rest c=32 ({client} client)", file=sys.stderr, flush=True)
+                        r = (load_aio if client == "asyncio" else load)("rest", address, OWN_MODEL, 32, seconds, inputs)
+                        rates.setdefault((server_name, client), []).append(r["rps"])
+                        rows.append((server_name, OWN_MODEL, "rest", 32, client, r))
+            batched = batch_stats(served, OWN_MODEL)
+        finally:
+            served.stop()
+            stop(bare)
+    load_after = os.getloadavg()[0]
+    ratio = {c: float(np.median(rates[(SERVE, c)]) / np.median(rates[("bare uvicorn + ORT", c)]))
+             for c in ("threads", "asyncio")}
+    today = datetime.date.today().isoformat()
+    lines = [f"## Serving your own model (`ptx serve FILE.onnx`), run of {today}", "",
+             f"Measured by `python3 scripts/bench_serve.py --own --seconds {seconds:g} --rounds {rounds}` on {today}: "
+             f"{machine()}. `ptx serve {OWN_MODEL}.onnx --backend ort-cpu` (tests/own_models.py's model with "
+             "two inputs, a 1x16x16 picture and 6 int64 token ids, and two outputs) against a bare uvicorn + "
+             "Starlette route that runs one `onnxruntime.InferenceSession` (ORT's defaults) on each v2 request "
+             "and answers both outputs, no checks and no batching (`BARE_ORT_APP` in the script). Clients: "
+             "tritonclient over REST with binary tensor data, 32 at once; both servers up, measured in "
+             f"{rounds} alternating rounds of {seconds:g} s, medians compared.", "",
+             "| goal | measured | target | met |", "| --- | ---: | ---: | --- |"]
+    for client, label in (("threads", "threaded client"), ("asyncio", "tritonclient's asyncio client")):
+        lines.append(f"| ptx serve {OWN_MODEL}.onnx / the bare uvicorn + ORT route, requests/s at concurrency 32 "
+                     f"({label}) | {ratio[client]:.2f}x | >= 0.9x | {'yes' if ratio[client] >= 0.9 else 'NO'} |")
+    lines += ["", f"Rows per batch ptx serve's batcher formed over the run: {batched[0] / max(batched[1], 1):.1f} "
+              f"({batched[0]:,.0f} requests in {batched[1]:,.0f} batches; the bare route runs each request alone).",
+              f"Load average (1 min) {load_before:.1f} before the run and {load_after:.1f} after: other jobs shared the "
+              "cores, so single rounds vary; the alternating rounds' medians are the figures to read.", ""]
+    lines += table(rows)
+    return "\n".join(lines)
 
 
 def spinning_ratio(root: Path, seconds: float, rounds: int = 3) -> float:

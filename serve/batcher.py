@@ -35,6 +35,10 @@ class Merge:
     ragged_axis: int | None = None
     pad_value: int | None = None
 
+    def rows(self, x: np.ndarray) -> int:
+        """How many rows a request brings to a batch."""
+        return x.shape[self.batch_axis]
+
     def key(self, x: np.ndarray):
         """Requests with equal keys may share a batch."""
         if self.ragged_axis is None or self.pad_value is not None:
@@ -57,6 +61,12 @@ class Merge:
             shape[self.ragged_axis] = max(x.shape[self.ragged_axis] for x in xs)
         return tuple(shape)
 
+    def split(self, out, rows: list[int]) -> list[np.ndarray]:
+        """A batch's outputs (the Predictor's: batch first) -> each request's rows."""
+        out = np.asarray(out)
+        starts = np.cumsum([0, *rows])
+        return [out[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
     def _pad(self, x: np.ndarray, length: int) -> np.ndarray:
         missing = length - x.shape[self.ragged_axis]
         if not missing:
@@ -68,7 +78,7 @@ class Merge:
 
 @dataclass
 class _Pending:
-    x: np.ndarray
+    x: object  # what the merge joins: an array, or a tensor model's inputs by name
     rows: int
     key: object
     future: asyncio.Future
@@ -76,12 +86,14 @@ class _Pending:
 
 
 class Batcher:
-    """``await submit(x)`` -> the model's outputs for ``x``'s rows (batch first). ``run`` is the
-    runtime call (a Predictor's predict_array); it runs in ``workers`` threads, off the event loop.
+    """``await submit(x)`` -> the model's outputs for ``x``'s rows. ``run`` is the runtime call (a
+    Predictor's predict_array, a tensor model's _run); it runs in ``workers`` threads, off the event
+    loop. ``merge`` joins requests into one batch and splits its outputs back (Merge: one array,
+    batch first out; serve/tensor_model.py's TensorMerge: inputs and outputs by name).
     ``host``: the predictor's reused (page-locked) host buffers, where it has them: requests are
     joined straight into one, so the batch crosses to the GPU by DMA with no copy more than today's."""
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, merge: Merge, max_batch_size: int,
+    def __init__(self, run: Callable, *, merge: Merge, max_batch_size: int,
                  max_delay_s: float, workers: int = 1, on_batch: Callable[[int], None] = lambda rows: None,
                  host=None):
         self.run, self.merge, self.host = run, merge, host
@@ -94,12 +106,12 @@ class Batcher:
         self.wake: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
+    async def submit(self, x):
         if self.task is None:  # created on first use, in the server's own event loop
             self.wake = asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self._dispatch())
         future = asyncio.get_running_loop().create_future()
-        self.queue.append(_Pending(x, x.shape[self.merge.batch_axis], self.merge.key(x), future))
+        self.queue.append(_Pending(x, self.merge.rows(x), self.merge.key(x), future))
         self.wake.set()
         return await future
 
@@ -158,7 +170,7 @@ class Batcher:
                 self.on_batch(rows)
                 try:
                     out = await loop.run_in_executor(self.executor, self._run_joined, [p.x for p in live])
-                    _deliver(live, np.asarray(out))
+                    self._deliver(live, out)
                 except Exception:  # noqa: BLE001 - whichever request broke the runtime fails alone
                     if len(live) == 1:
                         raise
@@ -172,7 +184,7 @@ class Batcher:
             self.free += 1
             self.wake.set()
 
-    def _run_joined(self, xs: list[np.ndarray]) -> np.ndarray:
+    def _run_joined(self, xs: list):
         """Join the requests (in a worker thread, off the event loop) and run them."""
         if self.host is None or len(xs) == 1:
             return self.run(self.merge.join(xs))
@@ -182,10 +194,16 @@ class Batcher:
     async def _execute_alone(self, p: _Pending) -> None:
         try:
             out = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, p.x)
-            _deliver([p], np.asarray(out))
+            self._deliver([p], out)
         except Exception as exc:  # noqa: BLE001
             if not p.future.done():
                 p.future.set_exception(exc)
+
+    def _deliver(self, batch: list[_Pending], out) -> None:
+        """Split a batch's outputs back to its requests."""
+        for p, part in zip(batch, self.merge.split(out, [p.rows for p in batch])):
+            if not p.future.done():
+                p.future.set_result(part)
 
     def close(self) -> None:
         if self.task is not None:
@@ -193,10 +211,3 @@ class Batcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _deliver(batch: list[_Pending], out: np.ndarray) -> None:
-    """Split a batch's outputs (batch first) back to its requests."""
-    start = 0
-    for p in batch:
-        if not p.future.done():
-            p.future.set_result(out[start:start + p.rows])
-        start += p.rows

@@ -85,6 +85,28 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         service.add(name, predictor)
 
 
+def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str, precision: str | None,
+               device: str | None, open_options: dict, log: Callable[[str], None]) -> None:
+    """Open each of a user's own model files (ONNX, TorchScript, pt2) and serve it by its tensors:
+    through --backend, or (auto) the file's own runtime (ort-cpu for ONNX). ``open_options``' inputs
+    (--input) declare the TorchScript and pt2 files' inputs; ONNX files read theirs from the graph."""
+    from ptx.infer.model_files import ONNX, read_model_file
+    from ptx.infer.own_model import open_own_model
+
+    for name, path in files:
+        options = dict(open_options)
+        if read_model_file(path).kind == ONNX:
+            # --input declares what a TorchScript or pt2 file takes; an ONNX file served beside one
+            # describes its own inputs.
+            options["inputs"] = ()
+        model = open_own_model(path, None if backend == AUTO else backend, device=device, precision=precision,
+                               **options)
+        batching = ("batched along each tensor's batch axis" if model.signature.batched
+                    else "request by request (not every tensor has a batch axis)")
+        log(f"backend {name}: {model.backend} ({model.device}) for {path}, {batching}")
+        service.add(name, model)
+
+
 def bind_http(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -194,8 +216,15 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
 
 def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT_RUNS_ROOT, backend: str = AUTO,
           precision: str | None = None, device: str | None = None, insecure: bool = False,
-          log: Callable[[str], None] = print) -> None:
-    """Serve ``names`` until SIGINT or SIGTERM, then finish the requests in flight and return."""
+          log: Callable[[str], None] = print, files: list[tuple[str, Path]] = (),
+          open_options: dict | None = None) -> None:
+    """Serve the tutorial models ``names`` and the user's model ``files`` ((served name, path)
+    pairs; ``open_options`` as ptx.infer.own_model.open_own_model takes them) until SIGINT or
+    SIGTERM, then finish the requests in flight and return."""
+    taken = [*names, *(name for name, _ in files)]
+    twice = sorted({n for n in taken if taken.count(n) > 1})
+    if twice:
+        raise PtxError(f"two models would be served as {twice[0]!r}: give the files other names with --name")
     check_exposure(options, insecure, log)
     # ONNX Runtime's intra-op threads spin between runs by default. In a server, the event loop, the
     # gRPC threads and the batcher share the cores with them, and spinning threads took the CPU the
@@ -205,7 +234,10 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
     http_socket = bind_http(options.host, options.http_port)
     service = Service(options)
     try:
-        load(service, names, root=root, backend=backend, precision=precision, device=device, log=log)
+        if names:
+            load(service, names, root=root, backend=backend, precision=precision, device=device, log=log)
+        load_files(service, list(files), backend=backend, precision=precision, device=device,
+                   open_options=dict(open_options or {}), log=log)
         _event_loop_run(run(service, http_socket, log))
     finally:
         service.close()

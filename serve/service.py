@@ -6,9 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ptx import __version__
+from ptx.infer.tensor_model import TensorModel
 
 from .metrics import Metrics
 from .model import VERSION, ServedModel
+from .tensor_model import TensorServedModel
 from .tensors import RequestError
 
 SERVER_NAME = "ptx"
@@ -38,18 +40,22 @@ class Service:
     def __init__(self, options: ServeOptions):
         self.options = options
         self.metrics = Metrics()
-        self.models: dict[str, ServedModel] = {}
+        self.models: dict[str, ServedModel | TensorServedModel] = {}
         # Decoding pictures is CPU work: off the event loop, beside (not inside) the runtimes' threads.
         self.prepare_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ptx-prepare")
         self.ready = False
         self._token = options.token.encode() if options.token else None
 
-    def add(self, name: str, predictor) -> ServedModel:
+    def add(self, name: str, predictor) -> ServedModel | TensorServedModel:
+        """Serve ``predictor`` as ``name``: a tutorial model's Predictor (its tensor and its head), or
+        a user's own model (a TensorModel: its named tensors)."""
         batch_rows = self.metrics.batch_size.labels(name)
-        model = ServedModel(name, predictor, dict(max_batch_size=self.options.max_batch_size,
-                                                  max_delay_s=self.options.max_delay_ms / 1000,
-                                                  workers=self.options.workers),
-                            self.prepare_pool, on_batch=batch_rows.observe)
+        options = dict(max_batch_size=self.options.max_batch_size, max_delay_s=self.options.max_delay_ms / 1000,
+                       workers=self.options.workers)
+        if isinstance(predictor, TensorModel):
+            model = TensorServedModel(name, predictor, options, on_batch=batch_rows.observe)
+        else:
+            model = ServedModel(name, predictor, options, self.prepare_pool, on_batch=batch_rows.observe)
         self.models[name] = model
         return model
 

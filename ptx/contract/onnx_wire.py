@@ -145,3 +145,16 @@ def _external_files(buf, graph, path: Path) -> list[str]:
     except WireError as exc:
         raise ArtifactError(f"{path}: a damaged ONNX graph ({exc})") from None
     return list(files)
+
+
+def external_data_files(path: str | Path) -> list[str]:
+    """The files (as the graph names them, relative to the model's folder) that hold the ONNX
+    model's external data: what must travel with the file when it is copied (a Triton repository)."""
+    path = Path(path)
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            graph = next((payload for number, wire, payload in fields(buf)
+                          if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
+        except WireError as exc:
+            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+        return _external_files(buf, graph, path) if graph is not None else []

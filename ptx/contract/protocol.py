@@ -107,3 +107,65 @@ def model_config(name: str, contract: Contract, backend: TritonBackend, *, max_b
         lines.insert(2, f"# The batch is axis {contract.input.batch_axis} of the input, not the first: Triton "
                         "cannot batch it itself (max_batch_size 0), so every request carries its full shape.")
     return "\n".join(lines) + "\n"
+
+
+# -- a model of any signature (a user's own file) -------------------------------------------------
+
+TRITON_PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}  # by model file kind
+
+
+def signature_batch_first(signature) -> bool:
+    """Triton can batch a model itself only when every input and output has its batch on axis 0."""
+    return all(t.batch_axis == 0 for t in (*signature.inputs, *signature.outputs)) and bool(signature.inputs)
+
+
+def positional_names(signature, kind: str, positional: bool | None = None) -> dict[str, str]:
+    """ptx's tensor name -> Triton's: TorchScript keeps no tensor names, so Triton's PyTorch backend
+    calls forward's arguments INPUT__0, INPUT__1, ... and its results OUTPUT__0, ... in order; an
+    ONNX file keeps its graph's names. ``positional`` overrides what the kind says."""
+    if not (kind == "torchscript" if positional is None else positional):
+        return {t.name: t.name for t in (*signature.inputs, *signature.outputs)}
+    return {**{t.name: f"INPUT__{i}" for i, t in enumerate(signature.inputs)},
+            **{t.name: f"OUTPUT__{i}" for i, t in enumerate(signature.outputs)}}
+
+
+def signature_config(name: str, signature, kind: str, *, max_batch_size: int = MAX_BATCH_SIZE,
+                     max_queue_delay_us: int = MAX_QUEUE_DELAY_US, comments: tuple[str, ...] = (),
+                     positional: bool | None = None) -> str:
+    """config.pbtxt for a model known by its tensors alone (``ptx.contract.tensors.Signature``):
+    Triton's ModelConfig in protobuf text format. Batch-first models (every tensor's batch on axis
+    0) get ``max_batch_size`` and dynamic batching with dims that leave the batch out; any other
+    (a batch elsewhere, a scalar input, a batch fixed by the exporter) gets ``max_batch_size: 0``
+    and full dims, -1 for every symbol. A scalar is ``dims: [1]`` reshaped to ``[]``: Triton's
+    config has no empty dims. ``positional``: name tensors INPUT__i/OUTPUT__i (the default for
+    TorchScript, as Triton's PyTorch backend reads them; `ptx serve` names them as it takes them)."""
+    first = signature_batch_first(signature)
+    names = positional_names(signature, kind, positional)
+    lines = [f"# {c}" for c in comments]
+    if any(names[t.name] != t.name for t in signature.inputs):
+        lines.append("# TorchScript keeps no tensor names: Triton's PyTorch backend takes forward's arguments and "
+                     "results by position: " + ", ".join(f"{names[t.name]} is {t.name}"
+                                                          for t in (*signature.inputs, *signature.outputs)) + ".")
+    if not first:
+        where = sorted({f"{t.name} on axis {t.batch_axis}" for t in (*signature.inputs, *signature.outputs)
+                        if t.batch_axis not in (0, None)})
+        none = [t.name for t in (*signature.inputs, *signature.outputs) if t.batch_axis is None]
+        why = "; ".join(filter(None, [f"batch {', '.join(where)}" if where else "",
+                                      f"no batch axis: {', '.join(none)}" if none else ""]))
+        lines.append(f"# Not every tensor has its batch on axis 0 ({why}): Triton cannot batch this model itself "
+                     "(max_batch_size 0), so every request carries its full shape.")
+    lines += [f'name: "{name}"', f'platform: "{TRITON_PLATFORMS[kind]}"',
+              f"max_batch_size: {max_batch_size if first else 0}"]
+    for section, tensors in (("input", signature.inputs), ("output", signature.outputs)):
+        lines.append(f"{section} [")
+        for i, t in enumerate(tensors):
+            dims = [-1 if isinstance(d, str) else d for axis, d in enumerate(t.shape) if not (first and axis == 0)]
+            lines += ["  {", f'    name: "{names[t.name]}"', f"    data_type: {t.dtype_info.triton}",
+                      f"    dims: {json.dumps(dims or [1])}"]
+            if not dims:
+                lines.append("    reshape: { shape: [ ] }")
+            lines.append("  }," if i < len(tensors) - 1 else "  }")
+        lines.append("]")
+    if first:
+        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}"]
+    return "\n".join(lines) + "\n"
