@@ -139,6 +139,25 @@ def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
     return to_model_input(rng.normal(size=(batch, contract.sample_size)), contract)
 
 
+def timed_rows(names: list[tuple], calls: list[Callable[[], object]], batch: int, *, warmup: int, seconds: float,
+               rounds: int) -> list[BenchRow]:
+    """Time ``calls`` (each ``seconds``) in alternating rounds at ``batch``: one row each, named by
+    ``names`` (runner, device, precision, peer_of, ceiling_of); a ptx row gets its bare peer's ratio."""
+    timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
+    rows = []
+    for (runner, device, precision, peer_of, ceiling_of), parts in zip(names, timings):
+        row = _row(runner, device, batch, np.concatenate(parts))
+        row.precision, row.peer_of, row.ceiling_of = precision, peer_of, ceiling_of
+        row.round_spread = round(round_spread(parts), 2)
+        rows.append(row)
+    for row in rows:
+        peer = next((r for r in rows if r.peer_of == row.runner), None)
+        if peer is not None:
+            row.overhead = round(row.p50_us / peer.p50_us, 3)
+            row.vs_bare = speed_ratio(row, peer)
+    return rows
+
+
 @dataclass
 class Fastest:
     """ptx bench's verdict for one batch size: the fastest verified backend and precision, against
@@ -207,19 +226,7 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
             if not calls:
                 continue
             with leases:
-                timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
-            batch_rows = []
-            for (runner, device, precision, peer_of, ceiling_of), parts in zip(names, timings):
-                row = _row(runner, device, batch, np.concatenate(parts))
-                row.precision, row.peer_of, row.ceiling_of = precision, peer_of, ceiling_of
-                row.round_spread = round(round_spread(parts), 2)
-                batch_rows.append(row)
-            for row in batch_rows:
-                peer = next((r for r in batch_rows if r.peer_of == row.runner), None)
-                if peer is not None:
-                    row.overhead = round(row.p50_us / peer.p50_us, 3)
-                    row.vs_bare = speed_ratio(row, peer)
-            rows += batch_rows
+                rows += timed_rows(names, calls, batch, warmup=warmup, seconds=seconds, rounds=rounds)
         del opened  # frees sessions' thread pools before the next group is timed
     if not rows:
         raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in skipped.items()))
@@ -263,6 +270,11 @@ def describe_fastest(verdicts: list[Fastest], unverified: dict[str, str]) -> lis
 COLUMNS = ("runner", "device", "batch", "p50 us", "p90 us", "p99 us", "images/s", "vs bare")
 
 
+def columns(unit: str = "images/s") -> tuple[str, ...]:
+    """The table's columns, throughput in ``unit`` (a user's model: samples/s, or runs/s unbatched)."""
+    return tuple(unit if c == "images/s" else c for c in COLUMNS)
+
+
 def _cells(r: BenchRow) -> list[str]:
     vs_bare = f"{r.vs_bare:.2f}x" if r.vs_bare is not None else ""
     return [r.runner, r.device, str(r.batch), f"{r.p50_us:,.1f}", f"{r.p90_us:,.1f}", f"{r.p99_us:,.1f}",
@@ -280,15 +292,15 @@ def noisy_warning(rows: list[BenchRow]) -> str | None:
             f"({worst}{more}): the machine was busy; re-run, or time longer with --seconds")
 
 
-def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
-    lines = [f"| {name}: " + " | ".join(COLUMNS) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
+def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
+    lines = [f"| {name}: " + " | ".join(columns(unit)) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     lines += [f"\nskipped {b}: {why}" for b, why in skipped.items()]
     return "\n".join(lines)
 
 
-def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str]) -> str:
-    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
+    cells = [list(columns(unit))] + [_cells(r) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in cells]

@@ -60,11 +60,8 @@ class OrtTensorModel(TensorModel):
         if on_cuda:
             cuda_device_id(device)
         self.session = open_session(path, device, precision, remedy=FOREIGN_REMEDY)
-        graph = session_signature(self.session, path, batch_axes)
-        recorded = recorded_signature(metadata, path)
-        signature = check_graph_against(recorded, graph, path) if recorded and not batch_axes else graph
-        if inputs:
-            signature = _with_declared(signature, inputs, path)
+        signature = file_signature(path, session_signature(self.session, path, batch_axes), metadata, batch_axes,
+                                   inputs)
         super().__init__(signature, path, found.name if not ignore_metadata else None, metadata)
         self.backend = "ort-cuda" if on_cuda else "ort-cpu"
         self.device = device
@@ -81,6 +78,15 @@ class OrtTensorModel(TensorModel):
     def bare(self, feeds: dict[str, np.ndarray]):
         session, names = self.session, self._names
         return "bare InferenceSession.run", lambda: session.run(names, feeds)
+
+
+def file_signature(path: Path, graph: Signature, metadata: Mapping[str, str],
+                   batch_axes: Mapping[str, int | None] | None, inputs: Sequence[TensorSig]) -> Signature:
+    """An ONNX file's signature as every runtime takes it: what its graph says, or the ptx.signature
+    its metadata records once the graph is found to match it, narrowed by the user's --input."""
+    recorded = recorded_signature(metadata, path)
+    signature = check_graph_against(recorded, graph, path) if recorded and not batch_axes else graph
+    return _with_declared(signature, inputs, path) if inputs else signature
 
 
 def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Path) -> Signature:

@@ -81,11 +81,17 @@ def probe_in_child(path: Path, backend: str, device: str, declared: Sequence[Ten
     ptx says so in one line (ChildCrashError) instead of dying with it."""
     from ptx.export.child import run_child
 
-    args = {"path": str(path), "backend": backend, "device": device,
+    args = probe_args(path, backend, device, declared, batch_axes, ignore_metadata)
+    run_child(PROBE, json.dumps(args), what=f"{backend} opening {path.name}")
+
+
+def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
+               batch_axes: Mapping[str, int | None] | None, ignore_metadata: bool) -> dict:
+    """What the child needs to open the file as the parent would (PROBE's argument, as JSON)."""
+    return {"path": str(path), "backend": backend, "device": device,
             "inputs": [f"{t.name}={','.join(map(str, t.shape))}:{t.dtype}" if t.shape else f"{t.name}=:{t.dtype}"
                        for t in declared],
             "batch_axes": dict(batch_axes or {}), "ignore_metadata": ignore_metadata}
-    run_child(PROBE, json.dumps(args), what=f"{backend} opening {path.name}")
 
 
 def is_module(obj) -> bool:

@@ -19,8 +19,8 @@ from ptx.errors import PtxError, PtxWarning
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
-from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_HELP, SECURITY_NOTE, is_model_file,
-                         model_file_options, open_options)
+from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_HELP, SECURITY_NOTE,
+                         generated_input_options, is_model_file, model_file_options, open_options)
 
 # Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
 BACKENDS = tuple(list_backends())
@@ -620,16 +620,105 @@ def _int_list(ctx, param, value):
     return sizes
 
 
+class ToleranceValue(click.ParamType):
+    """--atol/--rtol: a finite number >= 0 for every output, or OUTPUT=NUMBER for one output of a model file."""
+
+    name = "[OUTPUT=]NUMBER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        output, sep, number = str(value).rpartition("=")
+        if sep and not output.strip():
+            self.fail(f"{value!r}: write NUMBER, or OUTPUT=NUMBER for one output", param, ctx)
+        return (output.strip() or None), NON_NEGATIVE.convert(number, param, ctx)
+
+
+TOLERANCE = ToleranceValue()
+MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
+# What a tutorial model's command takes that a model file's does not, and the other way round.
+TUTORIAL_ONLY = {"verify": ("all_models", "samples", "root", "save_inputs", "run", "all_rows"),
+                 "bench": ("root", "verify_samples", "run")}
+FILE_ONLY = ("declared_inputs", "batch_axes", "ignore_metadata", "shapes", "values", "ranges", "input_files", "seed",
+             "against", "reference_file", "save_reference")
+
+
+def _given(ctx: click.Context, names) -> list[str]:
+    """The options among ``names`` that the command line set (not left at their default), as typed."""
+    from click.core import ParameterSource
+
+    params = {p.name: p for p in ctx.command.params}
+    return [params[n].opts[0] for n in names if n in params
+            and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+
+
+def _model_file(name: str | None, command: str) -> bool:
+    """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
+    a path that is not there is "no such file", a folder is not a model file."""
+    import os
+    from pathlib import Path
+
+    from ptx.contract.catalog import names
+    from ptx.own_cli import is_model_file
+
+    if is_model_file(name):
+        return True
+    if name is None or name in names():
+        return False
+    if Path(name).is_dir():
+        from ptx.infer.model_files import file_kind
+
+        file_kind(Path(name))  # a folder: one line saying what to give instead
+    if Path(name).suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in name:
+        raise PtxError(f"{name}: no such file (ptx {command} takes a model NAME, see `ptx models`, or a model file: "
+                       ".onnx, TorchScript .pt, .pt2)")
+    return False
+
+
+def _check_options(ctx: click.Context, command: str, for_file: bool) -> None:
+    if for_file:
+        wrong = _given(ctx, TUTORIAL_ONLY[command])
+        if wrong:
+            raise click.UsageError(f"{wrong[0]} is for a tutorial model NAME; a model file takes --inputs FILE "
+                                   "for real samples, and nothing of a run folder")
+    else:
+        wrong = _given(ctx, FILE_ONLY)
+        if wrong:
+            raise click.UsageError(f"{wrong[0]} is for a model file (ptx {command} PATH); a tutorial model NAME "
+                                   "carries its own contract")
+
+
+def _tutorial_tolerance(values, option: str) -> float | None:
+    if any(name is not None for name, _ in values):
+        raise click.UsageError(f"{option} OUTPUT=NUMBER is for a model file's outputs; a tutorial model takes one "
+                               f"{option} NUMBER")
+    if len(values) > 1:
+        raise click.UsageError(f"{option} is given {len(values)} times; give it once")
+    return values[0][1] if values else None
+
+
+def _unknown_or_file(exc, command: str):
+    """A name that is neither a registered model nor a file: the registry's did-you-mean, and the
+    other thing the command takes."""
+    from ptx.errors import UnknownModelError
+
+    return UnknownModelError(f"{exc}; or give a model file's path (`ptx {command} model.onnx`)")
+
+
 @cli.command("verify")
-@click.argument("name", required=False)
+@click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
               help="Verify every run under --root that has an export, whatever its folder is called.")
 @BACKENDS_OPTION
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
 @click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
-              help="Batch sizes to exercise; the largest also chunks the real samples.")
-@click.option("--atol", type=NON_NEGATIVE, help="Absolute tolerance (default: the artifact's, per device).")
-@click.option("--rtol", type=NON_NEGATIVE, help="Relative tolerance (default: the artifact's, per device).")
+              help="Batch sizes to exercise; the largest also chunks the real samples (a model file: 3,5, neither "
+                   "0 nor 1, so that a batch the exporter specialised is caught).")
+@click.option("--atol", type=TOLERANCE, multiple=True,
+              help="Absolute tolerance (default: the artifact's, per device; a model file's: per output dtype and "
+                   "device, float16 judged as float16); OUTPUT=NUMBER for one output of a model file.")
+@click.option("--rtol", type=TOLERANCE, multiple=True,
+              help="Relative tolerance, as --atol.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: NAME is read from ROOT/NAME, --all verifies every run under it.")
 @click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
@@ -637,13 +726,41 @@ def _int_list(ctx, param, value):
 @click.option("--all-rows", is_flag=True,
               help="List every row this machine cannot run (by default one line per missing device: 12 CUDA rows).")
 @RUN
-def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json, all_rows,
-               run) -> None:
-    """Check that every backend gives eager's answers for model NAME, on real test samples."""
-    from ptx.infer.api import run_folder
-    from ptx.infer.records import record_verify
-    from ptx.infer.verify import runs_with_artifacts, verify
+@click.option("--against", type=click.Path(dir_okay=False, exists=True), metavar="OTHER",
+              help="A model file: hold another file of the same model (your TorchScript beside its ONNX) to the "
+                   "reference too, output by output.")
+@click.option("--reference", "reference_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A model file: reference tensors to compare every backend with (default: MODEL.reference.npz "
+                   "beside the file, where there is one).")
+@click.option("--save-reference", is_flag=True,
+              help="A model file: write the reference backend's outputs on these inputs as reference tensors "
+                   "(MODEL.reference.npz, or --reference FILE), for `ptx verify` on another machine.")
+@model_file_options
+@generated_input_options
+@click.pass_context
+def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
+               all_rows, run, against, reference_file, save_reference, declared_inputs, batch_axes, ignore_metadata, shapes, values,
+               ranges, input_files, seed) -> None:
+    """Check that every backend gives eager's answers for model NAME, on real test samples; or, for a
+    model FILE (an ONNX, TorchScript or pt2 file of your own), that every backend that can load it
+    gives its reference's answers (ONNX: ort-cpu, with onnx.reference as a third opinion on small
+    inputs; TorchScript: the module on the CPU; pt2: aoti on the CPU), output by output, on seeded
+    inputs made from its signature at two batch sizes (or --inputs), and those of the reference
+    tensors kept beside it. A model file's exit status: 0 all agree, 1 a disagreement (the last line
+    names the backend, the output and its error), 2 nothing could be compared.
+    """
+    from ptx.errors import UnknownModelError
+    from ptx.infer.verify import runs_with_artifacts
 
+    if _model_file(name, "verify"):
+        _check_options(ctx, "verify", for_file=True)
+        _verify_file(name, backends=backends, batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else None,
+                     atol=atol, rtol=rtol, as_json=as_json, against=against, reference_file=reference_file,
+                     save_reference=save_reference, declared_inputs=declared_inputs, batch_axes=batch_axes,
+                     ignore_metadata=ignore_metadata, shapes=shapes, values=values, ranges=ranges,
+                     input_files=input_files, seed=seed)
+    _check_options(ctx, "verify", for_file=False)
+    atol, rtol = _tutorial_tolerance(atol, "--atol"), _tutorial_tolerance(rtol, "--rtol")
     if all_models and (name or run):
         raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
     if not (all_models or name or run):
@@ -659,6 +776,20 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
         runs = [(_model_of_run(name, run), run)]
     if not runs:
         raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
+    try:
+        _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
+                     all_rows)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "verify") from None
+
+
+def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
+                 all_rows) -> None:
+    """``ptx verify NAME`` (or --all) of the tutorial models' runs."""
+    from ptx.infer.api import run_folder
+    from ptx.infer.records import record_verify
+    from ptx.infer.verify import verify
+
     chosen = backends
     notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     docs, statuses = [], []
@@ -689,8 +820,24 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
     sys.exit(max(statuses))
 
 
+def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
+                 declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+    """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
+    from ptx.contract.tensor_inputs import VERIFY_BATCHES
+    from ptx.infer.verify_file import verify_file
+    from ptx.own_cli import open_options, plan_options
+
+    report = verify_file(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
+                         plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
+                         batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
+                         reference_file=reference_file, save=save_reference,
+                         progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    sys.exit(report.exit_status)
+
+
 @cli.command("bench")
-@click.argument("name", required=False)
+@click.argument("name", required=False, metavar="NAME|PATH")
 @BACKENDS_OPTION
 @click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
               help="Batch sizes to time (the long run: 1,64,1024).")
@@ -709,27 +856,54 @@ def verify_cmd(name, all_models, backends, samples, batch_sizes, atol, rtol, roo
               help="Real test samples `ptx verify` judges each backend and precision on before one is named "
                    "fastest (0: no verdict).")
 @RUN
-def bench_cmd(name, backends, batch_sizes, seconds, rounds, warmup, root, as_json, markdown, verify_samples,
-              run) -> None:
+@model_file_options
+@generated_input_options
+@click.pass_context
+def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, as_json, markdown, verify_samples,
+              run, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
     """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
     the bare runtimes, and the fastest verified one per batch size. "vs bare" and "Nx the fastest bare
     peer" are one ratio: images/s over the bare runtime's (below 1: ptx's overhead).
+
+    For a model FILE (an ONNX, TorchScript or pt2 file of your own): every backend that runs it here, at
+    --batch-sizes (default 1,8; a model without a batch axis at its fixed shape only), on seeded inputs
+    made from its signature (or --inputs), each beside its bare runtime call.
 
     The default run takes ~20 s on 2 cores; `--batch-sizes 1,64,1024 --seconds 1 --rounds 6` is the
     long one."""
     from dataclasses import asdict
 
+    from ptx.errors import UnknownModelError
     from ptx.infer.api import run_folder
     from ptx.infer.bench import bench, describe_fastest, fastest, noisy_warning, rows_to_dicts, to_markdown, to_text
     from ptx.infer.records import record_bench, record_verify
     from ptx.infer.verify import verify
 
+    if _model_file(name, "bench"):
+        _check_options(ctx, "bench", for_file=True)
+        from ptx.infer.bench_file import DEFAULT_FILE_BATCH_SIZES, bench_file
+        from ptx.own_cli import open_options, plan_options
+
+        result = bench_file(name, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
+                            plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
+                            batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else DEFAULT_FILE_BATCH_SIZES,
+                            warmup=warmup, seconds=seconds, rounds=rounds,
+                            progress=lambda msg: click.echo(f"timing {msg}", err=True))
+        click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text(markdown))
+        noisy = noisy_warning(result.rows)
+        if noisy:
+            click.echo(f"warning: {noisy}", err=True)
+        return
+    _check_options(ctx, "bench", for_file=False)
     name = _model_of_run(name, run)
     if name is None:
         raise click.UsageError("give a model NAME, or --run a run folder")
     chosen = backends
-    rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
-                          rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
+    try:
+        rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
+                              rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "bench") from None
     record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified
     verdicts, unverified = [], {}
     if verify_samples:
@@ -836,6 +1010,45 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
           files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
 
 
+@cli.command("inspect", short_help="What a model file (or a run folder's exports) is, and which backends run it here.")
+@click.argument("path", metavar="PATH")
+@model_file_options
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: a tutorial model NAME given as PATH is ROOT/NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
+def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_json) -> None:
+    """Show what PATH is: a model file (.onnx, TorchScript .pt, .pt2) or a run folder's exports.
+
+    For each file: its inputs and outputs (dtypes, shapes with symbolic dimensions, the batch axis),
+    where that contract comes from (the graph, ptx metadata, your --input), for ONNX the opsets,
+    operator counts, parameters and external data, the weights digest (and whether it matches the
+    one its ptx metadata records), and for every backend that reads that kind of file whether it can
+    run it on this machine, and if not why: OpenVINO's refusal, the nodes ONNX Runtime's CUDA provider
+    would leave on the CPU (decided without a GPU), whether a CUDA graph can capture it, and what
+    onnxruntime's int8 quantizers cover. Nothing is run, except a TorchScript or pt2 file's two probe
+    runs that learn its outputs (give its inputs with --input).
+    """
+    from pathlib import Path
+
+    from ptx.contract.catalog import names
+    from ptx.infer.inspect_file import inspect_path
+    from ptx.own_cli import open_options
+
+    target = Path(path)
+    if not target.exists():
+        if path in names() and (Path(root) / path).is_dir():
+            target = Path(root) / path
+        else:
+            where = f"; a tutorial model's run folder is {Path(root) / path}, which does not exist either" \
+                if path in names() else ""
+            raise PtxError(f"{path}: no such file or run folder{where}")
+    report = inspect_path(target, open_options(declared_inputs, batch_axes, ignore_metadata))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
+
+
+inspect_cmd.help = f"{inspect.cleandoc(inspect_cmd.help)}\n\n{SECURITY_NOTE}"
+
+
 def _verify_help() -> None:
     """verify's --help states the rule its table and JSON state, from the one definition."""
     import textwrap
@@ -846,11 +1059,11 @@ def _verify_help() -> None:
     entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
                              break_on_hyphens=False)
                for name, text in RULE.items()]
-    verify_cmd.help = "\n\n".join([verify_cmd.help.strip(), *("\b\n" + e for e in entries)])
+    verify_cmd.help = "\n\n".join([inspect.cleandoc(verify_cmd.help), *("\b\n" + e for e in entries), SECURITY_NOTE])
 
 
 _verify_help()
-for _command in (predict_cmd, serve_cmd, export_cmd):  # the commands that open a user's model file
+for _command in (predict_cmd, serve_cmd, export_cmd, bench_cmd):  # the commands that open a user's model file
     _command.help = f"{inspect.cleandoc(_command.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring
 
 

@@ -59,13 +59,18 @@ def test_ptx_models_fits_the_terminal_and_explains_its_columns(columns):
     assert any(line.startswith("000  the main PyTorch tutorial") for line in lines)
 
 
+DID_YOU_MEAN = "error: unknown model 'convnett'; did you mean convnet? (see `ptx models`)"
+
+
 @pytest.mark.parametrize("command", [["predict", "x.png", "--model", "convnett"], ["verify", "convnett"],
                                      ["bench", "convnett"], ["serve", "convnett", "--http-port", "0"]])
 def test_a_mistyped_model_name_gets_did_you_mean(command, tmp_path):
     result = subprocess.run([sys.executable, "-m", "ptx", *command], capture_output=True, text=True,
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert result.stderr == "error: unknown model 'convnett'; did you mean convnet? (see `ptx models`)\n"
+    # verify and bench take a model file too (issue 36), and say so
+    also = f"; or give a model file's path (`ptx {command[0]} model.onnx`)" if command[0] in ("verify", "bench") else ""
+    assert result.stderr == f"{DID_YOU_MEAN}{also}\n"
 
 
 def test_load_answers_a_mistyped_name_with_did_you_mean(tmp_path):

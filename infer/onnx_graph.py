@@ -1,0 +1,155 @@
+"""What an ONNX file's graph says of itself, read with the ``onnx`` package and never run: opsets,
+operator counts, parameters, external data, and the tensor signature (``ptx inspect``; the
+OpenVINO model, whose own reader drops the names of symbolic dimensions, takes its signature here).
+
+numpy, onnx and the standard library only: never torch, and no runtime.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Mapping
+
+from ptx.contract.tensors import DTYPES, UNSUPPORTED_ONNX, Signature
+from ptx.errors import ArtifactError, first_line
+
+# The ops whose bodies are subgraphs (their nodes are counted too, and said to be inside them);
+# ONNX Runtime's CUDA graphs replay one fixed sequence of kernels, so none of them can be captured.
+from .cuda_placement import CONTROL_FLOW
+
+ONNX_DOMAIN = "ai.onnx"
+
+
+@dataclass
+class GraphFacts:
+    """The countable facts of an ONNX graph."""
+
+    opsets: dict[str, int]  # domain -> version ("ai.onnx" for the default domain)
+    operators: Counter  # op type -> nodes, subgraphs' nodes included
+    nodes: int  # nodes of the main graph
+    subgraph_nodes: int  # nodes inside If/Loop/Scan bodies
+    parameters: int  # values held by initializers and Constant nodes (the weights)
+    initializers: int
+    external: list[tuple[str, int | None]] = field(default_factory=list)  # (file, bytes or None: missing)
+    producer: str = ""  # "pytorch 2.13.0"
+    ir_version: int = 0
+
+    @property
+    def control_flow(self) -> list[str]:
+        return sorted(op for op in self.operators if op in CONTROL_FLOW)
+
+    def to_dict(self) -> dict:
+        return {"opsets": self.opsets, "operators": dict(self.operators.most_common()), "nodes": self.nodes,
+                "subgraph_nodes": self.subgraph_nodes, "parameters": self.parameters,
+                "initializers": self.initializers, "producer": self.producer, "ir_version": self.ir_version,
+                "external_data": [{"file": f, "bytes": b, "present": b is not None} for f, b in self.external]}
+
+
+def read_graph(path: str | Path):
+    """The file's ModelProto without its external data (the weights' files are only listed)."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ...: one line
+        raise ArtifactError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def _subgraphs(node):
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
+
+
+def _values(tensor) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
+
+
+def _constant_values(graph) -> int:
+    """Values held by Constant nodes, subgraphs' included: the scripting exporter keeps a GRU's
+    weights there, not in initializers."""
+    total = 0
+    for node in graph.node:
+        if node.op_type == "Constant":
+            total += sum(_values(a.t) for a in node.attribute if a.name == "value")
+        total += sum(_constant_values(body) for body in _subgraphs(node))
+    return total
+
+
+def _count(graph, operators: Counter) -> int:
+    """Count ``graph``'s nodes, and its subgraphs', into ``operators``; returns how many lie inside
+    subgraphs."""
+    inside = 0
+    for node in graph.node:
+        operators[node.op_type] += 1
+        for body in _subgraphs(node):
+            inside += len(body.node) + _count(body, operators)
+    return inside
+
+
+def graph_facts(model, path: str | Path) -> GraphFacts:
+    """Opsets, operator counts (subgraphs included), parameters and external data of ``model``."""
+    import onnx
+
+    path = Path(path)
+    graph = model.graph
+    operators: Counter = Counter()
+    inside = _count(graph, operators)
+    opsets = {(o.domain or ONNX_DOMAIN): o.version for o in model.opset_import}
+    parameters = _constant_values(graph)
+    external: dict[str, int | None] = {}
+    for tensor in graph.initializer:
+        parameters += _values(tensor)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and location not in external:
+                target = path.parent / location
+                external[location] = target.stat().st_size if target.is_file() else None
+    producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
+    return GraphFacts(opsets, operators, len(graph.node), inside, parameters, len(graph.initializer),
+                      list(external.items()), producer, model.ir_version)
+
+
+def _as_node_arg(value_info) -> SimpleNamespace:
+    """A graph input/output as ONNX Runtime's NodeArg describes it (name, type string, shape with
+    None for an unnamed dynamic size), so that ort_tensor's rules name its dimensions."""
+    tensor = value_info.type.tensor_type
+    info = next((d for d in DTYPES.values() if d.onnx == tensor.elem_type), None)
+    kind = info.ort if info else f"tensor({UNSUPPORTED_ONNX.get(tensor.elem_type, tensor.elem_type)})"
+    shape = None
+    if tensor.HasField("shape"):
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+    return SimpleNamespace(name=value_info.name, type=kind, shape=shape)
+
+
+class _GraphArgs:
+    """The graph's inputs (initializers excepted, as ORT lists them) and outputs, as a session's
+    get_inputs/get_outputs give them."""
+
+    def __init__(self, model):
+        weights = {t.name for t in model.graph.initializer}
+        self._inputs = [_as_node_arg(v) for v in model.graph.input if v.name not in weights]
+        self._outputs = [_as_node_arg(v) for v in model.graph.output]
+
+    def get_inputs(self):
+        return self._inputs
+
+    def get_outputs(self):
+        return self._outputs
+
+
+def graph_signature(model, path: str | Path, batch_axes: Mapping[str, int | None] | None = None) -> Signature:
+    """The signature ONNX Runtime would give the file (same names for unnamed dimensions, same
+    batch axes), read from the graph alone."""
+    from .ort_tensor import session_signature
+
+    return session_signature(_GraphArgs(model), Path(path), batch_axes)

@@ -1,0 +1,432 @@
+"""ptx verify PATH: every backend that can load a model file, against one reference, output by output.
+
+The reference is the file's own runtime on the CPU (an ONNX file: ort-cpu, with onnx.reference's
+pure-numpy evaluator as a third opinion on small inputs; a TorchScript file: the module through
+torch.jit; a pt2 package: aoti on the CPU). Inputs are generated from the signature, seeded, at two
+batch sizes that are neither 0 nor 1 (a batch the exporter specialised runs at one and fails at the
+other), or given as real samples. Reference tensors kept beside the file (model.reference.npz,
+``--save-reference``) are a second reference every backend is also held to: on a GPU server or in a
+container without torch, that checks a deployment against eager PyTorch without PyTorch.
+
+``--against OTHER`` holds another file of the same model (a user's TorchScript beside its ONNX) to
+the reference too, output by output.
+
+Exit status: 0 every compared row agrees; 1 a row disagrees or fails (a disagreement is never a
+warning); 2 nothing could be compared (the reference cannot run the file, or no other backend can).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract.agreement import check_tolerance
+from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
+from ptx.contract.schema import Tolerance
+from ptx.contract.tensor_compare import HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance
+from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, plan_inputs
+from ptx.contract.tensors import Signature
+from ptx.errors import InputError, PtxError, first_line
+
+from .model_files import ONNX, read_model_file, recorded_signature, weights_digest
+from .own_model import KIND_NAMES
+from .own_runs import (Case, FileBackend, file_backends, file_cases, generated_cases, group_reasons, open_options_for,
+                       open_rows)
+
+THIRD_OPINION = "onnx.reference"
+# onnx.reference evaluates every node in numpy, convolutions included: a third opinion on inputs of
+# this many values or fewer per case (a few seconds at most for a small CNN), skipped above.
+THIRD_OPINION_MAX_VALUES = 100_000
+STORED = "stored reference"
+RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch"}
+# The names torch gives the outputs of a module it cannot name (torch_tensor.flatten_outputs).
+PROBE_NAMES = ("output",)
+
+
+@dataclass
+class Tolerances:
+    """--atol/--rtol: overall, or per output (``--atol scores=1e-3``); otherwise per dtype and device."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, atol: Sequence[tuple[str | None, float]] = (), rtol: Sequence[tuple[str | None, float]] = (),
+              outputs: Sequence[str] = ()) -> "Tolerances":
+        tolerances = cls()
+        for option, given in (("atol", atol), ("rtol", rtol)):
+            for name, value in given:
+                check_tolerance(Tolerance(**{"atol": 0.0, "rtol": 0.0, option: value}))
+                if name is None:
+                    if getattr(tolerances, option) is not None:
+                        raise PtxError(f"--{option} is given twice for every output; give it once (or NAME=VALUE "
+                                       "for one output)")
+                    setattr(tolerances, option, value)
+                    continue
+                if name not in outputs:
+                    raise PtxError(f"--{option} {name}=...: the model has no output {name!r}; its outputs are "
+                                   f"{', '.join(outputs)}")
+                if option in tolerances.per_output.get(name, {}):
+                    raise PtxError(f"--{option} {name}=... is given twice")
+                tolerances.per_output.setdefault(name, {})[option] = value
+        return tolerances
+
+    def of(self, name: str, dtype: str, device: str) -> Tolerance:
+        base = default_tolerance(dtype, device)
+        own = self.per_output.get(name, {})
+        return Tolerance(own.get("atol", base.atol if self.atol is None else self.atol),
+                         own.get("rtol", base.rtol if self.rtol is None else self.rtol))
+
+
+@dataclass
+class Row:
+    """One backend's outputs compared with one reference, over every case both ran."""
+
+    backend: str  # ort-cpu, openvino, onnx.reference, "model.pt (torchscript)"
+    against: str  # the reference's label, or "stored reference"
+    device: str = "cpu"
+    cases: list[str] = field(default_factory=list)
+    outputs: list[OutputAgreement] = field(default_factory=list)
+    error: str | None = None  # the backend did not load or run: the row FAILs, the others go on
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(o.ok for o in self.outputs)
+
+    def first_problem(self) -> str:
+        """The row's failure in words: the backend, what it was compared with, the output and its error."""
+        if self.error:
+            return f"{self.backend}: {self.error}"
+        bad = next(o for o in self.outputs if not o.ok)
+        return f"{self.backend} vs {self.against}, output {bad.summary()}"
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "against": self.against, "device": self.device, "cases": self.cases,
+                "ok": self.ok, "error": self.error, "outputs": [o.to_dict() for o in self.outputs]}
+
+
+@dataclass
+class FileVerifyReport:
+    path: Path
+    kind: str
+    reference_label: str  # ort-cpu, torchscript, aoti
+    reference: str  # "ort-cpu (onnxruntime 1.31.1)"
+    signature: Signature
+    inputs: str  # where the inputs came from
+    cases: list[str]
+    rows: list[Row] = field(default_factory=list)
+    reference_error: str | None = None  # the reference ran some cases and failed at a later one
+    not_run: dict[str, str] = field(default_factory=dict)  # label -> why this machine cannot run it
+    skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not asked (third opinion)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if not r.ok]
+
+    @property
+    def exit_status(self) -> int:
+        if self.failed or self.reference_error:
+            return 1
+        return 0 if self.rows else 2
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def summary(self) -> str:
+        """The last line: the verdict, naming the backend, the output and its error where one disagrees."""
+        problems = [r.first_problem() for r in self.failed]
+        if self.reference_error:
+            problems.insert(0, f"{self.reference_label} (the reference): {self.reference_error}")
+        if problems:
+            more = f" (and {len(problems) - 1} more row{'s' * (len(problems) > 2)} disagree)" if problems[1:] else ""
+            return f"DISAGREE: {problems[0]}{more}"
+        if not self.rows:
+            others = "; ".join(group_reasons(self.not_run)) or "no other backend reads this kind of file"
+            return (f"nothing compared: only {self.reference_label} ran ({others}); give --reference FILE or "
+                    "--against OTHER to compare with")
+        compared = list(dict.fromkeys(r.backend for r in self.rows))
+        return f"all agree: {', '.join(compared)} (against {', '.join(dict.fromkeys(r.against for r in self.rows))})"
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "reference": self.reference,
+                "signature": self.signature.to_dict(), "inputs": self.inputs, "cases": self.cases,
+                "rows": [r.to_dict() for r in self.rows], "reference_error": self.reference_error,
+                "not_run": self.not_run, "not_run_summary": group_reasons(self.not_run), "skipped": self.skipped,
+                "notes": self.notes, "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES],
+                "ok": self.ok, "exit_status": self.exit_status, "summary": self.summary()}
+
+    def table(self) -> str:
+        lines = [f"ptx verify {self.path.name}: {KIND_NAMES[self.kind]}, reference {self.reference}",
+                 "inputs: " + "; ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in self.signature.inputs),
+                 f"cases: {self.inputs}", *self.notes]
+        head = ["backend", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol", "argmax", "verdict"]
+        cells = [head]
+        ran = f"ran {len(self.cases)} case{'s' * (len(self.cases) != 1)}"
+        cells.append([self.reference_label, "(the reference)", "", "", "", "", "", "",
+                      f"FAIL: {self.reference_error}" if self.reference_error else ran])
+        for row in self.rows:
+            if row.error:
+                cells.append([row.backend, row.against, "", "", "", "", "", "", f"FAIL: {row.error}"])
+                continue
+            for o in row.outputs:
+                argmax = f"{o.argmax_same}/{o.argmax_compared}" if o.argmax_compared else "-"
+                verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else
+                                                         f": {o.beyond:,} of {o.compared:,} beyond")
+                cells.append([row.backend, row.against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
+                              f"{o.needed_atol:.2e}", f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, verdict])
+        widths = [max(len(r[i]) for r in cells) for i in range(len(head) - 1)]
+        text = ["  ".join(c.rjust(w) if 3 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                + "  " + r[-1] for r in cells]
+        lines += [text[0], "-" * len(text[0]), *text[1:]]
+        lines += [f"not run: {line}" for line in group_reasons(self.not_run)]
+        lines += [f"skipped: {label}: {why}" for label, why in self.skipped.items()]
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+
+def runtime_of(label: str) -> str:
+    """``ort-cpu`` -> ``ort-cpu (onnxruntime 1.31.1)``: what produced a reference's outputs."""
+    module = next((m for prefix, m in RUNTIME_MODULES.items() if label.startswith(prefix)), None)
+    version = getattr(sys.modules.get(module or ""), "__version__", None)
+    return f"{label} ({module} {version})" if version else label
+
+
+def run_cases(model, cases: Sequence[Case]) -> tuple[dict[int, dict[str, np.ndarray]], str | None]:
+    """Run ``model`` on every case in turn: (outputs by case index, the failure that stopped it). A
+    model that runs one batch size and fails at another is told so: the batch was specialised."""
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for i, case in enumerate(cases):
+        try:
+            results[i] = model.run(case.feeds)
+        except Exception as exc:  # noqa: BLE001 - any runtime's failure is this row's, in one line
+            why = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
+            passed = [cases[j] for j in results]
+            if passed and case.batch is not None and passed[-1].batch not in (None, case.batch):
+                why = (f"runs at {passed[-1].label} but fails at {case.label}: {why} (the exporter specialised the "
+                       "batch?)")
+            return results, why
+    return results, None
+
+
+def merge(parts: Sequence[OutputAgreement]) -> OutputAgreement:
+    """One output's agreement over several cases: the worst errors, the counts summed."""
+    first = parts[0]
+    merged = OutputAgreement(first.name, first.tolerance)
+    for p in parts:
+        merged.compared += p.compared
+        merged.beyond += p.beyond
+        merged.max_abs, merged.max_rel = max(merged.max_abs, p.max_abs), max(merged.max_rel, p.max_rel)
+        merged.needed_atol = max(merged.needed_atol, p.needed_atol)
+        merged.histogram = [a + b for a, b in zip(merged.histogram, p.histogram)] if merged.histogram else list(
+            p.histogram)
+        merged.argmax_compared += p.argmax_compared
+        merged.argmax_same += p.argmax_same
+        merged.problem = merged.problem or p.problem
+    return merged
+
+
+def compare_cases(row: Row, got: Mapping[int, Mapping[str, np.ndarray]], want: Mapping[int, Mapping[str, np.ndarray]],
+                  cases: Sequence[Case], signature: Signature, tolerances: Tolerances,
+                  names: Mapping[str, str] | None = None) -> Row:
+    """Fill ``row`` with every output compared over the cases both sides ran. ``names`` maps the
+    reference's output names to the compared side's (outputs matched by position)."""
+    shared = [i for i in want if i in got]
+    row.cases = [cases[i].label for i in shared]
+    for sig in signature.outputs:
+        theirs = (names or {}).get(sig.name, sig.name)
+        tolerance = tolerances.of(sig.name, sig.dtype, row.device)
+        parts = [compare_output(sig.name, got[i][theirs], want[i][sig.name], tolerance, sig.batch_axis) for i in shared]
+        if parts:
+            row.outputs.append(merge(parts))
+    return row
+
+
+def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:
+    """{our output name: theirs} and a note when matched by position: by name where both sides name
+    them alike; by position where one side has only the names torch gives unnamed outputs."""
+    if set(ours) == set(theirs):
+        return {n: n for n in ours}, None
+    probe_named = lambda names: all(n in PROBE_NAMES or n.startswith("output_") for n in names)  # noqa: E731
+    if len(ours) == len(theirs) and (probe_named(ours) or probe_named(theirs)):
+        pairs = ", ".join(f"{t} -> {o}" for o, t in zip(ours, theirs))
+        return dict(zip(ours, theirs)), f"note: {what}'s outputs matched by position ({pairs}): torch does not " \
+                                        "name a TorchScript or pt2 file's outputs"
+    raise PtxError(f"{what} gives outputs {', '.join(theirs)}; the model verified gives {', '.join(ours)}: they are "
+                   "not outputs of one model")
+
+
+def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
+                plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int = 0,
+                batch_sizes: Sequence[int] = VERIFY_BATCHES, atol: Sequence = (), rtol: Sequence = (),
+                against: str | Path | None = None, reference_file: str | Path | None = None,
+                save: bool = False, third_opinion: bool = True,
+                progress: Callable[[str], None] = lambda _: None) -> FileVerifyReport:
+    """Verify the model file at ``path`` (see the module's docstring). ``options`` are
+    ``open_own_model``'s (inputs, batch_axes, ignore_metadata), ``plan`` are ``plan_inputs``'
+    (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs."""
+    path = Path(path)
+    found = read_model_file(path)
+    options = open_options_for(found, options or {})
+    rows = file_backends(found.kind, backends)
+    reference_row = next(r for r in file_backends(found.kind) if r.reference)
+    not_run = {r.label: r.unavailable() for r in rows if not r.reference}
+    not_run = {label: why for label, why in not_run.items() if why}
+    to_open = [reference_row] + [r for r in rows if not r.reference and r.label not in not_run]
+    progress(f"opening {path.name} with {', '.join(r.label for r in to_open)} ({reference_row.label}: the reference)")
+    opened = open_rows(path, to_open, options)
+    reference = opened[reference_row.label]
+    if isinstance(reference, Exception):
+        raise PtxError(f"{reference_row.label}, the reference for {KIND_NAMES[found.kind]}, cannot open it: "
+                       f"{reference}") from None
+    signature = reference.signature
+    tolerances = Tolerances.parse(atol, rtol, signature.output_names)
+    if input_files:
+        cases = file_cases(input_files, signature)
+        where = f"{len(cases)} from {', '.join(Path(p).name for p in input_files)}"
+    else:
+        chosen = plan_inputs(signature, **(plan or {}))
+        cases = generated_cases(signature, chosen, batch_sizes, seed)
+        where = (f"generated, seed {seed}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
+                                                  else "at the fixed shape (no input has a batch axis)"))
+        where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
+    report = FileVerifyReport(path, found.kind, reference_row.label, runtime_of(reference_row.label), signature, where,
+                              [c.label for c in cases])
+    progress(f"running {reference_row.label} on {len(cases)} cases")
+    want, report.reference_error = run_cases(reference, cases)
+    if not want:
+        raise PtxError(f"{reference_row.label}, the reference, cannot run {path.name}: {report.reference_error}")
+
+    stored, stored_cases = _stored_reference(path, reference_file, save, signature, found, report)
+    stored_want = {}
+    if stored:
+        names, note = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference")
+        if note:
+            report.notes.append(note)
+        # the stored outputs renamed to the model's own names, so every row compares by name
+        stored_want = {i: {ours: case.outputs[theirs] for ours, theirs in names.items()}
+                       for i, case in enumerate(stored.cases)}
+
+    report.not_run = not_run
+    for row in rows:
+        if row.label in not_run:
+            continue
+        model = opened[row.label]
+        if isinstance(model, Exception):
+            report.rows.append(Row(row.label, reference_row.label, row.device, error=str(model)))
+            continue
+        if not row.reference:  # the reference's own rows: against the stored reference only
+            progress(f"running {row.label}")
+            ran, error = run_cases(model, [cases[i] for i in sorted(want)])
+            got = {sorted(want)[k]: v for k, v in ran.items()}
+            report.rows.append(compare_cases(Row(row.label, reference_row.label, row.device, error=error), got, want,
+                                             cases, signature, tolerances))
+        if stored:
+            ran, error = run_cases(model, stored_cases)
+            report.rows.append(compare_cases(Row(row.label, STORED, row.device, error=error), ran, stored_want,
+                                             stored_cases, signature, tolerances))
+    if found.kind == ONNX and third_opinion:
+        _third_opinion(path, cases, want, signature, tolerances, report, progress)
+    if against is not None:
+        report.rows.append(_against(Path(against), path, signature, cases, want, tolerances, options, report, progress))
+    if save:
+        _save(path, reference_file, report, cases, want, signature, found)
+    return report
+
+
+def _stored_reference(path: Path, given, save: bool, signature: Signature, found, report: FileVerifyReport):
+    """The reference tensors kept beside the file (or given), checked against the model's inputs."""
+    where = Path(given) if given else reference_path(path)
+    if save or not (given or where.is_file()):
+        return None, []
+    stored = load_reference(where)
+    if sorted(stored.signature.input_names) != sorted(signature.input_names):
+        raise PtxError(f"{where}: its cases feed inputs {', '.join(stored.signature.input_names)}, and "
+                       f"{path.name} takes {', '.join(signature.input_names)}: not reference tensors of this model")
+    cases = []
+    for k, case in enumerate(stored.cases):
+        try:
+            feeds = check_feeds(signature, case.inputs, f"{where.name} case {k}")
+        except InputError as exc:
+            raise PtxError(f"{where}: {exc}") from None
+        cases.append(Case(f"stored #{k}", feeds, None))
+    digest = weights_digest(path, found.kind)
+    if stored.weights_sha256 and digest and stored.weights_sha256 != digest:
+        report.notes.append(f"note: {where.name} was made for other weights than {path.name}'s (sha256 "
+                            f"{stored.weights_sha256[:12]} vs {digest[:12]}): the file changed since")
+    report.notes.append(f"stored reference: {where.name}, {len(cases)} case{'s' * (len(cases) != 1)} from "
+                        f"{stored.produced_by}")
+    return stored, cases
+
+
+def _third_opinion(path: Path, cases: Sequence[Case], want, signature: Signature, tolerances: Tolerances,
+                   report: FileVerifyReport, progress) -> None:
+    """onnx.reference's evaluator on the cases small enough for it."""
+    small = [i for i in want if sum(a.size for a in cases[i].feeds.values()) <= THIRD_OPINION_MAX_VALUES]
+    if not small:
+        largest = min(sum(a.size for a in cases[i].feeds.values()) for i in want)
+        report.skipped[THIRD_OPINION] = (f"inputs are large ({largest:,} values a case; it evaluates up to "
+                                         f"{THIRD_OPINION_MAX_VALUES:,} in numpy)")
+        return
+    progress(f"running {THIRD_OPINION} on {len(small)} cases")
+    from onnx.reference import ReferenceEvaluator
+
+    got = {}
+    try:
+        evaluator = ReferenceEvaluator(str(path))
+        for i in small:
+            got[i] = dict(zip(evaluator.output_names, evaluator.run(None, cases[i].feeds)))
+    except Exception as exc:  # noqa: BLE001 - an op it does not implement: no opinion, not a disagreement
+        report.skipped[THIRD_OPINION] = f"it cannot evaluate this graph ({type(exc).__name__}: {first_line(exc)[:200]})"
+        return
+    report.rows.append(compare_cases(Row(THIRD_OPINION, report.reference_label), got,
+                                     {i: want[i] for i in small}, cases, signature, tolerances))
+    if len(small) < len(want):
+        report.notes.append(f"note: {THIRD_OPINION} ran on {len(small)} of {len(want)} cases (inputs of at most "
+                            f"{THIRD_OPINION_MAX_VALUES:,} values)")
+
+
+def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case], want, tolerances: Tolerances,
+             options: Mapping, report: FileVerifyReport, progress) -> Row:
+    """The other file's own runtime on the same cases, held to this file's reference."""
+    found = read_model_file(other)
+    row = FileBackend(*next((r.backend, r.device) for r in file_backends(found.kind) if r.reference))
+    label = f"{other.name} ({row.label})"
+    other_options = {"ignore_metadata": options.get("ignore_metadata", False)}
+    if found.kind != ONNX and recorded_signature(found, other) is None and not found.has_contract:
+        # a TorchScript file keeps no inputs: they are this file's, in its order
+        other_options["inputs"] = list(signature.inputs)
+        report.notes.append(f"note: {other.name}'s inputs are {path.name}'s ({', '.join(signature.input_names)}, "
+                            "in that order)")
+    other_options = open_options_for(found, other_options)
+    progress(f"running {label}")
+    model = open_rows(other, [row], other_options)[row.label]
+    if isinstance(model, Exception):
+        return Row(label, report.reference_label, error=str(model))
+    if sorted(model.signature.input_names) != sorted(signature.input_names):
+        raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
+                       f"{path.name} takes {', '.join(signature.input_names)}: declare them alike (--input)")
+    names, note = match_outputs(signature.output_names, model.signature.output_names, other.name)
+    if note:
+        report.notes.append(note)
+    got, error = run_cases(model, [cases[i] for i in sorted(want)])
+    got = {sorted(want)[k]: v for k, v in got.items()}
+    return compare_cases(Row(label, report.reference_label, error=error), got, want, cases, signature,
+                         tolerances, names)
+
+
+def _save(path: Path, given, report: FileVerifyReport, cases: Sequence[Case], want, signature: Signature,
+          found) -> None:
+    where = Path(given) if given else reference_path(path)
+    if report.reference_error:
+        report.notes.append(f"reference tensors not written: the reference failed ({report.reference_error})")
+        return
+    runs = [(cases[i].feeds, want[i]) for i in sorted(want)]
+    save_reference(where, Reference(cases_from(runs), report.reference, signature, weights_digest(path, found.kind)))
+    report.notes.append(f"wrote {where} ({len(runs)} cases from {report.reference})")

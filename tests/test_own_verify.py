@@ -1,0 +1,261 @@
+"""`ptx inspect`, `ptx verify` and `ptx bench` on a user's own model file (issue 36), through the CLI
+and the library, with the zoo of tests/own_models.py."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import own_models as zoo
+from ptx.contract.reference import load_reference, reference_path
+from ptx.infer import load
+from ptx.infer.inspect_file import inspect_path
+from ptx.infer.verify_file import verify_file
+
+ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
+AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
+TIMEOUT = 240
+
+
+def ptx(*args, cwd=None, python_flags=()):
+    return subprocess.run([sys.executable, *python_flags, "-m", "ptx", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=TIMEOUT)
+
+
+def last_line(result) -> str:
+    return result.stdout.rstrip("\n").splitlines()[-1]
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("verify: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+# -- inspect ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ONNX_ZOO)
+def test_inspect_says_what_each_zoo_model_is(own_models, name):
+    report = inspect_path(own_models[name])
+    spec = zoo.catalog()[name]
+    text, doc = report.text(), json.loads(json.dumps(report.to_dict()))
+    assert [t["name"] for t in doc["signature"]["inputs"]] == spec.input_names
+    assert [t["name"] for t in doc["signature"]["outputs"]] == spec.output_names
+    assert doc["graph"]["opsets"] == {"ai.onnx": 17} and doc["graph"]["parameters"] > 0
+    assert sum(doc["graph"]["operators"].values()) == doc["graph"]["nodes"] + doc["graph"]["subgraph_nodes"]
+    assert doc["weights_sha256"] and doc["weights_match"] is None  # a foreign file records no digest
+    lines = {b["backend"]: b for b in doc["backends"]}
+    assert lines["ort-cpu"]["status"] == "runs here" and lines["openvino"]["status"] == "runs here"
+    assert {"ort-cuda", "ort-cuda-graph"} <= set(lines)
+    assert text.startswith(f"{name}.onnx: an ONNX file") and "contract: the graph" in text
+    assert re.search(r"^int8: onnxruntime's quantize_dynamic has integer kernels for \d+ of \d+ nodes", text, re.M)
+    if name == "stateful":
+        assert "  x       float32  [steps, batch, 6]  batch axis 1" in text
+        assert "mode    int64    []                 no batch axis" in text
+        assert "batching: none (mode has no batch axis)" in text and "inside If/Loop/Scan bodies" in text
+        assert "not capturable as a CUDA graph (If nodes)" in lines["ort-cuda-graph"]["detail"]
+    if name == "half":
+        assert doc["signature"]["inputs"][0]["dtype"] == "float16"
+    if name == "fixed1":
+        assert doc["signature"]["inputs"][0]["shape"] == [1, 12] and doc["batched"] is False
+    if name == "specialised":  # the graph says batch, ONNX Runtime's shape inference says 3
+        assert "may have specialised the batch" in text
+
+
+def test_inspect_cli_text_and_json_and_a_torchscript_file(own_models):
+    text = ptx("inspect", own_models["two_io"])
+    assert text.returncode == 0, text.stderr
+    assert "  ids      int64    [batch, tokens]     batch axis 0" in text.stdout
+    assert "symbolic dims: batch, tokens" in text.stdout and "  ort-cpu         runs here" in text.stdout
+    doc = json.loads(ptx("inspect", own_models["two_io"], "--json").stdout)
+    assert doc["signature"]["outputs"][1]["name"] == "joint" and doc["batched"] is True
+    undeclared = inspect_path(own_models["two_io.pt"], probe=False)
+    assert undeclared.signature is None and "keeps no description of its inputs; declare them with --input" in \
+        undeclared.text()
+    declared = json.loads(ptx("inspect", own_models["two_io.pt"], "--json",
+                              *[f"--input={d}" for d in zoo.catalog()["two_io"].declarations]).stdout)
+    assert [t["name"] for t in declared["signature"]["outputs"]] == ["output_0", "output_1"]
+    assert declared["parameters"] == sum(p.numel() for p in zoo.catalog()["two_io"].module.parameters())
+    assert {b["backend"]: b["status"] for b in declared["backends"]}["torchscript-cpu"] == "runs here"
+
+
+def test_inspect_a_run_folder_lists_its_exports_with_their_contract(runs):
+    run = runs.trained("convnet")
+    result = ptx("inspect", run)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"run {run}: convnet")
+    assert "model.onnx: an ONNX file, convnet's onnx export" in result.stdout
+    assert "model.torchscript.pt: a TorchScript file, convnet's torchscript export" in result.stdout
+    assert "contract: the ptx contract of the tutorial model convnet" in result.stdout
+    doc = json.loads(ptx("inspect", run, "--json").stdout)
+    assert doc["model"] == "convnet" and {f["format"] for f in doc["files"]} >= {"onnx", "torchscript"}
+    assert all(f["signature"]["inputs"][0]["shape"] == ["batch", 1, 28, 28] for f in doc["files"])
+
+
+def test_inspect_refuses_what_it_cannot_read_in_one_line(tmp_path):
+    assert one_error_line(ptx("inspect", tmp_path / "nope.onnx")).endswith("nope.onnx: no such file or run folder")
+    assert "not a run folder ptx trained into" in one_error_line(ptx("inspect", tmp_path))
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", AGREEING)
+def test_verify_agrees_for_each_zoo_model_and_against_its_torchscript(own_models, name):
+    against = ["--against", own_models[f"{name}.pt"]] if f"{name}.pt" in own_models else []
+    result = ptx("verify", own_models[name], *against)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert last_line(result).startswith("all agree: openvino, onnx.reference")
+    rows = [ln.split() for ln in result.stdout.splitlines()]
+    assert any(r[:2] == ["openvino", "ort-cpu"] and r[-1] == "PASS" for r in rows)
+    assert "not run: ort-cuda: no GPU" in result.stdout or "ort-cuda" not in result.stdout.split("---")[-1]
+    if against:
+        assert f"{name}.pt (torchscript-cpu)" in last_line(result)
+        assert "matched by position" in result.stdout  # a TorchScript file's output_0.. to the ONNX's names
+
+
+def test_a_changed_weight_disagrees_with_the_reference_tensors_and_the_torchscript(own_models, tmp_path):
+    """Issue 36's acceptance: one weight changed after export; the reference tensors kept beside the
+    file (written first, from the unchanged file) and the TorchScript file both say so."""
+    model = tmp_path / "model.onnx"
+    shutil.copy(own_models["residual"], model)
+    saved = ptx("verify", model, "--save-reference")
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    kept = load_reference(reference_path(model))
+    assert [c.inputs["image"].shape[0] for c in kept.cases] == [3, 5] and kept.produced_by.startswith("ort-cpu")
+    proto = onnx.load(str(model))
+    weight = next(t for t in proto.graph.initializer if len(t.dims) == 4)
+    changed = numpy_helper.to_array(weight).copy()
+    changed.flat[0] += 0.5
+    weight.CopyFrom(numpy_helper.from_array(changed, weight.name))
+    onnx.save(proto, str(model))
+
+    stored = ptx("verify", model, "--json")
+    assert stored.returncode == 1, stored.stdout + stored.stderr
+    doc = json.loads(stored.stdout)
+    assert re.match(r"DISAGREE: ort-cpu vs stored reference, output logits: max abs \d\.\d\de-\d\d", doc["summary"])
+    bad = next(r for r in doc["rows"] if r["against"] == "stored reference" and not r["ok"])
+    assert bad["outputs"][0]["needed_atol"] > 1e-4 and sum(bad["outputs"][0]["histogram"]["counts"]) > 0
+    assert any("made for other weights" in n for n in doc["notes"])
+    assert all(r["ok"] for r in doc["rows"] if r["against"] == "ort-cpu")  # the backends still agree with each other
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(model, alone / "model.onnx")
+    against = ptx("verify", alone / "model.onnx", "--against", own_models["residual.pt"])
+    assert against.returncode == 1, against.stdout + against.stderr
+    assert re.match(r"DISAGREE: residual.pt \(torchscript-cpu\) vs ort-cpu, output logits: max abs \d", last_line(against))
+
+
+def test_a_batch_the_exporter_specialised_is_caught_at_the_second_batch_size(own_models):
+    result = ptx("verify", own_models["specialised"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert last_line(result).startswith("DISAGREE: ort-cpu (the reference): runs at batch 3 but fails at batch 5: ")
+    assert last_line(result).endswith("(the exporter specialised the batch?)")
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"picture": np.zeros((2, 1, 16, 16), np.float32), "ids": np.full((2, 6), 0.5, np.float32)},
+     "input 'ids' of samples.npz is float32; it takes int64 (round or cast it first)"),
+    ({"picture": np.zeros((2, 1, 15, 16), np.float32), "ids": np.zeros((2, 6), np.int64)},
+     "input 'picture' of samples.npz has shape [2, 1, 15, 16]; axis 2 must be 16"),
+    ({"picture": np.zeros((2, 1, 16, 16), np.float32), "ids": np.zeros((2, 6), np.int64), "nope": np.zeros(3)},
+     "samples.npz has no input 'nope'; its inputs are picture, ids"),
+])
+def test_samples_that_do_not_fit_are_one_line(own_models, tmp_path, arrays, message):
+    np.savez(tmp_path / "samples.npz", **arrays)
+    result = ptx("verify", own_models["two_io"], "--inputs", tmp_path / "samples.npz")
+    assert result.returncode == 2 and one_error_line(result).startswith(f"error: {message}")
+
+
+def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_path):
+    feeds = {"picture": np.random.default_rng(0).random((2, 1, 16, 16), np.float32), "ids": np.ones((2, 6), np.int64)}
+    np.savez(tmp_path / "samples.npz", **feeds)
+    report = verify_file(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
+    assert report.ok and report.cases == ["samples.npz"] and report.rows[0].backend == "onnx.reference"
+    shape = ptx("verify", own_models["two_io"], "--shape", "nope=3x4")
+    assert one_error_line(shape) == "error: --shape nope=...: the model has no input 'nope'; its inputs are picture, ids"
+    tolerance = ptx("verify", own_models["two_io"], "--atol", "nope=1e-3")
+    assert one_error_line(tolerance).startswith("error: --atol nope=...: the model has no output 'nope'")
+
+
+def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_models):
+    report = verify_file(own_models["half"])
+    assert report.ok
+    assert {(o.tolerance.atol, o.tolerance.rtol) for r in report.rows for o in r.outputs} == {(1e-2, 1e-2)}
+    two = verify_file(own_models["two_io"], atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
+    assert {o.name: o.tolerance.atol for o in two.rows[0].outputs} == {"scores": 1e-3, "joint": 1e-2}
+
+
+def test_verify_of_an_onnx_file_never_imports_torch(own_models):
+    result = ptx("verify", own_models["two_io"], "--json", python_flags=("-X", "importtime"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not re.search(r"\|\s+torch$", result.stderr, re.M), "ptx verify of an ONNX file imported torch"
+    assert json.loads(result.stdout)["ok"]
+
+
+def test_names_and_paths_that_are_neither_say_what_ptx_takes(tmp_path):
+    assert one_error_line(ptx("verify", tmp_path / "my.onnx")).startswith(f"error: {tmp_path / 'my.onnx'}: no such file")
+    assert one_error_line(ptx("bench", "convnett")).endswith("or give a model file's path (`ptx bench model.onnx`)")
+
+
+def test_options_of_the_other_kind_are_refused(own_models):
+    assert "--samples is for a tutorial model NAME" in one_error_line(ptx("verify", own_models["fixed1"], "--samples", "5"))
+    assert "--shape is for a model file" in one_error_line(ptx("verify", "convnet", "--shape", "x=1"))
+
+
+def test_a_runtime_that_crashes_opening_the_file_is_that_rows_failure(own_models, monkeypatch):
+    from ptx.infer import own_runs
+    from ptx.infer.own_runs import FileBackend, file_backends, open_rows
+
+    crash_openvino = ("import json, os, signal, sys\nfor args in json.loads(sys.argv[1]):\n"
+                      "    if args['backend'] == 'openvino':\n        os.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setattr(own_runs, "PROBE_ROWS", crash_openvino)
+    rows = [r for r in file_backends("onnx") if r.device == "cpu"]
+    opened = open_rows(own_models["residual"], rows, {})
+    assert opened["ort-cpu"].signature.input_names == ["image"]
+    assert str(opened["openvino"]) == "openvino opening residual.onnx crashed (SIGSEGV)"
+    assert all(isinstance(r, FileBackend) for r in rows)
+
+
+def test_the_openvino_model_answers_like_onnx_runtime_and_says_why_it_cannot(own_models):
+    from ptx.contract.tensor_inputs import make_feeds, plan_inputs
+    from ptx.errors import ModelRunError
+
+    ort, ov = load(own_models["stateful"], probe=False), load(own_models["stateful"], "openvino", probe=False)
+    assert ov.backend == "openvino" and ov.signature == ort.signature
+    for batch in (3, 5):
+        feeds = make_feeds(ort.signature, plan_inputs(ort.signature), batch)
+        got, want = ov.run(feeds), ort.run(feeds)
+        assert all(np.allclose(got[n], want[n], atol=1e-5) for n in want)
+    specialised = load(own_models["specialised"], "openvino", probe=False)
+    with pytest.raises(ModelRunError, match=r"openvino cannot compile specialised for inputs x \[5, 8\]: While "):
+        specialised.run({"x": np.zeros((5, 8), np.float32)})
+
+
+# -- bench --------------------------------------------------------------------------------------
+
+
+def test_bench_prints_each_backend_beside_its_bare_runtime(own_models):
+    result = ptx("bench", own_models["two_io"], "--seconds", "0.05", "--rounds", "2", "--warmup", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    rows = {(r["runner"], r["batch"]): r for r in doc["rows"]}
+    for batch in (1, 8):
+        assert rows[("ort-cpu", batch)]["vs_bare"] > 0
+        assert rows[("bare InferenceSession.run (ort-cpu)", batch)]["peer_of"] == "ort-cpu"
+        assert ("openvino", batch) in rows
+    assert doc["unit"] == "samples/s" and any("tokens=8" in n for n in doc["notes"])
+    fixed = ptx("bench", own_models["fixed1"], "--seconds", "0.05", "--rounds", "2", "--backends", "ort-cpu")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "no input has a batch axis: timed at its fixed shape only" in fixed.stdout
+    assert re.search(r"^bare InferenceSession.run \(ort-cpu\)\s+cpu\s+1\s", fixed.stdout, re.M)
+    assert "runs/s" in fixed.stdout
