@@ -7,6 +7,8 @@ import time
 from ptx import __version__
 from ptx.contract import Contract
 from ptx.contract.metadata import to_strings
+from ptx.contract.tensors import Signature, signature_of_contract
+from ptx.contract.weights import SIGNATURE_KEY
 
 
 def provenance(ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:
@@ -38,4 +40,20 @@ def _augment(ckpt: dict) -> str | None:
 
 
 def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str, raw_input=None) -> dict[str, str]:
-    return to_strings(contract, provenance(ckpt, checkpoint_sha256), raw_input=raw_input)
+    """A tutorial model's strings: its contract (the head), its tensor signature (what a user's own
+    model records too, so every tool reads any ptx export by its tensors) and provenance. The
+    format writers add the weights digest (ptx.contract.weights)."""
+    signature = signature_of_contract(contract, raw_input)
+    return {**to_strings(contract, provenance(ckpt, checkpoint_sha256), raw_input=raw_input),
+            SIGNATURE_KEY: json.dumps(signature.to_dict(), separators=(",", ":"))}
+
+
+def module_strings(name: str, signature: Signature, provenance_: dict[str, str | None]) -> dict[str, str]:
+    """A user's own module's strings: its name, its tensor signature and provenance (no head: the
+    tensors are its whole contract). The format writers add the weights digest."""
+    import torch
+
+    values = {"model": name, SIGNATURE_KEY: json.dumps(signature.to_dict(), separators=(",", ":")),
+              "ptx_version": __version__, "torch_version": str(torch.__version__),
+              "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance_}
+    return {k: v for k, v in values.items() if v is not None}

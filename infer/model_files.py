@@ -7,7 +7,6 @@ listing tells their kind without torch.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -19,12 +18,11 @@ from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.schema import ContractError
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.weights import AOTI_METADATA_SUFFIX, SIGNATURE_KEY, WEIGHTS_KEY, digest_of
 from ptx.errors import ArtifactError, PtxError
 
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
 FILE_KINDS = (ONNX, TORCHSCRIPT, PT2)
-SIGNATURE_KEY = "signature"  # ptx.signature: the tensor layer as JSON (ptx.contract.tensors.Signature)
-WEIGHTS_KEY = "weights_sha256"  # ptx.weights_sha256: what the contract was written for
 CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
 IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
 # What a file whose weights are not the ones its metadata was written for is told.
@@ -111,7 +109,23 @@ def read_model_file(path: str | Path) -> ModelFile:
         return ModelFile(path, kind, from_props(props), digest)
     if kind == TORCHSCRIPT:
         return ModelFile(path, kind, _torchscript_strings(path))
-    return ModelFile(path, kind, {})  # pt2: its metadata is read by the runtime that loads it
+    return ModelFile(path, kind, _pt2_strings(path))
+
+
+def _pt2_strings(path: Path) -> dict[str, str]:
+    """A pt2 package's ptx.* strings, read from AOTInductor's metadata map in the archive (the same
+    map ``get_metadata()`` answers once torch has loaded the package's native code; read here
+    without loading it, so that its weights digest is checked first)."""
+    with zipfile.ZipFile(path) as archive:
+        found = [n for n in archive.namelist() if n.endswith(AOTI_METADATA_SUFFIX)]
+        text = archive.read(found[0]).decode("utf-8", errors="replace") if found else "{}"
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: its AOTInductor metadata is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: its AOTInductor metadata is not a JSON object")
+    return from_props({k: v for k, v in doc.items() if isinstance(v, str)})
 
 
 def _torchscript_strings(path: Path) -> dict[str, str]:
@@ -130,30 +144,9 @@ def _torchscript_strings(path: Path) -> dict[str, str]:
 
 
 def weights_digest(path: Path, kind: str | None = None) -> str | None:
-    """What ``ptx.weights_sha256`` records for the file: for ONNX, the sha256 of its graph (nodes and
-    weights) and external data; for TorchScript, of every archive member but the extra files (where
-    the metadata itself lives). None for pt2, whose package is checked by the compiler that wrote it."""
-    kind = kind or file_kind(path)
-    if kind == ONNX:
-        return read_onnx(path)[1]
-    if kind == TORCHSCRIPT:
-        return zip_digest(path)
-    return None
-
-
-def zip_digest(path: Path) -> str:
-    """sha256 of a TorchScript archive's members (names and contents, in archive order), its extra
-    files excepted."""
-    sha = hashlib.sha256()
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if "/extra/" in info.filename:
-                continue
-            sha.update(info.filename.encode())
-            with archive.open(info) as member:
-                for block in iter(lambda: member.read(1 << 20), b""):
-                    sha.update(block)
-    return sha.hexdigest()
+    """What ``ptx.weights_sha256`` records for the file (ptx.contract.weights says what each kind's
+    digest covers: everything but the place its metadata lives)."""
+    return digest_of(path, kind or file_kind(path))
 
 
 def check_weights(path: Path, metadata: Mapping[str, str], actual: str | None) -> None:

@@ -12,7 +12,7 @@ from ptx.contract import Contract, InputKind, Task, TensorSpec
 from ptx.contract import ContractError
 from ptx.contract import catalog
 from ptx.contract.datasets import recorded_mismatch
-from ptx.contract.metadata import ArtifactInfo, from_strings
+from ptx.contract.metadata import CONTRACT, ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, split_array_batch
 from ptx.contract.transforms import (collate, decisions, encode_text, length_groups, pictures_from_model_input, softmax,
                                     to_model_input)
@@ -26,7 +26,7 @@ from .inputs import csv_text_rows
 def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
     """The ptx metadata an artifact carries, checked: none, or a contract that does not validate, is
     an ArtifactError naming the export command that makes a good one (``export_args``: its options)."""
-    if not strings:
+    if not strings or CONTRACT not in strings:  # none, or a user's own export (its tensors, no head)
         raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model ({missing}); run it as your own "
                                   f"model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
                                   f"with `ptx export NAME{export_args}`")

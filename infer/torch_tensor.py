@@ -20,7 +20,7 @@ from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig, dtype_info
 from ptx.errors import ArtifactError, InputError, ModelRunError, PtxError, first_line
 
-from .model_files import (PT2, TORCHSCRIPT, check_graph_against, check_weights, declared_signature,
+from .model_files import (PT2, TORCHSCRIPT, WEIGHTS_KEY, check_graph_against, check_weights, declared_signature,
                           read_model_file, recorded_signature, weights_digest)
 from .tensor_model import TensorModel, describe_feeds
 from .torch_predictor import math_mode, torch_device
@@ -73,7 +73,7 @@ class TorchTensorModel(TensorModel):
         super().__init__(Signature(tuple(inputs), tuple(outputs)), path, name, metadata)
 
     def _forward(self, feeds: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.torch_device) for n in self._input_names]
+        args = [torch.from_numpy(np.require(feeds[n], requirements="C")).to(self.torch_device) for n in self._input_names]
         with self._lock, torch.inference_mode(), math_mode(self.torch_device, self.precision):
             try:
                 out = self.module(*args)
@@ -86,7 +86,14 @@ class TorchTensorModel(TensorModel):
         return named
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {n: t.detach().cpu().numpy() for n, t in self._forward(feeds).items()}
+        values = [t.detach().cpu().numpy() for t in self._forward(feeds).values()]
+        # By position: a file's recorded signature names the outputs (ptx export --module --output
+        # scores), while the module returns a tuple (output_0, ...) or a list (an AOTInductor package).
+        names = self.signature.output_names
+        if len(values) != len(names):
+            raise ModelRunError(f"{self.backend}: {self.name} returned {len(values)} outputs; its signature names "
+                                f"{len(names)} ({', '.join(names)})")
+        return dict(zip(names, values))
 
 
 def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSig, ...]:
@@ -141,7 +148,7 @@ class TorchScriptTensorModel(TorchTensorModel):
         path = Path(path)
         found = read_model_file(path)
         metadata = {} if ignore_metadata else found.metadata
-        check_weights(path, metadata, weights_digest(path, TORCHSCRIPT) if metadata.get("weights_sha256") else None)
+        check_weights(path, metadata, weights_digest(path, TORCHSCRIPT) if metadata.get(WEIGHTS_KEY) else None)
         torch_device(device)  # a bad device is the user's error, not the file's
         try:
             module, _ = load(path, device="cpu")
@@ -167,6 +174,10 @@ class Pt2TensorModel(TorchTensorModel):
 
         path = Path(path)
         torch_device(device)
+        found = read_model_file(path)
+        # Checked before torch loads the package's native code: foreign ptx metadata is refused first.
+        check_weights(path, found.metadata, weights_digest(path, PT2) if found.metadata.get(WEIGHTS_KEY) and not
+                      ignore_metadata else None)
         try:
             compiled, strings, compiled_for = load(path)
         except Exception as exc:

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ptx.contract.metadata import from_props, from_strings
+from ptx.contract.tensors import Signature, signature_of_contract
+from ptx.contract.weights import digest_of
 from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationError
 from ptx.export import formats
 from ptx.export.api import export_model
@@ -53,6 +55,12 @@ def test_metadata_round_trips(runs, model_name):
         assert strings["model"] == model_name and strings["labels"] == "\n".join(contract.labels)  # plain strings
     assert onnx_strings["opset"] == "18" and ts_strings["torchscript_method"] in ("script", "trace")
     assert onnx_strings["checkpoint_sha256"] == ts_strings["checkpoint_sha256"]
+    # The contract belongs to these weights (issue 36): each file records its own weights digest,
+    # and the tensor signature every tool reads a model by.
+    assert onnx_strings["weights_sha256"] == digest_of(run_dir / "model.onnx", "onnx")
+    assert ts_strings["weights_sha256"] == digest_of(run_dir / "model.torchscript.pt", "torchscript")
+    for strings in (onnx_strings, ts_strings):
+        assert Signature.from_json(strings["signature"], model_name) == signature_of_contract(contract)
 
 
 ORT_ONLY = textwrap.dedent("""

@@ -234,9 +234,7 @@ def test_ptx_metadata_copied_onto_another_model_is_refused(runs, own_models, tmp
     """Issue 36, item 8: convnet's ptx.* metadata on a foreign ONNX made it answer as convnet."""
     run = runs.ready("convnet") / "convnet"
     source = onnx.load(str(run / "model.onnx"))
-    digest = next((p.value for p in source.metadata_props if p.key == "ptx.weights_sha256"), None)
-    if digest is None:
-        pytest.skip("this export records no weights digest yet")
+    assert any(p.key == "ptx.weights_sha256" for p in source.metadata_props)
     foreign = onnx.load(str(own_models["residual"]))
     del foreign.metadata_props[:]
     for prop in source.metadata_props:
@@ -247,6 +245,55 @@ def test_ptx_metadata_copied_onto_another_model_is_refused(runs, own_models, tmp
         load(path)
     own = load(path, ignore_metadata=True, probe=False)  # the way in the message
     assert own.signature.input_names == ["image"]
+    from ptx.infer.backends import get as get_backend
+
+    if get_backend("openvino").unavailable("cpu") is None:  # every backend that reads the file refuses it
+        with pytest.raises(ArtifactError, match="weights are not the ones"):
+            load(path, backend="openvino")
+
+
+def test_ptx_json_copied_onto_another_torchscript_file_is_refused(runs, own_models, tmp_path):
+    """The same for TorchScript: convnet's ptx.json inside the zoo's residual network."""
+    from ptx.export.formats import torchscript
+
+    _, text = torchscript.load(runs.ready("convnet") / "convnet" / "model.torchscript.pt")
+    assert "weights_sha256" in json.loads(text)
+    with torchscript.quiet_jit():
+        module = torch.jit.load(str(own_models["residual.pt"]))
+        path = tmp_path / "model.torchscript.pt"
+        torch.jit.save(module, str(path), _extra_files={"ptx.json": text})
+    with pytest.raises(ArtifactError, match="weights are not the ones its ptx.. metadata was written for") as err:
+        load(path)
+    assert "--ignore-metadata" in str(err.value) and "\n" not in str(err.value)
+    own = load(path, ignore_metadata=True, inputs=zoo.catalog()["residual"].declarations, probe=False)
+    assert own.run({"image": np.zeros((3, 3, 32, 32), np.float32)})["output"].shape == (3, 10)
+
+
+def test_exports_written_before_digests_load_as_before(runs, tmp_path):
+    """Artifacts from before ptx recorded ptx.weights_sha256 and ptx.signature are believed as before."""
+    from ptx.export.formats import torchscript
+
+    run = runs.ready("convnet") / "convnet"
+    proto = onnx.load(str(run / "model.onnx"))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in ("ptx.weights_sha256", "ptx.signature")]
+    del proto.metadata_props[:]
+    for key, value in kept:
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(tmp_path / "model.onnx"))
+    module, text = torchscript.load(run / "model.torchscript.pt")
+    strings = {k: v for k, v in json.loads(text).items() if k not in ("weights_sha256", "signature")}
+    with torchscript.quiet_jit():
+        torch.jit.save(module, str(tmp_path / "model.torchscript.pt"), _extra_files={"ptx.json": json.dumps(strings)})
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    want = load(run / "model.onnx").predict_array(x)
+    for file, backend in (("model.onnx", "ort-cpu"), ("model.torchscript.pt", "torchscript"), ("model.onnx", "openvino")):
+        from ptx.infer.backends import get as get_backend
+
+        if get_backend(backend).unavailable("cpu") is not None:
+            continue
+        old = load(tmp_path / file, backend=backend)
+        assert old.contract.model == "convnet"
+        assert np.allclose(old.predict_array(x), want, atol=1e-4)
 
 
 def test_tutorial_predictors_answer_the_tensor_layer_too(runs):

@@ -80,6 +80,26 @@ def test_pt2_carries_the_contract_and_the_device(runs, name):
     assert strings["checkpoint_sha256"] == onnx_strings["checkpoint_sha256"]
 
 
+def test_pt2_records_its_weights_digest_and_refuses_another_packages_metadata(runs, tmp_path):
+    """The package's metadata map lives beside its compiled code: convnet's ptx.* keys written into
+    lstm's package are refused, as for ONNX and TorchScript."""
+    import shutil
+
+    from ptx.contract.weights import digest_of
+    from ptx.errors import ArtifactError
+    from ptx.export.formats.pt2 import load as load_package, rewrite_metadata
+
+    convnet = runs.with_pt2("convnet") / "model.pt2"
+    _, strings, _ = load_package(convnet)
+    assert strings["weights_sha256"] == digest_of(convnet, "pt2")
+    foreign = tmp_path / "model.pt2"
+    shutil.copy(runs.with_pt2("lstm") / "model.pt2", foreign)
+    rewrite_metadata(foreign, strings, replace=True)
+    assert load_package(foreign)[1]["model"] == "convnet"
+    with pytest.raises(ArtifactError, match="weights are not the ones its ptx.. metadata was written for"):
+        load(foreign)
+
+
 # Runs in a process that never imports ptx: the package and torch alone, against eager's outputs.
 TORCH_ONLY = textwrap.dedent("""
     import sys, numpy as np, torch

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,19 @@ def _quantize_static(f32: Path, out: Path, contract: Contract, calibration: np.n
             "samples")
 
 
-def _quantize_dynamic(f32: Path, out: Path) -> str:
+@contextmanager
+def quiet_quantizer():
+    """The quantizer logs advice through the root logger ("consider pre-processing ..."):
+    addressed to us, not to a ptx user."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def quantize_dynamic_weights(f32: Path, out: Path) -> str:
+    """int8 weights, activations quantized per call: needs no calibration data. Returns how."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(f32), str(out), weight_type=QuantType.QInt8, reduce_range=True)
@@ -111,24 +124,29 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
         # An integer (token) input cannot be calibrated; such models are the recurrent ones here.
         static = not recurrent and contract.input.dtype.value == "float32"
         try:
-            # The quantizer logs advice through the root logger ("consider pre-processing ..."):
-            # addressed to us, not to a ptx user.
-            logging.disable(logging.WARNING)
-            method = _quantize_static(f32, path, contract, calibration) if static else _quantize_dynamic(f32, path)
+            with quiet_quantizer():
+                method = (_quantize_static(f32, path, contract, calibration) if static
+                          else quantize_dynamic_weights(f32, path))
         except Exception as exc:  # the quantizer raises many types; its first line says what failed
             raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
                            f"{contract.model}: {first_line(exc)}; serve model.onnx (f32)") from None
-        finally:
-            logging.disable(logging.NOTSET)
+    proto = quantized_graph(path, contract.model)
+    extra = {**extra, "precision": "int8", "quantization": method}
+    save_with_metadata(proto, path, {**strings, **extra}, contract.description)
+    return extra
+
+
+def quantized_graph(path: Path, model: str):
+    """The quantized ONNX at ``path``, refused in one line when the quantizer left nothing in int8."""
+    import onnx
+
     proto = onnx.load(str(path))
     ops = {n.op_type for n in proto.graph.node}
     if not ops & QUANTIZED_OPS:
         kinds = ", ".join(sorted(RECURRENT_OPS & ops)) or "its"
-        raise PtxError(f"onnx-int8: onnxruntime's quantizer leaves nothing of {contract.model} in int8 ({kinds} ops "
+        raise PtxError(f"onnx-int8: onnxruntime's quantizer leaves nothing of {model} in int8 ({kinds} ops "
                        "have no int8 kernels): serve model.onnx (f32)")
-    extra = {**extra, "precision": "int8", "quantization": method}
-    save_with_metadata(proto, path, contract, {**strings, **extra})
-    return extra
+    return proto
 
 
 register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",

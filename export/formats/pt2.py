@@ -12,6 +12,7 @@ metadata_props use: AOTInductor adds keys of its own (``AOTI_DEVICE_KEY``, ``AOT
 from __future__ import annotations
 
 import io
+import json
 import logging
 import warnings
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from ptx.contract import Contract
 from ptx.contract.metadata import from_props, to_props
+from ptx.contract.names import METADATA_PREFIX
+from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError, first_line
 
@@ -67,32 +70,79 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
     """Export ``model`` with the contract's dynamic dimensions, compile it for ``device`` and write
     the package to ``path``. ``example`` must have a batch (and sequence) of at least 2:
     torch.export specializes sizes 0 and 1."""
+    import torch
+
+    dims = {name: torch.export.Dim(name, min=1, max=MAX_DIM) for name in contract.input.shape if isinstance(name, str)}
+    dynamic = ({axis: dims[d] for axis, d in enumerate(contract.input.shape) if isinstance(d, str)},)
+    extra = {"aoti_device": device}
+    try:
+        compile_package(model, (example,), dynamic, path, {**strings, **extra}, device)
+    except PtxError:
+        raise
+    except Exception as exc:  # torch.export and Inductor raise many types; the first line says what failed
+        raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first_line(exc)}); "
+                       "--format onnx or torchscript may still work") from None
+    probe_load(path, device, contract.model)
+    return extra
+
+
+def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dict[str, str], device: str) -> str:
+    """``torch.export`` ``model`` on ``args`` with ``dynamic_shapes``, compile it with AOTInductor for
+    ``device`` and write the package to ``path`` with ``strings`` (and the weights digest,
+    ptx.contract.weights) in its metadata. Raises what torch.export or Inductor raise. Returns the
+    digest."""
     import copy
 
     import torch
 
     check_device(device)
-    dims = {name: torch.export.Dim(name, min=1, max=MAX_DIM) for name in contract.input.shape if isinstance(name, str)}
-    dynamic = ({axis: dims[d] for axis, d in enumerate(contract.input.shape) if isinstance(d, str)},)
     # A copy goes to the device: validation runs the caller's model as the eager reference on the CPU.
     target = copy.deepcopy(model).to(device).eval() if device != "cpu" else model
-    extra = {"aoti_device": device}
-    try:
-        # TF32 off while Inductor decides its CUDA kernels: f32 means f32 (ptx.cuda_math).
-        with _quiet(), torch.no_grad(), fp32_math():
-            program = torch.export.export(target, (example.to(device),), dynamic_shapes=dynamic)
-            # Into memory first, as for TorchScript: Python's own write then reports a full disk
-            # as one line (atomic_path), and the package never lies half-written under its name.
-            buffer = io.BytesIO()
-            torch._inductor.aoti_compile_and_package(
-                program, package_path=buffer,
-                inductor_configs={"aot_inductor.metadata": to_props({**strings, **extra})})
-    except Exception as exc:  # torch.export and Inductor raise many types; the first line says what failed
-        raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first_line(exc)}); "
-                       "--format onnx or torchscript may still work") from None
+    strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
+    # TF32 off while Inductor decides its CUDA kernels: f32 means f32 (ptx.cuda_math).
+    with _quiet(), torch.no_grad(), fp32_math():
+        program = torch.export.export(target, tuple(a.to(device) for a in args), dynamic_shapes=dynamic_shapes)
+        # Into memory first, as for TorchScript: Python's own write then reports a full disk
+        # as one line (atomic_path), and the package never lies half-written under its name.
+        buffer = io.BytesIO()
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=buffer, inductor_configs={"aot_inductor.metadata": to_props(strings)})
     path.write_bytes(buffer.getbuffer())
-    probe_load(path, device, contract.model)
-    return extra
+    return record_digest(path)
+
+
+def record_digest(path: Path) -> str:
+    """Write the package's weights digest into its metadata: AOTInductor keeps that map in
+    ``*_metadata.json`` members, which the digest leaves out, so the package is copied record by
+    record (torch's own PT2 archive reader and writer) with those members extended. Checked: the
+    digest of the new package is the old one's."""
+    digest = digest_of(path, "pt2")
+    rewrite_metadata(path, {WEIGHTS_KEY: digest})
+    if digest_of(path, "pt2") != digest:
+        raise PtxError(f"{path.name}: the package changed when its metadata was rewritten: ptx cannot bind this "
+                       "file's contract to its weights; please report it")
+    return digest
+
+
+def rewrite_metadata(path: Path, strings: dict[str, str], replace: bool = False) -> None:
+    """Add ``strings`` (``ptx.`` prefixed) to the metadata map of the package at ``path``; with
+    ``replace``, drop its ptx keys first (AOTInductor's own keys stay)."""
+    from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
+
+    with PT2ArchiveReader(str(path)) as reader:
+        records = {name: reader.read_bytes(name) for name in reader.get_file_names()}
+    buffer = io.BytesIO()
+    with PT2ArchiveWriter(buffer) as writer:
+        for name, data in records.items():
+            if name.startswith(".data/") or name == "byteorder":
+                continue  # the writer makes these itself
+            if name.endswith(AOTI_METADATA_SUFFIX):
+                doc = json.loads(data)
+                if replace:
+                    doc = {k: v for k, v in doc.items() if not k.startswith(METADATA_PREFIX)}
+                data = json.dumps({**doc, **to_props(strings)}).encode()
+            writer.write_bytes(name, data)
+    path.write_bytes(buffer.getbuffer())
 
 
 # The package is loaded once in a child before this process loads it to validate: torch's

@@ -161,7 +161,8 @@ def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = 
                                      f"one {want} for every input")
         if sig.batch_axis is not None and array.shape[sig.batch_axis] == 0:
             raise InputError(f"input {sig.name!r} of {model} is an empty batch")
-        out[sig.name] = np.ascontiguousarray(array) if array.ndim else array  # ascontiguousarray makes a scalar 1-d
+        # np.ascontiguousarray makes a 0-d array 1-d: a scalar input (a flag, a sample rate) stays a scalar.
+        out[sig.name] = np.require(array, requirements="C")
     return out
 
 

@@ -1,0 +1,362 @@
+"""`ptx export --module FILE.py:FACTORY` and ptx.export.export_module: a user's own nn.Module (the test
+zoo, tests/own_models.py, reached from a FILE.py written here as a user would write it) exported to
+ONNX and TorchScript, each file validated through ptx.infer.load at two batch sizes, its contract
+(signature, weights digest) written in, reference tensors beside it; and the refusals, one line each.
+
+Each torch.export-based ONNX export takes seconds: the exports are shared through module-scoped
+fixtures, a few models per test."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import own_models as zoo
+from ptx.contract.metadata import from_props
+from ptx.contract.reference import load_reference
+from ptx.contract.tensor_compare import compare_output, default_tolerance
+from ptx.contract.tensors import Signature
+from ptx.contract.weights import digest_of
+from ptx.errors import PtxError, ValidationError
+from ptx.export import export_module
+from ptx.export.formats import torchscript
+from ptx.export.module import load_factory, load_state_dict_file
+from ptx.infer import load
+
+TESTS = Path(__file__).resolve().parent
+
+# A user's FILE.py: factories that return the module, or (module, example inputs).
+ZOO_FILE = textwrap.dedent(f"""
+    import sys
+    sys.path.insert(0, {str(TESTS)!r})
+    import torch
+    import torch.nn as nn
+    import own_models as zoo
+
+
+    def residual():
+        m = zoo.catalog()["residual"]
+        return m.module, m.example
+
+
+    def mobile():  # no example: --input declares it, with a dynamic height and width
+        return zoo.MobileBlockNet().eval()
+
+
+    def stateful():
+        m = zoo.catalog()["stateful"]
+        return m.module, m.example
+
+
+    def specialised():  # reads its batch as a Python int: exported at batch 3, it runs at 3 only
+        m = zoo.catalog()["specialised"]
+        return m.module, m.example
+
+
+    @torch.library.custom_op("userlib::wobble", mutates_args=())
+    def wobble(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2
+
+
+    @wobble.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+
+    class Wobbly(nn.Module):  # a custom operator neither ONNX exporter can translate
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return wobble(self.fc(x))
+
+
+    def wobbly():
+        return Wobbly(), torch.rand(3, 4)
+
+
+    def raises():
+        raise ValueError("no weights here")
+
+
+    def not_a_module():
+        return 42
+""")
+
+
+def ptx(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def one_line(result, code: int) -> str:
+    """The single error line of a refused command, after checking its exit code."""
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def metadata(path: Path) -> dict[str, str]:
+    if path.suffix == ".onnx":
+        return from_props({p.key: p.value for p in onnx.load(str(path)).metadata_props})
+    return json.loads(torchscript.load(path)[1])
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("module-export")
+    (folder / "zoo.py").write_text(ZOO_FILE)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cli_exports(work) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Three zoo modules through the CLI: one with example inputs, one declared by --input with a
+    dynamic height and width and a named output, the GRU with a state and a branch, scripted."""
+    runs = {
+        "residual": [],
+        "mobile": ["--input", "image=batchx3xheightxwidth", "--output", "scores"],
+        "stateful": ["--input", "x=stepsxbatchx6", "--input", "h0=1xbatchx12", "--input", "mode=:int64",
+                     "--output", "scores", "--output", "h", "--torchscript-mode", "script"],
+    }
+    return {name: (ptx("export", "--module", f"zoo.py:{name}", *args, "--out", f"out/{name}", cwd=work),
+                   work / "out" / name) for name, args in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def library_exports(work) -> dict[str, Path]:
+    """Two more through the library: two inputs (a dict of examples) and two outputs; float16."""
+    catalog = zoo.catalog()
+    two_io, half = catalog["two_io"], catalog["half"]
+    out = {}
+    example = dict(zip(two_io.input_names, two_io.example))
+    export_module(two_io.module, example, work / "lib" / "two_io", open_model=load, output_names=two_io.output_names,
+                  inputs=["picture=batchx1x16x16", "ids=batchxtokens:int64"], log=lambda _: None)
+    out["two_io"] = work / "lib" / "two_io"
+    export_module(half.module, half.example, work / "lib" / "half", open_model=load, log=lambda _: None)
+    out["half"] = work / "lib" / "half"
+    return out
+
+
+def test_the_cli_exports_each_module_and_says_what_it_checked(cli_exports):
+    for name, (result, out) in cli_exports.items():
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", result.stderr  # no exporter chatter, no deprecation warnings
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"module: {name} (") and "parameters); inputs " in lines[0]
+        files = [ln for ln in lines if " KiB " in ln or ln.startswith("reference ")]
+        assert [ln.split()[0] for ln in files] == ["onnx", "torchscript", "reference"], lines
+        assert all("worst |diff| vs eager" in ln and "batches 3, 5" in ln for ln in files[:2]), files
+        assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.reference.npz", "model.torchscript.pt"]
+    stateful = cli_exports["stateful"][0].stdout
+    # torch.export cannot branch on mode's value: the fallback is said in one line, naming the user's line.
+    assert "the torch.export-based exporter refused (data-dependent control flow" in stateful
+    assert "own_models.py:" in stateful and ": used the TorchScript-based one" in stateful
+
+
+@pytest.mark.parametrize("name", ["residual", "mobile", "stateful", "two_io", "half"])
+def test_every_file_loads_by_its_contract_and_answers_as_the_reference(cli_exports, library_exports, name):
+    out = cli_exports[name][1] if name in cli_exports else library_exports[name]
+    reference = load_reference(out / "model.reference.npz")
+    assert reference.produced_by == f"eager PyTorch (torch {torch.__version__})" and len(reference.cases) == 2
+    for file in ("model.onnx", "model.torchscript.pt"):
+        strings = metadata(out / file)
+        assert strings["weights_sha256"] == digest_of(out / file, "onnx" if file.endswith(".onnx") else "torchscript")
+        assert Signature.from_json(strings["signature"], file) == reference.signature
+        assert strings["model"] == (name if name in cli_exports else type(zoo.catalog()[name].module).__name__)
+        model = load(out / file)  # no --input needed: the file records its signature
+        assert model.signature == reference.signature
+        for case in reference.cases:
+            got = model.run(case.inputs)
+            for sig in reference.signature.outputs:
+                assert compare_output(sig.name, got[sig.name], case.outputs[sig.name], default_tolerance(sig.dtype),
+                                      sig.batch_axis).ok, (file, sig.name)
+    batches = sorted(case.inputs[reference.signature.inputs[0].name].shape[reference.signature.inputs[0].batch_axis]
+                     for case in reference.cases)
+    assert batches == [3, 5]
+
+
+def test_the_signature_says_where_each_batch_is(cli_exports, library_exports):
+    stateful = load_reference(cli_exports["stateful"][1] / "model.reference.npz").signature
+    assert [(t.name, t.batch_axis) for t in stateful.inputs] == [("x", 1), ("h0", 1), ("mode", None)]
+    assert [(t.name, t.shape, t.batch_axis) for t in stateful.outputs] == [("scores", ("batch", 3), 0),
+                                                                          ("h", (1, "batch", 12), 1)]
+    graph = onnx.load(str(cli_exports["stateful"][1] / "model.onnx")).graph
+    assert any(node.op_type == "If" for node in graph.node)  # scripted: the branch on mode survives
+    mobile = load(cli_exports["mobile"][1] / "model.onnx")
+    assert mobile.signature.inputs[0].shape == ("batch", 3, "height", "width")
+    assert mobile.run({"image": np.zeros((2, 3, 40, 56), np.float32)})["scores"].shape == (2, 7)
+    half = load_reference(library_exports["half"] / "model.reference.npz")
+    assert half.signature.inputs[0].dtype == "float16" and half.cases[0].outputs["output"].dtype == np.float16
+    assert load_reference(library_exports["two_io"] / "model.reference.npz").signature.input_names == ["picture", "ids"]
+
+
+def test_a_batch_the_exporter_specialised_is_refused_and_nothing_is_written(work):
+    result = ptx("export", "--module", "zoo.py:specialised", "--out", "out/spec", cwd=work)
+    line = one_line(result, 1)
+    assert line.startswith("error: onnx: batch 5 does not run") and "fixed x's axis 0 (batch) to 3" in line, line
+    assert not (work / "out" / "spec").exists()
+    assert not [p for p in work.rglob(".*") if p.is_dir()]  # no staging folder left
+
+
+def test_an_operator_neither_exporter_takes_is_one_line_naming_it(work):
+    line = one_line(ptx("export", "--module", "zoo.py:wobbly", "--out", "out/wobbly", cwd=work), 2)
+    assert "torch.export-based exporter refused (operator userlib::wobble has no ONNX translation)" in line, line
+    assert "TorchScript-based exporter refused (operator userlib::wobble" in line
+    assert not (work / "out" / "wobbly").exists()
+
+
+def test_a_traced_branch_is_refused_with_the_way_to_export_it():
+    """The GRU branches on its scalar mode: torch.export refuses, and tracing for the TorchScript-based
+    exporter freezes one branch (and drops the input). Refused, saying how: script it, or torch.cond."""
+    model = zoo.catalog()["stateful"]
+    with pytest.raises(ValidationError) as caught:
+        export_module(model.module, model.example, Path("never-written"), open_model=load, formats=["onnx"],
+                      inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
+    message = str(caught.value)
+    assert "left input 'mode' out of the graph" in message and "--torchscript-mode script" in message
+    assert "own_models.py:" in message and "if bool(mode > 0)" in message
+    assert not Path("never-written").exists()
+    with pytest.raises(ValidationError, match=r"torchscript: batch 3: output_0: max abs .*tracing warned at "
+                                              r"own_models.py:\d+"):
+        export_module(model.module, model.example, Path("never-written"), open_model=load, formats=["torchscript"],
+                      inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
+
+
+class CondGRU(zoo.StatefulGRU):
+    """The stateful GRU with its branch written as torch.cond: torch.export takes it."""
+
+    def forward(self, x, h0, mode):
+        y, h = self.gru(x, h0)
+        last = torch.cond(mode > 0, lambda t: torch.tanh(t) * 2.0, lambda t: t + 1.0, (y[-1],))
+        return self.out(last), h
+
+
+def test_torch_cond_exports_through_the_torch_export_based_exporter(tmp_path):
+    """The torch.export-based exporter unrolls nn.GRU over the example's steps, so a dynamic step
+    count would not survive it (validation refuses that export at batch 3, whose steps differ): the
+    steps are fixed here, the batch and the branch stay dynamic."""
+    module = CondGRU().eval()
+    example = (torch.rand(5, 2, 6), torch.zeros(1, 2, 12), torch.tensor(1))
+    with pytest.raises(ValidationError, match="onnx: batch 3 does not run"):
+        export_module(module, example, tmp_path / "cond", open_model=load, formats=["onnx"],
+                      inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
+    lines = []
+    result = export_module(module, example, tmp_path / "cond", open_model=load, formats=["onnx"],
+                           inputs=["x=5xbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lines.append)
+    assert "refused" not in "\n".join(lines)
+    assert metadata(result.files[0].path)["exporter"] == "dynamo"
+    assert any(n.op_type == "If" for n in onnx.load(str(result.files[0].path)).graph.node)
+
+
+def test_a_failed_export_keeps_the_older_folder_whole(cli_exports, work):
+    out = cli_exports["residual"][1]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    specialised = zoo.catalog()["specialised"]
+    with pytest.raises(ValidationError, match="batch 5"):
+        export_module(specialised.module, specialised.example, out, open_model=load, log=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+    (work / "mine").mkdir(exist_ok=True)
+    (work / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(PtxError, match=r"holds other files \(notes.txt\).*or --force"):
+        export_module(specialised.module, specialised.example, work / "mine", open_model=load, log=lambda _: None)
+    assert (work / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_checkpoint_loads_strictly_and_a_wrong_one_is_one_line(work, tmp_path):
+    module = zoo.ResidualCNN()
+    good = tmp_path / "good.pt"
+    trained = zoo.ResidualCNN()
+    torch.nn.init.constant_(trained.fc.bias, 0.5)
+    torch.save(trained.state_dict(), good)
+    assert "loaded strictly" in load_state_dict_file(module, good, "residual")
+    assert torch.equal(module.fc.bias, trained.fc.bias)
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": trained.state_dict(), "epoch": 3}, wrapped)
+    assert "['state_dict']" in load_state_dict_file(zoo.ResidualCNN(), wrapped, "residual")
+    other = tmp_path / "other.pt"
+    torch.save(zoo.MobileBlockNet().state_dict(), other)
+    with pytest.raises(PtxError, match=r"does not fit residual: missing key '[\w.]+' \(and \d+ more\); unexpected key"):
+        load_state_dict_file(zoo.ResidualCNN(), other, "residual")
+    narrow = tmp_path / "narrow.pt"
+    torch.save(zoo.ResidualCNN(classes=3).state_dict(), narrow)
+    with pytest.raises(PtxError, match="size mismatch for fc.weight"):
+        load_state_dict_file(zoo.ResidualCNN(), narrow, "residual")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PtxError, match="not a state_dict torch loads safely"):
+        load_state_dict_file(zoo.ResidualCNN(), tmp_path / "junk.pt", "residual")
+    line = one_line(ptx("export", "--module", "zoo.py:residual", "--checkpoint", other, "--out", "out/ckpt", cwd=work),
+                    2)
+    assert "--checkpoint" in line and "does not fit residual: missing key" in line
+    assert not (work / "out" / "ckpt").exists()
+
+
+def test_bad_files_and_factories_are_one_line_each(work):
+    (work / "broken.py").write_text("def build(:\n    pass\n")
+    (work / "needs.py").write_text("import not_a_package_anyone_has\n")
+    cases = {
+        "absent.py:build": "no such file absent.py",
+        "zoo.py": "write FILE.py:FACTORY",
+        "broken.py:build": "broken.py:1: syntax error",
+        "needs.py:build": "importing needs.py raised ModuleNotFoundError: No module named 'not_a_package_anyone_has' "
+                          "(at needs.py:1)",
+        "zoo.py:nothing_here": "zoo.py defines no nothing_here; it defines residual, mobile",
+        "zoo.py:raises": "raises() raised ValueError: no weights here (at zoo.py:",
+        "zoo.py:not_a_module": "not_a_module() returned int; return an nn.Module, or (module, example inputs)",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(PtxError) as caught:
+            load_factory(str(work / spec) if spec.startswith(("broken", "needs", "zoo.py:")) else spec)
+        assert message in str(caught.value) and "\n" not in str(caught.value), (spec, str(caught.value))
+    line = one_line(ptx("export", "--module", "zoo.py:raises", "--out", "out/raises", cwd=work), 2)
+    assert "raises() raised ValueError: no weights here" in line
+    assert not (work / "out" / "raises").exists()
+    with pytest.raises(PtxError, match=r"declare each input in forward\(\)'s order with --input NAME=SHAPE\[:DTYPE\]"):
+        export_module(zoo.MobileBlockNet(), None, work / "never", open_model=load, log=lambda _: None)
+    assert not (work / "never").exists()
+
+
+def test_declarations_are_checked_against_the_examples():
+    module, example = zoo.catalog()["residual"].module, zoo.catalog()["residual"].example
+    for inputs, message in [(["image=batchx3x32x32:int64"], "declares int64; the example tensor is float32"),
+                            (["image=batchx3x16x16"], "disagree: input 'image' of the example has shape .*axis 2 must be 16"),
+                            (["image=batchx3x32x32", "extra=batchx2"], "declares 2 inputs")]:
+        with pytest.raises(PtxError, match=message):
+            export_module(module, example, Path("never-written"), open_model=load, inputs=inputs, log=lambda _: None)
+    assert not Path("never-written").exists()
+
+
+def test_an_example_batch_of_one_is_raised_to_two_and_the_batch_stays_dynamic(tmp_path):
+    fixed1 = zoo.catalog()["fixed1"]  # its example has batch 1, which torch.export would fix
+    lines = []
+    result = export_module(fixed1.module, fixed1.example, tmp_path / "f", open_model=load, formats=["onnx"],
+                           log=lines.append)
+    assert any(line.startswith("examples: batch of 1 repeated to 2") for line in lines)
+    assert result.files[0].batches == (3, 5)
+    assert load(tmp_path / "f" / "model.onnx").run({"x": np.zeros((7, 12), np.float32)})["output"].shape == (7, 4)
+
+
+def test_pt2_and_int8_on_request(tmp_path):
+    """pt2 compiles for ~20 s here: one small module."""
+    module = zoo.HalfMLP().eval()  # float32 here
+    result = export_module(module, torch.rand(4, 16), tmp_path / "p", open_model=load, formats=["pt2", "onnx-int8"],
+                           output_names=["y"], log=lambda _: None)
+    pt2, int8 = result.files
+    assert (pt2.format, pt2.judged, int8.format, int8.judged) == ("pt2", True, "onnx-int8", False)
+    from ptx.export.formats.pt2 import load as load_package
+
+    _, strings, device = load_package(pt2.path)
+    assert strings["weights_sha256"] == digest_of(pt2.path, "pt2") and device == "cpu"
+    assert load(pt2.path).run({"x": np.ones((5, 16), np.float32)})["y"].shape == (5, 5)
+    int8_strings = metadata(int8.path)
+    assert int8_strings["precision"] == "int8" and int8_strings["weights_sha256"] == digest_of(int8.path, "onnx")
+    assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in onnx.load(str(int8.path)).graph.node)
