@@ -26,7 +26,7 @@ def stage_of(module: str) -> str | None:
     for stage in ("models", "trainers", "export", "infer", "serve"):
         if module == f"ptx.{stage}" or module.startswith(f"ptx.{stage}."):
             return stage
-    if module in ("ptx.cli", "ptx.__main__", "ptx.own_cli"):
+    if module in ("ptx.cli", "ptx.__main__", "ptx.own_cli", "ptx.models_table", "ptx.terminal"):
         return "cli"
     return None
 
