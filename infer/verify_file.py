@@ -32,7 +32,7 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, plan_inputs
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError, first_line
 
-from .model_files import ONNX, read_model_file, recorded_signature, weights_digest
+from .model_files import ONNX, WEIGHTS_KEY, read_model_file, recorded_signature, weights_digest
 from .own_model import KIND_NAMES
 from .own_runs import (Case, FileBackend, file_backends, file_cases, generated_cases, group_reasons, open_options_for,
                        open_rows)
@@ -273,14 +273,19 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
     (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs."""
     path = Path(path)
     found = read_model_file(path)
-    options = open_options_for(found, options or {})
+    options = dict(options or {})
+    changed = _changed_since_export(path, found, options)
+    # A file changed since export is judged by its outputs: run as the user's own model, against what
+    # was kept at export (--against keeps the user's own choice for the other file).
+    file_options = open_options_for(found, {**options, "ignore_metadata": True} if changed else options)
+    options = open_options_for(found, options)
     rows = file_backends(found.kind, backends)
     reference_row = next(r for r in file_backends(found.kind) if r.reference)
     not_run = {r.label: r.unavailable() for r in rows if not r.reference}
     not_run = {label: why for label, why in not_run.items() if why}
     to_open = [reference_row] + [r for r in rows if not r.reference and r.label not in not_run]
     progress(f"opening {path.name} with {', '.join(r.label for r in to_open)} ({reference_row.label}: the reference)")
-    opened = open_rows(path, to_open, options)
+    opened = open_rows(path, to_open, file_options)
     reference = opened[reference_row.label]
     if isinstance(reference, Exception):
         raise PtxError(f"{reference_row.label}, the reference for {KIND_NAMES[found.kind]}, cannot open it: "
@@ -298,6 +303,8 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
         where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
     report = FileVerifyReport(path, found.kind, reference_row.label, runtime_of(reference_row.label), signature, where,
                               [c.label for c in cases])
+    if changed:
+        report.notes.append(changed)
     progress(f"running {reference_row.label} on {len(cases)} cases")
     want, report.reference_error = run_cases(reference, cases)
     if not want:
@@ -338,6 +345,20 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
     if save:
         _save(path, reference_file, report, cases, want, signature, found)
     return report
+
+
+def _changed_since_export(path: Path, found, options: Mapping) -> str | None:
+    """The note for a file whose weights are not the ones its ptx metadata records (changed after
+    export): predict and serve refuse such a file; verify says so and judges it by its outputs, so
+    that the reference tensors kept at export, or --against, name what changed."""
+    recorded = found.metadata.get(WEIGHTS_KEY)
+    if options.get("ignore_metadata") or not recorded:
+        return None
+    actual = weights_digest(path, found.kind)
+    if actual is None or actual == recorded:
+        return None
+    return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {actual[:12]}... where its "
+            f"ptx.{WEIGHTS_KEY} records {recorded[:12]}...): checked as your own model, by its outputs")
 
 
 def _stored_reference(path: Path, given, save: bool, signature: Signature, found, report: FileVerifyReport):

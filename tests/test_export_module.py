@@ -8,6 +8,8 @@ fixtures, a few models per test."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -360,3 +362,32 @@ def test_pt2_and_int8_on_request(tmp_path):
     int8_strings = metadata(int8.path)
     assert int8_strings["precision"] == "int8" and int8_strings["weights_sha256"] == digest_of(int8.path, "onnx")
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in onnx.load(str(int8.path)).graph.node)
+
+
+def test_one_weight_changed_after_export_is_caught_by_the_kept_reference_and_against_torchscript(cli_exports,
+                                                                                                  tmp_path):
+    """Issue 36's acceptance: a module exported by ptx, one weight of its ONNX changed afterwards.
+    predict and serve refuse the file (its weights no longer match its contract); verify says so and
+    judges it by its outputs: against the reference tensors kept at export, and --against the
+    TorchScript file of the same export, it exits 1 naming the output and its error."""
+    from onnx import numpy_helper
+
+    _, folder = cli_exports["residual"]
+    proto = onnx.load(str(folder / "model.onnx"))
+    weight = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    changed = numpy_helper.to_array(weight).copy()
+    changed.flat[0] += 0.5
+    weight.CopyFrom(numpy_helper.from_array(changed, weight.name))
+    copy = tmp_path / "model.onnx"
+    onnx.save(proto, str(copy))
+    shutil.copy(folder / "model.reference.npz", tmp_path / "model.reference.npz")
+    with pytest.raises(PtxError, match="weights are not the ones"):
+        load(copy)
+    for extra in ([], ["--against", str(folder / "model.torchscript.pt")]):
+        result = ptx("verify", str(copy), *extra, cwd=tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        last = result.stdout.strip().splitlines()[-1]
+        assert last.startswith("DISAGREE: ort-cpu vs stored reference, output output: max abs"), last
+        assert "weights are not the ones it was exported with" in result.stdout
+    against = ptx("verify", str(copy), "--against", str(folder / "model.torchscript.pt"), cwd=tmp_path).stdout
+    assert re.search(r"model\.torchscript\.pt \(torchscript-cpu\)\s+ort-cpu\s+output .*FAIL", against), against
