@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -54,27 +56,40 @@ def open_image(source, name: str | None = None) -> Image.Image:
     still picture or would cost too much to decode; decode it (a JPEG at reduced size, see the
     module's notes) with its EXIF orientation applied."""
     if isinstance(source, Image.Image):
-        image, name = source, name or "image"
-    elif isinstance(source, (bytes, bytearray, memoryview)):
+        return _decoded(source, name or "image", owned=False)
+    if isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "image bytes"
         if not len(source):
             raise InputError(f"{name}: empty (no bytes)")
         data = bytes(source)
-        image = _open_file(lambda: io.BytesIO(data), data[:32], name)
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputError(f"{name}: a folder with no image files in it")
-        if not path.is_file():
-            raise InputError(f"{name}: not a regular file (a pipe or device would block)")
-        if path.stat().st_size == 0:
-            raise InputError(f"{name}: empty file")
-        with open(path, "rb") as file:
-            prefix = file.read(32)
-        image = _open_file(lambda: path, prefix, name)
+        return _decoded(_open_file(lambda: io.BytesIO(data), data[:32], name), name, owned=True)
+    name = str(Path(source))
+    # One stat and one open per file: a folder of small PNGs spends as much in these calls as in
+    # decoding them.
+    try:
+        info = os.stat(source)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot open ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{name}: a folder with no image files in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{name}: not a regular file (a pipe or device would block)")
+    if info.st_size == 0:
+        raise InputError(f"{name}: empty file")
+    try:
+        file = open(source, "rb")
+    except OSError as exc:
+        raise InputError(f"{name}: cannot open ({exc.strerror or exc})") from None
+    with file:  # Pillow reads from this file object and leaves closing it to its owner
+        prefix = file.read(32)
+        return _decoded(_open_file(lambda: (file.seek(0), file)[1], prefix, name), name, owned=True)
+
+
+def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
+    """``image`` checked, decoded and turned upright; an image ptx opened (``owned``) is turned in
+    place, a caller's is left as it was (a copy is turned)."""
     if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
         # MPO: a camera's JPEG with previews (or a stereo pair) after the primary picture, which
         # is the one opened (frame 0).
@@ -84,7 +99,10 @@ def open_image(source, name: str | None = None) -> Image.Image:
     _reduce_and_bound(image, name)
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        if owned:
+            ImageOps.exif_transpose(image, in_place=True)
+        else:
+            image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
     return image
