@@ -72,7 +72,7 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
     say = bar.write if bar else (lambda text: echo(text, err=True))
     shown_notices = 0
     errors: list[dict] = []
-    answered = 0
+    answered = kept = 0  # kept: rows handed to the writer, which closing it keeps
     try:
         previous_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     except ValueError:  # not the main thread (a library caller's worker thread): leave signals alone
@@ -88,6 +88,7 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
                 shown_notices += 1
             if writer is not None:
                 writer.write(answer.to_dict(topk))
+                kept += 1
                 writer.flush()
             if answer.error is not None:
                 errors.append({"input": answer.source, "error": answer.error})
@@ -100,6 +101,14 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
                 sys.stdout.flush()
             if bar is not None:
                 bar.update(1)
+    except KeyboardInterrupt:
+        if writer is None:
+            raise
+        writer.close()  # the open part or line is completed first: what is counted below is in the file
+        writer = None
+        held = f" ({kept + skipped[0]:,} in all)" if resume and skipped[0] else ""
+        raise KeyboardInterrupt(f"interrupted: {kept:,} answers are kept in {output}{held}; the same command "
+                                "with --resume goes on from there") from None
     finally:
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)

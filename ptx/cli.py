@@ -136,8 +136,10 @@ class PtxGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted: files already written are complete; nothing half-written was kept", err=True)
+        except KeyboardInterrupt as exc:
+            # A command that knows what it kept says so (predict --output: the count and --resume).
+            click.echo(str(exc) or "interrupted: files already written are complete; nothing half-written was kept",
+                       err=True)
             sys.exit(130)
 
 

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -146,6 +147,14 @@ def test_resume_after_a_killed_run_answers_every_input_once(convnet, folder, tmp
         time.sleep(0.05)
     proc.send_signal(how)
     proc.wait(timeout=30)
+    if how == signal.SIGTERM:  # a kill the command sees: it says what it kept and how to go on
+        import pyarrow.parquet as pq
+
+        said = proc.stderr.read().decode().strip().splitlines()[-1]
+        kept = re.fullmatch(rf"interrupted: ([\d,]+) answers are kept in {re.escape(str(out))}; the same command "
+                            r"with --resume goes on from there", said)
+        assert kept, said
+        assert int(kept.group(1).replace(",", "")) == pq.read_table(out).num_rows > 0
     if suffix == "jsonl":
         with open(out, "a") as fh:
             fh.write('{"input": "half a ro')  # a write cut short by the kill
