@@ -8,7 +8,6 @@ in-process.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections import deque
@@ -83,6 +82,8 @@ def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -
 def _pool(workers: int):
     """A pool whose workers import only the picture code (forkserver: forked from a clean server
     process, not from this one, whose backend may hold threads and a GPU context)."""
+    import multiprocessing  # here: one picture (no pool) starts without it
+
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import traceback
 import warnings
 
 import click
@@ -133,6 +132,8 @@ class PtxGroup(click.Group):
             if ctx.params.get("debug"):
                 # Messages are one line with `from None`; --debug shows the cause they came from.
                 exc.__suppress_context__ = False
+                import traceback
+
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
