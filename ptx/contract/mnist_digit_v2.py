@@ -4,15 +4,15 @@ Version 1 works at the picture's full resolution for a 28x28 answer: a dozen who
 passes (the paper's light resampled back to full size, subtracted, normalised, thresholded) over
 40,000 pixels of a 200x200 scan, where the ink box it keeps is fitted into 20x20. Version 2 looks
 for the paper and the ink on an area-reduced copy of at most ``SEARCH_SIDE`` pixels a side, and
-goes back to finer pixels only where the digit is too small in that copy to be fitted well: then
-the ink's region alone is reduced less (``WORK_BOX``). One final Lanczos fit, as in version 1.
+goes back to finer pixels only where the digit spans fewer than ``box`` pixels of that copy: then
+the ink's region alone is reduced less. One final Lanczos fit, as in version 1.
 
 Every reduction is Pillow's ``Image.reduce`` (the mean of each f x f block, in C on the 8-bit
 picture): on a 200x200 picture it took 14 us where ``resize(..., BOX)`` to 64 px took 73 us, and
 it keeps block edges on one grid, so the paper and the ink of a region line up with the search
 copy's pixels exactly. OpenCV (opencv-python-headless 5.0) was measured and not taken: its PNG
 decode and INTER_AREA resize saved under 10% next to Pillow's, its erosion was 6 us where the numpy
-opening below takes about 40, but ``import cv2`` alone took 134 ms, most of what one `ptx predict
+opening (morphology.py) takes about 40, but ``import cv2`` alone took 134 ms, most of what one `ptx predict
 photo.png` may spend, and a stranger re-implementing the pipeline from docs/artifact-format.md
 would need it too.
 
@@ -31,10 +31,7 @@ from ptx.errors import InputError
 from .morphology import opening
 
 SEARCH_SIDE = 64  # the paper and the ink are first found on a copy at most this many pixels a side
-# The digit's ink (its bounding box's longer side) must span at least WORK_BOX x box pixels of the
-# copy the final fit reads; where the search copy gives it fewer, the ink's region is read from a
-# less reduced copy. Chosen on the real-picture sets (docs/artifact-format.md).
-WORK_BOX = 1.0
+FIT_SPAN = 1  # the ink is fitted from a copy on which it spans at least FIT_SPAN x box pixels
 REGION_MARGIN = 0.25  # around the ink found on the search copy, a quarter of its extent (faint ends)
 MAX_LIGHT_GAIN = 4.0  # as version 1: paper in shadow is brightened at most this much
 MIN_PAPER = np.float32(255.0 / MAX_LIGHT_GAIN)
@@ -71,10 +68,13 @@ def mnist_digit(gray: Image.Image, *, canvas: int, box: int, ink_threshold: floa
         raise InputError(f"{name}: no ink found: the picture is one flat colour")
     left, upper, right, lower = _ink_box(ink, ink_threshold * top)
     side = max(lower - upper, right - left)  # the ink's extent in search pixels
-    fw = min(fs, max(1, int(side * fs // (WORK_BOX * box))))
+    # The ink is fitted from the most reduced copy on which it spans at least ``box`` pixels: the
+    # search copy itself when it does (a digit over a third of the picture), else the ink's region
+    # alone (with a margin for faint ends the search copy averaged away), reduced by fw only.
+    # Fitting from a copy where the ink spans 1.5, 2 or 3 x box gave the same accuracy on the
+    # real-picture sets (docs/artifact-format.md) at up to twice the cost.
+    fw = min(fs, max(1, side * fs // (FIT_SPAN * box)))
     if fw < fs:
-        # The digit spans too few search pixels: read the ink's region (with a margin for faint
-        # ends the search copy averaged away) from a copy reduced by fw only.
         m = math.ceil(REGION_MARGIN * side) + 1
         rows = _on_grid(max(0, upper - m) * fs, min(height, (lower + m) * fs), fw)
         cols = _on_grid(max(0, left - m) * fs, min(width, (right + m) * fs), fw)
@@ -83,8 +83,7 @@ def mnist_digit(gray: Image.Image, *, canvas: int, box: int, ink_threshold: floa
         if lit_paper:
             work = 255 - work
         if paper is not None:
-            ratio = fw / fs
-            paper = _bilinear(_bilinear(paper.astype(np.float32), rows, ratio, 0), cols, ratio, 1)
+            paper = _paper_on_blocks(paper, rows, cols, fw / fs)
             ink = np.maximum(work - paper, 0)
             if lit_paper:
                 ink = ink * (np.float32(255.0) / np.maximum(np.float32(255.0) - paper, np.float32(MIN_PAPER)))
@@ -109,14 +108,16 @@ def _on_grid(start: int, stop: int, f: int) -> tuple[int, int]:
     return start // f, -(-stop // f)
 
 
-def _bilinear(paper: np.ndarray, span: tuple[int, int], ratio: float, axis: int) -> np.ndarray:
-    """``paper`` (on the search grid) at the centres of working pixels span[0]..span[1]-1 along
-    ``axis``: a working pixel i is at search coordinate (i + 0.5) * ratio - 0.5, clamped to the
-    paper, and linearly interpolated between its two neighbours."""
-    n = paper.shape[axis]
-    x = np.clip((np.arange(*span) + 0.5) * ratio - 0.5, 0, n - 1)
-    i0 = x.astype(np.int64)
-    frac = (x - i0).astype(np.float32)
-    a0, a1 = np.take(paper, i0, axis), np.take(paper, np.minimum(i0 + 1, n - 1), axis)
-    frac = frac[:, None] if axis == 0 else frac
-    return a0 + (a1 - a0) * frac
+def _paper_on_blocks(paper: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], ratio: float) -> np.ndarray:
+    """The paper (on the search grid) at the centres of the blocks rows x cols of the finer grid,
+    a block being ``ratio`` search pixels: Pillow's bilinear resize of the region, the picture's
+    edges held (as version 1 resizes its paper back to full size). The last search pixel of each
+    row and column is repeated once more: a region at the picture's right or bottom edge ends
+    inside the partial last block, up to a search pixel past the paper, where Pillow takes no box."""
+    paper = np.concatenate([paper, paper[:, -1:]], axis=1, dtype=np.float32)
+    paper = np.concatenate([paper, paper[-1:]])
+    size = (cols[1] - cols[0], rows[1] - rows[0])
+    box = (cols[0] * ratio, rows[0] * ratio, cols[1] * ratio, rows[1] * ratio)
+    image = Image.frombuffer("F", paper.shape[::-1], paper, "raw", "F", 0, 1).resize(size, Image.Resampling.BILINEAR,
+                                                                                     box=box)
+    return np.frombuffer(image.tobytes(), dtype=np.float32).reshape(size[1], size[0])
