@@ -86,7 +86,7 @@ def mnist_digit(gray: Image.Image, *, canvas: int, box: int, ink_threshold: floa
             paper = _paper_on_blocks(paper, rows, cols, fw / fs)
             ink = np.maximum(work - paper, 0)
             if lit_paper:
-                ink = ink * (np.float32(255.0) / np.maximum(np.float32(255.0) - paper, np.float32(MIN_PAPER)))
+                ink = ink * (np.float32(255.0) / np.maximum(np.float32(255.0) - paper, MIN_PAPER))
         else:
             ink = np.maximum(work - level, 0)
         top = ink.max()
