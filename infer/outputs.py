@@ -164,7 +164,10 @@ class ParquetParts:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in self.rows], schema=self.schema)
+        # Column by column: pyarrow's from_pylist took 1.3 s for 10,000 rows of ten logits here (busy
+        # 2-core EPYC), a tenth of a whole `ptx predict FOLDER` spent in the main process; from_pydict
+        # builds the same table in 9 ms.
+        table = pa.Table.from_pydict({c: [r.get(c) for r in self.rows] for c in self.columns}, schema=self.schema)
         with atomic_path(self.path / f"part-{self.next_part:06d}.parquet") as tmp:
             pq.write_table(table, tmp, row_group_size=len(self.rows))
         self.next_part += 1

@@ -41,6 +41,20 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # `kill` closes the open Parquet part as Ctrl-C does
 
 
+class _StopBetweenAnswers:
+    """With --output, Ctrl-C and SIGTERM take effect between two answers: raised anywhere, the
+    interrupt could land inside a write (a Parquet part half made, a row taken but not counted), and
+    the count of answers kept would be off. A second signal stops at once."""
+
+    def __init__(self):
+        self.asked = False
+
+    def __call__(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+
 def score(args: list[str], *, output: str | None = None, resume: bool = False, workers: int | None = None,
           quiet: bool = False, as_json: bool = False, topk: int = 0, model: str = "convnet",
           backend: str | None = None, device: str | None = None, precision: str | None = None,
@@ -72,11 +86,14 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
     say = bar.write if bar else (lambda text: echo(text, err=True))
     shown_notices = 0
     errors: list[dict] = []
-    answered = 0
+    answered = kept = 0  # kept: rows handed to the writer, which closing it keeps
+    stop = _StopBetweenAnswers()
+    handler = stop if writer is not None else _sigterm_as_interrupt
     try:
-        previous_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        previous = {sig: signal.signal(sig, handler) for sig in
+                    ((signal.SIGINT, signal.SIGTERM) if writer is not None else (signal.SIGTERM,))}
     except ValueError:  # not the main thread (a library caller's worker thread): leave signals alone
-        previous_term = None
+        previous = {}
     if as_json:
         head = {"model": contract.model, "backend": predictor.backend, "precision": predictor.precision}
         sys.stdout.write(json.dumps(head, indent=2)[:-2] + ',\n  "results": [')
@@ -88,6 +105,7 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
                 shown_notices += 1
             if writer is not None:
                 writer.write(answer.to_dict(topk))
+                kept += 1
                 writer.flush()
             if answer.error is not None:
                 errors.append({"input": answer.source, "error": answer.error})
@@ -100,9 +118,19 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
                 sys.stdout.flush()
             if bar is not None:
                 bar.update(1)
+            if stop.asked:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if writer is None:
+            raise
+        writer.close()  # the open part or line is completed first: what is counted below is in the file
+        writer = None
+        held = f" ({kept + skipped[0]:,} in all)" if resume and skipped[0] else ""
+        raise KeyboardInterrupt(f"interrupted: {kept:,} answers are kept in {output}{held}; the same command "
+                                "with --resume goes on from there") from None
     finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
+        for sig, was in previous.items():
+            signal.signal(sig, was)
         if bar is not None:
             bar.close()
         if writer is not None:

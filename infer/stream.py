@@ -8,13 +8,14 @@ in-process.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 from typing import Iterable, Iterator
+
+import numpy as np
 
 from ptx.contract import InputKind
 from ptx.errors import InputError
@@ -65,20 +66,24 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -> list[tuple[object, str | None]]:
-    """A worker's task: (value, name) pairs -> (sample, None) or (None, why) each."""
-    out = []
-    for value, name in items:
+def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -> tuple[np.ndarray | None, dict]:
+    """A worker's task: (value, name) pairs -> one uint8 array of the samples made, in order, and
+    {position: why} for the pairs that made none. One array per chunk: the main process unpickles
+    one buffer, not a tuple and an array per picture, and runs the backend on it as it is."""
+    samples, errors = [], {}
+    for i, (value, name) in enumerate(items):
         try:
-            out.append((prepare_picture(value, step, raw=raw, name=name), None))
+            samples.append(prepare_picture(value, step, raw=raw, name=name))
         except InputError as exc:
-            out.append((None, str(exc)))
-    return out
+            errors[i] = str(exc)
+    return (np.stack(samples) if samples else None), errors
 
 
 def _pool(workers: int):
     """A pool whose workers import only the picture code (forkserver: forked from a clean server
     process, not from this one, whose backend may hold threads and a GPU context)."""
+    import multiprocessing  # here: one picture (no pool) starts without it
+
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
@@ -159,18 +164,26 @@ def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_co
 
 
 def _collect(predictor, inputs, task, min_confidence) -> Iterator[Answer]:
-    done = iter(task.get())
-    prepared = [(None, item.error) if item.error is not None else next(done) for item in inputs]
-    yield from _finish(predictor, inputs, prepared, min_confidence)
+    """A worker's finished chunk: its samples through the backend in one run, answers in input order."""
+    batch, errors = task.get()
+    given = [i for i, item in enumerate(inputs) if item.error is None]  # what the worker was handed, in order
+    why = {given[j]: reason for j, reason in errors.items()}
+    made = [i for i in given if i not in why]
+    results = predictor.predict_raw(batch, [inputs[i].source for i in made]) if made else []
+    yield from _answers(inputs, dict(zip(made, mark_low_confidence(results, min_confidence))), why)
 
 
 def _finish(predictor, inputs: list[Input], prepared, min_confidence) -> Iterator[Answer]:
     """One chunk's samples through the backend (one run), answers back in input order."""
     ok = [i for i, (sample, _) in enumerate(prepared) if sample is not None]
     results = predictor.predict_samples([prepared[i][0] for i in ok], [inputs[i].source for i in ok]) if ok else []
-    by_index = dict(zip(ok, mark_low_confidence(results, min_confidence)))
+    why = {i: reason for i, (sample, reason) in enumerate(prepared) if sample is None}
+    yield from _answers(inputs, dict(zip(ok, mark_low_confidence(results, min_confidence))), why)
+
+
+def _answers(inputs: list[Input], predictions: dict[int, Prediction], why: dict[int, str]) -> Iterator[Answer]:
     for i, item in enumerate(inputs):
-        if i in by_index:
-            yield Answer(item.source, prediction=by_index[i])
+        if i in predictions:
+            yield Answer(item.source, prediction=predictions[i])
         else:
-            yield Answer(item.source, error=prepared[i][1])
+            yield Answer(item.source, error=item.error if item.error is not None else why[i])

@@ -8,7 +8,6 @@ import inspect
 import json
 import math
 import sys
-import traceback
 import warnings
 
 import click
@@ -161,11 +160,15 @@ class PtxGroup(click.Group):
             if ctx.params.get("debug"):
                 # Messages are one line with `from None`; --debug shows the cause they came from.
                 exc.__suppress_context__ = False
+                import traceback
+
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted: files already written are complete; nothing half-written was kept", err=True)
+        except KeyboardInterrupt as exc:
+            # A command that knows what it kept says so (predict --output: the count and --resume).
+            click.echo(str(exc) or "interrupted: files already written are complete; nothing half-written was kept",
+                       err=True)
             sys.exit(130)
 
 

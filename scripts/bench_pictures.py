@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""End-to-end pictures/s of `ptx predict` on a folder, against a bare pool doing ptx's own picture
-pipeline, in the same run on the same cores (issue 29; docs/benchmarks.md records the figures).
+"""The picture pipeline's speed, every figure issue 37 asks for in one run on the same cores
+(docs/benchmarks.md records them): ratios within the run, the CPU named.
 
-    python3 scripts/bench_pictures.py FOLDER [--root runs] [--model convnet] [--ray] [--rss 10000,30000]
+    python3 scripts/bench_pictures.py FOLDER [--root runs] [--model convnet] [--repeat N] [--ray] [--rss 10000,30000]
 
-Rows: `ptx predict FOLDER --output answers.parquet` (whole command, start-up included) and its
-time to the first answer on stdout; a bare multiprocessing pool (one process per core) running
-ptx.infer.predictor.prepare_picture on the files while the main process runs ONNX Runtime on
-chunks of 64; with --ray, `ptx predict --ray FOLDER --output DIR` (a local Ray started by the
-command, its start-up included); with --rss, the peak resident memory of streaming N in-memory
-PNGs (a generator) through stream_answers, for each N.
+- pipeline cost per picture: ptx's decode + picture pipeline (prepare_picture, the artifact's own
+  pipeline version) against a plain Pillow decode + area resize to 28x28 of the same files, one
+  process, each file's fastest of 5 interleaved runs (robust to other jobs on the machine);
+- one picture: `ptx predict FILE` (the folder's first) against `python -c "import onnxruntime,
+  numpy, PIL.Image"`, paired runs, the median of each and of the ratios; bytecode is cached first
+  (as an installed ptx has it), so neither side compiles sources;
+- a folder: `ptx predict FOLDER --output answers.parquet` (whole command, start-up included), its
+  first answer on stdout, and two bare pools of one process per core handing chunks of 64 to the
+  main process, which runs ONNX Runtime on each: one doing a plain Pillow decode + area resize,
+  one doing ptx's picture pipeline (with --repeat N, each timed N times in turn, the best kept);
+  with --ray, `ptx predict --ray FOLDER --output DIR`; with --rss, the peak resident memory of
+  streaming N in-memory PNGs through stream_answers, for each N.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,12 +65,23 @@ def _prepare(args):
             out.append(prepare_picture(p, step))
         except InputError:
             pass
-    return out
+    return np.stack(out)
 
 
-def bare_pool(paths: list[str], model_file: Path, workers: int) -> float:
-    """The bare pipeline: a pool prepares chunks of 64 pictures (ptx's decode + picture pipeline),
-    the main process runs ONNX Runtime on each chunk as it arrives, in order."""
+def _plain(path) -> np.ndarray:
+    """The plain decode: Pillow, grey, an area resize to 28x28 (what the issue's bare pool did)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L").resize((28, 28), Image.Resampling.BOX))
+
+
+def _prepare_plain(args):
+    return np.stack([_plain(p) for p in args[1]])
+
+
+def bare_pool(paths: list[str], model_file: Path, workers: int, prepare=_prepare) -> float:
+    """A bare pipeline: a pool prepares chunks of 64 pictures (``prepare``: ptx's decode + picture
+    pipeline, or the plain decode), the main process runs ONNX Runtime on each chunk as it arrives."""
     import onnxruntime as ort
 
     from ptx.infer import open_artifact
@@ -73,9 +93,52 @@ def bare_pool(paths: list[str], model_file: Path, workers: int) -> float:
     name = session.get_inputs()[0].name
     chunks = [(contract.picture, paths[i:i + 64]) for i in range(0, len(paths), 64)]
     with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        for samples in pool.imap(_prepare, chunks):
-            session.run(None, {name: to_model_input(np.stack(samples), contract)})
+        for samples in pool.imap(prepare, chunks):
+            session.run(None, {name: to_model_input(samples, contract)})
     return time.perf_counter() - start
+
+
+def pipeline_cost(paths: list[str], model_file: Path, count: int = 200, repeat: int = 5) -> tuple[float, float]:
+    """Seconds per picture of (ptx's decode + pipeline, a plain decode + area resize), each file's
+    fastest of ``repeat`` runs taken in turn, summed over the first ``count`` files."""
+    from ptx.infer import open_artifact
+    from ptx.infer.predictor import prepare_picture
+
+    step = open_artifact(model_file, "ort-cpu").contract.picture
+    totals = [0.0, 0.0]
+    files = paths[:count]
+    for path in files:
+        best = [math.inf, math.inf]
+        for _ in range(repeat):
+            for i, run in enumerate((lambda: prepare_picture(path, step), lambda: _plain(path))):
+                start = time.perf_counter()
+                run()
+                best[i] = min(best[i], time.perf_counter() - start)
+        totals = [t + b for t, b in zip(totals, best)]
+    return totals[0] / len(files), totals[1] / len(files)
+
+
+def one_picture(path: str, common: list[str], runs: int = 11) -> tuple[float, float, float]:
+    """Median seconds of `ptx predict FILE` and of importing onnxruntime, numpy and Pillow, and the
+    median of their paired ratios. One unmeasured run of each first, with bytecode writing on."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    floor = [sys.executable, "-c", "import onnxruntime, numpy, PIL.Image"]
+    command = [*PTX, "predict", path, *common]
+    for cmd in (floor, command):
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    pairs = [(timed(floor), timed(command)) for _ in range(runs)]
+    return (statistics.median(c for _, c in pairs), statistics.median(f for f, _ in pairs),
+            statistics.median(c / f for f, c in pairs))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def rss_of_stream(n: int, model_file: Path, folder: Path) -> float:
@@ -103,7 +166,10 @@ def main() -> None:
     parser.add_argument("--model", default="convnet")
     parser.add_argument("--ray", action="store_true", help="Also time `ptx predict --ray` (local Ray).")
     parser.add_argument("--rss", default="", help="Comma-separated picture counts to measure peak RSS at.")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Time the folder rows this many times, in turn, and keep each one's best.")
     args = parser.parse_args()
+    from ptx.infer import open_artifact
     from ptx.infer.stream import default_workers
 
     workers = default_workers()
@@ -113,20 +179,38 @@ def main() -> None:
     common = ["--root", args.root, "--model", args.model]
     tmp = Path(tempfile.mkdtemp(prefix="bench-pictures-"))
     try:
-        rows = []
-        predict_s = timed([*PTX, "predict", str(args.folder), *common, "--output", str(tmp / "a.parquet"), "-q"])
-        rows.append(("ptx predict FOLDER --output answers.parquet (whole command)", predict_s))
-        bare_s = bare_pool(paths, model_file, workers)
-        rows.append((f"bare pool of {workers} processes: ptx's picture pipeline + ONNX Runtime", bare_s))
-        first = first_answer([*PTX, "predict", str(args.folder), *common])
+        ptx_s, plain_s = pipeline_cost(paths, model_file)
+        command_s, floor_s, start_ratio = one_picture(paths[0], common)
+        runs = {"predict": [], "plain": [], "bare": [], "first": []}
+        for i in range(args.repeat):  # in turn, so that a change in the machine's load falls on all rows
+            shutil.rmtree(tmp / "a.parquet", ignore_errors=True)
+            runs["predict"].append(timed([*PTX, "predict", str(args.folder), *common, "--output",
+                                          str(tmp / "a.parquet"), "-q"]))
+            runs["plain"].append(bare_pool(paths, model_file, workers, _prepare_plain))
+            runs["bare"].append(bare_pool(paths, model_file, workers))
+            runs["first"].append(first_answer([*PTX, "predict", str(args.folder), *common]))
+        predict_s, plain_pool_s, bare_s, first = (min(v) for v in runs.values())
+        best = f" (best of {args.repeat})" if args.repeat > 1 else ""
+        rows = [(f"ptx predict FOLDER --output answers.parquet (whole command){best}", predict_s),
+                (f"bare pool of {workers} processes: plain Pillow decode + area resize + ONNX Runtime{best}",
+                 plain_pool_s),
+                (f"bare pool of {workers} processes: ptx's picture pipeline + ONNX Runtime{best}", bare_s)]
         if args.ray:
             ray_s = timed([*PTX, "predict", "--ray", str(args.folder), *common, "--output", str(tmp / "ray.parquet")])
             rows.append(("ptx predict --ray FOLDER --output DIR (local Ray, its start included)", ray_s))
-        print(f"{n:,} pictures, {workers} workers, {os.cpu_count()} CPUs\n")
+        step = open_artifact(model_file, "ort-cpu").contract.picture
+        print(f"{cpu_name()}, {os.cpu_count()} CPUs, {workers} workers, {time.strftime('%Y-%m-%d %H:%M')}, "
+              f"load average {os.getloadavg()[0]:.1f}; {args.model}: {step.pipeline} version {step.version}\n")
+        print(f"pipeline cost per picture: {ptx_s * 1e6:,.0f} us (ptx: decode + picture pipeline) against "
+              f"{plain_s * 1e6:,.0f} us (plain decode + area resize): {ptx_s / plain_s:.2f}x")
+        print(f"one picture: `ptx predict {Path(paths[0]).name}` {command_s:.3f} s against the import floor "
+              f"{floor_s:.3f} s: {command_s / floor_s:.2f}x (median of paired ratios {start_ratio:.2f}x)\n")
+        print(f"{n:,} pictures:\n")
         print("| | s | pictures/s |\n| --- | ---: | ---: |")
         for label, s in rows:
             print(f"| {label} | {s:.1f} | {n / s:,.0f} |")
-        print(f"\nptx predict / bare pool: {bare_s / predict_s:.2f}x; first answer on stdout after {first:.2f} s")
+        print(f"\nptx predict / bare pool with a plain resize: {plain_pool_s / predict_s:.2f}x; / bare pool with "
+              f"ptx's pipeline: {bare_s / predict_s:.2f}x; first answer on stdout after {first:.2f} s")
         if args.ray:
             print(f"Ray Data / streaming ptx predict: {predict_s / ray_s:.2f}x")
         for count in [int(c) for c in args.rss.split(",") if c.strip()]:

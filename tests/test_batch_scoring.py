@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,10 +130,13 @@ def test_output_in_each_format_reads_back_with_errors_as_rows(convnet, folder, t
             assert np.allclose(row["logits"], want["logits"], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("suffix,how", [("jsonl", signal.SIGKILL), ("parquet", signal.SIGTERM)])
+@pytest.mark.parametrize("suffix,how", [("jsonl", signal.SIGKILL), ("parquet", signal.SIGTERM),
+                                        ("jsonl", signal.SIGINT)])
 def test_resume_after_a_killed_run_answers_every_input_once(convnet, folder, tmp_path, suffix, how):
     """A run killed part-way (kill -9 for JSON Lines, with a row cut short; kill for Parquet, which
-    closes the open part) and then --resume'd holds every input once, with the answers of one run."""
+    closes the open part; Ctrl-C) and then --resume'd holds every input once, with the answers of one
+    run. A kill the command sees says how many answers the file keeps, exactly, and that --resume
+    goes on from there."""
     root = str(convnet.parent)
     out = tmp_path / f"answers.{suffix}"
     env = {**os.environ, "PTX_PARQUET_PART_ROWS": "16"}
@@ -146,7 +150,19 @@ def test_resume_after_a_killed_run_answers_every_input_once(convnet, folder, tmp
         time.sleep(0.05)
     proc.send_signal(how)
     proc.wait(timeout=30)
-    if suffix == "jsonl":
+    if how != signal.SIGKILL:
+        said = proc.stderr.read().decode().strip().splitlines()[-1]
+        kept = re.fullmatch(rf"interrupted: ([\d,]+) answers are kept in {re.escape(str(out))}; the same command "
+                            r"with --resume goes on from there", said)
+        assert kept, said
+        if suffix == "jsonl":
+            held = len(out.read_text().splitlines())
+        else:
+            import pyarrow.parquet as pq
+
+            held = pq.read_table(out).num_rows
+        assert int(kept.group(1).replace(",", "")) == held > 0
+    if how == signal.SIGKILL:
         with open(out, "a") as fh:
             fh.write('{"input": "half a ro')  # a write cut short by the kill
     done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=120)

@@ -313,7 +313,11 @@ def test_the_documents_reference_code_reproduces_ptx_step_by_step(runs, model_na
 
 
 PIPELINE_PARAMS = {  # parameters no registered model uses, so that every branch of the reference is compared
-    "mnist-digit": [dict(paper_window=0.0), dict(canvas=32, box=16, ink_threshold=0.35, paper_window=0.2)],
+    "mnist-digit": [dict(paper_window=0.0), dict(canvas=32, box=16, ink_threshold=0.35, paper_window=0.2),
+                    dict(version=1), dict(version=2, paper_window=0.0),
+                    dict(version=2, canvas=32, box=16, ink_threshold=0.35, paper_window=0.2),
+                    # box 48: the ink spans fewer search pixels than that, so its region is read from a finer copy
+                    dict(version=2, canvas=56, box=48), dict(version=2, canvas=56, box=48, paper_window=0.0)],
     "fashion-product": [dict(sharpen_radius=0.0), dict(canvas=32, trim_threshold=0.1, sharpen_radius=2.0)],
 }
 

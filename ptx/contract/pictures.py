@@ -23,7 +23,9 @@ from PIL import Image, ImageFilter
 
 from ptx.errors import InputError
 
+from . import mnist_digit_v2
 from .decode import MAX_PIXELS, open_image  # noqa: F401 (MAX_PIXELS: the bound, where callers look for it)
+from .morphology import opening
 from .schema import PictureStep
 
 CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: a last array axis of this size is colour, not width
@@ -31,6 +33,21 @@ CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: a last array axis of this size is colou
 
 def to_grayscale(image: Image.Image, name: str = "image") -> np.ndarray:
     """Any Pillow mode -> float32 (H, W) in [0, 255]; transparency is composited on white paper."""
+    gray = _grayscale(image, name)
+    return gray if isinstance(gray, np.ndarray) else np.asarray(gray, dtype=np.float32)
+
+
+def to_gray8(image: Image.Image, name: str = "image") -> Image.Image:
+    """``to_grayscale`` rounded to 8 bits, as a mode L image: the same numbers, with no float copy of
+    a picture that is 8-bit already (almost every one), for the pipelines that read 8-bit pictures."""
+    if image.mode == "L" and "transparency" not in image.info:
+        return image  # the common case, spared _grayscale's checks
+    gray = _grayscale(image, name)
+    return gray if isinstance(gray, Image.Image) else Image.fromarray(np.round(gray).astype(np.uint8))
+
+
+def _grayscale(image: Image.Image, name: str):
+    """A mode L image, or for 16-bit, 32-bit and float pictures a float32 array scaled to [0, 255]."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float32)
         if not np.isfinite(values).all():
@@ -49,7 +66,7 @@ def to_grayscale(image: Image.Image, name: str = "image") -> np.ndarray:
             raise InputError(f"{name}: the image is fully transparent: there is nothing to predict")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, rgba)
-    return np.asarray(image.convert("L"), dtype=np.float32)
+    return image if image.mode == "L" else image.convert("L")
 
 
 def array_to_image(array: np.ndarray, name: str = "array") -> Image.Image:
@@ -101,18 +118,24 @@ def picture_sample(item, step: PictureStep, raw: bool = False, name: str | None 
     ``raw`` takes a picture that is already canvas x canvas as it is (dataset-like)."""
     name = name or (str(item) if isinstance(item, (str, Path)) else "image")
     image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
-    gray = to_grayscale(image, name)
     canvas = step.canvas
     if raw:
+        gray = to_grayscale(image, name)
         if gray.shape != (canvas, canvas):
             raise InputError(f"{name}: --raw needs a {canvas}x{canvas} image, got {gray.shape[1]}x{gray.shape[0]}")
         return np.round(gray).astype(np.uint8)
-    return PIPELINES[step.pipeline](gray, name=name, **step.options)
+    options = step.options
+    gray = to_gray8(image, name) if options.get("version", 1) in EIGHT_BIT.get(step.pipeline, ()) \
+        else to_grayscale(image, name)
+    return PIPELINES[step.pipeline](gray, name=name, **options)
 
 
 def _resize(gray: np.ndarray, width: int, height: int, resample, box=None) -> np.ndarray:
-    image = Image.fromarray(gray.astype(np.float32), mode="F").resize((width, height), resample, box=box)
-    return np.clip(np.asarray(image), 0, 255)
+    # frombuffer and tobytes: the same float32 values as fromarray and asarray, with less bookkeeping
+    # (a few microseconds a call, which a folder of small pictures pays twice a picture).
+    gray = np.ascontiguousarray(gray, dtype=np.float32)
+    image = Image.frombuffer("F", gray.shape[::-1], gray, "raw", "F", 0, 1).resize((width, height), resample, box=box)
+    return np.clip(np.frombuffer(image.tobytes(), dtype=np.float32).reshape(height, width), 0, 255)
 
 
 PAPER_SIDE = 64  # the paper's light is estimated on a copy this small: it varies slowly
@@ -123,18 +146,14 @@ def flatten_paper(gray: np.ndarray, window: float, lit_paper: bool = False) -> n
     """Light ink on dark paper -> the same with the paper's own brightness taken away at every
     pixel, so that a shadow or uneven light is not mistaken for ink. The paper is what a grey
     opening (a min filter, then a max filter) with a square window of ``window`` x the longer side
-    leaves: strokes narrower than the window vanish from it, slow changes of light stay. Hand
-    written with numpy (Pillow's rank filters replicate the edge, which turns light rising towards
-    an edge into a band of false ink; the odd reflection here continues the slope instead)."""
+    leaves (``morphology.opening``): strokes narrower than the window vanish from it, slow changes
+    of light stay."""
     h, w = gray.shape
     scale = min(1.0, PAPER_SIDE / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX))
     k = max(3, 2 * int(window * max(size) / 2) + 1)  # the longer side: a narrow "1" keeps its stroke
-    r = k // 2
-    paper = np.pad(small, 2 * r, mode="reflect", reflect_type="odd")
-    for rank in (np.minimum, np.maximum):  # each pass trims r from every side: back to the small size
-        paper = _window_rank(_window_rank(paper, k, 0, rank), k, 1, rank)
+    paper = opening(small, k)
     paper = Image.fromarray(np.ascontiguousarray(paper, dtype=np.float32), mode="F")
     paper = np.asarray(paper.resize((w, h), Image.Resampling.BILINEAR))
     ink = np.clip(gray - paper, 0, None)
@@ -147,25 +166,16 @@ def flatten_paper(gray: np.ndarray, window: float, lit_paper: bool = False) -> n
     return ink
 
 
-def _window_rank(a: np.ndarray, k: int, axis: int, rank) -> np.ndarray:
-    """The min (``rank`` = np.minimum) or max of every ``k``-long window of ``a`` along ``axis``
-    (the valid windows only: k - 1 shorter). Doubling: windows of 1, 2, 4, ... are combined from
-    shifted copies, so the work is log2(k) whole-array operations on contiguous memory, where a
-    reduction over sliding_window_view's strided last axis cost a Python-speed inner loop per
-    pixel. Min and max are exact: the result is the sliding window's to the bit."""
-    a = np.moveaxis(a, axis, 0)
-    out, span = a, 1  # out[i] = rank of a[i : i + span]
-    while span * 2 <= k:
-        out = rank(out[:-span], out[span:])
-        span *= 2
-    if span < k:  # the rest: two overlapping windows of ``span`` cover k
-        out = rank(out[:len(a) - k + 1], out[k - span:k - span + len(a) - k + 1])
-    return np.moveaxis(out[:len(a) - k + 1], 0, axis)
-
-
-def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_threshold: float = 0.2,
+def mnist_digit(gray, *, version: int = 1, canvas: int = 28, box: int = 20, ink_threshold: float = 0.2,
                 paper_window: float = 0.34, name: str = "image") -> np.ndarray:
-    """(H, W) grey -> (canvas, canvas) uint8, light digit on dark, centred by mass in a box x box."""
+    """(H, W) grey -> (canvas, canvas) uint8, light digit on dark, centred by mass in a box x box.
+    ``gray``: to_grayscale's float32 array (either version), or to_gray8's L image (version 2)."""
+    if version == 2:
+        if not isinstance(gray, Image.Image):
+            gray = Image.fromarray(np.round(gray).astype(np.uint8))
+        ink = mnist_digit_v2.mnist_digit(gray, canvas=canvas, box=box, ink_threshold=ink_threshold,
+                                         paper_window=paper_window, name=name)
+        return _fit_in_canvas(ink, canvas, box, name)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     lit_paper = np.median(border) > 127
     if lit_paper:  # light paper: MNIST wants light ink on black
@@ -180,7 +190,12 @@ def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_thresh
     gray = gray * (255.0 / top)
     rows = np.flatnonzero((gray > ink_threshold * 255).any(axis=1))
     cols = np.flatnonzero((gray > ink_threshold * 255).any(axis=0))
-    ink = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return _fit_in_canvas(gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], canvas, box, name)
+
+
+def _fit_in_canvas(ink: np.ndarray, canvas: int, box: int, name: str) -> np.ndarray:
+    """The ink's crop (0-255 float) scaled so that its longer side is ``box`` (Lanczos) and pasted
+    into a canvas x canvas black square with its centre of mass in the middle, rounded to uint8."""
     h, w = ink.shape
     factor = box / max(h, w)
     fitted = _resize(ink, max(1, round(w * factor)), max(1, round(h * factor)), Image.Resampling.LANCZOS)
@@ -197,7 +212,7 @@ def mnist_digit(gray: np.ndarray, *, canvas: int = 28, box: int = 20, ink_thresh
     return np.round(out).astype(np.uint8)
 
 
-def fashion_product(gray: np.ndarray, *, canvas: int = 28, trim_threshold: float = 0.05,
+def fashion_product(gray: np.ndarray, *, version: int = 1, canvas: int = 28, trim_threshold: float = 0.05,
                     sharpen_radius: float = 0.0, name: str = "image") -> np.ndarray:
     """(H, W) grey -> (canvas, canvas) uint8 the way Fashion-MNIST was made from product photos,
     resampled so that a product picture at any size (an enlarged thumbnail, a large photo) lands on
@@ -242,3 +257,5 @@ def fashion_product(gray: np.ndarray, *, canvas: int = 28, trim_threshold: float
 
 
 PIPELINES = {"mnist-digit": mnist_digit, "fashion-product": fashion_product}
+# The versions of each pipeline that read to_gray8's 8-bit picture rather than a float copy.
+EIGHT_BIT = {"mnist-digit": (2,)}

@@ -73,6 +73,11 @@ PICTURE_PIPELINES: dict[str, dict[str, Any]] = {
     "mnist-digit": {"canvas": 28, "box": 20, "ink_threshold": 0.2, "paper_window": 0.34},
     "fashion-product": {"canvas": 28, "trim_threshold": 0.05, "sharpen_radius": 0.0},
 }
+# The versions of each pipeline this ptx computes, oldest first. A new version gives other samples
+# (mnist-digit 2: the same steps at the size each needs); an artifact keeps the version it was
+# exported with, to the bit. The parameter ``version`` is absent from what ptx wrote before versions
+# existed, which reads as 1; ptx writes it only when it is not 1, and a new export takes the newest.
+PICTURE_VERSIONS: dict[str, tuple[int, ...]] = {"mnist-digit": (1, 2), "fashion-product": (1,)}
 TEXT_ENCODINGS = ("latin-1", "vocab")
 TOLERANCE_DEVICES = ("cpu", "cuda")
 
@@ -147,6 +152,8 @@ class PictureStep:
 
     @classmethod
     def make(cls, pipeline: str, **params) -> "PictureStep":
+        """The step a new export writes: the pipeline's newest version unless ``version`` is given."""
+        params.setdefault("version", PICTURE_VERSIONS.get(pipeline, (1,))[-1])
         return cls.from_dict({"op": cls.op, "pipeline": pipeline, "params": params}, "preprocessing[0]")
 
     @property
@@ -157,8 +164,13 @@ class PictureStep:
     def canvas(self) -> int:
         return self.options["canvas"]
 
+    @property
+    def version(self) -> int:
+        return self.options["version"]
+
     def to_dict(self) -> dict:
-        return {"op": self.op, "pipeline": self.pipeline, "params": dict(self.params)}
+        params = {k: v for k, v in self.params if not (k == "version" and v == 1)}  # as ptx wrote it before versions
+        return {"op": self.op, "pipeline": self.pipeline, "params": params}
 
     @classmethod
     def from_dict(cls, doc: Mapping, path: str) -> "PictureStep":
@@ -168,12 +180,20 @@ class PictureStep:
             raise _fail(f"{path}.pipeline", f"unknown picture pipeline {name!r} (known: {', '.join(PICTURE_PIPELINES)})")
         defaults = PICTURE_PIPELINES[name]
         given = _mapping(f"{path}.params", doc["params"])
-        _keys(f"{path}.params", given, set(), set(defaults))
-        params = {**defaults, **given}
+        _keys(f"{path}.params", given, set(), set(defaults) | {"version"})
+        params = {**defaults, "version": 1, **given}
         checked = {}
         for key, value in params.items():
             where = f"{path}.params.{key}"
-            if key == "canvas":
+            if key == "version":
+                versions = PICTURE_VERSIONS[name]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise _fail(where, f"{value!r} is not a version number (known: {', '.join(map(str, versions))})")
+                if value not in versions:
+                    raise _fail(where, f"{name} version {value} is newer than this ptx computes "
+                                       f"({', '.join(map(str, versions))}): upgrade ptx")
+                checked[key] = value
+            elif key == "canvas":
                 checked[key] = _int(where, value, minimum=8)
             elif key == "box":
                 checked[key] = _int(where, value, minimum=1)
