@@ -245,7 +245,7 @@ def test_export_and_predict_refuse_a_run_an_older_ptx_trained_on_mismatched_data
 
 def test_models_and_data_list_show_the_same_facts():
     runner = CliRunner()
-    table = runner.invoke(cli, ["models"]).output.splitlines()
+    table = runner.invoke(cli, ["models"], env={"COLUMNS": "160"}).output.splitlines()  # wide: no cell wraps
     assert "takes" in table[0]
     assert any(line.startswith("gru-classifier ") and "Latin-1 words -> 6 classes" in line for line in table)
     listed = runner.invoke(cli, ["data", "list"]).output.splitlines()
