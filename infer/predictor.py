@@ -13,7 +13,7 @@ from ptx.contract import ContractError
 from ptx.contract import catalog
 from ptx.contract.datasets import recorded_mismatch
 from ptx.contract.metadata import CONTRACT, ArtifactInfo, from_strings
-from ptx.contract.pictures import picture_sample, split_array_batch
+from ptx.contract.pictures import picture_sample, picture_samples, split_array_batch
 from ptx.contract.transforms import (collate, decisions, encode_text, length_groups, pictures_from_model_input, softmax,
                                     to_model_input)
 from ptx.errors import ArtifactError, InputError, NotPtxArtifactError, quoted
@@ -315,16 +315,40 @@ class Predictor:
 
 def prepare_picture(item, step, raw: bool = False, name: str | None = None) -> np.ndarray:
     """One picture (path, image file's bytes, PIL image, array) -> one raw sample by the picture
-    ``step``: what prepare_one does for an image model, without the model, so that worker processes
-    (infer/stream.py) run it. Raises InputError."""
+    ``step``: what prepare_one does for an image model, without the model. Raises InputError."""
+    _check_picture(item)
+    if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
+        name = name or _describe(item)
+    return picture_sample(item, step, raw=raw, name=name)
+
+
+def prepare_pictures(items: Sequence[tuple[object, str | None]], step, raw: bool = False) -> list:
+    """(picture, name) pairs -> each one's raw sample, or the InputError that says why it has none:
+    ``prepare_picture`` of each, the same samples, with the picture pipeline run over all of them at
+    once where it can be (ptx.contract.pictures.picture_samples); worker processes run it on a
+    folder's chunks (infer/stream.py)."""
+    out: list = [None] * len(items)
+    todo, values, names = [], [], []
+    for i, (item, name) in enumerate(items):
+        try:
+            _check_picture(item)
+        except InputError as exc:
+            out[i] = exc
+            continue
+        todo.append(i)
+        values.append(item)
+        names.append((name or _describe(item)) if isinstance(item, BYTES) else name)
+    for i, sample in zip(todo, picture_samples(values, step, raw=raw, names=names)):
+        out[i] = sample
+    return out
+
+
+def _check_picture(item) -> None:
     if not isinstance(item, (str, Path, Image.Image, np.ndarray, *BYTES)):
         raise InputError(f"{_describe(item)}: not a picture (give a path, an image file's bytes or a binary "
                          "file object, a PIL image or a numpy array)")
     if isinstance(item, str) and len(item) > 4096:  # no path is this long: text given for a picture
         raise InputError(f"{quoted(item)}: not a picture path (give a path, bytes, a PIL image or a numpy array)")
-    if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
-        name = name or _describe(item)
-    return picture_sample(item, step, raw=raw, name=name)
 
 
 def mark_low_confidence(results: list[Prediction], min_confidence: float | None) -> list[Prediction]:

@@ -20,7 +20,7 @@ import numpy as np
 from ptx.contract import InputKind
 from ptx.errors import InputError
 
-from .predictor import Prediction, Predictor, mark_low_confidence, prepare_picture
+from .predictor import Prediction, Predictor, is_stream, mark_low_confidence, prepare_pictures
 
 CHUNK = 64  # inputs per worker task and per backend run: a worker's task is ~50 ms of pictures
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: one being made, one ready when it is asked for
@@ -71,11 +71,11 @@ def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -
     {position: why} for the pairs that made none. One array per chunk: the main process unpickles
     one buffer, not a tuple and an array per picture, and runs the backend on it as it is."""
     samples, errors = [], {}
-    for i, (value, name) in enumerate(items):
-        try:
-            samples.append(prepare_picture(value, step, raw=raw, name=name))
-        except InputError as exc:
-            errors[i] = str(exc)
+    for i, made in enumerate(prepare_pictures(items, step, raw=raw)):
+        if isinstance(made, InputError):
+            errors[i] = str(made)
+        else:
+            samples.append(made)
     return (np.stack(samples) if samples else None), errors
 
 
@@ -129,16 +129,25 @@ def _chunks(parts: list[Iterable[Input]], chunk: int) -> Iterator[list[Input]]:
 
 def _answer_in_process(predictor, parts, raw, chunk, min_confidence) -> Iterator[Answer]:
     for inputs in _chunks(parts, chunk):
-        prepared = []
-        for item in inputs:
-            if item.error is not None:
-                prepared.append((None, item.error))
-                continue
-            try:
-                prepared.append((predictor.prepare_one(item.value, raw=raw, name=item.name), None))
-            except InputError as exc:
-                prepared.append((None, str(exc)))
-        yield from _finish(predictor, inputs, prepared, min_confidence)
+        yield from _finish(predictor, inputs, _prepare_chunk(predictor, inputs, raw), min_confidence)
+
+
+def _prepare_chunk(predictor, inputs: list[Input], raw: bool) -> list[tuple[np.ndarray | None, str | None]]:
+    """(sample, None) or (None, why) per input. Pictures go through prepare_pictures together (the
+    pipeline's form for many at once); file objects and other kinds through prepare_one each."""
+    given = [i for i, item in enumerate(inputs) if item.error is None]
+    prepared: list = [(None, item.error) for item in inputs]
+    if predictor.contract.kind is InputKind.IMAGE and not any(is_stream(inputs[i].value) for i in given):
+        made = prepare_pictures([(inputs[i].value, inputs[i].name) for i in given], predictor.contract.picture, raw)
+        for i, sample in zip(given, made):
+            prepared[i] = (None, str(sample)) if isinstance(sample, InputError) else (sample, None)
+        return prepared
+    for i in given:
+        try:
+            prepared[i] = (predictor.prepare_one(inputs[i].value, raw=raw, name=inputs[i].name), None)
+        except InputError as exc:
+            prepared[i] = (None, str(exc))
+    return prepared
 
 
 def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_confidence) -> Iterator[Answer]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -633,6 +634,11 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         stdin = stream.read()
     from ptx.infer.scoring import score
 
+    # ONNX Runtime's intra-op threads spin between runs by default; while worker processes prepare a
+    # folder's pictures on every core, the spinning took the CPU they needed (10,000 PNGs on 2 cores:
+    # main process 2.5 s of CPU with spinning, 1.3 s without; docs/benchmarks.md). One picture
+    # makes one run, for which spinning changes nothing. PTX_ORT_SPINNING=1 restores it.
+    os.environ.setdefault("PTX_ORT_SPINNING", "0")
     errors = score(list(inputs), output=output, resume=resume, workers=workers, quiet=quiet, as_json=as_json,
                    topk=topk or 0, model=model, backend=backend, device=device, precision=precision,
                    artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,

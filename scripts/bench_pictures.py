@@ -4,16 +4,17 @@
 
     python3 scripts/bench_pictures.py FOLDER [--root runs] [--model convnet] [--repeat N] [--ray] [--rss 10000,30000]
 
-- pipeline cost per picture: ptx's decode + picture pipeline (prepare_picture, the artifact's own
-  pipeline version) against a plain Pillow decode + area resize to 28x28 of the same files, one
-  process, each file's fastest of 5 interleaved runs (robust to other jobs on the machine);
+- pipeline cost per picture: ptx's decode + picture pipeline (the artifact's own pipeline version),
+  in chunks of 64 as `ptx predict FOLDER`'s workers run it and one picture at a time, against a
+  plain Pillow decode + area resize to 28x28 of the same files: this process's CPU time, each
+  row's fastest of 7 runs taken in turn (robust to other jobs on the machine);
 - one picture: `ptx predict FILE` (the folder's first) against `python -c "import onnxruntime,
   numpy, PIL.Image"`, paired runs, the median of each and of the ratios; bytecode is cached first
   (as an installed ptx has it), so neither side compiles sources;
 - a folder: `ptx predict FOLDER --output answers.parquet` (whole command, start-up included), its
   first answer on stdout, and two bare pools of one process per core handing chunks of 64 to the
-  main process, which runs ONNX Runtime on each: one doing a plain Pillow decode + area resize,
-  one doing ptx's picture pipeline (with --repeat N, each timed N times in turn, the best kept);
+  main process, which runs ONNX Runtime on each (its threads not spinning, as in `ptx predict`):
+  one doing a plain Pillow decode + area resize, one doing ptx's picture pipeline (with --repeat N, each timed N times in turn, the best kept);
   with --ray, `ptx predict --ray FOLDER --output DIR`; with --rss, the peak resident memory of
   streaming N in-memory PNGs through stream_answers, for each N.
 """
@@ -55,17 +56,11 @@ def first_answer(cmd: list[str]) -> float:
 
 
 def _prepare(args):
-    from ptx.infer.predictor import prepare_picture
-    from ptx.errors import InputError
+    """ptx's worker task on one chunk: decode and picture pipeline, the chunk's pictures together."""
+    from ptx.infer.predictor import prepare_pictures
 
     step, paths = args
-    out = []
-    for p in paths:
-        try:
-            out.append(prepare_picture(p, step))
-        except InputError:
-            pass
-    return np.stack(out)
+    return np.stack([s for s in prepare_pictures([(p, None) for p in paths], step) if isinstance(s, np.ndarray)])
 
 
 def _plain(path) -> np.ndarray:
@@ -81,7 +76,9 @@ def _prepare_plain(args):
 
 def bare_pool(paths: list[str], model_file: Path, workers: int, prepare=_prepare) -> float:
     """A bare pipeline: a pool prepares chunks of 64 pictures (``prepare``: ptx's decode + picture
-    pipeline, or the plain decode), the main process runs ONNX Runtime on each chunk as it arrives."""
+    pipeline, or the plain decode), the main process runs ONNX Runtime on each chunk as it arrives,
+    its threads not spinning between runs (as `ptx predict` runs it: spinning threads take the CPU
+    the pool needs)."""
     import onnxruntime as ort
 
     from ptx.infer import open_artifact
@@ -89,7 +86,9 @@ def bare_pool(paths: list[str], model_file: Path, workers: int, prepare=_prepare
 
     contract = open_artifact(model_file, "ort-cpu").contract
     start = time.perf_counter()
-    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     chunks = [(contract.picture, paths[i:i + 64]) for i in range(0, len(paths), 64)]
     with multiprocessing.get_context("forkserver").Pool(workers) as pool:
@@ -98,24 +97,27 @@ def bare_pool(paths: list[str], model_file: Path, workers: int, prepare=_prepare
     return time.perf_counter() - start
 
 
-def pipeline_cost(paths: list[str], model_file: Path, count: int = 200, repeat: int = 5) -> tuple[float, float]:
-    """Seconds per picture of (ptx's decode + pipeline, a plain decode + area resize), each file's
-    fastest of ``repeat`` runs taken in turn, summed over the first ``count`` files."""
+def pipeline_cost(paths: list[str], model_file: Path, count: int = 256, repeat: int = 7) -> dict[str, float]:
+    """CPU seconds per picture (this process's, so that other jobs on the machine count less) of ptx's
+    decode + pipeline one picture at a time ("alone"), of the same in chunks of 64 as `ptx predict
+    FOLDER`'s workers run it ("in a folder"), and of a plain decode + area resize ("plain"), over
+    the first ``count`` files: each row's fastest of ``repeat`` runs, the rows taken in turn."""
     from ptx.infer import open_artifact
-    from ptx.infer.predictor import prepare_picture
+    from ptx.infer.predictor import prepare_picture, prepare_pictures
 
     step = open_artifact(model_file, "ort-cpu").contract.picture
-    totals = [0.0, 0.0]
     files = paths[:count]
-    for path in files:
-        best = [math.inf, math.inf]
-        for _ in range(repeat):
-            for i, run in enumerate((lambda: prepare_picture(path, step), lambda: _plain(path))):
-                start = time.perf_counter()
-                run()
-                best[i] = min(best[i], time.perf_counter() - start)
-        totals = [t + b for t, b in zip(totals, best)]
-    return totals[0] / len(files), totals[1] / len(files)
+    rows = {"alone": lambda: [prepare_picture(p, step) for p in files],
+            "in a folder": lambda: [prepare_pictures([(p, None) for p in files[i:i + 64]], step)
+                                    for i in range(0, len(files), 64)],
+            "plain": lambda: [_plain(p) for p in files]}
+    best = dict.fromkeys(rows, math.inf)
+    for _ in range(repeat):
+        for key, run in rows.items():
+            start = time.process_time()
+            run()
+            best[key] = min(best[key], time.process_time() - start)
+    return {key: seconds / len(files) for key, seconds in best.items()}
 
 
 def one_picture(path: str, common: list[str], runs: int = 11) -> tuple[float, float, float]:
@@ -179,7 +181,7 @@ def main() -> None:
     common = ["--root", args.root, "--model", args.model]
     tmp = Path(tempfile.mkdtemp(prefix="bench-pictures-"))
     try:
-        ptx_s, plain_s = pipeline_cost(paths, model_file)
+        cost = pipeline_cost(paths, model_file)
         command_s, floor_s, start_ratio = one_picture(paths[0], common)
         runs = {"predict": [], "plain": [], "bare": [], "first": []}
         for i in range(args.repeat):  # in turn, so that a change in the machine's load falls on all rows
@@ -201,8 +203,11 @@ def main() -> None:
         step = open_artifact(model_file, "ort-cpu").contract.picture
         print(f"{cpu_name()}, {os.cpu_count()} CPUs, {workers} workers, {time.strftime('%Y-%m-%d %H:%M')}, "
               f"load average {os.getloadavg()[0]:.1f}; {args.model}: {step.pipeline} version {step.version}\n")
-        print(f"pipeline cost per picture: {ptx_s * 1e6:,.0f} us (ptx: decode + picture pipeline) against "
-              f"{plain_s * 1e6:,.0f} us (plain decode + area resize): {ptx_s / plain_s:.2f}x")
+        plain_s = cost["plain"]
+        print(f"pipeline cost per picture (CPU time): in a folder (chunks of 64) {cost['in a folder'] * 1e6:,.0f} us, "
+              f"alone {cost['alone'] * 1e6:,.0f} us (ptx: decode + picture pipeline) against {plain_s * 1e6:,.0f} us "
+              f"(plain decode + area resize): {cost['in a folder'] / plain_s:.2f}x in a folder, "
+              f"{cost['alone'] / plain_s:.2f}x alone")
         print(f"one picture: `ptx predict {Path(paths[0]).name}` {command_s:.3f} s against the import floor "
               f"{floor_s:.3f} s: {command_s / floor_s:.2f}x (median of paired ratios {start_ratio:.2f}x)\n")
         print(f"{n:,} pictures:\n")

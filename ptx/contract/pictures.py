@@ -15,8 +15,10 @@ docs/artifact-format.md gives each step precisely enough to re-implement it. Fil
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -118,16 +120,54 @@ def picture_sample(item, step: PictureStep, raw: bool = False, name: str | None 
     ``raw`` takes a picture that is already canvas x canvas as it is (dataset-like)."""
     name = name or (str(item) if isinstance(item, (str, Path)) else "image")
     image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
-    canvas = step.canvas
     if raw:
-        gray = to_grayscale(image, name)
-        if gray.shape != (canvas, canvas):
-            raise InputError(f"{name}: --raw needs a {canvas}x{canvas} image, got {gray.shape[1]}x{gray.shape[0]}")
-        return np.round(gray).astype(np.uint8)
-    options = step.options
-    gray = to_gray8(image, name) if options.get("version", 1) in EIGHT_BIT.get(step.pipeline, ()) \
-        else to_grayscale(image, name)
-    return PIPELINES[step.pipeline](gray, name=name, **options)
+        return _raw_sample(image, step.canvas, name)
+    return PIPELINES[step.pipeline](_gray_for(image, step, name), name=name, **step.options)
+
+
+def picture_samples(items: Sequence, step: PictureStep, raw: bool = False,
+                    names: Sequence[str | None] | None = None) -> list[np.ndarray | InputError]:
+    """``picture_sample`` of many pictures: each one's sample, or the InputError that says why it has
+    none, the same numbers as one at a time. A pipeline with a form for many pictures at once
+    (``BATCHED``) runs it over them: a worker's chunk of a folder costs numpy's per-call price once."""
+    names = list(names) if names is not None else [None] * len(items)
+    batched = None if raw else BATCHED.get((step.pipeline, step.options.get("version", 1)))
+    out: list = [None] * len(items)
+    if batched is None:
+        for i, (item, name) in enumerate(zip(items, names)):
+            try:
+                out[i] = picture_sample(item, step, raw=raw, name=name)
+            except InputError as exc:
+                out[i] = exc
+        return out
+    grays, where, named = [], [], []
+    for i, (item, name) in enumerate(zip(items, names)):
+        name = name or (str(item) if isinstance(item, (str, Path)) else "image")
+        try:
+            image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
+            grays.append(_gray_for(image, step, name))
+        except InputError as exc:
+            out[i] = exc
+            continue
+        where.append(i)
+        named.append(name)
+    for i, name, sample in zip(where, named, batched(grays, names=named, **step.options)):
+        out[i] = sample
+    return out
+
+
+def _raw_sample(image: Image.Image, canvas: int, name: str) -> np.ndarray:
+    gray = to_grayscale(image, name)
+    if gray.shape != (canvas, canvas):
+        raise InputError(f"{name}: --raw needs a {canvas}x{canvas} image, got {gray.shape[1]}x{gray.shape[0]}")
+    return np.round(gray).astype(np.uint8)
+
+
+def _gray_for(image: Image.Image, step: PictureStep, name: str):
+    """The grey picture ``step``'s pipeline reads: to_gray8's 8-bit image or to_grayscale's floats."""
+    if step.options.get("version", 1) in EIGHT_BIT.get(step.pipeline, ()):
+        return to_gray8(image, name)
+    return to_grayscale(image, name)
 
 
 def _resize(gray: np.ndarray, width: int, height: int, resample, box=None) -> np.ndarray:
@@ -193,6 +233,20 @@ def mnist_digit(gray, *, version: int = 1, canvas: int = 28, box: int = 20, ink_
     return _fit_in_canvas(gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], canvas, box, name)
 
 
+def mnist_digits_v2(grays: Sequence[Image.Image], *, names: Sequence[str], version: int = 2, canvas: int = 28,
+                    box: int = 20, ink_threshold: float = 0.2, paper_window: float = 0.34) -> list[np.ndarray | InputError]:
+    """``mnist_digit`` (version 2) of many 8-bit pictures: each one's sample or why it has none."""
+    inks = mnist_digit_v2.mnist_digits(grays, canvas=canvas, box=box, ink_threshold=ink_threshold,
+                                       paper_window=paper_window, names=names)
+    out: list = []
+    for ink, name in zip(inks, names):
+        try:
+            out.append(ink if isinstance(ink, InputError) else _fit_in_canvas(ink, canvas, box, name))
+        except InputError as exc:
+            out.append(exc)
+    return out
+
+
 def _fit_in_canvas(ink: np.ndarray, canvas: int, box: int, name: str) -> np.ndarray:
     """The ink's crop (0-255 float) scaled so that its longer side is ``box`` (Lanczos) and pasted
     into a canvas x canvas black square with its centre of mass in the middle, rounded to uint8."""
@@ -202,7 +256,7 @@ def _fit_in_canvas(ink: np.ndarray, canvas: int, box: int, name: str) -> np.ndar
     mass = fitted.sum()
     if mass <= 0:
         raise InputError(f"{name}: no ink found after scaling")
-    cy, cx = (np.indices(fitted.shape) * fitted).reshape(2, -1).sum(axis=1) / mass
+    cy, cx = (_indices(fitted.shape) * fitted).reshape(2, -1).sum(axis=1) / mass
     centre = canvas / 2
     top_left = (int(round(centre - cy)), int(round(centre - cx)))
     out = np.zeros((canvas, canvas), dtype=np.float32)
@@ -210,6 +264,14 @@ def _fit_in_canvas(ink: np.ndarray, canvas: int, box: int, name: str) -> np.ndar
     y1, x1 = min(canvas, top_left[0] + fitted.shape[0]), min(canvas, top_left[1] + fitted.shape[1])
     out[y0:y1, x0:x1] = fitted[y0 - top_left[0]:y1 - top_left[0], x0 - top_left[1]:x1 - top_left[1]]
     return np.round(out).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1024)
+def _indices(shape: tuple[int, int]) -> np.ndarray:
+    """np.indices(shape), made once per shape (a fitted digit has at most box x box of them)."""
+    grid = np.indices(shape)
+    grid.flags.writeable = False
+    return grid
 
 
 def fashion_product(gray: np.ndarray, *, version: int = 1, canvas: int = 28, trim_threshold: float = 0.05,
@@ -259,3 +321,5 @@ def fashion_product(gray: np.ndarray, *, version: int = 1, canvas: int = 28, tri
 PIPELINES = {"mnist-digit": mnist_digit, "fashion-product": fashion_product}
 # The versions of each pipeline that read to_gray8's 8-bit picture rather than a float copy.
 EIGHT_BIT = {"mnist-digit": (2,)}
+# (pipeline, version) -> its form for many pictures at once (picture_samples); the others go one by one.
+BATCHED = {("mnist-digit", 2): mnist_digits_v2}
