@@ -122,11 +122,13 @@ def test_bad_input_files_are_one_line_each_and_the_good_ones_still_run(own_model
     np.savez(tmp_path / "shape.npz", picture=good["picture"][:, :, :8], ids=good["ids"])
     np.savez(tmp_path / "batch.npz", picture=good["picture"], ids=good["ids"][:2])
     (tmp_path / "notes.txt").write_text("not tensors")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:500])  # a copy cut short: not a zip
     from PIL import Image
 
     Image.new("L", (28, 28)).save(tmp_path / "digit.png")
     bad = {"unknown.npz": "no input 'extra'", "dtype.npz": "'ids' of dtype.npz is float32; it takes int64",
            "shape.npz": "axis 2 must be 16", "batch.npz": "one batch for every input",
+           "cut.npz": "cannot read it (File is not a zip file); save it again with numpy.savez",
            "notes.txt": "inputs come as .npz", "digit.png": "a picture; two_io is your own model and takes tensors",
            "missing.npz": "no such file"}
     done = ptx("predict", "--model", own_models["two_io"], "good.npz", *bad, cwd=tmp_path)
