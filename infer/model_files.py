@@ -100,12 +100,13 @@ def _zip_kind(path: Path) -> str:
     raise ArtifactError(f"{path}: a zip archive, but neither a TorchScript file nor a pt2 package")
 
 
-def read_model_file(path: str | Path) -> ModelFile:
-    """The file's kind and ptx metadata (and, for ONNX, the digest of its graph). Cheap: no runtime."""
+def read_model_file(path: str | Path, digest: bool = True) -> ModelFile:
+    """The file's kind and ptx metadata (and, for ONNX, the digest of its graph unless ``digest`` is
+    False). Cheap: no runtime."""
     path = Path(path)
     kind = file_kind(path)
     if kind == ONNX:
-        props, digest = read_onnx(path)
+        props, digest = read_onnx(path, digest)
         return ModelFile(path, kind, from_props(props), digest)
     if kind == TORCHSCRIPT:
         return ModelFile(path, kind, _torchscript_strings(path))

@@ -603,6 +603,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         raise click.UsageError("--input, --batch-axis and --ignore-metadata are for --model FILE (your own model); "
                                "the tutorial models carry their contract")
 
+    if artifact is not None:
+        _tutorial_artifact(artifact)
     model = _model_of_run(model, run, "--model") if artifact is None else model
     model = model or "convnet"
     if resume and not output:
@@ -638,6 +640,23 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
                    artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
                    min_confidence=min_confidence, echo=click.echo, field=tsv_field)
     sys.exit(1 if errors else 0)
+
+
+def _tutorial_artifact(artifact: str) -> None:
+    """--artifact reads a tutorial model's export (its head: pictures, labels); your own model's file
+    (ptx export --module's, or a foreign one) has none, and is refused in one line saying how to
+    predict with it instead of failing inside scoring."""
+    from pathlib import Path
+
+    from ptx.infer.model_files import is_torch_save, read_model_file
+
+    path = Path(artifact)
+    if not path.is_file() or is_torch_save(path):  # no such file, a checkpoint: scoring says or reads it
+        return
+    found = read_model_file(path, digest=False)
+    if not found.has_contract:
+        raise PtxError(f"--artifact {artifact}: your own model's file (no tutorial model's contract); predict with "
+                       f"it by its tensors: `ptx predict --model {artifact} INPUTS.npz`")
 
 
 def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool, output: str | None,

@@ -166,6 +166,24 @@ def test_torchscript_with_declared_inputs_and_options_for_the_tutorial_models_on
     assert done.returncode == 2 and "are for --model FILE" in done.stderr
 
 
+def test_artifact_takes_a_tutorial_export_and_sends_your_own_model_to_model(runs, own_models, tmp_path):
+    """--artifact reads a tutorial model's export (its head: pictures, labels). Your own model's file
+    there, foreign or from ptx export --module, has no head: one line naming --model, not a traceback."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("L", (28, 28), 255)
+    ImageDraw.Draw(picture).line([(14, 5), (14, 22)], fill=0, width=3)  # a dark 1 on white
+    picture.save(tmp_path / "digit.png")
+    exported = runs.ready("convnet") / "convnet" / "model.onnx"
+    done = ptx("predict", "digit.png", "--artifact", exported, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("digit.png"), done.stdout + done.stderr
+    np.save(tmp_path / "x.npy", np.zeros((1, 12), np.float32))
+    for own in (own_models["fixed1"], own_models["two_io.pt"]):
+        done = ptx("predict", "--artifact", own, "x.npy", cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"predict with it by its tensors: `ptx predict --model {own} INPUTS.npz`" in done.stderr
+
+
 def test_predicting_with_an_onnx_file_never_imports_torch(own_models, two_io, tmp_path):
     np.savez(tmp_path / "in.npz", **feeds(two_io, 2, 11))
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ptx", "predict", "--model",
