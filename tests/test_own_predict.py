@@ -104,6 +104,24 @@ def test_output_npz_numbers_cases_across_files_and_parquet_has_a_row_per_sample(
     assert np.array_equal(np.array(rows[2]["h"], np.float32), stateful.run(state)["h"][:, 2])
 
 
+@pytest.mark.parametrize("name", ["residual", "mobile", "two_io", "stateful", "fixed1", "half"])
+def test_each_zoo_model_predicts_a_bare_sessions_answers_to_the_bit(own_models, tmp_path, name):
+    """Issue 36's acceptance: predict for each own model; --output keeps each output's dtype and bits."""
+    import onnxruntime
+
+    model = load(own_models[name], probe=False)
+    given = feeds(model, 3, 12)
+    np.savez(tmp_path / "in.npz", **given)
+    done = ptx("predict", "--model", own_models[name], "in.npz", "--output", "out.npz", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    session = onnxruntime.InferenceSession(str(own_models[name]))
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, given)))
+    with np.load(tmp_path / "out.npz") as written:
+        assert sorted(written.files) == sorted(want)
+        for out, value in want.items():
+            assert written[out].dtype == value.dtype and np.array_equal(written[out], value), out
+
+
 def test_outputs_parquet_cannot_hold_and_other_suffixes_are_refused_before_running(own_models, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 12), np.float32))
     done = ptx("predict", "--model", own_models["fixed1"], "x.npy", "--output", "y.parquet", cwd=tmp_path)

@@ -259,3 +259,19 @@ def test_bench_prints_each_backend_beside_its_bare_runtime(own_models):
     assert "no input has a batch axis: timed at its fixed shape only" in fixed.stdout
     assert re.search(r"^bare InferenceSession.run \(ort-cpu\)\s+cpu\s+1\s", fixed.stdout, re.M)
     assert "runs/s" in fixed.stdout
+
+
+@pytest.mark.parametrize("name", AGREEING)
+def test_bench_times_each_zoo_model_beside_a_bare_session(own_models, name):
+    """Issue 36's acceptance: bench for each own model, ort-cpu beside a bare InferenceSession.run at
+    each batch size (fixed1 has no batch axis: its one fixed shape)."""
+    result = ptx("bench", own_models[name], "--seconds", "0.02", "--rounds", "1", "--warmup", "1",
+                 "--backends", "ort-cpu", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {(r["runner"], r["batch"]): r for r in json.loads(result.stdout)["rows"]}
+    batches = [1] if name == "fixed1" else [1, 8]
+    assert sorted(rows) == sorted((runner, b) for b in batches
+                                  for runner in ("ort-cpu", "bare InferenceSession.run (ort-cpu)")), sorted(rows)
+    for row in rows.values():
+        assert row["images_per_s"] > 0 and 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"], row
+    assert all(rows[("ort-cpu", b)]["vs_bare"] > 0 for b in batches)
