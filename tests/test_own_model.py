@@ -208,8 +208,16 @@ def test_files_that_are_not_models_are_one_line_each(own_models, tmp_path):
     empty.write_bytes(b"")
     state = tmp_path / "weights.pt"
     torch.save(zoo.catalog()["residual"].module.state_dict(), state)
-    for path, message in [(text, "not an ONNX model"), (truncated, "truncated"), (empty, "empty file"),
-                          (tmp_path / "missing.onnx", "no such file")]:
+    code = tmp_path / "net.py"  # the user's model code, or tensors meant as inputs: what to do with them
+    code.write_text("import torch\n")
+    tensors = tmp_path / "inputs.npz"
+    np.savez(tensors, x=np.zeros(3))
+    for path, message in [(text, "not an ONNX model"), (truncated, "truncated.*; export it again, or copy it whole"),
+                          (empty, "empty file"), (tmp_path / "missing.onnx", "no such file"),
+                          (code, f"net.py: not a model file; export the nn.Module it builds: `ptx export --module "
+                                 f"{code}:FACTORY"),
+                          (tensors, "inputs.npz: not a model file; tensors are a model's inputs: `ptx predict "
+                                    "--model MODEL_FILE")]:
         with pytest.raises(ArtifactError, match=message) as err:
             load(path, probe=False)
         assert "\n" not in str(err.value)
