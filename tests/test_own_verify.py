@@ -275,3 +275,18 @@ def test_bench_times_each_zoo_model_beside_a_bare_session(own_models, name):
     for row in rows.values():
         assert row["images_per_s"] > 0 and 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"], row
     assert all(rows[("ort-cpu", b)]["vs_bare"] > 0 for b in batches)
+
+
+def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
+    """--value fixes an input (the GRU's branch), --shape binds a symbolic dim (its steps); the inputs
+    kept by --save-reference are what verify ran, at its two batch sizes; a dim ptx chose is said."""
+    shutil.copy(own_models["stateful"], tmp_path / "gru.onnx")
+    result = ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0", "--shape", "x=4x2x6", "--save-reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "steps=" not in result.stdout  # bound, not chosen
+    cases = load_reference(tmp_path / "gru.reference.npz").cases
+    assert [c.inputs["x"].shape for c in cases] == [(4, 3, 6), (4, 5, 6)]
+    assert all(c.inputs["mode"].shape == () and int(c.inputs["mode"]) == 0 for c in cases)
+    chosen = ptx("verify", own_models["stateful"], "--value", "mode=1")
+    assert "symbolic dims chosen by ptx: steps=8 (bind them with --shape NAME=DIMS)" in chosen.stdout, chosen.stdout
+    assert "give a whole number" in one_error_line(ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0.5"))
