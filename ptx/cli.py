@@ -18,7 +18,7 @@ from ptx.errors import PtxError, PtxWarning
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
-from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_HELP, SECURITY_NOTE,
+from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_SYNTAX, SECURITY_NOTE,
                          generated_input_options, is_model_file, model_file_options, open_options)
 
 # Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
@@ -380,8 +380,8 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--input", "input_args", multiple=True, metavar="float32|uint8|NAME=SHAPE[:DTYPE]",
               help="A tutorial model's graph input: float32 (default) or, for onnx/torchscript of picture models, "
                    "uint8 (the graph takes raw (batch, 28, 28) pictures and normalises them itself; "
-                   "docs/artifact-format.md). With --module, or a model FILE, declares an input in forward()'s "
-                   "order, repeated: " + INPUT_HELP)
+                   "docs/artifact-format.md). With --module, or a TorchScript or pt2 FILE, declares an input, "
+                   "repeated in forward()'s order: " + INPUT_SYNTAX)
 @click.option("--output", "output_names", multiple=True, metavar="NAME",
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
