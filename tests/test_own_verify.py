@@ -290,3 +290,21 @@ def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
     chosen = ptx("verify", own_models["stateful"], "--value", "mode=1")
     assert "symbolic dims chosen by ptx: steps=8 (bind them with --shape NAME=DIMS)" in chosen.stdout, chosen.stdout
     assert "give a whole number" in one_error_line(ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0.5"))
+
+
+def test_weights_in_external_data_are_inspected_and_verified_like_inline_ones(own_models, tmp_path):
+    """A model saved with its weights beside it (as big models are): inspect names the data file and
+    judges CUDA placement as for the inline file; verify agrees; the data file missing is one line."""
+    onnx.save(onnx.load(str(own_models["residual"])), str(tmp_path / "r.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="r.data")
+    doc = inspect_path(tmp_path / "r.onnx").to_dict()
+    inline = inspect_path(own_models["residual"]).to_dict()
+    assert "r.data" in json.dumps(doc["graph"])
+    details = {b["backend"]: b["detail"] for b in doc["backends"]}
+    assert details["ort-cuda"] == {b["backend"]: b["detail"] for b in inline["backends"]}["ort-cuda"]
+    assert "static placement: all 16 nodes on CUDA" in details["ort-cuda"], details
+    result = ptx("verify", tmp_path / "r.onnx")
+    assert result.returncode == 0 and last_line(result).startswith("all agree"), result.stdout + result.stderr
+    (tmp_path / "r.data").unlink()
+    assert one_error_line(ptx("inspect", tmp_path / "r.onnx")).endswith(
+        "its weights live in 'r.data', which is missing beside it: copy the external data file(s) with the model")
