@@ -335,7 +335,9 @@ def basic_optimised(path: str | Path):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(Path(tmp) / "basic.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return onnx.load(options.optimized_model_filepath)
+        # Placement reads op types, dtypes and dims, never weight values; ORT's optimised copy still
+        # names the original's external data files by relative path, which are not in tmp.
+        return onnx.load(options.optimized_model_filepath, load_external_data=False)
 
 
 def cuda_placement(path: str | Path) -> CudaPlacement:

@@ -67,8 +67,29 @@ def file_kind(path: Path) -> str:
         return _zip_kind(path)
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # a pickle stream: torch.save's legacy format
         raise ArtifactError(f"{path}: {SAVED_NOT_MODEL.format(path=path)}")
-    read_onnx(path, digest=False)  # not a protobuf ModelProto: one line saying so
+    try:
+        read_onnx(path, digest=False)  # not a protobuf ModelProto: one line saying so
+    except ArtifactError as exc:
+        if path.suffix.lower() in (".py", *TENSOR_SUFFIXES):  # the wire error means nothing for these
+            raise ArtifactError(f"{path}: not a model file{_what_to_do(path)}") from None
+        raise ArtifactError(f"{exc}{_what_to_do(path)}") from None
     return ONNX
+
+
+TENSOR_SUFFIXES = (".npz", ".npy", ".json")  # what a model's inputs come in
+
+
+def _what_to_do(path: Path) -> str:
+    """The end of the line refusing a file that is no model: what ptx can do with it instead, told by
+    its name (a user's model code, tensors meant as inputs), else what to bring."""
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        return f"; export the nn.Module it builds: `ptx export --module {path}:FACTORY --out DIR`"
+    if suffix in TENSOR_SUFFIXES:
+        return f"; tensors are a model's inputs: `ptx predict --model MODEL_FILE {path}` (or verify/bench --inputs)"
+    if suffix == ".onnx":
+        return "; export it again, or copy it whole"
+    return "; ptx reads an ONNX file, a TorchScript .pt (torch.jit.save) or a .pt2 package"
 
 
 def is_torch_save(path: Path) -> bool:
@@ -97,15 +118,18 @@ def _zip_kind(path: Path) -> str:
         return TORCHSCRIPT
     if any(n.endswith("data.pkl") for n in names):
         raise ArtifactError(f"{path}: {SAVED_NOT_MODEL.format(path=path)}")
-    raise ArtifactError(f"{path}: a zip archive, but neither a TorchScript file nor a pt2 package")
+    if path.suffix.lower() in TENSOR_SUFFIXES:  # numpy.savez's archive
+        raise ArtifactError(f"{path}: not a model file{_what_to_do(path)}")
+    raise ArtifactError(f"{path}: a zip archive, but neither a TorchScript file nor a pt2 package{_what_to_do(path)}")
 
 
-def read_model_file(path: str | Path) -> ModelFile:
-    """The file's kind and ptx metadata (and, for ONNX, the digest of its graph). Cheap: no runtime."""
+def read_model_file(path: str | Path, digest: bool = True) -> ModelFile:
+    """The file's kind and ptx metadata (and, for ONNX, the digest of its graph unless ``digest`` is
+    False). Cheap: no runtime."""
     path = Path(path)
     kind = file_kind(path)
     if kind == ONNX:
-        props, digest = read_onnx(path)
+        props, digest = read_onnx(path, digest)
         return ModelFile(path, kind, from_props(props), digest)
     if kind == TORCHSCRIPT:
         return ModelFile(path, kind, _torchscript_strings(path))

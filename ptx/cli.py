@@ -19,7 +19,7 @@ from ptx.errors import PtxError, PtxWarning
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 from ptx.infer.backends import list_backends
-from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_HELP, SECURITY_NOTE,
+from ptx.own_cli import (BATCH_AXIS_OPTION, IGNORE_METADATA_OPTION, INPUT_SYNTAX, SECURITY_NOTE,
                          generated_input_options, is_model_file, model_file_options, open_options)
 
 # Both registries import neither torch nor onnxruntime: `ptx predict` starts light.
@@ -381,8 +381,8 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--input", "input_args", multiple=True, metavar="float32|uint8|NAME=SHAPE[:DTYPE]",
               help="A tutorial model's graph input: float32 (default) or, for onnx/torchscript of picture models, "
                    "uint8 (the graph takes raw (batch, 28, 28) pictures and normalises them itself; "
-                   "docs/artifact-format.md). With --module, or a model FILE, declares an input in forward()'s "
-                   "order, repeated: " + INPUT_HELP)
+                   "docs/artifact-format.md). With --module, or a TorchScript or pt2 FILE, declares an input, "
+                   "repeated in forward()'s order: " + INPUT_SYNTAX)
 @click.option("--output", "output_names", multiple=True, metavar="NAME",
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
@@ -468,34 +468,41 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
         name = _model_of_run(None, out)  # `--out RUN` exports that run, as before
     if name is None:
         raise click.UsageError("give a model NAME, or --run the run folder to export, or --module FILE.py:FACTORY")
-    options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
-                   log=click.echo)
-    if fmt[0] in (TRITON, KSERVE) and input_dtype != "float32":
-        raise click.UsageError(f"--input {input_dtype} is for --format onnx or torchscript; --format {fmt[0]} serves "
-                               "the float export")
-    if fmt[0] in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
-        raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt[0]} writes a portable "
-                               "folder: drop --device")
-    if fmt[0] == TRITON:
-        from ptx.export.triton import export_triton
+    from ptx.errors import UnknownModelError
 
-        if not out:
-            raise click.UsageError("--format triton writes a model repository: give it with --out REPO")
-        export_triton(name, out, backend=triton_backend, force=force, **options)
-        return
-    if fmt[0] == KSERVE:
-        from ptx.export.kserve import export_kserve
+    try:
+        options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
+                       log=click.echo)
+        if fmt[0] in (TRITON, KSERVE) and input_dtype != "float32":
+            raise click.UsageError(f"--input {input_dtype} is for --format onnx or torchscript; --format {fmt[0]} "
+                                   "serves the float export")
+        if fmt[0] in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
+            raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt[0]} writes a "
+                                   "portable folder: drop --device")
+        if fmt[0] == TRITON:
+            from ptx.export.triton import export_triton
 
-        if not out:
-            raise click.UsageError("--format kserve writes a deployment folder: give it with --out DIR")
-        export_kserve(name, out, image=image, force=force, **options)
-        return
-    from ptx.export.api import export_model
-    from ptx.infer.records import record_export_judgement
+            if not out:
+                raise click.UsageError("--format triton writes a model repository: give it with --out REPO")
+            export_triton(name, out, backend=triton_backend, force=force, **options)
+            return
+        if fmt[0] == KSERVE:
+            from ptx.export.kserve import export_kserve
 
-    formats = default_formats() if fmt == ["all"] else fmt
-    for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype, **options):
-        record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
+            if not out:
+                raise click.UsageError("--format kserve writes a deployment folder: give it with --out DIR")
+            export_kserve(name, out, image=image, force=force, **options)
+            return
+        from ptx.export.api import export_model
+        from ptx.infer.records import record_export_judgement
+
+        formats = default_formats() if fmt == ["all"] else fmt
+        for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
+                                   **options):
+            record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "export", "`ptx export model.onnx --format triton --out REPO`; your nn.Module: "
+                               "`ptx export --module FILE.py:FACTORY --out DIR`") from None
 
 
 def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
@@ -604,6 +611,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         raise click.UsageError("--input, --batch-axis and --ignore-metadata are for --model FILE (your own model); "
                                "the tutorial models carry their contract")
 
+    if artifact is not None:
+        _tutorial_artifact(artifact)
     model = _model_of_run(model, run, "--model") if artifact is None else model
     model = model or "convnet"
     if resume and not output:
@@ -632,6 +641,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         if stream.isatty():
             click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
         stdin = stream.read()
+    from ptx.errors import UnknownModelError
     from ptx.infer.scoring import score
 
     # ONNX Runtime's intra-op threads spin between runs by default; while worker processes prepare a
@@ -639,11 +649,31 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     # main process 2.5 s of CPU with spinning, 1.3 s without; docs/benchmarks.md). One picture
     # makes one run, for which spinning changes nothing. PTX_ORT_SPINNING=1 restores it.
     os.environ.setdefault("PTX_ORT_SPINNING", "0")
-    errors = score(list(inputs), output=output, resume=resume, workers=workers, quiet=quiet, as_json=as_json,
-                   topk=topk or 0, model=model, backend=backend, device=device, precision=precision,
-                   artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
-                   min_confidence=min_confidence, echo=click.echo, field=tsv_field)
+    try:
+        errors = score(list(inputs), output=output, resume=resume, workers=workers, quiet=quiet, as_json=as_json,
+                       topk=topk or 0, model=model, backend=backend, device=device, precision=precision,
+                       artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
+                       min_confidence=min_confidence, echo=click.echo, field=tsv_field)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "predict", "`ptx predict --model model.onnx INPUTS.npz`") from None
     sys.exit(1 if errors else 0)
+
+
+def _tutorial_artifact(artifact: str) -> None:
+    """--artifact reads a tutorial model's export (its head: pictures, labels); your own model's file
+    (ptx export --module's, or a foreign one) has none, and is refused in one line saying how to
+    predict with it instead of failing inside scoring."""
+    from pathlib import Path
+
+    from ptx.infer.model_files import is_torch_save, read_model_file
+
+    path = Path(artifact)
+    if not path.is_file() or is_torch_save(path):  # no such file, a checkpoint: scoring says or reads it
+        return
+    found = read_model_file(path, digest=False)
+    if not found.has_contract:
+        raise PtxError(f"--artifact {artifact}: your own model's file (no tutorial model's contract); predict with "
+                       f"it by its tensors: `ptx predict --model {artifact} INPUTS.npz`")
 
 
 def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool, output: str | None,
@@ -779,12 +809,13 @@ def _tutorial_tolerance(values, option: str) -> float | None:
     return values[0][1] if values else None
 
 
-def _unknown_or_file(exc, command: str):
+def _unknown_or_file(exc, command: str, usage: str | None = None):
     """A name that is neither a registered model nor a file: the registry's did-you-mean, and the
-    other thing the command takes."""
+    other thing the command takes (``usage``: how the command takes a model file, where it is not
+    `ptx COMMAND model.onnx`)."""
     from ptx.errors import UnknownModelError
 
-    return UnknownModelError(f"{exc}; or give a model file's path (`ptx {command} model.onnx`)")
+    return UnknownModelError(f"{exc}; or give a model file's path ({usage or f'`ptx {command} model.onnx`'})")
 
 
 @cli.command("verify")
@@ -1087,9 +1118,14 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
                            max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
                            header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
                            max_connections=max_connections)
-    serve(list(dict.fromkeys(tutorial)), options=options, root=root, backend=backend, precision=precision,
-          device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")),
-          files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
+    from ptx.errors import UnknownModelError
+
+    try:
+        serve(list(dict.fromkeys(tutorial)), options=options, root=root, backend=backend, precision=precision,
+              device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")),
+              files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "serve") from None
 
 
 @cli.command("inspect", short_help="What a model file (or a run folder's exports) is, and which backends run it here.")

@@ -16,9 +16,10 @@ SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of i
                  "your Python file. Open only files you trust.")
 
 
+INPUT_SYNTAX = ("e.g. x=batchx3x224x224:float32. A dim named batch (or N) is the batch; other names are symbolic "
+                "sizes.")
 INPUT_HELP = ("Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no description of "
-              "their inputs): e.g. x=batchx3x224x224:float32. A dim named batch (or N) is the batch; other names are "
-              "symbolic sizes.")
+              "their inputs): " + INPUT_SYNTAX)
 BATCH_AXIS_OPTION = click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME=AXIS|none",
                                  help="Where input NAME's batch is, where ptx reads it wrong (none: it has no batch "
                                       "axis).")

@@ -63,14 +63,21 @@ DID_YOU_MEAN = "error: unknown model 'convnett'; did you mean convnet? (see `ptx
 
 
 @pytest.mark.parametrize("command", [["predict", "x.png", "--model", "convnett"], ["verify", "convnett"],
-                                     ["bench", "convnett"], ["serve", "convnett", "--http-port", "0"]])
+                                     ["bench", "convnett"], ["serve", "convnett", "--http-port", "0"],
+                                     ["export", "convnett", "--out", "out"]])
 def test_a_mistyped_model_name_gets_did_you_mean(command, tmp_path):
     result = subprocess.run([sys.executable, "-m", "ptx", *command], capture_output=True, text=True,
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    # verify and bench take a model file too (issue 36), and say so
-    also = f"; or give a model file's path (`ptx {command[0]} model.onnx`)" if command[0] in ("verify", "bench") else ""
-    assert result.stderr == f"{DID_YOU_MEAN}{also}\n"
+    if command[0] == "export":  # a model file, or the user's own module
+        assert result.stderr == (f"{DID_YOU_MEAN}; or give a model file's path (`ptx export model.onnx --format "
+                                 "triton --out REPO`; your nn.Module: `ptx export --module FILE.py:FACTORY --out "
+                                 "DIR`)\n")
+        assert not (tmp_path / "out").exists()
+        return
+    # each of these takes a model file too (issue 36), and says how
+    usage = {"predict": "ptx predict --model model.onnx INPUTS.npz"}.get(command[0], f"ptx {command[0]} model.onnx")
+    assert result.stderr == f"{DID_YOU_MEAN}; or give a model file's path (`{usage}`)\n"
 
 
 def test_load_answers_a_mistyped_name_with_did_you_mean(tmp_path):

@@ -391,3 +391,20 @@ def test_one_weight_changed_after_export_is_caught_by_the_kept_reference_and_aga
         assert "weights are not the ones it was exported with" in result.stdout
     against = ptx("verify", str(copy), "--against", str(folder / "model.torchscript.pt"), cwd=tmp_path).stdout
     assert re.search(r"model\.torchscript\.pt \(torchscript-cpu\)\s+ort-cpu\s+output .*FAIL", against), against
+
+
+def test_the_kept_reference_checks_a_deployment_where_torch_cannot_be_imported(cli_exports, tmp_path):
+    """Issue 36, item 9: the export's ONNX and its reference tensors, copied to a machine without
+    PyTorch (here: `import torch` made to fail), are checked against eager PyTorch's outputs there."""
+    _, folder = cli_exports["residual"]
+    for name in ("model.onnx", "model.reference.npz"):
+        shutil.copy(folder / name, tmp_path / name)
+    code = ("import sys; sys.modules['torch'] = None  # any import of torch now raises ImportError\n"
+            "from ptx.cli import main; sys.argv = ['ptx', 'verify', 'model.onnx', '--json']; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    stored = [r for r in doc["rows"] if r["against"] == "stored reference"]
+    assert doc["ok"] and {r["backend"] for r in stored} >= {"ort-cpu", "openvino"} and all(r["ok"] for r in stored)
+    produced = load_reference(tmp_path / "model.reference.npz").produced_by
+    assert produced.startswith("eager PyTorch") and produced in result.stderr + json.dumps(doc)

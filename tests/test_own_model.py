@@ -208,8 +208,16 @@ def test_files_that_are_not_models_are_one_line_each(own_models, tmp_path):
     empty.write_bytes(b"")
     state = tmp_path / "weights.pt"
     torch.save(zoo.catalog()["residual"].module.state_dict(), state)
-    for path, message in [(text, "not an ONNX model"), (truncated, "truncated"), (empty, "empty file"),
-                          (tmp_path / "missing.onnx", "no such file")]:
+    code = tmp_path / "net.py"  # the user's model code, or tensors meant as inputs: what to do with them
+    code.write_text("import torch\n")
+    tensors = tmp_path / "inputs.npz"
+    np.savez(tensors, x=np.zeros(3))
+    for path, message in [(text, "not an ONNX model"), (truncated, "truncated.*; export it again, or copy it whole"),
+                          (empty, "empty file"), (tmp_path / "missing.onnx", "no such file"),
+                          (code, f"net.py: not a model file; export the nn.Module it builds: `ptx export --module "
+                                 f"{code}:FACTORY"),
+                          (tensors, "inputs.npz: not a model file; tensors are a model's inputs: `ptx predict "
+                                    "--model MODEL_FILE")]:
         with pytest.raises(ArtifactError, match=message) as err:
             load(path, probe=False)
         assert "\n" not in str(err.value)
@@ -324,3 +332,17 @@ def test_a_copied_folder_keeps_working(own_models, tmp_path):
     shutil.copy(own_models["mobile"], copy)
     model = load(copy, probe=False)
     assert model.name == "elsewhere" and model.signature.inputs[0].shape == ("batch", 3, "height", "width")
+
+
+@pytest.mark.parametrize("file, declared", [("two_io", None), ("two_io.pt", zoo.catalog()["two_io"].declarations)])
+def test_run_is_thread_safe_like_the_tutorial_predictors(own_models, file, declared):
+    """Issue 36, item 5: one predictor shared by threads answers each call as if it ran alone."""
+    import concurrent.futures
+
+    model = load(own_models[file], inputs=declared, probe=False)
+    cases = [feeds_for(model, batch=2 + i % 4, seed=i) for i in range(32)]
+    alone = [model.run(case) for case in cases]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(model.run, cases))
+    for want, got in zip(alone, together):
+        assert sorted(got) == sorted(want) and all(np.array_equal(got[n], want[n]) for n in want)

@@ -104,6 +104,24 @@ def test_output_npz_numbers_cases_across_files_and_parquet_has_a_row_per_sample(
     assert np.array_equal(np.array(rows[2]["h"], np.float32), stateful.run(state)["h"][:, 2])
 
 
+@pytest.mark.parametrize("name", ["residual", "mobile", "two_io", "stateful", "fixed1", "half"])
+def test_each_zoo_model_predicts_a_bare_sessions_answers_to_the_bit(own_models, tmp_path, name):
+    """Issue 36's acceptance: predict for each own model; --output keeps each output's dtype and bits."""
+    import onnxruntime
+
+    model = load(own_models[name], probe=False)
+    given = feeds(model, 3, 12)
+    np.savez(tmp_path / "in.npz", **given)
+    done = ptx("predict", "--model", own_models[name], "in.npz", "--output", "out.npz", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    session = onnxruntime.InferenceSession(str(own_models[name]))
+    want = dict(zip([o.name for o in session.get_outputs()], session.run(None, given)))
+    with np.load(tmp_path / "out.npz") as written:
+        assert sorted(written.files) == sorted(want)
+        for out, value in want.items():
+            assert written[out].dtype == value.dtype and np.array_equal(written[out], value), out
+
+
 def test_outputs_parquet_cannot_hold_and_other_suffixes_are_refused_before_running(own_models, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 12), np.float32))
     done = ptx("predict", "--model", own_models["fixed1"], "x.npy", "--output", "y.parquet", cwd=tmp_path)
@@ -122,11 +140,13 @@ def test_bad_input_files_are_one_line_each_and_the_good_ones_still_run(own_model
     np.savez(tmp_path / "shape.npz", picture=good["picture"][:, :, :8], ids=good["ids"])
     np.savez(tmp_path / "batch.npz", picture=good["picture"], ids=good["ids"][:2])
     (tmp_path / "notes.txt").write_text("not tensors")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:500])  # a copy cut short: not a zip
     from PIL import Image
 
     Image.new("L", (28, 28)).save(tmp_path / "digit.png")
     bad = {"unknown.npz": "no input 'extra'", "dtype.npz": "'ids' of dtype.npz is float32; it takes int64",
            "shape.npz": "axis 2 must be 16", "batch.npz": "one batch for every input",
+           "cut.npz": "cannot read it (File is not a zip file); save it again with numpy.savez",
            "notes.txt": "inputs come as .npz", "digit.png": "a picture; two_io is your own model and takes tensors",
            "missing.npz": "no such file"}
     done = ptx("predict", "--model", own_models["two_io"], "good.npz", *bad, cwd=tmp_path)
@@ -162,6 +182,24 @@ def test_torchscript_with_declared_inputs_and_options_for_the_tutorial_models_on
     assert done.returncode == 2 and "--topk is for the tutorial models" in done.stderr
     done = ptx("predict", "digit.png", "--input", "x=batchx3", cwd=tmp_path)
     assert done.returncode == 2 and "are for --model FILE" in done.stderr
+
+
+def test_artifact_takes_a_tutorial_export_and_sends_your_own_model_to_model(runs, own_models, tmp_path):
+    """--artifact reads a tutorial model's export (its head: pictures, labels). Your own model's file
+    there, foreign or from ptx export --module, has no head: one line naming --model, not a traceback."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("L", (28, 28), 255)
+    ImageDraw.Draw(picture).line([(14, 5), (14, 22)], fill=0, width=3)  # a dark 1 on white
+    picture.save(tmp_path / "digit.png")
+    exported = runs.ready("convnet") / "convnet" / "model.onnx"
+    done = ptx("predict", "digit.png", "--artifact", exported, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("digit.png"), done.stdout + done.stderr
+    np.save(tmp_path / "x.npy", np.zeros((1, 12), np.float32))
+    for own in (own_models["fixed1"], own_models["two_io.pt"]):
+        done = ptx("predict", "--artifact", own, "x.npy", cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"predict with it by its tensors: `ptx predict --model {own} INPUTS.npz`" in done.stderr
 
 
 def test_predicting_with_an_onnx_file_never_imports_torch(own_models, two_io, tmp_path):

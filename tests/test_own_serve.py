@@ -27,13 +27,16 @@ from ptx.contract.tensor_inputs import make_feeds, plan_inputs
 from ptx.contract.tensors import DTYPES
 from ptx.infer import load
 
-STATE = "state"  # stateful.onnx is served under this --name; two_io.onnx under its file's name
+STATE = "state"  # stateful.onnx is served under this --name; the others under their file's name
+# The rest of the zoo: a residual CNN, a MobileNet-like block with dynamic height and width, a batch
+# fixed to 1, float16 (issue 36's acceptance: each is served with answers equal to a bare session's).
+OTHERS = ["residual", "mobile", "fixed1", "half"]
 
 
 @pytest.fixture(scope="module")
 def server(own_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("no-runs")  # no tutorial model is served: --root is never read
-    with serving.running(root, own_models["stateful"], own_models["two_io"],
+    with serving.running(root, own_models["stateful"], own_models["two_io"], *[own_models[n] for n in OTHERS],
                          args=("--name", STATE, "--max-delay-ms", 5)) as running:
         yield running
 
@@ -42,7 +45,8 @@ def server(own_models, tmp_path_factory):
 def bare(own_models):
     """A bare InferenceSession per model, as a user would write it: the answers to match."""
     return {"two_io": onnxruntime.InferenceSession(str(own_models["two_io"])),
-            STATE: onnxruntime.InferenceSession(str(own_models["stateful"]))}
+            STATE: onnxruntime.InferenceSession(str(own_models["stateful"])),
+            **{name: onnxruntime.InferenceSession(str(own_models[name])) for name in OTHERS}}
 
 
 def sample(own_models, name, batch, seed, **shapes):
@@ -125,9 +129,9 @@ def test_config_batches_in_triton_only_where_every_batch_is_axis_0(server):
 # -- answers: a bare InferenceSession's, to the bit ----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["two_io", STATE])
+@pytest.mark.parametrize("name", ["two_io", STATE, *OTHERS])
 def test_rest_json_binary_and_grpc_answers_equal_a_bare_session_to_the_bit(server, bare, own_models, name):
-    feeds = sample(own_models, "two_io" if name == "two_io" else "stateful", 3, 21)
+    feeds = sample(own_models, "stateful" if name == STATE else name, 3, 21)
     if name == STATE:
         feeds["mode"] = np.array(1, np.int64)
     names = [o.name for o in bare[name].get_outputs()]
@@ -139,8 +143,11 @@ def test_rest_json_binary_and_grpc_answers_equal_a_bare_session_to_the_bit(serve
             assert got.dtype == want[n].dtype and np.array_equal(got, want[n]), (module.__name__, n)
     status, doc = post(server, f"/v2/models/{name}/infer", json_request(feeds))  # plain JSON, as curl sends it
     assert status == 200, doc
+    assert sorted(out["name"] for out in doc["outputs"]) == sorted(names)
     for out in doc["outputs"]:
-        assert np.array_equal(np.array(out["data"], np.float32).reshape(out["shape"]), want[out["name"]])
+        assert out["datatype"] == v2(want[out["name"]].dtype)
+        got = np.array(out["data"], want[out["name"]].dtype).reshape(out["shape"])
+        assert np.array_equal(got, want[out["name"]])
 
 
 def test_outputs_are_answered_by_name(server, bare, own_models):

@@ -259,3 +259,52 @@ def test_bench_prints_each_backend_beside_its_bare_runtime(own_models):
     assert "no input has a batch axis: timed at its fixed shape only" in fixed.stdout
     assert re.search(r"^bare InferenceSession.run \(ort-cpu\)\s+cpu\s+1\s", fixed.stdout, re.M)
     assert "runs/s" in fixed.stdout
+
+
+@pytest.mark.parametrize("name", AGREEING)
+def test_bench_times_each_zoo_model_beside_a_bare_session(own_models, name):
+    """Issue 36's acceptance: bench for each own model, ort-cpu beside a bare InferenceSession.run at
+    each batch size (fixed1 has no batch axis: its one fixed shape)."""
+    result = ptx("bench", own_models[name], "--seconds", "0.02", "--rounds", "1", "--warmup", "1",
+                 "--backends", "ort-cpu", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {(r["runner"], r["batch"]): r for r in json.loads(result.stdout)["rows"]}
+    batches = [1] if name == "fixed1" else [1, 8]
+    assert sorted(rows) == sorted((runner, b) for b in batches
+                                  for runner in ("ort-cpu", "bare InferenceSession.run (ort-cpu)")), sorted(rows)
+    for row in rows.values():
+        assert row["images_per_s"] > 0 and 0 < row["p50_us"] <= row["p90_us"] <= row["p99_us"], row
+    assert all(rows[("ort-cpu", b)]["vs_bare"] > 0 for b in batches)
+
+
+def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
+    """--value fixes an input (the GRU's branch), --shape binds a symbolic dim (its steps); the inputs
+    kept by --save-reference are what verify ran, at its two batch sizes; a dim ptx chose is said."""
+    shutil.copy(own_models["stateful"], tmp_path / "gru.onnx")
+    result = ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0", "--shape", "x=4x2x6", "--save-reference")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "steps=" not in result.stdout  # bound, not chosen
+    cases = load_reference(tmp_path / "gru.reference.npz").cases
+    assert [c.inputs["x"].shape for c in cases] == [(4, 3, 6), (4, 5, 6)]
+    assert all(c.inputs["mode"].shape == () and int(c.inputs["mode"]) == 0 for c in cases)
+    chosen = ptx("verify", own_models["stateful"], "--value", "mode=1")
+    assert "symbolic dims chosen by ptx: steps=8 (bind them with --shape NAME=DIMS)" in chosen.stdout, chosen.stdout
+    assert "give a whole number" in one_error_line(ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0.5"))
+
+
+def test_weights_in_external_data_are_inspected_and_verified_like_inline_ones(own_models, tmp_path):
+    """A model saved with its weights beside it (as big models are): inspect names the data file and
+    judges CUDA placement as for the inline file; verify agrees; the data file missing is one line."""
+    onnx.save(onnx.load(str(own_models["residual"])), str(tmp_path / "r.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="r.data")
+    doc = inspect_path(tmp_path / "r.onnx").to_dict()
+    inline = inspect_path(own_models["residual"]).to_dict()
+    assert "r.data" in json.dumps(doc["graph"])
+    details = {b["backend"]: b["detail"] for b in doc["backends"]}
+    assert details["ort-cuda"] == {b["backend"]: b["detail"] for b in inline["backends"]}["ort-cuda"]
+    assert "static placement: all 16 nodes on CUDA" in details["ort-cuda"], details
+    result = ptx("verify", tmp_path / "r.onnx")
+    assert result.returncode == 0 and last_line(result).startswith("all agree"), result.stdout + result.stderr
+    (tmp_path / "r.data").unlink()
+    assert one_error_line(ptx("inspect", tmp_path / "r.onnx")).endswith(
+        "its weights live in 'r.data', which is missing beside it: copy the external data file(s) with the model")

@@ -193,6 +193,7 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
     ``NAME:K`` keys for several cases), ``.npy`` (the model's one input) or ``.json`` ({name:
     nested lists}, or a list of such). Each case is checked by check_feeds."""
     import json
+    import zipfile
     from pathlib import Path
 
     path = Path(path)
@@ -217,8 +218,10 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
             cases = [dict(c) for c in listed]
         else:
             raise InputError(f"{path}: inputs come as .npz (arrays by input name), .npy (one input) or .json")
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]})") from None
+    except (OSError, ValueError, json.JSONDecodeError, zipfile.BadZipFile, EOFError) as exc:
+        # A .npz is a zip archive: a truncated or damaged one raises BadZipFile (not an OSError).
+        again = {".npz": "; save it again with numpy.savez", ".npy": "; save it again with numpy.save"}.get(suffix, "")
+        raise InputError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]}){again}") from None
     return [check_feeds(signature, case, path.name) for case in cases]
 
 
