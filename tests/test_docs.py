@@ -60,7 +60,11 @@ def page_problems(page: str) -> list[str]:
     problems = ["a fence that did not open a code block"] if "```" in outside_code(page) else []
     problems += ["click's Sentinel.UNSET shown as a default"] if "Sentinel" in page else []
     named = re.findall(r"<a [^>]*>(docs/[^<]*\.md[^<]*)</a>", page)
-    return problems + ([f"links read as repository paths: {named} (name the page)"] if named else [])
+    problems += [f"links read as repository paths: {named} (name the page)"] if named else []
+    # A list with no blank line before it is run into the paragraph above: "Notes: - one - two".
+    run_in = [re.sub(r"<[^>]+>", "", para)[:60] for para in re.findall(r"<p\b[^>]*>(.*?)</p>", outside_code(page), re.S)
+              if re.search(r"\n\s*(?:[-*+]|\d+\.) \S", para)]
+    return problems + ([f"a list run into its paragraph (a blank line before it is missing): {run_in}"] if run_in else [])
 
 
 def code_blocks(page: str) -> list[str]:
@@ -149,6 +153,8 @@ def test_each_check_of_the_built_site_fails_on_what_it_is_for(tmp_path):
         ["click's Sentinel.UNSET shown as a default"]
     assert page_problems(render("See [docs/models.md](models.md).\n"))[0].startswith("links read as repository paths")
     assert not page_problems(render("```\nptx --help\n```\n\nSee [the models](models.md); `a ``` b`.\n"))
+    assert page_problems(render("Notes:\n- one\n- two\n"))[0].startswith("a list run into its paragraph")
+    assert not page_problems(render("Notes:\n\n- one\n- two\n"))
     # Example lines joined into a paragraph are in no code block.
     joined = render("Examples:\n\nptx train convnet   train\nptx serve convnet   serve\n")
     assert not any("ptx train convnet" in b for b in code_blocks(joined))
@@ -198,6 +204,17 @@ def test_the_copies_that_drifted_are_the_sources():
     missing = [b for b in list_backends() if f"`{b}`" not in home]
     assert not missing, f"docs/index.md does not name the backends {missing}"
     assert "<!-- output: ./scripts/demo.sh" in home, "the home page shows what the demo prints"
+
+
+def test_the_models_page_says_what_its_tutorial_column_means():
+    """`000 §2` is the seeds' numbering: the page explains every number its table uses, as `ptx models` does."""
+    from ptx.tutorials import TUTORIALS
+
+    page = (REPO / "docs" / "models.md").read_text()
+    used = set(re.findall(r"^\| [\w-]+ \| (\d{3})\b", page, re.M))
+    assert used and used <= set(TUTORIALS)
+    for key in used:
+        assert f"- `{key}`: {TUTORIALS[key]}" in page, f"docs/models.md does not say what {key} is"
 
 
 def test_readme_is_a_front_page():
