@@ -108,7 +108,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
                  device: str = "cpu", input_dtype: str = "float32",
                  log: Callable[[str], None] = print) -> list[ExportResult]:
-    """Export ``name``'s checkpoint to ``formats_`` (default: the formats ``--format all`` writes).
+    """Export ``name``'s checkpoint to ``formats_`` (default: the two portable files, onnx and torchscript).
 
     The checkpoint is ``checkpoint``, else the one in ``out`` when that folder holds one (a run
     ``ptx train --out`` wrote), else runs/NAME/checkpoint.pt; the log names it. ``device`` is the

@@ -351,10 +351,12 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.argument("name", required=False)
 @click.option("--module", "module_spec", metavar="FILE.py:FACTORY",
               help="Your own nn.Module: FACTORY in FILE.py returns it, or (module, example inputs). " + SECURITY_NOTE)
-@click.option("--format", "fmt", default="all", show_default=True, callback=_format_list, metavar="FORMAT[,FORMAT]",
-              help=f"{', '.join([*FORMATS, TRITON, KSERVE])} or all ({', '.join(default_formats())}); the others only "
-                   "when named (pt2 compiles for ~40 s; onnx-int8 is quantized, model.int8.onnx; triton and kserve "
-                   "write deployment folders of a tutorial model).")
+@click.option("--format", "fmt", default=",".join(default_formats()), show_default=True, callback=_format_list,
+              metavar="FORMAT[,FORMAT]",
+              help=f"{', '.join([*FORMATS, TRITON, KSERVE])}, or all: every file this machine can write for a tutorial model "
+                   f"({', '.join(FORMATS)}; it says which it leaves out and why). pt2 compiles for ~40 s; onnx-int8 is "
+                   "quantized, model.int8.onnx; triton and kserve write deployment folders of a tutorial model, "
+                   "named alone with --out.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt); with "
                    "--module, a state_dict loaded into the module strictly.")
@@ -496,7 +498,13 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
         from ptx.export.api import export_model
         from ptx.infer.records import record_export_judgement
 
-        formats = default_formats() if fmt == ["all"] else fmt
+        formats = fmt
+        if fmt == ["all"]:  # every file this machine can write for the model, and why any other is left out
+            from ptx.export.formats import every_format
+            from ptx.models import get as get_spec
+
+            formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")
+            click.echo(f"--format all: {', '.join(formats)}" + "".join(f"; left out: {why}" for why in left_out))
         for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
                                    **options):
             record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict

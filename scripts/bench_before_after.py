@@ -10,7 +10,7 @@ same process and rounds: the bare call is the same code on both sides, so this r
 the machine was doing at that moment), medians over rounds, and after/before of each: above 1 the
 change is faster. On a shared machine the raw images/s of two processes moments apart differ by 2x;
 the "vs bare" ratio is the measure. Both sides time the same run folder; bench's verdicts are switched off
-(--verify-samples 0), as they time nothing. Ratios within one run are the measure (README: never a
+(--verify-samples 0), as they time nothing. Ratios within one run are the measure (docs/benchmarks.md: never a
 timed unit test).
 """
 from __future__ import annotations

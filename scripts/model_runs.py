@@ -20,6 +20,7 @@ from ptx.models import get, list_models
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train
 from ptx.machine import cpu_name
+from ptx.tutorials import TUTORIALS
 
 RESULTS = Path("docs/model_runs.json")
 OUT = Path("docs/models.md")
@@ -128,9 +129,16 @@ def render(rows: list[dict]) -> str:
         *table,
         "",
         "References (`-`: none published; the seeds print accuracy but give no figure):",
+        "",  # a list needs a blank line before it, or Markdown runs it into the paragraph
         *(f"- ({letter}) {text}" for text, letter in notes.items()),
         "",
+        "From tutorial: the document each model and its recipe come from, and where in it (as `ptx models`",
+        "says under its table):",
+        "",
+        *(f"- `{key}`: {text}" for key, text in TUTORIALS.items()),
+        "",
         "Notes:",
+        "",
         "- diabetes: the seed's recipe (sigmoids everywhere, SGD lr 0.01, 100 epochs) stays near the",
         "  majority class (0.65 of the test split is `neg`); ptx keeps the recipe rather than improve it.",
         "- Models trained on Fashion-MNIST take its label names (`Ankle boot`, ...) and its picture",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import shutil
+import tempfile
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver",)
@@ -35,17 +36,25 @@ def chromium(width: int = 900, height: int = 760):
 
     options = webdriver.ChromeOptions()
     options.binary_location = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
-    # --no-sandbox: containers run as root, where Chromium's sandbox refuses to start.
+    profile = tempfile.TemporaryDirectory(prefix="ptx-chromium-")
+    # --no-sandbox: containers run as root, where Chromium's sandbox refuses to start. The rest keep
+    # the browser to the page under test: a fresh profile each time, and none of its own traffic
+    # (first-run, component and sync fetches, QUIC) on a machine that may have no network.
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 f"--window-size={width},{height}", "--force-device-scale-factor=1"):
+                 f"--window-size={width},{height}", "--force-device-scale-factor=1", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={profile.name}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
     try:
-        driver.set_page_load_timeout(PAGE_TIMEOUT_S)
-        driver.set_script_timeout(PAGE_TIMEOUT_S)
-        yield driver
+        driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+        try:
+            driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+            driver.set_script_timeout(PAGE_TIMEOUT_S)
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        profile.cleanup()
 
 
 def open_page(driver, url: str, model: str) -> None:

@@ -179,3 +179,33 @@ def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_co
                              cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "ptx train mlp-dropout" in missing.stderr
+
+
+def test_format_all_is_every_file_this_machine_can_write_for_the_model(monkeypatch):
+    """It meant the two default files while `ptx models` said all = six formats (issue 38): now it is
+    every file format the model can take and this machine can write, each one left out with its reason."""
+    assert formats.every_format(get("convnet")) == (["onnx", "torchscript", "onnx-int8", "pt2"], [])
+    chosen, left_out = formats.every_format(get("linreg"))  # a regression has no int8
+    assert chosen == ["onnx", "torchscript", "pt2"] and left_out[0].startswith("onnx-int8: linreg is a regression")
+    chosen, left_out = formats.every_format(get("rnn-hello"))
+    assert "pt2" not in chosen and "cannot be exported as pt2" in left_out[0]
+    assert formats.every_format(get("convnet"), raw_pictures=True)[0] == ["onnx", "torchscript"]
+    monkeypatch.setenv("CXX", "no-such-compiler++")
+    chosen, left_out = formats.every_format(get("convnet"))
+    assert chosen == ["onnx", "torchscript", "onnx-int8"] and "no no-such-compiler++ on PATH" in left_out[0]
+
+
+def test_cli_format_all_writes_what_it_says_and_the_default_is_named(runs, tmp_path):
+    run_dir = runs.trained("linreg")
+    env = {**os.environ, "CXX": "no-such-compiler++"}  # pt2 left out: no 40 s compile in a test
+    result = subprocess.run([sys.executable, "-m", "ptx", "export", "linreg", "--format", "all", "--checkpoint",
+                             str(run_dir / "checkpoint.pt"), "--out", str(tmp_path / "all")], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("--format all: onnx, torchscript; left out: onnx-int8: linreg is a regression") and \
+        "left out: pt2: AOTInductor compiles C++ and there is no no-such-compiler++" in first, first
+    assert sorted(p.name for p in (tmp_path / "all").glob("model.*")) == ["model.onnx", "model.torchscript.pt"]
+    shown = " ".join(subprocess.run([sys.executable, "-m", "ptx", "export", "--help"], capture_output=True,
+                                    text=True).stdout.split())
+    assert "[default: onnx,torchscript]" in shown and "or all: every file this machine can write" in shown

@@ -28,11 +28,13 @@ class ExportFormat:
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
     precision: str = "f32"  # reduced-precision formats are validated by labels, not by the f32 atol
     calibrated: bool = False  # write() takes ``calibration=``: real training samples in model layout
-    # False: only on request (``--format NAME``), not in ``--format all``: pt2's compile takes ~40 s
-    # per model on 2 cores, and int8 is an opt-in trade of accuracy for speed.
+    # False: not in an export that names no format (``--format all`` still writes it): pt2's compile
+    # takes ~40 s per model on 2 cores, and int8 is an opt-in trade of accuracy for speed.
     in_all: bool = True
     # spec -> why this format cannot express that model, or None (checked before any work is done)
     unsupported: Callable[[object], str | None] | None = None
+    # () -> why this machine cannot write the format (pt2 without a C++ compiler), or None
+    unavailable: Callable[[], str | None] | None = None
     # Said before a slow write starts, so an export is never silent for long: "compiling ... (~20-40 s)".
     progress: str | None = None
     # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures; write() gets
@@ -50,8 +52,21 @@ get, list_formats = _REGISTRY.get, _REGISTRY.names
 
 
 def default_formats() -> list[str]:
-    """What ``--format all`` (and an export with no format named) writes."""
+    """What an export that names no format writes: the two portable files."""
     return [name for name, fmt in _REGISTRY.entries.items() if fmt.in_all]
+
+
+def every_format(spec, raw_pictures: bool = False) -> tuple[list[str], list[str]]:
+    """What ``--format all`` writes for model ``spec`` on this machine: every registered file format
+    that can express the model, that this machine can write and (``raw_pictures``: ``--input uint8``)
+    that takes raw pictures; and a reason for each one left out."""
+    chosen, left_out = [], []
+    for name, fmt in _REGISTRY.entries.items():
+        why = ((fmt.unsupported(spec) if fmt.unsupported else None)
+               or (fmt.unavailable() if fmt.unavailable else None)
+               or (f"{name} cannot take raw pictures (--input uint8)" if raw_pictures and not fmt.raw_pictures else None))
+        (left_out if why else chosen).append(why or name)
+    return chosen, left_out
 
 
 def supported_formats(spec) -> list[str]:

@@ -54,6 +54,17 @@ def unsupported(spec) -> str | None:
     return f"{spec.name} cannot be exported as pt2: {blocker} (use --format onnx or torchscript)" if blocker else None
 
 
+def no_compiler() -> str | None:
+    """Why AOTInductor cannot compile here: it builds C++ with $CXX, else g++ (clang++ on macOS)."""
+    import os
+    import shutil
+    import sys
+
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    return None if shutil.which(cxx) else (f"pt2: AOTInductor compiles C++ and there is no {cxx} on PATH here "
+                                           "(install one, or set CXX)")
+
+
 def check_device(device: str) -> str:
     import torch
 
@@ -176,7 +187,7 @@ def load(path):
 
 
 register(ExportFormat(name="pt2", description="torch.export + AOTInductor package (aoti_load_package, C++ runtime)",
-                      serving_backend="aoti", write=write, in_all=False, unsupported=unsupported,
+                      serving_backend="aoti", write=write, in_all=False, unsupported=unsupported, unavailable=no_compiler,
                       check_options=lambda device: check_device(device),
                       progress="torch.export, then AOTInductor compiles C++ for {device} (about 20-40 s on 2 CPU "
                                "cores), then validates against eager"))

@@ -1,7 +1,7 @@
 """TorchScript: the only module of ptx that writes torch.jit files.
 
 torch.jit is deprecated in PyTorch 2.13 and warns on every call; the warning is for us (the
-maintainers), not for users, so it is silenced here and documented in README.
+maintainers), not for users, so it is silenced here and documented in docs/export.md.
 """
 from __future__ import annotations
 
