@@ -57,10 +57,25 @@ def first_answer(cmd: list[str]) -> float:
 
 def _prepare(args):
     """ptx's worker task on one chunk: decode and picture pipeline, the chunk's pictures together."""
-    from ptx.infer.predictor import prepare_pictures
-
     step, paths = args
-    return np.stack([s for s in prepare_pictures([(p, None) for p in paths], step) if isinstance(s, np.ndarray)])
+    return np.stack([s for s in _prepare_chunk(paths, step) if isinstance(s, np.ndarray)])
+
+
+def _prepare_chunk(paths, step) -> list:
+    """Samples (or errors) of a chunk of pictures, as this checkout's workers make them (a checkout
+    from before prepare_pictures, run for a before/after comparison, prepares them one by one)."""
+    from ptx.errors import InputError
+    from ptx.infer import predictor
+
+    if hasattr(predictor, "prepare_pictures"):
+        return predictor.prepare_pictures([(p, None) for p in paths], step)
+    out = []
+    for p in paths:
+        try:
+            out.append(predictor.prepare_picture(p, step))
+        except InputError as exc:
+            out.append(exc)
+    return out
 
 
 def _plain(path) -> np.ndarray:
@@ -103,13 +118,12 @@ def pipeline_cost(paths: list[str], model_file: Path, count: int = 256, repeat: 
     FOLDER`'s workers run it ("in a folder"), and of a plain decode + area resize ("plain"), over
     the first ``count`` files: each row's fastest of ``repeat`` runs, the rows taken in turn."""
     from ptx.infer import open_artifact
-    from ptx.infer.predictor import prepare_picture, prepare_pictures
+    from ptx.infer.predictor import prepare_picture
 
     step = open_artifact(model_file, "ort-cpu").contract.picture
     files = paths[:count]
     rows = {"alone": lambda: [prepare_picture(p, step) for p in files],
-            "in a folder": lambda: [prepare_pictures([(p, None) for p in files[i:i + 64]], step)
-                                    for i in range(0, len(files), 64)],
+            "in a folder": lambda: [_prepare_chunk(files[i:i + 64], step) for i in range(0, len(files), 64)],
             "plain": lambda: [_plain(p) for p in files]}
     best = dict.fromkeys(rows, math.inf)
     for _ in range(repeat):

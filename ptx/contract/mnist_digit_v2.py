@@ -75,16 +75,19 @@ def mnist_digits(grays: Sequence[Image.Image], *, canvas: int, box: int, ink_thr
     # core's cache; over 64 such pictures each pass went to memory and cost 4x as much a picture.
     stacks = [members[i:i + STACK] for members in groups.values() for i in range(0, len(members), STACK)]
     for members in stacks:
-        smalls = np.stack([np.asarray(searches[i][1]) for i in members]).astype(np.int16)  # (N, h, w)
+        if len(members) == 1:  # a picture alone (`ptx predict photo.png`): no stacking to pay for
+            smalls = np.asarray(searches[members[0]][1], dtype=np.int16)[None]
+        else:
+            smalls = np.stack([np.asarray(searches[i][1]) for i in members]).astype(np.int16)  # (N, h, w)
         border = np.concatenate([smalls[:, 0], smalls[:, -1], smalls[:, :, 0], smalls[:, :, -1]], axis=1)
-        lit = np.count_nonzero(border > 127, axis=1) * 2 > border.shape[1]
+        lit = (np.count_nonzero(border > 127, axis=1) * 2 > border.shape[1]).tolist()
         # Light and dark paper apart: their ink has another dtype (float32 after the gain, int16
         # without), and each keeps the arithmetic it has alone.
         for lit_paper in (True, False):
-            chosen = np.flatnonzero(lit == lit_paper)
-            if not chosen.size:
+            chosen = [j for j, light in enumerate(lit) if light == lit_paper]
+            if not chosen:
                 continue
-            small, edge = smalls[chosen], border[chosen]
+            small, edge = (smalls, border) if len(chosen) == len(lit) else (smalls[chosen], border[chosen])
             if lit_paper:  # light paper: MNIST wants light ink on black
                 small, edge = 255 - small, 255 - edge
             found = _search(small, edge, lit_paper, ink_threshold, paper_window)
@@ -110,7 +113,10 @@ def _search(small: np.ndarray, border: np.ndarray, lit_paper: bool, ink_threshol
         level = np.median(border, axis=1)  # paper that is grey rather than black
         ink = np.maximum(small - level[:, None, None], 0)
     top = ink.max(axis=(1, 2))
-    boxes = _ink_boxes(ink, ink_threshold * top)
+    thresholds = ink_threshold * top
+    # The same boxes either way: Pillow's getbbox is one call for one picture, numpy's any/argmax
+    # over the stack a few calls for all of them.
+    boxes = [_ink_box(ink[0], thresholds[0])] if len(ink) == 1 else _ink_boxes(ink, thresholds)
     for j in range(len(ink)):
         yield ink[j], top[j], boxes[j], None if paper is None else paper[j], None if level is None else level[j]
 

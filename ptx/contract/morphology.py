@@ -65,10 +65,10 @@ def _padded_odd(a: np.ndarray, p: int) -> np.ndarray:
     out = np.empty(a.shape[:-2] + (h + 2 * p, w + 2 * p), a.dtype)
     middle = out[..., p:p + h, :]
     middle[..., p:p + w] = a
-    middle[..., :p] = 2 * a[..., :1] - a[..., p:0:-1]
-    middle[..., p + w:] = 2 * a[..., -1:] - a[..., -2:-p - 2:-1]
+    np.subtract(2 * a[..., :1], a[..., p:0:-1], out=middle[..., :p])
+    np.subtract(2 * a[..., -1:], a[..., -2:-p - 2:-1], out=middle[..., p + w:])
     # The rows above and below mirror the padded rows, corners too: padding the rows first and then
     # the columns gives the same corners as np.pad of both at once.
-    out[..., :p, :] = 2 * middle[..., :1, :] - middle[..., p:0:-1, :]
-    out[..., p + h:, :] = 2 * middle[..., -1:, :] - middle[..., -2:-p - 2:-1, :]
+    np.subtract(2 * middle[..., :1, :], middle[..., p:0:-1, :], out=out[..., :p, :])
+    np.subtract(2 * middle[..., -1:, :], middle[..., -2:-p - 2:-1, :], out=out[..., p + h:, :])
     return out
