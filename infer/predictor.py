@@ -287,8 +287,15 @@ class Predictor:
         items, sources = [i for i, _ in pairs], [s for _, s in pairs]
         # Files and bytes are named in errors as their result names them; paths, images and arrays
         # keep the names the picture functions give them.
-        samples = [self.prepare_one(item, raw=raw, name=source if is_stream(item) or isinstance(item, BYTES) else None)
-                   for item, source in zip(items, sources)]
+        names = [source if is_stream(item) or isinstance(item, BYTES) else None for item, source in zip(items, sources)]
+        if self.contract.kind is InputKind.IMAGE and not any(is_stream(item) for item in items):
+            # Pictures together: the pipeline's form for many at once, the same samples.
+            samples = prepare_pictures(list(zip(items, names)), self.contract.picture, raw=raw)
+            for sample in samples:
+                if isinstance(sample, InputError):
+                    raise sample
+        else:
+            samples = [self.prepare_one(item, raw=raw, name=name) for item, name in zip(items, names)]
         return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
 
     def _items(self, inputs) -> list:
