@@ -397,7 +397,7 @@ def _format_list(ctx, param, value) -> list[str]:
 def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, run,
                input_args, output_names, model_label, torchscript_mode, batch_axes, ignore_metadata, force) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
-    (all), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
+    (by default), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
     `ptx serve` and an InferenceService manifest).
 
@@ -716,7 +716,7 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
             return 2
         if fmt == "npz":
             keys = own_predict.write_npz(output, ran)
-            click.echo(f"wrote {len(keys)} arrays to {output} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+            click.echo(f"wrote {len(keys)} array{'' if len(keys) == 1 else 's'} to {output} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
                        f"{'; NAME:K is case K of the inputs, in order' if len(ran) > 1 else ''})", err=True)
         else:
             rows = own_predict.write_parquet(output, ran, signature)
