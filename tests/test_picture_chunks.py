@@ -12,7 +12,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageDraw
 
-from ptx.contract import PictureStep, morphology
+from ptx.contract import PictureStep, morphology, pictures
 from ptx.errors import InputError
 from ptx.infer.inputs import expand_inputs
 from ptx.infer.predictor import prepare_picture, prepare_pictures
@@ -100,8 +100,13 @@ def _alone(item, step):
         return exc
 
 
-@pytest.mark.parametrize("params", [{}, {"paper_window": 0.0}, {"version": 1}], ids=["v2", "v2-no-paper", "v1"])
-def test_a_chunk_gives_each_picture_the_sample_it_gets_alone(tmp_path, params):
+@pytest.mark.parametrize("params,held", [({}, None), ({}, 300_000), ({"paper_window": 0.0}, None), ({"version": 1}, None)],
+                         ids=["v2", "v2-few-pixels-held", "v2-no-paper", "v1"])
+def test_a_chunk_gives_each_picture_the_sample_it_gets_alone(tmp_path, monkeypatch, params, held):
+    """``held``: the decoded pixels a chunk may hold before its pipeline runs (a chunk of large
+    pictures runs in parts, each picture still getting its sample)."""
+    if held:
+        monkeypatch.setattr(pictures, "BATCH_PIXELS", held)
     step = PictureStep.from_dict({"op": "picture", "pipeline": "mnist-digit", "params": {"version": 2, **params}}, "p")
     items = _pictures(tmp_path)
     alone = [_alone(item, step) for item in items]

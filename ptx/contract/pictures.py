@@ -140,19 +140,31 @@ def picture_samples(items: Sequence, step: PictureStep, raw: bool = False,
             except InputError as exc:
                 out[i] = exc
         return out
-    grays, where, named = [], [], []
+    pending: list[tuple[int, str, Image.Image]] = []  # decoded, not yet through the pipeline
+    held = 0
+
+    def run_pending() -> None:
+        nonlocal held
+        grays = [gray for _, _, gray in pending]
+        for (i, _, _), sample in zip(pending, batched(grays, names=[name for _, name, _ in pending], **step.options)):
+            out[i] = sample
+        pending.clear()
+        held = 0
+
     for i, (item, name) in enumerate(zip(items, names)):
         name = name or (str(item) if isinstance(item, (str, Path)) else "image")
         try:
             image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
-            grays.append(_gray_for(image, step, name))
+            gray = _gray_for(image, step, name)
         except InputError as exc:
             out[i] = exc
             continue
-        where.append(i)
-        named.append(name)
-    for i, name, sample in zip(where, named, batched(grays, names=named, **step.options)):
-        out[i] = sample
+        pending.append((i, name, gray))
+        held += gray.width * gray.height if isinstance(gray, Image.Image) else gray.size
+        if held >= BATCH_PIXELS:
+            run_pending()
+    if pending:
+        run_pending()
     return out
 
 
@@ -321,5 +333,8 @@ def fashion_product(gray: np.ndarray, *, version: int = 1, canvas: int = 28, tri
 PIPELINES = {"mnist-digit": mnist_digit, "fashion-product": fashion_product}
 # The versions of each pipeline that read to_gray8's 8-bit picture rather than a float copy.
 EIGHT_BIT = {"mnist-digit": (2,)}
+# Decoded pixels picture_samples holds before it runs the pipeline on them: a chunk of 64 small scans
+# is one run, while 64 large PNGs (up to MAX_PIXELS each, decoded whole) are never held at once.
+BATCH_PIXELS = 16_000_000
 # (pipeline, version) -> its form for many pictures at once (picture_samples); the others go one by one.
 BATCHED = {("mnist-digit", 2): mnist_digits_v2}
