@@ -22,7 +22,7 @@ import numpy as np
 
 from ptx.contract import Contract, DType, InputKind, Task
 from ptx.contract.names import BATCH, SEQ
-from ptx.contract.pictures import picture_sample
+from ptx.contract.pictures import picture_samples
 from ptx.contract.protocol import CLIENT_TYPES, TritonBackend, model_config, tensor_names
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError
@@ -168,17 +168,21 @@ class ServedModel:
                                f"not {tensor.datatype}")
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1) or not tensor.data:
             raise RequestError(f"input {tensor.name!r} has shape {tensor.shape}; send [N] (or [N, 1]) elements, N >= 1")
+        if self.user_input == IMAGE_INPUT:  # a request's pictures together, as a folder's chunk (the same samples)
+            samples = picture_samples(tensor.data, self.contract.picture,
+                                      names=[f"{tensor.name}[{i}]" for i in range(len(tensor.data))])
+            for sample in samples:
+                if isinstance(sample, InputError):
+                    raise RequestError(str(sample))
+            return samples
         samples = []
         for i, element in enumerate(tensor.data):
             try:
-                if self.user_input == IMAGE_INPUT:
-                    samples.append(picture_sample(element, self.contract.picture, name=f"{tensor.name}[{i}]"))
-                else:
-                    try:
-                        text = element.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise InputError(f"{tensor.name}[{i}]: not UTF-8 text") from None
-                    samples.append(self.predictor.prepare_one(text))
+                try:
+                    text = element.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(f"{tensor.name}[{i}]: not UTF-8 text") from None
+                samples.append(self.predictor.prepare_one(text))
             except InputError as exc:
                 raise RequestError(str(exc)) from None
         return samples
