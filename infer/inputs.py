@@ -68,8 +68,7 @@ def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None
         # folders without a stat each (a symbolic link is followed, as Path.is_file does); sorted by
         # name, as Paths of one folder sort. 10,000 files: 0.03 s, where Paths and is_file took 0.4.
         with os.scandir(path) as scan:
-            entries = sorted(((os.path.join(str(path), e.name), e.name, e.is_file(), e.is_dir()) for e in scan),
-                             key=lambda e: e[1])
+            entries = sorted(((os.path.join(str(path), e.name), e.name, *_kind(e)) for e in scan), key=lambda e: e[1])
     pictures = [full for full, name, is_file, _ in entries if is_file and _suffix(name) in IMAGE_SUFFIXES]
     folders = 0 if recursive else sum(1 for *_, is_dir in entries if is_dir)
     others = [name for _, name, is_file, _ in entries if is_file and _suffix(name) not in IMAGE_SUFFIXES]
@@ -85,6 +84,15 @@ def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None
         return
     out.items += pictures
     out.folders.append((arg, pictures, skipped))
+
+
+def _kind(entry: os.DirEntry) -> tuple[bool, bool]:
+    """(is a file, is a folder), links followed; an entry that cannot be told (a symbolic link loop,
+    no permission) is neither, as Path.is_file says of a loop, rather than an error for the folder."""
+    try:
+        return entry.is_file(), entry.is_dir()
+    except OSError:
+        return False, False
 
 
 def _suffix(name: str) -> str:

@@ -147,6 +147,8 @@ def test_a_folder_lists_as_it_did_with_paths(tmp_path):
     os.symlink(folder / "b.png", folder / "link.png")
     os.symlink(folder / "inner", folder / "dirlink.png")
     os.symlink(folder / "gone.png", folder / "dangling.png")
+    os.symlink(folder / "loop-b.png", folder / "loop-a.png")  # a loop: scandir raises where Path said False
+    os.symlink(folder / "loop-a.png", folder / "loop-b.png")
     pictures, subfolders, others = _listing_by_paths(folder)
     expanded = expand_inputs([str(folder)])
     assert expanded.items == pictures
