@@ -67,8 +67,10 @@ def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None
         # One directory read and no Path per entry: scandir's entries know whether they are files or
         # folders without a stat each (a symbolic link is followed, as Path.is_file does); sorted by
         # name, as Paths of one folder sort. 10,000 files: 0.03 s, where Paths and is_file took 0.4.
+        # A picture's path is str(path / name), as iterdir gave it: "x.png" in ".", not "./x.png".
+        prefix = "" if str(path) == "." else str(path)
         with os.scandir(path) as scan:
-            entries = sorted(((os.path.join(str(path), e.name), e.name, *_kind(e)) for e in scan), key=lambda e: e[1])
+            entries = sorted(((os.path.join(prefix, e.name), e.name, *_kind(e)) for e in scan), key=lambda e: e[1])
     pictures = [full for full, name, is_file, _ in entries if is_file and _suffix(name) in IMAGE_SUFFIXES]
     folders = 0 if recursive else sum(1 for *_, is_dir in entries if is_dir)
     others = [name for _, name, is_file, _ in entries if is_file and _suffix(name) not in IMAGE_SUFFIXES]

@@ -156,3 +156,16 @@ def test_a_folder_lists_as_it_did_with_paths(tmp_path):
     assert listed == pictures
     assert skipped == [f"{subfolders} subfolders (--recursive reads them)",
                        f"{len(others)} files without a picture suffix ({', '.join(others[:3])}, ...)"]
+
+
+def test_the_current_folder_names_its_pictures_as_it_did(tmp_path, monkeypatch):
+    """`ptx predict .` named its pictures "x.png" (Path('.') / 'x.png'), not "./x.png"."""
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "y.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for arg in (".", "./", ""):
+        assert expand_inputs([arg]).items == _listing_by_paths(Path(arg))[0] == ["x.png"], arg
+    assert expand_inputs(["sub/.."]).items == _listing_by_paths(Path("sub/.."))[0] == ["sub/../x.png"]
+    assert expand_inputs(["./sub"]).items == ["sub/y.png"]
+    assert expand_inputs(["."], recursive=True).items == ["sub/y.png", "x.png"]
