@@ -288,15 +288,25 @@ class Predictor:
         # Files and bytes are named in errors as their result names them; paths, images and arrays
         # keep the names the picture functions give them.
         names = [source if is_stream(item) or isinstance(item, BYTES) else None for item, source in zip(items, sources)]
-        if self.contract.kind is InputKind.IMAGE and not any(is_stream(item) for item in items):
-            # Pictures together: the pipeline's form for many at once, the same samples.
-            samples = prepare_pictures(list(zip(items, names)), self.contract.picture, raw=raw)
-            for sample in samples:
-                if isinstance(sample, InputError):
-                    raise sample
-        else:
-            samples = [self.prepare_one(item, raw=raw, name=name) for item, name in zip(items, names)]
+        samples = self.prepare_many(list(zip(items, names)), raw=raw)
+        for sample in samples:
+            if isinstance(sample, InputError):
+                raise sample
         return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
+
+    def prepare_many(self, pairs: Sequence[tuple[object, str | None]], raw: bool = False) -> list:
+        """``prepare_one`` of each (input, name) pair: its raw sample, or the InputError that says why
+        it has none. Pictures go through prepare_pictures together (the pipeline's form for many at
+        once, the same samples); file objects and other kinds one by one."""
+        if self.contract.kind is InputKind.IMAGE and not any(is_stream(item) for item, _ in pairs):
+            return prepare_pictures(pairs, self.contract.picture, raw=raw)
+        out: list = []
+        for item, name in pairs:
+            try:
+                out.append(self.prepare_one(item, raw=raw, name=name))
+            except InputError as exc:
+                out.append(exc)
+        return out
 
     def _items(self, inputs) -> list:
         kind = self.contract.kind

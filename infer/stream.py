@@ -20,7 +20,7 @@ import numpy as np
 from ptx.contract import InputKind
 from ptx.errors import InputError
 
-from .predictor import Prediction, Predictor, is_stream, mark_low_confidence, prepare_pictures
+from .predictor import Prediction, Predictor, mark_low_confidence, prepare_pictures
 
 CHUNK = 64  # inputs per worker task and per backend run: a worker's task is ~50 ms of pictures
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: one being made, one ready when it is asked for
@@ -133,20 +133,12 @@ def _answer_in_process(predictor, parts, raw, chunk, min_confidence) -> Iterator
 
 
 def _prepare_chunk(predictor, inputs: list[Input], raw: bool) -> list[tuple[np.ndarray | None, str | None]]:
-    """(sample, None) or (None, why) per input. Pictures go through prepare_pictures together (the
-    pipeline's form for many at once); file objects and other kinds through prepare_one each."""
+    """(sample, None) or (None, why) per input, the chunk's inputs prepared together."""
     given = [i for i, item in enumerate(inputs) if item.error is None]
     prepared: list = [(None, item.error) for item in inputs]
-    if predictor.contract.kind is InputKind.IMAGE and not any(is_stream(inputs[i].value) for i in given):
-        made = prepare_pictures([(inputs[i].value, inputs[i].name) for i in given], predictor.contract.picture, raw)
-        for i, sample in zip(given, made):
-            prepared[i] = (None, str(sample)) if isinstance(sample, InputError) else (sample, None)
-        return prepared
-    for i in given:
-        try:
-            prepared[i] = (predictor.prepare_one(inputs[i].value, raw=raw, name=inputs[i].name), None)
-        except InputError as exc:
-            prepared[i] = (None, str(exc))
+    made = predictor.prepare_many([(inputs[i].value, inputs[i].name) for i in given], raw=raw)
+    for i, sample in zip(given, made):
+        prepared[i] = (None, str(sample)) if isinstance(sample, InputError) else (sample, None)
     return prepared
 
 

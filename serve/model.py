@@ -178,10 +178,10 @@ class ServedModel:
         samples = []
         for i, element in enumerate(tensor.data):
             try:
-                try:
-                    text = element.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InputError(f"{tensor.name}[{i}]: not UTF-8 text") from None
+                text = element.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RequestError(f"{tensor.name}[{i}]: not UTF-8 text") from None
+            try:
                 samples.append(self.predictor.prepare_one(text))
             except InputError as exc:
                 raise RequestError(str(exc)) from None

@@ -118,8 +118,7 @@ def split_array_batch(array: np.ndarray) -> list[np.ndarray]:
 def picture_sample(item, step: PictureStep, raw: bool = False, name: str | None = None) -> np.ndarray:
     """A path, PIL image or one array picture -> (canvas, canvas) uint8 raw sample by ``step``.
     ``raw`` takes a picture that is already canvas x canvas as it is (dataset-like)."""
-    name = name or (str(item) if isinstance(item, (str, Path)) else "image")
-    image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
+    name, image = _opened(item, name)
     if raw:
         return _raw_sample(image, step.canvas, name)
     return PIPELINES[step.pipeline](_gray_for(image, step, name), name=name, **step.options)
@@ -152,9 +151,9 @@ def picture_samples(items: Sequence, step: PictureStep, raw: bool = False,
         held = 0
 
     for i, (item, name) in enumerate(zip(items, names)):
-        name = name or (str(item) if isinstance(item, (str, Path)) else "image")
+        name = _name_of(item, name)
         try:
-            image = array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
+            _, image = _opened(item, name)
             gray = _gray_for(image, step, name)
         except InputError as exc:
             out[i] = exc
@@ -166,6 +165,16 @@ def picture_samples(items: Sequence, step: PictureStep, raw: bool = False,
     if pending:
         run_pending()
     return out
+
+
+def _name_of(item, name: str | None) -> str:
+    return name or (str(item) if isinstance(item, (str, Path)) else "image")
+
+
+def _opened(item, name: str | None) -> tuple[str, Image.Image]:
+    """(the name errors give it, the decoded picture) of a path, bytes, PIL image or one array."""
+    name = _name_of(item, name)
+    return name, array_to_image(item, name) if isinstance(item, np.ndarray) else open_image(item, name)
 
 
 def _raw_sample(image: Image.Image, canvas: int, name: str) -> np.ndarray:
