@@ -1,11 +1,13 @@
-"""Inference: artifact -> Predictor. Importing this package never imports torch.
+"""Inference: a model name, run folder, model file or nn.Module -> a Model (a runner per runtime, a
+head above it for a tutorial model). Importing this package never imports torch.
 
     from ptx.infer import load
-    predictor = load("convnet", backend="ort-cpu")
-    print(predictor.predict("digit.png")[0].label_name)
+    model = load("convnet", backend="ort-cpu")
+    print(model.predict("digit.png")[0].label_name)
 """
 from .api import load, open_artifact
 from .backends import list_backends
-from .predictor import Prediction, Predictor
+from .head import Prediction
+from .model import Model
 
-__all__ = ["Prediction", "Predictor", "list_backends", "load", "open_artifact"]
+__all__ = ["Model", "Prediction", "list_backends", "load", "open_artifact"]

@@ -1,4 +1,4 @@
-"""load(): model name or artifact file -> a Predictor for one backend of the registry."""
+"""load(): model name, run folder, model file or nn.Module -> a Model for one backend of the registry."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ from ptx.files import file_sha256
 from ptx.export.formats import default_formats
 
 from . import backends
-from .predictor import Predictor
+from .model import Model
 
 DEFAULT_BACKEND = "ort-cpu"
 DEVICES = ("cpu", "cuda")
@@ -121,8 +121,8 @@ def check_device(backend: str, device: str | None) -> str:
 
 
 def open_artifact(path: str | Path, backend: str, device: str | None = None,
-                  precision: str = FULL_PRECISION) -> Predictor:
-    """A Predictor for the artifact file at ``path`` through ``backend`` on ``device`` (default: the
+                  precision: str = FULL_PRECISION) -> Model:
+    """A Model for the artifact file at ``path`` through ``backend`` on ``device`` (default: the
     backend's own; export validates through this, so a file is checked by the very code that will
     serve it)."""
     chosen = backends.get(backend)
@@ -138,7 +138,7 @@ def open_artifact(path: str | Path, backend: str, device: str | None = None,
     return predictor
 
 
-def unusable_reason(predictor: Predictor, label: str) -> str | None:
+def unusable_reason(predictor: Model, label: str) -> str | None:
     """Why ``predictor``'s reduced precision should not be used here: this machine's verify record
     (or export's judgement) for its file says NOT USABLE or FAIL. None otherwise, or with no record."""
     from .records import failed_here
@@ -152,7 +152,7 @@ def unusable_reason(predictor: Predictor, label: str) -> str | None:
 
 
 def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str | None = None,
-               precision: str = FULL_PRECISION, run: str | Path | None = None) -> Predictor:
+               precision: str = FULL_PRECISION, run: str | Path | None = None) -> Model:
     """``model``'s artifact for ``backend`` at ``precision`` in its run folder (ROOT/NAME, or
     ``run``), refused when it belongs to another model (an export written into the wrong run
     folder). ``predictor.stale`` says so when it was exported from another checkpoint than the
@@ -165,7 +165,7 @@ def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, d
     return predictor
 
 
-def stale_reason(predictor: Predictor, run_dir: Path) -> str | None:
+def stale_reason(predictor: Model, run_dir: Path) -> str | None:
     """Why ``predictor``'s artifact does not hold the run's current weights (it was exported from
     another checkpoint than ``run_dir``/checkpoint.pt: the run was trained again since), or None."""
     checkpoint = run_dir / CHECKPOINT_FILE
@@ -182,7 +182,7 @@ def stale_reason(predictor: Predictor, run_dir: Path) -> str | None:
 def load(model_or_path, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
          device: str | None = None, precision: str | None = None, run: str | Path | None = None,
          inputs=None, batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True):
-    """A Predictor for a registered model's artifacts in its run folder (``root``/NAME, or ``run``:
+    """A Model for a registered model's artifacts in its run folder (``root``/NAME, or ``run``:
     the folder ``ptx train --out`` wrote), or for a model file alone: a tutorial model's export, or
     your own model (an ONNX file, a TorchScript file, a pt2 package, or a live ``nn.Module``).
 
@@ -258,7 +258,7 @@ def _load_artifact(candidate: Path, fmt: str, backend: str | None, device: str |
     return _warned(open_artifact(candidate, backend, device, precision))
 
 
-def _warned(predictor: Predictor) -> Predictor:
+def _warned(predictor: Model) -> Model:
     if predictor.unusable:
         warnings.warn(predictor.unusable, UnusablePrecisionWarning, stacklevel=3)
     return predictor

@@ -9,7 +9,8 @@ from ptx.errors import InputError
 
 from .api import load
 from .inputs import expand_csv_rows, expand_inputs
-from .predictor import Prediction, Predictor
+from .head import Prediction
+from .model import Model
 from .stream import Input, stream_answers
 
 
@@ -35,7 +36,7 @@ STDIN = "-"  # the argument that means: read one input from standard input
 
 @dataclass
 class PredictReport:
-    predictor: Predictor
+    predictor: Model
     results: list[Prediction] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # what was left out of folders on the way
@@ -51,7 +52,7 @@ class PredictReport:
                 "notices": self.notices}
 
 
-def iter_inputs(predictor: Predictor, args: list[str], *, recursive: bool = False, stdin: bytes | None = None,
+def iter_inputs(predictor: Model, args: list[str], *, recursive: bool = False, stdin: bytes | None = None,
                 notices: list[str] | None = None, folders: list | None = None) -> Iterator[Input]:
     """Command-line arguments -> inputs, lazily and in order: files, folders and globs (pictures),
     numbers, CSV rows or files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input

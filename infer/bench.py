@@ -215,12 +215,14 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                     calls.append(functools.partial(predictor.predict_array, x))
                 names.append((label, device, precision, None, None))
                 if bare:
-                    bare_name, call = backend.bare(predictor, x)
+                    feeds = {predictor.graph_input.name: x}
+                    bare_name, call = predictor.bare(feeds)
                     calls.append(call)
                     names.append((f"{bare_name} ({label})", device, precision, label, None))
-                    if backend.resident is not None and device.startswith("cuda"):
+                    resident = getattr(predictor.runner, "resident", None)
+                    if resident is not None and device.startswith("cuda"):
                         # Not a peer: no ptx row can pay less than the host copies it leaves out.
-                        resident_name, call = backend.resident(predictor, x)
+                        resident_name, call = resident(feeds)
                         calls.append(call)
                         names.append((f"{resident_name} ({label})", device, precision, None, label))
             if not calls:

@@ -27,6 +27,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ptx.errors import first_line
+
+from .ort_session import ORT_QUIET, import_ort, session_options, why_no_cuda
+
 KERNELS_FILE = Path(__file__).with_name("ort_cuda_kernels.json")
 SMALL_INITIALIZER = 100  # kSmallInitializerThreshold
 # Types GetCpuPreferredNodes never moves to the CPU.
@@ -326,8 +330,6 @@ def basic_optimised(path: str | Path):
     (constant folding, redundant-node removal), written by ORT itself (optimized_model_filepath)."""
     import onnx
 
-    from .ort_session import ORT_QUIET, import_ort
-
     ort = import_ort()
     with tempfile.TemporaryDirectory(prefix="ptx-placement-") as tmp:
         options = ort.SessionOptions()
@@ -365,3 +367,39 @@ def graph_static_summary(path: str | Path) -> str:
     capture = (f"not capturable as a CUDA graph ({', '.join(found)} nodes)" if found
                else f"capturable as a CUDA graph (no {', '.join(CONTROL_FLOW)} nodes)")
     return f"{static_summary(path)}; {capture}"
+
+
+def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:
+    """Execution provider -> the nodes ORT assigned it ("name (OpType)"), as ORT reports it
+    (``session.record_ep_graph_assignment_info``, ORT 1.31), for a session with ptx's options."""
+    options = session_options(ort)
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    placed: dict[str, list[str]] = {}
+    for subgraph in session.get_provider_graph_assignment_info():
+        for node in subgraph.get_nodes():
+            entry = f"{node.name} ({node.op_type})"
+            if entry not in placed.setdefault(subgraph.ep_name, []):
+                placed[subgraph.ep_name].append(entry)
+    return placed
+
+
+def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str], device_id: int = 0) -> str:
+    """Why ORT refused an ort-cuda session that may not fall back to the CPU, in one line: CUDA is
+    not active at all, or these nodes would run on the CPU, each with its reason (no CUDA kernel,
+    cuDNN's limits, or ORT's shape heuristic), read from ptx's static placement check."""
+    try:
+        placed = node_placement(ort, path, providers)
+    except Exception as exc:  # the placement session failed too: say what we know
+        return f"ort-cuda: {path} does not load with the CUDA provider ({first_line(exc)}); use --backend ort-cpu"
+    if "CUDAExecutionProvider" not in placed:
+        return f"ort-cuda: CUDA is not active: {why_no_cuda(missing_libraries, device_id)}; use --backend ort-cpu"
+    on_cpu = placed.get("CPUExecutionProvider", [])
+    try:
+        reasons = {n.name: n.reason for n in cuda_placement(path).on_cpu}
+    except Exception:  # the explanation is a courtesy: the refusal stands without it
+        reasons = {}
+    explained = [f"{entry}: {reasons.get(entry.rsplit(' (', 1)[0], 'left on the CPU by ONNX Runtime')}" for entry in on_cpu]
+    shown = "; ".join(explained[:6]) + (f"; and {len(explained) - 6} more" if len(explained) > 6 else "")
+    return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
+            f"{shown}; use --backend ort-cpu")

@@ -2,7 +2,7 @@
 on this machine, and if not, why.
 
 Cheap by design: files are read and runtimes open them, but no model is run, except where a
-TorchScript or pt2 file needs its two probe runs to learn its outputs (torch_tensor.py). An ONNX
+TorchScript or pt2 file needs its two probe runs to learn its outputs (torch_runner.py). An ONNX
 file's facts come from its graph (onnx_graph.py); what the CUDA backends would do with it is proven
 without a GPU (cuda_placement.py), and never claimed beyond what those checks say.
 """
@@ -240,7 +240,7 @@ def _source(found: ModelFile, options: Mapping, graph_word: str) -> str:
 def _onnx_signature(path: Path, found: ModelFile, options: Mapping, model, declared: Signature,
                     report: FileInspection) -> None:
     """ONNX Runtime's signature of the file (what verify and serve use), else the graph's own."""
-    from .ort_tensor import file_signature
+    from .ort_runner import file_signature
 
     if model is not None and not isinstance(model, Exception):
         report.signature, report.source = model.signature, _source(found, options, "the graph")

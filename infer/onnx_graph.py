@@ -121,7 +121,7 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
 
 def _as_node_arg(value_info) -> SimpleNamespace:
     """A graph input/output as ONNX Runtime's NodeArg describes it (name, type string, shape with
-    None for an unnamed dynamic size), so that ort_tensor's rules name its dimensions."""
+    None for an unnamed dynamic size), so that ort_runner's rules name its dimensions."""
     tensor = value_info.type.tensor_type
     info = next((d for d in DTYPES.values() if d.onnx == tensor.elem_type), None)
     kind = info.ort if info else f"tensor({UNSUPPORTED_ONNX.get(tensor.elem_type, tensor.elem_type)})"
@@ -150,6 +150,6 @@ class _GraphArgs:
 def graph_signature(model, path: str | Path, batch_axes: Mapping[str, int | None] | None = None) -> Signature:
     """The signature ONNX Runtime would give the file (same names for unnamed dimensions, same
     batch axes), read from the graph alone."""
-    from .ort_tensor import session_signature
+    from .ort_runner import session_signature
 
     return session_signature(_GraphArgs(model), Path(path), batch_axes)

@@ -11,7 +11,9 @@ buffer back. Shapes beyond the captured ones run uncaptured (gpu_graph_id -1) wi
 host memory, as ort-cuda does.
 
 A backend of its own, so that ptx verify judges it like every other row and bench and
-``--backend auto`` name it only where it passed and is faster. numpy and onnxruntime only.
+``--backend auto`` name it only where it passed and is faster. The same runner serves a tutorial
+export and a user's own ONNX file: every input is padded along its batch axis, every output cut
+back along its own. numpy and onnxruntime only.
 """
 from __future__ import annotations
 
@@ -22,8 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .graph_shapes import GraphSlots, fill_padded, first_rows
-from .ort_session import OrtPredictor, bound_output_shape, import_ort, run_bound_host
+from ptx.errors import BackendUnavailableError
+
+from .graph_shapes import GraphSlots, fill_padded, first_rows, graph_batch, padded_shape
+from .ort_runner import OrtRunner, open_artifact_model, open_file_runner, run_bound_host
+from .ort_session import import_ort
+from .runner import output_shapes
 
 GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option naming the graph a run captures or replays
 UNCAPTURED = "-1"  # the id that runs without capture or replay
@@ -31,96 +37,139 @@ UNCAPTURED = "-1"  # the id that runs without capture or replay
 
 @dataclass
 class _Slot:
-    input: object  # OrtValue on the device, the padded shape
-    output: object  # OrtValue on the device
+    inputs: dict  # name -> OrtValue on the device, the padded shape
+    outputs: dict  # name -> OrtValue on the device
     binding: object
     run_options: object
 
 
-class OrtGraphPredictor(OrtPredictor):
+class OrtGraphRunner(OrtRunner):
     """On ``cuda`` the provider captures graphs. On ``cpu`` (machines without a GPU) the same
     buffers, bindings and graph ids run on the CPU provider without capture: what the tests use to
     check everything around the graph."""
 
     cuda_graph = True
 
-    def __init__(self, path: str | Path, device: str = "cuda", precision: str = "f32"):
-        super().__init__(path, device, precision)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.backend = "ort-cuda-graph" if self.on_cuda else "ort-cpu (graph buffers, no capture)"
         self._ort = import_ort()
         self._device_type = "cuda" if self.on_cuda else "cpu"
         self._slots: GraphSlots[_Slot] = GraphSlots(self._make_slot)
         self._uncaptured = self._ort.RunOptions()
         self._uncaptured.add_run_config_entry(GRAPH_ID, UNCAPTURED)
-        # A slot's buffers are shared by every run of its shape: one run at a time per predictor.
+        # Padding rows changes no answer only where every input and output has a batch axis: any
+        # other model is captured at the exact shapes it is given.
+        self._pads = self.signature.batched
+        # A slot's buffers are shared by every run of its shapes: one run at a time per runner.
         self._lock = threading.Lock()
 
-    def _make_slot(self, shape: tuple[int, ...], number: int) -> _Slot:
+    def _make_slot(self, key: tuple, number: int) -> _Slot:
         ort = self._ort
-        x = ort.OrtValue.ortvalue_from_shape_and_type(shape, self._dtype, self._device_type, self.device_id)
-        out_shape = bound_output_shape(self, np.empty(shape, dtype=np.uint8))  # reads the shape only
-        out = ort.OrtValue.ortvalue_from_shape_and_type(out_shape, np.dtype(self.contract.output.dtype.value),
-                                                        self._device_type, self.device_id)
+        shapes = dict(key)
+        outs = output_shapes(self.signature, {n: np.empty(s, dtype=np.uint8) for n, s in shapes.items()})
+        if outs is None:
+            raise BackendUnavailableError(f"ort-cuda-graph: an output shape of {self.name} depends on its input values, "
+                                          "and a CUDA graph replays fixed shapes; use --backend ort-cuda")
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self.input_name, x)
-        binding.bind_ortvalue_output(self.output_names[0], out)
+        inputs, outputs = {}, {}
+        for t in self.signature.inputs:
+            inputs[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(shapes[t.name], np.dtype(t.dtype),
+                                                                       self._device_type, self.device_id)
+            binding.bind_ortvalue_input(t.name, inputs[t.name])
+        for t in self.signature.outputs:
+            outputs[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(outs[t.name], np.dtype(t.dtype),
+                                                                        self._device_type, self.device_id)
+            binding.bind_ortvalue_output(t.name, outputs[t.name])
         options = ort.RunOptions()
         options.add_run_config_entry(GRAPH_ID, str(number))
-        return _Slot(x, out, binding, options)
+        return _Slot(inputs, outputs, binding, options)
 
-    def run_host(self, x: np.ndarray) -> np.ndarray:
+    def slot_for(self, feeds: dict[str, np.ndarray]) -> tuple[_Slot | None, int | None, int | None]:
+        """(slot, padded batch, real rows) a run of ``feeds`` replays; (None, None, rows): uncaptured."""
+        batched = [t for t in self.signature.inputs if t.batch_axis is not None]
+        rows = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else None
+        batch = graph_batch(rows) if rows is not None and self._pads else rows
+        if rows is not None and batch is None:
+            return None, None, rows
+        key = tuple((t.name, padded_shape(feeds[t.name].shape, t.batch_axis, batch) if t.batch_axis is not None
+                     and self._pads else tuple(feeds[t.name].shape)) for t in self.signature.inputs)
+        return self._slots.get(key), batch, rows
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # One run at a time, captured or not: ONNX Runtime's CUDA graphs forbid runs of the session
         # from other threads meanwhile (a capture is global to its stream), and a slot's buffers are
-        # shared by every run of its shape.
+        # shared by every run of its shapes.
         with self._lock:
-            axis = self.graph_input.batch_axis
-            rows = x.shape[axis]
-            slot, batch = self._slots.for_rows(x.shape, axis)
+            slot, batch, rows = self.slot_for(feeds)
             if slot is None:
-                return run_bound_host(self, x, self._uncaptured)
-            if batch == rows and self.host is None:  # the CPU provider: a plain copy
-                slot.input.update_inplace(x)
-            else:
+                return run_bound_host(self, feeds, self._uncaptured)
+            for t in self.signature.inputs:
+                x, value = feeds[t.name], slot.inputs[t.name]
+                if batch == rows and self.host is None:  # the CPU provider: a plain copy
+                    value.update_inplace(x)
+                    continue
                 # On CUDA always through a page-locked buffer: a copy from it is complete when
                 # update_inplace returns, where one from pageable memory may still be in flight
                 # when the replay starts on ONNX Runtime's own stream.
-                with self._staging(slot) as staged:
-                    slot.input.update_inplace(fill_padded(staged, x, axis))
+                with self._staging(value, t.dtype) as staged:
+                    value.update_inplace(fill_padded(staged, x, t.batch_axis) if t.batch_axis is not None
+                                         and self._pads else _copied(staged, x))
             self.session.run_with_iobinding(slot.binding, slot.run_options)
-            return first_rows(slot.output.numpy(), self.contract.output.batch_axis, rows)
+            return {t.name: first_rows(slot.outputs[t.name].numpy(), t.batch_axis, rows)
+                    if t.batch_axis is not None and self._pads else slot.outputs[t.name].numpy().copy()
+                    for t in self.signature.outputs}
 
-    def predict_on_device(self, x):
+    def run_on_device(self, feeds):
         """GPU tensors are bound by their own pointers, which change from call to call: such a run is
         never captured (gpu_graph_id -1; left unset, ONNX Runtime would capture graph 0 on the first
         call's pointers and replay it on freed memory)."""
         with self._lock:
-            return super().predict_on_device(x)
+            return super().run_on_device(feeds)
 
     def _binding_run_options(self):
         return self._uncaptured
 
-    def _staging(self, slot: _Slot):
+    def bare(self, feeds: dict[str, np.ndarray]):
+        return bare_graph_runner(self, feeds)
+
+    def _staging(self, value, dtype: str):
         """A host buffer of the slot's padded shape (page-locked on CUDA) to pad the batch in."""
-        shape = tuple(slot.input.shape())
+        shape = tuple(value.shape())
         if self.host is not None:
-            return self.host.lease(shape, self._dtype)
-        return contextlib.nullcontext(np.empty(shape, self._dtype))
+            return self.host.lease(shape, dtype)
+        return contextlib.nullcontext(np.empty(shape, dtype))
 
 
-def bare_graph_runner(predictor: OrtGraphPredictor, x: np.ndarray):
-    """The captured graph called straight for bench's peer column: ``x`` copied into the graph's
-    input buffer, replayed, its output read back (no padding, lock or checks)."""
-    x = np.ascontiguousarray(x)
-    axis = predictor.graph_input.batch_axis
-    slot, batch = predictor._slots.for_rows(x.shape, axis)
-    if batch != x.shape[axis]:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
-        session, feed, options = predictor.session, {predictor.input_name: x}, predictor._uncaptured
-        return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feed, options)
-    session = predictor.session
+def _copied(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    np.copyto(out, x)
+    return out
+
+
+def open_graph_artifact(path: str | Path, device: str = "cuda", precision: str = "f32"):
+    """ort-cuda-graph's ``load``: a tutorial model's export on the graph runner."""
+    return open_artifact_model(path, device, precision, runner_class=OrtGraphRunner)
+
+
+def open_graph_file(path: str | Path, device: str = "cuda", precision: str = "f32", **options):
+    """ort-cuda-graph's ``open_file``: a user's ONNX file on the graph runner."""
+    return open_file_runner(path, device, precision, runner_class=OrtGraphRunner, **options)
+
+
+def bare_graph_runner(runner: OrtGraphRunner, feeds: dict[str, np.ndarray]):
+    """The captured graph called straight for bench's peer column: the inputs copied into the
+    graph's input buffers, replayed, the outputs read back (no padding, lock or checks)."""
+    feeds = {n: np.ascontiguousarray(x) for n, x in feeds.items()}
+    slot, batch, rows = runner.slot_for(feeds)
+    if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
+        session, options = runner.session, runner._uncaptured
+        return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feeds, options)
+    session = runner.session
 
     def call():
-        slot.input.update_inplace(x)
+        for name, x in feeds.items():
+            slot.inputs[name].update_inplace(x)
         session.run_with_iobinding(slot.binding, slot.run_options)
-        return slot.output.numpy()
+        return [value.numpy() for value in slot.outputs.values()]
 
     return "bare run_with_iobinding on a CUDA graph", call

@@ -1,4 +1,4 @@
-"""A user's own model file (or live nn.Module) -> a TensorModel on one backend of the registry.
+"""A user's own model file (or live nn.Module) -> a Model (a runner, no head) on one backend of the registry.
 
 A file ptx did not write is first opened in a child process (``probe=True``): ONNX Runtime,
 OpenVINO and torch's loaders have crashed on malformed graphs, and a crash there is one line,
@@ -16,6 +16,7 @@ from ptx.contract.tensors import TensorSig, parse_declaration
 from ptx.errors import PtxError
 
 from . import backends
+from .model import Model
 from .model_files import ONNX, PT2, TORCHSCRIPT, read_model_file
 
 DEFAULT_FILE_BACKEND = {ONNX: "ort-cpu", TORCHSCRIPT: "torchscript", PT2: "aoti"}
@@ -49,7 +50,7 @@ def open_own_model(path: str | Path, backend: str | None = None, *, device: str 
                    precision: str | None = None, inputs: Sequence[TensorSig | str] | None = None,
                    batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
                    probe: bool = True):
-    """A TensorModel for the model file at ``path`` through ``backend`` (default: the file's own
+    """A Model (a runner without a head) for the model file at ``path`` through ``backend`` (default: the file's own
     runtime on the CPU). ``inputs`` declares what a TorchScript or pt2 file takes; ``batch_axes``
     ({name: axis or None}) overrides where ptx reads each input's batch."""
     path = Path(path)
@@ -59,7 +60,7 @@ def open_own_model(path: str | Path, backend: str | None = None, *, device: str 
     options = {"inputs": declared, "batch_axes": dict(batch_axes or {}), "ignore_metadata": ignore_metadata}
     if probe and (ignore_metadata or not found.metadata):
         probe_in_child(path, chosen.label(device), device, declared, batch_axes, ignore_metadata)
-    return chosen.open_file(path, device, precision or FULL_PRECISION, **options)
+    return Model(chosen.open_file(path, device, precision or FULL_PRECISION, **options))
 
 
 PROBE = """
@@ -101,6 +102,6 @@ def is_module(obj) -> bool:
 
 
 def open_module(module, inputs: Sequence[TensorSig | str] | None, device: str | None = None):
-    from .torch_tensor import ModuleTensorModel
+    from .torch_runner import open_module as module_runner
 
-    return ModuleTensorModel(module, as_declarations(inputs), device or "cpu")
+    return Model(module_runner(module, as_declarations(inputs), device or "cpu"))

@@ -86,7 +86,7 @@ def open_options_for(found: ModelFile, options: Mapping) -> dict:
 
 def tutorial_signature(found: ModelFile) -> Signature | None:
     """The tensor layer of a tutorial model's export (its contract's one input and one output)."""
-    from .predictor import artifact_info
+    from .head import artifact_info
 
     if not found.has_contract:
         return None
@@ -95,7 +95,7 @@ def tutorial_signature(found: ModelFile) -> Signature | None:
 
 
 def open_file_model(path: Path, row: FileBackend, options: Mapping, probe: bool = True):
-    """``row``'s TensorModel for the file (a foreign file is opened in a child process first)."""
+    """``row``'s Model for the file (a foreign file is opened in a child process first)."""
     return open_own_model(path, row.label, device=row.device, probe=probe, **options)
 
 
@@ -140,7 +140,7 @@ def probe_rows(path: Path, rows: Sequence[FileBackend], options: Mapping) -> dic
 
 
 def open_rows(path: Path, rows: Sequence[FileBackend], options: Mapping, probe: bool = True) -> dict[str, object]:
-    """{label: the TensorModel, or the PtxError that says why it did not open} for every row."""
+    """{label: the Model, or the PtxError that says why it did not open} for every row."""
     opened: dict[str, object] = dict(probe_rows(path, rows, options)) if probe else {}
     for row in rows:
         if row.label not in opened:

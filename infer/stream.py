@@ -20,7 +20,8 @@ import numpy as np
 from ptx.contract import InputKind
 from ptx.errors import InputError
 
-from .predictor import Prediction, Predictor, mark_low_confidence, prepare_pictures
+from .head import Prediction, mark_low_confidence, prepare_pictures
+from .model import Model
 
 CHUNK = 64  # inputs per worker task and per backend run: a worker's task is ~50 ms of pictures
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: one being made, one ready when it is asked for
@@ -87,13 +88,13 @@ def _pool(workers: int):
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["ptx.infer.predictor"])
+        context.set_forkserver_preload(["ptx.infer.head"])
     else:
         context = multiprocessing.get_context("spawn")
     return context.Pool(workers, initializer=_ignore_sigint)
 
 
-def stream_answers(predictor: Predictor, inputs: Iterable[Input], *, raw: bool = False, workers: int | None = None,
+def stream_answers(predictor: Model, inputs: Iterable[Input], *, raw: bool = False, workers: int | None = None,
                    chunk: int = CHUNK, min_confidence: float | None = None) -> Iterator[Answer]:
     """Answers for ``inputs``, one per input and in their order, each chunk's as soon as it is done.
     ``workers``: processes that prepare pictures (None: one per core; 0: in this process). A pool is

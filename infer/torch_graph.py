@@ -9,7 +9,9 @@ padded as graph_shapes.py says; shapes beyond the captured ones run as eager-cud
 A model that cannot be captured is refused in one line when its first batch of a shape runs
 (ptx verify then fails the row, and nothing chooses it): a graph backend that silently ran
 eagerly would be timed and named as what it is not. ``graphs`` stands in for CUDA's graphs on
-machines without a GPU (tests), as in ptx.trainers.step.
+machines without a GPU (tests), as in ptx.trainers.step. The same runner serves a tutorial
+checkpoint and a user's nn.Module: every input is padded along its batch axis, every output cut back
+along its own.
 """
 from __future__ import annotations
 
@@ -25,25 +27,24 @@ from ptx.contract.names import FULL_PRECISION
 from ptx.errors import BackendUnavailableError, first_line
 from ptx.trainers.step import CudaGraphs
 
-from .graph_shapes import GraphSlots
-from .torch_predictor import EagerPredictor, math_mode
+from .graph_shapes import graph_batch, GraphSlots, padded_shape
+from .torch_runner import TorchRunner, checkpoint_module, contract_runner, flatten_outputs, math_mode
 
 WARMUP_CALLS = 3  # on the side stream before capture: cuDNN and cuBLAS pick and allocate there
 
 
 @dataclass
 class _Slot:
-    input: torch.Tensor  # on the device, the padded shape
+    inputs: dict  # name -> tensor on the device, the padded shape
     replay: Callable[[], object]
-    outputs: dict  # "y": the graph's output tensor (rewritten by each replay)
+    outputs: dict  # name -> the graph's output tensor (rewritten by each replay)
 
 
-class EagerGraphPredictor(EagerPredictor):
-    backend = "eager-cuda-graph"
-
-    def __init__(self, checkpoint: str | Path, device: str = "cuda", expected_model: str | None = None,
-                 precision: str = FULL_PRECISION, graphs: Callable[[], object] | None = None):
-        super().__init__(checkpoint, device, expected_model, precision)
+class TorchGraphRunner(TorchRunner):
+    def __init__(self, module, inputs, outputs, *, device: str = "cuda", graphs: Callable[[], object] | None = None,
+                 **options):
+        super().__init__(module, inputs, outputs, device=device, **options)
+        self.backend = "eager-cuda-graph"
         if graphs is None:
             if self.torch_device.type != "cuda":
                 raise BackendUnavailableError("eager-cuda-graph captures CUDA graphs: it runs on cuda only; "
@@ -51,17 +52,20 @@ class EagerGraphPredictor(EagerPredictor):
             graphs = lambda: CudaGraphs(self.torch_device, "thread_local")  # noqa: E731 - a stream and graph per shape
         self._new_graphs = graphs
         self._slots: GraphSlots[_Slot] = GraphSlots(self._make_slot)
-        # Capture and replay under the predictor's one lock (re-entered by the uncaptured path): a
+        self._pads = self.signature.batched  # padding rows changes nothing only where every tensor is batched
+        # Capture and replay under the runner's one lock (re-entered by the uncaptured path): a
         # capture must not meet this model's own runs from a server's other worker threads.
         self._lock = threading.RLock()
 
-    def _make_slot(self, shape: tuple[int, ...], number: int) -> _Slot:
-        static = torch.zeros(shape, dtype=self._dtype, device=self.torch_device)
+    def _make_slot(self, key: tuple, number: int) -> _Slot:
+        statics = {t.name: torch.zeros(dict(key)[t.name], dtype=getattr(torch, t.dtype), device=self.torch_device)
+                   for t in self.signature.inputs}
         outputs: dict = {}
         graphs = self._new_graphs()
 
         def forward():
-            outputs["y"] = self.module(static)
+            named = flatten_outputs(self.module(*(statics[n] for n in self._input_names)), "the model")
+            outputs.update(zip(self.signature.output_names, named.values()))
 
         try:
             with torch.no_grad(), math_mode(self.torch_device, self.precision):
@@ -69,42 +73,74 @@ class EagerGraphPredictor(EagerPredictor):
                     graphs.warmup(forward)
                 replay = graphs.capture(forward)
         except Exception as exc:  # torch raises RuntimeError and others; which, it does not promise
+            shown = ", ".join(f"{n} {list(s)}" for n, s in key)
             raise BackendUnavailableError(
-                f"eager-cuda-graph: {self.contract.model} at input shape {list(shape)} cannot be captured as a "
+                f"eager-cuda-graph: {self.name} at input shapes {shown} cannot be captured as a "
                 f"CUDA graph ({first_line(exc)}); use --backend eager") from None
-        return _Slot(static, replay, outputs)
+        return _Slot(statics, replay, outputs)
 
-    def _forward(self, tensor) -> "object":
-        axis = self.graph_input.batch_axis
-        rows = tensor.shape[axis]
+    def slot_for(self, feeds) -> tuple[_Slot | None, int | None, int | None]:
+        """(slot, padded batch, real rows) a run of ``feeds`` replays; (None, None, rows): uncaptured."""
+        batched = [t for t in self.signature.inputs if t.batch_axis is not None]
+        rows = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else None
+        batch = graph_batch(rows) if rows is not None and self._pads else rows
+        if rows is not None and batch is None:
+            return None, None, rows
+        key = tuple((t.name, padded_shape(tuple(feeds[t.name].shape), t.batch_axis, batch)
+                     if t.batch_axis is not None and self._pads else tuple(feeds[t.name].shape))
+                    for t in self.signature.inputs)
+        return self._slots.get(key), batch, rows
+
+    def _forward(self, feeds) -> dict[str, torch.Tensor]:
+        if getattr(self, "_slots", None) is None:  # learning a user's module's outputs, before any capture
+            return super()._forward(feeds)
         with self._lock, torch.no_grad():  # no_grad: for the CPU stand-in, which replays by calling forward
-            slot, batch = self._slots.for_rows(tuple(tensor.shape), axis)
+            slot, batch, rows = self.slot_for(feeds)
             if slot is None:
-                return super()._forward(tensor)
-            slot.input.narrow(axis, 0, rows).copy_(tensor, non_blocking=True)
-            if batch > rows:
-                slot.input.narrow(axis, rows, batch - rows).zero_()
+                return super()._forward(feeds)
+            for t, x in zip(self.signature.inputs, self._tensors(feeds)):
+                static = slot.inputs[t.name]
+                if t.batch_axis is None or not self._pads:
+                    static.copy_(x, non_blocking=True)
+                    continue
+                static.narrow(t.batch_axis, 0, rows).copy_(x, non_blocking=True)
+                if batch > rows:
+                    static.narrow(t.batch_axis, rows, batch - rows).zero_()
             slot.replay()
-            out = slot.outputs["y"].narrow(self.contract.output.batch_axis, 0, rows)
-            return out.to("cpu", copy=True).numpy()  # a copy: the next replay rewrites the graph's output
+            # copies: the next replay rewrites the graph's outputs
+            return {t.name: (slot.outputs[t.name].narrow(t.batch_axis, 0, rows) if t.batch_axis is not None
+                             and self._pads else slot.outputs[t.name]).to("cpu", copy=True)
+                    for t in self.signature.outputs}
+
+    def bare(self, feeds: dict[str, np.ndarray]):
+        """The captured graph called straight, paying the host copies: the inputs into its buffers,
+        replay, the outputs to host memory (no padding, lock or checks)."""
+        slot, batch, rows = self.slot_for(feeds)
+        if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
+            label, call = super().bare(feeds)
+            return f"{label} (uncaptured)", call
+        hosts = {n: torch.from_numpy(np.ascontiguousarray(x)) for n, x in feeds.items()}
+
+        def call():
+            with torch.no_grad():
+                for name, host in hosts.items():
+                    slot.inputs[name].copy_(host, non_blocking=True)
+                slot.replay()
+                return [out.cpu().numpy() for out in slot.outputs.values()]
+
+        return "bare CUDA graph replay", call
 
 
-def bare_graph_runner(predictor: EagerGraphPredictor, x, *, label: str):
-    """The captured graph called straight, paying the host copies: x into its input, replay, the
-    output to host memory (no padding, lock or checks)."""
-    x = np.ascontiguousarray(x)
-    host = torch.from_numpy(x)
-    axis = predictor.graph_input.batch_axis
-    slot, batch = predictor._slots.for_rows(x.shape, axis)
-    if batch != x.shape[axis]:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
-        from .torch_predictor import bare_module_runner
+def open_graph_checkpoint(checkpoint: str | Path, device: str = "cuda", precision: str = FULL_PRECISION,
+                          expected_model: str | None = None, graphs: Callable[[], object] | None = None):
+    """eager-cuda-graph's ``load``: the checkpoint's nn.Module on the graph runner."""
+    module, info = checkpoint_module(checkpoint, expected_model)
+    return contract_runner(module, info, device, "eager-cuda-graph", precision, Path(checkpoint),
+                           runner_class=TorchGraphRunner, graphs=graphs)
 
-        return bare_module_runner(predictor, x, label="bare nn.Module call (uncaptured)")
 
-    def call():
-        with torch.no_grad():
-            slot.input.copy_(host, non_blocking=True)
-            slot.replay()
-            return slot.outputs["y"].cpu().numpy()
-
-    return label, call
+def open_graph_module(module, inputs, device: str = "cuda", name: str | None = None,
+                      graphs: Callable[[], object] | None = None) -> TorchGraphRunner:
+    """A user's live nn.Module on the graph runner."""
+    return TorchGraphRunner(module.eval(), inputs, None, device=device, backend="eager-cuda-graph",
+                            name=name or type(module).__name__, graphs=graphs)

@@ -43,7 +43,7 @@ THIRD_OPINION = "onnx.reference"
 THIRD_OPINION_MAX_VALUES = 100_000
 STORED = "stored reference"
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch"}
-# The names torch gives the outputs of a module it cannot name (torch_tensor.flatten_outputs).
+# The names torch gives the outputs of a module it cannot name (torch_runner.flatten_outputs).
 PROBE_NAMES = ("output",)
 
 

@@ -118,7 +118,7 @@ def pipeline_cost(paths: list[str], model_file: Path, count: int = 256, repeat: 
     FOLDER`'s workers run it ("in a folder"), and of a plain decode + area resize ("plain"), over
     the first ``count`` files: each row's fastest of ``repeat`` runs, the rows taken in turn."""
     from ptx.infer import open_artifact
-    from ptx.infer.predictor import prepare_picture
+    from ptx.infer.head import prepare_picture
 
     step = open_artifact(model_file, "ort-cpu").contract.picture
     files = paths[:count]

@@ -26,7 +26,8 @@ from ptx.contract.pictures import picture_samples
 from ptx.contract.protocol import CLIENT_TYPES, TritonBackend, model_config, tensor_names
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError
-from ptx.infer.predictor import Prediction, Predictor
+from ptx.infer.head import Prediction
+from ptx.infer.model import Model
 
 from .batcher import Batcher, Merge
 from .tensors import BYTES, RequestError, Tensor
@@ -53,9 +54,9 @@ class InferRequest:
 
 
 class ServedModel:
-    """A Predictor behind a dynamic batcher, speaking in protocol tensors."""
+    """A tutorial model (a runner and its head) behind a dynamic batcher, speaking in protocol tensors."""
 
-    def __init__(self, name: str, predictor: Predictor, batcher_options: dict, prepare_pool: Executor,
+    def __init__(self, name: str, predictor: Model, batcher_options: dict, prepare_pool: Executor,
                  on_batch=lambda rows: None):
         self.name, self.predictor = name, predictor
         self.contract: Contract = predictor.contract

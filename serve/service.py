@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ptx import __version__
-from ptx.infer.tensor_model import TensorModel
 
 from .metrics import Metrics
 from .model import VERSION, ServedModel
@@ -47,12 +46,12 @@ class Service:
         self._token = options.token.encode() if options.token else None
 
     def add(self, name: str, predictor) -> ServedModel | TensorServedModel:
-        """Serve ``predictor`` as ``name``: a tutorial model's Predictor (its tensor and its head), or
-        a user's own model (a TensorModel: its named tensors)."""
+        """Serve ``predictor`` as ``name``: a tutorial model (its tensor and its head), or a user's
+        own model (a Model without a head: its named tensors)."""
         batch_rows = self.metrics.batch_size.labels(name)
         options = dict(max_batch_size=self.options.max_batch_size, max_delay_s=self.options.max_delay_ms / 1000,
                        workers=self.options.workers)
-        if isinstance(predictor, TensorModel):
+        if predictor.head is None:
             model = TensorServedModel(name, predictor, options, on_batch=batch_rows.observe)
         else:
             model = ServedModel(name, predictor, options, self.prepare_pool, on_batch=batch_rows.observe)

@@ -62,7 +62,7 @@ class TensorMerge:
 
 
 class TensorServedModel:
-    """A TensorModel (ptx.infer.tensor_model) with the interface the REST and gRPC fronts use:
+    """A model without a head (ptx.infer.model: a user's own file) with the interface the REST and gRPC fronts use:
     ``name``, ``metadata()``, ``config_text()``, ``await infer(request)``, ``close()``."""
 
     def __init__(self, name: str, model, batcher_options: dict, on_batch=lambda rows: None):
@@ -73,7 +73,7 @@ class TensorServedModel:
         self.max_delay_s = batcher_options["max_delay_s"]
         # Requests are checked on arrival (_feeds) and a joined batch is made of checked requests: the
         # runtime is called through _run, not run, which would check every tensor again.
-        self.batcher = (Batcher(model._run, merge=TensorMerge(self.signature), on_batch=on_batch, **batcher_options)
+        self.batcher = (Batcher(model.runner._run, merge=TensorMerge(self.signature), on_batch=on_batch, **batcher_options)
                         if self.signature.batched else None)
         # Unbatched models still run off the event loop, on as many threads as --workers allows.
         self.executor = (None if self.batcher is not None else
@@ -109,7 +109,7 @@ class TensorServedModel:
             if self.batcher is not None:
                 out = await self.batcher.submit(feeds)
             else:
-                out = await asyncio.get_running_loop().run_in_executor(self.executor, self.model._run, feeds)
+                out = await asyncio.get_running_loop().run_in_executor(self.executor, self.model.runner._run, feeds)
         except ModelRunError as exc:
             # The runtime refused inputs that fit the signature (a batch the exporter specialised, an
             # index past a table): about this request's tensors, so a 400 saying what the runtime said.

@@ -13,7 +13,7 @@ import torch
 from ptx.cuda_math import RNN_WEIGHT_WARNING, current, fp32_math, quiet_rnn_weight_warning
 from ptx.export.formats.torchscript import load as load_torchscript
 from ptx.infer import backends as registry
-from ptx.infer import ort_session, torch_predictor
+from ptx.infer import ort_runner, ort_session, torch_runner
 from ptx.infer.api import open_artifact
 from ptx.infer.verify import BackendVerdict, VerifyReport
 from ptx.contract.agreement import judge_reduced_precision
@@ -71,21 +71,21 @@ def test_fp32_math_sets_tf32_off_and_restores_the_callers_settings():
 
 def test_torch_cuda_calls_run_inside_fp32_math_and_cpu_calls_do_not(runs, monkeypatch):
     """math_mode: fp32_math around a CUDA call (tf32 only at tf32), nothing on the CPU; and every
-    torch predictor's call goes through it (eager, torchscript, aoti share predict_array)."""
+    torch runner's call goes through it (eager, torchscript, aoti share TorchRunner)."""
     seen = []
-    monkeypatch.setattr(torch_predictor, "fp32_math", lambda tf32=False: seen.append(tf32) or fp32_math(tf32))
+    monkeypatch.setattr(torch_runner, "fp32_math", lambda tf32=False: seen.append(tf32) or fp32_math(tf32))
     before = current()
-    with torch_predictor.math_mode(torch.device("cpu"), "f32"):
+    with torch_runner.math_mode(torch.device("cpu"), "f32"):
         assert current() == before
-    with torch_predictor.math_mode(torch.device("cuda"), "f32"):
+    with torch_runner.math_mode(torch.device("cuda"), "f32"):
         assert set(current().values()) <= {"ieee", False}
-    with torch_predictor.math_mode(torch.device("cuda:0"), "tf32"):
+    with torch_runner.math_mode(torch.device("cuda:0"), "tf32"):
         assert set(current().values()) <= {"tf32", True}
     assert seen == [False, True] and current() == before
 
     calls = []
-    real = torch_predictor.math_mode
-    monkeypatch.setattr(torch_predictor, "math_mode", lambda d, p: calls.append((d.type, p)) or real(d, p))
+    real = torch_runner.math_mode
+    monkeypatch.setattr(torch_runner, "math_mode", lambda d, p: calls.append((d.type, p)) or real(d, p))
     x, _ = runs.test_samples("convnet", 2)
     for backend in ("eager", "torchscript"):
         predictor = registry.get(backend).load(
@@ -110,10 +110,10 @@ def test_ort_cuda_sessions_ask_for_tf32_off_at_f32_and_on_at_tf32(runs, monkeypa
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", FakeSession)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort_session, "preload_cuda_libraries", lambda ort: [])
+    monkeypatch.setattr(ort_runner, "preload_cuda_libraries", lambda ort: [])
     for precision in ("f32", "tf32"):
         with pytest.raises(Exception):
-            ort_session.OrtPredictor(path, "cuda", precision)
+            ort_runner.open_artifact_model(path, "cuda", precision)
     assert [p[0][1]["use_tf32"] for p in created] == ["0", "1"]
     assert all(p[0][0] == "CUDAExecutionProvider" and len(p) == 1 for p in created)
     assert ort_session.cuda_provider(0)[1]["use_tf32"] == "0"

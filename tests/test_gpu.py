@@ -14,8 +14,9 @@ from conftest import needs_gpu, needs_ort_cuda
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, InputError
 from ptx.infer import load
-from ptx.infer import ort_session
-from ptx.infer.ort_session import node_placement, run_with_binding
+from ptx.infer import cuda_placement, ort_session
+from ptx.infer.cuda_placement import node_placement
+from ptx.infer.ort_runner import run_with_binding
 from ptx.models import get
 from ptx.trainers.loop import TrainConfig, train
 
@@ -28,11 +29,17 @@ def model_batch(runs, name: str, n: int = 64) -> tuple[object, np.ndarray]:
     return predictor, to_model_input(raw, predictor.contract)
 
 
+def bind(predictor, x):
+    """A tutorial model's one input bound by pointer on ORT's CPU device, the code ort-cuda runs."""
+    out = run_with_binding(predictor.runner, {predictor.graph_input.name: x}, "cpu")
+    return out[predictor.contract.output.name]
+
+
 def test_io_binding_gives_the_numpy_paths_answer_for_every_model(runs, model_name):
     """The pointers, dtypes and the output shape bound (batch and seq read from the input) are
     right for every model: checked through ORT's CPU device, the same code ort-cuda runs."""
     predictor, x = model_batch(runs, model_name, 7)
-    bound = run_with_binding(predictor, torch.from_numpy(np.ascontiguousarray(x)), "cpu")
+    bound = bind(predictor, torch.from_numpy(np.ascontiguousarray(x)))
     assert isinstance(bound, torch.Tensor) and bound.device.type == "cpu"
     np.testing.assert_array_equal(bound.numpy(), predictor.predict_array(x))
 
@@ -40,17 +47,17 @@ def test_io_binding_gives_the_numpy_paths_answer_for_every_model(runs, model_nam
 def test_io_binding_refuses_a_tensor_of_another_dtype_or_shape(runs):
     predictor, x = model_batch(runs, "convnet", 4)
     with pytest.raises(InputError, match=r"torch.float64 does not fit convnet's float32 input: convert it"):
-        run_with_binding(predictor, torch.from_numpy(x).double(), "cpu")
+        bind(predictor, torch.from_numpy(x).double())
     with pytest.raises(InputError, match="does not fit convnet's input"):
-        run_with_binding(predictor, torch.from_numpy(x)[:, :, :5], "cpu")
+        bind(predictor, torch.from_numpy(x)[:, :, :5])
     text, ids = model_batch(runs, "gru-classifier", 4)
     with pytest.raises(InputError, match="torch.int32 does not fit gru-classifier's int64 input"):
-        run_with_binding(text, torch.from_numpy(ids).int(), "cpu")
+        bind(text, torch.from_numpy(ids).int())
 
 
 def test_predict_on_device_is_ort_cudas_alone(runs):
     predictor, x = model_batch(runs, "convnet", 4)
-    with pytest.raises(InputError, match="ort-cuda's; this predictor is ort-cpu"):
+    with pytest.raises(InputError, match="ort-cuda's; this runner is ort-cpu"):
         predictor.predict_on_device(torch.from_numpy(x))
     # A torch tensor given to the CPU path is read as numpy would be.
     np.testing.assert_array_equal(predictor.predict_array(torch.from_numpy(x)), predictor.predict_array(x))
@@ -84,16 +91,16 @@ def test_cuda_placement_error_tells_a_missing_kernel_from_the_shape_heuristic(mo
                                numpy_helper.from_array(np.zeros(1, np.float32), "zero")])
     path = tmp_path / "model.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
-    monkeypatch.setattr(ort_session, "node_placement", lambda *a: {
+    monkeypatch.setattr(cuda_placement, "node_placement", lambda *a: {
         "CUDAExecutionProvider": ["shape (Shape)", "expand (Expand)", "add (Add)"],
         "CPUExecutionProvider": ["concat (Concat)", "prod (ReduceProd)", "cast (Cast)"]})
-    message = ort_session.cuda_placement_error(onnxruntime, path, [], [])
+    message = cuda_placement.cuda_placement_error(onnxruntime, path, [], [])
     assert "\n" not in message and message.endswith("; use --backend ort-cpu")
     assert message.startswith("ort-cuda: 3 node(s) of model.onnx would run on the CPU in onnxruntime ")
     assert "concat (Concat): placed on the CPU by ONNX Runtime's shape heuristic" in message
     assert "prod (ReduceProd): no CUDA kernel for ReduceProd(int64)" in message
-    monkeypatch.setattr(ort_session, "node_placement", lambda *a: {"CPUExecutionProvider": ["add (Add)"]})
-    assert "CUDA is not active" in ort_session.cuda_placement_error(onnxruntime, path, [], [])
+    monkeypatch.setattr(cuda_placement, "node_placement", lambda *a: {"CPUExecutionProvider": ["add (Add)"]})
+    assert "CUDA is not active" in cuda_placement.cuda_placement_error(onnxruntime, path, [], [])
 
 
 def test_cuda_unavailable_tries_a_cuda_session_and_names_the_missing_libraries(monkeypatch):
@@ -138,8 +145,9 @@ def test_ort_cuda_refuses_cpu_fallback_in_one_line(runs):
         assert "\n" not in str(exc) and str(exc).startswith("ort-cuda: ") and "--backend ort-cpu" in str(exc)
         assert cuda_unavailable() is not None or "node(s)" in str(exc)
         return
-    assert predictor.session.get_providers()[0] == "CUDAExecutionProvider"
-    placed = node_placement(onnxruntime, predictor.path, predictor.session.get_providers())
+    session = predictor.runner.session
+    assert session.get_providers()[0] == "CUDAExecutionProvider"
+    placed = node_placement(onnxruntime, predictor.path, session.get_providers())
     assert not placed.get("CPUExecutionProvider"), placed
 
 
@@ -151,8 +159,8 @@ def test_ort_cuda_runs_on_the_gpu_its_device_names(runs):
     last = torch.cuda.device_count() - 1
     device = f"cuda:{last}"
     predictor = load("convnet", backend="ort-cuda", root=runs.ready("convnet"), device=device)
-    assert predictor.device_id == last
-    assert predictor.session.get_provider_options()["CUDAExecutionProvider"]["device_id"] == str(last)
+    assert predictor.runner.device_id == last
+    assert predictor.runner.session.get_provider_options()["CUDAExecutionProvider"]["device_id"] == str(last)
     _, x = model_batch(runs, "convnet", 8)
     out = predictor.predict_on_device(torch.from_numpy(x).to(device))
     assert out.device == torch.device(device)

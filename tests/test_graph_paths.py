@@ -19,10 +19,10 @@ from ptx.errors import BackendUnavailableError
 from ptx.infer import backends, load
 from ptx.infer.graph_shapes import GRAPH_MAX_BATCH, GraphSlots, fill_padded, first_rows, graph_batch
 from ptx.infer.host_memory import PAGE, CudaRuntimePinner, HostBuffers, aligned_empty
-from ptx.infer.ort_graph import OrtGraphPredictor, bare_graph_runner
-from ptx.infer.ort_session import OrtPredictor, run_bound_host
-from ptx.infer.torch_graph import EagerGraphPredictor
-from ptx.infer.torch_predictor import EagerPredictor
+from ptx.infer.ort_graph import open_graph_artifact
+from ptx.infer.ort_runner import open_artifact_model, run_bound_host
+from ptx.infer.torch_graph import open_graph_checkpoint
+from ptx.infer.torch_runner import open_checkpoint
 from ptx.serve.batcher import Batcher, Merge
 from ptx.trainers.step import EagerGraphs
 
@@ -163,13 +163,15 @@ def trained_contract(runs, name):
 def test_io_binding_on_host_buffers_gives_session_runs_answers(runs, name):
     root = runs.ready(name)
     predictor = load(name, backend="ort-cpu", root=root)
-    predictor.host = HostBuffers(FakePinner())  # as on CUDA: the output lands in a reused buffer
+    runner = predictor.runner
+    runner.host = HostBuffers(FakePinner())  # as on CUDA: the output lands in a reused buffer
+    name_in, name_out = predictor.graph_input.name, predictor.contract.output.name
     for rows in (1, 7):
         x = model_inputs(runs, name, rows)
-        want = predictor.session.run(None, {predictor.input_name: x})[0]
-        got = run_bound_host(predictor, x)
+        want = runner.session.run(None, {name_in: x})[0]
+        got = run_bound_host(runner, {name_in: x})[name_out]
         assert np.array_equal(got, want)
-        again = run_bound_host(predictor, x)
+        again = run_bound_host(runner, {name_in: x})[name_out]
         assert np.array_equal(again, want) and again.ctypes.data != got.ctypes.data  # the caller's own copy
 
 
@@ -177,13 +179,13 @@ def test_io_binding_on_host_buffers_gives_session_runs_answers(runs, name):
 def test_the_ort_graph_backend_answers_as_ort_does_at_every_batch_size(runs, name):
     root = runs.ready(name)
     plain = load(name, backend="ort-cpu", root=root)
-    graph = OrtGraphPredictor(root / name / "model.onnx", device="cpu")
+    graph = open_graph_artifact(root / name / "model.onnx", device="cpu")
     for rows in BATCHES:
         x = model_inputs(runs, name, rows)
         want, got = plain.predict_array(x), graph.predict_array(x)
         assert got.shape == want.shape
         assert compare(got, want, plain.contract).ok, f"batch {rows}"
-    padded = {shape[graph.graph_input.batch_axis] for shape in graph._slots.slots}
+    padded = {dict(key)[graph.graph_input.name][graph.graph_input.batch_axis] for key in graph.runner._slots.slots}
     assert padded == {1, 4, 8, 64}  # 3 and 7 padded; GRAPH_MAX_BATCH + 4 ran uncaptured
     assert compare(graph.predict_array(model_inputs(runs, name, 3)), plain.predict_array(model_inputs(runs, name, 3)),
                    plain.contract).ok  # a replayed slot, after a larger batch used it
@@ -200,13 +202,14 @@ def test_the_ort_graph_backend_reads_uint8_pictures_and_its_bare_peer_runs(runs,
     shutil.copy2(runs.trained("cnn") / "checkpoint.pt", run_dir / "checkpoint.pt")
     export_model("cnn", ["onnx"], checkpoint=run_dir / "checkpoint.pt", out=run_dir, input_dtype="uint8",
                  open_predictor=open_artifact, log=lambda _: None)
-    plain = OrtPredictor(run_dir / "model.onnx")
-    graph = OrtGraphPredictor(run_dir / "model.onnx", device="cpu")
+    plain = open_artifact_model(run_dir / "model.onnx")
+    graph = open_graph_artifact(run_dir / "model.onnx", device="cpu")
     pictures = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     assert np.allclose(graph.predict_pictures(pictures), plain.predict_pictures(pictures), atol=1e-5)
-    label, call = bare_graph_runner(graph, pictures[:4])
-    assert "CUDA graph" in label and np.allclose(call(), plain.predict_pictures(pictures[:4]), atol=1e-5)
-    label, call = bare_graph_runner(graph, pictures)  # 5 rows: ptx pads them, its peer runs them uncaptured
+    name_in = graph.graph_input.name
+    label, call = graph.bare({name_in: pictures[:4]})
+    assert "CUDA graph" in label and np.allclose(call()[0], plain.predict_pictures(pictures[:4]), atol=1e-5)
+    label, call = graph.bare({name_in: pictures})  # 5 rows: ptx pads them, its peer runs them uncaptured
     assert "uncaptured" in label and np.allclose(call()[0], plain.predict_pictures(pictures), atol=1e-5)
 
 
@@ -214,33 +217,31 @@ def test_the_ort_graph_backend_reads_uint8_pictures_and_its_bare_peer_runs(runs,
 @pytest.mark.parametrize("name", MODELS)
 def test_the_torch_graph_backend_answers_as_eager_does_at_every_batch_size(runs, name):
     root = runs.ready(name)
-    eager = EagerPredictor(root / name / "checkpoint.pt")
+    eager = open_checkpoint(root / name / "checkpoint.pt")
     stand_ins = []
 
     def graphs():
         stand_ins.append(EagerGraphs())
         return stand_ins[-1]
 
-    graph = EagerGraphPredictor(root / name / "checkpoint.pt", device="cpu", graphs=graphs)
+    graph = open_graph_checkpoint(root / name / "checkpoint.pt", device="cpu", graphs=graphs)
     for rows in BATCHES:
         x = model_inputs(runs, name, rows)
         want, got = eager.predict_array(x), graph.predict_array(x)
         assert got.shape == want.shape
         assert compare(got, want, eager.contract).ok, f"batch {rows}"
     assert len(stand_ins) == 4 and all(g.captures == 1 for g in stand_ins)  # one capture per padded shape
-    from ptx.infer.torch_graph import bare_graph_runner as bare_torch_graph
-
     x = model_inputs(runs, name, 4)
-    label, call = bare_torch_graph(graph, x, label="bare CUDA graph replay")
-    assert label == "bare CUDA graph replay" and compare(call(), eager.predict_array(x), eager.contract).ok
-    label, _ = bare_torch_graph(graph, model_inputs(runs, name, 5), label="bare CUDA graph replay")
+    label, call = graph.bare({graph.graph_input.name: x})
+    assert label == "bare CUDA graph replay" and compare(call()[0], eager.predict_array(x), eager.contract).ok
+    label, _ = graph.bare({graph.graph_input.name: model_inputs(runs, name, 5)})
     assert "uncaptured" in label
 
 
 def test_a_model_that_cannot_be_captured_is_refused_in_one_line(runs):
     root = runs.ready("cnn")
-    graph = EagerGraphPredictor(root / "cnn" / "checkpoint.pt", device="cpu",
-                                graphs=lambda: EagerGraphs(fail=RuntimeError("operation not permitted when stream is capturing\nmore")))
+    graph = open_graph_checkpoint(root / "cnn" / "checkpoint.pt", device="cpu",
+                                  graphs=lambda: EagerGraphs(fail=RuntimeError("operation not permitted when stream is capturing\nmore")))
     with pytest.raises(BackendUnavailableError, match=r"cannot be captured as a CUDA graph \(operation not permitted") as err:
         graph.predict_array(model_inputs(runs, "cnn", 2))
     assert "\n" not in str(err.value) and "--backend eager" in str(err.value)
@@ -248,7 +249,7 @@ def test_a_model_that_cannot_be_captured_is_refused_in_one_line(runs):
 
 def test_the_torch_graph_backend_without_a_gpu_says_so(runs):
     with pytest.raises(BackendUnavailableError, match="runs on cuda only"):
-        EagerGraphPredictor(runs.ready("cnn") / "cnn" / "checkpoint.pt", device="cpu")
+        open_graph_checkpoint(runs.ready("cnn") / "cnn" / "checkpoint.pt", device="cpu")
 
 
 def test_both_graph_backends_are_registry_rows_on_cuda_only():
@@ -352,7 +353,7 @@ def test_graph_runs_from_many_threads_never_mix_their_buffers(runs):
     name = "cnn"
     root = runs.ready(name)
     plain = load(name, backend="ort-cpu", root=root)
-    graph = OrtGraphPredictor(root / name / "model.onnx", device="cpu")
+    graph = open_graph_artifact(root / name / "model.onnx", device="cpu")
     batches = [model_inputs(runs, name, rows) for rows in (1, 3, 4, 5, 300)]
     wants = [plain.predict_array(x) for x in batches]
     failures = []
@@ -373,20 +374,22 @@ def test_graph_runs_from_many_threads_never_mix_their_buffers(runs):
 
 def test_runs_on_bound_gpu_tensors_are_never_captured(runs):
     root = runs.ready("cnn")
-    graph = OrtGraphPredictor(root / "cnn" / "model.onnx", device="cpu")
-    assert graph._binding_run_options().get_run_config_entry("gpu_graph_id") == "-1"
-    assert OrtPredictor(root / "cnn" / "model.onnx")._binding_run_options() is None  # ort-cuda: no graphs at all
-    from ptx.infer.ort_session import run_with_binding
+    graph = open_graph_artifact(root / "cnn" / "model.onnx", device="cpu")
+    assert graph.runner._binding_run_options().get_run_config_entry("gpu_graph_id") == "-1"
+    assert open_artifact_model(root / "cnn" / "model.onnx").runner._binding_run_options() is None  # ort-cuda: no graphs
+    from ptx.infer.ort_runner import run_with_binding
 
     x = torch.from_numpy(model_inputs(runs, "cnn", 3))
-    out = run_with_binding(graph, x, "cpu", graph._binding_run_options())  # the binding ort-cuda-graph runs on a GPU
+    # the binding ort-cuda-graph runs on a GPU
+    out = run_with_binding(graph.runner, {graph.graph_input.name: x}, "cpu", graph.runner._binding_run_options())
+    out = out[graph.contract.output.name]
     assert compare(out.numpy(), graph.predict_array(x.numpy()), graph.contract).ok
 
 
 def test_a_model_onnx_runtime_cannot_capture_is_refused_in_one_line(runs, monkeypatch):
     import onnxruntime
 
-    from ptx.infer import ort_session
+    from ptx.infer import ort_runner
 
     def refuse(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : This session cannot use the CUDA Graph feature as requested "
@@ -394,7 +397,7 @@ def test_a_model_onnx_runtime_cannot_capture_is_refused_in_one_line(runs, monkey
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort_session, "preload_cuda_libraries", lambda ort: [])
+    monkeypatch.setattr(ort_runner, "preload_cuda_libraries", lambda ort: [])
     with pytest.raises(BackendUnavailableError, match=r"^ort-cuda-graph: ONNX Runtime \S+ cannot run model.onnx as a "
                                                       r"CUDA graph \(.*control flow nodes.*\); use --backend ort-cuda$"):
-        OrtGraphPredictor(runs.ready("cnn") / "cnn" / "model.onnx", device="cuda")
+        open_graph_artifact(runs.ready("cnn") / "cnn" / "model.onnx", device="cuda")

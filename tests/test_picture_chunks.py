@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from ptx.contract import PictureStep, morphology, pictures
 from ptx.errors import InputError
 from ptx.infer.inputs import expand_inputs
-from ptx.infer.predictor import prepare_picture, prepare_pictures
+from ptx.infer.head import prepare_picture, prepare_pictures
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

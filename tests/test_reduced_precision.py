@@ -150,6 +150,6 @@ def test_bad_ort_session_options_are_one_line_errors(runs, variable, value):
 @needs_openvino
 def test_openvino_runs_f32_unless_asked(runs):
     root = runs.ready("convnet")
-    assert load("convnet", backend="openvino", root=root).config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert load("convnet", backend="openvino", root=root).runner.config["INFERENCE_PRECISION_HINT"] == "f32"
     with pytest.raises(PtxError, match="reads onnx-int8"):
         load(root / "convnet" / "model.onnx", backend="openvino", precision="int8")

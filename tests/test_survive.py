@@ -14,7 +14,7 @@ from ptx.atomic import atomic_path
 from ptx.cli import cli
 from ptx.export.child import ChildCrashError, run_child
 from ptx.export.formats import pt2
-from ptx.infer import torch_predictor
+from ptx.infer import torch_runner
 from ptx.infer import verify as verify_module
 
 MODELS = ("linreg", "logreg")
@@ -28,13 +28,14 @@ def root(runs, tmp_path):
 
 
 def test_verify_all_goes_on_past_a_backend_that_raises_and_a_model_that_fails(root, monkeypatch):
-    class Broken(torch_predictor.TorchScriptPredictor):
-        def predict_array(self, x):
-            if self.contract.model == "logreg":
-                raise RuntimeError("Expected all tensors to be on the same device,\n but found cuda:0 and cpu")
-            return super().predict_array(x)
+    real_forward = torch_runner.TorchRunner._forward
 
-    monkeypatch.setattr(torch_predictor, "TorchScriptPredictor", Broken)
+    def broken(self, feeds):
+        if self.name == "logreg" and self.backend == "torchscript":
+            raise RuntimeError("Expected all tensors to be on the same device,\n but found cuda:0 and cpu")
+        return real_forward(self, feeds)
+
+    monkeypatch.setattr(torch_runner.TorchRunner, "_forward", broken)
     args = ["verify", "--all", "--root", str(root), "--backends", "eager,torchscript", "--samples", "20",
             "--batch-sizes", "1,7"]
     result = CliRunner().invoke(cli, args)

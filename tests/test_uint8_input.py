@@ -160,16 +160,14 @@ def test_bench_feeds_a_uint8_artifact_pictures_and_its_bare_peer_the_same(export
 
 
 def test_the_bare_torch_peer_pays_the_host_copies_and_the_resident_one_does_not(exported):
-    from ptx.infer.torch_predictor import bare_module_runner, resident_module_runner
-
     float_dir, _ = exported
     predictor = open_artifact(float_dir / "model.torchscript.pt", "torchscript")
-    x = to_model_input(pictures(4), predictor.contract)
-    _, bare = bare_module_runner(predictor, x, label="bare")
-    _, resident = resident_module_runner(predictor, x, label="resident")
-    assert isinstance(bare(), np.ndarray)  # back on the host, as ptx's row returns it
+    feeds = {predictor.graph_input.name: to_model_input(pictures(4), predictor.contract)}
+    _, bare = predictor.runner.bare(feeds)
+    _, resident = predictor.runner.resident(feeds)
+    assert isinstance(bare()[0], np.ndarray)  # back on the host, as ptx's row returns it
     assert isinstance(resident(), torch.Tensor)  # left where it was computed
-    np.testing.assert_allclose(bare(), resident().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bare()[0], resident().numpy(), rtol=1e-6)
 
 
 def test_serve_batches_pictures_as_uint8_for_a_uint8_export(exported, runs):
@@ -202,15 +200,16 @@ def test_serve_batches_pictures_as_uint8_for_a_uint8_export(exported, runs):
 def test_io_binding_binds_uint8_pictures_for_a_uint8_export(exported, runs):
     """ort-cuda's IO binding, checked through ORT's CPU device: a uint8 graph is bound to uint8
     pictures, and a float model input is refused before any pointer is handed over."""
-    from ptx.infer.ort_session import run_with_binding
+    from ptx.infer.ort_runner import run_with_binding
 
     _, raw_dir = exported
     predictor = open_artifact(raw_dir / "model.onnx", "ort-cpu")
+    name_in, name_out = predictor.graph_input.name, predictor.contract.output.name
     raw, _ = runs.test_samples("convnet", 7)
-    bound = run_with_binding(predictor, torch.from_numpy(np.ascontiguousarray(raw)), "cpu")
+    bound = run_with_binding(predictor.runner, {name_in: torch.from_numpy(np.ascontiguousarray(raw))}, "cpu")[name_out]
     np.testing.assert_array_equal(bound.numpy(), predictor.predict_pictures(raw))
-    with pytest.raises(InputError, match=r"give \(N, 28, 28\) uint8"):
-        run_with_binding(predictor, torch.zeros(7, 1, 28, 28), "cpu")
+    with pytest.raises(InputError, match=r"torch.float32 does not fit convnet's uint8 input: convert it"):
+        run_with_binding(predictor.runner, {name_in: torch.zeros(7, 1, 28, 28)}, "cpu")
 
 
 def test_verify_judges_a_uint8_export_of_a_normalising_model(exported):

@@ -11,27 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES, PRECISIONS
 from ptx.contract.registry import Registry
 from ptx.errors import PtxError
 
-BareRunner = Callable[[], object]
-
-
 @dataclass(frozen=True)
 class Backend:
-    """``load(path, device)`` -> a Predictor for the artifact at ``path``; ``unavailable(device)``
-    -> why this machine cannot run it, or None; ``bare(predictor, x)`` -> (label, call): the same
-    model called straight through its runtime, for ``ptx bench``'s overhead column."""
+    """``load(path, device)`` -> a Model (ptx.infer.model: a runner and the head above it) for a
+    tutorial model's artifact at ``path``; ``open_file(path, device, precision, **options)`` -> the
+    same runner class on a user's own file; ``unavailable(device)`` -> why this machine cannot run
+    it, or None. A backend's runner answers ``bare(feeds)`` (ptx bench's peer column) itself."""
 
     name: str
     artifact: str  # the artifact format it reads (a key of ptx.contract.names.ARTIFACT_FILES)
     devices: tuple[str, ...]
     load: Callable[[Path, str], "object"]
     unavailable: Callable[[str], str | None]
-    bare: Callable[[object, np.ndarray], tuple[str, BareRunner]]
     needs_torch: bool
     description: str = ""
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
@@ -42,12 +37,10 @@ class Backend:
     # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
     # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
     static: Callable[[Path], str] | None = None
-    # ``resident(predictor, x)`` -> (label, call): the model called on input already on its GPU,
-    # no host copies: bench's "GPU-resident" ceiling row on CUDA, never named fastest.
-    resident: Callable[[object, np.ndarray], tuple[str, BareRunner]] | None = None
-    # ``open_file(path, device, precision, **options)`` -> a TensorModel (ptx.infer.tensor_model) for a
-    # user's own file of kind ``artifact`` (onnx, torchscript, pt2): what `ptx verify/bench/predict/serve
-    # PATH` run. None: the backend reads only the tutorial models' artifacts.
+    # ``open_file(path, device, precision, **options)`` -> a Runner (ptx.infer.runner), of the class
+    # ``load`` puts under a tutorial model, for a user's own file of kind ``artifact`` (onnx,
+    # torchscript, pt2): what `ptx verify/bench/predict/serve PATH` run. None: the backend reads only
+    # the tutorial models' artifacts (a checkpoint).
     open_file: Callable[..., object] | None = None
 
     def label(self, device: str, precision: str = FULL_PRECISION) -> str:

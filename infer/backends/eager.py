@@ -2,9 +2,6 @@
 from . import CUDA_TF32, Backend, lazy, register
 
 register(Backend(name="eager", artifact="checkpoint", devices=("cpu", "cuda"),
-                 load=lazy("torch_predictor", "EagerPredictor"),
-                 unavailable=lazy("torch_predictor", "torch_unavailable"),
-                 bare=lazy("torch_predictor", "bare_module_runner", label="bare nn.Module call"),
-                 resident=lazy("torch_predictor", "resident_module_runner",
-                               label="GPU-resident nn.Module call, the ceiling"),
+                 load=lazy("torch_runner", "open_checkpoint"),
+                 unavailable=lazy("torch_runner", "torch_unavailable"),
                  needs_torch=True, precisions=CUDA_TF32, description="PyTorch eager, from checkpoint.pt"))

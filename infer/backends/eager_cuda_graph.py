@@ -4,8 +4,7 @@ passed and is faster than eager-cuda."""
 from . import CUDA_TF32, Backend, lazy, register
 
 register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
-                 load=lazy("torch_graph", "EagerGraphPredictor"),
-                 unavailable=lazy("torch_predictor", "torch_unavailable"),
-                 bare=lazy("torch_graph", "bare_graph_runner", label="bare CUDA graph replay"),
+                 load=lazy("torch_graph", "open_graph_checkpoint"),
+                 unavailable=lazy("torch_runner", "torch_unavailable"),
                  needs_torch=True, precisions=CUDA_TF32,
                  description="PyTorch eager from checkpoint.pt, runs replayed from CUDA graphs (fixed shapes)"))

@@ -10,19 +10,14 @@ or damaged artifact is never believed. docs/artifact-format.md describes every f
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping, Union
 
-from ptx.errors import ArtifactError
-
 from .names import BATCH, SCHEMA_VERSION, SEQ
-
-
-class ContractError(ArtifactError):
-    """A contract field that is missing, malformed or inconsistent; the message names the field."""
+# The tensor layer is the ground a contract stands on: it is imported here and imports nothing of this module.
+from .tensors import ContractError, Signature, parse_json, signature_of_contract
 
 
 class ValueEnum(str, Enum):
@@ -438,10 +433,8 @@ class Contract:
         return math.prod(d for d in self.input.sample_shape if isinstance(d, int))
 
     @property
-    def signature(self):
+    def signature(self) -> Signature:
         """The tensor layer under this head: one named input, one named output (ptx.contract.tensors)."""
-        from .tensors import signature_of_contract
-
         return signature_of_contract(self)
 
     def tolerance(self, device: str) -> Tolerance:
@@ -575,11 +568,3 @@ class Contract:
 
     def _last_axis_size(self) -> int:
         return self.input.sample_shape[-1] if self.kind is not InputKind.IMAGE else 1
-
-
-def parse_json(text: str, where: str):
-    """json.loads with a one-line ContractError naming ``where``."""
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise _fail(where, f"not valid JSON ({exc})") from None

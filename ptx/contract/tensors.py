@@ -11,14 +11,25 @@ docs/artifact-format.md defines every field.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence, Union
 
-from ptx.errors import PtxError
+from ptx.errors import ArtifactError, PtxError
 
-from .schema import ContractError, parse_json
+
+class ContractError(ArtifactError):
+    """A contract field that is missing, malformed or inconsistent; the message names the field."""
+
+
+def parse_json(text: str, where: str):
+    """json.loads with a one-line ContractError naming ``where``."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ContractError(f"contract field {where}: not valid JSON ({exc})") from None
 
 Dim = Union[int, str]  # a fixed size, or a symbol ("batch", "height", "seq")
 SIGNATURE_VERSION = 1

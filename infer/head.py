@@ -1,4 +1,9 @@
-"""The one Predictor protocol every backend implements, and what a prediction returns."""
+"""A tutorial model's head: what its contract adds above the runner's named tensors.
+
+The runner (ptx.infer.runner) answers ``run({name: array})``; the head knows what the tensors mean:
+the picture, text or number pipeline that turns a user's input into a sample, the labels, the task
+and its decision rule, and so what a ``Prediction`` says. ptx.infer.model.Model puts the two
+together; a user's own file has a runner and no head. numpy and Pillow only: never torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,12 +19,10 @@ from ptx.contract import catalog
 from ptx.contract.datasets import recorded_mismatch
 from ptx.contract.metadata import CONTRACT, ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, picture_samples, split_array_batch
-from ptx.contract.transforms import (collate, decisions, encode_text, length_groups, pictures_from_model_input, softmax,
-                                    to_model_input)
+from ptx.contract.transforms import decisions, encode_text, pictures_from_model_input, softmax
 from ptx.errors import ArtifactError, InputError, NotPtxArtifactError, quoted
 from ptx.files import decode_text
 
-from .host_memory import HostBuffers
 from .inputs import csv_text_rows
 
 
@@ -84,79 +87,41 @@ class Prediction:
         return out
 
 
-class Predictor:
-    """A model behind one backend. Subclasses set ``backend`` and implement ``predict_array``;
-    preprocessing, batching and decisions are shared, driven by the artifact's contract."""
+class Head:
+    """What a tutorial export's contract says above its tensors. ``info``: the artifact's contract
+    and provenance; the runner it sits on answers the contract's one input and one output (the raw
+    uint8 pictures for an artifact exported with --input uint8)."""
 
-    backend: str = "?"
-    device: str = "cpu"
-    precision: str = "f32"  # f32, or the reduced precision it runs at (bf16, int8)
-    stale: str | None = None  # why the artifact is not the run's current weights (set by open_model)
-    unusable: str | None = None  # why its precision is NOT USABLE on this machine (set by open_artifact)
-    # Reused host buffers for batches bound for a GPU (page-locked where the runtime can): a
-    # caller that writes a batch into ``host.lease(shape, dtype)`` spares the copy from pageable
-    # memory (serve's batcher, bench). None where the model runs on the CPU.
-    host: "HostBuffers | None" = None
-
-    def __init__(self, info: ArtifactInfo, path: Path | None = None):
+    def __init__(self, info: ArtifactInfo):
         self.info = info
         self.contract: Contract = info.contract
-        self.path = path
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
 
     @property
-    def signature(self):
-        """The tensors the runtime is fed and gives back (ptx.contract.tensors.Signature): one input
-        (raw uint8 pictures for an --input uint8 export), one output."""
-        from ptx.contract.tensors import signature_of_contract
-
-        return signature_of_contract(self.contract, self.info.raw_input)
-
-    def run(self, feeds, outputs=None) -> dict[str, np.ndarray]:
-        """The tensor layer every model answers (``ptx.infer.load("my.onnx").run`` too): inputs by
-        name -> outputs by name, here the one input and the one output of the contract."""
-        from ptx.contract.tensor_inputs import check_feeds
-
-        signature = self.signature
-        wanted = list(outputs) if outputs is not None else signature.output_names
-        if any(n not in signature.output_names for n in wanted):
-            raise InputError(f"{self.contract.model} has no output {next(n for n in wanted if n not in signature.output_names)!r}; "
-                             f"its output is {signature.output_names[0]}")
-        x = check_feeds(signature, feeds, self.contract.model)[signature.input_names[0]]
-        out = self.predict_pictures(x) if self.info.raw_input is not None else self.predict_array(x)
-        return {signature.output_names[0]: out}
-
-    def predict_array(self, x: np.ndarray) -> np.ndarray:
-        """An already-preprocessed batch in the model's input layout -> outputs (batch, ...)."""
-        raise NotImplementedError
-
-    # -- artifacts exported with --input uint8 ---------------------------------------------------
-    @property
     def graph_input(self) -> TensorSpec:
         """The tensor the runtime is fed: the contract's input, or raw uint8 pictures."""
         return self.info.raw_input or self.contract.input
 
-    def predict_pictures(self, pictures: np.ndarray) -> np.ndarray:
-        """(N, canvas, canvas) uint8 raw pictures -> outputs. An artifact exported with --input uint8
-        takes them as they are (its graph normalises them); any other normalises them here first."""
-        if self.info.raw_input is None:
-            return self.predict_array(to_model_input(pictures, self.contract))
-        self.check_pictures(pictures)
-        return self.run_pictures(np.ascontiguousarray(pictures))
+    @property
+    def input_name(self) -> str:
+        return self.graph_input.name
 
-    def run_pictures(self, pictures) -> np.ndarray:
-        """Checked raw pictures -> outputs, for backends that read --input uint8 artifacts."""
-        raise NotImplementedError(f"{self.backend} cannot run an artifact exported with --input uint8")
+    @property
+    def output_name(self) -> str:
+        return self.contract.output.name
 
-    def feed(self, x):
-        """What a model-layout float batch is fed to the runtime as: itself, or (--input uint8) the
-        pictures it was made from (InputError when it was made from none)."""
-        if self.info.raw_input is None:
-            return x
-        return pictures_from_model_input(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x), self.contract)
+    def to_graph(self, x) -> np.ndarray:
+        """A model-layout batch (checked) -> what the graph is fed: itself in the graph's dtype, or
+        (--input uint8) the pictures it was made from (InputError when it was made from none)."""
+        self.check_input(x)
+        if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
+            x = x.detach().cpu().numpy()
+        if self.info.raw_input is not None:
+            return pictures_from_model_input(np.asarray(x), self.contract)
+        return np.ascontiguousarray(x, dtype=self.graph_input.dtype.value)
 
     def check_pictures(self, x) -> None:
         want = self.graph_input.concrete(1)[1:]
@@ -222,24 +187,7 @@ class Predictor:
             raise InputError(f"{quoted(item)}: NaN or infinite values; {self.contract.model} needs finite numbers")
         return sample
 
-    # -- raw samples -> predictions --------------------------------------------------------------
-    def predict_samples(self, samples: list[np.ndarray], sources: Sequence[str | None] | None = None) -> list[Prediction]:
-        """Raw samples of possibly different lengths (tokens) -> predictions, in order."""
-        sources = list(sources) if sources is not None else [None] * len(samples)
-        results: list[Prediction | None] = [None] * len(samples)
-        for group in length_groups(samples, self.contract):
-            batch = collate([samples[i] for i in group], self.contract)
-            for i, result in zip(group, self.predict_raw(batch, [sources[i] for i in group])):
-                results[i] = result
-        return results
-
-    def predict_raw(self, samples: np.ndarray, sources: Sequence[str | None] | None = None) -> list[Prediction]:
-        """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's steps (uint8
-        pictures go to an artifact exported with --input uint8 as they are)."""
-        if self.info.raw_input is not None and samples.dtype == np.uint8:
-            return self.interpret(self.predict_pictures(samples), samples, sources)
-        return self.interpret(self.predict_array(to_model_input(samples, self.contract)), samples, sources)
-
+    # -- outputs -> predictions ---------------------------------------------------------------
     def interpret(self, outputs: np.ndarray, samples: np.ndarray,
                   sources: Sequence[str | None] | None = None) -> list[Prediction]:
         """The model's outputs for raw ``samples`` -> predictions: labels, probabilities, values
@@ -273,11 +221,11 @@ class Predictor:
                                   probability=float(p[:length].max(-1).min(initial=1.0)), source=src))
         return out
 
-    def predict(self, inputs, raw: bool = False, min_confidence: float | None = None) -> list[Prediction]:
-        """Pictures (paths, an image file's bytes or binary file object, PIL images, numpy arrays:
-        one picture or a batch, by shape), numbers, CSV rows or strings (or a text file's bytes: one
-        input per line) -> one Prediction each, as docs/library.md's "What predict() takes" lists.
-        ``min_confidence`` (0-1) marks answers whose probability is below it ``low_confidence``."""
+    def samples_of(self, inputs, raw: bool = False) -> tuple[list[np.ndarray], list[str]]:
+        """What ``Model.predict`` takes (pictures: paths, an image file's bytes or binary file object,
+        PIL images, numpy arrays, one picture or a batch by shape; numbers, CSV rows or strings, or a
+        text file's bytes: one input per line) -> (raw samples, how each answer names its input).
+        The first input without a sample raises its InputError."""
         pairs = []  # (input, how its result names it)
         for item in self._items(inputs):
             if self.contract.kind is not InputKind.IMAGE and (is_stream(item) or isinstance(item, BYTES)):
@@ -292,7 +240,7 @@ class Predictor:
         for sample in samples:
             if isinstance(sample, InputError):
                 raise sample
-        return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
+        return samples, sources
 
     def prepare_many(self, pairs: Sequence[tuple[object, str | None]], raw: bool = False) -> list:
         """``prepare_one`` of each (input, name) pair: its raw sample, or the InputError that says why

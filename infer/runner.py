@@ -1,8 +1,11 @@
-"""A model of any signature behind one backend: ``run({name: array}) -> {name: array}``.
+"""The ground every model stands on: one runner per runtime, ``run({name: array}) -> {name: array}``.
 
-This is what ``ptx.infer.load("my.onnx")`` returns for a user's own file, and what verify, bench,
-predict and serve drive for it. The tutorial models' Predictors answer the same ``run`` (one input,
-one output, with their head above). numpy only here: each runtime's subclass lives in its own module.
+A runner owns one runtime's handle on one model file (an ONNX Runtime session, an OpenVINO compiled
+model, a torch module or AOTInductor package) and answers by tensor name. The tutorial models and a
+user's own file get the same runner class of a runtime: a tutorial model is a runner plus a head
+(ptx.infer.head), a user's file a runner alone (ptx.infer.model). numpy only here: each runtime's
+runner lives in its own module (ort_runner, openvino_runner, torch_runner and their CUDA-graph
+variants).
 """
 from __future__ import annotations
 
@@ -16,16 +19,17 @@ from ptx.contract.tensors import Signature
 from ptx.errors import InputError
 
 
-class TensorModel:
+class Runner:
     """Subclasses set ``backend`` and ``device`` and implement ``_run`` (checked inputs -> every
     output by name). ``run`` is safe to call from several threads at once."""
 
     backend: str = "?"
     device: str = "cpu"
     precision: str = "f32"
-    host = None  # reused host buffers: the tutorial Predictors' GPU path; none here
-    stale: str | None = None
-    unusable: str | None = None
+    # Reused host buffers for batches bound for a GPU (page-locked where the runtime can): a caller
+    # that writes a batch into ``host.lease(shape, dtype)`` spares the copy from pageable memory
+    # (serve's batcher, bench). None where the model runs on the CPU.
+    host = None
 
     def __init__(self, signature: Signature, path: Path | None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None):
@@ -55,6 +59,8 @@ class TensorModel:
 
     def close(self) -> None:
         """Release what the runtime holds (sessions free their memory when collected anyway)."""
+        if self.host is not None:
+            self.host.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.backend} ({self.device})>"
@@ -67,3 +73,26 @@ def outputs_by_name(names: Sequence[str], values: Sequence) -> dict[str, np.ndar
 def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
     """``x float32 [3, 8], ids int64 [3, 6]``: what a failed run was given."""
     return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
+
+
+def sizes_of(signature: Signature, feeds: Mapping[str, object]) -> dict[str, int]:
+    """Each symbolic size of the signature's inputs as ``feeds`` give it (``N`` -> 7, ``seq`` -> 12)."""
+    sizes: dict[str, int] = {}
+    for t in signature.inputs:
+        shape = tuple(getattr(feeds[t.name], "shape", ()))
+        for want, got in zip(t.shape, shape):
+            if isinstance(want, str):
+                sizes.setdefault(want, int(got))
+    return sizes
+
+
+def output_shapes(signature: Signature, feeds: Mapping[str, object]) -> dict[str, tuple[int, ...]] | None:
+    """Every output's shape for these inputs, where the signature fixes them all (each symbol of an
+    output is one its inputs carry); None where one depends on the values (a runtime allocates it)."""
+    sizes = sizes_of(signature, feeds)
+    shapes = {}
+    for t in signature.outputs:
+        if any(isinstance(d, str) and d not in sizes for d in t.shape):
+            return None
+        shapes[t.name] = tuple(sizes[d] if isinstance(d, str) else d for d in t.shape)
+    return shapes

@@ -1,0 +1,94 @@
+"""One model, one runner: every backend of the registry runs a tutorial model's export and a user's
+own file through the same runner class, and ``load()`` returns one type whatever it is given."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto, helper, save
+
+from ptx.infer import Model, backends, load
+from ptx.infer.head import Head
+from ptx.infer.runner import Runner
+from ptx.errors import PtxError
+
+
+class Doubler(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def user_onnx(path):
+    """An ONNX file ptx did not write: no metadata, its own tensor names."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler", [x], [y], [two])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def user_torchscript(path):
+    torch.jit.trace(Doubler().eval(), torch.zeros(2, 4)).save(str(path))
+    return path
+
+
+def runnable(backend, device="cpu") -> bool:
+    return device in backend.devices and backend.unavailable(device) is None
+
+
+@pytest.fixture(scope="module")
+def files(runs, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("own")
+    return {"onnx": user_onnx(tmp / "doubler.onnx"), "torchscript": user_torchscript(tmp / "doubler.pt")}
+
+
+def test_every_backend_runs_a_tutorial_export_and_a_users_file_on_one_runner_class(runs, files):
+    root = runs.ready("convnet")
+    seen = {}
+    for backend in (backends.get(name) for name in backends.list_backends()):
+        if not runnable(backend) or backend.open_file is None or backend.artifact not in files:
+            continue
+        tutorial = load("convnet", backend=backend.name, root=root, device="cpu")
+        own = load(files[backend.artifact], backend=backend.name, device="cpu",
+                   **({"inputs": ["x=batch,4:float32"]} if backend.artifact != "onnx" else {}))
+        assert isinstance(tutorial, Model) and isinstance(own, Model)
+        assert isinstance(tutorial.head, Head) and own.head is None
+        assert type(tutorial.runner) is type(own.runner), backend.name  # one runner class per runtime
+        assert isinstance(own.runner, Runner)
+        x = np.arange(12, dtype=np.float32).reshape(3, 4)
+        name_in, name_out = own.signature.input_names[0], own.signature.output_names[0]
+        assert np.allclose(own.run({name_in: x})[name_out], 2 * x)
+        seen[backend.name] = type(own.runner).__name__
+    assert {"ort-cpu", "torchscript"} <= set(seen)  # openvino too where it is installed
+
+
+def test_load_returns_one_model_type_for_a_name_a_run_folder_a_file_and_a_module(runs, files):
+    root = runs.ready("convnet")
+    given = [load("convnet", root=root), load(root / "convnet" / "model.onnx"), load(files["onnx"]),
+             load(files["torchscript"], inputs=["x=batch,4:float32"]),
+             load(Doubler(), inputs=["x=batch,4:float32"])]
+    assert all(type(m) is Model for m in given)
+    eager_checkpoint = load(root / "convnet" / "checkpoint.pt")
+    assert type(eager_checkpoint) is Model and type(eager_checkpoint.runner) is type(given[-1].runner)
+
+
+def test_a_model_without_a_head_says_predict_is_a_tutorial_models_in_one_line(files):
+    own = load(files["onnx"])
+    with pytest.raises(PtxError, match=r"your own model .*predict\(\) is a tutorial model's; call run\(\{'x': array\}\)"):
+        own.predict([1.0])
+
+
+def test_the_cuda_graph_runner_takes_a_users_file_and_pads_its_batch(files):
+    """ort-cuda-graph now opens a user's ONNX file (on a GPU); its buffers, padding and bindings run
+    here on the CPU provider without capture, as the tutorial models' tests run them."""
+    from ptx.infer.ort_graph import open_graph_file
+
+    graph = open_graph_file(files["onnx"], device="cpu")
+    for rows in (1, 3, 5):
+        x = np.random.default_rng(rows).normal(size=(rows, 4)).astype(np.float32)
+        assert np.allclose(graph.run({"x": x})["y"], 2 * x)
+    padded = sorted(dict(key)["x"][0] for key in graph._slots.slots)
+    assert padded == [1, 4, 8]  # 3 and 5 rode in padded graphs
+    assert backends.get("ort-cuda-graph").open_file is not None
+    assert backends.get("eager-cuda-graph").open_file is None  # a checkpoint's backend; a module goes by load()
