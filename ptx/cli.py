@@ -383,8 +383,8 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--input", "input_args", multiple=True, metavar="float32|uint8|NAME=SHAPE[:DTYPE]",
               help="A tutorial model's graph input: float32 (default) or, for onnx/torchscript of picture models, "
                    "uint8 (the graph takes raw (batch, 28, 28) pictures and normalises them itself; "
-                   "docs/artifact-format.md). With --module, or a TorchScript or pt2 FILE, declares an input, "
-                   "repeated in forward()'s order: " + INPUT_SYNTAX)
+                   "docs/artifact-format.md). With --module, declares an input named as forward()'s parameter, repeated; "
+                   "with a TorchScript or pt2 FILE, repeated in forward()'s order: " + INPUT_SYNTAX)
 @click.option("--output", "output_names", multiple=True, metavar="NAME",
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
