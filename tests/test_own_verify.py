@@ -241,6 +241,36 @@ def test_the_openvino_model_answers_like_onnx_runtime_and_says_why_it_cannot(own
         specialised.run({"x": np.zeros((5, 8), np.float32)})
 
 
+def _inverse_graph(path):
+    """ONNX Runtime runs com.microsoft's Inverse; OpenVINO's front end has no conversion rule for it."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Inverse", ["x"], ["y"], domain="com.microsoft")], "inverse",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 2])])
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                     helper.make_opsetid("com.microsoft", 1)]), path)
+    return path
+
+
+def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tmp_path):
+    pytest.importorskip("openvino")
+    path = _inverse_graph(tmp_path / "inverse.onnx")
+    verify_file(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
+    report = verify_file(path)
+    assert [r.backend for r in report.unrunnable] == ["openvino"] and report.exit_status == 0
+    result = ptx("verify", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = next(ln for ln in result.stdout.splitlines() if ln.startswith("openvino "))
+    assert re.search(r"  could not run: OpenVINO cannot read it \(Model wasn't fully converted\..*$", row), row
+    assert "core.cpp" not in row and str(path) not in row and len(row.split("could not run: ")[1]) <= 160
+    assert last_line(result) == ("all agree: ort-cpu (against stored reference); could not run: openvino (not a "
+                                 "disagreement; --strict fails it)")
+    strict = ptx("verify", path, "--strict")
+    assert strict.returncode == 1 and last_line(strict).startswith("DISAGREE: openvino: "), strict.stdout
+    assert "  FAIL: OpenVINO cannot read it (" in strict.stdout
+
+
 # -- bench --------------------------------------------------------------------------------------
 
 
