@@ -37,6 +37,24 @@ def test_declarations_and_shapes_parse_as_triton_users_write_them():
             parse_declaration(bad)
 
 
+def test_each_unnamed_size_is_a_size_of_its_own(tmp_path):
+    """paddle2onnx writes every unknown size as ``?``: [-1, 3, ?, ?] takes a 48x192 picture, as ONNX
+    Runtime does, and two declarations' ``?`` are two sizes."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)], "paddle",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3])])
+    path = tmp_path / "paddle.onnx"
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = load(path)
+    assert model.signature.inputs[0].shape == ("N", 3, "x_2", "x_3")
+    assert model.run({"x": np.ones((1, 3, 48, 192), np.float32)})["y"].shape == (1, 3)
+    a, b = parse_declaration("a=?x-1"), parse_declaration("b=?x?")
+    assert a.shape == ("a_0", "a_1") and b.shape == ("b_0", "b_1")
+    check_feeds(Signature((a, b), ()), {"a": np.zeros((2, 3), np.float32), "b": np.zeros((4, 5), np.float32)}, "t")
+
+
 def test_the_batch_is_read_from_symbol_names_and_follows_a_state_on_axis_one():
     inputs = (TensorSig("x", "float32", ("steps", "batch", 6)), TensorSig("h0", "float32", (1, "batch", 12)),
               TensorSig("mode", "int64", ()))
