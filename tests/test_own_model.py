@@ -95,6 +95,21 @@ def test_generated_inputs_are_seeded_dtype_aware_and_say_what_ptx_chose(own_mode
     assert 1 not in VERIFY_BATCHES and 0 not in VERIFY_BATCHES and len(set(VERIFY_BATCHES)) == 2
 
 
+def test_a_range_is_low_inclusive_high_exclusive_for_integers_and_a_bare_one_ranges_them_too():
+    sig = Signature((TensorSig("bytes", "int64", ("batch", 4096), 0), TensorSig("attention_mask", "int64", ("batch", 64), 0),
+                     TensorSig("x", "float32", ("batch", 4), 0), TensorSig("flag", "bool", ("batch",), 0)), ())
+    named = make_feeds(sig, plan_inputs(sig, ranges={"bytes": "0,257"}), 3)
+    assert named["bytes"].min() == 0 and named["bytes"].max() == 256  # [0, 257): 256 drawn, 257 never
+    bare = make_feeds(sig, plan_inputs(sig, default_range="0,257"), 3)
+    assert bare["bytes"].max() == 256 and bare["attention_mask"].max() > 9 and bare["x"].max() > 1
+    assert bare["flag"].dtype == np.bool_
+    default = make_feeds(sig, plan_inputs(sig), 3)
+    assert set(np.unique(default["attention_mask"])) == {0, 1}  # a mask is 0 or 1
+    assert set(np.unique(default["bytes"])) == set(range(10))
+    contract = Signature((TensorSig("level", "int32", ("batch", 4096), 0, (0, 3)),), ())
+    assert set(np.unique(make_feeds(contract, plan_inputs(contract), 3)["level"])) == {0, 1, 2, 3}
+
+
 def test_outputs_are_judged_per_dtype():
     want = np.linspace(-1, 1, 40, dtype=np.float32).reshape(4, 10)
     assert compare_output("y", want + 5e-5, want, default_tolerance("float32"), 0).ok
