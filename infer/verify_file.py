@@ -32,7 +32,8 @@ import numpy as np
 from ptx.contract.agreement import check_tolerance
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
 from ptx.contract.schema import Tolerance
-from ptx.contract.tensor_compare import HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance
+from ptx.contract.tensor_compare import (HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance,
+                                         needed_atol_text)
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, plan_inputs
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError, first_line
@@ -164,7 +165,8 @@ class FileVerifyReport:
         if self.reference_error:
             problems.insert(0, f"{self.reference_label} (the reference): {self.reference_error}")
         if problems:
-            more = f" (and {len(problems) - 1} more row{'s' * (len(problems) > 2)} disagree)" if problems[1:] else ""
+            more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
+                    f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
             return f"DISAGREE: {problems[0]}{more}"
         unrunnable = list(dict.fromkeys(r.backend for r in self.unrunnable))
         could_not = (f"; could not run: {', '.join(unrunnable)} (not a disagreement; --strict fails it)"
@@ -209,7 +211,7 @@ class FileVerifyReport:
                 verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else
                                                          f": {o.beyond:,} of {o.compared:,} beyond")
                 cells.append([row.backend, row.against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
-                              f"{o.needed_atol:.2e}", f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, verdict])
+                              needed_atol_text(o), f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, verdict])
         widths = [max(len(r[i]) for r in cells) for i in range(len(head) - 1)]
         text = ["  ".join(c.rjust(w) if 3 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                 + "  " + r[-1] for r in cells]

@@ -110,6 +110,37 @@ def test_a_range_is_low_inclusive_high_exclusive_for_integers_and_a_bare_one_ran
     assert set(np.unique(make_feeds(contract, plan_inputs(contract), 3)["level"])) == {0, 1, 2, 3}
 
 
+def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_path):
+    from pathlib import Path
+
+    from ptx.contract.tensor_compare import needed_atol_text
+    from ptx.infer.verify_file import FileVerifyReport, Row
+
+    rng = np.random.default_rng(0)
+    tol = default_tolerance("float32")
+    hidden = rng.random((3, 8, 16), dtype=np.float32)
+    assert compare_output("last_hidden_state", hidden, hidden, tol, 0).argmax_compared == 0
+    assert compare_output("h_n", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 0
+    assert compare_output("pooler_output", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 0
+    assert compare_output("state", hidden.transpose(1, 0, 2), hidden.transpose(1, 0, 2), tol, 1).argmax_compared == 0
+    assert compare_output("logits", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 3
+    state = np.zeros((1, 3, 4), np.float32)  # a state padded with zeros: a 1e-6 beside a 0 is no infinite error
+    state[0, 0] = 1.0
+    got = state + 1e-6
+    agreement = compare_output("h", got, state, tol, 1)
+    assert agreement.ok and 0 < agreement.max_rel < 1e-5 and agreement.argmax_compared == 0
+    # max abs 1e-6, all inside rtol * |ref| where the reference is 1: an atol of 0 would pass only there
+    covered = compare_output("y", np.ones((3, 4), np.float32) + 1e-6, np.ones((3, 4), np.float32), tol, 0)
+    assert covered.max_abs > 0 and covered.needed_atol == 0 and needed_atol_text(covered) == "none"
+    assert needed_atol_text(agreement) == f"{agreement.needed_atol:.2e}"
+    bad = compare_output("y", np.ones((3, 4), np.float32) * 2, np.ones((3, 4), np.float32), tol, 0)
+    report = FileVerifyReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
+                              rows=[Row("openvino", "ort-cpu", cases=["batch 3"], outputs=[bad])] * 3)
+    assert report.summary().endswith("(and 2 more table rows fail)")
+    report.rows = report.rows[:2]
+    assert report.summary().endswith("(and 1 more table row fails)")
+
+
 def test_outputs_are_judged_per_dtype():
     want = np.linspace(-1, 1, 40, dtype=np.float32).reshape(4, 10)
     assert compare_output("y", want + 5e-5, want, default_tolerance("float32"), 0).ok
