@@ -424,7 +424,7 @@ def _stored_reference(path: Path, given, save: bool, signature: Signature, found
     cases = []
     for k, case in enumerate(stored.cases):
         try:
-            feeds = check_feeds(signature, case.inputs, f"{where.name} case {k}")
+            feeds = check_feeds(signature, case.inputs, f"{where.name} case {k}", from_file=True)
         except InputError as exc:
             raise PtxError(f"{where}: {exc}") from None
         cases.append(Case(f"stored #{k}", feeds, None))

@@ -168,7 +168,10 @@ def test_a_batch_the_exporter_specialised_is_caught_at_the_second_batch_size(own
     ({"picture": np.zeros((2, 1, 15, 16), np.float32), "ids": np.zeros((2, 6), np.int64)},
      "input 'picture' of samples.npz has shape [2, 1, 15, 16]; axis 2 must be 16"),
     ({"picture": np.zeros((2, 1, 16, 16), np.float32), "ids": np.zeros((2, 6), np.int64), "nope": np.zeros(3)},
-     "samples.npz has no input 'nope'; its inputs are picture, ids"),
+     "samples.npz holds an array 'nope', and the model has no input of that name; its inputs are picture, ids: "
+     "name each array after the input it feeds"),
+    ({"picture": np.zeros((2, 1, 16, 16), np.float32)}, "samples.npz holds no array for input 'ids'; the model takes "
+                                                         "picture, ids"),
 ])
 def test_samples_that_do_not_fit_are_one_line(own_models, tmp_path, arrays, message):
     np.savez(tmp_path / "samples.npz", **arrays)

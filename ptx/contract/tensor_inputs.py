@@ -149,18 +149,26 @@ def range_of(sig: TensorSig, plan: InputPlan) -> tuple[tuple[float, float], bool
 # -- checking what a caller hands over ------------------------------------------------------------
 
 
-def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = "the model") -> dict[str, np.ndarray]:
+def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = "the model", *,
+                from_file: bool = False) -> dict[str, np.ndarray]:
     """A caller's inputs by name, checked against the signature: every input present and none
     unknown, the dtype (a float array for a float input is cast, an integer array for an integer
     one when its values fit; anything else is refused), the rank, the fixed sizes, and one size per
-    symbol across inputs. Raises InputError naming the input."""
+    symbol across inputs. Raises InputError naming the input. ``from_file``: ``model`` names the
+    file the feeds were read from (samples.npz), and a name that fits no input is the file's."""
     if not isinstance(feeds, Mapping):
         raise InputError(f"give {model}'s inputs as a dict by name ({', '.join(signature.input_names)}), "
                          f"not {type(feeds).__name__}")
     unknown = [n for n in feeds if n not in signature.input_names]
+    if unknown and from_file:
+        raise InputError(f"{model} holds an array {unknown[0]!r}, and the model has no input of that name; its inputs "
+                         f"are {', '.join(signature.input_names)}: name each array after the input it feeds")
     if unknown:
         raise InputError(f"{model} has no input {unknown[0]!r}; its inputs are {', '.join(signature.input_names)}")
     missing = [n for n in signature.input_names if n not in feeds]
+    if missing and from_file:
+        raise InputError(f"{model} holds no array for input {missing[0]!r}; the model takes "
+                         f"{', '.join(signature.input_names)}")
     if missing:
         raise InputError(f"input {missing[0]!r} of {model} is missing; it takes {', '.join(signature.input_names)}")
     sizes: dict[str, tuple[int, str]] = {}
@@ -242,7 +250,7 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
         # A .npz is a zip archive: a truncated or damaged one raises BadZipFile (not an OSError).
         again = {".npz": "; save it again with numpy.savez", ".npy": "; save it again with numpy.save"}.get(suffix, "")
         raise InputError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]}){again}") from None
-    return [check_feeds(signature, case, path.name) for case in cases]
+    return [check_feeds(signature, case, path.name, from_file=True) for case in cases]
 
 
 def _cases_from_keys(arrays: dict[str, np.ndarray], path) -> list[dict[str, np.ndarray]]:
