@@ -316,12 +316,14 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
                 batch_sizes: Sequence[int] = VERIFY_BATCHES, atol: Sequence = (), rtol: Sequence = (),
                 against: str | Path | None = None, reference_file: str | Path | None = None,
                 save: bool = False, third_opinion: bool = True, strict: bool = False,
+                save_inputs: str | Path | None = None,
                 progress: Callable[[str], None] = lambda _: None) -> FileVerifyReport:
     """Verify the model file at ``path`` (see the module's docstring). ``options`` are
     ``open_own_model``'s (inputs, batch_axes, ignore_metadata), ``plan`` are ``plan_inputs``'
     (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs.
     ``strict``: a backend that cannot run the file fails the verdict (by default its row says it
-    could not run, and the verdict is over the rows that ran)."""
+    could not run, and the verdict is over the rows that ran). ``save_inputs``: write the cases'
+    inputs to this .npz (``NAME:K`` keys, one K per case), which ``input_files`` reads back."""
     path = Path(path)
     found = read_model_file(path)
     options = dict(options or {})
@@ -356,6 +358,8 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
                               [c.label for c in cases], strict=strict)
     if changed:
         report.notes.append(changed)
+    if save_inputs:
+        report.notes.append(_save_inputs(Path(save_inputs), cases))
     progress(f"running {reference_row.label} on {len(cases)} cases")
     want, report.reference_error = run_cases(reference, cases)
     if not want:
@@ -491,6 +495,19 @@ def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case
     got = {sorted(want)[k]: v for k, v in got.items()}
     return compare_cases(Row(label, report.reference_label, error=error), got, want, cases, signature,
                          tolerances, names)
+
+
+def _save_inputs(where: Path, cases: Sequence[Case]) -> str:
+    """The cases' inputs as one .npz that --inputs reads back: ``NAME:K`` for case K (the cases'
+    batches differ, so they cannot share one array per name)."""
+    from ptx.atomic import atomic_path
+
+    if where.suffix.lower() != ".npz":
+        raise PtxError(f"--save-inputs {where}: give a .npz file name (it is read back with --inputs {where.stem}.npz)")
+    arrays = {f"{name}:{k}": array for k, case in enumerate(cases) for name, array in case.feeds.items()}
+    with atomic_path(where) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return f"saved the inputs: {where} ({len(cases)} case{'s' * (len(cases) != 1)}; --inputs {where} feeds them again)"
 
 
 def _save(path: Path, given, report: FileVerifyReport, cases: Sequence[Case], want, signature: Signature,

@@ -757,7 +757,7 @@ class ToleranceValue(click.ParamType):
 TOLERANCE = ToleranceValue()
 MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
 # What a tutorial model's command takes that a model file's does not, and the other way round.
-TUTORIAL_ONLY = {"verify": ("all_models", "samples", "root", "save_inputs", "run", "all_rows"),
+TUTORIAL_ONLY = {"verify": ("all_models", "samples", "root", "run", "all_rows"),
                  "bench": ("root", "verify_samples", "run")}
 FILE_ONLY = ("declared_inputs", "batch_axes", "ignore_metadata", "shapes", "values", "ranges", "input_files", "seed",
              "against", "reference_file", "save_reference", "strict")
@@ -882,7 +882,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                      atol=atol, rtol=rtol, as_json=as_json, against=against, reference_file=reference_file,
                      save_reference=save_reference, declared_inputs=declared_inputs, batch_axes=batch_axes,
                      ignore_metadata=ignore_metadata, shapes=shapes, values=values, ranges=ranges,
-                     input_files=input_files, seed=seed, strict=strict)
+                     input_files=input_files, seed=seed, strict=strict, save_inputs=save_inputs)
     _check_options(ctx, "verify", for_file=False)
     atol, rtol = _tutorial_tolerance(atol, "--atol"), _tutorial_tolerance(rtol, "--rtol")
     if all_models and (name or run):
@@ -946,7 +946,7 @@ def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, r
 
 def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
                  declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
-                 strict=False) -> None:
+                 strict=False, save_inputs=None) -> None:
     """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
     from ptx.contract.tensor_inputs import VERIFY_BATCHES
     from ptx.infer.verify_file import verify_file
@@ -955,7 +955,7 @@ def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, r
     report = verify_file(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
                          plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
                          batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
-                         reference_file=reference_file, save=save_reference, strict=strict,
+                         reference_file=reference_file, save=save_reference, strict=strict, save_inputs=save_inputs,
                          progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(report.exit_status)

@@ -190,6 +190,19 @@ def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_p
     assert one_error_line(tolerance).startswith("error: --atol nope=...: the model has no output 'nope'")
 
 
+def test_save_inputs_writes_the_generated_cases_that_inputs_feeds_again(own_models, tmp_path):
+    saved = tmp_path / "cases.npz"
+    result = ptx("verify", own_models["two_io"], "--save-inputs", saved, "--backends", "ort-cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"saved the inputs: {saved} (2 cases; --inputs {saved} feeds them again)" in result.stdout
+    with np.load(saved) as archive:
+        assert sorted(archive.files) == ["ids:0", "ids:1", "picture:0", "picture:1"]
+        assert archive["picture:0"].shape[0] == 3 and archive["picture:1"].shape[0] == 5
+    again = ptx("verify", own_models["two_io"], "--inputs", saved, "--backends", "ort-cpu")
+    assert again.returncode == 0 and "cases: 2 from cases.npz" in again.stdout, again.stdout + again.stderr
+    assert "--save-inputs" in one_error_line(ptx("verify", own_models["two_io"], "--save-inputs", tmp_path / "x.txt"))
+
+
 def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_models):
     report = verify_file(own_models["half"])
     assert report.ok
