@@ -72,6 +72,7 @@ class ModuleExport:
     agreements: dict[str, OutputAgreement]  # per output, the worst case
     judged: bool = True  # False: int8, checked to run and give finite outputs, not judged by the f32 tolerance
     note: str | None = None  # the exporter fallback, said in one line
+    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the other symbols' sizes checked: seq 8, 10
 
     @property
     def worst(self) -> OutputAgreement:
@@ -95,6 +96,7 @@ class _Case:
     batch: int | None
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]  # eager's, by the signature's output names
+    sizes: dict[str, int] = field(default_factory=dict)  # the other symbols' sizes in this case
 
     @property
     def where(self) -> str:
@@ -206,7 +208,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                    judged=fmt != "onnx-int8", hint=made.hint)
             final = out_dir / path.name
             done = ModuleExport(fmt, final, path.stat().st_size, made.method, _batches(cases), agreements,
-                                judged=fmt != "onnx-int8", note=made.note)
+                                judged=fmt != "onnx-int8", note=made.note,
+                                sizes={s: tuple(c.sizes[s] for c in cases) for s in cases[0].sizes})
             result.files.append(done)
             log(_describe_export(done, tolerance(signature.output(done.worst.name), on)))
         produced_by = f"eager PyTorch (torch {torch.__version__})"
@@ -466,7 +469,8 @@ def _validation_cases(signature: Signature, reference) -> list[_Case]:
                 low = int(sig.value_range[0]) if sig.value_range else 0
                 feeds[sig.name] = np.array(bool(k) if sig.dtype == "bool" else low + k, dtype=sig.dtype)
         produced = list(reference.run(feeds).values())
-        cases.append(_Case(batch, feeds, dict(zip(signature.output_names, produced))))
+        cases.append(_Case(batch, feeds, dict(zip(signature.output_names, produced)),
+                           {s: plan.bound.get(s) or plan.chosen[s] for s in {**first.chosen, **plan.bound}}))
     return cases
 
 
@@ -513,6 +517,7 @@ def _describe_export(done: ModuleExport, tolerance: Tolerance) -> str:
     worst = done.worst
     size = f"{done.size_bytes / 1024:,.1f} KiB"
     checked = f"batches {', '.join(map(str, done.batches))}" if done.batches else "2 cases at the declared shapes"
+    checked += "".join(f"; {symbol} {', '.join(map(str, sizes))}" for symbol, sizes in done.sizes.items())
     if not done.judged:
         return (f"{done.format:<11} {done.path}  {size}  runs {checked}, |diff| vs eager up to {worst.max_abs:.2e} "
                 f"({worst.name}; {done.method}; int8 is not judged by the f32 tolerance: check it on your own data)")

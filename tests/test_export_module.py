@@ -459,3 +459,11 @@ def test_a_forward_taking_star_args_keeps_the_declared_order_and_says_so(tmp_pat
     assert any("takes *args, so --input's order is forward()'s: b, a go in by position" in line for line in lines)
     a, b = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
     assert (load(tmp_path / "s" / "model.torchscript.pt").run({"a": a, "b": b})["output"] == -2).all()
+
+
+def test_the_summary_names_every_symbolic_size_it_checked_not_only_the_batch(tmp_path):
+    lines = []
+    export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"], log=lines.append,
+                  inputs=["input_ids=batchxseq:int64", "attention_mask=batchxseq:int64"])
+    line = next(ln for ln in lines if ln.startswith("torchscript "))
+    assert "; batches 3, 5; seq 8, 10; traced)" in line, line
