@@ -72,6 +72,7 @@ class ModuleExport:
     agreements: dict[str, OutputAgreement]  # per output, the worst case
     judged: bool = True  # False: int8, checked to run and give finite outputs, not judged by the f32 tolerance
     note: str | None = None  # the exporter fallback, said in one line
+    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the other symbols' sizes checked: seq 8, 10
 
     @property
     def worst(self) -> OutputAgreement:
@@ -95,6 +96,7 @@ class _Case:
     batch: int | None
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]  # eager's, by the signature's output names
+    sizes: dict[str, int] = field(default_factory=dict)  # the other symbols' sizes in this case
 
     @property
     def where(self) -> str:
@@ -206,7 +208,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                    judged=fmt != "onnx-int8", hint=made.hint)
             final = out_dir / path.name
             done = ModuleExport(fmt, final, path.stat().st_size, made.method, _batches(cases), agreements,
-                                judged=fmt != "onnx-int8", note=made.note)
+                                judged=fmt != "onnx-int8", note=made.note,
+                                sizes={s: tuple(c.sizes[s] for c in cases) for s in cases[0].sizes})
             result.files.append(done)
             log(_describe_export(done, tolerance(signature.output(done.worst.name), on)))
         produced_by = f"eager PyTorch (torch {torch.__version__})"
@@ -313,6 +316,7 @@ def example_signature(module: torch.nn.Module, example_inputs, inputs, input_nam
     """The inputs' signature and the example tensors the exporters are called with (see
     export_module: declarations, examples, or both)."""
     declared = tuple(t if isinstance(t, TensorSig) else parse_declaration(str(t)) for t in (inputs or ()))
+    declared = _in_forward_order(module, declared, log)
     if example_inputs is None:
         if not declared:
             raise PtxError("the module comes without example inputs: declare each input in forward()'s order with "
@@ -341,6 +345,44 @@ def example_signature(module: torch.nn.Module, example_inputs, inputs, input_nam
                                0 if dynamic and t.dim() else None)
                      for n, t in zip(names, tensors))
     return sigs, _at_least_two(sigs, tensors, log)
+
+
+def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
+                      log: Callable[[str], None]) -> tuple[TensorSig, ...]:
+    """The declarations matched to forward()'s parameters by name and put in its order, since the
+    exporters call forward() by position: ``--input attention_mask=... --input input_ids=...``
+    would otherwise export a module that takes the mask as its ids, and pass every check. A name
+    that is no parameter is refused naming forward()'s; a forward(*args) can only be matched by
+    position, so there --input's order is kept, and said. A forward() of one parameter takes one
+    input of any name (``--input image=...`` for ``forward(self, x)``): the name is the file's."""
+    if not declared:
+        return declared
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return declared
+    where = f"{type(module).__name__}.forward"
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        log(f"inputs: {where} takes *args, so --input's order is forward()'s: "
+            f"{', '.join(t.name for t in declared)} go in by position")
+        return declared
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) == 1 and len(declared) == 1:
+        return declared  # one input into forward(x): its name is the file's, nothing to match
+    takes = f"{where}({', '.join(positional)})"
+    for sig in declared:
+        if sig.name not in positional:
+            raise PtxError(f"--input {sig.name}: {takes} has no parameter {sig.name!r}: name each --input as one of "
+                           f"forward()'s parameters ({', '.join(positional) or 'it takes none by position'})")
+    ordered = tuple(sorted(declared, key=lambda t: positional.index(t.name)))
+    names = [t.name for t in ordered]
+    if names != positional[:len(names)]:
+        skipped = [n for n in positional[:positional.index(names[-1])] if n not in names]
+        raise PtxError(f"--input {', '.join(names)}: {takes} takes its inputs by position, so the parameters before "
+                       f"{names[-1]} need declaring too: add --input for {', '.join(skipped)}")
+    if ordered != declared:
+        log(f"inputs: in {where}'s order: {', '.join(names)}")
+    return ordered
 
 
 def _check_declared(declared: Sequence[TensorSig], tensors: Sequence[torch.Tensor]) -> None:
@@ -427,7 +469,8 @@ def _validation_cases(signature: Signature, reference) -> list[_Case]:
                 low = int(sig.value_range[0]) if sig.value_range else 0
                 feeds[sig.name] = np.array(bool(k) if sig.dtype == "bool" else low + k, dtype=sig.dtype)
         produced = list(reference.run(feeds).values())
-        cases.append(_Case(batch, feeds, dict(zip(signature.output_names, produced))))
+        cases.append(_Case(batch, feeds, dict(zip(signature.output_names, produced)),
+                           {s: plan.bound.get(s) or plan.chosen[s] for s in {**first.chosen, **plan.bound}}))
     return cases
 
 
@@ -474,6 +517,7 @@ def _describe_export(done: ModuleExport, tolerance: Tolerance) -> str:
     worst = done.worst
     size = f"{done.size_bytes / 1024:,.1f} KiB"
     checked = f"batches {', '.join(map(str, done.batches))}" if done.batches else "2 cases at the declared shapes"
+    checked += "".join(f"; {symbol} {', '.join(map(str, sizes))}" for symbol, sizes in done.sizes.items())
     if not done.judged:
         return (f"{done.format:<11} {done.path}  {size}  runs {checked}, |diff| vs eager up to {worst.max_abs:.2e} "
                 f"({worst.name}; {done.method}; int8 is not judged by the f32 tolerance: check it on your own data)")

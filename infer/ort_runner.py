@@ -228,7 +228,9 @@ def run_bound_host(runner: OrtRunner, feeds: Mapping[str, np.ndarray], run_optio
 
 def graph_tensors(args, kind: str, path: Path) -> tuple[TensorSig, ...]:
     """ORT's NodeArgs -> TensorSigs (no batch axes yet). An unnamed dynamic size is a symbol of its
-    own, except a leading one, which is called N (a batch, unless --batch-axis says otherwise)."""
+    own, except a leading one, which is called N (a batch, unless --batch-axis says otherwise). A
+    size named ``?`` is unnamed too: paddle2onnx writes every unknown size so, and one symbol for
+    them all would bind a picture's height to its width."""
     out = []
     for arg in args:
         try:
@@ -239,9 +241,9 @@ def graph_tensors(args, kind: str, path: Path) -> tuple[TensorSig, ...]:
         for axis, d in enumerate(arg.shape or []):
             if isinstance(d, int) and d >= 0:
                 shape.append(d)
-            elif isinstance(d, str) and d and not d.startswith("unk__"):
+            elif isinstance(d, str) and d and d != "?" and not d.startswith("unk__"):
                 shape.append(d)
-            else:  # None, -1, or ORT's made-up unk__N: a dynamic size with no name
+            else:  # None, -1, ?, or ORT's made-up unk__N: a dynamic size with no name
                 shape.append("N" if axis == 0 else f"{arg.name}_{axis}")
         out.append(TensorSig(arg.name, dtype, tuple(shape)))
     return tuple(out)

@@ -13,10 +13,15 @@ the reference too, output by output.
 
 Exit status: 0 every compared row agrees; 1 a row disagrees or fails (a disagreement is never a
 warning); 2 nothing could be compared (the reference cannot run the file, or no other backend can).
+A backend that cannot run the file at all (OpenVINO's front end refusing an operator) is no
+disagreement, the one false alarm verify must never raise: its row says it could not run, with the
+runtime's reason in short, and the verdict is over the rows that ran (``strict=True``, ``--strict``:
+such a row fails). One that runs some cases and fails at another still fails: that is the file's.
 """
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,8 @@ import numpy as np
 from ptx.contract.agreement import check_tolerance
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
 from ptx.contract.schema import Tolerance
-from ptx.contract.tensor_compare import HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance
+from ptx.contract.tensor_compare import (HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance,
+                                         needed_atol_text)
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, plan_inputs
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError, first_line
@@ -93,10 +99,17 @@ class Row:
     cases: list[str] = field(default_factory=list)
     outputs: list[OutputAgreement] = field(default_factory=list)
     error: str | None = None  # the backend did not load or run: the row FAILs, the others go on
+    # A backend of this machine's (not --against's file) that ran no case: it cannot run the file,
+    # which says nothing about the file's answers; it fails only under --strict.
+    optional: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None and all(o.ok for o in self.outputs)
+
+    @property
+    def could_not_run(self) -> bool:
+        return self.optional and self.error is not None and not self.cases
 
     def first_problem(self) -> str:
         """The row's failure in words: the backend, what it was compared with, the output and its error."""
@@ -107,7 +120,8 @@ class Row:
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, "against": self.against, "device": self.device, "cases": self.cases,
-                "ok": self.ok, "error": self.error, "outputs": [o.to_dict() for o in self.outputs]}
+                "ok": self.ok, "could_not_run": self.could_not_run, "error": self.error,
+                "outputs": [o.to_dict() for o in self.outputs]}
 
 
 @dataclass
@@ -124,16 +138,22 @@ class FileVerifyReport:
     not_run: dict[str, str] = field(default_factory=dict)  # label -> why this machine cannot run it
     skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not asked (third opinion)
     notes: list[str] = field(default_factory=list)
+    strict: bool = False  # a backend that cannot run the file fails, as a disagreement does
 
     @property
     def failed(self) -> list[Row]:
-        return [r for r in self.rows if not r.ok]
+        return [r for r in self.rows if not r.ok and (self.strict or not r.could_not_run)]
+
+    @property
+    def unrunnable(self) -> list[Row]:
+        """The rows of backends that could not run the file (not judged without --strict)."""
+        return [r for r in self.rows if r.could_not_run]
 
     @property
     def exit_status(self) -> int:
         if self.failed or self.reference_error:
             return 1
-        return 0 if self.rows else 2
+        return 0 if any(not r.could_not_run for r in self.rows) else 2
 
     @property
     def ok(self) -> bool:
@@ -145,14 +165,20 @@ class FileVerifyReport:
         if self.reference_error:
             problems.insert(0, f"{self.reference_label} (the reference): {self.reference_error}")
         if problems:
-            more = f" (and {len(problems) - 1} more row{'s' * (len(problems) > 2)} disagree)" if problems[1:] else ""
+            more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
+                    f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
             return f"DISAGREE: {problems[0]}{more}"
-        if not self.rows:
+        unrunnable = list(dict.fromkeys(r.backend for r in self.unrunnable))
+        could_not = (f"; could not run: {', '.join(unrunnable)} (not a disagreement; --strict fails it)"
+                     if unrunnable else "")
+        ran = [r for r in self.rows if not r.could_not_run]
+        if not ran:
             others = "; ".join(group_reasons(self.not_run)) or "no other backend reads this kind of file"
             return (f"nothing compared: only {self.reference_label} ran ({others}); give --reference FILE or "
-                    "--against OTHER to compare with")
-        compared = list(dict.fromkeys(r.backend for r in self.rows))
-        return f"all agree: {', '.join(compared)} (against {', '.join(dict.fromkeys(r.against for r in self.rows))})"
+                    f"--against OTHER to compare with{could_not}")
+        compared = list(dict.fromkeys(r.backend for r in ran))
+        return (f"all agree: {', '.join(compared)} (against {', '.join(dict.fromkeys(r.against for r in ran))})"
+                f"{could_not}")
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "kind": self.kind, "reference": self.reference,
@@ -172,6 +198,11 @@ class FileVerifyReport:
         cells.append([self.reference_label, "(the reference)", "", "", "", "", "", "",
                       f"FAIL: {self.reference_error}" if self.reference_error else ran])
         for row in self.rows:
+            if row.could_not_run:
+                verdict = "FAIL" if self.strict else "could not run"
+                cells.append([row.backend, row.against, "", "", "", "", "", "",
+                              f"{verdict}: {short_reason(row.error, self.path)}"])
+                continue
             if row.error:
                 cells.append([row.backend, row.against, "", "", "", "", "", "", f"FAIL: {row.error}"])
                 continue
@@ -180,7 +211,7 @@ class FileVerifyReport:
                 verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else
                                                          f": {o.beyond:,} of {o.compared:,} beyond")
                 cells.append([row.backend, row.against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
-                              f"{o.needed_atol:.2e}", f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, verdict])
+                              needed_atol_text(o), f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, verdict])
         widths = [max(len(r[i]) for r in cells) for i in range(len(head) - 1)]
         text = ["  ".join(c.rjust(w) if 3 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                 + "  " + r[-1] for r in cells]
@@ -189,6 +220,24 @@ class FileVerifyReport:
         lines += [f"skipped: {label}: {why}" for label, why in self.skipped.items()]
         lines.append(self.summary())
         return "\n".join(lines)
+
+
+# The runtimes' own framing around the reason a backend gives: where in its sources it failed.
+_RUNTIME_FRAMING = [re.compile(p) for p in (
+    r"Exception from \S+:\d+:\s*", r"Check '[^']*' failed at \S+:\d+:\s*", r"\[ONNXRuntimeError\] : \d+ : \w+ :\s*",
+    r"/onnxruntime_src/\S+:\d+ [^ ]+\([^)]*\)\s*", r"FrontEnd API failed with \w+:\s*")]
+SHORT_REASON = 160
+
+
+def short_reason(error: str | None, path: Path | None = None, limit: int = SHORT_REASON) -> str:
+    """A backend's failure in one readable line: without the file's path (the table is about it),
+    without where in the runtime's sources it was raised, cut to ``limit`` characters."""
+    text = " ".join(str(error or "").split())
+    if path is not None:
+        text = text.replace(f"{path}: ", "").replace(f"{path.name}: ", "")
+    for pattern in _RUNTIME_FRAMING:
+        text = pattern.sub("", text)
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def runtime_of(label: str) -> str:
@@ -266,11 +315,15 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
                 plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int = 0,
                 batch_sizes: Sequence[int] = VERIFY_BATCHES, atol: Sequence = (), rtol: Sequence = (),
                 against: str | Path | None = None, reference_file: str | Path | None = None,
-                save: bool = False, third_opinion: bool = True,
+                save: bool = False, third_opinion: bool = True, strict: bool = False,
+                save_inputs: str | Path | None = None,
                 progress: Callable[[str], None] = lambda _: None) -> FileVerifyReport:
     """Verify the model file at ``path`` (see the module's docstring). ``options`` are
     ``open_own_model``'s (inputs, batch_axes, ignore_metadata), ``plan`` are ``plan_inputs``'
-    (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs."""
+    (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs.
+    ``strict``: a backend that cannot run the file fails the verdict (by default its row says it
+    could not run, and the verdict is over the rows that ran). ``save_inputs``: write the cases'
+    inputs to this .npz (``NAME:K`` keys, one K per case), which ``input_files`` reads back."""
     path = Path(path)
     found = read_model_file(path)
     options = dict(options or {})
@@ -302,9 +355,11 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
                                                   else "at the fixed shape (no input has a batch axis)"))
         where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
     report = FileVerifyReport(path, found.kind, reference_row.label, runtime_of(reference_row.label), signature, where,
-                              [c.label for c in cases])
+                              [c.label for c in cases], strict=strict)
     if changed:
         report.notes.append(changed)
+    if save_inputs:
+        report.notes.append(_save_inputs(Path(save_inputs), cases))
     progress(f"running {reference_row.label} on {len(cases)} cases")
     want, report.reference_error = run_cases(reference, cases)
     if not want:
@@ -326,18 +381,18 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
             continue
         model = opened[row.label]
         if isinstance(model, Exception):
-            report.rows.append(Row(row.label, reference_row.label, row.device, error=str(model)))
+            report.rows.append(Row(row.label, reference_row.label, row.device, error=str(model), optional=True))
             continue
         if not row.reference:  # the reference's own rows: against the stored reference only
             progress(f"running {row.label}")
             ran, error = run_cases(model, [cases[i] for i in sorted(want)])
             got = {sorted(want)[k]: v for k, v in ran.items()}
-            report.rows.append(compare_cases(Row(row.label, reference_row.label, row.device, error=error), got, want,
-                                             cases, signature, tolerances))
+            report.rows.append(compare_cases(Row(row.label, reference_row.label, row.device, error=error,
+                                                 optional=True), got, want, cases, signature, tolerances))
         if stored:
             ran, error = run_cases(model, stored_cases)
-            report.rows.append(compare_cases(Row(row.label, STORED, row.device, error=error), ran, stored_want,
-                                             stored_cases, signature, tolerances))
+            report.rows.append(compare_cases(Row(row.label, STORED, row.device, error=error, optional=not row.reference),
+                                             ran, stored_want, stored_cases, signature, tolerances))
     if found.kind == ONNX and third_opinion:
         _third_opinion(path, cases, want, signature, tolerances, report, progress)
     if against is not None:
@@ -373,7 +428,7 @@ def _stored_reference(path: Path, given, save: bool, signature: Signature, found
     cases = []
     for k, case in enumerate(stored.cases):
         try:
-            feeds = check_feeds(signature, case.inputs, f"{where.name} case {k}")
+            feeds = check_feeds(signature, case.inputs, f"{where.name} case {k}", from_file=True)
         except InputError as exc:
             raise PtxError(f"{where}: {exc}") from None
         cases.append(Case(f"stored #{k}", feeds, None))
@@ -440,6 +495,19 @@ def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case
     got = {sorted(want)[k]: v for k, v in got.items()}
     return compare_cases(Row(label, report.reference_label, error=error), got, want, cases, signature,
                          tolerances, names)
+
+
+def _save_inputs(where: Path, cases: Sequence[Case]) -> str:
+    """The cases' inputs as one .npz that --inputs reads back: ``NAME:K`` for case K (the cases'
+    batches differ, so they cannot share one array per name)."""
+    from ptx.atomic import atomic_path
+
+    if where.suffix.lower() != ".npz":
+        raise PtxError(f"--save-inputs {where}: give a .npz file name (it is read back with --inputs {where.stem}.npz)")
+    arrays = {f"{name}:{k}": array for k, case in enumerate(cases) for name, array in case.feeds.items()}
+    with atomic_path(where) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return f"saved the inputs: {where} ({len(cases)} case{'s' * (len(cases) != 1)}; --inputs {where} feeds them again)"
 
 
 def _save(path: Path, given, report: FileVerifyReport, cases: Sequence[Case], want, signature: Signature,

@@ -383,8 +383,8 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--input", "input_args", multiple=True, metavar="float32|uint8|NAME=SHAPE[:DTYPE]",
               help="A tutorial model's graph input: float32 (default) or, for onnx/torchscript of picture models, "
                    "uint8 (the graph takes raw (batch, 28, 28) pictures and normalises them itself; "
-                   "docs/artifact-format.md). With --module, or a TorchScript or pt2 FILE, declares an input, "
-                   "repeated in forward()'s order: " + INPUT_SYNTAX)
+                   "docs/artifact-format.md). With --module, declares an input named as forward()'s parameter, repeated; "
+                   "with a TorchScript or pt2 FILE, repeated in forward()'s order: " + INPUT_SYNTAX)
 @click.option("--output", "output_names", multiple=True, metavar="NAME",
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
@@ -757,10 +757,10 @@ class ToleranceValue(click.ParamType):
 TOLERANCE = ToleranceValue()
 MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
 # What a tutorial model's command takes that a model file's does not, and the other way round.
-TUTORIAL_ONLY = {"verify": ("all_models", "samples", "root", "save_inputs", "run", "all_rows"),
+TUTORIAL_ONLY = {"verify": ("all_models", "samples", "root", "run", "all_rows"),
                  "bench": ("root", "verify_samples", "run")}
 FILE_ONLY = ("declared_inputs", "batch_axes", "ignore_metadata", "shapes", "values", "ranges", "input_files", "seed",
-             "against", "reference_file", "save_reference")
+             "against", "reference_file", "save_reference", "strict")
 
 
 def _given(ctx: click.Context, names) -> list[str]:
@@ -856,12 +856,15 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
 @click.option("--save-reference", is_flag=True,
               help="A model file: write the reference backend's outputs on these inputs as reference tensors "
                    "(MODEL.reference.npz, or --reference FILE), for `ptx verify` on another machine.")
+@click.option("--strict", is_flag=True,
+              help="A model file: a backend that cannot run it fails the verdict (by default its row says it could "
+                   "not run, and the verdict is over the rows that ran).")
 @model_file_options
 @generated_input_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-               all_rows, run, against, reference_file, save_reference, declared_inputs, batch_axes, ignore_metadata, shapes, values,
-               ranges, input_files, seed) -> None:
+               all_rows, run, against, reference_file, save_reference, strict, declared_inputs, batch_axes,
+               ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
     """Check that every backend gives eager's answers for model NAME, on real test samples; or, for a
     model FILE (an ONNX, TorchScript or pt2 file of your own), that every backend that can load it
     gives its reference's answers (ONNX: ort-cpu, with onnx.reference as a third opinion on small
@@ -879,7 +882,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                      atol=atol, rtol=rtol, as_json=as_json, against=against, reference_file=reference_file,
                      save_reference=save_reference, declared_inputs=declared_inputs, batch_axes=batch_axes,
                      ignore_metadata=ignore_metadata, shapes=shapes, values=values, ranges=ranges,
-                     input_files=input_files, seed=seed)
+                     input_files=input_files, seed=seed, strict=strict, save_inputs=save_inputs)
     _check_options(ctx, "verify", for_file=False)
     atol, rtol = _tutorial_tolerance(atol, "--atol"), _tutorial_tolerance(rtol, "--rtol")
     if all_models and (name or run):
@@ -942,7 +945,8 @@ def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, r
 
 
 def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
-                 declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+                 declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
+                 strict=False, save_inputs=None) -> None:
     """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
     from ptx.contract.tensor_inputs import VERIFY_BATCHES
     from ptx.infer.verify_file import verify_file
@@ -951,7 +955,7 @@ def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, r
     report = verify_file(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
                          plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
                          batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
-                         reference_file=reference_file, save=save_reference,
+                         reference_file=reference_file, save=save_reference, strict=strict, save_inputs=save_inputs,
                          progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(report.exit_status)

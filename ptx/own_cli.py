@@ -46,7 +46,8 @@ def generated_input_options(command):
         click.option("--value", "values", multiple=True, metavar="NAME=NUMBER",
                      help="Feed input NAME this fixed value, e.g. sr=16000."),
         click.option("--range", "ranges", multiple=True, metavar="[NAME=]LOW,HIGH",
-                     help="Draw float inputs (or input NAME) uniformly from [LOW, HIGH) (default 0,1; integers 0-9)."),
+                     help="Draw every input (or input NAME) from [LOW, HIGH), integers too (default: floats 0,1; "
+                          "integers 0-9, 0 or 1 where the input is named like a mask)."),
         click.option("--inputs", "input_files", multiple=True, type=click.Path(dir_okay=False, exists=True),
                      help="Real samples instead of generated ones: .npz (arrays by input name), .npy or .json."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs."),
@@ -62,7 +63,7 @@ def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> di
 
 
 def plan_options(shapes=(), values=(), ranges=()) -> dict:
-    """What ptx.contract.tensor_inputs.plan_inputs takes: a bare LOW,HIGH in --range is every float's."""
+    """What ptx.contract.tensor_inputs.plan_inputs takes: a bare LOW,HIGH in --range is every input's."""
     overall = [r for r in ranges if "=" not in r]
     if len(overall) > 1:
         raise click.UsageError("--range LOW,HIGH is given twice (NAME=LOW,HIGH ranges one input)")

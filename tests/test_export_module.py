@@ -331,7 +331,8 @@ def test_declarations_are_checked_against_the_examples():
     module, example = zoo.catalog()["residual"].module, zoo.catalog()["residual"].example
     for inputs, message in [(["image=batchx3x32x32:int64"], "declares int64; the example tensor is float32"),
                             (["image=batchx3x16x16"], "disagree: input 'image' of the example has shape .*axis 2 must be 16"),
-                            (["image=batchx3x32x32", "extra=batchx2"], "declares 2 inputs")]:
+                            (["image=batchx3x32x32", "extra=batchx2"],  # two names for forward(x): neither is its parameter
+                             r"--input image: \w+\.forward\(x\) has no parameter 'image'")]:
         with pytest.raises(PtxError, match=message):
             export_module(module, example, Path("never-written"), open_model=load, inputs=inputs, log=lambda _: None)
     assert not Path("never-written").exists()
@@ -408,3 +409,61 @@ def test_the_kept_reference_checks_a_deployment_where_torch_cannot_be_imported(c
     assert doc["ok"] and {r["backend"] for r in stored} >= {"ort-cpu", "openvino"} and all(r["ok"] for r in stored)
     produced = load_reference(tmp_path / "model.reference.npz").produced_by
     assert produced.startswith("eager PyTorch") and produced in result.stderr + json.dumps(doc)
+
+
+class _MaskedIds(torch.nn.Module):
+    """A BERT-like forward(input_ids, attention_mask): swapping the two still runs, and answers wrongly."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(10, 4)
+
+    def forward(self, input_ids, attention_mask):
+        return self.embed(input_ids) * attention_mask.unsqueeze(-1).float()
+
+
+class _StarArgs(torch.nn.Module):
+    def forward(self, *args):
+        return args[0] - 2 * args[1]
+
+
+def test_inputs_are_matched_to_forward_by_name_not_by_position(tmp_path):
+    lines = []
+    export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"], log=lines.append,
+                  inputs=["attention_mask=batchxseq:int64", "input_ids=batchxseq:int64"])
+    assert "inputs: in _MaskedIds.forward's order: input_ids, attention_mask" in lines
+    ids = np.array([[1, 2, 3], [4, 5, 6]], np.int64)
+    mask = np.array([[1, 1, 0], [1, 0, 0]], np.int64)
+    want = _MaskedIds()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).detach().numpy()
+    got = load(tmp_path / "m" / "model.torchscript.pt").run({"attention_mask": mask, "input_ids": ids})
+    np.testing.assert_allclose(got["output"], want, rtol=1e-6)
+
+
+def test_an_input_name_forward_does_not_take_is_refused_naming_its_parameters(tmp_path):
+    with pytest.raises(PtxError, match=r"^--input ids: _MaskedIds.forward\(input_ids, attention_mask\) has no "
+                                       r"parameter 'ids': name each --input as one of forward\(\)'s parameters"):
+        export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"],
+                      inputs=["ids=batchxseq:int64", "attention_mask=batchxseq:int64"], log=lambda _: None)
+    with pytest.raises(PtxError, match=r"parameters before attention_mask need declaring too: add --input for "
+                                       r"input_ids"):
+        export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"],
+                      inputs=["attention_mask=batchxseq:int64"], log=lambda _: None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_forward_taking_star_args_keeps_the_declared_order_and_says_so(tmp_path):
+    lines = []
+    export_module(_StarArgs(), None, tmp_path / "s", open_model=load, formats=["torchscript"], log=lines.append,
+                  inputs=["b=batchx3", "a=batchx3"])
+    assert any("takes *args, so --input's order is forward()'s: b, a go in by position" in line for line in lines)
+    a, b = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
+    assert (load(tmp_path / "s" / "model.torchscript.pt").run({"a": a, "b": b})["output"] == -2).all()
+
+
+def test_the_summary_names_every_symbolic_size_it_checked_not_only_the_batch(tmp_path):
+    lines = []
+    export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"], log=lines.append,
+                  inputs=["input_ids=batchxseq:int64", "attention_mask=batchxseq:int64"])
+    line = next(ln for ln in lines if ln.startswith("torchscript "))
+    assert "; batches 3, 5; seq 8, 10; traced)" in line, line

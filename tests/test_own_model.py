@@ -37,6 +37,24 @@ def test_declarations_and_shapes_parse_as_triton_users_write_them():
             parse_declaration(bad)
 
 
+def test_each_unnamed_size_is_a_size_of_its_own(tmp_path):
+    """paddle2onnx writes every unknown size as ``?``: [-1, 3, ?, ?] takes a 48x192 picture, as ONNX
+    Runtime does, and two declarations' ``?`` are two sizes."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)], "paddle",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 3])])
+    path = tmp_path / "paddle.onnx"
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = load(path)
+    assert model.signature.inputs[0].shape == ("N", 3, "x_2", "x_3")
+    assert model.run({"x": np.ones((1, 3, 48, 192), np.float32)})["y"].shape == (1, 3)
+    a, b = parse_declaration("a=?x-1"), parse_declaration("b=?x?")
+    assert a.shape == ("a_0", "a_1") and b.shape == ("b_0", "b_1")
+    check_feeds(Signature((a, b), ()), {"a": np.zeros((2, 3), np.float32), "b": np.zeros((4, 5), np.float32)}, "t")
+
+
 def test_the_batch_is_read_from_symbol_names_and_follows_a_state_on_axis_one():
     inputs = (TensorSig("x", "float32", ("steps", "batch", 6)), TensorSig("h0", "float32", (1, "batch", 12)),
               TensorSig("mode", "int64", ()))
@@ -75,6 +93,52 @@ def test_generated_inputs_are_seeded_dtype_aware_and_say_what_ptx_chose(own_mode
     with pytest.raises(PtxError, match="axis 1 of picture is fixed to 1"):
         plan_inputs(model.signature, shapes={"picture": "2x3x16x16"})
     assert 1 not in VERIFY_BATCHES and 0 not in VERIFY_BATCHES and len(set(VERIFY_BATCHES)) == 2
+
+
+def test_a_range_is_low_inclusive_high_exclusive_for_integers_and_a_bare_one_ranges_them_too():
+    sig = Signature((TensorSig("bytes", "int64", ("batch", 4096), 0), TensorSig("attention_mask", "int64", ("batch", 64), 0),
+                     TensorSig("x", "float32", ("batch", 4), 0), TensorSig("flag", "bool", ("batch",), 0)), ())
+    named = make_feeds(sig, plan_inputs(sig, ranges={"bytes": "0,257"}), 3)
+    assert named["bytes"].min() == 0 and named["bytes"].max() == 256  # [0, 257): 256 drawn, 257 never
+    bare = make_feeds(sig, plan_inputs(sig, default_range="0,257"), 3)
+    assert bare["bytes"].max() == 256 and bare["attention_mask"].max() > 9 and bare["x"].max() > 1
+    assert bare["flag"].dtype == np.bool_
+    default = make_feeds(sig, plan_inputs(sig), 3)
+    assert set(np.unique(default["attention_mask"])) == {0, 1}  # a mask is 0 or 1
+    assert set(np.unique(default["bytes"])) == set(range(10))
+    contract = Signature((TensorSig("level", "int32", ("batch", 4096), 0, (0, 3)),), ())
+    assert set(np.unique(make_feeds(contract, plan_inputs(contract), 3)["level"])) == {0, 1, 2, 3}
+
+
+def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_path):
+    from pathlib import Path
+
+    from ptx.contract.tensor_compare import needed_atol_text
+    from ptx.infer.verify_file import FileVerifyReport, Row
+
+    rng = np.random.default_rng(0)
+    tol = default_tolerance("float32")
+    hidden = rng.random((3, 8, 16), dtype=np.float32)
+    assert compare_output("last_hidden_state", hidden, hidden, tol, 0).argmax_compared == 0
+    assert compare_output("h_n", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 0
+    assert compare_output("pooler_output", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 0
+    assert compare_output("state", hidden.transpose(1, 0, 2), hidden.transpose(1, 0, 2), tol, 1).argmax_compared == 0
+    assert compare_output("logits", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 3
+    state = np.zeros((1, 3, 4), np.float32)  # a state padded with zeros: a 1e-6 beside a 0 is no infinite error
+    state[0, 0] = 1.0
+    got = state + 1e-6
+    agreement = compare_output("h", got, state, tol, 1)
+    assert agreement.ok and 0 < agreement.max_rel < 1e-5 and agreement.argmax_compared == 0
+    # max abs 1e-6, all inside rtol * |ref| where the reference is 1: an atol of 0 would pass only there
+    covered = compare_output("y", np.ones((3, 4), np.float32) + 1e-6, np.ones((3, 4), np.float32), tol, 0)
+    assert covered.max_abs > 0 and covered.needed_atol == 0 and needed_atol_text(covered) == "none"
+    assert needed_atol_text(agreement) == f"{agreement.needed_atol:.2e}"
+    bad = compare_output("y", np.ones((3, 4), np.float32) * 2, np.ones((3, 4), np.float32), tol, 0)
+    report = FileVerifyReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
+                              rows=[Row("openvino", "ort-cpu", cases=["batch 3"], outputs=[bad])] * 3)
+    assert report.summary().endswith("(and 2 more table rows fail)")
+    report.rows = report.rows[:2]
+    assert report.summary().endswith("(and 1 more table row fails)")
 
 
 def test_outputs_are_judged_per_dtype():

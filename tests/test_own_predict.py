@@ -144,7 +144,7 @@ def test_bad_input_files_are_one_line_each_and_the_good_ones_still_run(own_model
     from PIL import Image
 
     Image.new("L", (28, 28)).save(tmp_path / "digit.png")
-    bad = {"unknown.npz": "no input 'extra'", "dtype.npz": "'ids' of dtype.npz is float32; it takes int64",
+    bad = {"unknown.npz": "holds an array 'extra', and the model has no input of that name", "dtype.npz": "'ids' of dtype.npz is float32; it takes int64",
            "shape.npz": "axis 2 must be 16", "batch.npz": "one batch for every input",
            "cut.npz": "cannot read it (File is not a zip file); save it again with numpy.savez",
            "notes.txt": "inputs come as .npz", "digit.png": "a picture; two_io is your own model and takes tensors",

@@ -168,7 +168,10 @@ def test_a_batch_the_exporter_specialised_is_caught_at_the_second_batch_size(own
     ({"picture": np.zeros((2, 1, 15, 16), np.float32), "ids": np.zeros((2, 6), np.int64)},
      "input 'picture' of samples.npz has shape [2, 1, 15, 16]; axis 2 must be 16"),
     ({"picture": np.zeros((2, 1, 16, 16), np.float32), "ids": np.zeros((2, 6), np.int64), "nope": np.zeros(3)},
-     "samples.npz has no input 'nope'; its inputs are picture, ids"),
+     "samples.npz holds an array 'nope', and the model has no input of that name; its inputs are picture, ids: "
+     "name each array after the input it feeds"),
+    ({"picture": np.zeros((2, 1, 16, 16), np.float32)}, "samples.npz holds no array for input 'ids'; the model takes "
+                                                         "picture, ids"),
 ])
 def test_samples_that_do_not_fit_are_one_line(own_models, tmp_path, arrays, message):
     np.savez(tmp_path / "samples.npz", **arrays)
@@ -185,6 +188,19 @@ def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_p
     assert one_error_line(shape) == "error: --shape nope=...: the model has no input 'nope'; its inputs are picture, ids"
     tolerance = ptx("verify", own_models["two_io"], "--atol", "nope=1e-3")
     assert one_error_line(tolerance).startswith("error: --atol nope=...: the model has no output 'nope'")
+
+
+def test_save_inputs_writes_the_generated_cases_that_inputs_feeds_again(own_models, tmp_path):
+    saved = tmp_path / "cases.npz"
+    result = ptx("verify", own_models["two_io"], "--save-inputs", saved, "--backends", "ort-cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"saved the inputs: {saved} (2 cases; --inputs {saved} feeds them again)" in result.stdout
+    with np.load(saved) as archive:
+        assert sorted(archive.files) == ["ids:0", "ids:1", "picture:0", "picture:1"]
+        assert archive["picture:0"].shape[0] == 3 and archive["picture:1"].shape[0] == 5
+    again = ptx("verify", own_models["two_io"], "--inputs", saved, "--backends", "ort-cpu")
+    assert again.returncode == 0 and "cases: 2 from cases.npz" in again.stdout, again.stdout + again.stderr
+    assert "--save-inputs" in one_error_line(ptx("verify", own_models["two_io"], "--save-inputs", tmp_path / "x.txt"))
 
 
 def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_models):
@@ -239,6 +255,36 @@ def test_the_openvino_model_answers_like_onnx_runtime_and_says_why_it_cannot(own
     specialised = load(own_models["specialised"], "openvino", probe=False)
     with pytest.raises(ModelRunError, match=r"openvino cannot compile specialised for inputs x \[5, 8\]: While "):
         specialised.run({"x": np.zeros((5, 8), np.float32)})
+
+
+def _inverse_graph(path):
+    """ONNX Runtime runs com.microsoft's Inverse; OpenVINO's front end has no conversion rule for it."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Inverse", ["x"], ["y"], domain="com.microsoft")], "inverse",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 2])])
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17),
+                                                                     helper.make_opsetid("com.microsoft", 1)]), path)
+    return path
+
+
+def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tmp_path):
+    pytest.importorskip("openvino")
+    path = _inverse_graph(tmp_path / "inverse.onnx")
+    verify_file(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
+    report = verify_file(path)
+    assert [r.backend for r in report.unrunnable] == ["openvino"] and report.exit_status == 0
+    result = ptx("verify", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = next(ln for ln in result.stdout.splitlines() if ln.startswith("openvino "))
+    assert re.search(r"  could not run: OpenVINO cannot read it \(Model wasn't fully converted\..*$", row), row
+    assert "core.cpp" not in row and str(path) not in row and len(row.split("could not run: ")[1]) <= 160
+    assert last_line(result) == ("all agree: ort-cpu (against stored reference); could not run: openvino (not a "
+                                 "disagreement; --strict fails it)")
+    strict = ptx("verify", path, "--strict")
+    assert strict.returncode == 1 and last_line(strict).startswith("DISAGREE: openvino: "), strict.stdout
+    assert "  FAIL: OpenVINO cannot read it (" in strict.stdout
 
 
 # -- bench --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the dtype: float16 is judged as float16, not as float32.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,10 @@ EXACT = Tolerance(0.0, 0.0)
 # |got - want| histogram: one bin per decade, as torch.onnx's verification report bins them.
 HISTOGRAM_EDGES = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, math.inf)
 MAX_CLASSES = 100_000  # an output's last axis up to this size may be class scores
+# Outputs whose names say they are no class scores, whatever their shape: hidden states, recurrent
+# states, embeddings, pooled features (a [batch, hidden] pooler_output or h_n is 2-D like logits).
+NOT_SCORES = re.compile(r"hidden|state|embed|pool|feature|encod|^[hc](_?n|_?t|\d*)$|^(h|c|hx|cx)_|_(h|c|hx|cx)$",
+                        re.IGNORECASE)
 
 
 def default_tolerance(dtype: str, device: str = "cpu") -> Tolerance:
@@ -46,9 +51,9 @@ class OutputAgreement:
     tolerance: Tolerance
     compared: int = 0
     max_abs: float = 0.0
-    max_rel: float = 0.0
+    max_rel: float = 0.0  # over the values whose reference is not 0 (elsewhere a relative error is infinite)
     beyond: int = 0  # values outside the tolerance
-    needed_atol: float = 0.0  # the smallest atol that would have passed, at this rtol
+    needed_atol: float = 0.0  # the smallest atol that would have passed, at this rtol (0: rtol alone passes)
     histogram: list[int] = field(default_factory=list)
     argmax_compared: int = 0  # rows of class scores compared by their argmax (0: not class-like)
     argmax_same: int = 0
@@ -83,6 +88,12 @@ def _json_float(x: float):
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf") if not math.isnan(x) else "nan"
 
 
+def needed_atol_text(agreement: "OutputAgreement") -> str:
+    """The needed atol as a table shows it: "none" where the rtol alone passes every value (a 0
+    beside a non-zero max abs reads as a mistake)."""
+    return f"{agreement.needed_atol:.2e}" if agreement.needed_atol > 0 else "none"
+
+
 def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int | None = None) -> OutputAgreement:
     """``got`` against the reference ``want`` under ``tolerance``."""
     got, want = np.asarray(got), np.asarray(want)
@@ -113,12 +124,14 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
                           f"(first at index {np.unravel_index(int(np.argmax(mismatched_special)), w.shape)})")
     if diff.size:
         result.max_abs = float(diff.max())
+        # relative to the reference where it is not 0: beside a 0 (a state's padding, a ReLU's zeros)
+        # any difference is infinitely relative, and "max rel inf" says nothing max abs does not
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(scale > 0, diff / scale, np.where(diff > 0, np.inf, 0.0))
+            rel = np.where(scale > 0, diff / scale, 0.0)
         result.max_rel = float(rel.max())
         result.needed_atol = float(max(0.0, (diff - tolerance.rtol * scale).max()))
         result.histogram = np.histogram(diff[finite], bins=HISTOGRAM_EDGES)[0].tolist()
-    if class_scores(want, batch_axis):
+    if class_scores(want, batch_axis, name):
         # every row of scores (batch first, any axes between) compared by the class it ranks first
         rows_got = np.moveaxis(g, batch_axis, 0).reshape(-1, g.shape[-1])
         rows_want = np.moveaxis(w, batch_axis, 0).reshape(-1, w.shape[-1])
@@ -127,8 +140,12 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
     return result
 
 
-def class_scores(want: np.ndarray, batch_axis: int | None) -> bool:
+def class_scores(want: np.ndarray, batch_axis: int | None, name: str | None = None) -> bool:
     """An output that looks like class scores: floats with a batch axis and a last axis of 2 or more
-    classes (the argmax of each row is then a label worth comparing)."""
+    classes (the argmax of each row is then a label worth comparing). Comparing, ``name`` is given
+    too, and only a 2-D [batch, classes] output whose name is no state's or hidden state's
+    (last_hidden_state, h_n, pooler_output) counts: the argmax of a hidden state is no label."""
+    if name is not None and (want.ndim != 2 or NOT_SCORES.search(name)):
+        return False
     return (batch_axis is not None and want.dtype.kind == "f" and want.ndim >= 2 and batch_axis != want.ndim - 1
             and 2 <= want.shape[-1] <= MAX_CLASSES)

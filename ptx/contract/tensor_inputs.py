@@ -3,13 +3,18 @@ export's validation, and checked when a caller hands them to ``run``.
 
 Generated inputs are seeded and dtype-aware (Polygraphy's data loader is the model): floats
 uniform in a range ([0, 1) unless the tensor or the user says otherwise), integers in a range
-([0, 10) by default, so that they index any vocabulary of 10 or more), booleans at random.
+([0, 10) by default, so that they index any vocabulary of 10 or more; 0 or 1 for an input named
+like a mask, attention_mask), booleans at random. A user's range, ``--range [NAME=]LOW,HIGH``, is
+[LOW, HIGH) for integers as for floats; a bare one is every input's that is not boolean. A
+contract's own range is [low, high], both ends included.
 Symbolic dimensions are bound by the user (``--shape name=2x3x224x224``) or chosen by ptx, which
 says what it chose: Polygraphy's silent 1 surprised its users. The batch axis is set by the
 caller, at sizes that are neither 0 nor 1, so that a batch the exporter specialised is caught.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -21,6 +26,8 @@ from .tensors import DTYPES, Signature, TensorSig, parse_range, parse_shape
 
 DEFAULT_FLOAT_RANGE = (0.0, 1.0)
 DEFAULT_INT_RANGE = (0, 10)  # [low, high): indexes any vocabulary of 10 or more
+MASK_RANGE = (0, 2)  # [low, high): an integer attention mask holds 0 and 1
+_MASK_NAME = re.compile(r"mask", re.IGNORECASE)
 SPATIAL_SIZE = 64  # a symbolic height or width: room for a few stride-2 stages
 OTHER_SIZE = 8  # any other symbol (a sequence length, a number of boxes)
 VERIFY_BATCHES = (3, 5)  # never 0 or 1, and not the 2 that exporters' examples often use
@@ -35,7 +42,7 @@ class InputPlan:
     chosen: dict[str, int] = field(default_factory=dict)  # ptx's choice, printed
     values: dict[str, float] = field(default_factory=dict)  # --value name=number
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --range name=lo,hi
-    default_range: tuple[float, float] | None = None  # --range lo,hi for every float input
+    default_range: tuple[float, float] | None = None  # --range lo,hi for every input but booleans
 
     def size(self, symbol: str) -> int:
         return self.bound.get(symbol) or self.chosen[symbol]
@@ -110,37 +117,58 @@ def make_feeds(signature: Signature, plan: InputPlan, batch: int | None, seed: i
         if sig.name in plan.values:
             feeds[sig.name] = np.full(shape, plan.values[sig.name], dtype=dtype)
             continue
-        low, high = plan.ranges.get(sig.name) or sig.value_range or (
-            plan.default_range if sig.dtype_info.is_float and plan.default_range else None) or (
-            DEFAULT_FLOAT_RANGE if sig.dtype_info.is_float else DEFAULT_INT_RANGE)
+        (low, high), inclusive = range_of(sig, plan)
         if sig.dtype == "bool":
             feeds[sig.name] = rng.random(shape) < 0.5
         elif sig.dtype_info.is_integer:
             info = np.iinfo(dtype)
-            low, high = max(int(np.ceil(low)), info.min), min(int(np.floor(high)), info.max)
-            # a declared range [low, high] includes high; the default [0, 10) does not
-            top = high + 1 if (sig.name in plan.ranges or sig.value_range) else max(high, low + 1)
-            feeds[sig.name] = rng.integers(low, top, size=shape, dtype=dtype)
+            first = max(math.ceil(low), info.min)
+            # the largest value drawn: a contract's [low, high] includes high, a range [low, high) does not
+            last = min(math.floor(high) if inclusive else math.ceil(high) - 1, info.max)
+            feeds[sig.name] = rng.integers(first, max(last, first), size=shape, dtype=dtype, endpoint=True)
         else:
             feeds[sig.name] = rng.uniform(low, high, size=shape).astype(dtype)
     return feeds
 
 
+def range_of(sig: TensorSig, plan: InputPlan) -> tuple[tuple[float, float], bool]:
+    """(the range ``sig``'s values are drawn from, whether its high end is included): --range
+    NAME=..., else the contract's own [low, high], else a bare --range, else the default by dtype
+    (an integer input named like a mask: 0 or 1)."""
+    if sig.name in plan.ranges:
+        return plan.ranges[sig.name], False
+    if sig.value_range:
+        return sig.value_range, True
+    if plan.default_range and sig.dtype != "bool":
+        return plan.default_range, False
+    if sig.dtype_info.is_float:
+        return DEFAULT_FLOAT_RANGE, False
+    return (MASK_RANGE if _MASK_NAME.search(sig.name) else DEFAULT_INT_RANGE), False
+
+
 # -- checking what a caller hands over ------------------------------------------------------------
 
 
-def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = "the model") -> dict[str, np.ndarray]:
+def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = "the model", *,
+                from_file: bool = False) -> dict[str, np.ndarray]:
     """A caller's inputs by name, checked against the signature: every input present and none
     unknown, the dtype (a float array for a float input is cast, an integer array for an integer
     one when its values fit; anything else is refused), the rank, the fixed sizes, and one size per
-    symbol across inputs. Raises InputError naming the input."""
+    symbol across inputs. Raises InputError naming the input. ``from_file``: ``model`` names the
+    file the feeds were read from (samples.npz), and a name that fits no input is the file's."""
     if not isinstance(feeds, Mapping):
         raise InputError(f"give {model}'s inputs as a dict by name ({', '.join(signature.input_names)}), "
                          f"not {type(feeds).__name__}")
     unknown = [n for n in feeds if n not in signature.input_names]
+    if unknown and from_file:
+        raise InputError(f"{model} holds an array {unknown[0]!r}, and the model has no input of that name; its inputs "
+                         f"are {', '.join(signature.input_names)}: name each array after the input it feeds")
     if unknown:
         raise InputError(f"{model} has no input {unknown[0]!r}; its inputs are {', '.join(signature.input_names)}")
     missing = [n for n in signature.input_names if n not in feeds]
+    if missing and from_file:
+        raise InputError(f"{model} holds no array for input {missing[0]!r}; the model takes "
+                         f"{', '.join(signature.input_names)}")
     if missing:
         raise InputError(f"input {missing[0]!r} of {model} is missing; it takes {', '.join(signature.input_names)}")
     sizes: dict[str, tuple[int, str]] = {}
@@ -222,7 +250,7 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
         # A .npz is a zip archive: a truncated or damaged one raises BadZipFile (not an OSError).
         again = {".npz": "; save it again with numpy.savez", ".npy": "; save it again with numpy.save"}.get(suffix, "")
         raise InputError(f"{path}: cannot read it ({' '.join(str(exc).split())[:200]}){again}") from None
-    return [check_feeds(signature, case, path.name) for case in cases]
+    return [check_feeds(signature, case, path.name, from_file=True) for case in cases]
 
 
 def _cases_from_keys(arrays: dict[str, np.ndarray], path) -> list[dict[str, np.ndarray]]:

@@ -314,9 +314,10 @@ def infer_batch_axes(inputs: Sequence[TensorSig], outputs: Sequence[TensorSig],
 _DECLARATION = re.compile(r"^(?P<name>[^=\s]+)=(?P<shape>[^:]*)(?::(?P<dtype>\w+))?$")
 
 
-def parse_shape(text: str, where: str) -> tuple[Dim, ...]:
+def parse_shape(text: str, where: str, unnamed: str = "dim") -> tuple[Dim, ...]:
     """``2x3x224x224``, ``batchx3xHxW`` or ``batch,3,H,W`` (commas where a symbol holds an x);
-    -1 and ? are unnamed symbols. An empty shape is a scalar."""
+    -1 and ? are unnamed symbols, each a size of its own, called ``{unnamed}{axis}``. An empty
+    shape is a scalar."""
     text = text.strip()
     if not text:
         return ()
@@ -326,7 +327,7 @@ def parse_shape(text: str, where: str) -> tuple[Dim, ...]:
         if re.fullmatch(r"\d+", part):
             dims.append(int(part))
         elif part in ("-1", "?"):
-            dims.append(f"dim{i}")
+            dims.append(f"{unnamed}{i}")
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
             dims.append(part)
         else:
@@ -342,7 +343,8 @@ def parse_declaration(text: str) -> TensorSig:
     if not match:
         raise PtxError(f"--input {text!r}: write name=shape:dtype, e.g. x=batchx3x224x224:float32 or ids=batchx16:int64")
     name = match["name"]
-    shape = parse_shape(match["shape"], f"--input {text!r}")
+    # an unnamed size is the input's own (x_2), as a graph's are: another input's ? is another size
+    shape = parse_shape(match["shape"], f"--input {text!r}", unnamed=f"{name}_")
     dtype = dtype_info(match["dtype"] or "float32", f"--input {text!r}").name
     batch = [i for i, d in enumerate(shape) if isinstance(d, str) and looks_like_batch(d)]
     return TensorSig(name, dtype, shape, batch[0] if len(batch) == 1 else None)
