@@ -26,7 +26,8 @@ def stage_of(module: str) -> str | None:
     for stage in ("models", "trainers", "export", "infer", "serve"):
         if module == f"ptx.{stage}" or module.startswith(f"ptx.{stage}."):
             return stage
-    if module in ("ptx.cli", "ptx.__main__", "ptx.own_cli", "ptx.models_table", "ptx.terminal"):
+    if module == "ptx.cli" or module.startswith("ptx.cli.") or module in ("ptx.__main__", "ptx.models_table",
+                                                                          "ptx.terminal"):
         return "cli"
     return None
 
