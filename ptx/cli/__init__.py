@@ -1,12 +1,15 @@
 """The `ptx` command: each subcommand is a thin wrapper over one library function, one module per
 command (ptx/cli/models.py, train.py, ...), their shared options in ptx/cli/options.py.
 
-Imports are lazy: `ptx predict` with an ONNX Runtime backend must start without importing torch.
+Imports are lazy: `ptx predict` with an ONNX Runtime backend must start without importing torch, and
+`import ptx.cli` imports no command's module until that command runs (COMMANDS below).
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
+from typing import NamedTuple
 
 import click
 
@@ -24,8 +27,91 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _python_showwarning = warnings.showwarning
 
 
+class Listed(NamedTuple):
+    """A command as `ptx --help` lists it, known without importing its module (which may import much)."""
+
+    module: str  # ptx.cli.<module> defines it ...
+    attribute: str  # ... under this name
+    summary: str  # its help's first sentence, shortened to fit as click shortens a help text
+    short_help: bool = False  # summary is the command's short_help: listed whole, as click lists one
+
+
+# Each command's module is imported when the command runs (or its --help is asked for), never for
+# another command: `ptx predict` starts without the trainers', exporters' and server's imports. The
+# summaries are the commands' own; tests/test_layers.py checks that the listing matches them.
+COMMANDS = {
+    "bench": Listed("ptx.cli.bench", "bench_cmd",
+                    "Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, "
+                    "next to the bare runtimes, and the fastest verified one per batch size."),
+    "data": Listed("ptx.cli.data", "data_group",
+                   "Datasets ptx downloads (MNIST, Fashion-MNIST): what is cached and where, and fetching them."),
+    "export": Listed("ptx.cli.export", "export_cmd",
+                     "Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and "
+                     "TorchScript (by default), an int8 ONNX (onnx-int8, judged by labels), a pt2 package "
+                     "(torch.export + AOTInductor), a Triton model repository folder (--out REPO), or a KServe "
+                     "deployment (--out DIR: a Dockerfile running `ptx serve` and an InferenceService manifest)."),
+    "inspect": Listed("ptx.cli.inspect", "inspect_cmd",
+                      "What a model file (or a run folder's exports) is, and which backends run it here.",
+                      short_help=True),
+    "models": Listed("ptx.cli.models", "models_cmd",
+                     "List the registered models: the data each takes (and so the datasets it trains on), its "
+                     "default dataset and the export formats it supports."),
+    "predict": Listed("ptx.cli.predict", "predict_cmd",
+                      "Predict INPUTS through one backend: image files, folders or globs for the image models; "
+                      "numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and "
+                      "gru-classifier."),
+    "runs": Listed("ptx.cli.runs", "runs_cmd",
+                   "List the runs under --root: model, dataset, epochs, test accuracy or MSE, date, exports, the "
+                   "verify verdict and fastest verified backend recorded on this machine, and what is wrong (stale "
+                   "exports, a model that learned nothing, a broken run)."),
+    "serve": Listed("ptx.cli.serve", "serve_cmd",
+                    "Answer requests for models over the Open Inference Protocol (REST, gRPC).", short_help=True),
+    "train": Listed("ptx.cli.train", "train_cmd",
+                    "Train model NAME with the recipe of the tutorial that documents it, on real data; writes "
+                    "checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."),
+    "verify": Listed("ptx.cli.verify", "verify_cmd",
+                     "Check that every backend gives eager's answers for model NAME, on real test samples; or, for a "
+                     "model FILE (an ONNX, TorchScript or pt2 file of your own), that every backend that can load it "
+                     "gives its reference's answers (ONNX: ort-cpu, with onnx.reference as a third opinion on small "
+                     "inputs; TorchScript: the module on the CPU; pt2: aoti on the CPU), output by output, on "
+                     "seeded inputs made from its signature at two batch sizes (or --inputs), and those of the "
+                     "reference tensors kept beside it."),
+}
+
+
+def _listing_stub(name: str, listed: Listed) -> click.Command:
+    """A bodiless command holding what `ptx --help` lists, shortened by click as the real one's help is."""
+    if listed.short_help:
+        return click.Command(name, short_help=listed.summary)
+    return click.Command(name, help=listed.summary)
+
+
 class PtxGroup(click.Group):
-    """Turns a PtxError into one line on stderr and its exit code; a traceback only with --debug."""
+    """Turns a PtxError into one line on stderr and its exit code; a traceback only with --debug. Loads
+    each command from COMMANDS when it is asked for (click's "Lazily Loading Subcommands")."""
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in COMMANDS:
+            listed = COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(listed.module), listed.attribute), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx, formatter):
+        """The listing click writes, from COMMANDS for each command not imported yet."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name) or _listing_stub(name, COMMANDS[name])
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
         warnings.showwarning = _show_warning
@@ -65,26 +151,6 @@ def cli(debug: bool) -> None:
     ptx runs                     the runs under runs/: model, accuracy, exports, verdicts
     ptx data fetch mnist         download full MNIST into ptx's cache (train does it when needed)
     """
-
-
-def _add_commands() -> None:
-    from ptx.cli.bench import bench_cmd
-    from ptx.cli.data import data_group
-    from ptx.cli.export import export_cmd
-    from ptx.cli.inspect import inspect_cmd
-    from ptx.cli.models import models_cmd
-    from ptx.cli.predict import predict_cmd
-    from ptx.cli.runs import runs_cmd
-    from ptx.cli.serve import serve_cmd
-    from ptx.cli.train import train_cmd
-    from ptx.cli.verify import verify_cmd
-
-    for command in (models_cmd, runs_cmd, train_cmd, export_cmd, predict_cmd, verify_cmd, bench_cmd, serve_cmd,
-                    inspect_cmd, data_group):
-        cli.add_command(command)
-
-
-_add_commands()
 
 
 def main() -> None:

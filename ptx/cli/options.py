@@ -10,12 +10,6 @@ import math
 
 import click
 
-from ptx.contract.tensors import parse_assignments, parse_batch_axes, parse_declaration
-from ptx.infer.backends import list_backends
-
-# The registry imports neither torch nor onnxruntime: `ptx predict` starts light.
-BACKENDS = tuple(list_backends())
-
 
 class FiniteFloat(click.ParamType):
     """A float that must be finite and above (or at least) ``minimum``: NaN and Inf are usage errors,
@@ -70,13 +64,33 @@ class DeviceChoice(click.Choice):
 POSITIVE = FiniteFloat(0.0, open_min=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 FORCE = click.option("--force", is_flag=True, help="Replace another model's files in the output folder.")
-BACKENDS_OPTION = click.option(
-    "--backends", multiple=True, callback=lambda ctx, param, value: [b.strip() for v in value for b in v.split(",")
-                                                                     if b.strip()] or None,
-    help="Backends, comma-separated or the option repeated (default: all available): " + ", ".join(BACKENDS)
-         + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
 RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
+
+
+def _backends_option():
+    return click.option(
+        "--backends", multiple=True, callback=lambda ctx, param, value: [b.strip() for v in value
+                                                                         for b in v.split(",") if b.strip()] or None,
+        help="Backends, comma-separated or the option repeated (default: all available): "
+             + ", ".join(__getattr__("BACKENDS"))
+             + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
+
+
+def __getattr__(name: str):
+    """BACKENDS (the backend registry's names) and BACKENDS_OPTION, made when a command first asks: the
+    registry imports neither torch nor onnxruntime, yet ptx.infer and numpy, which `ptx data`, `ptx
+    train --help` and the rest of this module's users need not load."""
+    if name == "BACKENDS":
+        from ptx.infer.backends import list_backends
+
+        value = tuple(list_backends())
+    elif name == "BACKENDS_OPTION":
+        value = _backends_option()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of its own, a TorchScript file runs "
@@ -125,6 +139,8 @@ def generated_input_options(command):
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
     """What ptx.infer.own_model.open_own_model takes, from the command line's options."""
+    from ptx.contract.tensors import parse_batch_axes, parse_declaration
+
     return {"inputs": [parse_declaration(text) for text in declared_inputs],
             "batch_axes": parse_batch_axes(batch_axes), "ignore_metadata": ignore_metadata}
 
@@ -134,6 +150,8 @@ def plan_options(shapes=(), values=(), ranges=()) -> dict:
     overall = [r for r in ranges if "=" not in r]
     if len(overall) > 1:
         raise click.UsageError("--range LOW,HIGH is given twice (NAME=LOW,HIGH ranges one input)")
+    from ptx.contract.tensors import parse_assignments
+
     return {"shapes": parse_assignments(shapes, "--shape"), "values": parse_assignments(values, "--value"),
             "ranges": parse_assignments([r for r in ranges if "=" in r], "--range"),
             "default_range": overall[0] if overall else None}
