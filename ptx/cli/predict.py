@@ -11,7 +11,7 @@ import sys
 import click
 
 from ptx.cli.options import BACKENDS, RUN, SECURITY_NOTE, Choice, DeviceChoice, model_file_options, open_options
-from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file
+from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file, names_model_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS
 from ptx.errors import PtxError
@@ -59,7 +59,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     gru-classifier. `-` reads standard input: a picture file's bytes, or text (one input per line;
     a CSV file's rows for diabetes). Answers come out in input order as each chunk is done.
 
-    With --model FILE (your own model), INPUTS are .npz/.npy/.json files of its input tensors; each
+    With your own model's FILE first (`ptx predict model.onnx inputs.npz`, or --model FILE), INPUTS
+    are .npz/.npy/.json files of its input tensors; each
     output is summarised (dtype, shape, min/mean/max, and the argmax per row of what looks like class
     scores), or given whole by --json, or written by --output FILE.npz (arrays by name; NAME:K for several
     cases) or FILE.parquet (one row per sample, where every output has a batch axis).
@@ -69,6 +70,10 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     """
     from ptx.infer.batch import STDIN, tsv_field
 
+    if inputs and names_model_file(inputs[0]):  # `ptx predict model.onnx INPUTS...`, as `--model model.onnx`
+        if model is not None:
+            raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")
+        model, inputs = inputs[0], inputs[1:]
     if model is not None and _models_and_files([model])[1]:
         ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--topk", topk), ("--raw", raw),
                                   ("--recursive", recursive), ("--min-confidence", min_confidence is not None),

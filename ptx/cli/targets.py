@@ -13,6 +13,12 @@ def is_model_file(argument: str | None) -> bool:
     return argument is not None and Path(argument).is_file()
 
 
+def names_model_file(argument: str) -> bool:
+    """Whether a positional argument is a user's model file: there, and named as one (.onnx, .pt, .pt2,
+    ...), so that a picture, a tensor file or a folder given first is still an input."""
+    return is_model_file(argument) and Path(argument).suffix.lower() in MODEL_FILE_SUFFIXES
+
+
 def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
     """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
     folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
