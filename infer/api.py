@@ -13,7 +13,6 @@ from ptx.errors import (ArtifactError, MissingArtifactError, NotPtxArtifactError
                         UnknownModelError,
                         UnusablePrecisionWarning)
 from ptx.files import file_sha256
-from ptx.export.formats import default_formats
 
 from . import backends
 from .model import Model
@@ -41,6 +40,9 @@ def _out(run: str | Path | None) -> str:
 def export_command(model: str, fmt: str | None = None, run: str | Path | None = None) -> str:
     """The export command that writes ``fmt`` for ``model`` (into the run folder ``run``)."""
     # Formats that `ptx export` writes only on request (pt2, onnx-int8) must be named in the command.
+    # Imported here, off `ptx predict`'s start-up path (the format registry imports every format's file).
+    from ptx.export.formats import default_formats
+
     named = "" if fmt is None or fmt in default_formats() else f" --format {fmt}"
     return f"ptx export {model}{named}" + ("" if run is None else f" --run {run}")
 

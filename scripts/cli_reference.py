@@ -80,7 +80,10 @@ def command_markdown(command: click.Command, path: str, parent: click.Context | 
                   "| --- | --- | --- | --- |\n" + "\n".join(option_row(p, ctx) for p in options) + "\n\n</div>"]
     if command.epilog:
         parts += blocks(command.epilog)
-    subcommands = sorted((name, sub) for name, sub in getattr(command, "commands", {}).items() if not sub.hidden)
+    # Asked for by name: ptx's group imports each command's module only then (ptx/cli/__init__.py).
+    found = [(name, command.get_command(ctx, name)) for name in command.list_commands(ctx)] \
+        if isinstance(command, click.Group) else []
+    subcommands = sorted((name, sub) for name, sub in found if sub is not None and not sub.hidden)
     if subcommands and parent is None:
         rows = [f"| [`{path} {name}`]({name}.md) | {escape(sub.get_short_help_str(300))} |" for name, sub in subcommands]
         parts += ["**Commands:**", "| command | what it does |\n| --- | --- |\n" + "\n".join(rows)]
@@ -96,7 +99,7 @@ def resolve(path: list[str]) -> tuple[click.Command, click.Context | None]:
     command, parent, info_name = cli, None, "ptx"
     for name in path:
         parent = command.context_class(command, info_name=info_name, parent=parent, **command.context_settings)
-        command, info_name = command.commands[name], name
+        command, info_name = command.get_command(parent, name), name
     return command, parent
 
 

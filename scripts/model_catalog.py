@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "ptx" / "contract" / "catalog.py"
-TRITON, KSERVE = "triton", "kserve"  # deployment folders built on the ONNX export (ptx/cli.py's names)
+TRITON, KSERVE = "triton", "kserve"  # deployment folders built on the ONNX export (ptx/cli/export.py's names)
 
 HEADER = '''"""The registered models as plain data: `ptx models` lists them, and a mistyped model name gets
 "did you mean" from predict, verify, bench, serve and ``ptx.infer.load()`` without importing torch

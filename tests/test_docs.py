@@ -94,8 +94,10 @@ def help_texts(command: click.Command, path: str = "ptx"):
     yield f"{path} (epilog)", command.epilog or ""
     for param in command.params:
         yield f"{path} {'/'.join(getattr(param, 'opts', [param.name]))}", getattr(param, "help", None) or ""
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from help_texts(sub, f"{path} {name}")
+    if isinstance(command, click.Group):  # ptx's commands load when asked for: ask for each
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from help_texts(command.get_command(ctx, name), f"{path} {name}")
 
 
 def anchors(markdown: Path) -> set[str]:

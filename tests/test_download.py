@@ -262,7 +262,9 @@ def test_ptx_data_fetch_and_list(tiny_mnist_server, monkeypatch, tmp_path):
     listed = [r for r in every if "cache" in r]  # the downloadable ones also say what is cached
     assert [r["dataset"] for r in listed] == list(download.REMOTES)  # `fetch` offers the same names
     assert listed[0]["files_cached"] == 4 and listed[0]["train_reads"]["how"] == "ptx download cache"
-    fetch_names = next(p for p in cli.commands["data"].commands["fetch"].params if p.name == "names")
+    from ptx.cli.data import data_fetch_cmd
+
+    fetch_names = next(p for p in data_fetch_cmd.params if p.name == "names")
     assert list(fetch_names.type.choices) == list(download.REMOTES)
 
 

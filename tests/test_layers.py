@@ -26,7 +26,8 @@ def stage_of(module: str) -> str | None:
     for stage in ("models", "trainers", "export", "infer", "serve"):
         if module == f"ptx.{stage}" or module.startswith(f"ptx.{stage}."):
             return stage
-    if module in ("ptx.cli", "ptx.__main__", "ptx.own_cli", "ptx.models_table", "ptx.terminal"):
+    if module == "ptx.cli" or module.startswith("ptx.cli.") or module in ("ptx.__main__", "ptx.models_table",
+                                                                          "ptx.terminal"):
         return "cli"
     return None
 
@@ -87,7 +88,7 @@ def test_the_check_catches_a_back_arrow(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.serve", "ptx.cli",
-                                    "ptx.machine", "ptx.extras", "ptx.cuda_math"])
+                                    "ptx.cli.predict", "ptx.machine", "ptx.extras", "ptx.cuda_math"])
 def test_light_modules_import_no_torch(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -95,6 +96,45 @@ def test_light_modules_import_no_torch(module):
     assert "torch" not in result.stdout, f"{module} imported torch"
     if module.startswith("ptx.contract") or module in BASE:
         assert result.stdout.strip() == "[]", f"{module} imported {result.stdout.strip()}"
+
+
+COMMAND_MODULES = sorted(f"ptx.cli.{p.stem}" for p in (ROOT / "ptx" / "cli").glob("*.py")
+                         if p.stem not in ("__init__", "options", "targets"))
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["predict", "--help"], ["data", "list", "--help"]])
+def test_the_cli_imports_a_command_module_only_when_that_command_runs(argv):
+    """`import ptx.cli` and `ptx --help` import no command's module; `ptx predict` imports predict's
+    and no other command's (the trainers', exporters' and server's imports stay off its start-up)."""
+    code = ("import sys\nfrom ptx.cli import main\n"
+            f"sys.argv = ['ptx', *{argv!r}]\n"
+            "if len(sys.argv) > 1:\n"
+            "    try:\n        main()\n    except SystemExit:\n        pass\n"
+            f"print(sorted(m for m in {COMMAND_MODULES!r} if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    wanted = [f"ptx.cli.{argv[0]}"] if argv and argv[0] != "--help" else []
+    assert result.stderr.strip().splitlines()[-1] == repr(wanted)
+    assert "ptx.cli.models" in COMMAND_MODULES and "ptx.cli.predict" in COMMAND_MODULES
+
+
+def test_the_command_listing_known_without_imports_is_each_commands_own():
+    """`ptx --help` lists each command from ptx.cli.COMMANDS without importing it: the same module
+    and short help as the command itself gives, at every terminal width."""
+    import click
+
+    from ptx.cli import COMMANDS, _listing_stub, cli
+
+    ctx = click.Context(cli)
+    assert sorted(COMMANDS) == cli.list_commands(ctx)
+    assert sorted(listed.module for listed in COMMANDS.values()) == COMMAND_MODULES
+    for name, listed in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command.name == name
+        assert command.callback.__module__ == listed.module
+        for limit in range(20, 240, 3):
+            assert _listing_stub(name, listed).get_short_help_str(limit) == command.get_short_help_str(limit), \
+                (name, limit)
 
 
 def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):

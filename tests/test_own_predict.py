@@ -44,6 +44,21 @@ def test_one_case_in_an_npz_is_summarised_per_output(own_models, two_io, tmp_pat
     assert mean == pytest.approx(float(want["joint"].mean()), rel=1e-5)
 
 
+def test_the_model_file_may_come_first_as_every_command_takes_it(own_models, tmp_path):
+    """`ptx predict model.onnx in.npz` is `ptx predict --model model.onnx in.npz` (issue 43): the first
+    argument is the model where it is a model file; a picture first is still an input."""
+    two_io = load(own_models["two_io"], probe=False)
+    np.savez(tmp_path / "in.npz", **feeds(two_io, 3, 1))
+    first = ptx("predict", own_models["two_io"], tmp_path / "in.npz")
+    named = ptx("predict", "--model", own_models["two_io"], tmp_path / "in.npz")
+    assert first.returncode == 0, first.stderr
+    assert (first.stdout, first.stderr) == (named.stdout, named.stderr)
+    twice = ptx("predict", own_models["two_io"], tmp_path / "in.npz", "--model", own_models["two_io"])
+    assert twice.returncode == 2 and "give one" in twice.stderr
+    alone = ptx("predict", own_models["two_io"])
+    assert alone.returncode == 2 and "Missing argument 'INPUTS...'" in alone.stderr
+
+
 def test_several_cases_npy_and_json_give_the_librarys_answers_to_the_bit(own_models, two_io, tmp_path):
     cases = [feeds(two_io, 2, 2, ids="2x3"), feeds(two_io, 4, 3, ids="4x7")]  # another token count per case
     np.savez(tmp_path / "cases.npz", **{f"{n}:{k}": v for k, case in enumerate(cases) for n, v in case.items()})

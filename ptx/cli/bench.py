@@ -1,0 +1,106 @@
+"""`ptx bench`: latency and throughput per backend (ptx.infer.bench), or of a model file's backends
+(ptx.infer.bench_file).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+
+import click
+
+from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, _check_options, _given, _int_list,
+                             generated_input_options, model_file_options)
+from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
+from ptx.contract import DEFAULT_RUNS_ROOT
+
+
+@click.command("bench")
+@click.argument("name", required=False, metavar="NAME|PATH")
+@BACKENDS_OPTION
+@click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
+              help="Batch sizes to time (the long run: 1,64,1024).")
+@click.option("--seconds", type=FiniteFloat(0.01), default=0.25, show_default=True,
+              help="Timed seconds per runner and batch size, after warm-up (the long run: 1).")
+@click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Alternating rounds the seconds are shared out over (the long run: 6); a row whose p50 "
+                   "moves 2x or more between rounds is flagged noisy.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Untimed runs per runner and batch size before timing.")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: NAME is read from ROOT/NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
+@click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Real test samples `ptx verify` judges each backend and precision on before one is named "
+                   "fastest (0: no verdict).")
+@RUN
+@model_file_options
+@generated_input_options
+@click.pass_context
+def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, as_json, markdown, verify_samples,
+              run, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+    """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
+    the bare runtimes, and the fastest verified one per batch size. "vs bare" and "Nx the fastest bare
+    peer" are one ratio: images/s over the bare runtime's (below 1: ptx's overhead).
+
+    For a model FILE (an ONNX, TorchScript or pt2 file of your own): every backend that runs it here, at
+    --batch-sizes (default 1,8; a model without a batch axis at its fixed shape only), on seeded inputs
+    made from its signature (or --inputs), each beside its bare runtime call.
+
+    The default run takes ~20 s on 2 cores; `--batch-sizes 1,64,1024 --seconds 1 --rounds 6` is the
+    long one."""
+    from dataclasses import asdict
+
+    from ptx.errors import UnknownModelError
+    from ptx.infer.api import run_folder
+    from ptx.infer.bench import bench, describe_fastest, fastest, noisy_warning, rows_to_dicts, to_markdown, to_text
+    from ptx.infer.records import record_bench, record_verify
+    from ptx.infer.verify import verify
+
+    if _model_file(name, "bench"):
+        _check_options(ctx, "bench", for_file=True)
+        from ptx.infer.bench_file import DEFAULT_FILE_BATCH_SIZES, bench_file
+        from ptx.cli.options import open_options, plan_options
+
+        result = bench_file(name, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
+                            plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
+                            batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else DEFAULT_FILE_BATCH_SIZES,
+                            warmup=warmup, seconds=seconds, rounds=rounds,
+                            progress=lambda msg: click.echo(f"timing {msg}", err=True))
+        click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text(markdown))
+        noisy = noisy_warning(result.rows)
+        if noisy:
+            click.echo(f"warning: {noisy}", err=True)
+        return
+    _check_options(ctx, "bench", for_file=False)
+    name = _model_of_run(name, run)
+    if name is None:
+        raise click.UsageError("give a model NAME, or --run a run folder")
+    chosen = backends
+    try:
+        rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
+                              rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "bench") from None
+    record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified
+    verdicts, unverified = [], {}
+    if verify_samples:
+        timed = sorted({r.runner for r in rows if r.peer_of is None and r.ceiling_of is None})
+        click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
+        report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None, run=run)
+        record_verify(report, run_folder(name, root, run))
+        unverified = {v.label: "; ".join(v.reasons) for v in report.verdicts if not v.ok and v.label in timed}
+        verdicts = fastest(rows, {v.label for v in report.verdicts if v.ok})
+    if as_json:
+        click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped,
+                               "fastest": [asdict(v) for v in verdicts], "unverified": unverified}, indent=2))
+        return
+    click.echo(to_markdown(name, rows, skipped) if markdown else to_text(name, rows, skipped))
+    if verify_samples:
+        click.echo("\n".join(describe_fastest(verdicts, unverified)))
+    noisy = noisy_warning(rows)
+    if noisy:
+        click.echo(f"warning: {noisy}", err=True)
+
+
+bench_cmd.help = f"{inspect.cleandoc(bench_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -1,0 +1,51 @@
+"""`ptx inspect`: what a model file or a run folder's exports are (ptx.infer.inspect_file).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+
+import click
+
+from ptx.cli.options import SECURITY_NOTE, model_file_options
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.errors import PtxError
+
+
+@click.command("inspect", short_help="What a model file (or a run folder's exports) is, and which backends run it here.")
+@click.argument("path", metavar="PATH")
+@model_file_options
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: a tutorial model NAME given as PATH is ROOT/NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
+def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_json) -> None:
+    """Show what PATH is: a model file (.onnx, TorchScript .pt, .pt2) or a run folder's exports.
+
+    For each file: its inputs and outputs (dtypes, shapes with symbolic dimensions, the batch axis),
+    where that contract comes from (the graph, ptx metadata, your --input), for ONNX the opsets,
+    operator counts, parameters and external data, the weights digest (and whether it matches the
+    one its ptx metadata records), and for every backend that reads that kind of file whether it can
+    run it on this machine, and if not why: OpenVINO's refusal, the nodes ONNX Runtime's CUDA provider
+    would leave on the CPU (decided without a GPU), whether a CUDA graph can capture it, and what
+    onnxruntime's int8 quantizers cover. Nothing is run, except a TorchScript or pt2 file's two probe
+    runs that learn its outputs (give its inputs with --input).
+    """
+    from pathlib import Path
+
+    from ptx.contract.catalog import names
+    from ptx.infer.inspect_file import inspect_path
+    from ptx.cli.options import open_options
+
+    target = Path(path)
+    if not target.exists():
+        if path in names() and (Path(root) / path).is_dir():
+            target = Path(root) / path
+        else:
+            where = f"; a tutorial model's run folder is {Path(root) / path}, which does not exist either" \
+                if path in names() else ""
+            raise PtxError(f"{path}: no such file or run folder{where}")
+    report = inspect_path(target, open_options(declared_inputs, batch_axes, ignore_metadata))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
+
+
+inspect_cmd.help = f"{inspect.cleandoc(inspect_cmd.help)}\n\n{SECURITY_NOTE}"

@@ -1,0 +1,207 @@
+"""`ptx predict`: inputs through one backend (ptx.infer.scoring.score), or through a user's model
+file (ptx.infer.own_predict).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+
+import click
+
+from ptx.cli.options import BACKENDS, RUN, SECURITY_NOTE, Choice, DeviceChoice, model_file_options, open_options
+from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file, names_model_file
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.names import PRECISIONS
+from ptx.errors import PtxError
+
+
+@click.command("predict")
+@click.argument("inputs", nargs=-1)  # required, checked below: `--ray DIR` may take the first
+@click.option("--model", help="Registered model whose artifacts to use (default: the --run's own model, else convnet), "
+                              "or your own model's FILE (.onnx, a TorchScript .pt with --input, a .pt2): INPUTS are "
+                              "then tensors in .npz (arrays by input name; NAME:K for several cases), .npy (a "
+                              "one-input model) or .json files.")
+@click.option("--backend", type=Choice(BACKENDS),
+              help="Default: ort-cpu, or with --artifact the file's own kind.")
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
+              help="Device for a backend that runs on several (eager, torchscript, aoti; default cpu); other "
+                   "backends refuse one they do not run on (ONNX on the GPU is --backend ort-cuda).")
+@click.option("--precision", type=Choice(PRECISIONS),
+              help="f32 (default), bf16 (openvino) or int8 (model.int8.onnx from `ptx export NAME --format onnx-int8`).")
+@click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
+@click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
+@click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
+@click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="P",
+              help="Mark answers whose probability is below P as `? (low confidence: LABEL)` (JSON: "
+                   "low_confidence); what each P costs on the test set: docs/models.md#confidence-threshold.")
+@click.option("--output", "output", type=click.Path(dir_okay=True), metavar="FILE",
+              help="Write the answers to FILE as they come, with --json's fields, one row each (errors too): "
+                   ".jsonl, .csv or .parquet (a folder of part files) by its suffix. docs/batch-scoring.md.")
+@click.option("--resume", is_flag=True, help="With --output: answer only the inputs the file does not hold yet.")
+@click.option("--workers", type=click.IntRange(min=0), metavar="N",
+              help="Processes that decode and prepare pictures (default: the cores ptx may use; 0: none).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar (it is shown only on a terminal anyway).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Score with Ray Data (pip install 'ptx[ray]'): a local Ray, or the cluster at ADDRESS "
+                   "(auto, ray://HOST:10001); INPUTS may be s3:// or gs:// folders; needs --output (Parquet).")
+@RUN
+@model_file_options
+def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive,
+                min_confidence, output, resume, workers, quiet, ray_address, run, declared_inputs, batch_axes,
+                ignore_metadata) -> None:
+    """Predict INPUTS through one backend: image files, folders or globs for the image models;
+    numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and
+    gru-classifier. `-` reads standard input: a picture file's bytes, or text (one input per line;
+    a CSV file's rows for diabetes). Answers come out in input order as each chunk is done.
+
+    With your own model's FILE first (`ptx predict model.onnx inputs.npz`, or --model FILE), INPUTS
+    are .npz/.npy/.json files of its input tensors; each
+    output is summarised (dtype, shape, min/mean/max, and the argmax per row of what looks like class
+    scores), or given whole by --json, or written by --output FILE.npz (arrays by name; NAME:K for several
+    cases) or FILE.parquet (one row per sample, where every output has a batch axis).
+
+    Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error (with
+    --model FILE: 2 when an input file does not fit the model, each named on stderr).
+    """
+    from ptx.infer.batch import STDIN, tsv_field
+
+    if inputs and names_model_file(inputs[0]):  # `ptx predict model.onnx INPUTS...`, as `--model model.onnx`
+        if model is not None:
+            raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")
+        model, inputs = inputs[0], inputs[1:]
+    if model is not None and _models_and_files([model])[1]:
+        ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--topk", topk), ("--raw", raw),
+                                  ("--recursive", recursive), ("--min-confidence", min_confidence is not None),
+                                  ("--resume", resume), ("--workers", workers is not None),
+                                  ("--ray", ray_address is not None)) if v]
+        if ignored:
+            raise click.UsageError(f"{ignored[0]} is for the tutorial models' answers; your own model's predict takes "
+                                   "--backend, --device, --json, --output FILE.npz|FILE.parquet and --input, "
+                                   "--batch-axis, --ignore-metadata")
+        if as_json and output:
+            raise click.UsageError("give --json or --output, not both")
+        if not inputs:
+            raise click.UsageError("Missing argument 'INPUTS...': .npz, .npy or .json files of the model's inputs.")
+        sys.exit(_predict_own(model, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
+                              output=output, options=open_options(declared_inputs, batch_axes, ignore_metadata)))
+    if declared_inputs or batch_axes or ignore_metadata:
+        raise click.UsageError("--input, --batch-axis and --ignore-metadata are for --model FILE (your own model); "
+                               "the tutorial models carry their contract")
+
+    if artifact is not None:
+        _tutorial_artifact(artifact)
+    model = _model_of_run(model, run, "--model") if artifact is None else model
+    model = model or "convnet"
+    if resume and not output:
+        raise click.UsageError("--resume needs --output FILE: the file of answers to continue")
+    if as_json and output:
+        raise click.UsageError("--output writes --json's fields already: give one of them")
+    if ray_address is not None:
+        from ptx.infer.ray_data import predict_with_ray, split_address
+
+        ray_address, inputs = split_address(ray_address, inputs)
+    if not inputs:
+        raise click.UsageError("Missing argument 'INPUTS...'.")
+    if ray_address is not None:
+        if not output:
+            raise click.UsageError("--ray writes Parquet: give --output DIR_OR_FILE")
+        count = predict_with_ray(list(inputs), output, address=ray_address, model=model, backend=backend,
+                                 device=device, precision=precision, artifact=artifact, root=root, run=run,
+                                 raw=raw, min_confidence=min_confidence, topk=topk or 0)
+        click.echo(f"wrote {count:,} answers to {output}", err=True)
+        return
+    if inputs.count(STDIN) > 1:
+        raise click.UsageError("`-` (standard input) can be read once: give it one time")
+    stdin = None
+    if STDIN in inputs:
+        stream = click.get_binary_stream("stdin")
+        if stream.isatty():
+            click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
+        stdin = stream.read()
+    from ptx.errors import UnknownModelError
+    from ptx.infer.scoring import score
+
+    # ONNX Runtime's intra-op threads spin between runs by default; while worker processes prepare a
+    # folder's pictures on every core, the spinning took the CPU they needed (10,000 PNGs on 2 cores:
+    # main process 2.5 s of CPU with spinning, 1.3 s without; docs/benchmarks.md). One picture
+    # makes one run, for which spinning changes nothing. PTX_ORT_SPINNING=1 restores it.
+    os.environ.setdefault("PTX_ORT_SPINNING", "0")
+    try:
+        errors = score(list(inputs), output=output, resume=resume, workers=workers, quiet=quiet, as_json=as_json,
+                       topk=topk or 0, model=model, backend=backend, device=device, precision=precision,
+                       artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
+                       min_confidence=min_confidence, echo=click.echo, field=tsv_field)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "predict", "`ptx predict --model model.onnx INPUTS.npz`") from None
+    sys.exit(1 if errors else 0)
+
+
+def _tutorial_artifact(artifact: str) -> None:
+    """--artifact reads a tutorial model's export (its head: pictures, labels); your own model's file
+    (ptx export --module's, or a foreign one) has none, and is refused in one line saying how to
+    predict with it instead of failing inside scoring."""
+    from pathlib import Path
+
+    from ptx.infer.model_files import is_torch_save, read_model_file
+
+    path = Path(artifact)
+    if not path.is_file() or is_torch_save(path):  # no such file, a checkpoint: scoring says or reads it
+        return
+    found = read_model_file(path, digest=False)
+    if not found.has_contract:
+        raise PtxError(f"--artifact {artifact}: your own model's file (no tutorial model's contract); predict with "
+                       f"it by its tensors: `ptx predict --model {artifact} INPUTS.npz`")
+
+
+def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool, output: str | None,
+                 options: dict) -> int:
+    """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
+    status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
+    from ptx.infer import own_predict
+    from ptx.infer.own_model import open_own_model
+
+    model = open_own_model(path, backend, device=device, precision=precision, **options)
+    signature = model.signature
+    fmt = own_predict.check_output_path(output, signature) if output else None
+    cases, errors = own_predict.read_inputs(signature, inputs, model.name)
+    for line in errors:
+        click.echo(f"error: {line}", err=True)
+    if output and errors:
+        # Cases are numbered across the input files: a file left out would renumber the others.
+        click.echo(f"error: nothing written to {output}: give only input files that fit", err=True)
+        return 2
+    done = list(own_predict.run_cases(model, cases))
+    failed = [case.error for case in done if case.error is not None]
+    for line in failed:
+        click.echo(f"error: {line}", err=True)
+    ran = [case for case in done if case.error is None]
+    if as_json:
+        click.echo(json.dumps({"model": str(path), "backend": model.backend, "device": model.device,
+                               "results": [own_predict.case_json(c, signature) for c in ran],
+                               "errors": errors + failed}, indent=2))
+    elif output:
+        if failed:
+            click.echo(f"error: nothing written to {output}: {len(failed)} of {len(done)} input cases failed", err=True)
+            return 2
+        if fmt == "npz":
+            keys = own_predict.write_npz(output, ran)
+            click.echo(f"wrote {len(keys)} array{'' if len(keys) == 1 else 's'} to {output} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+                       f"{'; NAME:K is case K of the inputs, in order' if len(ran) > 1 else ''})", err=True)
+        else:
+            rows = own_predict.write_parquet(output, ran, signature)
+            click.echo(f"wrote {rows:,} rows to {output} (one per sample: input, row, "
+                       f"{', '.join(signature.output_names)})", err=True)
+    else:
+        for case in ran:
+            for name, value in case.outputs.items():
+                doc = own_predict.summarize(value, signature.output(name).batch_axis)
+                click.echo(own_predict.summary_line(case.source, name, doc))
+    return 2 if errors or failed else 0
+
+
+predict_cmd.help = f"{inspect.cleandoc(predict_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -1,0 +1,105 @@
+"""`ptx serve`: models behind the Open Inference Protocol (ptx.serve.serve).
+"""
+from __future__ import annotations
+
+import inspect
+
+import click
+
+from ptx.cli.options import BACKENDS, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, model_file_options, open_options
+from ptx.cli.targets import _models_and_files, _unknown_or_file
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.names import PRECISIONS
+
+
+@click.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC).")
+@click.argument("names", nargs=-1, required=True, metavar="MODEL|FILE...")
+@click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
+              help="Where runs live: each MODEL is served from ROOT/MODEL.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --token (or --insecure).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="REST port (0: any free port, printed at startup).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
+              help="gRPC port (0: any free port, printed at startup).")
+@click.option("--backend", type=Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+              help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
+                   "to --max-batch-size (by `ptx bench`'s record, else timed at startup; another than ort-cpu only "
+                   "when 10% faster), else ort-cpu.")
+@click.option("--precision", type=Choice(PRECISIONS), help="f32 (default), bf16 or int8.")
+@click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
+              help="Device for a --backend that runs on several (eager, torchscript, aoti; default cpu); other "
+                   "backends refuse one they do not run on, and auto chooses the device itself.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows the dynamic batcher runs together at most (1: no batching).")
+@click.option("--max-delay-ms", type=FiniteFloat(0.0), default=2.0, show_default=True,
+              help="How long a request may wait for company in the batcher.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batches of one model that run at once (inference threads per model).")
+@click.option("--token", envvar="PTX_SERVE_TOKEN",
+              help="Every request but health needs `Authorization: Bearer TOKEN`. Env: PTX_SERVE_TOKEN.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token (prints a warning).")
+@click.option("--max-request-bytes", type=click.IntRange(min=1024), default=16 * 1024 * 1024, show_default=True,
+              help="Largest request body (after decompression) accepted.")
+@click.option("--drain-seconds", type=FiniteFloat(0.0), default=5.0, show_default=True,
+              help="After SIGTERM or Ctrl-C: readiness answers 503 and answers say `Connection: close` for this long "
+                   "before the server stops accepting (set it past your load balancer's or KServe's probe period).")
+@click.option("--header-timeout", type=FiniteFloat(0.1), default=10.0, show_default=True,
+              help="Seconds a connection gets to send a complete request header; then it is closed.")
+@click.option("--keep-alive-seconds", type=FiniteFloat(0.1), default=5.0, show_default=True,
+              help="An idle kept-alive connection is closed after this.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Open REST connections at most (lowered to fit the file-descriptor limit, with a warning); past "
+                   "it the oldest connection still without a request header is closed, or the newcomer gets a 503.")
+@click.option("--name", "served_names", multiple=True, metavar="NAME",
+              help="The name a model FILE is served as (default: the file's name without its suffix); repeat it "
+                   "for several files, in the order they are given.")
+@model_file_options  # --input declares the TorchScript and pt2 files' inputs; ONNX files describe their own
+def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
+              workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
+              max_connections, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
+    """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
+    it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
+
+    A MODEL is a tutorial model's name, or your own model's file (.onnx, a TorchScript .pt with
+    --input declarations, a .pt2): it is served by its own named inputs and outputs (the v2 metadata
+    lists them, -1 for every symbolic dimension), batched only where every input and output has a
+    batch axis, else request by request.
+
+    Each tutorial model takes its own tensor (as `ptx export NAME --format triton` configures it) or
+    what a user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered
+    with `label` and `probabilities`. Ctrl-C or SIGTERM: readiness turns 503, answers go on with
+    `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
+    flight and exits 0.
+    """
+    from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
+
+    tutorial, files = _models_and_files(names)
+    if len(served_names) > len(files):
+        raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
+                               "model files, in order")
+    for given in served_names:
+        if not given or any(c in given for c in "/ \t?#%"):
+            raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
+    files = [(served_names[i] if i < len(served_names) else path.name.split(".")[0], path)
+             for i, path in enumerate(files)]
+    if not files and (declared_inputs or batch_axes or ignore_metadata):
+        raise click.UsageError("--input, --batch-axis and --ignore-metadata are for a model FILE; the tutorial "
+                               "models carry their contract")
+
+    options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
+                           max_delay_ms=max_delay_ms, workers=workers, token=token or None,
+                           max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
+                           header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
+                           max_connections=max_connections)
+    from ptx.errors import UnknownModelError
+
+    try:
+        serve(list(dict.fromkeys(tutorial)), options=options, root=root, backend=backend, precision=precision,
+              device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")),
+              files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "serve") from None
+
+
+serve_cmd.help = f"{inspect.cleandoc(serve_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -1,0 +1,100 @@
+"""What a command's argument names: a tutorial model's name, a run folder (the model its files say), or
+a user's model file; and the one-line errors when it is none of them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptx.errors import PtxError
+
+
+def is_model_file(argument: str | None) -> bool:
+    """Whether a command's NAME argument names a file (a user's model) rather than a tutorial model."""
+    return argument is not None and Path(argument).is_file()
+
+
+def names_model_file(argument: str) -> bool:
+    """Whether a positional argument is a user's model file: there, and named as one (.onnx, .pt, .pt2,
+    ...), so that a picture, a tensor file or a folder given first is still an input."""
+    return is_model_file(argument) and Path(argument).suffix.lower() in MODEL_FILE_SUFFIXES
+
+
+def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
+    """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
+    folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
+    and nothing was given (the command's own error then says where it looked)."""
+    from pathlib import Path
+
+    from ptx.contract.runs import check_model, run_model
+
+    if run is None:
+        return given
+    if not Path(run).is_dir():
+        if given is None:
+            raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
+                           "(`ptx runs` lists them)")
+        return given
+    held = run_model(run)
+    if held is None and (Path(run) / "checkpoint.pt").is_file():  # metrics.json lost: ask the checkpoint (torch)
+        from ptx.trainers.checkpoint import checkpoint_owner
+
+        held = checkpoint_owner(Path(run) / "checkpoint.pt")
+    return check_model(given, held, run, option)
+
+
+def _models_and_files(arguments) -> tuple[list[str], list]:
+    """A command's MODEL arguments split into tutorial model names and a user's model files. An
+    argument that reads as a path (a model file's suffix, a /) but names no model file is refused in
+    one line saying what is there (no such file, a folder), not as an unknown model name. A bare
+    name stays a model name even where a folder of that name is here (`ptx train convnet --out
+    convnet` makes one)."""
+    from pathlib import Path
+
+    from ptx.infer.model_files import file_kind
+
+    names, files = [], []
+    for argument in arguments:
+        path = Path(argument)
+        if is_model_file(argument):
+            files.append(path)
+        elif path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in argument:
+            file_kind(path)  # no such file, a folder: its one line
+        else:
+            names.append(argument)
+    return names, files
+
+
+# cli.py defined this twice, (..., ".ts", ".torchscript") and later (..., ".ts", ".jit"); the later one was the one
+# both functions read, and stays.
+MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
+
+
+def _model_file(name: str | None, command: str) -> bool:
+    """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
+    a path that is not there is "no such file", a folder is not a model file."""
+    import os
+    from pathlib import Path
+
+    from ptx.contract.catalog import names
+
+    if is_model_file(name):
+        return True
+    if name is None or name in names():
+        return False
+    if Path(name).is_dir():
+        from ptx.infer.model_files import file_kind
+
+        file_kind(Path(name))  # a folder: one line saying what to give instead
+    if Path(name).suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in name:
+        raise PtxError(f"{name}: no such file (ptx {command} takes a model NAME, see `ptx models`, or a model file: "
+                       ".onnx, TorchScript .pt, .pt2)")
+    return False
+
+
+def _unknown_or_file(exc, command: str, usage: str | None = None):
+    """A name that is neither a registered model nor a file: the registry's did-you-mean, and the
+    other thing the command takes (``usage``: how the command takes a model file, where it is not
+    `ptx COMMAND model.onnx`)."""
+    from ptx.errors import UnknownModelError
+
+    return UnknownModelError(f"{exc}; or give a model file's path ({usage or f'`ptx {command} model.onnx`'})")
