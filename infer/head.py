@@ -95,6 +95,7 @@ class Head:
     def __init__(self, info: ArtifactInfo):
         self.info = info
         self.contract: Contract = info.contract
+        self._graph_dtype = np.dtype(self.graph_input.dtype.value)  # read once: to_graph runs every batch
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -121,7 +122,7 @@ class Head:
             x = x.detach().cpu().numpy()
         if self.info.raw_input is not None:
             return pictures_from_model_input(np.asarray(x), self.contract)
-        return np.ascontiguousarray(x, dtype=self.graph_input.dtype.value)
+        return np.ascontiguousarray(x, dtype=self._graph_dtype)
 
     def check_pictures(self, x) -> None:
         want = self.graph_input.concrete(1)[1:]

@@ -132,7 +132,7 @@ class Model:
     def predict_array(self, x) -> np.ndarray:
         """An already-preprocessed batch in the model's input layout -> the output (batch, ...). The
         head checks it once, so the runner is called without checking it again (batch-1 latency)."""
-        head = self._head("predict_array()")
+        head = self.head or self._head("predict_array()")
         if getattr(x, "is_cuda", False) and hasattr(self.runner, "run_on_device"):
             return self.predict_on_device(x).cpu().numpy()
         return self.runner._run({self._input: head.to_graph(x)})[self._output]
