@@ -219,10 +219,9 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                     bare_name, call = predictor.bare(feeds)
                     calls.append(call)
                     names.append((f"{bare_name} ({label})", device, precision, label, None))
-                    resident = getattr(predictor.runner, "resident", None)
-                    if resident is not None and device.startswith("cuda"):
+                    if backend.resident and device.startswith("cuda"):
                         # Not a peer: no ptx row can pay less than the host copies it leaves out.
-                        resident_name, call = resident(feeds)
+                        resident_name, call = predictor.runner.resident(feeds)
                         calls.append(call)
                         names.append((f"{resident_name} ({label})", device, precision, None, label))
             if not calls:

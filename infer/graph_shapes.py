@@ -53,20 +53,30 @@ def _rows(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
 
 
 class GraphSlots(Generic[Slot]):
-    """Padded input shape -> what its captured graph needs (buffers, graph id), made on first use
-    by ``make(shape, number)``; None once MAX_GRAPHS shapes are taken. Thread-safe."""
+    """Padded input shapes -> what their captured graph needs (buffers, graph id), made on first
+    use by ``make(key, number)``; None once MAX_GRAPHS shapes are taken. Thread-safe."""
 
     def __init__(self, make: Callable[[tuple[int, ...], int], Slot], limit: int = MAX_GRAPHS):
         self.make, self.limit = make, limit
         self.slots: dict[tuple[int, ...], Slot] = {}
         self.lock = threading.Lock()
 
-    def for_rows(self, shape: tuple[int, ...], axis: int) -> tuple[Slot | None, int | None]:
-        """The slot a batch of ``shape`` (batch on ``axis``) runs in, its padded shape's, and that
-        padded batch size; (None, None) where it runs uncaptured."""
-        batch = graph_batch(shape[axis])
-        slot = self.get(padded_shape(tuple(shape), axis, batch)) if batch is not None else None
-        return (slot, batch) if slot is not None else (None, None)
+    def for_feeds(self, signature, feeds) -> tuple[Slot | None, int | None, int | None]:
+        """(slot, padded batch, real rows) a run of ``feeds`` (inputs by name, of ``signature``:
+        ptx.contract.tensors.Signature) replays; (None, None, rows) where it runs uncaptured. Every
+        batched input is padded to the same power of two where every tensor of the signature has a
+        batch axis (the padding rows' outputs are then dropped); any other model is captured at the
+        exact shapes it is given. A slot's key is each input's (name, padded shape)."""
+        pads = signature.batched
+        batched = [t for t in signature.inputs if t.batch_axis is not None]
+        rows = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else None
+        batch = graph_batch(rows) if rows is not None and pads else rows
+        if rows is not None and batch is None:
+            return None, None, rows
+        key = tuple((t.name, padded_shape(tuple(feeds[t.name].shape), t.batch_axis, batch)
+                     if pads and t.batch_axis is not None else tuple(feeds[t.name].shape)) for t in signature.inputs)
+        slot = self.get(key)
+        return (slot, batch, rows) if slot is not None else (None, None, rows)
 
     def get(self, shape: tuple[int, ...]) -> Slot | None:
         with self.lock:

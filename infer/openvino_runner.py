@@ -61,6 +61,12 @@ def has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def refuse_bf16_without_instructions(precision: str, remedy: str = "") -> None:
+    """bf16 only where this CPU runs it natively: OpenVINO would silently run f32 otherwise."""
+    if precision == "bf16" and not has_bf16():
+        raise BackendUnavailableError(f"openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32){remedy}")
+
+
 def _graph_tensor(port) -> SimpleNamespace:
     """An OpenVINO port described as ORT describes a graph tensor, for the shared graph check."""
     shape = [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
@@ -97,10 +103,6 @@ class OpenVinoRunner(Runner):
                  metadata: Mapping[str, str] | None = None, core=None, model=None):
         ov = import_openvino()
         path = Path(path)
-        if precision == "bf16" and not has_bf16():
-            raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32): "
-                                          "drop --precision for f32, or use --precision int8 (model.int8.onnx from "
-                                          "`ptx export NAME --format onnx-int8`)")
         self.core = core or ov.Core()
         self.model = model or read_openvino_model(self.core, path, "")
         super().__init__(signature, path, name, metadata)
@@ -171,6 +173,7 @@ def open_file_runner(path: str | Path, device: str = "cpu", precision: str = FUL
         raise PtxError(f"openvino runs on the CPU here, not {device}")
     if precision not in FILE_PRECISIONS:
         raise PtxError(f"openvino runs your own ONNX file at {' or '.join(FILE_PRECISIONS)}, not {precision}")
+    refuse_bf16_without_instructions(precision)
     found = read_model_file(path)
     metadata = {} if ignore_metadata else found.metadata
     check_weights(path, metadata, found.digest)
@@ -189,10 +192,8 @@ def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = 
     path = Path(path)
     if precision not in RUNTIME_PRECISION:
         raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
-    if precision == "bf16" and not has_bf16():
-        raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32): "
-                                      "drop --precision for f32, or use --precision int8 (model.int8.onnx from "
-                                      "`ptx export NAME --format onnx-int8`)")
+    refuse_bf16_without_instructions(precision, ": drop --precision for f32, or use --precision int8 (model.int8.onnx "
+                                                "from `ptx export NAME --format onnx-int8`)")
     info = artifact_info(path, _metadata(path))
     stored = info.get("precision", FULL_PRECISION)
     if (stored == "int8") != (precision == "int8"):

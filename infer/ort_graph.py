@@ -26,7 +26,7 @@ import numpy as np
 
 from ptx.errors import BackendUnavailableError
 
-from .graph_shapes import GraphSlots, fill_padded, first_rows, graph_batch, padded_shape
+from .graph_shapes import GraphSlots, fill_padded, first_rows
 from .ort_runner import OrtRunner, open_artifact_model, open_file_runner, run_bound_host
 from .ort_session import import_ort
 from .runner import output_shapes
@@ -85,23 +85,12 @@ class OrtGraphRunner(OrtRunner):
         options.add_run_config_entry(GRAPH_ID, str(number))
         return _Slot(inputs, outputs, binding, options)
 
-    def slot_for(self, feeds: dict[str, np.ndarray]) -> tuple[_Slot | None, int | None, int | None]:
-        """(slot, padded batch, real rows) a run of ``feeds`` replays; (None, None, rows): uncaptured."""
-        batched = [t for t in self.signature.inputs if t.batch_axis is not None]
-        rows = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else None
-        batch = graph_batch(rows) if rows is not None and self._pads else rows
-        if rows is not None and batch is None:
-            return None, None, rows
-        key = tuple((t.name, padded_shape(feeds[t.name].shape, t.batch_axis, batch) if t.batch_axis is not None
-                     and self._pads else tuple(feeds[t.name].shape)) for t in self.signature.inputs)
-        return self._slots.get(key), batch, rows
-
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # One run at a time, captured or not: ONNX Runtime's CUDA graphs forbid runs of the session
         # from other threads meanwhile (a capture is global to its stream), and a slot's buffers are
         # shared by every run of its shapes.
         with self._lock:
-            slot, batch, rows = self.slot_for(feeds)
+            slot, batch, rows = self._slots.for_feeds(self.signature, feeds)
             if slot is None:
                 return run_bound_host(self, feeds, self._uncaptured)
             for t in self.signature.inputs:
@@ -131,7 +120,22 @@ class OrtGraphRunner(OrtRunner):
         return self._uncaptured
 
     def bare(self, feeds: dict[str, np.ndarray]):
-        return bare_graph_runner(self, feeds)
+        """The captured graph called straight for bench's peer column: the inputs copied into the
+        graph's input buffers, replayed, the outputs read back (no padding, lock or checks)."""
+        feeds = {n: np.ascontiguousarray(x) for n, x in feeds.items()}
+        slot, batch, rows = self._slots.for_feeds(self.signature, feeds)
+        if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
+            session, options = self.session, self._uncaptured
+            return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feeds, options)
+        session = self.session
+
+        def call():
+            for name, x in feeds.items():
+                slot.inputs[name].update_inplace(x)
+            session.run_with_iobinding(slot.binding, slot.run_options)
+            return [value.numpy() for value in slot.outputs.values()]
+
+        return "bare run_with_iobinding on a CUDA graph", call
 
     def _staging(self, value, dtype: str):
         """A host buffer of the slot's padded shape (page-locked on CUDA) to pad the batch in."""
@@ -154,22 +158,3 @@ def open_graph_artifact(path: str | Path, device: str = "cuda", precision: str =
 def open_graph_file(path: str | Path, device: str = "cuda", precision: str = "f32", **options):
     """ort-cuda-graph's ``open_file``: a user's ONNX file on the graph runner."""
     return open_file_runner(path, device, precision, runner_class=OrtGraphRunner, **options)
-
-
-def bare_graph_runner(runner: OrtGraphRunner, feeds: dict[str, np.ndarray]):
-    """The captured graph called straight for bench's peer column: the inputs copied into the
-    graph's input buffers, replayed, the outputs read back (no padding, lock or checks)."""
-    feeds = {n: np.ascontiguousarray(x) for n, x in feeds.items()}
-    slot, batch, rows = runner.slot_for(feeds)
-    if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
-        session, options = runner.session, runner._uncaptured
-        return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feeds, options)
-    session = runner.session
-
-    def call():
-        for name, x in feeds.items():
-            slot.inputs[name].update_inplace(x)
-        session.run_with_iobinding(slot.binding, slot.run_options)
-        return [value.numpy() for value in slot.outputs.values()]
-
-    return "bare run_with_iobinding on a CUDA graph", call

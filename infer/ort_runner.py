@@ -265,8 +265,6 @@ def open_file_runner(path: str | Path, device: str = "cpu", precision: str = "f3
     found = read_model_file(path)
     metadata = {} if ignore_metadata else found.metadata
     check_weights(path, metadata, found.digest)
-    if device.startswith("cuda"):
-        cuda_device_id(device)
 
     def signature_of(session, path: Path) -> Signature:
         return file_signature(path, session_signature(session, path, batch_axes), metadata, batch_axes, inputs)

@@ -27,7 +27,7 @@ from ptx.contract.names import FULL_PRECISION
 from ptx.errors import BackendUnavailableError, first_line
 from ptx.trainers.step import CudaGraphs
 
-from .graph_shapes import graph_batch, GraphSlots, padded_shape
+from .graph_shapes import GraphSlots
 from .torch_runner import TorchRunner, checkpoint_module, contract_runner, flatten_outputs, math_mode
 
 WARMUP_CALLS = 3  # on the side stream before capture: cuDNN and cuBLAS pick and allocate there
@@ -79,23 +79,11 @@ class TorchGraphRunner(TorchRunner):
                 f"CUDA graph ({first_line(exc)}); use --backend eager") from None
         return _Slot(statics, replay, outputs)
 
-    def slot_for(self, feeds) -> tuple[_Slot | None, int | None, int | None]:
-        """(slot, padded batch, real rows) a run of ``feeds`` replays; (None, None, rows): uncaptured."""
-        batched = [t for t in self.signature.inputs if t.batch_axis is not None]
-        rows = feeds[batched[0].name].shape[batched[0].batch_axis] if batched else None
-        batch = graph_batch(rows) if rows is not None and self._pads else rows
-        if rows is not None and batch is None:
-            return None, None, rows
-        key = tuple((t.name, padded_shape(tuple(feeds[t.name].shape), t.batch_axis, batch)
-                     if t.batch_axis is not None and self._pads else tuple(feeds[t.name].shape))
-                    for t in self.signature.inputs)
-        return self._slots.get(key), batch, rows
-
     def _forward(self, feeds) -> dict[str, torch.Tensor]:
         if getattr(self, "_slots", None) is None:  # learning a user's module's outputs, before any capture
             return super()._forward(feeds)
         with self._lock, torch.no_grad():  # no_grad: for the CPU stand-in, which replays by calling forward
-            slot, batch, rows = self.slot_for(feeds)
+            slot, batch, rows = self._slots.for_feeds(self.signature, feeds)
             if slot is None:
                 return super()._forward(feeds)
             for t, x in zip(self.signature.inputs, self._tensors(feeds)):
@@ -115,7 +103,7 @@ class TorchGraphRunner(TorchRunner):
     def bare(self, feeds: dict[str, np.ndarray]):
         """The captured graph called straight, paying the host copies: the inputs into its buffers,
         replay, the outputs to host memory (no padding, lock or checks)."""
-        slot, batch, rows = self.slot_for(feeds)
+        slot, batch, rows = self._slots.for_feeds(self.signature, feeds)
         if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
             label, call = super().bare(feeds)
             return f"{label} (uncaptured)", call

@@ -38,7 +38,7 @@ from .runner import Runner, describe_feeds
 
 PROBE_BATCHES = (3, 5)
 BARE_LABELS = {"eager": "bare nn.Module call", "torchscript": "bare torch.jit module call",
-               "aoti": "bare aoti_load_package call"}
+               "aoti": "bare aoti_load_package call", "eager-cuda-graph": "bare nn.Module call"}
 
 
 def torch_device(name: str) -> torch.device:

@@ -37,6 +37,9 @@ class Backend:
     # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
     # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
     static: Callable[[Path], str] | None = None
+    # Whether bench adds its runner's ``resident(feeds)`` row on CUDA: the model called on input
+    # already on its GPU, no host copies, the "GPU-resident" ceiling, never named fastest.
+    resident: bool = False
     # ``open_file(path, device, precision, **options)`` -> a Runner (ptx.infer.runner), of the class
     # ``load`` puts under a tutorial model, for a user's own file of kind ``artifact`` (onnx,
     # torchscript, pt2): what `ptx verify/bench/predict/serve PATH` run. None: the backend reads only

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .names import METADATA_PREFIX
-from .schema import Contract, ContractError, TensorSpec, parse_json
+from .schema import Contract, ContractError, TensorSpec
+from .tensors import parse_json
 from .transforms import picture_input
 
 # Keys holding the contract; every other ptx.* key is provenance for people (dataset, accuracy...).

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Union
 
 from .names import BATCH, SCHEMA_VERSION, SEQ
 # The tensor layer is the ground a contract stands on: it is imported here and imports nothing of this module.
-from .tensors import ContractError, Signature, parse_json, signature_of_contract
+from .tensors import ContractError, Signature, signature_of_contract
 
 
 class ValueEnum(str, Enum):
