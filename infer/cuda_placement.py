@@ -99,20 +99,31 @@ class NodeOnCpu:
 @dataclass
 class CudaPlacement:
     """How the CUDA provider would partition a graph: ``on_cpu`` lists the nodes it would not take."""
-    nodes: int
+    nodes: int  # subgraphs' nodes included
     on_cpu: list[NodeOnCpu] = field(default_factory=list)
     kernels: str = ""
+    inside: int = 0  # of ``nodes``, those inside If/Loop/Scan bodies
+    # The file's own node count where ORT's basic optimisations (which placement reads) changed it:
+    # inspect's operators line counts the file, and two different numbers unexplained read as a bug.
+    in_file: int | None = None
 
     @property
     def all_on_cuda(self) -> bool:
         return not self.on_cpu
 
+    def _counted(self) -> str:
+        notes = [f"{self.inside} of them inside If/Loop/Scan bodies"] if self.inside else []
+        if self.in_file is not None and self.in_file != self.nodes:
+            notes.append(f"of the file's {self.in_file}, after ONNX Runtime's basic optimisations")
+        # never "; " inside: verify's table splits a row's reasons there
+        return f" ({', '.join(notes)})" if notes else ""
+
     def describe(self, limit: int = 6) -> str:
         if self.all_on_cuda:
-            return f"all {self.nodes} nodes on CUDA"
+            return f"all {self.nodes} nodes on CUDA{self._counted()}"
         shown = "; ".join(map(str, self.on_cpu[:limit]))
         more = f"; and {len(self.on_cpu) - limit} more" if len(self.on_cpu) > limit else ""
-        return f"{len(self.on_cpu)} of {self.nodes} nodes would run on the CPU: {shown}{more}"
+        return f"{len(self.on_cpu)} of {self.nodes} nodes would run on the CPU{self._counted()}: {shown}{more}"
 
 
 def _domain(node_domain: str) -> str:
@@ -322,7 +333,42 @@ def placement_of_graph(model) -> CudaPlacement:
         cuda_nodes.add(i)
     for i in sorted(cpu_preferred_nodes(model, cuda_nodes, opsets, types)):
         on_cpu[i] = NodeOnCpu(nodes[i].name or f"#{i}", nodes[i].op_type, SHAPE_HEURISTIC)
-    return CudaPlacement(len(nodes), [on_cpu[i] for i in sorted(on_cpu)], registry_version())
+    inside, body_on_cpu = _bodies_placement(nodes, opsets, types)
+    return CudaPlacement(len(nodes) + inside, [on_cpu[i] for i in sorted(on_cpu)] + body_on_cpu, registry_version(),
+                         inside=inside)
+
+
+def _bodies_placement(nodes, opsets: dict[str, int], types: dict[str, str]) -> tuple[int, list[NodeOnCpu]]:
+    """The nodes inside If/Loop/Scan bodies (ORT partitions each body for the provider as it does
+    the main graph): how many, and those without a CUDA kernel or refused one. A graph whose every
+    real node sits in a body must not read as "all 2 nodes on CUDA". ORT's shape heuristic is not
+    replayed inside bodies: their inputs come from the outer scope, whose placement it would need."""
+    count, on_cpu = 0, []
+    for parent in nodes:
+        for body in subgraphs(parent):
+            body_nodes = list(body.node)
+            count += len(body_nodes)
+            for i, node in enumerate(body_nodes):
+                name = f"{node.name or f'#{i}'} in {parent.name or parent.op_type}"
+                if not has_cuda_kernel(node, opsets, types):
+                    on_cpu.append(NodeOnCpu(name, node.op_type, f"{NO_KERNEL} for {_node_types(node, types)}"))
+                elif (refused := capability_refusal(node, opsets)) is not None:
+                    on_cpu.append(NodeOnCpu(name, node.op_type, refused))
+            nested, nested_on_cpu = _bodies_placement(body_nodes, opsets, types)
+            count += nested
+            on_cpu += nested_on_cpu
+    return count, on_cpu
+
+
+def subgraphs(node):
+    """The bodies of an If/Loop/Scan node (none for any other)."""
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
 
 
 def basic_optimised(path: str | Path):
@@ -344,7 +390,15 @@ def basic_optimised(path: str | Path):
 
 def cuda_placement(path: str | Path) -> CudaPlacement:
     """Where ORT 1.31's CUDA provider would place each node of the ONNX file at ``path``."""
-    return placement_of_graph(basic_optimised(path))
+    import onnx
+
+    placement = placement_of_graph(basic_optimised(path))
+    placement.in_file = _all_nodes(onnx.load(str(path), load_external_data=False).graph)
+    return placement
+
+
+def _all_nodes(graph) -> int:
+    return sum(1 + sum(_all_nodes(body) for body in subgraphs(node)) for node in graph.node)
 
 
 def static_summary(path: str | Path) -> str:
@@ -363,7 +417,7 @@ def graph_static_summary(path: str | Path) -> str:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    found = sorted({node.op_type for node in model.graph.node if node.op_type in CONTROL_FLOW})
+    found = sorted({node.op_type for node in model.graph.node if node.op_type in CONTROL_FLOW})  # nested ones sit in these
     capture = (f"not capturable as a CUDA graph ({', '.join(found)} nodes)" if found
                else f"capturable as a CUDA graph (no {', '.join(CONTROL_FLOW)} nodes)")
     return f"{static_summary(path)}; {capture}"

@@ -262,8 +262,8 @@ def _torch_signature(found: ModelFile, options: Mapping, model, reference: FileB
     else:
         report.signature = model.signature
         recorded = recorded_signature(found, found.path) is not None
-        report.source = _source(found, options, "the inputs you declared (--input)") + \
-            ("" if recorded else ", outputs learned from two probe runs")
+        checked = "the inputs you declared (--input)" if options.get("inputs") else "a probe run of the file"
+        report.source = _source(found, options, checked) + ("" if recorded else ", outputs learned from two probe runs")
 
 
 def _line(path: Path, found: ModelFile, row: FileBackend, precision: str, opened: Mapping,

@@ -17,7 +17,7 @@ from ptx.errors import ArtifactError, first_line
 
 # The ops whose bodies are subgraphs (their nodes are counted too, and said to be inside them);
 # ONNX Runtime's CUDA graphs replay one fixed sequence of kernels, so none of them can be captured.
-from .cuda_placement import CONTROL_FLOW
+from .cuda_placement import CONTROL_FLOW, subgraphs
 
 ONNX_DOMAIN = "ai.onnx"
 
@@ -57,16 +57,6 @@ def read_graph(path: str | Path):
         raise ArtifactError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
 
 
-def _subgraphs(node):
-    import onnx
-
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
-
-
 def _values(tensor) -> int:
     count = 1
     for d in tensor.dims:
@@ -81,7 +71,7 @@ def _constant_values(graph) -> int:
     for node in graph.node:
         if node.op_type == "Constant":
             total += sum(_values(a.t) for a in node.attribute if a.name == "value")
-        total += sum(_constant_values(body) for body in _subgraphs(node))
+        total += sum(_constant_values(body) for body in subgraphs(node))
     return total
 
 
@@ -91,7 +81,7 @@ def _count(graph, operators: Counter) -> int:
     inside = 0
     for node in graph.node:
         operators[node.op_type] += 1
-        for body in _subgraphs(node):
+        for body in subgraphs(node):
             inside += len(body.node) + _count(body, operators)
     return inside
 
@@ -153,3 +143,26 @@ def graph_signature(model, path: str | Path, batch_axes: Mapping[str, int | None
     from .ort_runner import session_signature
 
     return session_signature(_GraphArgs(model), Path(path), batch_axes)
+
+
+def lookup_tables(path: str | Path) -> list[tuple[str, int]]:
+    """(initializer, rows) of each table the graph looks values up in (Gather's data, Slice's data),
+    rows along the looked-up axis: a position embedding of 512 rows is what limits a sequence to
+    512, and ONNX Runtime's message on a longer one names an Expand or Gather node, never the limit."""
+    import onnx
+
+    graph = read_graph(path).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    tables = []
+    for node in graph.node:
+        if node.op_type not in ("Gather", "Slice") or not node.input or node.input[0] not in shapes:
+            continue
+        dims = shapes[node.input[0]]
+        if node.op_type == "Gather":
+            axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+            rows = dims[axis] if -len(dims) <= axis < len(dims) else None
+        else:  # a buffer of positions sliced to the sequence's length: its longest axis
+            rows = max(dims, default=None)
+        if rows:
+            tables.append((node.input[0], int(rows)))
+    return tables

@@ -26,7 +26,7 @@ from .host_memory import HostBuffers, cuda_runtime_pinner
 from .model_files import IGNORE_HINT, check_graph_against, check_weights, read_model_file, recorded_signature
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Runner, describe_feeds, output_shapes, outputs_by_name
+from .runner import Runner, beyond_a_table, describe_feeds, output_shapes, outputs_by_name
 
 FOREIGN_REMEDY = "check the file with `ptx inspect`, or re-export it"
 SignatureOf = Callable[[object, Path], Signature]  # (session, path) -> the signature the runner answers by
@@ -106,8 +106,24 @@ class OrtRunner(Runner):
         except PtxError:
             raise
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
-            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs "
-                                f"{describe_feeds(feeds)}: {first_line(exc)[:400]}") from None
+            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {describe_feeds(feeds)}: "
+                                f"{self._beyond_a_table(feeds) or first_line(exc)[:400]}") from None
+
+    def _beyond_a_table(self, feeds: dict[str, np.ndarray]) -> str | None:
+        """A run that failed on a size the graph cannot take, said as the input, axis and limit."""
+        from .onnx_graph import lookup_tables
+
+        def runs(cut: dict) -> bool:
+            try:
+                self.session.run(self._names, cut)
+                return True
+            except Exception:  # noqa: BLE001 - any failure: this size is not the one to blame
+                return False
+
+        try:
+            return beyond_a_table(self.signature, feeds, lookup_tables(self.path), runs)
+        except Exception:  # noqa: BLE001 - the explanation is a courtesy: ORT's own message stands without it
+            return None
 
     def bare(self, feeds: dict[str, np.ndarray]):
         session, names = self.session, self._names

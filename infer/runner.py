@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.tensor_inputs import check_feeds
+from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError
 
@@ -37,17 +37,21 @@ class Runner:
         self.path = Path(path) if path is not None else None
         self.name = name or (self.path.name.split(".")[0] if self.path is not None else "model")
         self.metadata = dict(metadata or {})  # the file's ptx.* strings, prefix dropped
+        self._exact = ExactFeeds(signature)
 
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name. Inputs are checked
         first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or
         fixed size is one InputError naming the input."""
-        wanted = list(outputs) if outputs is not None else self.signature.output_names
+        checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
+        if outputs is None:
+            return self._run(checked)
+        wanted = list(outputs)
         unknown = [n for n in wanted if n not in self.signature.output_names]
         if unknown:
             raise InputError(f"{self.name} has no output {unknown[0]!r}; its outputs are "
                              f"{', '.join(self.signature.output_names)}")
-        result = self._run(check_feeds(self.signature, feeds, self.name))
+        result = self._run(checked)
         return {n: result[n] for n in wanted}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -96,3 +100,31 @@ def output_shapes(signature: Signature, feeds: Mapping[str, object]) -> dict[str
             return None
         shapes[t.name] = tuple(sizes[d] if isinstance(d, str) else d for d in t.shape)
     return shapes
+
+
+def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Sequence[tuple[str, int]],
+                   runs: Callable[[dict], bool]) -> str | None:
+    """Where a run failed, the input axis that is longer than a table the model looks values up in
+    (1,000 tokens into 512 position embeddings), said in a line; None where none is to blame. A
+    suspect is confirmed by ``runs`` on the inputs cut to the table's rows (every axis of that size's
+    symbol): a small table indexed by value (BERT's two token types) must not be blamed for another
+    failure. The batch axis is never blamed: no table is indexed by it."""
+    for t in signature.inputs:
+        shape = getattr(feeds.get(t.name), "shape", ())
+        for axis, (symbol, got) in enumerate(zip(t.shape, shape)):
+            if not isinstance(symbol, str) or axis == t.batch_axis:
+                continue
+            shorter = [(rows, name) for name, rows in tables if rows < got]
+            if not shorter:
+                continue
+            rows, name = max(shorter)
+            cut = {n: _cut(signature.input(n).shape, np.asarray(x), symbol, rows) for n, x in feeds.items()}
+            if runs(cut):
+                return (f"input {t.name!r} axis {axis} ({symbol}) is {got}, longer than the {rows} rows of {name!r} "
+                        f"that the model looks up along it: give at most {rows}")
+    return None
+
+
+def _cut(shape, x: np.ndarray, symbol: str, size: int) -> np.ndarray:
+    index = tuple(slice(0, size) if d == symbol else slice(None) for d in shape)
+    return x[index]

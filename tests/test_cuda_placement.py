@@ -171,15 +171,47 @@ def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
     if why is None:
         pytest.skip("ort-cuda runs here: verify compares it instead")
     report = verify("lstm", backends=["ort-cpu", "ort-cuda"], samples=20, root=runs.ready("lstm"), notice=lambda _: None)
-    nodes = cuda_placement(runs.trained("lstm") / "model.onnx").nodes
+    placed = cuda_placement(runs.trained("lstm") / "model.onnx").describe()
+    assert placed.startswith("all ") and " nodes on CUDA" in placed
     # The f32 row and the tf32 row read the same file: both show its placement.
-    assert report.static == {label: f"static placement: all {nodes} nodes on CUDA" for label in ("ort-cuda", "ort-cuda-tf32")}
-    assert f"ort-cuda           not run: {why}; static placement: all {nodes} nodes on CUDA" in \
-        report.table(all_rows=True).splitlines()
-    assert f"2 CUDA rows        not run: {why}; static placement: all {nodes} nodes on CUDA; --all-rows lists them" in \
+    assert report.static == {label: f"static placement: {placed}" for label in ("ort-cuda", "ort-cuda-tf32")}
+    assert f"ort-cuda           not run: {why}; static placement: {placed}" in report.table(all_rows=True).splitlines()
+    assert f"2 CUDA rows        not run: {why}; static placement: {placed}; --all-rows lists them" in \
         report.table().splitlines()
     assert report.ok and report.exit_status == 0  # ort-cpu was compared; a row that did not run decides nothing
     from ptx.errors import NothingToCompareError
 
     with pytest.raises(NothingToCompareError):  # a static placement alone is not a comparison
         verify("lstm", backends=["ort-cuda"], samples=20, root=runs.ready("lstm"), notice=lambda _: None)
+
+
+def test_the_nodes_inside_if_bodies_are_counted_and_checked(tmp_path):
+    """Issue 43: a graph whose real work sits inside If bodies was "all 2 nodes on CUDA"; the bodies'
+    nodes are counted, and one without a CUDA kernel there is named with the node that holds it."""
+    then_body = helper.make_graph([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                                   helper.make_node("Neg", ["r"], ["t"], name="neg")],
+                                  "then", [], [tensor("t")])
+    else_body = helper.make_graph([helper.make_node("Det", ["x"], ["d"], name="det_in_else"),
+                                  helper.make_node("Identity", ["x"], ["e"], name="same")],
+                                 "else", [], [tensor("e")])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="greater"),
+             helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_body, else_branch=else_body)]
+    model = make_model(nodes, [tensor("x", shape=(4, 4))], [tensor("y", shape=(4, 4))],
+                       [const("zero", 0.0, np.float32)])
+    placement = placement_of_graph(model)
+    assert (placement.nodes, placement.inside) == (7, 4)
+    assert [(n.name, n.op_type) for n in placement.on_cpu] == [("det_in_else in branch", "Det")]
+    assert placement.describe().startswith("1 of 7 nodes would run on the CPU (4 of them inside If/Loop/Scan bodies): "
+                                        "det_in_else in branch (Det): ")
+
+
+def test_placement_says_when_onnx_runtimes_optimisations_changed_the_count(tmp_path):
+    """Issue 43: inspect counted 134 nodes in its operators line and 132 in the placement line (read
+    after ORT's basic optimisations, which fold constants): the placement says so."""
+    nodes = [helper.make_node("Add", ["one", "one"], ["two"], name="folded"),  # constant-folded away
+             helper.make_node("Mul", ["x", "two"], ["y"], name="mul")]
+    path = tmp_path / "fold.onnx"
+    onnx.save(make_model(nodes, [tensor("x")], [tensor("y")], [const("one", [1.0] * 4, np.float32)]), path)
+    described = cuda_placement(path).describe()
+    assert described == "all 1 nodes on CUDA (of the file's 2, after ONNX Runtime's basic optimisations)"

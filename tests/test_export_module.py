@@ -467,3 +467,45 @@ def test_the_summary_names_every_symbolic_size_it_checked_not_only_the_batch(tmp
                   inputs=["input_ids=batchxseq:int64", "attention_mask=batchxseq:int64"])
     line = next(ln for ln in lines if ln.startswith("torchscript "))
     assert "; batches 3, 5; seq 8, 10; traced)" in line, line
+
+
+def test_inspect_of_an_exported_torchscript_without_input_says_what_checked_its_metadata(cli_exports):
+    """Issue 43: inspect of `ptx export --module`'s TorchScript file, with no --input given, said its
+    metadata was "checked against the inputs you declared"; none were declared."""
+    folder = cli_exports["residual"][1]
+    text = ptx("inspect", str(folder / "model.torchscript.pt"), cwd=folder).stdout
+    assert "contract: its ptx metadata (ptx.signature), checked against a probe run of the file" in text, text
+    assert "you declared" not in text
+
+
+class _Positions(torch.nn.Module):
+    """Token ids looked up in 100 rows, positions in 16 (a position embedding), token types in 10
+    (ptx's generated integers lie in [0, 10))."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.tokens, self.positions, self.types = (torch.nn.Embedding(100, 4), torch.nn.Embedding(16, 4),
+                                                   torch.nn.Embedding(10, 4))
+
+    def forward(self, input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
+        return (self.tokens(input_ids) + self.positions(positions) + self.types(token_type_ids)).mean(1)
+
+
+def test_an_input_longer_than_a_table_the_model_looks_up_is_named_with_its_limit(tmp_path):
+    """Issue 43: 1,000 tokens into 512 position embeddings ended in ONNX Runtime's message about an
+    internal node; the run's error names the input, its axis, the size given and the table's rows.
+    A failure the 10-row token-type table does not cause (a token type of 50 in a sequence of 12) is
+    not blamed on it."""
+    export_module(_Positions(), None, tmp_path / "p", open_model=load, formats=["onnx"], log=lambda _: None,
+                  inputs=["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64"])
+    model = load(tmp_path / "p" / "model.onnx")
+    zeros = np.zeros((1, 40), np.int64)
+    with pytest.raises(PtxError) as long:
+        model.run({"input_ids": zeros, "token_type_ids": zeros})
+    assert str(long.value).endswith("input 'input_ids' axis 1 (seq) is 40, longer than the 16 rows of "
+                                    "'positions.weight' that the model looks up along it: give at most 16"), long.value
+    with pytest.raises(PtxError) as bad_type:
+        model.run({"input_ids": zeros[:, :12], "token_type_ids": np.full((1, 12), 50, np.int64)})
+    assert "rows of" not in str(bad_type.value) and "Gather" in str(bad_type.value), bad_type.value

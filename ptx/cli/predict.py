@@ -7,11 +7,13 @@ import inspect
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from ptx.cli.options import BACKENDS, RUN, SECURITY_NOTE, Choice, DeviceChoice, model_file_options, open_options
-from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file, names_model_file
+from ptx.cli.targets import (MODEL_FILE_SUFFIXES, _model_of_run, _models_and_files, _unknown_or_file,
+                             names_model_file)
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS
 from ptx.errors import PtxError
@@ -70,6 +72,9 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     """
     from ptx.infer.batch import STDIN, tsv_field
 
+    if inputs and not Path(inputs[0]).exists() and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
+        # a mistyped model file would otherwise be read as a picture for the default model, convnet
+        raise PtxError(f"{inputs[0]}: no such file (give your model file's path, or a picture for a tutorial model)")
     if inputs and names_model_file(inputs[0]):  # `ptx predict model.onnx INPUTS...`, as `--model model.onnx`
         if model is not None:
             raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")

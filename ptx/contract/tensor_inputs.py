@@ -194,6 +194,41 @@ def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = 
     return out
 
 
+class ExactFeeds:
+    """``fits(feeds)``: whether a caller's inputs need nothing from check_feeds (a dict of C-ordered
+    arrays by exactly the input names, of the right dtypes, ranks, fixed sizes, one size per symbol,
+    no empty batch): then they go to the runtime as they are. The plan is read from the signature
+    once, because at batch 1 check_feeds' general walk costs as much as ONNX Runtime's run of a small
+    model; anything else (casts, mistakes) takes check_feeds' path and its one-line errors."""
+
+    def __init__(self, signature: Signature):
+        self.count = len(signature.inputs)
+        self.plan = [(t.name, np.dtype(t.dtype), len(t.shape),
+                      tuple((axis, d) for axis, d in enumerate(t.shape) if isinstance(d, int)),
+                      tuple((axis, d) for axis, d in enumerate(t.shape) if isinstance(d, str)), t.batch_axis)
+                     for t in signature.inputs]
+
+    def fits(self, feeds) -> bool:
+        if type(feeds) is not dict or len(feeds) != self.count:
+            return False
+        sizes: dict[str, int] = {}
+        for name, dtype, rank, fixed, symbols, batch_axis in self.plan:
+            array = feeds.get(name)
+            if type(array) is not np.ndarray or array.dtype != dtype or array.ndim != rank \
+                    or not array.flags.c_contiguous:
+                return False
+            shape = array.shape
+            for axis, size in fixed:
+                if shape[axis] != size:
+                    return False
+            for axis, symbol in symbols:
+                if sizes.setdefault(symbol, shape[axis]) != shape[axis]:
+                    return False
+            if batch_axis is not None and shape[batch_axis] == 0:
+                return False
+        return True
+
+
 def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:
     try:
         array = np.asarray(value)
