@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ptx.contract.tensor_inputs import check_feeds, plan_inputs
+from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.errors import PtxError, first_line
 
 from .bench import DEFAULT_ROUNDS, DEFAULT_SECONDS, BenchRow, rows_to_dicts, timed_rows, to_markdown, to_text
@@ -17,7 +17,7 @@ from .model_files import read_model_file
 from .own_runs import Case, file_backends, file_cases, generated_cases, group_reasons, has_batch, open_options_for, \
     open_rows
 
-DEFAULT_FILE_BATCH_SIZES = (1, 8)  # a user's model may be large: 1 for latency, 8 for a first look at throughput
+DEFAULT_FILE_BATCH_SIZES = BENCH_BATCHES
 
 
 @dataclass

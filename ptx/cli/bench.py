@@ -8,13 +8,15 @@ import json
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, _check_options, _given, _int_list,
-                             generated_input_options, model_file_options)
+from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TUTORIAL_ONLY, FiniteFloat, TargetedCommand,
+                             _check_options, _given, _int_list, generated_input_options, model_file_options)
+from ptx.contract.tensor_inputs import BENCH_BATCHES
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
-@click.command("bench")
+@click.command("bench", cls=TargetedCommand, tutorial_only=TUTORIAL_ONLY["bench"],
+               file_defaults={"batch_sizes": ",".join(map(str, BENCH_BATCHES))})
 @click.argument("name", required=False, metavar="NAME|PATH")
 @BACKENDS_OPTION
 @click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,

@@ -191,6 +191,54 @@ FILE_ONLY = ("declared_inputs", "batch_axes", "ignore_metadata", "shapes", "valu
              "against", "reference_file", "save_reference", "strict")
 
 
+class TargetedCommand(click.Command):
+    """A command that takes a tutorial model NAME or a model FILE: its --help given after one
+    (`ptx verify model.onnx --help`) lists only the options that apply to that kind, each with the
+    default that applies to it (a file's batch sizes are not a tutorial model's); plain --help lists
+    every option. Parsing is untouched: an option of the other kind is still refused in one line."""
+
+    def __init__(self, *args, tutorial_only: tuple[str, ...] = (), file_defaults: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tutorial_only, self.file_defaults = tutorial_only, dict(file_defaults or {})
+
+    def parse_args(self, ctx, args):
+        ctx.meta["ptx.target"] = _target_kind(args)  # --help is eager: it runs before NAME is parsed
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx, formatter):
+        kind = ctx.meta.get("ptx.target")
+        if kind is None:
+            return super().format_options(ctx, formatter)
+        hidden = set(self.tutorial_only) if kind == "file" else set(FILE_ONLY)
+        records = []
+        for param in self.get_params(ctx):
+            if param.name in hidden:
+                continue
+            if kind == "file" and param.name in self.file_defaults:
+                import copy
+
+                param = copy.copy(param)
+                param.default = self.file_defaults[param.name]
+            record = param.get_help_record(ctx)
+            if record is not None:
+                records.append(record)
+        what = "a model file" if kind == "file" else "a tutorial model"
+        with formatter.section(f"Options for {what} (`{ctx.command_path} --help` lists every option)"):
+            formatter.write_dl(records)
+
+
+def _target_kind(args) -> str | None:
+    """"file" where the command line names a model file, "tutorial" where it names a registered
+    model, else None (the full help)."""
+    from ptx.cli.targets import is_model_file
+
+    if any(is_model_file(a) for a in args if not a.startswith("-")):
+        return "file"
+    from ptx.contract.catalog import names
+
+    return "tutorial" if set(args) & set(names()) else None
+
+
 def _given(ctx: click.Context, names) -> list[str]:
     """The options among ``names`` that the command line set (not left at their default), as typed."""
     from click.core import ParameterSource

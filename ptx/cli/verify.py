@@ -9,14 +9,17 @@ import sys
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TOLERANCE, _check_options, _given, _int_list,
-                             _tutorial_tolerance, generated_input_options, model_file_options)
+from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TUTORIAL_ONLY, TargetedCommand,
+                             _check_options, _given, _int_list, _tutorial_tolerance, generated_input_options,
+                             model_file_options)
+from ptx.contract.tensor_inputs import VERIFY_BATCHES
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
 
-@click.command("verify")
+@click.command("verify", cls=TargetedCommand, tutorial_only=TUTORIAL_ONLY["verify"],
+               file_defaults={"batch_sizes": ",".join(map(str, VERIFY_BATCHES))})
 @click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
               help="Verify every run under --root that has an export, whatever its folder is called.")

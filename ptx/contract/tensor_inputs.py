@@ -31,6 +31,7 @@ _MASK_NAME = re.compile(r"mask", re.IGNORECASE)
 SPATIAL_SIZE = 64  # a symbolic height or width: room for a few stride-2 stages
 OTHER_SIZE = 8  # any other symbol (a sequence length, a number of boxes)
 VERIFY_BATCHES = (3, 5)  # never 0 or 1, and not the 2 that exporters' examples often use
+BENCH_BATCHES = (1, 8)  # a user's model may be large: 1 for latency, 8 for a first look at throughput
 
 
 @dataclass
