@@ -7,7 +7,8 @@ import time
 from ptx import __version__
 from ptx.contract import Contract
 from ptx.contract.metadata import to_strings
-from ptx.contract.tensors import Signature, signature_of_contract
+from ptx.contract.schema import signature_of_contract
+from ptx.contract.tensors import Signature
 from ptx.contract.weights import SIGNATURE_KEY
 
 

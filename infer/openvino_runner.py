@@ -20,7 +20,8 @@ import numpy as np
 
 from ptx.contract.metadata import from_props
 from ptx.contract.names import FULL_PRECISION
-from ptx.contract.tensors import Signature, TensorSig, signature_of_contract
+from ptx.contract.schema import signature_of_contract
+from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
 from .model_files import check_weights, read_model_file

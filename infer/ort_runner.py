@@ -357,7 +357,7 @@ def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = 
     """A tutorial model's ONNX export (ort-cpu, ort-cuda, ort-cuda-graph's ``load``): the runner
     answers its contract's one input and one output, checked against the graph; the head above it."""
     from ptx.contract.metadata import from_props
-    from ptx.contract.tensors import signature_of_contract
+    from ptx.contract.schema import signature_of_contract
 
     from .head import Head, artifact_info
     from .model import Model

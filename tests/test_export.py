@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ptx.contract.metadata import from_props, from_strings
-from ptx.contract.tensors import Signature, signature_of_contract
+from ptx.contract.schema import signature_of_contract
+from ptx.contract.tensors import Signature
 from ptx.contract.weights import digest_of
 from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationError
 from ptx.export import formats

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Union
 
 from .names import BATCH, SCHEMA_VERSION, SEQ
 # The tensor layer is the ground a contract stands on: it is imported here and imports nothing of this module.
-from .tensors import ContractError, Signature, signature_of_contract
+from .tensors import ContractError, Signature, TensorSig
 
 
 class ValueEnum(str, Enum):
@@ -568,3 +568,12 @@ class Contract:
 
     def _last_axis_size(self) -> int:
         return self.input.sample_shape[-1] if self.kind is not InputKind.IMAGE else 1
+
+
+def signature_of_contract(contract, raw_input=None) -> Signature:
+    """A tutorial model's tensor layer: its one input (or, for an ``--input uint8`` export, the raw
+    pictures its graph takes) and its one output, batched on the axis called ``batch``."""
+    def sig(spec) -> TensorSig:
+        return TensorSig(spec.name, spec.dtype.value, tuple(spec.shape), spec.batch_axis)
+
+    return Signature((sig(raw_input or contract.input),), (sig(contract.output),))

@@ -375,11 +375,3 @@ def parse_batch_axes(texts: Sequence[str]) -> dict[str, int | None]:
             raise PtxError(f"--batch-axis {name}={value}: give an axis number or none")
     return out
 
-
-def signature_of_contract(contract, raw_input=None) -> Signature:
-    """A tutorial model's tensor layer: its one input (or, for an ``--input uint8`` export, the raw
-    pictures its graph takes) and its one output, batched on the axis called ``batch``."""
-    def sig(spec) -> TensorSig:
-        return TensorSig(spec.name, spec.dtype.value, tuple(spec.shape), spec.batch_axis)
-
-    return Signature((sig(raw_input or contract.input),), (sig(contract.output),))
