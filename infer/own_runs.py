@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.contract.tensor_inputs import InputPlan, load_input_file, make_feeds
-from ptx.contract.tensors import Signature, signature_of_contract
+from ptx.contract.schema import signature_of_contract
+from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 
 from . import backends as registry

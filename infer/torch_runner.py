@@ -24,7 +24,8 @@ import torch
 from ptx.contract.metadata import ArtifactInfo
 from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
-from ptx.contract.tensors import Signature, TensorSig, dtype_info, signature_of_contract
+from ptx.contract.schema import signature_of_contract
+from ptx.contract.tensors import Signature, TensorSig, dtype_info
 from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, MissingArtifactError, ModelRunError,
                         PtxError, first_line)
