@@ -1,0 +1,87 @@
+"""Batch-composition independence: a sample's outputs when it runs alone against the same sample's
+rows when it runs inside a batch of others, under the tolerance its backend is judged by.
+
+A model whose answer changes with its batch-mates (a normalisation over the batch left in training
+mode, a padded sequence whose padding leaks, a runtime that picks another kernel per batch size and
+rounds differently) answers a server's request differently depending on which requests it was joined
+with: Triton server #5640, #5891 and TensorRT #4813 report it again and again, and no checker looks
+for it. numpy only: any runner (``run(feeds) -> {name: array}``) is checked the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ptx.contract.schema import Tolerance
+from ptx.contract.tensor_compare import OutputAgreement, compare_output
+from ptx.contract.tensors import Signature
+
+MAX_ALONE = 3  # samples run alone: the first, the middle and the last of the batch
+
+
+@dataclass
+class CompositionCheck:
+    """One backend's answer to "does a sample's answer depend on its batch-mates?"."""
+
+    batch: int  # the batch the samples were taken from
+    alone: list[int] = field(default_factory=list)  # their rows in it
+    outputs: list[OutputAgreement] = field(default_factory=list)  # per output, over those rows
+    skipped: str | None = None  # why nothing was compared (no batch axis, a batch of one)
+
+    @property
+    def ok(self) -> bool:
+        return self.skipped is not None or all(o.ok for o in self.outputs)
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"not checked: {self.skipped}"
+        rows = ", ".join(map(str, self.alone))
+        if self.ok:
+            worst = max((o.max_abs for o in self.outputs), default=0.0)
+            return f"samples {rows} alone = their rows in a batch of {self.batch} (max abs {worst:.2e})"
+        bad = next(o for o in self.outputs if not o.ok)
+        return (f"sample answers depend on the batch: samples {rows} alone differ from their rows in a batch of "
+                f"{self.batch}: {bad.summary()}")
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "batch": self.batch, "alone": self.alone, "skipped": self.skipped,
+                "outputs": [o.to_dict() for o in self.outputs]}
+
+
+def check_batch_composition(run: Callable[[dict], Mapping[str, np.ndarray]], signature: Signature,
+                            feeds: Mapping[str, np.ndarray], batched: Mapping[str, np.ndarray],
+                            tolerance_of: Callable[[str], Tolerance]) -> CompositionCheck:
+    """Run a few samples of ``feeds`` alone through ``run`` and compare each with its rows of
+    ``batched`` (``run(feeds)``'s outputs, computed by the caller, which has them already).
+    Inputs without a batch axis go whole with every sample; outputs without one are not compared."""
+    batch_inputs = [t for t in signature.inputs if t.batch_axis is not None]
+    if not batch_inputs:
+        return CompositionCheck(0, skipped="the model has no batch axis")
+    first = batch_inputs[0]
+    batch = int(np.shape(feeds[first.name])[first.batch_axis])
+    if batch < 2:
+        return CompositionCheck(batch, skipped=f"a batch of {batch}: nothing to compose")
+    compared = [t for t in signature.outputs if t.batch_axis is not None and t.name in batched]
+    if not compared:
+        return CompositionCheck(batch, skipped="no output has a batch axis")
+    rows = sorted({0, batch // 2, batch - 1})[:MAX_ALONE]
+    got: dict[str, list[np.ndarray]] = {t.name: [] for t in compared}
+    want: dict[str, list[np.ndarray]] = {t.name: [] for t in compared}
+    for row in rows:
+        alone = {t.name: (_take(feeds[t.name], t.batch_axis, row) if t.batch_axis is not None else feeds[t.name])
+                 for t in signature.inputs}
+        answer = run(alone)
+        for t in compared:
+            got[t.name].append(np.asarray(answer[t.name]))
+            want[t.name].append(_take(np.asarray(batched[t.name]), t.batch_axis, row))
+    outputs = [compare_output(t.name, np.concatenate(got[t.name], axis=t.batch_axis),
+                              np.concatenate(want[t.name], axis=t.batch_axis), tolerance_of(t.name), t.batch_axis)
+               for t in compared]
+    return CompositionCheck(batch, rows, outputs)
+
+
+def _take(x: np.ndarray, axis: int, row: int) -> np.ndarray:
+    """Row ``row`` of ``x`` along ``axis``, the axis kept (size 1), C-ordered as runtimes want it."""
+    return np.ascontiguousarray(np.take(np.asarray(x), [row], axis=axis))
