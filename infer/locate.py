@@ -189,7 +189,8 @@ class Located:
                  f"(atol {o['atol']:g} + rtol {o['rtol']:g} x |value|), {o['born']}"]
         if o.get("module"):
             cls = f" ({o['class']})" if o.get("class") else ""
-            rule = f"; the exporter's {o['rule']} rule made this node" if o.get("rule") else ""
+            rule = (f"; {o['folded']} folded into it by the exporter's {o['rule']}" if o.get("folded") else
+                    f"; the exporter's {o['rule']} rule made this node" if o.get("rule") else "")
             lines.append(f"  module {o['module']}{cls}{rule}")
             if o.get("source"):
                 lines.append(f"  at {o['source']}: {o['code']}")
@@ -274,7 +275,7 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
               "max_abs": born.max_abs, "magnitude": born.magnitude, "atol": born.tolerance.atol,
               "rtol": born.tolerance.rtol, "born": how, "inputs": inputs, "module": named.get("module"),
               "class": named.get("class"), "source": named.get("source"), "code": named.get("code"),
-              "rule": named.get("rule")}
+              "rule": named.get("rule"), "folded": named.get("folded")}
     located = Located(str(graph.path.name), reference.label, other.label, case, origin, path, comparison.questions,
                       comparison.widest, len(graph.nodes))
     missing = sorted(comparison.not_compared)

@@ -27,6 +27,19 @@ def offer(path: Path, against: str | Path | None = None) -> str:
     return LOCATE_HINT.format(file=path.name, more=more) + " [--repro DIR]"
 
 
+def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
+    """Refuse, before verify runs, what --locate cannot trace: a file that is no ONNX graph, a
+    --repro folder that holds files already."""
+    from .repro import check_repro_dir
+
+    path = Path(path)
+    if read_model_file(path).kind != ONNX:
+        raise PtxError(f"--locate traces an ONNX graph; {path.name} is not one: export it to ONNX (`ptx export "
+                       "--module`) and give the TorchScript file as --against")
+    if repro is not None:
+        check_repro_dir(repro)
+
+
 def _row_to_locate(report):
     """The failed row to trace: the first that compared values against the file's reference."""
     from .verify_file import STORED
@@ -47,15 +60,10 @@ def _row_to_locate(report):
 def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=(), repro: str | Path | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> Located | None:
     """Trace the first disagreeing row of ``report`` (a FileVerifyReport); None where all agree."""
-    from .repro import check_repro_dir
     from .verify_file import Tolerances
 
     path = Path(report.path)
-    if report.kind != ONNX:
-        raise PtxError(f"--locate traces an ONNX graph; {path.name} is not one: export it to ONNX (`ptx export "
-                       "--module`) and give the TorchScript file as --against")
-    if repro is not None:
-        check_repro_dir(repro)
+    check_locatable(path, repro)
     row = _row_to_locate(report)
     if row is None:
         return None

@@ -42,8 +42,19 @@ def node_props(node) -> dict[str, str]:
     return {p.key: p.value for p in node.metadata_props}
 
 
+def folded_into(node, scope: str) -> str | None:
+    """The module a rewritten node's weight belongs to, where a rule folded ``scope`` into it: batch
+    norm folded into a convolution keeps the convolution's weight name (``layer3.1.conv2.weight``)
+    and the batch norm's scope (``layer3.1.bn2``). None where the node was not rewritten so."""
+    if RULE not in node_props(node) or len(node.input) < 2 or not node.input[1].endswith(".weight"):
+        return None
+    owner = node.input[1][:-len(".weight")]
+    sibling = owner.rpartition(".")[0] == scope.rpartition(".")[0]
+    return owner if owner != scope and sibling else None
+
+
 def module_of(node) -> dict | None:
-    """``{module, class, source, code, rule}`` for a node torch's exporter wrote, else None."""
+    """``{module, class, source, code, rule, folded}`` for a node torch's exporter wrote, else None."""
     props = node_props(node)
     scopes = _listed(props.get(SCOPES))
     if not scopes:
@@ -51,9 +62,12 @@ def module_of(node) -> dict | None:
     modules = scopes[:-1]  # the last scope is the aten op's own name
     classes = _listed(props.get(CLASSES))[:-1]
     module = next((m for m in reversed(modules) if m), "")
-    named = {"module": module or "(the model itself)",
-             "class": short_class(classes[len(modules) - 1]) if len(classes) >= len(modules) and classes else None,
-             "source": None, "code": None, "rule": props.get(RULE)}
+    cls = short_class(classes[len(modules) - 1]) if len(classes) >= len(modules) and classes else None
+    named = {"module": module or "(the model itself)", "class": cls, "source": None, "code": None,
+             "rule": props.get(RULE), "folded": None}
+    owner = folded_into(node, module)
+    if owner:  # name the module whose weight the node computes with; the folded one beside it
+        named.update(module=owner, **{"class": None}, folded=f"{module} ({cls})" if cls else module)
     frames = [m.groupdict() for m in _FRAME.finditer(props.get(STACK, ""))]
     users = [f for f in frames if not _TORCH_FILE.search(f["file"]) and "site-packages" not in f["file"]]
     if users:  # the innermost of the user's own frames: the line that called this module or op

@@ -25,7 +25,7 @@ from ptx.errors import PtxError
 
 from .locate import FRONTIER, Located, NothingToLocate, Step, tensor_error
 from .locate_graph import LocateGraph
-from .locate_names import RULE, module_of, node_props, scopes_of, short_class
+from .locate_names import RULE, folded_into, module_of, node_props, scopes_of, short_class
 
 
 def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
@@ -47,7 +47,13 @@ def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
     outputs = set(graph.output_names)
     found = []
     for scope, idx in members.items():
-        if scope not in modules or scope in rewritten:
+        chain = [scope]
+        if scope in rewritten:  # batch norm folded into its convolution: replay the two in turn
+            owner = folded_into(nodes[idx[0]], scope) if len(idx) == 1 else None
+            if owner is None or owner not in modules:
+                continue
+            chain = [owner, scope]
+        if any(m not in modules for m in chain):
             continue
         inside = set(idx)
         produced = {o for i in idx for o in nodes[i].output if o}
@@ -55,8 +61,8 @@ def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
                                  if t not in produced and (graph.comparable(t) or t in feeds)))
         outs = [t for t in produced if t in outputs or readers.get(t, set()) - inside]
         if len(ins) == 1 and len(outs) == 1:
-            found.append({"module": scope, "input": ins[0], "output": outs[0], "at": graph.produced_at[outs[0]],
-                          "depth": scope.count(".") + 1})
+            found.append({"module": chain[0], "chain": chain, "input": ins[0], "output": outs[0],
+                          "at": graph.produced_at[outs[0]], "depth": scope.count(".") + 1})
     return sorted(found, key=lambda c: (c["at"], -c["depth"]))
 
 
@@ -77,7 +83,7 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
         values = reference.values([t for c in chunk for t in (c["input"], c["output"])])
         questions += 1
         for c in chunk:
-            got = _replay(torch, modules[c["module"]], values[c["input"]])
+            got = _replay(torch, [modules[m] for m in c["chain"]], values[c["input"]])
             if got is None:
                 continue
             error = tensor_error(c["output"], got, values[c["output"]], tolerance_of)
@@ -95,7 +101,8 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
     node = graph.nodes[k]
     named = module_of(node) or {}
     submodule = modules[origin["module"]]
-    cls = named.get("class") if named.get("module") == origin["module"] else getattr(submodule, "original_name", None)
+    cls = named.get("class") if named.get("module") == origin["module"] and named.get("class") else \
+        getattr(submodule, "original_name", None)
     inputs = [{"name": c["input"], "kind": "computed" if c["input"] in graph.produced_at else "graph input",
                "shape": list(np.shape(x)), "max_abs": 0.0, "magnitude": float(np.abs(x).max()) if np.size(x) else 0.0,
                "departs": False}]
@@ -114,7 +121,7 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
                   "max_abs": error.max_abs, "magnitude": error.magnitude, "atol": error.tolerance.atol,
                   "rtol": error.tolerance.rtol, "born": born, "inputs": inputs, "module": origin["module"],
                   "class": short_class(cls) if cls else None, "source": named.get("source"),
-                  "code": named.get("code"), "rule": None}
+                  "code": named.get("code"), "rule": named.get("rule"), "folded": named.get("folded")}
     # the path: each enclosing module replayed the same way, then the whole model
     path = [Step(origin_doc["node"], node.op_type, c["output"], error.max_abs, True, origin["module"])]
     enclosing = [e for e in candidates if origin["module"].startswith(e["module"] + ".")]
@@ -122,7 +129,7 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
         values = reference.values([t for e in enclosing for t in (e["input"], e["output"])])
         questions += 1
         for e in sorted(enclosing, key=lambda e: -e["depth"]):
-            replayed = _replay(torch, modules[e["module"]], values[e["input"]])
+            replayed = _replay(torch, [modules[m] for m in e["chain"]], values[e["input"]])
             if replayed is not None:
                 err = tensor_error(e["output"], replayed, values[e["output"]], tolerance_of)
                 end = graph.nodes[e["at"]]
@@ -130,7 +137,7 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
                                  e["module"]))
     final = reference.values(graph.output_names)
     weights = graph.initializers
-    whole = _replay(torch, script, *[case.feeds[i.name] for i in graph.proto.graph.input if i.name not in weights])
+    whole = _replay(torch, [script], *[case.feeds[i.name] for i in graph.proto.graph.input if i.name not in weights])
     if whole is not None and len(graph.output_names) == 1:
         err = tensor_error(graph.output_names[0], whole, final[graph.output_names[0]], tolerance_of)
         path.append(Step("(the whole model)", "", graph.output_names[0], err.max_abs, err.departs, "(root)"))
@@ -142,7 +149,10 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
                       "outputs": [c["output"]], "node": k}
 
     def write_against(folder: Path) -> str:
-        submodule.save(str(folder / "against.pt"))  # the module's own TorchScript, its weights with it
+        # the module's own TorchScript, its weights with it (a folded pair: the two in turn)
+        piece = submodule if len(c["chain"]) == 1 else torch.jit.script(
+            torch.nn.Sequential(*[modules[m] for m in c["chain"]]))
+        piece.save(str(folder / "against.pt"))
         return "against.pt"
 
     return located, write_against
@@ -158,12 +168,14 @@ def _load(path: Path):
                        "file of the same module") from None
 
 
-def _replay(torch, module, *arrays):
-    """The module's answer on numpy inputs, as numpy; None where it cannot take them (a scope whose
-    one input is not the module's one argument)."""
+def _replay(torch, chain, *arrays):
+    """The modules' answer on numpy inputs (each fed the one before's), as numpy; None where they
+    cannot take them (a scope whose one input is not the module's one argument)."""
     try:
         with torch.inference_mode():
-            out = module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+            out = chain[0](*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+            for module in chain[1:]:
+                out = module(out)
     except Exception:  # noqa: BLE001 - such a scope is not replayable: skipped, the others still tell
         return None
     if isinstance(out, (tuple, list)):

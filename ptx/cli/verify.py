@@ -155,6 +155,10 @@ def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, r
     from ptx.infer.verify_file import verify_file
     from ptx.cli.options import open_options, plan_options
 
+    if locate:
+        from ptx.infer.locate_file import check_locatable
+
+        check_locatable(path, repro)
     report = verify_file(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
                          plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
                          batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
