@@ -199,11 +199,11 @@ class Located:
             lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): {error}max |value| {i['magnitude']:.2e}")
         if self.path:
             lines.append(f"path to output {self.path[-1].output} (max abs where each step's output leaves it):")
-            width = max(len(s.node) for s in self.path)
+            width, ops = max(len(s.node) for s in self.path), max(len(s.op) for s in self.path)
             for s in self.path:
                 where = f"  {s.module}" if s.module else ""
-                lines.append(f"  {s.node:<{width}}  {s.op:<14} {s.max_abs:.2e}  {'beyond' if s.departs else 'within'}"
-                             f"{where}")
+                lines.append(f"  {s.node:<{width}}  {s.op:<{ops}}  {s.max_abs:.2e}  "
+                             f"{'beyond' if s.departs else 'within'}{where}")
         lines += self.notes
         return "\n".join(lines)
 
