@@ -55,7 +55,7 @@ from ptx.errors import PtxError
                    "and the path to the output with the error at each step.")
 @click.option("--repro", type=click.Path(file_okay=False), metavar="DIR",
               help="With --locate: write the smallest graph that still disagrees to DIR (repro.onnx, inputs.npz, both "
-                   "sides' outputs, a README with the one command that shows it).")
+                   "sides' outputs, and a three-line note with the one command that shows it).")
 @model_file_options
 @generated_input_options
 @click.pass_context
