@@ -102,6 +102,7 @@ class Row:
     # A backend of this machine's (not --against's file) that ran no case: it cannot run the file,
     # which says nothing about the file's answers; it fails only under --strict.
     optional: bool = False
+    worst_case: int | None = None  # index of the case that disagrees most (what --locate traces)
 
     @property
     def ok(self) -> bool:
@@ -139,6 +140,8 @@ class FileVerifyReport:
     skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not asked (third opinion)
     notes: list[str] = field(default_factory=list)
     strict: bool = False  # a backend that cannot run the file fails, as a disagreement does
+    fed: list = field(default_factory=list, repr=False)  # the cases' inputs (what --locate feeds again)
+    against: str | Path | None = None  # --against's file (named in the --locate offer)
 
     @property
     def failed(self) -> list[Row]:
@@ -218,6 +221,10 @@ class FileVerifyReport:
         lines += [text[0], "-" * len(text[0]), *text[1:]]
         lines += [f"not run: {line}" for line in group_reasons(self.not_run)]
         lines += [f"skipped: {label}: {why}" for label, why in self.skipped.items()]
+        if self.failed and self.kind == ONNX:
+            from .locate_file import offer
+
+            lines.append(offer(self.path, self.against))
         lines.append(self.summary())
         return "\n".join(lines)
 
@@ -288,12 +295,16 @@ def compare_cases(row: Row, got: Mapping[int, Mapping[str, np.ndarray]], want: M
     reference's output names to the compared side's (outputs matched by position)."""
     shared = [i for i in want if i in got]
     row.cases = [cases[i].label for i in shared]
+    worst: dict[int, float] = {}
     for sig in signature.outputs:
         theirs = (names or {}).get(sig.name, sig.name)
         tolerance = tolerances.of(sig.name, sig.dtype, row.device)
         parts = [compare_output(sig.name, got[i][theirs], want[i][sig.name], tolerance, sig.batch_axis) for i in shared]
+        for i, p in zip(shared, parts):
+            worst[i] = max(worst.get(i, -1.0), math.inf if p.problem else p.needed_atol + p.beyond)
         if parts:
             row.outputs.append(merge(parts))
+    row.worst_case = max(worst, key=worst.get) if worst else None
     return row
 
 
@@ -355,7 +366,7 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
                                                   else "at the fixed shape (no input has a batch axis)"))
         where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
     report = FileVerifyReport(path, found.kind, reference_row.label, runtime_of(reference_row.label), signature, where,
-                              [c.label for c in cases], strict=strict)
+                              [c.label for c in cases], strict=strict, fed=list(cases), against=against)
     if changed:
         report.notes.append(changed)
     if save_inputs:

@@ -52,12 +52,19 @@ from ptx.errors import PtxError
 @click.option("--strict", is_flag=True,
               help="A model file: a backend that cannot run it fails the verdict (by default its row says it could "
                    "not run, and the verdict is over the rows that ran).")
+@click.option("--locate", is_flag=True,
+              help="An ONNX file: where a disagreement is born: on the case that disagrees most, the first node whose "
+                   "output departs while its inputs agree (its module and line of forward where torch exported it), "
+                   "and the path to the output with the error at each step.")
+@click.option("--repro", type=click.Path(file_okay=False), metavar="DIR",
+              help="With --locate: write the smallest graph that still disagrees to DIR (repro.onnx, inputs.npz, both "
+                   "sides' outputs, and a three-line note with the one command that shows it).")
 @model_file_options
 @generated_input_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-               all_rows, run, against, reference_file, save_reference, strict, declared_inputs, batch_axes,
-               ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+               all_rows, run, against, reference_file, save_reference, strict, locate, repro, declared_inputs,
+               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
     """Check that every backend gives eager's answers for model NAME, on real test samples; or, for a
     model FILE (an ONNX, TorchScript or pt2 file of your own), that every backend that can load it
     gives its reference's answers (ONNX: ort-cpu, with onnx.reference as a third opinion on small
@@ -69,13 +76,19 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     from ptx.errors import UnknownModelError
     from ptx.infer.verify import runs_with_artifacts
 
+    if repro and not locate:
+        raise click.UsageError("--repro DIR writes what --locate finds: add --locate")
+    if locate and not _model_file(name, "verify"):
+        raise click.UsageError("--locate traces a model file's graph: give the ONNX file (a tutorial model's export: "
+                               "ptx verify RUN_FOLDER/model.onnx --locate)")
     if _model_file(name, "verify"):
         _check_options(ctx, "verify", for_file=True)
         _verify_file(name, backends=backends, batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else None,
                      atol=atol, rtol=rtol, as_json=as_json, against=against, reference_file=reference_file,
                      save_reference=save_reference, declared_inputs=declared_inputs, batch_axes=batch_axes,
                      ignore_metadata=ignore_metadata, shapes=shapes, values=values, ranges=ranges,
-                     input_files=input_files, seed=seed, strict=strict, save_inputs=save_inputs)
+                     input_files=input_files, seed=seed, strict=strict, save_inputs=save_inputs, locate=locate,
+                     repro=repro)
     _check_options(ctx, "verify", for_file=False)
     atol, rtol = _tutorial_tolerance(atol, "--atol"), _tutorial_tolerance(rtol, "--rtol")
     if all_models and (name or run):
@@ -139,19 +152,49 @@ def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, r
 
 def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
                  declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
-                 strict=False, save_inputs=None) -> None:
+                 strict=False, save_inputs=None, locate=False, repro=None) -> None:
     """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
     from ptx.contract.tensor_inputs import VERIFY_BATCHES
     from ptx.infer.verify_file import verify_file
     from ptx.cli.options import open_options, plan_options
 
+    if locate:
+        from ptx.infer.locate_file import check_locatable
+
+        check_locatable(path, repro)
     report = verify_file(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
                          plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
                          batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
                          reference_file=reference_file, save=save_reference, strict=strict, save_inputs=save_inputs,
                          progress=lambda msg: click.echo(f"verify: {msg}", err=True))
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    located = _locate(report, against, atol, rtol, repro, as_json) if locate else None
+    doc = report.to_dict()
+    if locate:
+        doc["locate"] = located.to_dict() if located is not None else None
+    click.echo(json.dumps(doc, indent=2) if as_json else report.table())
+    if located is not None and not as_json:
+        click.echo("\n" + located.text() + (f"\nrepro: {located.repro['folder']} ({located.repro['nodes']} "
+                                             f"node{'s' * (located.repro['nodes'] != 1)}): {located.repro['command']}"
+                                             if located.repro else ""))
     sys.exit(report.exit_status)
+
+
+def _locate(report, against, atol, rtol, repro, as_json):
+    """--locate after a file's verify: where its first disagreeing row is born (None: all agree)."""
+    from ptx.infer.locate import NothingToLocate
+    from ptx.infer.locate_file import locate_report
+
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
+    if not report.failed:
+        say("nothing to locate: every backend agrees" if report.exit_status == 0 else
+            "nothing to locate: nothing was compared")
+        return None
+    try:
+        return locate_report(report, against=against, atol=atol, rtol=rtol, repro=repro,
+                             progress=lambda msg: say(f"verify: {msg}"))
+    except NothingToLocate as exc:
+        say(str(exc))
+        return None
 
 
 def _verify_help() -> None:
