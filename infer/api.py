@@ -1,14 +1,18 @@
 """load(): model name, run folder, model file or nn.Module -> a Model for one backend of the registry."""
 from __future__ import annotations
 
+import json
 import os
+import sys
 import warnings
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
 from ptx.contract.runs import run_folders, run_model
+from ptx.contract.tensors import TensorSig, parse_declaration
 from ptx.errors import (ArtifactError, MissingArtifactError, NotPtxArtifactError, PtxError, StaleArtifactWarning,
                         UnknownModelError,
                         UnusablePrecisionWarning)
@@ -18,6 +22,9 @@ from . import backends
 from .model import Model
 
 DEFAULT_BACKEND = "ort-cpu"
+# A user's own file: the backend that opens it by default, and how a one-line error calls it.
+DEFAULT_FILE_BACKEND = {"onnx": "ort-cpu", "torchscript": "torchscript", "pt2": "aoti"}
+KIND_NAMES = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a pt2 package"}
 DEVICES = ("cpu", "cuda")
 ARTIFACT_SUFFIXES = {Path(f).suffix for f in ARTIFACT_FILES.values()}  # .pt, .onnx, .pt2
 
@@ -206,8 +213,6 @@ def load(model_or_path, backend: str | None = None, *, root: str | Path = DEFAUL
     ``precision`` (f32, bf16, int8) is one the backend runs: int8 reads model.int8.onnx (from
     ``ptx export NAME --format onnx-int8``); default f32, or the file's own for a path.
     """
-    from .own_model import is_module, open_module, open_own_model
-
     if is_module(model_or_path):
         return open_module(model_or_path, inputs, device)
     if not isinstance(model_or_path, (str, os.PathLike)):
@@ -264,3 +269,89 @@ def _warned(predictor: Model) -> Model:
     if predictor.unusable:
         warnings.warn(predictor.unusable, UnusablePrecisionWarning, stacklevel=3)
     return predictor
+
+
+# -- a user's own model: a file ptx did not write (or wrote from a user's module), or a live nn.Module --
+
+
+def as_declarations(inputs: Sequence[TensorSig | str] | None) -> tuple[TensorSig, ...]:
+    """``inputs=`` as the library takes it: TensorSigs or ``"name=shape:dtype"`` strings."""
+    return tuple(t if isinstance(t, TensorSig) else parse_declaration(str(t)) for t in (inputs or ()))
+
+
+def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple[object, str]:
+    """(Backend, device) for ``backend`` (a name or a label such as ort-cuda / torchscript-cuda) on
+    a file of ``kind``; one line naming the ones that fit otherwise."""
+    name = backend or DEFAULT_FILE_BACKEND[kind]
+    fitting = backends.file_pairs(kind)
+    for b, d in fitting:
+        if name == b.label(d) or (name == b.name and (device is None or d == device.split(":")[0])):
+            return b, (device if device and device.split(":")[0] == d else d)
+    offered = ", ".join(dict.fromkeys(b.label(d) for b, d in fitting))
+    raise PtxError(f"backend {name}{'' if device is None else f' on {device}'} does not run {KIND_NAMES[kind]}; "
+                   f"these do: {offered}")
+
+
+def open_own_model(path: str | Path, backend: str | None = None, *, device: str | None = None,
+                   precision: str | None = None, inputs: Sequence[TensorSig | str] | None = None,
+                   batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
+                   probe: bool = True) -> Model:
+    """A Model (a runner without a head) for the model file at ``path`` through ``backend`` (default: the file's own
+    runtime on the CPU). ``inputs`` declares what a TorchScript or pt2 file takes; ``batch_axes``
+    ({name: axis or None}) overrides where ptx reads each input's batch. A file ptx did not write is
+    first opened in a child process (``probe``): ONNX Runtime, OpenVINO and torch's loaders have
+    crashed on malformed graphs, and a crash there is one line, never the end of ptx."""
+    from .model_files import read_model_file
+
+    path = Path(path)
+    found = read_model_file(path)
+    chosen, device = resolve_backend(found.kind, backend, device)
+    declared = as_declarations(inputs)
+    options = {"inputs": declared, "batch_axes": dict(batch_axes or {}), "ignore_metadata": ignore_metadata}
+    if probe and (ignore_metadata or not found.metadata):
+        probe_in_child(path, chosen.label(device), device, declared, batch_axes, ignore_metadata)
+    return Model(chosen.open_file(path, device, precision or FULL_PRECISION, **options))
+
+
+PROBE = """
+import json, sys
+from ptx.errors import PtxError
+from ptx.infer.api import open_own_model
+args = json.loads(sys.argv[1])
+try:
+    open_own_model(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
+                   batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
+except PtxError:
+    pass  # refused in one line: the parent opens it again and says so
+"""
+
+
+def probe_in_child(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
+                   batch_axes: Mapping[str, int | None] | None, ignore_metadata: bool) -> None:
+    """Open the file in a fresh interpreter first: a runtime that crashes on it crashes there, and
+    ptx says so in one line (ChildCrashError) instead of dying with it."""
+    from ptx.export.child import run_child
+
+    args = probe_args(path, backend, device, declared, batch_axes, ignore_metadata)
+    run_child(PROBE, json.dumps(args), what=f"{backend} opening {path.name}")
+
+
+def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
+               batch_axes: Mapping[str, int | None] | None, ignore_metadata: bool) -> dict:
+    """What the child needs to open the file as the parent would (PROBE's argument, as JSON)."""
+    return {"path": str(path), "backend": backend, "device": device,
+            "inputs": [f"{t.name}={','.join(map(str, t.shape))}:{t.dtype}" if t.shape else f"{t.name}=:{t.dtype}"
+                       for t in declared],
+            "batch_axes": dict(batch_axes or {}), "ignore_metadata": ignore_metadata}
+
+
+def is_module(obj) -> bool:
+    """An nn.Module, told without importing torch (an app that holds one has imported it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def open_module(module, inputs: Sequence[TensorSig | str] | None, device: str | None = None) -> Model:
+    from .torch_runner import open_module as module_runner
+
+    return Model(module_runner(module, as_declarations(inputs), device or "cpu"))

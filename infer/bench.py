@@ -1,19 +1,27 @@
 """ptx bench: latency percentiles and throughput per backend and batch size (Triton perf_analyzer,
-small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio."""
+small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio.
+
+One bench for every model: each row times ``Model.run(feeds)``, the runner's named-tensor call,
+beside the runner's ``bare(feeds)`` (and, on a GPU, its ``resident`` ceiling). What differs is only
+where the models and inputs come from: a tutorial model's artifacts in its run folder, its head
+making pictures, tokens or rows (throughput in images/s); or a model file on every backend that
+reads it, fed seeded tensors from its signature or the user's samples (samples/s, or runs/s where
+no input has a batch axis)."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
-from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
+from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from . import backends as registry
 from .api import open_model, require_run
@@ -21,6 +29,7 @@ from .api import open_model, require_run
 # The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
 # (--batch-sizes 1,64,1024 --seconds 1 --rounds 6, as scripts/bench.py times) is for the record.
 DEFAULT_BATCH_SIZES = (1, 64)
+DEFAULT_FILE_BATCH_SIZES = BENCH_BATCHES
 DEFAULT_SECONDS = 0.25  # timed seconds per runner and batch size, shared out over the rounds
 DEFAULT_ROUNDS = 4
 
@@ -108,13 +117,13 @@ def _row(runner, device, batch, latencies) -> BenchRow:
                     round(batch / float(np.median(latencies)), 1), len(latencies))
 
 
-def in_host_buffer(predictor, x: np.ndarray, leases: contextlib.ExitStack) -> np.ndarray:
-    """``x`` where a caller on this backend would keep a batch: in one of the predictor's reused,
+def in_host_buffer(model, x: np.ndarray, leases: contextlib.ExitStack) -> np.ndarray:
+    """``x`` where a caller on this backend would keep a batch: in one of the model's reused,
     page-locked host buffers on a GPU (serve's batcher joins requests into them), as it is on the
     CPU. The bare peer is fed the same array, so both pay the same host copies."""
-    if predictor.host is None:
+    if model.host is None:
         return x
-    buffer = leases.enter_context(predictor.host.lease(x.shape, x.dtype))
+    buffer = leases.enter_context(model.host.lease(x.shape, x.dtype))
     np.copyto(buffer, x)
     return buffer
 
@@ -175,11 +184,67 @@ class Fastest:
 ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 
+@dataclass
+class Case:
+    """One set of inputs every model of a bench is timed on: a row per model and case."""
+
+    label: str  # "batch 8", "fixed shape", "samples.npz"
+    batch: int | None  # the size of the batch axis, where the inputs have one
+    feeds: dict[str, np.ndarray] | None = None  # a model file's; a tutorial model's head makes its own
+
+
+def head_feeds(model, case: Case) -> dict[str, np.ndarray]:
+    """A tutorial model's inputs at the case's batch, made by its head: raw pictures for an --input
+    uint8 artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
+    head = model.head
+    make = bench_pictures if head.info.raw_input is not None else bench_inputs
+    return {head.input_name: make(head.contract, case.batch)}
+
+
+def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[object, Case], dict], *,
+                skipped: dict[str, str], bare: bool, warmup: int, seconds: float, rounds: int,
+                progress: Callable[[str], None]) -> list[BenchRow]:
+    """Each opened (label, Backend, device, precision, Model) timed at each case, all in the same
+    alternating rounds per case: ``Model.run`` beside its runner's bare call on the same inputs (in
+    the model's host buffers on a GPU, so both pay the same copies) and, on CUDA, the resident
+    ceiling. A model that cannot run a case is that row's entry in ``skipped``, not timed."""
+    rows: list[BenchRow] = []
+    for case in cases:
+        names, calls = [], []
+        with contextlib.ExitStack() as leases:  # host buffers the inputs lie in, held until timed
+            for label, backend, device, precision, model in opened:
+                try:  # once untimed: inputs the model cannot take are said, not timed
+                    feeds = check_feeds(model.signature, feeds_of(model, case), model.name)
+                    model.run(feeds)
+                except Exception as exc:  # noqa: BLE001 - that row only; the others are timed
+                    skipped[f"{label} {case.label}"] = (str(exc) if isinstance(exc, PtxError) else
+                                                        f"{type(exc).__name__}: {first_line(exc)}")
+                    continue
+                progress(f"{label} {case.label}")
+                feeds = {n: in_host_buffer(model, x, leases) for n, x in feeds.items()}
+                names.append((label, device, precision, None, None))
+                calls.append(functools.partial(model.run, feeds))
+                if not bare:
+                    continue
+                bare_name, call = model.bare(feeds)
+                names.append((f"{bare_name} ({label})", device, precision, label, None))
+                calls.append(call)
+                if backend.resident and device.startswith("cuda"):
+                    # Not a peer: no ptx row can pay less than the host copies it leaves out.
+                    resident_name, call = model.runner.resident(feeds)
+                    names.append((f"{resident_name} ({label})", device, precision, None, label))
+                    calls.append(call)
+            if calls:
+                rows += timed_rows(names, calls, case.batch or 1, warmup=warmup, seconds=seconds, rounds=rounds)
+    return rows
+
+
 def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
           root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = DEFAULT_SECONDS,
           bare: bool = True, rounds: int = DEFAULT_ROUNDS, progress: Callable[[str], None] = lambda _: None,
           run: str | Path | None = None) -> tuple[list[BenchRow], dict[str, str]]:
-    """Time every (backend, device, precision) ``backends`` pick, each next to its bare runtime.
+    """Time every (backend, device, precision) ``backends`` pick for tutorial model ``name``, each
+    next to its bare runtime.
 
     The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same
     alternating rounds per batch size, so their ratios hold on a shared machine; the torch
@@ -189,6 +254,7 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
     rows: list[BenchRow] = []
     skipped: dict[str, str] = {}
     chosen = registry.variants(backends)
+    cases = [Case(f"batch {b}", b) for b in batch_sizes]
     for needs_torch in (False, True):
         opened = []
         for backend, device, precision in (v for v in chosen if v[0].needs_torch == needs_torch):
@@ -198,40 +264,110 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                 skipped[label] = why
                 continue
             try:
-                opened.append((backend, device, precision, label, open_model(name, backend.name, root, device, precision,
-                                                                           run)))
+                opened.append((label, backend, device, precision,
+                               open_model(name, backend.name, root, device, precision, run)))
             except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or not on this CPU
                 skipped[label] = str(exc)
-        for batch in batch_sizes:
-            calls, names = [], []
-            leases = contextlib.ExitStack()  # host buffers the inputs lie in, held until timed
-            for backend, device, precision, label, predictor in opened:
-                progress(f"{label} batch {batch}")
-                if predictor.info.raw_input is not None:  # --input uint8: timed as predict feeds it, raw pictures
-                    x = in_host_buffer(predictor, bench_pictures(predictor.contract, batch), leases)
-                    calls.append(functools.partial(predictor.predict_pictures, x))
-                else:
-                    x = in_host_buffer(predictor, bench_inputs(predictor.contract, batch), leases)
-                    calls.append(functools.partial(predictor.predict_array, x))
-                names.append((label, device, precision, None, None))
-                if bare:
-                    feeds = {predictor.graph_input.name: x}
-                    bare_name, call = predictor.bare(feeds)
-                    calls.append(call)
-                    names.append((f"{bare_name} ({label})", device, precision, label, None))
-                    if backend.resident and device.startswith("cuda"):
-                        # Not a peer: no ptx row can pay less than the host copies it leaves out.
-                        resident_name, call = predictor.runner.resident(feeds)
-                        calls.append(call)
-                        names.append((f"{resident_name} ({label})", device, precision, None, label))
-            if not calls:
-                continue
-            with leases:
-                rows += timed_rows(names, calls, batch, warmup=warmup, seconds=seconds, rounds=rounds)
+        rows += time_models(opened, cases, head_feeds, skipped=skipped, bare=bare, warmup=warmup, seconds=seconds,
+                            rounds=rounds, progress=progress)
         del opened  # frees sessions' thread pools before the next group is timed
     if not rows:
         raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in skipped.items()))
     return rows, skipped
+
+
+@dataclass
+class PathBench:
+    """``bench_path``'s answer: a model file's rows, what was not timed and why, and notes on its inputs."""
+
+    path: Path
+    unit: str  # samples/s, or runs/s for a model without a batch axis
+    rows: list[BenchRow] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not timed
+    notes: list[str] = field(default_factory=list)
+
+    def text(self, markdown: bool = False) -> str:
+        from .own_runs import group_reasons
+
+        skipped = dict(self.skipped)
+        if not markdown:  # one line per reason, as verify says it
+            skipped = {labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(skipped))}
+        table = (to_markdown if markdown else to_text)(self.path.name, self.rows, skipped, self.unit)
+        return "\n".join([*self.notes, table])
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "unit": self.unit, "rows": rows_to_dicts(self.rows), "skipped": self.skipped,
+                "notes": self.notes}
+
+
+def path_cases(signature, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int,
+               notes: list[str]) -> list[Case]:
+    """A model file's cases: one per batch size of the user's samples, else seeded inputs per batch size."""
+    from .own_runs import file_cases, generated_cases, has_batch
+
+    if input_files:
+        by_batch = {}
+        for case in file_cases(input_files, signature):  # one case per batch size: rows are per batch size
+            by_batch.setdefault(case.batch, Case(case.label, case.batch, case.feeds))
+        notes.append(f"timed on the samples given ({', '.join(c.label for c in by_batch.values())})")
+        return list(by_batch.values())
+    chosen = plan_inputs(signature, **(plan or {}))
+    if chosen.describe_choices():
+        notes.append(chosen.describe_choices())
+    if not has_batch(signature):
+        notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
+                     "throughput is calls per second")
+    return [Case(c.label, c.batch, c.feeds) for c in generated_cases(signature, chosen, batch_sizes, seed)]
+
+
+def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
+               plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int = 0,
+               batch_sizes: Sequence[int] = DEFAULT_FILE_BATCH_SIZES, warmup: int = 10,
+               seconds: float = DEFAULT_SECONDS, rounds: int = DEFAULT_ROUNDS, bare: bool = True,
+               progress: Callable[[str], None] = lambda _: None) -> PathBench:
+    """Time the model file at ``path`` on every backend ``backends`` picks (default: all that read
+    it), each beside its bare runtime call (a bare ``InferenceSession.run`` for the ONNX Runtime
+    rows). The torch-free runtimes are timed first and torch's after them, as bench() does and for
+    its reason (torch's idle threads slowed ONNX Runtime once torch had run)."""
+    from .model_files import read_model_file
+    from .own_runs import file_backends, group_reasons, has_batch, open_options_for, open_rows
+
+    path = Path(path)
+    found = read_model_file(path)
+    options = open_options_for(found, options or {})
+    result = PathBench(path, "samples/s")
+    chosen = file_backends(found.kind, backends)
+    cases: list[Case] | None = None
+    for needs_torch in (False, True):
+        group = []
+        for row in (r for r in chosen if r.backend.needs_torch == needs_torch):
+            why = row.unavailable()
+            if why:
+                result.skipped[row.label] = why
+            else:
+                group.append(row)
+        if group:
+            progress(f"opening {path.name} with {', '.join(r.label for r in group)}")
+        opened, models = [], open_rows(path, group, options)
+        for row in group:
+            model = models[row.label]
+            if isinstance(model, Exception):
+                result.skipped[row.label] = f"cannot open it: {model}"
+            else:
+                opened.append((row.label, row.backend, row.device, model.precision, model))
+        if not opened:
+            continue
+        if cases is None:
+            signature = opened[0][-1].signature
+            cases = path_cases(signature, plan, input_files, batch_sizes, seed, result.notes)
+            result.unit = "samples/s" if has_batch(signature) else "runs/s"
+        result.rows += time_models(opened, cases, lambda _, case: case.feeds, skipped=result.skipped, bare=bare,
+                                   warmup=warmup, seconds=seconds, rounds=rounds, progress=progress)
+        del opened  # frees sessions' thread pools before the next group is timed
+    if not result.rows:
+        reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
+        raise PtxError(f"no backend could run {path.name} here: {reasons}")
+    return result
 
 
 def fastest(rows: list[BenchRow], verified: set[str]) -> list[Fastest]:

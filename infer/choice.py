@@ -97,17 +97,17 @@ def _geomean(values: list[float]) -> float:
 def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) -> float:
     """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
     inputs (speed does not depend on the values for these models)."""
-    from .bench import bench_inputs
+    from .bench import Case, head_feeds
 
     predictor = open_model(model, row["backend"], root or run_dir.parent, row["device"], row["precision"],
                            run=run_dir)
     rates = []
     for batch in sorted({1, max_batch_size}):
-        x = bench_inputs(predictor.contract, batch)
-        predictor.predict_array(x)  # warm-up: first calls allocate
+        feeds = head_feeds(predictor, Case(f"batch {batch}", batch))  # timed as bench times it: run()
+        predictor.run(feeds)  # warm-up: first calls allocate
         calls, started = 0, time.perf_counter()
         while time.perf_counter() - started < TIMING_S:
-            predictor.predict_array(x)
+            predictor.run(feeds)
             calls += 1
         rates.append(calls * batch / (time.perf_counter() - started))
     del predictor

@@ -159,10 +159,6 @@ class Model:
             head.check_input(x)
         return run_on_device({self._input: x})[self._output]
 
-    def interpret(self, outputs: np.ndarray, samples: np.ndarray,
-                  sources: Sequence[str | None] | None = None) -> list[Prediction]:
-        return self._head("interpret()").interpret(outputs, samples, sources)
-
     def prepare_one(self, item, raw: bool = False, name: str | None = None) -> np.ndarray:
         return self._head("prepare_one()").prepare_one(item, raw=raw, name=name)
 
@@ -171,6 +167,3 @@ class Model:
 
     def text_lines(self, item, name: str) -> list[str]:
         return self._head("text_lines()").text_lines(item, name)
-
-    def check_input(self, x) -> None:
-        self._head("check_input()").check_input(x)

@@ -19,7 +19,7 @@ from ptx.errors import PtxError
 
 from . import backends as registry
 from .model_files import ModelFile, read_model_file
-from .own_model import DEFAULT_FILE_BACKEND, KIND_NAMES, as_declarations, open_own_model, probe_args
+from .api import DEFAULT_FILE_BACKEND, KIND_NAMES, as_declarations, open_own_model, probe_args
 
 NO_GPU = "no GPU"
 
@@ -105,7 +105,7 @@ def open_file_model(path: Path, row: FileBackend, options: Mapping, probe: bool 
 PROBE_ROWS = """
 import json, sys
 from ptx.errors import PtxError
-from ptx.infer.own_model import open_own_model
+from ptx.infer.api import open_own_model
 for args in json.loads(sys.argv[1]):
     try:
         open_own_model(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],

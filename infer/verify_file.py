@@ -39,7 +39,7 @@ from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError, first_line
 
 from .model_files import ONNX, WEIGHTS_KEY, read_model_file, recorded_signature, weights_digest
-from .own_model import KIND_NAMES
+from .api import KIND_NAMES
 from .own_runs import (Case, FileBackend, file_backends, file_cases, generated_cases, group_reasons, open_options_for,
                        open_rows)
 

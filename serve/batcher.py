@@ -7,16 +7,19 @@ larger batch it waits, at most ``max_delay`` from the oldest request's arrival, 
 rows as last time. Under load batches therefore form from what arrives while the model runs, and a
 single client sees the unbatched latency.
 
-Requests are merged along the model's batch axis. Models whose inputs differ in another dimension
-(token models: the sequence length) are merged only when the model allows it: padded at the end with
-its pad id when its output does not depend on the length (gru-classifier); else only requests of the
-same length share a batch (rnn-hello's output has one row per position). A batch that fails in the
-runtime is run again request by request, so one bad request never fails its batch-mates.
+Requests are merged by input name, each input along its own batch axis, and the batch's outputs split
+back along each output's own. Requests whose inputs differ in another dimension share a batch only
+where the model allows it: a token model's sequence is padded at the end with its pad id when its
+output does not depend on the length (gru-classifier); anything else (rnn-hello's one row per
+position, a user's model, where ptx cannot know what padding would change) only with requests of
+the same shapes. A batch that fails in the runtime is run again request by request, so one bad
+request never fails its batch-mates.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,58 +30,76 @@ import numpy as np
 
 @dataclass
 class Merge:
-    """How requests' inputs combine into one batch: the batch axis of the input, the axis whose
-    length may differ between requests (None: all dims but the batch are fixed), and the value to
-    pad it with (None: only equal lengths share a batch)."""
+    """How requests' inputs (arrays by name) combine into one batch, and its outputs split back:
+    ``inputs`` and ``outputs`` are each tensor's batch axis by name; ``pads`` the inputs whose
+    ``axis`` may differ between requests, padded to the longest with ``value``."""
 
-    batch_axis: int = 0
-    ragged_axis: int | None = None
-    pad_value: int | None = None
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+    pads: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    def rows(self, x: np.ndarray) -> int:
+    @classmethod
+    def of(cls, signature, pads: dict[str, tuple[int, int]] | None = None) -> "Merge":
+        """The merge of a signature whose every tensor has a batch axis (``Signature.batched``)."""
+        return cls({t.name: t.batch_axis for t in signature.inputs}, {t.name: t.batch_axis for t in signature.outputs},
+                   dict(pads or {}))
+
+    def rows(self, feeds: dict[str, np.ndarray]) -> int:
         """How many rows a request brings to a batch."""
-        return x.shape[self.batch_axis]
+        name, axis = next(iter(self.inputs.items()))
+        return feeds[name].shape[axis]
 
-    def key(self, x: np.ndarray):
-        """Requests with equal keys may share a batch."""
-        if self.ragged_axis is None or self.pad_value is not None:
-            return None
-        return x.shape[self.ragged_axis]
+    def key(self, feeds: dict[str, np.ndarray]):
+        """Requests with equal keys may share a batch: every dimension but the batch and the padded."""
+        return tuple(tuple(d for i, d in enumerate(feeds[name].shape) if i != axis and i != self.pads.get(name, (-1,))[0])
+                     for name, axis in self.inputs.items())
 
-    def join(self, xs: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
-        """One batch of ``xs``, written into ``out`` (of ``joined_shape(xs)``) when given."""
-        if len(xs) == 1 and out is None:
-            return xs[0]
-        if self.ragged_axis is not None and self.pad_value is not None:
-            longest = max(x.shape[self.ragged_axis] for x in xs)
-            xs = [self._pad(x, longest) for x in xs]
-        return np.concatenate(xs, axis=self.batch_axis, out=out)
+    def join(self, batch: list[dict[str, np.ndarray]], out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """One batch of the requests' inputs, written into ``out`` (of ``joined_shapes``) when given."""
+        if len(batch) == 1 and out is None:
+            return batch[0]
+        joined = {}
+        for name, axis in self.inputs.items():
+            parts = [feeds[name] for feeds in batch]
+            if name in self.pads:
+                parts = self._padded(parts, *self.pads[name])
+            joined[name] = np.concatenate(parts, axis=axis, out=None if out is None else out[name])
+        return joined
 
-    def joined_shape(self, xs: list[np.ndarray]) -> tuple[int, ...]:
-        shape = list(xs[0].shape)
-        shape[self.batch_axis] = sum(x.shape[self.batch_axis] for x in xs)
-        if self.ragged_axis is not None and self.pad_value is not None:
-            shape[self.ragged_axis] = max(x.shape[self.ragged_axis] for x in xs)
-        return tuple(shape)
+    def joined_shapes(self, batch: list[dict[str, np.ndarray]]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Each input's (shape, dtype) once the requests are joined."""
+        shapes = {}
+        for name, axis in self.inputs.items():
+            shape = list(batch[0][name].shape)
+            shape[axis] = sum(feeds[name].shape[axis] for feeds in batch)
+            if name in self.pads:
+                ragged = self.pads[name][0]
+                shape[ragged] = max(feeds[name].shape[ragged] for feeds in batch)
+            shapes[name] = (tuple(shape), np.result_type(*(feeds[name] for feeds in batch)))
+        return shapes
 
-    def split(self, out, rows: list[int]) -> list[np.ndarray]:
-        """A batch's outputs (the Predictor's: batch first) -> each request's rows."""
-        out = np.asarray(out)
+    def split(self, out: dict[str, np.ndarray], rows: list[int]) -> list[dict[str, np.ndarray]]:
+        """A batch's outputs by name -> each request's rows, along each output's batch axis."""
+        if len(rows) == 1:
+            return [out]
         starts = np.cumsum([0, *rows])
-        return [out[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        return [{name: np.take(value, np.arange(a, b), axis=self.outputs[name]) for name, value in out.items()}
+                for a, b in zip(starts[:-1], starts[1:])]
 
-    def _pad(self, x: np.ndarray, length: int) -> np.ndarray:
-        missing = length - x.shape[self.ragged_axis]
-        if not missing:
-            return x
-        widths = [(0, 0)] * x.ndim
-        widths[self.ragged_axis] = (0, missing)
-        return np.pad(x, widths, constant_values=self.pad_value)
+    @staticmethod
+    def _padded(parts: list[np.ndarray], axis: int, value: int) -> list[np.ndarray]:
+        longest = max(x.shape[axis] for x in parts)
+        padded = []
+        for x in parts:
+            widths = [(0, 0)] * x.ndim
+            widths[axis] = (0, longest - x.shape[axis])
+            padded.append(np.pad(x, widths, constant_values=value) if longest > x.shape[axis] else x)
+        return padded
 
 
 @dataclass
 class _Pending:
-    x: object  # what the merge joins: an array, or a tensor model's inputs by name
+    x: dict  # the request's inputs by name
     rows: int
     key: object
     future: asyncio.Future
@@ -86,12 +107,11 @@ class _Pending:
 
 
 class Batcher:
-    """``await submit(x)`` -> the model's outputs for ``x``'s rows. ``run`` is the runtime call (a
-    Predictor's predict_array, a tensor model's _run); it runs in ``workers`` threads, off the event
-    loop. ``merge`` joins requests into one batch and splits its outputs back (Merge: one array,
-    batch first out; serve/tensor_model.py's TensorMerge: inputs and outputs by name).
-    ``host``: the predictor's reused (page-locked) host buffers, where it has them: requests are
-    joined straight into one, so the batch crosses to the GPU by DMA with no copy more than today's."""
+    """``await submit(feeds)`` -> the model's outputs by name for ``feeds``' rows. ``run`` is the
+    runtime call (checked inputs by name -> outputs by name: a runner's ``_run``); it runs in
+    ``workers`` threads, off the event loop. ``merge`` joins requests into one batch and splits its
+    outputs back. ``host``: the model's reused (page-locked) host buffers, where it has them: each
+    input of a joined batch is written straight into one, so it crosses to the GPU by DMA."""
 
     def __init__(self, run: Callable, *, merge: Merge, max_batch_size: int,
                  max_delay_s: float, workers: int = 1, on_batch: Callable[[int], None] = lambda rows: None,
@@ -188,8 +208,10 @@ class Batcher:
         """Join the requests (in a worker thread, off the event loop) and run them."""
         if self.host is None or len(xs) == 1:
             return self.run(self.merge.join(xs))
-        with self.host.lease(self.merge.joined_shape(xs), np.result_type(*xs)) as batch:
-            return self.run(self.merge.join(xs, out=batch))  # the predictor's outputs are its own arrays
+        with contextlib.ExitStack() as leases:
+            buffers = {name: leases.enter_context(self.host.lease(shape, dtype))
+                       for name, (shape, dtype) in self.merge.joined_shapes(xs).items()}
+            return self.run(self.merge.join(xs, out=buffers))  # the runtime's outputs are its own arrays
 
     async def _execute_alone(self, p: _Pending) -> None:
         try:

@@ -1,32 +1,39 @@
 """One model behind the protocol: what a request may send it, checked before it is queued (so a bad
 request fails alone), and what it answers.
 
-Each model takes either of two inputs:
+Every model takes its named tensors, with the names, datatypes and dims its v2 metadata and its
+config.pbtxt say (-1 for every symbolic dimension): a user's file its own signature; a tutorial
+model the tensor `ptx export NAME --format triton` configures (``input``), so a tritonclient program
+written for that Triton repository runs unchanged. It answers with its named outputs, with Triton's
+classification extension (``class_count``) on an output of class scores.
 
-- its own tensor (``input`` for most models), with the names, datatypes and dims of the config.pbtxt
-  that `ptx export NAME --format triton` writes: a tritonclient program written for that Triton
-  repository runs unchanged; answered by the model's output (``logits``), with Triton's
-  classification extension (``class_count``) when asked;
-- what a user has: ``image`` (BYTES: encoded PNG/JPEG/... files) for picture models, ``text``
-  (BYTES: UTF-8 strings: a number, a CSV row of features, a word) for the others, prepared by the
-  artifact's own pipeline exactly as `ptx predict` prepares a file; answered by ``label`` (BYTES,
-  the label's name) and ``probabilities`` (FP32), or ``value`` (FP32) for a regression.
+A tutorial model's head adds what a user has: ``image`` (BYTES: encoded PNG/JPEG/... files) for
+picture models, ``text`` (BYTES: UTF-8 strings: a number, a CSV row of features, a word) for the
+others, prepared by the artifact's own pipeline exactly as `ptx predict` prepares a file; answered by
+``label`` (BYTES, the label's name) and ``probabilities`` (FP32), or ``value`` (FP32) for a regression.
+
+Requests are joined by the dynamic batcher only where every input and output has a batch axis
+(``Signature.batched``); any other model (a scalar input, a batch fixed by the exporter) runs
+request by request, on the same inference threads.
 """
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ptx.contract import Contract, DType, InputKind, Task
-from ptx.contract.names import BATCH, SEQ
+from ptx.contract import DType, InputKind, Task
+from ptx.contract.names import SEQ
 from ptx.contract.pictures import picture_samples
-from ptx.contract.protocol import CLIENT_TYPES, TritonBackend, model_config, tensor_names
+from ptx.contract.protocol import TritonBackend, model_config, signature_config
+from ptx.contract.tensor_compare import class_scores
+from ptx.contract.tensor_inputs import check_feeds
+from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import collate, length_groups, to_model_input
-from ptx.errors import InputError
-from ptx.infer.head import Prediction
+from ptx.errors import InputError, ModelRunError
+from ptx.infer.head import Head, Prediction
 from ptx.infer.model import Model
 
 from .batcher import Batcher, Merge
@@ -36,13 +43,14 @@ IMAGE_INPUT, TEXT_INPUT = "image", "text"
 LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 VERSION = "1"
 PLATFORMS = {"ort-cpu": "onnxruntime_onnx", "ort-cuda": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
+TRITON_KINDS = {"onnxruntime_onnx": "onnx", "pytorch_libtorch": "torchscript"}  # a user's file's config, by platform
 
 
 @dataclass
 class RequestedOutput:
     name: str
     binary: bool | None = None  # None: the request's default
-    classification: int = 0  # Triton's classification extension: the top k as "value:index:label"
+    classification: int = 0  # Triton's classification extension: the top k as "value:index[:label]"
 
 
 @dataclass
@@ -54,123 +62,174 @@ class InferRequest:
 
 
 class ServedModel:
-    """A tutorial model (a runner and its head) behind a dynamic batcher, speaking in protocol tensors."""
+    """A model (a runner, and a head where it has one) behind a dynamic batcher, speaking in protocol
+    tensors: ``name``, ``metadata()``, ``config_text()``, ``await infer(request)``, ``close()``."""
 
-    def __init__(self, name: str, predictor: Model, batcher_options: dict, prepare_pool: Executor,
+    def __init__(self, name: str, model: Model, batcher_options: dict, prepare_pool: Executor | None = None,
                  on_batch=lambda rows: None):
-        self.name, self.predictor = name, predictor
-        self.contract: Contract = predictor.contract
-        contract = self.contract
-        self.input_name, self.output_name = tensor_names(contract, TritonBackend.ONNXRUNTIME)
-        self.input_datatype = CLIENT_TYPES[contract.input.dtype]
-        self.user_input = IMAGE_INPUT if contract.kind is InputKind.IMAGE else TEXT_INPUT
+        self.name, self.model, self.head = name, model, model.head
+        model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does
+        head: Head | None = self.head
+        # A tutorial model's tensor endpoint is its contract's input (what its Triton config names), also
+        # where an --input uint8 export's graph takes the raw pictures instead.
+        self.signature = model.signature if head is None else signature_of_contract(head.contract)
         self.prepare_pool = prepare_pool
         self.max_batch_size = batcher_options["max_batch_size"]
         self.max_delay_s = batcher_options["max_delay_s"]
-        # predictor.host: on a GPU, requests are joined into page-locked buffers the runtime copies by DMA
-        self.batcher = Batcher(predictor.predict_array, merge=self._merge(), on_batch=on_batch, host=predictor.host,
-                               **batcher_options)
+        # Requests are checked on arrival (_feeds), so a joined batch goes to the runner's _run unchecked.
+        run = model.runner._run if head is None or head.info.raw_input is None else self._run_model_input
+        batched = dict(on_batch=on_batch, host=model.host, **batcher_options)
+        self.batcher = Batcher(run, merge=Merge.of(self.signature, self._pads()), **batched) \
+            if self.signature.batched else None
+        # Unbatched models still run off the event loop, on as many threads as --workers allows.
+        self.executor = (None if self.batcher is not None else
+                         ThreadPoolExecutor(batcher_options.get("workers", 1), thread_name_prefix="ptx-infer"))
+        self.run = run
         # An artifact exported with --input uint8 takes the pictures of `image` requests as they are,
         # batched by their own batcher: a quarter of the bytes, and no normalising on the host.
-        self.picture_batcher = (Batcher(predictor.predict_pictures, merge=Merge(0), on_batch=on_batch,
-                                        host=predictor.host, **batcher_options)
-                                if predictor.info.raw_input is not None else None)
+        self.picture_batcher = None
+        if head is not None and head.info.raw_input is not None:
+            self.picture_batcher = Batcher(model.runner._run, merge=Merge.of(model.signature), **batched)
+        self.user_input = None if head is None else IMAGE_INPUT if head.contract.kind is InputKind.IMAGE else TEXT_INPUT
 
-    def _merge(self) -> Merge:
-        contract = self.contract
-        seq = contract.input.seq_axis
-        pad = contract.encoding.pad_id if contract.encoding is not None else None
-        # Padding changes nothing only when the output has no position axis (gru-classifier reads
-        # each word at its last real character); rnn-hello answers per position: equal lengths only.
-        padded = pad if SEQ not in contract.output.shape else None
-        return Merge(contract.input.batch_axis, seq, padded)
+    def _pads(self) -> dict[str, tuple[int, int]]:
+        """A token model's sequence, padded with its pad id where that changes nothing: only when the
+        output has no position axis (gru-classifier reads each word at its last real character);
+        rnn-hello answers per position: equal lengths only."""
+        contract = self.head.contract if self.head is not None else None
+        if contract is None or contract.encoding is None or contract.encoding.pad_id is None \
+                or contract.input.seq_axis is None or SEQ in contract.output.shape:
+            return {}
+        return {contract.input.name: (contract.input.seq_axis, contract.encoding.pad_id)}
+
+    def _run_model_input(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A model-layout batch for an --input uint8 export: the graph is fed the pictures it was made from."""
+        x = feeds[self.signature.input_names[0]]
+        return self.model.runner._run({self.head.input_name: self.head.to_graph(x)})
 
     # -- what the protocol reports --------------------------------------------------------------
     @property
     def user_outputs(self) -> list[str]:
-        if self.contract.task is Task.REGRESSION:
+        if self.head is None:
+            return []
+        if self.head.contract.task is Task.REGRESSION:
             return [VALUE_OUTPUT]
-        if self.contract.per_position:
+        if self.head.contract.per_position:
             return [LABEL_OUTPUT]
         return [LABEL_OUTPUT, PROBABILITIES_OUTPUT]
 
     def metadata(self) -> dict:
-        """The v2 model metadata: the model's own tensors first (as the triton export's config has
-        them), then the user-input tensors ptx adds."""
-        contract = self.contract
-        dims = lambda shape: [-1 if isinstance(d, str) else d for d in shape]  # noqa: E731
-        classes = len(contract.labels) if contract.task is not Task.REGRESSION else 1
-        user_out = {LABEL_OUTPUT: {"datatype": BYTES, "shape": [-1]},
-                    PROBABILITIES_OUTPUT: {"datatype": "FP32", "shape": [-1, 2 if contract.task is Task.BINARY
-                                                                         else classes]},
-                    VALUE_OUTPUT: {"datatype": "FP32", "shape": [-1]}}
-        return {
-            "name": self.name,
-            "versions": [VERSION],
-            "platform": PLATFORMS.get(self.predictor.backend, f"ptx_{self.predictor.backend}"),
-            "inputs": [{"name": self.input_name, "datatype": self.input_datatype, "shape": dims(contract.input.shape)},
-                       {"name": self.user_input, "datatype": BYTES, "shape": [-1]}],
-            "outputs": [{"name": self.output_name, "datatype": CLIENT_TYPES[contract.output.dtype],
-                         "shape": dims(contract.output.shape)},
-                        *({"name": n, **user_out[n]} for n in self.user_outputs)],
-        }
+        """The v2 model metadata: the model's own tensors, datatypes by the protocol's names, -1 for
+        every symbolic dimension; then the user-input tensors a tutorial model's head adds."""
+        def tensors(sigs):
+            return [{"name": t.name, "datatype": t.dtype_info.v2, "shape": t.v2_shape()} for t in sigs]
+
+        inputs, outputs = tensors(self.signature.inputs), tensors(self.signature.outputs)
+        if self.head is not None:
+            contract = self.head.contract
+            classes = 2 if contract.task is Task.BINARY else len(contract.labels) if contract.task is not Task.REGRESSION else 1
+            user_out = {LABEL_OUTPUT: {"datatype": BYTES, "shape": [-1]},
+                        PROBABILITIES_OUTPUT: {"datatype": "FP32", "shape": [-1, classes]},
+                        VALUE_OUTPUT: {"datatype": "FP32", "shape": [-1]}}
+            inputs.append({"name": self.user_input, "datatype": BYTES, "shape": [-1]})
+            outputs += [{"name": n, **user_out[n]} for n in self.user_outputs]
+        return {"name": self.name, "versions": [VERSION], "platform": self._platform(), "inputs": inputs,
+                "outputs": outputs}
+
+    def _platform(self) -> str:
+        return PLATFORMS.get(self.model.backend, f"ptx_{self.model.backend}")
 
     def config_text(self) -> str:
-        """Triton's config.pbtxt for this model as served: the triton export's, with this server's
-        batch size and queue delay."""
-        return model_config(self.name, self.contract, TritonBackend.ONNXRUNTIME, max_batch_size=self.max_batch_size,
-                            max_queue_delay_us=round(self.max_delay_s * 1e6))
+        """Triton's config.pbtxt for this model as `ptx export ... --format triton` writes it, with
+        this server's batch size and queue delay, and the tensors named as this server takes them
+        (a TorchScript file's too, where Triton would say INPUT__0...)."""
+        limits = dict(max_batch_size=self.max_batch_size, max_queue_delay_us=round(self.max_delay_s * 1e6))
+        if self.head is not None:
+            return model_config(self.name, self.head.contract, TritonBackend.ONNXRUNTIME, **limits)
+        how = ("ptx serve batches it along each tensor's batch axis" if self.batcher is not None
+               else "ptx serve runs it request by request (not every tensor has a batch axis)")
+        served = self.model.path.name if self.model.path else self.name
+        return signature_config(self.name, self.signature, TRITON_KINDS.get(self._platform(), "onnx"), positional=False,
+                                comments=(f"Served by ptx serve from {served} through {self.model.backend}; {how}.",),
+                                **limits)
 
     # -- one request -----------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> list[Tensor]:
-        tensor = self._the_input(request.inputs)
-        if tensor.name == self.input_name:
-            x = self._checked_tensor(tensor)
-            out = await self.batcher.submit(x)
-            return self._tensor_outputs(out, request.outputs)
-        samples = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._samples, tensor)
-        predictions = await self._predict_samples(samples)
-        return self._user_outputs(predictions, request.outputs)
+        if self.user_input is not None and any(t.name == self.user_input for t in request.inputs):
+            if len(request.inputs) != 1:
+                raise RequestError(f"{self.name} takes {self.user_input!r} (BYTES) alone; the request has "
+                                   f"{len(request.inputs)} inputs")
+            wanted = self._wanted(request.outputs, self.user_outputs)
+            samples = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._samples,
+                                                                       request.inputs[0])
+            return self._user_outputs(await self._predict_samples(samples), wanted)
+        wanted = self._wanted(request.outputs, self.signature.output_names)
+        feeds = self._feeds(request.inputs)
+        try:
+            if self.batcher is not None:
+                out = await self.batcher.submit(feeds)
+            else:
+                out = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, feeds)
+        except ModelRunError as exc:
+            # The runtime refused inputs that fit the signature (a batch the exporter specialised, an
+            # index past a table): about this request's tensors, so a 400 saying what the runtime said.
+            # A joined batch that fails is run again request by request first (the batcher).
+            raise RequestError(str(exc)) from None
+        return [self._output(r, out[r.name]) for r in wanted]
 
-    def _the_input(self, inputs: list[Tensor]) -> Tensor:
-        accepted = f"{self.input_name!r} ({self.input_datatype}, the model's tensor) or {self.user_input!r} (BYTES)"
-        if len(inputs) != 1:
-            raise RequestError(f"{self.name} takes one input, {accepted}; the request has {len(inputs)}")
-        if inputs[0].name not in (self.input_name, self.user_input):
-            raise RequestError(f"{self.name} has no input {inputs[0].name!r}; send {accepted}")
-        return inputs[0]
+    def _feeds(self, inputs: list[Tensor]) -> dict[str, np.ndarray]:
+        """The request's tensors by name, checked against the signature: names, datatypes, ranks,
+        fixed sizes, one size per symbol (check_feeds' rules and messages); a tutorial model's input
+        also finite, and its token ids inside the vocabulary."""
+        sig = self.signature
+        takes = ", ".join(f"{t.name} ({t.dtype_info.v2} {t.v2_shape()})" for t in sig.inputs)
+        if self.user_input is not None:
+            takes += f", or {self.user_input} (BYTES)"
+        feeds: dict[str, np.ndarray] = {}
+        for tensor in inputs:
+            if tensor.name not in sig.input_names:
+                raise RequestError(f"{self.name} has no input {tensor.name!r}; it takes {takes}")
+            if tensor.name in feeds:
+                raise RequestError(f"input {tensor.name!r} is sent twice")
+            want = sig.input(tensor.name)
+            if tensor.datatype != want.dtype_info.v2:
+                raise RequestError(f"input {tensor.name!r} of {self.name} is {tensor.datatype}; it takes "
+                                   f"{want.dtype_info.v2} {want.v2_shape()}")
+            data = tensor.data
+            if not want.shape and list(tensor.shape) == [1]:
+                data = data.reshape(())  # a scalar as Triton's config has it: dims [1], reshaped to []
+            feeds[tensor.name] = data
+        try:
+            feeds = check_feeds(sig, feeds, self.name)
+        except InputError as exc:
+            raise RequestError(str(exc)) from None
+        if self.head is not None:
+            self._check_values(feeds[sig.input_names[0]], sig.input_names[0])
+        return feeds
 
-    def _checked_tensor(self, tensor: Tensor) -> np.ndarray:
-        """The model's own input, checked against its contract: datatype, rank, fixed dims, a batch
-        of at least one, finite values, token ids inside the vocabulary."""
-        contract = self.contract
-        want = contract.input.shape
-        if tensor.datatype != self.input_datatype:
-            raise RequestError(f"input {tensor.name!r} of {self.name} is {self.input_datatype}, not {tensor.datatype}")
-        shown = "[" + ", ".join(str(-1 if isinstance(d, str) else d) for d in want) + "]"
-        if len(tensor.shape) != len(want) or any(isinstance(w, int) and w != s for w, s in zip(want, tensor.shape)):
-            raise RequestError(f"input {tensor.name!r} has shape {tensor.shape}; {self.name} takes {shown} "
-                               f"({', '.join(contract.input.axes)})")
-        if any(s < 1 for w, s in zip(want, tensor.shape) if w in (BATCH, SEQ)):
-            raise RequestError(f"input {tensor.name!r} has shape {tensor.shape}: every batch and sequence "
-                               "dimension needs at least 1")
-        x = np.ascontiguousarray(tensor.data)
+    def _check_values(self, x: np.ndarray, name: str) -> None:
+        """What a tutorial model's contract says beyond shapes: no empty sequence, finite values,
+        token ids its vocabulary has."""
+        contract = self.head.contract
+        seq = contract.input.seq_axis
+        if seq is not None and x.shape[seq] == 0:
+            raise RequestError(f"input {name!r} has shape {list(x.shape)}: every batch and sequence dimension "
+                               "needs at least 1")
         if contract.input.dtype is DType.FLOAT32 and not np.isfinite(x).all():
-            raise RequestError(f"input {tensor.name!r} holds NaN or infinite values")
+            raise RequestError(f"input {name!r} holds NaN or infinite values")
         if contract.encoding is not None and x.size and (x.min() < 0 or x.max() >= contract.encoding.vocab_size):
-            raise RequestError(f"input {tensor.name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")
-        return x
+            raise RequestError(f"input {name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")
 
     def _samples(self, tensor: Tensor) -> list[np.ndarray]:
         """BYTES elements -> raw samples through the artifact's own pipeline (in a worker thread:
         decoding pictures is real work)."""
+        what = "encoded image files" if self.user_input == IMAGE_INPUT else "UTF-8 strings"
         if tensor.datatype != BYTES:
-            raise RequestError(f"input {tensor.name!r} is BYTES ({'encoded image files' if self.user_input == IMAGE_INPUT else 'UTF-8 strings'}), "
-                               f"not {tensor.datatype}")
+            raise RequestError(f"input {tensor.name!r} is BYTES ({what}), not {tensor.datatype}")
         if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1) or not tensor.data:
             raise RequestError(f"input {tensor.name!r} has shape {tensor.shape}; send [N] (or [N, 1]) elements, N >= 1")
         if self.user_input == IMAGE_INPUT:  # a request's pictures together, as a folder's chunk (the same samples)
-            samples = picture_samples(tensor.data, self.contract.picture,
+            samples = picture_samples(tensor.data, self.head.contract.picture,
                                       names=[f"{tensor.name}[{i}]" for i in range(len(tensor.data))])
             for sample in samples:
                 if isinstance(sample, InputError):
@@ -183,26 +242,27 @@ class ServedModel:
             except UnicodeDecodeError:
                 raise RequestError(f"{tensor.name}[{i}]: not UTF-8 text") from None
             try:
-                samples.append(self.predictor.prepare_one(text))
+                samples.append(self.head.prepare_one(text))
             except InputError as exc:
                 raise RequestError(str(exc)) from None
         return samples
 
     async def _predict_samples(self, samples: list[np.ndarray]) -> list[Prediction]:
         """Raw samples -> predictions, each length group through the batcher."""
-        groups = length_groups(samples, self.contract)
-        stacked = [collate([samples[i] for i in group], self.contract) for group in groups]
+        contract = self.head.contract
+        groups = length_groups(samples, contract)
+        stacked = [collate([samples[i] for i in group], contract) for group in groups]
         outs = await asyncio.gather(*(self._submit_samples(batch) for batch in stacked))
         predictions: list[Prediction | None] = [None] * len(samples)
         for group, batch, out in zip(groups, stacked, outs):
-            for i, prediction in zip(group, self.predictor.interpret(out, batch)):
+            for i, prediction in zip(group, self.head.interpret(out[self.head.output_name], batch)):
                 predictions[i] = prediction
         return predictions
 
     def _submit_samples(self, batch: np.ndarray):
         if self.picture_batcher is not None and batch.dtype == np.uint8:
-            return self.picture_batcher.submit(batch)
-        return self.batcher.submit(to_model_input(batch, self.contract))
+            return self.picture_batcher.submit({self.head.input_name: batch})
+        return self.batcher.submit({self.signature.input_names[0]: to_model_input(batch, self.head.contract)})
 
     # -- answers ---------------------------------------------------------------------------------
     def _wanted(self, requested: list[RequestedOutput], available: list[str]) -> list[RequestedOutput]:
@@ -210,42 +270,44 @@ class ServedModel:
             return [RequestedOutput(name) for name in available]
         unknown = [r.name for r in requested if r.name not in available]
         if unknown:
-            raise RequestError(f"{self.name} has no output {', '.join(map(repr, unknown))} for this input; "
-                               f"it answers {', '.join(available)}")
+            raise RequestError(f"{self.name} has no output {unknown[0]!r}; its outputs are {', '.join(available)}"
+                               + (" for this input" if self.head is not None else ""))
         return requested
 
-    def _tensor_outputs(self, out: np.ndarray, requested: list[RequestedOutput]) -> list[Tensor]:
-        tensors = []
-        for r in self._wanted(requested, [self.output_name]):
-            if r.classification:
-                tensors.append(self._classification(out, r))
-            else:
-                tensors.append(Tensor(r.name, CLIENT_TYPES[self.contract.output.dtype], list(out.shape),
-                                      np.asarray(out, dtype=np.float32), {"binary": r.binary}))
-        return tensors
+    def _output(self, r: RequestedOutput, value: np.ndarray) -> Tensor:
+        sig = self.signature.output(r.name)
+        if r.classification:
+            return self._classification(r, value, sig.batch_axis)
+        return Tensor(r.name, sig.dtype_info.v2, list(value.shape), value, {"binary": r.binary})
 
-    def _classification(self, out: np.ndarray, r: RequestedOutput) -> Tensor:
-        """Triton's classification extension: per sample the top k as "value:index:label", by value
-        (of the logits, or of ``probabilities``)."""
-        if self.contract.task is Task.REGRESSION or self.contract.per_position \
-                or out.shape[-1] != len(self.contract.labels):
+    def _classification(self, r: RequestedOutput, value: np.ndarray, batch_axis: int | None = 0) -> Tensor:
+        """Triton's classification extension on an output of class scores: per row the top k as
+        "value:index", and ":label" where a tutorial model's head names its labels."""
+        labels = self.head.labels if self.head is not None else None
+        contract = self.head.contract if self.head is not None else None
+        if contract is not None and (contract.task is Task.REGRESSION or contract.per_position
+                                     or value.shape[-1] != len(labels)):
             raise RequestError(f"{self.name}'s output {r.name!r} is not one score per label: classification "
                                "does not apply")
-        k = min(r.classification, out.shape[-1])
-        order = np.argsort(-out, axis=-1, kind="stable")[:, :k]
-        labels = self.contract.labels
-        items = [f"{out[row, i]:f}:{i}:{labels[i]}".encode() for row in range(len(out)) for i in order[row]]
-        return Tensor(r.name, BYTES, [len(out), k], items, {"binary": r.binary})
+        if not class_scores(value, batch_axis):
+            raise RequestError(f"output {r.name!r} is not class scores (floats, a batch axis, classes on the last "
+                               "axis): classification does not apply")
+        rows = np.moveaxis(value, batch_axis, 0).reshape(-1, value.shape[-1])
+        k = min(r.classification, rows.shape[-1])
+        order = np.argsort(-rows, axis=-1, kind="stable")[:, :k]
+        items = [f"{rows[i, j]:f}:{j}{'' if labels is None else f':{labels[j]}'}".encode()
+                 for i in range(len(rows)) for j in order[i]]
+        return Tensor(r.name, BYTES, [len(rows), k], items, {"binary": r.binary})
 
-    def _user_outputs(self, predictions: list[Prediction], requested: list[RequestedOutput]) -> list[Tensor]:
+    def _user_outputs(self, predictions: list[Prediction], wanted: list[RequestedOutput]) -> list[Tensor]:
         tensors = []
-        for r in self._wanted(requested, self.user_outputs):
+        for r in wanted:
             if r.name == LABEL_OUTPUT:
                 tensors.append(Tensor(r.name, BYTES, [len(predictions)],
                                       [p.label_name.encode("utf-8") for p in predictions], {"binary": r.binary}))
             elif r.name == PROBABILITIES_OUTPUT:
                 probs = np.stack([np.asarray(p.probabilities, dtype=np.float32) for p in predictions])
-                tensors.append(self._classification(probs, r) if r.classification else
+                tensors.append(self._classification(r, probs) if r.classification else
                                Tensor(r.name, "FP32", list(probs.shape), probs, {"binary": r.binary}))
             else:
                 values = np.array([p.value for p in predictions], dtype=np.float32)
@@ -253,6 +315,9 @@ class ServedModel:
         return tensors
 
     def close(self) -> None:
-        self.batcher.close()
-        if self.picture_batcher is not None:
-            self.picture_batcher.close()
+        for batcher in (self.batcher, self.picture_batcher):
+            if batcher is not None:
+                batcher.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        self.model.close()

@@ -91,7 +91,7 @@ def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str,
     through --backend, or (auto) the file's own runtime (ort-cpu for ONNX). ``open_options``' inputs
     (--input) declare the TorchScript and pt2 files' inputs; ONNX files read theirs from the graph."""
     from ptx.infer.model_files import ONNX, read_model_file
-    from ptx.infer.own_model import open_own_model
+    from ptx.infer.api import open_own_model
 
     for name, path in files:
         options = dict(open_options)
@@ -219,7 +219,7 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
           log: Callable[[str], None] = print, files: list[tuple[str, Path]] = (),
           open_options: dict | None = None) -> None:
     """Serve the tutorial models ``names`` and the user's model ``files`` ((served name, path)
-    pairs; ``open_options`` as ptx.infer.own_model.open_own_model takes them) until SIGINT or
+    pairs; ``open_options`` as ptx.infer.api.open_own_model takes them) until SIGINT or
     SIGTERM, then finish the requests in flight and return."""
     taken = [*names, *(name for name, _ in files)]
     twice = sorted({n for n in taken if taken.count(n) > 1})

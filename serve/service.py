@@ -9,7 +9,6 @@ from ptx import __version__
 
 from .metrics import Metrics
 from .model import VERSION, ServedModel
-from .tensor_model import TensorServedModel
 from .tensors import RequestError
 
 SERVER_NAME = "ptx"
@@ -39,24 +38,21 @@ class Service:
     def __init__(self, options: ServeOptions):
         self.options = options
         self.metrics = Metrics()
-        self.models: dict[str, ServedModel | TensorServedModel] = {}
+        self.models: dict[str, ServedModel] = {}
         # Decoding pictures is CPU work: off the event loop, beside (not inside) the runtimes' threads.
         self.prepare_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ptx-prepare")
         self.ready = False
         self._token = options.token.encode() if options.token else None
 
-    def add(self, name: str, predictor) -> ServedModel | TensorServedModel:
-        """Serve ``predictor`` as ``name``: a tutorial model (its tensor and its head), or a user's
-        own model (a Model without a head: its named tensors)."""
-        batch_rows = self.metrics.batch_size.labels(name)
+    def add(self, name: str, model) -> ServedModel:
+        """Serve ``model`` (ptx.infer.load's) as ``name``: its named tensors, and its head's pictures
+        and words where it has one."""
         options = dict(max_batch_size=self.options.max_batch_size, max_delay_s=self.options.max_delay_ms / 1000,
                        workers=self.options.workers)
-        if predictor.head is None:
-            model = TensorServedModel(name, predictor, options, on_batch=batch_rows.observe)
-        else:
-            model = ServedModel(name, predictor, options, self.prepare_pool, on_batch=batch_rows.observe)
-        self.models[name] = model
-        return model
+        served = ServedModel(name, model, options, self.prepare_pool,
+                             on_batch=self.metrics.batch_size.labels(name).observe)
+        self.models[name] = served
+        return served
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
         model = self.models.get(name)

@@ -159,7 +159,7 @@ def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):
             f"service = Service(ServeOptions())\n"
             f"load(service, ['convnet'], root={str(tmp_path)!r}, backend='auto', precision=None, "
             f"device='cpu', log=lambda _: None)\n"
-            f"print(service.models['convnet'].predictor.backend, 'torch' in sys.modules)")
+            f"print(service.models['convnet'].model.backend, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ort-cpu", "False"]

@@ -292,9 +292,9 @@ def test_files_that_are_not_models_are_one_line_each(own_models, tmp_path):
 def test_a_runtime_crash_on_a_foreign_file_is_one_line(own_models, monkeypatch):
     """The child process a foreign file is first opened in dies: ptx says so and lives."""
     from ptx.export.child import ChildCrashError
-    from ptx.infer import own_model
+    from ptx.infer import api
 
-    monkeypatch.setattr(own_model, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(api, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(ChildCrashError, match=r"ort-cpu opening residual.onnx crashed \(SIGSEGV\)"):
         load(own_models["residual"])
 

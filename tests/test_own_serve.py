@@ -205,6 +205,34 @@ def test_a_request_that_does_not_fit_is_a_400_naming_the_input_and_grpc_invalid_
     assert grpcclient.InferenceServerClient(server.grpc).is_server_ready()
 
 
+def test_a_served_models_errors_name_it_as_it_is_served_not_as_its_file_does(own_models, tmp_path):
+    """Issue 43 item 7: a file named for its factory (`ptx export --module net.py:build` records
+    `build`; here the file's name says it) and served under another name answered a runtime refusal
+    with "failed running build", a name the client never asked for."""
+    import asyncio
+    import shutil
+
+    from ptx.serve.model import InferRequest
+    from ptx.serve.service import ServeOptions, Service
+    from ptx.serve.tensors import RequestError, Tensor
+
+    path = tmp_path / "build.onnx"
+    shutil.copy2(own_models["two_io"], path)
+    model = load(path, probe=False)
+    assert model.name == "build"
+    service = Service(ServeOptions(max_batch_size=8))
+    served = service.add("classifier", model)
+    feeds = sample(own_models, "two_io", 1, 26)
+    feeds["ids"][0, 0] = 999  # past the embedding: the runtime refuses it
+    request = InferRequest([Tensor(n, v2(v.dtype), list(v.shape), v) for n, v in feeds.items()])
+    try:
+        with pytest.raises(RequestError, match="ort-cpu failed running classifier") as refused:
+            asyncio.run(served.infer(request))
+        assert "build" not in str(refused.value)
+    finally:
+        service.close()
+
+
 # -- batching only where every tensor has a batch axis -------------------------------------------------
 
 
@@ -318,7 +346,7 @@ def test_serving_and_exporting_an_onnx_file_never_import_torch(own_models, tmp_p
             "print(type(service.models['m']).__name__, service.models['m'].model.backend, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["TensorServedModel", "ort-cpu", "False"]
+    assert done.stdout.split() == ["ServedModel", "ort-cpu", "False"]
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ptx", "export", path, "--format", "triton",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,5 +1,4 @@
-"""`ptx bench`: latency and throughput per backend (ptx.infer.bench), or of a model file's backends
-(ptx.infer.bench_file).
+"""`ptx bench`: latency and throughput per backend of a tutorial model or a model file (ptx.infer.bench).
 """
 from __future__ import annotations
 
@@ -61,10 +60,10 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 
     if _model_file(name, "bench"):
         _check_options(ctx, "bench", for_file=True)
-        from ptx.infer.bench_file import DEFAULT_FILE_BATCH_SIZES, bench_file
+        from ptx.infer.bench import DEFAULT_FILE_BATCH_SIZES, bench_path
         from ptx.cli.options import open_options, plan_options
 
-        result = bench_file(name, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
+        result = bench_path(name, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
                             plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
                             batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else DEFAULT_FILE_BATCH_SIZES,
                             warmup=warmup, seconds=seconds, rounds=rounds,

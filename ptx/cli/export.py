@@ -201,7 +201,7 @@ def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
     Runtime, without torch; TorchScript through torch, with its --input declarations)."""
     from ptx.export.triton import export_triton_file
     from ptx.infer.model_files import PT2, read_model_file
-    from ptx.infer.own_model import open_own_model
+    from ptx.infer.api import open_own_model
 
     kind = read_model_file(path).kind
     if kind == PT2:  # refused before AOTInductor loads it

@@ -139,7 +139,7 @@ def generated_input_options(command):
 
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
-    """What ptx.infer.own_model.open_own_model takes, from the command line's options."""
+    """What ptx.infer.api.open_own_model takes, from the command line's options."""
     from ptx.contract.tensors import parse_batch_axes, parse_declaration
 
     return {"inputs": [parse_declaration(text) for text in declared_inputs],

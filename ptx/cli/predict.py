@@ -1,5 +1,5 @@
 """`ptx predict`: inputs through one backend (ptx.infer.scoring.score), or through a user's model
-file (ptx.infer.own_predict).
+file (ptx.infer.predict_outputs).
 """
 from __future__ import annotations
 
@@ -167,45 +167,45 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
                  options: dict) -> int:
     """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
     status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
-    from ptx.infer import own_predict
-    from ptx.infer.own_model import open_own_model
+    from ptx.infer import predict_outputs
+    from ptx.infer.api import open_own_model
 
     model = open_own_model(path, backend, device=device, precision=precision, **options)
     signature = model.signature
-    fmt = own_predict.check_output_path(output, signature) if output else None
-    cases, errors = own_predict.read_inputs(signature, inputs, model.name)
+    fmt = predict_outputs.check_output_path(output, signature) if output else None
+    cases, errors = predict_outputs.read_inputs(signature, inputs, model.name)
     for line in errors:
         click.echo(f"error: {line}", err=True)
     if output and errors:
         # Cases are numbered across the input files: a file left out would renumber the others.
         click.echo(f"error: nothing written to {output}: give only input files that fit", err=True)
         return 2
-    done = list(own_predict.run_cases(model, cases))
+    done = list(predict_outputs.run_cases(model, cases))
     failed = [case.error for case in done if case.error is not None]
     for line in failed:
         click.echo(f"error: {line}", err=True)
     ran = [case for case in done if case.error is None]
     if as_json:
         click.echo(json.dumps({"model": str(path), "backend": model.backend, "device": model.device,
-                               "results": [own_predict.case_json(c, signature) for c in ran],
+                               "results": [predict_outputs.case_json(c, signature) for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:
         if failed:
             click.echo(f"error: nothing written to {output}: {len(failed)} of {len(done)} input cases failed", err=True)
             return 2
         if fmt == "npz":
-            keys = own_predict.write_npz(output, ran)
+            keys = predict_outputs.write_npz(output, ran)
             click.echo(f"wrote {len(keys)} array{'' if len(keys) == 1 else 's'} to {output} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
                        f"{'; NAME:K is case K of the inputs, in order' if len(ran) > 1 else ''})", err=True)
         else:
-            rows = own_predict.write_parquet(output, ran, signature)
+            rows = predict_outputs.write_parquet(output, ran, signature)
             click.echo(f"wrote {rows:,} rows to {output} (one per sample: input, row, "
                        f"{', '.join(signature.output_names)})", err=True)
     else:
         for case in ran:
             for name, value in case.outputs.items():
-                doc = own_predict.summarize(value, signature.output(name).batch_axis)
-                click.echo(own_predict.summary_line(case.source, name, doc))
+                doc = predict_outputs.summarize(value, signature.output(name).batch_axis)
+                click.echo(predict_outputs.summary_line(case.source, name, doc))
     return 2 if errors or failed else 0
 
 

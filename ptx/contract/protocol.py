@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from .names import BATCH
-from .schema import Contract, DType, Task, ValueEnum
+from .schema import Contract, DType, Task, ValueEnum, signature_of_contract
 
 CONFIG_FILE = "config.pbtxt"
 LABELS_FILE = "labels.txt"
@@ -22,7 +22,6 @@ README_FILE = "README.md"
 VERSION = "1"
 MAX_BATCH_SIZE = 256  # the largest batch Triton's dynamic batcher forms for a batch-first model
 MAX_QUEUE_DELAY_US = 100  # how long the batcher may hold a request to fill a batch
-TRITON_TYPES = {DType.FLOAT32: "TYPE_FP32", DType.INT64: "TYPE_INT64"}
 # The v2 protocol's datatype names (tritonclient's InferInput datatypes).
 CLIENT_TYPES = {DType.FLOAT32: "FP32", DType.INT64: "INT64"}
 
@@ -72,41 +71,16 @@ def has_label_file(contract: Contract) -> bool:
 
 def model_config(name: str, contract: Contract, backend: TritonBackend, *, max_batch_size: int = MAX_BATCH_SIZE,
                  max_queue_delay_us: int = MAX_QUEUE_DELAY_US) -> str:
-    """config.pbtxt for ``contract``: Triton's ModelConfig in protobuf text format (the batcher's
-    limits as given: `ptx serve` reports its own)."""
-    first = batch_first(contract)
-    in_name, out_name = tensor_names(contract, backend)
-    in_dims, out_dims = tensor_dims(contract.input.shape, first), tensor_dims(contract.output.shape, first)
-    label = f'\n    label_filename: "{LABELS_FILE}"' if has_label_file(contract) else ""
+    """config.pbtxt for a tutorial model: its tensors' (signature_config, the one writer), with what
+    its contract adds: its description, how its input is preprocessed, and a classifier's label file
+    (the batcher's limits as given: `ptx serve` reports its own)."""
     shape = ", ".join(str(d) for d in contract.input.shape)
-    lines = [
-        f"# Written by ptx export {name} --format triton: {' '.join(contract.description.split())}",
-        f"# Input: {contract.input.name} ({shape}), axes {', '.join(contract.input.axes)}; preprocessed as "
-        f"{README_FILE} says.",
-        f'name: "{name}"',
-        f'platform: "{PLATFORMS[backend].platform}"',
-        f"max_batch_size: {max_batch_size if first else 0}",
-        "input [",
-        "  {",
-        f'    name: "{in_name}"',
-        f"    data_type: {TRITON_TYPES[contract.input.dtype]}",
-        f"    dims: {json.dumps(in_dims)}",
-        "  }",
-        "]",
-        "output [",
-        "  {",
-        f'    name: "{out_name}"',
-        f"    data_type: {TRITON_TYPES[contract.output.dtype]}",
-        f"    dims: {json.dumps(out_dims)}{label}",
-        "  }",
-        "]",
-    ]
-    if first:
-        lines += ["dynamic_batching {", f"  max_queue_delay_microseconds: {max_queue_delay_us}", "}"]
-    else:
-        lines.insert(2, f"# The batch is axis {contract.input.batch_axis} of the input, not the first: Triton "
-                        "cannot batch it itself (max_batch_size 0), so every request carries its full shape.")
-    return "\n".join(lines) + "\n"
+    comments = (f"Written by ptx export {name} --format triton: {' '.join(contract.description.split())}",
+                f"Input: {contract.input.name} ({shape}), axes {', '.join(contract.input.axes)}; preprocessed as "
+                f"{README_FILE} says.")
+    return signature_config(name, signature_of_contract(contract), PLATFORMS[backend].fmt,
+                            max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, comments=comments,
+                            label_file=LABELS_FILE if has_label_file(contract) else None)
 
 
 # -- a model of any signature (a user's own file) -------------------------------------------------
@@ -131,14 +105,15 @@ def positional_names(signature, kind: str, positional: bool | None = None) -> di
 
 def signature_config(name: str, signature, kind: str, *, max_batch_size: int = MAX_BATCH_SIZE,
                      max_queue_delay_us: int = MAX_QUEUE_DELAY_US, comments: tuple[str, ...] = (),
-                     positional: bool | None = None) -> str:
+                     positional: bool | None = None, label_file: str | None = None) -> str:
     """config.pbtxt for a model known by its tensors alone (``ptx.contract.tensors.Signature``):
     Triton's ModelConfig in protobuf text format. Batch-first models (every tensor's batch on axis
     0) get ``max_batch_size`` and dynamic batching with dims that leave the batch out; any other
     (a batch elsewhere, a scalar input, a batch fixed by the exporter) gets ``max_batch_size: 0``
     and full dims, -1 for every symbol. A scalar is ``dims: [1]`` reshaped to ``[]``: Triton's
     config has no empty dims. ``positional``: name tensors INPUT__i/OUTPUT__i (the default for
-    TorchScript, as Triton's PyTorch backend reads them; `ptx serve` names them as it takes them)."""
+    TorchScript, as Triton's PyTorch backend reads them; `ptx serve` names them as it takes them).
+    ``label_file``: the outputs' labels, one per element (Triton's classification extension)."""
     first = signature_batch_first(signature)
     names = positional_names(signature, kind, positional)
     lines = [f"# {c}" for c in comments]
@@ -164,6 +139,8 @@ def signature_config(name: str, signature, kind: str, *, max_batch_size: int = M
                       f"    dims: {json.dumps(dims or [1])}"]
             if not dims:
                 lines.append("    reshape: { shape: [ ] }")
+            if label_file and section == "output":
+                lines.append(f'    label_filename: "{label_file}"')
             lines.append("  }," if i < len(tensors) - 1 else "  }")
         lines.append("]")
     if first:

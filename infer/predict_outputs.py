@@ -1,5 +1,7 @@
-"""`ptx predict --model FILE INPUTS`: a user's own model on tensors read from files, its outputs
-summarised, printed as JSON, or written to .npz (arrays by name) or Parquet (one row per sample).
+"""What `ptx predict MODEL.onnx INPUTS` does with named tensors: input files read into cases, each
+run through the model, its outputs summarised, printed as JSON, or written to .npz (arrays by name)
+or Parquet (one row per sample). A tutorial model's predict (pictures, text, rows -> Predictions)
+is its head's (ptx.infer.head, ptx.infer.model).
 
 numpy only (pyarrow for Parquet): the ONNX Runtime path never imports torch. Each input file is
 read and checked against the model's signature first (``load_input_file``: .npz arrays by input
