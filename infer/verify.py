@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT, Task, Tolerance, compare
-from ptx.contract.agreement import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agreement,
+from ptx.contract.comparison import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, OutputAgreement,
                                     check_tolerance, judge_reduced_outputs)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported, run_folders
@@ -245,9 +245,9 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
             failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
         if predictor.contract != contract:
             failures.append(f"its contract differs from the checkpoint's: re-run `ptx export {name}`")
-        total = Agreement()
+        total = OutputAgreement(contract.output.name, tolerance_of[device])
         for key, out in outputs.items():
-            total.merge(compare(out, references[ref_device][key], contract, tolerance=tolerance_of[device]), f"{key}: ")
+            total.merge(compare(out, references[ref_device][key], contract, tolerance=tolerance_of[device]))
         agreement = accuracy = None
         labels = decisions(outputs["real"], contract)
         if labels is not None:

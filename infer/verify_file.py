@@ -29,10 +29,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.agreement import check_tolerance
+from ptx.contract.comparison import check_tolerance
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
 from ptx.contract.schema import Tolerance
-from ptx.contract.tensor_compare import (HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance,
+from ptx.contract.comparison import (HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance,
                                          needed_atol_text)
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, plan_inputs
 from ptx.contract.tensors import Signature
@@ -207,7 +207,7 @@ class FileVerifyReport:
                 cells.append([row.backend, row.against, "", "", "", "", "", "", f"FAIL: {row.error}"])
                 continue
             for o in row.outputs:
-                argmax = f"{o.argmax_same}/{o.argmax_compared}" if o.argmax_compared else "-"
+                argmax = f"{o.same_decisions}/{o.decisions}" if o.decisions else "-"
                 verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else
                                                          f": {o.beyond:,} of {o.compared:,} beyond")
                 cells.append([row.backend, row.against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
@@ -264,23 +264,6 @@ def run_cases(model, cases: Sequence[Case]) -> tuple[dict[int, dict[str, np.ndar
     return results, None
 
 
-def merge(parts: Sequence[OutputAgreement]) -> OutputAgreement:
-    """One output's agreement over several cases: the worst errors, the counts summed."""
-    first = parts[0]
-    merged = OutputAgreement(first.name, first.tolerance)
-    for p in parts:
-        merged.compared += p.compared
-        merged.beyond += p.beyond
-        merged.max_abs, merged.max_rel = max(merged.max_abs, p.max_abs), max(merged.max_rel, p.max_rel)
-        merged.needed_atol = max(merged.needed_atol, p.needed_atol)
-        merged.histogram = [a + b for a, b in zip(merged.histogram, p.histogram)] if merged.histogram else list(
-            p.histogram)
-        merged.argmax_compared += p.argmax_compared
-        merged.argmax_same += p.argmax_same
-        merged.problem = merged.problem or p.problem
-    return merged
-
-
 def compare_cases(row: Row, got: Mapping[int, Mapping[str, np.ndarray]], want: Mapping[int, Mapping[str, np.ndarray]],
                   cases: Sequence[Case], signature: Signature, tolerances: Tolerances,
                   names: Mapping[str, str] | None = None) -> Row:
@@ -291,9 +274,11 @@ def compare_cases(row: Row, got: Mapping[int, Mapping[str, np.ndarray]], want: M
     for sig in signature.outputs:
         theirs = (names or {}).get(sig.name, sig.name)
         tolerance = tolerances.of(sig.name, sig.dtype, row.device)
-        parts = [compare_output(sig.name, got[i][theirs], want[i][sig.name], tolerance, sig.batch_axis) for i in shared]
-        if parts:
-            row.outputs.append(merge(parts))
+        if shared:
+            merged = OutputAgreement(sig.name, tolerance)
+            for i in shared:
+                merged.merge(compare_output(sig.name, got[i][theirs], want[i][sig.name], tolerance, sig.batch_axis))
+            row.outputs.append(merged)
     return row
 
 

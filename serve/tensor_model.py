@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ptx.contract.protocol import signature_config
-from ptx.contract.tensor_compare import class_scores
+from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import check_feeds
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, ModelRunError
