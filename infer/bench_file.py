@@ -14,8 +14,8 @@ from ptx.errors import PtxError, first_line
 
 from .bench import DEFAULT_ROUNDS, DEFAULT_SECONDS, BenchRow, rows_to_dicts, timed_rows, to_markdown, to_text
 from .model_files import read_model_file
-from .own_runs import Case, file_backends, file_cases, generated_cases, group_reasons, has_batch, open_options_for, \
-    open_rows
+from .cases import Case, file_cases, generated_cases, has_batch
+from .readers import file_backends, group_reasons, open_options_for, open_rows
 
 DEFAULT_FILE_BATCH_SIZES = (1, 8)  # a user's model may be large: 1 for latency, 8 for a first look at throughput
 

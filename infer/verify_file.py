@@ -40,8 +40,8 @@ from ptx.errors import InputError, PtxError, first_line
 
 from .model_files import ONNX, WEIGHTS_KEY, read_model_file, recorded_signature, weights_digest
 from .own_model import KIND_NAMES
-from .own_runs import (Case, FileBackend, file_backends, file_cases, generated_cases, group_reasons, open_options_for,
-                       open_rows)
+from .cases import Case, batch_hint, file_cases, generated_cases, save_cases
+from .readers import FileBackend, file_backends, group_reasons, open_options_for, open_rows
 
 THIRD_OPINION = "onnx.reference"
 # onnx.reference evaluates every node in numpy, convolutions included: a third opinion on inputs of
@@ -344,9 +344,12 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
     if changed:
         report.notes.append(changed)
     if save_inputs:
-        report.notes.append(_save_inputs(Path(save_inputs), cases))
+        report.notes.append(save_cases(Path(save_inputs), cases))
     progress(f"running {reference_row.label} on {len(cases)} cases")
     want, report.reference_error = run_cases(reference, cases)
+    hint = batch_hint(signature) if report.reference_error and not input_files else None
+    if hint:  # the runtime's own message names a node, not the input ptx fed a size it guessed
+        report.reference_error += f"; {hint}"
     if not want:
         raise PtxError(f"{reference_row.label}, the reference, cannot run {path.name}: {report.reference_error}")
 
@@ -480,19 +483,6 @@ def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case
     got = {sorted(want)[k]: v for k, v in got.items()}
     return compare_cases(Row(label, report.reference_label, error=error), got, want, cases, signature,
                          tolerances, names)
-
-
-def _save_inputs(where: Path, cases: Sequence[Case]) -> str:
-    """The cases' inputs as one .npz that --inputs reads back: ``NAME:K`` for case K (the cases'
-    batches differ, so they cannot share one array per name)."""
-    from ptx.atomic import atomic_path
-
-    if where.suffix.lower() != ".npz":
-        raise PtxError(f"--save-inputs {where}: give a .npz file name (it is read back with --inputs {where.stem}.npz)")
-    arrays = {f"{name}:{k}": array for k, case in enumerate(cases) for name, array in case.feeds.items()}
-    with atomic_path(where) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    return f"saved the inputs: {where} ({len(cases)} case{'s' * (len(cases) != 1)}; --inputs {where} feeds them again)"
 
 
 def _save(path: Path, given, report: FileVerifyReport, cases: Sequence[Case], want, signature: Signature,

@@ -229,12 +229,12 @@ def test_options_of_the_other_kind_are_refused(own_models):
 
 
 def test_a_runtime_that_crashes_opening_the_file_is_that_rows_failure(own_models, monkeypatch):
-    from ptx.infer import own_runs
-    from ptx.infer.own_runs import FileBackend, file_backends, open_rows
+    from ptx.infer import readers
+    from ptx.infer.readers import FileBackend, file_backends, open_rows
 
     crash_openvino = ("import json, os, signal, sys\nfor args in json.loads(sys.argv[1]):\n"
                       "    if args['backend'] == 'openvino':\n        os.kill(os.getpid(), signal.SIGSEGV)\n")
-    monkeypatch.setattr(own_runs, "PROBE_ROWS", crash_openvino)
+    monkeypatch.setattr(readers, "PROBE_ROWS", crash_openvino)
     rows = [r for r in file_backends("onnx") if r.device == "cpu"]
     opened = open_rows(own_models["residual"], rows, {})
     assert opened["ort-cpu"].signature.input_names == ["image"]
@@ -285,6 +285,38 @@ def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tm
     strict = ptx("verify", path, "--strict")
     assert strict.returncode == 1 and last_line(strict).startswith("DISAGREE: openvino: "), strict.stdout
     assert "  FAIL: OpenVINO cannot read it (" in strict.stdout
+
+
+def _lstm_with_state(path):
+    """An LSTM whose initial state [2, state_1, 8] holds the batch on axis 1 under a name ptx cannot
+    read as a batch, beside input [N, T] (issue 43 item 7)."""
+    from onnx import TensorProto, helper
+
+    hidden, rng = 8, np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
+               (("W", (2, 4 * hidden, 1)), ("R", (2, 4 * hidden, hidden)), ("B", (2, 8 * hidden)))]
+    nodes = [helper.make_node("Unsqueeze", ["input", "axis2"], ["x3"]),
+             helper.make_node("Transpose", ["x3"], ["steps_first"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["steps_first", "W", "R", "B", "", "state"], ["", "h"], hidden_size=hidden,
+                              direction="bidirectional")]
+    graph = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "T"]),
+                                              helper.make_tensor_value_info("state", TensorProto.FLOAT,
+                                                                            [2, "state_1", hidden])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, "N", hidden])],
+                              [*weights, numpy_helper.from_array(np.array([2], np.int64), "axis2")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_a_state_whose_batch_ptx_could_not_tell_is_named_with_the_batch_axis_that_says_so(tmp_path):
+    path = _lstm_with_state(tmp_path / "lstm.onnx")
+    result = ptx("verify", path, "--backends", "ort-cpu")
+    assert result.returncode == 2 and "LSTM" in result.stderr, result.stderr
+    assert one_error_line(result).endswith("state [2, state_1, 8] may hold the batch, which ptx could not tell, and "
+                                           "was fed a size of its own: if its batch is axis 1, say so with "
+                                           "--batch-axis state=1")
+    told = ptx("verify", path, "--batch-axis", "state=1")
+    assert told.returncode == 0 and last_line(told).startswith("all agree: openvino"), told.stdout + told.stderr
 
 
 # -- bench --------------------------------------------------------------------------------------
