@@ -114,7 +114,7 @@ def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_
     from pathlib import Path
 
     from ptx.contract.comparison import needed_atol_text
-    from ptx.infer.verify_file import FileVerifyReport, Row
+    from ptx.infer.verify_reference import ReferenceReport, Row
 
     rng = np.random.default_rng(0)
     tol = default_tolerance("float32")
@@ -134,7 +134,7 @@ def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_
     assert covered.max_abs > 0 and covered.needed_atol == 0 and needed_atol_text(covered) == "none"
     assert needed_atol_text(agreement) == f"{agreement.needed_atol:.2e}"
     bad = compare_output("y", np.ones((3, 4), np.float32) * 2, np.ones((3, 4), np.float32), tol, 0)
-    report = FileVerifyReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
+    report = ReferenceReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
                               rows=[Row("openvino", "ort-cpu", cases=["batch 3"], outputs=[bad])] * 3)
     assert report.summary().endswith("(and 2 more table rows fail)")
     report.rows = report.rows[:2]

@@ -17,7 +17,7 @@ import own_models as zoo
 from ptx.contract.reference import load_reference, reference_path
 from ptx.infer import load
 from ptx.infer.inspect_file import inspect_path
-from ptx.infer.verify_file import verify_file
+from ptx.infer.verify import verify
 
 ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
 AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
@@ -182,7 +182,7 @@ def test_samples_that_do_not_fit_are_one_line(own_models, tmp_path, arrays, mess
 def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_path):
     feeds = {"picture": np.random.default_rng(0).random((2, 1, 16, 16), np.float32), "ids": np.ones((2, 6), np.int64)}
     np.savez(tmp_path / "samples.npz", **feeds)
-    report = verify_file(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
+    report = verify(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
     assert report.ok and report.cases == ["samples.npz"] and report.rows[0].backend == "onnx.reference"
     shape = ptx("verify", own_models["two_io"], "--shape", "nope=3x4")
     assert one_error_line(shape) == "error: --shape nope=...: the model has no input 'nope'; its inputs are picture, ids"
@@ -204,10 +204,10 @@ def test_save_inputs_writes_the_generated_cases_that_inputs_feeds_again(own_mode
 
 
 def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_models):
-    report = verify_file(own_models["half"])
+    report = verify(own_models["half"])
     assert report.ok
     assert {(o.tolerance.atol, o.tolerance.rtol) for r in report.rows for o in r.outputs} == {(1e-2, 1e-2)}
-    two = verify_file(own_models["two_io"], atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
+    two = verify(own_models["two_io"], atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
     assert {o.name: o.tolerance.atol for o in two.rows[0].outputs} == {"scores": 1e-3, "joint": 1e-2}
 
 
@@ -272,8 +272,8 @@ def _inverse_graph(path):
 def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tmp_path):
     pytest.importorskip("openvino")
     path = _inverse_graph(tmp_path / "inverse.onnx")
-    verify_file(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
-    report = verify_file(path)
+    verify(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
+    report = verify(path)
     assert [r.backend for r in report.unrunnable] == ["openvino"] and report.exit_status == 0
     result = ptx("verify", path)
     assert result.returncode == 0, result.stdout + result.stderr
