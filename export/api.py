@@ -16,7 +16,7 @@ import torch
 
 from ptx.atomic import atomic_path, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance
-from ptx.contract.agreement import ReducedJudgement, check_tolerance
+from ptx.contract.comparison import ReducedJudgement, check_tolerance
 from ptx.contract.transforms import normalize, picture_input, to_layout
 from ptx.errors import CheckpointError, DataError, PtxError
 from ptx.machine import describe_cpu

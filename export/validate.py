@@ -1,5 +1,5 @@
 """Prove an exported artifact equals eager PyTorch before it is kept (optimum's
-validate_model_outputs), through the Predictor that will serve it and the one agreement rule."""
+validate_model_outputs), through the model that will serve it and the one comparison (ptx.contract.comparison)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ptx.contract import Contract, Tolerance, compare
-from ptx.contract.agreement import JUDGING_BATCH, Agreement, ReducedJudgement, judge_reduced_outputs
+from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, ReducedJudgement, judge_reduced_outputs
 from ptx.contract.transforms import batch_size, expected_output_shape, normalize, run_in_batches, to_layout
 from ptx.errors import ValidationError
 from ptx.trainers.data import judging_samples
@@ -25,7 +25,7 @@ class ServingPredictor(Protocol):
 
 @dataclass
 class ValidationReport:
-    agreement: Agreement
+    agreement: OutputAgreement
     batches: tuple[int, ...]
     seq_lengths: tuple[int, ...] = ()
 
@@ -59,9 +59,25 @@ def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fm
              tolerance: Tolerance) -> ValidationReport:
     """Run the validation inputs through ``predictor`` and eager ``model``; ValidationError on any
     disagreement under the contract's rule."""
+    return _validate(predictor, model, ckpt, fmt, validation_inputs(ckpt), tolerance)
+
+
+def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
+                     calibration: np.ndarray | None) -> ValidationReport:
+    """A reduced-precision artifact cannot meet the f32 atol: it must run every validation shape
+    with finite outputs of the right shape. Its label agreement with eager on the checkpoint's
+    real samples (test and calibration) is reported; the accuracy gate is ``ptx verify``'s, on
+    1,000 real test samples (a few hundred here would judge a borderline model by one label)."""
+    inputs = validation_inputs(ckpt) + ([calibration] if calibration is not None else [])
+    return _validate(predictor, model, ckpt, fmt, inputs, None)
+
+
+def _validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str, inputs: list[np.ndarray],
+              tolerance: Tolerance | None) -> ValidationReport:
+    """Each input through both; ``tolerance`` None: any difference passes (a reduced precision), and
+    only shapes, finite values and the decisions are wanted."""
     contract: Contract = ckpt["contract"]
-    agreement = Agreement()
-    inputs = validation_inputs(ckpt)
+    agreement = OutputAgreement(contract.output.name, tolerance or Tolerance(1e30, 0.0))
     for x in inputs:
         batch = batch_size(x, contract)
         try:
@@ -74,40 +90,11 @@ def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fm
                                   f"{expected_output_shape(contract, x)}")
         with torch.inference_mode():
             want = model(torch.from_numpy(x)).numpy()
-        result = compare(got, want, contract, tolerance=tolerance)
+        result = compare(got, want, contract, tolerance=agreement.tolerance)
         if not result.ok:
             raise ValidationError(f"{fmt}: batch {batch}: {'; '.join(result.failures)} (max |diff| "
                                   f"{result.max_abs:.3g})")
         agreement.merge(result)
-    seq_axis = contract.input.seq_axis
-    return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
-                            tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())
-
-
-def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
-                     calibration: np.ndarray | None) -> ValidationReport:
-    """A reduced-precision artifact cannot meet the f32 atol: it must run every validation shape
-    with finite outputs of the right shape. Its label agreement with eager on the checkpoint's
-    real samples (test and calibration) is reported; the accuracy gate is ``ptx verify``'s, on
-    1,000 real test samples (a few hundred here would judge a borderline model by one label)."""
-    contract: Contract = ckpt["contract"]
-    agreement = Agreement()
-    inputs = validation_inputs(ckpt) + ([calibration] if calibration is not None else [])
-    for x in inputs:
-        try:
-            got = np.asarray(predictor.predict_array(x))
-        except Exception as exc:
-            raise ValidationError(f"{fmt}: input of shape {x.shape} does not run: "
-                                  f"{' '.join(str(exc).split())}") from None
-        if got.shape != expected_output_shape(contract, x):
-            raise ValidationError(f"{fmt}: batch {batch_size(x, contract)}: output shape {got.shape} != "
-                                  f"{expected_output_shape(contract, x)}")
-        if not np.isfinite(got).all():
-            raise ValidationError(f"{fmt}: batch {batch_size(x, contract)}: NaN/Inf in the output")
-        with torch.inference_mode():
-            want = model(torch.from_numpy(x)).numpy()
-        # Any atol: only the decisions and the largest difference are wanted here.
-        agreement.merge(compare(got, want, contract, tolerance=Tolerance(1e30, 0.0)))
     seq_axis = contract.input.seq_axis
     return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
                             tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ptx.contract.schema import Tolerance
-from ptx.contract.tensor_compare import OutputAgreement, compare_output
+from ptx.contract.comparison import OutputAgreement, compare_output
 from ptx.contract.tensors import Signature
 
 MAX_ALONE = 3  # samples run alone: the first, the middle and the last of the batch

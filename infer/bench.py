@@ -287,7 +287,7 @@ class PathBench:
     notes: list[str] = field(default_factory=list)
 
     def text(self, markdown: bool = False) -> str:
-        from .own_runs import group_reasons
+        from .readers import group_reasons
 
         skipped = dict(self.skipped)
         if not markdown:  # one line per reason, as verify says it
@@ -303,7 +303,7 @@ class PathBench:
 def path_cases(signature, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int,
                notes: list[str]) -> list[Case]:
     """A model file's cases: one per batch size of the user's samples, else seeded inputs per batch size."""
-    from .own_runs import file_cases, generated_cases, has_batch
+    from .cases import file_cases, generated_cases, has_batch
 
     if input_files:
         by_batch = {}
@@ -330,7 +330,8 @@ def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, optio
     rows). The torch-free runtimes are timed first and torch's after them, as bench() does and for
     its reason (torch's idle threads slowed ONNX Runtime once torch had run)."""
     from .model_files import read_model_file
-    from .own_runs import file_backends, group_reasons, has_batch, open_options_for, open_rows
+    from .cases import has_batch
+    from .readers import file_backends, group_reasons, open_options_for, open_rows
 
     path = Path(path)
     found = read_model_file(path)

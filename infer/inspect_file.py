@@ -21,7 +21,7 @@ from . import backends as registry
 from .model_files import (ONNX, SIGNATURE_KEY, TORCHSCRIPT, WEIGHTS_KEY, ModelFile, read_model_file,
                           recorded_signature, weights_digest)
 from .api import KIND_NAMES
-from .own_runs import FileBackend, open_options_for, open_rows, tutorial_signature
+from .readers import FileBackend, open_options_for, open_rows, tutorial_signature
 
 RUNS_HERE, CANNOT, NOT_HERE, NOT_FOR_FILES = "runs here", "cannot run it", "not here", "tutorial exports only"
 

@@ -42,7 +42,7 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 
 def _row_to_locate(report):
     """The failed row to trace: the first that compared values against the file's reference."""
-    from .verify_file import STORED
+    from .verify_reference import STORED
 
     failed = report.failed
     if not failed:
@@ -59,8 +59,8 @@ def _row_to_locate(report):
 
 def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=(), repro: str | Path | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> Located | None:
-    """Trace the first disagreeing row of ``report`` (a FileVerifyReport); None where all agree."""
-    from .verify_file import Tolerances
+    """Trace the first disagreeing row of ``report`` (a ReferenceReport); None where all agree."""
+    from .comparator import Tolerances
 
     path = Path(report.path)
     check_locatable(path, repro)

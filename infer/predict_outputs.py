@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from ptx.atomic import atomic_path
-from ptx.contract.tensor_compare import class_scores
+from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import load_input_file
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
@@ -79,7 +79,7 @@ def run_cases(model, cases: list[Case], outputs: list[str] | None = None) -> Ite
 
 
 def summarize(value: np.ndarray, batch_axis: int | None) -> dict:
-    """dtype and shape; for what looks like class scores (tensor_compare.class_scores) the argmax of
+    """dtype and shape; for what looks like class scores (comparison.class_scores) the argmax of
     each row, batch first; the min, mean and max of the finite values, and how many are not finite.
     (An embedding looks like scores too: its argmax is shown beside its range, not instead of it.)"""
     value = np.asarray(value)

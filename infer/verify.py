@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT, Task, Tolerance, compare
-from ptx.contract.agreement import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, Agreement,
+from ptx.contract.comparison import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT,
                                     check_tolerance, judge_reduced_outputs)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported, run_folders
@@ -18,6 +18,8 @@ from ptx.contract.transforms import decisions, normalize, run_in_batches, to_lay
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
 
 from . import backends as registry
+from .cases import Case
+from .comparator import compare_cases, run_cases
 from .api import artifact_path, export_command, open_artifact, open_model, run_folder
 
 DEFAULT_BATCH_SIZES = (1, 7, JUDGING_BATCH)  # the real samples run in batches of the largest
@@ -168,7 +170,18 @@ def build_inputs(contract, real: np.ndarray, batch_sizes) -> dict[str, np.ndarra
     return {name: to_layout(batch, contract) for name, batch in inputs.items()}
 
 
-def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGING_SAMPLES, batch_sizes=DEFAULT_BATCH_SIZES,
+def verify(target: str | Path, **options):
+    """`ptx verify` of any model: a model file against its reference (infer/verify_reference.py:
+    options ``backends``, ``options``, ``plan``, ``input_files``, ``against``...), a tutorial model's
+    name against eager, judged by its head (``verify_run``'s options)."""
+    if Path(str(target)).is_file():
+        from .verify_reference import verify_reference
+
+        return verify_reference(target, **options)
+    return verify_run(str(target), **options)
+
+
+def verify_run(name: str, *, backends: list[str] | None = None, samples: int = JUDGING_SAMPLES, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print,
            run: str | Path | None = None) -> VerifyReport:
@@ -197,9 +210,10 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
     report = VerifyReport(name, len(real), data_name, {d: t.to_dict() for d, t in tolerance_of.items()},
                           references={d: reference_name(d) for d in tolerance_of})
     chunk = max(batch_sizes)
-    axis = contract.input.batch_axis
     sizes = sorted(int(k.split("-")[1]) for k in inputs if k.startswith("batch-"))
-    references: dict[str, dict[str, np.ndarray]] = {}
+    cases = [Case(key, {contract.input.name: x}, None) for key, x in inputs.items()]  # "real" first
+    output = contract.output.name
+    references: dict[str, tuple[dict, str | None]] = {}  # device -> eager's outputs there, and its failure
 
     reduced_ok = contract.task is not Task.REGRESSION  # reduced precision is judged by labels
     for backend, device, precision in pairs:
@@ -218,40 +232,40 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
             report.skipped[label] = (f"{precision} is judged by labels and accuracy; {name} is a regression with "
                                      "neither: use f32")
             continue
-        failures: list[str] = []
         try:
             if ref_device not in references:  # eager on that device, loaded and run once
                 device_ref = reference if ref_device == "cpu" else open_artifact(reference.path, REFERENCE, ref_device)
-                references[ref_device] = {k: run_in_batches(device_ref.predict_array, v, axis, chunk)
-                                          for k, v in inputs.items()}
-            if backend.name == REFERENCE and precision == FULL_PRECISION:
-                predictor, outputs = reference, references[ref_device]
-            else:
-                predictor = open_model(name, backend.name, root, device, precision, run)
-                outputs = {k: run_in_batches(predictor.predict_array, v, axis, chunk) for k, v in inputs.items()}
+                references[ref_device] = run_cases(_run_of(device_ref, chunk), cases)
+            predictor = (reference if backend.name == REFERENCE and precision == FULL_PRECISION else
+                         open_model(name, backend.name, root, device, precision, run))
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
             if isinstance(exc, BackendUnavailableError) and device != "cpu":
                 report.unrunnable[label] = device
             continue
-        except Exception as exc:  # noqa: BLE001 - the artifact is there but does not load or run: a failure
+        except Exception as exc:  # noqa: BLE001 - the artifact is there but does not load: a failure
             # A runtime's own exception (torchscript-cuda's "Expected all tensors to be on the same
             # device") is that row's FAIL, in one line; the other rows and models still run.
             reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
-            report.verdicts.append(BackendVerdict(backend.name, device, sizes, float("inf"), float("inf"), None, None,
-                                                  [reason], precision))
+            report.verdicts.append(_failed(backend.name, device, sizes, reason, precision))
             continue
+        want, error = references[ref_device]
+        got, error = (want, error) if predictor is reference else run_cases(_run_of(predictor, chunk), cases)
+        error = error or references[ref_device][1]
+        if error:
+            report.verdicts.append(_failed(backend.name, device, sizes, error, precision))
+            continue
+        failures: list[str] = []
         if predictor.info.get("checkpoint_sha256") != reference.info.get("checkpoint_sha256"):
             failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
         if predictor.contract != contract:
             failures.append(f"its contract differs from the checkpoint's: re-run `ptx export {name}`")
-        total = Agreement()
-        for key, out in outputs.items():
-            total.merge(compare(out, references[ref_device][key], contract, tolerance=tolerance_of[device]), f"{key}: ")
+        _, (total,) = compare_cases(got, want, cases, [output], lambda _, g, w: compare(g, w, contract,
+                                                                                      tolerance=tolerance_of[device]))
         agreement = accuracy = None
-        labels = decisions(outputs["real"], contract)
+        labels = decisions(got[0][output], contract)  # case 0: the real samples
         if labels is not None:
-            agreement = float((labels == decisions(references[ref_device]["real"], contract)).mean())
+            agreement = float((labels == decisions(want[0][output], contract)).mean())
             accuracy = float((labels == truth.reshape(labels.shape)).mean())
         unusable: list[str] = []
         if precision == FULL_PRECISION:
@@ -260,7 +274,7 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
             # Reduced precision cannot meet the f32 atol: shapes and finiteness still hold, and then
             # the labels users see decide (judge_reduced_precision), on the real test samples.
             failures += [f for f in total.failures if "shape" in f or "NaN" in f]
-            unusable = judge_reduced_outputs(outputs["real"], references[ref_device]["real"], truth, contract).unusable
+            unusable = judge_reduced_outputs(got[0][output], want[0][output], truth, contract).unusable
         report.verdicts.append(BackendVerdict(
             backend.name, device, sizes, total.max_abs, total.max_rel, agreement, accuracy, failures, precision,
             ties=total.ties if precision == FULL_PRECISION else 0, unusable=unusable,
@@ -268,6 +282,17 @@ def verify(name: str, *, backends: list[str] | None = None, samples: int = JUDGI
     if not report.compared:
         raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
     return report
+
+
+def _run_of(model, chunk: int):
+    """A tutorial model's run over a case: its one input in batches of ``chunk``, through its head."""
+    contract = model.contract
+    return lambda feeds: {contract.output.name: run_in_batches(model.predict_array, feeds[contract.input.name],
+                                                                contract.input.batch_axis, chunk)}
+
+
+def _failed(backend: str, device: str, sizes: list[int], reason: str, precision: str) -> BackendVerdict:
+    return BackendVerdict(backend, device, sizes, float("inf"), float("inf"), None, None, [reason], precision)
 
 
 def _static_check(backend, name: str, root, precision: str, run, label: str) -> dict[str, str]:

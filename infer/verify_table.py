@@ -6,7 +6,7 @@ Presentation only: the report (infer/verify.py) holds every row and reason, and 
 them all with the whole rule; `--all-rows` prints one line per row as before."""
 from __future__ import annotations
 
-from ptx.contract.agreement import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT
+from ptx.contract.comparison import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT
 
 COLUMNS = (f"{'backend':<18} {'precision':<9} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} "
            f"{'accuracy':>9}  verdict")

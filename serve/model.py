@@ -28,7 +28,7 @@ from ptx.contract import DType, InputKind, Task
 from ptx.contract.names import SEQ
 from ptx.contract.pictures import picture_samples
 from ptx.contract.protocol import TritonBackend, model_config, signature_config
-from ptx.contract.tensor_compare import class_scores
+from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import check_feeds
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import collate, length_groups, to_model_input

@@ -16,7 +16,7 @@ from ptx.infer import backends as registry
 from ptx.infer import ort_runner, ort_session, torch_runner
 from ptx.infer.api import open_artifact
 from ptx.infer.verify import BackendVerdict, VerifyReport
-from ptx.contract.agreement import judge_reduced_precision
+from ptx.contract.comparison import judge_reduced_precision
 
 
 def device_constants(module) -> list[str]:

@@ -23,7 +23,7 @@ import torch
 import own_models as zoo
 from ptx.contract.metadata import from_props
 from ptx.contract.reference import load_reference
-from ptx.contract.tensor_compare import compare_output, default_tolerance
+from ptx.contract.comparison import compare_output, default_tolerance
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import digest_of
 from ptx.errors import PtxError, ValidationError

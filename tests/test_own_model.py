@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import own_models as zoo
-from ptx.contract.tensor_compare import compare_output, default_tolerance
+from ptx.contract.comparison import compare_output, default_tolerance
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig, infer_batch_axes, parse_declaration, parse_shape
 from ptx.errors import ArtifactError, InputError, ModelRunError, PtxError
@@ -113,28 +113,28 @@ def test_a_range_is_low_inclusive_high_exclusive_for_integers_and_a_bare_one_ran
 def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_path):
     from pathlib import Path
 
-    from ptx.contract.tensor_compare import needed_atol_text
-    from ptx.infer.verify_file import FileVerifyReport, Row
+    from ptx.contract.comparison import needed_atol_text
+    from ptx.infer.verify_reference import ReferenceReport, Row
 
     rng = np.random.default_rng(0)
     tol = default_tolerance("float32")
     hidden = rng.random((3, 8, 16), dtype=np.float32)
-    assert compare_output("last_hidden_state", hidden, hidden, tol, 0).argmax_compared == 0
-    assert compare_output("h_n", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 0
-    assert compare_output("pooler_output", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 0
-    assert compare_output("state", hidden.transpose(1, 0, 2), hidden.transpose(1, 0, 2), tol, 1).argmax_compared == 0
-    assert compare_output("logits", hidden[:, 0], hidden[:, 0], tol, 0).argmax_compared == 3
+    assert compare_output("last_hidden_state", hidden, hidden, tol, 0).decisions == 0
+    assert compare_output("h_n", hidden[:, 0], hidden[:, 0], tol, 0).decisions == 0
+    assert compare_output("pooler_output", hidden[:, 0], hidden[:, 0], tol, 0).decisions == 0
+    assert compare_output("state", hidden.transpose(1, 0, 2), hidden.transpose(1, 0, 2), tol, 1).decisions == 0
+    assert compare_output("logits", hidden[:, 0], hidden[:, 0], tol, 0).decisions == 3
     state = np.zeros((1, 3, 4), np.float32)  # a state padded with zeros: a 1e-6 beside a 0 is no infinite error
     state[0, 0] = 1.0
     got = state + 1e-6
     agreement = compare_output("h", got, state, tol, 1)
-    assert agreement.ok and 0 < agreement.max_rel < 1e-5 and agreement.argmax_compared == 0
+    assert agreement.ok and 0 < agreement.max_rel < 1e-5 and agreement.decisions == 0
     # max abs 1e-6, all inside rtol * |ref| where the reference is 1: an atol of 0 would pass only there
     covered = compare_output("y", np.ones((3, 4), np.float32) + 1e-6, np.ones((3, 4), np.float32), tol, 0)
     assert covered.max_abs > 0 and covered.needed_atol == 0 and needed_atol_text(covered) == "none"
     assert needed_atol_text(agreement) == f"{agreement.needed_atol:.2e}"
     bad = compare_output("y", np.ones((3, 4), np.float32) * 2, np.ones((3, 4), np.float32), tol, 0)
-    report = FileVerifyReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
+    report = ReferenceReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
                               rows=[Row("openvino", "ort-cpu", cases=["batch 3"], outputs=[bad])] * 3)
     assert report.summary().endswith("(and 2 more table rows fail)")
     report.rows = report.rows[:2]

@@ -17,7 +17,7 @@ import own_models as zoo
 from ptx.contract.reference import load_reference, reference_path
 from ptx.infer import load
 from ptx.infer.inspect_file import inspect_path
-from ptx.infer.verify_file import verify_file
+from ptx.infer.verify import verify
 
 ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
 AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
@@ -182,7 +182,7 @@ def test_samples_that_do_not_fit_are_one_line(own_models, tmp_path, arrays, mess
 def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_path):
     feeds = {"picture": np.random.default_rng(0).random((2, 1, 16, 16), np.float32), "ids": np.ones((2, 6), np.int64)}
     np.savez(tmp_path / "samples.npz", **feeds)
-    report = verify_file(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
+    report = verify(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
     assert report.ok and report.cases == ["samples.npz"] and report.rows[0].backend == "onnx.reference"
     shape = ptx("verify", own_models["two_io"], "--shape", "nope=3x4")
     assert one_error_line(shape) == "error: --shape nope=...: the model has no input 'nope'; its inputs are picture, ids"
@@ -204,10 +204,10 @@ def test_save_inputs_writes_the_generated_cases_that_inputs_feeds_again(own_mode
 
 
 def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_models):
-    report = verify_file(own_models["half"])
+    report = verify(own_models["half"])
     assert report.ok
     assert {(o.tolerance.atol, o.tolerance.rtol) for r in report.rows for o in r.outputs} == {(1e-2, 1e-2)}
-    two = verify_file(own_models["two_io"], atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
+    two = verify(own_models["two_io"], atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
     assert {o.name: o.tolerance.atol for o in two.rows[0].outputs} == {"scores": 1e-3, "joint": 1e-2}
 
 
@@ -229,12 +229,12 @@ def test_options_of_the_other_kind_are_refused(own_models):
 
 
 def test_a_runtime_that_crashes_opening_the_file_is_that_rows_failure(own_models, monkeypatch):
-    from ptx.infer import own_runs
-    from ptx.infer.own_runs import FileBackend, file_backends, open_rows
+    from ptx.infer import readers
+    from ptx.infer.readers import FileBackend, file_backends, open_rows
 
     crash_openvino = ("import json, os, signal, sys\nfor args in json.loads(sys.argv[1]):\n"
                       "    if args['backend'] == 'openvino':\n        os.kill(os.getpid(), signal.SIGSEGV)\n")
-    monkeypatch.setattr(own_runs, "PROBE_ROWS", crash_openvino)
+    monkeypatch.setattr(readers, "PROBE_ROWS", crash_openvino)
     rows = [r for r in file_backends("onnx") if r.device == "cpu"]
     opened = open_rows(own_models["residual"], rows, {})
     assert opened["ort-cpu"].signature.input_names == ["image"]
@@ -272,8 +272,8 @@ def _inverse_graph(path):
 def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tmp_path):
     pytest.importorskip("openvino")
     path = _inverse_graph(tmp_path / "inverse.onnx")
-    verify_file(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
-    report = verify_file(path)
+    verify(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
+    report = verify(path)
     assert [r.backend for r in report.unrunnable] == ["openvino"] and report.exit_status == 0
     result = ptx("verify", path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -285,6 +285,38 @@ def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tm
     strict = ptx("verify", path, "--strict")
     assert strict.returncode == 1 and last_line(strict).startswith("DISAGREE: openvino: "), strict.stdout
     assert "  FAIL: OpenVINO cannot read it (" in strict.stdout
+
+
+def _lstm_with_state(path):
+    """An LSTM whose initial state [2, state_1, 8] holds the batch on axis 1 under a name ptx cannot
+    read as a batch, beside input [N, T] (issue 43 item 7)."""
+    from onnx import TensorProto, helper
+
+    hidden, rng = 8, np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
+               (("W", (2, 4 * hidden, 1)), ("R", (2, 4 * hidden, hidden)), ("B", (2, 8 * hidden)))]
+    nodes = [helper.make_node("Unsqueeze", ["input", "axis2"], ["x3"]),
+             helper.make_node("Transpose", ["x3"], ["steps_first"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["steps_first", "W", "R", "B", "", "state"], ["", "h"], hidden_size=hidden,
+                              direction="bidirectional")]
+    graph = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", "T"]),
+                                              helper.make_tensor_value_info("state", TensorProto.FLOAT,
+                                                                            [2, "state_1", hidden])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, "N", hidden])],
+                              [*weights, numpy_helper.from_array(np.array([2], np.int64), "axis2")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def test_a_state_whose_batch_ptx_could_not_tell_is_named_with_the_batch_axis_that_says_so(tmp_path):
+    path = _lstm_with_state(tmp_path / "lstm.onnx")
+    result = ptx("verify", path, "--backends", "ort-cpu")
+    assert result.returncode == 2 and "LSTM" in result.stderr, result.stderr
+    assert one_error_line(result).endswith("state [2, state_1, 8] may hold the batch, which ptx could not tell, and "
+                                           "was fed a size of its own: if its batch is axis 1, say so with "
+                                           "--batch-axis state=1")
+    told = ptx("verify", path, "--batch-axis", "state=1")
+    assert told.returncode == 0 and last_line(told).startswith("all agree: openvino"), told.stdout + told.stderr
 
 
 # -- bench --------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """`ptx verify`: every backend against eager for a tutorial model's run (ptx.infer.verify), or
-against a model file's reference (ptx.infer.verify_file).
+against a model file's reference (ptx.infer.verify_reference).
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                                "ptx verify RUN_FOLDER/model.onnx --locate)")
     if _model_file(name, "verify"):
         _check_options(ctx, "verify", for_file=True)
-        _verify_file(name, backends=backends, batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else None,
+        _verify_reference(name, backends=backends, batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else None,
                      atol=atol, rtol=rtol, as_json=as_json, against=against, reference_file=reference_file,
                      save_reference=save_reference, declared_inputs=declared_inputs, batch_axes=batch_axes,
                      ignore_metadata=ignore_metadata, shapes=shapes, values=values, ranges=ranges,
@@ -150,19 +150,19 @@ def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, r
     sys.exit(max(statuses))
 
 
-def _verify_file(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
+def _verify_reference(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
                  declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
                  strict=False, save_inputs=None, locate=False, repro=None) -> None:
     """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
     from ptx.contract.tensor_inputs import VERIFY_BATCHES
-    from ptx.infer.verify_file import verify_file
+    from ptx.infer.verify import verify
     from ptx.cli.options import open_options, plan_options
 
     if locate:
         from ptx.infer.locate_file import check_locatable
 
         check_locatable(path, repro)
-    report = verify_file(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
+    report = verify(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
                          plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
                          batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
                          reference_file=reference_file, save=save_reference, strict=strict, save_inputs=save_inputs,

@@ -2,9 +2,9 @@
 
 contract -> models -> trainers -> export -> infer -> cli: data flows one way. Here live the
 input/output contract and its validation, the preprocessing steps and picture pipelines, the one
-agreement rule, and the names (axes, files, formats) that every stage shares.
+comparison, and the names (axes, files, formats) that every stage shares.
 """
-from .agreement import Agreement, compare
+from .comparison import OutputAgreement, compare
 from .metadata import ArtifactInfo, from_strings, to_strings
 from .names import (ARTIFACT_FILES, BATCH, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, SEQ,
                     SCHEMA_VERSION)
@@ -12,8 +12,8 @@ from .schema import (Contract, ContractError, DType, EncodeStep, InputKind, Norm
                      ScaleStep, TensorSpec, Task, Tolerance)
 
 __all__ = [
-    "ARTIFACT_FILES", "Agreement", "ArtifactInfo", "BATCH", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Contract",
+    "ARTIFACT_FILES", "ArtifactInfo", "BATCH", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Contract",
     "ContractError", "DEFAULT_OPSET", "DEFAULT_RUNS_ROOT", "DType", "EncodeStep", "InputKind", "NormalizeStep",
-    "PadStep", "PictureStep", "SCHEMA_VERSION", "SEQ", "ScaleStep", "Task", "TensorSpec", "Tolerance", "compare",
+    "OutputAgreement", "PadStep", "PictureStep", "SCHEMA_VERSION", "SEQ", "ScaleStep", "Task", "TensorSpec", "Tolerance", "compare",
     "from_strings", "to_strings",
 ]

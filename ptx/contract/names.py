@@ -21,7 +21,7 @@ ARTIFACT_FILES = {
     "onnx-int8": "model.int8.onnx",
 }
 # Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
-# the reduced ones by labels and accuracy (ptx.contract.agreement.judge_reduced_precision).
+# the reduced ones by labels and accuracy (ptx.contract.comparison.judge_reduced_precision).
 FULL_PRECISION = "f32"
 TF32 = "tf32"  # the f32 file with CUDA's TensorFloat-32 matmuls and convolutions: faster, 10-bit mantissa
 PRECISIONS = (FULL_PRECISION, "bf16", TF32, "int8")

@@ -1,4 +1,5 @@
-"""ptx verify PATH: every backend that can load a model file, against one reference, output by output.
+"""ptx verify PATH: every backend that can load a model file against one reference, output by output,
+on the verify engine (infer/comparator.py).
 
 The reference is the file's own runtime on the CPU (an ONNX file: ort-cpu, with onnx.reference's
 pure-numpy evaluator as a third opinion on small inputs; a TorchScript file: the module through
@@ -21,27 +22,22 @@ such a row fails). One that runs some cases and fails at another still fails: th
 from __future__ import annotations
 
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-
-from ptx.contract.agreement import check_tolerance
+from ptx.contract.comparison import HISTOGRAM_EDGES, OutputAgreement, needed_atol_text
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
-from ptx.contract.schema import Tolerance
-from ptx.contract.tensor_compare import (HISTOGRAM_EDGES, OutputAgreement, compare_output, default_tolerance,
-                                         needed_atol_text)
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, plan_inputs
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError, first_line
 
+from .comparator import Tolerances, compare_cases, match_outputs, run_cases, short_reason, tolerance_judge
 from .model_files import ONNX, WEIGHTS_KEY, read_model_file, recorded_signature, weights_digest
 from .api import KIND_NAMES
-from .own_runs import (Case, FileBackend, file_backends, file_cases, generated_cases, group_reasons, open_options_for,
-                       open_rows)
+from .cases import Case, batch_hint, file_cases, generated_cases, save_cases
+from .readers import FileBackend, file_backends, group_reasons, open_options_for, open_rows
 
 THIRD_OPINION = "onnx.reference"
 # onnx.reference evaluates every node in numpy, convolutions included: a third opinion on inputs of
@@ -49,44 +45,6 @@ THIRD_OPINION = "onnx.reference"
 THIRD_OPINION_MAX_VALUES = 100_000
 STORED = "stored reference"
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch"}
-# The names torch gives the outputs of a module it cannot name (torch_runner.flatten_outputs).
-PROBE_NAMES = ("output",)
-
-
-@dataclass
-class Tolerances:
-    """--atol/--rtol: overall, or per output (``--atol scores=1e-3``); otherwise per dtype and device."""
-
-    atol: float | None = None
-    rtol: float | None = None
-    per_output: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, atol: Sequence[tuple[str | None, float]] = (), rtol: Sequence[tuple[str | None, float]] = (),
-              outputs: Sequence[str] = ()) -> "Tolerances":
-        tolerances = cls()
-        for option, given in (("atol", atol), ("rtol", rtol)):
-            for name, value in given:
-                check_tolerance(Tolerance(**{"atol": 0.0, "rtol": 0.0, option: value}))
-                if name is None:
-                    if getattr(tolerances, option) is not None:
-                        raise PtxError(f"--{option} is given twice for every output; give it once (or NAME=VALUE "
-                                       "for one output)")
-                    setattr(tolerances, option, value)
-                    continue
-                if name not in outputs:
-                    raise PtxError(f"--{option} {name}=...: the model has no output {name!r}; its outputs are "
-                                   f"{', '.join(outputs)}")
-                if option in tolerances.per_output.get(name, {}):
-                    raise PtxError(f"--{option} {name}=... is given twice")
-                tolerances.per_output.setdefault(name, {})[option] = value
-        return tolerances
-
-    def of(self, name: str, dtype: str, device: str) -> Tolerance:
-        base = default_tolerance(dtype, device)
-        own = self.per_output.get(name, {})
-        return Tolerance(own.get("atol", base.atol if self.atol is None else self.atol),
-                         own.get("rtol", base.rtol if self.rtol is None else self.rtol))
 
 
 @dataclass
@@ -126,7 +84,7 @@ class Row:
 
 
 @dataclass
-class FileVerifyReport:
+class ReferenceReport:
     path: Path
     kind: str
     reference_label: str  # ort-cpu, torchscript, aoti
@@ -210,7 +168,7 @@ class FileVerifyReport:
                 cells.append([row.backend, row.against, "", "", "", "", "", "", f"FAIL: {row.error}"])
                 continue
             for o in row.outputs:
-                argmax = f"{o.argmax_same}/{o.argmax_compared}" if o.argmax_compared else "-"
+                argmax = f"{o.same_decisions}/{o.decisions}" if o.decisions else "-"
                 verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else
                                                          f": {o.beyond:,} of {o.compared:,} beyond")
                 cells.append([row.backend, row.against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
@@ -229,24 +187,6 @@ class FileVerifyReport:
         return "\n".join(lines)
 
 
-# The runtimes' own framing around the reason a backend gives: where in its sources it failed.
-_RUNTIME_FRAMING = [re.compile(p) for p in (
-    r"Exception from \S+:\d+:\s*", r"Check '[^']*' failed at \S+:\d+:\s*", r"\[ONNXRuntimeError\] : \d+ : \w+ :\s*",
-    r"/onnxruntime_src/\S+:\d+ [^ ]+\([^)]*\)\s*", r"FrontEnd API failed with \w+:\s*")]
-SHORT_REASON = 160
-
-
-def short_reason(error: str | None, path: Path | None = None, limit: int = SHORT_REASON) -> str:
-    """A backend's failure in one readable line: without the file's path (the table is about it),
-    without where in the runtime's sources it was raised, cut to ``limit`` characters."""
-    text = " ".join(str(error or "").split())
-    if path is not None:
-        text = text.replace(f"{path}: ", "").replace(f"{path.name}: ", "")
-    for pattern in _RUNTIME_FRAMING:
-        text = pattern.sub("", text)
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
-
-
 def runtime_of(label: str) -> str:
     """``ort-cpu`` -> ``ort-cpu (onnxruntime 1.31.1)``: what produced a reference's outputs."""
     module = next((m for prefix, m in RUNTIME_MODULES.items() if label.startswith(prefix)), None)
@@ -254,81 +194,23 @@ def runtime_of(label: str) -> str:
     return f"{label} ({module} {version})" if version else label
 
 
-def run_cases(model, cases: Sequence[Case]) -> tuple[dict[int, dict[str, np.ndarray]], str | None]:
-    """Run ``model`` on every case in turn: (outputs by case index, the failure that stopped it). A
-    model that runs one batch size and fails at another is told so: the batch was specialised."""
-    results: dict[int, dict[str, np.ndarray]] = {}
-    for i, case in enumerate(cases):
-        try:
-            results[i] = model.run(case.feeds)
-        except Exception as exc:  # noqa: BLE001 - any runtime's failure is this row's, in one line
-            why = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
-            passed = [cases[j] for j in results]
-            if passed and case.batch is not None and passed[-1].batch not in (None, case.batch):
-                why = (f"runs at {passed[-1].label} but fails at {case.label}: {why} (the exporter specialised the "
-                       "batch?)")
-            return results, why
-    return results, None
-
-
-def merge(parts: Sequence[OutputAgreement]) -> OutputAgreement:
-    """One output's agreement over several cases: the worst errors, the counts summed."""
-    first = parts[0]
-    merged = OutputAgreement(first.name, first.tolerance)
-    for p in parts:
-        merged.compared += p.compared
-        merged.beyond += p.beyond
-        merged.max_abs, merged.max_rel = max(merged.max_abs, p.max_abs), max(merged.max_rel, p.max_rel)
-        merged.needed_atol = max(merged.needed_atol, p.needed_atol)
-        merged.histogram = [a + b for a, b in zip(merged.histogram, p.histogram)] if merged.histogram else list(
-            p.histogram)
-        merged.argmax_compared += p.argmax_compared
-        merged.argmax_same += p.argmax_same
-        merged.problem = merged.problem or p.problem
-    return merged
-
-
-def compare_cases(row: Row, got: Mapping[int, Mapping[str, np.ndarray]], want: Mapping[int, Mapping[str, np.ndarray]],
-                  cases: Sequence[Case], signature: Signature, tolerances: Tolerances,
-                  names: Mapping[str, str] | None = None) -> Row:
-    """Fill ``row`` with every output compared over the cases both sides ran. ``names`` maps the
-    reference's output names to the compared side's (outputs matched by position)."""
-    shared = [i for i in want if i in got]
-    row.cases = [cases[i].label for i in shared]
+def _compared(row: Row, got, want, cases: Sequence[Case], signature: Signature, tolerances: Tolerances,
+              names: Mapping[str, str] | None = None) -> Row:
+    """``row`` with every output compared over the cases both sides ran, and the case that departs most."""
     worst: dict[int, float] = {}
-    for sig in signature.outputs:
-        theirs = (names or {}).get(sig.name, sig.name)
-        tolerance = tolerances.of(sig.name, sig.dtype, row.device)
-        parts = [compare_output(sig.name, got[i][theirs], want[i][sig.name], tolerance, sig.batch_axis) for i in shared]
-        for i, p in zip(shared, parts):
-            worst[i] = max(worst.get(i, -1.0), math.inf if p.problem else p.needed_atol + p.beyond)
-        if parts:
-            row.outputs.append(merge(parts))
+    row.cases, row.outputs = compare_cases(got, want, cases, signature.output_names,
+                                           tolerance_judge(signature, tolerances, row.device), names, worst)
     row.worst_case = max(worst, key=worst.get) if worst else None
     return row
 
 
-def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:
-    """{our output name: theirs} and a note when matched by position: by name where both sides name
-    them alike; by position where one side has only the names torch gives unnamed outputs."""
-    if set(ours) == set(theirs):
-        return {n: n for n in ours}, None
-    probe_named = lambda names: all(n in PROBE_NAMES or n.startswith("output_") for n in names)  # noqa: E731
-    if len(ours) == len(theirs) and (probe_named(ours) or probe_named(theirs)):
-        pairs = ", ".join(f"{t} -> {o}" for o, t in zip(ours, theirs))
-        return dict(zip(ours, theirs)), f"note: {what}'s outputs matched by position ({pairs}): torch does not " \
-                                        "name a TorchScript or pt2 file's outputs"
-    raise PtxError(f"{what} gives outputs {', '.join(theirs)}; the model verified gives {', '.join(ours)}: they are "
-                   "not outputs of one model")
-
-
-def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
+def verify_reference(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
                 plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int = 0,
                 batch_sizes: Sequence[int] = VERIFY_BATCHES, atol: Sequence = (), rtol: Sequence = (),
                 against: str | Path | None = None, reference_file: str | Path | None = None,
                 save: bool = False, third_opinion: bool = True, strict: bool = False,
                 save_inputs: str | Path | None = None,
-                progress: Callable[[str], None] = lambda _: None) -> FileVerifyReport:
+                progress: Callable[[str], None] = lambda _: None) -> ReferenceReport:
     """Verify the model file at ``path`` (see the module's docstring). ``options`` are
     ``open_own_model``'s (inputs, batch_axes, ignore_metadata), ``plan`` are ``plan_inputs``'
     (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs.
@@ -365,14 +247,17 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
         where = (f"generated, seed {seed}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
                                                   else "at the fixed shape (no input has a batch axis)"))
         where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
-    report = FileVerifyReport(path, found.kind, reference_row.label, runtime_of(reference_row.label), signature, where,
+    report = ReferenceReport(path, found.kind, reference_row.label, runtime_of(reference_row.label), signature, where,
                               [c.label for c in cases], strict=strict, fed=list(cases), against=against)
     if changed:
         report.notes.append(changed)
     if save_inputs:
-        report.notes.append(_save_inputs(Path(save_inputs), cases))
+        report.notes.append(save_cases(Path(save_inputs), cases))
     progress(f"running {reference_row.label} on {len(cases)} cases")
-    want, report.reference_error = run_cases(reference, cases)
+    want, report.reference_error = run_cases(reference.run, cases)
+    hint = batch_hint(signature) if report.reference_error and not input_files else None
+    if hint:  # the runtime's own message names a node, not the input ptx fed a size it guessed
+        report.reference_error += f"; {hint}"
     if not want:
         raise PtxError(f"{reference_row.label}, the reference, cannot run {path.name}: {report.reference_error}")
 
@@ -396,13 +281,13 @@ def verify_file(path: str | Path, *, backends: Sequence[str] | None = None, opti
             continue
         if not row.reference:  # the reference's own rows: against the stored reference only
             progress(f"running {row.label}")
-            ran, error = run_cases(model, [cases[i] for i in sorted(want)])
+            ran, error = run_cases(model.run, [cases[i] for i in sorted(want)])
             got = {sorted(want)[k]: v for k, v in ran.items()}
-            report.rows.append(compare_cases(Row(row.label, reference_row.label, row.device, error=error,
+            report.rows.append(_compared(Row(row.label, reference_row.label, row.device, error=error,
                                                  optional=True), got, want, cases, signature, tolerances))
         if stored:
-            ran, error = run_cases(model, stored_cases)
-            report.rows.append(compare_cases(Row(row.label, STORED, row.device, error=error, optional=not row.reference),
+            ran, error = run_cases(model.run, stored_cases)
+            report.rows.append(_compared(Row(row.label, STORED, row.device, error=error, optional=not row.reference),
                                              ran, stored_want, stored_cases, signature, tolerances))
     if found.kind == ONNX and third_opinion:
         _third_opinion(path, cases, want, signature, tolerances, report, progress)
@@ -427,7 +312,7 @@ def _changed_since_export(path: Path, found, options: Mapping) -> str | None:
             f"ptx.{WEIGHTS_KEY} records {recorded[:12]}...): checked as your own model, by its outputs")
 
 
-def _stored_reference(path: Path, given, save: bool, signature: Signature, found, report: FileVerifyReport):
+def _stored_reference(path: Path, given, save: bool, signature: Signature, found, report: ReferenceReport):
     """The reference tensors kept beside the file (or given), checked against the model's inputs."""
     where = Path(given) if given else reference_path(path)
     if save or not (given or where.is_file()):
@@ -453,7 +338,7 @@ def _stored_reference(path: Path, given, save: bool, signature: Signature, found
 
 
 def _third_opinion(path: Path, cases: Sequence[Case], want, signature: Signature, tolerances: Tolerances,
-                   report: FileVerifyReport, progress) -> None:
+                   report: ReferenceReport, progress) -> None:
     """onnx.reference's evaluator on the cases small enough for it."""
     small = [i for i in want if sum(a.size for a in cases[i].feeds.values()) <= THIRD_OPINION_MAX_VALUES]
     if not small:
@@ -472,7 +357,7 @@ def _third_opinion(path: Path, cases: Sequence[Case], want, signature: Signature
     except Exception as exc:  # noqa: BLE001 - an op it does not implement: no opinion, not a disagreement
         report.skipped[THIRD_OPINION] = f"it cannot evaluate this graph ({type(exc).__name__}: {first_line(exc)[:200]})"
         return
-    report.rows.append(compare_cases(Row(THIRD_OPINION, report.reference_label), got,
+    report.rows.append(_compared(Row(THIRD_OPINION, report.reference_label), got,
                                      {i: want[i] for i in small}, cases, signature, tolerances))
     if len(small) < len(want):
         report.notes.append(f"note: {THIRD_OPINION} ran on {len(small)} of {len(want)} cases (inputs of at most "
@@ -480,7 +365,7 @@ def _third_opinion(path: Path, cases: Sequence[Case], want, signature: Signature
 
 
 def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case], want, tolerances: Tolerances,
-             options: Mapping, report: FileVerifyReport, progress) -> Row:
+             options: Mapping, report: ReferenceReport, progress) -> Row:
     """The other file's own runtime on the same cases, held to this file's reference."""
     found = read_model_file(other)
     row = FileBackend(*next((r.backend, r.device) for r in file_backends(found.kind) if r.reference))
@@ -502,26 +387,13 @@ def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case
     names, note = match_outputs(signature.output_names, model.signature.output_names, other.name)
     if note:
         report.notes.append(note)
-    got, error = run_cases(model, [cases[i] for i in sorted(want)])
+    got, error = run_cases(model.run, [cases[i] for i in sorted(want)])
     got = {sorted(want)[k]: v for k, v in got.items()}
-    return compare_cases(Row(label, report.reference_label, error=error), got, want, cases, signature,
+    return _compared(Row(label, report.reference_label, error=error), got, want, cases, signature,
                          tolerances, names)
 
 
-def _save_inputs(where: Path, cases: Sequence[Case]) -> str:
-    """The cases' inputs as one .npz that --inputs reads back: ``NAME:K`` for case K (the cases'
-    batches differ, so they cannot share one array per name)."""
-    from ptx.atomic import atomic_path
-
-    if where.suffix.lower() != ".npz":
-        raise PtxError(f"--save-inputs {where}: give a .npz file name (it is read back with --inputs {where.stem}.npz)")
-    arrays = {f"{name}:{k}": array for k, case in enumerate(cases) for name, array in case.feeds.items()}
-    with atomic_path(where) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    return f"saved the inputs: {where} ({len(cases)} case{'s' * (len(cases) != 1)}; --inputs {where} feeds them again)"
-
-
-def _save(path: Path, given, report: FileVerifyReport, cases: Sequence[Case], want, signature: Signature,
+def _save(path: Path, given, report: ReferenceReport, cases: Sequence[Case], want, signature: Signature,
           found) -> None:
     where = Path(given) if given else reference_path(path)
     if report.reference_error:

@@ -1,5 +1,6 @@
-"""What ``ptx inspect``, ``ptx verify`` and ``ptx bench`` of a model file share: which backends of
-the registry read it, why one cannot run here, how each is opened, and the inputs they are fed.
+"""Which backends of the registry read a model file, why one cannot run here, and opening each (a
+file ptx did not write is opened in a child process first): what ``ptx inspect``, ``ptx verify``
+and ``ptx bench`` of a model file share.
 
 Importing this imports neither torch nor a runtime: each backend imports its own when opened.
 """
@@ -10,9 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from ptx.contract.tensor_inputs import InputPlan, load_input_file, make_feeds
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
@@ -150,44 +148,3 @@ def open_rows(path: Path, rows: Sequence[FileBackend], options: Mapping, probe: 
             except PtxError as exc:
                 opened[row.label] = exc
     return opened
-
-
-# -- inputs ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    """One set of inputs every backend is run on."""
-
-    label: str  # "batch 3", "fixed shape", "samples.npz #2", "stored #0"
-    feeds: dict[str, np.ndarray]
-    batch: int | None  # the size of the batch axis, where the inputs have one
-
-
-def batch_of(signature: Signature, feeds: Mapping[str, np.ndarray]) -> int | None:
-    for t in signature.inputs:
-        if t.batch_axis is not None:
-            return int(np.asarray(feeds[t.name]).shape[t.batch_axis])
-    return None
-
-
-def has_batch(signature: Signature) -> bool:
-    return any(t.batch_axis is not None for t in signature.inputs)
-
-
-def generated_cases(signature: Signature, plan: InputPlan, batch_sizes: Sequence[int], seed: int) -> list[Case]:
-    """Seeded inputs at each batch size, or once at the fixed shape where no input has a batch axis."""
-    if not has_batch(signature):
-        return [Case("fixed shape", make_feeds(signature, plan, None, seed), None)]
-    return [Case(f"batch {b}", make_feeds(signature, plan, b, seed), b) for b in batch_sizes]
-
-
-def file_cases(paths: Sequence[str | Path], signature: Signature) -> list[Case]:
-    """The user's samples (--inputs, several files allowed), each case checked against the signature."""
-    cases = []
-    for path in paths:
-        loaded = load_input_file(path, signature)
-        for k, feeds in enumerate(loaded):
-            label = Path(path).name + (f" #{k}" if len(loaded) > 1 else "")
-            cases.append(Case(label, feeds, batch_of(signature, feeds)))
-    return cases
