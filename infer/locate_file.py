@@ -48,7 +48,7 @@ def _row_to_locate(report):
     if not failed:
         return None
     for row in failed:
-        if row.against == STORED or row.error or not row.outputs:
+        if row.against == STORED or row.error or not row.outputs or row.composition:
             continue
         return row
     row = failed[0]

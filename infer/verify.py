@@ -18,6 +18,7 @@ from ptx.contract.transforms import decisions, normalize, run_in_batches, to_lay
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
 
 from . import backends as registry
+from .batch_composition import CompositionCheck, check_batch_composition
 from .cases import Case
 from .comparator import compare_cases, run_cases
 from .api import artifact_path, export_command, open_artifact, open_model, run_folder
@@ -60,6 +61,9 @@ class BackendVerdict:
     # does not suit this model. A failure only when the user named the row (``required``).
     unusable: list[str] = field(default_factory=list)
     required: bool = False
+    # A few samples alone against their rows in the largest batch (f32 rows, by the same tolerance):
+    # an answer that depends on its batch-mates is a failure of the row.
+    composition: CompositionCheck | None = None
 
     @property
     def status(self) -> str:
@@ -127,7 +131,8 @@ class VerifyReport:
 
         return {**{k: v for k, v in asdict(self).items() if k != "verdicts"}, "ok": self.ok,
                 "exit_status": self.exit_status, "rule": RULE,
-                "verdicts": [finite({**asdict(v), "label": v.label, "status": v.status, "ok": v.ok})
+                "verdicts": [finite({**asdict(v), "label": v.label, "status": v.status, "ok": v.ok,
+                                     "composition": v.composition.to_dict() if v.composition else None})
                              for v in self.verdicts]}
 
     def summary(self) -> str:
@@ -268,8 +273,12 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
             agreement = float((labels == decisions(want[0][output], contract)).mean())
             accuracy = float((labels == truth.reshape(labels.shape)).mean())
         unusable: list[str] = []
+        composition = None
         if precision == FULL_PRECISION:
             failures += total.failures
+            composition = _composition(predictor, chunk, cases, got, contract, tolerance_of[device])
+            if not composition.ok:
+                failures.append(f"batch composition: {composition.summary()}")
         else:
             # Reduced precision cannot meet the f32 atol: shapes and finiteness still hold, and then
             # the labels users see decide (judge_reduced_precision), on the real test samples.
@@ -278,10 +287,19 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
         report.verdicts.append(BackendVerdict(
             backend.name, device, sizes, total.max_abs, total.max_rel, agreement, accuracy, failures, precision,
             ties=total.ties if precision == FULL_PRECISION else 0, unusable=unusable,
-            required=precision != FULL_PRECISION and label in named))
+            required=precision != FULL_PRECISION and label in named, composition=composition))
     if not report.compared:
         raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
     return report
+
+
+def _composition(model, chunk: int, cases: list[Case], got, contract, tolerance: Tolerance) -> CompositionCheck:
+    """A few samples of the largest batch case run alone against their rows in it (``got``: the
+    row's outputs per case, already run)."""
+    batches = [i for i, c in enumerate(cases) if c.label.startswith("batch-")]
+    index = max(batches, key=lambda i: len(cases[i].feeds[contract.input.name]))
+    return check_batch_composition(_run_of(model, chunk), contract.signature, cases[index].feeds, got[index],
+                                   lambda _: tolerance)
 
 
 def _run_of(model, chunk: int):

@@ -61,6 +61,9 @@ class Row:
     # which says nothing about the file's answers; it fails only under --strict.
     optional: bool = False
     worst_case: int | None = None  # index of the case that disagrees most (what --locate traces)
+    # The backend against itself: samples alone against their rows in the largest batch case (its
+    # answer must not depend on its batch-mates), judged by the same tolerance.
+    composition: bool = False
 
     @property
     def ok(self) -> bool:
@@ -79,7 +82,7 @@ class Row:
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, "against": self.against, "device": self.device, "cases": self.cases,
-                "ok": self.ok, "could_not_run": self.could_not_run, "error": self.error,
+                "ok": self.ok, "could_not_run": self.could_not_run, "error": self.error, "composition": self.composition,
                 "outputs": [o.to_dict() for o in self.outputs]}
 
 
@@ -137,9 +140,11 @@ class ReferenceReport:
             others = "; ".join(group_reasons(self.not_run)) or "no other backend reads this kind of file"
             return (f"nothing compared: only {self.reference_label} ran ({others}); give --reference FILE or "
                     f"--against OTHER to compare with{could_not}")
-        compared = list(dict.fromkeys(r.backend for r in ran))
-        return (f"all agree: {', '.join(compared)} (against {', '.join(dict.fromkeys(r.against for r in ran))})"
-                f"{could_not}")
+        compared = list(dict.fromkeys(r.backend for r in ran if not r.composition))
+        against = ", ".join(dict.fromkeys(r.against for r in ran if not r.composition))
+        alone = (f"; each alone as inside a batch: {', '.join(r.backend for r in ran if r.composition)}"
+                 if any(r.composition for r in ran) else "")
+        return f"all agree: {', '.join(compared)} (against {against}){alone}{could_not}"
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "kind": self.kind, "reference": self.reference,
@@ -185,6 +190,28 @@ class ReferenceReport:
             lines.append(offer(self.path, self.against))
         lines.append(self.summary())
         return "\n".join(lines)
+
+
+def _composition_row(row, model, cases: Sequence[Case], got, signature: Signature, tolerances: Tolerances) -> Row | None:
+    """``row``'s backend against itself: a few samples of its largest batch case run alone, each
+    compared with its rows in that batch; None where no case has a batch of two or more."""
+    from .batch_composition import check_batch_composition
+
+    batched = [i for i in got if (cases[i].batch or 0) > 1]
+    if not batched:
+        return None
+    index = max(batched, key=lambda i: cases[i].batch)
+    composed = Row(row.label, f"itself, batch of {cases[index].batch}", row.device, composition=True, optional=True)
+    try:
+        check = check_batch_composition(model.run, signature, cases[index].feeds, got[index],
+                                        lambda name: tolerances.of(name, signature.output(name).dtype, row.device))
+    except Exception as exc:  # noqa: BLE001 - a runtime that cannot run one sample alone: this row's reason
+        composed.error = f"a sample alone: {exc if isinstance(exc, PtxError) else first_line(exc)}"
+        return composed
+    if check.skipped:
+        return None
+    composed.cases, composed.outputs = [f"samples {', '.join(map(str, check.alone))} alone"], check.outputs
+    return composed
 
 
 def runtime_of(label: str) -> str:
@@ -279,12 +306,16 @@ def verify_reference(path: str | Path, *, backends: Sequence[str] | None = None,
         if isinstance(model, Exception):
             report.rows.append(Row(row.label, reference_row.label, row.device, error=str(model), optional=True))
             continue
+        got = want
         if not row.reference:  # the reference's own rows: against the stored reference only
             progress(f"running {row.label}")
             ran, error = run_cases(model.run, [cases[i] for i in sorted(want)])
             got = {sorted(want)[k]: v for k, v in ran.items()}
             report.rows.append(_compared(Row(row.label, reference_row.label, row.device, error=error,
                                                  optional=True), got, want, cases, signature, tolerances))
+        alone = _composition_row(row, model, cases, got, signature, tolerances)
+        if alone is not None:
+            report.rows.append(alone)
         if stored:
             ran, error = run_cases(model.run, stored_cases)
             report.rows.append(_compared(Row(row.label, STORED, row.device, error=error, optional=not row.reference),

@@ -57,6 +57,7 @@ def table(report: VerifyReport, all_rows: bool = False) -> str:
             shared.setdefault((why, report.static.get(label)) + ((label,) if all_rows else ()), []).append(label)
     lines += [skipped_row(", ".join(labels), key[0], key[1]) for key, labels in shared.items()]
     lines += unrunnable_lines(report, machine)
+    lines += composition_lines(report)
     lines.append(report.summary())
     return "\n".join(lines)
 
@@ -75,4 +76,22 @@ def unrunnable_lines(report: VerifyReport, machine: dict[str, str]) -> list[str]
         if len(checks) == 1:
             line += f"; {checks[0]}"
         lines.append(line + "; --all-rows lists them")
+    return lines
+
+
+def composition_lines(report: VerifyReport) -> list[str]:
+    """One line for every f32 row whose samples answered alone as inside the largest batch; a line of
+    its own for each row where they did not (its verdict says FAIL with the same words)."""
+    checked = [v for v in report.verdicts if v.composition is not None and v.composition.skipped is None]
+    if not checked:
+        return []
+    same = [v for v in checked if v.composition.ok]
+    first = checked[0].composition
+    lines = []
+    if same:
+        worst = max(o.max_abs for v in same for o in v.composition.outputs)
+        lines.append(f"{'batch composition':<18} samples {', '.join(map(str, first.alone))} alone = their rows in a "
+                     f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})")
+    lines += [f"{'batch composition':<18} {v.label}: {v.composition.summary()}" for v in checked
+              if not v.composition.ok]
     return lines
