@@ -52,6 +52,10 @@ def _row_to_locate(report):
             continue
         return row
     row = failed[0]
+    if all(r.composition for r in failed):
+        raise PtxError("--locate traces two sides of one graph; what disagrees here is a sample alone against the "
+                       "same sample inside a batch (the 'itself, batch of N' rows): the model's answer depends on its "
+                       "batch-mates, as a normalisation over the batch does")
     why = row.error if row.error else "it was compared with the stored reference tensors, which keep no intermediates"
     raise PtxError(f"--locate: the row that disagrees ({row.backend}) cannot be traced: {why}; give --backends or "
                    "--against to name one that ran")

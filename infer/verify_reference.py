@@ -184,7 +184,7 @@ class ReferenceReport:
         lines += [text[0], "-" * len(text[0]), *text[1:]]
         lines += [f"not run: {line}" for line in group_reasons(self.not_run)]
         lines += [f"skipped: {label}: {why}" for label, why in self.skipped.items()]
-        if self.failed and self.kind == ONNX:
+        if any(not r.composition for r in self.failed) and self.kind == ONNX:
             from .locate_file import offer
 
             lines.append(offer(self.path, self.against))

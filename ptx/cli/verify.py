@@ -167,12 +167,15 @@ def _verify_reference(path, *, backends, batch_sizes, atol, rtol, as_json, again
                          batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
                          reference_file=reference_file, save=save_reference, strict=strict, save_inputs=save_inputs,
                          progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+    if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
+        click.echo(report.table())
     located = _locate(report, against, atol, rtol, repro, as_json) if locate else None
-    doc = report.to_dict()
-    if locate:
-        doc["locate"] = located.to_dict() if located is not None else None
-    click.echo(json.dumps(doc, indent=2) if as_json else report.table())
-    if located is not None and not as_json:
+    if as_json:
+        doc = report.to_dict()
+        if locate:
+            doc["locate"] = located.to_dict() if located is not None else None
+        click.echo(json.dumps(doc, indent=2))
+    elif located is not None:
         click.echo("\n" + located.text() + (f"\nrepro: {located.repro['folder']} ({located.repro['nodes']} "
                                              f"node{'s' * (located.repro['nodes'] != 1)}): {located.repro['command']}"
                                              if located.repro else ""))
