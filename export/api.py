@@ -106,13 +106,14 @@ def _checkpoint_for(name: str, checkpoint: str | Path | None, out: str | Path | 
 def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenPredictor,
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
-                 device: str = "cpu", input_dtype: str = "float32",
+                 device: str = "cpu", input_dtype: str = "float32", keep_f32=None, rank=None,
                  log: Callable[[str], None] = print) -> list[ExportResult]:
     """Export ``name``'s checkpoint to ``formats_`` (default: the two portable files, onnx and torchscript).
 
     The checkpoint is ``checkpoint``, else the one in ``out`` when that folder holds one (a run
     ``ptx train --out`` wrote), else runs/NAME/checkpoint.pt; the log names it. ``device`` is the
-    device a compiled format (pt2) is compiled for; the others are portable."""
+    device a compiled format (pt2) is compiled for; the others are portable. ``keep_f32``: onnx-int8's
+    nodes left in f32, or ``auto`` with ``rank`` (export/keep_f32.py; the CLI hands infer's triage in)."""
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
@@ -123,6 +124,11 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(f.name for f in chosen)} "
                        f"{'is' if len(chosen) == 1 else 'are'} portable: add --format pt2 or drop --device")
     raw = _check_raw_input(input_dtype, spec, chosen)
+    if keep_f32 and [f.name for f in chosen] != ["onnx-int8"]:
+        raise PtxError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 alone (not "
+                       f"{', '.join(f.name for f in chosen)})")
+    if keep_f32 == "auto" and rank is None:
+        raise PtxError("--keep-f32 auto needs the triage's ranking (rank=): ptx export hands it in")
     for fmt in chosen:  # bad options and models a format cannot express are refused before any work
         why = fmt.unsupported(spec) if fmt.unsupported else None
         if why:
@@ -164,6 +170,11 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         tolerance = tolerance_on(on)
         if fmt.calibrated:
             options["calibration"] = calibration_inputs(ckpt, name)
+        if keep_f32 and fmt.name == "onnx-int8":
+            def judge(path: Path, fmt=fmt):  # verify's judge, samples and batches, as below
+                return judge_reduced(_open(open_predictor, path, fmt, "cpu"), model, ckpt, notice=lambda _: None)[0]
+
+            options.update(keep_f32=keep_f32, rank=rank, judge=judge, log=log)
         if fmt.progress:
             log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
         with atomic_path(final) as tmp:

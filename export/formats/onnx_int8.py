@@ -37,6 +37,7 @@ RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
 QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
                  "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
 CALIBRATION_BATCH = 64
+TIMED_RUNS_NOTE = "medians of 20 runs each, alternating, ONNX Runtime on the CPU"
 # How the weights are stored, as the artifact's ptx.quantization names it (module docstring: why 7 bits).
 WEIGHTS = "7-bit int8 weights (reduce_range: no 16-bit saturation on CPUs without VNNI)"
 
@@ -55,8 +56,8 @@ def refuse_task(contract: Contract) -> None:
                        "accuracy, which a regression has none of: serve model.onnx (f32)")
 
 
-def _quantize_static(f32: Path, out: Path, contract: Contract, calibration: np.ndarray) -> str:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def _reader(contract: Contract, calibration: np.ndarray):
+    from onnxruntime.quantization import CalibrationDataReader
 
     axis = contract.input.batch_axis
 
@@ -70,19 +71,32 @@ def _quantize_static(f32: Path, out: Path, contract: Contract, calibration: np.n
             batch = next(self.batches, None)
             return None if batch is None else {contract.input.name: np.ascontiguousarray(batch)}
 
+    return Reader()
+
+
+def prepare(f32: Path) -> Path:
+    """ORT's recommended first step (symbolic shape inference, then graph optimisation), so that
+    fused ops are what gets quantized: the graph whose node names ``nodes_to_exclude`` takes."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    # ORT's recommended first step (symbolic shape inference, then graph optimisation), so that
-    # fused ops are what gets quantized.
     prepared = f32.with_name("prepared.onnx")
     try:
         quant_pre_process(str(f32), str(prepared))
     except Exception:  # optional: quantizing the plain graph still works, only less fused
-        prepared = f32
+        return f32
+    return prepared
+
+
+def _quantize_static(prepared: Path, out: Path, contract: Contract, calibration: np.ndarray,
+                     exclude: list[str] = ()) -> str:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    axis = contract.input.batch_axis
     # U8S8 (uint8 activations, int8 weights): the pairing ORT's x86 kernels are built for; 7-bit
     # weights so that CPUs without VNNI do not saturate (module docstring).
-    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+    quantize_static(str(prepared), str(out), _reader(contract, calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=True, nodes_to_exclude=list(exclude))
     return (f"static QDQ, per-channel {WEIGHTS}, uint8 activations, {calibration.shape[axis]} calibration "
             "samples")
 
@@ -98,18 +112,24 @@ def quiet_quantizer():
         logging.disable(logging.NOTSET)
 
 
-def quantize_dynamic_weights(f32: Path, out: Path) -> str:
+def quantize_dynamic_weights(f32: Path, out: Path, exclude: list[str] = ()) -> str:
     """int8 weights, activations quantized per call: needs no calibration data. Returns how."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(f32), str(out), weight_type=QuantType.QInt8, reduce_range=True)
+    quantize_dynamic(str(f32), str(out), weight_type=QuantType.QInt8, reduce_range=True,
+                     nodes_to_exclude=list(exclude))
     return f"dynamic ({WEIGHTS}, activations quantized per call)"
 
 
 def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *, opset: int, exporter,
-          calibration: np.ndarray) -> dict[str, str]:
-    """Export f32 ONNX to a scratch folder, quantize it into ``path``, and record how."""
+          calibration: np.ndarray, keep_f32=None, rank=None, judge=None, log=print) -> dict[str, str]:
+    """Export f32 ONNX to a scratch folder, quantize it into ``path``, and record how.
+
+    ``keep_f32``: node names onnxruntime's quantizer leaves in f32 (``nodes_to_exclude``), or
+    ``auto`` (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller."""
     import onnx
+
+    from ..keep_f32 import AUTO, keep_auto, resolve, seconds_per_run
 
     refuse_task(contract)
     with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
@@ -123,16 +143,46 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
         recurrent = bool(RECURRENT_OPS & {n.op_type for n in proto.graph.node})
         # An integer (token) input cannot be calibrated; such models are the recurrent ones here.
         static = not recurrent and contract.input.dtype.value == "float32"
-        try:
-            with quiet_quantizer():
-                method = (_quantize_static(f32, path, contract, calibration) if static
-                          else quantize_dynamic_weights(f32, path))
-        except Exception as exc:  # the quantizer raises many types; its first line says what failed
-            raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
-                           f"{contract.model}: {first_line(exc)}; serve model.onnx (f32)") from None
-    proto = quantized_graph(path, contract.model)
-    extra = {**extra, "precision": "int8", "quantization": method}
-    save_with_metadata(proto, path, {**strings, **extra}, contract.description)
+        source = prepare(f32) if static else f32  # the graph the quantizer reads: its node names
+
+        made: dict[Path, tuple[str, list[str]]] = {}  # file -> (how it was quantized, the nodes kept in f32)
+        graph_read = onnx.load(str(source))
+
+        def quantize(exclude, out=path) -> Path:
+            exclude = resolve(exclude, graph_read, proto, contract.model) if exclude else []
+            try:
+                with quiet_quantizer():
+                    how = (_quantize_static(source, out, contract, calibration, exclude) if static
+                           else quantize_dynamic_weights(source, out, exclude))
+            except Exception as exc:  # the quantizer raises many types; its first line says what failed
+                raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
+                               f"{contract.model}: {first_line(exc)}; serve model.onnx (f32)") from None
+            if exclude:
+                how += f", {len(exclude)} node{'s' * (len(exclude) != 1)} kept in f32"
+            save_with_metadata(quantized_graph(out, contract.model), out,
+                               {**strings, **extra, "precision": "int8", "quantization": how,
+                                **({"keep_f32": ",".join(exclude)} if exclude else {})}, contract.description)
+            made[out] = how, exclude
+            return out
+
+        kept: list[str] = []
+        feeds = {contract.input.name: np.ascontiguousarray(
+            np.take(calibration, range(min(CALIBRATION_BATCH, calibration.shape[contract.input.batch_axis])),
+                    axis=contract.input.batch_axis))}
+        if keep_f32 == AUTO:
+            done = keep_auto(quantize, f32, feeds, rank, judge, contract.model, log)
+            if not done.nodes:
+                log(f"onnx-int8   --keep-f32 auto: nothing needed keeping in f32 ({done.rounds[0]})")
+        else:
+            quantize(keep_f32 or [])
+        method, kept = made[path]
+        if kept:  # what keeping them costs: the int8 file with none kept, timed against this one
+            everything = quantize([], Path(scratch) / "all-int8.onnx")
+            before, after = seconds_per_run([everything, path], feeds)
+            log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): a batch of "
+                f"{next(iter(feeds.values())).shape[contract.input.batch_axis]} takes {after * 1e3:.2f} ms where "
+                f"all-int8 takes {before * 1e3:.2f} ms ({after / before:.2f}x, {TIMED_RUNS_NOTE})")
+    extra = {**extra, "precision": "int8", "quantization": method, **({"keep_f32": ",".join(kept)} if kept else {})}
     return extra
 
 

@@ -74,11 +74,17 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--torchscript-mode", type=Choice(["trace", "script"]), default="trace", show_default=True,
               help="--module: torch.jit.trace the module, or torch.jit.script it (also what the TorchScript-based ONNX "
                    "exporter is given: Python control flow becomes an ONNX If).")
+@click.option("--keep-f32", "keep_f32", metavar="auto|NODE[,NODE]",
+              help="onnx-int8 of a tutorial model: nodes onnxruntime's quantizer leaves in f32 (its nodes_to_exclude), "
+                   "as `ptx verify NAME --backends ort-cpu-int8 --locate` names them; auto keeps the nodes that add "
+                   "most error, a few at a time, until the int8 labels pass verify's gate, and says what it cost in "
+                   "speed. The list is recorded in the file (ptx.keep_f32).")
 @BATCH_AXIS_OPTION
 @IGNORE_METADATA_OPTION
 @FORCE
 def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, run,
-               input_args, output_names, model_label, torchscript_mode, batch_axes, ignore_metadata, force) -> None:
+               input_args, output_names, model_label, torchscript_mode, keep_f32, batch_axes, ignore_metadata,
+               force) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (by default), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
@@ -107,6 +113,15 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
     """
     from pathlib import Path
 
+    from ptx.export.keep_f32 import parse
+
+    keep_f32 = parse(keep_f32)
+    if keep_f32 and (module_spec is not None or (name is not None and _models_and_files([name])[1])):
+        raise click.UsageError("--keep-f32 is for a tutorial model's onnx-int8 (ptx export NAME --format onnx-int8 "
+                               "--keep-f32 auto); a model file or --module is not quantized with it yet")
+    if keep_f32 and fmt != ["onnx-int8"]:
+        raise click.UsageError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 (not "
+                               f"{','.join(fmt)})")
     if module_spec is not None:
         if name is not None or run is not None or image is not None:
             given = "NAME" if name is not None else "--run" if run is not None else "--image"
@@ -188,8 +203,12 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
 
             formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")
             click.echo(f"--format all: {', '.join(formats)}" + "".join(f"; left out: {why}" for why in left_out))
+        if keep_f32 == "auto":  # infer's triage ranks the nodes; export never imports infer
+            from ptx.infer.triage_run import rank_int8
+
+            options["rank"] = rank_int8
         for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
-                                   **options):
+                                   keep_f32=keep_f32, **options):
             record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "export", "`ptx export model.onnx --format triton --out REPO`; your nn.Module: "

@@ -78,9 +78,11 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
     if repro and not locate:
         raise click.UsageError("--repro DIR writes what --locate finds: add --locate")
-    if locate and not _model_file(name, "verify"):
-        raise click.UsageError("--locate traces a model file's graph: give the ONNX file (a tutorial model's export: "
-                               "ptx verify RUN_FOLDER/model.onnx --locate)")
+    if repro and not _model_file(name, "verify"):
+        raise click.UsageError("--repro DIR writes a model file's located node: give the ONNX file "
+                               "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
+    if locate and all_models:
+        raise click.UsageError("--locate triages one model's rows: give NAME, not --all")
     if _model_file(name, "verify"):
         _check_options(ctx, "verify", for_file=True)
         _verify_reference(name, backends=backends, batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else None,
@@ -108,13 +110,13 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
     try:
         _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-                     all_rows)
+                     all_rows, locate)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "verify") from None
 
 
 def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-                 all_rows) -> None:
+                 all_rows, locate=False) -> None:
     """``ptx verify NAME`` (or --all) of the tutorial models' runs."""
     from ptx.infer.api import run_folder
     from ptx.infer.records import record_verify
@@ -142,6 +144,8 @@ def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, r
         statuses.append(report.exit_status)
         if not as_json:
             click.echo(report.table(all_rows) + "\n")
+        if locate:
+            docs[-1]["triage"] = _triage(report, model, root, run, as_json)
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
         click.echo(json.dumps(docs if all_models else docs[0], indent=2))
@@ -180,6 +184,34 @@ def _verify_reference(path, *, backends, batch_sizes, atol, rtol, as_json, again
                                              f"node{'s' * (located.repro['nodes'] != 1)}): {located.repro['command']}"
                                              if located.repro else ""))
     sys.exit(report.exit_status)
+
+
+def _triage(report, model, root, run, as_json) -> list:
+    """--locate after a tutorial model's verify: its reduced-precision rows triaged (the nodes where
+    their error is born, a keep-in-f32 list); an f32 row that fails is located on the ONNX file."""
+    from ptx.contract.names import FULL_PRECISION
+    from ptx.infer.api import run_folder
+    from ptx.infer.triage_run import triage_rows
+
+    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    reduced = [v.label for v in report.verdicts if v.precision != FULL_PRECISION and not v.failures]
+    failed = [v.label for v in report.verdicts if v.precision == FULL_PRECISION and v.status == "FAIL"]
+    if failed:
+        say(f"where {', '.join(failed)} parts from eager: ptx verify {run_folder(model, root, run) / 'model.onnx'} "
+            "--locate (the f32 rows trace on the ONNX file)")
+    if not reduced:
+        say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
+        return []
+    docs = []
+    for found in triage_rows(model, reduced, root, run, notice=lambda msg: click.echo(msg, err=True)):
+        if isinstance(found, str):
+            say(found)
+            continue
+        docs.append(found.to_dict())
+        say(found.text() + (f"\nthen: ptx export {model} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
+                            f"{','.join(b.node for b in found.keep())})" if found.row.endswith("int8") and found.keep()
+                            else "") + "\n")
+    return docs
 
 
 def _locate(report, against, atol, rtol, repro, as_json):

@@ -1,0 +1,112 @@
+"""``ptx export NAME --format onnx-int8 --keep-f32 auto|NODE,NODE``: nodes left in f32 by
+onnxruntime.quantization's own ``nodes_to_exclude``.
+
+``auto`` quantizes everything, judges the labels as verify does, and while they miss verify's gate
+keeps the worst nodes of the triage (how much relative error each node adds, infer/triage.py) in
+f32, ``STEP`` at a time, ranking again after each step (a kept node changes what the next one
+receives). The ranking and the judge are handed in as callables by the CLI: export never imports
+infer. Torch-free: onnx and onnxruntime only.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ptx.errors import PtxError
+
+AUTO = "auto"
+STEP = 2  # nodes kept in f32 per round: few, so that no node is kept that the labels did not need
+TIMED_RUNS = 20  # runs of each file, alternating, for the speed comparison
+
+Rank = Callable[[Path, Path, dict], list[tuple[str, float]]]  # (f32 file, int8 file, feeds) -> (node, born)
+Judge = Callable[[Path], object]  # an int8 file -> ReducedJudgement (unusable: [] when labels agree)
+
+
+@dataclass
+class Kept:
+    nodes: list[str] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)  # what each round judged, for the log
+    speed: str | None = None
+
+
+def parse(value: str | None) -> str | list[str] | None:
+    """``auto``, or the node names of NODE,NODE (None: not asked)."""
+    if value is None:
+        return None
+    if value.strip().lower() == AUTO:
+        return AUTO
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise PtxError("--keep-f32: give auto or NODE[,NODE] (names `ptx verify NAME --backends ort-cpu-int8 "
+                       "--locate` lists)")
+    return names
+
+
+def resolve(names: Sequence[str], quantized_input, f32, model: str) -> list[str]:
+    """The quantizer's node names for ``names``: a node of the graph it quantizes, or a node of the
+    f32 export, mapped by the tensor it makes (onnxruntime's pre-processing fuses Gemm+Relu under
+    the Gemm's name, keeping the Relu's output)."""
+    own = {n.name for n in quantized_input.graph.node}
+    maker = {o: n.name for n in quantized_input.graph.node for o in n.output}
+    outputs = {n.name: list(n.output) for n in f32.graph.node}
+    found = []
+    for name in names:
+        if name in own:
+            found.append(name)
+            continue
+        mapped = next((maker[o] for o in outputs.get(name, ()) if o in maker), None)
+        if mapped is None:
+            listed = ", ".join(sorted(own)[:4])
+            raise PtxError(f"--keep-f32 {name}: {model}'s graph has no node of that name ({listed}, ...): the names "
+                           f"are those `ptx verify {model} --backends ort-cpu-int8 --locate` lists")
+        found.append(mapped)
+    return list(dict.fromkeys(found))
+
+
+def seconds_per_run(paths: Sequence[Path], feeds: dict) -> list[float]:
+    """Median seconds of one run of each file on ``feeds``, the files timed in turn within one
+    loop so that what the machine is doing meanwhile weighs on each alike."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
+    for s in sessions:  # warm up
+        s.run(None, feeds)
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(TIMED_RUNS):
+        for s, kept in zip(sessions, times):
+            start = time.perf_counter()
+            s.run(None, feeds)
+            kept.append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, rank: Rank, judge: Judge,
+              model: str, log: Callable[[str], None]) -> Kept:
+    """Quantize with more nodes kept in f32 until ``judge`` passes; ``quantize(nodes)`` writes the
+    int8 file keeping ``nodes`` in f32 and returns its path."""
+    kept = Kept()
+    path = quantize([])
+    judged = judge(path)
+    kept.rounds.append(f"all in int8: {judged.describe()}")
+    if not judged.unusable:
+        return kept
+    log(f"onnx-int8   --keep-f32 auto: {judged.describe()}: {'; '.join(judged.unusable)}; keeping the nodes that "
+        "add most error in f32")
+    while judged.unusable:
+        ranked = [node for node, _ in rank(f32, path, feeds) if node not in kept.nodes]
+        if not ranked:
+            raise PtxError(f"--keep-f32 auto: with {len(kept.nodes)} nodes kept in f32 ({', '.join(kept.nodes)}) "
+                           f"{model}'s int8 labels still miss the gate ({judged.describe()}) and no quantized node "
+                           "adds error any more: serve model.onnx (f32)")
+        kept.nodes += ranked[:STEP]
+        path = quantize(kept.nodes)
+        judged = judge(path)
+        kept.rounds.append(f"{len(kept.nodes)} in f32 ({', '.join(ranked[:STEP])} added): {judged.describe()}")
+        log(f"onnx-int8   {kept.rounds[-1]}")
+    return kept
