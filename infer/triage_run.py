@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ptx.contract import DEFAULT_RUNS_ROOT
-from ptx.contract.agreement import JUDGING_BATCH
+from ptx.contract.comparison import JUDGING_BATCH
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.transforms import normalize, to_layout
 
