@@ -268,29 +268,30 @@ def test_the_batcher_joins_requests_into_a_reused_host_buffer():
     buffers = HostBuffers(pinner)
     seen = []
 
-    def run(batch):
-        seen.append(batch.ctypes.data)
-        return batch.sum(axis=(1,), keepdims=False)[:, None] if batch.ndim == 2 else batch
+    def run(batch):  # requests and answers are arrays by name (the batcher's one served model)
+        seen.append(batch["x"].ctypes.data)
+        return {"y": batch["x"].sum(axis=1, keepdims=True)}
 
     async def main():
-        batcher = Batcher(run, merge=Merge(0), max_batch_size=8, max_delay_s=0.05, host=buffers)
-        first = await asyncio.gather(*[batcher.submit(np.full((1, 3), i, np.float32)) for i in range(4)])
-        second = await asyncio.gather(*[batcher.submit(np.full((1, 3), i, np.float32)) for i in range(4)])
+        batcher = Batcher(run, merge=Merge({"x": 0}, {"y": 0}), max_batch_size=8, max_delay_s=0.05, host=buffers)
+        first = await asyncio.gather(*[batcher.submit({"x": np.full((1, 3), i, np.float32)}) for i in range(4)])
+        second = await asyncio.gather(*[batcher.submit({"x": np.full((1, 3), i, np.float32)}) for i in range(4)])
         batcher.close()
         return first, second
 
     first, second = asyncio.run(main())
     for answers in (first, second):
-        assert [float(a[0, 0]) for a in answers] == [0.0, 3.0, 6.0, 9.0]
+        assert [float(a["y"][0, 0]) for a in answers] == [0.0, 3.0, 6.0, 9.0]
     joined = [address for address in seen if address in pinner.pinned]
     assert joined and len(set(joined)) <= 2  # the same buffers again, not a new array per batch
 
 
 def test_ragged_requests_join_into_a_buffer_as_they_join_without_one():
-    merge = Merge(batch_axis=1, ragged_axis=0, pad_value=0)
-    xs = [np.arange(3, dtype=np.int64).reshape(3, 1) + 1, np.arange(5, dtype=np.int64).reshape(5, 1) + 1]
-    out = np.full(merge.joined_shape(xs), -1, np.int64)
-    assert np.array_equal(merge.join(xs, out=out), merge.join(xs)) and merge.joined_shape(xs) == (5, 2)
+    merge = Merge({"x": 1}, {"y": 1}, {"x": (0, 0)})
+    xs = [{"x": np.arange(3, dtype=np.int64).reshape(3, 1) + 1}, {"x": np.arange(5, dtype=np.int64).reshape(5, 1) + 1}]
+    (shape, dtype), = merge.joined_shapes(xs).values()
+    out = {"x": np.full(shape, -1, dtype)}
+    assert np.array_equal(merge.join(xs, out=out)["x"], merge.join(xs)["x"]) and shape == (5, 2)
 
 
 @pytest.mark.parametrize("name", MODELS)

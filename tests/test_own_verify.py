@@ -183,7 +183,9 @@ def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_p
     feeds = {"picture": np.random.default_rng(0).random((2, 1, 16, 16), np.float32), "ids": np.ones((2, 6), np.int64)}
     np.savez(tmp_path / "samples.npz", **feeds)
     report = verify(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
-    assert report.ok and report.cases == ["samples.npz"] and report.rows[0].backend == "onnx.reference"
+    # ort-cpu's batch-composition row (itself, samples alone vs in the batch of 2) beside onnx.reference's
+    assert report.ok and report.cases == ["samples.npz"] and \
+        [(r.backend, r.composition) for r in report.rows] == [("ort-cpu", True), ("onnx.reference", False)]
     shape = ptx("verify", own_models["two_io"], "--shape", "nope=3x4")
     assert one_error_line(shape) == "error: --shape nope=...: the model has no input 'nope'; its inputs are picture, ids"
     tolerance = ptx("verify", own_models["two_io"], "--atol", "nope=1e-3")
@@ -280,8 +282,8 @@ def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tm
     row = next(ln for ln in result.stdout.splitlines() if ln.startswith("openvino "))
     assert re.search(r"  could not run: OpenVINO cannot read it \(Model wasn't fully converted\..*$", row), row
     assert "core.cpp" not in row and str(path) not in row and len(row.split("could not run: ")[1]) <= 160
-    assert last_line(result) == ("all agree: ort-cpu (against stored reference); could not run: openvino (not a "
-                                 "disagreement; --strict fails it)")
+    assert last_line(result) == ("all agree: ort-cpu (against stored reference); each alone as inside a batch: "
+                                 "ort-cpu; could not run: openvino (not a disagreement; --strict fails it)")
     strict = ptx("verify", path, "--strict")
     assert strict.returncode == 1 and last_line(strict).startswith("DISAGREE: openvino: "), strict.stdout
     assert "  FAIL: OpenVINO cannot read it (" in strict.stdout
