@@ -98,14 +98,24 @@ def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, ran
         return kept
     log(f"onnx-int8   --keep-f32 auto: {judged.describe()}: {'; '.join(judged.unusable)}; keeping the nodes that "
         "add most error in f32")
+    # The all-int8 file's ranking, for when a later file's runs dry: a node kept in f32 leaves its
+    # neighbours' tensors unquantized, so fewer names match and a fresh ranking may name none left,
+    # though the first one still ranks nodes whose error the labels need gone.
+    first = [node for node, _ in rank(f32, path, feeds)]
     while judged.unusable:
-        ranked = [node for node, _ in rank(f32, path, feeds) if node not in kept.nodes]
+        ranked = [node for node, _ in rank(f32, path, feeds) if node not in kept.nodes] or \
+            [node for node in first if node not in kept.nodes]
         if not ranked:
             raise PtxError(f"--keep-f32 auto: with {len(kept.nodes)} nodes kept in f32 ({', '.join(kept.nodes)}) "
                            f"{model}'s int8 labels still miss the gate ({judged.describe()}) and no quantized node "
                            "adds error any more: serve model.onnx (f32)")
+        try:
+            path = quantize(kept.nodes + ranked[:STEP])
+        except PtxError:  # the quantizer would leave nothing in int8: the labels need the model in f32
+            raise PtxError(f"--keep-f32 auto: with {len(kept.nodes)} nodes kept in f32 ({', '.join(kept.nodes)}) "
+                           f"{model}'s int8 labels still miss the gate ({judged.describe()}), and keeping "
+                           f"{', '.join(ranked[:STEP])} too leaves nothing in int8: serve model.onnx (f32)") from None
         kept.nodes += ranked[:STEP]
-        path = quantize(kept.nodes)
         judged = judge(path)
         kept.rounds.append(f"{len(kept.nodes)} in f32 ({', '.join(ranked[:STEP])} added): {judged.describe()}")
         log(f"onnx-int8   {kept.rounds[-1]}")

@@ -44,7 +44,7 @@ def row_of(name: str, root: Path, limit: int, samples: int) -> str:
     kept = ptx("export", name, "--run", str(run), "--format", "onnx-int8", "--keep-f32", "auto")
     said = [ln.strip().removeprefix("onnx-int8").strip() for ln in kept.stdout.splitlines()
             if "--keep-f32 auto" in ln or " kept " in ln or " in f32 (" in ln]
-    outcome = "; ".join(said) or last(kept.stderr, "error")
+    outcome = "; ".join(said + [last(kept.stderr, "error")] if kept.returncode else said)
     return f"| {name} | {verdict} | {triage} | {outcome} |"
 
 
