@@ -101,10 +101,11 @@ def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, ran
     # The all-int8 file's ranking, for when a later file's runs dry: a node kept in f32 leaves its
     # neighbours' tensors unquantized, so fewer names match and a fresh ranking may name none left,
     # though the first one still ranks nodes whose error the labels need gone.
-    first = [node for node, _ in rank(f32, path, feeds)]
+    first: list[str] | None = None
     while judged.unusable:
-        ranked = [node for node, _ in rank(f32, path, feeds) if node not in kept.nodes] or \
-            [node for node in first if node not in kept.nodes]
+        fresh = [node for node, _ in rank(f32, path, feeds)]  # one ranking per file: each runs both sides
+        first = fresh if first is None else first
+        ranked = [node for node in fresh if node not in kept.nodes] or [node for node in first if node not in kept.nodes]
         if not ranked:
             raise PtxError(f"--keep-f32 auto: with {len(kept.nodes)} nodes kept in f32 ({', '.join(kept.nodes)}) "
                            f"{model}'s int8 labels still miss the gate ({judged.describe()}) and no quantized node "

@@ -322,20 +322,24 @@ def placement_of_graph(model) -> CudaPlacement:
     on_cpu: dict[int, NodeOnCpu] = {}
     cuda_nodes: set[int] = set()
     for i, node in enumerate(nodes):
-        name = node.name or f"#{i}"
-        if not has_cuda_kernel(node, opsets, types):
-            on_cpu[i] = NodeOnCpu(name, node.op_type, f"{NO_KERNEL} for {_node_types(node, types)}")
-            continue
-        refused = capability_refusal(node, opsets)
+        refused = _refusal(node, opsets, types)
         if refused:
-            on_cpu[i] = NodeOnCpu(name, node.op_type, refused)
-            continue
-        cuda_nodes.add(i)
+            on_cpu[i] = NodeOnCpu(node.name or f"#{i}", node.op_type, refused)
+        else:
+            cuda_nodes.add(i)
     for i in sorted(cpu_preferred_nodes(model, cuda_nodes, opsets, types)):
         on_cpu[i] = NodeOnCpu(nodes[i].name or f"#{i}", nodes[i].op_type, SHAPE_HEURISTIC)
     inside, body_on_cpu = _bodies_placement(nodes, opsets, types)
     return CudaPlacement(len(nodes) + inside, [on_cpu[i] for i in sorted(on_cpu)] + body_on_cpu, registry_version(),
                          inside=inside)
+
+
+def _refusal(node, opsets: dict[str, int], types: dict[str, str]) -> str | None:
+    """Why GetCapability leaves ``node`` on the CPU (no CUDA kernel for its types, or cuDNN's
+    limits), or None where the CUDA provider takes it: the main graph's nodes and bodies' alike."""
+    if not has_cuda_kernel(node, opsets, types):
+        return f"{NO_KERNEL} for {_node_types(node, types)}"
+    return capability_refusal(node, opsets)
 
 
 def _bodies_placement(nodes, opsets: dict[str, int], types: dict[str, str]) -> tuple[int, list[NodeOnCpu]]:
@@ -349,10 +353,9 @@ def _bodies_placement(nodes, opsets: dict[str, int], types: dict[str, str]) -> t
             body_nodes = list(body.node)
             count += len(body_nodes)
             for i, node in enumerate(body_nodes):
-                name = f"{node.name or f'#{i}'} in {parent.name or parent.op_type}"
-                if not has_cuda_kernel(node, opsets, types):
-                    on_cpu.append(NodeOnCpu(name, node.op_type, f"{NO_KERNEL} for {_node_types(node, types)}"))
-                elif (refused := capability_refusal(node, opsets)) is not None:
+                refused = _refusal(node, opsets, types)
+                if refused:
+                    name = f"{node.name or f'#{i}'} in {parent.name or parent.op_type}"
                     on_cpu.append(NodeOnCpu(name, node.op_type, refused))
             nested, nested_on_cpu = _bodies_placement(body_nodes, opsets, types)
             count += nested

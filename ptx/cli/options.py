@@ -6,6 +6,7 @@ generated inputs are made (``@generated_input_options``), handed to the library 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import click
@@ -202,7 +203,8 @@ class TargetedCommand(click.Command):
         self.tutorial_only, self.file_defaults = tutorial_only, dict(file_defaults or {})
 
     def parse_args(self, ctx, args):
-        ctx.meta["ptx.target"] = _target_kind(args)  # --help is eager: it runs before NAME is parsed
+        if {"--help", "-h"} & set(args):  # --help is eager: it runs before NAME is parsed
+            ctx.meta["ptx.target"] = _target_kind(args)
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx, formatter):
@@ -215,9 +217,7 @@ class TargetedCommand(click.Command):
             if param.name in hidden:
                 continue
             if kind == "file" and param.name in self.file_defaults:
-                import copy
-
-                param = copy.copy(param)
+                param = copy.copy(param)  # the help's copy: the parsed option keeps its own default
                 param.default = self.file_defaults[param.name]
             record = param.get_help_record(ctx)
             if record is not None:
