@@ -6,6 +6,13 @@ keeps the worst nodes of the triage (how much relative error each node adds, inf
 f32, ``STEP`` at a time, ranking again after each step (a kept node changes what the next one
 receives). The ranking and the judge are handed in as callables by the CLI: export never imports
 infer. Torch-free: onnx and onnxruntime only.
+
+Where the ranking runs out first (keeping its next nodes would leave nothing in int8, or no
+quantized node adds error any more: a barely trained model, whose scores sit so close that the
+activations' rounding alone flips labels), the search turns round: every quantizable node starts in
+f32 and each is released into int8 in turn, least error first, kept in int8 only if the labels still
+pass. Tensor error is a proxy; this judges each node by the labels themselves, one quantization and
+one judgement per node (16 for the tutorials' resnet), so it runs only where the proxy failed.
 """
 from __future__ import annotations
 
@@ -87,9 +94,10 @@ def seconds_per_run(paths: Sequence[Path], feeds: dict) -> list[float]:
 
 
 def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, rank: Rank, judge: Judge,
-              model: str, log: Callable[[str], None]) -> Kept:
+              model: str, log: Callable[[str], None], quantizable: Sequence[str] = ()) -> Kept:
     """Quantize with more nodes kept in f32 until ``judge`` passes; ``quantize(nodes)`` writes the
-    int8 file keeping ``nodes`` in f32 and returns its path."""
+    int8 file keeping ``nodes`` in f32 and returns its path. ``quantizable``: the quantizer's nodes
+    that can be kept in f32 (its graph's names), for the search by labels where the ranking runs out."""
     kept = Kept()
     path = quantize([])
     judged = judge(path)
@@ -106,18 +114,53 @@ def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, ran
         fresh = [node for node, _ in rank(f32, path, feeds)]  # one ranking per file: each runs both sides
         first = fresh if first is None else first
         ranked = [node for node in fresh if node not in kept.nodes] or [node for node in first if node not in kept.nodes]
-        if not ranked:
-            raise PtxError(f"--keep-f32 auto: with {len(kept.nodes)} nodes kept in f32 ({', '.join(kept.nodes)}) "
-                           f"{model}'s int8 labels still miss the gate ({judged.describe()}) and no quantized node "
-                           "adds error any more: serve model.onnx (f32)")
-        try:
-            path = quantize(kept.nodes + ranked[:STEP])
-        except PtxError:  # the quantizer would leave nothing in int8: the labels need the model in f32
-            raise PtxError(f"--keep-f32 auto: with {len(kept.nodes)} nodes kept in f32 ({', '.join(kept.nodes)}) "
-                           f"{model}'s int8 labels still miss the gate ({judged.describe()}), and keeping "
-                           f"{', '.join(ranked[:STEP])} too leaves nothing in int8: serve model.onnx (f32)") from None
+        why = None if ranked else "no quantized node adds error any more"
+        if ranked:
+            try:
+                path = quantize(kept.nodes + ranked[:STEP])
+            except PtxError:  # the quantizer would leave nothing in int8
+                why = f"keeping {', '.join(ranked[:STEP])} too leaves nothing in int8"
+        if why:
+            log(f"onnx-int8   {len(kept.nodes)} in f32 still miss the gate ({judged.describe()}) and {why}: "
+                "judging each node in int8 by the labels instead")
+            return release(quantize, judge, first + kept.nodes, quantizable, model, log, kept)
         kept.nodes += ranked[:STEP]
         judged = judge(path)
         kept.rounds.append(f"{len(kept.nodes)} in f32 ({', '.join(ranked[:STEP])} added): {judged.describe()}")
         log(f"onnx-int8   {kept.rounds[-1]}")
+    return kept
+
+
+def release(quantize: Callable[[list[str]], Path], judge: Judge, ranked: Sequence[str], quantizable: Sequence[str],
+            model: str, log: Callable[[str], None], kept: Kept) -> Kept:
+    """Every quantizable node in f32, then each released into int8 in turn, least error first (the
+    ones no ranking named, then the ranking from its end), kept in int8 where the labels still pass
+    with it. Leaves the int8 file written with the nodes that stay in f32; one line where no node
+    can be int8 and keep the labels."""
+    own = list(dict.fromkeys(quantizable))
+    named = [node for node in dict.fromkeys(ranked) if node in own]
+    order = named + [node for node in own if node not in named]  # worst first
+    keep = list(order)
+    passed = None
+    for step, node in enumerate(reversed(order), 1):
+        trial = [n for n in keep if n != node]
+        try:
+            path = quantize(trial)
+        except PtxError:  # still nothing in int8 with it released: no label can move yet
+            keep = trial
+            continue
+        judged = judge(path)
+        verdict = "stays in int8" if not judged.unusable else "back to f32"
+        log(f"onnx-int8   [{step}/{len(order)}] {node} in int8: {judged.describe()}: {verdict}")
+        if not judged.unusable:
+            keep, passed = trial, judged
+    if passed is None:
+        raise PtxError(f"--keep-f32 auto: {model}'s int8 labels miss the gate with any one of its {len(order)} "
+                       "quantizable nodes in int8 (its scores sit too close for int8's rounding): serve model.onnx "
+                       "(f32)")
+    quantize(keep)  # the trials overwrote the file: write the one that passed again
+    kept.nodes = keep
+    kept.rounds.append(f"{len(keep)} in f32, {len(order) - len(keep)} of {len(order)} quantizable nodes in int8: "
+                       f"{passed.describe()}")
+    log(f"onnx-int8   {kept.rounds[-1]}")
     return kept

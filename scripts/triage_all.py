@@ -4,7 +4,8 @@ real samples, as the tests do), export onnx and onnx-int8, then `ptx verify NAME
 ort-cpu-int8,openvino-bf16 --locate` (the triage of its reduced rows) and `ptx export NAME --format
 onnx-int8 --keep-f32 auto`; prints one Markdown row per model (docs/disagree.md keeps a run's table).
 
-Usage: python scripts/triage_all.py [--only NAME ...] [--limit 500] [--samples 300] [--root DIR]
+Usage: python scripts/triage_all.py [--only NAME ...] [--limit 500] [--epochs 1] [--samples 300] [--root DIR]
+       (--recipe: train with the tutorial's own recipe, every sample and epoch, instead)
 
 Every command is the CLI a user types; a model that cannot be quantized (a regression) says so in its
 row. Slow: about half a minute per model on 2 cores.
@@ -28,9 +29,10 @@ def last(text: str, prefix: str) -> str:
     return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip().startswith(prefix)), "")
 
 
-def row_of(name: str, root: Path, limit: int, samples: int) -> str:
+def row_of(name: str, root: Path, limit: int, samples: int, epochs: int | None) -> str:
     run = root / name
-    trained = ptx("train", name, "--epochs", "1", "--limit", str(limit), "--out", str(run))
+    smoke = [] if epochs is None else ["--epochs", str(epochs), "--limit", str(limit)]
+    trained = ptx("train", name, *smoke, "--out", str(run), "--offline")
     if trained.returncode != 0:
         return f"| {name} | train failed: {last(trained.stderr, 'error')} | | |"
     exported = ptx("export", name, "--run", str(run), "--format", "onnx,onnx-int8")
@@ -52,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--recipe", action="store_true", help="the tutorial's recipe: every sample and epoch")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--root", type=Path, default=None)
     args = parser.parse_args()
@@ -61,7 +65,7 @@ def main() -> None:
         print("| model | verify (int8, bf16) | triage | --keep-f32 auto |")
         print("| --- | --- | --- | --- |")
         for name in names:
-            print(row_of(name, root, args.limit, args.samples), flush=True)
+            print(row_of(name, root, args.limit, args.samples, None if args.recipe else args.epochs), flush=True)
 
 
 if __name__ == "__main__":

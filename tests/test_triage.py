@@ -144,3 +144,68 @@ def test_triage_compares_only_tensors_that_mean_the_same(runs, tmp_path):
     [found] = triage_rows("lstm", ["ort-cpu-int8"], root=tmp_path, notice=lambda _: None)
     assert found.compared >= 1 and all(np.isfinite(b.error) for b in found.blames)
     assert [b.op for b in found.keep()] == ["Gemm"], found.text()  # dynamic quantization: only the Linear is int8
+
+
+class _Judged:
+    def __init__(self, agree: float):
+        self.agree = agree
+        self.unusable = [] if agree >= 0.99 else [f"labels agree on {agree:.1%}"]
+
+    def describe(self) -> str:
+        return f"labels agree on {self.agree:.1%}"
+
+
+def _fake_quantizer(hurt: dict[str, float], nothing_alone: set[str]):
+    """quantize(kept) and judge(path) over a fake graph: each node in int8 costs ``hurt[node]`` of
+    label agreement; a file whose int8 nodes all sit in ``nothing_alone`` is nothing in int8 (the
+    quantizer's refusal, as a MaxPool with no quantized input). Records every file written."""
+    from ptx.errors import PtxError
+
+    written: list[list[str]] = []
+
+    def quantize(kept):
+        in_int8 = [n for n in hurt if n not in kept]
+        if set(in_int8) <= nothing_alone:
+            raise PtxError("onnx-int8: onnxruntime's quantizer leaves nothing in int8")
+        written.append(sorted(kept))
+        return tuple(in_int8)
+
+    def judge(in_int8):
+        return _Judged(1.0 - sum(hurt[n] for n in in_int8))
+
+    return quantize, judge, written
+
+
+def test_keep_f32_auto_judges_each_node_by_labels_where_the_ranking_runs_dry():
+    """Issue 44 item 5, a barely trained model: the ranking's next nodes would leave nothing in int8,
+    though one node (not the least-error one by the ranking) can be int8 with labels kept. The search
+    turns round and releases nodes one at a time, judged by labels; the file written last is the
+    one that passed."""
+    from ptx.export.keep_f32 import keep_auto
+
+    hurt = {"conv": 0.008, "pool": 0.0, "conv_1": 0.004, "fc": 0.02, "fc_1": 0.008}
+    quantize, judge, written = _fake_quantizer(hurt, nothing_alone={"pool"})
+    # Ranked by tensor error, conv_1 before conv and fc_1: keeping fc and conv_1 leaves 1.6% flipped,
+    # and keeping conv and fc_1 too leaves only the pool, which is nothing in int8.
+    ranking = [("fc", 0.3), ("conv_1", 0.2), ("conv", 0.1), ("fc_1", 0.05)]
+    lines: list[str] = []
+    kept = keep_auto(quantize, None, {}, lambda *_: list(ranking), judge, "toy", lines.append,
+                     quantizable=list(hurt))
+    in_int8 = set(hurt) - set(kept.nodes)
+    assert sum(hurt[n] for n in in_int8) <= 0.01 and in_int8 & {"conv", "fc_1", "conv_1"}, kept.nodes
+    assert written[-1] == sorted(kept.nodes)  # the trials overwrote the file; the passing one is last
+    assert any("judging each node in int8 by the labels" in ln for ln in lines)
+    assert any("back to f32" in ln for ln in lines) and any("stays in int8" in ln for ln in lines)
+
+
+def test_keep_f32_auto_says_in_one_line_when_no_node_can_be_int8():
+    from ptx.errors import PtxError
+    from ptx.export.keep_f32 import keep_auto
+
+    hurt = {"conv": 0.02, "fc": 0.03}
+    quantize, judge, _ = _fake_quantizer(hurt, nothing_alone=set())
+    with pytest.raises(PtxError) as caught:
+        keep_auto(quantize, None, {}, lambda *_: [("fc", 0.3), ("conv", 0.2)], judge, "toy", lambda _: None,
+                  quantizable=list(hurt))
+    assert "with any one of its 2 quantizable nodes in int8" in str(caught.value)
+    assert "\n" not in str(caught.value)

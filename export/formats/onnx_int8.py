@@ -170,7 +170,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
             np.take(calibration, range(min(CALIBRATION_BATCH, calibration.shape[contract.input.batch_axis])),
                     axis=contract.input.batch_axis))}
         if keep_f32 == AUTO:
-            done = keep_auto(quantize, f32, feeds, rank, judge, contract.model, log)
+            done = keep_auto(quantize, f32, feeds, rank, judge, contract.model, log, quantizable(graph_read, static))
             if not done.nodes:
                 log(f"onnx-int8   --keep-f32 auto: nothing needed keeping in f32 ({done.rounds[0]})")
         else:
@@ -184,6 +184,15 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
                 f"all-int8 takes {before * 1e3:.2f} ms ({after / before:.2f}x, {TIMED_RUNS_NOTE})")
     extra = {**extra, "precision": "int8", "quantization": method, **({"keep_f32": ",".join(kept)} if kept else {})}
     return extra
+
+
+def quantizable(graph, static: bool) -> list[str]:
+    """The nodes of ``graph`` (the one the quantizer reads) that its registry quantizes, in graph
+    order: the ones ``nodes_to_exclude`` can keep in f32."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+
+    ops = QDQRegistry if static else IntegerOpsRegistry
+    return [n.name for n in graph.graph.node if n.op_type in ops and n.name]
 
 
 def quantized_graph(path: Path, model: str):
