@@ -26,6 +26,7 @@
 #   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh pt2               (not timed yet)
 #   4. carry .gpu/wheel/ort-gpu.part.02  scripts/gpu_check.sh ort verify bench  (70 + 28 + 82 s)
 #   5. (no carry)                        scripts/gpu_check.sh speed summary     (184 + 0 s)
+#   6. (no carry)                        scripts/gpu_check.sh own locate summary (not timed yet: issue 45)
 #
 # (bench's 82 s: lstm 21 s and convnet, mlp, resnet 61 s, in two calls there.) That check took
 # 8 calls and about 23 of the 30 minutes, starts and the re-runs after its three fixes included.
@@ -46,7 +47,10 @@
 # backends, f32 and tf32; each model's section is kept apart, so a later call that benches one
 # model again replaces that model's section only), speed (issue 28's figures, after train and
 # ort: phase_speed), summary ($KEEP/summary.md: train table, verify table per model and backend,
-# bench table, test counts, phase times: readable without the logs).
+# bench table, test counts, phase times: readable without the logs), own (a user's own models:
+# scripts/gpu_own_models.py exported with `ptx export --module`, verified on the CUDA rows, benched,
+# served: $KEEP/own.md), locate (`ptx verify NAME --backends ort-cuda,ort-cuda-tf32 --locate` and
+# the ONNX file's `--locate` of ort-cuda against ort-cpu, every model: $KEEP/locate.md).
 #
 # No failing command ends the check: each phase runs with `set -e` in a subshell of its own, so a
 # failure ends that phase only ("NAME (FAILED, exit N)" in phases.md) and the next phases run.
@@ -324,6 +328,69 @@ for run in sorted(Path(sys.argv[1]).glob("*-*/metrics.json")):
     done
 }
 
+phase_own() {
+    # Issue 45: a user's own models on the CUDA rows, as a user brings them: two modules of
+    # scripts/gpu_own_models.py exported with `ptx export --module`, then `ptx verify FILE` on every
+    # CUDA row (and the CPU ones beside them), `ptx bench FILE` and `ptx serve FILE` answering one
+    # request as the file answers it in-process (scripts/serve_check.py). On the CPU (the dry run)
+    # the CUDA rows say they cannot run here, and bench and serve use ort-cpu.
+    say "a user's own models: export --module, then verify, bench and serve on $DEVICE"
+    local own="$WORK/own" name file kind backends bench serve_backend
+    local factories=("resnet_like:image=batchx3x32x32" "bert_like:input_ids=batchxseq:int64,attention_mask=batchxseq:int64")
+    if [ "$DEVICE" = cuda ]; then bench="ort-cuda,ort-cuda-graph" serve_backend=ort-cuda
+    else bench="ort-cpu" serve_backend=ort-cpu; fi
+    mkdir -p "$KEEP/own" && : > "$KEEP/own.md"
+    for entry in "${factories[@]}"; do
+        name=${entry%%:*}
+        [[ " ${PTX_GPU_OWN_MODELS:-resnet_like bert_like} " == *" $name "* ]] || continue
+        local inputs=() spec
+        IFS=, read -ra specs <<< "${entry#*:}"
+        for spec in "${specs[@]}"; do inputs+=(--input "$spec"); done
+        rm -rf "${own:?}/$name"
+        { echo "### $name"
+          ptx export --module "$ROOT/scripts/gpu_own_models.py:$name" "${inputs[@]}" --out "$own/$name" 2>&1 | tail -5 \
+              || step_failed "ptx export --module gpu_own_models.py:$name"; echo; } | tee -a "$KEEP/own.md"
+        for file in "$own/$name/model.onnx" "$own/$name/model.torchscript.pt"; do
+            [ -f "$file" ] || continue
+            case "$file" in
+                *.onnx) kind=onnx backends=${PTX_GPU_OWN_ONNX_BACKENDS:-ort-cpu,ort-cuda,ort-cuda-graph} ;;
+                *) kind=torchscript backends=${PTX_GPU_OWN_TS_BACKENDS:-torchscript-cpu,torchscript-cuda} ;;
+            esac
+            { echo "#### $name, $kind: ptx verify --backends $backends"
+              ptx verify "$file" --backends "$backends" --save-inputs "$own/$name/$kind.inputs.npz" 2>&1 | tail -12 \
+                  || step_failed "ptx verify $name/$(basename "$file")"; echo; } | tee -a "$KEEP/own.md"
+        done
+        { echo "#### $name: ptx bench model.onnx --backends $bench"
+          ptx bench "$own/$name/model.onnx" --backends "$bench" --batch-sizes "${PTX_GPU_OWN_BATCHES:-1,256}" \
+              --seconds "${PTX_GPU_OWN_SECONDS:-1}" --markdown \
+              2>&1 || step_failed "ptx bench $name/model.onnx"; echo
+          echo "#### $name: ptx serve model.onnx --backend $serve_backend, one request"
+          python3 "$ROOT/scripts/serve_check.py" "$own/$name/model.onnx" "$own/$name/onnx.inputs.npz" \
+              --backend "$serve_backend" 2>&1 || step_failed "ptx serve $name/model.onnx --backend $serve_backend"
+          echo; } | tee -a "$KEEP/own.md"
+    done
+}
+
+phase_locate() {
+    # Issue 45 item 2: where the CUDA rows part from the CPU's, per model: verify on ort-cuda
+    # (f32 and tf32) against eager, then the ONNX file's --locate of ort-cuda against ort-cpu, the
+    # node where a difference is born. On the CPU (the dry run) the CUDA rows say they cannot run.
+    say "ptx verify --locate: ort-cuda (f32, tf32) against the CPU, every model"
+    local name models
+    models=${PTX_GPU_MODELS:-$(python3 -c "from ptx.models import list_models; print(' '.join(list_models()))")}
+    : > "$KEEP/locate.md"
+    for name in $models; do
+        [ -f "$WORK/runs/$name/model.onnx" ] || { echo "no ONNX export of $name: run the train phase first" \
+            | tee -a "$KEEP/locate.md"; continue; }
+        { echo "### $name"
+          ptx verify "$name" --root "$WORK/runs" --backends "${PTX_GPU_LOCATE_BACKENDS:-ort-cuda,ort-cuda-tf32}" \
+              --samples "$VERIFY_SAMPLES" --locate 2>&1 | tail -15 || true  # a DISAGREE is what this phase records
+          ptx verify "$WORK/runs/$name/model.onnx" --backends "${PTX_GPU_LOCATE_FILE_BACKENDS:-ort-cuda}" --locate 2>&1 \
+              | tail -25 || true
+          echo; } | tee -a "$KEEP/locate.md"
+    done
+}
+
 phase_summary() {
     say "one summary, readable without the logs: $KEEP/summary.md"
     python3 "$ROOT/scripts/gpu_summary.py" summary "$KEEP" > "$KEEP/summary.md"
@@ -373,8 +440,8 @@ send_back() {
 if [ "$1" = pack ]; then pack; exit; fi
 for phase in "$@"; do  # a misspelt phase is refused before anything runs
     case "$phase" in
-        stash|train|epoch|tests|pt2|ort|verify|bench|speed|summary) ;;
-        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed or summary" ;;
+        stash|train|epoch|tests|pt2|ort|verify|bench|speed|own|locate|summary) ;;
+        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed, own, locate or summary" ;;
     esac
 done
 trap send_back EXIT

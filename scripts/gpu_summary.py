@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh's tables: `verify VERIFY.json` prints one Markdown table of every model's
 verify rows (backend, device, precision, verdict); `summary OUT` joins what the phases left in
-OUT (phase times, train table, verify table, bench tables, test counts) into one page that can
+OUT (phase times, train table, verify table, bench tables, a user's own models, located
+differences, test counts) into one page that can
 be read without the logs. Standard library only: it runs wherever the check runs."""
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def summary(out: Path) -> str:
     page += section("Epoch timing", "epoch.md")
     page += section("Verify, every model and backend", "verify.md")
     page += section("Bench", "bench-gpu.md")
+    page += section("A user's own models (export --module, verify, bench, serve)", "own.md")
+    page += section("Where the CUDA rows part from the CPU (--locate)", "locate.md")
     page += ["## Tests", "", *test_counts(out), ""]
     return "\n".join(page)
 

@@ -66,3 +66,27 @@ def test_the_gpu_check_dry_run_writes_one_summary_and_keeps_every_calls_results(
     assert second["train.md"] == first["train.md"] and second["verify.md"] == first["verify.md"]
     assert not any(name.endswith(".new") for name in second)
     assert "| logistic | ort-cpu | f32 |" in (out2 / "summary.md").read_text()
+
+
+def test_the_gpu_check_runs_a_users_models_and_the_locate_phase_to_the_end(tmp_path):
+    """Issue 45, proven without a GPU: the `own` phase exports a user's BERT-like module (two
+    dynamic axes, int64 inputs) with `ptx export --module`, verifies its ONNX and TorchScript files
+    with the CUDA rows offered (they say they cannot run here), benches it and serves it, one
+    request answered as the file answers in-process; the `locate` phase runs verify --locate on
+    every model. Both land in the summary."""
+    out = tmp_path / "out"
+    done = gpu_check(tmp_path, out, "train", "own", "locate", "summary", PTX_GPU_OWN_MODELS="bert_like",
+                     PTX_GPU_OWN_BATCHES="1,4", PTX_GPU_OWN_SECONDS="0.2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    own = summary.split("## A user's own models")[1].split("## Where the CUDA rows")[0]
+    assert "module: bert_like (BertLike" in own and "input_ids int64 [batch, seq]" in own
+    assert own.count("not run: ort-cuda, ort-cuda-graph: no GPU") == 1 and "not run: torchscript-cuda: no GPU" in own
+    assert own.count("all agree:") == 2 and "FAILED" not in own
+    assert "| ort-cpu | cpu | 4 |" in own  # the bench table, batch 4
+    assert "ptx serve model.onnx --backend ort-cpu: one request (attention_mask [3, 8], input_ids [3, 8]) " \
+           "answered as ort-cpu answers it here" in own
+    located = summary.split("## Where the CUDA rows part from the CPU (--locate)")[1]
+    assert "### logistic" in located and "not run: ort-cuda: no GPU" in located
+    assert [line.split("|")[1].strip() for line in kept(out)["phases.md"].splitlines()] == \
+        ["train", "own", "locate", "summary"]
