@@ -10,8 +10,9 @@ A model that cannot be captured is refused in one line when its first batch of a
 (ptx verify then fails the row, and nothing chooses it): a graph backend that silently ran
 eagerly would be timed and named as what it is not. ``graphs`` stands in for CUDA's graphs on
 machines without a GPU (tests), as in ptx.trainers.step. The same runner serves a tutorial
-checkpoint and a user's nn.Module: every input is padded along its batch axis, every output cut back
-along its own.
+checkpoint, a user's nn.Module and a user's TorchScript or pt2 file (a scripted or AOTInductor-compiled
+forward launches its kernels on the capturing stream as eager's does): every input is padded along its
+batch axis, every output cut back along its own.
 """
 from __future__ import annotations
 
@@ -132,3 +133,14 @@ def open_graph_module(module, inputs, device: str = "cuda", name: str | None = N
     """A user's live nn.Module on the graph runner."""
     return TorchGraphRunner(module.eval(), inputs, None, device=device, backend="eager-cuda-graph",
                             name=name or type(module).__name__, graphs=graphs)
+
+
+def open_graph_file(path: str | Path, device: str = "cuda", precision: str = FULL_PRECISION, *,
+                    graphs: Callable[[], object] | None = None, **options) -> TorchGraphRunner:
+    """eager-cuda-graph's ``open_file``: a user's TorchScript or pt2 file on the graph runner, its
+    inputs declared or recorded as torchscript's and aoti's rows read them."""
+    from .model_files import PT2, read_model_file
+    from .torch_runner import open_pt2_file, open_torchscript_file
+
+    opener = open_pt2_file if read_model_file(Path(path)).kind == PT2 else open_torchscript_file
+    return opener(path, device, precision, runner_class=TorchGraphRunner, graphs=graphs, **options)

@@ -308,7 +308,10 @@ def open_pt2_artifact(path: str | Path, device: str = "cpu", precision: str = FU
 
 def open_torchscript_file(path: str | Path, device: str = "cpu", precision: str = "f32", *,
                           inputs: Sequence[TensorSig] = (), ignore_metadata: bool = False,
-                          batch_axes: Mapping[str, int | None] | None = None) -> TorchRunner:
+                          batch_axes: Mapping[str, int | None] | None = None, runner_class: type = None,
+                          **runner_options) -> TorchRunner:
+    """A TorchScript file on ``runner_class`` (TorchRunner; eager-cuda-graph's TorchGraphRunner
+    replays it from CUDA graphs, with ``runner_options`` such as its ``graphs``)."""
     from ptx.export.formats.torchscript import load
 
     path = Path(path)
@@ -322,9 +325,9 @@ def open_torchscript_file(path: str | Path, device: str = "cpu", precision: str 
         raise ArtifactError(f"{path}: not a loadable TorchScript file ({first_line(exc)})") from None
     recorded = recorded_signature(metadata, path)
     ins = _declared_or_recorded(recorded, inputs, TORCHSCRIPT, path, batch_axes)
-    runner = TorchRunner(module, ins, recorded.outputs if recorded and not inputs else None, device=device,
-                         backend="torchscript", precision=precision, path=path,
-                         name=found.name if metadata else None, metadata=metadata)
+    runner = (runner_class or TorchRunner)(module, ins, recorded.outputs if recorded and not inputs else None,
+                                           device=device, backend="torchscript", precision=precision, path=path,
+                                           name=found.name if metadata else None, metadata=metadata, **runner_options)
     if recorded and inputs:
         check_graph_against(recorded, runner.signature, path)
     return runner
@@ -332,8 +335,10 @@ def open_torchscript_file(path: str | Path, device: str = "cpu", precision: str 
 
 def open_pt2_file(path: str | Path, device: str = "cpu", precision: str = "f32", *,
                   inputs: Sequence[TensorSig] = (), ignore_metadata: bool = False,
-                  batch_axes: Mapping[str, int | None] | None = None) -> TorchRunner:
-    """An AOTInductor package: native code compiled for one device, loaded by torch."""
+                  batch_axes: Mapping[str, int | None] | None = None, runner_class: type = None,
+                  **runner_options) -> TorchRunner:
+    """An AOTInductor package: native code compiled for one device, loaded by torch (on
+    ``runner_class``, as open_torchscript_file)."""
     from ptx.export.formats.pt2 import load
 
     path = Path(path)
@@ -352,8 +357,9 @@ def open_pt2_file(path: str | Path, device: str = "cpu", precision: str = "f32",
     metadata = {} if ignore_metadata else dict(strings or {})
     recorded = recorded_signature(metadata, path)
     ins = _declared_or_recorded(recorded, inputs, PT2, path, batch_axes)
-    return TorchRunner(compiled, ins, recorded.outputs if recorded and not inputs else None, device=device,
-                       backend="aoti", precision=precision, path=path, name=metadata.get("model"), metadata=metadata)
+    return (runner_class or TorchRunner)(compiled, ins, recorded.outputs if recorded and not inputs else None,
+                                         device=device, backend="aoti", precision=precision, path=path,
+                                         name=metadata.get("model"), metadata=metadata, **runner_options)
 
 
 def open_module(module: torch.nn.Module, inputs: Sequence[TensorSig], device: str = "cpu",

@@ -354,7 +354,7 @@ phase_own() {
             [ -f "$file" ] || continue
             case "$file" in
                 *.onnx) kind=onnx backends=${PTX_GPU_OWN_ONNX_BACKENDS:-ort-cpu,ort-cuda,ort-cuda-graph} ;;
-                *) kind=torchscript backends=${PTX_GPU_OWN_TS_BACKENDS:-torchscript-cpu,torchscript-cuda} ;;
+                *) kind=torchscript backends=${PTX_GPU_OWN_TS_BACKENDS:-torchscript-cpu,torchscript-cuda,eager-cuda-graph} ;;
             esac
             { echo "#### $name, $kind: ptx verify --backends $backends"
               ptx verify "$file" --backends "$backends" --save-inputs "$own/$name/$kind.inputs.npz" 2>&1 | tail -12 \

@@ -91,4 +91,34 @@ def test_the_cuda_graph_runner_takes_a_users_file_and_pads_its_batch(files):
     padded = sorted(dict(key)["x"][0] for key in graph._slots.slots)
     assert padded == [1, 4, 8]  # 3 and 5 rode in padded graphs
     assert backends.get("ort-cuda-graph").open_file is not None
-    assert backends.get("eager-cuda-graph").open_file is None  # a checkpoint's backend; a module goes by load()
+
+
+def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
+    """Issue 43 item 6: eager-cuda-graph opens a user's TorchScript (and pt2) file on the runner that
+    replays a tutorial checkpoint: here with the CPU stand-in for CUDA graphs, one capture per
+    padded batch shape, answers cut back to the rows given. On a GPU it is a verify/bench/serve row
+    of the file (`not run: no GPU` here)."""
+    from ptx.infer.readers import file_backends
+    from ptx.infer.torch_graph import TorchGraphRunner, open_graph_file
+    from ptx.trainers.step import EagerGraphs
+
+    stand_ins = []
+
+    def graphs():
+        stand_ins.append(EagerGraphs())
+        return stand_ins[-1]
+
+    from ptx.contract.tensors import parse_declaration
+
+    graph = open_graph_file(files["torchscript"], device="cpu", graphs=graphs,
+                            inputs=[parse_declaration("x=batch,4:float32")])
+    assert type(graph) is TorchGraphRunner and graph.backend == "eager-cuda-graph"
+    for rows in (1, 3, 5):
+        x = np.random.default_rng(rows).normal(size=(rows, 4)).astype(np.float32)
+        assert np.allclose(graph.run({"x": x})[graph.signature.output_names[0]], 2 * x)
+    assert sorted(dict(key)["x"][0] for key in graph._slots.slots) == [1, 4, 8]
+    assert all(g.captures == 1 for g in stand_ins) and len(stand_ins) == 3
+    offered = {row.label for row in file_backends("torchscript", runnable_only=True)}
+    assert {"eager-cuda-graph", "torchscript-cuda", "torchscript-cpu"} <= offered
+    assert "eager-cuda-graph" in {row.label for row in file_backends("pt2")}
+    assert "eager-cuda-graph" not in {row.label for row in file_backends("onnx")}

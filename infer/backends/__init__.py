@@ -45,6 +45,9 @@ class Backend:
     # torchscript, pt2): what `ptx verify/bench/predict/serve PATH` run. None: the backend reads only
     # the tutorial models' artifacts (a checkpoint).
     open_file: Callable[..., object] | None = None
+    # The kinds of user file ``open_file`` reads, where they are not ``artifact``'s one:
+    # eager-cuda-graph's artifact is a checkpoint, but it replays a TorchScript or pt2 file too.
+    file_kinds: tuple[str, ...] = ()
 
     def label(self, device: str, precision: str = FULL_PRECISION) -> str:
         """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""
@@ -90,7 +93,7 @@ def lazy(module: str, attribute: str, **bound) -> Callable:
 
 def file_pairs(kind: str) -> list[tuple[Backend, str]]:
     """Every (backend, device) that opens a user's file of ``kind`` (onnx, torchscript, pt2), CPU first."""
-    return [(b, d) for b, d in pairs() if b.open_file is not None and b.artifact == kind]
+    return [(b, d) for b, d in pairs() if b.open_file is not None and kind in (b.file_kinds or (b.artifact,))]
 
 
 def pairs() -> list[tuple[Backend, str]]:
