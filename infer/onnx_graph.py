@@ -15,9 +15,8 @@ from typing import Mapping
 from ptx.contract.tensors import DTYPES, UNSUPPORTED_ONNX, Signature
 from ptx.errors import ArtifactError, first_line
 
-# The ops whose bodies are subgraphs (their nodes are counted too, and said to be inside them);
-# ONNX Runtime's CUDA graphs replay one fixed sequence of kernels, so none of them can be captured.
-from .cuda_placement import CONTROL_FLOW, subgraphs
+# The ops whose bodies are subgraphs (If, Loop, Scan): their nodes are counted too, and said to be inside them.
+from .cuda_placement import subgraphs
 
 ONNX_DOMAIN = "ai.onnx"
 
@@ -35,10 +34,6 @@ class GraphFacts:
     external: list[tuple[str, int | None]] = field(default_factory=list)  # (file, bytes or None: missing)
     producer: str = ""  # "pytorch 2.13.0"
     ir_version: int = 0
-
-    @property
-    def control_flow(self) -> list[str]:
-        return sorted(op for op in self.operators if op in CONTROL_FLOW)
 
     def to_dict(self) -> dict:
         return {"opsets": self.opsets, "operators": dict(self.operators.most_common()), "nodes": self.nodes,
