@@ -15,9 +15,6 @@ from typing import Mapping
 from ptx.contract.tensors import DTYPES, UNSUPPORTED_ONNX, Signature
 from ptx.errors import ArtifactError, first_line
 
-# The ops whose bodies are subgraphs (If, Loop, Scan): their nodes are counted too, and said to be inside them.
-from .cuda_placement import subgraphs
-
 ONNX_DOMAIN = "ai.onnx"
 
 
@@ -52,6 +49,18 @@ def read_graph(path: str | Path):
         raise ArtifactError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
 
 
+def subgraphs(node):
+    """The bodies of an If/Loop/Scan node (none for any other): their nodes are counted too, and said
+    to be inside them."""
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
+
+
 def _values(tensor) -> int:
     count = 1
     for d in tensor.dims:
@@ -70,14 +79,14 @@ def _constant_values(graph) -> int:
     return total
 
 
-def _count(graph, operators: Counter) -> int:
+def count_nodes(graph, operators: Counter) -> int:
     """Count ``graph``'s nodes, and its subgraphs', into ``operators``; returns how many lie inside
     subgraphs."""
     inside = 0
     for node in graph.node:
         operators[node.op_type] += 1
         for body in subgraphs(node):
-            inside += len(body.node) + _count(body, operators)
+            inside += len(body.node) + count_nodes(body, operators)
     return inside
 
 
@@ -88,7 +97,7 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
     path = Path(path)
     graph = model.graph
     operators: Counter = Counter()
-    inside = _count(graph, operators)
+    inside = count_nodes(graph, operators)
     opsets = {(o.domain or ONNX_DOMAIN): o.version for o in model.opset_import}
     parameters = _constant_values(graph)
     external: dict[str, int | None] = {}
