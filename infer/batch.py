@@ -63,8 +63,3 @@ def iter_inputs(predictor: Model, args: list[str], *, recursive: bool = False, s
                 notices += expanded.notices
             if folders is not None:
                 folders.append(expanded)
-
-
-def folder_notices(folders: list, refused: set[str]) -> list[str]:
-    """What each expanded folder argument gave: pictures read, files refused, what was skipped."""
-    return [line for expanded in folders for line in expanded.folder_notices(refused)]
