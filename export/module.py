@@ -35,9 +35,8 @@ import torch
 
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
-from ptx.contract.comparison import check_tolerance
+from ptx.contract.comparison import OutputAgreement, check_tolerance, compare_output, default_tolerance
 from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
-from ptx.contract.comparison import OutputAgreement, compare_output, default_tolerance
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, check_feeds, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig, dtype_info, parse_declaration
 from ptx.errors import InputError, PtxError, ValidationError, first_line

@@ -1,17 +1,15 @@
 """Predict many user inputs at once: bad ones are reported by name, the rest still predicted."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterator
 
-from ptx.contract import DEFAULT_RUNS_ROOT, InputKind
+from ptx.contract import InputKind
 from ptx.errors import InputError
 
-from .api import load
 from .inputs import expand_csv_rows, expand_inputs
 from .head import Prediction
 from .model import Model
-from .stream import Input, stream_answers
+from .stream import Input
 
 
 def tsv_field(text) -> str:
@@ -32,24 +30,6 @@ def result_line(r: Prediction, topk: int = 0) -> str:
 
 
 STDIN = "-"  # the argument that means: read one input from standard input
-
-
-@dataclass
-class PredictReport:
-    predictor: Model
-    results: list[Prediction] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)  # what was left out of folders on the way
-
-    def lines(self, topk: int = 0) -> list[str]:
-        return [result_line(r, topk) for r in self.results]
-
-    def to_dict(self, topk: int = 0) -> dict:
-        return {"model": self.predictor.contract.model, "backend": self.predictor.backend,
-                "precision": self.predictor.precision,
-                "results": [r.to_dict(k=topk) for r in self.results],
-                "errors": [{"input": src, "error": err} for src, err in self.errors],
-                "notices": self.notices}
 
 
 def iter_inputs(predictor: Model, args: list[str], *, recursive: bool = False, stdin: bytes | None = None,
@@ -83,28 +63,3 @@ def iter_inputs(predictor: Model, args: list[str], *, recursive: bool = False, s
                 notices += expanded.notices
             if folders is not None:
                 folders.append(expanded)
-
-
-def folder_notices(folders: list, refused: set[str]) -> list[str]:
-    """What each expanded folder argument gave: pictures read, files refused, what was skipped."""
-    return [line for expanded in folders for line in expanded.folder_notices(refused)]
-
-
-def predict_inputs(args: list[str], *, model: str, backend: str | None = None, device: str | None = None,
-                   precision: str | None = None,
-                   artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False,
-                   run: str | None = None, recursive: bool = False, stdin: bytes | None = None,
-                   min_confidence: float | None = None, workers: int | None = 0) -> PredictReport:
-    """Predict command-line arguments (see ``iter_inputs``) into one report held in memory; `ptx
-    predict` streams them instead (``stream_answers``)."""
-    predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
-    report = PredictReport(predictor)
-    folders: list = []
-    inputs = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=report.notices, folders=folders)
-    for answer in stream_answers(predictor, inputs, raw=raw, workers=workers, min_confidence=min_confidence):
-        if answer.prediction is not None:
-            report.results.append(answer.prediction)
-        else:
-            report.errors.append((answer.source, answer.error))
-    report.notices += folder_notices(folders, {source for source, _ in report.errors})
-    return report

@@ -25,6 +25,7 @@ from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, 
 
 from . import backends as registry
 from .api import open_model, require_run
+from .cases import Case, file_cases, generated_cases, has_batch
 
 # The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
 # (--batch-sizes 1,64,1024 --seconds 1 --rounds 6, as scripts/bench.py times) is for the record.
@@ -184,15 +185,6 @@ class Fastest:
 ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 
-@dataclass
-class Case:
-    """One set of inputs every model of a bench is timed on: a row per model and case."""
-
-    label: str  # "batch 8", "fixed shape", "samples.npz"
-    batch: int | None  # the size of the batch axis, where the inputs have one
-    feeds: dict[str, np.ndarray] | None = None  # a model file's; a tutorial model's head makes its own
-
-
 def head_feeds(model, case: Case) -> dict[str, np.ndarray]:
     """A tutorial model's inputs at the case's batch, made by its head: raw pictures for an --input
     uint8 artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
@@ -254,7 +246,7 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
     rows: list[BenchRow] = []
     skipped: dict[str, str] = {}
     chosen = registry.variants(backends)
-    cases = [Case(f"batch {b}", b) for b in batch_sizes]
+    cases = [Case(f"batch {b}", None, b) for b in batch_sizes]
     for needs_torch in (False, True):
         opened = []
         for backend, device, precision in (v for v in chosen if v[0].needs_torch == needs_torch):
@@ -303,12 +295,10 @@ class PathBench:
 def path_cases(signature, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int,
                notes: list[str]) -> list[Case]:
     """A model file's cases: one per batch size of the user's samples, else seeded inputs per batch size."""
-    from .cases import file_cases, generated_cases, has_batch
-
     if input_files:
         by_batch = {}
         for case in file_cases(input_files, signature):  # one case per batch size: rows are per batch size
-            by_batch.setdefault(case.batch, Case(case.label, case.batch, case.feeds))
+            by_batch.setdefault(case.batch, case)
         notes.append(f"timed on the samples given ({', '.join(c.label for c in by_batch.values())})")
         return list(by_batch.values())
     chosen = plan_inputs(signature, **(plan or {}))
@@ -317,7 +307,7 @@ def path_cases(signature, plan: Mapping | None, input_files: Sequence, batch_siz
     if not has_batch(signature):
         notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
                      "throughput is calls per second")
-    return [Case(c.label, c.batch, c.feeds) for c in generated_cases(signature, chosen, batch_sizes, seed)]
+    return generated_cases(signature, chosen, batch_sizes, seed)
 
 
 def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
@@ -330,7 +320,6 @@ def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, optio
     rows). The torch-free runtimes are timed first and torch's after them, as bench() does and for
     its reason (torch's idle threads slowed ONNX Runtime once torch had run)."""
     from .model_files import read_model_file
-    from .cases import has_batch
     from .readers import file_backends, group_reasons, open_options_for, open_rows
 
     path = Path(path)

@@ -18,7 +18,7 @@ class Case:
     """One set of inputs every backend is run on."""
 
     label: str  # "batch 3", "fixed shape", "samples.npz #2", "stored #0"
-    feeds: dict[str, np.ndarray]
+    feeds: dict[str, np.ndarray] | None  # None: a tutorial model's bench case, whose head makes its inputs
     batch: int | None  # the size of the batch axis, where the inputs have one
 
 

@@ -10,8 +10,8 @@ only when it passed verify's labels/accuracy gate and measured faster.
 """
 from __future__ import annotations
 
+import functools
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,8 @@ from ptx.contract.names import FULL_PRECISION, TF32
 
 from . import backends as registry
 from . import records
-from .api import open_model
+from .api import DEFAULT_BACKEND, open_model
 
-DEFAULT_BACKEND = "ort-cpu"
 TIMING_S = 0.3  # per candidate and batch size, when no bench record says
 # Another backend replaces the default only when it is this much faster: short timings on a shared
 # machine differ by a few percent from run to run, and the default is the lightest to run.
@@ -97,19 +96,17 @@ def _geomean(values: list[float]) -> float:
 def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) -> float:
     """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
     inputs (speed does not depend on the values for these models)."""
-    from .bench import Case, head_feeds
+    from .bench import head_feeds, time_calls
+    from .cases import Case
 
     predictor = open_model(model, row["backend"], root or run_dir.parent, row["device"], row["precision"],
                            run=run_dir)
     rates = []
     for batch in sorted({1, max_batch_size}):
-        feeds = head_feeds(predictor, Case(f"batch {batch}", batch))  # timed as bench times it: run()
-        predictor.run(feeds)  # warm-up: first calls allocate
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < TIMING_S:
-            predictor.run(feeds)
-            calls += 1
-        rates.append(calls * batch / (time.perf_counter() - started))
+        feeds = head_feeds(predictor, Case(f"batch {batch}", None, batch))  # timed as bench times it: run()
+        # one warm-up call: first calls allocate
+        latencies = time_calls(functools.partial(predictor.run, feeds), warmup=1, seconds=TIMING_S, min_iters=1)
+        rates.append(len(latencies) * batch / latencies.sum())
     del predictor
     return _geomean(rates)
 

@@ -24,11 +24,13 @@ import functools
 import heapq
 import json
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptx.errors import first_line
 
+from .onnx_graph import count_nodes, read_graph, subgraphs
 from .ort_session import ORT_QUIET, import_ort, session_options, why_no_cuda
 
 KERNELS_FILE = Path(__file__).with_name("ort_cuda_kernels.json")
@@ -101,7 +103,6 @@ class CudaPlacement:
     """How the CUDA provider would partition a graph: ``on_cpu`` lists the nodes it would not take."""
     nodes: int  # subgraphs' nodes included
     on_cpu: list[NodeOnCpu] = field(default_factory=list)
-    kernels: str = ""
     inside: int = 0  # of ``nodes``, those inside If/Loop/Scan bodies
     # The file's own node count where ORT's basic optimisations (which placement reads) changed it:
     # inspect's operators line counts the file, and two different numbers unexplained read as a bug.
@@ -330,8 +331,7 @@ def placement_of_graph(model) -> CudaPlacement:
     for i in sorted(cpu_preferred_nodes(model, cuda_nodes, opsets, types)):
         on_cpu[i] = NodeOnCpu(nodes[i].name or f"#{i}", nodes[i].op_type, SHAPE_HEURISTIC)
     inside, body_on_cpu = _bodies_placement(nodes, opsets, types)
-    return CudaPlacement(len(nodes) + inside, [on_cpu[i] for i in sorted(on_cpu)] + body_on_cpu, registry_version(),
-                         inside=inside)
+    return CudaPlacement(len(nodes) + inside, [on_cpu[i] for i in sorted(on_cpu)] + body_on_cpu, inside=inside)
 
 
 def _refusal(node, opsets: dict[str, int], types: dict[str, str]) -> str | None:
@@ -363,17 +363,6 @@ def _bodies_placement(nodes, opsets: dict[str, int], types: dict[str, str]) -> t
     return count, on_cpu
 
 
-def subgraphs(node):
-    """The bodies of an If/Loop/Scan node (none for any other)."""
-    import onnx
-
-    for attribute in node.attribute:
-        if attribute.type == onnx.AttributeProto.GRAPH:
-            yield attribute.g
-        elif attribute.type == onnx.AttributeProto.GRAPHS:
-            yield from attribute.graphs
-
-
 def basic_optimised(path: str | Path):
     """The graph ORT's CUDA provider is offered: ``path`` after ORT's basic-level optimisations
     (constant folding, redundant-node removal), written by ORT itself (optimized_model_filepath)."""
@@ -393,15 +382,10 @@ def basic_optimised(path: str | Path):
 
 def cuda_placement(path: str | Path) -> CudaPlacement:
     """Where ORT 1.31's CUDA provider would place each node of the ONNX file at ``path``."""
-    import onnx
-
     placement = placement_of_graph(basic_optimised(path))
-    placement.in_file = _all_nodes(onnx.load(str(path), load_external_data=False).graph)
+    graph = read_graph(path).graph
+    placement.in_file = len(graph.node) + count_nodes(graph, Counter())
     return placement
-
-
-def _all_nodes(graph) -> int:
-    return sum(1 + sum(_all_nodes(body) for body in subgraphs(node)) for node in graph.node)
 
 
 def static_summary(path: str | Path) -> str:
@@ -417,9 +401,7 @@ CONTROL_FLOW = ("If", "Loop", "Scan")
 def graph_static_summary(path: str | Path) -> str:
     """ort-cuda-graph's line in ``ptx verify`` where it cannot run: placement, and whether the
     graph holds a node a CUDA graph cannot capture."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_graph(path)
     found = sorted({node.op_type for node in model.graph.node if node.op_type in CONTROL_FLOW})  # nested ones sit in these
     capture = (f"not capturable as a CUDA graph ({', '.join(found)} nodes)" if found
                else f"capturable as a CUDA graph (no {', '.join(CONTROL_FLOW)} nodes)")

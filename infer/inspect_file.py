@@ -190,7 +190,7 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
         report.model = found.metadata.get("model")
         report.format = "onnx-int8" if found.metadata.get("precision") == "int8" else found.kind
     report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
-    rows = _rows(found, report.format or found.kind)
+    rows = _rows(report.format or found.kind)
     declared = None
     if found.kind == ONNX:
         from .onnx_graph import graph_facts, graph_signature, read_graph
@@ -221,7 +221,7 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
     return report
 
 
-def _rows(found: ModelFile, fmt: str) -> list[tuple[FileBackend, str]]:
+def _rows(fmt: str) -> list[tuple[FileBackend, str]]:
     """Every (backend, device) of the registry that reads this kind of file, at the file's precision."""
     precision = "int8" if fmt == "onnx-int8" else FULL_PRECISION
     return [(FileBackend(b, d), p) for b, d, p in registry.variants() if p == precision and b.artifact_for(p) == fmt]

@@ -21,6 +21,8 @@ import numpy as np
 
 from ptx.errors import ArtifactError, first_line
 
+from .onnx_graph import subgraphs
+
 WEIGHTS = "weights.bin"
 # Tensors smaller than this stay inside the graph file (shape constants, scalars): cheap to copy.
 INLINE_BYTES = 1024
@@ -29,17 +31,13 @@ INLINE_BYTES = 1024
 def _subgraph_inputs(node) -> set[str]:
     """Names a node's If/Loop/Scan bodies read from the enclosing graph (they use them without
     listing them as the node's inputs): they keep those tensors alive as the node's inputs do."""
-    import onnx
-
     names: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for graph in graphs:
-            produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | \
-                       {t.name for t in graph.initializer}
-            for inner in graph.node:
-                names |= {i for i in inner.input if i and i not in produced}
-                names |= _subgraph_inputs(inner) - produced
+    for graph in subgraphs(node):
+        produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | \
+                   {t.name for t in graph.initializer}
+        for inner in graph.node:
+            names |= {i for i in inner.input if i and i not in produced}
+            names |= _subgraph_inputs(inner) - produced
     return names
 
 

@@ -22,7 +22,6 @@ from ptx.contract.weights import AOTI_METADATA_SUFFIX, SIGNATURE_KEY, WEIGHTS_KE
 from ptx.errors import ArtifactError, PtxError
 
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
-FILE_KINDS = (ONNX, TORCHSCRIPT, PT2)
 CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
 IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
 # What a file whose weights are not the ones its metadata was written for is told.

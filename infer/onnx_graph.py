@@ -15,10 +15,6 @@ from typing import Mapping
 from ptx.contract.tensors import DTYPES, UNSUPPORTED_ONNX, Signature
 from ptx.errors import ArtifactError, first_line
 
-# The ops whose bodies are subgraphs (their nodes are counted too, and said to be inside them);
-# ONNX Runtime's CUDA graphs replay one fixed sequence of kernels, so none of them can be captured.
-from .cuda_placement import CONTROL_FLOW, subgraphs
-
 ONNX_DOMAIN = "ai.onnx"
 
 
@@ -36,10 +32,6 @@ class GraphFacts:
     producer: str = ""  # "pytorch 2.13.0"
     ir_version: int = 0
 
-    @property
-    def control_flow(self) -> list[str]:
-        return sorted(op for op in self.operators if op in CONTROL_FLOW)
-
     def to_dict(self) -> dict:
         return {"opsets": self.opsets, "operators": dict(self.operators.most_common()), "nodes": self.nodes,
                 "subgraph_nodes": self.subgraph_nodes, "parameters": self.parameters,
@@ -55,6 +47,18 @@ def read_graph(path: str | Path):
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ValueError, ...: one line
         raise ArtifactError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def subgraphs(node):
+    """The bodies of an If/Loop/Scan node (none for any other): their nodes are counted too, and said
+    to be inside them."""
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            yield attribute.g
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            yield from attribute.graphs
 
 
 def _values(tensor) -> int:
@@ -75,14 +79,14 @@ def _constant_values(graph) -> int:
     return total
 
 
-def _count(graph, operators: Counter) -> int:
+def count_nodes(graph, operators: Counter) -> int:
     """Count ``graph``'s nodes, and its subgraphs', into ``operators``; returns how many lie inside
     subgraphs."""
     inside = 0
     for node in graph.node:
         operators[node.op_type] += 1
         for body in subgraphs(node):
-            inside += len(body.node) + _count(body, operators)
+            inside += len(body.node) + count_nodes(body, operators)
     return inside
 
 
@@ -93,7 +97,7 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
     path = Path(path)
     graph = model.graph
     operators: Counter = Counter()
-    inside = _count(graph, operators)
+    inside = count_nodes(graph, operators)
     opsets = {(o.domain or ONNX_DOMAIN): o.version for o in model.opset_import}
     parameters = _constant_values(graph)
     external: dict[str, int | None] = {}

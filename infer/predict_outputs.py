@@ -22,7 +22,6 @@ from ptx.contract.tensor_inputs import load_input_file
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
-INPUT_SUFFIXES = (".npz", ".npy", ".json")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".pgm")
 OUTPUT_SUFFIXES = (".npz", ".parquet")
 JSON_VALUES = 10_000  # an output of more values is summarised in --json, not listed

@@ -48,12 +48,10 @@ class FileBackend:
         return self.backend.unavailable(self.device)
 
 
-def file_backends(kind: str, names: Sequence[str] | None = None, *, runnable_only: bool = True) -> list[FileBackend]:
-    """The (backend, device) pairs that read a file of ``kind``, CPU first: those that open a user's
-    file (``open_file``), or with ``runnable_only=False`` every backend of that artifact kind.
+def file_backends(kind: str, names: Sequence[str] | None = None) -> list[FileBackend]:
+    """The (backend, device) pairs that open a user's file of ``kind`` (``open_file``), CPU first.
     ``names`` (backend names or labels such as ort-cuda) picks some; an unknown one is one line."""
-    pairs = registry.file_pairs(kind) if runnable_only else [(b, d) for b, d in registry.pairs() if b.artifact == kind]
-    rows = [FileBackend(b, d) for b, d in pairs]
+    rows = [FileBackend(b, d) for b, d in registry.file_pairs(kind)]
     if not names:
         return rows
     known = {r.backend.name for r in rows} | {r.label for r in rows}

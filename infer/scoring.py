@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 from ptx.contract import DEFAULT_RUNS_ROOT, InputKind, Task
 
 from .api import load
-from .batch import folder_notices, iter_inputs, result_line
+from .batch import iter_inputs, result_line
 from .inputs import expand_inputs
 from .outputs import columns_for, done_inputs, open_output
 from .stream import Input, stream_answers
@@ -135,7 +135,8 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
             bar.close()
         if writer is not None:
             writer.close()
-    notices += folder_notices(folders, {error["input"] for error in errors})
+    refused = {error["input"] for error in errors}
+    notices += [line for expanded in folders for line in expanded.folder_notices(refused)]
     while shown_notices < len(notices):
         say(f"notice: {field(notices[shown_notices])}")
         shown_notices += 1

@@ -128,12 +128,6 @@ def open_graph_checkpoint(checkpoint: str | Path, device: str = "cuda", precisio
                            runner_class=TorchGraphRunner, graphs=graphs)
 
 
-def open_graph_module(module, inputs, device: str = "cuda", name: str | None = None,
-                      graphs: Callable[[], object] | None = None) -> TorchGraphRunner:
-    """A user's live nn.Module on the graph runner."""
-    return TorchGraphRunner(module.eval(), inputs, None, device=device, backend="eager-cuda-graph",
-                            name=name or type(module).__name__, graphs=graphs)
-
 
 def open_graph_file(path: str | Path, device: str = "cuda", precision: str = FULL_PRECISION, *,
                     graphs: Callable[[], object] | None = None, **options) -> TorchGraphRunner:

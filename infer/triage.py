@@ -50,7 +50,6 @@ QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cas
 INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM",
                "DynamicQuantizeMatMul", "QGemm"}
 FLOAT_TYPES = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
-GRAPH_OUTPUT_SUFFIX = "_QuantizeLinear_Input"  # onnxruntime's name for a quantized graph output's f32 value
 FUSED_DEPTH = 2  # how far back a fused or reordered chain may reach (Gemm+Relu; MaxPool and Relu swapped)
 
 

@@ -53,8 +53,6 @@ class Gate:
     drain_idle: float = 1.0
     draining: bool = False
     waiting: dict = field(default_factory=dict)  # connections waiting for a request header, oldest first
-    evicted: int = 0
-    refused: int = 0
 
     def protocol_class(self) -> type:
         """The protocol class uvicorn instantiates per connection (`Config(http=...)`), bound to this gate."""
@@ -157,7 +155,6 @@ class BoundedProtocol(HttpToolsProtocol):
         for oldest in self.gate.waiting:
             if oldest is not self:
                 oldest.drop()
-                self.gate.evicted += 1
                 return True
         return False
 
@@ -167,7 +164,6 @@ class BoundedProtocol(HttpToolsProtocol):
         connection before the client read its 503."""
         self.refused = True
         self.connections.discard(self)
-        self.gate.refused += 1
         self.transport.write(REFUSAL)
         if self.transport.can_write_eof():
             self.transport.write_eof()

@@ -115,18 +115,5 @@ def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
     return [(b, d, p) for b, d, p in every if {b.name, b.label(d), b.label(d, p)} & set(names)]
 
 
-def select(names: list[str] | None) -> list[tuple[Backend, str]]:
-    """The (backend, device) pairs that ``names`` pick (a backend name, or a label such as
-    eager-cuda); every pair if None."""
-    every = pairs()
-    if not names:
-        return every
-    known = {b.name for b, _ in every} | {b.label(d) for b, d in every}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise PtxError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    return [(b, d) for b, d in every if b.name in names or b.label(d) in names]
-
-
 for _file in _BACKEND_FILES:
     importlib.import_module(f"{__name__}.{_file}")

@@ -150,8 +150,6 @@ def _tutorial_artifact(artifact: str) -> None:
     """--artifact reads a tutorial model's export (its head: pictures, labels); your own model's file
     (ptx export --module's, or a foreign one) has none, and is refused in one line saying how to
     predict with it instead of failing inside scoring."""
-    from pathlib import Path
-
     from ptx.infer.model_files import is_torch_save, read_model_file
 
     path = Path(artifact)

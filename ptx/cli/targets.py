@@ -23,8 +23,6 @@ def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
     """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
     folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
     and nothing was given (the command's own error then says where it looked)."""
-    from pathlib import Path
-
     from ptx.contract.runs import check_model, run_model
 
     if run is None:
@@ -48,8 +46,6 @@ def _models_and_files(arguments) -> tuple[list[str], list]:
     one line saying what is there (no such file, a folder), not as an unknown model name. A bare
     name stays a model name even where a folder of that name is here (`ptx train convnet --out
     convnet` makes one)."""
-    from pathlib import Path
-
     from ptx.infer.model_files import file_kind
 
     names, files = [], []
@@ -73,7 +69,6 @@ def _model_file(name: str | None, command: str) -> bool:
     """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
     a path that is not there is "no such file", a folder is not a model file."""
     import os
-    from pathlib import Path
 
     from ptx.contract.catalog import names
 
