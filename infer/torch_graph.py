@@ -128,7 +128,6 @@ def open_graph_checkpoint(checkpoint: str | Path, device: str = "cuda", precisio
                            runner_class=TorchGraphRunner, graphs=graphs)
 
 
-
 def open_graph_file(path: str | Path, device: str = "cuda", precision: str = FULL_PRECISION, *,
                     graphs: Callable[[], object] | None = None, **options) -> TorchGraphRunner:
     """eager-cuda-graph's ``open_file``: a user's TorchScript or pt2 file on the graph runner, its

@@ -118,7 +118,7 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
         assert np.allclose(graph.run({"x": x})[graph.signature.output_names[0]], 2 * x)
     assert sorted(dict(key)["x"][0] for key in graph._slots.slots) == [1, 4, 8]
     assert all(g.captures == 1 for g in stand_ins) and len(stand_ins) == 3
-    offered = {row.label for row in file_backends("torchscript", runnable_only=True)}
+    offered = {row.label for row in file_backends("torchscript")}
     assert {"eager-cuda-graph", "torchscript-cuda", "torchscript-cpu"} <= offered
     assert "eager-cuda-graph" in {row.label for row in file_backends("pt2")}
     assert "eager-cuda-graph" not in {row.label for row in file_backends("onnx")}
