@@ -326,24 +326,22 @@ def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Pa
 
 # -- where the signature comes from: a tutorial model's export -------------------------------------
 
-ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "uint8": "tensor(uint8)"}
 
-
-def check_graph_tensor(node, spec, field: str, path: Path) -> None:
+def check_graph_tensor(node, tensor, field: str, path: Path) -> None:
     """The graph's own input/output must be what the metadata claims: a lying shape, dtype or batch
     axis is refused here rather than fed wrong data. ``node``: a name, ``type`` as ORT writes it
     (tensor(float)) and a shape of sizes and symbols."""
     def refuse(problem: str):
         raise ArtifactError(f"{path}: contract field {field}.{problem}; re-export with `ptx export`")
 
-    if node.name != spec.name:
-        refuse(f"name is {spec.name!r}, but the graph's tensor is {node.name!r}")
-    if node.type != ORT_TYPES[spec.dtype.value]:
-        refuse(f"dtype is {spec.dtype.value}, but the graph's tensor is {node.type}")
+    if node.name != tensor.name:
+        refuse(f"name is {tensor.name!r}, but the graph's tensor is {node.name!r}")
+    if node.type != tensor.dtype_info.ort:
+        refuse(f"dtype is {tensor.dtype}, but the graph's tensor is {node.type}")
     dims = list(node.shape)
-    if len(dims) != len(spec.shape):
-        refuse(f"shape {list(spec.shape)} has {len(spec.shape)} axes, the graph's {dims} has {len(dims)}")
-    for i, (claimed, actual) in enumerate(zip(spec.shape, dims)):
+    if len(dims) != len(tensor.shape):
+        refuse(f"shape {list(tensor.shape)} has {len(tensor.shape)} axes, the graph's {dims} has {len(dims)}")
+    for i, (claimed, actual) in enumerate(zip(tensor.shape, dims)):
         if isinstance(claimed, str) and isinstance(actual, int):
             refuse(f"shape[{i}] is {claimed!r}, but the graph fixes that axis to {actual}")
         if isinstance(claimed, int) and isinstance(actual, int) and claimed != actual:

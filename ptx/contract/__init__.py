@@ -8,12 +8,14 @@ from .comparison import OutputAgreement, compare
 from .metadata import ArtifactInfo, from_strings, to_strings
 from .names import (ARTIFACT_FILES, BATCH, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, SEQ,
                     SCHEMA_VERSION)
-from .schema import (Contract, ContractError, DType, EncodeStep, InputKind, NormalizeStep, PadStep, PictureStep,
-                     ScaleStep, TensorSpec, Task, Tolerance)
+from .schema import (Contract, ContractError, EncodeStep, InputKind, NormalizeStep, PadStep, PictureStep, ScaleStep,
+                     Task, Tolerance)
+from .tensors import Signature, TensorSig
 
 __all__ = [
     "ARTIFACT_FILES", "ArtifactInfo", "BATCH", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Contract",
-    "ContractError", "DEFAULT_OPSET", "DEFAULT_RUNS_ROOT", "DType", "EncodeStep", "InputKind", "NormalizeStep",
-    "OutputAgreement", "PadStep", "PictureStep", "SCHEMA_VERSION", "SEQ", "ScaleStep", "Task", "TensorSpec", "Tolerance", "compare",
+    "ContractError", "DEFAULT_OPSET", "DEFAULT_RUNS_ROOT", "EncodeStep", "InputKind", "NormalizeStep",
+    "OutputAgreement", "PadStep", "PictureStep", "SCHEMA_VERSION", "SEQ", "ScaleStep", "Signature", "Task", "TensorSig", "Tolerance",
+    "compare",
     "from_strings", "to_strings",
 ]

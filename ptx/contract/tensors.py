@@ -19,6 +19,8 @@ from typing import Mapping, Sequence, Union
 
 from ptx.errors import ArtifactError, PtxError
 
+from .names import SEQ
+
 
 class ContractError(ArtifactError):
     """A contract field that is missing, malformed or inconsistent; the message names the field."""
@@ -108,18 +110,31 @@ def looks_like_batch(symbol: str) -> bool:
 
 @dataclass(frozen=True)
 class TensorSig:
-    """One named tensor: dtype, shape (sizes and symbols), the batch axis or None, and the range
-    [low, high] its values lie in where it is known (token ids below a vocabulary, a flag 0/1)."""
+    """One named tensor: dtype, shape (sizes and symbols), the batch axis or None, the range
+    [low, high] its values lie in where it is known (token ids below a vocabulary, a flag 0/1), and
+    what each axis means where a model says so (a tutorial contract's ``axes``: lstm's
+    ``("row", "batch", "column")``, its picture rows being time steps), for people and configs."""
 
     name: str
     dtype: str
     shape: tuple[Dim, ...]
     batch_axis: int | None = None
     value_range: tuple[float, float] | None = None
+    axes: tuple[str, ...] | None = None
 
     @property
     def dtype_info(self) -> DTypeInfo:
         return DTYPES[self.dtype]
+
+    @property
+    def sample_shape(self) -> tuple[Dim, ...]:
+        """One sample's shape: the batch axis left out (the order datasets store samples in)."""
+        return tuple(d for i, d in enumerate(self.shape) if i != self.batch_axis)
+
+    @property
+    def seq_axis(self) -> int | None:
+        """The axis of the symbol ``seq`` (a token model's positions), or None."""
+        return self.shape.index(SEQ) if SEQ in self.shape else None
 
     @property
     def symbols(self) -> tuple[str, ...]:
