@@ -26,7 +26,7 @@ from .host_memory import HostBuffers, cuda_runtime_pinner
 from .model_files import IGNORE_HINT, check_graph_against, check_weights, read_model_file, recorded_signature
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Runner, beyond_a_table, describe_feeds, output_shapes, outputs_by_name
+from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
 
 FOREIGN_REMEDY = "check the file with `ptx inspect`, or re-export it"
 SignatureOf = Callable[[object, Path], Signature]  # (session, path) -> the signature the runner answers by
@@ -185,7 +185,7 @@ def run_with_binding(runner: OrtRunner, feeds: Mapping[str, object], device_type
 
     check_bound_tensors(runner.signature, feeds, runner.name)
     feeds = {n: x.detach().contiguous() for n, x in feeds.items()}
-    shapes = output_shapes(runner.signature, feeds)
+    shapes = runner.signature.output_shapes(feeds)
     if shapes is None:
         raise InputError(f"{runner.name}: an output's shape depends on the input values, so it cannot be bound "
                          "on the device: use run")
@@ -221,7 +221,7 @@ def run_bound_host(runner: OrtRunner, feeds: Mapping[str, np.ndarray], run_optio
     for name, x in feeds.items():
         binding.bind_input(name, "cpu", 0, x.dtype.type, tuple(x.shape), x.ctypes.data)
     names = runner.signature.output_names
-    shapes = output_shapes(runner.signature, feeds)
+    shapes = runner.signature.output_shapes(feeds)
     if shapes is None:
         for name in names:
             binding.bind_output(name, "cpu")

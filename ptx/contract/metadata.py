@@ -124,7 +124,7 @@ def _raw_input(strings: Mapping[str, str], contract: Contract) -> TensorSig | No
         raise ContractError(f"metadata {where} is not a string")
     tensor = tensor_from_dict(parse_json(strings[RAW_INPUT], where), where)
     if contract.picture is None or tensor != picture_input(contract):
-        want = tensor_to_dict(picture_input(contract)) if contract.picture is not None else "nothing (not a picture model)"
+        want = "nothing (not a picture model)" if contract.picture is None else tensor_to_dict(picture_input(contract))
         raise ContractError(f"metadata {where} is {tensor_to_dict(tensor)}; {contract.model}'s contract implies {want}")
     return tensor
 

@@ -1,9 +1,9 @@
 """The artifact contract as typed, validated dataclasses (torch-free).
 
-A contract says everything needed to feed a model and read its answer: the input tensor (shape
-with its symbolic axes, dtype, what each axis means), what a user hands over (``kind``), the
-preprocessing steps from that to the tensor, the output and how it becomes a decision, the
-labels, and the tolerances its backends must agree within. ``Contract.from_dict`` refuses
+A contract is the tensor layer's named tensors (ptx.contract.tensors.TensorSig: shape with its
+symbolic axes, dtype, what each axis means) with a head: what a user hands over (``kind``), the
+preprocessing steps from that to the input tensor, how the output becomes a decision, the labels,
+and the tolerances its backends must agree within. ``Contract.from_dict`` refuses
 anything malformed or inconsistent with one ``ContractError`` that names the field, so a lying
 or damaged artifact is never believed. docs/artifact-format.md describes every field.
 """

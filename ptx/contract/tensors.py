@@ -248,6 +248,19 @@ class Signature:
         """Every symbolic dimension of the inputs, in order of first appearance."""
         return list(dict.fromkeys(s for t in self.inputs for s in t.symbols))
 
+    def output_shapes(self, feeds: Mapping[str, object]) -> dict[str, tuple[int, ...]] | None:
+        """Every output's shape for these inputs, where the signature fixes them all (each symbol of an
+        output is one its inputs carry, ``N`` -> 7, ``seq`` -> 12); None where one depends on the
+        values (a runtime allocates it)."""
+        sizes: dict[str, int] = {}
+        for t in self.inputs:
+            for want, got in zip(t.shape, getattr(feeds[t.name], "shape", ())):
+                if isinstance(want, str):
+                    sizes.setdefault(want, int(got))
+        if any(isinstance(d, str) and d not in sizes for t in self.outputs for d in t.shape):
+            return None
+        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.shape) for t in self.outputs}
+
     def with_inputs(self, inputs: Sequence[TensorSig]) -> "Signature":
         return replace(self, inputs=tuple(inputs))
 

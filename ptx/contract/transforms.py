@@ -11,7 +11,7 @@ import numpy as np
 
 from ptx.errors import InputError, quoted
 
-from .names import BATCH, SEQ
+from .names import BATCH
 from .schema import BINARY_THRESHOLD, Contract, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task
 from .tensors import TensorSig
 
@@ -85,10 +85,7 @@ def batch_size(x: np.ndarray, contract: Contract) -> int:
 
 def expected_output_shape(contract: Contract, x: np.ndarray) -> tuple[int, ...]:
     """The output shape the contract promises for model input ``x`` (batch and seq read from x)."""
-    sizes = {BATCH: x.shape[contract.input.batch_axis]}
-    if contract.input.seq_axis is not None:
-        sizes[SEQ] = x.shape[contract.input.seq_axis]
-    return tuple(sizes.get(d, d) for d in contract.output.shape)
+    return contract.signature.output_shapes({contract.input.name: x})[contract.output.name]
 
 
 def decisions(outputs: np.ndarray, contract: Contract) -> np.ndarray | None:
