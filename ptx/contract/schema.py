@@ -314,7 +314,7 @@ STEP_TYPES = {cls.op: cls for cls in (PictureStep, ScaleStep, NormalizeStep, Pad
 # model's sequence) is the symbol "batch" ("seq") in ``shape``, and ``axes`` names every axis. Read,
 # each is the tensor layer's TensorSig, its batch axis the one "batch" stands on.
 def tensor_to_dict(t: TensorSig) -> dict:
-    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "axes": list(t.axes)}
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "axes": list(t.axes or ())}
 
 
 def tensor_from_dict(doc: Mapping, path: str) -> TensorSig:
