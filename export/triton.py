@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Callable
 
 from ptx.atomic import atomic_folder, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, Contract, Task
-from ptx.contract.protocol import (CLIENT_TYPES, CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE,
-                                   TRITON_PLATFORMS, VERSION, Platform, TritonBackend, batch_first, has_label_file,
-                                   model_config, signature_batch_first, signature_config, tensor_dims, tensor_names)
+from ptx.contract.protocol import (CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE,
+                                   TRITON_PLATFORMS, VERSION, Platform, TritonBackend, has_label_file, model_config,
+                                   signature_batch_first, signature_config, tensor_names)
 from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep
 from ptx.errors import PtxError
 
@@ -62,7 +62,7 @@ def _step_text(step) -> str:
 
 def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
     in_name, out_name = tensor_names(contract, backend)
-    first = batch_first(contract)
+    first = signature_batch_first(contract.signature)
     shape = ", ".join(str(d) for d in contract.input.shape)
     sample = ", ".join(str(d) for d in contract.input.sample_shape)
     axis = contract.input.batch_axis
@@ -86,7 +86,7 @@ def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
     where = ("ONNX metadata_props `ptx.*`" if backend is TritonBackend.ONNXRUNTIME
              else 'the TorchScript extra file `ptx.json`: `torch.jit.load(path, _extra_files={"ptx.json": ""})`')
     batching = (f"Triton batches requests itself (max_batch_size {MAX_BATCH_SIZE}, dynamic batching): a request "
-                f"sends `[N, {', '.join(str(d) for d in tensor_dims(contract.input.shape, True))}]`."
+                f"sends `[N, {', '.join(str(d) for d in contract.input.v2_shape()[1:])}]`."
                 if first else
                 f"The batch is axis {contract.input.batch_axis} of the input, so Triton does not batch this model "
                 f"itself (max_batch_size 0): a request sends the full shape ({shape}), the batch included.")
@@ -95,8 +95,8 @@ def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
 {contract.description}
 
 - platform `{PLATFORMS[backend].platform}`, file `{VERSION}/{PLATFORMS[backend].file_name}`
-- input `{in_name}`: {CLIENT_TYPES[contract.input.dtype]}, shape ({shape}), axes {', '.join(contract.input.axes)}
-- output `{out_name}`: {CLIENT_TYPES[contract.output.dtype]}, shape ({', '.join(str(d) for d in contract.output.shape)})
+- input `{in_name}`: {contract.input.dtype_info.v2}, shape ({shape}), axes {', '.join(contract.input.axes)}
+- output `{out_name}`: {contract.output.dtype_info.v2}, shape ({', '.join(str(d) for d in contract.output.shape)})
 
 {batching}
 

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ptx.contract import Contract, InputKind, Task, TensorSpec
+from ptx.contract import Contract, InputKind, Task, TensorSig
 from ptx.contract import ContractError
 from ptx.contract import catalog
 from ptx.contract.datasets import recorded_mismatch
@@ -95,14 +95,14 @@ class Head:
     def __init__(self, info: ArtifactInfo):
         self.info = info
         self.contract: Contract = info.contract
-        self._graph_dtype = np.dtype(self.graph_input.dtype.value)  # read once: to_graph runs every batch
+        self._graph_dtype = np.dtype(self.graph_input.dtype)  # read once: to_graph runs every batch
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
 
     @property
-    def graph_input(self) -> TensorSpec:
+    def graph_input(self) -> TensorSig:
         """The tensor the runtime is fed: the contract's input, or raw uint8 pictures."""
         return self.info.raw_input or self.contract.input
 
@@ -125,7 +125,7 @@ class Head:
         return np.ascontiguousarray(x, dtype=self._graph_dtype)
 
     def check_pictures(self, x) -> None:
-        want = self.graph_input.concrete(1)[1:]
+        want = self.graph_input.sample_shape
         shape = tuple(getattr(x, "shape", ()))
         dtype = str(getattr(x, "dtype", "")).replace("torch.", "")
         if len(shape) != 3 or shape[1:] != want or 0 in shape or dtype != "uint8":

@@ -29,7 +29,6 @@ from ptx.errors import BackendUnavailableError
 from .graph_shapes import GraphSlots, fill_padded, first_rows
 from .ort_runner import OrtRunner, open_artifact_model, open_file_runner, run_bound_host
 from .ort_session import import_ort
-from .runner import output_shapes
 
 GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option naming the graph a run captures or replays
 UNCAPTURED = "-1"  # the id that runs without capture or replay
@@ -67,7 +66,7 @@ class OrtGraphRunner(OrtRunner):
     def _make_slot(self, key: tuple, number: int) -> _Slot:
         ort = self._ort
         shapes = dict(key)
-        outs = output_shapes(self.signature, {n: np.empty(s, dtype=np.uint8) for n, s in shapes.items()})
+        outs = self.signature.output_shapes({n: np.empty(s, dtype=np.uint8) for n, s in shapes.items()})
         if outs is None:
             raise BackendUnavailableError(f"ort-cuda-graph: an output shape of {self.name} depends on its input values, "
                                           "and a CUDA graph replays fixed shapes; use --backend ort-cuda")

@@ -26,7 +26,7 @@ from .host_memory import HostBuffers, cuda_runtime_pinner
 from .model_files import IGNORE_HINT, check_graph_against, check_weights, read_model_file, recorded_signature
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Runner, beyond_a_table, describe_feeds, output_shapes, outputs_by_name
+from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
 
 FOREIGN_REMEDY = "check the file with `ptx inspect`, or re-export it"
 SignatureOf = Callable[[object, Path], Signature]  # (session, path) -> the signature the runner answers by
@@ -185,7 +185,7 @@ def run_with_binding(runner: OrtRunner, feeds: Mapping[str, object], device_type
 
     check_bound_tensors(runner.signature, feeds, runner.name)
     feeds = {n: x.detach().contiguous() for n, x in feeds.items()}
-    shapes = output_shapes(runner.signature, feeds)
+    shapes = runner.signature.output_shapes(feeds)
     if shapes is None:
         raise InputError(f"{runner.name}: an output's shape depends on the input values, so it cannot be bound "
                          "on the device: use run")
@@ -221,7 +221,7 @@ def run_bound_host(runner: OrtRunner, feeds: Mapping[str, np.ndarray], run_optio
     for name, x in feeds.items():
         binding.bind_input(name, "cpu", 0, x.dtype.type, tuple(x.shape), x.ctypes.data)
     names = runner.signature.output_names
-    shapes = output_shapes(runner.signature, feeds)
+    shapes = runner.signature.output_shapes(feeds)
     if shapes is None:
         for name in names:
             binding.bind_output(name, "cpu")
@@ -326,24 +326,22 @@ def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Pa
 
 # -- where the signature comes from: a tutorial model's export -------------------------------------
 
-ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "uint8": "tensor(uint8)"}
 
-
-def check_graph_tensor(node, spec, field: str, path: Path) -> None:
+def check_graph_tensor(node, tensor, field: str, path: Path) -> None:
     """The graph's own input/output must be what the metadata claims: a lying shape, dtype or batch
     axis is refused here rather than fed wrong data. ``node``: a name, ``type`` as ORT writes it
     (tensor(float)) and a shape of sizes and symbols."""
     def refuse(problem: str):
         raise ArtifactError(f"{path}: contract field {field}.{problem}; re-export with `ptx export`")
 
-    if node.name != spec.name:
-        refuse(f"name is {spec.name!r}, but the graph's tensor is {node.name!r}")
-    if node.type != ORT_TYPES[spec.dtype.value]:
-        refuse(f"dtype is {spec.dtype.value}, but the graph's tensor is {node.type}")
+    if node.name != tensor.name:
+        refuse(f"name is {tensor.name!r}, but the graph's tensor is {node.name!r}")
+    if node.type != tensor.dtype_info.ort:
+        refuse(f"dtype is {tensor.dtype}, but the graph's tensor is {node.type}")
     dims = list(node.shape)
-    if len(dims) != len(spec.shape):
-        refuse(f"shape {list(spec.shape)} has {len(spec.shape)} axes, the graph's {dims} has {len(dims)}")
-    for i, (claimed, actual) in enumerate(zip(spec.shape, dims)):
+    if len(dims) != len(tensor.shape):
+        refuse(f"shape {list(tensor.shape)} has {len(tensor.shape)} axes, the graph's {dims} has {len(dims)}")
+    for i, (claimed, actual) in enumerate(zip(tensor.shape, dims)):
         if isinstance(claimed, str) and isinstance(actual, int):
             refuse(f"shape[{i}] is {claimed!r}, but the graph fixes that axis to {actual}")
         if isinstance(claimed, int) and isinstance(actual, int) and claimed != actual:

@@ -79,29 +79,6 @@ def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
     return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
 
 
-def sizes_of(signature: Signature, feeds: Mapping[str, object]) -> dict[str, int]:
-    """Each symbolic size of the signature's inputs as ``feeds`` give it (``N`` -> 7, ``seq`` -> 12)."""
-    sizes: dict[str, int] = {}
-    for t in signature.inputs:
-        shape = tuple(getattr(feeds[t.name], "shape", ()))
-        for want, got in zip(t.shape, shape):
-            if isinstance(want, str):
-                sizes.setdefault(want, int(got))
-    return sizes
-
-
-def output_shapes(signature: Signature, feeds: Mapping[str, object]) -> dict[str, tuple[int, ...]] | None:
-    """Every output's shape for these inputs, where the signature fixes them all (each symbol of an
-    output is one its inputs carry); None where one depends on the values (a runtime allocates it)."""
-    sizes = sizes_of(signature, feeds)
-    shapes = {}
-    for t in signature.outputs:
-        if any(isinstance(d, str) and d not in sizes for d in t.shape):
-            return None
-        shapes[t.name] = tuple(sizes[d] if isinstance(d, str) else d for d in t.shape)
-    return shapes
-
-
 def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Sequence[tuple[str, int]],
                    runs: Callable[[dict], bool]) -> str | None:
     """Where a run failed, the input axis that is longer than a table the model looks values up in

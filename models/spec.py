@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ptx.contract import BATCH, SEQ, Contract, DType, EncodeStep, InputKind, PictureStep, Task, TensorSpec
+from ptx.contract import BATCH, SEQ, Contract, EncodeStep, InputKind, PictureStep, Task, TensorSig
 from ptx.contract import datasets as data
 from ptx.contract.datasets import DIGIT_LABELS, FOLDER_PREFIX, DataKind, image_dataset
 from ptx.contract.schema import (DEFAULT_TOLERANCES, PICTURE_PIPELINES, ValueEnum, MEANING_OF_TASK, NormalizeStep,
@@ -46,8 +46,8 @@ class InputContract:
     name: str = "input"
 
     @property
-    def dtype(self) -> DType:
-        return DType.INT64 if self.kind is InputKind.TEXT else DType.FLOAT32
+    def dtype(self) -> str:
+        return "int64" if self.kind is InputKind.TEXT else "float32"
 
     @property
     def batch_axis(self) -> int:
@@ -61,7 +61,7 @@ class InputContract:
         import torch
 
         shape = self.batch_shape(batch, seq)
-        if self.dtype is DType.INT64:
+        if self.dtype == "int64":
             return torch.randint(1, vocab_size, shape)
         return torch.randn(shape)
 
@@ -172,8 +172,10 @@ class ModelSpec:
                          for d in self.outputs)
         built = Contract(
             model=self.name, description=self.description, task=self.task, kind=self.input.kind,
-            input=TensorSpec(self.input.name, tuple(self.input.shape), self.input.dtype, tuple(self.input.axes)),
-            output=TensorSpec(MEANING_OF_TASK[self.task].value, tuple(self.outputs), DType.FLOAT32, out_axes),
+            input=TensorSig(self.input.name, self.input.dtype, tuple(self.input.shape), self.input.batch_axis,
+                            axes=tuple(self.input.axes)),
+            output=TensorSig(MEANING_OF_TASK[self.task].value, "float32", tuple(self.outputs),
+                             self.outputs.index(BATCH), axes=out_axes),
             labels=tuple(labels), steps=tuple(steps), features=tuple(self.features),
             tolerances=tuple(self.tolerances.items()),
         )

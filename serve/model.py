@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ptx.contract import DType, InputKind, Task
+from ptx.contract import InputKind, Task
 from ptx.contract.names import SEQ
 from ptx.contract.pictures import picture_samples
 from ptx.contract.protocol import TritonBackend, model_config, signature_config
@@ -215,7 +215,7 @@ class ServedModel:
         if seq is not None and x.shape[seq] == 0:
             raise RequestError(f"input {name!r} has shape {list(x.shape)}: every batch and sequence dimension "
                                "needs at least 1")
-        if contract.input.dtype is DType.FLOAT32 and not np.isfinite(x).all():
+        if contract.input.dtype == "float32" and not np.isfinite(x).all():
             raise RequestError(f"input {name!r} holds NaN or infinite values")
         if contract.encoding is not None and x.size and (x.min() < 0 or x.max() >= contract.encoding.vocab_size):
             raise RequestError(f"input {name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")

@@ -83,7 +83,7 @@ def test_uint8_pictures_give_the_float_exports_answers(exported, runs, backend, 
     raw, _ = runs.test_samples("convnet", 64)
     as_float = open_artifact(float_dir / file, backend)
     as_uint8 = open_artifact(raw_dir / file, backend)
-    assert as_uint8.graph_input.dtype.value == "uint8" and as_float.graph_input.dtype.value == "float32"
+    assert as_uint8.graph_input.dtype == "uint8" and as_float.graph_input.dtype == "float32"
     want = as_float.predict_pictures(raw)
     got = as_uint8.predict_pictures(raw)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

@@ -38,7 +38,7 @@ class ExportFormat:
     # Said before a slow write starts, so an export is never silent for long: "compiling ... (~20-40 s)".
     progress: str | None = None
     # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures; write() gets
-    # ``graph_input=``, the TensorSpec of that input).
+    # ``graph_input=``, the TensorSig of that input).
     raw_pictures: bool = False
 
     @property

@@ -8,7 +8,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import DEFAULT_OPSET, Contract, TensorSpec
+from ptx.contract import DEFAULT_OPSET, Contract, TensorSig
 from ptx.contract.metadata import to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.schema import ValueEnum
@@ -119,7 +119,7 @@ def finish(path: Path, strings: dict[str, str], description: str, extra: dict[st
 
 def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
           opset: int = DEFAULT_OPSET, exporter: Exporter | str = DEFAULT_EXPORTER,
-          graph_input: TensorSpec | None = None) -> dict[str, str]:
+          graph_input: TensorSig | None = None) -> dict[str, str]:
     """Write ``model`` to ``path``; ``example`` must have a batch (and sequence) of at least 2:
     torch.export specializes sizes 0 and 1. ``graph_input``: the graph's input when it is not the
     contract's (raw uint8 pictures). Returns the opset and exporter actually used."""

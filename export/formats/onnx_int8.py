@@ -142,7 +142,7 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
         onnx.save(proto, str(f32))
         recurrent = bool(RECURRENT_OPS & {n.op_type for n in proto.graph.node})
         # An integer (token) input cannot be calibrated; such models are the recurrent ones here.
-        static = not recurrent and contract.input.dtype.value == "float32"
+        static = not recurrent and contract.input.dtype == "float32"
         source = prepare(f32) if static else f32  # the graph the quantizer reads: its node names
 
         made: dict[Path, tuple[str, list[str]]] = {}  # file -> (how it was quantized, the nodes kept in f32)

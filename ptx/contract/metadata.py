@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .names import METADATA_PREFIX
-from .schema import Contract, ContractError, TensorSpec
-from .tensors import parse_json
+from .schema import Contract, ContractError, tensor_from_dict, tensor_to_dict
+from .tensors import TensorSig, parse_json
 from .transforms import picture_input
 
 # Keys holding the contract; every other ptx.* key is provenance for people (dataset, accuracy...).
 MODEL, DESCRIPTION, LABELS, CONTRACT, CHECKSUMS = "model", "description", "labels", "contract", "checksums"
-# Present only in a ``--input uint8`` export: the graph's own input (raw pictures), a TensorSpec as
-# JSON; the contract's input is then the float tensor the graph's first nodes compute from it.
+# Present only in a ``--input uint8`` export: the graph's own input (raw pictures), a tensor as the
+# contract writes its own; the contract's input is then the float tensor the graph's first nodes compute from it.
 RAW_INPUT = "raw_input"
 CONTRACT_KEYS = (MODEL, DESCRIPTION, LABELS, CONTRACT, CHECKSUMS, RAW_INPUT)
 PLAIN_IN_CONTRACT = (MODEL, DESCRIPTION, LABELS)  # travel as plain strings, not inside ptx.contract
@@ -35,7 +35,7 @@ class ArtifactInfo:
 
     contract: Contract
     provenance: dict[str, str] = field(default_factory=dict)
-    raw_input: TensorSpec | None = None  # what the graph takes when it is not contract.input (uint8 pictures)
+    raw_input: TensorSig | None = None  # what the graph takes when it is not contract.input (uint8 pictures)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.provenance.get(key, default)
@@ -63,7 +63,7 @@ def field_checksums(doc: Mapping) -> dict[str, str]:
     return sums
 
 
-def to_strings(contract: Contract, provenance: Mapping[str, object] = (), raw_input: TensorSpec | None = None
+def to_strings(contract: Contract, provenance: Mapping[str, object] = (), raw_input: TensorSig | None = None
                ) -> dict[str, str]:
     """The flat string map (keys without the ``ptx.`` prefix) an artifact stores."""
     doc = contract.to_dict()
@@ -76,7 +76,7 @@ def to_strings(contract: Contract, provenance: Mapping[str, object] = (), raw_in
         CHECKSUMS: json.dumps(field_checksums(doc), separators=(",", ":")),
     }
     if raw_input is not None:
-        out[RAW_INPUT] = json.dumps(raw_input.to_dict(), separators=(",", ":"))
+        out[RAW_INPUT] = json.dumps(tensor_to_dict(raw_input), separators=(",", ":"))
     for key, value in dict(provenance).items():
         if key in out:
             raise ValueError(f"provenance key {key!r} would overwrite the contract")
@@ -115,18 +115,18 @@ def from_strings(strings: Mapping[str, str]) -> ArtifactInfo:
     return ArtifactInfo(contract, provenance, _raw_input(strings, contract))
 
 
-def _raw_input(strings: Mapping[str, str], contract: Contract) -> TensorSpec | None:
+def _raw_input(strings: Mapping[str, str], contract: Contract) -> TensorSig | None:
     """ptx.raw_input, which must be exactly the picture input this contract's canvas implies."""
     if RAW_INPUT not in strings:
         return None
     where = f"{METADATA_PREFIX}{RAW_INPUT}"
     if not isinstance(strings[RAW_INPUT], str):
         raise ContractError(f"metadata {where} is not a string")
-    spec = TensorSpec.from_dict(parse_json(strings[RAW_INPUT], where), where)
-    if contract.picture is None or spec != picture_input(contract):
-        want = picture_input(contract).to_dict() if contract.picture is not None else "nothing (not a picture model)"
-        raise ContractError(f"metadata {where} is {spec.to_dict()}; {contract.model}'s contract implies {want}")
-    return spec
+    tensor = tensor_from_dict(parse_json(strings[RAW_INPUT], where), where)
+    if contract.picture is None or tensor != picture_input(contract):
+        want = "nothing (not a picture model)" if contract.picture is None else tensor_to_dict(picture_input(contract))
+        raise ContractError(f"metadata {where} is {tensor_to_dict(tensor)}; {contract.model}'s contract implies {want}")
+    return tensor
 
 
 def to_props(strings: Mapping[str, str]) -> dict[str, str]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .names import BATCH
-from .schema import Contract, DType, Task, ValueEnum, signature_of_contract
+from .schema import Contract, Task, ValueEnum, signature_of_contract
 
 CONFIG_FILE = "config.pbtxt"
 LABELS_FILE = "labels.txt"
@@ -22,8 +21,6 @@ README_FILE = "README.md"
 VERSION = "1"
 MAX_BATCH_SIZE = 256  # the largest batch Triton's dynamic batcher forms for a batch-first model
 MAX_QUEUE_DELAY_US = 100  # how long the batcher may hold a request to fill a batch
-# The v2 protocol's datatype names (tritonclient's InferInput datatypes).
-CLIENT_TYPES = {DType.FLOAT32: "FP32", DType.INT64: "INT64"}
 
 
 class TritonBackend(ValueEnum):
@@ -51,16 +48,6 @@ def tensor_names(contract: Contract, backend: TritonBackend) -> tuple[str, str]:
     if backend is TritonBackend.PYTORCH:
         return "INPUT__0", "OUTPUT__0"
     return contract.input.name, contract.output.name
-
-
-def batch_first(contract: Contract) -> bool:
-    """Triton can batch a model itself only when the batch is the first axis of input and output."""
-    return contract.input.batch_axis == 0 and contract.output.batch_axis == 0
-
-
-def tensor_dims(shape, drop_batch: bool) -> list[int]:
-    """Triton's dims: -1 for each dynamic dimension; the batch dropped when Triton batches."""
-    return [-1 if isinstance(d, str) else d for d in shape if not (drop_batch and d == BATCH)]
 
 
 def has_label_file(contract: Contract) -> bool:

@@ -1,9 +1,9 @@
 """The artifact contract as typed, validated dataclasses (torch-free).
 
-A contract says everything needed to feed a model and read its answer: the input tensor (shape
-with its symbolic axes, dtype, what each axis means), what a user hands over (``kind``), the
-preprocessing steps from that to the tensor, the output and how it becomes a decision, the
-labels, and the tolerances its backends must agree within. ``Contract.from_dict`` refuses
+A contract is the tensor layer's named tensors (ptx.contract.tensors.TensorSig: shape with its
+symbolic axes, dtype, what each axis means) with a head: what a user hands over (``kind``), the
+preprocessing steps from that to the input tensor, how the output becomes a decision, the labels,
+and the tolerances its backends must agree within. ``Contract.from_dict`` refuses
 anything malformed or inconsistent with one ``ContractError`` that names the field, so a lying
 or damaged artifact is never believed. docs/artifact-format.md describes every field.
 """
@@ -45,12 +45,6 @@ class InputKind(ValueEnum):
     TEXT = "text"  # a string, encoded to token ids
 
 
-class DType(ValueEnum):
-    FLOAT32 = "float32"
-    INT64 = "int64"
-    UINT8 = "uint8"  # raw pictures, for artifacts exported with --input uint8 (never a contract's model input)
-
-
 class OutputMeaning(ValueEnum):
     LOGITS = "logits"
     PROBABILITY = "probability"
@@ -74,6 +68,8 @@ PICTURE_PIPELINES: dict[str, dict[str, Any]] = {
 # existed, which reads as 1; ptx writes it only when it is not 1, and a new export takes the newest.
 PICTURE_VERSIONS: dict[str, tuple[int, ...]] = {"mnist-digit": (1, 2), "fashion-product": (1,)}
 TEXT_ENCODINGS = ("latin-1", "vocab")
+# uint8: raw pictures, the graph input of an artifact exported with --input uint8 (never a contract's input).
+CONTRACT_DTYPES = ("float32", "int64", "uint8")
 TOLERANCE_DEVICES = ("cpu", "cuda")
 
 
@@ -314,59 +310,38 @@ STEP_TYPES = {cls.op: cls for cls in (PictureStep, ScaleStep, NormalizeStep, Pad
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """A named tensor: ``shape`` holds sizes and the symbolic ``batch`` / ``seq``; ``axes`` says
-    what each axis means (lstm: ``("row", "batch", "column")``: image rows are its time steps)."""
+# A contract stores its tensors as every ptx since schema 1 has written them: the batch (and a token
+# model's sequence) is the symbol "batch" ("seq") in ``shape``, and ``axes`` names every axis. Read,
+# each is the tensor layer's TensorSig, its batch axis the one "batch" stands on.
+def tensor_to_dict(t: TensorSig) -> dict:
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "axes": list(t.axes or ())}
 
-    name: str
-    shape: tuple[Union[int, str], ...]
-    dtype: DType
-    axes: tuple[str, ...]
 
-    @property
-    def batch_axis(self) -> int:
-        return self.shape.index(BATCH)
-
-    @property
-    def seq_axis(self) -> int | None:
-        return self.shape.index(SEQ) if SEQ in self.shape else None
-
-    @property
-    def sample_shape(self) -> tuple[Union[int, str], ...]:
-        """One sample's shape, batch axis removed (the order datasets store samples in)."""
-        return tuple(d for d in self.shape if d != BATCH)
-
-    def concrete(self, batch: int, seq: int = 5) -> tuple[int, ...]:
-        return tuple(batch if d == BATCH else seq if d == SEQ else d for d in self.shape)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype.value, "axes": list(self.axes)}
-
-    @classmethod
-    def from_dict(cls, doc: Mapping, path: str) -> "TensorSpec":
-        _keys(path, _mapping(path, doc), {"name", "shape", "dtype", "axes"})
-        name = _text(f"{path}.name", doc["name"])
-        shape = doc["shape"]
-        if not isinstance(shape, list) or not shape:
-            raise _fail(f"{path}.shape", f"{shape!r} is not a non-empty list")
-        for i, d in enumerate(shape):
-            if not (d in (BATCH, SEQ) or (isinstance(d, int) and not isinstance(d, bool) and d > 0)):
-                raise _fail(f"{path}.shape[{i}]", f"{d!r} is neither a positive size nor {BATCH!r}/{SEQ!r}")
-        for symbol in (BATCH, SEQ):
-            if shape.count(symbol) > 1:
-                raise _fail(f"{path}.shape", f"{symbol!r} appears {shape.count(symbol)} times")
-        if BATCH not in shape:
-            raise _fail(f"{path}.shape", f"no {BATCH!r} axis")
-        axes = doc["axes"]
-        if not isinstance(axes, list) or not all(isinstance(a, str) and a for a in axes):
-            raise _fail(f"{path}.axes", f"{axes!r} is not a list of axis names")
-        if len(axes) != len(shape):
-            raise _fail(f"{path}.shape", f"{shape} has {len(shape)} axes but {path}.axes names {len(axes)}")
-        for i, (d, a) in enumerate(zip(shape, axes)):
-            if (d in (BATCH, SEQ) or a in (BATCH, SEQ)) and a != d:
-                raise _fail(f"{path}.shape", f"axis {i} is {d!r} but {path}.axes[{i}] calls it {a!r}")
-        return cls(name, tuple(shape), _enum(f"{path}.dtype", DType, doc["dtype"]), tuple(axes))
+def tensor_from_dict(doc: Mapping, path: str) -> TensorSig:
+    _keys(path, _mapping(path, doc), {"name", "shape", "dtype", "axes"})
+    name = _text(f"{path}.name", doc["name"])
+    shape = doc["shape"]
+    if not isinstance(shape, list) or not shape:
+        raise _fail(f"{path}.shape", f"{shape!r} is not a non-empty list")
+    for i, d in enumerate(shape):
+        if not (d in (BATCH, SEQ) or (isinstance(d, int) and not isinstance(d, bool) and d > 0)):
+            raise _fail(f"{path}.shape[{i}]", f"{d!r} is neither a positive size nor {BATCH!r}/{SEQ!r}")
+    for symbol in (BATCH, SEQ):
+        if shape.count(symbol) > 1:
+            raise _fail(f"{path}.shape", f"{symbol!r} appears {shape.count(symbol)} times")
+    if BATCH not in shape:
+        raise _fail(f"{path}.shape", f"no {BATCH!r} axis")
+    axes = doc["axes"]
+    if not isinstance(axes, list) or not all(isinstance(a, str) and a for a in axes):
+        raise _fail(f"{path}.axes", f"{axes!r} is not a list of axis names")
+    if len(axes) != len(shape):
+        raise _fail(f"{path}.shape", f"{shape} has {len(shape)} axes but {path}.axes names {len(axes)}")
+    for i, (d, a) in enumerate(zip(shape, axes)):
+        if (d in (BATCH, SEQ) or a in (BATCH, SEQ)) and a != d:
+            raise _fail(f"{path}.shape", f"axis {i} is {d!r} but {path}.axes[{i}] calls it {a!r}")
+    if doc["dtype"] not in CONTRACT_DTYPES:
+        raise _fail(f"{path}.dtype", f"{doc['dtype']!r} is not one of {', '.join(CONTRACT_DTYPES)}")
+    return TensorSig(name, doc["dtype"], tuple(shape), shape.index(BATCH), axes=tuple(axes))
 
 
 @dataclass(frozen=True)
@@ -396,8 +371,8 @@ class Contract:
     model: str
     task: Task
     kind: InputKind
-    input: TensorSpec
-    output: TensorSpec
+    input: TensorSig
+    output: TensorSig
     labels: tuple[str, ...]
     steps: tuple[Step, ...]
     features: tuple[str, ...] = ()  # number/vector inputs: the feature of each input column
@@ -453,8 +428,8 @@ class Contract:
             "description": self.description,
             "task": self.task.value,
             "kind": self.kind.value,
-            "input": self.input.to_dict(),
-            "output": self.output.to_dict(),
+            "input": tensor_to_dict(self.input),
+            "output": tensor_to_dict(self.output),
             "labels": list(self.labels),
             "features": list(self.features),
             "preprocessing": [s.to_dict() for s in self.steps],
@@ -473,8 +448,8 @@ class Contract:
                         "tolerances"}, {"description", "features"})
         task = _enum("task", Task, doc["task"])
         kind = _enum("kind", InputKind, doc["kind"])
-        tensor_in = TensorSpec.from_dict(doc["input"], "input")
-        tensor_out = TensorSpec.from_dict(doc["output"], "output")
+        tensor_in = tensor_from_dict(doc["input"], "input")
+        tensor_out = tensor_from_dict(doc["output"], "output")
         labels = doc["labels"]
         if not isinstance(labels, list) or not labels:
             raise _fail("labels", f"{labels!r} is not a non-empty list")
@@ -511,11 +486,11 @@ class Contract:
         """Fields that are each well-formed must also fit together."""
         inp, out = self.input, self.output
         text = self.kind is InputKind.TEXT
-        want_dtype = DType.INT64 if text else DType.FLOAT32
-        if inp.dtype is not want_dtype:
-            raise _fail("input.dtype", f"{inp.dtype.value} does not suit {self.kind.value} input (needs {want_dtype.value})")
-        if out.dtype is not DType.FLOAT32:
-            raise _fail("output.dtype", f"{out.dtype.value}: outputs are float32")
+        want_dtype = "int64" if text else "float32"
+        if inp.dtype != want_dtype:
+            raise _fail("input.dtype", f"{inp.dtype} does not suit {self.kind.value} input (needs {want_dtype})")
+        if out.dtype != "float32":
+            raise _fail("output.dtype", f"{out.dtype}: outputs are float32")
         if SEQ in inp.shape and not text:
             raise _fail("input.shape", f"only text inputs have a {SEQ!r} axis")
         if text and SEQ not in inp.shape:
@@ -572,8 +547,9 @@ class Contract:
 
 def signature_of_contract(contract, raw_input=None) -> Signature:
     """A tutorial model's tensor layer: its one input (or, for an ``--input uint8`` export, the raw
-    pictures its graph takes) and its one output, batched on the axis called ``batch``."""
-    def sig(spec) -> TensorSig:
-        return TensorSig(spec.name, spec.dtype.value, tuple(spec.shape), spec.batch_axis)
+    pictures its graph takes) and its one output, batched on the axis called ``batch``. The axes'
+    names stay with the head (ptx.contract): ptx.signature is written as every ptx reads it."""
+    def bare(t: TensorSig) -> TensorSig:
+        return dataclasses.replace(t, axes=None)
 
-    return Signature((sig(raw_input or contract.input),), (sig(contract.output),))
+    return Signature((bare(raw_input or contract.input),), (bare(contract.output),))

@@ -19,6 +19,8 @@ from typing import Mapping, Sequence, Union
 
 from ptx.errors import ArtifactError, PtxError
 
+from .names import SEQ
+
 
 class ContractError(ArtifactError):
     """A contract field that is missing, malformed or inconsistent; the message names the field."""
@@ -108,18 +110,31 @@ def looks_like_batch(symbol: str) -> bool:
 
 @dataclass(frozen=True)
 class TensorSig:
-    """One named tensor: dtype, shape (sizes and symbols), the batch axis or None, and the range
-    [low, high] its values lie in where it is known (token ids below a vocabulary, a flag 0/1)."""
+    """One named tensor: dtype, shape (sizes and symbols), the batch axis or None, the range
+    [low, high] its values lie in where it is known (token ids below a vocabulary, a flag 0/1), and
+    what each axis means where a model says so (a tutorial contract's ``axes``: lstm's
+    ``("row", "batch", "column")``, its picture rows being time steps), for people and configs."""
 
     name: str
     dtype: str
     shape: tuple[Dim, ...]
     batch_axis: int | None = None
     value_range: tuple[float, float] | None = None
+    axes: tuple[str, ...] | None = None
 
     @property
     def dtype_info(self) -> DTypeInfo:
         return DTYPES[self.dtype]
+
+    @property
+    def sample_shape(self) -> tuple[Dim, ...]:
+        """One sample's shape: the batch axis left out (the order datasets store samples in)."""
+        return tuple(d for i, d in enumerate(self.shape) if i != self.batch_axis)
+
+    @property
+    def seq_axis(self) -> int | None:
+        """The axis of the symbol ``seq`` (a token model's positions), or None."""
+        return self.shape.index(SEQ) if SEQ in self.shape else None
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -232,6 +247,19 @@ class Signature:
     def symbols(self) -> list[str]:
         """Every symbolic dimension of the inputs, in order of first appearance."""
         return list(dict.fromkeys(s for t in self.inputs for s in t.symbols))
+
+    def output_shapes(self, feeds: Mapping[str, object]) -> dict[str, tuple[int, ...]] | None:
+        """Every output's shape for these inputs, where the signature fixes them all (each symbol of an
+        output is one its inputs carry, ``N`` -> 7, ``seq`` -> 12); None where one depends on the
+        values (a runtime allocates it)."""
+        sizes: dict[str, int] = {}
+        for t in self.inputs:
+            for want, got in zip(t.shape, getattr(feeds[t.name], "shape", ())):
+                if isinstance(want, str):
+                    sizes.setdefault(want, int(got))
+        if any(isinstance(d, str) and d not in sizes for t in self.outputs for d in t.shape):
+            return None
+        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.shape) for t in self.outputs}
 
     def with_inputs(self, inputs: Sequence[TensorSig]) -> "Signature":
         return replace(self, inputs=tuple(inputs))

@@ -11,8 +11,9 @@ import numpy as np
 
 from ptx.errors import InputError, quoted
 
-from .names import BATCH, SEQ
-from .schema import BINARY_THRESHOLD, Contract, DType, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task, TensorSpec
+from .names import BATCH
+from .schema import BINARY_THRESHOLD, Contract, EncodeStep, NormalizeStep, PadStep, ScaleStep, Task
+from .tensors import TensorSig
 
 PICTURE_INPUT = "picture"  # the graph input of an artifact exported with --input uint8
 
@@ -39,11 +40,11 @@ def normalize(raw: np.ndarray, contract: Contract) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), *sample_shape), dtype=np.float32)
 
 
-def picture_input(contract: Contract) -> TensorSpec:
+def picture_input(contract: Contract) -> TensorSig:
     """The raw-picture input of a ``--input uint8`` export: (batch, canvas, canvas) uint8, the picture
     pipeline's output before any tensor step; the graph does the tensor steps itself."""
     canvas = contract.picture.canvas
-    return TensorSpec(PICTURE_INPUT, (BATCH, canvas, canvas), DType.UINT8, (BATCH, "row", "column"))
+    return TensorSig(PICTURE_INPUT, "uint8", (BATCH, canvas, canvas), 0, axes=(BATCH, "row", "column"))
 
 
 def pictures_from_model_input(x: np.ndarray, contract: Contract) -> np.ndarray:
@@ -84,10 +85,7 @@ def batch_size(x: np.ndarray, contract: Contract) -> int:
 
 def expected_output_shape(contract: Contract, x: np.ndarray) -> tuple[int, ...]:
     """The output shape the contract promises for model input ``x`` (batch and seq read from x)."""
-    sizes = {BATCH: x.shape[contract.input.batch_axis]}
-    if contract.input.seq_axis is not None:
-        sizes[SEQ] = x.shape[contract.input.seq_axis]
-    return tuple(sizes.get(d, d) for d in contract.output.shape)
+    return contract.signature.output_shapes({contract.input.name: x})[contract.output.name]
 
 
 def decisions(outputs: np.ndarray, contract: Contract) -> np.ndarray | None:
