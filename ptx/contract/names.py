@@ -3,7 +3,6 @@ from __future__ import annotations
 
 BATCH = "batch"  # the dynamic batch dimension of an input or output shape
 SEQ = "seq"  # a dynamic sequence length (token models)
-SYMBOLIC_DIMS = (BATCH, SEQ)
 
 SCHEMA_VERSION = 1  # of the ptx.contract document; bump when a reader could misread a new writer
 METADATA_PREFIX = "ptx."  # ONNX metadata_props keys; TorchScript keeps the same map in TORCHSCRIPT_EXTRA_FILE
@@ -32,7 +31,3 @@ DEFAULT_RUNS_ROOT = "runs"
 VERIFY_RECORD_FILE = "verify.json"
 BENCH_RECORD_FILE = "bench.json"
 DEFAULT_OPSET = 18
-
-
-def artifact_file(fmt: str) -> str:
-    return ARTIFACT_FILES[fmt]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ptx.errors import InputError, PtxError
 
-from .tensors import DTYPES, Signature, TensorSig, parse_range, parse_shape
+from .tensors import Signature, TensorSig, parse_range, parse_shape
 
 DEFAULT_FLOAT_RANGE = (0.0, 1.0)
 DEFAULT_INT_RANGE = (0, 10)  # [low, high): indexes any vocabulary of 10 or more
@@ -300,7 +300,3 @@ def _cases_from_keys(arrays: dict[str, np.ndarray], path) -> list[dict[str, np.n
             raise InputError(f"{path}: key {key!r} has no case number while others do (NAME:K)")
         cases.setdefault(index, {})[name] = array
     return [cases[k] for k in sorted(cases, key=lambda k: (len(k), k))]
-
-
-def dtype_names() -> str:
-    return ", ".join(DTYPES)

@@ -89,14 +89,6 @@ def dtype_info(name: str, where: str = "dtype") -> DTypeInfo:
     return DTYPES[key]
 
 
-def dtype_of_onnx(elem_type: int, where: str) -> str:
-    for info in DTYPES.values():
-        if info.onnx == elem_type:
-            return info.name
-    what = UNSUPPORTED_ONNX.get(elem_type, f"element type {elem_type}")
-    raise ContractError(f"{where} is {what}, which ptx does not run (supported: {', '.join(DTYPES)})")
-
-
 def dtype_of_ort(type_string: str, where: str) -> str:
     for info in DTYPES.values():
         if info.ort == type_string:
