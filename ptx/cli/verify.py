@@ -194,8 +194,8 @@ def _triage(report, model, root, run, as_json) -> list:
     from ptx.infer.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    reduced = [v.label for v in report.verdicts if v.precision != FULL_PRECISION and not v.failures]
-    failed = [v.label for v in report.verdicts if v.precision == FULL_PRECISION and v.status == "FAIL"]
+    reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
+    failed = [v.label for v in report.rows if v.precision == FULL_PRECISION and v.status == "FAIL"]
     if failed:
         say(f"where {', '.join(failed)} parts from eager: ptx verify {run_folder(model, root, run) / 'model.onnx'} "
             "--locate (the f32 rows trace on the ONNX file)")
@@ -236,7 +236,7 @@ def _verify_help() -> None:
     """verify's --help states the rule its table and JSON state, from the one definition."""
     import textwrap
 
-    from ptx.infer.verify import RULE
+    from ptx.infer.report import RULE
 
     # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
     entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
