@@ -18,8 +18,7 @@ VALIDATION_BATCHES = (1, 2, 7, 64)
 
 
 class ServingPredictor(Protocol):
-    """What export needs of the infer stage's Model: ``run(head.feeds(x))[head.output_name]``, a
-    preprocessed batch in -> its output (the head feeds an --input uint8 graph its pictures)."""
+    """What export needs of the infer stage's Model: ``run`` fed by its ``head`` (``_outputs``)."""
 
     head: object
 
@@ -27,6 +26,7 @@ class ServingPredictor(Protocol):
 
 
 def _outputs(predictor: ServingPredictor, x: np.ndarray) -> np.ndarray:
+    """A preprocessed batch -> its output (the head feeds an --input uint8 graph its pictures)."""
     return np.asarray(predictor.run(predictor.head.feeds(x))[predictor.head.output_name])
 
 

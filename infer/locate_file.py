@@ -51,7 +51,7 @@ def _row_to_locate(report):
         if row.against == STORED or row.error or row.disagreeing is None:
             continue
         return row
-    row = next((r for r in failed if r.fails_comparison), None)
+    row = next((r for r in failed if r.error or r.disagreeing), None)
     if row is None:
         raise PtxError("--locate traces two sides of one graph; what disagrees here is a sample alone against the "
                        "same sample inside a batch (the 'itself, batch of N' rows): the model's answer depends on its "

@@ -1,12 +1,6 @@
 """What `ptx verify` found, for a tutorial model (infer/verify.py) and a model file
-(infer/verify_reference.py) alike: one Row per backend held to a reference, one Report, one table.
-
-A row's status is the one rule both apply: FAIL where it did not run or an output disagrees (f32: the
-tolerance; bf16/tf32/int8: only shapes and NaN/Inf, then labels and accuracy decide NOT USABLE), or
-where a sample alone differs from its rows in the largest batch. The table prints a tutorial model's
-head-judged rows (precision, labels, accuracy) and a file's rows output by output; both end with the
-verdict line, and --json carries every row whole.
-"""
+(infer/verify_reference.py) alike: one Row per backend held to a reference, one verdict rule, one
+Report; its table prints a tutorial model's head-judged rows and a file's output by output."""
 from __future__ import annotations
 
 import math
@@ -142,11 +136,6 @@ class Row:
         """The first output that disagrees with the reference (not the composition's)."""
         return next((o for o in self.outputs if not o.ok), None)
 
-    @property
-    def fails_comparison(self) -> bool:
-        """Whether it fails by what it was compared with, not only by its batch composition."""
-        return bool(self.error or self.provenance or self.disagreeing)
-
     def problems(self) -> list[str]:
         """The row's failures in words for the verdict line: what it was compared with, the output
         and its error; its batch composition's, as a row of its own."""
@@ -268,8 +257,7 @@ class Report:
                 "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES], **doc}
 
 
-# -- a tutorial model's table: a heading, a row per backend that ran, the rows skipped (those sharing
-# a reason on one line), one line per device this machine lacks, the batch composition ----------------
+# -- a tutorial model's table: heading, rows, skipped rows by reason, a line per missing device -------
 
 COLUMNS = (f"{'backend':<18} {'precision':<9} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} "
            f"{'accuracy':>9}  verdict")
@@ -363,9 +351,7 @@ def _composition_lines(report: Report) -> list[str]:
     return lines + [f"{'batch composition':<18} {r.label}: {r.composition.summary()}" for r in checked if r not in same]
 
 
-# -- a model file's table: its heading, then each row output by output (its batch composition as a
-# row "itself, batch of N"), what did not run, the --locate offer, the verdict --------------------------
-
+# -- a model file's table: heading, each row output by output, what did not run, the --locate offer --
 FILE_COLUMNS = ["backend", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol", "argmax",
                 "verdict"]
 
@@ -432,7 +418,8 @@ def _file_table(report: Report) -> list[str]:
     lines += [text[0], "-" * len(text[0]), *text[1:]]
     lines += [f"not run: {line}" for line in group_reasons({label: report.skipped[label] for label in report.unrunnable})]
     lines += [f"skipped: {label}: {why}" for label, why in report.skipped.items() if label not in report.unrunnable]
-    if any(r.fails_comparison for r in report.failed if not r.is_reference) and report.kind == "onnx":
+    # a disagreement of two sides (not a sample alone against its batch) is what --locate traces
+    if any(r.error or r.disagreeing for r in report.failed if not r.is_reference) and report.kind == "onnx":
         from .locate_file import offer
 
         lines.append(offer(report.path, report.against))

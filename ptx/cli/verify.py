@@ -158,7 +158,6 @@ def _verify_reference(path, *, backends, batch_sizes, atol, rtol, as_json, again
                  declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
                  strict=False, save_inputs=None, locate=False, repro=None) -> None:
     """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
-    from ptx.contract.tensor_inputs import VERIFY_BATCHES
     from ptx.infer.verify import verify
     from ptx.cli.options import open_options, plan_options
 
