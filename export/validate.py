@@ -18,9 +18,16 @@ VALIDATION_BATCHES = (1, 2, 7, 64)
 
 
 class ServingPredictor(Protocol):
-    """What export needs of the infer stage's Predictor: preprocessed batch in -> outputs."""
+    """What export needs of the infer stage's Model: ``run`` fed by its ``head`` (``_outputs``)."""
 
-    def predict_array(self, x: np.ndarray) -> np.ndarray: ...
+    head: object
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def _outputs(predictor: ServingPredictor, x: np.ndarray) -> np.ndarray:
+    """A preprocessed batch -> its output (the head feeds an --input uint8 graph its pictures)."""
+    return np.asarray(predictor.run(predictor.head.feeds(x))[predictor.head.output_name])
 
 
 @dataclass
@@ -81,7 +88,7 @@ def _validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, f
     for x in inputs:
         batch = batch_size(x, contract)
         try:
-            got = np.asarray(predictor.predict_array(x))
+            got = _outputs(predictor, x)
         except Exception as exc:  # e.g. a dimension the exporter fixed that should have stayed dynamic
             raise ValidationError(f"{fmt}: input of shape {x.shape} does not run: "
                                   f"{' '.join(str(exc).split())}") from None
@@ -110,7 +117,7 @@ def judge_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dic
     raw, truth, data_name = judging_samples(dataset, contract, notice=notice)
     x = to_layout(normalize(raw, contract), contract)
     axis = contract.input.batch_axis
-    got = run_in_batches(predictor.predict_array, x, axis, JUDGING_BATCH)
+    got = run_in_batches(lambda batch: _outputs(predictor, batch), x, axis, JUDGING_BATCH)
     with torch.inference_mode():
         want = run_in_batches(lambda batch: model(torch.from_numpy(batch)).numpy(), x, axis, JUDGING_BATCH)
     return judge_reduced_outputs(got, want, truth, contract), data_name

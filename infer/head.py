@@ -124,6 +124,10 @@ class Head:
             return pictures_from_model_input(np.asarray(x), self.contract)
         return np.ascontiguousarray(x, dtype=self._graph_dtype)
 
+    def feeds(self, x) -> dict[str, np.ndarray]:
+        """A model-layout batch -> what ``Model.run`` takes: the graph's one input, by name."""
+        return {self.input_name: self.to_graph(x)}
+
     def check_pictures(self, x) -> None:
         want = self.graph_input.sample_shape
         shape = tuple(getattr(x, "shape", ()))

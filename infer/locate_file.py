@@ -42,17 +42,17 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 
 def _row_to_locate(report):
     """The failed row to trace: the first that compared values against the file's reference."""
-    from .verify_reference import STORED
+    from .report import STORED
 
     failed = report.failed
     if not failed:
         return None
     for row in failed:
-        if row.against == STORED or row.error or not row.outputs or row.composition:
+        if row.against == STORED or row.error or row.disagreeing is None:
             continue
         return row
-    row = failed[0]
-    if all(r.composition for r in failed):
+    row = next((r for r in failed if r.error or r.disagreeing), None)
+    if row is None:
         raise PtxError("--locate traces two sides of one graph; what disagrees here is a sample alone against the "
                        "same sample inside a batch (the 'itself, batch of N' rows): the model's answer depends on its "
                        "batch-mates, as a normalisation over the batch does")
@@ -63,7 +63,7 @@ def _row_to_locate(report):
 
 def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=(), repro: str | Path | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> Located | None:
-    """Trace the first disagreeing row of ``report`` (a ReferenceReport); None where all agree."""
+    """Trace the first disagreeing row of ``report`` (infer/report.py's Report of a file); None where all agree."""
     from .comparator import Tolerances
 
     path = Path(report.path)
@@ -79,7 +79,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     graph = LocateGraph.open(path)
     other_graph = None
     try:
-        reference = OrtSide(graph, case.feeds, "cpu", report.reference_label)
+        reference = OrtSide(graph, case.feeds, "cpu", report.reference_row.backend)
         other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
         if other_file is not None and read_model_file(other_file).kind != ONNX:
             from .locate_torchscript import locate_torchscript

@@ -127,24 +127,17 @@ class Model:
         head = self._head("predict_raw()")
         if head.info.raw_input is not None and samples.dtype == np.uint8:
             return head.interpret(self.predict_pictures(samples), samples, sources)
-        return head.interpret(self.predict_array(to_model_input(samples, head.contract)), samples, sources)
-
-    def predict_array(self, x) -> np.ndarray:
-        """An already-preprocessed batch in the model's input layout -> the output (batch, ...). The
-        head checks it once, so the runner is called without checking it again (batch-1 latency)."""
-        head = self.head or self._head("predict_array()")
-        if getattr(x, "is_cuda", False) and hasattr(self.runner, "run_on_device"):
-            return self.predict_on_device(x).cpu().numpy()
-        return self.runner._run({self._input: head.to_graph(x)})[self._output]
+        return head.interpret(self.run(head.feeds(to_model_input(samples, head.contract)))[self._output], samples,
+                              sources)
 
     def predict_pictures(self, pictures) -> np.ndarray:
         """(N, canvas, canvas) uint8 raw pictures -> outputs. An artifact exported with --input uint8
         takes them as they are (its graph normalises them); any other normalises them here first."""
         head = self._head("predict_pictures()")
         if head.info.raw_input is None:
-            return self.predict_array(to_model_input(pictures, head.contract))
+            return self.run(head.feeds(to_model_input(pictures, head.contract)))[self._output]
         head.check_pictures(pictures)
-        return self.runner._run({self._input: np.ascontiguousarray(pictures)})[self._output]
+        return self.run({self._input: np.ascontiguousarray(pictures)})[self._output]
 
     def predict_on_device(self, x):
         """A torch tensor on the GPU in, a torch tensor on the same GPU out (ort-cuda): nothing
@@ -152,7 +145,7 @@ class Model:
         head = self._head("predict_on_device()")
         run_on_device = getattr(self.runner, "run_on_device", None)
         if run_on_device is None:
-            raise PtxError(f"predict_on_device is ort-cuda's; this model runs on {self.backend}: use predict_array")
+            raise PtxError(f"predict_on_device is ort-cuda's; this model runs on {self.backend}: use run(model.head.feeds(x))")
         if head.info.raw_input is not None:
             head.check_pictures(x)
         else:

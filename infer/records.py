@@ -77,10 +77,10 @@ def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, statu
 
 
 def record_verify(report, run_dir: str | Path) -> Path:
-    """Keep ``report``'s verdicts (a VerifyReport) with the artifacts they judged."""
+    """Keep ``report``'s verdicts (infer/report.py) with the artifacts they judged."""
     run_dir = Path(run_dir)
     rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.status, v.batch_sizes, "verify")
-            for v in report.verdicts}
+            for v in report.rows}
     _write(run_dir / VERIFY_RECORD_FILE, rows)
     return run_dir / VERIFY_RECORD_FILE
 

@@ -2,159 +2,26 @@
 (Polygraphy's reference runner) under the contract's one agreement rule (ptx.contract.compare)."""
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT, Task, Tolerance, compare
-from ptx.contract.comparison import (JUDGING_BATCH, JUDGING_SAMPLES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT,
-                                    check_tolerance, judge_reduced_outputs)
+from ptx.contract.comparison import JUDGING_BATCH, JUDGING_SAMPLES, check_tolerance, judge_reduced_outputs
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported, run_folders
 from ptx.contract.transforms import decisions, normalize, run_in_batches, to_layout
 from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError, first_line
 
 from . import backends as registry
-from .batch_composition import CompositionCheck, check_batch_composition
+from .batch_composition import check_largest_batch
 from .cases import Case
 from .comparator import compare_cases, run_cases
 from .api import artifact_path, export_command, open_artifact, open_model, run_folder
+from .report import REFERENCE, Report, Row
 
 DEFAULT_BATCH_SIZES = (1, 7, JUDGING_BATCH)  # the real samples run in batches of the largest
-REFERENCE = "eager"
-
-# What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
-# the JSON's "rule" all print this, so the three cannot drift apart.
-RULE = {
-    "f32": "every output within atol + rtol x |eager| of eager's, finite, with the same decisions; a decision "
-           "that flips between two outputs closer than that tolerance is a tie (counted, not a failure)",
-    "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then labels agree with eager's on >= "
-                 f"{100 * MIN_LABEL_AGREEMENT:.0f}% of the real samples and accuracy at most {MAX_ACCURACY_DROP:g} "
-                 "below eager's, else NOT USABLE: that precision is not for this model (bench and serve never pick "
-                 "it), a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32)",
-    "reference": "CPU rows: eager on the CPU; CUDA rows: eager on the same GPU at f32, TF32 off (ptx.cuda_math), "
-                 "or eager on the CPU for ort-cuda where torch has no CUDA; tf32 rows (CUDA's "
-                 "TensorFloat-32 math on the f32 file) are judged like bf16 against that f32 reference",
-    "FAIL": "an f32 row outside the tolerance; an artifact that does not load, or was exported from another "
-            "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf",
-    "exit status": "0 when every compared backend passes (ties and NOT USABLE rows noted); 1 when any row FAILs; "
-                   "2 when nothing could be compared (no export yet, or no backend runs here) or on a usage error",
-}
-
-
-@dataclass
-class BackendVerdict:
-    backend: str
-    device: str
-    batch_sizes: list[int]
-    max_abs: float
-    max_rel: float
-    argmax_agreement: float | None
-    accuracy: float | None
-    failures: list[str] = field(default_factory=list)
-    precision: str = FULL_PRECISION  # f32 rows are judged by atol; bf16/tf32/int8 rows by labels and accuracy
-    ties: int = 0  # decisions that flipped on a tie within tolerance: not failures
-    # A reduced-precision row that missed its label/accuracy gate: the artifact works, the precision
-    # does not suit this model. A failure only when the user named the row (``required``).
-    unusable: list[str] = field(default_factory=list)
-    required: bool = False
-    # A few samples alone against their rows in the largest batch (f32 rows, by the same tolerance):
-    # an answer that depends on its batch-mates is a failure of the row.
-    composition: CompositionCheck | None = None
-
-    @property
-    def status(self) -> str:
-        """PASS, FAIL (a real disagreement), or NOT USABLE (a reduced precision below its gate)."""
-        if self.failures or (self.unusable and self.required):
-            return "FAIL"
-        return "NOT USABLE" if self.unusable else "PASS"
-
-    @property
-    def ok(self) -> bool:
-        """Passed: the backend at this precision may be used (bench and serve choose only these)."""
-        return self.status == "PASS"
-
-    @property
-    def reasons(self) -> list[str]:
-        return self.failures + self.unusable
-
-    def describe(self) -> str:
-        if self.status == "PASS":
-            return "PASS" + (f" ({self.ties} tie{'s' * (self.ties != 1)} within tolerance)" if self.ties else "")
-        detail = "; ".join(self.reasons)
-        if self.status == "NOT USABLE":
-            return f"NOT USABLE: {detail}: do not use {self.precision} for this model"
-        return f"FAIL: {detail}"
-
-    @property
-    def label(self) -> str:
-        return registry.get(self.backend).label(self.device, self.precision)
-
-
-@dataclass
-class VerifyReport:
-    model: str
-    samples: int
-    data: str
-    tolerances: dict[str, dict]
-    verdicts: list[BackendVerdict] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    # Skipped rows whose artifact was checked without running it (ort-cuda's CUDA placement).
-    static: dict[str, str] = field(default_factory=dict)
-    # Device -> what that device's rows were compared with (the header says it).
-    references: dict[str, str] = field(default_factory=dict)
-    # Skipped rows on a device this machine cannot run (a CPU machine's dozen CUDA rows): label ->
-    # device. The table sums them up in a line per device; CPU rows keep their own lines, which say
-    # what to install or export.
-    unrunnable: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def compared(self) -> bool:
-        """Whether anything besides the eager reference ran: eager alone proves nothing."""
-        return any(v.backend != REFERENCE for v in self.verdicts)
-
-    @property
-    def ok(self) -> bool:
-        return self.compared and not any(v.status == "FAIL" for v in self.verdicts)
-
-    @property
-    def exit_status(self) -> int:
-        return 0 if self.ok else 1 if self.compared else 2
-
-    def to_dict(self) -> dict:
-        """JSON-safe: a backend that did not run has no max abs/rel (null, never Infinity)."""
-        def finite(doc: dict) -> dict:
-            return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in doc.items()}
-
-        return {**{k: v for k, v in asdict(self).items() if k != "verdicts"}, "ok": self.ok,
-                "exit_status": self.exit_status, "rule": RULE,
-                "verdicts": [finite({**asdict(v), "label": v.label, "status": v.status, "ok": v.ok,
-                                     "composition": v.composition.to_dict() if v.composition else None})
-                             for v in self.verdicts]}
-
-    def summary(self) -> str:
-        """The table's last line: the outcome, with what passed only on a tie or is not usable."""
-        if not self.ok:
-            failed = [v.label for v in self.verdicts if v.status == "FAIL"]
-            return f"backends DISAGREE: {', '.join(failed)} failed"
-        notes = []
-        ties = sum(v.ties for v in self.verdicts)
-        if ties:
-            notes.append(f"{ties} tie{'s' * (ties != 1)} within tolerance")
-        unusable = [v.label for v in self.verdicts if v.status == "NOT USABLE"]
-        if unusable:
-            notes.append(f"not usable at their precision: {', '.join(unusable)}")
-        return "all backends agree" + (f" ({'; '.join(notes)})" if notes else "")
-
-    def table(self, all_rows: bool = False) -> str:
-        """The report as `ptx verify` prints it (infer/verify_table.py); ``all_rows`` lists every row
-        this machine cannot run instead of one line per device."""
-        from .verify_table import table
-
-        return table(self, all_rows)
 
 
 def build_inputs(contract, real: np.ndarray, batch_sizes) -> dict[str, np.ndarray]:
@@ -189,7 +56,7 @@ def verify(target: str | Path, **options):
 def verify_run(name: str, *, backends: list[str] | None = None, samples: int = JUDGING_SAMPLES, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print,
-           run: str | Path | None = None) -> VerifyReport:
+           run: str | Path | None = None) -> Report:
     """Run ``name``'s artifacts (in ROOT/NAME, or the run folder ``run``) through the chosen backends
     (default: all) and compare each with eager.
 
@@ -212,11 +79,13 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
 
         with atomic_path(save_inputs) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, labels=truth, **inputs)
-    report = VerifyReport(name, len(real), data_name, {d: t.to_dict() for d, t in tolerance_of.items()},
-                          references={d: reference_name(d) for d in tolerance_of})
+    report = Report(name, samples=len(real), data=data_name, tolerances={d: t.to_dict() for d, t in tolerance_of.items()},
+                    references={d: reference_name(d) for d in tolerance_of})
     chunk = max(batch_sizes)
     sizes = sorted(int(k.split("-")[1]) for k in inputs if k.startswith("batch-"))
-    cases = [Case(key, {contract.input.name: x}, None) for key, x in inputs.items()]  # "real" first
+    # "real" first; the batch-N cases carry their batch (the largest is the batch composition's)
+    cases = [Case(key, {contract.input.name: x}, int(key[6:]) if key.startswith("batch-") else None)
+             for key, x in inputs.items()]
     output = contract.output.name
     references: dict[str, tuple[dict, str | None]] = {}  # device -> eager's outputs there, and its failure
 
@@ -237,6 +106,8 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
             report.skipped[label] = (f"{precision} is judged by labels and accuracy; {name} is a regression with "
                                      "neither: use f32")
             continue
+        row = Row(backend.name, device, precision, batch_sizes=sizes,
+                  required=precision != FULL_PRECISION and label in named)
         try:
             if ref_device not in references:  # eager on that device, loaded and run once
                 device_ref = reference if ref_device == "cpu" else open_artifact(reference.path, REFERENCE, ref_device)
@@ -251,66 +122,44 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
         except Exception as exc:  # noqa: BLE001 - the artifact is there but does not load: a failure
             # A runtime's own exception (torchscript-cuda's "Expected all tensors to be on the same
             # device") is that row's FAIL, in one line; the other rows and models still run.
-            reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
-            report.verdicts.append(_failed(backend.name, device, sizes, reason, precision))
+            row.error = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
+            report.rows.append(row)
             continue
+        report.rows.append(row)
         want, error = references[ref_device]
         got, error = (want, error) if predictor is reference else run_cases(_run_of(predictor, chunk), cases)
-        error = error or references[ref_device][1]
-        if error:
-            report.verdicts.append(_failed(backend.name, device, sizes, error, precision))
+        row.error = error or references[ref_device][1]
+        if row.error:
             continue
-        failures: list[str] = []
         if predictor.info.get("checkpoint_sha256") != reference.info.get("checkpoint_sha256"):
-            failures.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
+            row.provenance.append(f"artifact was exported from another checkpoint: re-run `ptx export {name}`")
         if predictor.contract != contract:
-            failures.append(f"its contract differs from the checkpoint's: re-run `ptx export {name}`")
-        _, (total,) = compare_cases(got, want, cases, [output], lambda _, g, w: compare(g, w, contract,
-                                                                                      tolerance=tolerance_of[device]))
-        agreement = accuracy = None
+            row.provenance.append(f"its contract differs from the checkpoint's: re-run `ptx export {name}`")
+        row.cases, row.outputs = compare_cases(got, want, cases, [output], lambda _, g, w: compare(
+            g, w, contract, tolerance=tolerance_of[device]))
         labels = decisions(got[0][output], contract)  # case 0: the real samples
         if labels is not None:
-            agreement = float((labels == decisions(want[0][output], contract)).mean())
-            accuracy = float((labels == truth.reshape(labels.shape)).mean())
-        unusable: list[str] = []
-        composition = None
+            row.argmax_agreement = float((labels == decisions(want[0][output], contract)).mean())
+            row.accuracy = float((labels == truth.reshape(labels.shape)).mean())
         if precision == FULL_PRECISION:
-            failures += total.failures
-            composition = _composition(predictor, chunk, cases, got, contract, tolerance_of[device])
-            if not composition.ok:
-                failures.append(f"batch composition: {composition.summary()}")
+            row.composition = check_largest_batch(_run_of(predictor, chunk), contract.signature, cases, got,
+                                                  lambda _: tolerance_of[device])
         else:
-            # Reduced precision cannot meet the f32 atol: shapes and finiteness still hold, and then
+            # Reduced precision cannot meet the f32 atol (the row fails only on shapes and NaN/Inf):
             # the labels users see decide (judge_reduced_precision), on the real test samples.
-            failures += [f for f in total.failures if "shape" in f or "NaN" in f]
-            unusable = judge_reduced_outputs(got[0][output], want[0][output], truth, contract).unusable
-        report.verdicts.append(BackendVerdict(
-            backend.name, device, sizes, total.max_abs, total.max_rel, agreement, accuracy, failures, precision,
-            ties=total.ties if precision == FULL_PRECISION else 0, unusable=unusable,
-            required=precision != FULL_PRECISION and label in named, composition=composition))
-    if not report.compared:
+            row.unusable = judge_reduced_outputs(got[0][output], want[0][output], truth, contract).unusable
+    if not any(r.backend != REFERENCE for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
     return report
 
 
-def _composition(model, chunk: int, cases: list[Case], got, contract, tolerance: Tolerance) -> CompositionCheck:
-    """A few samples of the largest batch case run alone against their rows in it (``got``: the
-    row's outputs per case, already run)."""
-    batches = [i for i, c in enumerate(cases) if c.label.startswith("batch-")]
-    index = max(batches, key=lambda i: len(cases[i].feeds[contract.input.name]))
-    return check_batch_composition(_run_of(model, chunk), contract.signature, cases[index].feeds, got[index],
-                                   lambda _: tolerance)
-
-
 def _run_of(model, chunk: int):
-    """A tutorial model's run over a case: its one input in batches of ``chunk``, through its head."""
-    contract = model.contract
-    return lambda feeds: {contract.output.name: run_in_batches(model.predict_array, feeds[contract.input.name],
+    """A tutorial model's run over a case: its one input in batches of ``chunk``, fed as its graph
+    takes it (the head's feeds: an --input uint8 export gets the pictures back)."""
+    contract, head = model.contract, model.head
+    return lambda feeds: {contract.output.name: run_in_batches(lambda x: model.run(head.feeds(x))[head.output_name],
+                                                                feeds[contract.input.name],
                                                                 contract.input.batch_axis, chunk)}
-
-
-def _failed(backend: str, device: str, sizes: list[int], reason: str, precision: str) -> BackendVerdict:
-    return BackendVerdict(backend, device, sizes, float("inf"), float("inf"), None, None, [reason], precision)
 
 
 def _static_check(backend, name: str, root, precision: str, run, label: str) -> dict[str, str]:
@@ -326,7 +175,7 @@ def _static_check(backend, name: str, root, precision: str, run, label: str) -> 
         return {label: f"static check failed: {' '.join(str(exc).split())[:200]}"}
 
 
-def _nothing_compared(name: str, report: VerifyReport, run_dir: Path, run: str | Path | None) -> str:
+def _nothing_compared(name: str, report: Report, run_dir: Path, run: str | Path | None) -> str:
     if not exported(run_dir):
         return (f"nothing to compare for {name}: {run_dir} holds no export yet; run `{export_command(name, run=run)}` "
                 "first (verify compares each export with eager)")

@@ -153,7 +153,7 @@ def fastest_section(root: Path, seconds: float) -> str:
     for name in FASTEST_MODELS:
         print(f"verify and bench {name} ...", file=sys.stderr)
         report = verify(name, backends=["eager", "ort-cpu", "openvino"], root=root, notice=lambda _: None)
-        verdicts = {v.label: v for v in report.verdicts}
+        verdicts = {v.label: v for v in report.rows}
         verified = {label for label, v in verdicts.items() if v.ok}
         rows, _ = bench(name, backends=["ort-cpu", "openvino"], batch_sizes=(1, 1024), root=root, seconds=seconds)
         accuracy = "; ".join(f"{verdicts[k].accuracy:.4f}" if k in verdicts else "-"

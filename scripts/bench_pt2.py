@@ -62,7 +62,7 @@ def main() -> None:
         predictors = [open_model(name, backend, root) for backend in BACKENDS]
         for batch in BATCHES:
             x = bench_inputs(predictors[0].contract, batch)
-            calls = [lambda p=p: p.predict_array(x) for p in predictors]
+            calls = [lambda p=p, feeds=p.head.feeds(x): p.run(feeds) for p in predictors]
             times = time_interleaved(calls, warmup=5, seconds=args.seconds)
             p50 = [float(np.median(t)) * 1e6 for t in times]
             latency.append(f"| {name} | {batch} | " + " | ".join(f"{v:,.1f}" for v in p50)
@@ -82,7 +82,7 @@ def main() -> None:
         "| --- | ---: | ---: |",
         *compile_rows,
         "",
-        "p50 latency through ptx (`predict_array`, inputs in memory), microseconds:",
+        "p50 latency through ptx (`run`, inputs in memory), microseconds:",
         "",
         "| model | batch | eager | torchscript | aoti | aoti / eager | aoti / torchscript |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

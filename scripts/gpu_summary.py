@@ -21,7 +21,7 @@ def verify_table(path: Path) -> str:
         if doc.get("error"):
             lines.append(f"| {model} | - | - | - | - | - | FAILED: {doc['error']} |")
             continue
-        for v in doc["verdicts"]:
+        for v in doc["rows"]:
             agree = "-" if v["argmax_agreement"] is None else f"{100 * v['argmax_agreement']:.1f}%"
             acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.4f}"
             top = "-" if v["max_abs"] is None else f"{v['max_abs']:.1e}"

@@ -32,6 +32,12 @@ WELL_TRAINED = {"convnet": 4}  # epochs on all 4,000 mnist-sample digits: ~0.9 t
 GPU = torch.cuda.is_available()
 
 
+def outputs(model, x):
+    """A tutorial model's output for a batch in its input layout: ``run``, fed as its head feeds the
+    graph (an --input uint8 export gets the pictures back)."""
+    return model.run(model.head.feeds(x))[model.head.output_name]
+
+
 def needs_gpu(test):
     """Marks a test gpu (`pytest -m gpu` selects it) and skips it, with the reason, without one."""
     return pytest.mark.gpu(pytest.mark.skipif(not GPU, reason="needs a CUDA GPU; none is visible to torch here")(test))

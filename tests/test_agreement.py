@@ -4,7 +4,7 @@ rule (ptx.contract.compare). CUDA pairs join when this machine can run them."""
 import numpy as np
 import pytest
 
-from conftest import PT2_MODELS, skip_if_torch_loader_crashes
+from conftest import PT2_MODELS, outputs, skip_if_torch_loader_crashes
 from ptx.contract import compare
 from ptx.contract.transforms import expected_output_shape, to_model_input
 from ptx.export.formats import default_formats
@@ -38,7 +38,7 @@ def test_backends_agree_with_eager(runs, model_name, backend, device):
     contract = eager.contract
     for batch in BATCH_SIZES:
         x = to_model_input(raw[:batch], contract)
-        want, got = eager.predict_array(x), other.predict_array(x)
+        want, got = outputs(eager, x), outputs(other, x)
         assert got.shape == want.shape == expected_output_shape(contract, x)
         result = compare(got, want, contract, device=device)
         assert result.ok, f"{backend} batch {batch}: {result.failures}"

@@ -104,16 +104,17 @@ def test_serve_under_dynamic_batching_answers_each_request_as_predict_answers_it
 
 
 def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch_dependent_model(tmp_path):
-    """`ptx verify FILE`: each backend that ran has a row "itself, batch of 5"; a model whose answer
-    depends on its batch-mates fails there (exit 1), and one that does not passes (exit 0)."""
+    """`ptx verify FILE`: each backend that ran has a table row "itself, batch of 5" (its row's
+    composition check); a model whose answer depends on its batch-mates fails there (exit 1), and one
+    that does not passes (exit 0)."""
     from ptx.infer.verify import verify
 
     batch_mean_model(tmp_path)
     linear_model(tmp_path)
     bad = verify(tmp_path / "batchnorm_in_training.onnx", third_opinion=False)
     good = verify(tmp_path / "linear.onnx", third_opinion=False)
-    rows = {(r.backend, r.against): r for r in bad.rows}
-    assert ("ort-cpu", "itself, batch of 5") in rows and ("openvino", "itself, batch of 5") in rows
+    checked = {r.backend: r.composition for r in bad.rows if r.composition is not None}
+    assert {b: c.batch for b, c in checked.items()} == {"ort-cpu": 5, "openvino": 5}
     assert bad.exit_status == 1 and bad.summary().startswith(
         "DISAGREE: ort-cpu vs itself, batch of 5, output y: max abs"), bad.summary()
     assert any(ln.startswith("openvino ") and " itself, batch of 5 " in ln and ln.endswith("FAIL: 12 of 12 beyond")
@@ -128,9 +129,9 @@ def test_verify_of_a_tutorial_model_checks_every_f32_row_alone_against_its_large
 
     report = verify("mlp", backends=["eager", "ort-cpu", "openvino"], samples=20, root=runs.ready("mlp"),
                     notice=lambda _: None)
-    checked = [v for v in report.verdicts if v.composition is not None]
+    checked = [v for v in report.rows if v.composition is not None]
     assert {v.backend for v in checked} == {"eager", "ort-cpu", "openvino"} and all(v.composition.ok for v in checked)
     assert all(v.composition.batch == 64 and v.composition.alone == [0, 32, 63] for v in checked)
     line = next(ln for ln in report.table().splitlines() if ln.startswith("batch composition"))
     assert "samples 0, 32, 63 alone = their rows in a batch of 64 on 3 rows (max abs" in line
-    assert report.to_dict()["verdicts"][0]["composition"]["ok"] is True
+    assert report.to_dict()["rows"][0]["composition"]["ok"] is True

@@ -11,7 +11,7 @@ from ptx.contract.names import VERIFY_RECORD_FILE
 from ptx.infer.bench import BenchRow
 from ptx.infer.choice import choose_backend
 from ptx.infer.records import record_bench, record_verify, verified
-from ptx.infer.verify import BackendVerdict, VerifyReport
+from ptx.infer.report import Report, Row
 
 
 @pytest.fixture
@@ -24,11 +24,11 @@ def run(runs, tmp_path):
 
 
 def passed(backend, precision="f32", sizes=(1, 7, 64), **kw):
-    return BackendVerdict(backend, "cpu", list(sizes), 0.0, 0.0, 1.0, 0.9, precision=precision, **kw)
+    return Row(backend, "cpu", precision, batch_sizes=list(sizes), argmax_agreement=1.0, accuracy=0.9, **kw)
 
 
 def record(run, *verdicts, speeds=None):
-    record_verify(VerifyReport("convnet", 100, "mnist-sample", {}, list(verdicts)), run)
+    record_verify(Report("convnet", rows=list(verdicts)), run)
     if speeds:
         record_bench([BenchRow(label, "cpu", batch, 1.0, 1.0, 1.0, rate, 10)
                       for label, by_batch in speeds.items() for batch, rate in by_batch.items()], run)
@@ -86,7 +86,7 @@ def test_without_a_bench_record_the_torch_free_candidates_are_timed(run):
 
 
 def cuda_row(precision, **kw):
-    return BackendVerdict("ort-cuda", "cuda", [1, 7, 64], 0.0, 0.0, 1.0, 0.9, precision=precision, **kw)
+    return Row("ort-cuda", "cuda", precision, batch_sizes=[1, 7, 64], argmax_agreement=1.0, accuracy=0.9, **kw)
 
 
 def test_auto_takes_tf32_only_verified_and_faster(run, monkeypatch):
@@ -112,12 +112,12 @@ def test_auto_takes_a_cuda_graph_backend_only_verified_and_faster(run, monkeypat
     monkeypatch.setattr(choice_module, "_runs_here", lambda row: True)  # as on a GPU machine
 
     def graph(**kw):
-        return BackendVerdict("ort-cuda-graph", "cuda", [1, 7, 64], 0.0, 0.0, 1.0, 0.9, **kw)
+        return Row("ort-cuda-graph", "cuda", batch_sizes=[1, 7, 64], argmax_agreement=1.0, accuracy=0.9, **kw)
 
     faster = {"ort-cpu": {1: 3e4, 64: 9e4}, "ort-cuda": {1: 2e4, 64: 4e5}, "ort-cuda-graph": {1: 9e4, 64: 4e5}}
     record(run, passed("ort-cpu"), cuda_row("f32"), graph(), speeds=faster)
     assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cuda-graph"
-    record(run, passed("ort-cpu"), cuda_row("f32"), graph(failures=["batch 7: 3 values past atol"]), speeds=faster)
+    record(run, passed("ort-cpu"), cuda_row("f32"), graph(error="batch 7: 3 values past atol"), speeds=faster)
     assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cuda"
     slower = {**faster, "ort-cuda-graph": {1: 1e4, 64: 3e5}}
     record(run, passed("ort-cpu"), cuda_row("f32"), graph(), speeds=slower)

@@ -15,8 +15,9 @@ from ptx.export.formats.torchscript import load as load_torchscript
 from ptx.infer import backends as registry
 from ptx.infer import ort_runner, ort_session, torch_runner
 from ptx.infer.api import open_artifact
-from ptx.infer.verify import BackendVerdict, VerifyReport
-from ptx.contract.comparison import judge_reduced_precision
+from ptx.contract import Tolerance
+from ptx.contract.comparison import OutputAgreement, judge_reduced_precision
+from ptx.infer.report import Report, Row
 
 
 def device_constants(module) -> list[str]:
@@ -146,12 +147,13 @@ def test_tf32_rows_are_judged_by_labels_and_accuracy_like_bf16():
     assert judge_reduced_precision(0.995, 0.901, 0.903) == []
     assert "labels agree on 98.0%" in judge_reduced_precision(0.98, 0.90, 0.90)[0]
     assert "below the reference" in judge_reduced_precision(0.999, 0.89, 0.90)[0]
-    usable = BackendVerdict("ort-cuda", "cuda", [1, 7, 64], 2e-4, 1e-2, 0.999, 0.90, precision="tf32")
-    below = BackendVerdict("ort-cuda", "cuda", [1, 7, 64], 2e-4, 1e-2, 0.98, 0.90, precision="tf32",
-                           unusable=judge_reduced_precision(0.98, 0.90, 0.90))
+    logits = OutputAgreement("logits", Tolerance(1e-3, 1e-2), 1, 2e-4, 1e-2)
+    usable = Row("ort-cuda", "cuda", "tf32", outputs=[logits], argmax_agreement=0.999, accuracy=0.90)
+    below = Row("ort-cuda", "cuda", "tf32", outputs=[logits], argmax_agreement=0.98, accuracy=0.90,
+                unusable=judge_reduced_precision(0.98, 0.90, 0.90))
     assert (usable.label, usable.status, below.status) == ("ort-cuda-tf32", "PASS", "NOT USABLE")
-    report = VerifyReport("convnet", 1000, "mnist-sample", {"cuda": {"atol": 1e-3, "rtol": 1e-2}}, [usable, below],
-                          references={"cuda": "eager-cuda at f32, TF32 off"})
+    report = Report("convnet", rows=[usable, below], samples=1000, data="mnist-sample",
+                    tolerances={"cuda": {"atol": 1e-3, "rtol": 1e-2}}, references={"cuda": "eager-cuda at f32, TF32 off"})
     table = report.table()
     assert "cuda rows: eager-cuda at f32, TF32 off" in table.splitlines()[0]  # eager ran elsewhere than the row
     assert "tf32: labels agree on >= 99%" in table.splitlines()[1]

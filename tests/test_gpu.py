@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_gpu, needs_ort_cuda
+from conftest import needs_gpu, needs_ort_cuda, outputs
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, InputError
 from ptx.infer import load
@@ -41,7 +41,7 @@ def test_io_binding_gives_the_numpy_paths_answer_for_every_model(runs, model_nam
     predictor, x = model_batch(runs, model_name, 7)
     bound = bind(predictor, torch.from_numpy(np.ascontiguousarray(x)))
     assert isinstance(bound, torch.Tensor) and bound.device.type == "cpu"
-    np.testing.assert_array_equal(bound.numpy(), predictor.predict_array(x))
+    np.testing.assert_array_equal(bound.numpy(), outputs(predictor, x))
 
 
 def test_io_binding_refuses_a_tensor_of_another_dtype_or_shape(runs):
@@ -60,7 +60,7 @@ def test_predict_on_device_is_ort_cudas_alone(runs):
     with pytest.raises(InputError, match="ort-cuda's; this runner is ort-cpu"):
         predictor.predict_on_device(torch.from_numpy(x))
     # A torch tensor given to the CPU path is read as numpy would be.
-    np.testing.assert_array_equal(predictor.predict_array(torch.from_numpy(x)), predictor.predict_array(x))
+    np.testing.assert_array_equal(outputs(predictor, torch.from_numpy(x)), outputs(predictor, x))
 
 
 def test_node_placement_names_every_node_and_its_provider(runs):
@@ -164,7 +164,7 @@ def test_ort_cuda_runs_on_the_gpu_its_device_names(runs):
     _, x = model_batch(runs, "convnet", 8)
     out = predictor.predict_on_device(torch.from_numpy(x).to(device))
     assert out.device == torch.device(device)
-    np.testing.assert_allclose(out.cpu().numpy(), predictor.predict_array(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.cpu().numpy(), outputs(predictor, x), rtol=1e-5, atol=1e-5)
     if last > 0:
         with pytest.raises(InputError, match=f"runs on cuda:{last}"):
             predictor.predict_on_device(torch.from_numpy(x).to("cuda:0"))
@@ -176,7 +176,7 @@ def test_ort_cuda_runs_on_the_gpu_its_device_names(runs):
 def test_ort_cuda_device_tensors_in_and_out_match_the_numpy_path_on_real_samples(runs, name):
     cuda = load(name, backend="ort-cuda", root=runs.ready(name), device="cuda")
     _, x = model_batch(runs, name, 64)
-    want = cuda.predict_array(x)  # numpy in, numpy out
+    want = outputs(cuda, x)  # numpy in, numpy out
     # Written by a chain of kernels on torch's stream just before the call: ORT must wait for them.
     x_gpu = torch.from_numpy(np.ascontiguousarray(x)).cuda()
     if x_gpu.is_floating_point():

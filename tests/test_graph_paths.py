@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import outputs
 from ptx.contract import compare
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError
@@ -182,12 +183,12 @@ def test_the_ort_graph_backend_answers_as_ort_does_at_every_batch_size(runs, nam
     graph = open_graph_artifact(root / name / "model.onnx", device="cpu")
     for rows in BATCHES:
         x = model_inputs(runs, name, rows)
-        want, got = plain.predict_array(x), graph.predict_array(x)
+        want, got = outputs(plain, x), outputs(graph, x)
         assert got.shape == want.shape
         assert compare(got, want, plain.contract).ok, f"batch {rows}"
     padded = {dict(key)[graph.graph_input.name][graph.graph_input.batch_axis] for key in graph.runner._slots.slots}
     assert padded == {1, 4, 8, 64}  # 3 and 7 padded; GRAPH_MAX_BATCH + 4 ran uncaptured
-    assert compare(graph.predict_array(model_inputs(runs, name, 3)), plain.predict_array(model_inputs(runs, name, 3)),
+    assert compare(outputs(graph, model_inputs(runs, name, 3)), outputs(plain, model_inputs(runs, name, 3)),
                    plain.contract).ok  # a replayed slot, after a larger batch used it
 
 
@@ -227,13 +228,13 @@ def test_the_torch_graph_backend_answers_as_eager_does_at_every_batch_size(runs,
     graph = open_graph_checkpoint(root / name / "checkpoint.pt", device="cpu", graphs=graphs)
     for rows in BATCHES:
         x = model_inputs(runs, name, rows)
-        want, got = eager.predict_array(x), graph.predict_array(x)
+        want, got = outputs(eager, x), outputs(graph, x)
         assert got.shape == want.shape
         assert compare(got, want, eager.contract).ok, f"batch {rows}"
     assert len(stand_ins) == 4 and all(g.captures == 1 for g in stand_ins)  # one capture per padded shape
     x = model_inputs(runs, name, 4)
     label, call = graph.bare({graph.graph_input.name: x})
-    assert label == "bare CUDA graph replay" and compare(call()[0], eager.predict_array(x), eager.contract).ok
+    assert label == "bare CUDA graph replay" and compare(call()[0], outputs(eager, x), eager.contract).ok
     label, _ = graph.bare({graph.graph_input.name: model_inputs(runs, name, 5)})
     assert "uncaptured" in label
 
@@ -243,7 +244,7 @@ def test_a_model_that_cannot_be_captured_is_refused_in_one_line(runs):
     graph = open_graph_checkpoint(root / "cnn" / "checkpoint.pt", device="cpu",
                                   graphs=lambda: EagerGraphs(fail=RuntimeError("operation not permitted when stream is capturing\nmore")))
     with pytest.raises(BackendUnavailableError, match=r"cannot be captured as a CUDA graph \(operation not permitted") as err:
-        graph.predict_array(model_inputs(runs, "cnn", 2))
+        outputs(graph, model_inputs(runs, "cnn", 2))
     assert "\n" not in str(err.value) and "--backend eager" in str(err.value)
 
 
@@ -356,13 +357,13 @@ def test_graph_runs_from_many_threads_never_mix_their_buffers(runs):
     plain = load(name, backend="ort-cpu", root=root)
     graph = open_graph_artifact(root / name / "model.onnx", device="cpu")
     batches = [model_inputs(runs, name, rows) for rows in (1, 3, 4, 5, 300)]
-    wants = [plain.predict_array(x) for x in batches]
+    wants = [outputs(plain, x) for x in batches]
     failures = []
 
     def worker(offset):
         for i in range(20):
             k = (i + offset) % len(batches)
-            if not compare(graph.predict_array(batches[k]), wants[k], plain.contract).ok:
+            if not compare(outputs(graph, batches[k]), wants[k], plain.contract).ok:
                 failures.append(k)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
@@ -384,7 +385,7 @@ def test_runs_on_bound_gpu_tensors_are_never_captured(runs):
     # the binding ort-cuda-graph runs on a GPU
     out = run_with_binding(graph.runner, {graph.graph_input.name: x}, "cpu", graph.runner._binding_run_options())
     out = out[graph.contract.output.name]
-    assert compare(out.numpy(), graph.predict_array(x.numpy()), graph.contract).ok
+    assert compare(out.numpy(), outputs(graph, x.numpy()), graph.contract).ok
 
 
 def test_a_model_onnx_runtime_cannot_capture_is_refused_in_one_line(runs, monkeypatch):

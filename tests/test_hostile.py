@@ -176,7 +176,7 @@ def test_verify_json_reports_a_truncated_onnx_as_a_failed_verdict(run_root, tmp_
             cwd=tmp_path)
     assert_clean(r, 1)
     doc = strict_json(r.stdout)
-    verdict = next(v for v in doc["verdicts"] if v["backend"] == "ort-cpu")
+    verdict = next(v for v in doc["rows"] if v["backend"] == "ort-cpu")
     assert not verdict["ok"] and "model.onnx" in " ".join(verdict["failures"]) and "ort-cpu" not in doc["skipped"]
     assert doc["ok"] is False
 
@@ -195,7 +195,7 @@ def test_verify_skips_ort_cuda_with_its_reason_when_there_is_no_gpu(runs, tmp_pa
     assert_clean(r, 0)
     doc = strict_json(r.stdout)
     assert doc["ok"] and len(doc["skipped"].get("ort-cuda", "")) > 10, shown(r)
-    assert all(v["backend"] != "ort-cuda" for v in doc["verdicts"])
+    assert all(v["backend"] != "ort-cuda" for v in doc["rows"])
 
 
 @pytest.mark.parametrize("args", [["--backends", "eager,bogus"], ["--samples", "0"], ["--batch-sizes", "0"],
@@ -790,8 +790,8 @@ def test_library_predict_odd_input_raises_ptx_error(predictor, tmp_path, case):
 
 
 @pytest.mark.parametrize("predictor", BACKENDS, indirect=True)
-def test_library_predict_array_of_the_wrong_shape_raises_ptx_error(predictor):
-    _check_ptx_error(lambda: predictor.predict_array(np.zeros((1, 3, 28, 28), np.float32)))
+def test_library_run_of_the_wrong_shape_raises_ptx_error(predictor):
+    _check_ptx_error(lambda: predictor.run(predictor.head.feeds(np.zeros((1, 3, 28, 28), np.float32))))
 
 
 LOAD_CASES = {
@@ -898,7 +898,7 @@ def test_verify_real_samples_cover_every_class(runs, tmp_path, name):
     assert len(labels) == 200
     assert sorted(set(labels.tolist())) == list(range(n_classes)), \
         f"200 real samples of {name} cover only classes {sorted(set(labels.tolist()))}"
-    assert doc["verdicts"][0]["accuracy"] is not None
+    assert doc["rows"][0]["accuracy"] is not None
 
 
 # -- 12. faults: SIGKILL, concurrency ---------------------------------------------------------------------

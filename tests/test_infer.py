@@ -91,8 +91,8 @@ def test_layouts_come_from_the_metadata(runs):
     for name, shape in (("convnet", (3, 1, 28, 28)), ("logreg", (3, 784)), ("lstm", (28, 3, 28))):
         seen = []
         predictor = load(name, backend="ort-cpu", root=runs.ready(name))
-        real = predictor.predict_array
-        predictor.predict_array = lambda x, real=real: (seen.append(x.shape), real(x))[1]
+        real = predictor.run
+        predictor.run = lambda feeds, real=real: (seen.append(feeds[predictor.head.input_name].shape), real(feeds))[1]
         predictor.predict_raw(runs.test_samples(name, 3)[0])
         assert seen == [shape]
 

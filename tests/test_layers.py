@@ -144,14 +144,14 @@ def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):
 
     from ptx.infer.bench import BenchRow
     from ptx.infer.records import record_bench, record_verify
-    from ptx.infer.verify import BackendVerdict, VerifyReport
+    from ptx.infer.report import Report, Row
 
     run = tmp_path / "convnet"
     run.mkdir()
     for name in ("checkpoint.pt", "model.onnx", "model.torchscript.pt"):
         shutil.copy2(runs.trained("convnet") / name, run / name)
-    verdicts = [BackendVerdict(b, "cpu", [1, 7, 64], 0.0, 0.0, 1.0, 0.9) for b in ("eager", "torchscript", "ort-cpu")]
-    record_verify(VerifyReport("convnet", 10, "mnist-sample", {}, verdicts), run)
+    rows = [Row(b, batch_sizes=[1, 7, 64], argmax_agreement=1.0, accuracy=0.9) for b in ("eager", "torchscript", "ort-cpu")]
+    record_verify(Report("convnet", rows=rows), run)
     record_bench([BenchRow(label, "cpu", b, 1.0, 1.0, 1.0, speed * b, 10)
                   for label, speed in (("eager-cpu", 100.0), ("torchscript-cpu", 90.0), ("ort-cpu", 1000.0))
                   for b in (1, 64)], run)

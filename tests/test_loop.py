@@ -21,7 +21,9 @@ from ptx.errors import CheckpointError, MissingArtifactError, NothingToCompareEr
 from ptx.export.api import export_model
 from ptx.files import file_sha256
 from ptx.infer import load, open_artifact
-from ptx.infer.verify import RULE, BackendVerdict, VerifyReport, verify
+from ptx.contract.comparison import OutputAgreement
+from ptx.infer.report import RULE, Report, Row
+from ptx.infer.verify import verify
 from ptx.models import get
 from ptx.trainers.checkpoint import checkpoint_bytes
 from ptx.trainers.loop import TrainConfig, train
@@ -76,28 +78,29 @@ def test_a_probability_on_the_threshold_is_a_tie_for_binary_models():
     assert not compare(np.array([[0.2], [0.9]]), want, contract, tolerance=tol).ok
 
 
-def verdict(**kw):
-    base = dict(backend="openvino", device="cpu", batch_sizes=[1, 7, 64], max_abs=0.1, max_rel=1.0,
-                argmax_agreement=0.985, accuracy=0.9, precision="bf16")
-    return BackendVerdict(**{**base, **kw})
+def verdict(max_abs=0.1, ties=0, problem=None, **kw):
+    logits = OutputAgreement("logits", Tolerance(1e-4, 1e-3), 1, max_abs, 1.0, ties=ties, problem=problem)
+    base = dict(backend="openvino", device="cpu", batch_sizes=[1, 7, 64], argmax_agreement=0.985, accuracy=0.9,
+                precision="bf16", outputs=[logits])
+    return Row(**{**base, **kw})
 
 
 def test_a_reduced_precision_row_below_its_gate_is_not_usable_unless_it_was_asked_for():
-    eager = verdict(backend="eager", precision="f32", max_abs=0.0, max_rel=0.0, argmax_agreement=1.0)
-    ort = verdict(backend="ort-cpu", precision="f32", max_abs=1e-6, max_rel=1e-4, argmax_agreement=0.999, ties=1)
+    eager = verdict(backend="eager", precision="f32", max_abs=0.0, argmax_agreement=1.0)
+    ort = verdict(backend="ort-cpu", precision="f32", max_abs=1e-6, argmax_agreement=0.999, ties=1)
     bf16 = verdict(unusable=["labels agree on 98.5% (< 99%)"])
-    report = VerifyReport("convnet", 1000, "mnist-sample", {}, [eager, ort, bf16])
+    report = Report("convnet", rows=[eager, ort, bf16])
     assert bf16.status == "NOT USABLE" and not bf16.ok  # bench and serve never pick it
     assert report.ok and report.exit_status == 0
     assert "not usable at their precision: openvino-bf16" in report.summary() and "1 tie" in report.summary()
     doc = report.to_dict()
     assert doc["exit_status"] == 0 and doc["rule"] == RULE
-    assert [v["status"] for v in doc["verdicts"]] == ["PASS", "PASS", "NOT USABLE"]
-    asked = VerifyReport("convnet", 1000, "mnist-sample", {}, [eager, ort, verdict(unusable=["x"], required=True)])
+    assert [v["status"] for v in doc["rows"]] == ["PASS", "PASS", "NOT USABLE"]
+    asked = Report("convnet", rows=[eager, ort, verdict(unusable=["x"], required=True)])
     assert not asked.ok and asked.exit_status == 1
-    broken = VerifyReport("convnet", 1000, "mnist-sample", {}, [eager, verdict(failures=["3 NaN/Inf values"])])
-    assert broken.exit_status == 1
-    alone = VerifyReport("convnet", 1000, "mnist-sample", {}, [eager])
+    broken = Report("convnet", rows=[eager, verdict(problem="3 NaN/Inf values")])
+    assert broken.exit_status == 1 and broken.rows[1].failures == ["3 NaN/Inf values"]
+    alone = Report("convnet", rows=[eager])
     assert not alone.ok and alone.exit_status == 2
 
 
@@ -203,7 +206,7 @@ def test_export_into_a_run_folder_exports_that_run_and_verify_finds_it_with_run(
     predictor = load("logreg", run=quick)
     assert predictor.info.get("checkpoint_sha256") == file_sha256(quick / "checkpoint.pt")
     report = verify("logreg", run=quick, backends=["ort-cpu"], samples=50, notice=lambda _: None)
-    assert report.ok and [v.backend for v in report.verdicts] == ["ort-cpu"]
+    assert report.ok and [v.backend for v in report.rows] == ["ort-cpu"]
 
 
 def test_a_missing_run_says_where_ptx_looked_and_how_to_point_it(tmp_path):

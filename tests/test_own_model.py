@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import own_models as zoo
+from conftest import outputs
 from ptx.contract.comparison import compare_output, default_tolerance
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig, infer_batch_axes, parse_declaration, parse_shape
@@ -114,7 +115,7 @@ def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_
     from pathlib import Path
 
     from ptx.contract.comparison import needed_atol_text
-    from ptx.infer.verify_reference import ReferenceReport, Row
+    from ptx.infer.report import Report, Row
 
     rng = np.random.default_rng(0)
     tol = default_tolerance("float32")
@@ -134,8 +135,8 @@ def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_
     assert covered.max_abs > 0 and covered.needed_atol == 0 and needed_atol_text(covered) == "none"
     assert needed_atol_text(agreement) == f"{agreement.needed_atol:.2e}"
     bad = compare_output("y", np.ones((3, 4), np.float32) * 2, np.ones((3, 4), np.float32), tol, 0)
-    report = ReferenceReport(Path("m.onnx"), "onnx", "ort-cpu", "ort-cpu", Signature((), ()), "", [],
-                              rows=[Row("openvino", "ort-cpu", cases=["batch 3"], outputs=[bad])] * 3)
+    report = Report("m.onnx", "onnx", "ort-cpu", signature=Signature((), ()),
+                    rows=[Row("openvino", against="ort-cpu", cases=["batch 3"], outputs=[bad])] * 3)
     assert report.summary().endswith("(and 2 more table rows fail)")
     report.rows = report.rows[:2]
     assert report.summary().endswith("(and 1 more table row fails)")
@@ -357,7 +358,7 @@ def test_exports_written_before_digests_load_as_before(runs, tmp_path):
     with torchscript.quiet_jit():
         torch.jit.save(module, str(tmp_path / "model.torchscript.pt"), _extra_files={"ptx.json": json.dumps(strings)})
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
-    want = load(run / "model.onnx").predict_array(x)
+    want = outputs(load(run / "model.onnx"), x)
     for file, backend in (("model.onnx", "ort-cpu"), ("model.torchscript.pt", "torchscript"), ("model.onnx", "openvino")):
         from ptx.infer.backends import get as get_backend
 
@@ -365,7 +366,7 @@ def test_exports_written_before_digests_load_as_before(runs, tmp_path):
             continue
         old = load(tmp_path / file, backend=backend)
         assert old.contract.model == "convnet"
-        assert np.allclose(old.predict_array(x), want, atol=1e-4)
+        assert np.allclose(outputs(old, x), want, atol=1e-4)
 
 
 def test_tutorial_predictors_answer_the_tensor_layer_too(runs):
@@ -374,7 +375,7 @@ def test_tutorial_predictors_answer_the_tensor_layer_too(runs):
     assert (sig.input_names, sig.output_names) == (["input"], ["logits"]) and sig.batched
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     out = predictor.run({"input": x})
-    assert np.array_equal(out["logits"], predictor.predict_array(x))
+    assert np.array_equal(out["logits"], outputs(predictor, x))
     with pytest.raises(InputError, match="no input 'image'"):
         predictor.run({"image": x})
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PT2_MODELS, needs_gpu, skip_if_torch_loader_crashes
+from conftest import PT2_MODELS, needs_gpu, outputs, skip_if_torch_loader_crashes
 from ptx.contract import compare
 from ptx.contract.metadata import from_props, from_strings
 from ptx.contract.transforms import to_model_input
@@ -125,7 +125,7 @@ def test_pt2_loads_without_ptx_and_matches_eager_at_batch_1_7_64(runs, tmp_path,
     arrays = {}
     for b in (1, 7, 64):
         x = to_model_input(raw[:b], eager.contract)  # lstm: (28, b, 28), batch on axis 1
-        arrays[f"x{b}"], arrays[f"want{b}"] = x, eager.predict_array(x)
+        arrays[f"x{b}"], arrays[f"want{b}"] = x, outputs(eager, x)
     np.savez(tmp_path / "data.npz", **arrays)
     result = subprocess.run([sys.executable, "-c", TORCH_ONLY, str(run_dir / "model.pt2"), str(tmp_path / "data.npz")],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -172,7 +172,7 @@ def test_an_aoti_predictor_agrees_with_eager_under_the_one_rule(runs):
     aoti, eager = load("convnet", backend="aoti", root=root), load("convnet", backend="eager", root=root)
     raw, _ = runs.test_samples("convnet", 64)
     x = to_model_input(raw, eager.contract)
-    assert compare(aoti.predict_array(x), eager.predict_array(x), eager.contract).ok
+    assert compare(outputs(aoti, x), outputs(eager, x), eager.contract).ok
     assert [r.label for r in aoti.predict_raw(raw)] == [r.label for r in eager.predict_raw(raw)]
 
 

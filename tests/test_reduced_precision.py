@@ -57,7 +57,7 @@ def test_int8_export_and_verify_give_one_verdict(int8_export):
     """Export judges with verify's own samples, batches and backend: the same file gets the same numbers."""
     root, result = int8_export
     report = verify("convnet", backends=["ort-cpu-int8"], root=root, notice=lambda _: None)
-    [row] = report.verdicts
+    [row] = report.rows
     judged = result.judgement
     assert result.judged_by == "ort-cpu-int8" and judged.samples == report.samples == 1000
     assert (judged.label_agreement, judged.accuracy) == (row.argmax_agreement, row.accuracy)
@@ -69,7 +69,7 @@ def test_int8_export_records_its_precision_and_is_judged_by_labels(int8_root, ru
     assert meta["ptx.precision"] == "int8" and meta["ptx.quantization"].startswith("static QDQ")
     assert "512 calibration samples" in meta["ptx.quantization"]
     report = verify("convnet", backends=["ort-cpu", "openvino"], root=int8_root, samples=300, notice=lambda _: None)
-    rows = {(v.backend, v.precision): v for v in report.verdicts}
+    rows = {(v.backend, v.precision): v for v in report.rows}
     int8 = rows[("ort-cpu", "int8")]
     # The verdict's own reasons (failures and a missed label/accuracy gate) in the message.
     assert int8.status == "PASS", f"{int8.status}: {int8.reasons}"

@@ -24,6 +24,7 @@ from PIL import Image
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from conftest import outputs
 from ptx.contract import compare
 from ptx.contract.protocol import TritonBackend, model_config
 from ptx.contract.transforms import to_model_input
@@ -109,7 +110,7 @@ def test_a_batch_of_8_digits_gets_predict_raw_labels_and_logits_within_tolerance
     predictor = load(name, root=runs.ready(name))
     raw, _ = runs.test_samples(name, 8)
     x = to_model_input(raw, predictor.contract)  # (8, 1, 28, 28); lstm (28, 8, 28)
-    want = predictor.predict_array(x)
+    want = outputs(predictor, x)
     labels = [p.label for p in predictor.predict(raw, raw=True)]  # what `ptx predict --raw` answers
     for module, client in clients(server):
         tensor = module.InferInput("input", list(x.shape), "FP32")
@@ -202,7 +203,7 @@ def test_concurrent_requests_of_different_lengths_batch_and_answer_as_alone(serv
         assert list(pool.map(one, words)) == [p.label_name for p in alone]
     predictor = load("lstm", root=runs.ready("lstm"))
     raw, _ = runs.test_samples("lstm", 24)
-    want = predictor.predict_array(to_model_input(raw, predictor.contract))
+    want = outputs(predictor, to_model_input(raw, predictor.contract))
     client = grpcclient.InferenceServerClient(server.grpc)
 
     def lstm_one(i):

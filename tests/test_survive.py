@@ -57,7 +57,7 @@ def test_verify_all_goes_on_past_a_backend_that_raises_and_a_model_that_fails(ro
     assert result.exit_code == 1
     docs = json.loads(result.output[result.output.index("["):])
     assert [d["model"] for d in docs] == list(MODELS)
-    assert docs[0]["error"] == "RuntimeError: the reference blew up" and docs[1]["verdicts"]
+    assert docs[0]["error"] == "RuntimeError: the reference blew up" and docs[1]["rows"]
 
 
 def test_a_segfault_in_the_pt2_loader_is_one_line_and_leaves_no_file(tmp_path):

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import outputs
 from ptx.contract.metadata import from_props
 from ptx.contract.transforms import pictures_from_model_input, to_model_input
 from ptx.errors import ArtifactError, InputError, PtxError
@@ -89,7 +90,7 @@ def test_uint8_pictures_give_the_float_exports_answers(exported, runs, backend, 
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     assert np.array_equal(got.argmax(1), want.argmax(1))
     # Float batches (verify's, export's validation) still run: mapped back to their pictures.
-    np.testing.assert_allclose(as_uint8.predict_array(to_model_input(raw[:7], as_float.contract)), want[:7],
+    np.testing.assert_allclose(outputs(as_uint8, to_model_input(raw[:7], as_float.contract)), want[:7],
                                atol=1e-5, rtol=1e-5)
     # predict() on pictures takes the uint8 path, with the float export's labels.
     assert [p.label for p in as_uint8.predict(raw[:5], raw=True)] == [p.label for p in as_float.predict(raw[:5], raw=True)]
@@ -220,4 +221,4 @@ def test_verify_judges_a_uint8_export_of_a_normalising_model(exported):
 
     _, raw_dir = exported
     report = verify("convnet", backends=["ort-cpu", "torchscript-cpu"], samples=64, run=raw_dir, notice=lambda _: None)
-    assert report.ok and {v.label for v in report.verdicts} >= {"ort-cpu", "torchscript-cpu"}, report.table()
+    assert report.ok and {v.label for v in report.rows} >= {"ort-cpu", "torchscript-cpu"}, report.table()

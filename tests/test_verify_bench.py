@@ -59,8 +59,8 @@ def test_verify_json_and_saved_inputs(runs, tmp_path):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["ok"] and doc["samples"] == 100
-    assert {v["backend"] for v in doc["verdicts"]} >= {"eager", "torchscript", "ort-cpu"}
-    assert all(v["batch_sizes"] == [1, 5, 7] for v in doc["verdicts"])
+    assert {v["backend"] for v in doc["rows"]} >= {"eager", "torchscript", "ort-cpu"}
+    assert all(v["batch_sizes"] == [1, 5, 7] for v in doc["rows"])
     saved = np.load(tmp_path / "inputs.npz")
     assert {"real", "zeros", "ones", "batch-1", "batch-5", "batch-7", "labels"} <= set(saved.files)
     assert saved["real"].shape == (100, 1, 28, 28)

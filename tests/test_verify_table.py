@@ -1,8 +1,10 @@
-"""How `ptx verify` prints a report (infer/verify_table.py): a two-line heading, the rows that ran, rows
+"""How `ptx verify` prints a tutorial model's report (infer/report.py): a two-line heading, the rows that ran, rows
 skipped for one reason on one line, and a line per device this machine lacks; --all-rows lists all."""
 from __future__ import annotations
 
-from ptx.infer.verify import BackendVerdict, VerifyReport
+from ptx.contract import Tolerance
+from ptx.contract.comparison import OutputAgreement
+from ptx.infer.report import Report, Row
 
 CPU, CUDA = {"atol": 1e-4, "rtol": 1e-3}, {"atol": 1e-3, "rtol": 1e-2}
 NO_GPU = "no CUDA GPU visible to torch"
@@ -10,12 +12,17 @@ NO_DRIVER = "no NVIDIA GPU or driver found on this machine"
 NO_INT8 = "no model.int8.onnx for convnet in runs/convnet: run `ptx export convnet --format onnx-int8` first"
 
 
-def cpu_machine_report() -> VerifyReport:
+def row(backend, device, max_abs, max_rel, agreement, accuracy, precision="f32") -> Row:
+    logits = OutputAgreement("logits", Tolerance(1e30, 0.0), 1, max_abs, max_rel)
+    return Row(backend, device, precision, batch_sizes=[1, 7, 64], outputs=[logits], argmax_agreement=agreement,
+               accuracy=accuracy)
+
+
+def cpu_machine_report() -> Report:
     """What verify reports for convnet on a CPU-only machine with no int8 export: two rows ran."""
-    ran = [BackendVerdict("eager", "cpu", [1, 7, 64], 0.0, 0.0, 1.0, 0.981),
-           BackendVerdict("ort-cpu", "cpu", [1, 7, 64], 7.6e-6, 2.4e-3, 1.0, 0.981)]
-    report = VerifyReport("convnet", 1000, "mnist-sample", {"cpu": CPU, "cuda": CUDA}, ran,
-                          references={"cpu": "eager-cpu", "cuda": "eager-cpu for torch-free rows"})
+    ran = [row("eager", "cpu", 0.0, 0.0, 1.0, 0.981), row("ort-cpu", "cpu", 7.6e-6, 2.4e-3, 1.0, 0.981)]
+    report = Report("convnet", rows=ran, samples=1000, data="mnist-sample", tolerances={"cpu": CPU, "cuda": CUDA},
+                    references={"cpu": "eager-cpu", "cuda": "eager-cpu for torch-free rows"})
     report.skipped = {"ort-cpu-int8": NO_INT8, "openvino-int8": NO_INT8, "eager-cuda": NO_GPU,
                       "eager-cuda-tf32": NO_GPU, "ort-cuda": NO_DRIVER, "ort-cuda-tf32": NO_DRIVER}
     report.unrunnable = {label: "cuda" for label in ("eager-cuda", "eager-cuda-tf32", "ort-cuda", "ort-cuda-tf32")}
@@ -47,8 +54,8 @@ def test_all_rows_lists_each_row_with_its_own_reason():
 
 def test_the_heading_names_a_reduced_precision_gate_and_another_reference_only_when_such_rows_ran():
     report = cpu_machine_report()
-    report.verdicts.append(BackendVerdict("openvino", "cpu", [1, 7, 64], 0.1, 37.6, 0.996, 0.978, precision="bf16"))
-    report.verdicts.append(BackendVerdict("ort-cuda", "cuda", [1, 7, 64], 2e-5, 1e-3, 1.0, 0.981))
+    report.rows.append(row("openvino", "cpu", 0.1, 37.6, 0.996, 0.978, precision="bf16"))
+    report.rows.append(row("ort-cuda", "cuda", 2e-5, 1e-3, 1.0, 0.981))
     first, rule = report.table().splitlines()[:2]
     assert first.endswith("each row against eager (cuda rows: eager-cpu for torch-free rows)")
     assert rule == ("pass: f32 |diff| <= 0.0001 + 0.001 x |eager| (cpu), 0.001 + 0.01 x |eager| (cuda); "

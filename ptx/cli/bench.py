@@ -90,8 +90,8 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
         report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None, run=run)
         record_verify(report, run_folder(name, root, run))
-        unverified = {v.label: "; ".join(v.reasons) for v in report.verdicts if not v.ok and v.label in timed}
-        verdicts = fastest(rows, {v.label for v in report.verdicts if v.ok})
+        unverified = {v.label: "; ".join(v.reasons) for v in report.rows if not v.ok and v.label in timed}
+        verdicts = fastest(rows, {v.label for v in report.rows if v.ok})
     if as_json:
         click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped,
                                "fastest": [asdict(v) for v in verdicts], "unverified": unverified}, indent=2))

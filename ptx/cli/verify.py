@@ -158,7 +158,6 @@ def _verify_reference(path, *, backends, batch_sizes, atol, rtol, as_json, again
                  declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
                  strict=False, save_inputs=None, locate=False, repro=None) -> None:
     """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
-    from ptx.contract.tensor_inputs import VERIFY_BATCHES
     from ptx.infer.verify import verify
     from ptx.cli.options import open_options, plan_options
 
@@ -194,8 +193,8 @@ def _triage(report, model, root, run, as_json) -> list:
     from ptx.infer.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    reduced = [v.label for v in report.verdicts if v.precision != FULL_PRECISION and not v.failures]
-    failed = [v.label for v in report.verdicts if v.precision == FULL_PRECISION and v.status == "FAIL"]
+    reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
+    failed = [v.label for v in report.rows if v.precision == FULL_PRECISION and v.status == "FAIL"]
     if failed:
         say(f"where {', '.join(failed)} parts from eager: ptx verify {run_folder(model, root, run) / 'model.onnx'} "
             "--locate (the f32 rows trace on the ONNX file)")
@@ -236,7 +235,7 @@ def _verify_help() -> None:
     """verify's --help states the rule its table and JSON state, from the one definition."""
     import textwrap
 
-    from ptx.infer.verify import RULE
+    from ptx.infer.report import RULE
 
     # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
     entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
