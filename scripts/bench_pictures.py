@@ -61,12 +61,23 @@ def _prepare(args):
     return np.stack([s for s in _prepare_chunk(paths, step) if isinstance(s, np.ndarray)])
 
 
+def _pipeline_module():
+    """Where this checkout keeps the picture pipeline's entry points: the head since one model, one
+    runner (issue 43); the predictor module in a checkout from before it (a before/after run)."""
+    try:
+        from ptx.infer import head
+        return head
+    except ImportError:
+        from ptx.infer import predictor
+        return predictor
+
+
 def _prepare_chunk(paths, step) -> list:
     """Samples (or errors) of a chunk of pictures, as this checkout's workers make them (a checkout
     from before prepare_pictures, run for a before/after comparison, prepares them one by one)."""
     from ptx.errors import InputError
-    from ptx.infer import predictor
 
+    predictor = _pipeline_module()
     if hasattr(predictor, "prepare_pictures"):
         return predictor.prepare_pictures([(p, None) for p in paths], step)
     out = []
@@ -118,8 +129,8 @@ def pipeline_cost(paths: list[str], model_file: Path, count: int = 256, repeat: 
     FOLDER`'s workers run it ("in a folder"), and of a plain decode + area resize ("plain"), over
     the first ``count`` files: each row's fastest of ``repeat`` runs, the rows taken in turn."""
     from ptx.infer import open_artifact
-    from ptx.infer.head import prepare_picture
 
+    prepare_picture = _pipeline_module().prepare_picture
     step = open_artifact(model_file, "ort-cpu").contract.picture
     files = paths[:count]
     rows = {"alone": lambda: [prepare_picture(p, step) for p in files],
