@@ -198,6 +198,8 @@ class Report:
     cases: list[str] = field(default_factory=list)
     fed: list = field(default_factory=list, repr=False)
     against: str | Path | None = None  # --against's file (named in the --locate offer)
+    # A tutorial model's: for each failing row, the command that says where it parts (--locate).
+    offers: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -247,7 +249,8 @@ class Report:
                "notes": self.notes, "ok": self.ok, "exit_status": self.exit_status, "summary": self.summary()}
         if self.kind == TUTORIAL:
             return {"model": self.name, "samples": self.samples, "data": self.data, "tolerances": self.tolerances,
-                    "references": self.references, "static": self.static, "rule": RULE, **doc}
+                    "references": self.references, "static": self.static, "rule": RULE, "locate_commands": self.offers,
+                    **doc}
         reference = self.reference_row
         not_run = {label: self.skipped[label] for label in self.unrunnable}
         return {"path": self.name, "kind": self.kind, "reference": self.reference,
@@ -318,7 +321,7 @@ def _tutorial_table(report: Report, all_rows: bool) -> list[str]:
               for (why, checked, *_), labels in shared.items()]
     lines += _device_lines(report, machine)
     lines += _composition_lines(report)
-    return lines + [report.summary()]
+    return lines + report.offers + [report.summary()]
 
 
 def _device_lines(report: Report, machine: dict[str, str]) -> list[str]:

@@ -150,7 +150,33 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
             row.unusable = judge_reduced_outputs(got[0][output], want[0][output], truth, contract).unusable
     if not any(r.backend != REFERENCE for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
+    report.offers = locate_offers(name, report, run_folder(name, root, run), overrides)
     return report
+
+
+def locate_offers(name: str, report: Report, run_dir: Path, tolerance: dict | None = None) -> list[str]:
+    """The command that says where each failing row parts, one line each (issue 44: offered under
+    every DISAGREE). An f32 ONNX row is traced on model.onnx: a runtime against ort-cpu there, and
+    ort-cpu itself against the TorchScript export, module by module (eager's own code, scripted); a
+    reduced row by its triage. A row that failed to load, or only on its batch composition, has no
+    second side to trace. ``tolerance``: the --atol/--rtol given, passed on (the file's default would
+    find nothing to locate)."""
+    onnx_file = run_dir / "model.onnx"
+    given = "".join(f" --{k} {v:g}" for k, v in (tolerance or {}).items())
+    offers = []
+    for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
+        if row.error or (row.disagreeing is None and not row.unusable):
+            continue
+        if row.precision != FULL_PRECISION:
+            offers.append(f"where {row.label} loses labels: ptx verify {name} --backends {row.label} --locate "
+                          "(the nodes to keep in f32)")
+        elif registry.get(row.backend).artifact == "onnx" and row.backend == "ort-cpu":
+            offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
+                          f"{run_dir / 'model.torchscript.pt'}{given} --locate [--repro DIR]")
+        elif registry.get(row.backend).artifact == "onnx":
+            offers.append(f"where {row.label} parts: ptx verify {onnx_file} --backends {row.label}{given} --locate "
+                          "[--repro DIR] (against ort-cpu on the same file)")
+    return offers
 
 
 def _run_of(model, chunk: int):

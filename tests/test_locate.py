@@ -222,3 +222,22 @@ def test_bad_uses_are_one_line_each(resnet, tmp_path):
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     agree = ptx("verify", resnet["model"], "--locate")
     assert agree.returncode == 0 and "nothing to locate: every backend agrees" in agree.stderr
+
+
+def test_a_tutorial_models_disagreeing_rows_offer_the_command_that_locates_them(runs):
+    """Issue 44 item 1: offered under every DISAGREE, a tutorial model's too. With a tolerance no
+    runtime meets, ort-cpu's row offers the ONNX file against its TorchScript export (eager's code,
+    module by module), another runtime's row the file against ort-cpu; the --atol given goes with
+    it, and the offered command traces to an origin."""
+    root = runs.ready("convnet")
+    result = ptx("verify", "convnet", "--root", root, "--backends", "ort-cpu", "--atol", "1e-9", "--rtol", "0",
+                 "--samples", "50")
+    assert result.returncode == 1, result.stdout + result.stderr
+    offer = next(ln for ln in result.stdout.splitlines() if ln.startswith("where ort-cpu parts from eager: "))
+    onnx_file, torchscript = root / "convnet" / "model.onnx", root / "convnet" / "model.torchscript.pt"
+    command = offer.split(": ", 1)[1].removesuffix(" [--repro DIR]")
+    assert command == f"ptx verify {onnx_file} --against {torchscript} --atol 1e-09 --rtol 0 --locate"
+    assert json.loads(ptx("verify", "convnet", "--root", root, "--backends", "ort-cpu", "--atol", "1e-9", "--rtol",
+                          "0", "--samples", "50", "--json").stdout)["locate_commands"] == [offer]
+    traced = ptx(*command.split()[1:])
+    assert traced.returncode == 1 and "origin: node " in traced.stdout, traced.stdout + traced.stderr
