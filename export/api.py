@@ -171,8 +171,10 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         if fmt.calibrated:
             options["calibration"] = calibration_inputs(ckpt, name)
         if keep_f32 and fmt.name == "onnx-int8":
-            def judge(path: Path, fmt=fmt):  # verify's judge, samples and batches, as below
-                return judge_reduced(_open(open_predictor, path, fmt, "cpu"), model, ckpt, notice=lambda _: None)[0]
+            def judge(path: Path, fmt=fmt, eager={}):  # verify's judge, samples and batches, as below;
+                # eager's answers on them computed once for every file the search judges
+                return judge_reduced(_open(open_predictor, path, fmt, "cpu"), model, ckpt, notice=lambda _: None,
+                                     eager=eager)[0]
 
             options.update(keep_f32=keep_f32, rank=rank, judge=judge, log=log)
         if fmt.progress:

@@ -108,16 +108,19 @@ def _validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, f
 
 
 def judge_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict,
-                  notice=print) -> tuple[ReducedJudgement, str]:
+                  notice=print, eager: dict | None = None) -> tuple[ReducedJudgement, str]:
     """Judge a reduced-precision artifact as ``ptx verify`` does, on the same real test samples in
     the same batches: (judgement, dataset name). DataError where the run's dataset is not on this
-    machine."""
+    machine. ``eager``: a dict that keeps the samples and eager's answers between calls, for a
+    caller judging many files of one model (--keep-f32 auto's search)."""
     contract: Contract = ckpt["contract"]
-    dataset = (ckpt.get("dataset") or {}).get("name") or contract.model
-    raw, truth, data_name = judging_samples(dataset, contract, notice=notice)
-    x = to_layout(normalize(raw, contract), contract)
-    axis = contract.input.batch_axis
-    got = run_in_batches(lambda batch: _outputs(predictor, batch), x, axis, JUDGING_BATCH)
-    with torch.inference_mode():
-        want = run_in_batches(lambda batch: model(torch.from_numpy(batch)).numpy(), x, axis, JUDGING_BATCH)
-    return judge_reduced_outputs(got, want, truth, contract), data_name
+    kept = eager if eager is not None else {}
+    if "want" not in kept:
+        dataset = (ckpt.get("dataset") or {}).get("name") or contract.model
+        raw, kept["truth"], kept["data"] = judging_samples(dataset, contract, notice=notice)
+        kept["x"] = to_layout(normalize(raw, contract), contract)
+        with torch.inference_mode():
+            kept["want"] = run_in_batches(lambda batch: model(torch.from_numpy(batch)).numpy(), kept["x"],
+                                          contract.input.batch_axis, JUDGING_BATCH)
+    got = run_in_batches(lambda batch: _outputs(predictor, batch), kept["x"], contract.input.batch_axis, JUDGING_BATCH)
+    return judge_reduced_outputs(got, kept["want"], kept["truth"], contract), kept["data"]
