@@ -13,9 +13,8 @@ from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
 from ptx.contract.runs import run_folders, run_model
 from ptx.contract.tensors import TensorSig, parse_declaration
-from ptx.errors import (ArtifactError, MissingArtifactError, NotPtxArtifactError, PtxError, StaleArtifactWarning,
-                        UnknownModelError,
-                        UnusablePrecisionWarning)
+from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, NotPtxArtifactError, PtxError,
+                        StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning)
 from ptx.files import file_sha256
 
 from . import backends
@@ -306,6 +305,10 @@ def open_own_model(path: str | Path, backend: str | None = None, *, device: str 
     path = Path(path)
     found = read_model_file(path)
     chosen, device = resolve_backend(found.kind, backend, device)
+    why = chosen.unavailable(device)
+    if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
+        raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
+                                      f"{DEFAULT_FILE_BACKEND[found.kind]}")
     declared = as_declarations(inputs)
     options = {"inputs": declared, "batch_axes": dict(batch_axes or {}), "ignore_metadata": ignore_metadata}
     if probe and (ignore_metadata or not found.metadata):

@@ -122,3 +122,22 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
     assert {"eager-cuda-graph", "torchscript-cuda", "torchscript-cpu"} <= offered
     assert "eager-cuda-graph" in {row.label for row in file_backends("pt2")}
     assert "eager-cuda-graph" not in {row.label for row in file_backends("onnx")}
+
+
+def test_a_users_file_on_a_cuda_row_without_a_gpu_is_one_line_naming_the_row_and_what_runs(files):
+    """Issue 45, proven on the CPU: every CUDA row a user's file is offered (ort-cuda, ort-cuda-graph,
+    torchscript-cuda, eager-cuda-graph) says, before any loader runs, that it cannot run here and
+    which backend can; verify lists them as not run (tests/test_gpu_check.py)."""
+    from ptx.errors import BackendUnavailableError
+
+    rows = {"onnx": ["ort-cuda", "ort-cuda-graph"], "torchscript": ["torchscript-cuda", "eager-cuda-graph"]}
+    for kind, labels in rows.items():
+        for label in labels:
+            backend = next(b for b in map(backends.get, backends.list_backends()) if label.startswith(b.name))
+            if backend.unavailable("cuda") is None:
+                pytest.skip("a CUDA GPU is here: the rows run (tests/test_gpu.py)")
+            with pytest.raises(BackendUnavailableError) as refused:
+                load(files[kind], backend=label, **({"inputs": ["x=batch,4:float32"]} if kind != "onnx" else {}))
+            said = str(refused.value)
+            assert said.startswith(f"{label} cannot run here: ") and "\n" not in said
+            assert said.endswith("use --backend " + ("ort-cpu" if kind == "onnx" else "torchscript"))
