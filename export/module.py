@@ -38,7 +38,7 @@ from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import OutputAgreement, check_tolerance, compare_output, default_tolerance
 from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, check_feeds, make_feeds, plan_inputs
-from ptx.contract.tensors import Signature, TensorSig, dtype_info, parse_declaration
+from ptx.contract.tensors import Signature, TensorSig, as_declarations, dtype_info
 from ptx.errors import InputError, PtxError, ValidationError, first_line
 from ptx.files import file_sha256
 
@@ -314,8 +314,7 @@ def example_signature(module: torch.nn.Module, example_inputs, inputs, input_nam
                       log: Callable[[str], None] = print) -> tuple[tuple[TensorSig, ...], tuple[torch.Tensor, ...]]:
     """The inputs' signature and the example tensors the exporters are called with (see
     export_module: declarations, examples, or both)."""
-    declared = tuple(t if isinstance(t, TensorSig) else parse_declaration(str(t)) for t in (inputs or ()))
-    declared = _in_forward_order(module, declared, log)
+    declared = _in_forward_order(module, as_declarations(inputs), log)
     if example_inputs is None:
         if not declared:
             raise PtxError("the module comes without example inputs: declare each input in forward()'s order with "

@@ -12,7 +12,7 @@ from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEF
 from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
 from ptx.contract.runs import run_folders, run_model
-from ptx.contract.tensors import TensorSig, parse_declaration
+from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, NotPtxArtifactError, PtxError,
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning)
 from ptx.files import file_sha256
@@ -271,11 +271,6 @@ def _warned(predictor: Model) -> Model:
 
 
 # -- a user's own model: a file ptx did not write (or wrote from a user's module), or a live nn.Module --
-
-
-def as_declarations(inputs: Sequence[TensorSig | str] | None) -> tuple[TensorSig, ...]:
-    """``inputs=`` as the library takes it: TensorSigs or ``"name=shape:dtype"`` strings."""
-    return tuple(t if isinstance(t, TensorSig) else parse_declaration(str(t)) for t in (inputs or ()))
 
 
 def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple[object, str]:

@@ -20,13 +20,12 @@ import numpy as np
 
 from ptx.contract.metadata import from_props
 from ptx.contract.names import FULL_PRECISION
-from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
 from .model_files import check_weights, read_model_file
 from .onnx_graph import graph_signature, read_graph
-from .ort_runner import check_graph_tensor, file_signature
+from .ort_runner import export_signature, file_signature
 from .runner import Runner, describe_feeds
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
@@ -202,12 +201,6 @@ def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = 
                             f"{'model.int8.onnx' if precision == 'int8' else 'model.onnx'}")
     core = ov.Core()
     model = read_openvino_model(core, path, "; re-export with `ptx export`")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ArtifactError(f"{path}: the graph has {len(model.inputs)} inputs and {len(model.outputs)} "
-                            "outputs; a ptx export has one of each")
-    check_graph_tensor(_graph_tensor(model.inputs[0]), info.raw_input or info.contract.input,
-                       "input" if info.raw_input is None else "raw_input", path)
-    check_graph_tensor(_graph_tensor(model.outputs[0]), info.contract.output, "output", path)
-    runner = OpenVinoRunner(path, precision, signature_of_contract(info.contract, info.raw_input), core=core,
-                            model=model)
+    runner = OpenVinoRunner(path, precision, export_signature(model.inputs, model.outputs, info, path, _graph_tensor),
+                            core=core, model=model)
     return Model(runner, Head(info))

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.schema import ContractError
+from ptx.contract.schema import ContractError, signature_of_contract
 from ptx.contract.tensors import Signature, TensorSig, dtype_of_ort, infer_batch_axes
 from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
 
@@ -350,12 +350,25 @@ def check_graph_tensor(node, tensor, field: str, path: Path) -> None:
             refuse(f"shape[{i}] is {claimed}, but the graph's axis is the dynamic {actual!r}")
 
 
+def export_signature(inputs: Sequence, outputs: Sequence, info, path: Path,
+                     describe=lambda tensor: tensor) -> Signature:
+    """The signature of a ptx export (ort and openvino's ``load``) whose graph has one input and one
+    output, each what its metadata (``info``, head.artifact_info) claims; ``describe`` puts a graph
+    tensor as ORT describes one (check_graph_tensor)."""
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "
+                            "a ptx export has one of each")
+    check_graph_tensor(describe(inputs[0]), info.raw_input or info.contract.input,
+                       "input" if info.raw_input is None else "raw_input", path)
+    check_graph_tensor(describe(outputs[0]), info.contract.output, "output", path)
+    return signature_of_contract(info.contract, info.raw_input)
+
+
 def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = "f32",
                         runner_class: type[OrtRunner] = OrtRunner):
     """A tutorial model's ONNX export (ort-cpu, ort-cuda, ort-cuda-graph's ``load``): the runner
     answers its contract's one input and one output, checked against the graph; the head above it."""
     from ptx.contract.metadata import from_props
-    from ptx.contract.schema import signature_of_contract
 
     from .head import Head, artifact_info
     from .model import Model
@@ -368,15 +381,8 @@ def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = 
         if stored != ("f32" if precision == "tf32" else precision):  # tf32 runs the f32 file
             raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
                                 f"{'ptx export --format onnx-int8 writes model.int8.onnx' if precision == 'int8' else 'use its own --precision'}")
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "
-                                "a ptx export has one of each")
-        check_graph_tensor(inputs[0], info.raw_input or info.contract.input,
-                           "input" if info.raw_input is None else "raw_input", path)
-        check_graph_tensor(outputs[0], info.contract.output, "output", path)
         read["info"] = info
-        return signature_of_contract(info.contract, info.raw_input)
+        return export_signature(session.get_inputs(), session.get_outputs(), info, path)
 
     runner = runner_class(Path(path), device, precision, signature_of)
     return Model(runner, Head(read["info"]))

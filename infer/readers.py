@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ptx.contract.schema import signature_of_contract
-from ptx.contract.tensors import Signature
+from ptx.contract.tensors import Signature, as_declarations
 from ptx.errors import PtxError
 
 from . import backends as registry
 from .model_files import ModelFile, read_model_file
-from .api import DEFAULT_FILE_BACKEND, KIND_NAMES, as_declarations, open_own_model, probe_args
+from .api import DEFAULT_FILE_BACKEND, KIND_NAMES, open_own_model, probe_args
 
 NO_GPU = "no GPU"
 

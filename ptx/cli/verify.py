@@ -84,13 +84,21 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     if locate and all_models:
         raise click.UsageError("--locate triages one model's rows: give NAME, not --all")
     if _model_file(name, "verify"):
+        from ptx.cli.options import open_options, plan_options
+
         _check_options(ctx, "verify", for_file=True)
-        _verify_reference(name, backends=backends, batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else None,
-                     atol=atol, rtol=rtol, as_json=as_json, against=against, reference_file=reference_file,
-                     save_reference=save_reference, declared_inputs=declared_inputs, batch_axes=batch_axes,
-                     ignore_metadata=ignore_metadata, shapes=shapes, values=values, ranges=ranges,
-                     input_files=input_files, seed=seed, strict=strict, save_inputs=save_inputs, locate=locate,
-                     repro=repro)
+        if locate:
+            from ptx.infer.locate_file import check_locatable
+
+            check_locatable(name, repro)
+        options = dict(backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
+                       plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
+                       batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else VERIFY_BATCHES, atol=atol,
+                       rtol=rtol, against=against, reference_file=reference_file, save=save_reference, strict=strict,
+                       save_inputs=save_inputs, progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+        _verify([(name, options)], as_json=as_json,
+                then=(lambda report, doc, *_: _locate(report, doc, against, atol, rtol, repro, as_json)) if locate
+                else None)
     _check_options(ctx, "verify", for_file=False)
     atol, rtol = _tutorial_tolerance(atol, "--atol"), _tutorial_tolerance(rtol, "--rtol")
     if all_models and (name or run):
@@ -108,81 +116,57 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         runs = [(_model_of_run(name, run), run)]
     if not runs:
         raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
+    chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol, root=root,
+                  notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo)
+    targets = [(model, {**chosen, "run": run, "save_inputs": save_inputs if not all_models or not save_inputs
+                        else f"{save_inputs}.{run.name}.npz"}) for model, run in runs]
+
+    def recorded(report, doc, model, options) -> None:
+        from ptx.infer.api import run_folder
+        from ptx.infer.records import record_verify
+
+        record_verify(report, run_folder(model, root, options["run"]))  # what `ptx serve --backend auto` builds on
+        if locate:
+            doc["triage"] = _triage(report, model, root, options["run"], as_json)
+
     try:
-        _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-                     all_rows, locate)
+        _verify(targets, as_json=as_json, many=all_models, all_rows=all_rows, gap="\n", then=recorded)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "verify") from None
 
 
-def _verify_runs(runs, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-                 all_rows, locate=False) -> None:
-    """``ptx verify NAME`` (or --all) of the tutorial models' runs."""
-    from ptx.infer.api import run_folder
-    from ptx.infer.records import record_verify
+def _verify(targets, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
+    """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all) and a model file:
+    each (target, options) of ``targets`` through ptx.infer.verify, its table printed (or, --json, its
+    dict kept), then ``then(report, doc, target, options)`` (a run's record and triage, a file's
+    locate); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
     from ptx.infer.verify import verify
 
-    chosen = backends
-    notice = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     docs, statuses = [], []
-    for model, run in runs:
-        save = save_inputs if not all_models or not save_inputs else f"{save_inputs}.{run.name}.npz"
+    for target, options in targets:
         try:
-            report = verify(model, backends=chosen, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
-                            root=root, save_inputs=save, notice=notice, run=run)
+            report = verify(target, **options)
         except Exception as exc:  # noqa: BLE001 - with --all, one model's failure is its row, and the rest go on
-            if not all_models:
+            if not many:
                 raise
             reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            docs.append({"model": model, "run": str(run), "ok": False, "exit_status": 1, "error": reason})
+            docs.append({"model": target, "run": str(options["run"]), "ok": False, "exit_status": 1, "error": reason})
             statuses.append(1)
             if not as_json:
-                click.echo(f"ptx verify {model} ({run}): FAILED: {reason}\n")
+                click.echo(f"ptx verify {target} ({options['run']}): FAILED: {reason}\n")
             continue
-        record_verify(report, run_folder(model, root, run))  # what `ptx serve --backend auto` builds on
         docs.append(report.to_dict())
         statuses.append(report.exit_status)
-        if not as_json:
-            click.echo(report.table(all_rows) + "\n")
-        if locate:
-            docs[-1]["triage"] = _triage(report, model, root, run, as_json)
+        if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
+            click.echo(report.table(all_rows) + gap)
+        if then is not None:
+            then(report, docs[-1], target, options)
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
-        click.echo(json.dumps(docs if all_models else docs[0], indent=2))
+        click.echo(json.dumps(docs if many else docs[0], indent=2))
     elif failed:
-        click.echo(f"verify --all: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}")
+        click.echo(f"verify --all: {len(failed)} of {len(targets)} runs failed: {', '.join(failed)}")
     sys.exit(max(statuses))
-
-
-def _verify_reference(path, *, backends, batch_sizes, atol, rtol, as_json, against, reference_file, save_reference,
-                 declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
-                 strict=False, save_inputs=None, locate=False, repro=None) -> None:
-    """``ptx verify PATH``: a model file's backends against its reference; exits with its status."""
-    from ptx.infer.verify import verify
-    from ptx.cli.options import open_options, plan_options
-
-    if locate:
-        from ptx.infer.locate_file import check_locatable
-
-        check_locatable(path, repro)
-    report = verify(path, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
-                         plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
-                         batch_sizes=batch_sizes or VERIFY_BATCHES, atol=atol, rtol=rtol, against=against,
-                         reference_file=reference_file, save=save_reference, strict=strict, save_inputs=save_inputs,
-                         progress=lambda msg: click.echo(f"verify: {msg}", err=True))
-    if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
-        click.echo(report.table())
-    located = _locate(report, against, atol, rtol, repro, as_json) if locate else None
-    if as_json:
-        doc = report.to_dict()
-        if locate:
-            doc["locate"] = located.to_dict() if located is not None else None
-        click.echo(json.dumps(doc, indent=2))
-    elif located is not None:
-        click.echo("\n" + located.text() + (f"\nrepro: {located.repro['folder']} ({located.repro['nodes']} "
-                                             f"node{'s' * (located.repro['nodes'] != 1)}): {located.repro['command']}"
-                                             if located.repro else ""))
-    sys.exit(report.exit_status)
 
 
 def _triage(report, model, root, run, as_json) -> list:
@@ -213,22 +197,29 @@ def _triage(report, model, root, run, as_json) -> list:
     return docs
 
 
-def _locate(report, against, atol, rtol, repro, as_json):
-    """--locate after a file's verify: where its first disagreeing row is born (None: all agree)."""
+def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
+    """--locate after a file's table: where its first disagreeing row is born, printed (or, --json,
+    ``doc["locate"]``: None when all agree)."""
     from ptx.infer.locate import NothingToLocate
     from ptx.infer.locate_file import locate_report
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
+    found = None
     if not report.failed:
         say("nothing to locate: every backend agrees" if report.exit_status == 0 else
             "nothing to locate: nothing was compared")
-        return None
-    try:
-        return locate_report(report, against=against, atol=atol, rtol=rtol, repro=repro,
-                             progress=lambda msg: say(f"verify: {msg}"))
-    except NothingToLocate as exc:
-        say(str(exc))
-        return None
+    else:
+        try:
+            found = locate_report(report, against=against, atol=atol, rtol=rtol, repro=repro,
+                                  progress=lambda msg: say(f"verify: {msg}"))
+        except NothingToLocate as exc:
+            say(str(exc))
+    if as_json:
+        doc["locate"] = found.to_dict() if found is not None else None
+    elif found is not None:
+        click.echo("\n" + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
+                                          f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
+                                          if found.repro else ""))
 
 
 def _verify_help() -> None:

@@ -370,6 +370,12 @@ def parse_declaration(text: str) -> TensorSig:
     return TensorSig(name, dtype, shape, batch[0] if len(batch) == 1 else None)
 
 
+def as_declarations(inputs: Sequence[TensorSig | str] | None) -> tuple[TensorSig, ...]:
+    """``inputs=`` as the library takes it (infer's open_own_model, export's export_module):
+    TensorSigs or ``"name=shape:dtype"`` strings."""
+    return tuple(t if isinstance(t, TensorSig) else parse_declaration(str(t)) for t in (inputs or ()))
+
+
 def parse_assignments(texts: Sequence[str], option: str) -> dict[str, str]:
     """``name=value`` options (repeatable) -> {name: value}; a name given twice is an error."""
     out: dict[str, str] = {}
