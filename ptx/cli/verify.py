@@ -171,17 +171,16 @@ def _verify(targets, *, as_json, many=False, all_rows=False, gap="", then=None) 
 
 def _triage(report, model, root, run, as_json) -> list:
     """--locate after a tutorial model's verify: its reduced-precision rows triaged (the nodes where
-    their error is born, a keep-in-f32 list); an f32 row that fails is located on the ONNX file."""
+    their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file, by the
+    command its table offers (report.offers; on stderr beside --json, whose table is not printed)."""
     from ptx.contract.names import FULL_PRECISION
-    from ptx.infer.api import run_folder
     from ptx.infer.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
-    failed = [v.label for v in report.rows if v.precision == FULL_PRECISION and v.status == "FAIL"]
-    if failed:
-        say(f"where {', '.join(failed)} parts from eager: ptx verify {run_folder(model, root, run) / 'model.onnx'} "
-            "--locate (the f32 rows trace on the ONNX file)")
+    if as_json:
+        for offer in report.offers:
+            say(offer)
     if not reduced:
         say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
         return []
