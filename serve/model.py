@@ -182,12 +182,13 @@ class ServedModel:
         fixed sizes, one size per symbol (check_feeds' rules and messages); a tutorial model's input
         also finite, and its token ids inside the vocabulary."""
         sig = self.signature
-        takes = ", ".join(f"{t.name} ({t.dtype_info.v2} {t.v2_shape()})" for t in sig.inputs)
-        if self.user_input is not None:
-            takes += f", or {self.user_input} (BYTES)"
         feeds: dict[str, np.ndarray] = {}
         for tensor in inputs:
             if tensor.name not in sig.input_names:
+                # said only when refused: built on every request it cost the hot path several microseconds
+                takes = ", ".join(f"{t.name} ({t.dtype_info.v2} {t.v2_shape()})" for t in sig.inputs)
+                if self.user_input is not None:
+                    takes += f", or {self.user_input} (BYTES)"
                 raise RequestError(f"{self.name} has no input {tensor.name!r}; it takes {takes}")
             if tensor.name in feeds:
                 raise RequestError(f"input {tensor.name!r} is sent twice")
