@@ -48,9 +48,10 @@
 # model again replaces that model's section only), speed (issue 28's figures, after train and
 # ort: phase_speed), summary ($KEEP/summary.md: train table, verify table per model and backend,
 # bench table, test counts, phase times: readable without the logs), own (a user's own models:
-# scripts/gpu_own_models.py exported with `ptx export --module`, verified on the CUDA rows, benched,
-# served: $KEEP/own.md), locate (`ptx verify NAME --backends ort-cuda,ort-cuda-tf32 --locate` and
-# the ONNX file's `--locate` of ort-cuda against ort-cpu, every model: $KEEP/locate.md).
+# docs/examples/mynet.py and scripts/gpu_own_models.py exported with `ptx export --module`,
+# verified on the CUDA rows, benched, served: $KEEP/own.md), locate (`ptx verify NAME --backends
+# ort-cuda,ort-cuda-tf32 --locate` and the ONNX file's `--locate` of ort-cuda against ort-cpu, every
+# model: $KEEP/locate.md).
 #
 # No failing command ends the check: each phase runs with `set -e` in a subshell of its own, so a
 # failure ends that phase only ("NAME (FAILED, exit N)" in phases.md) and the next phases run.
@@ -329,27 +330,30 @@ for run in sorted(Path(sys.argv[1]).glob("*-*/metrics.json")):
 }
 
 phase_own() {
-    # Issue 45: a user's own models on the CUDA rows, as a user brings them: two modules of
-    # scripts/gpu_own_models.py exported with `ptx export --module`, then `ptx verify FILE` on every
+    # Issue 45: a user's own models on the CUDA rows, as a user brings them: two modules
+    # exported with `ptx export --module`, then `ptx verify FILE` on every
     # CUDA row (and the CPU ones beside them), `ptx bench FILE` and `ptx serve FILE` answering one
     # request as the file answers it in-process (scripts/serve_check.py). On the CPU (the dry run)
     # the CUDA rows say they cannot run here, and bench and serve use ort-cpu.
     say "a user's own models: export --module, then verify, bench and serve on $DEVICE"
-    local own="$WORK/own" name file kind backends bench serve_backend
-    local factories=("resnet_like:image=batchx3x32x32" "bert_like:input_ids=batchxseq:int64,attention_mask=batchxseq:int64")
+    local own="$WORK/own" name file kind backends bench serve_backend factory
+    # NAME|FILE.py:FACTORY|INPUTS: the docs' own ResNet-like walk-through net (batch norm, residual
+    # adds), and a BERT-like encoder (scripts/gpu_own_models.py)
+    local factories=("resnet_like|$ROOT/docs/examples/mynet.py:build|image=batchx3x32x32"
+                     "bert_like|$ROOT/scripts/gpu_own_models.py:bert_like|input_ids=batchxseq:int64,attention_mask=batchxseq:int64")
     if [ "$DEVICE" = cuda ]; then bench="ort-cuda,ort-cuda-graph" serve_backend=ort-cuda
     else bench="ort-cpu" serve_backend=ort-cpu; fi
     mkdir -p "$KEEP/own" && : > "$KEEP/own.md"
     for entry in "${factories[@]}"; do
-        name=${entry%%:*}
+        IFS='|' read -r name factory spec <<< "$entry"
         [[ " ${PTX_GPU_OWN_MODELS:-resnet_like bert_like} " == *" $name "* ]] || continue
-        local inputs=() spec
-        IFS=, read -ra specs <<< "${entry#*:}"
+        local inputs=()
+        IFS=, read -ra specs <<< "$spec"
         for spec in "${specs[@]}"; do inputs+=(--input "$spec"); done
         rm -rf "${own:?}/$name"
         { echo "### $name"
-          ptx export --module "$ROOT/scripts/gpu_own_models.py:$name" "${inputs[@]}" --out "$own/$name" 2>&1 | tail -5 \
-              || step_failed "ptx export --module gpu_own_models.py:$name"; echo; } | tee -a "$KEEP/own.md"
+          ptx export --module "$factory" "${inputs[@]}" --out "$own/$name" 2>&1 | tail -5 \
+              || step_failed "ptx export --module $(basename "$factory")"; echo; } | tee -a "$KEEP/own.md"
         for file in "$own/$name/model.onnx" "$own/$name/model.torchscript.pt"; do
             [ -f "$file" ] || continue
             case "$file" in

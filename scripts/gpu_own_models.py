@@ -1,45 +1,14 @@
-"""Two models a user would bring, for scripts/gpu_check.sh's `own` phase (issue 45): exported with
-`ptx export --module scripts/gpu_own_models.py:FACTORY`, then verified, benched and served on the GPU
-rows as any user's file is.
-
-- ``resnet_like``: convolutions with batch norm and a residual add (the layers whose CUDA kernels,
-  cuDNN's algorithm choice and TF32 part most from the CPU's), input ``image`` [batch, 3, 32, 32].
-- ``bert_like``: token and position embeddings, one transformer encoder layer with a padding mask,
-  two dynamic axes (batch and sequence) and two int64 inputs, ``input_ids`` and ``attention_mask``.
-
-Seeded weights: the check compares backends, not accuracy, so nothing is trained.
+"""A BERT-like model a user would bring, for scripts/gpu_check.sh's `own` phase (issue 45):
+exported with `ptx export --module scripts/gpu_own_models.py:bert_like`, then verified, benched and
+served on the GPU rows as any user's file is (the phase's ResNet-like net is the docs' own,
+docs/examples/mynet.py). Token and position embeddings, one transformer encoder layer with a
+padding mask, two dynamic axes (batch and sequence) and two int64 inputs, ``input_ids`` and
+``attention_mask``. Seeded weights: the check compares backends, not accuracy, so nothing is trained.
 """
 import torch
 from torch import nn
 
 VOCAB, WIDTH, MAX_TOKENS = 1000, 64, 128
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(x + self.bn2(self.conv2(y)))
-
-
-class ResNetLike(nn.Module):
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-        self.layer1 = nn.Sequential(ResidualBlock(32), ResidualBlock(32))
-        self.down = nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        self.layer2 = nn.Sequential(ResidualBlock(64), ResidualBlock(64))
-        self.head = nn.Linear(64, classes)
-
-    def forward(self, image):
-        x = self.layer2(self.down(self.layer1(self.stem(image))))
-        return self.head(x.mean(dim=(2, 3)))
 
 
 class BertLike(nn.Module):
@@ -57,21 +26,9 @@ class BertLike(nn.Module):
         return x, torch.tanh(self.pooler(x[:, 0]))
 
 
-def _seeded(module: nn.Module) -> nn.Module:
-    """Seeded weights and batch-norm statistics that are not the identity (so folding them matters)."""
+def bert_like() -> nn.Module:
     torch.manual_seed(0)
+    module = BertLike()
     for p in module.parameters():
         nn.init.normal_(p, std=0.1)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
     return module.eval()
-
-
-def resnet_like() -> nn.Module:
-    return _seeded(ResNetLike())
-
-
-def bert_like() -> nn.Module:
-    return _seeded(BertLike())
