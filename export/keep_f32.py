@@ -141,23 +141,25 @@ def release(quantize: Callable[[list[str]], Path], judge: Judge, ranked: Sequenc
     named = [node for node in dict.fromkeys(ranked) if node in own]
     order = named + [node for node in own if node not in named]  # worst first
     keep = list(order)
-    passed = None
+    passed, judged_nodes = None, 0
     for step, node in enumerate(reversed(order), 1):
         trial = [n for n in keep if n != node]
         try:
             path = quantize(trial)
         except PtxError:  # still nothing in int8 with it released: no label can move yet
             keep = trial
+            log(f"onnx-int8   [{step}/{len(order)}] {node}: nothing in int8 with it alone (released, no labels to judge)")
             continue
+        judged_nodes += 1
         judged = judge(path)
         verdict = "stays in int8" if not judged.unusable else "back to f32"
         log(f"onnx-int8   [{step}/{len(order)}] {node} in int8: {judged.describe()}: {verdict}")
         if not judged.unusable:
             keep, passed = trial, judged
     if passed is None:
-        raise PtxError(f"--keep-f32 auto: {model}'s int8 labels miss the gate with any one of its {len(order)} "
-                       "quantizable nodes in int8 (its scores sit too close for int8's rounding): serve model.onnx "
-                       "(f32)")
+        raise PtxError(f"--keep-f32 auto: {model}'s int8 labels miss the gate with any one of the {judged_nodes} "
+                       f"nodes it judged in int8 (of {len(order)} quantizable; its scores sit too close for int8's "
+                       "rounding): serve model.onnx (f32)")
     quantize(keep)  # the trials overwrote the file: write the one that passed again
     kept.nodes = keep
     kept.rounds.append(f"{len(keep)} in f32, {len(order) - len(keep)} of {len(order)} quantizable nodes in int8: "

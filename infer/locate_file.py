@@ -21,10 +21,11 @@ from .model_files import ONNX, read_model_file
 LOCATE_HINT = "where it is born: ptx verify {file} --locate{more}"
 
 
-def offer(path: Path, against: str | Path | None = None) -> str:
-    """The one line a DISAGREE verdict of a file's verify offers."""
-    more = f" --against {Path(against).name}" if against else ""
-    return LOCATE_HINT.format(file=path.name, more=more) + " [--repro DIR]"
+def offer(path: Path, against: str | Path | None = None, given: Sequence[str] = ()) -> str:
+    """The one line a DISAGREE verdict of a file's verify offers: the files as they were given and
+    the options that made the verdict (``given``: --atol, --inputs, ...), so it runs as printed."""
+    more = (f" --against {against}" if against else "") + "".join(f" {g}" for g in given)
+    return LOCATE_HINT.format(file=path, more=more) + " [--repro DIR]"
 
 
 def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
@@ -40,14 +41,16 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
         check_repro_dir(repro)
 
 
-def _row_to_locate(report):
-    """The failed row to trace: the first that compared values against the file's reference."""
+def _row_to_locate(report, against: str | Path | None = None):
+    """The failed row to trace: the --against file's row where it failed (what the user asked
+    about), else the first that compared values against the file's reference."""
     from .report import STORED
 
     failed = report.failed
     if not failed:
         return None
-    for row in failed:
+    mine = f"{Path(against).name} (" if against is not None else None
+    for row in sorted(failed, key=lambda r: not (mine and r.backend.startswith(mine))):
         if row.against == STORED or row.error or row.disagreeing is None:
             continue
         return row
@@ -68,7 +71,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
 
     path = Path(report.path)
     check_locatable(path, repro)
-    row = _row_to_locate(report)
+    row = _row_to_locate(report, against)
     if row is None:
         return None
     case = report.fed[row.worst_case if row.worst_case is not None else 0]

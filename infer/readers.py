@@ -72,9 +72,14 @@ def group_reasons(reasons: Mapping[str, str]) -> list[str]:
 
 def open_options_for(found: ModelFile, options: Mapping) -> dict:
     """``open_own_model``'s options for ``found``: a tutorial model's TorchScript or pt2 export keeps
-    its inputs in its contract, so they are declared from it where the user declared none."""
+    its inputs in its contract, so they are declared from it where the user declared none and the
+    file records no signature of its own (one that does names its outputs as the contract does,
+    ``logits``, where inputs declared here would leave them named by position, ``output``)."""
+    from ptx.contract.weights import SIGNATURE_KEY
+
     options = dict(options)
-    if found.has_contract and not options.get("inputs") and found.kind != "onnx":
+    if found.has_contract and not options.get("inputs") and found.kind != "onnx" \
+            and SIGNATURE_KEY not in found.metadata:
         signature = tutorial_signature(found)
         if signature is not None:
             options["inputs"] = list(signature.inputs)

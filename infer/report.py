@@ -200,6 +200,8 @@ class Report:
     against: str | Path | None = None  # --against's file (named in the --locate offer)
     # A tutorial model's: for each failing row, the command that says where it parts (--locate).
     offers: list[str] = field(default_factory=list)
+    # A file's: the options that shaped its verdict (--atol, --inputs, ...), which its --locate offer repeats.
+    given: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -377,8 +379,9 @@ def _file_summary(report: Report) -> str:
     compared = ", ".join(dict.fromkeys(r.backend for r in held))
     against = ", ".join(dict.fromkeys(r.against for r in held))
     alone = [r.backend for r in ran if r.composition is not None and r.composition.checked]
-    return (f"all agree: {compared} (against {against})" + (f"; each alone as inside a batch: {', '.join(alone)}"
-                                                             if alone else "") + could_not)
+    first = (f"all agree: {compared} (against {against})" if held else
+             f"only {report.reference_row.backend} ran; nothing else compared with it")
+    return first + (f"; each alone as inside a batch: {', '.join(alone)}" if alone else "") + could_not
 
 
 def _file_cells(report: Report, row: Row) -> list[list[str]]:
@@ -425,5 +428,5 @@ def _file_table(report: Report) -> list[str]:
     if any(r.error or r.disagreeing for r in report.failed if not r.is_reference) and report.kind == "onnx":
         from .locate_file import offer
 
-        lines.append(offer(report.path, report.against))
+        lines.append(offer(report.path, report.against, report.given))
     return lines + [report.summary()]

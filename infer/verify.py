@@ -56,7 +56,7 @@ def verify(target: str | Path, **options):
 def verify_run(name: str, *, backends: list[str] | None = None, samples: int = JUDGING_SAMPLES, batch_sizes=DEFAULT_BATCH_SIZES,
            atol: float | None = None, rtol: float | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
            save_inputs: str | Path | None = None, notice: Callable[[str], None] = print,
-           run: str | Path | None = None) -> Report:
+           run: str | Path | None = None, triaged: bool = False) -> Report:
     """Run ``name``'s artifacts (in ROOT/NAME, or the run folder ``run``) through the chosen backends
     (default: all) and compare each with eager.
 
@@ -150,25 +150,31 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
             row.unusable = judge_reduced_outputs(got[0][output], want[0][output], truth, contract).unusable
     if not any(r.backend != REFERENCE for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(_nothing_compared(name, report, run_folder(name, root, run), run))
-    report.offers = locate_offers(name, report, run_folder(name, root, run), overrides)
+    report.offers = locate_offers(name, report, run_folder(name, root, run), overrides, triaged)
     return report
 
 
-def locate_offers(name: str, report: Report, run_dir: Path, tolerance: dict | None = None) -> list[str]:
+def locate_offers(name: str, report: Report, run_dir: Path, tolerance: dict | None = None,
+                  triaged: bool = False) -> list[str]:
     """The command that says where each failing row parts, one line each (issue 44: offered under
     every DISAGREE). An f32 ONNX row is traced on model.onnx: a runtime against ort-cpu there, and
     ort-cpu itself against the TorchScript export, module by module (eager's own code, scripted); a
     reduced row by its triage. A row that failed to load, or only on its batch composition, has no
     second side to trace. ``tolerance``: the --atol/--rtol given, passed on (the file's default would
-    find nothing to locate)."""
+    find nothing to locate). ``triaged``: --locate was given, whose triage of the reduced rows follows
+    the table, so they offer nothing."""
     onnx_file = run_dir / "model.onnx"
     given = "".join(f" --{k} {v:g}" for k, v in (tolerance or {}).items())
+    # the run as given, so the command finds it from wherever it is typed
+    where = "" if run_dir == Path(DEFAULT_RUNS_ROOT) / name else f" --run {run_dir}"
     offers = []
     for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
         if row.error or (row.disagreeing is None and not row.unusable):
             continue
         if row.precision != FULL_PRECISION:
-            offers.append(f"where {row.label} loses labels: ptx verify {name} --backends {row.label} --locate "
+            if triaged:
+                continue
+            offers.append(f"where {row.label} loses labels: ptx verify {name}{where} --backends {row.label} --locate "
                           "(the nodes to keep in f32)")
         elif registry.get(row.backend).artifact == "onnx" and row.backend == "ort-cpu":
             offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "

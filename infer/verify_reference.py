@@ -105,8 +105,13 @@ def verify_reference(path: str | Path, *, backends: Sequence[str] | None = None,
         where = (f"generated, seed {seed}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
                                                   else "at the fixed shape (no input has a batch axis)"))
         where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
+    # what the --locate offer must repeat to meet the same verdict
+    given = ([f"--backends {','.join(backends)}"] if backends else []) + \
+        [f"--inputs {f}" for f in input_files] + \
+        [f"--{option} {name + '=' if name else ''}{value:g}" for option, pairs in (("atol", atol), ("rtol", rtol))
+         for name, value in pairs]
     report = Report(str(path), found.kind, runtime_of(reference_row.label), signature=signature, inputs=where,
-                    cases=[c.label for c in cases], strict=strict, fed=list(cases), against=against)
+                    cases=[c.label for c in cases], strict=strict, fed=list(cases), against=against, given=given)
     if changed:
         report.notes.append(changed)
     if save_inputs:

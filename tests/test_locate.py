@@ -106,7 +106,8 @@ def test_a_changed_weight_of_a_deep_convolution_is_located_named_and_reproduced(
     assert path[0]["node"] == origin["node"] and path[-1]["output"] == "logits" and all(s["departs"] for s in path)
 
     text = ptx("verify", resnet["changed"], "--against", resnet["model"], "--locate")
-    assert "where it is born: ptx verify changed.onnx --locate --against model.onnx" in text.stdout
+    # the files as given, so the offered command runs from wherever it is typed
+    assert f"where it is born: ptx verify {resnet['changed']} --locate --against {resnet['model']}" in text.stdout
     assert re.search(r"^origin: node \S+ \(Conv\)", text.stdout, re.M) and "module layer3.1.conv2" in text.stdout
 
     repro = json.loads(result.stdout)["locate"]["repro"]
@@ -240,4 +241,21 @@ def test_a_tutorial_models_disagreeing_rows_offer_the_command_that_locates_them(
     assert json.loads(ptx("verify", "convnet", "--root", root, "--backends", "ort-cpu", "--atol", "1e-9", "--rtol",
                           "0", "--samples", "50", "--json").stdout)["locate_commands"] == [offer]
     traced = ptx(*command.split()[1:])
+    # the row asked about (the TorchScript export against the ONNX file), not the first row that fails
+    assert traced.returncode == 1, traced.stdout + traced.stderr
+    assert "where it is born: model.torchscript.pt (torchscript-cpu) vs ort-cpu" in traced.stdout, traced.stdout
+    assert "origin: node " in traced.stdout
+
+
+
+def test_a_file_offer_repeats_what_made_the_verdict_and_runs_from_elsewhere(runs, tmp_path):
+    """The offer under a file's DISAGREE carries the file's path as given and the options behind
+    the verdict (--backends, --atol): typed as printed, from another folder, it locates."""
+    model = runs.ready("convnet") / "convnet" / "model.onnx"
+    result = ptx("verify", model, "--backends", "ort-cpu", "--atol", "1e-9", "--rtol", "0")
+    offer = next(ln for ln in result.stdout.splitlines() if ln.startswith("where it is born: "))
+    assert offer == (f"where it is born: ptx verify {model} --locate --backends ort-cpu --atol 1e-09 --rtol 0 "
+                     "[--repro DIR]")
+    traced = subprocess.run([sys.executable, "-m", "ptx", *offer.split(": ", 1)[1].split()[1:-2]],
+                            capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
     assert traced.returncode == 1 and "origin: node " in traced.stdout, traced.stdout + traced.stderr

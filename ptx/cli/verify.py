@@ -117,7 +117,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     if not runs:
         raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
     chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol, root=root,
-                  notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo)
+                  notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo, triaged=locate)
     targets = [(model, {**chosen, "run": run, "save_inputs": save_inputs if not all_models or not save_inputs
                         else f"{save_inputs}.{run.name}.npz"}) for model, run in runs]
 
@@ -173,11 +173,16 @@ def _triage(report, model, root, run, as_json) -> list:
     """--locate after a tutorial model's verify: its reduced-precision rows triaged (the nodes where
     their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file, by the
     command its table offers (report.offers; on stderr beside --json, whose table is not printed)."""
-    from ptx.contract.names import FULL_PRECISION
+    from pathlib import Path
+
+    from ptx.contract.names import DEFAULT_RUNS_ROOT, FULL_PRECISION
+    from ptx.infer.api import run_folder
     from ptx.infer.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
+    run_dir = run_folder(model, root, run)  # named in the export command, so it runs from anywhere
+    where = "" if run_dir == Path(DEFAULT_RUNS_ROOT) / model else f" --run {run_dir}"
     if as_json:
         for offer in report.offers:
             say(offer)
@@ -190,7 +195,7 @@ def _triage(report, model, root, run, as_json) -> list:
             say(found)
             continue
         docs.append(found.to_dict())
-        say(found.text() + (f"\nthen: ptx export {model} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
+        say(found.text() + (f"\nthen: ptx export {model}{where} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
                             f"{','.join(b.node for b in found.keep())})" if found.row.endswith("int8") and found.keep()
                             else "") + "\n")
     return docs
