@@ -55,7 +55,8 @@ from ptx.errors import PtxError
 @click.option("--locate", is_flag=True,
               help="An ONNX file: where a disagreement is born: on the case that disagrees most, the first node whose "
                    "output departs while its inputs agree (its module and line of forward where torch exported it), "
-                   "and the path to the output with the error at each step.")
+                   "and the path to the output with the error at each step. A tutorial NAME: its bf16/int8 rows "
+                   "triaged (the nodes where their error is born, a keep-in-f32 list).")
 @click.option("--repro", type=click.Path(file_okay=False), metavar="DIR",
               help="With --locate: write the smallest graph that still disagrees to DIR (repro.onnx, inputs.npz, both "
                    "sides' outputs, and a three-line note with the one command that shows it).")
