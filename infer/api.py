@@ -39,6 +39,12 @@ def run_folder(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path
     return Path(run) if run is not None else Path(root) / model
 
 
+def run_option(model: str, run_dir: Path) -> str:
+    """`` --run RUN_DIR`` for a command printed for the user to type, unless it is the default
+    folder (runs/MODEL), so the command finds the run from wherever it is typed."""
+    return "" if Path(run_dir) == Path(DEFAULT_RUNS_ROOT) / model else f" --run {run_dir}"
+
+
 def _out(run: str | Path | None) -> str:
     return "" if run is None else f" --out {run}"
 

@@ -57,6 +57,14 @@ class Tolerances:
                 tolerances.per_output.setdefault(name, {})[option] = value
         return tolerances
 
+    @staticmethod
+    def options(atol: Sequence[tuple[str | None, float]] = (), rtol: Sequence[tuple[str | None, float]] = ()
+                ) -> list[str]:
+        """The command-line arguments that give these (output name or None, value) pairs back, as
+        parse reads them: what a printed command (a --locate offer, a repro's README) repeats."""
+        return [arg for option, given in (("atol", atol), ("rtol", rtol)) for name, value in given
+                for arg in (f"--{option}", f"{name + '=' if name else ''}{value:g}")]
+
     def of(self, name: str, dtype: str, device: str) -> Tolerance:
         base = default_tolerance(dtype, device)
         own = self.per_output.get(name, {})

@@ -77,8 +77,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     case = report.fed[row.worst_case if row.worst_case is not None else 0]
     tolerances = Tolerances.parse(atol, rtol, report.signature.output_names)
     tolerance_of = lambda name, dtype: tolerances.of(name, dtype, row.device)  # noqa: E731
-    tolerance_args = [f"--{option}={name + '=' if name else ''}{value}" for option, given in
-                      (("atol", atol), ("rtol", rtol)) for name, value in given]
+    tolerance_args = Tolerances.options(atol, rtol)
     graph = LocateGraph.open(path)
     other_graph = None
     try:

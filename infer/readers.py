@@ -16,7 +16,7 @@ from ptx.contract.tensors import Signature, as_declarations
 from ptx.errors import PtxError
 
 from . import backends as registry
-from .model_files import ModelFile, read_model_file
+from .model_files import SIGNATURE_KEY, ModelFile, read_model_file
 from .api import DEFAULT_FILE_BACKEND, KIND_NAMES, open_own_model, probe_args
 
 NO_GPU = "no GPU"
@@ -75,8 +75,6 @@ def open_options_for(found: ModelFile, options: Mapping) -> dict:
     its inputs in its contract, so they are declared from it where the user declared none and the
     file records no signature of its own (one that does names its outputs as the contract does,
     ``logits``, where inputs declared here would leave them named by position, ``output``)."""
-    from ptx.contract.weights import SIGNATURE_KEY
-
     options = dict(options)
     if found.has_contract and not options.get("inputs") and found.kind != "onnx" \
             and SIGNATURE_KEY not in found.metadata:

@@ -17,8 +17,8 @@ from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToC
 from . import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import Case
-from .comparator import compare_cases, run_cases
-from .api import artifact_path, export_command, open_artifact, open_model, run_folder
+from .comparator import Tolerances, compare_cases, run_cases
+from .api import artifact_path, export_command, open_artifact, open_model, run_folder, run_option
 from .report import REFERENCE, Report, Row
 
 DEFAULT_BATCH_SIZES = (1, 7, JUDGING_BATCH)  # the real samples run in batches of the largest
@@ -164,9 +164,8 @@ def locate_offers(name: str, report: Report, run_dir: Path, tolerance: dict | No
     find nothing to locate). ``triaged``: --locate was given, whose triage of the reduced rows follows
     the table, so they offer nothing."""
     onnx_file = run_dir / "model.onnx"
-    given = "".join(f" --{k} {v:g}" for k, v in (tolerance or {}).items())
-    # the run as given, so the command finds it from wherever it is typed
-    where = "" if run_dir == Path(DEFAULT_RUNS_ROOT) / name else f" --run {run_dir}"
+    given = "".join(f" {arg}" for arg in Tolerances.options(**{k: [(None, v)] for k, v in (tolerance or {}).items()}))
+    where = run_option(name, run_dir)
     offers = []
     for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
         if row.error or (row.disagreeing is None and not row.unusable):
@@ -176,7 +175,7 @@ def locate_offers(name: str, report: Report, run_dir: Path, tolerance: dict | No
                 continue
             offers.append(f"where {row.label} loses labels: ptx verify {name}{where} --backends {row.label} --locate "
                           "(the nodes to keep in f32)")
-        elif registry.get(row.backend).artifact == "onnx" and row.backend == "ort-cpu":
+        elif row.backend == "ort-cpu":
             offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
                           f"{run_dir / 'model.torchscript.pt'}{given} --locate [--repro DIR]")
         elif registry.get(row.backend).artifact == "onnx":

@@ -107,9 +107,7 @@ def verify_reference(path: str | Path, *, backends: Sequence[str] | None = None,
         where += f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""
     # what the --locate offer must repeat to meet the same verdict
     given = ([f"--backends {','.join(backends)}"] if backends else []) + \
-        [f"--inputs {f}" for f in input_files] + \
-        [f"--{option} {name + '=' if name else ''}{value:g}" for option, pairs in (("atol", atol), ("rtol", rtol))
-         for name, value in pairs]
+        [f"--inputs {f}" for f in input_files] + Tolerances.options(atol, rtol)
     report = Report(str(path), found.kind, runtime_of(reference_row.label), signature=signature, inputs=where,
                     cases=[c.label for c in cases], strict=strict, fed=list(cases), against=against, given=given)
     if changed:

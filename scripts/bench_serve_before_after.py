@@ -16,37 +16,16 @@ by its own process id.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_serve  # noqa: E402  (load, start_floor, stop, prepare, machine)
-
-STARTUP_S = 120
-
-
-def start(python: str, root: Path, model: str) -> tuple[subprocess.Popen, str]:
-    """``python -m ptx serve MODEL`` on free ports; its output goes to a file (never a pipe nobody
-    reads), polled until it says it is serving."""
-    log = tempfile.NamedTemporaryFile("w+", prefix="ptx-serve-", suffix=".log", delete=False)
-    process = subprocess.Popen([python, "-m", "ptx", "serve", model, "--root", str(root), "--backend", "ort-cpu",
-                                "--http-port", "0", "--grpc-port", "0", "--drain-seconds", "0"],
-                               stdout=log, stderr=subprocess.STDOUT, text=True, cwd="/")
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline and process.poll() is None:
-        text = Path(log.name).read_text()
-        if "\nserving " in f"\n{text}":
-            return process, re.search(r"REST  http://([^/\s]+)/v2", text).group(1)
-        time.sleep(0.2)
-    bench_serve.stop(process)
-    raise SystemExit(f"{python} -m ptx serve did not start: {Path(log.name).read_text()[-500:]}")
-
+import bench_serve  # noqa: E402  (load, start_floor, stop, prepare, machine; it puts tests/ on the path)
+import serving  # noqa: E402  (tests/serving.py: a server on free ports, stopped by its pid)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,19 +36,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    args.runs = args.runs.resolve()
+    # Out of any checkout: `python -m ptx` puts its working folder first on sys.path, where a
+    # repository's ptx/ would shadow the interpreter's own installed checkout.
+    os.chdir(tempfile.gettempdir())
     bench_serve.prepare(args.runs)
-    servers = {}
+    floor, servers = None, {}
     try:
-        servers["floor"] = bench_serve.start_floor("rest")
-        servers["before"] = start(args.before_python, args.runs, args.model)
-        servers["after"] = start(sys.executable, args.runs, args.model)
-        rates: dict[str, list[float]] = {name: [] for name in servers}
+        floor, floor_address = bench_serve.start_floor("rest")
+        for name, python in (("before", args.before_python), ("after", sys.executable)):
+            servers[name] = serving.start(args.runs, args.model, args=("--backend", "ort-cpu"), python=python)
+        addresses = {"floor": floor_address, **{name: server.http for name, server in servers.items()}}
+        rates: dict[str, list[float]] = {name: [] for name in addresses}
         for _ in range(args.rounds):
-            for name, (_, address) in servers.items():
+            for name, address in addresses.items():
                 rates[name].append(bench_serve.load("rest", address, args.model, args.concurrency, args.seconds)["rps"])
     finally:
-        for process, _ in servers.values():
-            bench_serve.stop(process)
+        if floor is not None:
+            bench_serve.stop(floor)
+        for server in servers.values():
+            server.stop()
     median = {name: float(np.median(r)) for name, r in rates.items()}
     print(f"{bench_serve.machine()}; {args.model} over REST at concurrency {args.concurrency}, {args.rounds} rounds "
           f"of {args.seconds:g} s each, floor/before/after in turn (tritonclient threads)")

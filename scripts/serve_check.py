@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-STARTUP_S, REQUEST_S, STOP_S = 120, 60, 15
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import serving  # noqa: E402  (tests/serving.py: a server on free ports, bounded waits, stopped by its pid)
+
+REQUEST_S = 60
 V2_DATATYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL",
                 "uint8": "UINT8", "int8": "INT8", "float64": "FP64"}
 
@@ -34,34 +33,6 @@ def first_case(path: Path) -> dict[str, np.ndarray]:
         keys = sorted(saved.files)
         case = {k.rsplit(":", 1)[0]: saved[k] for k in keys if k.endswith(":0")}
         return case or {k: saved[k] for k in keys}
-
-
-def start(model: Path, backend: str) -> tuple[subprocess.Popen, str, str, list[str]]:
-    process = subprocess.Popen([sys.executable, "-m", "ptx", "serve", str(model), "--backend", backend,
-                                "--http-port", "0", "--grpc-port", "0", "--drain-seconds", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if line.startswith("serving "):
-            text = "\n".join(lines)
-            return process, re.search(r"REST  (http://[^/\s]+)/v2", text).group(1), line.split()[1].rstrip(";"), lines
-    stop(process)
-    raise SystemExit(f"serve_check: ptx serve {model.name} --backend {backend} did not start: {' / '.join(lines[-3:])}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def infer(url: str, served: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -92,11 +63,17 @@ def main() -> int:
         want = reference.run(feeds)
     finally:
         reference.close()
-    process, url, served, _ = start(args.model, args.backend)
     try:
-        got = infer(url, served, feeds)
+        server = serving.start(args.model.parent, str(args.model), args=("--backend", args.backend))
+    except RuntimeError as exc:  # it did not start: its last lines say why
+        print(f"FAILED: ptx serve {args.model.name} --backend {args.backend} did not start: "
+              f"{' / '.join(str(exc).splitlines()[-3:])}")
+        return 1
+    try:
+        served = next(line.split()[1].rstrip(";") for line in server.lines if line.startswith("serving "))
+        got = infer(server.url, served, feeds)
     finally:
-        stop(process)
+        server.stop()
     worst = {name: float(np.max(np.abs(got[name] - want[name]))) if want[name].size else 0.0 for name in want}
     bad = [name for name in want if name not in got or got[name].shape != want[name].shape
            or not np.allclose(got[name], want[name], atol=args.atol, rtol=args.rtol)]

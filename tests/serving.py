@@ -43,12 +43,14 @@ class Server:
         return self.process.returncode
 
 
-def start(root, *models: str, args: tuple = (), env: dict | None = None, preexec_fn=None) -> Server:
+def start(root, *models: str, args: tuple = (), env: dict | None = None, preexec_fn=None,
+          python: str = sys.executable) -> Server:
     """`ptx serve MODELS --root ROOT` on free loopback ports; returns once it says it is serving.
-    ``preexec_fn`` runs in the child before ptx starts (to set its resource limits)."""
+    ``preexec_fn`` runs in the child before ptx starts (to set its resource limits); ``python``: the
+    interpreter whose ptx serves (another checkout's, for a before/after benchmark)."""
     # No drain unless a test asks for one (a later --drain-seconds in args wins): a test's server
     # has no load balancer to wait for, and the suite would wait out the default at every stop.
-    cmd = [sys.executable, "-m", "ptx", "serve", *models, "--root", str(root), "--http-port", "0",
+    cmd = [python, "-m", "ptx", "serve", *models, "--root", str(root), "--http-port", "0",
            "--grpc-port", "0", "--drain-seconds", "0", *map(str, args)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)

@@ -174,16 +174,13 @@ def _triage(report, model, root, run, as_json) -> list:
     """--locate after a tutorial model's verify: its reduced-precision rows triaged (the nodes where
     their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file, by the
     command its table offers (report.offers; on stderr beside --json, whose table is not printed)."""
-    from pathlib import Path
-
-    from ptx.contract.names import DEFAULT_RUNS_ROOT, FULL_PRECISION
-    from ptx.infer.api import run_folder
+    from ptx.contract.names import FULL_PRECISION
+    from ptx.infer.api import run_folder, run_option
     from ptx.infer.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
-    run_dir = run_folder(model, root, run)  # named in the export command, so it runs from anywhere
-    where = "" if run_dir == Path(DEFAULT_RUNS_ROOT) / model else f" --run {run_dir}"
+    where = run_option(model, run_folder(model, root, run))
     if as_json:
         for offer in report.offers:
             say(offer)
