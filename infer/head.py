@@ -16,7 +16,6 @@ from PIL import Image
 from ptx.contract import Contract, InputKind, Task, TensorSig
 from ptx.contract import ContractError
 from ptx.contract import catalog
-from ptx.contract.datasets import recorded_mismatch
 from ptx.contract.metadata import CONTRACT, ArtifactInfo, from_strings
 from ptx.contract.pictures import picture_sample, picture_samples, split_array_batch
 from ptx.contract.transforms import decisions, encode_text, pictures_from_model_input, softmax
@@ -42,8 +41,12 @@ def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", ex
     except ContractError as exc:
         raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}{export_args}`") from None
     # An export of a run on data its model cannot learn from (trained by an older ptx) answers nonsense.
-    model = info.contract.model
-    problem = recorded_mismatch(model, catalog.takes(model), info.get("dataset"))
+    model, dataset = info.contract.model, info.get("dataset")
+    if catalog.known_to_fit(model, dataset):
+        return info  # the usual case, answered without loading the dataset table on predict's start
+    from ptx.contract.datasets import recorded_mismatch
+
+    problem = recorded_mismatch(model, catalog.takes(model), dataset)
     if problem:
         raise ArtifactError(f"{path}: {problem}")
     return info

@@ -21,7 +21,6 @@ from ptx.contract.schema import ContractError, signature_of_contract
 from ptx.contract.tensors import Signature, TensorSig, dtype_of_ort, infer_batch_axes
 from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
 
-from .cuda_placement import cuda_placement_error
 from .host_memory import HostBuffers, cuda_runtime_pinner
 from .model_files import IGNORE_HINT, check_graph_against, check_weights, read_model_file, recorded_signature
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
@@ -61,6 +60,8 @@ def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bo
     except Exception as exc:
         if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
             # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
+            from .cuda_placement import cuda_placement_error  # a CUDA refusal only: not on ort-cpu's start
+
             plain = [cuda_provider(device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
             raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, device_id)) from None
         if on_cuda and CUDA_GRAPH_REFUSED in str(exc):

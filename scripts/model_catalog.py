@@ -44,6 +44,12 @@ def unknown_model(name: str) -> str | None:
     return None if name in names() else unknown_name("model", name, names()) + " (see `ptx models`)"
 
 
+def known_to_fit(name: str, dataset: object) -> bool:
+    """Whether ``name`` trains on the named ``dataset`` (FITS): opening an artifact asks this first and
+    loads the dataset table (datasets.recorded_mismatch) only to explain any other pair."""
+    return dataset in FITS.get(name, ())
+
+
 def takes(name: str):
     """The data model ``name`` takes (a datasets.DataKind), or None for a model the catalog does not
     know (a user's own registered one)."""
@@ -71,8 +77,17 @@ def rows() -> list[dict]:
     return out
 
 
+def fits() -> dict[str, list[str]]:
+    """Model -> the named datasets it can train on (a user's folder:PATH is judged when it is read)."""
+    from ptx.contract.datasets import FOLDER, datasets_for
+    from ptx.models import get, list_models
+
+    return {name: [d for d in datasets_for(get(name).takes) if d != FOLDER] for name in list_models()}
+
+
 def source() -> str:
-    return HEADER + "MODELS = " + pprint.pformat(rows(), width=120, sort_dicts=False) + "\n" + FOOTER
+    return (HEADER + "MODELS = " + pprint.pformat(rows(), width=120, sort_dicts=False) + "\n\n"
+            + "FITS = " + pprint.pformat(fits(), width=120, sort_dicts=False) + "\n" + FOOTER)
 
 
 def main() -> int:

@@ -37,6 +37,21 @@ def test_catalog_parameter_counts_are_the_built_modules():
         assert row["params"] == sum(p.numel() for p in get(row["name"]).build().parameters()), row["name"]
 
 
+def test_known_to_fit_says_what_the_dataset_table_says():
+    """Opening an artifact skips the dataset check for a pair the catalog knows to fit (infer/head.py:
+    the dataset table stays unloaded on predict's start); every other pair gets the table's reason."""
+    from ptx.contract.datasets import DATASET_INFO, recorded_mismatch
+
+    for name in catalog.names():
+        assert catalog.known_to_fit(name, get(name).dataset), name
+        for dataset in DATASET_INFO:
+            if not dataset.startswith("folder:"):
+                fits = recorded_mismatch(name, catalog.takes(name), dataset) is None
+                assert catalog.known_to_fit(name, dataset) == fits, (name, dataset)
+    assert not catalog.known_to_fit("convnet", "folder:/some/pictures")
+    assert not catalog.known_to_fit("not-a-model", "mnist")
+
+
 def test_ptx_models_imports_no_torch():
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ptx", "models"], capture_output=True,
                             text=True, timeout=60)

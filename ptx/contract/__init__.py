@@ -3,18 +3,36 @@
 contract -> models -> trainers -> export -> infer -> cli: data flows one way. Here live the named
 tensors (tensors.TensorSig) and the contract made of them, its validation, the preprocessing steps
 and picture pipelines, the one comparison, and the names (axes, files, formats) every stage shares.
-"""
-from .comparison import OutputAgreement, compare
-from .metadata import ArtifactInfo, from_strings, to_strings
-from .names import (ARTIFACT_FILES, BATCH, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, SEQ,
-                    SCHEMA_VERSION)
-from .schema import (Contract, ContractError, EncodeStep, InputKind, NormalizeStep, PadStep, PictureStep, ScaleStep,
-                     Task, Tolerance)
-from .tensors import Signature, TensorSig
 
-__all__ = [
-    "ARTIFACT_FILES", "ArtifactInfo", "BATCH", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "Contract",
-    "ContractError", "DEFAULT_OPSET", "DEFAULT_RUNS_ROOT", "EncodeStep", "InputKind", "NormalizeStep",
-    "OutputAgreement", "PadStep", "PictureStep", "SCHEMA_VERSION", "SEQ", "ScaleStep", "Signature", "Task",
-    "TensorSig", "Tolerance", "compare", "from_strings", "to_strings",
-]
+The names below load their module on first use (PEP 562): `ptx predict one.png` reads a contract
+but never compares two answers, and every module it imports is start-up time.
+"""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "comparison": ("OutputAgreement", "compare"),
+    "metadata": ("ArtifactInfo", "from_strings", "to_strings"),
+    "names": ("ARTIFACT_FILES", "BATCH", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "DEFAULT_OPSET", "DEFAULT_RUNS_ROOT",
+              "SEQ", "SCHEMA_VERSION"),
+    "schema": ("Contract", "ContractError", "EncodeStep", "InputKind", "NormalizeStep", "PadStep", "PictureStep",
+               "ScaleStep", "Task", "Tolerance"),
+    "tensors": ("Signature", "TensorSig"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str):
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

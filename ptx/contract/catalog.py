@@ -162,6 +162,24 @@ MODELS = [{'name': 'linreg',
   'formats': ['onnx', 'torchscript', 'onnx-int8', 'triton', 'kserve'],
   'description': 'embedding + bidirectional GRU (100 x 2 layers) + linear: word -> language'}]
 
+FITS = {'linreg': ['line'],
+ 'logreg': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'mlp-sigmoid': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'mlp-dropout': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'cnn': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'convnet': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'lstm': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'mlp': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'lenet': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'softmax-mlp': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'cnn-basic': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'inception': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'resnet': ['mnist', 'fashion-mnist', 'mnist-sample'],
+ 'logistic': ['hours'],
+ 'diabetes': ['pima'],
+ 'rnn-hello': ['hello'],
+ 'gru-classifier': ['words']}
+
 
 def names() -> list[str]:
     """The registered model names, in registry order."""
@@ -174,6 +192,12 @@ def unknown_model(name: str) -> str | None:
     from .registry import unknown_name
 
     return None if name in names() else unknown_name("model", name, names()) + " (see `ptx models`)"
+
+
+def known_to_fit(name: str, dataset: object) -> bool:
+    """Whether ``name`` trains on the named ``dataset`` (FITS): opening an artifact asks this first and
+    loads the dataset table (datasets.recorded_mismatch) only to explain any other pair."""
+    return dataset in FITS.get(name, ())
 
 
 def takes(name: str):

@@ -2,7 +2,6 @@
 torchvision's refusal of duplicate names): each kind of plug-in is one file that calls register()."""
 from __future__ import annotations
 
-import difflib
 from typing import Generic, TypeVar
 
 from ptx.errors import PtxError
@@ -37,6 +36,8 @@ class Registry(Generic[T]):
 def unknown_name(kind: str, name: object, known: list[str]) -> str:
     """'unknown model 'convnett'; did you mean convnet?' (the way click answers a mistyped command),
     else the whole list to choose from."""
+    import difflib  # only for a mistyped name: not on every command's start
+
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6) if isinstance(name, str) else []
     if close:
         return f"unknown {kind} {name!r}; did you mean {' or '.join(close)}?"
