@@ -44,14 +44,15 @@ class Side:
 
 
 class OrtSide(Side):
-    def __init__(self, graph, feeds, device: str = "cpu", label: str = "ort-cpu"):
+    def __init__(self, graph, feeds, device: str = "cpu", label: str = "ort-cpu", precision: str = "f32"):
         super().__init__(graph, feeds)
-        self.device, self.label = device, label
+        self.device, self.label, self.precision = device, label, precision
 
     def _values(self, names):
         from .ort_runner import open_session
 
-        session = open_session(self.graph.marked(names), self.device, remedy="check it with `ptx inspect`")
+        session = open_session(self.graph.marked(names), self.device, self.precision,
+                               remedy="check it with `ptx inspect`")
         inputs = {i.name for i in session.get_inputs()}
         return dict(zip(names, session.run(names, {k: v for k, v in self.feeds.items() if k in inputs})))
 
@@ -98,11 +99,12 @@ def side_for(label: str, graph: LocateGraph, feeds) -> Side | None:
     """The side of a verify row's backend label, or None where locate cannot ask it."""
     if label == "onnx.reference":
         return ReferenceSide(graph, feeds)
-    if label.startswith("ort-cuda-graph"):
-        return None  # a CUDA graph replays fixed outputs: ort-cuda asks the same kernels
     if label.startswith("ort-"):
-        device = "cpu" if label == "ort-cpu" else "cuda"
-        return OrtSide(graph, feeds, device, label)
+        # A captured CUDA graph replays into fixed output buffers and cannot be asked for more
+        # outputs; the same session un-captured (ort-cuda) runs the same kernels and can.
+        asked = label.replace("ort-cuda-graph", "ort-cuda")
+        device = "cpu" if asked.startswith("ort-cpu") else "cuda"
+        return OrtSide(graph, feeds, device, asked, "tf32" if asked.endswith("-tf32") else "f32")
     if label.startswith("openvino"):
         precision = label.split("-", 1)[1] if "-" in label else "f32"
         return OpenVinoSide(graph, feeds, precision, label)

@@ -197,6 +197,26 @@ def test_a_runtime_that_computes_an_operator_differently_is_located_to_it_alone(
     assert alone.returncode == 1 and "DISAGREE: onnx.reference vs ort-cpu" in alone.stdout, alone.stdout
 
 
+def test_every_onnx_runtime_row_verify_offers_has_a_side_to_trace(tmp_path):
+    """A failing ort-cuda-graph row offers `--backends ort-cuda-graph --locate`; a captured graph cannot
+    be asked for intermediates, so its side is the same session un-captured (ort-cuda, the same
+    kernels), at the row's precision: on CUDA, proven here without one."""
+    from ptx.infer.locate_graph import LocateGraph
+    from ptx.infer.locate_sides import OrtSide, side_for
+
+    onnx.save(_resize_graph(), str(tmp_path / "resize.onnx"))
+    graph = LocateGraph.open(tmp_path / "resize.onnx")
+    try:
+        sides = {label: side_for(label, graph, {}) for label in
+                 ("ort-cpu", "ort-cuda", "ort-cuda-graph", "ort-cuda-tf32", "ort-cuda-graph-tf32")}
+    finally:
+        graph.close()
+    assert all(isinstance(side, OrtSide) for side in sides.values())
+    assert [(s.device, s.label, s.precision) for s in sides.values()] == [
+        ("cpu", "ort-cpu", "f32"), ("cuda", "ort-cuda", "f32"), ("cuda", "ort-cuda", "f32"),
+        ("cuda", "ort-cuda-tf32", "tf32"), ("cuda", "ort-cuda-tf32", "tf32")]
+
+
 def test_locate_of_onnx_files_never_imports_torch(tmp_path):
     onnx.save(_chain_graph(1.0), str(tmp_path / "a.onnx"))
     onnx.save(_chain_graph(1.01), str(tmp_path / "b.onnx"))
