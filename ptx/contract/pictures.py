@@ -68,7 +68,14 @@ def _grayscale(image: Image.Image, name: str):
             raise InputError(f"{name}: the image is fully transparent: there is nothing to predict")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, rgba)
-    return image if image.mode == "L" else image.convert("L")
+    if image.mode == "LAB":
+        # A CIELab TIFF: Pillow converts LAB to nothing else, and its L band is the lightness.
+        return image.getchannel("L")
+    try:
+        return image if image.mode == "L" else image.convert("L")
+    except ValueError:  # a mode Pillow cannot make grey (La, ...): one line, not the folder's end
+        raise InputError(f"{name}: Pillow cannot make a {image.mode} picture grey; save it as an RGB PNG "
+                         "or JPEG") from None
 
 
 def array_to_image(array: np.ndarray, name: str = "array") -> Image.Image:
