@@ -51,7 +51,8 @@ def expand_inputs(args: list[str], recursive: bool = False) -> Expanded:
             _expand_folder(arg, path, recursive, out)
         elif glob.has_magic(arg) and not path.exists():
             # The shell passes a pattern through as it is when nothing matches it (quoted or not).
-            matches = sorted(m for m in glob.glob(arg, recursive=True) if Path(m).is_file())
+            # A match that is no folder is a file the user named, a broken link included (its error says so).
+            matches = sorted(m for m in glob.glob(arg, recursive=True) if not Path(m).is_dir())
             out.items += matches
             if not matches:
                 out.errors.append((arg, f"no file matches {arg}"))
@@ -71,7 +72,10 @@ def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None
         prefix = "" if str(path) == "." else str(path)
         with os.scandir(path) as scan:
             entries = sorted(((os.path.join(prefix, e.name), e.name, *_kind(e)) for e in scan), key=lambda e: e[1])
-    pictures = [full for full, name, is_file, _ in entries if is_file and _suffix(name) in IMAGE_SUFFIXES]
+    # An entry that is neither a file nor a folder (a link to nothing, a link loop, a pipe) but is
+    # named as a picture is still one the user meant: it gets its own error line (and exit status 1)
+    # rather than vanishing from the run and from the folder's notice.
+    pictures = [full for full, name, _, is_dir in entries if not is_dir and _suffix(name) in IMAGE_SUFFIXES]
     folders = 0 if recursive else sum(1 for *_, is_dir in entries if is_dir)
     others = [name for _, name, is_file, _ in entries if is_file and _suffix(name) not in IMAGE_SUFFIXES]
     skipped = []

@@ -71,6 +71,8 @@ def open_image(source, name: str | None = None) -> Image.Image:
     try:
         info = os.stat(source)
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(source):
+            raise InputError(f"{name}: a symbolic link to {os.readlink(source)}, which does not exist") from None
         raise InputError(f"{name}: no such file") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot open ({exc.strerror or exc})") from None
