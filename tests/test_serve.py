@@ -412,3 +412,17 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(runs):
     assert f"answered {answers[0]} inference request" in answered, (answered, answers[0])
     assert all("Connection" in e or "connect" in e or "closed" in e.lower() or "reset" in e.lower() for e in errors), \
         errors[:5]
+
+
+def test_base64_wrapped_in_lines_is_read_and_other_characters_are_refused_saying_what_to_send():
+    # `base64 digit.png` (no -w0) wraps every 76 characters: that was refused as "not base64".
+    from ptx.serve.tensors import RequestError, from_json_data
+
+    payload = bytes(range(256)) * 3
+    wrapped = base64.encodebytes(payload).decode()
+    assert "\n" in wrapped
+    for text in (wrapped, wrapped.replace("\n", "\r\n")):
+        tensor = from_json_data("image", "BYTES", [1], [text], "base64")
+        assert tensor.data == [payload]
+    with pytest.raises(RequestError, match=r"not base64 .*base64 -w0 FILE"):
+        from_json_data("image", "BYTES", [1], [wrapped.replace("\n", " ")], "base64")
