@@ -185,14 +185,19 @@ class Head:
         features = ", ".join(self.contract.features)
         values = item.split(",") if isinstance(item, str) else np.atleast_1d(np.asarray(item, dtype=object))
         try:
-            sample = np.array([float(v) for v in values], dtype=np.float32)
+            exact = np.array([float(v) for v in values], dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError(f"{quoted(item)}: not {'a number' if width == 1 else f'{width} comma-separated numbers'} "
                              f"({self.contract.model} takes {features})") from None
-        if sample.size != width:
-            raise InputError(f"{quoted(item)}: {sample.size} values, {self.contract.model} takes {width} ({features})")
-        if not np.isfinite(sample).all():
+        if exact.size != width:
+            raise InputError(f"{quoted(item)}: {exact.size} values, {self.contract.model} takes {width} ({features})")
+        if not np.isfinite(exact).all():
             raise InputError(f"{quoted(item)}: NaN or infinite values; {self.contract.model} needs finite numbers")
+        with np.errstate(over="ignore"):
+            sample = exact.astype(np.float32)
+        if not np.isfinite(sample).all():  # 1e308 is finite, and infinite once made float32
+            raise InputError(f"{quoted(item)}: values beyond float32's range (about ±3.4e38), which "
+                             f"{self.contract.model} computes in; give smaller numbers")
         return sample
 
     # -- outputs -> predictions ---------------------------------------------------------------

@@ -9,6 +9,7 @@ as real subprocesses.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import traceback
@@ -103,6 +104,21 @@ def test_predict_diabetes_reads_a_csv_whose_byte_order_mark_names_its_encoding(r
     r = ptx_here("predict", "--model", "diabetes", "rows.csv", "--root", runs.ready("diabetes"), cwd=tmp_path)
     assert_clean(r, 0)
     assert len(r.stdout.splitlines()) == 4, shown(r)
+
+
+@pytest.mark.parametrize("number,words", [("1e308", ["1e308", "float32's range"]),
+                                          ("3.4e38", ["3.4e38", "not a finite number (inf)", "smaller numbers"])])
+def test_predict_linreg_a_number_float32_cannot_hold_or_answer_is_an_error_not_infinity(runs, tmp_path, number, words):
+    """1e308 was refused as "NaN or infinite", which it is not; 3.4e38, just under float32's largest,
+    times linreg's w (over 1 once trained: y = 2x) was answered y=inf, exit 0, and --json wrote
+    Infinity, which JSON has not."""
+    r = ptx_here("predict", "--model", "linreg", number, "1.5", "--json", "--root", runs.ready("linreg"), cwd=tmp_path)
+    assert_clean(r, 1)
+    assert "Infinity" not in r.stdout and "NaN" not in r.stdout, shown(r)
+    doc = json.loads(r.stdout)
+    assert [row["input"] for row in doc["results"]] == ["1.5"], shown(r)
+    (error,) = doc["errors"]
+    assert all(word in error["error"] for word in words), shown(r)
 
 
 # -- predict: words ---------------------------------------------------------------------------------------------
