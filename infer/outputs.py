@@ -55,9 +55,13 @@ def open_output(path: str | os.PathLike, columns: tuple[str, ...], *, per_positi
     fmt = output_format(path)
     if path.exists() and not resume:
         raise PtxError(f"--output {path} exists: add --resume to answer only the inputs it lacks, or remove it")
-    if fmt == "parquet":
-        return ParquetParts(path, columns, per_position, schema)
-    return (JsonLinesWriter if fmt == "jsonl" else CsvWriter)(path, columns)
+    try:
+        if fmt == "parquet":
+            return ParquetParts(path, columns, per_position, schema)
+        return (JsonLinesWriter if fmt == "jsonl" else CsvWriter)(path, columns)
+    except OSError as exc:  # a folder that is not there, or not writable: one line before any input is read
+        raise PtxError(f"--output {path}: cannot write it ({exc.strerror or exc}); name a file in a folder "
+                       "that exists and that you may write to") from None
 
 
 def done_inputs(path: str | os.PathLike) -> Counter:

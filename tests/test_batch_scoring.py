@@ -263,3 +263,15 @@ def test_ray_data_answers_as_ptx_predict(convnet, folder, tmp_path):
     for name, row in want.items():
         assert rows[name]["label_name"] == row["label_name"]
         assert np.allclose(rows[name]["logits"], row["logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_an_output_in_a_folder_that_is_not_there_is_one_line_and_writes_nothing(tmp_path, suffix):
+    # `ptx predict scans --output results/answers.csv` before `mkdir results` ended in a traceback.
+    from ptx.errors import PtxError
+    from ptx.infer.outputs import columns_for, open_output
+
+    out = tmp_path / "results" / f"answers.{suffix}"
+    with pytest.raises(PtxError, match=r"answers\.\w+: cannot write it \(No such file or directory\); name a file"):
+        open_output(out, columns_for(False, 0))
+    assert not (tmp_path / "results").exists()
