@@ -128,3 +128,17 @@ def test_a_mode_pillow_cannot_make_grey_is_one_input_error():
     premultiplied = _paper_digit_picture().convert("LA").convert("La")
     with pytest.raises(InputError, match="cannot make a La picture grey"):
         picture_sample(premultiplied, PictureStep.make("mnist-digit"), name="la.png")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_white_ink_on_a_clear_background_is_read_as_the_digit(version):
+    # A white brush on a drawing app's transparent canvas: composited on white paper it vanished, and
+    # `ptx predict` said "no ink found: the picture is one flat colour".
+    page = _paper_digit_picture()
+    ink = Image.new("RGBA", page.size, (255, 255, 255, 0))
+    ink.putalpha(Image.eval(page, lambda v: 255 - v))  # opaque white where the paper digit is dark
+    step = PictureStep.make("mnist-digit", version=version)
+    assert np.array_equal(picture_sample(ink, step), picture_sample(Image.eval(page, lambda v: 255 - v), step))
+    dark = Image.new("RGBA", page.size, (0, 0, 0, 0))
+    dark.putalpha(Image.eval(page, lambda v: 255 - v))  # black ink on clear: still composited on white
+    assert np.array_equal(picture_sample(dark, step), picture_sample(page, step))
