@@ -114,7 +114,7 @@ def _count(n: int, noun: str) -> str:
 def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
     """For models that take feature rows: a CSV file gives its rows (text as ptx.files reads it:
     UTF-8 with or without BOM, UTF-16/32 with BOM; blank lines skipped; a first line with a cell per
-    feature that is not all numbers is a header, skipped); any other argument is itself one row, e.g.
+    feature and no number in it is a header, skipped); any other argument is itself one row, e.g.
     "6,148,72,35,0,33.6,0.627,50". Columns are taken by position, in ``features`` order. Returns
     (rows, [(file, why)] for files that cannot be read or hold no rows)."""
     rows: list[str] = []
@@ -141,7 +141,9 @@ def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:
     error, not an empty success, and so are a header naming the features in another order than the
     model reads them and rows that all have another width (the training file's outcome column, say)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if lines and not _is_numeric_row(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
+    # A header names columns: a first line with any number in it is a row, even one with a bad cell
+    # ("6,,72,..."), which is then refused as that row rather than skipped unsaid as a header.
+    if lines and not _has_number(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
         names = [name.strip().lower() for name in lines[0].split(",")]
         wanted = [name.lower() for name in features]
         if names != wanted and sorted(names) == sorted(wanted):
@@ -152,14 +154,22 @@ def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:
         raise InputError(f"{path}: no rows to predict (the file is empty, blank or a header only)")
     widths = {len(line.split(",")) for line in lines}
     if features and len(widths) == 1 and widths != {len(features)}:  # the file's layout, not one row, is wrong
-        raise InputError(f"{path}: every row has {widths.pop()} columns; the model reads {len(features)} "
-                         f"({', '.join(features)})")
+        width = widths.pop()
+        # A spreadsheet set to a decimal comma writes ';' between cells; a TSV has tabs.
+        other = next((sep for sep in (";", "\t") if all(sep in line for line in lines[:10])), None)
+        hint = (f": its cells look separated by {'tabs' if other == chr(9) else repr(other)}; save it with commas "
+                "between cells and points as decimal marks" if other else "")
+        raise InputError(f"{path}: every row has {width} column{'' if width == 1 else 's'}; the model reads "
+                         f"{len(features)} ({', '.join(features)}){hint}")
     return lines
 
 
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(v) for v in line.split(",")]
-    except ValueError:
-        return False
-    return True
+def _has_number(line: str) -> bool:
+    """Whether any cell of a CSV line reads as a number."""
+    for cell in line.split(","):
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            pass
+    return False

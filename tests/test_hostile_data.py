@@ -106,6 +106,31 @@ def test_predict_diabetes_reads_a_csv_whose_byte_order_mark_names_its_encoding(r
     assert len(r.stdout.splitlines()) == 4, shown(r)
 
 
+def test_a_first_row_with_one_bad_cell_is_refused_as_a_row_not_skipped_as_a_header():
+    """`6,,72,...` (an empty cell) first in a file was taken for a header and dropped without a word:
+    exit 0 with one answer fewer. A header has no number in it."""
+    from ptx.infer.inputs import csv_text_rows
+    from ptx.models import get
+
+    features = get("diabetes").contract().features
+    good = _rows(1)[0]
+    for bad in ("6,,72,35,0,33.6,0.627,50", "6,abc,72,35,0,33.6,0.627,50"):
+        assert csv_text_rows(f"{bad}\n{good}\n", "rows.csv", features) == [bad, good]
+    header = ",".join(features)
+    assert csv_text_rows(f"{header}\n{good}\n", "rows.csv", features) == [good]
+
+
+@pytest.mark.parametrize("separator,named", [(";", "';'"), ("\t", "tabs")])
+def test_a_csv_separated_otherwise_than_by_commas_says_so(separator, named):
+    from ptx.errors import InputError
+    from ptx.infer.inputs import csv_text_rows
+    from ptx.models import get
+
+    text = "\n".join(row.replace(",", separator) for row in _rows(3)) + "\n"
+    with pytest.raises(InputError, match=f"cells look separated by {named}; save it with commas"):
+        csv_text_rows(text, "rows.csv", get("diabetes").contract().features)
+
+
 @pytest.mark.parametrize("number,words", [("1e308", ["1e308", "float32's range"]),
                                           ("3.4e38", ["3.4e38", "not a finite number (inf)", "smaller numbers"])])
 def test_predict_linreg_a_number_float32_cannot_hold_or_answer_is_an_error_not_infinity(runs, tmp_path, number, words):
