@@ -286,9 +286,20 @@ class Head:
             items = [inputs]
         else:
             items = list(inputs)
+            if kind is InputKind.VECTOR and _one_row(items, self.contract.sample_size):
+                # [6, 148, 72, ...]: one patient's row, as the same numbers in a 1-D array are. As a
+                # batch it could only be refused: each of its numbers alone is no row.
+                items = [items]
         if not items:
             raise InputError("nothing to predict: the input is empty")
         return items
+
+
+def _one_row(items: list, width: int) -> bool:
+    """Whether ``items`` (a list or tuple given to a model of ``width`` features) is one row of plain
+    numbers rather than a batch of rows."""
+    return width > 1 and len(items) == width and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in items)
 
 
 def prepare_picture(item, step, raw: bool = False, name: str | None = None) -> np.ndarray:
