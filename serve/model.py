@@ -162,7 +162,14 @@ class ServedModel:
             wanted = self._wanted(request.outputs, self.user_outputs)
             samples = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._samples,
                                                                        request.inputs[0])
-            return self._user_outputs(await self._predict_samples(samples), wanted)
+            predictions = await self._predict_samples(samples)
+            for i, prediction in enumerate(predictions):
+                if not np.isfinite(prediction.logits).all():
+                    # linreg of "3.4e38": a finite input whose answer overflowed float32 was answered
+                    # 200 with null; it is no answer, as `ptx predict` says too.
+                    raise RequestError(f"{self.user_input}[{i}]: the model's output is not a finite number: the "
+                                       "input is too large for float32, which it computes in; send smaller numbers")
+            return self._user_outputs(predictions, wanted)
         wanted = self._wanted(request.outputs, self.signature.output_names)
         feeds = self._feeds(request.inputs)
         try:

@@ -270,6 +270,8 @@ BAD_REQUESTS = {
     "unknown-version": ("/v2/models/convnet/versions/7/infer", tensor_body("input", "FP32", [1], [0.0]), {}, 404,
                         "version"),
     "bad-text": ("/v2/models/diabetes/infer", tensor_body("text", "BYTES", [1], ["1,2"]), {}, 400, "takes 8"),
+    "answer-overflows-float32": ("/v2/models/linreg/infer", tensor_body("text", "BYTES", [2], ["1.5", "3.4e38"]), {},
+                                 400, "text[1]: the model's output is not a finite number"),
     "not-base64": ("/v2/models/convnet/infer", json.dumps({"inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
          "data": ["not base64!"]}]}).encode(), {}, 400, "not base64"),
