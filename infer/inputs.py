@@ -10,7 +10,8 @@ from ptx.errors import InputError
 from ptx.files import read_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
-                  ".heic", ".heif", ".avif"}  # HEIC/HEIF through pillow-heif, AVIF through Pillow (ptx.contract.decode)
+                  ".heic", ".heif", ".avif",  # HEIC/HEIF through pillow-heif, AVIF through Pillow (ptx.contract.decode)
+                  ".jfif", ".jpe"}  # JPEGs as Windows browsers save them ("Save image as" gives .jfif)
 
 
 @dataclass

@@ -189,3 +189,10 @@ def test_a_broken_link_named_as_a_picture_is_an_error_not_left_out_unsaid(tmp_pa
         pictures.open_image(folder / "7.png")
     with pytest.raises(InputError, match="loop-a.png: cannot open"):
         pictures.open_image(folder / "loop-a.png")
+
+
+def test_jpegs_named_as_windows_saves_them_are_pictures_of_a_folder(tmp_path):
+    # A folder of digits saved from a browser on Windows (.jfif) was "a folder with no image files".
+    for name in ("a.jfif", "b.JPE"):
+        Image.new("L", (8, 8), 255).save(tmp_path / name, format="JPEG")
+    assert expand_inputs([str(tmp_path)]).items == [str(tmp_path / "a.jfif"), str(tmp_path / "b.JPE")]
