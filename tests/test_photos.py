@@ -118,6 +118,18 @@ def test_a_camera_jpeg_with_a_preview_picture_mpo_reads_its_primary_picture(conv
     assert convnet.predict([data])[0].label_name == "7"
 
 
+@pytest.mark.parametrize("chunk_type,body", [(b"zTXt", b"Comment\x00\x00"), (b"iCCP", b"icc\x00\x00")])
+def test_a_png_whose_text_or_profile_chunk_inflates_past_pillows_bound_is_one_input_error(chunk_type, body):
+    # A zTXt or iCCP chunk of 64 MB of one letter, 64 KB compressed: Pillow's MAX_TEXT_CHUNK refuses
+    # it with a ValueError, which ended `ptx predict FOLDER` in a traceback and was a 500 from ptx serve.
+    data = encoded(Image.new("L", (16, 16), 200), "PNG")
+    payload = chunk_type + body + zlib.compress(b"A" * (64 << 20))
+    chunk = struct.pack(">I", len(payload) - 4) + payload + struct.pack(">I", zlib.crc32(payload))
+    at = data.index(b"IHDR") + 4 + 13 + 4  # after IHDR's type, 13 bytes of data and its CRC
+    with pytest.raises(InputError, match="cannot open .*MAX_TEXT_CHUNK.*without its metadata"):
+        decode.open_image(data[:at] + chunk + data[at:])
+
+
 # -- bombs: headers that claim far more pixels than the file holds ---------------------------------------
 
 def bomb_jpeg(side: int = 65535) -> bytes:

@@ -172,6 +172,11 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
         raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot open ({exc})") from None
+    except ValueError as exc:
+        # Pillow's own bound on a PNG's compressed text or colour-profile chunk (a zTXt or iCCP that
+        # inflates past MAX_TEXT_CHUNK, a bomb of its kind): the file's fault, so one line for it
+        # alone, not a traceback that ends a folder's run (or a 500 from ptx serve).
+        raise InputError(f"{name}: cannot open ({exc}); save the picture again without its metadata") from None
 
 
 def _brand(prefix: bytes) -> bytes:
