@@ -130,6 +130,23 @@ def test_a_png_whose_text_or_profile_chunk_inflates_past_pillows_bound_is_one_in
         decode.open_image(data[:at] + chunk + data[at:])
 
 
+def test_a_multi_page_tiff_whose_second_page_is_damaged_is_one_input_error():
+    # Counting the pages (to refuse a multi-frame file) read the damaged page's header, and Pillow's
+    # TypeError ("Missing dimensions") ended `ptx predict FOLDER` in a traceback; fuzzed GIFs gave
+    # an IndexError the same way.
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 200).save(buffer, "TIFF", save_all=True, append_images=[Image.new("L", (16, 16), 9)])
+    data = bytearray(buffer.getvalue())
+    first = struct.unpack_from("<I", data, 4)[0]  # "II": little-endian offsets
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for k in range(struct.unpack_from("<H", data, second)[0]):
+        at = second + 2 + 12 * k
+        if struct.unpack_from("<H", data, at)[0] in (256, 257):  # ImageWidth, ImageLength: renamed away
+            struct.pack_into("<H", data, at, 0xFFF0 + k)
+    with pytest.raises(InputError, match=r"truncated or corrupt image \(TypeError: Missing dimensions\)"):
+        decode.open_image(bytes(data))
+
+
 # -- bombs: headers that claim far more pixels than the file holds ---------------------------------------
 
 def bomb_jpeg(side: int = 65535) -> bytes:

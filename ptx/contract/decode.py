@@ -45,6 +45,8 @@ MAX_PIXELS = 40_000_000  # decoded size, every format (below Pillow's own ~89 MP
 MAX_JPEG_PIXELS = 200_000_000  # declared size of a baseline JPEG that draft decoding reduces
 DRAFT_SIDE = 512  # a JPEG is decoded at the smallest DCT scale whose shorter side is still >= this
 
+# What Pillow's parsers raise on a damaged file past its header (fuzzed files of each format met all).
+CORRUPT = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError, struct.error)
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ISO base media 'ftyp' brands of HEIF still pictures (HEVC-coded and the generic image brands).
@@ -94,7 +96,13 @@ def open_image(source, name: str | None = None) -> Image.Image:
 def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
     """``image`` checked, decoded and turned upright; an image ptx opened (``owned``) is turned in
     place, a caller's is left as it was (a copy is turned)."""
-    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
+    try:
+        # Counting frames reads every frame's header: a corrupt later frame raises whatever its
+        # plugin's parser met (TypeError, IndexError, ... from a damaged TIFF or GIF).
+        frames = getattr(image, "n_frames", 1)
+    except CORRUPT as exc:
+        raise InputError(f"{name}: truncated or corrupt image ({type(exc).__name__}: {exc})") from None
+    if frames > 1 and image.format != "MPO":
         # MPO: a camera's JPEG with previews (or a stereo pair) after the primary picture, which
         # is the one opened (frame 0).
         raise InputError(f"{name}: animated or multi-frame image; save the one frame to predict as a PNG")
@@ -107,7 +115,7 @@ def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
             ImageOps.exif_transpose(image, in_place=True)
         else:
             image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except CORRUPT as exc:
         raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
     return image
 
