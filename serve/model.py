@@ -40,6 +40,8 @@ from .batcher import Batcher, Merge
 from .tensors import BYTES, RequestError, Tensor
 
 IMAGE_INPUT, TEXT_INPUT = "image", "text"
+# How a PNG, JPEG, GIF, WebP (RIFF) and TIFF file begin once base64-encoded: no file begins so itself.
+BASE64_PICTURES = (b"iVBORw0KGgo", b"/9j/", b"R0lGOD", b"UklGR", b"SUkq", b"TU0A")
 LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 VERSION = "1"
 PLATFORMS = {"ort-cpu": "onnxruntime_onnx", "ort-cuda": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
@@ -239,9 +241,12 @@ class ServedModel:
         if self.user_input == IMAGE_INPUT:  # a request's pictures together, as a folder's chunk (the same samples)
             samples = picture_samples(tensor.data, self.head.contract.picture,
                                       names=[f"{tensor.name}[{i}]" for i in range(len(tensor.data))])
-            for sample in samples:
+            for element, sample in zip(tensor.data, samples):
                 if isinstance(sample, InputError):
-                    raise RequestError(str(sample))
+                    # A file base64-encoded without the parameter that says so arrives as its text.
+                    hint = ('; it looks like base64: add "parameters": {"content_type": "base64"} to the input'
+                            if element.startswith(BASE64_PICTURES) else "")
+                    raise RequestError(str(sample) + hint)
             return samples
         samples = []
         for i, element in enumerate(tensor.data):

@@ -275,6 +275,8 @@ BAD_REQUESTS = {
     "not-base64": ("/v2/models/convnet/infer", json.dumps({"inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
          "data": ["not base64!"]}]}).encode(), {}, 400, "not base64"),
+    "base64-without-its-content-type": ("/v2/models/convnet/infer", tensor_body(
+        "image", "BYTES", [1], [base64.b64encode(bomb_png()).decode()]), {}, 400, '"content_type": "base64"'),
     "unknown-content-type": ("/v2/models/convnet/infer", json.dumps({"inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "pd"},
          "data": ["x"]}]}).encode(), {}, 400, "content_type"),
