@@ -39,6 +39,13 @@ def output_format(path: str | os.PathLike) -> str:
     return suffix[1:]
 
 
+def as_written(text: str) -> str:
+    """``text`` as an output file holds it: a file name that is not UTF-8 (Python keeps its bytes as
+    surrogates, "caf\\udce9.png") with those characters as backslash escapes, since UTF-8 has no
+    surrogates; any other text as it is. --resume compares names by this form."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def columns_for(regression: bool, topk: int) -> tuple[str, ...]:
     if regression:
         return REGRESSION_COLUMNS
@@ -75,13 +82,14 @@ def done_inputs(path: str | os.PathLike) -> Counter:
         import pyarrow.parquet as pq
 
         parts = sorted(path.glob("part-*.parquet"))
-        return Counter(v for part in parts for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
+        return Counter(as_written(v) for part in parts
+                       for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
     _cut_to_last_line(path)
     with open(path, newline="", encoding="utf-8") as fh:
         if fmt == "jsonl":
-            rows = (json.loads(line)["input"] for line in fh if line.strip())
+            rows = (as_written(json.loads(line)["input"]) for line in fh if line.strip())
         else:
-            rows = (row["input"] for row in csv.DictReader(fh))
+            rows = (as_written(row["input"]) for row in csv.DictReader(fh))
         try:
             return Counter(rows)
         except (ValueError, KeyError, csv.Error) as exc:
@@ -114,7 +122,9 @@ class CsvWriter:
     def __init__(self, path: Path, columns):
         self.path, self.columns = path, columns
         new = not path.exists() or path.stat().st_size == 0
-        self.fh = open(path, "a", newline="", encoding="utf-8")
+        # A file name that is not UTF-8 (in ``input``, and in an error's text) is written escaped
+        # (as_written) rather than ending the run half-written.
+        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")
         if new:
             csv.writer(self.fh).writerow(columns)
 
@@ -171,7 +181,7 @@ class ParquetParts:
         # Column by column: pyarrow's from_pylist took 1.3 s for 10,000 rows of ten logits here (busy
         # 2-core EPYC), a tenth of a whole `ptx predict FOLDER` spent in the main process; from_pydict
         # builds the same table in 9 ms.
-        table = pa.Table.from_pydict({c: [r.get(c) for r in self.rows] for c in self.columns}, schema=self.schema)
+        table = pa.Table.from_pydict({c: [_utf8(r.get(c)) for r in self.rows] for c in self.columns}, schema=self.schema)
         with atomic_path(self.path / f"part-{self.next_part:06d}.parquet") as tmp:
             pq.write_table(table, tmp, row_group_size=len(self.rows))
         self.next_part += 1
@@ -180,6 +190,11 @@ class ParquetParts:
 
     def close(self) -> None:
         self.flush(force=True)
+
+
+def _utf8(value):
+    """A Parquet string cell is UTF-8: a str holding a non-UTF-8 file name's surrogates as_written."""
+    return as_written(value) if isinstance(value, str) else value
 
 
 def parquet_type(column: str, per_position: bool = False):

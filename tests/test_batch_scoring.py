@@ -275,3 +275,27 @@ def test_an_output_in_a_folder_that_is_not_there_is_one_line_and_writes_nothing(
     with pytest.raises(PtxError, match=r"answers\.\w+: cannot write it \(No such file or directory\); name a file"):
         open_output(out, columns_for(False, 0))
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_a_file_name_that_is_not_utf8_is_written_and_resumed_not_a_traceback(tmp_path, suffix):
+    # scans/caf\xe9.png (a Latin-1 name from an old share): `--output answers.csv` ended in a
+    # UnicodeEncodeError traceback after the rows before it, Parquet before writing any part.
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    from ptx.infer.outputs import columns_for, done_inputs, open_output
+    from ptx.infer.scoring import skip_done
+    from ptx.infer.stream import Input
+
+    name = os.fsdecode(b"scans/caf\xe9.png")  # Python's form of the name: the byte as a surrogate
+    out = tmp_path / f"answers.{suffix}"
+    writer = open_output(out, columns_for(False, 0))
+    writer.write({"input": "scans/a.png", "label": 1, "label_name": "1", "probability": 0.5,
+                  "low_confidence": False, "logits": [0.0, 1.0]})
+    writer.write({"input": name, "error": f"{name}: not an image Pillow can read"})
+    writer.close()
+    done = done_inputs(out)
+    assert sum(done.values()) == 2
+    skipped = [0]
+    assert list(skip_done([Input(name, name), Input("scans/b.png", "scans/b.png")], done, skipped)) == [
+        Input("scans/b.png", "scans/b.png")]
