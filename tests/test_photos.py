@@ -243,3 +243,17 @@ def test_a_heic_without_pillow_heif_is_refused_in_one_line(tmp_path):
     assert done.stdout.strip().splitlines() == [
         f"{tmp_path / 'photo.heic'}: a HEIC/HEIF picture; install pillow-heif to read HEIC pictures: "
         "pip install 'ptx[heif]' (from a clone: pip install -e '.[heif]')"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_pil_image_whose_file_was_closed_unread_is_one_input_error(tmp_path, fmt):
+    # `with Image.open(path) as image: pass` then predict(image) was a bare AssertionError.
+    path = tmp_path / f"seven.{fmt.lower()}"
+    seven(64, 64).save(path, fmt)
+    with Image.open(path) as image:
+        pass
+    with pytest.raises(InputError, match=r"file was closed before its pixels were read; call image.load\(\)"):
+        decode.open_image(image)
+    with Image.open(path) as image:
+        image.load()
+    assert decode.open_image(image).size == (64, 64)
