@@ -113,9 +113,14 @@ def from_json_data(name: str, datatype: str, shape: list[int], data, content_typ
                                                     for v in flat])
     dtype = _numpy_type(datatype, name)
     try:
-        array = np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # an overflow is told below, not warned in the server's log
+            array = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
         raise RequestError(f"input {name!r}: data is not a list of {datatype} numbers") from None
+    if array.dtype.kind == "f" and not np.isfinite(array).all() and np.isfinite(np.asarray(data, np.float64)).all():
+        # JSON has no NaN or infinity: a value that became one is a finite number beyond the type's range
+        # (1e39 as FP32), which "holds NaN or infinite values" would misname.
+        raise RequestError(f"input {name!r}: values beyond {datatype}'s range (about ±{float(np.finfo(dtype).max):.3g})")
     if array.size != count:
         raise RequestError(f"input {name!r}: {array.size} elements of data for shape {list(shape)} ({count})")
     return Tensor(name, datatype, list(shape), array.reshape(shape))

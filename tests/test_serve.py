@@ -430,3 +430,17 @@ def test_base64_wrapped_in_lines_is_read_and_other_characters_are_refused_saying
         assert tensor.data == [payload]
     with pytest.raises(RequestError, match=r"not base64 .*base64 -w0 FILE"):
         from_json_data("image", "BYTES", [1], [wrapped.replace("\n", " ")], "base64")
+
+
+def test_a_json_number_beyond_fp32s_range_is_named_so_not_as_nan_or_infinity():
+    # 1e39 as FP32 (JSON has no NaN or Infinity) was refused as "holds NaN or infinite values", with a
+    # numpy RuntimeWarning in the server's log.
+    import warnings
+
+    from ptx.serve.tensors import RequestError, from_json_data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RequestError, match=r"input 'input': values beyond FP32's range \(about ±3.4e\+38\)"):
+            from_json_data("input", "FP32", [1, 1], [1e39])
+        assert from_json_data("input", "FP64", [1, 1], [1e39]).data[0, 0] == 1e39
