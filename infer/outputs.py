@@ -62,6 +62,8 @@ def open_output(path: str | os.PathLike, columns: tuple[str, ...], *, per_positi
     fmt = output_format(path)
     if path.exists() and not resume:
         raise PtxError(f"--output {path} exists: add --resume to answer only the inputs it lacks, or remove it")
+    if path.exists():
+        _check_columns(path, fmt, columns)
     try:
         if fmt == "parquet":
             return ParquetParts(path, columns, per_position, schema)
@@ -69,6 +71,38 @@ def open_output(path: str | os.PathLike, columns: tuple[str, ...], *, per_positi
     except OSError as exc:  # a folder that is not there, or not writable: one line before any input is read
         raise PtxError(f"--output {path}: cannot write it ({exc.strerror or exc}); name a file in a folder "
                        "that exists and that you may write to") from None
+
+
+def _check_columns(path: Path, fmt: str, columns: tuple[str, ...]) -> None:
+    """Refuse to resume into answers written with other columns (another model, --topk added or
+    left out): appended rows would not fit the CSV's header, and a Parquet reader keeps the first
+    part's columns only, dropping the others' labels."""
+    found = None
+    if fmt == "csv":
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            found = tuple(next(csv.reader(fh), ())) or None  # an empty file: nothing written to differ from
+        want = tuple(columns)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        parts = sorted(path.glob("part-*.parquet"))
+        found = tuple(pq.read_schema(parts[-1]).names) if parts else None
+        want = tuple(columns)
+    else:  # JSON Lines: a result row holds every column but "error"
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill, which done_inputs cuts away
+                if isinstance(row, dict) and "error" not in row:
+                    found = tuple(c for c in columns if c in row) + tuple(c for c in row if c not in columns)
+                    break
+        want = tuple(c for c in columns if c != "error")
+    if found is not None and found != want:
+        raise PtxError(f"--resume: {path} holds the columns {', '.join(found) or 'none'}, this run writes "
+                       f"{', '.join(want)}: resume with the first run's model and options (--topk), or name "
+                       "another --output")
 
 
 def done_inputs(path: str | os.PathLike) -> Counter:

@@ -299,3 +299,27 @@ def test_a_file_name_that_is_not_utf8_is_written_and_resumed_not_a_traceback(tmp
     skipped = [0]
     assert list(skip_done([Input(name, name), Input("scans/b.png", "scans/b.png")], done, skipped)) == [
         Input("scans/b.png", "scans/b.png")]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_resume_into_answers_with_other_columns_is_refused_not_appended(tmp_path, suffix):
+    # A run's answers.csv, then the same command with --resume --topk 3: rows with a topk column were
+    # appended under the first header (Parquet: a reader kept the first part's columns, dropping labels).
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    from ptx.errors import PtxError
+    from ptx.infer.outputs import columns_for, open_output
+
+    out = tmp_path / f"answers.{suffix}"
+    row = {"input": "a.png", "label": 1, "label_name": "1", "probability": 0.5, "low_confidence": False,
+           "logits": [0.0, 1.0]}
+    writer = open_output(out, columns_for(False, 0))
+    writer.write(row)
+    writer.close()
+    for columns in (columns_for(False, 3), columns_for(True, 0)):
+        with pytest.raises(PtxError, match=r"--resume: .* holds the columns input, .*label.*, this run writes "
+                                           r".*resume with the first run.s"):
+            open_output(out, columns, resume=True)
+    writer = open_output(out, columns_for(False, 0), resume=True)  # the same options: resumed
+    writer.write(row)
+    writer.close()
