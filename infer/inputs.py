@@ -122,7 +122,9 @@ def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[li
     unreadable: list[tuple[str, str]] = []
     for arg in args:
         path = Path(arg)
-        if path.suffix.lower() == ".csv" or path.exists():
+        if path.is_dir():  # a folder of CSV files: its files are what is read, and the shell names them
+            unreadable.append((arg, f"{arg}: a folder, not a CSV file; name its files (e.g. {path / '*.csv'})"))
+        elif path.suffix.lower() == ".csv" or path.exists():
             try:
                 rows += csv_file_rows(path, features)
             except InputError as exc:

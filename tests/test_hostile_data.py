@@ -120,6 +120,16 @@ def test_a_first_row_with_one_bad_cell_is_refused_as_a_row_not_skipped_as_a_head
     assert csv_text_rows(f"{header}\n{good}\n", "rows.csv", features) == [good]
 
 
+def test_a_folder_of_csv_files_given_for_rows_says_to_name_its_files(tmp_path):
+    """`ptx predict --model diabetes patients/` said "patients: not a regular file"."""
+    from ptx.infer.inputs import expand_csv_rows
+
+    (tmp_path / "patients").mkdir()
+    rows, unreadable = expand_csv_rows([str(tmp_path / "patients")])
+    assert rows == [] and unreadable == [(str(tmp_path / "patients"), f"{tmp_path / 'patients'}: a folder, not a CSV "
+                                          f"file; name its files (e.g. {tmp_path / 'patients' / '*.csv'})")]
+
+
 @pytest.mark.parametrize("separator,named", [(";", "';'"), ("\t", "tabs")])
 def test_a_csv_separated_otherwise_than_by_commas_says_so(separator, named):
     from ptx.errors import InputError
