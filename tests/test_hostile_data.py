@@ -166,6 +166,16 @@ def test_predict_a_word_whose_bytes_were_not_utf8_is_refused_not_read_as_unknown
     assert r.stdout.startswith("bonjour\t"), shown(r)
 
 
+def test_a_word_that_names_a_file_is_answered_as_a_word_and_says_how_to_read_the_file(runs, tmp_path):
+    """`ptx predict --model rnn-hello hello` beside a file named hello answered the word, silently."""
+    (tmp_path / "hello").write_text("hell\nhelo\n")
+    r = ptx_here("predict", "--model", "rnn-hello", "hello", "--root", runs.ready("rnn-hello"), cwd=tmp_path)
+    assert_clean(r, 0)
+    assert r.stdout.startswith("hello\t") and len(r.stdout.splitlines()) == 1, shown(r)
+    assert "notice: hello is also a file; it was read as a word" in r.stderr, shown(r)
+    assert "ptx predict --model rnn-hello - < hello" in r.stderr, shown(r)
+
+
 def test_a_word_with_a_combining_accent_is_the_same_word_composed(runs):
     predictor = load("gru-classifier", backend="ort-cpu", root=runs.ready("gru-classifier"))
     decomposed, composed = predictor.predict(["cafe\u0301", "caf\u00e9"])
