@@ -257,3 +257,4 @@ def test_a_pil_image_whose_file_was_closed_unread_is_one_input_error(tmp_path, f
     with Image.open(path) as image:
         image.load()
     assert decode.open_image(image).size == (64, 64)
+    assert decode.open_image(seven(64, 64)).size == (64, 64)  # an image made in memory has no file at all

@@ -60,7 +60,7 @@ def open_image(source, name: str | None = None) -> Image.Image:
     still picture or would cost too much to decode; decode it (a JPEG at reduced size, see the
     module's notes) with its EXIF orientation applied."""
     if isinstance(source, Image.Image):
-        if source.tile and getattr(source, "fp", True) is None:
+        if getattr(source, "tile", None) and getattr(source, "fp", True) is None:
             # `with Image.open(path) as image: ...` then predict(image): the pixels were never read
             # and the file is closed (Pillow only asserts, with no message).
             raise InputError(f"{name or 'image'}: a PIL image whose file was closed before its pixels were "
