@@ -1,6 +1,7 @@
 """Predict many user inputs at once: bad ones are reported by name, the rest still predicted."""
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 from ptx.contract import InputKind
@@ -54,6 +55,10 @@ def iter_inputs(predictor: Model, args: list[str], *, recursive: bool = False, s
             yield from (Input(row, row) for row in rows)
             yield from (Input(None, src, error=err) for src, err in unreadable)
         elif kind in (InputKind.NUMBER, InputKind.TEXT):
+            if kind is InputKind.TEXT and notices is not None and os.path.isfile(arg):
+                # `ptx predict --model gru-classifier words.txt` answered for the word "words.txt".
+                notices.append(f"{arg} is also a file; it was read as a word, not as the file's lines: "
+                               f"`ptx predict --model {predictor.contract.model} - < {arg}` reads them")
             yield Input(arg, arg)
         else:
             expanded = expand_inputs([arg], recursive=recursive)

@@ -185,14 +185,19 @@ class Head:
         features = ", ".join(self.contract.features)
         values = item.split(",") if isinstance(item, str) else np.atleast_1d(np.asarray(item, dtype=object))
         try:
-            sample = np.array([float(v) for v in values], dtype=np.float32)
+            exact = np.array([float(v) for v in values], dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError(f"{quoted(item)}: not {'a number' if width == 1 else f'{width} comma-separated numbers'} "
                              f"({self.contract.model} takes {features})") from None
-        if sample.size != width:
-            raise InputError(f"{quoted(item)}: {sample.size} values, {self.contract.model} takes {width} ({features})")
-        if not np.isfinite(sample).all():
+        if exact.size != width:
+            raise InputError(f"{quoted(item)}: {exact.size} values, {self.contract.model} takes {width} ({features})")
+        if not np.isfinite(exact).all():
             raise InputError(f"{quoted(item)}: NaN or infinite values; {self.contract.model} needs finite numbers")
+        with np.errstate(over="ignore"):
+            sample = exact.astype(np.float32)
+        if not np.isfinite(sample).all():  # 1e308 is finite, and infinite once made float32
+            raise InputError(f"{quoted(item)}: values beyond float32's range (about ±3.4e38), which "
+                             f"{self.contract.model} computes in; give smaller numbers")
         return sample
 
     # -- outputs -> predictions ---------------------------------------------------------------
@@ -281,9 +286,20 @@ class Head:
             items = [inputs]
         else:
             items = list(inputs)
+            if kind is InputKind.VECTOR and _one_row(items, self.contract.sample_size):
+                # [6, 148, 72, ...]: one patient's row, as the same numbers in a 1-D array are. As a
+                # batch it could only be refused: each of its numbers alone is no row.
+                items = [items]
         if not items:
             raise InputError("nothing to predict: the input is empty")
         return items
+
+
+def _one_row(items: list, width: int) -> bool:
+    """Whether ``items`` (a list or tuple given to a model of ``width`` features) is one row of plain
+    numbers rather than a batch of rows."""
+    return width > 1 and len(items) == width and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in items)
 
 
 def prepare_picture(item, step, raw: bool = False, name: str | None = None) -> np.ndarray:

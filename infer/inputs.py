@@ -10,7 +10,8 @@ from ptx.errors import InputError
 from ptx.files import read_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
-                  ".heic", ".heif", ".avif"}  # HEIC/HEIF through pillow-heif, AVIF through Pillow (ptx.contract.decode)
+                  ".heic", ".heif", ".avif",  # HEIC/HEIF through pillow-heif, AVIF through Pillow (ptx.contract.decode)
+                  ".jfif", ".jpe"}  # JPEGs as Windows browsers save them ("Save image as" gives .jfif)
 
 
 @dataclass
@@ -51,7 +52,8 @@ def expand_inputs(args: list[str], recursive: bool = False) -> Expanded:
             _expand_folder(arg, path, recursive, out)
         elif glob.has_magic(arg) and not path.exists():
             # The shell passes a pattern through as it is when nothing matches it (quoted or not).
-            matches = sorted(m for m in glob.glob(arg, recursive=True) if Path(m).is_file())
+            # A match that is no folder is a file the user named, a broken link included (its error says so).
+            matches = sorted(m for m in glob.glob(arg, recursive=True) if not Path(m).is_dir())
             out.items += matches
             if not matches:
                 out.errors.append((arg, f"no file matches {arg}"))
@@ -71,7 +73,10 @@ def _expand_folder(arg: str, path: Path, recursive: bool, out: Expanded) -> None
         prefix = "" if str(path) == "." else str(path)
         with os.scandir(path) as scan:
             entries = sorted(((os.path.join(prefix, e.name), e.name, *_kind(e)) for e in scan), key=lambda e: e[1])
-    pictures = [full for full, name, is_file, _ in entries if is_file and _suffix(name) in IMAGE_SUFFIXES]
+    # An entry that is neither a file nor a folder (a link to nothing, a link loop, a pipe) but is
+    # named as a picture is still one the user meant: it gets its own error line (and exit status 1)
+    # rather than vanishing from the run and from the folder's notice.
+    pictures = [full for full, name, _, is_dir in entries if not is_dir and _suffix(name) in IMAGE_SUFFIXES]
     folders = 0 if recursive else sum(1 for *_, is_dir in entries if is_dir)
     others = [name for _, name, is_file, _ in entries if is_file and _suffix(name) not in IMAGE_SUFFIXES]
     skipped = []
@@ -110,14 +115,16 @@ def _count(n: int, noun: str) -> str:
 def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
     """For models that take feature rows: a CSV file gives its rows (text as ptx.files reads it:
     UTF-8 with or without BOM, UTF-16/32 with BOM; blank lines skipped; a first line with a cell per
-    feature that is not all numbers is a header, skipped); any other argument is itself one row, e.g.
+    feature and no number in it is a header, skipped); any other argument is itself one row, e.g.
     "6,148,72,35,0,33.6,0.627,50". Columns are taken by position, in ``features`` order. Returns
     (rows, [(file, why)] for files that cannot be read or hold no rows)."""
     rows: list[str] = []
     unreadable: list[tuple[str, str]] = []
     for arg in args:
         path = Path(arg)
-        if path.suffix.lower() == ".csv" or path.exists():
+        if path.is_dir():  # a folder of CSV files: its files are what is read, and the shell names them
+            unreadable.append((arg, f"{arg}: a folder, not a CSV file; name its files (e.g. {path / '*.csv'})"))
+        elif path.suffix.lower() == ".csv" or path.exists():
             try:
                 rows += csv_file_rows(path, features)
             except InputError as exc:
@@ -137,7 +144,9 @@ def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:
     error, not an empty success, and so are a header naming the features in another order than the
     model reads them and rows that all have another width (the training file's outcome column, say)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if lines and not _is_numeric_row(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
+    # A header names columns: a first line with any number in it is a row, even one with a bad cell
+    # ("6,,72,..."), which is then refused as that row rather than skipped unsaid as a header.
+    if lines and not _has_number(lines[0]) and (not features or len(lines[0].split(",")) == len(features)):
         names = [name.strip().lower() for name in lines[0].split(",")]
         wanted = [name.lower() for name in features]
         if names != wanted and sorted(names) == sorted(wanted):
@@ -148,14 +157,22 @@ def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:
         raise InputError(f"{path}: no rows to predict (the file is empty, blank or a header only)")
     widths = {len(line.split(",")) for line in lines}
     if features and len(widths) == 1 and widths != {len(features)}:  # the file's layout, not one row, is wrong
-        raise InputError(f"{path}: every row has {widths.pop()} columns; the model reads {len(features)} "
-                         f"({', '.join(features)})")
+        width = widths.pop()
+        # A spreadsheet set to a decimal comma writes ';' between cells; a TSV has tabs.
+        other = next((sep for sep in (";", "\t") if all(sep in line for line in lines[:10])), None)
+        hint = (f": its cells look separated by {'tabs' if other == chr(9) else repr(other)}; save it with commas "
+                "between cells and points as decimal marks" if other else "")
+        raise InputError(f"{path}: every row has {width} column{'' if width == 1 else 's'}; the model reads "
+                         f"{len(features)} ({', '.join(features)}){hint}")
     return lines
 
 
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(v) for v in line.split(",")]
-    except ValueError:
-        return False
-    return True
+def _has_number(line: str) -> bool:
+    """Whether any cell of a CSV line reads as a number."""
+    for cell in line.split(","):
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            pass
+    return False

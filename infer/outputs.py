@@ -39,6 +39,13 @@ def output_format(path: str | os.PathLike) -> str:
     return suffix[1:]
 
 
+def as_written(text: str) -> str:
+    """``text`` as an output file holds it: a file name that is not UTF-8 (Python keeps its bytes as
+    surrogates, "caf\\udce9.png") with those characters as backslash escapes, since UTF-8 has no
+    surrogates; any other text as it is. --resume compares names by this form."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def columns_for(regression: bool, topk: int) -> tuple[str, ...]:
     if regression:
         return REGRESSION_COLUMNS
@@ -55,9 +62,47 @@ def open_output(path: str | os.PathLike, columns: tuple[str, ...], *, per_positi
     fmt = output_format(path)
     if path.exists() and not resume:
         raise PtxError(f"--output {path} exists: add --resume to answer only the inputs it lacks, or remove it")
-    if fmt == "parquet":
-        return ParquetParts(path, columns, per_position, schema)
-    return (JsonLinesWriter if fmt == "jsonl" else CsvWriter)(path, columns)
+    if path.exists():
+        _check_columns(path, fmt, columns)
+    try:
+        if fmt == "parquet":
+            return ParquetParts(path, columns, per_position, schema)
+        return (JsonLinesWriter if fmt == "jsonl" else CsvWriter)(path, columns)
+    except OSError as exc:  # a folder that is not there, or not writable: one line before any input is read
+        raise PtxError(f"--output {path}: cannot write it ({exc.strerror or exc}); name a file in a folder "
+                       "that exists and that you may write to") from None
+
+
+def _check_columns(path: Path, fmt: str, columns: tuple[str, ...]) -> None:
+    """Refuse to resume into answers written with other columns (another model, --topk added or
+    left out): appended rows would not fit the CSV's header, and a Parquet reader keeps the first
+    part's columns only, dropping the others' labels."""
+    found = None
+    if fmt == "csv":
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            found = tuple(next(csv.reader(fh), ())) or None  # an empty file: nothing written to differ from
+        want = tuple(columns)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        parts = sorted(path.glob("part-*.parquet"))
+        found = tuple(pq.read_schema(parts[-1]).names) if parts else None
+        want = tuple(columns)
+    else:  # JSON Lines: a result row holds every column but "error"
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill, which done_inputs cuts away
+                if isinstance(row, dict) and "error" not in row:
+                    found = tuple(c for c in columns if c in row) + tuple(c for c in row if c not in columns)
+                    break
+        want = tuple(c for c in columns if c != "error")
+    if found is not None and found != want:
+        raise PtxError(f"--resume: {path} holds the columns {', '.join(found) or 'none'}, this run writes "
+                       f"{', '.join(want)}: resume with the first run's model and options (--topk), or name "
+                       "another --output")
 
 
 def done_inputs(path: str | os.PathLike) -> Counter:
@@ -71,13 +116,14 @@ def done_inputs(path: str | os.PathLike) -> Counter:
         import pyarrow.parquet as pq
 
         parts = sorted(path.glob("part-*.parquet"))
-        return Counter(v for part in parts for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
+        return Counter(as_written(v) for part in parts
+                       for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
     _cut_to_last_line(path)
     with open(path, newline="", encoding="utf-8") as fh:
         if fmt == "jsonl":
-            rows = (json.loads(line)["input"] for line in fh if line.strip())
+            rows = (as_written(json.loads(line)["input"]) for line in fh if line.strip())
         else:
-            rows = (row["input"] for row in csv.DictReader(fh))
+            rows = (as_written(row["input"]) for row in csv.DictReader(fh))
         try:
             return Counter(rows)
         except (ValueError, KeyError, csv.Error) as exc:
@@ -110,7 +156,9 @@ class CsvWriter:
     def __init__(self, path: Path, columns):
         self.path, self.columns = path, columns
         new = not path.exists() or path.stat().st_size == 0
-        self.fh = open(path, "a", newline="", encoding="utf-8")
+        # A file name that is not UTF-8 (in ``input``, and in an error's text) is written escaped
+        # (as_written) rather than ending the run half-written.
+        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")
         if new:
             csv.writer(self.fh).writerow(columns)
 
@@ -167,7 +215,7 @@ class ParquetParts:
         # Column by column: pyarrow's from_pylist took 1.3 s for 10,000 rows of ten logits here (busy
         # 2-core EPYC), a tenth of a whole `ptx predict FOLDER` spent in the main process; from_pydict
         # builds the same table in 9 ms.
-        table = pa.Table.from_pydict({c: [r.get(c) for r in self.rows] for c in self.columns}, schema=self.schema)
+        table = pa.Table.from_pydict({c: [_utf8(r.get(c)) for r in self.rows] for c in self.columns}, schema=self.schema)
         with atomic_path(self.path / f"part-{self.next_part:06d}.parquet") as tmp:
             pq.write_table(table, tmp, row_group_size=len(self.rows))
         self.next_part += 1
@@ -176,6 +224,11 @@ class ParquetParts:
 
     def close(self) -> None:
         self.flush(force=True)
+
+
+def _utf8(value):
+    """A Parquet string cell is UTF-8: a str holding a non-UTF-8 file name's surrogates as_written."""
+    return as_written(value) if isinstance(value, str) else value
 
 
 def parquet_type(column: str, per_position: bool = False):

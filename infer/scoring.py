@@ -14,7 +14,7 @@ from ptx.contract import DEFAULT_RUNS_ROOT, InputKind, Task
 from .api import load
 from .batch import iter_inputs, result_line
 from .inputs import expand_inputs
-from .outputs import columns_for, done_inputs, open_output
+from .outputs import as_written, columns_for, done_inputs, open_output
 from .stream import Input, stream_answers
 
 
@@ -22,8 +22,9 @@ def skip_done(inputs: Iterable[Input], done: Counter, skipped: list[int]) -> Ite
     """The inputs an output file does not answer yet: an input given twice and answered once is
     answered once more."""
     for item in inputs:
-        if done[item.source] > 0:
-            done[item.source] -= 1
+        key = as_written(item.source)  # the name as the file holds it
+        if done[key] > 0:
+            done[key] -= 1
             skipped[0] += 1
             continue
         yield item

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ptx.contract import InputKind
-from ptx.errors import InputError
+from ptx.errors import InputError, quoted
 
 from .head import Prediction, mark_low_confidence, prepare_pictures
 from .model import Model
@@ -185,7 +185,19 @@ def _finish(predictor, inputs: list[Input], prepared, min_confidence) -> Iterato
 
 def _answers(inputs: list[Input], predictions: dict[int, Prediction], why: dict[int, str]) -> Iterator[Answer]:
     for i, item in enumerate(inputs):
-        if i in predictions:
+        if i in predictions and not np.isfinite(predictions[i].logits).all():
+            # A finite input whose answer overflowed float32 (linreg of 3e38 is inf): no answer to act
+            # on, and --json would have written Infinity, which JSON does not have.
+            yield Answer(item.source, error=f"{quoted(item.source)}: the model's output is not a finite number "
+                                            f"({_not_finite(predictions[i].logits)}): the input is too large for "
+                                            "float32, which it computes in; give smaller numbers")
+        elif i in predictions:
             yield Answer(item.source, prediction=predictions[i])
         else:
             yield Answer(item.source, error=item.error if item.error is not None else why[i])
+
+
+def _not_finite(logits) -> str:
+    """The first value of ``logits`` that is NaN or infinite, as numpy prints it ("inf", "nan")."""
+    values = np.asarray(logits, dtype=np.float64).reshape(-1)
+    return str(values[~np.isfinite(values)][0])

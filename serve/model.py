@@ -40,6 +40,8 @@ from .batcher import Batcher, Merge
 from .tensors import BYTES, RequestError, Tensor
 
 IMAGE_INPUT, TEXT_INPUT = "image", "text"
+# How a PNG, JPEG, GIF, WebP (RIFF) and TIFF file begin once base64-encoded: no file begins so itself.
+BASE64_PICTURES = (b"iVBORw0KGgo", b"/9j/", b"R0lGOD", b"UklGR", b"SUkq", b"TU0A")
 LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 VERSION = "1"
 PLATFORMS = {"ort-cpu": "onnxruntime_onnx", "ort-cuda": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
@@ -162,7 +164,14 @@ class ServedModel:
             wanted = self._wanted(request.outputs, self.user_outputs)
             samples = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._samples,
                                                                        request.inputs[0])
-            return self._user_outputs(await self._predict_samples(samples), wanted)
+            predictions = await self._predict_samples(samples)
+            for i, prediction in enumerate(predictions):
+                if not np.isfinite(prediction.logits).all():
+                    # linreg of "3.4e38": a finite input whose answer overflowed float32 was answered
+                    # 200 with null; it is no answer, as `ptx predict` says too.
+                    raise RequestError(f"{self.user_input}[{i}]: the model's output is not a finite number: the "
+                                       "input is too large for float32, which it computes in; send smaller numbers")
+            return self._user_outputs(predictions, wanted)
         wanted = self._wanted(request.outputs, self.signature.output_names)
         feeds = self._feeds(request.inputs)
         try:
@@ -232,9 +241,12 @@ class ServedModel:
         if self.user_input == IMAGE_INPUT:  # a request's pictures together, as a folder's chunk (the same samples)
             samples = picture_samples(tensor.data, self.head.contract.picture,
                                       names=[f"{tensor.name}[{i}]" for i in range(len(tensor.data))])
-            for sample in samples:
+            for element, sample in zip(tensor.data, samples):
                 if isinstance(sample, InputError):
-                    raise RequestError(str(sample))
+                    # A file base64-encoded without the parameter that says so arrives as its text.
+                    hint = ('; it looks like base64: add "parameters": {"content_type": "base64"} to the input'
+                            if element.startswith(BASE64_PICTURES) else "")
+                    raise RequestError(str(sample) + hint)
             return samples
         samples = []
         for i, element in enumerate(tensor.data):

@@ -113,19 +113,31 @@ def from_json_data(name: str, datatype: str, shape: list[int], data, content_typ
                                                     for v in flat])
     dtype = _numpy_type(datatype, name)
     try:
-        array = np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # an overflow is told below, not warned in the server's log
+            array = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
         raise RequestError(f"input {name!r}: data is not a list of {datatype} numbers") from None
+    if array.dtype.kind == "f" and not np.isfinite(array).all() and np.isfinite(np.asarray(data, np.float64)).all():
+        # JSON has no NaN or infinity: a value that became one is a finite number beyond the type's range
+        # (1e39 as FP32), which "holds NaN or infinite values" would misname.
+        raise RequestError(f"input {name!r}: values beyond {datatype}'s range (about ±{float(np.finfo(dtype).max):.3g})")
     if array.size != count:
         raise RequestError(f"input {name!r}: {array.size} elements of data for shape {list(shape)} ({count})")
     return Tensor(name, datatype, list(shape), array.reshape(shape))
 
 
 def _base64(text: str, name: str) -> bytes:
+    # MIME base64 breaks lines every 76 characters (`base64 FILE` without -w0, Python's encodebytes,
+    # Java's MIME encoder): the line breaks are layout, not data, so they are taken out before the
+    # strict check that still refuses any other character.
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text.translate(_LINE_BREAKS), validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(f"input {name!r}: an element is not base64 (its content_type says base64)") from None
+        raise RequestError(f"input {name!r}: an element is not base64 (its content_type says base64): send "
+                           "each file's bytes in standard base64, e.g. `base64 -w0 FILE`") from None
+
+
+_LINE_BREAKS = str.maketrans("", "", "\r\n")
 
 
 def _numpy_type(datatype: str, name: str):

@@ -263,3 +263,63 @@ def test_ray_data_answers_as_ptx_predict(convnet, folder, tmp_path):
     for name, row in want.items():
         assert rows[name]["label_name"] == row["label_name"]
         assert np.allclose(rows[name]["logits"], row["logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_an_output_in_a_folder_that_is_not_there_is_one_line_and_writes_nothing(tmp_path, suffix):
+    # `ptx predict scans --output results/answers.csv` before `mkdir results` ended in a traceback.
+    from ptx.errors import PtxError
+    from ptx.infer.outputs import columns_for, open_output
+
+    out = tmp_path / "results" / f"answers.{suffix}"
+    with pytest.raises(PtxError, match=r"answers\.\w+: cannot write it \(No such file or directory\); name a file"):
+        open_output(out, columns_for(False, 0))
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_a_file_name_that_is_not_utf8_is_written_and_resumed_not_a_traceback(tmp_path, suffix):
+    # scans/caf\xe9.png (a Latin-1 name from an old share): `--output answers.csv` ended in a
+    # UnicodeEncodeError traceback after the rows before it, Parquet before writing any part.
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    from ptx.infer.outputs import columns_for, done_inputs, open_output
+    from ptx.infer.scoring import skip_done
+    from ptx.infer.stream import Input
+
+    name = os.fsdecode(b"scans/caf\xe9.png")  # Python's form of the name: the byte as a surrogate
+    out = tmp_path / f"answers.{suffix}"
+    writer = open_output(out, columns_for(False, 0))
+    writer.write({"input": "scans/a.png", "label": 1, "label_name": "1", "probability": 0.5,
+                  "low_confidence": False, "logits": [0.0, 1.0]})
+    writer.write({"input": name, "error": f"{name}: not an image Pillow can read"})
+    writer.close()
+    done = done_inputs(out)
+    assert sum(done.values()) == 2
+    skipped = [0]
+    assert list(skip_done([Input(name, name), Input("scans/b.png", "scans/b.png")], done, skipped)) == [
+        Input("scans/b.png", "scans/b.png")]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
+def test_resume_into_answers_with_other_columns_is_refused_not_appended(tmp_path, suffix):
+    # A run's answers.csv, then the same command with --resume --topk 3: rows with a topk column were
+    # appended under the first header (Parquet: a reader kept the first part's columns, dropping labels).
+    if suffix == "parquet":
+        pytest.importorskip("pyarrow")
+    from ptx.errors import PtxError
+    from ptx.infer.outputs import columns_for, open_output
+
+    out = tmp_path / f"answers.{suffix}"
+    row = {"input": "a.png", "label": 1, "label_name": "1", "probability": 0.5, "low_confidence": False,
+           "logits": [0.0, 1.0]}
+    writer = open_output(out, columns_for(False, 0))
+    writer.write(row)
+    writer.close()
+    for columns in (columns_for(False, 3), columns_for(True, 0)):
+        with pytest.raises(PtxError, match=r"--resume: .* holds the columns input, .*label.*, this run writes "
+                                           r".*resume with the first run.s"):
+            open_output(out, columns, resume=True)
+    writer = open_output(out, columns_for(False, 0), resume=True)  # the same options: resumed
+    writer.write(row)
+    writer.close()

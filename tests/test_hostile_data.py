@@ -9,6 +9,7 @@ as real subprocesses.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import traceback
@@ -105,6 +106,56 @@ def test_predict_diabetes_reads_a_csv_whose_byte_order_mark_names_its_encoding(r
     assert len(r.stdout.splitlines()) == 4, shown(r)
 
 
+def test_a_first_row_with_one_bad_cell_is_refused_as_a_row_not_skipped_as_a_header():
+    """`6,,72,...` (an empty cell) first in a file was taken for a header and dropped without a word:
+    exit 0 with one answer fewer. A header has no number in it."""
+    from ptx.infer.inputs import csv_text_rows
+    from ptx.models import get
+
+    features = get("diabetes").contract().features
+    good = _rows(1)[0]
+    for bad in ("6,,72,35,0,33.6,0.627,50", "6,abc,72,35,0,33.6,0.627,50"):
+        assert csv_text_rows(f"{bad}\n{good}\n", "rows.csv", features) == [bad, good]
+    header = ",".join(features)
+    assert csv_text_rows(f"{header}\n{good}\n", "rows.csv", features) == [good]
+
+
+def test_a_folder_of_csv_files_given_for_rows_says_to_name_its_files(tmp_path):
+    """`ptx predict --model diabetes patients/` said "patients: not a regular file"."""
+    from ptx.infer.inputs import expand_csv_rows
+
+    (tmp_path / "patients").mkdir()
+    rows, unreadable = expand_csv_rows([str(tmp_path / "patients")])
+    assert rows == [] and unreadable == [(str(tmp_path / "patients"), f"{tmp_path / 'patients'}: a folder, not a CSV "
+                                          f"file; name its files (e.g. {tmp_path / 'patients' / '*.csv'})")]
+
+
+@pytest.mark.parametrize("separator,named", [(";", "';'"), ("\t", "tabs")])
+def test_a_csv_separated_otherwise_than_by_commas_says_so(separator, named):
+    from ptx.errors import InputError
+    from ptx.infer.inputs import csv_text_rows
+    from ptx.models import get
+
+    text = "\n".join(row.replace(",", separator) for row in _rows(3)) + "\n"
+    with pytest.raises(InputError, match=f"cells look separated by {named}; save it with commas"):
+        csv_text_rows(text, "rows.csv", get("diabetes").contract().features)
+
+
+@pytest.mark.parametrize("number,words", [("1e308", ["1e308", "float32's range"]),
+                                          ("3.4e38", ["3.4e38", "not a finite number (inf)", "smaller numbers"])])
+def test_predict_linreg_a_number_float32_cannot_hold_or_answer_is_an_error_not_infinity(runs, tmp_path, number, words):
+    """1e308 was refused as "NaN or infinite", which it is not; 3.4e38, just under float32's largest,
+    times linreg's w (over 1 once trained: y = 2x) was answered y=inf, exit 0, and --json wrote
+    Infinity, which JSON has not."""
+    r = ptx_here("predict", "--model", "linreg", number, "1.5", "--json", "--root", runs.ready("linreg"), cwd=tmp_path)
+    assert_clean(r, 1)
+    assert "Infinity" not in r.stdout and "NaN" not in r.stdout, shown(r)
+    doc = json.loads(r.stdout)
+    assert [row["input"] for row in doc["results"]] == ["1.5"], shown(r)
+    (error,) = doc["errors"]
+    assert all(word in error["error"] for word in words), shown(r)
+
+
 # -- predict: words ---------------------------------------------------------------------------------------------
 
 def test_predict_a_word_whose_bytes_were_not_utf8_is_refused_not_read_as_unknown_characters(runs, tmp_path):
@@ -113,6 +164,16 @@ def test_predict_a_word_whose_bytes_were_not_utf8_is_refused_not_read_as_unknown
                  runs.ready("gru-classifier"), cwd=tmp_path)
     assert_refused(r, "0xe9", "UTF-8", code=1)
     assert r.stdout.startswith("bonjour\t"), shown(r)
+
+
+def test_a_word_that_names_a_file_is_answered_as_a_word_and_says_how_to_read_the_file(runs, tmp_path):
+    """`ptx predict --model rnn-hello hello` beside a file named hello answered the word, silently."""
+    (tmp_path / "hello").write_text("hell\nhelo\n")
+    r = ptx_here("predict", "--model", "rnn-hello", "hello", "--root", runs.ready("rnn-hello"), cwd=tmp_path)
+    assert_clean(r, 0)
+    assert r.stdout.startswith("hello\t") and len(r.stdout.splitlines()) == 1, shown(r)
+    assert "notice: hello is also a file; it was read as a word" in r.stderr, shown(r)
+    assert "ptx predict --model rnn-hello - < hello" in r.stderr, shown(r)
 
 
 def test_a_word_with_a_combining_accent_is_the_same_word_composed(runs):

@@ -356,3 +356,17 @@ def test_shadows_and_uneven_light_are_paper_not_ink(runs):
     original = np.array([r.label for r in predictor.predict_raw(x)])
     shadowed = np.array([r.label for r in predictor.predict([_in_uneven_light(p) for p in pages])])
     assert (shadowed == y).mean() >= (original == y).mean() - 0.03
+
+
+def test_a_list_of_one_rows_numbers_is_one_row_as_its_array_is(runs):
+    # predict([6, 148, 72, 35, 0, 33.6, 0.627, 50]) was eight inputs of one number each, all refused
+    # ("6: 1 values, diabetes takes 8"), where the same numbers as an array are one patient.
+    predictor = load("diabetes", backend="ort-cpu", root=runs.ready("diabetes"))
+    row = [6, 148, 72, 35, 0, 33.6, 0.627, 50]
+    (want,) = predictor.predict(np.array(row))
+    for given in (row, tuple(row), [np.float32(v) for v in row]):
+        (got,) = predictor.predict(given)
+        assert got.label == want.label and got.probability == pytest.approx(want.probability)
+    assert len(predictor.predict([row, row])) == 2
+    with pytest.raises(InputError, match="1 values"):
+        predictor.predict([6, 148])  # not one row's width: still a batch of numbers, each refused

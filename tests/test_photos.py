@@ -118,6 +118,35 @@ def test_a_camera_jpeg_with_a_preview_picture_mpo_reads_its_primary_picture(conv
     assert convnet.predict([data])[0].label_name == "7"
 
 
+@pytest.mark.parametrize("chunk_type,body", [(b"zTXt", b"Comment\x00\x00"), (b"iCCP", b"icc\x00\x00")])
+def test_a_png_whose_text_or_profile_chunk_inflates_past_pillows_bound_is_one_input_error(chunk_type, body):
+    # A zTXt or iCCP chunk of 64 MB of one letter, 64 KB compressed: Pillow's MAX_TEXT_CHUNK refuses
+    # it with a ValueError, which ended `ptx predict FOLDER` in a traceback and was a 500 from ptx serve.
+    data = encoded(Image.new("L", (16, 16), 200), "PNG")
+    payload = chunk_type + body + zlib.compress(b"A" * (64 << 20))
+    chunk = struct.pack(">I", len(payload) - 4) + payload + struct.pack(">I", zlib.crc32(payload))
+    at = data.index(b"IHDR") + 4 + 13 + 4  # after IHDR's type, 13 bytes of data and its CRC
+    with pytest.raises(InputError, match="cannot open .*MAX_TEXT_CHUNK.*without its metadata"):
+        decode.open_image(data[:at] + chunk + data[at:])
+
+
+def test_a_multi_page_tiff_whose_second_page_is_damaged_is_one_input_error():
+    # Counting the pages (to refuse a multi-frame file) read the damaged page's header, and Pillow's
+    # TypeError ("Missing dimensions") ended `ptx predict FOLDER` in a traceback; fuzzed GIFs gave
+    # an IndexError the same way.
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 200).save(buffer, "TIFF", save_all=True, append_images=[Image.new("L", (16, 16), 9)])
+    data = bytearray(buffer.getvalue())
+    first = struct.unpack_from("<I", data, 4)[0]  # "II": little-endian offsets
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for k in range(struct.unpack_from("<H", data, second)[0]):
+        at = second + 2 + 12 * k
+        if struct.unpack_from("<H", data, at)[0] in (256, 257):  # ImageWidth, ImageLength: renamed away
+            struct.pack_into("<H", data, at, 0xFFF0 + k)
+    with pytest.raises(InputError, match=r"truncated or corrupt image \(TypeError: Missing dimensions\)"):
+        decode.open_image(bytes(data))
+
+
 # -- bombs: headers that claim far more pixels than the file holds ---------------------------------------
 
 def bomb_jpeg(side: int = 65535) -> bytes:
@@ -214,3 +243,18 @@ def test_a_heic_without_pillow_heif_is_refused_in_one_line(tmp_path):
     assert done.stdout.strip().splitlines() == [
         f"{tmp_path / 'photo.heic'}: a HEIC/HEIF picture; install pillow-heif to read HEIC pictures: "
         "pip install 'ptx[heif]' (from a clone: pip install -e '.[heif]')"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_pil_image_whose_file_was_closed_unread_is_one_input_error(tmp_path, fmt):
+    # `with Image.open(path) as image: pass` then predict(image) was a bare AssertionError.
+    path = tmp_path / f"seven.{fmt.lower()}"
+    seven(64, 64).save(path, fmt)
+    with Image.open(path) as image:
+        pass
+    with pytest.raises(InputError, match=r"file was closed before its pixels were read; call image.load\(\)"):
+        decode.open_image(image)
+    with Image.open(path) as image:
+        image.load()
+    assert decode.open_image(image).size == (64, 64)
+    assert decode.open_image(seven(64, 64)).size == (64, 64)  # an image made in memory has no file at all

@@ -130,7 +130,9 @@ def _listing_by_paths(folder: Path) -> tuple[list[str], int, list[str]]:
     from ptx.infer.inputs import IMAGE_SUFFIXES
 
     entries = sorted(folder.iterdir())
-    pictures = [str(p) for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    # Named as a picture and no folder: a broken link or a link loop too, so that its error says why
+    # it was not read (it used to vanish from the run and from the folder's notice).
+    pictures = [str(p) for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
     others = [p.name for p in entries if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES]
     return pictures, sum(1 for p in entries if p.is_dir()), others
 
@@ -169,3 +171,28 @@ def test_the_current_folder_names_its_pictures_as_it_did(tmp_path, monkeypatch):
     assert expand_inputs(["sub/.."]).items == _listing_by_paths(Path("sub/.."))[0] == ["sub/../x.png"]
     assert expand_inputs(["./sub"]).items == ["sub/y.png"]
     assert expand_inputs(["."], recursive=True).items == ["sub/y.png", "x.png"]
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_a_broken_link_named_as_a_picture_is_an_error_not_left_out_unsaid(tmp_path, recursive):
+    # `ptx predict scans/` with scans/7.png a link to a moved file said nothing of it and exited 0.
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.new("L", (8, 8), 255).save(folder / "a.png")
+    os.symlink(folder / "moved.png", folder / "7.png")
+    os.symlink(folder / "loop-b.png", folder / "loop-a.png")
+    os.symlink(folder / "loop-a.png", folder / "loop-b.png")
+    expanded = expand_inputs([str(folder)], recursive=recursive)
+    assert expanded.items == [str(folder / n) for n in ("7.png", "a.png", "loop-a.png", "loop-b.png")]
+    assert expand_inputs([str(folder / "*.png")]).items == expanded.items
+    with pytest.raises(InputError, match=r"7.png: a symbolic link to .*moved.png, which does not exist"):
+        pictures.open_image(folder / "7.png")
+    with pytest.raises(InputError, match="loop-a.png: cannot open"):
+        pictures.open_image(folder / "loop-a.png")
+
+
+def test_jpegs_named_as_windows_saves_them_are_pictures_of_a_folder(tmp_path):
+    # A folder of digits saved from a browser on Windows (.jfif) was "a folder with no image files".
+    for name in ("a.jfif", "b.JPE"):
+        Image.new("L", (8, 8), 255).save(tmp_path / name, format="JPEG")
+    assert expand_inputs([str(tmp_path)]).items == [str(tmp_path / "a.jfif"), str(tmp_path / "b.JPE")]

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
-from ptx.contract.pictures import fashion_product
+from ptx.contract import PictureStep
+from ptx.contract.pictures import fashion_product, picture_sample
+from ptx.errors import InputError
 from ptx.trainers.data import load_dataset
 from ptx.trainers.printed import training_faces
 
@@ -100,3 +102,43 @@ def test_printed_digits_weigh_every_training_family_alike():
     # Designs with a footless "1" that only one face draws are there, and not drowned by DejaVu's styles.
     assert {"Aileron", "STIX sans", "STIX mono"} <= set(counts), sorted(counts)
     assert max(counts.values()) <= 2 * min(counts.values()), counts
+
+
+def _paper_digit_picture() -> Image.Image:
+    """A dark stroke digit ("7") on white paper, 120x120, no dataset needed."""
+    page = Image.new("L", (120, 120), 255)
+    ImageDraw.Draw(page).line([(30, 25), (90, 25), (50, 100)], fill=0, width=9)
+    return page
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_cielab_tiff_gives_the_digit_its_rgb_twin_gives(tmp_path, version):
+    # A CIELab TIFF (scanners and Photoshop write them) opens in Pillow's mode LAB, which converts to
+    # no other mode: `ptx predict` on a folder holding one ended in a ValueError traceback.
+    page = _paper_digit_picture().convert("RGB")
+    page.convert("LAB").save(tmp_path / "lab.tif")
+    assert Image.open(tmp_path / "lab.tif").mode == "LAB"
+    step = PictureStep.make("mnist-digit", version=version)
+    lab = picture_sample(tmp_path / "lab.tif", step).astype(int)
+    rgb = picture_sample(page, step).astype(int)
+    assert np.abs(lab - rgb).mean() < 6
+
+
+def test_a_mode_pillow_cannot_make_grey_is_one_input_error():
+    premultiplied = _paper_digit_picture().convert("LA").convert("La")
+    with pytest.raises(InputError, match="cannot make a La picture grey"):
+        picture_sample(premultiplied, PictureStep.make("mnist-digit"), name="la.png")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_white_ink_on_a_clear_background_is_read_as_the_digit(version):
+    # A white brush on a drawing app's transparent canvas: composited on white paper it vanished, and
+    # `ptx predict` said "no ink found: the picture is one flat colour".
+    page = _paper_digit_picture()
+    ink = Image.new("RGBA", page.size, (255, 255, 255, 0))
+    ink.putalpha(Image.eval(page, lambda v: 255 - v))  # opaque white where the paper digit is dark
+    step = PictureStep.make("mnist-digit", version=version)
+    assert np.array_equal(picture_sample(ink, step), picture_sample(Image.eval(page, lambda v: 255 - v), step))
+    dark = Image.new("RGBA", page.size, (0, 0, 0, 0))
+    dark.putalpha(Image.eval(page, lambda v: 255 - v))  # black ink on clear: still composited on white
+    assert np.array_equal(picture_sample(dark, step), picture_sample(page, step))

@@ -270,9 +270,13 @@ BAD_REQUESTS = {
     "unknown-version": ("/v2/models/convnet/versions/7/infer", tensor_body("input", "FP32", [1], [0.0]), {}, 404,
                         "version"),
     "bad-text": ("/v2/models/diabetes/infer", tensor_body("text", "BYTES", [1], ["1,2"]), {}, 400, "takes 8"),
+    "answer-overflows-float32": ("/v2/models/linreg/infer", tensor_body("text", "BYTES", [2], ["1.5", "3.4e38"]), {},
+                                 400, "text[1]: the model's output is not a finite number"),
     "not-base64": ("/v2/models/convnet/infer", json.dumps({"inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
          "data": ["not base64!"]}]}).encode(), {}, 400, "not base64"),
+    "base64-without-its-content-type": ("/v2/models/convnet/infer", tensor_body(
+        "image", "BYTES", [1], [base64.b64encode(bomb_png()).decode()]), {}, 400, '"content_type": "base64"'),
     "unknown-content-type": ("/v2/models/convnet/infer", json.dumps({"inputs": [
         {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "pd"},
          "data": ["x"]}]}).encode(), {}, 400, "content_type"),
@@ -412,3 +416,31 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(runs):
     assert f"answered {answers[0]} inference request" in answered, (answered, answers[0])
     assert all("Connection" in e or "connect" in e or "closed" in e.lower() or "reset" in e.lower() for e in errors), \
         errors[:5]
+
+
+def test_base64_wrapped_in_lines_is_read_and_other_characters_are_refused_saying_what_to_send():
+    # `base64 digit.png` (no -w0) wraps every 76 characters: that was refused as "not base64".
+    from ptx.serve.tensors import RequestError, from_json_data
+
+    payload = bytes(range(256)) * 3
+    wrapped = base64.encodebytes(payload).decode()
+    assert "\n" in wrapped
+    for text in (wrapped, wrapped.replace("\n", "\r\n")):
+        tensor = from_json_data("image", "BYTES", [1], [text], "base64")
+        assert tensor.data == [payload]
+    with pytest.raises(RequestError, match=r"not base64 .*base64 -w0 FILE"):
+        from_json_data("image", "BYTES", [1], [wrapped.replace("\n", " ")], "base64")
+
+
+def test_a_json_number_beyond_fp32s_range_is_named_so_not_as_nan_or_infinity():
+    # 1e39 as FP32 (JSON has no NaN or Infinity) was refused as "holds NaN or infinite values", with a
+    # numpy RuntimeWarning in the server's log.
+    import warnings
+
+    from ptx.serve.tensors import RequestError, from_json_data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RequestError, match=r"input 'input': values beyond FP32's range \(about ±3.4e\+38\)"):
+            from_json_data("input", "FP32", [1, 1], [1e39])
+        assert from_json_data("input", "FP64", [1, 1], [1e39]).data[0, 0] == 1e39

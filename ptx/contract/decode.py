@@ -45,6 +45,8 @@ MAX_PIXELS = 40_000_000  # decoded size, every format (below Pillow's own ~89 MP
 MAX_JPEG_PIXELS = 200_000_000  # declared size of a baseline JPEG that draft decoding reduces
 DRAFT_SIDE = 512  # a JPEG is decoded at the smallest DCT scale whose shorter side is still >= this
 
+# What Pillow's parsers raise on a damaged file past its header (fuzzed files of each format met all).
+CORRUPT = (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError, ZeroDivisionError, struct.error)
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ISO base media 'ftyp' brands of HEIF still pictures (HEVC-coded and the generic image brands).
@@ -58,6 +60,11 @@ def open_image(source, name: str | None = None) -> Image.Image:
     still picture or would cost too much to decode; decode it (a JPEG at reduced size, see the
     module's notes) with its EXIF orientation applied."""
     if isinstance(source, Image.Image):
+        if getattr(source, "tile", None) and getattr(source, "fp", True) is None:
+            # `with Image.open(path) as image: ...` then predict(image): the pixels were never read
+            # and the file is closed (Pillow only asserts, with no message).
+            raise InputError(f"{name or 'image'}: a PIL image whose file was closed before its pixels were "
+                             "read; call image.load() inside the `with` block, or pass the path")
         return _decoded(source, name or "image", owned=False)
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "image bytes"
@@ -71,6 +78,8 @@ def open_image(source, name: str | None = None) -> Image.Image:
     try:
         info = os.stat(source)
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(source):
+            raise InputError(f"{name}: a symbolic link to {os.readlink(source)}, which does not exist") from None
         raise InputError(f"{name}: no such file") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot open ({exc.strerror or exc})") from None
@@ -92,7 +101,13 @@ def open_image(source, name: str | None = None) -> Image.Image:
 def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
     """``image`` checked, decoded and turned upright; an image ptx opened (``owned``) is turned in
     place, a caller's is left as it was (a copy is turned)."""
-    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
+    try:
+        # Counting frames reads every frame's header: a corrupt later frame raises whatever its
+        # plugin's parser met (TypeError, IndexError, ... from a damaged TIFF or GIF).
+        frames = getattr(image, "n_frames", 1)
+    except CORRUPT as exc:
+        raise InputError(f"{name}: truncated or corrupt image ({type(exc).__name__}: {exc})") from None
+    if frames > 1 and image.format != "MPO":
         # MPO: a camera's JPEG with previews (or a stereo pair) after the primary picture, which
         # is the one opened (frame 0).
         raise InputError(f"{name}: animated or multi-frame image; save the one frame to predict as a PNG")
@@ -105,7 +120,7 @@ def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
             ImageOps.exif_transpose(image, in_place=True)
         else:
             image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except CORRUPT as exc:
         raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
     return image
 
@@ -170,6 +185,11 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
         raise InputError(f"{name}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot open ({exc})") from None
+    except ValueError as exc:
+        # Pillow's own bound on a PNG's compressed text or colour-profile chunk (a zTXt or iCCP that
+        # inflates past MAX_TEXT_CHUNK, a bomb of its kind): the file's fault, so one line for it
+        # alone, not a traceback that ends a folder's run (or a 500 from ptx serve).
+        raise InputError(f"{name}: cannot open ({exc}); save the picture again without its metadata") from None
 
 
 def _brand(prefix: bytes) -> bytes:

@@ -67,8 +67,21 @@ def _grayscale(image: Image.Image, name: str):
         if np.asarray(rgba)[..., 3].max() == 0:
             raise InputError(f"{name}: the image is fully transparent: there is nothing to predict")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    return image if image.mode == "L" else image.convert("L")
+        image = Image.alpha_composite(paper, rgba).convert("L")
+        low, high = image.getextrema()
+        if low == high:
+            # Light ink on a clear background (a white brush on a drawing app's transparent canvas)
+            # vanishes on white paper; on black it is the digit. Only a picture white paper leaves
+            # blank is read this way, so every picture that had an answer keeps it.
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("L")
+    if image.mode == "LAB":
+        # A CIELab TIFF: Pillow converts LAB to nothing else, and its L band is the lightness.
+        return image.getchannel("L")
+    try:
+        return image if image.mode == "L" else image.convert("L")
+    except ValueError:  # a mode Pillow cannot make grey (La, ...): one line, not the folder's end
+        raise InputError(f"{name}: Pillow cannot make a {image.mode} picture grey; save it as an RGB PNG "
+                         "or JPEG") from None
 
 
 def array_to_image(array: np.ndarray, name: str = "array") -> Image.Image:
