@@ -113,9 +113,19 @@ def from_json_data(name: str, datatype: str, shape: list[int], data, content_typ
                                                     for v in flat])
     dtype = _numpy_type(datatype, name)
     try:
-        array = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError):
+        # Overflow raises rather than warns: 1e6 for an FP16 input would become inf and answer NaN.
+        with np.errstate(over="raise"):
+            array = np.asarray(data, dtype=dtype)
+    except (FloatingPointError, OverflowError):
+        raise RequestError(f"input {name!r}: data holds values outside {datatype}'s range") from None
+    except (TypeError, ValueError):
         raise RequestError(f"input {name!r}: data is not a list of {datatype} numbers") from None
+    if array.dtype.kind in "iu" and array.size:
+        # numpy truncates 1.5 to 1 for an integer dtype without a word; `ptx predict` refuses a
+        # fraction for an integer input too ("round or cast it first"), so the server does as well.
+        loose = np.asarray(data)
+        if loose.dtype.kind == "f" and not np.array_equal(loose, np.trunc(loose)):
+            raise RequestError(f"input {name!r}: {datatype} data holds a fraction; send whole numbers")
     if array.size != count:
         raise RequestError(f"input {name!r}: {array.size} elements of data for shape {list(shape)} ({count})")
     return Tensor(name, datatype, list(shape), array.reshape(shape))

@@ -205,6 +205,22 @@ def test_a_request_that_does_not_fit_is_a_400_naming_the_input_and_grpc_invalid_
     assert grpcclient.InferenceServerClient(server.grpc).is_server_ready()
 
 
+def test_json_data_a_dtype_cannot_hold_is_refused_not_truncated_or_overflowed():
+    """A REST client sent 1.5 for an INT64 input and got an answer for 1 (numpy truncates without a
+    word; `ptx predict` refuses the same fraction), and 1e6 for an FP16 input came back as NaN with
+    status 200. Whole numbers written as floats are still taken."""
+    from ptx.serve.tensors import RequestError, from_json_data
+
+    with pytest.raises(RequestError, match="input 'ids': INT64 data holds a fraction; send whole numbers"):
+        from_json_data("ids", "INT64", [1, 2], [[1.5, 2]])
+    with pytest.raises(RequestError, match="input 'scale': data holds values outside FP16's range"):
+        from_json_data("scale", "FP16", [2], [1e6, 1])
+    with pytest.raises(RequestError, match="input 'ids': data holds values outside INT32's range"):
+        from_json_data("ids", "INT32", [1], [2**40])
+    assert from_json_data("ids", "INT64", [2], [1.0, 2]).data.tolist() == [1, 2]
+    assert from_json_data("scale", "FP16", [2], [65504, 1]).data.dtype == np.float16
+
+
 def test_a_served_models_errors_name_it_as_it_is_served_not_as_its_file_does(own_models, tmp_path):
     """Issue 43 item 7: a file named for its factory (`ptx export --module net.py:build` records
     `build`; here the file's name says it) and served under another name answered a runtime refusal
