@@ -411,3 +411,24 @@ def test_run_is_thread_safe_like_the_tutorial_predictors(own_models, file, decla
         together = list(pool.map(model.run, cases))
     for want, got in zip(alone, together):
         assert sorted(got) == sorted(want) and all(np.array_equal(got[n], want[n]) for n in want)
+
+
+def test_inspect_names_a_sequence_of_maps_output_as_onnx_runtime_does(tmp_path):
+    """A scikit-learn classifier converted with ZipMap (onnxruntime's own logreg_iris.onnx) has an
+    output that is a sequence of maps: `ptx inspect` called it `tensor(0)`, while `ptx verify` said
+    `seq(map(int64,tensor(float)))`. Both now say the latter."""
+    from onnx import TensorProto, helper
+
+    from test_hostile_data import ptx_here
+
+    value = helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+    probs = helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, value)))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]), probs])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "zipmap.onnx")
+    result = ptx_here("inspect", "zipmap.onnx", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "output 'probabilities' is seq(map(int64,tensor(float))), which ptx does not run" in result.stderr, \
+        result.stderr
