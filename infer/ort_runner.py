@@ -296,7 +296,32 @@ def file_signature(path: Path, graph: Signature, metadata: Mapping[str, str],
     its metadata records once the graph is found to match it, narrowed by the user's --input."""
     recorded = recorded_signature(metadata, path)
     signature = check_graph_against(recorded, graph, path) if recorded and not batch_axes else graph
+    if not recorded and any(not t.shape for t in signature.inputs):
+        signature = _shape_unranked(signature, inputs, path, batch_axes)
     return _with_declared(signature, inputs, path) if inputs else signature
+
+
+def _shape_unranked(signature: Signature, declared: Sequence[TensorSig], path: Path,
+                    batch_axes: Mapping[str, int | None] | None) -> Signature:
+    """An input the graph gives no shape at all (not even a rank) was taken for a scalar, since ONNX
+    Runtime lists both as []: every real sample was then refused as the wrong rank and inspect
+    printed []. Such an input takes its shape from --input, or the file is refused saying so."""
+    from ptx.contract.onnx_wire import shapeless_inputs
+
+    unranked = shapeless_inputs(path) & {t.name for t in signature.inputs if not t.shape}
+    if not unranked:
+        return signature
+    by_name = {t.name: t for t in declared}
+    inputs = []
+    for t in signature.inputs:
+        d = by_name.get(t.name)
+        if t.name in unranked and d is None:
+            raise ArtifactError(f"{path.name}: input {t.name!r} has no shape in the graph, not even a rank: declare "
+                                f"it with --input {t.name}=SHAPE[:DTYPE] (e.g. {t.name}=batchx3x224x224:{t.dtype})")
+        inputs.append(replace(t, shape=d.shape, batch_axis=None) if t.name in unranked else t)
+    outputs = [replace(t, batch_axis=None) for t in signature.outputs]
+    inputs, outputs = infer_batch_axes([replace(t, batch_axis=None) for t in inputs], outputs, batch_axes)
+    return Signature(inputs, outputs)
 
 
 def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Path) -> Signature:

@@ -432,3 +432,28 @@ def test_inspect_names_a_sequence_of_maps_output_as_onnx_runtime_does(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "output 'probabilities' is seq(map(int64,tensor(float))), which ptx does not run" in result.stderr, \
         result.stderr
+
+
+def test_an_input_the_graph_gives_no_shape_is_declared_with_input_not_taken_for_a_scalar(tmp_path):
+    """A graph input with no shape at all (no rank): ONNX Runtime lists it as [], so ptx took it for a
+    scalar, inspect printed `x float32 []` and every real sample was refused as the wrong rank, with
+    --input refused too ("declared float32 [batch, 3], but it takes float32 []"). Now the file asks
+    for --input, which gives the shape; a true scalar input stays a scalar."""
+    from onnx import TensorProto, helper
+
+    def save(name, shape):
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / name)
+        return tmp_path / name
+
+    unranked = save("unranked.onnx", None)
+    with pytest.raises(ArtifactError, match=r"unranked.onnx: input 'x' has no shape in the graph, not even a rank: "
+                                            r"declare it with --input x=SHAPE\[:DTYPE\]"):
+        load(unranked, probe=False)
+    model = load(unranked, inputs=["x=batchx3"], probe=False)
+    assert model.signature.inputs[0].shape == ("batch", 3) and model.signature.inputs[0].batch_axis == 0
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    assert np.array_equal(model.run({"x": x})["y"], np.maximum(x, 0))
+    assert load(save("scalar.onnx", []), probe=False).signature.inputs[0].shape == ()

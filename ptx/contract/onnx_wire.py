@@ -168,3 +168,32 @@ def external_data_files(path: str | Path) -> list[str]:
         except WireError as exc:
             raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
         return list(_external_files(buf, graph, path)) if graph is not None else []
+
+
+GRAPH_INPUT, VALUE_INFO_NAME, VALUE_INFO_TYPE, TYPE_TENSOR, TENSOR_TYPE_SHAPE = 11, 1, 2, 1, 2
+
+
+def shapeless_inputs(path: str | Path) -> set[str]:
+    """The graph inputs that are tensors with no shape at all, not even a rank. ONNX Runtime lists
+    such an input with the shape [] of a scalar, so only the file itself tells the two apart."""
+    path = Path(path)
+    found: set[str] = set()
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            graph = next((payload for number, wire, payload in fields(buf)
+                          if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
+            for number, wire, payload in fields(buf, *graph) if graph else ():
+                if number != GRAPH_INPUT or wire != LENGTH_DELIMITED:
+                    continue
+                name, tensor = "", None
+                for field, field_wire, value in fields(buf, *payload):
+                    if field == VALUE_INFO_NAME and field_wire == LENGTH_DELIMITED:
+                        name = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
+                    elif field == VALUE_INFO_TYPE and field_wire == LENGTH_DELIMITED:
+                        tensor = next((v for f, w, v in fields(buf, *value)
+                                       if f == TYPE_TENSOR and w == LENGTH_DELIMITED), None)
+                if tensor is not None and not any(f == TENSOR_TYPE_SHAPE for f, _, _ in fields(buf, *tensor)):
+                    found.add(name)
+        except WireError as exc:
+            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+    return found
