@@ -221,6 +221,31 @@ def test_json_data_a_dtype_cannot_hold_is_refused_not_truncated_or_overflowed():
     assert from_json_data("scale", "FP16", [2], [65504, 1]).data.dtype == np.float16
 
 
+def test_serve_passes_input_to_an_onnx_file_whose_graph_gives_an_input_no_shape(tmp_path):
+    """`ptx serve unranked.onnx --input x=batchx3` dropped the --input (kept for TorchScript and pt2
+    files only) and refused the file asking for that very --input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from ptx.contract.tensors import parse_declaration
+    from ptx.serve.server import load_files
+    from ptx.serve.service import ServeOptions, Service
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
+              tmp_path / "u.onnx")
+    service = Service(ServeOptions(max_batch_size=8))
+    try:
+        load_files(service, [("u", tmp_path / "u.onnx")], backend="auto", precision=None, device=None,
+                   open_options={"inputs": [parse_declaration("x=batchx3"), parse_declaration("other=batchx2")]},
+                   log=lambda line: None)
+        assert service.models["u"].model.signature.inputs[0].shape == ("batch", 3)
+    finally:
+        service.close()
+
+
 def test_a_served_models_errors_name_it_as_it_is_served_not_as_its_file_does(own_models, tmp_path):
     """Issue 43 item 7: a file named for its factory (`ptx export --module net.py:build` records
     `build`; here the file's name says it) and served under another name answered a runtime refusal
