@@ -457,3 +457,13 @@ def test_an_input_the_graph_gives_no_shape_is_declared_with_input_not_taken_for_
     x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
     assert np.array_equal(model.run({"x": x})["y"], np.maximum(x, 0))
     assert load(save("scalar.onnx", []), probe=False).signature.inputs[0].shape == ()
+
+
+def test_a_float_input_past_its_dtypes_range_is_refused_not_cast_to_inf():
+    """`ptx predict` of a float64 1e6 for a float16 input (or 1e39 for float32, from a .json file)
+    cast it to inf and answered NaN; an integer input past its range was already refused. An
+    infinity the user gives stays one."""
+    sig = Signature((TensorSig("h", "float16", ("batch",), 0),), (TensorSig("y", "float16", ("batch",), 0),))
+    with pytest.raises(InputError, match="input 'h' of .* holds values outside float16's range"):
+        check_feeds(sig, {"h": np.array([1e6, 1.0])})
+    assert np.isinf(check_feeds(sig, {"h": np.array([np.inf, 65504.0])})["h"][0])

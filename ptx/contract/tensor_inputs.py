@@ -240,7 +240,13 @@ def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:
         return array
     kind, target = array.dtype.kind, want.kind
     if target == "f" and kind in "fiu":
-        return array.astype(want)
+        # 1e6 cast to float16 is inf without a word, and the answer NaN: refuse it as an integer
+        # input refuses a value past its range (the server does the same for a JSON request).
+        try:
+            with np.errstate(over="raise"):
+                return array.astype(want)
+        except FloatingPointError:
+            raise InputError(f"input {sig.name!r} of {model} holds values outside {sig.dtype}'s range") from None
     if target in "iu" and kind in "iu":
         info = np.iinfo(want)
         if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
