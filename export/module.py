@@ -871,6 +871,19 @@ def load_state_dict_file(module: torch.nn.Module, path: str | Path, name: str) -
     if not isinstance(state, Mapping):
         raise PtxError(f"--checkpoint {path}: holds a {type(state).__name__}, not a state_dict")
     expected = set(module.state_dict())
+    # A Lightning checkpoint names its weights model.l.weight, a DistributedDataParallel one
+    # module.l.weight, a torch.compile'd one _orig_mod.l.weight: a prefix on every key, and without
+    # it exactly the module's keys, is taken off (and said) rather than refused as not fitting.
+    bare, stripped = state, ""
+    while bare and set(bare) != expected:
+        prefix = next(iter(bare)).split(".", 1)[0] + "."
+        if not all(k.startswith(prefix) for k in bare):
+            break
+        bare, stripped = {k[len(prefix):]: v for k, v in bare.items()}, stripped + prefix
+    if stripped and set(bare) == expected:
+        state = bare
+    else:
+        stripped = ""  # no fit either way: the keys are named as saved
     missing = [k for k in module.state_dict() if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -882,4 +895,5 @@ def load_state_dict_file(module: torch.nn.Module, path: str | Path, name: str) -
     except RuntimeError as exc:
         mismatch = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), first_line(exc))
         raise PtxError(f"--checkpoint {path}{nested} does not fit {name}: {mismatch}") from None
-    return f"{path}{nested} ({len(state)} tensors, loaded strictly)"
+    return f"{path}{nested} ({len(state)} tensors, loaded strictly" + \
+        (f", without the prefix {stripped!r} on every key)" if stripped else ")")

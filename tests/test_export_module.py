@@ -274,6 +274,28 @@ def test_a_failed_export_keeps_the_older_folder_whole(cli_exports, work):
     assert (work / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_a_checkpoint_with_a_prefix_on_every_key_loads_without_it(tmp_path):
+    """A Lightning checkpoint ({'state_dict': {'model.l.weight': ...}}) or a DDP one ('module.')
+    was refused: "does not fit opt: missing key 'l.weight' (and 1 more); unexpected key
+    'model.l.weight'", with nothing said of what to do. The prefix is taken off, and said; keys that
+    fit neither way are still refused as saved."""
+    trained = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    torch.nn.init.constant_(trained[0].bias, 0.5)
+    lightning = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}, "epoch": 3}, lightning)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    assert load_state_dict_file(module, lightning, "net").endswith("without the prefix 'model.' on every key)")
+    assert torch.equal(module[0].bias, trained[0].bias)
+    ddp = tmp_path / "ddp.pt"
+    torch.save({f"module.model.{k}": v for k, v in trained.state_dict().items()}, ddp)
+    assert "without the prefix 'module.model.'" in load_state_dict_file(module, ddp, "net")
+    partial = tmp_path / "partial.pt"
+    torch.save({"model.0.weight": trained[0].weight}, partial)
+    with pytest.raises(PtxError, match=r"does not fit net: missing key '0.weight' \(and 1 more\); unexpected key "
+                                       r"'model.0.weight'"):
+        load_state_dict_file(module, partial, "net")
+
+
 def test_a_checkpoint_loads_strictly_and_a_wrong_one_is_one_line(work, tmp_path):
     module = zoo.ResidualCNN()
     good = tmp_path / "good.pt"
