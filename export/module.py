@@ -18,6 +18,7 @@ all (ptx.atomic.atomic_folder).
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -824,8 +825,14 @@ def load_factory(spec: str) -> Factory:
     if target is None:
         defined = [k for k, v in vars(namespace).items() if callable(v) and not k.startswith("_")
                    and getattr(v, "__module__", None) == module_name]
+        # Functions first (a factory is one), and the count of the rest: the first 8 names alone, in
+        # file order, read as the whole list and hid the factory the user meant.
+        defined.sort(key=lambda k: isinstance(vars(namespace)[k], type))
+        close = difflib.get_close_matches(factory, defined, 1)
         raise PtxError(f"--module {spec}: {path.name} defines no {factory}"
-                       + (f"; it defines {', '.join(defined[:8])}" if defined else ""))
+                       + (f" (did you mean {close[0]}?)" if close else "")
+                       + (f"; it defines {', '.join(defined[:8])}" if defined else "")
+                       + (f" and {len(defined) - 8} more" if len(defined) > 8 else ""))
     if not callable(target):
         raise PtxError(f"--module {spec}: {factory} is a {type(target).__name__}, not a function or class")
     try:

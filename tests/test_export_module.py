@@ -324,6 +324,18 @@ def test_a_checkpoint_loads_strictly_and_a_wrong_one_is_one_line(work, tmp_path)
     assert not (work / "out" / "ckpt").exists()
 
 
+def test_a_factory_not_found_names_the_close_one_and_says_how_many_more(tmp_path):
+    """`--module mods.py:squeez` listed the first 8 names in file order (classes and functions
+    mixed) as if they were all, hiding the factory meant; now functions come first, the rest are
+    counted, and a near miss is named."""
+    classes = "".join(f"class Net{i}:\n    pass\n" for i in range(8))
+    (tmp_path / "many.py").write_text(classes + "def squeeze():\n    pass\ndef tiny():\n    pass\n")
+    with pytest.raises(PtxError) as caught:
+        load_factory(f"{tmp_path / 'many.py'}:squeez")
+    assert str(caught.value).endswith("many.py defines no squeez (did you mean squeeze?); it defines squeeze, tiny, "
+                                      "Net0, Net1, Net2, Net3, Net4, Net5 and 2 more"), str(caught.value)
+
+
 def test_bad_files_and_factories_are_one_line_each(work):
     (work / "broken.py").write_text("def build(:\n    pass\n")
     (work / "needs.py").write_text("import not_a_package_anyone_has\n")
