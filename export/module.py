@@ -627,7 +627,14 @@ def _write_torchscript(*, module, args, path, strings, mode, name, user_files, *
                            + ("; try --torchscript-mode trace" if mode == "script" else "")) from None
     warned = [f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}" for w in caught
               if issubclass(w.category, torch.jit.TracerWarning) and _is_user_file(w.filename, user_files)]
-    save_torchscript(compiled, path, {**strings, "torchscript_method": mode})
+    try:
+        save_torchscript(compiled, path, {**strings, "torchscript_method": mode})
+    except RuntimeError as exc:
+        # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
+        # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
+        raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[mode]} {name} ({first_line(exc)})"
+                       + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
+                          "or try --torchscript-mode trace" if mode == "script" else "")) from None
 
     def hint() -> str:
         return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"

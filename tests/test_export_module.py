@@ -233,6 +233,28 @@ def test_a_traced_branch_is_refused_with_the_way_to_export_it():
                       inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
 
 
+class OptionalBias(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x, bias=None):
+        y = self.fc(x)
+        return y if bias is None else y + bias
+
+
+def test_a_scripted_module_torch_jit_save_refuses_is_one_line_saying_what_to_change(tmp_path):
+    """`ptx export --module net.py:build --torchscript-mode script` of a forward(self, x, bias=None)
+    printed a Python traceback ending in torch.jit.save's "strides() called on an undefined Tensor"."""
+    with pytest.raises(PtxError, match=r"torchscript: torch.jit.save could not save the scripted net \(strides\(\) "
+                                       r"called on an undefined Tensor\); annotate a forward\(\) parameter that "
+                                       r"defaults to None as Optional\[torch.Tensor\], or try --torchscript-mode "
+                                       r"trace"):
+        export_module(OptionalBias().eval(), None, tmp_path / "out", open_model=load, formats=["torchscript"],
+                      inputs=["x=batchx4"], name="net", torchscript_mode="script", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
 class CondGRU(zoo.StatefulGRU):
     """The stateful GRU with its branch written as torch.cond: torch.export takes it."""
 
