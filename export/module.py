@@ -369,6 +369,9 @@ def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
     if len(positional) == 1 and len(declared) == 1:
         return declared  # one input into forward(x): its name is the file's, nothing to match
     takes = f"{where}({', '.join(positional)})"
+    twice = next((t.name for i, t in enumerate(declared) if t.name in [d.name for d in declared[:i]]), None)
+    if twice is not None:  # else the position check below says "add --input for " and names nothing
+        raise PtxError(f"--input {twice} is given twice: declare each of {takes}'s inputs once")
     for sig in declared:
         if sig.name not in positional:
             raise PtxError(f"--input {sig.name}: {takes} has no parameter {sig.name!r}: name each --input as one of "

@@ -255,6 +255,15 @@ def test_a_scripted_module_torch_jit_save_refuses_is_one_line_saying_what_to_cha
     assert not (tmp_path / "out").exists()
 
 
+def test_an_input_declared_twice_is_said_so(tmp_path):
+    """`--input x=batchx4 --input x=batchx4` was answered "takes its inputs by position, so the
+    parameters before x need declaring too: add --input for " with no parameter named."""
+    with pytest.raises(PtxError, match=r"^--input x is given twice: declare each of OptionalBias.forward\(x, bias\)'s "
+                                       r"inputs once$"):
+        export_module(OptionalBias().eval(), None, tmp_path / "out", open_model=load, formats=["onnx"],
+                      inputs=["x=batchx4", "x=batchx4"], log=lambda _: None)
+
+
 class CondGRU(zoo.StatefulGRU):
     """The stateful GRU with its branch written as torch.cond: torch.export takes it."""
 
