@@ -224,3 +224,16 @@ def test_predicting_with_an_onnx_file_never_imports_torch(own_models, two_io, tm
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not re.search(r"\|\s+torch$", done.stderr, re.M), "ptx predict --model FILE.onnx imported torch"
+
+
+def test_predict_output_onto_a_folder_is_one_line_and_the_folder_is_left_alone(tmp_path):
+    """`ptx predict model.onnx x.npy --output answers.npz` where answers.npz is a folder ended in
+    IsADirectoryError's traceback from the final rename."""
+    from ptx.atomic import atomic_path
+    from ptx.errors import PtxError
+
+    (tmp_path / "answers.npz").mkdir()
+    with pytest.raises(PtxError, match=r"cannot write .*answers.npz: it is a folder; give a file name"):
+        with atomic_path(tmp_path / "answers.npz") as tmp:
+            tmp.write_bytes(b"never")
+    assert (tmp_path / "answers.npz").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["answers.npz"]
