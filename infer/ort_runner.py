@@ -11,6 +11,7 @@ path takes torch tensors a caller already made).
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -68,7 +69,14 @@ def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bo
             raise BackendUnavailableError(
                 f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
                 f"({first_line(exc)}); use --backend ort-cuda") from None
-        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); {remedy}") from None
+        why = first_line(exc)
+        found = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", why)
+        if found:
+            # onnx newer than onnxruntime writes an IR version this runtime refuses (helper.make_model's
+            # default): re-exporting with the same onnx would not help; the version field would.
+            why, remedy = found[0], (f"save it with IR version {found[2]} (model.ir_version = {found[2]} before "
+                                     f"onnx.save), or install an onnxruntime newer than {ort.__version__}")
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({why}); {remedy}") from None
     finally:
         ort.set_default_logger_severity(ORT_DEFAULT)
 

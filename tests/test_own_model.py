@@ -3,6 +3,7 @@ ONNX file, a TorchScript file and a live nn.Module, and the refusals a user meet
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -467,3 +468,25 @@ def test_a_float_input_past_its_dtypes_range_is_refused_not_cast_to_inf():
     with pytest.raises(InputError, match="input 'h' of .* holds values outside float16's range"):
         check_feeds(sig, {"h": np.array([1e6, 1.0])})
     assert np.isinf(check_feeds(sig, {"h": np.array([np.inf, 65504.0])})["h"][0])
+
+
+def test_an_ir_version_onnxruntime_does_not_know_says_which_to_save_it_with(tmp_path):
+    """A graph built with onnx.helper.make_model (whose default IR version is newer than this
+    onnxruntime reads) was refused with ONNX Runtime's C++ signature and "re-export it", which with
+    the same onnx writes the same version. Now the message names the version to save with."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 99
+    onnx.save(model, tmp_path / "new.onnx")
+    with pytest.raises(ArtifactError) as refused:
+        load(tmp_path / "new.onnx", probe=False)
+    supported = re.search(r"max supported IR version: (\d+)\)", str(refused.value))
+    assert supported and str(refused.value).endswith(
+        f"new.onnx: ONNX Runtime cannot load it (Unsupported model IR version: 99, max supported IR version: "
+        f"{supported[1]}); save it with IR version {supported[1]} (model.ir_version = {supported[1]} before "
+        f"onnx.save), or install an onnxruntime newer than {onnxruntime.__version__}"), str(refused.value)
