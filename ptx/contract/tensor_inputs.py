@@ -274,7 +274,7 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
-            cases = _cases_from_keys(arrays, path)
+            cases = _cases_from_keys(arrays, path, signature.input_names)
         elif suffix == ".npy":
             if len(signature.inputs) != 1:
                 raise InputError(f"{path}: a .npy holds one array, and the model takes {len(signature.inputs)} inputs "
@@ -295,9 +295,10 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
     return [check_feeds(signature, case, path.name, from_file=True) for case in cases]
 
 
-def _cases_from_keys(arrays: dict[str, np.ndarray], path) -> list[dict[str, np.ndarray]]:
-    """``{"x": a, "y": b}`` is one case; ``{"x:0": .., "y:0": .., "x:1": ..}`` several."""
-    if not any(":" in k for k in arrays):
+def _cases_from_keys(arrays: dict[str, np.ndarray], path, names=()) -> list[dict[str, np.ndarray]]:
+    """``{"x": a, "y": b}`` is one case; ``{"x:0": .., "y:0": .., "x:1": ..}`` several. Keys that are
+    all the model's input names are one case even with a colon: tf2onnx names inputs ``x:0``."""
+    if not any(":" in k for k in arrays) or set(arrays) <= set(names):
         return [arrays]
     cases: dict[str, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
