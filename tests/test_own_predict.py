@@ -251,3 +251,15 @@ def test_an_npz_keyed_by_a_tf2onnx_input_name_with_a_colon_is_one_case(tmp_path)
     assert [c["x:0"].shape for c in load_input_file(tmp_path / "one.npz", sig)] == [(1, 3)]
     np.savez(tmp_path / "two.npz", **{"x:0:0": np.ones((1, 3), np.float32), "x:0:1": np.ones((2, 3), np.float32)})
     assert [c["x:0"].shape for c in load_input_file(tmp_path / "two.npz", sig)] == [(1, 3), (2, 3)]
+
+
+def test_standard_input_for_your_own_model_says_what_to_give_instead():
+    """`ptx predict model.onnx - < x.npy` answered "-: no such file": `-` reads standard input for
+    the tutorial models only, which the line now says, with the files to give instead."""
+    from ptx.contract.tensors import Signature, TensorSig
+    from ptx.infer.predict_outputs import read_inputs
+
+    sig = Signature((TensorSig("x", "float32", ("batch", 4), 0),), (TensorSig("y", "float32", ("batch", 4), 0),))
+    cases, errors = read_inputs(sig, ["-"], "net")
+    assert cases == [] and errors == ["-: standard input is read for the tutorial models; net is your own model: give "
+                                      "its inputs as .npz (arrays by input name), .npy (one input) or .json files"]
