@@ -18,6 +18,7 @@ all (ptx.atomic.atomic_folder).
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -368,6 +369,9 @@ def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
     if len(positional) == 1 and len(declared) == 1:
         return declared  # one input into forward(x): its name is the file's, nothing to match
     takes = f"{where}({', '.join(positional)})"
+    twice = next((t.name for i, t in enumerate(declared) if t.name in [d.name for d in declared[:i]]), None)
+    if twice is not None:  # else the position check below says "add --input for " and names nothing
+        raise PtxError(f"--input {twice} is given twice: declare each of {takes}'s inputs once")
     for sig in declared:
         if sig.name not in positional:
             raise PtxError(f"--input {sig.name}: {takes} has no parameter {sig.name!r}: name each --input as one of "
@@ -626,7 +630,14 @@ def _write_torchscript(*, module, args, path, strings, mode, name, user_files, *
                            + ("; try --torchscript-mode trace" if mode == "script" else "")) from None
     warned = [f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}" for w in caught
               if issubclass(w.category, torch.jit.TracerWarning) and _is_user_file(w.filename, user_files)]
-    save_torchscript(compiled, path, {**strings, "torchscript_method": mode})
+    try:
+        save_torchscript(compiled, path, {**strings, "torchscript_method": mode})
+    except RuntimeError as exc:
+        # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
+        # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
+        raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[mode]} {name} ({first_line(exc)})"
+                       + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
+                          "or try --torchscript-mode trace" if mode == "script" else "")) from None
 
     def hint() -> str:
         return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
@@ -824,8 +835,14 @@ def load_factory(spec: str) -> Factory:
     if target is None:
         defined = [k for k, v in vars(namespace).items() if callable(v) and not k.startswith("_")
                    and getattr(v, "__module__", None) == module_name]
+        # Functions first (a factory is one), and the count of the rest: the first 8 names alone, in
+        # file order, read as the whole list and hid the factory the user meant.
+        defined.sort(key=lambda k: isinstance(vars(namespace)[k], type))
+        close = difflib.get_close_matches(factory, defined, 1)
         raise PtxError(f"--module {spec}: {path.name} defines no {factory}"
-                       + (f"; it defines {', '.join(defined[:8])}" if defined else ""))
+                       + (f" (did you mean {close[0]}?)" if close else "")
+                       + (f"; it defines {', '.join(defined[:8])}" if defined else "")
+                       + (f" and {len(defined) - 8} more" if len(defined) > 8 else ""))
     if not callable(target):
         raise PtxError(f"--module {spec}: {factory} is a {type(target).__name__}, not a function or class")
     try:
@@ -871,6 +888,19 @@ def load_state_dict_file(module: torch.nn.Module, path: str | Path, name: str) -
     if not isinstance(state, Mapping):
         raise PtxError(f"--checkpoint {path}: holds a {type(state).__name__}, not a state_dict")
     expected = set(module.state_dict())
+    # A Lightning checkpoint names its weights model.l.weight, a DistributedDataParallel one
+    # module.l.weight, a torch.compile'd one _orig_mod.l.weight: a prefix on every key, and without
+    # it exactly the module's keys, is taken off (and said) rather than refused as not fitting.
+    bare, stripped = state, ""
+    while bare and set(bare) != expected:
+        prefix = next(iter(bare)).split(".", 1)[0] + "."
+        if not all(k.startswith(prefix) for k in bare):
+            break
+        bare, stripped = {k[len(prefix):]: v for k, v in bare.items()}, stripped + prefix
+    if stripped and set(bare) == expected:
+        state = bare
+    else:
+        stripped = ""  # no fit either way: the keys are named as saved
     missing = [k for k in module.state_dict() if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -882,4 +912,5 @@ def load_state_dict_file(module: torch.nn.Module, path: str | Path, name: str) -
     except RuntimeError as exc:
         mismatch = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), first_line(exc))
         raise PtxError(f"--checkpoint {path}{nested} does not fit {name}: {mismatch}") from None
-    return f"{path}{nested} ({len(state)} tensors, loaded strictly)"
+    return f"{path}{nested} ({len(state)} tensors, loaded strictly" + \
+        (f", without the prefix {stripped!r} on every key)" if stripped else ")")

@@ -117,12 +117,30 @@ def _as_node_arg(value_info) -> SimpleNamespace:
     """A graph input/output as ONNX Runtime's NodeArg describes it (name, type string, shape with
     None for an unnamed dynamic size), so that ort_runner's rules name its dimensions."""
     tensor = value_info.type.tensor_type
-    info = next((d for d in DTYPES.values() if d.onnx == tensor.elem_type), None)
-    kind = info.ort if info else f"tensor({UNSUPPORTED_ONNX.get(tensor.elem_type, tensor.elem_type)})"
+    kind = _ort_type(value_info.type)
     shape = None
     if tensor.HasField("shape"):
         shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
     return SimpleNamespace(name=value_info.name, type=kind, shape=shape)
+
+
+def _ort_type(type_proto) -> str:
+    """A type as ONNX Runtime spells it: `tensor(float)`, `seq(map(int64,tensor(float)))`. A
+    sequence or map (a scikit-learn ZipMap's output) was called `tensor(0)` before, which no user
+    could read."""
+    which = type_proto.WhichOneof("value")
+    if which == "sequence_type":
+        return f"seq({_ort_type(type_proto.sequence_type.elem_type)})"
+    if which == "optional_type":
+        return f"optional({_ort_type(type_proto.optional_type.elem_type)})"
+    if which == "map_type":
+        key = next((d.ort for d in DTYPES.values() if d.onnx == type_proto.map_type.key_type), None)
+        key = key[len("tensor("):-1] if key else UNSUPPORTED_ONNX.get(type_proto.map_type.key_type, "?")
+        return f"map({key},{_ort_type(type_proto.map_type.value_type)})"
+    elem = type_proto.tensor_type.elem_type if which == "tensor_type" else type_proto.sparse_tensor_type.elem_type
+    info = next((d for d in DTYPES.values() if d.onnx == elem), None)
+    kind = info.ort if info else f"tensor({UNSUPPORTED_ONNX.get(elem, elem)})"
+    return kind if which == "tensor_type" else "sparse_" + kind
 
 
 class _GraphArgs:

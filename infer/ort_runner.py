@@ -11,6 +11,7 @@ path takes torch tensors a caller already made).
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -68,7 +69,14 @@ def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bo
             raise BackendUnavailableError(
                 f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
                 f"({first_line(exc)}); use --backend ort-cuda") from None
-        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)}); {remedy}") from None
+        why = first_line(exc)
+        found = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", why)
+        if found:
+            # onnx newer than onnxruntime writes an IR version this runtime refuses (helper.make_model's
+            # default): re-exporting with the same onnx would not help; the version field would.
+            why, remedy = found[0], (f"save it with IR version {found[2]} (model.ir_version = {found[2]} before "
+                                     f"onnx.save), or install an onnxruntime newer than {ort.__version__}")
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({why}); {remedy}") from None
     finally:
         ort.set_default_logger_severity(ORT_DEFAULT)
 
@@ -296,7 +304,32 @@ def file_signature(path: Path, graph: Signature, metadata: Mapping[str, str],
     its metadata records once the graph is found to match it, narrowed by the user's --input."""
     recorded = recorded_signature(metadata, path)
     signature = check_graph_against(recorded, graph, path) if recorded and not batch_axes else graph
+    if not recorded and any(not t.shape for t in signature.inputs):
+        signature = _shape_unranked(signature, inputs, path, batch_axes)
     return _with_declared(signature, inputs, path) if inputs else signature
+
+
+def _shape_unranked(signature: Signature, declared: Sequence[TensorSig], path: Path,
+                    batch_axes: Mapping[str, int | None] | None) -> Signature:
+    """An input the graph gives no shape at all (not even a rank) was taken for a scalar, since ONNX
+    Runtime lists both as []: every real sample was then refused as the wrong rank and inspect
+    printed []. Such an input takes its shape from --input, or the file is refused saying so."""
+    from ptx.contract.onnx_wire import shapeless_inputs
+
+    unranked = shapeless_inputs(path) & {t.name for t in signature.inputs if not t.shape}
+    if not unranked:
+        return signature
+    by_name = {t.name: t for t in declared}
+    inputs = []
+    for t in signature.inputs:
+        d = by_name.get(t.name)
+        if t.name in unranked and d is None:
+            raise ArtifactError(f"{path.name}: input {t.name!r} has no shape in the graph, not even a rank: declare "
+                                f"it with --input {t.name}=SHAPE[:DTYPE] (e.g. {t.name}=batchx3x224x224:{t.dtype})")
+        inputs.append(replace(t, shape=d.shape, batch_axis=None) if t.name in unranked else t)
+    outputs = [replace(t, batch_axis=None) for t in signature.outputs]
+    inputs, outputs = infer_batch_axes([replace(t, batch_axis=None) for t in inputs], outputs, batch_axes)
+    return Signature(inputs, outputs)
 
 
 def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Path) -> Signature:

@@ -44,6 +44,10 @@ def read_inputs(signature: Signature, paths: Iterable[str], model: str) -> tuple
     cases, errors = [], []
     for path in map(Path, paths):
         suffix = path.suffix.lower()
+        if str(path) == "-":  # the tutorial models' standard input: said, not "-: no such file"
+            errors.append(f"-: standard input is read for the tutorial models; {model} is your own model: give its "
+                          "inputs as .npz (arrays by input name), .npy (one input) or .json files")
+            continue
         if suffix in PICTURE_SUFFIXES:
             takes = ", ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in signature.inputs)
             errors.append(f"{path}: a picture; {model} is your own model and takes tensors ({takes}): save them as "

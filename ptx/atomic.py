@@ -63,6 +63,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     process's PID, so that a later run can tell a killed writer's leftovers from a live one's.
     """
     final = Path(final)
+    if final.is_dir():  # else the rename at the end fails with IsADirectoryError's traceback
+        raise PtxError(f"cannot write {final}: it is a folder; give a file name (e.g. {final / 'out'}{final.suffix})")
     remove_stale_temp_files(final)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=final.parent)

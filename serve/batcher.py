@@ -28,6 +28,10 @@ from typing import Callable
 import numpy as np
 
 
+class Unsplittable(RuntimeError):
+    """A joined batch's output does not hold one row per input row: it cannot be split back."""
+
+
 @dataclass
 class Merge:
     """How requests' inputs (arrays by name) combine into one batch, and its outputs split back:
@@ -83,6 +87,12 @@ class Merge:
         if len(rows) == 1:
             return [out]
         starts = np.cumsum([0, *rows])
+        for name, value in out.items():
+            # An output whose leading size the graph leaves unnamed (NonZero's count, say) is read as
+            # the batch; split by rows anyway, its rows went to the wrong requests.
+            if value.shape[self.outputs[name]] != starts[-1]:
+                raise Unsplittable(f"output {name!r} has {value.shape[self.outputs[name]]} along its batch axis "
+                                   f"for a batch of {starts[-1]} rows")
         return [{name: np.take(value, np.arange(a, b), axis=self.outputs[name]) for name, value in out.items()}
                 for a, b in zip(starts[:-1], starts[1:])]
 
@@ -123,6 +133,7 @@ class Batcher:
         self.free = workers
         self.queue: collections.deque[_Pending] = collections.deque()
         self.last_rows = 1
+        self.alone = False  # set once a batch's outputs could not be split back: requests run one by one
         self.wake: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
 
@@ -189,11 +200,14 @@ class Batcher:
                 self.last_rows = rows
                 self.on_batch(rows)
                 try:
+                    if self.alone and len(live) > 1:
+                        raise Unsplittable("an earlier batch could not be split")
                     out = await loop.run_in_executor(self.executor, self._run_joined, [p.x for p in live])
                     self._deliver(live, out)
-                except Exception:  # noqa: BLE001 - whichever request broke the runtime fails alone
+                except Exception as exc:  # noqa: BLE001 - whichever request broke the runtime fails alone
                     if len(live) == 1:
                         raise
+                    self.alone = self.alone or isinstance(exc, Unsplittable)
                     for p in live:
                         await self._execute_alone(p)
         except Exception as exc:  # noqa: BLE001 - the request's own failure, answered as a 500

@@ -97,8 +97,11 @@ def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str,
         options = dict(open_options)
         if read_model_file(path).kind == ONNX:
             # --input declares what a TorchScript or pt2 file takes; an ONNX file served beside one
-            # describes its own inputs.
-            options["inputs"] = ()
+            # describes its own inputs, but for one its graph gives no shape (not even a rank).
+            from ptx.contract.onnx_wire import shapeless_inputs
+
+            unranked = shapeless_inputs(path)
+            options["inputs"] = tuple(t for t in options.get("inputs", ()) if t.name in unranked)
         model = open_own_model(path, None if backend == AUTO else backend, device=device, precision=precision,
                                **options)
         batching = ("batched along each tensor's batch axis" if model.signature.batched

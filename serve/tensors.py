@@ -113,14 +113,21 @@ def from_json_data(name: str, datatype: str, shape: list[int], data, content_typ
                                                     for v in flat])
     dtype = _numpy_type(datatype, name)
     try:
-        with np.errstate(over="ignore"):  # an overflow is told below, not warned in the server's log
+        # Overflow raises rather than warns: 1e6 for an FP16 input would become inf and answer NaN
+        # (and JSON has no NaN or infinity: one that appears is a number beyond the type's range).
+        with np.errstate(over="raise"):
             array = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError):
+    except (FloatingPointError, OverflowError):
+        limit = f" (about ±{float(np.finfo(dtype).max):.3g})" if np.dtype(dtype).kind == "f" else ""
+        raise RequestError(f"input {name!r}: data holds values outside {datatype}'s range{limit}") from None
+    except (TypeError, ValueError):
         raise RequestError(f"input {name!r}: data is not a list of {datatype} numbers") from None
-    if array.dtype.kind == "f" and not np.isfinite(array).all() and np.isfinite(np.asarray(data, np.float64)).all():
-        # JSON has no NaN or infinity: a value that became one is a finite number beyond the type's range
-        # (1e39 as FP32), which "holds NaN or infinite values" would misname.
-        raise RequestError(f"input {name!r}: values beyond {datatype}'s range (about ±{float(np.finfo(dtype).max):.3g})")
+    if array.dtype.kind in "iu" and array.size:
+        # numpy truncates 1.5 to 1 for an integer dtype without a word; `ptx predict` refuses a
+        # fraction for an integer input too ("round or cast it first"), so the server does as well.
+        loose = np.asarray(data)
+        if loose.dtype.kind == "f" and not np.array_equal(loose, np.trunc(loose)):
+            raise RequestError(f"input {name!r}: {datatype} data holds a fraction; send whole numbers")
     if array.size != count:
         raise RequestError(f"input {name!r}: {array.size} elements of data for shape {list(shape)} ({count})")
     return Tensor(name, datatype, list(shape), array.reshape(shape))

@@ -165,3 +165,29 @@ def test_every_input_of_a_joined_batch_is_written_into_a_host_buffer():
     assert all(any(f["a"] is b for b in host.buffers) and any(f["ids"] is b for b in host.buffers) for f in joined)
     assert (joined[0]["ids"].shape, np.dtype(np.int64)) in host.leased  # joined along its own batch axis, 1
     batcher.close()
+
+
+def test_an_output_that_does_not_hold_one_row_per_input_row_is_never_split_by_rows():
+    """`ptx serve nonzero.onnx`: NonZero's output [N, 2] (its count unnamed, so read as the batch)
+    was split by the requests' rows, and 11 of 16 concurrent requests got other requests' indices.
+    A batch whose output cannot be split is run again request by request, and so is every later one."""
+    class NonZero:
+        def __init__(self):
+            self.batches = []
+
+        def __call__(self, feeds):
+            time.sleep(0.02)
+            self.batches.append(feeds["x"].shape[0])
+            return {"y": np.argwhere(feeds["x"] > 0)}
+
+    runtime = NonZero()
+    batcher = Batcher(runtime, merge=merge(), max_batch_size=64, max_delay_s=0.002)
+    xs = [np.array([[1.0, 0, 1]]), np.array([[0, 1.0, 0], [1, 1, 0]]), np.array([[0, 0, 0.0]]),
+          np.array([[1.0, 1, 1]])]
+    async def two_rounds():
+        return await submit_all(batcher, xs) + await submit_all(batcher, xs)
+
+    for x, out in zip(xs + xs, run_async(two_rounds())):
+        np.testing.assert_array_equal(out, np.argwhere(x > 0))
+    assert batcher.alone and max(runtime.batches[-len(xs):]) <= 2  # the second round ran each alone
+    batcher.close()

@@ -233,6 +233,37 @@ def test_a_traced_branch_is_refused_with_the_way_to_export_it():
                       inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
 
 
+class OptionalBias(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x, bias=None):
+        y = self.fc(x)
+        return y if bias is None else y + bias
+
+
+def test_a_scripted_module_torch_jit_save_refuses_is_one_line_saying_what_to_change(tmp_path):
+    """`ptx export --module net.py:build --torchscript-mode script` of a forward(self, x, bias=None)
+    printed a Python traceback ending in torch.jit.save's "strides() called on an undefined Tensor"."""
+    with pytest.raises(PtxError, match=r"torchscript: torch.jit.save could not save the scripted net \(strides\(\) "
+                                       r"called on an undefined Tensor\); annotate a forward\(\) parameter that "
+                                       r"defaults to None as Optional\[torch.Tensor\], or try --torchscript-mode "
+                                       r"trace"):
+        export_module(OptionalBias().eval(), None, tmp_path / "out", open_model=load, formats=["torchscript"],
+                      inputs=["x=batchx4"], name="net", torchscript_mode="script", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_input_declared_twice_is_said_so(tmp_path):
+    """`--input x=batchx4 --input x=batchx4` was answered "takes its inputs by position, so the
+    parameters before x need declaring too: add --input for " with no parameter named."""
+    with pytest.raises(PtxError, match=r"^--input x is given twice: declare each of OptionalBias.forward\(x, bias\)'s "
+                                       r"inputs once$"):
+        export_module(OptionalBias().eval(), None, tmp_path / "out", open_model=load, formats=["onnx"],
+                      inputs=["x=batchx4", "x=batchx4"], log=lambda _: None)
+
+
 class CondGRU(zoo.StatefulGRU):
     """The stateful GRU with its branch written as torch.cond: torch.export takes it."""
 
@@ -274,6 +305,28 @@ def test_a_failed_export_keeps_the_older_folder_whole(cli_exports, work):
     assert (work / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_a_checkpoint_with_a_prefix_on_every_key_loads_without_it(tmp_path):
+    """A Lightning checkpoint ({'state_dict': {'model.l.weight': ...}}) or a DDP one ('module.')
+    was refused: "does not fit opt: missing key 'l.weight' (and 1 more); unexpected key
+    'model.l.weight'", with nothing said of what to do. The prefix is taken off, and said; keys that
+    fit neither way are still refused as saved."""
+    trained = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    torch.nn.init.constant_(trained[0].bias, 0.5)
+    lightning = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}, "epoch": 3}, lightning)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    assert load_state_dict_file(module, lightning, "net").endswith("without the prefix 'model.' on every key)")
+    assert torch.equal(module[0].bias, trained[0].bias)
+    ddp = tmp_path / "ddp.pt"
+    torch.save({f"module.model.{k}": v for k, v in trained.state_dict().items()}, ddp)
+    assert "without the prefix 'module.model.'" in load_state_dict_file(module, ddp, "net")
+    partial = tmp_path / "partial.pt"
+    torch.save({"model.0.weight": trained[0].weight}, partial)
+    with pytest.raises(PtxError, match=r"does not fit net: missing key '0.weight' \(and 1 more\); unexpected key "
+                                       r"'model.0.weight'"):
+        load_state_dict_file(module, partial, "net")
+
+
 def test_a_checkpoint_loads_strictly_and_a_wrong_one_is_one_line(work, tmp_path):
     module = zoo.ResidualCNN()
     good = tmp_path / "good.pt"
@@ -300,6 +353,18 @@ def test_a_checkpoint_loads_strictly_and_a_wrong_one_is_one_line(work, tmp_path)
                     2)
     assert "--checkpoint" in line and "does not fit residual: missing key" in line
     assert not (work / "out" / "ckpt").exists()
+
+
+def test_a_factory_not_found_names_the_close_one_and_says_how_many_more(tmp_path):
+    """`--module mods.py:squeez` listed the first 8 names in file order (classes and functions
+    mixed) as if they were all, hiding the factory meant; now functions come first, the rest are
+    counted, and a near miss is named."""
+    classes = "".join(f"class Net{i}:\n    pass\n" for i in range(8))
+    (tmp_path / "many.py").write_text(classes + "def squeeze():\n    pass\ndef tiny():\n    pass\n")
+    with pytest.raises(PtxError) as caught:
+        load_factory(f"{tmp_path / 'many.py'}:squeez")
+    assert str(caught.value).endswith("many.py defines no squeez (did you mean squeeze?); it defines squeeze, tiny, "
+                                      "Net0, Net1, Net2, Net3, Net4, Net5 and 2 more"), str(caught.value)
 
 
 def test_bad_files_and_factories_are_one_line_each(work):

@@ -3,6 +3,7 @@ ONNX file, a TorchScript file and a live nn.Module, and the refusals a user meet
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -411,3 +412,81 @@ def test_run_is_thread_safe_like_the_tutorial_predictors(own_models, file, decla
         together = list(pool.map(model.run, cases))
     for want, got in zip(alone, together):
         assert sorted(got) == sorted(want) and all(np.array_equal(got[n], want[n]) for n in want)
+
+
+def test_inspect_names_a_sequence_of_maps_output_as_onnx_runtime_does(tmp_path):
+    """A scikit-learn classifier converted with ZipMap (onnxruntime's own logreg_iris.onnx) has an
+    output that is a sequence of maps: `ptx inspect` called it `tensor(0)`, while `ptx verify` said
+    `seq(map(int64,tensor(float)))`. Both now say the latter."""
+    from onnx import TensorProto, helper
+
+    from test_hostile_data import ptx_here
+
+    value = helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+    probs = helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, value)))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]), probs])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "zipmap.onnx")
+    result = ptx_here("inspect", "zipmap.onnx", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "output 'probabilities' is seq(map(int64,tensor(float))), which ptx does not run" in result.stderr, \
+        result.stderr
+
+
+def test_an_input_the_graph_gives_no_shape_is_declared_with_input_not_taken_for_a_scalar(tmp_path):
+    """A graph input with no shape at all (no rank): ONNX Runtime lists it as [], so ptx took it for a
+    scalar, inspect printed `x float32 []` and every real sample was refused as the wrong rank, with
+    --input refused too ("declared float32 [batch, 3], but it takes float32 []"). Now the file asks
+    for --input, which gives the shape; a true scalar input stays a scalar."""
+    from onnx import TensorProto, helper
+
+    def save(name, shape):
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), tmp_path / name)
+        return tmp_path / name
+
+    unranked = save("unranked.onnx", None)
+    with pytest.raises(ArtifactError, match=r"unranked.onnx: input 'x' has no shape in the graph, not even a rank: "
+                                            r"declare it with --input x=SHAPE\[:DTYPE\]"):
+        load(unranked, probe=False)
+    model = load(unranked, inputs=["x=batchx3"], probe=False)
+    assert model.signature.inputs[0].shape == ("batch", 3) and model.signature.inputs[0].batch_axis == 0
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    assert np.array_equal(model.run({"x": x})["y"], np.maximum(x, 0))
+    assert load(save("scalar.onnx", []), probe=False).signature.inputs[0].shape == ()
+
+
+def test_a_float_input_past_its_dtypes_range_is_refused_not_cast_to_inf():
+    """`ptx predict` of a float64 1e6 for a float16 input (or 1e39 for float32, from a .json file)
+    cast it to inf and answered NaN; an integer input past its range was already refused. An
+    infinity the user gives stays one."""
+    sig = Signature((TensorSig("h", "float16", ("batch",), 0),), (TensorSig("y", "float16", ("batch",), 0),))
+    with pytest.raises(InputError, match="input 'h' of .* holds values outside float16's range"):
+        check_feeds(sig, {"h": np.array([1e6, 1.0])})
+    assert np.isinf(check_feeds(sig, {"h": np.array([np.inf, 65504.0])})["h"][0])
+
+
+def test_an_ir_version_onnxruntime_does_not_know_says_which_to_save_it_with(tmp_path):
+    """A graph built with onnx.helper.make_model (whose default IR version is newer than this
+    onnxruntime reads) was refused with ONNX Runtime's C++ signature and "re-export it", which with
+    the same onnx writes the same version. Now the message names the version to save with."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 99
+    onnx.save(model, tmp_path / "new.onnx")
+    with pytest.raises(ArtifactError) as refused:
+        load(tmp_path / "new.onnx", probe=False)
+    supported = re.search(r"max supported IR version: (\d+)\)", str(refused.value))
+    assert supported and str(refused.value).endswith(
+        f"new.onnx: ONNX Runtime cannot load it (Unsupported model IR version: 99, max supported IR version: "
+        f"{supported[1]}); save it with IR version {supported[1]} (model.ir_version = {supported[1]} before "
+        f"onnx.save), or install an onnxruntime newer than {onnxruntime.__version__}"), str(refused.value)

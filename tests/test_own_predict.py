@@ -224,3 +224,42 @@ def test_predicting_with_an_onnx_file_never_imports_torch(own_models, two_io, tm
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not re.search(r"\|\s+torch$", done.stderr, re.M), "ptx predict --model FILE.onnx imported torch"
+
+
+def test_predict_output_onto_a_folder_is_one_line_and_the_folder_is_left_alone(tmp_path):
+    """`ptx predict model.onnx x.npy --output answers.npz` where answers.npz is a folder ended in
+    IsADirectoryError's traceback from the final rename."""
+    from ptx.atomic import atomic_path
+    from ptx.errors import PtxError
+
+    (tmp_path / "answers.npz").mkdir()
+    with pytest.raises(PtxError, match=r"cannot write .*answers.npz: it is a folder; give a file name"):
+        with atomic_path(tmp_path / "answers.npz") as tmp:
+            tmp.write_bytes(b"never")
+    assert (tmp_path / "answers.npz").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["answers.npz"]
+
+
+def test_an_npz_keyed_by_a_tf2onnx_input_name_with_a_colon_is_one_case(tmp_path):
+    """A tf2onnx model's input is called `x:0`; `ptx predict tf.onnx in.npz` with the array saved
+    under exactly that name was refused, the key read as NAME:K ("holds an array 'x', and the model
+    has no input of that name; its inputs are x:0"). Keys `x:0:0`, `x:0:1` are still two cases."""
+    from ptx.contract.tensor_inputs import load_input_file
+    from ptx.contract.tensors import Signature, TensorSig
+
+    sig = Signature((TensorSig("x:0", "float32", ("N", 3), 0),), (TensorSig("Identity:0", "float32", ("N", 3), 0),))
+    np.savez(tmp_path / "one.npz", **{"x:0": np.ones((1, 3), np.float32)})
+    assert [c["x:0"].shape for c in load_input_file(tmp_path / "one.npz", sig)] == [(1, 3)]
+    np.savez(tmp_path / "two.npz", **{"x:0:0": np.ones((1, 3), np.float32), "x:0:1": np.ones((2, 3), np.float32)})
+    assert [c["x:0"].shape for c in load_input_file(tmp_path / "two.npz", sig)] == [(1, 3), (2, 3)]
+
+
+def test_standard_input_for_your_own_model_says_what_to_give_instead():
+    """`ptx predict model.onnx - < x.npy` answered "-: no such file": `-` reads standard input for
+    the tutorial models only, which the line now says, with the files to give instead."""
+    from ptx.contract.tensors import Signature, TensorSig
+    from ptx.infer.predict_outputs import read_inputs
+
+    sig = Signature((TensorSig("x", "float32", ("batch", 4), 0),), (TensorSig("y", "float32", ("batch", 4), 0),))
+    cases, errors = read_inputs(sig, ["-"], "net")
+    assert cases == [] and errors == ["-: standard input is read for the tutorial models; net is your own model: give "
+                                      "its inputs as .npz (arrays by input name), .npy (one input) or .json files"]

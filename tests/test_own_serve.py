@@ -205,6 +205,47 @@ def test_a_request_that_does_not_fit_is_a_400_naming_the_input_and_grpc_invalid_
     assert grpcclient.InferenceServerClient(server.grpc).is_server_ready()
 
 
+def test_json_data_a_dtype_cannot_hold_is_refused_not_truncated_or_overflowed():
+    """A REST client sent 1.5 for an INT64 input and got an answer for 1 (numpy truncates without a
+    word; `ptx predict` refuses the same fraction), and 1e6 for an FP16 input came back as NaN with
+    status 200. Whole numbers written as floats are still taken."""
+    from ptx.serve.tensors import RequestError, from_json_data
+
+    with pytest.raises(RequestError, match="input 'ids': INT64 data holds a fraction; send whole numbers"):
+        from_json_data("ids", "INT64", [1, 2], [[1.5, 2]])
+    with pytest.raises(RequestError, match="input 'scale': data holds values outside FP16's range"):
+        from_json_data("scale", "FP16", [2], [1e6, 1])
+    with pytest.raises(RequestError, match="input 'ids': data holds values outside INT32's range"):
+        from_json_data("ids", "INT32", [1], [2**40])
+    assert from_json_data("ids", "INT64", [2], [1.0, 2]).data.tolist() == [1, 2]
+    assert from_json_data("scale", "FP16", [2], [65504, 1]).data.dtype == np.float16
+
+
+def test_serve_passes_input_to_an_onnx_file_whose_graph_gives_an_input_no_shape(tmp_path):
+    """`ptx serve unranked.onnx --input x=batchx3` dropped the --input (kept for TorchScript and pt2
+    files only) and refused the file asking for that very --input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from ptx.contract.tensors import parse_declaration
+    from ptx.serve.server import load_files
+    from ptx.serve.service import ServeOptions, Service
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
+              tmp_path / "u.onnx")
+    service = Service(ServeOptions(max_batch_size=8))
+    try:
+        load_files(service, [("u", tmp_path / "u.onnx")], backend="auto", precision=None, device=None,
+                   open_options={"inputs": [parse_declaration("x=batchx3"), parse_declaration("other=batchx2")]},
+                   log=lambda line: None)
+        assert service.models["u"].model.signature.inputs[0].shape == ("batch", 3)
+    finally:
+        service.close()
+
+
 def test_a_served_models_errors_name_it_as_it_is_served_not_as_its_file_does(own_models, tmp_path):
     """Issue 43 item 7: a file named for its factory (`ptx export --module net.py:build` records
     `build`; here the file's name says it) and served under another name answered a runtime refusal

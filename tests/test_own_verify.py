@@ -357,6 +357,29 @@ def test_bench_times_each_zoo_model_beside_a_bare_session(own_models, name):
     assert all(rows[("ort-cpu", b)]["vs_bare"] > 0 for b in batches)
 
 
+def test_a_truncated_external_data_file_is_one_line_saying_so(tmp_path):
+    """A model whose data file was copied in part (a download cut short): inspect printed a digest of
+    the short file, and predict, verify and serve answered with ONNX Runtime's
+    "GetExtDataFromTensorProto ... out of bounds". Now each says the file is truncated."""
+    from onnx import TensorProto, helper
+
+    from ptx.errors import ArtifactError
+
+    weight = numpy_helper.from_array(np.arange(64, dtype=np.float32).reshape(8, 8), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    assert load(tmp_path / "m.onnx", probe=False).run({"x": np.ones((1, 8), np.float32)})["y"].shape == (1, 8)
+    (tmp_path / "m.data").write_bytes((tmp_path / "m.data").read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"its weights live in 'm.data', which holds 100 bytes where the graph "
+                                            r"reads 256: the file is truncated; copy it whole with the model"):
+        load(tmp_path / "m.onnx", probe=False)
+    with pytest.raises(ArtifactError, match="the file is truncated"):
+        inspect_path(tmp_path / "m.onnx")
+
+
 def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
     """--value fixes an input (the GRU's branch), --shape binds a symbolic dim (its steps); the inputs
     kept by --save-reference are what verify ran, at its two batch sizes; a dim ptx chose is said."""

@@ -441,6 +441,6 @@ def test_a_json_number_beyond_fp32s_range_is_named_so_not_as_nan_or_infinity():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(RequestError, match=r"input 'input': values beyond FP32's range \(about ±3.4e\+38\)"):
+        with pytest.raises(RequestError, match=r"input 'input': data holds values outside FP32's range \(about ±3.4e\+38\)"):
             from_json_data("input", "FP32", [1, 1], [1e39])
         assert from_json_data("input", "FP64", [1, 1], [1e39]).data[0, 0] == 1e39

@@ -114,37 +114,47 @@ def _read(buf, path: Path, digest: bool) -> tuple[dict[str, str], str | None]:
         return metadata, None
     sha = hashlib.sha256()
     sha.update(buf[graph[0]:graph[1]])
-    for location in _external_files(buf, graph, path):
+    for location, needed in _external_files(buf, graph, path).items():
         target = (path.parent / location).resolve()
         if path.parent.resolve() not in target.parents or not target.is_file():
             raise ArtifactError(f"{path}: its weights live in {location!r}, which is missing beside it: copy the "
                                 "external data file(s) with the model")
+        # A partly copied data file is refused here in words, not by ONNX Runtime's "GetExtDataFromTensorProto
+        # ... out of bounds" at load, with a digest of the short file printed by `ptx inspect` before it.
+        if (size := target.stat().st_size) < needed:
+            raise ArtifactError(f"{path}: its weights live in {location!r}, which holds {size:,} bytes where the "
+                                f"graph reads {needed:,}: the file is truncated; copy it whole with the model")
         with open(target, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 sha.update(block)
     return metadata, sha.hexdigest()
 
 
-def _external_files(buf, graph, path: Path) -> list[str]:
-    """The files the graph's initializers keep their data in, in order of first mention."""
-    files: dict[str, None] = {}
+def _external_files(buf, graph, path: Path) -> dict[str, int]:
+    """The files the graph's initializers keep their data in, in order of first mention, each with
+    the bytes the graph reads from it (the largest offset + length its tensors name)."""
+    files: dict[str, int] = {}
     try:
         for number, wire, payload in fields(buf, *graph):
             if number != GRAPH_INITIALIZER or wire != LENGTH_DELIMITED:
                 continue
-            external, location = False, None
+            external, entries = False, {}
             for tensor_field, tensor_wire, value in fields(buf, *payload):
                 if tensor_field == TENSOR_DATA_LOCATION and tensor_wire == VARINT:
                     external = value == 1
                 elif tensor_field == TENSOR_EXTERNAL_DATA and tensor_wire == LENGTH_DELIMITED:
                     key, text = _entries(buf, value)
-                    if key == "location":
-                        location = text
+                    entries[key] = text
+            location = entries.get("location")
             if external and location:
-                files[location] = None
+                try:
+                    end = int(entries.get("offset") or 0) + int(entries.get("length") or 0)
+                except ValueError:
+                    end = 0  # a malformed entry is ONNX Runtime's to refuse
+                files[location] = max(files.get(location, 0), end)
     except WireError as exc:
         raise ArtifactError(f"{path}: a damaged ONNX graph ({exc})") from None
-    return list(files)
+    return files
 
 
 def external_data_files(path: str | Path) -> list[str]:
@@ -157,4 +167,33 @@ def external_data_files(path: str | Path) -> list[str]:
                           if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
         except WireError as exc:
             raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
-        return _external_files(buf, graph, path) if graph is not None else []
+        return list(_external_files(buf, graph, path)) if graph is not None else []
+
+
+GRAPH_INPUT, VALUE_INFO_NAME, VALUE_INFO_TYPE, TYPE_TENSOR, TENSOR_TYPE_SHAPE = 11, 1, 2, 1, 2
+
+
+def shapeless_inputs(path: str | Path) -> set[str]:
+    """The graph inputs that are tensors with no shape at all, not even a rank. ONNX Runtime lists
+    such an input with the shape [] of a scalar, so only the file itself tells the two apart."""
+    path = Path(path)
+    found: set[str] = set()
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            graph = next((payload for number, wire, payload in fields(buf)
+                          if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
+            for number, wire, payload in fields(buf, *graph) if graph else ():
+                if number != GRAPH_INPUT or wire != LENGTH_DELIMITED:
+                    continue
+                name, tensor = "", None
+                for field, field_wire, value in fields(buf, *payload):
+                    if field == VALUE_INFO_NAME and field_wire == LENGTH_DELIMITED:
+                        name = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
+                    elif field == VALUE_INFO_TYPE and field_wire == LENGTH_DELIMITED:
+                        tensor = next((v for f, w, v in fields(buf, *value)
+                                       if f == TYPE_TENSOR and w == LENGTH_DELIMITED), None)
+                if tensor is not None and not any(f == TENSOR_TYPE_SHAPE for f, _, _ in fields(buf, *tensor)):
+                    found.add(name)
+        except WireError as exc:
+            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+    return found

@@ -240,7 +240,13 @@ def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:
         return array
     kind, target = array.dtype.kind, want.kind
     if target == "f" and kind in "fiu":
-        return array.astype(want)
+        # 1e6 cast to float16 is inf without a word, and the answer NaN: refuse it as an integer
+        # input refuses a value past its range (the server does the same for a JSON request).
+        try:
+            with np.errstate(over="raise"):
+                return array.astype(want)
+        except FloatingPointError:
+            raise InputError(f"input {sig.name!r} of {model} holds values outside {sig.dtype}'s range") from None
     if target in "iu" and kind in "iu":
         info = np.iinfo(want)
         if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
@@ -268,7 +274,7 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
-            cases = _cases_from_keys(arrays, path)
+            cases = _cases_from_keys(arrays, path, signature.input_names)
         elif suffix == ".npy":
             if len(signature.inputs) != 1:
                 raise InputError(f"{path}: a .npy holds one array, and the model takes {len(signature.inputs)} inputs "
@@ -289,9 +295,10 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
     return [check_feeds(signature, case, path.name, from_file=True) for case in cases]
 
 
-def _cases_from_keys(arrays: dict[str, np.ndarray], path) -> list[dict[str, np.ndarray]]:
-    """``{"x": a, "y": b}`` is one case; ``{"x:0": .., "y:0": .., "x:1": ..}`` several."""
-    if not any(":" in k for k in arrays):
+def _cases_from_keys(arrays: dict[str, np.ndarray], path, names=()) -> list[dict[str, np.ndarray]]:
+    """``{"x": a, "y": b}`` is one case; ``{"x:0": .., "y:0": .., "x:1": ..}`` several. Keys that are
+    all the model's input names are one case even with a colon: tf2onnx names inputs ``x:0``."""
+    if not any(":" in k for k in arrays) or set(arrays) <= set(names):
         return [arrays]
     cases: dict[str, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
