@@ -424,8 +424,10 @@ def _file_table(report: Report) -> list[str]:
     lines += [text[0], "-" * len(text[0]), *text[1:]]
     lines += [f"not run: {line}" for line in group_reasons({label: report.skipped[label] for label in report.unrunnable})]
     lines += [f"skipped: {label}: {why}" for label, why in report.skipped.items() if label not in report.unrunnable]
-    # a disagreement of two sides (not a sample alone against its batch) is what --locate traces
-    if any(r.error or r.disagreeing for r in report.failed if not r.is_reference) and report.kind == "onnx":
+    # a disagreement of two sides that both ran (not a sample alone against its batch, nor the stored
+    # tensors, which keep no intermediates) is what --locate traces: a row that failed to run is not
+    if any(r.disagreeing and not r.error and r.against != STORED for r in report.failed if not r.is_reference) \
+            and report.kind == "onnx":
         from .locate_file import offer
 
         lines.append(offer(report.path, report.against, report.given))

@@ -217,6 +217,21 @@ def test_every_onnx_runtime_row_verify_offers_has_a_side_to_trace(tmp_path):
         ("cuda", "ort-cuda-tf32", "tf32"), ("cuda", "ort-cuda-tf32", "tf32")]
 
 
+def test_an_against_file_that_cannot_run_offers_no_locate(tmp_path):
+    """--locate traces two sides that both ran: an --against file that fails on the ONNX file's inputs
+    (another model's TorchScript) is a failed row, and offering --locate for it led to a refusal."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
+              str(tmp_path / "relu.onnx"))
+    torch.jit.trace(nn.Conv2d(3, 2, 3).eval(), torch.randn(1, 3, 8, 8)).save(str(tmp_path / "conv.pt"))
+    result = ptx("verify", tmp_path / "relu.onnx", "--against", tmp_path / "conv.pt", "--backends", "ort-cpu")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "conv.pt (torchscript-cpu)" in result.stdout and "failed" in result.stdout, result.stdout
+    assert "--locate" not in result.stdout, result.stdout
+
+
 def test_locate_of_onnx_files_never_imports_torch(tmp_path):
     onnx.save(_chain_graph(1.0), str(tmp_path / "a.onnx"))
     onnx.save(_chain_graph(1.01), str(tmp_path / "b.onnx"))
