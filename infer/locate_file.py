@@ -44,15 +44,13 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 def _row_to_locate(report, against: str | Path | None = None):
     """The failed row to trace: the --against file's row where it failed (what the user asked
     about), else the first that compared values against the file's reference."""
-    from .report import STORED
-
     failed = report.failed
     if not failed:
         return None
     mine = f"{Path(against).name} (" if against is not None else None
-    for row in sorted(failed, key=lambda r: not (mine and r.backend.startswith(mine))):
-        if row.against == STORED or row.error or row.disagreeing is None:
-            continue
+    row = next((r for r in sorted(failed, key=lambda r: not (mine and r.backend.startswith(mine))) if r.traceable),
+               None)
+    if row is not None:
         return row
     row = next((r for r in failed if r.error or r.disagreeing), None)
     if row is None:

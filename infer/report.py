@@ -136,6 +136,12 @@ class Row:
         """The first output that disagrees with the reference (not the composition's)."""
         return next((o for o in self.outputs if not o.ok), None)
 
+    @property
+    def traceable(self) -> bool:
+        """Whether ``--locate`` can trace it: it ran and disagrees with another side that ran (not a
+        sample alone against its batch, nor the stored tensors, which keep no intermediates)."""
+        return self.disagreeing is not None and not self.error and self.against != STORED
+
     def problems(self) -> list[str]:
         """The row's failures in words for the verdict line: what it was compared with, the output
         and its error; its batch composition's, as a row of its own."""
@@ -424,10 +430,7 @@ def _file_table(report: Report) -> list[str]:
     lines += [text[0], "-" * len(text[0]), *text[1:]]
     lines += [f"not run: {line}" for line in group_reasons({label: report.skipped[label] for label in report.unrunnable})]
     lines += [f"skipped: {label}: {why}" for label, why in report.skipped.items() if label not in report.unrunnable]
-    # a disagreement of two sides that both ran (not a sample alone against its batch, nor the stored
-    # tensors, which keep no intermediates) is what --locate traces: a row that failed to run is not
-    if any(r.disagreeing and not r.error and r.against != STORED for r in report.failed if not r.is_reference) \
-            and report.kind == "onnx":
+    if any(r.traceable for r in report.failed if not r.is_reference) and report.kind == "onnx":
         from .locate_file import offer
 
         lines.append(offer(report.path, report.against, report.given))

@@ -12,6 +12,7 @@ Tensors kept as external data are hashed by their files' contents too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 from pathlib import Path
@@ -157,16 +158,23 @@ def _external_files(buf, graph, path: Path) -> dict[str, int]:
     return files
 
 
+@contextlib.contextmanager
+def _graph_of(path: Path):
+    """The ONNX file at ``path`` mapped, and its graph field's span (None when it holds none); a
+    damaged file, met here or in the caller's walk of the graph, is one ArtifactError line."""
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            yield buf, next((payload for number, wire, payload in fields(buf)
+                             if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
+        except WireError as exc:
+            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+
+
 def external_data_files(path: str | Path) -> list[str]:
     """The files (as the graph names them, relative to the model's folder) that hold the ONNX
     model's external data: what must travel with the file when it is copied (a Triton repository)."""
     path = Path(path)
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        try:
-            graph = next((payload for number, wire, payload in fields(buf)
-                          if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
-        except WireError as exc:
-            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+    with _graph_of(path) as (buf, graph):
         return list(_external_files(buf, graph, path)) if graph is not None else []
 
 
@@ -176,24 +184,18 @@ GRAPH_INPUT, VALUE_INFO_NAME, VALUE_INFO_TYPE, TYPE_TENSOR, TENSOR_TYPE_SHAPE = 
 def shapeless_inputs(path: str | Path) -> set[str]:
     """The graph inputs that are tensors with no shape at all, not even a rank. ONNX Runtime lists
     such an input with the shape [] of a scalar, so only the file itself tells the two apart."""
-    path = Path(path)
     found: set[str] = set()
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        try:
-            graph = next((payload for number, wire, payload in fields(buf)
-                          if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
-            for number, wire, payload in fields(buf, *graph) if graph else ():
-                if number != GRAPH_INPUT or wire != LENGTH_DELIMITED:
-                    continue
-                name, tensor = "", None
-                for field, field_wire, value in fields(buf, *payload):
-                    if field == VALUE_INFO_NAME and field_wire == LENGTH_DELIMITED:
-                        name = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
-                    elif field == VALUE_INFO_TYPE and field_wire == LENGTH_DELIMITED:
-                        tensor = next((v for f, w, v in fields(buf, *value)
-                                       if f == TYPE_TENSOR and w == LENGTH_DELIMITED), None)
-                if tensor is not None and not any(f == TENSOR_TYPE_SHAPE for f, _, _ in fields(buf, *tensor)):
-                    found.add(name)
-        except WireError as exc:
-            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+    with _graph_of(Path(path)) as (buf, graph):
+        for number, wire, payload in fields(buf, *graph) if graph else ():
+            if number != GRAPH_INPUT or wire != LENGTH_DELIMITED:
+                continue
+            name, tensor = "", None
+            for field, field_wire, value in fields(buf, *payload):
+                if field == VALUE_INFO_NAME and field_wire == LENGTH_DELIMITED:
+                    name = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
+                elif field == VALUE_INFO_TYPE and field_wire == LENGTH_DELIMITED:
+                    tensor = next((v for f, w, v in fields(buf, *value) if f == TYPE_TENSOR and w == LENGTH_DELIMITED),
+                                  None)
+            if tensor is not None and not any(f == TENSOR_TYPE_SHAPE for f, _, _ in fields(buf, *tensor)):
+                found.add(name)
     return found
