@@ -2,7 +2,7 @@
 onnxruntime.quantization's own ``nodes_to_exclude``.
 
 ``auto`` quantizes everything, judges the labels as verify does, and while they miss verify's gate
-keeps the worst nodes of the triage (how much relative error each node adds, infer/triage.py) in
+keeps the worst nodes of the triage (how much relative error each node adds, infer/locate/triage.py) in
 f32, ``STEP`` at a time, ranking again after each step (a kept node changes what the next one
 receives). The ranking and the judge are handed in as callables by the CLI: export never imports
 infer. Torch-free: onnx and onnxruntime only.

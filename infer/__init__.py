@@ -5,9 +5,10 @@ head above it for a tutorial model). Importing this package never imports torch.
     model = load("convnet", backend="ort-cpu")
     print(model.predict("digit.png")[0].label_name)
 """
-from .api import load, open_artifact
-from .backends import list_backends
-from .head import Prediction
-from .model import Model
+from .model.opening import load, open_artifact
+from .runtime import backends
+from .runtime.backends import list_backends
+from .model.head import Prediction
+from .model.model import Model
 
-__all__ = ["Model", "Prediction", "list_backends", "load", "open_artifact"]
+__all__ = ["Model", "Prediction", "backends", "list_backends", "load", "open_artifact"]

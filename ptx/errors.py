@@ -28,7 +28,7 @@ class ArtifactError(PtxError):
 
 
 class NotPtxArtifactError(ArtifactError):
-    """A model file without ptx's contract: a user's own model, run by its tensors (ptx.infer.api)."""
+    """A model file without ptx's contract: a user's own model, run by its tensors (ptx.infer.model.opening)."""
 
 
 class MissingArtifactError(ArtifactError):

@@ -34,7 +34,7 @@ from ptx.machine import cpu_features, cpu_name
 from ptx.contract import NormalizeStep
 from ptx.export.api import export_model
 from ptx.infer import open_artifact
-from ptx.infer.bench import bench, to_markdown
+from ptx.infer.bench.timing import bench, to_markdown
 from ptx.models import get
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, make_loss, make_optimizer, to_model_layout, train
@@ -130,8 +130,8 @@ FASTEST_COLUMNS = (("ort-cpu", "ORT f32"), ("ort-cpu-int8", "ORT int8"), ("openv
 
 def fastest_section(root: Path, seconds: float) -> str:
     """The issue-12 table: images/s per runtime and precision, the fastest verified, and ratios."""
-    from ptx.infer.bench import ORT_F32_PEER, fastest
-    from ptx.infer.verify import verify
+    from ptx.infer.bench.timing import ORT_F32_PEER, fastest
+    from ptx.infer.verify.tutorial import verify
 
     for name, (dataset, epochs) in FASTEST_MODELS.items():
         run = root / name
@@ -208,7 +208,7 @@ def fastest_section(root: Path, seconds: float) -> str:
 def ort_options_lines(root: Path, seconds: float) -> list[str]:
     import onnxruntime as ort
 
-    from ptx.infer.bench import bench_inputs, time_interleaved
+    from ptx.infer.bench.timing import bench_inputs, time_interleaved
 
     configs = [(threads, level) for threads in (0, 1) for level in ("basic", "extended", "all")]
     levels = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}

@@ -65,7 +65,7 @@ def _pipeline_module():
     """Where this checkout keeps the picture pipeline's entry points: the head since one model, one
     runner (issue 43); the predictor module in a checkout from before it (a before/after run)."""
     try:
-        from ptx.infer import head
+        from ptx.infer.model import head
         return head
     except ImportError:
         from ptx.infer import predictor
@@ -174,7 +174,7 @@ def rss_of_stream(n: int, model_file: Path, folder: Path) -> float:
     code = f"""
 from pathlib import Path
 from ptx.infer import open_artifact
-from ptx.infer.stream import Input, stream_answers
+from ptx.infer.predict.stream import Input, stream_answers
 files = sorted(Path({str(folder)!r}).iterdir())[:100]
 data = [f.read_bytes() for f in files]
 p = open_artifact({str(model_file)!r}, "ort-cpu")
@@ -197,7 +197,7 @@ def main() -> None:
                         help="Time the folder rows this many times, in turn, and keep each one's best.")
     args = parser.parse_args()
     from ptx.infer import open_artifact
-    from ptx.infer.stream import default_workers
+    from ptx.infer.predict.stream import default_workers
 
     workers = default_workers()
     paths = sorted(str(p) for p in args.folder.iterdir())

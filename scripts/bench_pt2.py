@@ -4,7 +4,7 @@
 1. `ptx export NAME --format pt2` wall time (torch.export + AOTInductor compile + validation) for
    convnet and lstm, with a fresh Inductor cache, as on a machine that never compiled them;
 2. latency of the aoti backend against eager and torchscript on the same inputs, timed in
-   alternating rounds (ptx.infer.bench.time_interleaved) so that a busy moment on a shared machine
+   alternating rounds (ptx.infer.bench.timing.time_interleaved) so that a busy moment on a shared machine
    lands on all of them: read the ratios, not the absolute numbers.
 
 Usage: python scripts/bench_pt2.py [--out docs/benchmarks.md] [--seconds 3]
@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 from ptx.export.api import export_model  # noqa: E402
 from ptx.infer import open_artifact  # noqa: E402
-from ptx.infer.api import open_model  # noqa: E402
-from ptx.infer.bench import bench_inputs, time_interleaved  # noqa: E402
+from ptx.infer.model.opening import open_model  # noqa: E402
+from ptx.infer.bench.timing import bench_inputs, time_interleaved  # noqa: E402
 from ptx.models import get  # noqa: E402
 from ptx.trainers.data import load_dataset  # noqa: E402
 from ptx.trainers.loop import TrainConfig, train  # noqa: E402

@@ -307,7 +307,7 @@ def stop(process: subprocess.Popen) -> None:
 # -- the run ----------------------------------------------------------------------------------------
 
 def machine() -> str:
-    from ptx.infer.records import machine as identity
+    from ptx.infer.model.records import machine as identity
 
     m = identity()
     return f"{m['cpu']}, {m['cores']} cores (shared by clients and server), {m['system']}, " + \

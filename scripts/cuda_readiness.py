@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the CUDA-readiness table of docs/benchmarks.md: for every registry model's model.onnx under
 ROOT (default runs/), how many nodes ORT's basic-optimised graph has and whether ONNX Runtime's
-CUDA provider would take them all (ptx.infer.cuda_placement: ORT's kernel table and its
+CUDA provider would take them all (ptx.infer.runtime.cuda_placement: ORT's kernel table and its
 GetCapability/GetCpuPreferredNodes rules, applied without a GPU).
 
     python scripts/cuda_readiness.py [ROOT]
@@ -9,12 +9,12 @@ GetCapability/GetCpuPreferredNodes rules, applied without a GPU).
 import sys
 from pathlib import Path
 
-from ptx.infer.cuda_placement import cuda_placement, registry_version
+from ptx.infer.runtime.cuda_placement import cuda_placement, registry_version
 from ptx.models import list_models
 
 
 def main(root: str = "runs") -> int:
-    print(f"Kernel table: {registry_version()} (infer/ort_cuda_kernels.json)\n")
+    print(f"Kernel table: {registry_version()} (infer/runtime/ort_cuda_kernels.json)\n")
     print("| model | nodes (ORT basic-optimised) | all on CUDA | nodes ORT would put on the CPU |")
     print("| --- | ---: | --- | --- |")
     missing = []

@@ -246,7 +246,7 @@ phase_ort() {
 import onnxruntime as ort
 print("onnxruntime", ort.__version__, ort.__file__, ort.get_available_providers())
 ort.preload_dlls()
-from ptx.infer.ort_session import cuda_unavailable
+from ptx.infer.runtime.ort_session import cuda_unavailable
 print("ort-cuda:", cuda_unavailable() or "available")
 EOF
     say "the ort-cuda gpu tests"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Write infer/ort_cuda_kernels.json: ONNX Runtime's CUDA kernel registry, read from its
+"""Write infer/runtime/ort_cuda_kernels.json: ONNX Runtime's CUDA kernel registry, read from its
 docs/OperatorKernels.md (which ORT generates from the registered kernels), for ptx's static
-CUDA-readiness check (ptx/infer/cuda_placement.py).
+CUDA-readiness check (ptx/infer/runtime/cuda_placement.py).
 
     python scripts/ort_cuda_kernels.py OperatorKernels.md --version 1.31.1 --commit <sha> \\
         --source "github.com/microsoft/onnxruntime tag v1.31.1"
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--version", required=True, help="the ORT version the file belongs to")
     parser.add_argument("--commit", required=True, help="the ORT commit the file was read at")
     parser.add_argument("--source", required=True, help="where the file came from (repository and ref)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "infer" / "ort_cuda_kernels.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "infer" / "runtime" / "ort_cuda_kernels.json")
     args = parser.parse_args(argv)
     ops = parse(args.markdown.read_text(encoding="utf-8"))
     doc = {"generated_by": "scripts/ort_cuda_kernels.py", "onnxruntime_version": args.version,

@@ -33,8 +33,8 @@ from ptx.contract.tensor_inputs import check_feeds
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError, ModelRunError
-from ptx.infer.head import Head, Prediction
-from ptx.infer.model import Model
+from ptx.infer.model.head import Head, Prediction
+from ptx.infer.model.model import Model
 
 from .batcher import Batcher, Merge
 from .tensors import BYTES, RequestError, Tensor

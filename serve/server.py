@@ -22,8 +22,8 @@ import uvicorn
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import PtxError
-from ptx.infer.api import open_model, require_run, run_folder
-from ptx.infer.choice import choose_backend, describe
+from ptx.infer.model.opening import open_model, require_run, run_folder
+from ptx.infer.bench.choice import choose_backend, describe
 
 from .bounds import Gate, fitting_cap, open_fds, raise_fd_limit
 from .grpc_service import build_server
@@ -90,8 +90,8 @@ def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str,
     """Open each of a user's own model files (ONNX, TorchScript, pt2) and serve it by its tensors:
     through --backend, or (auto) the file's own runtime (ort-cpu for ONNX). ``open_options``' inputs
     (--input) declare the TorchScript and pt2 files' inputs; ONNX files read theirs from the graph."""
-    from ptx.infer.model_files import ONNX, read_model_file
-    from ptx.infer.api import open_own_model
+    from ptx.infer.formats.model_files import ONNX, read_model_file
+    from ptx.infer.model.opening import open_own_model
 
     for name, path in files:
         options = dict(open_options)
@@ -222,7 +222,7 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
           log: Callable[[str], None] = print, files: list[tuple[str, Path]] = (),
           open_options: dict | None = None) -> None:
     """Serve the tutorial models ``names`` and the user's model ``files`` ((served name, path)
-    pairs; ``open_options`` as ptx.infer.api.open_own_model takes them) until SIGINT or
+    pairs; ``open_options`` as ptx.infer.model.opening.open_own_model takes them) until SIGINT or
     SIGTERM, then finish the requests in flight and return."""
     taken = [*names, *(name for name, _ in files)]
     twice = sorted({n for n in taken if taken.count(n) > 1})

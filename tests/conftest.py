@@ -62,7 +62,7 @@ def skip_if_torch_loader_crashes(device: str):
 
 def needs_ort_cuda(test):
     """A gpu test of ONNX Runtime's CUDA provider: skips with ort-cuda's own reason where it cannot run."""
-    from ptx.infer.ort_session import cuda_unavailable
+    from ptx.infer.runtime.ort_session import cuda_unavailable
 
     why = cuda_unavailable()
     return pytest.mark.gpu(pytest.mark.skipif(bool(why), reason=f"ort-cuda cannot run here: {why}")(test))

@@ -1,5 +1,5 @@
 """Issue 44, item 6: a sample's answer alone against its answer inside a batch of others
-(infer/batch_composition.py), on ONNX Runtime through ptx's runner: a model that normalises over the
+(infer/verify/batch_composition.py), on ONNX Runtime through ptx's runner: a model that normalises over the
 batch is caught; one that treats each sample on its own passes; a model without a batch is skipped."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 import serving
 from ptx.contract.schema import Tolerance
 from ptx.infer import load
-from ptx.infer.batch_composition import check_batch_composition
+from ptx.infer.verify.batch_composition import check_batch_composition
 
 TOLERANCE = Tolerance(1e-5, 1e-4)
 
@@ -107,7 +107,7 @@ def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch
     """`ptx verify FILE`: each backend that ran has a table row "itself, batch of 5" (its row's
     composition check); a model whose answer depends on its batch-mates fails there (exit 1), and one
     that does not passes (exit 0)."""
-    from ptx.infer.verify import verify
+    from ptx.infer.verify.tutorial import verify
 
     batch_mean_model(tmp_path)
     linear_model(tmp_path)
@@ -125,7 +125,7 @@ def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch
 
 
 def test_verify_of_a_tutorial_model_checks_every_f32_row_alone_against_its_largest_batch(runs):
-    from ptx.infer.verify import verify
+    from ptx.infer.verify.tutorial import verify
 
     report = verify("mlp", backends=["eager", "ort-cpu", "openvino"], samples=20, root=runs.ready("mlp"),
                     notice=lambda _: None)

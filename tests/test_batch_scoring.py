@@ -23,7 +23,7 @@ from PIL import Image
 from ptx.cli import cli
 from ptx.contract import pictures
 from ptx.infer import open_artifact
-from ptx.infer.stream import CHUNK, IN_FLIGHT_PER_WORKER, Input, stream_answers
+from ptx.infer.predict.stream import CHUNK, IN_FLIGHT_PER_WORKER, Input, stream_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 PTX = [sys.executable, "-m", "ptx"]
@@ -269,7 +269,7 @@ def test_ray_data_answers_as_ptx_predict(convnet, folder, tmp_path):
 def test_an_output_in_a_folder_that_is_not_there_is_one_line_and_writes_nothing(tmp_path, suffix):
     # `ptx predict scans --output results/answers.csv` before `mkdir results` ended in a traceback.
     from ptx.errors import PtxError
-    from ptx.infer.outputs import columns_for, open_output
+    from ptx.infer.predict.outputs import columns_for, open_output
 
     out = tmp_path / "results" / f"answers.{suffix}"
     with pytest.raises(PtxError, match=r"answers\.\w+: cannot write it \(No such file or directory\); name a file"):
@@ -283,9 +283,9 @@ def test_a_file_name_that_is_not_utf8_is_written_and_resumed_not_a_traceback(tmp
     # UnicodeEncodeError traceback after the rows before it, Parquet before writing any part.
     if suffix == "parquet":
         pytest.importorskip("pyarrow")
-    from ptx.infer.outputs import columns_for, done_inputs, open_output
-    from ptx.infer.scoring import skip_done
-    from ptx.infer.stream import Input
+    from ptx.infer.predict.outputs import columns_for, done_inputs, open_output
+    from ptx.infer.predict.scoring import skip_done
+    from ptx.infer.predict.stream import Input
 
     name = os.fsdecode(b"scans/caf\xe9.png")  # Python's form of the name: the byte as a surrogate
     out = tmp_path / f"answers.{suffix}"
@@ -308,7 +308,7 @@ def test_resume_into_answers_with_other_columns_is_refused_not_appended(tmp_path
     if suffix == "parquet":
         pytest.importorskip("pyarrow")
     from ptx.errors import PtxError
-    from ptx.infer.outputs import columns_for, open_output
+    from ptx.infer.predict.outputs import columns_for, open_output
 
     out = tmp_path / f"answers.{suffix}"
     row = {"input": "a.png", "label": 1, "label_name": "1", "probability": 0.5, "low_confidence": False,

@@ -38,7 +38,7 @@ def test_catalog_parameter_counts_are_the_built_modules():
 
 
 def test_known_to_fit_says_what_the_dataset_table_says():
-    """Opening an artifact skips the dataset check for a pair the catalog knows to fit (infer/head.py:
+    """Opening an artifact skips the dataset check for a pair the catalog knows to fit (infer/model/head.py:
     the dataset table stays unloaded on predict's start); every other pair gets the table's reason."""
     from ptx.contract.datasets import DATASET_INFO, recorded_mismatch
 

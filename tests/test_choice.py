@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from ptx.contract.names import VERIFY_RECORD_FILE
-from ptx.infer.bench import BenchRow
-from ptx.infer.choice import choose_backend
-from ptx.infer.records import record_bench, record_verify, verified
-from ptx.infer.report import Report, Row
+from ptx.infer.bench.timing import BenchRow
+from ptx.infer.bench.choice import choose_backend
+from ptx.infer.model.records import record_bench, record_verify, verified
+from ptx.infer.verify.report import Report, Row
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def cuda_row(precision, **kw):
 
 def test_auto_takes_tf32_only_verified_and_faster(run, monkeypatch):
     """tf32 competes with f32 when no precision is named; NOT USABLE or a named f32 keeps it out."""
-    from ptx.infer import choice as choice_module
+    from ptx.infer.bench import choice as choice_module
 
     monkeypatch.setattr(choice_module, "_runs_here", lambda row: True)  # as on a GPU machine
     speeds = {"ort-cpu": {1: 3e4, 64: 9e4}, "ort-cuda": {1: 2e4, 64: 4e5}, "ort-cuda-tf32": {1: 2e4, 64: 9e5}}
@@ -107,7 +107,7 @@ def test_auto_takes_tf32_only_verified_and_faster(run, monkeypatch):
 def test_auto_takes_a_cuda_graph_backend_only_verified_and_faster(run, monkeypatch):
     """ort-cuda-graph is one more row: chosen where it passed verify and bench measured it faster
     than ort-cuda over the batcher's sizes; a failed or slower one leaves ort-cuda chosen."""
-    from ptx.infer import choice as choice_module
+    from ptx.infer.bench import choice as choice_module
 
     monkeypatch.setattr(choice_module, "_runs_here", lambda row: True)  # as on a GPU machine
 

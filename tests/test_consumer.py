@@ -29,7 +29,7 @@ from ptx.contract import pictures as ptx_pictures
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError
 from ptx.infer import load
-from ptx.infer.inputs import expand_csv_rows
+from ptx.infer.model.inputs import expand_csv_rows
 from ptx.models import get
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "artifact-format.md"

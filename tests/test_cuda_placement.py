@@ -1,5 +1,5 @@
 """ort-cuda without a GPU: every registry model's ONNX export is placeable on ONNX Runtime's CUDA
-provider, by ORT's own rules (infer/cuda_placement.py), and those rules are tested on graphs whose
+provider, by ORT's own rules (infer/runtime/cuda_placement.py), and those rules are tested on graphs whose
 answer is known. Torch-free: onnx, onnxruntime and numpy only (the runs fixture trains with torch)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ptx.infer.cuda_placement import (NO_KERNEL, SHAPE_HEURISTIC, cuda_placement, kernel_registry,
+from ptx.infer.runtime.cuda_placement import (NO_KERNEL, SHAPE_HEURISTIC, cuda_placement, kernel_registry,
                                       placement_of_graph)
 from ptx.models import get
 
@@ -164,8 +164,8 @@ def test_gru_classifier_agrees_on_every_runtime_for_1000_test_words(runs):
 
 
 def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
-    from ptx.infer.ort_session import cuda_unavailable
-    from ptx.infer.verify import verify
+    from ptx.infer.runtime.ort_session import cuda_unavailable
+    from ptx.infer.verify.tutorial import verify
 
     why = cuda_unavailable()
     if why is None:

@@ -13,11 +13,13 @@ import torch
 from ptx.cuda_math import RNN_WEIGHT_WARNING, current, fp32_math, quiet_rnn_weight_warning
 from ptx.export.formats.torchscript import load as load_torchscript
 from ptx.infer import backends as registry
-from ptx.infer import ort_runner, ort_session, torch_runner
-from ptx.infer.api import open_artifact
+from ptx.infer.runtime import ort_runner
+from ptx.infer.runtime import ort_session
+from ptx.infer.runtime import torch_runner
+from ptx.infer.model.opening import open_artifact
 from ptx.contract import Tolerance
 from ptx.contract.comparison import OutputAgreement, judge_reduced_precision
-from ptx.infer.report import Report, Row
+from ptx.infer.verify.report import Report, Row
 
 
 def device_constants(module) -> list[str]:
@@ -161,7 +163,7 @@ def test_tf32_rows_are_judged_by_labels_and_accuracy_like_bf16():
 
 
 def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
-    from ptx.infer.verify import verify
+    from ptx.infer.verify.tutorial import verify
 
     report = verify("convnet", backends=["eager", "ort-cpu", "ort-cuda"], samples=50, root=runs.ready("convnet"),
                     notice=lambda _: None)

@@ -197,7 +197,7 @@ def test_unmarked_finds_output_fences_without_a_marker():
 
 def test_the_copies_that_drifted_are_the_sources():
     """setup.md's extras are the ones scripts/setup.sh installs; the home page names every backend."""
-    from ptx.infer.backends import list_backends
+    from ptx.infer.runtime.backends import list_backends
 
     extras = re.search(r'pip_install -e "(\.\[[^]]+\])"', (REPO / "scripts" / "setup.sh").read_text()).group(1)
     assert f'pip install -e "{extras}"' in (REPO / "docs" / "setup.md").read_text(), \

@@ -14,9 +14,10 @@ from conftest import needs_gpu, needs_ort_cuda, outputs
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, InputError
 from ptx.infer import load
-from ptx.infer import cuda_placement, ort_session
-from ptx.infer.cuda_placement import node_placement
-from ptx.infer.ort_runner import run_with_binding
+from ptx.infer.runtime import cuda_placement
+from ptx.infer.runtime import ort_session
+from ptx.infer.runtime.cuda_placement import node_placement
+from ptx.infer.runtime.ort_runner import run_with_binding
 from ptx.models import get
 from ptx.trainers.loop import TrainConfig, train
 
@@ -137,7 +138,7 @@ def test_ort_cuda_refuses_cpu_fallback_in_one_line(runs):
     same), or the line naming those that do not."""
     import onnxruntime
 
-    from ptx.infer.ort_session import cuda_unavailable
+    from ptx.infer.runtime.ort_session import cuda_unavailable
 
     try:
         predictor = load("convnet", backend="ort-cuda", root=runs.ready("convnet"))

@@ -18,12 +18,12 @@ from ptx.contract import compare
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError
 from ptx.infer import backends, load
-from ptx.infer.graph_shapes import GRAPH_MAX_BATCH, GraphSlots, fill_padded, first_rows, graph_batch
-from ptx.infer.host_memory import PAGE, CudaRuntimePinner, HostBuffers, aligned_empty
-from ptx.infer.ort_graph import open_graph_artifact
-from ptx.infer.ort_runner import open_artifact_model, run_bound_host
-from ptx.infer.torch_graph import open_graph_checkpoint
-from ptx.infer.torch_runner import open_checkpoint
+from ptx.infer.runtime.graph_shapes import GRAPH_MAX_BATCH, GraphSlots, fill_padded, first_rows, graph_batch
+from ptx.infer.runtime.host_memory import PAGE, CudaRuntimePinner, HostBuffers, aligned_empty
+from ptx.infer.runtime.ort_graph import open_graph_artifact
+from ptx.infer.runtime.ort_runner import open_artifact_model, run_bound_host
+from ptx.infer.runtime.torch_graph import open_graph_checkpoint
+from ptx.infer.runtime.torch_runner import open_checkpoint
 from ptx.serve.batcher import Batcher, Merge
 from ptx.trainers.step import EagerGraphs
 
@@ -299,7 +299,7 @@ def test_ragged_requests_join_into_a_buffer_as_they_join_without_one():
 def test_verify_says_statically_whether_a_graph_can_be_captured(runs, name, tmp_path):
     from onnx import TensorProto, helper
 
-    from ptx.infer.cuda_placement import graph_static_summary
+    from ptx.infer.runtime.cuda_placement import graph_static_summary
 
     line = graph_static_summary(runs.ready(name) / name / "model.onnx")
     assert line.startswith("static placement: ") and line.endswith("capturable as a CUDA graph (no If, Loop, Scan nodes)")
@@ -379,7 +379,7 @@ def test_runs_on_bound_gpu_tensors_are_never_captured(runs):
     graph = open_graph_artifact(root / "cnn" / "model.onnx", device="cpu")
     assert graph.runner._binding_run_options().get_run_config_entry("gpu_graph_id") == "-1"
     assert open_artifact_model(root / "cnn" / "model.onnx").runner._binding_run_options() is None  # ort-cuda: no graphs
-    from ptx.infer.ort_runner import run_with_binding
+    from ptx.infer.runtime.ort_runner import run_with_binding
 
     x = torch.from_numpy(model_inputs(runs, "cnn", 3))
     # the binding ort-cuda-graph runs on a GPU
@@ -391,7 +391,7 @@ def test_runs_on_bound_gpu_tensors_are_never_captured(runs):
 def test_a_model_onnx_runtime_cannot_capture_is_refused_in_one_line(runs, monkeypatch):
     import onnxruntime
 
-    from ptx.infer import ort_runner
+    from ptx.infer.runtime import ort_runner
 
     def refuse(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : This session cannot use the CUDA Graph feature as requested "

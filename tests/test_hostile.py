@@ -166,7 +166,7 @@ def test_verify_an_artifact_that_fails_to_load_is_a_fail_not_a_skip(runs, run_ro
     assert after == before and record
     rows = json.loads((run_root / "convnet" / VERIFY_RECORD_FILE).read_text())["rows"]
     assert [row["status"] for row in rows.values() if row["backend"] == backend] == ["FAIL"], rows
-    from ptx.infer.records import verified
+    from ptx.infer.model.records import verified
     assert not any(row["backend"] == backend for row in verified(run_root / "convnet").values())
 
 

@@ -109,7 +109,7 @@ def test_predict_diabetes_reads_a_csv_whose_byte_order_mark_names_its_encoding(r
 def test_a_first_row_with_one_bad_cell_is_refused_as_a_row_not_skipped_as_a_header():
     """`6,,72,...` (an empty cell) first in a file was taken for a header and dropped without a word:
     exit 0 with one answer fewer. A header has no number in it."""
-    from ptx.infer.inputs import csv_text_rows
+    from ptx.infer.model.inputs import csv_text_rows
     from ptx.models import get
 
     features = get("diabetes").contract().features
@@ -122,7 +122,7 @@ def test_a_first_row_with_one_bad_cell_is_refused_as_a_row_not_skipped_as_a_head
 
 def test_a_folder_of_csv_files_given_for_rows_says_to_name_its_files(tmp_path):
     """`ptx predict --model diabetes patients/` said "patients: not a regular file"."""
-    from ptx.infer.inputs import expand_csv_rows
+    from ptx.infer.model.inputs import expand_csv_rows
 
     (tmp_path / "patients").mkdir()
     rows, unreadable = expand_csv_rows([str(tmp_path / "patients")])
@@ -133,7 +133,7 @@ def test_a_folder_of_csv_files_given_for_rows_says_to_name_its_files(tmp_path):
 @pytest.mark.parametrize("separator,named", [(";", "';'"), ("\t", "tabs")])
 def test_a_csv_separated_otherwise_than_by_commas_says_so(separator, named):
     from ptx.errors import InputError
-    from ptx.infer.inputs import csv_text_rows
+    from ptx.infer.model.inputs import csv_text_rows
     from ptx.models import get
 
     text = "\n".join(row.replace(",", separator) for row in _rows(3)) + "\n"

@@ -80,11 +80,11 @@ def test_no_stage_imports_a_later_one():
 def test_the_check_catches_a_back_arrow(tmp_path):
     """The walker itself works: a trainer importing infer is found."""
     bad = tmp_path / "loop.py"
-    bad.write_text("def f():\n    from ptx.infer.api import load\n")
-    assert "ptx.infer.api" in imports_of("ptx.trainers.loop", False, bad)
+    bad.write_text("def f():\n    from ptx.infer.model.opening import load\n")
+    assert "ptx.infer.model.opening" in imports_of("ptx.trainers.loop", False, bad)
     relative = tmp_path / "x.py"
     relative.write_text("from ...infer import api\n")
-    assert "ptx.infer.api" in imports_of("ptx.export.formats.x", False, relative)
+    assert "ptx.infer.model.opening" in imports_of("ptx.export.formats.x", False, relative)
 
 
 @pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.serve", "ptx.cli",
@@ -142,9 +142,9 @@ def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):
     with verify and bench records naming torch backends too (auto must not import torch to rank them)."""
     import shutil
 
-    from ptx.infer.bench import BenchRow
-    from ptx.infer.records import record_bench, record_verify
-    from ptx.infer.report import Report, Row
+    from ptx.infer.bench.timing import BenchRow
+    from ptx.infer.model.records import record_bench, record_verify
+    from ptx.infer.verify.report import Report, Row
 
     run = tmp_path / "convnet"
     run.mkdir()

@@ -201,8 +201,8 @@ def test_every_onnx_runtime_row_verify_offers_has_a_side_to_trace(tmp_path):
     """A failing ort-cuda-graph row offers `--backends ort-cuda-graph --locate`; a captured graph cannot
     be asked for intermediates, so its side is the same session un-captured (ort-cuda, the same
     kernels), at the row's precision: on CUDA, proven here without one."""
-    from ptx.infer.locate_graph import LocateGraph
-    from ptx.infer.locate_sides import OrtSide, side_for
+    from ptx.infer.locate.graph import LocateGraph
+    from ptx.infer.locate.sides import OrtSide, side_for
 
     onnx.save(_resize_graph(), str(tmp_path / "resize.onnx"))
     graph = LocateGraph.open(tmp_path / "resize.onnx")

@@ -116,7 +116,7 @@ def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_
     from pathlib import Path
 
     from ptx.contract.comparison import needed_atol_text
-    from ptx.infer.report import Report, Row
+    from ptx.infer.verify.report import Report, Row
 
     rng = np.random.default_rng(0)
     tol = default_tolerance("float32")
@@ -294,7 +294,7 @@ def test_files_that_are_not_models_are_one_line_each(own_models, tmp_path):
 def test_a_runtime_crash_on_a_foreign_file_is_one_line(own_models, monkeypatch):
     """The child process a foreign file is first opened in dies: ptx says so and lives."""
     from ptx.export.child import ChildCrashError
-    from ptx.infer import api
+    from ptx.infer.model import opening as api
 
     monkeypatch.setattr(api, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(ChildCrashError, match=r"ort-cpu opening residual.onnx crashed \(SIGSEGV\)"):
@@ -319,7 +319,7 @@ def test_ptx_metadata_copied_onto_another_model_is_refused(runs, own_models, tmp
         load(path)
     own = load(path, ignore_metadata=True, probe=False)  # the way in the message
     assert own.signature.input_names == ["image"]
-    from ptx.infer.backends import get as get_backend
+    from ptx.infer.runtime.backends import get as get_backend
 
     if get_backend("openvino").unavailable("cpu") is None:  # every backend that reads the file refuses it
         with pytest.raises(ArtifactError, match="weights are not the ones"):
@@ -361,7 +361,7 @@ def test_exports_written_before_digests_load_as_before(runs, tmp_path):
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     want = outputs(load(run / "model.onnx"), x)
     for file, backend in (("model.onnx", "ort-cpu"), ("model.torchscript.pt", "torchscript"), ("model.onnx", "openvino")):
-        from ptx.infer.backends import get as get_backend
+        from ptx.infer.runtime.backends import get as get_backend
 
         if get_backend(backend).unavailable("cpu") is not None:
             continue

@@ -257,7 +257,7 @@ def test_standard_input_for_your_own_model_says_what_to_give_instead():
     """`ptx predict model.onnx - < x.npy` answered "-: no such file": `-` reads standard input for
     the tutorial models only, which the line now says, with the files to give instead."""
     from ptx.contract.tensors import Signature, TensorSig
-    from ptx.infer.predict_outputs import read_inputs
+    from ptx.infer.predict.named_outputs import read_inputs
 
     sig = Signature((TensorSig("x", "float32", ("batch", 4), 0),), (TensorSig("y", "float32", ("batch", 4), 0),))
     cases, errors = read_inputs(sig, ["-"], "net")

@@ -16,8 +16,8 @@ from onnx import numpy_helper
 import own_models as zoo
 from ptx.contract.reference import load_reference, reference_path
 from ptx.infer import load
-from ptx.infer.inspect_file import inspect_path
-from ptx.infer.verify import verify
+from ptx.infer.inspect.file import inspect_path
+from ptx.infer.verify.tutorial import verify
 
 ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
 AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
@@ -231,8 +231,8 @@ def test_options_of_the_other_kind_are_refused(own_models):
 
 
 def test_a_runtime_that_crashes_opening_the_file_is_that_rows_failure(own_models, monkeypatch):
-    from ptx.infer import readers
-    from ptx.infer.readers import FileBackend, file_backends, open_rows
+    from ptx.infer.model import readers
+    from ptx.infer.model.readers import FileBackend, file_backends, open_rows
 
     crash_openvino = ("import json, os, signal, sys\nfor args in json.loads(sys.argv[1]):\n"
                       "    if args['backend'] == 'openvino':\n        os.kill(os.getpid(), signal.SIGSEGV)\n")

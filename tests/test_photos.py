@@ -218,7 +218,7 @@ def test_a_heic_photo_is_predicted(convnet, tmp_path):
     pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is not installed (scripts/setup.sh installs it)")
     heif = pillow_heif.from_pillow(seven(800, 600, "RGB"))
     heif.save(tmp_path / "IMG_0001.HEIC", quality=70)
-    from ptx.infer.inputs import expand_inputs
+    from ptx.infer.model.inputs import expand_inputs
 
     assert expand_inputs([str(tmp_path)]).items == [str(tmp_path / "IMG_0001.HEIC")]
     (answer,) = convnet.predict([str(tmp_path / "IMG_0001.HEIC")])

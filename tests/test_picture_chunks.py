@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw
 
 from ptx.contract import PictureStep, morphology, pictures
 from ptx.errors import InputError
-from ptx.infer.inputs import expand_inputs
-from ptx.infer.head import prepare_picture, prepare_pictures
+from ptx.infer.model.inputs import expand_inputs
+from ptx.infer.model.head import prepare_picture, prepare_pictures
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -127,7 +127,7 @@ def test_a_chunk_gives_each_picture_the_sample_it_gets_alone(tmp_path, monkeypat
 
 def _listing_by_paths(folder: Path) -> tuple[list[str], int, list[str]]:
     """What expand_inputs listed before it read a folder with one scandir: Paths, sorted."""
-    from ptx.infer.inputs import IMAGE_SUFFIXES
+    from ptx.infer.model.inputs import IMAGE_SUFFIXES
 
     entries = sorted(folder.iterdir())
     # Named as a picture and no folder: a broken link or a link loop too, so that its error says why

@@ -142,7 +142,7 @@ def test_verify_shows_an_aoti_row_that_passes(runs, name):
 
 
 def test_bench_times_aoti_next_to_the_bare_package_call(runs):
-    from ptx.infer.bench import bench
+    from ptx.infer.bench.timing import bench
 
     rows, _ = bench("convnet", backends=["aoti"], batch_sizes=(1, 8), root=runs.with_pt2("convnet").parent,
                     warmup=2, seconds=0.05)

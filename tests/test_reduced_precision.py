@@ -16,7 +16,7 @@ from ptx.errors import PtxError
 from ptx.export.api import export_model
 from ptx.infer import load, open_artifact
 from ptx.infer import backends
-from ptx.infer.verify import verify
+from ptx.infer.verify.tutorial import verify
 
 OPENVINO_MISSING = backends.get("openvino").unavailable("cpu")
 needs_openvino = pytest.mark.skipif(OPENVINO_MISSING is not None, reason=f"openvino: {OPENVINO_MISSING}")

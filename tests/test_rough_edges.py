@@ -191,7 +191,7 @@ def test_pt2_export_says_it_is_compiling_before_the_compile(runs, tmp_path, monk
 # -- bench: one ratio, and noisy rows flagged --------------------------------------------------------------
 
 def _rows():
-    from ptx.infer.bench import BenchRow, speed_ratio
+    from ptx.infer.bench.timing import BenchRow, speed_ratio
 
     ours = BenchRow("ort-cpu", "cpu", 1, 104.0, 110.0, 120.0, 9615.4, 100)
     bare = BenchRow("bare InferenceSession.run (ort-cpu)", "cpu", 1, 100.0, 105.0, 110.0, 10000.0, 100,
@@ -201,7 +201,7 @@ def _rows():
 
 
 def test_bench_summary_and_row_give_one_ratio_for_the_same_pair():
-    from ptx.infer.bench import describe_fastest, fastest, to_text
+    from ptx.infer.bench.timing import describe_fastest, fastest, to_text
 
     rows = _rows()
     (verdict,) = fastest(rows, {"ort-cpu"})
@@ -213,7 +213,7 @@ def test_bench_summary_and_row_give_one_ratio_for_the_same_pair():
 def test_bench_flags_a_row_whose_rounds_disagree():
     import numpy as np
 
-    from ptx.infer.bench import noisy_warning, round_spread
+    from ptx.infer.bench.timing import noisy_warning, round_spread
 
     calm = [np.full(10, 240e-6), np.full(10, 250e-6)]
     busy = [np.full(10, 51_883e-6), np.full(10, 240e-6)]

@@ -8,8 +8,8 @@ import torch
 from onnx import TensorProto, helper, save
 
 from ptx.infer import Model, backends, load
-from ptx.infer.head import Head
-from ptx.infer.runner import Runner
+from ptx.infer.model.head import Head
+from ptx.infer.runtime.runner import Runner
 from ptx.errors import PtxError
 
 
@@ -82,7 +82,7 @@ def test_a_model_without_a_head_says_predict_is_a_tutorial_models_in_one_line(fi
 def test_the_cuda_graph_runner_takes_a_users_file_and_pads_its_batch(files):
     """ort-cuda-graph now opens a user's ONNX file (on a GPU); its buffers, padding and bindings run
     here on the CPU provider without capture, as the tutorial models' tests run them."""
-    from ptx.infer.ort_graph import open_graph_file
+    from ptx.infer.runtime.ort_graph import open_graph_file
 
     graph = open_graph_file(files["onnx"], device="cpu")
     for rows in (1, 3, 5):
@@ -98,8 +98,8 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
     replays a tutorial checkpoint: here with the CPU stand-in for CUDA graphs, one capture per
     padded batch shape, answers cut back to the rows given. On a GPU it is a verify/bench/serve row
     of the file (`not run: no GPU` here)."""
-    from ptx.infer.readers import file_backends
-    from ptx.infer.torch_graph import TorchGraphRunner, open_graph_file
+    from ptx.infer.model.readers import file_backends
+    from ptx.infer.runtime.torch_graph import TorchGraphRunner, open_graph_file
     from ptx.trainers.step import EagerGraphs
 
     stand_ins = []

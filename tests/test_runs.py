@@ -175,8 +175,8 @@ def test_device_cuda_1_refusal_is_one_line(tmp_path):
 
 
 def test_device_cuda_n_reaches_the_backend_as_the_gpu_number():
-    from ptx.infer.api import check_device
-    from ptx.infer.ort_session import cuda_device_id
+    from ptx.infer.model.opening import check_device
+    from ptx.infer.runtime.ort_session import cuda_device_id
 
     assert check_device("ort-cuda", "cuda:1") == "cuda:1" and cuda_device_id("cuda:1") == 1
 

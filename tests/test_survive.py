@@ -14,8 +14,8 @@ from ptx.atomic import atomic_path
 from ptx.cli import cli
 from ptx.export.child import ChildCrashError, run_child
 from ptx.export.formats import pt2
-from ptx.infer import torch_runner
-from ptx.infer import verify as verify_module
+from ptx.infer.runtime import torch_runner
+from ptx.infer.verify import tutorial as verify_module
 
 MODELS = ("linreg", "logreg")
 

@@ -1,5 +1,5 @@
 """Issue 44 item 5: reduced precision, triaged. The nodes where an int8/bf16 error is born, ranked
-(infer/triage.py); `ptx verify NAME --locate` prints them; `ptx export NAME --format onnx-int8
+(infer/locate/triage.py); `ptx verify NAME --locate` prints them; `ptx export NAME --format onnx-int8
 --keep-f32 auto|NODE` leaves them in f32 (onnxruntime's nodes_to_exclude)."""
 import shutil
 import subprocess
@@ -12,7 +12,7 @@ import torch
 
 from ptx.export.api import export_model
 from ptx.infer import backends, open_artifact
-from ptx.infer.triage_run import rank_int8, triage_rows
+from ptx.infer.locate.triage_run import rank_int8, triage_rows
 
 PLANTED = "linear_relu_stack.2"  # mlp's middle Linear
 

@@ -76,7 +76,7 @@ def test_a_uint8_export_says_so_and_normalises_first(exported):
                                            ("openvino", "model.onnx")])
 def test_uint8_pictures_give_the_float_exports_answers(exported, runs, backend, file):
     float_dir, raw_dir = exported
-    from ptx.infer.backends import get as get_backend
+    from ptx.infer.runtime.backends import get as get_backend
 
     why = get_backend(backend).unavailable("cpu")
     if why:
@@ -150,7 +150,7 @@ def test_the_documents_reader_feeds_a_uint8_export(exported, runs, tmp_path):
 
 
 def test_bench_feeds_a_uint8_artifact_pictures_and_its_bare_peer_the_same(exported):
-    from ptx.infer.bench import bench
+    from ptx.infer.bench.timing import bench
 
     _, raw_dir = exported
     rows, skipped = bench("convnet", backends=["ort-cpu"], batch_sizes=(1, 8), root=raw_dir.parent, warmup=1,
@@ -201,7 +201,7 @@ def test_serve_batches_pictures_as_uint8_for_a_uint8_export(exported, runs):
 def test_io_binding_binds_uint8_pictures_for_a_uint8_export(exported, runs):
     """ort-cuda's IO binding, checked through ORT's CPU device: a uint8 graph is bound to uint8
     pictures, and a float model input is refused before any pointer is handed over."""
-    from ptx.infer.ort_runner import run_with_binding
+    from ptx.infer.runtime.ort_runner import run_with_binding
 
     _, raw_dir = exported
     predictor = open_artifact(raw_dir / "model.onnx", "ort-cpu")
@@ -217,7 +217,7 @@ def test_verify_judges_a_uint8_export_of_a_normalising_model(exported):
     """Found reading the H100 run (2026-11-23): verify's edge inputs were all-0 and all-1 tensors in
     model space, which are no normalised picture of convnet's (mean 0.1307, std 0.3081), so a uint8
     export refused them and its rows FAILed. The edges are now a blank picture and one all ink."""
-    from ptx.infer.verify import verify
+    from ptx.infer.verify.tutorial import verify
 
     _, raw_dir = exported
     report = verify("convnet", backends=["ort-cpu", "torchscript-cpu"], samples=64, run=raw_dir, notice=lambda _: None)

@@ -1,10 +1,10 @@
-"""How `ptx verify` prints a tutorial model's report (infer/report.py): a two-line heading, the rows that ran, rows
+"""How `ptx verify` prints a tutorial model's report (infer/verify/report.py): a two-line heading, the rows that ran, rows
 skipped for one reason on one line, and a line per device this machine lacks; --all-rows lists all."""
 from __future__ import annotations
 
 from ptx.contract import Tolerance
 from ptx.contract.comparison import OutputAgreement
-from ptx.infer.report import Report, Row
+from ptx.infer.verify.report import Report, Row
 
 CPU, CUDA = {"atol": 1e-4, "rtol": 1e-3}, {"atol": 1e-3, "rtol": 1e-2}
 NO_GPU = "no CUDA GPU visible to torch"

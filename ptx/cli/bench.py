@@ -1,4 +1,4 @@
-"""`ptx bench`: latency and throughput per backend of a tutorial model or a model file (ptx.infer.bench).
+"""`ptx bench`: latency and throughput per backend of a tutorial model or a model file (ptx.infer.bench.timing).
 """
 from __future__ import annotations
 
@@ -53,14 +53,14 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     from dataclasses import asdict
 
     from ptx.errors import UnknownModelError
-    from ptx.infer.api import run_folder
-    from ptx.infer.bench import bench, describe_fastest, fastest, noisy_warning, rows_to_dicts, to_markdown, to_text
-    from ptx.infer.records import record_bench, record_verify
-    from ptx.infer.verify import verify
+    from ptx.infer.model.opening import run_folder
+    from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning, rows_to_dicts, to_markdown, to_text
+    from ptx.infer.model.records import record_bench, record_verify
+    from ptx.infer.verify.tutorial import verify
 
     if _model_file(name, "bench"):
         _check_options(ctx, "bench", for_file=True)
-        from ptx.infer.bench import DEFAULT_FILE_BATCH_SIZES, bench_path
+        from ptx.infer.bench.timing import DEFAULT_FILE_BATCH_SIZES, bench_path
         from ptx.cli.options import open_options, plan_options
 
         result = bench_path(name, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),

@@ -194,7 +194,7 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
             export_kserve(name, out, image=image, force=force, **options)
             return
         from ptx.export.api import export_model
-        from ptx.infer.records import record_export_judgement
+        from ptx.infer.model.records import record_export_judgement
 
         formats = fmt
         if fmt == ["all"]:  # every file this machine can write for the model, and why any other is left out
@@ -204,7 +204,7 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
             formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")
             click.echo(f"--format all: {', '.join(formats)}" + "".join(f"; left out: {why}" for why in left_out))
         if keep_f32 == "auto":  # infer's triage ranks the nodes; export never imports infer
-            from ptx.infer.triage_run import rank_int8
+            from ptx.infer.locate.triage_run import rank_int8
 
             options["rank"] = rank_int8
         for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
@@ -219,8 +219,8 @@ def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
     """A user's model file -> a Triton model folder: its tensors read by opening it (ONNX through ONNX
     Runtime, without torch; TorchScript through torch, with its --input declarations)."""
     from ptx.export.triton import export_triton_file
-    from ptx.infer.model_files import PT2, read_model_file
-    from ptx.infer.api import open_own_model
+    from ptx.infer.formats.model_files import PT2, read_model_file
+    from ptx.infer.model.opening import open_own_model
 
     kind = read_model_file(path).kind
     if kind == PT2:  # refused before AOTInductor loads it

@@ -1,4 +1,4 @@
-"""`ptx inspect`: what a model file or a run folder's exports are (ptx.infer.inspect_file).
+"""`ptx inspect`: what a model file or a run folder's exports are (ptx.infer.inspect.file).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_jso
     from pathlib import Path
 
     from ptx.contract.catalog import names
-    from ptx.infer.inspect_file import inspect_path
+    from ptx.infer.inspect.file import inspect_path
     from ptx.cli.options import open_options
 
     target = Path(path)

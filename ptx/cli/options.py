@@ -83,7 +83,7 @@ def __getattr__(name: str):
     registry imports neither torch nor onnxruntime, yet ptx.infer and numpy, which `ptx data`, `ptx
     train --help` and the rest of this module's users need not load."""
     if name == "BACKENDS":
-        from ptx.infer.backends import list_backends
+        from ptx.infer.runtime.backends import list_backends
 
         value = tuple(list_backends())
     elif name == "BACKENDS_OPTION":
@@ -140,7 +140,7 @@ def generated_input_options(command):
 
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
-    """What ptx.infer.api.open_own_model takes, from the command line's options."""
+    """What ptx.infer.model.opening.open_own_model takes, from the command line's options."""
     from ptx.contract.tensors import parse_batch_axes, parse_declaration
 
     return {"inputs": [parse_declaration(text) for text in declared_inputs],

@@ -1,5 +1,5 @@
-"""`ptx predict`: inputs through one backend (ptx.infer.scoring.score), or through a user's model
-file (ptx.infer.predict_outputs).
+"""`ptx predict`: inputs through one backend (ptx.infer.predict.scoring.score), or through a user's model
+file (ptx.infer.predict.named_outputs).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error (with
     --model FILE: 2 when an input file does not fit the model, each named on stderr).
     """
-    from ptx.infer.batch import STDIN, tsv_field
+    from ptx.infer.predict.batch import STDIN, tsv_field
 
     if inputs and not Path(inputs[0]).exists() and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
         # a mistyped model file would otherwise be read as a picture for the default model, convnet
@@ -107,7 +107,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     if as_json and output:
         raise click.UsageError("--output writes --json's fields already: give one of them")
     if ray_address is not None:
-        from ptx.infer.ray_data import predict_with_ray, split_address
+        from ptx.infer.predict.ray_data import predict_with_ray, split_address
 
         ray_address, inputs = split_address(ray_address, inputs)
     if not inputs:
@@ -129,7 +129,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
         stdin = stream.read()
     from ptx.errors import UnknownModelError
-    from ptx.infer.scoring import score
+    from ptx.infer.predict.scoring import score
 
     # ONNX Runtime's intra-op threads spin between runs by default; while worker processes prepare a
     # folder's pictures on every core, the spinning took the CPU they needed (10,000 PNGs on 2 cores:
@@ -150,7 +150,7 @@ def _tutorial_artifact(artifact: str) -> None:
     """--artifact reads a tutorial model's export (its head: pictures, labels); your own model's file
     (ptx export --module's, or a foreign one) has none, and is refused in one line saying how to
     predict with it instead of failing inside scoring."""
-    from ptx.infer.model_files import is_torch_save, read_model_file
+    from ptx.infer.formats.model_files import is_torch_save, read_model_file
 
     path = Path(artifact)
     if not path.is_file() or is_torch_save(path):  # no such file, a checkpoint: scoring says or reads it
@@ -165,8 +165,8 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
                  options: dict) -> int:
     """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
     status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
-    from ptx.infer import predict_outputs
-    from ptx.infer.api import open_own_model
+    from ptx.infer.predict import named_outputs as predict_outputs
+    from ptx.infer.model.opening import open_own_model
 
     model = open_own_model(path, backend, device=device, precision=precision, **options)
     signature = model.signature

@@ -17,7 +17,7 @@ def runs_cmd(root, as_json) -> None:
     """List the runs under --root: model, dataset, epochs, test accuracy or MSE, date, exports, the
     verify verdict and fastest verified backend recorded on this machine, and what is wrong (stale
     exports, a model that learned nothing, a broken run). Reads side files only: no checkpoint is loaded."""
-    from ptx.infer.runs import list_runs, table
+    from ptx.infer.inspect.runs import list_runs, table
 
     rows = list_runs(root)
     if as_json:

@@ -46,7 +46,7 @@ def _models_and_files(arguments) -> tuple[list[str], list]:
     one line saying what is there (no such file, a folder), not as an unknown model name. A bare
     name stays a model name even where a folder of that name is here (`ptx train convnet --out
     convnet` makes one)."""
-    from ptx.infer.model_files import file_kind
+    from ptx.infer.formats.model_files import file_kind
 
     names, files = [], []
     for argument in arguments:
@@ -77,7 +77,7 @@ def _model_file(name: str | None, command: str) -> bool:
     if name is None or name in names():
         return False
     if Path(name).is_dir():
-        from ptx.infer.model_files import file_kind
+        from ptx.infer.formats.model_files import file_kind
 
         file_kind(Path(name))  # a folder: one line saying what to give instead
     if Path(name).suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in name:

@@ -1,5 +1,5 @@
-"""`ptx verify`: every backend against eager for a tutorial model's run (ptx.infer.verify), or
-against a model file's reference (ptx.infer.verify_reference).
+"""`ptx verify`: every backend against eager for a tutorial model's run (ptx.infer.verify.tutorial), or
+against a model file's reference (ptx.infer.verify.reference).
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     names the backend, the output and its error), 2 nothing could be compared.
     """
     from ptx.errors import UnknownModelError
-    from ptx.infer.verify import runs_with_artifacts
+    from ptx.infer.verify.tutorial import runs_with_artifacts
 
     if repro and not locate:
         raise click.UsageError("--repro DIR writes what --locate finds: add --locate")
@@ -89,7 +89,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
         _check_options(ctx, "verify", for_file=True)
         if locate:
-            from ptx.infer.locate_file import check_locatable
+            from ptx.infer.locate.file import check_locatable
 
             check_locatable(name, repro)
         options = dict(backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
@@ -123,8 +123,8 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                         else f"{save_inputs}.{run.name}.npz"}) for model, run in runs]
 
     def recorded(report, doc, model, options) -> None:
-        from ptx.infer.api import run_folder
-        from ptx.infer.records import record_verify
+        from ptx.infer.model.opening import run_folder
+        from ptx.infer.model.records import record_verify
 
         record_verify(report, run_folder(model, root, options["run"]))  # what `ptx serve --backend auto` builds on
         if locate:
@@ -138,10 +138,10 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
 def _verify(targets, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
     """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all) and a model file:
-    each (target, options) of ``targets`` through ptx.infer.verify, its table printed (or, --json, its
+    each (target, options) of ``targets`` through ptx.infer.verify.tutorial, its table printed (or, --json, its
     dict kept), then ``then(report, doc, target, options)`` (a run's record and triage, a file's
     locate); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
-    from ptx.infer.verify import verify
+    from ptx.infer.verify.tutorial import verify
 
     docs, statuses = [], []
     for target, options in targets:
@@ -175,8 +175,8 @@ def _triage(report, model, root, run, as_json) -> list:
     their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file, by the
     command its table offers (report.offers; on stderr beside --json, whose table is not printed)."""
     from ptx.contract.names import FULL_PRECISION
-    from ptx.infer.api import run_folder, run_option
-    from ptx.infer.triage_run import triage_rows
+    from ptx.infer.model.opening import run_folder, run_option
+    from ptx.infer.locate.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
@@ -202,8 +202,8 @@ def _triage(report, model, root, run, as_json) -> list:
 def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
     """--locate after a file's table: where its first disagreeing row is born, printed (or, --json,
     ``doc["locate"]``: None when all agree)."""
-    from ptx.infer.locate import NothingToLocate
-    from ptx.infer.locate_file import locate_report
+    from ptx.infer.locate.origin import NothingToLocate
+    from ptx.infer.locate.file import locate_report
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
     found = None
@@ -228,7 +228,7 @@ def _verify_help() -> None:
     """verify's --help states the rule its table and JSON state, from the one definition."""
     import textwrap
 
-    from ptx.infer.report import RULE
+    from ptx.infer.verify.report import RULE
 
     # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
     entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,

@@ -10,7 +10,7 @@ TORCHSCRIPT_EXTRA_FILE = "ptx.json"
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # Artifact format -> the file it is written to inside a run folder. The export-format registry
-# (ptx.export.formats) and the backend registry (ptx.infer.backends) refer to formats by these names.
+# (ptx.export.formats) and the backend registry (ptx.infer.runtime.backends) refer to formats by these names.
 CHECKPOINT_FORMAT = "checkpoint"
 ARTIFACT_FILES = {
     CHECKPOINT_FORMAT: CHECKPOINT_FILE,

@@ -1,7 +1,7 @@
 """The digest that binds an artifact's contract to its weights (torch-free, standard library only).
 
 ``ptx export`` records it in every file it writes (``ptx.weights_sha256``); loading refuses a file
-whose digest no longer matches (``ptx.infer.model_files.check_weights``), so ptx metadata copied
+whose digest no longer matches (``ptx.infer.formats.model_files.check_weights``), so ptx metadata copied
 onto another model is never believed (issue 36, item 8). Each digest leaves out exactly the place
 the metadata lives, so that writing the digest into the file does not change it:
 

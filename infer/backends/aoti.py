@@ -1,8 +1,0 @@
-"""aoti: a torch.export + AOTInductor package (model.pt2) through torch._inductor.aoti_load_package (torch,
-no Python model code). The package runs on the device it was compiled for."""
-from . import CUDA_TF32, Backend, lazy, register
-
-register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"), load=lazy("torch_runner", "open_pt2_artifact"),
-                 unavailable=lazy("torch_runner", "torch_unavailable"),
-                 needs_torch=True, precisions=CUDA_TF32, description="AOTInductor package, from model.pt2",
-                 open_file=lazy("torch_runner", "open_pt2_file")))

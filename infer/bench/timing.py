@@ -1,0 +1,440 @@
+"""ptx bench: latency percentiles and throughput per backend and batch size (Triton perf_analyzer,
+small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio.
+
+One bench for every model: each row times ``Model.run(feeds)``, the runner's named-tensor call,
+beside the runner's ``bare(feeds)`` (and, on a GPU, its ``resident`` ceiling). What differs is only
+where the models and inputs come from: a tutorial model's artifacts in its run folder, its head
+making pictures, tokens or rows (throughput in images/s); or a model file on every backend that
+reads it, fed seeded tensors from its signature or the user's samples (samples/s, or runs/s where
+no input has a batch axis)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
+from ptx.contract.transforms import to_model_input
+from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, first_line
+
+from ..runtime import backends as registry
+from ..model.opening import open_model, require_run
+from ..verify.cases import Case, file_cases, generated_cases, has_batch
+
+# The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
+# (--batch-sizes 1,64,1024 --seconds 1 --rounds 6, as scripts/bench.py times) is for the record.
+DEFAULT_BATCH_SIZES = (1, 64)
+DEFAULT_FILE_BATCH_SIZES = BENCH_BATCHES
+DEFAULT_SECONDS = 0.25  # timed seconds per runner and batch size, shared out over the rounds
+DEFAULT_ROUNDS = 4
+
+
+def speed_ratio(row: "BenchRow", peer: "BenchRow") -> float:
+    """``row``'s images/s over ``peer``'s (above 1: faster): bench's one ratio between two runners."""
+    return round(row.images_per_s / peer.images_per_s, 3)
+
+
+@dataclass
+class BenchRow:
+    runner: str  # the ptx backend, or "bare <runtime>" for the runtime called directly
+    device: str
+    batch: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    images_per_s: float
+    iterations: int
+    overhead: float | None = None  # p50 / the bare runtime's p50 at the same batch
+    precision: str = "f32"
+    peer_of: str | None = None  # for a bare row: the ptx runner it is the bare runtime of
+    # images/s over the bare runtime's at the same batch: the one ratio bench prints, in the rows
+    # ("vs bare") and in the fastest-verified summary ("Nx the fastest bare peer")
+    vs_bare: float | None = None
+    round_spread: float = 1.0  # slowest round's p50 / fastest round's (NOISY_SPREAD and up: noisy)
+    # the GPU-resident ceiling row of this ptx runner: neither a peer nor a backend verify can judge
+    ceiling_of: str | None = None
+
+    @property
+    def noisy(self) -> bool:
+        return self.round_spread >= NOISY_SPREAD
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_iters: int = 20000,
+               min_iters: int = 20) -> np.ndarray:
+    """Latencies in seconds of repeated calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    while len(latencies) < max_iters and (time.perf_counter() < deadline or len(latencies) < min_iters):
+        start = time.perf_counter()
+        fn()
+        latencies.append(time.perf_counter() - start)
+    return np.asarray(latencies)
+
+
+def time_rounds(fns: list[Callable[[], object]], *, warmup: int, seconds: float,
+                rounds: int = 6) -> list[list[np.ndarray]]:
+    """Time several callables in alternating rounds (``seconds`` in all, shared between them), so
+    that a noisy moment on a shared machine lands on all of them rather than skewing their ratio.
+    Returns each callable's latencies (seconds) per round."""
+    per_round = seconds / rounds / len(fns)
+    # At least 20 calls in all, spread over the rounds: a slow runner (int8 convolutions at batch
+    # 1024 take ~0.2 s a call here) must not need 20 calls in every round.
+    min_iters = -(-20 // rounds)
+    latencies: list[list[np.ndarray]] = [[] for _ in fns]
+    for r in range(rounds):
+        for i, fn in enumerate(fns):
+            latencies[i].append(time_calls(fn, warmup=warmup if r == 0 else 2, seconds=per_round, min_iters=min_iters))
+    return latencies
+
+
+def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: float, rounds: int = 6) -> list[np.ndarray]:
+    """``time_rounds``, each callable's rounds put together."""
+    return [np.concatenate(parts) for parts in time_rounds(fns, warmup=warmup, seconds=seconds, rounds=rounds)]
+
+
+# A row whose p50 differs more than this between its fastest and slowest round is flagged noisy: a
+# busy moment on a shared machine (or a first call's one-off work) moved it, and its numbers are not
+# to be trusted (issue 21 saw eager batch 1 at 51,883 us in one run, 240 us in the next).
+NOISY_SPREAD = 2.0
+
+
+def round_spread(rounds: list[np.ndarray]) -> float:
+    """The slowest round's p50 over the fastest round's."""
+    medians = [float(np.median(r)) for r in rounds if len(r)]
+    return max(medians) / min(medians) if medians and min(medians) > 0 else 1.0
+
+
+def _row(runner, device, batch, latencies) -> BenchRow:
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e6
+    return BenchRow(runner, device, batch, round(float(p50), 1), round(float(p90), 1), round(float(p99), 1),
+                    round(batch / float(np.median(latencies)), 1), len(latencies))
+
+
+def in_host_buffer(model, x: np.ndarray, leases: contextlib.ExitStack) -> np.ndarray:
+    """``x`` where a caller on this backend would keep a batch: in one of the model's reused,
+    page-locked host buffers on a GPU (serve's batcher joins requests into them), as it is on the
+    CPU. The bare peer is fed the same array, so both pay the same host copies."""
+    if model.host is None:
+        return x
+    buffer = leases.enter_context(model.host.lease(x.shape, x.dtype))
+    np.copyto(buffer, x)
+    return buffer
+
+
+def bench_pictures(contract, batch: int, seed: int = 0) -> np.ndarray:
+    """The raw uint8 pictures bench_inputs normalises: what an --input uint8 artifact is fed."""
+    canvas = contract.picture.canvas
+    return np.random.default_rng(seed).integers(0, 256, (batch, canvas, canvas)).astype(np.uint8)
+
+
+def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
+    """Random raw samples of the artifact's kind, preprocessed as a user's would be."""
+    rng = np.random.default_rng(seed)
+    encoding = contract.encoding
+    if encoding is not None:  # tokens: words of 10 characters, no padding
+        low = 1 if encoding.pad_id == 0 else 0
+        return to_model_input(rng.integers(low, encoding.vocab_size, (batch, 10)), contract)
+    picture = contract.picture
+    if picture is not None:  # raw pictures are canvas x canvas whatever padding the model adds
+        return to_model_input(bench_pictures(contract, batch, seed), contract)
+    # numbers and feature rows: as many values as the input has per sample
+    return to_model_input(rng.normal(size=(batch, contract.sample_size)), contract)
+
+
+def timed_rows(names: list[tuple], calls: list[Callable[[], object]], batch: int, *, warmup: int, seconds: float,
+               rounds: int) -> list[BenchRow]:
+    """Time ``calls`` (each ``seconds``) in alternating rounds at ``batch``: one row each, named by
+    ``names`` (runner, device, precision, peer_of, ceiling_of); a ptx row gets its bare peer's ratio."""
+    timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
+    rows = []
+    for (runner, device, precision, peer_of, ceiling_of), parts in zip(names, timings):
+        row = _row(runner, device, batch, np.concatenate(parts))
+        row.precision, row.peer_of, row.ceiling_of = precision, peer_of, ceiling_of
+        row.round_spread = round(round_spread(parts), 2)
+        rows.append(row)
+    for row in rows:
+        peer = next((r for r in rows if r.peer_of == row.runner), None)
+        if peer is not None:
+            row.overhead = round(row.p50_us / peer.p50_us, 3)
+            row.vs_bare = speed_ratio(row, peer)
+    return rows
+
+
+@dataclass
+class Fastest:
+    """ptx bench's verdict for one batch size: the fastest verified backend and precision, against
+    the fastest bare runtime call and bare ORT f32 timed in the same alternating rounds."""
+
+    batch: int
+    runner: str
+    precision: str
+    images_per_s: float
+    peer: str | None = None
+    vs_peer: float | None = None  # images/s over the fastest bare peer's
+    vs_ort_f32: float | None = None  # images/s over bare ORT f32's
+
+
+ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
+
+
+def head_feeds(model, case: Case) -> dict[str, np.ndarray]:
+    """A tutorial model's inputs at the case's batch, made by its head: raw pictures for an --input
+    uint8 artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
+    head = model.head
+    make = bench_pictures if head.info.raw_input is not None else bench_inputs
+    return {head.input_name: make(head.contract, case.batch)}
+
+
+def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[object, Case], dict], *,
+                skipped: dict[str, str], bare: bool, warmup: int, seconds: float, rounds: int,
+                progress: Callable[[str], None]) -> list[BenchRow]:
+    """Each opened (label, Backend, device, precision, Model) timed at each case, all in the same
+    alternating rounds per case: ``Model.run`` beside its runner's bare call on the same inputs (in
+    the model's host buffers on a GPU, so both pay the same copies) and, on CUDA, the resident
+    ceiling. A model that cannot run a case is that row's entry in ``skipped``, not timed."""
+    rows: list[BenchRow] = []
+    for case in cases:
+        names, calls = [], []
+        with contextlib.ExitStack() as leases:  # host buffers the inputs lie in, held until timed
+            for label, backend, device, precision, model in opened:
+                try:  # once untimed: inputs the model cannot take are said, not timed
+                    feeds = check_feeds(model.signature, feeds_of(model, case), model.name)
+                    model.run(feeds)
+                except Exception as exc:  # noqa: BLE001 - that row only; the others are timed
+                    skipped[f"{label} {case.label}"] = (str(exc) if isinstance(exc, PtxError) else
+                                                        f"{type(exc).__name__}: {first_line(exc)}")
+                    continue
+                progress(f"{label} {case.label}")
+                feeds = {n: in_host_buffer(model, x, leases) for n, x in feeds.items()}
+                names.append((label, device, precision, None, None))
+                calls.append(functools.partial(model.run, feeds))
+                if not bare:
+                    continue
+                bare_name, call = model.bare(feeds)
+                names.append((f"{bare_name} ({label})", device, precision, label, None))
+                calls.append(call)
+                if backend.resident and device.startswith("cuda"):
+                    # Not a peer: no ptx row can pay less than the host copies it leaves out.
+                    resident_name, call = model.runner.resident(feeds)
+                    names.append((f"{resident_name} ({label})", device, precision, None, label))
+                    calls.append(call)
+            if calls:
+                rows += timed_rows(names, calls, case.batch or 1, warmup=warmup, seconds=seconds, rounds=rounds)
+    return rows
+
+
+def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
+          root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = DEFAULT_SECONDS,
+          bare: bool = True, rounds: int = DEFAULT_ROUNDS, progress: Callable[[str], None] = lambda _: None,
+          run: str | Path | None = None) -> tuple[list[BenchRow], dict[str, str]]:
+    """Time every (backend, device, precision) ``backends`` pick for tutorial model ``name``, each
+    next to its bare runtime.
+
+    The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same
+    alternating rounds per batch size, so their ratios hold on a shared machine; the torch
+    backends after them, in rounds of their own: once torch has run, its idle OpenMP threads
+    compete for the cores and doubled ORT's batch-1 latency here (26 us alone, 57 us after)."""
+    require_run(name, root, run)
+    rows: list[BenchRow] = []
+    skipped: dict[str, str] = {}
+    chosen = registry.variants(backends)
+    cases = [Case(f"batch {b}", None, b) for b in batch_sizes]
+    for needs_torch in (False, True):
+        opened = []
+        for backend, device, precision in (v for v in chosen if v[0].needs_torch == needs_torch):
+            label = backend.label(device, precision)
+            why = backend.unavailable(device)
+            if why:
+                skipped[label] = why
+                continue
+            try:
+                opened.append((label, backend, device, precision,
+                               open_model(name, backend.name, root, device, precision, run)))
+            except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or not on this CPU
+                skipped[label] = str(exc)
+        rows += time_models(opened, cases, head_feeds, skipped=skipped, bare=bare, warmup=warmup, seconds=seconds,
+                            rounds=rounds, progress=progress)
+        del opened  # frees sessions' thread pools before the next group is timed
+    if not rows:
+        raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in skipped.items()))
+    return rows, skipped
+
+
+@dataclass
+class PathBench:
+    """``bench_path``'s answer: a model file's rows, what was not timed and why, and notes on its inputs."""
+
+    path: Path
+    unit: str  # samples/s, or runs/s for a model without a batch axis
+    rows: list[BenchRow] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not timed
+    notes: list[str] = field(default_factory=list)
+
+    def text(self, markdown: bool = False) -> str:
+        from ..model.readers import group_reasons
+
+        skipped = dict(self.skipped)
+        if not markdown:  # one line per reason, as verify says it
+            skipped = {labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(skipped))}
+        table = (to_markdown if markdown else to_text)(self.path.name, self.rows, skipped, self.unit)
+        return "\n".join([*self.notes, table])
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "unit": self.unit, "rows": rows_to_dicts(self.rows), "skipped": self.skipped,
+                "notes": self.notes}
+
+
+def path_cases(signature, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int,
+               notes: list[str]) -> list[Case]:
+    """A model file's cases: one per batch size of the user's samples, else seeded inputs per batch size."""
+    if input_files:
+        by_batch = {}
+        for case in file_cases(input_files, signature):  # one case per batch size: rows are per batch size
+            by_batch.setdefault(case.batch, case)
+        notes.append(f"timed on the samples given ({', '.join(c.label for c in by_batch.values())})")
+        return list(by_batch.values())
+    chosen = plan_inputs(signature, **(plan or {}))
+    if chosen.describe_choices():
+        notes.append(chosen.describe_choices())
+    if not has_batch(signature):
+        notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
+                     "throughput is calls per second")
+    return generated_cases(signature, chosen, batch_sizes, seed)
+
+
+def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
+               plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int = 0,
+               batch_sizes: Sequence[int] = DEFAULT_FILE_BATCH_SIZES, warmup: int = 10,
+               seconds: float = DEFAULT_SECONDS, rounds: int = DEFAULT_ROUNDS, bare: bool = True,
+               progress: Callable[[str], None] = lambda _: None) -> PathBench:
+    """Time the model file at ``path`` on every backend ``backends`` picks (default: all that read
+    it), each beside its bare runtime call (a bare ``InferenceSession.run`` for the ONNX Runtime
+    rows). The torch-free runtimes are timed first and torch's after them, as bench() does and for
+    its reason (torch's idle threads slowed ONNX Runtime once torch had run)."""
+    from ..formats.model_files import read_model_file
+    from ..model.readers import file_backends, group_reasons, open_options_for, open_rows
+
+    path = Path(path)
+    found = read_model_file(path)
+    options = open_options_for(found, options or {})
+    result = PathBench(path, "samples/s")
+    chosen = file_backends(found.kind, backends)
+    cases: list[Case] | None = None
+    for needs_torch in (False, True):
+        group = []
+        for row in (r for r in chosen if r.backend.needs_torch == needs_torch):
+            why = row.unavailable()
+            if why:
+                result.skipped[row.label] = why
+            else:
+                group.append(row)
+        if group:
+            progress(f"opening {path.name} with {', '.join(r.label for r in group)}")
+        opened, models = [], open_rows(path, group, options)
+        for row in group:
+            model = models[row.label]
+            if isinstance(model, Exception):
+                result.skipped[row.label] = f"cannot open it: {model}"
+            else:
+                opened.append((row.label, row.backend, row.device, model.precision, model))
+        if not opened:
+            continue
+        if cases is None:
+            signature = opened[0][-1].signature
+            cases = path_cases(signature, plan, input_files, batch_sizes, seed, result.notes)
+            result.unit = "samples/s" if has_batch(signature) else "runs/s"
+        result.rows += time_models(opened, cases, lambda _, case: case.feeds, skipped=result.skipped, bare=bare,
+                                   warmup=warmup, seconds=seconds, rounds=rounds, progress=progress)
+        del opened  # frees sessions' thread pools before the next group is timed
+    if not result.rows:
+        reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
+        raise PtxError(f"no backend could run {path.name} here: {reasons}")
+    return result
+
+
+def fastest(rows: list[BenchRow], verified: set[str]) -> list[Fastest]:
+    """Per batch size, the fastest ptx row whose (backend, precision) ``ptx verify`` passed."""
+    out = []
+    for batch in dict.fromkeys(r.batch for r in rows):
+        ours = [r for r in rows if r.batch == batch and r.peer_of is None and r.ceiling_of is None
+                and r.runner in verified]
+        if not ours:
+            continue
+        best = max(ours, key=lambda r: r.images_per_s)
+        peers = [r for r in rows if r.batch == batch and r.peer_of is not None]
+        verdict = Fastest(batch, best.runner, best.precision, best.images_per_s)
+        if peers:
+            peer = max(peers, key=lambda r: r.images_per_s)
+            verdict.peer, verdict.vs_peer = peer.runner, speed_ratio(best, peer)
+        ort = next((r for r in peers if r.runner == ORT_F32_PEER), None)
+        if ort is not None:
+            verdict.vs_ort_f32 = speed_ratio(best, ort)
+        out.append(verdict)
+    return out
+
+
+def describe_fastest(verdicts: list[Fastest], unverified: dict[str, str]) -> list[str]:
+    lines = []
+    for v in verdicts:
+        line = f"batch {v.batch}: fastest verified is {v.runner} ({v.precision}), {v.images_per_s:,.0f} images/s"
+        if v.peer:
+            line += f"; {v.vs_peer:.2f}x the fastest bare peer ({v.peer})"
+        if v.vs_ort_f32 is not None:
+            line += f", {v.vs_ort_f32:.2f}x bare ORT f32"
+        lines.append(line)
+    lines += [f"not verified, so never named fastest: {label} ({why})" for label, why in unverified.items()]
+    return lines
+
+
+COLUMNS = ("runner", "device", "batch", "p50 us", "p90 us", "p99 us", "images/s", "vs bare")
+
+
+def columns(unit: str = "images/s") -> tuple[str, ...]:
+    """The table's columns, throughput in ``unit`` (a user's model: samples/s, or runs/s unbatched)."""
+    return tuple(unit if c == "images/s" else c for c in COLUMNS)
+
+
+def _cells(r: BenchRow) -> list[str]:
+    vs_bare = f"{r.vs_bare:.2f}x" if r.vs_bare is not None else ""
+    return [r.runner, r.device, str(r.batch), f"{r.p50_us:,.1f}", f"{r.p90_us:,.1f}", f"{r.p99_us:,.1f}",
+            f"{r.images_per_s:,.0f}", vs_bare + (" noisy" if r.noisy else "")]
+
+
+def noisy_warning(rows: list[BenchRow]) -> str | None:
+    """One line naming the rows whose rounds disagreed (worst first), or None."""
+    noisy = sorted((r for r in rows if r.noisy), key=lambda r: -r.round_spread)
+    if not noisy:
+        return None
+    worst = ", ".join(f"{r.runner} batch {r.batch} {r.round_spread:.1f}x" for r in noisy[:3])
+    more = f" and {len(noisy) - 3} more" if len(noisy) > 3 else ""
+    return (f"{len(noisy)} of {len(rows)} rows are noisy, their p50 moving {NOISY_SPREAD:g}x or more between rounds "
+            f"({worst}{more}): the machine was busy; re-run, or time longer with --seconds")
+
+
+def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
+    lines = [f"| {name}: " + " | ".join(columns(unit)) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    lines += [f"\nskipped {b}: {why}" for b, why in skipped.items()]
+    return "\n".join(lines)
+
+
+def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
+    cells = [list(columns(unit))] + [_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    out = [f"ptx bench {name}", lines[0], "-" * len(lines[0]), *lines[1:]]
+    out += [f"{b:<{widths[0]}}  skipped: {why}" for b, why in skipped.items()]
+    return "\n".join(out)
+
+
+def rows_to_dicts(rows: list[BenchRow]) -> list[dict]:
+    return [{**asdict(r), "noisy": r.noisy} for r in rows]

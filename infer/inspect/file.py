@@ -1,0 +1,391 @@
+"""ptx inspect PATH: what a model file (or a run folder's exports) is, and which backends can run it
+on this machine, and if not, why.
+
+Cheap by design: files are read and runtimes open them, but no model is run, except where a
+TorchScript or pt2 file needs its two probe runs to learn its outputs (torch_runner.py). An ONNX
+file's facts come from its graph (onnx_graph.py); what the CUDA backends would do with it is proven
+without a GPU (cuda_placement.py), and never claimed beyond what those checks say.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, FULL_PRECISION
+from ptx.contract.tensors import Signature
+from ptx.errors import ArtifactError, PtxError, first_line
+
+from ..runtime import backends as registry
+from ..formats.model_files import (ONNX, SIGNATURE_KEY, TORCHSCRIPT, WEIGHTS_KEY, ModelFile, read_model_file,
+                          recorded_signature, weights_digest)
+from ..model.opening import KIND_NAMES
+from ..model.readers import FileBackend, open_options_for, open_rows, tutorial_signature
+
+RUNS_HERE, CANNOT, NOT_HERE, NOT_FOR_FILES = "runs here", "cannot run it", "not here", "tutorial exports only"
+
+
+@dataclass
+class BackendLine:
+    """Whether one backend can run the file on this machine, and if not, why (one line)."""
+
+    label: str
+    status: str  # RUNS_HERE, CANNOT, NOT_HERE, NOT_FOR_FILES
+    detail: str = ""
+
+    def text(self, width: int) -> str:
+        return f"{self.label:<{width}}  {self.status}" + (f": {self.detail}" if self.detail else "")
+
+    def to_dict(self) -> dict:
+        return {"backend": self.label, "status": self.status, "detail": self.detail or None}
+
+
+@dataclass
+class FileInspection:
+    path: Path
+    kind: str
+    size: int
+    model: str | None = None  # a tutorial model's export: its name
+    format: str | None = None  # its artifact format (onnx, onnx-int8, torchscript, pt2)
+    signature: Signature | None = None
+    source: str = ""  # where the signature came from
+    graph: object | None = None  # onnx_graph.GraphFacts, for an ONNX file
+    parameters: int | None = None
+    digest: str | None = None
+    recorded_digest: str | None = None
+    backends: list[BackendLine] = field(default_factory=list)
+    int8: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def weights_match(self) -> bool | None:
+        if not self.recorded_digest or not self.digest:
+            return None
+        return self.recorded_digest == self.digest
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "bytes": self.size, "model": self.model,
+                "format": self.format, "signature": self.signature.to_dict() if self.signature else None,
+                "signature_source": self.source, "batched": self.signature.batched if self.signature else None,
+                "graph": self.graph.to_dict() if self.graph else None, "parameters": self.parameters,
+                "weights_sha256": self.digest, "recorded_weights_sha256": self.recorded_digest,
+                "weights_match": self.weights_match, "backends": [b.to_dict() for b in self.backends],
+                "int8": self.int8, "notes": self.notes}
+
+    def text(self) -> str:
+        what = KIND_NAMES[self.kind] + (f", {self.model}'s {self.format} export" if self.model else "")
+        lines = [f"{self.path.name}: {what}, {_size(self.size)}" + _external(self.graph)]
+        if self.graph is not None:
+            opsets = ", ".join(f"{domain} {version}" for domain, version in self.graph.opsets.items())
+            lines.append(f"opset: {opsets}" + (f"; made by {self.graph.producer}" if self.graph.producer else "")
+                         + f"; IR version {self.graph.ir_version}")
+        lines.append(f"contract: {self.source}")
+        if self.signature is not None:
+            lines += _tensor_lines(self.signature)
+        if self.graph is not None:
+            ops = ", ".join(f"{op} {n}" for op, n in self.graph.operators.most_common())
+            inside = f" ({self.graph.subgraph_nodes} of them inside If/Loop/Scan bodies)" if self.graph.subgraph_nodes \
+                else ""
+            lines.append(f"operators: {sum(self.graph.operators.values())} nodes{inside}: {ops}")
+            lines.append(f"parameters: {self.graph.parameters:,} values in {self.graph.initializers} initializers "
+                         "and Constant nodes")
+        elif self.parameters is not None:
+            lines.append(f"parameters: {self.parameters:,}")
+        lines.append("weights: " + _weights(self))
+        width = max((len(b.label) for b in self.backends), default=0)
+        lines += ["backends on this machine:"] + [f"  {b.text(width)}" for b in self.backends]
+        if self.int8:
+            lines.append(f"int8: {self.int8}")
+        return "\n".join(lines + self.notes)
+
+
+@dataclass
+class RunInspection:
+    """A tutorial model's run folder: its checkpoint and each export, inspected alike."""
+
+    folder: Path
+    model: str | None
+    files: list[FileInspection]
+    checkpoint: int | None  # its size, when there is one
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"run": str(self.folder), "model": self.model, "checkpoint_bytes": self.checkpoint,
+                "files": [f.to_dict() for f in self.files], "notes": self.notes}
+
+    def text(self) -> str:
+        head = [f"run {self.folder}: " + (self.model or "model not recorded")]
+        if self.checkpoint is not None:
+            head.append(f"checkpoint.pt: {_size(self.checkpoint)}, the eager reference `ptx verify` holds every "
+                        "export to")
+        return "\n\n".join(["\n".join(head + self.notes), *(f.text() for f in self.files)])
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n:,} bytes ({n / scale:.1f} {unit})"
+    return f"{n:,} bytes"
+
+
+def _external(graph) -> str:
+    if graph is None:
+        return ""
+    if not graph.external:
+        return "; weights inside it (no external data)"
+    files = "; ".join(f"{name}, {_size(size)}" if size is not None else f"{name}, MISSING"
+                      for name, size in graph.external)
+    return f"; external data: {files}"
+
+
+def _tensor_lines(signature: Signature) -> list[str]:
+    rows = []
+    for kind, tensors in (("inputs", signature.inputs), ("outputs", signature.outputs)):
+        rows.append((f"{kind}:", "", "", ""))
+        for t in tensors:
+            rows.append((f"  {t.name}", t.dtype, t.dims_text(), "no batch axis" if t.batch_axis is None else
+                         f"batch axis {t.batch_axis}" + (f", values in [{t.value_range[0]:g}, {t.value_range[1]:g}]"
+                                                         if t.value_range else "")))
+    widths = [max(len(r[i]) for r in rows if r[1]) for i in range(3)]
+    lines = [r[0] if not r[1] else "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    if signature.batched:
+        lines.append("batching: every input and output has a batch axis (requests can be joined into one batch)")
+    else:
+        unbatched = [t.name for t in (*signature.inputs, *signature.outputs) if t.batch_axis is None]
+        lines.append(f"batching: none ({', '.join(unbatched)} {'has' if len(unbatched) == 1 else 'have'} no batch "
+                     "axis): a server runs requests one by one")
+    symbols = signature.symbols()
+    if symbols:
+        lines.append(f"symbolic dims: {', '.join(symbols)}")
+    return lines
+
+
+def _weights(found: FileInspection) -> str:
+    if found.digest is None:
+        return "no digest for this kind of file (a pt2 package's compiler checks its own)"
+    text = f"sha256 {found.digest[:16]}..."
+    match = found.weights_match
+    if match is None:
+        return text + (" (no digest recorded in its ptx metadata)" if not found.recorded_digest else "")
+    return text + (" (matches its recorded ptx.weights_sha256)" if match else
+                   f" (DIFFERS from its recorded ptx.weights_sha256 {found.recorded_digest[:16]}...: ptx refuses its "
+                   "metadata; --ignore-metadata runs it as your own model)")
+
+
+# -- one file -------------------------------------------------------------------------------------
+
+
+def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool = True) -> FileInspection:
+    """What ``path`` is and which backends run it here. ``options`` are open_own_model's (inputs,
+    batch_axes, ignore_metadata): a TorchScript or pt2 file's outputs are learned only with inputs."""
+    path = Path(path)
+    found = read_model_file(path)
+    options = dict(options or {})
+    if options.get("ignore_metadata"):
+        found.metadata = {}
+    options = open_options_for(found, options)
+    report = FileInspection(path, found.kind, path.stat().st_size, recorded_digest=found.metadata.get(WEIGHTS_KEY))
+    if found.has_contract:
+        report.model = found.metadata.get("model")
+        report.format = "onnx-int8" if found.metadata.get("precision") == "int8" else found.kind
+    report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
+    rows = _rows(report.format or found.kind)
+    declared = None
+    if found.kind == ONNX:
+        from ..formats.onnx_graph import graph_facts, graph_signature, read_graph
+
+        proto = read_graph(path)
+        report.graph = graph_facts(proto, path)
+        declared = graph_signature(proto, path, options.get("batch_axes"))
+        report.int8 = None if report.format == "onnx-int8" else _int8(report.graph.operators)
+    if found.has_contract:  # a tutorial model's export: its contract, and the tutorial backends' loaders
+        report.signature, report.source = tutorial_signature(found), _source(found, options, "")
+        if found.kind == TORCHSCRIPT:
+            report.parameters = _torchscript_parameters(path)
+        report.backends = [_tutorial_line(path, row, p) for row, p in rows]
+        return report
+    known = found.kind == ONNX or bool(options.get("inputs")) or recorded_signature(found, path) is not None
+    runnable = [row for row, _ in rows if row.backend.open_file is not None and not row.unavailable()] if known else []
+    opened = open_rows(path, runnable, options, probe)
+    reference = next(row for row, _ in rows if row.reference)
+    model = opened.get(reference.label)
+    if found.kind == ONNX:
+        _onnx_signature(path, found, options, model, declared, report)
+    else:
+        _torch_signature(found, options, model, reference, report, known)
+        if found.kind == TORCHSCRIPT:
+            report.parameters = sum(p.numel() for p in model.module.parameters()) if hasattr(model, "module") \
+                else _torchscript_parameters(path)
+    report.backends = [_line(path, found, row, p, opened, known) for row, p in rows]
+    return report
+
+
+def _rows(fmt: str) -> list[tuple[FileBackend, str]]:
+    """Every (backend, device) of the registry that reads this kind of file, at the file's precision."""
+    precision = "int8" if fmt == "onnx-int8" else FULL_PRECISION
+    return [(FileBackend(b, d), p) for b, d, p in registry.variants() if p == precision and b.artifact_for(p) == fmt]
+
+
+def _source(found: ModelFile, options: Mapping, graph_word: str) -> str:
+    if found.has_contract:
+        return f"the ptx contract of the tutorial model {found.metadata.get('model')} (one input, one output)"
+    if recorded_signature(found, found.path) is not None and not options.get("batch_axes"):
+        return f"its ptx metadata (ptx.{SIGNATURE_KEY}), checked against {graph_word}"
+    if options.get("inputs") and found.kind == ONNX:
+        return f"{graph_word}, narrowed by your --input"
+    return graph_word
+
+
+def _onnx_signature(path: Path, found: ModelFile, options: Mapping, model, declared: Signature,
+                    report: FileInspection) -> None:
+    """ONNX Runtime's signature of the file (what verify and serve use), else the graph's own."""
+    from ..runtime.ort_runner import file_signature
+
+    if model is not None and not isinstance(model, Exception):
+        report.signature, report.source = model.signature, _source(found, options, "the graph")
+    else:
+        report.signature = file_signature(path, declared, found.metadata, options.get("batch_axes"),
+                                          options.get("inputs") or ())
+        report.source = _source(found, options, "the graph (read by onnx: ONNX Runtime cannot open the file)")
+    report.notes += _specialised(declared, report.signature)
+
+
+def _torch_signature(found: ModelFile, options: Mapping, model, reference: FileBackend, report: FileInspection,
+                     known: bool) -> None:
+    if not known:
+        report.source = (f"unknown: {KIND_NAMES[found.kind]} keeps no description of its inputs; declare them "
+                         "with --input NAME=SHAPE:DTYPE (in forward()'s order) and ptx learns its outputs from two "
+                         "probe runs")
+    elif model is None or isinstance(model, Exception):
+        report.source = f"not read: {reference.label} cannot open it" + (f" ({model})" if model else "")
+    else:
+        report.signature = model.signature
+        recorded = recorded_signature(found, found.path) is not None
+        checked = "the inputs you declared (--input)" if options.get("inputs") else "a probe run of the file"
+        report.source = _source(found, options, checked) + ("" if recorded else ", outputs learned from two probe runs")
+
+
+def _line(path: Path, found: ModelFile, row: FileBackend, precision: str, opened: Mapping,
+          known: bool) -> BackendLine:
+    label = row.backend.label(row.device, precision)
+    why = row.unavailable()
+    if why:
+        return BackendLine(label, NOT_HERE, why + _static(row.backend, path, found))
+    if row.backend.open_file is None:
+        return BackendLine(label, NOT_FOR_FILES, "ptx runs it on its tutorial models' exports, not on your own file "
+                           "yet" + _static(row.backend, path, found))
+    if not known:
+        return BackendLine(label, NOT_HERE, "declare the inputs (--input) to try it")
+    model = opened[row.label]
+    return BackendLine(label, CANNOT, str(model)) if isinstance(model, Exception) else BackendLine(label, RUNS_HERE)
+
+
+def _tutorial_line(path: Path, row: FileBackend, precision: str) -> BackendLine:
+    from ..model.opening import open_artifact
+
+    label = row.backend.label(row.device, precision)
+    why = row.unavailable()
+    if why:
+        return BackendLine(label, NOT_HERE, why + (_static(row.backend, path, None) if row.backend.static else ""))
+    try:
+        open_artifact(path, row.backend.name, row.device, precision)
+    except PtxError as exc:
+        return BackendLine(label, CANNOT, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a runtime's own exception, in one line
+        return BackendLine(label, CANNOT, f"{type(exc).__name__}: {first_line(exc)}")
+    return BackendLine(label, RUNS_HERE)
+
+
+def _specialised(declared: Signature, inferred: Signature) -> list[str]:
+    """Outputs whose batch the graph declares symbolic but ONNX Runtime's shape inference finds
+    fixed: the exporter may have baked its example's batch into the graph."""
+    notes = []
+    batch = {t.batch_symbol for t in declared.inputs if t.batch_axis is not None}
+    for want in declared.outputs:
+        got = next((t for t in inferred.outputs if t.name == want.name), None)
+        if got is None or len(got.shape) != len(want.shape):
+            continue
+        for axis, (d, i) in enumerate(zip(want.shape, got.shape)):
+            if d in batch and isinstance(i, int):
+                notes.append(f"note: the graph declares output {want.name}'s axis {axis} as {d}, but ONNX Runtime "
+                             f"infers it is always {i}: the exporter may have specialised the batch (`ptx verify` runs "
+                             "two batch sizes to tell)")
+    return notes
+
+
+def _int8(operators: Counter) -> str:
+    """What onnxruntime's quantizers have int8 operators for in this graph (their own registries)."""
+    try:
+        from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+    except ImportError as exc:
+        return f"not checked (onnxruntime.quantization does not import: {first_line(exc)})"
+    total = sum(operators.values())
+
+    def covered(registry_ops) -> str:
+        hits = Counter({op: n for op, n in operators.items() if op in registry_ops})
+        listed = ", ".join(f"{op} {n}" for op, n in hits.most_common())
+        return f"{sum(hits.values())} of {total} nodes" + (f" ({listed})" if listed else "")
+
+    return (f"onnxruntime's quantize_dynamic has integer kernels for {covered(IntegerOpsRegistry)}; "
+            f"quantize_static (QDQ, with calibration inputs) for {covered(QDQRegistry)}")
+
+
+def _torchscript_parameters(path: Path) -> int | None:
+    from ptx.export.formats.torchscript import load
+
+    try:
+        module, _ = load(path)
+    except Exception:  # noqa: BLE001 - the backend line says why it does not load
+        return None
+    return sum(p.numel() for p in module.parameters())
+
+
+def _static(backend, path: Path, found: ModelFile | None) -> str:
+    """What ``backend.static`` proves of the file without running it (ort-cuda's CUDA placement,
+    ort-cuda-graph's capture), or ''."""
+    if backend.static is None or (found is not None and found.kind != ONNX):
+        return ""
+    try:
+        return f"; {backend.static(path)}"
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run says so
+        return f"; static check failed ({first_line(exc)[:200]})"
+
+
+# -- a run folder ---------------------------------------------------------------------------------
+
+
+def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
+    """Each export in a tutorial model's run folder, inspected as a file."""
+    from ptx.contract.runs import run_model
+
+    folder = Path(folder)
+    checkpoint = folder / ARTIFACT_FILES[CHECKPOINT_FORMAT]
+    files = [folder / name for fmt, name in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT
+             and (folder / name).is_file()]
+    report = RunInspection(folder, run_model(folder), [], checkpoint.stat().st_size if checkpoint.is_file() else None)
+    if not files:
+        report.notes.append(f"no export yet: `ptx export --run {folder}` writes model.onnx and model.torchscript.pt")
+    for path in files:
+        try:
+            report.files.append(inspect_file(path, probe=probe))
+        except ArtifactError as exc:
+            report.notes.append(f"{path.name}: {exc}")
+    return report
+
+
+def inspect_path(path: str | Path, options: Mapping | None = None, probe: bool = True):
+    """A model file, or a folder ptx trained into: FileInspection or RunInspection."""
+    from ptx.contract.runs import is_run
+
+    path = Path(path)
+    if path.is_dir():
+        if not is_run(path):
+            raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
+                                "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2)")
+        if options and any(options.values()):
+            raise PtxError("--input, --batch-axis and --ignore-metadata are for a model file, not a run folder "
+                           "(its exports carry their contract)")
+        return inspect_run(path, probe)
+    return inspect_file(path, options, probe)
+

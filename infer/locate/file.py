@@ -1,0 +1,108 @@
+"""``ptx verify FILE.onnx --locate [--repro DIR]``: after a model file's verify, trace the row that
+disagrees on the case it disagrees most, and say where the difference is born.
+
+The row's backend is one side (ort-cuda, openvino and its bf16 row, onnx.reference; ``--against``
+an ONNX file of the same graph, matched tensor by name; ``--against`` a TorchScript file, module by
+module in locate_torchscript.py), the file's reference (ort-cpu) the other. Only the TorchScript
+path imports torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ptx.errors import PtxError
+
+from .origin import Located, NothingToLocate, locate
+from .graph import LocateGraph
+from .sides import OrtSide, side_for
+from ..formats.model_files import ONNX, read_model_file
+
+def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
+    """Refuse, before verify runs, what --locate cannot trace: a file that is no ONNX graph, a
+    --repro folder that holds files already."""
+    from .repro import check_repro_dir
+
+    path = Path(path)
+    if read_model_file(path).kind != ONNX:
+        raise PtxError(f"--locate traces an ONNX graph; {path.name} is not one: export it to ONNX (`ptx export "
+                       "--module`) and give the TorchScript file as --against")
+    if repro is not None:
+        check_repro_dir(repro)
+
+
+def _row_to_locate(report, against: str | Path | None = None):
+    """The failed row to trace: the --against file's row where it failed (what the user asked
+    about), else the first that compared values against the file's reference."""
+    failed = report.failed
+    if not failed:
+        return None
+    mine = f"{Path(against).name} (" if against is not None else None
+    row = next((r for r in sorted(failed, key=lambda r: not (mine and r.backend.startswith(mine))) if r.traceable),
+               None)
+    if row is not None:
+        return row
+    row = next((r for r in failed if r.error or r.disagreeing), None)
+    if row is None:
+        raise PtxError("--locate traces two sides of one graph; what disagrees here is a sample alone against the "
+                       "same sample inside a batch (the 'itself, batch of N' rows): the model's answer depends on its "
+                       "batch-mates, as a normalisation over the batch does")
+    why = row.error if row.error else "it was compared with the stored reference tensors, which keep no intermediates"
+    raise PtxError(f"--locate: the row that disagrees ({row.backend}) cannot be traced: {why}; give --backends or "
+                   "--against to name one that ran")
+
+
+def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=(), repro: str | Path | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> Located | None:
+    """Trace the first disagreeing row of ``report`` (infer/verify/report.py's Report of a file); None where all agree."""
+    from ..verify.comparator import Tolerances
+
+    path = Path(report.path)
+    check_locatable(path, repro)
+    row = _row_to_locate(report, against)
+    if row is None:
+        return None
+    case = report.fed[row.worst_case if row.worst_case is not None else 0]
+    tolerances = Tolerances.parse(atol, rtol, report.signature.output_names)
+    tolerance_of = lambda name, dtype: tolerances.of(name, dtype, row.device)  # noqa: E731
+    tolerance_args = Tolerances.options(atol, rtol)
+    graph = LocateGraph.open(path)
+    other_graph = None
+    try:
+        reference = OrtSide(graph, case.feeds, "cpu", report.reference_row.backend)
+        other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
+        if other_file is not None and read_model_file(other_file).kind != ONNX:
+            from .torchscript import locate_torchscript
+
+            located, write_against = locate_torchscript(graph, reference, other_file, tolerance_of, case, row.backend,
+                                                        progress)
+            if repro is not None:
+                located.repro = _repro(repro, located, graph, None, (), tolerance_args, write_against)
+            return located
+        if other_file is not None:
+            other_graph = LocateGraph.open(other_file)
+            other = OrtSide(other_graph, case.feeds, "cpu", row.backend)
+        else:
+            other = side_for(row.backend, graph, case.feeds)
+            if other is None:
+                raise PtxError(f"--locate cannot ask {row.backend} for intermediate tensors; give --backends with "
+                               "another backend")
+        try:
+            located = locate(graph, reference, other, tolerance_of, case.label, other_graph, progress)
+        except NothingToLocate as exc:
+            raise NothingToLocate(f"{exc} ({row.backend} on {case.label})") from None
+        if repro is not None:
+            backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.backend]
+            located.repro = _repro(repro, located, graph, other_graph, backends, tolerance_args, None)
+        return located
+    finally:
+        graph.close()
+        if other_graph is not None:
+            other_graph.close()
+
+
+def _repro(where, located, graph, other_graph, backends: Sequence[str], tolerance_args, write_against) -> dict:
+    from .repro import write_repro
+
+    return write_repro(Path(where), located, graph, other_graph=other_graph, backends=backends,
+                       tolerance_args=tolerance_args, write_against=write_against)

@@ -1,0 +1,111 @@
+"""The two sides ``ptx verify --locate`` compares: each answers "these intermediate tensors, on
+these inputs" for one runtime (ONNX Runtime on the CPU or a GPU, OpenVINO at f32 or bf16,
+onnx.reference), one marked copy of the graph at a time, and keeps nothing between questions.
+
+Never torch: a TorchScript file's side is locate_torchscript.py's.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ptx.errors import ModelRunError, first_line
+
+from .graph import LocateGraph
+
+
+class Side:
+    """Values of named tensors of ``graph`` for ``feeds``, computed by one runtime."""
+
+    label = "?"
+
+    def __init__(self, graph: LocateGraph, feeds: Mapping[str, np.ndarray]):
+        self.graph, self.feeds = graph, dict(feeds)
+
+    def has(self, name: str) -> bool:
+        return name in self.graph.produced_at or name in self.feeds
+
+    def values(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        wanted = [n for n in dict.fromkeys(names) if n in self.graph.produced_at]
+        got = {n: self.feeds[n] for n in names if n in self.feeds}
+        if wanted:
+            try:
+                got.update(self._values(wanted))
+            except ModelRunError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a runtime's own error types, many lines long
+                raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
+                                    f"({first_line(exc)[:300]})") from None
+        return got
+
+    def _values(self, names: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class OrtSide(Side):
+    def __init__(self, graph, feeds, device: str = "cpu", label: str = "ort-cpu", precision: str = "f32"):
+        super().__init__(graph, feeds)
+        self.device, self.label, self.precision = device, label, precision
+
+    def _values(self, names):
+        from ..runtime.ort_runner import open_session
+
+        session = open_session(self.graph.marked(names), self.device, self.precision,
+                               remedy="check it with `ptx inspect`")
+        inputs = {i.name for i in session.get_inputs()}
+        return dict(zip(names, session.run(names, {k: v for k, v in self.feeds.items() if k in inputs})))
+
+
+class OpenVinoSide(Side):
+    def __init__(self, graph, feeds, precision: str = "f32", label: str = "openvino"):
+        super().__init__(graph, feeds)
+        self.precision, self.label = precision, label
+
+    def _values(self, names):
+        from ..runtime.openvino_runner import RUNTIME_PRECISION, import_openvino
+
+        ov = import_openvino()
+        core = ov.Core()
+        model = core.read_model(str(self.graph.marked(names)))
+        model.reshape({p.get_any_name(): list(self.feeds[p.get_any_name()].shape) for p in model.inputs})
+        # the same hint as the openvino rows of verify: without it OpenVINO may pick bf16 by itself
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[self.precision]})
+        result = compiled.create_infer_request().infer(
+            {p.get_any_name(): self.feeds[p.get_any_name()] for p in model.inputs})
+        got = {}
+        for k, port in enumerate(compiled.outputs):
+            for name in port.get_names():
+                if name in names:
+                    got[name] = np.asarray(result[k])
+        return got
+
+
+class ReferenceSide(Side):
+    """onnx.reference's evaluator: it keeps every value it computes anyway, so nothing is marked
+    (it only runs on small inputs, as verify's third opinion)."""
+
+    label = "onnx.reference"
+
+    def _values(self, names):
+        from onnx.reference import ReferenceEvaluator
+
+        evaluator = ReferenceEvaluator(str(self.graph.folder / "graph.onnx"))
+        inputs = set(evaluator.input_names)
+        return dict(zip(names, evaluator.run(names, {k: v for k, v in self.feeds.items() if k in inputs})))
+
+
+def side_for(label: str, graph: LocateGraph, feeds) -> Side | None:
+    """The side of a verify row's backend label, or None where locate cannot ask it."""
+    if label == "onnx.reference":
+        return ReferenceSide(graph, feeds)
+    if label.startswith("ort-"):
+        # A captured CUDA graph replays into fixed output buffers and cannot be asked for more
+        # outputs; the same session un-captured (ort-cuda) runs the same kernels and can.
+        asked = label.replace("ort-cuda-graph", "ort-cuda")
+        device = "cpu" if asked.startswith("ort-cpu") else "cuda"
+        return OrtSide(graph, feeds, device, asked, "tf32" if asked.endswith("-tf32") else "f32")
+    if label.startswith("openvino"):
+        precision = label.split("-", 1)[1] if "-" in label else "f32"
+        return OpenVinoSide(graph, feeds, precision, label)
+    return None

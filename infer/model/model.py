@@ -1,0 +1,162 @@
+"""The one model type: a runner (named tensors on one runtime) and, for a tutorial model, a head.
+
+``ptx.infer.load`` returns a Model for a tutorial name, a run folder, a model file or an
+nn.Module. ``run({name: array})`` is the runner's, for every model; ``predict(pictures | text |
+rows)`` is the head's, for the models whose contract says what their tensors mean. numpy only here.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract import Contract
+from ptx.contract.transforms import collate, length_groups, to_model_input
+from ptx.errors import PtxError
+
+from .head import Head, Prediction, mark_low_confidence
+from ..runtime.runner import Runner
+
+
+class Model:
+    """A runner, and the head above it where the model has one. ``stale`` says why a tutorial
+    export is not its run's current weights, ``unusable`` why its precision failed verify here."""
+
+    stale: str | None = None
+    unusable: str | None = None
+
+    def __init__(self, runner: Runner, head: Head | None = None):
+        self.runner, self.head = runner, head
+        if head is not None:
+            runner.name = head.contract.model  # what its errors call it
+            self._input, self._output = head.input_name, head.output_name
+
+    # -- the runner: every model -----------------------------------------------------------------
+    @property
+    def signature(self):
+        return self.runner.signature
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
+
+    @property
+    def device(self) -> str:
+        return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        return self.runner.precision
+
+    @property
+    def host(self):
+        return self.runner.host
+
+    @property
+    def path(self):
+        return self.runner.path
+
+    @property
+    def name(self) -> str:
+        return self.runner.name
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.runner.metadata
+
+    def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
+        return self.runner.run(feeds, outputs)
+
+    def bare(self, feeds: dict[str, np.ndarray]):
+        return self.runner.bare(feeds)
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __repr__(self) -> str:
+        kind = "tutorial model" if self.head is not None else "model"
+        return f"<{kind} {self.name} on {self.backend} ({self.device})>"
+
+    # -- the head: a tutorial model's meaning ----------------------------------------------------
+    def _head(self, what: str) -> Head:
+        if self.head is None:
+            raise PtxError(f"{self.name} is your own model (named tensors, no labels or pipeline): {what} is a "
+                           f"tutorial model's; call run({{{', '.join(repr(n) for n in self.signature.input_names)}: "
+                           "array}) instead")
+        return self.head
+
+    @property
+    def contract(self) -> Contract:
+        return self._head("its contract").contract
+
+    @property
+    def info(self):
+        return self._head("its contract").info
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._head("labels").labels
+
+    @property
+    def graph_input(self):
+        return self._head("graph_input").graph_input
+
+    def predict(self, inputs, raw: bool = False, min_confidence: float | None = None) -> list[Prediction]:
+        """Pictures (paths, an image file's bytes or binary file object, PIL images, numpy arrays:
+        one picture or a batch, by shape), numbers, CSV rows or strings (or a text file's bytes: one
+        input per line) -> one Prediction each, as docs/library.md's "What predict() takes" lists.
+        ``min_confidence`` (0-1) marks answers whose probability is below it ``low_confidence``."""
+        samples, sources = self._head("predict()").samples_of(inputs, raw=raw)
+        return mark_low_confidence(self.predict_samples(samples, sources), min_confidence)
+
+    def predict_samples(self, samples: list[np.ndarray], sources: Sequence[str | None] | None = None) -> list[Prediction]:
+        """Raw samples of possibly different lengths (tokens) -> predictions, in order."""
+        contract = self._head("predict_samples()").contract
+        sources = list(sources) if sources is not None else [None] * len(samples)
+        results: list[Prediction | None] = [None] * len(samples)
+        for group in length_groups(samples, contract):
+            batch = collate([samples[i] for i in group], contract)
+            for i, result in zip(group, self.predict_raw(batch, [sources[i] for i in group])):
+                results[i] = result
+        return results
+
+    def predict_raw(self, samples: np.ndarray, sources: Sequence[str | None] | None = None) -> list[Prediction]:
+        """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's steps (uint8
+        pictures go to an artifact exported with --input uint8 as they are)."""
+        head = self._head("predict_raw()")
+        if head.info.raw_input is not None and samples.dtype == np.uint8:
+            return head.interpret(self.predict_pictures(samples), samples, sources)
+        return head.interpret(self.run(head.feeds(to_model_input(samples, head.contract)))[self._output], samples,
+                              sources)
+
+    def predict_pictures(self, pictures) -> np.ndarray:
+        """(N, canvas, canvas) uint8 raw pictures -> outputs. An artifact exported with --input uint8
+        takes them as they are (its graph normalises them); any other normalises them here first."""
+        head = self._head("predict_pictures()")
+        if head.info.raw_input is None:
+            return self.run(head.feeds(to_model_input(pictures, head.contract)))[self._output]
+        head.check_pictures(pictures)
+        return self.run({self._input: np.ascontiguousarray(pictures)})[self._output]
+
+    def predict_on_device(self, x):
+        """A torch tensor on the GPU in, a torch tensor on the same GPU out (ort-cuda): nothing
+        crosses to the host."""
+        head = self._head("predict_on_device()")
+        run_on_device = getattr(self.runner, "run_on_device", None)
+        if run_on_device is None:
+            raise PtxError(f"predict_on_device is ort-cuda's; this model runs on {self.backend}: use run(model.head.feeds(x))")
+        if head.info.raw_input is not None:
+            head.check_pictures(x)
+        else:
+            head.check_input(x)
+        return run_on_device({self._input: x})[self._output]
+
+    def prepare_one(self, item, raw: bool = False, name: str | None = None) -> np.ndarray:
+        return self._head("prepare_one()").prepare_one(item, raw=raw, name=name)
+
+    def prepare_many(self, pairs, raw: bool = False) -> list:
+        return self._head("prepare_many()").prepare_many(pairs, raw=raw)
+
+    def text_lines(self, item, name: str) -> list[str]:
+        return self._head("text_lines()").text_lines(item, name)

@@ -1,0 +1,140 @@
+"""What `ptx verify` and `ptx bench` found, kept in the run folder (verify.json, bench.json), so that
+`ptx serve --backend auto` can pick the fastest backend that passed verify *on this machine*.
+
+A record counts only where it was made: on a machine with the same CPU and core count and the same
+runtime versions, and for artifact files whose SHA-256 is still the one judged (an artifact
+re-exported or a runtime upgraded since needs `ptx verify` again). Torch-free: the server reads it.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+
+from ptx.atomic import atomic_path
+from ptx.contract import ARTIFACT_FILES
+from ptx.contract.names import BENCH_RECORD_FILE, VERIFY_RECORD_FILE
+from ptx.files import file_sha256
+from ptx.machine import cpu_name
+
+from ..runtime import backends as registry
+
+FORMAT = "ptx-record/1"
+# Distributions whose version changes what a backend computes or how fast.
+RUNTIMES = ("ptx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch")
+
+
+def machine() -> dict:
+    """This machine as far as a verdict or a timing depends on it."""
+    versions = {}
+    for name in RUNTIMES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "system": f"{platform.system()} {platform.machine()}",
+            "versions": versions}
+
+
+def artifact_of(backend: str, precision: str) -> str:
+    """The file in a run folder that ``backend`` reads at ``precision``."""
+    return ARTIFACT_FILES[registry.get(backend).artifact_for(precision)]
+
+
+def read_any(path: Path) -> dict:
+    """A record whichever machine made it ({} when it is not one)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) and doc.get("format") == FORMAT else {}
+
+
+def _read(path: Path) -> dict:
+    doc = read_any(path)
+    return doc if doc.get("machine") == machine() else {}
+
+
+def _write(path: Path, rows: dict) -> None:
+    """Rows merged over those already recorded on this machine (a verify of one backend keeps the
+    verdicts of the others)."""
+    doc = {"format": FORMAT, "machine": machine(), "rows": {**_read(path).get("rows", {}), **rows}}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, status: str, batch_sizes,
+                 judged_by: str) -> dict:
+    file_name = artifact_of(backend, precision)
+    path = run_dir / file_name
+    return {"backend": backend, "device": device, "precision": precision, "status": status,
+            "batch_sizes": list(batch_sizes), "artifact": file_name,
+            "sha256": file_sha256(path) if path.is_file() else None,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "by": judged_by}
+
+
+def record_verify(report, run_dir: str | Path) -> Path:
+    """Keep ``report``'s verdicts (infer/verify/report.py) with the artifacts they judged."""
+    run_dir = Path(run_dir)
+    rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.status, v.batch_sizes, "verify")
+            for v in report.rows}
+    _write(run_dir / VERIFY_RECORD_FILE, rows)
+    return run_dir / VERIFY_RECORD_FILE
+
+
+def record_export_judgement(result, run_dir: str | Path) -> Path | None:
+    """Keep the verdict export gave a reduced-precision artifact (an ExportResult judged by verify's
+    judge), so predict and serve can warn before anyone runs `ptx verify`."""
+    if result.judgement is None:
+        return None
+    run_dir = Path(run_dir)
+    backend, device, precision = next((b.name, d, p) for b, d, p in registry.variants([result.judged_by]))
+    row = _verdict_row(run_dir, backend, device, precision, result.judgement.status, [], "export")
+    _write(run_dir / VERIFY_RECORD_FILE, {result.judged_by: row})
+    return run_dir / VERIFY_RECORD_FILE
+
+
+def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | None:
+    """The status (NOT USABLE or FAIL) this machine's record gives ``label`` for the file at
+    ``artifact`` as it is now (same SHA-256); None when it passed or nothing was recorded."""
+    row = _read(Path(run_dir) / VERIFY_RECORD_FILE).get("rows", {}).get(label, {})
+    status = row.get("status")
+    if status in (None, "PASS") or not Path(artifact).is_file() or row.get("sha256") != file_sha256(artifact):
+        return None
+    return str(status)
+
+
+def record_bench(rows, run_dir: str | Path) -> Path:
+    """Keep images/s per ptx row (BenchRow, bare peers left out) and batch size."""
+    run_dir = Path(run_dir)
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    found: dict[str, dict] = {}
+    for r in rows:
+        if r.peer_of is None:
+            found.setdefault(r.runner, {"images_per_s": {}, "date": now})["images_per_s"][str(r.batch)] = r.images_per_s
+    _write(run_dir / BENCH_RECORD_FILE, found)
+    return run_dir / BENCH_RECORD_FILE
+
+
+def verified(run_dir: str | Path) -> dict[str, dict]:
+    """Label -> verdict row, for rows that PASSed on this machine on artifacts unchanged since."""
+    run_dir = Path(run_dir)
+    out = {}
+    for label, row in _read(run_dir / VERIFY_RECORD_FILE).get("rows", {}).items():
+        path = run_dir / str(row.get("artifact"))
+        if row.get("status") == "PASS" and path.is_file() and row.get("sha256") == file_sha256(path):
+            out[label] = row
+    return out
+
+
+def throughput(run_dir: str | Path) -> dict[str, dict[int, float]]:
+    """Label -> {batch size: images/s} that `ptx bench` measured on this machine."""
+    rows = _read(Path(run_dir) / BENCH_RECORD_FILE).get("rows", {})
+    return {label: {int(b): float(v) for b, v in row.get("images_per_s", {}).items()} for label, row in rows.items()}
+
+
+def has_verify_record(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / VERIFY_RECORD_FILE).is_file()

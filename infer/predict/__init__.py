@@ -1,0 +1,1 @@
+"""Answers for many inputs: streamed, scored into files, on Ray."""

@@ -1,0 +1,207 @@
+"""What `ptx predict MODEL.onnx INPUTS` does with named tensors: input files read into cases, each
+run through the model, its outputs summarised, printed as JSON, or written to .npz (arrays by name)
+or Parquet (one row per sample). A tutorial model's predict (pictures, text, rows -> Predictions)
+is its head's (ptx.infer.model.head, ptx.infer.model.model).
+
+numpy only (pyarrow for Parquet): the ONNX Runtime path never imports torch. Each input file is
+read and checked against the model's signature first (``load_input_file``: .npz arrays by input
+name or ``NAME:K`` keys for several cases, a .npy for a one-input model, .json); a file that does
+not fit is one line naming the file and the input, and the other files still run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from ptx.atomic import atomic_path
+from ptx.contract.comparison import class_scores
+from ptx.contract.tensor_inputs import load_input_file
+from ptx.contract.tensors import Signature
+from ptx.errors import InputError, PtxError
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".pgm")
+OUTPUT_SUFFIXES = (".npz", ".parquet")
+JSON_VALUES = 10_000  # an output of more values is summarised in --json, not listed
+ARGMAX_SHOWN = 16  # rows whose argmax the text summary lists
+
+
+@dataclass
+class Case:
+    """One set of inputs (a file, or case K of a file that holds several) and what the model
+    answered, or why it could not."""
+
+    source: str  # "in.npz", or "in.npz:K"
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_inputs(signature: Signature, paths: Iterable[str], model: str) -> tuple[list[Case], list[str]]:
+    """Every input file read and checked: (one Case per set of inputs, without outputs yet; one
+    error line per file that cannot be read or does not fit)."""
+    cases, errors = [], []
+    for path in map(Path, paths):
+        suffix = path.suffix.lower()
+        if str(path) == "-":  # the tutorial models' standard input: said, not "-: no such file"
+            errors.append(f"-: standard input is read for the tutorial models; {model} is your own model: give its "
+                          "inputs as .npz (arrays by input name), .npy (one input) or .json files")
+            continue
+        if suffix in PICTURE_SUFFIXES:
+            takes = ", ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in signature.inputs)
+            errors.append(f"{path}: a picture; {model} is your own model and takes tensors ({takes}): save them as "
+                          ".npz (arrays by input name), .npy (one input) or .json")
+            continue
+        try:
+            feeds = load_input_file(path, signature)
+        except InputError as exc:
+            errors.append(str(exc) if path.name in str(exc) else f"{path}: {exc}")
+            continue
+        if not feeds:
+            errors.append(f"{path}: holds no inputs")
+            continue
+        several = len(feeds) > 1
+        cases += [Case(f"{path.name}:{k}" if several else path.name, outputs=case) for k, case in enumerate(feeds)]
+    return cases, errors
+
+
+def run_cases(model, cases: list[Case], outputs: list[str] | None = None) -> Iterator[Case]:
+    """Each case through the model: its ``outputs`` replaced by the model's (the inputs are no longer
+    needed), or its ``error`` set when the runtime refuses them."""
+    for case in cases:
+        feeds, case.outputs = case.outputs, {}
+        try:
+            case.outputs = model.run(feeds, outputs)
+        except InputError as exc:
+            case.error = f"{case.source}: {exc}"
+        yield case
+
+
+# -- what a user reads -----------------------------------------------------------------------------
+
+
+def summarize(value: np.ndarray, batch_axis: int | None) -> dict:
+    """dtype and shape; for what looks like class scores (comparison.class_scores) the argmax of
+    each row, batch first; the min, mean and max of the finite values, and how many are not finite.
+    (An embedding looks like scores too: its argmax is shown beside its range, not instead of it.)"""
+    value = np.asarray(value)
+    doc: dict = {"dtype": str(value.dtype), "shape": list(value.shape)}
+    if class_scores(value, batch_axis):
+        rows = np.moveaxis(value, batch_axis, 0).reshape(-1, value.shape[-1])
+        doc["argmax"] = rows.argmax(-1).tolist()
+    numbers = value.astype(np.float64) if value.dtype != np.float64 else value
+    finite = numbers[np.isfinite(numbers)]
+    if finite.size:
+        doc.update(min=float(finite.min()), mean=float(finite.mean()), max=float(finite.max()))
+    if finite.size != numbers.size:
+        doc["non_finite"] = int(numbers.size - finite.size)
+    return doc
+
+
+def summary_line(source: str, name: str, doc: Mapping) -> str:
+    """``in.npz: scores float32 [3, 4], argmax per row 1 0 3, min -1.2, mean 0.03, max 2.1``."""
+    head = f"{source}: {name} {doc['dtype']} {doc['shape']}"
+    parts = []
+    if "argmax" in doc:
+        more = f" ... ({len(doc['argmax']):,} rows)" if len(doc["argmax"]) > ARGMAX_SHOWN else ""
+        parts.append(f"argmax per row {' '.join(map(str, doc['argmax'][:ARGMAX_SHOWN]))}{more}")
+    parts += [f"{k} {_number(doc[k])}" for k in ("min", "mean", "max") if k in doc]
+    if doc.get("non_finite"):
+        parts.append(f"{doc['non_finite']:,} NaN or infinite")
+    return f"{head}, {', '.join(parts)}" if parts else head
+
+
+def _number(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def case_json(case: Case, signature: Signature) -> dict:
+    """A case as --json gives it: per output its summary, and its values as nested lists when they
+    are at most JSON_VALUES (else ``values_omitted`` says so)."""
+    outputs = {}
+    for name, value in case.outputs.items():
+        doc = summarize(value, signature.output(name).batch_axis)
+        if value.size <= JSON_VALUES:
+            doc["values"] = _json_values(value)
+        else:
+            doc["values_omitted"] = (f"{value.size:,} values, over the {JSON_VALUES:,} --json lists: --output "
+                                     "FILE.npz writes them all")
+        outputs[name] = doc
+    return {"input": case.source, "outputs": outputs}
+
+
+def _json_values(value: np.ndarray):
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        # JSON has no NaN or infinity: they are written as the strings numpy prints ("nan", "inf").
+        out = value.astype(object)
+        bad = ~np.isfinite(value)
+        out[bad] = value[bad].astype(str)
+        return out.tolist()
+    return value.tolist()
+
+
+# -- files of outputs ------------------------------------------------------------------------------
+
+
+def check_output_path(path: str, signature: Signature) -> str:
+    """The format ``path`` asks for (npz, parquet), refused in one line before anything runs where
+    it cannot hold this model's outputs."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise PtxError(f"--output {path}: your own model's outputs are written to .npz (arrays by output name) or "
+                       ".parquet (one row per sample)")
+    if suffix == ".parquet":
+        unbatched = [t.name for t in signature.outputs if t.batch_axis is None]
+        if unbatched:
+            raise PtxError(f"--output {path}: Parquet holds one row per sample, and output {unbatched[0]!r} has no "
+                           "batch axis; write --output FILE.npz instead")
+        if Path(path).exists():
+            raise PtxError(f"--output {path} exists: remove it or name another")
+    return suffix[1:]
+
+
+def write_npz(path: str, cases: list[Case]) -> list[str]:
+    """All outputs by name (one case), or ``NAME:K`` for case K in input order (several), written
+    whole or not at all. Returns the keys."""
+    arrays = ({n: v for n, v in cases[0].outputs.items()} if len(cases) == 1 else
+              {f"{n}:{k}": v for k, case in enumerate(cases) for n, v in case.outputs.items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would add .npz to the temporary name
+            np.savez(handle, **arrays)
+    return list(arrays)
+
+
+def write_parquet(path: str, cases: list[Case], signature: Signature) -> int:
+    """One row per sample (each case's outputs split along their batch axes): columns ``input``
+    (the case), ``row`` (the sample's index in it) and one per output, nested lists of the
+    sample's values. Written by the streaming Parquet writer (part files, each renamed in whole).
+    Returns the rows written."""
+    from .outputs import open_output
+
+    import pyarrow as pa
+
+    columns = ("input", "row", *signature.output_names)
+    schema = pa.schema([("input", pa.string()), ("row", pa.int64()),
+                        *((t.name, _arrow_type(t.dtype, len(t.shape) - 1)) for t in signature.outputs)])
+    writer = open_output(path, columns, schema=schema)
+    rows = 0
+    try:
+        for case in cases:
+            per_output = {n: np.moveaxis(v, signature.output(n).batch_axis, 0) for n, v in case.outputs.items()}
+            count = len(next(iter(per_output.values())))
+            for i in range(count):
+                writer.write({"input": case.source, "row": i, **{n: v[i].tolist() for n, v in per_output.items()}})
+                rows += 1
+    finally:
+        writer.close()
+    return rows
+
+
+def _arrow_type(dtype: str, rank: int):
+    import pyarrow as pa
+
+    kind = pa.from_numpy_dtype(np.dtype(dtype))
+    for _ in range(rank):
+        kind = pa.list_(kind)
+    return kind

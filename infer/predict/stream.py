@@ -1,0 +1,203 @@
+"""Stream answers for any number of inputs: in input order, as each chunk finishes, in bounded memory.
+
+Pictures are decoded and run through the artifact's picture pipeline in worker processes (a
+multiprocessing pool, ``workers`` of them) while the main process runs the backend on the chunks
+they have finished: at most ``2 * workers`` chunks are in flight, so however many inputs a generator
+yields, only those chunks' samples are held. Numbers, rows and words are cheap: they are prepared
+in-process.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass
+from itertools import islice
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ptx.contract import InputKind
+from ptx.errors import InputError, quoted
+
+from ..model.head import Prediction, mark_low_confidence, prepare_pictures
+from ..model.model import Model
+
+CHUNK = 64  # inputs per worker task and per backend run: a worker's task is ~50 ms of pictures
+IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: one being made, one ready when it is asked for
+
+
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity, which a container or `taskset` narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Input:
+    """One input to answer: ``value`` (a path, bytes, array, number, row or word) named ``source`` in
+    its answer; or an argument that names none, with why (``error``)."""
+
+    value: object
+    source: str
+    error: str | None = None
+    name: str | None = None  # the name prepare_one gives it in errors (``-`` for standard input)
+
+
+@dataclass
+class Answer:
+    """One input's answer: its prediction, or the reason it has none."""
+
+    source: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+    def to_dict(self, topk: int = 0) -> dict:
+        """The fields of `ptx predict --json`: a result's, or ``{"input", "error"}``."""
+        if self.prediction is None:
+            return {"input": self.source, "error": self.error}
+        return self.prediction.to_dict(k=topk)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the pool; workers must not
+    # each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -> tuple[np.ndarray | None, dict]:
+    """A worker's task: (value, name) pairs -> one uint8 array of the samples made, in order, and
+    {position: why} for the pairs that made none. One array per chunk: the main process unpickles
+    one buffer, not a tuple and an array per picture, and runs the backend on it as it is."""
+    samples, errors = [], {}
+    for i, made in enumerate(prepare_pictures(items, step, raw=raw)):
+        if isinstance(made, InputError):
+            errors[i] = str(made)
+        else:
+            samples.append(made)
+    return (np.stack(samples) if samples else None), errors
+
+
+def _pool(workers: int):
+    """A pool whose workers import only the picture code (forkserver: forked from a clean server
+    process, not from this one, whose backend may hold threads and a GPU context)."""
+    import multiprocessing  # here: one picture (no pool) starts without it
+
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["ptx.infer.model.head"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return context.Pool(workers, initializer=_ignore_sigint)
+
+
+def stream_answers(predictor: Model, inputs: Iterable[Input], *, raw: bool = False, workers: int | None = None,
+                   chunk: int = CHUNK, min_confidence: float | None = None) -> Iterator[Answer]:
+    """Answers for ``inputs``, one per input and in their order, each chunk's as soon as it is done.
+    ``workers``: processes that prepare pictures (None: one per core; 0: in this process). A pool is
+    started only when the inputs fill more than one chunk, so one picture costs no start-up."""
+    workers = default_workers() if workers is None else workers
+    it = iter(inputs)
+    first = list(islice(it, chunk))
+    more = list(islice(it, 1))
+    pictures = predictor.contract.kind is InputKind.IMAGE
+    if not (pictures and workers > 0 and more):
+        yield from _answer_in_process(predictor, [first, more, it], raw, chunk, min_confidence)
+        return
+    pool = _pool(workers)
+    try:
+        yield from _answer_with_pool(predictor, pool, first, [more, it], raw, chunk, workers, min_confidence)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _chunks(parts: list[Iterable[Input]], chunk: int) -> Iterator[list[Input]]:
+    buffer: list[Input] = []
+    for part in parts:
+        for item in part:
+            buffer.append(item)
+            if len(buffer) == chunk:
+                yield buffer
+                buffer = []
+    if buffer:
+        yield buffer
+
+
+def _answer_in_process(predictor, parts, raw, chunk, min_confidence) -> Iterator[Answer]:
+    for inputs in _chunks(parts, chunk):
+        yield from _finish(predictor, inputs, _prepare_chunk(predictor, inputs, raw), min_confidence)
+
+
+def _prepare_chunk(predictor, inputs: list[Input], raw: bool) -> list[tuple[np.ndarray | None, str | None]]:
+    """(sample, None) or (None, why) per input, the chunk's inputs prepared together."""
+    given = [i for i, item in enumerate(inputs) if item.error is None]
+    prepared: list = [(None, item.error) for item in inputs]
+    made = predictor.prepare_many([(inputs[i].value, inputs[i].name) for i in given], raw=raw)
+    for i, sample in zip(given, made):
+        prepared[i] = (None, str(sample)) if isinstance(sample, InputError) else (sample, None)
+    return prepared
+
+
+def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_confidence) -> Iterator[Answer]:
+    """The first chunk is answered here while the workers start (the first answer waits for no
+    process start-up); the others go to the pool, at most ``workers * IN_FLIGHT_PER_WORKER`` ahead."""
+    step = predictor.contract.picture
+    pending: deque = deque()
+
+    def submit(inputs):
+        # Arguments that name no file are answered here; the others go to a worker.
+        todo = [(item.value, item.name) for item in inputs if item.error is None]
+        pending.append((inputs, pool.apply_async(_prepare_pictures, (step, raw, todo))))
+
+    chunks = _chunks(parts, chunk)
+    for inputs in islice(chunks, workers * IN_FLIGHT_PER_WORKER):
+        submit(inputs)
+    yield from _answer_in_process(predictor, [first], raw, chunk, min_confidence)
+    for inputs in chunks:
+        yield from _collect(predictor, *pending.popleft(), min_confidence)
+        submit(inputs)
+    while pending:
+        yield from _collect(predictor, *pending.popleft(), min_confidence)
+
+
+def _collect(predictor, inputs, task, min_confidence) -> Iterator[Answer]:
+    """A worker's finished chunk: its samples through the backend in one run, answers in input order."""
+    batch, errors = task.get()
+    given = [i for i, item in enumerate(inputs) if item.error is None]  # what the worker was handed, in order
+    why = {given[j]: reason for j, reason in errors.items()}
+    made = [i for i in given if i not in why]
+    results = predictor.predict_raw(batch, [inputs[i].source for i in made]) if made else []
+    yield from _answers(inputs, dict(zip(made, mark_low_confidence(results, min_confidence))), why)
+
+
+def _finish(predictor, inputs: list[Input], prepared, min_confidence) -> Iterator[Answer]:
+    """One chunk's samples through the backend (one run), answers back in input order."""
+    ok = [i for i, (sample, _) in enumerate(prepared) if sample is not None]
+    results = predictor.predict_samples([prepared[i][0] for i in ok], [inputs[i].source for i in ok]) if ok else []
+    why = {i: reason for i, (sample, reason) in enumerate(prepared) if sample is None}
+    yield from _answers(inputs, dict(zip(ok, mark_low_confidence(results, min_confidence))), why)
+
+
+def _answers(inputs: list[Input], predictions: dict[int, Prediction], why: dict[int, str]) -> Iterator[Answer]:
+    for i, item in enumerate(inputs):
+        if i in predictions and not np.isfinite(predictions[i].logits).all():
+            # A finite input whose answer overflowed float32 (linreg of 3e38 is inf): no answer to act
+            # on, and --json would have written Infinity, which JSON does not have.
+            yield Answer(item.source, error=f"{quoted(item.source)}: the model's output is not a finite number "
+                                            f"({_not_finite(predictions[i].logits)}): the input is too large for "
+                                            "float32, which it computes in; give smaller numbers")
+        elif i in predictions:
+            yield Answer(item.source, prediction=predictions[i])
+        else:
+            yield Answer(item.source, error=item.error if item.error is not None else why[i])
+
+
+def _not_finite(logits) -> str:
+    """The first value of ``logits`` that is NaN or infinite, as numpy prints it ("inf", "nan")."""
+    values = np.asarray(logits, dtype=np.float64).reshape(-1)
+    return str(values[~np.isfinite(values)][0])

@@ -1,0 +1,119 @@
+"""Backend registry (the model registry's pattern): a backend is one file in this folder that calls
+``register(Backend(...))``, plus its module name in ``_BACKEND_FILES``. The CLI's choices, ``load``,
+``ptx verify`` and ``ptx bench`` all iterate this registry.
+
+Importing it imports neither torch nor onnxruntime: each backend imports its runtime when loaded.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES, PRECISIONS
+from ptx.contract.registry import Registry
+from ptx.errors import PtxError
+
+@dataclass(frozen=True)
+class Backend:
+    """``load(path, device)`` -> a Model (ptx.infer.model.model: a runner and the head above it) for a
+    tutorial model's artifact at ``path``; ``open_file(path, device, precision, **options)`` -> the
+    same runner class on a user's own file; ``unavailable(device)`` -> why this machine cannot run
+    it, or None. A backend's runner answers ``bare(feeds)`` (ptx bench's peer column) itself."""
+
+    name: str
+    artifact: str  # the artifact format it reads (a key of ptx.contract.names.ARTIFACT_FILES)
+    devices: tuple[str, ...]
+    load: Callable[[Path, str], "object"]
+    unavailable: Callable[[str], str | None]
+    needs_torch: bool
+    description: str = ""
+    # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
+    # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
+    # own artifact (ptx export --format onnx-int8); tf32 runs the f32 file with TF32 math on CUDA
+    # (PRECISION_DEVICES). Loaders get ``precision=`` when it is not f32.
+    precisions: tuple[tuple[str, str | None], ...] = ((FULL_PRECISION, None),)
+    # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
+    # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
+    static: Callable[[Path], str] | None = None
+    # Whether bench adds its runner's ``resident(feeds)`` row on CUDA: the model called on input
+    # already on its GPU, no host copies, the "GPU-resident" ceiling, never named fastest.
+    resident: bool = False
+    # ``open_file(path, device, precision, **options)`` -> a Runner (ptx.infer.runtime.runner), of the class
+    # ``load`` puts under a tutorial model, for a user's own file of kind ``artifact`` (onnx,
+    # torchscript, pt2): what `ptx verify/bench/predict/serve PATH` run. None: the backend reads only
+    # the tutorial models' artifacts (a checkpoint).
+    open_file: Callable[..., object] | None = None
+    # The kinds of user file ``open_file`` reads, where they are not ``artifact``'s one:
+    # eager-cuda-graph's artifact is a checkpoint, but it replays a TorchScript or pt2 file too.
+    file_kinds: tuple[str, ...] = ()
+
+    def label(self, device: str, precision: str = FULL_PRECISION) -> str:
+        """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""
+        base = self.name if len(self.devices) == 1 else f"{self.name}-{device}"
+        return base if precision == FULL_PRECISION else f"{base}-{precision}"
+
+    @property
+    def precision_names(self) -> tuple[str, ...]:
+        return tuple(p for p, _ in self.precisions)
+
+    def precisions_on(self, device: str) -> tuple[str, ...]:
+        """The precisions this backend runs on ``device`` (tf32 on CUDA only)."""
+        kind = device.partition(":")[0]
+        return tuple(p for p in self.precision_names if PRECISION_DEVICES.get(p, kind) == kind)
+
+    def artifact_for(self, precision: str = FULL_PRECISION) -> str:
+        """The artifact format this backend reads at ``precision``; a one-line error if it has none."""
+        for name, fmt in self.precisions:
+            if name == precision:
+                return fmt or self.artifact
+        if precision not in PRECISIONS:
+            raise PtxError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        offered = [b.name for b in _REGISTRY.entries.values() if precision in b.precision_names]
+        raise PtxError(f"backend {self.name} runs {', '.join(self.precision_names)}, not {precision}"
+                       + (f"; {precision} runs on {', '.join(offered)}" if offered else ""))
+
+
+# A torch or ORT CUDA backend: f32 everywhere, and on CUDA the same file at TF32 as well.
+CUDA_TF32 = ((FULL_PRECISION, None), ("tf32", None))
+
+_REGISTRY: Registry[Backend] = Registry("backend")
+_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti", "ort_cuda_graph", "eager_cuda_graph")
+register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+
+
+def lazy(module: str, attribute: str, **bound) -> Callable:
+    """A callable that imports ``ptx.infer.<module>`` only when called: the registry must load
+    without torch or onnxruntime."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"ptx.infer.{module}"), attribute)(*args, **bound, **kwargs)
+    return call
+
+
+def file_pairs(kind: str) -> list[tuple[Backend, str]]:
+    """Every (backend, device) that opens a user's file of ``kind`` (onnx, torchscript, pt2), CPU first."""
+    return [(b, d) for b, d in pairs() if b.open_file is not None and kind in (b.file_kinds or (b.artifact,))]
+
+
+def pairs() -> list[tuple[Backend, str]]:
+    """Every (backend, device) pair, CPU first; each device's first is the eager reference."""
+    all_pairs = [(b, d) for b in _REGISTRY.entries.values() for d in b.devices]
+    return sorted(all_pairs, key=lambda pair: pair[1] != "cpu")
+
+
+def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
+    """Every (backend, device, precision) that ``names`` pick (a backend name picks all its
+    precisions; a label such as ort-cpu-int8 or eager-cuda picks one); everything if None."""
+    every = [(b, d, p) for b, d in pairs() for p in b.precisions_on(d)]
+    if not names:
+        return every
+    known = {b.name for b, _, _ in every} | {b.label(d) for b, d, _ in every} | {b.label(d, p) for b, d, p in every}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PtxError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return [(b, d, p) for b, d, p in every if {b.name, b.label(d), b.label(d, p)} & set(names)]
+
+
+for _file in _BACKEND_FILES:
+    importlib.import_module(f"{__name__}.{_file}")

@@ -1,0 +1,11 @@
+"""eager-cuda-graph: the checkpoint's nn.Module on a GPU with each batch shape replayed from a CUDA
+graph (torch_graph.py); a user's TorchScript or pt2 file on the same runner. Its own verify row, so
+it is chosen (bench, --backend auto) only where it passed and is faster than eager-cuda."""
+from . import CUDA_TF32, Backend, lazy, register
+
+register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
+                 load=lazy("runtime.torch_graph", "open_graph_checkpoint"),
+                 unavailable=lazy("runtime.torch_runner", "torch_unavailable"),
+                 needs_torch=True, precisions=CUDA_TF32,
+                 description="PyTorch eager from checkpoint.pt, runs replayed from CUDA graphs (fixed shapes)",
+                 open_file=lazy("runtime.torch_graph", "open_graph_file"), file_kinds=("torchscript", "pt2")))

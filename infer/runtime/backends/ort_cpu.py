@@ -1,0 +1,14 @@
+"""ort-cpu: an ONNX file through ONNX Runtime's CPU provider (numpy + onnxruntime, never torch)."""
+import importlib.util
+
+from . import Backend, lazy, register
+
+
+def _unavailable(device):
+    return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
+
+
+register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), load=lazy("runtime.ort_runner", "open_artifact_model"),
+                 unavailable=_unavailable, needs_torch=False, description="ONNX Runtime, CPU provider",
+                 precisions=(("f32", None), ("int8", "onnx-int8")),
+                 open_file=lazy("runtime.ort_runner", "open_file_runner")))

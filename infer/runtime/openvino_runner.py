@@ -1,0 +1,206 @@
+"""The OpenVINO runner (openvino, openvino-bf16, openvino-int8): an ONNX file through OpenVINO's CPU
+plugin, run by name. One class for a tutorial model's export and a user's own file alike.
+
+numpy, onnx (to read the metadata and the graph's signature) and openvino only: never torch. Each
+set of input shapes gets its own copy of the model reshaped to those static shapes and compiled once
+(a small cache): OpenVINO's CPU plugin ignores a GRU's ``sequence_lens`` when the sequence or batch
+axis is dynamic, and gave gru-classifier wrong answers (462 of 1,128 labels agreed) until the shape
+was static. A user's file's signature is read from the ONNX graph (onnx_graph.py), not from OpenVINO,
+whose reader drops the names of symbolic dimensions: every backend then names a file's tensors alike.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract.metadata import from_props
+from ptx.contract.names import FULL_PRECISION
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
+
+from ..formats.model_files import check_weights, read_model_file
+from ..formats.onnx_graph import graph_signature, read_graph
+from .ort_runner import export_signature, file_signature
+from .runner import Runner, describe_feeds
+
+# OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
+# on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
+RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's own ops; the rest f32
+FILE_PRECISIONS = (FULL_PRECISION, "bf16")  # int8 is a file of its own (a tutorial model's model.int8.onnx)
+SHAPE_CACHE = 8  # compiled shapes kept per runner (verify uses a handful, a server one or two)
+OV_TYPES = {"f32": "tensor(float)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
+
+
+def import_openvino():
+    from ptx.extras import missing
+
+    why = missing("openvino")
+    if why:
+        raise BackendUnavailableError(why)
+    import openvino
+
+    return openvino
+
+
+def unavailable(device: str = "cpu") -> str | None:
+    try:
+        import_openvino()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (OpenVINO would silently run f32 otherwise)."""
+    ov = import_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def refuse_bf16_without_instructions(precision: str, remedy: str = "") -> None:
+    """bf16 only where this CPU runs it natively: OpenVINO would silently run f32 otherwise."""
+    if precision == "bf16" and not has_bf16():
+        raise BackendUnavailableError(f"openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32){remedy}")
+
+
+def _graph_tensor(port) -> SimpleNamespace:
+    """An OpenVINO port described as ORT describes a graph tensor, for the shared graph check."""
+    shape = [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
+    return SimpleNamespace(name=port.get_any_name(), type=OV_TYPES.get(port.get_element_type().get_type_name(), "?"),
+                           shape=shape)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a readable ONNX file ({type(exc).__name__}); re-export with `ptx export`") from None
+    return from_props({p.key: p.value for p in proto.metadata_props})
+
+
+def openvino_complaint(exc: BaseException) -> str:
+    """What OpenVINO says went wrong, in one line: its messages open with the C++ check that failed
+    ("Check 'TRShape::broadcast_merge_into(...)' failed at src/...") and say why on the lines after."""
+    lines = [" ".join(ln.split()) for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Check '"):
+        lines = lines[1:]
+    return " ".join(lines)[:400] or type(exc).__name__
+
+
+class OpenVinoRunner(Runner):
+    """An OpenVINO model read from an ONNX file, compiled per set of input shapes. One call at a
+    time (an infer request serves one), guarded by a lock."""
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, precision: str, signature: Signature, *, name: str | None = None,
+                 metadata: Mapping[str, str] | None = None, core=None, model=None):
+        ov = import_openvino()
+        path = Path(path)
+        self.core = core or ov.Core()
+        self.model = model or read_openvino_model(self.core, path, "")
+        super().__init__(signature, path, name, metadata)
+        self.device, self.precision = "cpu", precision
+        self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision],
+                       # One stream using every core: a synchronous call gets all of them.
+                       "PERFORMANCE_HINT": "LATENCY"}
+        self._requests: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
+        """(infer request, output index per signature output) of the model compiled for these static
+        input shapes; compiled once, a few kept. A compile failure is one ModelRunError."""
+        key = tuple((name, tuple(shape)) for name, shape in shapes.items())
+        entry = self._requests.get(key)
+        if entry is not None:
+            self._requests.move_to_end(key)
+            return entry
+        model = self.model.clone()
+        try:
+            model.reshape({name: list(shape) for name, shape in shapes.items()})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except Exception as exc:
+            shown = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+            raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
+                from None
+        ports = [set(port.get_names()) for port in compiled.outputs]
+        # ONNX outputs keep their names in OpenVINO; the graph's order stands in where one was renamed
+        order = [next((i for i, names in enumerate(ports) if name in names), k)
+                 for k, name in enumerate(self.signature.output_names)]
+        entry = (compiled.create_infer_request(), order)
+        self._requests[key] = entry
+        while len(self._requests) > SHAPE_CACHE:
+            self._requests.popitem(last=False)
+        return entry
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            request, order = self.compiled_for({n: a.shape for n, a in feeds.items()})
+            try:
+                # copies (share_outputs is off): the request reuses its buffers on the next call
+                result = request.infer(feeds, share_inputs=True)
+            except Exception as exc:
+                raise ModelRunError(f"openvino failed running {self.name} on inputs {describe_feeds(feeds)}: "
+                                    f"{openvino_complaint(exc)}") from None
+        return {name: np.asarray(result[i]) for name, i in zip(self.signature.output_names, order)}
+
+    def bare(self, feeds: dict[str, np.ndarray]):
+        """The compiled model's infer request called directly, as an OpenVINO user would."""
+        request, _ = self.compiled_for({n: a.shape for n, a in feeds.items()})
+        return "bare OpenVINO infer request", lambda: request.infer(feeds, share_inputs=True)
+
+
+def read_openvino_model(core, path: Path, remedy: str):
+    try:
+        return core.read_model(str(path))
+    except Exception as exc:  # the ONNX frontend's refusal names the operator it cannot convert
+        raise ArtifactError(f"{path}: OpenVINO cannot read it ({openvino_complaint(exc)}){remedy}") from None
+
+
+def open_file_runner(path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION, *,
+                     batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
+                     inputs: Sequence[TensorSig] = ()) -> OpenVinoRunner:
+    """openvino's ``open_file``: a user's ONNX file, f32 or bf16."""
+    import_openvino()
+    path = Path(path)
+    if device != "cpu":
+        raise PtxError(f"openvino runs on the CPU here, not {device}")
+    if precision not in FILE_PRECISIONS:
+        raise PtxError(f"openvino runs your own ONNX file at {' or '.join(FILE_PRECISIONS)}, not {precision}")
+    refuse_bf16_without_instructions(precision)
+    found = read_model_file(path)
+    metadata = {} if ignore_metadata else found.metadata
+    check_weights(path, metadata, found.digest)
+    signature = file_signature(path, graph_signature(read_graph(path), path, batch_axes), metadata, batch_axes, inputs)
+    return OpenVinoRunner(path, precision, signature, name=found.name if not ignore_metadata else None,
+                          metadata=metadata)
+
+
+def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION):
+    """openvino's ``load``: a tutorial model's export (model.onnx at f32 or bf16, model.int8.onnx at
+    int8), its graph checked against its contract, the head above."""
+    from ..model.head import Head, artifact_info
+    from ..model.model import Model
+
+    ov = import_openvino()
+    path = Path(path)
+    if precision not in RUNTIME_PRECISION:
+        raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
+    refuse_bf16_without_instructions(precision, ": drop --precision for f32, or use --precision int8 (model.int8.onnx "
+                                                "from `ptx export NAME --format onnx-int8`)")
+    info = artifact_info(path, _metadata(path))
+    stored = info.get("precision", FULL_PRECISION)
+    if (stored == "int8") != (precision == "int8"):
+        raise ArtifactError(f"{path} holds a {stored} model; openvino {precision} reads "
+                            f"{'model.int8.onnx' if precision == 'int8' else 'model.onnx'}")
+    core = ov.Core()
+    model = read_openvino_model(core, path, "; re-export with `ptx export`")
+    runner = OpenVinoRunner(path, precision, export_signature(model.inputs, model.outputs, info, path, _graph_tensor),
+                            core=core, model=model)
+    return Model(runner, Head(info))

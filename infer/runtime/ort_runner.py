@@ -1,0 +1,394 @@
+"""The ONNX Runtime runner (ort-cpu, ort-cuda): one InferenceSession on one ONNX file, run by name.
+
+One class for a tutorial model's export and a user's own file alike: only where the signature comes
+from differs (the contract a ptx export carries, checked against the graph; or the graph itself, a
+recorded ``ptx.signature`` and the user's ``--input``). On CUDA every run goes through IO binding:
+each input is bound where it lies in host memory (page-locked when the caller wrote it into a buffer
+of ``host``), each output lands in a reused, page-locked buffer where its shape follows from the
+inputs (else ONNX Runtime allocates it). numpy and onnxruntime only: never torch (the bound-tensor
+path takes torch tensors a caller already made).
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract.schema import signature_of_contract
+from ptx.contract.tensors import Signature, TensorSig, infer_batch_axes
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
+
+from .host_memory import HostBuffers, cuda_runtime_pinner
+from ..formats.onnx_graph import session_signature
+from ..formats.model_files import IGNORE_HINT, check_graph_against, check_weights, read_model_file, recorded_signature
+from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
+                          cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
+from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
+
+FOREIGN_REMEDY = "check the file with `ptx inspect`, or re-export it"
+SignatureOf = Callable[[object, Path], Signature]  # (session, path) -> the signature the runner answers by
+
+
+def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
+                 remedy: str = "re-export with `ptx export`"):
+    """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
+    refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
+    ort = import_ort()
+    on_cuda = device.startswith("cuda")
+    device_id = cuda_device_id(device) if on_cuda else 0
+    options = session_options(ort)
+    missing: list[str] = []
+    if on_cuda:
+        # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
+        # CPU, on the CPU, silently, and drops the whole CUDA provider when its libraries are
+        # missing. Refusing that fallback makes each an error at load; cuda_placement_error
+        # then says which it was.
+        options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
+                                          "pip install onnxruntime-gpu, or use --backend ort-cpu")
+        missing = preload_cuda_libraries(ort)
+        # naming the CPU provider too is a conflict then
+        providers = [cuda_provider(device_id, tf32=precision == "tf32", cuda_graph=cuda_graph)]
+    else:
+        providers = ["CPUExecutionProvider"]
+    ort.set_default_logger_severity(ORT_QUIET)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
+            # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
+            from .cuda_placement import cuda_placement_error  # a CUDA refusal only: not on ort-cpu's start
+
+            plain = [cuda_provider(device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
+            raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, device_id)) from None
+        if on_cuda and CUDA_GRAPH_REFUSED in str(exc):
+            raise BackendUnavailableError(
+                f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
+                f"({first_line(exc)}); use --backend ort-cuda") from None
+        why = first_line(exc)
+        found = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", why)
+        if found:
+            # onnx newer than onnxruntime writes an IR version this runtime refuses (helper.make_model's
+            # default): re-exporting with the same onnx would not help; the version field would.
+            why, remedy = found[0], (f"save it with IR version {found[2]} (model.ir_version = {found[2]} before "
+                                     f"onnx.save), or install an onnxruntime newer than {ort.__version__}")
+        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({why}); {remedy}") from None
+    finally:
+        ort.set_default_logger_severity(ORT_DEFAULT)
+
+
+class OrtRunner(Runner):
+    """An InferenceSession created once; ``run`` is thread-safe as ORT's sessions are. On CUDA no
+    node may fall back to the CPU (the session refuses, naming the nodes). ``signature_of(session,
+    path)`` says what the runner answers by: a tutorial export's contract or a user's graph."""
+
+    cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
+
+    def __init__(self, path: str | Path, device: str, precision: str, signature_of: SignatureOf, *,
+                 name: str | None = None, metadata: Mapping[str, str] | None = None,
+                 remedy: str = "re-export with `ptx export`"):
+        path = Path(path)
+        self.on_cuda = device.startswith("cuda")
+        self.device_id = cuda_device_id(device) if self.on_cuda else 0
+        if precision == "tf32" and not self.on_cuda:
+            raise BackendUnavailableError("tf32 is a mode of CUDA GPUs: use ort-cuda, or f32 on the CPU")
+        self.session = open_session(path, device, precision, cuda_graph=self.cuda_graph, remedy=remedy)
+        signature = signature_of(self.session, path)
+        super().__init__(signature, path, name, metadata)
+        self.backend = "ort-cuda" if self.on_cuda else "ort-cpu"
+        self.device = device
+        self.precision = precision
+        self._names = signature.output_names
+        if self.on_cuda:  # the session has loaded CUDA's runtime library: pinning can use it
+            self.host = HostBuffers(cuda_runtime_pinner())
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            if self.on_cuda:
+                return run_bound_host(self, feeds)
+            # ORT's outputs are numpy arrays already: batch-1 latency pays for nothing more
+            return dict(zip(self._names, self.session.run(self._names, feeds)))
+        except PtxError:
+            raise
+        except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
+            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {describe_feeds(feeds)}: "
+                                f"{self._beyond_a_table(feeds) or first_line(exc)[:400]}") from None
+
+    def _beyond_a_table(self, feeds: dict[str, np.ndarray]) -> str | None:
+        """A run that failed on a size the graph cannot take, said as the input, axis and limit."""
+        from ..formats.onnx_graph import lookup_tables
+
+        def runs(cut: dict) -> bool:
+            try:
+                self.session.run(self._names, cut)
+                return True
+            except Exception:  # noqa: BLE001 - any failure: this size is not the one to blame
+                return False
+
+        try:
+            return beyond_a_table(self.signature, feeds, lookup_tables(self.path), runs)
+        except Exception:  # noqa: BLE001 - the explanation is a courtesy: ORT's own message stands without it
+            return None
+
+    def bare(self, feeds: dict[str, np.ndarray]):
+        session, names = self.session, self._names
+        return "bare InferenceSession.run", lambda: session.run(names, feeds)
+
+    def run_on_device(self, feeds: Mapping[str, object]) -> dict[str, object]:
+        """torch tensors on this runner's GPU in, torch tensors on the same GPU out (ort-cuda only):
+        IO binding hands ONNX Runtime every pointer, so nothing crosses to the host."""
+        if not self.on_cuda:
+            raise InputError(f"run_on_device is ort-cuda's; this runner is {self.backend}: use run")
+        for name, x in feeds.items():
+            if not getattr(x, "is_cuda", False):
+                raise InputError(f"run_on_device takes torch tensors on a CUDA device; {name!r} is {_describe_tensor(x)}: "
+                                 "use run for host data")
+            if (x.device.index or 0) != self.device_id:
+                # ORT's CUDA provider runs on its device_id: a pointer on another GPU is not its memory.
+                raise InputError(f"{name!r} is on cuda:{x.device.index or 0}, this runner runs on cuda:{self.device_id}: "
+                                 f"move it with x.to('cuda:{self.device_id}') or load the model with "
+                                 f"device='cuda:{x.device.index or 0}'")
+        return run_with_binding(self, feeds, "cuda", self._binding_run_options())
+
+    def _binding_run_options(self):
+        """Run options of a run on bound GPU tensors (ort-cuda-graph's: never captured)."""
+        return None
+
+
+def _describe_tensor(x) -> str:
+    device = getattr(x, "device", None)
+    return f"{type(x).__name__}" + (f" on {device}" if device is not None else "")
+
+
+def check_bound_tensors(signature: Signature, feeds: Mapping[str, object], model: str) -> None:
+    """torch tensors bound by pointer are checked as ``check_feeds`` checks arrays: names, dtype
+    (never cast: ORT would read the bytes as the graph's dtype), rank and fixed sizes."""
+    unknown = [n for n in feeds if n not in signature.input_names]
+    missing = [n for n in signature.input_names if n not in feeds]
+    if unknown or missing:
+        raise InputError(f"{model} takes {', '.join(signature.input_names)}; got {', '.join(feeds) or 'nothing'}")
+    for t in signature.inputs:
+        x = feeds[t.name]
+        got = str(x.dtype).replace("torch.", "")
+        if got != t.dtype:
+            named = f" {t.name!r}" if len(signature.inputs) > 1 else ""
+            raise InputError(f"input dtype {x.dtype} does not fit {model}'s {t.dtype} input{named}: "
+                             f"convert it with x.to(torch.{t.dtype})")
+        shape = tuple(x.shape)
+        if len(shape) != len(t.shape) or any(isinstance(w, int) and w != s for w, s in zip(t.shape, shape)) \
+                or 0 in shape:
+            raise InputError(f"input {t.name!r} of shape {shape} does not fit {model}'s input {t.dims_text()}")
+
+
+def run_with_binding(runner: OrtRunner, feeds: Mapping[str, object], device_type: str, run_options=None):
+    """Run ``runner``'s session on torch tensors through IO binding: every input and a torch output
+    tensor on the same device are bound by pointer. Only ort-cuda serves predictions this way;
+    ``device_type`` is a parameter so that the binding is also checked on CPU machines.
+
+    torch is imported here only because the inputs are torch tensors: it is loaded already."""
+    import torch
+
+    check_bound_tensors(runner.signature, feeds, runner.name)
+    feeds = {n: x.detach().contiguous() for n, x in feeds.items()}
+    shapes = runner.signature.output_shapes(feeds)
+    if shapes is None:
+        raise InputError(f"{runner.name}: an output's shape depends on the input values, so it cannot be bound "
+                         "on the device: use run")
+    device = next(iter(feeds.values())).device
+    outs = {t.name: torch.empty(shapes[t.name], dtype=getattr(torch, t.dtype), device=device)
+            for t in runner.signature.outputs}
+    device_id = runner.device_id if device_type == "cuda" else 0  # the GPU the session's provider runs on
+    binding = runner.session.io_binding()
+    for t in runner.signature.inputs:
+        x = feeds[t.name]
+        binding.bind_input(name=t.name, device_type=device_type, device_id=device_id,
+                           element_type=np.dtype(t.dtype).type, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
+    for t in runner.signature.outputs:
+        out = outs[t.name]
+        binding.bind_output(name=t.name, device_type=device_type, device_id=device_id,
+                            element_type=np.dtype(t.dtype).type, shape=tuple(out.shape), buffer_ptr=out.data_ptr())
+    if device_type == "cuda":
+        # ORT runs on its own CUDA stream: the kernels that wrote the inputs on torch's stream must
+        # have finished before it reads (onnxruntime issues #26609, #10299). ORT synchronises its own
+        # stream when the run ends, so torch may read the outputs afterwards.
+        torch.cuda.current_stream(device).synchronize()
+    runner.session.run_with_iobinding(binding, run_options)
+    return outs
+
+
+def run_bound_host(runner: OrtRunner, feeds: Mapping[str, np.ndarray], run_options=None) -> dict[str, np.ndarray]:
+    """Run on host inputs through IO binding: each is bound by pointer where it lies (no copy of
+    ours; the driver reads it directly when it is page-locked) and each output lands in a reused
+    buffer of ``runner.host`` (page-locked on CUDA), copied out for the caller; an output whose
+    shape depends on the values is allocated by ONNX Runtime. On the CPU provider (tests) the
+    outputs are fresh arrays."""
+    binding = runner.session.io_binding()
+    for name, x in feeds.items():
+        binding.bind_input(name, "cpu", 0, x.dtype.type, tuple(x.shape), x.ctypes.data)
+    names = runner.signature.output_names
+    shapes = runner.signature.output_shapes(feeds)
+    if shapes is None:
+        for name in names:
+            binding.bind_output(name, "cpu")
+        runner.session.run_with_iobinding(binding, run_options)
+        return outputs_by_name(names, binding.copy_outputs_to_cpu())
+    host = runner.host
+    with contextlib.ExitStack() as held:
+        outs = {}
+        for t in runner.signature.outputs:
+            dtype = np.dtype(t.dtype)
+            lease = host.lease(shapes[t.name], dtype) if host is not None else \
+                contextlib.nullcontext(np.empty(shapes[t.name], dtype))
+            outs[t.name] = held.enter_context(lease)
+            binding.bind_output(t.name, "cpu", 0, dtype.type, shapes[t.name], outs[t.name].ctypes.data)
+        runner.session.run_with_iobinding(binding, run_options)
+        return {n: out.copy() for n, out in outs.items()} if host is not None else outs
+
+
+# -- where the signature comes from: a user's file -------------------------------------------------
+
+
+def open_file_runner(path: str | Path, device: str = "cpu", precision: str = "f32", *,
+                     batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
+                     inputs: Sequence[TensorSig] = (), runner_class: type[OrtRunner] = OrtRunner) -> OrtRunner:
+    """A user's ONNX file (ort-cpu, ort-cuda, ort-cuda-graph's ``open_file``): its signature is what
+    its graph says, or the ptx.signature its metadata records, narrowed by the user's --input."""
+    path = Path(path)
+    found = read_model_file(path)
+    metadata = {} if ignore_metadata else found.metadata
+    check_weights(path, metadata, found.digest)
+
+    def signature_of(session, path: Path) -> Signature:
+        return file_signature(path, session_signature(session, path, batch_axes), metadata, batch_axes, inputs)
+
+    return runner_class(path, device, precision, signature_of, name=found.name if not ignore_metadata else None,
+                        metadata=metadata, remedy=FOREIGN_REMEDY)
+
+
+def file_signature(path: Path, graph: Signature, metadata: Mapping[str, str],
+                   batch_axes: Mapping[str, int | None] | None, inputs: Sequence[TensorSig]) -> Signature:
+    """An ONNX file's signature as every runtime takes it: what its graph says, or the ptx.signature
+    its metadata records once the graph is found to match it, narrowed by the user's --input."""
+    recorded = recorded_signature(metadata, path)
+    signature = check_graph_against(recorded, graph, path) if recorded and not batch_axes else graph
+    if not recorded and any(not t.shape for t in signature.inputs):
+        signature = _shape_unranked(signature, inputs, path, batch_axes)
+    return _with_declared(signature, inputs, path) if inputs else signature
+
+
+def _shape_unranked(signature: Signature, declared: Sequence[TensorSig], path: Path,
+                    batch_axes: Mapping[str, int | None] | None) -> Signature:
+    """An input the graph gives no shape at all (not even a rank) was taken for a scalar, since ONNX
+    Runtime lists both as []: every real sample was then refused as the wrong rank and inspect
+    printed []. Such an input takes its shape from --input, or the file is refused saying so."""
+    from ptx.contract.onnx_wire import shapeless_inputs
+
+    unranked = shapeless_inputs(path) & {t.name for t in signature.inputs if not t.shape}
+    if not unranked:
+        return signature
+    by_name = {t.name: t for t in declared}
+    inputs = []
+    for t in signature.inputs:
+        d = by_name.get(t.name)
+        if t.name in unranked and d is None:
+            raise ArtifactError(f"{path.name}: input {t.name!r} has no shape in the graph, not even a rank: declare "
+                                f"it with --input {t.name}=SHAPE[:DTYPE] (e.g. {t.name}=batchx3x224x224:{t.dtype})")
+        inputs.append(replace(t, shape=d.shape, batch_axis=None) if t.name in unranked else t)
+    outputs = [replace(t, batch_axis=None) for t in signature.outputs]
+    inputs, outputs = infer_batch_axes([replace(t, batch_axis=None) for t in inputs], outputs, batch_axes)
+    return Signature(inputs, outputs)
+
+
+def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Path) -> Signature:
+    """--input on an ONNX file narrows what its graph says (a size for a symbol, a range), never
+    contradicts it."""
+    by_name = {t.name: t for t in declared}
+    unknown = sorted(set(by_name) - set(signature.input_names))
+    if unknown:
+        raise ArtifactError(f"--input {unknown[0]}: {path.name} has no input {unknown[0]!r}; its inputs are "
+                            f"{', '.join(signature.input_names)} (an ONNX file describes its own inputs: {IGNORE_HINT} "
+                            "is not needed)")
+    merged = []
+    for t in signature.inputs:
+        d = by_name.get(t.name)
+        if d is not None and (d.dtype != t.dtype or len(d.shape) != len(t.shape)
+                              or any(isinstance(a, int) and isinstance(b, int) and a != b
+                                     for a, b in zip(d.shape, t.shape))):
+            raise ArtifactError(f"--input {t.name}: declared {d.dtype} {d.dims_text()}, but {path.name} takes "
+                                f"{t.dtype} {t.dims_text()}")
+        if d is None:
+            merged.append(t)
+            continue
+        shape = tuple(b if isinstance(b, int) or axis == t.batch_axis else a
+                      for axis, (a, b) in enumerate(zip(d.shape, t.shape)))
+        merged.append(replace(t, shape=shape, value_range=d.value_range or t.value_range))
+    return signature.with_inputs(merged)
+
+
+# -- where the signature comes from: a tutorial model's export -------------------------------------
+
+
+def check_graph_tensor(node, tensor, field: str, path: Path) -> None:
+    """The graph's own input/output must be what the metadata claims: a lying shape, dtype or batch
+    axis is refused here rather than fed wrong data. ``node``: a name, ``type`` as ORT writes it
+    (tensor(float)) and a shape of sizes and symbols."""
+    def refuse(problem: str):
+        raise ArtifactError(f"{path}: contract field {field}.{problem}; re-export with `ptx export`")
+
+    if node.name != tensor.name:
+        refuse(f"name is {tensor.name!r}, but the graph's tensor is {node.name!r}")
+    if node.type != tensor.dtype_info.ort:
+        refuse(f"dtype is {tensor.dtype}, but the graph's tensor is {node.type}")
+    dims = list(node.shape)
+    if len(dims) != len(tensor.shape):
+        refuse(f"shape {list(tensor.shape)} has {len(tensor.shape)} axes, the graph's {dims} has {len(dims)}")
+    for i, (claimed, actual) in enumerate(zip(tensor.shape, dims)):
+        if isinstance(claimed, str) and isinstance(actual, int):
+            refuse(f"shape[{i}] is {claimed!r}, but the graph fixes that axis to {actual}")
+        if isinstance(claimed, int) and isinstance(actual, int) and claimed != actual:
+            refuse(f"shape[{i}] is {claimed}, but the graph's is {actual}")
+        if isinstance(claimed, int) and isinstance(actual, str):
+            refuse(f"shape[{i}] is {claimed}, but the graph's axis is the dynamic {actual!r}")
+
+
+def export_signature(inputs: Sequence, outputs: Sequence, info, path: Path,
+                     describe=lambda tensor: tensor) -> Signature:
+    """The signature of a ptx export (ort and openvino's ``load``) whose graph has one input and one
+    output, each what its metadata (``info``, head.artifact_info) claims; ``describe`` puts a graph
+    tensor as ORT describes one (check_graph_tensor)."""
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "
+                            "a ptx export has one of each")
+    check_graph_tensor(describe(inputs[0]), info.raw_input or info.contract.input,
+                       "input" if info.raw_input is None else "raw_input", path)
+    check_graph_tensor(describe(outputs[0]), info.contract.output, "output", path)
+    return signature_of_contract(info.contract, info.raw_input)
+
+
+def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = "f32",
+                        runner_class: type[OrtRunner] = OrtRunner):
+    """A tutorial model's ONNX export (ort-cpu, ort-cuda, ort-cuda-graph's ``load``): the runner
+    answers its contract's one input and one output, checked against the graph; the head above it."""
+    from ptx.contract.metadata import from_props
+
+    from ..model.head import Head, artifact_info
+    from ..model.model import Model
+
+    read = {}
+
+    def signature_of(session, path: Path) -> Signature:
+        info = artifact_info(path, from_props(session.get_modelmeta().custom_metadata_map))
+        stored = info.get("precision", "f32")
+        if stored != ("f32" if precision == "tf32" else precision):  # tf32 runs the f32 file
+            raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
+                                f"{'ptx export --format onnx-int8 writes model.int8.onnx' if precision == 'int8' else 'use its own --precision'}")
+        read["info"] = info
+        return export_signature(session.get_inputs(), session.get_outputs(), info, path)
+
+    runner = runner_class(Path(path), device, precision, signature_of)
+    return Model(runner, Head(read["info"]))

@@ -1,0 +1,107 @@
+"""The ground every model stands on: one runner per runtime, ``run({name: array}) -> {name: array}``.
+
+A runner owns one runtime's handle on one model file (an ONNX Runtime session, an OpenVINO compiled
+model, a torch module or AOTInductor package) and answers by tensor name. The tutorial models and a
+user's own file get the same runner class of a runtime: a tutorial model is a runner plus a head
+(ptx.infer.model.head), a user's file a runner alone (ptx.infer.model.model). numpy only here: each runtime's
+runner lives in its own module (ort_runner, openvino_runner, torch_runner and their CUDA-graph
+variants).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
+from ptx.contract.tensors import Signature
+from ptx.errors import InputError
+
+
+class Runner:
+    """Subclasses set ``backend`` and ``device`` and implement ``_run`` (checked inputs -> every
+    output by name). ``run`` is safe to call from several threads at once."""
+
+    backend: str = "?"
+    device: str = "cpu"
+    precision: str = "f32"
+    # Reused host buffers for batches bound for a GPU (page-locked where the runtime can): a caller
+    # that writes a batch into ``host.lease(shape, dtype)`` spares the copy from pageable memory
+    # (serve's batcher, bench). None where the model runs on the CPU.
+    host = None
+
+    def __init__(self, signature: Signature, path: Path | None, name: str | None = None,
+                 metadata: Mapping[str, str] | None = None):
+        self.signature = signature
+        self.path = Path(path) if path is not None else None
+        self.name = name or (self.path.name.split(".")[0] if self.path is not None else "model")
+        self.metadata = dict(metadata or {})  # the file's ptx.* strings, prefix dropped
+        self._exact = ExactFeeds(signature)
+
+    def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Inputs by name -> the outputs asked for (all by default), by name. Inputs are checked
+        first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or
+        fixed size is one InputError naming the input."""
+        checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
+        if outputs is None:
+            return self._run(checked)
+        wanted = list(outputs)
+        unknown = [n for n in wanted if n not in self.signature.output_names]
+        if unknown:
+            raise InputError(f"{self.name} has no output {unknown[0]!r}; its outputs are "
+                             f"{', '.join(self.signature.output_names)}")
+        result = self._run(checked)
+        return {n: result[n] for n in wanted}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def bare(self, feeds: dict[str, np.ndarray]) -> tuple[str, Callable[[], object]]:
+        """(label, call): the same model called straight through its runtime, for bench's peer row."""
+        return f"bare {self.backend}", lambda: self._run(feeds)
+
+    def close(self) -> None:
+        """Release what the runtime holds (sessions free their memory when collected anyway)."""
+        if self.host is not None:
+            self.host.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.backend} ({self.device})>"
+
+
+def outputs_by_name(names: Sequence[str], values: Sequence) -> dict[str, np.ndarray]:
+    return {n: np.asarray(v) for n, v in zip(names, values)}
+
+
+def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
+    """``x float32 [3, 8], ids int64 [3, 6]``: what a failed run was given."""
+    return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
+
+
+def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Sequence[tuple[str, int]],
+                   runs: Callable[[dict], bool]) -> str | None:
+    """Where a run failed, the input axis that is longer than a table the model looks values up in
+    (1,000 tokens into 512 position embeddings), said in a line; None where none is to blame. A
+    suspect is confirmed by ``runs`` on the inputs cut to the table's rows (every axis of that size's
+    symbol): a small table indexed by value (BERT's two token types) must not be blamed for another
+    failure. The batch axis is never blamed: no table is indexed by it."""
+    for t in signature.inputs:
+        shape = getattr(feeds.get(t.name), "shape", ())
+        for axis, (symbol, got) in enumerate(zip(t.shape, shape)):
+            if not isinstance(symbol, str) or axis == t.batch_axis:
+                continue
+            shorter = [(rows, name) for name, rows in tables if rows < got]
+            if not shorter:
+                continue
+            rows, name = max(shorter)
+            cut = {n: _cut(signature.input(n).shape, np.asarray(x), symbol, rows) for n, x in feeds.items()}
+            if runs(cut):
+                return (f"input {t.name!r} axis {axis} ({symbol}) is {got}, longer than the {rows} rows of {name!r} "
+                        f"that the model looks up along it: give at most {rows}")
+    return None
+
+
+def _cut(shape, x: np.ndarray, symbol: str, size: int) -> np.ndarray:
+    index = tuple(slice(0, size) if d == symbol else slice(None) for d in shape)
+    return x[index]

@@ -1,0 +1,152 @@
+"""The verify engine, Polygraphy's Comparator.run(runners, data_loader) in ptx's terms: every model is
+run on the same cases (infer/verify/cases.py), and each output is compared with a reference's by the one
+comparison (ptx.contract.comparison). ``ptx verify`` of a tutorial model (infer/verify/tutorial.py: the head
+judges decisions, labels and accuracy) and of a model file (infer/verify/reference.py) both run here.
+"""
+from __future__ import annotations
+
+import math
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract.comparison import OutputAgreement, check_tolerance, compare_output, default_tolerance
+from ptx.contract.schema import Tolerance
+from ptx.contract.tensors import Signature
+from ptx.errors import PtxError, first_line
+
+from .cases import Case
+
+# The names torch gives the outputs of a module it cannot name (torch_runner.flatten_outputs).
+PROBE_NAMES = ("output",)
+Outputs = dict[str, np.ndarray]
+# (output name, got, want) -> how they agree: compare_output under a tolerance, or a head's compare.
+Judge = Callable[[str, np.ndarray, np.ndarray], OutputAgreement]
+
+
+@dataclass
+class Tolerances:
+    """--atol/--rtol: overall, or per output (``--atol scores=1e-3``); otherwise per dtype and device."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, atol: Sequence[tuple[str | None, float]] = (), rtol: Sequence[tuple[str | None, float]] = (),
+              outputs: Sequence[str] = ()) -> "Tolerances":
+        tolerances = cls()
+        for option, given in (("atol", atol), ("rtol", rtol)):
+            for name, value in given:
+                check_tolerance(Tolerance(**{"atol": 0.0, "rtol": 0.0, option: value}))
+                if name is None:
+                    if getattr(tolerances, option) is not None:
+                        raise PtxError(f"--{option} is given twice for every output; give it once (or NAME=VALUE "
+                                       "for one output)")
+                    setattr(tolerances, option, value)
+                    continue
+                if name not in outputs:
+                    raise PtxError(f"--{option} {name}=...: the model has no output {name!r}; its outputs are "
+                                   f"{', '.join(outputs)}")
+                if option in tolerances.per_output.get(name, {}):
+                    raise PtxError(f"--{option} {name}=... is given twice")
+                tolerances.per_output.setdefault(name, {})[option] = value
+        return tolerances
+
+    @staticmethod
+    def options(atol: Sequence[tuple[str | None, float]] = (), rtol: Sequence[tuple[str | None, float]] = ()
+                ) -> list[str]:
+        """The command-line arguments that give these (output name or None, value) pairs back, as
+        parse reads them: what a printed command (a --locate offer, a repro's README) repeats."""
+        return [arg for option, given in (("atol", atol), ("rtol", rtol)) for name, value in given
+                for arg in (f"--{option}", f"{name + '=' if name else ''}{value:g}")]
+
+    def of(self, name: str, dtype: str, device: str) -> Tolerance:
+        base = default_tolerance(dtype, device)
+        own = self.per_output.get(name, {})
+        return Tolerance(own.get("atol", base.atol if self.atol is None else self.atol),
+                         own.get("rtol", base.rtol if self.rtol is None else self.rtol))
+
+
+def run_cases(run: Callable[[Mapping[str, np.ndarray]], Outputs], cases: Sequence[Case]) -> tuple[dict[int, dict[str, np.ndarray]], str | None]:
+    """``run`` (a model's run) on every case in turn: (outputs by case index, the failure that stopped it). A
+    model that runs one batch size and fails at another is told so: the batch was specialised."""
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for i, case in enumerate(cases):
+        try:
+            results[i] = run(case.feeds)
+        except Exception as exc:  # noqa: BLE001 - any runtime's failure is this row's, in one line
+            why = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
+            passed = [cases[j] for j in results]
+            if passed and case.batch is not None and passed[-1].batch not in (None, case.batch):
+                why = (f"runs at {passed[-1].label} but fails at {case.label}: {why} (the exporter specialised the "
+                       "batch?)")
+            return results, why
+    return results, None
+
+
+def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases: Sequence[Case], outputs: Sequence[str],
+                  judge: Judge, names: Mapping[str, str] | None = None,
+                  worst: dict[int, float] | None = None) -> tuple[list[str], list[OutputAgreement]]:
+    """(the labels of the cases both sides ran, each output compared over them). ``names`` maps the
+    reference's output names to the compared side's (outputs matched by position). ``worst``, where
+    given, gets each case's worst departure (what `--locate` traces: the case that disagrees most)."""
+    shared = [i for i in want if i in got]
+    compared = []
+    for name in outputs if shared else ():
+        theirs = (names or {}).get(name, name)
+        merged = None
+        for i in shared:
+            part = judge(name, got[i][theirs], want[i][name])
+            if worst is not None:
+                worst[i] = max(worst.get(i, -1.0), math.inf if part.problem else part.needed_atol + part.beyond)
+            merged = part if merged is None else merged.merge(part)
+        compared.append(merged)
+    return [cases[i].label for i in shared], compared
+
+
+def tolerance_judge(signature: Signature, tolerances: "Tolerances", device: str) -> Judge:
+    """compare_output under each output's tolerance on ``device``, its argmax shown where it has a batch."""
+    by_name = {t.name: t for t in signature.outputs}
+
+    def judge(name, got, want):
+        t = by_name[name]
+        return compare_output(name, got, want, tolerances.of(name, t.dtype, device), t.batch_axis)
+
+    return judge
+
+
+def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:
+    """{our output name: theirs} and a note when matched by position: by name where both sides name
+    them alike; by position where one side has only the names torch gives unnamed outputs."""
+    if set(ours) == set(theirs):
+        return {n: n for n in ours}, None
+    probe_named = lambda names: all(n in PROBE_NAMES or n.startswith("output_") for n in names)  # noqa: E731
+    if len(ours) == len(theirs) and (probe_named(ours) or probe_named(theirs)):
+        pairs = ", ".join(f"{t} -> {o}" for o, t in zip(ours, theirs))
+        return dict(zip(ours, theirs)), f"note: {what}'s outputs matched by position ({pairs}): torch does not " \
+                                        "name a TorchScript or pt2 file's outputs"
+    raise PtxError(f"{what} gives outputs {', '.join(theirs)}; the model verified gives {', '.join(ours)}: they are "
+                   "not outputs of one model")
+
+
+# The runtimes' own framing around the reason a backend gives: where in its sources it failed.
+_RUNTIME_FRAMING = [re.compile(p) for p in (
+    r"Exception from \S+:\d+:\s*", r"Check '[^']*' failed at \S+:\d+:\s*", r"\[ONNXRuntimeError\] : \d+ : \w+ :\s*",
+    r"/onnxruntime_src/\S+:\d+ [^ ]+\([^)]*\)\s*", r"FrontEnd API failed with \w+:\s*")]
+SHORT_REASON = 160
+
+
+def short_reason(error: str | None, path: Path | None = None, limit: int = SHORT_REASON) -> str:
+    """A backend's failure in one readable line: without the file's path (the table is about it),
+    without where in the runtime's sources it was raised, cut to ``limit`` characters."""
+    text = " ".join(str(error or "").split())
+    if path is not None:
+        text = text.replace(f"{path}: ", "").replace(f"{path.name}: ", "")
+    for pattern in _RUNTIME_FRAMING:
+        text = pattern.sub("", text)
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
