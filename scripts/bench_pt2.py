@@ -24,8 +24,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ptx.export.api import export_model  # noqa: E402
-from ptx.infer import open_artifact  # noqa: E402
-from ptx.infer.model.opening import open_model  # noqa: E402
+from ptx.infer import load, open_artifact  # noqa: E402
 from ptx.infer.bench.timing import bench_inputs, time_interleaved  # noqa: E402
 from ptx.models import get  # noqa: E402
 from ptx.trainers.data import load_dataset  # noqa: E402
@@ -59,7 +58,7 @@ def main() -> None:
         size = (root / name / "model.pt2").stat().st_size / 1024
         compile_rows.append(f"| {name} | {seconds:.1f} s | {size:,.0f} KiB |")
         print(f"{name}: pt2 export {seconds:.1f} s", flush=True)
-        predictors = [open_model(name, backend, root) for backend in BACKENDS]
+        predictors = [load(name, backend, root=root) for backend in BACKENDS]
         for batch in BATCHES:
             x = bench_inputs(predictors[0].contract, batch)
             calls = [lambda p=p, feeds=p.head.feeds(x): p.run(feeds) for p in predictors]

@@ -22,7 +22,7 @@ import uvicorn
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import PtxError
-from ptx.infer.model.opening import open_model, require_run, run_folder
+from ptx.infer.model.opening import load as open_model, require_run, run_folder
 from ptx.infer.bench.choice import choose_backend, describe
 
 from .bounds import Gate, fitting_cap, open_fds, raise_fd_limit
@@ -74,10 +74,10 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         if backend == AUTO:
             choice = choose_backend(name, run_folder(name, root), max_batch_size=service.options.max_batch_size,
                                     precision=precision, root=root)
-            predictor = open_model(name, choice.backend, root, choice.device, choice.precision)
+            predictor = open_model(name, choice.backend, choice.device, choice.precision, root=root)
             log(f"backend {describe(name, choice)}")
         else:
-            predictor = open_model(name, backend, root, device, precision or FULL_PRECISION)
+            predictor = open_model(name, backend, device, precision or FULL_PRECISION, root=root)
             log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
         for why in (predictor.stale, predictor.unusable):
             if why:
@@ -91,7 +91,6 @@ def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str,
     through --backend, or (auto) the file's own runtime (ort-cpu for ONNX). ``open_options``' inputs
     (--input) declare the TorchScript and pt2 files' inputs; ONNX files read theirs from the graph."""
     from ptx.infer.formats.model_files import ONNX, read_model_file
-    from ptx.infer.model.opening import open_own_model
 
     for name, path in files:
         options = dict(open_options)
@@ -102,8 +101,8 @@ def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str,
 
             unranked = shapeless_inputs(path)
             options["inputs"] = tuple(t for t in options.get("inputs", ()) if t.name in unranked)
-        model = open_own_model(path, None if backend == AUTO else backend, device=device, precision=precision,
-                               **options)
+        model = open_model(path, None if backend == AUTO else backend, device=device, precision=precision,
+                           **options)
         batching = ("batched along each tensor's batch axis" if model.signature.batched
                     else "request by request (not every tensor has a batch axis)")
         log(f"backend {name}: {model.backend} ({model.device}) for {path}, {batching}")
@@ -222,7 +221,7 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
           log: Callable[[str], None] = print, files: list[tuple[str, Path]] = (),
           open_options: dict | None = None) -> None:
     """Serve the tutorial models ``names`` and the user's model ``files`` ((served name, path)
-    pairs; ``open_options`` as ptx.infer.model.opening.open_own_model takes them) until SIGINT or
+    pairs; ``open_options`` as ptx.infer.load takes them) until SIGINT or
     SIGTERM, then finish the requests in flight and return."""
     taken = [*names, *(name for name, _ in files)]
     twice = sorted({n for n in taken if taken.count(n) > 1})

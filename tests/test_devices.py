@@ -16,7 +16,7 @@ from ptx.infer import backends as registry
 from ptx.infer.runtime import ort_runner
 from ptx.infer.runtime import ort_session
 from ptx.infer.runtime import torch_runner
-from ptx.infer.model.opening import open_artifact
+from ptx.infer.model.opening import load, open_artifact
 from ptx.contract import Tolerance
 from ptx.contract.comparison import OutputAgreement, judge_reduced_precision
 from ptx.infer.verify.report import Report, Row
@@ -91,8 +91,8 @@ def test_torch_cuda_calls_run_inside_fp32_math_and_cpu_calls_do_not(runs, monkey
     monkeypatch.setattr(torch_runner, "math_mode", lambda d, p: calls.append((d.type, p)) or real(d, p))
     x, _ = runs.test_samples("convnet", 2)
     for backend in ("eager", "torchscript"):
-        predictor = registry.get(backend).load(
-            runs.trained("convnet") / ("checkpoint.pt" if backend == "eager" else "model.torchscript.pt"), "cpu")
+        predictor = load(runs.trained("convnet") / ("checkpoint.pt" if backend == "eager" else "model.torchscript.pt"),
+                         backend, "cpu")
         before_call = len(calls)
         predictor.predict_raw(x)
         assert len(calls) > before_call, f"{backend}'s call did not go through math_mode"
@@ -116,7 +116,7 @@ def test_ort_cuda_sessions_ask_for_tf32_off_at_f32_and_on_at_tf32(runs, monkeypa
     monkeypatch.setattr(ort_runner, "preload_cuda_libraries", lambda ort: [])
     for precision in ("f32", "tf32"):
         with pytest.raises(Exception):
-            ort_runner.open_artifact_model(path, "cuda", precision)
+            ort_runner.OrtRunner(path, "cuda", precision)
     assert [p[0][1]["use_tf32"] for p in created] == ["0", "1"]
     assert all(p[0][0] == "CUDAExecutionProvider" and len(p) == 1 for p in created)
     assert ort_session.cuda_provider(0)[1]["use_tf32"] == "0"

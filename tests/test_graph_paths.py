@@ -20,10 +20,25 @@ from ptx.errors import BackendUnavailableError
 from ptx.infer import backends, load
 from ptx.infer.runtime.graph_shapes import GRAPH_MAX_BATCH, GraphSlots, fill_padded, first_rows, graph_batch
 from ptx.infer.runtime.host_memory import PAGE, CudaRuntimePinner, HostBuffers, aligned_empty
-from ptx.infer.runtime.ort_graph import open_graph_artifact
-from ptx.infer.runtime.ort_runner import open_artifact_model, run_bound_host
-from ptx.infer.runtime.torch_graph import open_graph_checkpoint
-from ptx.infer.runtime.torch_runner import open_checkpoint
+from ptx.infer.model.opening import model_of, opening_of
+from ptx.infer.runtime.ort_graph import OrtGraphRunner
+from ptx.infer.runtime.ort_runner import run_bound_host
+from ptx.infer.runtime.torch_graph import TorchGraphRunner
+
+
+def on_runner(runner_class, path, device="cpu", **options):
+    """A tutorial export on ``runner_class`` as load() opens it, on a device the registry would not
+    give a CUDA-graph runner: on the CPU its buffers, padding and bindings run without capture."""
+    opening, info = opening_of(path)
+    return model_of(runner_class.open(path, device, opening=opening, **options), info)
+
+
+def open_graph_artifact(path, device="cuda"):
+    return on_runner(OrtGraphRunner, path, device)
+
+
+def open_graph_checkpoint(path, device="cuda", graphs=None):
+    return on_runner(TorchGraphRunner, path, device, graphs=graphs)
 from ptx.serve.batcher import Batcher, Merge
 from ptx.trainers.step import EagerGraphs
 
@@ -203,7 +218,7 @@ def test_the_ort_graph_backend_reads_uint8_pictures_and_its_bare_peer_runs(runs,
     shutil.copy2(runs.trained("cnn") / "checkpoint.pt", run_dir / "checkpoint.pt")
     export_model("cnn", ["onnx"], checkpoint=run_dir / "checkpoint.pt", out=run_dir, input_dtype="uint8",
                  open_predictor=open_artifact, log=lambda _: None)
-    plain = open_artifact_model(run_dir / "model.onnx")
+    plain = load(run_dir / "model.onnx")
     graph = open_graph_artifact(run_dir / "model.onnx", device="cpu")
     pictures = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     assert np.allclose(graph.predict_pictures(pictures), plain.predict_pictures(pictures), atol=1e-5)
@@ -218,7 +233,7 @@ def test_the_ort_graph_backend_reads_uint8_pictures_and_its_bare_peer_runs(runs,
 @pytest.mark.parametrize("name", MODELS)
 def test_the_torch_graph_backend_answers_as_eager_does_at_every_batch_size(runs, name):
     root = runs.ready(name)
-    eager = open_checkpoint(root / name / "checkpoint.pt")
+    eager = load(root / name / "checkpoint.pt")
     stand_ins = []
 
     def graphs():
@@ -378,7 +393,7 @@ def test_runs_on_bound_gpu_tensors_are_never_captured(runs):
     root = runs.ready("cnn")
     graph = open_graph_artifact(root / "cnn" / "model.onnx", device="cpu")
     assert graph.runner._binding_run_options().get_run_config_entry("gpu_graph_id") == "-1"
-    assert open_artifact_model(root / "cnn" / "model.onnx").runner._binding_run_options() is None  # ort-cuda: no graphs
+    assert load(root / "cnn" / "model.onnx").runner._binding_run_options() is None  # ort-cuda: no graphs
     from ptx.infer.runtime.ort_runner import run_with_binding
 
     x = torch.from_numpy(model_inputs(runs, "cnn", 3))

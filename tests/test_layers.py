@@ -84,7 +84,74 @@ def test_the_check_catches_a_back_arrow(tmp_path):
     assert "ptx.infer.model.opening" in imports_of("ptx.trainers.loop", False, bad)
     relative = tmp_path / "x.py"
     relative.write_text("from ...infer import api\n")
-    assert "ptx.infer.model.opening" in imports_of("ptx.export.formats.x", False, relative)
+    assert "ptx.infer.api" in imports_of("ptx.export.formats.x", False, relative)
+
+
+# infer/'s subpackages by layer (docs/layout.md): a file says what it is < one runner per runtime <
+# a Model opened from a target < the commands' engines < where two sides part. Peers of one layer may
+# use each other, never in a circle.
+INFER_LAYERS = {"formats": 0, "runtime": 1, "model": 2, "verify": 3, "predict": 3, "bench": 3, "inspect": 3,
+                "locate": 4}
+
+
+def infer_layer(module: str) -> int | None:
+    parts = module.split(".")
+    return INFER_LAYERS.get(parts[2]) if len(parts) > 2 and parts[:2] == ["ptx", "infer"] else None
+
+
+def test_infer_is_subpackages_by_layer_with_few_modules_at_its_top():
+    top = sorted(p.name for p in (ROOT / "infer").glob("*.py") if p.name != "__init__.py")
+    assert len(top) <= 3, top
+    assert {p.name for p in (ROOT / "infer").iterdir() if p.is_dir() and (p / "__init__.py").is_file()} \
+        == set(INFER_LAYERS)
+    for package in INFER_LAYERS:  # each says in one line what it is
+        doc = ast.get_docstring(ast.parse((ROOT / "infer" / package / "__init__.py").read_text()))
+        assert doc and "\n" not in doc.strip(), package
+
+
+def test_no_infer_layer_imports_a_higher_one():
+    upward = []
+    for module, is_package, path in modules():
+        here = infer_layer(module)
+        if here is None:
+            continue
+        for target in imports_of(module, is_package, path):
+            there = infer_layer(target)
+            if there is not None and there > here:
+                upward.append(f"{module} imports {target}")
+    assert upward == []
+
+
+def circles_of(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every circle a depth-first walk of ``graph`` (module -> modules it imports) meets."""
+    circles, state = [], {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                circles.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return circles
+
+
+def test_no_import_circle_of_any_length():
+    """Imports inside functions count: a circle of lazy imports is still a circle of the house."""
+    known = {m: (p, path) for m, p, path in modules()}
+    graph = {}
+    for module, (is_package, path) in known.items():
+        # ``from pkg import name`` reads as pkg.name: keep the targets that are modules of the package;
+        # a module's own package (its __init__) is not a circle with it
+        targets = {t if t in known else t.rpartition(".")[0] for t in imports_of(module, is_package, path)}
+        graph[module] = {t for t in targets if t in known and t != module and not module.startswith(t + ".")}
+    assert circles_of(graph) == []
+    assert circles_of({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
 @pytest.mark.parametrize("module", ["ptx.contract", "ptx.contract.pictures", "ptx.infer", "ptx.serve", "ptx.cli",

@@ -47,7 +47,7 @@ def test_every_backend_runs_a_tutorial_export_and_a_users_file_on_one_runner_cla
     root = runs.ready("convnet")
     seen = {}
     for backend in (backends.get(name) for name in backends.list_backends()):
-        if not runnable(backend) or backend.open_file is None or backend.artifact not in files:
+        if not runnable(backend) or backend.artifact not in files:
             continue
         tutorial = load("convnet", backend=backend.name, root=root, device="cpu")
         own = load(files[backend.artifact], backend=backend.name, device="cpu",
@@ -82,15 +82,15 @@ def test_a_model_without_a_head_says_predict_is_a_tutorial_models_in_one_line(fi
 def test_the_cuda_graph_runner_takes_a_users_file_and_pads_its_batch(files):
     """ort-cuda-graph now opens a user's ONNX file (on a GPU); its buffers, padding and bindings run
     here on the CPU provider without capture, as the tutorial models' tests run them."""
-    from ptx.infer.runtime.ort_graph import open_graph_file
+    from ptx.infer.runtime.ort_graph import OrtGraphRunner
 
-    graph = open_graph_file(files["onnx"], device="cpu")
+    graph = OrtGraphRunner.open(files["onnx"], "cpu")
     for rows in (1, 3, 5):
         x = np.random.default_rng(rows).normal(size=(rows, 4)).astype(np.float32)
         assert np.allclose(graph.run({"x": x})["y"], 2 * x)
     padded = sorted(dict(key)["x"][0] for key in graph._slots.slots)
     assert padded == [1, 4, 8]  # 3 and 5 rode in padded graphs
-    assert backends.get("ort-cuda-graph").open_file is not None
+    assert "onnx" in backends.get("ort-cuda-graph").kinds
 
 
 def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
@@ -99,7 +99,8 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
     padded batch shape, answers cut back to the rows given. On a GPU it is a verify/bench/serve row
     of the file (`not run: no GPU` here)."""
     from ptx.infer.model.readers import file_backends
-    from ptx.infer.runtime.torch_graph import TorchGraphRunner, open_graph_file
+    from ptx.infer.formats.signature import Opening
+    from ptx.infer.runtime.torch_graph import TorchGraphRunner
     from ptx.trainers.step import EagerGraphs
 
     stand_ins = []
@@ -110,8 +111,8 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
 
     from ptx.contract.tensors import parse_declaration
 
-    graph = open_graph_file(files["torchscript"], device="cpu", graphs=graphs,
-                            inputs=[parse_declaration("x=batch,4:float32")])
+    opening = Opening("torchscript", inputs=(parse_declaration("x=batch,4:float32"),))
+    graph = TorchGraphRunner.open(files["torchscript"], "cpu", opening=opening, graphs=graphs)
     assert type(graph) is TorchGraphRunner and graph.backend == "eager-cuda-graph"
     for rows in (1, 3, 5):
         x = np.random.default_rng(rows).normal(size=(rows, 4)).astype(np.float32)

@@ -20,7 +20,7 @@ from ptx.contract.names import FULL_PRECISION, TF32
 
 from ..runtime import backends as registry
 from ..model import records
-from ..model.opening import DEFAULT_BACKEND, open_model
+from ..model.opening import DEFAULT_BACKEND, load
 
 TIMING_S = 0.3  # per candidate and batch size, when no bench record says
 # Another backend replaces the default only when it is this much faster: short timings on a shared
@@ -99,7 +99,7 @@ def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) ->
     from .timing import head_feeds, time_calls
     from ..verify.cases import Case
 
-    predictor = open_model(model, row["backend"], root or run_dir.parent, row["device"], row["precision"],
+    predictor = load(model, row["backend"], row["device"], row["precision"], root=root or run_dir.parent,
                            run=run_dir)
     rates = []
     for batch in sorted({1, max_batch_size}):

@@ -24,7 +24,7 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..runtime import backends as registry
-from ..model.opening import open_model, require_run
+from ..model.opening import load, require_run
 from ..verify.cases import Case, file_cases, generated_cases, has_batch
 
 # The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
@@ -257,7 +257,7 @@ def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_B
                 continue
             try:
                 opened.append((label, backend, device, precision,
-                               open_model(name, backend.name, root, device, precision, run)))
+                               load(name, backend.name, device, precision, root=root, run=run)))
             except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or not on this CPU
                 skipped[label] = str(exc)
         rows += time_models(opened, cases, head_feeds, skipped=skipped, bare=bare, warmup=warmup, seconds=seconds,
@@ -320,11 +320,11 @@ def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, optio
     rows). The torch-free runtimes are timed first and torch's after them, as bench() does and for
     its reason (torch's idle threads slowed ONNX Runtime once torch had run)."""
     from ..formats.model_files import read_model_file
-    from ..model.readers import file_backends, group_reasons, open_options_for, open_rows
+    from ..model.readers import file_backends, group_reasons, open_rows
 
     path = Path(path)
     found = read_model_file(path)
-    options = open_options_for(found, options or {})
+    options = dict(options or {})
     result = PathBench(path, "samples/s")
     chosen = file_backends(found.kind, backends)
     cases: list[Case] | None = None

@@ -11,15 +11,13 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from ptx.contract.metadata import from_props
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.onnx_wire import read_onnx
-from ptx.contract.schema import ContractError
-from ptx.contract.tensors import Signature, TensorSig
-from ptx.contract.weights import AOTI_METADATA_SUFFIX, SIGNATURE_KEY, WEIGHTS_KEY, digest_of
-from ptx.errors import ArtifactError, PtxError
+from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
+from ptx.errors import ArtifactError
 
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
 CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
@@ -178,39 +176,3 @@ def check_weights(path: Path, metadata: Mapping[str, str], actual: str | None) -
     recorded = metadata.get(WEIGHTS_KEY)
     if recorded and actual is not None and recorded != actual:
         raise ArtifactError(f"{path}: {FOREIGN}")
-
-
-def recorded_signature(model_file_or_metadata, path: Path | None = None) -> Signature | None:
-    """The signature a file's ptx metadata records, or None where it records none."""
-    metadata = getattr(model_file_or_metadata, "metadata", model_file_or_metadata)
-    text = metadata.get(SIGNATURE_KEY)
-    if not text:
-        return None
-    try:
-        return Signature.from_json(text, f"{path or 'the file'}: ptx.{SIGNATURE_KEY}")
-    except ContractError as exc:
-        raise ArtifactError(f"{exc}; re-export the model, or give {IGNORE_HINT}") from None
-
-
-def check_graph_against(recorded: Signature, graph: Signature, path: Path) -> Signature:
-    """The recorded signature, once the graph is found to match it (names, dtypes, ranks, fixed
-    sizes): a hand-edited signature is refused rather than believed."""
-    for kind, claimed, actual in (("input", recorded.inputs, graph.inputs), ("output", recorded.outputs, graph.outputs)):
-        if [t.name for t in claimed] != [t.name for t in actual]:
-            raise ArtifactError(f"{path}: ptx.{SIGNATURE_KEY} names {kind}s {[t.name for t in claimed]}, the graph has "
-                                f"{[t.name for t in actual]}; re-export it, or give {IGNORE_HINT}")
-        for c, a in zip(claimed, actual):
-            if c.dtype != a.dtype or len(c.shape) != len(a.shape) or any(
-                    isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(c.shape, a.shape)):
-                raise ArtifactError(f"{path}: ptx.{SIGNATURE_KEY} says {kind} {c.name!r} is {c.dtype} {c.dims_text()}, "
-                                    f"the graph's is {a.dtype} {a.dims_text()}; re-export it, or give {IGNORE_HINT}")
-    return recorded
-
-
-def declared_signature(declared: Sequence[TensorSig], kind: str, path: Path) -> tuple[TensorSig, ...]:
-    """The inputs a user declared (--input) for a file that keeps none (TorchScript, pt2)."""
-    if not declared:
-        raise PtxError(f"{path}: a {kind} file keeps no description of its inputs: declare each, in forward()'s "
-                       "order, with --input NAME=SHAPE:DTYPE (e.g. --input x=batchx3x224x224:float32; "
-                       "library: load(path, inputs=[...]))")
-    return tuple(declared)

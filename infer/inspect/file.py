@@ -15,13 +15,14 @@ from typing import Mapping
 
 from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, FULL_PRECISION
 from ptx.contract.tensors import Signature
+from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
 
 from ..runtime import backends as registry
-from ..formats.model_files import (ONNX, SIGNATURE_KEY, TORCHSCRIPT, WEIGHTS_KEY, ModelFile, read_model_file,
-                          recorded_signature, weights_digest)
+from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file, weights_digest
+from ..formats.signature import recorded_signature
 from ..model.opening import KIND_NAMES
-from ..model.readers import FileBackend, open_options_for, open_rows, tutorial_signature
+from ..model.readers import FileBackend, open_rows, tutorial_signature
 
 RUNS_HERE, CANNOT, NOT_HERE, NOT_FOR_FILES = "runs here", "cannot run it", "not here", "tutorial exports only"
 
@@ -184,7 +185,7 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
     options = dict(options or {})
     if options.get("ignore_metadata"):
         found.metadata = {}
-    options = open_options_for(found, options)
+    options = dict(options or {})
     report = FileInspection(path, found.kind, path.stat().st_size, recorded_digest=found.metadata.get(WEIGHTS_KEY))
     if found.has_contract:
         report.model = found.metadata.get("model")
@@ -205,7 +206,7 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
             report.parameters = _torchscript_parameters(path)
         report.backends = [_tutorial_line(path, row, p) for row, p in rows]
         return report
-    known = found.kind == ONNX or bool(options.get("inputs")) or recorded_signature(found, path) is not None
+    known = found.kind == ONNX or bool(options.get("inputs")) or recorded_signature(found.metadata, path) is not None
     runnable = [row for row, _ in rows if row.backend.open_file is not None and not row.unavailable()] if known else []
     opened = open_rows(path, runnable, options, probe)
     reference = next(row for row, _ in rows if row.reference)
@@ -230,7 +231,7 @@ def _rows(fmt: str) -> list[tuple[FileBackend, str]]:
 def _source(found: ModelFile, options: Mapping, graph_word: str) -> str:
     if found.has_contract:
         return f"the ptx contract of the tutorial model {found.metadata.get('model')} (one input, one output)"
-    if recorded_signature(found, found.path) is not None and not options.get("batch_axes"):
+    if recorded_signature(found.metadata, found.path) is not None and not options.get("batch_axes"):
         return f"its ptx metadata (ptx.{SIGNATURE_KEY}), checked against {graph_word}"
     if options.get("inputs") and found.kind == ONNX:
         return f"{graph_word}, narrowed by your --input"
@@ -261,7 +262,7 @@ def _torch_signature(found: ModelFile, options: Mapping, model, reference: FileB
         report.source = f"not read: {reference.label} cannot open it" + (f" ({model})" if model else "")
     else:
         report.signature = model.signature
-        recorded = recorded_signature(found, found.path) is not None
+        recorded = recorded_signature(found.metadata, found.path) is not None
         checked = "the inputs you declared (--input)" if options.get("inputs") else "a probe run of the file"
         report.source = _source(found, options, checked) + ("" if recorded else ", outputs learned from two probe runs")
 
@@ -282,14 +283,14 @@ def _line(path: Path, found: ModelFile, row: FileBackend, precision: str, opened
 
 
 def _tutorial_line(path: Path, row: FileBackend, precision: str) -> BackendLine:
-    from ..model.opening import open_artifact
+    from ..model.opening import load
 
     label = row.backend.label(row.device, precision)
     why = row.unavailable()
     if why:
         return BackendLine(label, NOT_HERE, why + (_static(row.backend, path, None) if row.backend.static else ""))
     try:
-        open_artifact(path, row.backend.name, row.device, precision)
+        load(path, row.backend.name, row.device, precision)
     except PtxError as exc:
         return BackendLine(label, CANNOT, str(exc))
     except Exception as exc:  # noqa: BLE001 - a runtime's own exception, in one line

@@ -49,9 +49,9 @@ class OrtSide(Side):
         self.device, self.label, self.precision = device, label, precision
 
     def _values(self, names):
-        from ..runtime.ort_runner import open_session
+        from ..runtime.ort_runner import inference_session
 
-        session = open_session(self.graph.marked(names), self.device, self.precision,
+        session = inference_session(self.graph.marked(names), self.device, self.precision,
                                remedy="check it with `ptx inspect`")
         inputs = {i.name for i in session.get_inputs()}
         return dict(zip(names, session.run(names, {k: v for k, v in self.feeds.items() if k in inputs})))

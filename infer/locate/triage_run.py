@@ -18,7 +18,7 @@ from ptx.contract.comparison import JUDGING_BATCH
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.transforms import normalize, to_layout
 
-from ..model.opening import artifact_path, open_model
+from ..model.opening import artifact_path, load
 from .graph import LocateGraph
 from .sides import OpenVinoSide, OrtSide
 from .triage import Triage, triage
@@ -39,7 +39,7 @@ def real_feeds(model: str, root, run, notice: Callable[[str], None]) -> tuple[di
     """A batch of the real test samples verify judges labels on, as model.onnx takes them."""
     from ptx.trainers.data import judging_samples
 
-    f32 = open_model(model, "ort-cpu", root, "cpu", FULL_PRECISION, run)
+    f32 = load(model, "ort-cpu", "cpu", FULL_PRECISION, root=root, run=run)
     contract = f32.contract
     raw, _, data = judging_samples(f32.info.get("dataset") or model, contract, JUDGING_BATCH, notice=notice)
     x = to_layout(normalize(raw, contract), contract)

@@ -32,10 +32,7 @@ def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", ex
         raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model ({missing}); run it as your own "
                                   f"model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
                                   f"with `ptx export NAME{export_args}`")
-    from ..formats.model_files import WEIGHTS_KEY, check_weights, weights_digest
-
-    if strings.get(WEIGHTS_KEY):  # the contract belongs to these weights, or it is not believed
-        check_weights(Path(path), strings, weights_digest(Path(path)))
+    # Whether the strings belong to the file's weights was checked where it was opened (model_file).
     try:
         info = from_strings(strings)
     except ContractError as exc:

@@ -5,25 +5,34 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
 from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
-from ptx.contract.runs import run_folders, run_model
+from ptx.contract.metadata import CONTRACT
+from ptx.contract.runs import is_run, run_folders, run_model
+from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import TensorSig, as_declarations
-from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, NotPtxArtifactError, PtxError,
+from ptx.contract.weights import WEIGHTS_KEY
+from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning)
 from ptx.files import file_sha256
 
+from ..formats.model_files import ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
+from ..formats.signature import Opening
 from ..runtime import backends
+from .head import Head, artifact_info
 from .model import Model
 
 DEFAULT_BACKEND = "ort-cpu"
 # A user's own file: the backend that opens it by default, and how a one-line error calls it.
-DEFAULT_FILE_BACKEND = {"onnx": "ort-cpu", "torchscript": "torchscript", "pt2": "aoti"}
-KIND_NAMES = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a pt2 package"}
+DEFAULT_FILE_BACKEND = {"onnx": "ort-cpu", "torchscript": "torchscript", "pt2": "aoti", "checkpoint": "eager",
+                        "module": "eager"}
+KIND_NAMES = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a pt2 package",
+              "checkpoint": "a ptx checkpoint", "module": "an nn.Module"}
 DEVICES = ("cpu", "cuda")
 ARTIFACT_SUFFIXES = {Path(f).suffix for f in ARTIFACT_FILES.values()}  # .pt, .onnx, .pt2
 
@@ -134,24 +143,6 @@ def check_device(backend: str, device: str | None) -> str:
     raise PtxError(f"backend {backend} runs on {', '.join(chosen.devices)} only, not {device}: {hint}")
 
 
-def open_artifact(path: str | Path, backend: str, device: str | None = None,
-                  precision: str = FULL_PRECISION) -> Model:
-    """A Model for the artifact file at ``path`` through ``backend`` on ``device`` (default: the
-    backend's own; export validates through this, so a file is checked by the very code that will
-    serve it)."""
-    chosen = backends.get(backend)
-    device = check_device(backend, device)
-    chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
-    if precision not in chosen.precisions_on(device):
-        raise PtxError(f"backend {backend} runs {', '.join(chosen.precisions_on(device))} on {device}, not {precision}"
-                       f" ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
-    extra = {} if precision == FULL_PRECISION else {"precision": precision}
-    predictor = chosen.load(Path(path), device, **extra)
-    if precision != FULL_PRECISION:
-        predictor.unusable = unusable_reason(predictor, chosen.label(device, precision))
-    return predictor
-
-
 def unusable_reason(predictor: Model, label: str) -> str | None:
     """Why ``predictor``'s reduced precision should not be used here: this machine's verify record
     (or export's judgement) for its file says NOT USABLE or FAIL. None otherwise, or with no record."""
@@ -163,20 +154,6 @@ def unusable_reason(predictor: Model, label: str) -> str | None:
     model = predictor.contract.model
     return (f"{label} is {status} for {model} on this machine (as `ptx verify`/`ptx export` judged "
             f"{predictor.path.name} here): use f32, or see `ptx verify {model} --backends {label}`")
-
-
-def open_model(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT, device: str | None = None,
-               precision: str = FULL_PRECISION, run: str | Path | None = None) -> Model:
-    """``model``'s artifact for ``backend`` at ``precision`` in its run folder (ROOT/NAME, or
-    ``run``), refused when it belongs to another model (an export written into the wrong run
-    folder). ``predictor.stale`` says so when it was exported from another checkpoint than the
-    run's own."""
-    predictor = open_artifact(artifact_path(model, backend, root, precision, run), backend, device, precision)
-    if predictor.contract.model != model:
-        raise ArtifactError(f"{predictor.path} holds {predictor.contract.model}'s model, not {model}'s: "
-                            f"re-run `ptx export {model}`")
-    predictor.stale = stale_reason(predictor, run_folder(model, root, run))
-    return predictor
 
 
 def stale_reason(predictor: Model, run_dir: Path) -> str | None:
@@ -193,15 +170,17 @@ def stale_reason(predictor: Model, run_dir: Path) -> str | None:
             f"since): re-run `ptx export {predictor.contract.model}` to serve the run's current weights")
 
 
-def load(model_or_path, backend: str | None = None, *, root: str | Path = DEFAULT_RUNS_ROOT,
-         device: str | None = None, precision: str | None = None, run: str | Path | None = None,
-         inputs=None, batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True):
-    """A Model for a registered model's artifacts in its run folder (``root``/NAME, or ``run``:
-    the folder ``ptx train --out`` wrote), or for a model file alone: a tutorial model's export, or
-    your own model (an ONNX file, a TorchScript file, a pt2 package, or a live ``nn.Module``).
+def load(target, backend: str | None = None, device: str | None = None, precision: str | None = None, *,
+         root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None, inputs=None,
+         batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True) -> Model:
+    """A Model for a registered model's artifacts in its run folder (``root``/NAME, or ``run``: the
+    folder ``ptx train --out`` wrote, which may also be given as ``target`` itself), or for a model
+    file alone: a tutorial model's export, or your own model (an ONNX file, a TorchScript file, a
+    pt2 package, or a live ``nn.Module``). Which of these it is is decided here, once: every Model
+    answers ``run({input name: array}) -> {output name: array}``, and one whose file carries a
+    tutorial contract also answers ``predict(...)`` through its head.
 
-    Every predictor answers ``run({input name: array}) -> {output name: array}``. Your own model's
-    contract is its tensors: an ONNX file describes them itself; a TorchScript or pt2 file does not,
+    Your own model's tensors: an ONNX file describes them itself; a TorchScript or pt2 file does not,
     so ``inputs`` declares them in forward()'s order (``["x=batchx3x224x224:float32", ...]`` or
     TensorSigs), as does an ``nn.Module``'s. ``batch_axes`` ({input name: axis or None}) overrides
     where ptx reads each input's batch. ``ignore_metadata`` runs a file as your own model even where
@@ -209,124 +188,169 @@ def load(model_or_path, backend: str | None = None, *, root: str | Path = DEFAUL
     file ptx did not write in a child process first, so that a runtime crash on it is one error.
 
     An artifact exported from another checkpoint than its run's is served, with a
-    ``StaleArtifactWarning`` and the reason in ``predictor.stale``.
+    ``StaleArtifactWarning`` and the reason in ``model.stale``.
 
-    ``backend`` is a name from ``ptx.infer.runtime.backends`` (default: ort-cpu for a model name, the file's
+    ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
     own kind for a path). ``device`` (cpu/cuda; default: the backend's own, cpu where it runs on
     several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
-    backends that take it.
-    ``precision`` (f32, bf16, int8) is one the backend runs: int8 reads model.int8.onnx (from
-    ``ptx export NAME --format onnx-int8``); default f32, or the file's own for a path.
+    backends that take it. ``precision`` (f32, bf16, int8, tf32) is one the backend runs: int8
+    reads model.int8.onnx (from ``ptx export NAME --format onnx-int8``); default f32, or the file's
+    own for a path.
     """
-    if is_module(model_or_path):
-        return open_module(model_or_path, inputs, device)
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        raise PtxError(f"load() takes a model name, a model file's path or an nn.Module, not "
-                       f"{type(model_or_path).__name__}")
-    candidate = Path(model_or_path)
-    if candidate.suffix in ARTIFACT_SUFFIXES or candidate.is_file():
-        from ..formats.model_files import PT2, is_torch_save, read_model_file
-
-        if candidate.is_file() and is_torch_save(candidate):  # a checkpoint: eager rebuilds its model
-            return _load_artifact(candidate, CHECKPOINT_FORMAT, backend, device, precision)
-        found = read_model_file(candidate)  # no such file, a folder, not a model: one line
-        own = dict(backend=backend, device=device, precision=precision, inputs=inputs, batch_axes=batch_axes,
-                   ignore_metadata=ignore_metadata, probe=probe)
-        if ignore_metadata or inputs or batch_axes or (not found.has_contract and found.kind != PT2):
-            return open_own_model(candidate, **own)
-        try:
-            return _load_artifact(candidate, _format_of(found), backend, device, precision)
-        except NotPtxArtifactError:  # a pt2 package is read by loading it: one without ptx's contract is the user's
-            return open_own_model(candidate, **own)
+    opened = dict(inputs=inputs, batch_axes=batch_axes, ignore_metadata=ignore_metadata, probe=probe)
+    if is_module(target):
+        return open_path(None, backend, device, precision, module=target, **opened)
+    if not isinstance(target, (str, os.PathLike)):
+        raise PtxError(f"load() takes a model name, a run folder, a model file's path or an nn.Module, not "
+                       f"{type(target).__name__}")
+    path = Path(target)
+    if run is None and path.is_dir() and is_run(path):  # load("runs/convnet") as --run runs/convnet
+        target, run = _model_of_run(path), path
+    elif path.suffix in ARTIFACT_SUFFIXES or path.is_file():
+        return _warned(open_path(path, backend, device, precision, **opened))
     if backend is not None:
         backends.get(backend)  # an unknown name is one clear error before any file is touched
     # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
-    check_device(backend or DEFAULT_BACKEND, device)  # before any file is looked for
-    predictor = open_model(str(model_or_path), backend or DEFAULT_BACKEND, root, device, precision or FULL_PRECISION,
-                           run)
-    if predictor.stale:
-        warnings.warn(predictor.stale, StaleArtifactWarning, stacklevel=2)
-    return _warned(predictor)
+    backend = backend or DEFAULT_BACKEND
+    check_device(backend, device)  # before any file is looked for
+    model = open_path(artifact_path(str(target), backend, root, precision or FULL_PRECISION, run), backend, device,
+                      precision or FULL_PRECISION, tutorial=str(target))
+    model.stale = stale_reason(model, run_folder(str(target), root, run))
+    if model.stale:
+        warnings.warn(model.stale, StaleArtifactWarning, stacklevel=2)
+    return _warned(model)
 
 
-def _format_of(found) -> str:
-    """The artifact format of a tutorial model's file, from its content (its name may be any)."""
-    if found.kind == "onnx":
-        return "onnx-int8" if found.metadata.get("precision") == "int8" else "onnx"
-    return found.kind
+open_artifact = load  # the name export's validation and older apps call it by
 
 
-def _load_artifact(candidate: Path, fmt: str, backend: str | None, device: str | None, precision: str | None):
-    """A tutorial model's artifact file through ``backend`` (default: the first that reads ``fmt``)."""
-    if backend is not None:
-        backends.get(backend)  # an unknown name is one clear error
-    backend = backend or default_backend(fmt)
-    chosen = backends.get(backend)
-    if precision is None:  # the file's own: the precision whose artifact it is
-        precision = next((p for p in chosen.precision_names if chosen.artifact_for(p) == fmt), FULL_PRECISION)
-    if chosen.artifact_for(precision) != fmt:
-        at = "" if precision == FULL_PRECISION else f" at {precision}"
-        raise PtxError(f"{candidate} is a {fmt} artifact; backend {backend}{at} reads {chosen.artifact_for(precision)}")
-    return _warned(open_artifact(candidate, backend, device, precision))
+def _model_of_run(folder: Path) -> str:
+    """The model a run folder holds, as its metrics.json (else its checkpoint) says."""
+    from ptx.contract.runs import check_model
+
+    held = run_model(folder)
+    if held is None and (folder / CHECKPOINT_FILE).is_file():  # metrics.json lost: ask the checkpoint (torch)
+        from ptx.trainers.checkpoint import checkpoint_owner
+
+        held = checkpoint_owner(folder / CHECKPOINT_FILE)
+    return check_model(None, held, folder, "NAME")
 
 
-def _warned(predictor: Model) -> Model:
-    if predictor.unusable:
-        warnings.warn(predictor.unusable, UnusablePrecisionWarning, stacklevel=3)
-    return predictor
+def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
+    """What ``path`` is (ONNX, TorchScript, pt2, or a ptx checkpoint, whose contract only torch can
+    read) and the ptx metadata believed of it: none with ``ignore_metadata``; refused, in one line,
+    when it was written for other weights than the file's."""
+    if path.is_file() and is_torch_save(path):
+        return ModelFile(path, CHECKPOINT_FORMAT, {})
+    found = read_model_file(path)  # no such file, a folder, not a model: one line
+    if ignore_metadata:
+        return replace(found, metadata={})
+    digest = found.digest if found.kind == "onnx" else (weights_digest(path, found.kind)
+                                                        if found.metadata.get(WEIGHTS_KEY) else None)
+    check_weights(path, found.metadata, digest)
+    return found
 
 
-# -- a user's own model: a file ptx did not write (or wrote from a user's module), or a live nn.Module --
+def open_path(path: Path | None, backend: str | None = None, device: str | None = None, precision: str | None = None,
+              *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
+              ignore_metadata: bool = False, probe: bool = True, tutorial: str | None = None) -> Model:
+    """A Model for the model at ``path`` (or the live ``module``) through ``backend``: the one place
+    where what a model is decides how it opens (opening_of), then the backend's one opener runs it
+    and the head comes from its contract, or there is none (model_of). ``tutorial``: the model's
+    registered name, where ``path`` was found in its run folder (the file must hold its export)."""
+    opening, info = opening_of(path, module=module, inputs=inputs, batch_axes=batch_axes,
+                               ignore_metadata=ignore_metadata, tutorial=tutorial)
+    chosen, device = resolve_backend(opening.kind, backend, device)
+    stored = opening.metadata.get("precision", FULL_PRECISION)
+    precision = precision or (stored if stored in chosen.precisions_on(device) else FULL_PRECISION)
+    _check_precision(chosen, device, precision, stored, path)
+    why = chosen.unavailable(device)
+    if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
+        raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
+                                      f"{DEFAULT_FILE_BACKEND[opening.kind]}")
+    if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:
+        probe_in_child(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
+    model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
+    if precision != FULL_PRECISION and path is not None:
+        model.unusable = unusable_reason(model, chosen.label(device, precision))
+    return model
+
+
+def opening_of(path: Path | None, *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
+               ignore_metadata: bool = False, tutorial: str | None = None):
+    """(Opening, ArtifactInfo or None): what the model at ``path`` is, decided once. Its signature
+    will come from its contract, a recorded ptx.signature, its graph or ``inputs``
+    (formats/signature.py); the info is its contract, where it carries one."""
+    found = ModelFile(None, "module", {}) if module is not None else model_file(Path(path), ignore_metadata)
+    # A tutorial model's export must hold its contract; a checkpoint's is read by torch (model_of).
+    holds_contract = CONTRACT in found.metadata or (tutorial and found.kind != CHECKPOINT_FORMAT)
+    info = artifact_info(found.path, found.metadata) if holds_contract else None
+    opening = Opening(found.kind, found.metadata, inputs=as_declarations(inputs), batch_axes=dict(batch_axes or {}),
+                      contract=signature_of_contract(info.contract, info.raw_input) if info else None,
+                      name=found.name if found.metadata else None, module=module)
+    return opening, info
+
+
+def model_of(runner, info=None, tutorial: str | None = None) -> Model:
+    """The runner and, where the model has a contract, the head it gives."""
+    if info is None and CONTRACT in runner.metadata:  # a checkpoint: torch has read its contract
+        info = artifact_info(runner.path, runner.metadata)
+    if tutorial and info.contract.model != tutorial:
+        raise ArtifactError(f"{runner.path} holds {info.contract.model}'s model, not {tutorial}'s: re-run `ptx export "
+                            f"{tutorial}`")
+    return Model(runner, Head(info) if info is not None else None)
+
+
+# Files ptx did not write may crash a runtime's loader: they are opened in a child process first.
+FOREIGN_KINDS = ("onnx", "torchscript", "pt2")
+
+
+def _check_precision(chosen, device: str, precision: str, stored: str, path: Path | None) -> None:
+    """A precision the backend runs on ``device``, and the file's own: an int8 file is its own
+    artifact (model.int8.onnx), never the f32 file run at int8, nor the other way round."""
+    fmt = chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
+    if precision not in chosen.precisions_on(device):
+        raise PtxError(f"backend {chosen.name} runs {', '.join(chosen.precisions_on(device))} on {device}, not "
+                       f"{precision} ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
+    wants_int8 = fmt == "onnx-int8"
+    if path is not None and (stored == "int8") != wants_int8:
+        raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
+                            + ("`ptx export --format onnx-int8` writes model.int8.onnx" if wants_int8 else
+                               "open it at int8 (--precision int8)"))
+
+
+def _warned(model: Model) -> Model:
+    if model.unusable:
+        warnings.warn(model.unusable, UnusablePrecisionWarning, stacklevel=3)
+    return model
 
 
 def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple[object, str]:
     """(Backend, device) for ``backend`` (a name or a label such as ort-cuda / torchscript-cuda) on
-    a file of ``kind``; one line naming the ones that fit otherwise."""
+    a model of ``kind``; one line naming the ones that fit otherwise."""
     name = backend or DEFAULT_FILE_BACKEND[kind]
     fitting = backends.file_pairs(kind)
     for b, d in fitting:
-        if name == b.label(d) or (name == b.name and (device is None or d == device.split(":")[0])):
+        if name == b.label(d) and name != b.name:  # a label names its device
             return b, (device if device and device.split(":")[0] == d else d)
-    offered = ", ".join(dict.fromkeys(b.label(d) for b, d in fitting))
-    raise PtxError(f"backend {name}{'' if device is None else f' on {device}'} does not run {KIND_NAMES[kind]}; "
-                   f"these do: {offered}")
-
-
-def open_own_model(path: str | Path, backend: str | None = None, *, device: str | None = None,
-                   precision: str | None = None, inputs: Sequence[TensorSig | str] | None = None,
-                   batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
-                   probe: bool = True) -> Model:
-    """A Model (a runner without a head) for the model file at ``path`` through ``backend`` (default: the file's own
-    runtime on the CPU). ``inputs`` declares what a TorchScript or pt2 file takes; ``batch_axes``
-    ({name: axis or None}) overrides where ptx reads each input's batch. A file ptx did not write is
-    first opened in a child process (``probe``): ONNX Runtime, OpenVINO and torch's loaders have
-    crashed on malformed graphs, and a crash there is one line, never the end of ptx."""
-    from ..formats.model_files import read_model_file
-
-    path = Path(path)
-    found = read_model_file(path)
-    chosen, device = resolve_backend(found.kind, backend, device)
-    why = chosen.unavailable(device)
-    if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
-        raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
-                                      f"{DEFAULT_FILE_BACKEND[found.kind]}")
-    declared = as_declarations(inputs)
-    options = {"inputs": declared, "batch_axes": dict(batch_axes or {}), "ignore_metadata": ignore_metadata}
-    if probe and (ignore_metadata or not found.metadata):
-        probe_in_child(path, chosen.label(device), device, declared, batch_axes, ignore_metadata)
-    return Model(chosen.open_file(path, device, precision or FULL_PRECISION, **options))
+    chosen = backends.get(name)  # an unknown name: the registry's one line
+    if kind not in chosen.kinds:
+        offered = ", ".join(dict.fromkeys(b.label(d) for b, d in fitting))
+        raise PtxError(f"backend {name}{'' if device is None else f' on {device}'} does not run {KIND_NAMES[kind]}; "
+                       f"these do: {offered}")
+    return chosen, check_device(name, device)
 
 
 PROBE = """
 import json, sys
 from ptx.errors import PtxError
-from ptx.infer.model.opening import open_own_model
-args = json.loads(sys.argv[1])
-try:
-    open_own_model(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
-                   batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
-except PtxError:
-    pass  # refused in one line: the parent opens it again and says so
+from ptx.infer.model.opening import load
+for args in json.loads(sys.argv[1]):
+    try:
+        load(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
+             batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
+    except PtxError:
+        pass  # refused in one line: the parent opens it again and says so
 """
 
 
@@ -337,7 +361,7 @@ def probe_in_child(path: Path, backend: str, device: str, declared: Sequence[Ten
     from ptx.export.child import run_child
 
     args = probe_args(path, backend, device, declared, batch_axes, ignore_metadata)
-    run_child(PROBE, json.dumps(args), what=f"{backend} opening {path.name}")
+    run_child(PROBE, json.dumps([args]), what=f"{backend} opening {path.name}")
 
 
 def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
@@ -353,9 +377,3 @@ def is_module(obj) -> bool:
     """An nn.Module, told without importing torch (an app that holds one has imported it)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.nn.Module)
-
-
-def open_module(module, inputs: Sequence[TensorSig | str] | None, device: str | None = None) -> Model:
-    from ..runtime.torch_runner import open_module as module_runner
-
-    return Model(module_runner(module, as_declarations(inputs), device or "cpu"))

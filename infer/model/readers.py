@@ -16,8 +16,8 @@ from ptx.contract.tensors import Signature, as_declarations
 from ptx.errors import PtxError
 
 from ..runtime import backends as registry
-from ..formats.model_files import SIGNATURE_KEY, ModelFile, read_model_file
-from .opening import DEFAULT_FILE_BACKEND, KIND_NAMES, open_own_model, probe_args
+from ..formats.model_files import ModelFile, read_model_file
+from .opening import DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, load, probe_args
 
 NO_GPU = "no GPU"
 
@@ -70,20 +70,6 @@ def group_reasons(reasons: Mapping[str, str]) -> list[str]:
     return [f"{', '.join(labels)}: {why}" for why, labels in by_reason.items()]
 
 
-def open_options_for(found: ModelFile, options: Mapping) -> dict:
-    """``open_own_model``'s options for ``found``: a tutorial model's TorchScript or pt2 export keeps
-    its inputs in its contract, so they are declared from it where the user declared none and the
-    file records no signature of its own (one that does names its outputs as the contract does,
-    ``logits``, where inputs declared here would leave them named by position, ``output``)."""
-    options = dict(options)
-    if found.has_contract and not options.get("inputs") and found.kind != "onnx" \
-            and SIGNATURE_KEY not in found.metadata:
-        signature = tutorial_signature(found)
-        if signature is not None:
-            options["inputs"] = list(signature.inputs)
-    return options
-
-
 def tutorial_signature(found: ModelFile) -> Signature | None:
     """The tensor layer of a tutorial model's export (its contract's one input and one output)."""
     from .head import artifact_info
@@ -94,30 +80,12 @@ def tutorial_signature(found: ModelFile) -> Signature | None:
     return signature_of_contract(info.contract, info.raw_input)
 
 
-def open_file_model(path: Path, row: FileBackend, options: Mapping, probe: bool = True):
-    """``row``'s Model for the file (a foreign file is opened in a child process first)."""
-    return open_own_model(path, row.label, device=row.device, probe=probe, **options)
-
-
-# Every backend opens the file in turn in one child: one interpreter start for all of them (each costs
-# ~0.7 s here), where open_own_model's own probe starts one per backend.
-PROBE_ROWS = """
-import json, sys
-from ptx.errors import PtxError
-from ptx.infer.model.opening import open_own_model
-for args in json.loads(sys.argv[1]):
-    try:
-        open_own_model(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
-                       batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
-    except PtxError:
-        pass  # refused in one line: the parent opens it again and says so
-"""
-
-
 def probe_rows(path: Path, rows: Sequence[FileBackend], options: Mapping) -> dict[str, PtxError]:
     """Open a file ptx did not write with every backend of ``rows`` in a child process first, as
-    open_own_model does with one (a runtime that crashes on a malformed graph crashes there): {label:
-    ChildCrashError} for each backend that crashed (found by trying them one by one after a crash)."""
+    load does with one (a runtime that crashes on a malformed graph crashes there): {label:
+    ChildCrashError} for each backend that crashed (found by trying them one by one after a crash).
+    Every backend opens the file in turn in one child: one interpreter start for all of them (each
+    costs ~0.7 s here), where load's own probe starts one per backend."""
     from ptx.export.child import ChildCrashError, run_child
 
     found = read_model_file(path)
@@ -127,13 +95,13 @@ def probe_rows(path: Path, rows: Sequence[FileBackend], options: Mapping) -> dic
     args = [probe_args(path, r.label, r.device, declared, options.get("batch_axes"),
                        bool(options.get("ignore_metadata"))) for r in rows]
     try:
-        run_child(PROBE_ROWS, json.dumps(args), what=f"opening {path.name}")
+        run_child(PROBE, json.dumps(args), what=f"opening {path.name}")
         return {}
     except ChildCrashError:
         crashed: dict[str, PtxError] = {}
         for row, one in zip(rows, args):
             try:
-                run_child(PROBE_ROWS, json.dumps([one]), what=f"{row.label} opening {path.name}")
+                run_child(PROBE, json.dumps([one]), what=f"{row.label} opening {path.name}")
             except ChildCrashError as exc:
                 crashed[row.label] = exc
         return crashed
@@ -145,7 +113,7 @@ def open_rows(path: Path, rows: Sequence[FileBackend], options: Mapping, probe: 
     for row in rows:
         if row.label not in opened:
             try:
-                opened[row.label] = open_file_model(path, row, options, probe=False)
+                opened[row.label] = load(path, row.label, device=row.device, probe=False, **options)
             except PtxError as exc:
                 opened[row.label] = exc
     return opened

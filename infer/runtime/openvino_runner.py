@@ -13,27 +13,21 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
-from ptx.contract.metadata import from_props
 from ptx.contract.names import FULL_PRECISION
-from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
-from ..formats.model_files import check_weights, read_model_file
+from ..formats.signature import Opening
 from ..formats.onnx_graph import graph_signature, read_graph
-from .ort_runner import export_signature, file_signature
 from .runner import Runner, describe_feeds
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
 RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's own ops; the rest f32
-FILE_PRECISIONS = (FULL_PRECISION, "bf16")  # int8 is a file of its own (a tutorial model's model.int8.onnx)
 SHAPE_CACHE = 8  # compiled shapes kept per runner (verify uses a handful, a server one or two)
-OV_TYPES = {"f32": "tensor(float)", "i64": "tensor(int64)", "u8": "tensor(uint8)"}
 
 
 def import_openvino():
@@ -61,29 +55,6 @@ def has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def refuse_bf16_without_instructions(precision: str, remedy: str = "") -> None:
-    """bf16 only where this CPU runs it natively: OpenVINO would silently run f32 otherwise."""
-    if precision == "bf16" and not has_bf16():
-        raise BackendUnavailableError(f"openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32){remedy}")
-
-
-def _graph_tensor(port) -> SimpleNamespace:
-    """An OpenVINO port described as ORT describes a graph tensor, for the shared graph check."""
-    shape = [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
-    return SimpleNamespace(name=port.get_any_name(), type=OV_TYPES.get(port.get_element_type().get_type_name(), "?"),
-                           shape=shape)
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: not a readable ONNX file ({type(exc).__name__}); re-export with `ptx export`") from None
-    return from_props({p.key: p.value for p in proto.metadata_props})
-
-
 def openvino_complaint(exc: BaseException) -> str:
     """What OpenVINO says went wrong, in one line: its messages open with the C++ check that failed
     ("Check 'TRShape::broadcast_merge_into(...)' failed at src/...") and say why on the lines after."""
@@ -99,13 +70,25 @@ class OpenVinoRunner(Runner):
 
     backend = "openvino"
 
-    def __init__(self, path: str | Path, precision: str, signature: Signature, *, name: str | None = None,
-                 metadata: Mapping[str, str] | None = None, core=None, model=None):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION,
+                 opening: Opening | None = None):
         ov = import_openvino()
-        path = Path(path)
-        self.core = core or ov.Core()
-        self.model = model or read_openvino_model(self.core, path, "")
-        super().__init__(signature, path, name, metadata)
+        path, opening = Path(path), opening or Opening("onnx")
+        if device != "cpu":
+            raise PtxError(f"openvino runs on the CPU here, not {device}")
+        if precision not in RUNTIME_PRECISION:
+            raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
+        if precision == "bf16" and not has_bf16():  # OpenVINO would silently run f32
+            raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32)")
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(path))
+        except Exception as exc:  # the ONNX frontend's refusal names the operator it cannot convert
+            raise ArtifactError(f"{path}: OpenVINO cannot read it ({openvino_complaint(exc)}); {opening.remedy}") \
+                from None
+        # The graph's own signature (onnx): OpenVINO's reader drops the names of symbolic dimensions.
+        signature = opening.of_graph(graph_signature(read_graph(path), path, opening.batch_axes), path)
+        super().__init__(signature, path, opening.name, opening.metadata)
         self.device, self.precision = "cpu", precision
         self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision],
                        # One stream using every core: a synchronous call gets all of them.
@@ -154,53 +137,3 @@ class OpenVinoRunner(Runner):
         """The compiled model's infer request called directly, as an OpenVINO user would."""
         request, _ = self.compiled_for({n: a.shape for n, a in feeds.items()})
         return "bare OpenVINO infer request", lambda: request.infer(feeds, share_inputs=True)
-
-
-def read_openvino_model(core, path: Path, remedy: str):
-    try:
-        return core.read_model(str(path))
-    except Exception as exc:  # the ONNX frontend's refusal names the operator it cannot convert
-        raise ArtifactError(f"{path}: OpenVINO cannot read it ({openvino_complaint(exc)}){remedy}") from None
-
-
-def open_file_runner(path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION, *,
-                     batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
-                     inputs: Sequence[TensorSig] = ()) -> OpenVinoRunner:
-    """openvino's ``open_file``: a user's ONNX file, f32 or bf16."""
-    import_openvino()
-    path = Path(path)
-    if device != "cpu":
-        raise PtxError(f"openvino runs on the CPU here, not {device}")
-    if precision not in FILE_PRECISIONS:
-        raise PtxError(f"openvino runs your own ONNX file at {' or '.join(FILE_PRECISIONS)}, not {precision}")
-    refuse_bf16_without_instructions(precision)
-    found = read_model_file(path)
-    metadata = {} if ignore_metadata else found.metadata
-    check_weights(path, metadata, found.digest)
-    signature = file_signature(path, graph_signature(read_graph(path), path, batch_axes), metadata, batch_axes, inputs)
-    return OpenVinoRunner(path, precision, signature, name=found.name if not ignore_metadata else None,
-                          metadata=metadata)
-
-
-def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION):
-    """openvino's ``load``: a tutorial model's export (model.onnx at f32 or bf16, model.int8.onnx at
-    int8), its graph checked against its contract, the head above."""
-    from ..model.head import Head, artifact_info
-    from ..model.model import Model
-
-    ov = import_openvino()
-    path = Path(path)
-    if precision not in RUNTIME_PRECISION:
-        raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
-    refuse_bf16_without_instructions(precision, ": drop --precision for f32, or use --precision int8 (model.int8.onnx "
-                                                "from `ptx export NAME --format onnx-int8`)")
-    info = artifact_info(path, _metadata(path))
-    stored = info.get("precision", FULL_PRECISION)
-    if (stored == "int8") != (precision == "int8"):
-        raise ArtifactError(f"{path} holds a {stored} model; openvino {precision} reads "
-                            f"{'model.int8.onnx' if precision == 'int8' else 'model.onnx'}")
-    core = ov.Core()
-    model = read_openvino_model(core, path, "; re-export with `ptx export`")
-    runner = OpenVinoRunner(path, precision, export_signature(model.inputs, model.outputs, info, path, _graph_tensor),
-                            core=core, model=model)
-    return Model(runner, Head(info))

@@ -20,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ptx.errors import BackendUnavailableError
 
 from .graph_shapes import GraphSlots, fill_padded, first_rows
-from .ort_runner import OrtRunner, open_artifact_model, open_file_runner, run_bound_host
+from .ort_runner import OrtRunner, run_bound_host
 from .ort_session import import_ort
 
 GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option naming the graph a run captures or replays
@@ -147,13 +146,3 @@ class OrtGraphRunner(OrtRunner):
 def _copied(out: np.ndarray, x: np.ndarray) -> np.ndarray:
     np.copyto(out, x)
     return out
-
-
-def open_graph_artifact(path: str | Path, device: str = "cuda", precision: str = "f32"):
-    """ort-cuda-graph's ``load``: a tutorial model's export on the graph runner."""
-    return open_artifact_model(path, device, precision, runner_class=OrtGraphRunner)
-
-
-def open_graph_file(path: str | Path, device: str = "cuda", precision: str = "f32", **options):
-    """ort-cuda-graph's ``open_file``: a user's ONNX file on the graph runner."""
-    return open_file_runner(path, device, precision, runner_class=OrtGraphRunner, **options)

@@ -12,28 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
-from ptx.contract.schema import signature_of_contract
-from ptx.contract.tensors import Signature, TensorSig, infer_batch_axes
+from ptx.contract.tensors import Signature
 from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
 
 from .host_memory import HostBuffers, cuda_runtime_pinner
 from ..formats.onnx_graph import session_signature
-from ..formats.model_files import IGNORE_HINT, check_graph_against, check_weights, read_model_file, recorded_signature
+from ..formats.signature import Opening
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
 from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
 
-FOREIGN_REMEDY = "check the file with `ptx inspect`, or re-export it"
-SignatureOf = Callable[[object, Path], Signature]  # (session, path) -> the signature the runner answers by
 
-
-def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
+def inference_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
                  remedy: str = "re-export with `ptx export`"):
     """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
     refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
@@ -84,22 +79,21 @@ def open_session(path: Path, device: str, precision: str = "f32", cuda_graph: bo
 
 class OrtRunner(Runner):
     """An InferenceSession created once; ``run`` is thread-safe as ORT's sessions are. On CUDA no
-    node may fall back to the CPU (the session refuses, naming the nodes). ``signature_of(session,
-    path)`` says what the runner answers by: a tutorial export's contract or a user's graph."""
+    node may fall back to the CPU (the session refuses, naming the nodes). The signature is what
+    ``opening`` makes of the session's graph (a tutorial export's contract, a user's graph)."""
 
     cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
 
-    def __init__(self, path: str | Path, device: str, precision: str, signature_of: SignatureOf, *,
-                 name: str | None = None, metadata: Mapping[str, str] | None = None,
-                 remedy: str = "re-export with `ptx export`"):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32", opening: Opening | None = None):
         path = Path(path)
+        opening = opening or Opening("onnx")
         self.on_cuda = device.startswith("cuda")
         self.device_id = cuda_device_id(device) if self.on_cuda else 0
         if precision == "tf32" and not self.on_cuda:
             raise BackendUnavailableError("tf32 is a mode of CUDA GPUs: use ort-cuda, or f32 on the CPU")
-        self.session = open_session(path, device, precision, cuda_graph=self.cuda_graph, remedy=remedy)
-        signature = signature_of(self.session, path)
-        super().__init__(signature, path, name, metadata)
+        self.session = inference_session(path, device, precision, cuda_graph=self.cuda_graph, remedy=opening.remedy)
+        signature = opening.of_graph(session_signature(self.session, path, opening.batch_axes), path)
+        super().__init__(signature, path, opening.name, opening.metadata)
         self.backend = "ort-cuda" if self.on_cuda else "ort-cpu"
         self.device = device
         self.precision = precision
@@ -249,146 +243,3 @@ def run_bound_host(runner: OrtRunner, feeds: Mapping[str, np.ndarray], run_optio
         runner.session.run_with_iobinding(binding, run_options)
         return {n: out.copy() for n, out in outs.items()} if host is not None else outs
 
-
-# -- where the signature comes from: a user's file -------------------------------------------------
-
-
-def open_file_runner(path: str | Path, device: str = "cpu", precision: str = "f32", *,
-                     batch_axes: Mapping[str, int | None] | None = None, ignore_metadata: bool = False,
-                     inputs: Sequence[TensorSig] = (), runner_class: type[OrtRunner] = OrtRunner) -> OrtRunner:
-    """A user's ONNX file (ort-cpu, ort-cuda, ort-cuda-graph's ``open_file``): its signature is what
-    its graph says, or the ptx.signature its metadata records, narrowed by the user's --input."""
-    path = Path(path)
-    found = read_model_file(path)
-    metadata = {} if ignore_metadata else found.metadata
-    check_weights(path, metadata, found.digest)
-
-    def signature_of(session, path: Path) -> Signature:
-        return file_signature(path, session_signature(session, path, batch_axes), metadata, batch_axes, inputs)
-
-    return runner_class(path, device, precision, signature_of, name=found.name if not ignore_metadata else None,
-                        metadata=metadata, remedy=FOREIGN_REMEDY)
-
-
-def file_signature(path: Path, graph: Signature, metadata: Mapping[str, str],
-                   batch_axes: Mapping[str, int | None] | None, inputs: Sequence[TensorSig]) -> Signature:
-    """An ONNX file's signature as every runtime takes it: what its graph says, or the ptx.signature
-    its metadata records once the graph is found to match it, narrowed by the user's --input."""
-    recorded = recorded_signature(metadata, path)
-    signature = check_graph_against(recorded, graph, path) if recorded and not batch_axes else graph
-    if not recorded and any(not t.shape for t in signature.inputs):
-        signature = _shape_unranked(signature, inputs, path, batch_axes)
-    return _with_declared(signature, inputs, path) if inputs else signature
-
-
-def _shape_unranked(signature: Signature, declared: Sequence[TensorSig], path: Path,
-                    batch_axes: Mapping[str, int | None] | None) -> Signature:
-    """An input the graph gives no shape at all (not even a rank) was taken for a scalar, since ONNX
-    Runtime lists both as []: every real sample was then refused as the wrong rank and inspect
-    printed []. Such an input takes its shape from --input, or the file is refused saying so."""
-    from ptx.contract.onnx_wire import shapeless_inputs
-
-    unranked = shapeless_inputs(path) & {t.name for t in signature.inputs if not t.shape}
-    if not unranked:
-        return signature
-    by_name = {t.name: t for t in declared}
-    inputs = []
-    for t in signature.inputs:
-        d = by_name.get(t.name)
-        if t.name in unranked and d is None:
-            raise ArtifactError(f"{path.name}: input {t.name!r} has no shape in the graph, not even a rank: declare "
-                                f"it with --input {t.name}=SHAPE[:DTYPE] (e.g. {t.name}=batchx3x224x224:{t.dtype})")
-        inputs.append(replace(t, shape=d.shape, batch_axis=None) if t.name in unranked else t)
-    outputs = [replace(t, batch_axis=None) for t in signature.outputs]
-    inputs, outputs = infer_batch_axes([replace(t, batch_axis=None) for t in inputs], outputs, batch_axes)
-    return Signature(inputs, outputs)
-
-
-def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Path) -> Signature:
-    """--input on an ONNX file narrows what its graph says (a size for a symbol, a range), never
-    contradicts it."""
-    by_name = {t.name: t for t in declared}
-    unknown = sorted(set(by_name) - set(signature.input_names))
-    if unknown:
-        raise ArtifactError(f"--input {unknown[0]}: {path.name} has no input {unknown[0]!r}; its inputs are "
-                            f"{', '.join(signature.input_names)} (an ONNX file describes its own inputs: {IGNORE_HINT} "
-                            "is not needed)")
-    merged = []
-    for t in signature.inputs:
-        d = by_name.get(t.name)
-        if d is not None and (d.dtype != t.dtype or len(d.shape) != len(t.shape)
-                              or any(isinstance(a, int) and isinstance(b, int) and a != b
-                                     for a, b in zip(d.shape, t.shape))):
-            raise ArtifactError(f"--input {t.name}: declared {d.dtype} {d.dims_text()}, but {path.name} takes "
-                                f"{t.dtype} {t.dims_text()}")
-        if d is None:
-            merged.append(t)
-            continue
-        shape = tuple(b if isinstance(b, int) or axis == t.batch_axis else a
-                      for axis, (a, b) in enumerate(zip(d.shape, t.shape)))
-        merged.append(replace(t, shape=shape, value_range=d.value_range or t.value_range))
-    return signature.with_inputs(merged)
-
-
-# -- where the signature comes from: a tutorial model's export -------------------------------------
-
-
-def check_graph_tensor(node, tensor, field: str, path: Path) -> None:
-    """The graph's own input/output must be what the metadata claims: a lying shape, dtype or batch
-    axis is refused here rather than fed wrong data. ``node``: a name, ``type`` as ORT writes it
-    (tensor(float)) and a shape of sizes and symbols."""
-    def refuse(problem: str):
-        raise ArtifactError(f"{path}: contract field {field}.{problem}; re-export with `ptx export`")
-
-    if node.name != tensor.name:
-        refuse(f"name is {tensor.name!r}, but the graph's tensor is {node.name!r}")
-    if node.type != tensor.dtype_info.ort:
-        refuse(f"dtype is {tensor.dtype}, but the graph's tensor is {node.type}")
-    dims = list(node.shape)
-    if len(dims) != len(tensor.shape):
-        refuse(f"shape {list(tensor.shape)} has {len(tensor.shape)} axes, the graph's {dims} has {len(dims)}")
-    for i, (claimed, actual) in enumerate(zip(tensor.shape, dims)):
-        if isinstance(claimed, str) and isinstance(actual, int):
-            refuse(f"shape[{i}] is {claimed!r}, but the graph fixes that axis to {actual}")
-        if isinstance(claimed, int) and isinstance(actual, int) and claimed != actual:
-            refuse(f"shape[{i}] is {claimed}, but the graph's is {actual}")
-        if isinstance(claimed, int) and isinstance(actual, str):
-            refuse(f"shape[{i}] is {claimed}, but the graph's axis is the dynamic {actual!r}")
-
-
-def export_signature(inputs: Sequence, outputs: Sequence, info, path: Path,
-                     describe=lambda tensor: tensor) -> Signature:
-    """The signature of a ptx export (ort and openvino's ``load``) whose graph has one input and one
-    output, each what its metadata (``info``, head.artifact_info) claims; ``describe`` puts a graph
-    tensor as ORT describes one (check_graph_tensor)."""
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ArtifactError(f"{path}: the graph has {len(inputs)} inputs and {len(outputs)} outputs; "
-                            "a ptx export has one of each")
-    check_graph_tensor(describe(inputs[0]), info.raw_input or info.contract.input,
-                       "input" if info.raw_input is None else "raw_input", path)
-    check_graph_tensor(describe(outputs[0]), info.contract.output, "output", path)
-    return signature_of_contract(info.contract, info.raw_input)
-
-
-def open_artifact_model(path: str | Path, device: str = "cpu", precision: str = "f32",
-                        runner_class: type[OrtRunner] = OrtRunner):
-    """A tutorial model's ONNX export (ort-cpu, ort-cuda, ort-cuda-graph's ``load``): the runner
-    answers its contract's one input and one output, checked against the graph; the head above it."""
-    from ptx.contract.metadata import from_props
-
-    from ..model.head import Head, artifact_info
-    from ..model.model import Model
-
-    read = {}
-
-    def signature_of(session, path: Path) -> Signature:
-        info = artifact_info(path, from_props(session.get_modelmeta().custom_metadata_map))
-        stored = info.get("precision", "f32")
-        if stored != ("f32" if precision == "tf32" else precision):  # tf32 runs the f32 file
-            raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
-                                f"{'ptx export --format onnx-int8 writes model.int8.onnx' if precision == 'int8' else 'use its own --precision'}")
-        read["info"] = info
-        return export_signature(session.get_inputs(), session.get_outputs(), info, path)
-
-    runner = runner_class(Path(path), device, precision, signature_of)
-    return Model(runner, Head(read["info"]))

@@ -39,6 +39,13 @@ class Runner:
         self.metadata = dict(metadata or {})  # the file's ptx.* strings, prefix dropped
         self._exact = ExactFeeds(signature)
 
+    @classmethod
+    def open(cls, path, device: str = "cpu", precision: str = "f32", opening=None, **options) -> "Runner":
+        """The registry's one opener of this runtime: the model at ``path`` on ``device`` at
+        ``precision``, its signature as ``opening`` (formats/signature.py) makes it of what the
+        runtime reads."""
+        return cls(path, device, precision, opening, **options)
+
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name. Inputs are checked
         first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or

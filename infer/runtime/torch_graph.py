@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ptx.contract.names import FULL_PRECISION
 from ptx.errors import BackendUnavailableError, first_line
 from ptx.trainers.step import CudaGraphs
 
 from .graph_shapes import GraphSlots
-from .torch_runner import TorchRunner, checkpoint_module, contract_runner, flatten_outputs, math_mode
+from .torch_runner import TorchRunner, flatten_outputs, math_mode
 
 WARMUP_CALLS = 3  # on the side stream before capture: cuDNN and cuBLAS pick and allocate there
 
@@ -118,22 +116,3 @@ class TorchGraphRunner(TorchRunner):
                 return [out.cpu().numpy() for out in slot.outputs.values()]
 
         return "bare CUDA graph replay", call
-
-
-def open_graph_checkpoint(checkpoint: str | Path, device: str = "cuda", precision: str = FULL_PRECISION,
-                          expected_model: str | None = None, graphs: Callable[[], object] | None = None):
-    """eager-cuda-graph's ``load``: the checkpoint's nn.Module on the graph runner."""
-    module, info = checkpoint_module(checkpoint, expected_model)
-    return contract_runner(module, info, device, "eager-cuda-graph", precision, Path(checkpoint),
-                           runner_class=TorchGraphRunner, graphs=graphs)
-
-
-def open_graph_file(path: str | Path, device: str = "cuda", precision: str = FULL_PRECISION, *,
-                    graphs: Callable[[], object] | None = None, **options) -> TorchGraphRunner:
-    """eager-cuda-graph's ``open_file``: a user's TorchScript or pt2 file on the graph runner, its
-    inputs declared or recorded as torchscript's and aoti's rows read them."""
-    from ..formats.model_files import PT2, read_model_file
-    from .torch_runner import open_pt2_file, open_torchscript_file
-
-    opener = open_pt2_file if read_model_file(Path(path)).kind == PT2 else open_torchscript_file
-    return opener(path, device, precision, runner_class=TorchGraphRunner, graphs=graphs, **options)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ptx.contract.metadata import ArtifactInfo
+from ptx.contract.metadata import ArtifactInfo, to_strings
 from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
 from ptx.contract.schema import signature_of_contract
@@ -30,11 +29,8 @@ from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, MissingArtifactError, ModelRunError,
                         PtxError, first_line)
 
-from ..model.head import Head, artifact_info
 from .host_memory import CudaRuntimePinner, HostBuffers, cuda_runtime_pinner
-from ..model.model import Model
-from ..formats.model_files import (PT2, TORCHSCRIPT, WEIGHTS_KEY, check_graph_against, check_weights, declared_signature,
-                          read_model_file, recorded_signature, weights_digest)
+from ..formats.signature import Opening
 from .runner import Runner, describe_feeds
 
 PROBE_BATCHES = (3, 5)
@@ -126,6 +122,22 @@ class TorchRunner(Runner):
         if outputs is None:
             outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path))
         super().__init__(Signature(tuple(inputs), tuple(outputs)), path, name, metadata)
+
+    @classmethod
+    def open(cls, path: str | Path | None, device: str = "cpu", precision: str = FULL_PRECISION,
+             opening: Opening | None = None, **options) -> "TorchRunner":
+        """Every torch backend's one opener: a tutorial checkpoint's rebuilt nn.Module, a TorchScript
+        file, an AOTInductor package or a live nn.Module (``opening.module``), on ``cls`` (the CUDA
+        graph runner replays it; ``options`` are its own)."""
+        opening = opening or Opening("module")
+        torch_device(device)  # a bad device is the user's error, not the file's
+        path = Path(path) if path is not None else None
+        module, opening = _load(path, device, opening)
+        signature = opening.of_code(path)
+        return cls(module, signature.inputs, signature.outputs or None, device=device,
+                   backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
+                   name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
+                   metadata=opening.metadata, **options)
 
     def _tensors(self, feeds: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
         # non_blocking: an async copy where the batch lies in page-locked memory (self.host); the
@@ -231,148 +243,56 @@ def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSi
     return tuple(outputs)
 
 
-# -- tutorial models: checkpoint.pt, model.torchscript.pt, model.pt2 --------------------------------
+# What each kind of model is loaded as, and the backend name a runner of it answers by.
+BACKEND_OF_KIND = {"checkpoint": "eager", "module": "eager", "torchscript": "torchscript", "pt2": "aoti"}
 
 
-def contract_runner(module, info: ArtifactInfo, device: str, backend: str, precision: str, path: Path,
-                    runner_class: type[TorchRunner] = TorchRunner, **options) -> Model:
-    """A tutorial model's torch callable on a runner answering its contract's tensors, the head above."""
-    signature = signature_of_contract(info.contract, info.raw_input)
-    runner = runner_class(module, signature.inputs, signature.outputs, device=device, backend=backend,
-                          precision=precision, path=path, **options)
-    return Model(runner, Head(info))
+def _load(path: Path | None, device: str, opening: Opening):
+    """(the torch callable, the opening) for ``opening.kind``; a checkpoint's opening gains the
+    contract it keeps (its strings as an export's, its tensors as the contract's)."""
+    if opening.kind == "module":
+        if not isinstance(opening.module, torch.nn.Module):
+            raise PtxError(f"expected an nn.Module, got {type(opening.module).__name__}")
+        return opening.module.eval(), opening
+    if opening.kind == "checkpoint":
+        module, info = checkpoint_module(path)
+        strings = to_strings(info.contract, info.provenance)
+        return module, replace(opening, metadata=strings, contract=signature_of_contract(info.contract))
+    if opening.kind == "torchscript":
+        from ptx.export.formats.torchscript import load
+
+        try:
+            module, _ = load(path, device="cpu")
+        except Exception as exc:
+            raise ArtifactError(f"{path}: not a loadable TorchScript file ({first_line(exc)}); {opening.remedy}") \
+                from None
+        return module, opening
+    from ptx.export.formats.pt2 import load  # an AOTInductor package: native code compiled for one device
+
+    try:
+        compiled, _, compiled_for = load(path)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a loadable pt2 package ({first_line(exc)}); {opening.remedy}") from None
+    # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).
+    if compiled_for and compiled_for.split(":")[0] != device.split(":")[0]:
+        kind = device.split(":")[0]
+        if opening.contract is None:
+            raise ArtifactError(f"{path} was compiled for {compiled_for}, not {device}: a pt2 package runs on the "
+                                "device it was compiled for")
+        raise MissingArtifactError(f"{path} was compiled for {compiled_for}, not {kind}: run `ptx export "
+                                   f"{opening.metadata['model']} --format pt2 --device {kind}` (one package per device)")
+    return compiled, opening
 
 
-def checkpoint_module(checkpoint: str | Path, expected_model: str | None = None):
+def checkpoint_module(checkpoint: str | Path):
     """(nn.Module in eval mode, ArtifactInfo) rebuilt from a run's checkpoint.pt."""
     from ptx.export.metadata import provenance
     from ptx.files import file_sha256
     from ptx.trainers.checkpoint import build_model_from_checkpoint, load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint, expected_model=expected_model)
+    ckpt = load_checkpoint(checkpoint)
     _, model = build_model_from_checkpoint(ckpt)
     return model.eval(), ArtifactInfo(ckpt["contract"], provenance(ckpt, file_sha256(checkpoint)))
-
-
-def open_checkpoint(checkpoint: str | Path, device: str = "cpu", precision: str = FULL_PRECISION,
-                    expected_model: str | None = None) -> Model:
-    """eager's ``load``: the checkpoint's nn.Module, the reference every other backend meets."""
-    torch_device(device)
-    module, info = checkpoint_module(checkpoint, expected_model)
-    return contract_runner(module, info, device, "eager", precision, Path(checkpoint))
-
-
-def open_torchscript_artifact(path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION) -> Model:
-    """torchscript's ``load``: a tutorial model's TorchScript export and the contract in its ptx.json."""
-    from ptx.export.formats.torchscript import load
-
-    torch_device(device)  # a bad device is the user's error, not the file's
-    try:
-        module, text = load(path, device="cpu")
-    except Exception as exc:
-        raise ArtifactError(f"{path}: not a loadable TorchScript file ({first_line(exc)}); "
-                            "re-export with `ptx export`") from None
-    try:
-        strings = json.loads(text) if text else {}
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: ptx.json is not valid JSON ({exc}); re-export with `ptx export`") from None
-    if not isinstance(strings, dict):
-        raise ArtifactError(f"{path}: ptx.json is not a JSON object; re-export with `ptx export`")
-    info = artifact_info(path, strings, missing="no ptx.json inside")
-    return contract_runner(module, info, device, "torchscript", precision, Path(path))
-
-
-def open_pt2_artifact(path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION) -> Model:
-    """aoti's ``load``: a tutorial model's AOTInductor package. On CUDA the package's cuBLAS/cuDNN
-    calls follow the TF32 setting of each call (f32: off); its Triton kernels were compiled with TF32
-    off (export compiles under ptx.cuda_math.fp32_math). It runs on the device it was compiled for."""
-    from ptx.export.formats.pt2 import load
-
-    kind = torch_device(device).type  # a bad device is the user's error, not the file's
-    try:
-        compiled, strings, compiled_for = load(path)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: not a loadable pt2 package ({first_line(exc)}); "
-                            "re-export with `ptx export NAME --format pt2`") from None
-    info = artifact_info(path, strings, missing="no ptx.* metadata in the package", export_args=" --format pt2")
-    # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).
-    if compiled_for.split(":")[0] != kind:
-        raise MissingArtifactError(f"{path} was compiled for {compiled_for or 'an unknown device'}, not "
-                                   f"{kind}: run `ptx export {info.contract.model} --format pt2 "
-                                   f"--device {kind}` (one package per device)")
-    return contract_runner(compiled, info, device, "aoti", precision, Path(path))
-
-
-# -- a user's own model: TorchScript and pt2 files, a live nn.Module ---------------------------------
-
-
-def open_torchscript_file(path: str | Path, device: str = "cpu", precision: str = "f32", *,
-                          inputs: Sequence[TensorSig] = (), ignore_metadata: bool = False,
-                          batch_axes: Mapping[str, int | None] | None = None, runner_class: type = None,
-                          **runner_options) -> TorchRunner:
-    """A TorchScript file on ``runner_class`` (TorchRunner; eager-cuda-graph's TorchGraphRunner
-    replays it from CUDA graphs, with ``runner_options`` such as its ``graphs``)."""
-    from ptx.export.formats.torchscript import load
-
-    path = Path(path)
-    found = read_model_file(path)
-    metadata = {} if ignore_metadata else found.metadata
-    check_weights(path, metadata, weights_digest(path, TORCHSCRIPT) if metadata.get(WEIGHTS_KEY) else None)
-    torch_device(device)  # a bad device is the user's error, not the file's
-    try:
-        module, _ = load(path, device="cpu")
-    except Exception as exc:
-        raise ArtifactError(f"{path}: not a loadable TorchScript file ({first_line(exc)})") from None
-    recorded = recorded_signature(metadata, path)
-    ins = _declared_or_recorded(recorded, inputs, TORCHSCRIPT, path, batch_axes)
-    runner = (runner_class or TorchRunner)(module, ins, recorded.outputs if recorded and not inputs else None,
-                                           device=device, backend="torchscript", precision=precision, path=path,
-                                           name=found.name if metadata else None, metadata=metadata, **runner_options)
-    if recorded and inputs:
-        check_graph_against(recorded, runner.signature, path)
-    return runner
-
-
-def open_pt2_file(path: str | Path, device: str = "cpu", precision: str = "f32", *,
-                  inputs: Sequence[TensorSig] = (), ignore_metadata: bool = False,
-                  batch_axes: Mapping[str, int | None] | None = None, runner_class: type = None,
-                  **runner_options) -> TorchRunner:
-    """An AOTInductor package: native code compiled for one device, loaded by torch (on
-    ``runner_class``, as open_torchscript_file)."""
-    from ptx.export.formats.pt2 import load
-
-    path = Path(path)
-    torch_device(device)
-    found = read_model_file(path)
-    # Checked before torch loads the package's native code: foreign ptx metadata is refused first.
-    check_weights(path, found.metadata, weights_digest(path, PT2) if found.metadata.get(WEIGHTS_KEY) and not
-                  ignore_metadata else None)
-    try:
-        compiled, strings, compiled_for = load(path)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: not a loadable pt2 package ({first_line(exc)})") from None
-    if compiled_for and compiled_for.split(":")[0] != device.split(":")[0]:
-        raise ArtifactError(f"{path} was compiled for {compiled_for}, not {device}: a pt2 package runs on the "
-                            "device it was compiled for")
-    metadata = {} if ignore_metadata else dict(strings or {})
-    recorded = recorded_signature(metadata, path)
-    ins = _declared_or_recorded(recorded, inputs, PT2, path, batch_axes)
-    return (runner_class or TorchRunner)(compiled, ins, recorded.outputs if recorded and not inputs else None,
-                                         device=device, backend="aoti", precision=precision, path=path,
-                                         name=metadata.get("model"), metadata=metadata, **runner_options)
-
-
-def open_module(module: torch.nn.Module, inputs: Sequence[TensorSig], device: str = "cpu",
-                name: str | None = None) -> TorchRunner:
-    """A live nn.Module (ptx.infer.load(module, inputs=[...])): the reference a user's exports are
-    checked against."""
-    if not isinstance(module, torch.nn.Module):
-        raise PtxError(f"expected an nn.Module, got {type(module).__name__}")
-    if not inputs:
-        raise PtxError("an nn.Module keeps no description of its inputs: give inputs=[TensorSig or "
-                       "'name=shape:dtype', ...] in forward()'s order")
-    return TorchRunner(module.eval(), inputs, None, device=device, backend="eager",
-                       name=name or type(module).__name__)
 
 
 def torch_pinner() -> CudaRuntimePinner:
@@ -392,19 +312,3 @@ def flatten_rnn_weights(module) -> None:
         if callable(flatten) and isinstance(child, torch.nn.RNNBase):
             flatten()
     quiet_rnn_weight_warning()
-
-
-def _declared_or_recorded(recorded: Signature | None, declared: Sequence[TensorSig], kind: str, path: Path,
-                          batch_axes: Mapping[str, int | None] | None) -> tuple[TensorSig, ...]:
-    ins = tuple(declared) if declared else (recorded.inputs if recorded else declared_signature(declared, kind, path))
-    for name, axis in (batch_axes or {}).items():
-        match = [i for i, t in enumerate(ins) if t.name == name]
-        if not match:
-            raise PtxError(f"--batch-axis {name}: no input {name!r} (inputs: {', '.join(t.name for t in ins)}); "
-                           f"outputs' batch axes are found by running the model")
-        t = ins[match[0]]
-        if axis is not None and not (0 <= axis < len(t.shape) and isinstance(t.shape[axis], str)):
-            raise PtxError(f"--batch-axis {name}={axis}: {name}'s shape is {list(t.shape)}; the batch axis must be "
-                           "one of its symbolic dimensions (or none)")
-        ins = ins[:match[0]] + (replace(t, batch_axis=axis),) + ins[match[0] + 1:]
-    return ins

@@ -32,10 +32,13 @@ from ptx.errors import InputError, PtxError, first_line
 
 from .batch_composition import check_largest_batch
 from .comparator import Tolerances, compare_cases, match_outputs, run_cases, tolerance_judge
-from ..formats.model_files import ONNX, WEIGHTS_KEY, read_model_file, recorded_signature, weights_digest
+from ptx.contract.weights import WEIGHTS_KEY
+
+from ..formats.model_files import ONNX, read_model_file, weights_digest
+from ..formats.signature import recorded_signature
 from ..model.opening import KIND_NAMES
 from .cases import Case, batch_hint, file_cases, generated_cases, save_cases
-from ..model.readers import FileBackend, file_backends, open_options_for, open_rows
+from ..model.readers import FileBackend, file_backends, open_rows
 from .report import STORED, Report, Row
 
 THIRD_OPINION = "onnx.reference"
@@ -70,7 +73,7 @@ def verify_reference(path: str | Path, *, backends: Sequence[str] | None = None,
                 save_inputs: str | Path | None = None,
                 progress: Callable[[str], None] = lambda _: None) -> Report:
     """Verify the model file at ``path`` (see the module's docstring). ``options`` are
-    ``open_own_model``'s (inputs, batch_axes, ignore_metadata), ``plan`` are ``plan_inputs``'
+    ``load``'s (inputs, batch_axes, ignore_metadata), ``plan`` are ``plan_inputs``'
     (shapes, values, ranges, default_range); ``atol``/``rtol`` are (output name or None, value) pairs.
     ``strict``: a backend that cannot run the file fails the verdict (by default its row says it
     could not run, and the verdict is over the rows that ran). ``save_inputs``: write the cases'
@@ -81,8 +84,7 @@ def verify_reference(path: str | Path, *, backends: Sequence[str] | None = None,
     changed = _changed_since_export(path, found, options)
     # A file changed since export is judged by its outputs: run as the user's own model, against what
     # was kept at export (--against keeps the user's own choice for the other file).
-    file_options = open_options_for(found, {**options, "ignore_metadata": True} if changed else options)
-    options = open_options_for(found, options)
+    file_options = {**options, "ignore_metadata": True} if changed else options
     rows = file_backends(found.kind, backends)
     reference_row = next(r for r in file_backends(found.kind) if r.reference)
     not_run = {r.label: r.unavailable() for r in rows if not r.reference}
@@ -242,12 +244,11 @@ def _against(other: Path, path: Path, signature: Signature, cases: Sequence[Case
     row = FileBackend(*next((r.backend, r.device) for r in file_backends(found.kind) if r.reference))
     label = f"{other.name} ({row.label})"
     other_options = {"ignore_metadata": options.get("ignore_metadata", False)}
-    if found.kind != ONNX and recorded_signature(found, other) is None and not found.has_contract:
+    if found.kind != ONNX and recorded_signature(found.metadata, other) is None and not found.has_contract:
         # a TorchScript file keeps no inputs: they are this file's, in its order
         other_options["inputs"] = list(signature.inputs)
         report.notes.append(f"note: {other.name}'s inputs are {path.name}'s ({', '.join(signature.input_names)}, "
                             "in that order)")
-    other_options = open_options_for(found, other_options)
     progress(f"running {label}")
     model = open_rows(other, [row], other_options)[row.label]
     if isinstance(model, Exception):

@@ -18,7 +18,7 @@ from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import Case
 from .comparator import Tolerances, compare_cases, run_cases
-from ..model.opening import artifact_path, export_command, open_artifact, open_model, run_folder, run_option
+from ..model.opening import artifact_path, export_command, load, run_folder, run_option
 from .report import REFERENCE, Report, Row
 
 DEFAULT_BATCH_SIZES = (1, 7, JUDGING_BATCH)  # the real samples run in batches of the largest
@@ -66,7 +66,7 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
 
     pairs = registry.variants(backends)
     named = set(backends or ())
-    reference = open_model(name, REFERENCE, root, run=run)
+    reference = load(name, REFERENCE, root=root, run=run)
     contract = reference.contract
     overrides = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
     tolerance_of = {d: check_tolerance(Tolerance(**{**contract.tolerance(d).to_dict(), **overrides}))
@@ -110,10 +110,10 @@ def verify_run(name: str, *, backends: list[str] | None = None, samples: int = J
                   required=precision != FULL_PRECISION and label in named)
         try:
             if ref_device not in references:  # eager on that device, loaded and run once
-                device_ref = reference if ref_device == "cpu" else open_artifact(reference.path, REFERENCE, ref_device)
+                device_ref = reference if ref_device == "cpu" else load(reference.path, REFERENCE, ref_device)
                 references[ref_device] = run_cases(_run_of(device_ref, chunk), cases)
             predictor = (reference if backend.name == REFERENCE and precision == FULL_PRECISION else
-                         open_model(name, backend.name, root, device, precision, run))
+                         load(name, backend.name, device, precision, root=root, run=run))
         except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or this CPU cannot
             report.skipped[label] = str(exc)
             if isinstance(exc, BackendUnavailableError) and device != "cpu":

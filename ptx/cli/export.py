@@ -220,12 +220,12 @@ def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
     Runtime, without torch; TorchScript through torch, with its --input declarations)."""
     from ptx.export.triton import export_triton_file
     from ptx.infer.formats.model_files import PT2, read_model_file
-    from ptx.infer.model.opening import open_own_model
+    from ptx.infer import load
 
     kind = read_model_file(path).kind
     if kind == PT2:  # refused before AOTInductor loads it
         export_triton_file(path, kind, None, out, force=force, log=click.echo)
-    model = open_own_model(path, **options)
+    model = load(path, **options)
     export_triton_file(path, kind, model.signature, out, force=force, log=click.echo)
 
 

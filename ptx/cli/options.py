@@ -140,7 +140,7 @@ def generated_input_options(command):
 
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
-    """What ptx.infer.model.opening.open_own_model takes, from the command line's options."""
+    """What ptx.infer.load takes, from the command line's options."""
     from ptx.contract.tensors import parse_batch_axes, parse_declaration
 
     return {"inputs": [parse_declaration(text) for text in declared_inputs],

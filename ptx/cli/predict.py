@@ -166,9 +166,9 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
     """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
     status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
     from ptx.infer.predict import named_outputs as predict_outputs
-    from ptx.infer.model.opening import open_own_model
+    from ptx.infer import load
 
-    model = open_own_model(path, backend, device=device, precision=precision, **options)
+    model = load(path, backend, device=device, precision=precision, **options)
     signature = model.signature
     fmt = predict_outputs.check_output_path(output, signature) if output else None
     cases, errors = predict_outputs.read_inputs(signature, inputs, model.name)

@@ -371,7 +371,7 @@ def parse_declaration(text: str) -> TensorSig:
 
 
 def as_declarations(inputs: Sequence[TensorSig | str] | None) -> tuple[TensorSig, ...]:
-    """``inputs=`` as the library takes it (infer's open_own_model, export's export_module):
+    """``inputs=`` as the library takes it (infer's load, export's export_module):
     TensorSigs or ``"name=shape:dtype"`` strings."""
     return tuple(t if isinstance(t, TensorSig) else parse_declaration(str(t)) for t in (inputs or ()))
 

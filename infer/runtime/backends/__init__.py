@@ -17,22 +17,22 @@ from ptx.errors import PtxError
 
 @dataclass(frozen=True)
 class Backend:
-    """``load(path, device)`` -> a Model (ptx.infer.model.model: a runner and the head above it) for a
-    tutorial model's artifact at ``path``; ``open_file(path, device, precision, **options)`` -> the
-    same runner class on a user's own file; ``unavailable(device)`` -> why this machine cannot run
-    it, or None. A backend's runner answers ``bare(feeds)`` (ptx bench's peer column) itself."""
+    """``open(path, device, precision, opening)`` -> a Runner (ptx.infer.runtime.runner) on the
+    model at ``path`` (a tutorial model's artifact and a user's file alike: ``opening``, made once by
+    the model layer, says where its signature comes from); ``unavailable(device)`` -> why this
+    machine cannot run it, or None. A runner answers ``bare(feeds)`` (ptx bench's peer column)."""
 
     name: str
-    artifact: str  # the artifact format it reads (a key of ptx.contract.names.ARTIFACT_FILES)
+    artifact: str  # the artifact format it reads from a run folder (a key of ptx.contract.names.ARTIFACT_FILES)
     devices: tuple[str, ...]
-    load: Callable[[Path, str], "object"]
+    open: Callable[..., "object"]
     unavailable: Callable[[str], str | None]
     needs_torch: bool
     description: str = ""
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
-    # own artifact (ptx export --format onnx-int8); tf32 runs the f32 file with TF32 math on CUDA
-    # (PRECISION_DEVICES). Loaders get ``precision=`` when it is not f32.
+    # own file (ptx export --format onnx-int8: model.int8.onnx beside model.onnx); tf32 runs the f32
+    # file with TF32 math on CUDA (PRECISION_DEVICES).
     precisions: tuple[tuple[str, str | None], ...] = ((FULL_PRECISION, None),)
     # What can be proven of an artifact for this backend without running it (``static(path)`` -> one
     # line), for the rows ``ptx verify`` cannot run on this machine: ort-cuda's static CUDA placement.
@@ -40,14 +40,14 @@ class Backend:
     # Whether bench adds its runner's ``resident(feeds)`` row on CUDA: the model called on input
     # already on its GPU, no host copies, the "GPU-resident" ceiling, never named fastest.
     resident: bool = False
-    # ``open_file(path, device, precision, **options)`` -> a Runner (ptx.infer.runtime.runner), of the class
-    # ``load`` puts under a tutorial model, for a user's own file of kind ``artifact`` (onnx,
-    # torchscript, pt2): what `ptx verify/bench/predict/serve PATH` run. None: the backend reads only
-    # the tutorial models' artifacts (a checkpoint).
-    open_file: Callable[..., object] | None = None
-    # The kinds of user file ``open_file`` reads, where they are not ``artifact``'s one:
-    # eager-cuda-graph's artifact is a checkpoint, but it replays a TorchScript or pt2 file too.
-    file_kinds: tuple[str, ...] = ()
+    # The kinds of model ``open`` takes (onnx, torchscript, pt2, checkpoint, module), where they are
+    # more than ``artifact``'s one: eager rebuilds a checkpoint or runs a live nn.Module;
+    # eager-cuda-graph replays a checkpoint's module, a TorchScript file or a pt2 package.
+    reads: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.reads or (self.artifact,)
 
     def label(self, device: str, precision: str = FULL_PRECISION) -> str:
         """How verify and bench name a (backend, device, precision): eager-cuda, ort-cpu, openvino-bf16."""
@@ -84,16 +84,19 @@ register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.name
 
 
 def lazy(module: str, attribute: str, **bound) -> Callable:
-    """A callable that imports ``ptx.infer.<module>`` only when called: the registry must load
-    without torch or onnxruntime."""
+    """A callable that imports ``ptx.infer.<module>`` only when called (``attribute`` may be a
+    class's, ``Runner.open``): the registry must load without torch or onnxruntime."""
     def call(*args, **kwargs):
-        return getattr(importlib.import_module(f"ptx.infer.{module}"), attribute)(*args, **bound, **kwargs)
+        found = importlib.import_module(f"ptx.infer.{module}")
+        for part in attribute.split("."):
+            found = getattr(found, part)
+        return found(*args, **bound, **kwargs)
     return call
 
 
 def file_pairs(kind: str) -> list[tuple[Backend, str]]:
-    """Every (backend, device) that opens a user's file of ``kind`` (onnx, torchscript, pt2), CPU first."""
-    return [(b, d) for b, d in pairs() if b.open_file is not None and kind in (b.file_kinds or (b.artifact,))]
+    """Every (backend, device) that opens a model of ``kind`` (onnx, torchscript, pt2), CPU first."""
+    return [(b, d) for b, d in pairs() if kind in b.kinds]
 
 
 def pairs() -> list[tuple[Backend, str]]:

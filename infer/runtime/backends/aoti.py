@@ -2,7 +2,6 @@
 no Python model code). The package runs on the device it was compiled for."""
 from . import CUDA_TF32, Backend, lazy, register
 
-register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"), load=lazy("runtime.torch_runner", "open_pt2_artifact"),
+register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"), open=lazy("runtime.torch_runner", "TorchRunner.open"),
                  unavailable=lazy("runtime.torch_runner", "torch_unavailable"),
-                 needs_torch=True, precisions=CUDA_TF32, description="AOTInductor package, from model.pt2",
-                 open_file=lazy("runtime.torch_runner", "open_pt2_file")))
+                 needs_torch=True, precisions=CUDA_TF32, description="AOTInductor package, from model.pt2"))

@@ -4,8 +4,8 @@ it is chosen (bench, --backend auto) only where it passed and is faster than eag
 from . import CUDA_TF32, Backend, lazy, register
 
 register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
-                 load=lazy("runtime.torch_graph", "open_graph_checkpoint"),
+                 open=lazy("runtime.torch_graph", "TorchGraphRunner.open"),
                  unavailable=lazy("runtime.torch_runner", "torch_unavailable"),
                  needs_torch=True, precisions=CUDA_TF32,
                  description="PyTorch eager from checkpoint.pt, runs replayed from CUDA graphs (fixed shapes)",
-                 open_file=lazy("runtime.torch_graph", "open_graph_file"), file_kinds=("torchscript", "pt2")))
+                 reads=("checkpoint", "torchscript", "pt2")))

@@ -8,7 +8,6 @@ def _unavailable(device):
     return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
 
 
-register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), load=lazy("runtime.ort_runner", "open_artifact_model"),
+register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), open=lazy("runtime.ort_runner", "OrtRunner.open"),
                  unavailable=_unavailable, needs_torch=False, description="ONNX Runtime, CPU provider",
-                 precisions=(("f32", None), ("int8", "onnx-int8")),
-                 open_file=lazy("runtime.ort_runner", "open_file_runner")))
+                 precisions=(("f32", None), ("int8", "onnx-int8"))))

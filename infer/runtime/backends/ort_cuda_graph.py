@@ -4,9 +4,8 @@ and a user's own file alike. Its own verify row, so it is chosen (bench, --backe
 it passed and is faster than ort-cuda."""
 from . import CUDA_TF32, Backend, lazy, register
 
-register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",), load=lazy("runtime.ort_graph", "open_graph_artifact"),
+register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",), open=lazy("runtime.ort_graph", "OrtGraphRunner.open"),
                  unavailable=lazy("runtime.ort_session", "cuda_unavailable"),
                  needs_torch=False, precisions=CUDA_TF32,
                  description="ONNX Runtime, CUDA provider, runs replayed from CUDA graphs (fixed shapes)",
-                 static=lazy("runtime.cuda_placement", "graph_static_summary"),
-                 open_file=lazy("runtime.ort_graph", "open_graph_file")))
+                 static=lazy("runtime.cuda_placement", "graph_static_summary")))

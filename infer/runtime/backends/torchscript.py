@@ -2,7 +2,6 @@
 from . import CUDA_TF32, Backend, lazy, register
 
 register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cuda"),
-                 load=lazy("runtime.torch_runner", "open_torchscript_artifact"),
+                 open=lazy("runtime.torch_runner", "TorchRunner.open"),
                  unavailable=lazy("runtime.torch_runner", "torch_unavailable"),
-                 needs_torch=True, resident=True, precisions=CUDA_TF32, description="TorchScript, from model.torchscript.pt",
-                 open_file=lazy("runtime.torch_runner", "open_torchscript_file")))
+                 needs_torch=True, resident=True, precisions=CUDA_TF32, description="TorchScript, from model.torchscript.pt"))
