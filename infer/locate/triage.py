@@ -39,6 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+from ptx.contract.comparison import relative_error
+
 from .origin import FRONTIER
 from .graph import LocateGraph
 from .names import module_of
@@ -110,13 +112,6 @@ class Triage:
                          f"{b.carried:.2e}){where}")
         lines.append(f"keep in f32: {','.join(b.node for b in kept)}")
         return "\n".join(lines)
-
-
-def relative_error(got, want) -> float:
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    scale = float(np.linalg.norm(want))
-    diff = float(np.linalg.norm(np.nan_to_num(got - want, nan=np.inf)))
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def _is_float(graph: LocateGraph, name: str) -> bool:

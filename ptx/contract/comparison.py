@@ -49,6 +49,10 @@ NOT_SCORES = re.compile(r"hidden|state|embed|pool|feature|encod|^[hc](_?n|_?t|\d
 # drops by at most this much (absolute).
 MIN_LABEL_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.005
+# A reduced precision of a model with no labels to judge it by (a user's file): each output's
+# relative error (||got - want|| / ||want||, SQNR's ratio) at most this, and an output that looks
+# like class scores keeps its argmax on MIN_LABEL_AGREEMENT of its rows.
+MAX_RELATIVE_ERROR = {"bf16": 0.02, "tf32": 0.01, "fp16": 0.01, "int8": 0.1}
 # The real samples a reduced precision is judged on, by export and by verify alike (one file, one
 # verdict): this many, drawn with this seed across the model's test split.
 JUDGING_SAMPLES = 1000
@@ -305,3 +309,28 @@ def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, 
     accuracy, reference = float((got_labels == truth).mean()), float((want_labels == truth).mean())
     return ReducedJudgement(int(got_labels.shape[0]), agreement, accuracy, reference,
                             judge_reduced_precision(agreement, accuracy, reference))
+
+
+# -- a model without a head (a user's file): a reduced precision judged by its tensors ---------------
+
+
+def relative_error(got, want) -> float:
+    """||got - want|| / ||want|| over every value: the error at the scale of the values (SQNR is
+    -20 log10 of it); NaN counts as infinitely wrong, and two all-zero tensors agree."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    scale = float(np.linalg.norm(want))
+    diff = float(np.linalg.norm(np.nan_to_num(got - want, nan=np.inf)))
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def judge_reduced_tensors(got: np.ndarray, want: np.ndarray, name: str, batch_axis: int | None,
+                          precision: str) -> list[str]:
+    """Why ``precision``'s output ``name`` is not usable against the f32 reference's (empty: it is),
+    by the rule a model without labels can have: class scores keep their argmax on
+    MIN_LABEL_AGREEMENT of the rows; any other output stays within MAX_RELATIVE_ERROR[precision]."""
+    if class_scores(want, batch_axis, name):
+        same = float((np.argmax(got, axis=-1) == np.argmax(want, axis=-1)).mean())
+        return [] if same >= MIN_LABEL_AGREEMENT else \
+            [f"{name}: argmax agrees on {100 * same:.1f}% of rows (< {100 * MIN_LABEL_AGREEMENT:.0f}%)"]
+    error, bound = relative_error(got, want), MAX_RELATIVE_ERROR[precision]
+    return [] if error <= bound else [f"{name}: relative error {error:.3g} (> {bound:g} for {precision})"]
