@@ -1,6 +1,7 @@
 """Reading a user's text files: the encoding told by the file itself, or one clear error."""
 from __future__ import annotations
 
+import errno
 import hashlib
 from pathlib import Path
 
@@ -11,6 +12,29 @@ from ptx.errors import PtxError
 BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 CODEC_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
+
+
+def _names_a(check, text) -> bool:
+    """``check`` (Path.is_file, is_dir, exists) of an argument that may be a word rather than a path:
+    one too long to name a file (a 5,000-character word) names none, where pathlib raises."""
+    try:
+        return check(Path(text))
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
+
+
+def is_file(text) -> bool:
+    return _names_a(Path.is_file, text)
+
+
+def is_dir(text) -> bool:
+    return _names_a(Path.is_dir, text)
+
+
+def exists(text) -> bool:
+    return _names_a(Path.exists, text)
 
 
 def read_bytes(path: str | Path, error: type[PtxError] = PtxError) -> bytes:

@@ -131,7 +131,7 @@ FASTEST_COLUMNS = (("ort-cpu", "ORT f32"), ("ort-cpu-int8", "ORT int8"), ("openv
 def fastest_section(root: Path, seconds: float) -> str:
     """The issue-12 table: images/s per runtime and precision, the fastest verified, and ratios."""
     from ptx.infer.bench.timing import ORT_F32_PEER, fastest
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     for name, (dataset, epochs) in FASTEST_MODELS.items():
         run = root / name
@@ -155,7 +155,7 @@ def fastest_section(root: Path, seconds: float) -> str:
         report = verify(name, backends=["eager", "ort-cpu", "openvino"], root=root, notice=lambda _: None)
         verdicts = {v.label: v for v in report.rows}
         verified = {label for label, v in verdicts.items() if v.ok}
-        rows, _ = bench(name, backends=["ort-cpu", "openvino"], batch_sizes=(1, 1024), root=root, seconds=seconds)
+        rows = bench(name, backends=["ort-cpu", "openvino"], batch_sizes=(1, 1024), root=root, seconds=seconds).rows
         accuracy = "; ".join(f"{verdicts[k].accuracy:.4f}" if k in verdicts else "-"
                              for k in ("eager-cpu" if "eager-cpu" in verdicts else "eager", "ort-cpu-int8",
                                        "openvino-bf16"))
@@ -261,7 +261,8 @@ def main() -> None:
         tables, results = [], {}
         for name in ("convnet", "lstm"):
             print(f"ptx bench {name} ...", file=sys.stderr)
-            rows, skipped = bench(name, root=root, batch_sizes=(1, 64, 1024), seconds=args.seconds)
+            timed = bench(name, root=root, batch_sizes=(1, 64, 1024), seconds=args.seconds)
+            rows, skipped = timed.rows, timed.skipped
             tables.append(to_markdown(name, rows, skipped))
             results[name] = {(r.runner, r.batch): r for r in rows}
         print("cold start ...", file=sys.stderr)

@@ -65,7 +65,7 @@ def wall(cmd: list[str]) -> float:
 
 def phases(model: Path) -> list[tuple[str, float]]:
     """One verify in this process: the seconds from each progress line to the next."""
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     marks = [("start", time.perf_counter())]
     report = verify(model, progress=lambda msg: marks.append((msg, time.perf_counter())))

@@ -9,7 +9,7 @@ from ptx.contract import compare
 from ptx.contract.transforms import expected_output_shape, to_model_input
 from ptx.export.formats import default_formats
 from ptx.infer import backends, load
-from ptx.infer.verify.tutorial import reference_device
+from ptx.infer.verify.verify import reference_device
 
 BATCH_SIZES = (1, 2, 7, 64)
 # CUDA pairs carry the gpu mark: `pytest -m gpu` runs the agreement suite on the GPU alone.

@@ -107,7 +107,7 @@ def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch
     """`ptx verify FILE`: each backend that ran has a table row "itself, batch of 5" (its row's
     composition check); a model whose answer depends on its batch-mates fails there (exit 1), and one
     that does not passes (exit 0)."""
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     batch_mean_model(tmp_path)
     linear_model(tmp_path)
@@ -125,7 +125,7 @@ def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch
 
 
 def test_verify_of_a_tutorial_model_checks_every_f32_row_alone_against_its_largest_batch(runs):
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     report = verify("mlp", backends=["eager", "ort-cpu", "openvino"], samples=20, root=runs.ready("mlp"),
                     notice=lambda _: None)

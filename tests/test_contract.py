@@ -229,7 +229,7 @@ def test_bad_library_inputs_are_input_errors(digits, bad, reason):
 def test_load_refuses_what_is_not_a_name_or_path_and_unknown_devices(runs):
     from ptx.errors import PtxError
 
-    with pytest.raises(PtxError, match="a model name, a model file.s path or an nn.Module"):
+    with pytest.raises(PtxError, match="a model name, a run folder, a model file.s path or an nn.Module"):
         load(123)
     with pytest.raises(PtxError, match="unknown device"):
         load("convnet", backend="eager", root=runs.ready("convnet"), device="bogus")

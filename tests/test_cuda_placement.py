@@ -165,7 +165,7 @@ def test_gru_classifier_agrees_on_every_runtime_for_1000_test_words(runs):
 
 def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
     from ptx.infer.runtime.ort_session import cuda_unavailable
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     why = cuda_unavailable()
     if why is None:

@@ -163,7 +163,7 @@ def test_tf32_rows_are_judged_by_labels_and_accuracy_like_bf16():
 
 
 def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     report = verify("convnet", backends=["eager", "ort-cpu", "ort-cuda"], samples=50, root=runs.ready("convnet"),
                     notice=lambda _: None)

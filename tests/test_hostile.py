@@ -800,7 +800,8 @@ LOAD_CASES = {
     "bogus-device": lambda root, tmp: load("convnet", device="bogus", root=root),
     "bogus-backend": lambda root, tmp: load("convnet", backend="bogus", root=root),
     "unknown-model": lambda root, tmp: load("no-such-model", root=root),
-    "a-folder": lambda root, tmp: load(root / "convnet"),
+    # A run folder is a target (load("runs/convnet") works like --run); any other folder is refused.
+    "a-folder": lambda root, tmp: load(tmp),
     "random-bytes-onnx": lambda root, tmp: load(_write(tmp / "x.onnx", np.random.default_rng(2).bytes(1000))),
     "truncated-torchscript": lambda root, tmp: load(_write(tmp / "model.torchscript.pt",
                                                           (root / "convnet" / "model.torchscript.pt").read_bytes()[:5000])),

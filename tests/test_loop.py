@@ -23,7 +23,7 @@ from ptx.files import file_sha256
 from ptx.infer import load, open_artifact
 from ptx.contract.comparison import OutputAgreement
 from ptx.infer.verify.report import RULE, Report, Row
-from ptx.infer.verify.tutorial import verify
+from ptx.infer.verify.verify import verify
 from ptx.models import get
 from ptx.trainers.checkpoint import checkpoint_bytes
 from ptx.trainers.loop import TrainConfig, train

@@ -196,7 +196,8 @@ def test_torchscript_with_declared_inputs_and_options_for_the_tutorial_models_on
     done = ptx("predict", "--model", own_models["two_io"], "in.npz", "--topk", "3", cwd=tmp_path)
     assert done.returncode == 2 and "--topk is for the tutorial models" in done.stderr
     done = ptx("predict", "digit.png", "--input", "x=batchx3", cwd=tmp_path)
-    assert done.returncode == 2 and "are for --model FILE" in done.stderr
+    assert done.returncode == 2 and "--input declares a model file's inputs; a tutorial model's contract declares" \
+        in done.stderr
 
 
 def test_artifact_takes_a_tutorial_export_and_sends_your_own_model_to_model(runs, own_models, tmp_path):

@@ -17,7 +17,7 @@ import own_models as zoo
 from ptx.contract.reference import load_reference, reference_path
 from ptx.infer import load
 from ptx.infer.inspect.file import inspect_path
-from ptx.infer.verify.tutorial import verify
+from ptx.infer.verify.verify import verify
 
 ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
 AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
@@ -226,22 +226,28 @@ def test_names_and_paths_that_are_neither_say_what_ptx_takes(tmp_path):
 
 
 def test_options_of_the_other_kind_are_refused(own_models):
-    assert "--samples is for a tutorial model NAME" in one_error_line(ptx("verify", own_models["fixed1"], "--samples", "5"))
-    assert "--shape is for a model file" in one_error_line(ptx("verify", "convnet", "--shape", "x=1"))
+    """From one place (ptx.cli.options.ONE_KIND): what an option cannot mean for a kind of model."""
+    assert "--samples counts real test samples, which only a tutorial model's contract names" in \
+        one_error_line(ptx("verify", own_models["fixed1"], "--samples", "5"))
+    assert "--shape, --value and --range shape generated inputs; convnet is fed its real test samples: add --seed" \
+        in one_error_line(ptx("verify", "convnet", "--shape", "x=1"))
+    assert "--input declares a model file's inputs; a tutorial model's contract declares its own" in \
+        one_error_line(ptx("bench", "convnet", "--input", "x=1"))
 
 
 def test_a_runtime_that_crashes_opening_the_file_is_that_rows_failure(own_models, monkeypatch):
-    from ptx.infer.model import readers
-    from ptx.infer.model.readers import FileBackend, file_backends, open_rows
+    from ptx.infer.model import target as target_module
+    from ptx.infer.model.target import Target
 
     crash_openvino = ("import json, os, signal, sys\nfor args in json.loads(sys.argv[1]):\n"
                       "    if args['backend'] == 'openvino':\n        os.kill(os.getpid(), signal.SIGSEGV)\n")
-    monkeypatch.setattr(readers, "PROBE_ROWS", crash_openvino)
-    rows = [r for r in file_backends("onnx") if r.device == "cpu"]
-    opened = open_rows(own_models["residual"], rows, {})
+    monkeypatch.setattr(target_module, "PROBE", crash_openvino)
+    target = Target.of(own_models["residual"])
+    variants = [v for v in target.variants() if v.device == "cpu" and v.precision == "f32"]
+    opened = target.open_all(variants)
     assert opened["ort-cpu"].signature.input_names == ["image"]
     assert str(opened["openvino"]) == "openvino opening residual.onnx crashed (SIGSEGV)"
-    assert all(isinstance(r, FileBackend) for r in rows)
+    assert {v.label for v in variants} >= {"ort-cpu", "openvino", "onnx.reference"}
 
 
 def test_the_openvino_model_answers_like_onnx_runtime_and_says_why_it_cannot(own_models):

@@ -144,8 +144,8 @@ def test_verify_shows_an_aoti_row_that_passes(runs, name):
 def test_bench_times_aoti_next_to_the_bare_package_call(runs):
     from ptx.infer.bench.timing import bench
 
-    rows, _ = bench("convnet", backends=["aoti"], batch_sizes=(1, 8), root=runs.with_pt2("convnet").parent,
-                    warmup=2, seconds=0.05)
+    rows = bench("convnet", backends=["aoti"], batch_sizes=(1, 8), root=runs.with_pt2("convnet").parent,
+                 warmup=2, seconds=0.05).rows
     assert {r.runner for r in rows} == {"aoti-cpu", "bare aoti_load_package call (aoti-cpu)"}
     assert all(r.p50_us > 0 for r in rows) and all(r.overhead > 0 for r in rows if r.runner == "aoti-cpu")
 
@@ -162,7 +162,7 @@ def test_aoti_refuses_a_damaged_or_foreign_package_in_one_line(runs, tmp_path):
     # A file is what its content says, whatever its name: a checkpoint called .pt2 is a checkpoint,
     # which eager rebuilds, and which aoti cannot read.
     assert load(tmp_path / "checkpoint.pt2").backend == "eager"
-    with pytest.raises(PtxError, match="checkpoint artifact; backend aoti") as caught:
+    with pytest.raises(PtxError, match="backend aoti does not run a ptx checkpoint; these do: eager") as caught:
         load(tmp_path / "checkpoint.pt2", backend="aoti")
     assert "\n" not in str(caught.value)
 

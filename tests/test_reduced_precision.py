@@ -16,7 +16,7 @@ from ptx.errors import PtxError
 from ptx.export.api import export_model
 from ptx.infer import load, open_artifact
 from ptx.infer import backends
-from ptx.infer.verify.tutorial import verify
+from ptx.infer.verify.verify import verify
 
 OPENVINO_MISSING = backends.get("openvino").unavailable("cpu")
 needs_openvino = pytest.mark.skipif(OPENVINO_MISSING is not None, reason=f"openvino: {OPENVINO_MISSING}")
@@ -151,5 +151,5 @@ def test_bad_ort_session_options_are_one_line_errors(runs, variable, value):
 def test_openvino_runs_f32_unless_asked(runs):
     root = runs.ready("convnet")
     assert load("convnet", backend="openvino", root=root).runner.config["INFERENCE_PRECISION_HINT"] == "f32"
-    with pytest.raises(PtxError, match="reads onnx-int8"):
+    with pytest.raises(PtxError, match="holds a f32 model, not int8: `ptx export --format onnx-int8` writes"):
         load(root / "convnet" / "model.onnx", backend="openvino", precision="int8")

@@ -13,6 +13,7 @@ import torch
 from ptx.export.api import export_model
 from ptx.infer import backends, open_artifact
 from ptx.infer.locate.triage_run import rank_int8, triage_rows
+from ptx.infer.model.target import Target
 
 PLANTED = "linear_relu_stack.2"  # mlp's middle Linear
 
@@ -46,7 +47,7 @@ def planted(runs, tmp_path_factory):
 
 
 def test_triage_ranks_the_planted_layer_first(planted):
-    [found] = triage_rows("mlp", ["ort-cpu-int8"], root=planted, notice=lambda _: None)
+    [found] = triage_rows(Target.of("mlp", root=planted), ["ort-cpu-int8"], notice=lambda _: None)
     first = found.keep()[0]
     assert first.module == PLANTED and first.op == "Gemm", found.text()
     # born there, not carried in: its input is close to f32, its output far from it
@@ -142,7 +143,7 @@ def test_triage_compares_only_tensors_that_mean_the_same(runs, tmp_path):
     shutil.copytree(runs.trained("lstm"), tmp_path / "lstm")
     export_model("lstm", ["onnx-int8"], checkpoint=tmp_path / "lstm" / "checkpoint.pt", open_predictor=open_artifact,
                  log=lambda _: None)
-    [found] = triage_rows("lstm", ["ort-cpu-int8"], root=tmp_path, notice=lambda _: None)
+    [found] = triage_rows(Target.of("lstm", root=tmp_path), ["ort-cpu-int8"], notice=lambda _: None)
     assert found.compared >= 1 and all(np.isfinite(b.error) for b in found.blames)
     assert [b.op for b in found.keep()] == ["Gemm"], found.text()  # dynamic quantization: only the Linear is int8
 

@@ -153,8 +153,8 @@ def test_bench_feeds_a_uint8_artifact_pictures_and_its_bare_peer_the_same(export
     from ptx.infer.bench.timing import bench
 
     _, raw_dir = exported
-    rows, skipped = bench("convnet", backends=["ort-cpu"], batch_sizes=(1, 8), root=raw_dir.parent, warmup=1,
-                          seconds=0.02, rounds=1)
+    rows = bench("convnet", backends=["ort-cpu"], batch_sizes=(1, 8), root=raw_dir.parent, warmup=1,
+                 seconds=0.02, rounds=1).rows
     assert {(r.runner, r.batch) for r in rows} == {(runner, b) for b in (1, 8) for runner in
                                                    ("ort-cpu", "bare InferenceSession.run (ort-cpu)")}
     assert not any("resident" in r.runner for r in rows)  # the GPU-resident ceiling is a CUDA row only
@@ -217,7 +217,7 @@ def test_verify_judges_a_uint8_export_of_a_normalising_model(exported):
     """Found reading the H100 run (2026-11-23): verify's edge inputs were all-0 and all-1 tensors in
     model space, which are no normalised picture of convnet's (mean 0.1307, std 0.3081), so a uint8
     export refused them and its rows FAILed. The edges are now a blank picture and one all ink."""
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     _, raw_dir = exported
     report = verify("convnet", backends=["ort-cpu", "torchscript-cpu"], samples=64, run=raw_dir, notice=lambda _: None)

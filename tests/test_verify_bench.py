@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from ptx.contract import compare
 from ptx.contract.weights import digest_of
 from ptx.errors import PtxError
-from ptx.infer.verify.tutorial import verify
+from ptx.infer.verify.verify import verify
 
 
 def ptx(*args, cwd=None):
@@ -134,8 +134,8 @@ def test_bench_json_reports_cpu_backends_and_bare_rows(runs):
 def test_bench_runs_every_model(runs, model_name):
     from ptx.infer.bench.timing import bench
 
-    rows, _ = bench(model_name, backends=["ort-cpu"], batch_sizes=(2,), root=runs.ready(model_name),
-                    warmup=1, seconds=0.01, bare=False)
+    rows = bench(model_name, backends=["ort-cpu"], batch_sizes=(2,), root=runs.ready(model_name),
+                 warmup=1, seconds=0.01, bare=False).rows
     assert [(r.runner, r.batch) for r in rows] == [("ort-cpu", 2)] and rows[0].p50_us > 0
 
 
@@ -147,7 +147,7 @@ def test_ort_cuda_is_verified_against_eager_on_the_cpu_when_torch_has_no_cuda(ru
 
     from ptx.infer import backends
     from ptx.infer.runtime import ort_session
-    from ptx.infer.verify import tutorial as verify_mod
+    from ptx.infer.verify import verify as verify_mod
 
     registry = backends._REGISTRY.entries
     monkeypatch.setitem(registry, "eager", dataclasses.replace(
@@ -195,7 +195,7 @@ def test_the_gpu_resident_ceiling_rows_are_never_verified_nor_fastest(runs, monk
         raise SystemExit(0)  # what verify would say is not this test's concern
 
     monkeypatch.setattr(bench_module, "bench", lambda *a, **k: (rows, {}))
-    monkeypatch.setattr("ptx.infer.verify.tutorial.verify", fake_verify)
+    monkeypatch.setattr("ptx.infer.verify.verify.verify", fake_verify)
     monkeypatch.setattr("ptx.infer.model.records.record_bench", lambda *a, **k: None)
     CliRunner().invoke(cli.cli, ["bench", "convnet", "--root", str(runs.ready("convnet"))])
     assert asked["backends"] == ["eager-cuda"]

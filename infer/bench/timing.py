@@ -1,12 +1,12 @@
 """ptx bench: latency percentiles and throughput per backend and batch size (Triton perf_analyzer,
 small), next to the bare runtime with no ptx code around it, so ptx's overhead shows as a ratio.
 
-One bench for every model: each row times ``Model.run(feeds)``, the runner's named-tensor call,
-beside the runner's ``bare(feeds)`` (and, on a GPU, its ``resident`` ceiling). What differs is only
-where the models and inputs come from: a tutorial model's artifacts in its run folder, its head
-making pictures, tokens or rows (throughput in images/s); or a model file on every backend that
-reads it, fed seeded tensors from its signature or the user's samples (samples/s, or runs/s where
-no input has a batch axis)."""
+One bench for every model (model/target.py decides once what it is): each row times
+``Model.run(feeds)``, the runner's named-tensor call, beside the runner's ``bare(feeds)`` (and, on
+a GPU, its ``resident`` ceiling), on every variant that runs the model. The inputs: the user's
+samples (--inputs) or seeded tensors from its signature (--seed), else a head's own making
+pictures, tokens or rows where the model has one (images/s), else seeded tensors (samples/s, or
+runs/s where no input has a batch axis)."""
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +23,6 @@ from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
-from ..runtime import backends as registry
-from ..model.opening import load, require_run
 from ..verify.cases import Case, file_cases, generated_cases, has_batch
 
 # The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
@@ -186,8 +184,8 @@ ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 
 def head_feeds(model, case: Case) -> dict[str, np.ndarray]:
-    """A tutorial model's inputs at the case's batch, made by its head: raw pictures for an --input
-    uint8 artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
+    """A model's inputs at the case's batch, made by its head: raw pictures for an --input uint8
+    artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
     head = model.head
     make = bench_pictures if head.info.raw_input is not None else bench_inputs
     return {head.input_name: make(head.contract, case.batch)}
@@ -231,132 +229,103 @@ def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[
     return rows
 
 
-def bench(name: str, *, backends: list[str] | None = None, batch_sizes=DEFAULT_BATCH_SIZES,
-          root: str | Path = DEFAULT_RUNS_ROOT, warmup: int = 10, seconds: float = DEFAULT_SECONDS,
-          bare: bool = True, rounds: int = DEFAULT_ROUNDS, progress: Callable[[str], None] = lambda _: None,
-          run: str | Path | None = None) -> tuple[list[BenchRow], dict[str, str]]:
-    """Time every (backend, device, precision) ``backends`` pick for tutorial model ``name``, each
-    next to its bare runtime.
-
-    The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same
-    alternating rounds per batch size, so their ratios hold on a shared machine; the torch
-    backends after them, in rounds of their own: once torch has run, its idle OpenMP threads
-    compete for the cores and doubled ORT's batch-1 latency here (26 us alone, 57 us after)."""
-    require_run(name, root, run)
-    rows: list[BenchRow] = []
-    skipped: dict[str, str] = {}
-    chosen = registry.variants(backends)
-    cases = [Case(f"batch {b}", None, b) for b in batch_sizes]
-    for needs_torch in (False, True):
-        opened = []
-        for backend, device, precision in (v for v in chosen if v[0].needs_torch == needs_torch):
-            label = backend.label(device, precision)
-            why = backend.unavailable(device)
-            if why:
-                skipped[label] = why
-                continue
-            try:
-                opened.append((label, backend, device, precision,
-                               load(name, backend.name, device, precision, root=root, run=run)))
-            except (MissingArtifactError, BackendUnavailableError) as exc:  # not exported, or not on this CPU
-                skipped[label] = str(exc)
-        rows += time_models(opened, cases, head_feeds, skipped=skipped, bare=bare, warmup=warmup, seconds=seconds,
-                            rounds=rounds, progress=progress)
-        del opened  # frees sessions' thread pools before the next group is timed
-    if not rows:
-        raise PtxError(f"no backend could run {name}: " + "; ".join(f"{b}: {w}" for b, w in skipped.items()))
-    return rows, skipped
-
-
 @dataclass
-class PathBench:
-    """``bench_path``'s answer: a model file's rows, what was not timed and why, and notes on its inputs."""
+class Bench:
+    """``bench``'s answer: a model's rows, what was not timed and why, and notes on its inputs."""
 
-    path: Path
-    unit: str  # samples/s, or runs/s for a model without a batch axis
+    name: str
+    unit: str = "images/s"  # samples/s for tensors a head did not make, runs/s for a model without a batch axis
     rows: list[BenchRow] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # label -> why it was not timed
     notes: list[str] = field(default_factory=list)
 
     def text(self, markdown: bool = False) -> str:
-        from ..model.readers import group_reasons
+        from ..model.target import group_reasons
 
         skipped = dict(self.skipped)
         if not markdown:  # one line per reason, as verify says it
             skipped = {labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(skipped))}
-        table = (to_markdown if markdown else to_text)(self.path.name, self.rows, skipped, self.unit)
+        table = (to_markdown if markdown else to_text)(self.name, self.rows, skipped, self.unit)
         return "\n".join([*self.notes, table])
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "unit": self.unit, "rows": rows_to_dicts(self.rows), "skipped": self.skipped,
+        return {"model": self.name, "unit": self.unit, "rows": rows_to_dicts(self.rows), "skipped": self.skipped,
                 "notes": self.notes}
 
 
-def path_cases(signature, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int,
-               notes: list[str]) -> list[Case]:
-    """A model file's cases: one per batch size of the user's samples, else seeded inputs per batch size."""
+def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int | None,
+                result: Bench) -> tuple[list[Case], Callable]:
+    """(the cases, how a model is fed one): the user's samples (one case per batch size, rows being
+    per batch size) or seeded tensors from the signature (--seed); else a head's own inputs where the
+    model has one; else seeded tensors."""
+    signature = model.signature
     if input_files:
         by_batch = {}
-        for case in file_cases(input_files, signature):  # one case per batch size: rows are per batch size
+        for case in file_cases(input_files, signature):
             by_batch.setdefault(case.batch, case)
-        notes.append(f"timed on the samples given ({', '.join(c.label for c in by_batch.values())})")
-        return list(by_batch.values())
+        result.notes.append(f"timed on the samples given ({', '.join(c.label for c in by_batch.values())})")
+        result.unit = "samples/s"
+        return list(by_batch.values()), lambda _, case: case.feeds
+    if model.head is not None and seed is None:
+        return [Case(f"batch {b}", None, b) for b in batch_sizes], head_feeds
     chosen = plan_inputs(signature, **(plan or {}))
     if chosen.describe_choices():
-        notes.append(chosen.describe_choices())
+        result.notes.append(chosen.describe_choices())
+    result.unit = "samples/s" if has_batch(signature) else "runs/s"
     if not has_batch(signature):
-        notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
-                     "throughput is calls per second")
-    return generated_cases(signature, chosen, batch_sizes, seed)
+        result.notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
+                            "throughput is calls per second")
+    return generated_cases(signature, chosen, batch_sizes, seed or 0), lambda _, case: case.feeds
 
 
-def bench_path(path: str | Path, *, backends: Sequence[str] | None = None, options: Mapping | None = None,
-               plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int = 0,
-               batch_sizes: Sequence[int] = DEFAULT_FILE_BATCH_SIZES, warmup: int = 10,
-               seconds: float = DEFAULT_SECONDS, rounds: int = DEFAULT_ROUNDS, bare: bool = True,
-               progress: Callable[[str], None] = lambda _: None) -> PathBench:
-    """Time the model file at ``path`` on every backend ``backends`` picks (default: all that read
-    it), each beside its bare runtime call (a bare ``InferenceSession.run`` for the ONNX Runtime
-    rows). The torch-free runtimes are timed first and torch's after them, as bench() does and for
-    its reason (torch's idle threads slowed ONNX Runtime once torch had run)."""
-    from ..formats.model_files import read_model_file
-    from ..model.readers import file_backends, group_reasons, open_rows
+def bench(argument: str | Path, *, backends: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
+          root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None, options: Mapping | None = None,
+          plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int | None = None,
+          warmup: int = 10, seconds: float = DEFAULT_SECONDS, bare: bool = True, rounds: int = DEFAULT_ROUNDS,
+          progress: Callable[[str], None] = lambda _: None) -> Bench:
+    """Time every variant ``backends`` pick (default: all that run the model) of a tutorial model's
+    run (``argument`` its name, or ``run`` its folder) or of a model file, each next to its bare
+    runtime. ``options`` are load()'s for a file; ``plan``, ``input_files`` and ``seed`` make inputs.
 
-    path = Path(path)
-    found = read_model_file(path)
-    options = dict(options or {})
-    result = PathBench(path, "samples/s")
-    chosen = file_backends(found.kind, backends)
-    cases: list[Case] | None = None
+    The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same alternating
+    rounds per batch size, so their ratios hold on a shared machine; the torch backends after them,
+    in rounds of their own: once torch has run, its idle OpenMP threads compete for the cores and
+    doubled ORT's batch-1 latency here (26 us alone, 57 us after)."""
+    from ..model.target import Target, group_reasons
+
+    target = Target.of(argument, root=root, run=run, options=options)
+    result = Bench(target.name if target.is_run else target.path.name)
+    sizes = tuple(batch_sizes or (DEFAULT_BATCH_SIZES if target.is_run else DEFAULT_FILE_BATCH_SIZES))
+    chosen = [v for v in target.variants(backends) if not v.backend.third_opinion]  # a third opinion is no runtime to time
+    cases = feeds_of = None
     for needs_torch in (False, True):
         group = []
-        for row in (r for r in chosen if r.backend.needs_torch == needs_torch):
-            why = row.unavailable()
+        for variant in (v for v in chosen if v.backend.needs_torch == needs_torch):
+            why = variant.unavailable()
             if why:
-                result.skipped[row.label] = why
+                result.skipped[variant.label] = why
             else:
-                group.append(row)
+                group.append(variant)
         if group:
-            progress(f"opening {path.name} with {', '.join(r.label for r in group)}")
-        opened, models = [], open_rows(path, group, options)
-        for row in group:
-            model = models[row.label]
-            if isinstance(model, Exception):
-                result.skipped[row.label] = f"cannot open it: {model}"
+            progress(f"opening {target.name} with {', '.join(v.label for v in group)}")
+        opened, models = [], target.open_all(group)
+        for variant, model in ((v, models[v.label]) for v in group):
+            if isinstance(model, (MissingArtifactError, BackendUnavailableError)):
+                result.skipped[variant.label] = str(model)  # not exported, or not on this CPU
+            elif isinstance(model, Exception):
+                result.skipped[variant.label] = f"cannot open it: {model}"
             else:
-                opened.append((row.label, row.backend, row.device, model.precision, model))
+                opened.append((variant.label, variant.backend, variant.device, variant.precision, model))
         if not opened:
             continue
         if cases is None:
-            signature = opened[0][-1].signature
-            cases = path_cases(signature, plan, input_files, batch_sizes, seed, result.notes)
-            result.unit = "samples/s" if has_batch(signature) else "runs/s"
-        result.rows += time_models(opened, cases, lambda _, case: case.feeds, skipped=result.skipped, bare=bare,
-                                   warmup=warmup, seconds=seconds, rounds=rounds, progress=progress)
+            cases, feeds_of = bench_cases(opened[0][-1], plan, input_files, sizes, seed, result)
+        result.rows += time_models(opened, cases, feeds_of, skipped=result.skipped, bare=bare, warmup=warmup,
+                                   seconds=seconds, rounds=rounds, progress=progress)
         del opened  # frees sessions' thread pools before the next group is timed
     if not result.rows:
         reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
-        raise PtxError(f"no backend could run {path.name} here: {reasons}")
+        raise PtxError(f"no backend could run {result.name} here: {reasons}")
     return result
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ptx.contract.metadata import from_props
-from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
+from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE, model_name
 from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.errors import ArtifactError
@@ -46,7 +46,7 @@ class ModelFile:
 
     @property
     def name(self) -> str:
-        return self.metadata.get("model") or self.path.name.split(".")[0]
+        return self.metadata.get("model") or model_name(self.path)
 
 
 def file_kind(path: Path) -> str:
@@ -160,7 +160,7 @@ def _torchscript_strings(path: Path) -> dict[str, str]:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not valid JSON ({exc})") from None
     if not isinstance(strings, dict) or not all(isinstance(v, str) for v in strings.values()):
-        raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not an object of strings")
+        raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not a JSON object of strings; re-export it")
     return strings
 
 

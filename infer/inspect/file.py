@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, FULL_PRECISION
+from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
@@ -22,9 +22,8 @@ from ..runtime import backends as registry
 from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file, weights_digest
 from ..formats.signature import recorded_signature
 from ..model.opening import KIND_NAMES
-from ..model.readers import FileBackend, open_rows, tutorial_signature
 
-RUNS_HERE, CANNOT, NOT_HERE, NOT_FOR_FILES = "runs here", "cannot run it", "not here", "tutorial exports only"
+RUNS_HERE, CANNOT, NOT_HERE = "runs here", "cannot run it", "not here"
 
 
 @dataclass
@@ -32,7 +31,7 @@ class BackendLine:
     """Whether one backend can run the file on this machine, and if not, why (one line)."""
 
     label: str
-    status: str  # RUNS_HERE, CANNOT, NOT_HERE, NOT_FOR_FILES
+    status: str  # RUNS_HERE, CANNOT, NOT_HERE
     detail: str = ""
 
     def text(self, width: int) -> str:
@@ -178,20 +177,24 @@ def _weights(found: FileInspection) -> str:
 
 
 def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool = True) -> FileInspection:
-    """What ``path`` is and which backends run it here. ``options`` are open_own_model's (inputs,
-    batch_axes, ignore_metadata): a TorchScript or pt2 file's outputs are learned only with inputs."""
+    """What ``path`` is and which backends run it here. ``options`` are load()'s (inputs, batch_axes,
+    ignore_metadata): a TorchScript or pt2 file's outputs are learned only with inputs. A tutorial
+    model's export is a file like any other: its contract gives its signature, and each line opens it."""
+    from ..model.target import Target
+
     path = Path(path)
     found = read_model_file(path)
     options = dict(options or {})
     if options.get("ignore_metadata"):
         found.metadata = {}
-    options = dict(options or {})
-    report = FileInspection(path, found.kind, path.stat().st_size, recorded_digest=found.metadata.get(WEIGHTS_KEY))
+    target = Target.of(path, options=options, verifying=True)
+    report = FileInspection(path, found.kind, path.stat().st_size, recorded_digest=found.metadata.get(WEIGHTS_KEY),
+                            notes=list(target.notes))
     if found.has_contract:
         report.model = found.metadata.get("model")
         report.format = "onnx-int8" if found.metadata.get("precision") == "int8" else found.kind
     report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
-    rows = _rows(report.format or found.kind)
+    variants = [v for v in target.variants() if v.precision == target.precision]
     declared = None
     if found.kind == ONNX:
         from ..formats.onnx_graph import graph_facts, graph_signature, read_graph
@@ -200,32 +203,32 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
         report.graph = graph_facts(proto, path)
         declared = graph_signature(proto, path, options.get("batch_axes"))
         report.int8 = None if report.format == "onnx-int8" else _int8(report.graph.operators)
-    if found.has_contract:  # a tutorial model's export: its contract, and the tutorial backends' loaders
-        report.signature, report.source = tutorial_signature(found), _source(found, options, "")
-        if found.kind == TORCHSCRIPT:
-            report.parameters = _torchscript_parameters(path)
-        report.backends = [_tutorial_line(path, row, p) for row, p in rows]
-        return report
-    known = found.kind == ONNX or bool(options.get("inputs")) or recorded_signature(found.metadata, path) is not None
-    runnable = [row for row, _ in rows if row.backend.open_file is not None and not row.unavailable()] if known else []
-    opened = open_rows(path, runnable, options, probe)
-    reference = next(row for row, _ in rows if row.reference)
-    model = opened.get(reference.label)
+    known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or \
+        recorded_signature(found.metadata, path) is not None
+    runnable = [v for v in variants if not v.unavailable()] if known else []
+    opened = target.open_all(runnable) if probe else {v.label: _opened(target, v) for v in runnable}
+    model = opened.get(_reference_label(target))
     if found.kind == ONNX:
-        _onnx_signature(path, found, options, model, declared, report)
+        _onnx_signature(path, found, target, model, declared, report)
     else:
-        _torch_signature(found, options, model, reference, report, known)
-        if found.kind == TORCHSCRIPT:
-            report.parameters = sum(p.numel() for p in model.module.parameters()) if hasattr(model, "module") \
-                else _torchscript_parameters(path)
-    report.backends = [_line(path, found, row, p, opened, known) for row, p in rows]
+        _torch_signature(found, options, model, target, report, known)
+    if found.kind == TORCHSCRIPT:
+        report.parameters = sum(p.numel() for p in model.runner.module.parameters()) \
+            if model is not None and not isinstance(model, Exception) and hasattr(model.runner.module, "parameters") \
+            else _torchscript_parameters(path)
+    report.backends = [_line(path, found, v, opened, known) for v in variants]
     return report
 
 
-def _rows(fmt: str) -> list[tuple[FileBackend, str]]:
-    """Every (backend, device) of the registry that reads this kind of file, at the file's precision."""
-    precision = "int8" if fmt == "onnx-int8" else FULL_PRECISION
-    return [(FileBackend(b, d), p) for b, d, p in registry.variants() if p == precision and b.artifact_for(p) == fmt]
+def _reference_label(target) -> str:
+    return registry.get(target.reference).label("cpu", target.precision)
+
+
+def _opened(target, variant):
+    try:
+        return target.open(variant)
+    except PtxError as exc:
+        return exc
 
 
 def _source(found: ModelFile, options: Mapping, graph_word: str) -> str:
@@ -238,64 +241,42 @@ def _source(found: ModelFile, options: Mapping, graph_word: str) -> str:
     return graph_word
 
 
-def _onnx_signature(path: Path, found: ModelFile, options: Mapping, model, declared: Signature,
-                    report: FileInspection) -> None:
-    """ONNX Runtime's signature of the file (what verify and serve use), else the graph's own."""
-    from ..runtime.ort_runner import file_signature
-
+def _onnx_signature(path: Path, found: ModelFile, target, model, declared: Signature, report: FileInspection) -> None:
+    """ONNX Runtime's signature of the file (what verify and serve use), else the graph's own, as the
+    same opening makes it (ptx.infer.formats.signature)."""
     if model is not None and not isinstance(model, Exception):
-        report.signature, report.source = model.signature, _source(found, options, "the graph")
+        report.signature, report.source = model.signature, _source(found, target.options, "the graph")
     else:
-        report.signature = file_signature(path, declared, found.metadata, options.get("batch_axes"),
-                                          options.get("inputs") or ())
-        report.source = _source(found, options, "the graph (read by onnx: ONNX Runtime cannot open the file)")
+        from ..model.opening import opening_of
+
+        report.signature = opening_of(path, **target.options)[0].of_graph(declared, path)
+        report.source = _source(found, target.options, "the graph (read by onnx: ONNX Runtime cannot open the file)")
     report.notes += _specialised(declared, report.signature)
 
 
-def _torch_signature(found: ModelFile, options: Mapping, model, reference: FileBackend, report: FileInspection,
-                     known: bool) -> None:
+def _torch_signature(found: ModelFile, options: Mapping, model, target, report: FileInspection, known: bool) -> None:
     if not known:
         report.source = (f"unknown: {KIND_NAMES[found.kind]} keeps no description of its inputs; declare them "
                          "with --input NAME=SHAPE:DTYPE (in forward()'s order) and ptx learns its outputs from two "
                          "probe runs")
     elif model is None or isinstance(model, Exception):
-        report.source = f"not read: {reference.label} cannot open it" + (f" ({model})" if model else "")
+        report.source = f"not read: {_reference_label(target)} cannot open it" + (f" ({model})" if model else "")
     else:
         report.signature = model.signature
-        recorded = recorded_signature(found.metadata, found.path) is not None
+        recorded = recorded_signature(found.metadata, found.path) is not None or found.has_contract
         checked = "the inputs you declared (--input)" if options.get("inputs") else "a probe run of the file"
         report.source = _source(found, options, checked) + ("" if recorded else ", outputs learned from two probe runs")
 
 
-def _line(path: Path, found: ModelFile, row: FileBackend, precision: str, opened: Mapping,
-          known: bool) -> BackendLine:
-    label = row.backend.label(row.device, precision)
-    why = row.unavailable()
+def _line(path: Path, found: ModelFile, variant, opened: Mapping, known: bool) -> BackendLine:
+    why = variant.unavailable()
     if why:
-        return BackendLine(label, NOT_HERE, why + _static(row.backend, path, found))
-    if row.backend.open_file is None:
-        return BackendLine(label, NOT_FOR_FILES, "ptx runs it on its tutorial models' exports, not on your own file "
-                           "yet" + _static(row.backend, path, found))
+        return BackendLine(variant.label, NOT_HERE, why + _static(variant.backend, path, found))
     if not known:
-        return BackendLine(label, NOT_HERE, "declare the inputs (--input) to try it")
-    model = opened[row.label]
-    return BackendLine(label, CANNOT, str(model)) if isinstance(model, Exception) else BackendLine(label, RUNS_HERE)
-
-
-def _tutorial_line(path: Path, row: FileBackend, precision: str) -> BackendLine:
-    from ..model.opening import load
-
-    label = row.backend.label(row.device, precision)
-    why = row.unavailable()
-    if why:
-        return BackendLine(label, NOT_HERE, why + (_static(row.backend, path, None) if row.backend.static else ""))
-    try:
-        load(path, row.backend.name, row.device, precision)
-    except PtxError as exc:
-        return BackendLine(label, CANNOT, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a runtime's own exception, in one line
-        return BackendLine(label, CANNOT, f"{type(exc).__name__}: {first_line(exc)}")
-    return BackendLine(label, RUNS_HERE)
+        return BackendLine(variant.label, NOT_HERE, "declare the inputs (--input) to try it")
+    model = opened[variant.label]
+    return BackendLine(variant.label, CANNOT, str(model)) if isinstance(model, Exception) else \
+        BackendLine(variant.label, RUNS_HERE)
 
 
 def _specialised(declared: Signature, inferred: Signature) -> list[str]:

@@ -33,8 +33,9 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 
 def _row_to_locate(report, against: str | Path | None = None):
     """The failed row to trace: the --against file's row where it failed (what the user asked
-    about), else the first that compared values against the file's reference."""
-    failed = report.failed
+    about), else the first that compared values against the file's reference. A reduced precision's
+    row is triaged (locate/triage_run.py), not traced."""
+    failed = [r for r in report.failed if r.precision == "f32"]
     if not failed:
         return None
     mine = f"{Path(against).name} (" if against is not None else None
@@ -69,7 +70,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     graph = LocateGraph.open(path)
     other_graph = None
     try:
-        reference = OrtSide(graph, case.feeds, "cpu", report.reference_row.backend)
+        reference = OrtSide(graph, case.feeds, "cpu", report.reference_row.label)
         other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
         if other_file is not None and read_model_file(other_file).kind != ONNX:
             from .torchscript import locate_torchscript
@@ -83,16 +84,16 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             other_graph = LocateGraph.open(other_file)
             other = OrtSide(other_graph, case.feeds, "cpu", row.backend)
         else:
-            other = side_for(row.backend, graph, case.feeds)
+            other = side_for(row.label, graph, case.feeds)
             if other is None:
-                raise PtxError(f"--locate cannot ask {row.backend} for intermediate tensors; give --backends with "
+                raise PtxError(f"--locate cannot ask {row.label} for intermediate tensors; give --backends with "
                                "another backend")
         try:
             located = locate(graph, reference, other, tolerance_of, case.label, other_graph, progress)
         except NothingToLocate as exc:
-            raise NothingToLocate(f"{exc} ({row.backend} on {case.label})") from None
+            raise NothingToLocate(f"{exc} ({row.label} on {case.label})") from None
         if repro is not None:
-            backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.backend]
+            backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.label]
             located.repro = _repro(repro, located, graph, other_graph, backends, tolerance_args, None)
         return located
     finally:

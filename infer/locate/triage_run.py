@@ -1,10 +1,11 @@
-"""``ptx verify NAME --locate``: a tutorial model's reduced-precision rows triaged (infer/locate/triage.py)
-on its ONNX export, and the ranking ``ptx export NAME --format onnx-int8 --keep-f32 auto`` is handed.
+"""``ptx verify NAME|FILE --locate``: a model's reduced-precision rows triaged (infer/locate/triage.py)
+on its ONNX file, and the ranking ``ptx export ... --format onnx-int8 --keep-f32 auto`` is handed.
 
 Each reduced row is set against the f32 run of the same runtime, so that what is measured is the
-precision and not a runtime's other habits: ort-cpu-int8 (model.int8.onnx) against ort-cpu on
-model.onnx; openvino-int8 and openvino-bf16 against OpenVINO at f32 on model.onnx. The case is a
-batch of the real test samples verify judges labels on. Never torch.
+precision and not a runtime's other habits: ort-cpu-int8 (the int8 file: model.int8.onnx, or a
+file's int8 twin) against ort-cpu on the f32 file; openvino-int8 and openvino-bf16 against OpenVINO
+at f32 on it. The case is a batch of the real test samples verify judges labels on where the
+model's head names a dataset, else the case verify fed. Never torch.
 """
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.comparison import JUDGING_BATCH
-from ptx.contract.names import FULL_PRECISION
 from ptx.contract.transforms import normalize, to_layout
 
-from ..model.opening import artifact_path, load
+from ..model.target import Target, Variant
+from ..runtime import backends as registry
 from .graph import LocateGraph
 from .sides import OpenVinoSide, OrtSide
 from .triage import Triage, triage
@@ -35,30 +35,37 @@ def _sides(label: str, f32: LocateGraph, reduced: LocateGraph, feeds):
     return f"{label}: not triaged here (tf32 and CUDA rows need ort-cuda's sides on a GPU)"
 
 
-def real_feeds(model: str, root, run, notice: Callable[[str], None]) -> tuple[dict[str, np.ndarray], str]:
-    """A batch of the real test samples verify judges labels on, as model.onnx takes them."""
+def real_feeds(target: Target, notice: Callable[[str], None]) -> tuple[dict[str, np.ndarray], str] | None:
+    """A batch of the real test samples verify judges labels on, as the f32 ONNX file takes them;
+    None where the model has no head naming a dataset."""
     from ptx.trainers.data import judging_samples
 
-    f32 = load(model, "ort-cpu", "cpu", FULL_PRECISION, root=root, run=run)
+    f32 = target.open(Variant(registry.get("ort-cpu"), "cpu"))
+    dataset = f32.info.get("dataset") if f32.head is not None else None
+    if f32.head is None or not (dataset or target.is_run):
+        return None
     contract = f32.contract
-    raw, _, data = judging_samples(f32.info.get("dataset") or model, contract, JUDGING_BATCH, notice=notice)
+    raw, _, data = judging_samples(dataset or target.name, contract, JUDGING_BATCH, notice=notice)
     x = to_layout(normalize(raw, contract), contract)
-    [name] = f32.signature.input_names if hasattr(f32.signature, "input_names") else [contract.input.name]
-    return {name: np.ascontiguousarray(x)}, f"{len(raw)} real {data} test samples"
+    return {f32.signature.input_names[0]: np.ascontiguousarray(x)}, f"{len(raw)} real {data} test samples"
 
 
-def triage_rows(model: str, rows: list[str], root=DEFAULT_RUNS_ROOT, run=None,
+def triage_rows(target: Target, rows: list[str], fed: tuple[dict, str] | None = None,
                 notice: Callable[[str], None] = print) -> list[Triage | str]:
-    """A Triage for each reduced-precision row label in ``rows``, or the line why it is not triaged."""
+    """A Triage for each reduced-precision row label in ``rows`` of ``target`` (a run or an ONNX
+    file), or the line why it is not triaged; ``fed``: (feeds, what they are) where the model has no
+    real samples."""
     if not rows:
         return []
-    feeds, case = real_feeds(model, root, run, notice)
+    if not target.is_run and target.kind != "onnx":
+        return [f"{label}: not triaged: the triage reads ONNX graphs, and {target.name} is none" for label in rows]
+    feeds, case = real_feeds(target, notice) or fed
     done: list[Triage | str] = []
-    f32_path = artifact_path(model, "ort-cpu", root, FULL_PRECISION, run)
-    with LocateGraph.open(f32_path) as f32:
+    ort = registry.get("ort-cpu")
+    with LocateGraph.open(target.file_for(Variant(ort, "cpu"))) as f32:
         for label in rows:
             int8 = label.endswith("-int8")
-            reduced = LocateGraph.open(artifact_path(model, "ort-cpu", root, "int8", run)) if int8 else f32
+            reduced = LocateGraph.open(target.file_for(Variant(ort, "cpu", "int8"))) if int8 else f32
             try:
                 sides = _sides(label, f32, reduced, feeds)
                 done.append(sides if isinstance(sides, str) else

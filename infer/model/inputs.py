@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptx.errors import InputError
-from ptx.files import read_text
+from ptx.files import exists, is_dir, read_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                   ".heic", ".heif", ".avif",  # HEIC/HEIF through pillow-heif, AVIF through Pillow (ptx.contract.decode)
@@ -48,9 +48,9 @@ def expand_inputs(args: list[str], recursive: bool = False) -> Expanded:
     out = Expanded()
     for arg in args:
         path = Path(arg)
-        if path.is_dir():
+        if is_dir(arg):
             _expand_folder(arg, path, recursive, out)
-        elif glob.has_magic(arg) and not path.exists():
+        elif glob.has_magic(arg) and not exists(arg):
             # The shell passes a pattern through as it is when nothing matches it (quoted or not).
             # A match that is no folder is a file the user named, a broken link included (its error says so).
             matches = sorted(m for m in glob.glob(arg, recursive=True) if not Path(m).is_dir())
@@ -122,9 +122,9 @@ def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[li
     unreadable: list[tuple[str, str]] = []
     for arg in args:
         path = Path(arg)
-        if path.is_dir():  # a folder of CSV files: its files are what is read, and the shell names them
+        if is_dir(arg):  # a folder of CSV files: its files are what is read, and the shell names them
             unreadable.append((arg, f"{arg}: a folder, not a CSV file; name its files (e.g. {path / '*.csv'})"))
-        elif path.suffix.lower() == ".csv" or path.exists():
+        elif path.suffix.lower() == ".csv" or exists(arg):
             try:
                 rows += csv_file_rows(path, features)
             except InputError as exc:

@@ -19,7 +19,7 @@ from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning)
-from ptx.files import file_sha256
+from ptx.files import file_sha256, is_dir, is_file
 
 from ..formats.model_files import ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
 from ..formats.signature import Opening
@@ -204,9 +204,13 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
         raise PtxError(f"load() takes a model name, a run folder, a model file's path or an nn.Module, not "
                        f"{type(target).__name__}")
     path = Path(target)
-    if run is None and path.is_dir() and is_run(path):  # load("runs/convnet") as --run runs/convnet
+    if run is None and is_dir(path):  # load("runs/convnet") as --run runs/convnet
+        if not is_run(path):
+            raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
+                                "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2), a run folder or a "
+                                "model's name")
         target, run = _model_of_run(path), path
-    elif path.suffix in ARTIFACT_SUFFIXES or path.is_file():
+    elif path.suffix in ARTIFACT_SUFFIXES or is_file(path):
         return _warned(open_path(path, backend, device, precision, **opened))
     if backend is not None:
         backends.get(backend)  # an unknown name is one clear error before any file is touched
@@ -261,7 +265,9 @@ def open_path(path: Path | None, backend: str | None = None, device: str | None 
     opening, info = opening_of(path, module=module, inputs=inputs, batch_axes=batch_axes,
                                ignore_metadata=ignore_metadata, tutorial=tutorial)
     chosen, device = resolve_backend(opening.kind, backend, device)
-    stored = opening.metadata.get("precision", FULL_PRECISION)
+    # What ptx wrote records its precision (an export without one is f32); a file ptx did not write is
+    # what its caller says it is (a user's own int8 twin).
+    stored = opening.metadata.get("precision", FULL_PRECISION) if opening.metadata else None
     precision = precision or (stored if stored in chosen.precisions_on(device) else FULL_PRECISION)
     _check_precision(chosen, device, precision, stored, path)
     why = chosen.unavailable(device)
@@ -305,15 +311,16 @@ def model_of(runner, info=None, tutorial: str | None = None) -> Model:
 FOREIGN_KINDS = ("onnx", "torchscript", "pt2")
 
 
-def _check_precision(chosen, device: str, precision: str, stored: str, path: Path | None) -> None:
-    """A precision the backend runs on ``device``, and the file's own: an int8 file is its own
-    artifact (model.int8.onnx), never the f32 file run at int8, nor the other way round."""
+def _check_precision(chosen, device: str, precision: str, stored: str | None, path: Path | None) -> None:
+    """A precision the backend runs on ``device``, and the file's own where ptx recorded it
+    (``stored``): an int8 file is its own artifact (model.int8.onnx), never the f32 file run at int8,
+    nor the other way round."""
     fmt = chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
     if precision not in chosen.precisions_on(device):
         raise PtxError(f"backend {chosen.name} runs {', '.join(chosen.precisions_on(device))} on {device}, not "
                        f"{precision} ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
     wants_int8 = fmt == "onnx-int8"
-    if path is not None and (stored == "int8") != wants_int8:
+    if path is not None and stored is not None and (stored == "int8") != wants_int8:
         raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
                             + ("`ptx export --format onnx-int8` writes model.int8.onnx" if wants_int8 else
                                "open it at int8 (--precision int8)"))

@@ -14,6 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.names import model_name
 from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError
@@ -35,7 +36,7 @@ class Runner:
                  metadata: Mapping[str, str] | None = None):
         self.signature = signature
         self.path = Path(path) if path is not None else None
-        self.name = name or (self.path.name.split(".")[0] if self.path is not None else "model")
+        self.name = name or (model_name(self.path) if self.path is not None else "model")
         self.metadata = dict(metadata or {})  # the file's ptx.* strings, prefix dropped
         self._exact = ExactFeeds(signature)
 

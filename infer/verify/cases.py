@@ -1,5 +1,6 @@
-"""The cases every backend is run on: seeded inputs generated from a model's signature at each batch
-size, or the user's samples, each checked against the signature."""
+"""The cases every backend is run on: a head's real test samples and edge inputs, seeded inputs
+generated from a model's signature at each batch size, or the user's samples, each checked against
+the signature."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,6 +52,30 @@ def file_cases(paths: Sequence[str | Path], signature: Signature) -> list[Case]:
     return cases
 
 
+def head_cases(contract, real: np.ndarray, batch_sizes: Sequence[int]) -> list[Case]:
+    """A tutorial model's real samples (raw, as its dataset holds them) in its model layout, then its
+    edge inputs, then a batch of each size cut from the samples: "real" first (the case labels and
+    accuracy are judged on), each batch-N case carrying its batch (the largest is the batch
+    composition's). Keyed by the contract's input: each model runs them through its head."""
+    from ptx.contract.transforms import normalize, to_layout
+
+    x = normalize(real, contract)
+    largest = max(batch_sizes)
+    cycled = np.concatenate([x] * (-(-largest // len(x))))[:largest]
+    inputs = {"real": x}
+    if contract.picture is not None:
+        # A blank picture and one all ink, normalised: the extremes of what a picture model is fed,
+        # and pictures still, so that an --input uint8 export (which takes only pictures) is fed them too.
+        blank = np.zeros((2, *np.asarray(real).shape[1:]), dtype=np.uint8)
+        inputs.update(zeros=normalize(blank, contract), ones=normalize(np.full_like(blank, 255), contract))
+    elif contract.encoding is None:  # all-zero and all-one tensors; token ids have no such edge
+        inputs.update(zeros=np.zeros_like(x[:2]), ones=np.ones_like(x[:2]))
+    for b in sorted(set(batch_sizes) | {1, 7}):
+        inputs[f"batch-{b}"] = cycled[:b]
+    return [Case(key, {contract.input.name: to_layout(batch, contract)}, int(key[6:]) if key.startswith("batch-") else None)
+            for key, batch in inputs.items()]
+
+
 def batch_hint(signature: Signature) -> str | None:
     """Where generated inputs may have put the batch wrong: an input with symbolic sizes but no batch
     axis ptx could tell, beside inputs that have one (a recurrent state [2, state_1, 128] beside
@@ -66,14 +91,17 @@ def batch_hint(signature: Signature) -> str | None:
     return None
 
 
-def save_cases(where: Path, cases: Sequence[Case]) -> str:
+def save_cases(where: Path, cases: Sequence[Case], labels: np.ndarray | None = None) -> str:
     """The cases' inputs as one .npz that --inputs reads back: ``NAME:K`` for case K (the cases'
-    batches differ, so they cannot share one array per name)."""
+    batches differ, so they cannot share one array per name); ``labels``, the true labels of the real
+    samples (case 0), under ``labels``."""
     from ptx.atomic import atomic_path
 
     if where.suffix.lower() != ".npz":
         raise PtxError(f"--save-inputs {where}: give a .npz file name (it is read back with --inputs {where.stem}.npz)")
     arrays = {f"{name}:{k}": array for k, case in enumerate(cases) for name, array in case.feeds.items()}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
     with atomic_path(where) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
     return f"saved the inputs: {where} ({len(cases)} case{'s' * (len(cases) != 1)}; --inputs {where} feeds them again)"

@@ -30,16 +30,18 @@ Judge = Callable[[str, np.ndarray, np.ndarray], OutputAgreement]
 
 @dataclass
 class Tolerances:
-    """--atol/--rtol: overall, or per output (``--atol scores=1e-3``); otherwise per dtype and device."""
+    """--atol/--rtol: overall, or per output (``--atol scores=1e-3``); otherwise a head's contract
+    tolerance for the device where the model has one, else per output dtype and device."""
 
     atol: float | None = None
     rtol: float | None = None
     per_output: dict[str, dict[str, float]] = field(default_factory=dict)
+    contract: object = None  # a head's Contract: its tolerance per device is the base
 
     @classmethod
     def parse(cls, atol: Sequence[tuple[str | None, float]] = (), rtol: Sequence[tuple[str | None, float]] = (),
-              outputs: Sequence[str] = ()) -> "Tolerances":
-        tolerances = cls()
+              outputs: Sequence[str] = (), contract=None) -> "Tolerances":
+        tolerances = cls(contract=contract)
         for option, given in (("atol", atol), ("rtol", rtol)):
             for name, value in given:
                 check_tolerance(Tolerance(**{"atol": 0.0, "rtol": 0.0, option: value}))
@@ -66,7 +68,8 @@ class Tolerances:
                 for arg in (f"--{option}", f"{name + '=' if name else ''}{value:g}")]
 
     def of(self, name: str, dtype: str, device: str) -> Tolerance:
-        base = default_tolerance(dtype, device)
+        base = self.contract.tolerance(device.partition(":")[0]) if self.contract is not None else \
+            default_tolerance(dtype, device)
         own = self.per_output.get(name, {})
         return Tolerance(own.get("atol", base.atol if self.atol is None else self.atol),
                          own.get("rtol", base.rtol if self.rtol is None else self.rtol))

@@ -1,6 +1,6 @@
-"""What `ptx verify` found, for a tutorial model (infer/verify/tutorial.py) and a model file
-(infer/verify/reference.py) alike: one Row per backend held to a reference, one verdict rule, one
-Report; its table prints a tutorial model's head-judged rows and a file's output by output."""
+"""What `ptx verify` found, for a tutorial model's run and a model file alike (infer/verify/verify.py):
+one Row per variant held to a reference, one verdict rule, one Report, one table (output by output,
+with a head's label agreement and accuracy where the model has a head)."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, OutputAgreement,
-                                    needed_atol_text)
+from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
+                                     OutputAgreement, needed_atol_text)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
@@ -17,28 +17,36 @@ from ptx.errors import PtxError
 from ..runtime import backends as registry
 from .batch_composition import CompositionCheck
 from .comparator import short_reason
-from ..model.readers import group_reasons
+from ..model.target import group_reasons
 
 REFERENCE = "eager"  # a tutorial model's reference
-TUTORIAL = "tutorial"  # a Report's kind for a tutorial model's run; a file's is its kind (onnx, ...)
+RUN = "run"  # a Report's kind for a tutorial model's run; a file's is its kind (onnx, ...)
 STORED = "stored reference"
 
 # What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
 # the JSON's "rule" all print this, so the three cannot drift apart.
 RULE = {
-    "f32": "every output within atol + rtol x |eager| of eager's, finite, with the same decisions; a decision "
-           "that flips between two outputs closer than that tolerance is a tie (counted, not a failure)",
-    "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then labels agree with eager's on >= "
-                 f"{100 * MIN_LABEL_AGREEMENT:.0f}% of the real samples and accuracy at most {MAX_ACCURACY_DROP:g} "
-                 "below eager's, else NOT USABLE: that precision is not for this model (bench and serve never pick "
-                 "it), a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32)",
-    "reference": "CPU rows: eager on the CPU; CUDA rows: eager on the same GPU at f32, TF32 off (ptx.cuda_math), "
-                 "or eager on the CPU for ort-cuda where torch has no CUDA; tf32 rows (CUDA's "
-                 "TensorFloat-32 math on the f32 file) are judged like bf16 against that f32 reference",
-    "FAIL": "an f32 row outside the tolerance; an artifact that does not load, or was exported from another "
-            "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf",
-    "exit status": "0 when every compared backend passes (ties and NOT USABLE rows noted); 1 when any row FAILs; "
-                   "2 when nothing could be compared (no export yet, or no backend runs here) or on a usage error",
+    "f32": "every output within atol + rtol x |reference| of the reference's, finite, with the same decisions "
+           "(a tutorial model's head); a decision that flips between two outputs closer than that tolerance is a "
+           "tie (counted, not a failure)",
+    "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then, where the model has a head and "
+                      f"real samples, labels agree with the reference's on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of them "
+                      f"and accuracy at most {MAX_ACCURACY_DROP:g} below; else each output that looks like class "
+                      f"scores keeps its argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of rows and any other stays "
+                      f"within a relative error (||got - want|| / ||want||) of "
+                      + ", ".join(f"{v:g} ({k})" for k, v in MAX_RELATIVE_ERROR.items())
+                      + "; else NOT USABLE: that precision is not for this model (bench and serve never pick it), "
+                        "a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32)",
+    "reference": "a tutorial model's run: eager (CPU rows: on the CPU; CUDA rows: on the same GPU at f32, TF32 off, "
+                 "or on the CPU for ort-cuda where torch has no CUDA); a model file: its own runtime on the CPU "
+                 "(ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti); tf32 rows are judged like bf16 against f32",
+    "FAIL": "an f32 row outside the tolerance; an export that does not load, or was exported from another "
+            "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf. A backend that "
+            "cannot run a model file at all is no disagreement (--strict fails it); onnx.reference is a third "
+            "opinion: where it alone departs, a note (--strict fails it)",
+    "exit status": "0 when every compared row passes (ties, NOT USABLE rows and third opinions noted); 1 when any "
+                   "row FAILs; 2 when nothing could be compared (no export yet, or no backend runs here) or on a "
+                   "usage error",
 }
 
 
@@ -68,6 +76,8 @@ class Row:
     # nothing about the file's answers; it fails only under --strict.
     optional: bool = False
     worst_case: int | None = None  # index of the case that disagrees most (what --locate traces)
+    # A third opinion (onnx.reference): where it alone departs, a note, not a verdict (--strict).
+    advisory: bool = False
 
     @property
     def label(self) -> str:
@@ -104,9 +114,10 @@ class Row:
 
     @property
     def status(self) -> str:
-        """PASS, FAIL (a real disagreement), or NOT USABLE (a reduced precision below its gate)."""
+        """PASS, FAIL (a real disagreement), NOT USABLE (a reduced precision below its gate), or
+        DIFFERS (a third opinion that departs: a note, not a verdict)."""
         if self.failures or (self.unusable and self.required):
-            return "FAIL"
+            return "DIFFERS" if self.advisory and not self.error else "FAIL"
         return "NOT USABLE" if self.unusable else "PASS"
 
     @property
@@ -130,7 +141,7 @@ class Row:
     @property
     def is_reference(self) -> bool:
         """The reference's own row (eager against eager, a file's runtime against itself)."""
-        return self.backend == self.against
+        return self.label == self.against
 
     @property
     def disagreeing(self) -> OutputAgreement | None:
@@ -163,6 +174,8 @@ class Row:
         detail = "; ".join(self.reasons)
         if self.status == "NOT USABLE":
             return f"NOT USABLE: {detail}: do not use {self.precision} for this model"
+        if self.status == "DIFFERS":
+            return f"DIFFERS (a third opinion, not a verdict; --strict fails it): {detail}"
         return f"FAIL: {detail}"
 
     def to_dict(self) -> dict:
@@ -170,7 +183,7 @@ class Row:
         doc = {k: getattr(self, k) for k in ("backend", "label", "device", "precision", "against", "cases",
                                              "batch_sizes", "max_abs", "max_rel", "argmax_agreement", "accuracy",
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
-                                             "could_not_run")}
+                                             "could_not_run", "advisory")}
         return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
                 "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
                 "composition": self.composition.to_dict() if self.composition else None,
@@ -179,35 +192,32 @@ class Row:
 
 @dataclass
 class Report:
-    """`ptx verify`'s answer: a tutorial model's rows against eager (``kind`` TUTORIAL), or a model
-    file's against its own runtime (``kind`` onnx, torchscript, pt2)."""
+    """`ptx verify`'s answer for one model: a tutorial model's run (``kind`` RUN) held to eager, or a
+    model file (``kind`` onnx, torchscript, pt2) held to its own runtime."""
 
     name: str  # the tutorial model's name, or the file's path
-    kind: str = TUTORIAL
+    kind: str = RUN
     reference: str = REFERENCE  # what the rows are held to: eager, "ort-cpu (onnxruntime 1.31.1)"
     rows: list[Row] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # label -> why that row did not run
-    # Skipped rows this machine cannot run: label -> device. A tutorial model's table sums up each
-    # non-CPU device in one line (a CPU machine's dozen CUDA rows); a file's says "not run".
+    # Skipped rows this machine cannot run: label -> device. The table sums up each device in one line
+    # (a CPU machine's dozen CUDA rows) unless asked for all rows.
     unrunnable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    strict: bool = False  # a backend that cannot run the file fails, as a disagreement does
-    # A tutorial model's: its real samples, each device's tolerance and reference in words, and what
-    # a static check proved of rows it could not run (ort-cuda's CUDA placement).
-    samples: int = 0
+    strict: bool = False  # a backend that cannot run the file, and a third opinion, fail as a disagreement does
+    head: bool = False  # the model has a head: its rows show label agreement and accuracy
+    samples: int = 0  # real test samples a head judged on (0: none)
     data: str = ""
-    tolerances: dict[str, dict] = field(default_factory=dict)
-    references: dict[str, str] = field(default_factory=dict)
-    static: dict[str, str] = field(default_factory=dict)
-    # A file's: its signature, where its inputs came from, and the cases (what --locate feeds again).
+    tolerances: dict[str, dict] = field(default_factory=dict)  # a head's contract tolerance per device
+    static: dict[str, str] = field(default_factory=dict)  # what a static check proved of rows not run
     signature: Signature | None = None
-    inputs: str = ""
+    inputs: str = ""  # where the cases came from, in words
     cases: list[str] = field(default_factory=list)
-    fed: list = field(default_factory=list, repr=False)
+    fed: list = field(default_factory=list, repr=False)  # the cases (what --locate feeds again)
     against: str | Path | None = None  # --against's file (named in the --locate offer)
-    # A tutorial model's: for each failing row, the command that says where it parts (--locate).
+    # For each failing row, the command that says where it parts (--locate).
     offers: list[str] = field(default_factory=list)
-    # A file's: the options that shaped its verdict (--atol, --inputs, ...), which its --locate offer repeats.
+    # The options that shaped the verdict (--atol, --inputs, ...), which a file's --locate offer repeats.
     given: list[str] = field(default_factory=list)
 
     @property
@@ -221,7 +231,7 @@ class Report:
     @property
     def failed(self) -> list[Row]:
         return [r for r in self.rows if (r.status == "FAIL" and (self.strict or not r.could_not_run))
-                or (self.strict and r.alone_error)]
+                or (self.strict and (r.alone_error or r.status == "DIFFERS"))]
 
     @property
     def could_not_run(self) -> list[str]:
@@ -244,92 +254,141 @@ class Report:
         return self.exit_status == 0
 
     def summary(self) -> str:
-        """The last line: the verdict, with what passed only on a tie or is not usable (a tutorial
-        model), or naming the backend, the output and its error where one disagrees (a file)."""
-        return _tutorial_summary(self) if self.kind == TUTORIAL else _file_summary(self)
+        """The last line: the verdict, naming the row, the output and its error where one
+        disagrees; else what passed only on a tie, is not usable, or differs as a third opinion."""
+        problems = [p for r in self.failed for p in r.problems()]
+        if problems:
+            more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
+                    f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
+            return f"DISAGREE: {problems[0]}{more}"
+        ran = self.compared
+        held = [r for r in ran if not r.is_reference]
+        if not ran:
+            others = "; ".join(group_reasons(self.skipped)) or "no other backend reads this kind of model"
+            return (f"nothing compared: only {self.reference_row.backend if self.reference_row else self.reference} "
+                    f"ran ({others})" + ("" if self.kind == RUN else "; give --reference FILE or --against OTHER to "
+                                                                      "compare with"))
+        notes = []
+        ties = sum(r.ties for r in self.rows)
+        if ties:
+            notes.append(f"{ties} tie{'s' * (ties != 1)} within tolerance")
+        for status, words in (("NOT USABLE", "not usable at their precision"), ("DIFFERS", "a third opinion differs")):
+            found = [r.label for r in self.rows if r.status == status]
+            if found:
+                notes.append(f"{words}: {', '.join(found)}")
+        alone = [r.label for r in ran if r.composition is not None and r.composition.checked]
+        if alone:
+            notes.append(f"each alone as inside a batch: {', '.join(alone)}")
+        if self.could_not_run:
+            notes.append(f"could not run: {', '.join(self.could_not_run)} (not a disagreement; --strict fails it)")
+        compared = ", ".join(dict.fromkeys(r.label for r in held)) or "nothing else"
+        against = ", ".join(dict.fromkeys(r.against for r in held)) or self.reference
+        return f"all agree: {compared} (against {against})" + (f"; {'; '.join(notes)}" if notes else "")
 
     def table(self, all_rows: bool = False) -> str:
         """The report as `ptx verify` prints it; ``all_rows`` lists every row this machine cannot run
         instead of one line per device."""
-        return "\n".join(_tutorial_table(self, all_rows) if self.kind == TUTORIAL else _file_table(self))
+        return "\n".join(_table(self, all_rows))
 
     def to_dict(self) -> dict:
-        doc = {"rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "unrunnable": self.unrunnable,
-               "notes": self.notes, "ok": self.ok, "exit_status": self.exit_status, "summary": self.summary()}
-        if self.kind == TUTORIAL:
-            return {"model": self.name, "samples": self.samples, "data": self.data, "tolerances": self.tolerances,
-                    "references": self.references, "static": self.static, "rule": RULE, "locate_commands": self.offers,
-                    **doc}
+        doc = {"model" if self.kind == RUN else "path": self.name, "kind": self.kind, "reference": self.reference,
+               "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "unrunnable": self.unrunnable,
+               "notes": self.notes, "ok": self.ok, "exit_status": self.exit_status, "summary": self.summary(),
+               "rule": RULE, "signature": self.signature.to_dict() if self.signature else None,
+               "inputs": self.inputs, "cases": self.cases, "samples": self.samples, "data": self.data,
+               "tolerances": self.tolerances, "static": self.static, "locate_commands": self.offers,
+               "not_run_summary": group_reasons({label: self.skipped[label] for label in self.unrunnable}),
+               "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES]}
         reference = self.reference_row
-        not_run = {label: self.skipped[label] for label in self.unrunnable}
-        return {"path": self.name, "kind": self.kind, "reference": self.reference,
-                "signature": self.signature.to_dict() if self.signature else None, "inputs": self.inputs,
-                "cases": self.cases, "reference_error": reference.error if reference else None,
-                "not_run": not_run, "not_run_summary": group_reasons(not_run),
-                "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES], **doc}
+        doc["reference_error"] = reference.error if reference else None
+        return doc
 
 
-# -- a tutorial model's table: heading, rows, skipped rows by reason, a line per missing device -------
+# -- the table: heading, each row output by output, what did not run, batch composition, the verdict --
 
-COLUMNS = (f"{'backend':<18} {'precision':<9} {'batch sizes':<14} {'max abs':>9} {'max rel':>9} {'argmax':>8} "
-           f"{'accuracy':>9}  verdict")
-
-
-def _tutorial_summary(report: Report) -> str:
-    if report.failed:
-        return f"backends DISAGREE: {', '.join(r.label for r in report.failed)} failed"
-    notes = []
-    ties = sum(r.ties for r in report.rows)
-    if ties:
-        notes.append(f"{ties} tie{'s' * (ties != 1)} within tolerance")
-    unusable = [r.label for r in report.rows if r.status == "NOT USABLE"]
-    if unusable:
-        notes.append(f"not usable at their precision: {', '.join(unusable)}")
-    return "all backends agree" + (f" ({'; '.join(notes)})" if notes else "")
+def _columns(head: bool) -> list[str]:
+    return ["backend", "precision", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol",
+            "argmax", *(["accuracy"] if head else []), "verdict"]
 
 
-def _tutorial_heading(report: Report) -> list[str]:
-    """Two lines: what was compared, then the rule for the rows that ran, in brief (`ptx verify --help`
-    states it whole, --json carries it with every device's tolerance)."""
+def _heading(report: Report) -> list[str]:
+    """What was verified against what, on which cases, and (a head's) the rule for the rows that ran."""
+    from ..model.opening import KIND_NAMES
+
+    what = f"{report.name}'s run" if report.kind == RUN else f"{report.path.name}: {KIND_NAMES[report.kind]}"
+    lines = [f"ptx verify {what}, reference {report.reference}", f"cases: {report.inputs}"]
+    if report.kind != RUN and report.signature is not None:
+        lines.insert(1, "inputs: " + "; ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in report.signature.inputs))
     devices = list(dict.fromkeys(r.device.partition(":")[0] for r in report.rows))
-    # Where eager ran on the row's own device the reference goes without saying; say it where it did not.
-    references = "; ".join(f"{device} rows: {ref}" for device, ref in report.references.items()
-                           if device in devices and ref != f"eager-{device}")
-    first = (f"ptx verify {report.name}: {report.samples:,} real test samples ({report.data}) + edge inputs, "
-             "each row against eager" + (f" ({references})" if references else ""))
-    bounds = ", ".join(f"{t['atol']:g} + {t['rtol']:g} x |eager| ({device})"
-                       for device, t in report.tolerances.items() if device in devices)
-    rule = f"pass: f32 |diff| <= {bounds}"
+    if report.tolerances:
+        bounds = ", ".join(f"{t['atol']:g} + {t['rtol']:g} x |reference| ({device})"
+                           for device, t in report.tolerances.items() if device in devices)
+        lines.append(f"pass: f32 |diff| <= {bounds}" if bounds else "pass: see --help")
     reduced = list(dict.fromkeys(r.precision for r in report.rows if r.precision != FULL_PRECISION))
     if reduced:
-        rule += (f"; {'/'.join(reduced)}: labels agree on >= {100 * MIN_LABEL_AGREEMENT:.0f}%, "
-                 f"accuracy at most {MAX_ACCURACY_DROP:g} lower")
-    return [first, rule]
+        gate = (f"labels agree on >= {100 * MIN_LABEL_AGREEMENT:.0f}%, accuracy at most {MAX_ACCURACY_DROP:g} lower"
+                if report.samples else f"class scores keep their argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of "
+                f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}")
+        lines.append(f"{'/'.join(reduced)}: {gate}")
+    return lines + report.notes
 
 
-def _ran_row(row: Row) -> str:
-    agree = "-" if row.argmax_agreement is None else f"{100 * row.argmax_agreement:.1f}%"
-    accuracy = "-" if row.accuracy is None else f"{row.accuracy:.4f}"
-    sizes = ",".join(map(str, row.batch_sizes))
-    name = f"{row.backend} ({row.device})"
-    return (f"{name:<18} {row.precision:<9} {sizes:<14} {row.max_abs:>9.2e} {row.max_rel:>9.2e} "
-            f"{agree:>8} {accuracy:>9}  {row.describe()}")
+def _cells(report: Report, row: Row) -> list[list[str]]:
+    """The table's rows for ``row``: one per output (a head's labels and accuracy on its first), or
+    one saying why it has none; then its batch composition's where the samples did not answer alone
+    as inside a batch."""
+    head = report.head
+    blank = [""] * (6 + head)
+    name, precision = (f"{row.backend} ({row.device})" if row.backend in registry.list_backends() else row.backend,
+                       row.precision)
+    not_run = "FAIL" if report.strict else "could not run"
+    if row.is_reference:
+        ran = f"the reference: ran {len(row.cases)} case{'s' * (len(row.cases) != 1)}"
+        return [[name, precision, row.against, *blank, f"FAIL: {row.error}" if row.error else ran]]
+    if row.error:
+        verdict = f"{not_run}: {short_reason(row.error, report.path)}" if row.could_not_run else f"FAIL: {row.error}"
+        return [[name, precision, row.against, *blank, verdict]]
+    cells = []
+    for k, o in enumerate(row.outputs):
+        if head and row.argmax_agreement is not None:
+            argmax = f"{100 * row.argmax_agreement:.1f}%" if k == 0 else ""
+        else:
+            argmax = f"{o.same_decisions}/{o.decisions}" if o.decisions else "-"
+        accuracy = ([f"{row.accuracy:.4f}" if row.accuracy is not None and k == 0 else "-"] if head else [])
+        if len(row.outputs) == 1 or row.precision != FULL_PRECISION:
+            verdict = row.describe() if k == 0 else ""
+        else:
+            verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else f": {o.beyond:,} of "
+                                                                                        f"{o.compared:,} beyond")
+        cells.append([name if k == 0 else "", precision if k == 0 else "", row.against if k == 0 else "", o.name,
+                      f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
+                      f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, *accuracy, verdict])
+    if len(row.outputs) > 1 and row.precision == FULL_PRECISION and row.status != "PASS" and not row.disagreeing:
+        cells.append([""] * (len(cells[0]) - 1) + [row.describe()])
+    return cells
 
 
-def _tutorial_table(report: Report, all_rows: bool) -> list[str]:
-    lines = [*_tutorial_heading(report), COLUMNS, "-" * len(COLUMNS), *map(_ran_row, report.rows)]
+def _table(report: Report, all_rows: bool) -> list[str]:
+    columns = _columns(report.head)
+    cells = [columns] + [c for row in report.rows for c in _cells(report, row)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
+    numeric = {columns.index(c) for c in ("max abs", "max rel", "needed atol", "argmax", *(["accuracy"] * report.head))}
+    text = ["  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            + "  " + r[-1] for r in cells]
+    lines = [*_heading(report), text[0], "-" * len(text[0]), *text[1:]]
     machine = {} if all_rows else report.unrunnable
     # Rows skipped for the same reason (ort-cpu-int8 and openvino-int8 both lack model.int8.onnx) share
-    # a line, except with all_rows: one line each. ``checked``: what a static check found without
-    # running the row (ort-cuda's placement).
+    # a line, except with all_rows: one line each. ``static``: what a check found without running the row.
     shared: dict[tuple, list[str]] = {}
     for label, why in report.skipped.items():
         if label not in machine:
             shared.setdefault((why, report.static.get(label)) + ((label,) if all_rows else ()), []).append(label)
-    lines += [f"{', '.join(labels):<18} " + (f"not run: {why}; {checked}" if checked else f"skipped: {why}")
+    lines += [f"{', '.join(labels)}: " + (f"not run: {why}; {checked}" if checked else f"skipped: {why}")
               for (why, checked, *_), labels in shared.items()]
     lines += _device_lines(report, machine)
     lines += _composition_lines(report)
+    if report.kind == "onnx" and any(r.traceable for r in report.failed if not r.is_reference):
+        lines.append(locate_offer(report.path, report.against, report.given))
     return lines + report.offers + [report.summary()]
 
 
@@ -342,7 +401,7 @@ def _device_lines(report: Report, machine: dict[str, str]) -> list[str]:
         # The first clause of each (ort-cuda-graph adds whether it can be captured), where all agree.
         checks = list(dict.fromkeys(report.static[label].split("; ")[0] for label in labels if label in report.static))
         what = f"{len(labels)} {device.upper() if device.startswith('cuda') else device} row{'s' * (len(labels) != 1)}"
-        line = f"{what:<18} not run: {report.skipped[labels[0]]}"  # the other reasons: --all-rows
+        line = f"{what}: not run: {report.skipped[labels[0]]}"  # the other reasons: --all-rows
         if len(checks) == 1:
             line += f"; {checks[0]}"
         lines.append(line + "; --all-rows lists them")
@@ -358,82 +417,9 @@ def _composition_lines(report: Report) -> list[str]:
     if same:
         first = same[0].composition
         worst = max(o.max_abs for r in same for o in r.composition.outputs)
-        lines.append(f"{'batch composition':<18} samples {', '.join(map(str, first.alone))} alone = their rows in a "
+        lines.append(f"batch composition: samples {', '.join(map(str, first.alone))} alone = their rows in a "
                      f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})")
-    return lines + [f"{'batch composition':<18} {r.label}: {r.composition.summary()}" for r in checked if r not in same]
-
-
-# -- a model file's table: heading, each row output by output, what did not run, the --locate offer --
-FILE_COLUMNS = ["backend", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol", "argmax",
-                "verdict"]
-
-
-def _file_summary(report: Report) -> str:
-    problems = [p for r in report.failed for p in r.problems()]
-    if problems:
-        more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
-                f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
-        return f"DISAGREE: {problems[0]}{more}"
-    could_not = (f"; could not run: {', '.join(report.could_not_run)} (not a disagreement; --strict fails it)"
-                 if report.could_not_run else "")
-    ran = report.compared
-    if not ran:
-        others = "; ".join(group_reasons({label: report.skipped[label] for label in report.unrunnable})) or \
-            "no other backend reads this kind of file"
-        return (f"nothing compared: only {report.reference_row.backend} ran ({others}); give --reference FILE or "
-                f"--against OTHER to compare with{could_not}")
-    held = [r for r in ran if not r.is_reference]
-    compared = ", ".join(dict.fromkeys(r.backend for r in held))
-    against = ", ".join(dict.fromkeys(r.against for r in held))
-    alone = [r.backend for r in ran if r.composition is not None and r.composition.checked]
-    first = (f"all agree: {compared} (against {against})" if held else
-             f"only {report.reference_row.backend} ran; nothing else compared with it")
-    return first + (f"; each alone as inside a batch: {', '.join(alone)}" if alone else "") + could_not
-
-
-def _file_cells(report: Report, row: Row) -> list[list[str]]:
-    """The table's rows for ``row``: one per output, or one saying why it has none; then its batch
-    composition's, against "itself, batch of N"."""
-    blank, check, not_run = [""] * 6, row.composition, "FAIL" if report.strict else "could not run"
-    compared = [(row.against, o) for o in row.outputs]
-    if row.is_reference:
-        ran = f"ran {len(report.cases)} case{'s' * (len(report.cases) != 1)}"
-        cells = [[row.backend, "(the reference)", *blank, f"FAIL: {row.error}" if row.error else ran]]
-    elif row.error:
-        verdict = f"{not_run}: {short_reason(row.error, report.path)}" if row.could_not_run else f"FAIL: {row.error}"
-        cells, compared = [[row.backend, row.against, *blank, verdict]], []
-    else:
-        cells = []
-    if row.alone_error:
-        alone = [[row.backend, f"itself, batch of {check.batch}", *blank,
-                  f"{not_run}: {short_reason(row.alone_error, report.path)}"]]
-    else:
-        alone = []
-        compared += [(f"itself, batch of {check.batch}", o) for o in check.outputs] if check is not None else []
-    for against, o in compared:
-        argmax = f"{o.same_decisions}/{o.decisions}" if o.decisions else "-"
-        verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else f": {o.beyond:,} of {o.compared:,} beyond")
-        cells.append([row.backend, against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
-                      f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, verdict])
-    return cells + alone
-
-
-def _file_table(report: Report) -> list[str]:
-    from ..model.opening import KIND_NAMES
-
-    lines = [f"ptx verify {report.path.name}: {KIND_NAMES[report.kind]}, reference {report.reference}",
-             "inputs: " + "; ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in report.signature.inputs),
-             f"cases: {report.inputs}", *report.notes]
-    cells = [FILE_COLUMNS] + [c for row in report.rows for c in _file_cells(report, row)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(FILE_COLUMNS) - 1)]
-    text = ["  ".join(c.rjust(w) if 3 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            + "  " + r[-1] for r in cells]
-    lines += [text[0], "-" * len(text[0]), *text[1:]]
-    lines += [f"not run: {line}" for line in group_reasons({label: report.skipped[label] for label in report.unrunnable})]
-    lines += [f"skipped: {label}: {why}" for label, why in report.skipped.items() if label not in report.unrunnable]
-    if any(r.traceable for r in report.failed if not r.is_reference) and report.kind == "onnx":
-        lines.append(locate_offer(report.path, report.against, report.given))
-    return lines + [report.summary()]
+    return lines + [f"batch composition: {r.label}: {r.composition.summary()}" for r in checked if r not in same]
 
 
 LOCATE_HINT = "where it is born: ptx verify {file} --locate{more}"

@@ -7,19 +7,18 @@ import json
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TUTORIAL_ONLY, FiniteFloat, TargetedCommand,
-                             _check_options, _given, _int_list, generated_input_options, model_file_options)
-from ptx.contract.tensor_inputs import BENCH_BATCHES
+from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
+                             generated_input_options, model_file_options, refuse_meaningless)
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
-@click.command("bench", cls=TargetedCommand, tutorial_only=TUTORIAL_ONLY["bench"],
-               file_defaults={"batch_sizes": ",".join(map(str, BENCH_BATCHES))})
+@click.command("bench", cls=TargetedCommand)
 @click.argument("name", required=False, metavar="NAME|PATH")
 @BACKENDS_OPTION
-@click.option("--batch-sizes", default="1,64", show_default=True, callback=_int_list,
-              help="Batch sizes to time (the long run: 1,64,1024).")
+@click.option("--batch-sizes", default=None, callback=_int_list,
+              help="Batch sizes to time (default: 1,64 for a tutorial model's run, 1,8 for a model file; the long "
+                   "run: 1,64,1024).")
 @click.option("--seconds", type=FiniteFloat(0.01), default=0.25, show_default=True,
               help="Timed seconds per runner and batch size, after warm-up (the long run: 1).")
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True,
@@ -52,54 +51,45 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     long one."""
     from dataclasses import asdict
 
+    from ptx.cli.options import open_options, plan_options
     from ptx.errors import UnknownModelError
-    from ptx.infer.model.opening import run_folder
-    from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning, rows_to_dicts, to_markdown, to_text
+    from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
     from ptx.infer.model.records import record_bench, record_verify
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.model.target import Target
+    from ptx.infer.verify.verify import verify
 
-    if _model_file(name, "bench"):
-        _check_options(ctx, "bench", for_file=True)
-        from ptx.infer.bench.timing import DEFAULT_FILE_BATCH_SIZES, bench_path
-        from ptx.cli.options import open_options, plan_options
-
-        result = bench_path(name, backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
-                            plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
-                            batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else DEFAULT_FILE_BATCH_SIZES,
-                            warmup=warmup, seconds=seconds, rounds=rounds,
-                            progress=lambda msg: click.echo(f"timing {msg}", err=True))
-        click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text(markdown))
-        noisy = noisy_warning(result.rows)
-        if noisy:
-            click.echo(f"warning: {noisy}", err=True)
-        return
-    _check_options(ctx, "bench", for_file=False)
-    name = _model_of_run(name, run)
-    if name is None:
-        raise click.UsageError("give a model NAME, or --run a run folder")
-    chosen = backends
+    if name is None and run is None:
+        raise click.UsageError("give a model NAME, --run a run folder, or a model file")
+    options = open_options(declared_inputs, batch_axes, ignore_metadata)
     try:
-        rows, skipped = bench(name, backends=chosen, batch_sizes=batch_sizes, root=root, warmup=warmup, seconds=seconds,
-                              rounds=rounds, progress=lambda msg: click.echo(f"timing {msg}", err=True), run=run)
+        target = Target.of(_model_of_run(name, run) if not _model_file(name, "bench") else name, root=root, run=run,
+                           options=options)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "bench") from None
-    record_bench(rows, run_folder(name, root, run))  # `ptx serve --backend auto` picks the fastest verified
+    refuse_meaningless(ctx, target)
+    result = bench(target.name if target.is_run else name, backends=backends, batch_sizes=batch_sizes, root=root,
+                   run=run, options=options, plan=plan_options(shapes, values, ranges), input_files=input_files,
+                   seed=seed if _given(ctx, ["seed"]) else None, warmup=warmup, seconds=seconds, rounds=rounds,
+                   progress=lambda msg: click.echo(f"timing {msg}", err=True))
     verdicts, unverified = [], {}
-    if verify_samples:
-        timed = sorted({r.runner for r in rows if r.peer_of is None and r.ceiling_of is None})
-        click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
-        report = verify(name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None, run=run)
-        record_verify(report, run_folder(name, root, run))
-        unverified = {v.label: "; ".join(v.reasons) for v in report.rows if not v.ok and v.label in timed}
-        verdicts = fastest(rows, {v.label for v in report.rows if v.ok})
+    if target.is_run:
+        record_bench(result.rows, target.run_folder())  # `ptx serve --backend auto` picks the fastest verified
+        if verify_samples:
+            timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
+            click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
+            report = verify(target.name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None,
+                            run=run)
+            record_verify(report, target.run_folder())
+            unverified = {v.label: "; ".join(v.reasons) for v in report.rows if not v.ok and v.label in timed}
+            verdicts = fastest(result.rows, {v.label for v in report.rows if v.ok})
     if as_json:
-        click.echo(json.dumps({"model": name, "rows": rows_to_dicts(rows), "skipped": skipped,
-                               "fastest": [asdict(v) for v in verdicts], "unverified": unverified}, indent=2))
-        return
-    click.echo(to_markdown(name, rows, skipped) if markdown else to_text(name, rows, skipped))
-    if verify_samples:
-        click.echo("\n".join(describe_fastest(verdicts, unverified)))
-    noisy = noisy_warning(rows)
+        click.echo(json.dumps({**result.to_dict(), "fastest": [asdict(v) for v in verdicts], "unverified": unverified},
+                              indent=2))
+    else:
+        click.echo(result.text(markdown))
+        if verdicts or unverified:
+            click.echo("\n".join(describe_fastest(verdicts, unverified)))
+    noisy = noisy_warning(result.rows)
     if noisy:
         click.echo(f"warning: {noisy}", err=True)
 

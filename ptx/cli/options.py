@@ -6,7 +6,6 @@ generated inputs are made (``@generated_input_options``), handed to the library 
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import click
@@ -161,6 +160,8 @@ def plan_options(shapes=(), values=(), ranges=()) -> dict:
 
 
 def _int_list(ctx, param, value):
+    if value is None:  # the command's own default, which depends on the model
+        return None
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -185,22 +186,51 @@ class ToleranceValue(click.ParamType):
 
 
 TOLERANCE = ToleranceValue()
-# What a tutorial model's command takes that a model file's does not, and the other way round.
-TUTORIAL_ONLY = {"verify": ("all_models", "samples", "root", "run", "all_rows"),
-                 "bench": ("root", "verify_samples", "run")}
-FILE_ONLY = ("declared_inputs", "batch_axes", "ignore_metadata", "shapes", "values", "ranges", "input_files", "seed",
-             "against", "reference_file", "save_reference", "strict")
+# The options that mean something for one kind of model only, said once for every command: the kind
+# ("run": a tutorial model's run, found by name or folder; "file": a model file, a tutorial model's
+# export or your own; "samples": a model whose head names a dataset, whose real test samples it
+# judges on) and why it means nothing for the others. Every other option means the same for all.
+ONE_KIND = {
+    "all_models": ("run", "verifies every run under --root; a model file is one model"),
+    "root": ("run", "says where runs live; a model file is found by its path"),
+    "run": ("run", "names a run folder; a model file is found by its path"),
+    "verify_samples": ("run", "judges a run's backends before one is named fastest; a model file's bench only times "
+                              "it (`ptx verify FILE` judges it)"),
+    "samples": ("samples", "counts real test samples, which only a tutorial model's contract names (a dataset): give "
+                           "--inputs FILE for samples of your own"),
+    "declared_inputs": ("file", "declares a model file's inputs; a tutorial model's contract declares its own"),
+    "batch_axes": ("file", "says where a model file's batch is; a tutorial model's contract says so itself"),
+    "ignore_metadata": ("file", "reads a model file as your own; a tutorial model's run is read by its contract"),
+    "reference_file": ("file", "keeps a model file's reference tensors; a run's reference is its checkpoint, run by "
+                               "eager"),
+    "save_reference": ("file", "keeps a model file's reference tensors; a run's reference is its checkpoint, run by "
+                               "eager"),
+}
+
+
+def kinds_of(target) -> set[str]:
+    """The ONE_KIND kinds a Target (ptx.infer.model.target) is, or "run" / "file" given by name."""
+    if isinstance(target, str):
+        return {target, "samples"} if target == "run" else {target}
+    if target.is_run:
+        return {"run", "samples"}
+    return {"file", "samples"} if target.found.has_contract and target.found.metadata.get("dataset") else {"file"}
+
+
+def refuse_meaningless(ctx: click.Context, target) -> None:
+    """One line for an option given for a model it means nothing for (ONE_KIND says which and why)."""
+    kinds = kinds_of(target)
+    for name, (kind, why) in ONE_KIND.items():
+        if kind not in kinds and _given(ctx, [name]):
+            option = next(p.opts[0] for p in ctx.command.params if p.name == name)
+            raise click.UsageError(f"{option} {why}")
 
 
 class TargetedCommand(click.Command):
     """A command that takes a tutorial model NAME or a model FILE: its --help given after one
-    (`ptx verify model.onnx --help`) lists only the options that apply to that kind, each with the
-    default that applies to it (a file's batch sizes are not a tutorial model's); plain --help lists
-    every option. Parsing is untouched: an option of the other kind is still refused in one line."""
-
-    def __init__(self, *args, tutorial_only: tuple[str, ...] = (), file_defaults: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tutorial_only, self.file_defaults = tutorial_only, dict(file_defaults or {})
+    (`ptx verify model.onnx --help`) lists only the options that apply to that kind (ONE_KIND); plain
+    --help lists every option. Parsing is untouched: an option of the other kind is still refused in
+    one line (refuse_meaningless)."""
 
     def parse_args(self, ctx, args):
         if {"--help", "-h"} & set(args):  # --help is eager: it runs before NAME is parsed
@@ -211,14 +241,11 @@ class TargetedCommand(click.Command):
         kind = ctx.meta.get("ptx.target")
         if kind is None:
             return super().format_options(ctx, formatter)
-        hidden = set(self.tutorial_only) if kind == "file" else set(FILE_ONLY)
+        kinds = kinds_of("file" if kind == "file" else "run") | ({"samples"} if kind == "file" else set())
         records = []
         for param in self.get_params(ctx):
-            if param.name in hidden:
+            if param.name in ONE_KIND and ONE_KIND[param.name][0] not in kinds:
                 continue
-            if kind == "file" and param.name in self.file_defaults:
-                param = copy.copy(param)  # the help's copy: the parsed option keeps its own default
-                param.default = self.file_defaults[param.name]
             record = param.get_help_record(ctx)
             if record is not None:
                 records.append(record)
@@ -246,25 +273,3 @@ def _given(ctx: click.Context, names) -> list[str]:
     params = {p.name: p for p in ctx.command.params}
     return [params[n].opts[0] for n in names if n in params
             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
-
-
-def _check_options(ctx: click.Context, command: str, for_file: bool) -> None:
-    if for_file:
-        wrong = _given(ctx, TUTORIAL_ONLY[command])
-        if wrong:
-            raise click.UsageError(f"{wrong[0]} is for a tutorial model NAME; a model file takes --inputs FILE "
-                                   "for real samples, and nothing of a run folder")
-    else:
-        wrong = _given(ctx, FILE_ONLY)
-        if wrong:
-            raise click.UsageError(f"{wrong[0]} is for a model file (ptx {command} PATH); a tutorial model NAME "
-                                   "carries its own contract")
-
-
-def _tutorial_tolerance(values, option: str) -> float | None:
-    if any(name is not None for name, _ in values):
-        raise click.UsageError(f"{option} OUTPUT=NUMBER is for a model file's outputs; a tutorial model takes one "
-                               f"{option} NUMBER")
-    if len(values) > 1:
-        raise click.UsageError(f"{option} is given {len(values)} times; give it once")
-    return values[0][1] if values else None

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import BACKENDS, RUN, SECURITY_NOTE, Choice, DeviceChoice, model_file_options, open_options
+from ptx.cli.options import refuse_meaningless
+from ptx.files import exists
 from ptx.cli.targets import (MODEL_FILE_SUFFIXES, _model_of_run, _models_and_files, _unknown_or_file,
                              names_model_file)
 from ptx.contract import DEFAULT_RUNS_ROOT
@@ -72,7 +74,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     """
     from ptx.infer.predict.batch import STDIN, tsv_field
 
-    if inputs and not Path(inputs[0]).exists() and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
+    if inputs and not exists(inputs[0]) and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
         # a mistyped model file would otherwise be read as a picture for the default model, convnet
         raise PtxError(f"{inputs[0]}: no such file (give your model file's path, or a picture for a tutorial model)")
     if inputs and names_model_file(inputs[0]):  # `ptx predict model.onnx INPUTS...`, as `--model model.onnx`
@@ -94,9 +96,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             raise click.UsageError("Missing argument 'INPUTS...': .npz, .npy or .json files of the model's inputs.")
         sys.exit(_predict_own(model, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
                               output=output, options=open_options(declared_inputs, batch_axes, ignore_metadata)))
-    if declared_inputs or batch_axes or ignore_metadata:
-        raise click.UsageError("--input, --batch-axis and --ignore-metadata are for --model FILE (your own model); "
-                               "the tutorial models carry their contract")
+    refuse_meaningless(click.get_current_context(), "run")
 
     if artifact is not None:
         _tutorial_artifact(artifact)

@@ -6,10 +6,11 @@ import inspect
 
 import click
 
-from ptx.cli.options import BACKENDS, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, model_file_options, open_options
+from ptx.cli.options import (BACKENDS, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, model_file_options, open_options,
+                             refuse_meaningless)
 from ptx.cli.targets import _models_and_files, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
-from ptx.contract.names import PRECISIONS
+from ptx.contract.names import PRECISIONS, model_name
 
 
 @click.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC).")
@@ -81,11 +82,10 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     for given in served_names:
         if not given or any(c in given for c in "/ \t?#%"):
             raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
-    files = [(served_names[i] if i < len(served_names) else path.name.split(".")[0], path)
+    files = [(served_names[i] if i < len(served_names) else model_name(path), path)
              for i, path in enumerate(files)]
-    if not files and (declared_inputs or batch_axes or ignore_metadata):
-        raise click.UsageError("--input, --batch-axis and --ignore-metadata are for a model FILE; the tutorial "
-                               "models carry their contract")
+    if not files:
+        refuse_meaningless(click.get_current_context(), "run")
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
                            max_delay_ms=max_delay_ms, workers=workers, token=token or None,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ptx.contract.names import MODEL_FILE_SUFFIXES
 from ptx.errors import PtxError
+from ptx.files import is_dir, is_file
 
 
 def is_model_file(argument: str | None) -> bool:
     """Whether a command's NAME argument names a file (a user's model) rather than a tutorial model."""
-    return argument is not None and Path(argument).is_file()
+    return argument is not None and is_file(argument)
 
 
 def names_model_file(argument: str) -> bool:
@@ -60,9 +62,6 @@ def _models_and_files(arguments) -> tuple[list[str], list]:
     return names, files
 
 
-# cli.py defined this twice, (..., ".ts", ".torchscript") and later (..., ".ts", ".jit"); the later one was the one
-# both functions read, and stays.
-MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
 
 
 def _model_file(name: str | None, command: str) -> bool:
@@ -76,7 +75,7 @@ def _model_file(name: str | None, command: str) -> bool:
         return True
     if name is None or name in names():
         return False
-    if Path(name).is_dir():
+    if is_dir(name):
         from ptx.infer.formats.model_files import file_kind
 
         file_kind(Path(name))  # a folder: one line saying what to give instead

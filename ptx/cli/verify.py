@@ -1,5 +1,5 @@
-"""`ptx verify`: every backend against eager for a tutorial model's run (ptx.infer.verify.tutorial), or
-against a model file's reference (ptx.infer.verify.reference).
+"""`ptx verify`: every backend against the reference of a tutorial model's run (eager) or of a model
+file (its own runtime), one path for both (ptx.infer.verify.verify).
 """
 from __future__ import annotations
 
@@ -9,40 +9,39 @@ import sys
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TUTORIAL_ONLY, TargetedCommand,
-                             _check_options, _given, _int_list, _tutorial_tolerance, generated_input_options,
-                             model_file_options)
-from ptx.contract.tensor_inputs import VERIFY_BATCHES
+from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, _given, _int_list,
+                             generated_input_options, model_file_options, refuse_meaningless)
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
 
-@click.command("verify", cls=TargetedCommand, tutorial_only=TUTORIAL_ONLY["verify"],
-               file_defaults={"batch_sizes": ",".join(map(str, VERIFY_BATCHES))})
+@click.command("verify", cls=TargetedCommand)
 @click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
               help="Verify every run under --root that has an export, whatever its folder is called.")
 @BACKENDS_OPTION
-@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True, help="Real test samples.")
-@click.option("--batch-sizes", default="1,7,64", show_default=True, callback=_int_list,
-              help="Batch sizes to exercise; the largest also chunks the real samples (a model file: 3,5, neither "
-                   "0 nor 1, so that a batch the exporter specialised is caught).")
+@click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Real test samples (a model with a head and a dataset: a tutorial model's run or export).")
+@click.option("--batch-sizes", default=None, callback=_int_list,
+              help="Batch sizes to exercise (default: 1,7,64 for real samples, whose largest also chunks them; "
+                   "3,5 for generated inputs, neither 0 nor 1, so that a batch the exporter specialised is caught).")
 @click.option("--atol", type=TOLERANCE, multiple=True,
-              help="Absolute tolerance (default: the artifact's, per device; a model file's: per output dtype and "
-                   "device, float16 judged as float16); OUTPUT=NUMBER for one output of a model file.")
+              help="Absolute tolerance (default: a tutorial model's contract's, per device; else per output dtype "
+                   "and device, float16 judged as float16); OUTPUT=NUMBER for one output.")
 @click.option("--rtol", type=TOLERANCE, multiple=True,
               help="Relative tolerance, as --atol.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: NAME is read from ROOT/NAME, --all verifies every run under it.")
-@click.option("--save-inputs", type=click.Path(dir_okay=False), help="Save the inputs used (npz) to reproduce.")
+@click.option("--save-inputs", type=click.Path(dir_okay=False),
+              help="Save the cases' inputs (npz; --inputs reads it back) to reproduce.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (every row, reason and tolerance).")
 @click.option("--all-rows", is_flag=True,
               help="List every row this machine cannot run (by default one line per missing device: 12 CUDA rows).")
 @RUN
 @click.option("--against", type=click.Path(dir_okay=False, exists=True), metavar="OTHER",
-              help="A model file: hold another file of the same model (your TorchScript beside its ONNX) to the "
-                   "reference too, output by output.")
+              help="Hold another file of the same model (your TorchScript beside its ONNX, another export) to the "
+                   "reference too, output by output, on its own runtime.")
 @click.option("--reference", "reference_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="A model file: reference tensors to compare every backend with (default: MODEL.reference.npz "
                    "beside the file, where there is one).")
@@ -50,8 +49,8 @@ from ptx.errors import PtxError
               help="A model file: write the reference backend's outputs on these inputs as reference tensors "
                    "(MODEL.reference.npz, or --reference FILE), for `ptx verify` on another machine.")
 @click.option("--strict", is_flag=True,
-              help="A model file: a backend that cannot run it fails the verdict (by default its row says it could "
-                   "not run, and the verdict is over the rows that ran).")
+              help="A backend that cannot run a model file, and onnx.reference (a third opinion) departing alone, "
+                   "fail the verdict (by default each is said, and the verdict is over the rows that ran).")
 @click.option("--locate", is_flag=True,
               help="An ONNX file: where a disagreement is born: on the case that disagrees most, the first node whose "
                    "output departs while its inputs agree (its module and line of forward where torch exported it), "
@@ -66,82 +65,90 @@ from ptx.errors import PtxError
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
                all_rows, run, against, reference_file, save_reference, strict, locate, repro, declared_inputs,
                batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
-    """Check that every backend gives eager's answers for model NAME, on real test samples; or, for a
-    model FILE (an ONNX, TorchScript or pt2 file of your own), that every backend that can load it
-    gives its reference's answers (ONNX: ort-cpu, with onnx.reference as a third opinion on small
-    inputs; TorchScript: the module on the CPU; pt2: aoti on the CPU), output by output, on seeded
-    inputs made from its signature at two batch sizes (or --inputs), and those of the reference
-    tensors kept beside it. A model file's exit status: 0 all agree, 1 a disagreement (the last line
-    names the backend, the output and its error), 2 nothing could be compared.
+    """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
+    model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
+    model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's export) its own runtime's
+    on the CPU (ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti), on real test samples where its
+    contract names a dataset, else on seeded inputs made from its signature at two batch sizes (or
+    --inputs, --seed for any model), and those of the reference tensors kept beside it. onnx.reference
+    is a third opinion on small inputs. Exit status: 0 all agree, 1 a disagreement (the last line names
+    the backend, the output and its error), 2 nothing could be compared.
     """
+    from ptx.cli.options import open_options, plan_options
     from ptx.errors import UnknownModelError
-    from ptx.infer.verify.tutorial import runs_with_artifacts
+    from ptx.infer.model.target import Target
+    from ptx.infer.verify.verify import runs_with_artifacts
 
     if repro and not locate:
         raise click.UsageError("--repro DIR writes what --locate finds: add --locate")
-    if repro and not _model_file(name, "verify"):
-        raise click.UsageError("--repro DIR writes a model file's located node: give the ONNX file "
-                               "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
     if locate and all_models:
         raise click.UsageError("--locate triages one model's rows: give NAME, not --all")
-    if _model_file(name, "verify"):
-        from ptx.cli.options import open_options, plan_options
-
-        _check_options(ctx, "verify", for_file=True)
-        if locate:
-            from ptx.infer.locate.file import check_locatable
-
-            check_locatable(name, repro)
-        options = dict(backends=backends, options=open_options(declared_inputs, batch_axes, ignore_metadata),
-                       plan=plan_options(shapes, values, ranges), input_files=input_files, seed=seed,
-                       batch_sizes=batch_sizes if _given(ctx, ["batch_sizes"]) else VERIFY_BATCHES, atol=atol,
-                       rtol=rtol, against=against, reference_file=reference_file, save=save_reference, strict=strict,
-                       save_inputs=save_inputs, progress=lambda msg: click.echo(f"verify: {msg}", err=True))
-        _verify([(name, options)], as_json=as_json,
-                then=(lambda report, doc, *_: _locate(report, doc, against, atol, rtol, repro, as_json)) if locate
-                else None)
-    _check_options(ctx, "verify", for_file=False)
-    atol, rtol = _tutorial_tolerance(atol, "--atol"), _tutorial_tolerance(rtol, "--rtol")
     if all_models and (name or run):
         raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
     if not (all_models or name or run):
-        raise click.UsageError("give a model NAME, --run a run folder, or --all")
+        raise click.UsageError("give a model NAME, --run a run folder, a model file, or --all")
+    chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol, root=root,
+                  options=open_options(declared_inputs, batch_axes, ignore_metadata),
+                  plan=plan_options(shapes, values, ranges), input_files=input_files,
+                  seed=seed if _given(ctx, ["seed"]) else None, against=against, reference_file=reference_file,
+                  save=save_reference, strict=strict, triaged=locate,
+                  notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
+                  progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     if all_models:  # every run, whatever its folder is called: each says its own model
+        refuse_meaningless(ctx, "run")
         runs = []
         for folder in runs_with_artifacts(root):
             try:
                 runs.append((_model_of_run(None, folder), folder))
             except PtxError as exc:  # one unreadable run does not stop the others from being verified
                 click.echo(f"notice: skipped {folder}: {exc}", err=True)
-    else:
-        runs = [(_model_of_run(name, run), run)]
-    if not runs:
-        raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
-    chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol, root=root,
-                  notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo, triaged=locate)
-    targets = [(model, {**chosen, "run": run, "save_inputs": save_inputs if not all_models or not save_inputs
-                        else f"{save_inputs}.{run.name}.npz"}) for model, run in runs]
-
-    def recorded(report, doc, model, options) -> None:
-        from ptx.infer.model.opening import run_folder
-        from ptx.infer.model.records import record_verify
-
-        record_verify(report, run_folder(model, root, options["run"]))  # what `ptx serve --backend auto` builds on
-        if locate:
-            doc["triage"] = _triage(report, model, root, options["run"], as_json)
-
+        if not runs:
+            raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
+        targets = [(model, {**chosen, "run": folder, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs
+                            else None}) for model, folder in runs]
+        _verify(targets, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
+                then=lambda report, doc, model, options: _record(report, root, options["run"]))
     try:
-        _verify(targets, as_json=as_json, many=all_models, all_rows=all_rows, gap="\n", then=recorded)
+        target = Target.of(_model_of_run(name, run) if not _model_file(name, "verify") else name, root=root, run=run,
+                           options=chosen["options"])
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "verify") from None
+    refuse_meaningless(ctx, target)
+    if locate and not target.is_run:
+        from ptx.infer.locate.file import check_locatable
+
+        check_locatable(name, repro)
+    elif repro:
+        raise click.UsageError("--repro DIR writes a model file's located node: give the ONNX file "
+                               "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
+
+    def then(report, doc, argument, options) -> None:
+        if target.is_run:
+            _record(report, root, run)
+        if not locate:
+            return
+        doc["triage"] = _triage(report, target, as_json)
+        if not target.is_run:
+            _locate(report, doc, against, atol, rtol, repro, as_json)
+
+    _verify([(target.name if target.is_run else name, {**chosen, "run": run, "save_inputs": save_inputs})],
+            as_json=as_json, all_rows=all_rows, gap="\n" if target.is_run else "", then=then)
+
+
+def _record(report, root, run) -> None:
+    """A run's verdicts, what `ptx serve --backend auto` and bench's fastest pick build on."""
+    from ptx.infer.model.opening import run_folder
+    from ptx.infer.model.records import record_verify
+
+    record_verify(report, run_folder(report.name, root, run))
 
 
 def _verify(targets, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
     """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all) and a model file:
-    each (target, options) of ``targets`` through ptx.infer.verify.tutorial, its table printed (or, --json, its
+    each (target, options) of ``targets`` through ptx.infer.verify.verify, its table printed (or, --json, its
     dict kept), then ``then(report, doc, target, options)`` (a run's record and triage, a file's
     locate); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
-    from ptx.infer.verify.tutorial import verify
+    from ptx.infer.verify.verify import verify
 
     docs, statuses = [], []
     for target, options in targets:
@@ -170,30 +177,34 @@ def _verify(targets, *, as_json, many=False, all_rows=False, gap="", then=None) 
     sys.exit(max(statuses))
 
 
-def _triage(report, model, root, run, as_json) -> list:
-    """--locate after a tutorial model's verify: its reduced-precision rows triaged (the nodes where
-    their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file, by the
-    command its table offers (report.offers; on stderr beside --json, whose table is not printed)."""
+def _triage(report, target, as_json) -> list:
+    """--locate after a verify: its reduced-precision rows triaged (the nodes where their error is
+    born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file (a file's: below; a
+    run's: by the command its table offers, report.offers, on stderr beside --json)."""
     from ptx.contract.names import FULL_PRECISION
-    from ptx.infer.model.opening import run_folder, run_option
     from ptx.infer.locate.triage_run import triage_rows
+    from ptx.infer.model.opening import run_option
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.failures]
-    where = run_option(model, run_folder(model, root, run))
+    reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.error
+               and not [f for f in v.failures if f not in v.unusable]]
     if as_json:
         for offer in report.offers:
             say(offer)
     if not reduced:
-        say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
+        if target.is_run or not report.failed:
+            say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
         return []
+    where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
+    worst = report.fed[max(range(len(report.fed)), key=lambda i: report.fed[i].batch or 0)] if report.fed else None
+    fed = (worst.feeds, f"{worst.label} of the cases verify fed") if worst is not None else None
     docs = []
-    for found in triage_rows(model, reduced, root, run, notice=lambda msg: click.echo(msg, err=True)):
+    for found in triage_rows(target, reduced, fed, notice=lambda msg: click.echo(msg, err=True)):
         if isinstance(found, str):
             say(found)
             continue
         docs.append(found.to_dict())
-        say(found.text() + (f"\nthen: ptx export {model}{where} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
+        say(found.text() + (f"\nthen: ptx export {where} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
                             f"{','.join(b.node for b in found.keep())})" if found.row.endswith("int8") and found.keep()
                             else "") + "\n")
     return docs
@@ -207,8 +218,8 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
     found = None
-    if not report.failed:
-        say("nothing to locate: every backend agrees" if report.exit_status == 0 else
+    if not [r for r in report.failed if r.precision == "f32"]:
+        say("nothing to locate: every f32 row agrees" if report.exit_status == 0 or report.failed else
             "nothing to locate: nothing was compared")
     else:
         try:

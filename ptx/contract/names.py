@@ -31,3 +31,21 @@ DEFAULT_RUNS_ROOT = "runs"
 VERIFY_RECORD_FILE = "verify.json"
 BENCH_RECORD_FILE = "bench.json"
 DEFAULT_OPSET = 18
+
+
+# What a model file's name ends in, and what ptx's own exports add before it (model.int8.onnx,
+# model.torchscript.pt): a model's name is what is left, every other dot kept
+# (ch_ppocr_mobile_v2.0_cls_infer.onnx is the model ch_ppocr_mobile_v2.0_cls_infer).
+MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
+EXPORT_INFIXES = (".int8", ".torchscript")
+
+
+def model_name(path) -> str:
+    """A model file's name without its suffix and ptx's own infix: net.onnx, net.int8.onnx -> net."""
+    from pathlib import Path
+
+    name = Path(path).name
+    suffix = next((s for s in MODEL_FILE_SUFFIXES if name.lower().endswith(s) and len(name) > len(s)), "")
+    name = name[:len(name) - len(suffix)]
+    infix = next((i for i in EXPORT_INFIXES if name.endswith(i) and len(name) > len(i)), "")
+    return name[:len(name) - len(infix)]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ptx.errors import ArtifactError
 
+from .names import model_name
 from .tensors import Signature
 
 REFERENCE_SUFFIX = ".reference.npz"
@@ -44,7 +45,7 @@ class Reference:
 def reference_path(model_path: str | Path) -> Path:
     """``model.onnx`` -> ``model.reference.npz`` (one file serves model.onnx and model.torchscript.pt)."""
     path = Path(model_path)
-    return path.with_name(path.name.split(".")[0] + REFERENCE_SUFFIX)
+    return path.with_name(model_name(path) + REFERENCE_SUFFIX)
 
 
 def save_reference(path: str | Path, reference: Reference) -> Path:

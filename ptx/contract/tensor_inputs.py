@@ -297,7 +297,10 @@ def load_input_file(path, signature: Signature) -> list[dict[str, np.ndarray]]:
 
 def _cases_from_keys(arrays: dict[str, np.ndarray], path, names=()) -> list[dict[str, np.ndarray]]:
     """``{"x": a, "y": b}`` is one case; ``{"x:0": .., "y:0": .., "x:1": ..}`` several. Keys that are
-    all the model's input names are one case even with a colon: tf2onnx names inputs ``x:0``."""
+    all the model's input names are one case even with a colon: tf2onnx names inputs ``x:0``. Beside
+    numbered cases, ``labels`` (the true labels `ptx verify --save-inputs` keeps) is no input."""
+    if any(":" in k for k in arrays) and "labels" not in names:
+        arrays = {k: v for k, v in arrays.items() if k != "labels"}
     if not any(":" in k for k in arrays) or set(arrays) <= set(names):
         return [arrays]
     cases: dict[str, dict[str, np.ndarray]] = {}

@@ -44,6 +44,11 @@ class Backend:
     # more than ``artifact``'s one: eager rebuilds a checkpoint or runs a live nn.Module;
     # eager-cuda-graph replays a checkpoint's module, a TorchScript file or a pt2 package.
     reads: tuple[str, ...] = ()
+    # A third opinion (onnx.reference): its disagreement alone is a note, not a verdict (--strict
+    # makes it one); never benched, and never chosen for speed.
+    third_opinion: bool = False
+    # Where it is slow: the cases it runs have at most this many input values (the rest are said).
+    case_values: int | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -79,7 +84,8 @@ class Backend:
 CUDA_TF32 = ((FULL_PRECISION, None), ("tf32", None))
 
 _REGISTRY: Registry[Backend] = Registry("backend")
-_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti", "ort_cuda_graph", "eager_cuda_graph")
+_BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "aoti", "ort_cuda_graph", "eager_cuda_graph",
+                  "onnx_reference")
 register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 

@@ -1,0 +1,225 @@
+"""What a command's model argument names, decided once: a tutorial model's run (by its name, or its
+run folder) or a model file (a tutorial export or your own). A run is the model files of one model
+(checkpoint.pt, model.onnx, model.int8.onnx, ...); a file is itself and its int8 twin beside it
+(``net.onnx`` and ``net.int8.onnx``, as ``ptx export net.onnx --format onnx-int8`` writes it). Every
+command asks a Target which variants (backend, device, precision) can run it, where each one's
+file is, and opens them alike; nothing after this asks which kind of model it was given.
+
+Importing this imports neither torch nor a runtime: each backend imports its own when opened.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.names import FULL_PRECISION
+from ptx.errors import MissingArtifactError, PtxError
+from ptx.files import is_file
+
+from ..formats.model_files import ModelFile
+from ..runtime import backends as registry
+from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, probe_args,
+                      require_run, run_folder)
+
+NO_GPU = "no GPU"
+RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
+REFERENCE = "eager"  # what a run's variants are held to
+INT8_FORMAT = "onnx-int8"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One (backend, device, precision) a model can be run on."""
+
+    backend: object  # infer.runtime.backends.Backend
+    device: str
+    precision: str = FULL_PRECISION
+
+    @property
+    def label(self) -> str:
+        return self.backend.label(self.device, self.precision)
+
+    def unavailable(self) -> str | None:
+        """Why this machine cannot run it, or None. Every CUDA variant says the same "no GPU" where
+        the machine has none, so that a command can say it once for all of them."""
+        from ptx.machine import visible_gpus
+
+        if self.device.startswith("cuda") and visible_gpus() == 0:
+            return NO_GPU
+        return self.backend.unavailable(self.device)
+
+
+@dataclass
+class Target:
+    """A tutorial model's run, or a model file, and how to open it through any variant."""
+
+    kind: str  # RUN, or the file's kind: onnx, torchscript, pt2
+    name: str  # the registered model of a run, or the file's path as given
+    path: Path | None = None  # the file
+    run_dir: Path | None = None
+    root: Path = Path(DEFAULT_RUNS_ROOT)
+    run: Path | None = None  # --run as given (a run found by name has none)
+    found: ModelFile | None = None
+    options: dict = field(default_factory=dict)  # load()'s options for a file: inputs, batch_axes, ...
+    notes: list[str] = field(default_factory=list)  # what a command says of the target before its table
+
+    @classmethod
+    def of(cls, argument: str | Path | None, *, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None,
+           options: Mapping | None = None, verifying: bool = False) -> "Target":
+        """The target ``argument`` names: a model file where it is one, else a tutorial model's run
+        (``argument`` a registered name, or ``run`` its folder). ``verifying``: a file changed since
+        it was exported is judged as the user's own model by its outputs, with a note (predict and
+        serve refuse it), so that the reference tensors kept at export, or --against, say what changed."""
+        options = dict(options or {})
+        if argument is not None and is_file(str(argument)):
+            path = Path(str(argument))
+            notes = []
+            if verifying and not options.get("ignore_metadata"):
+                changed = changed_since_export(path)
+                if changed:
+                    notes.append(changed)
+                    options["ignore_metadata"] = True
+            found = model_file(path, bool(options.get("ignore_metadata")))
+            return cls(found.kind, str(argument), path=path, found=found, options=options, notes=notes)
+        name = str(argument)
+        run_dir = require_run(name, root, run)
+        return cls(RUN, name, run_dir=run_dir, root=Path(root), run=Path(run) if run is not None else None)
+
+    @property
+    def is_run(self) -> bool:
+        return self.kind == RUN
+
+    @property
+    def what(self) -> str:
+        """What the target is, in words: "convnet's run (runs/convnet)", "an ONNX file"."""
+        return f"{self.name}'s run ({self.run_dir})" if self.is_run else KIND_NAMES[self.kind]
+
+    @property
+    def precision(self) -> str:
+        """The precision the target is read at by default: a file's own (an int8 file), else f32."""
+        return self.found.metadata.get("precision", FULL_PRECISION) if self.found is not None else FULL_PRECISION
+
+    @property
+    def reference(self) -> str:
+        """The backend every variant is held to: eager for a run; a file's own runtime."""
+        return REFERENCE if self.is_run else DEFAULT_FILE_BACKEND[self.kind]
+
+    def variants(self, names: Sequence[str] | None = None) -> list[Variant]:
+        """Every variant ``names`` pick (a backend name picks all its precisions; a label such as
+        ort-cpu-int8 or eager-cuda picks one) that can run this target; all of them if None. A run
+        can be opened by every backend (each reads its own export); a file by those that read its
+        kind (and, at int8, its int8 twin)."""
+        every = [Variant(b, d, p) for b, d, p in registry.variants()
+                 if self.is_run or (self.kind in b.kinds and b.artifact_for(p) in self.formats)]
+        if not names:
+            return every
+        known = {v.backend.name for v in every} | {v.backend.label(v.device) for v in every} | {v.label for v in every}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            what = "" if self.is_run else f" does not run {KIND_NAMES[self.kind]};"
+            raise PtxError(f"backend {unknown[0]}{what} choose from {', '.join(sorted(known))}" if self.is_run else
+                           f"backend {unknown[0]}{what} these do: {', '.join(dict.fromkeys(v.label for v in every))}")
+        return [v for v in every if {v.backend.name, v.backend.label(v.device), v.label} & set(names)]
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 twin
+        (an int8 file is int8 only)."""
+        if self.kind != "onnx":
+            return (self.kind,)
+        return (INT8_FORMAT,) if self.found.metadata.get("precision") == "int8" else ("onnx", INT8_FORMAT)
+
+    def file_for(self, variant: Variant) -> Path:
+        """The file ``variant`` reads: a run's export for its backend and precision, or the file
+        itself (an f32 ONNX file's int8 twin at int8); MissingArtifactError naming what makes it."""
+        if self.is_run:
+            return artifact_path(self.name, variant.backend.name, self.root, variant.precision, self.run)
+        if variant.backend.artifact_for(variant.precision) == self.formats[0]:
+            return self.path
+        twin = self.path.with_name(f"{self.path.stem}.int8{self.path.suffix}")
+        if not twin.is_file():
+            raise MissingArtifactError(f"no {twin.name} beside {self.path.name}: run `ptx export {self.path} --format "
+                                       f"{INT8_FORMAT}` first")
+        return twin
+
+    def open(self, variant: Variant, probe: bool = False):
+        """The Model of ``variant`` (a file ptx did not write is opened in a child first with ``probe``)."""
+        if self.is_run:
+            return load(self.name, variant.backend.name, variant.device, variant.precision, root=self.root,
+                        run=self.run)
+        return load(self.file_for(variant), variant.backend.name, variant.device, variant.precision,
+                    probe=probe, **self.options)
+
+    def open_all(self, variants: Sequence[Variant]) -> dict[str, object]:
+        """{label: the Model, or the PtxError that says why it did not open}: a file ptx did not write
+        is first opened by every variant in turn in one child process (a runtime that crashes on a
+        malformed graph crashes there, and says so in one line)."""
+        opened: dict[str, object] = dict(self._probe(variants))
+        for variant in variants:
+            if variant.label not in opened:
+                try:
+                    opened[variant.label] = self.open(variant)
+                except PtxError as exc:
+                    opened[variant.label] = exc
+        return opened
+
+    def _probe(self, variants: Sequence[Variant]) -> dict[str, PtxError]:
+        """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all
+        in one child first (one interpreter start, ~0.7 s here), one by one after a crash."""
+        from ptx.contract.tensors import as_declarations
+        from ptx.export.child import ChildCrashError, run_child
+
+        if self.is_run or not variants or self.found.metadata:
+            return {}
+        declared = as_declarations(self.options.get("inputs"))
+        args = [probe_args(self.file_for(v), v.backend.label(v.device), v.device, declared,
+                           self.options.get("batch_axes"), bool(self.options.get("ignore_metadata")))
+                for v in variants if self._has_file(v)]
+        try:
+            run_child(PROBE, json.dumps(args), what=f"opening {self.path.name}")
+            return {}
+        except ChildCrashError:
+            crashed: dict[str, PtxError] = {}
+            for variant, one in zip(variants, args):
+                try:
+                    run_child(PROBE, json.dumps([one]), what=f"{variant.label} opening {self.path.name}")
+                except ChildCrashError as exc:
+                    crashed[variant.label] = exc
+            return crashed
+
+    def _has_file(self, variant: Variant) -> bool:
+        try:
+            self.file_for(variant)
+            return True
+        except MissingArtifactError:
+            return False
+
+    def run_folder(self) -> Path | None:
+        return run_folder(self.name, self.root, self.run) if self.is_run else None
+
+
+def group_reasons(reasons: Mapping[str, str]) -> list[str]:
+    """``{label: why}`` -> one line per reason: "ort-cuda, torchscript-cuda: no GPU"."""
+    by_reason: dict[str, list[str]] = {}
+    for label, why in reasons.items():
+        by_reason.setdefault(why, []).append(label)
+    return [f"{', '.join(labels)}: {why}" for why, labels in by_reason.items()]
+
+
+def changed_since_export(path: Path) -> str | None:
+    """Why a file's ptx metadata does not describe it: its weights are not the ones it was exported
+    with (changed after export), in a note; None where they are, or it records none."""
+    from ptx.contract.weights import WEIGHTS_KEY
+
+    from ..formats.model_files import read_model_file, weights_digest
+
+    found = read_model_file(path, digest=False)
+    recorded = found.metadata.get(WEIGHTS_KEY)
+    actual = weights_digest(path, found.kind) if recorded else None
+    if actual is None or actual == recorded:
+        return None
+    return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {actual[:12]}... where its "
+            f"ptx.{WEIGHTS_KEY} records {recorded[:12]}...): checked as your own model, by its outputs")

@@ -1,0 +1,453 @@
+"""ptx verify: every variant of a model run on the same cases, each output compared with its
+reference's by one rule (ptx.contract.comparison), Polygraphy's Comparator.run(runners, data_loader).
+
+One path for every model (model/target.py decides once what the argument is):
+- the reference: eager for a tutorial model's run (on the variant's own device where torch runs
+  there, else on the CPU for a torch-free variant); a model file's own runtime on the CPU;
+- the cases (cases.py): ``--inputs`` files; else a model's head's real test samples and edge inputs
+  where it has a head and a dataset; else inputs generated from its signature, seeded, at batch
+  sizes neither 0 nor 1 (a batch the exporter specialised runs at one and fails at the other);
+- the judge: f32 within atol + rtol x |reference| (a head's contract tolerance, else per output
+  dtype and device), with a head's decisions; a reduced precision (bf16, tf32, int8) by a head's
+  labels and accuracy on real samples, else by its tensors (class scores keep their argmax, other
+  outputs a relative error);
+- beside the variants: onnx.reference as a third opinion (a note unless --strict), ``--against``
+  another file of the same model, reference tensors kept beside a file (``--save-reference``).
+
+A variant this machine cannot run is skipped with its reason; a file a backend cannot open at all
+(OpenVINO's front end refusing an operator) is no disagreement: its row says it could not run and
+the verdict is over the rows that ran (``strict``: such a row fails). Exit status: 0 every compared
+row agrees; 1 a row disagrees or fails (a disagreement is never a warning); 2 nothing was compared.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
+from ptx.contract.comparison import (JUDGING_SAMPLES, compare, compare_output, judge_reduced_outputs,
+                                     judge_reduced_tensors)
+from ptx.contract.names import FULL_PRECISION
+from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
+from ptx.contract.runs import exported, run_folders
+from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
+from ptx.contract.transforms import decisions, run_in_batches
+from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
+
+from ..formats.model_files import weights_digest
+from ..model.opening import KIND_NAMES, export_command, run_option
+from ..model.target import REFERENCE, Target, Variant
+from ..runtime import backends as registry
+from .batch_composition import check_largest_batch
+from .cases import Case, batch_hint, file_cases, generated_cases, head_cases, save_cases
+from .comparator import Tolerances, compare_cases, match_outputs, run_cases
+from .report import STORED, Report, Row
+
+HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
+RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch",
+                   "eager": "torch", "onnx.reference": "onnx"}
+
+
+def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
+           run: str | Path | None = None, options: Mapping | None = None, samples: int = JUDGING_SAMPLES,
+           batch_sizes: Sequence[int] | None = None, input_files: Sequence[str | Path] = (), seed: int | None = None,
+           plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: str | Path | None = None,
+           reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
+           save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
+           notice: Callable[[str], None] = print, triaged: bool = False) -> Report:
+    """Verify a tutorial model's run (``argument`` its name, or ``run`` its folder) or a model file
+    (see the module's docstring). ``options`` are load()'s for a file (inputs, batch_axes,
+    ignore_metadata); ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and
+    ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs."""
+    target = Target.of(argument, root=root, run=run, options=options, verifying=True)
+    variants = target.variants(backends)
+    reference = _open_reference(target, progress)
+    head = reference.head
+    tolerances = Tolerances.parse(atol, rtol, reference.signature.output_names, head.contract if head else None)
+    cases, truth, described, data = _cases(target, reference, samples, batch_sizes, input_files, seed, plan, notice)
+    report = Report(target.name, target.kind, _runtime_of(reference.backend if not target.is_run else REFERENCE),
+                    signature=reference.signature, inputs=described, cases=[c.label for c in cases], strict=strict,
+                    fed=list(cases), against=against, head=head is not None,
+                    given=_given(backends, input_files, seed, atol, rtol), data=data,
+                    samples=len(truth) if truth is not None else 0,
+                    tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
+                                for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
+    report.notes += target.notes
+    if save_inputs:
+        report.notes.append(save_cases(Path(save_inputs), cases, truth))
+    this = Run(target, reference, cases, truth, tolerances, report, progress, input_files)
+    to_run = _skip_unrunnable(target, variants, report)
+    opened = target.open_all([v for v in to_run if v.label != _reference_label(target)])
+    for variant in to_run:
+        this.row(variant, reference if variant.label == _reference_label(target) else opened[variant.label],
+                 required=variant.precision != FULL_PRECISION and variant.label in set(backends or ()), strict=strict)
+    if against is not None:
+        report.rows.append(_against(Path(against), this))
+    _stored(this, reference_file, save)
+    report.offers = _offers(target, report, atol, rtol, triaged)
+    if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
+        raise NothingToCompareError(nothing_exported(target) or f"nothing to compare for {target.name}: no backend "
+                                    "besides eager ran (" + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")
+    return report
+
+
+class Run:
+    """One verify's shared state: the target, its reference and cases, how a model runs a case and
+    is judged, and the reference's outputs per device (each run once)."""
+
+    def __init__(self, target: Target, reference, cases: Sequence[Case], truth, tolerances: Tolerances,
+                 report: Report, progress, input_files):
+        self.target, self.reference, self.cases, self.truth = target, reference, cases, truth
+        self.tolerances, self.report, self.progress, self.input_files = tolerances, report, progress, input_files
+        self.head, self.signature = reference.head, reference.signature
+        self.run_on = _runner(self.head, max(c.batch or 1 for c in cases))
+        self._references: dict[str, tuple[dict, str | None]] = {}
+        self.models: dict[str, object] = {}  # label -> the Model each row ran (the stored reference runs them again)
+
+    def reference_on(self, device: str) -> tuple[dict, str | None]:
+        """(the reference's outputs on ``device`` by case, its failure), run once; one line when it
+        cannot run the model at all."""
+        if device not in self._references:
+            self.progress(f"running {self.target.reference} on {len(self.cases)} cases"
+                          + (f" ({device})" if device != "cpu" else ""))
+            model = self.reference if device == "cpu" else self.target.open(Variant(registry.get(REFERENCE), device))
+            self._references[device] = run_cases(self.run_on(model), self.cases)
+            if not self._references[device][0]:
+                raise PtxError(f"{self.target.reference}, the reference, cannot run {self.target.name}: "
+                               f"{self._references[device][1]}{_hint(self.reference, self.input_files)}")
+        return self._references[device]
+
+    def row(self, variant: Variant, model, required: bool, strict: bool) -> None:
+        """``variant``'s Row in the report (or its skip): its outputs on the cases against the
+        reference's, judged; a file or precision it cannot open is skipped, any other failure is its row's."""
+        ref_device = _reference_device(self.target, variant)
+        if isinstance(model, (MissingArtifactError, BackendUnavailableError)):
+            self.report.skipped[variant.label] = str(model)  # not exported, or this CPU cannot run that precision
+            return
+        row = Row(variant.backend.name, variant.device, variant.precision,
+                  against=registry.get(self.target.reference).label(ref_device, self.target.precision),
+                  batch_sizes=sorted({c.batch for c in self.cases if c.batch}), optional=not self.target.is_run,
+                  required=required, advisory=variant.backend.third_opinion and not strict)
+        self.report.rows.append(row)
+        if isinstance(model, Exception):
+            row.error = str(model)
+            return
+        self.models[variant.label] = model
+        want, ref_error = self.reference_on(ref_device)
+        shared = _cases_for(variant, self.cases, want, self.report)
+        self.progress(f"running {variant.label}")
+        ran, row.error = (({i: want[i] for i in shared}, ref_error) if model is self.reference
+                          else _ran(self.run_on(model), self.cases, shared))
+        if row.error and not ran:
+            return
+        row.provenance += _provenance(self.target, model, self.reference)
+        self.judge(row, ran, want, shared, self.truth)
+        if variant.precision == FULL_PRECISION and not variant.backend.third_opinion:
+            row.composition = check_largest_batch(self.run_on(model), self.signature, self.cases, ran,
+                                                  lambda name: self.tolerances.of(
+                                                      name, self.signature.output(name).dtype, variant.device))
+
+    def judge(self, row: Row, got, want, shared, truth) -> None:
+        _judge(row, got, want, self.cases, shared, truth, self.head, self.tolerances, self.signature)
+
+
+def _open_reference(target: Target, progress):
+    """The reference's Model on the CPU: one line, exit 2, when it cannot open the model."""
+    variant = Variant(registry.get(target.reference), "cpu", target.precision)
+    progress(f"opening {target.name} with {variant.label} (the reference)")
+    try:
+        return target.open(variant, probe=True)
+    except PtxError as exc:
+        if target.is_run:
+            raise
+        raise PtxError(f"{variant.label}, the reference for {KIND_NAMES[target.kind]}, cannot open it: {exc}") from None
+
+
+def _reference_label(target: Target) -> str:
+    return registry.get(target.reference).label("cpu", target.precision)
+
+
+def _reference_device(target: Target, variant: Variant) -> str:
+    """Where the reference runs for ``variant``: a run's eager on the variant's own device where torch
+    runs there, else (a torch-free variant beside a CPU-only torch) on the CPU; a file's on the CPU."""
+    if target.is_run and variant.device != "cpu" and not registry.get(REFERENCE).unavailable(variant.device):
+        return variant.device
+    return "cpu"
+
+
+def reference_device(backend, device: str) -> str | None:
+    """Where eager runs as ``backend``-on-``device``'s reference (None: nowhere, a torch variant on a
+    device torch cannot see)."""
+    if not registry.get(REFERENCE).unavailable(device):
+        return device
+    return "cpu" if not backend.needs_torch and not registry.get(REFERENCE).unavailable("cpu") else None
+
+
+def _skip_unrunnable(target: Target, variants: Sequence[Variant], report: Report) -> list[Variant]:
+    """The variants this machine can run; the rest are skipped with their reason (a static check of
+    the file where the backend has one: ort-cuda's CUDA placement)."""
+    runnable = []
+    for variant in variants:
+        why = variant.unavailable()
+        if not why and target.is_run and reference_device(variant.backend, variant.device) is None:
+            why = f"no {REFERENCE} reference on {variant.device}: {registry.get(REFERENCE).unavailable(variant.device)}"
+        if not why:
+            runnable.append(variant)
+            continue
+        report.skipped[variant.label] = why
+        if variant.device != "cpu":
+            report.unrunnable[variant.label] = variant.device
+        if variant.backend.static is not None:
+            try:
+                report.static[variant.label] = variant.backend.static(target.file_for(variant))
+            except MissingArtifactError:
+                pass  # no file to check: the skip reason stands alone
+            except Exception as exc:  # noqa: BLE001 - a check that cannot run says so in its row
+                report.static[variant.label] = f"static check failed: {' '.join(str(exc).split())[:200]}"
+    return runnable
+
+
+def _cases(target: Target, reference, samples: int, batch_sizes, input_files, seed, plan, notice):
+    """(cases, the real samples' true labels or None, how the cases were made in words)."""
+    from ptx.contract.tensor_inputs import plan_inputs
+
+    head, signature = reference.head, reference.signature
+    if input_files:
+        cases = file_cases(input_files, signature)
+        return cases, None, f"{len(cases)} from {', '.join(Path(p).name for p in input_files)}", ""
+    dataset = head.info.get("dataset") if head is not None else None
+    if head is not None and seed is None and (dataset or target.is_run):
+        if plan and any(plan.values()):
+            raise PtxError(f"--shape, --value and --range shape generated inputs; {target.name} is fed its real test "
+                           "samples: add --seed N for generated ones")
+        from ptx.trainers.data import judging_samples
+
+        sizes = tuple(batch_sizes or HEAD_BATCHES)
+        real, truth, data = judging_samples(dataset or target.name, head.contract, samples, notice=notice)
+        return head_cases(head.contract, real, sizes), truth, (
+            f"{len(real):,} real test samples ({data}) + edge inputs, batch sizes {', '.join(map(str, sizes))}"), data
+    chosen = plan_inputs(signature, **(plan or {}))
+    cases = generated_cases(signature, chosen, tuple(batch_sizes or VERIFY_BATCHES), seed or 0)
+    where = (f"generated, seed {seed or 0}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
+                                                 else "at the fixed shape (no input has a batch axis)"))
+    return cases, None, where + (f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""), ""
+
+
+def _hint(reference, input_files) -> str:
+    hint = batch_hint(reference.signature) if not input_files and reference.head is None else None
+    return f"; {hint}" if hint else ""
+
+
+def _runner(head, chunk: int) -> Callable:
+    """How a model runs a case: a model with a head takes the head's samples (its one input, fed as
+    its graph takes it: an --input uint8 export gets the pictures back) in batches of ``chunk``;
+    any other its named tensors as they are."""
+    if head is None:
+        return lambda model: model.run
+    contract, name = head.contract, head.contract.input.name
+
+    def run_on(model):
+        def run(feeds):
+            feed = model.head.feeds if model.head is not None else (lambda x: {model.signature.input_names[0]: x})
+            out = model.head.output_name if model.head is not None else model.signature.output_names[0]
+            return {contract.output.name: run_in_batches(lambda x: model.run(feed(x))[out], feeds[name],
+                                                         contract.input.batch_axis, chunk)}
+        return run
+
+    return run_on
+
+
+def _cases_for(variant: Variant, cases: Sequence[Case], want: Mapping, report: Report) -> list[int]:
+    """The cases ``variant`` runs: those the reference ran, within what its backend takes (a third
+    opinion evaluates small inputs only, and says on how many it ran)."""
+    shared = sorted(want)
+    limit = variant.backend.case_values
+    if limit is None:
+        return shared
+    small = [i for i in shared if sum(np.asarray(a).size for a in cases[i].feeds.values()) <= limit]
+    if len(small) < len(shared):
+        report.notes.append(f"note: {variant.label} ran on {len(small)} of {len(shared)} cases (inputs of at most "
+                            f"{limit:,} values)")
+    return small
+
+
+def _ran(run: Callable, cases: Sequence[Case], shared: Sequence[int]):
+    got, error = run_cases(run, [cases[i] for i in shared])
+    return {shared[k]: v for k, v in got.items()}, error
+
+
+def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Tolerances, signature) -> None:
+    """Each output compared over the cases both sides ran (the case that departs most kept for
+    --locate); a reduced precision judged by a head's labels on the real samples, else its tensors."""
+    def judge(name, g, w):
+        tolerance = tolerances.of(name, signature.output(name).dtype, row.device)
+        if head is not None:
+            return compare(g, w, head.contract, tolerance=tolerance)
+        return compare_output(name, g, w, tolerance, signature.output(name).batch_axis)
+
+    worst: dict[int, float] = {}
+    row.cases, row.outputs = compare_cases(got, want, cases, signature.output_names, judge, worst=worst)
+    row.worst_case = max(worst, key=worst.get) if worst else None
+    real = truth is not None and 0 in got
+    if head is not None and real:
+        labels, wanted = decisions(got[0][head.output_name], head.contract), decisions(want[0][head.output_name], head.contract)
+        if labels is not None:
+            row.argmax_agreement = float((labels == wanted).mean())
+            row.accuracy = float((labels == truth.reshape(labels.shape)).mean())
+    if row.precision == FULL_PRECISION or not row.cases:
+        return
+    if real and row.argmax_agreement is not None:
+        row.unusable = judge_reduced_outputs(got[0][head.output_name], want[0][head.output_name], truth,
+                                             head.contract).unusable
+        return
+    row.unusable = list(dict.fromkeys(why for i in got if i in want for t in signature.outputs
+                                      for why in judge_reduced_tensors(got[i][t.name], want[i][t.name], t.name,
+                                                                       t.batch_axis, row.precision)))
+
+
+def _provenance(target: Target, model, reference) -> list[str]:
+    """Why a run's export is not its checkpoint's current weights or contract (stale)."""
+    if not target.is_run or model is reference or model.head is None:
+        return []
+    found = []
+    if model.info.get("checkpoint_sha256") != reference.info.get("checkpoint_sha256"):
+        found.append(f"artifact was exported from another checkpoint: re-run `ptx export {target.name}`")
+    if model.contract != reference.contract:
+        found.append(f"its contract differs from the checkpoint's: re-run `ptx export {target.name}`")
+    return found
+
+
+def _against(other: Path, this: Run) -> Row:
+    """Another file of the same model on its own runtime, on the same cases, held to the reference."""
+    target, signature, report = this.target, this.signature, this.report
+    other_target = Target.of(other, options={"ignore_metadata": target.options.get("ignore_metadata", False)})
+    variant = Variant(registry.get(other_target.reference), "cpu", other_target.precision)
+    label = f"{other.name} ({variant.label})"
+    if other_target.kind != "onnx" and other_target.found.metadata.get("signature") is None \
+            and not other_target.found.has_contract:
+        # a TorchScript file keeps no inputs: they are the model's, in its order
+        other_target.options["inputs"] = list(signature.inputs)
+        report.notes.append(f"note: {other.name}'s inputs are {target.name}'s ({', '.join(signature.input_names)}, "
+                            "in that order)")
+    this.progress(f"running {label}")
+    model = other_target.open_all([variant])[variant.label]
+    if isinstance(model, Exception):
+        return Row(label, against=_reference_label(target), error=str(model))
+    if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
+        raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
+                       f"{target.name} takes {', '.join(signature.input_names)}: not one model's files")
+    names, note = match_outputs(signature.output_names, model.signature.output_names, other.name) \
+        if this.head is None else ({n: n for n in signature.output_names}, None)
+    if note:
+        report.notes.append(note)
+    want, _ = this.reference_on("cpu")
+    shared = sorted(want)
+    got, error = _ran(this.run_on(model), this.cases, shared)
+    got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
+    row = Row(label, against=_reference_label(target), error=error)
+    this.judge(row, got, want, shared, None)
+    return row
+
+
+def _stored(this: Run, given, save: bool) -> None:
+    """Reference tensors kept beside a file (or given): every variant that ran is held to them too;
+    ``save`` writes the reference's outputs there instead."""
+    target, report, signature = this.target, this.report, this.signature
+    if target.is_run:
+        return
+    where = Path(given) if given else reference_path(target.path)
+    digest = weights_digest(target.path, target.kind)
+    if save:
+        want, error = this.reference_on("cpu")
+        if error or not want:
+            report.notes.append(f"reference tensors not written: the reference failed ({error})")
+            return
+        runs = [(this.cases[i].feeds, want[i]) for i in sorted(want)]
+        save_reference(where, Reference(cases_from(runs), report.reference, signature, digest))
+        report.notes.append(f"wrote {where} ({len(runs)} cases from {report.reference})")
+        return
+    if not (given or where.is_file()):
+        return
+    stored = load_reference(where)
+    if sorted(stored.signature.input_names) != sorted(signature.input_names):
+        raise PtxError(f"{where}: its cases feed inputs {', '.join(stored.signature.input_names)}, and "
+                       f"{target.path.name} takes {', '.join(signature.input_names)}: not reference tensors of this model")
+    names, note = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference")
+    if note:
+        report.notes.append(note)
+    stored_cases = []
+    for k, case in enumerate(stored.cases):
+        try:
+            stored_cases.append(Case(f"stored #{k}", check_feeds(signature, case.inputs, f"{where.name} case {k}",
+                                                                 from_file=True), None))
+        except InputError as exc:
+            raise PtxError(f"{where}: {exc}") from None
+    stored_want = {i: {ours: case.outputs[theirs] for ours, theirs in names.items()} for i, case in enumerate(stored.cases)}
+    if stored.weights_sha256 and digest and stored.weights_sha256 != digest:
+        report.notes.append(f"note: {where.name} was made for other weights than {target.path.name}'s (sha256 "
+                            f"{stored.weights_sha256[:12]} vs {digest[:12]}): the file changed since")
+    report.notes.append(f"stored reference: {where.name}, {len(stored_cases)} case{'s' * (len(stored_cases) != 1)} "
+                        f"from {stored.produced_by}")
+    for row in list(report.rows):
+        if row.error or row.label not in this.models or row.advisory:
+            continue
+        got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
+        held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
+        _judge(held, got, stored_want, stored_cases, sorted(got), None, None, this.tolerances, signature)
+        report.rows.append(held)
+
+
+def _given(backends, input_files, seed, atol, rtol) -> list[str]:
+    """What a printed --locate command repeats to meet the same verdict."""
+    return ([f"--backends {','.join(backends)}"] if backends else []) + [f"--inputs {f}" for f in input_files] + \
+        ([f"--seed {seed}"] if seed else []) + Tolerances.options(atol, rtol)
+
+
+def _offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[str]:
+    """The command that says where each failing row parts, one line each: an ONNX row is traced on
+    its file against ort-cpu (a run's ort-cpu against its TorchScript export, module by module); a
+    reduced row by its triage (--locate after a run's table, or ``triaged`` already)."""
+    given = "".join(f" {arg}" for arg in Tolerances.options(atol, rtol))
+    offers = []
+    for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
+        if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED \
+                or row.backend not in registry.list_backends():
+            continue
+        variant = Variant(registry.get(row.backend), row.device, row.precision)
+        where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
+        if row.precision != FULL_PRECISION:
+            if not triaged:
+                offers.append(f"where {row.label} loses labels: ptx verify {where} --backends {row.label} --locate "
+                              "(the nodes to keep in f32)")
+        elif variant.backend.artifact == "onnx" and target.is_run:
+            onnx_file = target.run_dir / "model.onnx"
+            offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
+                          f"{target.run_dir / 'model.torchscript.pt'}{given} --locate [--repro DIR]"
+                          if row.backend == "ort-cpu" else
+                          f"where {row.label} parts: ptx verify {onnx_file} --backends {row.label}{given} --locate "
+                          "[--repro DIR] (against ort-cpu on the same file)")
+    return offers
+
+
+def _runtime_of(label: str) -> str:
+    """``ort-cpu`` -> ``ort-cpu (onnxruntime 1.31.1)``: what produced a reference's outputs."""
+    module = next((m for prefix, m in RUNTIME_MODULES.items() if label.startswith(prefix)), None)
+    version = getattr(sys.modules.get(module or ""), "__version__", None)
+    return f"{label} ({module} {version})" if version else label
+
+
+def runs_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[Path]:
+    """Run folders under ``root``, whatever they are called, that hold a checkpoint and at least one
+    exported artifact."""
+    return [d for d in run_folders(root) if (d / CHECKPOINT_FILE).is_file() and exported(d)]
+
+
+def nothing_exported(target: Target) -> str | None:
+    """Why a run has nothing to compare yet (no export), in one line with the command that makes one."""
+    if target.is_run and not exported(target.run_dir):
+        return (f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
+                f"`{export_command(target.name, run=target.run)}` first (verify compares each export with eager)")
+    return None
