@@ -8,7 +8,7 @@ it is due).
 import importlib
 
 from .registry import get, list_models, register
-from .spec import BATCH, InputContract, ModelSpec, Recipe
+from .spec import BATCH, ModelSpec, Recipe, tensor
 
 _MODEL_FILES = (
     "linreg", "logreg", "mlp_sigmoid", "mlp_dropout", "cnn", "convnet", "lstm", "mlp",
@@ -18,4 +18,4 @@ _MODEL_FILES = (
 for _file in _MODEL_FILES:
     importlib.import_module(f"{__name__}.{_file}")
 
-__all__ = ["BATCH", "InputContract", "ModelSpec", "Recipe", "get", "list_models", "register"]
+__all__ = ["BATCH", "ModelSpec", "Recipe", "get", "list_models", "register", "tensor"]

@@ -4,10 +4,10 @@ from torch import nn
 from ptx.contract import InputKind, NormalizeStep, Task
 
 from .registry import register
-from .spec import BATCH, InputContract, Loss, ModelSpec, seed_recipe
+from .spec import BATCH, Loss, ModelSpec, seed_recipe, tensor
 
 FEATURES = ("pregnant", "glucose", "pressure", "triceps", "insulin", "mass", "pedigree", "age")
-# Training-split statistics of the fixed seeded split (ptx.trainers.data.load_pima): stored in the
+# Training-split statistics of the fixed seeded split (ptx.trainers.small_data.load_pima): stored in the
 # spec, and so in every artifact, so that serving standardises exactly as training did.
 TRAIN_MEAN = (3.8697, 122.2052, 69.5016, 20.7313, 83.1629, 32.0189, 0.4704, 33.4072)
 TRAIN_STD = (3.4033, 30.9834, 17.7226, 15.8890, 118.3485, 7.7389, 0.3311, 11.9542)
@@ -32,7 +32,7 @@ register(ModelSpec(
     description="diabetes MLP 8-6-4-1 with sigmoids, BCE, on Pima Indians diabetes",
     seed="003 lectures 7-8",
     builder=DiabetesMLP,
-    input=InputContract(shape=(BATCH, len(FEATURES)), axes=("batch", "feature"), kind=InputKind.VECTOR),
+    input=tensor((BATCH, len(FEATURES)), ("batch", "feature")), kind=InputKind.VECTOR,
     features=FEATURES,
     preprocessing=(NormalizeStep(TRAIN_MEAN, TRAIN_STD),),
     labels=("neg", "pos"),

@@ -15,7 +15,7 @@ from torch import nn
 from ptx.contract import EncodeStep, InputKind
 
 from .registry import register
-from .spec import BATCH, SEQ, InputContract, ModelSpec, Optimizer, seed_recipe
+from .spec import BATCH, SEQ, ModelSpec, Optimizer, seed_recipe, tensor
 
 LANGUAGES = ("english", "german", "french", "italian", "spanish", "dutch")
 N_CHARS = 256  # Latin-1 codes; 0 pads, 1 stands for anything outside Latin-1
@@ -78,7 +78,7 @@ register(ModelSpec(
     description="embedding + bidirectional GRU (100 x 2 layers) + linear: word -> language",
     seed="003 lecture 13",
     builder=GRUClassifier,
-    input=InputContract(shape=(SEQ, BATCH), axes=("seq", "batch"), kind=InputKind.TEXT),
+    input=tensor((SEQ, BATCH), ("seq", "batch"), dtype="int64"), kind=InputKind.TEXT,
     preprocessing=(EncodeStep("latin-1", pad_id=PAD_ID, unknown_id=UNKNOWN_ID),),
     labels=LANGUAGES,
     dataset="words",

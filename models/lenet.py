@@ -5,7 +5,7 @@ from torch import nn
 from ptx.contract import PadStep
 
 from .registry import register
-from .spec import BATCH, IMAGE_28, MNIST_NORMALIZATION, InputContract, mnist_model, seed_recipe
+from .spec import BATCH, IMAGE_28, MNIST_NORMALIZATION, mnist_model, seed_recipe, tensor
 
 
 class LeNet(nn.Module):
@@ -31,7 +31,7 @@ register(mnist_model(
     description="tutorial LeNet: conv 6/16 k5, FC 400-120-84-10, MNIST padded to 32x32",
     seed="002 §4 Net",
     builder=LeNet,
-    input=InputContract(shape=(BATCH, 1, 32, 32), axes=IMAGE_28.axes),
+    input=tensor((BATCH, 1, 32, 32), IMAGE_28.axes),
     preprocessing=MNIST_NORMALIZATION + (PadStep(2),),  # 28x28 digits padded to 32x32
     # The seed's optimizer and loop count; its batch is a single random tensor, so the batch is the
     # official tutorial's (4).

@@ -4,7 +4,7 @@ from torch import nn
 from ptx.contract import InputKind, Task
 
 from .registry import register
-from .spec import BATCH, InputContract, Loss, ModelSpec, seed_recipe
+from .spec import BATCH, Loss, ModelSpec, seed_recipe, tensor
 
 
 class LinearRegression(nn.Module):
@@ -21,7 +21,7 @@ register(ModelSpec(
     description="Linear(1,1,bias=False) fitted to y = 2x + N(0, 0.33)",
     seed="000 §2",
     builder=LinearRegression,
-    input=InputContract(shape=(BATCH, 1), axes=("batch", "feature"), kind=InputKind.NUMBER),
+    input=tensor((BATCH, 1), ("batch", "feature")), kind=InputKind.NUMBER,
     features=("x",),
     labels=("y",),
     dataset="line",

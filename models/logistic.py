@@ -5,7 +5,7 @@ from torch import nn
 from ptx.contract import InputKind, Task
 
 from .registry import register
-from .spec import BATCH, InputContract, Loss, ModelSpec, seed_recipe
+from .spec import BATCH, Loss, ModelSpec, seed_recipe, tensor
 
 
 class LogisticRegression(nn.Module):
@@ -22,7 +22,7 @@ register(ModelSpec(
     description="logistic regression Linear(1,1) + sigmoid, BCE: hours studied -> pass",
     seed="003 lecture 6",
     builder=LogisticRegression,
-    input=InputContract(shape=(BATCH, 1), axes=("batch", "feature"), kind=InputKind.NUMBER),
+    input=tensor((BATCH, 1), ("batch", "feature")), kind=InputKind.NUMBER,
     features=("hours",),
     labels=("fail", "pass"),
     dataset="hours",

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .registry import register
-from .spec import BATCH, InputContract, mnist_model, seed_recipe
+from .spec import BATCH, mnist_model, seed_recipe, tensor
 
 
 class RowLSTM(nn.Module):
@@ -28,7 +28,7 @@ register(mnist_model(
     seed="000 §7",
     builder=RowLSTM,
     # Seq-first: the picture's 28 rows are the time steps, its 28 columns each step's features.
-    input=InputContract(shape=(28, BATCH, 28), axes=("row", "batch", "column")),
+    input=tensor((28, BATCH, 28), ("row", "batch", "column")),
     recipe=seed_recipe(epochs=20),
     params=4 * 128 * (28 + 128) + 2 * 4 * 128 + 128 * 10,
 ))

@@ -2,7 +2,7 @@
 from torch import nn
 
 from .registry import register
-from .spec import PIXELS_TO_UNIT, Optimizer, mnist_model, seed_recipe
+from .spec import Optimizer, PIXELS_TO_UNIT, mnist_model, seed_recipe
 
 
 class NeuralNetwork(nn.Module):

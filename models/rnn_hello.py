@@ -5,7 +5,7 @@ from torch import nn
 from ptx.contract import EncodeStep, InputKind
 
 from .registry import register
-from .spec import BATCH, SEQ, InputContract, ModelSpec, Optimizer, seed_recipe
+from .spec import BATCH, SEQ, ModelSpec, Optimizer, seed_recipe, tensor
 
 VOCAB = "ehlo"  # the seed's idx2char
 
@@ -29,7 +29,7 @@ register(ModelSpec(
     description='char RNN (embedding 10, RNN 8 x 2 layers) learning "hello" -> "ohlol"',
     seed="003 lecture 12",
     builder=HelloRNN,
-    input=InputContract(shape=(SEQ, BATCH), axes=("seq", "batch"), kind=InputKind.TEXT),
+    input=tensor((SEQ, BATCH), ("seq", "batch"), dtype="int64"), kind=InputKind.TEXT,
     # Every id is a letter: there is no padding token, so ptx never pads this model's input (it
     # batches words of one length together).
     preprocessing=(EncodeStep("vocab", vocab=VOCAB),),

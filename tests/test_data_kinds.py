@@ -19,9 +19,10 @@ from ptx.contract.datasets import (DATASET_INFO, DATASETS, FOLDER, FOLDER_PREFIX
 from ptx.errors import DataError, DataMismatchError
 from ptx.models import get, list_models
 from ptx.trainers import data as trainers_data
+from ptx.trainers import small_data
 from ptx.trainers.data import check_data_fits
 
-PICTURE_MODELS = [m for m in list_models() if get(m).input.kind.value == "image"]
+PICTURE_MODELS = [m for m in list_models() if get(m).kind.value == "image"]
 # What fits what, written out by hand: the oracle the declared kinds are judged by.
 EXPECTED_FITS = {
     **{model: {"mnist", "fashion-mnist", "mnist-sample", FOLDER} for model in PICTURE_MODELS},
@@ -173,11 +174,11 @@ def test_ptx_train_trains_the_pairs_that_fit(picture_folder, tmp_path, monkeypat
 def small_word_lists(folder: Path, monkeypatch, per_language: int = 12) -> Path:
     """Word lists in --data-dir (read before /usr/share/dict's), each language's words its own, and a
     split of 8 to train on and 4 to test on for each."""
-    monkeypatch.setattr(trainers_data, "WORDS_TRAIN", 8)
-    monkeypatch.setattr(trainers_data, "WORDS_TEST", 4)
+    monkeypatch.setattr(small_data, "WORDS_TRAIN", 8)
+    monkeypatch.setattr(small_data, "WORDS_TEST", 4)
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for index, (file_name, _) in enumerate(trainers_data.WORD_LISTS.values()):
+    for index, (file_name, _) in enumerate(small_data.WORD_LISTS.values()):
         words = {"abcdef"[index] + "".join(rng.choice(list("klmnoprstu"), 6)) for _ in range(per_language)}
         (folder / file_name).write_text("\n".join(sorted(words)) + "\n")
     return folder
@@ -261,7 +262,7 @@ def test_models_and_data_list_show_the_same_facts():
 
 
 def test_the_library_train_refuses_a_mismatch_before_making_its_folder(tmp_path):
-    from ptx.trainers.data import load_hours
+    from ptx.trainers.small_data import load_hours
     from ptx.trainers.loop import TrainConfig, train
 
     config = TrainConfig(epochs=1, batch_size=3, lr=0.01, device="cpu")

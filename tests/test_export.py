@@ -90,7 +90,7 @@ TORCH_ONLY = textwrap.dedent("""
 def test_artifacts_run_in_separate_processes_without_ptx(runs, name, tmp_path):
     run_dir = runs.trained(name)
     spec = get(name)
-    shape = ",".join(str(d) for d in spec.input.batch_shape(5))
+    shape = ",".join(str(d) for d in spec.batch_shape(5))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     ort_run = subprocess.run([sys.executable, "-c", ORT_ONLY, str(run_dir / "model.onnx"), shape,
                               str(spec.input.batch_axis)], capture_output=True, text=True, cwd=tmp_path, env=env)

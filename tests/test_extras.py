@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ptx.extras import EXTRAS, install_command
-from ptx.trainers.data import debian_extract_dir
+from ptx.trainers.small_data import debian_extract_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # extra -> a ptx command that needs it ({root}, {convnet}: runs roots where that model is trained and exported).

@@ -24,6 +24,7 @@ from ptx.cli import cli
 from ptx.errors import DataError
 from ptx.infer import load
 from ptx.trainers import data as data_mod
+from ptx.trainers import small_data
 from ptx.trainers.data import load_dataset
 from test_hostile import PIMA_HEADER, assert_clean, assert_refused, idx_folder, pima_rows, ptx, shown, snapshot
 
@@ -301,7 +302,7 @@ def test_train_words_with_a_latin1_word_list_names_the_line_and_byte(tmp_path):
 def test_a_word_list_whose_byte_order_mark_names_its_encoding_is_read(tmp_path, encoding):
     words = ["zèbre", "abeille", "être", "mot"]
     (tmp_path / "french").write_bytes("\n".join(words).encode(encoding))
-    assert data_mod._read_words(tmp_path / "french") == set(words)
+    assert small_data._read_words(tmp_path / "french") == set(words)
 
 
 def test_idx_test_files_without_images_are_refused_naming_the_file(tmp_path):

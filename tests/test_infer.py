@@ -30,7 +30,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def image_models():
     from ptx.models import get
 
-    return [n for n in list_models() if get(n).input.kind == "image"]
+    return [n for n in list_models() if get(n).kind == "image"]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -46,7 +46,7 @@ def test_contract_round_trips_through_json_and_names_the_batch_axis(model_name):
     assert len(contract.input.axes) == len(contract.input.shape)
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if get(n).input.kind == "image"])
+@pytest.mark.parametrize("name", [n for n in list_models() if get(n).kind == "image"])
 def test_image_models_take_labels_and_picture_pipeline_from_the_data(name):
     spec = get(name)
     digits, fashion = spec.contract("mnist-sample"), spec.contract("fashion-mnist")

@@ -47,9 +47,11 @@ def test_the_one_agreement_rule():
 def test_verify_passes_and_prints_the_table(runs, name):
     result = ptx("verify", name, "--samples", "200", "--root", str(runs.ready(name)))
     assert result.returncode == 0, result.stdout + result.stderr
-    for backend in ("eager (cpu)", "torchscript (cpu)", "ort-cpu (cpu)"):
-        assert any(line.startswith(backend) and line.endswith("PASS") for line in result.stdout.splitlines())
-    assert "all backends agree" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("eager (cpu)") and line.endswith("the reference: ran 6 cases") for line in lines)
+    for backend in ("torchscript (cpu)", "ort-cpu (cpu)"):
+        assert any(line.startswith(backend) and line.endswith("PASS") for line in lines)
+    assert lines[-1].startswith("all agree: torchscript-cpu, ort-cpu")
 
 
 def test_verify_json_and_saved_inputs(runs, tmp_path):

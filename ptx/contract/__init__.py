@@ -16,9 +16,9 @@ _HOMES = {
     "metadata": ("ArtifactInfo", "from_strings", "to_strings"),
     "names": ("ARTIFACT_FILES", "BATCH", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "DEFAULT_OPSET", "DEFAULT_RUNS_ROOT",
               "SEQ", "SCHEMA_VERSION"),
-    "schema": ("Contract", "ContractError", "EncodeStep", "InputKind", "NormalizeStep", "PadStep", "PictureStep",
-               "ScaleStep", "Task", "Tolerance"),
-    "tensors": ("Signature", "TensorSig"),
+    "schema": ("Contract", "InputKind", "Task", "Tolerance"),
+    "steps": ("EncodeStep", "NormalizeStep", "PadStep", "PictureStep", "ScaleStep"),
+    "tensors": ("ContractError", "Signature", "TensorSig"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

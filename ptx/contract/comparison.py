@@ -23,19 +23,9 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .schema import BINARY_THRESHOLD, Contract, Task, Tolerance
+from .schema import BINARY_THRESHOLD, DEFAULT_TOLERANCES, Contract, Task, Tolerance
 from .transforms import decisions
 
-# Per dtype and device kind. float32 on the CPU is the tutorial models' band (runtimes reorder sums);
-# CUDA kernels round differently again. float16 keeps 11 bits: its band is about 10 units in the last place.
-DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    ("float32", "cpu"): Tolerance(1e-4, 1e-3),
-    ("float32", "cuda"): Tolerance(1e-3, 1e-2),
-    ("float64", "cpu"): Tolerance(1e-7, 1e-6),
-    ("float64", "cuda"): Tolerance(1e-6, 1e-5),
-    ("float16", "cpu"): Tolerance(1e-2, 1e-2),
-    ("float16", "cuda"): Tolerance(2e-2, 2e-2),
-}
 EXACT = Tolerance(0.0, 0.0)
 # |got - want| histogram: one bin per decade, as torch.onnx's verification report bins them.
 HISTOGRAM_EDGES = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, math.inf)
