@@ -13,20 +13,39 @@ AMD EPYC, convnet's int8 labels agreed with eager on 98.5% through ONNX Runtime 
 OpenVINO on the same file. With 7-bit weights the pair sum (255 x 64 x 2 = 32,640) fits, so every x86
 CPU computes the same sums (99.6% and 99.6% there): one file, one verdict, whatever CPU judges it.
 
+Which ops go int8 is chosen on the CPU that exports (issue 53). On an AMD EPYC with AVX-512 VNNI the
+all-int8 convnet ran at 0.16-0.43x f32's speed through ONNX Runtime. onnxruntime's profiler showed
+why: its first convolution reads 1 channel, so each output is a 25-term dot product, too short for
+the int8 kernel (5-8x the time of f32's NCHWc convolution); and the quantizer's ReLU removal gave
+each MaxPool a different scale on each side, so ORT ran it in f32, behind a DequantizeLinear and a
+Transpose of the f32 tensor back from NHWC. On an Intel Xeon with AMX (2026-11-21) ORT's all-int8
+convnet was 0.28x f32 and its mlp 5.1x: what pays off in int8 depends on the model and the CPU. So
+export quantizes each ``CHOICES`` entry that applies to the graph (onnxruntime.quantization's own
+options: ``nodes_to_exclude``, ``op_types_to_quantize``, ``QDQKeepRemovableActivations``), judges
+each as ``ptx verify`` does, times each against model.onnx in alternating rounds, and keeps the
+fastest that passes (docs/precisions.md has the measurements). The file records the CPU
+(``ptx.cpu``), its speed against f32 there (``ptx.speed_vs_f32``) and what was tried
+(``ptx.quantization_tried``); export says so in one line where it is still slower than f32.
+
 The file carries the same contract as model.onnx plus ``ptx.precision`` = ``int8`` and how it was
 quantized; ``ptx verify`` judges it by labels and test accuracy, never by the f32 atol.
 """
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ptx.contract import Contract, Task
-from ptx.errors import PtxError, first_line
+from ptx.errors import DataError, PtxError, first_line
+from ptx.machine import describe_cpu
 
 from . import ExportFormat, register
 from .onnx import check_opset, save_with_metadata
@@ -40,6 +59,57 @@ CALIBRATION_BATCH = 64
 TIMED_RUNS_NOTE = "medians of 20 runs each, alternating, ONNX Runtime on the CPU"
 # How the weights are stored, as the artifact's ptx.quantization names it (module docstring: why 7 bits).
 WEIGHTS = "7-bit int8 weights (reduce_range: no 16-bit saturation on CPUs without VNNI)"
+CHOICE_ROUNDS = 20  # alternating rounds timing every choice against model.onnx at export
+CHOICE_SECONDS = 20.0  # ... or fewer where they take longer (a slow CPU), but never under MIN_ROUNDS
+MIN_ROUNDS = 5
+# A choice with more ops in f32 must beat the one before it by this much to be taken: on the shared
+# 2-core AMD EPYC two mlp files that ORT optimises to the same graph timed 3.98x and 3.62x f32 in
+# one run, and the file should not change between two exports on one CPU for less than that noise.
+CLEARLY_FASTER = 1.10
+MATRIX_OPS = ("Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One way of calling ``quantize_static``, by options onnxruntime documents: which ops it
+    quantizes and whether removable activations stay nodes. Always static QDQ, uint8 activations,
+    per-channel 7-bit int8 weights (the module docstring: one verdict on every CPU; tried
+    alternatives are in docs/precisions.md)."""
+
+    label: str  # as ptx.quantization and the log name it
+    # QDQKeepRemovableActivations: the quantizer normally deletes a ReLU and gives the tensor before
+    # it the ReLU's scale; after a MaxPool that leaves the MaxPool two different scales, which ORT can
+    # only run in f32 (DequantizeLinear, layout Transposes, QuantizeLinear). Kept, the MaxPool shares
+    # its input's scale and runs in uint8 (NhwcMaxPool).
+    keep_relu: bool = False
+    # "": every op onnxruntime quantizes; "first Conv": the graph's first convolution stays f32 (it
+    # reads the picture's few channels: convnet's 1-channel 5x5 one took 5-8x f32's time in int8);
+    # "Conv": only Gemm/MatMul go int8 (``op_types_to_quantize``).
+    f32_ops: str = ""
+
+    def applies(self, graph) -> bool:
+        ops = [n.op_type for n in graph.graph.node]
+        if self.keep_relu and not {"Relu", "Clip"} & set(ops):
+            return False
+        if self.f32_ops == "first Conv":
+            return "Conv" in ops and (ops.count("Conv") > 1 or bool(set(MATRIX_OPS) & set(ops)))
+        if self.f32_ops == "Conv":
+            return "Conv" in ops and bool(set(MATRIX_OPS) & set(ops))
+        return True
+
+    def excluded(self, graph) -> list[str]:
+        """The nodes ``nodes_to_exclude`` keeps in f32 for this choice (names of ``graph``)."""
+        if self.f32_ops == "first Conv":
+            return [next(n.name for n in graph.graph.node if n.op_type == "Conv")]
+        return []
+
+
+CHOICES = (
+    Choice("all ops int8"),  # onnxruntime's plain static QDQ: ptx's only int8 file before issue 53
+    Choice("all ops int8, ReLUs kept", keep_relu=True),
+    Choice("first Conv f32, ReLUs kept", keep_relu=True, f32_ops="first Conv"),
+    Choice("Gemm/MatMul int8, Conv f32", f32_ops="Conv"),
+)
 
 
 def unsupported(spec) -> str | None:
@@ -88,17 +158,21 @@ def prepare(f32: Path) -> Path:
 
 
 def _quantize_static(prepared: Path, out: Path, contract: Contract, calibration: np.ndarray,
-                     exclude: list[str] = ()) -> str:
+                     exclude: list[str] = (), choice: Choice = CHOICES[0]) -> str:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     axis = contract.input.batch_axis
     # U8S8 (uint8 activations, int8 weights): the pairing ORT's x86 kernels are built for; 7-bit
-    # weights so that CPUs without VNNI do not saturate (module docstring).
+    # weights so that CPUs without VNNI do not saturate (module docstring). On the AMD EPYC with
+    # AVX-512 VNNI, int8 activations (s8s8) and 8-bit weights ran within the noise of this, and the
+    # QOperator format lost the ReLUs after each MaxPool (docs/precisions.md#int8-which-ops-and-why).
     quantize_static(str(prepared), str(out), _reader(contract, calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=True, nodes_to_exclude=list(exclude))
+                    reduce_range=True, nodes_to_exclude=list(exclude),
+                    op_types_to_quantize=list(MATRIX_OPS) if choice.f32_ops == "Conv" else None,
+                    extra_options={"QDQKeepRemovableActivations": choice.keep_relu})
     return (f"static QDQ, per-channel {WEIGHTS}, uint8 activations, {calibration.shape[axis]} calibration "
-            "samples")
+            f"samples; {choice.label}")
 
 
 @contextmanager
@@ -125,13 +199,16 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
           calibration: np.ndarray, keep_f32=None, rank=None, judge=None, log=print) -> dict[str, str]:
     """Export f32 ONNX to a scratch folder, quantize it into ``path``, and record how.
 
-    ``keep_f32``: node names onnxruntime's quantizer leaves in f32 (``nodes_to_exclude``), or
-    ``auto`` (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller."""
+    A static graph is quantized each way of ``CHOICES`` that applies to it; the fastest that passes
+    ``ptx verify``'s gate on this CPU is kept (the module docstring). ``keep_f32``: node names
+    onnxruntime's quantizer leaves in f32 (``nodes_to_exclude``) on top of that choice, or ``auto``
+    (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller."""
     import onnx
 
     from ..keep_f32 import AUTO, keep_auto, resolve, seconds_per_run
 
     refuse_task(contract)
+    axis = contract.input.batch_axis
     with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
         f32 = Path(scratch) / "model.onnx"
         extra = write_onnx(model, example, f32, contract, strings, opset=opset, exporter=exporter)
@@ -147,43 +224,215 @@ def write(model, example, path: Path, contract: Contract, strings: dict[str, str
 
         made: dict[Path, tuple[str, list[str]]] = {}  # file -> (how it was quantized, the nodes kept in f32)
         graph_read = onnx.load(str(source))
+        recorded: dict[str, str] = {"cpu": describe_cpu()}  # where the choice was measured, and its speed there
 
-        def quantize(exclude, out=path) -> Path:
+        def save(out: Path) -> None:
+            how, exclude = made[out]
+            save_with_metadata(quantized_graph(out, contract.model), out,
+                               {**strings, **extra, "precision": "int8", "quantization": how, **recorded,
+                                **({"keep_f32": ",".join(exclude)} if exclude else {})}, contract.description)
+
+        def quantize(exclude, out=path, choice: Choice = CHOICES[0]) -> Path:
             exclude = resolve(exclude, graph_read, proto, contract.model) if exclude else []
+            # The choice's own f32 nodes are named by its label; ptx.keep_f32 lists the ones asked for.
+            own = [n for n in choice.excluded(graph_read) if n not in exclude] if static else []
             try:
                 with quiet_quantizer():
-                    how = (_quantize_static(source, out, contract, calibration, exclude) if static
+                    how = (_quantize_static(source, out, contract, calibration, own + exclude, choice) if static
                            else quantize_dynamic_weights(source, out, exclude))
             except Exception as exc:  # the quantizer raises many types; its first line says what failed
                 raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
                                f"{contract.model}: {first_line(exc)}; serve model.onnx (f32)") from None
             if exclude:
                 how += f", {len(exclude)} node{'s' * (len(exclude) != 1)} kept in f32"
-            save_with_metadata(quantized_graph(out, contract.model), out,
-                               {**strings, **extra, "precision": "int8", "quantization": how,
-                                **({"keep_f32": ",".join(exclude)} if exclude else {})}, contract.description)
             made[out] = how, exclude
+            save(out)
             return out
+
+        timing = {contract.input.name: np.ascontiguousarray(calibration)}  # every calibration sample: one batch
+        batch = calibration.shape[axis]
+        chosen, ratio = CHOICES[0], None
+        if static:
+            chosen, ratio = choose(quantize, [c for c in CHOICES if c.applies(graph_read)], f32, timing, batch,
+                                   recorded, judge or labels_judge(model, contract, strings, calibration),
+                                   Path(scratch), log)
+        def bound(exclude, out=path) -> Path:  # quantize with the kept choice, plus nodes asked for in f32
+            return quantize(exclude, out, chosen)
+
 
         kept: list[str] = []
         feeds = {contract.input.name: np.ascontiguousarray(
-            np.take(calibration, range(min(CALIBRATION_BATCH, calibration.shape[contract.input.batch_axis])),
-                    axis=contract.input.batch_axis))}
+            np.take(calibration, range(min(CALIBRATION_BATCH, calibration.shape[axis])), axis=axis))}
         if keep_f32 == AUTO:
-            done = keep_auto(quantize, f32, feeds, rank, judge, contract.model, log, quantizable(graph_read, static))
+            done = keep_auto(bound, f32, feeds, rank, judge, contract.model, log, quantizable(graph_read, static))
             if not done.nodes:
                 log(f"onnx-int8   --keep-f32 auto: nothing needed keeping in f32 ({done.rounds[0]})")
         else:
-            quantize(keep_f32 or [])
+            bound(keep_f32 or [])
         method, kept = made[path]
         if kept:  # what keeping them costs: the int8 file with none kept, timed against this one
-            everything = quantize([], Path(scratch) / "all-int8.onnx")
+            everything = bound([], Path(scratch) / "all-int8.onnx")
             before, after = seconds_per_run([everything, path], feeds)
             log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): a batch of "
-                f"{next(iter(feeds.values())).shape[contract.input.batch_axis]} takes {after * 1e3:.2f} ms where "
-                f"all-int8 takes {before * 1e3:.2f} ms ({after / before:.2f}x, {TIMED_RUNS_NOTE})")
-    extra = {**extra, "precision": "int8", "quantization": method, **({"keep_f32": ",".join(kept)} if kept else {})}
+                f"{next(iter(feeds.values())).shape[axis]} takes {after * 1e3:.2f} ms where "
+                f"{'all-int8' if chosen is CHOICES[0] else chosen.label} takes {before * 1e3:.2f} ms "
+                f"({after / before:.2f}x, {TIMED_RUNS_NOTE})")
+        if kept or not static:  # the file written is not the one the choice timed: time it against f32
+            [ratio], rounds = speed_against_f32(f32, [path], timing)
+            recorded["speed_vs_f32"] = speed_note(ratio, batch, rounds)
+            save(path)
+        say_if_slower(ratio, batch, log)
+    extra = {**extra, "precision": "int8", "quantization": method, **recorded,
+             **({"keep_f32": ",".join(kept)} if kept else {})}
     return extra
+
+
+class _Bare:
+    """What export.validate's judge needs of a predictor (``run``, fed by ``head``), over a bare ONNX
+    Runtime session with its default options (ptx's too): a choice is judged as ``ptx verify``
+    judges the file, on the same samples and batches, before infer is asked to open it."""
+
+    def __init__(self, path: Path, contract: Contract):
+        from types import SimpleNamespace
+
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+        self.head = SimpleNamespace(feeds=lambda x: {contract.input.name: x}, output_name=contract.output.name)
+
+    def run(self, feeds):
+        return dict(zip(self.names, self.session.run(None, feeds)))
+
+
+@dataclass
+class _Verdict:
+    """A choice's labels judged on the calibration samples (no test data on this machine)."""
+
+    unusable: list[str]
+    label_agreement: float
+    text: str
+
+    def describe(self) -> str:
+        return self.text
+
+
+def labels_judge(model, contract: Contract, strings: dict[str, str], calibration: np.ndarray) -> Callable:
+    """``ptx verify``'s judge for a candidate file: its 1,000 real test samples, batches and gate
+    (export/validate.judge_reduced); where the run's dataset is not on this machine, the labels on
+    the calibration samples against eager's (no accuracy: they carry no labels here)."""
+    import torch
+
+    from ptx.contract.comparison import decisions, judge_reduced_precision
+    from ptx.contract.transforms import run_in_batches
+
+    from ..validate import judge_reduced
+
+    ckpt = {"contract": contract, "dataset": {"name": strings.get("dataset")}}
+    eager: dict = {}  # the samples and eager's answers, computed once for every choice
+
+    def judge(path: Path):
+        if "fallback" not in eager:
+            try:
+                return judge_reduced(_Bare(path, contract), model, ckpt, notice=lambda _: None, eager=eager)[0]
+            except DataError:
+                with torch.inference_mode():
+                    eager["fallback"] = run_in_batches(lambda b: model(torch.from_numpy(b)).numpy(), calibration,
+                                                       contract.input.batch_axis, CALIBRATION_BATCH)
+        bare = _Bare(path, contract)
+        got = run_in_batches(lambda b: bare.run(bare.head.feeds(np.ascontiguousarray(b)))[contract.output.name],
+                             calibration, contract.input.batch_axis, CALIBRATION_BATCH)
+        agreement = float((decisions(got, contract) == decisions(eager["fallback"], contract)).mean())
+        return _Verdict(judge_reduced_precision(agreement, None, None), agreement,
+                        f"labels agree with eager on {100 * agreement:.1f}% of {len(got)} calibration samples "
+                        "(no test data here)")
+
+    return judge
+
+
+def speed_against_f32(f32: Path, files: list[Path], feeds: dict, rounds: int = CHOICE_ROUNDS,
+                      seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
+    """Each file's speed against ``f32`` through ONNX Runtime's CPU provider (ptx's session defaults:
+    a thread per core, every graph optimisation): the median over rounds of f32's seconds per run
+    over the file's. Each round runs every file once in a shuffled order, so a busy moment on a
+    shared machine weighs on one round's files alike. Returns (ratios, rounds run).
+
+    The sessions' threads do not spin between runs: ORT's do by default, and a session's spinning
+    worker then holds a core while the next session runs. On 2 cores two files that optimise to the
+    same graph (mlp with and without QDQKeepRemovableActivations) timed 7.7x and 2.2x f32 with
+    spinning, each round in the same cyclic order, and 3.4x and 3.5x without it."""
+    import random
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in [f32, *files]]
+    for s in sessions:  # warm up: the first runs allocate and pack weights
+        s.run(None, feeds)
+        s.run(None, feeds)
+    ratios: list[list[float]] = [[] for _ in files]
+    start, done, shuffle = time.perf_counter(), 0, random.Random(0).shuffle
+    order = list(range(len(sessions)))
+    while done < rounds and (done < MIN_ROUNDS or time.perf_counter() - start < seconds):
+        took = [0.0] * len(sessions)
+        shuffle(order)
+        for i in order:
+            begin = time.perf_counter()
+            sessions[i].run(None, feeds)
+            took[i] = time.perf_counter() - begin
+        for kept, t in zip(ratios, took[1:]):
+            kept.append(took[0] / t)
+        done += 1
+    return [statistics.median(r) for r in ratios], done
+
+
+def speed_note(ratio: float, batch: int, rounds: int) -> str:
+    """ptx.speed_vs_f32: the ratio, and how and when it was measured (the CPU is ptx.cpu)."""
+    return (f"{ratio:.2f}x model.onnx's pictures/s through ONNX Runtime on the CPU, batch {batch}, median of "
+            f"{rounds} alternating rounds, {time.strftime('%Y-%m-%d')}")
+
+
+def say_if_slower(ratio: float, batch: int, log: Callable[[str], None]) -> None:
+    if ratio < 1.0:
+        log(f"onnx-int8   slower than f32 on this CPU ({describe_cpu()}): {ratio:.2f}x model.onnx's speed through "
+            f"ONNX Runtime at batch {batch}; int8 is smaller here, not faster (openvino-int8/bf16 may be: ptx bench)")
+
+
+def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int, recorded: dict[str, str], judge,
+           scratch: Path, log: Callable[[str], None]) -> tuple[Choice, float]:
+    """Quantize with each choice, judge each as verify does, time each against f32 in one set of
+    alternating rounds, and keep the fastest that passes (a later one, with more ops left in f32,
+    only when ``CLEARLY_FASTER``); where none passes, the one whose labels agree best, for the gate
+    to report. Writes what was tried and the speed into ``recorded``; returns the choice and its speed."""
+    files, verdicts, tried = [], [], []
+    for i, choice in enumerate(choices):
+        try:
+            files.append(quantize([], scratch / f"choice-{i}.onnx", choice))
+        except PtxError:
+            if not tried:  # the plain quantization failed: nothing to choose from
+                raise
+            continue
+        tried.append(choice)
+        verdicts.append(judge(files[-1]))
+    ratios, rounds = speed_against_f32(f32, files, feeds)
+    passing = [i for i, v in enumerate(verdicts) if not v.unusable]
+    best = None
+    for i in passing:
+        if best is None or ratios[i] > ratios[best] * CLEARLY_FASTER:
+            best = i
+    if best is None:
+        best = max(range(len(tried)), key=lambda i: verdicts[i].label_agreement)
+    summary = "; ".join(f"{c.label}: {r:.2f}x, {'PASS' if not v.unusable else 'fails the gate'}"
+                        for c, r, v in zip(tried, ratios, verdicts))
+    recorded.update(quantization_tried=f"{summary} (speed against model.onnx through ONNX Runtime, batch {batch})",
+                    speed_vs_f32=speed_note(ratios[best], batch, rounds))
+    log(f"onnx-int8   {len(tried)} way{'s' * (len(tried) != 1)} to quantize timed against model.onnx on "
+        f"{describe_cpu()} (batch {batch}): {summary}: kept {tried[best].label}")
+    return tried[best], ratios[best]
 
 
 def quantizable(graph, static: bool) -> list[str]:
