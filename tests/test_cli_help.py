@@ -45,4 +45,5 @@ def test_help_after_a_model_file_shows_a_files_options_and_defaults(relu, comman
 
 def test_an_option_of_the_other_kind_is_still_refused_in_one_line(relu):
     result = CliRunner().invoke(cli, ["verify", relu, "--samples", "3"])
-    assert result.exit_code == 2 and "--samples is for a tutorial model NAME" in result.output
+    assert result.exit_code == 2 and "--samples counts real test samples, which only a tutorial model's contract" \
+        in result.output

@@ -150,16 +150,19 @@ def test_tf32_rows_are_judged_by_labels_and_accuracy_like_bf16():
     assert "labels agree on 98.0%" in judge_reduced_precision(0.98, 0.90, 0.90)[0]
     assert "below the reference" in judge_reduced_precision(0.999, 0.89, 0.90)[0]
     logits = OutputAgreement("logits", Tolerance(1e-3, 1e-2), 1, 2e-4, 1e-2)
-    usable = Row("ort-cuda", "cuda", "tf32", outputs=[logits], argmax_agreement=0.999, accuracy=0.90)
-    below = Row("ort-cuda", "cuda", "tf32", outputs=[logits], argmax_agreement=0.98, accuracy=0.90,
-                unusable=judge_reduced_precision(0.98, 0.90, 0.90))
+    usable = Row("ort-cuda", "cuda", "tf32", against="eager-cuda", outputs=[logits], argmax_agreement=0.999,
+                 accuracy=0.90)
+    below = Row("ort-cuda", "cuda", "tf32", against="eager-cuda", outputs=[logits], argmax_agreement=0.98,
+                accuracy=0.90, unusable=judge_reduced_precision(0.98, 0.90, 0.90))
     assert (usable.label, usable.status, below.status) == ("ort-cuda-tf32", "PASS", "NOT USABLE")
-    report = Report("convnet", rows=[usable, below], samples=1000, data="mnist-sample",
-                    tolerances={"cuda": {"atol": 1e-3, "rtol": 1e-2}}, references={"cuda": "eager-cuda at f32, TF32 off"})
-    table = report.table()
-    assert "cuda rows: eager-cuda at f32, TF32 off" in table.splitlines()[0]  # eager ran elsewhere than the row
-    assert "tf32: labels agree on >= 99%" in table.splitlines()[1]
-    assert "tf32" in table and "NOT USABLE" in table and report.exit_status == 0
+    report = Report("convnet", rows=[usable, below], samples=1000, data="mnist-sample", head=True,
+                    tolerances={"cuda": {"atol": 1e-3, "rtol": 1e-2}})
+    lines = report.table().splitlines()
+    assert lines[2] == "pass: f32 |diff| <= 0.001 + 0.01 x |reference| (cuda)"
+    assert lines[3].startswith("tf32: labels agree on >= 99%")
+    # each row says what it was held to: eager on the same GPU, at f32 with TF32 off
+    assert all(line.split()[3] == "eager-cuda" for line in lines if line.startswith("ort-cuda (cuda)"))
+    assert "NOT USABLE" in "\n".join(lines) and report.exit_status == 0
 
 
 def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
@@ -173,5 +176,5 @@ def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
     assert cuda_rows <= set(report.skipped) and set(report.unrunnable) == cuda_rows
     # The CPU rows ran against eager on the CPU, which goes without saying; the CUDA rows are one line.
     assert "eager-cpu" not in report.table().splitlines()[0]
-    assert any(line.startswith("4 CUDA rows ") and "--all-rows" in line for line in report.table().splitlines())
-    assert "ort-cuda-tf32      not run: " in report.table(all_rows=True)
+    assert any(line.startswith("4 CUDA rows: not run: ") and "--all-rows" in line for line in report.table().splitlines())
+    assert "ort-cuda-tf32: not run: " in report.table(all_rows=True)

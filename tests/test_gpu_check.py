@@ -81,12 +81,12 @@ def test_the_gpu_check_runs_a_users_models_and_the_locate_phase_to_the_end(tmp_p
     summary = (out / "summary.md").read_text()
     own = summary.split("## A user's own models")[1].split("## Where the CUDA rows")[0]
     assert "module: bert_like (BertLike" in own and "input_ids int64 [batch, seq]" in own
-    assert own.count("not run: ort-cuda, ort-cuda-graph: no GPU") == 1 and "not run: torchscript-cuda, eager-cuda-graph: no GPU" in own
+    assert own.count("CUDA rows: not run: no GPU on this machine") == 2  # the ONNX file's and the TorchScript file's
     assert own.count("all agree:") == 2 and "FAILED" not in own
     assert "| ort-cpu | cpu | 4 |" in own  # the bench table, batch 4
     assert "ptx serve model.onnx --backend ort-cpu: one request (attention_mask [3, 8], input_ids [3, 8]) " \
            "answered as ort-cpu answers it here" in own
     located = summary.split("## Where the CUDA rows part from the CPU (--locate)")[1]
-    assert "### logistic" in located and "not run: ort-cuda: no GPU" in located
+    assert "### logistic" in located and "not run: no GPU on this machine" in located
     assert [line.split("|")[1].strip() for line in kept(out)["phases.md"].splitlines()] == \
         ["train", "own", "locate", "summary"]

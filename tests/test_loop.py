@@ -109,7 +109,7 @@ def test_verify_before_any_export_says_what_to_export_and_exits_2(runs, tmp_path
     with pytest.raises(NothingToCompareError, match=r"holds no export yet; run `ptx export cnn-basic`"):
         verify("cnn-basic", root=tmp_path, samples=20, notice=lambda _: None)
     result = ptx("verify", "cnn-basic", "--root", tmp_path, "--samples", "20")
-    assert result.returncode == 2 and "all backends agree" not in result.stdout
+    assert result.returncode == 2 and "all agree" not in result.stdout
     assert "run `ptx export cnn-basic` first" in one_error_line(result)
 
 

@@ -98,7 +98,6 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
     replays a tutorial checkpoint: here with the CPU stand-in for CUDA graphs, one capture per
     padded batch shape, answers cut back to the rows given. On a GPU it is a verify/bench/serve row
     of the file (`not run: no GPU` here)."""
-    from ptx.infer.model.readers import file_backends
     from ptx.infer.formats.signature import Opening
     from ptx.infer.runtime.torch_graph import TorchGraphRunner
     from ptx.trainers.step import EagerGraphs
@@ -119,10 +118,10 @@ def test_the_torch_cuda_graph_runner_takes_a_users_torchscript_file(files):
         assert np.allclose(graph.run({"x": x})[graph.signature.output_names[0]], 2 * x)
     assert sorted(dict(key)["x"][0] for key in graph._slots.slots) == [1, 4, 8]
     assert all(g.captures == 1 for g in stand_ins) and len(stand_ins) == 3
-    offered = {row.label for row in file_backends("torchscript")}
+    offered = {b.label(d) for b, d in backends.file_pairs("torchscript")}
     assert {"eager-cuda-graph", "torchscript-cuda", "torchscript-cpu"} <= offered
-    assert "eager-cuda-graph" in {row.label for row in file_backends("pt2")}
-    assert "eager-cuda-graph" not in {row.label for row in file_backends("onnx")}
+    assert "eager-cuda-graph" in {b.label(d) for b, d in backends.file_pairs("pt2")}
+    assert "eager-cuda-graph" not in {b.label(d) for b, d in backends.file_pairs("onnx")}
 
 
 def test_a_users_file_on_a_cuda_row_without_a_gpu_is_one_line_naming_the_row_and_what_runs(files):

@@ -94,7 +94,9 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             raise NothingToLocate(f"{exc} ({row.label} on {case.label})") from None
         if repro is not None:
             backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.label]
-            located.repro = _repro(repro, located, graph, other_graph, backends, tolerance_args, None)
+            # a third opinion's departure is a note unless --strict: the repro's command asks for it
+            strict = ["--strict"] if row.backend == "onnx.reference" else []
+            located.repro = _repro(repro, located, graph, other_graph, backends, [*tolerance_args, *strict], None)
         return located
     finally:
         graph.close()

@@ -24,7 +24,7 @@ from ..runtime import backends as registry
 from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, probe_args,
                       require_run, run_folder)
 
-NO_GPU = "no GPU"
+NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
 REFERENCE = "eager"  # what a run's variants are held to
 INT8_FORMAT = "onnx-int8"

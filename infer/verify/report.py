@@ -140,8 +140,9 @@ class Row:
 
     @property
     def is_reference(self) -> bool:
-        """The reference's own row (eager against eager, a file's runtime against itself)."""
-        return self.label == self.against
+        """The reference's own row (eager against eager, a file's runtime against itself): held to
+        its own label (eager-cuda to eager-cuda), or to its backend by name (a Row's default)."""
+        return self.against in (self.label, self.backend)
 
     @property
     def disagreeing(self) -> OutputAgreement | None:
@@ -365,7 +366,23 @@ def _cells(report: Report, row: Row) -> list[list[str]]:
                       f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, *accuracy, verdict])
     if len(row.outputs) > 1 and row.precision == FULL_PRECISION and row.status != "PASS" and not row.disagreeing:
         cells.append([""] * (len(cells[0]) - 1) + [row.describe()])
-    return cells
+    return cells + _alone_cells(report, row, name, precision)
+
+
+def _alone_cells(report: Report, row: Row, name: str, precision: str) -> list[list[str]]:
+    """Where the row's samples did not answer alone as inside its largest batch, or could not run
+    alone: its rows against "itself, batch of N", output by output (the verdict's own words)."""
+    check = row.composition
+    if check is None or (check.ok and not check.error):
+        return []
+    against, blank = f"itself, batch of {check.batch}", [""] * (6 + report.head)
+    if check.error:
+        verdict = "FAIL" if report.strict else "could not run"
+        return [[name, precision, against, *blank, f"{verdict}: {short_reason(check.error, report.path)}"]]
+    return [[name, precision, against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
+             f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", "-", *(["-"] if report.head else []),
+             "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else f": {o.beyond:,} of {o.compared:,} beyond")]
+            for o in check.outputs]
 
 
 def _table(report: Report, all_rows: bool) -> list[str]:
@@ -419,7 +436,7 @@ def _composition_lines(report: Report) -> list[str]:
         worst = max(o.max_abs for r in same for o in r.composition.outputs)
         lines.append(f"batch composition: samples {', '.join(map(str, first.alone))} alone = their rows in a "
                      f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})")
-    return lines + [f"batch composition: {r.label}: {r.composition.summary()}" for r in checked if r not in same]
+    return lines  # a row whose samples did not answer alone as in a batch has table rows of its own (_alone_cells)
 
 
 LOCATE_HINT = "where it is born: ptx verify {file} --locate{more}"

@@ -64,6 +64,8 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
     ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs."""
     target = Target.of(argument, root=root, run=run, options=options, verifying=True)
     variants = target.variants(backends)
+    if nothing_exported(target):  # said before eager is loaded and run for nothing
+        raise NothingToCompareError(nothing_exported(target))
     reference = _open_reference(target, progress)
     head = reference.head
     tolerances = Tolerances.parse(atol, rtol, reference.signature.output_names, head.contract if head else None)
@@ -89,8 +91,8 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
     _stored(this, reference_file, save)
     report.offers = _offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
-        raise NothingToCompareError(nothing_exported(target) or f"nothing to compare for {target.name}: no backend "
-                                    "besides eager ran (" + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")
+        raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("
+                                    + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")
     return report
 
 

@@ -70,12 +70,15 @@ COMMANDS = {
                     "Train model NAME with the recipe of the tutorial that documents it, on real data; writes "
                     "checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."),
     "verify": Listed("ptx.cli.verify", "verify_cmd",
-                     "Check that every backend gives eager's answers for model NAME, on real test samples; or, for a "
-                     "model FILE (an ONNX, TorchScript or pt2 file of your own), that every backend that can load it "
-                     "gives its reference's answers (ONNX: ort-cpu, with onnx.reference as a third opinion on small "
-                     "inputs; TorchScript: the module on the CPU; pt2: aoti on the CPU), output by output, on "
-                     "seeded inputs made from its signature at two batch sizes (or --inputs), and those of the "
-                     "reference tensors kept beside it."),
+                     "Check that every backend gives its reference's answers, output by output: for model NAME (a "
+                     "tutorial model's run: --run its folder, --all every run) eager's, on real test samples and edge"
+                     " inputs; for a model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's "
+                     "export) its own runtime's on the CPU (ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti), on "
+                     "real test samples where its contract names a dataset, else on seeded inputs made from its "
+                     "signature at two batch sizes (or --inputs, --seed for any model), and those of the reference "
+                     "tensors kept beside it. onnx.reference is a third opinion on small inputs. Exit status: 0 all "
+                     "agree, 1 a disagreement (the last line names the backend, the output and its error), 2 nothing "
+                     "could be compared."),
 }
 
 

@@ -13,7 +13,7 @@ from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
-@click.command("bench", cls=TargetedCommand)
+@click.command("bench", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,64", "1,8")})
 @click.argument("name", required=False, metavar="NAME|PATH")
 @BACKENDS_OPTION
 @click.option("--batch-sizes", default=None, callback=_int_list,
@@ -61,9 +61,11 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     if name is None and run is None:
         raise click.UsageError("give a model NAME, --run a run folder, or a model file")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
+    is_file = _model_file(name, "bench")
+    if not is_file:  # a run: refused for what it asks before the run is looked for
+        refuse_meaningless(ctx, "run")
     try:
-        target = Target.of(_model_of_run(name, run) if not _model_file(name, "bench") else name, root=root, run=run,
-                           options=options)
+        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run, options=options)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "bench") from None
     refuse_meaningless(ctx, target)

@@ -6,6 +6,7 @@ generated inputs are made (``@generated_input_options``), handed to the library 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import click
@@ -228,9 +229,14 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
 
 class TargetedCommand(click.Command):
     """A command that takes a tutorial model NAME or a model FILE: its --help given after one
-    (`ptx verify model.onnx --help`) lists only the options that apply to that kind (ONE_KIND); plain
-    --help lists every option. Parsing is untouched: an option of the other kind is still refused in
-    one line (refuse_meaningless)."""
+    (`ptx verify model.onnx --help`) lists only the options that apply to that kind (ONE_KIND), each
+    with the default it gets there (``help_defaults``: an option whose default depends on the model,
+    {name: (a run's, a file's)}); plain --help lists every option, with a run's. Parsing is
+    untouched: an option of the other kind is still refused in one line (refuse_meaningless)."""
+
+    def __init__(self, *args, help_defaults: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_defaults = dict(help_defaults or {})
 
     def parse_args(self, ctx, args):
         if {"--help", "-h"} & set(args):  # --help is eager: it runs before NAME is parsed
@@ -239,18 +245,20 @@ class TargetedCommand(click.Command):
 
     def format_options(self, ctx, formatter):
         kind = ctx.meta.get("ptx.target")
-        if kind is None:
-            return super().format_options(ctx, formatter)
-        kinds = kinds_of("file" if kind == "file" else "run") | ({"samples"} if kind == "file" else set())
+        kinds = kinds_of("file") | {"samples"} if kind == "file" else kinds_of("run") if kind else None
         records = []
         for param in self.get_params(ctx):
-            if param.name in ONE_KIND and ONE_KIND[param.name][0] not in kinds:
+            if kinds is not None and param.name in ONE_KIND and ONE_KIND[param.name][0] not in kinds:
                 continue
+            if param.name in self.help_defaults:
+                param = copy.copy(param)  # the help's copy: the parsed option keeps its own default
+                param.default, param.show_default = self.help_defaults[param.name][kind == "file"], True
             record = param.get_help_record(ctx)
             if record is not None:
                 records.append(record)
-        what = "a model file" if kind == "file" else "a tutorial model"
-        with formatter.section(f"Options for {what} (`{ctx.command_path} --help` lists every option)"):
+        what = "Options" if kinds is None else \
+            f"Options for {'a model file' if kind == 'file' else 'a tutorial model'} (`{ctx.command_path} --help` lists every option)"
+        with formatter.section(what):
             formatter.write_dl(records)
 
 

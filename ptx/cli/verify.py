@@ -16,7 +16,7 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
 
-@click.command("verify", cls=TargetedCommand)
+@click.command("verify", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,7,64", "3,5")})
 @click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
               help="Verify every run under --root that has an export, whatever its folder is called.")
@@ -108,9 +108,15 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                             else None}) for model, folder in runs]
         _verify(targets, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
                 then=lambda report, doc, model, options: _record(report, root, options["run"]))
+    is_file = _model_file(name, "verify")
+    if not is_file:  # a run: refused for what it asks before the run is looked for
+        refuse_meaningless(ctx, "run")
+        if _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
+            raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
+                                   "real test samples: add --seed N for generated ones")
     try:
-        target = Target.of(_model_of_run(name, run) if not _model_file(name, "verify") else name, root=root, run=run,
-                           options=chosen["options"])
+        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run,
+                           options=chosen["options"], verifying=True)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "verify") from None
     refuse_meaningless(ctx, target)
