@@ -113,7 +113,7 @@ class Target:
         can be opened by every backend (each reads its own export); a file by those that read its
         kind (and, at int8, its int8 twin)."""
         every = [Variant(b, d, p) for b, d, p in registry.variants()
-                 if self.is_run or (self.kind in b.kinds and b.artifact_for(p) in self.formats)]
+                 if self.is_run or (self.kind in b.kinds and self._format_of(b, p) in self.formats)]
         if not names:
             return every
         known = {v.backend.name for v in every} | {v.backend.label(v.device) for v in every} | {v.label for v in every}
@@ -132,12 +132,18 @@ class Target:
             return (self.kind,)
         return (INT8_FORMAT,) if self.found.metadata.get("precision") == "int8" else ("onnx", INT8_FORMAT)
 
+    def _format_of(self, backend, precision: str) -> str:
+        """What a backend reads of this file at ``precision``: the file itself (its kind) at the
+        precisions it runs the file at, or an artifact of its own (an int8 twin)."""
+        fmt = backend.artifact_for(precision)
+        return self.kind if fmt == backend.artifact else fmt
+
     def file_for(self, variant: Variant) -> Path:
         """The file ``variant`` reads: a run's export for its backend and precision, or the file
         itself (an f32 ONNX file's int8 twin at int8); MissingArtifactError naming what makes it."""
         if self.is_run:
             return artifact_path(self.name, variant.backend.name, self.root, variant.precision, self.run)
-        if variant.backend.artifact_for(variant.precision) == self.formats[0]:
+        if self._format_of(variant.backend, variant.precision) == self.formats[0]:
             return self.path
         twin = self.path.with_name(f"{self.path.stem}.int8{self.path.suffix}")
         if not twin.is_file():

@@ -86,9 +86,9 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
     for variant in to_run:
         this.row(variant, reference if variant.label == _reference_label(target) else opened[variant.label],
                  required=variant.precision != FULL_PRECISION and variant.label in set(backends or ()), strict=strict)
+    _stored(this, reference_file, save)
     if against is not None:
         report.rows.append(_against(Path(against), this))
-    _stored(this, reference_file, save)
     report.offers = _offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("

@@ -138,7 +138,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             _locate(report, doc, against, atol, rtol, repro, as_json)
 
     _verify([(target.name if target.is_run else name, {**chosen, "run": run, "save_inputs": save_inputs})],
-            as_json=as_json, all_rows=all_rows, gap="\n" if target.is_run else "", then=then)
+            as_json=as_json, all_rows=all_rows, then=then)
 
 
 def _record(report, root, run) -> None:
