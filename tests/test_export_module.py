@@ -456,7 +456,7 @@ def test_one_weight_changed_after_export_is_caught_by_the_kept_reference_and_aga
         assert last.startswith("DISAGREE: ort-cpu vs stored reference, output output: max abs"), last
         assert "weights are not the ones it was exported with" in result.stdout
     against = ptx("verify", str(copy), "--against", str(folder / "model.torchscript.pt"), cwd=tmp_path).stdout
-    assert re.search(r"model\.torchscript\.pt \(torchscript-cpu\)\s+ort-cpu\s+output .*FAIL", against), against
+    assert re.search(r"model\.torchscript\.pt \(torchscript-cpu\)\s+f32\s+ort-cpu\s+output .*FAIL", against), against
 
 
 def test_the_kept_reference_checks_a_deployment_where_torch_cannot_be_imported(cli_exports, tmp_path):

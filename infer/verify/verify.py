@@ -325,6 +325,7 @@ def _provenance(target: Target, model, reference) -> list[str]:
 def _against(other: Path, this: Run) -> Row:
     """Another file of the same model on its own runtime, on the same cases, held to the reference."""
     target, signature, report = this.target, this.signature, this.report
+    mine = target.name if target.is_run else target.path.name
     other_target = Target.of(other, options={"ignore_metadata": target.options.get("ignore_metadata", False)})
     variant = Variant(registry.get(other_target.reference), "cpu", other_target.precision)
     label = f"{other.name} ({variant.label})"
@@ -332,15 +333,15 @@ def _against(other: Path, this: Run) -> Row:
             and not other_target.found.has_contract:
         # a TorchScript file keeps no inputs: they are the model's, in its order
         other_target.options["inputs"] = list(signature.inputs)
-        report.notes.append(f"note: {other.name}'s inputs are {target.name}'s ({', '.join(signature.input_names)}, "
-                            "in that order)")
+        report.notes.append(f"note: {other.name}'s inputs are {mine}'s ({', '.join(signature.input_names)}, in that "
+                            "order)")
     this.progress(f"running {label}")
     model = other_target.open_all([variant])[variant.label]
     if isinstance(model, Exception):
         return Row(label, against=_reference_label(target), error=str(model))
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
-                       f"{target.name} takes {', '.join(signature.input_names)}: not one model's files")
+                       f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
     names, note = match_outputs(signature.output_names, model.signature.output_names, other.name) \
         if this.head is None else ({n: n for n in signature.output_names}, None)
     if note:
