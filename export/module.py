@@ -18,16 +18,9 @@ all (ptx.atomic.atomic_folder).
 """
 from __future__ import annotations
 
-import difflib
-import hashlib
-import importlib.util
-import inspect
-import re
-import sys
 import tempfile
-import traceback
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -38,9 +31,9 @@ from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import OutputAgreement, check_tolerance, compare_output, default_tolerance
 from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
-from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, check_feeds, make_feeds, plan_inputs
-from ptx.contract.tensors import Signature, TensorSig, as_declarations, dtype_info
-from ptx.errors import InputError, PtxError, ValidationError, first_line
+from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds, plan_inputs
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import PtxError, ValidationError, first_line
 from ptx.files import file_sha256
 
 from .formats import get as get_format
@@ -49,13 +42,16 @@ from .formats.onnx_int8 import quantize_dynamic_weights, quantized_graph, quiet_
 from .formats.pt2 import DEVICES as PT2_DEVICES
 from .formats.pt2 import MAX_DIM, check_device, compile_package, probe_load
 from .formats.torchscript import quiet_jit, save_with_metadata as save_torchscript
+from .examples import describe as _describe, example_signature, named_outputs as _named_outputs
+from .factory import load_state_dict_file
 from .metadata import module_strings
+from .refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, is_user_file as _is_user_file
+from .refusal import user_files as _user_files
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
 TORCHSCRIPT_MODES = ("trace", "script")
 MADE_BY = {"trace": "traced", "script": "scripted"}
-EXAMPLE_MIN = 2  # torch.export specializes a dynamic size of 0 or 1: examples are at least this
 EXPORTERS = {Exporter.DYNAMO: "torch.export-based", Exporter.LEGACY: "TorchScript-based"}
 OpenModel = Callable[..., object]  # ptx.infer.load: (path or module, **options) -> a TensorModel
 
@@ -262,195 +258,6 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
                        "or empty folder, or --force to replace it")
 
 
-def _forward_parameters(module: torch.nn.Module) -> list[str] | None:
-    """forward()'s positional parameter names, or None where it takes *args."""
-    try:
-        params = inspect.signature(module.forward).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
-def _as_examples(module: torch.nn.Module, example_inputs) -> tuple[list[str] | None, tuple[torch.Tensor, ...]]:
-    """(names from a dict's keys or None, the tensors in forward()'s order)."""
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    if isinstance(example_inputs, Mapping):
-        names = [str(k) for k in example_inputs]
-        params = _forward_parameters(module)
-        if params is not None:
-            unknown = [n for n in names if n not in params]
-            if unknown:
-                raise PtxError(f"example input {unknown[0]!r} is no parameter of {type(module).__name__}.forward"
-                               f"({', '.join(params)})")
-            if sorted(names, key=params.index) != params[:len(names)]:
-                raise PtxError(f"example inputs {names} leave out a parameter before the last one of "
-                               f"{type(module).__name__}.forward({', '.join(params)}): give the leading ones")
-            names = params[:len(names)]  # passed positionally, in forward()'s order
-        values = [example_inputs[n] for n in names]
-    elif isinstance(example_inputs, (tuple, list)):
-        names, values = None, list(example_inputs)
-    else:
-        raise PtxError(f"example inputs are a tensor, a tuple or list of tensors or a dict of them, not "
-                       f"{type(example_inputs).__name__}")
-    bad = [i for i, v in enumerate(values) if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise PtxError(f"example input {bad[0]} is {type(values[bad[0]]).__name__}, not a tensor: ptx exports modules "
-                       "whose inputs are tensors (a Python number that picks a branch can be a 0-d tensor)")
-    if not values:
-        raise PtxError("no example inputs: give at least one tensor, or declare the inputs")
-    return names, tuple(v.detach().cpu().contiguous() for v in values)
-
-
-def _dtype_name(tensor: torch.Tensor, where: str) -> str:
-    try:
-        return dtype_info(str(tensor.dtype), where).name
-    except PtxError as exc:
-        raise PtxError(str(exc)) from None
-
-
-def example_signature(module: torch.nn.Module, example_inputs, inputs, input_names, dynamic: bool,
-                      log: Callable[[str], None] = print) -> tuple[tuple[TensorSig, ...], tuple[torch.Tensor, ...]]:
-    """The inputs' signature and the example tensors the exporters are called with (see
-    export_module: declarations, examples, or both)."""
-    declared = _in_forward_order(module, as_declarations(inputs), log)
-    if example_inputs is None:
-        if not declared:
-            raise PtxError("the module comes without example inputs: declare each input in forward()'s order with "
-                           "--input NAME=SHAPE[:DTYPE] (library: inputs=[...]), or return (module, example inputs) "
-                           "from FACTORY")
-        if input_names and list(input_names) != [t.name for t in declared]:
-            raise PtxError(f"input names {list(input_names)} and --input's {[t.name for t in declared]} disagree")
-        return declared, _generated_examples(declared)
-    dict_names, tensors = _as_examples(module, example_inputs)
-    if declared:
-        if len(declared) != len(tensors):
-            raise PtxError(f"--input declares {len(declared)} inputs ({', '.join(t.name for t in declared)}) and the "
-                           f"example has {len(tensors)}: declare one per example tensor, in forward()'s order")
-        _check_declared(declared, tensors)
-        sigs = declared
-    else:
-        names = list(input_names or dict_names or [])
-        if not names:
-            params = _forward_parameters(module) or []
-            names = params[:len(tensors)] if len(params) >= len(tensors) else []
-        names = names or [f"input_{i}" for i in range(len(tensors))]
-        if len(names) != len(tensors):
-            raise PtxError(f"input names {names} name {len(names)} inputs; the example has {len(tensors)}")
-        sigs = tuple(TensorSig(n, _dtype_name(t, f"example input {n!r}"),
-                               tuple(("batch" if dynamic and axis == 0 else d) for axis, d in enumerate(t.shape)),
-                               0 if dynamic and t.dim() else None)
-                     for n, t in zip(names, tensors))
-    return sigs, _at_least_two(sigs, tensors, log)
-
-
-def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
-                      log: Callable[[str], None]) -> tuple[TensorSig, ...]:
-    """The declarations matched to forward()'s parameters by name and put in its order, since the
-    exporters call forward() by position: ``--input attention_mask=... --input input_ids=...``
-    would otherwise export a module that takes the mask as its ids, and pass every check. A name
-    that is no parameter is refused naming forward()'s; a forward(*args) can only be matched by
-    position, so there --input's order is kept, and said. A forward() of one parameter takes one
-    input of any name (``--input image=...`` for ``forward(self, x)``): the name is the file's."""
-    if not declared:
-        return declared
-    try:
-        params = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError):
-        return declared
-    where = f"{type(module).__name__}.forward"
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        log(f"inputs: {where} takes *args, so --input's order is forward()'s: "
-            f"{', '.join(t.name for t in declared)} go in by position")
-        return declared
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) == 1 and len(declared) == 1:
-        return declared  # one input into forward(x): its name is the file's, nothing to match
-    takes = f"{where}({', '.join(positional)})"
-    twice = next((t.name for i, t in enumerate(declared) if t.name in [d.name for d in declared[:i]]), None)
-    if twice is not None:  # else the position check below says "add --input for " and names nothing
-        raise PtxError(f"--input {twice} is given twice: declare each of {takes}'s inputs once")
-    for sig in declared:
-        if sig.name not in positional:
-            raise PtxError(f"--input {sig.name}: {takes} has no parameter {sig.name!r}: name each --input as one of "
-                           f"forward()'s parameters ({', '.join(positional) or 'it takes none by position'})")
-    ordered = tuple(sorted(declared, key=lambda t: positional.index(t.name)))
-    names = [t.name for t in ordered]
-    if names != positional[:len(names)]:
-        skipped = [n for n in positional[:positional.index(names[-1])] if n not in names]
-        raise PtxError(f"--input {', '.join(names)}: {takes} takes its inputs by position, so the parameters before "
-                       f"{names[-1]} need declaring too: add --input for {', '.join(skipped)}")
-    if ordered != declared:
-        log(f"inputs: in {where}'s order: {', '.join(names)}")
-    return ordered
-
-
-def _check_declared(declared: Sequence[TensorSig], tensors: Sequence[torch.Tensor]) -> None:
-    """The example tensors fit the declarations: dtypes exactly (the example's dtype becomes the
-    graph's), then ranks, fixed sizes and one size per symbol, as run() checks a caller's inputs."""
-    for sig, tensor in zip(declared, tensors):
-        dtype = _dtype_name(tensor, f"the example for --input {sig.name}")
-        if dtype != sig.dtype:
-            raise PtxError(f"--input {sig.name} declares {sig.dtype}; the example tensor is {dtype}")
-    try:
-        check_feeds(Signature(tuple(declared), ()), {s.name: t.numpy() for s, t in zip(declared, tensors)},
-                    "the example")
-    except InputError as exc:
-        raise PtxError(f"--input and the example inputs disagree: {exc}") from None
-
-
-def _generated_examples(sigs: Sequence[TensorSig]) -> tuple[torch.Tensor, ...]:
-    """Seeded examples from declarations: the batch 2, other symbols as verify chooses them."""
-    only = Signature(tuple(sigs), ())
-    feeds = make_feeds(only, plan_inputs(only), EXAMPLE_MIN, seed=0)
-    return tuple(torch.from_numpy(feeds[t.name]) for t in sigs)
-
-
-def _at_least_two(sigs: Sequence[TensorSig], tensors: Sequence[torch.Tensor], log) -> tuple[torch.Tensor, ...]:
-    """The examples with every dynamic size of 0 or 1 raised to 2 by repeating the example (rows
-    are independent of one another in a batch; torch.export specializes sizes 0 and 1), after
-    checking that each symbol has one size across the inputs."""
-    sizes: dict[str, tuple[int, str]] = {}
-    for sig, tensor in zip(sigs, tensors):
-        for axis, d in enumerate(sig.shape):
-            if isinstance(d, str):
-                seen = sizes.setdefault(d, (tensor.shape[axis], sig.name))
-                if seen[0] != tensor.shape[axis]:
-                    raise PtxError(f"example inputs {seen[1]!r} and {sig.name!r} disagree on {d}: "
-                                   f"{seen[0]} and {tensor.shape[axis]}")
-    small = {d: n for d, (n, _) in sizes.items() if n < EXAMPLE_MIN}
-    if any(n == 0 for n in small.values()):
-        raise PtxError(f"the example inputs are empty along {', '.join(d for d, n in small.items() if n == 0)}: give "
-                       "examples with real rows")
-    if not small:
-        return tuple(tensors)
-    out = []
-    for sig, tensor in zip(sigs, tensors):
-        for axis, d in enumerate(sig.shape):
-            if d in small:
-                tensor = torch.cat([tensor] * EXAMPLE_MIN, dim=axis)
-        out.append(tensor)
-    log(f"examples: {', '.join(f'{d} of 1' for d in small)} repeated to {EXAMPLE_MIN} (torch.export fixes a dynamic "
-        "size of 0 or 1 to that size)")
-    return tuple(out)
-
-
-def _named_outputs(probed: Sequence[TensorSig], names: Sequence[str] | None) -> tuple[TensorSig, ...]:
-    if names is None:
-        return tuple(probed)
-    names = list(names)
-    if len(names) != len(probed):
-        raise PtxError(f"output names {names} name {len(names)} outputs; the module returns {len(probed)} "
-                       f"({', '.join(t.name for t in probed)})")
-    return tuple(replace(t, name=n) for t, n in zip(probed, names))
-
-
-def _describe(tensors: Sequence[TensorSig]) -> str:
-    return ", ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in tensors)
-
-
 # -- validation -----------------------------------------------------------------------------------
 
 
@@ -583,11 +390,6 @@ def _write_onnx(*, module, args, signature, path, strings, opset, exporter, mode
                  + (f", {MADE_BY[mode]}" if which is Exporter.LEGACY else ""), note, hint)
 
 
-DATA_DEPENDENT = "data-dependent"  # torch.export's words for a Python branch on a tensor's value
-CONTROL_FLOW = ("Python control flow needs --torchscript-mode script (library: torchscript_mode='script'; it becomes "
-                "an ONNX If) or torch.cond")
-
-
 def _check_graph_inputs(path: Path, signature: Signature, which: Exporter, why: Sequence[str]) -> None:
     """Refuse a graph that lost inputs: tracing turns an input the module only branches on (or
     reads as a Python number) into a constant, and the exporter drops it."""
@@ -688,229 +490,3 @@ def _write_int8(*, module, args, signature, path, strings, staging, opset, expor
 
 
 _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "pt2": _write_pt2, "onnx-int8": _write_int8}
-
-
-# -- saying what an exporter refused --------------------------------------------------------------
-
-_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
-# How each exporter names the operator it has no translation for.
-_OPERATOR = [
-    (re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'"), lambda m: m.replace(".", "::", 1)),
-    (re.compile(r"unrecognized namespace ([\w:]+(?:\.\w+)*)"), None),
-    (re.compile(r"Exporting the operator '?([\w:.]+)'? to ONNX opset version \d+ is not supported"), None),
-    (re.compile(r"Unsupported: ONNX export of operator ([\w:.]+)"), None),
-    (re.compile(r"Unsupported FX nodes: \{'call_function': \['([^']+)'"), None),
-]
-# torch.export's exceptions that say more in plain words than in their message.
-PLAIN = {"GuardOnDataDependentSymNode": "data-dependent control flow (a Python branch or size on a tensor's value)"}
-_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
-
-
-def _is_user_file(filename: str, user_files: Sequence[str] = ()) -> bool:
-    if user_files:
-        return str(Path(filename).resolve()) in user_files
-    return not (filename.startswith("<") or "site-packages" in filename or "dist-packages" in filename
-                or str(Path(filename).resolve()).startswith(_TORCH_DIR))
-
-
-def _user_files(module: torch.nn.Module) -> tuple[str, ...]:
-    """The source files of the module's classes that are not torch's: where a refusal's line is."""
-    files = set()
-    for sub in module.modules():
-        try:
-            source = inspect.getsourcefile(type(sub))
-        except TypeError:
-            continue
-        if source and _is_user_file(source):
-            files.add(str(Path(source).resolve()))
-    return tuple(sorted(files))
-
-
-def describe_refusal(exc: BaseException, user_files: Sequence[str] = ()) -> str:
-    """An exporter's exception in one line: the operator it has no translation for, or what it
-    could not do and the line of the user's code it was at (torch.export's errors carry that frame:
-    ``File "net.py", line 12``), as ``net.py:12 `if x.sum() > 0:```."""
-    text = str(exc)
-    op = None
-    for pattern, fix in _OPERATOR:
-        match = pattern.search(text)
-        if match:
-            op = fix(match[1]) if fix else match[1]
-            break
-    what = f"operator {op} has no ONNX translation" if op else _summary(exc, text)
-    where = _user_line(exc, text, user_files)
-    return f"{what}{f', at {where}' if where else ''}"[:400]
-
-
-def _summary(exc: BaseException, text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines()]
-    if "## Exception summary" in lines:  # torch.onnx's report: the cause is the next line
-        cause = next((ln for ln in lines[lines.index("## Exception summary") + 1:] if ln), "")
-        match = re.match(r"<class '(?:[\w.]+\.)?(\w+)'>: (.*)", cause)
-        if match:
-            return PLAIN.get(match[1]) or f"{match[1]}: {_sentence(match[2])}"
-    return f"{type(exc).__name__}: {_sentence(first_line(exc))}"
-
-
-def _sentence(text: str) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
-    text = re.sub(r"\s*\(unhinted: [^)]*\)", "", text)  # torch.export repeats the expression
-    cut = re.search(r"(?<=[a-z0-9)\]])\.\s", text)
-    return (text[:cut.start()] if cut else text)[:200]
-
-
-def _user_line(exc: BaseException, text: str, user_files: Sequence[str]) -> str | None:
-    """``file.py:LINE `code``` of the innermost frame in the user's code: from the message (torch.export
-    and torch.jit.script print it), else from the traceback."""
-    lines = text.splitlines()
-    found = None
-    for i, line in enumerate(lines):
-        match = _FRAME.search(line)
-        if match and _is_user_file(match[1], user_files):
-            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            found = (match[1], match[2], code if code and not _FRAME.search(code) else "")
-    if found is None:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_file(f.filename, user_files)]
-        if frames:
-            found = (frames[-1].filename, str(frames[-1].lineno), (frames[-1].line or "").strip())
-    if found is None:
-        return None
-    file, line, code = found
-    return f"{Path(file).name}:{line}" + (f" `{code[:80]}`" if code else "")
-
-
-# -- FILE.py:FACTORY and --checkpoint -------------------------------------------------------------
-
-
-@dataclass
-class Factory:
-    """What ``--module FILE.py:FACTORY`` gave: the module, its example inputs (or None) and where
-    it came from."""
-
-    module: torch.nn.Module
-    example_inputs: object
-    source: Path
-    factory: str
-
-    @property
-    def provenance(self) -> dict[str, str]:
-        return {"source": f"{self.source.name}:{self.factory}",
-                "source_sha256": hashlib.sha256(self.source.read_bytes()).hexdigest()}
-
-
-def load_factory(spec: str) -> Factory:
-    """Import FILE.py (it runs, as ``python FILE.py`` would run it, with its folder on sys.path)
-    and call FACTORY(), which returns an nn.Module or (module, example inputs). Every failure is
-    one PtxError naming the file and, where there is one, the line."""
-    text, sep, factory = str(spec).rpartition(":")
-    if not sep or not text or not factory:
-        raise PtxError(f"--module {spec}: write FILE.py:FACTORY, FACTORY the function (or class) in FILE.py that "
-                       "returns your nn.Module, e.g. --module net.py:build")
-    path = Path(text)
-    if not path.is_file():
-        raise PtxError(f"--module {spec}: no such file {path}")
-    if not factory.isidentifier():
-        raise PtxError(f"--module {spec}: {factory!r} is not a Python name")
-    module_name = f"ptx_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
-    loader = importlib.util.spec_from_file_location(module_name, path)
-    if loader is None or loader.loader is None:
-        raise PtxError(f"--module {spec}: {path} is not a Python file")
-    namespace = importlib.util.module_from_spec(loader)
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # its sibling modules import as they do under `python FILE.py`
-    # torch.jit.script and inspect read the classes' source through the module: it must be registered.
-    sys.modules[module_name] = namespace
-    try:
-        loader.loader.exec_module(namespace)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise PtxError(f"--module {spec}: {Path(exc.filename or path).name}:{exc.lineno}: syntax error: "
-                       f"{exc.msg}") from None
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-        sys.modules.pop(module_name, None)
-        raise PtxError(f"--module {spec}: importing {path.name} raised {type(exc).__name__}: {_sentence(first_line(exc))}"
-                       f"{_traceback_line(exc, path)}") from None
-    target = getattr(namespace, factory, None)
-    if target is None:
-        defined = [k for k, v in vars(namespace).items() if callable(v) and not k.startswith("_")
-                   and getattr(v, "__module__", None) == module_name]
-        # Functions first (a factory is one), and the count of the rest: the first 8 names alone, in
-        # file order, read as the whole list and hid the factory the user meant.
-        defined.sort(key=lambda k: isinstance(vars(namespace)[k], type))
-        close = difflib.get_close_matches(factory, defined, 1)
-        raise PtxError(f"--module {spec}: {path.name} defines no {factory}"
-                       + (f" (did you mean {close[0]}?)" if close else "")
-                       + (f"; it defines {', '.join(defined[:8])}" if defined else "")
-                       + (f" and {len(defined) - 8} more" if len(defined) > 8 else ""))
-    if not callable(target):
-        raise PtxError(f"--module {spec}: {factory} is a {type(target).__name__}, not a function or class")
-    try:
-        made = target()
-    except Exception as exc:  # noqa: BLE001
-        raise PtxError(f"--module {spec}: {factory}() raised {type(exc).__name__}: {_sentence(first_line(exc))}"
-                       f"{_traceback_line(exc, path)}") from None
-    example = None
-    if isinstance(made, (tuple, list)) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
-        made, example = made
-    if not isinstance(made, torch.nn.Module):
-        raise PtxError(f"--module {spec}: {factory}() returned {type(made).__name__}; return an nn.Module, or "
-                       "(module, example inputs)")
-    return Factory(made, example, path, factory)
-
-
-def _traceback_line(exc: BaseException, path: Path) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
-    return f" (at {path.name}:{frames[-1].lineno})" if frames else ""
-
-
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")  # where common checkpoints nest theirs
-
-
-def load_state_dict_file(module: torch.nn.Module, path: str | Path, name: str) -> str:
-    """Load the state_dict saved at ``path`` into ``module``, strictly; one PtxError naming the first
-    missing or unexpected key (or the first size mismatch) otherwise. Returns what was loaded."""
-    path = Path(path)
-    if not path.is_file():
-        raise PtxError(f"--checkpoint {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle and zip errors of many types
-        raise PtxError(f"--checkpoint {path}: not a state_dict torch loads safely ({_sentence(first_line(exc))}); "
-                       "save one with torch.save(model.state_dict(), PATH)") from None
-    nested = ""
-    if isinstance(state, Mapping) and not all(isinstance(v, torch.Tensor) for v in state.values()):
-        key = next((k for k in STATE_DICT_KEYS if isinstance(state.get(k), Mapping)), None)
-        if key is None:
-            raise PtxError(f"--checkpoint {path}: holds a dict whose values are not all tensors and no "
-                           f"{'/'.join(STATE_DICT_KEYS)} entry: save torch.save(model.state_dict(), PATH)")
-        state, nested = state[key], f"[{key!r}]"
-    if not isinstance(state, Mapping):
-        raise PtxError(f"--checkpoint {path}: holds a {type(state).__name__}, not a state_dict")
-    expected = set(module.state_dict())
-    # A Lightning checkpoint names its weights model.l.weight, a DistributedDataParallel one
-    # module.l.weight, a torch.compile'd one _orig_mod.l.weight: a prefix on every key, and without
-    # it exactly the module's keys, is taken off (and said) rather than refused as not fitting.
-    bare, stripped = state, ""
-    while bare and set(bare) != expected:
-        prefix = next(iter(bare)).split(".", 1)[0] + "."
-        if not all(k.startswith(prefix) for k in bare):
-            break
-        bare, stripped = {k[len(prefix):]: v for k, v in bare.items()}, stripped + prefix
-    if stripped and set(bare) == expected:
-        state = bare
-    else:
-        stripped = ""  # no fit either way: the keys are named as saved
-    missing = [k for k in module.state_dict() if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = [f"{kind} key {keys[0]!r}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
-                 for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-        raise PtxError(f"--checkpoint {path}{nested} does not fit {name}: {'; '.join(parts)}")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        mismatch = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), first_line(exc))
-        raise PtxError(f"--checkpoint {path}{nested} does not fit {name}: {mismatch}") from None
-    return f"{path}{nested} ({len(state)} tensors, loaded strictly" + \
-        (f", without the prefix {stripped!r} on every key)" if stripped else ")")

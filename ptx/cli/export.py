@@ -238,7 +238,8 @@ def _export_module_cmd(spec, fmt, checkpoint, out, opset, exporter, atol, device
     if {TRITON, KSERVE} & set(fmt):
         raise click.UsageError(f"--format {','.join(fmt)}: with --module, choose among onnx, torchscript, pt2, "
                                "onnx-int8 (then `ptx export DIR/model.onnx --format triton` serves the file)")
-    from ptx.export.module import DEFAULT_MODULE_FORMATS, export_module, load_factory
+    from ptx.export.factory import load_factory
+    from ptx.export.module import DEFAULT_MODULE_FORMATS, export_module
     from ptx.infer import load
 
     made = load_factory(spec)
