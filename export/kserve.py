@@ -25,7 +25,8 @@ from ptx.atomic import atomic_folder, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError, first_line
 
-from .api import OpenPredictor, export_model
+from .api import export_model
+from .validate import OpenModel
 
 DOCKERFILE = "Dockerfile"
 MANIFEST = "inferenceservice.yaml"
@@ -176,7 +177,7 @@ Clients send `Authorization: Bearer <token>` (health needs none) and the v2 prot
 """
 
 
-def export_kserve(name: str, out: str | Path, *, open_predictor: OpenPredictor, image: str | None = None,
+def export_kserve(name: str, out: str | Path, *, open_predictor: OpenModel, image: str | None = None,
                   force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
     """Write ``out``: a Dockerfile, the InferenceService manifest, a README, the validated ONNX
     export under models/NAME/ and a ptx wheel under wheels/. Returns ``out``."""

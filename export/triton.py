@@ -27,7 +27,7 @@ from ptx.errors import PtxError
 from . import formats
 
 if TYPE_CHECKING:
-    from .api import OpenPredictor
+    from .validate import OpenModel as OpenPredictor
 # export_model (torch) is imported where a tutorial model is exported: a user's ONNX file makes its
 # Triton folder without torch.
 
