@@ -216,17 +216,17 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
 
 
 def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
-    """A user's model file -> a Triton model folder: its tensors read by opening it (ONNX through ONNX
-    Runtime, without torch; TorchScript through torch, with its --input declarations)."""
-    from ptx.export.triton import export_triton_file
-    from ptx.infer.formats.model_files import PT2, read_model_file
+    """A user's model file -> a Triton model folder (export/triton.py's one writer): its tensors read by
+    opening it (ONNX through ONNX Runtime, without torch; TorchScript through torch, with its --input
+    declarations)."""
+    from ptx.export.sources import file_source
+    from ptx.export.triton import export_triton
     from ptx.infer import load
+    from ptx.infer.formats.model_files import read_model_file
 
     kind = read_model_file(path).kind
-    if kind == PT2:  # refused before AOTInductor loads it
-        export_triton_file(path, kind, None, out, force=force, log=click.echo)
-    model = load(path, **options)
-    export_triton_file(path, kind, model.signature, out, force=force, log=click.echo)
+    export_triton(file_source(path, kind, open_model=load, **options), out, force=force, log=click.echo,
+                  backend="pytorch" if kind == "torchscript" else "onnxruntime")  # the file's own kind decides
 
 
 def _export_module_cmd(spec, fmt, checkpoint, out, opset, exporter, atol, device, declared, output_names, label,
