@@ -28,7 +28,7 @@ import torch
 
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
-from ptx.contract.comparison import OutputAgreement, check_tolerance, default_tolerance
+from ptx.contract.comparison import check_tolerance, default_tolerance
 from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig

@@ -28,7 +28,6 @@ from ptx.errors import PtxError, ValidationError
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
 OpenModel = Callable[..., object]  # ptx.infer.load: (path or module, backend, device, precision=...) -> a Model
-Compare = Callable[[TensorSig, np.ndarray, np.ndarray, Tolerance], OutputAgreement]
 
 
 @dataclass
@@ -89,8 +88,7 @@ def _compare_tensors(sig: TensorSig, got, want, tolerance: Tolerance) -> OutputA
 
 def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case],
                tolerance: Callable[[TensorSig], Tolerance], device: str = "cpu", *,
-               compare: Compare = _compare_tensors,
-               hint: Callable[[], str] | None = None) -> tuple[dict[str, OutputAgreement], list[dict]]:
+               compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None) -> tuple[dict[str, OutputAgreement], list[dict]]:
     """Open the file at ``path`` as ptx will serve it and run every case through it; (the worst
     agreement per output, the file's outputs per case). ValidationError in one line naming the
     format, the case, the output and its error, on the first that fails: one that does not run, an
