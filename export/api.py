@@ -1,13 +1,13 @@
-"""checkpoint -> validated artifacts. Each file is written under a temporary name, validated
-through the Predictor that will serve it, and only then renamed into place: a failed or
-interrupted export keeps any earlier good file.
+"""A tutorial model's checkpoint -> validated artifacts. Each file is written by its format's one
+writer (export/formats/) under a temporary name, checked through the model that will serve it
+(export/validate.py's one check, on the checkpoint's real test samples), and only then renamed into
+place: a failed or interrupted export keeps any earlier good file.
 
-Export comes before infer in ptx's flow, so it does not import the Predictor classes: the caller
-hands ``open_predictor(path, backend_name)`` in (the CLI passes ``ptx.infer.open_artifact``).
+Export comes before infer in ptx's flow, so it does not import infer's models: the caller hands
+``open_predictor(path, backend, device, precision=...)`` in (the CLI passes ``ptx.infer.load``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,42 +15,22 @@ import numpy as np
 import torch
 
 from ptx.atomic import atomic_path, ensure_writable_dir
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance
-from ptx.contract.comparison import ReducedJudgement, check_tolerance
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance, compare
+from ptx.contract.comparison import check_tolerance
+from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import normalize, picture_input, to_layout
 from ptx.errors import CheckpointError, DataError, PtxError
+from ptx.files import file_sha256
 from ptx.machine import describe_cpu
 from ptx.models import get
-from ptx.files import file_sha256
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
 
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
-from .validate import (ServingPredictor, ValidationReport, judge_reduced, validate, validate_reduced,
+from .validate import (ExportResult, OpenModel, check_file, judge_reduced, open_file, result_of, tutorial_cases,
                        validation_inputs)
-
-OpenPredictor = Callable[..., ServingPredictor]  # (path, backend, device, precision=...)
-
-
-@dataclass
-class ExportResult:
-    format: str
-    path: Path
-    size_bytes: int
-    report: ValidationReport
-    # A reduced precision's verdict on this machine (verify's judge, samples and batches), or None.
-    judgement: ReducedJudgement | None = None
-    judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
-
-
-def _open(open_predictor: OpenPredictor, path: Path, fmt: formats.ExportFormat, device: str):
-    """The serving backend's Predictor for ``path`` on ``device`` at the format's precision."""
-    if fmt.precision == "f32":
-        return open_predictor(path, fmt.serving_backend, device)
-    return open_predictor(path, fmt.serving_backend, device, precision=fmt.precision)
-
 
 def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
     """The real training samples the checkpoint keeps for int8 calibration, in model layout."""
@@ -63,14 +43,13 @@ def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
     return to_layout(normalize(calibration["x"].numpy(), contract), contract)
 
 
-def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenPredictor, fmt: formats.ExportFormat,
-                            device: str,
-                            force: bool) -> None:
+def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenModel, fmt: formats.ExportFormat,
+                            device: str, force: bool) -> None:
     """Refuse to replace another model's artifact (``--out runs/convnet`` for lstm)."""
     if force or not final.is_file():
         return
     try:
-        other = _open(open_predictor, final, fmt, device).contract.model
+        other = open_file(open_predictor, final, fmt, device).contract.model
     except PtxError:
         return  # unreadable or foreign: nothing worth keeping under that name
     if other != model:
@@ -103,7 +82,7 @@ def _checkpoint_for(name: str, checkpoint: str | Path | None, out: str | Path | 
     return Path(DEFAULT_RUNS_ROOT) / name / CHECKPOINT_FILE
 
 
-def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenPredictor,
+def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenModel,
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
                  device: str = "cpu", input_dtype: str = "float32", keep_f32=None, rank=None,
@@ -117,8 +96,9 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
-    per_format = {"onnx": dict(opset=opset, exporter=exporter), "onnx-int8": dict(opset=opset, exporter=exporter),
-                  "torchscript": dict(method=spec.torchscript.value), "pt2": dict(device=device)}
+    onnx_options = dict(opset=opset, exporter=exporter)
+    per_format = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
+                  "torchscript": dict(mode=spec.torchscript.value, fallback=True), "pt2": dict(device=device)}
     compiled = [f.name for f in chosen if "device" in per_format.get(f.name, {})]
     if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
         raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(f.name for f in chosen)} "
@@ -152,14 +132,13 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     out_dir = ensure_writable_dir(out or ckpt_path.parent)
     graph_input = picture_input(contract) if raw else None
     strings = artifact_strings(contract, ckpt, file_sha256(ckpt_path), raw_input=graph_input)
-    # A real batch of 2: torch.export specializes batch sizes 0 and 1.
-    example = torch.from_numpy(validation_inputs(ckpt, batches=(2,))[0])
-    written = model
-    if raw:
-        written = RawPictureModel(model, contract).eval()
-        example = torch.from_numpy(np.ascontiguousarray(ckpt["samples"]["x"].numpy()[:2]))
-        for fmt in chosen:
-            per_format.setdefault(fmt.name, {})["graph_input"] = graph_input
+    signature = signature_of_contract(contract, graph_input)
+    # What is exported: the model, or behind its own preprocessing for raw pictures; its example a
+    # real batch of 2 (torch.export specializes batch sizes 0 and 1).
+    written = RawPictureModel(model, contract).eval() if raw else model
+    example = torch.from_numpy(np.ascontiguousarray(ckpt["samples"]["x"].numpy()[:2]) if raw
+                               else validation_inputs(ckpt, batches=(2,))[0])
+    cases = tutorial_cases(written, contract, signature, validation_inputs(ckpt), raw)
 
     results = []
     for fmt in chosen:
@@ -168,42 +147,49 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
         on = options.get("device", "cpu")
         _guard_foreign_artifact(final, name, open_predictor, fmt, on, force)
         tolerance = tolerance_on(on)
+        checked = cases
         if fmt.calibrated:
-            options["calibration"] = calibration_inputs(ckpt, name)
-        if keep_f32 and fmt.name == "onnx-int8":
+            calibration = calibration_inputs(ckpt, name)
+            options["calibration"] = [{contract.input.name: calibration}]
+            # Not judged by the f32 tolerance: it must run every validation shape, and its calibration batch.
+            checked = cases + tutorial_cases(written, contract, signature, [calibration])
+        if fmt.name == "onnx-int8":
             def judge(path: Path, fmt=fmt, eager={}):  # verify's judge, samples and batches, as below;
-                # eager's answers on them computed once for every file the search judges
-                return judge_reduced(_open(open_predictor, path, fmt, "cpu"), model, ckpt, notice=lambda _: None,
+                # eager's answers on them computed once for every file the choice and search judge
+                return judge_reduced(open_file(open_predictor, path, fmt), model, ckpt, notice=lambda _: None,
                                      eager=eager)[0]
 
-            options.update(keep_f32=keep_f32, rank=rank, judge=judge, log=log)
+            # The judge goes in on every export: the fastest way to quantize is kept only if it passes.
+            options.update(judge=judge, **({"keep_f32": keep_f32, "rank": rank} if keep_f32 else {}))
         if fmt.progress:
             log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
         with atomic_path(final) as tmp:
-            fmt.write(written, example, tmp, contract, strings, **options)
-            predictor = _open(open_predictor, tmp, fmt, on)
-            judgement = data_name = None
-            if fmt.precision == "f32":
-                report = validate(predictor, model, ckpt, fmt.name, tolerance)
-            else:
-                report = validate_reduced(predictor, model, ckpt, fmt.name, options.get("calibration"))
+            made = fmt.write(written, (example,), tmp, signature, strings, **options)
+            # The head's comparison: the output within tolerance, and every decision the same but for ties.
+            agreements, _ = check_file(fmt, tmp, open_predictor, signature, checked, lambda _: tolerance, on,
+                                       compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol),
+                                       hint=made.hint)
+            result = result_of(fmt.name, tmp, final, made, checked, agreements, fmt.precision == "f32")
+            data_name = None
+            if fmt.precision != "f32":
                 try:
-                    judgement, data_name = judge_reduced(predictor, model, ckpt, notice=log)
+                    result.judgement, data_name = judge_reduced(open_file(open_predictor, tmp, fmt), model, ckpt,
+                                                                notice=log)
+                    result.judged_by = f"{fmt.serving_backend}-{fmt.precision}"
                 except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
                     log(f"{fmt.name:<11} not judged here: {exc}")
-            size = tmp.stat().st_size
-        judged_by = f"{fmt.serving_backend}-{fmt.precision}" if judgement else None
-        results.append(ExportResult(fmt.name, final, size, report, judgement, judged_by))
-        if fmt.precision == "f32":
-            log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  worst |diff| vs eager {report.worst_abs_diff:.2e} "
-                f"({report.describe()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
-        else:
-            log(f"{fmt.name:<11} {final}  {size / 1024:,.1f} KiB  runs every validation shape ({report.describe()})")
-            if judgement:
-                # The same judge, samples and batches as `ptx verify`: one file gets one verdict here.
-                verdict = judgement.status + (f": {'; '.join(judgement.unusable)}: do not use {fmt.precision} for "
-                                              f"{name} (predict and serve warn; serve model.onnx)"
-                                              if judgement.unusable else "")
-                log(f"{'':<11} {judged_by} on {describe_cpu()}, {judgement.samples:,} real {data_name} test samples "
-                    f"as `ptx verify` draws them: {judgement.describe()}: {verdict}")
+        results.append(result)
+        size = f"{result.size_bytes / 1024:,.1f} KiB"
+        if result.judged:
+            log(f"{fmt.name:<11} {final}  {size}  worst |diff| vs eager {result.worst.max_abs:.2e} ({result.checked()}, "
+                f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
+            continue
+        log(f"{fmt.name:<11} {final}  {size}  runs every validation shape ({result.checked()})")
+        if result.judgement:
+            # The same judge, samples and batches as `ptx verify`: one file gets one verdict here.
+            judgement = result.judgement
+            verdict = judgement.status + (f": {'; '.join(judgement.unusable)}: do not use {fmt.precision} for {name} "
+                                          "(predict and serve warn; serve model.onnx)" if judgement.unusable else "")
+            log(f"{'':<11} {result.judged_by} on {describe_cpu()}, {judgement.samples:,} real {data_name} test "
+                f"samples as `ptx verify` draws them: {judgement.describe()}: {verdict}")
     return results

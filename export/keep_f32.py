@@ -68,8 +68,9 @@ def resolve(names: Sequence[str], quantized_input, f32, model: str) -> list[str]
         mapped = next((maker[o] for o in outputs.get(name, ()) if o in maker), None)
         if mapped is None:
             listed = ", ".join(sorted(own)[:4])
-            raise PtxError(f"--keep-f32 {name}: {model}'s graph has no node of that name ({listed}, ...): the names "
-                           f"are those `ptx verify {model} --backends ort-cpu-int8 --locate` lists")
+            raise PtxError(f"--keep-f32 {name}: {model}'s graph has no node of that name ({listed}, ...): name nodes "
+                           "of its f32 graph (`ptx verify NAME --backends ort-cpu-int8 --locate` lists a tutorial "
+                           "model's that add most error; --keep-f32 auto chooses them)")
         found.append(mapped)
     return list(dict.fromkeys(found))
 
@@ -159,7 +160,7 @@ def release(quantize: Callable[[list[str]], Path], judge: Judge, ranked: Sequenc
     if passed is None:
         raise PtxError(f"--keep-f32 auto: {model}'s int8 labels miss the gate with any one of the {judged_nodes} "
                        f"nodes it judged in int8 (of {len(order)} quantizable; its scores sit too close for int8's "
-                       "rounding): serve model.onnx (f32)")
+                       "rounding): serve its f32 file")
     quantize(keep)  # the trials overwrote the file: write the one that passed again
     kept.nodes = keep
     kept.rounds.append(f"{len(keep)} in f32, {len(order) - len(keep)} of {len(order)} quantizable nodes in int8: "

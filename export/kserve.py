@@ -1,7 +1,8 @@
-"""`ptx export NAME --format kserve --out DIR`: what it takes to run `ptx serve NAME` on Kubernetes
-with KServe: a Dockerfile (ptx with its serve extra, the validated ONNX export, no torch) and a
-KServe InferenceService manifest (serving.kserve.io/v1beta1, the v2 protocol, readiness on
-/v2/health/ready).
+"""`ptx export NAME|FILE.onnx|--module F.py:FACTORY --format kserve --out DIR`: what it takes to run
+`ptx serve` on Kubernetes with KServe: a Dockerfile (ptx with its serve extra, the model's ONNX
+file, no torch) and a KServe InferenceService manifest (serving.kserve.io/v1beta1, the v2 protocol,
+readiness on /v2/health/ready). One writer for every kind of model (export/sources.py): a tutorial
+model's validated export, a user's module exported and validated, a user's ONNX file as it is.
 
 KServe needs no SDK inside the container: a custom container that speaks the v2 protocol is enough.
 Knative lets a container expose one port, so the manifest holds two InferenceServices on the same
@@ -25,7 +26,7 @@ from ptx.atomic import atomic_folder, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError, first_line
 
-from .api import OpenPredictor, export_model
+from .sources import Source, tutorial_source
 
 DOCKERFILE = "Dockerfile"
 MANIFEST = "inferenceservice.yaml"
@@ -65,19 +66,20 @@ def build_wheel(into: Path) -> str | None:
     return wheels[-1].name
 
 
-def dockerfile(name: str, wheel: str | None) -> str:
+def dockerfile(source: Source, wheel: str | None) -> str:
     requirements = " ".join(json.dumps(r) for r in RUNTIME_REQUIREMENTS)
     install_ptx = (f"COPY {WHEELS_DIR}/{wheel} /tmp/{wheel}\nRUN pip install --no-cache-dir --no-deps /tmp/{wheel} "
                    f"&& rm /tmp/{wheel}" if wheel else
                    f"# No ptx source tree was at hand when this was written: ptx {__version__} comes from your index.\n"
                    f"RUN pip install --no-cache-dir --no-deps ptx=={__version__}")
-    args = ", ".join(json.dumps(a) for a in serve_args(name))
-    return f"""# Written by `ptx export {name} --format kserve`: `ptx serve {name}` in a container, speaking the
+    name = source.name
+    args = ", ".join(json.dumps(a) for a in serve_args(name, source.registered))
+    return f"""# Written by `ptx export {source.subject} --format kserve`: `ptx serve {name}` in a container, speaking the
 # Open Inference Protocol v2 (REST on {HTTP_PORT}, gRPC on {GRPC_PORT}). Build and run:
 #   docker build -t ptx-{name} .
 #   docker run -p {HTTP_PORT}:{HTTP_PORT} -p {GRPC_PORT}:{GRPC_PORT} -e PTX_SERVE_TOKEN=<token> ptx-{name}
 FROM {BASE_IMAGE}
-# ONNX Runtime's CPU provider serves the validated ONNX export: no torch in the image.
+# ONNX Runtime's CPU provider serves the model's ONNX file: no torch in the image.
 RUN pip install --no-cache-dir {requirements}
 {install_ptx}
 COPY {MODELS_DIR}/ /{MODELS_DIR}/
@@ -89,14 +91,19 @@ ENTRYPOINT ["ptx", {args}]
 """
 
 
-def serve_args(name: str) -> list[str]:
-    return ["serve", name, "--root", f"/{MODELS_DIR}", "--backend", "ort-cpu", "--host", "0.0.0.0",
-            "--http-port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)]
+def serve_args(name: str, registered: bool = True) -> list[str]:
+    """`ptx serve`'s arguments in the image: a tutorial model by its name under /models, any other
+    by its file there, served under its name."""
+    model = [name, "--root", f"/{MODELS_DIR}"] if registered else [
+        f"/{MODELS_DIR}/{name}/{ARTIFACT_FILES['onnx']}", "--name", name]
+    return ["serve", *model, "--backend", "ort-cpu", "--host", "0.0.0.0", "--http-port", str(HTTP_PORT),
+            "--grpc-port", str(GRPC_PORT)]
 
 
-def manifest(name: str, image: str) -> str:
+def manifest(source: Source, image: str) -> str:
     """Two InferenceServices (REST, gRPC) on one image, as YAML (written by hand: every value is
     JSON-quoted, which YAML reads as the same string)."""
+    name = source.name
     probes = f"""        readinessProbe:
           httpGet:
             path: /v2/health/ready
@@ -113,7 +120,7 @@ def manifest(name: str, image: str) -> str:
     grpc = _inference_service(f"{name}-grpc", name, image, f"""          - name: h2c
             containerPort: {GRPC_PORT}
             protocol: TCP""", "")
-    return f"""# Written by `ptx export {name} --format kserve`: KServe InferenceServices running `ptx serve {name}`
+    return f"""# Written by `ptx export {source.subject} --format kserve`: KServe InferenceServices running `ptx serve {name}`
 # (serving.kserve.io/v1beta1, Open Inference Protocol v2). Knative lets a container expose one port:
 # {name} serves REST on {HTTP_PORT}, {name}-grpc serves gRPC on {GRPC_PORT} (h2c), from the same image.
 # Before `kubectl apply -f {MANIFEST}`: push the image and create the token Secret (README.md).
@@ -155,11 +162,12 @@ spec:
 """
 
 
-def readme(name: str, image: str, wheel: str | None) -> str:
-    return f"""# {name} on KServe (written by `ptx export {name} --format kserve`)
+def readme(source: Source, image: str, wheel: str | None) -> str:
+    name = source.name
+    return f"""# {name} on KServe (written by `ptx export {source.subject} --format kserve`)
 
 - `{DOCKERFILE}`: `ptx serve {name}` in a container (ptx {__version__}{' from ' + WHEELS_DIR + '/' + wheel if wheel else ''},
-  ONNX Runtime, no torch), the validated export in `{MODELS_DIR}/{name}/{ARTIFACT_FILES["onnx"]}`.
+  ONNX Runtime, no torch), {source.made} in `{MODELS_DIR}/{name}/{ARTIFACT_FILES["onnx"]}`.
 - `{MANIFEST}`: two KServe InferenceServices (v1beta1) on that image: `{name}` (REST, port
   {HTTP_PORT}, readiness on `/v2/health/ready`) and `{name}-grpc` (gRPC, port {GRPC_PORT}).
 
@@ -176,10 +184,13 @@ Clients send `Authorization: Bearer <token>` (health needs none) and the v2 prot
 """
 
 
-def export_kserve(name: str, out: str | Path, *, open_predictor: OpenPredictor, image: str | None = None,
-                  force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
-    """Write ``out``: a Dockerfile, the InferenceService manifest, a README, the validated ONNX
-    export under models/NAME/ and a ptx wheel under wheels/. Returns ``out``."""
+def export_kserve(model: str | Source, out: str | Path, *, image: str | None = None, force: bool = False,
+                  log: Callable[[str], None] = print, **export_options) -> Path:
+    """Write ``out``: a Dockerfile, the InferenceService manifest, a README, the model's ONNX file
+    under models/NAME/ and a ptx wheel under wheels/. ``model``: a Source (export/sources.py), or a
+    tutorial model's name, exported with ``export_options`` (``open_predictor`` among them). Returns ``out``."""
+    source = model if isinstance(model, Source) else tutorial_source(model, **export_options)
+    name = source.name
     final = Path(out)
     ensure_writable_dir(final.parent if str(final.parent) else ".")
     if final.exists() and not final.is_dir():
@@ -195,16 +206,12 @@ def export_kserve(name: str, out: str | Path, *, open_predictor: OpenPredictor, 
         with atomic_folder(final) as staging:
             model_dir = staging / MODELS_DIR / name
             model_dir.mkdir(parents=True)
-            onnx_file = model_dir / ARTIFACT_FILES["onnx"]
-
-            def report(line: str) -> None:  # the export's own line, naming where the file will live
-                log(line.replace(str(onnx_file), str(final / MODELS_DIR / name / ARTIFACT_FILES["onnx"])))
-
-            export_model(name, ["onnx"], open_predictor=open_predictor, out=model_dir, log=report, **export_options)
+            source.place(model_dir / ARTIFACT_FILES["onnx"], "onnx",
+                         lambda line: log(line.replace(str(staging), str(final)))).close()
             wheel = build_wheel(staging / WHEELS_DIR)
-            (staging / DOCKERFILE).write_text(dockerfile(name, wheel))
-            (staging / MANIFEST).write_text(manifest(name, image))
-            (staging / README).write_text(readme(name, image, wheel))
+            (staging / DOCKERFILE).write_text(dockerfile(source, wheel))
+            (staging / MANIFEST).write_text(manifest(source, image))
+            (staging / README).write_text(readme(source, image, wheel))
             (staging / MARKER).write_text(name + "\n")
     except OSError as exc:
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None

@@ -50,11 +50,8 @@ def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str, raw
 
 
 def module_strings(name: str, signature: Signature, provenance_: dict[str, str | None]) -> dict[str, str]:
-    """A user's own module's strings: its name, its tensor signature and provenance (no head: the
+    """A user's own model's strings (a module's, or a file's int8): its name, its tensor signature and provenance (no head: the
     tensors are its whole contract). The format writers add the weights digest."""
-    import torch
-
     values = {"model": name, SIGNATURE_KEY: json.dumps(signature.to_dict(), separators=(",", ":")),
-              "ptx_version": __version__, "torch_version": str(torch.__version__),
-              "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance_}
+              "ptx_version": __version__, "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance_}
     return {k: v for k, v in values.items() if v is not None}

@@ -1,40 +1,32 @@
 """A Triton Inference Server model repository for one model: REPO/NAME/config.pbtxt, 1/model.onnx
-(platform onnxruntime_onnx) or 1/model.pt (TorchScript, platform pytorch_libtorch), labels.txt and a
-README.md saying what a client must send. A user's own model file gets the same folder, its
-config written from its tensors alone (export_triton_file).
+(platform onnxruntime_onnx) or 1/model.pt (TorchScript, platform pytorch_libtorch), a README.md
+saying what a client must send, and labels.txt for a classifier. One writer (``export_triton``) for
+every kind of model (export/sources.py): a tutorial model's validated export, a user's module
+exported and validated, or a user's model file copied as it is.
 
-The model file is the same validated export that ``ptx export`` writes (validated through its
-serving Predictor before it is kept). The whole model folder is built under a temporary name beside
+The config comes from what the file is once opened as ptx serves it: a file that carries a
+tutorial contract gets the contract's config, README (its preprocessing, its labels) and label
+file; any other is described by its tensors alone (ptx.contract.protocol's config, which `ptx serve`
+answers model metadata from too). The whole model folder is built under a temporary name beside
 its final place and renamed in only when complete, so a failed export leaves no half folder.
-
-The config itself (names, data types, dims, batching) is ptx.contract.protocol's, which `ptx serve`
-answers model metadata from too.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ptx.atomic import atomic_folder, ensure_writable_dir
-from ptx.contract import ARTIFACT_FILES, Contract, Task
-from ptx.contract.protocol import (CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE,
-                                   TRITON_PLATFORMS, VERSION, Platform, TritonBackend, has_label_file, model_config,
+from ptx.contract import Contract, Task
+from ptx.contract.protocol import (CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE, VERSION,
+                                   TritonBackend, has_label_file, model_config, positional_names,
                                    signature_batch_first, signature_config, tensor_names)
 from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep
 from ptx.errors import PtxError
 
-from . import formats
+from .sources import KIND_NAMES, Source, contract_of, tutorial_source
 
-if TYPE_CHECKING:
-    from .api import OpenPredictor
-# export_model (torch) is imported where a tutorial model is exported: a user's ONNX file makes its
-# Triton folder without torch.
-
-
-def _serving_backend(platform: Platform) -> str:
-    """The ptx backend that reads (and so checks) the platform's model file."""
-    return formats.get(platform.fmt).serving_backend
+_PTX_FILES = {CONFIG_FILE, LABELS_FILE, README_FILE, VERSION}
 
 
 def _step_text(step) -> str:
@@ -60,7 +52,8 @@ def _step_text(step) -> str:
     raise TypeError(step)
 
 
-def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
+def readme(name: str, contract: Contract, backend: TritonBackend, subject: str | None = None) -> str:
+    """A tutorial contract's README: what a client must do to a picture, a word or a row first."""
     in_name, out_name = tensor_names(contract, backend)
     first = signature_batch_first(contract.signature)
     shape = ", ".join(str(d) for d in contract.input.shape)
@@ -90,7 +83,7 @@ def readme(name: str, contract: Contract, backend: TritonBackend) -> str:
                 if first else
                 f"The batch is axis {contract.input.batch_axis} of the input, so Triton does not batch this model "
                 f"itself (max_batch_size 0): a request sends the full shape ({shape}), the batch included.")
-    return f"""# {name} (Triton model, written by `ptx export {name} --format triton`)
+    return f"""# {name} (Triton model, written by `ptx export {subject or name} --format triton`)
 
 {contract.description}
 
@@ -121,86 +114,10 @@ docs/artifact-format.md defines every key).
 """
 
 
-_PTX_FILES = {CONFIG_FILE, LABELS_FILE, README_FILE, VERSION}
-
-
-def _ptx_model_in(folder: Path, name: str, open_predictor: OpenPredictor) -> bool:
-    """Whether ``folder`` is a model folder that ptx wrote for ``name`` and nothing else."""
-    if {p.name for p in folder.iterdir()} - _PTX_FILES:
-        return False
-    version = folder / VERSION
-    files = [version / p.file_name for p in PLATFORMS.values() if (version / p.file_name).is_file()]
-    if not files or not version.is_dir() or {p.name for p in version.iterdir()} - {f.name for f in files}:
-        return False
-    serving = {p.file_name: _serving_backend(p) for p in PLATFORMS.values()}
-    try:
-        return all(open_predictor(f, serving[f.name], "cpu").contract.model == name for f in files)
-    except PtxError:
-        return False
-
-
-def export_triton(name: str, repo: str | Path, *, open_predictor: OpenPredictor,
-                  backend: TritonBackend | str = TritonBackend.ONNXRUNTIME, force: bool = False,
-                  log: Callable[[str], None] = print, **export_options) -> Path:
-    """Write ``repo/name``: a Triton model folder holding ``name``'s validated export. Returns it.
-
-    An existing ``repo/name`` is replaced only when ptx wrote it for the same model (a re-export),
-    or with ``force``; anything else there is refused, untouched."""
-    backend = TritonBackend(backend)
-    platform = PLATFORMS[backend]
-    repo = ensure_writable_dir(repo)
-    final = repo / name
-    if final.exists() and not final.is_dir():
-        raise PtxError(f"{final} exists and is not a folder: pass another --out")
-    if final.is_dir() and not force and not _ptx_model_in(final, name, open_predictor):
-        raise PtxError(f"{final} holds files that ptx did not write for {name} (another model, other versions or "
-                       "a hand-made config): pass another --out, or --force to replace the folder")
-    try:
-        with atomic_folder(final) as staging:
-            version = staging / VERSION
-            version.mkdir()
-
-            def report(line: str) -> None:  # the export's own report line, naming the file where it will live
-                log(line.replace(str(version / ARTIFACT_FILES[platform.fmt]),
-                                 str(final / VERSION / platform.file_name)))
-
-            from .api import export_model
-
-            results = export_model(name, [platform.fmt], open_predictor=open_predictor, out=version, log=report,
-                                   **export_options)
-            results[0].path.rename(version / platform.file_name)
-            contract = open_predictor(version / platform.file_name, _serving_backend(platform), "cpu").contract
-            (staging / CONFIG_FILE).write_text(model_config(name, contract, backend))
-            if has_label_file(contract):
-                (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
-            (staging / README_FILE).write_text(readme(name, contract, backend))
-    except OSError as exc:
-        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
-    written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
-    log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform})")
-    return final
-
-
-# -- a user's own model file ----------------------------------------------------------------------
-
-OWN_KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript"}
-WRITTEN_BY = "# Written by ptx export "
-
-
-def _written_by_ptx(folder: Path) -> bool:
-    """Whether ``folder`` is a Triton model folder ptx export wrote (a re-export may replace it)."""
-    config = folder / CONFIG_FILE
-    if {p.name for p in folder.iterdir()} - _PTX_FILES or not config.is_file():
-        return False
-    with open(config, encoding="utf-8", errors="replace") as handle:
-        return handle.readline().startswith(WRITTEN_BY)
-
-
-def own_readme(name: str, path: Path, kind: str, signature, file_name: str) -> str:
-    from ptx.contract.protocol import positional_names
-
+def own_readme(source: Source, backend: TritonBackend, signature) -> str:
+    """The README of a model known by its tensors alone: Triton's names for them and ptx's."""
+    platform, kind = PLATFORMS[backend], PLATFORMS[backend].fmt
     names = positional_names(signature, kind)
-    first = signature_batch_first(signature)
 
     def rows(tensors):
         return "\n".join(f"| `{names[t.name]}` | `{t.name}` | {t.dtype_info.v2} | {t.dims_text()} | "
@@ -209,14 +126,14 @@ def own_readme(name: str, path: Path, kind: str, signature, file_name: str) -> s
     batching = ("Every input and output has its batch on axis 0: Triton batches requests itself (max_batch_size "
                 f"{MAX_BATCH_SIZE}, dynamic batching): a request sends each tensor with its batch first, as the "
                 "table's shapes say."
-                if first else
+                if signature_batch_first(signature) else
                 "Not every tensor has its batch on axis 0, so Triton does not batch this model itself "
                 "(max_batch_size 0): every request sends each tensor's full shape (a scalar as shape [1]).")
     declared = "" if kind == "onnx" else " (with the same --input declarations)"
-    return f"""# {name} (Triton model, written by `ptx export {path.name} --format triton`)
+    return f"""# {source.name} (Triton model, written by `ptx export {source.subject} --format triton`)
 
-Your own model: `{VERSION}/{file_name}` is a copy of `{path.name}` ({OWN_KIND_NAMES[kind]}), platform
-`{TRITON_PLATFORMS[kind]}`.
+Your own model: `{VERSION}/{platform.file_name}` is {source.made} ({KIND_NAMES[kind]}), platform
+`{platform.platform}`.
 
 | Triton name | ptx name | datatype | shape | batch axis |
 | --- | --- | --- | --- | --- |
@@ -225,50 +142,62 @@ Your own model: `{VERSION}/{file_name}` is a copy of `{path.name}` ({OWN_KIND_NA
 
 {batching}
 
-`ptx serve {path.name}`{declared} serves the same tensors by their ptx names over the same protocol.
+`ptx serve {VERSION}/{platform.file_name}`{declared} serves the same tensors by their ptx names over the same
+protocol.
 """
 
 
-def export_triton_file(path: str | Path, kind: str, signature, repo: str | Path, *, force: bool = False,
-                       log: Callable[[str], None] = print) -> Path:
-    """Write ``repo/NAME`` (NAME: the file's name without its suffix) for a user's own model file
-    of ``kind`` (onnx or torchscript) whose tensors are ``signature``: config.pbtxt from the
-    signature (ptx.contract.protocol.signature_config), ``1/model.onnx`` or ``1/model.pt`` (a copy,
-    with an ONNX file's external data beside it) and a README. Built beside its place and renamed in
-    whole; an existing folder is replaced only when ptx export wrote it, or with ``force``."""
-    import shutil
+def _written_by_ptx(folder: Path, subject: str) -> bool:
+    """Whether ``folder`` is a Triton model folder ptx export wrote for the same model (a re-export
+    may replace it): only ptx's files, and a config whose first line says so."""
+    config = folder / CONFIG_FILE
+    if {p.name for p in folder.iterdir()} - _PTX_FILES or not config.is_file():
+        return False
+    with open(config, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().startswith(f"# Written by ptx export {subject} --format triton")
 
-    from ptx.contract.onnx_wire import external_data_files
 
-    path = Path(path)
-    if kind not in TRITON_PLATFORMS:
-        raise PtxError(f"{path} is a {kind} package: Triton serves ONNX (onnxruntime_onnx) and TorchScript "
-                       "(pytorch_libtorch) files; export your model to one of those for a Triton repository")
-    name = path.name.split(".")[0]
-    file_name = PLATFORMS[TritonBackend.ONNXRUNTIME if kind == "onnx" else TritonBackend.PYTORCH].file_name
+def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBackend | str = TritonBackend.ONNXRUNTIME,
+                  force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
+    """Write ``repo/NAME`` for ``model``: a Source (export/sources.py), or a tutorial model's name,
+    exported with ``export_options`` (``open_predictor`` among them). The folder holds its validated
+    file (``1/model.onnx``, or ``1/model.pt`` with ``backend`` pytorch), config.pbtxt, a README and,
+    for a classifier with a contract, its label file. Returns the folder. An existing one is
+    replaced only when ptx export wrote it for the same model (a re-export), or with ``force``;
+    anything else there is refused, untouched."""
+    source = model if isinstance(model, Source) else tutorial_source(model, **export_options)
+    backend = TritonBackend(backend)
+    platform = PLATFORMS[backend]
     repo = ensure_writable_dir(repo)
-    final = repo / name
+    final = repo / source.name
     if final.exists() and not final.is_dir():
         raise PtxError(f"{final} exists and is not a folder: pass another --out")
-    if final.is_dir() and not force and not _written_by_ptx(final):
-        raise PtxError(f"{final} holds files that ptx did not write (another model, other versions or a hand-made "
-                       "config): pass another --out, or --force to replace the folder")
-    source = "its graph names them" if kind == "onnx" else "declared with --input (forward()'s order)"
-    comment = f"Written by ptx export {path.name} --format triton: your own model ({OWN_KIND_NAMES[kind]}), its " \
-              f"tensors as {source}."
+    if final.is_dir() and not force and not _written_by_ptx(final, source.subject):
+        raise PtxError(f"{final} holds files that ptx did not write for {source.subject} (another model, other "
+                       "versions or a hand-made config): pass another --out, or --force to replace the folder")
     try:
         with atomic_folder(final) as staging:
             version = staging / VERSION
             version.mkdir()
-            shutil.copy2(path, version / file_name)
-            for location in external_data_files(path) if kind == "onnx" else []:
-                (version / location).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path.parent / location, version / location)
-            (staging / CONFIG_FILE).write_text(signature_config(name, signature, kind, comments=(comment,)))
-            (staging / README_FILE).write_text(own_readme(name, path, kind, signature, file_name))
+            model = source.place(version / platform.file_name, platform.fmt,
+                                 lambda line: log(line.replace(str(staging), str(final))))
+            contract = contract_of(model)
+            if contract is not None:
+                (staging / CONFIG_FILE).write_text(model_config(source.name, contract, backend, subject=source.subject))
+                if has_label_file(contract):
+                    (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
+                (staging / README_FILE).write_text(readme(source.name, contract, backend, source.subject))
+            else:
+                named = "its graph names them" if platform.fmt == "onnx" else "forward() takes and returns them"
+                comment = (f"Written by ptx export {source.subject} --format triton: your own model "
+                           f"({KIND_NAMES[platform.fmt]}), its tensors as {named}.")
+                (staging / CONFIG_FILE).write_text(signature_config(source.name, model.signature, platform.fmt,
+                                                                    comments=(comment,)))
+                (staging / README_FILE).write_text(own_readme(source, backend, model.signature))
+            batching = MAX_BATCH_SIZE if signature_batch_first(model.signature) else 0
+            model.close()
     except OSError as exc:
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
     written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
-    log(f"triton      {final}  {', '.join(written)}  (platform {TRITON_PLATFORMS[kind]}, max_batch_size "
-        f"{MAX_BATCH_SIZE if signature_batch_first(signature) else 0})")
+    log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform}, max_batch_size {batching})")
     return final

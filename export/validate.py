@@ -1,48 +1,144 @@
-"""Prove an exported artifact equals eager PyTorch before it is kept (optimum's
-validate_model_outputs), through the model that will serve it and the one comparison (ptx.contract.comparison)."""
+"""Prove a written file answers as its reference did before it is kept (optimum's
+validate_model_outputs), with one check for every export: a tutorial model's, a user's module's, a
+user's file's int8 (``check_file``). The file is opened by the code that will serve it
+(``open_model``: ptx.infer.load, handed in, since export comes before infer) and run on the cases
+the reference answered (the eager module, or the f32 file); the one comparison judges each output
+(ptx.contract.comparison).
+
+A reduced precision cannot meet the f32 atol: ``check_file`` holds it to running every case with
+finite outputs of the right shapes, and it is judged apart: a tutorial model's by labels and
+accuracy on real test samples as ``ptx verify`` draws them (``judge_reduced``), a user's model's
+by its tensors against the f32 file (``judge_tensors``).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from ptx.contract import Contract, Tolerance, compare
-from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, ReducedJudgement, judge_reduced_outputs
-from ptx.contract.transforms import batch_size, expected_output_shape, normalize, run_in_batches, to_layout
-from ptx.errors import ValidationError
-from ptx.trainers.data import judging_samples
+from ptx.contract import Contract, Tolerance
+from ptx.contract.comparison import (JUDGING_BATCH, OutputAgreement, ReducedJudgement, class_scores, compare_output,
+                                     judge_reduced_outputs, judge_reduced_tensors, relative_error)
+from ptx.contract.names import FULL_PRECISION
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.transforms import normalize, pictures_from_model_input, run_in_batches, to_layout
+from ptx.errors import PtxError, ValidationError
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
-
-
-class ServingPredictor(Protocol):
-    """What export needs of the infer stage's Model: ``run`` fed by its ``head`` (``_outputs``)."""
-
-    head: object
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-def _outputs(predictor: ServingPredictor, x: np.ndarray) -> np.ndarray:
-    """A preprocessed batch -> its output (the head feeds an --input uint8 graph its pictures)."""
-    return np.asarray(predictor.run(predictor.head.feeds(x))[predictor.head.output_name])
+OpenModel = Callable[..., object]  # ptx.infer.load: (path or module, backend, device, precision=...) -> a Model
 
 
 @dataclass
-class ValidationReport:
-    agreement: OutputAgreement
-    batches: tuple[int, ...]
-    seq_lengths: tuple[int, ...] = ()
+class Case:
+    """One set of inputs by name and the reference's outputs on them, by the signature's output names."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    where: str  # how a failure names it: "batch 3", "the second case"
+    batch: int | None = None
+    sizes: dict[str, int] = field(default_factory=dict)  # the other symbols' sizes in this case: seq 8
+
+
+@dataclass
+class ExportResult:
+    """One written, validated file, from any export (a tutorial model's, a user's module's or file's)."""
+
+    format: str
+    path: Path
+    size_bytes: int
+    method: str  # how it was made: "torch.export-based exporter, opset 18", "traced", ...
+    batches: tuple[int, ...]  # the batch sizes it was checked at (none without a batch axis)
+    agreements: dict[str, OutputAgreement]  # per output, the worst case
+    judged: bool = True  # False: a reduced precision, checked to run with finite outputs, not by the f32 tolerance
+    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the other symbols' sizes checked: seq 8, 10
+    # A reduced precision's verdict (a tutorial model's labels, or a user's file's tensors), or None.
+    judgement: object | None = None
+    judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
 
     @property
-    def worst_abs_diff(self) -> float:
-        return self.agreement.max_abs
+    def worst(self) -> OutputAgreement:
+        return max(self.agreements.values(), key=lambda a: a.max_abs)
 
-    def describe(self) -> str:
-        seqs = f"; sequence lengths {', '.join(map(str, self.seq_lengths))}" if self.seq_lengths else ""
-        return f"batches {', '.join(map(str, self.batches))}{seqs}"
+    def checked(self) -> str:
+        """What it was checked at: "batches 3, 5; seq 8, 10"."""
+        text = f"batches {', '.join(map(str, self.batches))}" if self.batches else "2 cases at the declared shapes"
+        return text + "".join(f"; {symbol} {', '.join(map(str, sizes))}" for symbol, sizes in self.sizes.items())
+
+
+def result_of(fmt: str, path: Path, final: Path, written, cases: Sequence[Case], agreements, judged: bool
+              ) -> ExportResult:
+    """The ExportResult of a file checked on ``cases``, named by where it will live (``final``)."""
+    sizes = {s: tuple(sorted({c.sizes[s] for c in cases})) for s in cases[0].sizes}
+    return ExportResult(fmt, final, path.stat().st_size, written.method,
+                        tuple(sorted({c.batch for c in cases if c.batch is not None})), agreements, judged, sizes)
+
+
+def open_file(open_model: OpenModel, path, fmt, device: str = "cpu"):
+    """The model ``fmt``'s serving backend makes of the file at ``path`` on ``device``, at the
+    format's precision."""
+    reduced = {} if fmt.precision == FULL_PRECISION else {"precision": fmt.precision}  # f32: as verify opens it
+    return open_model(path, fmt.serving_backend, device, **reduced)
+
+
+def _compare_tensors(sig: TensorSig, got, want, tolerance: Tolerance) -> OutputAgreement:
+    return compare_output(sig.name, got, want, tolerance, sig.batch_axis)
+
+
+def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case],
+               tolerance: Callable[[TensorSig], Tolerance], device: str = "cpu", *,
+               compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None) -> tuple[dict[str, OutputAgreement], list[dict]]:
+    """Open the file at ``path`` as ptx will serve it and run every case through it; (the worst
+    agreement per output, the file's outputs per case). ValidationError in one line naming the
+    format, the case, the output and its error, on the first that fails: one that does not run, an
+    output of another shape or with NaN where the reference has none, and at full precision any
+    value beyond ``tolerance`` (or a decision a head's ``compare`` judges flipped). ``hint``: why
+    the file may have failed, added to the line."""
+    def why() -> str:
+        extra = hint() if hint else ""
+        return f" ({extra})" if extra else ""
+
+    judged = fmt.precision == FULL_PRECISION
+    try:
+        model = open_file(open_model, path, fmt, device)
+    except PtxError as exc:
+        raise ValidationError(f"{fmt.name}: the file ptx wrote does not load: {exc}") from None
+    worst: dict[str, OutputAgreement] = {}
+    answers = []
+    try:
+        if model.signature.output_names != signature.output_names:
+            raise ValidationError(f"{fmt.name}: the file's outputs are {model.signature.output_names}, the "
+                                  f"reference's {signature.output_names}")
+        for case in cases:
+            try:
+                got = model.run(case.inputs)
+            except PtxError as exc:  # ModelRunError: e.g. a batch the exporter fixed
+                raise ValidationError(f"{fmt.name}: {case.where} does not run: {exc}{why()}") from None
+            for sig in signature.outputs:
+                agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
+                if agreement.problem or (judged and not agreement.ok):
+                    raise ValidationError(f"{fmt.name}: {case.where}: {agreement.summary()}"
+                                          f"{_worst_value(got[sig.name], case.outputs[sig.name])}{why()}")
+                if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
+                    worst[sig.name] = agreement
+            answers.append(got)
+    finally:
+        model.close()
+    return worst, answers
+
+
+def _worst_value(got, want) -> str:
+    """Where the largest difference is and what each side holds there, or '' (shapes differ)."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or not got.size:
+        return ""
+    diff = np.abs(np.nan_to_num(got.astype(np.float64) - want.astype(np.float64), nan=np.inf))
+    at = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    return f" (max |diff| at {list(map(int, at))}: {float(got[at]):.6g} where the reference has {float(want[at]):.6g})"
+
+
+# -- a tutorial model: its real samples and its head ----------------------------------------------
 
 
 def validation_inputs(ckpt: dict, batches=VALIDATION_BATCHES) -> list[np.ndarray]:
@@ -62,57 +158,34 @@ def validation_inputs(ckpt: dict, batches=VALIDATION_BATCHES) -> list[np.ndarray
     return inputs
 
 
-def validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
-             tolerance: Tolerance) -> ValidationReport:
-    """Run the validation inputs through ``predictor`` and eager ``model``; ValidationError on any
-    disagreement under the contract's rule."""
-    return _validate(predictor, model, ckpt, fmt, validation_inputs(ckpt), tolerance)
+def tutorial_cases(module, contract: Contract, signature: Signature, inputs: Sequence[np.ndarray],
+                   raw: bool = False) -> list[Case]:
+    """Model-layout batches -> cases: what the graph takes (the pictures they were made from, for
+    an ``--input uint8`` graph) and what the eager ``module`` that was exported answers on that."""
+    import torch
 
-
-def validate_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str,
-                     calibration: np.ndarray | None) -> ValidationReport:
-    """A reduced-precision artifact cannot meet the f32 atol: it must run every validation shape
-    with finite outputs of the right shape. Its label agreement with eager on the checkpoint's
-    real samples (test and calibration) is reported; the accuracy gate is ``ptx verify``'s, on
-    1,000 real test samples (a few hundred here would judge a borderline model by one label)."""
-    inputs = validation_inputs(ckpt) + ([calibration] if calibration is not None else [])
-    return _validate(predictor, model, ckpt, fmt, inputs, None)
-
-
-def _validate(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict, fmt: str, inputs: list[np.ndarray],
-              tolerance: Tolerance | None) -> ValidationReport:
-    """Each input through both; ``tolerance`` None: any difference passes (a reduced precision), and
-    only shapes, finite values and the decisions are wanted."""
-    contract: Contract = ckpt["contract"]
-    agreement = OutputAgreement(contract.output.name, tolerance or Tolerance(1e30, 0.0))
-    for x in inputs:
-        batch = batch_size(x, contract)
-        try:
-            got = _outputs(predictor, x)
-        except Exception as exc:  # e.g. a dimension the exporter fixed that should have stayed dynamic
-            raise ValidationError(f"{fmt}: input of shape {x.shape} does not run: "
-                                  f"{' '.join(str(exc).split())}") from None
-        if got.shape != expected_output_shape(contract, x):
-            raise ValidationError(f"{fmt}: batch {batch}: output shape {got.shape} != "
-                                  f"{expected_output_shape(contract, x)}")
-        with torch.inference_mode():
-            want = model(torch.from_numpy(x)).numpy()
-        result = compare(got, want, contract, tolerance=agreement.tolerance)
-        if not result.ok:
-            raise ValidationError(f"{fmt}: batch {batch}: {'; '.join(result.failures)} (max |diff| "
-                                  f"{result.max_abs:.3g})")
-        agreement.merge(result)
+    [graph_input], [output] = signature.inputs, signature.outputs
     seq_axis = contract.input.seq_axis
-    return ValidationReport(agreement, tuple(sorted({batch_size(x, contract) for x in inputs})),
-                            tuple(sorted({x.shape[seq_axis] for x in inputs})) if seq_axis is not None else ())
+    cases = []
+    for x in inputs:
+        fed = pictures_from_model_input(x, contract) if raw else x
+        with torch.inference_mode():
+            want = module(torch.from_numpy(fed)).numpy()
+        batch = x.shape[contract.input.batch_axis]
+        cases.append(Case({graph_input.name: fed}, {output.name: want}, f"batch {batch}", batch,
+                          {"seq": x.shape[seq_axis]} if seq_axis is not None else {}))
+    return cases
 
 
-def judge_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dict,
-                  notice=print, eager: dict | None = None) -> tuple[ReducedJudgement, str]:
-    """Judge a reduced-precision artifact as ``ptx verify`` does, on the same real test samples in
-    the same batches: (judgement, dataset name). DataError where the run's dataset is not on this
-    machine. ``eager``: a dict that keeps the samples and eager's answers between calls, for a
-    caller judging many files of one model (--keep-f32 auto's search)."""
+def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | None = None) -> tuple[ReducedJudgement, str]:
+    """Judge a tutorial model's reduced-precision file (opened as ``model``) as ``ptx verify`` does,
+    on the same real test samples in the same batches: (judgement, dataset name). DataError where
+    the run's dataset is not on this machine. ``eager``: a dict that keeps the samples and eager's
+    answers between calls, for a caller judging many files of one model (--keep-f32 auto's search)."""
+    import torch
+
+    from ptx.trainers.data import judging_samples
+
     contract: Contract = ckpt["contract"]
     kept = eager if eager is not None else {}
     if "want" not in kept:
@@ -120,7 +193,47 @@ def judge_reduced(predictor: ServingPredictor, model: torch.nn.Module, ckpt: dic
         raw, kept["truth"], kept["data"] = judging_samples(dataset, contract, notice=notice)
         kept["x"] = to_layout(normalize(raw, contract), contract)
         with torch.inference_mode():
-            kept["want"] = run_in_batches(lambda batch: model(torch.from_numpy(batch)).numpy(), kept["x"],
+            kept["want"] = run_in_batches(lambda batch: eager_module(torch.from_numpy(batch)).numpy(), kept["x"],
                                           contract.input.batch_axis, JUDGING_BATCH)
-    got = run_in_batches(lambda batch: _outputs(predictor, batch), kept["x"], contract.input.batch_axis, JUDGING_BATCH)
+    head = model.head
+    got = run_in_batches(lambda batch: np.asarray(model.run(head.feeds(batch))[head.output_name]), kept["x"],
+                         contract.input.batch_axis, JUDGING_BATCH)
     return judge_reduced_outputs(got, kept["want"], kept["truth"], contract), kept["data"]
+
+
+# -- a model without labels: a reduced precision judged by its tensors ----------------------------
+
+
+@dataclass
+class TensorJudgement:
+    """How a reduced precision's outputs compare with the f32 file's on held-out inputs, judged by
+    ptx.contract.comparison.judge_reduced_tensors, as keep_f32's search and the export line read it."""
+
+    held: str  # what it was judged on: "32 held-out samples"
+    measured: list[str]  # per output: "logits argmax agrees on 100.0%", "joint relative error 0.031"
+    unusable: list[str]
+
+    @property
+    def status(self) -> str:
+        return "NOT USABLE" if self.unusable else "PASS"
+
+    def describe(self) -> str:
+        return f"{self.held} against the f32 file: {', '.join(self.measured)}"
+
+
+def judge_tensors(answers: Sequence[dict], cases: Sequence[Case], signature: Signature, precision: str,
+                  held: str) -> TensorJudgement:
+    """The reduced file's ``answers`` against the f32 file's (each case's outputs), each output over
+    every case at once: class scores joined along their batch axis (their argmax is judged), any
+    other output by its relative error over all its values."""
+    measured, failures = [], []
+    for sig in signature.outputs:
+        got = [np.asarray(a[sig.name]) for a in answers]
+        want = [np.asarray(c.outputs[sig.name]) for c in cases]
+        scores = all(class_scores(w, sig.batch_axis, sig.name) for w in want)
+        got, want = (np.concatenate(got, sig.batch_axis), np.concatenate(want, sig.batch_axis)) if scores else (
+            np.concatenate([g.ravel() for g in got]), np.concatenate([w.ravel() for w in want]))
+        failures += judge_reduced_tensors(got, want, sig.name, sig.batch_axis if scores else None, precision)
+        measured.append(f"{sig.name} argmax agrees on {100 * float((got.argmax(-1) == want.argmax(-1)).mean()):.1f}%"
+                        if scores else f"{sig.name} relative error {relative_error(got, want):.2g}")
+    return TensorJudgement(held, measured, failures)

@@ -14,8 +14,7 @@ from PIL import Image
 
 from ptx.cli import cli
 from ptx.contract import catalog
-from ptx.contract.datasets import (DATASET_INFO, DATASETS, FOLDER, FOLDER_PREFIX, DataKind, check_fit, datasets_for,
-                                   fits)
+from ptx.contract.datasets import (DATASET_INFO, DATASETS, FOLDER, FOLDER_PREFIX, DataKind, check_fit, datasets_for)
 from ptx.errors import DataError, DataMismatchError
 from ptx.models import get, list_models
 from ptx.trainers import data as trainers_data

@@ -29,7 +29,7 @@ from ptx.contract.weights import digest_of
 from ptx.errors import PtxError, ValidationError
 from ptx.export import export_module
 from ptx.export.formats import torchscript
-from ptx.export.module import load_factory, load_state_dict_file
+from ptx.export.factory import load_factory, load_state_dict_file
 from ptx.infer import load
 
 TESTS = Path(__file__).resolve().parent

@@ -16,7 +16,6 @@ from ptx.export.formats import onnx_int8
 from ptx.export.formats.onnx_int8 import CHOICES, CLEARLY_FASTER, Choice
 from ptx.infer import open_artifact
 from ptx.machine import describe_cpu
-from ptx.trainers.checkpoint import load_checkpoint
 
 
 def meta(path) -> dict:
@@ -38,7 +37,7 @@ def test_the_int8_file_records_its_cpu_its_speed_and_what_was_tried(convnet_int8
     result, _ = convnet_int8
     strings = meta(result.path)
     assert strings["ptx.cpu"] == describe_cpu()
-    assert re.fullmatch(r"\d+\.\d\dx model\.onnx's pictures/s through ONNX Runtime on the CPU, batch 512, median of "
+    assert re.fullmatch(r"\d+\.\d\dx model\.onnx's speed through ONNX Runtime on the CPU, batch 512, median of "
                         r"\d+ alternating rounds, \d{4}-\d\d-\d\d", strings["ptx.speed_vs_f32"]), strings["ptx.speed_vs_f32"]
     tried = strings["ptx.quantization_tried"]
     # every choice that applies to convnet (two convolutions, two Gemms, ReLUs) was quantized and judged
@@ -70,13 +69,12 @@ def test_keeping_relus_gives_each_maxpool_one_scale(runs, tmp_path):
     del proto.graph.value_info[:]
     onnx.save(proto, str(f32))
     prepared = onnx_int8.prepare(f32)
-    contract = load_checkpoint(runs.trained("convnet") / "checkpoint.pt")["contract"]
-    calibration = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    calibration = [{proto.graph.input[0].name: np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)}]
     scales = {}
     for choice in CHOICES[:2]:
         out = tmp_path / f"{choice.keep_relu}.onnx"
         with onnx_int8.quiet_quantizer():
-            onnx_int8._quantize_static(prepared, out, contract, calibration, [], choice)
+            onnx_int8._quantize_static(prepared, out, calibration, 64, [], choice)
         q = onnx.load(str(out))
         init = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
         maker = {o: n for n in q.graph.node for o in n.output}
@@ -114,7 +112,8 @@ def _choose(monkeypatch, ratios: list[float], agreements: list[float]):
     monkeypatch.setattr(onnx_int8, "speed_against_f32", lambda f32, files, feeds: (ratios[: len(files)], 20))
     recorded, said = {}, []
     chosen, ratio = onnx_int8.choose(lambda exclude, out, choice: Path(f"{choice.label}.onnx"), choices, Path("f.onnx"),
-                                     {}, 512, recorded, lambda path: verdicts[str(path)], Path("."), said.append)
+                                     {}, 512, recorded, lambda path: verdicts[str(path)], Path("."), "model.onnx",
+                                     said.append)
     return chosen.label, ratio, recorded, said
 
 
@@ -123,7 +122,7 @@ def test_choose_keeps_the_fastest_that_passes(monkeypatch):
     assert (label, ratio) == ("c2", 1.2)  # c3 is faster but misses the gate
     assert recorded["quantization_tried"].startswith("c0: 0.40x, PASS; c1: 0.60x, PASS; c2: 1.20x, PASS; "
                                                      "c3: 1.50x, fails the gate")
-    assert recorded["speed_vs_f32"].startswith("1.20x model.onnx's pictures/s") and len(said) == 1
+    assert recorded["speed_vs_f32"].startswith("1.20x model.onnx's speed") and len(said) == 1
 
 
 def test_a_later_choice_must_be_clearly_faster(monkeypatch):
@@ -139,7 +138,7 @@ def test_where_none_passes_the_closest_is_written_for_the_gate_to_report(monkeyp
 @pytest.mark.parametrize("ratio,lines", [(0.5, 1), (0.99, 1), (1.0, 0), (3.0, 0)])
 def test_export_says_in_one_line_where_int8_is_slower_than_f32(ratio, lines):
     said = []
-    onnx_int8.say_if_slower(ratio, 512, said.append)
+    onnx_int8.say_if_slower(ratio, 512, "model.onnx", said.append)
     assert len(said) == lines and all("slower than f32 on this CPU" in line and "\n" not in line for line in said)
 
 
@@ -149,5 +148,5 @@ def test_recurrent_models_keep_dynamic_quantization_and_record_their_speed(runs,
                             open_predictor=open_artifact, log=lambda _: None)
     strings = meta(result.path)
     assert strings["ptx.quantization"].startswith("dynamic (7-bit int8 weights")
-    assert strings["ptx.cpu"] == describe_cpu() and "x model.onnx's pictures/s" in strings["ptx.speed_vs_f32"]
+    assert strings["ptx.cpu"] == describe_cpu() and "x model.onnx's speed through" in strings["ptx.speed_vs_f32"]
     assert "ptx.quantization_tried" not in strings  # one way only: nothing was chosen between

@@ -113,7 +113,6 @@ def test_a_range_is_low_inclusive_high_exclusive_for_integers_and_a_bare_one_ran
 
 
 def test_argmax_max_rel_and_needed_atol_are_shown_where_they_mean_something(tmp_path):
-    from pathlib import Path
 
     from ptx.contract.comparison import needed_atol_text
     from ptx.infer.verify.report import Report, Row

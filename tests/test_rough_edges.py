@@ -26,7 +26,7 @@ def test_library_refuses_a_device_the_backend_does_not_run_on(tmp_path):
 
     with pytest.raises(PtxError, match=f"^{CUDA_ON_ORT_CPU}$"):
         load("convnet", device="cuda", root=tmp_path)
-    with pytest.raises(PtxError, match="backend ort-cuda runs on cuda only, not cpu: .* --backend ort-cpu or openvino"):
+    with pytest.raises(PtxError, match="backend ort-cuda runs on cuda only, not cpu: .* --backend ort-cpu, openvino"):
         load("convnet", backend="ort-cuda", device="cpu", root=tmp_path)
 
 

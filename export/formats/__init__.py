@@ -1,6 +1,10 @@
 """Export-format registry (the model registry's pattern): a format is one file in this folder
 that calls ``register(ExportFormat(...))``, plus its module name in ``_FORMAT_FILES``.
 
+A format's writer is the only one there is for it: a tutorial model's export (export/api.py), a
+user's module (export/module.py) and a user's model file (export/file.py: onnx-int8 of an ONNX file)
+all call ``write(model, example, path, signature, strings, **options)``.
+
 Importing this package imports neither torch nor onnx: the CLI reads the names for its choices.
 """
 from __future__ import annotations
@@ -14,20 +18,31 @@ from ptx.contract import ARTIFACT_FILES
 from ptx.contract.registry import Registry
 
 
+@dataclass
+class Written:
+    """What a writer made: how (the file's line says it), a note said before that line (an
+    exporter's fallback), and what to add to a validation failure (why the file may disagree)."""
+
+    method: str
+    note: str | None = None
+    hint: Callable[[], str] | None = None
+
+
 @dataclass(frozen=True)
 class ExportFormat:
-    """``write(model, example, path, contract, strings, options)`` writes the file at ``path`` with
-    the metadata ``strings`` inside and returns extra provenance (e.g. the method used);
+    """``write(model, example, path, signature, strings, **options)`` writes ``model`` (an
+    nn.Module called on ``example``, a tuple of tensors in forward()'s order, whose named tensors
+    are ``signature``) to ``path`` with the metadata ``strings`` inside, and returns Written;
     ``serving_backend`` is the backend that serves this format and so validates it."""
 
     name: str
     description: str
     serving_backend: str
-    write: Callable[..., dict[str, str]]
+    write: Callable[..., Written]
     symbolic_dims: Callable[[Path], tuple[list, list]] | None = None  # (input dims, output dims) as stored
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
     precision: str = "f32"  # reduced-precision formats are validated by labels, not by the f32 atol
-    calibrated: bool = False  # write() takes ``calibration=``: real training samples in model layout
+    calibrated: bool = False  # write() takes ``calibration=``: cases of inputs by name (None: uncalibrated)
     # False: not in an export that names no format (``--format all`` still writes it): pt2's compile
     # takes ~40 s per model on 2 cores, and int8 is an opt-in trade of accuracy for speed.
     in_all: bool = True
@@ -37,8 +52,7 @@ class ExportFormat:
     unavailable: Callable[[], str | None] | None = None
     # Said before a slow write starts, so an export is never silent for long: "compiling ... (~20-40 s)".
     progress: str | None = None
-    # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures; write() gets
-    # ``graph_input=``, the TensorSig of that input).
+    # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures: the signature's input).
     raw_pictures: bool = False
 
     @property
@@ -72,6 +86,11 @@ def every_format(spec, raw_pictures: bool = False) -> tuple[list[str], list[str]
 def supported_formats(spec) -> list[str]:
     """The registered formats that can express model ``spec``."""
     return [name for name, fmt in _REGISTRY.entries.items() if not (fmt.unsupported and fmt.unsupported(spec))]
+
+
+def description(strings: dict[str, str]) -> str:
+    """The file's own description: a tutorial contract's, else what made it."""
+    return strings.get("description") or f"{strings['model']}, exported by ptx from a PyTorch module"
 
 
 def register(fmt: ExportFormat) -> ExportFormat:

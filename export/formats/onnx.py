@@ -1,4 +1,5 @@
-"""ONNX: a dynamic batch (and seq) axis from the contract, metadata inside, checker-clean."""
+"""ONNX: every symbolic size of the signature dynamic (the batch, a sequence, a picture's height), metadata
+inside, checker-clean."""
 from __future__ import annotations
 
 import logging
@@ -8,17 +9,20 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import DEFAULT_OPSET, Contract, TensorSig
+from ptx.contract import DEFAULT_OPSET
 from ptx.contract.metadata import to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.schema import ValueEnum
+from ptx.contract.tensors import Signature
 from ptx.contract.weights import WEIGHTS_KEY, digest_of
-from ptx.errors import PtxError, first_line
+from ptx.errors import PtxError, ValidationError
 
 from ..onnx_graph import omit_zero_initial_states
-from . import ExportFormat, register
+from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
+from . import ExportFormat, Written, description, register
 
 DYNAMO_MIN_OPSET = 18  # torch.export's ONNX translation starts at opset 18
+MAX_DIM = 1 << 20  # the largest size a dynamic dimension is exported for
 
 
 class Exporter(ValueEnum):
@@ -30,6 +34,7 @@ class Exporter(ValueEnum):
 
 
 DEFAULT_EXPORTER = Exporter.DYNAMO
+EXPORTERS = {Exporter.DYNAMO: "torch.export-based", Exporter.LEGACY: "TorchScript-based"}
 
 
 @contextmanager
@@ -117,31 +122,93 @@ def finish(path: Path, strings: dict[str, str], description: str, extra: dict[st
     return extra
 
 
-def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
-          opset: int = DEFAULT_OPSET, exporter: Exporter | str = DEFAULT_EXPORTER,
-          graph_input: TensorSig | None = None) -> dict[str, str]:
-    """Write ``model`` to ``path``; ``example`` must have a batch (and sequence) of at least 2:
-    torch.export specializes sizes 0 and 1. ``graph_input``: the graph's input when it is not the
-    contract's (raw uint8 pictures). Returns the opset and exporter actually used."""
+def dynamic_dims(signature: Signature) -> tuple[dict | None, ...]:
+    """torch.export's dynamic_shapes: one Dim per symbol, shared by every input that has it."""
     import torch
 
-    exporter = Exporter(exporter)
-    check_opset(opset, exporter)
-    given = graph_input or contract.input
-    # Every symbolic dimension of the contract (batch, and seq for token models) stays dynamic.
-    input_axes = {i: d for i, d in enumerate(given.shape) if isinstance(d, str)}
-    output_axes = {i: d for i, d in enumerate(contract.output.shape) if isinstance(d, str)}
-    dims = {name: torch.export.Dim(name, min=1, max=1 << 20) for name in input_axes.values()}
-    try:
-        export_graph(model, (example,), path, exporter=exporter, opset=opset, input_names=[given.name],
-                     output_names=[contract.output.name],
-                     dynamic_shapes=({i: dims[d] for i, d in input_axes.items()},),
-                     dynamic_axes={given.name: input_axes, contract.output.name: output_axes})
-    except Exception as exc:  # the exporters raise many types; the first line says what failed
-        raise PtxError(f"the {exporter.value} ONNX exporter failed for {contract.model} at opset {opset}: "
-                       f"{first_line(exc)}; try --exporter {'legacy' if exporter is Exporter.DYNAMO else 'dynamo'} "
-                       f"or --opset {DEFAULT_OPSET}") from None
-    return finish(path, strings, contract.description, {"opset": str(opset), "exporter": exporter.value})
+    dims = {s: torch.export.Dim(s, min=1, max=MAX_DIM) for s in signature.symbols()}
+    return tuple({axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
+                 for t in signature.inputs)
+
+
+def dynamic_axes(signature: Signature) -> dict[str, dict[int, str]]:
+    """torch.onnx's dynamic_axes (the TorchScript-based exporter): {tensor name: {axis: symbol}}."""
+    return {t.name: {axis: d for axis, d in enumerate(t.shape) if isinstance(d, str)}
+            for t in (*signature.inputs, *signature.outputs) if t.symbols}
+
+
+def write(model, example: tuple, path: Path, signature: Signature, strings: dict[str, str], *,
+          opset: int = DEFAULT_OPSET, exporter: Exporter | str | None = None, mode: str = "trace") -> Written:
+    """Export ``model`` called on ``example`` with every symbolic size of ``signature`` dynamic (each
+    example size must be 2 or more: torch.export specializes sizes 0 and 1). ``exporter`` None
+    tries the torch.export-based exporter and falls back to the TorchScript-based one where it
+    refuses, saying so in the note; ``mode`` "script" hands that one a scripted module, so that
+    Python control flow becomes an ONNX If."""
+    import torch
+
+    from .torchscript import MADE_BY, quiet_jit
+
+    tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
+    check_opset(opset, tries[0])
+    name, files, refusals = strings["model"], user_files(model), []
+    for which in tries:
+        target = model
+        try:
+            if which is Exporter.LEGACY and mode == "script":
+                with quiet_jit():
+                    target = torch.jit.script(model)
+            export_graph(target, example, path, exporter=which, opset=opset, input_names=signature.input_names,
+                         output_names=signature.output_names, dynamic_shapes=dynamic_dims(signature),
+                         dynamic_axes=dynamic_axes(signature))
+            break
+        except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
+            refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
+    else:
+        other = "legacy" if tries[0] is Exporter.DYNAMO else "dynamo"
+        raise PtxError(f"onnx: {name} cannot be exported to ONNX: {'; '.join(refusals)}"
+                       + (f"; {CONTROL_FLOW}" if any(DATA_DEPENDENT in r for r in refusals) and mode != "script" else "")
+                       + (f"; try --exporter {other}" if len(tries) == 1 else ""))
+    note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
+    traced = which is Exporter.LEGACY and mode == "trace"
+    _check_graph_inputs(path, signature, which, [*refusals, *([CONTROL_FLOW] if traced else [])])
+    extra = finish(path, strings, description(strings), {"opset": str(opset), "exporter": which.value,
+                                                        **({"torchscript_method": mode} if which is Exporter.LEGACY else {})})
+
+    def hint() -> str:
+        return "; ".join(filter(None, [_fixed_symbols(path, signature), note and f"{refusals[0]}: the "
+                                       f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
+
+    return Written(f"{EXPORTERS[which]} exporter, opset {extra['opset']}"
+                   + (f", {MADE_BY[mode]}" if which is Exporter.LEGACY else ""), note, hint)
+
+
+def _check_graph_inputs(path: Path, signature: Signature, which: Exporter, why: list[str]) -> None:
+    """Refuse a graph that lost inputs: tracing turns an input the module only branches on (or
+    reads as a Python number) into a constant, and the exporter drops it."""
+    import onnx
+
+    kept = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    lost = [n for n in signature.input_names if n not in kept]
+    if lost:
+        raise ValidationError(f"onnx: the {EXPORTERS[which]} exporter left input {', '.join(map(repr, lost))} out of "
+                              f"the graph: it became a constant (the module branches on it, or reads it as a Python "
+                              f"number){''.join(f'; {w}' for w in why)}")
+
+
+def _fixed_symbols(path: Path, signature: Signature) -> str:
+    """Which dynamic input sizes the ONNX graph at ``path`` holds fixed (an exporter specialised
+    them to the example's), or ''."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    fixed = []
+    for value, sig in zip(graph.input, signature.inputs):
+        dims = value.type.tensor_type.shape.dim
+        for axis, d in enumerate(sig.shape):
+            if isinstance(d, str) and axis < len(dims) and dims[axis].HasField("dim_value"):
+                fixed.append(f"{sig.name}'s axis {axis} ({d}) to {dims[axis].dim_value}")
+    return ("the exporter fixed " + ", ".join(fixed) + ": the module's code turns that size into a constant "
+            "(int(x.size(0)), a shape read as a Python number)") if fixed else ""
 
 
 def save_with_metadata(proto, path: Path, strings: dict[str, str], description: str = "") -> str:
@@ -178,4 +245,4 @@ def symbolic_dims(path) -> tuple[list, list]:
 
 register(ExportFormat(name="onnx", description="ONNX (onnxruntime, OpenVINO, Triton, ...)", serving_backend="ort-cpu",
                       write=write, symbolic_dims=symbolic_dims, raw_pictures=True,
-                      check_options=lambda opset, exporter: check_opset(opset, exporter)))
+                      check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))

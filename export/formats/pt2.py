@@ -1,7 +1,7 @@
 """pt2: torch.export + AOTInductor, PyTorch's successor to TorchScript for a Python-free model file.
 
-``torch.export`` captures the graph with the contract's dynamic dimensions (``torch.export.Dim``
-for batch, and seq for token models), ``torch._inductor.aoti_compile_and_package`` compiles it to
+``torch.export`` captures the graph with the signature's dynamic dimensions (``torch.export.Dim``
+for the batch, a sequence, ...), ``torch._inductor.aoti_compile_and_package`` compiles it to
 native code for one device (cpu, or cuda) and writes a ``.pt2`` package, which
 ``torch._inductor.aoti_load_package`` (Python) or the C++ ``AOTIModelPackageLoader`` runs.
 
@@ -18,18 +18,17 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import Contract
 from ptx.contract.metadata import from_props, to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.cuda_math import fp32_math
-from ptx.errors import PtxError, first_line
+from ptx.errors import PtxError
 
-from . import ExportFormat, register
+from ..refusal import describe_refusal, user_files
+from . import ExportFormat, Written, register
 
 DEVICES = ("cpu", "cuda")
 DEVICE_KEY = "AOTI_DEVICE_KEY"  # AOTInductor records the device it compiled for under this key
-MAX_DIM = 1 << 20
 
 
 @contextmanager
@@ -76,25 +75,22 @@ def check_device(device: str) -> str:
     return device
 
 
-def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
-          device: str = "cpu") -> dict[str, str]:
-    """Export ``model`` with the contract's dynamic dimensions, compile it for ``device`` and write
-    the package to ``path``. ``example`` must have a batch (and sequence) of at least 2:
-    torch.export specializes sizes 0 and 1."""
-    import torch
+def write(model, example: tuple, path: Path, signature, strings: dict[str, str], *, device: str = "cpu") -> Written:
+    """torch.export ``model`` on ``example`` with every symbolic size of ``signature`` dynamic, compile
+    it for ``device`` and write the package to ``path`` (each example size 2 or more: torch.export
+    specializes sizes 0 and 1)."""
+    from .onnx import dynamic_dims
 
-    dims = {name: torch.export.Dim(name, min=1, max=MAX_DIM) for name in contract.input.shape if isinstance(name, str)}
-    dynamic = ({axis: dims[d] for axis, d in enumerate(contract.input.shape) if isinstance(d, str)},)
-    extra = {"aoti_device": device}
+    name = strings["model"]
     try:
-        compile_package(model, (example,), dynamic, path, {**strings, **extra}, device)
+        compile_package(model, example, dynamic_dims(signature), path, {**strings, "aoti_device": device}, device)
     except PtxError:
         raise
-    except Exception as exc:  # torch.export and Inductor raise many types; the first line says what failed
-        raise PtxError(f"pt2 export of {contract.model} failed ({type(exc).__name__}: {first_line(exc)}); "
+    except Exception as exc:  # noqa: BLE001 - torch.export and Inductor raise many types
+        raise PtxError(f"pt2: {name} cannot be exported as pt2 ({describe_refusal(exc, user_files(model))}); "
                        "--format onnx or torchscript may still work") from None
-    probe_load(path, device, contract.model)
-    return extra
+    probe_load(path, device, name)
+    return Written(f"torch.export + AOTInductor for {device}")
 
 
 def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dict[str, str], device: str) -> str:
@@ -188,6 +184,6 @@ def load(path):
 
 register(ExportFormat(name="pt2", description="torch.export + AOTInductor package (aoti_load_package, C++ runtime)",
                       serving_backend="aoti", write=write, in_all=False, unsupported=unsupported, unavailable=no_compiler,
-                      check_options=lambda device: check_device(device),
+                      check_options=lambda device, **_: check_device(device),
                       progress="torch.export, then AOTInductor compiles C++ for {device} (about 20-40 s on 2 CPU "
                                "cores), then validates against eager"))

@@ -11,12 +11,12 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import Contract
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.weights import WEIGHTS_KEY, digest_of
-from ptx.errors import PtxError
+from ptx.errors import PtxError, first_line
 
-from . import ExportFormat, register
+from ..refusal import describe_refusal, is_user_file, user_files
+from . import ExportFormat, Written, register
 
 
 @contextmanager
@@ -27,26 +27,54 @@ def quiet_jit():
         yield
 
 
-def compile_module(model, example, prefer: str = "script"):
-    """Script the model where it allows it, else trace it; return (module, method used)."""
+MODES = ("trace", "script")
+MADE_BY = {"trace": "traced", "script": "scripted"}
+
+
+def _compile(model, example: tuple, mode: str, fallback: bool):
+    """(the scripted or traced module, the mode used)."""
     import torch
 
-    with quiet_jit():
-        if prefer == "script":
-            try:
-                return torch.jit.script(model), "script"
-            except Exception:  # scripting rejects some Python; tracing still records the math
-                pass
-        return torch.jit.trace(model, example, check_trace=False), "trace"
+    if mode == "script":
+        try:
+            return torch.jit.script(model), "script"
+        except Exception:  # noqa: BLE001 - scripting rejects some Python; tracing still records the math
+            if not fallback:
+                raise
+    return torch.jit.trace(model, example, check_trace=False, strict=False), "trace"
 
 
-def write(model, example, path: Path, contract: Contract, strings: dict[str, str], *,
-          method: str = "script", graph_input=None) -> dict[str, str]:
-    """``graph_input`` (raw pictures) needs nothing here: the module takes what ``example`` is."""
-    module, used = compile_module(model, example, prefer=method)
-    extra = {"torchscript_method": used}
-    save_with_metadata(module, path, {**strings, **extra})
-    return extra
+def write(model, example: tuple, path: Path, signature, strings: dict[str, str], *, mode: str = "trace",
+          fallback: bool = False) -> Written:
+    """torch.jit.trace ``model`` on ``example``, or torch.jit.script it (``mode``); with ``fallback``,
+    a module scripting rejects is traced instead (a tutorial spec's "script where it can")."""
+    import torch
+
+    name, files = strings["model"], user_files(model)
+    with quiet_jit(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        try:
+            compiled, used = _compile(model, example, mode, fallback)
+        except Exception as exc:  # noqa: BLE001 - torch.jit raises many types; described in one line
+            how = "torch.jit.script refused" if mode == "script" and not fallback else "torch.jit.trace failed on"
+            raise PtxError(f"torchscript: {how} {name} ({describe_refusal(exc, files)})"
+                           + ("; try --torchscript-mode trace" if mode == "script" else "")) from None
+    warned = [f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}" for w in caught
+              if issubclass(w.category, torch.jit.TracerWarning) and is_user_file(w.filename, files)]
+    try:
+        save_with_metadata(compiled, path, {**strings, "torchscript_method": used})
+    except RuntimeError as exc:
+        # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
+        # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
+        raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[used]} {name} ({first_line(exc)})"
+                       + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
+                          "or try --torchscript-mode trace" if used == "script" else "")) from None
+
+    def hint() -> str:
+        return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
+                if warned else "")
+
+    return Written(MADE_BY[used], None, hint)
 
 
 def _save(module, path: Path, strings: dict[str, str]) -> None:

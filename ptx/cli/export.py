@@ -1,9 +1,15 @@
 """`ptx export`: a tutorial model's checkpoint, a user's nn.Module (--module) or model file, exported
 and validated (ptx.export).
+
+What the command line names decides, once, which of three functions exports it (``_tutorial``,
+``_module``, ``_file``); an option that function takes no parameter for cannot mean anything for
+that kind of model, and is refused from one place (``_refuse_unmeant``), saying why. There is no
+list of options per kind to keep in step: a function's parameters are what its kind takes.
 """
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import click
 
@@ -14,16 +20,24 @@ from ptx.contract import DEFAULT_OPSET
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 
-
 FORMATS = tuple(list_formats())
 TRITON = "triton"  # a model repository folder (export/triton.py), not one file of the format registry
 KSERVE = "kserve"  # a deployment folder: Dockerfile + InferenceService manifest (export/kserve.py)
+FOLDERS = (TRITON, KSERVE)
+# Why an option a kind's function does not take means nothing for it.
+TUTORIAL = ("a tutorial model NAME", "its checkpoint holds its weights and the real training samples its int8 is "
+            "calibrated on, and its contract its tensors")
+FILE = ("a model file", "it holds its weights and its tensors already; ptx export FILE writes its int8 "
+        "(--format onnx-int8, ONNX files), a Triton or a KServe folder")
+MODULE = ("--module", "it exports your own nn.Module, built by FACTORY, to files in --out; its int8 is quantized "
+          "dynamically, without samples (to calibrate one, quantize the exported file: ptx export DIR/model.onnx "
+          "--format onnx-int8 --calibration SAMPLES.npz)")
 
 
 def _format_list(ctx, param, value) -> list[str]:
     """--format NAME or NAME,NAME (any case): each one of the choices."""
     names = [v.strip().lower() for v in str(value).split(",") if v.strip()]
-    choices = [*FORMATS, TRITON, KSERVE, "all"]
+    choices = [*FORMATS, *FOLDERS, "all"]
     unknown = [n for n in names if n not in choices]
     if unknown or not names:
         raise click.BadParameter(f"{unknown[0] if unknown else value!r} is not one of {', '.join(choices)}")
@@ -36,17 +50,17 @@ def _format_list(ctx, param, value) -> list[str]:
               help="Your own nn.Module: FACTORY in FILE.py returns it, or (module, example inputs). " + SECURITY_NOTE)
 @click.option("--format", "fmt", default=",".join(default_formats()), show_default=True, callback=_format_list,
               metavar="FORMAT[,FORMAT]",
-              help=f"{', '.join([*FORMATS, TRITON, KSERVE])}, or all: every file this machine can write for a tutorial model "
+              help=f"{', '.join([*FORMATS, *FOLDERS])}, or all: every file this machine can write for a tutorial model "
                    f"({', '.join(FORMATS)}; it says which it leaves out and why). pt2 compiles for ~40 s; onnx-int8 is "
-                   "quantized, model.int8.onnx; triton and kserve write deployment folders of a tutorial model, "
-                   "named alone with --out.")
+                   "quantized, model.int8.onnx (FILE.int8.onnx for a model file); triton and kserve write deployment "
+                   "folders, named alone with --out.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt); with "
                    "--module, a state_dict loaded into the module strictly.")
 @click.option("--out", type=click.Path(file_okay=False),
-              help="Output folder (default: the checkpoint's folder): a run folder `ptx train --out` wrote exports "
-                   "that run; for triton the model repository, for kserve the deployment folder (required); with "
-                   "--module the folder of this export (required; replaced as a whole).")
+              help="Output folder (default: the checkpoint's folder; beside a model file): a run folder `ptx train "
+                   "--out` wrote exports that run; for triton the model repository, for kserve the deployment folder "
+                   "(required); with --module the folder of this export (required; replaced as a whole).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--exporter", type=Choice([e.value for e in Exporter]),
               help="ONNX exporter: torch.export-based dynamo (default), or the deprecated TorchScript-based "
@@ -58,7 +72,8 @@ def _format_list(ctx, param, value) -> list[str]:
               help="pt2 only: the device AOTInductor compiles for (the package runs there only).")
 @click.option("--triton-backend", type=Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
               show_default=True,
-              help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch).")
+              help="triton only: serve model.onnx (onnxruntime_onnx) or model.pt (pytorch_libtorch); a model file's "
+                   "own kind decides for it.")
 @click.option("--image", help="kserve only: the container image the manifest names (default ptx-NAME:VERSION).")
 @click.option("--run", "run", type=click.Path(file_okay=False),
               help="The run folder to export (its checkpoint; the exports are written there unless --out says "
@@ -75,16 +90,18 @@ def _format_list(ctx, param, value) -> list[str]:
               help="--module: torch.jit.trace the module, or torch.jit.script it (also what the TorchScript-based ONNX "
                    "exporter is given: Python control flow becomes an ONNX If).")
 @click.option("--keep-f32", "keep_f32", metavar="auto|NODE[,NODE]",
-              help="onnx-int8 of a tutorial model: nodes onnxruntime's quantizer leaves in f32 (its nodes_to_exclude), "
-                   "as `ptx verify NAME --backends ort-cpu-int8 --locate` names them; auto keeps the nodes that add "
-                   "most error, a few at a time, until the int8 labels pass verify's gate, and says what it cost in "
-                   "speed. The list is recorded in the file (ptx.keep_f32).")
+              help="onnx-int8 of a tutorial model or an ONNX file: nodes onnxruntime's quantizer leaves in f32, as "
+                   "`ptx verify NAME --backends ort-cpu-int8 --locate` names them; auto keeps the nodes that add most "
+                   "error, a few at a time, until the int8 passes (a tutorial model's labels, a file's outputs against "
+                   "the f32 file's) and says what it cost in speed. The list is recorded in the file (ptx.keep_f32).")
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="onnx-int8 of a model FILE: real inputs to calibrate on (.npz by input name, .npy, .json, as verify's "
+                   "--inputs reads them); some are held out to judge the int8 file (default: inputs generated from "
+                   "the file's signature).")
 @BATCH_AXIS_OPTION
 @IGNORE_METADATA_OPTION
 @FORCE
-def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, run,
-               input_args, output_names, model_label, torchscript_mode, keep_f32, batch_axes, ignore_metadata,
-               force) -> None:
+def export_cmd(**given) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
     (by default), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
@@ -93,7 +110,8 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
     NAME may be your own model's file (.onnx, or a TorchScript .pt with --input declarations):
     `ptx export my.onnx --format triton --out repo` writes repo/my, a Triton model folder with the file
     and a config.pbtxt of its inputs and outputs (max_batch_size 0 unless every tensor's batch is on
-    axis 0).
+    axis 0); `ptx export my.onnx --format onnx-int8` writes my.int8.onnx, quantized and judged against
+    my.onnx on held-out inputs (--calibration SAMPLES.npz to calibrate on real ones).
 
     With --module FILE.py:FACTORY, export your own nn.Module instead: ONNX and TorchScript (and pt2,
     onnx-int8 on request), each loaded as ptx serves it and checked against the module at batches 3
@@ -105,64 +123,61 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
     ptx export --module net.py:build --input image=batchx3x224x224 --out exports/net
     ptx export --module net.py:build --checkpoint weights.pt --out exports/net --format onnx,pt2
     ptx export my.onnx --format triton --out repo     your own file as a Triton model folder
+    ptx export my.onnx --format onnx-int8 --calibration samples.npz
     ptx export --module gru.py:make --input x=stepsxbatchx6 --input h0=1xbatchx12 \\
         --input mode=:int64 --torchscript-mode script --out exports/gru
 
     --module imports and runs FILE.py, as python would: export only code you trust. A TorchScript
     file runs only its own graph; a pt2 package holds compiled native code.
     """
-    from pathlib import Path
-
     from ptx.export.keep_f32 import parse
 
-    keep_f32 = parse(keep_f32)
-    if keep_f32 and (module_spec is not None or (name is not None and _models_and_files([name])[1])):
-        raise click.UsageError("--keep-f32 is for a tutorial model's onnx-int8 (ptx export NAME --format onnx-int8 "
-                               "--keep-f32 auto); a model file or --module is not quantized with it yet")
-    if keep_f32 and fmt != ["onnx-int8"]:
+    ctx = click.get_current_context()
+    name = given["name"]
+    if given["module_spec"] is not None:
+        export, (what, why) = _module, MODULE
+    elif name is not None and _models_and_files([name])[1]:
+        export, (what, why) = _file, FILE
+    else:
+        export, (what, why) = _tutorial, TUTORIAL
+    _refuse_unmeant(ctx, export, what, why)
+    fmt = given["fmt"]
+    if len(fmt) > 1 and {*FOLDERS, "all"} & set(fmt):
+        raise click.UsageError(f"--format {','.join(fmt)}: triton, kserve and all are given alone")
+    given["keep_f32"] = parse(given["keep_f32"])
+    if given["keep_f32"] and fmt != ["onnx-int8"]:
         raise click.UsageError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 (not "
                                f"{','.join(fmt)})")
-    if module_spec is not None:
-        if name is not None or run is not None or image is not None:
-            given = "NAME" if name is not None else "--run" if run is not None else "--image"
-            raise click.UsageError(f"{given} is for a tutorial model; --module exports your own module")
-        _export_module_cmd(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, input_args,
-                           output_names, model_label, torchscript_mode, force)
-        return
-    module_only = [o for o, v in (("--output", output_names), ("--name", model_label)) if v]
-    if torchscript_mode != "trace":
-        module_only.append("--torchscript-mode")
-    if module_only:
-        raise click.UsageError(f"{module_only[0]} is for --module FILE.py:FACTORY (your own module)")
-    declared = [v for v in input_args if "=" in v]
-    dtypes = [v.lower() for v in input_args if "=" not in v]
-    if any(d not in ("float32", "uint8") for d in dtypes) or len(set(dtypes)) > 1:
-        raise click.UsageError(f"--input {' '.join(input_args)}: give float32 or uint8 (once), or declare your own "
-                               "model's inputs as NAME=SHAPE[:DTYPE]")
-    input_dtype = dtypes[0] if dtypes else "float32"
-    if len(fmt) > 1 and {TRITON, KSERVE, "all"} & set(fmt):
-        raise click.UsageError(f"--format {','.join(fmt)}: triton, kserve and all are given alone")
-    if name is not None and _models_and_files([name])[1]:
-        if fmt != [TRITON] or not out:
-            raise click.UsageError(f"a model file exports as a Triton repository here: ptx export {name} --format "
-                                   "triton --out REPO")
-        given = [o for o, v in (("--checkpoint", checkpoint), ("--run", run), ("--exporter", exporter),
-                                ("--atol", atol), ("--image", image), ("--input float32|uint8", dtypes),
-                                ("--device", device != "cpu")) if v]
-        if given:
-            raise click.UsageError(f"{given[0]} is for the tutorial models; a model file takes --out, --force, "
-                                   "--input NAME=SHAPE[:DTYPE], --batch-axis and --ignore-metadata")
-        _export_triton_file(Path(name), out, force, open_options(declared, batch_axes, ignore_metadata))
-        return
-    if declared or batch_axes or ignore_metadata:
-        raise click.UsageError("--input NAME=SHAPE, --batch-axis and --ignore-metadata are for --module or a model "
-                               "FILE; the tutorial models carry their contract")
-    from ptx.infer import open_artifact
+    export(**{key: value for key, value in given.items() if key in inspect.signature(export).parameters})
+
+
+def _refuse_unmeant(ctx: click.Context, export, what: str, why: str) -> None:
+    """The one place an option is refused for a kind of model: one given on the command line that
+    ``export`` (the kind's function) takes no parameter for."""
+    from click.core import ParameterSource
+
+    takes = inspect.signature(export).parameters
+    for param in ctx.command.params:
+        if param.name not in takes and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT):
+            shown = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            raise click.UsageError(f"{shown} means nothing for {what}: {why}")
+
+
+def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, run, input_args,
+              keep_f32, force) -> None:
+    """A tutorial model NAME (or the run in --run): export_model, or its Triton or KServe folder."""
+    dtypes = {v.lower() for v in input_args}
+    if not dtypes <= {"float32", "uint8"} or len(dtypes) > 1:
+        raise click.UsageError(f"--input {' '.join(input_args)}: a tutorial model's graph takes float32 or uint8 "
+                               "(once); NAME=SHAPE declares a model file's or a module's inputs, and a tutorial model "
+                               "carries its contract")
+    input_dtype = dtypes.pop() if dtypes else "float32"
+    from ptx.infer import load
 
     if run is not None:
         name = _model_of_run(name, run)
         checkpoint = checkpoint or str(Path(run) / "checkpoint.pt")
-        if fmt[0] not in (TRITON, KSERVE):
+        if fmt[0] not in FOLDERS:
             out = out or run
     elif name is None and out is not None and Path(out, "checkpoint.pt").is_file():
         name = _model_of_run(None, out)  # `--out RUN` exports that run, as before
@@ -170,28 +185,16 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
         raise click.UsageError("give a model NAME, or --run the run folder to export, or --module FILE.py:FACTORY")
     from ptx.errors import UnknownModelError
 
+    options = dict(open_predictor=load, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol)
     try:
-        options = dict(open_predictor=open_artifact, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol,
-                       log=click.echo)
-        if fmt[0] in (TRITON, KSERVE) and input_dtype != "float32":
-            raise click.UsageError(f"--input {input_dtype} is for --format onnx or torchscript; --format {fmt[0]} "
-                                   "serves the float export")
-        if fmt[0] in (TRITON, KSERVE) and device != "cpu":  # refused, not ignored: these folders serve the ONNX export
-            raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt[0]} writes a "
-                                   "portable folder: drop --device")
-        if fmt[0] == TRITON:
-            from ptx.export.triton import export_triton
-
-            if not out:
-                raise click.UsageError("--format triton writes a model repository: give it with --out REPO")
-            export_triton(name, out, backend=triton_backend, force=force, **options)
-            return
-        if fmt[0] == KSERVE:
-            from ptx.export.kserve import export_kserve
-
-            if not out:
-                raise click.UsageError("--format kserve writes a deployment folder: give it with --out DIR")
-            export_kserve(name, out, image=image, force=force, **options)
+        if fmt[0] in FOLDERS:
+            if input_dtype != "float32":
+                raise click.UsageError(f"--input {input_dtype} is for --format onnx or torchscript; --format {fmt[0]} "
+                                       "serves the float export")
+            if device != "cpu":  # refused, not ignored: these folders serve the ONNX export
+                raise click.UsageError(f"--device {device} is the device pt2 compiles for; --format {fmt[0]} writes a "
+                                       "portable folder: drop --device")
+            _folder(name, fmt[0], out, triton_backend, image, force, **options)
             return
         from ptx.export.api import export_model
         from ptx.infer.model.records import record_export_judgement
@@ -203,51 +206,87 @@ def export_cmd(name, module_spec, fmt, checkpoint, out, opset, exporter, atol, d
 
             formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")
             click.echo(f"--format all: {', '.join(formats)}" + "".join(f"; left out: {why}" for why in left_out))
-        if keep_f32 == "auto":  # infer's triage ranks the nodes; export never imports infer
-            from ptx.infer.locate.triage_run import rank_int8
-
-            options["rank"] = rank_int8
         for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
-                                   keep_f32=keep_f32, **options):
+                                   keep_f32=keep_f32, rank=_rank(keep_f32), log=click.echo, **options):
             record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "export", "`ptx export model.onnx --format triton --out REPO`; your nn.Module: "
                                "`ptx export --module FILE.py:FACTORY --out DIR`") from None
 
 
-def _export_triton_file(path, out: str, force: bool, options: dict) -> None:
-    """A user's model file -> a Triton model folder: its tensors read by opening it (ONNX through ONNX
-    Runtime, without torch; TorchScript through torch, with its --input declarations)."""
-    from ptx.export.triton import export_triton_file
-    from ptx.infer.formats.model_files import PT2, read_model_file
-    from ptx.infer import load
-
-    kind = read_model_file(path).kind
-    if kind == PT2:  # refused before AOTInductor loads it
-        export_triton_file(path, kind, None, out, force=force, log=click.echo)
-    model = load(path, **options)
-    export_triton_file(path, kind, model.signature, out, force=force, log=click.echo)
-
-
-def _export_module_cmd(spec, fmt, checkpoint, out, opset, exporter, atol, device, declared, output_names, label,
-                       torchscript_mode, force) -> None:
-    """`ptx export --module FILE.py:FACTORY`: ptx.export.module.export_module with ptx.infer.load
-    validating each file as it will be served."""
+def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
+            output_names, model_label, torchscript_mode, force) -> None:
+    """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
+    will be served, or the module's Triton or KServe folder."""
     if not out:
         raise click.UsageError("--module writes a folder of files: give it with --out DIR")
-    if {TRITON, KSERVE} & set(fmt):
-        raise click.UsageError(f"--format {','.join(fmt)}: with --module, choose among onnx, torchscript, pt2, "
-                               "onnx-int8 (then `ptx export DIR/model.onnx --format triton` serves the file)")
-    from ptx.export.module import DEFAULT_MODULE_FORMATS, export_module, load_factory
+    from ptx.export.factory import load_factory
+    from ptx.export.module import DEFAULT_MODULE_FORMATS, export_module
     from ptx.infer import load
 
-    made = load_factory(spec)
-    export_module(made.module, made.example_inputs, out, open_model=load, inputs=list(declared) or None,
-                  output_names=list(output_names) or None,
+    made = load_factory(module_spec)
+    options = dict(open_model=load, inputs=list(input_args) or None, output_names=list(output_names) or None,
+                   checkpoint=checkpoint, opset=opset, exporter=exporter, torchscript_mode=torchscript_mode, atol=atol,
+                   provenance=made.provenance)
+    if fmt[0] in FOLDERS:
+        from ptx.export.sources import module_source
+
+        source = module_source(made.module, made.example_inputs, name=model_label or made.factory,
+                               subject=f"--module {module_spec}", device=device, **options)
+        _folder(source, fmt[0], out, triton_backend, image, force)
+        return
+    export_module(made.module, made.example_inputs, out, name=model_label or made.factory, device=device, force=force,
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
-                  name=label or made.factory, checkpoint=checkpoint, opset=opset, exporter=exporter,
-                  torchscript_mode=torchscript_mode, device=device, atol=atol, force=force,
-                  provenance=made.provenance, log=click.echo)
+                  log=click.echo, **options)
+
+
+def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, image, force) -> None:
+    """A user's model file: its int8 (an ONNX file), or its Triton or KServe folder."""
+    from ptx.infer import load
+    from ptx.infer.formats.model_files import read_model_file
+
+    path, kind = Path(name), read_model_file(Path(name)).kind
+    opening = open_options(input_args, batch_axes, ignore_metadata)
+    if fmt == ["onnx-int8"]:
+        if kind != "onnx":
+            raise click.UsageError(f"{path.name} is a {kind} file: onnx-int8 quantizes an ONNX file (export your "
+                                   "module to ONNX first: ptx export --module FILE.py:FACTORY --format onnx)")
+        from ptx.export.file import export_int8_file
+
+        export_int8_file(path, open_model=load, out=out, calibration=calibration, keep_f32=keep_f32,
+                         rank=_rank(keep_f32), force=force, log=click.echo, **opening)
+        return
+    if fmt[0] not in FOLDERS:
+        raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8) or as a "
+                               f"folder: ptx export {name} --format triton|kserve --out DIR")
+    if calibration is not None:
+        raise click.UsageError(f"--calibration calibrates an int8 file: give --format onnx-int8 (not {fmt[0]})")
+    from ptx.export.sources import file_source
+
+    backend = "pytorch" if kind == "torchscript" else "onnxruntime"  # the file's own kind decides
+    _folder(file_source(path, kind, open_model=load, **opening), fmt[0], out, backend, image, force)
+
+
+def _folder(source, fmt: str, out, triton_backend, image, force, **export_options) -> None:
+    """A Triton model folder or a KServe deployment, of any kind of model (export/sources.py)."""
+    if not out:
+        what, where = ("model repository", "REPO") if fmt == TRITON else ("deployment folder", "DIR")
+        raise click.UsageError(f"--format {fmt} writes a {what}: give it with --out {where}")
+    if fmt == TRITON:
+        from ptx.export.triton import export_triton
+
+        export_triton(source, out, backend=triton_backend, force=force, log=click.echo, **export_options)
+    else:
+        from ptx.export.kserve import export_kserve
+
+        export_kserve(source, out, image=image, force=force, log=click.echo, **export_options)
+
+
+def _rank(keep_f32):
+    """infer's triage ranking, which --keep-f32 auto keeps nodes in f32 by (export never imports infer)."""
+    from ptx.infer.locate.triage_run import rank_int8
+
+    return rank_int8 if keep_f32 == "auto" else None
 
 
 export_cmd.help = f"{inspect.cleandoc(export_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -57,12 +57,13 @@ def has_label_file(contract: Contract) -> bool:
 
 
 def model_config(name: str, contract: Contract, backend: TritonBackend, *, max_batch_size: int = MAX_BATCH_SIZE,
-                 max_queue_delay_us: int = MAX_QUEUE_DELAY_US) -> str:
+                 max_queue_delay_us: int = MAX_QUEUE_DELAY_US, subject: str | None = None) -> str:
     """config.pbtxt for a tutorial model: its tensors' (signature_config, the one writer), with what
     its contract adds: its description, how its input is preprocessed, and a classifier's label file
-    (the batcher's limits as given: `ptx serve` reports its own)."""
+    (the batcher's limits as given: `ptx serve` reports its own). ``subject``: how `ptx export` named
+    it, where not by its name (a file of it)."""
     shape = ", ".join(str(d) for d in contract.input.shape)
-    comments = (f"Written by ptx export {name} --format triton: {' '.join(contract.description.split())}",
+    comments = (f"Written by ptx export {subject or name} --format triton: {' '.join(contract.description.split())}",
                 f"Input: {contract.input.name} ({shape}), axes {', '.join(contract.input.axes)}; preprocessed as "
                 f"{README_FILE} says.")
     return signature_config(name, signature_of_contract(contract), PLATFORMS[backend].fmt,

@@ -1,0 +1,146 @@
+"""A user's own ONNX file -> its int8 twin: ``ptx export FILE.onnx --format onnx-int8 [--calibration
+SAMPLES.npz] [--keep-f32 auto|NODE,NODE] [--out DIR]``, written as FILE.int8.onnx.
+
+The onnx-int8 format's one writer quantizes the file as it is (static QDQ, as for the tutorial
+models; dynamic for recurrent graphs and integer inputs), calibrated on the user's samples (the npz
+layouts ``ptx verify FILE --inputs`` reads) or on inputs generated from the file's signature; the
+line before the file's says which. Some of those inputs are held out, and the written file is
+opened as ptx serves it (``load(path, "ort-cpu", precision="int8")``, handed in as ``open_model``)
+and judged on them against the f32 file by the rule a model without labels has
+(ptx.contract.comparison.judge_reduced_tensors). A file that misses it is still written, with the
+verdict recorded in it (``ptx.judgement``) and said in one line, as a tutorial model's int8 is.
+
+Torch-free: onnx and onnxruntime only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ptx.atomic import atomic_path, ensure_writable_dir
+from ptx.contract.comparison import default_tolerance
+from ptx.contract.metadata import from_props
+from ptx.contract.onnx_wire import read_onnx
+from ptx.contract.tensor_inputs import load_input_file, make_feeds, plan_inputs
+from ptx.contract.tensors import Signature
+from ptx.errors import PtxError
+from ptx.files import file_sha256
+from ptx.machine import describe_cpu
+
+from . import formats
+from .formats.onnx import save_with_metadata
+from .formats.onnx_int8 import quantized_statically, rows, take
+from .metadata import module_strings
+from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
+
+GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
+GENERATED_BATCH = 16
+
+
+def export_int8_file(path: str | Path, *, open_model: OpenModel, out: str | Path | None = None,
+                     calibration: str | Path | None = None, keep_f32=None, rank=None, force: bool = False,
+                     log: Callable[[str], None] = print, **open_options) -> ExportResult:
+    """Quantize the ONNX file at ``path`` to int8 and judge it against the file; returns its
+    ExportResult, whose ``judgement`` is the verdict (PASS or NOT USABLE, in the file too).
+
+    ``calibration``: an .npz/.npy/.json of real inputs by name (as ``ptx verify FILE --inputs``
+    reads them); without it, seeded inputs are generated from the signature. ``keep_f32``: node
+    names left in f32, or ``auto`` with ``rank`` (infer's triage, handed in). ``open_options``:
+    what ``open_model`` takes to open the file (batch_axes, ignore_metadata)."""
+    import onnx
+
+    path = Path(path)
+    fmt = formats.get("onnx-int8")
+    source = open_model(path, "ort-cpu", "cpu", **open_options)
+    try:
+        signature, metadata = source.signature, dict(source.metadata)
+        if source.precision != "f32":
+            raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
+        final = Path(out or path.parent) / f"{path.stem}.int8.onnx"
+        _guard(final, path, force)
+        ensure_writable_dir(final.parent)
+        static = quantized_statically(onnx.load(str(path), load_external_data=False), signature)
+        calibrating, held = _inputs(path, signature, calibration, static, log)
+        # The reference the int8 file is judged against: the f32 file, on the held-out inputs.
+        cases = [Case(feeds, source.run(feeds), f"held-out {_count(signature, [feeds])}", rows(signature, feeds))
+                 for feeds in held]
+    finally:
+        source.close()
+    name = metadata.get("model") or path.name.split(".")[0]
+    # The file's own ptx metadata where load() believed it (its weights are the ones it was written for).
+    strings = {**metadata, **module_strings(name, signature, {"source": path.name, "source_sha256": file_sha256(path)})}
+    seen = f"{_count(signature, held)} held out"
+
+    def judge(candidate: Path):  # a reduced precision is held to judge_tensors' rule, not to a tolerance
+        answers = check_file(fmt, candidate, open_model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
+        return judge_tensors(answers, cases, signature, fmt.precision, seen)
+
+    with atomic_path(final) as tmp:
+        written = fmt.write(path, None, tmp, signature, strings, calibration=calibrating, keep_f32=keep_f32,
+                            rank=rank, judge=judge, log=log)
+        judgement = judge(tmp)
+        verdict = judgement.status + (f": {'; '.join(judgement.unusable)}" if judgement.unusable else "")
+        proto = onnx.load(str(tmp))  # the verdict travels in the file, as a tutorial model's is recorded beside it
+        save_with_metadata(proto, tmp, {**from_props({p.key: p.value for p in proto.metadata_props}),
+                                        "judgement": verdict}, proto.doc_string)
+        result = result_of(fmt.name, tmp, final, written, cases, {}, False)
+    result.judgement, result.judged_by = judgement, f"{fmt.serving_backend}-{fmt.precision}"
+    log(f"{fmt.name:<11} {final}  {result.size_bytes / 1024:,.1f} KiB  {written.method}")
+    log(f"{'':<11} {result.judged_by} on {describe_cpu()}, {judgement.describe()}: {verdict}"
+        + (f": do not use int8 for {name} (serve {path.name})" if judgement.unusable else ""))
+    return result
+
+
+def _guard(final: Path, path: Path, force: bool) -> None:
+    """Refuse to replace a file that is not an earlier int8 of the same file (without ``force``)."""
+    if force or not final.exists():
+        return
+    try:
+        made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
+    except PtxError:  # not an ONNX file: not ours to replace
+        made_from = None
+    if made_from != path.name:
+        raise PtxError(f"{final} is not an int8 export of {path.name}: pass another --out, or --force to replace it")
+
+
+def _inputs(path: Path, signature: Signature, calibration, static: bool, log) -> tuple[list[dict], list[dict]]:
+    """(calibration cases, held-out cases), and one line saying where they come from."""
+    inputs = Signature(signature.inputs, ())
+    if calibration is None:
+        plan = plan_inputs(inputs)
+        batch = GENERATED_BATCH if any(t.batch_axis is not None for t in signature.inputs) else None
+        made = [make_feeds(inputs, plan, batch, seed=k) for k in range(sum(GENERATED))]
+        calibrating, held = made[:GENERATED[0]], made[GENERATED[0]:]
+        chosen = f"; {plan.describe_choices().split(' (')[0]}" if plan.chosen else ""
+        where = f"generated from {path.name}'s signature (seeded{chosen})"
+    else:
+        where = f"from {Path(calibration).name}"
+        calibrating, held = _hold_out(load_input_file(calibration, signature), signature, Path(calibration).name)
+    if static:
+        log(f"calibration: {_count(signature, calibrating)} {where}, and {_count(signature, held)} held out to judge "
+            f"the int8 file" + ("" if calibration else ": give --calibration SAMPLES.npz to calibrate on real inputs"))
+    else:
+        log(f"calibration: none, {path.name} is quantized dynamically (it has recurrent nodes or integer inputs); "
+            f"{_count(signature, held)} {where} judge the int8 file")
+    return calibrating, held
+
+
+def _hold_out(cases: list[dict], signature: Signature, file: str) -> tuple[list[dict], list[dict]]:
+    """The last quarter of each case's rows (at least one) held out where the inputs have a batch,
+    else the last case."""
+    sizes = [rows(signature, case) for case in cases]
+    if all(n is not None and n >= 2 for n in sizes):
+        cuts = [(case, n, n - max(1, n // 4)) for case, n in zip(cases, sizes)]
+        return ([take(signature, case, 0, cut) for case, _, cut in cuts],
+                [take(signature, case, cut, n) for case, n, cut in cuts])
+    if len(cases) >= 2:
+        return cases[:-1], cases[-1:]
+    raise PtxError(f"--calibration {file} holds one sample: ptx calibrates on some and holds the others out to judge "
+                   "the int8 file, so give at least 2 (rows along the batch axis, or cases NAME:0, NAME:1)")
+
+
+def _count(signature: Signature, cases: list[dict]) -> str:
+    """``48 samples`` (rows along the batch axis), or ``3 cases`` where the inputs have no batch."""
+    sizes = [rows(signature, case) for case in cases]
+    n, unit = (len(cases), "case") if None in sizes else (sum(sizes), "sample")
+    return f"{n:,} {unit}{'s' * (n != 1)}"
