@@ -57,6 +57,11 @@ class UnusablePrecisionWarning(PtxWarning):
     USABLE: its labels miss the gate here."""
 
 
+class OtherCpuWarning(PtxWarning):
+    """A reduced-precision file quantized and timed on another kind of CPU (its ptx.cpu): its speed
+    against f32 may be another here."""
+
+
 class InputError(PtxError):
     """A bad input file or value; the other inputs of the same call still run."""
 

@@ -21,7 +21,10 @@ import yaml
 import own_models as zoo
 from ptx.contract.metadata import from_props
 from ptx.contract.weights import digest_of
+from ptx.errors import OtherCpuWarning, UnusablePrecisionWarning
 from ptx.infer import load
+from ptx.infer.verify.verify import verify
+from ptx.machine import describe_cpu
 
 
 def ptx(*args, cwd=None):
@@ -98,6 +101,18 @@ def test_an_onnx_file_becomes_int8_calibrated_on_inputs_generated_from_its_signa
     assert int8.precision == "int8" and int8.signature == f32.signature
     assert json.loads(strings["signature"]) == f32.signature.to_dict()
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+    assert strings["cpu"] == describe_cpu() and int8.elsewhere is None
+    # verify of the f32 file judges its int8 twin against it (the reference's backend at int8 is a row, not it)
+    report = verify(str(tmp_path / "residual.onnx"), backends=["ort-cpu", "ort-cpu-int8"], notice=lambda _: None)
+    [row] = [r for r in report.rows if r.precision == "int8"]
+    assert not row.is_reference and row.against == "ort-cpu" and row.outputs and row.ok, row
+    # Carried to a machine with another kind of CPU, the int8 file says its speed was measured elsewhere.
+    proto = onnx.load(str(path))
+    next(p for p in proto.metadata_props if p.key == "ptx.cpu").value = "Intel Xeon (avx2, avx512f, amx_int8)"
+    onnx.save(proto, str(tmp_path / "carried.int8.onnx"))
+    with pytest.warns(OtherCpuWarning, match=r"carried.int8.onnx was quantized and timed on Intel Xeon .*; this CPU "
+                                             r"is .*: `ptx bench` measures whether int8 pays here"):
+        load(tmp_path / "carried.int8.onnx", "ort-cpu", precision="int8").close()
 
 
 def test_calibration_samples_are_split_into_calibration_and_held_out_inputs(files, tmp_path):
@@ -136,6 +151,9 @@ def test_a_failing_int8_is_written_with_its_verdict_and_keep_f32_auto_finds_the_
     assert "NOT USABLE: logits: argmax agrees on" in last and last.endswith(
         "do not use int8 for outlier (serve outlier.onnx)"), done.stdout
     assert meta(tmp_path / "outlier.int8.onnx")["judgement"].startswith("NOT USABLE: logits: argmax agrees on")
+    # predict and serve open it through load(), which says the verdict the file carries
+    with pytest.warns(UnusablePrecisionWarning, match="outlier.int8.onnx was judged NOT USABLE: logits"):
+        load(tmp_path / "outlier.int8.onnx", "ort-cpu", precision="int8").close()
     done = ptx("export", "outlier.onnx", "--format", "onnx-int8", "--keep-f32", "auto", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "--keep-f32 auto: 32 samples held out against the f32 file: logits argmax agrees on" in done.stdout

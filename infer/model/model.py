@@ -20,10 +20,12 @@ from ..runtime.runner import Runner
 
 class Model:
     """A runner, and the head above it where the model has one. ``stale`` says why a tutorial
-    export is not its run's current weights, ``unusable`` why its precision failed verify here."""
+    export is not its run's current weights, ``unusable`` why its precision failed verify here,
+    ``elsewhere`` that its reduced precision was timed on another kind of CPU."""
 
     stale: str | None = None
     unusable: str | None = None
+    elsewhere: str | None = None
 
     def __init__(self, runner: Runner, head: Head | None = None):
         self.runner, self.head = runner, head

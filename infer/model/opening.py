@@ -18,7 +18,7 @@ from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
-                        StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning)
+                        StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
 from ptx.files import file_sha256, is_dir, is_file
 
 from ..formats.model_files import ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
@@ -145,15 +145,32 @@ def check_device(backend: str, device: str | None) -> str:
 
 def unusable_reason(predictor: Model, label: str) -> str | None:
     """Why ``predictor``'s reduced precision should not be used here: this machine's verify record
-    (or export's judgement) for its file says NOT USABLE or FAIL. None otherwise, or with no record."""
+    (or export's judgement) for its file says NOT USABLE or FAIL, or the file carries export's
+    verdict NOT USABLE (a user's int8 file, judged against its f32 file). None otherwise."""
     from .records import failed_here
 
-    status = failed_here(predictor.path.parent, label, predictor.path) if predictor.path is not None else None
+    status = failed_here(predictor.path.parent, label, predictor.path)
+    carried = predictor.metadata.get("judgement", "")
+    if status is None and carried.startswith("NOT USABLE"):
+        return (f"{predictor.path.name} was judged {carried} by `ptx export` against the f32 file it was made "
+                f"from: use that file, or see `ptx verify {predictor.path.name}`")
     if status is None:
         return None
-    model = predictor.contract.model
+    model = predictor.name
     return (f"{label} is {status} for {model} on this machine (as `ptx verify`/`ptx export` judged "
             f"{predictor.path.name} here): use f32, or see `ptx verify {model} --backends {label}`")
+
+
+def elsewhere_reason(predictor: Model) -> str | None:
+    """Where a reduced-precision file's speed was measured on another kind of CPU (ptx.cpu): int8's
+    speed depends on the CPU's instructions (VNNI, AMX), so the speed it records says nothing here."""
+    from ptx.machine import describe_cpu
+
+    measured_on, here = predictor.metadata.get("cpu"), describe_cpu()
+    if not measured_on or measured_on == here:
+        return None
+    return (f"{predictor.path.name} was quantized and timed on {measured_on}; this CPU is {here}: "
+            f"`ptx bench` measures whether {predictor.precision} pays here")
 
 
 def stale_reason(predictor: Model, run_dir: Path) -> str | None:
@@ -279,6 +296,7 @@ def open_path(path: Path | None, backend: str | None = None, device: str | None 
     model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
     if precision != FULL_PRECISION and path is not None:
         model.unusable = unusable_reason(model, chosen.label(device, precision))
+        model.elsewhere = elsewhere_reason(model)
     return model
 
 
@@ -329,6 +347,8 @@ def _check_precision(chosen, device: str, precision: str, stored: str | None, pa
 def _warned(model: Model) -> Model:
     if model.unusable:
         warnings.warn(model.unusable, UnusablePrecisionWarning, stacklevel=3)
+    if model.elsewhere:
+        warnings.warn(model.elsewhere, OtherCpuWarning, stacklevel=3)
     return model
 
 

@@ -141,8 +141,9 @@ class Row:
     @property
     def is_reference(self) -> bool:
         """The reference's own row (eager against eager, a file's runtime against itself): held to
-        its own label (eager-cuda to eager-cuda), or to its backend by name (a Row's default)."""
-        return self.against in (self.label, self.backend)
+        its own label (eager-cuda to eager-cuda), or to its backend by name (a Row's default). A
+        reduced precision of the reference's backend (ort-cpu-int8 against ort-cpu) is judged, never it."""
+        return self.against == self.label or (self.against == self.backend and self.precision == FULL_PRECISION)
 
     @property
     def disagreeing(self) -> OutputAgreement | None:
