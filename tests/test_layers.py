@@ -109,6 +109,15 @@ def test_infer_is_subpackages_by_layer_with_few_modules_at_its_top():
         assert doc and "\n" not in doc.strip(), package
 
 
+MAX_MODULE_LINES = 500  # issue 51: a module past this holds more than one job
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(path.relative_to(ROOT)): n for _, _, path in modules()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these by job: {long}"
+
+
 def test_no_infer_layer_imports_a_higher_one():
     upward = []
     for module, is_package, path in modules():
