@@ -37,12 +37,6 @@ DEVICES = ("cpu", "cuda")
 ARTIFACT_SUFFIXES = {Path(f).suffix for f in ARTIFACT_FILES.values()}  # .pt, .onnx, .pt2
 
 
-def default_backend(fmt: str) -> str:
-    """The first registered backend that reads ``fmt`` on the CPU."""
-    return next(b.name for b, d in backends.pairs()
-                if d == "cpu" and fmt in (b.artifact_for(p) for p in b.precision_names))
-
-
 def run_folder(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None) -> Path:
     """A model's run folder: ``run`` when given (``ptx train --out DIR`` wrote it), else ROOT/NAME."""
     return Path(run) if run is not None else Path(root) / model

@@ -14,9 +14,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.comparison import OutputAgreement, check_tolerance, compare_output, default_tolerance
+from ptx.contract.comparison import OutputAgreement, check_tolerance, default_tolerance
 from ptx.contract.schema import Tolerance
-from ptx.contract.tensors import Signature
 from ptx.errors import PtxError, first_line
 
 from .cases import Case
@@ -110,17 +109,6 @@ def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases
             merged = part if merged is None else merged.merge(part)
         compared.append(merged)
     return [cases[i].label for i in shared], compared
-
-
-def tolerance_judge(signature: Signature, tolerances: "Tolerances", device: str) -> Judge:
-    """compare_output under each output's tolerance on ``device``, its argmax shown where it has a batch."""
-    by_name = {t.name: t for t in signature.outputs}
-
-    def judge(name, got, want):
-        t = by_name[name]
-        return compare_output(name, got, want, tolerances.of(name, t.dtype, device), t.batch_axis)
-
-    return judge
 
 
 def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:
