@@ -92,6 +92,10 @@ def test_a_tutorial_model_takes_against_inputs_seed_and_strict(runs, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     again = ptx("verify", "convnet", "--root", root, "--backends", "eager,ort-cpu", "--inputs", saved, "--strict")
     assert again.returncode == 0 and "cases: 6 from cases.npz" in again.stdout, again.stdout + again.stderr
+    both = ptx("verify", "convnet", "--root", root, "--inputs", saved, "--seed", "1")  # one source of inputs, not two
+    assert both.returncode == 2 and both.stderr.strip().splitlines()[-1] == (
+        "error: --inputs feeds your own samples; --seed is for generated ones: give one of them (see `ptx verify "
+        "--help`)"), both.stderr
 
 
 def test_load_takes_a_run_folder_as_run_does(runs, tmp_path):

@@ -209,6 +209,10 @@ ONE_KIND = {
 }
 
 
+# The options that make generated inputs, which --inputs replaces.
+GENERATING = {"--seed": "seed", "--shape": "shapes", "--value": "values", "--range": "ranges"}
+
+
 def kinds_of(target) -> set[str]:
     """The ONE_KIND kinds a Target (ptx.infer.model.target) is, or "run" / "file" given by name."""
     if isinstance(target, str):
@@ -225,6 +229,9 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
         if kind not in kinds and _given(ctx, [name]):
             option = next(p.opts[0] for p in ctx.command.params if p.name == name)
             raise click.UsageError(f"{option} {why}")
+    given = [option for option, name in GENERATING.items() if _given(ctx, [name])]
+    if given and _given(ctx, ["input_files"]):  # the inputs are the file's: nothing is generated to seed or shape
+        raise click.UsageError(f"--inputs feeds your own samples; {given[0]} is for generated ones: give one of them")
 
 
 class TargetedCommand(click.Command):
