@@ -33,9 +33,11 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 
 def _row_to_locate(report, against: str | Path | None = None):
     """The failed row to trace: the --against file's row where it failed (what the user asked
-    about), else the first that compared values against the file's reference. A reduced precision's
-    row is triaged (locate/triage_run.py), not traced."""
-    failed = [r for r in report.failed if r.precision == "f32"]
+    about), else the first that compared values against the file's reference; where none failed, a
+    third opinion that departs alone (its origin is a note). A reduced precision's row is triaged
+    (locate/triage_run.py), not traced."""
+    failed = [r for r in report.failed if r.precision == "f32"] or \
+        [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"]
     if not failed:
         return None
     mine = f"{Path(against).name} (" if against is not None else None
@@ -93,7 +95,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
         except NothingToLocate as exc:
             raise NothingToLocate(f"{exc} ({row.label} on {case.label})") from None
         if repro is not None:
-            backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.label]
+            backends = [] if other_file is not None else [row.label]
             located.repro = _repro(repro, located, graph, other_graph, backends, tolerance_args, None)
         return located
     finally:

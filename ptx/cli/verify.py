@@ -212,13 +212,16 @@ def _triage(report, target, as_json) -> list:
 
 def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
     """--locate after a file's table: where its first disagreeing row is born, printed (or, --json,
-    ``doc["locate"]``: None when all agree)."""
+    ``doc["locate"]``: None when all agree). Where only a third opinion departs, where it does is a
+    note; what --locate cannot trace is one line, and the exit status stays verify's."""
     from ptx.infer.locate.origin import NothingToLocate
     from ptx.infer.locate.file import locate_report
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
     found = None
-    if not [r for r in report.failed if r.precision == "f32"]:
+    failed = [r for r in report.failed if r.precision == "f32"]
+    third = [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"] if not failed else []
+    if not failed and not third:
         say("nothing to locate: every f32 row agrees" if report.exit_status == 0 or report.failed else
             "nothing to locate: nothing was compared")
     else:
@@ -227,10 +230,14 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
                                   progress=lambda msg: say(f"verify: {msg}"))
         except NothingToLocate as exc:
             say(str(exc))
+        except PtxError as exc:  # the verdict above stands: its exit status is verify's
+            say(f"error: {exc}")
     if as_json:
         doc["locate"] = found.to_dict() if found is not None else None
     elif found is not None:
-        click.echo("\n" + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
+        head = (f"\nnote: {third[0].label} departs alone, a third opinion and no verdict (exit status 0; --strict "
+                "fails it); where:\n" if third else "\n")
+        click.echo(head + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
                                           f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
                                           if found.repro else ""))
 
