@@ -31,8 +31,8 @@ from .graph import LocateGraph, dequantize
 REPRESENTATION = {"Cast", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Identity", "Reshape",
                   "Flatten", "Squeeze", "Unsqueeze"}
 KIND = {"ConvInteger": "Conv", "QLinearConv": "Conv", "FusedConv": "Conv", "MatMulInteger": "MatMul",
-        "QLinearMatMul": "MatMul", "DynamicQuantizeMatMul": "MatMul", "FusedMatMul": "MatMul", "QGemm": "Gemm",
-        "FusedGemm": "Gemm", "QAttention": "Attention"}
+        "QLinearMatMul": "MatMul", "DynamicQuantizeMatMul": "MatMul", "FusedMatMul": "MatMul", "QGemm": "MatMul",
+        "FusedGemm": "MatMul", "Gemm": "MatMul", "QAttention": "Attention"}  # the dynamic quantizer writes a Gemm as MatMul
 # Folded exactly into the Conv/Gemm/MatMul before them by onnxruntime's optimizer (ConvBNFusion,
 # ConvAddFusion, ConvMulFusion): the fused node's output is the same value.
 FOLDS = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}

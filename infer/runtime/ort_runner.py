@@ -29,7 +29,7 @@ from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
 
 
 def inference_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
-                 remedy: str = "re-export with `ptx export`"):
+                 remedy: str = "re-export with `ptx export`", disabled_optimizers: tuple[str, ...] = ()):
     """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
     refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
     ort = import_ort()
@@ -53,7 +53,8 @@ def inference_session(path: Path, device: str, precision: str = "f32", cuda_grap
         providers = ["CPUExecutionProvider"]
     ort.set_default_logger_severity(ORT_QUIET)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers,
+                                    **({"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}))
     except Exception as exc:
         if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
             # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
