@@ -51,20 +51,14 @@ class Side:
 
 
 class OrtSide(Side):
-    # onnxruntime (1.20+) quantizes the float weights of a node that reads a DequantizeLinear when it
-    # loads a QDQ file; a node put back in f32 to measure what keeping it there does must stay f32
-    KEEP_FLOAT = ("WeightBiasQuantization",)
-
     def __init__(self, graph, feeds, device: str = "cpu", label: str = "ort-cpu", precision: str = "f32"):
         super().__init__(graph, feeds)
         self.device, self.label, self.precision = device, label, precision
-        self.disabled: tuple[str, ...] = ()
 
     def _run(self, path, feeds, names):
         from ..runtime.ort_runner import inference_session
 
-        session = inference_session(path, self.device, self.precision, remedy="check it with `ptx inspect`",
-                                    disabled_optimizers=self.disabled)
+        session = inference_session(path, self.device, self.precision, remedy="check it with `ptx inspect`")
         inputs = {i.name for i in session.get_inputs()}
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in inputs})))
 

@@ -18,7 +18,6 @@ and after. onnx and numpy here; the runtimes are the sides'.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -195,9 +194,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
     try:
         model = _sorted(model)
         outs = sweep.output_pairs()
-        side = copy.copy(sweep.other)
-        side.disabled = getattr(side, "KEEP_FLOAT", ())  # what is put back in f32 stays f32 (sides.py)
-        got = side.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
+        got = sweep.other.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
         want = sweep.reference.values([r for r, _ in outs])
     except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
         return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",

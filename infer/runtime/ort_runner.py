@@ -28,8 +28,13 @@ from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_
 from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
 
 
+# onnxruntime (1.20+) quantizes, when it loads a QDQ file, the float weights of any node that reads a
+# DequantizeLinear: a node an int8 file keeps in f32 (`--keep-f32`) would run in int8 all the same.
+KEEP_FLOAT = ["WeightBiasQuantization"]
+
+
 def inference_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
-                 remedy: str = "re-export with `ptx export`", disabled_optimizers: tuple[str, ...] = ()):
+                 remedy: str = "re-export with `ptx export`"):
     """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
     refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
     ort = import_ort()
@@ -53,8 +58,7 @@ def inference_session(path: Path, device: str, precision: str = "f32", cuda_grap
         providers = ["CPUExecutionProvider"]
     ort.set_default_logger_severity(ORT_QUIET)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers,
-                                    **({"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}))
+        return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=KEEP_FLOAT)
     except Exception as exc:
         if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
             # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
