@@ -78,6 +78,7 @@ class Located:
     added: list[dict] = field(default_factory=list)  # every node by the error it adds alone, worst first
     keep: dict | None = None  # keeping the worst in f32, measured
     reduced: bool = False  # the other side computes at a reduced precision
+    searched: bool = False  # a region that departs alone was looked for
     # kept for --repro: what to cut out and both sides' values
     values: dict = field(default_factory=dict, repr=False)
 
@@ -187,18 +188,21 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
     region: Region | None = None
     if first is not None:
         k = graph.produced_at[first]
-        doc = {**_node_doc(sweep, k, sweep.free[first]), "in_pieces": sweep.untrusted is not None}
         alone = sweep.alone.get(k)
+        doc = {**_node_doc(sweep, k, sweep.free[first]), "in_pieces": sweep.untrusted is not None,
+               "alone": alone.error.to_dict() if alone is not None else None}
         located.path = _path(sweep, k, worst.name)
         if located.reduced:
             located.first = doc
         elif alone is not None and alone.error.departs:
-            located.origin = {**doc, "alone": alone.error.to_dict()}
+            located.origin = doc
         else:
             located.first = doc
-            region = find_region(sweep, progress)
+            region = find_region(sweep, progress) if alone is not None else None
+            located.searched = alone is not None
     elif not located.reduced:
         region = find_region(sweep, progress)
+        located.searched = True
     if located.added:
         located.added[0]["inputs"] = _inputs(sweep, located.added[0]["index"])
     if region is not None:

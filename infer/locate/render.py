@@ -103,13 +103,14 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
                 f"max abs {a['max_abs']:.1e}"]
     width, ops = max(len(a["node"]) for a in shown), max(len(a["op"]) for a in shown)
     lines = [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
-             f"inputs; rel = ||diff|| / ||reference||, SQNR = -20 log10 rel), the {len(shown)} largest of "
-             f"{len(located.added)}:"]
+             f"inputs as it holds them; rel = ||diff|| / ||reference||, SQNR = -20 log10 rel; adds = rel - what its "
+             f"inputs' own rounding brings), the {len(shown)} largest of {len(located.added)}:"]
     for a in shown:
         folded = f" (with {', '.join(n for n in a['nodes'] if n != a['node'])})" if len(a["nodes"]) > 1 else ""
         where = f"  {a['module']}" if a.get("module") else ""
-        lines.append(f"  {a['node']:<{width}}  {a['op']:<{ops}}  rel {a['rel']:.1e}  SQNR {a['sqnr_db']:6.1f} dB  "
-                     f"max abs {a['max_abs']:.1e} on values up to {a['magnitude']:.1e}"
+        lines.append(f"  {a['node']:<{width}}  {a['op']:<{ops}}  adds {a['born']:.1e}  (rel {a['rel']:.1e}, SQNR "
+                     f"{a['sqnr_db']:5.1f} dB; inputs as held {a['carried']:.1e})  max abs {a['max_abs']:.1e} on values up "
+                     f"to {a['magnitude']:.1e}"
                      f"{'' if a['departs'] else ' (within tolerance)'}{folded}{where}")
     if shown[0].get("inputs"):
         lines += [f"  {shown[0]['node']}" + line[1:] for line in _node_lines({"inputs": shown[0]["inputs"]})]
@@ -120,7 +121,7 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
 
 def located_text(located: Located) -> str:
     lines = [f"where it is born: {located.other} vs {located.reference}, {located.file}, on {located.case} "
-             f"({located.nodes} nodes, each as it runs and alone: {located.questions} pieces of at most "
+             f"({located.nodes} nodes, each as it runs and alone: {located.questions} piece{'s' * (located.questions != 1)} of at most "
              f"{located.widest / 2 ** 20:.1f} MiB to each side)"]
     o, f, r = located.origin, located.first, located.region
     if o is not None and "alone" not in o:  # a TorchScript module replayed on the graph's own input
@@ -134,6 +135,7 @@ def located_text(located: Located) -> str:
         lines += _node_lines(o)
     elif f is not None:
         why = ("reduced precision departs from the first layer on: where the error is added is below" if located.reduced
+               else "not computed alone (it holds an If/Loop/Scan body): no origin is claimed" if f.get("alone") is None
                else "no origin: alone, fed the same inputs, it agrees (the difference needs more of the graph)")
         pieces = " (run in pieces, see the note)" if f.get("in_pieces") else ""
         lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}), output {f['output']}: {_error(f)}; {_born(f)}; "
@@ -147,7 +149,7 @@ def located_text(located: Located) -> str:
                      f"{e['rel']:.1e} on values up to {e['magnitude']:.1e}; no smaller window ending there does, and "
                      + ("each node alone agrees: the runtime computes them together (a fusion)" if not r["alone_departs"]
                         else f"{r['alone_departs']} of its nodes depart alone too"))
-    elif o is None and not located.reduced:
+    elif o is None and located.searched:
         lines.append("no origin and no region: no node, and no window of nodes, departs when computed alone from "
                      f"{located.reference}'s tensors; the difference needs the whole graph")
     lines += added_lines(located)

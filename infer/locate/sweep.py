@@ -103,6 +103,14 @@ class Alone:
 
     unit: Unit
     error: TensorError  # its worst output's
+    # What its inputs bring in even so: the largest relative error of the reference's values as the
+    # other side holds them (quantized by their QuantizeLinear, cast to float16). A node reading a
+    # saturated int8 tensor is not blamed for the saturation; the node that wrote it is.
+    carried: float = 0.0
+
+    @property
+    def added(self) -> float:
+        return self.error.rel - self.carried
 
 
 @dataclass
@@ -266,6 +274,16 @@ class Sweep:
             if unit is None:
                 found += errors
             elif errors:
-                self.alone[unit.node] = Alone(unit, max(errors, key=lambda e: (e.problem is not None, e.rel)))
+                carried = max((_held(pairs, i, want[i]) for i in unit.inputs if i in want), default=0.0)
+                self.alone[unit.node] = Alone(unit, max(errors, key=lambda e: (e.problem is not None, e.rel)), carried)
         return found
 
+
+def _held(pairs: Counterparts, name: str, value) -> float:
+    """The relative error of ``value`` as the other side holds ``name``'s counterpart (0: exactly)."""
+    value = np.asarray(value)
+    if name not in pairs.coded and pairs.other.dtype_of(pairs.of[name]) in (None, value.dtype):
+        return 0.0
+    back = pairs.decode(name, pairs.encode(name, value)).astype(np.float64)
+    norm = math.sqrt(float(np.square(value.astype(np.float64)).sum()))
+    return math.sqrt(float(np.square(back - value).sum())) / norm if norm > 0 else 0.0

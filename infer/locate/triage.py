@@ -44,6 +44,7 @@ class Blame:
     op: str
     output: str
     error: float  # rel of its output, alone
+    carried: float  # rel its inputs bring in as the reduced side holds them (their own quantization)
     max_abs: float
     magnitude: float
     module: str | None
@@ -54,8 +55,9 @@ class Blame:
 
     @property
     def born(self) -> float:
-        """What ``ptx export --keep-f32 auto`` ranks by: the error it adds, alone."""
-        return self.error
+        """The error it adds itself, alone, beyond what its inputs bring in: what ``ptx export
+        --keep-f32 auto`` ranks by."""
+        return self.error - self.carried
 
     def to_dict(self) -> dict:
         sqnr = -20 * float(np.log10(self.error)) if self.error > 0 else float("inf")
@@ -88,7 +90,8 @@ class Triage:
         lines = [f"triage: {self.row} against {self.reference}, {self.file}, on {self.case} ({self.compared} nodes "
                  f"computed alone in {self.questions} pieces"
                  + (f"; {self.unmatched} tensors without a counterpart, not compared" if self.unmatched else "") + ")",
-                 "error each node adds alone (fed the f32 side's tensors; rel = ||diff|| / ||f32||, SQNR = -20 log10 rel):"]
+                 "error each node adds alone (fed the f32 side's tensors as it holds them; rel = ||diff|| / ||f32||, SQNR = "
+                 "-20 log10 rel; adds = rel - what its inputs' own rounding brings):"]
         kept = self.keep(top)
         if not kept:
             lines.append("  no node adds error: nothing to keep in f32")
@@ -97,8 +100,8 @@ class Triage:
         for b in kept:
             where = f"  {b.module}" if b.module else ""
             sqnr = -20 * np.log10(b.error) if b.error > 0 else np.inf
-            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  rel {b.error:.2e}  SQNR {sqnr:5.1f} dB  max abs "
-                         f"{b.max_abs:.1e} on values up to {b.magnitude:.1e}{where}")
+            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  adds {b.born:.2e}  (rel {b.error:.2e}, SQNR {sqnr:5.1f} dB; "
+                         f"inputs as held {b.carried:.1e})  max abs {b.max_abs:.1e} on values up to {b.magnitude:.1e}{where}")
         lines.append(f"keep in f32: {','.join(b.node for b in kept)}")
         if self.kept:
             k = self.kept
@@ -131,10 +134,11 @@ def blames(sweep: Sweep) -> list[Blame]:
         k = pairs.named(alone.unit)
         named = module_of(graph.nodes[k]) or {}
         e = alone.error
-        found.append(Blame(graph.nodes[k].name or f"#{k}", graph.nodes[k].op_type, e.name, e.rel, e.max_abs,
+        found.append(Blame(graph.nodes[k].name or f"#{k}", graph.nodes[k].op_type, e.name, e.rel, alone.carried,
+                           e.max_abs,
                            e.magnitude, named.get("module"), _reduced(pairs, pairs.region(alone.unit)),
                            [graph.nodes[i].name or f"#{i}" for i in alone.unit.nodes], e.departs, k))
-    return sorted(found, key=lambda b: (not b.departs, -b.error))
+    return sorted(found, key=lambda b: (not b.departs, -b.born))
 
 
 def triage(ref_graph: LocateGraph, other_graph: LocateGraph, reference: Side, other: Side, row: str, case: str,
@@ -164,10 +168,13 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
     model = onnx.ModelProto()
     model.CopyFrom(other.proto)
     renamed: dict[str, str] = {}
-    for unit in units:
+    kept: dict[str, str] = {}  # reference tensor -> its f32 value where a kept unit writes it
+    for unit in sorted(units, key=lambda u: u.node):
         prefix = f"f32/{unit.node}/"
         for i in unit.inputs:
-            model.graph.node.append(_into_f32(pairs, i, prefix + i))
+            model.graph.node.append(helper.make_node("Identity", [kept[i]], [prefix + i]) if i in kept
+                                    else _into_f32(pairs, i, prefix + i))
+        kept.update({o: prefix + o for o in unit.outputs})
         constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
         for k in sorted(set(constants or []) | set(unit.nodes)):
             node = onnx.NodeProto()
@@ -180,6 +187,12 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
                 if w in ref.initializers:
                     model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
         for o in unit.outputs:
+            # kept in f32, its output is not quantized (onnxruntime's nodes_to_exclude): where the reduced
+            # file dequantizes it for its readers, they read the f32 value itself
+            readers = [k for k in other.readers.get(pairs.of[o], ()) if other.nodes[k].op_type == "DequantizeLinear"]
+            if o in pairs.coded and readers and len(readers) == len(other.readers[pairs.of[o]]):
+                renamed.update({other.nodes[k].output[0]: prefix + o for k in readers})
+                continue
             model.graph.node.append(_from_f32(pairs, o, prefix + o, prefix + o + ":back"))
             renamed[pairs.of[o]] = prefix + o + ":back"
     for node in model.graph.node:
