@@ -88,7 +88,12 @@ class Windows:
         return error if error is not None and error.departs else None
 
     def narrow(self, a: int, b: int) -> Region | None:
-        """The window a..b (known to depart) narrowed from its end, then from its start."""
+        """The window a..b (known to depart) narrowed from its end, then from its start (the
+        reference's tensors of the window asked for once: each try is then one model of the other side)."""
+        graph = self.sweep.graph
+        inside = {t for k in self.order[max(a - 1, 0):b + 1] for t in graph.cut(k)} - set(self.want)
+        if inside:
+            self.want.update(self.sweep.reference.values(sorted(inside)))
         lo, hi = a - 1, b  # departs(a, hi); not known for lo
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -112,18 +117,17 @@ class Windows:
 
 
 def find_region(sweep: Sweep, progress: Callable[[str], None] = lambda _: None) -> Region | None:
-    """The smallest window that departs alone: in the first piece of the sweep that departs alone,
-    else in two neighbouring pieces (a fused block the cut between them split), else the whole graph, else
-    None."""
+    """The smallest window that departs alone, in the first of the windows of two neighbouring pieces
+    of the sweep (a block the cut between them split, or one inside either) that departs alone, else
+    in the whole graph; None where none does."""
     windows = Windows(sweep, progress)
     at = {k: i for i, k in enumerate(windows.order)}
-    pieces = [(at[first], at[last]) for first, last, _ in sweep.segments]
-    alone = [p for p, (_, _, e) in zip(pieces, sweep.segments) if e is not None and e.departs]
-    candidates = alone[:1] or [(pieces[i][0], pieces[i + 1][1]) for i in range(len(pieces) - 1)]
-    if not candidates and pieces:
-        candidates = [(pieces[0][0], pieces[-1][1])]
-    progress(f"locating: {sweep.other.label} departs only whole; narrowing {len(candidates)} window(s) run alone")
-    for (a, b), error in zip(candidates, windows.departing(candidates) if not alone else [True]):
-        if error is not None and (error is True or error.departs):
-            return windows.narrow(a, b)
+    pieces = [(at[first], at[last]) for first, last in sweep.segments]
+    candidates = [(pieces[i][0], pieces[i + 1][1]) for i in range(len(pieces) - 1)] or pieces
+    progress(f"locating: {sweep.other.label} departs only whole; {len(candidates)} windows of it run alone")
+    for group in (candidates, [(pieces[0][0], pieces[-1][1])]):
+        found = windows.departing(group)
+        first = next((k for k, e in enumerate(found) if e is not None and e.departs), None)
+        if first is not None:
+            return windows.narrow(*group[first])
     return None

@@ -58,7 +58,8 @@ class OrtSide(Side):
     def _run(self, path, feeds, names):
         from ..runtime.ort_runner import inference_session
 
-        session = inference_session(path, self.device, self.precision, remedy="check it with `ptx inspect`")
+        session = inference_session(path, self.device, self.precision, remedy="check it with `ptx inspect`",
+                                    arena=False)
         inputs = {i.name for i in session.get_inputs()}
         return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in inputs})))
 
@@ -66,12 +67,14 @@ class OrtSide(Side):
 class OpenVinoSide(Side):
     def __init__(self, graph, feeds, precision: str = "f32", label: str = "openvino"):
         super().__init__(graph, feeds)
-        self.precision, self.label = precision, label
+        self.precision, self.label, self.core = precision, label, None
 
     def _run(self, path, feeds, names):
         from ..runtime.openvino_runner import compile_config, import_openvino
 
-        core = import_openvino().Core()
+        if self.core is None:  # one Core for every question: each holds its plugin's state
+            self.core = import_openvino().Core()
+        core = self.core
         model = core.read_model(str(path))
         model.reshape({p.get_any_name(): list(feeds[p.get_any_name()].shape) for p in model.inputs})
         # verify's openvino rows' settings: without the hint OpenVINO may pick bf16 by itself

@@ -19,6 +19,7 @@ questions: peak memory stays near a plain run's. onnx and numpy; the runtimes ar
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -31,7 +32,10 @@ from .graph import LocateGraph
 from .pairs import Counterparts, Unit
 from .sides import Side
 
-BUDGET = 32 << 20  # bytes of tensors one question asks of one side, at most (one node's alone may be more)
+# Bytes of tensors a piece computes, about (a piece ends where every live tensor has a counterpart): a
+# twentieth of what the process already held at its peak (the verify before it), within these bounds. A
+# piece costs each side a session (an OpenVINO compile), and holds about six times its tensors at once.
+BUDGET = (8 << 20, 48 << 20)
 FIRST = 16  # nodes in the first question, before their size is known
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
 
@@ -123,7 +127,7 @@ class Sweep:
     tolerance_of: ToleranceOf
     free: dict[str, TensorError] = field(default_factory=dict)  # reference tensor -> as it runs
     alone: dict[int, Alone] = field(default_factory=dict)  # unit's node -> computed alone
-    segments: list[tuple[int, int, TensorError | None]] = field(default_factory=list)  # (first, last, alone)
+    segments: list[tuple[int, int]] = field(default_factory=list)  # each piece's (first, last) node
     outputs: dict[str, TensorError] = field(default_factory=dict)  # the graph outputs, unmarked
     untrusted: str | None = None  # why the other side's tensors as it runs are not trusted, or None
     moved: str | None = None  # a note where cutting moves the other's outputs, though not enough to distrust
@@ -157,6 +161,7 @@ class Sweep:
         mine = {i: self.reference.feeds[i] for i in graph.graph_inputs if i in self.reference.feeds}
         theirs = {i: self.other.feeds[i] for i in pairs.other.graph_inputs if i in self.other.feeds}
         start, size = 0, FIRST
+        budget = min(max(BUDGET[0], _peak() // 20), BUDGET[1])
         while start < len(order):
             end = min(start + size, len(order)) - 1
             while end + 1 < len(order) and any(t not in pairs.of for t in graph.cut(order[end])):
@@ -164,50 +169,61 @@ class Sweep:
             chunk = order[start:end + 1]
             mine, theirs, held = self._segment(chunk, mine, theirs)
             start += len(chunk)
-            size = max(1, min(4 * size, int(BUDGET * len(chunk) / max(held, 1))))
+            size = max(1, min(2 * size, int(budget * len(chunk) / max(held, 1))))
         self._check(unmarked, {r: mine[r] for r, _ in outs if r in mine},
                     {o: pairs.decode(r, theirs[pairs.of[r]]) for r, o in outs if pairs.of.get(r) in theirs})
         return self
 
     def _segment(self, chunk: Sequence[int], mine: dict, theirs: dict) -> tuple[dict, dict, int]:
         """Measure the nodes ``chunk``: (the reference's tensors at the cut after it, the other's, the
-        bytes the reference's answer held)."""
+        bytes the reference's answer held). The other side runs its piece and the units alone in one
+        model (one session, one OpenVINO compile); apart where the two cannot run together."""
         graph, pairs, other = self.graph, self.pairs, self.pairs.other
         made = [o for k in chunk for o in graph.nodes[k].output if graph.comparable(o)]
         bound = graph.cut(chunk[-1])
         want = self._piece(self.reference, graph, mine, list(dict.fromkeys(made + bound)))
-        asked = list(dict.fromkeys(pairs.of[o] for o in made + bound if o in pairs.of))
-        got = self._piece(self.other, other, theirs, asked)
-        self.questions += 1
         held = sum(np.asarray(v).nbytes for v in want.values())
         self.widest = max(self.widest, held)
-        for o in made + bound:  # a name shared by tensors of other shapes is no counterpart
+        self.questions += 1
+        known = {**mine, **want}
+        regions, fed = self._regions([u for u in (pairs.unit(k) for k in chunk) if u is not None], known)
+        asked = list(dict.fromkeys(pairs.of[o] for o in made + bound if o in pairs.of))
+        try:
+            got = self._piece(self.other, other, theirs, asked, regions, fed)
+        except ModelRunError:  # a unit that cannot run on these values (a counterpart of another shape)
+            got = self._piece(self.other, other, theirs, asked)
+            regions = self._shapes(made + bound, want, got, regions)
+            got.update(self._run_alone(regions, fed))
+        self.free.update({o: tensor_error(o, pairs.decode(o, got[pairs.of[o]]), want[o], self.tolerance_of)
+                          for o in made if o in pairs.of and pairs.of[o] in got})
+        self._judge_alone(regions, got, known)
+        self.segments.append((chunk[0], chunk[-1]))
+        return ({t: want[t] for t in bound if t in want},
+                {pairs.of[t]: got[pairs.of[t]] for t in bound if t in pairs.of and pairs.of[t] in got}, held)
+
+    def _piece(self, side: Side, graph: LocateGraph, cut: dict, names: list[str], regions=(), fed=None) -> dict:
+        """``names`` computed by ``side`` from the tensors at the cut before them (``cut``; a tensor of
+        it still alive after the piece is passed on as it is), and ``regions`` beside them."""
+        asked = [n for n in names if n not in cut]
+        nodes = graph.walk_back(asked, set(cut), 10 ** 6)
+        fed = {**cut, **{i: side.feeds[i] for i in graph.graph_inputs if i in side.feeds}, **(fed or {})}
+        model = graph.region_model([("", nodes, asked), *[(p, n, o) for p, n, o, _ in regions]], fed)
+        inputs = {i.name for i in model.graph.input}
+        wanted = asked + [p + o for p, _, outs, _ in regions for o in outs]
+        got = side.run(graph.save(model), {k: v for k, v in fed.items() if k in inputs}, wanted) if wanted else {}
+        return {**{n: cut[n] for n in names if n in cut}, **got}
+
+    def _shapes(self, names, want: dict, got: dict, regions: list) -> list:
+        """A name shared by tensors of other shapes is no counterpart: dropped, with the units reading it."""
+        pairs, dropped = self.pairs, set()
+        for o in names:
             name = pairs.of.get(o)
             if name in got and np.shape(got[name]) != np.shape(want[o]):
                 del pairs.of[o]
-                pairs.none[o] = (f"{other.path.name}'s {name} has shape {list(np.shape(got[name]))}, the reference's "
-                                 f"{list(np.shape(want[o]))}")
-        self.free.update({o: tensor_error(o, pairs.decode(o, got[pairs.of[o]]), want[o], self.tolerance_of)
-                          for o in made if o in pairs.of and pairs.of[o] in got})
-        units = [u for u in (pairs.unit(k) for k in chunk) if u is not None]
-        known = {**mine, **want}
-        alone = self._alone(units, known, [(f"s{chunk[0]}/", other.walk_back(asked, {pairs.of[t] for t in mine
-                                                                                   if t in pairs.of}, 10 ** 6),
-                                            [pairs.of[o] for o in made if o in pairs.of], mine)])
-        self.segments.append((chunk[0], chunk[-1], max(alone, key=lambda e: (e.departs, e.excess), default=None)))
-        return ({t: want[t] for t in bound if t in want}, {pairs.of[t]: got[pairs.of[t]] for t in bound
-                                                           if t in pairs.of and pairs.of[t] in got}, held)
-
-    def _piece(self, side: Side, graph: LocateGraph, cut: dict, names: list[str]) -> dict:
-        """``names`` computed by ``side`` from the tensors at the cut before them (``cut``; a tensor of
-        it still alive after the piece is passed on as it is)."""
-        asked = [n for n in names if n not in cut]
-        nodes = graph.walk_back(asked, set(cut), 10 ** 6)
-        fed = {**cut, **{i: side.feeds[i] for i in graph.graph_inputs if i in side.feeds}}
-        model = graph.region_model([("", nodes, asked)], fed)
-        inputs = {i.name for i in model.graph.input}
-        got = side.run(graph.save(model), {k: v for k, v in fed.items() if k in inputs}, asked) if asked else {}
-        return {**{n: cut[n] for n in names if n in cut}, **got}
+                dropped.add(o)
+                pairs.none[o] = (f"{pairs.other.path.name}'s {name} has shape {list(np.shape(got[name]))}, the "
+                                 f"reference's {list(np.shape(want[o]))}")
+        return [r for r in regions if not dropped & {*r[3].inputs, *r[3].outputs}]
 
     def _check(self, unmarked, mine: dict, theirs: dict) -> None:
         """Whether each side, run in pieces, answered as it does whole. The reference must; the other
@@ -233,10 +249,9 @@ class Sweep:
                 f"; it also varies from run to run, by {varies:.2e} between two whole runs)" if varies > 0 else
                 "): it computes across the cuts, as a runtime that fuses nodes does"))
 
-    def _alone(self, units: Sequence[Unit], want: dict, extra: list) -> list[TensorError]:
-        """Each unit computed by the other side from the reference's tensors, all in one model (and
-        ``extra`` regions: (prefix, nodes, outputs, the reference's values they read)); returns the
-        extra regions' errors."""
+    def _regions(self, units: Sequence[Unit], want: dict) -> tuple[list, dict]:
+        """Each unit as a region of the other graph (prefix, nodes, outputs, unit), fed the reference's
+        values as the other side holds them."""
         pairs, other = self.pairs, self.pairs.other
         regions, fed = [], {}
         for unit in units:
@@ -246,37 +261,32 @@ class Sweep:
                 continue
             prefix = f"u{unit.node}/"
             regions.append((prefix, nodes, [pairs.of[o] for o in unit.outputs], unit))
-            for i in unit.inputs:
-                fed[prefix + pairs.of[i]] = pairs.encode(i, want[i])
-        for prefix, nodes, outputs, cut in extra:
-            if nodes is None or any(other.has_body(k) for k in nodes):
-                continue
-            regions.append((prefix, nodes, outputs, None))
-            fed.update({prefix + pairs.of[t]: pairs.encode(t, v) for t, v in cut.items() if t in pairs.of})
-        for prefix, *_ in regions:
+            fed.update({prefix + pairs.of[i]: pairs.encode(i, want[i]) for i in unit.inputs})
             fed.update({prefix + i: self.other.feeds[i] for i in other.graph_inputs if i in self.other.feeds})
+        return regions, fed
+
+    def _run_alone(self, regions: list, fed: dict) -> dict:
         if not regions:
-            return []
+            return {}
+        other = self.pairs.other
         model = other.region_model([(p, n, o) for p, n, o, _ in regions], fed)
-        names = [p + o for p, _, outs, _ in regions for o in outs]
         inputs = {i.name for i in model.graph.input}
         try:
-            got = self.other.run(other.save(model), {k: v for k, v in fed.items() if k in inputs}, names)
+            return self.other.run(other.save(model), {k: v for k, v in fed.items() if k in inputs},
+                                  [p + o for p, _, outs, _ in regions for o in outs])
         except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
-            self.unmeasured += [r[3].node for r in regions if r[3] is not None]
+            self.unmeasured += [r[3].node for r in regions]
             self.refused = self.refused or str(exc)
-            return []
-        back = {v: k for k, v in pairs.of.items()}
-        found = []
-        for prefix, _, outputs, unit in regions:
-            errors = [tensor_error(back[o], pairs.decode(back[o], got[prefix + o]), want[back[o]], self.tolerance_of)
-                      for o in outputs if prefix + o in got and back.get(o) in want]
-            if unit is None:
-                found += errors
-            elif errors:
+            return {}
+
+    def _judge_alone(self, regions: list, got: dict, want: dict) -> None:
+        pairs = self.pairs
+        for prefix, _, _, unit in regions:
+            errors = [tensor_error(o, pairs.decode(o, got[prefix + pairs.of[o]]), want[o], self.tolerance_of)
+                      for o in unit.outputs if prefix + pairs.of[o] in got and o in want]
+            if errors:
                 carried = max((_held(pairs, i, want[i]) for i in unit.inputs if i in want), default=0.0)
                 self.alone[unit.node] = Alone(unit, max(errors, key=lambda e: (e.problem is not None, e.rel)), carried)
-        return found
 
 
 def _held(pairs: Counterparts, name: str, value) -> float:
@@ -287,3 +297,11 @@ def _held(pairs: Counterparts, name: str, value) -> float:
     back = pairs.decode(name, pairs.encode(name, value)).astype(np.float64)
     norm = math.sqrt(float(np.square(value.astype(np.float64)).sum()))
     return math.sqrt(float(np.square(back - value).sum())) / norm if norm > 0 else 0.0
+
+
+def _peak() -> int:
+    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024

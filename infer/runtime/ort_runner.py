@@ -34,13 +34,14 @@ KEEP_FLOAT = ["WeightBiasQuantization"]
 
 
 def inference_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
-                 remedy: str = "re-export with `ptx export`"):
+                 remedy: str = "re-export with `ptx export`", arena: bool = True):
     """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
     refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
     ort = import_ort()
     on_cuda = device.startswith("cuda")
     device_id = cuda_device_id(device) if on_cuda else 0
     options = session_options(ort)
+    options.enable_cpu_mem_arena = arena  # a session run once (--locate's pieces) returns its memory at the end
     missing: list[str] = []
     if on_cuda:
         # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
