@@ -36,7 +36,7 @@ from .sides import Side
 # twentieth of what the process already held at its peak (the verify before it), within these bounds. A
 # piece costs each side a session (an OpenVINO compile), and holds about six times its tensors at once.
 BUDGET = (8 << 20, 48 << 20)
-FIRST = 16  # nodes in the first question, before their size is known
+FIRST = 4  # nodes in the first piece, before their size is known (a detector's first layers are its widest)
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
 
 
@@ -78,7 +78,10 @@ def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError
     if want.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":
         error.problem = None if np.array_equal(got, want) else "values differ"
         return error
-    a, b = got.astype(np.float64), want.astype(np.float64)
+    # float32 tensors are compared in float32 (a difference to their own precision), sums in float64; wider in float64
+    wide = np.float64 if np.float64 in (got.dtype, want.dtype) or "i" in got.dtype.kind + want.dtype.kind \
+        or "u" in got.dtype.kind + want.dtype.kind else np.float32
+    a, b = got.astype(wide, copy=False), want.astype(wide, copy=False)
     if b.size == 0:
         return error
     if not (np.isfinite(a).all() and np.isfinite(b).all()):  # the rare path: compare the finite values
@@ -96,8 +99,9 @@ def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError
     error.max_abs, error.magnitude = float(diff.max()), float(scale.max())
     exact = want.dtype.kind in "biu" and got.dtype.kind in "biu"
     error.excess = float((diff - (0.0 if exact else tol.atol + tol.rtol * scale)).max())
-    norm = math.sqrt(float(np.square(scale).sum()))
-    error.rel = math.sqrt(float(np.square(diff).sum())) / norm if norm > 0 else (0.0 if not diff.any() else math.inf)
+    norm = math.sqrt(float(np.square(scale).sum(dtype=np.float64)))
+    error.rel = math.sqrt(float(np.square(diff).sum(dtype=np.float64))) / norm if norm > 0 else \
+        (0.0 if not diff.any() else math.inf)
     return error
 
 
