@@ -94,26 +94,26 @@ class Windows:
         inside = {t for k in self.order[max(a - 1, 0):b + 1] for t in graph.cut(k)} - set(self.want)
         if inside:
             self.want.update(self.sweep.reference.values(sorted(inside)))
-        lo, hi = a - 1, b  # departs(a, hi); not known for lo
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.departs(a, mid):
-                hi = mid
-            else:
-                lo = mid
-        end = hi
-        lo, hi = a, end + 1  # departs(lo, end); hi: empty
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.departs(mid, end):
-                lo = mid
-            else:
-                hi = mid
-        error = self.departs(lo, end)
+        start, end = a, b
+        while True:  # halve from the end, then from the start, until one node fewer at either end agrees
+            end = self._halve(lambda m: self.departs(start, m), start - 1, end)
+            start = self._halve(lambda m: not self.departs(m, end), start, end + 1, low=True)
+            if start == end or not self.departs(start, end - 1):
+                break
+        error = self.departs(start, end)
         if error is None:  # a runtime that varies from run to run can leave nothing that departs twice
             return None
-        before, after = self._bounds(lo, end)
-        return Region(self.order[lo], self.order[end], self.order[lo:end + 1], before, after, error, self.tries)
+        before, after = self._bounds(start, end)
+        return Region(self.order[start], self.order[end], self.order[start:end + 1], before, after, error, self.tries)
+
+    @staticmethod
+    def _halve(yes, lo: int, hi: int, low: bool = False) -> int:
+        """The boundary between lo (where ``yes`` fails) and hi (where it holds), by halves; ``low``:
+        the last position where it fails, else the first where it holds."""
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if yes(mid) else (mid, hi)
+        return lo if low else hi
 
 
 def find_region(sweep: Sweep, progress: Callable[[str], None] = lambda _: None) -> Region | None:

@@ -146,7 +146,7 @@ def located_text(located: Located) -> str:
         lines.append(f"region: {len(r['nodes'])} nodes, {r['first']} .. {r['last']} ({', '.join(r['ops'])}), "
                      f"computed alone by {located.other} from {located.reference}'s tensors at the cut before them "
                      f"({', '.join(r['inputs'])}): output {e['name']} departs, max abs {e['max_abs']:.2e}, rel "
-                     f"{e['rel']:.1e} on values up to {e['magnitude']:.1e}; no smaller window ending there does, and "
+                     f"{e['rel']:.1e} on values up to {e['magnitude']:.1e}; one node fewer at either end, it agrees; "
                      + ("each node alone agrees: the runtime computes them together (a fusion)" if not r["alone_departs"]
                         else f"{r['alone_departs']} of its nodes depart alone too"))
     elif o is None and located.searched:
