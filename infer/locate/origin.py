@@ -127,9 +127,11 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
         theirs = other.weight_as_read(theirs_name) if theirs_name and other is not graph else None
         if theirs is not None and theirs.shape == value.shape and value.dtype.kind == "f":
             diff = tensor_error(name, theirs, value, lambda n, d: sweep.tolerance_of(n, d))
+            stored = other.stored_dtype(theirs_name)
+            # values float16 cannot hold: stored as infinity, or clamped to 65504 by a converter
+            beyond = int((np.abs(value) > np.finfo(np.float16).max).sum()) if stored == "float16" else 0
             row.update(max_abs=diff.max_abs, rel=diff.rel, departs=diff.max_abs > 0 or diff.problem is not None,
-                       stored=other.stored_dtype(theirs_name),
-                       overflow=int((~np.isfinite(theirs.astype("float64")) & np.isfinite(value)).sum()))
+                       stored=stored, overflow=beyond)
         rows.append(row)
     return rows
 

@@ -32,7 +32,8 @@ def _node_lines(d: dict) -> list[str]:
                 lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): max abs {i['max_abs']:.2e}  {scale}")
             elif i.get("overflow"):
                 lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): stored as {i['stored']} in the other "
-                             f"file, {i['overflow']} value{'s' * (i['overflow'] != 1)} overflow to infinity; {scale}")
+                             f"file, {i['overflow']} value{'s' * (i['overflow'] != 1)} beyond its largest (6.55e+04), "
+                             f"rounding error max abs {i['max_abs']:.2e}, rel {i['rel']:.1e}; {scale}")
             elif i.get("stored") and i["stored"] not in ("float32", "float64"):
                 lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): stored as {i['stored']} in the other "
                              f"file, rounding error max abs {i['max_abs']:.2e}, rel {i['rel']:.1e}; {scale}")
@@ -93,7 +94,7 @@ def path_lines(path: list[Step]) -> list[str]:
 
 
 def added_lines(located: Located, top: int = TOP) -> list[str]:
-    shown = located.added[:top]
+    shown = [a for a in located.added[:top] if a["departs"]] or located.added[:1]
     if not shown:
         return []
     if not shown[0]["departs"]:
@@ -112,7 +113,8 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
                      f"{a['sqnr_db']:5.1f} dB; inputs as held {a['carried']:.1e})  max abs {a['max_abs']:.1e} on values up "
                      f"to {a['magnitude']:.1e}"
                      f"{'' if a['departs'] else ' (within tolerance)'}{folded}{where}")
-    if shown[0].get("inputs"):
+    named = (located.origin or located.first or {}).get("node")
+    if shown[0].get("inputs") and shown[0]["node"] != named:  # what it reads, unless said above already
         lines += [f"  {shown[0]['node']}" + line[1:] for line in _node_lines({"inputs": shown[0]["inputs"]})]
     if located.keep:
         lines.append(keep_line(located.keep) + f" (on {located.case})")

@@ -109,8 +109,9 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         _verify(targets, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
                 then=lambda report, doc, model, options: _record(report, root, options["run"]))
     try:
+        # as verify opens it: a file changed since export is the user's own model, with a note
         target = Target.of(_model_of_run(name, run) if not _model_file(name, "verify") else name, root=root, run=run,
-                           options=chosen["options"])
+                           options=chosen["options"], verifying=True)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "verify") from None
     refuse_meaningless(ctx, target)
