@@ -32,7 +32,8 @@ REPRESENTATION = {"Cast", "QuantizeLinear", "DequantizeLinear", "DynamicQuantize
                   "Flatten", "Squeeze", "Unsqueeze"}
 KIND = {"ConvInteger": "Conv", "QLinearConv": "Conv", "FusedConv": "Conv", "MatMulInteger": "MatMul",
         "QLinearMatMul": "MatMul", "DynamicQuantizeMatMul": "MatMul", "FusedMatMul": "MatMul", "QGemm": "MatMul",
-        "FusedGemm": "MatMul", "Gemm": "MatMul", "QAttention": "Attention"}  # the dynamic quantizer writes a Gemm as MatMul
+        "FusedGemm": "MatMul", "Gemm": "MatMul",  # the dynamic quantizer writes a Gemm as MatMul
+        "QAttention": "Attention"}
 # Folded exactly into the Conv/Gemm/MatMul before them by onnxruntime's optimizer (ConvBNFusion,
 # ConvAddFusion, ConvMulFusion): the fused node's output is the same value.
 FOLDS = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}
@@ -300,6 +301,7 @@ class Counterparts:
         if not self.none:
             return None
         names = list(self.none)
-        return (f"note: {len(names)} tensor{'s' * (len(names) != 1)} of {self.ref.path.name} ha{'ve' if len(names) != 1 else 's'}"
+        many = len(names) != 1
+        return (f"note: {len(names)} tensor{'s' * many} of {self.ref.path.name} ha{'ve' if many else 's'}"
                 f" no counterpart in {self.other.path.name} (not compared): {names[0]}: {self.none[names[0]]}"
                 + (f"; {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''}" if names[1:] else ""))

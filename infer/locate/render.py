@@ -100,7 +100,8 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
     if not shown[0]["departs"]:
         a = shown[0]
         return [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
-                f"inputs): none departs beyond the tolerance; the largest, {a['node']} ({a['op']}), rel {a['rel']:.1e}, "
+                f"inputs): none departs beyond the tolerance; the largest, {a['node']} ({a['op']}), "
+                f"rel {a['rel']:.1e}, "
                 f"max abs {a['max_abs']:.1e}"]
     width, ops = max(len(a["node"]) for a in shown), max(len(a["op"]) for a in shown)
     lines = [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
@@ -110,7 +111,8 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
         folded = f" (with {', '.join(n for n in a['nodes'] if n != a['node'])})" if len(a["nodes"]) > 1 else ""
         where = f"  {a['module']}" if a.get("module") else ""
         lines.append(f"  {a['node']:<{width}}  {a['op']:<{ops}}  adds {a['born']:.1e}  (rel {a['rel']:.1e}, SQNR "
-                     f"{a['sqnr_db']:5.1f} dB; inputs as held {a['carried']:.1e})  max abs {a['max_abs']:.1e} on values up "
+                     f"{a['sqnr_db']:5.1f} dB; inputs as held {a['carried']:.1e})  max abs {a['max_abs']:.1e} "
+                     f"on values up "
                      f"to {a['magnitude']:.1e}"
                      f"{'' if a['departs'] else ' (within tolerance)'}{folded}{where}")
     named = (located.origin or located.first or {}).get("node")
@@ -122,9 +124,11 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
 
 
 def located_text(located: Located) -> str:
-    lines = [f"where it is born: {located.other} vs {located.reference}, {located.file}, on {located.case} "
-             f"({located.nodes} nodes, each as it runs and alone: {located.questions} piece{'s' * (located.questions != 1)} of at most "
-             f"{located.widest / 2 ** 20:.1f} MiB to each side)"]
+    how = (f"{located.nodes} nodes, each as it runs and alone: {located.questions} piece"
+           f"{'s' * (located.questions != 1)} of at most {located.widest / 2 ** 20:.1f} MiB to each side"
+           if "sweep" in located.values else
+           f"{located.questions} questions, modules replayed on the graph's own tensors, of {located.nodes} nodes")
+    lines = [f"where it is born: {located.other} vs {located.reference}, {located.file}, on {located.case} ({how})"]
     o, f, r = located.origin, located.first, located.region
     if o is not None and "alone" not in o:  # a TorchScript module replayed on the graph's own input
         lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: max abs {o['max_abs']:.2e} "
@@ -140,7 +144,8 @@ def located_text(located: Located) -> str:
                else "not computed alone (it holds an If/Loop/Scan body): no origin is claimed" if f.get("alone") is None
                else "no origin: alone, fed the same inputs, it agrees (the difference needs more of the graph)")
         pieces = " (run in pieces, see the note)" if f.get("in_pieces") else ""
-        lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}), output {f['output']}: {_error(f)}; {_born(f)}; "
+        lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}), output {f['output']}: {_error(f)}; "
+                     f"{_born(f)}; "
                      f"{why}")
         lines += _node_lines(f)
     if r is not None:
@@ -149,7 +154,8 @@ def located_text(located: Located) -> str:
                      f"computed alone by {located.other} from {located.reference}'s tensors at the cut before them "
                      f"({', '.join(r['inputs'])}): output {e['name']} departs, max abs {e['max_abs']:.2e}, rel "
                      f"{e['rel']:.1e} on values up to {e['magnitude']:.1e}; one node fewer at either end, it agrees; "
-                     + ("each node alone agrees: the runtime computes them together (a fusion)" if not r["alone_departs"]
+                     + ("each node alone agrees: the runtime computes them together (a fusion)"
+                        if not r["alone_departs"]
                         else f"{r['alone_departs']} of its nodes depart alone too"))
     elif o is None and located.searched:
         lines.append("no origin and no region: no node, and no window of nodes, departs when computed alone from "

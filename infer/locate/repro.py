@@ -158,8 +158,8 @@ def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_grap
     if "sweep" not in located.values:  # a TorchScript module: its ONNX scope and its own piece
         values = located.values
         inputs, outputs = values["inputs"], {o: values["reference"][o] for o in values["outputs"]}
-        piece, what, verdict = extract(graph, inputs, outputs), f"{located.origin['op']} node {located.origin['node']}", \
-            "exits 1: its outputs disagree"
+        piece, verdict = extract(graph, inputs, outputs), "exits 1: its outputs disagree"
+        what = f"{located.origin['op']} node {located.origin['node']}"
         sides = {**{f"{located.reference}:{n}": v for n, v in values["reference"].items()},
                  **{f"{located.other}:{n}": v for n, v in values["other"].items()}}
         against = None

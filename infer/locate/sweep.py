@@ -58,10 +58,6 @@ class TensorError:
     def departs(self) -> bool:
         return self.problem is not None or self.excess > 0
 
-    @property
-    def sqnr(self) -> float:
-        return -20 * math.log10(self.rel) if 0 < self.rel < math.inf else math.inf if self.rel == 0 else -math.inf
-
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": self.shape, "dtype": self.dtype, "max_abs": self.max_abs,
                 "rel": self.rel, "magnitude": self.magnitude, "departs": self.departs, "problem": self.problem,

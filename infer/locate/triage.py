@@ -90,8 +90,8 @@ class Triage:
         lines = [f"triage: {self.row} against {self.reference}, {self.file}, on {self.case} ({self.compared} nodes "
                  f"computed alone in {self.questions} pieces"
                  + (f"; {self.unmatched} tensors without a counterpart, not compared" if self.unmatched else "") + ")",
-                 "error each node adds alone (fed the f32 side's tensors as it holds them; rel = ||diff|| / ||f32||, SQNR = "
-                 "-20 log10 rel; adds = rel - what its inputs' own rounding brings):"]
+                 "error each node adds alone (fed the f32 side's tensors as it holds them; rel = ||diff|| / ||f32||, "
+                 "SQNR = -20 log10 rel; adds = rel - what its inputs' own rounding brings):"]
         kept = self.keep(top)
         if not kept:
             lines.append("  no node adds error: nothing to keep in f32")
