@@ -147,14 +147,16 @@ class Sweep:
         return [(o, o if o in theirs else theirs[k] if k < len(theirs) else o)
                 for k, o in enumerate(self.graph.output_names)]
 
-    def run(self, progress: Callable[[str], None] = lambda _: None) -> "Sweep":
+    def run(self, progress: Callable[[str], None] = lambda _: None, as_it_runs: bool = True) -> "Sweep":
         """The graph in segments, each run by both sides as a model of its own from the tensors at the
-        cut before it (each side its own: a chain as it runs), then its units alone."""
+        cut before it (each side its own: a chain as it runs), then its units alone. Without
+        ``as_it_runs`` (a triage, which ranks units alone), the other side computes the units alone only."""
         graph, pairs = self.graph, self.pairs
         outs = self.output_pairs()
-        unmarked = (self.reference.values([r for r, _ in outs]), self.other.values([o for _, o in outs]))
-        self.outputs = {r: tensor_error(r, unmarked[1][o], unmarked[0][r], self.tolerance_of) for r, o in outs
-                        if o in unmarked[1]}
+        if as_it_runs:
+            unmarked = (self.reference.values([r for r, _ in outs]), self.other.values([o for _, o in outs]))
+            self.outputs = {r: tensor_error(r, unmarked[1][o], unmarked[0][r], self.tolerance_of) for r, o in outs
+                            if o in unmarked[1]}
         order = [k for k, n in enumerate(graph.nodes) if any(graph.comparable(o) for o in n.output)]
         progress(f"locating: {self.other.label} against {self.reference.label}, {len(order)} nodes, each as it runs "
                  "and alone")
@@ -167,11 +169,12 @@ class Sweep:
             while end + 1 < len(order) and any(t not in pairs.of for t in graph.cut(order[end])):
                 end += 1  # a cut only where every live tensor has a counterpart
             chunk = order[start:end + 1]
-            mine, theirs, held = self._segment(chunk, mine, theirs)
+            mine, theirs, held = self._segment(chunk, mine, theirs if as_it_runs else None)
             start += len(chunk)
             size = max(1, min(2 * size, int(budget * len(chunk) / max(held, 1))))
-        self._check(unmarked, {r: mine[r] for r, _ in outs if r in mine},
-                    {o: pairs.decode(r, theirs[pairs.of[r]]) for r, o in outs if pairs.of.get(r) in theirs})
+        if as_it_runs:
+            self._check(unmarked, {r: mine[r] for r, _ in outs if r in mine},
+                        {o: pairs.decode(r, theirs[pairs.of[r]]) for r, o in outs if pairs.of.get(r) in theirs})
         return self
 
     def _segment(self, chunk: Sequence[int], mine: dict, theirs: dict) -> tuple[dict, dict, int]:
@@ -187,7 +190,8 @@ class Sweep:
         self.questions += 1
         known = {**mine, **want}
         regions, fed = self._regions([u for u in (pairs.unit(k) for k in chunk) if u is not None], known)
-        asked = list(dict.fromkeys(pairs.of[o] for o in made + bound if o in pairs.of))
+        asked = list(dict.fromkeys(pairs.of[o] for o in made + bound if o in pairs.of)) if theirs is not None else []
+        theirs = theirs or {}
         try:
             got = self._piece(self.other, other, theirs, asked, regions, fed)
         except ModelRunError:  # a unit that cannot run on these values (a counterpart of another shape)

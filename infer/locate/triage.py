@@ -146,7 +146,7 @@ def triage(ref_graph: LocateGraph, other_graph: LocateGraph, reference: Side, ot
     """Rank the nodes by the error they add alone (the module docstring says how); where the reduced
     side is another file, measure what keeping the worst in f32 does (``measure``)."""
     pairs = Counterparts.match(ref_graph, other_graph)
-    sweep = Sweep(pairs, reference, other, lambda name, dtype: default_tolerance(dtype)).run(progress)
+    sweep = Sweep(pairs, reference, other, lambda name, dtype: default_tolerance(dtype)).run(progress, as_it_runs=False)
     result = Triage(row, reference.label, other_graph.path.name, case, blames(sweep), len(sweep.alone),
                     len(pairs.none), sweep.questions)
     keep = [b.node for b in result.keep()]
@@ -209,14 +209,15 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         outs = sweep.output_pairs()
         got = sweep.other.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
         want = sweep.reference.values([r for r, _ in outs])
+        whole = sweep.other.values([o for _, o in outs])
     except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
         return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-                "before": max(e.rel for e in sweep.outputs.values()), "after": float("nan"),
                 "failed": str(exc)[:200]}
+    before = [tensor_error(r, whole[o], want[r], sweep.tolerance_of) for r, o in outs]
     after = [tensor_error(r, got[o], want[r], sweep.tolerance_of) for r, o in outs]
     return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-            "before": max(e.rel for e in sweep.outputs.values()), "after": max(e.rel for e in after),
-            "before_max_abs": max(e.max_abs for e in sweep.outputs.values()), "after_max_abs": max(e.max_abs for e in after)}
+            "before": max(e.rel for e in before), "after": max(e.rel for e in after),
+            "before_max_abs": max(e.max_abs for e in before), "after_max_abs": max(e.max_abs for e in after)}
 
 
 def _into_f32(pairs: Counterparts, name: str, target: str):

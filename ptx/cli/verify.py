@@ -52,13 +52,16 @@ from ptx.errors import PtxError
               help="A backend that cannot run a model file, and onnx.reference (a third opinion) departing alone, "
                    "fail the verdict (by default each is said, and the verdict is over the rows that ran).")
 @click.option("--locate", is_flag=True,
-              help="An ONNX file: where a disagreement is born: on the case that disagrees most, the first node whose "
-                   "output departs while its inputs agree (its module and line of forward where torch exported it), "
-                   "and the path to the output with the error at each step. A tutorial NAME: its bf16/int8 rows "
-                   "triaged (the nodes where their error is born, a keep-in-f32 list).")
+              help="An ONNX file: where a disagreement is born: on the case that disagrees most, each node measured "
+                   "as the graph runs and alone (fed the reference's tensors); the node that departs both ways (its "
+                   "module and line of forward where torch exported it), else the smallest region that departs "
+                   "alone (a runtime that fuses nodes); for int8/float16/bf16, the nodes by the error each adds and "
+                   "what keeping them in f32 does, measured; and the path to the output. A tutorial NAME: its "
+                   "bf16/int8 rows triaged (a keep-in-f32 list).")
 @click.option("--repro", type=click.Path(file_okay=False), metavar="DIR",
               help="With --locate: write the smallest graph that still disagrees to DIR (repro.onnx, inputs.npz, both "
-                   "sides' outputs, and a three-line note with the one command that shows it).")
+                   "sides' outputs, and a three-line note with the one command that shows it and what that command "
+                   "did when it was written).")
 @model_file_options
 @generated_input_options
 @click.pass_context
