@@ -1,7 +1,15 @@
 #!/usr/bin/env python3
-"""Measure `ptx verify --locate` on a ResNet-50-sized graph against a plain `ptx verify` of the same
-case (issue 44 item 3: goal, within 5x the time and under 2x the peak memory).
+"""Measure `ptx verify --locate` against a plain `ptx verify` of the same case (issues 44 and 52: goal,
+within 5x the time and 2x the peak memory).
 
+`--real DIR`: the models issue 52 was found with, PaddleOCR's PP-OCRv4 text recognizer (860 nodes) and
+detector (672 nodes) from `pip download rapidocr-onnxruntime --no-deps` (fetched into DIR the same way
+where they are not there yet), each against its float16 file (onnxconverter-common's converter,
+keep_io_types: pip install onnxconverter-common), its int8 files (onnxruntime.quantization: static QDQ,
+per channel, calibrated on 8 random pictures; dynamic) and, the recognizer, OpenVINO (a runtime pair).
+`--ptx "python other/ptx.py"` times another ptx (a checkout from before) the same way.
+
+Without `--real`:
 The model is ResNet-50 (torchvision's layout: bottleneck blocks 3, 4, 6, 3; written here, since
 torchvision does not load on these machines), random weights, exported by torch's exporter
 (dynamo, as `ptx export --module` does) with a dynamic batch at 224x224, unoptimised so that batch
@@ -104,17 +112,124 @@ def change(folder: Path) -> int:
     return len(proto.graph.node)
 
 
+MODELS = {"rec": ("ch_PP-OCRv4_rec_infer.onnx", (3, 48, 320)), "det": ("ch_PP-OCRv4_det_infer.onnx", (3, 256, 256))}
+# (name, f32 file, what verify is given besides it)
+PAIRS = [("rec: ort-cpu vs openvino", "rec", ["--backends", "ort-cpu,openvino"]),
+         ("rec: float16 file", "rec", ["--against", "rec.fp16.onnx", "--backends", "ort-cpu"]),
+         ("rec: int8 QDQ file", "rec", ["--against", "rec.qdq.onnx", "--backends", "ort-cpu"]),
+         ("rec: int8 dynamic file", "rec", ["--against", "rec.dyn.onnx", "--backends", "ort-cpu"]),
+         ("det: float16 file", "det", ["--against", "det.fp16.onnx", "--backends", "ort-cpu", "--inputs", "pages.npz"]),
+         ("det: int8 QDQ file", "det", ["--against", "det.qdq.onnx", "--backends", "ort-cpu", "--inputs", "pages.npz"])]
+
+
+def pages(count: int = 2, size: int = 256):
+    """Pictures a text detector finds text in (on noise it answers 0 everywhere, and every file agrees):
+    dark glyph-sized boxes in lines on a light page, normalized as PaddleOCR does, NCHW."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    page = np.full((count, size, size, 3), 235, np.float32)
+    for b in range(count):
+        for line in range(6):
+            y, x = 16 + 40 * line, 12
+            while x < size - 20:
+                width = int(rng.integers(6, 14))
+                page[b, y:y + 18, x:x + width] = rng.integers(10, 60)
+                x += width + int(rng.integers(2, 6))
+    page = (page / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    return np.ascontiguousarray(page.transpose(0, 3, 1, 2)).astype(np.float32)
+
+
+def real_models(folder: Path) -> None:
+    """rec.onnx and det.onnx from the rapidocr-onnxruntime wheel, and their float16 and int8 files
+    (named so that none is taken for the other's int8 twin, NAME.int8.onnx)."""
+    import zipfile
+
+    import numpy as np
+    import onnx
+    from onnx import version_converter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not all((folder / f"{k}.onnx").is_file() for k in MODELS):
+        subprocess.run([sys.executable, "-m", "pip", "download", "rapidocr-onnxruntime", "--no-deps", "-d",
+                        str(folder)], check=True)
+        wheel = next(folder.glob("rapidocr_onnxruntime-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for k, (name, _) in MODELS.items():
+                (folder / f"{k}.onnx").write_bytes(z.read(f"rapidocr_onnxruntime/models/{name}"))
+    if not (folder / "pages.npz").is_file():
+        np.savez(folder / "pages.npz", x=pages())
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        sys.exit("--real makes float16 files with onnxconverter-common: pip install onnxconverter-common")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Pictures(CalibrationDataReader):
+        def __init__(self, shape):
+            rng = np.random.default_rng(0)
+            self.left = iter([{"x": rng.random((1, *shape), dtype=np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.left, None)
+
+    for k, (_, shape) in MODELS.items():
+        f32, pre = folder / f"{k}.onnx", folder / f"{k}.pre.onnx"
+        if (folder / f"{k}.dyn.onnx").is_file():
+            continue
+        onnx.save(float16.convert_float_to_float16(onnx.load(str(f32)), keep_io_types=True), str(folder / f"{k}.fp16.onnx"))
+        quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))  # per-channel DequantizeLinear takes an axis from opset 13 on
+        onnx.save(version_converter.convert_version(model, 13) if model.opset_import[0].version < 13 else model, str(pre))
+        quantize_static(str(pre), str(folder / f"{k}.qdq.onnx"), Pictures(shape), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(pre), str(folder / f"{k}.dyn.onnx"), weight_type=QuantType.QInt8)
+
+
 def measure(command: list[str]) -> tuple[float, float, int, str]:
     r = subprocess.run([sys.executable, "-c", WRAPPER, *command], capture_output=True, text=True)
     seconds, kib, code = r.stdout.split()
     return float(seconds), int(kib) / 1024, int(code), r.stderr
 
 
+def compare(ptx: list[str], cases: list[tuple[str, list[str]]], runs: int) -> list[dict]:
+    """Each case's plain verify and --locate, alternating, ``runs`` times: times, peaks and ratios."""
+    found = []
+    for name, command in cases:
+        times: dict[str, list[float]] = {"plain": [], "locate": []}
+        peaks: dict[str, list[float]] = {"plain": [], "locate": []}
+        for _ in range(runs):
+            for kind, extra in (("plain", []), ("locate", ["--locate"])):
+                seconds, mib, code, out = measure(ptx + ["verify", *command, *extra])
+                assert code in (0, 1), out
+                times[kind].append(round(seconds, 2))
+                peaks[kind].append(round(mib, 1))
+        found.append({"case": name, "plain_s": times["plain"], "locate_s": times["locate"],
+                      "plain_peak_mib": peaks["plain"], "locate_peak_mib": peaks["locate"],
+                      "time_ratio": round(statistics.median(times["locate"]) / statistics.median(times["plain"]), 2),
+                      "memory_ratio": round(statistics.median(peaks["locate"]) / statistics.median(peaks["plain"]), 2)})
+        print(json.dumps(found[-1]), file=sys.stderr)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="Keep the exported files here.")
+    parser.add_argument("--real", type=Path, metavar="DIR", help="The PP-OCRv4 models and their reduced files, here.")
+    parser.add_argument("--only", help="With --real: the cases whose name holds this.")
+    parser.add_argument("--ptx", default=f"{sys.executable} -m ptx", help="How to run ptx (another checkout's).")
     args = parser.parse_args()
+    import shlex
+
+    if args.real:
+        real_models(args.real)
+        cases = [(name, [str(args.real / f"{model}.onnx"), *[str(args.real / a) if a.endswith((".onnx", ".npz")) else a
+                                                              for a in given]])
+                 for name, model, given in PAIRS if not args.only or args.only in name]
+        print(json.dumps(compare(shlex.split(args.ptx), cases, args.runs), indent=2))
+        return
     folder = args.keep or Path(tempfile.mkdtemp(prefix="ptx-bench-locate-"))
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "model.onnx").is_file():

@@ -33,9 +33,11 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 
 def _row_to_locate(report, against: str | Path | None = None):
     """The failed row to trace: the --against file's row where it failed (what the user asked
-    about), else the first that compared values against the file's reference. A reduced precision's
-    row is triaged (locate/triage_run.py), not traced."""
-    failed = [r for r in report.failed if r.precision == "f32"]
+    about), else the first that compared values against the file's reference; where none failed, a
+    third opinion that departs alone (its origin is a note). A reduced precision's row is triaged
+    (locate/triage_run.py), not traced."""
+    failed = [r for r in report.failed if r.precision == "f32"] or \
+        [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"]
     if not failed:
         return None
     mine = f"{Path(against).name} (" if against is not None else None

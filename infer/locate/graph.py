@@ -15,7 +15,7 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +52,11 @@ class LocateGraph:
     produced_at: dict[str, int] = field(default_factory=dict)
     last_use: dict[str, int] = field(default_factory=dict)
     types: dict[str, object] = field(default_factory=dict)  # tensor name -> TypeProto (shape inference)
+    readers: dict[str, list[int]] = field(default_factory=dict)  # tensor -> the nodes that read it
+    by_name: dict[str, int] = field(default_factory=dict)  # node name -> index
+    graph_inputs: set[str] = field(default_factory=set)
+    constant: set[str] = field(default_factory=set)  # tensors computed from weights alone
+    _initializer: dict = field(default_factory=dict, repr=False)
     _marked: int = 0
 
     @classmethod
@@ -89,6 +94,15 @@ class LocateGraph:
         for i, names in enumerate(self.inputs_of):
             for name in names:
                 self.last_use[name] = i
+                self.readers.setdefault(name, []).append(i)
+        self.by_name = {n.name: i for i, n in enumerate(nodes) if n.name}
+        self._initializer = {t.name: t for t in self.proto.graph.initializer}
+        for node in nodes:
+            if node.op_type == "Constant" or (node.input and not any(True for _ in subgraphs(node)) and all(
+                    not n or n in self._initializer or n in self.constant for n in node.input)):
+                self.constant |= {o for o in node.output if o}
+        initializers = self.initializers
+        self.graph_inputs = {i.name for i in self.proto.graph.input if i.name not in initializers}
         for out in self.proto.graph.output:  # alive to the end
             self.last_use[out.name] = len(nodes)
         try:
@@ -112,10 +126,22 @@ class LocateGraph:
     def output_names(self) -> list[str]:
         return [o.name for o in self.proto.graph.output]
 
+    def has_body(self, k: int) -> bool:
+        """Whether node ``k`` holds If/Loop/Scan bodies (which read the enclosing graph's names)."""
+        return any(True for _ in subgraphs(self.nodes[k]))
+
+    def dtype_of(self, name: str):
+        """The numpy dtype shape inference gives ``name``, or None."""
+        from onnx import helper
+
+        kind = self.types.get(name)
+        return helper.tensor_dtype_to_np_dtype(kind.tensor_type.elem_type) if kind is not None and \
+            kind.tensor_type.elem_type else None
+
     def comparable(self, name: str) -> bool:
-        """A tensor a runtime computes from the inputs: not a weight, not a Constant node's value."""
-        at = self.produced_at.get(name)
-        return at is not None and self.nodes[at].op_type != "Constant"
+        """A tensor a runtime computes from the inputs: not a weight, nor computed from weights alone
+        (a Constant node's value, a weight's DequantizeLinear or Cast, a shape made of constants)."""
+        return name in self.produced_at and name not in self.constant
 
     def cut(self, k: int) -> list[str]:
         """The tensors alive after node ``k`` runs: made at or before it, read after it (or a graph
@@ -130,10 +156,7 @@ class LocateGraph:
     def chain(self, start: int, targets: Iterable[str]) -> list[tuple[int, str]]:
         """The shortest chain of (node, the tensor it passes on) from node ``start`` to one of the
         graph outputs ``targets`` (breadth first over the nodes that read each tensor)."""
-        readers: dict[str, list[int]] = {}
-        for i, names in enumerate(self.inputs_of):
-            for name in names:
-                readers.setdefault(name, []).append(i)
+        readers = self.readers
         targets = set(targets)
         came = {start: None}
         queue = deque([start])
@@ -177,22 +200,132 @@ class LocateGraph:
         return where
 
     def weight(self, name: str) -> np.ndarray | None:
-        """An initializer's values (read from the external weights)."""
+        """An initializer's or a Constant node's values (paddle2onnx and float16 converters keep weights
+        in Constant nodes); None for a computed tensor."""
+        import onnx
         from onnx import numpy_helper
         from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-        tensor = next((t for t in self.proto.graph.initializer if t.name == name), None)
-        if tensor is None:
+        tensor = self._initializer.get(name)
+        if tensor is not None:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            if uses_external_data(copy):
+                load_external_data_for_tensor(copy, str(self.folder))
+                del copy.external_data[:]
+                copy.data_location = onnx.TensorProto.DEFAULT
+            return numpy_helper.to_array(copy)
+        at = self.produced_at.get(name)
+        if at is None or self.nodes[at].op_type != "Constant":
             return None
+        value = self.nodes[at].attribute[0]
+        return numpy_helper.to_array(value.t) if value.name == "value" else np.asarray(
+            onnx.helper.get_attribute_value(value))
+
+    def weight_as_read(self, name: str, depth: int = 3) -> np.ndarray | None:
+        """The values a node computes with where no input changes them: a weight, a DequantizeLinear
+        or Cast of one (a QDQ or float16 file), or the dynamic quantizer's int8 ``W_quantized``
+        dequantized by the ``W_scale`` and ``W_zero_point`` kept beside it."""
         import onnx
 
-        copy = onnx.TensorProto()
-        copy.CopyFrom(tensor)
-        if uses_external_data(copy):
-            load_external_data_for_tensor(copy, str(self.folder))
-            del copy.external_data[:]
-            copy.data_location = onnx.TensorProto.DEFAULT
-        return numpy_helper.to_array(copy)
+        base = name[:-len("_quantized")]
+        if name.endswith("_quantized") and base + "_scale" in self._initializer and name in self._initializer and \
+                not any(self.nodes[k].op_type == "DequantizeLinear" for k in self.readers.get(name, ())):
+            q, scale = self.weight(name), self.weight(base + "_scale")
+            axis = 0 if np.size(scale) == 1 or q.shape[0] == np.size(scale) else q.ndim - 1
+            return dequantize(q, scale, self.weight(base + "_zero_point"), axis)
+        value = self.weight(name)
+        at = self.produced_at.get(name)
+        if value is not None or at is None or depth == 0 or self.nodes[at].op_type not in ("DequantizeLinear", "Cast"):
+            return value
+        node = self.nodes[at]
+        values = [self.weight_as_read(i, depth - 1) if i else None for i in node.input]
+        if values[0] is None:
+            return None
+        if node.op_type == "Cast":
+            return values[0].astype(onnx.helper.tensor_dtype_to_np_dtype(node.attribute[0].i))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        return dequantize(values[0], values[1], values[2] if len(values) > 2 else None, axis)
+
+    def stored_dtype(self, name: str) -> str | None:
+        """The dtype a weight is stored at (int8, float16), looking through DequantizeLinear and Cast."""
+        for _ in range(3):
+            at = self.produced_at.get(name)
+            if at is None or self.nodes[at].op_type not in ("DequantizeLinear", "Cast"):
+                break
+            name = self.nodes[at].input[0]
+        value = self.weight(name)
+        return str(value.dtype) if value is not None else None
+
+    # -- regions: pieces of the graph run as models of their own ----------------------------------
+
+    def walk_back(self, outputs: Iterable[str], stops: set[str], limit: int) -> list[int] | None:
+        """The nodes that compute ``outputs`` from ``stops`` (fed from outside), graph inputs and the
+        weights, in graph order; None where more than ``limit`` are needed."""
+        need: set[int] = set()
+        stack = [o for o in outputs]
+        while stack:
+            name = stack.pop()
+            at = self.produced_at.get(name)
+            if name in stops or at is None or at in need:
+                continue
+            need.add(at)
+            if len(need) > limit:
+                return None
+            stack.extend(self.inputs_of[at])
+        return sorted(need)
+
+    def region_model(self, regions: Sequence[tuple[str, Sequence[int], Sequence[str]]],
+                     fed: Mapping[str, np.ndarray]):
+        """One model holding each region (prefix, its nodes, its outputs) side by side. A region's
+        tensors are named ``prefix + name``, so that regions sharing a node (a weight's
+        DequantizeLinear) or an input never collide; the weights keep their names, shared, external.
+        Its inputs are what its nodes read from outside, typed by ``fed`` (prefixed names, the values
+        that will be fed). Hand-built rather than onnx.utils.Extractor: that makes one model per region
+        from a shape-inferred copy of the whole graph, and many regions are asked about at once."""
+        import onnx
+        from onnx import helper
+
+        graph = helper.make_graph([], "region", [], [])
+        used: set[str] = set()
+        inputs: set[str] = set()
+        for prefix, indices, outputs in regions:
+            made = {o for k in indices for o in self.nodes[k].output}
+
+            def named(name: str) -> str:
+                return name if not name or name in self._initializer else prefix + name
+
+            for k in indices:
+                node = onnx.NodeProto()
+                node.CopyFrom(self.nodes[k])
+                node.name = prefix + (node.name or f"#{k}")
+                node.input[:] = [named(i) for i in node.input]
+                node.output[:] = [named(o) for o in node.output]
+                graph.node.append(node)
+                used |= {i for i in self.inputs_of[k] if i in self._initializer}
+                for name in self.inputs_of[k]:
+                    if name and name not in made and name not in self._initializer and named(name) not in inputs:
+                        inputs.add(named(name))
+                        value = np.asarray(fed[named(name)])
+                        graph.input.append(helper.make_tensor_value_info(
+                            named(name), helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+            for name in outputs:
+                info = graph.output.add()
+                info.name = named(name)
+                if name in self.types:
+                    info.type.CopyFrom(self.types[name])
+        graph.initializer.extend(self._initializer[n] for n in sorted(used))
+        model = helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
+        return model
+
+    def save(self, model) -> Path:
+        """``model`` written beside the weights it refers to."""
+        import onnx
+
+        self._marked += 1
+        where = self.folder / f"region-{self._marked}.onnx"
+        onnx.save_model(model, str(where))
+        return where
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -202,3 +335,14 @@ class LocateGraph:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zero, axis: int) -> np.ndarray:
+    """DequantizeLinear's arithmetic: (q - zero point) x scale, per axis where the scale is a vector."""
+    scale = np.asarray(scale, np.float64)
+    zero = np.zeros_like(scale) if zero is None else np.asarray(zero, np.float64)
+    if scale.ndim == 1 and q.ndim > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((q.astype(np.float64) - zero) * scale).astype(np.float32)

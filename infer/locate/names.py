@@ -34,7 +34,10 @@ def _listed(text: str | None) -> list[str]:
 
 
 def short_class(name: str) -> str:
-    """``torch.nn.modules.conv.Conv2d`` -> ``torch.nn.Conv2d`` (as users write it)."""
+    """``torch.nn.modules.conv.Conv2d`` -> ``torch.nn.Conv2d``, and a class of the user's file that
+    ``ptx export --module tinyvit.py:build`` imported as ``ptx_user_tinyvit_44168676`` -> ``tinyvit.Attention``
+    (as users write them)."""
+    name = re.sub(r"^ptx_user_(\w+?)_[0-9a-f]{8}\.", r"\1.", name)
     return re.sub(r"^torch\.nn\.modules\.\w+\.", "torch.nn.", name)
 
 

@@ -1,147 +1,46 @@
-"""Where two sides of one ONNX graph part: the node where the difference is born, and how it grows.
+"""Where two sides of one ONNX model part, and only what the evidence supports.
 
-The **origin** is a node whose output departs beyond the tolerance while every tensor it reads
-agrees: the error is born there, not carried in. The search never asks for every intermediate
-tensor at once (marking them all runs out of memory on real models): it asks for the tensors alive
-between nodes (a cut of the graph in its order) at a few points, and narrows to the two points
-where the cut goes from agreeing to departing. A cut that agrees means whatever departs later is
-born later; the cut just after a node that departs while the one just before agrees differs only by
-that node's outputs, so that node is an origin. Each question holds at most ``FRONTIER`` tensors
-(more only where one cut alone is wider) and is one run of each side.
+One sweep (sweep.py) measures every tensor as each side runs, and every node alone, computed by the
+other side from the reference's tensors at its inputs. From it:
 
-The **path** is the shortest chain of nodes from the origin to the output that departs most, with
-the error at each step, asked ``FRONTIER`` tensors at a time: amplification shows as growth, and
-a second birth as a jump.
+- an **origin**, only where a node departs as it runs while its inputs agree *and* departs alone,
+  fed the reference's inputs: born there, shown twice;
+- where marking (cutting) moves the other side's answer, or the first node to depart agrees alone, no
+  node is named: the smallest **region** that departs alone is (fused.py), with one line saying so;
+- a reduced precision (int8, float16, bf16) departs from the first layer on, so its first departure
+  is shown as that and no more, and **where the error is added** is the ranking of the nodes by the
+  error each adds alone (relative: ||diff|| / ||reference||, and SQNR), with, where the other is a
+  reduced file, what keeping the worst in f32 does to the output (triage.py, measured);
+- the **path** from the first departure to the output, read by a person: max abs beside the
+  relative error and the values' scale, long paths folded (--json holds every step).
 
-onnx and numpy only here; the runtimes are the sides' (locate_sides.py).
+onnx and numpy only here; the runtimes are the sides'.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
 
-from ptx.contract.schema import Tolerance
 from ptx.errors import PtxError
 
+from .fused import Region, find_region
 from .graph import LocateGraph
 from .names import module_of
+from .pairs import Counterparts
 from .sides import Side
+from .sweep import Sweep, TensorError, ToleranceOf, tensor_error  # noqa: F401 - tensor_error: torchscript.py
+from .triage import blames, keep_f32
 
-FRONTIER = 16  # tensors one question asks of each side, at most (unless one cut is wider)
-POINTS = 8  # cuts one question asks about: each round narrows the span to 1/(POINTS+1)
-ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
+FRONTIER = 16  # modules torchscript.py replays a question
+TOP = 5  # nodes shown by the error they add
+JUMPS = 3  # the largest jumps a folded path keeps
+FOLD = 12  # a path longer than this is folded
 
 
 class NothingToLocate(PtxError):
     """The sides agree on the case asked about: there is no disagreement to trace."""
-
-
-@dataclass
-class TensorError:
-    """One tensor of the other side against the reference side's."""
-
-    name: str
-    shape: list[int]
-    dtype: str
-    max_abs: float
-    magnitude: float  # the reference's largest |value|: how big the numbers are that differ
-    excess: float  # the largest |got - want| - (atol + rtol * |want|): > 0 departs
-    tolerance: Tolerance
-    problem: str | None = None  # shapes or dtypes differ: no value comparison
-
-    @property
-    def departs(self) -> bool:
-        return self.problem is not None or self.excess > 0
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": self.shape, "dtype": self.dtype, "max_abs": self.max_abs,
-                "magnitude": self.magnitude, "departs": self.departs, "problem": self.problem,
-                "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
-
-
-def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError:
-    got, want = np.asarray(got), np.asarray(want)
-    tol = tolerance_of(name, str(want.dtype))
-    error = TensorError(name, list(want.shape), str(want.dtype), 0.0, 0.0, 0.0, tol)
-    if got.shape != want.shape:
-        error.problem = f"shape {list(got.shape)} where the reference's is {list(want.shape)}"
-        return error
-    if want.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":
-        error.problem = None if np.array_equal(got, want) else "values differ"
-        return error
-    a, b = got.astype(np.float64), want.astype(np.float64)
-    if b.size == 0:
-        return error
-    finite = np.isfinite(a) & np.isfinite(b)
-    if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(a[~finite & ~np.isnan(a)],
-                                                                          b[~finite & ~np.isnan(b)]):
-        error.problem = "NaN or infinity where the reference has none (or the other way round)"
-    diff = np.abs(a[finite] - b[finite])
-    if diff.size:
-        error.max_abs = float(diff.max())
-        exact = want.dtype.kind in "biu"
-        allowed = 0.0 if exact else tol.atol + tol.rtol * np.abs(b[finite])
-        error.excess = float((diff - allowed).max())
-        error.magnitude = float(np.abs(b[finite]).max())
-    return error
-
-
-class Comparison:
-    """Asks both sides for the same tensors and compares them; counts its questions."""
-
-    def __init__(self, reference: Side, other: Side, tolerance_of: ToleranceOf):
-        self.reference, self.other, self.tolerance_of = reference, other, tolerance_of
-        self.questions = 0
-        self.widest = 0
-        self.not_compared: set[str] = set()  # tensors the other side does not have (another graph)
-
-    def errors(self, names: Sequence[str], keep: bool = False):
-        """{name: TensorError} over ``names`` both sides have; with ``keep``, the values too."""
-        names = [n for n in dict.fromkeys(names) if self.other.has(n)]
-        self.not_compared |= {n for n in names if not self.other.has(n)}
-        if not names:
-            return ({}, {}, {}) if keep else {}
-        self.questions += 1
-        self.widest = max(self.widest, len(names))
-        want = self.reference.values(names)
-        got = self.other.values(names)
-        errors = {n: tensor_error(n, got[n], want[n], self.tolerance_of) for n in names if n in got and n in want}
-        self.not_compared |= {n for n in names if n not in got}
-        return (errors, want, got) if keep else errors
-
-
-def _points(graph: LocateGraph, lo: int, hi: int) -> list[int]:
-    """Up to POINTS nodes strictly between lo and hi, evenly spaced, whose cuts fit FRONTIER
-    tensors together (fewer points where the cuts are wide; one point at least)."""
-    k = min(POINTS, hi - lo - 1)
-    while True:
-        points = sorted({lo + max(1, round((hi - lo) * j / (k + 1))) for j in range(1, k + 1)} - {hi})
-        points = [p for p in points if lo < p < hi]
-        if k == 1 or len({t for p in points for t in graph.cut(p)}) <= FRONTIER:
-            return points
-        k = max(1, k // 2)
-
-
-def find_origin(graph: LocateGraph, comparison: Comparison) -> tuple[int, dict[str, TensorError]]:
-    """(the origin's node index, the graph outputs' errors). Raises NothingToLocate where the
-    outputs agree."""
-    last = len(graph.nodes) - 1
-    outputs = comparison.errors(graph.cut(last))
-    if not any(e.departs for e in outputs.values()):
-        raise NothingToLocate("nothing to locate: on this case every output agrees within the tolerance once "
-                              "intermediate tensors are asked for too")
-    lo, hi = -1, last
-    while hi - lo > 1:
-        points = _points(graph, lo, hi)
-        errors = comparison.errors([t for p in points for t in graph.cut(p)])
-        first = next((p for p in points if any(errors[t].departs for t in graph.cut(p) if t in errors)), None)
-        if first is None:
-            lo = points[-1]
-        else:
-            lo, hi = max([p for p in points if p < first], default=lo), first
-    return hi, outputs
 
 
 @dataclass
@@ -152,6 +51,8 @@ class Step:
     max_abs: float
     departs: bool
     module: str | None
+    rel: float | None = None
+    magnitude: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -165,126 +66,183 @@ class Located:
     reference: str  # side labels
     other: str
     case: str
-    origin: dict
+    origin: dict | None  # a node born there (departs as it runs and alone), or None
     path: list[Step] = field(default_factory=list)
     questions: int = 0
-    widest: int = 0
+    widest: int = 0  # tensors (TorchScript) or bytes (a sweep) of the largest question to a side
     nodes: int = 0
     notes: list[str] = field(default_factory=list)
     repro: dict | None = None
-    # kept for --repro: the origin's inputs' and outputs' values on both sides
+    first: dict | None = None  # the first departure as it runs, where it is no origin
+    region: dict | None = None  # the smallest region that departs alone, where no node does
+    added: list[dict] = field(default_factory=list)  # every node by the error it adds alone, worst first
+    keep: dict | None = None  # keeping the worst in f32, measured
+    reduced: bool = False  # the other side computes at a reduced precision
+    searched: bool = False  # a region that departs alone was looked for
+    # kept for --repro: what to cut out and both sides' values
     values: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {"file": self.file, "reference": self.reference, "other": self.other, "case": self.case,
-                "origin": self.origin, "path": [s.to_dict() for s in self.path], "questions": self.questions,
+                "origin": self.origin, "first_departure": self.first, "region": self.region, "added": self.added,
+                "keep_f32": self.keep, "path": [s.to_dict() for s in self.path], "questions": self.questions,
                 "widest_question": self.widest, "graph_nodes": self.nodes, "notes": self.notes, "repro": self.repro}
 
     def text(self) -> str:
-        o = self.origin
-        lines = [f"where it is born: {self.other} vs {self.reference}, {self.file}, on {self.case} "
-                 f"({self.questions} questions to each side, at most {self.widest} tensors each, of {self.nodes} "
-                 "nodes)",
-                 f"origin: node {o['node']} ({o['op']}), output {o['output']}: max abs {o['max_abs']:.2e} "
-                 f"(atol {o['atol']:g} + rtol {o['rtol']:g} x |value|), {o['born']}"]
-        if o.get("module"):
-            cls = f" ({o['class']})" if o.get("class") else ""
-            rule = (f"; {o['folded']} folded into it by the exporter's {o['rule']}" if o.get("folded") else
-                    f"; the exporter's {o['rule']} rule made this node" if o.get("rule") else "")
-            lines.append(f"  module {o['module']}{cls}{rule}")
-            if o.get("source"):
-                lines.append(f"  at {o['source']}: {o['code']}")
-        for i in o["inputs"]:
-            error = "" if i.get("max_abs") is None else f"max abs {i['max_abs']:.2e}  "
-            lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): {error}max |value| {i['magnitude']:.2e}")
-        if self.path:
-            lines.append(f"path to output {self.path[-1].output} (max abs where each step's output leaves it):")
-            width, ops = max(len(s.node) for s in self.path), max(len(s.op) for s in self.path)
-            for s in self.path:
-                where = f"  {s.module}" if s.module else ""
-                lines.append(f"  {s.node:<{width}}  {s.op:<{ops}}  {s.max_abs:.2e}  "
-                             f"{'beyond' if s.departs else 'within'}{where}")
-        lines += self.notes
-        return "\n".join(lines)
+        from .render import located_text
+
+        return located_text(self)
 
 
-def _input_rows(graph: LocateGraph, k: int, errors: Mapping[str, TensorError], want, other_graph) -> list[dict]:
+def _inputs(sweep: Sweep, k: int) -> list[dict]:
+    """What node ``k`` reads: each computed input's error as it runs; each weight (initializer or
+    Constant node) against the other file's, its rounding where that one is stored at a reduced precision."""
+    graph, pairs = sweep.graph, sweep.pairs
+    other = pairs.other
+    node = graph.nodes[k]
+    twin = other.nodes[other.by_name[node.name]] if node.name in other.by_name else None
     rows = []
-    for name in graph.nodes[k].input:
+    for p, name in enumerate(node.input):
         if not name:
             continue
-        if name in errors:
-            e = errors[name]
-            rows.append({"name": name, "kind": "graph input" if name not in graph.produced_at else "computed",
-                         "shape": e.shape, "max_abs": e.max_abs, "magnitude": e.magnitude, "departs": e.departs})
+        if name in sweep.free or name in graph.graph_inputs:
+            e = sweep.free.get(name)
+            fed = sweep.reference.feeds.get(name)
+            rows.append({"name": name, "kind": "computed" if name in graph.produced_at else "graph input",
+                         "shape": e.shape if e else list(getattr(fed, "shape", [])), "max_abs": e.max_abs if e else 0.0,
+                         "rel": e.rel if e else 0.0, "magnitude": e.magnitude if e else None,
+                         "departs": bool(e and e.departs)})
             continue
-        value = graph.weight(name)
+        if graph.comparable(name):
+            rows.append({"name": name, "kind": "computed", "shape": None, "max_abs": None, "rel": None,
+                         "magnitude": None, "departs": False, "unmatched": pairs.none.get(name, "not compared")})
+            continue
+        value = graph.weight_as_read(name)
         if value is None:
-            if name in want:  # a graph input both sides were fed
-                value = np.asarray(want[name])
-                rows.append({"name": name, "kind": "graph input", "shape": list(value.shape), "max_abs": 0.0,
-                             "magnitude": float(np.abs(value).max()) if value.size else 0.0, "departs": False})
             continue
-        theirs = other_graph.weight(name) if other_graph is not None else None
-        diff = None
-        if theirs is not None and theirs.shape == value.shape:  # two files: their weights compared too
-            diff = float(np.abs(theirs.astype(np.float64) - value.astype(np.float64)).max()) if value.size else 0.0
-        rows.append({"name": name, "kind": "weight", "shape": list(value.shape), "max_abs": diff,
-                     "magnitude": float(np.abs(value.astype(np.float64)).max()) if value.size else 0.0,
-                     "departs": bool(diff)})
+        row = {"name": name, "kind": "weight" if name in graph.initializers else "weight (Constant node)",
+               "shape": list(value.shape), "max_abs": None, "rel": None, "departs": False,
+               "magnitude": float(abs(value.astype("float64")).max()) if value.size else 0.0}
+        theirs_name = twin.input[p] if twin is not None and p < len(twin.input) else None
+        theirs = other.weight_as_read(theirs_name) if theirs_name and other is not graph else None
+        if theirs is not None and theirs.shape == value.shape and value.dtype.kind == "f":
+            diff = tensor_error(name, theirs, value, lambda n, d: sweep.tolerance_of(n, d))
+            stored = other.stored_dtype(theirs_name)
+            # values float16 cannot hold: stored as infinity, or clamped to 65504 by a converter
+            beyond = int((np.abs(value) > np.finfo(np.float16).max).sum()) if stored == "float16" else 0
+            row.update(max_abs=diff.max_abs, rel=diff.rel, departs=diff.max_abs > 0 or diff.problem is not None,
+                       stored=stored, overflow=beyond)
+        rows.append(row)
     return rows
+
+
+def _node_doc(sweep: Sweep, k: int, error: TensorError) -> dict:
+    graph = sweep.graph
+    node = graph.nodes[k]
+    named = module_of(node) or {}
+    return {"node": node.name or f"#{k}", "index": k, "op": node.op_type, "output": error.name,
+            "max_abs": error.max_abs, "rel": error.rel, "magnitude": error.magnitude, "atol": error.tolerance.atol,
+            "rtol": error.tolerance.rtol, "inputs": _inputs(sweep, k), "module": named.get("module"),
+            "class": named.get("class"), "source": named.get("source"), "code": named.get("code"),
+            "rule": named.get("rule"), "folded": named.get("folded")}
+
+
+def _path(sweep: Sweep, k: int, worst: str) -> list[Step]:
+    graph, steps = sweep.graph, []
+    for j, tensor in graph.chain(k, [worst]):
+        e = sweep.free.get(tensor)
+        if e is not None:
+            named = module_of(graph.nodes[j])
+            steps.append(Step(graph.nodes[j].name or f"#{j}", graph.nodes[j].op_type, tensor, e.max_abs, e.departs,
+                              named["module"] if named else None, e.rel, e.magnitude))
+    return steps
+
+
+def reduced(pairs: Counterparts, other: Side) -> bool:
+    """Whether the other side computes at a reduced precision: a bf16/int8/tf32 runtime row, or a file
+    that holds integer or float16 tensors where the reference's are float."""
+    if getattr(other, "precision", "f32") != "f32":
+        return True
+    return pairs.other is not pairs.ref and bool(pairs.coded or any(
+        pairs.other.dtype_of(t) is not None and pairs.other.dtype_of(t).itemsize < 4 for t in pairs.of.values()
+        if pairs.other.dtype_of(t) is not None and pairs.other.dtype_of(t).kind == "f"))
 
 
 def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: ToleranceOf, case: str,
            other_graph: LocateGraph | None = None, progress: Callable[[str], None] = lambda _: None) -> Located:
     """Trace where ``other`` parts from ``reference`` on their feeds (see the module's docstring)."""
-    comparison = Comparison(reference, other, tolerance_of)
-    progress(f"locating: {other.label} against {reference.label} on {case}, {len(graph.nodes)} nodes")
-    k, outputs = find_origin(graph, comparison)
-    node = graph.nodes[k]
-    # The origin with what it reads, then the path, FRONTIER tensors at a time.
-    own = [o for o in node.output if o]
-    asked = list(dict.fromkeys([*graph.activations_of(k), *own, *[i for i in node.input if i in reference.feeds]]))
-    errors, want, got = comparison.errors(asked, keep=True)
-    worst = max((e for e in outputs.values() if e.departs), key=lambda e: (e.problem is not None, e.excess))
-    chain = graph.chain(k, [worst.name])
-    path_errors = dict(errors)
-    for start in range(0, len(chain), FRONTIER):
-        path_errors.update(comparison.errors([t for _, t in chain[start:start + FRONTIER] if t not in path_errors]))
-    path = []
-    for j, tensor in chain:
-        e = path_errors.get(tensor)
-        if e is None:
-            continue
-        named = module_of(graph.nodes[j])
-        path.append(Step(graph.nodes[j].name or f"#{j}", graph.nodes[j].op_type, tensor, e.max_abs, e.departs,
-                         named["module"] if named else None))
-    born = max((errors[o] for o in own if o in errors), key=lambda e: (e.departs, e.excess))
-    inputs = _input_rows(graph, k, errors, want, other_graph)
-    computed = [i for i in inputs if i["kind"] != "weight"]
-    carried = [i["name"] for i in computed if i.get("departs")]
-    changed = [i["name"] for i in inputs if i["kind"] == "weight" and i.get("departs")]
-    if carried:  # a wide cut that agreed within tolerance at a point, yet an input departs here
-        how = f"one of its inputs departs too ({', '.join(carried)}): born or carried in, by a hair"
-    elif changed:
-        how = f"its computed inputs agree; its weight {', '.join(changed)} differs between the two files"
-    else:
-        how = "its inputs agree: born here"
-    named = module_of(node) or {}
-    origin = {"node": node.name or f"#{k}", "index": k, "op": node.op_type, "output": born.name,
-              "max_abs": born.max_abs, "magnitude": born.magnitude, "atol": born.tolerance.atol,
-              "rtol": born.tolerance.rtol, "born": how, "inputs": inputs, "module": named.get("module"),
-              "class": named.get("class"), "source": named.get("source"), "code": named.get("code"),
-              "rule": named.get("rule"), "folded": named.get("folded")}
-    located = Located(str(graph.path.name), reference.label, other.label, case, origin, path, comparison.questions,
-                      comparison.widest, len(graph.nodes))
-    missing = sorted(comparison.not_compared)
-    if missing:
-        located.notes.append(f"note: {len(missing)} tensor{'s' * (len(missing) != 1)} of {graph.path.name} "
-                             f"{'are' if len(missing) != 1 else 'is'} not in {other.label} by name "
-                             f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): not compared")
-    located.values = {"inputs": {n: want[n] for n in graph.activations_of(k) + [i for i in node.input
-                                                                             if i in reference.feeds] if n in want},
-                      "reference": {o: want[o] for o in own if o in want},
-                      "other": {o: got[o] for o in own if o in got}, "node": k, "outputs": own}
+    pairs = Counterparts.match(graph, other_graph if other_graph is not None else graph)
+    sweep = Sweep(pairs, reference, other, tolerance_of).run(progress)
+    if not any(e.departs for e in sweep.outputs.values()):
+        raise NothingToLocate("nothing to locate: on this case every output agrees within the tolerance")
+    located = Located(graph.path.name, reference.label, other.label, case, None, questions=sweep.questions,
+                      widest=sweep.widest, nodes=len(graph.nodes), reduced=reduced(pairs, other))
+    ranked = blames(sweep)
+    located.added = [b.to_dict() for b in ranked]
+    if located.reduced and pairs.other is not pairs.ref:
+        names = [b.node for b in ranked if b.quantized and b.departs][:TOP]
+        located.keep = keep_f32(sweep, names) if names else None
+    worst = max((e for e in sweep.outputs.values() if e.departs), key=lambda e: (e.problem is not None, e.excess))
+    order = [n for node in graph.nodes for n in node.output if n in sweep.free]
+    # as it runs, where pieces answer as the whole does; a reduced precision's, read with the note
+    trusted = sweep.untrusted is None or located.reduced
+    first = next((n for n in order if sweep.free[n].departs), None) if trusted else None
+    region: Region | None = None
+    if first is not None:
+        k = graph.produced_at[first]
+        alone = sweep.alone.get(k)
+        doc = {**_node_doc(sweep, k, sweep.free[first]), "in_pieces": sweep.untrusted is not None,
+               "alone": alone.error.to_dict() if alone is not None else None}
+        located.path = _path(sweep, k, worst.name)
+        if located.reduced:
+            located.first = doc
+        elif alone is not None and alone.error.departs:
+            located.origin = doc
+        else:
+            located.first = doc
+            region = find_region(sweep, progress) if alone is not None else None
+            located.searched = alone is not None
+    elif not located.reduced:
+        region = find_region(sweep, progress)
+        located.searched = True
+    if located.added:
+        located.added[0]["inputs"] = _inputs(sweep, located.added[0]["index"])
+    if region is not None:
+        located.region = _region_doc(sweep, region)
+    located.notes += sweep.notes + [n for n in (sweep.untrusted and f"note: {sweep.untrusted}", sweep.moved,
+                                  pairs.missing_note(), _unmeasured(sweep), _bodies(graph, located)) if n]
+    located.values = {"sweep": sweep, "region": region, "first": first}
     return located
+
+
+def _region_doc(sweep: Sweep, region: Region) -> dict:
+    graph = sweep.graph
+    reads = {i for k in region.nodes for i in graph.inputs_of[k]}
+    alone = [sweep.alone[k].error for k in region.nodes if k in sweep.alone]
+    return {"first": graph.nodes[region.first].name or f"#{region.first}",
+            "last": graph.nodes[region.last].name or f"#{region.last}",
+            "nodes": [graph.nodes[k].name or f"#{k}" for k in region.nodes],
+            "ops": [graph.nodes[k].op_type for k in region.nodes], "inputs": [t for t in region.inputs if t in reads],
+            "outputs": region.outputs, "error": region.error.to_dict(), "tries": region.tries,
+            "alone_departs": sum(e.departs for e in alone), "alone_worst": max((e.max_abs for e in alone), default=0.0)}
+
+
+def _unmeasured(sweep: Sweep) -> str | None:
+    if not sweep.unmeasured:
+        return None
+    names = [sweep.graph.nodes[k].name or f"#{k}" for k in sweep.unmeasured]
+    why = f" ({sweep.refused})" if sweep.refused else " (an If/Loop/Scan body inside, or reaching too far back)"
+    return (f"note: {len(names)} node{'s' * (len(names) != 1)} not computed alone{why}: {', '.join(names[:4])}"
+            + (", ..." if len(names) > 4 else ""))
+
+
+def _bodies(graph: LocateGraph, located: Located) -> str | None:
+    """Subgraph bodies are not searched: said, and where the difference is born in one, said there."""
+    bodies = [n.name or n.op_type for k, n in enumerate(graph.nodes) if graph.has_body(k)]
+    if not bodies:
+        return None
+    named = (located.origin or located.first or {}).get("node")
+    inside = f" {named} holds a body: the difference may be born inside it." if named in bodies else ""
+    return (f"note: the bodies of {len(bodies)} If/Loop/Scan node{'s' * (len(bodies) != 1)} "
+            f"({', '.join(bodies[:3])}{', ...' if len(bodies) > 3 else ''}) are not searched, only their outputs "
+            f"compared.{inside}")

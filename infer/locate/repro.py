@@ -1,12 +1,20 @@
 """``ptx verify --locate --repro DIR``: the smallest graph that still disagrees, ready to file with
-the runtime: the origin node with what feeds it (onnx.utils.Extractor), the tensors it read on the
-case located, both sides' outputs, and a README whose one command shows the disagreement alone.
+the runtime: the origin node (or the region that departs only together) cut out, the tensors it
+read on the case located, both sides' outputs, and a README whose one command shows it alone.
 
-DIR is written whole or not at all (ptx.atomic.atomic_folder). onnx and numpy only; a TorchScript
-file's own piece (against.pt) is written by locate_torchscript.py, handed in as ``write_against``.
+A repro is run before it is described: both sides compute it from the inputs written, and the README
+says what they did (exits 1: its outputs disagree; or agrees alone: the difference needs the
+surrounding graph, and which region to file instead). Another ONNX file's piece (against.onnx)
+takes and gives float32 under the reference's names, its own int8 or float16 tensors quantized or
+cast inside, so that the two files load and take the same inputs.
+
+DIR is written whole or not at all (ptx.atomic.atomic_folder), and refused before the search where
+it cannot be (check_repro_dir). onnx and numpy only; a TorchScript file's own piece (against.pt) is
+written by torchscript.py, handed in as ``write_against``.
 """
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -15,24 +23,42 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .origin import Located
 from .graph import LocateGraph
+from .origin import Located
+from .sweep import tensor_error
 
 
 def check_repro_dir(where: str | Path) -> Path:
-    """A folder that does not exist yet, or an empty one: --repro never overwrites a user's files."""
+    """A folder that does not exist yet (under one that can be written), or an empty one: --repro never
+    overwrites a user's files, and says so before the search, not after it."""
     where = Path(where)
     if where.exists() and (not where.is_dir() or any(where.iterdir())):
         raise PtxError(f"--repro {where}: it exists and is not an empty folder; give a new folder name")
+    parent = next((p for p in [where, *where.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise PtxError(f"--repro {where}: {parent} is a file, not a folder; give a folder to write the repro in")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PtxError(f"--repro {where}: {parent} cannot be written here; give a folder you can write to")
     return where
 
 
+def _inline(model, folder: Path):
+    """``model`` with the weights it refers to in ``folder`` read into it: one file that travels."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(model, str(folder))
+    for tensor in model.graph.initializer:
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return model
+
+
 def extract(graph: LocateGraph, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]):
-    """The subgraph of ``graph`` from ``inputs`` to ``outputs`` (names), weights inline, typed by
-    the values actually seen (shape inference may not know every intermediate's type)."""
+    """The subgraph of ``graph`` from ``inputs`` to ``outputs`` (onnx.utils.Extractor), weights inline,
+    typed by the values seen (shape inference may not know every intermediate's type)."""
     import onnx
     from onnx import helper
-    from onnx.external_data_helper import load_external_data_for_model
     from onnx.utils import Extractor
 
     typed = onnx.ModelProto()
@@ -43,12 +69,80 @@ def extract(graph: LocateGraph, inputs: Mapping[str, np.ndarray], outputs: Mappi
         if name not in known:
             typed.graph.value_info.append(helper.make_tensor_value_info(
                 name, helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype), list(np.shape(value))))
-    piece = Extractor(typed).extract_model(list(inputs), list(outputs))
-    load_external_data_for_model(piece, str(graph.folder))  # self-contained: the weights inside
-    for tensor in piece.graph.initializer:
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
-    return piece
+    return _inline(Extractor(typed).extract_model(list(inputs), list(outputs)), graph.folder)
+
+
+def _against(pairs, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]):
+    """The other file's piece computing ``outputs``' counterparts from ``inputs``', wrapped to take and
+    give float32 under the reference's names (QuantizeLinear/Cast in, DequantizeLinear/Cast out)."""
+    import onnx
+    from onnx import helper
+
+    other = pairs.other
+    nodes = other.walk_back([pairs.of[o] for o in outputs], {pairs.of[i] for i in inputs}, 10 ** 6)
+    fed = {"a/" + pairs.of[i]: pairs.encode(i, v) for i, v in inputs.items()}
+    fed.update({"a/" + i: np.zeros((1,), np.float32) for i in other.graph_inputs})
+    piece = other.region_model([("a/", nodes, [pairs.of[o] for o in outputs])], fed)
+    used = {i.name for i in piece.graph.input}
+    del piece.graph.input[:]
+    extra = set()
+    for name, value in inputs.items():
+        inner = "a/" + pairs.of[name]
+        if inner not in used:
+            continue
+        piece.graph.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(
+            np.asarray(value).dtype), list(np.shape(value))))
+        piece.graph.node.insert(0, _convert(pairs, name, name, inner, into=True, extra=extra))
+    del piece.graph.output[:]
+    for name in outputs:
+        piece.graph.node.append(_convert(pairs, name, "a/" + pairs.of[name], name, into=False, extra=extra))
+        piece.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    have = {t.name for t in piece.graph.initializer}
+    piece.graph.initializer.extend(other._initializer[n] for n in sorted(extra - have) if n in other._initializer)
+    return _inline(piece, other.folder)
+
+
+def _convert(pairs, name: str, source: str, target: str, *, into: bool, extra: set):
+    """One node from float32 into the other's representation of ``name`` (into) or back out."""
+    from onnx import TensorProto, helper
+
+    q = pairs.coded.get(name)
+    if q is not None:
+        node = pairs.other.nodes[q]
+        extra.update(i for i in node.input[1:] if i)
+        axis = [a for a in node.attribute if a.name == "axis"]
+        made = helper.make_node("QuantizeLinear" if into else "DequantizeLinear", [source, *node.input[1:]], [target])
+        made.attribute.extend(axis)
+        return made
+    dtype = pairs.other.dtype_of(pairs.of[name])
+    if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
+        to = helper.np_dtype_to_tensor_dtype(dtype) if into else TensorProto.FLOAT
+        return helper.make_node("Cast", [source], [target], to=to)
+    return helper.make_node("Identity", [source], [target])
+
+
+def _piece(located: Located):
+    """(what is cut out in words, reference nodes, inputs, outputs) from what origin.py found: the
+    region that departs only together, else the origin's node, else (a reduced precision) the node
+    that adds most error, else the first departure."""
+    sweep, region = located.values["sweep"], located.values["region"]
+    graph, pairs = sweep.graph, sweep.pairs
+    if region is not None:
+        reads = {i for k in region.nodes for i in graph.inputs_of[k]}
+        what = f"the {len(region.nodes)} nodes {located.region['first']} .. {located.region['last']}"
+        return what, region.nodes, [t for t in region.inputs if t in reads], region.outputs
+    top = located.added[0] if located.added and located.added[0]["departs"] else None
+    picked = located.origin or (top if located.reduced else None) or located.first or top
+    if picked is None:
+        raise PtxError("--repro: nothing departs alone to cut out (no node, and no window of nodes); the difference "
+                       "needs the whole model")
+    k = picked["index"]
+    unit = pairs.unit(k) or next((a.unit for a in sweep.alone.values() if pairs.named(a.unit) == k), None)
+    named = graph.nodes[pairs.named(unit) if unit is not None else k]
+    if unit is None:
+        return f"{named.op_type} node {named.name or f'#{k}'}", [k], graph.activations_of(k), \
+            [o for o in graph.nodes[k].output if graph.comparable(o)]
+    return f"{named.op_type} node {named.name or f'#{k}'}", unit.nodes, unit.inputs, unit.outputs
 
 
 def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_graph: LocateGraph | None = None,
@@ -60,31 +154,64 @@ def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_grap
     from ptx.atomic import atomic_folder
 
     where = check_repro_dir(where)
-    values = located.values
-    inputs, outputs = values["inputs"], {o: values["reference"][o] for o in values["outputs"]
-                                         if o in values["reference"]}
-    piece = extract(graph, inputs, outputs)
-    nodes = len(piece.graph.node)
     command = ["ptx", "verify", str(where / "repro.onnx"), "--inputs", str(where / "inputs.npz")]
+    if "sweep" not in located.values:  # a TorchScript module: its ONNX scope and its own piece
+        values = located.values
+        inputs, outputs = values["inputs"], {o: values["reference"][o] for o in values["outputs"]}
+        piece, verdict = extract(graph, inputs, outputs), "exits 1: its outputs disagree"
+        what = f"{located.origin['op']} node {located.origin['node']}"
+        sides = {**{f"{located.reference}:{n}": v for n, v in values["reference"].items()},
+                 **{f"{located.other}:{n}": v for n, v in values["other"].items()}}
+        against = None
+    else:
+        sweep = located.values["sweep"]
+        what, nodes, names, outputs = _piece(located)
+        inputs = {n: v for n, v in sweep.reference.values(list(names) + list(outputs)).items() if n in names}
+        want = sweep.reference.values(list(outputs))
+        fed = {**inputs, **{i: sweep.reference.feeds[i] for i in graph.graph_inputs if i in sweep.reference.feeds}}
+        nodes = graph.walk_back(outputs, set(names), 10 ** 6)  # with the Constant nodes that hold its weights
+        piece = _inline(graph.region_model([("", nodes, outputs)], fed), graph.folder)
+        reads = {i.name for i in piece.graph.input}
+        inputs = {n: v for n, v in fed.items() if n in reads}
+        against = _against(sweep.pairs, inputs, outputs) if other_graph is not None else None
+        got = _alone(sweep, piece, against, graph, inputs, outputs)
+        errors = [tensor_error(o, got[o], want[o], sweep.tolerance_of) for o in outputs if o in got]
+        worst = max(errors, key=lambda e: (e.departs, e.excess))
+        sides = {**{f"{located.reference}:{n}": want[n] for n in outputs},
+                 **{f"{located.other}:{n}": got[n] for n in outputs if n in got}}
+        verdict = (f"exits 1: its outputs disagree (max abs {worst.max_abs:.2e}, rel {worst.rel:.1e}, checked when it "
+                   "was written)" if worst.departs else
+                   f"agrees alone (max abs {worst.max_abs:.2e}, checked when it was written): the difference needs the "
+                   "surrounding graph" + ("; file the region instead" if located.region else
+                                          "; no smaller region was found that departs alone: file the whole model"))
+        if located.other == "onnx.reference":
+            command += ["--strict"]  # a third opinion's departure fails the verdict only so
     with atomic_folder(where) as staging:
         onnx.save_model(piece, str(staging / "repro.onnx"))
         np.savez(staging / "inputs.npz", **{n: np.asarray(v) for n, v in inputs.items()})
-        sides = {f"{located.reference}:{n}": v for n, v in values["reference"].items()}
-        sides.update({f"{located.other}:{n}": v for n, v in values["other"].items()})
         np.savez(staging / "outputs.npz", **sides)
-        if other_graph is not None:
-            onnx.save_model(extract(other_graph, inputs, outputs), str(staging / "against.onnx"))
-            command += ["--against", str(where / "against.onnx")]
+        if against is not None:
+            onnx.save_model(against, str(staging / "against.onnx"))
+            command += ["--against", str(where / "against.onnx"), "--backends", "ort-cpu"]
         elif write_against is not None:
             command += ["--against", str(where / write_against(staging))]
         if backends:
             command += ["--backends", ",".join(backends)]
         command += list(tolerance_args)
-        o = located.origin
+        module = (located.origin or located.first or {}).get("module")
         (staging / "README").write_text(
-            f"{o['op']} node {o['node']} of {located.file}, where {located.other} parts from {located.reference} "
-            f"(max abs {o['max_abs']:.2e}{', module ' + o['module'] if o.get('module') else ''}), alone:\n"
-            f"{shlex.join(command)}\n"
-            f"exits 1: its outputs disagree; outputs.npz holds both sides' ({located.reference}: and "
-            f"{located.other}: keys), inputs.npz what the node read on {located.case}.\n")
-    return {"folder": str(where), "nodes": nodes, "command": shlex.join(command)}
+            f"{what} of {located.file}, where {located.other} parts from {located.reference}"
+            f"{', module ' + module if module else ''}, alone:\n{shlex.join(command)}\n{verdict}; outputs.npz holds "
+            f"both sides' ({located.reference}: and {located.other}: keys), inputs.npz what it read on "
+            f"{located.case}.\n")
+    return {"folder": str(where), "nodes": len(piece.graph.node), "command": shlex.join(command),
+            "departs_alone": verdict.startswith("exits 1")}
+
+
+def _alone(sweep, piece, against, graph: LocateGraph, inputs: dict, outputs: Sequence[str]) -> dict:
+    """The other side's answer on the repro: its runtime on repro.onnx, or the other file's piece."""
+    import onnx
+
+    path = graph.folder / "repro-check.onnx"
+    onnx.save_model(against if against is not None else piece, str(path))
+    return sweep.other.run(path, inputs, list(outputs))

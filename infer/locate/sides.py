@@ -1,11 +1,13 @@
-"""The two sides ``ptx verify --locate`` compares: each answers "these intermediate tensors, on
-these inputs" for one runtime (ONNX Runtime on the CPU or a GPU, OpenVINO at f32 or bf16,
-onnx.reference), one marked copy of the graph at a time, and keeps nothing between questions.
+"""The two sides ``ptx verify --locate`` compares: each runs a model file of one runtime (ONNX
+Runtime on the CPU or a GPU, OpenVINO at f32 or bf16, onnx.reference) on given inputs and answers
+the tensors asked for: a copy of its graph that gives some intermediate tensors as outputs, or a
+piece of it run as a model of its own (graph.py's regions). It keeps nothing between questions.
 
-Never torch: a TorchScript file's side is locate_torchscript.py's.
+Never torch: a TorchScript file's side is torchscript.py's.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -27,19 +29,24 @@ class Side:
         return name in self.graph.produced_at or name in self.feeds
 
     def values(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph's tensors ``names`` on the feeds: one run of a copy that outputs them."""
         wanted = [n for n in dict.fromkeys(names) if n in self.graph.produced_at]
         got = {n: self.feeds[n] for n in names if n in self.feeds}
         if wanted:
-            try:
-                got.update(self._values(wanted))
-            except ModelRunError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a runtime's own error types, many lines long
-                raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
-                                    f"({first_line(exc)[:300]})") from None
+            got.update(self.run(self.graph.marked(wanted), self.feeds, wanted))
         return got
 
-    def _values(self, names: list[str]) -> dict[str, np.ndarray]:
+    def run(self, path: Path, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model file at ``path`` (a marked copy, a region) run on ``feeds``: ``names``' values."""
+        try:
+            return self._run(path, feeds, list(names))
+        except ModelRunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a runtime's own error types, many lines long
+            raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
+                                f"({first_line(exc)[:300]})") from None
+
+    def _run(self, path: Path, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 
@@ -48,31 +55,32 @@ class OrtSide(Side):
         super().__init__(graph, feeds)
         self.device, self.label, self.precision = device, label, precision
 
-    def _values(self, names):
+    def _run(self, path, feeds, names):
         from ..runtime.ort_runner import inference_session
 
-        session = inference_session(self.graph.marked(names), self.device, self.precision,
-                               remedy="check it with `ptx inspect`")
+        session = inference_session(path, self.device, self.precision, remedy="check it with `ptx inspect`",
+                                    arena=False)
         inputs = {i.name for i in session.get_inputs()}
-        return dict(zip(names, session.run(names, {k: v for k, v in self.feeds.items() if k in inputs})))
+        return dict(zip(names, session.run(names, {k: v for k, v in feeds.items() if k in inputs})))
 
 
 class OpenVinoSide(Side):
     def __init__(self, graph, feeds, precision: str = "f32", label: str = "openvino"):
         super().__init__(graph, feeds)
-        self.precision, self.label = precision, label
+        self.precision, self.label, self.core = precision, label, None
 
-    def _values(self, names):
-        from ..runtime.openvino_runner import RUNTIME_PRECISION, import_openvino
+    def _run(self, path, feeds, names):
+        from ..runtime.openvino_runner import compile_config, import_openvino
 
-        ov = import_openvino()
-        core = ov.Core()
-        model = core.read_model(str(self.graph.marked(names)))
-        model.reshape({p.get_any_name(): list(self.feeds[p.get_any_name()].shape) for p in model.inputs})
-        # the same hint as the openvino rows of verify: without it OpenVINO may pick bf16 by itself
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[self.precision]})
-        result = compiled.create_infer_request().infer(
-            {p.get_any_name(): self.feeds[p.get_any_name()] for p in model.inputs})
+        if self.core is None:  # one Core for every question: each holds its plugin's state
+            self.core = import_openvino().Core()
+        core = self.core
+        model = core.read_model(str(path))
+        model.reshape({p.get_any_name(): list(feeds[p.get_any_name()].shape) for p in model.inputs})
+        # verify's openvino rows' settings: without the hint OpenVINO may pick bf16 by itself
+        compiled = core.compile_model(model, "CPU", compile_config(self.precision))
+        result = compiled.create_infer_request().infer({p.get_any_name(): feeds[p.get_any_name()]
+                                                        for p in model.inputs})
         got = {}
         for k, port in enumerate(compiled.outputs):
             for name in port.get_names():
@@ -82,17 +90,16 @@ class OpenVinoSide(Side):
 
 
 class ReferenceSide(Side):
-    """onnx.reference's evaluator: it keeps every value it computes anyway, so nothing is marked
-    (it only runs on small inputs, as verify's third opinion)."""
+    """onnx.reference's evaluator (it only runs on small inputs, as verify's third opinion)."""
 
     label = "onnx.reference"
 
-    def _values(self, names):
+    def _run(self, path, feeds, names):
         from onnx.reference import ReferenceEvaluator
 
-        evaluator = ReferenceEvaluator(str(self.graph.folder / "graph.onnx"))
+        evaluator = ReferenceEvaluator(str(path))
         inputs = set(evaluator.input_names)
-        return dict(zip(names, evaluator.run(names, {k: v for k, v in self.feeds.items() if k in inputs})))
+        return dict(zip(names, evaluator.run(names, {k: v for k, v in feeds.items() if k in inputs})))
 
 
 def side_for(label: str, graph: LocateGraph, feeds) -> Side | None:

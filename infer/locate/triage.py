@@ -1,78 +1,67 @@
-"""Reduced precision, triaged: which nodes of a graph give most of the error an int8, bf16 or tf32
-run adds, so that keeping them in f32 costs least.
+"""Reduced precision, triaged: which nodes add most of the error an int8, float16, bf16 or tf32 run
+carries, so that keeping them in f32 costs least; and whether keeping them does lower it, measured.
 
 A reduced-precision row is judged by labels, not by atol, and every tensor of it differs from f32:
-``locate``'s question (the first node that departs beyond atol) has no answer worth giving there.
-The question is how much error each node *adds*. For a tensor t the error is relative,
+the first node to depart is nearly always the first layer, and says nothing. What each node *adds*
+does: sweep.py computes every node of the reference alone on the reduced side, fed the f32 side's
+tensors at its inputs (quantized or cast as the reduced file holds them), so that its error is its
+own and none is carried in (teacher-forced, as onnx-diagnostic's side-by-side; ORT's qdq_loss_debug
+pairs float and quantized activations as they run, which lets the first layers' noise ride along).
+The error is relative, rel = ||reduced - f32|| / ||f32|| (SQNR = -20 log10 rel), since int8 and
+bf16 noise scale with a tensor's range. Tensors are paired by what made them (pairs.py): a Relu the
+quantizer folded into its quantization, a batch norm folded into its convolution, float16 Casts.
 
-    rel(t) = ||t_reduced - t_f32||_2 / ||t_f32||_2
-
-(relative, because int8 and bf16 noise scales with a tensor's range, and a layer that only rescales
-its input, Relu, MaxPool, a Reshape, carries a relative error through unchanged whatever the
-magnitudes). A node's **born** error is the excess of its output's relative error over the largest
-its computed inputs carry in:
-
-    born(n) = rel(output of n) - max(rel(input) for the computed inputs of n)
-
-The largest, not a sum: a node is not blamed for noise any one input brought, and a node that adds
-none scores about 0 (below 0 where it averages noise away). Weights are not inputs here: their
-quantization is the node's own, and is born at it, as is the quantization of the activations it
-reads in a QDQ graph (the node reads DequantizeLinear(QuantizeLinear(x)), x compared before it is
-quantized). Those are exactly what ``nodes_to_exclude`` takes back, so the ranking is a keep-in-f32
-list.
-
-Tensors are matched by name between the f32 graph and the reduced one (bf16: the same graph).
-onnxruntime's quantizer keeps the names of the outputs of the nodes it replaces, renames a graph
-output to ``NAME_QuantizeLinear_Input`` where it quantizes it, and its pre-processing fuses short
-chains (Gemm+Relu, MaxPool and Relu swapped) under the chain's last name. torch's exporter numbers
-some tensors afresh on each export (lstm's ``val_66`` is the LSTM's output in one file and a
-Transpose's in the next), so a name is trusted only where both producers are the same kind of node
-(``_same_kind``) and the shapes agree; the rest are not compared, and the report counts them.
-
-Bounded memory as locate's search: at most ``FRONTIER`` tensors a question, one run of each side,
-and only the scalar errors are kept. onnx and numpy here; the runtimes are the sides'.
+Keeping the worst in f32 is then tried on the reduced file itself: their f32 nodes and weights put
+back in place, reading the reduced tensors dequantized or cast, their outputs quantized or cast back
+as the reduced file had them; the whole file runs again and the output's error is measured before
+and after. onnx and numpy here; the runtimes are the sides'.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ptx.contract.comparison import relative_error
+from ptx.contract.comparison import default_tolerance
 
-from .origin import FRONTIER
 from .graph import LocateGraph
 from .names import module_of
+from .pairs import Counterparts, Unit
 from .sides import Side
+from .sweep import Sweep, tensor_error
 
-TOP = 5  # nodes in the printed keep-in-f32 list
-# Nodes that only move or cast quantized values: never a node to keep in f32.
-QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast"}
-INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM",
-               "DynamicQuantizeMatMul", "QGemm"}
-FLOAT_TYPES = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
-FUSED_DEPTH = 2  # how far back a fused or reordered chain may reach (Gemm+Relu; MaxPool and Relu swapped)
+TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
+INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+           "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "DynamicQuantizeLSTM"}
 
 
 @dataclass
 class Blame:
-    """One node of the reduced graph: the error it adds."""
+    """One node of the reference: the error it adds, computed alone on the reduced side."""
 
-    node: str  # the name ``--keep-f32`` takes (the quantizer's input graph's node)
+    node: str  # the name ``--keep-f32`` takes (the f32 graph's, which the quantizer keeps)
     op: str
     output: str
-    error: float  # rel of its output
-    carried: float  # the largest rel among its computed inputs
+    error: float  # rel of its output, alone
+    carried: float  # rel its inputs bring in as the reduced side holds them (their own quantization)
+    max_abs: float
+    magnitude: float
     module: str | None
-    quantized: bool  # it runs in reduced precision (int8: the quantizer replaced it or feeds it DequantizeLinear)
+    quantized: bool  # it runs at the reduced precision (int8 nodes around it, float16 tensors, a bf16 row)
+    nodes: list[str] = field(default_factory=list)  # the unit: with what was folded into it
+    departs: bool = True  # beyond the tolerance
+    index: int = -1  # the node's in the reference's graph
 
     @property
     def born(self) -> float:
+        """The error it adds itself, alone, beyond what its inputs bring in: what ``ptx export
+        --keep-f32 auto`` ranks by."""
         return self.error - self.carried
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "born": self.born}
+        sqnr = -20 * float(np.log10(self.error)) if self.error > 0 else float("inf")
+        return {**asdict(self), "born": self.born, "rel": self.error, "sqnr_db": sqnr}
 
 
 @dataclass
@@ -85,158 +74,199 @@ class Triage:
     compared: int = 0
     unmatched: int = 0
     questions: int = 0
+    kept: dict | None = None  # keep_f32's measurement
 
     def keep(self, top: int = TOP) -> list[Blame]:
         """The nodes to keep in f32 first: reduced ones that add error, worst first."""
-        return [b for b in self.blames if b.quantized and b.born > 0][:top]
+        return [b for b in self.blames if b.quantized and b.departs and b.born > 0][:top]
 
     def to_dict(self, top: int = TOP) -> dict:
         return {"row": self.row, "reference": self.reference, "file": self.file, "case": self.case,
                 "compared": self.compared, "unmatched": self.unmatched, "questions": self.questions,
-                "keep_f32": [b.node for b in self.keep(top)], "nodes": [b.to_dict() for b in self.blames]}
+                "keep_f32": [b.node for b in self.keep(top)], "kept_measured": self.kept,
+                "nodes": [b.to_dict() for b in self.blames]}
 
     def text(self, top: int = TOP) -> str:
-        lines = [f"triage: {self.row} against {self.reference}, {self.file}, on {self.case} ({self.compared} tensors "
-                 f"compared in {self.questions} questions"
-                 + (f"; {self.unmatched} not matched by name and kind, not compared" if self.unmatched else "") + ")",
-                 "where the error is born (born = relative error of the node's output - the largest its inputs carry in):"]
+        lines = [f"triage: {self.row} against {self.reference}, {self.file}, on {self.case} ({self.compared} nodes "
+                 f"computed alone in {self.questions} pieces"
+                 + (f"; {self.unmatched} tensors without a counterpart, not compared" if self.unmatched else "") + ")",
+                 "error each node adds alone (fed the f32 side's tensors as it holds them; rel = ||diff|| / ||f32||, "
+                 "SQNR = -20 log10 rel; adds = rel - what its inputs' own rounding brings):"]
         kept = self.keep(top)
         if not kept:
             lines.append("  no node adds error: nothing to keep in f32")
             return "\n".join(lines)
-        width = max(len(b.node) for b in kept)
-        ops = max(len(b.op) for b in kept)
+        width, ops = max(len(b.node) for b in kept), max(len(b.op) for b in kept)
         for b in kept:
             where = f"  {b.module}" if b.module else ""
-            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  born {b.born:.2e}  (output {b.error:.2e}, inputs "
-                         f"{b.carried:.2e}){where}")
+            sqnr = -20 * np.log10(b.error) if b.error > 0 else np.inf
+            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  adds {b.born:.2e}  (rel {b.error:.2e}, SQNR {sqnr:5.1f} dB; "
+                         f"inputs as held {b.carried:.1e})  max abs {b.max_abs:.1e} on values up to {b.magnitude:.1e}{where}")
         lines.append(f"keep in f32: {','.join(b.node for b in kept)}")
+        if self.kept:
+            k = self.kept
+            lines.append(keep_line(k))
         return "\n".join(lines)
 
 
-def _is_float(graph: LocateGraph, name: str) -> bool:
-    kind = graph.types.get(name)
-    return kind is None or kind.tensor_type.elem_type in FLOAT_TYPES  # untyped: checked on the values
+def keep_line(k: dict) -> str:
+    if k.get("failed"):
+        return f"keeping {', '.join(k['nodes'])} in f32 could not be measured ({k['failed']})"
+    lower = k["after"] < k["before"]
+    return (f"keeping {', '.join(k['nodes'])} in f32 ({k['how']}), measured: output rel error {k['before']:.2e} -> "
+            f"{k['after']:.2e}, max abs {k['before_max_abs']:.2e} -> {k['after_max_abs']:.2e}: "
+            + ("lower" if lower else "not lower: these nodes are not where the output's error comes from"))
 
 
-def _shape(graph: LocateGraph, name: str):
-    kind = graph.types.get(name)
-    if kind is None or not kind.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in kind.tensor_type.shape.dim]
+def _reduced(pairs: Counterparts, nodes: Sequence[int] | None) -> bool:
+    other = pairs.other
+    if other is pairs.ref:
+        return True  # one graph at a reduced precision (bf16, tf32): every node
+    return bool(nodes) and any(other.nodes[k].op_type in INTEGER or any(
+        (other.dtype_of(o) is not None and other.dtype_of(o).kind == "f" and other.dtype_of(o).itemsize < 4)
+        for o in other.nodes[k].output) for k in nodes)
 
 
-def _kinds_behind(graph: LocateGraph, k: int, depth: int) -> set[str]:
-    """Op types of node ``k`` and of the computed nodes it reads, ``depth`` steps back."""
-    kinds, frontier = {graph.nodes[k].op_type}, [k]
-    for _ in range(depth):
-        frontier = [graph.produced_at[i] for j in frontier for i in graph.activations_of(j)]
-        kinds |= {graph.nodes[j].op_type for j in frontier}
-    return kinds
-
-
-def _same_kind(ref: LocateGraph, other: LocateGraph, name: str, other_name: str) -> bool:
-    """Whether ``other_name`` in the reduced graph is the value ``name`` is in the f32 graph: made
-    by the same kind of node, or by a node of the short chain an optimizer fused or reordered, or by
-    what a dynamic quantizer put in a node's place (named after it), with the same shape."""
-    p, q = ref.nodes[ref.produced_at[name]], other.nodes[other.produced_at[other_name]]
-    shapes = _shape(ref, name), _shape(other, other_name)
-    if None not in shapes and len(shapes[0]) != len(shapes[1]):
-        return False
-    if q.op_type == p.op_type or (p.name and q.name.startswith(p.name + "_")):
-        return True
-    return q.op_type in _kinds_behind(ref, ref.produced_at[name], FUSED_DEPTH)
-
-
-def _pre_quantized(other: LocateGraph, name: str) -> str:
-    """The f32 value a DequantizeLinear(QuantizeLinear(x)) pair quantizes: x (else ``name``)."""
-    for _ in range(2):
-        at = other.produced_at.get(name)
-        if at is None or other.nodes[at].op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            break
-        name = other.nodes[at].input[0]
-    return name
-
-
-def _other_name(ref: LocateGraph, other: LocateGraph, name: str) -> tuple[str, str] | None:
-    """(the tensor to compare, the compute node's output behind it) in the reduced graph for the
-    f32 graph's ``name``, or None. The value compared is the one its readers get: in a QDQ graph
-    DequantizeLinear's output, since onnxruntime folds a Relu after a quantized node into the uint8
-    quantization (the tensor still called ``relu`` then holds the negatives the Relu removed)."""
-    for candidate in (name + "_DequantizeLinear_Output", name):
-        at = other.produced_at.get(candidate)
-        if at is None or other.nodes[at].op_type in QUANT_OPS - {"DequantizeLinear"}:
-            continue
-        made = _pre_quantized(other, candidate)
-        if made in other.produced_at \
-                and other.nodes[other.produced_at[made]].op_type not in QUANT_OPS \
-                and _same_kind(ref, other, name, made):
-            return candidate, made
-    return None
-
-
-def _reduced(other: LocateGraph, k: int, same_graph: bool, ref_names: set[str]) -> bool:
-    node = other.nodes[k]
-    if same_graph:  # bf16, tf32: every node runs at the reduced precision
-        return True
-    readers = {other.nodes[other.produced_at[i]].op_type for i in node.input if i in other.produced_at}
-    return (node.op_type in INTEGER_OPS or "DequantizeLinear" in readers or bool(readers & INTEGER_OPS)
-            or node.name not in ref_names)
+def blames(sweep: Sweep) -> list[Blame]:
+    """Every unit the sweep computed alone, worst first."""
+    pairs, graph, found = sweep.pairs, sweep.graph, []
+    for alone in sweep.alone.values():
+        k = pairs.named(alone.unit)
+        named = module_of(graph.nodes[k]) or {}
+        e = alone.error
+        found.append(Blame(graph.nodes[k].name or f"#{k}", graph.nodes[k].op_type, e.name, e.rel, alone.carried,
+                           e.max_abs,
+                           e.magnitude, named.get("module"), _reduced(pairs, pairs.region(alone.unit)),
+                           [graph.nodes[i].name or f"#{i}" for i in alone.unit.nodes], e.departs, k))
+    return sorted(found, key=lambda b: (not b.departs, -b.born))
 
 
 def triage(ref_graph: LocateGraph, other_graph: LocateGraph, reference: Side, other: Side, row: str, case: str,
-           progress: Callable[[str], None] = lambda _: None) -> Triage:
-    """Rank the nodes of ``other_graph`` by the error they add (the module docstring says how)."""
-    same = ref_graph is other_graph
-    pairs = []  # (f32 tensor, the same value in the reduced graph, its compute node's output there), in order
-    unmatched = 0
-    for k, node in enumerate(ref_graph.nodes):
-        for name in node.output:
-            if not name or not ref_graph.comparable(name) or not _is_float(ref_graph, name):
-                continue
-            theirs = (name, name) if same else _other_name(ref_graph, other_graph, name)
-            if theirs is None:
-                unmatched += 1
-            else:
-                pairs.append((name, *theirs))
-    result = Triage(row, reference.label, other_graph.path.name, case, unmatched=unmatched)
-    progress(f"triage: {row} against {reference.label}, {len(pairs)} tensors, {FRONTIER} a question")
-    rel: dict[str, float] = {}
-    for start in range(0, len(pairs), FRONTIER):
-        chunk = pairs[start:start + FRONTIER]
-        want = reference.values([r for r, _, _ in chunk])
-        got = other.values([o for _, o, _ in chunk])
-        result.questions += 1
-        for r, o, _ in chunk:
-            if r in want and o in got and np.shape(want[r]) == np.shape(got[o]) \
-                    and np.asarray(want[r]).dtype.kind == "f":
-                rel[r] = relative_error(got[o], want[r])
-            else:
-                result.unmatched += 1
-    result.compared = len(rel)
-    # What each tensor carries, in graph order: its own error where compared, else the largest of
-    # what its node read (a tensor fused away in the reduced graph passes its inputs' error on).
-    carried: dict[str, float] = {}
-    for k, node in enumerate(ref_graph.nodes):
-        into = max((carried.get(i, 0.0) for i in ref_graph.activations_of(k)), default=0.0)
-        for name in node.output:
-            carried[name] = rel.get(name, into)
-    ref_names = {n.name for n in ref_graph.nodes}
-    best: dict[str, Blame] = {}
-    for name, _, made_name in pairs:
-        if name not in rel:
-            continue
-        k = ref_graph.produced_at[name]
-        q = other_graph.produced_at[made_name]
-        into = max((carried.get(i, 0.0) for i in ref_graph.activations_of(k)), default=0.0)
-        mine, made = ref_graph.nodes[k], other_graph.nodes[q]
-        # The quantizer's input graph names a node: the reduced graph's own name where the f32 graph
-        # knows it (a fused Gemm+Relu is the Gemm), else the f32 node it replaced (dynamic quantization).
-        keeper = made if made.name in ref_names else mine
-        named = module_of(made) or module_of(mine) or {}
-        blame = Blame(keeper.name or f"#{k}", keeper.op_type, name, rel[name], into, named.get("module"),
-                      _reduced(other_graph, q, same, ref_names))
-        if blame.node not in best or blame.born > best[blame.node].born:
-            best[blame.node] = blame
-    result.blames = sorted(best.values(), key=lambda b: -b.born)
+           progress: Callable[[str], None] = lambda _: None, measure: bool = True) -> Triage:
+    """Rank the nodes by the error they add alone (the module docstring says how); where the reduced
+    side is another file, measure what keeping the worst in f32 does (``measure``)."""
+    pairs = Counterparts.match(ref_graph, other_graph)
+    sweep = Sweep(pairs, reference, other, lambda name, dtype: default_tolerance(dtype)).run(progress, as_it_runs=False)
+    result = Triage(row, reference.label, other_graph.path.name, case, blames(sweep), len(sweep.alone),
+                    len(pairs.none), sweep.questions)
+    keep = [b.node for b in result.keep()]
+    if measure and keep and other_graph is not ref_graph:
+        result.kept = keep_f32(sweep, keep)
     return result
+
+
+def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
+    """Run the reduced file with the units named ``names`` put back in f32 (the module docstring):
+    {nodes, how, before, after} (the outputs' worst rel error against the reference), or None where
+    it cannot be built."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    pairs, ref, other = sweep.pairs, sweep.graph, sweep.pairs.other
+    units = [a.unit for a in sweep.alone.values() if (ref.nodes[pairs.named(a.unit)].name or "") in names
+             and not any(ref.has_body(k) for k in a.unit.nodes)]
+    model = onnx.ModelProto()
+    model.CopyFrom(other.proto)
+    renamed: dict[str, str] = {}
+    kept: dict[str, str] = {}  # reference tensor -> its f32 value where a kept unit writes it
+    for unit in sorted(units, key=lambda u: u.node):
+        prefix = f"f32/{unit.node}/"
+        for i in unit.inputs:
+            model.graph.node.append(helper.make_node("Identity", [kept[i]], [prefix + i]) if i in kept
+                                    else _into_f32(pairs, i, prefix + i))
+        kept.update({o: prefix + o for o in unit.outputs})
+        constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
+        for k in sorted(set(constants or []) | set(unit.nodes)):
+            node = onnx.NodeProto()
+            node.CopyFrom(ref.nodes[k])
+            node.name = prefix + (node.name or f"#{k}")
+            node.input[:] = [prefix + n if n else n for n in node.input]
+            node.output[:] = [prefix + n if n else n for n in node.output]
+            model.graph.node.append(node)
+            for w in ref.inputs_of[k]:
+                if w in ref.initializers:
+                    model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
+        for o in unit.outputs:
+            # kept in f32, its output is not quantized (onnxruntime's nodes_to_exclude): where the reduced
+            # file dequantizes it for its readers, they read the f32 value itself
+            readers = [k for k in other.readers.get(pairs.of[o], ()) if other.nodes[k].op_type == "DequantizeLinear"]
+            if o in pairs.coded and readers and len(readers) == len(other.readers[pairs.of[o]]):
+                renamed.update({other.nodes[k].output[0]: prefix + o for k in readers})
+                continue
+            model.graph.node.append(_from_f32(pairs, o, prefix + o, prefix + o + ":back"))
+            renamed[pairs.of[o]] = prefix + o + ":back"
+    for node in model.graph.node:
+        if not node.name.startswith("f32/"):
+            node.input[:] = [renamed.get(n, n) for n in node.input]
+    for out in model.graph.output:  # an output the kept node wrote: now written from its f32 twin
+        if out.name in renamed:
+            for node in model.graph.node:
+                node.output[:] = [n + ":was" if n == out.name and not node.name.startswith("f32/") else n
+                                  for n in node.output]
+            model.graph.node.append(helper.make_node("Identity", [renamed[out.name]], [out.name]))
+    try:
+        model = _sorted(model)
+        outs = sweep.output_pairs()
+        got = sweep.other.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
+        want = sweep.reference.values([r for r, _ in outs])
+        whole = sweep.other.values([o for _, o in outs])
+    except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
+        return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
+                "failed": str(exc)[:200]}
+    before = [tensor_error(r, whole[o], want[r], sweep.tolerance_of) for r, o in outs]
+    after = [tensor_error(r, got[o], want[r], sweep.tolerance_of) for r, o in outs]
+    return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
+            "before": max(e.rel for e in before), "after": max(e.rel for e in after),
+            "before_max_abs": max(e.max_abs for e in before), "after_max_abs": max(e.max_abs for e in after)}
+
+
+def _into_f32(pairs: Counterparts, name: str, target: str):
+    """A node that reads ``name``'s counterpart in the reduced file and writes it as float32."""
+    from onnx import TensorProto, helper
+
+    q = pairs.coded.get(name)
+    if q is not None:
+        node = pairs.other.nodes[q]
+        made = helper.make_node("DequantizeLinear", [pairs.of[name], *node.input[1:]], [target])
+        made.attribute.extend(a for a in node.attribute if a.name == "axis")
+        return made
+    dtype = pairs.other.dtype_of(pairs.of[name])
+    if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
+        return helper.make_node("Cast", [pairs.of[name]], [target], to=TensorProto.FLOAT)
+    return helper.make_node("Identity", [pairs.of[name]], [target])
+
+
+def _from_f32(pairs: Counterparts, name: str, source: str, target: str):
+    """A node that writes float32 ``source`` as the reduced file held ``name``'s counterpart."""
+    from onnx import helper
+
+    q = pairs.coded.get(name)
+    if q is not None:
+        node = pairs.other.nodes[q]
+        made = helper.make_node("QuantizeLinear", [source, *node.input[1:]], [target])
+        made.attribute.extend(a for a in node.attribute if a.name == "axis")
+        return made
+    dtype = pairs.other.dtype_of(pairs.of[name])
+    if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
+        return helper.make_node("Cast", [source], [target], to=helper.np_dtype_to_tensor_dtype(dtype))
+    return helper.make_node("Identity", [source], [target])
+
+
+def _sorted(model):
+    """The graph's nodes in an order where each reads only what is made before it (ONNX asks for it)."""
+    made = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    waiting, done = list(range(len(model.graph.node))), []
+    while waiting:
+        ready = [k for k in waiting if all(not i or i in made for i in model.graph.node[k].input)]
+        if not ready:
+            break
+        done += ready
+        made |= {o for k in ready for o in model.graph.node[k].output}
+        waiting = [k for k in waiting if k not in set(ready)]
+    nodes = [model.graph.node[k] for k in done + waiting]
+    copies = [type(n)() for n in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    del model.graph.node[:]
+    model.graph.node.extend(copies)
+    return model

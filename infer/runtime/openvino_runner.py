@@ -30,6 +30,12 @@ RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the Q
 SHAPE_CACHE = 8  # compiled shapes kept per runner (verify uses a handful, a server one or two)
 
 
+def compile_config(precision: str) -> dict:
+    """What ptx compiles a model with: the precision hint, and one stream using every core (a
+    synchronous call gets all of them). --locate's sides compile with the same."""
+    return {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
+
+
 def import_openvino():
     from ptx.extras import missing
 
@@ -90,9 +96,7 @@ class OpenVinoRunner(Runner):
         signature = opening.of_graph(graph_signature(read_graph(path), path, opening.batch_axes), path)
         super().__init__(signature, path, opening.name, opening.metadata)
         self.device, self.precision = "cpu", precision
-        self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision],
-                       # One stream using every core: a synchronous call gets all of them.
-                       "PERFORMANCE_HINT": "LATENCY"}
+        self.config = compile_config(precision)
         self._requests: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()
         self._lock = threading.Lock()
 

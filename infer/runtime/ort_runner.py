@@ -28,14 +28,20 @@ from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_
 from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
 
 
+# onnxruntime (1.20+) quantizes, when it loads a QDQ file, the float weights of any node that reads a
+# DequantizeLinear: a node an int8 file keeps in f32 (`--keep-f32`) would run in int8 all the same.
+KEEP_FLOAT = ["WeightBiasQuantization"]
+
+
 def inference_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
-                 remedy: str = "re-export with `ptx export`"):
+                 remedy: str = "re-export with `ptx export`", arena: bool = True):
     """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
     refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
     ort = import_ort()
     on_cuda = device.startswith("cuda")
     device_id = cuda_device_id(device) if on_cuda else 0
     options = session_options(ort)
+    options.enable_cpu_mem_arena = arena  # a session run once (--locate's pieces) returns its memory at the end
     missing: list[str] = []
     if on_cuda:
         # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
@@ -53,7 +59,7 @@ def inference_session(path: Path, device: str, precision: str = "f32", cuda_grap
         providers = ["CPUExecutionProvider"]
     ort.set_default_logger_severity(ORT_QUIET)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=KEEP_FLOAT)
     except Exception as exc:
         if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
             # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)

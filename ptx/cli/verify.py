@@ -52,13 +52,16 @@ from ptx.errors import PtxError
               help="A backend that cannot run a model file, and onnx.reference (a third opinion) departing alone, "
                    "fail the verdict (by default each is said, and the verdict is over the rows that ran).")
 @click.option("--locate", is_flag=True,
-              help="An ONNX file: where a disagreement is born: on the case that disagrees most, the first node whose "
-                   "output departs while its inputs agree (its module and line of forward where torch exported it), "
-                   "and the path to the output with the error at each step. A tutorial NAME: its bf16/int8 rows "
-                   "triaged (the nodes where their error is born, a keep-in-f32 list).")
+              help="An ONNX file: where a disagreement is born: on the case that disagrees most, each node measured "
+                   "as the graph runs and alone (fed the reference's tensors); the node that departs both ways (its "
+                   "module and line of forward where torch exported it), else the smallest region that departs "
+                   "alone (a runtime that fuses nodes); for int8/float16/bf16, the nodes by the error each adds and "
+                   "what keeping them in f32 does, measured; and the path to the output. A tutorial NAME: its "
+                   "bf16/int8 rows triaged (a keep-in-f32 list).")
 @click.option("--repro", type=click.Path(file_okay=False), metavar="DIR",
               help="With --locate: write the smallest graph that still disagrees to DIR (repro.onnx, inputs.npz, both "
-                   "sides' outputs, and a three-line note with the one command that shows it).")
+                   "sides' outputs, and a three-line note with the one command that shows it and what that command "
+                   "did when it was written).")
 @model_file_options
 @generated_input_options
 @click.pass_context
@@ -115,6 +118,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
                                    "real test samples: add --seed N for generated ones")
     try:
+        # as verify opens it: a file changed since export is the user's own model, with a note
         target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run,
                            options=chosen["options"], verifying=True)
     except UnknownModelError as exc:
@@ -218,13 +222,16 @@ def _triage(report, target, as_json) -> list:
 
 def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
     """--locate after a file's table: where its first disagreeing row is born, printed (or, --json,
-    ``doc["locate"]``: None when all agree)."""
+    ``doc["locate"]``: None when all agree). Where only a third opinion departs, where it does is a
+    note; what --locate cannot trace is one line, and the exit status stays verify's."""
     from ptx.infer.locate.origin import NothingToLocate
     from ptx.infer.locate.file import locate_report
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
     found = None
-    if not [r for r in report.failed if r.precision == "f32"]:
+    failed = [r for r in report.failed if r.precision == "f32"]
+    third = [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"] if not failed else []
+    if not failed and not third:
         say("nothing to locate: every f32 row agrees" if report.exit_status == 0 or report.failed else
             "nothing to locate: nothing was compared")
     else:
@@ -233,10 +240,14 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
                                   progress=lambda msg: say(f"verify: {msg}"))
         except NothingToLocate as exc:
             say(str(exc))
+        except PtxError as exc:  # the verdict above stands: its exit status is verify's
+            say(f"error: {exc}")
     if as_json:
         doc["locate"] = found.to_dict() if found is not None else None
     elif found is not None:
-        click.echo("\n" + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
+        head = (f"\nnote: {third[0].label} departs alone, a third opinion and no verdict (exit status 0; --strict "
+                "fails it); where:\n" if third else "\n")
+        click.echo(head + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
                                           f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
                                           if found.repro else ""))
 

@@ -1,0 +1,307 @@
+"""Which tensor of another graph is the counterpart of a tensor of the reference's: matched by what
+made it, not by its name alone.
+
+Two files of one model seldom keep every tensor name meaning the same value. onnxruntime's QDQ
+quantizer drops a Relu or Clip after a Conv into the quantization that follows (the uint8 zero
+point clamps) and gives the Conv the Relu's output name, so that the tensor called ``relu`` in the
+int8 file holds the negatives the Relu removed; its pre-processing folds a batch norm into the
+convolution before it under the batch norm's output name (the same value); the dynamic quantizer
+puts ConvInteger/MatMulInteger chains in a node's place; a float16 converter inserts Casts and
+renames an output it casts back. torch's exporter numbers some tensors afresh on each export, so a
+name may be another node's output in the next file. A tensor is the counterpart of another where
+the node that made it is of the same kind, looking through the representation-only nodes a tool
+inserts (Cast, QuantizeLinear/DequantizeLinear, reshapes, the dynamic quantizer's scale and bias
+nodes), or where the difference is a fold that keeps the value; otherwise it has none, and is said
+to have none: never compared with a different value that happens to share its name.
+
+A **unit** is what error is measured over: a node of the reference, with the nodes before it whose
+outputs have no counterpart (a convolution whose batch norm was folded into it in the other file),
+read from counterpart tensors and writing counterpart tensors. onnx and numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .graph import LocateGraph, dequantize
+
+# Nodes a quantizer or a float16 converter inserts that change a value's representation, not what it
+# is; looked through to the node that computed it.
+REPRESENTATION = {"Cast", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Identity", "Reshape",
+                  "Flatten", "Squeeze", "Unsqueeze"}
+KIND = {"ConvInteger": "Conv", "QLinearConv": "Conv", "FusedConv": "Conv", "MatMulInteger": "MatMul",
+        "QLinearMatMul": "MatMul", "DynamicQuantizeMatMul": "MatMul", "FusedMatMul": "MatMul", "QGemm": "MatMul",
+        "FusedGemm": "MatMul", "Gemm": "MatMul",  # the dynamic quantizer writes a Gemm as MatMul
+        "QAttention": "Attention"}
+# Folded exactly into the Conv/Gemm/MatMul before them by onnxruntime's optimizer (ConvBNFusion,
+# ConvAddFusion, ConvMulFusion): the fused node's output is the same value.
+FOLDS = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}
+# Dropped by a QDQ quantizer into the quantization after the node before: that node's output is
+# the value before the activation, and the activation's is the dequantized one.
+ACTIVATIONS = {"Relu", "Clip"}
+UNIT_DEPTH = 4  # how many nodes back a unit reaches for inputs that have a counterpart
+
+
+def kind(op: str) -> str:
+    return KIND.get(op, op)
+
+
+def _maker(graph: LocateGraph, name: str, named: dict):
+    """The node of ``graph`` that computed ``name``, looking through representation-only nodes and
+    the scale and bias nodes a tool inserted (Mul/Add named what ``named`` does not name)."""
+    for _ in range(8):
+        at = graph.produced_at.get(name)
+        if at is None:
+            return None
+        node = graph.nodes[at]
+        inserted = node.name and node.name not in named and node.op_type in ("Mul", "Add")
+        if node.op_type not in REPRESENTATION and not inserted:
+            return node
+        name = next((i for i in node.input if i), "")
+    return None
+
+
+def _stands_for(theirs, node) -> bool:
+    """Whether a node of the other graph is ``node`` of the reference's, or what a quantizer put in its
+    place (named after it: ``p2o.Conv.0_quant``); by kind where nodes have no names."""
+    if node.name and theirs.name:
+        return theirs.name == node.name or theirs.name.startswith(node.name + "_")
+    return kind(theirs.op_type) == kind(node.op_type)
+
+
+AXES_INPUT = {"Squeeze", "Unsqueeze", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
+              "ReduceL2", "Split"}  # 'axes' (or split) an attribute before opset 13/18, an input after
+
+
+def _rank(graph: LocateGraph, node) -> int | None:
+    kind_ = graph.types.get(node.input[0]) if node.input else None
+    return len(kind_.tensor_type.shape.dim) if kind_ is not None and kind_.tensor_type.HasField("shape") else None
+
+
+def _params(graph: LocateGraph, node, rank: int | None) -> dict:
+    """What a node computes with besides its data: its attributes, and its integer constant inputs
+    (Slice's starts/ends/axes, Reshape's shape), an older opset's attribute and a newer one's input
+    under one name."""
+    from onnx import helper
+
+    found = {a.name: helper.get_attribute_value(a) for a in node.attribute
+             if a.type in (1, 2, 3, 6, 7, 8)}  # FLOAT, INT, STRING and their lists: no graphs or tensors
+    for p, name in enumerate(node.input[1:], 1):
+        value = graph.weight_as_read(name) if name else None
+        if value is not None and value.dtype.kind in "iu":
+            found["axes" if p == 1 and node.op_type in AXES_INPUT else f"input {p}"] = value.tolist()
+    for key in ("axis", "axes"):  # -1 and rank - 1 are one axis
+        if key in found and rank:
+            found[key] = [v % rank for v in found[key]] if isinstance(found[key], (list, tuple)) else found[key] % rank
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in found.items()}
+
+
+def _differs(ref: LocateGraph, mine, other: LocateGraph, theirs) -> str | None:
+    """Why two nodes of one kind do not compute the same (a transpose optimizer moved a Transpose and
+    changed the perm and Slice axes around it), or None."""
+    if mine.op_type != theirs.op_type:
+        return None  # a quantized or fused kind: its parameters are of another form
+    rank = _rank(ref, mine) or _rank(other, theirs)
+    a, b = _params(ref, mine, rank), _params(other, theirs, rank)
+    for key in sorted(a.keys() & b.keys()):
+        if a[key] != b[key]:
+            return (f"{other.path.name}'s {theirs.name or theirs.op_type} computes it otherwise ({key} {b[key]}, here "
+                    f"{a[key]}): another value under the same name")
+    return None
+
+
+@dataclass
+class Unit:
+    """Reference nodes measured together, from counterpart inputs to counterpart outputs."""
+
+    nodes: list[int]  # indices in the reference graph, in order; the last is the one named
+    inputs: list[str]  # computed tensors (or graph inputs) read from outside, each with a counterpart
+    outputs: list[str]  # the last node's outputs that have a counterpart
+
+    @property
+    def node(self) -> int:
+        return self.nodes[-1]
+
+
+@dataclass
+class Counterparts:
+    """For each tensor of ``ref``, the tensor of ``other`` that holds the same value, or why none does."""
+
+    ref: LocateGraph
+    other: LocateGraph
+    of: dict[str, str] = field(default_factory=dict)
+    how: dict[str, str] = field(default_factory=dict)  # tensor -> a fold that matched it ("Relu folded into ...")
+    none: dict[str, str] = field(default_factory=dict)  # tensor -> why it has no counterpart
+    coded: dict[str, int] = field(default_factory=dict)  # tensor -> the QuantizeLinear whose int8 output is it
+
+    @classmethod
+    def match(cls, ref: LocateGraph, other: LocateGraph) -> "Counterparts":
+        found = cls(ref, other)
+        same = ref is other
+        inputs = {i.name for i in other.proto.graph.input}
+        for i in ref.proto.graph.input:
+            if i.name in inputs:
+                found.of[i.name] = i.name
+        for k, node in enumerate(ref.nodes):
+            for j, name in enumerate(node.output):
+                if not name or not ref.comparable(name) or name in found.of:
+                    continue
+                if same:
+                    found.of[name] = name
+                else:
+                    found._match(k, j, name)
+        return found
+
+    def _match(self, k: int, j: int, name: str) -> None:
+        ref, other = self.ref, self.other
+        node = ref.nodes[k]
+        theirs = _maker(other, name, ref.by_name) if name in other.produced_at else None
+        if theirs is not None:
+            mine = _maker(ref, name, ref.by_name)
+            if mine is not None and kind(theirs.op_type) == kind(mine.op_type):
+                differs = _differs(ref, mine, other, theirs)
+                if differs:
+                    self.none[name] = differs
+                else:
+                    self._set(name, name)
+                return
+            chain = self._folded(k, theirs)
+            ops = [ref.nodes[i].op_type for i in chain or ()]
+            if chain and set(ops) <= FOLDS:
+                self._set(name, name, f"{', '.join(ops)} folded into {theirs.op_type} {theirs.name}")
+                return
+            if chain and ops[-1] in ACTIVATIONS and set(ops[:-1]) <= FOLDS:
+                before = next(i for i in node.input if i)  # the activation's input: the value before it
+                if self._quantizer(name) is not None:  # the activation is the quantization's clamp
+                    self._set(name, name, f"{node.op_type} {node.name} folded into the quantization of {name}")
+                    if ref.comparable(before) and before not in self.of:
+                        self.none[before] = (f"{other.path.name} never holds it: the {node.op_type} after it is "
+                                             f"folded into the quantization of {name}")
+                    return
+                self.none.pop(before, None)
+                self.of[before] = name
+                self.none[name] = f"{other.path.name} computes {name} without the {node.op_type}"
+                return
+            self.none[name] = (f"{other.path.name}'s {name} is made by a {theirs.op_type} (here a {node.op_type}): "
+                               "another value under the same name")
+            return
+        twin = other.by_name.get(node.name) if node.name else None
+        if twin is not None and kind(other.nodes[twin].op_type) == kind(node.op_type) \
+                and j < len(other.nodes[twin].output):
+            renamed = other.nodes[twin].output[j]
+            differs = _differs(ref, node, other, other.nodes[twin])
+            if differs:
+                self.none[name] = differs
+                return
+            if renamed and renamed not in ref.produced_at:  # renamed (a float16 converter's cast output)
+                self._set(name, renamed)
+                return
+            if renamed:
+                self.none[name] = f"{node.name} writes {renamed} in {other.path.name}: a node after it was folded in"
+                return
+        self.none[name] = f"not in {other.path.name}"
+
+    def _set(self, name: str, theirs: str, how: str | None = None) -> None:
+        """``theirs`` is ``name``'s counterpart: held as the int8 tensor its QuantizeLinear writes where it
+        has one (a QDQ file), so that a piece of the other graph cut there keeps onnxruntime's
+        DequantizeLinear-op-QuantizeLinear fusion into integer kernels on both sides of the cut."""
+        q = self._quantizer(theirs)
+        self.of[name] = self.other.nodes[q].output[0] if q is not None else theirs
+        if q is not None:
+            self.coded[name] = q
+        if how:
+            self.how[name] = how
+
+    def _quantizer(self, name: str) -> int | None:
+        return next((q for q in self.other.readers.get(name, ()) if self.other.nodes[q].op_type == "QuantizeLinear"),
+                    None)
+
+    def decode(self, name: str, value) -> np.ndarray:
+        """The other side's value of ``name``'s counterpart as floats (dequantized where it is int8)."""
+        q = self.coded.get(name)
+        if q is None:
+            return np.asarray(value)
+        node, other = self.other.nodes[q], self.other
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        zero = other.weight_as_read(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        return dequantize(np.asarray(value), other.weight_as_read(node.input[1]), zero, axis)
+
+    def encode(self, name: str, value) -> np.ndarray:
+        """The reference's value of ``name`` as the other side holds its counterpart: quantized by its
+        QuantizeLinear's scale and zero point (round half to even, saturated), cast to its float16."""
+        value, q = np.asarray(value), self.coded.get(name)
+        if q is None:
+            dtype = self.other.dtype_of(self.of[name])
+            return value.astype(dtype) if dtype is not None and value.dtype != dtype else value
+        node, other = self.other.nodes[q], self.other
+        scale = np.asarray(other.weight_as_read(node.input[1]), np.float64)
+        zero = other.weight_as_read(node.input[2]) if len(node.input) > 2 and node.input[2] else np.uint8(0)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        zero = np.asarray(zero)
+        if scale.ndim == 1 and value.ndim > 1:
+            shape = [1] * value.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        info = np.iinfo(zero.dtype)
+        return np.clip(np.rint(value / scale) + zero.astype(np.int64), info.min, info.max).astype(zero.dtype)
+
+    def _folded(self, k: int, theirs) -> list[int] | None:
+        """The reference's nodes from just after the one ``theirs`` stands for up to ``k``, where
+        ``k`` reads it through a chain of single computed inputs (what a tool folded into it)."""
+        ref, chain = self.ref, [k]
+        for _ in range(UNIT_DEPTH):
+            computed = ref.activations_of(chain[-1])
+            if len(computed) != 1:
+                return None
+            at = ref.produced_at[computed[0]]
+            found = ref.nodes[at]
+            if _stands_for(theirs, found):
+                return chain[::-1]
+            chain.append(at)
+        return None
+
+    # -- units -----------------------------------------------------------------------------------
+
+    def unit(self, k: int) -> Unit | None:
+        """Node ``k`` with the nodes before it whose outputs have no counterpart (up to UNIT_DEPTH
+        back), or None where it writes nothing with a counterpart or reaches too far."""
+        ref = self.ref
+        outputs = [o for o in ref.nodes[k].output if o in self.of]
+        if not outputs:
+            return None
+        nodes, inputs, frontier = {k}, [], [k]
+        for _ in range(UNIT_DEPTH + 1):
+            nxt = []
+            for j in frontier:
+                for name in ref.activations_of(j) + [i for i in ref.inputs_of[j] if i in ref.graph_inputs]:
+                    if name in self.of:
+                        inputs.append(name)
+                    elif name in ref.produced_at:
+                        nxt.append(ref.produced_at[name])
+                    else:
+                        return None
+            if not nxt:
+                return Unit(sorted(nodes), list(dict.fromkeys(inputs)), outputs)
+            nodes |= set(nxt)
+            frontier = nxt
+        return None
+
+    def named(self, unit: Unit) -> int:
+        """The node a unit is named by: the one the other file kept under its name (the Conv a batch
+        norm or Relu was folded into: what onnxruntime's nodes_to_exclude takes), else its last."""
+        return next((k for k in unit.nodes if self.ref.nodes[k].name in self.other.by_name), unit.node)
+
+    def region(self, unit: Unit, limit: int = 64) -> list[int] | None:
+        """The nodes of ``other`` computing the unit's outputs' counterparts from its inputs'."""
+        return self.other.walk_back([self.of[o] for o in unit.outputs], {self.of[i] for i in unit.inputs}, limit)
+
+    def missing_note(self) -> str | None:
+        """One line on the tensors without a counterpart (never compared), or None."""
+        if not self.none:
+            return None
+        names = list(self.none)
+        many = len(names) != 1
+        return (f"note: {len(names)} tensor{'s' * many} of {self.ref.path.name} ha{'ve' if many else 's'}"
+                f" no counterpart in {self.other.path.name} (not compared): {names[0]}: {self.none[names[0]]}"
+                + (f"; {', '.join(names[1:4])}{', ...' if len(names) > 4 else ''}" if names[1:] else ""))

@@ -1,0 +1,311 @@
+"""One pass over a graph in its order, a budget of tensors at a time, that measures each tensor two ways:
+
+- **as it runs** (free-running): the other side's counterpart tensor against the reference's, both
+  sides run whole: where the difference first departs, and how it grows to the output;
+- **alone** (teacher-forced): each unit of the reference (pairs.py: a node, with the nodes folded
+  into it) computed by the other side from the *reference's* tensors at its inputs, so that what it
+  departs by is the error it adds itself, whatever its inputs carried (onnx-diagnostic's
+  side-by-side; ORT's qdq_loss_debug pairs the activations but lets errors accumulate). All the
+  units of one question run side by side in one model (graph.region_model), one session.
+
+The observation is checked: every question asks each side for its graph's outputs too, and a side
+whose outputs move once intermediate tensors are asked for (a runtime that fuses across the cut:
+OpenVINO's attention) is not trusted any further as it runs; what it computes alone still is.
+
+Each question holds at most ``BUDGET`` bytes of tensors per side (more only where one node's
+outputs are larger), sized from the previous question's, and keeps only scalar errors between
+questions: peak memory stays near a plain run's. onnx and numpy; the runtimes are the sides'.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ptx.contract.schema import Tolerance
+from ptx.errors import ModelRunError
+
+from .graph import LocateGraph
+from .pairs import Counterparts, Unit
+from .sides import Side
+
+# Bytes of tensors a piece computes, about (a piece ends where every live tensor has a counterpart): a
+# twentieth of what the process already held at its peak (the verify before it), within these bounds. A
+# piece costs each side a session (an OpenVINO compile), and holds about six times its tensors at once.
+BUDGET = (8 << 20, 48 << 20)
+FIRST = 4  # nodes in the first piece, before their size is known (a detector's first layers are its widest)
+ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
+
+
+@dataclass
+class TensorError:
+    """One tensor of the other side against the reference side's."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    max_abs: float
+    magnitude: float  # the reference's largest |value|: how big the numbers are that differ
+    excess: float  # the largest |got - want| - (atol + rtol * |want|): > 0 departs
+    tolerance: Tolerance
+    problem: str | None = None  # shapes or dtypes differ: no value comparison
+    rel: float = 0.0  # ||got - want|| / ||want||: the error at the values' scale (SQNR = -20 log10 rel)
+
+    @property
+    def departs(self) -> bool:
+        return self.problem is not None or self.excess > 0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": self.shape, "dtype": self.dtype, "max_abs": self.max_abs,
+                "rel": self.rel, "magnitude": self.magnitude, "departs": self.departs, "problem": self.problem,
+                "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
+
+
+def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError:
+    got, want = np.asarray(got), np.asarray(want)
+    tol = tolerance_of(name, str(want.dtype))
+    error = TensorError(name, list(want.shape), str(want.dtype), 0.0, 0.0, 0.0, tol)
+    if got.shape != want.shape:
+        error.problem = f"shape {list(got.shape)} where the reference's is {list(want.shape)}"
+        return error
+    if want.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":
+        error.problem = None if np.array_equal(got, want) else "values differ"
+        return error
+    # float32 tensors are compared in float32 (a difference to their own precision), sums in float64; wider in float64
+    wide = np.float64 if np.float64 in (got.dtype, want.dtype) or "i" in got.dtype.kind + want.dtype.kind \
+        or "u" in got.dtype.kind + want.dtype.kind else np.float32
+    a, b = got.astype(wide, copy=False), want.astype(wide, copy=False)
+    if b.size == 0:
+        return error
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # the rare path: compare the finite values
+        nan_a, nan_b = np.isnan(a), np.isnan(b)
+        inf_a, inf_b = np.where(np.isinf(a), a, 0), np.where(np.isinf(b), b, 0)
+        if not (np.array_equal(nan_a, nan_b) and np.array_equal(inf_a, inf_b)):
+            error.problem = "NaN or infinity where the reference has none (or the other way round)"
+        finite = np.isfinite(a) & np.isfinite(b)
+        a, b = a[finite], b[finite]
+        if not a.size:
+            return error
+    # plain sums, not np.linalg.norm: its BLAS call is many times slower on a busy machine
+    diff = np.abs(a - b)
+    scale = np.abs(b)
+    error.max_abs, error.magnitude = float(diff.max()), float(scale.max())
+    exact = want.dtype.kind in "biu" and got.dtype.kind in "biu"
+    error.excess = float((diff - (0.0 if exact else tol.atol + tol.rtol * scale)).max())
+    norm = math.sqrt(float(np.square(scale).sum(dtype=np.float64)))
+    error.rel = math.sqrt(float(np.square(diff).sum(dtype=np.float64))) / norm if norm > 0 else \
+        (0.0 if not diff.any() else math.inf)
+    return error
+
+
+@dataclass
+class Alone:
+    """One unit computed by the other side from the reference's tensors: the error it adds itself."""
+
+    unit: Unit
+    error: TensorError  # its worst output's
+    # What its inputs bring in even so: the largest relative error of the reference's values as the
+    # other side holds them (quantized by their QuantizeLinear, cast to float16). A node reading a
+    # saturated int8 tensor is not blamed for the saturation; the node that wrote it is.
+    carried: float = 0.0
+
+    @property
+    def added(self) -> float:
+        return self.error.rel - self.carried
+
+
+@dataclass
+class Sweep:
+    """What one pass found (see the module's docstring)."""
+
+    pairs: Counterparts
+    reference: Side
+    other: Side
+    tolerance_of: ToleranceOf
+    free: dict[str, TensorError] = field(default_factory=dict)  # reference tensor -> as it runs
+    alone: dict[int, Alone] = field(default_factory=dict)  # unit's node -> computed alone
+    segments: list[tuple[int, int]] = field(default_factory=list)  # each piece's (first, last) node
+    outputs: dict[str, TensorError] = field(default_factory=dict)  # the graph outputs, unmarked
+    untrusted: str | None = None  # why the other side's tensors as it runs are not trusted, or None
+    moved: str | None = None  # a note where cutting moves the other's outputs, though not enough to distrust
+    unmeasured: list[int] = field(default_factory=list)  # units not computed alone (a body inside, too far)
+    refused: str | None = None  # why the other side could not compute some units alone
+    notes: list[str] = field(default_factory=list)
+    questions: int = 0
+    widest: int = 0  # bytes of the largest question to one side
+
+    @property
+    def graph(self) -> LocateGraph:
+        return self.pairs.ref
+
+    def output_pairs(self) -> list[tuple[str, str]]:
+        """(reference output, the other's): the same name, else the same place (tools keep them)."""
+        theirs = self.pairs.other.output_names
+        return [(o, o if o in theirs else theirs[k] if k < len(theirs) else o)
+                for k, o in enumerate(self.graph.output_names)]
+
+    def run(self, progress: Callable[[str], None] = lambda _: None, as_it_runs: bool = True) -> "Sweep":
+        """The graph in segments, each run by both sides as a model of its own from the tensors at the
+        cut before it (each side its own: a chain as it runs), then its units alone. Without
+        ``as_it_runs`` (a triage, which ranks units alone), the other side computes the units alone only."""
+        graph, pairs = self.graph, self.pairs
+        outs = self.output_pairs()
+        if as_it_runs:
+            unmarked = (self.reference.values([r for r, _ in outs]), self.other.values([o for _, o in outs]))
+            self.outputs = {r: tensor_error(r, unmarked[1][o], unmarked[0][r], self.tolerance_of) for r, o in outs
+                            if o in unmarked[1]}
+        order = [k for k, n in enumerate(graph.nodes) if any(graph.comparable(o) for o in n.output)]
+        progress(f"locating: {self.other.label} against {self.reference.label}, {len(order)} nodes, each as it runs "
+                 "and alone")
+        mine = {i: self.reference.feeds[i] for i in graph.graph_inputs if i in self.reference.feeds}
+        theirs = {i: self.other.feeds[i] for i in pairs.other.graph_inputs if i in self.other.feeds}
+        start, size = 0, FIRST
+        budget = min(max(BUDGET[0], _peak() // 20), BUDGET[1])
+        while start < len(order):
+            end = min(start + size, len(order)) - 1
+            while end + 1 < len(order) and any(t not in pairs.of for t in graph.cut(order[end])):
+                end += 1  # a cut only where every live tensor has a counterpart
+            chunk = order[start:end + 1]
+            mine, theirs, held = self._segment(chunk, mine, theirs if as_it_runs else None)
+            start += len(chunk)
+            size = max(1, min(2 * size, int(budget * len(chunk) / max(held, 1))))
+        if as_it_runs:
+            self._check(unmarked, {r: mine[r] for r, _ in outs if r in mine},
+                        {o: pairs.decode(r, theirs[pairs.of[r]]) for r, o in outs if pairs.of.get(r) in theirs})
+        return self
+
+    def _segment(self, chunk: Sequence[int], mine: dict, theirs: dict) -> tuple[dict, dict, int]:
+        """Measure the nodes ``chunk``: (the reference's tensors at the cut after it, the other's, the
+        bytes the reference's answer held). The other side runs its piece and the units alone in one
+        model (one session, one OpenVINO compile); apart where the two cannot run together."""
+        graph, pairs, other = self.graph, self.pairs, self.pairs.other
+        made = [o for k in chunk for o in graph.nodes[k].output if graph.comparable(o)]
+        bound = graph.cut(chunk[-1])
+        want = self._piece(self.reference, graph, mine, list(dict.fromkeys(made + bound)))
+        held = sum(np.asarray(v).nbytes for v in want.values())
+        self.widest = max(self.widest, held)
+        self.questions += 1
+        known = {**mine, **want}
+        regions, fed = self._regions([u for u in (pairs.unit(k) for k in chunk) if u is not None], known)
+        asked = list(dict.fromkeys(pairs.of[o] for o in made + bound if o in pairs.of)) if theirs is not None else []
+        theirs = theirs or {}
+        try:
+            got = self._piece(self.other, other, theirs, asked, regions, fed)
+        except ModelRunError:  # a unit that cannot run on these values (a counterpart of another shape)
+            got = self._piece(self.other, other, theirs, asked)
+            regions = self._shapes(made + bound, want, got, regions)
+            got.update(self._run_alone(regions, fed))
+        self.free.update({o: tensor_error(o, pairs.decode(o, got[pairs.of[o]]), want[o], self.tolerance_of)
+                          for o in made if o in pairs.of and pairs.of[o] in got})
+        self._judge_alone(regions, got, known)
+        self.segments.append((chunk[0], chunk[-1]))
+        return ({t: want[t] for t in bound if t in want},
+                {pairs.of[t]: got[pairs.of[t]] for t in bound if t in pairs.of and pairs.of[t] in got}, held)
+
+    def _piece(self, side: Side, graph: LocateGraph, cut: dict, names: list[str], regions=(), fed=None) -> dict:
+        """``names`` computed by ``side`` from the tensors at the cut before them (``cut``; a tensor of
+        it still alive after the piece is passed on as it is), and ``regions`` beside them."""
+        asked = [n for n in names if n not in cut]
+        nodes = graph.walk_back(asked, set(cut), 10 ** 6)
+        fed = {**cut, **{i: side.feeds[i] for i in graph.graph_inputs if i in side.feeds}, **(fed or {})}
+        model = graph.region_model([("", nodes, asked), *[(p, n, o) for p, n, o, _ in regions]], fed)
+        inputs = {i.name for i in model.graph.input}
+        wanted = asked + [p + o for p, _, outs, _ in regions for o in outs]
+        got = side.run(graph.save(model), {k: v for k, v in fed.items() if k in inputs}, wanted) if wanted else {}
+        return {**{n: cut[n] for n in names if n in cut}, **got}
+
+    def _shapes(self, names, want: dict, got: dict, regions: list) -> list:
+        """A name shared by tensors of other shapes is no counterpart: dropped, with the units reading it."""
+        pairs, dropped = self.pairs, set()
+        for o in names:
+            name = pairs.of.get(o)
+            if name in got and np.shape(got[name]) != np.shape(want[o]):
+                del pairs.of[o]
+                dropped.add(o)
+                pairs.none[o] = (f"{pairs.other.path.name}'s {name} has shape {list(np.shape(got[name]))}, the "
+                                 f"reference's {list(np.shape(want[o]))}")
+        return [r for r in regions if not dropped & {*r[3].inputs, *r[3].outputs}]
+
+    def _check(self, unmarked, mine: dict, theirs: dict) -> None:
+        """Whether each side, run in pieces, answered as it does whole. The reference must; the other
+        is trusted as it runs only where its outputs moved by less than a tenth of what it departs by."""
+        for k, (side, got) in enumerate(((self.reference, mine), (self.other, theirs))):
+            moved = [tensor_error(n, got[n], unmarked[k][n], self.tolerance_of) for n in got if n in unmarked[k]]
+            worst = max((e for e in moved if e.departs), key=lambda e: e.excess, default=None)
+            if worst is None:
+                continue
+            if k == 0:  # its tensors are still what both sides are fed; said, since they are not its whole answer
+                self.notes.append(f"note: {side.label}, the reference, answers differently run in pieces (output "
+                                  f"{worst.name} moves by {worst.max_abs:.2e}): the tensors it gives are its pieces'")
+                continue
+            apart = max((e.max_abs for e in self.outputs.values()), default=0.0)
+            said = f"{side.label} answers differently run in pieces (output {worst.name} moves by {worst.max_abs:.2e}"
+            if worst.max_abs < 0.1 * apart:
+                self.moved = f"note: {said}, a tenth or less of the {apart:.2e} it departs by)"
+                continue
+            again = side.values(list(theirs))
+            varies = max((tensor_error(n, again[n], unmarked[1][n], self.tolerance_of).max_abs for n in again
+                          if n in unmarked[1]), default=0.0)
+            self.untrusted = (f"{said} from its own answer whole" + (
+                f"; it also varies from run to run, by {varies:.2e} between two whole runs)" if varies > 0 else
+                "): it computes across the cuts, as a runtime that fuses nodes does"))
+
+    def _regions(self, units: Sequence[Unit], want: dict) -> tuple[list, dict]:
+        """Each unit as a region of the other graph (prefix, nodes, outputs, unit), fed the reference's
+        values as the other side holds them."""
+        pairs, other = self.pairs, self.pairs.other
+        regions, fed = [], {}
+        for unit in units:
+            nodes = pairs.region(unit)
+            if nodes is None or any(other.has_body(k) for k in nodes) or not all(i in want for i in unit.inputs):
+                self.unmeasured.append(unit.node)
+                continue
+            prefix = f"u{unit.node}/"
+            regions.append((prefix, nodes, [pairs.of[o] for o in unit.outputs], unit))
+            fed.update({prefix + pairs.of[i]: pairs.encode(i, want[i]) for i in unit.inputs})
+            fed.update({prefix + i: self.other.feeds[i] for i in other.graph_inputs if i in self.other.feeds})
+        return regions, fed
+
+    def _run_alone(self, regions: list, fed: dict) -> dict:
+        if not regions:
+            return {}
+        other = self.pairs.other
+        model = other.region_model([(p, n, o) for p, n, o, _ in regions], fed)
+        inputs = {i.name for i in model.graph.input}
+        try:
+            return self.other.run(other.save(model), {k: v for k, v in fed.items() if k in inputs},
+                                  [p + o for p, _, outs, _ in regions for o in outs])
+        except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
+            self.unmeasured += [r[3].node for r in regions]
+            self.refused = self.refused or str(exc)
+            return {}
+
+    def _judge_alone(self, regions: list, got: dict, want: dict) -> None:
+        pairs = self.pairs
+        for prefix, _, _, unit in regions:
+            errors = [tensor_error(o, pairs.decode(o, got[prefix + pairs.of[o]]), want[o], self.tolerance_of)
+                      for o in unit.outputs if prefix + pairs.of[o] in got and o in want]
+            if errors:
+                carried = max((_held(pairs, i, want[i]) for i in unit.inputs if i in want), default=0.0)
+                self.alone[unit.node] = Alone(unit, max(errors, key=lambda e: (e.problem is not None, e.rel)), carried)
+
+
+def _held(pairs: Counterparts, name: str, value) -> float:
+    """The relative error of ``value`` as the other side holds ``name``'s counterpart (0: exactly)."""
+    value = np.asarray(value)
+    if name not in pairs.coded and pairs.other.dtype_of(pairs.of[name]) in (None, value.dtype):
+        return 0.0
+    back = pairs.decode(name, pairs.encode(name, value)).astype(np.float64)
+    norm = math.sqrt(float(np.square(value.astype(np.float64)).sum()))
+    return math.sqrt(float(np.square(back - value).sum())) / norm if norm > 0 else 0.0
+
+
+def _peak() -> int:
+    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
