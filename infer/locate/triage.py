@@ -27,7 +27,7 @@ from ptx.contract.comparison import default_tolerance
 
 from .graph import LocateGraph
 from .names import module_of
-from .pairs import Counterparts, Unit
+from .pairs import Counterparts
 from .sides import Side
 from .sweep import Sweep, tensor_error
 
