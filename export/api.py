@@ -29,8 +29,9 @@ from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
-from .validate import (ExportResult, OpenModel, check_file, judge_reduced, open_file, result_of, tutorial_cases,
-                       validation_inputs)
+from .bound import Bound, check_max_drop
+from .validate import (ExportResult, OpenModel, check_file, eager_accuracy, judge_reduced, open_file, result_of,
+                       tutorial_accuracy, tutorial_cases, validation_inputs)
 
 def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
     """The real training samples the checkpoint keeps for int8 calibration, in model layout."""
@@ -86,18 +87,21 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
                  device: str = "cpu", input_dtype: str = "float32", keep_f32=None, rank=None,
-                 log: Callable[[str], None] = print) -> list[ExportResult]:
+                 max_drop: float | None = None, log: Callable[[str], None] = print) -> list[ExportResult]:
     """Export ``name``'s checkpoint to ``formats_`` (default: the two portable files, onnx and torchscript).
 
     The checkpoint is ``checkpoint``, else the one in ``out`` when that folder holds one (a run
     ``ptx train --out`` wrote), else runs/NAME/checkpoint.pt; the log names it. ``device`` is the
     device a compiled format (pt2) is compiled for; the others are portable. ``keep_f32``: onnx-int8's
-    nodes left in f32, or ``auto`` with ``rank`` (export/keep_f32.py; the CLI hands infer's triage in)."""
+    nodes left in f32, or ``auto`` with ``rank`` (export/keep_f32.py; the CLI hands infer's triage in).
+    ``max_drop``: the accuracy points an int8 format may lose against eager on the real test samples
+    verify judges on (export/bound.py); the file keeps the fewest nodes in f32 that hold it."""
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
     onnx_options = dict(opset=opset, exporter=exporter)
     per_format = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
+                  "openvino-int8": dict(onnx_options, log=log),
                   "torchscript": dict(mode=spec.torchscript.value, fallback=True), "pt2": dict(device=device)}
     compiled = [f.name for f in chosen if "device" in per_format.get(f.name, {})]
     if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
@@ -107,8 +111,15 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     if keep_f32 and [f.name for f in chosen] != ["onnx-int8"]:
         raise PtxError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 alone (not "
                        f"{', '.join(f.name for f in chosen)})")
-    if keep_f32 == "auto" and rank is None:
-        raise PtxError("--keep-f32 auto needs the triage's ranking (rank=): ptx export hands it in")
+    if (keep_f32 == "auto" or (max_drop is not None and "onnx-int8" in [f.name for f in chosen])) and rank is None:
+        raise PtxError("--keep-f32 auto and --max-drop need the triage's ranking (rank=): ptx export hands it in")
+    if max_drop is not None:
+        check_max_drop(max_drop)
+        if not all(f.calibrated for f in chosen):
+            raise PtxError(f"--max-drop bounds what int8 may lose: give --format onnx-int8 or openvino-int8 (not "
+                           f"{', '.join(f.name for f in chosen if not f.calibrated)})")
+        if keep_f32 not in (None, "auto"):
+            raise PtxError(f"--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 {','.join(keep_f32)}")
     for fmt in chosen:  # bad options and models a format cannot express are refused before any work
         why = fmt.unsupported(spec) if fmt.unsupported else None
         if why:
@@ -153,14 +164,17 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             options["calibration"] = [{contract.input.name: calibration}]
             # Not judged by the f32 tolerance: it must run every validation shape, and its calibration batch.
             checked = cases + tutorial_cases(written, contract, signature, [calibration])
-        if fmt.name == "onnx-int8":
-            def judge(path: Path, fmt=fmt, eager={}):  # verify's judge, samples and batches, as below;
-                # eager's answers on them computed once for every file the choice and search judge
+        if fmt.calibrated:
+            eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
+
+            def judge(path: Path, fmt=fmt, eager=eager):  # verify's judge, samples and batches, as below
                 return judge_reduced(open_file(open_predictor, path, fmt), model, ckpt, notice=lambda _: None,
                                      eager=eager)[0]
 
             # The judge goes in on every export: the fastest way to quantize is kept only if it passes.
-            options.update(judge=judge, **({"keep_f32": keep_f32, "rank": rank} if keep_f32 else {}))
+            options.update(judge=judge, **({"keep_f32": keep_f32, "rank": rank} if fmt.name == "onnx-int8" else {}))
+            if max_drop is not None:
+                options["bound"] = _accuracy_bound(max_drop, open_predictor, fmt, model, ckpt, eager, log)
         if fmt.progress:
             log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
         with atomic_path(final) as tmp:
@@ -174,7 +188,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             if fmt.precision != "f32":
                 try:
                     result.judgement, data_name = judge_reduced(open_file(open_predictor, tmp, fmt), model, ckpt,
-                                                                notice=log)
+                                                                notice=log, max_drop=max_drop)
                     result.judged_by = f"{fmt.serving_backend}-{fmt.precision}"
                 except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
                     log(f"{fmt.name:<11} not judged here: {exc}")
@@ -193,3 +207,21 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             log(f"{'':<11} {result.judged_by} on {describe_cpu()}, {judgement.samples:,} real {data_name} test "
                 f"samples as `ptx verify` draws them: {judgement.describe()}: {verdict}")
     return results
+
+
+def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt: dict, eager: dict, log) -> Bound:
+    """--max-drop on a tutorial model: accuracy on the real test samples verify judges on, in points,
+    counted from eager's; a candidate opened as its format's serving backend opens it, at the file's
+    own precision (NNCF's f32 reference too)."""
+    reference = eager_accuracy(model, ckpt, eager, notice=log)
+
+    def measure(path: Path, indices=None):
+        candidate = open_predictor(path, fmt.serving_backend, "cpu")
+        try:
+            return tutorial_accuracy(candidate, model, ckpt, eager, indices)
+        finally:
+            candidate.close()
+
+    samples = len(eager["truth"])
+    return Bound(max_drop, f"accuracy on {samples:,} real {eager['data']} test samples", reference, measure,
+                 items=samples, points=100.0, unit=" accuracy points")

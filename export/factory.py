@@ -3,11 +3,7 @@ their weights loaded into it strictly. Every failure is one PtxError naming the 
 there is one, the line."""
 from __future__ import annotations
 
-import difflib
 import hashlib
-import importlib.util
-import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +13,7 @@ import torch
 from ptx.errors import PtxError, first_line
 
 from .refusal import sentence, traceback_line
+from .user_code import import_callable
 
 
 @dataclass
@@ -39,49 +36,8 @@ def load_factory(spec: str) -> Factory:
     """Import FILE.py (it runs, as ``python FILE.py`` would run it, with its folder on sys.path)
     and call FACTORY(), which returns an nn.Module or (module, example inputs). Every failure is
     one PtxError naming the file and, where there is one, the line."""
-    text, sep, factory = str(spec).rpartition(":")
-    if not sep or not text or not factory:
-        raise PtxError(f"--module {spec}: write FILE.py:FACTORY, FACTORY the function (or class) in FILE.py that "
-                       "returns your nn.Module, e.g. --module net.py:build")
-    path = Path(text)
-    if not path.is_file():
-        raise PtxError(f"--module {spec}: no such file {path}")
-    if not factory.isidentifier():
-        raise PtxError(f"--module {spec}: {factory!r} is not a Python name")
-    module_name = f"ptx_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
-    loader = importlib.util.spec_from_file_location(module_name, path)
-    if loader is None or loader.loader is None:
-        raise PtxError(f"--module {spec}: {path} is not a Python file")
-    namespace = importlib.util.module_from_spec(loader)
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # its sibling modules import as they do under `python FILE.py`
-    # torch.jit.script and inspect read the classes' source through the module: it must be registered.
-    sys.modules[module_name] = namespace
-    try:
-        loader.loader.exec_module(namespace)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise PtxError(f"--module {spec}: {Path(exc.filename or path).name}:{exc.lineno}: syntax error: "
-                       f"{exc.msg}") from None
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-        sys.modules.pop(module_name, None)
-        raise PtxError(f"--module {spec}: importing {path.name} raised {type(exc).__name__}: {sentence(first_line(exc))}"
-                       f"{traceback_line(exc, path)}") from None
-    target = getattr(namespace, factory, None)
-    if target is None:
-        defined = [k for k, v in vars(namespace).items() if callable(v) and not k.startswith("_")
-                   and getattr(v, "__module__", None) == module_name]
-        # Functions first (a factory is one), and the count of the rest: the first 8 names alone, in
-        # file order, read as the whole list and hid the factory the user meant.
-        defined.sort(key=lambda k: isinstance(vars(namespace)[k], type))
-        close = difflib.get_close_matches(factory, defined, 1)
-        raise PtxError(f"--module {spec}: {path.name} defines no {factory}"
-                       + (f" (did you mean {close[0]}?)" if close else "")
-                       + (f"; it defines {', '.join(defined[:8])}" if defined else "")
-                       + (f" and {len(defined) - 8} more" if len(defined) > 8 else ""))
-    if not callable(target):
-        raise PtxError(f"--module {spec}: {factory} is a {type(target).__name__}, not a function or class")
+    target, path, factory = import_callable(spec, "--module", "FILE.py:FACTORY, FACTORY the function (or class) in "
+                                            "FILE.py that returns your nn.Module, e.g. --module net.py:build")
     try:
         made = target()
     except Exception as exc:  # noqa: BLE001

@@ -1,16 +1,22 @@
-"""A user's own ONNX file -> its int8 twin: ``ptx export FILE.onnx --format onnx-int8 [--calibration
-SAMPLES.npz] [--keep-f32 auto|NODE,NODE] [--out DIR]``, written as FILE.int8.onnx.
+"""A user's own ONNX file -> its int8 twin: ``ptx export FILE.onnx --format onnx-int8|openvino-int8
+[--calibration SAMPLES.npz] [--keep-f32 auto|NODE,NODE] [--max-drop X --metric M.py:FN] [--out DIR]``,
+written as FILE.int8.onnx (onnxruntime's quantizer) or FILE.openvino-int8.onnx (NNCF's).
 
-The onnx-int8 format's one writer quantizes the file as it is (static QDQ, as for the tutorial
-models; dynamic for recurrent graphs and integer inputs), calibrated on the user's samples (the npz
-layouts ``ptx verify FILE --inputs`` reads) or on inputs generated from the file's signature; the
-line before the file's says which. Some of those inputs are held out, and the written file is
-opened as ptx serves it (``load(path, "ort-cpu", precision="int8")``, handed in as ``open_model``)
+The format's one writer quantizes the file as it is (static QDQ, as for the tutorial models;
+onnx-int8 dynamic for recurrent graphs and integer inputs), calibrated on the user's samples (the
+npz layouts ``ptx verify FILE --inputs`` reads) or on inputs generated from the file's signature;
+the line before the file's says which. Some of those inputs are held out, and the written file is
+opened as ptx serves it (``load(path, BACKEND, precision="int8")``, handed in as ``open_model``)
 and judged on them against the f32 file by the rule a model without labels has
 (ptx.contract.comparison.judge_reduced_tensors). A file that misses it is still written, with the
 verdict recorded in it (``ptx.judgement``) and said in one line, as a tutorial model's int8 is.
 
-Torch-free: onnx and onnxruntime only.
+``--max-drop X --metric M.py:FN`` (export/bound.py): the user's own metric over their own data,
+FN(run) -> float, called on the f32 file and on each candidate; the nodes kept in f32 are searched
+for until it drops at most X, and the file records the bound and both values.
+
+Torch-free for onnx-int8: onnx and onnxruntime only (NNCF, which openvino-int8 quantizes with,
+imports torch where it is installed).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from ptx.contract.comparison import default_tolerance
 from ptx.contract.metadata import from_props
 from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.tensor_inputs import load_input_file, make_feeds, plan_inputs
+from ptx.contract.names import twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
@@ -29,6 +36,7 @@ from ptx.machine import describe_cpu
 
 from . import formats
 from .formats.onnx import save_with_metadata
+from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
@@ -37,11 +45,13 @@ GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
 
 
-def export_int8_file(path: str | Path, *, open_model: OpenModel, out: str | Path | None = None,
-                     calibration: str | Path | None = None, keep_f32=None, rank=None, force: bool = False,
+def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_model: OpenModel,
+                     out: str | Path | None = None, calibration: str | Path | None = None, keep_f32=None, rank=None,
+                     max_drop: float | None = None, metric: str | None = None, force: bool = False,
                      log: Callable[[str], None] = print, **open_options) -> ExportResult:
-    """Quantize the ONNX file at ``path`` to int8 and judge it against the file; returns its
-    ExportResult, whose ``judgement`` is the verdict (PASS or NOT USABLE, in the file too).
+    """Quantize the ONNX file at ``path`` to int8 (``fmt_name``: onnx-int8 or openvino-int8) and judge
+    it against the file; returns its ExportResult, whose ``judgement`` is the verdict (PASS or NOT
+    USABLE, in the file too). ``max_drop`` and ``metric`` (FILE.py:FN): the user's bound.
 
     ``calibration``: an .npz/.npy/.json of real inputs by name (as ``ptx verify FILE --inputs``
     reads them); without it, seeded inputs are generated from the signature. ``keep_f32``: node
@@ -50,20 +60,30 @@ def export_int8_file(path: str | Path, *, open_model: OpenModel, out: str | Path
     import onnx
 
     path = Path(path)
-    fmt = formats.get("onnx-int8")
+    fmt = formats.get(fmt_name)
+    if (max_drop is None) != (metric is None):
+        raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     source = open_model(path, "ort-cpu", "cpu", **open_options)
     try:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
-        final = Path(out or path.parent) / f"{path.stem}.int8.onnx"
+        final = Path(out or path.parent) / twin_name(path, fmt.name)
         _guard(final, path, force)
         ensure_writable_dir(final.parent)
-        static = quantized_statically(onnx.load(str(path), load_external_data=False), signature)
+        # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
+        static = fmt.name != "onnx-int8" or quantized_statically(onnx.load(str(path), load_external_data=False),
+                                                                  signature)
         calibrating, held = _inputs(path, signature, calibration, static, log)
         # The reference the int8 file is judged against: the f32 file, on the held-out inputs.
         cases = [Case(feeds, source.run(feeds), f"held-out {_count(signature, [feeds])}", rows(signature, feeds))
                  for feeds in held]
+        bound = None
+        if max_drop is not None:  # the user's metric on the f32 file now, on each candidate in the search
+            bound = metric_bound(metric, max_drop, source.run, lambda candidate: open_model(
+                candidate, fmt.serving_backend, "cpu", **open_options))  # at its own precision: NNCF measures f32 too
+            log(f"--metric {bound.metric}: {bound.reference:.6g} on {path.name} (f32); int8 may drop it by at most "
+                f"{max_drop:g}")
     finally:
         source.close()
     name = metadata.get("model") or path.name.split(".")[0]
@@ -75,19 +95,23 @@ def export_int8_file(path: str | Path, *, open_model: OpenModel, out: str | Path
         answers = check_file(fmt, candidate, open_model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
         return judge_tensors(answers, cases, signature, fmt.precision, seen)
 
+    search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
     with atomic_path(final) as tmp:
-        written = fmt.write(path, None, tmp, signature, strings, calibration=calibrating, keep_f32=keep_f32,
-                            rank=rank, judge=judge, log=log)
+        written = fmt.write(path, None, tmp, signature, strings, calibration=calibrating, judge=judge, bound=bound,
+                            log=log, **search)
         judgement = judge(tmp)
         verdict = judgement.status + (f": {'; '.join(judgement.unusable)}" if judgement.unusable else "")
         proto = onnx.load(str(tmp))  # the verdict travels in the file, as a tutorial model's is recorded beside it
-        save_with_metadata(proto, tmp, {**from_props({p.key: p.value for p in proto.metadata_props}),
-                                        "judgement": verdict}, proto.doc_string)
+        recorded = from_props({p.key: p.value for p in proto.metadata_props})
+        save_with_metadata(proto, tmp, {**recorded, "judgement": verdict}, proto.doc_string)
         result = result_of(fmt.name, tmp, final, written, cases, {}, False)
     result.judgement, result.judged_by = judgement, f"{fmt.serving_backend}-{fmt.precision}"
     log(f"{fmt.name:<11} {final}  {result.size_bytes / 1024:,.1f} KiB  {written.method}")
     log(f"{'':<11} {result.judged_by} on {describe_cpu()}, {judgement.describe()}: {verdict}"
         + (f": do not use int8 for {name} (serve {path.name})" if judgement.unusable else ""))
+    if bound is not None:  # what the writer measured on the file it wrote
+        held = Held(bound, float(recorded["metric_int8"]))
+        log(f"{'':<11} --max-drop {max_drop:g}: {held.describe()}: {'holds' if not held.unusable else 'MISSED'}")
     return result
 
 

@@ -123,7 +123,7 @@ def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, ran
                 why = f"keeping {', '.join(ranked[:STEP])} too leaves nothing in int8"
         if why:
             log(f"onnx-int8   {len(kept.nodes)} in f32 still miss the gate ({judged.describe()}) and {why}: "
-                "judging each node in int8 by the labels instead")
+                "judging each node in int8 on its own instead")
             return release(quantize, judge, first + kept.nodes, quantizable, model, log, kept)
         kept.nodes += ranked[:STEP]
         judged = judge(path)
@@ -149,7 +149,7 @@ def release(quantize: Callable[[list[str]], Path], judge: Judge, ranked: Sequenc
             path = quantize(trial)
         except PtxError:  # still nothing in int8 with it released: no label can move yet
             keep = trial
-            log(f"onnx-int8   [{step}/{len(order)}] {node}: nothing in int8 with it alone (released, no labels to judge)")
+            log(f"onnx-int8   [{step}/{len(order)}] {node}: nothing in int8 with it alone (released, nothing to judge)")
             continue
         judged_nodes += 1
         judged = judge(path)
@@ -166,4 +166,30 @@ def release(quantize: Callable[[list[str]], Path], judge: Judge, ranked: Sequenc
     kept.rounds.append(f"{len(keep)} in f32, {len(order) - len(keep)} of {len(order)} quantizable nodes in int8: "
                        f"{passed.describe()}")
     log(f"onnx-int8   {kept.rounds[-1]}")
+    return kept
+
+
+def revert(quantize: Callable[[list[str]], Path], judge: Judge, kept: Sequence[str],
+           log: Callable[[str], None], fmt: str = "onnx-int8") -> list[str]:
+    """The revert pass (Intel Neural Compressor's tuning ends with one): each node kept in f32
+    returned to int8 in turn, the last kept first (the least needed by the ranking), and left there
+    where the file still passes ``judge``. A node returned changes what the others' are judged
+    against, so passes repeat until one returns none: every node left in f32 was then judged in
+    int8 against the final file and failed. Leaves the file written with the nodes that stay."""
+    kept = list(kept)
+    returned = True
+    while returned and kept:
+        returned = False
+        for node in reversed(list(kept)):
+            trial = [n for n in kept if n != node]
+            try:
+                judged = judge(quantize(trial))
+            except PtxError:  # the quantizer refuses that graph: the node stays in f32
+                continue
+            back = not judged.unusable
+            log(f"{fmt:<11} revert pass: {node} in int8: {judged.describe()}: "
+                f"{'back in int8' if back else 'stays in f32'}")
+            if back:
+                kept, returned = trial, True
+    quantize(kept)  # the trials overwrote the file: write the one that passed again
     return kept

@@ -185,6 +185,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 def _check_formats(formats: Sequence[str], device: str) -> list[str]:
     chosen = list(dict.fromkeys(formats))
     unknown = [f for f in chosen if f not in MODULE_FORMATS]
+    if "openvino-int8" in unknown:  # NNCF calibrates on samples, and a module comes without them
+        raise PtxError("openvino-int8 calibrates on real inputs, and a module comes without them: export it to onnx, "
+                       "then `ptx export OUT/model.onnx --format openvino-int8 --calibration SAMPLES.npz`")
     if unknown or not chosen:
         raise PtxError(f"format {unknown[0] if unknown else '(none)'!r}: a module exports to "
                        f"{', '.join(MODULE_FORMATS)} (or all: {', '.join(DEFAULT_MODULE_FORMATS)})")

@@ -23,7 +23,7 @@ from ptx.contract.comparison import (JUDGING_BATCH, OutputAgreement, ReducedJudg
                                      judge_reduced_outputs, judge_reduced_tensors, relative_error)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.contract.transforms import normalize, pictures_from_model_input, run_in_batches, to_layout
+from ptx.contract.transforms import decisions, normalize, pictures_from_model_input, run_in_batches, to_layout
 from ptx.errors import PtxError, ValidationError
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
@@ -177,11 +177,41 @@ def tutorial_cases(module, contract: Contract, signature: Signature, inputs: Seq
     return cases
 
 
-def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | None = None) -> tuple[ReducedJudgement, str]:
+def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | None = None,
+                  max_drop: float | None = None) -> tuple[ReducedJudgement, str]:
     """Judge a tutorial model's reduced-precision file (opened as ``model``) as ``ptx verify`` does,
     on the same real test samples in the same batches: (judgement, dataset name). DataError where
     the run's dataset is not on this machine. ``eager``: a dict that keeps the samples and eager's
-    answers between calls, for a caller judging many files of one model (--keep-f32 auto's search)."""
+    answers between calls, for a caller judging many files of one model (--keep-f32 auto's search).
+    ``max_drop``: the bound the file is made to hold (accuracy points), judged instead of the gate."""
+    kept = _judging(eager_module, ckpt, notice, eager)
+    got = _answers(model, ckpt["contract"], kept["x"])
+    return judge_reduced_outputs(got, kept["want"], kept["truth"], ckpt["contract"], max_drop), kept["data"]
+
+
+def tutorial_accuracy(model, eager_module, ckpt: dict, eager: dict, indices: Sequence[int] | None = None,
+                      notice=print) -> tuple[float, list[float]]:
+    """(accuracy, each sample's 1.0 or 0.0) of ``model`` on the samples ``judge_reduced`` judges on
+    (``indices`` of them; None: all): the metric --max-drop bounds, per sample for NNCF's ranking."""
+    kept = _judging(eager_module, ckpt, notice, eager)
+    contract: Contract = ckpt["contract"]
+    x, truth = kept["x"], np.asarray(kept["truth"])
+    if indices is not None:
+        x, truth = np.take(x, list(indices), axis=contract.input.batch_axis), truth[list(indices)]
+    labels = decisions(_answers(model, contract, x), contract)
+    correct = (labels == truth.reshape(labels.shape)).astype(float)
+    return float(correct.mean()), correct.tolist()
+
+
+def eager_accuracy(eager_module, ckpt: dict, eager: dict, notice=print) -> float:
+    """Eager's accuracy on the samples ``judge_reduced`` judges on: what --max-drop is counted from."""
+    kept = _judging(eager_module, ckpt, notice, eager)
+    labels = decisions(kept["want"], ckpt["contract"])
+    return float((labels == np.asarray(kept["truth"]).reshape(labels.shape)).mean())
+
+
+def _judging(eager_module, ckpt: dict, notice, eager: dict | None) -> dict:
+    """The judging samples, their true labels and eager's answers, computed once into ``eager``."""
     import torch
 
     from ptx.trainers.data import judging_samples
@@ -195,10 +225,13 @@ def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | N
         with torch.inference_mode():
             kept["want"] = run_in_batches(lambda batch: eager_module(torch.from_numpy(batch)).numpy(), kept["x"],
                                           contract.input.batch_axis, JUDGING_BATCH)
+    return kept
+
+
+def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
     head = model.head
-    got = run_in_batches(lambda batch: np.asarray(model.run(head.feeds(batch))[head.output_name]), kept["x"],
-                         contract.input.batch_axis, JUDGING_BATCH)
-    return judge_reduced_outputs(got, kept["want"], kept["truth"], contract), kept["data"]
+    return run_in_batches(lambda batch: np.asarray(model.run(head.feeds(batch))[head.output_name]), x,
+                          contract.input.batch_axis, JUDGING_BATCH)
 
 
 # -- a model without labels: a reduced precision judged by its tensors ----------------------------

@@ -23,6 +23,13 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+# Modules an extra brings that only one command needs, so that the rest of the extra works without
+# them: module -> (its extra, what needs it).
+PARTS: dict[str, tuple[str, str]] = {
+    "nncf": ("openvino", "openvino-int8"),  # ptx export --format openvino-int8 quantizes with NNCF
+}
+
+
 class MissingExtraError(PtxError):
     """An optional extra that the command needs is not installed."""
 
@@ -40,6 +47,16 @@ def missing(extra: str) -> str | None:
         except ImportError as exc:
             name = getattr(exc, "name", None) or module
             return f"{purpose} needs the '{extra}' extra ({name} is not installed): {install_command(extra)}"
+    return None
+
+
+def missing_part(module: str) -> str | None:
+    """Why ``module`` (one of PARTS) cannot be used here, in one line with the pip command, or None."""
+    extra, purpose = PARTS[module]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return f"{purpose} needs {module}: {install_command(extra)}"
     return None
 
 

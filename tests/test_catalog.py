@@ -70,7 +70,7 @@ def test_ptx_models_fits_the_terminal_and_explains_its_columns(columns):
     assert lines[0].split() == ["model", "takes", "default", "data", "from", "tutorial", "exports"]
     assert any(line.startswith("gru-classifier ") and line.rstrip().endswith("all but pt2") for line in lines)
     # The tutorial references ("000 §2") and "all" are explained under the table.
-    assert "exports: all = onnx, torchscript, onnx-int8, pt2, triton, kserve" in lines
+    assert "exports: all = onnx, torchscript, onnx-int8, openvino-int8, pt2, triton, kserve" in lines
     assert any(line.startswith("000  the main PyTorch tutorial") for line in lines)
 
 

@@ -185,15 +185,19 @@ def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_co
 def test_format_all_is_every_file_this_machine_can_write_for_the_model(monkeypatch):
     """It meant the two default files while `ptx models` said all = six formats (issue 38): now it is
     every file format the model can take and this machine can write, each one left out with its reason."""
-    assert formats.every_format(get("convnet")) == (["onnx", "torchscript", "onnx-int8", "pt2"], [])
+    # openvino-int8 where NNCF and OpenVINO are installed (the openvino extra), else left out with why
+    why = formats.get("openvino-int8").unavailable()
+    ov = [] if why else ["openvino-int8"]
+    assert formats.every_format(get("convnet")) == (["onnx", "torchscript", "onnx-int8", *ov, "pt2"], [why] if why else [])
     chosen, left_out = formats.every_format(get("linreg"))  # a regression has no int8
     assert chosen == ["onnx", "torchscript", "pt2"] and left_out[0].startswith("onnx-int8: linreg is a regression")
+    assert left_out[1].startswith("openvino-int8: linreg is a regression")
     chosen, left_out = formats.every_format(get("rnn-hello"))
     assert "pt2" not in chosen and "cannot be exported as pt2" in left_out[0]
     assert formats.every_format(get("convnet"), raw_pictures=True)[0] == ["onnx", "torchscript"]
     monkeypatch.setenv("CXX", "no-such-compiler++")
     chosen, left_out = formats.every_format(get("convnet"))
-    assert chosen == ["onnx", "torchscript", "onnx-int8"] and "no no-such-compiler++ on PATH" in left_out[0]
+    assert chosen == ["onnx", "torchscript", "onnx-int8", *ov] and "no no-such-compiler++ on PATH" in left_out[-1]
 
 
 def test_cli_format_all_writes_what_it_says_and_the_default_is_named(runs, tmp_path):

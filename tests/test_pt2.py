@@ -56,7 +56,8 @@ def test_pt2_refuses_models_torch_export_cannot_express_in_one_line(tmp_path, na
 
 def test_models_lists_the_formats_each_model_supports():
     rows = {r["name"]: r["formats"] for r in json.loads(ptx("models", "--json").stdout)}
-    assert rows["convnet"] == ["onnx", "torchscript", "onnx-int8", "pt2", "triton", "kserve"]
+    assert rows["convnet"] == ["onnx", "torchscript", "onnx-int8", "openvino-int8", "pt2", "triton",
+                                "kserve"]
     assert "onnx-int8" not in rows["linreg"]  # a regression has no labels to judge int8 by
     assert "pt2" not in rows["rnn-hello"] and "pt2" not in rows["gru-classifier"]
     assert "triton" in rows["gru-classifier"]

@@ -3,7 +3,8 @@ that calls ``register(ExportFormat(...))``, plus its module name in ``_FORMAT_FI
 
 A format's writer is the only one there is for it: a tutorial model's export (export/api.py), a
 user's module (export/module.py) and a user's model file (export/file.py: onnx-int8 of an ONNX file)
-all call ``write(model, example, path, signature, strings, **options)``.
+all call ``write(model, example, path, signature, strings, **options)``. The two int8 formats take
+``calibration``, ``judge`` and ``bound`` alike (api.py and file.py hand them in by ``calibrated``).
 
 Importing this package imports neither torch nor onnx: the CLI reads the names for its choices.
 """
@@ -61,7 +62,7 @@ class ExportFormat:
 
 
 _REGISTRY: Registry[ExportFormat] = Registry("export format")
-_FORMAT_FILES = ("onnx", "torchscript", "onnx_int8", "pt2")
+_FORMAT_FILES = ("onnx", "torchscript", "onnx_int8", "openvino_int8", "pt2")
 get, list_formats = _REGISTRY.get, _REGISTRY.names
 
 

@@ -217,7 +217,7 @@ def quantize_dynamic_weights(f32: Path, out: Path, exclude: list[str] = ()) -> s
 
 
 def write(model, example, path: Path, signature, strings: dict[str, str], *, opset: int = DEFAULT_OPSET,
-          exporter=None, mode: str = "trace", calibration=None, keep_f32=None, rank=None, judge=None,
+          exporter=None, mode: str = "trace", calibration=None, keep_f32=None, rank=None, judge=None, bound=None,
           log=print) -> Written:
     """Quantize ``model`` into ``path`` and record how: an nn.Module is exported to f32 ONNX in a
     scratch folder first (the onnx format's writer, with ``opset``, ``exporter``, ``mode``); a path is
@@ -228,25 +228,23 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     that ``judge`` (the caller's: verify's gate for a tutorial model, the tensor rule for a user's)
     passes on this CPU is kept (the module docstring). ``keep_f32``: node names onnxruntime's
     quantizer leaves in f32 (``nodes_to_exclude``) on top of that choice, or ``auto``
-    (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller."""
+    (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller, then the revert pass.
+    ``bound`` (export/bound.py: --max-drop): the loss the user accepts, which then judges the choice
+    and the search in verify's judge's place, and which the file records."""
     import onnx
 
-    from ..keep_f32 import AUTO, keep_auto, resolve, seconds_per_run
+    from ..keep_f32 import AUTO, keep_auto, resolve, revert, seconds_per_run
+
+    if bound is not None:  # the user's bound is the judge, and the nodes kept in f32 are searched for
+        if keep_f32 not in (None, AUTO):
+            raise PtxError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
+                           f"{','.join(keep_f32)} (or give --keep-f32 auto)")
+        judge, keep_f32 = bound.judge, AUTO
 
     name = strings["model"]
     with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
-        f32 = Path(scratch) / "model.onnx"
-        made = None if isinstance(model, (str, Path)) else write_onnx(
-            model, example, f32, signature, strings, opset=opset, exporter=exporter, mode=mode)
-        proto = onnx.load(str(f32 if made else model))
-        served = "model.onnx" if made else Path(model).name  # the f32 file a refusal sends the user back to
-        # What the module's f32 export recorded (its opset, its exporter) travels on; a user's file's
-        # own metadata is the caller's to vouch for (in ``strings``).
-        base = {**from_props({p.key: p.value for p in proto.metadata_props}), **strings} if made else dict(strings)
-        # The dynamo exporter's intermediate shape annotations can contradict the quantizer's own
-        # shape inference (lstm: "Inferred shape and existing shape differ"); it re-infers them.
-        del proto.graph.value_info[:]
-        onnx.save(proto, str(f32))
+        f32, proto, base, made, served = f32_graph(model, example, Path(scratch), signature, strings, opset=opset,
+                                                   exporter=exporter, mode=mode)
         static = calibration is not None and quantized_statically(proto, signature)
         calibrated = batches(signature, calibration or [])
         samples = sum(rows(signature, c) or 1 for c in calibration or [])
@@ -259,7 +257,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         def save(out: Path) -> None:
             how, exclude = made_here[out]
             save_with_metadata(quantized_graph(out, name, served), out,
-                               {**base, "precision": "int8", "quantization": how, **recorded,
+                               {**base, "precision": "int8", "format": "onnx-int8", "quantization": how, **recorded,
                                 **({"keep_f32": ",".join(exclude)} if exclude else {})}, description(base))
 
         def quantize(exclude, out=path, choice: Choice = CHOICES[0]) -> Path:
@@ -287,20 +285,22 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             chosen, ratio = choose(quantize, [c for c in CHOICES if c.applies(graph_read)], f32, timing, batch,
                                    recorded, judge, Path(scratch), served, log)
 
-        def bound(exclude, out=path) -> Path:  # quantize with the kept choice, plus the nodes asked for in f32
+        def chosen_with(exclude, out=path) -> Path:  # quantize with the kept choice, plus the nodes asked for in f32
             return quantize(exclude, out, chosen)
 
         if keep_f32 == AUTO:
             if feeds is None:
                 raise PtxError("--keep-f32 auto ranks nodes on calibration inputs, and there are none here")
-            done = keep_auto(bound, f32, feeds, rank, judge, name, log, quantizable(graph_read, static))
+            done = keep_auto(chosen_with, f32, feeds, rank, judge, name, log, quantizable(graph_read, static))
             if not done.nodes:
                 log(f"onnx-int8   --keep-f32 auto: nothing needed keeping in f32 ({done.rounds[0]})")
+            else:  # no node stays in f32 that the file holds its judge without
+                revert(chosen_with, judge, done.nodes, log)
         else:
-            bound(keep_f32 or [])
+            chosen_with(keep_f32 or [])
         method, kept = made_here[path]
         if kept and feeds is not None:  # what keeping them costs: the int8 file with none kept, timed against this one
-            everything = bound([], Path(scratch) / "all-int8.onnx")
+            everything = chosen_with([], Path(scratch) / "all-int8.onnx")
             before, after = seconds_per_run([everything, path], feeds)
             rows_timed = rows(signature, feeds)
             log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): "
@@ -311,9 +311,33 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             [ratio], rounds = speed_against_f32(f32, [path], timing)
             recorded["speed_vs_f32"] = speed_note(ratio, batch, rounds, served)
             save(path)
+        if bound is not None:  # what the file holds, measured on it as written
+            recorded.update(bound.strings(bound.judge(path).value))
+            save(path)
         if ratio is not None:
             say_if_slower(ratio, batch, served, log)
     return Written(method + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
+
+
+def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str], **onnx_options):
+    """(the f32 ONNX file in ``scratch`` a quantizer reads, its proto, the metadata the int8 file
+    carries, the onnx writer's Written or None, the f32 file's name as the user knows it): an
+    nn.Module exported by the onnx format's writer first, a path (a user's own file) as it is."""
+    import onnx
+
+    f32 = scratch / "model.onnx"
+    made = None if isinstance(model, (str, Path)) else write_onnx(model, example, f32, signature, strings,
+                                                                   **onnx_options)
+    proto = onnx.load(str(f32 if made else model))
+    served = "model.onnx" if made else Path(model).name  # the f32 file a refusal sends the user back to
+    # What the module's f32 export recorded (its opset, its exporter) travels on; a user's file's
+    # own metadata is the caller's to vouch for (in ``strings``).
+    base = {**from_props({p.key: p.value for p in proto.metadata_props}), **strings} if made else dict(strings)
+    # The dynamo exporter's intermediate shape annotations can contradict the quantizer's own
+    # shape inference (lstm: "Inferred shape and existing shape differ"); it re-infers them.
+    del proto.graph.value_info[:]
+    onnx.save(proto, str(f32))
+    return f32, proto, base, made, served
 
 
 def quantizable(graph, static: bool) -> list[str]:
@@ -341,34 +365,46 @@ def quantized_graph(path: Path, model: str, served: str = "model.onnx"):
 def speed_against_f32(f32: Path, files: list[Path], feeds: dict, rounds: int = CHOICE_ROUNDS,
                       seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
     """Each file's speed against ``f32`` through ONNX Runtime's CPU provider (ptx's session defaults:
-    a thread per core, every graph optimisation): the median over rounds of f32's seconds per run
-    over the file's. Each round runs every file once in a shuffled order, so a busy moment on a
-    shared machine weighs on one round's files alike. Returns (ratios, rounds run).
+    a thread per core, every graph optimisation), in ``alternating_ratios``. Returns (ratios, rounds run).
 
     The sessions' threads do not spin between runs: ORT's do by default, and a session's spinning
     worker then holds a core while the next session runs. On 2 cores two files that optimise to the
     same graph (mlp with and without QDQKeepRemovableActivations) timed 7.7x and 2.2x f32 with
     spinning, each round in the same cyclic order, and 3.4x and 3.5x without it."""
-    import random
+    return alternating_ratios([ort_call(p, feeds) for p in [f32, *files]], rounds, seconds)
 
+
+def ort_call(path: Path, feeds: dict) -> Callable[[], object]:
+    """One run of the file at ``path`` on ``feeds`` through ONNX Runtime's CPU provider, its threads
+    not spinning between runs (``speed_against_f32``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in [f32, *files]]
-    for s in sessions:  # warm up: the first runs allocate and pack weights
-        s.run(None, feeds)
-        s.run(None, feeds)
-    ratios: list[list[float]] = [[] for _ in files]
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return functools.partial(session.run, None, feeds)
+
+
+def alternating_ratios(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
+                       seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
+    """Each call's speed against the first: the median over rounds of the first's seconds per call
+    over its. Each round runs every call once in a shuffled order, so a busy moment on a shared
+    machine weighs on one round's calls alike. Returns (ratios of calls[1:], rounds run)."""
+    import random
+
+    for call in calls:  # warm up: the first runs allocate and pack weights
+        call()
+        call()
+    ratios: list[list[float]] = [[] for _ in calls[1:]]
     start, done, shuffle = time.perf_counter(), 0, random.Random(0).shuffle
-    order = list(range(len(sessions)))
+    order = list(range(len(calls)))
     while done < rounds and (done < MIN_ROUNDS or time.perf_counter() - start < seconds):
-        took = [0.0] * len(sessions)
+        took = [0.0] * len(calls)
         shuffle(order)
         for i in order:
             begin = time.perf_counter()
-            sessions[i].run(None, feeds)
+            calls[i]()
             took[i] = time.perf_counter() - begin
         for kept, t in zip(ratios, took[1:]):
             kept.append(took[0] / t)
@@ -386,11 +422,11 @@ def _batch_words(batch: int | None) -> str:
     return f"batch {batch}" if batch else "one call"
 
 
-def say_if_slower(ratio: float, batch: int | None, served: str, log: Callable[[str], None]) -> None:
+def say_if_slower(ratio: float, batch: int | None, served: str, log: Callable[[str], None], fmt: str = "onnx-int8",
+                  through: str = "through ONNX Runtime", others: str = "openvino-int8/bf16") -> None:
     if ratio < 1.0:
-        log(f"onnx-int8   slower than f32 on this CPU ({describe_cpu()}): {ratio:.2f}x {served}'s speed through "
-            f"ONNX Runtime, {_batch_words(batch)}; int8 is smaller here, not faster (openvino-int8/bf16 may be: ptx "
-            "bench)")
+        log(f"{fmt:<11} slower than f32 on this CPU ({describe_cpu()}): {ratio:.2f}x {served}'s speed {through}, "
+            f"{_batch_words(batch)}; int8 is smaller here, not faster ({others} may be: ptx bench)")
 
 
 def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int | None, recorded: dict[str, str],
@@ -420,7 +456,9 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
         if best is None or ratios[i] > ratios[best] * CLEARLY_FASTER:
             best = i
     if best is None:  # none passes: the one closest to passing (labels agree best, fewest failures), for the gate
-        best = max(range(len(tried)), key=lambda i: (getattr(verdicts[i], "label_agreement", None) or 0.0,
+        # (labels agree best, or a --max-drop bound's metric is highest; fewest failures)
+        best = max(range(len(tried)), key=lambda i: (getattr(verdicts[i], "label_agreement", None)
+                                                     or getattr(verdicts[i], "value", None) or 0.0,
                                                      -len(verdicts[i].unusable)))
     summary = "; ".join(f"{c.label}: {r:.2f}x, {'PASS' if not v.unusable else 'fails the gate'}"
                         for c, r, v in zip(tried, ratios, verdicts))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT
+from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, INT8_FORMATS, int8_format
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
@@ -192,7 +192,7 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
                             notes=list(target.notes))
     if found.has_contract:
         report.model = found.metadata.get("model")
-        report.format = "onnx-int8" if found.metadata.get("precision") == "int8" else found.kind
+        report.format = int8_format(found.metadata) if found.metadata.get("precision") == "int8" else found.kind
     report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
     variants = [v for v in target.variants() if v.precision == target.precision]
     declared = None
@@ -202,7 +202,7 @@ def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool =
         proto = read_graph(path)
         report.graph = graph_facts(proto, path)
         declared = graph_signature(proto, path, options.get("batch_axes"))
-        report.int8 = None if report.format == "onnx-int8" else _int8(report.graph.operators)
+        report.int8 = None if report.format in INT8_FORMATS else _int8(report.graph.operators)
     known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or \
         recorded_signature(found.metadata, path) is not None
     runnable = [v for v in variants if not v.unavailable()] if known else []

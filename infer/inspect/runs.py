@@ -19,7 +19,8 @@ from ptx.contract.runs import METRICS_FILE, exported, run_folders
 from ..model import records
 
 # Short names for the export files, for the table (JSON keeps the file names).
-SHORT = {"model.onnx": "onnx", "model.torchscript.pt": "torchscript", "model.pt2": "pt2", "model.int8.onnx": "int8"}
+SHORT = {"model.onnx": "onnx", "model.torchscript.pt": "torchscript", "model.pt2": "pt2", "model.int8.onnx": "int8",
+         "model.openvino-int8.onnx": "ov-int8"}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
-from ptx.contract.names import FULL_PRECISION, PRECISION_DEVICES
+from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, PRECISION_DEVICES
 from ptx.contract.metadata import CONTRACT
 from ptx.contract.runs import is_run, run_folders, run_model
 from ptx.contract.schema import signature_of_contract
@@ -205,8 +205,9 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
     own kind for a path). ``device`` (cpu/cuda; default: the backend's own, cpu where it runs on
     several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
     backends that take it. ``precision`` (f32, bf16, int8, tf32) is one the backend runs: int8
-    reads model.int8.onnx (from ``ptx export NAME --format onnx-int8``); default f32, or the file's
-    own for a path.
+    reads the int8 file the backend's runtime is quantized for (ort-cpu: model.int8.onnx from ``ptx
+    export NAME --format onnx-int8``; openvino: model.openvino-int8.onnx from ``--format
+    openvino-int8``); default f32, or the file's own for a path.
     """
     opened = dict(inputs=inputs, batch_axes=batch_axes, ignore_metadata=ignore_metadata, probe=probe)
     if is_module(target):
@@ -325,16 +326,16 @@ FOREIGN_KINDS = ("onnx", "torchscript", "pt2")
 
 def _check_precision(chosen, device: str, precision: str, stored: str | None, path: Path | None) -> None:
     """A precision the backend runs on ``device``, and the file's own where ptx recorded it
-    (``stored``): an int8 file is its own artifact (model.int8.onnx), never the f32 file run at int8,
+    (``stored``): an int8 file is its own artifact (model.int8.onnx, model.openvino-int8.onnx), never the f32 file run at int8,
     nor the other way round."""
     fmt = chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
     if precision not in chosen.precisions_on(device):
         raise PtxError(f"backend {chosen.name} runs {', '.join(chosen.precisions_on(device))} on {device}, not "
                        f"{precision} ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
-    wants_int8 = fmt == "onnx-int8"
+    wants_int8 = fmt in INT8_FORMATS
     if path is not None and stored is not None and (stored == "int8") != wants_int8:
         raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
-                            + ("`ptx export --format onnx-int8` writes model.int8.onnx" if wants_int8 else
+                            + (f"`ptx export --format {fmt}` writes {ARTIFACT_FILES[fmt]}" if wants_int8 else
                                "open it at int8 (--precision int8)"))
 
 

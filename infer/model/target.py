@@ -1,7 +1,9 @@
 """What a command's model argument names, decided once: a tutorial model's run (by its name, or its
 run folder) or a model file (a tutorial export or your own). A run is the model files of one model
-(checkpoint.pt, model.onnx, model.int8.onnx, ...); a file is itself and its int8 twin beside it
-(``net.onnx`` and ``net.int8.onnx``, as ``ptx export net.onnx --format onnx-int8`` writes it). Every
+(checkpoint.pt, model.onnx, model.int8.onnx, ...); a file is itself and its int8 twins beside it
+(``net.onnx``, ``net.int8.onnx`` and ``net.openvino-int8.onnx``, as ``ptx export net.onnx --format
+onnx-int8|openvino-int8`` writes them); an int8 file given by its path runs on every backend with an
+int8 precision (each format is a Q/DQ graph both runtimes read). Every
 command asks a Target which variants (backend, device, precision) can run it, where each one's
 file is, and opens them alike; nothing after this asks which kind of model it was given.
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
-from ptx.contract.names import FULL_PRECISION
+from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, twin_name
 from ptx.errors import MissingArtifactError, PtxError
 from ptx.files import is_file
 
@@ -27,7 +29,6 @@ from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, lo
 NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
 REFERENCE = "eager"  # what a run's variants are held to
-INT8_FORMAT = "onnx-int8"
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,15 @@ class Target:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 twin
-        (an int8 file is int8 only)."""
+        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 twins
+        (an int8 file is int8 only, whichever quantizer made it)."""
         if self.kind != "onnx":
             return (self.kind,)
-        return (INT8_FORMAT,) if self.found.metadata.get("precision") == "int8" else ("onnx", INT8_FORMAT)
+        return INT8_FORMATS if self.is_int8 else ("onnx", *INT8_FORMATS)
+
+    @property
+    def is_int8(self) -> bool:
+        return self.found is not None and self.found.metadata.get("precision") == "int8"
 
     def _format_of(self, backend, precision: str) -> str:
         """What a backend reads of this file at ``precision``: the file itself (its kind) at the
@@ -143,12 +148,13 @@ class Target:
         itself (an f32 ONNX file's int8 twin at int8); MissingArtifactError naming what makes it."""
         if self.is_run:
             return artifact_path(self.name, variant.backend.name, self.root, variant.precision, self.run)
-        if self._format_of(variant.backend, variant.precision) == self.formats[0]:
+        fmt = self._format_of(variant.backend, variant.precision)
+        if fmt == self.formats[0] or self.is_int8:
             return self.path
-        twin = self.path.with_name(f"{self.path.stem}.int8{self.path.suffix}")
+        twin = self.path.with_name(twin_name(self.path, fmt))
         if not twin.is_file():
             raise MissingArtifactError(f"no {twin.name} beside {self.path.name}: run `ptx export {self.path} --format "
-                                       f"{INT8_FORMAT}` first")
+                                       f"{fmt}` first")
         return twin
 
     def open(self, variant: Variant, probe: bool = False):

@@ -31,7 +31,8 @@ RULE = {
            "tie (counted, not a failure)",
     "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then, where the model has a head and "
                       f"real samples, labels agree with the reference's on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of them "
-                      f"and accuracy at most {MAX_ACCURACY_DROP:g} below; else each output that looks like class "
+                      f"and accuracy at most {MAX_ACCURACY_DROP:g} below (an int8 file exported with --max-drop X: "
+                      f"accuracy at most X points below, the bound it was made to hold); else each output that looks like class "
                       f"scores keeps its argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of rows and any other stays "
                       f"within a relative error (||got - want|| / ||want||) of "
                       + ", ".join(f"{v:g} ({k})" for k, v in MAX_RELATIVE_ERROR.items())
@@ -69,6 +70,8 @@ class Row:
     required: bool = False
     argmax_agreement: float | None = None  # a head's labels against the reference's, on the real samples
     accuracy: float | None = None
+    reference_accuracy: float | None = None  # its reference's accuracy on the same real samples
+    max_drop: float | None = None  # the bound its file was exported to hold (accuracy points), judged instead of the gate
     # A few samples alone against their rows in the largest batch, by the row's tolerance: an answer
     # that depends on its batch-mates is a failure of the row.
     composition: CompositionCheck | None = None
@@ -185,7 +188,7 @@ class Row:
         doc = {k: getattr(self, k) for k in ("backend", "label", "device", "precision", "against", "cases",
                                              "batch_sizes", "max_abs", "max_rel", "argmax_agreement", "accuracy",
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
-                                             "could_not_run", "advisory")}
+                                             "could_not_run", "advisory", "reference_accuracy", "max_drop")}
         return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
                 "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
                 "composition": self.composition.to_dict() if self.composition else None,
@@ -332,6 +335,8 @@ def _heading(report: Report) -> list[str]:
                 if report.samples else f"class scores keep their argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of "
                 f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}")
         lines.append(f"{'/'.join(reduced)}: {gate}")
+        lines += [f"{r.label}: its file was exported with --max-drop {r.max_drop:g}: accuracy at most {r.max_drop:g} "
+                  "points lower (labels shown, not gated)" for r in report.rows if r.max_drop is not None]
     return lines + report.notes
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
 from ptx.contract.comparison import (JUDGING_SAMPLES, compare, compare_output, judge_reduced_outputs,
-                                     judge_reduced_tensors)
+                                     judge_reduced_tensors, recorded_max_drop)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
@@ -146,6 +146,7 @@ class Run:
         if row.error and not ran:
             return
         row.provenance += _provenance(self.target, model, self.reference)
+        row.max_drop = recorded_max_drop(model.metadata) if variant.precision != FULL_PRECISION else None
         self.judge(row, ran, want, shared, self.truth)
         if variant.precision == FULL_PRECISION and not variant.backend.third_opinion:
             row.composition = check_largest_batch(self.run_on(model), self.signature, self.cases, ran,
@@ -299,11 +300,12 @@ def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Toleranc
         if labels is not None:
             row.argmax_agreement = float((labels == wanted).mean())
             row.accuracy = float((labels == truth.reshape(labels.shape)).mean())
+            row.reference_accuracy = float((wanted == truth.reshape(wanted.shape)).mean())
     if row.precision == FULL_PRECISION or not row.cases:
         return
     if real and row.argmax_agreement is not None:
         row.unusable = judge_reduced_outputs(got[0][head.output_name], want[0][head.output_name], truth,
-                                             head.contract).unusable
+                                             head.contract, row.max_drop).unusable
         return
     row.unusable = list(dict.fromkeys(why for i in got if i in want for t in signature.outputs
                                       for why in judge_reduced_tensors(got[i][t.name], want[i][t.name], t.name,

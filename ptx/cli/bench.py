@@ -53,7 +53,9 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 
     from ptx.cli.options import open_options, plan_options
     from ptx.errors import UnknownModelError
+    from ptx.infer.bench.reduced import heading, reduced_rows, to_dicts, to_markdown, to_text
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
+    from ptx.machine import describe_cpu
     from ptx.infer.model.records import record_bench, record_verify
     from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import verify
@@ -73,7 +75,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
                    run=run, options=options, plan=plan_options(shapes, values, ranges), input_files=input_files,
                    seed=seed if _given(ctx, ["seed"]) else None, warmup=warmup, seconds=seconds, rounds=rounds,
                    progress=lambda msg: click.echo(f"timing {msg}", err=True))
-    verdicts, unverified = [], {}
+    verdicts, unverified, judged = [], {}, []
     if target.is_run:
         record_bench(result.rows, target.run_folder())  # `ptx serve --backend auto` picks the fastest verified
         if verify_samples:
@@ -82,13 +84,18 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
             report = verify(target.name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None,
                             run=run)
             record_verify(report, target.run_folder())
+            judged = report.rows
             unverified = {v.label: "; ".join(v.reasons) for v in report.rows if not v.ok and v.label in timed}
             verdicts = fastest(result.rows, {v.label for v in report.rows if v.ok})
+    reduced = reduced_rows(result.rows, judged)  # what each bf16/int8 row buys in speed and costs in accuracy
     if as_json:
-        click.echo(json.dumps({**result.to_dict(), "fastest": [asdict(v) for v in verdicts], "unverified": unverified},
-                              indent=2))
+        click.echo(json.dumps({**result.to_dict(), "fastest": [asdict(v) for v in verdicts], "unverified": unverified,
+                               "reduced": to_dicts(reduced), "cpu": describe_cpu()}, indent=2))
     else:
         click.echo(result.text(markdown))
+        if reduced:
+            click.echo(("\n" if markdown else "")
+                       + (to_markdown if markdown else to_text)(reduced, heading(describe_cpu(), judged)))
         if verdicts or unverified:
             click.echo("\n".join(describe_fastest(verdicts, unverified)))
     noisy = noisy_warning(result.rows)

@@ -24,9 +24,13 @@ FORMATS = tuple(list_formats())
 TRITON = "triton"  # a model repository folder (export/triton.py), not one file of the format registry
 KSERVE = "kserve"  # a deployment folder: Dockerfile + InferenceService manifest (export/kserve.py)
 FOLDERS = (TRITON, KSERVE)
+INT8 = ("onnx-int8", "openvino-int8")  # the formats a model file is quantized to
 # Why an option a kind's function does not take means nothing for it.
 TUTORIAL = ("a tutorial model NAME", "its checkpoint holds its weights and the real training samples its int8 is "
             "calibrated on, and its contract its tensors")
+# Where an option means nothing for a kind for a reason of its own, not the kind's: (option, kind's function) -> why.
+OWN_REASONS = {("metric", "_tutorial"): "its int8 is held to its accuracy on the real test samples verify judges "
+                                        "it on: --max-drop X counts accuracy points"}
 FILE = ("a model file", "it holds its weights and its tensors already; ptx export FILE writes its int8 "
         "(--format onnx-int8, ONNX files), a Triton or a KServe folder")
 MODULE = ("--module", "it exports your own nn.Module, built by FACTORY, to files in --out; its int8 is quantized "
@@ -94,6 +98,16 @@ def _format_list(ctx, param, value) -> list[str]:
                    "`ptx verify NAME --backends ort-cpu-int8 --locate` names them; auto keeps the nodes that add most "
                    "error, a few at a time, until the int8 passes (a tutorial model's labels, a file's outputs against "
                    "the f32 file's) and says what it cost in speed. The list is recorded in the file (ptx.keep_f32).")
+@click.option("--max-drop", "max_drop", type=float, metavar="X",
+              help="onnx-int8 or openvino-int8: the most int8 may lose, and the file keeps the fewest nodes in f32 "
+                   "that hold it (a ranking, then a revert pass; openvino-int8: NNCF's accuracy control first). A "
+                   "tutorial model: accuracy points on the real test samples verify judges on (0.5: half a "
+                   "percentage point below eager's). A model FILE: in --metric's units. The file records the bound, "
+                   "the metric, the f32 and int8 values, the nodes kept and its speed against f32 on this CPU.")
+@click.option("--metric", "metric", metavar="FILE.py:FN",
+              help="A model FILE's metric for --max-drop: FN(run) -> float (higher is better), where run({name: "
+                   "array}) -> {name: array} runs the model; FN feeds your own data and scores your labels. ptx calls "
+                   "it for the f32 file and for each int8 candidate. " + SECURITY_NOTE)
 @click.option("--calibration", type=click.Path(dir_okay=False),
               help="onnx-int8 of a model FILE: real inputs to calibrate on (.npz by input name, .npy, .json, as verify's "
                    "--inputs reads them); some are held out to judge the int8 file (default: inputs generated from "
@@ -148,6 +162,17 @@ def export_cmd(**given) -> None:
     if given["keep_f32"] and fmt != ["onnx-int8"]:
         raise click.UsageError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 (not "
                                f"{','.join(fmt)})")
+    if given["max_drop"] is not None:
+        from ptx.export.bound import check_max_drop
+        from ptx.export.formats import get as get_format
+
+        check_max_drop(given["max_drop"])
+        if not all(f in FORMATS and get_format(f).calibrated for f in fmt):
+            raise click.UsageError(f"--max-drop bounds what int8 may lose: give --format onnx-int8 or openvino-int8 "
+                                   f"(not {','.join(fmt)})")
+        if given["keep_f32"] not in (None, "auto"):
+            raise click.UsageError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
+                                   f"{','.join(given['keep_f32'])}")
     export(**{key: value for key, value in given.items() if key in inspect.signature(export).parameters})
 
 
@@ -160,11 +185,12 @@ def _refuse_unmeant(ctx: click.Context, export, what: str, why: str) -> None:
     for param in ctx.command.params:
         if param.name not in takes and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT):
             shown = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
-            raise click.UsageError(f"{shown} means nothing for {what}: {why}")
+            reason = OWN_REASONS.get((param.name, export.__name__), why)
+            raise click.UsageError(f"{shown} means nothing for {what}: {reason}")
 
 
 def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, run, input_args,
-              keep_f32, force) -> None:
+              keep_f32, max_drop, force) -> None:
     """A tutorial model NAME (or the run in --run): export_model, or its Triton or KServe folder."""
     dtypes = {v.lower() for v in input_args}
     if not dtypes <= {"float32", "uint8"} or len(dtypes) > 1:
@@ -207,7 +233,8 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
             formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")
             click.echo(f"--format all: {', '.join(formats)}" + "".join(f"; left out: {why}" for why in left_out))
         for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
-                                   keep_f32=keep_f32, rank=_rank(keep_f32), log=click.echo, **options):
+                                   keep_f32=keep_f32, rank=_rank(keep_f32, max_drop), max_drop=max_drop,
+                                   log=click.echo, **options):
             record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "export", "`ptx export model.onnx --format triton --out REPO`; your nn.Module: "
@@ -240,27 +267,36 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   log=click.echo, **options)
 
 
-def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, image, force) -> None:
+def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,
+          force) -> None:
     """A user's model file: its int8 (an ONNX file), or its Triton or KServe folder."""
     from ptx.infer import load
     from ptx.infer.formats.model_files import read_model_file
 
     path, kind = Path(name), read_model_file(Path(name)).kind
     opening = open_options(input_args, batch_axes, ignore_metadata)
-    if fmt == ["onnx-int8"]:
+    if len(fmt) == 1 and fmt[0] in INT8:
         if kind != "onnx":
-            raise click.UsageError(f"{path.name} is a {kind} file: onnx-int8 quantizes an ONNX file (export your "
+            raise click.UsageError(f"{path.name} is a {kind} file: {fmt[0]} quantizes an ONNX file (export your "
                                    "module to ONNX first: ptx export --module FILE.py:FACTORY --format onnx)")
+        if max_drop is not None and metric is None:
+            raise click.UsageError(f"--max-drop X bounds a metric, and ptx knows none for {path.name}: give --metric "
+                                   "FILE.py:FN (your data and labels; X in its units), or leave --max-drop out and "
+                                   "the int8 file is judged by its outputs against the f32 file's")
+        if metric is not None and max_drop is None:
+            raise click.UsageError("--metric is what --max-drop X bounds: give --max-drop too")
         from ptx.export.file import export_int8_file
 
-        export_int8_file(path, open_model=load, out=out, calibration=calibration, keep_f32=keep_f32,
-                         rank=_rank(keep_f32), force=force, log=click.echo, **opening)
+        export_int8_file(path, fmt[0], open_model=load, out=out, calibration=calibration, keep_f32=keep_f32,
+                         rank=_rank(keep_f32, max_drop), max_drop=max_drop, metric=metric, force=force,
+                         log=click.echo, **opening)
         return
     if fmt[0] not in FOLDERS:
-        raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8) or as a "
-                               f"folder: ptx export {name} --format triton|kserve --out DIR")
-    if calibration is not None:
-        raise click.UsageError(f"--calibration calibrates an int8 file: give --format onnx-int8 (not {fmt[0]})")
+        raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8 or "
+                               f"openvino-int8) or as a folder: ptx export {name} --format triton|kserve --out DIR")
+    for given, what in ((calibration, "--calibration calibrates"), (metric, "--metric bounds")):
+        if given is not None:
+            raise click.UsageError(f"{what} an int8 file: give --format onnx-int8 or openvino-int8 (not {fmt[0]})")
     from ptx.export.sources import file_source
 
     backend = "pytorch" if kind == "torchscript" else "onnxruntime"  # the file's own kind decides
@@ -282,11 +318,12 @@ def _folder(source, fmt: str, out, triton_backend, image, force, **export_option
         export_kserve(source, out, image=image, force=force, log=click.echo, **export_options)
 
 
-def _rank(keep_f32):
-    """infer's triage ranking, which --keep-f32 auto keeps nodes in f32 by (export never imports infer)."""
+def _rank(keep_f32, max_drop=None):
+    """infer's triage ranking, which --keep-f32 auto and --max-drop keep nodes in f32 by (export never
+    imports infer)."""
     from ptx.infer.locate.triage_run import rank_int8
 
-    return rank_int8 if keep_f32 == "auto" else None
+    return rank_int8 if keep_f32 == "auto" or max_drop is not None else None
 
 
 export_cmd.help = f"{inspect.cleandoc(export_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -48,6 +48,9 @@ MAX_RELATIVE_ERROR = {"bf16": 0.02, "tf32": 0.01, "fp16": 0.01, "int8": 0.1}
 JUDGING_SAMPLES = 1000
 JUDGING_SEED = 0
 JUDGING_BATCH = 64  # verify's largest default batch: the judged backend runs the samples in these
+# --max-drop X holds where the drop is at most X plus this: accuracies are counts over samples, and a
+# drop of exactly X must not fail for the last bit of a float subtraction.
+BOUND_SLACK = 1e-9
 
 
 def default_tolerance(dtype: str, device: str = "cpu") -> Tolerance:
@@ -253,14 +256,44 @@ def _within_tie(want: np.ndarray, want_labels: np.ndarray, got_labels: np.ndarra
     return chosen - other <= band(chosen) + band(other)
 
 
-def judge_reduced_precision(label_agreement: float, accuracy: float | None, reference_accuracy: float | None) -> list[str]:
-    """Why a reduced-precision backend is not usable, judged by labels and accuracy, not by atol."""
+def judge_reduced_precision(label_agreement: float, accuracy: float | None, reference_accuracy: float | None,
+                            max_drop: float | None = None) -> list[str]:
+    """Why a reduced-precision backend is not usable, judged by labels and accuracy, not by atol.
+    ``max_drop``: the loss its file was made to hold (``ptx export --max-drop``, in accuracy
+    points), which then is the whole gate: the user named what they accept and on what measure, and
+    ptx's own label rule is the default for those who named nothing."""
+    if max_drop is not None:
+        drop = accuracy_points(reference_accuracy - accuracy) if accuracy is not None and reference_accuracy is not None \
+            else 0.0
+        return [] if drop <= max_drop + BOUND_SLACK else \
+            [f"accuracy {accuracy:.4f} is {drop:.2f} points below the reference (--max-drop {max_drop:g})"]
     failures = []
     if label_agreement < MIN_LABEL_AGREEMENT:
         failures.append(f"labels agree on {100 * label_agreement:.1f}% (< {100 * MIN_LABEL_AGREEMENT:.0f}%)")
     if accuracy is not None and reference_accuracy is not None and reference_accuracy - accuracy > MAX_ACCURACY_DROP:
         failures.append(f"accuracy {accuracy:.4f} is {reference_accuracy - accuracy:.4f} below the reference")
     return failures
+
+
+ACCURACY_METRIC = "accuracy on "  # how ptx.metric begins where a tutorial model's bound is its test accuracy
+
+
+def recorded_max_drop(metadata) -> float | None:
+    """The --max-drop a tutorial model's int8 file was made to hold (``ptx.max_drop``, accuracy
+    points, where ``ptx.metric`` is its test accuracy), which verify then judges it by; None for a
+    file made without one, or bound on a user's own metric (which verify cannot run)."""
+    value = metadata.get("max_drop")
+    if value is None or not str(metadata.get("metric", "")).startswith(ACCURACY_METRIC):
+        return None
+    try:
+        return float(str(value).split()[0])
+    except ValueError:
+        return None
+
+
+def accuracy_points(share: float) -> float:
+    """A share of samples (0.005) in accuracy points (0.5), the unit --max-drop is given in."""
+    return 100.0 * share
 
 
 def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
@@ -278,19 +311,23 @@ class ReducedJudgement:
     accuracy: float
     reference_accuracy: float
     unusable: list[str]
+    max_drop: float | None = None  # the bound it was judged by (--max-drop, accuracy points), else ptx's gate
 
     @property
     def status(self) -> str:
         return "NOT USABLE" if self.unusable else "PASS"
 
     def describe(self) -> str:
+        bound = "" if self.max_drop is None else \
+            f", {accuracy_points(self.reference_accuracy - self.accuracy):.2f} points below (--max-drop {self.max_drop:g})"
         return (f"labels agree with eager on {100 * self.label_agreement:.1f}%, accuracy {self.accuracy:.4f} (eager "
-                f"{self.reference_accuracy:.4f})")
+                f"{self.reference_accuracy:.4f}{bound})")
 
 
-def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, contract: Contract) -> ReducedJudgement:
+def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, contract: Contract,
+                          max_drop: float | None = None) -> ReducedJudgement:
     """Reduced-precision outputs ``got`` against the reference's ``want`` on real samples whose true
-    labels are ``truth`` (judge_reduced_precision's gate). Classification tasks only."""
+    labels are ``truth`` (judge_reduced_precision's gate, or ``max_drop``'s). Classification tasks only."""
     got_labels, want_labels = decisions(got, contract), decisions(want, contract)
     if got_labels is None:
         raise PtxError(f"{contract.model} has no labels: a reduced precision cannot be judged on it")
@@ -298,7 +335,7 @@ def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, 
     agreement = float((got_labels == want_labels).mean())
     accuracy, reference = float((got_labels == truth).mean()), float((want_labels == truth).mean())
     return ReducedJudgement(int(got_labels.shape[0]), agreement, accuracy, reference,
-                            judge_reduced_precision(agreement, accuracy, reference))
+                            judge_reduced_precision(agreement, accuracy, reference, max_drop), max_drop)
 
 
 # -- a model without a head (a user's file): a reduced precision judged by its tensors ---------------

@@ -17,8 +17,12 @@ ARTIFACT_FILES = {
     "onnx": "model.onnx",
     "torchscript": "model.torchscript.pt",
     "pt2": "model.pt2",  # torch.export + AOTInductor package (on request: a compile takes ~40 s)
-    "onnx-int8": "model.int8.onnx",
+    "onnx-int8": "model.int8.onnx",  # onnxruntime.quantization's QDQ graph, for ONNX Runtime
+    "openvino-int8": "model.openvino-int8.onnx",  # NNCF's QDQ graph, for OpenVINO
 }
+# The int8 formats: an ONNX graph with Q/DQ nodes, each made by the quantizer of the runtime that
+# serves it. Either runs on both runtimes; a file records which it is (ptx.format, int8_format).
+INT8_FORMATS = ("onnx-int8", "openvino-int8")
 # Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
 # the reduced ones by labels and accuracy (ptx.contract.comparison.judge_reduced_precision).
 FULL_PRECISION = "f32"
@@ -37,7 +41,24 @@ DEFAULT_OPSET = 18
 # model.torchscript.pt): a model's name is what is left, every other dot kept
 # (ch_ppocr_mobile_v2.0_cls_infer.onnx is the model ch_ppocr_mobile_v2.0_cls_infer).
 MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
-EXPORT_INFIXES = (".int8", ".torchscript")
+EXPORT_INFIXES = (".openvino-int8", ".int8", ".torchscript")
+
+
+def int8_format(metadata) -> str:
+    """Which int8 format a file ptx quantized is: its ptx.format (written since openvino-int8 came),
+    else onnx-int8, the only one there was before."""
+    recorded = metadata.get("format")
+    return recorded if recorded in INT8_FORMATS else INT8_FORMATS[0]
+
+
+def twin_name(path, fmt: str) -> str:
+    """The file an int8 format writes beside a user's f32 file: net.onnx -> net.int8.onnx,
+    net.openvino-int8.onnx."""
+    from pathlib import Path
+
+    path = Path(path)
+    infix = ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]
+    return f"{path.stem}{infix}{path.suffix}"
 
 
 def model_name(path) -> str:

@@ -31,7 +31,8 @@ class Backend:
     description: str = ""
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
-    # own file (ptx export --format onnx-int8: model.int8.onnx beside model.onnx); tf32 runs the f32
+    # own file, made by the quantizer of the runtime that serves it (ort-cpu: --format onnx-int8,
+    # model.int8.onnx; openvino: --format openvino-int8, model.openvino-int8.onnx); tf32 runs the f32
     # file with TF32 math on CUDA (PRECISION_DEVICES).
     precisions: tuple[tuple[str, str | None], ...] = ((FULL_PRECISION, None),)
     # What can be proven of an artifact for this backend without running it (``static(path)`` -> one

@@ -1,0 +1,134 @@
+"""``ptx export NAME|FILE --format onnx-int8|openvino-int8 --max-drop X [--metric FILE.py:FN]``: the
+loss a user accepts from int8, measured on what they name, and held by the file that is written.
+
+What is measured: a tutorial model's accuracy on the real test samples ``ptx verify`` judges it on,
+X in accuracy points (0.5: half a percentage point below eager's accuracy); for a user's ONNX file,
+``FN(run) -> float`` from FILE.py, higher is better, where ``run({name: array}) -> {name: array}``
+runs the candidate on the user's own data and labels (as NNCF's validation function is handed a
+model). ptx calls FN once for the f32 file and once per candidate, and X is in FN's own units (NNCF's
+absolute drop). A candidate holds the bound where the f32 value minus its value is at most X.
+
+Each format's search keeps the fewest nodes in f32 that hold it (export/keep_f32.py's ranking and
+revert pass; for openvino-int8, NNCF's ``quantize_with_accuracy_control`` first), and the file
+records the bound (ptx.max_drop), the metric (ptx.metric), the f32 and int8 values (ptx.metric_f32,
+ptx.metric_int8), the nodes kept (ptx.keep_f32) and its speed on this CPU (ptx.speed_vs_f32).
+
+Torch-free: a user's file and metric run on onnx and the serving runtime alone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ptx.contract.comparison import BOUND_SLACK
+from ptx.errors import PtxError, first_line
+
+from .refusal import sentence, traceback_line
+from .user_code import import_callable
+
+# value, and each item's (None: the metric has no items ptx can take a subset of)
+Measure = Callable[[Path, Sequence[int] | None], tuple[float, list[float] | None]]
+
+
+@dataclass
+class Bound:
+    """The most the metric may drop from f32's ``reference`` (``max_drop``, in ``unit``) and how a
+    candidate file is measured (``measure(path, items)``; ``items``: how many items it can take a
+    subset of, for NNCF's ranking: a tutorial model's samples, 1 for a user's metric)."""
+
+    max_drop: float
+    metric: str  # what is measured, in words: "accuracy on 1,000 real ... test samples", "metric.py:accuracy"
+    reference: float
+    measure: Measure
+    items: int = 1
+    points: float = 1.0  # the metric's value -> max_drop's unit (accuracy, a share, in points: 100)
+    unit: str = ""  # " accuracy points", or "" (the user's metric's own units)
+    about: str = ""  # said of the metric where the file records it (ptx.metric)
+
+    def drop(self, value: float) -> float:
+        return (self.reference - value) * self.points
+
+    def holds(self, value: float) -> bool:
+        return self.drop(value) <= self.max_drop + BOUND_SLACK
+
+    def judge(self, path: Path) -> "Held":
+        """The candidate at ``path`` measured and held to the bound (the search's judge)."""
+        return Held(self, self.measure(Path(path), None)[0])
+
+    def strings(self, value: float) -> dict[str, str]:
+        """What the written file records of the bound, beside its ptx.keep_f32 and ptx.speed_vs_f32."""
+        return {"max_drop": f"{self.max_drop:g}{self.unit}", "metric": self.metric + self.about,
+                "metric_f32": f"{self.reference:.6g}", "metric_int8": f"{value:.6g}"}
+
+
+@dataclass
+class Held:
+    """One candidate's value against the bound, read as keep_f32's search reads a judgement."""
+
+    bound: Bound
+    value: float
+
+    @property
+    def unusable(self) -> list[str]:
+        bound = self.bound
+        return [] if bound.holds(self.value) else \
+            [f"{bound.metric} drops {bound.drop(self.value):.3g}{bound.unit} (more than --max-drop {bound.max_drop:g})"]
+
+    @property
+    def status(self) -> str:
+        return "NOT USABLE" if self.unusable else "PASS"
+
+    def describe(self) -> str:
+        bound = self.bound
+        return (f"{bound.metric}: {self.value:.4f} (f32 {bound.reference:.4f}), {bound.drop(self.value):.3g}"
+                f"{bound.unit} below, --max-drop {bound.max_drop:g}")
+
+
+def check_max_drop(value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise PtxError(f"--max-drop {value}: give the most the metric may drop, a finite number >= 0 (accuracy "
+                       "points for a tutorial model: 0.5 is half a percentage point)")
+    return value
+
+
+def load_metric(spec: str) -> Callable[[Callable], float]:
+    """``--metric FILE.py:FN`` as a call ``metric(run) -> float``; the user's errors in one line
+    naming FILE.py:FN and the exception's first line."""
+    fn, path, name = import_callable(spec, "--metric", "FILE.py:FN, FN(run) returning one number, higher is "
+                                                       "better, e.g. --metric metric.py:accuracy")
+    shown = f"{path.name}:{name}"
+
+    def metric(run: Callable) -> float:
+        try:
+            value = fn(run)
+        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+            raise PtxError(f"--metric {shown} raised {type(exc).__name__}: {sentence(first_line(exc))}"
+                           f"{traceback_line(exc, path)}") from None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise PtxError(f"--metric {shown} returned {value!r}: return one finite number, higher is better")
+        return number
+
+    metric.shown = shown  # how the file's ptx.metric names it
+    return metric
+
+
+def metric_bound(spec: str, max_drop: float, f32_run: Callable, open_candidate: Callable) -> Bound:
+    """The bound of a user's ``--metric``: FN over the f32 file's ``f32_run`` for the reference,
+    over ``open_candidate(path)`` (a Model, closed after) for each candidate."""
+    metric = load_metric(spec)
+
+    def measure(path: Path, items=None) -> tuple[float, None]:
+        model = open_candidate(path)
+        try:
+            return metric(model.run), None
+        finally:
+            model.close()
+
+    return Bound(check_max_drop(max_drop), metric.shown, metric(f32_run), measure,
+                 about=" (the user's metric, higher is better, in its own units)")
