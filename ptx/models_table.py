@@ -9,6 +9,8 @@ from ptx.terminal import table, terminal_width
 def formats_cell(formats: list[str], every: list[str]) -> str:
     """Most models export to every format: say "all", and name only what a model lacks."""
     missing = [f for f in every if f not in formats]
+    if len(missing) > 1 and all(f.endswith("-int8") for f in missing):
+        missing = ["int8"]  # one cell, not a wrapped row: a model without int8 lacks every int8 format
     return "all" if not missing else f"all but {', '.join(missing)}"
 
 

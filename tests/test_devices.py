@@ -104,7 +104,7 @@ def test_ort_cuda_sessions_ask_for_tf32_off_at_f32_and_on_at_tf32(runs, monkeypa
     path = runs.trained("convnet") / "model.onnx"  # before ORT is faked: training exports through it
 
     class FakeSession:
-        def __init__(self, path, options, providers):
+        def __init__(self, path, options, providers, **_):
             created.append(providers)
             raise RuntimeError("stop here: only the options are checked")
 

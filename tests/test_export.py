@@ -193,7 +193,7 @@ def test_format_all_is_every_file_this_machine_can_write_for_the_model(monkeypat
     assert chosen == ["onnx", "torchscript", "pt2"] and left_out[0].startswith("onnx-int8: linreg is a regression")
     assert left_out[1].startswith("openvino-int8: linreg is a regression")
     chosen, left_out = formats.every_format(get("rnn-hello"))
-    assert "pt2" not in chosen and "cannot be exported as pt2" in left_out[0]
+    assert "pt2" not in chosen and any("cannot be exported as pt2" in why for why in left_out)
     assert formats.every_format(get("convnet"), raw_pictures=True)[0] == ["onnx", "torchscript"]
     monkeypatch.setenv("CXX", "no-such-compiler++")
     chosen, left_out = formats.every_format(get("convnet"))

@@ -88,11 +88,6 @@ class Located:
                 "keep_f32": self.keep, "path": [s.to_dict() for s in self.path], "questions": self.questions,
                 "widest_question": self.widest, "graph_nodes": self.nodes, "notes": self.notes, "repro": self.repro}
 
-    def text(self) -> str:
-        from .render import located_text
-
-        return located_text(self)
-
 
 def _inputs(sweep: Sweep, k: int) -> list[dict]:
     """What node ``k`` reads: each computed input's error as it runs; each weight (initializer or

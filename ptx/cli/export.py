@@ -107,7 +107,8 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--metric", "metric", metavar="FILE.py:FN",
               help="A model FILE's metric for --max-drop: FN(run) -> float (higher is better), where run({name: "
                    "array}) -> {name: array} runs the model; FN feeds your own data and scores your labels. ptx calls "
-                   "it for the f32 file and for each int8 candidate. " + SECURITY_NOTE)
+                   "it for the f32 file and for each int8 candidate. It imports and runs FILE.py, as python would: "
+                   "name only code you trust.")
 @click.option("--calibration", type=click.Path(dir_okay=False),
               help="onnx-int8 of a model FILE: real inputs to calibrate on (.npz by input name, .npy, .json, as verify's "
                    "--inputs reads them); some are held out to judge the int8 file (default: inputs generated from "
@@ -117,7 +118,8 @@ def _format_list(ctx, param, value) -> list[str]:
 @FORCE
 def export_cmd(**given) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
-    (by default), an int8 ONNX (onnx-int8, judged by labels), a pt2 package (torch.export + AOTInductor), a
+    (by default), an int8 ONNX for ONNX Runtime (onnx-int8) or for OpenVINO (openvino-int8, through NNCF),
+    each judged as verify judges it, a pt2 package (torch.export + AOTInductor), a
     Triton model repository folder (--out REPO), or a KServe deployment (--out DIR: a Dockerfile running
     `ptx serve` and an InferenceService manifest).
 
@@ -125,7 +127,9 @@ def export_cmd(**given) -> None:
     `ptx export my.onnx --format triton --out repo` writes repo/my, a Triton model folder with the file
     and a config.pbtxt of its inputs and outputs (max_batch_size 0 unless every tensor's batch is on
     axis 0); `ptx export my.onnx --format onnx-int8` writes my.int8.onnx, quantized and judged against
-    my.onnx on held-out inputs (--calibration SAMPLES.npz to calibrate on real ones).
+    my.onnx on held-out inputs (--calibration SAMPLES.npz to calibrate on real ones). --max-drop X
+    names the loss you accept (a tutorial model's accuracy points; your FILE's own --metric), and the
+    int8 file keeps the fewest nodes in f32 that hold it.
 
     With --module FILE.py:FACTORY, export your own nn.Module instead: ONNX and TorchScript (and pt2,
     onnx-int8 on request), each loaded as ptx serves it and checked against the module at batches 3
@@ -138,11 +142,12 @@ def export_cmd(**given) -> None:
     ptx export --module net.py:build --checkpoint weights.pt --out exports/net --format onnx,pt2
     ptx export my.onnx --format triton --out repo     your own file as a Triton model folder
     ptx export my.onnx --format onnx-int8 --calibration samples.npz
+    ptx export convnet --format openvino-int8 --max-drop 0.5      at most half an accuracy point lost
+    ptx export my.onnx --format onnx-int8 --max-drop 0.5 --metric score.py:accuracy
     ptx export --module gru.py:make --input x=stepsxbatchx6 --input h0=1xbatchx12 \\
         --input mode=:int64 --torchscript-mode script --out exports/gru
 
-    --module imports and runs FILE.py, as python would: export only code you trust. A TorchScript
-    file runs only its own graph; a pt2 package holds compiled native code.
+    --metric imports and runs its FILE.py as --module does.
     """
     from ptx.export.keep_f32 import parse
 
