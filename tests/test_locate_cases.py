@@ -21,7 +21,6 @@ from ptx.contract.schema import Tolerance
 from ptx.infer.locate.graph import LocateGraph
 from ptx.infer.locate.origin import locate
 from ptx.infer.locate.pairs import Counterparts
-from ptx.infer.locate.render import located_text
 from ptx.infer.locate.sides import OrtSide
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
 
@@ -138,9 +137,9 @@ def test_a_runtime_that_fuses_across_the_cut_gets_a_region_and_no_origin(tmp_pat
     feeds = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)}
     with LocateGraph.open(tmp_path / "m.onnx") as graph:
         found = locate(graph, OrtSide(graph, feeds), FusingSide(graph, feeds), TOLERANCE, "a case")
-    assert found.origin is None, located_text(found)  # marked, it agrees: the first to depart would be a wrong origin
-    assert found.region["nodes"] == ["mul", "add"], located_text(found)
-    assert found.region["alone_departs"] == 0 and "a fusion" in located_text(found)
+    assert found.origin is None, found.text()  # marked, it agrees: the first to depart would be a wrong origin
+    assert found.region["nodes"] == ["mul", "add"], found.text()
+    assert found.region["alone_departs"] == 0 and "a fusion" in found.text()
 
 
 # -- QDQ int8 with a folded Relu --------------------------------------------------------------------

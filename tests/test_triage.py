@@ -12,7 +12,6 @@ import torch
 
 from ptx.export.api import export_model
 from ptx.infer import backends, open_artifact
-from ptx.infer.locate.render import located_text
 from ptx.infer.locate.triage_run import rank_int8, triage_rows
 from ptx.infer.model.target import Target
 
@@ -50,13 +49,13 @@ def planted(runs, tmp_path_factory):
 def test_triage_ranks_the_planted_layer_first(planted):
     [found] = triage_rows(Target.of("mlp", root=planted), ["ort-cpu-int8"], notice=lambda _: None)
     first = found.keep()[0]
-    assert first.module == PLANTED and first.op == "Gemm", located_text(found)
+    assert first.module == PLANTED and first.op == "Gemm", found.text()
     # computed alone from the f32 side's input, it departs by itself: born there, not carried in
-    assert first.born > 0.5, located_text(found)
-    assert "keep in f32: " + first.node in located_text(found)
+    assert first.born > 0.5, found.text()
+    assert "keep in f32: " + first.node in found.text()
     # keeping it (and the next worst) in f32, measured on the int8 file itself, lowers the output's error
-    assert found.kept["after"] < 0.5 * found.kept["before"], located_text(found)
-    assert "measured: output rel error" in located_text(found)
+    assert found.kept["after"] < 0.5 * found.kept["before"], found.text()
+    assert "measured: output rel error" in found.text()
 
 
 def test_keep_f32_auto_restores_label_agreement_where_int8_loses_it(planted, tmp_path):
@@ -149,7 +148,7 @@ def test_triage_compares_only_tensors_that_mean_the_same(runs, tmp_path):
                  log=lambda _: None)
     [found] = triage_rows(Target.of("lstm", root=tmp_path), ["ort-cpu-int8"], notice=lambda _: None)
     assert found.compared >= 1 and all(np.isfinite(b.error) for b in found.blames)
-    assert [b.op for b in found.keep()] == ["Gemm"], located_text(found)  # dynamic quantization: only the Linear is int8
+    assert [b.op for b in found.keep()] == ["Gemm"], found.text()  # dynamic quantization: only the Linear is int8
 
 
 class _Judged:

@@ -30,32 +30,15 @@ from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
 from .sides import Side
+from .step import TOP, Step
 from .sweep import Sweep, TensorError, ToleranceOf, tensor_error  # noqa: F401 - tensor_error: torchscript.py
 from .triage import blames, keep_f32
 
 FRONTIER = 16  # modules torchscript.py replays a question
-TOP = 5  # nodes shown by the error they add
-JUMPS = 3  # the largest jumps a folded path keeps
-FOLD = 12  # a path longer than this is folded
 
 
 class NothingToLocate(PtxError):
     """The sides agree on the case asked about: there is no disagreement to trace."""
-
-
-@dataclass
-class Step:
-    node: str
-    op: str
-    output: str
-    max_abs: float
-    departs: bool
-    module: str | None
-    rel: float | None = None
-    magnitude: float | None = None
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -87,6 +70,11 @@ class Located:
                 "origin": self.origin, "first_departure": self.first, "region": self.region, "added": self.added,
                 "keep_f32": self.keep, "path": [s.to_dict() for s in self.path], "questions": self.questions,
                 "widest_question": self.widest, "graph_nodes": self.nodes, "notes": self.notes, "repro": self.repro}
+
+    def text(self) -> str:
+        from .render import located_text
+
+        return located_text(self)
 
 
 def _inputs(sweep: Sweep, k: int) -> list[dict]:

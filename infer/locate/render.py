@@ -3,7 +3,7 @@
 the first departure, its largest jumps and the output (``--json`` holds every step)."""
 from __future__ import annotations
 
-from .origin import FOLD, JUMPS, TOP, Located, Step
+from .step import FOLD, JUMPS, TOP, Step
 from .triage import keep_line
 
 
@@ -93,7 +93,7 @@ def path_lines(path: list[Step]) -> list[str]:
     return lines
 
 
-def added_lines(located: Located, top: int = TOP) -> list[str]:
+def added_lines(located, top: int = TOP) -> list[str]:
     shown = [a for a in located.added[:top] if a["departs"]] or located.added[:1]
     if not shown:
         return []
@@ -123,7 +123,7 @@ def added_lines(located: Located, top: int = TOP) -> list[str]:
     return lines
 
 
-def located_text(located: Located) -> str:
+def located_text(located) -> str:
     how = (f"{located.nodes} nodes, each as it runs and alone: {located.questions} piece"
            f"{'s' * (located.questions != 1)} of at most {located.widest / 2 ** 20:.1f} MiB to each side"
            if "sweep" in located.values else

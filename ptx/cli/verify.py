@@ -192,7 +192,6 @@ def _triage(report, target, as_json) -> list:
     born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file (a file's: below; a
     run's: by the command its table offers, report.offers, on stderr beside --json)."""
     from ptx.contract.names import FULL_PRECISION
-    from ptx.infer.locate.render import located_text
     from ptx.infer.locate.triage_run import triage_rows
     from ptx.infer.model.opening import run_option
 
@@ -215,9 +214,9 @@ def _triage(report, target, as_json) -> list:
             say(found)
             continue
         docs.append(found.to_dict())
-        say(located_text(found) + (f"\nthen: ptx export {where} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
-                                   f"{','.join(b.node for b in found.keep())})"
-                                   if found.row.endswith("int8") and found.keep() else "") + "\n")
+        say(found.text() + (f"\nthen: ptx export {where} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
+                            f"{','.join(b.node for b in found.keep())})" if found.row.endswith("int8") and found.keep()
+                            else "") + "\n")
     return docs
 
 
@@ -225,9 +224,8 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
     """--locate after a file's table: where its first disagreeing row is born, printed (or, --json,
     ``doc["locate"]``: None when all agree). Where only a third opinion departs, where it does is a
     note; what --locate cannot trace is one line, and the exit status stays verify's."""
-    from ptx.infer.locate.file import locate_report
     from ptx.infer.locate.origin import NothingToLocate
-    from ptx.infer.locate.render import located_text
+    from ptx.infer.locate.file import locate_report
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
     found = None
@@ -249,7 +247,7 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
     elif found is not None:
         head = (f"\nnote: {third[0].label} departs alone, a third opinion and no verdict (exit status 0; --strict "
                 "fails it); where:\n" if third else "\n")
-        click.echo(head + located_text(found) + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
+        click.echo(head + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
                                           f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
                                           if found.repro else ""))
 
