@@ -47,7 +47,8 @@ COMMANDS = {
                    "Datasets ptx downloads (MNIST, Fashion-MNIST): what is cached and where, and fetching them."),
     "export": Listed("ptx.cli.export", "export_cmd",
                      "Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and "
-                     "TorchScript (by default), an int8 ONNX (onnx-int8, judged by labels), a pt2 package "
+                     "TorchScript (by default), an int8 ONNX for ONNX Runtime (onnx-int8) or for OpenVINO "
+                     "(openvino-int8, through NNCF), each judged as verify judges it, a pt2 package "
                      "(torch.export + AOTInductor), a Triton model repository folder (--out REPO), or a KServe "
                      "deployment (--out DIR: a Dockerfile running `ptx serve` and an InferenceService manifest)."),
     "inspect": Listed("ptx.cli.inspect", "inspect_cmd",
