@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ptx.contract.comparison import BOUND_SLACK
+from ptx.contract.comparison import BOUND_SLACK, below_or_above
 from ptx.errors import PtxError, first_line
 
 from .refusal import sentence, traceback_line
@@ -82,8 +82,10 @@ class Held:
 
     def describe(self) -> str:
         bound = self.bound
-        return (f"{bound.metric}: {self.value:.4f} (f32 {bound.reference:.4f}), {bound.drop(self.value):.3g}"
-                f"{bound.unit} below, --max-drop {bound.max_drop:g}")
+        drop = bound.drop(self.value)
+        return (f"{bound.metric}: {self.value:.4f} (f32 {bound.reference:.4f}), "
+                f"{below_or_above(drop, 2 if abs(drop) >= 0.01 or drop == 0 else 4, bound.unit)}, "
+                f"--max-drop {bound.max_drop:g}")
 
 
 def check_max_drop(value: float | None) -> float | None:

@@ -266,7 +266,8 @@ def test_a_module_is_not_exported_to_openvino_int8():
 
 
 def test_without_nncf_openvino_int8_is_one_line(runs, tmp_path):
-    """nncf is NNCF's part of the openvino extra: simulated absent in a child Python."""
+    """nncf is NNCF's part of the openvino extra: simulated absent in a child Python, it is refused before
+    the format named with it is written."""
     shutil.copytree(runs.trained("mlp"), tmp_path / "mlp")
     code = textwrap.dedent(f"""
         import sys
@@ -276,14 +277,16 @@ def test_without_nncf_openvino_int8_is_one_line(runs, tmp_path):
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         sys.meta_path.insert(0, Absent())
         from ptx.cli import main
-        sys.argv = ["ptx", "export", "--run", {str(tmp_path / 'mlp')!r}, "--format", "openvino-int8"]
+        sys.argv = ["ptx", "export", "--run", {str(tmp_path / 'mlp')!r}, "--format", "onnx-int8,openvino-int8"]
         main()
     """)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "mlp").iterdir()}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     line = refused(result)
     assert line == "error: openvino-int8 needs nncf: pip install 'ptx[openvino]' (from a clone: pip install -e " \
                    "'.[openvino]')", line
-    assert not (tmp_path / "mlp" / "model.openvino-int8.onnx").exists()
+    # refused before anything is written: not even the onnx-int8 file named before it
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "mlp").iterdir()} == before
 
 
 # -- bench: each reduced row's speed against ort-cpu f32 and its accuracy cost, side by side ---------

@@ -100,12 +100,26 @@ def quiet_nncf():
             track.__init__ = drawn
 
 
+# Ops that only move values: NNCF puts the Q/DQ pair before them (input -> Q/DQ -> Reshape -> Gemm), so a
+# quantized node's data input may come from one of these rather than from its DequantizeLinear.
+MOVES_VALUES = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool", "Relu", "Gather",
+                "Slice")
+
+
 def f32_nodes(proto) -> list[str]:
-    """The nodes of NNCF's graph that quantize (QUANTIZED_OPS) but read their data input in f32 (no
-    DequantizeLinear before it): the ones quantize_with_accuracy_control returned to f32."""
-    made = {o: n.op_type for n in proto.graph.node for o in n.output}
+    """The nodes of NNCF's graph that quantize (QUANTIZED_OPS) but read neither their data nor their
+    weight through a DequantizeLinear (looking through ops that only move values): the ones
+    quantize_with_accuracy_control returned to f32 (its ignored scope quantizes neither)."""
+    made = {o: n for n in proto.graph.node for o in n.output}
+
+    def dequantized(tensor: str) -> bool:
+        node = made.get(tensor)
+        while node is not None and node.op_type in MOVES_VALUES:
+            node = made.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
     return [n.name for n in proto.graph.node
-            if n.op_type in QUANTIZED_OPS and made.get(n.input[0]) != "DequantizeLinear"]
+            if n.op_type in QUANTIZED_OPS and not any(dequantized(t) for t in n.input[:2])]
 
 
 def write(model, example, path: Path, signature, strings: dict[str, str], *, opset: int = DEFAULT_OPSET,

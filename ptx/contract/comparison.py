@@ -296,6 +296,11 @@ def accuracy_points(share: float) -> float:
     return 100.0 * share
 
 
+def below_or_above(drop: float, digits: int, unit: str = "") -> str:
+    """A drop in words: "0.20 points below", and a gain as "0.10 points above", not "-0.10 below"."""
+    return f"{abs(drop):.{digits}f}{unit} {'below' if drop >= 0 else 'above'}"
+
+
 def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
     """Indices of the test samples a backend is judged on: a fixed-seed draw across the whole test
     split (some test sets are stored class by class, and the first N would then be one class)."""
@@ -319,7 +324,7 @@ class ReducedJudgement:
 
     def describe(self) -> str:
         bound = "" if self.max_drop is None else \
-            f", {accuracy_points(self.reference_accuracy - self.accuracy):.2f} points below (--max-drop {self.max_drop:g})"
+            f", {below_or_above(accuracy_points(self.reference_accuracy - self.accuracy), 2, ' points')} (--max-drop {self.max_drop:g})"
         return (f"labels agree with eager on {100 * self.label_agreement:.1f}%, accuracy {self.accuracy:.4f} (eager "
                 f"{self.reference_accuracy:.4f}{bound})")
 
