@@ -318,3 +318,30 @@ def test_bench_sets_each_reduced_row_against_ort_cpu_f32_and_its_accuracy_cost()
     text = to_text(list(found.values()), heading("AMD EPYC (avx2, avx512f, avx512_vnni, avx512_bf16)", judged))
     assert max(map(len, text.splitlines())) <= 100, text
     assert "eager's accuracy (0.8630)" in text and "PASS (--max-drop 0.5)" in text and "1.60x" in text
+
+
+def test_nodes_nncf_left_in_f32_are_read_through_the_ops_a_qdq_pair_sits_before():
+    """NNCF puts an input's Q/DQ pair before a Reshape (or an LSTM's last step's Gather), so the Gemm
+    after it reads a Reshape's output yet runs in int8; only a Gemm reading neither data nor weight
+    through a DequantizeLinear was left in f32 (a first version named every such Gemm "kept in f32")."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ptx.export.formats.openvino_int8 import f32_nodes, quantized_nodes
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    scale, zero = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(128), "z")
+    wq = numpy_helper.from_array(np.ones((4, 4), np.int8), "wq")
+    wzero = numpy_helper.from_array(np.int8(0), "wz")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("Reshape", ["xd", "shape"], ["xr"]),
+             helper.make_node("DequantizeLinear", ["wq", "s", "wz"], ["wd"]),
+             helper.make_node("Gemm", ["xr", "wd"], ["h"], name="int8_after_reshape"),
+             helper.make_node("Gemm", ["h", "w"], ["y"], name="left_in_f32")]
+    shape = numpy_helper.from_array(np.array([-1, 4], np.int64), "shape")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [weight, scale, zero, wq, wzero, shape])
+    model = helper.make_model(graph)
+    assert f32_nodes(model) == ["left_in_f32"]
+    assert quantized_nodes(model) == ["int8_after_reshape"]

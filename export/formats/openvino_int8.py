@@ -106,10 +106,9 @@ MOVES_VALUES = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Iden
                 "Slice")
 
 
-def f32_nodes(proto) -> list[str]:
-    """The nodes of NNCF's graph that quantize (QUANTIZED_OPS) but read neither their data nor their
-    weight through a DequantizeLinear (looking through ops that only move values): the ones
-    quantize_with_accuracy_control returned to f32 (its ignored scope quantizes neither)."""
+def _int8(proto) -> dict[str, bool]:
+    """Each node of NNCF's graph that quantizes (QUANTIZED_OPS): whether it reads its data or its
+    weight through a DequantizeLinear (looking through ops that only move values)."""
     made = {o: n for n in proto.graph.node for o in n.output}
 
     def dequantized(tensor: str) -> bool:
@@ -118,8 +117,13 @@ def f32_nodes(proto) -> list[str]:
             node = made.get(node.input[0])
         return node is not None and node.op_type == "DequantizeLinear"
 
-    return [n.name for n in proto.graph.node
-            if n.op_type in QUANTIZED_OPS and not any(dequantized(t) for t in n.input[:2])]
+    return {n.name: any(dequantized(t) for t in n.input[:2]) for n in proto.graph.node if n.op_type in QUANTIZED_OPS}
+
+
+def f32_nodes(proto) -> list[str]:
+    """The nodes quantize_with_accuracy_control returned to f32 (its ignored scope quantizes neither
+    their data nor their weight)."""
+    return [name for name, int8 in _int8(proto).items() if not int8]
 
 
 def write(model, example, path: Path, signature, strings: dict[str, str], *, opset: int = DEFAULT_OPSET,
@@ -242,9 +246,8 @@ def _fallback(quantize, bound, kept: list[str], log) -> list[str]:
 
 
 def quantized_nodes(proto) -> list[str]:
-    """Every node of the quantized graph that NNCF quantized (a DequantizeLinear before its input)."""
-    made = {o: n.op_type for n in proto.graph.node for o in n.output}
-    return [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS and made.get(n.input[0]) == "DequantizeLinear"]
+    """Every node of the quantized graph that NNCF quantized."""
+    return [name for name, int8 in _int8(proto).items() if int8]
 
 
 def openvino_call(path: Path, feeds: dict):
