@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from ptx.contract.comparison import recorded_max_drop
-from ptx.contract.metadata import from_props
 from ptx.errors import PtxError
 from ptx.export.api import export_model
 from ptx.export.bound import Bound, Held
@@ -26,7 +25,7 @@ from ptx.export.file import export_int8_file
 from ptx.extras import missing_part
 from ptx.infer import load, open_artifact
 from ptx.infer.locate.triage_run import rank_int8
-from test_export_file import Outlier, onnx_file
+from test_export_file import Outlier, meta, onnx_file, ptx, refused
 
 NO_NNCF = missing_part("nncf")
 needs_nncf = pytest.mark.skipif(bool(NO_NNCF), reason=NO_NNCF or "")
@@ -51,22 +50,6 @@ METRIC = textwrap.dedent('''
         return "high"
 ''')
 MAX_DROP = 0.02  # of the share above: 6 of the 300 rows
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
-
-
-def meta(path: Path) -> dict[str, str]:
-    return from_props({p.key: p.value for p in onnx.load(str(path)).metadata_props})
-
-
-def refused(result) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
