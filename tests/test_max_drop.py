@@ -276,7 +276,7 @@ def test_without_nncf_openvino_int8_is_one_line(runs, tmp_path):
 
 
 def test_bench_sets_each_reduced_row_against_ort_cpu_f32_and_its_accuracy_cost():
-    from ptx.infer.bench.reduced import heading, reduced_rows, to_text
+    from ptx.infer.bench.reduced import heading, reduced_rows, slower_line, to_text
     from ptx.infer.bench.timing import BenchRow
     from ptx.infer.verify.report import Row
 
@@ -301,6 +301,10 @@ def test_bench_sets_each_reduced_row_against_ort_cpu_f32_and_its_accuracy_cost()
     text = to_text(list(found.values()), heading("AMD EPYC (avx2, avx512f, avx512_vnni, avx512_bf16)", judged))
     assert max(map(len, text.splitlines())) <= 100, text
     assert "eager's accuracy (0.8630)" in text and "PASS (--max-drop 0.5)" in text and "1.60x" in text
+    # a row slower than ort-cpu f32 is said in one line, and only that one
+    slower = slower_line(list(found.values()), "AMD EPYC")
+    assert "ort-cpu-int8 0.50x at batch 1024" in slower and "openvino" not in slower and "\n" not in slower
+    assert slower_line([found["openvino-int8"]], "AMD EPYC") is None
 
 
 def test_nodes_nncf_left_in_f32_are_read_through_the_ops_a_qdq_pair_sits_before():

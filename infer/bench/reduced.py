@@ -75,6 +75,16 @@ def heading(cpu: str, verified: Sequence) -> str:
     return f"reduced precision on {cpu}\nvs ort f32: images/s over {F32_PEER} f32's at the same batch\n{cost}"
 
 
+def slower_line(rows: Sequence[ReducedRow], cpu: str) -> str | None:
+    """One line naming each reduced row slower than ort-cpu f32 at its batch on this CPU: what it
+    costs in accuracy buys nothing here, so it is no row to serve for speed."""
+    slower = [f"{r.runner} {r.vs_ort_f32:.2f}x at batch {r.batch}" for r in rows if r.vs_ort_f32 and r.vs_ort_f32 < 1]
+    if not slower:
+        return None
+    return (f"slower than {F32_PEER} f32 on this CPU ({cpu}): {', '.join(slower)}; smaller or less exact, not faster "
+            "here: serve f32 or a faster verified row (docs/precisions.md, per CPU)")
+
+
 def to_text(rows: list[ReducedRow], title: str) -> str:
     cells = [list(COLUMNS)] + [_cells(r) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]

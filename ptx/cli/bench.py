@@ -53,7 +53,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 
     from ptx.cli.options import open_options, plan_options
     from ptx.errors import UnknownModelError
-    from ptx.infer.bench.reduced import heading, reduced_rows, to_dicts, to_markdown, to_text
+    from ptx.infer.bench.reduced import heading, reduced_rows, slower_line, to_dicts, to_markdown, to_text
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
     from ptx.machine import describe_cpu
     from ptx.infer.model.records import record_bench, record_verify
@@ -96,6 +96,9 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         if reduced:
             click.echo(("\n" if markdown else "")
                        + (to_markdown if markdown else to_text)(reduced, heading(describe_cpu(), judged)))
+            slower = slower_line(reduced, describe_cpu())
+            if slower:
+                click.echo(slower)
         if verdicts or unverified:
             click.echo("\n".join(describe_fastest(verdicts, unverified)))
     noisy = noisy_warning(result.rows)
