@@ -20,15 +20,19 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|\s*(\S+)")
+# Out of any checkout: `python -m ptx` puts its working folder first on sys.path, where a checkout's
+# ptx/ would shadow the one --before-python has installed.
+OUTSIDE = tempfile.gettempdir()
 
 
 def timed(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, env=ENV, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(command, env=ENV, stdout=subprocess.DEVNULL, check=True, cwd=OUTSIDE)
     return time.perf_counter() - start
 
 
@@ -37,7 +41,8 @@ def own_import_ms(command: list[str], runs: int = 7) -> float:
     python, rest = command[0], command[1:]
     least: dict[str, int] = collections.defaultdict(lambda: 10**12)
     for _ in range(runs):
-        err = subprocess.run([python, "-X", "importtime", *rest], env=ENV, capture_output=True, text=True).stderr
+        err = subprocess.run([python, "-X", "importtime", *rest], env=ENV, capture_output=True, text=True,
+                             cwd=OUTSIDE).stderr
         for match in IMPORT_LINE.finditer(err):
             least[match.group(3)] = min(least[match.group(3)], int(match.group(1)))
     return sum(us for name, us in least.items() if name == "ptx" or name.startswith("ptx.")) / 1000
@@ -51,7 +56,8 @@ def main() -> int:
     parser.add_argument("--before-python", help="an interpreter whose `-m ptx` is the code before the change")
     parser.add_argument("--rounds", type=int, default=31)
     args = parser.parse_args()
-    predict = ["-m", "ptx", "predict", args.picture, "--root", args.root, "--model", args.model]
+    predict = ["-m", "ptx", "predict", os.path.abspath(args.picture), "--root", os.path.abspath(args.root), "--model",
+               args.model]
     rows = {"floor": [sys.executable, "-c", "import onnxruntime, numpy, PIL.Image"]}
     if args.before_python:
         rows["before"] = [args.before_python, *predict]
