@@ -190,8 +190,9 @@ def test_keep_f32_names_a_node_left_in_f32(files, tmp_path):
     (["--module", "net.py:build", "--calibration", "x.npz", "--out", "o"],
      "--calibration means nothing for --module: it exports your own nn.Module"),
     (["convnet", "--module", "net.py:build", "--out", "o"], "NAME means nothing for --module"),
-    (["FILE", "--format", "onnx"], "a model file exports as its int8 (ptx export FILE --format onnx-int8 or "
-                                   "openvino-int8) or as a folder"),
+    (["FILE", "--format", "onnx"], "a model file exports as its int8 (ptx export FILE --format onnx-int8, "
+                                   "openvino-int8 or both) or as a folder"),
+    (["FILE", "--format", "onnx-int8,onnx"], "a model file exports as its int8"),
     (["FILE", "--format", "triton", "--out", "repo", "--calibration", "x.npz"],
      "--calibration calibrates an int8 file: give --format onnx-int8 or openvino-int8 (not triton)"),
     (["FILE.pt", "--format", "onnx-int8"], "onnx-int8 quantizes an ONNX file"),

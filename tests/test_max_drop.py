@@ -153,14 +153,16 @@ def test_max_drop_on_a_users_file_keeps_only_the_node_it_needs(outlier, tmp_path
 @needs_nncf
 def test_openvino_int8_of_a_users_file_with_a_metric(outlier, tmp_path):
     """NNCF's accuracy control on the user's metric, then the revert pass: the output Gemm stays f32.
-    The file is the openvino backend's int8, found beside the f32 file by verify."""
+    The file is the openvino backend's int8, found beside the f32 file by verify. Both int8 formats
+    named at once write both files, as for a tutorial model."""
     folder = tmp_path / "files"
     folder.mkdir()
     for name in ("outlier.onnx", "labelled.npz", "metric.py"):
         shutil.copy(outlier.parent / name, folder / name)
-    done = ptx("export", "outlier.onnx", "--format", "openvino-int8", "--max-drop", MAX_DROP, "--metric",
+    done = ptx("export", "outlier.onnx", "--format", "onnx-int8,openvino-int8", "--max-drop", MAX_DROP, "--metric",
                "metric.py:accuracy", cwd=folder)
     assert done.returncode == 0, done.stderr
+    assert meta(folder / "outlier.int8.onnx")["max_drop"] == f"{MAX_DROP:g}"
     assert "NNCF quantize_with_accuracy_control: metric.py:accuracy may drop at most 0.02" in done.stdout
     assert done.stdout.strip().splitlines()[-1].strip().startswith("--max-drop 0.02: metric.py:accuracy: 1.0000")
     path = folder / "outlier.openvino-int8.onnx"

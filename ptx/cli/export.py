@@ -293,9 +293,9 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
 
     path, kind = Path(name), read_model_file(Path(name)).kind
     opening = open_options(input_args, batch_axes, ignore_metadata)
-    if len(fmt) == 1 and fmt[0] in INT8:
+    if all(f in INT8 for f in fmt):  # one int8 file per format named, as for a tutorial model
         if kind != "onnx":
-            raise click.UsageError(f"{path.name} is a {kind} file: {fmt[0]} quantizes an ONNX file (export your "
+            raise click.UsageError(f"{path.name} is a {kind} file: {','.join(fmt)} quantizes an ONNX file (export your "
                                    "module to ONNX first: ptx export --module FILE.py:FACTORY --format onnx)")
         if max_drop is not None and metric is None:
             raise click.UsageError(f"--max-drop X bounds a metric, and ptx knows none for {path.name}: give --metric "
@@ -305,13 +305,15 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
             raise click.UsageError("--metric is what --max-drop X bounds: give --max-drop too")
         from ptx.export.file import export_int8_file
 
-        export_int8_file(path, fmt[0], open_model=load, out=out, calibration=calibration, keep_f32=keep_f32,
-                         rank=_rank(keep_f32, max_drop), max_drop=max_drop, metric=metric, force=force,
-                         log=click.echo, **opening)
+        for fmt_name in fmt:
+            export_int8_file(path, fmt_name, open_model=load, out=out, calibration=calibration, keep_f32=keep_f32,
+                             rank=_rank(keep_f32, max_drop), max_drop=max_drop, metric=metric, force=force,
+                             log=click.echo, **opening)
         return
     if fmt[0] not in FOLDERS:
-        raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8 or "
-                               f"openvino-int8) or as a folder: ptx export {name} --format triton|kserve --out DIR")
+        raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8, "
+                               f"openvino-int8 or both) or as a folder: ptx export {name} --format triton|kserve "
+                               "--out DIR")
     for given, what in ((calibration, "--calibration calibrates"), (metric, "--metric bounds")):
         if given is not None:
             raise click.UsageError(f"{what} an int8 file: give --format onnx-int8 or openvino-int8 (not {fmt[0]})")
