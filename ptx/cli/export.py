@@ -32,7 +32,7 @@ TUTORIAL = ("a tutorial model NAME", "its checkpoint holds its weights and the r
 OWN_REASONS = {("metric", "_tutorial"): "its int8 is held to its accuracy on the real test samples verify judges "
                                         "it on: --max-drop X counts accuracy points"}
 FILE = ("a model file", "it holds its weights and its tensors already; ptx export FILE writes its int8 "
-        "(--format onnx-int8, ONNX files), a Triton or a KServe folder")
+        "(--format onnx-int8 or openvino-int8, ONNX files), a Triton or a KServe folder")
 MODULE = ("--module", "it exports your own nn.Module, built by FACTORY, to files in --out; its int8 is quantized "
           "dynamically, without samples (to calibrate one, quantize the exported file: ptx export DIR/model.onnx "
           "--format onnx-int8 --calibration SAMPLES.npz)")
