@@ -412,9 +412,10 @@ def alternating_ratios(calls: list[Callable[[], object]], rounds: int = CHOICE_R
     return [statistics.median(r) for r in ratios], done
 
 
-def speed_note(ratio: float, batch: int | None, rounds: int, served: str = "model.onnx") -> str:
+def speed_note(ratio: float, batch: int | None, rounds: int, served: str = "model.onnx",
+               through: str = "through ONNX Runtime on the CPU") -> str:
     """ptx.speed_vs_f32: the ratio, and how and when it was measured (the CPU is ptx.cpu)."""
-    return (f"{ratio:.2f}x {served}'s speed through ONNX Runtime on the CPU, {_batch_words(batch)}, median of "
+    return (f"{ratio:.2f}x {served}'s speed {through}, {_batch_words(batch)}, median of "
             f"{rounds} alternating rounds, {time.strftime('%Y-%m-%d')}")
 
 

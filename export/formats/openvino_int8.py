@@ -40,8 +40,8 @@ from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
 from .onnx import DEFAULT_EXPORTER, check_opset, save_with_metadata
-from .onnx_int8 import (CALIBRATION_BATCH, _batch_words, alternating_ratios, batches, f32_graph, ort_call,
-                        rows, say_if_slower)
+from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, ort_call, rows, say_if_slower,
+                        speed_note)
 
 NAME = "openvino-int8"
 # The ops NNCF's ONNX backend quantizes here (weights and inputs): the ones ptx.keep_f32 can name.
@@ -191,15 +191,14 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         batch = rows(signature, timing)
         ratios, rounds = alternating_ratios([ort_call(f32, timing), openvino_call(path, timing),
                                              openvino_call(f32, timing)])
-        recorded["speed_vs_f32"] = (f"{ratios[0]:.2f}x {served}'s speed through ONNX Runtime f32 ({ratios[0] / ratios[1]:.2f}x "
-                                    f"through OpenVINO f32), run through OpenVINO on the CPU, {_batch_words(batch)}, "
-                                    f"median of {rounds} alternating rounds, {_today()}")
+        recorded["speed_vs_f32"] = speed_note(ratios[0], batch, rounds, served,
+                                              f"through ONNX Runtime f32 ({ratios[0] / ratios[1]:.2f}x through OpenVINO "
+                                              "f32), run through OpenVINO on the CPU")
         if bound is not None:
             recorded.update(bound.strings(bound.judge(path).value))
         save(_reload(path), path, kept)
-        if ratios[0] < 1.0:
-            say_if_slower(ratios[0], batch, served, log, NAME, "through OpenVINO against ONNX Runtime f32",
-                          "ort-cpu-int8, openvino-bf16")
+        say_if_slower(ratios[0], batch, served, log, NAME, "through OpenVINO against ONNX Runtime f32",
+                      "ort-cpu-int8, openvino-bf16")
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
 
 
@@ -267,12 +266,6 @@ def _reload(path: Path):
     import onnx
 
     return onnx.load(str(path))
-
-
-def _today() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d")
 
 
 register(ExportFormat(name=NAME, description="ONNX quantized to int8 by NNCF for OpenVINO (openvino --precision int8)",
