@@ -17,6 +17,7 @@ from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, I
                              SECURITY_NOTE, Choice, DeviceChoice, open_options)
 from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
+from ptx.contract.names import INT8_FORMATS
 from ptx.export.formats import default_formats, list_formats
 from ptx.export.formats.onnx import Exporter
 
@@ -24,7 +25,6 @@ FORMATS = tuple(list_formats())
 TRITON = "triton"  # a model repository folder (export/triton.py), not one file of the format registry
 KSERVE = "kserve"  # a deployment folder: Dockerfile + InferenceService manifest (export/kserve.py)
 FOLDERS = (TRITON, KSERVE)
-INT8 = ("onnx-int8", "openvino-int8")  # the formats a model file is quantized to
 # Why an option a kind's function does not take means nothing for it.
 TUTORIAL = ("a tutorial model NAME", "its checkpoint holds its weights and the real training samples its int8 is "
             "calibrated on, and its contract its tensors")
@@ -293,7 +293,7 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
 
     path, kind = Path(name), read_model_file(Path(name)).kind
     opening = open_options(input_args, batch_axes, ignore_metadata)
-    if all(f in INT8 for f in fmt):  # one int8 file per format named, as for a tutorial model
+    if all(f in INT8_FORMATS for f in fmt):  # one int8 file per format named, as for a tutorial model
         if kind != "onnx":
             raise click.UsageError(f"{path.name} is a {kind} file: {','.join(fmt)} quantizes an ONNX file (export your "
                                    "module to ONNX first: ptx export --module FILE.py:FACTORY --format onnx)")
