@@ -17,16 +17,18 @@ import torch
 from ptx.atomic import atomic_path, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance, compare
 from ptx.contract.comparison import check_tolerance
+from ptx.contract.metadata import from_props
+from ptx.contract.verdict import verdict_strings
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import normalize, picture_input, to_layout
 from ptx.errors import CheckpointError, DataError, PtxError
 from ptx.files import file_sha256
-from ptx.machine import describe_cpu
 from ptx.models import get
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
 
 from . import formats
-from .formats.onnx import DEFAULT_EXPORTER, Exporter
+from .formats.onnx import DEFAULT_EXPORTER, Exporter, save_with_metadata
+from .judged import judge_on_runtimes, verdict_line
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
 from .bound import Bound, check_max_drop
@@ -187,9 +189,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             data_name = None
             if fmt.precision != "f32":
                 try:
-                    result.judgement, data_name = judge_reduced(open_file(open_predictor, tmp, fmt), model, ckpt,
-                                                                notice=log, max_drop=max_drop)
-                    result.judged_by = f"{fmt.serving_backend}-{fmt.precision}"
+                    verdicts, data_name = _judge_reduced_file(fmt, tmp, open_predictor, model, ckpt, eager, max_drop, log)
+                    result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
                 except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
                     log(f"{fmt.name:<11} not judged here: {exc}")
         results.append(result)
@@ -199,14 +200,32 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
                 f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
             continue
         log(f"{fmt.name:<11} {final}  {size}  runs every validation shape ({result.checked()})")
-        if result.judgement:
-            # The same judge, samples and batches as `ptx verify`: one file gets one verdict here.
-            judgement = result.judgement
-            verdict = judgement.status + (f": {'; '.join(judgement.unusable)}: do not use {fmt.precision} for {name} "
-                                          "(predict and serve warn; serve model.onnx)" if judgement.unusable else "")
-            log(f"{'':<11} {result.judged_by} on {describe_cpu()}, {judgement.samples:,} real {data_name} test "
-                f"samples as `ptx verify` draws them: {judgement.describe()}: {verdict}")
+        for verdict in result.verdicts:  # the same judge, samples and batches as `ptx verify`: one verdict per runtime
+            log(verdict_line(verdict, f"do not use {fmt.precision} for {name} (predict and serve warn; serve model.onnx)"))
     return results
+
+
+def _judge_reduced_file(fmt, path: Path, open_predictor: OpenModel, model, ckpt: dict, eager: dict,
+                        max_drop: float | None, log) -> tuple[list, str]:
+    """(the file's verdict on every runtime that reads it, the dataset's name), recorded in the file:
+    by --max-drop where given, else by labels and accuracy on the real test samples verify draws."""
+    import onnx
+
+    data = {}
+
+    def evidence(backend: str) -> list:
+        def judged(bound):
+            judgement, data["name"] = judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt,
+                                                    notice=log, eager=eager, max_drop=bound)
+            return judgement
+        labels = judged(None)
+        return [("labels", labels)] + ([("bound", judged(max_drop))] if max_drop is not None else [])
+
+    verdicts = judge_on_runtimes(fmt, evidence, log)
+    proto = onnx.load(str(path))
+    recorded = from_props({p.key: p.value for p in proto.metadata_props})
+    save_with_metadata(proto, path, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
+    return verdicts, data.get("name", "")
 
 
 def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt: dict, eager: dict, log) -> Bound:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ptx.contract.comparison import BOUND_SLACK, below_or_above
+from ptx.contract.comparison import BOUND_SLACK
+from ptx.contract.verdict import RecordedBound
 from ptx.errors import PtxError, first_line
 
 from .refusal import sentence, traceback_line
@@ -46,6 +47,9 @@ class Bound:
     points: float = 1.0  # the metric's value -> max_drop's unit (accuracy, a share, in points: 100)
     unit: str = ""  # " accuracy points", or "" (the user's metric's own units)
     about: str = ""  # said of the metric where the file records it (ptx.metric)
+    # The file at a path measured through another runtime's backend (ort-cpu, openvino): a file is
+    # judged on every runtime it is offered to, not only the one it was made for.
+    measure_through: Callable[[Path, str], float] | None = None
 
     def drop(self, value: float) -> float:
         return (self.reference - value) * self.points
@@ -63,29 +67,10 @@ class Bound:
                 "metric_f32": f"{self.reference:.6g}", "metric_int8": f"{value:.6g}"}
 
 
-@dataclass
-class Held:
-    """One candidate's value against the bound, read as keep_f32's search reads a judgement."""
-
-    bound: Bound
-    value: float
-
-    @property
-    def unusable(self) -> list[str]:
-        bound = self.bound
-        return [] if bound.holds(self.value) else \
-            [f"{bound.metric} drops {bound.drop(self.value):.3g}{bound.unit} (more than --max-drop {bound.max_drop:g})"]
-
-    @property
-    def status(self) -> str:
-        return "NOT USABLE" if self.unusable else "PASS"
-
-    def describe(self) -> str:
-        bound = self.bound
-        drop = bound.drop(self.value)
-        return (f"{bound.metric}: {self.value:.4f} (f32 {bound.reference:.4f}), "
-                f"{below_or_above(drop, 2 if abs(drop) >= 0.01 or drop == 0 else 4, bound.unit)}, "
-                f"--max-drop {bound.max_drop:g}")
+def Held(bound: Bound, value: float) -> RecordedBound:  # noqa: N802 - read as the record it makes
+    """One candidate's value against ``bound``: the record a file keeps of it and every command reads
+    (ptx.contract.verdict.RecordedBound), as keep_f32's search and the verdict read a judgement."""
+    return RecordedBound(bound.max_drop, bound.unit, bound.metric, bound.reference, value, rechecked=True)
 
 
 def check_max_drop(value: float | None) -> float | None:
@@ -122,15 +107,17 @@ def load_metric(spec: str) -> Callable[[Callable], float]:
 
 def metric_bound(spec: str, max_drop: float, f32_run: Callable, open_candidate: Callable) -> Bound:
     """The bound of a user's ``--metric``: FN over the f32 file's ``f32_run`` for the reference,
-    over ``open_candidate(path)`` (a Model, closed after) for each candidate."""
+    over ``open_candidate(path, backend)`` (a Model, closed after; backend None: the format's
+    serving backend) for each candidate."""
     metric = load_metric(spec)
 
-    def measure(path: Path, items=None) -> tuple[float, None]:
-        model = open_candidate(path)
+    def measure_through(path: Path, backend: str | None = None) -> float:
+        model = open_candidate(path, backend)
         try:
-            return metric(model.run), None
+            return metric(model.run)
         finally:
             model.close()
 
-    return Bound(check_max_drop(max_drop), metric.shown, metric(f32_run), measure,
-                 about=" (the user's metric, higher is better, in its own units)")
+    return Bound(check_max_drop(max_drop), metric.shown, metric(f32_run), lambda path, items=None: (
+        measure_through(path), None), about=" (the user's metric, higher is better, in its own units)",
+                 measure_through=measure_through)

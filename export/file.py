@@ -8,8 +8,9 @@ npz layouts ``ptx verify FILE --inputs`` reads) or on inputs generated from the 
 the line before the file's says which. Some of those inputs are held out, and the written file is
 opened as ptx serves it (``load(path, BACKEND, precision="int8")``, handed in as ``open_model``)
 and judged on them against the f32 file by the rule a model without labels has
-(ptx.contract.comparison.judge_reduced_tensors). A file that misses it is still written, with the
-verdict recorded in it (``ptx.judgement``) and said in one line, as a tutorial model's int8 is.
+(ptx.contract.verdict.judge_tensors). A file that misses it is still written, with the
+verdict recorded in it (``ptx.verdict``, one per runtime that reads it: export/judged.py) and said in one
+line each, as a tutorial model's int8 is.
 
 ``--max-drop X --metric M.py:FN`` (export/bound.py): the user's own metric over their own data,
 FN(run) -> float, called on the f32 file and on each candidate; the nodes kept in f32 are searched
@@ -32,13 +33,15 @@ from ptx.contract.names import twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
-from ptx.machine import describe_cpu
 
 from . import formats
 from .formats.onnx import save_with_metadata
+from ptx.contract.verdict import verdict_strings
+
 from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
+from .judged import judge_on_runtimes, verdict_line
 from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
@@ -80,8 +83,8 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
                  for feeds in held]
         bound = None
         if max_drop is not None:  # the user's metric on the f32 file now, on each candidate in the search
-            bound = metric_bound(metric, max_drop, source.run, lambda candidate: open_model(
-                candidate, fmt.serving_backend, "cpu", **open_options))  # at its own precision: NNCF measures f32 too
+            bound = metric_bound(metric, max_drop, source.run, lambda candidate, backend=None: open_model(
+                candidate, backend or fmt.serving_backend, "cpu", **open_options))  # at its own precision: NNCF measures f32 too
             log(f"--metric {bound.metric}: {bound.reference:.6g} on {path.name} (f32); int8 may drop it by at most "
                 f"{max_drop:g}")
     finally:
@@ -96,22 +99,30 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
         return judge_tensors(answers, cases, signature, fmt.precision, seen)
 
     search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
+    source_kind = "generated" if calibration is None else "inputs"
     with atomic_path(final) as tmp:
         written = fmt.write(path, None, tmp, signature, strings, calibration=calibrating, judge=judge, bound=bound,
                             log=log, **search)
-        judgement = judge(tmp)
-        verdict = judgement.status + (f": {'; '.join(judgement.unusable)}" if judgement.unusable else "")
-        proto = onnx.load(str(tmp))  # the verdict travels in the file, as a tutorial model's is recorded beside it
+        proto = onnx.load(str(tmp))  # the verdicts travel in the file, as a tutorial model's are recorded beside it
         recorded = from_props({p.key: p.value for p in proto.metadata_props})
-        save_with_metadata(proto, tmp, {**recorded, "judgement": verdict}, proto.doc_string)
+
+        def evidence(backend: str) -> list:
+            answers = check_file(fmt, tmp, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
+                                 backend=backend)[1]
+            found = [(source_kind, judge_tensors(answers, cases, signature, fmt.precision, seen))]
+            if bound is not None:  # the serving runtime's value is the writer's; another's is measured here
+                value = float(recorded["metric_int8"]) if backend == fmt.serving_backend else \
+                    bound.measure_through(tmp, backend)
+                found.append(("bound", Held(bound, value)))
+            return found
+
+        verdicts = judge_on_runtimes(fmt, evidence, log)
+        save_with_metadata(proto, tmp, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
         result = result_of(fmt.name, tmp, final, written, cases, {}, False)
-    result.judgement, result.judged_by = judgement, f"{fmt.serving_backend}-{fmt.precision}"
+    result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
     log(f"{fmt.name:<11} {final}  {result.size_bytes / 1024:,.1f} KiB  {written.method}")
-    log(f"{'':<11} {result.judged_by} on {describe_cpu()}, {judgement.describe()}: {verdict}"
-        + (f": do not use int8 for {name} (serve {path.name})" if judgement.unusable else ""))
-    if bound is not None:  # what the writer measured on the file it wrote
-        held = Held(bound, float(recorded["metric_int8"]))
-        log(f"{'':<11} --max-drop {max_drop:g}: {held.describe()}: {'holds' if not held.unusable else 'MISSED'}")
+    for verdict in verdicts:
+        log(verdict_line(verdict, f"do not use int8 for {name} (serve {path.name})"))
     return result
 
 

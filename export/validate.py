@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ptx.contract import Contract, Tolerance
-from ptx.contract.comparison import (JUDGING_BATCH, OutputAgreement, ReducedJudgement, class_scores, compare_output,
-                                     judge_reduced_outputs, judge_reduced_tensors, relative_error)
+from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, ReducedJudgement, compare_output, judge_reduced_outputs
+from ptx.contract.verdict import TensorJudgement, judge_tensors as tensor_rule
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.transforms import decisions, normalize, pictures_from_model_input, run_in_batches, to_layout
@@ -53,9 +53,10 @@ class ExportResult:
     agreements: dict[str, OutputAgreement]  # per output, the worst case
     judged: bool = True  # False: a reduced precision, checked to run with finite outputs, not by the f32 tolerance
     sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the other symbols' sizes checked: seq 8, 10
-    # A reduced precision's verdict (a tutorial model's labels, or a user's file's tensors), or None.
+    # A reduced precision's verdict on its serving runtime (ptx.contract.verdict.Verdict), or None.
     judgement: object | None = None
     judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
+    verdicts: list = field(default_factory=list)  # a reduced file's Verdict on every runtime that reads it, its own first
 
     @property
     def worst(self) -> OutputAgreement:
@@ -75,11 +76,11 @@ def result_of(fmt: str, path: Path, final: Path, written, cases: Sequence[Case],
                         tuple(sorted({c.batch for c in cases if c.batch is not None})), agreements, judged, sizes)
 
 
-def open_file(open_model: OpenModel, path, fmt, device: str = "cpu"):
-    """The model ``fmt``'s serving backend makes of the file at ``path`` on ``device``, at the
-    format's precision."""
+def open_file(open_model: OpenModel, path, fmt, device: str = "cpu", backend: str | None = None):
+    """The model ``backend`` (default: ``fmt``'s serving backend) makes of the file at ``path`` on
+    ``device``, at the format's precision."""
     reduced = {} if fmt.precision == FULL_PRECISION else {"precision": fmt.precision}  # f32: as verify opens it
-    return open_model(path, fmt.serving_backend, device, **reduced)
+    return open_model(path, backend or fmt.serving_backend, device, **reduced)
 
 
 def _compare_tensors(sig: TensorSig, got, want, tolerance: Tolerance) -> OutputAgreement:
@@ -88,20 +89,22 @@ def _compare_tensors(sig: TensorSig, got, want, tolerance: Tolerance) -> OutputA
 
 def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case],
                tolerance: Callable[[TensorSig], Tolerance], device: str = "cpu", *,
-               compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None) -> tuple[dict[str, OutputAgreement], list[dict]]:
+               compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None,
+               backend: str | None = None) -> tuple[dict[str, OutputAgreement], list[dict]]:
     """Open the file at ``path`` as ptx will serve it and run every case through it; (the worst
     agreement per output, the file's outputs per case). ValidationError in one line naming the
     format, the case, the output and its error, on the first that fails: one that does not run, an
     output of another shape or with NaN where the reference has none, and at full precision any
     value beyond ``tolerance`` (or a decision a head's ``compare`` judges flipped). ``hint``: why
-    the file may have failed, added to the line."""
+    the file may have failed, added to the line. ``backend``: another runtime than the format's
+    serving one (a reduced file is judged on every runtime that reads it)."""
     def why() -> str:
         extra = hint() if hint else ""
         return f" ({extra})" if extra else ""
 
     judged = fmt.precision == FULL_PRECISION
     try:
-        model = open_file(open_model, path, fmt, device)
+        model = open_file(open_model, path, fmt, device, backend)
     except PtxError as exc:
         raise ValidationError(f"{fmt.name}: the file ptx wrote does not load: {exc}") from None
     worst: dict[str, OutputAgreement] = {}
@@ -237,36 +240,9 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 # -- a model without labels: a reduced precision judged by its tensors ----------------------------
 
 
-@dataclass
-class TensorJudgement:
-    """How a reduced precision's outputs compare with the f32 file's on held-out inputs, judged by
-    ptx.contract.comparison.judge_reduced_tensors, as keep_f32's search and the export line read it."""
-
-    held: str  # what it was judged on: "32 held-out samples"
-    measured: list[str]  # per output: "logits argmax agrees on 100.0%", "joint relative error 0.031"
-    unusable: list[str]
-
-    @property
-    def status(self) -> str:
-        return "NOT USABLE" if self.unusable else "PASS"
-
-    def describe(self) -> str:
-        return f"{self.held} against the f32 file: {', '.join(self.measured)}"
-
-
 def judge_tensors(answers: Sequence[dict], cases: Sequence[Case], signature: Signature, precision: str,
                   held: str) -> TensorJudgement:
-    """The reduced file's ``answers`` against the f32 file's (each case's outputs), each output over
-    every case at once: class scores joined along their batch axis (their argmax is judged), any
-    other output by its relative error over all its values."""
-    measured, failures = [], []
-    for sig in signature.outputs:
-        got = [np.asarray(a[sig.name]) for a in answers]
-        want = [np.asarray(c.outputs[sig.name]) for c in cases]
-        scores = all(class_scores(w, sig.batch_axis, sig.name) for w in want)
-        got, want = (np.concatenate(got, sig.batch_axis), np.concatenate(want, sig.batch_axis)) if scores else (
-            np.concatenate([g.ravel() for g in got]), np.concatenate([w.ravel() for w in want]))
-        failures += judge_reduced_tensors(got, want, sig.name, sig.batch_axis if scores else None, precision)
-        measured.append(f"{sig.name} argmax agrees on {100 * float((got.argmax(-1) == want.argmax(-1)).mean()):.1f}%"
-                        if scores else f"{sig.name} relative error {relative_error(got, want):.2g}")
-    return TensorJudgement(held, measured, failures)
+    """The reduced file's ``answers`` against the f32 file's (each case's outputs), by the one rule
+    for tensors (ptx.contract.verdict.judge_tensors: near-ties of f32's own not counted)."""
+    return tensor_rule(answers, [c.outputs for c in cases], [(s.name, s.batch_axis) for s in signature.outputs],
+                       precision, held)

@@ -91,7 +91,11 @@ def test_an_onnx_file_becomes_int8_calibrated_on_inputs_generated_from_its_signa
     # the ways to quantize it, timed against residual.onnx and judged, then the one kept and its verdict
     assert lines[1].startswith("onnx-int8   ") and "ways to quantize timed against residual.onnx" in lines[1]
     assert lines[2].startswith("onnx-int8   residual.int8.onnx  ") and "static QDQ" in lines[2]
-    assert "32 samples held out against the f32 file: logits argmax agrees on" in lines[3] and lines[3].endswith("PASS")
+    # an untrained model on generated noise: f32's own top-two margin is under 0.1 on every row (near-ties, whose
+    # argmax no precision keeps), so the scores are judged by their relative error instead
+    assert lines[3].strip().startswith("ort-cpu-int8 on ") and lines[3].endswith("PASS"), lines[3]
+    assert ("32 samples held out against the f32 file: logits: all 32 rows near-ties (f32's top-two margin < 0.1), "
+            "judged by relative error, logits relative error") in lines[3]
     path = tmp_path / "residual.int8.onnx"
     strings = meta(path)
     assert strings["precision"] == "int8" and "64 calibration samples; " in strings["quantization"]
@@ -147,17 +151,20 @@ def test_a_failing_int8_is_written_with_its_verdict_and_keep_f32_auto_finds_the_
     shutil.copy(files / "outlier.onnx", tmp_path / "outlier.onnx")
     done = ptx("export", "outlier.onnx", "--format", "onnx-int8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    last = done.stdout.splitlines()[-1]
+    # one line per runtime that reads the file, its own (onnxruntime's) first
+    last = next(line for line in done.stdout.splitlines() if line.strip().startswith("ort-cpu-int8 on "))
     assert "NOT USABLE: logits: argmax agrees on" in last and last.endswith(
         "do not use int8 for outlier (serve outlier.onnx)"), done.stdout
     assert meta(tmp_path / "outlier.int8.onnx")["judgement"].startswith("NOT USABLE: logits: argmax agrees on")
     # predict and serve open it through load(), which says the verdict the file carries
-    with pytest.warns(UnusablePrecisionWarning, match="outlier.int8.onnx was judged NOT USABLE: logits"):
+    with pytest.warns(UnusablePrecisionWarning, match=r"outlier.int8.onnx was judged NOT USABLE through ort-cpu-int8 by "
+                                                      r"`ptx export` \(logits: argmax agrees on"):
         load(tmp_path / "outlier.int8.onnx", "ort-cpu", precision="int8").close()
     done = ptx("export", "outlier.onnx", "--format", "onnx-int8", "--keep-f32", "auto", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "--keep-f32 auto: 32 samples held out against the f32 file: logits argmax agrees on" in done.stdout
-    assert done.stdout.splitlines()[-1].endswith(": PASS"), done.stdout
+    assert next(line for line in done.stdout.splitlines() if line.strip().startswith("ort-cpu-int8 on ")
+                ).endswith(": PASS"), done.stdout
     strings = meta(tmp_path / "outlier.int8.onnx")
     assert strings["judgement"] == "PASS" and strings["keep_f32"]
     assert strings["keep_f32"].split(",")[0] == "/out/Gemm", strings["keep_f32"]

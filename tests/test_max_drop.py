@@ -6,6 +6,7 @@ nodes kept and its speed. Nothing here asserts a speed: export measures it and t
 from __future__ import annotations
 
 import re
+import json
 import shutil
 import subprocess
 import sys
@@ -164,9 +165,18 @@ def test_openvino_int8_of_a_users_file_with_a_metric(outlier, tmp_path):
     assert done.returncode == 0, done.stderr
     assert meta(folder / "outlier.int8.onnx")["max_drop"] == f"{MAX_DROP:g}"
     assert "NNCF quantize_with_accuracy_control: metric.py:accuracy may drop at most 0.02" in done.stdout
-    assert done.stdout.strip().splitlines()[-1].strip().startswith("--max-drop 0.02: metric.py:accuracy: 1.0000")
+    # one verdict per runtime that reads the NNCF file, its own first, each by the bound it was made to hold
+    said = [line.strip() for line in done.stdout.splitlines()]
+    written = next(i for i, line in enumerate(said) if line.startswith("openvino-int8 ") and "outlier.openvino-int8.onnx"
+                   in line)
+    own, through_ort = said[written + 1], said[written + 2]
+    assert own.startswith("openvino-int8 on ") and "metric.py:accuracy: 1.0000 (f32 1.0000), 0.00 below, --max-drop 0.02" in own
+    assert own.endswith(": PASS") and through_ort.startswith("ort-cpu-int8 on "), done.stdout
     path = folder / "outlier.openvino-int8.onnx"
     strings = meta(path)
+    recorded = json.loads(strings["verdict"])
+    assert list(recorded) == ["openvino-int8", "ort-cpu-int8"] and recorded["openvino-int8"]["evidence"] == "bound"
+    assert recorded["ort-cpu-int8"]["status"] in through_ort and recorded["ort-cpu-int8"]["evidence"] == "bound"
     assert (strings["precision"], strings["format"], strings["keep_f32"]) == ("int8", "openvino-int8",
                                                                             gemm(outlier, "out"))
     assert strings["quantization"].startswith("NNCF ") and "7-bit int8 weights" in strings["quantization"]
@@ -223,11 +233,15 @@ def test_max_drop_holds_on_the_real_test_samples_and_verify_judges_by_it(mlp, fm
     assert strings["format"] == fmt and strings["precision"] == "int8"
     reference, value = float(strings["metric_f32"]), float(strings["metric_int8"])
     assert 100 * (reference - value) <= 0.5 + 1e-9, said
-    assert not result.judgement.unusable and result.judgement.max_drop == 0.5
+    # the verdict (ptx.contract.verdict) is the bound's: the strongest evidence, recorded in the file
+    assert not result.judgement.unusable and result.judgement.evidence == "bound"
+    assert "(--max-drop 0.5)" in result.judgement.measured
     label = "ort-cpu-int8" if fmt == "onnx-int8" else "openvino-int8"
+    assert json.loads(strings["verdict"])[label]["evidence"] == "bound"
     report = verify("mlp", backends=[label], run=mlp, notice=lambda _: None)
     [row] = [r for r in report.rows if r.label == label]
     assert row.max_drop == 0.5 and row.status == "PASS" and abs(row.accuracy - value) < 1e-9
+    assert (row.verdict.evidence, row.verdict.rechecked) == ("bound", True)  # measured again on the real samples
     assert abs(row.reference_accuracy - reference) < 1e-9
 
 

@@ -139,14 +139,23 @@ def check_device(backend: str, device: str | None) -> str:
 
 def unusable_reason(predictor: Model, label: str) -> str | None:
     """Why ``predictor``'s reduced precision should not be used here: this machine's verify record
-    (or export's judgement) for its file says NOT USABLE or FAIL, or the file carries export's
-    verdict NOT USABLE (a user's int8 file, judged against its f32 file). None otherwise."""
+    (or export's) for its file says NOT USABLE or FAIL, or the file carries export's verdict NOT
+    USABLE for the runtime it is opened with (ptx.verdict: one per runtime that reads it; a file
+    written before that carries one, ptx.judgement). None otherwise."""
+    from ptx.contract.verdict import recorded_verdicts, serving_label
+
     from .records import failed_here
 
     status = failed_here(predictor.path.parent, label, predictor.path)
-    carried = predictor.metadata.get("judgement", "")
-    if status is None and carried.startswith("NOT USABLE"):
-        return (f"{predictor.path.name} was judged {carried} by `ptx export` against the f32 file it was made "
+    carried = recorded_verdicts(predictor.metadata).get(label)
+    if status is None and carried is not None and carried.reasons:
+        return (f"{predictor.path.name} was judged {carried.status} through {label} by `ptx export` ("
+                f"{'; '.join(carried.reasons)}): use the f32 file it was made from, or see `ptx verify "
+                f"{predictor.path.name}`")
+    old = predictor.metadata.get("judgement", "")
+    if status is None and carried is None and old.startswith("NOT USABLE") and \
+            label == (serving_label(predictor.metadata) or label):
+        return (f"{predictor.path.name} was judged {old} by `ptx export` against the f32 file it was made "
                 f"from: use that file, or see `ptx verify {predictor.path.name}`")
     if status is None:
         return None

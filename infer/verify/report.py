@@ -12,6 +12,7 @@ from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_REL
                                      OutputAgreement, needed_atol_text)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature
+from ptx.contract.verdict import NEAR_TIE_MARGIN
 from ptx.errors import PtxError
 
 from ..runtime import backends as registry
@@ -29,15 +30,20 @@ RULE = {
     "f32": "every output within atol + rtol x |reference| of the reference's, finite, with the same decisions "
            "(a tutorial model's head); a decision that flips between two outputs closer than that tolerance is a "
            "tie (counted, not a failure)",
-    "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then, where the model has a head and "
-                      f"real samples, labels agree with the reference's on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of them "
-                      f"and accuracy at most {MAX_ACCURACY_DROP:g} below (an int8 file exported with --max-drop X: "
-                      f"accuracy at most X points below, the bound it was made to hold); else each output that looks like class "
-                      f"scores keeps its argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of rows and any other stays "
-                      f"within a relative error (||got - want|| / ||want||) of "
+    "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then one verdict by the strongest "
+                      f"evidence at hand, the same rule export records in the file: (1) the bound the file was made "
+                      f"to hold (ptx export --max-drop X: a tutorial model's accuracy at most X points below, measured "
+                      f"again on its real samples; a model file's --metric, measured again with verify --metric, else "
+                      f"as export measured it, said so); (2) a head's labels on real samples: they agree with the "
+                      f"reference's on >= {100 * MIN_LABEL_AGREEMENT:.0f}% and accuracy is at most "
+                      f"{MAX_ACCURACY_DROP:g} below; (3) your --inputs, (4) generated inputs (said so): each output "
+                      f"that looks like class scores keeps its argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of the rows "
+                      f"where f32 decides (near-ties, f32's top-two softmax margin < {NEAR_TIE_MARGIN:g}, not "
+                      f"counted) and any other stays within a relative error (||got - want|| / ||want||) of "
                       + ", ".join(f"{v:g} ({k})" for k, v in MAX_RELATIVE_ERROR.items())
                       + "; else NOT USABLE: that precision is not for this model (bench and serve never pick it), "
-                        "a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32)",
+                        "a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32). "
+                        "Where the file records another verdict, a note says which and why",
     "reference": "a tutorial model's run: eager (CPU rows: on the CPU; CUDA rows: on the same GPU at f32, TF32 off, "
                  "or on the CPU for ort-cuda where torch has no CUDA); a model file: its own runtime on the CPU "
                  "(ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti); tf32 rows are judged like bf16 against f32",
@@ -81,6 +87,9 @@ class Row:
     worst_case: int | None = None  # index of the case that disagrees most (what --locate traces)
     # A third opinion (onnx.reference): where it alone departs, a note, not a verdict (--strict).
     advisory: bool = False
+    # A reduced precision's verdict (ptx.contract.verdict): by which evidence, measuring what; its
+    # reasons are ``unusable``.
+    verdict: object | None = None
 
     @property
     def label(self) -> str:
@@ -192,6 +201,7 @@ class Row:
         return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
                 "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
                 "composition": self.composition.to_dict() if self.composition else None,
+                "verdict": self.verdict.to_dict() if self.verdict is not None else None,
                 "outputs": [o.to_dict() for o in self.outputs]}
 
 
@@ -333,10 +343,12 @@ def _heading(report: Report) -> list[str]:
     if reduced:
         gate = (f"labels agree on >= {100 * MIN_LABEL_AGREEMENT:.0f}%, accuracy at most {MAX_ACCURACY_DROP:g} lower"
                 if report.samples else f"class scores keep their argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of "
-                f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}")
+                f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}"
+                f"; near-ties (f32's top-two margin < {NEAR_TIE_MARGIN:g}) not counted")
         lines.append(f"{'/'.join(reduced)}: {gate}")
-        lines += [f"{r.label}: its file was exported with --max-drop {r.max_drop:g}: accuracy at most {r.max_drop:g} "
-                  "points lower (labels shown, not gated)" for r in report.rows if r.max_drop is not None]
+        # what decided each reduced row, where it is not that gate: the bound its file was made to hold
+        lines += [f"{r.label}: {r.verdict.describe()}" for r in report.rows
+                  if r.verdict is not None and r.verdict.evidence == "bound"]
     return lines + report.notes
 
 

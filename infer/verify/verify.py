@@ -22,14 +22,16 @@ row agrees; 1 a row disagrees or fails (a disagreement is never a warning); 2 no
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
-from ptx.contract.comparison import (JUDGING_SAMPLES, compare, compare_output, judge_reduced_outputs,
-                                     judge_reduced_tensors, recorded_max_drop)
+from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, judge_reduced_outputs, recorded_max_drop
+from ptx.contract.verdict import (Verdict, decide, differs_note, judge_tensors, recorded_bound, recorded_verdicts,
+                                  serving_label)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
@@ -57,11 +59,13 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
            plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: str | Path | None = None,
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           notice: Callable[[str], None] = print, triaged: bool = False) -> Report:
+           notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None) -> Report:
     """Verify a tutorial model's run (``argument`` its name, or ``run`` its folder) or a model file
     (see the module's docstring). ``options`` are load()'s for a file (inputs, batch_axes,
     ignore_metadata); ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and
-    ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs."""
+    ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs. ``metric``:
+    the user's ``--metric`` (``metric(run) -> float``, export/bound.py's load_metric, handed in by the
+    CLI), which measures again the bound an int8 file records (ptx.contract.verdict)."""
     target = Target.of(argument, root=root, run=run, options=options, verifying=True)
     variants = target.variants(backends)
     if nothing_exported(target):  # said before eager is loaded and run for nothing
@@ -80,7 +84,7 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
     report.notes += target.notes
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))
-    this = Run(target, reference, cases, truth, tolerances, report, progress, input_files)
+    this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric)
     to_run = _skip_unrunnable(target, variants, report)
     opened = target.open_all([v for v in to_run if v.label != _reference_label(target)])
     for variant in to_run:
@@ -101,8 +105,11 @@ class Run:
     is judged, and the reference's outputs per device (each run once)."""
 
     def __init__(self, target: Target, reference, cases: Sequence[Case], truth, tolerances: Tolerances,
-                 report: Report, progress, input_files):
+                 report: Report, progress, input_files, metric: Callable | None = None):
         self.target, self.reference, self.cases, self.truth = target, reference, cases, truth
+        self.metric, self._metric_f32 = metric, None
+        # what the cases are, as a reduced row judged by its tensors says: the user's, or generated
+        self.source = "inputs" if input_files else "generated"
         self.tolerances, self.report, self.progress, self.input_files = tolerances, report, progress, input_files
         self.head, self.signature = reference.head, reference.signature
         self.run_on = _runner(self.head, max(c.batch or 1 for c in cases))
@@ -147,14 +154,38 @@ class Run:
             return
         row.provenance += _provenance(self.target, model, self.reference)
         row.max_drop = recorded_max_drop(model.metadata) if variant.precision != FULL_PRECISION else None
-        self.judge(row, ran, want, shared, self.truth)
+        self.judge(row, ran, want, shared, self.truth, model)
         if variant.precision == FULL_PRECISION and not variant.backend.third_opinion:
             row.composition = check_largest_batch(self.run_on(model), self.signature, self.cases, ran,
                                                   lambda name: self.tolerances.of(
                                                       name, self.signature.output(name).dtype, variant.device))
 
-    def judge(self, row: Row, got, want, shared, truth) -> None:
+    def judge(self, row: Row, got, want, shared, truth, model=None) -> None:
+        """``row``'s outputs compared; a reduced row's verdict by the one rule (ptx.contract.verdict),
+        from the strongest evidence at hand, and said where it differs from the one its file records."""
         _judge(row, got, want, self.cases, shared, truth, self.head, self.tolerances, self.signature)
+        if row.precision == FULL_PRECISION or not row.cases:
+            return
+        metadata = model.metadata if model is not None else {}
+        row.verdict = _reduced_verdict(row, got, want, truth, self.head, self.signature,
+                                       (self.source, self.report.inputs), metadata, self._bound_again(model, metadata))
+        row.unusable = row.verdict.reasons
+        recorded = recorded_verdicts(metadata).get(row.label)
+        if recorded is not None and recorded.status != row.verdict.status:
+            self.report.notes.append(differs_note(recorded, row.verdict))
+
+    def _bound_again(self, model, metadata):
+        """The bound the file records on the user's metric, measured again with --metric (on the
+        reference for f32's value, once, and on ``model``); None without --metric or a bound."""
+        bound = recorded_bound(metadata)
+        if self.metric is None or model is None or bound is None or bound.user_metric is None:
+            return None
+        if self._metric_f32 is None:
+            self.progress(f"--metric {getattr(self.metric, 'shown', '')} on {self.target.reference} (f32)")
+            self._metric_f32 = self.metric(self.reference.run)
+        again = bound.measured_again(self.metric(model.run))
+        again.reference, again.metric = self._metric_f32, getattr(self.metric, "shown", again.metric)
+        return again
 
 
 def _open_reference(target: Target, progress):
@@ -301,15 +332,37 @@ def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Toleranc
             row.argmax_agreement = float((labels == wanted).mean())
             row.accuracy = float((labels == truth.reshape(labels.shape)).mean())
             row.reference_accuracy = float((wanted == truth.reshape(wanted.shape)).mean())
-    if row.precision == FULL_PRECISION or not row.cases:
-        return
-    if real and row.argmax_agreement is not None:
-        row.unusable = judge_reduced_outputs(got[0][head.output_name], want[0][head.output_name], truth,
-                                             head.contract, row.max_drop).unusable
-        return
-    row.unusable = list(dict.fromkeys(why for i in got if i in want for t in signature.outputs
-                                      for why in judge_reduced_tensors(got[i][t.name], want[i][t.name], t.name,
-                                                                       t.batch_axis, row.precision)))
+
+
+def _reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[str, str], metadata,
+                     bound_again=None) -> Verdict:
+    """A reduced row's verdict from the evidence verify has (ptx.contract.verdict's order): the bound
+    its file records (a tutorial model's accuracy bound re-checked on the real samples; a user's metric
+    measured again with --metric, else as export measured it), a head's labels and accuracy on real
+    samples, then the tensors on the cases (the user's inputs, or generated ones)."""
+    evidence = []
+    shared = [i for i in got if i in want]
+    real = truth is not None and 0 in got and head is not None and row.argmax_agreement is not None
+    bound = recorded_bound(metadata)
+    if real:
+        g, w = got[0][head.output_name], want[0][head.output_name]
+        evidence.append(("labels", judge_reduced_outputs(g, w, truth, head.contract)))
+        if row.max_drop is not None:  # the accuracy bound its file was made to hold, measured here again
+            evidence.append(("bound", judge_reduced_outputs(g, w, truth, head.contract, row.max_drop)))
+    else:
+        kind, words = source
+        evidence.append((kind, judge_tensors([got[i] for i in shared], [want[i] for i in shared],
+                                             [(t.name, t.batch_axis) for t in signature.outputs], row.precision,
+                                             words)))
+    if bound_again is not None:
+        evidence.append(("bound", bound_again))
+    elif bound is not None and bound.user_metric is not None:  # the user's metric, which only they can run
+        recorded = recorded_verdicts(metadata).get(row.label)
+        if recorded is not None and recorded.evidence == "bound":
+            evidence.append(("bound", replace(recorded, rechecked=False)))
+        elif recorded is None and row.label == serving_label(metadata):  # a file written before ptx.verdict
+            evidence.append(("bound", bound))
+    return decide(row.label, evidence)
 
 
 def _provenance(target: Target, model, reference) -> list[str]:
@@ -402,6 +455,10 @@ def _stored(this: Run, given, save: bool) -> None:
         got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
         _judge(held, got, stored_want, stored_cases, sorted(got), None, None, this.tolerances, signature)
+        if held.precision != FULL_PRECISION and held.cases:
+            held.verdict = _reduced_verdict(held, got, stored_want, None, None, signature,
+                                            ("inputs", f"{len(held.cases)} stored reference cases"), {})
+            held.unusable = held.verdict.reasons
         report.rows.append(held)
 
 

@@ -62,11 +62,15 @@ from ptx.errors import PtxError
               help="With --locate: write the smallest graph that still disagrees to DIR (repro.onnx, inputs.npz, both "
                    "sides' outputs, and a three-line note with the one command that shows it and what that command "
                    "did when it was written).")
+@click.option("--metric", "metric", metavar="FILE.py:FN",
+              help="A model file's int8 made with `ptx export --max-drop X --metric FILE.py:FN`: run your metric "
+                   "again, on the f32 file and on each int8 row, to judge it by the bound it records (without it, "
+                   "the value export measured is read from the file, and said so). It imports and runs FILE.py.")
 @model_file_options
 @generated_input_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
-               all_rows, run, against, reference_file, save_reference, strict, locate, repro, declared_inputs,
+               all_rows, run, against, reference_file, save_reference, strict, locate, repro, metric, declared_inputs,
                batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
     """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
     model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
@@ -90,11 +94,14 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
     if not (all_models or name or run):
         raise click.UsageError("give a model NAME, --run a run folder, a model file, or --all")
+    if metric is not None and (all_models or not _model_file(name, "verify")):
+        raise click.UsageError("--metric measures again the bound a model file's int8 was made with; a tutorial "
+                               "model's is its accuracy, which verify measures on its real test samples")
     chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol, root=root,
                   options=open_options(declared_inputs, batch_axes, ignore_metadata),
                   plan=plan_options(shapes, values, ranges), input_files=input_files,
                   seed=seed if _given(ctx, ["seed"]) else None, against=against, reference_file=reference_file,
-                  save=save_reference, strict=strict, triaged=locate,
+                  save=save_reference, strict=strict, triaged=locate, metric=_metric(metric),
                   notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
                   progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     if all_models:  # every run, whatever its folder is called: each says its own model
@@ -143,6 +150,15 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
     _verify([(target.name if target.is_run else name, {**chosen, "run": run, "save_inputs": save_inputs})],
             as_json=as_json, all_rows=all_rows, then=then)
+
+
+def _metric(spec):
+    """--metric FILE.py:FN as export reads it (one line for a file or function that is not there)."""
+    if spec is None:
+        return None
+    from ptx.export.bound import load_metric
+
+    return load_metric(spec)
 
 
 def _record(report, root, run) -> None:

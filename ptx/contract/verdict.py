@@ -1,0 +1,265 @@
+"""The one verdict on a reduced precision (int8, bf16, tf32), torch-free: one record type, one rule,
+made by export and by verify alike and stored with the file, so every command reads the same answer.
+
+The rule takes the strongest evidence at hand, in this order (DESIGN.md idea 15):
+
+1. ``bound``: the loss the user accepted on their own metric when the file was made (``ptx export
+   --max-drop X [--metric FILE.py:FN]``), re-measured where the metric and its data are at hand, else
+   read from the file as export measured it (said so);
+2. ``labels``: a tutorial model's head, labels and accuracy on its real test samples;
+3. ``inputs``: the user's own inputs (``--inputs``, ``--calibration``'s held-out rows), by the tensors;
+4. ``generated``: inputs generated from the signature, said as such.
+
+By the tensors (3 and 4), an output that looks like class scores keeps its argmax on
+MIN_LABEL_AGREEMENT of the rows where f32 itself decides (f32's own top-two margin at least
+NEAR_TIE_MARGIN, in softmax probability: generated noise fed to a classifier gives rows of near-ties
+whose argmax no precision keeps, and those say nothing about the file); any other output stays
+within MAX_RELATIVE_ERROR of f32. Only the first evidence decides; the weaker ones are shown, never
+counted.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .comparison import (BOUND_SLACK, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, below_or_above, class_scores,
+                         relative_error)
+
+PASS, NOT_USABLE = "PASS", "NOT USABLE"
+EVIDENCE = ("bound", "labels", "inputs", "generated")  # strongest first
+EVIDENCE_WORDS = {"bound": "the bound it was made to hold", "labels": "labels and accuracy on real samples",
+                  "inputs": "your inputs", "generated": "generated inputs"}
+# A row whose f32 top-two softmax probabilities are closer than this is a near-tie: its argmax is
+# not counted either way.
+NEAR_TIE_MARGIN = 0.1
+VERDICT_KEY = "verdict"  # ptx.verdict in a file: {row label: Verdict}, as JSON
+
+
+@dataclass
+class Verdict:
+    """One reduced-precision row's judgement: PASS or NOT USABLE, by which evidence, measuring what."""
+
+    label: str  # the row it judges: ort-cpu-int8, openvino-int8, openvino-bf16
+    status: str
+    evidence: str  # one of EVIDENCE
+    measured: str  # what was measured, in words
+    reasons: list[str] = field(default_factory=list)  # why it is NOT USABLE (empty: PASS)
+    by: str = "verify"  # who measured it: export, verify
+    rechecked: bool = True  # False: a recorded bound read from the file, not measured again here
+    also: list[str] = field(default_factory=list)  # the weaker evidence at hand, shown and not counted
+
+    @property
+    def unusable(self) -> list[str]:
+        return self.reasons
+
+    def describe(self) -> str:
+        """``NOT USABLE by generated inputs: ...``; a recorded bound says it was not measured here."""
+        how = EVIDENCE_WORDS[self.evidence] + ("" if self.rechecked else f", as `ptx {self.by}` measured it")
+        text = f"{self.status} by {how}: {self.measured}"
+        return text + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping) -> "Verdict":
+        known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+        return cls(**known)
+
+
+def decide(label: str, evidence: Sequence[tuple[str, object]], by: str = "verify",
+           rechecked: bool = True) -> Verdict:
+    """The verdict from the strongest of ``evidence``: (kind, judgement) pairs, a judgement being
+    anything with ``unusable`` (a list of reasons) and ``describe()``. The others are not counted."""
+    ranked = sorted((e for e in evidence if e[1] is not None), key=lambda e: EVIDENCE.index(e[0]))
+    if not ranked:
+        raise ValueError(f"{label}: no evidence to judge it by")
+    kind, judgement = ranked[0]
+    reasons = list(judgement.unusable)
+    also = [f"{EVIDENCE_WORDS[k]}: {_measured(j)} ({NOT_USABLE if j.unusable else PASS}, not counted)"
+            for k, j in ranked[1:]]
+    if isinstance(judgement, Verdict):  # a recorded verdict keeps who measured it
+        by = judgement.by
+    return Verdict(label, NOT_USABLE if reasons else PASS, kind, _measured(judgement), reasons, by,
+                   rechecked and getattr(judgement, "rechecked", True), also)
+
+
+def _measured(judgement) -> str:
+    return judgement.measured if isinstance(judgement, Verdict) else judgement.describe()
+
+
+# -- evidence 1: a bound the file records ------------------------------------------------------------
+
+
+@dataclass
+class RecordedBound:
+    """The bound an int8 file was made to hold, as it records it (ptx.max_drop, ptx.metric,
+    ptx.metric_f32, ptx.metric_int8), and whether the value it was judged by holds it."""
+
+    max_drop: float
+    unit: str  # " accuracy points", or "" (the user's metric's own units)
+    metric: str
+    reference: float
+    value: float
+    rechecked: bool = False  # the value is the one export measured, unless measured again
+
+    @property
+    def points(self) -> float:
+        """The metric's value -> max_drop's unit: an accuracy (a share) in points, a user's metric as is."""
+        return 100.0 if self.unit.strip() == "accuracy points" else 1.0
+
+    @property
+    def status(self) -> str:
+        return NOT_USABLE if self.unusable else PASS
+
+    @property
+    def drop(self) -> float:
+        return (self.reference - self.value) * self.points
+
+    @property
+    def unusable(self) -> list[str]:
+        return [] if self.drop <= self.max_drop + BOUND_SLACK else \
+            [f"{self.metric_name} drops {self.drop:.3g}{self.unit} (more than --max-drop {self.max_drop:g})"]
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.split(" (")[0]
+
+    @property
+    def user_metric(self) -> str | None:
+        """FILE.py:FN where the bound is on the user's own metric (which only they can run), else None."""
+        return None if self.metric.startswith("accuracy on ") else self.metric_name
+
+    def measured_again(self, value: float) -> "RecordedBound":
+        return RecordedBound(self.max_drop, self.unit, self.metric, self.reference, value, True)
+
+    def describe(self) -> str:
+        drop = self.drop
+        return (f"{self.metric_name}: {self.value:.4f} (f32 {self.reference:.4f}), "
+                f"{below_or_above(drop, 2 if abs(drop) >= 0.01 or drop == 0 else 4, self.unit)}, "
+                f"--max-drop {self.max_drop:g}")
+
+
+def recorded_bound(metadata: Mapping[str, str]) -> RecordedBound | None:
+    """The bound a file records, or None (made without --max-drop, or written before ptx recorded it)."""
+    try:
+        number, _, unit = str(metadata["max_drop"]).partition(" ")
+        return RecordedBound(float(number), f" {unit}" if unit else "", str(metadata["metric"]),
+                             float(metadata["metric_f32"]), float(metadata["metric_int8"]))
+    except (KeyError, ValueError):
+        return None
+
+
+# -- evidence 3 and 4: the tensors -------------------------------------------------------------------
+
+
+@dataclass
+class TensorJudgement:
+    """A reduced precision's outputs against f32's on inputs (the user's or generated), each output
+    over every case at once: class scores by their argmax where f32 decides, others by relative error."""
+
+    held: str  # what it was judged on: "32 held-out samples", "generated, seed 0, batch 2 and batch 7"
+    measured: list[str]
+    reasons: list[str]
+
+    @property
+    def unusable(self) -> list[str]:
+        return self.reasons
+
+    @property
+    def status(self) -> str:
+        return NOT_USABLE if self.reasons else PASS
+
+    def describe(self) -> str:
+        return f"{self.held} against the f32 file: {', '.join(self.measured)}"
+
+
+def softmax_margin(scores: np.ndarray) -> np.ndarray:
+    """Each row's top-two margin in probability: the scores themselves where they already are
+    probabilities (rows in [0, 1] summing to 1), else their softmax."""
+    x = np.asarray(scores, dtype=np.float64)
+    probabilities = (x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(-1), 1.0, atol=1e-3)
+    if not probabilities:
+        x = np.exp(x - x.max(-1, keepdims=True))
+        x /= x.sum(-1, keepdims=True)
+    top = np.sort(x, axis=-1)[..., -2:]
+    return top[..., 1] - top[..., 0]
+
+
+def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mapping[str, np.ndarray]],
+                  outputs: Sequence[tuple[str, int | None]], precision: str, held: str) -> TensorJudgement:
+    """Each case's reduced outputs ``got`` against f32's ``want``; ``outputs`` are (name, batch axis).
+    Class scores are joined along their batch axis and judged by their argmax on the rows f32 decides
+    (near-ties not counted); where every row is a near-tie, by their relative error instead."""
+    measured, reasons = [], []
+    for name, axis in outputs:
+        g = [np.asarray(case[name]) for case in got]
+        w = [np.asarray(case[name]) for case in want]
+        if all(class_scores(x, axis, name) for x in w):
+            rows_g = np.concatenate([np.moveaxis(x, axis, 0).reshape(-1, x.shape[-1]) for x in g])
+            rows_w = np.concatenate([np.moveaxis(x, axis, 0).reshape(-1, x.shape[-1]) for x in w])
+            decided = softmax_margin(rows_w) >= NEAR_TIE_MARGIN
+            ties = int((~decided).sum())
+            if decided.any():
+                same = float((rows_g[decided].argmax(-1) == rows_w[decided].argmax(-1)).mean())
+                tie_words = f", {ties} near-tie{'s' * (ties != 1)} not counted" if ties else ""
+                measured.append(f"{name} argmax agrees on {100 * same:.1f}% of {int(decided.sum())} rows{tie_words}")
+                if same < MIN_LABEL_AGREEMENT:
+                    reasons.append(f"{name}: argmax agrees on {100 * same:.1f}% of the rows f32 decides "
+                                   f"(< {100 * MIN_LABEL_AGREEMENT:.0f}%)")
+                continue
+            measured.append(f"{name}: all {ties} rows near-ties (f32's top-two margin < {NEAR_TIE_MARGIN:g}), "
+                            "judged by relative error")
+        error, bound = relative_error(np.concatenate([x.ravel() for x in g]),
+                                      np.concatenate([x.ravel() for x in w])), MAX_RELATIVE_ERROR[precision]
+        measured.append(f"{name} relative error {error:.2g}")
+        if error > bound:
+            reasons.append(f"{name}: relative error {error:.3g} (> {bound:g} for {precision})")
+    return TensorJudgement(held, measured, reasons)
+
+
+# -- the record in a file --------------------------------------------------------------------------
+
+
+def recorded_verdicts(metadata: Mapping[str, str]) -> dict[str, Verdict]:
+    """{row label: Verdict} a file records (ptx.verdict); {} for a file without one."""
+    try:
+        doc = json.loads(metadata.get(VERDICT_KEY) or "{}")
+        return {label: Verdict.from_dict(v) for label, v in doc.items()} if isinstance(doc, dict) else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def verdict_strings(verdicts: Sequence[Verdict]) -> dict[str, str]:
+    """What a file records of its verdicts: ptx.verdict (every row), and ptx.judgement (the first
+    row's, the one its serving runtime reads) for readers that know only that."""
+    first = verdicts[0]
+    return {VERDICT_KEY: json.dumps({v.label: v.to_dict() for v in verdicts}),
+            "judgement": first.status + (f": {'; '.join(first.reasons)}" if first.reasons else "")}
+
+
+# The row an int8 file's own runtime gives it (the runtime its quantizer made it for).
+SERVING_LABELS = {"onnx-int8": "ort-cpu-int8", "openvino-int8": "openvino-int8"}
+
+
+def serving_label(metadata: Mapping[str, str]) -> str | None:
+    """The row of the runtime an int8 file was made for (its ptx.format), or None for any other file."""
+    from .names import int8_format
+
+    return SERVING_LABELS[int8_format(metadata)] if metadata.get("precision") == "int8" else None
+
+
+def differs_note(recorded: Verdict, now: Verdict) -> str:
+    """Where verify's verdict is not the one the file records, and why, in one line."""
+    if recorded.evidence != now.evidence:
+        why = f"export judged it by {EVIDENCE_WORDS[recorded.evidence]}, verify by {EVIDENCE_WORDS[now.evidence]}"
+        if recorded.evidence == "bound" and now.evidence != "bound":
+            why += " (give --metric FILE.py:FN, the metric it was made with, to measure the bound again)"
+        elif recorded.evidence == "inputs" and now.evidence == "generated":
+            why += " (give --inputs with your samples to judge it as export did)"
+    else:
+        why = f"measured then: {recorded.measured}; now: {now.measured}"
+    return f"note: {now.label}: the file records {recorded.status} (ptx {recorded.by}), verify finds {now.status}: {why}"

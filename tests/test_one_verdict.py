@@ -1,0 +1,221 @@
+"""Issue 57: one verdict on a reduced precision, by one rule (ptx.contract.verdict), recorded in the file
+by export and read or recomputed the same way by verify, load() and predict.
+
+The model is a page-orientation classifier of our own: decisive on real pages (one of four features
+far above the rest), near-ties on the uniform noise ptx generates (its four scores within 0.05), as a
+real classifier is on noise. Its int8 was once said to hold the user's bound and be NOT USABLE in the
+same export, and verify ignored the bound the file recorded.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ptx.contract.verdict import (NEAR_TIE_MARGIN, NOT_USABLE, PASS, RecordedBound, TensorJudgement, Verdict, decide,
+                                  differs_note, judge_tensors, recorded_verdicts, verdict_strings)
+from ptx.errors import UnusablePrecisionWarning
+from ptx.infer import load
+from test_export_file import meta, onnx_file, ptx
+
+METRIC = textwrap.dedent('''
+    from pathlib import Path
+
+    import numpy as np
+
+    pages = np.load(Path(__file__).with_name("pages.npz"))
+
+
+    def agreement(run):
+        """Percent of the real pages whose top score is their orientation."""
+        return 100.0 * float((run({"x": pages["x"]})["scores"].argmax(1) == pages["y"]).mean())
+''')
+
+
+class Orientation(torch.nn.Module):
+    """Four orientations scored from 16 features: 0.05 x the feature of each orientation."""
+
+    def __init__(self):
+        super().__init__()
+        self.score = torch.nn.Linear(16, 4, bias=False)
+        with torch.no_grad():
+            self.score.weight.zero_()
+            for k in range(4):
+                self.score.weight[k, k] = 0.05
+
+    def forward(self, x):
+        return self.score(x)
+
+
+def pages(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real pages: the orientation's feature at 40 (a decisive score of 2), the others low noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.random((n, 16), dtype=np.float32) * 0.5
+    x[np.arange(n), y] = 40.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def orient(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("orient")
+    path = onnx_file(Orientation().eval(), (torch.rand(2, 16),), folder / "orient.onnx", input_names=["x"],
+                     output_names=["scores"])
+    x, y = pages(200, 1)
+    np.savez(folder / "pages.npz", x=x, y=y)
+    np.savez(folder / "inputs.npz", x=x)  # the same pages as inputs (--calibration, --inputs) alone
+    (folder / "m.py").write_text(METRIC)
+    return path
+
+
+def copied(orient: Path, tmp_path: Path) -> Path:
+    for name in ("orient.onnx", "pages.npz", "inputs.npz", "m.py"):
+        shutil.copy(orient.parent / name, tmp_path / name)
+    return tmp_path / "orient.onnx"
+
+
+# -- the rule ---------------------------------------------------------------------------------------------
+
+
+def test_near_ties_of_f32_are_not_counted_and_all_ties_fall_back_to_relative_error():
+    want = np.array([[2.0, 0.0, 0.0, 0.0], [0.01, 0.0, 0.0, 0.02]], np.float32)  # decisive, then a near-tie
+    got = np.array([[1.9, 0.0, 0.1, 0.0], [0.02, 0.0, 0.0, 0.01]], np.float32)  # the tie's argmax flips
+    judged = judge_tensors([{"s": got}], [{"s": want}], [("s", 0)], "int8", "2 rows")
+    assert judged.status == PASS and "agrees on 100.0% of 1 rows, 1 near-tie not counted" in judged.describe()
+    flipped = judge_tensors([{"s": got[:, ::-1].copy()}], [{"s": want}], [("s", 0)], "int8", "2 rows")
+    assert flipped.status == NOT_USABLE and "0.0% of the rows f32 decides" in flipped.reasons[0]
+    ties = np.full((8, 4), 0.25, np.float32) + np.random.default_rng(0).random((8, 4), dtype=np.float32) * 0.01
+    judged = judge_tensors([{"s": ties * 1.5}], [{"s": ties}], [("s", 0)], "int8", "8 rows")
+    assert judged.status == NOT_USABLE and f"all 8 rows near-ties (f32's top-two margin < {NEAR_TIE_MARGIN:g})" in \
+        judged.describe() and "relative error 0.5" in judged.reasons[0]
+
+
+def test_the_strongest_evidence_decides_and_the_weaker_is_shown_not_counted():
+    noise = TensorJudgement("generated, seed 0", ["scores argmax agrees on 9.4% of 32 rows"], ["scores: argmax ..."])
+    bound = RecordedBound(2.0, "", "m.py:agreement (the user's metric)", 100.0, 99.0, rechecked=False)
+    verdict = decide("ort-cpu-int8", [("generated", noise), ("bound", bound)], by="export")
+    assert (verdict.status, verdict.evidence, verdict.rechecked) == (PASS, "bound", False)
+    assert verdict.measured == "m.py:agreement: 99.0000 (f32 100.0000), 1.00 below, --max-drop 2"
+    assert verdict.also == ["generated inputs: generated, seed 0 against the f32 file: scores argmax agrees on 9.4% "
+                            "of 32 rows (NOT USABLE, not counted)"]
+    assert "as `ptx export` measured it" in verdict.describe()
+    missed = decide("openvino-int8", [("bound", RecordedBound(2.0, "", "m.py:agreement", 100.0, 97.0))])
+    assert missed.status == NOT_USABLE and missed.reasons == ["m.py:agreement drops 3 (more than --max-drop 2)"]
+    # the record round-trips through a file's metadata, the serving runtime's verdict also as ptx.judgement
+    strings = verdict_strings([missed, verdict])
+    assert strings["judgement"] == "NOT USABLE: m.py:agreement drops 3 (more than --max-drop 2)"
+    assert recorded_verdicts(strings) == {"openvino-int8": missed, "ort-cpu-int8": verdict}
+    note = differs_note(verdict, decide("ort-cpu-int8", [("generated", noise)]))
+    assert note == ("note: ort-cpu-int8: the file records PASS (ptx export), verify finds NOT USABLE: export judged it "
+                    "by the bound it was made to hold, verify by generated inputs (give --metric FILE.py:FN, the "
+                    "metric it was made with, to measure the bound again)")
+
+
+# -- one verdict, from export to every command ---------------------------------------------------------------
+
+
+def test_export_says_one_verdict_per_runtime_and_records_it(orient, tmp_path):
+    """Item 2: calibrated on generated noise, with the user's bound: the bound decides (it holds), the
+    noise's near-ties are not counted, and the file records what export printed, for every runtime."""
+    path = copied(orient, tmp_path)
+    done = ptx("export", "orient.onnx", "--format", "onnx-int8", "--max-drop", "2", "--metric", "m.py:agreement",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    said = [line for line in lines if line.startswith(("ort-cpu-int8 on ", "openvino-int8 on "))]
+    assert said[0].startswith("ort-cpu-int8 on ") and len(said) == 2, done.stdout
+    assert all("m.py:agreement: 100.0000 (f32 100.0000), 0.00 below, --max-drop 2: PASS" in line for line in said)
+    assert not [line for line in lines if "NOT USABLE" in line or "holds" in line], done.stdout
+    recorded = recorded_verdicts(meta(tmp_path / "orient.int8.onnx"))
+    assert list(recorded) == ["ort-cpu-int8", "openvino-int8"]
+    assert {(v.status, v.evidence, v.by) for v in recorded.values()} == {(PASS, "bound", "export")}
+    assert "near-tie" in recorded["ort-cpu-int8"].also[0]  # generated noise, shown and not counted
+    assert meta(tmp_path / "orient.int8.onnx")["judgement"] == "PASS"
+
+    # Item 3: verify reads the bound the file records (not measured again without --metric, and says so) ...
+    shown = ptx("verify", "orient.onnx", "--backends", "ort-cpu,ort-cpu-int8", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    [row] = [r for r in json.loads(shown.stdout)["rows"] if r["precision"] == "int8"]
+    assert (row["status"], row["verdict"]["evidence"], row["verdict"]["rechecked"]) == (PASS, "bound", False)
+    assert row["verdict"]["status"] == recorded["ort-cpu-int8"].status
+    table = ptx("verify", "orient.onnx", "--backends", "ort-cpu,ort-cpu-int8", cwd=tmp_path).stdout
+    assert ("ort-cpu-int8: PASS by the bound it was made to hold, as `ptx export` measured it: m.py:agreement: "
+            "100.0000 (f32 100.0000), 0.00 below, --max-drop 2") in table, table
+    # ... and measures it again with --metric, on the f32 file and the int8 row
+    again = ptx("verify", "orient.onnx", "--backends", "ort-cpu,ort-cpu-int8", "--metric", "m.py:agreement", "--json",
+                cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    [row] = [r for r in json.loads(again.stdout)["rows"] if r["precision"] == "int8"]
+    assert (row["status"], row["verdict"]["evidence"], row["verdict"]["rechecked"]) == (PASS, "bound", True)
+
+    # load() and predict read the same record: nothing to warn of
+    with _no_unusable_warning([]):
+        load(tmp_path / "orient.int8.onnx", "ort-cpu", precision="int8").close()
+        load(tmp_path / "orient.int8.onnx", "openvino", precision="int8").close()
+
+
+class _no_unusable_warning:
+    """Fails where load() warns that the precision is not usable."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __enter__(self):
+        import warnings
+
+        self.catch = warnings.catch_warnings(record=True)
+        self.seen[:] = self.catch.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self.catch.__exit__(*exc)
+        unusable = [w for w in self.seen if issubclass(w.category, UnusablePrecisionWarning)]
+        assert not unusable, [str(w.message) for w in unusable]
+
+
+def test_a_runtime_the_file_fails_on_is_warned_of_by_that_runtime_only(orient, tmp_path):
+    """Item 4: an int8 file is judged on every runtime that reads it, and load() warns through the runtime
+    whose verdict is NOT USABLE, not through the one that holds it."""
+    copied(orient, tmp_path)
+    done = ptx("export", "orient.onnx", "--format", "onnx-int8", "--calibration", "inputs.npz", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "orient.int8.onnx"
+    proto = onnx.load(str(path))
+    strings = {p.key[4:]: p.value for p in proto.metadata_props if p.key.startswith("ptx.")}
+    ours = recorded_verdicts(strings)
+    assert set(ours) == {"ort-cpu-int8", "openvino-int8"} and ours["ort-cpu-int8"].evidence == "inputs"
+    broken = Verdict("openvino-int8", NOT_USABLE, "inputs", "50 samples held out", ["scores: argmax agrees on 90.0%"],
+                     by="export")
+    for p in proto.metadata_props:  # as if OpenVINO had broken what ONNX Runtime holds
+        if p.key == "ptx.verdict":
+            p.value = json.dumps({**{k: v.to_dict() for k, v in ours.items()}, "openvino-int8": broken.to_dict()})
+    onnx.save(proto, str(tmp_path / "edited.int8.onnx"))
+    with _no_unusable_warning([]):
+        load(tmp_path / "edited.int8.onnx", "ort-cpu", precision="int8").close()
+    with pytest.warns(UnusablePrecisionWarning, match=r"judged NOT USABLE through openvino-int8 by `ptx export` "
+                                                      r"\(scores: argmax agrees on 90.0%\)"):
+        load(tmp_path / "edited.int8.onnx", "openvino", precision="int8").close()
+
+
+def test_verify_on_generated_noise_does_not_count_near_ties(orient, tmp_path):
+    """The classifier's int8 (calibrated on its real pages) judged on generated noise: every row is a
+    near-tie of f32's own, so its scores are judged by their relative error, not by argmax flips."""
+    copied(orient, tmp_path)
+    assert ptx("export", "orient.onnx", "--format", "onnx-int8", "--calibration", "inputs.npz",
+               cwd=tmp_path).returncode == 0
+    shown = ptx("verify", "orient.onnx", "--backends", "ort-cpu,ort-cpu-int8", "--json", cwd=tmp_path)
+    [row] = [r for r in json.loads(shown.stdout)["rows"] if r["precision"] == "int8"]
+    assert row["verdict"]["evidence"] == "generated"
+    assert "all 8 rows near-ties" in row["verdict"]["measured"] and "judged by relative error" in \
+        row["verdict"]["measured"], row["verdict"]
+    # where export (your inputs) and verify (generated ones) find otherwise, verify says so and why
+    notes = json.loads(shown.stdout)["notes"]
+    if row["status"] != recorded_verdicts(meta(tmp_path / "orient.int8.onnx"))["ort-cpu-int8"].status:
+        assert any("give --inputs with your samples" in n for n in notes), notes
