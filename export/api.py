@@ -9,6 +9,7 @@ Export comes before infer in ptx's flow, so it does not import infer's models: t
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -217,7 +218,9 @@ def _judge_reduced_file(fmt, path: Path, open_predictor: OpenModel, model, ckpt:
         def judged(bound):
             judgement, data["name"] = judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt,
                                                     notice=log, eager=eager, max_drop=bound)
-            return judgement
+            said = (f"{judgement.samples:,} real {data['name']} test samples as `ptx verify` draws them: "
+                    f"{judgement.describe()}")  # what the judge ran on, as the line and the record say it
+            return SimpleNamespace(unusable=judgement.unusable, describe=lambda: said)
         labels = judged(None)
         return [("labels", labels)] + ([("bound", judged(max_drop))] if max_drop is not None else [])
 

@@ -58,9 +58,11 @@ def test_int8_export_and_verify_give_one_verdict(int8_export):
     root, result = int8_export
     report = verify("convnet", backends=["ort-cpu-int8"], root=root, notice=lambda _: None)
     [row] = report.rows
-    judged = result.judgement
-    assert result.judged_by == "ort-cpu-int8" and judged.samples == report.samples == 1000
-    assert (judged.label_agreement, judged.accuracy) == (row.argmax_agreement, row.accuracy)
+    judged = result.judgement  # the verdict record (ptx.contract.verdict), the same as verify's row makes
+    assert result.judged_by == "ort-cpu-int8" and report.samples == 1000
+    assert judged.evidence == row.verdict.evidence == "labels"
+    assert judged.measured.startswith("1,000 real ") and judged.measured.endswith(row.verdict.measured)
+    assert f"labels agree with eager on {100 * row.argmax_agreement:.1f}%, accuracy {row.accuracy:.4f}" in judged.measured
     assert judged.status == row.status, f"export: {judged.status} {judged.unusable}; verify: {row.status} {row.reasons}"
 
 

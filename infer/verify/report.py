@@ -343,8 +343,7 @@ def _heading(report: Report) -> list[str]:
     if reduced:
         gate = (f"labels agree on >= {100 * MIN_LABEL_AGREEMENT:.0f}%, accuracy at most {MAX_ACCURACY_DROP:g} lower"
                 if report.samples else f"class scores keep their argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of "
-                f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}"
-                f"; near-ties (f32's top-two margin < {NEAR_TIE_MARGIN:g}) not counted")
+                f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}")
         lines.append(f"{'/'.join(reduced)}: {gate}")
         # what decided each reduced row, where it is not that gate: the bound its file was made to hold
         lines += [f"{r.label}: {r.verdict.describe()}" for r in report.rows
