@@ -29,20 +29,23 @@ import torch
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
+from ptx.contract.metadata import from_props
 from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.verdict import verdict_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from .examples import describe, example_signature, named_outputs
 from .factory import load_state_dict_file
 from .formats import get as get_format
-from .formats.onnx import Exporter, check_opset
+from .formats.onnx import Exporter, check_opset, save_with_metadata
 from .formats.pt2 import DEVICES as PT2_DEVICES, check_device
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
-from .validate import Case, ExportResult, OpenModel, check_file, result_of
+from .judged import judge_on_runtimes, verdict_line
+from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -113,8 +116,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     axis), with seeded inputs; an output beyond its dtype's tolerance is a ValidationError (exit 1)
     naming the format, the batch, the output and its error, and nothing is kept. int8 is quantized
     dynamically (the module comes without samples to calibrate on) and checked to run with finite
-    outputs of the right shapes; its accuracy is yours to judge on real data (or quantize the
-    exported model.onnx with `ptx export model.onnx --format onnx-int8 --calibration SAMPLES.npz`).
+    outputs of the right shapes, and given the one verdict (ptx.contract.verdict) by the generated
+    cases alone, said so and recorded in it; its accuracy is yours to judge on real data (or quantize
+    the exported model.onnx with `ptx export model.onnx --format onnx-int8 --calibration SAMPLES.npz`).
     An exporter's refusal is a PtxError naming the operator or the line of your code. The module
     is put in eval mode. Returns a ModuleExportResult.
     """
@@ -170,6 +174,11 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                              fmt.precision == "f32")
             result.files.append(done)
             log(_describe(done, tolerance(signature.output(done.worst.name), on)))
+            if fmt.precision != "f32":  # one verdict, as any reduced file gets: here by generated inputs only
+                done.verdicts = _judge_reduced(fmt, path, open_model, signature, cases, log)
+                done.judgement, done.judged_by = done.verdicts[0], done.verdicts[0].label
+                for verdict in done.verdicts:
+                    log(verdict_line(verdict, f"do not use {fmt.precision} for {name} (serve model.onnx)"))
         if not reference:
             return result
         produced_by = f"eager PyTorch (torch {torch.__version__})"
@@ -180,6 +189,24 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _judge_reduced(fmt, path: Path, open_model, signature, cases, log) -> list:
+    """A reduced file's verdict on every runtime that reads it, against eager's answers on the
+    validation cases (generated: a module comes without samples), recorded in the file."""
+    import onnx
+
+    def evidence(backend: str) -> list:
+        answers = check_file(fmt, path, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
+                             backend=backend)[1]
+        return [("generated", judge_tensors(answers, cases, signature, fmt.precision,
+                                            f"{len(cases)} generated cases, against eager"))]
+
+    verdicts = judge_on_runtimes(fmt, evidence, log)
+    proto = onnx.load(str(path))
+    recorded = from_props({p.key: p.value for p in proto.metadata_props})
+    save_with_metadata(proto, path, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
+    return verdicts
 
 
 def _check_formats(formats: Sequence[str], device: str) -> list[str]:

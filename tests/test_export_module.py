@@ -428,6 +428,10 @@ def test_pt2_and_int8_on_request(tmp_path):
     int8_strings = metadata(int8.path)
     assert int8_strings["precision"] == "int8" and int8_strings["weights_sha256"] == digest_of(int8.path, "onnx")
     assert any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in onnx.load(str(int8.path)).graph.node)
+    # the one verdict, as any reduced file gets, by the generated cases alone (a module comes without samples)
+    recorded = json.loads(int8_strings["verdict"])
+    assert recorded["ort-cpu-int8"]["evidence"] == "generated" and int8.judgement.label == "ort-cpu-int8"
+    assert int8_strings["judgement"] == int8.judgement.status == recorded["ort-cpu-int8"]["status"]
 
 
 def test_one_weight_changed_after_export_is_caught_by_the_kept_reference_and_against_torchscript(cli_exports,
