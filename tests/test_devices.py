@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ptx.cuda_math import RNN_WEIGHT_WARNING, current, fp32_math, quiet_rnn_weight_warning
-from ptx.export.formats.torchscript import load as load_torchscript
 from ptx.infer import backends as registry
+from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.infer.runtime import ort_runner
 from ptx.infer.runtime import ort_session
 from ptx.infer.runtime import torch_runner

@@ -14,10 +14,11 @@ PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "e
             "infer": "ptx.infer", "serve": "ptx.serve"}
 STAGES = ["contract", "models", "trainers", "export", "infer", "serve", "cli"]
 # Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
-# what the tutorial references mean, this machine's CPU, the optional extras, and the scoped CUDA math
-# settings (torch imported inside its functions only).
+# what the tutorial references mean, this machine's CPU, the optional extras, the scoped CUDA math
+# settings (torch imported inside its functions only), a step run in a child process, and the
+# silencing of torch's notices around torch.jit and Inductor (export writes, infer loads).
 BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials", "ptx.machine", "ptx.extras",
-        "ptx.cuda_math"}
+        "ptx.cuda_math", "ptx.child", "ptx.torch_quiet"}
 
 
 def stage_of(module: str) -> str | None:
@@ -75,6 +76,18 @@ def test_no_stage_imports_a_later_one():
             if there is not None and STAGES.index(there) > here:
                 back_arrows.append(f"{module} ({stage_of(module)}) imports {target} ({there})")
     assert back_arrows == []
+
+
+def test_infer_and_serve_never_import_export():
+    """Export comes before infer, yet infer has no reason to reach into it: what both need lies in the
+    contract or a base module (ptx.child, the default formats, provenance), the torch file loaders
+    sit beside their runtime (infer/runtime/torch_files.py), and export's validation receives its
+    opener handed in. Lazy imports inside functions count (the walker reads every import node)."""
+    reaching = sorted(f"{module} imports {target}" for module, is_package, path in modules()
+                      if stage_of(module) in ("infer", "serve")
+                      for target in imports_of(module, is_package, path)
+                      if target == "ptx.export" or target.startswith("ptx.export."))
+    assert reaching == []
 
 
 def test_the_check_catches_a_back_arrow(tmp_path):

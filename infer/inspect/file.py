@@ -314,10 +314,10 @@ def _int8(operators: Counter) -> str:
 
 
 def _torchscript_parameters(path: Path) -> int | None:
-    from ptx.export.formats.torchscript import load
+    from ..runtime.torch_files import load_torchscript  # imports torch: only for a TorchScript file
 
     try:
-        module, _ = load(path)
+        module, _ = load_torchscript(path)
     except Exception:  # noqa: BLE001 - the backend line says why it does not load
         return None
     return sum(p.numel() for p in module.parameters())

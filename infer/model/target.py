@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, twin_name
+from ptx.child import ChildCrashError, run_child
 from ptx.errors import MissingArtifactError, PtxError
 from ptx.files import is_file
 
@@ -182,7 +183,6 @@ class Target:
         """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all
         in one child first (one interpreter start, ~0.7 s here), one by one after a crash."""
         from ptx.contract.tensors import as_declarations
-        from ptx.export.child import ChildCrashError, run_child
 
         if self.is_run or not variants or self.found.metadata:
             return {}
