@@ -90,6 +90,35 @@ def test_infer_and_serve_never_import_export():
     assert reaching == []
 
 
+def target_of_calls(path: Path) -> list[tuple[str | None, int]]:
+    """(the enclosing top-level function or class, line) of every ``Target.of(...)`` call in ``path``."""
+    found = []
+    for top in ast.parse(path.read_text(), str(path)).body:
+        for node in ast.walk(top):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "of":
+                owner = node.func.value
+                if (isinstance(owner, ast.Name) and owner.id == "Target") or \
+                        (isinstance(owner, ast.Attribute) and owner.attr == "Target"):
+                    found.append((getattr(top, "name", None), node.lineno))
+    return found
+
+
+def test_the_argument_is_decided_where_it_enters():
+    """Issue 57: a command's argument becomes a Target once, where it enters (the CLI's commands and
+    ptx.infer.load), and the engines (verify, bench, inspect) receive that Target: a second
+    Target.of inside them could decide the same argument another way."""
+    elsewhere = [f"{module}:{line} ({where})" for module, _, path in modules() for where, line in target_of_calls(path)
+                 if not module.startswith("ptx.cli.") and module != "ptx.infer.model.target"  # Target itself
+                 and (module, where) != ("ptx.infer.model.opening", "load")]
+    assert elsewhere == []
+
+
+def test_the_target_check_finds_a_call(tmp_path):
+    bad = tmp_path / "engine.py"
+    bad.write_text("def run(x):\n    from .target import Target\n    return [target.Target.of(x), Target.of(x)]\n")
+    assert target_of_calls(bad) == [("run", 3), ("run", 3)]
+
+
 def test_the_check_catches_a_back_arrow(tmp_path):
     """The walker itself works: a trainer importing infer is found."""
     bad = tmp_path / "loop.py"

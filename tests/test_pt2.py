@@ -16,6 +16,7 @@ from ptx.contract.metadata import from_props, from_strings
 from ptx.contract.transforms import to_model_input
 from ptx.export.formats import default_formats, get as get_format, list_formats
 from ptx.infer import load
+from ptx.infer.model.target import Target
 from ptx.models import get, list_models
 
 
@@ -146,7 +147,7 @@ def test_verify_shows_an_aoti_row_that_passes(runs, name):
 def test_bench_times_aoti_next_to_the_bare_package_call(runs):
     from ptx.infer.bench.timing import bench
 
-    rows = bench("convnet", backends=["aoti"], batch_sizes=(1, 8), root=runs.with_pt2("convnet").parent,
+    rows = bench(Target.of("convnet", root=runs.with_pt2("convnet").parent), backends=["aoti"], batch_sizes=(1, 8),
                  warmup=2, seconds=0.05).rows
     assert {r.runner for r in rows} == {"aoti-cpu", "bare aoti_load_package call (aoti-cpu)"}
     assert all(r.p50_us > 0 for r in rows) and all(r.overhead > 0 for r in rows if r.runner == "aoti-cpu")
