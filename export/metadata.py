@@ -6,46 +6,20 @@ import time
 
 from ptx import __version__
 from ptx.contract import Contract
-from ptx.contract.metadata import to_strings
+from ptx.contract.metadata import provenance, to_strings
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import SIGNATURE_KEY
-
-
-def provenance(ckpt: dict, checkpoint_sha256: str) -> dict[str, str]:
-    """Where an artifact came from: plain strings, none of which inference relies on."""
-    import torch
-
-    metrics = ckpt.get("metrics", {})
-    values = {
-        "ptx_version": __version__,
-        "dataset": ckpt.get("dataset", {}).get("name"),
-        "test_accuracy": metrics.get("final_test_accuracy"),
-        "test_mse": metrics.get("final_test_mse"),
-        "epochs": ckpt.get("epoch"),
-        "augment": _augment(ckpt),
-        "checkpoint_sha256": checkpoint_sha256,
-        "torch_version": str(torch.__version__),
-        "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    return {k: v if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
-            for k, v in values.items() if v is not None}
-
-
-def _augment(ckpt: dict) -> str | None:
-    """The augmentation the weights were trained with, for people choosing between runs (JSON);
-    inference ignores it."""
-    config = ckpt.get("config")
-    augment = config.get("augment") if isinstance(config, dict) else None
-    return json.dumps(augment, sort_keys=True) if isinstance(augment, dict) else None
 
 
 def artifact_strings(contract: Contract, ckpt: dict, checkpoint_sha256: str, raw_input=None) -> dict[str, str]:
     """A tutorial model's strings: its contract (the head), its tensor signature (what a user's own
     model records too, so every tool reads any ptx export by its tensors) and provenance. The
     format writers add the weights digest (ptx.contract.weights)."""
+    import torch
+
     signature = signature_of_contract(contract, raw_input)
-    return {**to_strings(contract, provenance(ckpt, checkpoint_sha256), raw_input=raw_input),
+    return {**to_strings(contract, provenance(ckpt, checkpoint_sha256, torch.__version__), raw_input=raw_input),
             SIGNATURE_KEY: json.dumps(signature.to_dict(), separators=(",", ":"))}
 
 

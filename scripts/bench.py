@@ -35,6 +35,7 @@ from ptx.contract import NormalizeStep
 from ptx.export.api import export_model
 from ptx.infer import open_artifact
 from ptx.infer.bench.timing import bench, to_markdown
+from ptx.infer.model.target import Target
 from ptx.models import get
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, make_loss, make_optimizer, to_model_layout, train
@@ -152,10 +153,12 @@ def fastest_section(root: Path, seconds: float) -> str:
     lines = ["| " + " | ".join(header) + " |", "| --- | ---: |" + " ---: |" * (len(header) - 2)]
     for name in FASTEST_MODELS:
         print(f"verify and bench {name} ...", file=sys.stderr)
-        report = verify(name, backends=["eager", "ort-cpu", "openvino"], root=root, notice=lambda _: None)
+        report = verify(Target.of(name, root=root, verifying=True),
+                        backends=["eager", "ort-cpu", "openvino"], notice=lambda _: None)
         verdicts = {v.label: v for v in report.rows}
         verified = {label for label, v in verdicts.items() if v.ok}
-        rows = bench(name, backends=["ort-cpu", "openvino"], batch_sizes=(1, 1024), root=root, seconds=seconds).rows
+        rows = bench(Target.of(name, root=root),
+                     backends=["ort-cpu", "openvino"], batch_sizes=(1, 1024), seconds=seconds).rows
         accuracy = "; ".join(f"{verdicts[k].accuracy:.4f}" if k in verdicts else "-"
                              for k in ("eager-cpu" if "eager-cpu" in verdicts else "eager", "ort-cpu-int8",
                                        "openvino-bf16"))
@@ -261,7 +264,7 @@ def main() -> None:
         tables, results = [], {}
         for name in ("convnet", "lstm"):
             print(f"ptx bench {name} ...", file=sys.stderr)
-            timed = bench(name, root=root, batch_sizes=(1, 64, 1024), seconds=args.seconds)
+            timed = bench(Target.of(name, root=root), batch_sizes=(1, 64, 1024), seconds=args.seconds)
             rows, skipped = timed.rows, timed.skipped
             tables.append(to_markdown(name, rows, skipped))
             results[name] = {(r.runner, r.batch): r for r in rows}

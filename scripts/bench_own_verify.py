@@ -65,10 +65,11 @@ def wall(cmd: list[str]) -> float:
 
 def phases(model: Path) -> list[tuple[str, float]]:
     """One verify in this process: the seconds from each progress line to the next."""
+    from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import verify
 
     marks = [("start", time.perf_counter())]
-    report = verify(model, progress=lambda msg: marks.append((msg, time.perf_counter())))
+    report = verify(Target.of(model, verifying=True), progress=lambda msg: marks.append((msg, time.perf_counter())))
     marks.append(("done", time.perf_counter()))
     assert report.ok, report.table()
     return [(msg, end - start) for (msg, start), (_, end) in zip(marks[1:], marks[2:])]

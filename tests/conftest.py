@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ptx.export.api import export_model
-from ptx.export.child import ChildCrashError
+from ptx.child import ChildCrashError
 from ptx.infer import open_artifact
 from ptx.models import get, list_models
 from ptx.trainers.data import load_dataset

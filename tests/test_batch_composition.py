@@ -18,6 +18,7 @@ import serving
 from ptx.contract.schema import Tolerance
 from ptx.infer import load
 from ptx.infer.verify.batch_composition import check_batch_composition
+from ptx.infer.model.target import Target
 
 TOLERANCE = Tolerance(1e-5, 1e-4)
 
@@ -111,8 +112,8 @@ def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch
 
     batch_mean_model(tmp_path)
     linear_model(tmp_path)
-    bad = verify(tmp_path / "batchnorm_in_training.onnx", backends=["ort-cpu", "openvino"])
-    good = verify(tmp_path / "linear.onnx", backends=["ort-cpu", "openvino"])
+    bad = verify(Target.of(tmp_path / "batchnorm_in_training.onnx", verifying=True), backends=["ort-cpu", "openvino"])
+    good = verify(Target.of(tmp_path / "linear.onnx", verifying=True), backends=["ort-cpu", "openvino"])
     checked = {r.backend: r.composition for r in bad.rows if r.composition is not None}
     assert {b: c.batch for b, c in checked.items()} == {"ort-cpu": 5, "openvino": 5}
     assert bad.exit_status == 1 and bad.summary().startswith(
@@ -127,7 +128,8 @@ def test_verify_of_a_file_has_a_row_per_backend_against_itself_and_fails_a_batch
 def test_verify_of_a_tutorial_model_checks_every_f32_row_alone_against_its_largest_batch(runs):
     from ptx.infer.verify.verify import verify
 
-    report = verify("mlp", backends=["eager", "ort-cpu", "openvino"], samples=20, root=runs.ready("mlp"),
+    report = verify(Target.of("mlp", root=runs.ready("mlp"), verifying=True),
+                    backends=["eager", "ort-cpu", "openvino"], samples=20,
                     notice=lambda _: None)
     checked = [v for v in report.rows if v.composition is not None]
     assert {v.backend for v in checked} == {"eager", "ort-cpu", "openvino"} and all(v.composition.ok for v in checked)

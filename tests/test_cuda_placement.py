@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ptx.infer.runtime.cuda_placement import (NO_KERNEL, SHAPE_HEURISTIC, cuda_placement, kernel_registry,
                                       placement_of_graph)
+from ptx.infer.model.target import Target
 from ptx.models import get
 
 RECURRENT_MODELS = ("lstm", "rnn-hello", "gru-classifier")
@@ -170,7 +171,8 @@ def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
     why = cuda_unavailable()
     if why is None:
         pytest.skip("ort-cuda runs here: verify compares it instead")
-    report = verify("lstm", backends=["ort-cpu", "ort-cuda"], samples=20, root=runs.ready("lstm"), notice=lambda _: None)
+    report = verify(Target.of("lstm", root=runs.ready("lstm"), verifying=True),
+                    backends=["ort-cpu", "ort-cuda"], samples=20, notice=lambda _: None)
     placed = cuda_placement(runs.trained("lstm") / "model.onnx").describe()
     assert placed.startswith("all ") and " nodes on CUDA" in placed
     # The f32 row and the tf32 row read the same file: both show its placement.
@@ -183,7 +185,8 @@ def test_verify_shows_ort_cudas_static_placement_where_it_cannot_run(runs):
     from ptx.errors import NothingToCompareError
 
     with pytest.raises(NothingToCompareError):  # a static placement alone is not a comparison
-        verify("lstm", backends=["ort-cuda"], samples=20, root=runs.ready("lstm"), notice=lambda _: None)
+        verify(Target.of("lstm", root=runs.ready("lstm"), verifying=True),
+               backends=["ort-cuda"], samples=20, notice=lambda _: None)
 
 
 def test_the_nodes_inside_if_bodies_are_counted_and_checked(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ptx.cuda_math import RNN_WEIGHT_WARNING, current, fp32_math, quiet_rnn_weight_warning
-from ptx.export.formats.torchscript import load as load_torchscript
 from ptx.infer import backends as registry
+from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.infer.runtime import ort_runner
 from ptx.infer.runtime import ort_session
 from ptx.infer.runtime import torch_runner
@@ -19,6 +19,7 @@ from ptx.infer.model.opening import load, open_artifact
 from ptx.contract import Tolerance
 from ptx.contract.comparison import OutputAgreement, judge_reduced_precision
 from ptx.infer.verify.report import Report, Row
+from ptx.infer.model.target import Target
 
 
 def device_constants(module) -> list[str]:
@@ -167,7 +168,8 @@ def test_tf32_rows_are_judged_by_labels_and_accuracy_like_bf16():
 def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
     from ptx.infer.verify.verify import verify
 
-    report = verify("convnet", backends=["eager", "ort-cpu", "ort-cuda"], samples=50, root=runs.ready("convnet"),
+    report = verify(Target.of("convnet", root=runs.ready("convnet"), verifying=True),
+                    backends=["eager", "ort-cpu", "ort-cuda"], samples=50,
                     notice=lambda _: None)
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the tf32 rows run")

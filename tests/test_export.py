@@ -16,9 +16,9 @@ from ptx.contract.weights import digest_of
 from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationError
 from ptx.export import formats
 from ptx.export.api import export_model
-from ptx.export.formats import torchscript
 from ptx.export.formats.onnx import symbolic_dims
 from ptx.infer import open_artifact
+from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.models import get
 
 QUIET = dict(log=lambda _: None, open_predictor=open_artifact)
@@ -46,7 +46,7 @@ def test_metadata_round_trips(runs, model_name):
     run_dir = runs.trained(model_name)
     props = {p.key: p.value for p in onnx.load(str(run_dir / "model.onnx")).metadata_props}
     onnx_strings = from_props(props)
-    _, ts_text = torchscript.load(run_dir / "model.torchscript.pt")
+    _, ts_text = load_torchscript(run_dir / "model.torchscript.pt")
     ts_strings = json.loads(ts_text)
     contract = get(model_name).contract(runs.dataset(model_name).name)
     for strings in (onnx_strings, ts_strings):

@@ -24,6 +24,7 @@ from ptx.contract.weights import digest_of
 from ptx.errors import OtherCpuWarning, UnusablePrecisionWarning
 from ptx.infer import load
 from ptx.infer.verify.verify import verify
+from ptx.infer.model.target import Target
 from ptx.machine import describe_cpu
 
 
@@ -107,7 +108,8 @@ def test_an_onnx_file_becomes_int8_calibrated_on_inputs_generated_from_its_signa
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
     assert strings["cpu"] == describe_cpu() and int8.elsewhere is None
     # verify of the f32 file judges its int8 twin against it (the reference's backend at int8 is a row, not it)
-    report = verify(str(tmp_path / "residual.onnx"), backends=["ort-cpu", "ort-cpu-int8"], notice=lambda _: None)
+    report = verify(Target.of(str(tmp_path / "residual.onnx"), verifying=True),
+                    backends=["ort-cpu", "ort-cpu-int8"], notice=lambda _: None)
     [row] = [r for r in report.rows if r.precision == "int8"]
     assert not row.is_reference and row.against == "ort-cpu" and row.outputs and row.ok, row
     # Carried to a machine with another kind of CPU, the int8 file says its speed was measured elsewhere.

@@ -28,7 +28,7 @@ from ptx.contract.tensors import Signature
 from ptx.contract.weights import digest_of
 from ptx.errors import PtxError, ValidationError
 from ptx.export import export_module
-from ptx.export.formats import torchscript
+from ptx.infer.runtime.torch_files import load_pt2, load_torchscript
 from ptx.export.factory import load_factory, load_state_dict_file
 from ptx.infer import load
 
@@ -109,7 +109,7 @@ def one_line(result, code: int) -> str:
 def metadata(path: Path) -> dict[str, str]:
     if path.suffix == ".onnx":
         return from_props({p.key: p.value for p in onnx.load(str(path)).metadata_props})
-    return json.loads(torchscript.load(path)[1])
+    return json.loads(load_torchscript(path)[1])
 
 
 @pytest.fixture(scope="module")
@@ -420,9 +420,7 @@ def test_pt2_and_int8_on_request(tmp_path):
                            output_names=["y"], log=lambda _: None)
     pt2, int8 = result.files
     assert (pt2.format, pt2.judged, int8.format, int8.judged) == ("pt2", True, "onnx-int8", False)
-    from ptx.export.formats.pt2 import load as load_package
-
-    _, strings, device = load_package(pt2.path)
+    _, strings, device = load_pt2(pt2.path)
     assert strings["weights_sha256"] == digest_of(pt2.path, "pt2") and device == "cpu"
     assert load(pt2.path).run({"x": np.ones((5, 16), np.float32)})["y"].shape == (5, 5)
     int8_strings = metadata(int8.path)

@@ -14,10 +14,11 @@ PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "e
             "infer": "ptx.infer", "serve": "ptx.serve"}
 STAGES = ["contract", "models", "trainers", "export", "infer", "serve", "cli"]
 # Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
-# what the tutorial references mean, this machine's CPU, the optional extras, and the scoped CUDA math
-# settings (torch imported inside its functions only).
+# what the tutorial references mean, this machine's CPU, the optional extras, the scoped CUDA math
+# settings (torch imported inside its functions only), a step run in a child process, and the
+# silencing of torch's notices around torch.jit and Inductor (export writes, infer loads).
 BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials", "ptx.machine", "ptx.extras",
-        "ptx.cuda_math"}
+        "ptx.cuda_math", "ptx.child", "ptx.torch_quiet"}
 
 
 def stage_of(module: str) -> str | None:
@@ -75,6 +76,47 @@ def test_no_stage_imports_a_later_one():
             if there is not None and STAGES.index(there) > here:
                 back_arrows.append(f"{module} ({stage_of(module)}) imports {target} ({there})")
     assert back_arrows == []
+
+
+def test_infer_and_serve_never_import_export():
+    """Export comes before infer, yet infer has no reason to reach into it: what both need lies in the
+    contract or a base module (ptx.child, the default formats, provenance), the torch file loaders
+    sit beside their runtime (infer/runtime/torch_files.py), and export's validation receives its
+    opener handed in. Lazy imports inside functions count (the walker reads every import node)."""
+    reaching = sorted(f"{module} imports {target}" for module, is_package, path in modules()
+                      if stage_of(module) in ("infer", "serve")
+                      for target in imports_of(module, is_package, path)
+                      if target == "ptx.export" or target.startswith("ptx.export."))
+    assert reaching == []
+
+
+def target_of_calls(path: Path) -> list[tuple[str | None, int]]:
+    """(the enclosing top-level function or class, line) of every ``Target.of(...)`` call in ``path``."""
+    found = []
+    for top in ast.parse(path.read_text(), str(path)).body:
+        for node in ast.walk(top):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "of":
+                owner = node.func.value
+                if (isinstance(owner, ast.Name) and owner.id == "Target") or \
+                        (isinstance(owner, ast.Attribute) and owner.attr == "Target"):
+                    found.append((getattr(top, "name", None), node.lineno))
+    return found
+
+
+def test_the_argument_is_decided_where_it_enters():
+    """Issue 57: a command's argument becomes a Target once, where it enters (the CLI's commands and
+    ptx.infer.load), and the engines (verify, bench, inspect) receive that Target: a second
+    Target.of inside them could decide the same argument another way."""
+    elsewhere = [f"{module}:{line} ({where})" for module, _, path in modules() for where, line in target_of_calls(path)
+                 if not module.startswith("ptx.cli.") and module != "ptx.infer.model.target"  # Target itself
+                 and (module, where) != ("ptx.infer.model.opening", "load")]
+    assert elsewhere == []
+
+
+def test_the_target_check_finds_a_call(tmp_path):
+    bad = tmp_path / "engine.py"
+    bad.write_text("def run(x):\n    from .target import Target\n    return [target.Target.of(x), Target.of(x)]\n")
+    assert target_of_calls(bad) == [("run", 3), ("run", 3)]
 
 
 def test_the_check_catches_a_back_arrow(tmp_path):

@@ -24,6 +24,7 @@ from ptx.infer import load, open_artifact
 from ptx.contract.comparison import OutputAgreement
 from ptx.infer.verify.report import RULE, Report, Row
 from ptx.infer.verify.verify import verify
+from ptx.infer.model.target import Target
 from ptx.models import get
 from ptx.trainers.checkpoint import checkpoint_bytes
 from ptx.trainers.loop import TrainConfig, train
@@ -107,7 +108,7 @@ def test_a_reduced_precision_row_below_its_gate_is_not_usable_unless_it_was_aske
 def test_verify_before_any_export_says_what_to_export_and_exits_2(runs, tmp_path):
     copy_run(runs, "cnn-basic", tmp_path / "cnn-basic", files=("checkpoint.pt",))
     with pytest.raises(NothingToCompareError, match=r"holds no export yet; run `ptx export cnn-basic`"):
-        verify("cnn-basic", root=tmp_path, samples=20, notice=lambda _: None)
+        verify(Target.of("cnn-basic", root=tmp_path, verifying=True), samples=20, notice=lambda _: None)
     result = ptx("verify", "cnn-basic", "--root", tmp_path, "--samples", "20")
     assert result.returncode == 2 and "all agree" not in result.stdout
     assert "run `ptx export cnn-basic` first" in one_error_line(result)
@@ -205,7 +206,8 @@ def test_export_into_a_run_folder_exports_that_run_and_verify_finds_it_with_run(
     assert log[0].startswith(f"checkpoint: {quick / 'checkpoint.pt'} (")
     predictor = load("logreg", run=quick)
     assert predictor.info.get("checkpoint_sha256") == file_sha256(quick / "checkpoint.pt")
-    report = verify("logreg", run=quick, backends=["ort-cpu"], samples=50, notice=lambda _: None)
+    report = verify(Target.of("logreg", run=quick, verifying=True),
+                    backends=["ort-cpu"], samples=50, notice=lambda _: None)
     assert report.ok and [v.backend for v in report.rows] == ["ort-cpu"]
 
 

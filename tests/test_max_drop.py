@@ -26,6 +26,7 @@ from ptx.export.file import export_int8_file
 from ptx.extras import missing_part
 from ptx.infer import load, open_artifact
 from ptx.infer.locate.triage_run import rank_int8
+from ptx.infer.model.target import Target
 from test_export_file import Outlier, meta, onnx_file, ptx, refused
 
 NO_NNCF = missing_part("nncf")
@@ -238,7 +239,7 @@ def test_max_drop_holds_on_the_real_test_samples_and_verify_judges_by_it(mlp, fm
     assert "(--max-drop 0.5)" in result.judgement.measured
     label = "ort-cpu-int8" if fmt == "onnx-int8" else "openvino-int8"
     assert json.loads(strings["verdict"])[label]["evidence"] == "bound"
-    report = verify("mlp", backends=[label], run=mlp, notice=lambda _: None)
+    report = verify(Target.of("mlp", run=mlp, verifying=True), backends=[label], notice=lambda _: None)
     [row] = [r for r in report.rows if r.label == label]
     assert row.max_drop == 0.5 and row.status == "PASS" and abs(row.accuracy - value) < 1e-9
     assert (row.verdict.evidence, row.verdict.rechecked) == ("bound", True)  # measured again on the real samples

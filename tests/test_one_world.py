@@ -44,7 +44,7 @@ def ptx(*args, cwd=None):
 
 def test_a_users_file_runs_openvino_bf16_judged_by_its_tensors(tmp_path):
     path = classifier_onnx(tmp_path / "own.onnx")
-    report = verify(path, backends=["ort-cpu", "openvino-bf16"], notice=lambda _: None)
+    report = verify(Target.of(path, verifying=True), backends=["ort-cpu", "openvino-bf16"], notice=lambda _: None)
     if openvino_unavailable():
         pytest.skip(f"openvino is not installed here: {openvino_unavailable()}")
     rows = {r.label: r for r in report.rows}
@@ -69,7 +69,7 @@ def test_a_users_int8_twin_is_found_beside_it_and_triaged(tmp_path):
         target.file_for(int8)
     quantize_dynamic(str(path), str(tmp_path / "own.int8.onnx"), weight_type=QuantType.QInt8)
     assert target.file_for(int8) == tmp_path / "own.int8.onnx"
-    report = verify(path, backends=["ort-cpu", "ort-cpu-int8"], notice=lambda _: None)
+    report = verify(Target.of(path, verifying=True), backends=["ort-cpu", "ort-cpu-int8"], notice=lambda _: None)
     row = next(r for r in report.rows if r.label == "ort-cpu-int8")
     assert row.cases and row.precision == "int8" and not row.error
     result = ptx("verify", path, "--backends", "ort-cpu,ort-cpu-int8", "--locate")
@@ -80,11 +80,13 @@ def test_a_users_int8_twin_is_found_beside_it_and_triaged(tmp_path):
 def test_a_tutorial_model_takes_against_inputs_seed_and_strict(runs, tmp_path):
     root = runs.ready("convnet")
     other = root / "convnet" / "model.torchscript.pt"
-    report = verify("convnet", root=root, backends=["eager", "ort-cpu"], against=other, strict=True,
+    report = verify(Target.of("convnet", root=root, verifying=True),
+                    backends=["eager", "ort-cpu"], against=Target.of(other), strict=True,
                     notice=lambda _: None)
     held = next(r for r in report.rows if r.backend == "model.torchscript.pt (torchscript-cpu)")
     assert held.ok and held.outputs and report.strict and report.exit_status == 0, report.table()
-    seeded = verify("convnet", root=root, backends=["eager", "ort-cpu"], seed=3, notice=lambda _: None)
+    seeded = verify(Target.of("convnet", root=root, verifying=True),
+                    backends=["eager", "ort-cpu"], seed=3, notice=lambda _: None)
     assert seeded.samples == 0 and seeded.inputs.startswith("generated, seed 3") and seeded.ok
     saved = tmp_path / "cases.npz"
     result = ptx("verify", "convnet", "--root", root, "--backends", "eager,ort-cpu", "--samples", "50",

@@ -292,7 +292,7 @@ def test_files_that_are_not_models_are_one_line_each(own_models, tmp_path):
 
 def test_a_runtime_crash_on_a_foreign_file_is_one_line(own_models, monkeypatch):
     """The child process a foreign file is first opened in dies: ptx says so and lives."""
-    from ptx.export.child import ChildCrashError
+    from ptx.child import ChildCrashError
     from ptx.infer.model import opening as api
 
     monkeypatch.setattr(api, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
@@ -327,11 +327,12 @@ def test_ptx_metadata_copied_onto_another_model_is_refused(runs, own_models, tmp
 
 def test_ptx_json_copied_onto_another_torchscript_file_is_refused(runs, own_models, tmp_path):
     """The same for TorchScript: convnet's ptx.json inside the zoo's residual network."""
-    from ptx.export.formats import torchscript
+    from ptx.infer.runtime.torch_files import load_torchscript
+    from ptx.torch_quiet import quiet_jit
 
-    _, text = torchscript.load(runs.ready("convnet") / "convnet" / "model.torchscript.pt")
+    _, text = load_torchscript(runs.ready("convnet") / "convnet" / "model.torchscript.pt")
     assert "weights_sha256" in json.loads(text)
-    with torchscript.quiet_jit():
+    with quiet_jit():
         module = torch.jit.load(str(own_models["residual.pt"]))
         path = tmp_path / "model.torchscript.pt"
         torch.jit.save(module, str(path), _extra_files={"ptx.json": text})
@@ -344,7 +345,8 @@ def test_ptx_json_copied_onto_another_torchscript_file_is_refused(runs, own_mode
 
 def test_exports_written_before_digests_load_as_before(runs, tmp_path):
     """Artifacts from before ptx recorded ptx.weights_sha256 and ptx.signature are believed as before."""
-    from ptx.export.formats import torchscript
+    from ptx.infer.runtime.torch_files import load_torchscript
+    from ptx.torch_quiet import quiet_jit
 
     run = runs.ready("convnet") / "convnet"
     proto = onnx.load(str(run / "model.onnx"))
@@ -353,9 +355,9 @@ def test_exports_written_before_digests_load_as_before(runs, tmp_path):
     for key, value in kept:
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(tmp_path / "model.onnx"))
-    module, text = torchscript.load(run / "model.torchscript.pt")
+    module, text = load_torchscript(run / "model.torchscript.pt")
     strings = {k: v for k, v in json.loads(text).items() if k not in ("weights_sha256", "signature")}
-    with torchscript.quiet_jit():
+    with quiet_jit():
         torch.jit.save(module, str(tmp_path / "model.torchscript.pt"), _extra_files={"ptx.json": json.dumps(strings)})
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     want = outputs(load(run / "model.onnx"), x)

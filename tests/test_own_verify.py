@@ -18,6 +18,7 @@ from ptx.contract.reference import load_reference, reference_path
 from ptx.infer import load
 from ptx.infer.inspect.file import inspect_path
 from ptx.infer.verify.verify import verify
+from ptx.infer.model.target import Target
 
 ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
 AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
@@ -44,7 +45,7 @@ def one_error_line(result) -> str:
 
 @pytest.mark.parametrize("name", ONNX_ZOO)
 def test_inspect_says_what_each_zoo_model_is(own_models, name):
-    report = inspect_path(own_models[name])
+    report = inspect_path(Target.of(own_models[name], verifying=True))
     spec = zoo.catalog()[name]
     text, doc = report.text(), json.loads(json.dumps(report.to_dict()))
     assert [t["name"] for t in doc["signature"]["inputs"]] == spec.input_names
@@ -77,7 +78,7 @@ def test_inspect_cli_text_and_json_and_a_torchscript_file(own_models):
     assert "symbolic dims: batch, tokens" in text.stdout and "  ort-cpu         runs here" in text.stdout
     doc = json.loads(ptx("inspect", own_models["two_io"], "--json").stdout)
     assert doc["signature"]["outputs"][1]["name"] == "joint" and doc["batched"] is True
-    undeclared = inspect_path(own_models["two_io.pt"], probe=False)
+    undeclared = inspect_path(Target.of(own_models["two_io.pt"], verifying=True), probe=False)
     assert undeclared.signature is None and "keeps no description of its inputs; declare them with --input" in \
         undeclared.text()
     declared = json.loads(ptx("inspect", own_models["two_io.pt"], "--json",
@@ -182,7 +183,8 @@ def test_samples_that_do_not_fit_are_one_line(own_models, tmp_path, arrays, mess
 def test_real_samples_and_options_that_name_no_input_or_output(own_models, tmp_path):
     feeds = {"picture": np.random.default_rng(0).random((2, 1, 16, 16), np.float32), "ids": np.ones((2, 6), np.int64)}
     np.savez(tmp_path / "samples.npz", **feeds)
-    report = verify(own_models["two_io"], input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
+    report = verify(Target.of(own_models["two_io"], verifying=True),
+                    input_files=[tmp_path / "samples.npz"], backends=["ort-cpu"])
     # ort-cpu's own row with its batch composition (samples alone vs in the batch of 2); onnx.reference is a
     # backend of its own now, run only where --backends names it (issue 52 item 7)
     assert report.ok and report.cases == ["samples.npz"] and \
@@ -207,10 +209,11 @@ def test_save_inputs_writes_the_generated_cases_that_inputs_feeds_again(own_mode
 
 
 def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_models):
-    report = verify(own_models["half"])
+    report = verify(Target.of(own_models["half"], verifying=True))
     assert report.ok
     assert {(o.tolerance.atol, o.tolerance.rtol) for r in report.rows for o in r.outputs} == {(1e-2, 1e-2)}
-    two = verify(own_models["two_io"], atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
+    two = verify(Target.of(own_models["two_io"], verifying=True),
+                 atol=[("scores", 1e-3), (None, 1e-2)], backends=["openvino"])
     # the f32 row by its label: openvino-bf16 is a row only on a CPU with bf16 instructions
     [row] = [r for r in two.rows if r.label == "openvino"]
     assert {o.name: o.tolerance.atol for o in row.outputs} == {"scores": 1e-3, "joint": 1e-2}
@@ -283,8 +286,9 @@ def _inverse_graph(path):
 def test_a_backend_that_cannot_read_the_file_is_no_disagreement_unless_strict(tmp_path):
     pytest.importorskip("openvino")
     path = _inverse_graph(tmp_path / "inverse.onnx")
-    verify(path, save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
-    report = verify(path)
+    verify(Target.of(path, verifying=True),
+           save=True)  # reference tensors, so that ort-cpu has a row of its own that runs
+    report = verify(Target.of(path, verifying=True))
     # openvino cannot read com.microsoft's Inverse (nor can onnx.reference, a third opinion, evaluate it)
     assert report.could_not_run[0] == "openvino" and set(report.could_not_run) <= {"openvino", "onnx.reference"}
     assert report.exit_status == 0
@@ -389,7 +393,7 @@ def test_a_truncated_external_data_file_is_one_line_saying_so(tmp_path):
                                             r"reads 256: the file is truncated; copy it whole with the model"):
         load(tmp_path / "m.onnx", probe=False)
     with pytest.raises(ArtifactError, match="the file is truncated"):
-        inspect_path(tmp_path / "m.onnx")
+        inspect_path(Target.of(tmp_path / "m.onnx", verifying=True))
 
 
 def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
@@ -412,8 +416,8 @@ def test_weights_in_external_data_are_inspected_and_verified_like_inline_ones(ow
     judges CUDA placement as for the inline file; verify agrees; the data file missing is one line."""
     onnx.save(onnx.load(str(own_models["residual"])), str(tmp_path / "r.onnx"), save_as_external_data=True,
               all_tensors_to_one_file=True, location="r.data")
-    doc = inspect_path(tmp_path / "r.onnx").to_dict()
-    inline = inspect_path(own_models["residual"]).to_dict()
+    doc = inspect_path(Target.of(tmp_path / "r.onnx", verifying=True)).to_dict()
+    inline = inspect_path(Target.of(own_models["residual"], verifying=True)).to_dict()
     assert "r.data" in json.dumps(doc["graph"])
     details = {b["backend"]: b["detail"] for b in doc["backends"]}
     assert details["ort-cuda"] == {b["backend"]: b["detail"] for b in inline["backends"]}["ort-cuda"]

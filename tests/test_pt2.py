@@ -16,6 +16,7 @@ from ptx.contract.metadata import from_props, from_strings
 from ptx.contract.transforms import to_model_input
 from ptx.export.formats import default_formats, get as get_format, list_formats
 from ptx.infer import load
+from ptx.infer.model.target import Target
 from ptx.models import get, list_models
 
 
@@ -70,7 +71,7 @@ def test_models_lists_the_formats_each_model_supports():
 @pytest.mark.parametrize("name", PT2_MODELS)
 def test_pt2_carries_the_contract_and_the_device(runs, name):
     run_dir = runs.with_pt2(name)
-    from ptx.export.formats.pt2 import load as load_package
+    from ptx.infer.runtime.torch_files import load_pt2 as load_package
 
     _, strings, device = load_package(run_dir / "model.pt2")
     info = from_strings(strings)
@@ -89,7 +90,8 @@ def test_pt2_records_its_weights_digest_and_refuses_another_packages_metadata(ru
 
     from ptx.contract.weights import digest_of
     from ptx.errors import ArtifactError
-    from ptx.export.formats.pt2 import load as load_package, rewrite_metadata
+    from ptx.export.formats.pt2 import rewrite_metadata
+    from ptx.infer.runtime.torch_files import load_pt2 as load_package
 
     convnet = runs.with_pt2("convnet") / "model.pt2"
     _, strings, _ = load_package(convnet)
@@ -145,7 +147,7 @@ def test_verify_shows_an_aoti_row_that_passes(runs, name):
 def test_bench_times_aoti_next_to_the_bare_package_call(runs):
     from ptx.infer.bench.timing import bench
 
-    rows = bench("convnet", backends=["aoti"], batch_sizes=(1, 8), root=runs.with_pt2("convnet").parent,
+    rows = bench(Target.of("convnet", root=runs.with_pt2("convnet").parent), backends=["aoti"], batch_sizes=(1, 8),
                  warmup=2, seconds=0.05).rows
     assert {r.runner for r in rows} == {"aoti-cpu", "bare aoti_load_package call (aoti-cpu)"}
     assert all(r.p50_us > 0 for r in rows) and all(r.overhead > 0 for r in rows if r.runner == "aoti-cpu")
@@ -224,7 +226,7 @@ def test_a_crash_of_torchs_loader_skips_a_gpu_test_with_exports_one_line(tmp_pat
 
 def test_only_a_loader_crash_on_a_gpu_is_a_skip(tmp_path):
     from ptx.errors import PtxError
-    from ptx.export.child import ChildCrashError
+    from ptx.child import ChildCrashError
 
     # On the CPU torch's loader has worked: a crash there fails the test.
     assert isinstance(under_the_crash_skip("cpu", torch_crash(tmp_path, "cpu")), ChildCrashError)

@@ -17,6 +17,7 @@ from ptx.export.api import export_model
 from ptx.infer import load, open_artifact
 from ptx.infer import backends
 from ptx.infer.verify.verify import verify
+from ptx.infer.model.target import Target
 
 OPENVINO_MISSING = backends.get("openvino").unavailable("cpu")
 needs_openvino = pytest.mark.skipif(OPENVINO_MISSING is not None, reason=f"openvino: {OPENVINO_MISSING}")
@@ -56,7 +57,7 @@ def test_int8_weights_use_seven_bits_so_no_cpu_saturates(int8_root):
 def test_int8_export_and_verify_give_one_verdict(int8_export):
     """Export judges with verify's own samples, batches and backend: the same file gets the same numbers."""
     root, result = int8_export
-    report = verify("convnet", backends=["ort-cpu-int8"], root=root, notice=lambda _: None)
+    report = verify(Target.of("convnet", root=root, verifying=True), backends=["ort-cpu-int8"], notice=lambda _: None)
     [row] = report.rows
     judged = result.judgement  # the verdict record (ptx.contract.verdict), the same as verify's row makes
     assert result.judged_by == "ort-cpu-int8" and report.samples == 1000
@@ -70,7 +71,8 @@ def test_int8_export_records_its_precision_and_is_judged_by_labels(int8_root, ru
     meta = {p.key: p.value for p in onnx.load(str(int8_root / "convnet" / "model.int8.onnx")).metadata_props}
     assert meta["ptx.precision"] == "int8" and meta["ptx.quantization"].startswith("static QDQ")
     assert "512 calibration samples" in meta["ptx.quantization"]
-    report = verify("convnet", backends=["ort-cpu", "openvino"], root=int8_root, samples=300, notice=lambda _: None)
+    report = verify(Target.of("convnet", root=int8_root, verifying=True),
+                    backends=["ort-cpu", "openvino"], samples=300, notice=lambda _: None)
     rows = {(v.backend, v.precision): v for v in report.rows}
     int8 = rows[("ort-cpu", "int8")]
     # The verdict's own reasons (failures and a missed label/accuracy gate) in the message.

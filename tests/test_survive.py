@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ptx.atomic import atomic_path
 from ptx.cli import cli
-from ptx.export.child import ChildCrashError, run_child
+from ptx.child import ChildCrashError, run_child
 from ptx.export.formats import pt2
 from ptx.infer.runtime import torch_runner
 from ptx.infer.model import target as target_module

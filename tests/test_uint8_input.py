@@ -18,6 +18,7 @@ from ptx.errors import ArtifactError, InputError, PtxError
 from ptx.export.api import export_model
 from ptx.export.raw_input import RawPictureModel
 from ptx.infer import open_artifact
+from ptx.infer.model.target import Target
 from ptx.models import get, list_models
 
 from test_consumer import run_blocks, python_blocks, defines_only
@@ -153,7 +154,7 @@ def test_bench_feeds_a_uint8_artifact_pictures_and_its_bare_peer_the_same(export
     from ptx.infer.bench.timing import bench
 
     _, raw_dir = exported
-    rows = bench("convnet", backends=["ort-cpu"], batch_sizes=(1, 8), root=raw_dir.parent, warmup=1,
+    rows = bench(Target.of("convnet", root=raw_dir.parent), backends=["ort-cpu"], batch_sizes=(1, 8), warmup=1,
                  seconds=0.02, rounds=1).rows
     assert {(r.runner, r.batch) for r in rows} == {(runner, b) for b in (1, 8) for runner in
                                                    ("ort-cpu", "bare InferenceSession.run (ort-cpu)")}
@@ -220,5 +221,6 @@ def test_verify_judges_a_uint8_export_of_a_normalising_model(exported):
     from ptx.infer.verify.verify import verify
 
     _, raw_dir = exported
-    report = verify("convnet", backends=["ort-cpu", "torchscript-cpu"], samples=64, run=raw_dir, notice=lambda _: None)
+    report = verify(Target.of("convnet", run=raw_dir, verifying=True),
+                    backends=["ort-cpu", "torchscript-cpu"], samples=64, notice=lambda _: None)
     assert report.ok and {v.label for v in report.rows} >= {"ort-cpu", "torchscript-cpu"}, report.table()

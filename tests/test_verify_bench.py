@@ -11,6 +11,7 @@ from ptx.contract import compare
 from ptx.contract.weights import digest_of
 from ptx.errors import PtxError
 from ptx.infer.verify.verify import verify
+from ptx.infer.model.target import Target
 
 
 def ptx(*args, cwd=None):
@@ -105,7 +106,7 @@ def test_verify_all_covers_every_model_with_artifacts(runs):
 
 
 def test_verify_reports_skipped_backends(runs):
-    report = verify("linreg", root=runs.ready("linreg"), samples=20, notice=lambda _: None)
+    report = verify(Target.of("linreg", root=runs.ready("linreg"), verifying=True), samples=20, notice=lambda _: None)
     assert report.ok
     import torch
 
@@ -143,7 +144,7 @@ def test_bench_json_reports_cpu_backends_and_bare_rows(runs):
 def test_bench_runs_every_model(runs, model_name):
     from ptx.infer.bench.timing import bench
 
-    rows = bench(model_name, backends=["ort-cpu"], batch_sizes=(2,), root=runs.ready(model_name),
+    rows = bench(Target.of(model_name, root=runs.ready(model_name)), backends=["ort-cpu"], batch_sizes=(2,),
                  warmup=1, seconds=0.01, bare=False).rows
     assert [(r.runner, r.batch) for r in rows] == [("ort-cpu", 2)] and rows[0].p50_us > 0
 
@@ -173,8 +174,8 @@ def test_ort_cuda_is_verified_against_eager_on_the_cpu_when_torch_has_no_cuda(ru
         registry["torchscript"], unavailable=lambda d: None if d == "cpu" else "torch sees no CUDA GPU"))
     if ort_session.cuda_unavailable() is None:
         pytest.skip("this machine runs ort-cuda: the agreement suite checks it")
-    report = verify("convnet", backends=["ort-cpu", "ort-cuda", "torchscript-cuda"], samples=50,
-                    root=runs.ready("convnet"), notice=lambda _: None)
+    report = verify(Target.of("convnet", root=runs.ready("convnet"), verifying=True),
+                    backends=["ort-cpu", "ort-cuda", "torchscript-cuda"], samples=50, notice=lambda _: None)
     assert report.skipped["ort-cuda"].startswith("ort-cuda: CUDA is not active")
     assert report.skipped["torchscript-cuda"] == "torch sees no CUDA GPU"
 

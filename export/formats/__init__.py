@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ptx.contract import ARTIFACT_FILES
+from ptx.contract.names import DEFAULT_FORMATS
 from ptx.contract.registry import Registry
 
 
@@ -44,9 +45,6 @@ class ExportFormat:
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
     precision: str = "f32"  # reduced-precision formats are validated by labels, not by the f32 atol
     calibrated: bool = False  # write() takes ``calibration=``: cases of inputs by name (None: uncalibrated)
-    # False: not in an export that names no format (``--format all`` still writes it): pt2's compile
-    # takes ~40 s per model on 2 cores, and int8 is an opt-in trade of accuracy for speed.
-    in_all: bool = True
     # spec -> why this format cannot express that model, or None (checked before any work is done)
     unsupported: Callable[[object], str | None] | None = None
     # () -> why this machine cannot write the format (pt2 without a C++ compiler), or None
@@ -67,8 +65,8 @@ get, list_formats = _REGISTRY.get, _REGISTRY.names
 
 
 def default_formats() -> list[str]:
-    """What an export that names no format writes: the two portable files."""
-    return [name for name, fmt in _REGISTRY.entries.items() if fmt.in_all]
+    """What an export that names no format writes (ptx.contract.names.DEFAULT_FORMATS)."""
+    return list(DEFAULT_FORMATS)
 
 
 def every_format(spec, raw_pictures: bool = False) -> tuple[list[str], list[str]]:

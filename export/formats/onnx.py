@@ -16,6 +16,7 @@ from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import WEIGHTS_KEY, digest_of
 from ptx.errors import PtxError, ValidationError
+from ptx.torch_quiet import quiet_jit
 
 from ..onnx_graph import omit_zero_initial_states
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
@@ -146,7 +147,7 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     Python control flow becomes an ONNX If."""
     import torch
 
-    from .torchscript import MADE_BY, quiet_jit
+    from .torchscript import MADE_BY
 
     tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
     check_opset(opset, tries[0])

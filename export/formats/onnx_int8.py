@@ -473,6 +473,6 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
 
 
 register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",
-                      serving_backend="ort-cpu", write=write, precision="int8", calibrated=True, in_all=False,
+                      serving_backend="ort-cpu", write=write, precision="int8", calibrated=True,
                       unsupported=unsupported,
                       check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))

@@ -269,6 +269,6 @@ def _reload(path: Path):
 
 
 register(ExportFormat(name=NAME, description="ONNX quantized to int8 by NNCF for OpenVINO (openvino --precision int8)",
-                      serving_backend="openvino", write=write, precision="int8", calibrated=True, in_all=False,
+                      serving_backend="openvino", write=write, precision="int8", calibrated=True,
                       unsupported=unsupported, unavailable=unavailable, progress="quantizing with NNCF",
                       check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))

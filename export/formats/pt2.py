@@ -3,7 +3,7 @@
 ``torch.export`` captures the graph with the signature's dynamic dimensions (``torch.export.Dim``
 for the batch, a sequence, ...), ``torch._inductor.aoti_compile_and_package`` compiles it to
 native code for one device (cpu, or cuda) and writes a ``.pt2`` package, which
-``torch._inductor.aoti_load_package`` (Python) or the C++ ``AOTIModelPackageLoader`` runs.
+``torch._inductor.aoti_load_package`` (Python: infer/runtime/torch_files.py) or the C++ ``AOTIModelPackageLoader`` runs.
 
 The ptx metadata travels inside the package as AOTInductor's own metadata map
 (``aot_inductor.metadata``, read back with ``get_metadata()``), with the ``ptx.`` prefix that ONNX's
@@ -13,39 +13,19 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract.metadata import from_props, to_props
+from ptx.contract.metadata import to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError
+from ptx.torch_quiet import quiet_inductor
 
 from ..refusal import describe_refusal, user_files
 from . import ExportFormat, Written, register
 
 DEVICES = ("cpu", "cuda")
-DEVICE_KEY = "AOTI_DEVICE_KEY"  # AOTInductor records the device it compiled for under this key
-
-
-@contextmanager
-def _quiet():
-    """Inductor logs autotuning and deprecation notices meant for PyTorch developers; errors still
-    arrive as exceptions."""
-    loggers = [logging.getLogger(n) for n in ("torch._inductor", "torch._dynamo", "torch.export", "torch.fx")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def unsupported(spec) -> str | None:
@@ -107,7 +87,7 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
     target = copy.deepcopy(model).to(device).eval() if device != "cpu" else model
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
     # TF32 off while Inductor decides its CUDA kernels: f32 means f32 (ptx.cuda_math).
-    with _quiet(), torch.no_grad(), fp32_math():
+    with quiet_inductor(), torch.no_grad(), fp32_math():
         program = torch.export.export(target, tuple(a.to(device) for a in args), dynamic_shapes=dynamic_shapes)
         # Into memory first, as for TorchScript: Python's own write then reports a full disk
         # as one line (atomic_path), and the package never lies half-written under its name.
@@ -161,7 +141,7 @@ PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
 def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
     import torch
 
-    from ptx.export.child import ChildCrashError, run_child
+    from ptx.child import ChildCrashError, run_child
 
     try:
         run_child(code, str(path), what=f"torch {torch.__version__}'s aoti_load_package")
@@ -171,19 +151,8 @@ def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
                               "(--format onnx or torchscript still work; another torch version may load it)") from None
 
 
-def load(path):
-    """Load a pt2 package on the device it was compiled for; return (the callable compiled model,
-    its ptx metadata strings, that device)."""
-    import torch
-
-    with _quiet():
-        compiled = torch._inductor.aoti_load_package(str(path))
-    metadata = compiled.get_metadata()
-    return compiled, from_props(metadata), metadata.get(DEVICE_KEY, "")
-
-
 register(ExportFormat(name="pt2", description="torch.export + AOTInductor package (aoti_load_package, C++ runtime)",
-                      serving_backend="aoti", write=write, in_all=False, unsupported=unsupported, unavailable=no_compiler,
+                      serving_backend="aoti", write=write, unsupported=unsupported, unavailable=no_compiler,
                       check_options=lambda device, **_: check_device(device),
                       progress="torch.export, then AOTInductor compiles C++ for {device} (about 20-40 s on 2 CPU "
                                "cores), then validates against eager"))

@@ -1,31 +1,23 @@
 """TorchScript: the only module of ptx that writes torch.jit files.
 
 torch.jit is deprecated in PyTorch 2.13 and warns on every call; the warning is for us (the
-maintainers), not for users, so it is silenced here and documented in docs/export.md.
+maintainers), not for users, so it is silenced (ptx.torch_quiet) and documented in docs/export.md.
+The loader is infer's (infer/runtime/torch_files.py), beside the runtime that runs the file.
 """
 from __future__ import annotations
 
 import io
 import json
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.weights import WEIGHTS_KEY, digest_of
 from ptx.errors import PtxError, first_line
+from ptx.torch_quiet import quiet_jit
 
 from ..refusal import describe_refusal, is_user_file, user_files
 from . import ExportFormat, Written, register
-
-
-@contextmanager
-def quiet_jit():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit.*")
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated.*")
-        yield
-
 
 MODES = ("trace", "script")
 MADE_BY = {"trace": "traced", "script": "scripted"}
@@ -102,17 +94,6 @@ def save_with_metadata(module, path: Path, strings: dict[str, str]) -> str:
         raise PtxError(f"{path.name}: torch.jit.save wrote the module differently twice (torch {torch.__version__}): "
                        "ptx cannot bind this file's contract to its weights; please report it")
     return digest
-
-
-def load(path, device: str = "cpu"):
-    """Load a TorchScript artifact; return (module, metadata strings or None when it has none)."""
-    import torch
-
-    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
-    with quiet_jit():
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    text = extra[TORCHSCRIPT_EXTRA_FILE]
-    return module.eval(), (text.decode() if isinstance(text, bytes) else text) or None
 
 
 register(ExportFormat(name="torchscript", description="TorchScript (libtorch, Triton's pytorch backend)",

@@ -14,16 +14,18 @@ import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..verify.cases import Case, file_cases, generated_cases, has_batch
+
+if TYPE_CHECKING:
+    from ..model.target import Target
 
 # The default run answers "which backend, how much overhead" in ~20 s on 2 cores; the long run
 # (--batch-sizes 1,64,1024 --seconds 1 --rounds 6, as scripts/bench.py times) is for the record.
@@ -278,14 +280,15 @@ def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes:
     return generated_cases(signature, chosen, batch_sizes, seed or 0), lambda _, case: case.feeds
 
 
-def bench(argument: str | Path, *, backends: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
-          root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None, options: Mapping | None = None,
+def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
           plan: Mapping | None = None, input_files: Sequence[str | Path] = (), seed: int | None = None,
           warmup: int = 10, seconds: float = DEFAULT_SECONDS, bare: bool = True, rounds: int = DEFAULT_ROUNDS,
           progress: Callable[[str], None] = lambda _: None) -> Bench:
-    """Time every variant ``backends`` pick (default: all that run the model) of a tutorial model's
-    run (``argument`` its name, or ``run`` its folder) or of a model file, each next to its bare
-    runtime. ``options`` are load()'s for a file; ``plan``, ``input_files`` and ``seed`` make inputs.
+    """Time every variant ``backends`` pick (default: all that run the model) of ``target``, a tutorial
+    model's run or a model file, decided where the argument entered: ``bench(Target.of("convnet"))``,
+    ``bench(Target.of("net.onnx", options={"inputs": [...]}))`` (``root=``, ``run=`` for a run
+    elsewhere; ``options`` are load()'s for a file), each variant next to its bare runtime. ``plan``,
+    ``input_files`` and ``seed`` make inputs.
 
     The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same alternating
     rounds per batch size, so their ratios hold on a shared machine; the torch backends after them,
@@ -293,7 +296,9 @@ def bench(argument: str | Path, *, backends: Sequence[str] | None = None, batch_
     doubled ORT's batch-1 latency here (26 us alone, 57 us after)."""
     from ..model.target import Target, group_reasons
 
-    target = Target.of(argument, root=root, run=run, options=options)
+    if not isinstance(target, Target):
+        raise PtxError(f"bench() takes a Target, not {type(target).__name__} {str(target)[:60]!r}: give Target.of("
+                       "argument, root=..., run=..., options=...) (from ptx.infer.model.target import Target)")
     result = Bench(target.name if target.is_run else target.path.name)
     sizes = tuple(batch_sizes or (DEFAULT_BATCH_SIZES if target.is_run else DEFAULT_FILE_BATCH_SIZES))
     chosen = [v for v in target.variants(backends) if not v.backend.third_opinion]  # a third opinion is no runtime to time

@@ -176,18 +176,18 @@ def _weights(found: FileInspection) -> str:
 # -- one file -------------------------------------------------------------------------------------
 
 
-def inspect_file(path: str | Path, options: Mapping | None = None, probe: bool = True) -> FileInspection:
-    """What ``path`` is and which backends run it here. ``options`` are load()'s (inputs, batch_axes,
-    ignore_metadata): a TorchScript or pt2 file's outputs are learned only with inputs. A tutorial
-    model's export is a file like any other: its contract gives its signature, and each line opens it."""
-    from ..model.target import Target
-
-    path = Path(path)
+def inspect_file(target, probe: bool = True) -> FileInspection:
+    """What ``target``'s file is and which backends run it here: ``Target.of(path, options=...,
+    verifying=True)``, ``options`` load()'s (inputs, batch_axes, ignore_metadata): a TorchScript or
+    pt2 file's outputs are learned only with inputs. A tutorial model's export is a file like any
+    other: its contract gives its signature, and each line opens it."""
+    path = target.path
     found = read_model_file(path)
-    options = dict(options or {})
-    if options.get("ignore_metadata"):
+    # the user's own choice: a file changed since export, which verifying reads as the user's own
+    # model (target.changed), still shows what its metadata records (the digest it DIFFERS from)
+    options = {**target.options, "ignore_metadata": bool(target.options.get("ignore_metadata")) and not target.changed}
+    if options["ignore_metadata"]:
         found.metadata = {}
-    target = Target.of(path, options=options, verifying=True)
     report = FileInspection(path, found.kind, path.stat().st_size, recorded_digest=found.metadata.get(WEIGHTS_KEY),
                             notes=list(target.notes))
     if found.has_contract:
@@ -314,10 +314,10 @@ def _int8(operators: Counter) -> str:
 
 
 def _torchscript_parameters(path: Path) -> int | None:
-    from ptx.export.formats.torchscript import load
+    from ..runtime.torch_files import load_torchscript  # imports torch: only for a TorchScript file
 
     try:
-        module, _ = load(path)
+        module, _ = load_torchscript(path)
     except Exception:  # noqa: BLE001 - the backend line says why it does not load
         return None
     return sum(p.numel() for p in module.parameters())
@@ -341,33 +341,38 @@ def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
     """Each export in a tutorial model's run folder, inspected as a file."""
     from ptx.contract.runs import run_model
 
+    from ..model.target import export_targets
+
     folder = Path(folder)
     checkpoint = folder / ARTIFACT_FILES[CHECKPOINT_FORMAT]
-    files = [folder / name for fmt, name in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT
-             and (folder / name).is_file()]
+    files = export_targets(folder)
     report = RunInspection(folder, run_model(folder), [], checkpoint.stat().st_size if checkpoint.is_file() else None)
     if not files:
         report.notes.append(f"no export yet: `ptx export --run {folder}` writes model.onnx and model.torchscript.pt")
-    for path in files:
+    for path, target in files:
         try:
-            report.files.append(inspect_file(path, probe=probe))
+            if isinstance(target, ArtifactError):
+                raise target
+            report.files.append(inspect_file(target, probe=probe))
         except ArtifactError as exc:
             report.notes.append(f"{path.name}: {exc}")
     return report
 
 
-def inspect_path(path: str | Path, options: Mapping | None = None, probe: bool = True):
-    """A model file, or a folder ptx trained into: FileInspection or RunInspection."""
+def inspect_path(argument, probe: bool = True):
+    """A model file's Target (``Target.of(path, options=..., verifying=True)``, made where the
+    argument entered), or a folder ptx trained into: FileInspection or RunInspection."""
     from ptx.contract.runs import is_run
 
-    path = Path(path)
-    if path.is_dir():
-        if not is_run(path):
-            raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
-                                "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2)")
-        if options and any(options.values()):
-            raise PtxError("--input, --batch-axis and --ignore-metadata are for a model file, not a run folder "
-                           "(its exports carry their contract)")
-        return inspect_run(path, probe)
-    return inspect_file(path, options, probe)
+    from ..model.target import Target
 
+    if isinstance(argument, Target):
+        return inspect_file(argument, probe)
+    path = Path(argument)
+    if not path.is_dir():
+        raise PtxError(f"inspect: {str(argument)[:60]!r} is not a folder: give a run folder, or a model file as "
+                       "Target.of(path, verifying=True) (from ptx.infer.model.target import Target)")
+    if not is_run(path):
+        raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
+                            "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2)")
+    return inspect_run(path, probe)

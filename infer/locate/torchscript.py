@@ -159,10 +159,10 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
 
 
 def _load(path: Path):
-    import torch
+    from ..runtime.torch_files import load_torchscript
 
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        return load_torchscript(path)[0]
     except Exception as exc:  # noqa: BLE001
         raise PtxError(f"--against {path.name}: torch cannot load it as TorchScript ({exc}); give the TorchScript "
                        "file of the same module") from None

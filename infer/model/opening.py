@@ -11,12 +11,13 @@ from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
-from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, PRECISION_DEVICES
+from ptx.contract.names import DEFAULT_FORMATS, FULL_PRECISION, INT8_FORMATS, PRECISION_DEVICES
 from ptx.contract.metadata import CONTRACT
 from ptx.contract.runs import is_run, run_folders, run_model
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.contract.weights import WEIGHTS_KEY
+from ptx.child import run_child
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
 from ptx.files import file_sha256, is_dir, is_file
@@ -55,10 +56,7 @@ def _out(run: str | Path | None) -> str:
 def export_command(model: str, fmt: str | None = None, run: str | Path | None = None) -> str:
     """The export command that writes ``fmt`` for ``model`` (into the run folder ``run``)."""
     # Formats that `ptx export` writes only on request (pt2, onnx-int8) must be named in the command.
-    # Imported here, off `ptx predict`'s start-up path (the format registry imports every format's file).
-    from ptx.export.formats import default_formats
-
-    named = "" if fmt is None or fmt in default_formats() else f" --format {fmt}"
+    named = "" if fmt is None or fmt in DEFAULT_FORMATS else f" --format {fmt}"
     return f"ptx export {model}{named}" + ("" if run is None else f" --run {run}")
 
 
@@ -389,8 +387,6 @@ def probe_in_child(path: Path, backend: str, device: str, declared: Sequence[Ten
                    batch_axes: Mapping[str, int | None] | None, ignore_metadata: bool) -> None:
     """Open the file in a fresh interpreter first: a runtime that crashes on it crashes there, and
     ptx says so in one line (ChildCrashError) instead of dying with it."""
-    from ptx.export.child import run_child
-
     args = probe_args(path, backend, device, declared, batch_axes, ignore_metadata)
     run_child(PROBE, json.dumps([args]), what=f"{backend} opening {path.name}")
 

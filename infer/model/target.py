@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, twin_name
-from ptx.errors import MissingArtifactError, PtxError
+from ptx.child import ChildCrashError, run_child
+from ptx.errors import ArtifactError, MissingArtifactError, PtxError
 from ptx.files import is_file
 
 from ..formats.model_files import ModelFile
@@ -66,6 +67,9 @@ class Target:
     found: ModelFile | None = None
     options: dict = field(default_factory=dict)  # load()'s options for a file: inputs, batch_axes, ...
     notes: list[str] = field(default_factory=list)  # what a command says of the target before its table
+    # verifying: why the file's metadata is not believed (its weights changed since export), so that
+    # what the user chose (options) and what verifying chose stay apart; None where nothing changed
+    changed: str | None = None
 
     @classmethod
     def of(cls, argument: str | Path | None, *, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None,
@@ -77,14 +81,12 @@ class Target:
         options = dict(options or {})
         if argument is not None and is_file(str(argument)):
             path = Path(str(argument))
-            notes = []
-            if verifying and not options.get("ignore_metadata"):
-                changed = changed_since_export(path)
-                if changed:
-                    notes.append(changed)
-                    options["ignore_metadata"] = True
+            changed = changed_since_export(path) if verifying and not options.get("ignore_metadata") else None
+            if changed:
+                options["ignore_metadata"] = True
             found = model_file(path, bool(options.get("ignore_metadata")))
-            return cls(found.kind, str(argument), path=path, found=found, options=options, notes=notes)
+            return cls(found.kind, str(argument), path=path, found=found, options=options,
+                       notes=[changed] if changed else [], changed=changed)
         name = str(argument)
         run_dir = require_run(name, root, run)
         return cls(RUN, name, run_dir=run_dir, root=Path(root), run=Path(run) if run is not None else None)
@@ -182,7 +184,6 @@ class Target:
         """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all
         in one child first (one interpreter start, ~0.7 s here), one by one after a crash."""
         from ptx.contract.tensors import as_declarations
-        from ptx.export.child import ChildCrashError, run_child
 
         if self.is_run or not variants or self.found.metadata:
             return {}
@@ -211,6 +212,22 @@ class Target:
 
     def run_folder(self) -> Path | None:
         return run_folder(self.name, self.root, self.run) if self.is_run else None
+
+
+def export_targets(folder: Path) -> list[tuple[Path, "Target | ArtifactError"]]:
+    """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
+    given by its path (verifying: a file changed since export is the user's own model, with a note),
+    or the one-line reason it cannot be read: a folder argument's files are decided here, as an
+    argument is (``ptx inspect RUN_FOLDER``)."""
+    found = []
+    for fmt, name in ARTIFACT_FILES.items():
+        path = Path(folder) / name
+        if fmt != CHECKPOINT_FORMAT and path.is_file():
+            try:
+                found.append((path, Target.of(path, verifying=True)))
+            except ArtifactError as exc:
+                found.append((path, exc))
+    return found
 
 
 def group_reasons(reasons: Mapping[str, str]) -> list[str]:

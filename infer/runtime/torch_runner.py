@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ptx.contract.metadata import ArtifactInfo, to_strings
+from ptx.contract.metadata import ArtifactInfo, provenance, to_strings
 from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
 from ptx.contract.schema import signature_of_contract
@@ -32,6 +32,7 @@ from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, Miss
 from .host_memory import CudaRuntimePinner, HostBuffers, cuda_runtime_pinner
 from ..formats.signature import Opening
 from .runner import Runner, describe_feeds
+from .torch_files import load_pt2, load_torchscript
 
 PROBE_BATCHES = (3, 5)
 BARE_LABELS = {"eager": "bare nn.Module call", "torchscript": "bare torch.jit module call",
@@ -259,18 +260,14 @@ def _load(path: Path | None, device: str, opening: Opening):
         strings = to_strings(info.contract, info.provenance)
         return module, replace(opening, metadata=strings, contract=signature_of_contract(info.contract))
     if opening.kind == "torchscript":
-        from ptx.export.formats.torchscript import load
-
         try:
-            module, _ = load(path, device="cpu")
+            module, _ = load_torchscript(path, device="cpu")
         except Exception as exc:
             raise ArtifactError(f"{path}: not a loadable TorchScript file ({first_line(exc)}); {opening.remedy}") \
                 from None
         return module, opening
-    from ptx.export.formats.pt2 import load  # an AOTInductor package: native code compiled for one device
-
-    try:
-        compiled, _, compiled_for = load(path)
+    try:  # an AOTInductor package: native code compiled for one device
+        compiled, _, compiled_for = load_pt2(path)
     except Exception as exc:
         raise ArtifactError(f"{path}: not a loadable pt2 package ({first_line(exc)}); {opening.remedy}") from None
     # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).
@@ -286,13 +283,12 @@ def _load(path: Path | None, device: str, opening: Opening):
 
 def checkpoint_module(checkpoint: str | Path):
     """(nn.Module in eval mode, ArtifactInfo) rebuilt from a run's checkpoint.pt."""
-    from ptx.export.metadata import provenance
     from ptx.files import file_sha256
     from ptx.trainers.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     _, model = build_model_from_checkpoint(ckpt)
-    return model.eval(), ArtifactInfo(ckpt["contract"], provenance(ckpt, file_sha256(checkpoint)))
+    return model.eval(), ArtifactInfo(ckpt["contract"], provenance(ckpt, file_sha256(checkpoint), torch.__version__))
 
 
 def torch_pinner() -> CudaRuntimePinner:

@@ -53,20 +53,27 @@ RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": 
                    "eager": "torch", "onnx.reference": "onnx"}
 
 
-def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root: str | Path = DEFAULT_RUNS_ROOT,
-           run: str | Path | None = None, options: Mapping | None = None, samples: int = JUDGING_SAMPLES,
+def verify(target: Target, *, backends: Sequence[str] | None = None, samples: int = JUDGING_SAMPLES,
            batch_sizes: Sequence[int] | None = None, input_files: Sequence[str | Path] = (), seed: int | None = None,
-           plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: str | Path | None = None,
+           plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: Target | None = None,
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
            notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None) -> Report:
-    """Verify a tutorial model's run (``argument`` its name, or ``run`` its folder) or a model file
-    (see the module's docstring). ``options`` are load()'s for a file (inputs, batch_axes,
-    ignore_metadata); ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and
-    ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs. ``metric``:
-    the user's ``--metric`` (``metric(run) -> float``, export/bound.py's load_metric, handed in by the
-    CLI), which measures again the bound an int8 file records (ptx.contract.verdict)."""
-    target = Target.of(argument, root=root, run=run, options=options, verifying=True)
+    """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
+    where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
+    ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
+    for a run elsewhere; ``options`` are load()'s for a file: inputs, batch_axes, ignore_metadata).
+    ``against`` is another file of the same model, a Target too (``Target.of(path, options=
+    {"ignore_metadata": target.options.get("ignore_metadata", False)})``, as ``ptx verify --against``
+    makes it). ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and ``rtol``
+    are (output name or None, value) pairs; ``seed`` asks for generated inputs. ``metric``: the user's
+    ``--metric`` (``metric(run) -> float``, export/bound.py's load_metric, handed in by the CLI), which
+    measures again the bound an int8 file records (ptx.contract.verdict)."""
+    if not isinstance(target, Target) or not (against is None or isinstance(against, Target)):
+        given = target if not isinstance(target, Target) else against
+        raise PtxError(f"verify() takes a Target, not {type(given).__name__} {str(given)[:60]!r}: give "
+                       "Target.of(argument, root=..., run=..., options=..., verifying=True) "
+                       "(from ptx.infer.model.target import Target)")
     variants = target.variants(backends)
     if nothing_exported(target):  # said before eager is loaded and run for nothing
         raise NothingToCompareError(nothing_exported(target))
@@ -76,7 +83,7 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
     cases, truth, described, data = _cases(target, reference, samples, batch_sizes, input_files, seed, plan, notice)
     report = Report(target.name, target.kind, _runtime_of(reference.backend if not target.is_run else REFERENCE),
                     signature=reference.signature, inputs=described, cases=[c.label for c in cases], strict=strict,
-                    fed=list(cases), against=against, head=head is not None,
+                    fed=list(cases), against=against.path if against is not None else None, head=head is not None,
                     given=_given(backends, input_files, seed, atol, rtol), data=data,
                     samples=len(truth) if truth is not None else 0,
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
@@ -92,7 +99,7 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
                  required=variant.precision != FULL_PRECISION and variant.label in set(backends or ()), strict=strict)
     _stored(this, reference_file, save)
     if against is not None:
-        report.rows.append(_against(Path(against), this))
+        report.rows.append(_against(against, this))
     report.offers = _offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("
@@ -377,11 +384,11 @@ def _provenance(target: Target, model, reference) -> list[str]:
     return found
 
 
-def _against(other: Path, this: Run) -> Row:
+def _against(other_target: Target, this: Run) -> Row:
     """Another file of the same model on its own runtime, on the same cases, held to the reference."""
     target, signature, report = this.target, this.signature, this.report
     mine = target.name if target.is_run else target.path.name
-    other_target = Target.of(other, options={"ignore_metadata": target.options.get("ignore_metadata", False)})
+    other = other_target.path
     variant = Variant(registry.get(other_target.reference), "cpu", other_target.precision)
     label = f"{other.name} ({variant.label})"
     if other_target.kind != "onnx" and other_target.found.metadata.get("signature") is None \

@@ -71,9 +71,9 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "bench") from None
     refuse_meaningless(ctx, target)
-    result = bench(target.name if target.is_run else name, backends=backends, batch_sizes=batch_sizes, root=root,
-                   run=run, options=options, plan=plan_options(shapes, values, ranges), input_files=input_files,
-                   seed=seed if _given(ctx, ["seed"]) else None, warmup=warmup, seconds=seconds, rounds=rounds,
+    result = bench(target, backends=backends, batch_sizes=batch_sizes, plan=plan_options(shapes, values, ranges),
+                   input_files=input_files, seed=seed if _given(ctx, ["seed"]) else None, warmup=warmup,
+                   seconds=seconds, rounds=rounds,
                    progress=lambda msg: click.echo(f"timing {msg}", err=True))
     verdicts, unverified, judged = [], {}, []
     if target.is_run:
@@ -81,8 +81,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         if verify_samples:
             timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
             click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
-            report = verify(target.name, backends=timed, samples=verify_samples, root=root, notice=lambda _: None,
-                            run=run)
+            report = verify(target, backends=timed, samples=verify_samples, notice=lambda _: None)
             record_verify(report, target.run_folder())
             judged = report.rows
             unverified = {v.label: "; ".join(v.reasons) for v in report.rows if not v.ok and v.label in timed}

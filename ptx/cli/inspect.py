@@ -33,7 +33,9 @@ def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_jso
     from pathlib import Path
 
     from ptx.contract.catalog import names
+    from ptx.contract.runs import is_run
     from ptx.infer.inspect.file import inspect_path
+    from ptx.infer.model.target import Target
     from ptx.cli.options import open_options
 
     target = Path(path)
@@ -44,7 +46,13 @@ def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_jso
             where = f"; a tutorial model's run folder is {Path(root) / path}, which does not exist either" \
                 if path in names() else ""
             raise PtxError(f"{path}: no such file or run folder{where}")
-    report = inspect_path(target, open_options(declared_inputs, batch_axes, ignore_metadata))
+    options = open_options(declared_inputs, batch_axes, ignore_metadata)
+    if not target.is_dir():  # a file, read as verify reads it: one changed since export is your own model, with a note
+        target = Target.of(target, options=options, verifying=True)
+    elif is_run(target) and any(options.values()):
+        raise PtxError("--input, --batch-axis and --ignore-metadata are for a model file, not a run folder "
+                       "(its exports carry their contract)")
+    report = inspect_path(target)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
 
 

@@ -97,13 +97,22 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     if metric is not None and (all_models or not _model_file(name, "verify")):
         raise click.UsageError("--metric measures again the bound a model file's int8 was made with; a tutorial "
                                "model's is its accuracy, which verify measures on its real test samples")
-    chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol, root=root,
-                  options=open_options(declared_inputs, batch_axes, ignore_metadata),
+    opening = open_options(declared_inputs, batch_axes, ignore_metadata)
+    chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                   plan=plan_options(shapes, values, ranges), input_files=input_files,
-                  seed=seed if _given(ctx, ["seed"]) else None, against=against, reference_file=reference_file,
+                  seed=seed if _given(ctx, ["seed"]) else None, reference_file=reference_file,
                   save=save_reference, strict=strict, triaged=locate, metric=_metric(metric),
                   notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
                   progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+
+    def target_of(argument, folder) -> Target:
+        # as verify opens it: a file changed since export is the user's own model, with a note
+        return Target.of(argument, root=root, run=folder, options=opening, verifying=True)
+
+    def with_against(target: Target) -> tuple[Target, Target | None]:
+        # --against's file, read with the verified file's choice of metadata (a changed file: ignored)
+        return target, (None if against is None else
+                        Target.of(against, options={"ignore_metadata": target.options.get("ignore_metadata", False)}))
     if all_models:  # every run, whatever its folder is called: each says its own model
         refuse_meaningless(ctx, "run")
         runs = []
@@ -114,10 +123,11 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                 click.echo(f"notice: skipped {folder}: {exc}", err=True)
         if not runs:
             raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
-        targets = [(model, {**chosen, "run": folder, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs
-                            else None}) for model, folder in runs]
-        _verify(targets, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
-                then=lambda report, doc, model, options: _record(report, root, options["run"]))
+        jobs = [(model, folder, lambda m=model, f=folder: with_against(target_of(m, f)),
+                 {**chosen, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs else None})
+                for model, folder in runs]
+        _verify(jobs, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
+                then=lambda report, doc, folder: _record(report, root, folder))
     is_file = _model_file(name, "verify")
     if not is_file:  # a run: refused for what it asks before the run is looked for
         refuse_meaningless(ctx, "run")
@@ -125,9 +135,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
                                    "real test samples: add --seed N for generated ones")
     try:
-        # as verify opens it: a file changed since export is the user's own model, with a note
-        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run,
-                           options=chosen["options"], verifying=True)
+        target = target_of(name if is_file else _model_of_run(name, run), run)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "verify") from None
     refuse_meaningless(ctx, target)
@@ -139,7 +147,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--repro DIR writes a model file's located node: give the ONNX file "
                                "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
 
-    def then(report, doc, argument, options) -> None:
+    def then(report, doc, folder) -> None:
         if target.is_run:
             _record(report, root, run)
         if not locate:
@@ -148,8 +156,8 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         if not target.is_run:
             _locate(report, doc, against, atol, rtol, repro, as_json)
 
-    _verify([(target.name if target.is_run else name, {**chosen, "run": run, "save_inputs": save_inputs})],
-            as_json=as_json, all_rows=all_rows, then=then)
+    _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
+              {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows, then=then)
 
 
 def _metric(spec):
@@ -169,37 +177,40 @@ def _record(report, root, run) -> None:
     record_verify(report, run_folder(report.name, root, run))
 
 
-def _verify(targets, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
+def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
     """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all) and a model file:
-    each (target, options) of ``targets`` through ptx.infer.verify.verify, its table printed (or, --json, its
-    dict kept), then ``then(report, doc, target, options)`` (a run's record and triage, a file's
-    locate); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
+    each (name, run folder, targets, options) of ``jobs``: ``targets()`` gives the Target and --against's
+    (made here for --all, so that a run that cannot be read is its row), verified by
+    ptx.infer.verify.verify with ``options``, its table printed (or, --json, its dict kept), then
+    ``then(report, doc, folder)`` (a run's record and triage, a file's locate); exits with the worst
+    status. With ``many`` (--all), a run that fails to verify is its row."""
     from ptx.infer.verify.verify import verify
 
     docs, statuses = [], []
-    for target, options in targets:
+    for name, folder, targets, options in jobs:
         try:
-            report = verify(target, **options)
+            target, other = targets()
+            report = verify(target, against=other, **options)
         except Exception as exc:  # noqa: BLE001 - with --all, one model's failure is its row, and the rest go on
             if not many:
                 raise
             reason = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            docs.append({"model": target, "run": str(options["run"]), "ok": False, "exit_status": 1, "error": reason})
+            docs.append({"model": name, "run": str(folder), "ok": False, "exit_status": 1, "error": reason})
             statuses.append(1)
             if not as_json:
-                click.echo(f"ptx verify {target} ({options['run']}): FAILED: {reason}\n")
+                click.echo(f"ptx verify {name} ({folder}): FAILED: {reason}\n")
             continue
         docs.append(report.to_dict())
         statuses.append(report.exit_status)
         if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
             click.echo(report.table(all_rows) + gap)
         if then is not None:
-            then(report, docs[-1], target, options)
+            then(report, docs[-1], folder)
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
         click.echo(json.dumps(docs if many else docs[0], indent=2))
     elif failed:
-        click.echo(f"verify --all: {len(failed)} of {len(targets)} runs failed: {', '.join(failed)}")
+        click.echo(f"verify --all: {len(failed)} of {len(jobs)} runs failed: {', '.join(failed)}")
     sys.exit(max(statuses))
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Mapping
+
+from ptx import __version__
 
 from .names import METADATA_PREFIX
 from .schema import Contract, ContractError, tensor_from_dict, tensor_to_dict
@@ -83,6 +86,28 @@ def to_strings(contract: Contract, provenance: Mapping[str, object] = (), raw_in
         if value is not None:
             out[key] = value if isinstance(value, str) else _canonical(value)
     return out
+
+
+def provenance(ckpt: Mapping, checkpoint_sha256: str, torch_version: str) -> dict[str, str]:
+    """Where an artifact came from, read from the training checkpoint it was made of: plain strings,
+    none of which inference relies on (the exporter's and a checkpoint's opener's alike)."""
+    metrics = ckpt.get("metrics", {})
+    config = ckpt.get("config")
+    augment = config.get("augment") if isinstance(config, dict) else None
+    values = {
+        "ptx_version": __version__,
+        "dataset": ckpt.get("dataset", {}).get("name"),
+        "test_accuracy": metrics.get("final_test_accuracy"),
+        "test_mse": metrics.get("final_test_mse"),
+        "epochs": ckpt.get("epoch"),
+        # the augmentation the weights were trained with, for people choosing between runs
+        "augment": json.dumps(augment, sort_keys=True) if isinstance(augment, dict) else None,
+        "checkpoint_sha256": checkpoint_sha256,
+        "torch_version": torch_version,
+        "export_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return {k: v if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
+            for k, v in values.items() if v is not None}
 
 
 def from_strings(strings: Mapping[str, str]) -> ArtifactInfo:

@@ -20,6 +20,10 @@ ARTIFACT_FILES = {
     "onnx-int8": "model.int8.onnx",  # onnxruntime.quantization's QDQ graph, for ONNX Runtime
     "openvino-int8": "model.openvino-int8.onnx",  # NNCF's QDQ graph, for OpenVINO
 }
+# What an export that names no format writes: the two portable files. pt2 (a compile takes ~40 s per
+# model on 2 cores) and int8 (an opt-in trade of accuracy for speed) are written on request only
+# (`--format all` still writes them). Read by export's CLI and by infer's "run `ptx export ...`" advice.
+DEFAULT_FORMATS = ("onnx", "torchscript")
 # The int8 formats: an ONNX graph with Q/DQ nodes, each made by the quantizer of the runtime that
 # serves it. Either runs on both runtimes; a file records which it is (ptx.format, int8_format).
 INT8_FORMATS = ("onnx-int8", "openvino-int8")
