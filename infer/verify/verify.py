@@ -22,16 +22,14 @@ row agrees; 1 a row disagrees or fails (a disagreement is never a warning); 2 no
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
-from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, judge_reduced_outputs, recorded_max_drop
-from ptx.contract.verdict import (Verdict, decide, differs_note, judge_tensors, recorded_bound, recorded_verdicts,
-                                  serving_label)
+from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
+from ptx.contract.verdict import differs_note, recorded_bound, recorded_verdicts
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
@@ -46,6 +44,7 @@ from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import Case, batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, run_cases
+from .reduced import reduced_verdict
 from .report import STORED, Report, Row
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
@@ -174,7 +173,7 @@ class Run:
         if row.precision == FULL_PRECISION or not row.cases:
             return
         metadata = model.metadata if model is not None else {}
-        row.verdict = _reduced_verdict(row, got, want, truth, self.head, self.signature,
+        row.verdict = reduced_verdict(row, got, want, truth, self.head, self.signature,
                                        (self.source, self.report.inputs), metadata, self._bound_again(model, metadata))
         row.unusable = row.verdict.reasons
         recorded = recorded_verdicts(metadata).get(row.label)
@@ -341,37 +340,6 @@ def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Toleranc
             row.reference_accuracy = float((wanted == truth.reshape(wanted.shape)).mean())
 
 
-def _reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[str, str], metadata,
-                     bound_again=None) -> Verdict:
-    """A reduced row's verdict from the evidence verify has (ptx.contract.verdict's order): the bound
-    its file records (a tutorial model's accuracy bound re-checked on the real samples; a user's metric
-    measured again with --metric, else as export measured it), a head's labels and accuracy on real
-    samples, then the tensors on the cases (the user's inputs, or generated ones)."""
-    evidence = []
-    shared = [i for i in got if i in want]
-    real = truth is not None and 0 in got and head is not None and row.argmax_agreement is not None
-    bound = recorded_bound(metadata)
-    if real:
-        g, w = got[0][head.output_name], want[0][head.output_name]
-        evidence.append(("labels", judge_reduced_outputs(g, w, truth, head.contract)))
-        if row.max_drop is not None:  # the accuracy bound its file was made to hold, measured here again
-            evidence.append(("bound", judge_reduced_outputs(g, w, truth, head.contract, row.max_drop)))
-    else:
-        kind, words = source
-        evidence.append((kind, judge_tensors([got[i] for i in shared], [want[i] for i in shared],
-                                             [(t.name, t.batch_axis) for t in signature.outputs], row.precision,
-                                             words)))
-    if bound_again is not None:
-        evidence.append(("bound", bound_again))
-    elif bound is not None and bound.user_metric is not None:  # the user's metric, which only they can run
-        recorded = recorded_verdicts(metadata).get(row.label)
-        if recorded is not None and recorded.evidence == "bound":
-            evidence.append(("bound", replace(recorded, rechecked=False)))
-        elif recorded is None and row.label == serving_label(metadata):  # a file written before ptx.verdict
-            evidence.append(("bound", bound))
-    return decide(row.label, evidence)
-
-
 def _provenance(target: Target, model, reference) -> list[str]:
     """Why a run's export is not its checkpoint's current weights or contract (stale)."""
     if not target.is_run or model is reference or model.head is None:
@@ -463,7 +431,7 @@ def _stored(this: Run, given, save: bool) -> None:
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
         _judge(held, got, stored_want, stored_cases, sorted(got), None, None, this.tolerances, signature)
         if held.precision != FULL_PRECISION and held.cases:
-            held.verdict = _reduced_verdict(held, got, stored_want, None, None, signature,
+            held.verdict = reduced_verdict(held, got, stored_want, None, None, signature,
                                             ("inputs", f"{len(held.cases)} stored reference cases"), {})
             held.unusable = held.verdict.reasons
         report.rows.append(held)

@@ -1,0 +1,41 @@
+"""A reduced row's verdict in ``ptx verify``: the evidence verify has, handed to the one rule
+(ptx.contract.verdict), which export follows too, so that a file gets one verdict whichever asks."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ptx.contract.comparison import judge_reduced_outputs
+from ptx.contract.verdict import Verdict, decide, judge_tensors, recorded_bound, recorded_verdicts, serving_label
+
+from .report import Row
+
+
+def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[str, str], metadata,
+                     bound_again=None) -> Verdict:
+    """A reduced row's verdict from the evidence verify has (ptx.contract.verdict's order): the bound
+    its file records (a tutorial model's accuracy bound re-checked on the real samples; a user's metric
+    measured again with --metric, else as export measured it), a head's labels and accuracy on real
+    samples, then the tensors on the cases (the user's inputs, or generated ones)."""
+    evidence = []
+    shared = [i for i in got if i in want]
+    real = truth is not None and 0 in got and head is not None and row.argmax_agreement is not None
+    bound = recorded_bound(metadata)
+    if real:
+        g, w = got[0][head.output_name], want[0][head.output_name]
+        evidence.append(("labels", judge_reduced_outputs(g, w, truth, head.contract)))
+        if row.max_drop is not None:  # the accuracy bound its file was made to hold, measured here again
+            evidence.append(("bound", judge_reduced_outputs(g, w, truth, head.contract, row.max_drop)))
+    else:
+        kind, words = source
+        evidence.append((kind, judge_tensors([got[i] for i in shared], [want[i] for i in shared],
+                                             [(t.name, t.batch_axis) for t in signature.outputs], row.precision,
+                                             words)))
+    if bound_again is not None:
+        evidence.append(("bound", bound_again))
+    elif bound is not None and bound.user_metric is not None:  # the user's metric, which only they can run
+        recorded = recorded_verdicts(metadata).get(row.label)
+        if recorded is not None and recorded.evidence == "bound":
+            evidence.append(("bound", replace(recorded, rechecked=False)))
+        elif recorded is None and row.label == serving_label(metadata):  # a file written before ptx.verdict
+            evidence.append(("bound", bound))
+    return decide(row.label, evidence)
