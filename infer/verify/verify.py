@@ -427,9 +427,9 @@ def _offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[s
         variant = Variant(registry.get(row.backend), row.device, row.precision)
         where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
         if row.precision != FULL_PRECISION:
-            if not triaged:
-                offers.append(f"where {row.label} loses labels: ptx verify {where} --backends {row.label} --locate "
-                              "(the nodes to keep in f32)")
+            if not triaged:  # labels only where the model has them (a head); any other model's outputs depart
+                offers.append(f"where {row.label} {'loses labels' if report.head else 'departs'}: ptx verify {where} "
+                              f"--backends {row.label} --locate (the nodes to keep in f32)")
         elif variant.backend.artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
             offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
