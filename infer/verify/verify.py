@@ -57,11 +57,14 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
            plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: str | Path | None = None,
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           notice: Callable[[str], None] = print, triaged: bool = False) -> Report:
+           notice: Callable[[str], None] = print, triaged: bool = False,
+           named: Sequence[str] | None = None) -> Report:
     """Verify a tutorial model's run (``argument`` its name, or ``run`` its folder) or a model file
     (see the module's docstring). ``options`` are load()'s for a file (inputs, batch_axes,
     ignore_metadata); ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and
-    ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs."""
+    ``rtol`` are (output name or None, value) pairs; ``seed`` asks for generated inputs. ``named``: the
+    rows the user asked for (default ``backends``; bench runs the rows it timed, which the user may not
+    have named): a named row that cannot open FAILs, and a named reduced row below its gate too."""
     target = Target.of(argument, root=root, run=run, options=options, verifying=True)
     variants = target.variants(backends)
     if nothing_exported(target):  # said before eager is loaded and run for nothing
@@ -83,9 +86,11 @@ def verify(argument: str | Path, *, backends: Sequence[str] | None = None, root:
     this = Run(target, reference, cases, truth, tolerances, report, progress, input_files)
     to_run = _skip_unrunnable(target, variants, report)
     opened = target.open_all([v for v in to_run if v.label != _reference_label(target)])
+    asked = set(backends or ()) if named is None else set(named)
     for variant in to_run:
         this.row(variant, reference if variant.label == _reference_label(target) else opened[variant.label],
-                 required=variant.precision != FULL_PRECISION and variant.label in set(backends or ()), strict=strict)
+                 required=variant.precision != FULL_PRECISION and variant.label in asked, strict=strict,
+                 asked=variant.asked_by(asked))
     _stored(this, reference_file, save)
     if against is not None:
         report.rows.append(_against(Path(against), this))
@@ -122,17 +127,21 @@ class Run:
                                f"{self._references[device][1]}{_hint(self.reference, self.input_files)}")
         return self._references[device]
 
-    def row(self, variant: Variant, model, required: bool, strict: bool) -> None:
+    def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> None:
         """``variant``'s Row in the report (or its skip): its outputs on the cases against the
-        reference's, judged; a file or precision it cannot open is skipped, any other failure is its row's."""
+        reference's, judged; a file or precision it cannot open is skipped, unless the user ``asked``
+        for that row (then it FAILs, as any other failure of its row does)."""
         ref_device = _reference_device(self.target, variant)
-        if isinstance(model, (MissingArtifactError, BackendUnavailableError)):
-            self.report.skipped[variant.label] = str(model)  # not exported, or this CPU cannot run that precision
+        # not exported, or this CPU cannot run that precision: a skip, but never of a row the user named
+        # (verify would judge the others and exit 0 without the one asked for)
+        if isinstance(model, BackendUnavailableError) or (isinstance(model, MissingArtifactError) and not asked):
+            self.report.skipped[variant.label] = str(model)
             return
         row = Row(variant.backend.name, variant.device, variant.precision,
                   against=registry.get(self.target.reference).label(ref_device, self.target.precision),
-                  batch_sizes=sorted({c.batch for c in self.cases if c.batch}), optional=not self.target.is_run,
-                  required=required, advisory=variant.backend.third_opinion and not strict)
+                  batch_sizes=sorted({c.batch for c in self.cases if c.batch}),
+                  optional=not self.target.is_run and not asked, required=required,
+                  advisory=variant.backend.third_opinion and not strict)
         self.report.rows.append(row)
         if isinstance(model, Exception):
             row.error = str(model)
