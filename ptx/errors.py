@@ -39,6 +39,13 @@ class BackendUnavailableError(PtxError):
     """A backend this machine cannot run (no GPU, no CUDA libraries, no onnxruntime)."""
 
 
+class AskedRowError(PtxError):
+    """A row the user named (--backends) that cannot open: the command fails, as verify's FAIL row
+    does (exit 1), rather than answer for other rows."""
+
+    exit_code = 1
+
+
 class NothingToCompareError(PtxError):
     """``ptx verify`` found nothing to compare with eager: no export yet, or no other backend runs here."""
 

@@ -210,3 +210,126 @@ def test_the_gpu_resident_ceiling_rows_are_never_verified_nor_fastest(runs, monk
     monkeypatch.setattr("ptx.infer.model.records.record_bench", lambda *a, **k: None)
     CliRunner().invoke(cli.cli, ["bench", "convnet", "--root", str(runs.ready("convnet"))])
     assert asked["backends"] == ["eager-cuda"]
+
+
+# -- summaries and bench's verdicts from the rows (issue 57 item 7) ------------------------------------
+
+def _wide_relu(path, width=40_000):
+    """A model whose generated cases (batches 3 and 5 of ``width`` values) are all over
+    onnx.reference's limit of 100,000 values per case."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])])
+    onnx.save(helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_row_that_ran_no_case_is_said_so_and_never_agrees(tmp_path):
+    """Before: "note: onnx.reference ran on 0 of 2 cases" and then "all agree: ..., onnx.reference"."""
+    path = _wide_relu(tmp_path / "wide.onnx")
+    report = verify(Target.of(path, verifying=True), notice=lambda _: None)
+    idle = next(r for r in report.rows if r.backend == "onnx.reference")
+    assert idle.no_case == "inputs over its limit of 100,000 values" and not idle.cases and not idle.ok
+    summary = report.summary()
+    assert "onnx.reference" not in summary.split(";")[0], summary
+    assert "ran no case: onnx.reference (inputs over its limit of 100,000 values)" in summary
+    result = ptx("verify", path, "--json")
+    doc = json.loads(result.stdout)
+    row = next(r for r in doc["rows"] if r["backend"] == "onnx.reference")
+    assert row["agrees"] is False and row["no_case"] and "ran no case: onnx.reference" in doc["summary"]
+
+
+def test_the_locate_offer_speaks_of_labels_only_for_a_model_with_labels(tmp_path):
+    """Before: a detector with no labels was told "where openvino-bf16 loses labels"."""
+    from ptx.infer.model.target import Target
+    from ptx.infer.verify.report import Report, Row
+    from ptx.infer.verify.verify import _offers
+
+    path = _wide_relu(tmp_path / "wide.onnx", width=4)
+    target = Target.of(path)
+    bf16 = Row("openvino", "cpu", "bf16", against="ort-cpu", cases=["batch 3"], unusable=["y: relative error 0.3"])
+    headless = Report(str(path), "onnx", "ort-cpu", rows=[bf16], head=False)
+    (offer,) = _offers(target, headless, (), (), False)
+    assert offer.startswith(f"where openvino-bf16 departs: ptx verify {path} --backends openvino-bf16 --locate")
+    assert "labels" not in offer
+    labelled = Report(str(path), "onnx", "ort-cpu", rows=[bf16], head=True)
+    assert _offers(target, labelled, (), (), False)[0].startswith("where openvino-bf16 loses labels: ")
+
+
+def test_bench_shows_the_verdict_verify_records_not_a_stricter_one_of_its_own(runs, tmp_path, monkeypatch):
+    """Before: bench verified the rows it timed as if the user had named them (a NOT USABLE bf16 row
+    became FAIL), and with --verify-samples 0 every reduced row was "not verified" whatever verify had
+    recorded (openvino-bf16 at 5.02x "not verified" where verify said NOT USABLE)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ptx import cli
+    from ptx.infer.bench import timing as bench_module
+    from ptx.infer.bench.timing import BenchRow
+    from ptx.infer.model.records import record_verify
+    from ptx.infer.verify.report import Report, Row
+
+    shutil.copytree(runs.trained("convnet"), tmp_path / "convnet")
+    rows = [BenchRow("ort-cpu", "cpu", 1, 100.0, 110.0, 120.0, 10_000.0, 50),
+            BenchRow("openvino-bf16", "cpu", 1, 20.0, 22.0, 24.0, 50_200.0, 50, precision="bf16")]
+    monkeypatch.setattr(bench_module, "bench", lambda *a, **k: bench_module.Bench("convnet", rows=rows))
+    bf16 = Row("openvino", precision="bf16", against="eager-cpu", cases=["real"], argmax_agreement=0.9,
+               accuracy=0.8, reference_accuracy=0.98, unusable=["labels agree on 90.0% (< 99%)"])
+    asked = {}
+
+    def fake_verify(name, backends, named=None, **kwargs):
+        asked.update(backends=backends, named=named)
+        bf16.required = bf16.label in set(named)  # as verify's rule: a FAIL only where the user named it
+        return Report("convnet", rows=[Row("eager", against="eager-cpu", cases=["real"]), bf16])
+
+    monkeypatch.setattr("ptx.infer.verify.verify.verify", fake_verify)
+    result = CliRunner().invoke(cli.cli, ["bench", "convnet", "--root", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert asked == {"backends": ["openvino-bf16", "ort-cpu"], "named": ()}
+    assert [r["verdict"] for r in doc["reduced"]] == ["NOT USABLE"]
+    # the verdict kept in the run folder is verify's, and bench without verifying reads it back
+    record_verify(Report("convnet", rows=[bf16]), tmp_path / "convnet")
+    quiet = CliRunner().invoke(cli.cli, ["bench", "convnet", "--root", str(tmp_path), "--verify-samples", "0"])
+    assert quiet.exit_code == 0, quiet.output
+    *_, line = (ln for ln in quiet.stdout.splitlines() if ln.startswith("openvino-bf16 "))  # the reduced table's
+    assert line.endswith("NOT USABLE") and "not verified" not in quiet.stdout, quiet.stdout
+
+
+def test_a_row_asked_for_that_cannot_open_fails_bench_and_verify(runs, tmp_path):
+    """Before: `ptx bench convnet --backends ort-cpu` with a cut model.onnx skipped the row asked for,
+    timed ort-cpu-int8 instead and exited 0."""
+    import shutil
+
+    from ptx.export.api import export_model
+    from ptx.infer import open_artifact
+
+    shutil.copytree(runs.trained("convnet"), tmp_path / "convnet")
+    export_model("convnet", ["onnx-int8"], checkpoint=tmp_path / "convnet" / "checkpoint.pt",
+                 open_predictor=open_artifact, log=lambda _: None)
+    onnx_file = tmp_path / "convnet" / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
+    fast = ("--seconds", "0.02", "--rounds", "1", "--warmup", "1", "--verify-samples", "0")
+    result = ptx("bench", "convnet", "--backends", "ort-cpu", "--root", str(tmp_path), *fast)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if not ln.startswith("timing ")]
+    assert len(errors) == 1 and "ort-cpu, asked for with --backends, cannot open convnet" in errors[0], errors
+    assert "timing ort-cpu-int8" not in result.stderr and not result.stdout
+    checked = ptx("verify", "convnet", "--backends", "ort-cpu", "--samples", "50", "--root", str(tmp_path))
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert any(ln.startswith("ort-cpu (cpu)") and "FAIL" in ln for ln in checked.stdout.splitlines())
+    # the file gone altogether: the row asked for is a FAIL too, never a skip behind the int8 row
+    onnx_file.unlink()
+    gone = ptx("verify", "convnet", "--backends", "ort-cpu", "--samples", "50", "--root", str(tmp_path))
+    assert gone.returncode == 1 and "DISAGREE: ort-cpu" in gone.stdout.splitlines()[-1], gone.stdout + gone.stderr
+    assert ptx("bench", "convnet", "--backends", "ort-cpu", "--root", str(tmp_path), *fast).returncode == 1
+    # a backend this machine cannot run at all stays a skip with its reason
+    import torch
+
+    if not torch.cuda.is_available():
+        skipped = verify(Target.of("convnet", root=tmp_path, verifying=True), backends=["eager-cuda", "torchscript"],
+                         samples=50, notice=lambda _: None)
+        assert "eager-cuda" in skipped.skipped and skipped.exit_status == 0

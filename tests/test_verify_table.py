@@ -92,3 +92,56 @@ def test_json_keeps_every_row_and_the_whole_rule():
     assert doc["unrunnable"]["ort-cuda"] == "cuda" and doc["tolerances"]["cuda"] == CUDA
     assert {"f32", "bf16/tf32/int8", "exit status"} <= set(doc["rule"])
     assert doc["model"] == "convnet" and doc["kind"] == "run" and doc["samples"] == 1000
+
+
+# -- the summary is computed from the rows (issue 57 item 7) --------------------------------------
+
+def _agreeing(summary: str) -> list[str]:
+    """The labels the summary's "all agree:" names (empty where it names none)."""
+    if not summary.startswith("all agree: "):
+        return []
+    named = summary[len("all agree: "):].split(" (against ")[0]
+    return [] if named == "nothing else" else named.split(", ")
+
+
+def file_report(*rows: Row) -> Report:
+    reference = row("ort-cpu", "cpu", 0.0, 0.0, None, None, against="ort-cpu")
+    return Report("m.onnx", "onnx", "ort-cpu", rows=[reference, *rows], inputs="generated, seed 0, batch 3 and batch 5")
+
+
+def test_all_agree_names_only_rows_that_passed_on_a_case_they_compared():
+    """Before: "onnx.reference ran on 0 of 2 cases" and then "all agree: ..., onnx.reference"; and
+    "all agree: openvino, openvino-bf16; not usable at their precision: openvino-bf16"."""
+    openvino = row("openvino", "cpu", 1e-6, 1e-6, None, None, against="ort-cpu")
+    bf16 = row("openvino", "cpu", 0.3, 0.2, None, None, precision="bf16", against="ort-cpu")
+    bf16.unusable = ["logits keeps its argmax on 60% of rows (< 99%)"]
+    idle = Row("onnx.reference", against="ort-cpu", advisory=True,
+               no_case="inputs over its limit of 100,000 values")
+    report = file_report(openvino, bf16, idle)
+    summary = report.summary()
+    named = _agreeing(summary)
+    assert named == ["openvino"]
+    for r in report.rows:  # every row the line calls agreeing passed on at least one case; no other is called so
+        assert (r.label in named) == (r.status == "PASS" and bool(r.cases) and r.no_case is None and not r.is_reference)
+    assert "ran no case: onnx.reference (inputs over its limit of 100,000 values)" in summary
+    assert "not usable at their precision: openvino-bf16" in summary
+    # the row that ran nothing keeps a line of its own in the table, saying so (before: no line at all)
+    line = next(ln for ln in report.table().splitlines() if ln.startswith("onnx.reference"))
+    assert line.endswith("ran no case: inputs over its limit of 100,000 values")
+    assert not idle.ok and report.to_dict()["rows"][-1]["agrees"] is False
+    assert report.exit_status == 0
+
+
+def test_no_row_agrees_when_the_only_rows_beside_the_reference_are_not_usable():
+    bf16 = row("openvino", "cpu", 0.3, 0.2, None, None, precision="bf16", against="ort-cpu")
+    bf16.unusable = ["logits keeps its argmax on 60% of rows (< 99%)"]
+    summary = file_report(bf16).summary()
+    assert _agreeing(summary) == [] and "openvino-bf16" in summary
+    assert summary == "no row agrees with ort-cpu; not usable at their precision: openvino-bf16"
+
+
+def test_a_report_whose_only_other_row_ran_no_case_compared_nothing():
+    idle = Row("onnx.reference", against="ort-cpu", advisory=True, no_case="inputs over its limit of 100,000 values")
+    report = file_report(idle)
+    assert report.exit_status == 2 and "all agree" not in report.summary()
+    assert "ran no case: onnx.reference (inputs over its limit of 100,000 values)" in report.summary()

@@ -12,7 +12,7 @@ imports the other.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ptx.contract.comparison import accuracy_points
 from ptx.contract.names import FULL_PRECISION
@@ -33,9 +33,10 @@ class ReducedRow:
     max_drop: float | None = None  # the bound its file was exported to hold
 
 
-def reduced_rows(rows: Sequence, verified: Sequence = ()) -> list[ReducedRow]:
+def reduced_rows(rows: Sequence, verified: Sequence = (), recorded: Mapping[str, str] | None = None) -> list[ReducedRow]:
     """One ReducedRow per reduced-precision ptx row of a bench (BenchRow), with ``verified``'s
-    (verify's Rows) accuracy and verdict where verify judged that label."""
+    (verify's Rows) accuracy and verdict where verify judged that label, else ``recorded``'s verdict
+    (label -> the status kept for its file: verify.json, or export's judgement in the file)."""
     f32 = {r.batch: r for r in rows if r.runner == F32_PEER and r.precision == FULL_PRECISION and r.peer_of is None}
     judged = {v.label: v for v in verified if not v.is_reference}
     out = []
@@ -46,6 +47,7 @@ def reduced_rows(rows: Sequence, verified: Sequence = ()) -> list[ReducedRow]:
         if r.batch in f32:
             row.vs_ort_f32 = round(r.images_per_s / f32[r.batch].images_per_s, 3)
         v = judged.get(r.runner)
+        row.verdict = (recorded or {}).get(r.runner)
         if v is not None:
             row.verdict, row.max_drop = v.status, v.max_drop
             row.accuracy, row.label_agreement = v.accuracy, v.argmax_agreement

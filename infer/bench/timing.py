@@ -20,7 +20,7 @@ import numpy as np
 
 from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
-from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, first_line
+from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..verify.cases import Case, file_cases, generated_cases, has_batch
 
@@ -293,7 +293,11 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
     The torch-free runtimes (ONNX Runtime, OpenVINO) are timed together, all in the same alternating
     rounds per batch size, so their ratios hold on a shared machine; the torch backends after them,
     in rounds of their own: once torch has run, its idle OpenMP threads compete for the cores and
-    doubled ORT's batch-1 latency here (26 us alone, 57 us after)."""
+    doubled ORT's batch-1 latency here (26 us alone, 57 us after).
+
+    A row ``backends`` names (ort-cpu: its f32 row) that this machine could run but that cannot open
+    (its file missing or unreadable) fails the bench with AskedRowError, before anything is timed
+    where it is found among the rows opened first: a timing of other rows is no answer to it."""
     from ..model.target import Target, group_reasons
 
     if not isinstance(target, Target):
@@ -302,6 +306,12 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
     result = Bench(target.name if target.is_run else target.path.name)
     sizes = tuple(batch_sizes or (DEFAULT_BATCH_SIZES if target.is_run else DEFAULT_FILE_BATCH_SIZES))
     chosen = [v for v in target.variants(backends) if not v.backend.third_opinion]  # a third opinion is no runtime to time
+    for variant in chosen:  # an asked row's missing file is known before any group opens
+        if variant.asked_by(backends) and not variant.unavailable():
+            try:
+                target.file_for(variant)
+            except MissingArtifactError as exc:
+                raise AskedRowError(_asked_failure(variant.label, result.name, exc)) from None
     cases = feeds_of = None
     for needs_torch in (False, True):
         group = []
@@ -315,6 +325,9 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
             progress(f"opening {target.name} with {', '.join(v.label for v in group)}")
         opened, models = [], target.open_all(group)
         for variant, model in ((v, models[v.label]) for v in group):
+            if isinstance(model, Exception) and not isinstance(model, BackendUnavailableError) \
+                    and variant.asked_by(backends):
+                raise AskedRowError(_asked_failure(variant.label, result.name, model))
             if isinstance(model, (MissingArtifactError, BackendUnavailableError)):
                 result.skipped[variant.label] = str(model)  # not exported, or not on this CPU
             elif isinstance(model, Exception):
@@ -332,6 +345,12 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
         reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
         raise PtxError(f"no backend could run {result.name} here: {reasons}")
     return result
+
+
+def _asked_failure(label: str, name: str, exc: Exception) -> str:
+    """One line: the row asked for, why it cannot open, and that nothing was timed in its place."""
+    return (f"{label}, asked for with --backends, cannot open {name}: {first_line(exc)}; nothing timed in its "
+            f"place (leave it out of --backends to time the others)")
 
 
 def fastest(rows: list[BenchRow], verified: set[str]) -> list[Fastest]:

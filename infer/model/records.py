@@ -79,9 +79,11 @@ def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, statu
 def record_verify(report, run_dir: str | Path) -> Path:
     """Keep ``report``'s verdicts (infer/verify/report.py) with the artifacts they judged."""
     run_dir = Path(run_dir)
-    # A backend's own rows only: not --against another file's, nor the stored reference's second look.
+    # A backend's own rows only: not --against another file's, nor the stored reference's second look;
+    # nor a row that compared no case, which judged nothing to keep.
     rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.status, v.batch_sizes, "verify")
-            for v in report.rows if v.backend in registry.list_backends() and v.against != "stored reference"}
+            for v in report.rows if v.backend in registry.list_backends() and v.against != "stored reference"
+            and getattr(v, "no_case", None) is None}
     _write(run_dir / VERIFY_RECORD_FILE, rows)
     return run_dir / VERIFY_RECORD_FILE
 
@@ -106,6 +108,33 @@ def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | 
     if status in (None, "PASS") or not Path(artifact).is_file() or row.get("sha256") != file_sha256(artifact):
         return None
     return str(status)
+
+
+def recorded_statuses(target, labels) -> dict[str, str]:
+    """Label -> the verdict kept for the file each of ``labels`` reads of ``target`` (a Target) as it
+    is now: a run's record on this machine (verify.json, or export's judgement there), else export's
+    judgement written in a model file (ptx.judgement, "NOT USABLE: ..."). A label with neither is
+    left out: nothing recorded a verdict for it."""
+    from ptx.errors import PtxError
+
+    from ..formats.model_files import read_model_file
+
+    found = {}
+    for variant in target.variants(labels) if labels else []:
+        if variant.label not in labels:
+            continue
+        try:
+            path = target.file_for(variant)
+        except PtxError:
+            continue
+        row = _read(path.parent / VERIFY_RECORD_FILE).get("rows", {}).get(variant.label, {})
+        if row.get("status") and row.get("sha256") == file_sha256(path):
+            found[variant.label] = str(row["status"])
+            continue
+        carried = read_model_file(path, digest=False).metadata.get("judgement") if not target.is_run else None
+        if carried:
+            found[variant.label] = carried.partition(":")[0]
+    return found
 
 
 def record_bench(rows, run_dir: str | Path) -> Path:

@@ -44,6 +44,14 @@ class Variant:
     def label(self) -> str:
         return self.backend.label(self.device, self.precision)
 
+    def asked_by(self, names) -> bool:
+        """Whether a user's --backends ``names`` name this variant: by its label (ort-cpu-int8), or at
+        f32 by its backend's name or device label (ort-cpu, eager-cuda). A backend's name does not ask
+        for its reduced precisions, which come along where they were exported."""
+        names = set(names or ())
+        return self.label in names or (self.precision == FULL_PRECISION and bool(
+            {self.backend.name, self.backend.label(self.device)} & names))
+
     def unavailable(self) -> str | None:
         """Why this machine cannot run it, or None. Every CUDA variant says the same "no GPU" where
         the machine has none, so that a command can say it once for all of them."""

@@ -90,6 +90,9 @@ class Row:
     # A reduced precision's verdict (ptx.contract.verdict): by which evidence, measuring what; its
     # reasons are ``unusable``.
     verdict: object | None = None
+    # Why it opened and ran but compared no case (a third opinion whose inputs are all over its
+    # limit): it agrees with nothing, so the summary says so instead of counting it as agreeing.
+    no_case: str | None = None
 
     @property
     def label(self) -> str:
@@ -134,8 +137,9 @@ class Row:
 
     @property
     def ok(self) -> bool:
-        """Passed: the backend at this precision may be used (bench and serve choose only these)."""
-        return self.status == "PASS"
+        """Passed: the backend at this precision may be used (bench and serve choose only these); a
+        row that compared no case passed nothing."""
+        return self.status == "PASS" and self.no_case is None
 
     @property
     def reasons(self) -> list[str]:
@@ -144,6 +148,12 @@ class Row:
     @property
     def could_not_run(self) -> bool:
         return self.optional and self.error is not None and not self.cases
+
+    @property
+    def agrees(self) -> bool:
+        """PASS on at least one case compared: what the summary may call agreeing (a row that ran no
+        case passed nothing, and a NOT USABLE or DIFFERS row is not PASS)."""
+        return self.ok and bool(self.cases)
 
     @property
     def alone_error(self) -> str | None:
@@ -197,7 +207,8 @@ class Row:
         doc = {k: getattr(self, k) for k in ("backend", "label", "device", "precision", "against", "cases",
                                              "batch_sizes", "max_abs", "max_rel", "argmax_agreement", "accuracy",
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
-                                             "could_not_run", "advisory", "reference_accuracy", "max_drop")}
+                                             "could_not_run", "advisory", "reference_accuracy", "max_drop",
+                                             "no_case", "agrees")}
         return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
                 "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
                 "composition": self.composition.to_dict() if self.composition else None,
@@ -257,8 +268,8 @@ class Report:
     def compared(self) -> list[Row]:
         """The rows that compared anything: a backend with a reference, or samples alone with their
         batch (the reference against itself alone proves nothing)."""
-        return [r for r in self.rows if not r.could_not_run and (not r.is_reference or
-                                                                  (r.composition is not None and r.composition.checked))]
+        return [r for r in self.rows if not r.could_not_run and r.no_case is None
+                and (not r.is_reference or (r.composition is not None and r.composition.checked))]
 
     @property
     def exit_status(self) -> int:
@@ -278,8 +289,10 @@ class Report:
             return f"DISAGREE: {problems[0]}{more}"
         ran = self.compared
         held = [r for r in ran if not r.is_reference]
+        idle = [f"{r.label} ({r.no_case})" for r in self.rows if r.no_case is not None]
         if not ran:
-            others = "; ".join(group_reasons(self.skipped)) or "no other backend reads this kind of model"
+            others = "; ".join(group_reasons(self.skipped) + [f"ran no case: {', '.join(idle)}"] * bool(idle)) \
+                or "no other backend reads this kind of model"
             return (f"nothing compared: only {self.reference_row.backend if self.reference_row else self.reference} "
                     f"ran ({others})" + ("" if self.kind == RUN else "; give --reference FILE or --against OTHER to "
                                                                       "compare with"))
@@ -287,6 +300,8 @@ class Report:
         ties = sum(r.ties for r in self.rows)
         if ties:
             notes.append(f"{ties} tie{'s' * (ties != 1)} within tolerance")
+        if idle:
+            notes.append(f"ran no case: {', '.join(idle)}")
         for status, words in (("NOT USABLE", "not usable at their precision"), ("DIFFERS", "a third opinion differs")):
             found = [r.label for r in self.rows if r.status == status]
             if found:
@@ -296,9 +311,13 @@ class Report:
             notes.append(f"each alone as inside a batch: {', '.join(alone)}")
         if self.could_not_run:
             notes.append(f"could not run: {', '.join(self.could_not_run)} (not a disagreement; --strict fails it)")
-        compared = ", ".join(dict.fromkeys(r.label for r in held)) or "nothing else"
-        against = ", ".join(dict.fromkeys(r.against for r in held)) or self.reference
-        return f"all agree: {compared} (against {against})" + (f"; {'; '.join(notes)}" if notes else "")
+        # Only rows that passed on a case they compared agree: a NOT USABLE row, a third opinion that
+        # differs and a row that ran no case are each named in a note of their own, never here too.
+        agreeing = [r for r in held if r.agrees]
+        compared = ", ".join(dict.fromkeys(r.label for r in agreeing)) or "nothing else"
+        against = ", ".join(dict.fromkeys(r.against for r in agreeing or held)) or self.reference
+        lead = f"no row agrees with {against}" if held and not agreeing else f"all agree: {compared} (against {against})"
+        return lead + (f"; {'; '.join(notes)}" if notes else "")
 
     def table(self, all_rows: bool = False) -> str:
         """The report as `ptx verify` prints it; ``all_rows`` lists every row this machine cannot run
@@ -366,6 +385,8 @@ def _cells(report: Report, row: Row) -> list[list[str]]:
     if row.error:
         verdict = f"{not_run}: {short_reason(row.error, report.path)}" if row.could_not_run else f"FAIL: {row.error}"
         return [[name, precision, row.against, *blank, verdict]]
+    if row.no_case is not None:  # without a line of its own it would vanish from the table
+        return [[name, precision, row.against, *blank, f"ran no case: {row.no_case}"]]
     cells = []
     for k, o in enumerate(row.outputs):
         if head and row.argmax_agreement is not None:

@@ -57,7 +57,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
            plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: Target | None = None,
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None) -> Report:
+           notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None,
+           named: Sequence[str] | None = None) -> Report:
     """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
@@ -67,7 +68,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     makes it). ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and ``rtol``
     are (output name or None, value) pairs; ``seed`` asks for generated inputs. ``metric``: the user's
     ``--metric`` (``metric(run) -> float``, export/bound.py's load_metric, handed in by the CLI), which
-    measures again the bound an int8 file records (ptx.contract.verdict)."""
+    measures again the bound an int8 file records (ptx.contract.verdict). ``named``: the rows the user
+    asked for (default ``backends``; bench runs the rows it timed, which the user may not have named):
+    a named row that cannot open FAILs, and a named reduced row below its gate too."""
     if not isinstance(target, Target) or not (against is None or isinstance(against, Target)):
         given = target if not isinstance(target, Target) else against
         raise PtxError(f"verify() takes a Target, not {type(given).__name__} {str(given)[:60]!r}: give "
@@ -93,9 +96,11 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric)
     to_run = _skip_unrunnable(target, variants, report)
     opened = target.open_all([v for v in to_run if v.label != _reference_label(target)])
+    asked = set(backends or ()) if named is None else set(named)
     for variant in to_run:
         this.row(variant, reference if variant.label == _reference_label(target) else opened[variant.label],
-                 required=variant.precision != FULL_PRECISION and variant.label in set(backends or ()), strict=strict)
+                 required=variant.precision != FULL_PRECISION and variant.label in asked, strict=strict,
+                 asked=variant.asked_by(asked))
     _stored(this, reference_file, save)
     if against is not None:
         report.rows.append(_against(against, this))
@@ -135,17 +140,21 @@ class Run:
                                f"{self._references[device][1]}{_hint(self.reference, self.input_files)}")
         return self._references[device]
 
-    def row(self, variant: Variant, model, required: bool, strict: bool) -> None:
+    def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> None:
         """``variant``'s Row in the report (or its skip): its outputs on the cases against the
-        reference's, judged; a file or precision it cannot open is skipped, any other failure is its row's."""
+        reference's, judged; a file or precision it cannot open is skipped, unless the user ``asked``
+        for that row (then it FAILs, as any other failure of its row does)."""
         ref_device = _reference_device(self.target, variant)
-        if isinstance(model, (MissingArtifactError, BackendUnavailableError)):
-            self.report.skipped[variant.label] = str(model)  # not exported, or this CPU cannot run that precision
+        # not exported, or this CPU cannot run that precision: a skip, but never of a row the user named
+        # (verify would judge the others and exit 0 without the one asked for)
+        if isinstance(model, BackendUnavailableError) or (isinstance(model, MissingArtifactError) and not asked):
+            self.report.skipped[variant.label] = str(model)
             return
         row = Row(variant.backend.name, variant.device, variant.precision,
                   against=registry.get(self.target.reference).label(ref_device, self.target.precision),
-                  batch_sizes=sorted({c.batch for c in self.cases if c.batch}), optional=not self.target.is_run,
-                  required=required, advisory=variant.backend.third_opinion and not strict)
+                  batch_sizes=sorted({c.batch for c in self.cases if c.batch}),
+                  optional=not self.target.is_run and not asked, required=required,
+                  advisory=variant.backend.third_opinion and not strict)
         self.report.rows.append(row)
         if isinstance(model, Exception):
             row.error = str(model)
@@ -153,6 +162,9 @@ class Run:
         self.models[variant.label] = model
         want, ref_error = self.reference_on(ref_device)
         shared = _cases_for(variant, self.cases, want, self.report)
+        if want and not shared:  # every case over its limit: it compared nothing, and the summary says so
+            row.no_case = f"inputs over its limit of {variant.backend.case_values:,} values"
+            return
         self.progress(f"running {variant.label}")
         ran, row.error = (({i: want[i] for i in shared}, ref_error) if model is self.reference
                           else _ran(self.run_on(model), self.cases, shared))
@@ -456,9 +468,9 @@ def _offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[s
         variant = Variant(registry.get(row.backend), row.device, row.precision)
         where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
         if row.precision != FULL_PRECISION:
-            if not triaged:
-                offers.append(f"where {row.label} loses labels: ptx verify {where} --backends {row.label} --locate "
-                              "(the nodes to keep in f32)")
+            if not triaged:  # labels only where the model has them (a head); any other model's outputs depart
+                offers.append(f"where {row.label} {'loses labels' if report.head else 'departs'}: ptx verify {where} "
+                              f"--backends {row.label} --locate (the nodes to keep in f32)")
         elif variant.backend.artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
             offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "

@@ -52,11 +52,11 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     from dataclasses import asdict
 
     from ptx.cli.options import open_options, plan_options
-    from ptx.errors import UnknownModelError
+    from ptx.errors import PtxError, UnknownModelError
     from ptx.infer.bench.reduced import heading, reduced_rows, slower_line, to_dicts, to_markdown, to_text
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
     from ptx.machine import describe_cpu
-    from ptx.infer.model.records import record_bench, record_verify
+    from ptx.infer.model.records import record_bench, record_verify, recorded_statuses
     from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import verify
 
@@ -76,17 +76,39 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
                    seconds=seconds, rounds=rounds,
                    progress=lambda msg: click.echo(f"timing {msg}", err=True))
     verdicts, unverified, judged = [], {}, []
+    timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
     if target.is_run:
         record_bench(result.rows, target.run_folder())  # `ptx serve --backend auto` picks the fastest verified
-        if verify_samples:
-            timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
-            click.echo(f"verifying {', '.join(timed)} on {verify_samples} real test samples", err=True)
-            report = verify(target, backends=timed, samples=verify_samples, notice=lambda _: None)
+    if verify_samples:
+        # The verdict bench shows is verify's own, on the rows timed: the same rule, the same words
+        # (a row is required only where the user named it, as `ptx verify --backends` would), and a
+        # run's record is the one serve reads.
+        click.echo(f"verifying {', '.join(timed)}" + (f" on {verify_samples} real test samples" if target.is_run
+                                                      else " as `ptx verify` would"), err=True)
+        # A file is verified on the inputs it was timed on, as `ptx verify FILE --inputs ...` would; a run
+        # on its real test samples, as the record serve reads was always made.
+        inputs = {} if target.is_run else dict(plan=plan_options(shapes, values, ranges), input_files=input_files,
+                                                seed=seed if _given(ctx, ["seed"]) else None)
+        try:
+            # a file as verify opens it: one changed since export is judged as your own model, with a note
+            judged_target = target if target.is_run else Target.of(name, options=options, verifying=True)
+            report = verify(judged_target, backends=timed, named=backends or (), samples=verify_samples,
+                            notice=lambda _: None, **inputs)
+        except PtxError as exc:
+            if target.is_run:
+                raise
+            report = None  # a file its own verify cannot judge is timed still: its rows say "not verified"
+            click.echo(f"not verified: {exc}", err=True)
+        if target.is_run:
             record_verify(report, target.run_folder())
+        if report is not None:
             judged = report.rows
-            unverified = {v.label: "; ".join(v.reasons) for v in report.rows if not v.ok and v.label in timed}
+            unverified = {v.label: "; ".join(v.reasons) or v.status for v in report.rows
+                          if not v.ok and v.label in timed}
             verdicts = fastest(result.rows, {v.label for v in report.rows if v.ok})
-    reduced = reduced_rows(result.rows, judged)  # what each bf16/int8 row buys in speed and costs in accuracy
+    # Not verified now: each row's recorded verdict where one was kept for its file as it is, else none.
+    recorded = recorded_statuses(target, timed) if not judged else {}
+    reduced = reduced_rows(result.rows, judged, recorded)  # what each bf16/int8 row buys in speed and costs
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "fastest": [asdict(v) for v in verdicts], "unverified": unverified,
                                "reduced": to_dicts(reduced), "cpu": describe_cpu()}, indent=2))
