@@ -112,9 +112,11 @@ def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | 
 
 def recorded_statuses(target, labels) -> dict[str, str]:
     """Label -> the verdict kept for the file each of ``labels`` reads of ``target`` (a Target) as it
-    is now: a run's record on this machine (verify.json, or export's judgement there), else export's
-    judgement written in a model file (ptx.judgement, "NOT USABLE: ..."). A label with neither is
-    left out: nothing recorded a verdict for it."""
+    is now: a run's record on this machine (verify.json, or export's judgement there), else the
+    verdict export wrote in the file for that label's runtime (ptx.verdict; a model file written
+    before it: ptx.judgement, "NOT USABLE: ..."). A label with none is left out: nothing recorded a
+    verdict for it."""
+    from ptx.contract.verdict import recorded_verdicts
     from ptx.errors import PtxError
 
     from ..formats.model_files import read_model_file
@@ -131,8 +133,12 @@ def recorded_statuses(target, labels) -> dict[str, str]:
         if row.get("status") and row.get("sha256") == file_sha256(path):
             found[variant.label] = str(row["status"])
             continue
-        carried = read_model_file(path, digest=False).metadata.get("judgement") if not target.is_run else None
-        if carried:
+        metadata = read_model_file(path, digest=False).metadata
+        verdict = recorded_verdicts(metadata).get(variant.label)  # export's, for the runtime that reads it
+        carried = metadata.get("judgement") if not target.is_run else None  # a file written before ptx.verdict
+        if verdict is not None:
+            found[variant.label] = verdict.status
+        elif carried:
             found[variant.label] = carried.partition(":")[0]
     return found
 

@@ -38,12 +38,13 @@ from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
 from ..formats.model_files import weights_digest
-from ..model.opening import KIND_NAMES, export_command, run_option
+from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant
 from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import Case, batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, run_cases
+from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
 
@@ -104,7 +105,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     _stored(this, reference_file, save)
     if against is not None:
         report.rows.append(_against(against, this))
-    report.offers = _offers(target, report, atol, rtol, triaged)
+    report.offers = offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("
                                     + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")
@@ -453,32 +454,6 @@ def _given(backends, input_files, seed, atol, rtol) -> list[str]:
     """What a printed --locate command repeats to meet the same verdict."""
     return ([f"--backends {','.join(backends)}"] if backends else []) + [f"--inputs {f}" for f in input_files] + \
         ([f"--seed {seed}"] if seed else []) + Tolerances.options(atol, rtol)
-
-
-def _offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[str]:
-    """The command that says where each failing row parts, one line each: an ONNX row is traced on
-    its file against ort-cpu (a run's ort-cpu against its TorchScript export, module by module); a
-    reduced row by its triage (--locate after a run's table, or ``triaged`` already)."""
-    given = "".join(f" {arg}" for arg in Tolerances.options(atol, rtol))
-    offers = []
-    for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
-        if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED \
-                or row.backend not in registry.list_backends():
-            continue
-        variant = Variant(registry.get(row.backend), row.device, row.precision)
-        where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
-        if row.precision != FULL_PRECISION:
-            if not triaged:  # labels only where the model has them (a head); any other model's outputs depart
-                offers.append(f"where {row.label} {'loses labels' if report.head else 'departs'}: ptx verify {where} "
-                              f"--backends {row.label} --locate (the nodes to keep in f32)")
-        elif variant.backend.artifact == "onnx" and target.is_run:
-            onnx_file = target.run_dir / "model.onnx"
-            offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
-                          f"{target.run_dir / 'model.torchscript.pt'}{given} --locate [--repro DIR]"
-                          if row.backend == "ort-cpu" else
-                          f"where {row.label} parts: ptx verify {onnx_file} --backends {row.label}{given} --locate "
-                          "[--repro DIR] (against ort-cpu on the same file)")
-    return offers
 
 
 def _runtime_of(label: str) -> str:

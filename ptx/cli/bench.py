@@ -32,7 +32,7 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Real test samples `ptx verify` judges each backend and precision on before one is named "
-                   "fastest (0: no verdict).")
+                   "fastest (0: verify nothing now; the verify column shows the verdict recorded for each file).")
 @RUN
 @model_file_options
 @generated_input_options
