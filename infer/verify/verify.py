@@ -37,14 +37,14 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
-from ..formats.model_files import weights_digest
+from ..formats.model_files import file_precision, weights_digest
 from ..model.opening import KIND_NAMES, export_command, run_option
 from ..model.target import REFERENCE, Target, Variant
 from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import Case, batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, run_cases
-from .report import STORED, Report, Row
+from .report import REPRO_NOTE, STORED, Report, Row
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch",
@@ -339,8 +339,12 @@ def _against(other: Path, this: Run) -> Row:
                             "order)")
     this.progress(f"running {label}")
     model = other_target.open_all([variant])[variant.label]
+    # An int8 file against its f32 source, or the other way round: the pair is judged by the reduced
+    # rule (atol is f32's), whichever of the two files is the reduced one.
+    precision = next((p for p in map(file_precision, (other_target.found, target.found)) if p != FULL_PRECISION),
+                     FULL_PRECISION) if not target.is_run and other_target.found is not None else FULL_PRECISION
     if isinstance(model, Exception):
-        return Row(label, against=_reference_label(target), error=str(model))
+        return Row(label, precision=precision, against=_reference_label(target), error=str(model))
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
                        f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
@@ -352,7 +356,7 @@ def _against(other: Path, this: Run) -> Row:
     shared = sorted(want)
     got, error = _ran(this.run_on(model), this.cases, shared)
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
-    row = Row(label, against=_reference_label(target), error=error)
+    row = Row(label, precision=precision, against=_reference_label(target), error=error)
     this.judge(row, got, want, shared, None)
     return row
 
@@ -412,28 +416,38 @@ def _given(backends, input_files, seed, atol, rtol) -> list[str]:
 
 
 def _offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[str]:
-    """The command that says where each failing row parts, one line each: an ONNX row is traced on
-    its file against ort-cpu (a run's ort-cpu against its TorchScript export, module by module); a
-    reduced row by its triage (--locate after a run's table, or ``triaged`` already)."""
+    """The command that says where each failing row parts, one line each, "where ... (what it adds):
+    COMMAND", the command last so that it runs as printed: an ONNX row is traced on its file against
+    ort-cpu (a run's ort-cpu against its TorchScript export, module by module); a reduced row by its
+    triage (--locate after a run's table, or ``triaged`` already); an --against row that pairs an int8
+    file with its f32 source by the triage of the two files."""
     given = "".join(f" {arg}" for arg in Tolerances.options(atol, rtol))
     offers = []
+    where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
+    # the inputs that made the verdict go with a triage's command (it triages on the case verify fed)
+    fed = "".join(f" {g}" for g in report.given if not g.startswith("--backends "))
     for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
-        if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED \
-                or row.backend not in registry.list_backends():
+        if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED:
+            continue
+        loses = "loses labels" if report.head else "departs"
+        if row.backend not in registry.list_backends():
+            if not triaged and row.precision != FULL_PRECISION and report.against is not None \
+                    and row.backend.startswith(f"{Path(report.against).name} ("):
+                offers.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} --against "
+                              f"{report.against}{fed} --locate")
             continue
         variant = Variant(registry.get(row.backend), row.device, row.precision)
-        where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
         if row.precision != FULL_PRECISION:
             if not triaged:
-                offers.append(f"where {row.label} loses labels: ptx verify {where} --backends {row.label} --locate "
-                              "(the nodes to keep in f32)")
+                offers.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} --backends "
+                              f"{row.label}{fed} --locate")
         elif variant.backend.artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
-            offers.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
-                          f"{target.run_dir / 'model.torchscript.pt'}{given} --locate [--repro DIR]"
+            offers.append(f"where ort-cpu parts from eager{REPRO_NOTE}: ptx verify {onnx_file} --against "
+                          f"{target.run_dir / 'model.torchscript.pt'}{given} --locate"
                           if row.backend == "ort-cpu" else
-                          f"where {row.label} parts: ptx verify {onnx_file} --backends {row.label}{given} --locate "
-                          "[--repro DIR] (against ort-cpu on the same file)")
+                          f"where {row.label} parts (against ort-cpu on the same file; {REPRO_NOTE[2:]}: "
+                          f"ptx verify {onnx_file} --backends {row.label}{given} --locate")
     return offers
 
 
