@@ -72,7 +72,8 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     graph = LocateGraph.open(path)
     other_graph = None
     try:
-        reference = OrtSide(graph, case.feeds, "cpu", report.reference_row.label)
+        # the row's own reference label: the reference's row is in the table only where --backends named it
+        reference = OrtSide(graph, case.feeds, "cpu", row.against)
         other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
         if other_file is not None and read_model_file(other_file).kind != ONNX:
             from .torchscript import locate_torchscript

@@ -108,8 +108,15 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
                "magnitude": float(abs(value.astype("float64")).max()) if value.size else 0.0}
         theirs_name = twin.input[p] if twin is not None and p < len(twin.input) else None
         theirs = other.weight_as_read(theirs_name) if theirs_name and other is not graph else None
-        if theirs is not None and theirs.shape == value.shape and value.dtype.kind == "f":
-            diff = tensor_error(name, theirs, value, lambda n, d: sweep.tolerance_of(n, d))
+        # held to the f32 weight the other file's came from: a batch norm folded into the node is folded in
+        mine, folded = pairs.folded_weight(k, p, value) if theirs is not None and value.dtype.kind == "f" else (value, [])
+        if mine is None:
+            row.update(not_compared=f"{', '.join(folded)} folded into {node.name} in {other.path.name}, not only "
+                                    "batch norms")
+        elif theirs is not None and theirs.shape == value.shape and value.dtype.kind == "f":
+            diff = tensor_error(name, theirs, mine, lambda n, d: sweep.tolerance_of(n, d))
+            if folded:
+                row.update(folded=folded, magnitude=float(abs(mine.astype("float64")).max()) if mine.size else 0.0)
             stored = other.stored_dtype(theirs_name)
             # values float16 cannot hold: stored as infinity, or clamped to 65504 by a converter
             beyond = int((np.abs(value) > np.finfo(np.float16).max).sum()) if stored == "float16" else 0

@@ -296,6 +296,40 @@ class Counterparts:
         """The nodes of ``other`` computing the unit's outputs' counterparts from its inputs'."""
         return self.other.walk_back([self.of[o] for o in unit.outputs], {self.of[i] for i in unit.inputs}, limit)
 
+    def folded_weight(self, k: int, position: int, value: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+        """The f32 weight at input ``position`` of Conv ``k`` as the other file's node of the same name
+        holds it, where the batch norms after ``k`` were folded into that node (onnxruntime's
+        pre-processing, ConvBnFusion: the node then writes what the last folded node wrote): the weight
+        scaled per output channel by gamma / sqrt(var + eps), the bias (b - mean) x that + beta.
+        (value, the batch norms folded in); (None, ...) where another fold (an Add, a Mul) went in too."""
+        ref, node = self.ref, self.ref.nodes[k]
+        twin = self.other.by_name.get(node.name) if node.name else None
+        if twin is None or node.op_type != "Conv" or position not in (1, 2):
+            return value, []
+        written, at, chain = self.other.nodes[twin].output[0], k, []
+        for _ in range(UNIT_DEPTH):
+            if ref.nodes[at].output[0] == written:
+                break
+            readers = ref.readers.get(ref.nodes[at].output[0], ())
+            if len(readers) != 1 or ref.nodes[readers[0]].op_type not in FOLDS | ACTIVATIONS:
+                return value, []
+            at = readers[0]
+            chain.append(at)
+        else:
+            return value, []
+        norms = [j for j in chain if ref.nodes[j].op_type == "BatchNormalization"]
+        if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):
+            return None, [ref.nodes[j].name or f"#{j}" for j in chain]
+        folded = np.asarray(value, np.float64)
+        for j in norms:
+            bn = ref.nodes[j]
+            gamma, beta, mean, var = (np.asarray(ref.weight_as_read(n), np.float64) for n in bn.input[1:5])
+            eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+            scale = gamma / np.sqrt(var + eps)
+            folded = folded * scale.reshape(-1, *[1] * (folded.ndim - 1)) if position == 1 else \
+                (folded - mean) * scale + beta
+        return folded.astype(np.asarray(value).dtype), [ref.nodes[j].name or f"#{j}" for j in norms]
+
     def missing_note(self) -> str | None:
         """One line on the tensors without a counterpart (never compared), or None."""
         if not self.none:

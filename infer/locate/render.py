@@ -26,7 +26,12 @@ def _node_lines(d: dict) -> list[str]:
             lines.append(f"  reads {i['name']} (computed): not compared: {i['unmatched']}")
         elif i["kind"].startswith("weight"):
             scale = f"max |value| {i['magnitude']:.2e}"
-            if i.get("max_abs") is None:
+            if i.get("folded"):  # compared with what the other file's weight came from
+                scale = f"against it with {', '.join(i['folded'])} folded in, as the other file holds it; {scale}"
+            if i.get("not_compared"):
+                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): not compared: {i['not_compared']}; "
+                             f"{scale}")
+            elif i.get("max_abs") is None:
                 lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): {scale}")
             elif i.get("rel") is None:
                 lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): max abs {i['max_abs']:.2e}  {scale}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -39,6 +40,13 @@ def check_repro_dir(where: str | Path) -> Path:
         raise PtxError(f"--repro {where}: {parent} is a file, not a folder; give a folder to write the repro in")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PtxError(f"--repro {where}: {parent} cannot be written here; give a folder you can write to")
+    # Permission bits do not tell: root passes os.access on /proc and read-only mounts. A folder made
+    # and removed where the repro's first folder will be made is the only sure answer.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ptx-repro-check.", dir=parent))
+    except OSError as exc:
+        raise PtxError(f"--repro {where}: a folder cannot be made in {parent} ({exc.strerror or exc}); give a "
+                       "folder you can write to") from None
     return where
 
 

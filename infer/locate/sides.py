@@ -43,11 +43,27 @@ class Side:
         except ModelRunError:
             raise
         except Exception as exc:  # noqa: BLE001 - a runtime's own error types, many lines long
+            invalid = invalid_model(path)
+            if invalid:  # ptx built it (a marked copy, a region, a file with nodes kept in f32): say what is wrong
+                raise ModelRunError(f"{path.name}, cut from {self.graph.path.name}, is not a valid ONNX model "
+                                    f"({invalid[:300]})") from None
             raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
                                 f"({first_line(exc)[:300]})") from None
 
     def _run(self, path: Path, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+
+def invalid_model(path: Path) -> str | None:
+    """Why onnx.checker refuses the model at ``path`` (with its shapes inferred), or None: a runtime
+    says only "invalid model" and the file's name, which is a temporary one the user never sees."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - the checker's ValidationError and shape inference's own
+        return " ".join(str(exc).split())
+    return None
 
 
 class OrtSide(Side):

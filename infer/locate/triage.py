@@ -212,7 +212,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         whole = sweep.other.values([o for _, o in outs])
     except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
         return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-                "failed": str(exc)[:200]}
+                "failed": " ".join(str(exc).split())[:400]}  # the reason is at its end: never cut before it
     before = [tensor_error(r, whole[o], want[r], sweep.tolerance_of) for r, o in outs]
     after = [tensor_error(r, got[o], want[r], sweep.tolerance_of) for r, o in outs]
     return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",

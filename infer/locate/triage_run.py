@@ -1,11 +1,14 @@
 """``ptx verify NAME|FILE --locate``: a model's reduced-precision rows triaged (infer/locate/triage.py)
 on its ONNX file, and the ranking ``ptx export ... --format onnx-int8 --keep-f32 auto`` is handed.
 
-Each reduced row is set against the f32 run of the same runtime, so that what is measured is the
-precision and not a runtime's other habits: ort-cpu-int8 (the int8 file: model.int8.onnx, or a
-file's int8 twin) against ort-cpu on the f32 file; openvino-int8 and openvino-bf16 against OpenVINO
-at f32 on it. The case is a batch of the real test samples verify judges labels on where the
-model's head names a dataset, else the case verify fed. Never torch.
+Each reduced row is triaged on the file it ran (Target.file_for its variant) and set against the f32
+run of the same runtime, so that what is measured is the precision and not a runtime's other habits:
+ort-cpu-int8 (model.int8.onnx, or a file's .int8.onnx twin) against ort-cpu on the f32 file;
+openvino-int8 (model.openvino-int8.onnx, NNCF's) against OpenVINO at f32; openvino-bf16 against
+OpenVINO at f32 on the f32 file. An ``--against`` row that pairs an int8 file with its f32 source,
+either way round, is triaged on those two files through ONNX Runtime, which ran it. The case is a
+batch of the real test samples verify judges labels on where the model's head names a dataset, else
+the case verify fed. Never torch.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import numpy as np
 
 from ptx.contract.comparison import JUDGING_BATCH
 from ptx.contract.transforms import normalize, to_layout
+from ptx.errors import PtxError
 
 from ..model.target import Target, Variant
 from ..runtime import backends as registry
@@ -36,11 +40,12 @@ def _sides(label: str, f32: LocateGraph, reduced: LocateGraph, feeds):
 
 
 def real_feeds(target: Target, notice: Callable[[str], None]) -> tuple[dict[str, np.ndarray], str] | None:
-    """A batch of the real test samples verify judges labels on, as the f32 ONNX file takes them;
-    None where the model has no head naming a dataset."""
+    """A batch of the real test samples verify judges labels on, as the ONNX file takes them; None
+    where the model has no head naming a dataset."""
     from ptx.trainers.data import judging_samples
 
-    f32 = target.open(Variant(registry.get("ort-cpu"), "cpu"))
+    # the target at its own precision: an int8 file given by its path opens only at int8
+    f32 = target.open(Variant(registry.get("ort-cpu"), "cpu", target.precision))
     dataset = f32.info.get("dataset") if f32.head is not None else None
     if f32.head is None or not (dataset or target.is_run):
         return None
@@ -50,24 +55,49 @@ def real_feeds(target: Target, notice: Callable[[str], None]) -> tuple[dict[str,
     return {f32.signature.input_names[0]: np.ascontiguousarray(x)}, f"{len(raw)} real {data} test samples"
 
 
+def against_files(target: Target, against: Path) -> tuple[Path, Path]:
+    """(the f32 file, the reduced file) of an ``--against`` row: the int8 one of the two is reduced,
+    whichever was given first (verify's table judges the pair at its reduced precision)."""
+    return (against, target.path) if target.precision != "f32" else (target.path, against)
+
+
+def _files(target: Target, label: str, against: Path | None) -> tuple[Path, Path, str] | str:
+    """(f32 file, the file the row ran, its runtime's label) of a verify row, or why it is not triaged."""
+    if against is not None and label.startswith(f"{against.name} ("):
+        return (*against_files(target, against), "ort-cpu-int8")
+    found = [v for v in target.variants() if v.label == label]
+    if not found:
+        return f"{label}: not triaged: no backend runs {target.name} as {label}"
+    variant = found[0]
+    try:
+        return target.file_for(Variant(variant.backend, variant.device)), target.file_for(variant), label
+    except PtxError as exc:
+        return f"{label}: not triaged: {exc}"
+
+
 def triage_rows(target: Target, rows: list[str], fed: tuple[dict, str] | None = None,
-                notice: Callable[[str], None] = print) -> list[Triage | str]:
+                notice: Callable[[str], None] = print, against: str | Path | None = None) -> list[Triage | str]:
     """A Triage for each reduced-precision row label in ``rows`` of ``target`` (a run or an ONNX
-    file), or the line why it is not triaged; ``fed``: (feeds, what they are) where the model has no
-    real samples."""
+    file), on the file that row ran, or the line why it is not triaged; ``fed``: (feeds, what they
+    are) where the model has no real samples; ``against``: verify's --against file (its row's label
+    is "NAME (runtime)")."""
     if not rows:
         return []
     if not target.is_run and target.kind != "onnx":
         return [f"{label}: not triaged: the triage reads ONNX graphs, and {target.name} is none" for label in rows]
     feeds, case = real_feeds(target, notice) or fed
+    against = Path(against) if against is not None else None
     done: list[Triage | str] = []
-    ort = registry.get("ort-cpu")
-    with LocateGraph.open(target.file_for(Variant(ort, "cpu"))) as f32:
-        for label in rows:
-            int8 = label.endswith("-int8")
-            reduced = LocateGraph.open(target.file_for(Variant(ort, "cpu", "int8"))) if int8 else f32
+    for label in rows:
+        files = _files(target, label, against)
+        if isinstance(files, str):
+            done.append(files)
+            continue
+        f32_path, reduced_path, runtime = files
+        with LocateGraph.open(f32_path) as f32:
+            reduced = LocateGraph.open(reduced_path) if reduced_path != f32_path else f32
             try:
-                sides = _sides(label, f32, reduced, feeds)
+                sides = _sides(runtime, f32, reduced, feeds)
                 done.append(sides if isinstance(sides, str) else
                             triage(f32, reduced, *sides, row=label, case=case, progress=notice))
             finally:

@@ -2,36 +2,48 @@
 (``--locate``), each printed so that it runs as typed."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ptx.contract.names import FULL_PRECISION
 
 from ..model.opening import run_option
 from ..model.target import Target, Variant
 from ..runtime import backends as registry
 from .comparator import Tolerances
-from .report import STORED, Report
+from .report import REPRO_NOTE, STORED, Report
 
 
 def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[str]:
-    """The command that says where each failing row parts, one line each: an ONNX row is traced on
-    its file against ort-cpu (a run's ort-cpu against its TorchScript export, module by module); a
-    reduced row by its triage (--locate after a run's table, or ``triaged`` already)."""
+    """The command that says where each failing row parts, one line each, "where ... (what it adds):
+    COMMAND", the command last so that it runs as printed: an ONNX row is traced on its file against
+    ort-cpu (a run's ort-cpu against its TorchScript export, module by module); a reduced row by its
+    triage (--locate after a run's table, or ``triaged`` already); an --against row that pairs an int8
+    file with its f32 source by the triage of the two files."""
     given = "".join(f" {arg}" for arg in Tolerances.options(atol, rtol))
     found = []
+    where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
+    # the inputs that made the verdict go with a triage's command (it triages on the case verify fed)
+    fed = "".join(f" {g}" for g in report.given if not g.startswith("--backends "))
     for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
-        if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED \
-                or row.backend not in registry.list_backends():
+        if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED:
+            continue
+        loses = "loses labels" if report.head else "departs"
+        if row.backend not in registry.list_backends():
+            if not triaged and row.precision != FULL_PRECISION and report.against is not None \
+                    and row.backend.startswith(f"{Path(report.against).name} ("):
+                found.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} --against "
+                              f"{report.against}{fed} --locate")
             continue
         variant = Variant(registry.get(row.backend), row.device, row.precision)
-        where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
         if row.precision != FULL_PRECISION:
-            if not triaged:  # labels only where the model has them (a head); any other model's outputs depart
-                found.append(f"where {row.label} {'loses labels' if report.head else 'departs'}: ptx verify {where} "
-                             f"--backends {row.label} --locate (the nodes to keep in f32)")
+            if not triaged:
+                found.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} --backends "
+                              f"{row.label}{fed} --locate")
         elif variant.backend.artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
-            found.append(f"where ort-cpu parts from eager: ptx verify {onnx_file} --against "
-                         f"{target.run_dir / 'model.torchscript.pt'}{given} --locate [--repro DIR]"
+            found.append(f"where ort-cpu parts from eager{REPRO_NOTE}: ptx verify {onnx_file} --against "
+                          f"{target.run_dir / 'model.torchscript.pt'}{given} --locate"
                           if row.backend == "ort-cpu" else
-                          f"where {row.label} parts: ptx verify {onnx_file} --backends {row.label}{given} --locate "
-                          "[--repro DIR] (against ort-cpu on the same file)")
+                          f"where {row.label} parts (against ort-cpu on the same file; {REPRO_NOTE[2:]}: "
+                          f"ptx verify {onnx_file} --backends {row.label}{given} --locate")
     return found

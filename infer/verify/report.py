@@ -442,7 +442,9 @@ def _table(report: Report, all_rows: bool) -> list[str]:
               for (why, checked, *_), labels in shared.items()]
     lines += _device_lines(report, machine)
     lines += _composition_lines(report)
-    if report.kind == "onnx" and any(r.traceable for r in report.failed if not r.is_reference):
+    # --locate traces f32 rows; a reduced row's offer is its triage (report.offers)
+    if report.kind == "onnx" and any(r.traceable for r in report.failed if not r.is_reference
+                                     and r.precision == FULL_PRECISION):
         lines.append(locate_offer(report.path, report.against, report.given))
     return lines + report.offers + [report.summary()]
 
@@ -477,11 +479,14 @@ def _composition_lines(report: Report) -> list[str]:
     return lines  # a row whose samples did not answer alone as in a batch has table rows of its own (_alone_cells)
 
 
-LOCATE_HINT = "where it is born: ptx verify {file} --locate{more}"
+# What an offered --locate command also does with --repro DIR, said before the command, whose line
+# ends with it so that it runs as printed.
+REPRO_NOTE = " (add --repro DIR for a repro to file)"
+LOCATE_HINT = "where it is born{note}: ptx verify {file} --locate{more}"
 
 
 def locate_offer(path: Path, against: str | Path | None = None, given: Sequence[str] = ()) -> str:
     """The one line a DISAGREE verdict of a file's verify offers: the files as they were given and
     the options that made the verdict (``given``: --atol, --inputs, ...), so it runs as printed."""
     more = (f" --against {against}" if against else "") + "".join(f" {g}" for g in given)
-    return LOCATE_HINT.format(file=path, more=more) + " [--repro DIR]"
+    return LOCATE_HINT.format(note=REPRO_NOTE, file=path, more=more)

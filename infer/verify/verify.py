@@ -37,7 +37,7 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
-from ..formats.model_files import weights_digest
+from ..formats.model_files import file_precision, weights_digest
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant
 from ..runtime import backends as registry
@@ -380,8 +380,12 @@ def _against(other_target: Target, this: Run) -> Row:
                             "order)")
     this.progress(f"running {label}")
     model = other_target.open_all([variant])[variant.label]
+    # An int8 file against its f32 source, or the other way round: the pair is judged by the reduced
+    # rule (atol is f32's), whichever of the two files is the reduced one.
+    precision = next((p for p in map(file_precision, (other_target.found, target.found)) if p != FULL_PRECISION),
+                     FULL_PRECISION) if not target.is_run and other_target.found is not None else FULL_PRECISION
     if isinstance(model, Exception):
-        return Row(label, against=_reference_label(target), error=str(model))
+        return Row(label, precision=precision, against=_reference_label(target), error=str(model))
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
                        f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
@@ -393,7 +397,7 @@ def _against(other_target: Target, this: Run) -> Row:
     shared = sorted(want)
     got, error = _ran(this.run_on(model), this.cases, shared)
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
-    row = Row(label, against=_reference_label(target), error=error)
+    row = Row(label, precision=precision, against=_reference_label(target), error=error)
     this.judge(row, got, want, shared, None)
     return row
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -152,7 +153,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             _record(report, root, run)
         if not locate:
             return
-        doc["triage"] = _triage(report, target, as_json)
+        doc["triage"] = _triage(report, target, as_json, against)
         if not target.is_run:
             _locate(report, doc, against, atol, rtol, repro, as_json)
 
@@ -214,17 +215,20 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> 
     sys.exit(max(statuses))
 
 
-def _triage(report, target, as_json) -> list:
-    """--locate after a verify: its reduced-precision rows triaged (the nodes where their error is
-    born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file (a file's: below; a
-    run's: by the command its table offers, report.offers, on stderr beside --json)."""
+def _triage(report, target, as_json, against=None) -> list:
+    """--locate after a verify: its reduced-precision rows triaged on the file each ran (the nodes
+    where their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file
+    (a file's: below; a run's: by the command its table offers, report.offers, on stderr beside
+    --json). An int8 file's own rows run the file its reference runs: only an --against row pairs
+    it with its f32 source."""
     from ptx.contract.names import FULL_PRECISION
     from ptx.infer.locate.triage_run import triage_rows
-    from ptx.infer.model.opening import run_option
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    mine = f"{Path(against).name} (" if against is not None else None
     reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.error
-               and not [f for f in v.failures if f not in v.unusable]]
+               and not [f for f in v.failures if f not in v.unusable]
+               and (v.precision != target.precision or (mine and v.backend.startswith(mine)))]
     if as_json:
         for offer in report.offers:
             say(offer)
@@ -232,19 +236,42 @@ def _triage(report, target, as_json) -> list:
         if target.is_run or not report.failed:
             say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
         return []
-    where = f"{target.name}{run_option(target.name, target.run_dir)}" if target.is_run else str(target.path)
     worst = report.fed[max(range(len(report.fed)), key=lambda i: report.fed[i].batch or 0)] if report.fed else None
     fed = (worst.feeds, f"{worst.label} of the cases verify fed") if worst is not None else None
     docs = []
-    for found in triage_rows(target, reduced, fed, notice=lambda msg: click.echo(msg, err=True)):
+    for found in triage_rows(target, reduced, fed, notice=lambda msg: click.echo(msg, err=True), against=against):
         if isinstance(found, str):
             say(found)
             continue
         docs.append(found.to_dict())
-        say(found.text() + (f"\nthen: ptx export {where} --format onnx-int8 --keep-f32 auto (or --keep-f32 "
-                            f"{','.join(b.node for b in found.keep())})" if found.row.endswith("int8") and found.keep()
-                            else "") + "\n")
+        say(found.text() + "".join(f"\n{line}" for line in keep_commands(found, target, against)) + "\n")
     return docs
+
+
+def keep_commands(found, target, against=None) -> list[str]:
+    """The export commands a triage offers, each as it runs: --keep-f32 is onnx-int8's (ONNX Runtime's
+    nodes_to_exclude), made from the f32 file (a run's export, the file, or an int8 file's --against
+    source); the names are the f32 graph's, which that export resolves."""
+    from ptx.infer.locate.triage_run import against_files
+    from ptx.infer.model.opening import run_option
+
+    keep = found.keep()
+    if not keep or not (found.row.endswith("int8") or found.row.endswith(")")):
+        return []
+    if target.is_run:
+        source = f"{target.name}{run_option(target.name, target.run_dir)}"
+    else:
+        source = str(against_files(target, Path(against))[0]) if against is not None and \
+            found.row.startswith(f"{Path(against).name} (") else str(target.path)
+    if target.precision != "f32" and source == str(target.path):
+        return []  # an int8 file alone: its f32 source is not at hand (--against SOURCE.onnx)
+    why = "" if found.row == "ort-cpu-int8" or found.row.endswith(")") else \
+        f" (--keep-f32 is onnx-int8's; {found.row}'s quantizer keeps no node list)"
+    command = f"ptx export {source} --format onnx-int8"
+    names = [b.node for b in keep]
+    if set(names) >= {b.node for b in found.blames if b.quantized}:
+        names = names[:-1]  # every int8 node kept leaves nothing in int8, which export refuses
+    return [f"then{why}: {command} --keep-f32 auto"] + ([f"or: {command} --keep-f32 {','.join(names)}"] if names else [])
 
 
 def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
