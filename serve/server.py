@@ -105,7 +105,9 @@ def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str,
                            **options)
         batching = ("batched along each tensor's batch axis" if model.signature.batched
                     else "request by request (not every tensor has a batch axis)")
-        log(f"backend {name}: {model.backend} ({model.device}) for {path}, {batching}")
+        on = model.device if model.precision == FULL_PRECISION else f"{model.device}, {model.precision}"
+        runs = f"{model.path}" + (f" ({model.opened})" if model.opened else "")
+        log(f"backend {name}: {model.backend} ({on}) for {runs}, {batching}")
         service.add(name, model)
 
 

@@ -155,5 +155,6 @@ def test_bad_ort_session_options_are_one_line_errors(runs, variable, value):
 def test_openvino_runs_f32_unless_asked(runs):
     root = runs.ready("convnet")
     assert load("convnet", backend="openvino", root=root).runner.config["INFERENCE_PRECISION_HINT"] == "f32"
-    with pytest.raises(PtxError, match="holds a f32 model, not int8: `ptx export --format openvino-int8` writes"):
+    with pytest.raises(PtxError, match=r"model.onnx is an f32 model and there is no model.openvino-int8.onnx beside "
+                                       r"model.onnx: run `ptx export convnet --format openvino-int8 --run "):
         load(root / "convnet" / "model.onnx", backend="openvino", precision="int8")

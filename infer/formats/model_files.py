@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
 from ptx.contract.metadata import from_props
-from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE, model_name
-from ptx.contract.onnx_wire import read_onnx
+from ptx.contract.names import FULL_PRECISION, TORCHSCRIPT_EXTRA_FILE, model_name
+from ptx.contract.onnx_wire import quantized_ops, read_onnx
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.errors import ArtifactError
 
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
+INT8 = "int8"
 CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
 IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
 # What a file whose weights are not the ones its metadata was written for is told.
@@ -47,6 +49,18 @@ class ModelFile:
     @property
     def name(self) -> str:
         return self.metadata.get("model") or model_name(self.path)
+
+    @cached_property
+    def precision(self) -> str:
+        """What the file is (int8 or f32): what ptx recorded in it, else, for an ONNX file, what its
+        graph is (a user's own quantized file is int8 without saying so). bf16 and tf32 are modes a
+        runtime runs an f32 file in, never a file's."""
+        recorded = self.metadata.get("precision")
+        if recorded:
+            return recorded
+        if self.kind == ONNX and self.path is not None and quantized_ops(self.path):
+            return INT8
+        return FULL_PRECISION
 
 
 def file_kind(path: Path) -> str:

@@ -21,9 +21,11 @@ from ..runtime.runner import Runner
 class Model:
     """A runner, and the head above it where the model has one. ``stale`` says why a tutorial
     export is not its run's current weights, ``unusable`` why its precision failed verify here,
-    ``elsewhere`` that its reduced precision was timed on another kind of CPU."""
+    ``elsewhere`` that its reduced precision was timed on another kind of CPU, ``opened`` which file
+    runs where it is not the one given (int8 asked of an f32 file runs the int8 file beside it)."""
 
     stale: str | None = None
+    opened: str | None = None
     unusable: str | None = None
     elsewhere: str | None = None
 

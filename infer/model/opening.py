@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
-from ptx.contract.names import DEFAULT_FORMATS, FULL_PRECISION, INT8_FORMATS, PRECISION_DEVICES
+from ptx.contract.names import DEFAULT_FORMATS, FULL_PRECISION, INT8_FORMATS, PRECISION_DEVICES, twin_name
 from ptx.contract.metadata import CONTRACT
 from ptx.contract.runs import is_run, run_folders, run_model
 from ptx.contract.schema import signature_of_contract
@@ -22,7 +22,7 @@ from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactE
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
 from ptx.files import file_sha256, is_dir, is_file
 
-from ..formats.model_files import ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
+from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
 from ..formats.signature import Opening
 from ..runtime import backends
 from .head import Head, artifact_info
@@ -278,17 +278,17 @@ def open_path(path: Path | None, backend: str | None = None, device: str | None 
               *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
               ignore_metadata: bool = False, probe: bool = True, tutorial: str | None = None) -> Model:
     """A Model for the model at ``path`` (or the live ``module``) through ``backend``: the one place
-    where what a model is decides how it opens (opening_of), then the backend's one opener runs it
-    and the head comes from its contract, or there is none (model_of). ``tutorial``: the model's
-    registered name, where ``path`` was found in its run folder (the file must hold its export)."""
+    where what a model is decides how it opens (opening_of) and which file is the precision asked
+    for (precision_file), then the backend's one opener runs it and the head comes from its
+    contract, or there is none (model_of). ``tutorial``: the model's registered name, where ``path``
+    was found in its run folder (the file must hold its export)."""
+    found = ModelFile(None, "module", {}) if module is not None else model_file(Path(path), ignore_metadata)
+    chosen, device = resolve_backend(found.kind, backend, device)
+    given = found.path
+    found, precision = precision_file(found, chosen, device, precision, ignore_metadata)
+    path = found.path
     opening, info = opening_of(path, module=module, inputs=inputs, batch_axes=batch_axes,
-                               ignore_metadata=ignore_metadata, tutorial=tutorial)
-    chosen, device = resolve_backend(opening.kind, backend, device)
-    # What ptx wrote records its precision (an export without one is f32); a file ptx did not write is
-    # what its caller says it is (a user's own int8 twin).
-    stored = opening.metadata.get("precision", FULL_PRECISION) if opening.metadata else None
-    precision = precision or (stored if stored in chosen.precisions_on(device) else FULL_PRECISION)
-    _check_precision(chosen, device, precision, stored, path)
+                               ignore_metadata=ignore_metadata, tutorial=tutorial, found=found)
     why = chosen.unavailable(device)
     if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
         raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
@@ -296,18 +296,64 @@ def open_path(path: Path | None, backend: str | None = None, device: str | None 
     if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:
         probe_in_child(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
     model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
+    if path != given:
+        model.opened = f"{precision} runs {path.name}, the {precision} file beside {given.name}"
     if precision != FULL_PRECISION and path is not None:
         model.unusable = unusable_reason(model, chosen.label(device, precision))
         model.elsewhere = elsewhere_reason(model)
     return model
 
 
+def precision_file(found: ModelFile, chosen, device: str, precision: str | None,
+                   ignore_metadata: bool = False) -> tuple[ModelFile, str]:
+    """(the file that is ``precision`` for ``chosen`` on ``device``, the precision it runs at), or a
+    one-line refusal; never an f32 file under a reduced label. A file runs at its own precision by
+    default (int8 for an int8 file, ptx's or a user's own quantized graph). int8 asked of an f32
+    ONNX file is the int8 file beside it that the backend's runtime reads (net.int8.onnx for
+    ort-cpu, net.openvino-int8.onnx for openvino); bf16 and tf32 are modes the runtime runs the f32
+    file in (its runner applies them, or refuses where the machine cannot)."""
+    precision = precision or found.precision
+    fmt = chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
+    if precision not in chosen.precisions_on(device):
+        raise PtxError(f"backend {chosen.name} runs {', '.join(chosen.precisions_on(device))} on {device}, not "
+                       f"{precision} ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
+    wants_int8 = fmt in INT8_FORMATS
+    if found.path is None or wants_int8 == (found.precision == INT8):
+        return found, precision
+    if not wants_int8:  # an int8 file is not made f32 again by asking
+        made_from = found.metadata.get("source")
+        raise ArtifactError(f"{found.path} is an int8 model, not {precision}: open it at its own precision (give no "
+                            f"precision, or int8), or give the f32 file it was made from"
+                            + (f" ({made_from})" if made_from else ""))
+    twin = found.path.with_name(twin_name(found.path, fmt))
+    if not twin.is_file():
+        raise MissingArtifactError(f"{found.path.name} is an f32 model and there is no {twin.name} beside "
+                                   f"{found.path.name}: run `{twin_command(found, fmt)}` first (or open it at f32)")
+    beside = model_file(twin, ignore_metadata)
+    if beside.precision != INT8:
+        raise ArtifactError(f"{twin} beside {found.path.name} is not an int8 model (its graph has no quantized "
+                            f"node): run `{twin_command(found, fmt)}` to write it again")
+    return beside, precision
+
+
+def twin_command(found: ModelFile, fmt: str) -> str:
+    """The command that writes ``fmt`` beside ``found``: a tutorial export's run is exported by the
+    model's name; any other file by its path."""
+    folder = found.path.parent
+    if found.has_contract and is_run(folder):
+        model = found.name
+        return export_command(model, fmt, None if folder == Path(DEFAULT_RUNS_ROOT) / model else folder)
+    return f"ptx export {found.path} --format {fmt}"
+
+
 def opening_of(path: Path | None, *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
-               ignore_metadata: bool = False, tutorial: str | None = None):
+               ignore_metadata: bool = False, tutorial: str | None = None, found: ModelFile | None = None):
     """(Opening, ArtifactInfo or None): what the model at ``path`` is, decided once. Its signature
     will come from its contract, a recorded ptx.signature, its graph or ``inputs``
-    (formats/signature.py); the info is its contract, where it carries one."""
-    found = ModelFile(None, "module", {}) if module is not None else model_file(Path(path), ignore_metadata)
+    (formats/signature.py); the info is its contract, where it carries one. ``found``: the file as
+    model_file already read it (not read twice)."""
+    if found is None:
+        found = ModelFile(None, "module", {}) if module is not None else model_file(Path(path), ignore_metadata)
     # A tutorial model's export must hold its contract; a checkpoint's is read by torch (model_of).
     holds_contract = CONTRACT in found.metadata or (tutorial and found.kind != CHECKPOINT_FORMAT)
     info = artifact_info(found.path, found.metadata) if holds_contract else None
@@ -329,21 +375,6 @@ def model_of(runner, info=None, tutorial: str | None = None) -> Model:
 
 # Files ptx did not write may crash a runtime's loader: they are opened in a child process first.
 FOREIGN_KINDS = ("onnx", "torchscript", "pt2")
-
-
-def _check_precision(chosen, device: str, precision: str, stored: str | None, path: Path | None) -> None:
-    """A precision the backend runs on ``device``, and the file's own where ptx recorded it
-    (``stored``): an int8 file is its own artifact (model.int8.onnx, model.openvino-int8.onnx), never the f32 file run at int8,
-    nor the other way round."""
-    fmt = chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
-    if precision not in chosen.precisions_on(device):
-        raise PtxError(f"backend {chosen.name} runs {', '.join(chosen.precisions_on(device))} on {device}, not "
-                       f"{precision} ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
-    wants_int8 = fmt in INT8_FORMATS
-    if path is not None and stored is not None and (stored == "int8") != wants_int8:
-        raise ArtifactError(f"{path} holds a {stored} model, not {precision}: "
-                            + (f"`ptx export --format {fmt}` writes {ARTIFACT_FILES[fmt]}" if wants_int8 else
-                               "open it at int8 (--precision int8)"))
 
 
 def _warned(model: Model) -> Model:

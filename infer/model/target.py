@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
-from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, twin_name
+from ptx.contract.names import FULL_PRECISION, INT8_FORMATS
 from ptx.child import ChildCrashError, run_child
 from ptx.errors import ArtifactError, MissingArtifactError, PtxError
 from ptx.files import is_file
 
 from ..formats.model_files import ModelFile
 from ..runtime import backends as registry
-from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, probe_args,
-                      require_run, run_folder)
+from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, precision_file,
+                      probe_args, require_run, run_folder)
 
 NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
@@ -110,8 +110,9 @@ class Target:
 
     @property
     def precision(self) -> str:
-        """The precision the target is read at by default: a file's own (an int8 file), else f32."""
-        return self.found.metadata.get("precision", FULL_PRECISION) if self.found is not None else FULL_PRECISION
+        """The precision the target is read at by default: a file's own (int8 for a ptx int8 file or a
+        user's own quantized graph), else f32."""
+        return self.found.precision if self.found is not None else FULL_PRECISION
 
     @property
     def reference(self) -> str:
@@ -145,7 +146,7 @@ class Target:
 
     @property
     def is_int8(self) -> bool:
-        return self.found is not None and self.found.metadata.get("precision") == "int8"
+        return self.precision == "int8"
 
     def _format_of(self, backend, precision: str) -> str:
         """What a backend reads of this file at ``precision``: the file itself (its kind) at the
@@ -154,18 +155,13 @@ class Target:
         return self.kind if fmt == backend.artifact else fmt
 
     def file_for(self, variant: Variant) -> Path:
-        """The file ``variant`` reads: a run's export for its backend and precision, or the file
-        itself (an f32 ONNX file's int8 twin at int8); MissingArtifactError naming what makes it."""
+        """The file ``variant`` reads: a run's export for its backend and precision, or what opening
+        reads of the file at that precision (precision_file: the file itself, or an f32 ONNX file's
+        int8 twin at int8); MissingArtifactError naming what makes it."""
         if self.is_run:
             return artifact_path(self.name, variant.backend.name, self.root, variant.precision, self.run)
-        fmt = self._format_of(variant.backend, variant.precision)
-        if fmt == self.formats[0] or self.is_int8:
-            return self.path
-        twin = self.path.with_name(twin_name(self.path, fmt))
-        if not twin.is_file():
-            raise MissingArtifactError(f"no {twin.name} beside {self.path.name}: run `ptx export {self.path} --format "
-                                       f"{fmt}` first")
-        return twin
+        return precision_file(self.found, variant.backend, variant.device, variant.precision,
+                              bool(self.options.get("ignore_metadata")))[0].path
 
     def open(self, variant: Variant, probe: bool = False):
         """The Model of ``variant`` (a file ptx did not write is opened in a child first with ``probe``)."""

@@ -169,6 +169,8 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
     from ptx.infer import load
 
     model = load(path, backend, device=device, precision=precision, **options)
+    if model.opened:  # the file that answers is not the one given: said before any answer
+        click.echo(f"note: {model.opened}", err=True)
     signature = model.signature
     fmt = predict_outputs.check_output_path(output, signature) if output else None
     cases, errors = predict_outputs.read_inputs(signature, inputs, model.name)
@@ -184,7 +186,8 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
         click.echo(f"error: {line}", err=True)
     ran = [case for case in done if case.error is None]
     if as_json:
-        click.echo(json.dumps({"model": str(path), "backend": model.backend, "device": model.device,
+        click.echo(json.dumps({"model": str(path), "file": str(model.path), "backend": model.backend,
+                               "device": model.device, "precision": model.precision,
                                "results": [predict_outputs.case_json(c, signature) for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:

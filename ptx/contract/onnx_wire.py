@@ -1,5 +1,5 @@
-"""Two facts of an ONNX file read straight from its protobuf encoding: the ``metadata_props`` and a
-digest of the graph (its nodes and weights).
+"""Facts of an ONNX file read straight from its protobuf encoding: the ``metadata_props``, a digest
+of the graph (its nodes and weights), and whether its graph is quantized (its precision).
 
 Written here rather than with the ``onnx`` package because both are read on the ONNX Runtime
 path, whose cold start is measured against importing onnxruntime, numpy and Pillow alone
@@ -198,4 +198,31 @@ def shapeless_inputs(path: str | Path) -> set[str]:
                                   None)
             if tensor is not None and not any(f == TENSOR_TYPE_SHAPE for f, _, _ in fields(buf, *tensor)):
                 found.add(name)
+    return found
+
+
+GRAPH_NODE, NODE_OP_TYPE = 1, 4
+# Ops only a quantized graph holds (QDQ, ORT's QOperator and dynamic forms; QLinear* by prefix): a
+# file ptx did not write is int8 when its graph has one, whatever its name says.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                           "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QGemm"})
+
+
+def is_quantized_op(op_type: str) -> bool:
+    return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
+
+
+def quantized_ops(path: str | Path) -> set[str]:
+    """The quantized op types among the main graph's nodes (empty for an f32 graph). Read from the
+    wire like the metadata: deciding a file's precision at opening must not import onnx."""
+    found: set[str] = set()
+    with _graph_of(Path(path)) as (buf, graph):
+        for number, wire, payload in fields(buf, *graph) if graph else ():
+            if number != GRAPH_NODE or wire != LENGTH_DELIMITED:
+                continue
+            for field, field_wire, value in fields(buf, *payload):
+                if field == NODE_OP_TYPE and field_wire == LENGTH_DELIMITED:
+                    op_type = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
+                    if is_quantized_op(op_type):
+                        found.add(op_type)
     return found
