@@ -219,3 +219,67 @@ def test_verify_on_generated_noise_does_not_count_near_ties(orient, tmp_path):
     notes = json.loads(shown.stdout)["notes"]
     if row["status"] != recorded_verdicts(meta(tmp_path / "orient.int8.onnx"))["ort-cpu-int8"].status:
         assert any("give --inputs with your samples" in n for n in notes), notes
+
+
+# -- the acceptance: one verdict, whichever command asks ----------------------------------------------------
+
+NET = textwrap.dedent('''
+    import torch
+
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+''')
+
+
+def _exported(kind: str, orient: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(the f32 file, its int8 file) of one kind of model, the int8 written by ptx export."""
+    if kind == "module":
+        (tmp_path / "net.py").write_text(NET)
+        done = ptx("export", "--module", "net.py:build", "--input", "x=batchx8", "--format", "onnx,onnx-int8",
+                   "--out", "exp", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return tmp_path / "exp" / "model.onnx", tmp_path / "exp" / "model.int8.onnx"
+    if kind == "outlier":  # its int8 loses its scores (test_export_file's Outlier): NOT USABLE everywhere
+        from test_export_file import Outlier
+
+        onnx_file(Outlier(), (torch.rand(2, 8),), tmp_path / "outlier.onnx", input_names=["x"], output_names=["logits"])
+        done = ptx("export", "outlier.onnx", "--format", "onnx-int8", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return tmp_path / "outlier.onnx", tmp_path / "outlier.int8.onnx"
+    copied(orient, tmp_path)
+    done = ptx("export", "orient.onnx", "--format", "onnx-int8", "--calibration", "inputs.npz", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "orient.onnx", tmp_path / "orient.int8.onnx"
+
+
+@pytest.mark.parametrize("kind", ["file", "outlier", "module"])
+def test_export_verify_bench_and_load_give_one_verdict(orient, tmp_path, kind):
+    """For a file of your own (one whose int8 holds, one whose int8 does not) and a module: the verdict
+    export records = `verify --json`'s row = bench's verify column = what load() and predict say."""
+    f32, int8 = _exported(kind, orient, tmp_path)
+    recorded = recorded_verdicts(meta(int8))["ort-cpu-int8"]
+    assert recorded.status == (NOT_USABLE if kind == "outlier" else PASS), recorded
+    # --backends ort-cpu brings its int8 row without naming it (a named row below its rule is a FAIL)
+    shown = ptx("verify", f32, "--backends", "ort-cpu", "--json", cwd=tmp_path)
+    [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == "ort-cpu-int8"
+             and r["against"] != "stored reference"]  # a module's model.onnx keeps reference tensors beside it
+    assert row["status"] == row["verdict"]["status"] == recorded.status, (row, recorded)
+    timed = ptx("bench", f32, "--backends", "ort-cpu", "--batch-sizes", "4", "--seconds", "0.05",
+                "--rounds", "1", "--json", cwd=tmp_path)
+    assert timed.returncode == 0, timed.stderr
+    [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
+    assert column["verdict"] == recorded.status, column
+    seen: list = []
+    if recorded.status == PASS:
+        with _no_unusable_warning(seen):
+            load(int8, "ort-cpu", precision="int8").close()
+    else:
+        with pytest.warns(UnusablePrecisionWarning, match=r"judged NOT USABLE through ort-cpu-int8"):
+            load(int8, "ort-cpu", precision="int8").close()
+    x = {"file": np.zeros((3, 16), np.float32)}.get(kind, np.zeros((3, 8), np.float32))
+    np.savez(tmp_path / "x.npz", x=x)
+    said = ptx("predict", "--model", int8, tmp_path / "x.npz", cwd=tmp_path)
+    assert said.returncode == 0, said.stderr
+    assert ("NOT USABLE" in said.stderr) == (recorded.status == NOT_USABLE), said.stderr

@@ -67,6 +67,36 @@ def test_int8_export_and_verify_give_one_verdict(int8_export):
     assert judged.status == row.status, f"export: {judged.status} {judged.unusable}; verify: {row.status} {row.reasons}"
 
 
+def test_a_runs_int8_gets_one_verdict_from_export_verify_bench_and_load(int8_export, tmp_path):
+    """Issue 57's consistency, for a tutorial model's run: the verdict export records in the file = verify's
+    row (--json) = bench's verify column = what load() says (a warning only where it is NOT USABLE)."""
+    import json
+    import warnings
+
+    from ptx.contract.verdict import recorded_verdicts
+    from ptx.errors import UnusablePrecisionWarning
+
+    root, result = int8_export
+    run = tmp_path / "convnet"
+    shutil.copytree(root / "convnet", run)  # verify and bench write their records into the run: a copy
+    strings = {p.key[4:]: p.value for p in onnx.load(str(run / "model.int8.onnx")).metadata_props}
+    recorded = recorded_verdicts(strings)["ort-cpu-int8"]
+    assert recorded.status == result.judgement.status and recorded.evidence == "labels"
+    shown = ptx("verify", "convnet", "--run", str(run), "--backends", "ort-cpu", "--samples", "1000", "--json")
+    [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == "ort-cpu-int8"]
+    assert row["status"] == row["verdict"]["status"] == recorded.status, (row["verdict"], recorded)
+    timed = ptx("bench", "convnet", "--run", str(run), "--backends", "ort-cpu", "--batch-sizes", "8", "--seconds",
+                "0.05", "--rounds", "1", "--json")
+    assert timed.returncode == 0, timed.stderr
+    [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
+    assert column["verdict"] == recorded.status
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load("convnet", "ort-cpu", precision="int8", run=run).close()
+    warned = [w for w in seen if issubclass(w.category, UnusablePrecisionWarning)]
+    assert bool(warned) == (recorded.status != "PASS"), [str(w.message) for w in warned]
+
+
 def test_int8_export_records_its_precision_and_is_judged_by_labels(int8_root, runs):
     meta = {p.key: p.value for p in onnx.load(str(int8_root / "convnet" / "model.int8.onnx")).metadata_props}
     assert meta["ptx.precision"] == "int8" and meta["ptx.quantization"].startswith("static QDQ")
