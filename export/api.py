@@ -18,8 +18,6 @@ import torch
 from ptx.atomic import atomic_path, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance, compare
 from ptx.contract.comparison import check_tolerance
-from ptx.contract.metadata import from_props
-from ptx.contract.verdict import verdict_strings
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import normalize, picture_input, to_layout
 from ptx.errors import CheckpointError, DataError, PtxError
@@ -28,8 +26,8 @@ from ptx.models import get
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
 
 from . import formats
-from .formats.onnx import DEFAULT_EXPORTER, Exporter, save_with_metadata
-from .judged import judge_on_runtimes, verdict_line
+from .formats.onnx import DEFAULT_EXPORTER, Exporter
+from .judged import judge_on_runtimes, record_in_file, verdict_line
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
 from .bound import Bound, check_max_drop
@@ -210,8 +208,6 @@ def _judge_reduced_file(fmt, path: Path, open_predictor: OpenModel, model, ckpt:
                         max_drop: float | None, log) -> tuple[list, str]:
     """(the file's verdict on every runtime that reads it, the dataset's name), recorded in the file:
     by --max-drop where given, else by labels and accuracy on the real test samples verify draws."""
-    import onnx
-
     data = {}
 
     def evidence(backend: str) -> list:
@@ -225,9 +221,7 @@ def _judge_reduced_file(fmt, path: Path, open_predictor: OpenModel, model, ckpt:
         return [("labels", labels)] + ([("bound", judged(max_drop))] if max_drop is not None else [])
 
     verdicts = judge_on_runtimes(fmt, evidence, log)
-    proto = onnx.load(str(path))
-    recorded = from_props({p.key: p.value for p in proto.metadata_props})
-    save_with_metadata(proto, path, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
+    record_in_file(path, verdicts)
     return verdicts, data.get("name", "")
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ptx.contract.verdict import NOT_USABLE, Verdict, decide
+from pathlib import Path
+
+from ptx.contract.metadata import from_props
+from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings
 from ptx.errors import BackendUnavailableError, PtxError
 from ptx.machine import describe_cpu
 
@@ -40,9 +43,22 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
         except PtxError as exc:
             if backend == fmt.serving_backend:
                 raise
-            verdicts.append(Verdict(label, NOT_USABLE, "inputs", "the file does not run through it", [str(exc)],
-                                    by="export"))
+            # judged on what the file's own runtime was judged on, which this runtime could not run
+            verdicts.append(Verdict(label, NOT_USABLE, verdicts[0].evidence, "the file does not run through it",
+                                    [str(exc)], by="export"))
     return verdicts
+
+
+def record_in_file(path: Path, verdicts: list[Verdict]) -> None:
+    """Write ``verdicts`` into the ONNX file at ``path`` (ptx.verdict, and ptx.judgement for readers
+    that know only that), beside the ptx metadata it holds: the verdict travels with the file."""
+    import onnx
+
+    from .formats.onnx import save_with_metadata
+
+    proto = onnx.load(str(path))
+    recorded = from_props({p.key: p.value for p in proto.metadata_props})
+    save_with_metadata(proto, path, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
 
 
 def verdict_line(verdict: Verdict, advice: str) -> str:

@@ -29,22 +29,20 @@ import torch
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
-from ptx.contract.metadata import from_props
 from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.contract.verdict import verdict_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from .examples import describe, example_signature, named_outputs
 from .factory import load_state_dict_file
 from .formats import get as get_format
-from .formats.onnx import Exporter, check_opset, save_with_metadata
+from .formats.onnx import Exporter, check_opset
 from .formats.pt2 import DEVICES as PT2_DEVICES, check_device
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
-from .judged import judge_on_runtimes, verdict_line
+from .judged import judge_on_runtimes, record_in_file, verdict_line
 from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
@@ -194,18 +192,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 def _judge_reduced(fmt, path: Path, open_model, signature, cases, log) -> list:
     """A reduced file's verdict on every runtime that reads it, against eager's answers on the
     validation cases (generated: a module comes without samples), recorded in the file."""
-    import onnx
-
     def evidence(backend: str) -> list:
         answers = check_file(fmt, path, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
                              backend=backend)[1]
-        return [("generated", judge_tensors(answers, cases, signature, fmt.precision,
-                                            f"{len(cases)} generated cases, against eager"))]
+        return [("generated", judge_tensors(answers, cases, signature, fmt.precision, f"{len(cases)} generated cases",
+                                            against="eager"))]
 
     verdicts = judge_on_runtimes(fmt, evidence, log)
-    proto = onnx.load(str(path))
-    recorded = from_props({p.key: p.value for p in proto.metadata_props})
-    save_with_metadata(proto, path, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
+    record_in_file(path, verdicts)
     return verdicts
 
 

@@ -241,8 +241,9 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 
 
 def judge_tensors(answers: Sequence[dict], cases: Sequence[Case], signature: Signature, precision: str,
-                  held: str) -> TensorJudgement:
-    """The reduced file's ``answers`` against the f32 file's (each case's outputs), by the one rule
-    for tensors (ptx.contract.verdict.judge_tensors: near-ties of f32's own not counted)."""
+                  held: str, against: str = "the f32 file") -> TensorJudgement:
+    """The reduced file's ``answers`` against the reference's on each case (the f32 file's, or eager's
+    for a module), by the one rule for tensors (ptx.contract.verdict.judge_tensors: near-ties of
+    f32's own not counted)."""
     return tensor_rule(answers, [c.outputs for c in cases], [(s.name, s.batch_axis) for s in signature.outputs],
-                       precision, held)
+                       precision, held, against)

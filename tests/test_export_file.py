@@ -1,6 +1,6 @@
 """`ptx export FILE.onnx --format onnx-int8`: a user's own ONNX file quantized by the onnx-int8 format's
 one writer, calibrated on --calibration samples or on inputs generated from its signature, and judged
-against the f32 file on held-out inputs (ptx.contract.comparison.judge_reduced_tensors); --keep-f32
+against the f32 file on held-out inputs (ptx.contract.verdict.judge_tensors); --keep-f32
 NODE and auto; the one-line refusals of options that mean nothing for a kind of model; and the one
 Triton and KServe writer for a user's file, a module and a tutorial model's file."""
 from __future__ import annotations

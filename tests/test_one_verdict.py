@@ -113,8 +113,9 @@ def test_the_strongest_evidence_decides_and_the_weaker_is_shown_not_counted():
     assert recorded_verdicts(strings) == {"openvino-int8": missed, "ort-cpu-int8": verdict}
     note = differs_note(verdict, decide("ort-cpu-int8", [("generated", noise)]))
     assert note == ("note: ort-cpu-int8: the file records PASS (ptx export), verify finds NOT USABLE: export judged it "
-                    "by the bound it was made to hold, verify by generated inputs (give --metric FILE.py:FN, the "
-                    "metric it was made with, to measure the bound again)")
+                    "by the bound it was made to hold, verify by generated inputs (verify measures a bound again only "
+                    "on what it was made with: a tutorial model's real test samples, or your --metric FILE.py:FN on "
+                    "a model file)")
 
 
 # -- one verdict, from export to every command ---------------------------------------------------------------
@@ -266,6 +267,14 @@ def test_export_verify_bench_and_load_give_one_verdict(orient, tmp_path, kind):
     [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == "ort-cpu-int8"
              and r["against"] != "stored reference"]  # a module's model.onnx keeps reference tensors beside it
     assert row["status"] == row["verdict"]["status"] == recorded.status, (row, recorded)
+    # the int8 file verified by its own path is held to its own runtime at int8, which says nothing of what int8
+    # costs: the verdict export made against f32 for the other runtime decides, not int8 against int8
+    itself = ptx("verify", int8, "--json", cwd=tmp_path)
+    others = [r for r in json.loads(itself.stdout)["rows"] if r["label"] == "openvino-int8"
+              and r["against"] != "stored reference"]  # (a module's stored eager tensors are an f32 reference)
+    everywhere = recorded_verdicts(meta(int8))
+    assert [r["verdict"]["status"] for r in others] == [everywhere["openvino-int8"].status] * len(others), others
+    assert all(r["verdict"]["rechecked"] is False for r in others)
     timed = ptx("bench", f32, "--backends", "ort-cpu", "--batch-sizes", "4", "--seconds", "0.05",
                 "--rounds", "1", "--json", cwd=tmp_path)
     assert timed.returncode == 0, timed.stderr

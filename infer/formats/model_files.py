@@ -191,21 +191,3 @@ def check_weights(path: Path, metadata: Mapping[str, str], actual: str | None) -
     if recorded and actual is not None and recorded != actual:
         raise ArtifactError(f"{path}: {FOREIGN}")
 
-
-# Operators only a quantized graph holds (ONNX Runtime's QDQ and integer kernels, NNCF's QDQ).
-QUANTIZED_OPERATORS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
-                                 "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm",
-                                 "DynamicQuantizeLSTM"})
-
-
-def file_precision(found: ModelFile) -> str:
-    """The precision a model file computes at: its ptx.precision where ptx wrote one, else int8 for an
-    ONNX graph of quantized operators (a file quantized elsewhere), else f32. What a row running it
-    is judged at; opening reads the metadata alone."""
-    recorded = found.metadata.get("precision")
-    if recorded or found.kind != ONNX:
-        return recorded or "f32"
-    import onnx
-
-    graph = onnx.load(str(found.path), load_external_data=False).graph
-    return "int8" if any(n.op_type in QUANTIZED_OPERATORS for n in graph.node) else "f32"

@@ -11,15 +11,21 @@ from .report import Row
 
 
 def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[str, str], metadata,
-                     bound_again=None) -> Verdict:
+                    bound_again=None, reference_reduced: bool = False) -> Verdict:
     """A reduced row's verdict from the evidence verify has (ptx.contract.verdict's order): the bound
     its file records (a tutorial model's accuracy bound re-checked on the real samples; a user's metric
-    measured again with --metric, else as export measured it), a head's labels and accuracy on real
-    samples, then the tensors on the cases (the user's inputs, or generated ones)."""
+    measured again with --metric; else as export measured it, said so), a head's labels and accuracy
+    on real samples, then the tensors on the cases (the user's inputs, or generated ones).
+
+    ``reference_reduced``: the reference is itself reduced (an int8 file verified by its path is held
+    to its own runtime at int8), so the tensors say how two int8 runtimes agree, not what int8 costs:
+    the verdict export recorded for this row, made against the f32 file, decides where there is one."""
+    recorded = recorded_verdicts(metadata).get(row.label)
+    if reference_reduced and recorded is not None:
+        return decide(row.label, [(recorded.evidence, replace(recorded, rechecked=False))])
     evidence = []
     shared = [i for i in got if i in want]
     real = truth is not None and 0 in got and head is not None and row.argmax_agreement is not None
-    bound = recorded_bound(metadata)
     if real:
         g, w = got[0][head.output_name], want[0][head.output_name]
         evidence.append(("labels", judge_reduced_outputs(g, w, truth, head.contract)))
@@ -32,10 +38,9 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
                                              words)))
     if bound_again is not None:
         evidence.append(("bound", bound_again))
-    elif bound is not None and bound.user_metric is not None:  # the user's metric, which only they can run
-        recorded = recorded_verdicts(metadata).get(row.label)
+    elif not (real and row.max_drop is not None):  # a bound verify cannot measure here: as export measured it
         if recorded is not None and recorded.evidence == "bound":
             evidence.append(("bound", replace(recorded, rechecked=False)))
-        elif recorded is None and row.label == serving_label(metadata):  # a file written before ptx.verdict
-            evidence.append(("bound", bound))
+        elif recorded is None and recorded_bound(metadata) is not None and row.label == serving_label(metadata):
+            evidence.append(("bound", recorded_bound(metadata)))  # a file written before ptx.verdict
     return decide(row.label, evidence)

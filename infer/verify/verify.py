@@ -37,7 +37,7 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
-from ..formats.model_files import file_precision, weights_digest
+from ..formats.model_files import weights_digest
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant
 from ..runtime import backends as registry
@@ -187,7 +187,8 @@ class Run:
             return
         metadata = model.metadata if model is not None else {}
         row.verdict = reduced_verdict(row, got, want, truth, self.head, self.signature,
-                                       (self.source, self.report.inputs), metadata, self._bound_again(model, metadata))
+                                      (self.source, self.report.inputs), metadata, self._bound_again(model, metadata),
+                                      reference_reduced=self.target.precision != FULL_PRECISION)
         row.unusable = row.verdict.reasons
         recorded = recorded_verdicts(metadata).get(row.label)
         if recorded is not None and recorded.status != row.verdict.status:
@@ -198,6 +199,11 @@ class Run:
         reference for f32's value, once, and on ``model``); None without --metric or a bound."""
         bound = recorded_bound(metadata)
         if self.metric is None or model is None or bound is None or bound.user_metric is None:
+            return None
+        if self.target.precision != FULL_PRECISION:  # no f32 here to measure the drop from
+            note = (f"note: --metric: {self.target.path.name} is {self.target.precision} itself; give the f32 file it "
+                    "was made from (ptx verify SOURCE.onnx --metric ...) to measure its bound again")
+            self.report.notes += [note] if note not in self.report.notes else []
             return None
         if self._metric_f32 is None:
             self.progress(f"--metric {getattr(self.metric, 'shown', '')} on {self.target.reference} (f32)")
@@ -382,7 +388,7 @@ def _against(other_target: Target, this: Run) -> Row:
     model = other_target.open_all([variant])[variant.label]
     # An int8 file against its f32 source, or the other way round: the pair is judged by the reduced
     # rule (atol is f32's), whichever of the two files is the reduced one.
-    precision = next((p for p in map(file_precision, (other_target.found, target.found)) if p != FULL_PRECISION),
+    precision = next((f.precision for f in (other_target.found, target.found) if f.precision != FULL_PRECISION),
                      FULL_PRECISION) if not target.is_run and other_target.found is not None else FULL_PRECISION
     if isinstance(model, Exception):
         return Row(label, precision=precision, against=_reference_label(target), error=str(model))

@@ -353,16 +353,3 @@ def relative_error(got, want) -> float:
     scale = float(np.linalg.norm(want))
     diff = float(np.linalg.norm(np.nan_to_num(got - want, nan=np.inf)))
     return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-
-
-def judge_reduced_tensors(got: np.ndarray, want: np.ndarray, name: str, batch_axis: int | None,
-                          precision: str) -> list[str]:
-    """Why ``precision``'s output ``name`` is not usable against the f32 reference's (empty: it is),
-    by the rule a model without labels can have: class scores keep their argmax on
-    MIN_LABEL_AGREEMENT of the rows; any other output stays within MAX_RELATIVE_ERROR[precision]."""
-    if class_scores(want, batch_axis, name):
-        same = float((np.argmax(got, axis=-1) == np.argmax(want, axis=-1)).mean())
-        return [] if same >= MIN_LABEL_AGREEMENT else \
-            [f"{name}: argmax agrees on {100 * same:.1f}% of rows (< {100 * MIN_LABEL_AGREEMENT:.0f}%)"]
-    error, bound = relative_error(got, want), MAX_RELATIVE_ERROR[precision]
-    return [] if error <= bound else [f"{name}: relative error {error:.3g} (> {bound:g} for {precision})"]

@@ -57,7 +57,7 @@ class Verdict:
 
     def describe(self) -> str:
         """``NOT USABLE by generated inputs: ...``; a recorded bound says it was not measured here."""
-        how = EVIDENCE_WORDS[self.evidence] + ("" if self.rechecked else f", as `ptx {self.by}` measured it")
+        how = _words(self.evidence) + ("" if self.rechecked else f", as `ptx {self.by}` measured it")
         text = f"{self.status} by {how}: {self.measured}"
         return text + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
 
@@ -79,12 +79,16 @@ def decide(label: str, evidence: Sequence[tuple[str, object]], by: str = "verify
         raise ValueError(f"{label}: no evidence to judge it by")
     kind, judgement = ranked[0]
     reasons = list(judgement.unusable)
-    also = [f"{EVIDENCE_WORDS[k]}: {_measured(j)} ({NOT_USABLE if j.unusable else PASS}, not counted)"
+    also = [f"{_words(k)}: {_measured(j)} ({NOT_USABLE if j.unusable else PASS}, not counted)"
             for k, j in ranked[1:]]
-    if isinstance(judgement, Verdict):  # a recorded verdict keeps who measured it
-        by = judgement.by
+    by = getattr(judgement, "by", None) or by  # a recorded verdict or bound keeps who measured it
     return Verdict(label, NOT_USABLE if reasons else PASS, kind, _measured(judgement), reasons, by,
                    rechecked and getattr(judgement, "rechecked", True), also)
+
+
+def _words(evidence: str) -> str:
+    """An evidence kind in words; one a later ptx wrote is said as it is, never a KeyError."""
+    return EVIDENCE_WORDS.get(evidence, evidence)
 
 
 def _measured(judgement) -> str:
@@ -105,6 +109,7 @@ class RecordedBound:
     reference: float
     value: float
     rechecked: bool = False  # the value is the one export measured, unless measured again
+    by: str = "export"  # who measured the value
 
     @property
     def points(self) -> float:
@@ -134,7 +139,7 @@ class RecordedBound:
         return None if self.metric.startswith("accuracy on ") else self.metric_name
 
     def measured_again(self, value: float) -> "RecordedBound":
-        return RecordedBound(self.max_drop, self.unit, self.metric, self.reference, value, True)
+        return RecordedBound(self.max_drop, self.unit, self.metric, self.reference, value, True, "verify")
 
     def describe(self) -> str:
         drop = self.drop
@@ -164,6 +169,7 @@ class TensorJudgement:
     held: str  # what it was judged on: "32 held-out samples", "generated, seed 0, batch 2 and batch 7"
     measured: list[str]
     reasons: list[str]
+    against: str = "the f32 file"  # what f32 side the outputs were held to (a module's: eager)
 
     @property
     def unusable(self) -> list[str]:
@@ -174,7 +180,7 @@ class TensorJudgement:
         return NOT_USABLE if self.reasons else PASS
 
     def describe(self) -> str:
-        return f"{self.held} against the f32 file: {', '.join(self.measured)}"
+        return f"{self.held} against {self.against}: {', '.join(self.measured)}"
 
 
 def softmax_margin(scores: np.ndarray) -> np.ndarray:
@@ -190,7 +196,8 @@ def softmax_margin(scores: np.ndarray) -> np.ndarray:
 
 
 def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mapping[str, np.ndarray]],
-                  outputs: Sequence[tuple[str, int | None]], precision: str, held: str) -> TensorJudgement:
+                  outputs: Sequence[tuple[str, int | None]], precision: str, held: str,
+                  against: str = "the f32 file") -> TensorJudgement:
     """Each case's reduced outputs ``got`` against f32's ``want``; ``outputs`` are (name, batch axis).
     Class scores are joined along their batch axis and judged by their argmax on the rows f32 decides
     (near-ties not counted); where every row is a near-tie, by their relative error instead."""
@@ -218,7 +225,7 @@ def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mappin
         measured.append(f"{name} relative error {error:.2g}")
         if error > bound:
             reasons.append(f"{name}: relative error {error:.3g} (> {bound:g} for {precision})")
-    return TensorJudgement(held, measured, reasons)
+    return TensorJudgement(held, measured, reasons, against)
 
 
 # -- the record in a file --------------------------------------------------------------------------
@@ -255,9 +262,10 @@ def serving_label(metadata: Mapping[str, str]) -> str | None:
 def differs_note(recorded: Verdict, now: Verdict) -> str:
     """Where verify's verdict is not the one the file records, and why, in one line."""
     if recorded.evidence != now.evidence:
-        why = f"export judged it by {EVIDENCE_WORDS[recorded.evidence]}, verify by {EVIDENCE_WORDS[now.evidence]}"
+        why = f"export judged it by {_words(recorded.evidence)}, verify by {_words(now.evidence)}"
         if recorded.evidence == "bound" and now.evidence != "bound":
-            why += " (give --metric FILE.py:FN, the metric it was made with, to measure the bound again)"
+            why += (" (verify measures a bound again only on what it was made with: a tutorial model's real test "
+                    "samples, or your --metric FILE.py:FN on a model file)")
         elif recorded.evidence == "inputs" and now.evidence == "generated":
             why += " (give --inputs with your samples to judge it as export did)"
     else:
