@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from ptx.atomic import atomic_path, ensure_writable_dir
+from ptx.contract.cases import Case
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.metadata import from_props
 from ptx.contract.onnx_wire import read_onnx
@@ -42,7 +43,7 @@ from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .judged import judge_on_runtimes, verdict_line
-from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
+from .validate import ExportResult, OpenModel, check_file, judge_tensors, result_of
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -79,7 +80,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
                                                                   signature)
         calibrating, held = _inputs(path, signature, calibration, static, log)
         # The reference the int8 file is judged against: the f32 file, on the held-out inputs.
-        cases = [Case(feeds, source.run(feeds), f"held-out {_count(signature, [feeds])}", rows(signature, feeds))
+        cases = [Case(f"held-out {_count(signature, [feeds])}", feeds, rows(signature, feeds), source.run(feeds))
                  for feeds in held]
         bound = None
         if max_drop is not None:  # the user's metric on the f32 file now, on each candidate in the search

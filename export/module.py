@@ -29,7 +29,8 @@ import torch
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
-from ptx.contract.reference import Reference, ReferenceCase, reference_path, save_reference
+from ptx.contract.cases import Case
+from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
@@ -43,7 +44,7 @@ from .formats.pt2 import DEVICES as PT2_DEVICES, check_device
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .judged import judge_on_runtimes, record_in_file, verdict_line
-from .validate import Case, ExportResult, OpenModel, check_file, judge_tensors, result_of
+from .validate import ExportResult, OpenModel, check_file, judge_tensors, result_of
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -180,8 +181,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         if not reference:
             return result
         produced_by = f"eager PyTorch (torch {torch.__version__})"
-        save_reference(reference_path(staging / "model.onnx"), Reference(
-            [ReferenceCase(c.inputs, c.outputs) for c in cases], produced_by, signature))
+        save_reference(reference_path(staging / "model.onnx"), Reference(cases, produced_by, signature))
         result.reference = reference_path(out_dir / "model.onnx")
         batches = [c.batch for c in cases if c.batch is not None]
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
@@ -261,8 +261,8 @@ def _validation_cases(signature: Signature, eager) -> list[Case]:
                 low = int(sig.value_range[0]) if sig.value_range else 0
                 feeds[sig.name] = np.array(bool(k) if sig.dtype == "bool" else low + k, dtype=sig.dtype)
         produced = list(eager.run(feeds).values())
-        cases.append(Case(feeds, dict(zip(signature.output_names, produced)),
-                          f"batch {batch}" if batch is not None else ("the first case", "the second case")[k], batch,
+        cases.append(Case(f"batch {batch}" if batch is not None else ("the first case", "the second case")[k], feeds,
+                          batch, dict(zip(signature.output_names, produced)),
                           {s: plan.bound.get(s) or plan.chosen[s] for s in {**first.chosen, **plan.bound}}))
     return cases
 

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ptx.contract import Contract, Tolerance
+from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, ReducedJudgement, compare_output, judge_reduced_outputs
 from ptx.contract.verdict import TensorJudgement, judge_tensors as tensor_rule
 from ptx.contract.names import FULL_PRECISION
@@ -28,17 +29,6 @@ from ptx.errors import PtxError, ValidationError
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
 OpenModel = Callable[..., object]  # ptx.infer.load: (path or module, backend, device, precision=...) -> a Model
-
-
-@dataclass
-class Case:
-    """One set of inputs by name and the reference's outputs on them, by the signature's output names."""
-
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-    where: str  # how a failure names it: "batch 3", "the second case"
-    batch: int | None = None
-    sizes: dict[str, int] = field(default_factory=dict)  # the other symbols' sizes in this case: seq 8
 
 
 @dataclass
@@ -115,13 +105,13 @@ def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Se
                                   f"reference's {signature.output_names}")
         for case in cases:
             try:
-                got = model.run(case.inputs)
+                got = model.run(case.feeds)
             except PtxError as exc:  # ModelRunError: e.g. a batch the exporter fixed
-                raise ValidationError(f"{fmt.name}: {case.where} does not run: {exc}{why()}") from None
+                raise ValidationError(f"{fmt.name}: {case.label} does not run: {exc}{why()}") from None
             for sig in signature.outputs:
                 agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
                 if agreement.problem or (judged and not agreement.ok):
-                    raise ValidationError(f"{fmt.name}: {case.where}: {agreement.summary()}"
+                    raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
                                           f"{_worst_value(got[sig.name], case.outputs[sig.name])}{why()}")
                 if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
                     worst[sig.name] = agreement
@@ -175,7 +165,7 @@ def tutorial_cases(module, contract: Contract, signature: Signature, inputs: Seq
         with torch.inference_mode():
             want = module(torch.from_numpy(fed)).numpy()
         batch = x.shape[contract.input.batch_axis]
-        cases.append(Case({graph_input.name: fed}, {output.name: want}, f"batch {batch}", batch,
+        cases.append(Case(f"batch {batch}", {graph_input.name: fed}, batch, {output.name: want},
                           {"seq": x.shape[seq_axis]} if seq_axis is not None else {}))
     return cases
 

@@ -177,11 +177,11 @@ def test_every_file_loads_by_its_contract_and_answers_as_the_reference(cli_expor
         model = load(out / file)  # no --input needed: the file records its signature
         assert model.signature == reference.signature
         for case in reference.cases:
-            got = model.run(case.inputs)
+            got = model.run(case.feeds)
             for sig in reference.signature.outputs:
                 assert compare_output(sig.name, got[sig.name], case.outputs[sig.name], default_tolerance(sig.dtype),
                                       sig.batch_axis).ok, (file, sig.name)
-    batches = sorted(case.inputs[reference.signature.inputs[0].name].shape[reference.signature.inputs[0].batch_axis]
+    batches = sorted(case.feeds[reference.signature.inputs[0].name].shape[reference.signature.inputs[0].batch_axis]
                      for case in reference.cases)
     assert batches == [3, 5]
 

@@ -124,7 +124,7 @@ def test_the_strongest_evidence_decides_and_the_weaker_is_shown_not_counted():
 def test_export_says_one_verdict_per_runtime_and_records_it(orient, tmp_path):
     """Item 2: calibrated on generated noise, with the user's bound: the bound decides (it holds), the
     noise's near-ties are not counted, and the file records what export printed, for every runtime."""
-    path = copied(orient, tmp_path)
+    copied(orient, tmp_path)
     done = ptx("export", "orient.onnx", "--format", "onnx-int8", "--max-drop", "2", "--metric", "m.py:agreement",
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -131,7 +131,7 @@ def test_a_changed_weight_disagrees_with_the_reference_tensors_and_the_torchscri
     saved = ptx("verify", model, "--save-reference")
     assert saved.returncode == 0, saved.stdout + saved.stderr
     kept = load_reference(reference_path(model))
-    assert [c.inputs["image"].shape[0] for c in kept.cases] == [3, 5] and kept.produced_by.startswith("ort-cpu")
+    assert [c.feeds["image"].shape[0] for c in kept.cases] == [3, 5] and kept.produced_by.startswith("ort-cpu")
     proto = onnx.load(str(model))
     weight = next(t for t in proto.graph.initializer if len(t.dims) == 4)
     changed = numpy_helper.to_array(weight).copy()
@@ -404,8 +404,8 @@ def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "steps=" not in result.stdout  # bound, not chosen
     cases = load_reference(tmp_path / "gru.reference.npz").cases
-    assert [c.inputs["x"].shape for c in cases] == [(4, 3, 6), (4, 5, 6)]
-    assert all(c.inputs["mode"].shape == () and int(c.inputs["mode"]) == 0 for c in cases)
+    assert [c.feeds["x"].shape for c in cases] == [(4, 3, 6), (4, 5, 6)]
+    assert all(c.feeds["mode"].shape == () and int(c.feeds["mode"]) == 0 for c in cases)
     chosen = ptx("verify", own_models["stateful"], "--value", "mode=1")
     assert "symbolic dims chosen by ptx: steps=8 (bind them with --shape NAME=DIMS)" in chosen.stdout, chosen.stdout
     assert "give a whole number" in one_error_line(ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0.5"))

@@ -97,7 +97,7 @@ def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) ->
     """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
     inputs (speed does not depend on the values for these models)."""
     from .timing import head_feeds, time_calls
-    from ..verify.cases import Case
+    from ptx.contract.cases import Case
 
     predictor = load(model, row["backend"], row["device"], row["precision"], root=root or run_dir.parent,
                            run=run_dir)

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.cases import Case
 from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
 from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
-from ..verify.cases import Case, file_cases, generated_cases, has_batch
+from ..verify.cases import file_cases, generated_cases, has_batch
 
 if TYPE_CHECKING:
     from ..model.target import Target

@@ -10,13 +10,13 @@ not fit is one line naming the file and the input, and the other files still run
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ptx.atomic import atomic_path
+from ptx.contract.cases import Case
 from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import load_input_file
 from ptx.contract.tensors import Signature
@@ -28,19 +28,10 @@ JSON_VALUES = 10_000  # an output of more values is summarised in --json, not li
 ARGMAX_SHOWN = 16  # rows whose argmax the text summary lists
 
 
-@dataclass
-class Case:
-    """One set of inputs (a file, or case K of a file that holds several) and what the model
-    answered, or why it could not."""
-
-    source: str  # "in.npz", or "in.npz:K"
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    error: str | None = None
-
-
 def read_inputs(signature: Signature, paths: Iterable[str], model: str) -> tuple[list[Case], list[str]]:
-    """Every input file read and checked: (one Case per set of inputs, without outputs yet; one
-    error line per file that cannot be read or does not fit)."""
+    """Every input file read and checked: (one Case per set of inputs (a file, or case K of a file
+    that holds several), without outputs yet; one error line per file that cannot be read or does not
+    fit)."""
     cases, errors = [], []
     for path in map(Path, paths):
         suffix = path.suffix.lower()
@@ -62,19 +53,20 @@ def read_inputs(signature: Signature, paths: Iterable[str], model: str) -> tuple
             errors.append(f"{path}: holds no inputs")
             continue
         several = len(feeds) > 1
-        cases += [Case(f"{path.name}:{k}" if several else path.name, outputs=case) for k, case in enumerate(feeds)]
+        cases += [Case(f"{path.name}:{k}" if several else path.name, case) for k, case in enumerate(feeds)]
     return cases, errors
 
 
 def run_cases(model, cases: list[Case], outputs: list[str] | None = None) -> Iterator[Case]:
-    """Each case through the model: its ``outputs`` replaced by the model's (the inputs are no longer
-    needed), or its ``error`` set when the runtime refuses them."""
+    """Each case through the model: its ``outputs`` set to the model's and its ``feeds`` dropped (no
+    longer needed, and not kept in memory beside the outputs), or its ``error`` set when the runtime
+    refuses them."""
     for case in cases:
-        feeds, case.outputs = case.outputs, {}
+        feeds, case.feeds = case.feeds, None
         try:
             case.outputs = model.run(feeds, outputs)
         except InputError as exc:
-            case.error = f"{case.source}: {exc}"
+            case.error = f"{case.label}: {exc}"
         yield case
 
 
@@ -128,7 +120,7 @@ def case_json(case: Case, signature: Signature) -> dict:
             doc["values_omitted"] = (f"{value.size:,} values, over the {JSON_VALUES:,} --json lists: --output "
                                      "FILE.npz writes them all")
         outputs[name] = doc
-    return {"input": case.source, "outputs": outputs}
+    return {"input": case.label, "outputs": outputs}
 
 
 def _json_values(value: np.ndarray):
@@ -191,7 +183,7 @@ def write_parquet(path: str, cases: list[Case], signature: Signature) -> int:
             per_output = {n: np.moveaxis(v, signature.output(n).batch_axis, 0) for n, v in case.outputs.items()}
             count = len(next(iter(per_output.values())))
             for i in range(count):
-                writer.write({"input": case.source, "row": i, **{n: v[i].tolist() for n, v in per_output.items()}})
+                writer.write({"input": case.label, "row": i, **{n: v[i].tolist() for n, v in per_output.items()}})
                 rows += 1
     finally:
         writer.close()

@@ -14,12 +14,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.cases import Case
 from ptx.contract.schema import Tolerance
 from ptx.contract.comparison import OutputAgreement, compare_output
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError, first_line
-
-from .cases import Case
 
 MAX_ALONE = 3  # samples run alone: the first, the middle and the last of the batch
 

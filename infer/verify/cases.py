@@ -3,24 +3,15 @@ generated from a model's signature at each batch size, or the user's samples, ea
 the signature."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.cases import Case
 from ptx.contract.tensor_inputs import InputPlan, load_input_file, make_feeds
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
-
-
-@dataclass
-class Case:
-    """One set of inputs every backend is run on."""
-
-    label: str  # "batch 3", "fixed shape", "samples.npz #2", "stored #0"
-    feeds: dict[str, np.ndarray] | None  # None: a tutorial model's bench case, whose head makes its inputs
-    batch: int | None  # the size of the batch axis, where the inputs have one
 
 
 def batch_of(signature: Signature, feeds: Mapping[str, np.ndarray]) -> int | None:
@@ -37,7 +28,7 @@ def has_batch(signature: Signature) -> bool:
 def generated_cases(signature: Signature, plan: InputPlan, batch_sizes: Sequence[int], seed: int) -> list[Case]:
     """Seeded inputs at each batch size, or once at the fixed shape where no input has a batch axis."""
     if not has_batch(signature):
-        return [Case("fixed shape", make_feeds(signature, plan, None, seed), None)]
+        return [Case("fixed shape", make_feeds(signature, plan, None, seed))]
     return [Case(f"batch {b}", make_feeds(signature, plan, b, seed), b) for b in batch_sizes]
 
 

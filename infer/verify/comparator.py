@@ -14,11 +14,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.cases import Case
 from ptx.contract.comparison import OutputAgreement, check_tolerance, default_tolerance
 from ptx.contract.schema import Tolerance
 from ptx.errors import PtxError, first_line
-
-from .cases import Case
 
 # The names torch gives the outputs of a module it cannot name (torch_runner.flatten_outputs).
 PROBE_NAMES = ("output",)

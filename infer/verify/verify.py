@@ -22,16 +22,18 @@ row agrees; 1 a row disagrees or fails (a disagreement is never a warning); 2 no
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
+from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
 from ptx.contract.verdict import differs_note, recorded_bound, recorded_verdicts
 from ptx.contract.names import FULL_PRECISION
-from ptx.contract.reference import Reference, cases_from, load_reference, reference_path, save_reference
+from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
@@ -42,7 +44,7 @@ from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant
 from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
-from .cases import Case, batch_hint, file_cases, generated_cases, head_cases, save_cases
+from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, run_cases
 from .offers import offers
 from .reduced import reduced_verdict
@@ -421,9 +423,9 @@ def _stored(this: Run, given, save: bool) -> None:
         if error or not want:
             report.notes.append(f"reference tensors not written: the reference failed ({error})")
             return
-        runs = [(this.cases[i].feeds, want[i]) for i in sorted(want)]
-        save_reference(where, Reference(cases_from(runs), report.reference, signature, digest))
-        report.notes.append(f"wrote {where} ({len(runs)} cases from {report.reference})")
+        kept = [replace(this.cases[i], outputs=want[i]) for i in sorted(want)]
+        save_reference(where, Reference(kept, report.reference, signature, digest))
+        report.notes.append(f"wrote {where} ({len(kept)} cases from {report.reference})")
         return
     if not (given or where.is_file()):
         return
@@ -437,8 +439,8 @@ def _stored(this: Run, given, save: bool) -> None:
     stored_cases = []
     for k, case in enumerate(stored.cases):
         try:
-            stored_cases.append(Case(f"stored #{k}", check_feeds(signature, case.inputs, f"{where.name} case {k}",
-                                                                 from_file=True), None))
+            stored_cases.append(Case(case.label, check_feeds(signature, case.feeds, f"{where.name} case {k}",
+                                                             from_file=True)))
         except InputError as exc:
             raise PtxError(f"{where}: {exc}") from None
     stored_want = {i: {ours: case.outputs[theirs] for ours, theirs in names.items()} for i, case in enumerate(stored.cases)}

@@ -206,7 +206,7 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
         for case in ran:
             for name, value in case.outputs.items():
                 doc = predict_outputs.summarize(value, signature.output(name).batch_axis)
-                click.echo(predict_outputs.summary_line(case.source, name, doc))
+                click.echo(predict_outputs.summary_line(case.label, name, doc))
     return 2 if errors or failed else 0
 
 

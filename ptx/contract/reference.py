@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from ptx.errors import ArtifactError
 
+from .cases import Case
 from .names import model_name
 from .tensors import Signature
 
@@ -29,14 +29,8 @@ REFERENCE_VERSION = 1
 
 
 @dataclass
-class ReferenceCase:
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-
-
-@dataclass
 class Reference:
-    cases: list[ReferenceCase]
+    cases: list[Case]  # each with its feeds and the reference's outputs on them
     produced_by: str  # "eager PyTorch (torch 2.13.0)", "ort-cpu (onnxruntime 1.31.1)"
     signature: Signature
     weights_sha256: str | None = None  # of the file the outputs were made for, where known
@@ -54,7 +48,7 @@ def save_reference(path: str | Path, reference: Reference) -> Path:
 
     arrays: dict[str, np.ndarray] = {}
     for k, case in enumerate(reference.cases):
-        arrays.update({f"in:{n}:{k}": np.asarray(a) for n, a in case.inputs.items()})
+        arrays.update({f"in:{n}:{k}": np.asarray(a) for n, a in case.feeds.items()})
         arrays.update({f"out:{n}:{k}": np.asarray(a) for n, a in case.outputs.items()})
     meta = {"version": REFERENCE_VERSION, "produced_by": reference.produced_by,
             "signature": reference.signature.to_dict(), "weights_sha256": reference.weights_sha256,
@@ -95,9 +89,5 @@ def load_reference(path: str | Path) -> Reference:
         missing = [f"{kind}:{n}:{k}" for kind, d in (("in", inputs), ("out", outputs)) for n, a in d.items() if a is None]
         if missing:
             raise ArtifactError(f"{path}: a damaged reference file (no {missing[0]})")
-        cases.append(ReferenceCase(inputs, outputs))
+        cases.append(Case(f"stored #{k}", inputs, outputs=outputs))
     return Reference(cases, str(meta.get("produced_by", "?")), signature, meta.get("weights_sha256"))
-
-
-def cases_from(runs: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]) -> list[ReferenceCase]:
-    return [ReferenceCase(dict(i), dict(o)) for i, o in runs]
