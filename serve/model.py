@@ -24,25 +24,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ptx.contract import InputKind, Task
-from ptx.contract.names import SEQ
 from ptx.contract.pictures import picture_samples
 from ptx.contract.protocol import TritonBackend, model_config, signature_config
 from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import check_feeds
-from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError, ModelRunError
-from ptx.infer.model.head import Head, Prediction
+from ptx.infer.model.head import IMAGE_INPUT, LABEL_OUTPUT, PROBABILITIES_OUTPUT, Head, IdentityHead, Prediction
 from ptx.infer.model.model import Model
 
 from .batcher import Batcher, Merge
 from .tensors import BYTES, RequestError, Tensor
 
-IMAGE_INPUT, TEXT_INPUT = "image", "text"
 # How a PNG, JPEG, GIF, WebP (RIFF) and TIFF file begin once base64-encoded: no file begins so itself.
 BASE64_PICTURES = (b"iVBORw0KGgo", b"/9j/", b"R0lGOD", b"UklGR", b"SUkq", b"TU0A")
-LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 VERSION = "1"
 PLATFORMS = {"ort-cpu": "onnxruntime_onnx", "ort-cuda": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
 TRITON_KINDS = {"onnxruntime_onnx": "onnx", "pytorch_libtorch": "torchscript"}  # a user's file's config, by platform
@@ -64,62 +59,37 @@ class InferRequest:
 
 
 class ServedModel:
-    """A model (a runner, and a head where it has one) behind a dynamic batcher, speaking in protocol
-    tensors: ``name``, ``metadata()``, ``config_text()``, ``await infer(request)``, ``close()``."""
+    """A model (a runner, and its head: a tutorial model's, or an IdentityHead for the others) behind
+    a dynamic batcher, speaking in protocol tensors: ``name``, ``metadata()``, ``config_text()``,
+    ``await infer(request)``, ``close()``."""
 
     def __init__(self, name: str, model: Model, batcher_options: dict, prepare_pool: Executor | None = None,
                  on_batch=lambda rows: None):
-        self.name, self.model, self.head = name, model, model.head
+        self.name, self.model = name, model
+        head: Head | IdentityHead = model.head or IdentityHead(model.signature)
+        self.head, self.signature, self.user_input = head, head.endpoint, head.user_input
         model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does
-        head: Head | None = self.head
-        # A tutorial model's tensor endpoint is its contract's input (what its Triton config names), also
-        # where an --input uint8 export's graph takes the raw pictures instead.
-        self.signature = model.signature if head is None else signature_of_contract(head.contract)
         self.prepare_pool = prepare_pool
         self.max_batch_size = batcher_options["max_batch_size"]
         self.max_delay_s = batcher_options["max_delay_s"]
         # Requests are checked on arrival (_feeds), so a joined batch goes to the runner's _run unchecked.
-        run = model.runner._run if head is None or head.info.raw_input is None else self._run_model_input
+        self.run = run = model.runner._run if head.raw_input is None else self._run_model_input
         batched = dict(on_batch=on_batch, host=model.host, **batcher_options)
-        self.batcher = Batcher(run, merge=Merge.of(self.signature, self._pads()), **batched) \
+        self.batcher = Batcher(run, merge=Merge.of(self.signature, head.pads), **batched) \
             if self.signature.batched else None
         # Unbatched models still run off the event loop, on as many threads as --workers allows.
         self.executor = (None if self.batcher is not None else
                          ThreadPoolExecutor(batcher_options.get("workers", 1), thread_name_prefix="ptx-infer"))
-        self.run = run
         # An artifact exported with --input uint8 takes the pictures of `image` requests as they are,
         # batched by their own batcher: a quarter of the bytes, and no normalising on the host.
-        self.picture_batcher = None
-        if head is not None and head.info.raw_input is not None:
-            self.picture_batcher = Batcher(model.runner._run, merge=Merge.of(model.signature), **batched)
-        self.user_input = None if head is None else IMAGE_INPUT if head.contract.kind is InputKind.IMAGE else TEXT_INPUT
-
-    def _pads(self) -> dict[str, tuple[int, int]]:
-        """A token model's sequence, padded with its pad id where that changes nothing: only when the
-        output has no position axis (gru-classifier reads each word at its last real character);
-        rnn-hello answers per position: equal lengths only."""
-        contract = self.head.contract if self.head is not None else None
-        if contract is None or contract.encoding is None or contract.encoding.pad_id is None \
-                or contract.input.seq_axis is None or SEQ in contract.output.shape:
-            return {}
-        return {contract.input.name: (contract.input.seq_axis, contract.encoding.pad_id)}
+        self.picture_batcher = (Batcher(model.runner._run, merge=Merge.of(model.signature), **batched)
+                                if head.raw_input is not None else None)
 
     def _run_model_input(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A model-layout batch for an --input uint8 export: the graph is fed the pictures it was made from."""
-        x = feeds[self.signature.input_names[0]]
-        return self.model.runner._run({self.head.input_name: self.head.to_graph(x)})
+        return self.model.runner._run(self.head.feeds(feeds[self.signature.input_names[0]]))
 
     # -- what the protocol reports --------------------------------------------------------------
-    @property
-    def user_outputs(self) -> list[str]:
-        if self.head is None:
-            return []
-        if self.head.contract.task is Task.REGRESSION:
-            return [VALUE_OUTPUT]
-        if self.head.contract.per_position:
-            return [LABEL_OUTPUT]
-        return [LABEL_OUTPUT, PROBABILITIES_OUTPUT]
-
     def metadata(self) -> dict:
         """The v2 model metadata: the model's own tensors, datatypes by the protocol's names, -1 for
         every symbolic dimension; then the user-input tensors a tutorial model's head adds."""
@@ -127,14 +97,9 @@ class ServedModel:
             return [{"name": t.name, "datatype": t.dtype_info.v2, "shape": t.v2_shape()} for t in sigs]
 
         inputs, outputs = tensors(self.signature.inputs), tensors(self.signature.outputs)
-        if self.head is not None:
-            contract = self.head.contract
-            classes = 2 if contract.task is Task.BINARY else len(contract.labels) if contract.task is not Task.REGRESSION else 1
-            user_out = {LABEL_OUTPUT: {"datatype": BYTES, "shape": [-1]},
-                        PROBABILITIES_OUTPUT: {"datatype": "FP32", "shape": [-1, classes]},
-                        VALUE_OUTPUT: {"datatype": "FP32", "shape": [-1]}}
-            inputs.append({"name": self.user_input, "datatype": BYTES, "shape": [-1]})
-            outputs += [{"name": n, **user_out[n]} for n in self.user_outputs]
+        inputs += [{"name": self.user_input, "datatype": BYTES, "shape": [-1]}] if self.user_input else []
+        outputs += [{"name": n, "datatype": BYTES if n == LABEL_OUTPUT else "FP32", "shape": shape}
+                    for n, shape in self.head.answers.items()]
         return {"name": self.name, "versions": [VERSION], "platform": self._platform(), "inputs": inputs,
                 "outputs": outputs}
 
@@ -146,7 +111,7 @@ class ServedModel:
         this server's batch size and queue delay, and the tensors named as this server takes them
         (a TorchScript file's too, where Triton would say INPUT__0...)."""
         limits = dict(max_batch_size=self.max_batch_size, max_queue_delay_us=round(self.max_delay_s * 1e6))
-        if self.head is not None:
+        if self.head.contract is not None:  # a tutorial model's config is its contract's, as export writes it
             return model_config(self.name, self.head.contract, TritonBackend.ONNXRUNTIME, **limits)
         how = ("ptx serve batches it along each tensor's batch axis" if self.batcher is not None
                else "ptx serve runs it request by request (not every tensor has a batch axis)")
@@ -161,7 +126,7 @@ class ServedModel:
             if len(request.inputs) != 1:
                 raise RequestError(f"{self.name} takes {self.user_input!r} (BYTES) alone; the request has "
                                    f"{len(request.inputs)} inputs")
-            wanted = self._wanted(request.outputs, self.user_outputs)
+            wanted = self._wanted(request.outputs, list(self.head.answers))
             samples = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._samples,
                                                                        request.inputs[0])
             predictions = await self._predict_samples(samples)
@@ -188,16 +153,15 @@ class ServedModel:
 
     def _feeds(self, inputs: list[Tensor]) -> dict[str, np.ndarray]:
         """The request's tensors by name, checked against the signature: names, datatypes, ranks,
-        fixed sizes, one size per symbol (check_feeds' rules and messages); a tutorial model's input
-        also finite, and its token ids inside the vocabulary."""
+        fixed sizes, one size per symbol (check_feeds' rules and messages), then what its head says of
+        the values (a tutorial model's input finite, its token ids inside the vocabulary)."""
         sig = self.signature
         feeds: dict[str, np.ndarray] = {}
         for tensor in inputs:
             if tensor.name not in sig.input_names:
                 # said only when refused: built on every request it cost the hot path several microseconds
                 takes = ", ".join(f"{t.name} ({t.dtype_info.v2} {t.v2_shape()})" for t in sig.inputs)
-                if self.user_input is not None:
-                    takes += f", or {self.user_input} (BYTES)"
+                takes += f", or {self.user_input} (BYTES)" if self.user_input else ""
                 raise RequestError(f"{self.name} has no input {tensor.name!r}; it takes {takes}")
             if tensor.name in feeds:
                 raise RequestError(f"input {tensor.name!r} is sent twice")
@@ -211,24 +175,10 @@ class ServedModel:
             feeds[tensor.name] = data
         try:
             feeds = check_feeds(sig, feeds, self.name)
+            self.head.check_values(feeds)
         except InputError as exc:
             raise RequestError(str(exc)) from None
-        if self.head is not None:
-            self._check_values(feeds[sig.input_names[0]], sig.input_names[0])
         return feeds
-
-    def _check_values(self, x: np.ndarray, name: str) -> None:
-        """What a tutorial model's contract says beyond shapes: no empty sequence, finite values,
-        token ids its vocabulary has."""
-        contract = self.head.contract
-        seq = contract.input.seq_axis
-        if seq is not None and x.shape[seq] == 0:
-            raise RequestError(f"input {name!r} has shape {list(x.shape)}: every batch and sequence dimension "
-                               "needs at least 1")
-        if contract.input.dtype == "float32" and not np.isfinite(x).all():
-            raise RequestError(f"input {name!r} holds NaN or infinite values")
-        if contract.encoding is not None and x.size and (x.min() < 0 or x.max() >= contract.encoding.vocab_size):
-            raise RequestError(f"input {name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")
 
     def _samples(self, tensor: Tensor) -> list[np.ndarray]:
         """BYTES elements -> raw samples through the artifact's own pipeline (in a worker thread:
@@ -284,7 +234,7 @@ class ServedModel:
         unknown = [r.name for r in requested if r.name not in available]
         if unknown:
             raise RequestError(f"{self.name} has no output {unknown[0]!r}; its outputs are {', '.join(available)}"
-                               + (" for this input" if self.head is not None else ""))
+                               + (" for this input" if self.user_input is not None else ""))
         return requested
 
     def _output(self, r: RequestedOutput, value: np.ndarray) -> Tensor:
@@ -296,10 +246,8 @@ class ServedModel:
     def _classification(self, r: RequestedOutput, value: np.ndarray, batch_axis: int | None = 0) -> Tensor:
         """Triton's classification extension on an output of class scores: per row the top k as
         "value:index", and ":label" where a tutorial model's head names its labels."""
-        labels = self.head.labels if self.head is not None else None
-        contract = self.head.contract if self.head is not None else None
-        if contract is not None and (contract.task is Task.REGRESSION or contract.per_position
-                                     or value.shape[-1] != len(labels)):
+        labels = self.head.labels
+        if not self.head.scores_per_label(value.shape[-1]):
             raise RequestError(f"{self.name}'s output {r.name!r} is not one score per label: classification "
                                "does not apply")
         if not class_scores(value, batch_axis):
@@ -308,7 +256,7 @@ class ServedModel:
         rows = np.moveaxis(value, batch_axis, 0).reshape(-1, value.shape[-1])
         k = min(r.classification, rows.shape[-1])
         order = np.argsort(-rows, axis=-1, kind="stable")[:, :k]
-        items = [f"{rows[i, j]:f}:{j}{'' if labels is None else f':{labels[j]}'}".encode()
+        items = [f"{rows[i, j]:f}:{j}{f':{labels[j]}' if labels else ''}".encode()
                  for i in range(len(rows)) for j in order[i]]
         return Tensor(r.name, BYTES, [len(rows), k], items, {"binary": r.binary})
 

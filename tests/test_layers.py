@@ -119,6 +119,29 @@ def test_the_target_check_finds_a_call(tmp_path):
     assert target_of_calls(bad) == [("run", 3), ("run", 3)]
 
 
+def head_branches(path: Path) -> list[int]:
+    """Lines of ``path`` that ask whether a model has a head (``model.head is None``, ``head is not None``)."""
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.Is, ast.IsNot))
+            and ((isinstance(node.left, ast.Attribute) and node.left.attr == "head")
+                 or (isinstance(node.left, ast.Name) and node.left.id == "head"))]
+
+
+def test_serving_and_predicting_treat_every_model_alike():
+    """Issue 57 item 6: a model without a head is served through an identity head
+    (ptx.infer.model.head.IdentityHead), so serve and predict never choose a code path by whether
+    a model has one: what a head cannot mean (the bytes route, labels) is absent because it says so."""
+    asked = [f"{module}:{line}" for module, _, path in modules() if module.startswith(("ptx.serve", "ptx.infer.predict"))
+             for line in head_branches(path)]
+    assert asked == []
+
+
+def test_the_head_check_finds_a_branch(tmp_path):
+    bad = tmp_path / "served.py"
+    bad.write_text("def f(model, head):\n    return model.head is None or head is not None or model.x is None\n")
+    assert head_branches(bad) == [2, 2]
+
+
 def test_the_check_catches_a_back_arrow(tmp_path):
     """The walker itself works: a trainer importing infer is found."""
     bad = tmp_path / "loop.py"

@@ -3,7 +3,8 @@
 The runner (ptx.infer.runtime.runner) answers ``run({name: array})``; the head knows what the tensors mean:
 the picture, text or number pipeline that turns a user's input into a sample, the labels, the task
 and its decision rule, and so what a ``Prediction`` says. ptx.infer.model.model.Model puts the two
-together; a user's own file has a runner and no head. numpy and Pillow only: never torch."""
+together; a user's own file has a runner and no head, and where a model is taken whichever it is
+(ptx serve) an ``IdentityHead`` stands in: its tensors as they are. numpy and Pillow only: never torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,12 +18,18 @@ from ptx.contract import Contract, InputKind, Task, TensorSig
 from ptx.contract import ContractError
 from ptx.contract import catalog
 from ptx.contract.metadata import CONTRACT, ArtifactInfo, from_strings
+from ptx.contract.names import SEQ
 from ptx.contract.pictures import picture_sample, picture_samples, split_array_batch
+from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import decisions, encode_text, pictures_from_model_input, softmax
 from ptx.errors import ArtifactError, InputError, NotPtxArtifactError, quoted
 from ptx.files import decode_text
 
 from .inputs import csv_text_rows
+
+# What a user sends a head as bytes, and what its answer holds, by the names ptx serve gives them.
+IMAGE_INPUT, TEXT_INPUT = "image", "text"
+LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 
 
 def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
@@ -90,11 +97,16 @@ class Prediction:
 class Head:
     """What a tutorial export's contract says above its tensors. ``info``: the artifact's contract
     and provenance; the runner it sits on answers the contract's one input and one output (the raw
-    uint8 pictures for an artifact exported with --input uint8)."""
+    uint8 pictures for an artifact exported with --input uint8). ``endpoint``: the named tensors a
+    caller feeds and reads, the contract's input and output (what its Triton config names), also where
+    an --input uint8 graph takes the ``raw_input`` pictures instead; ``user_input``: what a user sends
+    as bytes, encoded picture files or text (a number, a CSV row, a word)."""
 
     def __init__(self, info: ArtifactInfo):
-        self.info = info
+        self.info, self.raw_input = info, info.raw_input
         self.contract: Contract = info.contract
+        self.endpoint = signature_of_contract(info.contract)
+        self.user_input = IMAGE_INPUT if info.contract.kind is InputKind.IMAGE else TEXT_INPUT
         self._graph_dtype = np.dtype(self.graph_input.dtype)  # read once: to_graph runs every batch
 
     @property
@@ -104,7 +116,7 @@ class Head:
     @property
     def graph_input(self) -> TensorSig:
         """The tensor the runtime is fed: the contract's input, or raw uint8 pictures."""
-        return self.info.raw_input or self.contract.input
+        return self.raw_input or self.contract.input
 
     @property
     def input_name(self) -> str:
@@ -114,13 +126,50 @@ class Head:
     def output_name(self) -> str:
         return self.contract.output.name
 
+    @property
+    def answers(self) -> dict[str, list[int]]:
+        """What a Prediction answers, each with its shape (-1: one per input)."""
+        if self.contract.task is Task.REGRESSION:
+            return {VALUE_OUTPUT: [-1]}
+        if self.contract.per_position:
+            return {LABEL_OUTPUT: [-1]}
+        return {LABEL_OUTPUT: [-1], PROBABILITIES_OUTPUT: [-1, len(self.labels)]}  # a binary contract has 2 labels
+
+    def scores_per_label(self, width: int) -> bool:
+        """Whether an output ``width`` wide is one score per label (what Triton's classification names)."""
+        return PROBABILITIES_OUTPUT in self.answers and width == len(self.labels)
+
+    @property
+    def pads(self) -> dict[str, tuple[int, int]]:
+        """Where a batch of token sequences may be padded (input name: (axis, pad id)): only where the
+        pad id changes nothing, when the output has no position axis (gru-classifier reads each word at
+        its last real character); rnn-hello answers per position: equal lengths only."""
+        contract = self.contract
+        if contract.encoding is None or contract.encoding.pad_id is None or contract.input.seq_axis is None \
+                or SEQ in contract.output.shape:
+            return {}
+        return {contract.input.name: (contract.input.seq_axis, contract.encoding.pad_id)}
+
+    def check_values(self, feeds: dict[str, np.ndarray]) -> None:
+        """What the contract says of its input beyond names and shapes (check_feeds' part): no empty
+        sequence, finite values, token ids its vocabulary has. Raises InputError."""
+        contract, name = self.contract, self.contract.input.name
+        x, seq = feeds[name], contract.input.seq_axis
+        if seq is not None and x.shape[seq] == 0:
+            raise InputError(f"input {name!r} has shape {list(x.shape)}: every batch and sequence dimension "
+                             "needs at least 1")
+        if contract.input.dtype == "float32" and not np.isfinite(x).all():
+            raise InputError(f"input {name!r} holds NaN or infinite values")
+        if contract.encoding is not None and x.size and (x.min() < 0 or x.max() >= contract.encoding.vocab_size):
+            raise InputError(f"input {name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")
+
     def to_graph(self, x) -> np.ndarray:
         """A model-layout batch (checked) -> what the graph is fed: itself in the graph's dtype, or
         (--input uint8) the pictures it was made from (InputError when it was made from none)."""
         self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
             x = x.detach().cpu().numpy()
-        if self.info.raw_input is not None:
+        if self.raw_input is not None:
             return pictures_from_model_input(np.asarray(x), self.contract)
         return np.ascontiguousarray(x, dtype=self._graph_dtype)
 
@@ -290,6 +339,24 @@ class Head:
         if not items:
             raise InputError("nothing to predict: the input is empty")
         return items
+
+
+class IdentityHead:
+    """The head of a model without a contract (a user's file, a module): its named tensors as they
+    are, no pipeline, labels or decision. A model is served through it as a tutorial model through
+    its Head, so nothing asks which it has: no bytes route, no answers, no pads, no value checks."""
+
+    contract = raw_input = user_input = None
+    labels: tuple[str, ...] = ()
+
+    def __init__(self, signature):
+        self.endpoint, self.answers, self.pads = signature, {}, {}
+
+    def scores_per_label(self, width: int) -> bool:
+        return True  # no labels to count: whether an output is class scores at all is class_scores' test
+
+    def check_values(self, feeds: dict[str, np.ndarray]) -> None:
+        """Nothing beyond the signature's names, dtypes and shapes, which check_feeds checks."""
 
 
 def _one_row(items: list, width: int) -> bool:
