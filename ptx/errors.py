@@ -40,10 +40,9 @@ class BackendUnavailableError(PtxError):
 
 
 class AskedRowError(PtxError):
-    """A row the user named (--backends) that cannot open: the command fails, as verify's FAIL row
-    does (exit 1), rather than answer for other rows."""
-
-    exit_code = 1
+    """A row the user named (--backends) that cannot open: bench refuses in one line (exit 2, as for
+    any file that cannot be read) rather than time other rows in its place; verify shows it as a FAIL
+    row of its table (exit 1)."""
 
 
 class NothingToCompareError(PtxError):

@@ -208,7 +208,7 @@ def test_int8_ranks_where_the_error_grows_and_keeping_it_in_f32_lowers_it(tmp_pa
     result = ptx("verify", f32, "--against", int8, "--backends", "ort-cpu", "--locate", "--json")
     assert result.returncode != 2, result.stderr[-3000:]
     doc = json.loads(result.stdout)
-    [row] = [r for r in doc["rows"] if r["backend"] == f"{int8.name} (ort-cpu)"]
+    [row] = [r for r in doc["rows"] if r["backend"] == f"{int8.name} (ort-cpu-int8)"]  # the file runs at its int8
     assert row["precision"] == "int8", row
     [triaged] = doc["triage"]
     assert triaged["file"] == int8.name, triaged
