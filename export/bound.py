@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ptx.contract.comparison import BOUND_SLACK
 from ptx.contract.verdict import RecordedBound
 from ptx.errors import PtxError, first_line
 
@@ -50,12 +49,6 @@ class Bound:
     # The file at a path measured through another runtime's backend (ort-cpu, openvino): a file is
     # judged on every runtime it is offered to, not only the one it was made for.
     measure_through: Callable[[Path, str], float] | None = None
-
-    def drop(self, value: float) -> float:
-        return (self.reference - value) * self.points
-
-    def holds(self, value: float) -> bool:
-        return self.drop(value) <= self.max_drop + BOUND_SLACK
 
     def judge(self, path: Path) -> "Held":
         """The candidate at ``path`` measured and held to the bound (the search's judge)."""

@@ -36,13 +36,10 @@ from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from . import formats
-from .formats.onnx import save_with_metadata
-from ptx.contract.verdict import verdict_strings
-
 from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
-from .judged import judge_on_runtimes, verdict_line
+from .judged import judge_on_runtimes, record_in_file, verdict_line
 from .validate import ExportResult, OpenModel, check_file, judge_tensors, result_of
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
@@ -104,8 +101,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     with atomic_path(final) as tmp:
         written = fmt.write(path, None, tmp, signature, strings, calibration=calibrating, judge=judge, bound=bound,
                             log=log, **search)
-        proto = onnx.load(str(tmp))  # the verdicts travel in the file, as a tutorial model's are recorded beside it
-        recorded = from_props({p.key: p.value for p in proto.metadata_props})
+        recorded = from_props(read_onnx(tmp, digest=False)[0])  # what the writer measured: its metric_int8
 
         def evidence(backend: str) -> list:
             answers = check_file(fmt, tmp, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
@@ -118,7 +114,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
             return found
 
         verdicts = judge_on_runtimes(fmt, evidence, log)
-        save_with_metadata(proto, tmp, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
+        record_in_file(tmp, verdicts)  # the verdicts travel in the file
         result = result_of(fmt.name, tmp, final, written, cases, {}, False)
     result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
     log(f"{fmt.name:<11} {final}  {result.size_bytes / 1024:,.1f} KiB  {written.method}")

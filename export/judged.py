@@ -6,9 +6,8 @@ own.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from pathlib import Path
+from typing import Callable
 
 from ptx.contract.metadata import from_props
 from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings

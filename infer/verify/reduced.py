@@ -20,7 +20,7 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
     ``reference_reduced``: the reference is itself reduced (an int8 file verified by its path is held
     to its own runtime at int8), so the tensors say how two int8 runtimes agree, not what int8 costs:
     the verdict export recorded for this row, made against the f32 file, decides where there is one."""
-    recorded = recorded_verdicts(metadata).get(row.label)
+    recorded, bound = recorded_verdicts(metadata).get(row.label), recorded_bound(metadata)
     if reference_reduced and recorded is not None:
         return decide(row.label, [(recorded.evidence, replace(recorded, rechecked=False))])
     evidence = []
@@ -41,6 +41,6 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
     elif not (real and row.max_drop is not None):  # a bound verify cannot measure here: as export measured it
         if recorded is not None and recorded.evidence == "bound":
             evidence.append(("bound", replace(recorded, rechecked=False)))
-        elif recorded is None and recorded_bound(metadata) is not None and row.label == serving_label(metadata):
-            evidence.append(("bound", recorded_bound(metadata)))  # a file written before ptx.verdict
+        elif recorded is None and bound is not None and row.label == serving_label(metadata):
+            evidence.append(("bound", bound))  # a file written before ptx.verdict
     return decide(row.label, evidence)

@@ -210,9 +210,8 @@ class Run:
         if self._metric_f32 is None:
             self.progress(f"--metric {getattr(self.metric, 'shown', '')} on {self.target.reference} (f32)")
             self._metric_f32 = self.metric(self.reference.run)
-        again = bound.measured_again(self.metric(model.run))
-        again.reference, again.metric = self._metric_f32, getattr(self.metric, "shown", again.metric)
-        return again
+        return bound.measured_again(getattr(self.metric, "shown", bound.metric), self._metric_f32,
+                                    self.metric(model.run))
 
 
 def _open_reference(target: Target, progress):

@@ -138,8 +138,9 @@ class RecordedBound:
         """FILE.py:FN where the bound is on the user's own metric (which only they can run), else None."""
         return None if self.metric.startswith("accuracy on ") else self.metric_name
 
-    def measured_again(self, value: float) -> "RecordedBound":
-        return RecordedBound(self.max_drop, self.unit, self.metric, self.reference, value, True, "verify")
+    def measured_again(self, metric: str, reference: float, value: float) -> "RecordedBound":
+        """The same bound with ``metric`` measured here again, on f32 (``reference``) and the row."""
+        return RecordedBound(self.max_drop, self.unit, metric, reference, value, True, "verify")
 
     def describe(self) -> str:
         drop = self.drop
