@@ -93,6 +93,7 @@ class Row:
     # Why it opened and ran but compared no case (a third opinion whose inputs are all over its
     # limit): it agrees with nothing, so the summary says so instead of counting it as agreeing.
     no_case: str | None = None
+    kinds: list[str] = field(default_factory=list)  # a served row's kinds of difference (verify/drift.py)
 
     @property
     def label(self) -> str:
@@ -208,7 +209,7 @@ class Row:
                                              "batch_sizes", "max_abs", "max_rel", "argmax_agreement", "accuracy",
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
                                              "could_not_run", "advisory", "reference_accuracy", "max_drop",
-                                             "no_case", "agrees")}
+                                             "no_case", "agrees", "kinds")}
         return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
                 "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
                 "composition": self.composition.to_dict() if self.composition else None,

@@ -17,6 +17,37 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
 
+def served_options(command):
+    """How `ptx verify URL` reaches a served model (ptx.infer.runtime.oip_transport.Connection)."""
+    for option in reversed([
+        click.option("--token", envvar="PTX_TOKEN", help="A served model: the bearer token its server wants "
+                     "(sent as Authorization: Bearer TOKEN; or $PTX_TOKEN)."),
+        click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
+                     help="A served model: a header sent with every request (X-Api-Key:abc); repeatable."),
+        click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+                     help="A served model: seconds one request may take (a draining server's 503s are retried "
+                          "within it)."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="A served model: requests in flight at once."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=None,
+                     help="A served model: the largest batch one request carries (default: the server's "
+                          "max_batch_size, where its model config gives one)."),
+        click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+                     help="A served model over TLS: the CA certificate its certificate is checked against."),
+        click.option("--insecure", is_flag=True, help="A served model over https: skip the certificate check."),
+        click.option("--json-data", is_flag=True,
+                     help="A served model over REST: send tensors as JSON numbers, not the binary extension."),
+    ]):
+        command = option(command)
+    return command
+
+
+def is_url(name) -> bool:
+    from ptx.infer.runtime.oip_transport import is_url as names_url
+
+    return names_url(name)
+
+
 @click.command("verify", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,7,64", "3,5")})
 @click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
@@ -40,9 +71,11 @@ from ptx.errors import PtxError
 @click.option("--all-rows", is_flag=True,
               help="List every row this machine cannot run (by default one line per missing device: 12 CUDA rows).")
 @RUN
-@click.option("--against", type=click.Path(dir_okay=False, exists=True), metavar="OTHER",
+@click.option("--against", metavar="OTHER",
               help="Hold another file of the same model (your TorchScript beside its ONNX, another export) to the "
-                   "reference too, output by output, on its own runtime.")
+                   "reference too, output by output, on its own runtime. With a URL: the reference, a model FILE, a "
+                   "tutorial model NAME or a RUN folder (default: the URL's model name's run, where it is a tutorial "
+                   "model).")
 @click.option("--reference", "reference_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="A model file: reference tensors to compare every backend with (default: MODEL.reference.npz "
                    "beside the file, where there is one).")
@@ -69,17 +102,19 @@ from ptx.errors import PtxError
                    "the value export measured is read from the file, and said so). It imports and runs FILE.py.")
 @model_file_options
 @generated_input_options
+@served_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
                all_rows, run, against, reference_file, save_reference, strict, locate, repro, metric, declared_inputs,
-               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed, **served) -> None:
     """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
     model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
     model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's export) its own runtime's
     on the CPU (ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti), on real test samples where its
     contract names a dataset, else on seeded inputs made from its signature at two batch sizes (or
     --inputs, --seed for any model), and those of the reference tensors kept beside it. onnx.reference
-    is a third opinion on small inputs. Exit status: 0 all agree, 1 a disagreement (the last line names
+    is a third opinion on small inputs. A URL (http(s)://HOST:PORT/v2/models/NAME[/versions/V],
+    grpc://HOST:PORT/NAME[/V]) is a served model, one more row held to --against's reference. Exit status: 0 all agree, 1 a disagreement (the last line names
     the backend, the output and its error), 2 nothing could be compared.
     """
     from ptx.cli.options import open_options, plan_options
@@ -95,16 +130,26 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
     if not (all_models or name or run):
         raise click.UsageError("give a model NAME, --run a run folder, a model file, or --all")
-    if metric is not None and (all_models or not _model_file(name, "verify")):
+    if against is not None and not is_url(name) and not Path(against).is_file():
+        raise click.BadParameter(f"{against}: no such file" if not Path(against).exists() else
+                                 f"{against} is a folder: give a model file", param_hint="'--against'")
+    if not is_url(name) and _given(ctx, list(served)):
+        raise click.UsageError("--token, --header, --timeout, --concurrency, --max-batch, --ca-file, --insecure and "
+                               "--json-data are for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
+    if metric is not None and (all_models or is_url(name) or not _model_file(name, "verify")):
         raise click.UsageError("--metric measures again the bound a model file's int8 was made with; a tutorial "
                                "model's is its accuracy, which verify measures on its real test samples")
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
     chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                   plan=plan_options(shapes, values, ranges), input_files=input_files,
                   seed=seed if _given(ctx, ["seed"]) else None, reference_file=reference_file,
-                  save=save_reference, strict=strict, triaged=locate, metric=_metric(metric),
+                  save=save_reference, strict=strict, triaged=locate,
                   notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
                   progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+
+    if is_url(name):  # a served model: one more row held to a local reference
+        _verify_url(ctx, name, against, root, run, opening, chosen, served, as_json, all_rows)
+    chosen["metric"] = _metric(metric)
 
     def target_of(argument, folder) -> Target:
         # as verify opens it: a file changed since export is the user's own model, with a note
@@ -159,6 +204,42 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
               {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows, then=then)
+
+
+def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, all_rows) -> None:
+    """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
+    FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
+    decided here, where the argument enters, and the endpoint reached before anything runs."""
+    from ptx.contract.catalog import names
+    from ptx.infer.model.target import Target
+    from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header
+    from ptx.infer.verify.served import open_served
+
+    for option in ("all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"):
+        if _given(ctx, [option]):
+            flag = next(p.opts[0] for p in ctx.command.params if p.name == option)
+            raise click.UsageError(f"{flag} is not for a served model (ptx verify URL compares its answers)")
+    endpoint = Endpoint.parse(url)
+    connection = Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
+                            timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
+                            concurrency=served["concurrency"], binary=not served["json_data"],
+                            max_batch=served["max_batch"])
+    if against is not None and Path(against).is_file():
+        target = Target.of(against, options=opening, verifying=True)
+    else:
+        if against is not None and Path(against).is_dir():
+            run = against
+        model = against if against is not None and not Path(against).is_dir() else \
+            _model_of_run(None, run) if run is not None else endpoint.model
+        if model not in names():
+            raise PtxError(f"{url}: {model!r} is not a tutorial model: give --against the model file the server "
+                           "serves (or a tutorial model NAME, or its run folder)")
+        target = Target.of(model, root=root, run=run, verifying=True)
+    model = open_served(endpoint, connection)  # reached (metadata, config) before the reference loads
+    chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
+    _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
+              {**chosen, "served": model})], as_json=as_json, all_rows=all_rows,
+            then=lambda report, doc, folder: model.close())
 
 
 def _metric(spec):
