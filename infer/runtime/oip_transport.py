@@ -232,7 +232,8 @@ class RestTransport(_Transport):
             return PtxError(f"{url}: {what}: {status} {'unauthorized' if status == 401 else 'forbidden'} "
                             f"({said}): {hint}")
         if status == 404:
-            return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} (404: {said}){self._serves()}")
+            return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} (404: {said})"
+                            + ("" if "serves" in said else self._serves()))
         if status == 413:
             return PtxError(f"{url}: {what}: the request body is over the server's limit (413: {said}): give "
                             "--max-batch N to send smaller batches")
