@@ -104,7 +104,7 @@ def test_a_planted_drift_is_caught_and_named(mlp, mode, kind):
     assert row["status"] == "FAIL", row
     assert any(kind in k for k in row["kinds"]), row["kinds"]
     if mode == "scale":  # the fitted scale and offset are the planted ones
-        assert "x x 0.5 + 0.1" in row["kinds"][0], row["kinds"]
+        assert "0.5 * x + 0.1" in row["kinds"][0], row["kinds"]
 
 
 def test_the_exact_planted_server_passes_and_its_batches_are_cut_to_its_max_batch_size(mlp):

@@ -118,7 +118,7 @@ def _input_fit(run_reference, feeds, got, agrees, names, axes) -> str | None:
         out = run_reference({**feeds, name: (a * x + b).astype(x.dtype)})
         if all(agrees(n, np.asarray(got[n]), np.asarray(out[n])) for n in names):
             return (f"a constant scale or offset of input {name!r} (a preprocessing drift): the server answers "
-                    f"as the reference does on {name} x {a:.4g} {'+' if b >= 0 else '-'} {abs(b):.4g}")
+                    f"as the reference does on {a:.4g} * {name} {'+' if b >= 0 else '-'} {abs(b):.4g}")
     return None
 
 
@@ -164,7 +164,7 @@ def _output_fit(got, want, agrees, names) -> str | None:
         c, d = np.polyfit(w, g, 1)
         if not agrees(n, np.asarray(got[n]), (c * np.asarray(want[n], np.float64) + d).astype(np.asarray(got[n]).dtype)):
             return None
-        fits.append(f"{n} x {c:.4g} {'+' if d >= 0 else '-'} {abs(d):.4g}")
+        fits.append(f"{c:.4g} * {n} {'+' if d >= 0 else '-'} {abs(d):.4g}")
     return f"a constant scale or offset of the output: the server answers the reference's {'; '.join(fits)}"
 
 

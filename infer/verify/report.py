@@ -23,6 +23,7 @@ from ..model.target import group_reasons
 REFERENCE = "eager"  # a tutorial model's reference
 RUN = "run"  # a Report's kind for a tutorial model's run; a file's is its kind (onnx, ...)
 STORED = "stored reference"
+SERVED = "served "  # a served model's row: "served URL" (verify/served.py)
 
 # What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
 # the JSON's "rule" all print this, so the three cannot drift apart.
@@ -177,7 +178,8 @@ class Row:
     def traceable(self) -> bool:
         """Whether ``--locate`` can trace it: it ran and disagrees with another side that ran (not a
         sample alone against its batch, nor the stored tensors, which keep no intermediates)."""
-        return self.disagreeing is not None and not self.error and self.against != STORED
+        return self.disagreeing is not None and not self.error and self.against != STORED \
+            and not self.backend.startswith(SERVED)  # a server's graph is not here to trace
 
     def problems(self) -> list[str]:
         """The row's failures in words for the verdict line: what it was compared with, the output

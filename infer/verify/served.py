@@ -17,7 +17,7 @@ from ..runtime.oip_transport import Connection, Endpoint
 from .batch_composition import check_largest_batch
 from .comparator import run_cases
 from .drift import name_difference
-from .report import Row
+from .report import SERVED, Row
 
 
 def open_served(url: str | Endpoint, connection: Connection | None = None, like=None) -> Model:
@@ -32,7 +32,7 @@ def served_row(served: Model, this, against: str) -> Row:
     on the CPU, the same sample alone and in a batch, and the kind of any difference."""
     runner, report = served.runner, this.report
     runner.hold_to(this.signature)
-    label = f"served {runner.endpoint.url}"
+    label = f"{SERVED}{runner.endpoint.url}"
     report.notes += [f"{label}: {runner.describe()}", *runner.notes]
     if runner.left_out:
         report.notes.append(f"note: not compared (the server's own tensors, no reference has them): "
