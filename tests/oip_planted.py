@@ -3,9 +3,11 @@ two-layer MLP (weights from an npz) answered with one planted drift, so that `pt
 shown to catch and name it. Run as ``python oip_planted.py WEIGHTS.npz MODE``; it prints
 ``listening PORT`` once it serves on a free loopback port. Modes: exact, scale (inputs x 0.5 + 0.1),
 bf16 (answers rounded to bf16), replica (every other request answered by other weights), batch (each
-answer moved by its batch's mean), token (401 without ``Authorization: Bearer s3cret``).
+answer moved by its batch's mean), token (401 without ``Authorization: Bearer s3cret``), drain (503 to
+the first three infer requests, as a server that drains or starts). ``--tls CERT KEY`` serves https.
 """
 import json
+import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -69,6 +71,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.refuse():
             return
+        if MODE == "drain" and served.setdefault("refused", 0) < 3:
+            served["refused"] += 1
+            return self.send(503, b'{"error": "draining"}')
         if self.path != f"/v2/models/{NAME}/infer":
             return self.send(404, b'{"error": "unknown model"}')
         cut = int(self.headers.get("Inference-Header-Content-Length", len(body)))
@@ -88,5 +93,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if "--tls" in sys.argv:
+    cert, key = sys.argv[sys.argv.index("--tls") + 1:][:2]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

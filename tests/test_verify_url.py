@@ -51,16 +51,18 @@ def mlp(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def planted(weights: Path, mode: str):
-    """The planted server in ``mode``, on a free port (it prints it); killed by its pid at the end."""
-    process = subprocess.Popen([sys.executable, str(PLANTED), str(weights), mode], stdout=subprocess.PIPE,
+def planted(weights: Path, mode: str, tls: tuple = ()):
+    """The planted server in ``mode``, on a free port (it prints it); killed by its pid at the end.
+    ``tls``: (certificate, key) files to serve https with."""
+    process = subprocess.Popen([sys.executable, str(PLANTED), str(weights), mode,
+                                *(("--tls", *map(str, tls)) if tls else ())], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     try:
         line = lines.get(timeout=START_S)
         assert line.startswith("listening "), line
-        yield f"http://127.0.0.1:{int(line.split()[1])}/v2/models/mlp"
+        yield f"http{'s' * bool(tls)}://{'localhost' if tls else '127.0.0.1'}:{int(line.split()[1])}/v2/models/mlp"
     finally:
         process.kill()
         process.wait(5)
@@ -160,3 +162,50 @@ def test_a_server_that_does_not_answer_times_out_in_one_line(mlp):
         result, _ = verify(f"http://127.0.0.1:{silent.getsockname()[1]}/v2/models/mlp", onnx_file, "--timeout", "1")
     assert time.monotonic() - started < 10
     assert result.exit_code == 2 and "no answer within 1 s" in result.output, result.output
+
+
+def test_a_draining_server_is_asked_again_within_the_timeout(mlp):
+    onnx_file, weights = mlp
+    with planted(weights, "drain") as url:  # 503 to its first three infer requests
+        result, doc = verify(url, onnx_file)
+    assert result.exit_code == 0, result.output
+    assert served_row(doc)["status"] == "PASS"
+
+
+def test_a_body_over_the_servers_limit_is_the_rows_one_line(mlp):
+    onnx_file, _ = mlp
+    with serving.running(onnx_file.parent, str(onnx_file), args=("--max-request-bytes", 1024)) as server:
+        result, doc = verify(f"{server.url}/v2/models/mlp", onnx_file, "--batch-sizes", "3,200")
+        cut, _ = verify(f"{server.url}/v2/models/mlp", onnx_file, "--batch-sizes", "3,200", "--max-batch", "16")
+    assert result.exit_code == 1, result.output
+    error = served_row(doc)["error"]
+    assert "over the server's limit (413" in error and "--max-batch" in error and "\n" not in error, error
+    assert cut.exit_code == 0, cut.output  # requests of 16 samples fit under its limit
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (openssl), and its key."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_tls_checks_the_certificate_unless_told_whom_to_trust(mlp, certificate):
+    onnx_file, weights = mlp
+    cert, _ = certificate
+    with planted(weights, "exact", tls=certificate) as url:
+        untrusted, _ = verify(url, onnx_file)
+        trusted, doc = verify(url, onnx_file, "--ca-file", str(cert))
+        insecure, _ = verify(url, onnx_file, "--insecure")
+    assert untrusted.exit_code == 2 and "certificate is not trusted" in untrusted.output, untrusted.output
+    assert trusted.exit_code == 0, trusted.output
+    assert served_row(doc)["status"] == "PASS"
+    assert insecure.exit_code == 0, insecure.output
