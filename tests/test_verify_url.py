@@ -209,3 +209,18 @@ def test_tls_checks_the_certificate_unless_told_whom_to_trust(mlp, certificate):
     assert trusted.exit_code == 0, trusted.output
     assert served_row(doc)["status"] == "PASS"
     assert insecure.exit_code == 0, insecure.output
+
+
+def test_a_served_tutorial_model_is_held_to_its_local_run_on_real_samples(runs):
+    """The URL's model name is a tutorial model: its run under --root is the reference (eager), its
+    real test samples go through the server's tensor input, over REST and gRPC."""
+    root = runs.ready("mlp")
+    with serving.running(root, "mlp") as server:
+        for url in (f"{server.url}/v2/models/mlp", f"grpc://{server.grpc}/mlp"):
+            result = CliRunner().invoke(cli, ["verify", url, "--root", str(root), "--samples", "200", "--json"])
+            assert result.exit_code == 0, result.output
+            doc = json.loads(result.stdout[result.stdout.index("{"):])
+            row = served_row(doc)
+            assert row["status"] == "PASS" and row["against"].startswith("eager"), row
+            assert row["argmax_agreement"] == 1.0 and row["accuracy"] == row["reference_accuracy"], row
+            assert any("not compared" in n for n in doc["notes"]), doc["notes"]  # the picture route and labels
