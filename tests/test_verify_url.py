@@ -224,3 +224,19 @@ def test_a_served_tutorial_model_is_held_to_its_local_run_on_real_samples(runs):
             assert row["status"] == "PASS" and row["against"].startswith("eager"), row
             assert row["argmax_agreement"] == 1.0 and row["accuracy"] == row["reference_accuracy"], row
             assert any("not compared" in n for n in doc["notes"]), doc["notes"]  # the picture route and labels
+    kept = json.loads((root / "mlp" / "served.json").read_text())["endpoints"]  # the verdicts, by endpoint
+    assert {kept[u]["status"] for u in (f"{server.url}/v2/models/mlp", f"grpc://{server.grpc}/mlp")} == {"PASS"}
+
+
+def test_bench_url_times_the_served_model_at_its_concurrency_beside_the_local_file(mlp):
+    onnx_file, _ = mlp
+    with serving.running(onnx_file.parent, str(onnx_file)) as server:
+        result = CliRunner().invoke(cli, ["bench", f"grpc://{server.grpc}/mlp", "--against", str(onnx_file),
+                                          "--concurrency", "3", "--seconds", "0.2", "--batch-sizes", "1,16", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout[result.stdout.index("{"):])["rows"]
+    assert [(r["runner"], r["batch"]) for r in rows] == [("ort-cpu (local)", 1), ("served (x3)", 1),
+                                                         ("ort-cpu (local)", 16), ("served (x3)", 16)]
+    for r in rows:
+        assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] and r["images_per_s"] > 0 and r["iterations"] >= 3, r
+    assert all(r["overhead"] > 0 for r in rows if r["runner"].startswith("served")), rows

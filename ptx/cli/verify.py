@@ -11,41 +11,10 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, _given, _int_list,
-                             generated_input_options, model_file_options, refuse_meaningless)
+                             generated_input_options, is_url, model_file_options, refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
-
-
-def served_options(command):
-    """How `ptx verify URL` reaches a served model (ptx.infer.runtime.oip_transport.Connection)."""
-    for option in reversed([
-        click.option("--token", envvar="PTX_TOKEN", help="A served model: the bearer token its server wants "
-                     "(sent as Authorization: Bearer TOKEN; or $PTX_TOKEN)."),
-        click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
-                     help="A served model: a header sent with every request (X-Api-Key:abc); repeatable."),
-        click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
-                     help="A served model: seconds one request may take (a draining server's 503s are retried "
-                          "within it)."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-                     help="A served model: requests in flight at once."),
-        click.option("--max-batch", type=click.IntRange(min=1), default=None,
-                     help="A served model: the largest batch one request carries (default: the server's "
-                          "max_batch_size, where its model config gives one)."),
-        click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
-                     help="A served model over TLS: the CA certificate its certificate is checked against."),
-        click.option("--insecure", is_flag=True, help="A served model over https: skip the certificate check."),
-        click.option("--json-data", is_flag=True,
-                     help="A served model over REST: send tensors as JSON numbers, not the binary extension."),
-    ]):
-        command = option(command)
-    return command
-
-
-def is_url(name) -> bool:
-    from ptx.infer.runtime.oip_transport import is_url as names_url
-
-    return names_url(name)
 
 
 @click.command("verify", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,7,64", "3,5")})
@@ -210,9 +179,9 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
     FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
     decided here, where the argument enters, and the endpoint reached before anything runs."""
-    from ptx.contract.catalog import names
-    from ptx.infer.model.target import Target
-    from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header
+    from ptx.cli.options import served_connection
+    from ptx.cli.targets import served_target
+    from ptx.infer.runtime.oip_transport import Endpoint
     from ptx.infer.verify.served import open_served
 
     for option in ("all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"):
@@ -220,26 +189,22 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
             flag = next(p.opts[0] for p in ctx.command.params if p.name == option)
             raise click.UsageError(f"{flag} is not for a served model (ptx verify URL compares its answers)")
     endpoint = Endpoint.parse(url)
-    connection = Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
-                            timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
-                            concurrency=served["concurrency"], binary=not served["json_data"],
-                            max_batch=served["max_batch"])
-    if against is not None and Path(against).is_file():
-        target = Target.of(against, options=opening, verifying=True)
-    else:
-        if against is not None and Path(against).is_dir():
-            run = against
-        model = against if against is not None and not Path(against).is_dir() else \
-            _model_of_run(None, run) if run is not None else endpoint.model
-        if model not in names():
-            raise PtxError(f"{url}: {model!r} is not a tutorial model: give --against the model file the server "
-                           "serves (or a tutorial model NAME, or its run folder)")
-        target = Target.of(model, root=root, run=run, verifying=True)
+    connection = served_connection(served)
+    target = served_target(endpoint, against, root, run, opening, verifying=True)
     model = open_served(endpoint, connection)  # reached (metadata, config) before the reference loads
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
     _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
               {**chosen, "served": model})], as_json=as_json, all_rows=all_rows,
-            then=lambda report, doc, folder: model.close())
+            then=lambda report, doc, folder: _served_record(report, target, root, run, model))
+
+
+def _served_record(report, target, root, run, model) -> None:
+    """A run's served verdicts kept in its folder (served.json), beside verify.json's own rows."""
+    from ptx.infer.model.records import record_served
+
+    model.close()
+    if target.is_run:
+        record_served(report, target.run_folder())
 
 
 def _metric(spec):
