@@ -265,13 +265,17 @@ class RestTransport(_Transport):
         return self._get_json(self.endpoint.model_path, "model metadata")
 
     def config(self) -> dict | None:
-        """Triton's model configuration (max_batch_size), where the server has that extension."""
+        """Triton's model configuration (max_batch_size), where the server has that extension (a
+        server without it, KServe's, answers 404 or the like: None)."""
+        status, _, data = self._request("GET", self.endpoint.model_path + "/config", None, {}, "model config")
+        if status in (400, 404, 405, 501):
+            return None
+        if status != 200:
+            raise self._refused(status, data, "model config")
         try:
-            doc = self._get_json(self.endpoint.model_path + "/config", "model config")
-        except PtxError as exc:
-            if "404" in str(exc) or "(400" in str(exc):
-                return None
-            raise
+            doc = json.loads(data)
+        except ValueError:
+            return None
         return doc.get("config", doc) if isinstance(doc, dict) else None
 
     def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:

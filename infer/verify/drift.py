@@ -107,10 +107,10 @@ def _input_fit(run_reference, feeds, got, agrees, names, axes) -> str | None:
         def cost(a: float, b: float) -> float:
             try:
                 out = run_reference({**feeds, name: (a * x + b).astype(x.dtype)})
-            except Exception:  # noqa: BLE001 - inputs the reference refuses fit nothing
+                return sum(float(np.linalg.norm(np.asarray(out[n], np.float64) - np.asarray(got[n], np.float64)))
+                           for n in names)
+            except Exception:  # noqa: BLE001 - inputs the reference refuses (or answers otherwise shaped) fit nothing
                 return math.inf
-            return sum(float(np.linalg.norm(np.asarray(out[n], np.float64) - np.asarray(got[n], np.float64)))
-                       for n in names)
 
         a, b = _search(cost)
         if abs(a - 1) < 1e-4 and abs(b) < 1e-4:

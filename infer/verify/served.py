@@ -69,6 +69,7 @@ def _kinds(row: Row, run, this, got: Mapping, want: Mapping) -> list[str]:
     axes = {t.name: t.batch_axis for t in (*signature.inputs, *signature.outputs)}
     if this.head is not None:  # verify feeds a head's cases in its contract's layout
         axes[this.head.contract.input.name] = this.head.contract.input.batch_axis
+        axes[this.head.contract.output.name] = this.head.contract.output.batch_axis
     try:
         return name_difference(run, this.run_on(this.reference), this.cases[index].feeds, got[index], want[index],
                                agrees, axes, row.composition)
