@@ -240,3 +240,13 @@ def test_bench_url_times_the_served_model_at_its_concurrency_beside_the_local_fi
     for r in rows:
         assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"] and r["images_per_s"] > 0 and r["iterations"] >= 3, r
     assert all(r["overhead"] > 0 for r in rows if r["runner"].startswith("served")), rows
+
+
+def test_ptx_serve_with_a_token_refuses_rest_and_grpc_in_one_line_and_answers_with_it(mlp):
+    onnx_file, _ = mlp
+    with serving.running(onnx_file.parent, str(onnx_file), env={"PTX_SERVE_TOKEN": "s3cret"}) as server:
+        for url in (f"{server.url}/v2/models/mlp", f"grpc://{server.grpc}/mlp"):
+            refused, _ = verify(url, onnx_file)
+            assert refused.exit_code == 2 and "give --token" in refused.output, refused.output
+            passed, _ = verify(url, onnx_file, "--token", "s3cret")
+            assert passed.exit_code == 0, passed.output
