@@ -88,6 +88,24 @@ def record_verify(report, run_dir: str | Path) -> Path:
     return run_dir / VERIFY_RECORD_FILE
 
 
+SERVED_RECORD_FILE = "served.json"
+
+
+def record_served(report, run_dir: str | Path) -> Path:
+    """Keep the verdicts of served models (`ptx verify URL` against this run) beside the run's own:
+    by endpoint URL, the status, the kinds of difference named, and when; merged over earlier ones."""
+    path = Path(run_dir) / SERVED_RECORD_FILE
+    found = {r.backend.partition(" ")[2]: {"status": r.status, "against": r.against, "cases": r.cases,
+                                           "max_abs": r.max_abs if r.outputs else None, "kinds": r.kinds,
+                                           "error": r.error, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+             for r in report.rows if r.backend.startswith("served ")}
+    doc = read_any(path) if path.is_file() else {}
+    doc = {"format": FORMAT, "endpoints": {**doc.get("endpoints", {}), **found}}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
 def record_export_judgement(result, run_dir: str | Path) -> Path | None:
     """Keep the verdict export gave a reduced-precision artifact (an ExportResult judged by verify's
     judge), so predict and serve can warn before anyone runs `ptx verify`."""

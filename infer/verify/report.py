@@ -23,6 +23,7 @@ from ..model.target import group_reasons
 REFERENCE = "eager"  # a tutorial model's reference
 RUN = "run"  # a Report's kind for a tutorial model's run; a file's is its kind (onnx, ...)
 STORED = "stored reference"
+SERVED = "served "  # a served model's row: "served URL" (verify/served.py)
 
 # What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
 # the JSON's "rule" all print this, so the three cannot drift apart.
@@ -93,6 +94,7 @@ class Row:
     # Why it opened and ran but compared no case (a third opinion whose inputs are all over its
     # limit): it agrees with nothing, so the summary says so instead of counting it as agreeing.
     no_case: str | None = None
+    kinds: list[str] = field(default_factory=list)  # a served row's kinds of difference (verify/drift.py)
 
     @property
     def label(self) -> str:
@@ -176,7 +178,8 @@ class Row:
     def traceable(self) -> bool:
         """Whether ``--locate`` can trace it: it ran and disagrees with another side that ran (not a
         sample alone against its batch, nor the stored tensors, which keep no intermediates)."""
-        return self.disagreeing is not None and not self.error and self.against != STORED
+        return self.disagreeing is not None and not self.error and self.against != STORED \
+            and not self.backend.startswith(SERVED)  # a server's graph is not here to trace
 
     def problems(self) -> list[str]:
         """The row's failures in words for the verdict line: what it was compared with, the output
@@ -208,7 +211,7 @@ class Row:
                                              "batch_sizes", "max_abs", "max_rel", "argmax_agreement", "accuracy",
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
                                              "could_not_run", "advisory", "reference_accuracy", "max_drop",
-                                             "no_case", "agrees")}
+                                             "no_case", "agrees", "kinds")}
         return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
                 "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
                 "composition": self.composition.to_dict() if self.composition else None,

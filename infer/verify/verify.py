@@ -49,6 +49,7 @@ from .comparator import Tolerances, compare_cases, match_outputs, run_cases
 from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
+from .served import served_row
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch",
@@ -61,7 +62,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
            notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None,
-           named: Sequence[str] | None = None) -> Report:
+           named: Sequence[str] | None = None, served=None) -> Report:
     """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
@@ -73,14 +74,15 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     ``--metric`` (``metric(run) -> float``, export/bound.py's load_metric, handed in by the CLI), which
     measures again the bound an int8 file records (ptx.contract.verdict). ``named``: the rows the user
     asked for (default ``backends``; bench runs the rows it timed, which the user may not have named):
-    a named row that cannot open FAILs, and a named reduced row below its gate too."""
+    a named row that cannot open FAILs, and a named reduced row below its gate too. ``served``: a model on a
+    server (served.open_served), one more row held to the reference (no export needed)."""
     if not isinstance(target, Target) or not (against is None or isinstance(against, Target)):
         given = target if not isinstance(target, Target) else against
         raise PtxError(f"verify() takes a Target, not {type(given).__name__} {str(given)[:60]!r}: give "
                        "Target.of(argument, root=..., run=..., options=..., verifying=True) "
                        "(from ptx.infer.model.target import Target)")
     variants = target.variants(backends)
-    if nothing_exported(target):  # said before eager is loaded and run for nothing
+    if served is None and nothing_exported(target):  # said before eager is loaded and run for nothing
         raise NothingToCompareError(nothing_exported(target))
     reference = _open_reference(target, progress)
     head = reference.head
@@ -107,6 +109,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     _stored(this, reference_file, save)
     if against is not None:
         report.rows.append(_against(against, this))
+    if served is not None:
+        report.rows.append(served_row(served, this, _reference_label(target)))
     report.offers = offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("

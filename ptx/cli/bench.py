@@ -8,7 +8,7 @@ import json
 import click
 
 from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
-                             generated_input_options, model_file_options, refuse_meaningless)
+                             generated_input_options, is_url, model_file_options, refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 
@@ -34,11 +34,16 @@ from ptx.contract import DEFAULT_RUNS_ROOT
               help="Real test samples `ptx verify` judges each backend and precision on before one is named "
                    "fastest (0: verify nothing now; the verify column shows the verdict recorded for each file).")
 @RUN
+@click.option("--against", metavar="FILE|NAME|RUN",
+              help="A served model (NAME a URL): the local model timed beside it (default: the URL's model name's "
+                   "run, where it is a tutorial model).")
 @model_file_options
 @generated_input_options
+@served_options
 @click.pass_context
 def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, as_json, markdown, verify_samples,
-              run, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+              run, against, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
+              **served) -> None:
     """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
     the bare runtimes, and the fastest verified one per batch size. "vs bare" and "Nx the fastest bare
     peer" are one ratio: images/s over the bare runtime's (below 1: ptx's overhead).
@@ -48,7 +53,8 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     made from its signature (or --inputs), each beside its bare runtime call.
 
     The default run takes ~20 s on 2 cores; `--batch-sizes 1,64,1024 --seconds 1 --rounds 6` is the
-    long one."""
+    long one. A URL (http(s)://HOST:PORT/v2/models/NAME, grpc://HOST:PORT/NAME) times the served model at
+    --concurrency beside the local file (--against) on the same inputs."""
     from dataclasses import asdict
 
     from ptx.cli.options import open_options, plan_options
@@ -62,6 +68,13 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 
     if name is None and run is None:
         raise click.UsageError("give a model NAME, --run a run folder, or a model file")
+    if is_url(name):
+        _bench_url(ctx, name, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served,
+                   seed if _given(ctx, ["seed"]) else None)
+        return
+    if against is not None or _given(ctx, list(served)):
+        raise click.UsageError("--against, --token, --header, --timeout, --concurrency, ... are for a served model: "
+                               "give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
     is_file = _model_file(name, "bench")
     if not is_file:  # a run: refused for what it asks before the run is looked for
@@ -125,6 +138,38 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     noisy = noisy_warning(result.rows)
     if noisy:
         click.echo(f"warning: {noisy}", err=True)
+
+
+
+def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:
+    """`ptx bench URL`: the served model at --concurrency beside its local model (--against, as verify
+    URL decides it), on the same inputs (ptx.infer.bench.served)."""
+    from ptx.cli.options import served_connection
+    from ptx.cli.targets import served_target
+    from ptx.infer.bench.served import bench_served
+    from ptx.infer.model.target import Variant
+    from ptx.infer.runtime import backends as registry
+    from ptx.infer.runtime.oip_transport import Endpoint
+    from ptx.infer.verify.served import open_served
+
+    for option in ("backends", "input_files", "verify_samples", "rounds"):
+        if _given(ctx, [option]):
+            flag = next(p.opts[0] for p in ctx.command.params if p.name == option)
+            raise click.UsageError(f"{flag} is not for a served model (ptx bench URL times it beside its local file)")
+    endpoint = Endpoint.parse(url)
+    connection = served_connection(served)
+    target = served_target(endpoint, against, root, run, {})
+    # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
+    variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)
+    model = open_served(endpoint, connection)
+    try:
+        local = target.open(variant)
+        result = bench_served(local, model, url, batch_sizes=batch_sizes or (1, 8), seed=seed,
+                              concurrency=connection.concurrency, seconds=seconds, warmup=min(warmup, 3),
+                              progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    finally:
+        model.close()
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text(markdown))
 
 
 bench_cmd.help = f"{inspect.cleandoc(bench_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -288,3 +288,44 @@ def _given(ctx: click.Context, names) -> list[str]:
     params = {p.name: p for p in ctx.command.params}
     return [params[n].opts[0] for n in names if n in params
             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+
+
+def served_options(command):
+    """How `ptx verify URL` and `ptx bench URL` reach a served model (ptx.infer.runtime.oip_transport.Connection)."""
+    for option in reversed([
+        click.option("--token", envvar="PTX_TOKEN", help="A served model: the bearer token its server wants "
+                     "(sent as Authorization: Bearer TOKEN; or $PTX_TOKEN)."),
+        click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
+                     help="A served model: a header sent with every request (X-Api-Key:abc); repeatable."),
+        click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+                     help="A served model: seconds one request may take (a draining server's 503s are retried "
+                          "within it)."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="A served model: requests in flight at once."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=None,
+                     help="A served model: the largest batch one request carries (default: the server's "
+                          "max_batch_size, where its model config gives one)."),
+        click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+                     help="A served model over TLS: the CA certificate its certificate is checked against."),
+        click.option("--insecure", is_flag=True, help="A served model over https: skip the certificate check."),
+        click.option("--json-data", is_flag=True,
+                     help="A served model over REST: send tensors as JSON numbers, not the binary extension."),
+    ]):
+        command = option(command)
+    return command
+
+
+def is_url(name) -> bool:
+    """Whether a command's NAME is a served model's URL (http(s)://, grpc://)."""
+    from ptx.infer.runtime.oip_transport import is_url as names_url
+
+    return names_url(name)
+
+
+def served_connection(served: dict):
+    """served_options' values as the Connection the client takes (a --header that is not NAME:VALUE: one line)."""
+    from ptx.infer.runtime.oip_transport import Connection, parse_header
+
+    return Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
+                      timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
+                      concurrency=served["concurrency"], binary=not served["json_data"], max_batch=served["max_batch"])

@@ -92,3 +92,21 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
     from ptx.errors import UnknownModelError
 
     return UnknownModelError(f"{exc}; or give a model file's path ({usage or f'`ptx {command} model.onnx`'})")
+
+
+def served_target(endpoint, against, root, run, opening, verifying: bool = False):
+    """The local reference a served model (`ptx verify|bench URL`) is held to: --against a model FILE,
+    a tutorial model NAME or a RUN folder; by default --run, else the URL's model name where it is a
+    tutorial model's (its run under --root)."""
+    from ptx.contract.catalog import names
+    from ptx.infer.model.target import Target
+
+    if against is not None and is_file(against):
+        return Target.of(against, options=opening, verifying=verifying)
+    if against is not None and is_dir(against):
+        run, against = against, None
+    model = against if against is not None else _model_of_run(None, run) if run is not None else endpoint.model
+    if model not in names():
+        raise PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the server "
+                       "serves (or a tutorial model NAME, or its run folder)")
+    return Target.of(model, root=root, run=run, verifying=verifying)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, _given, _int_list,
-                             generated_input_options, model_file_options, refuse_meaningless)
+                             generated_input_options, is_url, model_file_options, refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
@@ -40,9 +40,11 @@ from ptx.errors import PtxError
 @click.option("--all-rows", is_flag=True,
               help="List every row this machine cannot run (by default one line per missing device: 12 CUDA rows).")
 @RUN
-@click.option("--against", type=click.Path(dir_okay=False, exists=True), metavar="OTHER",
+@click.option("--against", metavar="OTHER",
               help="Hold another file of the same model (your TorchScript beside its ONNX, another export) to the "
-                   "reference too, output by output, on its own runtime.")
+                   "reference too, output by output, on its own runtime. With a URL: the reference, a model FILE, a "
+                   "tutorial model NAME or a RUN folder (default: the URL's model name's run, where it is a tutorial "
+                   "model).")
 @click.option("--reference", "reference_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="A model file: reference tensors to compare every backend with (default: MODEL.reference.npz "
                    "beside the file, where there is one).")
@@ -69,17 +71,19 @@ from ptx.errors import PtxError
                    "the value export measured is read from the file, and said so). It imports and runs FILE.py.")
 @model_file_options
 @generated_input_options
+@served_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
                all_rows, run, against, reference_file, save_reference, strict, locate, repro, metric, declared_inputs,
-               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed) -> None:
+               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed, **served) -> None:
     """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
     model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
     model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's export) its own runtime's
     on the CPU (ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti), on real test samples where its
     contract names a dataset, else on seeded inputs made from its signature at two batch sizes (or
     --inputs, --seed for any model), and those of the reference tensors kept beside it. onnx.reference
-    is a third opinion on small inputs. Exit status: 0 all agree, 1 a disagreement (the last line names
+    is a third opinion on small inputs. A URL (http(s)://HOST:PORT/v2/models/NAME[/versions/V],
+    grpc://HOST:PORT/NAME[/V]) is a served model, one more row held to --against's reference. Exit status: 0 all agree, 1 a disagreement (the last line names
     the backend, the output and its error), 2 nothing could be compared.
     """
     from ptx.cli.options import open_options, plan_options
@@ -95,16 +99,26 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--all verifies every run under --root: give NAME or --run for one, not --all")
     if not (all_models or name or run):
         raise click.UsageError("give a model NAME, --run a run folder, a model file, or --all")
-    if metric is not None and (all_models or not _model_file(name, "verify")):
+    if against is not None and not is_url(name) and not Path(against).is_file():
+        raise click.BadParameter(f"{against}: no such file" if not Path(against).exists() else
+                                 f"{against} is a folder: give a model file", param_hint="'--against'")
+    if not is_url(name) and _given(ctx, list(served)):
+        raise click.UsageError("--token, --header, --timeout, --concurrency, --max-batch, --ca-file, --insecure and "
+                               "--json-data are for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
+    if metric is not None and (all_models or is_url(name) or not _model_file(name, "verify")):
         raise click.UsageError("--metric measures again the bound a model file's int8 was made with; a tutorial "
                                "model's is its accuracy, which verify measures on its real test samples")
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
     chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                   plan=plan_options(shapes, values, ranges), input_files=input_files,
                   seed=seed if _given(ctx, ["seed"]) else None, reference_file=reference_file,
-                  save=save_reference, strict=strict, triaged=locate, metric=_metric(metric),
+                  save=save_reference, strict=strict, triaged=locate,
                   notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
                   progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+
+    if is_url(name):  # a served model: one more row held to a local reference
+        _verify_url(ctx, name, against, root, run, opening, chosen, served, as_json, all_rows)
+    chosen["metric"] = _metric(metric)
 
     def target_of(argument, folder) -> Target:
         # as verify opens it: a file changed since export is the user's own model, with a note
@@ -159,6 +173,38 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
               {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows, then=then)
+
+
+def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, all_rows) -> None:
+    """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
+    FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
+    decided here, where the argument enters, and the endpoint reached before anything runs."""
+    from ptx.cli.options import served_connection
+    from ptx.cli.targets import served_target
+    from ptx.infer.runtime.oip_transport import Endpoint
+    from ptx.infer.verify.served import open_served
+
+    for option in ("all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"):
+        if _given(ctx, [option]):
+            flag = next(p.opts[0] for p in ctx.command.params if p.name == option)
+            raise click.UsageError(f"{flag} is not for a served model (ptx verify URL compares its answers)")
+    endpoint = Endpoint.parse(url)
+    connection = served_connection(served)
+    target = served_target(endpoint, against, root, run, opening, verifying=True)
+    model = open_served(endpoint, connection)  # reached (metadata, config) before the reference loads
+    chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
+    _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
+              {**chosen, "served": model})], as_json=as_json, all_rows=all_rows,
+            then=lambda report, doc, folder: _served_record(report, target, root, run, model))
+
+
+def _served_record(report, target, root, run, model) -> None:
+    """A run's served verdicts kept in its folder (served.json), beside verify.json's own rows."""
+    from ptx.infer.model.records import record_served
+
+    model.close()
+    if target.is_run:
+        record_served(report, target.run_folder())
 
 
 def _metric(spec):

@@ -1,0 +1,82 @@
+"""`ptx bench URL`: a served model's latency percentiles and throughput at the concurrency given,
+beside the local file's own on the same inputs, so that what the network and the server add is a
+number (Triton's perf_analyzer measures the server alone; here the file it serves stands beside it).
+
+The served row: ``concurrency`` threads each send one request after another for the timed seconds;
+each request's latency counts (p50/p90/p99), throughput is the samples answered over the wall time.
+The local row: the file's own runner called in turn, as bench times any backend.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .timing import Bench, BenchRow, _row, bench_cases, time_calls
+
+
+def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concurrency: int, seconds: float,
+                 warmup: int = 3, seed: int | None = None, progress: Callable[[str], None] = lambda _: None) -> Bench:
+    """``served`` (verify/served.py's Model of a URL, held to ``local``'s signature) timed beside
+    ``local`` (the file or run's model on this machine) at each batch size; the served row's
+    ``overhead`` is its p50 over the local one's."""
+    served.runner.hold_to(local.signature)
+    result = Bench(name)
+    cases, feeds_of = bench_cases(local, None, (), batch_sizes, seed, result)
+    result.notes.append(f"{served.runner.describe()}; {concurrency} request{'s' * (concurrency != 1)} in flight; "
+                        "a served row's \"vs bare\" is its throughput over the local row's")
+    for case in cases:
+        feeds = feeds_of(local, case)
+        batch = case.batch or 1
+        progress(f"{local.backend} (local) at batch {batch}")
+        mine = _row(f"{local.backend} (local)", local.device, batch,
+                    time_calls(lambda: local.run(feeds), warmup=warmup, seconds=seconds))
+        progress(f"served at batch {batch}, concurrency {concurrency}")
+        theirs = _concurrent(lambda: served.run(feeds), batch, concurrency, seconds, warmup)
+        theirs.overhead = round(theirs.p50_us / mine.p50_us, 2) if mine.p50_us else None
+        theirs.vs_bare = round(theirs.images_per_s / mine.images_per_s, 3) if mine.images_per_s else None
+        result.rows += [mine, theirs]
+    return result
+
+
+def _concurrent(call: Callable[[], object], batch: int, concurrency: int, seconds: float, warmup: int) -> BenchRow:
+    """``call`` from ``concurrency`` threads for ``seconds`` (after ``warmup`` calls each, untimed)."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    failures: list[BaseException] = []
+    start_line = threading.Barrier(concurrency + 1)
+
+    def worker(mine: list[float]) -> None:
+        try:
+            for _ in range(warmup):
+                call()
+        except BaseException as exc:  # noqa: BLE001 - said by the caller, in one line
+            failures.append(exc)
+        start_line.wait()
+        if failures:
+            return
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or not mine:
+            began = time.perf_counter()
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+                return
+            mine.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=worker, args=(mine,), daemon=True) for mine in latencies]
+    for t in threads:
+        t.start()
+    start_line.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    if failures:
+        raise failures[0]
+    every = np.concatenate([np.asarray(m) for m in latencies])
+    row = _row(f"served (x{concurrency})", "remote", batch, every)
+    row.images_per_s = round(batch * len(every) / wall, 1)  # answered over the wall time, all threads together
+    return row

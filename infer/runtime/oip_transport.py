@@ -1,0 +1,459 @@
+"""Talking to a served model over the Open Inference Protocol (KServe v2, as Triton, KServe and
+`ptx serve` speak it): an endpoint's URL, then three calls (model metadata, model config, infer)
+through REST (JSON, or the binary tensor extension) or gRPC (the protocol's GRPCInferenceService, the
+stubs tritonclient ships). numpy, the standard library and grpcio only: no torch.
+
+Every failure is one PtxError that names the endpoint and what to do, and every call ends within the
+timeout it is given: a server that drains (503, or gRPC UNAVAILABLE once it was reached) is asked
+again with a growing pause while the timeout allows.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+
+from ptx.errors import PtxError
+
+URL_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+V2_TYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+            "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
+            "FP32": "float32", "FP64": "float64"}
+V2_OF = {v: k for k, v in V2_TYPES.items()}
+REST_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
+FIRST_PAUSE_S = 0.05  # a draining server is asked again after this, doubling, while the timeout allows
+
+
+def is_url(text) -> bool:
+    return isinstance(text, str) and text.lower().startswith(URL_SCHEMES)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a served model answers: ``http(s)://HOST:PORT/v2/models/NAME[/versions/V]`` or
+    ``grpc(s)://HOST:PORT/NAME[/V]``."""
+
+    scheme: str  # http, https, grpc, grpcs
+    host: str
+    port: int
+    model: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> "Endpoint":
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        rest_form = "http://HOST:PORT/v2/models/NAME[/versions/V]"
+        grpc_form = "grpc://HOST:PORT/NAME[/V]"
+        form = grpc_form if scheme.startswith("grpc") else rest_form
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise PtxError(f"{url}: give the host and its port, as {form}")
+        if scheme.startswith("grpc"):
+            pieces = [p for p in parts.path.split("/") if p]
+            if not 1 <= len(pieces) <= 2:
+                raise PtxError(f"{url}: a gRPC endpoint names one model (and a version): {grpc_form}")
+            return cls(scheme, parts.hostname, port, pieces[0], pieces[1] if len(pieces) == 2 else None)
+        match = REST_PATH.match(parts.path)
+        if match is None:
+            raise PtxError(f"{url}: a REST endpoint is a model's address on the protocol: {rest_form}")
+        return cls(scheme, parts.hostname, port, match["name"], match["version"])
+
+    @property
+    def is_grpc(self) -> bool:
+        return self.scheme.startswith("grpc")
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme in ("https", "grpcs")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def model_path(self) -> str:
+        return f"/v2/models/{quote(self.model)}" + (f"/versions/{quote(self.version)}" if self.version else "")
+
+    @property
+    def url(self) -> str:
+        if self.is_grpc:
+            return f"{self.scheme}://{self.address}/{self.model}" + (f"/{self.version}" if self.version else "")
+        return f"{self.scheme}://{self.address}{self.model_path}"
+
+    @property
+    def what(self) -> str:
+        return f"model {self.model!r}" + (f" version {self.version!r}" if self.version else "")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a server: auth, TLS, the timeout of one call, and how hard to push it."""
+
+    token: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    insecure: bool = False  # TLS without checking the server's certificate (REST only)
+    ca_file: str | None = None
+    concurrency: int = 4  # requests in flight at once
+    binary: bool = True  # REST: the binary tensor extension; False: tensors as JSON numbers
+    max_batch: int | None = None  # the largest batch one request carries (default: the server's max_batch_size)
+
+    def all_headers(self) -> dict[str, str]:
+        found = dict(self.headers)
+        if self.token:
+            found["Authorization"] = f"Bearer {self.token}"
+        return found
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``--header "K: V"`` -> (K, V), or a one-line error."""
+    key, sep, value = text.partition(":")
+    if not sep or not key.strip():
+        raise PtxError(f"--header {text!r}: give it as NAME:VALUE (X-Api-Key:abc)")
+    return key.strip(), value.strip()
+
+
+def open_transport(endpoint: Endpoint, connection: Connection):
+    return (GrpcTransport if endpoint.is_grpc else RestTransport)(endpoint, connection)
+
+
+class _Transport:
+    def __init__(self, endpoint: Endpoint, connection: Connection):
+        self.endpoint, self.connection = endpoint, connection
+
+    def _retrying(self, call, what: str):
+        """``call()`` again while the server says it is draining, within one timeout."""
+        deadline = time.monotonic() + self.connection.timeout_s
+        pause = FIRST_PAUSE_S
+        while True:
+            try:
+                return call(max(deadline - time.monotonic(), 0.001))
+            except Draining as exc:
+                if time.monotonic() + pause >= deadline:
+                    raise PtxError(f"{self.endpoint.url}: {what}: the server is not ready (draining or starting: "
+                                   f"{exc}) and stayed so for the {self.connection.timeout_s:g} s of --timeout") from None
+                time.sleep(pause)
+                pause *= 2
+
+
+class Draining(Exception):
+    """A 503 (or gRPC UNAVAILABLE from a server that answered before): ask again shortly."""
+
+
+class RestTransport(_Transport):
+    """The protocol's REST binding over http.client: one kept-alive connection per thread."""
+
+    def __init__(self, endpoint: Endpoint, connection: Connection):
+        super().__init__(endpoint, connection)
+        self._local = threading.local()
+        self._context = None
+        if endpoint.tls:
+            self._context = ssl.create_default_context(cafile=connection.ca_file)
+            if connection.insecure:
+                self._context.check_hostname = False
+                self._context.verify_mode = ssl.CERT_NONE
+
+    def _connection(self, timeout: float):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            e = self.endpoint
+            conn = (http.client.HTTPSConnection(e.host, e.port, timeout=timeout, context=self._context) if e.tls
+                    else http.client.HTTPConnection(e.host, e.port, timeout=timeout))
+            self._local.conn = conn
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str], what: str):
+        """(status, headers, body) of one call, a dropped kept-alive connection opened again once."""
+        def once(timeout: float):
+            for attempt in (0, 1):
+                conn = self._connection(timeout)
+                try:
+                    conn.request(method, path, body=body, headers={**self.connection.all_headers(), **headers})
+                    response = conn.getresponse()
+                    data = response.read()
+                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                    conn.close()
+                    self._local.conn = None
+                    if attempt:
+                        raise PtxError(f"{self.endpoint.url}: {what}: the server closed the connection ({exc})") \
+                            from None
+                    continue
+                except BaseException as exc:
+                    conn.close()
+                    self._local.conn = None
+                    raise self._network_error(exc, what) from None
+                if response.status == 503:
+                    raise Draining(_said(data) or "503")
+                return response.status, response.headers, data
+        return self._retrying(once, what)
+
+    def _network_error(self, exc: BaseException, what: str) -> BaseException:
+        url, timeout = self.endpoint.url, self.connection.timeout_s
+        if isinstance(exc, ConnectionRefusedError):
+            return PtxError(f"{url}: nothing is listening at {self.endpoint.address} (connection refused): start "
+                            "the server, or check the URL's host and port")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return PtxError(f"{url}: the server's TLS certificate is not trusted ({exc.verify_message}): give "
+                            "--ca-file CA.pem, or --insecure to skip the check")
+        if isinstance(exc, ssl.SSLError):
+            return PtxError(f"{url}: TLS failed ({exc.reason or exc}): is the server speaking TLS on this port "
+                            "(https://) or plain HTTP (http://)?")
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return PtxError(f"{url}: {what}: no answer within {timeout:g} s (--timeout)")
+        if isinstance(exc, socket.gaierror):
+            return PtxError(f"{url}: host {self.endpoint.host!r} is not known ({exc.strerror})")
+        if isinstance(exc, (OSError, http.client.HTTPException)):
+            return PtxError(f"{url}: {what}: {type(exc).__name__}: {exc}")
+        return exc
+
+    def _refused(self, status: int, data: bytes, what: str) -> PtxError:
+        said = _said(data)
+        url = self.endpoint.url
+        if status in (401, 403):
+            hint = "give --token (or --header NAME:VALUE)" if not self.connection.token else \
+                "the --token given was refused: check it"
+            return PtxError(f"{url}: {what}: {status} {'unauthorized' if status == 401 else 'forbidden'} "
+                            f"({said}): {hint}")
+        if status == 404:
+            return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} (404: {said})"
+                            + ("" if "serves" in said else self._serves()))
+        if status == 413:
+            return PtxError(f"{url}: {what}: the request body is over the server's limit (413: {said}): give "
+                            "--max-batch N to send smaller batches")
+        if 400 <= status < 500:
+            return PtxError(f"{url}: {what}: the server refused the request ({status}: {said})")
+        return PtxError(f"{url}: {what}: the server failed ({status}: {said})")
+
+    def _serves(self) -> str:
+        """``: it serves a, b`` from the repository index, where the server has one."""
+        try:
+            status, _, data = self._request("POST", "/v2/repository/index", b"{}", {"Content-Type": "application/json"},
+                                            "listing")
+            names = sorted({m.get("name") for m in json.loads(data) if isinstance(m, dict)} - {None}) \
+                if status == 200 else []
+        except Exception:  # noqa: BLE001 - the listing is a courtesy: its failure hides nothing
+            return ""
+        return f"; it serves {', '.join(names)}" if names else ""
+
+    def _get_json(self, path: str, what: str) -> dict | None:
+        status, _, data = self._request("GET", path, None, {}, what)
+        if status != 200:
+            raise self._refused(status, data, what)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise PtxError(f"{self.endpoint.url}: {what}: the answer is not JSON ({data[:80]!r})") from None
+
+    def metadata(self) -> dict:
+        return self._get_json(self.endpoint.model_path, "model metadata")
+
+    def config(self) -> dict | None:
+        """Triton's model configuration (max_batch_size), where the server has that extension (a
+        server without it, KServe's, answers 404 or the like: None)."""
+        status, _, data = self._request("GET", self.endpoint.model_path + "/config", None, {}, "model config")
+        if status in (400, 404, 405, 501):
+            return None
+        if status != 200:
+            raise self._refused(status, data, "model config")
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return None
+        return doc.get("config", doc) if isinstance(doc, dict) else None
+
+    def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        binary = self.connection.binary
+        doc = {"inputs": [], "outputs": [{"name": n, "parameters": {"binary_data": binary}} for n in outputs]}
+        raw = []
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            entry = {"name": name, "datatype": _v2(array.dtype, name), "shape": list(array.shape)}
+            if binary:
+                entry["parameters"] = {"binary_data_size": array.nbytes}
+                raw.append(array.tobytes())
+            else:
+                entry["data"] = array.reshape(-1).tolist()
+            doc["inputs"].append(entry)
+        header = json.dumps(doc).encode()
+        headers = {"Content-Type": "application/octet-stream" if binary else "application/json"}
+        if binary:
+            headers[HEADER_LENGTH] = str(len(header))
+        status, got_headers, data = self._request("POST", self.endpoint.model_path + "/infer",
+                                                  b"".join([header, *raw]), headers, "infer")
+        if status != 200:
+            raise self._refused(status, data, "infer")
+        return self._outputs(data, got_headers.get(HEADER_LENGTH), outputs)
+
+    def _outputs(self, data: bytes, header_length: str | None, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+        cut = int(header_length) if header_length else len(data)
+        try:
+            doc = json.loads(data[:cut])
+        except ValueError:
+            raise PtxError(f"{self.endpoint.url}: infer: the answer is not the protocol's JSON ({data[:80]!r})") from None
+        found, offset = {}, cut
+        for item in doc.get("outputs", []):
+            dtype = _numpy_type(item.get("datatype"), item.get("name"), self.endpoint)
+            size = (item.get("parameters") or {}).get("binary_data_size")
+            if size is not None:
+                array = np.frombuffer(data[offset:offset + size], dtype=dtype)
+                offset += size
+            else:
+                array = np.asarray(item.get("data", []), dtype=dtype)
+            found[item["name"]] = array.reshape(item.get("shape", array.shape))
+        return _wanted(found, wanted, self.endpoint)
+
+
+class GrpcTransport(_Transport):
+    """The protocol's gRPC binding (GRPCInferenceService), tensors as raw contents."""
+
+    def __init__(self, endpoint: Endpoint, connection: Connection):
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        super().__init__(endpoint, connection)
+        self.grpc, self.pb = grpc, service_pb2
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        if endpoint.tls:
+            if connection.insecure:
+                raise PtxError(f"{endpoint.url}: --insecure is REST's; for gRPC over TLS give --ca-file CA.pem")
+            root = open(connection.ca_file, "rb").read() if connection.ca_file else None
+            self.channel = grpc.secure_channel(endpoint.address, grpc.ssl_channel_credentials(root), options)
+        else:
+            self.channel = grpc.insecure_channel(endpoint.address, options)
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        self.metadata_pairs = [(k.lower(), v) for k, v in connection.all_headers().items()]
+        self._reached = False
+
+    def _call(self, method: str, request, what: str):
+        def once(timeout: float):
+            try:
+                answer = getattr(self.stub, method)(request, timeout=timeout, metadata=self.metadata_pairs)
+                self._reached = True
+                return answer
+            except self.grpc.RpcError as exc:
+                code, said = exc.code(), exc.details()
+                if code == self.grpc.StatusCode.UNAVAILABLE and self._reached:
+                    raise Draining(said) from None
+                raise self._refused(code, said, what) from None
+        return self._retrying(once, what)
+
+    def _refused(self, code, said: str, what: str) -> PtxError:
+        url, codes = self.endpoint.url, self.grpc.StatusCode
+        if code == codes.UNAVAILABLE:
+            return PtxError(f"{url}: nothing answers gRPC at {self.endpoint.address} ({said}): start the server, or "
+                            "check the URL's host and port")
+        if code == codes.DEADLINE_EXCEEDED:
+            return PtxError(f"{url}: {what}: no answer within {self.connection.timeout_s:g} s (--timeout)")
+        if code in (codes.UNAUTHENTICATED, codes.PERMISSION_DENIED):
+            hint = "give --token (or --header NAME:VALUE)" if not self.connection.token else \
+                "the --token given was refused: check it"
+            return PtxError(f"{url}: {what}: {code.name.lower()} ({said}): {hint}")
+        if code == codes.NOT_FOUND:
+            return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} ({said})")
+        if code == codes.RESOURCE_EXHAUSTED:
+            return PtxError(f"{url}: {what}: the request is over the server's limit ({said}): give --max-batch N to "
+                            "send smaller batches")
+        if code == codes.INVALID_ARGUMENT:
+            return PtxError(f"{url}: {what}: the server refused the request ({said})")
+        return PtxError(f"{url}: {what}: {code.name} ({said})")
+
+    def metadata(self) -> dict:
+        from google.protobuf import json_format
+
+        e = self.endpoint
+        answer = self._call("ModelMetadata", self.pb.ModelMetadataRequest(name=e.model, version=e.version or ""),
+                            "model metadata")
+        doc = json_format.MessageToDict(answer, preserving_proto_field_name=True)
+        for t in doc.get("inputs", []) + doc.get("outputs", []):
+            t["shape"] = [int(d) for d in t.get("shape", [])]
+        return doc
+
+    def config(self) -> dict | None:
+        e = self.endpoint
+        try:
+            answer = self._call("ModelConfig", self.pb.ModelConfigRequest(name=e.model, version=e.version or ""),
+                                "model config")
+        except PtxError as exc:
+            if "UNIMPLEMENTED" in str(exc):
+                return None
+            raise
+        return {"max_batch_size": int(answer.config.max_batch_size)}
+
+    def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        e = self.endpoint
+        request = self.pb.ModelInferRequest(model_name=e.model, model_version=e.version or "")
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            tensor = request.inputs.add(name=name, datatype=_v2(array.dtype, name))
+            tensor.shape.extend(array.shape)
+            request.raw_input_contents.append(array.tobytes())
+        for name in outputs:
+            request.outputs.add(name=name)
+        answer = self._call("ModelInfer", request, "infer")
+        found = {}
+        for k, item in enumerate(answer.outputs):
+            dtype = _numpy_type(item.datatype, item.name, e)
+            if k < len(answer.raw_output_contents):
+                array = np.frombuffer(answer.raw_output_contents[k], dtype=dtype)
+            else:  # a server that answers with typed contents instead of raw bytes
+                array = np.asarray(_typed_contents(item.contents, item.datatype), dtype=dtype)
+            found[item.name] = array.reshape(list(item.shape))
+        return _wanted(found, outputs, e)
+
+
+def _typed_contents(contents, datatype: str):
+    field_of = {"BOOL": "bool_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+                "INT64": "int64_contents", "UINT64": "uint64_contents"}
+    name = field_of.get(datatype) or ("uint_contents" if datatype.startswith("UINT") else "int_contents")
+    return list(getattr(contents, name))
+
+
+def _wanted(found: Mapping[str, np.ndarray], wanted: Sequence[str], endpoint: Endpoint) -> dict[str, np.ndarray]:
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise PtxError(f"{endpoint.url}: infer: the answer has no output {missing[0]!r} (it has "
+                       f"{', '.join(found) or 'none'})")
+    return {n: found[n] for n in wanted}
+
+
+def _v2(dtype, name: str) -> str:
+    found = V2_OF.get(np.dtype(dtype).name)
+    if found is None:
+        raise PtxError(f"input {name!r}: {np.dtype(dtype).name} has no Open Inference Protocol datatype")
+    return found
+
+
+def _numpy_type(datatype, name, endpoint: Endpoint):
+    if datatype not in V2_TYPES:
+        raise PtxError(f"{endpoint.url}: output {name!r} is {datatype}, which ptx does not compare (numbers only)")
+    return np.dtype(V2_TYPES[datatype])
+
+
+def _said(data: bytes) -> str:
+    """The protocol's {"error": "..."} message, else the body's first line."""
+    try:
+        doc = json.loads(data)
+        if isinstance(doc, dict) and doc.get("error"):
+            return " ".join(str(doc["error"]).split())[:200]
+    except ValueError:
+        pass
+    text = data.decode("utf-8", "replace").strip().splitlines()
+    return text[0][:200] if text else "no body"
+
