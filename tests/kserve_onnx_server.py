@@ -2,13 +2,14 @@
 the deployment a KServe user writes for a custom predictor, here so that `ptx verify URL` is tested
 against a server ptx did not write. It imports neither ptx nor torch.
 
-    python tests/kserve_onnx_server.py MODEL.onnx --model_name NAME --http_port P --grpc_port Q
+    python tests/kserve_onnx_server.py MODEL.onnx --model_name NAME --http_port P
 """
 from __future__ import annotations
 
 import argparse
 
 import kserve
+import uvicorn
 import onnxruntime as ort
 from kserve import InferOutput, InferRequest, InferResponse
 from kserve.utils.utils import from_np_dtype, generate_uuid
@@ -55,9 +56,18 @@ class OnnxModel(kserve.Model):
                              use_binary_outputs=payload.use_binary_outputs)
 
 
+def _on_loopback(config_class):
+    """kserve 0.21 binds its REST server to 0.0.0.0 with no option to change it; a test's server
+    listens on loopback only."""
+    def config(*args, **kwargs):
+        return config_class(*args, **{**kwargs, "host": "127.0.0.1"})
+    return config
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     parser.add_argument("onnx_file")
     args, _ = parser.parse_known_args()
-    kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=True).start(
-        [OnnxModel(args.model_name, args.onnx_file)])
+    uvicorn.Config = _on_loopback(uvicorn.Config)
+    # REST only (the v2 route the test checks): kserve's gRPC server would listen on every interface.
+    kserve.ModelServer(http_port=args.http_port, enable_grpc=False).start([OnnxModel(args.model_name, args.onnx_file)])
