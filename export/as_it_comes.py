@@ -70,7 +70,8 @@ def keyword_inputs(module: torch.nn.Module, example_inputs, inputs, log: Callabl
     """(the module to export, its example inputs): ``module`` wrapped where its inputs are declared
     (``--input`` names, or an example dict's keys) by forward()'s keyword with parameters left out
     before the last of them, each left-out one having a default (a ``use_cache`` among them is
-    passed False: ptx exports tensors, and a cache is none). Otherwise both as given."""
+    passed False: ptx exports tensors, and a cache is none). Otherwise both as given, and
+    example_signature refuses what it cannot take (a left-out parameter without a default)."""
     declared = as_declarations(inputs) if inputs else ()
     names = [t.name for t in declared] or (
         [str(k) for k in example_inputs] if isinstance(example_inputs, Mapping) else [])
@@ -84,14 +85,13 @@ def keyword_inputs(module: torch.nn.Module, example_inputs, inputs, log: Callabl
     ordered = [p.name for p in params if p.name in names]
     if ordered == positional[:len(ordered)]:
         return module, example_inputs  # a prefix of forward()'s parameters: called by position as it is
-    where = f"{type(module).__name__}.forward"
     positional_only = [n for n in names if by_name[n].kind is inspect.Parameter.POSITIONAL_ONLY]
     needed = [p.name for p in params[:max(params.index(by_name[n]) for n in names)]
               if p.name not in names and p.default is inspect.Parameter.empty
               and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     if needed or positional_only:
-        raise PtxError(f"--input {', '.join(ordered)}: {where} needs {', '.join(needed or positional_only)} too "
-                       f"({'no default' if needed else 'positional only'}): declare it with --input")
+        return module, example_inputs  # a parameter without a default is left out: example_signature names it
+    where = f"{type(module).__name__}.forward"
     fixed = {"use_cache": False} if "use_cache" in by_name and "use_cache" not in names else {}
     left = [p.name for p in params[:params.index(by_name[ordered[-1]])] if p.name not in names]
     log(f"inputs: {', '.join(ordered)} passed to {where} by keyword; {', '.join(left)} left at "

@@ -20,7 +20,7 @@ from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError
-from ptx.pytree_types import KEY as PYTREE_KEY, modules_to_record, recorded_modules
+from ptx.pytree_types import KEY as PYTREE_KEY, modules_to_record
 from ptx.torch_quiet import quiet_inductor
 
 from ..refusal import describe_refusal, user_files
@@ -156,8 +156,10 @@ def rewrite_metadata(path: Path, strings: dict[str, str], replace: bool = False)
 # The package is loaded once in a child before this process loads it to validate: torch's
 # aoti_load_package has segfaulted there (torch 2.11 on an H100, a CUDA package), and a crash in
 # the child is one error, inside export's atomic_path, so no package is kept.
-PROBE = ("import importlib, sys, torch; [importlib.import_module(m) for m in sys.argv[2:]]; "
-         "torch._inductor.aoti_load_package(sys.argv[1])")  # the modules: ptx.pytree_types
+# The modules the package's output types come from are imported first, as every load does
+# (ptx.pytree_types).
+PROBE = ("import sys, torch; from ptx.pytree_types import import_recorded; import_recorded(sys.argv[1]); "
+         "torch._inductor.aoti_load_package(sys.argv[1])")
 
 
 def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
@@ -166,7 +168,7 @@ def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
     from ptx.child import ChildCrashError, run_child
 
     try:
-        run_child(code, str(path), *recorded_modules(path), what=f"torch {torch.__version__}'s aoti_load_package")
+        run_child(code, str(path), what=f"torch {torch.__version__}'s aoti_load_package")
     except ChildCrashError as exc:
         raise ChildCrashError(f"pt2 of {model} for {device}: {exc} loading the package it had just compiled; "
                               "that crash is torch's, not ptx's or the model's; no model.pt2 was kept "
