@@ -149,8 +149,11 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Seq
     """``module``, wrapped where its answer on ``args`` is not plain tensors: a ModelOutput or
     dataclass holding a cache or other non-tensors becomes a dict of its tensors, the cache dropped
     (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False)."""
-    with torch.no_grad():
-        out = module(*args)
+    try:
+        with torch.no_grad():
+            out = module(*args)
+    except Exception:  # noqa: BLE001 - the eager probe that follows says what failed, in ptx's words
+        return module
     if _plain(out):
         return module
     named, dropped = tensors_of(out)
