@@ -36,6 +36,7 @@ from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
+from .as_it_comes import keyword_inputs, tensor_outputs
 from .examples import describe, example_signature, named_outputs
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -134,12 +135,16 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     _check_out_dir(out_dir, force)
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
     module.eval()
+    # A transformers model as it comes: inputs by forward()'s keyword, a ModelOutput's tensors out.
+    given = module
+    module, example_inputs = keyword_inputs(module, example_inputs, inputs, log)
     sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log)
+    module = tensor_outputs(module, sigs, args, log)
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
     eager = open_model(module, inputs=list(sigs))
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
     params = sum(p.numel() for p in module.parameters())
-    kind = "" if name == type(module).__name__ else f"{type(module).__name__}, "
+    kind = "" if name == type(given).__name__ else f"{type(given).__name__}, "
     log(f"module: {name} ({kind}{params:,} parameters); inputs {describe(signature.inputs)}; "
         f"outputs {describe(signature.outputs)}")
     if loaded:

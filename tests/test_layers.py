@@ -16,9 +16,10 @@ STAGES = ["contract", "models", "trainers", "export", "infer", "serve", "cli"]
 # Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
 # what the tutorial references mean, this machine's CPU, the optional extras, the scoped CUDA math
 # settings (torch imported inside its functions only), a step run in a child process, and the
-# silencing of torch's notices around torch.jit and Inductor (export writes, infer loads).
+# silencing of torch's notices around torch.jit and Inductor (export writes, infer loads), and the
+# pt2 package's pytree types (export records their modules, infer imports them).
 BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials", "ptx.machine", "ptx.extras",
-        "ptx.cuda_math", "ptx.child", "ptx.torch_quiet"}
+        "ptx.cuda_math", "ptx.child", "ptx.torch_quiet", "ptx.pytree_types"}
 
 
 def stage_of(module: str) -> str | None:

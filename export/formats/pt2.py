@@ -20,6 +20,7 @@ from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError
+from ptx.pytree_types import KEY as PYTREE_KEY, modules_to_record
 from ptx.torch_quiet import quiet_inductor
 
 from ..refusal import describe_refusal, user_files
@@ -88,7 +89,21 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
     # TF32 off while Inductor decides its CUDA kernels: f32 means f32 (ptx.cuda_math).
     with quiet_inductor(), torch.no_grad(), fp32_math():
-        program = torch.export.export(target, tuple(a.to(device) for a in args), dynamic_shapes=dynamic_shapes)
+        example = tuple(a.to(device) for a in args)
+        try:
+            program = torch.export.export(target, example, dynamic_shapes=dynamic_shapes)
+        except torch._dynamo.exc.UserError as exc:
+            if "Constraints violated" not in str(exc):
+                raise
+            # The model bounds a size (BERT's position table of 64 rows bounds the sequence), and a
+            # Dim up to MAX_DIM claims more: torch.export then finds each range itself. A size it
+            # would fix is still refused (DYNAMIC, not AUTO), and validation checks the rest.
+            program = torch.export.export(target, example, dynamic_shapes=_found_ranges(dynamic_shapes))
+        # The types the package's outputs are built of (a transformers ModelOutput) are registered
+        # only where their module is imported: recorded, so that every load imports them first.
+        modules = modules_to_record(program, strings.get("model", "the model"))
+        if modules:
+            strings = {**strings, PYTREE_KEY: ",".join(modules)}
         # Into memory first, as for TorchScript: Python's own write then reports a full disk
         # as one line (atomic_path), and the package never lies half-written under its name.
         buffer = io.BytesIO()
@@ -96,6 +111,12 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
             program, package_path=buffer, inductor_configs={"aot_inductor.metadata": to_props(strings)})
     path.write_bytes(buffer.getbuffer())
     return record_digest(path)
+
+
+def _found_ranges(dynamic_shapes):
+    import torch
+
+    return tuple({axis: torch.export.Dim.DYNAMIC for axis in dims} if dims else dims for dims in dynamic_shapes)
 
 
 def record_digest(path: Path) -> str:
@@ -135,7 +156,10 @@ def rewrite_metadata(path: Path, strings: dict[str, str], replace: bool = False)
 # The package is loaded once in a child before this process loads it to validate: torch's
 # aoti_load_package has segfaulted there (torch 2.11 on an H100, a CUDA package), and a crash in
 # the child is one error, inside export's atomic_path, so no package is kept.
-PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+# The modules the package's output types come from are imported first, as every load does
+# (ptx.pytree_types).
+PROBE = ("import sys, torch; from ptx.pytree_types import import_recorded; import_recorded(sys.argv[1]); "
+         "torch._inductor.aoti_load_package(sys.argv[1])")
 
 
 def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:

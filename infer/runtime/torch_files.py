@@ -8,6 +8,7 @@ import torch
 
 from ptx.contract.metadata import from_props
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
+from ptx.pytree_types import import_recorded
 from ptx.torch_quiet import quiet_inductor, quiet_jit
 
 DEVICE_KEY = "AOTI_DEVICE_KEY"  # AOTInductor records the device it compiled for under this key
@@ -24,7 +25,10 @@ def load_torchscript(path, device: str = "cpu"):
 
 def load_pt2(path):
     """(the callable compiled model, its ptx metadata strings, the device it was compiled for): a
-    package runs on that device only."""
+    package runs on that device only. The modules whose types its outputs are built of, recorded
+    at export (ptx.pytree_types), are imported first: torch rebuilds those types only where they
+    are registered."""
+    import_recorded(path)
     with quiet_inductor():
         compiled = torch._inductor.aoti_load_package(str(path))
     metadata = compiled.get_metadata()

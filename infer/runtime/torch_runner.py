@@ -268,6 +268,8 @@ def _load(path: Path | None, device: str, opening: Opening):
         return module, opening
     try:  # an AOTInductor package: native code compiled for one device
         compiled, _, compiled_for = load_pt2(path)
+    except PtxError:
+        raise  # said already in one line (a module the package's outputs need is missing here)
     except Exception as exc:
         raise ArtifactError(f"{path}: not a loadable pt2 package ({first_line(exc)}); {opening.remedy}") from None
     # AOTInductor names the device "cpu" or "cuda" (a device index is chosen at load time).
