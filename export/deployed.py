@@ -22,6 +22,7 @@ def triton_verify_line(name: str, repo: Path, placed: Path) -> str:
 
 
 def kserve_verify_line(name: str, placed: Path) -> str:
-    return verify_line(f"http://HOST/v2/models/{name}", placed, " --token TOKEN",
-                       where=f"HOST: the URL's host `kubectl get inferenceservice {name}` prints; TOKEN: the secret "
-                             f"{name}-token's")
+    # `ptx verify URL` needs the port named: an InferenceService's URL gives none (80 for http://)
+    return verify_line(f"http://HOST:PORT/v2/models/{name}", placed, " --token TOKEN",
+                       where=f"HOST:PORT: the URL `kubectl get inferenceservice {name}` prints, with its port (80 for "
+                             f"http://); TOKEN: the secret {name}-token's")

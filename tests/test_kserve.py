@@ -41,7 +41,7 @@ def deploy(runs, tmp_path_factory):
     assert result.returncode == 0, result.stderr
     # the summary line, then (issue 59) the `ptx verify URL` line to run once it is deployed
     assert result.stdout.splitlines()[-2].startswith(f"kserve      {out}  Dockerfile")
-    assert result.stdout.splitlines()[-1].startswith("verify it once served: ptx verify http://HOST/v2/models/convnet ")
+    assert result.stdout.splitlines()[-1].startswith("verify it once served: ptx verify http://HOST:PORT/v2/models/convnet ")
     return out
 
 

@@ -204,5 +204,6 @@ def test_triton_and_kserve_exports_print_the_verify_line_to_run_once_served(tmp_
     out = kserve.export_kserve(file_source(model, "onnx", open_model=load), tmp_path / "deploy", log=said.append)
     placed = out / "models" / "scores" / "model.onnx"
     assert placed.is_file() and said[-1] == (
-        f"verify it once served: ptx verify http://HOST/v2/models/scores --against {placed} --token TOKEN  (HOST: "
-        "the URL's host `kubectl get inferenceservice scores` prints; TOKEN: the secret scores-token's)")
+        f"verify it once served: ptx verify http://HOST:PORT/v2/models/scores --against {placed} --token TOKEN  "
+        "(HOST:PORT: the URL `kubectl get inferenceservice scores` prints, with its port (80 for http://); TOKEN: the "
+        "secret scores-token's)")
