@@ -26,6 +26,7 @@ from ptx.atomic import atomic_folder, ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError, first_line
 
+from .deployed import kserve_verify_line
 from .sources import Source, tutorial_source
 
 DOCKERFILE = "Dockerfile"
@@ -217,4 +218,5 @@ def export_kserve(model: str | Source, out: str | Path, *, image: str | None = N
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
     written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file() and p.name != MARKER)
     log(f"kserve      {final}  {', '.join(written)}  (image {image}; see {final / README})")
+    log(kserve_verify_line(name, final / MODELS_DIR / name / ARTIFACT_FILES["onnx"]))
     return final

@@ -24,6 +24,7 @@ from ptx.contract.protocol import (CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLA
 from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep
 from ptx.errors import PtxError
 
+from .deployed import triton_verify_line
 from .sources import KIND_NAMES, Source, contract_of, tutorial_source
 
 _PTX_FILES = {CONFIG_FILE, LABELS_FILE, README_FILE, VERSION}
@@ -200,4 +201,5 @@ def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBacke
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
     written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
     log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform}, max_batch_size {batching})")
+    log(triton_verify_line(source.name, repo, final / VERSION / platform.file_name))
     return final

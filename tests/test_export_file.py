@@ -237,8 +237,11 @@ def test_one_triton_writer_for_a_module_and_a_tutorial_models_file(runs, tmp_pat
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[1].startswith("onnx        repo/build/1/model.onnx  ") and "worst |diff| vs eager" in lines[1]
-    assert lines[-1].startswith("triton      repo/build  1/model.onnx, README.md, config.pbtxt  (platform "
+    assert lines[-2].startswith("triton      repo/build  1/model.onnx, README.md, config.pbtxt  (platform "
                                 "onnxruntime_onnx, max_batch_size 256)")
+    # then (issue 59) the line that checks the served model against the file the folder holds
+    assert lines[-1].startswith("verify it once served: ptx verify http://HOST:8000/v2/models/build --against "
+                                "repo/build/1/model.onnx")
     folder = tmp_path / "repo" / "build"
     assert (folder / "config.pbtxt").read_text().startswith("# Written by ptx export --module net.py:build --format "
                                                             "triton: your own model (ONNX)")

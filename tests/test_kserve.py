@@ -39,7 +39,9 @@ def deploy(runs, tmp_path_factory):
                              "--checkpoint", str(runs.trained("convnet") / "checkpoint.pt")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1].startswith(f"kserve      {out}  Dockerfile")
+    # the summary line, then (issue 59) the `ptx verify URL` line to run once it is deployed
+    assert result.stdout.splitlines()[-2].startswith(f"kserve      {out}  Dockerfile")
+    assert result.stdout.splitlines()[-1].startswith("verify it once served: ptx verify http://HOST:PORT/v2/models/convnet ")
     return out
 
 

@@ -193,8 +193,9 @@ def test_torchscript_with_declared_inputs_and_options_for_the_tutorial_models_on
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)["results"][0]["outputs"]["output_0"]
     assert got["argmax"] == two_io.run(inputs)["scores"].argmax(-1).tolist()
-    done = ptx("predict", "--model", own_models["two_io"], "in.npz", "--topk", "3", cwd=tmp_path)
-    assert done.returncode == 2 and "--topk is for the tutorial models" in done.stderr
+    # --topk was refused here too until issue 58 (a file's scores have a top k: tests/test_smaller_items.py)
+    done = ptx("predict", "--model", own_models["two_io"], "in.npz", "--raw", cwd=tmp_path)
+    assert done.returncode == 2 and "--raw is for the tutorial models" in done.stderr
     done = ptx("predict", "digit.png", "--input", "x=batchx3", cwd=tmp_path)
     assert done.returncode == 2 and "--input declares a model file's inputs; a tutorial model's contract declares" \
         in done.stderr

@@ -24,6 +24,7 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..verify.cases import file_cases, generated_cases, has_batch
+from .samples import sized_cases
 
 if TYPE_CHECKING:
     from ..model.target import Target
@@ -257,18 +258,18 @@ class Bench:
 
 
 def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int | None,
-                result: Bench) -> tuple[list[Case], Callable]:
-    """(the cases, how a model is fed one): the user's samples (one case per batch size, rows being
-    per batch size) or seeded tensors from the signature (--seed); else a head's own inputs where the
-    model has one; else seeded tensors."""
+                result: Bench, asked_sizes: Sequence[int] | None = None) -> tuple[list[Case], Callable]:
+    """(the cases, how a model is fed one): the user's samples (cut or repeated to the
+    ``asked_sizes``, where --batch-sizes was given; else one case per batch the files hold, rows
+    being per batch size) or seeded tensors from the signature (--seed); else a head's own inputs
+    where the model has one; else seeded tensors."""
     signature = model.signature
     if input_files:
-        by_batch = {}
-        for case in file_cases(input_files, signature):
-            by_batch.setdefault(case.batch, case)
-        result.notes.append(f"timed on the samples given ({', '.join(c.label for c in by_batch.values())})")
+        cases, note = sized_cases(file_cases(input_files, signature), signature, asked_sizes,
+                                  ", ".join(Path(p).name for p in input_files))
+        result.notes.append(note)
         result.unit = "samples/s"
-        return list(by_batch.values()), lambda _, case: case.feeds
+        return cases, lambda _, case: case.feeds
     if model.head is not None and seed is None:
         return [Case(f"batch {b}", None, b) for b in batch_sizes], head_feeds
     chosen = plan_inputs(signature, **(plan or {}))
@@ -338,7 +339,8 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
         if not opened:
             continue
         if cases is None:
-            cases, feeds_of = bench_cases(opened[0][-1], plan, input_files, sizes, seed, result)
+            cases, feeds_of = bench_cases(opened[0][-1], plan, input_files, sizes, seed, result,
+                                           asked_sizes=batch_sizes)
         result.rows += time_models(opened, cases, feeds_of, skipped=result.skipped, bare=bare, warmup=warmup,
                                    seconds=seconds, rounds=rounds, progress=progress)
         del opened  # frees sessions' thread pools before the next group is timed

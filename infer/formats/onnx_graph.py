@@ -32,11 +32,14 @@ class GraphFacts:
     external: list[tuple[str, int | None]] = field(default_factory=list)  # (file, bytes or None: missing)
     producer: str = ""  # "pytorch 2.13.0"
     ir_version: int = 0
+    # Constant nodes holding a value, subgraphs' included: exporters that keep weights there (the
+    # dynamo exporter's lifted constants, paddle2onnx, float16 converters) have few initializers or none
+    constants: int = 0
 
     def to_dict(self) -> dict:
         return {"opsets": self.opsets, "operators": dict(self.operators.most_common()), "nodes": self.nodes,
                 "subgraph_nodes": self.subgraph_nodes, "parameters": self.parameters,
-                "initializers": self.initializers, "producer": self.producer, "ir_version": self.ir_version,
+                "initializers": self.initializers, "constant_nodes": self.constants, "producer": self.producer, "ir_version": self.ir_version,
                 "external_data": [{"file": f, "bytes": b, "present": b is not None} for f, b in self.external]}
 
 
@@ -69,15 +72,19 @@ def _values(tensor) -> int:
     return count
 
 
-def _constant_values(graph) -> int:
-    """Values held by Constant nodes, subgraphs' included: the scripting exporter keeps a GRU's
-    weights there, not in initializers."""
-    total = 0
+def _constant_values(graph) -> tuple[int, int]:
+    """(Constant nodes that hold a tensor, the values they hold), subgraphs' included: the scripting
+    exporter keeps a GRU's weights there, not in initializers."""
+    nodes = total = 0
     for node in graph.node:
         if node.op_type == "Constant":
-            total += sum(_values(a.t) for a in node.attribute if a.name == "value")
-        total += sum(_constant_values(body) for body in subgraphs(node))
-    return total
+            held = [a for a in node.attribute if a.name == "value"]
+            nodes += bool(held)
+            total += sum(_values(a.t) for a in held)
+        for body in subgraphs(node):
+            inner_nodes, inner_values = _constant_values(body)
+            nodes, total = nodes + inner_nodes, total + inner_values
+    return nodes, total
 
 
 def count_nodes(graph, operators: Counter) -> int:
@@ -100,7 +107,7 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
     operators: Counter = Counter()
     inside = count_nodes(graph, operators)
     opsets = {(o.domain or ONNX_DOMAIN): o.version for o in model.opset_import}
-    parameters = _constant_values(graph)
+    constants, parameters = _constant_values(graph)
     external: dict[str, int | None] = {}
     for tensor in graph.initializer:
         parameters += _values(tensor)
@@ -111,7 +118,7 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
                 external[location] = target.stat().st_size if target.is_file() else None
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
     return GraphFacts(opsets, operators, len(graph.node), inside, parameters, len(graph.initializer),
-                      list(external.items()), producer, model.ir_version)
+                      list(external.items()), producer, model.ir_version, constants)
 
 
 def _as_node_arg(value_info) -> SimpleNamespace:

@@ -89,7 +89,7 @@ class FileInspection:
                 else ""
             lines.append(f"operators: {sum(self.graph.operators.values())} nodes{inside}: {ops}")
             lines.append(f"parameters: {self.graph.parameters:,} values in {self.graph.initializers} initializers "
-                         "and Constant nodes")
+                         f"and {self.graph.constants} Constant nodes")
         elif self.parameters is not None:
             lines.append(f"parameters: {self.parameters:,}")
         lines.append("weights: " + _weights(self))
@@ -217,7 +217,27 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
             if model is not None and not isinstance(model, Exception) and hasattr(model.runner.module, "parameters") \
             else _torchscript_parameters(path)
     report.backends = [_line(path, found, v, opened, known) for v in variants]
+    said = _answered(model)
+    if said:
+        report.notes.append(said)
     return report
+
+
+def _answered(model) -> str | None:
+    """The reference run once on seeded inputs (batch 2), so that an answer whose shape contradicts
+    the declared one is said here as verify says it (issue 58: a file declaring [1, seqlen] that
+    returns [20, 1, 8210] was never flagged). A run that fails says nothing: verify says why."""
+    from ptx.contract.tensor_inputs import make_feeds, plan_inputs
+
+    from ..model.model import answered_otherwise
+
+    if model is None or isinstance(model, Exception) or not model.signature.outputs:
+        return None
+    try:
+        model.run(make_feeds(model.signature, plan_inputs(model.signature), 2))
+    except Exception:  # noqa: BLE001 - inspect says what a file is; verify says why it does not run
+        return None
+    return answered_otherwise([model])
 
 
 def _reference_label(target) -> str:

@@ -164,3 +164,14 @@ class Model:
 
     def text_lines(self, item, name: str) -> list[str]:
         return self._head("text_lines()").text_lines(item, name)
+
+
+def answered_otherwise(models) -> str | None:
+    """One line where a model's answers contradicted the output shapes it declares (the first runner
+    that saw it, with how many others did: the file is wrong, not a backend), else None."""
+    models = {id(m): m for m in models}.values()  # the reference is a row too
+    seen = [m.runner.contradiction for m in models if getattr(getattr(m, "runner", None), "contradiction", None)]
+    if not seen:
+        return None
+    more = f"; {len(seen) - 1} other backend{'s' * (len(seen) != 2)} answered so too" if len(seen) > 1 else ""
+    return f"warning: {seen[0]}{more}"

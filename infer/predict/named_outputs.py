@@ -73,15 +73,51 @@ def run_cases(model, cases: list[Case], outputs: list[str] | None = None) -> Ite
 # -- what a user reads -----------------------------------------------------------------------------
 
 
-def summarize(value: np.ndarray, batch_axis: int | None) -> dict:
+def may_hold_scores(tensor) -> bool:
+    """An output whose signature allows a score vector: floats whose last axis is not fixed below 2."""
+    last = tensor.shape[-1] if tensor.shape else 1
+    return tensor.dtype.startswith(("float", "bfloat")) and (isinstance(last, str) or last >= 2)
+
+
+def check_topk(topk: int, signature: Signature, model: str) -> None:
+    """--topk for your own model: refused in one line before anything runs where no output can be a
+    score vector (issue 58: it was refused for every model file, a classifier's too)."""
+    if topk and not any(may_hold_scores(t) for t in signature.outputs):
+        outputs = ", ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in signature.outputs)
+        raise PtxError(f"--topk {topk}: no output of {model} is a score vector (floats whose last axis holds 2 or more "
+                       f"scores): it answers {outputs}; leave --topk out")
+
+
+def top_k(value: np.ndarray, batch_axis: int | None, k: int) -> list[list[list]] | None:
+    """The ``k`` highest scores of each row of a score vector (floats, the last axis the scores, 2 or
+    more of them, and not the batch axis), batch first: per row ``[[index, score], ...]``, highest
+    first. A file of your own carries no labels, so a score is named by its index. None where the
+    output is no score vector."""
+    value = np.asarray(value)
+    if value.dtype.kind != "f" or value.ndim == 0 or value.shape[-1] < 2 or batch_axis == value.ndim - 1:
+        return None
+    rows = (np.moveaxis(value, batch_axis, 0) if batch_axis is not None else value).reshape(-1, value.shape[-1])
+    k = min(k, rows.shape[1])
+    # argpartition first: an LM's rows hold tens of thousands of scores, of which k are wanted
+    best = np.argpartition(-rows, k - 1, axis=-1)[:, :k] if k < rows.shape[1] else np.tile(np.arange(k), (len(rows), 1))
+    order = np.take_along_axis(rows, best, -1).argsort(-1, kind="stable")[:, ::-1]
+    best = np.take_along_axis(best, order, -1)
+    return [[[int(i), float(row[i])] for i in picked] for row, picked in zip(rows, best)]
+
+
+def summarize(value: np.ndarray, batch_axis: int | None, topk: int = 0) -> dict:
     """dtype and shape; for what looks like class scores (comparison.class_scores) the argmax of
-    each row, batch first; the min, mean and max of the finite values, and how many are not finite.
+    each row, batch first; with ``topk``, each row's ``topk`` highest scores where the output is a
+    score vector; the min, mean and max of the finite values, and how many are not finite.
     (An embedding looks like scores too: its argmax is shown beside its range, not instead of it.)"""
     value = np.asarray(value)
     doc: dict = {"dtype": str(value.dtype), "shape": list(value.shape)}
     if class_scores(value, batch_axis):
         rows = np.moveaxis(value, batch_axis, 0).reshape(-1, value.shape[-1])
         doc["argmax"] = rows.argmax(-1).tolist()
+    best = top_k(value, batch_axis, topk) if topk else None
+    if best is not None:
+        doc["topk"] = best
     numbers = value.astype(np.float64) if value.dtype != np.float64 else value
     finite = numbers[np.isfinite(numbers)]
     if finite.size:
@@ -98,6 +134,11 @@ def summary_line(source: str, name: str, doc: Mapping) -> str:
     if "argmax" in doc:
         more = f" ... ({len(doc['argmax']):,} rows)" if len(doc["argmax"]) > ARGMAX_SHOWN else ""
         parts.append(f"argmax per row {' '.join(map(str, doc['argmax'][:ARGMAX_SHOWN]))}{more}")
+    if "topk" in doc:
+        rows = doc["topk"]
+        more = f" ... ({len(rows):,} rows)" if len(rows) > ARGMAX_SHOWN else ""
+        shown = " | ".join(" ".join(f"{i}:{_number(score)}" for i, score in row) for row in rows[:ARGMAX_SHOWN])
+        parts.append(f"top {len(rows[0])} per row (index:score) {shown}{more}")
     parts += [f"{k} {_number(doc[k])}" for k in ("min", "mean", "max") if k in doc]
     if doc.get("non_finite"):
         parts.append(f"{doc['non_finite']:,} NaN or infinite")
@@ -108,12 +149,12 @@ def _number(x: float) -> str:
     return f"{x:.6g}"
 
 
-def case_json(case: Case, signature: Signature) -> dict:
+def case_json(case: Case, signature: Signature, topk: int = 0) -> dict:
     """A case as --json gives it: per output its summary, and its values as nested lists when they
     are at most JSON_VALUES (else ``values_omitted`` says so)."""
     outputs = {}
     for name, value in case.outputs.items():
-        doc = summarize(value, signature.output(name).batch_axis)
+        doc = summarize(value, signature.output(name).batch_axis, topk)
         if value.size <= JSON_VALUES:
             doc["values"] = _json_values(value)
         else:

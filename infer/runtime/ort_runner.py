@@ -89,6 +89,7 @@ class OrtRunner(Runner):
     ``opening`` makes of the session's graph (a tutorial export's contract, a user's graph)."""
 
     cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
+    _declared: Signature | None = None  # declared_outputs(), once read
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32", opening: Opening | None = None):
         path = Path(path)
@@ -118,6 +119,23 @@ class OrtRunner(Runner):
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
             raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {describe_feeds(feeds)}: "
                                 f"{self._beyond_a_table(feeds) or first_line(exc)[:400]}") from None
+
+    def declared_outputs(self) -> Signature:
+        """ONNX Runtime drops an output's shape that its own inference contradicts in rank (declared
+        [1, seqlen], inferred [batch, 1, 8]: a "lenient merge" to no shape at all); the graph still
+        declares it, and that declaration is what Triton configs and server metadata are made of."""
+        if self.path is None or all(t.shape for t in self.signature.outputs):
+            return self.signature
+        if self._declared is None:  # the graph is read once, and only for a file that needs it
+            from ..formats.onnx_graph import graph_signature, read_graph
+
+            try:
+                declared = {t.name: t for t in graph_signature(read_graph(self.path), self.path).outputs}
+            except PtxError:
+                declared = {}
+            self._declared = Signature(self.signature.inputs, tuple(t if t.shape else declared.get(t.name, t)
+                                                                    for t in self.signature.outputs))
+        return self._declared
 
     def _beyond_a_table(self, feeds: dict[str, np.ndarray]) -> str | None:
         """A run that failed on a size the graph cannot take, said as the input, axis and limit."""

@@ -31,6 +31,11 @@ class Runner:
     # that writes a batch into ``host.lease(shape, dtype)`` spares the copy from pageable memory
     # (serve's batcher, bench). None where the model runs on the CPU.
     host = None
+    # One line where an answer's shape contradicted the output shapes the model declares (a file
+    # that says [1, seqlen] and returns [20, 1, 8210]): what verify and inspect say of the runner.
+    # Only the first few answers are checked, so that bench's timed calls pay nothing for it.
+    contradiction: str | None = None
+    _shape_checks: int = 3
 
     def __init__(self, signature: Signature, path: Path | None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None):
@@ -53,14 +58,25 @@ class Runner:
         fixed size is one InputError naming the input."""
         checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
         if outputs is None:
-            return self._run(checked)
+            return self._checked(self._run(checked))
         wanted = list(outputs)
         unknown = [n for n in wanted if n not in self.signature.output_names]
         if unknown:
             raise InputError(f"{self.name} has no output {unknown[0]!r}; its outputs are "
                              f"{', '.join(self.signature.output_names)}")
-        result = self._run(checked)
+        result = self._checked(self._run(checked))
         return {n: result[n] for n in wanted}
+
+    def _checked(self, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``result``, its shapes held against the declared ones while checks are left."""
+        if self._shape_checks > 0 and self.contradiction is None:
+            self._shape_checks -= 1
+            self.contradiction = answer_contradicts(self.declared_outputs(), result, f"{self.name} on {self.backend}")
+        return result
+
+    def declared_outputs(self) -> Signature:
+        """The signature as the model declares it, which answers are held to: the runner's own here."""
+        return self.signature
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -76,6 +92,24 @@ class Runner:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.backend} ({self.device})>"
+
+
+def answer_contradicts(signature: Signature, result: Mapping[str, np.ndarray], who: str) -> str | None:
+    """One line where an answer's shape contradicts the output's declared one: another rank, or
+    another size where the declaration fixes one. An output declared with no axes (its rank unknown
+    to the runtime, or a scalar) is not held to anything. Every command that sizes outputs from the
+    declaration (serve's metadata, a Triton config, --output Parquet) would be wrong about it."""
+    for t in signature.outputs:
+        got = result.get(t.name)
+        if got is None or not t.shape:
+            continue
+        shape = tuple(np.shape(got))
+        fixed_differs = len(shape) == len(t.shape) and any(isinstance(d, int) and d != n for d, n in zip(t.shape, shape))
+        if len(shape) != len(t.shape) or fixed_differs:
+            return (f"{who} returned output {t.name!r} as {list(shape)}, but the model declares it {t.dims_text()}: "
+                    "its declared output shapes are wrong (trust the answers' shapes; a server's metadata and a "
+                    "Triton config made from the declaration will be too)")
+    return None
 
 
 def outputs_by_name(names: Sequence[str], values: Sequence) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
 from ..formats.model_files import weights_digest
+from ..model.model import answered_otherwise
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant
 from ..runtime import backends as registry
@@ -107,6 +108,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                  required=variant.precision != FULL_PRECISION and variant.label in asked, strict=strict,
                  asked=variant.asked_by(asked))
     _stored(this, reference_file, save)
+    said = answered_otherwise([reference, *this.models.values()])  # the file's declared outputs, as answered
+    if said:
+        report.notes.append(said)
     if against is not None:
         report.rows.append(_against(against, this))
     if served is not None:

@@ -18,7 +18,7 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 @BACKENDS_OPTION
 @click.option("--batch-sizes", default=None, callback=_int_list,
               help="Batch sizes to time (default: 1,64 for a tutorial model's run, 1,8 for a model file; the long "
-                   "run: 1,64,1024).")
+                   "run: 1,64,1024); with --inputs, the samples are cut or repeated to each size.")
 @click.option("--seconds", type=FiniteFloat(0.01), default=0.25, show_default=True,
               help="Timed seconds per runner and batch size, after warm-up (the long run: 1).")
 @click.option("--rounds", type=click.IntRange(min=1), default=4, show_default=True,

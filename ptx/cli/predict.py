@@ -36,7 +36,8 @@ from ptx.errors import PtxError
               help="f32 (default), bf16 (openvino) or int8 (model.int8.onnx from `ptx export NAME --format onnx-int8`).")
 @click.option("--artifact", type=click.Path(dir_okay=False), help="An artifact file to use instead of runs/MODEL/.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True, help="Where runs live.")
-@click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels.")
+@click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels (your own model's file: the K highest scores of each row of an "
+                   "output of scores, by index).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
 @click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
 @click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
@@ -82,20 +83,23 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")
         model, inputs = inputs[0], inputs[1:]
     if model is not None and _models_and_files([model])[1]:
-        ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--topk", topk), ("--raw", raw),
+        ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--raw", raw),
                                   ("--recursive", recursive), ("--min-confidence", min_confidence is not None),
                                   ("--resume", resume), ("--workers", workers is not None),
                                   ("--ray", ray_address is not None)) if v]
         if ignored:
             raise click.UsageError(f"{ignored[0]} is for the tutorial models' answers; your own model's predict takes "
-                                   "--backend, --device, --json, --output FILE.npz|FILE.parquet and --input, "
+                                   "--backend, --device, --json, --topk, --output FILE.npz|FILE.parquet and --input, "
                                    "--batch-axis, --ignore-metadata")
         if as_json and output:
             raise click.UsageError("give --json or --output, not both")
+        if topk and output:
+            raise click.UsageError("--output writes the outputs whole; --topk is for the answers printed (or --json)")
         if not inputs:
             raise click.UsageError("Missing argument 'INPUTS...': .npz, .npy or .json files of the model's inputs.")
         sys.exit(_predict_own(model, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
-                              output=output, options=open_options(declared_inputs, batch_axes, ignore_metadata)))
+                              output=output, topk=topk or 0,
+                              options=open_options(declared_inputs, batch_axes, ignore_metadata)))
     refuse_meaningless(click.get_current_context(), "run")
 
     if artifact is not None:
@@ -162,7 +166,7 @@ def _tutorial_artifact(artifact: str) -> None:
 
 
 def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool, output: str | None,
-                 options: dict) -> int:
+                 options: dict, topk: int = 0) -> int:
     """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
     status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
     from ptx.infer.predict import named_outputs as predict_outputs
@@ -172,6 +176,7 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
     if model.opened:  # the file that answers is not the one given: said before any answer
         click.echo(f"note: {model.opened}", err=True)
     signature = model.signature
+    predict_outputs.check_topk(topk, signature, model.name)
     fmt = predict_outputs.check_output_path(output, signature) if output else None
     cases, errors = predict_outputs.read_inputs(signature, inputs, model.name)
     for line in errors:
@@ -188,7 +193,7 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
     if as_json:
         click.echo(json.dumps({"model": str(path), "file": str(model.path), "backend": model.backend,
                                "device": model.device, "precision": model.precision,
-                               "results": [predict_outputs.case_json(c, signature) for c in ran],
+                               "results": [predict_outputs.case_json(c, signature, topk) for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:
         if failed:
@@ -205,7 +210,7 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
     else:
         for case in ran:
             for name, value in case.outputs.items():
-                doc = predict_outputs.summarize(value, signature.output(name).batch_axis)
+                doc = predict_outputs.summarize(value, signature.output(name).batch_axis, topk)
                 click.echo(predict_outputs.summary_line(case.label, name, doc))
     return 2 if errors or failed else 0
 

@@ -53,7 +53,8 @@ from ptx.contract.names import PRECISIONS, model_name
               help="Open REST connections at most (lowered to fit the file-descriptor limit, with a warning); past "
                    "it the oldest connection still without a request header is closed, or the newcomer gets a 503.")
 @click.option("--name", "served_names", multiple=True, metavar="NAME",
-              help="The name a model FILE is served as (default: the file's name without its suffix); repeat it "
+              help="The name a model FILE is served as (default: the name `ptx export` recorded in it, the "
+                   "--module factory's or export's --name, else the file's name without its suffix); repeat it "
                    "for several files, in the order they are given.")
 @model_file_options  # --input declares the TorchScript and pt2 files' inputs; ONNX files describe their own
 def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
@@ -82,7 +83,7 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     for given in served_names:
         if not given or any(c in given for c in "/ \t?#%"):
             raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
-    files = [(served_names[i] if i < len(served_names) else model_name(path), path)
+    files = [(served_names[i] if i < len(served_names) else _served_name(path), path)
              for i, path in enumerate(files)]
     if not files:
         refuse_meaningless(click.get_current_context(), "run")
@@ -100,6 +101,21 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
               files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "serve") from None
+
+
+def _served_name(path: str) -> str:
+    """The name a model file is served as without --name: the one ptx export recorded in it (the
+    factory's, or export's --name: `--module net.py:build --out exp1` wrote exp1/model.onnx, served
+    as "model" until issue 58), else the file's name without its suffix."""
+    from ptx.infer.formats.model_files import read_model_file
+
+    try:
+        recorded = read_model_file(path, digest=False).metadata.get("model")
+    except Exception:  # noqa: BLE001 - a file that cannot be read is said once, where serve opens it
+        recorded = None
+    if recorded and not any(c in recorded for c in "/ \t?#%"):
+        return recorded
+    return model_name(path)
 
 
 serve_cmd.help = f"{inspect.cleandoc(serve_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring
