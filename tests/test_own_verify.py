@@ -407,7 +407,8 @@ def test_value_and_shape_bind_the_inputs_verify_generates(own_models, tmp_path):
     assert [c.feeds["x"].shape for c in cases] == [(4, 3, 6), (4, 5, 6)]
     assert all(c.feeds["mode"].shape == () and int(c.feeds["mode"]) == 0 for c in cases)
     chosen = ptx("verify", own_models["stateful"], "--value", "mode=1")
-    assert "symbolic dims chosen by ptx: steps=8 (bind them with --shape NAME=DIMS)" in chosen.stdout, chosen.stdout
+    assert "symbolic dims chosen by ptx: steps=8 (bind them with --shape SYMBOL=SIZE, e.g. --shape steps=8)" \
+        in chosen.stdout, chosen.stdout
     assert "give a whole number" in one_error_line(ptx("verify", tmp_path / "gru.onnx", "--value", "mode=0.5"))
 
 
