@@ -21,7 +21,7 @@ from .validate import open_file
 def certify_file(fmt, path: Path, open_model, signature: Signature, probes: Sequence[Probe], wants, tolerance,
                  example_sizes: Mapping[str, int], device: str = "cpu") -> Certificate:
     """The certificate of the file at ``path`` (``fmt``'s), its answers on ``probes`` held to ``wants``
-    (eager's) where it is at full precision; ValidationError naming each axis that does not hold."""
+    (eager's) where it is at full precision."""
     model = open_file(open_model, path, fmt, device)
     try:
         def compare(name: str, got, want) -> str:
@@ -35,12 +35,20 @@ def certify_file(fmt, path: Path, open_model, signature: Signature, probes: Sequ
                               where=lambda symbol: _where(fmt.name, path, example_sizes.get(symbol)))
     finally:
         model.close()
-    if not certificate.holds:
-        fixed = "; ".join([*(a.line() for a in certificate.bad()), *filter(None, [certificate.outputs])])
-        raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {fixed}: the module's code turns "
-                              "that size into a constant (a view or reshape with a number, int(x.size(1))): use -1 or "
-                              "x.shape there, or declare the axis at that fixed size (--input NAME=batchx8x...)")
     return certificate
+
+
+def findings(certificate: Certificate) -> str:
+    """What a certificate that does not hold found, in words, and what to do about it."""
+    fixed = "; ".join([*(a.line() for a in certificate.bad()), *filter(None, [certificate.outputs])])
+    return (f"{fixed}: the module's code turns that size into a constant (a view or reshape with a number, "
+            "int(x.size(1))): use -1 or x.shape there, or declare the axis at that fixed size (--input NAME=batchx8x...)")
+
+
+def refuse(fmt, certificate: Certificate) -> None:
+    """ValidationError where the certificate does not hold: the file is not kept."""
+    if not certificate.holds:
+        raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
 
 
 def _where(fmt: str, path: Path, size: int | None) -> str:
@@ -140,8 +148,9 @@ def module_fixes(module, signature: Signature, probes: Sequence[Probe], example:
         except Exception as exc:  # noqa: BLE001 - any failure at this size is the finding
             refused.setdefault(probe.symbol, []).append(probe.size)
             why.setdefault(probe.symbol, describe_refusal(exc, files))
-    if not refused:
-        return ""
+    if not refused or len(refused) == len({p.symbol for p in probes}) and all(
+            len(sizes) == sum(p.symbol == s for p in probes) for s, sizes in refused.items()):
+        return ""  # it fails at every size: not an axis it fixes, and the caller's error says what fails
     name = type(module).__name__
     return "; ".join(
         f"{symbol} is declared dynamic and {name}.forward fixes it: eager PyTorch refuses {symbol}="

@@ -35,11 +35,12 @@ from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs)
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.errors import PtxError
+from ptx.errors import PtxError, ValidationError
 from ptx.files import file_sha256
 
-from .certificate import certificate_line, certify_file, example_sizes, module_fixes, record_certificate
-from .examples import describe, example_signature, named_outputs
+from .certificate import (certificate_line, certify_file, example_sizes, findings, module_fixes, record_certificate,
+                          refuse)
+from .examples import describe, example_signature, generated_examples, named_outputs
 from .input_limits import embedding_limits
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -156,6 +157,11 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     limits = embedding_limits(module, sigs, args)
     base = plan_inputs(Signature(sigs, ()), **dict(plan or {}))
     base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
+    if limits:  # a fact of the model, recorded in its signature: every generator (verify's too) keeps to it
+        sigs = tuple(replace(t, value_range=(0, limits[t.name][0] - 1)) if t.name in limits and t.value_range is None
+                     else t for t in sigs)
+        if example_inputs is None:  # made from the declarations: again, with ids the embedding takes
+            args = generated_examples(sigs, plan_inputs(Signature(sigs, ()), **dict(plan or {})))
     unknown = sorted(set(max_sizes or {}) - set(Signature(sigs, ()).symbols()))
     if unknown:
         raise PtxError(f"--max-shape {unknown[0]}=...: no input has a symbolic dim {unknown[0]!r}; the dynamic ones are "
@@ -172,6 +178,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             raise PtxError(fixes) from None
         raise
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
+    wants = [dict(zip(signature.output_names, w.values())) for w in wants]  # by --output's names
     params = sum(p.numel() for p in module.parameters())
     kind = "" if name == type(module).__name__ else f"{type(module).__name__}, "
     log(f"module: {name} ({kind}{params:,} parameters); inputs {describe(signature.inputs)}; "
@@ -209,8 +216,13 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                 log(f"{fmt.name:<11} {written.note}")
             certificate = certify_file(fmt, path, open_model, signature, probes, wants, lambda s: tolerance(s, on),
                                        sizes_of_example, on)
-            agreements, _ = check_file(fmt, path, open_model, signature, checked, lambda s: tolerance(s, on), on,
-                                       hint=written.hint)
+            try:
+                agreements, _ = check_file(fmt, path, open_model, signature, checked, lambda s: tolerance(s, on), on,
+                                           hint=written.hint)
+            except ValidationError as exc:  # the certificate says which axis, and what fixed it
+                raise ValidationError(str(exc) + ("" if certificate.holds else
+                                                  f"; shape certificate: {findings(certificate)}")) from None
+            refuse(fmt, certificate)  # sizes the two cases do not try (1, 2, 7, --max-shape)
             record_certificate(fmt.name, path, certificate)
             done = result_of(fmt.name, path, out_dir / path.name, written, cases, agreements,
                              fmt.precision == "f32")

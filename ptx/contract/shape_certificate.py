@@ -169,7 +169,8 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
         try:
             got = run(dict(probe.feeds))
         except Exception as exc:  # noqa: BLE001 - any runtime's refusal of the size is the finding
-            check.status, check.detail = FIXED, f"the runtime refuses {at} ({' '.join(str(exc).split())[:160]})"
+            said = " ".join(str(exc).replace("[ONNXRuntimeError] : 1 : FAIL : ", "").split())
+            check.status, check.detail = FIXED, f"the runtime refuses {at} ({said[:200]})"
             continue
         moved, declared = _shape_problem(signature, probe.feeds, got)
         if moved:

@@ -166,7 +166,8 @@ def make_feeds(signature: Signature, plan: InputPlan, batch: int | None, seed: i
 
 def _shaped_like_text(sig: TensorSig, plan: InputPlan, shape: tuple[int, ...]) -> bool:
     """An integer mask or token-type input of rank 2 or more that nobody gave a range for."""
-    return (len(shape) >= 2 and sig.name not in plan.ranges and not sig.value_range and not plan.default_range
+    return (len(shape) >= 2 and sig.name not in plan.ranges and not plan.default_range
+            and (not sig.value_range or sig.value_range[0] <= 0 < 1 <= sig.value_range[1])
             and bool(_PADDING_MASK.search(sig.name) or _TOKEN_TYPES.search(sig.name)))
 
 
