@@ -200,7 +200,9 @@ def onnx_fixing_nodes(path, size: int, limit: int = 2) -> list[str]:
     from onnx import numpy_helper
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    # small shape constants only: a weight kept in external data is never one, and is not loaded here
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer
+                 if init.data_location != onnx.TensorProto.EXTERNAL and len(init.dims) <= 1}
     producers = {}
     for node in graph.node:
         for out in node.output:
