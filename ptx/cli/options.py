@@ -222,6 +222,7 @@ ONE_KIND = {
                                "eager"),
     "save_reference": ("file", "keeps a model file's reference tensors; a run's reference is its checkpoint, run by "
                                "eager"),
+    "max_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
 }
 
 
