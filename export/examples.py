@@ -77,7 +77,7 @@ def example_signature(module: torch.nn.Module, example_inputs, inputs, input_nam
                            "from FACTORY")
         if input_names and list(input_names) != [t.name for t in declared]:
             raise PtxError(f"input names {list(input_names)} and --input's {[t.name for t in declared]} disagree")
-        return declared, _generated_examples(declared)
+        return declared, generated_examples(declared)
     dict_names, tensors = _as_examples(module, example_inputs)
     if declared:
         if len(declared) != len(tensors):
@@ -155,10 +155,11 @@ def _check_declared(declared: Sequence[TensorSig], tensors: Sequence[torch.Tenso
         raise PtxError(f"--input and the example inputs disagree: {exc}") from None
 
 
-def _generated_examples(sigs: Sequence[TensorSig]) -> tuple[torch.Tensor, ...]:
-    """Seeded examples from declarations: the batch 2, other symbols as verify chooses them."""
+def generated_examples(sigs: Sequence[TensorSig], plan=None) -> tuple[torch.Tensor, ...]:
+    """Seeded examples from declarations: the batch 2, other symbols as verify chooses them
+    (``plan``: as the caller shaped them, ids below an embedding's rows)."""
     only = Signature(tuple(sigs), ())
-    feeds = make_feeds(only, plan_inputs(only), EXAMPLE_MIN, seed=0)
+    feeds = make_feeds(only, plan or plan_inputs(only), EXAMPLE_MIN, seed=0)
     return tuple(torch.from_numpy(feeds[t.name]) for t in sigs)
 
 

@@ -19,7 +19,7 @@ all (ptx.atomic.atomic_folder).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -31,13 +31,18 @@ from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
 from ptx.contract.cases import Case
 from ptx.contract.reference import Reference, reference_path, save_reference
-from ptx.contract.tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds, plan_inputs
+from ptx.contract.shape_certificate import probes as certificate_probes
+from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
+                                        plan_inputs)
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.errors import PtxError
+from ptx.errors import PtxError, ValidationError
 from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, tensor_outputs
-from .examples import describe, example_signature, named_outputs
+from .certificate import (certificate_line, certify_file, example_sizes, findings, module_fixes, record_certificate,
+                          refuse)
+from .examples import describe, example_signature, generated_examples, named_outputs
+from .input_limits import embedding_limits
 from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter, check_opset
@@ -70,6 +75,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
                   force: bool = False, provenance: Mapping[str, str] | None = None, reference: bool = True,
+                  input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
+                  max_sizes: Mapping[str, int] | None = None, example_label: str = "the example",
+                  use_example: bool = True,
                   log: Callable[[str], None] = print) -> ModuleExportResult:
     """Export your own ``nn.Module`` to validated model files in ``out_dir``, each carrying its
     contract, with reference tensors beside them.
@@ -108,6 +116,17 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       tolerance of float outputs (default: per dtype). ``force``: replace an ``out_dir`` that holds
       other files. ``provenance``: extra strings recorded in each file. ``reference``: False
       leaves model.reference.npz out (a deployment folder keeps the one file it serves).
+    - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
+      --inputs reads them) alone where given; else seeded inputs made from the signature
+      (``plan``: plan_inputs' shapes, values, ranges, default_range, as verify's --shape, --value
+      and --range give them; ``seed``), shaped as a tokenizer makes them (a mask ones then
+      padding, ids below the rows of the embedding the module feeds them to), and the example
+      inputs too (``example_label`` names them: the factory's example; ``use_example`` False leaves
+      them out, as where you shaped the generated ones). The log says which.
+    - ``max_sizes``: {symbol: size}, the largest size a dynamic axis is checked at by the shape
+      certificate (beside 1, 2 and 7; ptx.contract.shape_certificate): an axis the export fixed,
+      or whose answers change with it, refuses the file naming the node that fixed it; the
+      certificate of a file that holds is recorded in it (ptx.shape_certificate).
 
     What comes out, in ``out_dir`` (written whole or not at all, replacing an earlier export):
     model.onnx, model.torchscript.pt, model.pt2, model.int8.onnx as asked, and
@@ -140,16 +159,44 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     module, example_inputs = keyword_inputs(module, example_inputs, inputs, log)
     sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log)
     module = tensor_outputs(module, sigs, args, log)
+    limits = embedding_limits(module, sigs, args)
+    base = plan_inputs(Signature(sigs, ()), **dict(plan or {}))
+    base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
+    if limits:  # a fact of the model, recorded in its signature: every generator (verify's too) keeps to it
+        sigs = tuple(replace(t, value_range=(0, limits[t.name][0] - 1)) if t.name in limits and t.value_range is None
+                     else t for t in sigs)
+        if example_inputs is None:  # made from the declarations: again, with ids the embedding takes
+            args = generated_examples(sigs, plan_inputs(Signature(sigs, ()), **dict(plan or {})))
+    unknown = sorted(set(max_sizes or {}) - set(Signature(sigs, ()).symbols()))
+    if unknown:
+        raise PtxError(f"--max-shape {unknown[0]}=...: no input has a symbolic dim {unknown[0]!r}; the dynamic ones are "
+                       f"{', '.join(Signature(sigs, ()).symbols()) or 'none'}")
+    probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed)
+    sizes_of_example = example_sizes(Signature(sigs, ()), args)
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
-    eager = open_model(module, inputs=list(sigs))
+    try:
+        eager = open_model(module, inputs=list(sigs))
+        wants = [eager.run(dict(p.feeds)) for p in probes]
+    except PtxError:  # said as the axis the module fixes where that is why, else as it came
+        fixes = module_fixes(module, Signature(sigs, ()), probes, sizes_of_example)
+        if fixes:
+            raise PtxError(fixes) from None
+        raise
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
+    wants = [dict(zip(signature.output_names, w.values())) for w in wants]  # by --output's names
     params = sum(p.numel() for p in module.parameters())
     kind = "" if name == type(given).__name__ else f"{type(given).__name__}, "
     log(f"module: {name} ({kind}{params:,} parameters); inputs {describe(signature.inputs)}; "
         f"outputs {describe(signature.outputs)}")
     if loaded:
         log(f"checkpoint: {loaded}")
-    cases = _validation_cases(signature, eager)
+    given = example_inputs is not None and not input_files and use_example
+    cases = (_file_cases(input_files, signature, eager) if input_files else
+             _validation_cases(signature, eager, base, seed))
+    checked = cases + ([_example_case(signature, eager, args, example_label)] if given else [])
+    log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
+                                 if input_files else f"generated: {describe_inputs(signature, base)}"
+                                 + (f"; and {example_label}" if given else "")))
     strings = module_strings(name, signature, {
         "torch_version": str(torch.__version__),
         **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
@@ -172,12 +219,22 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             written = fmt.write(module, args, path, signature, strings, **options[fmt.name])
             if written.note:
                 log(f"{fmt.name:<11} {written.note}")
-            agreements, _ = check_file(fmt, path, open_model, signature, cases, lambda s: tolerance(s, on), on,
-                                       hint=written.hint)
+            certificate = certify_file(fmt, path, open_model, signature, probes, wants, lambda s: tolerance(s, on),
+                                       sizes_of_example, on)
+            try:
+                agreements, _ = check_file(fmt, path, open_model, signature, checked, lambda s: tolerance(s, on), on,
+                                           hint=written.hint)
+            except ValidationError as exc:  # the certificate says which axis, and what fixed it
+                raise ValidationError(str(exc) + ("" if certificate.holds else
+                                                  f"; shape certificate: {findings(certificate)}")) from None
+            refuse(fmt, certificate)  # sizes the two cases do not try (1, 2, 7, --max-shape)
+            record_certificate(fmt.name, path, certificate)
             done = result_of(fmt.name, path, out_dir / path.name, written, cases, agreements,
                              fmt.precision == "f32")
+            done.certificate = certificate
             result.files.append(done)
             log(_describe(done, tolerance(signature.output(done.worst.name), on)))
+            certificate_line(fmt.name, certificate, log)
             if fmt.precision != "f32":  # one verdict, as any reduced file gets: here by generated inputs only
                 done.verdicts = _judge_reduced(fmt, path, open_model, signature, cases, log)
                 done.judgement, done.judged_by = done.verdicts[0], done.verdicts[0].label
@@ -249,18 +306,41 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
                        "or empty folder, or --force to replace it")
 
 
-def _validation_cases(signature: Signature, eager) -> list[Case]:
+def _file_cases(paths, signature: Signature, eager) -> list[Case]:
+    """The user's own inputs (--inputs), each case checked against the signature, with eager's answers."""
+    cases = []
+    for path in paths:
+        loaded = load_input_file(path, signature)
+        for k, feeds in enumerate(loaded):
+            cases.append(_case_of(signature, eager, feeds, Path(path).name + (f" #{k}" if len(loaded) > 1 else "")))
+    return cases
+
+
+def _example_case(signature: Signature, eager, args, label: str) -> Case:
+    return _case_of(signature, eager, {s.name: t.numpy() for s, t in zip(signature.inputs, args)}, label)
+
+
+def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
+    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
+    sizes = {s: n for s, n in example_sizes(signature, [feeds[t.name] for t in signature.inputs]).items() if s not in batch_symbols}
+    batch = next((int(feeds[t.name].shape[t.batch_axis]) for t in signature.inputs if t.batch_axis is not None), None)
+    produced = list(eager.run(dict(feeds)).values())
+    return Case(label, feeds, batch, dict(zip(signature.output_names, produced)), sizes)
+
+
+def _validation_cases(signature: Signature, eager, first: InputPlan | None = None, seed: int = 0) -> list[Case]:
     """Two seeded cases at VERIFY_BATCHES (or twice at the declared shapes without a batch axis),
     the second with every other symbol 2 larger, so that a size an exporter fixed is caught. A
     scalar integer or boolean input (a flag that picks a branch) is 0/False in the first case and
-    1/True in the second, so that a traced branch is caught too."""
+    1/True in the second, so that a traced branch is caught too. ``first``: the plan of the first
+    case (the user's --shape, --value, --range; the embeddings' limits)."""
     inputs_only = Signature(signature.inputs, ())
-    first = plan_inputs(inputs_only)
-    plans = (first, InputPlan(bound={s: v + 2 for s, v in first.chosen.items()}))
+    first = first or plan_inputs(inputs_only)
+    plans = (first, replace(first, bound={**first.bound, **{s: v + 2 for s, v in first.chosen.items()}}))
     batched = any(t.batch_axis is not None for t in signature.inputs)
     cases = []
     for k, (batch, plan) in enumerate(zip(VERIFY_BATCHES if batched else (None, None), plans)):
-        feeds = make_feeds(inputs_only, plan, batch, seed=k)
+        feeds = make_feeds(inputs_only, plan, batch, seed=seed + k)
         for sig in signature.inputs:
             if sig.shape == () and (sig.dtype == "bool" or sig.dtype_info.is_integer) and sig.name not in plan.values:
                 low = int(sig.value_range[0]) if sig.value_range else 0

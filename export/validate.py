@@ -47,6 +47,7 @@ class ExportResult:
     judgement: object | None = None
     judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
     verdicts: list = field(default_factory=list)  # a reduced file's Verdict on every runtime that reads it, its own first
+    certificate: object | None = None  # its shape certificate (ptx.contract.shape_certificate), where one was made
 
     @property
     def worst(self) -> OutputAgreement:

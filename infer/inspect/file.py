@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, INT8_FORMATS, int8_format
+from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
@@ -57,6 +58,7 @@ class FileInspection:
     backends: list[BackendLine] = field(default_factory=list)
     int8: str | None = None
     notes: list[str] = field(default_factory=list)
+    certificate: object | None = None  # the shape certificate export recorded (ptx.shape_certificate), or None
 
     @property
     def weights_match(self) -> bool | None:
@@ -71,7 +73,8 @@ class FileInspection:
                 "graph": self.graph.to_dict() if self.graph else None, "parameters": self.parameters,
                 "weights_sha256": self.digest, "recorded_weights_sha256": self.recorded_digest,
                 "weights_match": self.weights_match, "backends": [b.to_dict() for b in self.backends],
-                "int8": self.int8, "notes": self.notes}
+                "int8": self.int8, "notes": self.notes,
+                "shape_certificate": self.certificate.to_dict() if self.certificate else None}
 
     def text(self) -> str:
         what = KIND_NAMES[self.kind] + (f", {self.model}'s {self.format} export" if self.model else "")
@@ -97,6 +100,8 @@ class FileInspection:
         lines += ["backends on this machine:"] + [f"  {b.text(width)}" for b in self.backends]
         if self.int8:
             lines.append(f"int8: {self.int8}")
+        if self.certificate is not None:
+            lines.append(f"shape certificate (at export): {self.certificate.summary()}")
         return "\n".join(lines + self.notes)
 
 
@@ -194,6 +199,8 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
         report.model = found.metadata.get("model")
         report.format = int8_format(found.metadata) if found.metadata.get("precision") == "int8" else found.kind
     report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
+    if CERTIFICATE_KEY in found.metadata:
+        report.certificate = Certificate.from_json(found.metadata[CERTIFICATE_KEY])
     variants = [v for v in target.variants() if v.precision == target.precision]
     declared = None
     if found.kind == ONNX:

@@ -248,6 +248,7 @@ class Report:
     offers: list[str] = field(default_factory=list)
     # The options that shaped the verdict (--atol, --inputs, ...), which a file's --locate offer repeats.
     given: list[str] = field(default_factory=list)
+    certificate: object | None = None  # a model file's shape certificate (ptx.contract.shape_certificate)
 
     @property
     def path(self) -> Path:
@@ -335,7 +336,8 @@ class Report:
                "inputs": self.inputs, "cases": self.cases, "samples": self.samples, "data": self.data,
                "tolerances": self.tolerances, "static": self.static, "locate_commands": self.offers,
                "not_run_summary": group_reasons({label: self.skipped[label] for label in self.unrunnable}),
-               "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES]}
+               "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES],
+               "shape_certificate": self.certificate.to_dict() if self.certificate is not None else None}
         reference = self.reference_row
         doc["reference_error"] = reference.error if reference else None
         return doc

@@ -51,6 +51,7 @@ from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
 from .served import served_row
+from .shapes import certificate_notes
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch",
@@ -63,7 +64,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
            notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None,
-           named: Sequence[str] | None = None, served=None) -> Report:
+           named: Sequence[str] | None = None, served=None, max_sizes: Mapping[str, int] | None = None) -> Report:
     """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
@@ -76,7 +77,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     measures again the bound an int8 file records (ptx.contract.verdict). ``named``: the rows the user
     asked for (default ``backends``; bench runs the rows it timed, which the user may not have named):
     a named row that cannot open FAILs, and a named reduced row below its gate too. ``served``: a model on a
-    server (served.open_served), one more row held to the reference (no export needed)."""
+    server (served.open_served), one more row held to the reference (no export needed). A model file's
+    dynamic axes are tried at 1, 2, 7 and ``max_sizes`` ({symbol: size}, --max-shape) through its
+    own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
     if not isinstance(target, Target) or not (against is None or isinstance(against, Target)):
         given = target if not isinstance(target, Target) else against
         raise PtxError(f"verify() takes a Target, not {type(given).__name__} {str(given)[:60]!r}: give "
@@ -97,6 +100,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
+    if not target.is_run:
+        report.certificate, notes = certificate_notes(target, reference, plan if not input_files else None, max_sizes)
+        report.notes += notes
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))
     this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric)

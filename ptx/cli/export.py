@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX, NON_NEGATIVE,
-                             SECURITY_NOTE, Choice, DeviceChoice, open_options)
+from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX, MAX_SHAPE_OPTION,
+                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, generated_input_options, open_options,
+                             parse_max_shapes, plan_options)
 from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.names import INT8_FORMATS
@@ -115,6 +116,8 @@ def _format_list(ctx, param, value) -> list[str]:
                    "the file's signature).")
 @BATCH_AXIS_OPTION
 @IGNORE_METADATA_OPTION
+@generated_input_options
+@MAX_SHAPE_OPTION
 @FORCE
 def export_cmd(**given) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
@@ -260,7 +263,8 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
-            output_names, model_label, torchscript_mode, force) -> None:
+            output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, max_shapes,
+            force) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -280,9 +284,17 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                                subject=f"--module {module_spec}", device=device, **options)
         _folder(source, fmt[0], out, triton_backend, image, force)
         return
+    if input_files and (shapes or values or ranges):
+        raise click.UsageError("--inputs validates on your own samples; --shape, --value and --range shape generated "
+                               "ones: give one of them")
+    # Your samples, or inputs generated as you shaped them, are what the files are validated on; the
+    # factory's example too where it returns one and you named neither.
+    chosen = input_files or shapes or values or ranges
     export_module(made.module, made.example_inputs, out, name=model_label or made.factory, device=device, force=force,
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
-                  log=click.echo, **options)
+                  input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
+                  max_sizes=parse_max_shapes(max_shapes), example_label="the factory's example",
+                  use_example=not chosen, log=click.echo, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,

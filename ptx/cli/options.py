@@ -139,6 +139,22 @@ def generated_input_options(command):
     return command
 
 
+MAX_SHAPE_OPTION = click.option("--max-shape", "max_shapes", multiple=True, metavar="SYMBOL=SIZE",
+                                help="The largest size of a dynamic axis you will feed (seq=512): the shape "
+                                     "certificate tries it beside 1, 2 and 7.")
+
+
+def parse_max_shapes(texts=()) -> dict[str, int]:
+    """--max-shape seq=512 (repeated) -> {symbol: size}."""
+    from ptx.contract.tensors import parse_assignments
+
+    sizes = parse_assignments(texts, "--max-shape")
+    bad = next((f"{k}={v}" for k, v in sizes.items() if not v.isdigit() or int(v) < 1), None)
+    if bad:
+        raise click.UsageError(f"--max-shape {bad}: give a symbolic dim's name and a size of 1 or more (seq=512)")
+    return {k: int(v) for k, v in sizes.items()}
+
+
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
     """What ptx.infer.load takes, from the command line's options."""
     from ptx.contract.tensors import parse_batch_axes, parse_declaration
@@ -206,6 +222,7 @@ ONE_KIND = {
                                "eager"),
     "save_reference": ("file", "keeps a model file's reference tensors; a run's reference is its checkpoint, run by "
                                "eager"),
+    "max_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
 }
 
 

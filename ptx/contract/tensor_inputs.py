@@ -3,11 +3,16 @@ export's validation, and checked when a caller hands them to ``run``.
 
 Generated inputs are seeded and dtype-aware (Polygraphy's data loader is the model): floats
 uniform in a range ([0, 1) unless the tensor or the user says otherwise), integers in a range
-([0, 10) by default, so that they index any vocabulary of 10 or more; 0 or 1 for an input named
-like a mask, attention_mask), booleans at random. A user's range, ``--range [NAME=]LOW,HIGH``, is
+([0, 10) by default, so that they index any vocabulary of 10 or more, or below the rows of the
+embedding the graph feeds them to, where the caller found one: ``limits``), booleans at random.
+What an input is shapes it as a tokenizer would: an integer mask (``attention_mask``, ``*_mask``)
+is ones then padding in each row, every row keeping at least one position (random 0/1 masks leave
+whole query rows masked, whose answers no two runtimes need agree on); ``token_type_ids`` are a run
+of 0s then a run of 1s. A user's range, ``--range [NAME=]LOW,HIGH``, is
 [LOW, HIGH) for integers as for floats; a bare one is every input's that is not boolean. A
 contract's own range is [low, high], both ends included.
-Symbolic dimensions are bound by the user (``--shape name=2x3x224x224``) or chosen by ptx, which
+Symbolic dimensions are bound by the user (``--shape seq=5`` by the symbol's name, or
+``--shape name=2x3x224x224`` by an input's) or chosen by ptx, which
 says what it chose: Polygraphy's silent 1 surprised its users. The batch axis is set by the
 caller, at sizes that are neither 0 nor 1, so that a batch the exporter specialised is caught.
 """
@@ -28,6 +33,9 @@ DEFAULT_FLOAT_RANGE = (0.0, 1.0)
 DEFAULT_INT_RANGE = (0, 10)  # [low, high): indexes any vocabulary of 10 or more
 MASK_RANGE = (0, 2)  # [low, high): an integer attention mask holds 0 and 1
 _MASK_NAME = re.compile(r"mask", re.IGNORECASE)
+# Ones then padding per row: a mask as a tokenizer pads a batch (attention_mask, *_mask), not random 0/1.
+_PADDING_MASK = re.compile(r"(^|_)mask$|^attention_mask$", re.IGNORECASE)
+_TOKEN_TYPES = re.compile(r"^(token_)?type_ids$|^segment_ids$", re.IGNORECASE)
 SPATIAL_SIZE = 64  # a symbolic height or width: room for a few stride-2 stages
 OTHER_SIZE = 8  # any other symbol (a sequence length, a number of boxes)
 VERIFY_BATCHES = (3, 5)  # never 0 or 1, and not the 2 that exporters' examples often use
@@ -44,6 +52,9 @@ class InputPlan:
     values: dict[str, float] = field(default_factory=dict)  # --value name=number
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --range name=lo,hi
     default_range: tuple[float, float] | None = None  # --range lo,hi for every input but booleans
+    # An integer input's values below N where the graph says so (ids into an embedding of N rows):
+    # {name: (N, why)}; a user's --range or --value for the input wins.
+    limits: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def size(self, symbol: str) -> int:
         return self.bound.get(symbol) or self.chosen[symbol]
@@ -52,8 +63,9 @@ class InputPlan:
         """The line that says which sizes ptx chose, or ''."""
         if not self.chosen:
             return ""
+        first, size = next(iter(self.chosen.items()))
         return ("symbolic dims chosen by ptx: " + ", ".join(f"{s}={v}" for s, v in self.chosen.items())
-                + " (bind them with --shape NAME=DIMS)")
+                + f" (bind them with --shape SYMBOL=SIZE, e.g. --shape {first}={size})")
 
 
 def plan_inputs(signature: Signature, shapes: Mapping[str, str] = (), values: Mapping[str, str] = (),
@@ -62,16 +74,25 @@ def plan_inputs(signature: Signature, shapes: Mapping[str, str] = (), values: Ma
     symbols nobody bound (the batch symbols excepted: the caller sets the batch)."""
     shapes, values, ranges = dict(shapes), dict(values), dict(ranges)
     names = signature.input_names
+    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
+    plan = InputPlan()
+    for symbol in [n for n in shapes if n not in names and n in signature.symbols()]:
+        plan.bound[symbol] = _symbol_size(symbol, shapes.pop(symbol), batch_symbols)
     for option, given in (("--shape", shapes), ("--value", values), ("--range", ranges)):
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise PtxError(f"{option} {unknown[0]}=...: the model has no input {unknown[0]!r}; its inputs are "
+            symbols = [s for s in signature.symbols() if s not in batch_symbols]
+            also = (f" and no symbolic dim of that name; its symbolic dims are {', '.join(symbols)}"
+                    if option == "--shape" and symbols else "")
+            raise PtxError(f"{option} {unknown[0]}=...: the model has no input {unknown[0]!r}{also}; its inputs are "
                            f"{', '.join(names)}")
-    plan = InputPlan()
     for name, text in shapes.items():
         sig = signature.input(name)
         dims = parse_shape(text, f"--shape {name}={text}")
-        if len(dims) != len(sig.shape) or not all(isinstance(d, int) for d in dims):
+        # the batch axis may be written as its symbol (input_ids=batchx5): verify varies the batch itself
+        dims = tuple(sig.shape[a] if a == sig.batch_axis and isinstance(d, str) else d for a, d in enumerate(dims))
+        if len(dims) != len(sig.shape) or not all(isinstance(d, int) or a == sig.batch_axis
+                                                  for a, d in enumerate(dims)):
             raise PtxError(f"--shape {name}={text}: {name} has {len(sig.shape)} axes {list(sig.shape)}; give "
                            f"{len(sig.shape)} sizes, e.g. {'x'.join(str(d if isinstance(d, int) else 2) for d in sig.shape) or '(a scalar has none)'}")
         for axis, (want, got) in enumerate(zip(sig.shape, dims)):
@@ -94,13 +115,22 @@ def plan_inputs(signature: Signature, shapes: Mapping[str, str] = (), values: Ma
         plan.values[name] = number
     plan.ranges = {name: parse_range(text, f"--range {name}") for name, text in ranges.items()}
     plan.default_range = parse_range(default_range, "--range") if default_range else None
-    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
     for t in signature.inputs:
         for axis, d in enumerate(t.shape):
             if isinstance(d, str) and d not in plan.bound and d not in batch_symbols and d not in plan.chosen:
                 spatial = t.dtype_info.is_float and len(t.shape) >= 4 and axis >= len(t.shape) - 2
                 plan.chosen[d] = SPATIAL_SIZE if spatial else OTHER_SIZE
     return plan
+
+
+def _symbol_size(symbol: str, text: str, batch_symbols) -> int:
+    """``--shape seq=5``: one symbolic dim bound by its name, to a size of 1 or more."""
+    if symbol in batch_symbols:
+        raise PtxError(f"--shape {symbol}={text}: {symbol} is the batch, which verify varies itself: give "
+                       "--batch-sizes")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise PtxError(f"--shape {symbol}={text}: give the size of {symbol}, a whole number of 1 or more")
+    return int(text)
 
 
 def concrete_shape(sig: TensorSig, plan: InputPlan, batch: int | None) -> tuple[int, ...]:
@@ -121,6 +151,8 @@ def make_feeds(signature: Signature, plan: InputPlan, batch: int | None, seed: i
         (low, high), inclusive = range_of(sig, plan)
         if sig.dtype == "bool":
             feeds[sig.name] = rng.random(shape) < 0.5
+        elif sig.dtype_info.is_integer and _shaped_like_text(sig, plan, shape):
+            feeds[sig.name] = _text_like(sig, shape, dtype, rng)
         elif sig.dtype_info.is_integer:
             info = np.iinfo(dtype)
             first = max(math.ceil(low), info.min)
@@ -130,6 +162,47 @@ def make_feeds(signature: Signature, plan: InputPlan, batch: int | None, seed: i
         else:
             feeds[sig.name] = rng.uniform(low, high, size=shape).astype(dtype)
     return feeds
+
+
+def _shaped_like_text(sig: TensorSig, plan: InputPlan, shape: tuple[int, ...]) -> bool:
+    """An integer mask or token-type input of rank 2 or more that nobody gave a range for."""
+    return (len(shape) >= 2 and sig.name not in plan.ranges and not plan.default_range
+            and (not sig.value_range or sig.value_range[0] <= 0 < 1 <= sig.value_range[1])
+            and bool(_PADDING_MASK.search(sig.name) or _TOKEN_TYPES.search(sig.name)))
+
+
+def _text_like(sig: TensorSig, shape: tuple[int, ...], dtype, rng) -> np.ndarray:
+    """As a tokenizer makes it, along the last axis of each row: a mask of ones then padding (at
+    least one 1), token types a run of 0s then a run of 1s (the second segment may be empty)."""
+    length = shape[-1]
+    rows = int(np.prod(shape[:-1]))
+    positions = np.arange(length)
+    if _PADDING_MASK.search(sig.name):
+        kept = rng.integers(1, length, size=rows, endpoint=True)  # 1..length ones in each row
+        out = positions[None, :] < kept[:, None]
+    else:
+        first = rng.integers(1, length, size=rows, endpoint=True)  # the first segment: 1..length tokens
+        out = positions[None, :] >= first[:, None]
+    return out.reshape(shape).astype(dtype)
+
+
+def describe_inputs(signature: Signature, plan: InputPlan) -> str:
+    """How each generated input is made, in words: ``input_ids int64 in [0, 50) (rows of the
+    embedding wte), attention_mask ones then padding``."""
+    parts = []
+    for sig in signature.inputs:
+        if sig.name in plan.values:
+            parts.append(f"{sig.name} = {plan.values[sig.name]:g}")
+        elif sig.dtype == "bool":
+            parts.append(f"{sig.name} random booleans")
+        elif sig.dtype_info.is_integer and len(sig.shape) >= 2 and _shaped_like_text(sig, plan, (2, 2)):
+            kind = "ones then padding per row" if _PADDING_MASK.search(sig.name) else "a run of 0s then of 1s per row"
+            parts.append(f"{sig.name} {kind}")
+        else:
+            (low, high), inclusive = range_of(sig, plan)
+            why = f" ({plan.limits[sig.name][1]})" if sig.name in plan.limits and sig.name not in plan.ranges else ""
+            parts.append(f"{sig.name} {sig.dtype} in [{low:g}, {high:g}{']' if inclusive else ')'}{why}")
+    return ", ".join(parts)
 
 
 def range_of(sig: TensorSig, plan: InputPlan) -> tuple[tuple[float, float], bool]:
@@ -142,6 +215,8 @@ def range_of(sig: TensorSig, plan: InputPlan) -> tuple[tuple[float, float], bool
         return sig.value_range, True
     if plan.default_range and sig.dtype != "bool":
         return plan.default_range, False
+    if sig.name in plan.limits and sig.dtype_info.is_integer:  # ids below the embedding's rows
+        return (0, plan.limits[sig.name][0]), False
     if sig.dtype_info.is_float:
         return DEFAULT_FLOAT_RANGE, False
     return (MASK_RANGE if _MASK_NAME.search(sig.name) else DEFAULT_INT_RANGE), False

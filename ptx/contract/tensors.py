@@ -191,9 +191,9 @@ class TensorSig:
 
 
 def parse_range(value, where: str) -> tuple[float, float]:
-    """``[low, high]`` (or "low,high"), finite, low <= high."""
+    """``[low, high]`` (or "low,high", or "low:high" as a slice reads), finite, low <= high."""
     if isinstance(value, str):
-        value = [v.strip() for v in value.split(",")]
+        value = [v.strip() for v in value.split("," if "," in value else ":")]
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):

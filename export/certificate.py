@@ -1,0 +1,160 @@
+"""A written file's shape certificate (ptx.contract.shape_certificate), at export: each dynamic axis
+tried at 1, 2, 7 (and --max-shape) through the file as ptx serves it, its answers held to eager's;
+an axis the export fixed refuses the file naming the node that fixed it, and the certificate of a
+file that holds is written into it (ptx.shape_certificate), where ``ptx inspect`` shows it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ptx.contract.comparison import compare_output
+from ptx.contract.metadata import from_props
+from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
+from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe, certify, onnx_fixing_nodes
+from ptx.contract.tensors import Signature
+from ptx.errors import ValidationError
+
+from .validate import open_file
+
+
+def certify_file(fmt, path: Path, open_model, signature: Signature, probes: Sequence[Probe], wants, tolerance,
+                 example_sizes: Mapping[str, int], device: str = "cpu") -> Certificate:
+    """The certificate of the file at ``path`` (``fmt``'s), its answers on ``probes`` held to ``wants``
+    (eager's) where it is at full precision."""
+    model = open_file(open_model, path, fmt, device)
+    try:
+        def compare(name: str, got, want) -> str:
+            sig = signature.output(name)
+            agreement = compare_output(name, got, want, tolerance(sig), sig.batch_axis)
+            return agreement.summary() if agreement.problem or not agreement.ok else ""
+
+        full = fmt.precision == "f32"
+        certificate = certify(signature, probes, model.run, wants=wants if full else None,
+                              compare=compare if full else None, against="eager",
+                              where=lambda symbol: _where(fmt.name, path, example_sizes.get(symbol)))
+    finally:
+        model.close()
+    return certificate
+
+
+def findings(certificate: Certificate) -> str:
+    """What a certificate that does not hold found, in words, and what to do about it."""
+    fixed = "; ".join([*(a.line() for a in certificate.bad()), *filter(None, [certificate.outputs])])
+    return (f"{fixed}: the module's code turns that size into a constant (a view or reshape with a number, "
+            "int(x.size(1))): use -1 or x.shape there, or declare the axis at that fixed size (--input NAME=batchx8x...)")
+
+
+def refuse(fmt, certificate: Certificate) -> None:
+    """ValidationError where the certificate does not hold: the file is not kept."""
+    if not certificate.holds:
+        raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
+
+
+def _where(fmt: str, path: Path, size: int | None) -> str:
+    """The nodes of the file whose shape constant holds the example's ``size``, where the file says."""
+    if size is None:
+        return ""
+    nodes = (onnx_fixing_nodes(path, size) if fmt.startswith("onnx") else
+             _torchscript_nodes(path, size) if fmt == "torchscript" else [])
+    return (f"the example's size {size} is a constant of " + ", ".join(nodes)) if nodes else ""
+
+
+def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
+    """A traced file's view/reshape whose size list holds ``size`` as a constant, with its module."""
+    import torch
+
+    from ptx.torch_quiet import quiet_jit
+
+    with quiet_jit():
+        graph = torch.jit.load(str(path), map_location="cpu").inlined_graph
+    found = []
+    for node in graph.nodes():
+        if node.kind() not in ("aten::view", "aten::reshape", "aten::expand"):
+            continue
+        sizes = node.inputsAt(1).node()
+        if sizes.kind() != "prim::ListConstruct":
+            continue
+        constants = [i.node().i("value") for i in sizes.inputs()
+                     if i.node().kind() == "prim::Constant" and i.node().hasAttribute("value")
+                     and i.node().kindOf("value") == "i"]
+        if size in constants:
+            scope = node.scopeName().split("/")[-1].split("::")[-1] or "forward"
+            found.append(f"{node.kind()[6:]} in {scope} (sizes holding {size})")
+        if len(found) >= limit:
+            break
+    return found
+
+
+def record_certificate(fmt_name: str, path: Path, certificate: Certificate) -> None:
+    """Write ``certificate`` into the file's own metadata (ptx.shape_certificate), beside what it holds."""
+    strings = {CERTIFICATE_KEY: certificate.to_json()}
+    if fmt_name.startswith("onnx"):
+        import onnx
+
+        from .formats.onnx import save_with_metadata
+
+        proto = onnx.load(str(path))
+        save_with_metadata(proto, path, {**from_props({p.key: p.value for p in proto.metadata_props}), **strings},
+                           proto.doc_string)
+    elif fmt_name == "pt2":
+        from .formats.pt2 import rewrite_metadata
+
+        rewrite_metadata(path, strings)
+    elif fmt_name == "torchscript":
+        import torch
+
+        from ptx.torch_quiet import quiet_jit
+
+        from .formats.torchscript import save_with_metadata as save_torchscript
+
+        extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        save_torchscript(module, path, {**json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}"), **strings})
+
+
+def example_sizes(signature: Signature, args) -> dict[str, int]:
+    """Each symbol's size in the example the exporters were called with."""
+    sizes: dict[str, int] = {}
+    for sig, tensor in zip(signature.inputs, args):
+        for axis, d in enumerate(sig.shape):
+            if isinstance(d, str):
+                sizes.setdefault(d, int(tensor.shape[axis]))
+    return sizes
+
+
+def certificate_line(fmt_name: str, certificate: Certificate, log: Callable[[str], None]) -> None:
+    log(f"{'':<11} shape certificate: {certificate.summary()}")
+
+
+def module_fixes(module, signature: Signature, probes: Sequence[Probe], example: Mapping[str, int]) -> str:
+    """Why the eager ``module`` itself cannot keep a declared dynamic axis, or '': it refuses a size
+    of the probes (``x.view(B, 8, -1)`` takes only the example's sequence length), said with the
+    line of forward() that refused it. Run where the module fails on inputs of other sizes than its
+    example's, so that the failure names the axis, not only the shapes that did not multiply."""
+    import torch
+
+    from .refusal import describe_refusal, user_files
+
+    files = user_files(module)
+    refused: dict[str, list[int]] = {}
+    why: dict[str, str] = {}
+    for probe in probes:
+        args = [torch.from_numpy(probe.feeds[t.name]) for t in signature.inputs]
+        try:
+            with torch.inference_mode():
+                module(*args)
+        except Exception as exc:  # noqa: BLE001 - any failure at this size is the finding
+            refused.setdefault(probe.symbol, []).append(probe.size)
+            why.setdefault(probe.symbol, describe_refusal(exc, files))
+    if not refused or len(refused) == len({p.symbol for p in probes}) and all(
+            len(sizes) == sum(p.symbol == s for p in probes) for s, sizes in refused.items()):
+        return ""  # it fails at every size: not an axis it fixes, and the caller's error says what fails
+    name = type(module).__name__
+    return "; ".join(
+        f"{symbol} is declared dynamic and {name}.forward fixes it: eager PyTorch refuses {symbol}="
+        f"{', '.join(map(str, sizes))}" + (f" (the example's {symbol} is {example[symbol]})" if symbol in example else "")
+        + f": {why[symbol]}" for symbol, sizes in refused.items()) + (
+        ": the code turns that size into a constant (a view or reshape with a number): use -1 or x.shape there, or "
+        "declare the axis at its fixed size (--input NAME=batchx8x...)")

@@ -1,0 +1,43 @@
+"""What a module's integer inputs may hold, as its graph says it: token ids index an embedding of N
+rows, so generated ids stay below N (ids of 10 into a vocabulary of 8 are an index error in eager
+and garbage or a crash in a runtime, neither of which says anything about the export)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ptx.contract.tensors import TensorSig
+
+
+def embedding_limits(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor]
+                     ) -> dict[str, tuple[int, str]]:
+    """{input name: (rows, why)} for each integer input that reaches an ``nn.Embedding`` as it is
+    (or as a view of it, sharing its storage: GPT-2's ``input_ids.view(-1, seq)``), found by running
+    the module once on ``args`` with a hook on every embedding; the smallest embedding wins."""
+    storage = {t.untyped_storage().data_ptr(): sig.name for sig, t in zip(sigs, args)
+               if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
+    if not storage:
+        return {}
+    found: dict[str, tuple[int, str]] = {}
+    names = {m: n for n, m in module.named_modules()}
+
+    def hook(embedding, inputs):
+        ids = inputs[0] if inputs else None
+        if isinstance(ids, torch.Tensor) and ids.numel():
+            name = storage.get(ids.untyped_storage().data_ptr())
+            if name is not None and (name not in found or embedding.num_embeddings < found[name][0]):
+                found[name] = (embedding.num_embeddings, f"rows of the embedding {names.get(embedding) or 'embedding'}")
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+    if not handles:
+        return {}
+    try:
+        with torch.inference_mode():
+            module(*args)
+    except Exception:  # noqa: BLE001 - ids the embedding refuses (generated past its rows) are what this finds
+        pass  # the hook ran before the embedding refused them; the eager run that follows says any other failure
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found

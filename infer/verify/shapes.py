@@ -1,0 +1,43 @@
+"""verify's shape certificate of a model file (ptx.contract.shape_certificate): each dynamic axis
+of its signature tried at 1, 2, 7 (and --max-shape) through the file's own runtime, which must take
+the size and return the declared output shapes; there is no eager here to hold the answers to, so
+they are not compared (export's certificate, recorded in the file, compared them with eager's)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, certify, onnx_fixing_nodes, probes
+from ptx.contract.tensor_inputs import plan_inputs
+from ptx.errors import PtxError
+
+
+def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mapping[str, int] | None) -> tuple[
+        Certificate | None, list[str]]:
+    """(the certificate of ``target``'s file through its ``reference`` model, the notes that say it and
+    how it compares with the one export recorded), or (None, []) where the file has no dynamic axis."""
+    signature = reference.signature
+    if not signature.symbols():
+        return None, []
+    unknown = sorted(set(max_sizes or {}) - set(signature.symbols()))
+    if unknown:
+        raise PtxError(f"--max-shape {unknown[0]}=...: {target.path.name} has no symbolic dim {unknown[0]!r}; its "
+                       f"dynamic ones are {', '.join(signature.symbols())}")
+    plan = plan_inputs(signature, **{k: v for k, v in dict(plan or {}).items()})
+    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
+
+    def where(symbol: str) -> str:
+        # the size verify's own cases run at is the one a constant may hold
+        size = None if symbol in batch_symbols else plan.size(symbol)
+        try:
+            nodes = onnx_fixing_nodes(target.path, size) if size and str(target.path).endswith(".onnx") else []
+        except Exception:  # noqa: BLE001 - naming the node is a courtesy; the axis is said either way
+            nodes = []
+        return f"{size} is a constant of " + ", ".join(nodes) if nodes else ""
+
+    certificate = certify(signature, probes(signature, plan, max_sizes=max_sizes), reference.run, where=where)
+    notes = [f"shape certificate: {certificate.summary()}"]
+    metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
+    recorded = Certificate.from_json(metadata[CERTIFICATE_KEY]) if CERTIFICATE_KEY in metadata else None
+    if recorded is not None and recorded.holds != certificate.holds:
+        notes.append(f"note: export's shape certificate (recorded in the file) {recorded.summary()}")
+    return certificate, notes

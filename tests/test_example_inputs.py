@@ -1,0 +1,200 @@
+"""Example inputs a user trusts (issue 58): generated inputs shaped as a tokenizer makes them (a mask
+of ones then padding, token types in runs, ids below the rows of the embedding they feed), export's
+--inputs/--shape/--value/--range as verify's, the factory's example used to validate, each export
+saying what its inputs were; and --shape binding a symbolic dim by its name, as the hint says."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ptx.contract.reference import load_reference
+from ptx.contract.tensor_inputs import describe_inputs, make_feeds, plan_inputs
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import PtxError
+from ptx.export import export_module
+from ptx.infer import load
+
+TEXT = Signature((TensorSig("input_ids", "int64", ("batch", "seq"), 0),
+                  TensorSig("attention_mask", "int64", ("batch", "seq"), 0),
+                  TensorSig("token_type_ids", "int64", ("batch", "seq"), 0),
+                  TensorSig("pixel_mask", "int64", ("batch", "seq"), 0)), ())
+
+
+def _ptx(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_masks_are_ones_then_padding_and_token_types_runs_in_every_row():
+    plan = plan_inputs(TEXT, shapes={"seq": "13"})
+    feeds = make_feeds(TEXT, plan, 64, seed=3)
+    for name in ("attention_mask", "pixel_mask"):
+        mask = feeds[name]
+        assert mask.shape == (64, 13) and mask.dtype == np.int64 and set(np.unique(mask)) <= {0, 1}
+        assert (mask[:, 0] == 1).all()  # no row is masked whole
+        assert (np.diff(mask, axis=1) <= 0).all()  # ones, then padding: never a 1 after a 0
+        assert len({int(r.sum()) for r in mask}) > 3  # rows of several lengths, as a padded batch has
+    types = feeds["token_type_ids"]
+    assert (types[:, 0] == 0).all() and (np.diff(types, axis=1) >= 0).all() and types.max() == 1
+    assert "attention_mask ones then padding per row" in describe_inputs(TEXT, plan)
+    assert "token_type_ids a run of 0s then of 1s per row" in describe_inputs(TEXT, plan)
+    # a range the user gives for a mask is theirs: drawn from it, not shaped
+    ranged = make_feeds(TEXT, plan_inputs(TEXT, ranges={"attention_mask": "0,2"}), 64, seed=3)["attention_mask"]
+    assert (np.diff(ranged, axis=1) > 0).any()
+
+
+def test_ids_stay_below_the_rows_of_the_embedding_the_caller_found():
+    plan = plan_inputs(TEXT)
+    plan.limits = {"input_ids": (5, "rows of the embedding wte")}
+    ids = make_feeds(TEXT, plan, 64, seed=0)["input_ids"]
+    assert ids.min() >= 0 and ids.max() == 4
+    assert "input_ids int64 in [0, 5) (rows of the embedding wte)" in describe_inputs(TEXT, plan)
+    plan = plan_inputs(TEXT, ranges={"input_ids": "2:4"})  # LO:HI as LO,HI; the user's range wins
+    plan.limits = {"input_ids": (5, "rows of the embedding wte")}
+    assert set(np.unique(make_feeds(TEXT, plan, 64, seed=0)["input_ids"])) == {2, 3}
+
+
+def test_shape_binds_a_symbol_by_its_name_and_the_hint_says_a_form_that_works():
+    plan = plan_inputs(TEXT)
+    hint = plan.describe_choices()
+    assert hint == "symbolic dims chosen by ptx: seq=8 (bind them with --shape SYMBOL=SIZE, e.g. --shape seq=8)"
+    suggested = hint.split("e.g. --shape ")[1].rstrip(")")
+    name, size = suggested.split("=")
+    assert plan_inputs(TEXT, shapes={name: size}).bound == {"seq": 8}
+    assert plan_inputs(TEXT, shapes={"seq": "5"}).bound == {"seq": 5} and not plan_inputs(TEXT, shapes={"seq": "5"}).chosen
+    # an input's whole shape, its batch written as the symbol verify varies
+    assert plan_inputs(TEXT, shapes={"input_ids": "batchx5"}).bound == {"seq": 5}
+    with pytest.raises(PtxError, match="batch is the batch, which verify varies itself"):
+        plan_inputs(TEXT, shapes={"batch": "4"})
+    with pytest.raises(PtxError, match="give the size of seq, a whole number of 1 or more"):
+        plan_inputs(TEXT, shapes={"seq": "0"})
+    with pytest.raises(PtxError, match="no input 'tokens' and no symbolic dim of that name; its symbolic dims are seq"):
+        plan_inputs(TEXT, shapes={"tokens": "4"})
+
+
+# The module as a user's file holds it: the tests run it in process and through --module.
+TAGGER = """
+import torch
+from torch import nn
+
+
+class Tagger(nn.Module):
+    \"\"\"Token ids into a vocabulary of 6, a mask that pools: ids of 6 or more are an index error.\"\"\"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(6, 8)
+        self.types = nn.Embedding(2, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        hidden = self.embed(input_ids) + self.types(token_type_ids)
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.out((hidden * weights).sum(1) / weights.sum(1))
+
+
+def plain():
+    return Tagger()
+
+
+def with_example():
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    return Tagger(), (ids, (ids > 0).long(), torch.zeros_like(ids))
+"""
+
+
+def _tagger():
+    namespace: dict = {}
+    exec(compile(TAGGER, "tagger.py", "exec"), namespace)  # noqa: S102 - the test's own module source
+    return namespace["Tagger"]()
+
+
+DECLARED = ["input_ids=batchxseq:int64", "attention_mask=batchxseq:int64", "token_type_ids=batchxseq:int64"]
+
+
+def test_export_generates_ids_the_embedding_takes_and_says_what_it_fed(tmp_path):
+    lines = []
+    export_module(_tagger(), None, tmp_path / "t", open_model=load, inputs=DECLARED, formats=["torchscript"],
+                  log=lines.append)
+    said = next(ln for ln in lines if ln.startswith("validation inputs: "))
+    assert said == ("validation inputs: generated: input_ids int64 in [0, 5] (rows of the embedding embed), "
+                    "attention_mask ones then padding per row, token_type_ids a run of 0s then of 1s per row"), said
+    reference = load_reference(tmp_path / "t" / "model.reference.npz")
+    # the embedding's rows are a fact of the model, recorded in its signature: verify's inputs keep to it too
+    assert reference.signature.input("input_ids").value_range == (0, 5)
+    for case in reference.cases:
+        assert case.feeds["input_ids"].max() < 6 and (case.feeds["attention_mask"][:, 0] == 1).all()
+        assert case.feeds["token_type_ids"].max() <= 1
+
+
+def test_export_validates_on_the_users_inputs_or_the_factorys_example_and_says_which(tmp_path):
+    (tmp_path / "tagger.py").write_text(TAGGER)
+    ids = np.array([[1, 2, 3, 0, 0], [4, 5, 1, 2, 3], [1, 0, 0, 0, 0]], np.int64)
+    np.savez(tmp_path / "mine.npz", input_ids=ids, attention_mask=(ids > 0).astype(np.int64),
+             token_type_ids=np.zeros_like(ids))
+    declared = [a for d in DECLARED for a in ("--input", d)]
+    given = _ptx("export", "--module", "tagger.py:plain", *declared, "--inputs", "mine.npz", "--format",
+                 "torchscript", "--out", "a", cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
+    assert "validation inputs: from mine.npz (1 cases)" in given.stdout, given.stdout
+    kept = load_reference(tmp_path / "a" / "model.reference.npz").cases
+    assert len(kept) == 1 and np.array_equal(kept[0].feeds["input_ids"], ids)
+    example = _ptx("export", "--module", "tagger.py:with_example", "--format", "torchscript", "--out", "b",
+                   cwd=tmp_path)
+    assert example.returncode == 0, example.stderr
+    assert "; and the factory's example" in example.stdout, example.stdout
+    shaped = _ptx("export", "--module", "tagger.py:with_example", "--value", "token_type_ids=1", "--format",
+                  "torchscript", "--out", "c", cwd=tmp_path)
+    assert shaped.returncode == 0, shaped.stderr
+    line = next(ln for ln in shaped.stdout.splitlines() if ln.startswith("validation inputs: "))
+    assert "token_type_ids = 1" in line and "factory's example" not in line, line  # the user's shaping decides
+    both = _ptx("export", "--module", "tagger.py:plain", *declared, "--inputs", "mine.npz", "--range", "0,3",
+                "--out", "d", cwd=tmp_path)
+    assert both.returncode == 2 and "--inputs validates on your own samples; --shape, --value and --range" \
+        in both.stderr, both.stderr
+    tutorial = _ptx("export", "convnet", "--value", "x=1", cwd=tmp_path)
+    assert tutorial.returncode == 2 and "--value means nothing for a tutorial model NAME" in tutorial.stderr
+
+
+
+GPT = """
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+
+class Gpt(nn.Module):
+    # GPT-2 from a tiny config, taking (input_ids, attention_mask) and giving the logits
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gpt = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                              bos_token_id=0, eos_token_id=0))
+
+    def forward(self, input_ids, attention_mask):
+        return self.gpt(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def build():
+    return Gpt().eval()
+"""
+
+
+def test_gpt2_with_an_attention_mask_validates_on_masks_a_tokenizer_makes(tmp_path):
+    """Issue 58 item 3: random 0/1 masks left whole query rows masked and export failed at max abs
+    0.476; with masks of ones then padding and ids below wte's 40 rows the ONNX file validates, its
+    certificate holds, and it says what it was fed."""
+    pytest.importorskip("transformers")
+    (tmp_path / "gpt.py").write_text(GPT)
+    result = _ptx("export", "--module", "gpt.py:build", "--input", "input_ids=batchxseq:int64", "--input",
+                  "attention_mask=batchxseq:int64", "--format", "onnx", "--out", "g", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ("validation inputs: generated: input_ids int64 in [0, 39] (rows of the embedding gpt.transformer.wte), "
+            "attention_mask ones then padding per row") in result.stdout, result.stdout
+    assert "shape certificate: holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)" in result.stdout

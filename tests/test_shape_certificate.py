@@ -1,0 +1,194 @@
+"""The shape certificate (issue 58): every declared dynamic axis tried at 1, 2, 7 and --max-shape,
+at export against eager and at verify through the file's own runtime; an axis the export or the
+module fixed is named with what fixed it, and a file that holds carries its certificate."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from ptx.contract.metadata import from_props
+from ptx.contract.shape_certificate import (CERTIFICATE_KEY, CHANGES, FIXED, Certificate, certify, onnx_fixing_nodes,
+                                            probes)
+from ptx.contract.tensor_inputs import plan_inputs
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import PtxError, ValidationError
+from ptx.export import export_module
+from ptx.infer import load
+
+
+class FixedView(nn.Module):
+    """x [batch, seq, 4]: view(B, 8, -1) holds the sequence length 8 as a constant of the code."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x.view(x.shape[0], 8, -1))
+
+
+class IntView(nn.Module):
+    """The sequence length read as a Python number: eager keeps it dynamic, a trace fixes the example's."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x.view(x.shape[0], int(x.shape[1]), -1))
+
+
+class Good(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x.view(x.shape[0], x.shape[1], -1))
+
+
+SIG = Signature((TensorSig("x", "float32", ("batch", "seq", 4), 0),), (TensorSig("y", "float32", ("batch", "seq"), 0),))
+
+
+def _export(module, tmp_path, **options):
+    torch.manual_seed(0)
+    lines = []
+    result = export_module(module, None, tmp_path / "out", open_model=load, inputs=["x=batchxseqx4"],
+                           log=lines.append, **options)
+    return result, lines
+
+
+# -- the certificate's own judgement ------------------------------------------------------------------
+
+
+def test_probes_try_each_symbol_at_1_2_7_and_the_max_shape_with_the_others_held():
+    plan = plan_inputs(Signature(SIG.inputs, ()))
+    tried = probes(SIG, plan, max_sizes={"seq": 33})
+    assert [(p.symbol, p.size) for p in tried] == [("batch", 1), ("batch", 2), ("batch", 7),
+                                                   ("seq", 1), ("seq", 2), ("seq", 7), ("seq", 33)]
+    assert tried[0].feeds["x"].shape == (1, 8, 4) and tried[-1].feeds["x"].shape == (3, 33, 4)
+
+
+def test_a_refused_size_a_moved_output_and_changed_answers_each_fail_the_axis_they_belong_to():
+    plan = plan_inputs(Signature(SIG.inputs, ()))
+    tried = probes(SIG, plan)
+
+    def refuses_seq(feeds):  # a graph that takes only the example's sequence length
+        x = feeds["x"]
+        if x.shape[1] != 8:
+            raise ValueError("Reshape: cannot reshape")
+        return {"y": x.sum(-1)}
+
+    refused = certify(SIG, tried, refuses_seq)
+    assert [a.status for a in refused.axes] == ["dynamic", FIXED] and not refused.holds
+    assert "the runtime refuses seq=1 (Reshape: cannot reshape)" in refused.axes[1].detail
+    moved = certify(SIG, tried, lambda f: {"y": np.zeros((f["x"].shape[0], 8), np.float32)})
+    assert moved.axes[1].status == FIXED and "output y has seq 8 where the input has 1" in moved.axes[1].detail
+    wants = [{"y": p.feeds["x"].sum(-1)} for p in tried]
+    changed = certify(SIG, tried, lambda f: {"y": f["x"].sum(-1) + (f["x"].shape[0] == 7)}, wants=wants,
+                      compare=lambda n, got, want: "" if np.allclose(got, want) else "max |diff| 1",
+                      against="eager")
+    assert [a.status for a in changed.axes] == [CHANGES, "dynamic"] and "at batch=7" in changed.axes[0].detail
+    holds = certify(SIG, tried, lambda f: {"y": f["x"].sum(-1)}, wants=wants,
+                    compare=lambda n, got, want: "" if np.allclose(got, want) else "differs", against="eager")
+    assert holds.holds and holds.summary() == "holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)"
+    assert Certificate.from_json(holds.to_json()).to_dict() == holds.to_dict()
+
+
+def test_a_declared_output_shape_the_runtime_contradicts_is_flagged():
+    declared = Signature(SIG.inputs, (TensorSig("y", "float32", (1, "seqlen"), None),))
+    found = certify(declared, probes(declared, plan_inputs(Signature(SIG.inputs, ()))),
+                    lambda f: {"y": np.zeros((20, 1, 8210), np.float32)})
+    assert not found.holds and "output y is declared [1, seqlen] and the runtime returns [20, 1, 8210]" in found.outputs
+
+
+# -- at export ------------------------------------------------------------------------------------------
+
+
+def test_a_module_whose_view_fixes_the_sequence_length_is_named_at_export(tmp_path):
+    with pytest.raises(PtxError) as caught:
+        _export(FixedView(), tmp_path, formats=["onnx"])
+    message = str(caught.value)
+    assert "seq is declared dynamic and FixedView.forward fixes it: eager PyTorch refuses seq=1, 2, 7" in message
+    assert "(the example's seq is 8)" in message and "x.view(x.shape[0], 8, -1)" in message, message
+    assert "\n" not in message and not (tmp_path / "out").exists()
+
+
+def test_an_axis_the_export_fixed_is_named_with_the_node_that_holds_the_example_size(tmp_path):
+    with pytest.raises(ValidationError) as onnx_refusal:
+        _export(IntView(), tmp_path, formats=["onnx"], exporter="legacy")
+    message = str(onnx_refusal.value)
+    assert "shape certificate: seq: FIXED: the runtime refuses seq=1" in message, message
+    assert "the example's size 8 is a constant of Reshape node '/Reshape' (shape constant [8])" in message, message
+    with pytest.raises(ValidationError) as traced:
+        _export(IntView(), tmp_path, formats=["torchscript"])
+    assert "the example's size 8 is a constant of view in forward (sizes holding 8)" in str(traced.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_good_module_gets_a_certificate_that_holds_in_every_file_and_inspect_and_verify_show_it(tmp_path):
+    result, lines = _export(Good(), tmp_path, formats=["onnx", "torchscript"], max_sizes={"seq": 33})
+    said = [ln for ln in lines if "shape certificate:" in ln]
+    assert len(said) == 2 and all("holds: batch 1, 2, 7; seq 1, 2, 7, 33 (answers against eager)" in ln
+                                  for ln in said), lines
+    onnx_props = from_props({p.key: p.value for p in onnx.load(str(tmp_path / "out" / "model.onnx")).metadata_props})
+    recorded = Certificate.from_json(onnx_props[CERTIFICATE_KEY])
+    assert recorded.holds and [a.sizes for a in recorded.axes] == [[1, 2, 7], [1, 2, 7, 33]]
+    assert recorded.against == "eager"
+    for name in ("model.onnx", "model.torchscript.pt"):
+        shown = subprocess.run([sys.executable, "-m", "ptx", "inspect", str(tmp_path / "out" / name)],
+                               capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stderr
+        # the recorded weights still match: the certificate lies outside the digest
+        assert "matches its recorded ptx.weights_sha256" in shown.stdout, shown.stdout
+        assert "shape certificate (at export): holds: batch 1, 2, 7; seq 1, 2, 7, 33" in shown.stdout, shown.stdout
+    checked = subprocess.run([sys.executable, "-m", "ptx", "verify", str(tmp_path / "out" / "model.onnx"),
+                              "--max-shape", "seq=20", "--json"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    doc = json.loads(checked.stdout)
+    assert doc["shape_certificate"]["holds"] and doc["shape_certificate"]["axes"][1]["sizes"] == [1, 2, 7, 20]
+    assert "shape certificate: holds: batch 1, 2, 7; seq 1, 2, 7, 20 (runs and output shapes)" in doc["notes"]
+
+
+def test_max_shape_names_a_symbol(tmp_path):
+    with pytest.raises(PtxError, match="--max-shape tokens=...: no input has a symbolic dim 'tokens'"):
+        _export(Good(), tmp_path, formats=["onnx"], max_sizes={"tokens": 9})
+
+
+# -- at verify, a file of the user's own --------------------------------------------------------------
+
+
+def _fixed_reshape_onnx(path):
+    """x [batch, seq, 4] -> Reshape to [-1, 8, 4]: a graph that runs only at seq 8 (and multiples)."""
+    shape = numpy_helper.from_array(np.array([-1, 8, 4], np.int64), "shape")
+    axes = numpy_helper.from_array(np.array([2], np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"], name="fix_seq"),
+         helper.make_node("ReduceSum", ["r", "axes"], ["y"], keepdims=0)],
+        "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq"])], [shape, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what every onnxruntime reads
+    onnx.save(model, str(path))
+    return path
+
+
+def test_verify_names_the_axis_a_users_file_fixed_and_its_reshape(tmp_path):
+    path = _fixed_reshape_onnx(tmp_path / "fixed.onnx")
+    assert onnx_fixing_nodes(path, 8) == ["Reshape node 'fix_seq' (shape constant [-1, 8, 4])"]
+    result = subprocess.run([sys.executable, "-m", "ptx", "verify", str(path), "--backends", "ort-cpu", "--json"],
+                            capture_output=True, text=True)
+    doc = json.loads(result.stdout)
+    certificate = doc["shape_certificate"]
+    assert not certificate["holds"], certificate
+    seq = next(a for a in certificate["axes"] if a["symbol"] == "seq")
+    assert seq["status"] == FIXED and "seq=1" in seq["detail"], seq
+    assert "8 is a constant of Reshape node 'fix_seq' (shape constant [-1, 8, 4])" in seq["where"], seq
