@@ -29,9 +29,8 @@ from .fused import Region, find_region
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .sides import Side
 from .step import TOP, Step
-from .sweep import Sweep, TensorError, ToleranceOf, tensor_error  # noqa: F401 - tensor_error: torchscript.py
+from .sweep import Side, Sweep, TensorError, ToleranceOf, tensor_error  # noqa: F401 - tensor_error: torchscript.py
 from .triage import blames, keep_f32
 
 FRONTIER = 16  # modules torchscript.py replays a question

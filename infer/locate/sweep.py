@@ -14,23 +14,28 @@ OpenVINO's attention) is not trusted any further as it runs; what it computes al
 
 Each question holds at most ``BUDGET`` bytes of tensors per side (more only where one node's
 outputs are larger), sized from the previous question's, and keeps only scalar errors between
-questions: peak memory stays near a plain run's. onnx and numpy; the runtimes are the sides'.
+questions: peak memory stays near a plain run's.
+
+A side asks the runner of a verify row's own variant (infer/runtime: ``run(feeds, outputs=names)``)
+about a copy of its graph that outputs the tensors wanted, or a piece of it run as a model of its
+own: a row is traced on the runtime, device and precision it ran. onnx and numpy here, never torch.
 """
 from __future__ import annotations
 
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract.schema import Tolerance
-from ptx.errors import ModelRunError
+from ptx.errors import ModelRunError, PtxError, first_line
 
+from ..runtime import backends as registry
 from .graph import LocateGraph
 from .pairs import Counterparts, Unit
-from .sides import Side
 
 # Bytes of tensors a piece computes, about (a piece ends where every live tensor has a counterpart): a
 # twentieth of what the process already held at its peak (the verify before it), within these bounds. A
@@ -38,6 +43,75 @@ from .sides import Side
 BUDGET = (8 << 20, 48 << 20)
 FIRST = 4  # nodes in the first piece, before their size is known (a detector's first layers are its widest)
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
+
+
+class Side:
+    """Values of named tensors of ``graph`` for ``feeds``, computed by the runner of the registry's
+    variant ``runs`` (a verify row's label: ort-cpu, ort-cpu-int8, openvino-bf16, onnx.reference);
+    ``label`` names it where it is not that (an --against file's row). Nothing is kept between questions."""
+
+    def __init__(self, graph: LocateGraph, feeds: Mapping[str, np.ndarray], runs: str = "ort-cpu",
+                 label: str | None = None):
+        try:
+            found = [(b, d, p) for b, d, p in registry.variants([runs]) if b.label(d, p) == runs]
+        except PtxError:  # no variant's label (a sample against itself in a batch)
+            found = []
+        if len(found) != 1 or "onnx" not in found[0][0].kinds:
+            raise PtxError(f"--locate cannot ask {runs} for intermediate tensors; give --backends with another backend")
+        backend, self.device, self.precision = found[0]
+        self.backend = registry.get(backend.traced_by) if backend.traced_by else backend
+        self.graph, self.feeds = graph, dict(feeds)
+        self.label = label or self.backend.label(self.device, self.precision)
+
+    def values(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph's tensors ``names`` on the feeds: one run of a copy that outputs them."""
+        wanted = [n for n in dict.fromkeys(names) if n in self.graph.produced_at]
+        got = {n: self.feeds[n] for n in names if n in self.feeds}
+        if wanted:
+            got.update(self.run(self.graph.marked(wanted), self.feeds, wanted))
+        return got
+
+    def run(self, path: Path, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model file at ``path`` (a marked copy, a region) run on ``feeds`` (those it reads): ``names``' values."""
+        try:
+            return self._run(path, feeds, list(names))
+        except Exception as exc:  # noqa: BLE001 - a runner's one-line errors, and a runtime's own types
+            invalid = invalid_model(path)
+            if invalid:  # ptx built it (a marked copy, a region, a file with nodes kept in f32): say what is wrong
+                raise ModelRunError(f"{path.name}, cut from {self.graph.path.name}, is not a valid ONNX model "
+                                    f"({invalid[:300]})") from None
+            raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
+                                f"({first_line(exc)[:300]})") from None
+
+    def _run(self, path: Path, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        # a session run once returns its memory at the end, not to an arena it keeps
+        options = {"arena": False} if self.backend.name.startswith("ort-") else {}
+        runner = self.backend.open(path, self.device, self.precision, **options)
+        try:
+            inputs = runner.signature.input_names
+            return runner.run({k: v for k, v in feeds.items() if k in inputs}, outputs=names)
+        finally:
+            runner.close()
+
+
+def side_for(label: str, graph: LocateGraph, feeds) -> Side | None:
+    """The side of a verify row's backend label, or None where locate cannot ask it (not an ONNX runtime)."""
+    try:
+        return Side(graph, feeds, label)
+    except PtxError:
+        return None
+
+
+def invalid_model(path: Path) -> str | None:
+    """Why onnx.checker refuses the model at ``path`` (with its shapes inferred), or None: a runtime
+    says only "invalid model" and the file's name, which is a temporary one the user never sees."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - the checker's ValidationError and shape inference's own
+        return " ".join(str(exc).split())
+    return None
 
 
 @dataclass

@@ -28,8 +28,7 @@ from ptx.contract.comparison import default_tolerance
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .sides import Side
-from .sweep import Sweep, tensor_error
+from .sweep import Side, Sweep, tensor_error
 
 TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
 INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
