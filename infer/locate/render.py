@@ -8,7 +8,8 @@ from .triage import keep_line
 
 
 def _error(d: dict) -> str:
-    return (f"max abs {d['max_abs']:.2e}, rel {d['rel']:.1e} on values up to {d['magnitude']:.1e} "
+    sqnr = f" (SQNR {d['sqnr_db']:.1f} dB)" if d.get("sqnr_db") is not None else ""
+    return (f"max abs {d['max_abs']:.2e}, rel {d['rel']:.1e}{sqnr} on values up to {d['magnitude']:.1e} "
             f"(atol {d['atol']:g} + rtol {d['rtol']:g} x |value|)")
 
 

@@ -22,7 +22,6 @@ own: a row is traced on the runtime, device and precision it ran. onnx and numpy
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.comparison import OutputAgreement, compare_output
 from ptx.contract.schema import Tolerance
 from ptx.errors import ModelRunError, PtxError, first_line
 
@@ -94,14 +94,6 @@ class Side:
             runner.close()
 
 
-def side_for(label: str, graph: LocateGraph, feeds) -> Side | None:
-    """The side of a verify row's backend label, or None where locate cannot ask it (not an ONNX runtime)."""
-    try:
-        return Side(graph, feeds, label)
-    except PtxError:
-        return None
-
-
 def invalid_model(path: Path) -> str | None:
     """Why onnx.checker refuses the model at ``path`` (with its shapes inferred), or None: a runtime
     says only "invalid model" and the file's name, which is a temporary one the user never sees."""
@@ -114,65 +106,18 @@ def invalid_model(path: Path) -> str | None:
     return None
 
 
-@dataclass
-class TensorError:
-    """One tensor of the other side against the reference side's."""
-
-    name: str
-    shape: list[int]
-    dtype: str
-    max_abs: float
-    magnitude: float  # the reference's largest |value|: how big the numbers are that differ
-    excess: float  # the largest |got - want| - (atol + rtol * |want|): > 0 departs
-    tolerance: Tolerance
-    problem: str | None = None  # shapes or dtypes differ: no value comparison
-    rel: float = 0.0  # ||got - want|| / ||want||: the error at the values' scale (SQNR = -20 log10 rel)
-
-    @property
-    def departs(self) -> bool:
-        return self.problem is not None or self.excess > 0
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": self.shape, "dtype": self.dtype, "max_abs": self.max_abs,
-                "rel": self.rel, "magnitude": self.magnitude, "departs": self.departs, "problem": self.problem,
-                "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
+TensorError = OutputAgreement  # one tensor of the other side against the reference side's
 
 
 def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError:
-    got, want = np.asarray(got), np.asarray(want)
-    tol = tolerance_of(name, str(want.dtype))
-    error = TensorError(name, list(want.shape), str(want.dtype), 0.0, 0.0, 0.0, tol)
-    if got.shape != want.shape:
-        error.problem = f"shape {list(got.shape)} where the reference's is {list(want.shape)}"
-        return error
-    if want.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":
-        error.problem = None if np.array_equal(got, want) else "values differ"
-        return error
-    # float32 tensors are compared in float32 (a difference to their own precision), sums in float64; wider in float64
-    wide = np.float64 if np.float64 in (got.dtype, want.dtype) or "i" in got.dtype.kind + want.dtype.kind \
-        or "u" in got.dtype.kind + want.dtype.kind else np.float32
-    a, b = got.astype(wide, copy=False), want.astype(wide, copy=False)
-    if b.size == 0:
-        return error
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # the rare path: compare the finite values
-        nan_a, nan_b = np.isnan(a), np.isnan(b)
-        inf_a, inf_b = np.where(np.isinf(a), a, 0), np.where(np.isinf(b), b, 0)
-        if not (np.array_equal(nan_a, nan_b) and np.array_equal(inf_a, inf_b)):
-            error.problem = "NaN or infinity where the reference has none (or the other way round)"
-        finite = np.isfinite(a) & np.isfinite(b)
-        a, b = a[finite], b[finite]
-        if not a.size:
-            return error
-    # plain sums, not np.linalg.norm: its BLAS call is many times slower on a busy machine
-    diff = np.abs(a - b)
-    scale = np.abs(b)
-    error.max_abs, error.magnitude = float(diff.max()), float(scale.max())
-    exact = want.dtype.kind in "biu" and got.dtype.kind in "biu"
-    error.excess = float((diff - (0.0 if exact else tol.atol + tol.rtol * scale)).max())
-    norm = math.sqrt(float(np.square(scale).sum(dtype=np.float64)))
-    error.rel = math.sqrt(float(np.square(diff).sum(dtype=np.float64))) / norm if norm > 0 else \
-        (0.0 if not diff.any() else math.inf)
-    return error
+    """ptx's one comparison (ptx.contract.comparison) under the tensor's tolerance, without verify's
+    histogram; its dict keeps infinities as floats, which locate's words format."""
+    want = np.asarray(want)
+    return compare_output(name, got, want, tolerance_of(name, str(want.dtype)), detail=False)
+
+
+def error_doc(error: TensorError) -> dict:
+    return error.to_dict(float)
 
 
 @dataclass
@@ -372,9 +317,9 @@ def _held(pairs: Counterparts, name: str, value) -> float:
     value = np.asarray(value)
     if name not in pairs.coded and pairs.other.dtype_of(pairs.of[name]) in (None, value.dtype):
         return 0.0
-    back = pairs.decode(name, pairs.encode(name, value)).astype(np.float64)
-    norm = math.sqrt(float(np.square(value.astype(np.float64)).sum()))
-    return math.sqrt(float(np.square(back - value).sum())) / norm if norm > 0 else 0.0
+    held = compare_output(name, pairs.decode(name, pairs.encode(name, value)).astype(value.dtype), value,
+                          Tolerance(0.0, 0.0), detail=False)
+    return held.rel if held.reference_sq > 0 else 0.0
 
 
 def _peak() -> int:
