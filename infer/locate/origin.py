@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptx.contract.comparison import OutputAgreement
 from ptx.errors import PtxError
 
 from .fused import Region, find_region
@@ -30,7 +31,7 @@ from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
 from .step import TOP, Step
-from .sweep import Side, Sweep, TensorError, ToleranceOf, error_doc, tensor_error  # noqa: F401 - tensor_error: torchscript.py
+from .sweep import Side, Sweep, ToleranceOf, error_doc, tensor_error  # noqa: F401 - tensor_error: torchscript.py
 from .triage import blames, keep_f32
 
 FRONTIER = 16  # modules torchscript.py replays a question
@@ -125,7 +126,7 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
     return rows
 
 
-def _node_doc(sweep: Sweep, k: int, error: TensorError) -> dict:
+def _node_doc(sweep: Sweep, k: int, error: OutputAgreement) -> dict:
     graph = sweep.graph
     node = graph.nodes[k]
     named = module_of(node) or {}

@@ -106,17 +106,14 @@ def invalid_model(path: Path) -> str | None:
     return None
 
 
-TensorError = OutputAgreement  # one tensor of the other side against the reference side's
-
-
-def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError:
+def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> OutputAgreement:
     """ptx's one comparison (ptx.contract.comparison) under the tensor's tolerance, without verify's
     histogram; its dict keeps infinities as floats, which locate's words format."""
     want = np.asarray(want)
     return compare_output(name, got, want, tolerance_of(name, str(want.dtype)), detail=False)
 
 
-def error_doc(error: TensorError) -> dict:
+def error_doc(error: OutputAgreement) -> dict:
     return error.to_dict(float)
 
 
@@ -125,7 +122,7 @@ class Alone:
     """One unit computed by the other side from the reference's tensors: the error it adds itself."""
 
     unit: Unit
-    error: TensorError  # its worst output's
+    error: OutputAgreement  # its worst output's
     # What its inputs bring in even so: the largest relative error of the reference's values as the
     # other side holds them (quantized by their QuantizeLinear, cast to float16). A node reading a
     # saturated int8 tensor is not blamed for the saturation; the node that wrote it is.
@@ -144,10 +141,10 @@ class Sweep:
     reference: Side
     other: Side
     tolerance_of: ToleranceOf
-    free: dict[str, TensorError] = field(default_factory=dict)  # reference tensor -> as it runs
+    free: dict[str, OutputAgreement] = field(default_factory=dict)  # reference tensor -> as it runs
     alone: dict[int, Alone] = field(default_factory=dict)  # unit's node -> computed alone
     segments: list[tuple[int, int]] = field(default_factory=list)  # each piece's (first, last) node
-    outputs: dict[str, TensorError] = field(default_factory=dict)  # the graph outputs, unmarked
+    outputs: dict[str, OutputAgreement] = field(default_factory=dict)  # the graph outputs, unmarked
     untrusted: str | None = None  # why the other side's tensors as it runs are not trusted, or None
     moved: str | None = None  # a note where cutting moves the other's outputs, though not enough to distrust
     unmeasured: list[int] = field(default_factory=list)  # units not computed alone (a body inside, too far)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-
 from ptx.contract.comparison import default_tolerance, sqnr_db
 
 from .graph import LocateGraph
