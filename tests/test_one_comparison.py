@@ -53,3 +53,30 @@ def test_a_reduced_output_with_nan_where_f32_has_none_is_not_usable():
     assert judged.status == "NOT USABLE" and "NaN" in judged.reasons[0], judged.reasons
     fine = judge_tensors(want, want, [("h", 0)], "int8", "generated")
     assert fine.status == "PASS" and "SQNR inf dB" in fine.describe(), fine.describe()
+
+
+def test_locate_shows_the_sqnr_of_the_tensor_it_names(tmp_path):
+    """Two files of one graph whose weight differs: locate, through the rows' runners, names the Mul
+    and says its error as max abs, rel and SQNR, the numbers verify's comparison gives."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ptx.infer.locate.graph import LocateGraph
+    from ptx.infer.locate.origin import locate
+    from ptx.infer.locate.sweep import Side
+
+    def net(w: float, path):
+        nodes = [helper.make_node("Abs", ["x"], ["a"], name="abs"), helper.make_node("Mul", ["a", "w"], ["m"], name="mul"),
+                 helper.make_node("Relu", ["m"], ["y"], name="relu")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                                  [numpy_helper.from_array(np.array(w, np.float32), "w")])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+    net(2.0, tmp_path / "a.onnx")
+    net(2.02, tmp_path / "b.onnx")
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)}
+    with LocateGraph.open(tmp_path / "a.onnx") as a, LocateGraph.open(tmp_path / "b.onnx") as b:
+        found = locate(a, Side(a, feeds), Side(b, feeds, "ort-cpu", "b.onnx (ort-cpu)"), lambda n, d: TOL, "case", b)
+    assert found.origin["node"] == "mul" and found.origin["sqnr_db"] == pytest.approx(40.0, abs=0.1), found.origin
+    assert "rel 1.0e-02 (SQNR 40.0 dB)" in found.text(), found.text()
