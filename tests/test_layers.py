@@ -315,3 +315,22 @@ def test_every_package_folder_is_in_pyproject_so_a_wheel_holds_it():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {name for name, is_package, _ in modules() if is_package}
     assert found - listed == set(), "add these to [tool.setuptools] packages"
+
+
+def test_locate_asks_the_runners_and_measures_with_the_one_comparison():
+    """Issue 57: locate runs its sides through infer/runtime's runners (no second runtime layer, no
+    locate/sides.py with its own label dispatchers), and no module but ptx.contract.comparison
+    defines a comparison of tensors (locate's TensorError and verdict's relative_error were two)."""
+    assert not (ROOT / "infer" / "locate" / "sides.py").exists()
+    runtimes = ("onnxruntime", "openvino", "onnx.reference")
+    for path in sorted((ROOT / "infer" / "locate").glob("*.py")):
+        module = "ptx.infer.locate." + path.stem
+        found = [m for m in imports_of(module, False, path) if m.startswith(runtimes)]
+        assert not found, f"{path.name} imports {found}: ask the row's runner (infer/runtime) instead"
+    for package in ("infer", "serve", "export", "ptx"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            if path != ROOT / "ptx" / "contract" / "comparison.py":
+                assert not defined & {"compare_output", "OutputAgreement", "TensorError",
+                                      "relative_error"}, path

@@ -215,16 +215,16 @@ def test_every_onnx_runtime_row_verify_offers_has_a_side_to_trace(tmp_path):
     be asked for intermediates, so its side is the same session un-captured (ort-cuda, the same
     kernels), at the row's precision: on CUDA, proven here without one."""
     from ptx.infer.locate.graph import LocateGraph
-    from ptx.infer.locate.sides import OrtSide, side_for
+    from ptx.infer.locate.sweep import Side
 
     onnx.save(_resize_graph(), str(tmp_path / "resize.onnx"))
     graph = LocateGraph.open(tmp_path / "resize.onnx")
     try:
-        sides = {label: side_for(label, graph, {}) for label in
+        sides = {label: Side(graph, {}, label) for label in
                  ("ort-cpu", "ort-cuda", "ort-cuda-graph", "ort-cuda-tf32", "ort-cuda-graph-tf32")}
     finally:
         graph.close()
-    assert all(isinstance(side, OrtSide) for side in sides.values())
+    assert {side.backend.name for side in sides.values()} == {"ort-cpu", "ort-cuda"}
     assert [(s.device, s.label, s.precision) for s in sides.values()] == [
         ("cpu", "ort-cpu", "f32"), ("cuda", "ort-cuda", "f32"), ("cuda", "ort-cuda", "f32"),
         ("cuda", "ort-cuda-tf32", "tf32"), ("cuda", "ort-cuda-tf32", "tf32")]

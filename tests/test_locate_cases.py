@@ -21,7 +21,7 @@ from ptx.contract.schema import Tolerance
 from ptx.infer.locate.graph import LocateGraph
 from ptx.infer.locate.origin import locate
 from ptx.infer.locate.pairs import Counterparts
-from ptx.infer.locate.sides import OrtSide
+from ptx.infer.locate.sweep import Side
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
 
 TIMEOUT = 240
@@ -107,12 +107,13 @@ def test_a_fused_attention_is_named_as_a_region_never_as_a_node(tmp_path):
     assert "DISAGREE: openvino vs ort-cpu" in ran.stdout
 
 
-class FusingSide(OrtSide):
+class FusingSide(Side):
     """ONNX Runtime made to fuse ``mul`` and ``add`` into one kernel that adds 0.5 too much, as a
     runtime's fused kernel can be wrong, whenever both are in the model and ``mid`` between them is
     not asked for: a tensor marked or cut between them gets the right answer."""
 
-    label = "fusing"
+    def __init__(self, graph, feeds):
+        super().__init__(graph, feeds, label="fusing")
 
     def _run(self, path, feeds, names):
         made = onnx.load(str(path), load_external_data=False)
@@ -136,7 +137,7 @@ def test_a_runtime_that_fuses_across_the_cut_gets_a_region_and_no_origin(tmp_pat
     onnx.save(model(nodes, [tensor("x", [3, 4])], [tensor("y", [3, 4])], inits), str(tmp_path / "m.onnx"))
     feeds = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)}
     with LocateGraph.open(tmp_path / "m.onnx") as graph:
-        found = locate(graph, OrtSide(graph, feeds), FusingSide(graph, feeds), TOLERANCE, "a case")
+        found = locate(graph, Side(graph, feeds), FusingSide(graph, feeds), TOLERANCE, "a case")
     assert found.origin is None, found.text()  # marked, it agrees: the first to depart would be a wrong origin
     assert found.region["nodes"] == ["mul", "add"], found.text()
     assert found.region["alone_departs"] == 0 and "a fusion" in found.text()
@@ -221,7 +222,7 @@ def test_int8_ranks_where_the_error_grows_and_keeping_it_in_f32_lowers_it(tmp_pa
     # counterpart: the Relu is folded), adding little; the path is compared with the quantized Relu's output
     feeds = {"x": np.random.default_rng(0).random((5, 4, 8, 8), np.float32)}  # in [0, 1): what x's uint8 holds
     with LocateGraph.open(f32) as ref, LocateGraph.open(int8) as other:
-        found = locate(ref, OrtSide(ref, feeds), OrtSide(other, feeds, label="ort-cpu-int8"), TOLERANCE, "case",
+        found = locate(ref, Side(ref, feeds), Side(other, feeds, "ort-cpu-int8"), TOLERANCE, "case",
                        other).to_dict()
     assert found["origin"] is None and found["first_departure"]["node"] == "relu1"
     assert found["added"][0]["node"] == "conv2" and found["added"][0]["nodes"] == ["conv2", "relu2"], found["added"]
@@ -287,7 +288,7 @@ def test_a_repro_that_agrees_alone_says_so(tmp_path):
     onnx.save(model(nodes, [tensor("x", [3, 4])], [tensor("y", [3, 4])], inits), str(tmp_path / "m.onnx"))
     feeds = {"x": np.ones((3, 4), np.float32)}
     with LocateGraph.open(tmp_path / "m.onnx") as graph:
-        found = locate(graph, OrtSide(graph, feeds), FusingSide(graph, feeds), TOLERANCE, "a case")
+        found = locate(graph, Side(graph, feeds), FusingSide(graph, feeds), TOLERANCE, "a case")
         # the first departure as it runs, cut out alone, as where no region is found
         found.values["region"], found.region = None, None
         found.first = {"index": graph.by_name["add"], "node": "add", "module": None}

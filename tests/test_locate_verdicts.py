@@ -246,7 +246,7 @@ def test_a_weight_is_compared_with_the_f32_weight_it_came_from_after_a_fold(tmp_
     from ptx.contract.schema import Tolerance
     from ptx.infer.locate.graph import LocateGraph
     from ptx.infer.locate.origin import locate
-    from ptx.infer.locate.sides import OrtSide
+    from ptx.infer.locate.sweep import Side
 
     conv_bn_net(tmp_path / "net.onnx")
     quant_pre_process(str(tmp_path / "net.onnx"), str(tmp_path / "pre.onnx"))
@@ -265,7 +265,7 @@ def test_a_weight_is_compared_with_the_f32_weight_it_came_from_after_a_fold(tmp_
     assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)  # folded, as on real models
     feeds = {"x": np.random.default_rng(1).normal(size=(5, 3, 16, 16)).astype(np.float32)}
     with LocateGraph.open(tmp_path / "net.onnx") as f32, LocateGraph.open(tmp_path / "net.int8.onnx") as int8:
-        found = locate(f32, OrtSide(f32, feeds), OrtSide(int8, feeds, label="ort-cpu-int8"),
+        found = locate(f32, Side(f32, feeds), Side(int8, feeds, "ort-cpu-int8"),
                        lambda name, dtype: Tolerance(1e-4, 1e-3), "case", int8).to_dict()
     steps = [found["origin"] or {}, found["first_departure"] or {}, *(found["added"] or [])]
     w1 = next(i for step in steps for i in step.get("inputs", ()) if i["name"] == "w1")
@@ -279,16 +279,16 @@ def test_a_piece_that_is_no_valid_model_says_why(tmp_path):
     the checker's reason."""
     from ptx.errors import ModelRunError
     from ptx.infer.locate.graph import LocateGraph
-    from ptx.infer.locate.sides import OrtSide
+    from ptx.infer.locate.sweep import Side
 
     resize_net(tmp_path / "resize.onnx")
     feeds = {"x": np.ones((2, 1, 5, 5), np.float32)}
     with LocateGraph.open(tmp_path / "resize.onnx") as graph:
         piece = graph.region_model([("p/", [graph.produced_at["y"]], ["y"])], {"p/resized": np.ones((2, 1, 8, 8),
                                                                                                   np.float32)})
-        assert OrtSide(graph, feeds).run(graph.save(piece), {"p/resized": np.ones((2, 1, 8, 8), np.float32)},
+        assert Side(graph, feeds).run(graph.save(piece), {"p/resized": np.ones((2, 1, 8, 8), np.float32)},
                                          ["p/y"])["p/y"].shape == (2, 1, 8, 8)  # a valid piece runs
         piece.graph.node[0].input[0] = "nowhere"  # reads a tensor nothing makes
         with pytest.raises(ModelRunError, match=r"region-\d+\.onnx, cut from resize\.onnx, is not a valid ONNX "
                                                 r"model \(.*nowhere"):
-            OrtSide(graph, feeds).run(graph.save(piece), {"p/resized": np.ones((2, 1, 8, 8), np.float32)}, ["p/y"])
+            Side(graph, feeds).run(graph.save(piece), {"p/resized": np.ones((2, 1, 8, 8), np.float32)}, ["p/y"])

@@ -15,7 +15,7 @@ from ptx.errors import PtxError
 
 from .origin import Located, NothingToLocate, locate
 from .graph import LocateGraph
-from .sides import OrtSide, side_for
+from .sweep import Side
 from ..formats.model_files import ONNX, read_model_file
 
 def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
@@ -73,7 +73,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     other_graph = None
     try:
         # the row's own reference label: the reference's row is in the table only where --backends named it
-        reference = OrtSide(graph, case.feeds, "cpu", row.against)
+        reference = Side(graph, case.feeds, "ort-cpu", row.against)
         other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
         if other_file is not None and read_model_file(other_file).kind != ONNX:
             from .torchscript import locate_torchscript
@@ -85,12 +85,9 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             return located
         if other_file is not None:
             other_graph = LocateGraph.open(other_file)
-            other = OrtSide(other_graph, case.feeds, "cpu", row.backend)
+            other = Side(other_graph, case.feeds, "ort-cpu", row.backend)
         else:
-            other = side_for(row.label, graph, case.feeds)
-            if other is None:
-                raise PtxError(f"--locate cannot ask {row.label} for intermediate tensors; give --backends with "
-                               "another backend")
+            other = Side(graph, case.feeds, row.label)  # one that cannot be asked refuses in a line
         try:
             located = locate(graph, reference, other, tolerance_of, case.label, other_graph, progress)
         except NothingToLocate as exc:

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .sweep import Sweep, TensorError, tensor_error
+from ptx.contract.comparison import OutputAgreement
+
+from .sweep import Sweep, tensor_error
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Region:
     nodes: list[int]  # the computed nodes between, in order
     inputs: list[str]  # the tensors at the cut before (fed the reference's)
     outputs: list[str]  # the tensors it hands on after ``last``
-    error: TensorError  # its worst output's, alone
+    error: OutputAgreement  # its worst output's, alone
     tries: int  # models compiled to narrow it
 
 
@@ -48,7 +50,7 @@ class Windows:
         made = {o for k in order[a:b + 1] for o in graph.nodes[k].output}
         return before, [t for t in graph.cut(order[b]) if t in made]
 
-    def departing(self, windows: Sequence[tuple[int, int]]) -> list[TensorError | None]:
+    def departing(self, windows: Sequence[tuple[int, int]]) -> list[OutputAgreement | None]:
         """For each window (positions in the order), its worst output alone, or None where it cannot
         be asked (a tensor at its cuts without a counterpart): all windows in one model."""
         sweep = self.sweep
@@ -69,7 +71,7 @@ class Windows:
             fed.update({prefix + pairs.of[t]: pairs.encode(t, self.want[t]) for t in before})
             fed.update({prefix + i: sweep.other.feeds[i] for i in other.graph_inputs if i in sweep.other.feeds})
             back[n] = after
-        found: list[TensorError | None] = [None] * len(windows)
+        found: list[OutputAgreement | None] = [None] * len(windows)
         if not regions:
             return found
         model = other.region_model(regions, fed)
@@ -83,7 +85,7 @@ class Windows:
             found[n] = max(errors, key=lambda e: (e.departs, e.excess))
         return found
 
-    def departs(self, a: int, b: int) -> TensorError | None:
+    def departs(self, a: int, b: int) -> OutputAgreement | None:
         error = self.departing([(a, b)])[0]
         return error if error is not None and error.departs else None
 

@@ -23,15 +23,15 @@ from typing import Callable
 
 import numpy as np
 
+from ptx.contract.comparison import OutputAgreement
 from ptx.errors import PtxError
 
 from .fused import Region, find_region
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .sides import Side
 from .step import TOP, Step
-from .sweep import Sweep, TensorError, ToleranceOf, tensor_error  # noqa: F401 - tensor_error: torchscript.py
+from .sweep import Side, Sweep, ToleranceOf, error_doc, tensor_error  # noqa: F401 - tensor_error: torchscript.py
 from .triage import blames, keep_f32
 
 FRONTIER = 16  # modules torchscript.py replays a question
@@ -126,12 +126,13 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
     return rows
 
 
-def _node_doc(sweep: Sweep, k: int, error: TensorError) -> dict:
+def _node_doc(sweep: Sweep, k: int, error: OutputAgreement) -> dict:
     graph = sweep.graph
     node = graph.nodes[k]
     named = module_of(node) or {}
     return {"node": node.name or f"#{k}", "index": k, "op": node.op_type, "output": error.name,
-            "max_abs": error.max_abs, "rel": error.rel, "magnitude": error.magnitude, "atol": error.tolerance.atol,
+            "max_abs": error.max_abs, "rel": error.rel, "sqnr_db": error.sqnr_db, "magnitude": error.magnitude,
+            "atol": error.tolerance.atol,
             "rtol": error.tolerance.rtol, "inputs": _inputs(sweep, k), "module": named.get("module"),
             "class": named.get("class"), "source": named.get("source"), "code": named.get("code"),
             "rule": named.get("rule"), "folded": named.get("folded")}
@@ -182,7 +183,7 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         k = graph.produced_at[first]
         alone = sweep.alone.get(k)
         doc = {**_node_doc(sweep, k, sweep.free[first]), "in_pieces": sweep.untrusted is not None,
-               "alone": alone.error.to_dict() if alone is not None else None}
+               "alone": error_doc(alone.error) if alone is not None else None}
         located.path = _path(sweep, k, worst.name)
         if located.reduced:
             located.first = doc
@@ -213,7 +214,7 @@ def _region_doc(sweep: Sweep, region: Region) -> dict:
             "last": graph.nodes[region.last].name or f"#{region.last}",
             "nodes": [graph.nodes[k].name or f"#{k}" for k in region.nodes],
             "ops": [graph.nodes[k].op_type for k in region.nodes], "inputs": [t for t in region.inputs if t in reads],
-            "outputs": region.outputs, "error": region.error.to_dict(), "tries": region.tries,
+            "outputs": region.outputs, "error": error_doc(region.error), "tries": region.tries,
             "alone_departs": sum(e.departs for e in alone), "alone_worst": max((e.max_abs for e in alone), default=0.0)}
 
 

@@ -7,9 +7,10 @@ from .step import FOLD, JUMPS, TOP, Step
 from .triage import keep_line
 
 
-def _error(d: dict) -> str:
-    return (f"max abs {d['max_abs']:.2e}, rel {d['rel']:.1e} on values up to {d['magnitude']:.1e} "
-            f"(atol {d['atol']:g} + rtol {d['rtol']:g} x |value|)")
+def _error(d: dict, tolerance: bool = True) -> str:
+    sqnr = f" (SQNR {d['sqnr_db']:.1f} dB)" if d.get("sqnr_db") is not None else ""
+    return (f"max abs {d['max_abs']:.2e}, rel {d['rel']:.1e}{sqnr} on values up to {d['magnitude']:.1e}"
+            + (f" (atol {d['atol']:g} + rtol {d['rtol']:g} x |value|)" if tolerance else ""))
 
 
 def _node_lines(d: dict) -> list[str]:
@@ -106,8 +107,7 @@ def added_lines(located, top: int = TOP) -> list[str]:
         a = shown[0]
         return [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
                 f"inputs): none departs beyond the tolerance; the largest, {a['node']} ({a['op']}), "
-                f"rel {a['rel']:.1e}, "
-                f"max abs {a['max_abs']:.1e}"]
+                f"rel {a['rel']:.1e} (SQNR {a['sqnr_db']:.1f} dB), max abs {a['max_abs']:.1e}"]
     width, ops = max(len(a["node"]) for a in shown), max(len(a["op"]) for a in shown)
     lines = [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
              f"inputs as it holds them; rel = ||diff|| / ||reference||, SQNR = -20 log10 rel; adds = rel - what its "
@@ -157,8 +157,8 @@ def located_text(located) -> str:
         e = r["error"]
         lines.append(f"region: {len(r['nodes'])} nodes, {r['first']} .. {r['last']} ({', '.join(r['ops'])}), "
                      f"computed alone by {located.other} from {located.reference}'s tensors at the cut before them "
-                     f"({', '.join(r['inputs'])}): output {e['name']} departs, max abs {e['max_abs']:.2e}, rel "
-                     f"{e['rel']:.1e} on values up to {e['magnitude']:.1e}; one node fewer at either end, it agrees; "
+                     f"({', '.join(r['inputs'])}): output {e['name']} departs, {_error(e, tolerance=False)}; "
+                     "one node fewer at either end, it agrees; "
                      + ("each node alone agrees: the runtime computes them together (a fusion)"
                         if not r["alone_departs"]
                         else f"{r['alone_departs']} of its nodes depart alone too"))

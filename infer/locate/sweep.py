@@ -14,23 +14,28 @@ OpenVINO's attention) is not trusted any further as it runs; what it computes al
 
 Each question holds at most ``BUDGET`` bytes of tensors per side (more only where one node's
 outputs are larger), sized from the previous question's, and keeps only scalar errors between
-questions: peak memory stays near a plain run's. onnx and numpy; the runtimes are the sides'.
+questions: peak memory stays near a plain run's.
+
+A side asks the runner of a verify row's own variant (infer/runtime: ``run(feeds, outputs=names)``)
+about a copy of its graph that outputs the tensors wanted, or a piece of it run as a model of its
+own: a row is traced on the runtime, device and precision it ran. onnx and numpy here, never torch.
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.comparison import OutputAgreement, compare_output
 from ptx.contract.schema import Tolerance
-from ptx.errors import ModelRunError
+from ptx.errors import ModelRunError, PtxError, first_line
 
+from ..runtime import backends as registry
 from .graph import LocateGraph
 from .pairs import Counterparts, Unit
-from .sides import Side
 
 # Bytes of tensors a piece computes, about (a piece ends where every live tensor has a counterpart): a
 # twentieth of what the process already held at its peak (the verify before it), within these bounds. A
@@ -40,65 +45,76 @@ FIRST = 4  # nodes in the first piece, before their size is known (a detector's 
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
 
 
-@dataclass
-class TensorError:
-    """One tensor of the other side against the reference side's."""
+class Side:
+    """Values of named tensors of ``graph`` for ``feeds``, computed by the runner of the registry's
+    variant ``runs`` (a verify row's label: ort-cpu, ort-cpu-int8, openvino-bf16, onnx.reference);
+    ``label`` names it where it is not that (an --against file's row). Nothing is kept between questions."""
 
-    name: str
-    shape: list[int]
-    dtype: str
-    max_abs: float
-    magnitude: float  # the reference's largest |value|: how big the numbers are that differ
-    excess: float  # the largest |got - want| - (atol + rtol * |want|): > 0 departs
-    tolerance: Tolerance
-    problem: str | None = None  # shapes or dtypes differ: no value comparison
-    rel: float = 0.0  # ||got - want|| / ||want||: the error at the values' scale (SQNR = -20 log10 rel)
+    def __init__(self, graph: LocateGraph, feeds: Mapping[str, np.ndarray], runs: str = "ort-cpu",
+                 label: str | None = None):
+        try:
+            found = [(b, d, p) for b, d, p in registry.variants([runs]) if b.label(d, p) == runs]
+        except PtxError:  # no variant's label (a sample against itself in a batch)
+            found = []
+        if len(found) != 1 or "onnx" not in found[0][0].kinds:
+            raise PtxError(f"--locate cannot ask {runs} for intermediate tensors; give --backends with another backend")
+        backend, self.device, self.precision = found[0]
+        self.backend = registry.get(backend.traced_by) if backend.traced_by else backend
+        self.graph, self.feeds = graph, dict(feeds)
+        self.label = label or self.backend.label(self.device, self.precision)
 
-    @property
-    def departs(self) -> bool:
-        return self.problem is not None or self.excess > 0
+    def values(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph's tensors ``names`` on the feeds: one run of a copy that outputs them."""
+        wanted = [n for n in dict.fromkeys(names) if n in self.graph.produced_at]
+        got = {n: self.feeds[n] for n in names if n in self.feeds}
+        if wanted:
+            got.update(self.run(self.graph.marked(wanted), self.feeds, wanted))
+        return got
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": self.shape, "dtype": self.dtype, "max_abs": self.max_abs,
-                "rel": self.rel, "magnitude": self.magnitude, "departs": self.departs, "problem": self.problem,
-                "atol": self.tolerance.atol, "rtol": self.tolerance.rtol}
+    def run(self, path: Path, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model file at ``path`` (a marked copy, a region) run on ``feeds`` (those it reads): ``names``' values."""
+        try:
+            return self._run(path, feeds, list(names))
+        except Exception as exc:  # noqa: BLE001 - a runner's one-line errors, and a runtime's own types
+            invalid = invalid_model(path)
+            if invalid:  # ptx built it (a marked copy, a region, a file with nodes kept in f32): say what is wrong
+                raise ModelRunError(f"{path.name}, cut from {self.graph.path.name}, is not a valid ONNX model "
+                                    f"({invalid[:300]})") from None
+            raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
+                                f"({first_line(exc)[:300]})") from None
+
+    def _run(self, path: Path, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+        # a session run once returns its memory at the end, not to an arena it keeps
+        options = {"arena": False} if self.backend.name.startswith("ort-") else {}
+        runner = self.backend.open(path, self.device, self.precision, **options)
+        try:
+            inputs = runner.signature.input_names
+            return runner.run({k: v for k, v in feeds.items() if k in inputs}, outputs=names)
+        finally:
+            runner.close()
 
 
-def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> TensorError:
-    got, want = np.asarray(got), np.asarray(want)
-    tol = tolerance_of(name, str(want.dtype))
-    error = TensorError(name, list(want.shape), str(want.dtype), 0.0, 0.0, 0.0, tol)
-    if got.shape != want.shape:
-        error.problem = f"shape {list(got.shape)} where the reference's is {list(want.shape)}"
-        return error
-    if want.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":
-        error.problem = None if np.array_equal(got, want) else "values differ"
-        return error
-    # float32 tensors are compared in float32 (a difference to their own precision), sums in float64; wider in float64
-    wide = np.float64 if np.float64 in (got.dtype, want.dtype) or "i" in got.dtype.kind + want.dtype.kind \
-        or "u" in got.dtype.kind + want.dtype.kind else np.float32
-    a, b = got.astype(wide, copy=False), want.astype(wide, copy=False)
-    if b.size == 0:
-        return error
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):  # the rare path: compare the finite values
-        nan_a, nan_b = np.isnan(a), np.isnan(b)
-        inf_a, inf_b = np.where(np.isinf(a), a, 0), np.where(np.isinf(b), b, 0)
-        if not (np.array_equal(nan_a, nan_b) and np.array_equal(inf_a, inf_b)):
-            error.problem = "NaN or infinity where the reference has none (or the other way round)"
-        finite = np.isfinite(a) & np.isfinite(b)
-        a, b = a[finite], b[finite]
-        if not a.size:
-            return error
-    # plain sums, not np.linalg.norm: its BLAS call is many times slower on a busy machine
-    diff = np.abs(a - b)
-    scale = np.abs(b)
-    error.max_abs, error.magnitude = float(diff.max()), float(scale.max())
-    exact = want.dtype.kind in "biu" and got.dtype.kind in "biu"
-    error.excess = float((diff - (0.0 if exact else tol.atol + tol.rtol * scale)).max())
-    norm = math.sqrt(float(np.square(scale).sum(dtype=np.float64)))
-    error.rel = math.sqrt(float(np.square(diff).sum(dtype=np.float64))) / norm if norm > 0 else \
-        (0.0 if not diff.any() else math.inf)
-    return error
+def invalid_model(path: Path) -> str | None:
+    """Why onnx.checker refuses the model at ``path`` (with its shapes inferred), or None: a runtime
+    says only "invalid model" and the file's name, which is a temporary one the user never sees."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - the checker's ValidationError and shape inference's own
+        return " ".join(str(exc).split())
+    return None
+
+
+def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> OutputAgreement:
+    """ptx's one comparison (ptx.contract.comparison) under the tensor's tolerance, without verify's
+    histogram; its dict keeps infinities as floats, which locate's words format."""
+    want = np.asarray(want)
+    return compare_output(name, got, want, tolerance_of(name, str(want.dtype)), detail=False)
+
+
+def error_doc(error: OutputAgreement) -> dict:
+    return error.to_dict(float)
 
 
 @dataclass
@@ -106,7 +122,7 @@ class Alone:
     """One unit computed by the other side from the reference's tensors: the error it adds itself."""
 
     unit: Unit
-    error: TensorError  # its worst output's
+    error: OutputAgreement  # its worst output's
     # What its inputs bring in even so: the largest relative error of the reference's values as the
     # other side holds them (quantized by their QuantizeLinear, cast to float16). A node reading a
     # saturated int8 tensor is not blamed for the saturation; the node that wrote it is.
@@ -125,10 +141,10 @@ class Sweep:
     reference: Side
     other: Side
     tolerance_of: ToleranceOf
-    free: dict[str, TensorError] = field(default_factory=dict)  # reference tensor -> as it runs
+    free: dict[str, OutputAgreement] = field(default_factory=dict)  # reference tensor -> as it runs
     alone: dict[int, Alone] = field(default_factory=dict)  # unit's node -> computed alone
     segments: list[tuple[int, int]] = field(default_factory=list)  # each piece's (first, last) node
-    outputs: dict[str, TensorError] = field(default_factory=dict)  # the graph outputs, unmarked
+    outputs: dict[str, OutputAgreement] = field(default_factory=dict)  # the graph outputs, unmarked
     untrusted: str | None = None  # why the other side's tensors as it runs are not trusted, or None
     moved: str | None = None  # a note where cutting moves the other's outputs, though not enough to distrust
     unmeasured: list[int] = field(default_factory=list)  # units not computed alone (a body inside, too far)
@@ -298,9 +314,9 @@ def _held(pairs: Counterparts, name: str, value) -> float:
     value = np.asarray(value)
     if name not in pairs.coded and pairs.other.dtype_of(pairs.of[name]) in (None, value.dtype):
         return 0.0
-    back = pairs.decode(name, pairs.encode(name, value)).astype(np.float64)
-    norm = math.sqrt(float(np.square(value.astype(np.float64)).sum()))
-    return math.sqrt(float(np.square(back - value).sum())) / norm if norm > 0 else 0.0
+    held = compare_output(name, pairs.decode(name, pairs.encode(name, value)).astype(value.dtype), value,
+                          Tolerance(0.0, 0.0), detail=False)
+    return held.rel if held.reference_sq > 0 else 0.0
 
 
 def _peak() -> int:

@@ -118,7 +118,8 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
     born = ("its input is the graph's own: born here" +
             (f"; its weight {', '.join(changed)} differs between the two files" if changed else ""))
     origin_doc = {"node": node.name or f"#{k}", "index": k, "op": node.op_type, "output": c["output"],
-                  "max_abs": error.max_abs, "magnitude": error.magnitude, "atol": error.tolerance.atol,
+                  "max_abs": error.max_abs, "rel": error.rel, "sqnr_db": error.sqnr_db, "magnitude": error.magnitude,
+                  "atol": error.tolerance.atol,
                   "rtol": error.tolerance.rtol, "born": born, "inputs": inputs, "module": origin["module"],
                   "class": short_class(cls) if cls else None, "source": named.get("source"),
                   "code": named.get("code"), "rule": named.get("rule"), "folded": named.get("folded")}

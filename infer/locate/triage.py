@@ -21,15 +21,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
-
-from ptx.contract.comparison import default_tolerance
+from ptx.contract.comparison import default_tolerance, sqnr_db
 
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .sides import Side
-from .sweep import Sweep, tensor_error
+from .sweep import Side, Sweep, tensor_error
 
 TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
 INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -60,8 +57,7 @@ class Blame:
         return self.error - self.carried
 
     def to_dict(self) -> dict:
-        sqnr = -20 * float(np.log10(self.error)) if self.error > 0 else float("inf")
-        return {**asdict(self), "born": self.born, "rel": self.error, "sqnr_db": sqnr}
+        return {**asdict(self), "born": self.born, "rel": self.error, "sqnr_db": sqnr_db(self.error)}
 
 
 @dataclass
@@ -99,8 +95,7 @@ class Triage:
         width, ops = max(len(b.node) for b in kept), max(len(b.op) for b in kept)
         for b in kept:
             where = f"  {b.module}" if b.module else ""
-            sqnr = -20 * np.log10(b.error) if b.error > 0 else np.inf
-            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  adds {b.born:.2e}  (rel {b.error:.2e}, SQNR {sqnr:5.1f} dB; "
+            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  adds {b.born:.2e}  (rel {b.error:.2e}, SQNR {sqnr_db(b.error):5.1f} dB; "
                          f"inputs as held {b.carried:.1e})  max abs {b.max_abs:.1e} on values up to {b.magnitude:.1e}{where}")
         lines.append(f"keep in f32: {','.join(b.node for b in kept)}")
         if self.kept:

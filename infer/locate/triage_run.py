@@ -24,18 +24,14 @@ from ptx.errors import PtxError
 from ..model.target import Target, Variant
 from ..runtime import backends as registry
 from .graph import LocateGraph
-from .sides import OpenVinoSide, OrtSide
+from .sweep import Side
 from .triage import Triage, triage
 
 
 def _sides(label: str, f32: LocateGraph, reduced: LocateGraph, feeds):
     """(reference side, reduced side) for a verify row's label, or a line saying why not."""
-    if label == "ort-cpu-int8":
-        return OrtSide(f32, feeds), OrtSide(reduced, feeds, label=label)
-    if label == "openvino-int8":
-        return OpenVinoSide(f32, feeds), OpenVinoSide(reduced, feeds, "int8", label)
-    if label == "openvino-bf16":
-        return OpenVinoSide(f32, feeds), OpenVinoSide(f32, feeds, "bf16", label)
+    if label in ("ort-cpu-int8", "openvino-int8", "openvino-bf16"):  # each against its own runtime at f32
+        return Side(f32, feeds, label.rpartition("-")[0]), Side(reduced, feeds, label)
     return f"{label}: not triaged here (tf32 and CUDA rows need ort-cuda's sides on a GPU)"
 
 
@@ -111,6 +107,6 @@ def rank_int8(f32_path: Path, int8_path: Path, feeds: Mapping[str, np.ndarray]) 
     ``ptx export --keep-f32 auto`` keeps in f32 next (handed to export by the CLI: export never
     imports infer)."""
     with LocateGraph.open(f32_path) as f32, LocateGraph.open(int8_path) as int8:
-        found = triage(f32, int8, OrtSide(f32, feeds), OrtSide(int8, feeds, label="ort-cpu-int8"),
+        found = triage(f32, int8, Side(f32, feeds), Side(int8, feeds, "ort-cpu-int8"),
                        row="ort-cpu-int8", case="calibration samples")
     return [(b.node, b.born) for b in found.blames if b.quantized and b.born > 0]

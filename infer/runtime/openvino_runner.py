@@ -10,6 +10,7 @@ whose reader drops the names of symbolic dimensions: every backend then names a 
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -32,7 +33,7 @@ SHAPE_CACHE = 8  # compiled shapes kept per runner (verify uses a handful, a ser
 
 def compile_config(precision: str) -> dict:
     """What ptx compiles a model with: the precision hint, and one stream using every core (a
-    synchronous call gets all of them). --locate's sides compile with the same."""
+    synchronous call gets all of them)."""
     return {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
 
 
@@ -55,10 +56,16 @@ def unavailable(device: str = "cpu") -> str | None:
     return None
 
 
+@functools.cache
+def shared_core():
+    """One OpenVINO Core for the process: each holds its plugins' state, and --locate opens a runner
+    per question (a Core each was a plugin load each). Compiling from several threads is safe."""
+    return import_openvino().Core()
+
+
 def has_bf16() -> bool:
     """Whether this CPU runs bf16 natively (OpenVINO would silently run f32 otherwise)."""
-    ov = import_openvino()
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def openvino_complaint(exc: BaseException) -> str:
@@ -78,7 +85,6 @@ class OpenVinoRunner(Runner):
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = FULL_PRECISION,
                  opening: Opening | None = None):
-        ov = import_openvino()
         path, opening = Path(path), opening or Opening("onnx")
         if device != "cpu":
             raise PtxError(f"openvino runs on the CPU here, not {device}")
@@ -86,7 +92,7 @@ class OpenVinoRunner(Runner):
             raise PtxError(f"openvino runs {', '.join(RUNTIME_PRECISION)}, not {precision!r}")
         if precision == "bf16" and not has_bf16():  # OpenVINO would silently run f32
             raise BackendUnavailableError("openvino-bf16: this CPU has no bf16 instructions (OpenVINO would run f32)")
-        self.core = ov.Core()
+        self.core = shared_core()
         try:
             self.model = self.core.read_model(str(path))
         except Exception as exc:  # the ONNX frontend's refusal names the operator it cannot convert

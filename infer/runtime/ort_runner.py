@@ -91,14 +91,17 @@ class OrtRunner(Runner):
     cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
     _declared: Signature | None = None  # declared_outputs(), once read
 
-    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32", opening: Opening | None = None):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32", opening: Opening | None = None,
+                 arena: bool = True):
         path = Path(path)
         opening = opening or Opening("onnx")
         self.on_cuda = device.startswith("cuda")
         self.device_id = cuda_device_id(device) if self.on_cuda else 0
         if precision == "tf32" and not self.on_cuda:
             raise BackendUnavailableError("tf32 is a mode of CUDA GPUs: use ort-cuda, or f32 on the CPU")
-        self.session = inference_session(path, device, precision, cuda_graph=self.cuda_graph, remedy=opening.remedy)
+        # arena=False: a runner asked one question (--locate's pieces) returns its memory at once
+        self.session = inference_session(path, device, precision, cuda_graph=self.cuda_graph, remedy=opening.remedy,
+                                         arena=arena)
         signature = opening.of_graph(session_signature(self.session, path, opening.batch_axes), path)
         super().__init__(signature, path, opening.name, opening.metadata)
         self.backend = "ort-cuda" if self.on_cuda else "ort-cpu"

@@ -70,7 +70,9 @@ def check_tolerance(tolerance: Tolerance) -> Tolerance:
 
 @dataclass
 class OutputAgreement:
-    """How one output compares with the reference's, over one run or merged over several."""
+    """How one tensor compares with the reference's, over one run or merged over several: what verify
+    judges an output by, locate every tensor it traces, and a reduced precision's verdict its relative
+    error (ptx's one comparison: ``compare_output``)."""
 
     name: str
     tolerance: Tolerance
@@ -87,10 +89,33 @@ class OutputAgreement:
     ties: int = 0  # differing decisions the tolerance allows: the reference is within it of a tie
     judged: bool = False  # the decisions are a head's rule, which the verdict holds to
     problem: str | None = None  # a shape, dtype or NaN mismatch: no value comparison is meaningful
+    shape: list[int] = field(default_factory=list)  # the reference's
+    dtype: str = ""
+    magnitude: float = 0.0  # the reference's largest |value|: how big the numbers are that differ
+    excess: float = 0.0  # the largest |got - want| - (atol + rtol * |want|): > 0 departs
+    error_sq: float = 0.0  # sum of (got - want)^2 and of want^2 (finite values): rel and SQNR are their ratio
+    reference_sq: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.problem is None and self.beyond == 0 and self.flipped == 0
+
+    @property
+    def departs(self) -> bool:
+        """Some value lies outside the tolerance, or no value comparison is meaningful (decisions aside)."""
+        return self.problem is not None or self.excess > 0
+
+    @property
+    def rel(self) -> float:
+        """||got - want|| / ||want||: the error at the scale of the values; two all-zero tensors agree."""
+        if self.reference_sq > 0:
+            return math.sqrt(self.error_sq / self.reference_sq)
+        return 0.0 if self.error_sq == 0 else math.inf
+
+    @property
+    def sqnr_db(self) -> float:
+        """Signal-to-quantization-noise ratio in dB, -20 log10 rel (higher agrees better)."""
+        return sqnr_db(self.rel)
 
     @property
     def flipped(self) -> int:
@@ -116,11 +141,14 @@ class OutputAgreement:
 
     def merge(self, other: "OutputAgreement") -> "OutputAgreement":
         """Fold another run of the same output (another case) into this one: the worst errors, the
-        counts summed."""
+        counts and the sums of squares summed."""
         self.compared += other.compared
         self.beyond += other.beyond
         self.max_abs, self.max_rel = max(self.max_abs, other.max_abs), max(self.max_rel, other.max_rel)
         self.needed_atol = max(self.needed_atol, other.needed_atol)
+        self.magnitude, self.excess = max(self.magnitude, other.magnitude), max(self.excess, other.excess)
+        self.error_sq += other.error_sq
+        self.reference_sq += other.reference_sq
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)] if self.histogram else list(
             other.histogram)
         self.decisions += other.decisions
@@ -141,13 +169,22 @@ class OutputAgreement:
             text += f"; argmax agrees on {self.same_decisions:,} of {self.decisions:,}"
         return text
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "ok": self.ok, "atol": self.tolerance.atol, "rtol": self.tolerance.rtol,
-                "compared": self.compared, "max_abs": json_float(self.max_abs), "max_rel": json_float(self.max_rel),
-                "beyond": self.beyond, "needed_atol": json_float(self.needed_atol),
+    def to_dict(self, numbers=None) -> dict:
+        """As JSON holds it: an infinity or NaN as a string, unless ``numbers`` (locate's: float) says how."""
+        num = numbers or json_float
+        return {"name": self.name, "ok": self.ok, "departs": self.departs, "shape": self.shape, "dtype": self.dtype,
+                "atol": self.tolerance.atol, "rtol": self.tolerance.rtol, "compared": self.compared,
+                "max_abs": num(self.max_abs), "max_rel": num(self.max_rel), "rel": num(self.rel),
+                "sqnr_db": num(self.sqnr_db), "magnitude": num(self.magnitude), "beyond": self.beyond,
+                "needed_atol": num(self.needed_atol),
                 "histogram": {"edges": [json_float(e) for e in HISTOGRAM_EDGES], "counts": self.histogram},
                 "argmax": {"compared": self.decisions, "same": self.same_decisions} if self.decisions else None,
                 "problem": self.problem}
+
+
+def sqnr_db(rel: float) -> float:
+    """A relative error as SQNR in dB: -20 log10 rel (infinite where the two agree exactly)."""
+    return -20 * math.log10(rel) if rel > 0 else math.inf
 
 
 def json_float(x: float):
@@ -160,49 +197,65 @@ def needed_atol_text(agreement: OutputAgreement) -> str:
     return f"{agreement.needed_atol:.2e}" if agreement.needed_atol > 0 else "none"
 
 
-def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int | None = None) -> OutputAgreement:
-    """``got`` against the reference ``want`` under ``tolerance``; the argmax of rows that look like
-    class scores (``batch_axis`` given) is compared too, and shown."""
+def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int | None = None,
+                   detail: bool = True) -> OutputAgreement:
+    """``got`` against the reference ``want`` under ``tolerance``: max abs, relative error (and
+    SQNR), the values beyond it; the argmax of rows that look like class scores (``batch_axis``
+    given) is compared too, and shown. ``detail``: the histogram and max rel too (verify's table;
+    locate compares thousands of tensors and shows neither). float32 against float32 is compared in
+    float32 (a difference to their own precision, and half the memory), anything else in float64."""
     got, want = np.asarray(got), np.asarray(want)
-    result = OutputAgreement(name, tolerance, compared=int(want.size))
+    result = OutputAgreement(name, tolerance, compared=int(want.size), shape=list(want.shape), dtype=str(want.dtype))
     if got.shape != want.shape:
         result.problem = f"shape {list(got.shape)} where the reference's is {list(want.shape)}"
         result.max_abs = result.max_rel = float("inf")
         return result
-    if got.dtype.kind in "biu" or want.dtype.kind in "biu" or got.dtype == bool:
-        if got.dtype.kind != want.dtype.kind and not (got.dtype.kind in "iu" and want.dtype.kind in "iu"):
-            result.problem = f"dtype {got.dtype} where the reference's is {want.dtype}"
-            return result
-        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-        result.beyond = int((diff > 0).sum())
-        result.max_abs = float(diff.max(initial=0.0))
-        result.needed_atol = result.max_abs
-        result.histogram = np.histogram(diff, bins=HISTOGRAM_EDGES)[0].tolist() if diff.size else []
+    kinds = got.dtype.kind + want.dtype.kind
+    if any(k not in "biufc" for k in kinds):  # strings, objects: equal or not
+        result.problem = None if np.array_equal(got, want) else "values differ"
         return result
-    g, w = got.astype(np.float64), want.astype(np.float64)
-    same_special = (np.isnan(g) & np.isnan(w)) | (np.isinf(g) & np.isinf(w) & (np.sign(g) == np.sign(w)))
-    finite = np.isfinite(g) & np.isfinite(w)
-    mismatched_special = ~finite & ~same_special
-    diff = np.where(finite, np.abs(g - w), 0.0)
-    scale = np.abs(np.where(finite, w, 0.0))
-    beyond = finite & (diff > tolerance.atol + tolerance.rtol * scale)
-    result.beyond = int(beyond.sum() + mismatched_special.sum())
-    if mismatched_special.any():
-        result.problem = (f"{int(mismatched_special.sum()):,} NaN/Inf values where the reference's differ "
-                          f"(first at index {np.unravel_index(int(np.argmax(mismatched_special)), w.shape)})")
-    if diff.size:
-        result.max_abs = float(diff.max())
+    exact = any(k in "biu" for k in kinds)  # integers and booleans agree only when equal
+    if exact and not all(k in "iu" for k in kinds) and got.dtype.kind != want.dtype.kind:
+        result.problem = f"dtype {got.dtype} where the reference's is {want.dtype}"
+        return result
+    wide = np.float32 if got.dtype == want.dtype == np.float32 else np.float64
+    g, w = got.astype(wide, copy=False), want.astype(wide, copy=False)
+    if not exact and not (np.isfinite(g).all() and np.isfinite(w).all()):  # the rare path: the finite values
+        same_special = (np.isnan(g) & np.isnan(w)) | (np.isinf(g) & np.isinf(w) & (np.sign(g) == np.sign(w)))
+        finite = np.isfinite(g) & np.isfinite(w)
+        mismatched = ~finite & ~same_special
+        if mismatched.any():
+            result.beyond = int(mismatched.sum())
+            result.problem = (f"{result.beyond:,} NaN/Inf values where the reference's differ "
+                              f"(first at index {np.unravel_index(int(np.argmax(mismatched)), w.shape)})")
+        g, w = g[finite], w[finite]
+    if not g.size:
+        return result
+    diff, scale = np.abs(g - w), np.abs(w)
+    loose = diff if exact else diff - wide(tolerance.rtol) * scale
+    worst = float(loose.max())
+    result.beyond += int((loose > (0.0 if exact else tolerance.atol)).sum())
+    result.excess = worst - (0.0 if exact else tolerance.atol)
+    result.needed_atol = max(0.0, worst)
+    result.max_abs, result.magnitude = float(diff.max()), float(scale.max())
+    # plain sums, not np.linalg.norm (its BLAS call is many times slower on a busy machine); in
+    # float64 where float32's squares overflow
+    with np.errstate(over="ignore"):
+        result.error_sq = float(np.square(diff).sum(dtype=np.float64))
+        result.reference_sq = float(np.square(scale).sum(dtype=np.float64))
+    if not (math.isfinite(result.error_sq) and math.isfinite(result.reference_sq)):
+        result.error_sq = float(np.square(diff.astype(np.float64)).sum())
+        result.reference_sq = float(np.square(scale.astype(np.float64)).sum())
+    if detail:
         # relative to the reference where it is not 0: beside a 0 (a state's padding, a ReLU's zeros)
         # any difference is infinitely relative, and "max rel inf" says nothing max abs does not
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(scale > 0, diff / scale, 0.0)
-        result.max_rel = float(rel.max())
-        result.needed_atol = float(max(0.0, (diff - tolerance.rtol * scale).max()))
-        result.histogram = np.histogram(diff[finite], bins=HISTOGRAM_EDGES)[0].tolist()
-    if class_scores(want, batch_axis, name):
+            result.max_rel = float(np.where(scale > 0, diff / scale, 0.0).max())
+        result.histogram = np.histogram(diff, bins=HISTOGRAM_EDGES)[0].tolist()
+    if not exact and class_scores(want, batch_axis, name):
         # every row of scores (batch first, any axes between) compared by the class it ranks first
-        rows_got = np.moveaxis(g, batch_axis, 0).reshape(-1, g.shape[-1])
-        rows_want = np.moveaxis(w, batch_axis, 0).reshape(-1, w.shape[-1])
+        rows_got = np.moveaxis(got, batch_axis, 0).reshape(-1, got.shape[-1])
+        rows_want = np.moveaxis(want, batch_axis, 0).reshape(-1, want.shape[-1])
         same = rows_got.argmax(-1) == rows_want.argmax(-1)
         result.decisions, result.same_decisions = int(same.size), int(same.sum())
     return result
@@ -341,15 +394,3 @@ def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, 
     accuracy, reference = float((got_labels == truth).mean()), float((want_labels == truth).mean())
     return ReducedJudgement(int(got_labels.shape[0]), agreement, accuracy, reference,
                             judge_reduced_precision(agreement, accuracy, reference, max_drop), max_drop)
-
-
-# -- a model without a head (a user's file): a reduced precision judged by its tensors ---------------
-
-
-def relative_error(got, want) -> float:
-    """||got - want|| / ||want|| over every value: the error at the scale of the values (SQNR is
-    -20 log10 of it); NaN counts as infinitely wrong, and two all-zero tensors agree."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    scale = float(np.linalg.norm(want))
-    diff = float(np.linalg.norm(np.nan_to_num(got - want, nan=np.inf)))
-    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))

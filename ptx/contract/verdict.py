@@ -25,8 +25,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .comparison import (BOUND_SLACK, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, below_or_above, class_scores,
-                         relative_error)
+from .comparison import (BOUND_SLACK, EXACT, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, below_or_above, class_scores,
+                         compare_output)
 
 PASS, NOT_USABLE = "PASS", "NOT USABLE"
 EVIDENCE = ("bound", "labels", "inputs", "generated")  # strongest first
@@ -221,10 +221,14 @@ def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mappin
                 continue
             measured.append(f"{name}: all {ties} rows near-ties (f32's top-two margin < {NEAR_TIE_MARGIN:g}), "
                             "judged by relative error")
-        error, bound = relative_error(np.concatenate([x.ravel() for x in g]),
-                                      np.concatenate([x.ravel() for x in w])), MAX_RELATIVE_ERROR[precision]
-        measured.append(f"{name} relative error {error:.2g}")
-        if error > bound:
+        # every case at once: ptx's one comparison (NaN where f32 has none is a problem, never agreement)
+        agreement = compare_output(name, np.concatenate([x.ravel() for x in g]), np.concatenate([x.ravel() for x in w]),
+                                   EXACT, detail=False)
+        error, bound = agreement.rel, MAX_RELATIVE_ERROR[precision]
+        measured.append(f"{name} relative error {error:.2g} (SQNR {agreement.sqnr_db:.1f} dB)")
+        if agreement.problem:
+            reasons.append(f"{name}: {agreement.problem}")
+        elif error > bound:
             reasons.append(f"{name}: relative error {error:.3g} (> {bound:g} for {precision})")
     return TensorJudgement(held, measured, reasons, against)
 

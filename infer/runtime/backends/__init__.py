@@ -50,6 +50,9 @@ class Backend:
     third_opinion: bool = False
     # Where it is slow: the cases it runs have at most this many input values (the rest are said).
     case_values: int | None = None
+    # The backend asked for intermediate tensors in its place (--locate): a captured CUDA graph replays
+    # into fixed output buffers, and the same session un-captured (ort-cuda) runs the same kernels.
+    traced_by: str | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -8,4 +8,4 @@ register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",), open
                  unavailable=lazy("runtime.ort_session", "cuda_unavailable"),
                  needs_torch=False, precisions=CUDA_TF32,
                  description="ONNX Runtime, CUDA provider, runs replayed from CUDA graphs (fixed shapes)",
-                 static=lazy("runtime.cuda_placement", "graph_static_summary")))
+                 static=lazy("runtime.cuda_placement", "graph_static_summary"), traced_by="ort-cuda"))
