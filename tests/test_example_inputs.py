@@ -9,8 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from ptx.contract.reference import load_reference
 from ptx.contract.tensor_inputs import describe_inputs, make_feeds, plan_inputs
