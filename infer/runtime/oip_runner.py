@@ -34,7 +34,7 @@ class ServedRunner(Runner):
         metadata = self.transport.metadata()
         config = self.transport.config() or {}
         self.max_batch_size = int(config.get("max_batch_size") or 0)
-        self.platform = metadata.get("platform") or "?"
+        self.platform = metadata.get("platform") or ""
         self.versions = [str(v) for v in metadata.get("versions") or []]
         self._metadata = metadata
         signature, self.left_out, self.notes = served_signature(metadata, self.max_batch_size, like, endpoint)
@@ -88,11 +88,16 @@ class ServedRunner(Runner):
             channel.close()
 
     def describe(self) -> str:
-        """``model 'convnet' on http://...: onnxruntime_onnx, versions 1, max_batch_size 64``."""
-        return (f"{self.endpoint.what} at {self.endpoint.url}: {self.platform}, version"
-                f"{'s' * (len(self.versions) != 1)} {', '.join(self.versions) or '?'}, "
-                + (f"max_batch_size {self.max_batch_size}" if self.max_batch_size else "no max_batch_size given")
-                + (f", requests of at most {self.batch}" if self.connection.max_batch else ""))
+        """``model 'convnet' at http://...: onnxruntime_onnx, version 1, max_batch_size 64``; what the
+        server's metadata leaves out (KServe's Python server gives no platform or versions) is not said."""
+        known = [self.platform] if self.platform else []
+        if self.versions:
+            known.append(f"version{'s' * (len(self.versions) != 1)} {', '.join(self.versions)}")
+        known.append(f"max_batch_size {self.max_batch_size}" if self.max_batch_size
+                     else "no max_batch_size given (batches sent whole)")
+        if self.connection.max_batch:
+            known.append(f"requests of at most {self.batch}")
+        return f"{self.endpoint.what} at {self.endpoint.url}: {', '.join(known)}"
 
 
 def served_signature(metadata: Mapping, max_batch_size: int, like: Signature | None,
