@@ -30,6 +30,8 @@ def test_readme_checked_output_blocks_match_what_ptx_prints(runs, tmp_path):
     for name in ("checkpoint.pt", "model.onnx", "model.torchscript.pt"):
         shutil.copy2(runs.trained("convnet") / name, run / name)
     _script("demo_digit").demo_digit(tmp_path / "runs" / "digit.png")
+    # The factories docs/ export (docs/examples/*.py), where the pages' commands find them.
+    shutil.copytree(REPO / "docs" / "examples", tmp_path / "docs" / "examples")
     pages = readme_outputs.pages()  # README.md and docs/*.md: every shown output is real
     blocks = [b for page in pages for b in readme_outputs.parse(page.read_text())]
     checked = " ;; ".join(b.label for b in blocks if b.check)
