@@ -172,7 +172,7 @@ def test_a_parameter_without_a_default_left_out_is_named(tmp_path):
                       inputs=["a=batchx3", "c=batchx3"])
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "t5"])
+@pytest.mark.parametrize("name", ["gpt2", "bert", "vit", "t5"])
 def test_each_export_answers_as_eager_and_a_bare_session(exports, name, tmp_path):
     folder, said = exports[name]
     case = first_case(folder)
@@ -235,7 +235,7 @@ def build():
     assert "returns a Out" in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["bert", "vit", "t5"])
+@pytest.mark.parametrize("name", ["gpt2", "bert", "vit", "t5"])
 def test_verify_predict_and_bench_take_each_export(exports, name, tmp_path):
     folder, _ = exports[name]
     assert "all agree" in cli("verify", folder / "model.onnx", "--against", folder / "model.torchscript.pt")
@@ -251,7 +251,7 @@ def test_verify_predict_and_bench_take_each_export(exports, name, tmp_path):
 
 
 def test_serve_answers_as_a_bare_session(exports, tmp_path):
-    names = ["bert", "vit", "t5"]
+    names = ["gpt2", "bert", "vit", "t5"]
     files = [tmp_path / f"{n}.onnx" for n in names]  # served by the file's name (each export's is model.onnx)
     for name, path in zip(names, files):
         shutil.copyfile(exports[name][0] / "model.onnx", path)

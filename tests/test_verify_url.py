@@ -89,6 +89,8 @@ def test_ptx_serve_answers_as_its_file_over_rest_json_binary_and_grpc(mlp):
             row = served_row(doc)
             assert row["status"] == "PASS" and row["cases"] and not row["kinds"], row
             assert row["composition"]["ok"], row
+            # held to the file at its own precision: the file's int8 twins are no rows (nor skip lines) here
+            assert [r["label"] for r in doc["rows"]] == ["ort-cpu", row["label"]] and not doc["skipped"], doc["skipped"]
 
 
 @pytest.mark.parametrize("mode, kind", [

@@ -86,6 +86,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                        "Target.of(argument, root=..., run=..., options=..., verifying=True) "
                        "(from ptx.infer.model.target import Target)")
     variants = target.variants(backends)
+    if served is not None:  # a served model is held to the reference at its own precision: no twin's row beside it
+        variants = [v for v in variants if v.precision == target.precision]
     if served is None and nothing_exported(target):  # said before eager is loaded and run for nothing
         raise NothingToCompareError(nothing_exported(target))
     reference = _open_reference(target, progress)
