@@ -213,21 +213,64 @@ def test_tls_checks_the_certificate_unless_told_whom_to_trust(mlp, certificate):
     assert insecure.exit_code == 0, insecure.output
 
 
+def picture_row(doc):
+    return next(r for r in doc["rows"] if r["backend"].startswith("served ") and r["backend"].endswith(" (image)"))
+
+
 def test_a_served_tutorial_model_is_held_to_its_local_run_on_real_samples(runs):
     """The URL's model name is a tutorial model: its run under --root is the reference (eager), its
-    real test samples go through the server's tensor input, over REST and gRPC."""
+    real test samples go through the server's tensor input, and (ptx serve) through its picture route
+    as PNG files, over REST (binary and JSON) and gRPC."""
     root = runs.ready("mlp")
     with serving.running(root, "mlp") as server:
-        for url in (f"{server.url}/v2/models/mlp", f"grpc://{server.grpc}/mlp"):
-            result = CliRunner().invoke(cli, ["verify", url, "--root", str(root), "--samples", "200", "--json"])
+        for url, more in ((f"{server.url}/v2/models/mlp", ()), (f"{server.url}/v2/models/mlp", ("--json-data",)),
+                          (f"grpc://{server.grpc}/mlp", ())):
+            result = CliRunner().invoke(cli, ["verify", url, "--root", str(root), "--samples", "200", "--json", *more])
             assert result.exit_code == 0, result.output
             doc = json.loads(result.stdout[result.stdout.index("{"):])
             row = served_row(doc)
             assert row["status"] == "PASS" and row["against"].startswith("eager"), row
             assert row["argmax_agreement"] == 1.0 and row["accuracy"] == row["reference_accuracy"], row
-            assert any("not compared" in n for n in doc["notes"]), doc["notes"]  # the picture route and labels
+            pictures = picture_row(doc)  # the server's own preprocessing, held to ptx's pipeline here
+            assert pictures["status"] == "PASS" and pictures["cases"] == ["16 real samples as PNG files"], pictures
+            assert pictures["argmax_agreement"] == 1.0 and not pictures["kinds"], pictures
+            assert [o["name"] for o in pictures["outputs"]] == ["probabilities"], pictures["outputs"]
+            left = next(n for n in doc["notes"] if "not compared" in n)  # the labels' strings alone
+            assert left.endswith(": label"), doc["notes"]
     kept = json.loads((root / "mlp" / "served.json").read_text())["endpoints"]  # the verdicts, by endpoint
     assert {kept[u]["status"] for u in (f"{server.url}/v2/models/mlp", f"grpc://{server.grpc}/mlp")} == {"PASS"}
+
+
+def test_a_picture_route_that_prepares_pictures_otherwise_is_caught_as_a_preprocessing_drift(runs, tmp_path):
+    """The server serves the run's export; the reference is the same file with its pixels' scale
+    changed (its contract re-signed, as an export with another normalisation would be): the same tensors
+    agree, so the tensor row passes, and the same pictures do not, which the picture row names."""
+    import dataclasses
+
+    import onnx
+
+    from ptx.contract.metadata import from_strings, to_strings
+    from ptx.contract.schema import ScaleStep
+
+    root = runs.ready("mlp")
+    model = onnx.load(root / "mlp" / "model.onnx")
+    strings = {p.key[4:]: p.value for p in model.metadata_props if p.key.startswith("ptx.")}
+    info = from_strings(strings)
+    steps = tuple(ScaleStep(s.factor * 0.8) if isinstance(s, ScaleStep) else s for s in info.contract.steps)
+    assert steps != info.contract.steps, info.contract.steps
+    drifted = to_strings(dataclasses.replace(info.contract, steps=steps), info.provenance, info.raw_input)
+    for p in model.metadata_props:
+        if p.key.startswith("ptx.") and p.key[4:] in drifted:
+            p.value = drifted[p.key[4:]]
+    onnx.save(model, tmp_path / "drifted.onnx")
+    with serving.running(root, "mlp") as server:
+        result = CliRunner().invoke(cli, ["verify", f"{server.url}/v2/models/mlp", "--against",
+                                          str(tmp_path / "drifted.onnx"), "--samples", "200", "--json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout[result.stdout.index("{"):])
+    assert served_row(doc)["status"] == "PASS", served_row(doc)  # the tensors meet no preprocessing
+    pictures = picture_row(doc)
+    assert pictures["status"] == "FAIL" and any("a preprocessing drift" in k for k in pictures["kinds"]), pictures
 
 
 def test_bench_url_times_the_served_model_at_its_concurrency_beside_the_local_file(mlp):

@@ -9,11 +9,13 @@ again with a growing pause while the timeout allows.
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ V2_TYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uin
             "FP32": "float32", "FP64": "float64"}
 V2_OF = {v: k for k, v in V2_TYPES.items()}
 REST_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
+BYTES = "BYTES"  # an input of encoded files (a ptx server's pictures): an object array of bytes elements
 FIRST_PAUSE_S = 0.05  # a draining server is asked again after this, doubling, while the timeout allows
 
 
@@ -264,6 +267,14 @@ class RestTransport(_Transport):
     def metadata(self) -> dict:
         return self._get_json(self.endpoint.model_path, "model metadata")
 
+    def server_metadata(self) -> dict | None:
+        """The server's own metadata (its name: "ptx" for ptx serve), None where it gives none."""
+        status, _, data = self._request("GET", "/v2", None, {}, "server metadata")
+        try:
+            return json.loads(data) if status == 200 else None
+        except ValueError:
+            return None
+
     def config(self) -> dict | None:
         """Triton's model configuration (max_batch_size), where the server has that extension (a
         server without it, KServe's, answers 404 or the like: None)."""
@@ -286,8 +297,12 @@ class RestTransport(_Transport):
             array = np.ascontiguousarray(array)
             entry = {"name": name, "datatype": _v2(array.dtype, name), "shape": list(array.shape)}
             if binary:
-                entry["parameters"] = {"binary_data_size": array.nbytes}
-                raw.append(array.tobytes())
+                contents = _raw(array)
+                entry["parameters"] = {"binary_data_size": len(contents)}
+                raw.append(contents)
+            elif array.dtype == object:  # files in JSON: base64 strings, as the protocol's servers read them
+                entry["data"] = [base64.b64encode(e).decode("ascii") for e in array.reshape(-1)]
+                entry["parameters"] = {"content_type": "base64"}
             else:
                 entry["data"] = array.reshape(-1).tolist()
             doc["inputs"].append(entry)
@@ -385,6 +400,13 @@ class GrpcTransport(_Transport):
             t["shape"] = [int(d) for d in t.get("shape", [])]
         return doc
 
+    def server_metadata(self) -> dict | None:
+        try:
+            answer = self._call("ServerMetadata", self.pb.ServerMetadataRequest(), "server metadata")
+        except PtxError:
+            return None
+        return {"name": answer.name, "version": answer.version, "extensions": list(answer.extensions)}
+
     def config(self) -> dict | None:
         e = self.endpoint
         try:
@@ -403,7 +425,7 @@ class GrpcTransport(_Transport):
             array = np.ascontiguousarray(array)
             tensor = request.inputs.add(name=name, datatype=_v2(array.dtype, name))
             tensor.shape.extend(array.shape)
-            request.raw_input_contents.append(array.tobytes())
+            request.raw_input_contents.append(_raw(array))
         for name in outputs:
             request.outputs.add(name=name)
         answer = self._call("ModelInfer", request, "infer")
@@ -433,7 +455,16 @@ def _wanted(found: Mapping[str, np.ndarray], wanted: Sequence[str], endpoint: En
     return {n: found[n] for n in wanted}
 
 
+def _raw(array: np.ndarray) -> bytes:
+    """A tensor's binary contents: its bytes, or for BYTES each element after its length (4 bytes, little-endian)."""
+    if array.dtype == object:
+        return b"".join(struct.pack("<I", len(e)) + bytes(e) for e in array.reshape(-1))
+    return array.tobytes()
+
+
 def _v2(dtype, name: str) -> str:
+    if np.dtype(dtype) == object:
+        return BYTES
     found = V2_OF.get(np.dtype(dtype).name)
     if found is None:
         raise PtxError(f"input {name!r}: {np.dtype(dtype).name} has no Open Inference Protocol datatype")

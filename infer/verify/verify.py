@@ -50,7 +50,7 @@ from .comparator import Tolerances, compare_cases, match_outputs, run_cases
 from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
-from .served import served_row
+from .served import served_rows
 from .shapes import certificate_notes
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
@@ -122,7 +122,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     if against is not None:
         report.rows.append(_against(against, this))
     if served is not None:
-        report.rows.append(served_row(served, this, _reference_label(target)))
+        report.rows += served_rows(served, this, _reference_label(target))
     report.offers = offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("
