@@ -300,11 +300,9 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
     A row ``backends`` names (ort-cpu: its f32 row) that this machine could run but that cannot open
     (its file missing or unreadable) fails the bench with AskedRowError, before anything is timed
     where it is found among the rows opened first: a timing of other rows is no answer to it."""
-    from ..model.target import Target, group_reasons
+    from ..model.target import group_reasons, require_targets
 
-    if not isinstance(target, Target):
-        raise PtxError(f"bench() takes a Target, not {type(target).__name__} {str(target)[:60]!r}: give Target.of("
-                       "argument, root=..., run=..., options=...) (from ptx.infer.model.target import Target)")
+    require_targets("bench", target)
     result = Bench(target.name if target.is_run else target.path.name)
     sizes = tuple(batch_sizes or (DEFAULT_BATCH_SIZES if target.is_run else DEFAULT_FILE_BATCH_SIZES))
     chosen = [v for v in target.variants(backends) if not v.backend.third_opinion]  # a third opinion is no runtime to time

@@ -218,6 +218,16 @@ class Target:
         return run_folder(self.name, self.root, self.run) if self.is_run else None
 
 
+def require_targets(command: str, *given, verifying: bool = False) -> None:
+    """A library caller's model argument that is not a Target, refused in one line saying how to make
+    one (verify and bench take the argument decided where it entered, never a bare string)."""
+    wrong = next((g for g in given if g is not None and not isinstance(g, Target)), None)
+    if wrong is not None:
+        raise PtxError(f"{command}() takes a Target, not {type(wrong).__name__} {str(wrong)[:60]!r}: give Target.of("
+                       f"argument, root=..., run=..., options=...{', verifying=True' * verifying}) "
+                       "(from ptx.infer.model.target import Target)")
+
+
 def export_targets(folder: Path) -> list[tuple[Path, "Target | ArtifactError"]]:
     """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
     given by its path (verifying: a file changed since export is the user's own model, with a note),

@@ -42,7 +42,7 @@ from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError
 from ..formats.model_files import weights_digest
 from ..model.model import answered_otherwise
 from ..model.opening import KIND_NAMES, export_command
-from ..model.target import REFERENCE, Target, Variant
+from ..model.target import REFERENCE, Target, Variant, require_targets
 from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
@@ -80,14 +80,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     server (served.open_served), one more row held to the reference (no export needed). A model file's
     dynamic axes are tried at 1, 2, 7 and ``max_sizes`` ({symbol: size}, --max-shape) through its
     own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
-    if not isinstance(target, Target) or not (against is None or isinstance(against, Target)):
-        given = target if not isinstance(target, Target) else against
-        raise PtxError(f"verify() takes a Target, not {type(given).__name__} {str(given)[:60]!r}: give "
-                       "Target.of(argument, root=..., run=..., options=..., verifying=True) "
-                       "(from ptx.infer.model.target import Target)")
-    variants = target.variants(backends)
-    if served is not None:  # a served model is held to the reference at its own precision: no twin's row beside it
-        variants = [v for v in variants if v.precision == target.precision]
+    require_targets("verify", target, against, verifying=True)
+    # a served model is held to the reference at the reference's own precision: no twin's row beside it
+    variants = [v for v in target.variants(backends) if served is None or v.precision == target.precision]
     if served is None and nothing_exported(target):  # said before eager is loaded and run for nothing
         raise NothingToCompareError(nothing_exported(target))
     reference = _open_reference(target, progress)
