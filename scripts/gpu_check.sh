@@ -353,7 +353,7 @@ phase_own() {
         for spec in "${specs[@]}"; do inputs+=(--input "$spec"); done
         rm -rf "${own:?}/$name"
         { echo "### $name"
-          ptx export --module "$factory" "${inputs[@]}" --out "$own/$name" 2>&1 | tail -5 \
+          ptx export --module "$factory" "${inputs[@]}" --out "$own/$name" 2>&1 | tail -15 \
               || step_failed "ptx export --module $(basename "$factory")"; echo; } | tee -a "$KEEP/own.md"
         for file in "$own/$name/model.onnx" "$own/$name/model.torchscript.pt"; do
             [ -f "$file" ] || continue

@@ -236,7 +236,8 @@ def test_one_triton_writer_for_a_module_and_a_tutorial_models_file(runs, tmp_pat
     done = ptx("export", "--module", "net.py:build", "--format", "triton", "--out", "repo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[1].startswith("onnx        repo/build/1/model.onnx  ") and "worst |diff| vs eager" in lines[1]
+    onnx_line = next(line for line in lines if line.startswith("onnx "))  # after the validation inputs' line
+    assert onnx_line.startswith("onnx        repo/build/1/model.onnx  ") and "worst |diff| vs eager" in onnx_line
     assert lines[-2].startswith("triton      repo/build  1/model.onnx, README.md, config.pbtxt  (platform "
                                 "onnxruntime_onnx, max_batch_size 256)")
     # then (issue 59) the line that checks the served model against the file the folder holds
