@@ -335,3 +335,12 @@ def test_a_row_asked_for_that_cannot_open_fails_bench_and_verify(runs, tmp_path)
         skipped = verify(Target.of("convnet", root=tmp_path, verifying=True), backends=["eager-cuda", "torchscript"],
                          samples=50, notice=lambda _: None)
         assert "eager-cuda" in skipped.skipped and skipped.exit_status == 0
+
+
+def test_bench_of_a_runs_eager_row_without_verifying_reads_no_verdict_from_its_checkpoint(runs):
+    """`ptx bench convnet --backends eager --verify-samples 0` read the recorded verdict of eager's file,
+    checkpoint.pt, as a model file and stopped: "a torch.save file ..., not a model ptx can run"."""
+    fast = ("--batch-sizes", "1", "--seconds", "0.02", "--rounds", "1", "--warmup", "1", "--verify-samples", "0")
+    result = ptx("bench", "convnet", "--backends", "eager", "--run", str(runs.trained("convnet")), *fast)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(line.startswith("eager-cpu ") for line in result.stdout.splitlines()), result.stdout

@@ -151,7 +151,10 @@ def recorded_statuses(target, labels) -> dict[str, str]:
         if row.get("status") and row.get("sha256") == file_sha256(path):
             found[variant.label] = str(row["status"])
             continue
-        metadata = read_model_file(path, digest=False).metadata
+        try:
+            metadata = read_model_file(path, digest=False).metadata
+        except PtxError:  # a run's checkpoint.pt (eager's file) is no model file and records no verdict
+            continue
         verdict = recorded_verdicts(metadata).get(variant.label)  # export's, for the runtime that reads it
         carried = metadata.get("judgement") if not target.is_run else None  # a file written before ptx.verdict
         if verdict is not None:
