@@ -138,6 +138,7 @@ def test_a_token_server_refuses_without_the_token_in_one_line_and_passes_with_it
     ("{rest}/v2/models/mlp/versions/7", "has no model 'mlp' version '7'"),
     ("grpc://{grpc}/nope", "has no model 'nope'"),
     ("http://127.0.0.1:80/v2/mdls/mlp", "a REST endpoint is a model's address"),
+    ("ftp://127.0.0.1:21/v2/models/mlp", "a served model's URL is http://"),  # was: "--timeout ... is for a served model"
 ])
 def test_each_failure_is_one_line_within_the_timeout(mlp, url, said):
     import socket

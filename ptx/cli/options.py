@@ -334,8 +334,12 @@ def served_options(command):
 
 def is_url(name) -> bool:
     """Whether a command's NAME is a served model's URL (http(s)://, grpc://)."""
-    from ptx.infer.runtime.oip_transport import is_url as names_url
+    from ptx.errors import PtxError
+    from ptx.infer.runtime.oip_transport import URL_SCHEMES, is_url as names_url
 
+    if isinstance(name, str) and "://" in name and not names_url(name):  # a URL, of a scheme no server speaks here
+        raise PtxError(f"{name}: a served model's URL is {', '.join(s + '...' for s in URL_SCHEMES)} "
+                       "(http://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/NAME)")
     return names_url(name)
 
 
