@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ptx.contract.comparison import compare_output
-from ptx.contract.metadata import from_props
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe, certify, onnx_fixing_nodes
 from ptx.contract.tensors import Signature
@@ -90,13 +89,9 @@ def record_certificate(fmt_name: str, path: Path, certificate: Certificate) -> N
     """Write ``certificate`` into the file's own metadata (ptx.shape_certificate), beside what it holds."""
     strings = {CERTIFICATE_KEY: certificate.to_json()}
     if fmt_name.startswith("onnx"):
-        import onnx
+        from .formats.onnx import add_metadata
 
-        from .formats.onnx import save_with_metadata
-
-        proto = onnx.load(str(path))
-        save_with_metadata(proto, path, {**from_props({p.key: p.value for p in proto.metadata_props}), **strings},
-                           proto.doc_string)
+        add_metadata(path, strings)
     elif fmt_name == "pt2":
         from .formats.pt2 import rewrite_metadata
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ptx.contract.metadata import from_props
 from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings
 from ptx.errors import BackendUnavailableError, PtxError
 from ptx.machine import describe_cpu
@@ -51,13 +50,9 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
 def record_in_file(path: Path, verdicts: list[Verdict]) -> None:
     """Write ``verdicts`` into the ONNX file at ``path`` (ptx.verdict, and ptx.judgement for readers
     that know only that), beside the ptx metadata it holds: the verdict travels with the file."""
-    import onnx
+    from .formats.onnx import add_metadata
 
-    from .formats.onnx import save_with_metadata
-
-    proto = onnx.load(str(path))
-    recorded = from_props({p.key: p.value for p in proto.metadata_props})
-    save_with_metadata(proto, path, {**recorded, **verdict_strings(verdicts)}, proto.doc_string)
+    add_metadata(path, verdict_strings(verdicts))
 
 
 def verdict_line(verdict: Verdict, advice: str) -> str:

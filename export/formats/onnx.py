@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ptx.contract import DEFAULT_OPSET
-from ptx.contract.metadata import to_props
+from ptx.contract.metadata import from_props, to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
@@ -233,6 +233,16 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
         raise PtxError(f"{path.name}: the graph's digest changed when ptx wrote it in (onnx {onnx.__version__}): "
                        "ptx cannot bind this file's contract to its weights; please report it")
     return digest
+
+
+def add_metadata(path: Path, strings: dict[str, str]) -> None:
+    """``strings`` written into the ONNX file at ``path`` beside the ptx metadata it holds (a verdict,
+    a shape certificate: what export learns of a file after writing it)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    save_with_metadata(proto, path, {**from_props({p.key: p.value for p in proto.metadata_props}), **strings},
+                       proto.doc_string)
 
 
 def symbolic_dims(path) -> tuple[list, list]:
