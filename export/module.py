@@ -166,7 +166,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         sigs = tuple(replace(t, value_range=(0, limits[t.name][0] - 1)) if t.name in limits and t.value_range is None
                      else t for t in sigs)
         if example_inputs is None:  # made from the declarations: again, with ids the embedding takes
-            args = generated_examples(sigs, plan_inputs(Signature(sigs, ()), **dict(plan or {})))
+            args = generated_examples(sigs, base)  # the same plan: each input's recorded range now bounds its ids
     unknown = sorted(set(max_sizes or {}) - set(Signature(sigs, ()).symbols()))
     if unknown:
         raise PtxError(f"--max-shape {unknown[0]}=...: no input has a symbolic dim {unknown[0]!r}; the dynamic ones are "

@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 
 from ptx.atomic import atomic_path
-from ptx.contract import ARTIFACT_FILES
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE
 from ptx.contract.names import BENCH_RECORD_FILE, VERIFY_RECORD_FILE
 from ptx.files import file_sha256
 from ptx.machine import cpu_name
@@ -99,7 +99,7 @@ def record_served(report, run_dir: str | Path) -> Path:
                                            "max_abs": r.max_abs if r.outputs else None, "kinds": r.kinds,
                                            "error": r.error, "date": datetime.datetime.now().isoformat(timespec="seconds")}
              for r in report.rows if r.backend.startswith("served ")}
-    doc = read_any(path) if path.is_file() else {}
+    doc = read_any(path)
     doc = {"format": FORMAT, "endpoints": {**doc.get("endpoints", {}), **found}}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -151,10 +151,9 @@ def recorded_statuses(target, labels) -> dict[str, str]:
         if row.get("status") and row.get("sha256") == file_sha256(path):
             found[variant.label] = str(row["status"])
             continue
-        try:
-            metadata = read_model_file(path, digest=False).metadata
-        except PtxError:  # a run's checkpoint.pt (eager's file) is no model file and records no verdict
+        if path.name == CHECKPOINT_FILE:  # a run's eager reads its checkpoint, which is no model file and records no verdict
             continue
+        metadata = read_model_file(path, digest=False).metadata
         verdict = recorded_verdicts(metadata).get(variant.label)  # export's, for the runtime that reads it
         carried = metadata.get("judgement") if not target.is_run else None  # a file written before ptx.verdict
         if verdict is not None:

@@ -22,13 +22,13 @@ BACKEND = "served"
 
 
 class ServedRunner(Runner):
-    """One model on a server. ``like``: the reference's signature, which names the tensors compared
-    (a ptx server's head adds a picture route and a label, which are left out) and says which axis
-    of each is the batch; without it, a leading -1 is the batch."""
+    """One model on a server, its tensors as its metadata gives them (a leading -1 is the batch) until
+    hold_to names them as the reference's (a ptx server's head adds a picture route and a label,
+    which are left out) and says which axis of each is the batch."""
 
     backend = BACKEND
 
-    def __init__(self, endpoint: Endpoint, connection: Connection, like: Signature | None = None):
+    def __init__(self, endpoint: Endpoint, connection: Connection):
         self.endpoint, self.connection = endpoint, connection
         self.transport = open_transport(endpoint, connection)
         metadata = self.transport.metadata()
@@ -37,9 +37,8 @@ class ServedRunner(Runner):
         self.platform = metadata.get("platform") or ""
         self.versions = [str(v) for v in metadata.get("versions") or []]
         self._metadata = metadata
-        signature, self.left_out, self.notes = served_signature(metadata, self.max_batch_size, like, endpoint)
+        signature, self.left_out, self.notes = served_signature(metadata, self.max_batch_size, None, endpoint)
         super().__init__(signature, None, name=endpoint.model)
-        self.requests = 0  # infer calls sent, what bench and a test count
         self._pool = ThreadPoolExecutor(max(1, connection.concurrency), thread_name_prefix="ptx-served")
 
     def hold_to(self, like: Signature) -> None:
@@ -62,7 +61,6 @@ class ServedRunner(Runner):
         return {n: np.concatenate([a[n] for a in answers], axis=self.signature.output(n).batch_axis) for n in names}
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.requests += 1
         return self.transport.infer(feeds, self.signature.output_names)
 
     def _pieces(self, feeds: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -163,6 +163,7 @@ class RestTransport(_Transport):
     def __init__(self, endpoint: Endpoint, connection: Connection):
         super().__init__(endpoint, connection)
         self._local = threading.local()
+        self._headers = connection.all_headers()  # the same on every request: built once, as gRPC's are
         self._context = None
         if endpoint.tls:
             self._context = ssl.create_default_context(cafile=connection.ca_file)
@@ -188,7 +189,7 @@ class RestTransport(_Transport):
             for attempt in (0, 1):
                 conn = self._connection(timeout)
                 try:
-                    conn.request(method, path, body=body, headers={**self.connection.all_headers(), **headers})
+                    conn.request(method, path, body=body, headers={**self._headers, **headers})
                     response = conn.getresponse()
                     data = response.read()
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:

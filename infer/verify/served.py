@@ -30,11 +30,11 @@ PTX_SERVER = "ptx"  # ptx serve's name in its server metadata (serve/service.py'
 PICTURES = 16  # real samples sent as PNG files: a drifted preprocessing moves every answer, a few show it
 
 
-def open_served(url: str | Endpoint, connection: Connection | None = None, like=None) -> Model:
+def open_served(url: str | Endpoint, connection: Connection | None = None) -> Model:
     """The Model of the model served at ``url`` (a runner without a head: its tensors are the
-    server's). ``like``: the reference's signature, which names the tensors compared."""
+    server's, named as the reference's once verify holds it to one: ServedRunner.hold_to)."""
     endpoint = url if isinstance(url, Endpoint) else Endpoint.parse(url)
-    return Model(ServedRunner(endpoint, connection or Connection(), like))
+    return Model(ServedRunner(endpoint, connection or Connection()))
 
 
 def served_rows(served: Model, this, against: str) -> list[Row]:
@@ -52,7 +52,6 @@ def served_row(served: Model, this, against: str, compared=()) -> Row:
     on the CPU, the same sample alone and in a batch, and the kind of any difference. ``compared``:
     the server's own tensors that the picture row compares (not said to be left out)."""
     runner, report = served.runner, this.report
-    runner.hold_to(this.signature)
     label = f"{SERVED}{runner.endpoint.url}"
     report.notes += [f"{label}: {runner.describe()}", *runner.notes]
     left_out = [n for n in runner.left_out if n not in compared]
@@ -118,7 +117,6 @@ def picture_row(runner, this, against: str, tensors: Row) -> Row:
         if failed is not None:
             raise failed
         want = np.stack([np.asarray(p.probabilities, np.float32) for p in this.reference.predict_samples(samples)])
-        runner.requests += 1
         got = runner.transport.infer({IMAGE_INPUT: np.array(files, dtype=object)},
                                      [PROBABILITIES_OUTPUT])[PROBABILITIES_OUTPUT]
     except PtxError as exc:
@@ -142,10 +140,8 @@ def _kinds(row: Row, run, this, got: Mapping, want: Mapping) -> list[str]:
     index = row.worst_case if row.worst_case in got else min(got)
     tolerances, signature = this.tolerances, this.signature
 
-    def agrees(name, g, w) -> bool:
-        t = tolerances.of(name, _dtype(signature, name), "cpu")
-        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
-        return g.shape == w.shape and bool(np.all(np.abs(g - w) <= t.atol + t.rtol * np.abs(w)))
+    def agrees(name, g, w) -> bool:  # by verify's one comparison, at the row's tolerance
+        return compare_output(name, g, w, tolerances.of(name, _dtype(signature, name), "cpu"), detail=False).ok
 
     axes = {t.name: t.batch_axis for t in (*signature.inputs, *signature.outputs)}
     if this.head is not None:  # verify feeds a head's cases in its contract's layout

@@ -22,7 +22,7 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
     if unknown:
         raise PtxError(f"--max-shape {unknown[0]}=...: {target.path.name} has no symbolic dim {unknown[0]!r}; its "
                        f"dynamic ones are {', '.join(signature.symbols())}")
-    plan = plan_inputs(signature, **{k: v for k, v in dict(plan or {}).items()})
+    plan = plan_inputs(signature, **dict(plan or {}))
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
 
     def where(symbol: str) -> str:
