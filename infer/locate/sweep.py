@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.comparison import OutputAgreement, compare_output
+from ptx.contract.comparison import EXACT, OutputAgreement, compare_output
 from ptx.contract.schema import Tolerance
 from ptx.errors import ModelRunError, PtxError, first_line
 
@@ -315,7 +315,7 @@ def _held(pairs: Counterparts, name: str, value) -> float:
     if name not in pairs.coded and pairs.other.dtype_of(pairs.of[name]) in (None, value.dtype):
         return 0.0
     held = compare_output(name, pairs.decode(name, pairs.encode(name, value)).astype(value.dtype), value,
-                          Tolerance(0.0, 0.0), detail=False)
+                          EXACT, detail=False)
     return held.rel if held.reference_sq > 0 else 0.0
 
 

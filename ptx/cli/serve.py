@@ -81,7 +81,7 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
         raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
                                "model files, in order")
     for given in served_names:
-        if not given or any(c in given for c in "/ \t?#%"):
+        if not _servable(given):
             raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
     files = [(served_names[i] if i < len(served_names) else _served_name(path), path)
              for i, path in enumerate(files)]
@@ -110,12 +110,15 @@ def _served_name(path: str) -> str:
     from ptx.infer.formats.model_files import read_model_file
 
     try:
-        recorded = read_model_file(path, digest=False).metadata.get("model")
+        name = read_model_file(path, digest=False).name  # the recorded name, else the file's
     except Exception:  # noqa: BLE001 - a file that cannot be read is said once, where serve opens it
-        recorded = None
-    if recorded and not any(c in recorded for c in "/ \t?#%"):
-        return recorded
-    return model_name(path)
+        name = None
+    return name if name and _servable(name) else model_name(path)
+
+
+def _servable(name: str) -> bool:
+    """Whether ``name`` can be a served model's name: one word of a URL path."""
+    return bool(name) and not any(c in name for c in "/ \t?#%")
 
 
 serve_cmd.help = f"{inspect.cleandoc(serve_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring
