@@ -14,20 +14,17 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from google.protobuf import text_format
 
+from ptx.contract.protocol import BYTES, CONTENTS, V2_TYPES
 from ptx.errors import first_line
 
 from .model import InferRequest, RequestedOutput
 from .service import Service
-from .tensors import BYTES, NUMPY_TYPES, RequestError, Tensor, from_raw, to_raw
+from .tensors import RequestError, Tensor, from_raw, to_raw
 
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
           404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
           415: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE}
-# InferTensorContents' field for each datatype (typed contents, when a client does not send raw).
-CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-            "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
-            "FP64": "fp64_contents", BYTES: "bytes_contents"}
+
 
 
 def _param(p) -> object:
@@ -142,7 +139,7 @@ def _from_contents(item, shape: list[int]) -> Tensor:
         raise RequestError(f"input {item.name!r}: {len(values)} values in contents for shape {shape} ({count})")
     if item.datatype == BYTES:
         return Tensor(item.name, BYTES, shape, values)
-    return Tensor(item.name, item.datatype, shape, np.asarray(values, dtype=NUMPY_TYPES[item.datatype]).reshape(shape))
+    return Tensor(item.name, item.datatype, shape, np.asarray(values, dtype=V2_TYPES[item.datatype]).reshape(shape))
 
 
 def build_server(service: Service) -> grpc.aio.Server:

@@ -6,12 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ptx import __version__
+from ptx.contract.protocol import SERVER_NAME
 
 from .metrics import Metrics
 from .model import VERSION, ServedModel
 from .tensors import RequestError
 
-SERVER_NAME = "ptx"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 

@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# v2 datatype -> numpy dtype (BYTES is handled apart: a list of bytes objects).
-NUMPY_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
-BYTES = "BYTES"
+from ptx.contract.protocol import BYTES, V2_TYPES
+
 # BYTES content types in JSON, as MLServer names them: base64-encoded bytes, or UTF-8 strings.
 BASE64, UTF8_STRING = "base64", "str"
 LENGTH = struct.Struct("<I")
@@ -149,10 +144,10 @@ _LINE_BREAKS = str.maketrans("", "", "\r\n")
 
 def _numpy_type(datatype: str, name: str):
     try:
-        return NUMPY_TYPES[datatype]
+        return V2_TYPES[datatype]
     except (KeyError, TypeError):
         raise RequestError(f"input {name!r}: unknown datatype {datatype!r}; the protocol's are "
-                           f"{', '.join([*NUMPY_TYPES, BYTES])}") from None
+                           f"{', '.join([*V2_TYPES, BYTES])}") from None
 
 
 def _flatten(data) -> list:

@@ -11,11 +11,12 @@ from typing import Mapping
 
 import numpy as np
 
+from ptx.contract.protocol import V2_TYPES
 from ptx.contract.tensor_inputs import ExactFeeds
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 
-from .oip_transport import V2_TYPES, Connection, Endpoint, open_transport
+from .oip_transport import Connection, Endpoint, open_transport
 from .runner import Runner
 
 BACKEND = "served"

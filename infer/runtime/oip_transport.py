@@ -24,16 +24,12 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from ptx.contract.protocol import BYTES, CONTENTS, V2_OF, V2_TYPES
 from ptx.errors import PtxError
 
 URL_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
 HEADER_LENGTH = "Inference-Header-Content-Length"
-V2_TYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
-            "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
-            "FP32": "float32", "FP64": "float64"}
-V2_OF = {v: k for k, v in V2_TYPES.items()}
 REST_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
-BYTES = "BYTES"  # an input of encoded files (a ptx server's pictures): an object array of bytes elements
 FIRST_PAUSE_S = 0.05  # a draining server is asked again after this, doubling, while the timeout allows
 
 
@@ -435,17 +431,12 @@ class GrpcTransport(_Transport):
             dtype = _numpy_type(item.datatype, item.name, e)
             if k < len(answer.raw_output_contents):
                 array = np.frombuffer(answer.raw_output_contents[k], dtype=dtype)
-            else:  # a server that answers with typed contents instead of raw bytes
-                array = np.asarray(_typed_contents(item.contents, item.datatype), dtype=dtype)
+            elif item.datatype in CONTENTS:  # a server that answers with typed contents instead of raw bytes
+                array = np.asarray(list(getattr(item.contents, CONTENTS[item.datatype])), dtype=dtype)
+            else:  # FP16 has no typed field in the protocol: it travels as raw bytes only
+                raise PtxError(f"{e.url}: infer: output {item.name!r} is {item.datatype} without raw contents")
             found[item.name] = array.reshape(list(item.shape))
         return _wanted(found, outputs, e)
-
-
-def _typed_contents(contents, datatype: str):
-    field_of = {"BOOL": "bool_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
-                "INT64": "int64_contents", "UINT64": "uint64_contents"}
-    name = field_of.get(datatype) or ("uint_contents" if datatype.startswith("UINT") else "int_contents")
-    return list(getattr(contents, name))
 
 
 def _wanted(found: Mapping[str, np.ndarray], wanted: Sequence[str], endpoint: Endpoint) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from ptx.contract.comparison import compare_output
+from ptx.contract.protocol import SERVER_NAME
 from ptx.contract.transforms import pictures_from_model_input
 from ptx.errors import PtxError
 
@@ -26,7 +27,6 @@ from .comparator import run_cases
 from .drift import name_difference
 from .report import SERVED, Row
 
-PTX_SERVER = "ptx"  # ptx serve's name in its server metadata (serve/service.py's SERVER_NAME; infer cannot import it)
 PICTURES = 16  # real samples sent as PNG files: a drifted preprocessing moves every answer, a few show it
 
 
@@ -89,7 +89,7 @@ def _picture_route(runner, this) -> bool:
     answers = {t.get("name") for t in runner._metadata.get("outputs") or []}
     if (IMAGE_INPUT, "BYTES") not in takes or PROBABILITIES_OUTPUT not in answers:
         return False
-    return (runner.transport.server_metadata() or {}).get("name") == PTX_SERVER
+    return (runner.transport.server_metadata() or {}).get("name") == SERVER_NAME
 
 
 def picture_row(runner, this, against: str, tensors: Row) -> Row:

@@ -22,6 +22,21 @@ VERSION = "1"
 MAX_BATCH_SIZE = 256  # the largest batch Triton's dynamic batcher forms for a batch-first model
 MAX_QUEUE_DELAY_US = 100  # how long the batcher may hold a request to fill a batch
 
+# -- the Open Inference Protocol's names, one definition for `ptx serve` and for ptx's client ----
+
+SERVER_NAME = "ptx"  # ptx serve's name in its server metadata: how a client knows the server is ptx's
+# v2 datatype -> numpy dtype name (BYTES is handled apart: a list, or object array, of bytes elements).
+V2_TYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+            "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
+            "FP32": "float32", "FP64": "float64"}
+V2_OF = {v: k for k, v in V2_TYPES.items()}  # numpy dtype name -> v2 datatype
+BYTES = "BYTES"
+# gRPC InferTensorContents' field for each datatype (typed contents, for a peer that sends no raw bytes).
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+            "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+            "FP64": "fp64_contents", BYTES: "bytes_contents"}
+
 
 class TritonBackend(ValueEnum):
     ONNXRUNTIME = "onnxruntime"
