@@ -72,9 +72,8 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         _bench_url(ctx, name, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served,
                    seed if _given(ctx, ["seed"]) else None)
         return
-    if against is not None or _given(ctx, list(served)):
-        raise click.UsageError("--against, --token, --header, --timeout, --concurrency, ... are for a served model: "
-                               "give its URL (http://HOST:PORT/v2/models/NAME)")
+    if against is not None:
+        raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
     is_file = _model_file(name, "bench")
     if not is_file:  # a run: refused for what it asks before the run is looked for

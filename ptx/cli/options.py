@@ -246,6 +246,9 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
         if kind not in kinds and _given(ctx, [name]):
             option = next(p.opts[0] for p in ctx.command.params if p.name == name)
             raise click.UsageError(f"{option} {why}")
+    served = _given(ctx, SERVED)
+    if served:  # refuse_meaningless is asked of a local model only: a URL's command takes these
+        raise click.UsageError(f"{served[0]} is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     given = [option for option, name in GENERATING.items() if _given(ctx, [name])]
     if given and _given(ctx, ["input_files"]):  # the inputs are the file's: nothing is generated to seed or shape
         raise click.UsageError(f"--inputs feeds your own samples; {given[0]} is for generated ones: give one of them")
@@ -305,6 +308,9 @@ def _given(ctx: click.Context, names) -> list[str]:
     params = {p.name: p for p in ctx.command.params}
     return [params[n].opts[0] for n in names if n in params
             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+
+
+SERVED = ("token", "headers", "timeout", "concurrency", "max_batch", "ca_file", "insecure", "json_data")
 
 
 def served_options(command):

@@ -104,9 +104,6 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     if against is not None and not is_url(name) and not Path(against).is_file():
         raise click.BadParameter(f"{against}: no such file" if not Path(against).exists() else
                                  f"{against} is a folder: give a model file", param_hint="'--against'")
-    if not is_url(name) and _given(ctx, list(served)):
-        raise click.UsageError("--token, --header, --timeout, --concurrency, --max-batch, --ca-file, --insecure and "
-                               "--json-data are for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     if metric is not None and (all_models or is_url(name) or not _model_file(name, "verify")):
         raise click.UsageError("--metric measures again the bound a model file's int8 was made with; a tutorial "
                                "model's is its accuracy, which verify measures on its real test samples")
