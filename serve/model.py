@@ -32,6 +32,7 @@ from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError, ModelRunError
 from ptx.infer.model.head import IMAGE_INPUT, LABEL_OUTPUT, PROBABILITIES_OUTPUT, Head, IdentityHead, Prediction
 from ptx.infer.model.model import Model
+from ptx.infer.predict.named_outputs import top_k
 
 from .batcher import Batcher, Merge
 from .tensors import BYTES, RequestError, Tensor
@@ -253,12 +254,9 @@ class ServedModel:
         if not class_scores(value, batch_axis):
             raise RequestError(f"output {r.name!r} is not class scores (floats, a batch axis, classes on the last "
                                "axis): classification does not apply")
-        rows = np.moveaxis(value, batch_axis, 0).reshape(-1, value.shape[-1])
-        k = min(r.classification, rows.shape[-1])
-        order = np.argsort(-rows, axis=-1, kind="stable")[:, :k]
-        items = [f"{rows[i, j]:f}:{j}{f':{labels[j]}' if labels else ''}".encode()
-                 for i in range(len(rows)) for j in order[i]]
-        return Tensor(r.name, BYTES, [len(rows), k], items, {"binary": r.binary})
+        best = top_k(value, batch_axis, r.classification)
+        items = [f"{score:f}:{j}{f':{labels[j]}' if labels else ''}".encode() for row in best for j, score in row]
+        return Tensor(r.name, BYTES, [len(best), len(best[0])], items, {"binary": r.binary})
 
     def _user_outputs(self, predictions: list[Prediction], wanted: list[RequestedOutput]) -> list[Tensor]:
         tensors = []

@@ -100,7 +100,8 @@ def top_k(value: np.ndarray, batch_axis: int | None, k: int) -> list[list[list]]
     k = min(k, rows.shape[1])
     # argpartition first: an LM's rows hold tens of thousands of scores, of which k are wanted
     best = np.argpartition(-rows, k - 1, axis=-1)[:, :k] if k < rows.shape[1] else np.tile(np.arange(k), (len(rows), 1))
-    order = np.take_along_axis(rows, best, -1).argsort(-1, kind="stable")[:, ::-1]
+    best = np.sort(best, axis=-1)  # equal scores in index order, as Triton's classification extension lists them
+    order = (-np.take_along_axis(rows, best, -1)).argsort(-1, kind="stable")
     best = np.take_along_axis(best, order, -1)
     return [[[int(i), float(row[i])] for i in picked] for row, picked in zip(rows, best)]
 
