@@ -43,30 +43,25 @@ def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concur
 
 def _concurrent(call: Callable[[], object], batch: int, concurrency: int, seconds: float, warmup: int) -> BenchRow:
     """``call`` from ``concurrency`` threads for ``seconds`` (after ``warmup`` calls each, untimed)."""
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    latencies: list[np.ndarray] = []
     failures: list[BaseException] = []
     start_line = threading.Barrier(concurrency + 1)
 
-    def worker(mine: list[float]) -> None:
+    def worker() -> None:
         try:
-            for _ in range(warmup):
+            for _ in range(warmup):  # before the start line, so that every thread's timing starts together
                 call()
         except BaseException as exc:  # noqa: BLE001 - said by the caller, in one line
             failures.append(exc)
         start_line.wait()
         if failures:
             return
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or not mine:
-            began = time.perf_counter()
-            try:
-                call()
-            except BaseException as exc:  # noqa: BLE001
-                failures.append(exc)
-                return
-            mine.append(time.perf_counter() - began)
+        try:
+            latencies.append(time_calls(call, warmup=0, seconds=seconds, min_iters=1))
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(mine,), daemon=True) for mine in latencies]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for t in threads:
         t.start()
     start_line.wait()
@@ -76,7 +71,7 @@ def _concurrent(call: Callable[[], object], batch: int, concurrency: int, second
     wall = time.perf_counter() - began
     if failures:
         raise failures[0]
-    every = np.concatenate([np.asarray(m) for m in latencies])
+    every = np.concatenate(latencies)
     row = _row(f"served (x{concurrency})", "remote", batch, every)
     row.images_per_s = round(batch * len(every) / wall, 1)  # answered over the wall time, all threads together
     return row
