@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import heapq
 import json
+import math
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,9 +123,13 @@ class CudaPlacement:
     def describe(self, limit: int = 6) -> str:
         if self.all_on_cuda:
             return f"all {self.nodes} nodes on CUDA{self._counted()}"
-        shown = "; ".join(map(str, self.on_cpu[:limit]))
-        more = f"; and {len(self.on_cpu) - limit} more" if len(self.on_cpu) > limit else ""
-        return f"{len(self.on_cpu)} of {self.nodes} nodes would run on the CPU{self._counted()}: {shown}{more}"
+        return (f"{len(self.on_cpu)} of {self.nodes} nodes would run on the CPU{self._counted()}: "
+                f"{_first(list(map(str, self.on_cpu)), limit)}")
+
+
+def _first(items: list[str], limit: int) -> str:
+    """The first ``limit`` items, "; " between them, and how many more there are."""
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _domain(node_domain: str) -> str:
@@ -147,13 +152,18 @@ def since_version(node, opsets: dict[str, int]) -> int:
         return opset
 
 
-def _type_of(value_info) -> str | None:
+def _ort_type(elem_type: int) -> str:
+    """An ONNX element type as ORT's kernel registry names it: tensor(float), tensor(int64), ..."""
     import onnx
 
+    return f"tensor({onnx.helper.tensor_dtype_to_string(elem_type).removeprefix('TensorProto.').lower()})"
+
+
+def _type_of(value_info) -> str | None:
     tensor = value_info.type.tensor_type
     if not value_info.type.HasField("tensor_type") or not tensor.elem_type:
         return None
-    return f"tensor({onnx.helper.tensor_dtype_to_string(tensor.elem_type).removeprefix('TensorProto.').lower()})"
+    return _ort_type(tensor.elem_type)
 
 
 def tensor_types(model) -> dict[str, str]:
@@ -171,7 +181,7 @@ def tensor_types(model) -> dict[str, str]:
         if found:
             types[info.name] = found
     for init in graph.initializer:
-        types[init.name] = f"tensor({onnx.helper.tensor_dtype_to_string(init.data_type).removeprefix('TensorProto.').lower()})"
+        types[init.name] = _ort_type(init.data_type)
     return types
 
 
@@ -253,7 +263,7 @@ def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], typ
         for name in node.input:
             if name:
                 consumers.setdefault(name, []).append(i)
-    small = {init.name for init in graph.initializer if _numel(init) <= SMALL_INITIALIZER}
+    small = {init.name for init in graph.initializer if math.prod(init.dims) <= SMALL_INITIALIZER}
     initializers = {init.name for init in graph.initializer}
     graph_inputs = {i.name for i in graph.input if i.name not in initializers}
     versions = {i: since_version(n, opsets) for i, n in enumerate(nodes)}
@@ -261,19 +271,15 @@ def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], typ
     cpu_tensors: set[str] = set()
     candidates: list[int] = []  # a heap: the earliest node in topological order first
 
-    def mark_outputs(i: int) -> None:
-        for name in nodes[i].output:
+    def mark_on_cpu(names) -> None:
+        for name in names:
             cpu_tensors.add(name)
             for c in consumers.get(name, []):
                 heapq.heappush(candidates, c)
 
     for i in sorted(cuda_nodes):  # first, the consumers of what CUDA kernels write to CPU memory
-        for out_index in CPU_OUTPUTS.get(nodes[i].op_type, ()):
-            if out_index < len(nodes[i].output):
-                name = nodes[i].output[out_index]
-                cpu_tensors.add(name)
-                for c in consumers.get(name, []):
-                    heapq.heappush(candidates, c)
+        outputs = nodes[i].output
+        mark_on_cpu([outputs[k] for k in CPU_OUTPUTS.get(nodes[i].op_type, ()) if k < len(outputs)])
 
     visited: set[int] = set()
     cpu_nodes: set[int] = set()
@@ -284,7 +290,7 @@ def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], typ
         visited.add(cur)
         node = nodes[cur]
         if cur not in cuda_nodes:  # no CUDA kernel: assumed on the CPU, so its consumers are candidates
-            mark_outputs(cur)
+            mark_on_cpu(node.output)
             continue
         place_in_cpu = True
         cpu_inputs = _in_table(CPU_INPUTS, node.op_type, versions[cur])
@@ -299,15 +305,8 @@ def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], typ
                 break
         if place_in_cpu:
             cpu_nodes.add(cur)
-            mark_outputs(cur)
+            mark_on_cpu(node.output)
     return cpu_nodes
-
-
-def _numel(init) -> int:
-    n = 1
-    for d in init.dims:
-        n *= d
-    return n
 
 
 def _node_types(node, types: dict[str, str]) -> str:
@@ -439,6 +438,6 @@ def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: li
     except Exception:  # the explanation is a courtesy: the refusal stands without it
         reasons = {}
     explained = [f"{entry}: {reasons.get(entry.rsplit(' (', 1)[0], 'left on the CPU by ONNX Runtime')}" for entry in on_cpu]
-    shown = "; ".join(explained[:6]) + (f"; and {len(explained) - 6} more" if len(explained) > 6 else "")
+    shown = _first(explained, 6)
     return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
             f"{shown}; use --backend ort-cpu")
