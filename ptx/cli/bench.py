@@ -151,10 +151,9 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
     from ptx.infer.runtime.oip_transport import Endpoint
     from ptx.infer.verify.served import open_served
 
-    for option in ("backends", "input_files", "verify_samples", "rounds"):
-        if _given(ctx, [option]):
-            flag = next(p.opts[0] for p in ctx.command.params if p.name == option)
-            raise click.UsageError(f"{flag} is not for a served model (ptx bench URL times it beside its local file)")
+    refused = _given(ctx, ["backends", "input_files", "verify_samples", "rounds"])
+    if refused:
+        raise click.UsageError(f"{refused[0]} is not for a served model (ptx bench URL times it beside its local file)")
     endpoint = Endpoint.parse(url)
     connection = served_connection(served)
     target = served_target(endpoint, against, root, run, {})

@@ -243,9 +243,9 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
     """One line for an option given for a model it means nothing for (ONE_KIND says which and why)."""
     kinds = kinds_of(target)
     for name, (kind, why) in ONE_KIND.items():
-        if kind not in kinds and _given(ctx, [name]):
-            option = next(p.opts[0] for p in ctx.command.params if p.name == name)
-            raise click.UsageError(f"{option} {why}")
+        given = _given(ctx, [name]) if kind not in kinds else []
+        if given:
+            raise click.UsageError(f"{given[0]} {why}")
     served = _given(ctx, SERVED)
     if served:  # refuse_meaningless is asked of a local model only: a URL's command takes these
         raise click.UsageError(f"{served[0]} is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")

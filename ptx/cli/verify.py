@@ -183,10 +183,9 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     from ptx.infer.runtime.oip_transport import Endpoint
     from ptx.infer.verify.served import open_served
 
-    for option in ("all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"):
-        if _given(ctx, [option]):
-            flag = next(p.opts[0] for p in ctx.command.params if p.name == option)
-            raise click.UsageError(f"{flag} is not for a served model (ptx verify URL compares its answers)")
+    refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
+    if refused:
+        raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
     endpoint = Endpoint.parse(url)
     connection = served_connection(served)
     target = served_target(endpoint, against, root, run, opening, verifying=True)
