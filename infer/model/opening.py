@@ -228,7 +228,7 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
             raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
                                 "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2), a run folder or a "
                                 "model's name")
-        target, run = _model_of_run(path), path
+        target, run = model_of_run(path), path
     elif path.suffix in ARTIFACT_SUFFIXES or is_file(path):
         return _warned(open_path(path, backend, device, precision, **opened))
     if backend is not None:
@@ -247,8 +247,9 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 open_artifact = load  # the name export's validation and older apps call it by
 
 
-def _model_of_run(folder: Path) -> str:
-    """The model a run folder holds, as its metrics.json (else its checkpoint) says."""
+def model_of_run(folder: Path, given: str | None = None, option: str = "NAME") -> str:
+    """The model a run folder holds, as its metrics.json (else its checkpoint) says, never its folder
+    name; ``given`` (the model named by ``option``) is refused when it contradicts the run."""
     from ptx.contract.runs import check_model
 
     held = run_model(folder)
@@ -256,7 +257,7 @@ def _model_of_run(folder: Path) -> str:
         from ptx.trainers.checkpoint import checkpoint_owner
 
         held = checkpoint_owner(folder / CHECKPOINT_FILE)
-    return check_model(None, held, folder, "NAME")
+    return check_model(given, held, folder, option)
 
 
 def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:

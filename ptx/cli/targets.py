@@ -25,7 +25,7 @@ def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
     """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
     folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
     and nothing was given (the command's own error then says where it looked)."""
-    from ptx.contract.runs import check_model, run_model
+    from ptx.infer.model.opening import model_of_run
 
     if run is None:
         return given
@@ -34,12 +34,7 @@ def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
             raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
                            "(`ptx runs` lists them)")
         return given
-    held = run_model(run)
-    if held is None and (Path(run) / "checkpoint.pt").is_file():  # metrics.json lost: ask the checkpoint (torch)
-        from ptx.trainers.checkpoint import checkpoint_owner
-
-        held = checkpoint_owner(Path(run) / "checkpoint.pt")
-    return check_model(given, held, run, option)
+    return model_of_run(Path(run), given, option)
 
 
 def _models_and_files(arguments) -> tuple[list[str], list]:
