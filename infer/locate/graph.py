@@ -341,8 +341,15 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero, axis: int) -> np.ndarray:
     """DequantizeLinear's arithmetic: (q - zero point) x scale, per axis where the scale is a vector."""
     scale = np.asarray(scale, np.float64)
     zero = np.zeros_like(scale) if zero is None else np.asarray(zero, np.float64)
-    if scale.ndim == 1 and q.ndim > 1:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    scale, zero = along(axis, q.ndim, scale, zero)
     return ((q.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
+def along(axis: int, ndim: int, scale: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A per-axis scale and zero point (vectors) shaped to broadcast along ``axis`` of an ``ndim``-D
+    tensor, as (De)QuantizeLinear applies them; a per-tensor pair as it is."""
+    if scale.ndim == 1 and ndim > 1:
+        shape = [1] * ndim
+        shape[axis] = -1
+        return scale.reshape(shape), zero.reshape(shape)
+    return scale, zero

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .graph import LocateGraph, dequantize
+from .graph import LocateGraph, along, dequantize
 
 # Nodes a quantizer or a float16 converter inserts that change a value's representation, not what it
 # is; looked through to the node that computed it.
@@ -217,15 +217,16 @@ class Counterparts:
         return next((q for q in self.other.readers.get(name, ()) if self.other.nodes[q].op_type == "QuantizeLinear"),
                     None)
 
+    def _qparams(self, q: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(scale, zero point or None, axis) of the other side's QuantizeLinear ``q``."""
+        node, other = self.other.nodes[q], self.other
+        zero = other.weight_as_read(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        return other.weight_as_read(node.input[1]), zero, next((a.i for a in node.attribute if a.name == "axis"), 1)
+
     def decode(self, name: str, value) -> np.ndarray:
         """The other side's value of ``name``'s counterpart as floats (dequantized where it is int8)."""
         q = self.coded.get(name)
-        if q is None:
-            return np.asarray(value)
-        node, other = self.other.nodes[q], self.other
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        zero = other.weight_as_read(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        return dequantize(np.asarray(value), other.weight_as_read(node.input[1]), zero, axis)
+        return np.asarray(value) if q is None else dequantize(np.asarray(value), *self._qparams(q))
 
     def encode(self, name: str, value) -> np.ndarray:
         """The reference's value of ``name`` as the other side holds its counterpart: quantized by its
@@ -234,17 +235,33 @@ class Counterparts:
         if q is None:
             dtype = self.other.dtype_of(self.of[name])
             return value.astype(dtype) if dtype is not None and value.dtype != dtype else value
-        node, other = self.other.nodes[q], self.other
-        scale = np.asarray(other.weight_as_read(node.input[1]), np.float64)
-        zero = other.weight_as_read(node.input[2]) if len(node.input) > 2 and node.input[2] else np.uint8(0)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        zero = np.asarray(zero)
-        if scale.ndim == 1 and value.ndim > 1:
-            shape = [1] * value.ndim
-            shape[axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        scale, zero, axis = self._qparams(q)
+        scale, zero = along(axis, value.ndim, np.asarray(scale, np.float64),
+                            np.asarray(np.uint8(0) if zero is None else zero))
         info = np.iinfo(zero.dtype)
         return np.clip(np.rint(value / scale) + zero.astype(np.int64), info.min, info.max).astype(zero.dtype)
+
+    def converter(self, name: str, source: str, target: str, *, encode: bool, extra: set | None = None):
+        """The ONNX node that does in a graph what ``encode``/``decode`` do here: float32 ``source``
+        written as the other side holds ``name``'s counterpart (encode: QuantizeLinear, or Cast to its
+        float16), or that counterpart read back as float32 (DequantizeLinear, Cast); Identity where
+        they are alike. ``extra`` collects the scale and zero point a (De)QuantizeLinear reads."""
+        from onnx import TensorProto, helper
+
+        q = self.coded.get(name)
+        if q is not None:
+            node = self.other.nodes[q]
+            if extra is not None:
+                extra.update(i for i in node.input[1:] if i)
+            made = helper.make_node("QuantizeLinear" if encode else "DequantizeLinear", [source, *node.input[1:]],
+                                    [target])
+            made.attribute.extend(a for a in node.attribute if a.name == "axis")
+            return made
+        dtype = self.other.dtype_of(self.of[name])
+        if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
+            to = helper.np_dtype_to_tensor_dtype(dtype) if encode else TensorProto.FLOAT
+            return helper.make_node("Cast", [source], [target], to=to)
+        return helper.make_node("Identity", [source], [target])
 
     def _folded(self, k: int, theirs) -> list[int] | None:
         """The reference's nodes from just after the one ``theirs`` stands for up to ``k``, where

@@ -100,33 +100,14 @@ def _against(pairs, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]):
             continue
         piece.graph.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(
             np.asarray(value).dtype), list(np.shape(value))))
-        piece.graph.node.insert(0, _convert(pairs, name, name, inner, into=True, extra=extra))
+        piece.graph.node.insert(0, pairs.converter(name, name, inner, encode=True, extra=extra))
     del piece.graph.output[:]
     for name in outputs:
-        piece.graph.node.append(_convert(pairs, name, "a/" + pairs.of[name], name, into=False, extra=extra))
+        piece.graph.node.append(pairs.converter(name, "a/" + pairs.of[name], name, encode=False, extra=extra))
         piece.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     have = {t.name for t in piece.graph.initializer}
     piece.graph.initializer.extend(other._initializer[n] for n in sorted(extra - have) if n in other._initializer)
     return _inline(piece, other.folder)
-
-
-def _convert(pairs, name: str, source: str, target: str, *, into: bool, extra: set):
-    """One node from float32 into the other's representation of ``name`` (into) or back out."""
-    from onnx import TensorProto, helper
-
-    q = pairs.coded.get(name)
-    if q is not None:
-        node = pairs.other.nodes[q]
-        extra.update(i for i in node.input[1:] if i)
-        axis = [a for a in node.attribute if a.name == "axis"]
-        made = helper.make_node("QuantizeLinear" if into else "DequantizeLinear", [source, *node.input[1:]], [target])
-        made.attribute.extend(axis)
-        return made
-    dtype = pairs.other.dtype_of(pairs.of[name])
-    if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
-        to = helper.np_dtype_to_tensor_dtype(dtype) if into else TensorProto.FLOAT
-        return helper.make_node("Cast", [source], [target], to=to)
-    return helper.make_node("Identity", [source], [target])
 
 
 def _piece(located: Located):

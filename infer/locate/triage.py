@@ -168,7 +168,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         prefix = f"f32/{unit.node}/"
         for i in unit.inputs:
             model.graph.node.append(helper.make_node("Identity", [kept[i]], [prefix + i]) if i in kept
-                                    else _into_f32(pairs, i, prefix + i))
+                                    else pairs.converter(i, pairs.of[i], prefix + i, encode=False))
         kept.update({o: prefix + o for o in unit.outputs})
         constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
         for k in sorted(set(constants or []) | set(unit.nodes)):
@@ -188,7 +188,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
             if o in pairs.coded and readers and len(readers) == len(other.readers[pairs.of[o]]):
                 renamed.update({other.nodes[k].output[0]: prefix + o for k in readers})
                 continue
-            model.graph.node.append(_from_f32(pairs, o, prefix + o, prefix + o + ":back"))
+            model.graph.node.append(pairs.converter(o, prefix + o, prefix + o + ":back", encode=True))
             renamed[pairs.of[o]] = prefix + o + ":back"
     for node in model.graph.node:
         if not node.name.startswith("f32/"):
@@ -213,38 +213,6 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
     return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
             "before": max(e.rel for e in before), "after": max(e.rel for e in after),
             "before_max_abs": max(e.max_abs for e in before), "after_max_abs": max(e.max_abs for e in after)}
-
-
-def _into_f32(pairs: Counterparts, name: str, target: str):
-    """A node that reads ``name``'s counterpart in the reduced file and writes it as float32."""
-    from onnx import TensorProto, helper
-
-    q = pairs.coded.get(name)
-    if q is not None:
-        node = pairs.other.nodes[q]
-        made = helper.make_node("DequantizeLinear", [pairs.of[name], *node.input[1:]], [target])
-        made.attribute.extend(a for a in node.attribute if a.name == "axis")
-        return made
-    dtype = pairs.other.dtype_of(pairs.of[name])
-    if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
-        return helper.make_node("Cast", [pairs.of[name]], [target], to=TensorProto.FLOAT)
-    return helper.make_node("Identity", [pairs.of[name]], [target])
-
-
-def _from_f32(pairs: Counterparts, name: str, source: str, target: str):
-    """A node that writes float32 ``source`` as the reduced file held ``name``'s counterpart."""
-    from onnx import helper
-
-    q = pairs.coded.get(name)
-    if q is not None:
-        node = pairs.other.nodes[q]
-        made = helper.make_node("QuantizeLinear", [source, *node.input[1:]], [target])
-        made.attribute.extend(a for a in node.attribute if a.name == "axis")
-        return made
-    dtype = pairs.other.dtype_of(pairs.of[name])
-    if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
-        return helper.make_node("Cast", [source], [target], to=helper.np_dtype_to_tensor_dtype(dtype))
-    return helper.make_node("Identity", [source], [target])
 
 
 def _sorted(model):
