@@ -143,23 +143,17 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:
     """`ptx bench URL`: the served model at --concurrency beside its local model (--against, as verify
     URL decides it), on the same inputs (ptx.infer.bench.served)."""
-    from ptx.cli.options import served_connection
     from ptx.cli.targets import served_target
     from ptx.infer.bench.served import bench_served
     from ptx.infer.model.target import Variant
     from ptx.infer.runtime import backends as registry
-    from ptx.infer.runtime.oip_transport import Endpoint
-    from ptx.infer.verify.served import open_served
 
     refused = _given(ctx, ["backends", "input_files", "verify_samples", "rounds"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx bench URL times it beside its local file)")
-    endpoint = Endpoint.parse(url)
-    connection = served_connection(served)
-    target = served_target(endpoint, against, root, run, {})
+    model, connection, target = served_target(url, served, against, root, run, {})
     # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
     variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)
-    model = open_served(endpoint, connection)
     try:
         local = target.open(variant)
         result = bench_served(local, model, url, batch_sizes=batch_sizes or (1, 8), seed=seed,

@@ -89,10 +89,21 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
     return UnknownModelError(f"{exc}; or give a model file's path ({usage or f'`ptx {command} model.onnx`'})")
 
 
-def served_target(endpoint, against, root, run, opening, verifying: bool = False):
-    """The local reference a served model (`ptx verify|bench URL`) is held to: --against a model FILE,
-    a tutorial model NAME or a RUN folder; by default --run, else the URL's model name where it is a
-    tutorial model's (its run under --root)."""
+def served_target(url, served: dict, against, root, run, opening, verifying: bool = False):
+    """(the served model, reached before anything loads, as the Model of its URL; the Connection that
+    reaches it; the local reference it is held to) for `ptx verify|bench URL`: the reference is
+    --against a model FILE, a tutorial model NAME or a RUN folder; by default --run, else the URL's
+    model name where it is a tutorial model's (its run under --root)."""
+    from ptx.cli.options import served_connection
+    from ptx.infer.runtime.oip_transport import Endpoint
+    from ptx.infer.verify.served import open_served
+
+    endpoint, connection = Endpoint.parse(url), served_connection(served)
+    target = _reference_of(endpoint, against, root, run, opening, verifying)
+    return open_served(endpoint, connection), connection, target
+
+
+def _reference_of(endpoint, against, root, run, opening, verifying: bool):
     from ptx.contract.catalog import names
     from ptx.infer.model.target import Target
 

@@ -178,18 +178,12 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
     FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
     decided here, where the argument enters, and the endpoint reached before anything runs."""
-    from ptx.cli.options import served_connection
     from ptx.cli.targets import served_target
-    from ptx.infer.runtime.oip_transport import Endpoint
-    from ptx.infer.verify.served import open_served
 
     refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
-    endpoint = Endpoint.parse(url)
-    connection = served_connection(served)
-    target = served_target(endpoint, against, root, run, opening, verifying=True)
-    model = open_served(endpoint, connection)  # reached (metadata, config) before the reference loads
+    model, _, target = served_target(url, served, against, root, run, opening, verifying=True)
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
     _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
               {**chosen, "served": model})], as_json=as_json, all_rows=all_rows,
