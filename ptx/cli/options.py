@@ -347,12 +347,3 @@ def is_url(name) -> bool:
         raise PtxError(f"{name}: a served model's URL is {', '.join(s + '...' for s in URL_SCHEMES)} "
                        "(http://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/NAME)")
     return names_url(name)
-
-
-def served_connection(served: dict):
-    """served_options' values as the Connection the client takes (a --header that is not NAME:VALUE: one line)."""
-    from ptx.infer.runtime.oip_transport import Connection, parse_header
-
-    return Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
-                      timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
-                      concurrency=served["concurrency"], binary=not served["json_data"], max_batch=served["max_batch"])

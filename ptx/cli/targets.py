@@ -94,13 +94,21 @@ def served_target(url, served: dict, against, root, run, opening, verifying: boo
     reaches it; the local reference it is held to) for `ptx verify|bench URL`: the reference is
     --against a model FILE, a tutorial model NAME or a RUN folder; by default --run, else the URL's
     model name where it is a tutorial model's (its run under --root)."""
-    from ptx.cli.options import served_connection
     from ptx.infer.runtime.oip_transport import Endpoint
     from ptx.infer.verify.served import open_served
 
     endpoint, connection = Endpoint.parse(url), served_connection(served)
     target = _reference_of(endpoint, against, root, run, opening, verifying)
     return open_served(endpoint, connection), connection, target
+
+
+def served_connection(served: dict):
+    """served_options' values as the Connection the client takes (a --header that is not NAME:VALUE: one line)."""
+    from ptx.infer.runtime.oip_transport import Connection, parse_header
+
+    return Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
+                      timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
+                      concurrency=served["concurrency"], binary=not served["json_data"], max_batch=served["max_batch"])
 
 
 def _reference_of(endpoint, against, root, run, opening, verifying: bool):
