@@ -246,8 +246,10 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
         given = _given(ctx, [name]) if kind not in kinds else []
         if given:
             raise click.UsageError(f"{given[0]} {why}")
-    served = _given(ctx, SERVED)
-    if served:  # refuse_meaningless is asked of a local model only: a URL's command takes these
+    # for a command that reaches a served model (served_options: --json-data is theirs alone; ptx serve's
+    # own --token and --insecure are its server's); refuse_meaningless is asked of a local model only
+    served = _given(ctx, SERVED) if any(p.name == "json_data" for p in ctx.command.params) else []
+    if served:
         raise click.UsageError(f"{served[0]} is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     given = [option for option, name in GENERATING.items() if _given(ctx, [name])]
     if given and _given(ctx, ["input_files"]):  # the inputs are the file's: nothing is generated to seed or shape
