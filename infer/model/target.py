@@ -192,15 +192,16 @@ class Target:
         if self.is_run or not variants or self.found.metadata:
             return {}
         declared = as_declarations(self.options.get("inputs"))
+        present = [v for v in variants if self._has_file(v)]  # paired with their args: a missing file has none
         args = [probe_args(self.file_for(v), v.backend.label(v.device), v.device, declared,
                            self.options.get("batch_axes"), bool(self.options.get("ignore_metadata")))
-                for v in variants if self._has_file(v)]
+                for v in present]
         try:
             run_child(PROBE, json.dumps(args), what=f"opening {self.path.name}")
             return {}
         except ChildCrashError:
             crashed: dict[str, PtxError] = {}
-            for variant, one in zip(variants, args):
+            for variant, one in zip(present, args):
                 try:
                     run_child(PROBE, json.dumps([one]), what=f"{variant.label} opening {self.path.name}")
                 except ChildCrashError as exc:
