@@ -6,6 +6,7 @@ convnet trains longer because the image tests compare recognition rates.
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,9 +75,31 @@ def smoke_dataset_name(name: str) -> str:
     return "mnist-sample" if dataset == "mnist" else dataset
 
 
+@contextmanager
+def _held(lock: Path):
+    """An exclusive lock on ``lock`` between processes (xdist's workers), where the OS has flock."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): each worker makes its own
+        yield
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Runs:
-    def __init__(self, root: Path):
+    """Trained and exported runs, one folder per model in ``root`` (this worker's own, so that a test
+    may change its files). Under xdist, a model is trained (and its pt2 compiled) once for all the
+    workers of the run, in ``shared``, and copied: both workers would otherwise train the same models."""
+
+    def __init__(self, root: Path, shared: Path | None = None):
         self.root = root
+        self.shared = shared
         self._done: set[str] = set()
         self._data: dict[str, object] = {}
 
@@ -90,14 +113,27 @@ class Runs:
         """runs/<name> with checkpoint.pt, model.onnx and model.torchscript.pt."""
         run_dir = self.root / name
         if name not in self._done:
-            spec = get(name)
-            epochs = WELL_TRAINED.get(name, 1)
-            config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr,
-                                 device="cpu", limit=None if name in WELL_TRAINED else SMOKE_LIMIT)
-            train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
-            export_model(name, checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
+            if self.shared is None:
+                self._train(name, run_dir)
+            else:
+                made = self.shared / name
+                with _held(self.shared / f"{name}.lock"):
+                    if not (made / "trained").is_file():
+                        self._train(name, made)
+                        (made / "trained").touch()
+                    # under the lock: a pt2 compile writes its temporary file into the shared folder
+                    shutil.copytree(made, run_dir, ignore=shutil.ignore_patterns("trained", "model.pt2", ".*"),
+                                    dirs_exist_ok=True)
             self._done.add(name)
         return run_dir
+
+    def _train(self, name: str, run_dir: Path) -> None:
+        spec = get(name)
+        epochs = WELL_TRAINED.get(name, 1)
+        config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr,
+                             device="cpu", limit=None if name in WELL_TRAINED else SMOKE_LIMIT)
+        train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
+        export_model(name, checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
 
     def with_pt2(self, name: str, device: str = "cpu") -> Path:
         """runs/<name> as trained() gives it, plus model.pt2 compiled for ``device`` (once per test
@@ -112,8 +148,16 @@ class Runs:
             shutil.copy2(run_dir / "checkpoint.pt", own / "checkpoint.pt")
             run_dir = own
         if not (run_dir / "model.pt2").is_file():
-            export_model(name, ["pt2"], checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact,
-                         device=device, log=lambda _: None)
+            if self.shared is None or device != "cpu":
+                export_model(name, ["pt2"], checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact,
+                             device=device, log=lambda _: None)
+            else:  # compiled once for every worker, from the shared checkpoint this run's is a copy of
+                made = self.shared / name
+                with _held(self.shared / f"{name}.lock"):
+                    if not (made / "model.pt2").is_file():
+                        export_model(name, ["pt2"], checkpoint=made / "checkpoint.pt", open_predictor=open_artifact,
+                                     log=lambda _: None)
+                    shutil.copy2(made / "model.pt2", run_dir / "model.pt2")
         return run_dir
 
     def ready(self, *names: str) -> Path:
@@ -131,7 +175,10 @@ class Runs:
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> Runs:
-    return Runs(tmp_path_factory.mktemp("runs"))
+    # xdist gives its workers one id per run: their shared folder, beside their own base folders.
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-runs-{run_id}" if run_id else None
+    return Runs(tmp_path_factory.mktemp("runs"), shared)
 
 
 @pytest.fixture(params=list_models())
