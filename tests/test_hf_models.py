@@ -1,15 +1,13 @@
 """Hugging Face transformers' own classes, built from tiny configs, exported as they come (issue 58):
 GPT-2 with its cache on (the cache dropped, the logits exported), BERT with attention_mask and
 token_type_ids (and by keyword, attention_mask left out), ViT and T5's encoder; then verify, predict,
-bench and serve, with answers equal to eager PyTorch's and to a bare onnxruntime session's. A pt2
-package whose outputs are a ModelOutput records transformers' module and loads in a fresh process.
-Each model is built and exported once per module; inputs are small."""
+bench and serve, with answers equal to eager PyTorch's and to a bare onnxruntime session's. Each
+model is built and exported (onnx, torchscript) once per module; inputs are small. Their pt2 packages
+are tests/test_hf_pt2.py's: a file of its own, so that a second pytest-xdist worker compiles them."""
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import urllib.request
 
 import numpy as np
@@ -21,111 +19,15 @@ pytest.importorskip("transformers", reason="transformers is in the test extra (s
 import torch  # noqa: E402
 
 import serving  # noqa: E402
-from ptx.contract.reference import load_reference, reference_path  # noqa: E402
+from hf_models import Exports, cli, eager, factory, first_case, ptx  # noqa: E402
 from ptx.errors import PtxError  # noqa: E402
 from ptx.export.factory import load_factory  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.infer import load  # noqa: E402
-from ptx.pytree_types import recorded_modules  # noqa: E402
-
-TIMEOUT = 300
-
-# name -> (the factory file's text, --input declarations, formats). Every config is tiny (2 layers,
-# hidden 32): each builds in well under a second.
-MODELS = {
-    "gpt2": ("""
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
-
-def build():
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=2))  # use_cache on
-""", ["input_ids=batchxseq:int64"], ["onnx", "torchscript"]),
-    "bert": ("""
-import torch
-from transformers import BertConfig, BertModel
-
-def build():
-    torch.manual_seed(0)
-    return BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=64, type_vocab_size=10))
-""", ["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64", "attention_mask=batchxseq:int64"],
-        ["onnx", "torchscript", "pt2"]),
-    "vit": ("""
-import torch
-from transformers import ViTConfig, ViTForImageClassification
-
-def build():
-    torch.manual_seed(0)
-    return ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                               num_attention_heads=2, intermediate_size=64, num_labels=5))
-""", ["pixel_values=batchx3x32x32"], ["onnx", "torchscript"]),
-    "t5": ("""
-import torch
-from transformers import T5Config, T5EncoderModel
-
-def build():
-    torch.manual_seed(0)
-    return T5EncoderModel(T5Config(vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2))
-""", ["input_ids=batchxseq:int64"], ["onnx", "torchscript"]),
-}
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=TIMEOUT)
-
-
-def cli(*args):
-    """A ptx command in this process (click's runner): the suite pays no interpreter or torch start."""
-    from click.testing import CliRunner
-
-    from ptx.cli import cli as ptx_cli
-
-    done = CliRunner().invoke(ptx_cli, list(map(str, args)), prog_name="ptx", catch_exceptions=False)
-    assert done.exit_code == 0, done.output
-    return done.output
-
-
-def factory(tmp_path, name):
-    path = tmp_path / f"{name}.py"
-    path.write_text(MODELS[name][0])
-    return path
-
-
-class Exports:
-    """Each model exported once, on first use: {name: (folder, what export printed)}."""
-
-    def __init__(self, root):
-        self.root, self.done = root, {}
-
-    def __getitem__(self, name):
-        if name not in self.done:
-            source = factory(self.root, name)
-            lines: list[str] = []
-            made = load_factory(f"{source}:build")
-            export_module(made.module, made.example_inputs, self.root / name, open_model=load, inputs=MODELS[name][1],
-                          formats=MODELS[name][2], name=name, log=lines.append)
-            self.done[name] = (self.root / name, "\n".join(lines))
-        return self.done[name]
-
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    return Exports(tmp_path_factory.mktemp("hf"))
-
-
-def eager(name, root, feeds):
-    """The model as transformers gives it, called by keyword with its own defaults (GPT-2's cache
-    on): the answers every file must give."""
-    made = load_factory(f"{factory(root, name)}:build")
-    with torch.no_grad():
-        out = made.module.eval()(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-    return {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
-
-
-def first_case(folder):
-    return load_reference(reference_path(folder / "model.onnx")).cases[0]
+    return Exports(tmp_path_factory.mktemp("hf"), ["onnx", "torchscript"])
 
 
 def test_gpt2_with_its_cache_on_exports_its_logits_from_the_issue_s_command(tmp_path):
@@ -180,27 +82,12 @@ def test_each_export_answers_as_eager_and_a_bare_session(exports, name, tmp_path
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
     names = [o.name for o in session.get_outputs()]
     assert names and set(names) <= set(want)
-    for model in ("model.onnx", "model.torchscript.pt", *(["model.pt2"] if "pt2" in MODELS[name][2] else [])):
+    for model in ("model.onnx", "model.torchscript.pt"):
         got = load(folder / model).run(case.feeds)
         for output in names:
             np.testing.assert_allclose(got[output], want[output], atol=1e-4, rtol=1e-3, err_msg=f"{model} {output}")
     for got, output in zip(session.run(None, case.feeds), names):
         np.testing.assert_allclose(got, want[output], atol=1e-4, rtol=1e-3)
-
-
-def test_a_pt2_of_a_model_output_records_transformers_and_loads_in_a_fresh_process(exports):
-    """Issue 58, 4: the package named transformers.modeling_outputs' types in its pytree spec, and
-    `ptx verify model.pt2` failed where transformers was not imported; the module is recorded at
-    export and imported at load."""
-    folder, _ = exports["bert"]
-    assert recorded_modules(folder / "model.pt2") == ["transformers.modeling_outputs"]
-    bare = subprocess.run([sys.executable, "-c", "import sys, torch; m = torch._inductor.aoti_load_package(sys.argv[1]); "
-                           "x = torch.ones(3, 8, dtype=torch.int64); m(x, x, x)", folder / "model.pt2"],
-                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert "in pytree is not registered" in bare.stderr  # what ptx's load prevents: the bare call's failure
-    done = ptx("verify", folder / "model.pt2")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "PASS" in done.stdout and "not registered" not in done.stdout + done.stderr
 
 
 def test_a_pt2_whose_outputs_are_a_type_no_load_can_import_is_refused_in_one_line(tmp_path):
