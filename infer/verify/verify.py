@@ -31,7 +31,7 @@ import numpy as np
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
-from ptx.contract.verdict import differs_note, recorded_bound, recorded_verdicts
+from ptx.contract.verdict import bound_metric, differs_note, recorded_bound, recorded_verdicts
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
@@ -210,8 +210,7 @@ class Run:
     def _bound_again(self, model, metadata):
         """The bound the file records on the user's metric, measured again with --metric (on the
         reference for f32's value, once, and on ``model``); None without --metric or a bound."""
-        bound = recorded_bound(metadata)
-        if self.metric is None or model is None or bound is None or bound.user_metric is None:
+        if self.metric is None or model is None or bound_metric(metadata) is None:
             return None
         if self.target.precision != FULL_PRECISION:  # no f32 here to measure the drop from
             note = (f"note: --metric: {self.target.path.name} is {self.target.precision} itself; give the f32 file it "
@@ -221,8 +220,8 @@ class Run:
         if self._metric_f32 is None:
             self.progress(f"--metric {getattr(self.metric, 'shown', '')} on {self.target.reference} (f32)")
             self._metric_f32 = self.metric(self.reference.run)
-        return bound.measured_again(getattr(self.metric, "shown", bound.metric), self._metric_f32,
-                                    self.metric(model.run))
+        return recorded_bound(metadata, again=(getattr(self.metric, "shown", bound_metric(metadata)), self._metric_f32,
+                                               self.metric(model.run)))
 
 
 def _open_reference(target: Target, progress):
