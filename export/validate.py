@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ptx.contract import Contract, Tolerance
-from ptx.contract.cases import Case
+from ptx.contract.cases import Case, run_cases
 from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output
 from ptx.contract.verdict import Evidence, judge_tensors as tensor_rule, labels_evidence
 from ptx.contract.names import FULL_PRECISION
@@ -104,11 +104,9 @@ def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Se
         if model.signature.output_names != signature.output_names:
             raise ValidationError(f"{fmt.name}: the file's outputs are {model.signature.output_names}, the "
                                   f"reference's {signature.output_names}")
-        for case in cases:
-            try:
-                got = model.run(case.feeds)
-            except PtxError as exc:  # ModelRunError: e.g. a batch the exporter fixed
-                raise ValidationError(f"{fmt.name}: {case.label} does not run: {exc}{why()}") from None
+        for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
+            if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
+                raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
             for sig in signature.outputs:
                 agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
                 if agreement.problem or (judged and not agreement.ok):
