@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ptx.contract.verdict import RecordedBound
+from ptx.contract.verdict import Evidence, bound_evidence
 from ptx.errors import PtxError, first_line
 
 from .refusal import sentence, traceback_line
@@ -50,7 +50,7 @@ class Bound:
     # judged on every runtime it is offered to, not only the one it was made for.
     measure_through: Callable[[Path, str], float] | None = None
 
-    def judge(self, path: Path) -> "Held":
+    def judge(self, path: Path) -> Evidence:
         """The candidate at ``path`` measured and held to the bound (the search's judge)."""
         return Held(self, self.measure(Path(path), None)[0])
 
@@ -60,10 +60,10 @@ class Bound:
                 "metric_f32": f"{self.reference:.6g}", "metric_int8": f"{value:.6g}"}
 
 
-def Held(bound: Bound, value: float) -> RecordedBound:  # noqa: N802 - read as the record it makes
-    """One candidate's value against ``bound``: the record a file keeps of it and every command reads
-    (ptx.contract.verdict.RecordedBound), as keep_f32's search and the verdict read a judgement."""
-    return RecordedBound(bound.max_drop, bound.unit, bound.metric, bound.reference, value, rechecked=True)
+def Held(bound: Bound, value: float) -> Evidence:  # noqa: N802 - read as the record it makes
+    """One candidate's value against ``bound``, as the evidence keep_f32's search and the verdict
+    read (ptx.contract.verdict.bound_evidence), measured here by export."""
+    return bound_evidence(bound.max_drop, bound.unit, bound.metric, bound.reference, value, rechecked=True)
 
 
 def check_max_drop(value: float | None) -> float | None:

@@ -30,7 +30,7 @@ STEP = 2  # nodes kept in f32 per round: few, so that no node is kept that the l
 TIMED_RUNS = 20  # runs of each file, alternating, for the speed comparison
 
 Rank = Callable[[Path, Path, dict], list[tuple[str, float]]]  # (f32 file, int8 file, feeds) -> (node, born)
-Judge = Callable[[Path], object]  # an int8 file -> ReducedJudgement (unusable: [] when labels agree)
+Judge = Callable[[Path], object]  # an int8 file -> its Evidence (ptx.contract.verdict; unusable: [] when it passes)
 
 
 @dataclass

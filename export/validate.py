@@ -19,9 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ptx.contract import Contract, Tolerance
-from ptx.contract.cases import Case
-from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, ReducedJudgement, compare_output, judge_reduced_outputs
-from ptx.contract.verdict import TensorJudgement, judge_tensors as tensor_rule
+from ptx.contract.cases import Case, run_cases
+from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output
+from ptx.contract.verdict import Evidence, judge_tensors as tensor_rule, labels_evidence
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.transforms import decisions, normalize, pictures_from_model_input, run_in_batches, to_layout
@@ -104,11 +104,9 @@ def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Se
         if model.signature.output_names != signature.output_names:
             raise ValidationError(f"{fmt.name}: the file's outputs are {model.signature.output_names}, the "
                                   f"reference's {signature.output_names}")
-        for case in cases:
-            try:
-                got = model.run(case.feeds)
-            except PtxError as exc:  # ModelRunError: e.g. a batch the exporter fixed
-                raise ValidationError(f"{fmt.name}: {case.label} does not run: {exc}{why()}") from None
+        for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
+            if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
+                raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
             for sig in signature.outputs:
                 agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
                 if agreement.problem or (judged and not agreement.ok):
@@ -172,7 +170,7 @@ def tutorial_cases(module, contract: Contract, signature: Signature, inputs: Seq
 
 
 def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | None = None,
-                  max_drop: float | None = None) -> tuple[ReducedJudgement, str]:
+                  max_drop: float | None = None) -> tuple[Evidence, str]:
     """Judge a tutorial model's reduced-precision file (opened as ``model``) as ``ptx verify`` does,
     on the same real test samples in the same batches: (judgement, dataset name). DataError where
     the run's dataset is not on this machine. ``eager``: a dict that keeps the samples and eager's
@@ -180,7 +178,7 @@ def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | N
     ``max_drop``: the bound the file is made to hold (accuracy points), judged instead of the gate."""
     kept = _judging(eager_module, ckpt, notice, eager)
     got = _answers(model, ckpt["contract"], kept["x"])
-    return judge_reduced_outputs(got, kept["want"], kept["truth"], ckpt["contract"], max_drop), kept["data"]
+    return labels_evidence(got, kept["want"], kept["truth"], ckpt["contract"], max_drop), kept["data"]
 
 
 def tutorial_accuracy(model, eager_module, ckpt: dict, eager: dict, indices: Sequence[int] | None = None,
@@ -232,7 +230,7 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 
 
 def judge_tensors(answers: Sequence[dict], cases: Sequence[Case], signature: Signature, precision: str,
-                  held: str, against: str = "the f32 file") -> TensorJudgement:
+                  held: str, against: str = "the f32 file") -> Evidence:
     """The reduced file's ``answers`` against the reference's on each case (the f32 file's, or eager's
     for a module), by the one rule for tensors (ptx.contract.verdict.judge_tensors: near-ties of
     f32's own not counted)."""

@@ -101,7 +101,7 @@ def test_choices_apply_to_the_graphs_they_can_change(runs, tmp_path):
 
 class _Verdict:
     def __init__(self, agree: float):
-        self.label_agreement = agree
+        self.value = agree  # the label agreement, as a head's labels evidence holds it
         self.unusable = [] if agree >= 0.99 else [f"labels agree on {agree:.1%}"]
 
 

@@ -18,7 +18,7 @@ import onnx
 import pytest
 import torch
 
-from ptx.contract.verdict import (NEAR_TIE_MARGIN, NOT_USABLE, PASS, RecordedBound, TensorJudgement, Verdict, decide,
+from ptx.contract.verdict import (NEAR_TIE_MARGIN, NOT_USABLE, PASS, Evidence, Verdict, bound_evidence, decide,
                                   differs_note, judge_tensors, recorded_verdicts, verdict_strings)
 from ptx.errors import UnusablePrecisionWarning
 from ptx.infer import load
@@ -97,21 +97,22 @@ def test_near_ties_of_f32_are_not_counted_and_all_ties_fall_back_to_relative_err
 
 
 def test_the_strongest_evidence_decides_and_the_weaker_is_shown_not_counted():
-    noise = TensorJudgement("generated, seed 0", ["scores argmax agrees on 9.4% of 32 rows"], ["scores: argmax ..."])
-    bound = RecordedBound(2.0, "", "m.py:agreement (the user's metric)", 100.0, 99.0, rechecked=False)
-    verdict = decide("ort-cpu-int8", [("generated", noise), ("bound", bound)], by="export")
+    noise = Evidence("generated", "generated, seed 0 against the f32 file: scores argmax agrees on 9.4% of 32 rows",
+                     ["scores: argmax ..."])
+    bound = bound_evidence(2.0, "", "m.py:agreement (the user's metric)", 100.0, 99.0)  # as the file records it
+    verdict = decide("ort-cpu-int8", [noise, bound], by="export")
     assert (verdict.status, verdict.evidence, verdict.rechecked) == (PASS, "bound", False)
     assert verdict.measured == "m.py:agreement: 99.0000 (f32 100.0000), 1.00 below, --max-drop 2"
     assert verdict.also == ["generated inputs: generated, seed 0 against the f32 file: scores argmax agrees on 9.4% "
                             "of 32 rows (NOT USABLE, not counted)"]
     assert "as `ptx export` measured it" in verdict.describe()
-    missed = decide("openvino-int8", [("bound", RecordedBound(2.0, "", "m.py:agreement", 100.0, 97.0))])
+    missed = decide("openvino-int8", [bound_evidence(2.0, "", "m.py:agreement", 100.0, 97.0)])
     assert missed.status == NOT_USABLE and missed.reasons == ["m.py:agreement drops 3 (more than --max-drop 2)"]
     # the record round-trips through a file's metadata, the serving runtime's verdict also as ptx.judgement
     strings = verdict_strings([missed, verdict])
     assert strings["judgement"] == "NOT USABLE: m.py:agreement drops 3 (more than --max-drop 2)"
     assert recorded_verdicts(strings) == {"openvino-int8": missed, "ort-cpu-int8": verdict}
-    note = differs_note(verdict, decide("ort-cpu-int8", [("generated", noise)]))
+    note = differs_note(verdict, decide("ort-cpu-int8", [noise]))
     assert note == ("note: ort-cpu-int8: the file records PASS (ptx export), verify finds NOT USABLE: export judged it "
                     "by the bound it was made to hold, verify by generated inputs (verify measures a bound again only "
                     "on what it was made with: a tutorial model's real test samples, or your --metric FILE.py:FN on "

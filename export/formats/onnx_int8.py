@@ -458,9 +458,7 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
             best = i
     if best is None:  # none passes: the one closest to passing (labels agree best, fewest failures), for the gate
         # (labels agree best, or a --max-drop bound's metric is highest; fewest failures)
-        best = max(range(len(tried)), key=lambda i: (getattr(verdicts[i], "label_agreement", None)
-                                                     or getattr(verdicts[i], "value", None) or 0.0,
-                                                     -len(verdicts[i].unusable)))
+        best = max(range(len(tried)), key=lambda i: (verdicts[i].value or 0.0, -len(verdicts[i].unusable)))
     summary = "; ".join(f"{c.label}: {r:.2f}x, {'PASS' if not v.unusable else 'fails the gate'}"
                         for c, r, v in zip(tried, ratios, verdicts))
     recorded.update(quantization_tried=f"{summary} (speed against {served} through ONNX Runtime, "

@@ -14,10 +14,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.cases import Case
+from ptx.contract.cases import Case, run_cases as each_case
 from ptx.contract.comparison import OutputAgreement, check_tolerance, default_tolerance
 from ptx.contract.schema import Tolerance
-from ptx.errors import PtxError, first_line
+from ptx.errors import PtxError
 
 # The names torch gives the outputs of a module it cannot name (torch_runner.flatten_outputs).
 PROBE_NAMES = ("output",)
@@ -73,21 +73,32 @@ class Tolerances:
                          own.get("rtol", base.rtol if self.rtol is None else self.rtol))
 
 
-def run_cases(run: Callable[[Mapping[str, np.ndarray]], Outputs], cases: Sequence[Case]) -> tuple[dict[int, dict[str, np.ndarray]], str | None]:
-    """``run`` (a model's run) on every case in turn: (outputs by case index, the failure that stopped it). A
-    model that runs one batch size and fails at another is told so: the batch was specialised."""
-    results: dict[int, dict[str, np.ndarray]] = {}
-    for i, case in enumerate(cases):
-        try:
-            results[i] = run(case.feeds)
-        except Exception as exc:  # noqa: BLE001 - any runtime's failure is this row's, in one line
-            why = str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
-            passed = [cases[j] for j in results]
-            if passed and case.batch is not None and passed[-1].batch not in (None, case.batch):
-                why = (f"runs at {passed[-1].label} but fails at {case.label}: {why} (the exporter specialised the "
-                       "batch?)")
-            return results, why
+def run_cases(run: Callable[[Mapping[str, np.ndarray]], Outputs], cases: Sequence[Case],
+              shared: Sequence[int] | None = None) -> tuple[dict[int, Outputs], str | None]:
+    """``run`` (a model's run) on the cases (those at the indices ``shared``; all by default) by ptx's
+    one run loop (ptx.contract.cases.run_cases), until one fails: (outputs by case index, the failure
+    that stopped it). A model that runs one batch size and fails at another is told so: the batch was
+    specialised."""
+    indices = range(len(cases)) if shared is None else list(shared)
+    results: dict[int, Outputs] = {}
+    for i, (case, answers, why) in zip(indices, each_case(run, [cases[i] for i in indices])):
+        if why is None:
+            results[i] = answers
+            continue
+        passed = cases[next(reversed(results))] if results else None
+        if passed is not None and case.batch is not None and passed.batch not in (None, case.batch):
+            why = f"runs at {passed.label} but fails at {case.label}: {why} (the exporter specialised the batch?)"
+        return results, why
     return results, None
+
+
+def output_dtype(signature, name: str) -> str:
+    """An output's dtype as its tolerance is chosen by: a head's output the signature does not list
+    is judged as float32."""
+    try:
+        return signature.output(name).dtype
+    except Exception:  # noqa: BLE001 - a head's output the signature does not list
+        return "float32"
 
 
 def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases: Sequence[Case], outputs: Sequence[str],

@@ -2,10 +2,8 @@
 (ptx.contract.verdict), which export follows too, so that a file gets one verdict whichever asks."""
 from __future__ import annotations
 
-from dataclasses import replace
-
-from ptx.contract.comparison import judge_reduced_outputs
-from ptx.contract.verdict import Verdict, decide, judge_tensors, recorded_bound, recorded_verdicts, serving_label
+from ptx.contract.verdict import (Verdict, decide, judge_tensors, labels_evidence, recorded_bound, recorded_evidence,
+                                  recorded_verdicts, serving_label)
 
 from .report import Row
 
@@ -22,25 +20,25 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
     the verdict export recorded for this row, made against the f32 file, decides where there is one."""
     recorded, bound = recorded_verdicts(metadata).get(row.label), recorded_bound(metadata)
     if reference_reduced and recorded is not None:
-        return decide(row.label, [(recorded.evidence, replace(recorded, rechecked=False))])
+        return decide(row.label, [recorded_evidence(recorded)])
     evidence = []
     shared = [i for i in got if i in want]
     real = truth is not None and 0 in got and head is not None and row.argmax_agreement is not None
     if real:
         g, w = got[0][head.output_name], want[0][head.output_name]
-        evidence.append(("labels", judge_reduced_outputs(g, w, truth, head.contract)))
+        evidence.append(labels_evidence(g, w, truth, head.contract))
         if row.max_drop is not None:  # the accuracy bound its file was made to hold, measured here again
-            evidence.append(("bound", judge_reduced_outputs(g, w, truth, head.contract, row.max_drop)))
+            evidence.append(labels_evidence(g, w, truth, head.contract, row.max_drop))
     else:
         kind, words = source
-        evidence.append((kind, judge_tensors([got[i] for i in shared], [want[i] for i in shared],
-                                             [(t.name, t.batch_axis) for t in signature.outputs], row.precision,
-                                             words)))
+        evidence.append(judge_tensors([got[i] for i in shared], [want[i] for i in shared],
+                                      [(t.name, t.batch_axis) for t in signature.outputs], row.precision, words,
+                                      kind=kind))
     if bound_again is not None:
-        evidence.append(("bound", bound_again))
+        evidence.append(bound_again)
     elif not (real and row.max_drop is not None):  # a bound verify cannot measure here: as export measured it
         if recorded is not None and recorded.evidence == "bound":
-            evidence.append(("bound", replace(recorded, rechecked=False)))
+            evidence.append(recorded_evidence(recorded))
         elif recorded is None and bound is not None and row.label == serving_label(metadata):
-            evidence.append(("bound", bound))  # a file written before ptx.verdict
+            evidence.append(bound)  # a file written before ptx.verdict
     return decide(row.label, evidence)

@@ -22,8 +22,7 @@ from ..model.head import IMAGE_INPUT, PROBABILITIES_OUTPUT
 from ..model.model import Model
 from ..runtime.oip_runner import ServedRunner
 from ..runtime.oip_transport import Connection, Endpoint
-from .batch_composition import check_largest_batch
-from .comparator import run_cases
+from .comparator import output_dtype, run_cases
 from .drift import name_difference
 from .report import SERVED, Row
 
@@ -62,14 +61,11 @@ def served_row(served: Model, this, against: str, compared=()) -> Row:
     shared = sorted(want)
     this.progress(f"running {label}")
     run = this.run_on(served)
-    got, error = run_cases(run, [this.cases[i] for i in shared])
-    got = {shared[k]: v for k, v in got.items()}
+    got, error = run_cases(run, this.cases, shared)
     row = Row(label, against=against, error=error, batch_sizes=sorted({c.batch for c in this.cases if c.batch}))
     if not got:
         return row
-    this.judge(row, got, want, shared, this.truth)
-    row.composition = check_largest_batch(run, this.signature, this.cases, got, lambda n: this.tolerances.of(
-        n, _dtype(this.signature, n), "cpu"))
+    this.ran(row, run, got, want, shared)
     if [f for f in row.failures if f != row.error]:
         row.kinds = _kinds(row, run, this, got, want)
         report.notes += [f"{label}: {kind}" for kind in row.kinds] or [
@@ -141,7 +137,7 @@ def _kinds(row: Row, run, this, got: Mapping, want: Mapping) -> list[str]:
     tolerances, signature = this.tolerances, this.signature
 
     def agrees(name, g, w) -> bool:  # by verify's one comparison, at the row's tolerance
-        return compare_output(name, g, w, tolerances.of(name, _dtype(signature, name), "cpu"), detail=False).ok
+        return compare_output(name, g, w, tolerances.of(name, output_dtype(signature, name), "cpu"), detail=False).ok
 
     axes = {t.name: t.batch_axis for t in (*signature.inputs, *signature.outputs)}
     if this.head is not None:  # verify feeds a head's cases in its contract's layout
@@ -152,10 +148,3 @@ def _kinds(row: Row, run, this, got: Mapping, want: Mapping) -> list[str]:
                                agrees, axes, row.composition)
     except PtxError as exc:  # the server failed while asked again: the verdict stands, the kind is unknown
         return [f"no kind named: asking again failed ({exc})"]
-
-
-def _dtype(signature, name: str) -> str:
-    try:
-        return signature.output(name).dtype
-    except Exception:  # noqa: BLE001 - a head's output the signature does not list: judged as float32
-        return "float32"

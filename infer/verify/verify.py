@@ -31,7 +31,7 @@ import numpy as np
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
-from ptx.contract.verdict import differs_note, recorded_bound, recorded_verdicts
+from ptx.contract.verdict import bound_metric, differs_note, recorded_bound, recorded_verdicts
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
@@ -46,7 +46,7 @@ from ..model.target import REFERENCE, Target, Variant, require_targets
 from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
-from .comparator import Tolerances, compare_cases, match_outputs, run_cases
+from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_cases
 from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
@@ -180,25 +180,31 @@ class Run:
             row.no_case = f"inputs over its limit of {variant.backend.case_values:,} values"
             return
         self.progress(f"running {variant.label}")
-        ran, row.error = (({i: want[i] for i in shared}, ref_error) if model is self.reference
-                          else _ran(self.run_on(model), self.cases, shared))
-        if row.error and not ran:
-            return
-        row.provenance += _provenance(self.target, model, self.reference)
-        row.max_drop = recorded_max_drop(model.metadata) if variant.precision != FULL_PRECISION else None
-        self.judge(row, ran, want, shared, self.truth, model)
-        if variant.precision == FULL_PRECISION and not variant.backend.third_opinion:
-            row.composition = check_largest_batch(self.run_on(model), self.signature, self.cases, ran,
-                                                  lambda name: self.tolerances.of(
-                                                      name, self.signature.output(name).dtype, variant.device))
+        run = self.run_on(model)
+        ran, row.error = ({i: want[i] for i in shared}, ref_error) if model is self.reference else \
+            run_cases(run, self.cases, shared)
+        if ran:
+            self.ran(row, run, ran, want, shared, model,
+                     composition=variant.precision == FULL_PRECISION and not variant.backend.third_opinion)
+            row.provenance += _provenance(self.target, model, self.reference)
+
+    def ran(self, row: Row, run, got, want, shared, model=None, composition: bool = True) -> None:
+        """What a row's run ``got`` on the ``shared`` cases says, into ``row``: judged against the
+        reference's ``want``, and where ``composition``, whether a sample's answer depends on its
+        batch-mates (``run`` asked again: a few samples alone)."""
+        self.judge(row, got, want, shared, self.truth, model)
+        if composition:
+            row.composition = check_largest_batch(run, self.signature, self.cases, got, lambda name: self.tolerances.of(
+                name, output_dtype(self.signature, name), row.device))
 
     def judge(self, row: Row, got, want, shared, truth, model=None) -> None:
         """``row``'s outputs compared; a reduced row's verdict by the one rule (ptx.contract.verdict),
         from the strongest evidence at hand, and said where it differs from the one its file records."""
         _judge(row, got, want, self.cases, shared, truth, self.head, self.tolerances, self.signature)
+        metadata = model.metadata if model is not None else {}
+        row.max_drop = recorded_max_drop(metadata) if row.precision != FULL_PRECISION else None
         if row.precision == FULL_PRECISION or not row.cases or row.is_reference:  # the reference is what others are held to
             return
-        metadata = model.metadata if model is not None else {}
         row.verdict = reduced_verdict(row, got, want, truth, self.head, self.signature,
                                       (self.source, self.report.inputs), metadata, self._bound_again(model, metadata),
                                       reference_reduced=self.target.precision != FULL_PRECISION)
@@ -210,8 +216,7 @@ class Run:
     def _bound_again(self, model, metadata):
         """The bound the file records on the user's metric, measured again with --metric (on the
         reference for f32's value, once, and on ``model``); None without --metric or a bound."""
-        bound = recorded_bound(metadata)
-        if self.metric is None or model is None or bound is None or bound.user_metric is None:
+        if self.metric is None or model is None or bound_metric(metadata) is None:
             return None
         if self.target.precision != FULL_PRECISION:  # no f32 here to measure the drop from
             note = (f"note: --metric: {self.target.path.name} is {self.target.precision} itself; give the f32 file it "
@@ -221,8 +226,8 @@ class Run:
         if self._metric_f32 is None:
             self.progress(f"--metric {getattr(self.metric, 'shown', '')} on {self.target.reference} (f32)")
             self._metric_f32 = self.metric(self.reference.run)
-        return bound.measured_again(getattr(self.metric, "shown", bound.metric), self._metric_f32,
-                                    self.metric(model.run))
+        return recorded_bound(metadata, again=(getattr(self.metric, "shown", bound_metric(metadata)), self._metric_f32,
+                                               self.metric(model.run)))
 
 
 def _open_reference(target: Target, progress):
@@ -345,11 +350,6 @@ def _cases_for(variant: Variant, cases: Sequence[Case], want: Mapping, report: R
     return small
 
 
-def _ran(run: Callable, cases: Sequence[Case], shared: Sequence[int]):
-    got, error = run_cases(run, [cases[i] for i in shared])
-    return {shared[k]: v for k, v in got.items()}, error
-
-
 def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Tolerances, signature) -> None:
     """Each output compared over the cases both sides ran (the case that departs most kept for
     --locate); a reduced precision judged by a head's labels on the real samples, else its tensors."""
@@ -413,7 +413,7 @@ def _against(other_target: Target, this: Run) -> Row:
         report.notes.append(note)
     want, _ = this.reference_on("cpu")
     shared = sorted(want)
-    got, error = _ran(this.run_on(model), this.cases, shared)
+    got, error = run_cases(this.run_on(model), this.cases, shared)
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
     row = Row(label, precision=precision, against=_reference_label(target), error=error)
     this.judge(row, got, want, shared, None)

@@ -14,8 +14,11 @@ it. Each command fills the fields it needs and leaves the rest at their defaults
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+from ptx.errors import PtxError, first_line
 
 
 @dataclass
@@ -26,3 +29,23 @@ class Case:
     outputs: dict[str, np.ndarray] | None = None  # by output name: the reference's (export), the model's (predict)
     sizes: dict[str, int] = field(default_factory=dict)  # the other symbols' sizes in this case: seq 8
     error: str | None = None  # why the runtime refused the feeds (predict: the other cases still run)
+
+
+Answers = dict[str, np.ndarray]
+
+
+def run_cases(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]], cases: Sequence[Case],
+              refused: type[BaseException] | tuple[type[BaseException], ...] = Exception
+              ) -> Iterator[tuple[Case, Answers | None, str | None]]:
+    """ptx's one run loop (Polygraphy's Comparator.run): ``run`` (a model's ``run(feeds)``) on each
+    case in turn, yielding (the case, its answers, None), or (the case, None, why it failed in one
+    line). It runs a case only when the caller asks for the next: a caller that stops at the first
+    failure (verify, export) stops reading, one that goes on (predict) keeps reading. ``refused``: the
+    failures that are a case's (any runtime's, for verify); the others propagate."""
+    for case in cases:
+        try:
+            answers = dict(run(case.feeds))
+        except refused as exc:
+            yield case, None, str(exc) if isinstance(exc, PtxError) else f"{type(exc).__name__}: {first_line(exc)}"
+            continue
+        yield case, answers, None

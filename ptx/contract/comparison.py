@@ -1,6 +1,7 @@
 """The one comparison (torch-free): export's validation, ``ptx verify`` of a tutorial model or of a
 model file, and the tests all judge an output with ``compare_output``; a tutorial model's head adds
-its decisions (``compare``) and, for a reduced precision, its labels and accuracy (``judge_reduced``).
+its decisions (``compare``) and, for a reduced precision, its labels and accuracy (the gate
+``judge_reduced_precision``, which ptx.contract.verdict's labels evidence applies).
 The report is the best checkers' (Polygraphy's per-output atol/rtol and "minimum required
 tolerance", torch.onnx's log-binned error histogram).
 
@@ -358,39 +359,3 @@ def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
     """Indices of the test samples a backend is judged on: a fixed-seed draw across the whole test
     split (some test sets are stored class by class, and the first N would then be one class)."""
     return np.sort(np.random.default_rng(JUDGING_SEED).permutation(test_size)[:count])
-
-
-@dataclass
-class ReducedJudgement:
-    """How a reduced-precision backend's labels compare with the reference's on real samples."""
-
-    samples: int
-    label_agreement: float
-    accuracy: float
-    reference_accuracy: float
-    unusable: list[str]
-    max_drop: float | None = None  # the bound it was judged by (--max-drop, accuracy points), else ptx's gate
-
-    @property
-    def status(self) -> str:
-        return "NOT USABLE" if self.unusable else "PASS"
-
-    def describe(self) -> str:
-        bound = "" if self.max_drop is None else \
-            f", {below_or_above(accuracy_points(self.reference_accuracy - self.accuracy), 2, ' points')} (--max-drop {self.max_drop:g})"
-        return (f"labels agree with eager on {100 * self.label_agreement:.1f}%, accuracy {self.accuracy:.4f} (eager "
-                f"{self.reference_accuracy:.4f}{bound})")
-
-
-def judge_reduced_outputs(got: np.ndarray, want: np.ndarray, truth: np.ndarray, contract: Contract,
-                          max_drop: float | None = None) -> ReducedJudgement:
-    """Reduced-precision outputs ``got`` against the reference's ``want`` on real samples whose true
-    labels are ``truth`` (judge_reduced_precision's gate, or ``max_drop``'s). Classification tasks only."""
-    got_labels, want_labels = decisions(got, contract), decisions(want, contract)
-    if got_labels is None:
-        raise PtxError(f"{contract.model} has no labels: a reduced precision cannot be judged on it")
-    truth = np.asarray(truth).reshape(got_labels.shape)
-    agreement = float((got_labels == want_labels).mean())
-    accuracy, reference = float((got_labels == truth).mean()), float((want_labels == truth).mean())
-    return ReducedJudgement(int(got_labels.shape[0]), agreement, accuracy, reference,
-                            judge_reduced_precision(agreement, accuracy, reference, max_drop), max_drop)

@@ -20,13 +20,17 @@ counted.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from .comparison import (BOUND_SLACK, EXACT, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, below_or_above, class_scores,
-                         compare_output)
+from ptx.errors import PtxError
+
+from .comparison import (BOUND_SLACK, EXACT, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, accuracy_points, below_or_above,
+                         class_scores, compare_output, judge_reduced_precision)
+from .schema import Contract
+from .transforms import decisions
 
 PASS, NOT_USABLE = "PASS", "NOT USABLE"
 EVIDENCE = ("bound", "labels", "inputs", "generated")  # strongest first
@@ -36,6 +40,35 @@ EVIDENCE_WORDS = {"bound": "the bound it was made to hold", "labels": "labels an
 # not counted either way.
 NEAR_TIE_MARGIN = 0.1
 VERDICT_KEY = "verdict"  # ptx.verdict in a file: {row label: Verdict}, as JSON
+
+
+@dataclass
+class Evidence:
+    """One piece of evidence on a reduced precision, of one kind (EVIDENCE): what was measured, in
+    words, and why it is not usable (empty: it passes). Each kind has its one maker below
+    (bound_evidence, labels_evidence, judge_tensors; recorded_evidence for a verdict a file records),
+    and ``decide`` turns the strongest at hand into the Verdict."""
+
+    kind: str  # one of EVIDENCE
+    measured: str  # what was measured, in words
+    reasons: list[str] = field(default_factory=list)  # why it is NOT USABLE (empty: PASS)
+    by: str | None = None  # who measured it (export, verify); None: the one deciding
+    rechecked: bool = True  # False: read from the file, not measured again here
+    # The number it was judged by, higher is better (a bound's metric, a head's label agreement): the
+    # candidate closest to passing is the one with the highest (onnx-int8's choice of a way to quantize).
+    value: float | None = None
+    samples: int = 0  # the real samples it was measured on (labels), else 0
+
+    @property
+    def unusable(self) -> list[str]:
+        return self.reasons
+
+    @property
+    def status(self) -> str:
+        return NOT_USABLE if self.reasons else PASS
+
+    def describe(self) -> str:
+        return self.measured
 
 
 @dataclass
@@ -70,20 +103,33 @@ class Verdict:
         return cls(**known)
 
 
-def decide(label: str, evidence: Sequence[tuple[str, object]], by: str = "verify",
-           rechecked: bool = True) -> Verdict:
-    """The verdict from the strongest of ``evidence``: (kind, judgement) pairs, a judgement being
-    anything with ``unusable`` (a list of reasons) and ``describe()``. The others are not counted."""
-    ranked = sorted((e for e in evidence if e[1] is not None), key=lambda e: EVIDENCE.index(e[0]))
+def decide(label: str, evidence: Sequence, by: str = "verify") -> Verdict:
+    """The verdict from the strongest of ``evidence`` (Evidence; or (kind, judgement) pairs, as
+    export's drivers give them, a judgement having ``unusable`` and ``describe()``). The others are
+    shown, not counted."""
+    ranked = sorted((e for e in map(_evidence, evidence) if e is not None), key=lambda e: EVIDENCE.index(e.kind))
     if not ranked:
         raise ValueError(f"{label}: no evidence to judge it by")
-    kind, judgement = ranked[0]
-    reasons = list(judgement.unusable)
-    also = [f"{_words(k)}: {_measured(j)} ({NOT_USABLE if j.unusable else PASS}, not counted)"
-            for k, j in ranked[1:]]
-    by = getattr(judgement, "by", None) or by  # a recorded verdict or bound keeps who measured it
-    return Verdict(label, NOT_USABLE if reasons else PASS, kind, _measured(judgement), reasons, by,
-                   rechecked and getattr(judgement, "rechecked", True), also)
+    first = ranked[0]
+    also = [f"{_words(e.kind)}: {e.measured} ({e.status}, not counted)" for e in ranked[1:]]
+    return Verdict(label, first.status, first.kind, first.measured, list(first.reasons), first.by or by,
+                   first.rechecked, also)
+
+
+def _evidence(item) -> Evidence | None:
+    if isinstance(item, Evidence) or item is None:
+        return item
+    kind, judgement = item
+    if judgement is None:
+        return None
+    if isinstance(judgement, Evidence):
+        return replace(judgement, kind=kind)
+    return Evidence(kind, judgement.describe(), list(judgement.unusable))
+
+
+def recorded_evidence(verdict: Verdict) -> Evidence:
+    """A verdict a file records, as evidence read from it (not measured again here)."""
+    return Evidence(verdict.evidence, verdict.measured, list(verdict.reasons), verdict.by, rechecked=False)
 
 
 def _words(evidence: str) -> str:
@@ -91,97 +137,72 @@ def _words(evidence: str) -> str:
     return EVIDENCE_WORDS.get(evidence, evidence)
 
 
-def _measured(judgement) -> str:
-    return judgement.measured if isinstance(judgement, Verdict) else judgement.describe()
+# -- evidence 1: the bound a file was made to hold ------------------------------------------------
 
 
-# -- evidence 1: a bound the file records ------------------------------------------------------------
+def bound_evidence(max_drop: float, unit: str, metric: str, reference: float, value: float, by: str = "export",
+                   rechecked: bool = False) -> Evidence:
+    """The bound an int8 file was made to hold (``ptx export --max-drop``: the most ``metric`` may
+    drop from f32's ``reference``, in ``unit``: " accuracy points", or "" for the user's metric's own
+    units) against ``value``, the row's; as export measured it (``rechecked`` False where read from
+    the file) or as verify measured it again."""
+    drop = (reference - value) * (100.0 if unit.strip() == "accuracy points" else 1.0)
+    name = metric.split(" (")[0]
+    measured = (f"{name}: {value:.4f} (f32 {reference:.4f}), "
+                f"{below_or_above(drop, 2 if abs(drop) >= 0.01 or drop == 0 else 4, unit)}, --max-drop {max_drop:g}")
+    reasons = [] if drop <= max_drop + BOUND_SLACK else [f"{name} drops {drop:.3g}{unit} (more than --max-drop {max_drop:g})"]
+    return Evidence("bound", measured, reasons, by, rechecked, value)
 
 
-@dataclass
-class RecordedBound:
-    """The bound an int8 file was made to hold, as it records it (ptx.max_drop, ptx.metric,
-    ptx.metric_f32, ptx.metric_int8), and whether the value it was judged by holds it."""
-
-    max_drop: float
-    unit: str  # " accuracy points", or "" (the user's metric's own units)
-    metric: str
-    reference: float
-    value: float
-    rechecked: bool = False  # the value is the one export measured, unless measured again
-    by: str = "export"  # who measured the value
-
-    @property
-    def points(self) -> float:
-        """The metric's value -> max_drop's unit: an accuracy (a share) in points, a user's metric as is."""
-        return 100.0 if self.unit.strip() == "accuracy points" else 1.0
-
-    @property
-    def status(self) -> str:
-        return NOT_USABLE if self.unusable else PASS
-
-    @property
-    def drop(self) -> float:
-        return (self.reference - self.value) * self.points
-
-    @property
-    def unusable(self) -> list[str]:
-        return [] if self.drop <= self.max_drop + BOUND_SLACK else \
-            [f"{self.metric_name} drops {self.drop:.3g}{self.unit} (more than --max-drop {self.max_drop:g})"]
-
-    @property
-    def metric_name(self) -> str:
-        return self.metric.split(" (")[0]
-
-    @property
-    def user_metric(self) -> str | None:
-        """FILE.py:FN where the bound is on the user's own metric (which only they can run), else None."""
-        return None if self.metric.startswith("accuracy on ") else self.metric_name
-
-    def measured_again(self, metric: str, reference: float, value: float) -> "RecordedBound":
-        """The same bound with ``metric`` measured here again, on f32 (``reference``) and the row."""
-        return RecordedBound(self.max_drop, self.unit, metric, reference, value, True, "verify")
-
-    def describe(self) -> str:
-        drop = self.drop
-        return (f"{self.metric_name}: {self.value:.4f} (f32 {self.reference:.4f}), "
-                f"{below_or_above(drop, 2 if abs(drop) >= 0.01 or drop == 0 else 4, self.unit)}, "
-                f"--max-drop {self.max_drop:g}")
-
-
-def recorded_bound(metadata: Mapping[str, str]) -> RecordedBound | None:
-    """The bound a file records, or None (made without --max-drop, or written before ptx recorded it)."""
+def recorded_bound(metadata: Mapping[str, str], again: tuple[str, float, float] | None = None) -> Evidence | None:
+    """The bound a file records (ptx.max_drop, ptx.metric, ptx.metric_f32, ptx.metric_int8) as
+    export measured it, or None (made without --max-drop, or written before ptx recorded it).
+    ``again``: (the metric, f32's value, the row's) as verify measured them again here."""
     try:
         number, _, unit = str(metadata["max_drop"]).partition(" ")
-        return RecordedBound(float(number), f" {unit}" if unit else "", str(metadata["metric"]),
-                             float(metadata["metric_f32"]), float(metadata["metric_int8"]))
+        bound = float(number), f" {unit}" if unit else "", str(metadata["metric"])
+        values = float(metadata["metric_f32"]), float(metadata["metric_int8"])
     except (KeyError, ValueError):
         return None
+    if again is not None:
+        return bound_evidence(*bound[:2], *again, by="verify", rechecked=True)
+    return bound_evidence(*bound, *values)
+
+
+def bound_metric(metadata: Mapping[str, str]) -> str | None:
+    """FILE.py:FN where the bound a file records is on the user's own metric (which only they can
+    run), else None (no bound, or a tutorial model's accuracy)."""
+    metric = str(metadata.get("metric", ""))
+    if recorded_bound(metadata) is None or metric.startswith("accuracy on "):
+        return None
+    return metric.split(" (")[0]
+
+
+# -- evidence 2: a head's labels and accuracy on real samples ----------------------------------------
+
+
+def labels_evidence(got: np.ndarray, want: np.ndarray, truth: np.ndarray, contract: Contract,
+                    max_drop: float | None = None) -> Evidence:
+    """Reduced-precision outputs ``got`` against the reference's ``want`` on real samples whose true
+    labels are ``truth``, by judge_reduced_precision's gate; ``max_drop`` given (the accuracy bound
+    its file was made to hold, in points), by that bound instead: evidence of kind "bound".
+    Classification tasks only."""
+    got_labels, want_labels = decisions(got, contract), decisions(want, contract)
+    if got_labels is None:
+        raise PtxError(f"{contract.model} has no labels: a reduced precision cannot be judged on it")
+    truth = np.asarray(truth).reshape(got_labels.shape)
+    agreement = float((got_labels == want_labels).mean())
+    accuracy, reference = float((got_labels == truth).mean()), float((want_labels == truth).mean())
+    bound = "" if max_drop is None else \
+        f", {below_or_above(accuracy_points(reference - accuracy), 2, ' points')} (--max-drop {max_drop:g})"
+    measured = (f"labels agree with eager on {100 * agreement:.1f}%, accuracy {accuracy:.4f} (eager "
+                f"{reference:.4f}{bound})")
+    return Evidence("labels" if max_drop is None else "bound", measured,
+                    judge_reduced_precision(agreement, accuracy, reference, max_drop), value=agreement,
+                    samples=int(got_labels.shape[0]))
 
 
 # -- evidence 3 and 4: the tensors -------------------------------------------------------------------
-
-
-@dataclass
-class TensorJudgement:
-    """A reduced precision's outputs against f32's on inputs (the user's or generated), each output
-    over every case at once: class scores by their argmax where f32 decides, others by relative error."""
-
-    held: str  # what it was judged on: "32 held-out samples", "generated, seed 0, batch 2 and batch 7"
-    measured: list[str]
-    reasons: list[str]
-    against: str = "the f32 file"  # what f32 side the outputs were held to (a module's: eager)
-
-    @property
-    def unusable(self) -> list[str]:
-        return self.reasons
-
-    @property
-    def status(self) -> str:
-        return NOT_USABLE if self.reasons else PASS
-
-    def describe(self) -> str:
-        return f"{self.held} against {self.against}: {', '.join(self.measured)}"
 
 
 def softmax_margin(scores: np.ndarray) -> np.ndarray:
@@ -198,9 +219,9 @@ def softmax_margin(scores: np.ndarray) -> np.ndarray:
 
 def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mapping[str, np.ndarray]],
                   outputs: Sequence[tuple[str, int | None]], precision: str, held: str,
-                  against: str = "the f32 file") -> TensorJudgement:
-    """Each case's reduced outputs ``got`` against f32's ``want``; ``outputs`` are (name, batch axis).
-    Class scores are joined along their batch axis and judged by their argmax on the rows f32 decides
+                  against: str = "the f32 file", kind: str = "generated") -> Evidence:
+    """Each case's reduced outputs ``got`` against f32's ``want`` (evidence of ``kind``: the user's
+    "inputs", or "generated" ones), said as ``held`` on them; ``outputs`` are (name, batch axis). Class scores are joined along their batch axis and judged by their argmax on the rows f32 decides
     (near-ties not counted); where every row is a near-tie, by their relative error instead."""
     measured, reasons = [], []
     for name, axis in outputs:
@@ -230,7 +251,7 @@ def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mappin
             reasons.append(f"{name}: {agreement.problem}")
         elif error > bound:
             reasons.append(f"{name}: relative error {error:.3g} (> {bound:g} for {precision})")
-    return TensorJudgement(held, measured, reasons, against)
+    return Evidence(kind, f"{held} against {against}: {', '.join(measured)}", reasons)
 
 
 # -- the record in a file --------------------------------------------------------------------------
