@@ -262,9 +262,11 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
 
     def foreign(folder: Path) -> str | None:
         other = sorted(p.name for p in folder.iterdir() if p.name not in OWN_FILES)
-        return other and (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}"
-                          "); an export replaces the whole folder, so that its files always come from one module: give "
-                          "a new or empty folder")
+        if not other:
+            return None
+        return (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); an "
+                "export replaces the whole folder, so that its files always come from one module: give a new or empty "
+                "folder")
     guard(out_dir, force, foreign)
 
 

@@ -89,7 +89,7 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
             found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
             if fmt.precision != "f32":
                 try:
-                    verdicts = judge_on_runtimes(fmt, lambda backend: plan.evidence(
+                    verdicts = judge_on_runtimes(fmt, lambda backend, fmt=fmt, tmp=tmp, answers=answers: plan.evidence(
                         fmt, tmp, backend, answers if backend == fmt.serving_backend else None), log)
                     result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
                     found.update(verdict_strings(verdicts))  # the verdicts travel in the file
@@ -199,7 +199,8 @@ def check_options(chosen: Sequence, options: dict[str, dict] | None = None, *, s
             raise PtxError(f"--max-drop bounds what int8 may lose: give --format onnx-int8 or openvino-int8 (not "
                            f"{', '.join(f.name for f in chosen if not f.calibrated)})")
         if keep_f32 not in (None, "auto"):
-            raise PtxError(f"--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 {','.join(keep_f32)}")
+            raise PtxError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
+                           f"{','.join(keep_f32)}")
     for fmt in chosen:
         why = fmt.unsupported(spec) if fmt.unsupported and spec is not None else None
         if why:

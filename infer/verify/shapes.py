@@ -30,7 +30,8 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
             nodes = []
         return constant_of(size, nodes)
 
-    certificate = certify(signature, probes(signature, plan, max_sizes=max_sizes, of=target.path.name), reference.run, where=where)
+    certificate = certify(signature, probes(signature, plan, max_sizes=max_sizes, of=target.path.name), reference.run,
+                          where=where)
     notes = [f"shape certificate: {certificate.summary()}"]
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     recorded = Certificate.from_json(metadata[CERTIFICATE_KEY]) if CERTIFICATE_KEY in metadata else None

@@ -23,7 +23,6 @@ import numpy as np
 from ptx.errors import PtxError
 
 from .tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds
-
 from .tensors import Signature
 
 CERTIFICATE_KEY = "shape_certificate"  # ptx.shape_certificate in a file's metadata
