@@ -1,13 +1,15 @@
-"""A tutorial model's checkpoint -> validated artifacts. Each file is written by its format's one
-writer (export/formats/) under a temporary name, checked through the model that will serve it
-(export/validate.py's one check, on the checkpoint's real test samples), and only then renamed into
-place: a failed or interrupted export keeps any earlier good file.
+"""A tutorial model's checkpoint -> validated artifacts. This module prepares the checkpoint (its
+real test samples as cases, the contract's tolerance, calibration, the judge of a reduced file) and
+hands it to the one export driver (export/pipeline.py): each file is written by its format's one
+writer under a temporary name, checked through the model that will serve it, and only then renamed
+into place: a failed or interrupted export keeps any earlier good file.
 
 Export comes before infer in ptx's flow, so it does not import infer's models: the caller hands
 ``open_predictor(path, backend, device, precision=...)`` in (the CLI passes ``ptx.infer.load``).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Sequence
@@ -15,24 +17,24 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ptx.atomic import atomic_path, ensure_writable_dir
+from ptx.atomic import ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance, compare
 from ptx.contract.comparison import check_tolerance
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import normalize, picture_input, to_layout
-from ptx.errors import CheckpointError, DataError, PtxError
+from ptx.errors import CheckpointError, PtxError
 from ptx.files import file_sha256
 from ptx.models import get
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
 
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
-from .judged import judge_on_runtimes, record_in_file, verdict_line
+from .pipeline import Plan, atomic_file, check_options, export_files, guard
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
-from .bound import Bound, check_max_drop
-from .validate import (ExportResult, OpenModel, check_file, eager_accuracy, judge_reduced, open_file, result_of,
-                       tutorial_accuracy, tutorial_cases, validation_inputs)
+from .bound import Bound
+from .validate import (ExportResult, OpenModel, eager_accuracy, judge_reduced, open_file, tutorial_accuracy,
+                       tutorial_cases, validation_inputs)
 
 def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
     """The real training samples the checkpoint keeps for int8 calibration, in model layout."""
@@ -45,18 +47,16 @@ def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
     return to_layout(normalize(calibration["x"].numpy(), contract), contract)
 
 
-def _guard_foreign_artifact(final: Path, model: str, open_predictor: OpenModel, fmt: formats.ExportFormat,
-                            device: str, force: bool) -> None:
-    """Refuse to replace another model's artifact (``--out runs/convnet`` for lstm)."""
-    if force or not final.is_file():
-        return
-    try:
-        other = open_file(open_predictor, final, fmt, device).contract.model
-    except PtxError:
-        return  # unreadable or foreign: nothing worth keeping under that name
-    if other != model:
-        raise PtxError(f"{final} holds {other}'s export, not {model}'s: pass another --out folder, "
-                       "or --force to replace it")
+def _other_model(model: str, open_predictor: OpenModel, fmt: formats.ExportFormat, device: str):
+    """Why a file at an artifact's name is not ``model``'s to replace (``--out runs/convnet`` for lstm:
+    export/pipeline.guard), or None: unreadable or foreign, nothing worth keeping under that name."""
+    def foreign(final: Path) -> str | None:
+        try:
+            other = open_file(open_predictor, final, fmt, device).contract.model
+        except PtxError:
+            return None
+        return f"{final} holds {other}'s export, not {model}'s: pass another --out folder" if other != model else None
+    return foreign
 
 
 def _check_raw_input(input_dtype: str, spec, chosen) -> bool:
@@ -104,29 +104,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     per_format = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
                   "openvino-int8": dict(onnx_options, log=log),
                   "torchscript": dict(mode=spec.torchscript.value, fallback=True), "pt2": dict(device=device)}
-    compiled = [f.name for f in chosen if "device" in per_format.get(f.name, {})]
-    if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
-        raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(f.name for f in chosen)} "
-                       f"{'is' if len(chosen) == 1 else 'are'} portable: add --format pt2 or drop --device")
+    check_options(chosen, per_format, spec=spec, device=device, keep_f32=keep_f32, rank=rank, max_drop=max_drop)
     raw = _check_raw_input(input_dtype, spec, chosen)
-    if keep_f32 and [f.name for f in chosen] != ["onnx-int8"]:
-        raise PtxError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 alone (not "
-                       f"{', '.join(f.name for f in chosen)})")
-    if (keep_f32 == "auto" or (max_drop is not None and "onnx-int8" in [f.name for f in chosen])) and rank is None:
-        raise PtxError("--keep-f32 auto and --max-drop need the triage's ranking (rank=): ptx export hands it in")
-    if max_drop is not None:
-        check_max_drop(max_drop)
-        if not all(f.calibrated for f in chosen):
-            raise PtxError(f"--max-drop bounds what int8 may lose: give --format onnx-int8 or openvino-int8 (not "
-                           f"{', '.join(f.name for f in chosen if not f.calibrated)})")
-        if keep_f32 not in (None, "auto"):
-            raise PtxError(f"--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 {','.join(keep_f32)}")
-    for fmt in chosen:  # bad options and models a format cannot express are refused before any work
-        why = fmt.unsupported(spec) if fmt.unsupported else None
-        if why:
-            raise PtxError(why)
-        if fmt.check_options:
-            fmt.check_options(**per_format.get(fmt.name, {}))
     ckpt_path = _checkpoint_for(name, checkpoint, out)
     if not ckpt_path.is_file():
         raise CheckpointError(f"no checkpoint for {name} at {ckpt_path}: run `ptx train {name}` first")
@@ -152,23 +131,21 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
                                else validation_inputs(ckpt, batches=(2,))[0])
     cases = tutorial_cases(written, contract, signature, validation_inputs(ckpt), raw)
 
-    results = []
-    for fmt in chosen:
-        final = out_dir / ARTIFACT_FILES[fmt.name]
-        options = dict(per_format.get(fmt.name, {}))
-        on = options.get("device", "cpu")
-        _guard_foreign_artifact(final, name, open_predictor, fmt, on, force)
-        tolerance = tolerance_on(on)
-        checked = cases
-        if fmt.calibrated:
-            calibration = calibration_inputs(ckpt, name)
-            options["calibration"] = [{contract.input.name: calibration}]
-            # Not judged by the f32 tolerance: it must run every validation shape, and its calibration batch.
-            checked = cases + tutorial_cases(written, contract, signature, [calibration])
-        if fmt.calibrated:
-            eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
+    def cases_of(fmt) -> tuple[list, list]:
+        if not fmt.calibrated:
+            return cases, cases
+        # Not judged by the f32 tolerance: it must run every validation shape, and its calibration batch.
+        checked = cases + tutorial_cases(written, contract, signature, [calibration_inputs(ckpt, name)])
+        return checked, checked
 
-            def judge(path: Path, fmt=fmt, eager=eager):  # verify's judge, samples and batches, as below
+    eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
+
+    def options_of(fmt) -> dict:
+        options = dict(per_format.get(fmt.name, {}))
+        if fmt.calibrated:
+            options["calibration"] = [{contract.input.name: calibration_inputs(ckpt, name)}]
+
+            def judge(path: Path, fmt=fmt):  # verify's judge, samples and batches, as below
                 return judge_reduced(open_file(open_predictor, path, fmt), model, ckpt, notice=lambda _: None,
                                      eager=eager)[0]
 
@@ -176,53 +153,41 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             options.update(judge=judge, **({"keep_f32": keep_f32, "rank": rank} if fmt.name == "onnx-int8" else {}))
             if max_drop is not None:
                 options["bound"] = _accuracy_bound(max_drop, open_predictor, fmt, model, ckpt, eager, log)
-        if fmt.progress:
-            log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
-        with atomic_path(final) as tmp:
-            made = fmt.write(written, (example,), tmp, signature, strings, **options)
-            # The head's comparison: the output within tolerance, and every decision the same but for ties.
-            agreements, _ = check_file(fmt, tmp, open_predictor, signature, checked, lambda _: tolerance, on,
-                                       compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol),
-                                       hint=made.hint)
-            result = result_of(fmt.name, tmp, final, made, checked, agreements, fmt.precision == "f32")
-            data_name = None
-            if fmt.precision != "f32":
-                try:
-                    verdicts, data_name = _judge_reduced_file(fmt, tmp, open_predictor, model, ckpt, eager, max_drop, log)
-                    result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
-                except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
-                    log(f"{fmt.name:<11} not judged here: {exc}")
-        results.append(result)
+        return options
+
+    @contextmanager
+    def place(fmt):
+        final = out_dir / ARTIFACT_FILES[fmt.name]
+        guard(final, force, _other_model(name, open_predictor, fmt, per_format.get(fmt.name, {}).get("device", "cpu")))
+        with atomic_file(final) as paths:
+            yield paths
+
+    def describe(result: ExportResult, tolerance: Tolerance) -> str:
         size = f"{result.size_bytes / 1024:,.1f} KiB"
         if result.judged:
-            log(f"{fmt.name:<11} {final}  {size}  worst |diff| vs eager {result.worst.max_abs:.2e} ({result.checked()}, "
-                f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
-            continue
-        log(f"{fmt.name:<11} {final}  {size}  runs every validation shape ({result.checked()})")
-        for verdict in result.verdicts:  # the same judge, samples and batches as `ptx verify`: one verdict per runtime
-            log(verdict_line(verdict, f"do not use {fmt.precision} for {name} (predict and serve warn; serve model.onnx)"))
-    return results
+            return (f"{result.format:<11} {result.path}  {size}  worst |diff| vs eager {result.worst.max_abs:.2e} "
+                    f"({result.checked()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
+        return f"{result.format:<11} {result.path}  {size}  runs every validation shape ({result.checked()})"
+
+    plan = Plan(name, written, (example,), signature, strings, cases_of, lambda _, on: tolerance_on(on), options_of,
+                lambda fmt, path, backend, _: _evidence(fmt, path, backend, open_predictor, model, ckpt, eager,
+                                                        max_drop, log),
+                describe, "(predict and serve warn; serve model.onnx)",
+                compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol))
+    return export_files(plan, chosen, open_predictor, place, log)
 
 
-def _judge_reduced_file(fmt, path: Path, open_predictor: OpenModel, model, ckpt: dict, eager: dict,
-                        max_drop: float | None, log) -> tuple[list, str]:
-    """(the file's verdict on every runtime that reads it, the dataset's name), recorded in the file:
-    by --max-drop where given, else by labels and accuracy on the real test samples verify draws."""
-    data = {}
-
-    def evidence(backend: str) -> list:
-        def judged(bound):
-            judgement, data["name"] = judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt,
-                                                    notice=log, eager=eager, max_drop=bound)
-            said = (f"{judgement.samples:,} real {data['name']} test samples as `ptx verify` draws them: "
-                    f"{judgement.describe()}")  # what the judge ran on, as the line and the record say it
-            return SimpleNamespace(unusable=judgement.unusable, describe=lambda: said)
-        labels = judged(None)
-        return [("labels", labels)] + ([("bound", judged(max_drop))] if max_drop is not None else [])
-
-    verdicts = judge_on_runtimes(fmt, evidence, log)
-    record_in_file(path, verdicts)
-    return verdicts, data.get("name", "")
+def _evidence(fmt, path: Path, backend: str, open_predictor: OpenModel, model, ckpt: dict, eager: dict,
+              max_drop: float | None, log) -> list:
+    """A reduced file's evidence through ``backend``: by labels and accuracy on the real test samples
+    verify draws, and by --max-drop where given. DataError where the run's data is not here."""
+    def judged(bound):
+        judgement, data = judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt,
+                                        notice=log, eager=eager, max_drop=bound)
+        said = (f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: "
+                f"{judgement.describe()}")  # what the judge ran on, as the line and the record say it
+        return SimpleNamespace(unusable=judgement.unusable, describe=lambda: said)
+    return [("labels", judged(None))] + ([("bound", judged(max_drop))] if max_drop is not None else [])
 
 
 def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt: dict, eager: dict, log) -> Bound:

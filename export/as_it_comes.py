@@ -59,7 +59,9 @@ def _wrapped(module: torch.nn.Module, names: Sequence[str], keywords: bool, fixe
     return cls(module, names, keywords, fixed, unwrap)
 
 
-def _parameters(module: torch.nn.Module) -> list[inspect.Parameter] | None:
+def forward_parameters(module: torch.nn.Module) -> list[inspect.Parameter] | None:
+    """forward()'s parameters, or None where Python cannot say them (a builtin): the one place
+    export reads them."""
     try:
         return list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):
@@ -75,7 +77,7 @@ def keyword_inputs(module: torch.nn.Module, example_inputs, inputs, log: Callabl
     declared = as_declarations(inputs) if inputs else ()
     names = [t.name for t in declared] or (
         [str(k) for k in example_inputs] if isinstance(example_inputs, Mapping) else [])
-    params = _parameters(module)
+    params = forward_parameters(module)
     if not names or params is None or any(p.kind is p.VAR_POSITIONAL for p in params):
         return module, example_inputs
     by_name = {p.name: p for p in params if p.kind is not p.VAR_KEYWORD}
@@ -144,21 +146,17 @@ def _plain(out) -> bool:
     return values is not None and bool(values) and all(isinstance(v, torch.Tensor) for v in values)
 
 
-def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor],
-                   log: Callable[[str], None]) -> torch.nn.Module:
-    """``module``, wrapped where its answer on ``args`` is not plain tensors: a ModelOutput or
+def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log: Callable[[str], None]
+                   ) -> torch.nn.Module:
+    """``module``, wrapped where its answer ``out`` (export/input_limits.probe's; None where it
+    raised, and the eager run that follows says what failed) is not plain tensors: a ModelOutput or
     dataclass holding a cache or other non-tensors becomes a dict of its tensors, the cache dropped
     (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False)."""
-    try:
-        with torch.no_grad():
-            out = module(*args)
-    except Exception:  # noqa: BLE001 - the eager probe that follows says what failed, in ptx's words
-        return module
-    if _plain(out):
+    if out is None or _plain(out):
         return module
     named, dropped = tensors_of(out)
     inner = module.module if isinstance(module, AsItComes) else module
-    params = {p.name for p in _parameters(inner) or ()}
+    params = {p.name for p in forward_parameters(inner) or ()}
     fixed = dict(module.fixed) if isinstance(module, AsItComes) else {}
     if dropped and "use_cache" in params and "use_cache" not in {t.name for t in sigs}:
         fixed["use_cache"] = False

@@ -4,37 +4,26 @@ an axis the export fixed refuses the file naming the node that fixed it, and the
 file that holds is written into it (ptx.shape_certificate), where ``ptx inspect`` shows it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from ptx.contract.comparison import compare_output
-from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
-from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe, certify, onnx_fixing_nodes
+from ptx.contract.shape_certificate import Certificate, Probe, certify, constant_of, onnx_fixing_nodes
 from ptx.contract.tensors import Signature
-from ptx.errors import ValidationError
-
-from .validate import open_file
 
 
-def certify_file(fmt, path: Path, open_model, signature: Signature, probes: Sequence[Probe], wants, tolerance,
-                 example_sizes: Mapping[str, int], device: str = "cpu") -> Certificate:
-    """The certificate of the file at ``path`` (``fmt``'s), its answers on ``probes`` held to ``wants``
-    (eager's) where it is at full precision."""
-    model = open_file(open_model, path, fmt, device)
-    try:
-        def compare(name: str, got, want) -> str:
-            sig = signature.output(name)
-            agreement = compare_output(name, got, want, tolerance(sig), sig.batch_axis)
-            return agreement.summary() if agreement.problem or not agreement.ok else ""
+def certify_model(fmt, model, path: Path, signature: Signature, shapes, tolerance) -> Certificate:
+    """The certificate of the file at ``path`` (``fmt``'s), opened as ``model``: its answers on
+    ``shapes.probes`` held to ``shapes.wants`` (eager's) where it is at full precision."""
+    def compare(name: str, got, want) -> str:
+        sig = signature.output(name)
+        agreement = compare_output(name, got, want, tolerance(sig), sig.batch_axis)
+        return agreement.summary() if agreement.problem or not agreement.ok else ""
 
-        full = fmt.precision == "f32"
-        certificate = certify(signature, probes, model.run, wants=wants if full else None,
-                              compare=compare if full else None, against="eager",
-                              where=lambda symbol: _where(fmt.name, path, example_sizes.get(symbol)))
-    finally:
-        model.close()
-    return certificate
+    full = fmt.precision == "f32"
+    return certify(signature, shapes.probes, model.run, wants=shapes.wants if full else None,
+                   compare=compare if full else None, against="eager",
+                   where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)))
 
 
 def findings(certificate: Certificate) -> str:
@@ -44,19 +33,13 @@ def findings(certificate: Certificate) -> str:
             "int(x.size(1))): use -1 or x.shape there, or declare the axis at that fixed size (--input NAME=batchx8x...)")
 
 
-def refuse(fmt, certificate: Certificate) -> None:
-    """ValidationError where the certificate does not hold: the file is not kept."""
-    if not certificate.holds:
-        raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
-
-
 def _where(fmt: str, path: Path, size: int | None) -> str:
     """The nodes of the file whose shape constant holds the example's ``size``, where the file says."""
     if size is None:
         return ""
     nodes = (onnx_fixing_nodes(path, size) if fmt.startswith("onnx") else
              _torchscript_nodes(path, size) if fmt == "torchscript" else [])
-    return (f"the example's size {size} is a constant of " + ", ".join(nodes)) if nodes else ""
+    return constant_of(size, nodes, "the example's size ")
 
 
 def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
@@ -83,44 +66,6 @@ def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
         if len(found) >= limit:
             break
     return found
-
-
-def record_certificate(fmt_name: str, path: Path, certificate: Certificate) -> None:
-    """Write ``certificate`` into the file's own metadata (ptx.shape_certificate), beside what it holds."""
-    strings = {CERTIFICATE_KEY: certificate.to_json()}
-    if fmt_name.startswith("onnx"):
-        from .formats.onnx import add_metadata
-
-        add_metadata(path, strings)
-    elif fmt_name == "pt2":
-        from .formats.pt2 import rewrite_metadata
-
-        rewrite_metadata(path, strings)
-    elif fmt_name == "torchscript":
-        import torch
-
-        from ptx.torch_quiet import quiet_jit
-
-        from .formats.torchscript import save_with_metadata as save_torchscript
-
-        extra = {TORCHSCRIPT_EXTRA_FILE: ""}
-        with quiet_jit():
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        save_torchscript(module, path, {**json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}"), **strings})
-
-
-def example_sizes(signature: Signature, args) -> dict[str, int]:
-    """Each symbol's size in the example the exporters were called with."""
-    sizes: dict[str, int] = {}
-    for sig, tensor in zip(signature.inputs, args):
-        for axis, d in enumerate(sig.shape):
-            if isinstance(d, str):
-                sizes.setdefault(d, int(tensor.shape[axis]))
-    return sizes
-
-
-def certificate_line(fmt_name: str, certificate: Certificate, log: Callable[[str], None]) -> None:
-    log(f"{'':<11} shape certificate: {certificate.summary()}")
 
 
 def module_fixes(module, signature: Signature, probes: Sequence[Probe], example: Mapping[str, int]) -> str:

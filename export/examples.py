@@ -3,7 +3,6 @@
 ``--input`` declarations, example inputs, or both; matched to forward()'s parameters by name."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
@@ -13,16 +12,15 @@ from ptx.contract.tensor_inputs import check_feeds, make_feeds, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig, as_declarations, dtype_info
 from ptx.errors import InputError, PtxError
 
+from .as_it_comes import forward_parameters
+
 EXAMPLE_MIN = 2  # torch.export specializes a dynamic size of 0 or 1: examples are at least this
 
 
 def _forward_parameters(module: torch.nn.Module) -> list[str] | None:
     """forward()'s positional parameter names, or None where it takes *args."""
-    try:
-        params = inspect.signature(module.forward).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
+    params = forward_parameters(module)
+    if params is None or any(p.kind is p.VAR_POSITIONAL for p in params):
         return None
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
@@ -110,9 +108,8 @@ def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
     input of any name (``--input image=...`` for ``forward(self, x)``): the name is the file's."""
     if not declared:
         return declared
-    try:
-        params = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError):
+    params = forward_parameters(module)
+    if params is None:
         return declared
     where = f"{type(module).__name__}.forward"
     if any(p.kind is p.VAR_POSITIONAL for p in params):

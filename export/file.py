@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ptx.atomic import atomic_path, ensure_writable_dir
+from ptx.atomic import ensure_writable_dir
 from ptx.contract.cases import Case
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.metadata import from_props
@@ -39,8 +39,8 @@ from . import formats
 from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
-from .judged import judge_on_runtimes, record_in_file, verdict_line
-from .validate import ExportResult, OpenModel, check_file, judge_tensors, result_of
+from .pipeline import Plan, atomic_file, check_options, export_files, guard
+from .validate import ExportResult, OpenModel, check_file, judge_tensors
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -64,13 +64,14 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     fmt = formats.get(fmt_name)
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
+    check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
     source = open_model(path, "ort-cpu", "cpu", **open_options)
     try:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
         final = Path(out or path.parent) / twin_name(path, fmt.name)
-        _guard(final, path, force)
+        guard(final, force, _not_made_from(path))
         ensure_writable_dir(final.parent)
         # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
         static = fmt.name != "onnx-int8" or quantized_statically(onnx.load(str(path), load_external_data=False),
@@ -92,47 +93,42 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     strings = {**metadata, **module_strings(name, signature, {"source": path.name, "source_sha256": file_sha256(path)})}
     seen = f"{_count(signature, held)} held out"
 
-    def judge(candidate: Path):  # a reduced precision is held to judge_tensors' rule, not to a tolerance
-        answers = check_file(fmt, candidate, open_model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
+    def judge(candidate: Path, backend: str | None = None, answers=None):
+        # a reduced precision is held to judge_tensors' rule, not to a tolerance
+        if answers is None:  # not run by the driver's check: a candidate, or another runtime than the serving one
+            answers = check_file(fmt, candidate, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
+                                 backend=backend)[1]
         return judge_tensors(answers, cases, signature, fmt.precision, seen)
 
     search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
     source_kind = "generated" if calibration is None else "inputs"
-    with atomic_path(final) as tmp:
-        written = fmt.write(path, None, tmp, signature, strings, calibration=calibrating, judge=judge, bound=bound,
-                            log=log, **search)
-        recorded = from_props(read_onnx(tmp, digest=False)[0])  # what the writer measured: its metric_int8
 
-        def evidence(backend: str) -> list:
-            answers = check_file(fmt, tmp, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
-                                 backend=backend)[1]
-            found = [(source_kind, judge_tensors(answers, cases, signature, fmt.precision, seen))]
-            if bound is not None:  # the serving runtime's value is the writer's; another's is measured here
-                value = float(recorded["metric_int8"]) if backend == fmt.serving_backend else \
-                    bound.measure_through(tmp, backend)
-                found.append(("bound", Held(bound, value)))
-            return found
+    def evidence(fmt, tmp: Path, backend: str, answers) -> list:
+        found = [(source_kind, judge(tmp, backend, answers))]
+        if bound is not None:  # the serving runtime's value is the writer's (its metric_int8); another's is measured
+            value = float(from_props(read_onnx(tmp, digest=False)[0])["metric_int8"]) \
+                if backend == fmt.serving_backend else bound.measure_through(tmp, backend)
+            found.append(("bound", Held(bound, value)))
+        return found
 
-        verdicts = judge_on_runtimes(fmt, evidence, log)
-        record_in_file(tmp, verdicts)  # the verdicts travel in the file
-        result = result_of(fmt.name, tmp, final, written, cases, {}, False)
-    result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
-    log(f"{fmt.name:<11} {final}  {result.size_bytes / 1024:,.1f} KiB  {written.method}")
-    for verdict in verdicts:
-        log(verdict_line(verdict, f"do not use int8 for {name} (serve {path.name})"))
+    plan = Plan(name, path, None, signature, strings, lambda fmt: (cases, cases),
+                lambda s, on: default_tolerance(s.dtype),
+                lambda fmt: dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search), evidence,
+                lambda done, _: f"{done.format:<11} {done.path}  {done.size_bytes / 1024:,.1f} KiB  {done.method}",
+                f"(serve {path.name})")
+    [result] = export_files(plan, [fmt], open_model, lambda fmt: atomic_file(final), log)
     return result
 
 
-def _guard(final: Path, path: Path, force: bool) -> None:
-    """Refuse to replace a file that is not an earlier int8 of the same file (without ``force``)."""
-    if force or not final.exists():
-        return
-    try:
-        made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
-    except PtxError:  # not an ONNX file: not ours to replace
-        made_from = None
-    if made_from != path.name:
-        raise PtxError(f"{final} is not an int8 export of {path.name}: pass another --out, or --force to replace it")
+def _not_made_from(path: Path):
+    """Why the file at a twin's name is not an earlier int8 of ``path`` (export/pipeline.guard), or None."""
+    def foreign(final: Path) -> str | None:
+        try:
+            made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
+        except PtxError:  # not an ONNX file: not ours to replace
+            made_from = None
+        return None if made_from == path.name else f"{final} is not an int8 export of {path.name}: pass another --out"
+    return foreign
 
 
 def _inputs(path: Path, signature: Signature, calibration, static: bool, log) -> tuple[list[dict], list[dict]]:

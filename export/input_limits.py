@@ -10,15 +10,15 @@ import torch
 from ptx.contract.tensors import TensorSig
 
 
-def embedding_limits(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor]
-                     ) -> dict[str, tuple[int, str]]:
-    """{input name: (rows, why)} for each integer input that reaches an ``nn.Embedding`` as it is
-    (or as a view of it, sharing its storage: GPT-2's ``input_ids.view(-1, seq)``), found by running
-    the module once on ``args`` with a hook on every embedding; the smallest embedding wins."""
+def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor]
+          ) -> tuple[object | None, dict[str, tuple[int, str]]]:
+    """The module run once on ``args``: (its answer, or None where it raised; {input name: (rows,
+    why)} for each integer input that reaches an ``nn.Embedding`` as it is, or as a view of it
+    sharing its storage: GPT-2's ``input_ids.view(-1, seq)``). A hook on every embedding sees the
+    ids; the smallest embedding wins. One run tells both what the module answers (export/as_it_comes
+    unwraps a ModelOutput by it) and what its ids may hold."""
     storage = {t.untyped_storage().data_ptr(): sig.name for sig, t in zip(sigs, args)
                if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
-    if not storage:
-        return {}
     found: dict[str, tuple[int, str]] = {}
     names = {m: n for n, m in module.named_modules()}
 
@@ -29,15 +29,14 @@ def embedding_limits(module: torch.nn.Module, sigs: Sequence[TensorSig], args: S
             if name is not None and (name not in found or embedding.num_embeddings < found[name][0]):
                 found[name] = (embedding.num_embeddings, f"rows of the embedding {names.get(embedding) or 'embedding'}")
 
-    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Embedding)]
-    if not handles:
-        return {}
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules()
+               if storage and isinstance(m, torch.nn.Embedding)]
     try:
         with torch.inference_mode():
-            module(*args)
+            out = module(*args)
     except Exception:  # noqa: BLE001 - ids the embedding refuses (generated past its rows) are what this finds
-        pass  # the hook ran before the embedding refused them; the eager run that follows says any other failure
+        out = None  # the hook ran before the embedding refused them; the eager run that follows says any other failure
     finally:
         for handle in handles:
             handle.remove()
-    return found
+    return out, found

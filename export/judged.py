@@ -6,10 +6,9 @@ own.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
-from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings
+from ptx.contract.verdict import NOT_USABLE, Verdict, decide
 from ptx.errors import BackendUnavailableError, PtxError
 from ptx.machine import describe_cpu
 
@@ -45,14 +44,6 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
             verdicts.append(Verdict(label, NOT_USABLE, verdicts[0].evidence, "the file does not run through it",
                                     [str(exc)], by="export"))
     return verdicts
-
-
-def record_in_file(path: Path, verdicts: list[Verdict]) -> None:
-    """Write ``verdicts`` into the ONNX file at ``path`` (ptx.verdict, and ptx.judgement for readers
-    that know only that), beside the ptx metadata it holds: the verdict travels with the file."""
-    from .formats.onnx import add_metadata
-
-    add_metadata(path, verdict_strings(verdicts))
 
 
 def verdict_line(verdict: Verdict, advice: str) -> str:

@@ -4,12 +4,12 @@
 The module is written by the format registry's own writers (export/formats/: ONNX through the
 torch.export-based exporter with the TorchScript-based one as the stated fallback, TorchScript
 traced or scripted, and on request a pt2 package and an int8 ONNX), the ones a tutorial model's
-export uses. Every file is then loaded by the code that will serve it (``ptx.infer.load``, handed in
-as ``open_model``: export comes before infer in ptx's flow) and run against the eager module at two
-batch sizes, neither 0 nor 1, with seeded inputs made from the signature (export/validate.py's one
-check); an output beyond its dtype's tolerance refuses the file (exit 1). That is how a batch an
-exporter silently specialised (pytorch#148886) is caught at export, not by the first user with
-another batch.
+export uses, through the one export driver (export/pipeline.py). Every file is then loaded by the
+code that will serve it (``ptx.infer.load``, handed in as ``open_model``: export comes before infer
+in ptx's flow) and run against the eager module at two batch sizes, neither 0 nor 1, with seeded
+inputs made from the signature (export/validate.py's one check); an output beyond its dtype's
+tolerance refuses the file (exit 1). That is how a batch an exporter silently specialised
+(pytorch#148886) is caught at export, not by the first user with another batch.
 
 Each file carries its contract: ``ptx.signature`` (the named tensors), ``ptx.weights_sha256`` (what
 binds that contract to these weights), ``ptx.model`` and provenance; ``model.reference.npz`` beside
@@ -19,6 +19,7 @@ all (ptx.atomic.atomic_folder).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -35,22 +36,21 @@ from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs)
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.errors import PtxError, ValidationError
+from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, tensor_outputs
-from .certificate import (certificate_line, certify_file, example_sizes, findings, module_fixes, record_certificate,
-                          refuse)
+from .certificate import module_fixes
 from .examples import describe, example_signature, generated_examples, named_outputs
-from .input_limits import embedding_limits
+from .input_limits import probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
-from .formats.onnx import Exporter, check_opset
-from .formats.pt2 import DEVICES as PT2_DEVICES, check_device
+from .formats.onnx import Exporter
+from .formats.pt2 import DEVICES as PT2_DEVICES
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
-from .judged import judge_on_runtimes, record_in_file, verdict_line
-from .validate import ExportResult, OpenModel, check_file, judge_tensors, result_of
+from .pipeline import Plan, Shapes, check_options, export_files, guard
+from .validate import ExportResult, OpenModel, check_file, judge_tensors
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -145,8 +145,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
     chosen_exporter = Exporter(exporter) if exporter else None
-    if "onnx" in formats or "onnx-int8" in formats:
-        check_opset(opset, chosen_exporter or Exporter.DYNAMO)
+    options = {"onnx": dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode),
+               "onnx-int8": dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode, log=log),
+               "torchscript": dict(mode=torchscript_mode), "pt2": dict(device=device)}
+    check_options([get_format(f) for f in formats], options, device=device)  # the opset, pt2's device
     if not isinstance(module, torch.nn.Module):
         raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
     name = _check_name(name or type(module).__name__)
@@ -158,8 +160,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = module
     module, example_inputs = keyword_inputs(module, example_inputs, inputs, log)
     sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log)
-    module = tensor_outputs(module, sigs, args, log)
-    limits = embedding_limits(module, sigs, args)
+    out, limits = probe(module, sigs, args)
     base = plan_inputs(Signature(sigs, ()), **dict(plan or {}))
     base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
     if limits:  # a fact of the model, recorded in its signature: every generator (verify's too) keeps to it
@@ -167,12 +168,11 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                      else t for t in sigs)
         if example_inputs is None:  # made from the declarations: again, with ids the embedding takes
             args = generated_examples(sigs, base)  # the same plan: each input's recorded range now bounds its ids
-    unknown = sorted(set(max_sizes or {}) - set(Signature(sigs, ()).symbols()))
-    if unknown:
-        raise PtxError(f"--max-shape {unknown[0]}=...: no input has a symbolic dim {unknown[0]!r}; the dynamic ones are "
-                       f"{', '.join(Signature(sigs, ()).symbols()) or 'none'}")
+            if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
+                out, _ = probe(module, sigs, args)
+    module = tensor_outputs(module, sigs, out, log)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed)
-    sizes_of_example = example_sizes(Signature(sigs, ()), args)
+    sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
     try:
         eager = open_model(module, inputs=list(sigs))
@@ -206,40 +206,21 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         own = default_tolerance(sig.dtype, on)  # an --atol applies to float outputs; ints stay exact
         return own if atol is None or not sig.dtype_info.is_float else check_tolerance(Tolerance(atol, own.rtol))
 
-    options = {"onnx": dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode),
-               "onnx-int8": dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode, log=log),
-               "torchscript": dict(mode=torchscript_mode), "pt2": dict(device=device)}
+    def evidence(fmt, path: Path, backend: str, answers) -> list:
+        # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
+        if answers is None:
+            answers = check_file(fmt, path, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
+                                 backend=backend)[1]
+        return [("generated", judge_tensors(answers[:len(cases)], cases, signature, fmt.precision,
+                                            f"{len(cases)} generated cases", against="eager"))]
+
+    plan = Plan(name, module, args, signature, strings, lambda fmt: (checked, cases), tolerance,
+                lambda fmt: options[fmt.name], evidence, _describe, "(serve model.onnx)",
+                shapes=Shapes(probes, wants, sizes_of_example))
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
-        for fmt in map(get_format, formats):
-            path = staging / ARTIFACT_FILES[fmt.name]
-            on = device if fmt.name == "pt2" else "cpu"
-            if fmt.progress:
-                log(f"{fmt.name:<11} {fmt.progress.format(device=device)} ...")
-            written = fmt.write(module, args, path, signature, strings, **options[fmt.name])
-            if written.note:
-                log(f"{fmt.name:<11} {written.note}")
-            certificate = certify_file(fmt, path, open_model, signature, probes, wants, lambda s: tolerance(s, on),
-                                       sizes_of_example, on)
-            try:
-                agreements, _ = check_file(fmt, path, open_model, signature, checked, lambda s: tolerance(s, on), on,
-                                           hint=written.hint)
-            except ValidationError as exc:  # the certificate says which axis, and what fixed it
-                raise ValidationError(str(exc) + ("" if certificate.holds else
-                                                  f"; shape certificate: {findings(certificate)}")) from None
-            refuse(fmt, certificate)  # sizes the two cases do not try (1, 2, 7, --max-shape)
-            record_certificate(fmt.name, path, certificate)
-            done = result_of(fmt.name, path, out_dir / path.name, written, cases, agreements,
-                             fmt.precision == "f32")
-            done.certificate = certificate
-            result.files.append(done)
-            log(_describe(done, tolerance(signature.output(done.worst.name), on)))
-            certificate_line(fmt.name, certificate, log)
-            if fmt.precision != "f32":  # one verdict, as any reduced file gets: here by generated inputs only
-                done.verdicts = _judge_reduced(fmt, path, open_model, signature, cases, log)
-                done.judgement, done.judged_by = done.verdicts[0], done.verdicts[0].label
-                for verdict in done.verdicts:
-                    log(verdict_line(verdict, f"do not use {fmt.precision} for {name} (serve model.onnx)"))
+        result.files = export_files(plan, [get_format(f) for f in formats], open_model, lambda fmt: nullcontext(
+            (staging / fmt.file_name, out_dir / fmt.file_name)), log)
         if not reference:
             return result
         produced_by = f"eager PyTorch (torch {torch.__version__})"
@@ -249,20 +230,6 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
-
-
-def _judge_reduced(fmt, path: Path, open_model, signature, cases, log) -> list:
-    """A reduced file's verdict on every runtime that reads it, against eager's answers on the
-    validation cases (generated: a module comes without samples), recorded in the file."""
-    def evidence(backend: str) -> list:
-        answers = check_file(fmt, path, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
-                             backend=backend)[1]
-        return [("generated", judge_tensors(answers, cases, signature, fmt.precision, f"{len(cases)} generated cases",
-                                            against="eager"))]
-
-    verdicts = judge_on_runtimes(fmt, evidence, log)
-    record_in_file(path, verdicts)
-    return verdicts
 
 
 def _check_formats(formats: Sequence[str], device: str) -> list[str]:
@@ -276,11 +243,6 @@ def _check_formats(formats: Sequence[str], device: str) -> list[str]:
                        f"{', '.join(MODULE_FORMATS)} (or all: {', '.join(DEFAULT_MODULE_FORMATS)})")
     if device not in PT2_DEVICES:
         raise PtxError(f"--device {device!r}: pt2 compiles for {' or '.join(PT2_DEVICES)}")
-    if device != "cpu":
-        if "pt2" not in chosen:  # refused, not ignored: the portable formats have no device
-            raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(chosen)} "
-                           f"{'is' if len(chosen) == 1 else 'are'} portable: add --format pt2 or drop --device")
-        check_device(device)
     return chosen
 
 
@@ -297,13 +259,15 @@ OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model
 def _check_out_dir(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise PtxError(f"--out {out_dir}: a file, not a folder")
-    if force or not out_dir.is_dir():
-        return
-    other = sorted(p.name for p in out_dir.iterdir() if p.name not in OWN_FILES)
-    if other:
-        raise PtxError(f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); "
-                       "an export replaces the whole folder, so that its files always come from one module: give a new "
-                       "or empty folder, or --force to replace it")
+
+    def foreign(folder: Path) -> str | None:
+        other = sorted(p.name for p in folder.iterdir() if p.name not in OWN_FILES)
+        if not other:
+            return None
+        return (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); an "
+                "export replaces the whole folder, so that its files always come from one module: give a new or empty "
+                "folder")
+    guard(out_dir, force, foreign)
 
 
 def _file_cases(paths, signature: Signature, eager) -> list[Case]:
@@ -322,7 +286,7 @@ def _example_case(signature: Signature, eager, args, label: str) -> Case:
 
 def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
-    sizes = {s: n for s, n in example_sizes(signature, [feeds[t.name] for t in signature.inputs]).items() if s not in batch_symbols}
+    sizes = {s: n for s, n in signature.symbol_sizes(feeds).items() if s not in batch_symbols}
     batch = next((int(feeds[t.name].shape[t.batch_axis]) for t in signature.inputs if t.batch_axis is not None), None)
     produced = list(eager.run(dict(feeds)).values())
     return Case(label, feeds, batch, dict(zip(signature.output_names, produced)), sizes)

@@ -1,11 +1,12 @@
 """Prove a written file answers as its reference did before it is kept (optimum's
 validate_model_outputs), with one check for every export: a tutorial model's, a user's module's, a
-user's file's int8 (``check_file``). The file is opened by the code that will serve it
+user's file's int8 (``check_model``, on the file export/pipeline.py opened once; ``check_file``
+opens it). The file is opened by the code that will serve it
 (``open_model``: ptx.infer.load, handed in, since export comes before infer) and run on the cases
 the reference answered (the eager module, or the f32 file); the one comparison judges each output
 (ptx.contract.comparison).
 
-A reduced precision cannot meet the f32 atol: ``check_file`` holds it to running every case with
+A reduced precision cannot meet the f32 atol: ``check_model`` holds it to running every case with
 finite outputs of the right shapes, and it is judged apart: a tutorial model's by labels and
 accuracy on real test samples as ``ptx verify`` draws them (``judge_reduced``), a user's model's
 by its tensors against the f32 file (``judge_tensors``).
@@ -80,43 +81,55 @@ def _compare_tensors(sig: TensorSig, got, want, tolerance: Tolerance) -> OutputA
 
 def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case],
                tolerance: Callable[[TensorSig], Tolerance], device: str = "cpu", *,
-               compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None,
-               backend: str | None = None) -> tuple[dict[str, OutputAgreement], list[dict]]:
-    """Open the file at ``path`` as ptx will serve it and run every case through it; (the worst
-    agreement per output, the file's outputs per case). ValidationError in one line naming the
-    format, the case, the output and its error, on the first that fails: one that does not run, an
-    output of another shape or with NaN where the reference has none, and at full precision any
-    value beyond ``tolerance`` (or a decision a head's ``compare`` judges flipped). ``hint``: why
-    the file may have failed, added to the line. ``backend``: another runtime than the format's
-    serving one (a reduced file is judged on every runtime that reads it)."""
+               backend: str | None = None, **check) -> tuple[dict[str, OutputAgreement], list[dict]]:
+    """Open the file at ``path`` as ptx will serve it and run every case through it (``check_model``,
+    with ``check``'s compare and hint). ``backend``: another runtime than the format's serving one
+    (a reduced file is judged on every runtime that reads it)."""
+    model = open_checked(open_model, path, fmt, device, backend)
+    try:
+        return check_model(fmt, model, signature, cases, tolerance, **check)
+    finally:
+        model.close()
+
+
+def open_checked(open_model: OpenModel, path, fmt, device: str = "cpu", backend: str | None = None):
+    """``open_file``, a file that does not load said as the ValidationError of the file ptx wrote."""
+    try:
+        return open_file(open_model, path, fmt, device, backend)
+    except PtxError as exc:
+        raise ValidationError(f"{fmt.name}: the file ptx wrote does not load: {exc}") from None
+
+
+def check_model(fmt, model, signature: Signature, cases: Sequence[Case], tolerance: Callable[[TensorSig], Tolerance],
+                *, compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None
+                ) -> tuple[dict[str, OutputAgreement], list[dict]]:
+    """Run every case through the opened file ``model``; (the worst agreement per output, the file's
+    outputs per case). ValidationError in one line naming the format, the case, the output and its
+    error, on the first that fails: one that does not run, an output of another shape or with NaN
+    where the reference has none, and at full precision any value beyond ``tolerance`` (or a
+    decision a head's ``compare`` judges flipped). ``hint``: why the file may have failed, added to
+    the line."""
     def why() -> str:
         extra = hint() if hint else ""
         return f" ({extra})" if extra else ""
 
     judged = fmt.precision == FULL_PRECISION
-    try:
-        model = open_file(open_model, path, fmt, device, backend)
-    except PtxError as exc:
-        raise ValidationError(f"{fmt.name}: the file ptx wrote does not load: {exc}") from None
     worst: dict[str, OutputAgreement] = {}
     answers = []
-    try:
-        if model.signature.output_names != signature.output_names:
-            raise ValidationError(f"{fmt.name}: the file's outputs are {model.signature.output_names}, the "
-                                  f"reference's {signature.output_names}")
-        for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
-            if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
-                raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
-            for sig in signature.outputs:
-                agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
-                if agreement.problem or (judged and not agreement.ok):
-                    raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
-                                          f"{_worst_value(got[sig.name], case.outputs[sig.name])}{why()}")
-                if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
-                    worst[sig.name] = agreement
-            answers.append(got)
-    finally:
-        model.close()
+    if model.signature.output_names != signature.output_names:
+        raise ValidationError(f"{fmt.name}: the file's outputs are {model.signature.output_names}, the "
+                              f"reference's {signature.output_names}")
+    for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
+        if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
+            raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
+        for sig in signature.outputs:
+            agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
+            if agreement.problem or (judged and not agreement.ok):
+                raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
+                                      f"{_worst_value(got[sig.name], case.outputs[sig.name])}{why()}")
+            if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
+                worst[sig.name] = agreement
+        answers.append(got)
     return worst, answers
 
 

@@ -160,6 +160,39 @@ def test_export_validates_on_the_users_inputs_or_the_factorys_example_and_says_w
 
 
 
+def test_a_small_vocabulary_model_s_cache_is_left_out_as_a_large_one_s(tmp_path):
+    """Generated ids past a vocabulary of 8 made the module's probe fail, so its ModelOutput was not
+    unwrapped and export refused its cache ("returned Out"); the probe is run again on ids the
+    embedding takes, and the cache is left out as for any other model."""
+    import dataclasses
+
+    import torch
+
+    class TinyCache:
+        pass
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        cache: object = None
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = torch.nn.Embedding(8, 4), torch.nn.Linear(4, 3)
+
+        def forward(self, input_ids):
+            return Out(self.head(self.embed(input_ids)), TinyCache())
+
+    lines = []
+    done = export_module(Tiny(), None, tmp_path / "tiny", open_model=load, inputs=["input_ids=batchxseq:int64"],
+                         formats=["onnx"], log=lines.append)
+    assert "outputs: cache (a TinyCache) left out: ptx exports tensors, not a cache; build the model with " \
+           "use_cache=False to skip computing it" in lines, lines
+    assert done.signature.output_names == ["logits"]
+    assert done.signature.input("input_ids").value_range == (0, 7)
+
+
 GPT = """
 import torch
 from torch import nn

@@ -1,9 +1,9 @@
 """Export-format registry (the model registry's pattern): a format is one file in this folder
 that calls ``register(ExportFormat(...))``, plus its module name in ``_FORMAT_FILES``.
 
-A format's writer is the only one there is for it: a tutorial model's export (export/api.py), a
-user's module (export/module.py) and a user's model file (export/file.py: onnx-int8 of an ONNX file)
-all call ``write(model, example, path, signature, strings, **options)``. The two int8 formats take
+A format's writer is the only one there is for it: the one export driver (export/pipeline.py) calls
+``write(model, example, path, signature, strings, **options)`` for a tutorial model (export/api.py),
+a user's module (export/module.py) and a user's model file (export/file.py: its int8) alike. The two int8 formats take
 ``calibration``, ``judge`` and ``bound`` alike (api.py and file.py hand them in by ``calibrated``).
 
 Importing this package imports neither torch nor onnx: the CLI reads the names for its choices.

@@ -101,17 +101,13 @@ def answer_contradicts(signature: Signature, result: Mapping[str, np.ndarray], w
     another size where the declaration fixes one. An output declared with no axes (its rank unknown
     to the runtime, or a scalar) is not held to anything. Every command that sizes outputs from the
     declaration (serve's metadata, a Triton config, --output Parquet) would be wrong about it."""
-    for t in signature.outputs:
-        got = result.get(t.name)
-        if got is None or not t.shape:
-            continue
-        shape = tuple(np.shape(got))
-        fixed_differs = len(shape) == len(t.shape) and any(isinstance(d, int) and d != n for d, n in zip(t.shape, shape))
-        if len(shape) != len(t.shape) or fixed_differs:
-            return (f"{who} returned output {t.name!r} as {list(shape)}, but the model declares it {t.dims_text()}: "
-                    "its declared output shapes are wrong (trust the answers' shapes; a server's metadata and a "
-                    "Triton config made from the declaration will be too)")
-    return None
+    found = signature.contradicted_output(result)
+    if found is None:
+        return None
+    t, shape = found
+    return (f"{who} returned output {t.name!r} as {list(shape)}, but the model declares it {t.dims_text()}: "
+            "its declared output shapes are wrong (trust the answers' shapes; a server's metadata and a "
+            "Triton config made from the declaration will be too)")
 
 
 def outputs_by_name(names: Sequence[str], values: Sequence) -> dict[str, np.ndarray]:

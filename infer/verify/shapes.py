@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, certify, onnx_fixing_nodes, probes
+from ptx.contract.shape_certificate import (CERTIFICATE_KEY, Certificate, certify, constant_of, onnx_fixing_nodes,
+                                             probes)
 from ptx.contract.tensor_inputs import plan_inputs
-from ptx.errors import PtxError
 
 
 def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mapping[str, int] | None) -> tuple[
@@ -18,10 +18,6 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
     signature = reference.signature
     if not signature.symbols():
         return None, []
-    unknown = sorted(set(max_sizes or {}) - set(signature.symbols()))
-    if unknown:
-        raise PtxError(f"--max-shape {unknown[0]}=...: {target.path.name} has no symbolic dim {unknown[0]!r}; its "
-                       f"dynamic ones are {', '.join(signature.symbols())}")
     plan = plan_inputs(signature, **dict(plan or {}))
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
 
@@ -32,9 +28,10 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
             nodes = onnx_fixing_nodes(target.path, size) if size and str(target.path).endswith(".onnx") else []
         except Exception:  # noqa: BLE001 - naming the node is a courtesy; the axis is said either way
             nodes = []
-        return f"{size} is a constant of " + ", ".join(nodes) if nodes else ""
+        return constant_of(size, nodes)
 
-    certificate = certify(signature, probes(signature, plan, max_sizes=max_sizes), reference.run, where=where)
+    certificate = certify(signature, probes(signature, plan, max_sizes=max_sizes, of=target.path.name), reference.run,
+                          where=where)
     notes = [f"shape certificate: {certificate.summary()}"]
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     recorded = Certificate.from_json(metadata[CERTIFICATE_KEY]) if CERTIFICATE_KEY in metadata else None

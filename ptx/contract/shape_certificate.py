@@ -20,6 +20,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ptx.errors import PtxError
+
 from .tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds
 from .tensors import Signature
 
@@ -104,9 +106,14 @@ class Certificate:
 
 
 def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_SIZES,
-           max_sizes: Mapping[str, int] | None = None, seed: int = 0) -> list[Probe]:
+           max_sizes: Mapping[str, int] | None = None, seed: int = 0, of: str = "") -> list[Probe]:
     """The inputs the certificate runs: each symbol at each of ``sizes`` (and its ``max_sizes``
-    entry), the others at the plan's sizes and the batch at verify's first batch."""
+    entry), the others at the plan's sizes and the batch at verify's first batch. A ``max_sizes``
+    symbol no input has is refused (``of``: the file, as the message names it)."""
+    unknown = sorted(set(max_sizes or {}) - set(signature.symbols()))
+    if unknown:
+        raise PtxError(f"--max-shape {unknown[0]}=...: no input{f' of {of}' if of else ''} has a symbolic dim "
+                       f"{unknown[0]!r}; the dynamic ones are {', '.join(signature.symbols()) or 'none'}")
     inputs = Signature(signature.inputs, ())
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
     base_batch = VERIFY_BATCHES[0] if batch_symbols else None
@@ -123,32 +130,23 @@ def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_S
     return out
 
 
-def _expected(signature: Signature, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Each input symbol's size in these feeds."""
-    sizes: dict[str, int] = {}
-    for t in signature.inputs:
-        for axis, d in enumerate(t.shape):
-            if isinstance(d, str):
-                sizes.setdefault(d, int(np.asarray(feeds[t.name]).shape[axis]))
-    return sizes
-
-
 def _shape_problem(signature: Signature, feeds, got: Mapping[str, np.ndarray]) -> tuple[str, str]:
-    """(how an output's shape contradicts the inputs' sizes, how it contradicts a fixed declared
-    size), each '' where it does not."""
-    sizes = _expected(signature, feeds)
+    """(how an output's shape contradicts the inputs' sizes, how it contradicts its declared shape:
+    Signature.contradicted_output's one rule), each '' where it does not."""
+    sizes = signature.symbol_sizes(feeds)
+    got = {name: np.asarray(value) for name, value in got.items()}
     for sig in signature.outputs:
-        shape = tuple(np.asarray(got[sig.name]).shape)
-        if not sig.shape and shape:  # no shape declared (a runtime drops one it cannot believe): nothing to hold to
-            continue
+        shape = got[sig.name].shape
         if len(shape) != len(sig.shape):
-            return "", f"output {sig.name} is declared {sig.dims_text()} and the runtime returns {list(shape)}"
-        for axis, (want, size) in enumerate(zip(sig.shape, shape)):
-            if isinstance(want, int) and want != size:
-                return "", f"output {sig.name} is declared {sig.dims_text()} and the runtime returns {list(shape)}"
+            continue
+        for want, size in zip(sig.shape, shape):
             if isinstance(want, str) and want in sizes and sizes[want] != size:
                 return (f"output {sig.name} has {want} {size} where the input has {sizes[want]} "
                         f"(shape {list(shape)})"), ""
+    found = signature.contradicted_output(got)
+    if found is not None:
+        sig, shape = found
+        return "", f"output {sig.name} is declared {sig.dims_text()} and the runtime returns {list(shape)}"
     return "", ""
 
 
@@ -189,6 +187,12 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
     for check in certificate.bad():
         check.where = (where(check.symbol) if where else "") or ""
     return certificate
+
+
+def constant_of(size: int, nodes: Sequence[str], said: str = "") -> str:
+    """``8 is a constant of Reshape node '/Reshape' (...)``: the nodes that fixed an axis at ``size``
+    (``said`` before the size: "the example's size "), or '' where none was found."""
+    return f"{said}{size} is a constant of " + ", ".join(nodes) if nodes else ""
 
 
 # -- where a size became a constant: an ONNX graph's shape constants --------------------------------

@@ -244,14 +244,34 @@ class Signature:
         """Every output's shape for these inputs, where the signature fixes them all (each symbol of an
         output is one its inputs carry, ``N`` -> 7, ``seq`` -> 12); None where one depends on the
         values (a runtime allocates it)."""
+        sizes = self.symbol_sizes(feeds)
+        if any(isinstance(d, str) and d not in sizes for t in self.outputs for d in t.shape):
+            return None
+        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.shape) for t in self.outputs}
+
+    def symbol_sizes(self, feeds: Mapping[str, object]) -> dict[str, int]:
+        """Each input symbol's size in these feeds (arrays or tensors by input name; the first input
+        that carries a symbol gives its size)."""
         sizes: dict[str, int] = {}
         for t in self.inputs:
             for want, got in zip(t.shape, getattr(feeds[t.name], "shape", ())):
                 if isinstance(want, str):
                     sizes.setdefault(want, int(got))
-        if any(isinstance(d, str) and d not in sizes for t in self.outputs for d in t.shape):
-            return None
-        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.shape) for t in self.outputs}
+        return sizes
+
+    def contradicted_output(self, result: Mapping[str, object]) -> tuple[TensorSig, tuple[int, ...]] | None:
+        """(the first output whose answer contradicts its declared shape, the answer's shape), or None:
+        the one rule for a declared output shape. Another rank, or another size where the declaration
+        fixes one, contradicts it; an output declared with no axes (its rank unknown to the runtime, or
+        a scalar) is held to nothing."""
+        for t in self.outputs:
+            got = result.get(t.name)
+            if got is None or not t.shape:
+                continue
+            shape = tuple(int(n) for n in getattr(got, "shape", ()))
+            if len(shape) != len(t.shape) or any(isinstance(d, int) and d != n for d, n in zip(t.shape, shape)):
+                return t, shape
+        return None
 
     def with_inputs(self, inputs: Sequence[TensorSig]) -> "Signature":
         return replace(self, inputs=tuple(inputs))

@@ -1,0 +1,209 @@
+"""The one export driver: every file any export writes (a tutorial model's checkpoint, a user's
+nn.Module, a user's ONNX file made int8) goes through the same steps, in this order:
+
+1. its format's one writer (export/formats/) writes it under a temporary name;
+2. the file is opened once, as ptx will serve it, and run on the cases its source's reference
+   answered (export/validate.py's check) and, for a module, on the shape certificate's probes
+   (export/certificate.py), through that one opened model;
+3. a reduced-precision file is judged on every runtime that reads it (export/judged.py);
+4. what was found (the certificate, the verdicts) is written into the file in one save;
+5. one line says the file, then the certificate, then each runtime's verdict.
+
+A source (export/api.py, module.py, file.py) only prepares what differs between them: the cases,
+the tolerance, the writer's options, the evidence a reduced verdict rests on, and how its line is
+worded, handed in as a ``Plan``. The guards that keep an export from replacing what is not its own,
+and the one check of the options every source shares, are here too.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ptx.atomic import atomic_path
+from ptx.contract import Tolerance
+from ptx.contract.cases import Case
+from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
+from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.verdict import verdict_strings
+from ptx.errors import DataError, PtxError, ValidationError
+
+from .certificate import certify_model, findings
+from .judged import judge_on_runtimes, verdict_line
+from .validate import ExportResult, OpenModel, check_model, open_checked, result_of
+
+
+@dataclass
+class Shapes:
+    """A module's shape certificate, made at export: the probes, eager's answers on them, and each
+    symbol's size in the example the exporters were called with."""
+
+    probes: Sequence[Probe]
+    wants: Sequence[dict]
+    example_sizes: dict[str, int]
+
+
+@dataclass
+class Plan:
+    """What a source hands the driver: one model, ready to be written in any of its formats."""
+
+    name: str  # the model's name, as a NOT USABLE line advises against it
+    subject: object  # what the writers take: the nn.Module, or the ONNX file's path
+    example: tuple | None  # the example inputs a module is written with (None: a file)
+    signature: Signature
+    strings: dict[str, str]  # the metadata every file carries
+    # fmt -> (the cases the file is checked on, the ones its result and line report)
+    cases: Callable[[object], tuple[list[Case], list[Case]]]
+    tolerance: Callable[[TensorSig, str], Tolerance]  # (output, device) -> what a full-precision file is held to
+    options: Callable[[object], dict]  # fmt -> its writer's options (a compiled format's ``device`` among them)
+    # (fmt, path, backend, the serving runtime's answers on the checked cases or None) -> [(kind, judgement)]
+    evidence: Callable[[object, Path, str, list | None], list]
+    describe: Callable[[ExportResult, Tolerance], str]  # the file's line
+    serve_instead: str  # what a NOT USABLE line says to do instead: "(serve model.onnx)"
+    compare: Callable | None = None  # a head's comparison, where it has one (validate.check_model's default)
+    shapes: Shapes | None = None  # the shape certificate, where the source makes one (a module)
+
+
+def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
+                 place: Callable[[object], AbstractContextManager], log: Callable[[str], None]) -> list[ExportResult]:
+    """Write, check, judge and record ``plan`` in each format of ``chosen``, in turn. ``place(fmt)``
+    is a context manager giving (the temporary path to write, the path the file will have): it keeps
+    the file only where the block ends without an exception (ptx.atomic)."""
+    results = []
+    for fmt in chosen:
+        options = plan.options(fmt)
+        on = options.get("device", "cpu")  # a compiled format (pt2) is checked on the device it is compiled for
+        if fmt.progress:
+            log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
+        with place(fmt) as (tmp, final):
+            made = fmt.write(plan.subject, plan.example, tmp, plan.signature, plan.strings, **options)
+            if made.note:
+                log(f"{fmt.name:<11} {made.note}")
+            checked, reported = plan.cases(fmt)
+            certificate, agreements, answers = _check(plan, fmt, tmp, open_model, checked, on, made.hint)
+            result = result_of(fmt.name, tmp, final, made, reported, agreements, fmt.precision == "f32")
+            result.certificate = certificate
+            found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
+            if fmt.precision != "f32":
+                try:
+                    verdicts = judge_on_runtimes(fmt, lambda backend, fmt=fmt, tmp=tmp, answers=answers: plan.evidence(
+                        fmt, tmp, backend, answers if backend == fmt.serving_backend else None), log)
+                    result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
+                    found.update(verdict_strings(verdicts))  # the verdicts travel in the file
+                except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
+                    log(f"{fmt.name:<11} not judged here: {exc}")
+            if found:  # the certificate and the verdicts, in one save
+                record(fmt.name, tmp, found)
+        results.append(result)
+        worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
+        log(plan.describe(result, plan.tolerance(worst, on)))
+        if certificate is not None:
+            log(f"{'':<11} shape certificate: {certificate.summary()}")
+        for verdict in result.verdicts:  # one verdict per runtime that reads the file
+            log(verdict_line(verdict, f"do not use {fmt.precision} for {plan.name} {plan.serve_instead}"))
+    return results
+
+
+@contextmanager
+def atomic_file(final: Path):
+    """``place`` for a file kept on its own: (its temporary path, ``final``), renamed into place
+    where the block ends without an exception (ptx.atomic)."""
+    with atomic_path(final) as tmp:
+        yield tmp, final
+
+
+def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case], on: str, hint
+           ) -> tuple[Certificate | None, dict, list[dict]]:
+    """The written file opened once, as ptx serves it: its shape certificate (where the plan makes
+    one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
+    model = open_checked(open_model, path, fmt, on)
+    try:
+        certificate = None if plan.shapes is None else certify_model(
+            fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
+        try:
+            agreements, answers = check_model(fmt, model, plan.signature, cases, lambda s: plan.tolerance(s, on),
+                                              **({"compare": plan.compare} if plan.compare else {}), hint=hint)
+        except ValidationError as exc:  # the certificate says which axis, and what fixed it
+            if certificate is None or certificate.holds:
+                raise
+            raise ValidationError(f"{exc}; shape certificate: {findings(certificate)}") from None
+    finally:
+        model.close()
+    if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)
+        raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
+    return certificate, agreements, answers
+
+
+def record(fmt_name: str, path: Path, strings: dict[str, str]) -> None:
+    """Write ``strings`` into the file's own metadata, beside what it holds, in one save."""
+    if fmt_name.startswith("onnx") or fmt_name == "openvino-int8":
+        from .formats.onnx import add_metadata
+
+        add_metadata(path, strings)
+    elif fmt_name == "pt2":
+        from .formats.pt2 import rewrite_metadata
+
+        rewrite_metadata(path, strings)
+    elif fmt_name == "torchscript":
+        import torch
+
+        from ptx.torch_quiet import quiet_jit
+
+        from .formats.torchscript import save_with_metadata
+
+        extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        save_with_metadata(module, path, {**json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}"), **strings})
+
+
+# -- the one guard set: an export replaces only what is its own, unless --force -------------------
+
+
+def guard(final: Path, force: bool, foreign: Callable[[Path], str | None]) -> None:
+    """Refuse to replace what is at ``final`` where ``foreign(final)`` says why it is not this
+    source's own: another model's file under --out, a folder holding other files, an int8 twin of
+    another file. ``force`` replaces it anyway."""
+    why = None if force or not final.exists() else foreign(final)
+    if why:
+        raise PtxError(f"{why}, or --force to replace it")
+
+
+# -- the one check of the options every source shares ---------------------------------------------
+
+
+def check_options(chosen: Sequence, options: dict[str, dict] | None = None, *, spec=None, device: str = "cpu",
+                  keep_f32=None, rank=None, max_drop: float | None = None) -> None:
+    """The options every source refuses alike, before any work: --device for portable formats only,
+    --keep-f32 with onnx-int8 alone, --max-drop with calibrated formats and without a --keep-f32
+    list, the triage ranking they need handed in; then each format's own check of its writer's
+    ``options`` ({format: options}: an opset, a device) and of a tutorial model ``spec`` it cannot express."""
+    from .bound import check_max_drop
+
+    names = [f.name for f in chosen]
+    compiled = [f for f in chosen if f.name == "pt2"]
+    if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
+        raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(names)} "
+                       f"{'is' if len(names) == 1 else 'are'} portable: add --format pt2 or drop --device")
+    if keep_f32 and names != ["onnx-int8"]:
+        raise PtxError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 alone (not "
+                       f"{', '.join(names)})")
+    if (keep_f32 == "auto" or (max_drop is not None and "onnx-int8" in names)) and rank is None:
+        raise PtxError("--keep-f32 auto and --max-drop need the triage's ranking (rank=): ptx export hands it in")
+    if max_drop is not None:
+        check_max_drop(max_drop)
+        if not all(f.calibrated for f in chosen):
+            raise PtxError(f"--max-drop bounds what int8 may lose: give --format onnx-int8 or openvino-int8 (not "
+                           f"{', '.join(f.name for f in chosen if not f.calibrated)})")
+        if keep_f32 not in (None, "auto"):
+            raise PtxError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
+                           f"{','.join(keep_f32)}")
+    for fmt in chosen:
+        why = fmt.unsupported(spec) if fmt.unsupported and spec is not None else None
+        if why:
+            raise PtxError(why)
+        if fmt.check_options and options is not None:
+            fmt.check_options(**options.get(fmt.name, {}))
