@@ -141,8 +141,6 @@ class Runs:
         run folder of its own (pt2-cuda/<name>, the checkpoint copied) beside the CPU one."""
         run_dir = self.trained(name)
         if device != "cpu":
-            import shutil
-
             own = self.root.parent / f"pt2-{device}" / name
             own.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run_dir / "checkpoint.pt", own / "checkpoint.pt")
