@@ -10,8 +10,8 @@ Export comes before infer in ptx's flow, so it does not import infer's models: t
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -186,8 +186,8 @@ def _evidence(fmt, path: Path, backend: str, open_predictor: OpenModel, model, c
                                         notice=log, eager=eager, max_drop=bound)
         said = (f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: "
                 f"{judgement.describe()}")  # what the judge ran on, as the line and the record say it
-        return SimpleNamespace(unusable=judgement.unusable, describe=lambda: said)
-    return [("labels", judged(None))] + ([("bound", judged(max_drop))] if max_drop is not None else [])
+        return replace(judgement, measured=said)
+    return [judged(None)] + ([judged(max_drop)] if max_drop is not None else [])
 
 
 def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt: dict, eager: dict, log) -> Bound:

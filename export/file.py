@@ -98,17 +98,17 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
         if answers is None:  # not run by the driver's check: a candidate, or another runtime than the serving one
             answers = check_file(fmt, candidate, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
                                  backend=backend)[1]
-        return judge_tensors(answers, cases, signature, fmt.precision, seen)
+        return judge_tensors(answers, cases, signature, fmt.precision, seen, kind=source_kind)
 
     search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
     source_kind = "generated" if calibration is None else "inputs"
 
     def evidence(fmt, tmp: Path, backend: str, answers) -> list:
-        found = [(source_kind, judge(tmp, backend, answers))]
+        found = [judge(tmp, backend, answers)]
         if bound is not None:  # the serving runtime's value is the writer's (its metric_int8); another's is measured
             value = float(from_props(read_onnx(tmp, digest=False)[0])["metric_int8"]) \
                 if backend == fmt.serving_backend else bound.measure_through(tmp, backend)
-            found.append(("bound", Held(bound, value)))
+            found.append(Held(bound, value))
         return found
 
     plan = Plan(name, path, None, signature, strings, lambda fmt: (cases, cases),

@@ -211,8 +211,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         if answers is None:
             answers = check_file(fmt, path, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
                                  backend=backend)[1]
-        return [("generated", judge_tensors(answers[:len(cases)], cases, signature, fmt.precision,
-                                            f"{len(cases)} generated cases", against="eager"))]
+        return [judge_tensors(answers[:len(cases)], cases, signature, fmt.precision, f"{len(cases)} generated cases",
+                              against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: (checked, cases), tolerance,
                 lambda fmt: options[fmt.name], evidence, _describe, "(serve model.onnx)",

@@ -243,9 +243,9 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 
 
 def judge_tensors(answers: Sequence[dict], cases: Sequence[Case], signature: Signature, precision: str,
-                  held: str, against: str = "the f32 file") -> Evidence:
+                  held: str, against: str = "the f32 file", kind: str = "generated") -> Evidence:
     """The reduced file's ``answers`` against the reference's on each case (the f32 file's, or eager's
     for a module), by the one rule for tensors (ptx.contract.verdict.judge_tensors: near-ties of
     f32's own not counted)."""
     return tensor_rule(answers, [c.outputs for c in cases], [(s.name, s.batch_axis) for s in signature.outputs],
-                       precision, held, against)
+                       precision, held, against, kind)

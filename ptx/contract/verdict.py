@@ -20,7 +20,7 @@ counted.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -104,27 +104,15 @@ class Verdict:
 
 
 def decide(label: str, evidence: Sequence, by: str = "verify") -> Verdict:
-    """The verdict from the strongest of ``evidence`` (Evidence; or (kind, judgement) pairs, as
-    export's drivers give them, a judgement having ``unusable`` and ``describe()``). The others are
+    """The verdict from the strongest of ``evidence`` (Evidence, None where absent). The others are
     shown, not counted."""
-    ranked = sorted((e for e in map(_evidence, evidence) if e is not None), key=lambda e: EVIDENCE.index(e.kind))
+    ranked = sorted((e for e in evidence if e is not None), key=lambda e: EVIDENCE.index(e.kind))
     if not ranked:
         raise ValueError(f"{label}: no evidence to judge it by")
     first = ranked[0]
     also = [f"{_words(e.kind)}: {e.measured} ({e.status}, not counted)" for e in ranked[1:]]
     return Verdict(label, first.status, first.kind, first.measured, list(first.reasons), first.by or by,
                    first.rechecked, also)
-
-
-def _evidence(item) -> Evidence | None:
-    if isinstance(item, Evidence) or item is None:
-        return item
-    kind, judgement = item
-    if judgement is None:
-        return None
-    if isinstance(judgement, Evidence):
-        return replace(judgement, kind=kind)
-    return Evidence(kind, judgement.describe(), list(judgement.unusable))
 
 
 def recorded_evidence(verdict: Verdict) -> Evidence:
