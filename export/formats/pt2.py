@@ -77,7 +77,8 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
     except Exception as exc:  # noqa: BLE001 - torch.export and Inductor raise many types
         raise PtxError(f"pt2: {name} cannot be exported as pt2 ({describe_refusal(exc, user_files(model))}); "
                        "--format onnx or torchscript may still work") from None
-    probe_load(path, device, name)
+    if device != "cpu":  # the loader's crash was a CUDA package's; a CPU one is loaded in this process
+        probe_load(path, device, name)
     return Written(f"torch.export + AOTInductor for {device}")
 
 
@@ -164,9 +165,10 @@ def rewrite_metadata(path: Path, strings: dict[str, str], replace: bool = False)
     path.write_bytes(buffer.getbuffer())
 
 
-# The package is loaded once in a child before this process loads it to validate: torch's
+# A CUDA package is loaded once in a child before this process loads it to validate: torch's
 # aoti_load_package has segfaulted there (torch 2.11 on an H100, a CUDA package), and a crash in
-# the child is one error, inside export's atomic_path, so no package is kept.
+# the child is one error, inside export's atomic_path, so no package is kept. A CPU package never
+# crashed it, and the child costs an interpreter with torch (and transformers) imported: 3-5 s.
 # The modules the package's output types come from are imported first, as every load does
 # (ptx.pytree_types).
 PROBE = ("import sys, torch; from ptx.pytree_types import import_recorded; import_recorded(sys.argv[1]); "
