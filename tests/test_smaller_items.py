@@ -208,3 +208,17 @@ def test_triton_and_kserve_exports_print_the_verify_line_to_run_once_served(tmp_
         f"verify it once served: ptx verify http://HOST:PORT/v2/models/scores --against {placed} --token TOKEN  "
         "(HOST:PORT: the URL `kubectl get inferenceservice scores` prints, with its port (80 for http://); TOKEN: the "
         "secret scores-token's)")
+
+
+def test_a_cpp_error_from_torch_is_said_by_its_message_not_the_last_frame_of_its_backtrace():
+    """An AOTInductor kernel's bounds check (a pt2 BERT fed a longer sequence than its position
+    table) raises the error first and c10's backtrace after it: the one line is the error."""
+    from ptx.infer.runtime.torch_runner import torch_complaint
+
+    raised = RuntimeError("index out of bounds: 0 <= tmp13 < 64L\nException raised from cpp_fused_add_embedding_0 at "
+                          "/tmp/k.cpp:48 (most recent call first):\n<omitting python frames>\nframe #0: f + 0x1 (0x7f in "
+                          "libtorch.so)\nframe #31: _start + 0x21 (0x55 in python)")
+    assert torch_complaint(raised) == "index out of bounds: 0 <= tmp13 < 64L"
+    scripted = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript:\n"
+                            "  File \"code.py\", line 3\nRuntimeError: The size of tensor a (5) must match (4)")
+    assert torch_complaint(scripted) == "RuntimeError: The size of tensor a (5) must match (4)"

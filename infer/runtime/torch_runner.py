@@ -95,8 +95,11 @@ def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
 
 def torch_complaint(exc: BaseException) -> str:
     """What torch says went wrong: the TorchScript interpreter puts a traceback first and the error
-    last ("RuntimeError: The size of tensor a (5) must match ...")."""
+    last ("RuntimeError: The size of tensor a (5) must match ..."); a C++ error (an AOTInductor
+    kernel's "index out of bounds: 0 <= tmp13 < 64L") comes first, then c10's backtrace, left out."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    cut = next((k for k, ln in enumerate(lines) if ln.startswith("Exception raised from ")), len(lines))
+    lines = lines[:cut]
     return lines[-1] if lines else type(exc).__name__
 
 
