@@ -3,9 +3,12 @@ tests/test_hf_models.py (onnx, torchscript) and tests/test_hf_pt2.py (pt2): the 
 model exported once per test module, and eager PyTorch's answers."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 
+import numpy as np
 import torch
 
 from ptx.contract.reference import load_reference, reference_path
@@ -106,3 +109,12 @@ def eager(name, root, feeds):
 def first_case(folder):
     """The first case of the reference export stored beside the folder's files (eager's inputs and outputs)."""
     return load_reference(reference_path(folder / "model.onnx")).cases[0]
+
+
+def served_answer(url: str, name: str, feeds: dict) -> dict:
+    """A server's answer to ``feeds`` (int64 or float32 arrays) over REST JSON: {output name: its doc}."""
+    doc = {"inputs": [{"name": k, "datatype": "INT64" if v.dtype == np.int64 else "FP32",
+                       "shape": list(v.shape), "data": v.ravel().tolist()} for k, v in feeds.items()]}
+    request = urllib.request.Request(f"{url}/v2/models/{name}/infer", data=json.dumps(doc).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return {o["name"]: o for o in json.loads(response.read())["outputs"]}

@@ -6,9 +6,7 @@ model is built and exported (onnx, torchscript) once per module; inputs are smal
 are tests/test_hf_pt2.py's: a file of its own, so that a second pytest-xdist worker compiles them."""
 from __future__ import annotations
 
-import json
 import shutil
-import urllib.request
 
 import numpy as np
 import onnxruntime
@@ -19,7 +17,7 @@ pytest.importorskip("transformers", reason="transformers is in the test extra (s
 import torch  # noqa: E402
 
 import serving  # noqa: E402
-from hf_models import Exports, cli, eager, factory, first_case, ptx  # noqa: E402
+from hf_models import Exports, cli, eager, factory, first_case, ptx, served_answer  # noqa: E402
 from ptx.errors import PtxError  # noqa: E402
 from ptx.export.factory import load_factory  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
@@ -146,12 +144,7 @@ def test_serve_answers_as_a_bare_session(exports, tmp_path):
         for name, path in zip(names, files):
             case = first_case(exports[name][0])
             bare = onnxruntime.InferenceSession(str(path))
-            doc = {"inputs": [{"name": k, "datatype": "INT64" if v.dtype == np.int64 else "FP32",
-                               "shape": list(v.shape), "data": v.ravel().tolist()} for k, v in case.feeds.items()]}
-            request = urllib.request.Request(f"{server.url}/v2/models/{name}/infer", data=json.dumps(doc).encode(),
-                                             method="POST")
-            with urllib.request.urlopen(request, timeout=60) as response:
-                answer = {o["name"]: o for o in json.loads(response.read())["outputs"]}
+            answer = served_answer(server.url, name, case.feeds)
             for got, output in zip(bare.run(None, case.feeds), bare.get_outputs()):
                 np.testing.assert_array_equal(np.array(answer[output.name]["data"], got.dtype).reshape(got.shape), got)
 

@@ -7,10 +7,8 @@ file is apart from tests/test_hf_models.py so that pytest-xdist's --dist loadfil
 a worker of their own."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import urllib.request
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ pytest.importorskip("transformers", reason="transformers is in the test extra (s
 import torch  # noqa: E402
 
 import serving  # noqa: E402
-from hf_models import TIMEOUT, Exports, cli, eager, first_case, ptx  # noqa: E402
+from hf_models import TIMEOUT, Exports, cli, eager, first_case, ptx, served_answer  # noqa: E402
 from ptx.infer import load  # noqa: E402
 from ptx.pytree_types import recorded_modules  # noqa: E402
 
@@ -93,12 +91,7 @@ def test_serve_answers_as_the_package(exports, tmp_path):
     with serving.running(tmp_path, *files) as server:
         for name, path in zip(NAMES, files):
             case = first_case(exports[name][0])
-            doc = {"inputs": [{"name": k, "datatype": "INT64" if v.dtype == np.int64 else "FP32",
-                               "shape": list(v.shape), "data": v.ravel().tolist()} for k, v in case.feeds.items()]}
-            request = urllib.request.Request(f"{server.url}/v2/models/{name}/infer", data=json.dumps(doc).encode(),
-                                             method="POST")
-            with urllib.request.urlopen(request, timeout=60) as response:
-                answer = {o["name"]: o for o in json.loads(response.read())["outputs"]}
+            answer = served_answer(server.url, name, case.feeds)
             for output, want in load(path).run(case.feeds).items():
                 got = np.array(answer[output]["data"], want.dtype).reshape(want.shape)
                 np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6, err_msg=f"{name} {output}")
