@@ -16,7 +16,6 @@ and the one check of the options every source shares, are here too.
 """
 from __future__ import annotations
 
-import json
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Callable, Sequence
 from ptx.atomic import atomic_path
 from ptx.contract import Tolerance
 from ptx.contract.cases import Case
-from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.verdict import verdict_strings
@@ -95,8 +93,8 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
                     found.update(verdict_strings(verdicts))  # the verdicts travel in the file
                 except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
                     log(f"{fmt.name:<11} not judged here: {exc}")
-            if found:  # the certificate and the verdicts, in one save
-                record(fmt.name, tmp, found)
+            if found:  # the certificate and the verdicts, in one save, by the format's own writer
+                fmt.add_metadata(tmp, found)
         results.append(result)
         worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
         log(plan.describe(result, plan.tolerance(worst, on)))
@@ -135,29 +133,6 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)
         raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
     return certificate, agreements, answers
-
-
-def record(fmt_name: str, path: Path, strings: dict[str, str]) -> None:
-    """Write ``strings`` into the file's own metadata, beside what it holds, in one save."""
-    if fmt_name.startswith("onnx") or fmt_name == "openvino-int8":
-        from .formats.onnx import add_metadata
-
-        add_metadata(path, strings)
-    elif fmt_name == "pt2":
-        from .formats.pt2 import rewrite_metadata
-
-        rewrite_metadata(path, strings)
-    elif fmt_name == "torchscript":
-        import torch
-
-        from ptx.torch_quiet import quiet_jit
-
-        from .formats.torchscript import save_with_metadata
-
-        extra = {TORCHSCRIPT_EXTRA_FILE: ""}
-        with quiet_jit():
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        save_with_metadata(module, path, {**json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}"), **strings})
 
 
 # -- the one guard set: an export replaces only what is its own, unless --force -------------------

@@ -53,6 +53,9 @@ class ExportFormat:
     progress: str | None = None
     # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures: the signature's input).
     raw_pictures: bool = False
+    # (path, strings) -> None: ``strings`` added to a written file's ptx metadata, beside what it holds
+    # (a verdict, a shape certificate: what export learns of the file after writing it).
+    add_metadata: Callable[[Path, dict[str, str]], None] | None = None
 
     @property
     def file_name(self) -> str:

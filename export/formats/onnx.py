@@ -255,5 +255,5 @@ def symbolic_dims(path) -> tuple[list, list]:
 
 
 register(ExportFormat(name="onnx", description="ONNX (onnxruntime, OpenVINO, Triton, ...)", serving_backend="ort-cpu",
-                      write=write, symbolic_dims=symbolic_dims, raw_pictures=True,
+                      write=write, symbolic_dims=symbolic_dims, raw_pictures=True, add_metadata=add_metadata,
                       check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))

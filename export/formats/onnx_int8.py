@@ -56,7 +56,7 @@ from ptx.errors import DataError, PtxError, first_line
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
-from .onnx import DEFAULT_EXPORTER, check_opset, save_with_metadata
+from .onnx import DEFAULT_EXPORTER, add_metadata, check_opset, save_with_metadata
 from .onnx import write as write_onnx
 
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -472,5 +472,5 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
 
 register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",
                       serving_backend="ort-cpu", write=write, precision="int8", calibrated=True,
-                      unsupported=unsupported,
+                      unsupported=unsupported, add_metadata=add_metadata,
                       check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))

@@ -39,7 +39,7 @@ from ptx.errors import DataError, PtxError, first_line
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
-from .onnx import DEFAULT_EXPORTER, check_opset, save_with_metadata
+from .onnx import DEFAULT_EXPORTER, add_metadata, check_opset, save_with_metadata
 from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, ort_call, rows, say_if_slower,
                         speed_note)
 
@@ -271,4 +271,5 @@ def _reload(path: Path):
 register(ExportFormat(name=NAME, description="ONNX quantized to int8 by NNCF for OpenVINO (openvino --precision int8)",
                       serving_backend="openvino", write=write, precision="int8", calibrated=True,
                       unsupported=unsupported, unavailable=unavailable, progress="quantizing with NNCF",
+                      add_metadata=add_metadata,
                       check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))

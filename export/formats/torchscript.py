@@ -96,5 +96,16 @@ def save_with_metadata(module, path: Path, strings: dict[str, str]) -> str:
     return digest
 
 
+def add_metadata(path: Path, strings: dict[str, str]) -> None:
+    """``strings`` added to the ptx metadata of the TorchScript file at ``path`` (saved again whole:
+    its extra files are written with the archive)."""
+    import torch
+
+    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+    with quiet_jit():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    save_with_metadata(module, path, {**json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}"), **strings})
+
+
 register(ExportFormat(name="torchscript", description="TorchScript (libtorch, Triton's pytorch backend)",
-                      serving_backend="torchscript", write=write, raw_pictures=True))
+                      serving_backend="torchscript", write=write, raw_pictures=True, add_metadata=add_metadata))
