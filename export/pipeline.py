@@ -57,7 +57,7 @@ class Plan:
     cases: Callable[[object], tuple[list[Case], list[Case]]]
     tolerance: Callable[[TensorSig, str], Tolerance]  # (output, device) -> what a full-precision file is held to
     options: Callable[[object], dict]  # fmt -> its writer's options (a compiled format's ``device`` among them)
-    # (fmt, path, backend, the serving runtime's answers on the checked cases or None) -> [(kind, judgement)]
+    # (fmt, path, backend, the serving runtime's answers on the checked cases or None) -> [Evidence]
     evidence: Callable[[object, Path, str, list | None], list]
     describe: Callable[[ExportResult, Tolerance], str]  # the file's line
     serve_instead: str  # what a NOT USABLE line says to do instead: "(serve model.onnx)"
