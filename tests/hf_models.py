@@ -4,8 +4,6 @@ model exported once per test module, and eager PyTorch's answers."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 
 import numpy as np
@@ -15,6 +13,7 @@ from ptx.contract.reference import load_reference, reference_path
 from ptx.export.factory import load_factory
 from ptx.export.module import export_module
 from ptx.infer import load
+from ptx_command import ptx
 
 TIMEOUT = 300
 
@@ -58,20 +57,11 @@ def build():
 }
 
 
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=TIMEOUT)
-
-
 def cli(*args):
-    """A ptx command in this process (click's runner): the suite pays no interpreter or torch start."""
-    from click.testing import CliRunner
-
-    from ptx.cli import cli as ptx_cli
-
-    done = CliRunner().invoke(ptx_cli, list(map(str, args)), prog_name="ptx", catch_exceptions=False)
-    assert done.exit_code == 0, done.output
-    return done.output
+    """Run a ptx command that must succeed; what it printed (stdout)."""
+    done = ptx(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def factory(tmp_path, name):

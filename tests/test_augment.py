@@ -14,6 +14,7 @@ from ptx.models import get, list_models
 from ptx.trainers.augment import Augmentation, Augmenter
 from ptx.trainers.checkpoint import load_checkpoint
 from ptx.trainers.data import load_dataset
+from ptx_command import ptx
 
 PICTURE_MODELS = [n for n in list_models() if get(n).contract().picture is not None]
 STILL = Augmentation(**{f.name: 0.0 for f in dataclasses.fields(Augmentation) if f.name != "strength"})
@@ -134,8 +135,7 @@ def test_bad_strength_and_non_pictures_are_refused():
     (["convnet", "--augment-strength", "0"], "'0' must be > 0"),
 ])
 def test_cli_refusals_are_one_line(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "ptx", "train", *args, "--out", str(tmp_path)],
-                            capture_output=True, text=True)
+    result = ptx("train", *args, "--out", str(tmp_path))
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "checkpoint.pt").exists()

@@ -14,6 +14,7 @@ from test_readme import _script
 
 from ptx.contract import catalog
 from ptx.models import get, list_models
+from ptx_command import ptx
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,8 +64,7 @@ def test_ptx_models_imports_no_torch():
 @pytest.mark.parametrize("columns", [80, 100])
 def test_ptx_models_fits_the_terminal_and_explains_its_columns(columns):
     """It was 185 columns wide: now every line fits the terminal's width (COLUMNS), cells wrap."""
-    result = subprocess.run([sys.executable, "-m", "ptx", "models"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "COLUMNS": str(columns)})
+    result = ptx("models", timeout=60, env={**os.environ, "COLUMNS": str(columns)})
     lines = result.stdout.splitlines()
     assert result.returncode == 0 and max(map(len, lines)) <= columns, result.stdout
     assert lines[0].split() == ["model", "takes", "default", "data", "from", "tutorial", "exports"]
@@ -81,8 +81,7 @@ DID_YOU_MEAN = "error: unknown model 'convnett'; did you mean convnet? (see `ptx
                                      ["bench", "convnett"], ["serve", "convnett", "--http-port", "0"],
                                      ["export", "convnett", "--out", "out"]])
 def test_a_mistyped_model_name_gets_did_you_mean(command, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ptx", *command], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=60)
+    result = ptx(*command, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     if command[0] == "export":  # a model file, or the user's own module
         assert result.stderr == (f"{DID_YOU_MEAN}; or give a model file's path (`ptx export model.onnx --format "

@@ -31,6 +31,7 @@ from ptx.errors import InputError
 from ptx.infer import load
 from ptx.infer.model.inputs import expand_csv_rows
 from ptx.models import get
+from ptx_command import ptx
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "artifact-format.md"
 # What a stranger has: the standard library's json, hashlib and unicodedata, numpy, onnxruntime, onnx, Pillow.
@@ -369,9 +370,8 @@ def test_ptx_predict_raw_json_gives_the_documents_answers(runs, reference, tmp_p
     good, _ = cases_for(model_name, runs, tmp_path)
     given = [c.item for c in good if c.raw or get(model_name).kind is not InputKind.IMAGE]
     # "--" ends the options; a CSV file stands for its rows.
-    r = subprocess.run([sys.executable, "-m", "ptx", "predict", "--raw", "--json", "--model", model_name,
-                        "--root", str(root), "--", *given], capture_output=True, text=True, cwd=tmp_path,
-                       env=clean_env(), timeout=120)
+    r = ptx("predict", "--raw", "--json", "--model", model_name,
+            "--root", str(root), "--", *given, cwd=tmp_path, env=clean_env(), timeout=120)
     assert r.returncode == 0, r.stderr
     results = json.loads(r.stdout)["results"]
     contract = reference["open_artifact"](str(root / model_name / "model.onnx"))[1]

@@ -2,8 +2,6 @@
 verify and bench all refuse an edited artifact; library inputs are read by shape and dtype."""
 import copy
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -17,6 +15,7 @@ from ptx.contract.schema import PICTURE_PIPELINES
 from ptx.errors import ArtifactError, InputError
 from ptx.infer import load
 from ptx.models import get
+from ptx_command import ptx
 
 
 def edited(doc: dict, path: str, value):
@@ -144,7 +143,7 @@ def test_a_lying_artifact_is_refused_by_load_predict_verify_and_bench(lying_runs
                   "--root", str(root)],
     }
     for command, args in commands.items():
-        result = subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True)
+        result = ptx(*args)
         assert result.returncode != 0, f"{command} accepted the {lie} lie"
         assert "Traceback" not in result.stderr, result.stderr
         where = result.stderr if command != "verify" else result.stdout
@@ -157,8 +156,8 @@ def test_verify_fails_when_an_artifact_does_not_load(runs, tmp_path):
     for f in ("checkpoint.pt", "model.torchscript.pt"):
         (tmp_path / "convnet" / f).write_bytes((src / f).read_bytes())
     (tmp_path / "convnet" / "model.onnx").write_bytes((src / "model.onnx").read_bytes()[:2000])  # truncated
-    result = subprocess.run([sys.executable, "-m", "ptx", "verify", "convnet", "--samples", "20", "--root",
-                             str(tmp_path)], capture_output=True, text=True)
+    result = ptx("verify", "convnet", "--samples", "20", "--root",
+                 str(tmp_path))
     assert result.returncode == 1, result.stdout + result.stderr
     assert any(line.startswith("ort-cpu") and "FAIL" in line for line in result.stdout.splitlines())
 

@@ -4,9 +4,6 @@ of ones then padding, token types in runs, ids below the rows of the embedding t
 saying what its inputs were; and --shape binding a symbolic dim by its name, as the hint says."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -16,15 +13,12 @@ from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 from ptx.export import export_module
 from ptx.infer import load
+from ptx_command import ptx
 
 TEXT = Signature((TensorSig("input_ids", "int64", ("batch", "seq"), 0),
                   TensorSig("attention_mask", "int64", ("batch", "seq"), 0),
                   TensorSig("token_type_ids", "int64", ("batch", "seq"), 0),
                   TensorSig("pixel_mask", "int64", ("batch", "seq"), 0)), ())
-
-
-def _ptx(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def test_masks_are_ones_then_padding_and_token_types_runs_in_every_row():
@@ -136,26 +130,26 @@ def test_export_validates_on_the_users_inputs_or_the_factorys_example_and_says_w
     np.savez(tmp_path / "mine.npz", input_ids=ids, attention_mask=(ids > 0).astype(np.int64),
              token_type_ids=np.zeros_like(ids))
     declared = [a for d in DECLARED for a in ("--input", d)]
-    given = _ptx("export", "--module", "tagger.py:plain", *declared, "--inputs", "mine.npz", "--format",
-                 "torchscript", "--out", "a", cwd=tmp_path)
+    given = ptx("export", "--module", "tagger.py:plain", *declared, "--inputs", "mine.npz", "--format",
+                "torchscript", "--out", "a", cwd=tmp_path)
     assert given.returncode == 0, given.stderr
     assert "validation inputs: from mine.npz (1 cases)" in given.stdout, given.stdout
     kept = load_reference(tmp_path / "a" / "model.reference.npz").cases
     assert len(kept) == 1 and np.array_equal(kept[0].feeds["input_ids"], ids)
-    example = _ptx("export", "--module", "tagger.py:with_example", "--format", "torchscript", "--out", "b",
-                   cwd=tmp_path)
+    example = ptx("export", "--module", "tagger.py:with_example", "--format", "torchscript", "--out", "b",
+                  cwd=tmp_path)
     assert example.returncode == 0, example.stderr
     assert "; and the factory's example" in example.stdout, example.stdout
-    shaped = _ptx("export", "--module", "tagger.py:with_example", "--value", "token_type_ids=1", "--format",
-                  "torchscript", "--out", "c", cwd=tmp_path)
+    shaped = ptx("export", "--module", "tagger.py:with_example", "--value", "token_type_ids=1", "--format",
+                 "torchscript", "--out", "c", cwd=tmp_path)
     assert shaped.returncode == 0, shaped.stderr
     line = next(ln for ln in shaped.stdout.splitlines() if ln.startswith("validation inputs: "))
     assert "token_type_ids = 1" in line and "factory's example" not in line, line  # the user's shaping decides
-    both = _ptx("export", "--module", "tagger.py:plain", *declared, "--inputs", "mine.npz", "--range", "0,3",
-                "--out", "d", cwd=tmp_path)
+    both = ptx("export", "--module", "tagger.py:plain", *declared, "--inputs", "mine.npz", "--range", "0,3",
+               "--out", "d", cwd=tmp_path)
     assert both.returncode == 2 and "--inputs validates on your own samples; --shape, --value and --range" \
         in both.stderr, both.stderr
-    tutorial = _ptx("export", "convnet", "--value", "x=1", cwd=tmp_path)
+    tutorial = ptx("export", "convnet", "--value", "x=1", cwd=tmp_path)
     assert tutorial.returncode == 2 and "--value means nothing for a tutorial model NAME" in tutorial.stderr
 
 
@@ -223,8 +217,8 @@ def test_gpt2_with_an_attention_mask_validates_on_masks_a_tokenizer_makes(tmp_pa
     certificate holds, and it says what it was fed."""
     pytest.importorskip("transformers")
     (tmp_path / "gpt.py").write_text(GPT)
-    result = _ptx("export", "--module", "gpt.py:build", "--input", "input_ids=batchxseq:int64", "--input",
-                  "attention_mask=batchxseq:int64", "--format", "onnx", "--out", "g", cwd=tmp_path)
+    result = ptx("export", "--module", "gpt.py:build", "--input", "input_ids=batchxseq:int64", "--input",
+                 "attention_mask=batchxseq:int64", "--format", "onnx", "--out", "g", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert ("validation inputs: generated: input_ids int64 in [0, 39] (rows of the embedding gpt.transformer.wte), "
             "attention_mask ones then padding per row") in result.stdout, result.stdout

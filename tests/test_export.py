@@ -20,6 +20,7 @@ from ptx.export.formats.onnx import symbolic_dims
 from ptx.infer import open_artifact
 from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.models import get
+from ptx_command import ptx
 
 QUIET = dict(log=lambda _: None, open_predictor=open_artifact)
 PROVENANCE = {"ptx_version", "dataset", "epochs", "checkpoint_sha256", "torch_version", "export_time"}
@@ -168,16 +169,15 @@ def test_legacy_exporter_also_keeps_the_batch_dynamic(convnet_copy, tmp_path):
 
 
 def test_cli_export_prints_one_line_per_format_and_errors_in_one_line(convnet_copy, tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "ptx", "export", "convnet", "--checkpoint",
-                         str(convnet_copy / "checkpoint.pt"), "--out", str(tmp_path / "cli")], capture_output=True, text=True)
+    ok = ptx("export", "convnet", "--checkpoint",
+             str(convnet_copy / "checkpoint.pt"), "--out", str(tmp_path / "cli"))
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.strip().splitlines()
     # The checkpoint it exported, then one line per format.
     assert len(lines) == 3 and lines[0].startswith(f"checkpoint: {convnet_copy / 'checkpoint.pt'} (")
     assert lines[1].startswith("onnx") and "KiB" in lines[1] and "worst |diff|" in lines[2]
     assert "Warning" not in ok.stderr and "deprecated" not in ok.stderr
-    missing = subprocess.run([sys.executable, "-m", "ptx", "export", "mlp-dropout"], capture_output=True, text=True,
-                             cwd=tmp_path)
+    missing = ptx("export", "mlp-dropout", cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "ptx train mlp-dropout" in missing.stderr
 
@@ -203,14 +203,12 @@ def test_format_all_is_every_file_this_machine_can_write_for_the_model(monkeypat
 def test_cli_format_all_writes_what_it_says_and_the_default_is_named(runs, tmp_path):
     run_dir = runs.trained("linreg")
     env = {**os.environ, "CXX": "no-such-compiler++"}  # pt2 left out: no 40 s compile in a test
-    result = subprocess.run([sys.executable, "-m", "ptx", "export", "linreg", "--format", "all", "--checkpoint",
-                             str(run_dir / "checkpoint.pt"), "--out", str(tmp_path / "all")], capture_output=True,
-                            text=True, env=env)
+    result = ptx("export", "linreg", "--format", "all", "--checkpoint",
+                 str(run_dir / "checkpoint.pt"), "--out", str(tmp_path / "all"), env=env)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
     assert first.startswith("--format all: onnx, torchscript; left out: onnx-int8: linreg is a regression") and \
         "left out: pt2: AOTInductor compiles C++ and there is no no-such-compiler++" in first, first
     assert sorted(p.name for p in (tmp_path / "all").glob("model.*")) == ["model.onnx", "model.torchscript.pt"]
-    shown = " ".join(subprocess.run([sys.executable, "-m", "ptx", "export", "--help"], capture_output=True,
-                                    text=True).stdout.split())
+    shown = " ".join(ptx("export", "--help").stdout.split())
     assert "[default: onnx,torchscript]" in shown and "or all: every file this machine can write" in shown

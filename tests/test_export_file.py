@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -26,11 +24,7 @@ from ptx.infer import load
 from ptx.infer.verify.verify import verify
 from ptx.infer.model.target import Target
 from ptx.machine import describe_cpu
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+from ptx_command import ptx
 
 
 def meta(path: Path) -> dict[str, str]:

@@ -31,6 +31,7 @@ from ptx.export import export_module
 from ptx.infer.runtime.torch_files import load_pt2, load_torchscript
 from ptx.export.factory import load_factory, load_state_dict_file
 from ptx.infer import load
+from ptx_command import ptx
 
 TESTS = Path(__file__).resolve().parent
 
@@ -92,10 +93,6 @@ ZOO_FILE = textwrap.dedent(f"""
     def not_a_module():
         return 42
 """)
-
-
-def ptx(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def one_line(result, code: int) -> str:

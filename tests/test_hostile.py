@@ -33,8 +33,9 @@ from ptx.contract.names import VERIFY_RECORD_FILE
 from images import paper_digit
 from ptx.errors import PtxError
 from ptx.infer import load
+from ptx_command import ptx as run_ptx
 
-TIMEOUT = 120  # seconds: a hang fails the case instead of blocking the suite
+TIMEOUT = 120  # seconds: a hang ends the worker (tests/ptx_command.py) instead of blocking the suite
 QUICK = ["--dataset", "mnist-sample", "--epochs", "1", "--limit", "200"]
 DIABETES_ROW = "6,148,72,35,0,33.6,0.627,50"
 
@@ -42,12 +43,9 @@ DIABETES_ROW = "6,148,72,35,0,33.6,0.627,50"
 # -- helpers -------------------------------------------------------------------------------------------
 
 def ptx(*args, cwd, timeout=TIMEOUT) -> subprocess.CompletedProcess:
+    """`ptx ARGS` run from ``cwd`` without the suite's shared data folder: each case finds its own data."""
     env = {k: v for k, v in os.environ.items() if k != "PTX_DATA_DIR"}
-    try:
-        return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True,
-                              errors="replace", cwd=cwd, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"ptx {' '.join(map(str, args))} did not return within {timeout}s (hang)")
+    return run_ptx(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def shown(r) -> str:

@@ -17,6 +17,7 @@ from ptx.infer import load
 from ptx.contract import PictureStep
 from ptx.contract.pictures import MAX_PIXELS, picture_sample
 from ptx.models import list_models
+from ptx_command import ptx
 
 CPU_BACKENDS = ("eager", "torchscript", "ort-cpu")
 MNIST_DIGIT = PictureStep.make("mnist-digit")
@@ -226,10 +227,6 @@ def test_bad_files_each_get_a_reason(tmp_path):
     for name, reason in bad_files(tmp_path).items():
         with pytest.raises(InputError, match=reason):
             load_image_array(tmp_path / name)
-
-
-def ptx(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_cli_predict_same_labels_on_every_cpu_backend(runs, tmp_path):

@@ -7,8 +7,6 @@ import copy
 import gzip
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -18,6 +16,7 @@ import yaml
 from ptx.errors import PtxError
 from ptx.export.kserve import MANIFEST, export_kserve, serve_args
 from ptx.infer import load, open_artifact
+from ptx_command import ptx
 
 SCHEMA = Path(__file__).parent / "data" / "kserve-inferenceservice-v1beta1.schema.json.gz"
 
@@ -35,9 +34,8 @@ def spec_validator():
 @pytest.fixture(scope="module")
 def deploy(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("kserve") / "deploy"
-    result = subprocess.run([sys.executable, "-m", "ptx", "export", "convnet", "--format", "kserve", "--out", str(out),
-                             "--checkpoint", str(runs.trained("convnet") / "checkpoint.pt")],
-                            capture_output=True, text=True, timeout=600)
+    result = ptx("export", "convnet", "--format", "kserve", "--out", str(out),
+                 "--checkpoint", str(runs.trained("convnet") / "checkpoint.pt"), timeout=600)
     assert result.returncode == 0, result.stderr
     # the summary line, then (issue 59) the `ptx verify URL` line to run once it is deployed
     assert result.stdout.splitlines()[-2].startswith(f"kserve      {out}  Dockerfile")

@@ -19,13 +19,9 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from ptx.infer.verify.report import REPRO_NOTE
+from ptx_command import ptx
 
 TIMEOUT = 240
-
-
-def ptx(*args):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True,
-                          timeout=TIMEOUT)
 
 
 def located(result) -> dict:
@@ -293,7 +289,6 @@ def test_a_tutorial_models_disagreeing_rows_offer_the_command_that_locates_them(
     assert traced.returncode == 1, traced.stdout + traced.stderr
     assert "where it is born: model.torchscript.pt (torchscript-cpu) vs ort-cpu" in traced.stdout, traced.stdout
     assert "origin: node " in traced.stdout
-
 
 
 def test_a_file_offer_repeats_what_made_the_verdict_and_runs_from_elsewhere(runs, tmp_path):

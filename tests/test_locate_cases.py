@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,10 @@ from ptx.infer.locate.origin import locate
 from ptx.infer.locate.pairs import Counterparts
 from ptx.infer.locate.sweep import Side
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
+from ptx_command import ptx
 
 TIMEOUT = 240
 TOLERANCE = lambda name, dtype: Tolerance(1e-4, 1e-3)  # noqa: E731 - verify's f32 default
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd)
 
 
 def model(nodes, inputs, outputs, inits=(), opset=17) -> onnx.ModelProto:

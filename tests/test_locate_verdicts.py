@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
+from ptx_command import ptx
 
 TIMEOUT = 300
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd)
 
 
 def no_traceback(result) -> None:

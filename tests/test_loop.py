@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -28,11 +26,7 @@ from ptx.infer.model.target import Target
 from ptx.models import get
 from ptx.trainers.checkpoint import checkpoint_bytes
 from ptx.trainers.loop import TrainConfig, train
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+from ptx_command import ptx
 
 
 def one_error_line(result) -> str:

@@ -5,8 +5,6 @@ folder), each checked on both kinds through the one opening and the one verify."
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -19,6 +17,7 @@ from ptx.infer import load
 from ptx.infer.model.target import Target
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
 from ptx.infer.verify.verify import verify
+from ptx_command import ptx
 
 
 def classifier_onnx(path, classes: int = 4, seed: int = 0):
@@ -35,11 +34,6 @@ def classifier_onnx(path, classes: int = 4, seed: int = 0):
     model.ir_version = 9
     onnx.save(model, str(path))
     return path
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
 
 
 def test_a_users_file_runs_openvino_bf16_judged_by_its_tensors(tmp_path):

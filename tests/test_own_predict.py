@@ -14,11 +14,7 @@ import pytest
 import own_models as zoo
 from ptx.contract.tensor_inputs import make_feeds, plan_inputs
 from ptx.infer import load
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+from ptx_command import ptx
 
 
 def feeds(model, batch, seed, **shapes):

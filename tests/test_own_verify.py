@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -19,15 +17,11 @@ from ptx.infer import load
 from ptx.infer.inspect.file import inspect_path
 from ptx.infer.verify.verify import verify
 from ptx.infer.model.target import Target
+from ptx_command import ptx, ptx_process
 
 ONNX_ZOO = ["residual", "mobile", "two_io", "stateful", "fixed1", "half", "specialised"]
 AGREEING = [n for n in ONNX_ZOO if n != "specialised"]
 TIMEOUT = 240
-
-
-def ptx(*args, cwd=None, python_flags=()):
-    return subprocess.run([sys.executable, *python_flags, "-m", "ptx", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=TIMEOUT)
 
 
 def last_line(result) -> str:
@@ -222,7 +216,7 @@ def test_float16_is_judged_with_float16_tolerances_and_per_output_overrides(own_
 
 
 def test_verify_of_an_onnx_file_never_imports_torch(own_models):
-    result = ptx("verify", own_models["two_io"], "--json", python_flags=("-X", "importtime"))
+    result = ptx_process("verify", own_models["two_io"], "--json", python_flags=("-X", "importtime"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert not re.search(r"\|\s+torch$", result.stderr, re.M), "ptx verify of an ONNX file imported torch"
     assert json.loads(result.stdout)["ok"]

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 from ptx.contract import decode
 from ptx.errors import InputError
 from ptx.infer import load
+from ptx_command import ptx
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_photos", ROOT / "scripts" / "bench_photos.py")
@@ -70,9 +71,8 @@ def test_48_and_200_megapixel_jpegs_are_decoded_small_and_predicted(convnet, big
 
 
 def test_the_whole_command_predicts_a_48_megapixel_photo(runs, big_photos):
-    done = subprocess.run([sys.executable, "-m", "ptx", "predict", str(big_photos["48mp.jpg"]), "--model", "convnet",
-                           "--root", str(runs.ready("convnet")), "--backend", "ort-cpu"],
-                          capture_output=True, text=True)
+    done = ptx("predict", str(big_photos["48mp.jpg"]), "--model", "convnet",
+               "--root", str(runs.ready("convnet")), "--backend", "ort-cpu")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\t")[1] == "7", done.stdout
 
@@ -202,9 +202,8 @@ def test_bombs_of_every_format_are_refused_in_one_line(runs, tmp_path):
             decode.open_image(make(), name)
         assert "\n" not in str(refused.value)
         (tmp_path / name).write_bytes(make())
-    done = subprocess.run([sys.executable, "-m", "ptx", "predict", *sorted(BOMBS), "--model", "convnet", "--root",
-                           str(runs.ready("convnet")), "--backend", "ort-cpu"], capture_output=True, text=True,
-                          cwd=tmp_path)
+    done = ptx("predict", *sorted(BOMBS), "--model", "convnet", "--root",
+               str(runs.ready("convnet")), "--backend", "ort-cpu", cwd=tmp_path)
     assert done.returncode != 0 and not done.stdout.strip()
     lines = done.stderr.strip().splitlines()
     for name in BOMBS:

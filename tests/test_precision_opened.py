@@ -22,6 +22,7 @@ from ptx.errors import MissingArtifactError, PtxError
 from ptx.infer import load
 from ptx.infer.model.target import Target
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
+from ptx_command import ptx
 
 NO_NNCF = None
 try:
@@ -41,11 +42,6 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
 
 
 def write_net(path):

@@ -18,10 +18,7 @@ from ptx.export.formats import default_formats, get as get_format, list_formats
 from ptx.infer import load
 from ptx.infer.model.target import Target
 from ptx.models import get, list_models
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, cwd=cwd)
+from ptx_command import ptx
 
 
 def test_pt2_is_registered_but_not_part_of_all():
@@ -192,7 +189,6 @@ def test_pt2_compiled_for_cuda_runs_there_only(runs, tmp_path):
     assert load(tmp_path / "model.pt2", device="cuda").device == "cuda"
     with pytest.raises(MissingArtifactError, match="compiled for cuda"):
         load(tmp_path / "model.pt2", device="cpu")
-
 
 
 def torch_crash(tmp_path, device):

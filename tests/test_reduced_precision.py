@@ -2,8 +2,6 @@
 reduced precision, and the one-line refusals. OpenVINO's f32 agreement for every model comes from
 the registry (tests/test_agreement.py)."""
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -18,13 +16,10 @@ from ptx.infer import load, open_artifact
 from ptx.infer import backends
 from ptx.infer.verify.verify import verify
 from ptx.infer.model.target import Target
+from ptx_command import ptx
 
 OPENVINO_MISSING = backends.get("openvino").unavailable("cpu")
 needs_openvino = pytest.mark.skipif(OPENVINO_MISSING is not None, reason=f"openvino: {OPENVINO_MISSING}")
-
-
-def ptx(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_hostile_data import ptx_here
+from ptx_command import ptx
 
 EXPORTS = ("model.onnx", "model.torchscript.pt")
 
@@ -168,8 +169,7 @@ def test_device_cuda_1_is_parsed_and_refused_without_that_gpu(command, tmp_path)
 @pytest.mark.skipif(Path("/proc/driver/nvidia/gpus").is_dir() and len(os.listdir("/proc/driver/nvidia/gpus")) > 1,
                     reason="this machine has a GPU 1")
 def test_device_cuda_1_refusal_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ptx", "predict", "0.5", "--device", "cuda:1"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = ptx("predict", "0.5", "--device", "cuda:1", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: Invalid value for '--device': cuda:1: ")
 

@@ -4,8 +4,6 @@ module fixed is named with what fixed it, and a file that holds carries its cert
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -22,6 +20,7 @@ from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError, ValidationError
 from ptx.export import export_module
 from ptx.infer import load
+from ptx_command import ptx
 
 
 class FixedView(nn.Module):
@@ -144,14 +143,13 @@ def test_a_good_module_gets_a_certificate_that_holds_in_every_file_and_inspect_a
     assert recorded.holds and [a.sizes for a in recorded.axes] == [[1, 2, 7], [1, 2, 7, 33]]
     assert recorded.against == "eager"
     for name in ("model.onnx", "model.torchscript.pt"):
-        shown = subprocess.run([sys.executable, "-m", "ptx", "inspect", str(tmp_path / "out" / name)],
-                               capture_output=True, text=True)
+        shown = ptx("inspect", str(tmp_path / "out" / name))
         assert shown.returncode == 0, shown.stderr
         # the recorded weights still match: the certificate lies outside the digest
         assert "matches its recorded ptx.weights_sha256" in shown.stdout, shown.stdout
         assert "shape certificate (at export): holds: batch 1, 2, 7; seq 1, 2, 7, 33" in shown.stdout, shown.stdout
-    checked = subprocess.run([sys.executable, "-m", "ptx", "verify", str(tmp_path / "out" / "model.onnx"),
-                              "--max-shape", "seq=20", "--json"], capture_output=True, text=True)
+    checked = ptx("verify", str(tmp_path / "out" / "model.onnx"),
+                  "--max-shape", "seq=20", "--json")
     assert checked.returncode == 0, checked.stderr
     doc = json.loads(checked.stdout)
     assert doc["shape_certificate"]["holds"] and doc["shape_certificate"]["axes"][1]["sizes"] == [1, 2, 7, 20]
@@ -184,8 +182,7 @@ def _fixed_reshape_onnx(path):
 def test_verify_names_the_axis_a_users_file_fixed_and_its_reshape(tmp_path):
     path = _fixed_reshape_onnx(tmp_path / "fixed.onnx")
     assert onnx_fixing_nodes(path, 8) == ["Reshape node 'fix_seq' (shape constant [-1, 8, 4])"]
-    result = subprocess.run([sys.executable, "-m", "ptx", "verify", str(path), "--backends", "ort-cpu", "--json"],
-                            capture_output=True, text=True)
+    result = ptx("verify", str(path), "--backends", "ort-cpu", "--json")
     doc = json.loads(result.stdout)
     certificate = doc["shape_certificate"]
     assert not certificate["holds"], certificate

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,13 +15,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import serving
+from ptx_command import ptx
 
 TIMEOUT = 240
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          timeout=TIMEOUT)
 
 
 def save(path: Path, nodes, inputs, outputs, initializers=()) -> Path:

@@ -14,6 +14,7 @@ from ptx.models import get
 from ptx.trainers.checkpoint import load_checkpoint
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train
+from ptx_command import ptx
 
 QUIET = dict(log=lambda _: None)
 
@@ -136,16 +137,16 @@ def test_sigkill_mid_training_then_resume(tmp_path):
 
 
 def test_cli_train_reports_data_source_and_accuracy(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist-sample",
-                             "--epochs", "1", "--limit", "200", "--out", str(tmp_path)], capture_output=True, text=True)
+    result = ptx("train", "convnet", "--dataset", "mnist-sample",
+                 "--epochs", "1", "--limit", "200", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "data: mnist-sample" in result.stdout and "test accuracy" in result.stdout
 
 
 def test_cli_explicit_mnist_without_data_exits_2_in_one_line(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "PTX_DATA_DIR": ""}
-    result = subprocess.run([sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist", "--out",
-                             str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    result = ptx("train", "convnet", "--dataset", "mnist", "--out",
+                 str(tmp_path / "run"), env=env)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "--data-dir" in result.stderr

@@ -2,8 +2,6 @@
 (infer/locate/triage.py); `ptx verify NAME --locate` prints them; `ptx export NAME --format onnx-int8
 --keep-f32 auto|NODE` leaves them in f32 (onnxruntime's nodes_to_exclude)."""
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -14,12 +12,9 @@ from ptx.export.api import export_model
 from ptx.infer import backends, open_artifact
 from ptx.infer.locate.triage_run import rank_int8, triage_rows
 from ptx.infer.model.target import Target
+from ptx_command import ptx
 
 PLANTED = "linear_relu_stack.2"  # mlp's middle Linear
-
-
-def ptx(*args):
-    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True)
 
 
 def meta(path) -> dict:

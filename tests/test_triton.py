@@ -2,8 +2,6 @@
 own schema (tritonclient's model_config_pb2) and checked against the rules Triton enforces when it
 loads a model: names as in the model file, dims as in its shapes (batch removed when
 max_batch_size > 0), data types that map. No Triton server runs here."""
-import subprocess
-import sys
 
 import onnx
 import pytest
@@ -14,6 +12,7 @@ from ptx.errors import PtxError, ValidationError
 from ptx.export.triton import export_triton
 from ptx.infer import open_artifact
 from ptx.models import get, list_models
+from ptx_command import ptx
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient[grpc] (the test extra) is not installed")
@@ -21,10 +20,6 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
 QUIET = dict(open_predictor=open_artifact, log=lambda _: None)
 ONNX_TO_TRITON = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64"}
 PYTORCH_MODELS = ("convnet", "lstm", "gru-classifier")
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -12,10 +10,7 @@ from ptx.contract.weights import digest_of
 from ptx.errors import PtxError
 from ptx.infer.verify.verify import verify
 from ptx.infer.model.target import Target
-
-
-def ptx(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ptx", *args], capture_output=True, text=True, cwd=cwd)
+from ptx_command import ptx
 
 
 def test_the_one_agreement_rule():

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ptx_command import ptx
 
 # Looked for, not imported: kserve's protos and tritonclient's (imported by other tests in this process)
 # register the same gRPC names, which protobuf refuses. The server runs in its own process.
@@ -58,7 +59,7 @@ def kserve_url(runs):
 
 
 def _verify(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ptx", "verify", *args], capture_output=True, text=True, timeout=300)
+    return ptx("verify", *args, timeout=300)
 
 
 def test_kserves_own_server_answers_as_the_file_it_serves(kserve_url):

@@ -2,6 +2,7 @@
 inside, checker-clean."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -43,7 +44,9 @@ def _quiet_exporter():
     """The exporters log registration notices and deprecations that say nothing to a ptx user;
     the legacy one also prints C++ shape-inference warnings straight to file descriptor 2, and on a
     failure the whole TorchScript graph to descriptor 1 ("Torch IR graph at exception"), which only
-    descriptor-level redirects keep off the terminal. Errors still arrive as exceptions."""
+    descriptor-level redirects keep off the terminal; Python-level ones too, for an app whose
+    sys.stdout/sys.stderr are not those descriptors (a notebook, a test runner) and where a logger
+    without handlers falls back to writing to sys.stderr. Errors still arrive as exceptions."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -51,7 +54,8 @@ def _quiet_exporter():
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
-        with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+        with open(os.devnull, "w") as devnull, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
             for fd in saved:
                 os.dup2(devnull.fileno(), fd)
             warnings.simplefilter("ignore")
