@@ -10,17 +10,18 @@ import torch
 from ptx.contract.tensors import TensorSig
 
 
-def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor]
-          ) -> tuple[object | None, dict[str, tuple[int, str]]]:
+def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor],
+          named: torch.nn.Module | None = None) -> tuple[object | None, dict[str, tuple[int, str]]]:
     """The module run once on ``args``: (its answer, or None where it raised; {input name: (rows,
     why)} for each integer input that reaches an ``nn.Embedding`` as it is, or as a view of it
     sharing its storage: GPT-2's ``input_ids.view(-1, seq)``). A hook on every embedding sees the
     ids; the smallest embedding wins. One run tells both what the module answers (export/as_it_comes
-    unwraps a ModelOutput by it) and what its ids may hold."""
+    unwraps a ModelOutput by it) and what its ids may hold. An embedding is named by its path in
+    ``named`` (the user's own module, where ``module`` wraps it: export/as_it_comes)."""
     storage = {t.untyped_storage().data_ptr(): sig.name for sig, t in zip(sigs, args)
                if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
     found: dict[str, tuple[int, str]] = {}
-    names = {m: n for n, m in module.named_modules()}
+    names = {m: n for n, m in (named or module).named_modules()}
 
     def hook(embedding, inputs):
         ids = inputs[0] if inputs else None

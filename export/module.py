@@ -160,7 +160,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = module
     module, example_inputs = keyword_inputs(module, example_inputs, inputs, log)
     sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log)
-    out, limits = probe(module, sigs, args)
+    out, limits = probe(module, sigs, args, named=given)
     base = plan_inputs(Signature(sigs, ()), **dict(plan or {}))
     base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
     if limits:  # a fact of the model, recorded in its signature: every generator (verify's too) keeps to it
@@ -169,7 +169,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         if example_inputs is None:  # made from the declarations: again, with ids the embedding takes
             args = generated_examples(sigs, base)  # the same plan: each input's recorded range now bounds its ids
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
-                out, _ = probe(module, sigs, args)
+                out, _ = probe(module, sigs, args, named=given)
     module = tensor_outputs(module, sigs, out, log)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})

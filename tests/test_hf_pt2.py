@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.error
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import torch  # noqa: E402
 
 import serving  # noqa: E402
 from hf_models import TIMEOUT, Exports, cli, eager, first_case, ptx, served_answer  # noqa: E402
+from ptx.errors import InputError  # noqa: E402
 from ptx.infer import load  # noqa: E402
 from ptx.pytree_types import recorded_modules  # noqa: E402
 
@@ -96,3 +98,38 @@ def test_serve_answers_as_the_package(exports, tmp_path):
                 got = np.array(answer[output]["data"], want.dtype).reshape(want.shape)
                 np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6, err_msg=f"{name} {output}")
                 np.testing.assert_allclose(got, case.outputs[output], atol=1e-4, rtol=1e-3)
+        with pytest.raises(urllib.error.HTTPError) as refused:  # past BERT's 64 positions: a 400, not an answer
+            served_answer(server.url, "bert", past_the_bound(first_case(exports["bert"][0]).feeds))
+        assert refused.value.code == 400 and "takes seq up to 64" in refused.value.read().decode()
+
+
+def past_the_bound(feeds: dict, seq: int = 65) -> dict:
+    """``feeds`` (ids of shape [batch, seq]) tiled out to ``seq`` positions."""
+    return {k: np.resize(v, (v.shape[0], seq)) for k, v in feeds.items()}
+
+
+def test_a_pt2_refuses_a_size_past_the_models_own_bound(exports, tmp_path):
+    """Issue 58: BERT's package answered a sequence of 65 from past the end of its 64-position table,
+    where eager and the ONNX file raise. torch.export's range is recorded with the signature, and every
+    command and load() refuse a larger size in one line; T5 (relative positions) is bounded nowhere."""
+    folder, said = exports["bert"]
+    assert "the model bounds seq up to 64 (torch.export found it)" in said, said
+    # the embedding by the user's own module path, not the keyword wrapper's (module.embeddings...)
+    assert "(rows of the embedding embeddings.word_embeddings)" in said, said
+    package = folder / "model.pt2"
+    model = load(package)
+    assert model.signature.limits == (("seq", 64),)
+    feeds = first_case(folder).feeds
+    assert model.run(past_the_bound(feeds, 64))["last_hidden_state"].shape[1] == 64  # the bound itself runs
+    with pytest.raises(InputError, match="has seq=65; the model takes seq up to 64"):
+        model.run(past_the_bound(feeds))
+    np.savez(tmp_path / "long.npz", **past_the_bound(feeds))
+    predicted = ptx("predict", "--model", package, tmp_path / "long.npz")
+    assert predicted.returncode == 2 and predicted.stderr.count("\n") == 1, predicted.stderr
+    assert "long.npz has seq=65; the model takes seq up to 64" in predicted.stderr
+    checked = ptx("verify", package, "--max-shape", "seq=100")
+    assert checked.returncode == 2 and checked.stderr.splitlines()[-1] == (
+        "error: --max-shape seq=100: model.pt2 takes seq up to 64 (the model's own bound, recorded at export): "
+        "give at most 64"), checked.stderr
+    assert "seq up to 64: the model's own bound" in cli("inspect", package)
+    assert load(exports["t5"][0] / "model.pt2").signature.limits == ()

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ptx.contract.metadata import to_props
 from ptx.contract.names import METADATA_PREFIX
-from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
+from ptx.contract.tensors import Signature
+from ptx.contract.weights import AOTI_METADATA_SUFFIX, SIGNATURE_KEY, WEIGHTS_KEY, digest_of
 from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError
 from ptx.pytree_types import KEY as PYTREE_KEY, modules_to_record
@@ -71,7 +73,8 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
 
     name = strings["model"]
     try:
-        compile_package(model, example, dynamic_dims(signature), path, {**strings, "aoti_device": device}, device)
+        limits = compile_package(model, example, dynamic_dims(signature), path, {**strings, "aoti_device": device},
+                                 device)
     except PtxError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch.export and Inductor raise many types
@@ -79,14 +82,18 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
                        "--format onnx or torchscript may still work") from None
     if device != "cpu":  # the loader's crash was a CUDA package's; a CPU one is loaded in this process
         probe_load(path, device, name)
-    return Written(f"torch.export + AOTInductor for {device}")
+    bounds = ", ".join(f"{symbol} up to {size}" for symbol, size in limits.items())
+    return Written(f"torch.export + AOTInductor for {device}",
+                   note=f"the model bounds {bounds} (torch.export found it): the package refuses larger inputs"
+                   if limits else None)
 
 
-def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dict[str, str], device: str) -> str:
+def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dict[str, str], device: str
+                    ) -> dict[str, int]:
     """``torch.export`` ``model`` on ``args`` with ``dynamic_shapes``, compile it with AOTInductor for
     ``device`` and write the package to ``path`` with ``strings`` (and the weights digest,
     ptx.contract.weights) in its metadata. Raises what torch.export or Inductor raise. Returns the
-    digest."""
+    sizes the model bounds ({symbol: largest}), recorded in the package's signature."""
     import copy
 
     import torch
@@ -109,6 +116,10 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
             # Not DYNAMIC on the first try (one export, not two): torch then starts every range
             # at 2 (range_constraints), where a Dim's min=1 makes 1 a size the compiled code handles.
             program = torch.export.export(target, example, dynamic_shapes=_found_ranges(dynamic_shapes))
+        # The compiled code reads past a table's end where eager raises (BERT's answers a sequence of
+        # 65 from its 64 positions): the range torch.export found is recorded, and every load refuses
+        # a size beyond it (ptx.contract.tensor_inputs.check_feeds).
+        strings, limits = _bounded(program, strings)
         # The types the package's outputs are built of (a transformers ModelOutput) are registered
         # only where their module is imported: recorded, so that every load imports them first.
         modules = modules_to_record(program, strings.get("model", "the model"))
@@ -122,7 +133,34 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
         torch._inductor.aoti_compile_and_package(
             program, package_path=buffer, inductor_configs={"aot_inductor.metadata": to_props(strings), **options})
     path.write_bytes(buffer.getbuffer())
-    return record_digest(path)
+    record_digest(path)
+    return limits
+
+
+def _bounded(program, strings: dict[str, str]) -> tuple[dict[str, str], dict[str, int]]:
+    """(``strings`` with the signature's ``limits``, {symbol: largest size}) for each symbol whose
+    range in ``program`` (torch.export's range_constraints) ends below MAX_DIM."""
+    import sympy
+
+    from .onnx import MAX_DIM
+
+    if SIGNATURE_KEY not in strings:
+        return strings, {}
+    signature = Signature.from_json(strings[SIGNATURE_KEY], SIGNATURE_KEY)
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    shapes = [getattr(nodes[name].meta.get("val"), "shape", ()) for name in program.graph_signature.user_inputs]
+    limits: dict[str, int] = {}
+    for sig, shape in zip(signature.inputs, shapes):
+        for symbol, size in zip(sig.shape, shape):
+            expr = getattr(getattr(size, "node", None), "expr", None)
+            upper = getattr(program.range_constraints.get(expr), "upper", None)
+            # an unbounded size's upper end is torch's int_oo, which is no sympy Integer
+            if isinstance(symbol, str) and isinstance(upper, sympy.Integer) and int(upper) < MAX_DIM:
+                limits[symbol] = min(limits.get(symbol, int(upper)), int(upper))
+    if not limits:
+        return strings, {}
+    bounded = replace(signature, limits=tuple(sorted(limits.items())))
+    return {**strings, SIGNATURE_KEY: json.dumps(bounded.to_dict(), separators=(",", ":"))}, limits
 
 
 def _found_ranges(dynamic_shapes):

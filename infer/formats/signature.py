@@ -63,17 +63,28 @@ class Opening:
         recorded = self.contract or recorded_signature(self.metadata, path)
         if self.inputs:
             inputs = _with_batch_axes(self.inputs, self.batch_axes)
-            if recorded is not None:
-                check_graph_against(Signature(recorded.inputs, ()), Signature(inputs, ()), path or Path("model"))
-            return Signature(inputs, ())
+            if recorded is None:
+                return Signature(inputs, ())
+            check_graph_against(Signature(recorded.inputs, ()), Signature(inputs, ()), path or Path("model"))
+            return Signature(inputs, (), _limits_renamed(recorded, inputs))
         if recorded is not None:
-            return Signature(_with_batch_axes(recorded.inputs, self.batch_axes), recorded.outputs)
+            return replace(recorded, inputs=_with_batch_axes(recorded.inputs, self.batch_axes))
         raise PtxError(f"{path or 'the model'}: a {'TorchScript' if self.kind == 'torchscript' else self.kind} "
                        "file keeps no description of its inputs: declare each, in forward()'s order, with "
                        "--input NAME=SHAPE:DTYPE (e.g. --input x=batchx3x224x224:float32; library: "
                        "load(path, inputs=[...]))" if self.kind != "module" else
                        "an nn.Module keeps no description of its inputs: give inputs=[TensorSig or "
                        "'name=shape:dtype', ...] in forward()'s order")
+
+
+def _limits_renamed(recorded: Signature, inputs: Sequence[TensorSig]) -> tuple[tuple[str, int], ...]:
+    """The recorded bounds on sizes, under the symbols the user's --input gives the same axes."""
+    limits: dict[str, int] = {}
+    for was, now in zip(recorded.inputs, inputs):
+        for old, new in zip(was.shape, now.shape):
+            if isinstance(new, str) and recorded.limit(str(old)) is not None:
+                limits[new] = min(limits.get(new, recorded.limit(old)), recorded.limit(old))
+    return tuple(sorted(limits.items()))
 
 
 def recorded_signature(metadata: Mapping[str, str], path: Path | None = None) -> Signature | None:

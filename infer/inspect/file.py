@@ -162,7 +162,9 @@ def _tensor_lines(signature: Signature) -> list[str]:
                      "axis): a server runs requests one by one")
     symbols = signature.symbols()
     if symbols:
-        lines.append(f"symbolic dims: {', '.join(symbols)}")
+        bounded = [f"{s} up to {signature.limit(s)}" for s in symbols if signature.limit(s) is not None]
+        lines.append(f"symbolic dims: {', '.join(symbols)}"
+                     + (f" ({', '.join(bounded)}: the model's own bound; larger inputs are refused)" if bounded else ""))
     return lines
 
 

@@ -110,7 +110,7 @@ class TorchRunner(Runner):
 
     def __init__(self, module, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig] | None, *, device: str,
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
-                 metadata: Mapping[str, str] | None = None):
+                 metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = ()):
         self.torch_device = torch_device(device)
         self.precision = check_precision(precision, self.torch_device)
         if hasattr(module, "to"):  # an nn.Module or TorchScript module; a pt2 package runs where it was compiled
@@ -125,7 +125,7 @@ class TorchRunner(Runner):
         self._input_names = [t.name for t in inputs]
         if outputs is None:
             outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path))
-        super().__init__(Signature(tuple(inputs), tuple(outputs)), path, name, metadata)
+        super().__init__(Signature(tuple(inputs), tuple(outputs), limits), path, name, metadata)
 
     @classmethod
     def open(cls, path: str | Path | None, device: str = "cpu", precision: str = FULL_PRECISION,
@@ -141,7 +141,7 @@ class TorchRunner(Runner):
         return cls(module, signature.inputs, signature.outputs or None, device=device,
                    backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
                    name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
-                   metadata=opening.metadata, **options)
+                   metadata=opening.metadata, limits=signature.limits, **options)
 
     def _tensors(self, feeds: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
         # non_blocking: an async copy where the batch lies in page-locked memory (self.host); the

@@ -15,6 +15,7 @@ Reshape whose shape constant holds the example's size). The certificate is store
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -108,19 +109,26 @@ class Certificate:
 def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_SIZES,
            max_sizes: Mapping[str, int] | None = None, seed: int = 0, of: str = "") -> list[Probe]:
     """The inputs the certificate runs: each symbol at each of ``sizes`` (and its ``max_sizes``
-    entry), the others at the plan's sizes and the batch at verify's first batch. A ``max_sizes``
-    symbol no input has is refused (``of``: the file, as the message names it)."""
+    entry), the others at the plan's sizes and the batch at verify's first batch, none past a size the
+    model bounds (``signature.limits``). A ``max_sizes`` symbol no input has, or one past its bound, is
+    refused (``of``: the file, as the message names it)."""
     unknown = sorted(set(max_sizes or {}) - set(signature.symbols()))
     if unknown:
         raise PtxError(f"--max-shape {unknown[0]}=...: no input{f' of {of}' if of else ''} has a symbolic dim "
                        f"{unknown[0]!r}; the dynamic ones are {', '.join(signature.symbols()) or 'none'}")
+    for symbol, size in (max_sizes or {}).items():
+        limit = signature.limit(symbol)
+        if limit is not None and size > limit:
+            raise PtxError(f"--max-shape {symbol}={size}: {of or 'the model'} takes {symbol} up to {limit} (the model's "
+                           f"own bound, recorded at export): give at most {limit}")
     inputs = Signature(signature.inputs, ())
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
     base_batch = VERIFY_BATCHES[0] if batch_symbols else None
     out = []
     for symbol in signature.symbols():
         extra = (max_sizes or {}).get(symbol)
-        for size in sorted({*sizes, *([extra] if extra else [])}):
+        limit = signature.limit(symbol) or math.inf  # past the model's own bound a size is refused, not checked
+        for size in sorted({*(n for n in sizes if n <= limit), *([extra] if extra else [])}):
             if symbol in batch_symbols:
                 feeds, batch = make_feeds(inputs, plan, size, seed), size
             else:

@@ -267,6 +267,11 @@ def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = 
             raise InputError(f"input {sig.name!r} of {model} is an empty batch")
         # np.ascontiguousarray makes a 0-d array 1-d: a scalar input (a flag, a sample rate) stays a scalar.
         out[sig.name] = np.require(array, requirements="C")
+    for symbol, (size, name) in sizes.items():
+        limit = signature.limit(symbol)
+        if limit is not None and size > limit:
+            raise InputError(f"input {name!r} of {model} has {symbol}={size}; the model takes {symbol} up to {limit} "
+                             f"(its own bound, recorded at export): give at most {limit}")
     return out
 
 
@@ -279,6 +284,7 @@ class ExactFeeds:
 
     def __init__(self, signature: Signature):
         self.count = len(signature.inputs)
+        self.limits = signature.limits
         self.plan = [(t.name, np.dtype(t.dtype), len(t.shape),
                       tuple((axis, d) for axis, d in enumerate(t.shape) if isinstance(d, int)),
                       tuple((axis, d) for axis, d in enumerate(t.shape) if isinstance(d, str)), t.batch_axis)
@@ -302,7 +308,7 @@ class ExactFeeds:
                     return False
             if batch_axis is not None and shape[batch_axis] == 0:
                 return False
-        return True
+        return all(sizes.get(symbol, 0) <= limit for symbol, limit in self.limits)
 
 
 def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:

@@ -205,10 +205,13 @@ def parse_range(value, where: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Signature:
-    """What goes in and comes out, by name."""
+    """What goes in and comes out, by name; ``limits``: ((symbol, the largest size the model takes),
+    ...) where the model itself bounds a dynamic size (BERT's table of 64 positions bounds ``seq``,
+    as torch.export finds it): a larger input is refused, never answered from past the table's end."""
 
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...]
+    limits: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -216,6 +219,10 @@ class Signature:
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ContractError(f"signature {kind}: the name {repeated[0]!r} appears twice")
+
+    def limit(self, symbol: str) -> int | None:
+        """The largest size the model takes for ``symbol``, where it bounds it."""
+        return dict(self.limits).get(symbol)
 
     @property
     def input_names(self) -> list[str]:
@@ -277,8 +284,11 @@ class Signature:
         return replace(self, inputs=tuple(inputs))
 
     def to_dict(self) -> dict:
-        return {"version": SIGNATURE_VERSION, "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs]}
+        doc = {"version": SIGNATURE_VERSION, "inputs": [t.to_dict() for t in self.inputs],
+               "outputs": [t.to_dict() for t in self.outputs]}
+        if self.limits:
+            doc["limits"] = dict(self.limits)
+        return doc
 
     @classmethod
     def from_dict(cls, doc, where: str = "signature") -> "Signature":
@@ -289,7 +299,7 @@ class Signature:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > SIGNATURE_VERSION
             raise ContractError(f"{where}.version: {version!r} " + ("is newer than this ptx reads: upgrade ptx"
                                                                    if newer else f"is not {SIGNATURE_VERSION}"))
-        unknown = sorted(set(doc) - {"version", "inputs", "outputs"})
+        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits"})
         if unknown:
             raise ContractError(f"{where}.{unknown[0]}: unknown field (made by a newer ptx?)")
         tensors = {}
@@ -298,7 +308,12 @@ class Signature:
             if not isinstance(listed, list) or not listed:
                 raise ContractError(f"{where}.{kind}: {listed!r} is not a non-empty list")
             tensors[kind] = tuple(TensorSig.from_dict(t, f"{where}.{kind}[{i}]") for i, t in enumerate(listed))
-        return cls(tensors["inputs"], tensors["outputs"])
+        limits = doc.get("limits", {})
+        symbols = {d for t in tensors["inputs"] for d in t.symbols}
+        if not isinstance(limits, Mapping) or any(
+                k not in symbols or isinstance(v, bool) or not isinstance(v, int) or v < 1 for k, v in limits.items()):
+            raise ContractError(f"{where}.limits: {limits!r} is not {{symbol of an input: largest size >= 1}}")
+        return cls(tensors["inputs"], tensors["outputs"], tuple(sorted(limits.items())))
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "Signature":
