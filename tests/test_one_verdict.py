@@ -22,6 +22,7 @@ from ptx.contract.verdict import (NEAR_TIE_MARGIN, NOT_USABLE, PASS, Evidence, V
                                   differs_note, judge_tensors, recorded_verdicts, verdict_strings)
 from ptx.errors import UnusablePrecisionWarning
 from ptx.infer import load
+import serving
 from test_export_file import meta, onnx_file, ptx
 
 METRIC = textwrap.dedent('''
@@ -235,61 +236,86 @@ NET = textwrap.dedent('''
 ''')
 
 
-def _exported(kind: str, orient: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """(the f32 file, its int8 file) of one kind of model, the int8 written by ptx export."""
+# Each reduced format, by the row that serves it: (its --format, its file's suffix, its backend).
+REDUCED = {"ort-cpu-int8": ("onnx-int8", ".int8.onnx", "ort-cpu"),
+           "openvino-int8": ("openvino-int8", ".openvino-int8.onnx", "openvino")}
+
+
+def _exported(kind: str, orient: Path, tmp_path: Path) -> Path:
+    """The f32 file of one kind of model, with both int8 files ptx export writes beside it."""
+    both = ",".join(fmt for fmt, _, _ in REDUCED.values())
     if kind == "module":
         (tmp_path / "net.py").write_text(NET)
         done = ptx("export", "--module", "net.py:build", "--input", "x=batchx8", "--format", "onnx,onnx-int8",
                    "--out", "exp", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        return tmp_path / "exp" / "model.onnx", tmp_path / "exp" / "model.int8.onnx"
+        # NNCF calibrates on real inputs, which a module comes without: its ONNX file, as the refusal says
+        np.savez(tmp_path / "samples.npz", x=np.random.default_rng(0).uniform(-1, 1, (64, 8)).astype(np.float32))
+        done = ptx("export", "exp/model.onnx", "--format", "openvino-int8", "--calibration", "samples.npz",
+                   cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return tmp_path / "exp" / "model.onnx"
     if kind == "outlier":  # its int8 loses its scores (test_export_file's Outlier): NOT USABLE everywhere
         from test_export_file import Outlier
 
         onnx_file(Outlier(), (torch.rand(2, 8),), tmp_path / "outlier.onnx", input_names=["x"], output_names=["logits"])
-        done = ptx("export", "outlier.onnx", "--format", "onnx-int8", cwd=tmp_path)
+        done = ptx("export", "outlier.onnx", "--format", both, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        return tmp_path / "outlier.onnx", tmp_path / "outlier.int8.onnx"
+        return tmp_path / "outlier.onnx"
     copied(orient, tmp_path)
-    done = ptx("export", "orient.onnx", "--format", "onnx-int8", "--calibration", "inputs.npz", cwd=tmp_path)
+    done = ptx("export", "orient.onnx", "--format", both, "--calibration", "inputs.npz", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    return tmp_path / "orient.onnx", tmp_path / "orient.int8.onnx"
+    return tmp_path / "orient.onnx"
 
 
 @pytest.mark.parametrize("kind", ["file", "outlier", "module"])
 def test_export_verify_bench_and_load_give_one_verdict(orient, tmp_path, kind):
-    """For a file of your own (one whose int8 holds, one whose int8 does not) and a module: the verdict
-    export records = `verify --json`'s row = bench's verify column = what load() and predict say."""
-    f32, int8 = _exported(kind, orient, tmp_path)
-    recorded = recorded_verdicts(meta(int8))["ort-cpu-int8"]
-    assert recorded.status == (NOT_USABLE if kind == "outlier" else PASS), recorded
-    # --backends ort-cpu brings its int8 row without naming it (a named row below its rule is a FAIL)
-    shown = ptx("verify", f32, "--backends", "ort-cpu", "--json", cwd=tmp_path)
-    [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == "ort-cpu-int8"
-             and r["against"] != "stored reference"]  # a module's model.onnx keeps reference tensors beside it
-    assert row["status"] == row["verdict"]["status"] == recorded.status, (row, recorded)
+    """For a file of your own (one whose int8 holds, one whose int8 does not) and a module, and each
+    reduced format: the verdict export records = `verify --json`'s row = bench's verify column = what
+    load(), predict and serve say (tests/test_reduced_precision.py: the same for a tutorial run)."""
+    f32 = _exported(kind, orient, tmp_path)
+    x = {"file": np.zeros((3, 16), np.float32)}.get(kind, np.zeros((3, 8), np.float32))
+    np.savez(tmp_path / "x.npz", x=x)
+    for label, (fmt, suffix, backend) in REDUCED.items():
+        int8 = f32.with_name(f32.stem + suffix)
+        recorded = recorded_verdicts(meta(int8))[label]
+        if label == "ort-cpu-int8":
+            assert recorded.status == (NOT_USABLE if kind == "outlier" else PASS), recorded
+        unusable = recorded.status == NOT_USABLE
+        # --backends BACKEND brings its int8 row without naming it (a named row below its rule is a FAIL)
+        shown = ptx("verify", f32, "--backends", backend, "--json", cwd=tmp_path)
+        [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == label
+                 and r["against"] != "stored reference"]  # a module's model.onnx keeps reference tensors beside it
+        assert row["status"] == row["verdict"]["status"] == recorded.status, (label, row, recorded)
+        timed = ptx("bench", f32, "--backends", backend, "--batch-sizes", "4", "--seconds", "0.05",
+                    "--rounds", "1", "--json", cwd=tmp_path)
+        assert timed.returncode == 0, timed.stderr
+        [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == label]
+        assert column["verdict"] == recorded.status, (label, column)
+        seen: list = []
+        if unusable:
+            with pytest.warns(UnusablePrecisionWarning, match=rf"judged NOT USABLE through {label}"):
+                load(f32, backend, precision="int8").close()
+        else:
+            with _no_unusable_warning(seen):
+                load(f32, backend, precision="int8").close()
+        said = ptx("predict", "--model", f32, "--backend", backend, "--precision", "int8", tmp_path / "x.npz",
+                   cwd=tmp_path)
+        assert said.returncode == 0, said.stderr
+        assert ("NOT USABLE" in said.stderr) == unusable, (label, said.stderr)
+        with serving.running(tmp_path, f32, args=("--backend", backend, "--precision", "int8")) as server:
+            started = "\n".join(server.lines)
+        assert f"for {int8} (int8 runs {int8.name}" in started, started
+        assert (f"NOT USABLE through {label}" in started) == unusable, (label, started)
     # the int8 file verified by its own path is held to its own runtime at int8, which says nothing of what int8
     # costs: the verdict export made against f32 for the other runtime decides, not int8 against int8
+    int8 = f32.with_name(f32.stem + ".int8.onnx")
     itself = ptx("verify", int8, "--json", cwd=tmp_path)
     others = [r for r in json.loads(itself.stdout)["rows"] if r["label"] == "openvino-int8"
               and r["against"] != "stored reference"]  # (a module's stored eager tensors are an f32 reference)
     everywhere = recorded_verdicts(meta(int8))
     assert [r["verdict"]["status"] for r in others] == [everywhere["openvino-int8"].status] * len(others), others
     assert all(r["verdict"]["rechecked"] is False for r in others)
-    timed = ptx("bench", f32, "--backends", "ort-cpu", "--batch-sizes", "4", "--seconds", "0.05",
-                "--rounds", "1", "--json", cwd=tmp_path)
-    assert timed.returncode == 0, timed.stderr
-    [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
-    assert column["verdict"] == recorded.status, column
-    seen: list = []
-    if recorded.status == PASS:
-        with _no_unusable_warning(seen):
-            load(int8, "ort-cpu", precision="int8").close()
-    else:
-        with pytest.warns(UnusablePrecisionWarning, match=r"judged NOT USABLE through ort-cpu-int8"):
-            load(int8, "ort-cpu", precision="int8").close()
-    x = {"file": np.zeros((3, 16), np.float32)}.get(kind, np.zeros((3, 8), np.float32))
-    np.savez(tmp_path / "x.npz", x=x)
     said = ptx("predict", "--model", int8, tmp_path / "x.npz", cwd=tmp_path)
     assert said.returncode == 0, said.stderr
-    assert ("NOT USABLE" in said.stderr) == (recorded.status == NOT_USABLE), said.stderr
+    assert ("NOT USABLE" in said.stderr) == (everywhere["ort-cpu-int8"].status == NOT_USABLE), said.stderr

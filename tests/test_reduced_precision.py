@@ -62,34 +62,52 @@ def test_int8_export_and_verify_give_one_verdict(int8_export):
     assert judged.status == row.status, f"export: {judged.status} {judged.unusable}; verify: {row.status} {row.reasons}"
 
 
+@needs_openvino
 def test_a_runs_int8_gets_one_verdict_from_export_verify_bench_and_load(int8_export, tmp_path):
-    """Issue 57's consistency, for a tutorial model's run: the verdict export records in the file = verify's
-    row (--json) = bench's verify column = what load() says (a warning only where it is NOT USABLE)."""
+    """Issue 57's consistency, for a tutorial model's run and each reduced format (ORT's and NNCF's int8):
+    the verdict export records in the file = verify's row (--json) = bench's verify column = what load(),
+    predict and serve say (a warning only where it is NOT USABLE)."""
     import json
     import warnings
 
+    import serving
     from ptx.contract.verdict import recorded_verdicts
     from ptx.errors import UnusablePrecisionWarning
 
     root, result = int8_export
     run = tmp_path / "convnet"
     shutil.copytree(root / "convnet", run)  # verify and bench write their records into the run: a copy
-    strings = {p.key[4:]: p.value for p in onnx.load(str(run / "model.int8.onnx")).metadata_props}
-    recorded = recorded_verdicts(strings)["ort-cpu-int8"]
-    assert recorded.status == result.judgement.status and recorded.evidence == "labels"
-    shown = ptx("verify", "convnet", "--run", str(run), "--backends", "ort-cpu", "--samples", "1000", "--json")
-    [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == "ort-cpu-int8"]
-    assert row["status"] == row["verdict"]["status"] == recorded.status, (row["verdict"], recorded)
-    timed = ptx("bench", "convnet", "--run", str(run), "--backends", "ort-cpu", "--batch-sizes", "8", "--seconds",
-                "0.05", "--rounds", "1", "--json")
-    assert timed.returncode == 0, timed.stderr
-    [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
-    assert column["verdict"] == recorded.status
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        load("convnet", "ort-cpu", precision="int8", run=run).close()
-    warned = [w for w in seen if issubclass(w.category, UnusablePrecisionWarning)]
-    assert bool(warned) == (recorded.status != "PASS"), [str(w.message) for w in warned]
+    export_model("convnet", ["openvino-int8"], checkpoint=run / "checkpoint.pt", open_predictor=open_artifact,
+                 log=lambda _: None)
+    one = np.full((28, 28), 255, np.uint8)
+    one[4:24, 13:16] = 0  # a 1 drawn in ink on paper
+    Image.fromarray(one).save(tmp_path / "one.png")
+    for label, backend, name in (("ort-cpu-int8", "ort-cpu", "model.int8.onnx"),
+                                 ("openvino-int8", "openvino", "model.openvino-int8.onnx")):
+        strings = {p.key[4:]: p.value for p in onnx.load(str(run / name)).metadata_props}
+        recorded = recorded_verdicts(strings)[label]
+        assert recorded.evidence == "labels", recorded
+        if label == "ort-cpu-int8":
+            assert recorded.status == result.judgement.status
+        unusable = recorded.status != "PASS"
+        shown = ptx("verify", "convnet", "--run", str(run), "--backends", backend, "--samples", "1000", "--json")
+        [row] = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == label]
+        assert row["status"] == row["verdict"]["status"] == recorded.status, (row["verdict"], recorded)
+        timed = ptx("bench", "convnet", "--run", str(run), "--backends", backend, "--batch-sizes", "8", "--seconds",
+                    "0.05", "--rounds", "1", "--json")
+        assert timed.returncode == 0, timed.stderr
+        [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == label]
+        assert column["verdict"] == recorded.status
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            load("convnet", backend, precision="int8", run=run).close()
+        warned = [w for w in seen if issubclass(w.category, UnusablePrecisionWarning)]
+        assert bool(warned) == unusable, [str(w.message) for w in warned]
+        said = ptx("predict", tmp_path / "one.png", "--run", run, "--backend", backend, "--precision", "int8")
+        assert said.returncode == 0 and ("NOT USABLE" in said.stderr) == unusable, said.stderr
+        with serving.running(tmp_path, "convnet", args=("--backend", backend, "--precision", "int8")) as server:
+            started = "\n".join(server.lines)
+        assert f"{backend} (cpu, int8)" in started and ("NOT USABLE" in started) == unusable, started
 
 
 def test_int8_export_records_its_precision_and_is_judged_by_labels(int8_root, runs):
