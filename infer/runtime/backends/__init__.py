@@ -128,5 +128,11 @@ def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
     return [(b, d, p) for b, d, p in every if {b.name, b.label(d), b.label(d, p)} & set(names)]
 
 
+# The fields every torch backend shares (torch's device check, f32 and on CUDA tf32), and every ORT CUDA one.
+TORCH = {"unavailable": lazy("runtime.torch_runner", "torch_unavailable"), "needs_torch": True,
+         "precisions": CUDA_TF32}
+ORT_CUDA = {"unavailable": lazy("runtime.ort_session", "cuda_unavailable"), "needs_torch": False,
+            "precisions": CUDA_TF32}
+
 for _file in _BACKEND_FILES:
     importlib.import_module(f"{__name__}.{_file}")
