@@ -11,7 +11,6 @@ another symbol is that symbol, the rest are fixed. These import torch; the ONNX 
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -65,13 +64,6 @@ def math_mode(device: torch.device, precision: str):
     return fp32_math(tf32=precision == TF32)
 
 
-def check_precision(precision: str, device: torch.device) -> str:
-    if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and device.type != "cuda"):
-        raise BackendUnavailableError(f"precision {precision} on {device.type}: torch backends run f32, "
-                                      "and tf32 on CUDA only")
-    return precision
-
-
 def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
     """A module's return value -> named tensors: one tensor is ``output``, a tuple or list
     ``output_0``, ``output_1``..., a dict (or a named tuple) its own keys."""
@@ -112,7 +104,10 @@ class TorchRunner(Runner):
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None):
         self.torch_device = torch_device(device)
-        self.precision = check_precision(precision, self.torch_device)
+        if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and self.torch_device.type != "cuda"):
+            raise BackendUnavailableError(f"precision {precision} on {self.torch_device.type}: torch backends run f32, "
+                                          "and tf32 on CUDA only")
+        self.precision = precision
         if hasattr(module, "to"):  # an nn.Module or TorchScript module; a pt2 package runs where it was compiled
             module = module.to(self.torch_device)
         if self.torch_device.type == "cuda":
@@ -175,12 +170,11 @@ class TorchRunner(Runner):
     def bare(self, feeds: dict[str, np.ndarray]):
         """The module called straight, paying the host copies ptx's row pays (numpy in, numpy out), so
         that on a GPU the two differ by ptx's own overhead only; on the CPU the copies are no-ops."""
-        module, device = self.module, self.torch_device
+        module, device, precision = self.module, self.torch_device, self.precision
         hosts = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._input_names]
-        mode = functools.partial(math_mode, device, self.precision)
 
         def call():
-            with torch.inference_mode(), mode():
+            with torch.inference_mode(), math_mode(device, precision):
                 out = module(*(h.to(device) for h in hosts))
                 return [t.cpu().numpy() for t in flatten_outputs(out, "the model").values()]  # .cpu() waits
 
@@ -188,15 +182,13 @@ class TorchRunner(Runner):
 
     def resident(self, feeds: dict[str, np.ndarray]):
         """The ceiling: inputs already on the device, outputs left there (only a sync per call)."""
-        module, device = self.module, self.torch_device
+        module, device, precision = self.module, self.torch_device, self.precision
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in self._input_names]
-        cuda = device.type == "cuda"
-        mode = functools.partial(math_mode, device, self.precision)
 
         def call():
-            with torch.inference_mode(), mode():
+            with torch.inference_mode(), math_mode(device, precision):
                 out = module(*tensors)
-            if cuda:
+            if device.type == "cuda":
                 torch.cuda.synchronize()
             return out
 
