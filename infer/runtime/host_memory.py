@@ -86,6 +86,11 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype)[:count].reshape(shape)
 
 
+def lease_or_new(host: "HostBuffers | None", shape, dtype):
+    """``host.lease(shape, dtype)``, or a fresh array where there is no pool (the model runs on the CPU)."""
+    return host.lease(shape, dtype) if host is not None else contextlib.nullcontext(np.empty(shape, dtype))
+
+
 class HostBuffers:
     """A pool of reusable host arrays, one or more per (shape, dtype), pinned by ``pinner`` (None:
     reused unpinned). ``lease`` hands one out for the length of a ``with`` block: concurrent

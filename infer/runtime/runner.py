@@ -110,10 +110,6 @@ def answer_contradicts(signature: Signature, result: Mapping[str, np.ndarray], w
             "Triton config made from the declaration will be too)")
 
 
-def outputs_by_name(names: Sequence[str], values: Sequence) -> dict[str, np.ndarray]:
-    return {n: np.asarray(v) for n, v in zip(names, values)}
-
-
 def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
     """``x float32 [3, 8], ids int64 [3, 6]``: what a failed run was given."""
     return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
@@ -135,13 +131,9 @@ def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Se
             if not shorter:
                 continue
             rows, name = max(shorter)
-            cut = {n: _cut(signature.input(n).shape, np.asarray(x), symbol, rows) for n, x in feeds.items()}
+            cut = {n: np.asarray(x)[tuple(slice(0, rows) if d == symbol else slice(None)
+                                          for d in signature.input(n).shape)] for n, x in feeds.items()}
             if runs(cut):
                 return (f"input {t.name!r} axis {axis} ({symbol}) is {got}, longer than the {rows} rows of {name!r} "
                         f"that the model looks up along it: give at most {rows}")
     return None
-
-
-def _cut(shape, x: np.ndarray, symbol: str, size: int) -> np.ndarray:
-    index = tuple(slice(0, size) if d == symbol else slice(None) for d in shape)
-    return x[index]
