@@ -28,7 +28,6 @@ class Backend:
     open: Callable[..., "object"]
     unavailable: Callable[[str], str | None]
     needs_torch: bool
-    description: str = ""
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
     # own file, made by the quantizer of the runtime that serves it (ort-cpu: --format onnx-int8,

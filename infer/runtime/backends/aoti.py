@@ -3,5 +3,4 @@ no Python model code). The package runs on the device it was compiled for."""
 from . import TORCH, Backend, lazy, register
 
 register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"),
-                 open=lazy("runtime.torch_runner", "TorchRunner.open"),
-                 description="AOTInductor package, from model.pt2", **TORCH))
+                 open=lazy("runtime.torch_runner", "TorchRunner.open"), **TORCH))

@@ -3,4 +3,4 @@ from . import TORCH, Backend, lazy, register
 
 register(Backend(name="eager", artifact="checkpoint", devices=("cpu", "cuda"),
                  open=lazy("runtime.torch_runner", "TorchRunner.open"), reads=("checkpoint", "module"),
-                 resident=True, description="PyTorch eager, from checkpoint.pt", **TORCH))
+                 resident=True, **TORCH))

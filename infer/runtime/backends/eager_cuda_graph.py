@@ -5,5 +5,4 @@ from . import TORCH, Backend, lazy, register
 
 register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
                  open=lazy("runtime.torch_graph", "TorchGraphRunner.open"), reads=("checkpoint", "torchscript", "pt2"),
-                 description="PyTorch eager from checkpoint.pt, runs replayed from CUDA graphs (fixed shapes)",
                  **TORCH))

@@ -6,5 +6,4 @@ from . import ORT_CUDA, Backend, lazy, register
 
 register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",),
                  open=lazy("runtime.ort_graph", "OrtGraphRunner.open"),
-                 description="ONNX Runtime, CUDA provider, runs replayed from CUDA graphs (fixed shapes)",
                  static=lazy("runtime.cuda_placement", "graph_static_summary"), traced_by="ort-cuda", **ORT_CUDA))

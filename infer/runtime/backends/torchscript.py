@@ -2,5 +2,4 @@
 from . import TORCH, Backend, lazy, register
 
 register(Backend(name="torchscript", artifact="torchscript", devices=("cpu", "cuda"),
-                 open=lazy("runtime.torch_runner", "TorchRunner.open"), resident=True,
-                 description="TorchScript, from model.torchscript.pt", **TORCH))
+                 open=lazy("runtime.torch_runner", "TorchRunner.open"), resident=True, **TORCH))
