@@ -18,14 +18,14 @@ from typing import Mapping
 import numpy as np
 
 from ptx.contract.tensors import Signature
-from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError, first_line
 
 from .host_memory import HostBuffers, cuda_runtime_pinner, lease_or_new
 from ..formats.onnx_graph import session_signature
 from ..formats.signature import Opening
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Runner, beyond_a_table, describe_feeds
+from .runner import Runner, beyond_a_table
 
 
 # onnxruntime (1.20+) quantizes, when it loads a QDQ file, the float weights of any node that reads a
@@ -120,8 +120,7 @@ class OrtRunner(Runner):
         except PtxError:
             raise
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
-            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {describe_feeds(feeds)}: "
-                                f"{self._beyond_a_table(feeds) or first_line(exc)[:400]}") from None
+            raise self._failed(feeds, self._beyond_a_table(feeds) or first_line(exc)[:400]) from None
 
     def declared_outputs(self) -> Signature:
         """ONNX Runtime drops an output's shape that its own inference contradicts in rank (declared

@@ -17,7 +17,7 @@ import numpy as np
 from ptx.contract.names import model_name
 from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
 from ptx.contract.tensors import Signature
-from ptx.errors import InputError
+from ptx.errors import InputError, ModelRunError
 
 
 class Runner:
@@ -83,6 +83,12 @@ class Runner:
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _failed(self, feeds: Mapping[str, np.ndarray], why: str) -> ModelRunError:
+        """A run that failed in the runtime, said in one line with what it was given (``x float32 [3, 8]``)."""
+        given = ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
+        name = getattr(self, "name", "the model")  # a torch runner probing its outputs has none yet
+        return ModelRunError(f"{self.backend} failed running {name} on inputs {given}: {why}")
+
     def bare(self, feeds: dict[str, np.ndarray]) -> tuple[str, Callable[[], object]]:
         """(label, call): the same model called straight through its runtime, for bench's peer row."""
         return f"bare {self.backend}", lambda: self._run(feeds)
@@ -108,11 +114,6 @@ def answer_contradicts(signature: Signature, result: Mapping[str, np.ndarray], w
     return (f"{who} returned output {t.name!r} as {list(shape)}, but the model declares it {t.dims_text()}: "
             "its declared output shapes are wrong (trust the answers' shapes; a server's metadata and a "
             "Triton config made from the declaration will be too)")
-
-
-def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
-    """``x float32 [3, 8], ids int64 [3, 6]``: what a failed run was given."""
-    return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
 
 
 def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Sequence[tuple[str, int]],

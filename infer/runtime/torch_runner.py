@@ -30,7 +30,7 @@ from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, Miss
 
 from .host_memory import CudaRuntimePinner, HostBuffers, cuda_runtime_pinner
 from ..formats.signature import Opening
-from .runner import Runner, describe_feeds
+from .runner import Runner
 from .torch_files import load_pt2, load_torchscript
 
 PROBE_BATCHES = (3, 5)
@@ -150,8 +150,7 @@ class TorchRunner(Runner):
             try:
                 out = self.module(*args)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise ModelRunError(f"{self.backend} failed running {getattr(self, 'name', 'the model')} on inputs "
-                                    f"{describe_feeds(feeds)}: {torch_complaint(exc)[:400]}") from None
+                raise self._failed(feeds, torch_complaint(exc)[:400]) from None
             named = flatten_outputs(out, "the model")
             if self.torch_device.type == "cuda":
                 torch.cuda.synchronize(self.torch_device)
