@@ -193,17 +193,15 @@ class RestTransport(_Transport):
                     conn.request(method, path, body=body, headers={**self._headers, **headers})
                     response = conn.getresponse()
                     data = response.read()
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                except BaseException as exc:
                     conn.close()
                     self._local.conn = None
+                    if not isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                        raise self._network_error(exc, what) from None
                     if attempt:
                         raise PtxError(f"{self.endpoint.url}: {what}: the server closed the connection ({exc})") \
                             from None
                     continue
-                except BaseException as exc:
-                    conn.close()
-                    self._local.conn = None
-                    raise self._network_error(exc, what) from None
                 if response.status == 503:
                     raise Draining(_said(data) or "503")
                 return response.status, response.headers, data

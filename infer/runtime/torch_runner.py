@@ -199,23 +199,22 @@ def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSi
     """The outputs' names, dtypes and shapes, learned from two runs whose batch and other symbols
     differ (see the module's docstring)."""
     plan = plan_inputs(inputs_only)
-    second = InputPlan(bound={s: v + 2 for s, v in plan.chosen.items()})
+    plans = (plan, InputPlan(bound={s: v + 2 for s, v in plan.chosen.items()}))
     runs = []
-    for batch, p in zip(PROBE_BATCHES, (plan, second)):
+    for batch, p in zip(PROBE_BATCHES, plans):
         feeds = make_feeds(inputs_only, p, batch, seed=0)
         try:
-            runs.append((batch, p, {n: (tuple(t.shape), str(t.dtype).replace("torch.", ""))
-                                    for n, t in forward(feeds).items()}))
+            runs.append({n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in forward(feeds).items()})
         except InputError as exc:
             shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in feeds.items())
             raise PtxError(f"{where}: running it on the declared inputs ({shapes}) failed: {exc}; check --input "
                            "(names in forward()'s order, shapes, dtypes)") from None
-    (b1, p1, first), (b2, p2, other) = runs
+    first, other = runs
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
     batch_symbol = next((t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None), None)
-    symbols = {s: (p1.size(s), p2.size(s)) for s in inputs_only.symbols() if s != batch_symbol}
+    symbols = {s: tuple(p.size(s) for p in plans) for s in inputs_only.symbols() if s != batch_symbol}
     outputs = []
     for name, ((shape1, dtype), (shape2, _)) in zip(first, zip(first.values(), other.values())):
         try:
@@ -228,7 +227,7 @@ def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSi
         for axis, (d1, d2) in enumerate(zip(shape1, shape2)):
             if d1 == d2:
                 dims.append(d1)
-            elif batch_symbol is not None and (d1, d2) == (b1, b2) and batch_axis is None:
+            elif batch_symbol is not None and (d1, d2) == PROBE_BATCHES and batch_axis is None:
                 dims.append(batch_symbol)
                 batch_axis = axis
             else:
