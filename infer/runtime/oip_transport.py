@@ -464,7 +464,6 @@ def _said(data: bytes) -> str:
     return text[0][:200] if text else "no body"
 
 
-
 def _json(data: bytes):
     """``data`` as JSON, None where it is not JSON."""
     try:
