@@ -136,10 +136,6 @@ def _domain(node_domain: str) -> str:
     return "ai.onnx" if node_domain in ("", "ai.onnx") else node_domain
 
 
-def _opsets(model) -> dict[str, int]:
-    return {_domain(o.domain): o.version for o in model.opset_import}
-
-
 def since_version(node, opsets: dict[str, int]) -> int:
     """The version of the op's schema in effect at the model's opset (what ORT matches kernels by)."""
     import onnx.defs
@@ -159,13 +155,6 @@ def _ort_type(elem_type: int) -> str:
     return f"tensor({onnx.helper.tensor_dtype_to_string(elem_type).removeprefix('TensorProto.').lower()})"
 
 
-def _type_of(value_info) -> str | None:
-    tensor = value_info.type.tensor_type
-    if not value_info.type.HasField("tensor_type") or not tensor.elem_type:
-        return None
-    return _ort_type(tensor.elem_type)
-
-
 def tensor_types(model) -> dict[str, str]:
     """Every named tensor's type, from the graph and onnx's shape inference."""
     import onnx
@@ -175,25 +164,21 @@ def tensor_types(model) -> dict[str, str]:
     except Exception:
         pass  # keep what the graph declares
     graph = model.graph
-    types = {}
-    for info in [*graph.input, *graph.output, *graph.value_info]:
-        found = _type_of(info)
-        if found:
-            types[info.name] = found
-    for init in graph.initializer:
-        types[init.name] = _ort_type(init.data_type)
-    return types
+    types = {info.name: _ort_type(info.type.tensor_type.elem_type)
+             for info in [*graph.input, *graph.output, *graph.value_info]
+             if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type}
+    return types | {init.name: _ort_type(init.data_type) for init in graph.initializer}
 
 
 def _signature_fits(signature, constraints: dict, node, types: dict[str, str]) -> bool:
-    formals = {"in": [p for p in signature if p[0] == "in"], "out": [p for p in signature if p[0] == "out"]}
     for io, actuals in (("in", node.input), ("out", node.output)):
-        if not formals[io]:
+        formals = [p for p in signature if p[0] == io]
+        if not formals:
             continue
-        if len(actuals) > len(formals[io]) and len(formals[io]) > 1 and io == "in":
+        if len(actuals) > len(formals) > 1 and io == "in":
             return False  # more inputs than this signature has (and it is not a variadic one)
         for i, name in enumerate(actuals):
-            formal = formals[io][min(i, len(formals[io]) - 1)]
+            formal = formals[min(i, len(formals) - 1)]
             allowed = constraints.get(formal[2])
             if name and allowed is not None and types.get(name) is not None and types[name] not in allowed:
                 return False
@@ -206,23 +191,16 @@ def has_cuda_kernel(node, opsets: dict[str, int], types: dict[str, str]) -> bool
     if entry is None:
         return False
     version = since_version(node, opsets)
-    for kernel in entry["kernels"]:
-        until = kernel["until"] if kernel["until"] is not None else _ANY
-        if kernel["since"] <= version <= until and any(
-                _signature_fits(sig, kernel["types"], node, types) for sig in entry["signatures"]):
-            return True
-    return False
-
-
-def _attributes(node) -> dict:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return any(kernel["since"] <= version <= (kernel["until"] or _ANY)
+               and any(_signature_fits(sig, kernel["types"], node, types) for sig in entry["signatures"])
+               for kernel in entry["kernels"])
 
 
 def capability_refusal(node, opsets: dict[str, int]) -> str | None:
     """Why GetCapability hands a node that has a CUDA kernel to the CPU anyway (cuDNN's limits), or None."""
-    attrs = _attributes(node)
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     op = node.op_type
     if op in RNN_ACTIVATIONS:
         if {"activation_alpha", "activation_beta", "clip"} & set(attrs):
@@ -249,10 +227,6 @@ def capability_refusal(node, opsets: dict[str, int]) -> str | None:
     return None
 
 
-def _in_table(table: dict, op: str, version: int) -> tuple[int, ...]:
-    return next((idx for since, until, idx in table.get(op, []) if since <= version <= until), ())
-
-
 def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], types: dict[str, str]) -> set[int]:
     """GetCpuPreferredNodes: the indices (into graph.node) of the nodes among ``cuda_nodes`` (those
     with a CUDA kernel) that ORT moves to the CPU anyway, following fallback_cpu_capability.cc step by step."""
@@ -266,7 +240,6 @@ def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], typ
     small = {init.name for init in graph.initializer if math.prod(init.dims) <= SMALL_INITIALIZER}
     initializers = {init.name for init in graph.initializer}
     graph_inputs = {i.name for i in graph.input if i.name not in initializers}
-    versions = {i: since_version(n, opsets) for i, n in enumerate(nodes)}
 
     cpu_tensors: set[str] = set()
     candidates: list[int] = []  # a heap: the earliest node in topological order first
@@ -292,18 +265,13 @@ def cpu_preferred_nodes(model, cuda_nodes: set[int], opsets: dict[str, int], typ
         if cur not in cuda_nodes:  # no CUDA kernel: assumed on the CPU, so its consumers are candidates
             mark_on_cpu(node.output)
             continue
-        place_in_cpu = True
-        cpu_inputs = _in_table(CPU_INPUTS, node.op_type, versions[cur])
-        for i, name in enumerate(node.input):
-            if types.get(name) in GPU_ONLY_TYPES:
-                place_in_cpu = False
-                break
-            if name in small or name in graph_inputs:
-                continue
-            if name not in cpu_tensors or i in cpu_inputs:  # a GPU tensor, or one the kernel reads on the CPU anyway
-                place_in_cpu = False
-                break
-        if place_in_cpu:
+        version = since_version(node, opsets)
+        cpu_inputs = next((idx for since, until, idx in CPU_INPUTS.get(node.op_type, []) if since <= version <= until),
+                          ())
+        # every input a small initializer, a graph input, or a CPU tensor that the kernel would not read
+        # on the CPU anyway; none of a type never moved
+        if all(types.get(name) not in GPU_ONLY_TYPES and (name in small or name in graph_inputs or (
+                name in cpu_tensors and i not in cpu_inputs)) for i, name in enumerate(node.input)):
             cpu_nodes.add(cur)
             mark_on_cpu(node.output)
     return cpu_nodes
@@ -316,21 +284,19 @@ def _node_types(node, types: dict[str, str]) -> str:
 
 def placement_of_graph(model) -> CudaPlacement:
     """Apply GetCapability and GetCpuPreferredNodes to ``model`` (an onnx.ModelProto), as given."""
-    opsets = _opsets(model)
+    opsets = {_domain(o.domain): o.version for o in model.opset_import}
     types = tensor_types(model)
     nodes = list(model.graph.node)
-    on_cpu: dict[int, NodeOnCpu] = {}
-    cuda_nodes: set[int] = set()
-    for i, node in enumerate(nodes):
-        refused = _refusal(node, opsets, types)
-        if refused:
-            on_cpu[i] = NodeOnCpu(node.name or f"#{i}", node.op_type, refused)
-        else:
-            cuda_nodes.add(i)
-    for i in sorted(cpu_preferred_nodes(model, cuda_nodes, opsets, types)):
-        on_cpu[i] = NodeOnCpu(nodes[i].name or f"#{i}", nodes[i].op_type, SHAPE_HEURISTIC)
-    inside, body_on_cpu = _bodies_placement(nodes, opsets, types)
-    return CudaPlacement(len(nodes) + inside, [on_cpu[i] for i in sorted(on_cpu)] + body_on_cpu, inside=inside)
+    reasons = {i: _refusal(node, opsets, types) for i, node in enumerate(nodes)}
+    for i in cpu_preferred_nodes(model, {i for i, why in reasons.items() if why is None}, opsets, types):
+        reasons[i] = SHAPE_HEURISTIC
+    on_cpu = [NodeOnCpu(nodes[i].name or f"#{i}", nodes[i].op_type, why) for i, why in reasons.items() if why]
+    # ORT partitions each If/Loop/Scan body for the provider as it does the main graph; its shape
+    # heuristic is not replayed inside bodies: their inputs come from the outer scope, whose placement it would need.
+    on_cpu += [NodeOnCpu(f"{node.name or f'#{i}'} in {parent.name or parent.op_type}", node.op_type, why)
+               for parent, i, node in _body_nodes(nodes) if (why := _refusal(node, opsets, types))]
+    inside = count_nodes(model.graph, Counter())  # a graph whose every real node sits in a body is not "all 2 on CUDA"
+    return CudaPlacement(len(nodes) + inside, on_cpu, inside=inside)
 
 
 def _refusal(node, opsets: dict[str, int], types: dict[str, str]) -> str | None:
@@ -341,25 +307,13 @@ def _refusal(node, opsets: dict[str, int], types: dict[str, str]) -> str | None:
     return capability_refusal(node, opsets)
 
 
-def _bodies_placement(nodes, opsets: dict[str, int], types: dict[str, str]) -> tuple[int, list[NodeOnCpu]]:
-    """The nodes inside If/Loop/Scan bodies (ORT partitions each body for the provider as it does
-    the main graph): how many, and those without a CUDA kernel or refused one. A graph whose every
-    real node sits in a body must not read as "all 2 nodes on CUDA". ORT's shape heuristic is not
-    replayed inside bodies: their inputs come from the outer scope, whose placement it would need."""
-    count, on_cpu = 0, []
+def _body_nodes(nodes):
+    """(parent, index in its body, node) of every node inside If/Loop/Scan bodies, nested ones after their body's."""
     for parent in nodes:
         for body in subgraphs(parent):
-            body_nodes = list(body.node)
-            count += len(body_nodes)
-            for i, node in enumerate(body_nodes):
-                refused = _refusal(node, opsets, types)
-                if refused:
-                    name = f"{node.name or f'#{i}'} in {parent.name or parent.op_type}"
-                    on_cpu.append(NodeOnCpu(name, node.op_type, refused))
-            nested, nested_on_cpu = _bodies_placement(body_nodes, opsets, types)
-            count += nested
-            on_cpu += nested_on_cpu
-    return count, on_cpu
+            for i, node in enumerate(body.node):
+                yield parent, i, node
+            yield from _body_nodes(body.node)
 
 
 def basic_optimised(path: str | Path):

@@ -29,10 +29,6 @@ def graph_batch(rows: int) -> int | None:
     return 1 << (rows - 1).bit_length()
 
 
-def padded_shape(shape: tuple[int, ...], axis: int, batch: int) -> tuple[int, ...]:
-    return tuple(batch if i == axis else d for i, d in enumerate(shape))
-
-
 def fill_padded(out: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
     """``x`` in the first rows of ``out`` along ``axis``, zeros after: the graph's input."""
     rows = x.shape[axis]
@@ -47,9 +43,7 @@ def first_rows(out: np.ndarray, axis: int, rows: int) -> np.ndarray:
 
 
 def _rows(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
-    index = [slice(None)] * a.ndim
-    index[axis] = slice(start, stop)
-    return a[tuple(index)]
+    return a[(slice(None),) * axis + (slice(start, stop),)]
 
 
 class GraphSlots(Generic[Slot]):
@@ -73,8 +67,8 @@ class GraphSlots(Generic[Slot]):
         batch = graph_batch(rows) if rows is not None and pads else rows
         if rows is not None and batch is None:
             return None, None, rows
-        key = tuple((t.name, padded_shape(tuple(feeds[t.name].shape), t.batch_axis, batch)
-                     if pads and t.batch_axis is not None else tuple(feeds[t.name].shape)) for t in signature.inputs)
+        key = tuple((t.name, tuple(batch if pads and axis == t.batch_axis else size
+                                   for axis, size in enumerate(feeds[t.name].shape))) for t in signature.inputs)
         slot = self.get(key)
         return (slot, batch, rows) if slot is not None else (None, None, rows)
 

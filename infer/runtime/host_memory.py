@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 
@@ -27,14 +27,6 @@ PAGE = 4096
 # Buffers kept per pool: enough for the batch shapes a server forms and bench's sizes; beyond it
 # the least recently used free buffer is released (and unpinned) first.
 MAX_POOL_BYTES = 1 << 30
-
-
-class Pinner(Protocol):
-    """Page-locks host memory for one GPU runtime; ``pin`` -> False where it cannot."""
-
-    def pin(self, array: np.ndarray) -> bool: ...
-
-    def unpin(self, array: np.ndarray) -> None: ...
 
 
 class CudaRuntimePinner:
@@ -86,12 +78,17 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype)[:count].reshape(shape)
 
 
+def lease_or_new(host: "HostBuffers | None", shape, dtype):
+    """``host.lease(shape, dtype)``, or a fresh array where there is no pool (the model runs on the CPU)."""
+    return host.lease(shape, dtype) if host is not None else contextlib.nullcontext(np.empty(shape, dtype))
+
+
 class HostBuffers:
-    """A pool of reusable host arrays, one or more per (shape, dtype), pinned by ``pinner`` (None:
-    reused unpinned). ``lease`` hands one out for the length of a ``with`` block: concurrent
+    """A pool of reusable host arrays, one or more per (shape, dtype), pinned by ``pinner`` (its
+    ``pin(array)`` -> False where it cannot, and ``unpin(array)``; None: reused unpinned). ``lease`` hands one out for the length of a ``with`` block: concurrent
     callers (a server's worker threads) never share one. Thread-safe."""
 
-    def __init__(self, pinner: Pinner | None = None, max_bytes: int = MAX_POOL_BYTES):
+    def __init__(self, pinner: CudaRuntimePinner | None = None, max_bytes: int = MAX_POOL_BYTES):
         self.pinner = pinner
         self._unpinner = pinner  # kept when pinning is given up: what was pinned is unpinned by it
         self.max_bytes = max_bytes

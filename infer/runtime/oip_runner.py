@@ -103,19 +103,13 @@ def served_signature(metadata: Mapping, max_batch_size: int, like: Signature | N
                      endpoint: Endpoint) -> tuple[Signature, list[str], list[str]]:
     """(the signature compared, the served tensors left out, notes): the server's numeric tensors
     (BYTES ones, a picture or text route, are left out), named and ordered as ``like``'s where given."""
-    def numeric(kind):
-        tensors = metadata.get(kind) or []
-        return {t["name"]: t for t in tensors if t.get("datatype") in V2_TYPES}, \
-            [t["name"] for t in tensors if t.get("datatype") not in V2_TYPES]
-
-    inputs, skipped_in = numeric("inputs")
-    outputs, skipped_out = numeric("outputs")
-    notes: list[str] = []
+    listed = [metadata.get(kind) or [] for kind in ("inputs", "outputs")]
+    inputs, outputs = ({t["name"]: t for t in tensors if t.get("datatype") in V2_TYPES} for tensors in listed)
+    skipped = [t["name"] for tensors in listed for t in tensors if t.get("datatype") not in V2_TYPES]
     if like is None:
         batched = max_batch_size > 0 or all(t["shape"][:1] == [-1] for t in [*inputs.values(), *outputs.values()])
         return Signature(tuple(_tensor(t, 0 if batched else None) for t in inputs.values()),
-                         tuple(_tensor(t, 0 if batched else None) for t in outputs.values())), \
-            skipped_in + skipped_out, notes
+                         tuple(_tensor(t, 0 if batched else None) for t in outputs.values())), skipped, []
     missing = [n for n in like.input_names if n not in inputs]
     if missing:
         raise PtxError(f"{endpoint.url}: the served model takes input{'s' * (len(inputs) != 1)} "
@@ -129,7 +123,7 @@ def served_signature(metadata: Mapping, max_batch_size: int, like: Signature | N
     if not common:
         raise PtxError(f"{endpoint.url}: the served model answers {', '.join(outputs) or 'nothing numeric'}, the "
                        f"reference {', '.join(like.output_names)}: no output to compare")
-    kept = []
+    kept, notes = [], []
     for ref in [*(like.input(n) for n in like.input_names), *(like.output(n) for n in common)]:
         served = inputs.get(ref.name) or outputs[ref.name]
         dtype = V2_TYPES[served["datatype"]]
@@ -141,7 +135,7 @@ def served_signature(metadata: Mapping, max_batch_size: int, like: Signature | N
             notes.append(f"note: the server takes {ref.name!r} as {served['datatype']}, the reference as {ref.dtype}")
         kept.append(TensorSig(ref.name, dtype, ref.shape, ref.batch_axis, ref.value_range, ref.axes))
     n_in = len(like.input_names)
-    left_out = skipped_in + skipped_out + [n for n in outputs if n not in common]
+    left_out = skipped + [n for n in outputs if n not in common]
     return Signature(tuple(kept[:n_in]), tuple(kept[n_in:])), left_out, notes
 
 

@@ -148,6 +148,11 @@ class _Transport:
                 time.sleep(pause)
                 pause *= 2
 
+    def _auth_hint(self) -> str:
+        """What to do about a refused authorization: give a token, or check the one given."""
+        return "the --token given was refused: check it" if self.connection.token else \
+            "give --token (or --header NAME:VALUE)"
+
 
 class Draining(Exception):
     """A 503 (or gRPC UNAVAILABLE from a server that answered before): ask again shortly."""
@@ -188,17 +193,15 @@ class RestTransport(_Transport):
                     conn.request(method, path, body=body, headers={**self._headers, **headers})
                     response = conn.getresponse()
                     data = response.read()
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                except BaseException as exc:
                     conn.close()
                     self._local.conn = None
+                    if not isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                        raise self._network_error(exc, what) from None
                     if attempt:
                         raise PtxError(f"{self.endpoint.url}: {what}: the server closed the connection ({exc})") \
                             from None
                     continue
-                except BaseException as exc:
-                    conn.close()
-                    self._local.conn = None
-                    raise self._network_error(exc, what) from None
                 if response.status == 503:
                     raise Draining(_said(data) or "503")
                 return response.status, response.headers, data
@@ -227,10 +230,8 @@ class RestTransport(_Transport):
         said = _said(data)
         url = self.endpoint.url
         if status in (401, 403):
-            hint = "give --token (or --header NAME:VALUE)" if not self.connection.token else \
-                "the --token given was refused: check it"
             return PtxError(f"{url}: {what}: {status} {'unauthorized' if status == 401 else 'forbidden'} "
-                            f"({said}): {hint}")
+                            f"({said}): {self._auth_hint()}")
         if status == 404:
             return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} (404: {said})"
                             + ("" if "serves" in said else self._serves()))
@@ -252,25 +253,19 @@ class RestTransport(_Transport):
             return ""
         return f"; it serves {', '.join(names)}" if names else ""
 
-    def _get_json(self, path: str, what: str) -> dict | None:
-        status, _, data = self._request("GET", path, None, {}, what)
+    def metadata(self) -> dict:
+        status, _, data = self._request("GET", self.endpoint.model_path, None, {}, "model metadata")
         if status != 200:
-            raise self._refused(status, data, what)
+            raise self._refused(status, data, "model metadata")
         try:
             return json.loads(data)
         except ValueError:
-            raise PtxError(f"{self.endpoint.url}: {what}: the answer is not JSON ({data[:80]!r})") from None
-
-    def metadata(self) -> dict:
-        return self._get_json(self.endpoint.model_path, "model metadata")
+            raise PtxError(f"{self.endpoint.url}: model metadata: the answer is not JSON ({data[:80]!r})") from None
 
     def server_metadata(self) -> dict | None:
         """The server's own metadata (its name: "ptx" for ptx serve), None where it gives none."""
         status, _, data = self._request("GET", "/v2", None, {}, "server metadata")
-        try:
-            return json.loads(data) if status == 200 else None
-        except ValueError:
-            return None
+        return _json(data) if status == 200 else None
 
     def config(self) -> dict | None:
         """Triton's model configuration (max_batch_size), where the server has that extension (a
@@ -280,10 +275,7 @@ class RestTransport(_Transport):
             return None
         if status != 200:
             raise self._refused(status, data, "model config")
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            return None
+        doc = _json(data)
         return doc.get("config", doc) if isinstance(doc, dict) else None
 
     def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -371,20 +363,14 @@ class GrpcTransport(_Transport):
         if code == codes.UNAVAILABLE:
             return PtxError(f"{url}: nothing answers gRPC at {self.endpoint.address} ({said}): start the server, or "
                             "check the URL's host and port")
-        if code == codes.DEADLINE_EXCEEDED:
-            return PtxError(f"{url}: {what}: no answer within {self.connection.timeout_s:g} s (--timeout)")
-        if code in (codes.UNAUTHENTICATED, codes.PERMISSION_DENIED):
-            hint = "give --token (or --header NAME:VALUE)" if not self.connection.token else \
-                "the --token given was refused: check it"
-            return PtxError(f"{url}: {what}: {code.name.lower()} ({said}): {hint}")
-        if code == codes.NOT_FOUND:
-            return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} ({said})")
-        if code == codes.RESOURCE_EXHAUSTED:
-            return PtxError(f"{url}: {what}: the request is over the server's limit ({said}): give --max-batch N to "
-                            "send smaller batches")
-        if code == codes.INVALID_ARGUMENT:
-            return PtxError(f"{url}: {what}: the server refused the request ({said})")
-        return PtxError(f"{url}: {what}: {code.name} ({said})")
+        auth = f"{code.name.lower()} ({said}): {self._auth_hint()}"
+        why = {codes.DEADLINE_EXCEEDED: f"no answer within {self.connection.timeout_s:g} s (--timeout)",
+               codes.UNAUTHENTICATED: auth, codes.PERMISSION_DENIED: auth,
+               codes.NOT_FOUND: f"the server has no {self.endpoint.what} ({said})",
+               codes.RESOURCE_EXHAUSTED: f"the request is over the server's limit ({said}): give --max-batch N to "
+                                         "send smaller batches",
+               codes.INVALID_ARGUMENT: f"the server refused the request ({said})"}
+        return PtxError(f"{url}: {what}: {why.get(code, f'{code.name} ({said})')}")
 
     def metadata(self) -> dict:
         from google.protobuf import json_format
@@ -471,12 +457,16 @@ def _numpy_type(datatype, name, endpoint: Endpoint):
 
 def _said(data: bytes) -> str:
     """The protocol's {"error": "..."} message, else the body's first line."""
-    try:
-        doc = json.loads(data)
-        if isinstance(doc, dict) and doc.get("error"):
-            return " ".join(str(doc["error"]).split())[:200]
-    except ValueError:
-        pass
+    doc = _json(data)
+    if isinstance(doc, dict) and doc.get("error"):
+        return " ".join(str(doc["error"]).split())[:200]
     text = data.decode("utf-8", "replace").strip().splitlines()
     return text[0][:200] if text else "no body"
 
+
+def _json(data: bytes):
+    """``data`` as JSON, None where it is not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -23,7 +23,7 @@ from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, Pt
 
 from ..formats.signature import Opening
 from ..formats.onnx_graph import graph_signature, read_graph
-from .runner import Runner, describe_feeds
+from .runner import Runner
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
@@ -31,36 +31,23 @@ RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the Q
 SHAPE_CACHE = 8  # compiled shapes kept per runner (verify uses a handful, a server one or two)
 
 
-def compile_config(precision: str) -> dict:
-    """What ptx compiles a model with: the precision hint, and one stream using every core (a
-    synchronous call gets all of them)."""
-    return {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
-
-
-def import_openvino():
+def unavailable(device: str = "cpu") -> str | None:
+    """Why the openvino backend cannot run here (the extra is not installed), or None."""
     from ptx.extras import missing
 
-    why = missing("openvino")
-    if why:
-        raise BackendUnavailableError(why)
-    import openvino
-
-    return openvino
-
-
-def unavailable(device: str = "cpu") -> str | None:
-    try:
-        import_openvino()
-    except BackendUnavailableError as exc:
-        return str(exc)
-    return None
+    return missing("openvino")
 
 
 @functools.cache
 def shared_core():
     """One OpenVINO Core for the process: each holds its plugins' state, and --locate opens a runner
     per question (a Core each was a plugin load each). Compiling from several threads is safe."""
-    return import_openvino().Core()
+    why = unavailable()
+    if why:
+        raise BackendUnavailableError(why)
+    import openvino
+
+    return openvino.Core()
 
 
 def has_bf16() -> bool:
@@ -102,7 +89,8 @@ class OpenVinoRunner(Runner):
         signature = opening.of_graph(graph_signature(read_graph(path), path, opening.batch_axes), path)
         super().__init__(signature, path, opening.name, opening.metadata)
         self.device, self.precision = "cpu", precision
-        self.config = compile_config(precision)
+        # the precision hint, and one stream using every core (a synchronous call gets all of them)
+        self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         self._requests: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -139,8 +127,7 @@ class OpenVinoRunner(Runner):
                 # copies (share_outputs is off): the request reuses its buffers on the next call
                 result = request.infer(feeds, share_inputs=True)
             except Exception as exc:
-                raise ModelRunError(f"openvino failed running {self.name} on inputs {describe_feeds(feeds)}: "
-                                    f"{openvino_complaint(exc)}") from None
+                raise self._failed(feeds, openvino_complaint(exc)) from None
         return {name: np.asarray(result[i]) for name, i in zip(self.signature.output_names, order)}
 
     def bare(self, feeds: dict[str, np.ndarray]):

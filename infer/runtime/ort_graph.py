@@ -17,7 +17,6 @@ back along its own. numpy and onnxruntime only.
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import numpy as np
 from ptx.errors import BackendUnavailableError
 
 from .graph_shapes import GraphSlots, fill_padded, first_rows
+from .host_memory import lease_or_new
 from .ort_runner import OrtRunner, run_bound_host
 from .ort_session import import_ort
 
@@ -99,7 +99,7 @@ class OrtGraphRunner(OrtRunner):
                 # On CUDA always through a page-locked buffer: a copy from it is complete when
                 # update_inplace returns, where one from pageable memory may still be in flight
                 # when the replay starts on ONNX Runtime's own stream.
-                with self._staging(value, t.dtype) as staged:
+                with lease_or_new(self.host, tuple(value.shape()), t.dtype) as staged:
                     value.update_inplace(fill_padded(staged, x, t.batch_axis) if t.batch_axis is not None
                                          and self._pads else _copied(staged, x))
             self.session.run_with_iobinding(slot.binding, slot.run_options)
@@ -134,13 +134,6 @@ class OrtGraphRunner(OrtRunner):
             return [value.numpy() for value in slot.outputs.values()]
 
         return "bare run_with_iobinding on a CUDA graph", call
-
-    def _staging(self, value, dtype: str):
-        """A host buffer of the slot's padded shape (page-locked on CUDA) to pad the batch in."""
-        shape = tuple(value.shape())
-        if self.host is not None:
-            return self.host.lease(shape, dtype)
-        return contextlib.nullcontext(np.empty(shape, dtype))
 
 
 def _copied(out: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -18,14 +18,14 @@ from typing import Mapping
 import numpy as np
 
 from ptx.contract.tensors import Signature
-from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError, first_line
 
-from .host_memory import HostBuffers, cuda_runtime_pinner
+from .host_memory import HostBuffers, cuda_runtime_pinner, lease_or_new
 from ..formats.onnx_graph import session_signature
 from ..formats.signature import Opening
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Runner, beyond_a_table, describe_feeds, outputs_by_name
+from .runner import Runner, beyond_a_table
 
 
 # onnxruntime (1.20+) quantizes, when it loads a QDQ file, the float weights of any node that reads a
@@ -120,8 +120,7 @@ class OrtRunner(Runner):
         except PtxError:
             raise
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
-            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {describe_feeds(feeds)}: "
-                                f"{self._beyond_a_table(feeds) or first_line(exc)[:400]}") from None
+            raise self._failed(feeds, self._beyond_a_table(feeds) or first_line(exc)[:400]) from None
 
     def declared_outputs(self) -> Signature:
         """ONNX Runtime drops an output's shape that its own inference contradicts in rank (declared
@@ -225,14 +224,11 @@ def run_with_binding(runner: OrtRunner, feeds: Mapping[str, object], device_type
             for t in runner.signature.outputs}
     device_id = runner.device_id if device_type == "cuda" else 0  # the GPU the session's provider runs on
     binding = runner.session.io_binding()
-    for t in runner.signature.inputs:
-        x = feeds[t.name]
-        binding.bind_input(name=t.name, device_type=device_type, device_id=device_id,
-                           element_type=np.dtype(t.dtype).type, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
-    for t in runner.signature.outputs:
-        out = outs[t.name]
-        binding.bind_output(name=t.name, device_type=device_type, device_id=device_id,
-                            element_type=np.dtype(t.dtype).type, shape=tuple(out.shape), buffer_ptr=out.data_ptr())
+    for bind, tensors, values in ((binding.bind_input, runner.signature.inputs, feeds),
+                                  (binding.bind_output, runner.signature.outputs, outs)):
+        for t in tensors:
+            bind(name=t.name, device_type=device_type, device_id=device_id, element_type=np.dtype(t.dtype).type,
+                 shape=tuple(values[t.name].shape), buffer_ptr=values[t.name].data_ptr())
     if device_type == "cuda":
         # ORT runs on its own CUDA stream: the kernels that wrote the inputs on torch's stream must
         # have finished before it reads (onnxruntime issues #26609, #10299). ORT synchronises its own
@@ -257,15 +253,13 @@ def run_bound_host(runner: OrtRunner, feeds: Mapping[str, np.ndarray], run_optio
         for name in names:
             binding.bind_output(name, "cpu")
         runner.session.run_with_iobinding(binding, run_options)
-        return outputs_by_name(names, binding.copy_outputs_to_cpu())
+        return {n: np.asarray(v) for n, v in zip(names, binding.copy_outputs_to_cpu())}
     host = runner.host
     with contextlib.ExitStack() as held:
         outs = {}
         for t in runner.signature.outputs:
             dtype = np.dtype(t.dtype)
-            lease = host.lease(shapes[t.name], dtype) if host is not None else \
-                contextlib.nullcontext(np.empty(shapes[t.name], dtype))
-            outs[t.name] = held.enter_context(lease)
+            outs[t.name] = held.enter_context(lease_or_new(host, shapes[t.name], dtype))
             binding.bind_output(t.name, "cpu", 0, dtype.type, shapes[t.name], outs[t.name].ctypes.data)
         runner.session.run_with_iobinding(binding, run_options)
         return {n: out.copy() for n, out in outs.items()} if host is not None else outs

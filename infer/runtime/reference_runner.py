@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ptx.errors import ArtifactError, ModelRunError, first_line
+from ptx.errors import ArtifactError, first_line
 
 from ..formats.onnx_graph import graph_signature, read_graph
 from ..formats.signature import Opening
-from .runner import Runner, describe_feeds
+from .runner import Runner
 
 
 class ReferenceRunner(Runner):
@@ -39,7 +39,6 @@ class ReferenceRunner(Runner):
         try:
             values = self.evaluator.run(None, feeds)
         except Exception as exc:  # noqa: BLE001 - its own types, one line
-            raise ModelRunError(f"onnx.reference failed running {self.name} on inputs {describe_feeds(feeds)}: "
-                                f"{type(exc).__name__}: {first_line(exc)[:300]}") from None
+            raise self._failed(feeds, f"{type(exc).__name__}: {first_line(exc)[:300]}") from None
         by_name = dict(zip(self.evaluator.output_names, values))
         return {n: np.asarray(by_name[n]) for n in self.signature.output_names}

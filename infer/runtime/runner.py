@@ -17,7 +17,7 @@ import numpy as np
 from ptx.contract.names import model_name
 from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
 from ptx.contract.tensors import Signature
-from ptx.errors import InputError
+from ptx.errors import InputError, ModelRunError
 
 
 class Runner:
@@ -83,6 +83,12 @@ class Runner:
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _failed(self, feeds: Mapping[str, np.ndarray], why: str) -> ModelRunError:
+        """A run that failed in the runtime, said in one line with what it was given (``x float32 [3, 8]``)."""
+        given = ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
+        name = getattr(self, "name", "the model")  # a torch runner probing its outputs has none yet
+        return ModelRunError(f"{self.backend} failed running {name} on inputs {given}: {why}")
+
     def bare(self, feeds: dict[str, np.ndarray]) -> tuple[str, Callable[[], object]]:
         """(label, call): the same model called straight through its runtime, for bench's peer row."""
         return f"bare {self.backend}", lambda: self._run(feeds)
@@ -110,15 +116,6 @@ def answer_contradicts(signature: Signature, result: Mapping[str, np.ndarray], w
             "Triton config made from the declaration will be too)")
 
 
-def outputs_by_name(names: Sequence[str], values: Sequence) -> dict[str, np.ndarray]:
-    return {n: np.asarray(v) for n, v in zip(names, values)}
-
-
-def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
-    """``x float32 [3, 8], ids int64 [3, 6]``: what a failed run was given."""
-    return ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
-
-
 def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Sequence[tuple[str, int]],
                    runs: Callable[[dict], bool]) -> str | None:
     """Where a run failed, the input axis that is longer than a table the model looks values up in
@@ -135,13 +132,9 @@ def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Se
             if not shorter:
                 continue
             rows, name = max(shorter)
-            cut = {n: _cut(signature.input(n).shape, np.asarray(x), symbol, rows) for n, x in feeds.items()}
+            cut = {n: np.asarray(x)[tuple(slice(0, rows) if d == symbol else slice(None)
+                                          for d in signature.input(n).shape)] for n, x in feeds.items()}
             if runs(cut):
                 return (f"input {t.name!r} axis {axis} ({symbol}) is {got}, longer than the {rows} rows of {name!r} "
                         f"that the model looks up along it: give at most {rows}")
     return None
-
-
-def _cut(shape, x: np.ndarray, symbol: str, size: int) -> np.ndarray:
-    index = tuple(slice(0, size) if d == symbol else slice(None) for d in shape)
-    return x[index]

@@ -11,7 +11,6 @@ another symbol is that symbol, the rest are fixed. These import torch; the ONNX 
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, Miss
 
 from .host_memory import CudaRuntimePinner, HostBuffers, cuda_runtime_pinner
 from ..formats.signature import Opening
-from .runner import Runner, describe_feeds
+from .runner import Runner
 from .torch_files import load_pt2, load_torchscript
 
 PROBE_BATCHES = (3, 5)
@@ -63,13 +62,6 @@ def math_mode(device: torch.device, precision: str):
     if device.type != "cuda":
         return contextlib.nullcontext()
     return fp32_math(tf32=precision == TF32)
-
-
-def check_precision(precision: str, device: torch.device) -> str:
-    if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and device.type != "cuda"):
-        raise BackendUnavailableError(f"precision {precision} on {device.type}: torch backends run f32, "
-                                      "and tf32 on CUDA only")
-    return precision
 
 
 def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
@@ -112,7 +104,10 @@ class TorchRunner(Runner):
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = ()):
         self.torch_device = torch_device(device)
-        self.precision = check_precision(precision, self.torch_device)
+        if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and self.torch_device.type != "cuda"):
+            raise BackendUnavailableError(f"precision {precision} on {self.torch_device.type}: torch backends run f32, "
+                                          "and tf32 on CUDA only")
+        self.precision = precision
         if hasattr(module, "to"):  # an nn.Module or TorchScript module; a pt2 package runs where it was compiled
             module = module.to(self.torch_device)
         if self.torch_device.type == "cuda":
@@ -155,8 +150,7 @@ class TorchRunner(Runner):
             try:
                 out = self.module(*args)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise ModelRunError(f"{self.backend} failed running {getattr(self, 'name', 'the model')} on inputs "
-                                    f"{describe_feeds(feeds)}: {torch_complaint(exc)[:400]}") from None
+                raise self._failed(feeds, torch_complaint(exc)[:400]) from None
             named = flatten_outputs(out, "the model")
             if self.torch_device.type == "cuda":
                 torch.cuda.synchronize(self.torch_device)
@@ -175,12 +169,11 @@ class TorchRunner(Runner):
     def bare(self, feeds: dict[str, np.ndarray]):
         """The module called straight, paying the host copies ptx's row pays (numpy in, numpy out), so
         that on a GPU the two differ by ptx's own overhead only; on the CPU the copies are no-ops."""
-        module, device = self.module, self.torch_device
+        module, device, precision = self.module, self.torch_device, self.precision
         hosts = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._input_names]
-        mode = functools.partial(math_mode, device, self.precision)
 
         def call():
-            with torch.inference_mode(), mode():
+            with torch.inference_mode(), math_mode(device, precision):
                 out = module(*(h.to(device) for h in hosts))
                 return [t.cpu().numpy() for t in flatten_outputs(out, "the model").values()]  # .cpu() waits
 
@@ -188,15 +181,13 @@ class TorchRunner(Runner):
 
     def resident(self, feeds: dict[str, np.ndarray]):
         """The ceiling: inputs already on the device, outputs left there (only a sync per call)."""
-        module, device = self.module, self.torch_device
+        module, device, precision = self.module, self.torch_device, self.precision
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in self._input_names]
-        cuda = device.type == "cuda"
-        mode = functools.partial(math_mode, device, self.precision)
 
         def call():
-            with torch.inference_mode(), mode():
+            with torch.inference_mode(), math_mode(device, precision):
                 out = module(*tensors)
-            if cuda:
+            if device.type == "cuda":
                 torch.cuda.synchronize()
             return out
 
@@ -208,23 +199,22 @@ def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSi
     """The outputs' names, dtypes and shapes, learned from two runs whose batch and other symbols
     differ (see the module's docstring)."""
     plan = plan_inputs(inputs_only)
-    second = InputPlan(bound={s: v + 2 for s, v in plan.chosen.items()})
+    plans = (plan, InputPlan(bound={s: v + 2 for s, v in plan.chosen.items()}))
     runs = []
-    for batch, p in zip(PROBE_BATCHES, (plan, second)):
+    for batch, p in zip(PROBE_BATCHES, plans):
         feeds = make_feeds(inputs_only, p, batch, seed=0)
         try:
-            runs.append((batch, p, {n: (tuple(t.shape), str(t.dtype).replace("torch.", ""))
-                                    for n, t in forward(feeds).items()}))
+            runs.append({n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in forward(feeds).items()})
         except InputError as exc:
             shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in feeds.items())
             raise PtxError(f"{where}: running it on the declared inputs ({shapes}) failed: {exc}; check --input "
                            "(names in forward()'s order, shapes, dtypes)") from None
-    (b1, p1, first), (b2, p2, other) = runs
+    first, other = runs
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
     batch_symbol = next((t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None), None)
-    symbols = {s: (p1.size(s), p2.size(s)) for s in inputs_only.symbols() if s != batch_symbol}
+    symbols = {s: tuple(p.size(s) for p in plans) for s in inputs_only.symbols() if s != batch_symbol}
     outputs = []
     for name, ((shape1, dtype), (shape2, _)) in zip(first, zip(first.values(), other.values())):
         try:
@@ -237,7 +227,7 @@ def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSi
         for axis, (d1, d2) in enumerate(zip(shape1, shape2)):
             if d1 == d2:
                 dims.append(d1)
-            elif batch_symbol is not None and (d1, d2) == (b1, b2) and batch_axis is None:
+            elif batch_symbol is not None and (d1, d2) == PROBE_BATCHES and batch_axis is None:
                 dims.append(batch_symbol)
                 batch_axis = axis
             else:

@@ -28,7 +28,6 @@ class Backend:
     open: Callable[..., "object"]
     unavailable: Callable[[str], str | None]
     needs_torch: bool
-    description: str = ""
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
     # own file, made by the quantizer of the runtime that serves it (ort-cpu: --format onnx-int8,
@@ -127,6 +126,12 @@ def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
         raise PtxError(f"unknown backend {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
     return [(b, d, p) for b, d, p in every if {b.name, b.label(d), b.label(d, p)} & set(names)]
 
+
+# The fields every torch backend shares (torch's device check, f32 and on CUDA tf32), and every ORT CUDA one.
+TORCH = {"unavailable": lazy("runtime.torch_runner", "torch_unavailable"), "needs_torch": True,
+         "precisions": CUDA_TF32}
+ORT_CUDA = {"unavailable": lazy("runtime.ort_session", "cuda_unavailable"), "needs_torch": False,
+            "precisions": CUDA_TF32}
 
 for _file in _BACKEND_FILES:
     importlib.import_module(f"{__name__}.{_file}")

@@ -1,7 +1,6 @@
 """aoti: a torch.export + AOTInductor package (model.pt2) through torch._inductor.aoti_load_package (torch,
 no Python model code). The package runs on the device it was compiled for."""
-from . import CUDA_TF32, Backend, lazy, register
+from . import TORCH, Backend, lazy, register
 
-register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"), open=lazy("runtime.torch_runner", "TorchRunner.open"),
-                 unavailable=lazy("runtime.torch_runner", "torch_unavailable"),
-                 needs_torch=True, precisions=CUDA_TF32, description="AOTInductor package, from model.pt2"))
+register(Backend(name="aoti", artifact="pt2", devices=("cpu", "cuda"),
+                 open=lazy("runtime.torch_runner", "TorchRunner.open"), **TORCH))

@@ -1,11 +1,8 @@
 """eager-cuda-graph: the checkpoint's nn.Module on a GPU with each batch shape replayed from a CUDA
 graph (torch_graph.py); a user's TorchScript or pt2 file on the same runner. Its own verify row, so
 it is chosen (bench, --backend auto) only where it passed and is faster than eager-cuda."""
-from . import CUDA_TF32, Backend, lazy, register
+from . import TORCH, Backend, lazy, register
 
 register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
-                 open=lazy("runtime.torch_graph", "TorchGraphRunner.open"),
-                 unavailable=lazy("runtime.torch_runner", "torch_unavailable"),
-                 needs_torch=True, precisions=CUDA_TF32,
-                 description="PyTorch eager from checkpoint.pt, runs replayed from CUDA graphs (fixed shapes)",
-                 reads=("checkpoint", "torchscript", "pt2")))
+                 open=lazy("runtime.torch_graph", "TorchGraphRunner.open"), reads=("checkpoint", "torchscript", "pt2"),
+                 **TORCH))

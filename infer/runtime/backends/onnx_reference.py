@@ -7,5 +7,4 @@ from . import Backend, lazy, register
 
 register(Backend(name="onnx.reference", artifact="onnx", devices=("cpu",),
                  open=lazy("runtime.reference_runner", "ReferenceRunner.open"), unavailable=lambda device: None,
-                 needs_torch=False, third_opinion=True, case_values=100_000,
-                 description="the onnx package's reference evaluator (numpy), a third opinion on small inputs"))
+                 needs_torch=False, third_opinion=True, case_values=100_000))

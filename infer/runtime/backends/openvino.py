@@ -9,5 +9,4 @@ from . import Backend, lazy, register
 
 register(Backend(name="openvino", artifact="onnx", devices=("cpu",), open=lazy("runtime.openvino_runner", "OpenVinoRunner.open"),
                  unavailable=lazy("runtime.openvino_runner", "unavailable"), needs_torch=False,
-                 description="OpenVINO, CPU plugin",
                  precisions=(("f32", None), ("bf16", None), ("int8", "openvino-int8"))))

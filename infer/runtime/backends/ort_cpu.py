@@ -9,5 +9,4 @@ def _unavailable(device):
 
 
 register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), open=lazy("runtime.ort_runner", "OrtRunner.open"),
-                 unavailable=_unavailable, needs_torch=False, description="ONNX Runtime, CPU provider",
-                 precisions=(("f32", None), ("int8", "onnx-int8"))))
+                 unavailable=_unavailable, needs_torch=False, precisions=(("f32", None), ("int8", "onnx-int8"))))

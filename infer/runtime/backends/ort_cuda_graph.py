@@ -2,10 +2,8 @@
 graphs (ort_graph.py): batch-1 latency without a kernel launch per node, for a tutorial model's export
 and a user's own file alike. Its own verify row, so it is chosen (bench, --backend auto) only where
 it passed and is faster than ort-cuda."""
-from . import CUDA_TF32, Backend, lazy, register
+from . import ORT_CUDA, Backend, lazy, register
 
-register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",), open=lazy("runtime.ort_graph", "OrtGraphRunner.open"),
-                 unavailable=lazy("runtime.ort_session", "cuda_unavailable"),
-                 needs_torch=False, precisions=CUDA_TF32,
-                 description="ONNX Runtime, CUDA provider, runs replayed from CUDA graphs (fixed shapes)",
-                 static=lazy("runtime.cuda_placement", "graph_static_summary"), traced_by="ort-cuda"))
+register(Backend(name="ort-cuda-graph", artifact="onnx", devices=("cuda",),
+                 open=lazy("runtime.ort_graph", "OrtGraphRunner.open"),
+                 static=lazy("runtime.cuda_placement", "graph_static_summary"), traced_by="ort-cuda", **ORT_CUDA))
