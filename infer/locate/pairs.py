@@ -336,7 +336,7 @@ class Counterparts:
             return value, []
         norms = [j for j in chain if ref.nodes[j].op_type == "BatchNormalization"]
         if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):
-            return None, [ref.nodes[j].name or f"#{j}" for j in chain]
+            return None, [ref.label(j) for j in chain]
         folded = np.asarray(value, np.float64)
         for j in norms:
             bn = ref.nodes[j]
@@ -345,7 +345,7 @@ class Counterparts:
             scale = gamma / np.sqrt(var + eps)
             folded = folded * scale.reshape(-1, *[1] * (folded.ndim - 1)) if position == 1 else \
                 (folded - mean) * scale + beta
-        return folded.astype(np.asarray(value).dtype), [ref.nodes[j].name or f"#{j}" for j in norms]
+        return folded.astype(np.asarray(value).dtype), [ref.label(j) for j in norms]
 
     def missing_note(self) -> str | None:
         """One line on the tensors without a counterpart (never compared), or None."""

@@ -117,9 +117,8 @@ def _reduced(pairs: Counterparts, nodes: Sequence[int] | None) -> bool:
     other = pairs.other
     if other is pairs.ref:
         return True  # one graph at a reduced precision (bf16, tf32): every node
-    return bool(nodes) and any(other.nodes[k].op_type in INTEGER or any(
-        (other.dtype_of(o) is not None and other.dtype_of(o).kind == "f" and other.dtype_of(o).itemsize < 4)
-        for o in other.nodes[k].output) for k in nodes)
+    return bool(nodes) and any(other.nodes[k].op_type in INTEGER or any(map(other.narrow_float, other.nodes[k].output))
+                               for k in nodes)
 
 
 def blames(sweep: Sweep) -> list[Blame]:
@@ -129,10 +128,9 @@ def blames(sweep: Sweep) -> list[Blame]:
         k = pairs.named(alone.unit)
         named = module_of(graph.nodes[k]) or {}
         e = alone.error
-        found.append(Blame(graph.nodes[k].name or f"#{k}", graph.nodes[k].op_type, e.name, e.rel, alone.carried,
-                           e.max_abs,
+        found.append(Blame(graph.label(k), graph.nodes[k].op_type, e.name, e.rel, alone.carried, e.max_abs,
                            e.magnitude, named.get("module"), _reduced(pairs, pairs.region(alone.unit)),
-                           [graph.nodes[i].name or f"#{i}" for i in alone.unit.nodes], e.departs, k))
+                           [graph.label(i) for i in alone.unit.nodes], e.departs, k))
     return sorted(found, key=lambda b: (not b.departs, -b.born))
 
 
@@ -174,12 +172,12 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         for k in sorted(set(constants or []) | set(unit.nodes)):
             node = onnx.NodeProto()
             node.CopyFrom(ref.nodes[k])
-            node.name = prefix + (node.name or f"#{k}")
+            node.name = prefix + ref.label(k)
             node.input[:] = [prefix + n if n else n for n in node.input]
             node.output[:] = [prefix + n if n else n for n in node.output]
             model.graph.node.append(node)
             for w in ref.inputs_of[k]:
-                if w in ref.initializers:
+                if w in ref.initializer:
                     model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
         for o in unit.outputs:
             # kept in f32, its output is not quantized (onnxruntime's nodes_to_exclude): where the reduced
@@ -200,7 +198,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
                                   for n in node.output]
             model.graph.node.append(helper.make_node("Identity", [renamed[out.name]], [out.name]))
     try:
-        model = _sorted(model)
+        _sort(model.graph)
         outs = sweep.output_pairs()
         got = sweep.other.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
         want = sweep.reference.values([r for r, _ in outs])
@@ -215,21 +213,16 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
             "before_max_abs": max(e.max_abs for e in before), "after_max_abs": max(e.max_abs for e in after)}
 
 
-def _sorted(model):
-    """The graph's nodes in an order where each reads only what is made before it (ONNX asks for it)."""
-    made = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
-    waiting, done = list(range(len(model.graph.node))), []
+def _sort(graph) -> None:
+    """The graph's nodes put in an order where each reads only what is made before it (ONNX asks for it)."""
+    nodes, made = graph.node, {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    waiting, done = list(range(len(nodes))), []
     while waiting:
-        ready = [k for k in waiting if all(not i or i in made for i in model.graph.node[k].input)]
+        ready = [k for k in waiting if all(not i or i in made for i in nodes[k].input)]
         if not ready:
             break
         done += ready
-        made |= {o for k in ready for o in model.graph.node[k].output}
+        made |= {o for k in ready for o in nodes[k].output}
         waiting = [k for k in waiting if k not in set(ready)]
-    nodes = [model.graph.node[k] for k in done + waiting]
-    copies = [type(n)() for n in nodes]
-    for copy, node in zip(copies, nodes):
-        copy.CopyFrom(node)
-    del model.graph.node[:]
-    model.graph.node.extend(copies)
-    return model
+    rank = {tuple(nodes[k].output): r for r, k in enumerate(done + waiting)}  # SSA: outputs name one node
+    nodes.sort(key=lambda node: rank[tuple(node.output)])
