@@ -165,27 +165,21 @@ class LocateGraph:
     def chain(self, start: int, targets: Iterable[str]) -> list[tuple[int, str]]:
         """The shortest chain of (node, the tensor it passes on) from node ``start`` to one of the
         graph outputs ``targets`` (breadth first over the nodes that read each tensor)."""
-        readers = self.readers
         targets = set(targets)
-        came = {start: None}
+        came: dict[int, tuple[int, str] | None] = {start: None}  # node -> (the node before, what it passed)
         queue = deque([start])
         while queue:
             i = queue.popleft()
             hit = next((o for o in self.nodes[i].output if o in targets), None)
             if hit is not None:
-                chain = []
-                j, passed = i, hit
-                while j is not None:
-                    chain.append((j, passed))
-                    prev = came[j]
-                    if prev is not None:
-                        passed = next(o for o in self.nodes[prev].output if j in readers.get(o, ()))
-                    j = prev
+                chain = [(i, hit)]
+                while came[chain[-1][0]] is not None:
+                    chain.append(came[chain[-1][0]])
                 return chain[::-1]
             for out in self.nodes[i].output:
-                for reader in readers.get(out, ()):
+                for reader in self.readers.get(out, ()):
                     if reader not in came:
-                        came[reader] = i
+                        came[reader] = (i, out)
                         queue.append(reader)
         return [(start, next(o for o in self.nodes[start].output if o))]
 

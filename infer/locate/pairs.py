@@ -138,23 +138,19 @@ class Counterparts:
     @classmethod
     def match(cls, ref: LocateGraph, other: LocateGraph) -> "Counterparts":
         found = cls(ref, other)
-        same = ref is other
         inputs = {i.name for i in other.proto.graph.input}
-        for i in ref.proto.graph.input:
-            if i.name in inputs:
-                found.of[i.name] = i.name
+        found.of = {i.name: i.name for i in ref.proto.graph.input if i.name in inputs}
         for k, node in enumerate(ref.nodes):
             for j, name in enumerate(node.output):
-                if not name or not ref.comparable(name) or name in found.of:
-                    continue
-                if same:
-                    found.of[name] = name
-                else:
+                if name and ref.comparable(name) and name not in found.of:
                     found._match(k, j, name)
         return found
 
     def _match(self, k: int, j: int, name: str) -> None:
         ref, other = self.ref, self.other
+        if ref is other:
+            self.of[name] = name
+            return
         node = ref.nodes[k]
         theirs = _maker(other, name, ref.by_name) if name in other.produced_at else None
         if theirs is not None:

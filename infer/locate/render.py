@@ -119,8 +119,8 @@ def path_lines(path: list[Step]) -> list[str]:
     return lines
 
 
-def added_lines(located, top: int = TOP) -> list[str]:
-    shown = [a for a in located.added[:top] if a["departs"]] or located.added[:1]
+def added_lines(located) -> list[str]:
+    shown = [a for a in located.added[:TOP] if a["departs"]] or located.added[:1]
     if not shown:
         return []
     if not shown[0]["departs"]:

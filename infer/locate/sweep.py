@@ -166,6 +166,10 @@ class Sweep:
         return [(o, o if o in theirs else theirs[k] if k < len(theirs) else o)
                 for k, o in enumerate(self.graph.output_names)]
 
+    def output_errors(self, want: Mapping, got: Mapping) -> dict[str, OutputAgreement]:
+        """The other side's graph outputs ``got`` against the reference's ``want``, by the reference's names."""
+        return {r: tensor_error(r, got[o], want[r], self.tolerance_of) for r, o in self.output_pairs() if o in got}
+
     def run(self, progress: Callable[[str], None] = lambda _: None, as_it_runs: bool = True) -> "Sweep":
         """The graph in segments, each run by both sides as a model of its own from the tensors at the
         cut before it (each side its own: a chain as it runs), then its units alone. Without
@@ -174,8 +178,7 @@ class Sweep:
         outs = self.output_pairs()
         if as_it_runs:
             unmarked = (self.reference.values([r for r, _ in outs]), self.other.values([o for _, o in outs]))
-            self.outputs = {r: tensor_error(r, unmarked[1][o], unmarked[0][r], self.tolerance_of) for r, o in outs
-                            if o in unmarked[1]}
+            self.outputs = self.output_errors(*unmarked)
         order = graph.order
         progress(f"locating: {self.other.label} against {self.reference.label}, {len(order)} nodes, each as it runs "
                  "and alone")

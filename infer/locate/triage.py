@@ -26,7 +26,7 @@ from ptx.contract.comparison import default_tolerance, sqnr_db
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .sweep import Side, Sweep, tensor_error
+from .sweep import Side, Sweep
 
 TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
 INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -72,23 +72,23 @@ class Triage:
     questions: int = 0
     kept: dict | None = None  # keep_f32's measurement
 
-    def keep(self, top: int = TOP) -> list[Blame]:
+    def keep(self) -> list[Blame]:
         """The nodes to keep in f32 first: reduced ones that add error, worst first."""
-        return [b for b in self.blames if b.quantized and b.departs and b.born > 0][:top]
+        return [b for b in self.blames if b.quantized and b.departs and b.born > 0][:TOP]
 
-    def to_dict(self, top: int = TOP) -> dict:
+    def to_dict(self) -> dict:
         return {"row": self.row, "reference": self.reference, "file": self.file, "case": self.case,
                 "compared": self.compared, "unmatched": self.unmatched, "questions": self.questions,
-                "keep_f32": [b.node for b in self.keep(top)], "kept_measured": self.kept,
+                "keep_f32": [b.node for b in self.keep()], "kept_measured": self.kept,
                 "nodes": [b.to_dict() for b in self.blames]}
 
-    def text(self, top: int = TOP) -> str:
+    def text(self) -> str:
         lines = [f"triage: {self.row} against {self.reference}, {self.file}, on {self.case} ({self.compared} nodes "
                  f"computed alone in {self.questions} pieces"
                  + (f"; {self.unmatched} tensors without a counterpart, not compared" if self.unmatched else "") + ")",
                  "error each node adds alone (fed the f32 side's tensors as it holds them; rel = ||diff|| / ||f32||, "
                  "SQNR = -20 log10 rel; adds = rel - what its inputs' own rounding brings):"]
-        kept = self.keep(top)
+        kept = self.keep()
         if not kept:
             lines.append("  no node adds error: nothing to keep in f32")
             return "\n".join(lines)
@@ -197,19 +197,16 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
                 node.output[:] = [n + ":was" if n == out.name and not node.name.startswith("f32/") else n
                                   for n in node.output]
             model.graph.node.append(helper.make_node("Identity", [renamed[out.name]], [out.name]))
+    done = {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file"}
     try:
         _sort(model.graph)
-        outs = sweep.output_pairs()
-        got = sweep.other.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
-        want = sweep.reference.values([r for r, _ in outs])
-        whole = sweep.other.values([o for _, o in outs])
+        mine, theirs = map(list, zip(*sweep.output_pairs()))
+        want = sweep.reference.values(mine)
+        before = sweep.output_errors(want, sweep.other.values(theirs)).values()
+        after = sweep.output_errors(want, sweep.other.run(other.save(model), sweep.other.feeds, theirs)).values()
     except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
-        return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-                "failed": " ".join(str(exc).split())[:400]}  # the reason is at its end: never cut before it
-    before = [tensor_error(r, whole[o], want[r], sweep.tolerance_of) for r, o in outs]
-    after = [tensor_error(r, got[o], want[r], sweep.tolerance_of) for r, o in outs]
-    return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-            "before": max(e.rel for e in before), "after": max(e.rel for e in after),
+        return {**done, "failed": " ".join(str(exc).split())[:400]}  # the reason is at its end: never cut before it
+    return {**done, "before": max(e.rel for e in before), "after": max(e.rel for e in after),
             "before_max_abs": max(e.max_abs for e in before), "after_max_abs": max(e.max_abs for e in after)}
 
 
