@@ -277,7 +277,6 @@ class LocateGraph:
         Its inputs are what its nodes read from outside, typed by ``fed`` (prefixed names, the values
         that will be fed). Hand-built rather than onnx.utils.Extractor: that makes one model per region
         from a shape-inferred copy of the whole graph, and many regions are asked about at once."""
-        import onnx
         from onnx import helper
 
         graph = helper.make_graph([], "region", [], [])
@@ -290,12 +289,11 @@ class LocateGraph:
                 return name if not name or name in self.initializer else prefix + name
 
             for k in indices:
-                node = onnx.NodeProto()
+                node = graph.node.add()
                 node.CopyFrom(self.nodes[k])
                 node.name = prefix + self.label(k)
                 node.input[:] = [named(i) for i in node.input]
                 node.output[:] = [named(o) for o in node.output]
-                graph.node.append(node)
                 used |= {i for i in self.inputs_of[k] if i in self.initializer}
                 for name in self.inputs_of[k]:
                     if name and name not in made and name not in self.initializer and named(name) not in inputs:

@@ -165,10 +165,10 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         names = [b.node for b in ranked if b.quantized and b.departs][:TOP]
         located.keep = keep_f32(sweep, names) if names else None
     worst = max((e for e in sweep.outputs.values() if e.departs), key=lambda e: (e.problem is not None, e.excess))
-    order = [n for node in graph.nodes for n in node.output if n in sweep.free]
-    # as it runs, where pieces answer as the whole does; a reduced precision's, read with the note
+    # as it runs (sweep.free is filled in graph order), where pieces answer as the whole does; a reduced
+    # precision's, read with the note
     trusted = sweep.untrusted is None or located.reduced
-    first = next((n for n in order if sweep.free[n].departs), None) if trusted else None
+    first = next((n for n, e in sweep.free.items() if e.departs), None) if trusted else None
     region: Region | None = None
     if first is not None:
         k = graph.produced_at[first]
@@ -176,14 +176,12 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         doc = {**node_doc(graph, k, sweep.free[first], _inputs(sweep, k)), "in_pieces": sweep.untrusted is not None,
                "alone": alone.error.to_dict(float) if alone is not None else None}
         located.path = _path(sweep, k, worst.name)
-        if located.reduced:
-            located.first = doc
-        elif alone is not None and alone.error.departs:
+        if not located.reduced and alone is not None and alone.error.departs:
             located.origin = doc
         else:
             located.first = doc
-            region = find_region(sweep, progress) if alone is not None else None
-            located.searched = alone is not None
+            located.searched = not located.reduced and alone is not None
+            region = find_region(sweep, progress) if located.searched else None
     elif not located.reduced:
         region = find_region(sweep, progress)
         located.searched = True

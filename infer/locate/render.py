@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .triage import keep_line
+from .triage import keep_line, ranked
 
 TOP = 5  # nodes shown by the error they add
 JUMPS = 3  # the largest jumps a folded path keeps
@@ -128,16 +128,12 @@ def added_lines(located) -> list[str]:
         return [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
                 f"inputs): none departs beyond the tolerance; the largest, {a['node']} ({a['op']}), "
                 f"rel {a['rel']:.1e} (SQNR {a['sqnr_db']:.1f} dB), max abs {a['max_abs']:.1e}"]
-    width, ops = max(len(a["node"]) for a in shown), max(len(a["op"]) for a in shown)
     lines = [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
              f"inputs as it holds them; rel = ||diff|| / ||reference||, SQNR = -20 log10 rel; adds = rel - what its "
              f"inputs' own rounding brings), the {len(shown)} largest of {len(located.added)}:"]
-    for a in shown:
-        folded = f" (with {', '.join(n for n in a['nodes'] if n != a['node'])})" if len(a["nodes"]) > 1 else ""
-        where = f"  {a['module']}" if a.get("module") else ""
-        lines.append(f"  {a['node']:<{width}}  {a['op']:<{ops}}  adds {a['born']:.1e}  (rel {a['rel']:.1e}, SQNR "
-                     f"{a['sqnr_db']:5.1f} dB; inputs as held {a['carried']:.1e})  max abs {a['max_abs']:.1e} on "
-                     f"values up to {a['magnitude']:.1e}{'' if a['departs'] else ' (within tolerance)'}{folded}{where}")
+    # every row shown departs here; a unit with nodes folded into it names them, then its module
+    lines += ranked(shown, 1, [(f" (with {', '.join(n for n in a['nodes'] if n != a['node'])})" if len(a["nodes"]) > 1
+                                else "") + (f"  {a['module']}" if a.get("module") else "") for a in shown])
     named = (located.origin or located.first or {}).get("node")
     if shown[0].get("inputs") and shown[0]["node"] != named:  # what it reads, unless said above already
         lines += [f"  {shown[0]['node']}" + line[1:] for line in _node_lines({"inputs": shown[0]["inputs"]})]

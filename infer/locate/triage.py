@@ -92,16 +92,20 @@ class Triage:
         if not kept:
             lines.append("  no node adds error: nothing to keep in f32")
             return "\n".join(lines)
-        width, ops = max(len(b.node) for b in kept), max(len(b.op) for b in kept)
-        for b in kept:
-            where = f"  {b.module}" if b.module else ""
-            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  adds {b.born:.2e}  (rel {b.error:.2e}, SQNR {sqnr_db(b.error):5.1f} dB; "
-                         f"inputs as held {b.carried:.1e})  max abs {b.max_abs:.1e} on values up to {b.magnitude:.1e}{where}")
+        lines += ranked([b.to_dict() for b in kept], 2, [f"  {b.module}" if b.module else "" for b in kept])
         lines.append(f"keep in f32: {','.join(b.node for b in kept)}")
         if self.kept:
-            k = self.kept
-            lines.append(keep_line(k))
+            lines.append(keep_line(self.kept))
         return "\n".join(lines)
+
+
+def ranked(rows: list[dict], digits: int, tails: list[str]) -> list[str]:
+    """Nodes by the error each adds alone (Blame.to_dict), a line each in aligned columns: what it adds
+    and its rel error to ``digits`` places, its SQNR, what its inputs carry, its max abs and scale."""
+    width, ops = max(len(r["node"]) for r in rows), max(len(r["op"]) for r in rows)
+    return [f"  {r['node']:<{width}}  {r['op']:<{ops}}  adds {r['born']:.{digits}e}  (rel {r['rel']:.{digits}e}, SQNR "
+            f"{r['sqnr_db']:5.1f} dB; inputs as held {r['carried']:.1e})  max abs {r['max_abs']:.1e} on values up to "
+            f"{r['magnitude']:.1e}{tail}" for r, tail in zip(rows, tails)]
 
 
 def keep_line(k: dict) -> str:
@@ -170,12 +174,11 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         kept.update({o: prefix + o for o in unit.outputs})
         constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
         for k in sorted(set(constants or []) | set(unit.nodes)):
-            node = onnx.NodeProto()
+            node = model.graph.node.add()
             node.CopyFrom(ref.nodes[k])
             node.name = prefix + ref.label(k)
             node.input[:] = [prefix + n if n else n for n in node.input]
             node.output[:] = [prefix + n if n else n for n in node.output]
-            model.graph.node.append(node)
             for w in ref.inputs_of[k]:
                 if w in ref.initializer:
                     model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
