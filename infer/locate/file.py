@@ -9,20 +9,20 @@ path imports torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from ptx.errors import PtxError
 
-from .origin import Located, NothingToLocate, locate
-from .graph import LocateGraph
-from .sweep import Side
 from ..formats.model_files import ONNX, read_model_file
+from .graph import LocateGraph
+from .origin import Located, NothingToLocate, locate
+from .repro import check_repro_dir, write_repro
+from .sweep import Side
+
 
 def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
     """Refuse, before verify runs, what --locate cannot trace: a file that is no ONNX graph, a
     --repro folder that holds files already."""
-    from .repro import check_repro_dir
-
     path = Path(path)
     if read_model_file(path).kind != ONNX:
         raise PtxError(f"--locate traces an ONNX graph; {path.name} is not one: export it to ONNX (`ptx export "
@@ -81,7 +81,8 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             located, write_against = locate_torchscript(graph, reference, other_file, tolerance_of, case, row.backend,
                                                         progress)
             if repro is not None:
-                located.repro = _repro(repro, located, graph, None, (), tolerance_args, write_against)
+                located.repro = write_repro(Path(repro), located, graph, tolerance_args=tolerance_args,
+                                            write_against=write_against)
             return located
         if other_file is not None:
             other_graph = LocateGraph.open(other_file)
@@ -96,16 +97,11 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.label]
             # a third opinion's departure is a note unless --strict: the repro's command asks for it
             strict = ["--strict"] if row.backend == "onnx.reference" else []
-            located.repro = _repro(repro, located, graph, other_graph, backends, [*tolerance_args, *strict], None)
+            located.repro = write_repro(Path(repro), located, graph, other_graph=other_graph, backends=backends,
+                                        tolerance_args=[*tolerance_args, *strict])
         return located
     finally:
         graph.close()
         if other_graph is not None:
             other_graph.close()
 
-
-def _repro(where, located, graph, other_graph, backends: Sequence[str], tolerance_args, write_against) -> dict:
-    from .repro import write_repro
-
-    return write_repro(Path(where), located, graph, other_graph=other_graph, backends=backends,
-                       tolerance_args=tolerance_args, write_against=write_against)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from ptx.contract.comparison import OutputAgreement
 
-from .sweep import Sweep, tensor_error
+from .sweep import Sweep
 
 
 @dataclass
@@ -36,10 +36,8 @@ class Region:
 class Windows:
     """Ask the other side whether windows of the graph depart alone (see the module docstring)."""
 
-    def __init__(self, sweep: Sweep, progress: Callable[[str], None] = lambda _: None):
-        self.sweep, self.progress = sweep, progress
-        graph = sweep.graph
-        self.order = [k for k, n in enumerate(graph.nodes) if any(graph.comparable(o) for o in n.output)]
+    def __init__(self, sweep: Sweep):
+        self.sweep, self.order = sweep, sweep.graph.order
         self.tries = 0
         self.want: dict = {}
 
@@ -58,31 +56,23 @@ class Windows:
         asked = {t for a, b in windows for side in self._bounds(a, b) for t in side} - set(self.want)
         if asked:
             self.want.update(sweep.reference.values(sorted(asked)))
-        regions, fed, back = [], {}, {}
+        regions, fed = [], {}
         for n, (a, b) in enumerate(windows):
             before, after = self._bounds(a, b)
             if any(t not in pairs.of for t in before + after) or not after:
                 continue
-            prefix = f"w{n}/"
-            nodes = other.walk_back([pairs.of[t] for t in after], {pairs.of[t] for t in before}, 10 ** 6)
+            nodes = other.walk_back([pairs.of[t] for t in after], {pairs.of[t] for t in before})
             if any(other.has_body(k) for k in nodes):
                 continue
-            regions.append((prefix, nodes, [pairs.of[t] for t in after]))
-            fed.update({prefix + pairs.of[t]: pairs.encode(t, self.want[t]) for t in before})
-            fed.update({prefix + i: sweep.other.feeds[i] for i in other.graph_inputs if i in sweep.other.feeds})
-            back[n] = after
+            regions.append((f"w{n}/", nodes, [pairs.of[t] for t in after], n, after))
+            fed.update(sweep.fed(f"w{n}/", before, self.want))
         found: list[OutputAgreement | None] = [None] * len(windows)
         if not regions:
             return found
-        model = other.region_model(regions, fed)
-        inputs = {i.name for i in model.graph.input}
-        names = [p + o for p, _, outs in regions for o in outs]
-        got = sweep.other.run(other.save(model), {k: v for k, v in fed.items() if k in inputs}, names)
+        got = sweep.other.regions(regions, fed)
         self.tries += 1
-        for n, after in back.items():
-            errors = [tensor_error(t, pairs.decode(t, got[f"w{n}/" + pairs.of[t]]), self.want[t], sweep.tolerance_of)
-                      for t in after]
-            found[n] = max(errors, key=lambda e: (e.departs, e.excess))
+        for prefix, _, _, n, after in regions:
+            found[n] = max(sweep.errors(got, self.want, after, prefix), key=lambda e: (e.departs, e.excess))
         return found
 
     def departs(self, a: int, b: int) -> OutputAgreement | None:
@@ -122,7 +112,7 @@ def find_region(sweep: Sweep, progress: Callable[[str], None] = lambda _: None) 
     """The smallest window that departs alone, in the first of the windows of two neighbouring pieces
     of the sweep (a block the cut between them split, or one inside either) that departs alone, else
     in the whole graph; None where none does."""
-    windows = Windows(sweep, progress)
+    windows = Windows(sweep)
     at = {k: i for i, k in enumerate(windows.order)}
     pieces = [(at[first], at[last]) for first, last in sweep.segments]
     candidates = [(pieces[i][0], pieces[i + 1][1]) for i in range(len(pieces) - 1)] or pieces

@@ -56,7 +56,7 @@ class LocateGraph:
     by_name: dict[str, int] = field(default_factory=dict)  # node name -> index
     graph_inputs: set[str] = field(default_factory=set)
     constant: set[str] = field(default_factory=set)  # tensors computed from weights alone
-    _initializer: dict = field(default_factory=dict, repr=False)
+    initializer: dict = field(default_factory=dict, repr=False)  # name -> TensorProto (its bytes in weights.bin)
     _marked: int = 0
 
     @classmethod
@@ -96,13 +96,12 @@ class LocateGraph:
                 self.last_use[name] = i
                 self.readers.setdefault(name, []).append(i)
         self.by_name = {n.name: i for i, n in enumerate(nodes) if n.name}
-        self._initializer = {t.name: t for t in self.proto.graph.initializer}
-        for node in nodes:
-            if node.op_type == "Constant" or (node.input and not any(True for _ in subgraphs(node)) and all(
-                    not n or n in self._initializer or n in self.constant for n in node.input)):
+        self.initializer = {t.name: t for t in self.proto.graph.initializer}
+        for k, node in enumerate(nodes):
+            if node.op_type == "Constant" or (node.input and not self.has_body(k) and all(
+                    not n or n in self.initializer or n in self.constant for n in node.input)):
                 self.constant |= {o for o in node.output if o}
-        initializers = self.initializers
-        self.graph_inputs = {i.name for i in self.proto.graph.input if i.name not in initializers}
+        self.graph_inputs = {i.name for i in self.proto.graph.input if i.name not in self.initializer}
         for out in self.proto.graph.output:  # alive to the end
             self.last_use[out.name] = len(nodes)
         try:
@@ -119,12 +118,17 @@ class LocateGraph:
         return self.proto.graph.node
 
     @property
-    def initializers(self) -> set[str]:
-        return {t.name for t in self.proto.graph.initializer}
-
-    @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.proto.graph.output]
+
+    @property
+    def order(self) -> list[int]:
+        """The nodes that compute a comparable tensor, in graph order."""
+        return [k for k, n in enumerate(self.nodes) if any(self.comparable(o) for o in n.output)]
+
+    def label(self, k: int) -> str:
+        """Node ``k``'s name, or ``#k`` where it has none."""
+        return self.nodes[k].name or f"#{k}"
 
     def has_body(self, k: int) -> bool:
         """Whether node ``k`` holds If/Loop/Scan bodies (which read the enclosing graph's names)."""
@@ -137,6 +141,11 @@ class LocateGraph:
         kind = self.types.get(name)
         return helper.tensor_dtype_to_np_dtype(kind.tensor_type.elem_type) if kind is not None and \
             kind.tensor_type.elem_type else None
+
+    def narrow_float(self, name: str) -> bool:
+        """Whether shape inference types ``name`` as a float narrower than float32 (float16, bfloat16)."""
+        dtype = self.dtype_of(name)
+        return dtype is not None and dtype.kind == "f" and dtype.itemsize < 4
 
     def comparable(self, name: str) -> bool:
         """A tensor a runtime computes from the inputs: not a weight, nor computed from weights alone
@@ -156,27 +165,21 @@ class LocateGraph:
     def chain(self, start: int, targets: Iterable[str]) -> list[tuple[int, str]]:
         """The shortest chain of (node, the tensor it passes on) from node ``start`` to one of the
         graph outputs ``targets`` (breadth first over the nodes that read each tensor)."""
-        readers = self.readers
         targets = set(targets)
-        came = {start: None}
+        came: dict[int, tuple[int, str] | None] = {start: None}  # node -> (the node before, what it passed)
         queue = deque([start])
         while queue:
             i = queue.popleft()
             hit = next((o for o in self.nodes[i].output if o in targets), None)
             if hit is not None:
-                chain = []
-                j, passed = i, hit
-                while j is not None:
-                    chain.append((j, passed))
-                    prev = came[j]
-                    if prev is not None:
-                        passed = next(o for o in self.nodes[prev].output if j in readers.get(o, ()))
-                    j = prev
+                chain = [(i, hit)]
+                while came[chain[-1][0]] is not None:
+                    chain.append(came[chain[-1][0]])
                 return chain[::-1]
             for out in self.nodes[i].output:
-                for reader in readers.get(out, ()):
+                for reader in self.readers.get(out, ()):
                     if reader not in came:
-                        came[reader] = i
+                        came[reader] = (i, out)
                         queue.append(reader)
         return [(start, next(o for o in self.nodes[start].output if o))]
 
@@ -194,27 +197,19 @@ class LocateGraph:
             info.name = name
             if name in self.types:
                 info.type.CopyFrom(self.types[name])
-        self._marked += 1
-        where = self.folder / f"marked-{self._marked}.onnx"
-        onnx.save_model(copy, str(where))
-        return where
+        return self.save(copy, "marked")
 
     def weight(self, name: str) -> np.ndarray | None:
         """An initializer's or a Constant node's values (paddle2onnx and float16 converters keep weights
         in Constant nodes); None for a computed tensor."""
         import onnx
         from onnx import numpy_helper
-        from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-        tensor = self._initializer.get(name)
+        tensor = self.initializer.get(name)
         if tensor is not None:
             copy = onnx.TensorProto()
-            copy.CopyFrom(tensor)
-            if uses_external_data(copy):
-                load_external_data_for_tensor(copy, str(self.folder))
-                del copy.external_data[:]
-                copy.data_location = onnx.TensorProto.DEFAULT
-            return numpy_helper.to_array(copy)
+            copy.CopyFrom(tensor)  # to_array reads the bytes into the tensor it is given: never the graph's own
+            return numpy_helper.to_array(copy, base_dir=str(self.folder))
         at = self.produced_at.get(name)
         if at is None or self.nodes[at].op_type != "Constant":
             return None
@@ -229,7 +224,7 @@ class LocateGraph:
         import onnx
 
         base = name[:-len("_quantized")]
-        if name.endswith("_quantized") and base + "_scale" in self._initializer and name in self._initializer and \
+        if name.endswith("_quantized") and base + "_scale" in self.initializer and name in self.initializer and \
                 not any(self.nodes[k].op_type == "DequantizeLinear" for k in self.readers.get(name, ())):
             q, scale = self.weight(name), self.weight(base + "_scale")
             axis = 0 if np.size(scale) == 1 or q.shape[0] == np.size(scale) else q.ndim - 1
@@ -259,11 +254,11 @@ class LocateGraph:
 
     # -- regions: pieces of the graph run as models of their own ----------------------------------
 
-    def walk_back(self, outputs: Iterable[str], stops: set[str], limit: int) -> list[int] | None:
+    def walk_back(self, outputs: Iterable[str], stops: set[str], limit: int = 10 ** 6) -> list[int] | None:
         """The nodes that compute ``outputs`` from ``stops`` (fed from outside), graph inputs and the
         weights, in graph order; None where more than ``limit`` are needed."""
         need: set[int] = set()
-        stack = [o for o in outputs]
+        stack = list(outputs)
         while stack:
             name = stack.pop()
             at = self.produced_at.get(name)
@@ -275,36 +270,33 @@ class LocateGraph:
             stack.extend(self.inputs_of[at])
         return sorted(need)
 
-    def region_model(self, regions: Sequence[tuple[str, Sequence[int], Sequence[str]]],
-                     fed: Mapping[str, np.ndarray]):
-        """One model holding each region (prefix, its nodes, its outputs) side by side. A region's
+    def region_model(self, regions: Sequence[tuple], fed: Mapping[str, np.ndarray]):
+        """One model holding each region (prefix, its nodes, its outputs, anything after) side by side. A region's
         tensors are named ``prefix + name``, so that regions sharing a node (a weight's
         DequantizeLinear) or an input never collide; the weights keep their names, shared, external.
         Its inputs are what its nodes read from outside, typed by ``fed`` (prefixed names, the values
         that will be fed). Hand-built rather than onnx.utils.Extractor: that makes one model per region
         from a shape-inferred copy of the whole graph, and many regions are asked about at once."""
-        import onnx
         from onnx import helper
 
         graph = helper.make_graph([], "region", [], [])
         used: set[str] = set()
         inputs: set[str] = set()
-        for prefix, indices, outputs in regions:
+        for prefix, indices, outputs, *_ in regions:
             made = {o for k in indices for o in self.nodes[k].output}
 
             def named(name: str) -> str:
-                return name if not name or name in self._initializer else prefix + name
+                return name if not name or name in self.initializer else prefix + name
 
             for k in indices:
-                node = onnx.NodeProto()
+                node = graph.node.add()
                 node.CopyFrom(self.nodes[k])
-                node.name = prefix + (node.name or f"#{k}")
+                node.name = prefix + self.label(k)
                 node.input[:] = [named(i) for i in node.input]
                 node.output[:] = [named(o) for o in node.output]
-                graph.node.append(node)
-                used |= {i for i in self.inputs_of[k] if i in self._initializer}
+                used |= {i for i in self.inputs_of[k] if i in self.initializer}
                 for name in self.inputs_of[k]:
-                    if name and name not in made and name not in self._initializer and named(name) not in inputs:
+                    if name and name not in made and name not in self.initializer and named(name) not in inputs:
                         inputs.add(named(name))
                         value = np.asarray(fed[named(name)])
                         graph.input.append(helper.make_tensor_value_info(
@@ -314,16 +306,15 @@ class LocateGraph:
                 info.name = named(name)
                 if name in self.types:
                     info.type.CopyFrom(self.types[name])
-        graph.initializer.extend(self._initializer[n] for n in sorted(used))
-        model = helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
-        return model
+        graph.initializer.extend(self.initializer[n] for n in sorted(used))
+        return helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
 
-    def save(self, model) -> Path:
+    def save(self, model, stem: str = "region") -> Path:
         """``model`` written beside the weights it refers to."""
         import onnx
 
         self._marked += 1
-        where = self.folder / f"region-{self._marked}.onnx"
+        where = self.folder / f"{stem}-{self._marked}.onnx"
         onnx.save_model(model, str(where))
         return where
 

@@ -30,11 +30,9 @@ from .fused import Region, find_region
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .step import TOP, Step
-from .sweep import Side, Sweep, ToleranceOf, error_doc, tensor_error  # noqa: F401 - tensor_error: torchscript.py
+from .render import TOP, Step, located_text
+from .sweep import Side, Sweep, ToleranceOf, tensor_error
 from .triage import blames, keep_f32
-
-FRONTIER = 16  # modules torchscript.py replays a question
 
 
 class NothingToLocate(PtxError):
@@ -72,8 +70,6 @@ class Located:
                 "widest_question": self.widest, "graph_nodes": self.nodes, "notes": self.notes, "repro": self.repro}
 
     def text(self) -> str:
-        from .render import located_text
-
         return located_text(self)
 
 
@@ -103,7 +99,7 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
         value = graph.weight_as_read(name)
         if value is None:
             continue
-        row = {"name": name, "kind": "weight" if name in graph.initializers else "weight (Constant node)",
+        row = {"name": name, "kind": "weight" if name in graph.initializer else "weight (Constant node)",
                "shape": list(value.shape), "max_abs": None, "rel": None, "departs": False,
                "magnitude": float(abs(value.astype("float64")).max()) if value.size else 0.0}
         theirs_name = twin.input[p] if twin is not None and p < len(twin.input) else None
@@ -114,7 +110,7 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
             row.update(not_compared=f"{', '.join(folded)} folded into {node.name} in {other.path.name}, not only "
                                     "batch norms")
         elif theirs is not None and theirs.shape == value.shape and value.dtype.kind == "f":
-            diff = tensor_error(name, theirs, mine, lambda n, d: sweep.tolerance_of(n, d))
+            diff = tensor_error(name, theirs, mine, sweep.tolerance_of)
             if folded:
                 row.update(folded=folded, magnitude=float(abs(mine.astype("float64")).max()) if mine.size else 0.0)
             stored = other.stored_dtype(theirs_name)
@@ -126,16 +122,13 @@ def _inputs(sweep: Sweep, k: int) -> list[dict]:
     return rows
 
 
-def _node_doc(sweep: Sweep, k: int, error: OutputAgreement) -> dict:
-    graph = sweep.graph
-    node = graph.nodes[k]
-    named = module_of(node) or {}
-    return {"node": node.name or f"#{k}", "index": k, "op": node.op_type, "output": error.name,
+def node_doc(graph: LocateGraph, k: int, error: OutputAgreement, inputs: list[dict]) -> dict:
+    """Node ``k``, its output's error and what it reads, named in its author's code where the exporter says."""
+    named = module_of(graph.nodes[k]) or {}
+    return {"node": graph.label(k), "index": k, "op": graph.nodes[k].op_type, "output": error.name,
             "max_abs": error.max_abs, "rel": error.rel, "sqnr_db": error.sqnr_db, "magnitude": error.magnitude,
-            "atol": error.tolerance.atol,
-            "rtol": error.tolerance.rtol, "inputs": _inputs(sweep, k), "module": named.get("module"),
-            "class": named.get("class"), "source": named.get("source"), "code": named.get("code"),
-            "rule": named.get("rule"), "folded": named.get("folded")}
+            "atol": error.tolerance.atol, "rtol": error.tolerance.rtol, "inputs": inputs,
+            **{key: named.get(key) for key in ("module", "class", "source", "code", "rule", "folded")}}
 
 
 def _path(sweep: Sweep, k: int, worst: str) -> list[Step]:
@@ -144,7 +137,7 @@ def _path(sweep: Sweep, k: int, worst: str) -> list[Step]:
         e = sweep.free.get(tensor)
         if e is not None:
             named = module_of(graph.nodes[j])
-            steps.append(Step(graph.nodes[j].name or f"#{j}", graph.nodes[j].op_type, tensor, e.max_abs, e.departs,
+            steps.append(Step(graph.label(j), graph.nodes[j].op_type, tensor, e.max_abs, e.departs,
                               named["module"] if named else None, e.rel, e.magnitude))
     return steps
 
@@ -154,9 +147,7 @@ def reduced(pairs: Counterparts, other: Side) -> bool:
     that holds integer or float16 tensors where the reference's are float."""
     if getattr(other, "precision", "f32") != "f32":
         return True
-    return pairs.other is not pairs.ref and bool(pairs.coded or any(
-        pairs.other.dtype_of(t) is not None and pairs.other.dtype_of(t).itemsize < 4 for t in pairs.of.values()
-        if pairs.other.dtype_of(t) is not None and pairs.other.dtype_of(t).kind == "f"))
+    return pairs.other is not pairs.ref and bool(pairs.coded or any(map(pairs.other.narrow_float, pairs.of.values())))
 
 
 def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: ToleranceOf, case: str,
@@ -174,25 +165,23 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         names = [b.node for b in ranked if b.quantized and b.departs][:TOP]
         located.keep = keep_f32(sweep, names) if names else None
     worst = max((e for e in sweep.outputs.values() if e.departs), key=lambda e: (e.problem is not None, e.excess))
-    order = [n for node in graph.nodes for n in node.output if n in sweep.free]
-    # as it runs, where pieces answer as the whole does; a reduced precision's, read with the note
+    # as it runs (sweep.free is filled in graph order), where pieces answer as the whole does; a reduced
+    # precision's, read with the note
     trusted = sweep.untrusted is None or located.reduced
-    first = next((n for n in order if sweep.free[n].departs), None) if trusted else None
+    first = next((n for n, e in sweep.free.items() if e.departs), None) if trusted else None
     region: Region | None = None
     if first is not None:
         k = graph.produced_at[first]
         alone = sweep.alone.get(k)
-        doc = {**_node_doc(sweep, k, sweep.free[first]), "in_pieces": sweep.untrusted is not None,
-               "alone": error_doc(alone.error) if alone is not None else None}
+        doc = {**node_doc(graph, k, sweep.free[first], _inputs(sweep, k)), "in_pieces": sweep.untrusted is not None,
+               "alone": alone.error.to_dict(float) if alone is not None else None}
         located.path = _path(sweep, k, worst.name)
-        if located.reduced:
-            located.first = doc
-        elif alone is not None and alone.error.departs:
+        if not located.reduced and alone is not None and alone.error.departs:
             located.origin = doc
         else:
             located.first = doc
-            region = find_region(sweep, progress) if alone is not None else None
-            located.searched = alone is not None
+            located.searched = not located.reduced and alone is not None
+            region = find_region(sweep, progress) if located.searched else None
     elif not located.reduced:
         region = find_region(sweep, progress)
         located.searched = True
@@ -202,7 +191,7 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         located.region = _region_doc(sweep, region)
     located.notes += sweep.notes + [n for n in (sweep.untrusted and f"note: {sweep.untrusted}", sweep.moved,
                                   pairs.missing_note(), _unmeasured(sweep), _bodies(graph, located)) if n]
-    located.values = {"sweep": sweep, "region": region, "first": first}
+    located.values = {"sweep": sweep, "region": region}
     return located
 
 
@@ -210,18 +199,17 @@ def _region_doc(sweep: Sweep, region: Region) -> dict:
     graph = sweep.graph
     reads = {i for k in region.nodes for i in graph.inputs_of[k]}
     alone = [sweep.alone[k].error for k in region.nodes if k in sweep.alone]
-    return {"first": graph.nodes[region.first].name or f"#{region.first}",
-            "last": graph.nodes[region.last].name or f"#{region.last}",
-            "nodes": [graph.nodes[k].name or f"#{k}" for k in region.nodes],
+    return {"first": graph.label(region.first), "last": graph.label(region.last),
+            "nodes": [graph.label(k) for k in region.nodes],
             "ops": [graph.nodes[k].op_type for k in region.nodes], "inputs": [t for t in region.inputs if t in reads],
-            "outputs": region.outputs, "error": error_doc(region.error), "tries": region.tries,
+            "outputs": region.outputs, "error": region.error.to_dict(float), "tries": region.tries,
             "alone_departs": sum(e.departs for e in alone), "alone_worst": max((e.max_abs for e in alone), default=0.0)}
 
 
 def _unmeasured(sweep: Sweep) -> str | None:
     if not sweep.unmeasured:
         return None
-    names = [sweep.graph.nodes[k].name or f"#{k}" for k in sweep.unmeasured]
+    names = [sweep.graph.label(k) for k in sweep.unmeasured]
     why = f" ({sweep.refused})" if sweep.refused else " (an If/Loop/Scan body inside, or reaching too far back)"
     return (f"note: {len(names)} node{'s' * (len(names) != 1)} not computed alone{why}: {', '.join(names[:4])}"
             + (", ..." if len(names) > 4 else ""))

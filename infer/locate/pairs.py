@@ -138,23 +138,19 @@ class Counterparts:
     @classmethod
     def match(cls, ref: LocateGraph, other: LocateGraph) -> "Counterparts":
         found = cls(ref, other)
-        same = ref is other
         inputs = {i.name for i in other.proto.graph.input}
-        for i in ref.proto.graph.input:
-            if i.name in inputs:
-                found.of[i.name] = i.name
+        found.of = {i.name: i.name for i in ref.proto.graph.input if i.name in inputs}
         for k, node in enumerate(ref.nodes):
             for j, name in enumerate(node.output):
-                if not name or not ref.comparable(name) or name in found.of:
-                    continue
-                if same:
-                    found.of[name] = name
-                else:
+                if name and ref.comparable(name) and name not in found.of:
                     found._match(k, j, name)
         return found
 
     def _match(self, k: int, j: int, name: str) -> None:
         ref, other = self.ref, self.other
+        if ref is other:
+            self.of[name] = name
+            return
         node = ref.nodes[k]
         theirs = _maker(other, name, ref.by_name) if name in other.produced_at else None
         if theirs is not None:
@@ -336,7 +332,7 @@ class Counterparts:
             return value, []
         norms = [j for j in chain if ref.nodes[j].op_type == "BatchNormalization"]
         if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):
-            return None, [ref.nodes[j].name or f"#{j}" for j in chain]
+            return None, [ref.label(j) for j in chain]
         folded = np.asarray(value, np.float64)
         for j in norms:
             bn = ref.nodes[j]
@@ -345,7 +341,7 @@ class Counterparts:
             scale = gamma / np.sqrt(var + eps)
             folded = folded * scale.reshape(-1, *[1] * (folded.ndim - 1)) if position == 1 else \
                 (folded - mean) * scale + beta
-        return folded.astype(np.asarray(value).dtype), [ref.nodes[j].name or f"#{j}" for j in norms]
+        return folded.astype(np.asarray(value).dtype), [ref.label(j) for j in norms]
 
     def missing_note(self) -> str | None:
         """One line on the tensors without a counterpart (never compared), or None."""

@@ -3,8 +3,30 @@
 the first departure, its largest jumps and the output (``--json`` holds every step)."""
 from __future__ import annotations
 
-from .step import FOLD, JUMPS, TOP, Step
-from .triage import keep_line
+from dataclasses import dataclass
+
+from .triage import keep_line, ranked
+
+TOP = 5  # nodes shown by the error they add
+JUMPS = 3  # the largest jumps a folded path keeps
+FOLD = 12  # a path longer than this is folded
+
+
+@dataclass
+class Step:
+    """One node on the path from the inputs to the output that departs most, and its error there."""
+
+    node: str
+    op: str
+    output: str
+    max_abs: float
+    departs: bool
+    module: str | None
+    rel: float | None = None
+    magnitude: float | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
 def _error(d: dict, tolerance: bool = True) -> str:
@@ -25,32 +47,30 @@ def _node_lines(d: dict) -> list[str]:
     for i in d["inputs"]:
         if i.get("unmatched"):
             lines.append(f"  reads {i['name']} (computed): not compared: {i['unmatched']}")
-        elif i["kind"].startswith("weight"):
-            scale = f"max |value| {i['magnitude']:.2e}"
-            if i.get("folded"):  # compared with what the other file's weight came from
-                scale = f"against it with {', '.join(i['folded'])} folded in, as the other file holds it; {scale}"
-            if i.get("not_compared"):
-                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): not compared: {i['not_compared']}; "
-                             f"{scale}")
-            elif i.get("max_abs") is None:
-                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): {scale}")
-            elif i.get("rel") is None:
-                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): max abs {i['max_abs']:.2e}  {scale}")
-            elif i.get("overflow"):
-                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): stored as {i['stored']} in the other "
-                             f"file, {i['overflow']} value{'s' * (i['overflow'] != 1)} beyond its largest (6.55e+04), "
-                             f"rounding error max abs {i['max_abs']:.2e}, rel {i['rel']:.1e}; {scale}")
-            elif i.get("stored") and i["stored"] not in ("float32", "float64"):
-                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): stored as {i['stored']} in the other "
-                             f"file, rounding error max abs {i['max_abs']:.2e}, rel {i['rel']:.1e}; {scale}")
-            else:
-                what = "differs between the two files" if i["departs"] else "the same in both files"
-                lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): {what}: max abs {i['max_abs']:.2e}, "
-                             f"rel {i['rel']:.1e}; {scale}")
-        else:
+            continue
+        head = f"  reads {i['name']} ({i['kind']}, {i['shape']}): "
+        if not i["kind"].startswith("weight"):
             scale = f"  max |value| {i['magnitude']:.2e}" if i.get("magnitude") is not None else ""
             rel = f", rel {i['rel']:.1e}" if i.get("rel") is not None else ""
-            lines.append(f"  reads {i['name']} ({i['kind']}, {i['shape']}): max abs {i['max_abs']:.2e}{rel}{scale}")
+            lines.append(f"{head}max abs {i['max_abs']:.2e}{rel}{scale}")
+            continue
+        scale = f"max |value| {i['magnitude']:.2e}"
+        if i.get("folded"):  # compared with what the other file's weight came from
+            scale = f"against it with {', '.join(i['folded'])} folded in, as the other file holds it; {scale}"
+        if i.get("not_compared"):
+            lines.append(f"{head}not compared: {i['not_compared']}; {scale}")
+        elif i.get("max_abs") is None:
+            lines.append(head + scale)
+        elif i.get("rel") is None:
+            lines.append(f"{head}max abs {i['max_abs']:.2e}  {scale}")
+        elif i.get("stored") and i["stored"] not in ("float32", "float64"):
+            beyond = (f"{i['overflow']} value{'s' * (i['overflow'] != 1)} beyond its largest (6.55e+04), "
+                      if i.get("overflow") else "")
+            lines.append(f"{head}stored as {i['stored']} in the other file, {beyond}rounding error max abs "
+                         f"{i['max_abs']:.2e}, rel {i['rel']:.1e}; {scale}")
+        else:
+            what = "differs between the two files" if i["departs"] else "the same in both files"
+            lines.append(f"{head}{what}: max abs {i['max_abs']:.2e}, rel {i['rel']:.1e}; {scale}")
     return lines
 
 
@@ -99,8 +119,8 @@ def path_lines(path: list[Step]) -> list[str]:
     return lines
 
 
-def added_lines(located, top: int = TOP) -> list[str]:
-    shown = [a for a in located.added[:top] if a["departs"]] or located.added[:1]
+def added_lines(located) -> list[str]:
+    shown = [a for a in located.added[:TOP] if a["departs"]] or located.added[:1]
     if not shown:
         return []
     if not shown[0]["departs"]:
@@ -108,18 +128,12 @@ def added_lines(located, top: int = TOP) -> list[str]:
         return [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
                 f"inputs): none departs beyond the tolerance; the largest, {a['node']} ({a['op']}), "
                 f"rel {a['rel']:.1e} (SQNR {a['sqnr_db']:.1f} dB), max abs {a['max_abs']:.1e}"]
-    width, ops = max(len(a["node"]) for a in shown), max(len(a["op"]) for a in shown)
     lines = [f"error each node adds alone (computed by {located.other} from {located.reference}'s tensors at its "
              f"inputs as it holds them; rel = ||diff|| / ||reference||, SQNR = -20 log10 rel; adds = rel - what its "
              f"inputs' own rounding brings), the {len(shown)} largest of {len(located.added)}:"]
-    for a in shown:
-        folded = f" (with {', '.join(n for n in a['nodes'] if n != a['node'])})" if len(a["nodes"]) > 1 else ""
-        where = f"  {a['module']}" if a.get("module") else ""
-        lines.append(f"  {a['node']:<{width}}  {a['op']:<{ops}}  adds {a['born']:.1e}  (rel {a['rel']:.1e}, SQNR "
-                     f"{a['sqnr_db']:5.1f} dB; inputs as held {a['carried']:.1e})  max abs {a['max_abs']:.1e} "
-                     f"on values up "
-                     f"to {a['magnitude']:.1e}"
-                     f"{'' if a['departs'] else ' (within tolerance)'}{folded}{where}")
+    # every row shown departs here; a unit with nodes folded into it names them, then its module
+    lines += ranked(shown, 1, [(f" (with {', '.join(n for n in a['nodes'] if n != a['node'])})" if len(a["nodes"]) > 1
+                                else "") + (f"  {a['module']}" if a.get("module") else "") for a in shown])
     named = (located.origin or located.first or {}).get("node")
     if shown[0].get("inputs") and shown[0]["node"] != named:  # what it reads, unless said above already
         lines += [f"  {shown[0]['node']}" + line[1:] for line in _node_lines({"inputs": shown[0]["inputs"]})]
@@ -150,8 +164,7 @@ def located_text(located) -> str:
                else "no origin: alone, fed the same inputs, it agrees (the difference needs more of the graph)")
         pieces = " (run in pieces, see the note)" if f.get("in_pieces") else ""
         lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}), output {f['output']}: {_error(f)}; "
-                     f"{_born(f)}; "
-                     f"{why}")
+                     f"{_born(f)}; {why}")
         lines += _node_lines(f)
     if r is not None:
         e = r["error"]

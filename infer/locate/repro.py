@@ -62,24 +62,6 @@ def _inline(model, folder: Path):
     return model
 
 
-def extract(graph: LocateGraph, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]):
-    """The subgraph of ``graph`` from ``inputs`` to ``outputs`` (onnx.utils.Extractor), weights inline,
-    typed by the values seen (shape inference may not know every intermediate's type)."""
-    import onnx
-    from onnx import helper
-    from onnx.utils import Extractor
-
-    typed = onnx.ModelProto()
-    typed.CopyFrom(graph.proto)
-    del typed.graph.value_info[:]
-    known = {i.name for i in typed.graph.input} | {o.name for o in typed.graph.output}
-    for name, value in {**inputs, **outputs}.items():
-        if name not in known:
-            typed.graph.value_info.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype), list(np.shape(value))))
-    return _inline(Extractor(typed).extract_model(list(inputs), list(outputs)), graph.folder)
-
-
 def _against(pairs, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]):
     """The other file's piece computing ``outputs``' counterparts from ``inputs``', wrapped to take and
     give float32 under the reference's names (QuantizeLinear/Cast in, DequantizeLinear/Cast out)."""
@@ -87,7 +69,7 @@ def _against(pairs, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]):
     from onnx import helper
 
     other = pairs.other
-    nodes = other.walk_back([pairs.of[o] for o in outputs], {pairs.of[i] for i in inputs}, 10 ** 6)
+    nodes = other.walk_back([pairs.of[o] for o in outputs], {pairs.of[i] for i in inputs})
     fed = {"a/" + pairs.of[i]: pairs.encode(i, v) for i, v in inputs.items()}
     fed.update({"a/" + i: np.zeros((1,), np.float32) for i in other.graph_inputs})
     piece = other.region_model([("a/", nodes, [pairs.of[o] for o in outputs])], fed)
@@ -106,20 +88,19 @@ def _against(pairs, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]):
         piece.graph.node.append(pairs.converter(name, "a/" + pairs.of[name], name, encode=False, extra=extra))
         piece.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     have = {t.name for t in piece.graph.initializer}
-    piece.graph.initializer.extend(other._initializer[n] for n in sorted(extra - have) if n in other._initializer)
+    piece.graph.initializer.extend(other.initializer[n] for n in sorted(extra - have) if n in other.initializer)
     return _inline(piece, other.folder)
 
 
 def _piece(located: Located):
-    """(what is cut out in words, reference nodes, inputs, outputs) from what origin.py found: the
-    region that departs only together, else the origin's node, else (a reduced precision) the node
-    that adds most error, else the first departure."""
+    """(what is cut out in words, its inputs, its outputs) from what origin.py found: the region that
+    departs only together, else the origin's node, else (a reduced precision) the node that adds most
+    error, else the first departure."""
     sweep, region = located.values["sweep"], located.values["region"]
     graph, pairs = sweep.graph, sweep.pairs
     if region is not None:
-        reads = {i for k in region.nodes for i in graph.inputs_of[k]}
         what = f"the {len(region.nodes)} nodes {located.region['first']} .. {located.region['last']}"
-        return what, region.nodes, [t for t in region.inputs if t in reads], region.outputs
+        return what, located.region["inputs"], region.outputs
     top = located.added[0] if located.added and located.added[0]["departs"] else None
     picked = located.origin or (top if located.reduced else None) or located.first or top
     if picked is None:
@@ -127,11 +108,11 @@ def _piece(located: Located):
                        "needs the whole model")
     k = picked["index"]
     unit = pairs.unit(k) or next((a.unit for a in sweep.alone.values() if pairs.named(a.unit) == k), None)
-    named = graph.nodes[pairs.named(unit) if unit is not None else k]
+    named = pairs.named(unit) if unit is not None else k
+    what = f"{graph.nodes[named].op_type} node {graph.label(named)}"
     if unit is None:
-        return f"{named.op_type} node {named.name or f'#{k}'}", [k], graph.activations_of(k), \
-            [o for o in graph.nodes[k].output if graph.comparable(o)]
-    return f"{named.op_type} node {named.name or f'#{k}'}", unit.nodes, unit.inputs, unit.outputs
+        return what, graph.activations_of(k), [o for o in graph.nodes[k].output if graph.comparable(o)]
+    return what, unit.inputs, unit.outputs
 
 
 def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_graph: LocateGraph | None = None,
@@ -144,37 +125,33 @@ def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_grap
 
     where = check_repro_dir(where)
     command = ["ptx", "verify", str(where / "repro.onnx"), "--inputs", str(where / "inputs.npz")]
-    if "sweep" not in located.values:  # a TorchScript module: its ONNX scope and its own piece
+    sweep = located.values.get("sweep")
+    if sweep is None:  # a TorchScript module: its ONNX scope, replayed
         values = located.values
-        inputs, outputs = values["inputs"], {o: values["reference"][o] for o in values["outputs"]}
-        piece, verdict = extract(graph, inputs, outputs), "exits 1: its outputs disagree"
         what = f"{located.origin['op']} node {located.origin['node']}"
-        sides = {**{f"{located.reference}:{n}": v for n, v in values["reference"].items()},
-                 **{f"{located.other}:{n}": v for n, v in values["other"].items()}}
-        against = None
+        fed, outputs, want = values["inputs"], values["outputs"], values["reference"]
     else:
-        sweep = located.values["sweep"]
-        what, nodes, names, outputs = _piece(located)
-        inputs = {n: v for n, v in sweep.reference.values(list(names) + list(outputs)).items() if n in names}
-        want = sweep.reference.values(list(outputs))
-        fed = {**inputs, **{i: sweep.reference.feeds[i] for i in graph.graph_inputs if i in sweep.reference.feeds}}
-        nodes = graph.walk_back(outputs, set(names), 10 ** 6)  # with the Constant nodes that hold its weights
-        piece = _inline(graph.region_model([("", nodes, outputs)], fed), graph.folder)
-        reads = {i.name for i in piece.graph.input}
-        inputs = {n: v for n, v in fed.items() if n in reads}
-        against = _against(sweep.pairs, inputs, outputs) if other_graph is not None else None
-        got = _alone(sweep, piece, against, graph, inputs, outputs)
+        what, names, outputs = _piece(located)
+        want = sweep.reference.values(list(names) + list(outputs))
+        fed = {**{n: want[n] for n in names}, **sweep.reference.inputs}
+    nodes = graph.walk_back(outputs, set(fed))  # with the Constant nodes that hold its weights
+    piece = _inline(graph.region_model([("", nodes, outputs)], fed), graph.folder)
+    reads = {i.name for i in piece.graph.input}
+    inputs = {n: v for n, v in fed.items() if n in reads}
+    against = _against(sweep.pairs, inputs, outputs) if other_graph is not None else None
+    if sweep is None:
+        got, verdict = values["other"], "exits 1: its outputs disagree"
+    else:
+        got = sweep.other.run(graph.save(against if against is not None else piece), inputs, outputs)
         errors = [tensor_error(o, got[o], want[o], sweep.tolerance_of) for o in outputs if o in got]
         worst = max(errors, key=lambda e: (e.departs, e.excess))
-        sides = {**{f"{located.reference}:{n}": want[n] for n in outputs},
-                 **{f"{located.other}:{n}": got[n] for n in outputs if n in got}}
         verdict = (f"exits 1: its outputs disagree (max abs {worst.max_abs:.2e}, rel {worst.rel:.1e}, checked when it "
                    "was written)" if worst.departs else
                    f"agrees alone (max abs {worst.max_abs:.2e}, checked when it was written): the difference needs the "
                    "surrounding graph" + ("; file the region instead" if located.region else
                                           "; no smaller region was found that departs alone: file the whole model"))
-        if located.other == "onnx.reference":
-            command += ["--strict"]  # a third opinion's departure fails the verdict only so
+    sides = {**{f"{located.reference}:{n}": want[n] for n in outputs},
+             **{f"{located.other}:{n}": got[n] for n in outputs if n in got}}
     with atomic_folder(where) as staging:
         onnx.save_model(piece, str(staging / "repro.onnx"))
         np.savez(staging / "inputs.npz", **{n: np.asarray(v) for n, v in inputs.items()})
@@ -196,11 +173,3 @@ def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_grap
     return {"folder": str(where), "nodes": len(piece.graph.node), "command": shlex.join(command),
             "departs_alone": verdict.startswith("exits 1")}
 
-
-def _alone(sweep, piece, against, graph: LocateGraph, inputs: dict, outputs: Sequence[str]) -> dict:
-    """The other side's answer on the repro: its runtime on repro.onnx, or the other file's piece."""
-    import onnx
-
-    path = graph.folder / "repro-check.onnx"
-    onnx.save_model(against if against is not None else piece, str(path))
-    return sweep.other.run(path, inputs, list(outputs))

@@ -63,6 +63,11 @@ class Side:
         self.graph, self.feeds = graph, dict(feeds)
         self.label = label or self.backend.label(self.device, self.precision)
 
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The feeds the graph takes as its inputs."""
+        return {i: self.feeds[i] for i in self.graph.graph_inputs if i in self.feeds}
+
     def values(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """The graph's tensors ``names`` on the feeds: one run of a copy that outputs them."""
         wanted = [n for n in dict.fromkeys(names) if n in self.graph.produced_at]
@@ -82,6 +87,12 @@ class Side:
                                     f"({invalid[:300]})") from None
             raise ModelRunError(f"{self.label} cannot give the intermediate tensors of {self.graph.path.name} "
                                 f"({first_line(exc)[:300]})") from None
+
+    def regions(self, regions: Sequence[tuple], fed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pieces of the graph, each (prefix, nodes, outputs, ...), run side by side as one model
+        (graph.region_model) on ``fed``: their outputs, under their prefixed names."""
+        names = [prefix + o for prefix, _, outputs, *_ in regions for o in outputs]
+        return self.run(self.graph.save(self.graph.region_model(regions, fed)), fed, names) if names else {}
 
     def _run(self, path: Path, feeds: Mapping[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
         # a session run once returns its memory at the end, not to an arena it keeps
@@ -113,10 +124,6 @@ def tensor_error(name: str, got, want, tolerance_of: ToleranceOf) -> OutputAgree
     return compare_output(name, got, want, tolerance_of(name, str(want.dtype)), detail=False)
 
 
-def error_doc(error: OutputAgreement) -> dict:
-    return error.to_dict(float)
-
-
 @dataclass
 class Alone:
     """One unit computed by the other side from the reference's tensors: the error it adds itself."""
@@ -127,10 +134,6 @@ class Alone:
     # other side holds them (quantized by their QuantizeLinear, cast to float16). A node reading a
     # saturated int8 tensor is not blamed for the saturation; the node that wrote it is.
     carried: float = 0.0
-
-    @property
-    def added(self) -> float:
-        return self.error.rel - self.carried
 
 
 @dataclass
@@ -163,6 +166,10 @@ class Sweep:
         return [(o, o if o in theirs else theirs[k] if k < len(theirs) else o)
                 for k, o in enumerate(self.graph.output_names)]
 
+    def output_errors(self, want: Mapping, got: Mapping) -> dict[str, OutputAgreement]:
+        """The other side's graph outputs ``got`` against the reference's ``want``, by the reference's names."""
+        return {r: tensor_error(r, got[o], want[r], self.tolerance_of) for r, o in self.output_pairs() if o in got}
+
     def run(self, progress: Callable[[str], None] = lambda _: None, as_it_runs: bool = True) -> "Sweep":
         """The graph in segments, each run by both sides as a model of its own from the tensors at the
         cut before it (each side its own: a chain as it runs), then its units alone. Without
@@ -171,13 +178,11 @@ class Sweep:
         outs = self.output_pairs()
         if as_it_runs:
             unmarked = (self.reference.values([r for r, _ in outs]), self.other.values([o for _, o in outs]))
-            self.outputs = {r: tensor_error(r, unmarked[1][o], unmarked[0][r], self.tolerance_of) for r, o in outs
-                            if o in unmarked[1]}
-        order = [k for k, n in enumerate(graph.nodes) if any(graph.comparable(o) for o in n.output)]
+            self.outputs = self.output_errors(*unmarked)
+        order = graph.order
         progress(f"locating: {self.other.label} against {self.reference.label}, {len(order)} nodes, each as it runs "
                  "and alone")
-        mine = {i: self.reference.feeds[i] for i in graph.graph_inputs if i in self.reference.feeds}
-        theirs = {i: self.other.feeds[i] for i in pairs.other.graph_inputs if i in self.other.feeds}
+        mine, theirs = self.reference.inputs, self.other.inputs
         start, size = 0, FIRST
         budget = min(max(BUDGET[0], _peak() // 20), BUDGET[1])
         while start < len(order):
@@ -197,10 +202,10 @@ class Sweep:
         """Measure the nodes ``chunk``: (the reference's tensors at the cut after it, the other's, the
         bytes the reference's answer held). The other side runs its piece and the units alone in one
         model (one session, one OpenVINO compile); apart where the two cannot run together."""
-        graph, pairs, other = self.graph, self.pairs, self.pairs.other
+        graph, pairs = self.graph, self.pairs
         made = [o for k in chunk for o in graph.nodes[k].output if graph.comparable(o)]
         bound = graph.cut(chunk[-1])
-        want = self._piece(self.reference, graph, mine, list(dict.fromkeys(made + bound)))
+        want = self._piece(self.reference, mine, list(dict.fromkeys(made + bound)))
         held = sum(np.asarray(v).nbytes for v in want.values())
         self.widest = max(self.widest, held)
         self.questions += 1
@@ -209,29 +214,38 @@ class Sweep:
         asked = list(dict.fromkeys(pairs.of[o] for o in made + bound if o in pairs.of)) if theirs is not None else []
         theirs = theirs or {}
         try:
-            got = self._piece(self.other, other, theirs, asked, regions, fed)
+            got = self._piece(self.other, theirs, asked, regions, fed)
         except ModelRunError:  # a unit that cannot run on these values (a counterpart of another shape)
-            got = self._piece(self.other, other, theirs, asked)
+            got = self._piece(self.other, theirs, asked)
             regions = self._shapes(made + bound, want, got, regions)
             got.update(self._run_alone(regions, fed))
-        self.free.update({o: tensor_error(o, pairs.decode(o, got[pairs.of[o]]), want[o], self.tolerance_of)
-                          for o in made if o in pairs.of and pairs.of[o] in got})
+        self.free.update({e.name: e for e in self.errors(got, want, made)})
         self._judge_alone(regions, got, known)
         self.segments.append((chunk[0], chunk[-1]))
         return ({t: want[t] for t in bound if t in want},
                 {pairs.of[t]: got[pairs.of[t]] for t in bound if t in pairs.of and pairs.of[t] in got}, held)
 
-    def _piece(self, side: Side, graph: LocateGraph, cut: dict, names: list[str], regions=(), fed=None) -> dict:
+    def _piece(self, side: Side, cut: dict, names: list[str], regions=(), fed=None) -> dict:
         """``names`` computed by ``side`` from the tensors at the cut before them (``cut``; a tensor of
         it still alive after the piece is passed on as it is), and ``regions`` beside them."""
         asked = [n for n in names if n not in cut]
-        nodes = graph.walk_back(asked, set(cut), 10 ** 6)
-        fed = {**cut, **{i: side.feeds[i] for i in graph.graph_inputs if i in side.feeds}, **(fed or {})}
-        model = graph.region_model([("", nodes, asked), *[(p, n, o) for p, n, o, _ in regions]], fed)
-        inputs = {i.name for i in model.graph.input}
-        wanted = asked + [p + o for p, _, outs, _ in regions for o in outs]
-        got = side.run(graph.save(model), {k: v for k, v in fed.items() if k in inputs}, wanted) if wanted else {}
+        nodes = side.graph.walk_back(asked, set(cut))
+        got = side.regions([("", nodes, asked), *regions], {**cut, **side.inputs, **(fed or {})})
         return {**{n: cut[n] for n in names if n in cut}, **got}
+
+    def fed(self, prefix: str, names: Sequence[str], want: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What a region of the other graph named ``prefix`` reads: the reference's values of ``names``
+        as the other side holds their counterparts, and the graph's inputs."""
+        pairs = self.pairs
+        return {**{prefix + pairs.of[n]: pairs.encode(n, want[n]) for n in names},
+                **{prefix + i: value for i, value in self.other.inputs.items()}}
+
+    def errors(self, got: Mapping, want: Mapping, names: Sequence[str], prefix: str = "") -> list[OutputAgreement]:
+        """The other side's values of ``names``' counterparts (``got``, under ``prefix``) against the
+        reference's (``want``), for each that both hold."""
+        pairs = self.pairs
+        return [tensor_error(n, pairs.decode(n, got[prefix + pairs.of[n]]), want[n], self.tolerance_of)
+                for n in names if n in want and n in pairs.of and prefix + pairs.of[n] in got]
 
     def _shapes(self, names, want: dict, got: dict, regions: list) -> list:
         """A name shared by tensors of other shapes is no counterpart: dropped, with the units reading it."""
@@ -272,40 +286,30 @@ class Sweep:
     def _regions(self, units: Sequence[Unit], want: dict) -> tuple[list, dict]:
         """Each unit as a region of the other graph (prefix, nodes, outputs, unit), fed the reference's
         values as the other side holds them."""
-        pairs, other = self.pairs, self.pairs.other
+        pairs = self.pairs
         regions, fed = [], {}
         for unit in units:
             nodes = pairs.region(unit)
-            if nodes is None or any(other.has_body(k) for k in nodes) or not all(i in want for i in unit.inputs):
+            if nodes is None or any(pairs.other.has_body(k) for k in nodes) or not all(i in want for i in unit.inputs):
                 self.unmeasured.append(unit.node)
                 continue
-            prefix = f"u{unit.node}/"
-            regions.append((prefix, nodes, [pairs.of[o] for o in unit.outputs], unit))
-            fed.update({prefix + pairs.of[i]: pairs.encode(i, want[i]) for i in unit.inputs})
-            fed.update({prefix + i: self.other.feeds[i] for i in other.graph_inputs if i in self.other.feeds})
+            regions.append((f"u{unit.node}/", nodes, [pairs.of[o] for o in unit.outputs], unit))
+            fed.update(self.fed(f"u{unit.node}/", unit.inputs, want))
         return regions, fed
 
     def _run_alone(self, regions: list, fed: dict) -> dict:
-        if not regions:
-            return {}
-        other = self.pairs.other
-        model = other.region_model([(p, n, o) for p, n, o, _ in regions], fed)
-        inputs = {i.name for i in model.graph.input}
         try:
-            return self.other.run(other.save(model), {k: v for k, v in fed.items() if k in inputs},
-                                  [p + o for p, _, outs, _ in regions for o in outs])
+            return self.other.regions(regions, fed)
         except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
             self.unmeasured += [r[3].node for r in regions]
             self.refused = self.refused or str(exc)
             return {}
 
     def _judge_alone(self, regions: list, got: dict, want: dict) -> None:
-        pairs = self.pairs
         for prefix, _, _, unit in regions:
-            errors = [tensor_error(o, pairs.decode(o, got[prefix + pairs.of[o]]), want[o], self.tolerance_of)
-                      for o in unit.outputs if prefix + pairs.of[o] in got and o in want]
+            errors = self.errors(got, want, unit.outputs, prefix)
             if errors:
-                carried = max((_held(pairs, i, want[i]) for i in unit.inputs if i in want), default=0.0)
+                carried = max((_held(self.pairs, i, want[i]) for i in unit.inputs if i in want), default=0.0)
                 self.alone[unit.node] = Alone(unit, max(errors, key=lambda e: (e.problem is not None, e.rel)), carried)
 
 

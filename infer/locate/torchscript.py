@@ -23,9 +23,12 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .origin import FRONTIER, Located, NothingToLocate, Step, tensor_error
 from .graph import LocateGraph
-from .names import RULE, folded_into, module_of, node_props, scopes_of, short_class
+from .names import RULE, folded_into, node_props, scopes_of, short_class
+from .origin import Located, NothingToLocate, Step, node_doc
+from .sweep import tensor_error
+
+CHUNK = 8  # modules replayed a question (each its input and output asked for)
 
 
 def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
@@ -40,10 +43,6 @@ def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
             members.setdefault(scope, []).append(i)
         if scopes and RULE in node_props(node):
             rewritten.add(scopes[-1])
-    readers: dict[str, set[int]] = {}
-    for i, names in enumerate(graph.inputs_of):
-        for name in names:
-            readers.setdefault(name, set()).add(i)
     outputs = set(graph.output_names)
     found = []
     for scope, idx in members.items():
@@ -59,7 +58,7 @@ def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
         produced = {o for i in idx for o in nodes[i].output if o}
         ins = list(dict.fromkeys(t for i in idx for t in graph.inputs_of[i]
                                  if t not in produced and (graph.comparable(t) or t in feeds)))
-        outs = [t for t in produced if t in outputs or readers.get(t, set()) - inside]
+        outs = [t for t in produced if t in outputs or set(graph.readers.get(t, ())) - inside]
         if len(ins) == 1 and len(outs) == 1:
             found.append({"module": chain[0], "chain": chain, "input": ins[0], "output": outs[0],
                           "at": graph.produced_at[outs[0]], "depth": scope.count(".") + 1})
@@ -77,37 +76,38 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
     if not candidates:
         raise PtxError(f"--locate: {graph.path.name} names no module of {other.name} with one input and one output "
                        "(its nodes carry no pkg.torch.onnx.name_scopes: export it with `ptx export --module`)")
-    questions, origin, seen = 0, None, {}
-    for start in range(0, len(candidates), FRONTIER // 2):
-        chunk = candidates[start:start + FRONTIER // 2]
-        values = reference.values([t for c in chunk for t in (c["input"], c["output"])])
-        questions += 1
-        for c in chunk:
-            got = _replay(torch, [modules[m] for m in c["chain"]], values[c["input"]])
-            if got is None:
-                continue
-            error = tensor_error(c["output"], got, values[c["output"]], tolerance_of)
-            seen[c["module"]] = (c, error, values[c["input"]], values[c["output"]], got)
-            if error.departs:
-                origin = c
-                break
-        if origin is not None:
+    questions = 0
+
+    def replayed(chosen: list[dict]):
+        """(candidate, the graph's input to it, the graph's output of it, the module's, the error) for
+        each of ``chosen`` that replays, CHUNK to a question."""
+        nonlocal questions
+        for start in range(0, len(chosen), CHUNK):
+            chunk = chosen[start:start + CHUNK]
+            values = reference.values([t for c in chunk for t in (c["input"], c["output"])])
+            questions += 1
+            for c in chunk:
+                got = _replay(torch, [modules[m] for m in c["chain"]], values[c["input"]])
+                if got is not None:
+                    want = values[c["output"]]
+                    yield c, values[c["input"]], want, got, tensor_error(c["output"], got, want, tolerance_of)
+
+    seen = 0
+    for found in replayed(candidates):
+        seen += 1
+        if found[-1].departs:
             break
-    if origin is None:
+    else:
         raise NothingToLocate(f"nothing to locate: every module of {other.name} replayed on the graph's own tensors "
-                              f"agrees with {graph.path.name} ({len(seen)} modules)")
-    c, error, x, want, got = seen[origin["module"]]
-    k = origin["at"]
-    node = graph.nodes[k]
-    named = module_of(node) or {}
-    submodule = modules[origin["module"]]
-    cls = named.get("class") if named.get("module") == origin["module"] and named.get("class") else \
-        getattr(submodule, "original_name", None)
+                              f"agrees with {graph.path.name} ({seen} modules)")
+    c, x, want, got, error = found
+    k = c["at"]
+    submodule = modules[c["module"]]
     inputs = [{"name": c["input"], "kind": "computed" if c["input"] in graph.produced_at else "graph input",
                "shape": list(np.shape(x)), "max_abs": 0.0, "magnitude": float(np.abs(x).max()) if np.size(x) else 0.0,
                "departs": False}]
     for pname, param in submodule.named_parameters():
-        full = f"{origin['module']}.{pname}"
+        full = f"{c['module']}.{pname}"
         theirs = param.detach().numpy()
         ours = graph.weight(full)
         diff = float(np.abs(ours.astype(np.float64) - theirs).max()) if ours is not None and \
@@ -117,37 +117,27 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
     changed = [i["name"] for i in inputs if i["kind"] == "weight" and i["departs"]]
     born = ("its input is the graph's own: born here" +
             (f"; its weight {', '.join(changed)} differs between the two files" if changed else ""))
-    origin_doc = {"node": node.name or f"#{k}", "index": k, "op": node.op_type, "output": c["output"],
-                  "max_abs": error.max_abs, "rel": error.rel, "sqnr_db": error.sqnr_db, "magnitude": error.magnitude,
-                  "atol": error.tolerance.atol,
-                  "rtol": error.tolerance.rtol, "born": born, "inputs": inputs, "module": origin["module"],
-                  "class": short_class(cls) if cls else None, "source": named.get("source"),
-                  "code": named.get("code"), "rule": named.get("rule"), "folded": named.get("folded")}
+    origin_doc = node_doc(graph, k, error, inputs)
+    cls = origin_doc["class"] if origin_doc["module"] == c["module"] and origin_doc["class"] else \
+        getattr(submodule, "original_name", None)
+    origin_doc.update(born=born, module=c["module"], **{"class": short_class(cls) if cls else None})
     # the path: each enclosing module replayed the same way, then the whole model
-    path = [Step(origin_doc["node"], node.op_type, c["output"], error.max_abs, True, origin["module"])]
-    enclosing = [e for e in candidates if origin["module"].startswith(e["module"] + ".")]
-    if enclosing:
-        values = reference.values([t for e in enclosing for t in (e["input"], e["output"])])
-        questions += 1
-        for e in sorted(enclosing, key=lambda e: -e["depth"]):
-            replayed = _replay(torch, [modules[m] for m in e["chain"]], values[e["input"]])
-            if replayed is not None:
-                err = tensor_error(e["output"], replayed, values[e["output"]], tolerance_of)
-                end = graph.nodes[e["at"]]
-                path.append(Step(end.name or f"#{e['at']}", end.op_type, e["output"], err.max_abs, err.departs,
-                                 e["module"]))
+    path = [Step(origin_doc["node"], origin_doc["op"], c["output"], error.max_abs, True, c["module"])]
+    enclosing = sorted((e for e in candidates if c["module"].startswith(e["module"] + ".")), key=lambda e: -e["depth"])
+    path += [Step(graph.label(e["at"]), graph.nodes[e["at"]].op_type, e["output"], err.max_abs, err.departs,
+                  e["module"]) for e, *_, err in replayed(enclosing)]
     final = reference.values(graph.output_names)
-    weights = graph.initializers
-    whole = _replay(torch, [script], *[case.feeds[i.name] for i in graph.proto.graph.input if i.name not in weights])
+    whole = _replay(torch, [script], *[case.feeds[i.name] for i in graph.proto.graph.input
+                                       if i.name not in graph.initializer])
     if whole is not None and len(graph.output_names) == 1:
         err = tensor_error(graph.output_names[0], whole, final[graph.output_names[0]], tolerance_of)
         path.append(Step("(the whole model)", "", graph.output_names[0], err.max_abs, err.departs, "(root)"))
     located = Located(graph.path.name, reference.label, label, case.label, origin_doc, path, questions + 1,
-                      2 * (FRONTIER // 2), len(graph.nodes))
+                      2 * CHUNK, len(graph.nodes))
     located.notes.append("note: TorchScript modules take no forward hooks; each module was replayed on the ONNX "
                          "graph's own input to it")
     located.values = {"inputs": {c["input"]: x}, "reference": {c["output"]: want}, "other": {c["output"]: got},
-                      "outputs": [c["output"]], "node": k}
+                      "outputs": [c["output"]]}
 
     def write_against(folder: Path) -> str:
         # the module's own TorchScript, its weights with it (a folded pair: the two in turn)

@@ -26,7 +26,7 @@ from ptx.contract.comparison import default_tolerance, sqnr_db
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .sweep import Side, Sweep, tensor_error
+from .sweep import Side, Sweep
 
 TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
 INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -72,36 +72,40 @@ class Triage:
     questions: int = 0
     kept: dict | None = None  # keep_f32's measurement
 
-    def keep(self, top: int = TOP) -> list[Blame]:
+    def keep(self) -> list[Blame]:
         """The nodes to keep in f32 first: reduced ones that add error, worst first."""
-        return [b for b in self.blames if b.quantized and b.departs and b.born > 0][:top]
+        return [b for b in self.blames if b.quantized and b.departs and b.born > 0][:TOP]
 
-    def to_dict(self, top: int = TOP) -> dict:
+    def to_dict(self) -> dict:
         return {"row": self.row, "reference": self.reference, "file": self.file, "case": self.case,
                 "compared": self.compared, "unmatched": self.unmatched, "questions": self.questions,
-                "keep_f32": [b.node for b in self.keep(top)], "kept_measured": self.kept,
+                "keep_f32": [b.node for b in self.keep()], "kept_measured": self.kept,
                 "nodes": [b.to_dict() for b in self.blames]}
 
-    def text(self, top: int = TOP) -> str:
+    def text(self) -> str:
         lines = [f"triage: {self.row} against {self.reference}, {self.file}, on {self.case} ({self.compared} nodes "
                  f"computed alone in {self.questions} pieces"
                  + (f"; {self.unmatched} tensors without a counterpart, not compared" if self.unmatched else "") + ")",
                  "error each node adds alone (fed the f32 side's tensors as it holds them; rel = ||diff|| / ||f32||, "
                  "SQNR = -20 log10 rel; adds = rel - what its inputs' own rounding brings):"]
-        kept = self.keep(top)
+        kept = self.keep()
         if not kept:
             lines.append("  no node adds error: nothing to keep in f32")
             return "\n".join(lines)
-        width, ops = max(len(b.node) for b in kept), max(len(b.op) for b in kept)
-        for b in kept:
-            where = f"  {b.module}" if b.module else ""
-            lines.append(f"  {b.node:<{width}}  {b.op:<{ops}}  adds {b.born:.2e}  (rel {b.error:.2e}, SQNR {sqnr_db(b.error):5.1f} dB; "
-                         f"inputs as held {b.carried:.1e})  max abs {b.max_abs:.1e} on values up to {b.magnitude:.1e}{where}")
+        lines += ranked([b.to_dict() for b in kept], 2, [f"  {b.module}" if b.module else "" for b in kept])
         lines.append(f"keep in f32: {','.join(b.node for b in kept)}")
         if self.kept:
-            k = self.kept
-            lines.append(keep_line(k))
+            lines.append(keep_line(self.kept))
         return "\n".join(lines)
+
+
+def ranked(rows: list[dict], digits: int, tails: list[str]) -> list[str]:
+    """Nodes by the error each adds alone (Blame.to_dict), a line each in aligned columns: what it adds
+    and its rel error to ``digits`` places, its SQNR, what its inputs carry, its max abs and scale."""
+    width, ops = max(len(r["node"]) for r in rows), max(len(r["op"]) for r in rows)
+    return [f"  {r['node']:<{width}}  {r['op']:<{ops}}  adds {r['born']:.{digits}e}  (rel {r['rel']:.{digits}e}, SQNR "
+            f"{r['sqnr_db']:5.1f} dB; inputs as held {r['carried']:.1e})  max abs {r['max_abs']:.1e} on values up to "
+            f"{r['magnitude']:.1e}{tail}" for r, tail in zip(rows, tails)]
 
 
 def keep_line(k: dict) -> str:
@@ -117,9 +121,8 @@ def _reduced(pairs: Counterparts, nodes: Sequence[int] | None) -> bool:
     other = pairs.other
     if other is pairs.ref:
         return True  # one graph at a reduced precision (bf16, tf32): every node
-    return bool(nodes) and any(other.nodes[k].op_type in INTEGER or any(
-        (other.dtype_of(o) is not None and other.dtype_of(o).kind == "f" and other.dtype_of(o).itemsize < 4)
-        for o in other.nodes[k].output) for k in nodes)
+    return bool(nodes) and any(other.nodes[k].op_type in INTEGER or any(map(other.narrow_float, other.nodes[k].output))
+                               for k in nodes)
 
 
 def blames(sweep: Sweep) -> list[Blame]:
@@ -129,10 +132,9 @@ def blames(sweep: Sweep) -> list[Blame]:
         k = pairs.named(alone.unit)
         named = module_of(graph.nodes[k]) or {}
         e = alone.error
-        found.append(Blame(graph.nodes[k].name or f"#{k}", graph.nodes[k].op_type, e.name, e.rel, alone.carried,
-                           e.max_abs,
+        found.append(Blame(graph.label(k), graph.nodes[k].op_type, e.name, e.rel, alone.carried, e.max_abs,
                            e.magnitude, named.get("module"), _reduced(pairs, pairs.region(alone.unit)),
-                           [graph.nodes[i].name or f"#{i}" for i in alone.unit.nodes], e.departs, k))
+                           [graph.label(i) for i in alone.unit.nodes], e.departs, k))
     return sorted(found, key=lambda b: (not b.departs, -b.born))
 
 
@@ -172,14 +174,13 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         kept.update({o: prefix + o for o in unit.outputs})
         constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
         for k in sorted(set(constants or []) | set(unit.nodes)):
-            node = onnx.NodeProto()
+            node = model.graph.node.add()
             node.CopyFrom(ref.nodes[k])
-            node.name = prefix + (node.name or f"#{k}")
+            node.name = prefix + ref.label(k)
             node.input[:] = [prefix + n if n else n for n in node.input]
             node.output[:] = [prefix + n if n else n for n in node.output]
-            model.graph.node.append(node)
             for w in ref.inputs_of[k]:
-                if w in ref.initializers:
+                if w in ref.initializer:
                     model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
         for o in unit.outputs:
             # kept in f32, its output is not quantized (onnxruntime's nodes_to_exclude): where the reduced
@@ -199,37 +200,29 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
                 node.output[:] = [n + ":was" if n == out.name and not node.name.startswith("f32/") else n
                                   for n in node.output]
             model.graph.node.append(helper.make_node("Identity", [renamed[out.name]], [out.name]))
+    done = {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file"}
     try:
-        model = _sorted(model)
-        outs = sweep.output_pairs()
-        got = sweep.other.run(other.save(model), sweep.other.feeds, [o for _, o in outs])
-        want = sweep.reference.values([r for r, _ in outs])
-        whole = sweep.other.values([o for _, o in outs])
+        _sort(model.graph)
+        mine, theirs = map(list, zip(*sweep.output_pairs()))
+        want = sweep.reference.values(mine)
+        before = sweep.output_errors(want, sweep.other.values(theirs)).values()
+        after = sweep.output_errors(want, sweep.other.run(other.save(model), sweep.other.feeds, theirs)).values()
     except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
-        return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-                "failed": " ".join(str(exc).split())[:400]}  # the reason is at its end: never cut before it
-    before = [tensor_error(r, whole[o], want[r], sweep.tolerance_of) for r, o in outs]
-    after = [tensor_error(r, got[o], want[r], sweep.tolerance_of) for r, o in outs]
-    return {"nodes": list(names), "how": "their f32 nodes and weights put back into the reduced file",
-            "before": max(e.rel for e in before), "after": max(e.rel for e in after),
+        return {**done, "failed": " ".join(str(exc).split())[:400]}  # the reason is at its end: never cut before it
+    return {**done, "before": max(e.rel for e in before), "after": max(e.rel for e in after),
             "before_max_abs": max(e.max_abs for e in before), "after_max_abs": max(e.max_abs for e in after)}
 
 
-def _sorted(model):
-    """The graph's nodes in an order where each reads only what is made before it (ONNX asks for it)."""
-    made = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
-    waiting, done = list(range(len(model.graph.node))), []
+def _sort(graph) -> None:
+    """The graph's nodes put in an order where each reads only what is made before it (ONNX asks for it)."""
+    nodes, made = graph.node, {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    waiting, done = list(range(len(nodes))), []
     while waiting:
-        ready = [k for k in waiting if all(not i or i in made for i in model.graph.node[k].input)]
+        ready = [k for k in waiting if all(not i or i in made for i in nodes[k].input)]
         if not ready:
             break
         done += ready
-        made |= {o for k in ready for o in model.graph.node[k].output}
+        made |= {o for k in ready for o in nodes[k].output}
         waiting = [k for k in waiting if k not in set(ready)]
-    nodes = [model.graph.node[k] for k in done + waiting]
-    copies = [type(n)() for n in nodes]
-    for copy, node in zip(copies, nodes):
-        copy.CopyFrom(node)
-    del model.graph.node[:]
-    model.graph.node.extend(copies)
-    return model
+    rank = {tuple(nodes[k].output): r for r, k in enumerate(done + waiting)}  # SSA: outputs name one node
+    nodes.sort(key=lambda node: rank[tuple(node.output)])

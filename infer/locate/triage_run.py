@@ -12,6 +12,7 @@ the case verify fed. Never torch.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -27,12 +28,7 @@ from .graph import LocateGraph
 from .sweep import Side
 from .triage import Triage, triage
 
-
-def _sides(label: str, f32: LocateGraph, reduced: LocateGraph, feeds):
-    """(reference side, reduced side) for a verify row's label, or a line saying why not."""
-    if label in ("ort-cpu-int8", "openvino-int8", "openvino-bf16"):  # each against its own runtime at f32
-        return Side(f32, feeds, label.rpartition("-")[0]), Side(reduced, feeds, label)
-    return f"{label}: not triaged here (tf32 and CUDA rows need ort-cuda's sides on a GPU)"
+TRIAGED = ("ort-cpu-int8", "openvino-int8", "openvino-bf16")  # each against its own runtime at f32
 
 
 def real_feeds(target: Target, notice: Callable[[str], None]) -> tuple[dict[str, np.ndarray], str] | None:
@@ -90,15 +86,13 @@ def triage_rows(target: Target, rows: list[str], fed: tuple[dict, str] | None = 
             done.append(files)
             continue
         f32_path, reduced_path, runtime = files
-        with LocateGraph.open(f32_path) as f32:
-            reduced = LocateGraph.open(reduced_path) if reduced_path != f32_path else f32
-            try:
-                sides = _sides(runtime, f32, reduced, feeds)
-                done.append(sides if isinstance(sides, str) else
-                            triage(f32, reduced, *sides, row=label, case=case, progress=notice))
-            finally:
-                if reduced is not f32:
-                    reduced.close()
+        if runtime not in TRIAGED:
+            done.append(f"{runtime}: not triaged here (tf32 and CUDA rows need ort-cuda's sides on a GPU)")
+            continue
+        with LocateGraph.open(f32_path) as f32, \
+                (LocateGraph.open(reduced_path) if reduced_path != f32_path else nullcontext(f32)) as reduced:
+            sides = Side(f32, feeds, runtime.rpartition("-")[0]), Side(reduced, feeds, runtime)
+            done.append(triage(f32, reduced, *sides, row=label, case=case, progress=notice))
     return done
 
 
@@ -108,5 +102,5 @@ def rank_int8(f32_path: Path, int8_path: Path, feeds: Mapping[str, np.ndarray]) 
     imports infer)."""
     with LocateGraph.open(f32_path) as f32, LocateGraph.open(int8_path) as int8:
         found = triage(f32, int8, Side(f32, feeds), Side(int8, feeds, "ort-cpu-int8"),
-                       row="ort-cpu-int8", case="calibration samples")
+                       row="ort-cpu-int8", case="calibration samples", measure=False)
     return [(b.node, b.born) for b in found.blames if b.quantized and b.born > 0]
