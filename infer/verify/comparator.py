@@ -1,12 +1,12 @@
 """The verify engine, Polygraphy's Comparator.run(runners, data_loader) in ptx's terms: every model is
 run on the same cases (infer/verify/cases.py), and each output is compared with a reference's by the one
-comparison (ptx.contract.comparison). ``ptx verify`` of a tutorial model (infer/verify/tutorial.py: the head
-judges decisions, labels and accuracy) and of a model file (infer/verify/reference.py) both run here.
+comparison (ptx.contract.comparison). ``ptx verify`` of a tutorial model (its head judges decisions, labels
+and accuracy) and of a model file both run here (infer/verify/verify.py).
 """
 from __future__ import annotations
 
+import functools
 import math
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,23 +102,17 @@ def output_dtype(signature, name: str) -> str:
 
 
 def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases: Sequence[Case], outputs: Sequence[str],
-                  judge: Judge, names: Mapping[str, str] | None = None,
-                  worst: dict[int, float] | None = None) -> tuple[list[str], list[OutputAgreement]]:
-    """(the labels of the cases both sides ran, each output compared over them). ``names`` maps the
-    reference's output names to the compared side's (outputs matched by position). ``worst``, where
-    given, gets each case's worst departure (what `--locate` traces: the case that disagrees most)."""
+                  judge: Judge) -> tuple[list[str], list[OutputAgreement], int | None]:
+    """(the labels of the cases both sides ran, each output compared over them, the index of the case
+    that departs most: what `--locate` traces)."""
     shared = [i for i in want if i in got]
-    compared = []
+    compared, worst = [], {}
     for name in outputs if shared else ():
-        theirs = (names or {}).get(name, name)
-        merged = None
-        for i in shared:
-            part = judge(name, got[i][theirs], want[i][name])
-            if worst is not None:
-                worst[i] = max(worst.get(i, -1.0), math.inf if part.problem else part.needed_atol + part.beyond)
-            merged = part if merged is None else merged.merge(part)
-        compared.append(merged)
-    return [cases[i].label for i in shared], compared
+        parts = [judge(name, got[i][name], want[i][name]) for i in shared]
+        for i, part in zip(shared, parts):
+            worst[i] = max(worst.get(i, -1.0), math.inf if part.problem else part.needed_atol + part.beyond)
+        compared.append(functools.reduce(OutputAgreement.merge, parts))
+    return [cases[i].label for i in shared], compared, max(worst, key=worst.get) if worst else None
 
 
 def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:

@@ -83,8 +83,10 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     require_targets("verify", target, against, verifying=True)
     # a served model is held to the reference at the reference's own precision: no twin's row beside it
     variants = [v for v in target.variants(backends) if served is None or v.precision == target.precision]
-    if served is None and nothing_exported(target):  # said before eager is loaded and run for nothing
-        raise NothingToCompareError(nothing_exported(target))
+    if served is None and target.is_run and not exported(target.run_dir):  # said before eager is loaded and run
+        raise NothingToCompareError(f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
+                                    f"`{export_command(target.name, run=target.run)}` first (verify compares each "
+                                    "export with eager)")
     reference = _open_reference(target, progress)
     head = reference.head
     tolerances = Tolerances.parse(atol, rtol, reference.signature.output_names, head.contract if head else None)
@@ -150,15 +152,16 @@ class Run:
             model = self.reference if device == "cpu" else self.target.open(Variant(registry.get(REFERENCE), device))
             self._references[device] = run_cases(self.run_on(model), self.cases)
             if not self._references[device][0]:
+                hint = batch_hint(self.signature) if not self.input_files and self.head is None else None
                 raise PtxError(f"{self.target.reference}, the reference, cannot run {self.target.name}: "
-                               f"{self._references[device][1]}{_hint(self.reference, self.input_files)}")
+                               f"{self._references[device][1]}" + (f"; {hint}" if hint else ""))
         return self._references[device]
 
     def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> None:
         """``variant``'s Row in the report (or its skip): its outputs on the cases against the
         reference's, judged; a file or precision it cannot open is skipped, unless the user ``asked``
         for that row (then it FAILs, as any other failure of its row does)."""
-        ref_device = _reference_device(self.target, variant)
+        ref_device = reference_device(variant.backend, variant.device) if self.target.is_run else "cpu"
         # not exported, or this CPU cannot run that precision: a skip, but never of a row the user named
         # (verify would judge the others and exit 0 without the one asked for)
         if isinstance(model, BackendUnavailableError) or (isinstance(model, MissingArtifactError) and not asked):
@@ -246,17 +249,10 @@ def _reference_label(target: Target) -> str:
     return registry.get(target.reference).label("cpu", target.precision)
 
 
-def _reference_device(target: Target, variant: Variant) -> str:
-    """Where the reference runs for ``variant``: a run's eager on the variant's own device where torch
-    runs there, else (a torch-free variant beside a CPU-only torch) on the CPU; a file's on the CPU."""
-    if target.is_run and variant.device != "cpu" and not registry.get(REFERENCE).unavailable(variant.device):
-        return variant.device
-    return "cpu"
-
-
 def reference_device(backend, device: str) -> str | None:
-    """Where eager runs as ``backend``-on-``device``'s reference (None: nowhere, a torch variant on a
-    device torch cannot see)."""
+    """Where eager runs as ``backend``-on-``device``'s reference: on the variant's own device where torch
+    runs there, else (a torch-free variant beside a CPU-only torch) on the CPU; None: nowhere, a torch
+    variant on a device torch cannot see. A file's reference runs on the CPU."""
     if not registry.get(REFERENCE).unavailable(device):
         return device
     return "cpu" if not backend.needs_torch and not registry.get(REFERENCE).unavailable("cpu") else None
@@ -312,11 +308,6 @@ def _cases(target: Target, reference, samples: int, batch_sizes, input_files, se
     return cases, None, where + (f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""), ""
 
 
-def _hint(reference, input_files) -> str:
-    hint = batch_hint(reference.signature) if not input_files and reference.head is None else None
-    return f"; {hint}" if hint else ""
-
-
 def _runner(head, chunk: int) -> Callable:
     """How a model runs a case: a model with a head takes the head's samples (its one input, fed as
     its graph takes it: an --input uint8 export gets the pictures back) in batches of ``chunk``;
@@ -359,11 +350,8 @@ def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Toleranc
             return compare(g, w, head.contract, tolerance=tolerance)
         return compare_output(name, g, w, tolerance, signature.output(name).batch_axis)
 
-    worst: dict[int, float] = {}
-    row.cases, row.outputs = compare_cases(got, want, cases, signature.output_names, judge, worst=worst)
-    row.worst_case = max(worst, key=worst.get) if worst else None
-    real = truth is not None and 0 in got
-    if head is not None and real:
+    row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, signature.output_names, judge)
+    if head is not None and truth is not None and 0 in got:
         labels, wanted = decisions(got[0][head.output_name], head.contract), decisions(want[0][head.output_name], head.contract)
         if labels is not None:
             row.argmax_agreement = float((labels == wanted).mean())
@@ -490,10 +478,3 @@ def runs_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[Path]:
     exported artifact."""
     return [d for d in run_folders(root) if (d / CHECKPOINT_FILE).is_file() and exported(d)]
 
-
-def nothing_exported(target: Target) -> str | None:
-    """Why a run has nothing to compare yet (no export), in one line with the command that makes one."""
-    if target.is_run and not exported(target.run_dir):
-        return (f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
-                f"`{export_command(target.name, run=target.run)}` first (verify compares each export with eager)")
-    return None
