@@ -24,6 +24,7 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..verify.cases import file_cases, generated_cases, has_batch
+from ..verify.report import markdown_table, text_table
 from .samples import sized_cases
 
 if TYPE_CHECKING:
@@ -246,15 +247,14 @@ class Bench:
     def text(self, markdown: bool = False) -> str:
         from ..model.target import group_reasons
 
-        skipped = dict(self.skipped)
-        if not markdown:  # one line per reason, as verify says it
-            skipped = {labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(skipped))}
+        skipped = self.skipped if markdown else {  # one line per reason, as verify says it
+            labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(self.skipped))}
         table = (to_markdown if markdown else to_text)(self.name, self.rows, skipped, self.unit)
         return "\n".join([*self.notes, table])
 
     def to_dict(self) -> dict:
-        return {"model": self.name, "unit": self.unit, "rows": rows_to_dicts(self.rows), "skipped": self.skipped,
-                "notes": self.notes}
+        return {"model": self.name, "unit": self.unit, "rows": [{**asdict(r), "noisy": r.noisy} for r in self.rows],
+                "skipped": self.skipped, "notes": self.notes}
 
 
 def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int | None,
@@ -388,12 +388,9 @@ def describe_fastest(verdicts: list[Fastest], unverified: dict[str, str]) -> lis
     return lines
 
 
-COLUMNS = ("runner", "device", "batch", "p50 us", "p90 us", "p99 us", "images/s", "vs bare")
-
-
-def columns(unit: str = "images/s") -> tuple[str, ...]:
+def columns(unit: str = "images/s") -> list[str]:
     """The table's columns, throughput in ``unit`` (a user's model: samples/s, or runs/s unbatched)."""
-    return tuple(unit if c == "images/s" else c for c in COLUMNS)
+    return ["runner", "device", "batch", "p50 us", "p90 us", "p99 us", unit, "vs bare"]
 
 
 def _cells(r: BenchRow) -> list[str]:
@@ -414,21 +411,13 @@ def noisy_warning(rows: list[BenchRow]) -> str | None:
 
 
 def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
-    lines = [f"| {name}: " + " | ".join(columns(unit)) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
-    lines += [f"\nskipped {b}: {why}" for b, why in skipped.items()]
-    return "\n".join(lines)
+    head = columns(unit)
+    lines = markdown_table([[f"{name}: {head[0]}", *head[1:]]] + [_cells(r) for r in rows], range(2, len(head)))
+    return "\n".join(lines + [f"\nskipped {b}: {why}" for b, why in skipped.items()])
 
 
 def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
-    cells = [list(columns(unit))] + [_cells(r) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in cells]
-    out = [f"ptx bench {name}", lines[0], "-" * len(lines[0]), *lines[1:]]
-    out += [f"{b:<{widths[0]}}  skipped: {why}" for b, why in skipped.items()]
-    return "\n".join(out)
-
-
-def rows_to_dicts(rows: list[BenchRow]) -> list[dict]:
-    return [{**asdict(r), "noisy": r.noisy} for r in rows]
+    cells = [columns(unit)] + [_cells(r) for r in rows]
+    width = max(len(row[0]) for row in cells)
+    skips = [f"{b:<{width}}  skipped: {why}" for b, why in skipped.items()]
+    return "\n".join([f"ptx bench {name}", *text_table(cells, range(2, len(cells[0]))), *skips])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Container
 
 from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
                                      OutputAgreement, needed_atol_text)
@@ -428,11 +429,8 @@ def _table(report: Report, all_rows: bool) -> list[str]:
     columns = ["backend", "precision", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol",
                "argmax", *(["accuracy"] if report.head else []), "verdict"]
     cells = [columns] + [c for row in report.rows for c in _cells(report, row)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
     numeric = {columns.index(c) for c in ("max abs", "max rel", "needed atol", "argmax", *(["accuracy"] * report.head))}
-    text = ["  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            + "  " + r[-1] for r in cells]
-    lines = [*_heading(report), text[0], "-" * len(text[0]), *text[1:]]
+    lines = [*_heading(report), *text_table(cells, numeric)]
     machine = {} if all_rows else report.unrunnable
     # Rows skipped for the same reason (ort-cpu-int8 and openvino-int8 both lack model.int8.onnx) share
     # a line, except with all_rows: one line each. ``static``: what a check found without running the row.
@@ -480,3 +478,19 @@ def _device_lines(report: Report, machine: dict[str, str]) -> list[str]:
 # What an offered --locate command also does with --repro DIR, said before the command, whose line
 # ends with it so that it runs as printed.
 REPRO_NOTE = " (add --repro DIR for a repro to file)"
+
+
+def text_table(cells: list[list[str]], right: Container[int]) -> list[str]:
+    """Rows of cells (the heading first) as aligned text, underlined below the heading: the columns
+    numbered in ``right`` right-aligned, the others left-aligned (the last one unpadded). verify's
+    table and bench's two."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.rjust(w) if i in right else c if i == len(widths) - 1 else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    return [lines[0], "-" * len(lines[0]), *lines[1:]]
+
+
+def markdown_table(cells: list[list[str]], right: Container[int]) -> list[str]:
+    """The same rows as a Markdown table, the columns numbered in ``right`` right-aligned."""
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    return [lines[0], "|" + "".join(" ---: |" if i in right else " --- |" for i in range(len(cells[0]))), *lines[1:]]
