@@ -96,14 +96,14 @@ def _geomean(values: list[float]) -> float:
 def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) -> float:
     """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
     inputs (speed does not depend on the values for these models)."""
-    from .timing import head_feeds, time_calls
+    from .timing import case_feeds, time_calls
     from ptx.contract.cases import Case
 
     predictor = load(model, row["backend"], row["device"], row["precision"], root=root or run_dir.parent,
                            run=run_dir)
     rates = []
     for batch in sorted({1, max_batch_size}):
-        feeds = head_feeds(predictor, Case(f"batch {batch}", None, batch))  # timed as bench times it: run()
+        feeds = case_feeds(predictor, Case(f"batch {batch}", None, batch))  # timed as bench times it: run()
         # one warm-up call: first calls allocate
         latencies = time_calls(functools.partial(predictor.run, feeds), warmup=1, seconds=TIMING_S, min_iters=1)
         rates.append(len(latencies) * batch / latencies.sum())

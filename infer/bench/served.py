@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .timing import Bench, BenchRow, _row, bench_cases, time_calls
+from .timing import Bench, BenchRow, _row, bench_cases, case_feeds, time_calls
 
 
 def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concurrency: int, seconds: float,
@@ -24,11 +24,11 @@ def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concur
     ``overhead`` is its p50 over the local one's."""
     served.runner.hold_to(local.signature)
     result = Bench(name)
-    cases, feeds_of = bench_cases(local, None, (), batch_sizes, seed, result)
+    cases = bench_cases(local, None, (), batch_sizes, seed, result)
     result.notes.append(f"{served.runner.describe()}; {concurrency} request{'s' * (concurrency != 1)} in flight; "
                         "a served row's \"vs bare\" is its throughput over the local row's")
     for case in cases:
-        feeds = feeds_of(local, case)
+        feeds = case_feeds(local, case)
         batch = case.batch or 1
         progress(f"{local.backend} (local) at batch {batch}")
         mine = _row(f"{local.backend} (local)", local.device, batch,

@@ -115,10 +115,10 @@ def round_spread(rounds: list[np.ndarray]) -> float:
     return max(medians) / min(medians) if medians and min(medians) > 0 else 1.0
 
 
-def _row(runner, device, batch, latencies) -> BenchRow:
+def _row(runner, device, batch, latencies, **fields) -> BenchRow:
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e6
     return BenchRow(runner, device, batch, round(float(p50), 1), round(float(p90), 1), round(float(p99), 1),
-                    round(batch / float(np.median(latencies)), 1), len(latencies))
+                    round(batch / float(np.median(latencies)), 1), len(latencies), **fields)
 
 
 def in_host_buffer(model, x: np.ndarray, leases: contextlib.ExitStack) -> np.ndarray:
@@ -152,17 +152,13 @@ def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
     return to_model_input(rng.normal(size=(batch, contract.sample_size)), contract)
 
 
-def timed_rows(names: list[tuple], calls: list[Callable[[], object]], batch: int, *, warmup: int, seconds: float,
-               rounds: int) -> list[BenchRow]:
-    """Time ``calls`` (each ``seconds``) in alternating rounds at ``batch``: one row each, named by
-    ``names`` (runner, device, precision, peer_of, ceiling_of); a ptx row gets its bare peer's ratio."""
-    timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
-    rows = []
-    for (runner, device, precision, peer_of, ceiling_of), parts in zip(names, timings):
-        row = _row(runner, device, batch, np.concatenate(parts))
-        row.precision, row.peer_of, row.ceiling_of = precision, peer_of, ceiling_of
-        row.round_spread = round(round_spread(parts), 2)
-        rows.append(row)
+def timed_rows(timed: list[tuple], batch: int, *, warmup: int, seconds: float, rounds: int) -> list[BenchRow]:
+    """Time each (runner, Variant, peer_of, ceiling_of, call) of ``timed`` (each ``seconds``) in
+    alternating rounds at ``batch``: one row each; a ptx row gets its bare peer's ratio."""
+    timings = time_rounds([t[-1] for t in timed], warmup=warmup, seconds=seconds * len(timed), rounds=rounds)
+    rows = [_row(runner, variant.device, batch, np.concatenate(parts), precision=variant.precision, peer_of=peer_of,
+                 ceiling_of=ceiling_of, round_spread=round(round_spread(parts), 2))
+            for (runner, variant, peer_of, ceiling_of, _), parts in zip(timed, timings)]
     for row in rows:
         peer = next((r for r in rows if r.peer_of == row.runner), None)
         if peer is not None:
@@ -188,28 +184,31 @@ class Fastest:
 ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 
-def head_feeds(model, case: Case) -> dict[str, np.ndarray]:
-    """A model's inputs at the case's batch, made by its head: raw pictures for an --input uint8
-    artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
+def case_feeds(model, case: Case) -> dict[str, np.ndarray]:
+    """The case's inputs: its own, or where it has none (a tutorial model's), made by the model's head
+    at its batch: raw pictures for an --input uint8 artifact (its graph normalises them, as predict
+    feeds it), else preprocessed samples."""
+    if case.feeds is not None:
+        return case.feeds
     head = model.head
     make = bench_pictures if head.info.raw_input is not None else bench_inputs
     return {head.input_name: make(head.contract, case.batch)}
 
 
-def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[object, Case], dict], *,
-                skipped: dict[str, str], bare: bool, warmup: int, seconds: float, rounds: int,
-                progress: Callable[[str], None]) -> list[BenchRow]:
-    """Each opened (label, Backend, device, precision, Model) timed at each case, all in the same
+def time_models(opened: list[tuple], cases: Sequence[Case], *, skipped: dict[str, str], bare: bool, warmup: int,
+                seconds: float, rounds: int, progress: Callable[[str], None]) -> list[BenchRow]:
+    """Each opened (Variant, Model) timed at each case, all in the same
     alternating rounds per case: ``Model.run`` beside its runner's bare call on the same inputs (in
     the model's host buffers on a GPU, so both pay the same copies) and, on CUDA, the resident
     ceiling. A model that cannot run a case is that row's entry in ``skipped``, not timed."""
     rows: list[BenchRow] = []
     for case in cases:
-        names, calls = [], []
+        timed = []
         with contextlib.ExitStack() as leases:  # host buffers the inputs lie in, held until timed
-            for label, backend, device, precision, model in opened:
+            for variant, model in opened:
+                label = variant.label
                 try:  # once untimed: inputs the model cannot take are said, not timed
-                    feeds = check_feeds(model.signature, feeds_of(model, case), model.name)
+                    feeds = check_feeds(model.signature, case_feeds(model, case), model.name)
                     model.run(feeds)
                 except Exception as exc:  # noqa: BLE001 - that row only; the others are timed
                     skipped[f"{label} {case.label}"] = (str(exc) if isinstance(exc, PtxError) else
@@ -217,20 +216,17 @@ def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[
                     continue
                 progress(f"{label} {case.label}")
                 feeds = {n: in_host_buffer(model, x, leases) for n, x in feeds.items()}
-                names.append((label, device, precision, None, None))
-                calls.append(functools.partial(model.run, feeds))
+                timed.append((label, variant, None, None, functools.partial(model.run, feeds)))
                 if not bare:
                     continue
                 bare_name, call = model.bare(feeds)
-                names.append((f"{bare_name} ({label})", device, precision, label, None))
-                calls.append(call)
-                if backend.resident and device.startswith("cuda"):
+                timed.append((f"{bare_name} ({label})", variant, label, None, call))
+                if variant.backend.resident and variant.device.startswith("cuda"):
                     # Not a peer: no ptx row can pay less than the host copies it leaves out.
                     resident_name, call = model.runner.resident(feeds)
-                    names.append((f"{resident_name} ({label})", device, precision, None, label))
-                    calls.append(call)
-            if calls:
-                rows += timed_rows(names, calls, case.batch or 1, warmup=warmup, seconds=seconds, rounds=rounds)
+                    timed.append((f"{resident_name} ({label})", variant, None, label, call))
+            if timed:
+                rows += timed_rows(timed, case.batch or 1, warmup=warmup, seconds=seconds, rounds=rounds)
     return rows
 
 
@@ -258,8 +254,8 @@ class Bench:
 
 
 def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int | None,
-                result: Bench, asked_sizes: Sequence[int] | None = None) -> tuple[list[Case], Callable]:
-    """(the cases, how a model is fed one): the user's samples (cut or repeated to the
+                result: Bench, asked_sizes: Sequence[int] | None = None) -> list[Case]:
+    """The cases (their inputs: case_feeds): the user's samples (cut or repeated to the
     ``asked_sizes``, where --batch-sizes was given; else one case per batch the files hold, rows
     being per batch size) or seeded tensors from the signature (--seed); else a head's own inputs
     where the model has one; else seeded tensors."""
@@ -269,9 +265,9 @@ def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes:
                                   ", ".join(Path(p).name for p in input_files))
         result.notes.append(note)
         result.unit = "samples/s"
-        return cases, lambda _, case: case.feeds
+        return cases
     if model.head is not None and seed is None:
-        return [Case(f"batch {b}", None, b) for b in batch_sizes], head_feeds
+        return [Case(f"batch {b}", None, b) for b in batch_sizes]
     chosen = plan_inputs(signature, **(plan or {}))
     if chosen.describe_choices():
         result.notes.append(chosen.describe_choices())
@@ -279,7 +275,7 @@ def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes:
     if not has_batch(signature):
         result.notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
                             "throughput is calls per second")
-    return generated_cases(signature, chosen, batch_sizes, seed or 0), lambda _, case: case.feeds
+    return generated_cases(signature, chosen, batch_sizes, seed or 0)
 
 
 def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
@@ -312,15 +308,12 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
                 target.file_for(variant)
             except MissingArtifactError as exc:
                 raise AskedRowError(_asked_failure(variant.label, result.name, exc)) from None
-    cases = feeds_of = None
+    cases = None
     for needs_torch in (False, True):
-        group = []
-        for variant in (v for v in chosen if v.backend.needs_torch == needs_torch):
-            why = variant.unavailable()
-            if why:
-                result.skipped[variant.label] = why
-            else:
-                group.append(variant)
+        group = [v for v in chosen if v.backend.needs_torch == needs_torch]
+        unavailable = {v.label: v.unavailable() for v in group}
+        result.skipped.update((label, why) for label, why in unavailable.items() if why)
+        group = [v for v in group if not unavailable[v.label]]
         if group:
             progress(f"opening {target.name} with {', '.join(v.label for v in group)}")
         opened, models = [], target.open_all(group)
@@ -333,14 +326,13 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
             elif isinstance(model, Exception):
                 result.skipped[variant.label] = f"cannot open it: {model}"
             else:
-                opened.append((variant.label, variant.backend, variant.device, variant.precision, model))
+                opened.append((variant, model))
         if not opened:
             continue
         if cases is None:
-            cases, feeds_of = bench_cases(opened[0][-1], plan, input_files, sizes, seed, result,
-                                           asked_sizes=batch_sizes)
-        result.rows += time_models(opened, cases, feeds_of, skipped=result.skipped, bare=bare, warmup=warmup,
-                                   seconds=seconds, rounds=rounds, progress=progress)
+            cases = bench_cases(opened[0][1], plan, input_files, sizes, seed, result, asked_sizes=batch_sizes)
+        result.rows += time_models(opened, cases, skipped=result.skipped, bare=bare, warmup=warmup, seconds=seconds,
+                                   rounds=rounds, progress=progress)
         del opened  # frees sessions' thread pools before the next group is timed
     if not result.rows:
         reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
