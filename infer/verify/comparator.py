@@ -115,16 +115,17 @@ def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases
     return [cases[i].label for i in shared], compared, max(worst, key=worst.get) if worst else None
 
 
-def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:
-    """{our output name: theirs} and a note when matched by position: by name where both sides name
-    them alike; by position where one side has only the names torch gives unnamed outputs."""
+def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str, notes: list[str]) -> dict[str, str]:
+    """{our output name: theirs}: by name where both sides name them alike; by position where one side
+    has only the names torch gives unnamed outputs (said in ``notes``)."""
     if set(ours) == set(theirs):
-        return {n: n for n in ours}, None
+        return {n: n for n in ours}
     probe_named = lambda names: all(n in PROBE_NAMES or n.startswith("output_") for n in names)  # noqa: E731
     if len(ours) == len(theirs) and (probe_named(ours) or probe_named(theirs)):
         pairs = ", ".join(f"{t} -> {o}" for o, t in zip(ours, theirs))
-        return dict(zip(ours, theirs)), f"note: {what}'s outputs matched by position ({pairs}): torch does not " \
-                                        "name a TorchScript or pt2 file's outputs"
+        notes.append(f"note: {what}'s outputs matched by position ({pairs}): torch does not name a TorchScript or "
+                     "pt2 file's outputs")
+        return dict(zip(ours, theirs))
     raise PtxError(f"{what} gives outputs {', '.join(theirs)}; the model verified gives {', '.join(ours)}: they are "
                    "not outputs of one model")
 

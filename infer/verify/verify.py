@@ -187,23 +187,23 @@ class Run:
         ran, row.error = ({i: want[i] for i in shared}, ref_error) if model is self.reference else \
             run_cases(run, self.cases, shared)
         if ran:
-            self.ran(row, run, ran, want, shared, model,
+            self.ran(row, run, ran, want, model,
                      composition=variant.precision == FULL_PRECISION and not variant.backend.third_opinion)
             row.provenance += _provenance(self.target, model, self.reference)
 
-    def ran(self, row: Row, run, got, want, shared, model=None, composition: bool = True) -> None:
-        """What a row's run ``got`` on the ``shared`` cases says, into ``row``: judged against the
+    def ran(self, row: Row, run, got, want, model=None, composition: bool = True) -> None:
+        """What a row's run ``got`` on the cases says, into ``row``: judged against the
         reference's ``want``, and where ``composition``, whether a sample's answer depends on its
         batch-mates (``run`` asked again: a few samples alone)."""
-        self.judge(row, got, want, shared, self.truth, model)
+        self.judge(row, got, want, self.truth, model)
         if composition:
             row.composition = check_largest_batch(run, self.signature, self.cases, got, lambda name: self.tolerances.of(
                 name, output_dtype(self.signature, name), row.device))
 
-    def judge(self, row: Row, got, want, shared, truth, model=None) -> None:
+    def judge(self, row: Row, got, want, truth, model=None) -> None:
         """``row``'s outputs compared; a reduced row's verdict by the one rule (ptx.contract.verdict),
         from the strongest evidence at hand, and said where it differs from the one its file records."""
-        _judge(row, got, want, self.cases, shared, truth, self.head, self.tolerances, self.signature)
+        _judge(row, got, want, self.cases, truth, self.head, self.tolerances, self.signature)
         metadata = model.metadata if model is not None else {}
         row.max_drop = recorded_max_drop(metadata) if row.precision != FULL_PRECISION else None
         if row.precision == FULL_PRECISION or not row.cases or row.is_reference:  # the reference is what others are held to
@@ -341,7 +341,7 @@ def _cases_for(variant: Variant, cases: Sequence[Case], want: Mapping, report: R
     return small
 
 
-def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Tolerances, signature) -> None:
+def _judge(row: Row, got, want, cases, truth, head, tolerances: Tolerances, signature) -> None:
     """Each output compared over the cases both sides ran (the case that departs most kept for
     --locate); a reduced precision judged by a head's labels on the real samples, else its tensors."""
     def judge(name, g, w):
@@ -395,16 +395,13 @@ def _against(other_target: Target, this: Run) -> Row:
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
                        f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
-    names, note = match_outputs(signature.output_names, model.signature.output_names, other.name) \
-        if this.head is None else ({n: n for n in signature.output_names}, None)
-    if note:
-        report.notes.append(note)
+    names = match_outputs(signature.output_names, model.signature.output_names, other.name, report.notes) \
+        if this.head is None else {n: n for n in signature.output_names}
     want, _ = this.reference_on("cpu")
-    shared = sorted(want)
-    got, error = run_cases(this.run_on(model), this.cases, shared)
+    got, error = run_cases(this.run_on(model), this.cases, sorted(want))
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
     row = Row(label, precision=precision, against=_reference_label(target), error=error)
-    this.judge(row, got, want, shared, None)
+    this.judge(row, got, want, None)
     return row
 
 
@@ -431,16 +428,12 @@ def _stored(this: Run, given, save: bool) -> None:
     if sorted(stored.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"{where}: its cases feed inputs {', '.join(stored.signature.input_names)}, and "
                        f"{target.path.name} takes {', '.join(signature.input_names)}: not reference tensors of this model")
-    names, note = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference")
-    if note:
-        report.notes.append(note)
-    stored_cases = []
-    for k, case in enumerate(stored.cases):
-        try:
-            stored_cases.append(Case(case.label, check_feeds(signature, case.feeds, f"{where.name} case {k}",
-                                                             from_file=True)))
-        except InputError as exc:
-            raise PtxError(f"{where}: {exc}") from None
+    names = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference", report.notes)
+    try:
+        stored_cases = [Case(case.label, check_feeds(signature, case.feeds, f"{where.name} case {k}", from_file=True))
+                        for k, case in enumerate(stored.cases)]
+    except InputError as exc:
+        raise PtxError(f"{where}: {exc}") from None
     stored_want = {i: {ours: case.outputs[theirs] for ours, theirs in names.items()} for i, case in enumerate(stored.cases)}
     if stored.weights_sha256 and digest and stored.weights_sha256 != digest:
         report.notes.append(f"note: {where.name} was made for other weights than {target.path.name}'s (sha256 "
@@ -452,7 +445,7 @@ def _stored(this: Run, given, save: bool) -> None:
             continue
         got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
-        _judge(held, got, stored_want, stored_cases, sorted(got), None, None, this.tolerances, signature)
+        _judge(held, got, stored_want, stored_cases, None, None, this.tolerances, signature)
         if held.precision != FULL_PRECISION and held.cases:
             held.verdict = reduced_verdict(held, got, stored_want, None, None, signature,
                                             ("inputs", f"{len(held.cases)} stored reference cases"), {})
