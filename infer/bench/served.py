@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -43,35 +44,25 @@ def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concur
 
 def _concurrent(call: Callable[[], object], batch: int, concurrency: int, seconds: float, warmup: int) -> BenchRow:
     """``call`` from ``concurrency`` threads for ``seconds`` (after ``warmup`` calls each, untimed)."""
-    latencies: list[np.ndarray] = []
-    failures: list[BaseException] = []
     start_line = threading.Barrier(concurrency + 1)
+    warm = []  # a mark for each thread whose warm-up calls answered
 
-    def worker() -> None:
+    def worker() -> np.ndarray:
         try:
             for _ in range(warmup):  # before the start line, so that every thread's timing starts together
                 call()
-        except BaseException as exc:  # noqa: BLE001 - said by the caller, in one line
-            failures.append(exc)
-        start_line.wait()
-        if failures:
-            return
-        try:
-            latencies.append(time_calls(call, warmup=0, seconds=seconds, min_iters=1))
-        except BaseException as exc:  # noqa: BLE001
-            failures.append(exc)
+            warm.append(True)
+        finally:
+            start_line.wait()
+        # where a thread's warm-up failed (its result raises it), the others time nothing
+        return time_calls(call, warmup=0, seconds=seconds, min_iters=1) if len(warm) == concurrency else np.empty(0)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    start_line.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
-    if failures:
-        raise failures[0]
-    every = np.concatenate(latencies)
+    with ThreadPoolExecutor(concurrency) as pool:
+        timed = [pool.submit(worker) for _ in range(concurrency)]
+        start_line.wait()
+        began = time.perf_counter()
+        every = np.concatenate([t.result() for t in timed])
+        wall = time.perf_counter() - began
     row = _row(f"served (x{concurrency})", "remote", batch, every)
     row.images_per_s = round(batch * len(every) / wall, 1)  # answered over the wall time, all threads together
     return row
