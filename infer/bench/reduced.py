@@ -17,6 +17,7 @@ from ptx.contract.comparison import accuracy_points
 from ptx.contract.names import FULL_PRECISION
 
 from ..verify.report import markdown_table, text_table
+from .timing import speed_ratio
 
 F32_PEER = "ort-cpu"  # the row each reduced precision's speed is set against
 
@@ -46,7 +47,7 @@ def reduced_rows(rows: Sequence, verified: Sequence = (), recorded: Mapping[str,
             continue
         row = ReducedRow(r.runner, r.batch, r.images_per_s)
         if r.batch in f32:
-            row.vs_ort_f32 = round(r.images_per_s / f32[r.batch].images_per_s, 3)
+            row.vs_ort_f32 = speed_ratio(r, f32[r.batch])
         v = judged.get(r.runner)
         row.verdict = (recorded or {}).get(r.runner)
         if v is not None:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .timing import Bench, BenchRow, _row, bench_cases, case_feeds, time_calls
+from .timing import Bench, BenchRow, _row, bench_cases, case_feeds, speed_ratio, time_calls
 
 
 def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concurrency: int, seconds: float,
@@ -37,7 +37,7 @@ def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concur
         progress(f"served at batch {batch}, concurrency {concurrency}")
         theirs = _concurrent(lambda: served.run(feeds), batch, concurrency, seconds, warmup)
         theirs.overhead = round(theirs.p50_us / mine.p50_us, 2) if mine.p50_us else None
-        theirs.vs_bare = round(theirs.images_per_s / mine.images_per_s, 3) if mine.images_per_s else None
+        theirs.vs_bare = speed_ratio(theirs, mine) if mine.images_per_s else None
         result.rows += [mine, theirs]
     return result
 
