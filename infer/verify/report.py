@@ -212,8 +212,7 @@ class Row:
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
                                              "could_not_run", "advisory", "reference_accuracy", "max_drop",
                                              "no_case", "agrees", "kinds")}
-        return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
-                "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
+        return {**doc, **{k: doc[k] if math.isfinite(doc[k]) else None for k in ("max_abs", "max_rel")},
                 "composition": self.composition.to_dict() if self.composition else None,
                 "verdict": self.verdict.to_dict() if self.verdict is not None else None,
                 "outputs": [o.to_dict() for o in self.outputs]}
