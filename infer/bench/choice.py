@@ -44,17 +44,16 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     accepted = {precision} if precision else {FULL_PRECISION, TF32}
     precision = precision or FULL_PRECISION
     passed = records.verified(run_dir)
-    fallback = "the default"
     if not passed:
         why = ("no verify record on this machine" if not records.has_verify_record(run_dir)
                else "nothing passed verify on this machine for the artifacts as they are now")
         return Choice(DEFAULT_BACKEND, "cpu", precision,
-                      f"{fallback}: {why}; `ptx verify {model}` lets auto choose the fastest verified")
+                      f"the default: {why}; `ptx verify {model}` lets auto choose the fastest verified")
     candidates = {label: row for label, row in passed.items()
                   if row["precision"] in accepted and max(row["batch_sizes"]) >= max_batch_size}
     if not candidates:
         return Choice(DEFAULT_BACKEND, "cpu", precision,
-                      f"{fallback}: nothing passed verify at {precision} for batches up to {max_batch_size}; "
+                      f"the default: nothing passed verify at {precision} for batches up to {max_batch_size}; "
                       f"`ptx verify {model} --batch-sizes 1,7,{max_batch_size}` would check them")
     speeds = records.throughput(run_dir)
     batches = [b for b in {b for label in candidates for b in speeds.get(label, {})} if b <= max_batch_size]
@@ -70,7 +69,7 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     # eager), which a faster torch-free winner never needs.
     best = next((label for label in sorted(scores, key=scores.get, reverse=True) if _runs_here(candidates[label])), None)
     if best is None:
-        return Choice(DEFAULT_BACKEND, "cpu", precision, f"{fallback}: no verified backend can run here now")
+        return Choice(DEFAULT_BACKEND, "cpu", precision, "the default: no verified backend can run here now")
     default = next((label for label, row in candidates.items()
                     if row["backend"] == DEFAULT_BACKEND and label in scores), None)
     if default is not None and default != best and scores[best] < CLEAR_MARGIN * scores[default]:
@@ -96,14 +95,14 @@ def _geomean(values: list[float]) -> float:
 def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) -> float:
     """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
     inputs (speed does not depend on the values for these models)."""
-    from .timing import head_feeds, time_calls
+    from .timing import case_feeds, time_calls
     from ptx.contract.cases import Case
 
     predictor = load(model, row["backend"], row["device"], row["precision"], root=root or run_dir.parent,
                            run=run_dir)
     rates = []
     for batch in sorted({1, max_batch_size}):
-        feeds = head_feeds(predictor, Case(f"batch {batch}", None, batch))  # timed as bench times it: run()
+        feeds = case_feeds(predictor, Case(f"batch {batch}", None, batch))  # timed as bench times it: run()
         # one warm-up call: first calls allocate
         latencies = time_calls(functools.partial(predictor.run, feeds), warmup=1, seconds=TIMING_S, min_iters=1)
         rates.append(len(latencies) * batch / latencies.sum())

@@ -6,8 +6,7 @@ them on, with verify's verdict (an int8 file exported with --max-drop: judged by
 A table of its own under bench's timing table, which keeps its columns: with the runner names it
 is 110 characters wide already, and the cost of a precision belongs with its speed, not with its
 latency percentiles. Reads verify's rows by their fields only (label, accuracy, argmax_agreement,
-status, max_drop, reference_accuracy, is_reference): bench and verify are one layer, and neither
-imports the other.
+status, max_drop, reference_accuracy, is_reference), and draws its tables as verify's report does.
 """
 from __future__ import annotations
 
@@ -16,6 +15,9 @@ from typing import Mapping, Sequence
 
 from ptx.contract.comparison import accuracy_points
 from ptx.contract.names import FULL_PRECISION
+
+from ..verify.report import markdown_table, text_table
+from .timing import speed_ratio
 
 F32_PEER = "ort-cpu"  # the row each reduced precision's speed is set against
 
@@ -45,7 +47,7 @@ def reduced_rows(rows: Sequence, verified: Sequence = (), recorded: Mapping[str,
             continue
         row = ReducedRow(r.runner, r.batch, r.images_per_s)
         if r.batch in f32:
-            row.vs_ort_f32 = round(r.images_per_s / f32[r.batch].images_per_s, 3)
+            row.vs_ort_f32 = speed_ratio(r, f32[r.batch])
         v = judged.get(r.runner)
         row.verdict = (recorded or {}).get(r.runner)
         if v is not None:
@@ -88,16 +90,12 @@ def slower_line(rows: Sequence[ReducedRow], cpu: str) -> str | None:
 
 
 def to_text(rows: list[ReducedRow], title: str) -> str:
-    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i in (0, len(COLUMNS) - 1) else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(row, widths))).rstrip() for row in cells]
-    return "\n".join([title, lines[0], "-" * len(lines[0]), *lines[1:]])
+    return "\n".join([title, *text_table([list(COLUMNS)] + [_cells(r) for r in rows], range(1, len(COLUMNS) - 1))])
 
 
 def to_markdown(rows: list[ReducedRow], title: str) -> str:
-    lines = [title, "", "| " + " | ".join(COLUMNS) + " |", "| --- |" + " ---: |" * (len(COLUMNS) - 2) + " --- |"]
-    return "\n".join(lines + ["| " + " | ".join(_cells(r)) + " |" for r in rows])
+    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+    return "\n".join([title, "", *markdown_table(cells, range(1, len(COLUMNS) - 1))])
 
 
 def to_dicts(rows: list[ReducedRow]) -> list[dict]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .timing import Bench, BenchRow, _row, bench_cases, time_calls
+from .timing import Bench, BenchRow, _row, bench_cases, case_feeds, speed_ratio, time_calls
 
 
 def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concurrency: int, seconds: float,
@@ -24,11 +25,11 @@ def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concur
     ``overhead`` is its p50 over the local one's."""
     served.runner.hold_to(local.signature)
     result = Bench(name)
-    cases, feeds_of = bench_cases(local, None, (), batch_sizes, seed, result)
+    cases = bench_cases(local, None, (), batch_sizes, seed, result)
     result.notes.append(f"{served.runner.describe()}; {concurrency} request{'s' * (concurrency != 1)} in flight; "
                         "a served row's \"vs bare\" is its throughput over the local row's")
     for case in cases:
-        feeds = feeds_of(local, case)
+        feeds = case_feeds(local, case)
         batch = case.batch or 1
         progress(f"{local.backend} (local) at batch {batch}")
         mine = _row(f"{local.backend} (local)", local.device, batch,
@@ -36,42 +37,32 @@ def bench_served(local, served, name: str, *, batch_sizes: Sequence[int], concur
         progress(f"served at batch {batch}, concurrency {concurrency}")
         theirs = _concurrent(lambda: served.run(feeds), batch, concurrency, seconds, warmup)
         theirs.overhead = round(theirs.p50_us / mine.p50_us, 2) if mine.p50_us else None
-        theirs.vs_bare = round(theirs.images_per_s / mine.images_per_s, 3) if mine.images_per_s else None
+        theirs.vs_bare = speed_ratio(theirs, mine) if mine.images_per_s else None
         result.rows += [mine, theirs]
     return result
 
 
 def _concurrent(call: Callable[[], object], batch: int, concurrency: int, seconds: float, warmup: int) -> BenchRow:
     """``call`` from ``concurrency`` threads for ``seconds`` (after ``warmup`` calls each, untimed)."""
-    latencies: list[np.ndarray] = []
-    failures: list[BaseException] = []
     start_line = threading.Barrier(concurrency + 1)
+    warm = []  # a mark for each thread whose warm-up calls answered
 
-    def worker() -> None:
+    def worker() -> np.ndarray:
         try:
             for _ in range(warmup):  # before the start line, so that every thread's timing starts together
                 call()
-        except BaseException as exc:  # noqa: BLE001 - said by the caller, in one line
-            failures.append(exc)
-        start_line.wait()
-        if failures:
-            return
-        try:
-            latencies.append(time_calls(call, warmup=0, seconds=seconds, min_iters=1))
-        except BaseException as exc:  # noqa: BLE001
-            failures.append(exc)
+            warm.append(True)
+        finally:
+            start_line.wait()
+        # where a thread's warm-up failed (its result raises it), the others time nothing
+        return time_calls(call, warmup=0, seconds=seconds, min_iters=1) if len(warm) == concurrency else np.empty(0)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    start_line.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - began
-    if failures:
-        raise failures[0]
-    every = np.concatenate(latencies)
+    with ThreadPoolExecutor(concurrency) as pool:
+        timed = [pool.submit(worker) for _ in range(concurrency)]
+        start_line.wait()
+        began = time.perf_counter()
+        every = np.concatenate([t.result() for t in timed])
+        wall = time.perf_counter() - began
     row = _row(f"served (x{concurrency})", "remote", batch, every)
     row.images_per_s = round(batch * len(every) / wall, 1)  # answered over the wall time, all threads together
     return row

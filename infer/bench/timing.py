@@ -24,6 +24,7 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..verify.cases import file_cases, generated_cases, has_batch
+from ..verify.report import markdown_table, text_table
 from .samples import sized_cases
 
 if TYPE_CHECKING:
@@ -114,10 +115,10 @@ def round_spread(rounds: list[np.ndarray]) -> float:
     return max(medians) / min(medians) if medians and min(medians) > 0 else 1.0
 
 
-def _row(runner, device, batch, latencies) -> BenchRow:
+def _row(runner, device, batch, latencies, **fields) -> BenchRow:
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e6
     return BenchRow(runner, device, batch, round(float(p50), 1), round(float(p90), 1), round(float(p99), 1),
-                    round(batch / float(np.median(latencies)), 1), len(latencies))
+                    round(batch / float(np.median(latencies)), 1), len(latencies), **fields)
 
 
 def in_host_buffer(model, x: np.ndarray, leases: contextlib.ExitStack) -> np.ndarray:
@@ -131,37 +132,32 @@ def in_host_buffer(model, x: np.ndarray, leases: contextlib.ExitStack) -> np.nda
     return buffer
 
 
-def bench_pictures(contract, batch: int, seed: int = 0) -> np.ndarray:
+def bench_pictures(contract, batch: int) -> np.ndarray:
     """The raw uint8 pictures bench_inputs normalises: what an --input uint8 artifact is fed."""
     canvas = contract.picture.canvas
-    return np.random.default_rng(seed).integers(0, 256, (batch, canvas, canvas)).astype(np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (batch, canvas, canvas)).astype(np.uint8)
 
 
-def bench_inputs(contract, batch: int, seed: int = 0) -> np.ndarray:
+def bench_inputs(contract, batch: int) -> np.ndarray:
     """Random raw samples of the artifact's kind, preprocessed as a user's would be."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     encoding = contract.encoding
     if encoding is not None:  # tokens: words of 10 characters, no padding
         low = 1 if encoding.pad_id == 0 else 0
         return to_model_input(rng.integers(low, encoding.vocab_size, (batch, 10)), contract)
-    picture = contract.picture
-    if picture is not None:  # raw pictures are canvas x canvas whatever padding the model adds
-        return to_model_input(bench_pictures(contract, batch, seed), contract)
+    if contract.picture is not None:  # raw pictures are canvas x canvas whatever padding the model adds
+        return to_model_input(bench_pictures(contract, batch), contract)
     # numbers and feature rows: as many values as the input has per sample
     return to_model_input(rng.normal(size=(batch, contract.sample_size)), contract)
 
 
-def timed_rows(names: list[tuple], calls: list[Callable[[], object]], batch: int, *, warmup: int, seconds: float,
-               rounds: int) -> list[BenchRow]:
-    """Time ``calls`` (each ``seconds``) in alternating rounds at ``batch``: one row each, named by
-    ``names`` (runner, device, precision, peer_of, ceiling_of); a ptx row gets its bare peer's ratio."""
-    timings = time_rounds(calls, warmup=warmup, seconds=seconds * len(calls), rounds=rounds)
-    rows = []
-    for (runner, device, precision, peer_of, ceiling_of), parts in zip(names, timings):
-        row = _row(runner, device, batch, np.concatenate(parts))
-        row.precision, row.peer_of, row.ceiling_of = precision, peer_of, ceiling_of
-        row.round_spread = round(round_spread(parts), 2)
-        rows.append(row)
+def timed_rows(timed: list[tuple], batch: int, *, warmup: int, seconds: float, rounds: int) -> list[BenchRow]:
+    """Time each (runner, Variant, peer_of, ceiling_of, call) of ``timed`` (each ``seconds``) in
+    alternating rounds at ``batch``: one row each; a ptx row gets its bare peer's ratio."""
+    timings = time_rounds([t[-1] for t in timed], warmup=warmup, seconds=seconds * len(timed), rounds=rounds)
+    rows = [_row(runner, variant.device, batch, np.concatenate(parts), precision=variant.precision, peer_of=peer_of,
+                 ceiling_of=ceiling_of, round_spread=round(round_spread(parts), 2))
+            for (runner, variant, peer_of, ceiling_of, _), parts in zip(timed, timings)]
     for row in rows:
         peer = next((r for r in rows if r.peer_of == row.runner), None)
         if peer is not None:
@@ -187,28 +183,31 @@ class Fastest:
 ORT_F32_PEER = "bare InferenceSession.run (ort-cpu)"
 
 
-def head_feeds(model, case: Case) -> dict[str, np.ndarray]:
-    """A model's inputs at the case's batch, made by its head: raw pictures for an --input uint8
-    artifact (its graph normalises them, as predict feeds it), else preprocessed samples."""
+def case_feeds(model, case: Case) -> dict[str, np.ndarray]:
+    """The case's inputs: its own, or where it has none (a tutorial model's), made by the model's head
+    at its batch: raw pictures for an --input uint8 artifact (its graph normalises them, as predict
+    feeds it), else preprocessed samples."""
+    if case.feeds is not None:
+        return case.feeds
     head = model.head
     make = bench_pictures if head.info.raw_input is not None else bench_inputs
     return {head.input_name: make(head.contract, case.batch)}
 
 
-def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[object, Case], dict], *,
-                skipped: dict[str, str], bare: bool, warmup: int, seconds: float, rounds: int,
-                progress: Callable[[str], None]) -> list[BenchRow]:
-    """Each opened (label, Backend, device, precision, Model) timed at each case, all in the same
+def time_models(opened: list[tuple], cases: Sequence[Case], *, skipped: dict[str, str], bare: bool, warmup: int,
+                seconds: float, rounds: int, progress: Callable[[str], None]) -> list[BenchRow]:
+    """Each opened (Variant, Model) timed at each case, all in the same
     alternating rounds per case: ``Model.run`` beside its runner's bare call on the same inputs (in
     the model's host buffers on a GPU, so both pay the same copies) and, on CUDA, the resident
     ceiling. A model that cannot run a case is that row's entry in ``skipped``, not timed."""
     rows: list[BenchRow] = []
     for case in cases:
-        names, calls = [], []
+        timed = []
         with contextlib.ExitStack() as leases:  # host buffers the inputs lie in, held until timed
-            for label, backend, device, precision, model in opened:
+            for variant, model in opened:
+                label = variant.label
                 try:  # once untimed: inputs the model cannot take are said, not timed
-                    feeds = check_feeds(model.signature, feeds_of(model, case), model.name)
+                    feeds = check_feeds(model.signature, case_feeds(model, case), model.name)
                     model.run(feeds)
                 except Exception as exc:  # noqa: BLE001 - that row only; the others are timed
                     skipped[f"{label} {case.label}"] = (str(exc) if isinstance(exc, PtxError) else
@@ -216,20 +215,17 @@ def time_models(opened: list[tuple], cases: Sequence[Case], feeds_of: Callable[[
                     continue
                 progress(f"{label} {case.label}")
                 feeds = {n: in_host_buffer(model, x, leases) for n, x in feeds.items()}
-                names.append((label, device, precision, None, None))
-                calls.append(functools.partial(model.run, feeds))
+                timed.append((label, variant, None, None, functools.partial(model.run, feeds)))
                 if not bare:
                     continue
                 bare_name, call = model.bare(feeds)
-                names.append((f"{bare_name} ({label})", device, precision, label, None))
-                calls.append(call)
-                if backend.resident and device.startswith("cuda"):
+                timed.append((f"{bare_name} ({label})", variant, label, None, call))
+                if variant.backend.resident and variant.device.startswith("cuda"):
                     # Not a peer: no ptx row can pay less than the host copies it leaves out.
                     resident_name, call = model.runner.resident(feeds)
-                    names.append((f"{resident_name} ({label})", device, precision, None, label))
-                    calls.append(call)
-            if calls:
-                rows += timed_rows(names, calls, case.batch or 1, warmup=warmup, seconds=seconds, rounds=rounds)
+                    timed.append((f"{resident_name} ({label})", variant, None, label, call))
+            if timed:
+                rows += timed_rows(timed, case.batch or 1, warmup=warmup, seconds=seconds, rounds=rounds)
     return rows
 
 
@@ -246,20 +242,19 @@ class Bench:
     def text(self, markdown: bool = False) -> str:
         from ..model.target import group_reasons
 
-        skipped = dict(self.skipped)
-        if not markdown:  # one line per reason, as verify says it
-            skipped = {labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(skipped))}
+        skipped = self.skipped if markdown else {  # one line per reason, as verify says it
+            labels: why for labels, _, why in (line.partition(": ") for line in group_reasons(self.skipped))}
         table = (to_markdown if markdown else to_text)(self.name, self.rows, skipped, self.unit)
         return "\n".join([*self.notes, table])
 
     def to_dict(self) -> dict:
-        return {"model": self.name, "unit": self.unit, "rows": rows_to_dicts(self.rows), "skipped": self.skipped,
-                "notes": self.notes}
+        return {"model": self.name, "unit": self.unit, "rows": [{**asdict(r), "noisy": r.noisy} for r in self.rows],
+                "skipped": self.skipped, "notes": self.notes}
 
 
 def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes: Sequence[int], seed: int | None,
-                result: Bench, asked_sizes: Sequence[int] | None = None) -> tuple[list[Case], Callable]:
-    """(the cases, how a model is fed one): the user's samples (cut or repeated to the
+                result: Bench, asked_sizes: Sequence[int] | None = None) -> list[Case]:
+    """The cases (their inputs: case_feeds): the user's samples (cut or repeated to the
     ``asked_sizes``, where --batch-sizes was given; else one case per batch the files hold, rows
     being per batch size) or seeded tensors from the signature (--seed); else a head's own inputs
     where the model has one; else seeded tensors."""
@@ -269,9 +264,9 @@ def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes:
                                   ", ".join(Path(p).name for p in input_files))
         result.notes.append(note)
         result.unit = "samples/s"
-        return cases, lambda _, case: case.feeds
+        return cases
     if model.head is not None and seed is None:
-        return [Case(f"batch {b}", None, b) for b in batch_sizes], head_feeds
+        return [Case(f"batch {b}", None, b) for b in batch_sizes]
     chosen = plan_inputs(signature, **(plan or {}))
     if chosen.describe_choices():
         result.notes.append(chosen.describe_choices())
@@ -279,7 +274,7 @@ def bench_cases(model, plan: Mapping | None, input_files: Sequence, batch_sizes:
     if not has_batch(signature):
         result.notes.append("no input has a batch axis: timed at its fixed shape only (--batch-sizes does not apply); "
                             "throughput is calls per second")
-    return generated_cases(signature, chosen, batch_sizes, seed or 0), lambda _, case: case.feeds
+    return generated_cases(signature, chosen, batch_sizes, seed or 0)
 
 
 def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
@@ -312,15 +307,12 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
                 target.file_for(variant)
             except MissingArtifactError as exc:
                 raise AskedRowError(_asked_failure(variant.label, result.name, exc)) from None
-    cases = feeds_of = None
+    cases = None
     for needs_torch in (False, True):
-        group = []
-        for variant in (v for v in chosen if v.backend.needs_torch == needs_torch):
-            why = variant.unavailable()
-            if why:
-                result.skipped[variant.label] = why
-            else:
-                group.append(variant)
+        group = [v for v in chosen if v.backend.needs_torch == needs_torch]
+        unavailable = {v.label: v.unavailable() for v in group}
+        result.skipped.update((label, why) for label, why in unavailable.items() if why)
+        group = [v for v in group if not unavailable[v.label]]
         if group:
             progress(f"opening {target.name} with {', '.join(v.label for v in group)}")
         opened, models = [], target.open_all(group)
@@ -333,14 +325,13 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
             elif isinstance(model, Exception):
                 result.skipped[variant.label] = f"cannot open it: {model}"
             else:
-                opened.append((variant.label, variant.backend, variant.device, variant.precision, model))
+                opened.append((variant, model))
         if not opened:
             continue
         if cases is None:
-            cases, feeds_of = bench_cases(opened[0][-1], plan, input_files, sizes, seed, result,
-                                           asked_sizes=batch_sizes)
-        result.rows += time_models(opened, cases, feeds_of, skipped=result.skipped, bare=bare, warmup=warmup,
-                                   seconds=seconds, rounds=rounds, progress=progress)
+            cases = bench_cases(opened[0][1], plan, input_files, sizes, seed, result, asked_sizes=batch_sizes)
+        result.rows += time_models(opened, cases, skipped=result.skipped, bare=bare, warmup=warmup, seconds=seconds,
+                                   rounds=rounds, progress=progress)
         del opened  # frees sessions' thread pools before the next group is timed
     if not result.rows:
         reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
@@ -388,12 +379,9 @@ def describe_fastest(verdicts: list[Fastest], unverified: dict[str, str]) -> lis
     return lines
 
 
-COLUMNS = ("runner", "device", "batch", "p50 us", "p90 us", "p99 us", "images/s", "vs bare")
-
-
-def columns(unit: str = "images/s") -> tuple[str, ...]:
+def columns(unit: str = "images/s") -> list[str]:
     """The table's columns, throughput in ``unit`` (a user's model: samples/s, or runs/s unbatched)."""
-    return tuple(unit if c == "images/s" else c for c in COLUMNS)
+    return ["runner", "device", "batch", "p50 us", "p90 us", "p99 us", unit, "vs bare"]
 
 
 def _cells(r: BenchRow) -> list[str]:
@@ -414,21 +402,13 @@ def noisy_warning(rows: list[BenchRow]) -> str | None:
 
 
 def to_markdown(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
-    lines = [f"| {name}: " + " | ".join(columns(unit)) + " |", "| --- | --- |" + " ---: |" * (len(COLUMNS) - 2)]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
-    lines += [f"\nskipped {b}: {why}" for b, why in skipped.items()]
-    return "\n".join(lines)
+    head = columns(unit)
+    lines = markdown_table([[f"{name}: {head[0]}", *head[1:]]] + [_cells(r) for r in rows], range(2, len(head)))
+    return "\n".join(lines + [f"\nskipped {b}: {why}" for b, why in skipped.items()])
 
 
 def to_text(name: str, rows: list[BenchRow], skipped: dict[str, str], unit: str = "images/s") -> str:
-    cells = [list(columns(unit))] + [_cells(r) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in cells]
-    out = [f"ptx bench {name}", lines[0], "-" * len(lines[0]), *lines[1:]]
-    out += [f"{b:<{widths[0]}}  skipped: {why}" for b, why in skipped.items()]
-    return "\n".join(out)
-
-
-def rows_to_dicts(rows: list[BenchRow]) -> list[dict]:
-    return [{**asdict(r), "noisy": r.noisy} for r in rows]
+    cells = [columns(unit)] + [_cells(r) for r in rows]
+    width = max(len(row[0]) for row in cells)
+    skips = [f"{b:<{width}}  skipped: {why}" for b, why in skipped.items()]
+    return "\n".join([f"ptx bench {name}", *text_table(cells, range(2, len(cells[0]))), *skips])

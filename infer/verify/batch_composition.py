@@ -20,6 +20,8 @@ from ptx.contract.comparison import OutputAgreement, compare_output
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError, first_line
 
+from .cases import batch_of
+
 MAX_ALONE = 3  # samples run alone: the first, the middle and the last of the batch
 
 
@@ -82,32 +84,23 @@ def check_batch_composition(run: Callable[[dict], Mapping[str, np.ndarray]], sig
     """Run a few samples of ``feeds`` alone through ``run`` and compare each with its rows of
     ``batched`` (``run(feeds)``'s outputs, computed by the caller, which has them already).
     Inputs without a batch axis go whole with every sample; outputs without one are not compared."""
-    batch_inputs = [t for t in signature.inputs if t.batch_axis is not None]
-    if not batch_inputs:
+    batch = batch_of(signature, feeds)
+    if batch is None:
         return CompositionCheck(0, skipped="the model has no batch axis")
-    first = batch_inputs[0]
-    batch = int(np.shape(feeds[first.name])[first.batch_axis])
     if batch < 2:
         return CompositionCheck(batch, skipped=f"a batch of {batch}: nothing to compose")
     compared = [t for t in signature.outputs if t.batch_axis is not None and t.name in batched]
     if not compared:
         return CompositionCheck(batch, skipped="no output has a batch axis")
     rows = sorted({0, batch // 2, batch - 1})[:MAX_ALONE]
-    got: dict[str, list[np.ndarray]] = {t.name: [] for t in compared}
-    want: dict[str, list[np.ndarray]] = {t.name: [] for t in compared}
-    for row in rows:
-        alone = {t.name: (_take(feeds[t.name], t.batch_axis, row) if t.batch_axis is not None else feeds[t.name])
-                 for t in signature.inputs}
-        answer = run(alone)
-        for t in compared:
-            got[t.name].append(np.asarray(answer[t.name]))
-            want[t.name].append(_take(np.asarray(batched[t.name]), t.batch_axis, row))
-    outputs = [compare_output(t.name, np.concatenate(got[t.name], axis=t.batch_axis),
-                              np.concatenate(want[t.name], axis=t.batch_axis), tolerance_of(t.name), t.batch_axis)
+    answers = [run({t.name: feeds[t.name] if t.batch_axis is None else _take(feeds[t.name], t.batch_axis, [row])
+                    for t in signature.inputs}) for row in rows]
+    outputs = [compare_output(t.name, np.concatenate([np.asarray(a[t.name]) for a in answers], axis=t.batch_axis),
+                              _take(batched[t.name], t.batch_axis, rows), tolerance_of(t.name), t.batch_axis)
                for t in compared]
     return CompositionCheck(batch, rows, outputs)
 
 
-def _take(x: np.ndarray, axis: int, row: int) -> np.ndarray:
-    """Row ``row`` of ``x`` along ``axis``, the axis kept (size 1), C-ordered as runtimes want it."""
-    return np.ascontiguousarray(np.take(np.asarray(x), [row], axis=axis))
+def _take(x: np.ndarray, axis: int, rows: list[int]) -> np.ndarray:
+    """The ``rows`` of ``x`` along ``axis``, C-ordered as runtimes want them."""
+    return np.ascontiguousarray(np.take(np.asarray(x), rows, axis=axis))

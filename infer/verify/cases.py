@@ -51,8 +51,8 @@ def head_cases(contract, real: np.ndarray, batch_sizes: Sequence[int]) -> list[C
     from ptx.contract.transforms import normalize, to_layout
 
     x = normalize(real, contract)
-    largest = max(batch_sizes)
-    cycled = np.concatenate([x] * (-(-largest // len(x))))[:largest]
+    sizes = sorted(set(batch_sizes) | {1, 7})
+    cycled = np.resize(x, (sizes[-1], *x.shape[1:]))  # the samples again and again, up to the largest batch
     inputs = {"real": x}
     if contract.picture is not None:
         # A blank picture and one all ink, normalised: the extremes of what a picture model is fed,
@@ -61,7 +61,7 @@ def head_cases(contract, real: np.ndarray, batch_sizes: Sequence[int]) -> list[C
         inputs.update(zeros=normalize(blank, contract), ones=normalize(np.full_like(blank, 255), contract))
     elif contract.encoding is None:  # all-zero and all-one tensors; token ids have no such edge
         inputs.update(zeros=np.zeros_like(x[:2]), ones=np.ones_like(x[:2]))
-    for b in sorted(set(batch_sizes) | {1, 7}):
+    for b in sizes:
         inputs[f"batch-{b}"] = cycled[:b]
     return [Case(key, {contract.input.name: to_layout(batch, contract)}, int(key[6:]) if key.startswith("batch-") else None)
             for key, batch in inputs.items()]

@@ -1,12 +1,12 @@
 """The verify engine, Polygraphy's Comparator.run(runners, data_loader) in ptx's terms: every model is
 run on the same cases (infer/verify/cases.py), and each output is compared with a reference's by the one
-comparison (ptx.contract.comparison). ``ptx verify`` of a tutorial model (infer/verify/tutorial.py: the head
-judges decisions, labels and accuracy) and of a model file (infer/verify/reference.py) both run here.
+comparison (ptx.contract.comparison). ``ptx verify`` of a tutorial model (its head judges decisions, labels
+and accuracy) and of a model file both run here (infer/verify/verify.py).
 """
 from __future__ import annotations
 
+import functools
 import math
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,35 +102,30 @@ def output_dtype(signature, name: str) -> str:
 
 
 def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases: Sequence[Case], outputs: Sequence[str],
-                  judge: Judge, names: Mapping[str, str] | None = None,
-                  worst: dict[int, float] | None = None) -> tuple[list[str], list[OutputAgreement]]:
-    """(the labels of the cases both sides ran, each output compared over them). ``names`` maps the
-    reference's output names to the compared side's (outputs matched by position). ``worst``, where
-    given, gets each case's worst departure (what `--locate` traces: the case that disagrees most)."""
+                  judge: Judge) -> tuple[list[str], list[OutputAgreement], int | None]:
+    """(the labels of the cases both sides ran, each output compared over them, the index of the case
+    that departs most: what `--locate` traces)."""
     shared = [i for i in want if i in got]
-    compared = []
+    compared, worst = [], {}
     for name in outputs if shared else ():
-        theirs = (names or {}).get(name, name)
-        merged = None
-        for i in shared:
-            part = judge(name, got[i][theirs], want[i][name])
-            if worst is not None:
-                worst[i] = max(worst.get(i, -1.0), math.inf if part.problem else part.needed_atol + part.beyond)
-            merged = part if merged is None else merged.merge(part)
-        compared.append(merged)
-    return [cases[i].label for i in shared], compared
+        parts = [judge(name, got[i][name], want[i][name]) for i in shared]
+        for i, part in zip(shared, parts):
+            worst[i] = max(worst.get(i, -1.0), math.inf if part.problem else part.needed_atol + part.beyond)
+        compared.append(functools.reduce(OutputAgreement.merge, parts))
+    return [cases[i].label for i in shared], compared, max(worst, key=worst.get) if worst else None
 
 
-def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str) -> tuple[dict[str, str], str | None]:
-    """{our output name: theirs} and a note when matched by position: by name where both sides name
-    them alike; by position where one side has only the names torch gives unnamed outputs."""
+def match_outputs(ours: Sequence[str], theirs: Sequence[str], what: str, notes: list[str]) -> dict[str, str]:
+    """{our output name: theirs}: by name where both sides name them alike; by position where one side
+    has only the names torch gives unnamed outputs (said in ``notes``)."""
     if set(ours) == set(theirs):
-        return {n: n for n in ours}, None
+        return {n: n for n in ours}
     probe_named = lambda names: all(n in PROBE_NAMES or n.startswith("output_") for n in names)  # noqa: E731
     if len(ours) == len(theirs) and (probe_named(ours) or probe_named(theirs)):
         pairs = ", ".join(f"{t} -> {o}" for o, t in zip(ours, theirs))
-        return dict(zip(ours, theirs)), f"note: {what}'s outputs matched by position ({pairs}): torch does not " \
-                                        "name a TorchScript or pt2 file's outputs"
+        notes.append(f"note: {what}'s outputs matched by position ({pairs}): torch does not name a TorchScript or "
+                     "pt2 file's outputs")
+        return dict(zip(ours, theirs))
     raise PtxError(f"{what} gives outputs {', '.join(theirs)}; the model verified gives {', '.join(ours)}: they are "
                    "not outputs of one model")
 

@@ -57,9 +57,7 @@ def name_difference(run_served: Callable[[dict], Outputs], run_reference: Callab
 
 
 def _repeats(run, feeds, got, want, agrees, names) -> str | None:
-    answers = [got]
-    for _ in range(REPEATS):
-        answers.append(run(dict(feeds)))
+    answers = [got] + [run(dict(feeds)) for _ in range(REPEATS)]
     same = [all(agrees(n, a[n], got[n]) for n in names) for a in answers]
     if all(same):
         return None

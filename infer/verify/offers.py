@@ -7,7 +7,7 @@ from pathlib import Path
 from ptx.contract.names import FULL_PRECISION
 
 from ..model.opening import run_option
-from ..model.target import Target, Variant
+from ..model.target import Target
 from ..runtime import backends as registry
 from .comparator import Tolerances
 from .report import REPRO_NOTE, STORED, Report
@@ -28,18 +28,14 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
         if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED:
             continue
         loses = "loses labels" if report.head else "departs"
-        if row.backend not in registry.list_backends():
-            if not triaged and row.precision != FULL_PRECISION and report.against is not None \
-                    and row.backend.startswith(f"{Path(report.against).name} ("):
-                found.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} --against "
-                              f"{report.against}{fed} --locate")
-            continue
-        variant = Variant(registry.get(row.backend), row.device, row.precision)
+        ours = row.backend in registry.list_backends()
+        paired = report.against is not None and row.backend.startswith(f"{Path(report.against).name} (")
         if row.precision != FULL_PRECISION:
-            if not triaged:
-                found.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} --backends "
-                              f"{row.label}{fed} --locate")
-        elif variant.backend.artifact == "onnx" and target.is_run:
+            pick = f"--backends {row.label}" if ours else f"--against {report.against}" if paired else None
+            if pick and not triaged:
+                found.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} {pick}{fed} "
+                              "--locate")
+        elif ours and registry.get(row.backend).artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
             found.append(f"where ort-cpu parts from eager{REPRO_NOTE}: ptx verify {onnx_file} --against "
                           f"{target.run_dir / 'model.torchscript.pt'}{given} --locate"

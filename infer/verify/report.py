@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Container
 
 from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
                                      OutputAgreement, needed_atol_text)
@@ -212,8 +212,7 @@ class Row:
                                              "ties", "error", "failures", "unusable", "required", "status", "ok",
                                              "could_not_run", "advisory", "reference_accuracy", "max_drop",
                                              "no_case", "agrees", "kinds")}
-        return {**doc, "max_abs": doc["max_abs"] if math.isfinite(doc["max_abs"]) else None,
-                "max_rel": doc["max_rel"] if math.isfinite(doc["max_rel"]) else None,
+        return {**doc, **{k: doc[k] if math.isfinite(doc[k]) else None for k in ("max_abs", "max_rel")},
                 "composition": self.composition.to_dict() if self.composition else None,
                 "verdict": self.verdict.to_dict() if self.verdict is not None else None,
                 "outputs": [o.to_dict() for o in self.outputs]}
@@ -329,26 +328,19 @@ class Report:
         return "\n".join(_table(self, all_rows))
 
     def to_dict(self) -> dict:
-        doc = {"model" if self.kind == RUN else "path": self.name, "kind": self.kind, "reference": self.reference,
-               "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "unrunnable": self.unrunnable,
-               "notes": self.notes, "ok": self.ok, "exit_status": self.exit_status, "summary": self.summary(),
-               "rule": RULE, "signature": self.signature.to_dict() if self.signature else None,
-               "inputs": self.inputs, "cases": self.cases, "samples": self.samples, "data": self.data,
-               "tolerances": self.tolerances, "static": self.static, "locate_commands": self.offers,
-               "not_run_summary": group_reasons({label: self.skipped[label] for label in self.unrunnable}),
-               "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES],
-               "shape_certificate": self.certificate.to_dict() if self.certificate is not None else None}
-        reference = self.reference_row
-        doc["reference_error"] = reference.error if reference else None
-        return doc
+        return {"model" if self.kind == RUN else "path": self.name, "kind": self.kind, "reference": self.reference,
+                "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "unrunnable": self.unrunnable,
+                "notes": self.notes, "ok": self.ok, "exit_status": self.exit_status, "summary": self.summary(),
+                "rule": RULE, "signature": self.signature.to_dict() if self.signature else None,
+                "inputs": self.inputs, "cases": self.cases, "samples": self.samples, "data": self.data,
+                "tolerances": self.tolerances, "static": self.static, "locate_commands": self.offers,
+                "not_run_summary": group_reasons({label: self.skipped[label] for label in self.unrunnable}),
+                "histogram_edges": [e if math.isfinite(e) else "inf" for e in HISTOGRAM_EDGES],
+                "shape_certificate": self.certificate.to_dict() if self.certificate is not None else None,
+                "reference_error": self.reference_row.error if self.reference_row else None}
 
 
 # -- the table: heading, each row output by output, what did not run, batch composition, the verdict --
-
-def _columns(head: bool) -> list[str]:
-    return ["backend", "precision", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol",
-            "argmax", *(["accuracy"] if head else []), "verdict"]
-
 
 def _heading(report: Report) -> list[str]:
     """What was verified against what, on which cases, and (a head's) the rule for the rows that ran."""
@@ -399,14 +391,10 @@ def _cells(report: Report, row: Row) -> list[list[str]]:
         else:
             argmax = f"{o.same_decisions}/{o.decisions}" if o.decisions else "-"
         accuracy = ([f"{row.accuracy:.4f}" if row.accuracy is not None and k == 0 else "-"] if head else [])
-        if len(row.outputs) == 1 or row.precision != FULL_PRECISION:
-            verdict = row.describe() if k == 0 else ""
-        else:
-            verdict = "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else f": {o.beyond:,} of "
-                                                                                        f"{o.compared:,} beyond")
-        cells.append([name if k == 0 else "", precision if k == 0 else "", row.against if k == 0 else "", o.name,
-                      f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
-                      f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", argmax, *accuracy, verdict])
+        whole = len(row.outputs) == 1 or row.precision != FULL_PRECISION
+        verdict = (row.describe() if k == 0 else "") if whole else _output_verdict(o)
+        cells.append([name if k == 0 else "", precision if k == 0 else "", row.against if k == 0 else "",
+                      *_output_cells(o), argmax, *accuracy, verdict])
     if len(row.outputs) > 1 and row.precision == FULL_PRECISION and row.status != "PASS" and not row.disagreeing:
         cells.append([""] * (len(cells[0]) - 1) + [row.describe()])
     return cells + _alone_cells(report, row, name, precision)
@@ -422,20 +410,26 @@ def _alone_cells(report: Report, row: Row, name: str, precision: str) -> list[li
     if check.error:
         verdict = "FAIL" if report.strict else "could not run"
         return [[name, precision, against, *blank, f"{verdict}: {short_reason(check.error, report.path)}"]]
-    return [[name, precision, against, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
-             f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}", "-", *(["-"] if report.head else []),
-             "PASS" if o.ok else "FAIL" + (f": {o.problem}" if o.problem else f": {o.beyond:,} of {o.compared:,} beyond")]
+    return [[name, precision, against, *_output_cells(o), "-", *(["-"] if report.head else []), _output_verdict(o)]
             for o in check.outputs]
 
 
+def _output_cells(o: OutputAgreement) -> list[str]:
+    """An output's numbers as a table row shows them: name, max abs, max rel, needed atol, atol / rtol."""
+    return [o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
+            f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}"]
+
+
+def _output_verdict(o: OutputAgreement) -> str:
+    return "PASS" if o.ok else "FAIL: " + (o.problem or f"{o.beyond:,} of {o.compared:,} beyond")
+
+
 def _table(report: Report, all_rows: bool) -> list[str]:
-    columns = _columns(report.head)
+    columns = ["backend", "precision", "against", "output", "max abs", "max rel", "needed atol", "atol / rtol",
+               "argmax", *(["accuracy"] if report.head else []), "verdict"]
     cells = [columns] + [c for row in report.rows for c in _cells(report, row)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
     numeric = {columns.index(c) for c in ("max abs", "max rel", "needed atol", "argmax", *(["accuracy"] * report.head))}
-    text = ["  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            + "  " + r[-1] for r in cells]
-    lines = [*_heading(report), text[0], "-" * len(text[0]), *text[1:]]
+    lines = [*_heading(report), *text_table(cells, numeric)]
     machine = {} if all_rows else report.unrunnable
     # Rows skipped for the same reason (ort-cpu-int8 and openvino-int8 both lack model.int8.onnx) share
     # a line, except with all_rows: one line each. ``static``: what a check found without running the row.
@@ -446,11 +440,21 @@ def _table(report: Report, all_rows: bool) -> list[str]:
     lines += [f"{', '.join(labels)}: " + (f"not run: {why}; {checked}" if checked else f"skipped: {why}")
               for (why, checked, *_), labels in shared.items()]
     lines += _device_lines(report, machine)
-    lines += _composition_lines(report)
-    # --locate traces f32 rows; a reduced row's offer is its triage (report.offers)
+    # One line for every row whose samples answered alone as inside the largest batch; a row where they
+    # did not has table rows of its own (_alone_cells), its verdict FAIL with the same words.
+    same = [r for r in report.rows if r.composition is not None and r.composition.checked and r.composition.ok]
+    if same:
+        first = same[0].composition
+        worst = max(o.max_abs for r in same for o in r.composition.outputs)
+        lines.append(f"batch composition: samples {', '.join(map(str, first.alone))} alone = their rows in a "
+                     f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})")
+    # --locate traces f32 rows (a reduced row's offer is its triage, report.offers): the one line a
+    # DISAGREE verdict of a file's verify offers, the files as they were given and the options that
+    # made the verdict (--atol, --inputs, ...), so that it runs as printed
     if report.kind == "onnx" and any(r.traceable for r in report.failed if not r.is_reference
                                      and r.precision == FULL_PRECISION):
-        lines.append(locate_offer(report.path, report.against, report.given))
+        more = (f" --against {report.against}" if report.against else "") + "".join(f" {g}" for g in report.given)
+        lines.append(f"where it is born{REPRO_NOTE}: ptx verify {report.path} --locate{more}")
     return lines + report.offers + [report.summary()]
 
 
@@ -470,28 +474,22 @@ def _device_lines(report: Report, machine: dict[str, str]) -> list[str]:
     return lines
 
 
-def _composition_lines(report: Report) -> list[str]:
-    """One line for every f32 row whose samples answered alone as inside the largest batch; a line of
-    its own for each row where they did not (its verdict says FAIL with the same words)."""
-    checked = [r for r in report.rows if r.composition is not None and r.composition.skipped is None]
-    same = [r for r in checked if r.composition.checked and r.composition.ok]
-    lines = []
-    if same:
-        first = same[0].composition
-        worst = max(o.max_abs for r in same for o in r.composition.outputs)
-        lines.append(f"batch composition: samples {', '.join(map(str, first.alone))} alone = their rows in a "
-                     f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})")
-    return lines  # a row whose samples did not answer alone as in a batch has table rows of its own (_alone_cells)
-
-
 # What an offered --locate command also does with --repro DIR, said before the command, whose line
 # ends with it so that it runs as printed.
 REPRO_NOTE = " (add --repro DIR for a repro to file)"
-LOCATE_HINT = "where it is born{note}: ptx verify {file} --locate{more}"
 
 
-def locate_offer(path: Path, against: str | Path | None = None, given: Sequence[str] = ()) -> str:
-    """The one line a DISAGREE verdict of a file's verify offers: the files as they were given and
-    the options that made the verdict (``given``: --atol, --inputs, ...), so it runs as printed."""
-    more = (f" --against {against}" if against else "") + "".join(f" {g}" for g in given)
-    return LOCATE_HINT.format(note=REPRO_NOTE, file=path, more=more)
+def text_table(cells: list[list[str]], right: Container[int]) -> list[str]:
+    """Rows of cells (the heading first) as aligned text, underlined below the heading: the columns
+    numbered in ``right`` right-aligned, the others left-aligned (the last one unpadded). verify's
+    table and bench's two."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.rjust(w) if i in right else c if i == len(widths) - 1 else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    return [lines[0], "-" * len(lines[0]), *lines[1:]]
+
+
+def markdown_table(cells: list[list[str]], right: Container[int]) -> list[str]:
+    """The same rows as a Markdown table, the columns numbered in ``right`` right-aligned."""
+    lines = ["| " + " | ".join(row) + " |" for row in cells]
+    return [lines[0], "|" + "".join(" ---: |" if i in right else " --- |" for i in range(len(cells[0]))), *lines[1:]]

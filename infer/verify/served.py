@@ -58,14 +58,13 @@ def served_row(served: Model, this, against: str, compared=()) -> Row:
         report.notes.append(f"note: not compared (the server's own tensors, no reference has them): "
                             f"{', '.join(left_out)}")
     want, _ = this.reference_on("cpu")
-    shared = sorted(want)
     this.progress(f"running {label}")
     run = this.run_on(served)
-    got, error = run_cases(run, this.cases, shared)
+    got, error = run_cases(run, this.cases, sorted(want))
     row = Row(label, against=against, error=error, batch_sizes=sorted({c.batch for c in this.cases if c.batch}))
     if not got:
         return row
-    this.ran(row, run, got, want, shared)
+    this.ran(row, run, got, want)
     if [f for f in row.failures if f != row.error]:
         row.kinds = _kinds(row, run, this, got, want)
         report.notes += [f"{label}: {kind}" for kind in row.kinds] or [

@@ -83,8 +83,10 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     require_targets("verify", target, against, verifying=True)
     # a served model is held to the reference at the reference's own precision: no twin's row beside it
     variants = [v for v in target.variants(backends) if served is None or v.precision == target.precision]
-    if served is None and nothing_exported(target):  # said before eager is loaded and run for nothing
-        raise NothingToCompareError(nothing_exported(target))
+    if served is None and target.is_run and not exported(target.run_dir):  # said before eager is loaded and run
+        raise NothingToCompareError(f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
+                                    f"`{export_command(target.name, run=target.run)}` first (verify compares each "
+                                    "export with eager)")
     reference = _open_reference(target, progress)
     head = reference.head
     tolerances = Tolerances.parse(atol, rtol, reference.signature.output_names, head.contract if head else None)
@@ -150,15 +152,16 @@ class Run:
             model = self.reference if device == "cpu" else self.target.open(Variant(registry.get(REFERENCE), device))
             self._references[device] = run_cases(self.run_on(model), self.cases)
             if not self._references[device][0]:
+                hint = batch_hint(self.signature) if not self.input_files and self.head is None else None
                 raise PtxError(f"{self.target.reference}, the reference, cannot run {self.target.name}: "
-                               f"{self._references[device][1]}{_hint(self.reference, self.input_files)}")
+                               f"{self._references[device][1]}" + (f"; {hint}" if hint else ""))
         return self._references[device]
 
     def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> None:
         """``variant``'s Row in the report (or its skip): its outputs on the cases against the
         reference's, judged; a file or precision it cannot open is skipped, unless the user ``asked``
         for that row (then it FAILs, as any other failure of its row does)."""
-        ref_device = _reference_device(self.target, variant)
+        ref_device = reference_device(variant.backend, variant.device) if self.target.is_run else "cpu"
         # not exported, or this CPU cannot run that precision: a skip, but never of a row the user named
         # (verify would judge the others and exit 0 without the one asked for)
         if isinstance(model, BackendUnavailableError) or (isinstance(model, MissingArtifactError) and not asked):
@@ -184,23 +187,23 @@ class Run:
         ran, row.error = ({i: want[i] for i in shared}, ref_error) if model is self.reference else \
             run_cases(run, self.cases, shared)
         if ran:
-            self.ran(row, run, ran, want, shared, model,
+            self.ran(row, run, ran, want, model,
                      composition=variant.precision == FULL_PRECISION and not variant.backend.third_opinion)
             row.provenance += _provenance(self.target, model, self.reference)
 
-    def ran(self, row: Row, run, got, want, shared, model=None, composition: bool = True) -> None:
-        """What a row's run ``got`` on the ``shared`` cases says, into ``row``: judged against the
+    def ran(self, row: Row, run, got, want, model=None, composition: bool = True) -> None:
+        """What a row's run ``got`` on the cases says, into ``row``: judged against the
         reference's ``want``, and where ``composition``, whether a sample's answer depends on its
         batch-mates (``run`` asked again: a few samples alone)."""
-        self.judge(row, got, want, shared, self.truth, model)
+        self.judge(row, got, want, self.truth, model)
         if composition:
             row.composition = check_largest_batch(run, self.signature, self.cases, got, lambda name: self.tolerances.of(
                 name, output_dtype(self.signature, name), row.device))
 
-    def judge(self, row: Row, got, want, shared, truth, model=None) -> None:
+    def judge(self, row: Row, got, want, truth, model=None) -> None:
         """``row``'s outputs compared; a reduced row's verdict by the one rule (ptx.contract.verdict),
         from the strongest evidence at hand, and said where it differs from the one its file records."""
-        _judge(row, got, want, self.cases, shared, truth, self.head, self.tolerances, self.signature)
+        _judge(row, got, want, self.cases, truth, self.head, self.tolerances, self.signature)
         metadata = model.metadata if model is not None else {}
         row.max_drop = recorded_max_drop(metadata) if row.precision != FULL_PRECISION else None
         if row.precision == FULL_PRECISION or not row.cases or row.is_reference:  # the reference is what others are held to
@@ -246,17 +249,10 @@ def _reference_label(target: Target) -> str:
     return registry.get(target.reference).label("cpu", target.precision)
 
 
-def _reference_device(target: Target, variant: Variant) -> str:
-    """Where the reference runs for ``variant``: a run's eager on the variant's own device where torch
-    runs there, else (a torch-free variant beside a CPU-only torch) on the CPU; a file's on the CPU."""
-    if target.is_run and variant.device != "cpu" and not registry.get(REFERENCE).unavailable(variant.device):
-        return variant.device
-    return "cpu"
-
-
 def reference_device(backend, device: str) -> str | None:
-    """Where eager runs as ``backend``-on-``device``'s reference (None: nowhere, a torch variant on a
-    device torch cannot see)."""
+    """Where eager runs as ``backend``-on-``device``'s reference: on the variant's own device where torch
+    runs there, else (a torch-free variant beside a CPU-only torch) on the CPU; None: nowhere, a torch
+    variant on a device torch cannot see. A file's reference runs on the CPU."""
     if not registry.get(REFERENCE).unavailable(device):
         return device
     return "cpu" if not backend.needs_torch and not registry.get(REFERENCE).unavailable("cpu") else None
@@ -312,11 +308,6 @@ def _cases(target: Target, reference, samples: int, batch_sizes, input_files, se
     return cases, None, where + (f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""), ""
 
 
-def _hint(reference, input_files) -> str:
-    hint = batch_hint(reference.signature) if not input_files and reference.head is None else None
-    return f"; {hint}" if hint else ""
-
-
 def _runner(head, chunk: int) -> Callable:
     """How a model runs a case: a model with a head takes the head's samples (its one input, fed as
     its graph takes it: an --input uint8 export gets the pictures back) in batches of ``chunk``;
@@ -350,7 +341,7 @@ def _cases_for(variant: Variant, cases: Sequence[Case], want: Mapping, report: R
     return small
 
 
-def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Tolerances, signature) -> None:
+def _judge(row: Row, got, want, cases, truth, head, tolerances: Tolerances, signature) -> None:
     """Each output compared over the cases both sides ran (the case that departs most kept for
     --locate); a reduced precision judged by a head's labels on the real samples, else its tensors."""
     def judge(name, g, w):
@@ -359,11 +350,8 @@ def _judge(row: Row, got, want, cases, shared, truth, head, tolerances: Toleranc
             return compare(g, w, head.contract, tolerance=tolerance)
         return compare_output(name, g, w, tolerance, signature.output(name).batch_axis)
 
-    worst: dict[int, float] = {}
-    row.cases, row.outputs = compare_cases(got, want, cases, signature.output_names, judge, worst=worst)
-    row.worst_case = max(worst, key=worst.get) if worst else None
-    real = truth is not None and 0 in got
-    if head is not None and real:
+    row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, signature.output_names, judge)
+    if head is not None and truth is not None and 0 in got:
         labels, wanted = decisions(got[0][head.output_name], head.contract), decisions(want[0][head.output_name], head.contract)
         if labels is not None:
             row.argmax_agreement = float((labels == wanted).mean())
@@ -407,16 +395,13 @@ def _against(other_target: Target, this: Run) -> Row:
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
                        f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
-    names, note = match_outputs(signature.output_names, model.signature.output_names, other.name) \
-        if this.head is None else ({n: n for n in signature.output_names}, None)
-    if note:
-        report.notes.append(note)
+    names = match_outputs(signature.output_names, model.signature.output_names, other.name, report.notes) \
+        if this.head is None else {n: n for n in signature.output_names}
     want, _ = this.reference_on("cpu")
-    shared = sorted(want)
-    got, error = run_cases(this.run_on(model), this.cases, shared)
+    got, error = run_cases(this.run_on(model), this.cases, sorted(want))
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
     row = Row(label, precision=precision, against=_reference_label(target), error=error)
-    this.judge(row, got, want, shared, None)
+    this.judge(row, got, want, None)
     return row
 
 
@@ -443,16 +428,12 @@ def _stored(this: Run, given, save: bool) -> None:
     if sorted(stored.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"{where}: its cases feed inputs {', '.join(stored.signature.input_names)}, and "
                        f"{target.path.name} takes {', '.join(signature.input_names)}: not reference tensors of this model")
-    names, note = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference")
-    if note:
-        report.notes.append(note)
-    stored_cases = []
-    for k, case in enumerate(stored.cases):
-        try:
-            stored_cases.append(Case(case.label, check_feeds(signature, case.feeds, f"{where.name} case {k}",
-                                                             from_file=True)))
-        except InputError as exc:
-            raise PtxError(f"{where}: {exc}") from None
+    names = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference", report.notes)
+    try:
+        stored_cases = [Case(case.label, check_feeds(signature, case.feeds, f"{where.name} case {k}", from_file=True))
+                        for k, case in enumerate(stored.cases)]
+    except InputError as exc:
+        raise PtxError(f"{where}: {exc}") from None
     stored_want = {i: {ours: case.outputs[theirs] for ours, theirs in names.items()} for i, case in enumerate(stored.cases)}
     if stored.weights_sha256 and digest and stored.weights_sha256 != digest:
         report.notes.append(f"note: {where.name} was made for other weights than {target.path.name}'s (sha256 "
@@ -464,7 +445,7 @@ def _stored(this: Run, given, save: bool) -> None:
             continue
         got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
-        _judge(held, got, stored_want, stored_cases, sorted(got), None, None, this.tolerances, signature)
+        _judge(held, got, stored_want, stored_cases, None, None, this.tolerances, signature)
         if held.precision != FULL_PRECISION and held.cases:
             held.verdict = reduced_verdict(held, got, stored_want, None, None, signature,
                                             ("inputs", f"{len(held.cases)} stored reference cases"), {})
@@ -490,10 +471,3 @@ def runs_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[Path]:
     exported artifact."""
     return [d for d in run_folders(root) if (d / CHECKPOINT_FILE).is_file() and exported(d)]
 
-
-def nothing_exported(target: Target) -> str | None:
-    """Why a run has nothing to compare yet (no export), in one line with the command that makes one."""
-    if target.is_run and not exported(target.run_dir):
-        return (f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
-                f"`{export_command(target.name, run=target.run)}` first (verify compares each export with eager)")
-    return None
