@@ -105,26 +105,13 @@ class Head:
     def __init__(self, info: ArtifactInfo):
         self.info, self.raw_input = info, info.raw_input
         self.contract: Contract = info.contract
+        self.labels: tuple[str, ...] = info.contract.labels
         self.endpoint = signature_of_contract(info.contract)
         self.user_input = IMAGE_INPUT if info.contract.kind is InputKind.IMAGE else TEXT_INPUT
-        self._graph_dtype = np.dtype(self.graph_input.dtype)  # read once: to_graph runs every batch
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.contract.labels
-
-    @property
-    def graph_input(self) -> TensorSig:
-        """The tensor the runtime is fed: the contract's input, or raw uint8 pictures."""
-        return self.raw_input or self.contract.input
-
-    @property
-    def input_name(self) -> str:
-        return self.graph_input.name
-
-    @property
-    def output_name(self) -> str:
-        return self.contract.output.name
+        # The tensor the runtime is fed: the contract's input, or raw uint8 pictures.
+        self.graph_input: TensorSig = self.raw_input or self.contract.input
+        self.input_name, self.output_name = self.graph_input.name, self.contract.output.name
+        self._graph_dtype = np.dtype(self.graph_input.dtype)  # read once: feeds runs every batch
 
     @property
     def answers(self) -> dict[str, list[int]]:
@@ -163,19 +150,16 @@ class Head:
         if contract.encoding is not None and x.size and (x.min() < 0 or x.max() >= contract.encoding.vocab_size):
             raise InputError(f"input {name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")
 
-    def to_graph(self, x) -> np.ndarray:
-        """A model-layout batch (checked) -> what the graph is fed: itself in the graph's dtype, or
-        (--input uint8) the pictures it was made from (InputError when it was made from none)."""
+    def feeds(self, x) -> dict[str, np.ndarray]:
+        """A model-layout batch (checked) -> what ``Model.run`` takes: the graph's one input, by name,
+        in the graph's dtype, or (--input uint8) the pictures it was made from (InputError when it was
+        made from none)."""
         self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
             x = x.detach().cpu().numpy()
         if self.raw_input is not None:
-            return pictures_from_model_input(np.asarray(x), self.contract)
-        return np.ascontiguousarray(x, dtype=self._graph_dtype)
-
-    def feeds(self, x) -> dict[str, np.ndarray]:
-        """A model-layout batch -> what ``Model.run`` takes: the graph's one input, by name."""
-        return {self.input_name: self.to_graph(x)}
+            return {self.input_name: pictures_from_model_input(np.asarray(x), self.contract)}
+        return {self.input_name: np.ascontiguousarray(x, dtype=self._graph_dtype)}
 
     def check_pictures(self, x) -> None:
         want = self.graph_input.sample_shape
@@ -205,7 +189,12 @@ class Head:
             if kind is InputKind.IMAGE and isinstance(item, str):
                 raise InputError(f"{name or 'stream'}: a text-mode file: open the picture with open(path, 'rb')")
         if kind is not InputKind.IMAGE and isinstance(item, BYTES):
-            item = _one_line(self.text_lines(item, name or _describe(item)), name or _describe(item))
+            name = name or _describe(item)
+            lines = self.text_lines(item, name)
+            if len(lines) > 1:
+                raise InputError(f"{name}: {len(lines)} lines; give one input, or pass it to predict(), which "
+                                 "reads one per line")
+            item = lines[0]
         if kind in (InputKind.NUMBER, InputKind.VECTOR):
             return self._parse_numbers(item)
         if kind is InputKind.TEXT:
@@ -434,13 +423,6 @@ def read_stream(stream, name: str):
     if len(data) > MAX_STREAM_BYTES:
         raise InputError(f"{name}: over {MAX_STREAM_BYTES // 2**20} MiB: not one input")
     return data
-
-
-def _one_line(lines: list[str], name: str) -> str:
-    if len(lines) > 1:
-        raise InputError(f"{name}: {len(lines)} lines; give one input, or pass it to predict(), which "
-                         "reads one per line")
-    return lines[0]
 
 
 def _describe(item) -> str:
