@@ -20,7 +20,7 @@ from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
 
 from ..runtime import backends as registry
-from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file, weights_digest
+from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file
 from ..formats.signature import recorded_signature
 from ..model.opening import KIND_NAMES
 
@@ -198,7 +198,7 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     if found.has_contract:
         report.model = found.metadata.get("model")
         report.format = int8_format(found.metadata) if found.metadata.get("precision") == "int8" else found.kind
-    report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
+    report.digest = found.weights
     if CERTIFICATE_KEY in found.metadata:
         report.certificate = Certificate.from_json(found.metadata[CERTIFICATE_KEY])
     variants = [v for v in target.variants() if v.precision == target.precision]

@@ -16,13 +16,12 @@ from ptx.contract.metadata import CONTRACT
 from ptx.contract.runs import is_run, run_folders, run_model
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import TensorSig, as_declarations
-from ptx.contract.weights import WEIGHTS_KEY
 from ptx.child import run_child
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
 from ptx.files import file_sha256, is_dir, is_file
 
-from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
+from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file
 from ..formats.signature import Opening
 from ..runtime import backends
 from .head import Head, artifact_info
@@ -269,9 +268,7 @@ def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
     found = read_model_file(path)  # no such file, a folder, not a model: one line
     if ignore_metadata:
         return replace(found, metadata={})
-    digest = found.digest if found.kind == "onnx" else (weights_digest(path, found.kind)
-                                                        if found.metadata.get(WEIGHTS_KEY) else None)
-    check_weights(path, found.metadata, digest)
+    check_weights(found)
     return found
 
 

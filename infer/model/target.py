@@ -258,11 +258,11 @@ def changed_since_export(path: Path) -> str | None:
     with (changed after export), in a note; None where they are, or it records none."""
     from ptx.contract.weights import WEIGHTS_KEY
 
-    from ..formats.model_files import read_model_file, weights_digest
+    from ..formats.model_files import read_model_file
 
     found = read_model_file(path, digest=False)
     recorded = found.metadata.get(WEIGHTS_KEY)
-    actual = weights_digest(path, found.kind) if recorded else None
+    actual = found.weights if recorded else None
     if actual is None or actual == recorded:
         return None
     return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {actual[:12]}... where its "
