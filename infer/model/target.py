@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
+from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION, INT8_FORMATS
 from ptx.child import ChildCrashError, run_child
-from ptx.errors import ArtifactError, MissingArtifactError, PtxError
+from ptx.errors import MissingArtifactError, PtxError
 from ptx.files import is_file
 
 from ..formats.model_files import ModelFile
 from ..runtime import backends as registry
 from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, precision_file,
-                      probe_args, require_run, run_folder)
+                      probe_args, require_run)
 
 NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
@@ -131,9 +131,9 @@ class Target:
         known = {v.backend.name for v in every} | {v.backend.label(v.device) for v in every} | {v.label for v in every}
         unknown = [n for n in names if n not in known]
         if unknown:
-            what = "" if self.is_run else f" does not run {KIND_NAMES[self.kind]};"
-            raise PtxError(f"backend {unknown[0]}{what} choose from {', '.join(sorted(known))}" if self.is_run else
-                           f"backend {unknown[0]}{what} these do: {', '.join(dict.fromkeys(v.label for v in every))}")
+            raise PtxError(f"backend {unknown[0]} choose from {', '.join(sorted(known))}" if self.is_run else
+                           f"backend {unknown[0]} does not run {KIND_NAMES[self.kind]}; these do: "
+                           f"{', '.join(dict.fromkeys(v.label for v in every))}")
         return [v for v in every if {v.backend.name, v.backend.label(v.device), v.label} & set(names)]
 
     @property
@@ -142,11 +142,7 @@ class Target:
         (an int8 file is int8 only, whichever quantizer made it)."""
         if self.kind != "onnx":
             return (self.kind,)
-        return INT8_FORMATS if self.is_int8 else ("onnx", *INT8_FORMATS)
-
-    @property
-    def is_int8(self) -> bool:
-        return self.precision == "int8"
+        return INT8_FORMATS if self.precision == "int8" else ("onnx", *INT8_FORMATS)
 
     def _format_of(self, backend, precision: str) -> str:
         """What a backend reads of this file at ``precision``: the file itself (its kind) at the
@@ -171,11 +167,11 @@ class Target:
         return load(self.file_for(variant), variant.backend.name, variant.device, variant.precision,
                     probe=probe, **self.options)
 
-    def open_all(self, variants: Sequence[Variant]) -> dict[str, object]:
-        """{label: the Model, or the PtxError that says why it did not open}: a file ptx did not write
-        is first opened by every variant in turn in one child process (a runtime that crashes on a
-        malformed graph crashes there, and says so in one line)."""
-        opened: dict[str, object] = dict(self._probe(variants))
+    def open_all(self, variants: Sequence[Variant], probe: bool = True) -> dict[str, object]:
+        """{label: the Model, or the PtxError that says why it did not open}: with ``probe``, a file
+        ptx did not write is first opened by every variant in turn in one child process (a runtime
+        that crashes on a malformed graph crashes there, and says so in one line)."""
+        opened: dict[str, object] = dict(self._probe(variants)) if probe else {}
         for variant in variants:
             if variant.label not in opened:
                 try:
@@ -215,9 +211,6 @@ class Target:
         except MissingArtifactError:
             return False
 
-    def run_folder(self) -> Path | None:
-        return run_folder(self.name, self.root, self.run) if self.is_run else None
-
 
 def require_targets(command: str, *given, verifying: bool = False) -> None:
     """A library caller's model argument that is not a Target, refused in one line saying how to make
@@ -227,22 +220,6 @@ def require_targets(command: str, *given, verifying: bool = False) -> None:
         raise PtxError(f"{command}() takes a Target, not {type(wrong).__name__} {str(wrong)[:60]!r}: give Target.of("
                        f"argument, root=..., run=..., options=...{', verifying=True' * verifying}) "
                        "(from ptx.infer.model.target import Target)")
-
-
-def export_targets(folder: Path) -> list[tuple[Path, "Target | ArtifactError"]]:
-    """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
-    given by its path (verifying: a file changed since export is the user's own model, with a note),
-    or the one-line reason it cannot be read: a folder argument's files are decided here, as an
-    argument is (``ptx inspect RUN_FOLDER``)."""
-    found = []
-    for fmt, name in ARTIFACT_FILES.items():
-        path = Path(folder) / name
-        if fmt != CHECKPOINT_FORMAT and path.is_file():
-            try:
-                found.append((path, Target.of(path, verifying=True)))
-            except ArtifactError as exc:
-                found.append((path, exc))
-    return found
 
 
 def group_reasons(reasons: Mapping[str, str]) -> list[str]:
