@@ -126,17 +126,12 @@ def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[li
             unreadable.append((arg, f"{arg}: a folder, not a CSV file; name its files (e.g. {path / '*.csv'})"))
         elif path.suffix.lower() == ".csv" or exists(arg):
             try:
-                rows += csv_file_rows(path, features)
+                rows += csv_text_rows(read_text(path, InputError), path, features)
             except InputError as exc:
                 unreadable.append((arg, str(exc)))
         else:
             rows.append(arg)
     return rows, unreadable
-
-
-def csv_file_rows(path: Path, features: tuple[str, ...] = ()) -> list[str]:
-    """The data rows of one CSV file of feature rows (see ``csv_text_rows``)."""
-    return csv_text_rows(read_text(path, InputError), path, features)
 
 
 def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:

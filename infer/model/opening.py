@@ -48,10 +48,6 @@ def run_option(model: str, run_dir: Path) -> str:
     return "" if Path(run_dir) == Path(DEFAULT_RUNS_ROOT) / model else f" --run {run_dir}"
 
 
-def _out(run: str | Path | None) -> str:
-    return "" if run is None else f" --out {run}"
-
-
 def export_command(model: str, fmt: str | None = None, run: str | Path | None = None) -> str:
     """The export command that writes ``fmt`` for ``model`` (into the run folder ``run``)."""
     # Formats that `ptx export` writes only on request (pt2, onnx-int8) must be named in the command.
@@ -103,7 +99,8 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
         checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
         export = f"`{export_command(model, fmt, run)}`"
         if file_name == checkpoint.name or not checkpoint.is_file():
-            todo = f"`ptx train {model}{_out(run)}`" + ("" if file_name == checkpoint.name else f" then {export}")
+            out = "" if run is None else f" --out {run}"
+            todo = f"`ptx train {model}{out}`" + ("" if file_name == checkpoint.name else f" then {export}")
         else:
             todo = export
         raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
@@ -230,13 +227,11 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
         target, run = model_of_run(path), path
     elif path.suffix in ARTIFACT_SUFFIXES or is_file(path):
         return _warned(open_path(path, backend, device, precision, **opened))
-    if backend is not None:
-        backends.get(backend)  # an unknown name is one clear error before any file is touched
     # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
-    backend = backend or DEFAULT_BACKEND
-    check_device(backend, device)  # before any file is looked for
-    model = open_path(artifact_path(str(target), backend, root, precision or FULL_PRECISION, run), backend, device,
-                      precision or FULL_PRECISION, tutorial=str(target))
+    backend, precision = backend or DEFAULT_BACKEND, precision or FULL_PRECISION
+    check_device(backend, device)  # an unknown backend or device is one clear error before any file is looked for
+    model = open_path(artifact_path(str(target), backend, root, precision, run), backend, device, precision,
+                      tutorial=str(target))
     model.stale = stale_reason(model, run_folder(str(target), root, run))
     if model.stale:
         warnings.warn(model.stale, StaleArtifactWarning, stacklevel=2)
@@ -291,8 +286,9 @@ def open_path(path: Path | None, backend: str | None = None, device: str | None 
     if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
         raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
                                       f"{DEFAULT_FILE_BACKEND[opening.kind]}")
-    if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:
-        probe_in_child(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
+    if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:  # a runtime that crashes on it crashes there
+        args = probe_args(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
+        run_child(PROBE, json.dumps([args]), what=f"{chosen.label(device)} opening {path.name}")
     model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
     if path != given:
         model.opened = f"{precision} runs {path.name}, the {precision} file beside {given.name}"
@@ -410,14 +406,6 @@ for args in json.loads(sys.argv[1]):
     except PtxError:
         pass  # refused in one line: the parent opens it again and says so
 """
-
-
-def probe_in_child(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
-                   batch_axes: Mapping[str, int | None] | None, ignore_metadata: bool) -> None:
-    """Open the file in a fresh interpreter first: a runtime that crashes on it crashes there, and
-    ptx says so in one line (ChildCrashError) instead of dying with it."""
-    args = probe_args(path, backend, device, declared, batch_axes, ignore_metadata)
-    run_child(PROBE, json.dumps([args]), what=f"{backend} opening {path.name}")
 
 
 def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
