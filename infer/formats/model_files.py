@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ptx.contract.metadata import from_props
+from ptx.contract.metadata import CONTRACT, from_props
 from ptx.contract.names import FULL_PRECISION, TORCHSCRIPT_EXTRA_FILE, model_name
 from ptx.contract.onnx_wire import quantized_ops, read_onnx
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
@@ -22,7 +22,6 @@ from ptx.errors import ArtifactError
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
 INT8 = "int8"
 SAVED = "torch.save"  # an archive torch.save wrote: no model ptx runs
-CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
 IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
 # What a file whose weights are not the ones its metadata was written for is told.
 FOREIGN = ("its weights are not the ones its ptx.* metadata was written for (metadata copied from another model, "
@@ -44,7 +43,7 @@ class ModelFile:
     @property
     def has_contract(self) -> bool:
         """A tutorial model's artifact (a head above the tensors), as ptx export writes them."""
-        return CONTRACT_KEY in self.metadata
+        return CONTRACT in self.metadata
 
     @property
     def name(self) -> str:

@@ -32,18 +32,18 @@ IMAGE_INPUT, TEXT_INPUT = "image", "text"
 LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 
 
-def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
+def artifact_info(path: Path, strings) -> ArtifactInfo:
     """The ptx metadata an artifact carries, checked: none, or a contract that does not validate, is
-    an ArtifactError naming the export command that makes a good one (``export_args``: its options)."""
+    an ArtifactError naming the export command that makes a good one."""
     if not strings or CONTRACT not in strings:  # none, or a user's own export (its tensors, no head)
-        raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model ({missing}); run it as your own "
-                                  f"model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
-                                  f"with `ptx export NAME{export_args}`")
+        raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model (no ptx.* metadata); run it as your "
+                                  f"own model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
+                                  "with `ptx export NAME`")
     # Whether the strings belong to the file's weights was checked where it was opened (model_file).
     try:
         info = from_strings(strings)
     except ContractError as exc:
-        raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}{export_args}`") from None
+        raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
     # An export of a run on data its model cannot learn from (trained by an older ptx) answers nonsense.
     model, dataset = info.contract.model, info.get("dataset")
     if catalog.known_to_fit(model, dataset):
@@ -249,11 +249,9 @@ class Head:
         if contract.task is Task.REGRESSION:
             return [Prediction(logits=row, value=float(row[0]), source=src) for row, src in zip(logits, sources)]
         if contract.task is Task.BINARY:  # the model's output is already P(label 1)
-            return [Prediction(logits=row, label=int(d), label_name=labels[int(d)],
-                               probability=float(row[0] if d else 1 - row[0]),
-                               probabilities=np.array([1 - row[0], row[0]]), source=src, labels=labels)
-                    for row, d, src in zip(logits, decisions(logits, contract), sources)]
-        probs = softmax(logits)
+            probs = np.concatenate([1 - logits[:, :1], logits[:, :1]], axis=1)
+        else:
+            probs = softmax(logits)
         return [Prediction(logits=row, label=int(d), label_name=labels[int(d)], probability=float(p[d]),
                            probabilities=p, source=src, labels=labels)
                 for row, p, d, src in zip(logits, probs, decisions(logits, contract), sources)]
