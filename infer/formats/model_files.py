@@ -55,6 +55,13 @@ class ModelFile:
         digest covers: everything but the place its metadata lives)."""
         return self.digest or digest_of(self.path, self.kind)
 
+    @property
+    def foreign(self) -> bool:
+        """Whether the weights digest its ptx metadata records is not its own (metadata copied from
+        another model, or the file changed after export)."""
+        recorded = self.metadata.get(WEIGHTS_KEY)
+        return bool(recorded) and self.weights is not None and recorded != self.weights
+
     @cached_property
     def precision(self) -> str:
         """What the file is (int8 or f32): what ptx recorded in it, else, for an ONNX file, what its
@@ -182,6 +189,5 @@ def _archive_json(path: Path, suffix: str, what: str):
 def check_weights(found: ModelFile) -> None:
     """Refuse a file whose recorded weights digest is not its own. Files exported before digests
     were recorded carry none and are believed as before."""
-    recorded = found.metadata.get(WEIGHTS_KEY)
-    if recorded and found.weights is not None and recorded != found.weights:
+    if found.foreign:
         raise ArtifactError(f"{found.path}: {FOREIGN}")

@@ -17,11 +17,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 @dataclass
 class Expanded:
     """Picture arguments expanded: the files to predict, the arguments that name none (each with
-    why), and what was left out on the way (subfolders, files that are not pictures)."""
+    why), and each folder's pictures and what was left out of it (subfolders, files that are not
+    pictures)."""
 
     items: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
     # (folder argument, its picture-suffixed files, what was skipped): counted once they were read,
     # since a file named .png may still be no picture.
     folders: list[tuple[str, list[str], list[str]]] = field(default_factory=list)

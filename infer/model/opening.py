@@ -141,21 +141,19 @@ def unusable_reason(predictor: Model, label: str) -> str | None:
     from .records import failed_here
 
     status = failed_here(predictor.path.parent, label, predictor.path)
+    if status is not None:
+        return (f"{label} is {status} for {predictor.name} on this machine (as `ptx verify`/`ptx export` judged "
+                f"{predictor.path.name} here): use f32, or see `ptx verify {predictor.name} --backends {label}`")
     carried = recorded_verdicts(predictor.metadata).get(label)
-    if status is None and carried is not None and carried.reasons:
+    if carried is not None and carried.reasons:
         return (f"{predictor.path.name} was judged {carried.status} through {label} by `ptx export` ("
                 f"{'; '.join(carried.reasons)}): use the f32 file it was made from, or see `ptx verify "
                 f"{predictor.path.name}`")
     old = predictor.metadata.get("judgement", "")
-    if status is None and carried is None and old.startswith("NOT USABLE") and \
-            label == (serving_label(predictor.metadata) or label):
+    if carried is None and old.startswith("NOT USABLE") and label == (serving_label(predictor.metadata) or label):
         return (f"{predictor.path.name} was judged {old} by `ptx export` against the f32 file it was made "
                 f"from: use that file, or see `ptx verify {predictor.path.name}`")
-    if status is None:
-        return None
-    model = predictor.name
-    return (f"{label} is {status} for {model} on this machine (as `ptx verify`/`ptx export` judged "
-            f"{predictor.path.name} here): use f32, or see `ptx verify {model} --backends {label}`")
+    return None
 
 
 def elsewhere_reason(predictor: Model) -> str | None:
@@ -176,9 +174,7 @@ def stale_reason(predictor: Model, run_dir: Path) -> str | None:
     checkpoint = run_dir / CHECKPOINT_FILE
     recorded = predictor.info.get("checkpoint_sha256")
     if not recorded or not checkpoint.is_file() or predictor.path is None \
-            or predictor.path.resolve() == checkpoint.resolve():
-        return None
-    if file_sha256(checkpoint) == recorded:
+            or predictor.path.resolve() == checkpoint.resolve() or file_sha256(checkpoint) == recorded:
         return None
     return (f"{predictor.path} was exported from another checkpoint than {checkpoint} (the run was trained again "
             f"since): re-run `ptx export {predictor.contract.model}` to serve the run's current weights")

@@ -238,9 +238,8 @@ def changed_since_export(path: Path) -> str | None:
     from ..formats.model_files import read_model_file
 
     found = read_model_file(path, digest=False)
-    recorded = found.metadata.get(WEIGHTS_KEY)
-    actual = found.weights if recorded else None
-    if actual is None or actual == recorded:
+    if not found.foreign:
         return None
-    return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {actual[:12]}... where its "
-            f"ptx.{WEIGHTS_KEY} records {recorded[:12]}...): checked as your own model, by its outputs")
+    return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {found.weights[:12]}... where "
+            f"its ptx.{WEIGHTS_KEY} records {found.metadata[WEIGHTS_KEY][:12]}...): checked as your own model, by its "
+            "outputs")
