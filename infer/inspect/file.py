@@ -349,23 +349,22 @@ def _static(backend, path: Path, found: ModelFile) -> str:
 
 
 def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
-    """Each export in a tutorial model's run folder (the checkpoint aside), inspected as the file
-    Target it is read as when given by its path (verifying: a file changed since export is the
-    user's own model, with a note), or the one-line reason it cannot be read."""
+    """Each export in a tutorial model's run folder, inspected as a file."""
     from ptx.contract.runs import run_model
 
-    from ..model.target import Target
+    from ..model.target import export_targets
 
     folder = Path(folder)
     checkpoint = folder / ARTIFACT_FILES[CHECKPOINT_FORMAT]
-    files = [folder / name for fmt, name in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT]
-    files = [path for path in files if path.is_file()]
+    files = export_targets(folder)
     report = RunInspection(folder, run_model(folder), [], checkpoint.stat().st_size if checkpoint.is_file() else None)
     if not files:
         report.notes.append(f"no export yet: `ptx export --run {folder}` writes model.onnx and model.torchscript.pt")
-    for path in files:
+    for path, target in files:
         try:
-            report.files.append(inspect_file(Target.of(path, verifying=True), probe=probe))
+            if isinstance(target, ArtifactError):
+                raise target
+            report.files.append(inspect_file(target, probe=probe))
         except ArtifactError as exc:
             report.notes.append(f"{path.name}: {exc}")
     return report

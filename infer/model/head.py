@@ -357,9 +357,7 @@ def prepare_picture(item, step, raw: bool = False, name: str | None = None) -> n
     """One picture (path, image file's bytes, PIL image, array) -> one raw sample by the picture
     ``step``: what prepare_one does for an image model, without the model. Raises InputError."""
     _check_picture(item)
-    if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
-        name = name or _describe(item)
-    return picture_sample(item, step, raw=raw, name=name)
+    return picture_sample(item, step, raw=raw, name=_picture_name(item, name))
 
 
 def prepare_pictures(items: Sequence[tuple[object, str | None]], step, raw: bool = False) -> list:
@@ -368,19 +366,21 @@ def prepare_pictures(items: Sequence[tuple[object, str | None]], step, raw: bool
     once where it can be (ptx.contract.pictures.picture_samples); worker processes run it on a
     folder's chunks (infer/predict/stream.py)."""
     out: list = [None] * len(items)
-    todo, values, names = [], [], []
-    for i, (item, name) in enumerate(items):
+    for i, (item, _) in enumerate(items):
         try:
             _check_picture(item)
         except InputError as exc:
             out[i] = exc
-            continue
-        todo.append(i)
-        values.append(item)
-        names.append((name or _describe(item)) if isinstance(item, BYTES) else name)
-    for i, sample in zip(todo, picture_samples(values, step, raw=raw, names=names)):
+    todo = [i for i, made in enumerate(out) if made is None]
+    made = picture_samples([items[i][0] for i in todo], step, raw=raw, names=[_picture_name(*items[i]) for i in todo])
+    for i, sample in zip(todo, made):
         out[i] = sample
     return out
+
+
+def _picture_name(item, name: str | None) -> str | None:
+    """What a picture's errors call it: bytes have no name of their own, so say what they were."""
+    return (name or _describe(item)) if isinstance(item, BYTES) else name
 
 
 def _check_picture(item) -> None:

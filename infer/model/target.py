@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION, INT8_FORMATS
 from ptx.child import ChildCrashError, run_child
-from ptx.errors import MissingArtifactError, PtxError
+from ptx.errors import ArtifactError, MissingArtifactError, PtxError
 from ptx.files import is_file
 
 from ..formats.model_files import ModelFile
@@ -220,6 +220,22 @@ def require_targets(command: str, *given, verifying: bool = False) -> None:
         raise PtxError(f"{command}() takes a Target, not {type(wrong).__name__} {str(wrong)[:60]!r}: give Target.of("
                        f"argument, root=..., run=..., options=...{', verifying=True' * verifying}) "
                        "(from ptx.infer.model.target import Target)")
+
+
+def export_targets(folder: Path) -> list[tuple[Path, "Target | ArtifactError"]]:
+    """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
+    given by its path (verifying: a file changed since export is the user's own model, with a note),
+    or the one-line reason it cannot be read: a folder argument's files are decided here, as an
+    argument is (``ptx inspect RUN_FOLDER``)."""
+    found = []
+    for fmt, name in ARTIFACT_FILES.items():
+        path = Path(folder) / name
+        if fmt != CHECKPOINT_FORMAT and path.is_file():
+            try:
+                found.append((path, Target.of(path, verifying=True)))
+            except ArtifactError as exc:
+                found.append((path, exc))
+    return found
 
 
 def group_reasons(reasons: Mapping[str, str]) -> list[str]:
