@@ -22,7 +22,7 @@ from ptx.errors import ArtifactError, PtxError, first_line
 from ..runtime import backends as registry
 from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file
 from ..formats.signature import recorded_signature
-from ..model.opening import KIND_NAMES
+from ..model.opening import KIND_NAMES, require_run_folder
 
 RUNS_HERE, CANNOT, NOT_HERE = "runs here", "cannot run it", "not here"
 
@@ -373,8 +373,6 @@ def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
 def inspect_path(argument, probe: bool = True):
     """A model file's Target (``Target.of(path, options=..., verifying=True)``, made where the
     argument entered), or a folder ptx trained into: FileInspection or RunInspection."""
-    from ptx.contract.runs import is_run
-
     from ..model.target import Target
 
     if isinstance(argument, Target):
@@ -383,7 +381,4 @@ def inspect_path(argument, probe: bool = True):
     if not path.is_dir():
         raise PtxError(f"inspect: {str(argument)[:60]!r} is not a folder: give a run folder, or a model file as "
                        "Target.of(path, verifying=True) (from ptx.infer.model.target import Target)")
-    if not is_run(path):
-        raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
-                            "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2)")
-    return inspect_run(path, probe)
+    return inspect_run(require_run_folder(path), probe)

@@ -278,15 +278,14 @@ class Head:
                 pairs += [(line, _describe(line)) for line in self.text_lines(item, _describe(item))]
             else:
                 pairs.append((item, _describe(item)))
-        items, sources = [i for i, _ in pairs], [s for _, s in pairs]
         # Files and bytes are named in errors as their result names them; paths, images and arrays
         # keep the names the picture functions give them.
-        names = [source if is_stream(item) or isinstance(item, BYTES) else None for item, source in zip(items, sources)]
-        samples = self.prepare_many(list(zip(items, names)), raw=raw)
+        samples = self.prepare_many([(item, source if is_stream(item) or isinstance(item, BYTES) else None)
+                                     for item, source in pairs], raw=raw)
         for sample in samples:
             if isinstance(sample, InputError):
                 raise sample
-        return samples, sources
+        return samples, [source for _, source in pairs]
 
     def prepare_many(self, pairs: Sequence[tuple[object, str | None]], raw: bool = False) -> list:
         """``prepare_one`` of each (input, name) pair: its raw sample, or the InputError that says why

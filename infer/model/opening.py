@@ -216,11 +216,7 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
                        f"{type(target).__name__}")
     path = Path(target)
     if run is None and is_dir(path):  # load("runs/convnet") as --run runs/convnet
-        if not is_run(path):
-            raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
-                                "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2), a run folder or a "
-                                "model's name")
-        target, run = model_of_run(path), path
+        target, run = model_of_run(require_run_folder(path, ", a run folder or a model's name")), path
     elif path.suffix in ARTIFACT_SUFFIXES or is_file(path):
         return _warned(open_path(path, backend, device, precision, **opened))
     # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
@@ -235,6 +231,15 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 
 
 open_artifact = load  # the name export's validation and older apps call it by
+
+
+def require_run_folder(folder: Path, others: str = "") -> Path:
+    """``folder`` where ptx trained into it, else one line saying what to give instead (a model file,
+    and the ``others`` the caller takes)."""
+    if not is_run(folder):
+        raise ArtifactError(f"{folder}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
+                            f"metrics.json); give a model file (.onnx, TorchScript .pt, .pt2){others}")
+    return folder
 
 
 def model_of_run(folder: Path, given: str | None = None, option: str = "NAME") -> str:

@@ -104,11 +104,6 @@ class Target:
         return self.kind == RUN
 
     @property
-    def what(self) -> str:
-        """What the target is, in words: "convnet's run (runs/convnet)", "an ONNX file"."""
-        return f"{self.name}'s run ({self.run_dir})" if self.is_run else KIND_NAMES[self.kind]
-
-    @property
     def precision(self) -> str:
         """The precision the target is read at by default: a file's own (int8 for a ptx int8 file or a
         user's own quantized graph), else f32."""
