@@ -12,9 +12,8 @@ import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
-from ptx.contract.metadata import from_props
+from ptx.contract.metadata import CONTRACT, from_props
 from ptx.contract.names import FULL_PRECISION, TORCHSCRIPT_EXTRA_FILE, model_name
 from ptx.contract.onnx_wire import quantized_ops, read_onnx
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
@@ -22,7 +21,7 @@ from ptx.errors import ArtifactError
 
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
 INT8 = "int8"
-CONTRACT_KEY = "contract"  # ptx.contract: a tutorial model's head
+SAVED = "torch.save"  # an archive torch.save wrote: no model ptx runs
 IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
 # What a file whose weights are not the ones its metadata was written for is told.
 FOREIGN = ("its weights are not the ones its ptx.* metadata was written for (metadata copied from another model, "
@@ -44,11 +43,24 @@ class ModelFile:
     @property
     def has_contract(self) -> bool:
         """A tutorial model's artifact (a head above the tensors), as ptx export writes them."""
-        return CONTRACT_KEY in self.metadata
+        return CONTRACT in self.metadata
 
     @property
     def name(self) -> str:
         return self.metadata.get("model") or model_name(self.path)
+
+    @cached_property
+    def weights(self) -> str | None:
+        """What ``ptx.weights_sha256`` records for the file (ptx.contract.weights says what each kind's
+        digest covers: everything but the place its metadata lives)."""
+        return self.digest or digest_of(self.path, self.kind)
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the weights digest its ptx metadata records is not its own (metadata copied from
+        another model, or the file changed after export)."""
+        recorded = self.metadata.get(WEIGHTS_KEY)
+        return bool(recorded) and self.weights is not None and recorded != self.weights
 
     @cached_property
     def precision(self) -> str:
@@ -111,24 +123,31 @@ def is_torch_save(path: Path) -> bool:
         if head[:1] == b"\x80":
             return True
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            return _archive_kind(archive.namelist()) == SAVED
     except (OSError, zipfile.BadZipFile):
         return False
-    return any(n.endswith("data.pkl") for n in names) and not any("/code/" in n or "/aotinductor/" in n for n in names)
+
+
+def _archive_kind(names: list[str]) -> str | None:
+    """What a zip archive's member names say it is: a pt2 package, a TorchScript file, a torch.save
+    file (SAVED), or None."""
+    if any("/aotinductor/" in n or n.endswith("archive_format") for n in names):
+        return PT2
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return TORCHSCRIPT
+    return SAVED if any(n.endswith("data.pkl") for n in names) else None
 
 
 def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            kind = _archive_kind(archive.namelist())
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArtifactError(f"{path}: a damaged or truncated archive ({exc}); not a model file ptx can read") from None
-    if any("/aotinductor/" in n or n.endswith("archive_format") for n in names):
-        return PT2
-    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
-        return TORCHSCRIPT
-    if any(n.endswith("data.pkl") for n in names):
+    if kind == SAVED:
         raise ArtifactError(f"{path}: {SAVED_NOT_MODEL.format(path=path)}")
+    if kind is not None:
+        return kind
     if path.suffix.lower() in TENSOR_SUFFIXES:  # numpy.savez's archive
         raise ArtifactError(f"{path}: not a model file{_what_to_do(path)}")
     raise ArtifactError(f"{path}: a zip archive, but neither a TorchScript file nor a pt2 package{_what_to_do(path)}")
@@ -143,51 +162,32 @@ def read_model_file(path: str | Path, digest: bool = True) -> ModelFile:
         props, digest = read_onnx(path, digest)
         return ModelFile(path, kind, from_props(props), digest)
     if kind == TORCHSCRIPT:
-        return ModelFile(path, kind, _torchscript_strings(path))
-    return ModelFile(path, kind, _pt2_strings(path))
-
-
-def _pt2_strings(path: Path) -> dict[str, str]:
-    """A pt2 package's ptx.* strings, read from AOTInductor's metadata map in the archive (the same
-    map ``get_metadata()`` answers once torch has loaded the package's native code; read here
-    without loading it, so that its weights digest is checked first)."""
-    with zipfile.ZipFile(path) as archive:
-        found = [n for n in archive.namelist() if n.endswith(AOTI_METADATA_SUFFIX)]
-        text = archive.read(found[0]).decode("utf-8", errors="replace") if found else "{}"
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: its AOTInductor metadata is not valid JSON ({exc})") from None
+        strings = _archive_json(path, f"/extra/{TORCHSCRIPT_EXTRA_FILE}", TORCHSCRIPT_EXTRA_FILE)
+        if not isinstance(strings, dict) or not all(isinstance(v, str) for v in strings.values()):
+            raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not a JSON object of strings; re-export it")
+        return ModelFile(path, kind, strings)
+    # A pt2 package's ptx.* strings are in AOTInductor's metadata map (what ``get_metadata()`` answers
+    # once torch has loaded the package's native code; read here without loading it, so that its
+    # weights digest is checked first).
+    doc = _archive_json(path, AOTI_METADATA_SUFFIX, "AOTInductor metadata")
     if not isinstance(doc, dict):
         raise ArtifactError(f"{path}: its AOTInductor metadata is not a JSON object")
-    return from_props({k: v for k, v in doc.items() if isinstance(v, str)})
+    return ModelFile(path, kind, from_props({k: v for k, v in doc.items() if isinstance(v, str)}))
 
 
-def _torchscript_strings(path: Path) -> dict[str, str]:
+def _archive_json(path: Path, suffix: str, what: str):
+    """The JSON an archive's first member named ``...suffix`` holds ({} where it has none, or an empty one)."""
     with zipfile.ZipFile(path) as archive:
-        found = [n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_EXTRA_FILE}")]
-        if not found:
-            return {}
-        text = archive.read(found[0]).decode("utf-8", errors="replace")
+        found = [n for n in archive.namelist() if n.endswith(suffix)]
+        text = archive.read(found[0]).decode("utf-8", errors="replace") if found else ""
     try:
-        strings = json.loads(text) if text.strip() else {}
+        return json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not valid JSON ({exc})") from None
-    if not isinstance(strings, dict) or not all(isinstance(v, str) for v in strings.values()):
-        raise ArtifactError(f"{path}: its {TORCHSCRIPT_EXTRA_FILE} is not a JSON object of strings; re-export it")
-    return strings
+        raise ArtifactError(f"{path}: its {what} is not valid JSON ({exc})") from None
 
 
-def weights_digest(path: Path, kind: str | None = None) -> str | None:
-    """What ``ptx.weights_sha256`` records for the file (ptx.contract.weights says what each kind's
-    digest covers: everything but the place its metadata lives)."""
-    return digest_of(path, kind or file_kind(path))
-
-
-def check_weights(path: Path, metadata: Mapping[str, str], actual: str | None) -> None:
+def check_weights(found: ModelFile) -> None:
     """Refuse a file whose recorded weights digest is not its own. Files exported before digests
     were recorded carry none and are believed as before."""
-    recorded = metadata.get(WEIGHTS_KEY)
-    if recorded and actual is not None and recorded != actual:
-        raise ArtifactError(f"{path}: {FOREIGN}")
-
+    if found.foreign:
+        raise ArtifactError(f"{found.path}: {FOREIGN}")

@@ -6,6 +6,7 @@ numpy, onnx and the standard library only: never torch, and no runtime.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,37 +66,20 @@ def subgraphs(node):
             yield from attribute.graphs
 
 
-def _values(tensor) -> int:
-    count = 1
-    for d in tensor.dims:
-        count *= d
-    return count
-
-
-def _constant_values(graph) -> tuple[int, int]:
-    """(Constant nodes that hold a tensor, the values they hold), subgraphs' included: the scripting
-    exporter keeps a GRU's weights there, not in initializers."""
-    nodes = total = 0
+def all_nodes(graph):
+    """``graph``'s nodes, each followed by its subgraphs' (If/Loop/Scan bodies), depth first."""
     for node in graph.node:
-        if node.op_type == "Constant":
-            held = [a for a in node.attribute if a.name == "value"]
-            nodes += bool(held)
-            total += sum(_values(a.t) for a in held)
+        yield node
         for body in subgraphs(node):
-            inner_nodes, inner_values = _constant_values(body)
-            nodes, total = nodes + inner_nodes, total + inner_values
-    return nodes, total
+            yield from all_nodes(body)
 
 
 def count_nodes(graph, operators: Counter) -> int:
     """Count ``graph``'s nodes, and its subgraphs', into ``operators``; returns how many lie inside
     subgraphs."""
-    inside = 0
-    for node in graph.node:
-        operators[node.op_type] += 1
-        for body in subgraphs(node):
-            inside += len(body.node) + count_nodes(body, operators)
-    return inside
+    nodes = [node.op_type for node in all_nodes(graph)]
+    operators.update(nodes)
+    return len(nodes) - len(graph.node)
 
 
 def graph_facts(model, path: str | Path) -> GraphFacts:
@@ -107,10 +91,11 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
     operators: Counter = Counter()
     inside = count_nodes(graph, operators)
     opsets = {(o.domain or ONNX_DOMAIN): o.version for o in model.opset_import}
-    constants, parameters = _constant_values(graph)
+    # Constant nodes holding a value, subgraphs' included: the scripting exporter keeps a GRU's weights there
+    held = [a.t for node in all_nodes(graph) if node.op_type == "Constant" for a in node.attribute if a.name == "value"]
+    parameters = sum(math.prod(t.dims) for t in (*held, *graph.initializer))
     external: dict[str, int | None] = {}
     for tensor in graph.initializer:
-        parameters += _values(tensor)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), None)
             if location and location not in external:
@@ -118,7 +103,7 @@ def graph_facts(model, path: str | Path) -> GraphFacts:
                 external[location] = target.stat().st_size if target.is_file() else None
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
     return GraphFacts(opsets, operators, len(graph.node), inside, parameters, len(graph.initializer),
-                      list(external.items()), producer, model.ir_version, constants)
+                      list(external.items()), producer, model.ir_version, len(held))
 
 
 def _as_node_arg(value_info) -> SimpleNamespace:
@@ -151,22 +136,6 @@ def _ort_type(type_proto) -> str:
     return kind if which == "tensor_type" else "sparse_" + kind
 
 
-class _GraphArgs:
-    """The graph's inputs (initializers excepted, as ORT lists them) and outputs, as a session's
-    get_inputs/get_outputs give them."""
-
-    def __init__(self, model):
-        weights = {t.name for t in model.graph.initializer}
-        self._inputs = [_as_node_arg(v) for v in model.graph.input if v.name not in weights]
-        self._outputs = [_as_node_arg(v) for v in model.graph.output]
-
-    def get_inputs(self):
-        return self._inputs
-
-    def get_outputs(self):
-        return self._outputs
-
-
 def graph_tensors(args, kind: str, path: Path) -> tuple[TensorSig, ...]:
     """ORT's NodeArgs -> TensorSigs (no batch axes yet). An unnamed dynamic size is a symbol of its
     own, except a leading one, which is called N (a batch, unless --batch-axis says otherwise). A
@@ -191,15 +160,22 @@ def graph_tensors(args, kind: str, path: Path) -> tuple[TensorSig, ...]:
 
 
 def session_signature(session, path: Path, batch_axes: Mapping[str, int | None] | None = None) -> Signature:
-    inputs, outputs = infer_batch_axes(graph_tensors(session.get_inputs(), "input", path),
-                                       graph_tensors(session.get_outputs(), "output", path), batch_axes)
-    return Signature(inputs, outputs)
+    return _signature(session.get_inputs(), session.get_outputs(), path, batch_axes)
 
 
 def graph_signature(model, path: str | Path, batch_axes: Mapping[str, int | None] | None = None) -> Signature:
     """The signature ONNX Runtime would give the file (same names for unnamed dimensions, same
-    batch axes), read from the graph alone."""
-    return session_signature(_GraphArgs(model), Path(path), batch_axes)
+    batch axes), read from the graph alone: its inputs (initializers excepted, as ORT lists them)
+    and outputs."""
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [_as_node_arg(v) for v in model.graph.input if v.name not in weights]
+    return _signature(inputs, [_as_node_arg(v) for v in model.graph.output], Path(path), batch_axes)
+
+
+def _signature(inputs, outputs, path: Path, batch_axes: Mapping[str, int | None] | None) -> Signature:
+    inputs, outputs = infer_batch_axes(graph_tensors(inputs, "input", path), graph_tensors(outputs, "output", path),
+                                       batch_axes)
+    return Signature(inputs, outputs)
 
 
 def lookup_tables(path: str | Path) -> list[tuple[str, int]]:

@@ -119,9 +119,8 @@ def check_contract(contract: Signature, graph: Signature, path: Path, raw: bool 
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise ArtifactError(f"{path}: the graph has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
                             "a ptx export has one of each")
-    for claimed, actual, where in ((contract.inputs[0], graph.inputs[0], "input"),
-                                   (contract.outputs[0], graph.outputs[0], "output")):
-        _check_tensor(claimed, actual, "raw_input" if where == "input" and raw else where, path)
+    _check_tensor(contract.inputs[0], graph.inputs[0], "raw_input" if raw else "input", path)
+    _check_tensor(contract.outputs[0], graph.outputs[0], "output", path)
     return contract
 
 

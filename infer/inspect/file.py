@@ -20,9 +20,9 @@ from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
 
 from ..runtime import backends as registry
-from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file, weights_digest
+from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file
 from ..formats.signature import recorded_signature
-from ..model.opening import KIND_NAMES
+from ..model.opening import KIND_NAMES, require_run_folder
 
 RUNS_HERE, CANNOT, NOT_HERE = "runs here", "cannot run it", "not here"
 
@@ -200,11 +200,10 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     if found.has_contract:
         report.model = found.metadata.get("model")
         report.format = int8_format(found.metadata) if found.metadata.get("precision") == "int8" else found.kind
-    report.digest = found.digest if found.kind == ONNX else weights_digest(path, found.kind)
+    report.digest = found.weights
     if CERTIFICATE_KEY in found.metadata:
         report.certificate = Certificate.from_json(found.metadata[CERTIFICATE_KEY])
     variants = [v for v in target.variants() if v.precision == target.precision]
-    declared = None
     if found.kind == ONNX:
         from ..formats.onnx_graph import graph_facts, graph_signature, read_graph
 
@@ -212,19 +211,35 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
         report.graph = graph_facts(proto, path)
         declared = graph_signature(proto, path, options.get("batch_axes"))
         report.int8 = None if report.format in INT8_FORMATS else _int8(report.graph.operators)
-    known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or \
-        recorded_signature(found.metadata, path) is not None
+    recorded = recorded_signature(found.metadata, path) is not None
+    known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or recorded
     runnable = [v for v in variants if not v.unavailable()] if known else []
-    opened = target.open_all(runnable) if probe else {v.label: _opened(target, v) for v in runnable}
+    opened = target.open_all(runnable, probe)
     model = opened.get(_reference_label(target))
-    if found.kind == ONNX:
-        _onnx_signature(path, found, target, model, declared, report)
+    failed, model = (model, None) if isinstance(model, Exception) else (None, model)
+    if found.kind == ONNX:  # ONNX Runtime's signature (what verify and serve use), else the graph's, as opened
+        if model is not None:
+            report.signature, read_by = model.signature, "the graph"
+        else:
+            from ..model.opening import opening_of
+
+            report.signature = opening_of(path, **target.options)[0].of_graph(declared, path)
+            read_by = "the graph (read by onnx: ONNX Runtime cannot open the file)"
+        report.source = _source(found, options, read_by, recorded)
+        report.notes += _specialised(declared, report.signature)
+    elif not known:
+        report.source = (f"unknown: {KIND_NAMES[found.kind]} keeps no description of its inputs; declare them "
+                         "with --input NAME=SHAPE:DTYPE (in forward()'s order) and ptx learns its outputs from two "
+                         "probe runs")
+    elif model is None:
+        report.source = f"not read: {_reference_label(target)} cannot open it" + (f" ({failed})" if failed else "")
     else:
-        _torch_signature(found, options, model, target, report, known)
+        report.signature = model.signature
+        checked = "the inputs you declared (--input)" if options.get("inputs") else "a probe run of the file"
+        report.source = _source(found, options, checked, recorded) + (
+            "" if recorded or found.has_contract else ", outputs learned from two probe runs")
     if found.kind == TORCHSCRIPT:
-        report.parameters = sum(p.numel() for p in model.runner.module.parameters()) \
-            if model is not None and not isinstance(model, Exception) and hasattr(model.runner.module, "parameters") \
-            else _torchscript_parameters(path)
+        report.parameters = _torchscript_parameters(path, model)
     report.backends = [_line(path, found, v, opened, known) for v in variants]
     said = _answered(model)
     if said:
@@ -240,7 +255,7 @@ def _answered(model) -> str | None:
 
     from ..model.model import answered_otherwise
 
-    if model is None or isinstance(model, Exception) or not model.signature.outputs:
+    if model is None or not model.signature.outputs:
         return None
     try:
         model.run(make_feeds(model.signature, plan_inputs(model.signature), 2))
@@ -253,48 +268,14 @@ def _reference_label(target) -> str:
     return registry.get(target.reference).label("cpu", target.precision)
 
 
-def _opened(target, variant):
-    try:
-        return target.open(variant)
-    except PtxError as exc:
-        return exc
-
-
-def _source(found: ModelFile, options: Mapping, graph_word: str) -> str:
+def _source(found: ModelFile, options: Mapping, graph_word: str, recorded: bool) -> str:
     if found.has_contract:
         return f"the ptx contract of the tutorial model {found.metadata.get('model')} (one input, one output)"
-    if recorded_signature(found.metadata, found.path) is not None and not options.get("batch_axes"):
+    if recorded and not options.get("batch_axes"):
         return f"its ptx metadata (ptx.{SIGNATURE_KEY}), checked against {graph_word}"
     if options.get("inputs") and found.kind == ONNX:
         return f"{graph_word}, narrowed by your --input"
     return graph_word
-
-
-def _onnx_signature(path: Path, found: ModelFile, target, model, declared: Signature, report: FileInspection) -> None:
-    """ONNX Runtime's signature of the file (what verify and serve use), else the graph's own, as the
-    same opening makes it (ptx.infer.formats.signature)."""
-    if model is not None and not isinstance(model, Exception):
-        report.signature, report.source = model.signature, _source(found, target.options, "the graph")
-    else:
-        from ..model.opening import opening_of
-
-        report.signature = opening_of(path, **target.options)[0].of_graph(declared, path)
-        report.source = _source(found, target.options, "the graph (read by onnx: ONNX Runtime cannot open the file)")
-    report.notes += _specialised(declared, report.signature)
-
-
-def _torch_signature(found: ModelFile, options: Mapping, model, target, report: FileInspection, known: bool) -> None:
-    if not known:
-        report.source = (f"unknown: {KIND_NAMES[found.kind]} keeps no description of its inputs; declare them "
-                         "with --input NAME=SHAPE:DTYPE (in forward()'s order) and ptx learns its outputs from two "
-                         "probe runs")
-    elif model is None or isinstance(model, Exception):
-        report.source = f"not read: {_reference_label(target)} cannot open it" + (f" ({model})" if model else "")
-    else:
-        report.signature = model.signature
-        recorded = recorded_signature(found.metadata, found.path) is not None or found.has_contract
-        checked = "the inputs you declared (--input)" if options.get("inputs") else "a probe run of the file"
-        report.source = _source(found, options, checked) + ("" if recorded else ", outputs learned from two probe runs")
 
 
 def _line(path: Path, found: ModelFile, variant, opened: Mapping, known: bool) -> BackendLine:
@@ -342,7 +323,10 @@ def _int8(operators: Counter) -> str:
             f"quantize_static (QDQ, with calibration inputs) for {covered(QDQRegistry)}")
 
 
-def _torchscript_parameters(path: Path) -> int | None:
+def _torchscript_parameters(path: Path, model) -> int | None:
+    """The parameters of the module the reference opened, else of the file loaded here."""
+    if model is not None and hasattr(model.runner.module, "parameters"):
+        return sum(p.numel() for p in model.runner.module.parameters())
     from ..runtime.torch_files import load_torchscript  # imports torch: only for a TorchScript file
 
     try:
@@ -352,10 +336,10 @@ def _torchscript_parameters(path: Path) -> int | None:
     return sum(p.numel() for p in module.parameters())
 
 
-def _static(backend, path: Path, found: ModelFile | None) -> str:
+def _static(backend, path: Path, found: ModelFile) -> str:
     """What ``backend.static`` proves of the file without running it (ort-cuda's CUDA placement,
     ort-cuda-graph's capture), or ''."""
-    if backend.static is None or (found is not None and found.kind != ONNX):
+    if backend.static is None or found.kind != ONNX:
         return ""
     try:
         return f"; {backend.static(path)}"
@@ -391,8 +375,6 @@ def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
 def inspect_path(argument, probe: bool = True):
     """A model file's Target (``Target.of(path, options=..., verifying=True)``, made where the
     argument entered), or a folder ptx trained into: FileInspection or RunInspection."""
-    from ptx.contract.runs import is_run
-
     from ..model.target import Target
 
     if isinstance(argument, Target):
@@ -401,7 +383,4 @@ def inspect_path(argument, probe: bool = True):
     if not path.is_dir():
         raise PtxError(f"inspect: {str(argument)[:60]!r} is not a folder: give a run folder, or a model file as "
                        "Target.of(path, verifying=True) (from ptx.infer.model.target import Target)")
-    if not is_run(path):
-        raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
-                            "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2)")
-    return inspect_run(path, probe)
+    return inspect_run(require_run_folder(path), probe)

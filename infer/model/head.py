@@ -32,18 +32,18 @@ IMAGE_INPUT, TEXT_INPUT = "image", "text"
 LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
 
 
-def artifact_info(path: Path, strings, *, missing: str = "no ptx.* metadata", export_args: str = "") -> ArtifactInfo:
+def artifact_info(path: Path, strings) -> ArtifactInfo:
     """The ptx metadata an artifact carries, checked: none, or a contract that does not validate, is
-    an ArtifactError naming the export command that makes a good one (``export_args``: its options)."""
+    an ArtifactError naming the export command that makes a good one."""
     if not strings or CONTRACT not in strings:  # none, or a user's own export (its tensors, no head)
-        raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model ({missing}); run it as your own "
-                                  f"model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
-                                  f"with `ptx export NAME{export_args}`")
+        raise NotPtxArtifactError(f"{path}: not a ptx export of a tutorial model (no ptx.* metadata); run it as your "
+                                  f"own model (`ptx inspect {path}`, library: load(path)), or export a tutorial model "
+                                  "with `ptx export NAME`")
     # Whether the strings belong to the file's weights was checked where it was opened (model_file).
     try:
         info = from_strings(strings)
     except ContractError as exc:
-        raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}{export_args}`") from None
+        raise ArtifactError(f"{path}: {exc}; re-export with `ptx export {strings.get('model', 'NAME')}`") from None
     # An export of a run on data its model cannot learn from (trained by an older ptx) answers nonsense.
     model, dataset = info.contract.model, info.get("dataset")
     if catalog.known_to_fit(model, dataset):
@@ -105,26 +105,13 @@ class Head:
     def __init__(self, info: ArtifactInfo):
         self.info, self.raw_input = info, info.raw_input
         self.contract: Contract = info.contract
+        self.labels: tuple[str, ...] = info.contract.labels
         self.endpoint = signature_of_contract(info.contract)
         self.user_input = IMAGE_INPUT if info.contract.kind is InputKind.IMAGE else TEXT_INPUT
-        self._graph_dtype = np.dtype(self.graph_input.dtype)  # read once: to_graph runs every batch
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.contract.labels
-
-    @property
-    def graph_input(self) -> TensorSig:
-        """The tensor the runtime is fed: the contract's input, or raw uint8 pictures."""
-        return self.raw_input or self.contract.input
-
-    @property
-    def input_name(self) -> str:
-        return self.graph_input.name
-
-    @property
-    def output_name(self) -> str:
-        return self.contract.output.name
+        # The tensor the runtime is fed: the contract's input, or raw uint8 pictures.
+        self.graph_input: TensorSig = self.raw_input or self.contract.input
+        self.input_name, self.output_name = self.graph_input.name, self.contract.output.name
+        self._graph_dtype = np.dtype(self.graph_input.dtype)  # read once: feeds runs every batch
 
     @property
     def answers(self) -> dict[str, list[int]]:
@@ -163,19 +150,16 @@ class Head:
         if contract.encoding is not None and x.size and (x.min() < 0 or x.max() >= contract.encoding.vocab_size):
             raise InputError(f"input {name!r} holds token ids outside 0..{contract.encoding.vocab_size - 1}")
 
-    def to_graph(self, x) -> np.ndarray:
-        """A model-layout batch (checked) -> what the graph is fed: itself in the graph's dtype, or
-        (--input uint8) the pictures it was made from (InputError when it was made from none)."""
+    def feeds(self, x) -> dict[str, np.ndarray]:
+        """A model-layout batch (checked) -> what ``Model.run`` takes: the graph's one input, by name,
+        in the graph's dtype, or (--input uint8) the pictures it was made from (InputError when it was
+        made from none)."""
         self.check_input(x)
         if hasattr(x, "detach"):  # a torch tensor (torch is loaded already: the caller made it)
             x = x.detach().cpu().numpy()
         if self.raw_input is not None:
-            return pictures_from_model_input(np.asarray(x), self.contract)
-        return np.ascontiguousarray(x, dtype=self._graph_dtype)
-
-    def feeds(self, x) -> dict[str, np.ndarray]:
-        """A model-layout batch -> what ``Model.run`` takes: the graph's one input, by name."""
-        return {self.input_name: self.to_graph(x)}
+            return {self.input_name: pictures_from_model_input(np.asarray(x), self.contract)}
+        return {self.input_name: np.ascontiguousarray(x, dtype=self._graph_dtype)}
 
     def check_pictures(self, x) -> None:
         want = self.graph_input.sample_shape
@@ -205,7 +189,12 @@ class Head:
             if kind is InputKind.IMAGE and isinstance(item, str):
                 raise InputError(f"{name or 'stream'}: a text-mode file: open the picture with open(path, 'rb')")
         if kind is not InputKind.IMAGE and isinstance(item, BYTES):
-            item = _one_line(self.text_lines(item, name or _describe(item)), name or _describe(item))
+            name = name or _describe(item)
+            lines = self.text_lines(item, name)
+            if len(lines) > 1:
+                raise InputError(f"{name}: {len(lines)} lines; give one input, or pass it to predict(), which "
+                                 "reads one per line")
+            item = lines[0]
         if kind in (InputKind.NUMBER, InputKind.VECTOR):
             return self._parse_numbers(item)
         if kind is InputKind.TEXT:
@@ -260,11 +249,9 @@ class Head:
         if contract.task is Task.REGRESSION:
             return [Prediction(logits=row, value=float(row[0]), source=src) for row, src in zip(logits, sources)]
         if contract.task is Task.BINARY:  # the model's output is already P(label 1)
-            return [Prediction(logits=row, label=int(d), label_name=labels[int(d)],
-                               probability=float(row[0] if d else 1 - row[0]),
-                               probabilities=np.array([1 - row[0], row[0]]), source=src, labels=labels)
-                    for row, d, src in zip(logits, decisions(logits, contract), sources)]
-        probs = softmax(logits)
+            probs = np.concatenate([1 - logits[:, :1], logits[:, :1]], axis=1)
+        else:
+            probs = softmax(logits)
         return [Prediction(logits=row, label=int(d), label_name=labels[int(d)], probability=float(p[d]),
                            probabilities=p, source=src, labels=labels)
                 for row, p, d, src in zip(logits, probs, decisions(logits, contract), sources)]
@@ -291,15 +278,14 @@ class Head:
                 pairs += [(line, _describe(line)) for line in self.text_lines(item, _describe(item))]
             else:
                 pairs.append((item, _describe(item)))
-        items, sources = [i for i, _ in pairs], [s for _, s in pairs]
         # Files and bytes are named in errors as their result names them; paths, images and arrays
         # keep the names the picture functions give them.
-        names = [source if is_stream(item) or isinstance(item, BYTES) else None for item, source in zip(items, sources)]
-        samples = self.prepare_many(list(zip(items, names)), raw=raw)
+        samples = self.prepare_many([(item, source if is_stream(item) or isinstance(item, BYTES) else None)
+                                     for item, source in pairs], raw=raw)
         for sample in samples:
             if isinstance(sample, InputError):
                 raise sample
-        return samples, sources
+        return samples, [source for _, source in pairs]
 
     def prepare_many(self, pairs: Sequence[tuple[object, str | None]], raw: bool = False) -> list:
         """``prepare_one`` of each (input, name) pair: its raw sample, or the InputError that says why
@@ -370,9 +356,7 @@ def prepare_picture(item, step, raw: bool = False, name: str | None = None) -> n
     """One picture (path, image file's bytes, PIL image, array) -> one raw sample by the picture
     ``step``: what prepare_one does for an image model, without the model. Raises InputError."""
     _check_picture(item)
-    if isinstance(item, BYTES):  # bytes have no name of their own: say what they were
-        name = name or _describe(item)
-    return picture_sample(item, step, raw=raw, name=name)
+    return picture_sample(item, step, raw=raw, name=_picture_name(item, name))
 
 
 def prepare_pictures(items: Sequence[tuple[object, str | None]], step, raw: bool = False) -> list:
@@ -381,19 +365,21 @@ def prepare_pictures(items: Sequence[tuple[object, str | None]], step, raw: bool
     once where it can be (ptx.contract.pictures.picture_samples); worker processes run it on a
     folder's chunks (infer/predict/stream.py)."""
     out: list = [None] * len(items)
-    todo, values, names = [], [], []
-    for i, (item, name) in enumerate(items):
+    for i, (item, _) in enumerate(items):
         try:
             _check_picture(item)
         except InputError as exc:
             out[i] = exc
-            continue
-        todo.append(i)
-        values.append(item)
-        names.append((name or _describe(item)) if isinstance(item, BYTES) else name)
-    for i, sample in zip(todo, picture_samples(values, step, raw=raw, names=names)):
+    todo = [i for i, made in enumerate(out) if made is None]
+    made = picture_samples([items[i][0] for i in todo], step, raw=raw, names=[_picture_name(*items[i]) for i in todo])
+    for i, sample in zip(todo, made):
         out[i] = sample
     return out
+
+
+def _picture_name(item, name: str | None) -> str | None:
+    """What a picture's errors call it: bytes have no name of their own, so say what they were."""
+    return (name or _describe(item)) if isinstance(item, BYTES) else name
 
 
 def _check_picture(item) -> None:
@@ -434,13 +420,6 @@ def read_stream(stream, name: str):
     if len(data) > MAX_STREAM_BYTES:
         raise InputError(f"{name}: over {MAX_STREAM_BYTES // 2**20} MiB: not one input")
     return data
-
-
-def _one_line(lines: list[str], name: str) -> str:
-    if len(lines) > 1:
-        raise InputError(f"{name}: {len(lines)} lines; give one input, or pass it to predict(), which "
-                         "reads one per line")
-    return lines[0]
 
 
 def _describe(item) -> str:

@@ -17,11 +17,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 @dataclass
 class Expanded:
     """Picture arguments expanded: the files to predict, the arguments that name none (each with
-    why), and what was left out on the way (subfolders, files that are not pictures)."""
+    why), and each folder's pictures and what was left out of it (subfolders, files that are not
+    pictures)."""
 
     items: list[str] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
     # (folder argument, its picture-suffixed files, what was skipped): counted once they were read,
     # since a file named .png may still be no picture.
     folders: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
@@ -126,17 +126,12 @@ def expand_csv_rows(args: list[str], features: tuple[str, ...] = ()) -> tuple[li
             unreadable.append((arg, f"{arg}: a folder, not a CSV file; name its files (e.g. {path / '*.csv'})"))
         elif path.suffix.lower() == ".csv" or exists(arg):
             try:
-                rows += csv_file_rows(path, features)
+                rows += csv_text_rows(read_text(path, InputError), path, features)
             except InputError as exc:
                 unreadable.append((arg, str(exc)))
         else:
             rows.append(arg)
     return rows, unreadable
-
-
-def csv_file_rows(path: Path, features: tuple[str, ...] = ()) -> list[str]:
-    """The data rows of one CSV file of feature rows (see ``csv_text_rows``)."""
-    return csv_text_rows(read_text(path, InputError), path, features)
 
 
 def csv_text_rows(text: str, path, features: tuple[str, ...] = ()) -> list[str]:

@@ -10,12 +10,21 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract import Contract
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import PtxError
 
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
+
+
+def _runner_attr(name: str) -> property:
+    """A Model's attribute that is its runner's."""
+    return property(lambda self: getattr(self.runner, name))
+
+
+def _head_attr(name: str, what: str) -> property:
+    """A Model's attribute that is its head's (refused in one line for a model without one)."""
+    return property(lambda self: getattr(self._head(what), name))
 
 
 class Model:
@@ -36,37 +45,14 @@ class Model:
             self._input, self._output = head.input_name, head.output_name
 
     # -- the runner: every model -----------------------------------------------------------------
-    @property
-    def signature(self):
-        return self.runner.signature
-
-    @property
-    def backend(self) -> str:
-        return self.runner.backend
-
-    @property
-    def device(self) -> str:
-        return self.runner.device
-
-    @property
-    def precision(self) -> str:
-        return self.runner.precision
-
-    @property
-    def host(self):
-        return self.runner.host
-
-    @property
-    def path(self):
-        return self.runner.path
-
-    @property
-    def name(self) -> str:
-        return self.runner.name
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return self.runner.metadata
+    signature = _runner_attr("signature")
+    backend = _runner_attr("backend")
+    device = _runner_attr("device")
+    precision = _runner_attr("precision")
+    host = _runner_attr("host")
+    path = _runner_attr("path")
+    name = _runner_attr("name")
+    metadata = _runner_attr("metadata")
 
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
@@ -90,21 +76,10 @@ class Model:
                            "array}) instead")
         return self.head
 
-    @property
-    def contract(self) -> Contract:
-        return self._head("its contract").contract
-
-    @property
-    def info(self):
-        return self._head("its contract").info
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self._head("labels").labels
-
-    @property
-    def graph_input(self):
-        return self._head("graph_input").graph_input
+    contract = _head_attr("contract", "its contract")
+    info = _head_attr("info", "its contract")
+    labels = _head_attr("labels", "labels")
+    graph_input = _head_attr("graph_input", "graph_input")
 
     def predict(self, inputs, raw: bool = False, min_confidence: float | None = None) -> list[Prediction]:
         """Pictures (paths, an image file's bytes or binary file object, PIL images, numpy arrays:
@@ -129,7 +104,7 @@ class Model:
         """Raw samples (N, ...) as datasets hold them -> predictions, via the artifact's steps (uint8
         pictures go to an artifact exported with --input uint8 as they are)."""
         head = self._head("predict_raw()")
-        if head.info.raw_input is not None and samples.dtype == np.uint8:
+        if head.raw_input is not None and samples.dtype == np.uint8:
             return head.interpret(self.predict_pictures(samples), samples, sources)
         return head.interpret(self.run(head.feeds(to_model_input(samples, head.contract)))[self._output], samples,
                               sources)
@@ -156,14 +131,9 @@ class Model:
             head.check_input(x)
         return run_on_device({self._input: x})[self._output]
 
-    def prepare_one(self, item, raw: bool = False, name: str | None = None) -> np.ndarray:
-        return self._head("prepare_one()").prepare_one(item, raw=raw, name=name)
-
-    def prepare_many(self, pairs, raw: bool = False) -> list:
-        return self._head("prepare_many()").prepare_many(pairs, raw=raw)
-
-    def text_lines(self, item, name: str) -> list[str]:
-        return self._head("text_lines()").text_lines(item, name)
+    prepare_one = _head_attr("prepare_one", "prepare_one()")
+    prepare_many = _head_attr("prepare_many", "prepare_many()")
+    text_lines = _head_attr("text_lines", "text_lines()")
 
 
 def answered_otherwise(models) -> str | None:

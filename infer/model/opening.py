@@ -16,13 +16,12 @@ from ptx.contract.metadata import CONTRACT
 from ptx.contract.runs import is_run, run_folders, run_model
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import TensorSig, as_declarations
-from ptx.contract.weights import WEIGHTS_KEY
 from ptx.child import run_child
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
                         StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
 from ptx.files import file_sha256, is_dir, is_file
 
-from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file, weights_digest
+from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file
 from ..formats.signature import Opening
 from ..runtime import backends
 from .head import Head, artifact_info
@@ -47,10 +46,6 @@ def run_option(model: str, run_dir: Path) -> str:
     """`` --run RUN_DIR`` for a command printed for the user to type, unless it is the default
     folder (runs/MODEL), so the command finds the run from wherever it is typed."""
     return "" if Path(run_dir) == Path(DEFAULT_RUNS_ROOT) / model else f" --run {run_dir}"
-
-
-def _out(run: str | Path | None) -> str:
-    return "" if run is None else f" --out {run}"
 
 
 def export_command(model: str, fmt: str | None = None, run: str | Path | None = None) -> str:
@@ -104,7 +99,8 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
         checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
         export = f"`{export_command(model, fmt, run)}`"
         if file_name == checkpoint.name or not checkpoint.is_file():
-            todo = f"`ptx train {model}{_out(run)}`" + ("" if file_name == checkpoint.name else f" then {export}")
+            out = "" if run is None else f" --out {run}"
+            todo = f"`ptx train {model}{out}`" + ("" if file_name == checkpoint.name else f" then {export}")
         else:
             todo = export
         raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
@@ -145,21 +141,19 @@ def unusable_reason(predictor: Model, label: str) -> str | None:
     from .records import failed_here
 
     status = failed_here(predictor.path.parent, label, predictor.path)
+    if status is not None:
+        return (f"{label} is {status} for {predictor.name} on this machine (as `ptx verify`/`ptx export` judged "
+                f"{predictor.path.name} here): use f32, or see `ptx verify {predictor.name} --backends {label}`")
     carried = recorded_verdicts(predictor.metadata).get(label)
-    if status is None and carried is not None and carried.reasons:
+    if carried is not None and carried.reasons:
         return (f"{predictor.path.name} was judged {carried.status} through {label} by `ptx export` ("
                 f"{'; '.join(carried.reasons)}): use the f32 file it was made from, or see `ptx verify "
                 f"{predictor.path.name}`")
     old = predictor.metadata.get("judgement", "")
-    if status is None and carried is None and old.startswith("NOT USABLE") and \
-            label == (serving_label(predictor.metadata) or label):
+    if carried is None and old.startswith("NOT USABLE") and label == (serving_label(predictor.metadata) or label):
         return (f"{predictor.path.name} was judged {old} by `ptx export` against the f32 file it was made "
                 f"from: use that file, or see `ptx verify {predictor.path.name}`")
-    if status is None:
-        return None
-    model = predictor.name
-    return (f"{label} is {status} for {model} on this machine (as `ptx verify`/`ptx export` judged "
-            f"{predictor.path.name} here): use f32, or see `ptx verify {model} --backends {label}`")
+    return None
 
 
 def elsewhere_reason(predictor: Model) -> str | None:
@@ -180,9 +174,7 @@ def stale_reason(predictor: Model, run_dir: Path) -> str | None:
     checkpoint = run_dir / CHECKPOINT_FILE
     recorded = predictor.info.get("checkpoint_sha256")
     if not recorded or not checkpoint.is_file() or predictor.path is None \
-            or predictor.path.resolve() == checkpoint.resolve():
-        return None
-    if file_sha256(checkpoint) == recorded:
+            or predictor.path.resolve() == checkpoint.resolve() or file_sha256(checkpoint) == recorded:
         return None
     return (f"{predictor.path} was exported from another checkpoint than {checkpoint} (the run was trained again "
             f"since): re-run `ptx export {predictor.contract.model}` to serve the run's current weights")
@@ -224,20 +216,14 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
                        f"{type(target).__name__}")
     path = Path(target)
     if run is None and is_dir(path):  # load("runs/convnet") as --run runs/convnet
-        if not is_run(path):
-            raise ArtifactError(f"{path}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
-                                "metrics.json); give a model file (.onnx, TorchScript .pt, .pt2), a run folder or a "
-                                "model's name")
-        target, run = model_of_run(path), path
+        target, run = model_of_run(require_run_folder(path, ", a run folder or a model's name")), path
     elif path.suffix in ARTIFACT_SUFFIXES or is_file(path):
         return _warned(open_path(path, backend, device, precision, **opened))
-    if backend is not None:
-        backends.get(backend)  # an unknown name is one clear error before any file is touched
     # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
-    backend = backend or DEFAULT_BACKEND
-    check_device(backend, device)  # before any file is looked for
-    model = open_path(artifact_path(str(target), backend, root, precision or FULL_PRECISION, run), backend, device,
-                      precision or FULL_PRECISION, tutorial=str(target))
+    backend, precision = backend or DEFAULT_BACKEND, precision or FULL_PRECISION
+    check_device(backend, device)  # an unknown backend or device is one clear error before any file is looked for
+    model = open_path(artifact_path(str(target), backend, root, precision, run), backend, device, precision,
+                      tutorial=str(target))
     model.stale = stale_reason(model, run_folder(str(target), root, run))
     if model.stale:
         warnings.warn(model.stale, StaleArtifactWarning, stacklevel=2)
@@ -245,6 +231,15 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 
 
 open_artifact = load  # the name export's validation and older apps call it by
+
+
+def require_run_folder(folder: Path, others: str = "") -> Path:
+    """``folder`` where ptx trained into it, else one line saying what to give instead (a model file,
+    and the ``others`` the caller takes)."""
+    if not is_run(folder):
+        raise ArtifactError(f"{folder}: a folder, but not a run folder ptx trained into (no checkpoint.pt or "
+                            f"metrics.json); give a model file (.onnx, TorchScript .pt, .pt2){others}")
+    return folder
 
 
 def model_of_run(folder: Path, given: str | None = None, option: str = "NAME") -> str:
@@ -269,9 +264,7 @@ def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
     found = read_model_file(path)  # no such file, a folder, not a model: one line
     if ignore_metadata:
         return replace(found, metadata={})
-    digest = found.digest if found.kind == "onnx" else (weights_digest(path, found.kind)
-                                                        if found.metadata.get(WEIGHTS_KEY) else None)
-    check_weights(path, found.metadata, digest)
+    check_weights(found)
     return found
 
 
@@ -294,8 +287,9 @@ def open_path(path: Path | None, backend: str | None = None, device: str | None 
     if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
         raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
                                       f"{DEFAULT_FILE_BACKEND[opening.kind]}")
-    if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:
-        probe_in_child(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
+    if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:  # a runtime that crashes on it crashes there
+        args = probe_args(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
+        run_child(PROBE, json.dumps([args]), what=f"{chosen.label(device)} opening {path.name}")
     model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
     if path != given:
         model.opened = f"{precision} runs {path.name}, the {precision} file beside {given.name}"
@@ -413,14 +407,6 @@ for args in json.loads(sys.argv[1]):
     except PtxError:
         pass  # refused in one line: the parent opens it again and says so
 """
-
-
-def probe_in_child(path: Path, backend: str, device: str, declared: Sequence[TensorSig],
-                   batch_axes: Mapping[str, int | None] | None, ignore_metadata: bool) -> None:
-    """Open the file in a fresh interpreter first: a runtime that crashes on it crashes there, and
-    ptx says so in one line (ChildCrashError) instead of dying with it."""
-    args = probe_args(path, backend, device, declared, batch_axes, ignore_metadata)
-    run_child(PROBE, json.dumps([args]), what=f"{backend} opening {path.name}")
 
 
 def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],

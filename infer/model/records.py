@@ -39,11 +39,6 @@ def machine() -> dict:
             "versions": versions}
 
 
-def artifact_of(backend: str, precision: str) -> str:
-    """The file in a run folder that ``backend`` reads at ``precision``."""
-    return ARTIFACT_FILES[registry.get(backend).artifact_for(precision)]
-
-
 def read_any(path: Path) -> dict:
     """A record whichever machine made it ({} when it is not one)."""
     try:
@@ -68,7 +63,7 @@ def _write(path: Path, rows: dict) -> None:
 
 def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, status: str, batch_sizes,
                  judged_by: str) -> dict:
-    file_name = artifact_of(backend, precision)
+    file_name = ARTIFACT_FILES[registry.get(backend).artifact_for(precision)]  # the file it read at that precision
     path = run_dir / file_name
     return {"backend": backend, "device": device, "precision": precision, "status": status,
             "batch_sizes": list(batch_sizes), "artifact": file_name,

@@ -25,7 +25,7 @@ from ptx.files import is_file
 from ..formats.model_files import ModelFile
 from ..runtime import backends as registry
 from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, precision_file,
-                      probe_args, require_run, run_folder)
+                      probe_args, require_run)
 
 NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
@@ -104,11 +104,6 @@ class Target:
         return self.kind == RUN
 
     @property
-    def what(self) -> str:
-        """What the target is, in words: "convnet's run (runs/convnet)", "an ONNX file"."""
-        return f"{self.name}'s run ({self.run_dir})" if self.is_run else KIND_NAMES[self.kind]
-
-    @property
     def precision(self) -> str:
         """The precision the target is read at by default: a file's own (int8 for a ptx int8 file or a
         user's own quantized graph), else f32."""
@@ -131,9 +126,9 @@ class Target:
         known = {v.backend.name for v in every} | {v.backend.label(v.device) for v in every} | {v.label for v in every}
         unknown = [n for n in names if n not in known]
         if unknown:
-            what = "" if self.is_run else f" does not run {KIND_NAMES[self.kind]};"
-            raise PtxError(f"backend {unknown[0]}{what} choose from {', '.join(sorted(known))}" if self.is_run else
-                           f"backend {unknown[0]}{what} these do: {', '.join(dict.fromkeys(v.label for v in every))}")
+            raise PtxError(f"backend {unknown[0]} choose from {', '.join(sorted(known))}" if self.is_run else
+                           f"backend {unknown[0]} does not run {KIND_NAMES[self.kind]}; these do: "
+                           f"{', '.join(dict.fromkeys(v.label for v in every))}")
         return [v for v in every if {v.backend.name, v.backend.label(v.device), v.label} & set(names)]
 
     @property
@@ -142,11 +137,7 @@ class Target:
         (an int8 file is int8 only, whichever quantizer made it)."""
         if self.kind != "onnx":
             return (self.kind,)
-        return INT8_FORMATS if self.is_int8 else ("onnx", *INT8_FORMATS)
-
-    @property
-    def is_int8(self) -> bool:
-        return self.precision == "int8"
+        return INT8_FORMATS if self.precision == "int8" else ("onnx", *INT8_FORMATS)
 
     def _format_of(self, backend, precision: str) -> str:
         """What a backend reads of this file at ``precision``: the file itself (its kind) at the
@@ -171,11 +162,11 @@ class Target:
         return load(self.file_for(variant), variant.backend.name, variant.device, variant.precision,
                     probe=probe, **self.options)
 
-    def open_all(self, variants: Sequence[Variant]) -> dict[str, object]:
-        """{label: the Model, or the PtxError that says why it did not open}: a file ptx did not write
-        is first opened by every variant in turn in one child process (a runtime that crashes on a
-        malformed graph crashes there, and says so in one line)."""
-        opened: dict[str, object] = dict(self._probe(variants))
+    def open_all(self, variants: Sequence[Variant], probe: bool = True) -> dict[str, object]:
+        """{label: the Model, or the PtxError that says why it did not open}: with ``probe``, a file
+        ptx did not write is first opened by every variant in turn in one child process (a runtime
+        that crashes on a malformed graph crashes there, and says so in one line)."""
+        opened: dict[str, object] = dict(self._probe(variants)) if probe else {}
         for variant in variants:
             if variant.label not in opened:
                 try:
@@ -214,9 +205,6 @@ class Target:
             return True
         except MissingArtifactError:
             return False
-
-    def run_folder(self) -> Path | None:
-        return run_folder(self.name, self.root, self.run) if self.is_run else None
 
 
 def require_targets(command: str, *given, verifying: bool = False) -> None:
@@ -258,12 +246,11 @@ def changed_since_export(path: Path) -> str | None:
     with (changed after export), in a note; None where they are, or it records none."""
     from ptx.contract.weights import WEIGHTS_KEY
 
-    from ..formats.model_files import read_model_file, weights_digest
+    from ..formats.model_files import read_model_file
 
     found = read_model_file(path, digest=False)
-    recorded = found.metadata.get(WEIGHTS_KEY)
-    actual = weights_digest(path, found.kind) if recorded else None
-    if actual is None or actual == recorded:
+    if not found.foreign:
         return None
-    return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {actual[:12]}... where its "
-            f"ptx.{WEIGHTS_KEY} records {recorded[:12]}...): checked as your own model, by its outputs")
+    return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {found.weights[:12]}... where "
+            f"its ptx.{WEIGHTS_KEY} records {found.metadata[WEIGHTS_KEY][:12]}...): checked as your own model, by its "
+            "outputs")

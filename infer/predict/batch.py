@@ -64,7 +64,5 @@ def iter_inputs(predictor: Model, args: list[str], *, recursive: bool = False, s
             expanded = expand_inputs([arg], recursive=recursive)
             yield from (Input(item, item) for item in expanded.items)
             yield from (Input(None, src, error=err) for src, err in expanded.errors)
-            if notices is not None:
-                notices += expanded.notices
             if folders is not None:
                 folders.append(expanded)

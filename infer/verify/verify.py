@@ -39,7 +39,6 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
-from ..formats.model_files import weights_digest
 from ..model.model import answered_otherwise
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant, require_targets
@@ -412,7 +411,7 @@ def _stored(this: Run, given, save: bool) -> None:
     if target.is_run:
         return
     where = Path(given) if given else reference_path(target.path)
-    digest = weights_digest(target.path, target.kind)
+    digest = target.found.weights
     if save:
         want, error = this.reference_on("cpu")
         if error or not want:

@@ -90,7 +90,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     verdicts, unverified, judged = [], {}, []
     timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
     if target.is_run:
-        record_bench(result.rows, target.run_folder())  # `ptx serve --backend auto` picks the fastest verified
+        record_bench(result.rows, target.run_dir)  # `ptx serve --backend auto` picks the fastest verified
     if verify_samples:
         # The verdict bench shows is verify's own, on the rows timed: the same rule, the same words
         # (a row is required only where the user named it, as `ptx verify --backends` would), and a
@@ -112,7 +112,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
             report = None  # a file its own verify cannot judge is timed still: its rows say "not verified"
             click.echo(f"not verified: {exc}", err=True)
         if target.is_run:
-            record_verify(report, target.run_folder())
+            record_verify(report, target.run_dir)
         if report is not None:
             judged = report.rows
             unverified = {v.label: "; ".join(v.reasons) or v.status for v in report.rows

@@ -196,7 +196,7 @@ def _served_record(report, target, root, run, model) -> None:
 
     model.close()
     if target.is_run:
-        record_served(report, target.run_folder())
+        record_served(report, target.run_dir)
 
 
 def _metric(spec):
