@@ -50,6 +50,10 @@ class RequestedOutput:
     binary: bool | None = None  # None: the request's default
     classification: int = 0  # Triton's classification extension: the top k as "value:index[:label]"
 
+    def __post_init__(self):
+        if not isinstance(self.classification, int) or self.classification < 0:
+            raise RequestError(f"output {self.name!r}: classification must be a count >= 0")
+
 
 @dataclass
 class InferRequest:
