@@ -35,13 +35,9 @@ REFUSED_LINGER_S = 1.0  # a refused connection is closed this long after its 503
 FD_RESERVE = 64  # file descriptors kept beyond the connections and what the server held at startup (gRPC, logs)
 
 
-def _refusal() -> bytes:
-    body = orjson.dumps({"error": "too many open connections: try again shortly (--max-connections)"})
-    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\nconnection: close\r\nretry-after: 1\r\n\r\n" + body)
-
-
-REFUSAL = _refusal()
+_REFUSED = orjson.dumps({"error": "too many open connections: try again shortly (--max-connections)"})
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
+           + str(len(_REFUSED)).encode() + b"\r\nconnection: close\r\nretry-after: 1\r\n\r\n" + _REFUSED)
 
 
 @dataclass

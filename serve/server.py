@@ -35,11 +35,6 @@ AUTO = "auto"
 SHUTDOWN_GRACE_S = 8  # once the drain is over, requests in flight get this long to finish
 
 
-def stop_bound(options: ServeOptions) -> float:
-    """Seconds from SIGTERM to exit, at most: the drain, the listener's stop, then in-flight requests."""
-    return options.drain_seconds + HANDSHAKE_S + QUEUE_WAIT_S + SHUTDOWN_GRACE_S
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -190,8 +185,10 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
         stopping.set()
         service.ready = False  # readiness answers 503 from now on, REST and gRPC
         gate.start_draining(http.server_state.connections)
+        # at most from SIGTERM to exit: the drain, the listener's stop, then the requests in flight
+        bound = options.drain_seconds + HANDSHAKE_S + QUEUE_WAIT_S + SHUTDOWN_GRACE_S
         log(f"stopping: not ready; answering {options.drain_seconds:g} s more with Connection: close, then finishing "
-            f"those in flight (exit within {stop_bound(options):g} s)")
+            f"those in flight (exit within {bound:g} s)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
@@ -256,9 +253,8 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
 def _event_loop_run(coroutine) -> None:
     """uvloop when installed (uvicorn[standard] brings it: a faster loop), else asyncio's."""
     try:
-        import uvloop
+        from uvloop import new_event_loop
     except ImportError:
-        asyncio.run(coroutine)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        new_event_loop = None
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(coroutine)

@@ -77,17 +77,15 @@ def _check_columns(path: Path, fmt: str, columns: tuple[str, ...]) -> None:
     """Refuse to resume into answers written with other columns (another model, --topk added or
     left out): appended rows would not fit the CSV's header, and a Parquet reader keeps the first
     part's columns only, dropping the others' labels."""
-    found = None
+    found, want = None, tuple(columns)
     if fmt == "csv":
         with open(path, newline="", encoding="utf-8", errors="replace") as fh:
             found = tuple(next(csv.reader(fh), ())) or None  # an empty file: nothing written to differ from
-        want = tuple(columns)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
         parts = sorted(path.glob("part-*.parquet"))
         found = tuple(pq.read_schema(parts[-1]).names) if parts else None
-        want = tuple(columns)
     else:  # JSON Lines: a result row holds every column but "error"
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -137,13 +135,14 @@ def _cut_to_last_line(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-class JsonLinesWriter:
-    def __init__(self, path: Path, columns):
-        self.path = path
-        self.fh = open(path, "a", encoding="utf-8")
+class _RowFile:
+    """A file of answers written one whole row per write, flushed by the caller."""
 
-    def write(self, row: dict) -> None:
-        self.fh.write(json.dumps(row) + "\n")  # one write per whole row, flushed by the caller
+    def __init__(self, path: Path, columns):
+        self.path, self.columns = path, columns
+        # A file name that is not UTF-8 (in ``input``, and in an error's text) is written escaped
+        # (as_written) rather than ending the run half-written.
+        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")
 
     def flush(self) -> None:
         self.fh.flush()
@@ -152,31 +151,24 @@ class JsonLinesWriter:
         self.fh.close()
 
 
-class CsvWriter:
+class JsonLinesWriter(_RowFile):
+    def write(self, row: dict) -> None:
+        self.fh.write(json.dumps(row) + "\n")
+
+
+class CsvWriter(_RowFile):
     def __init__(self, path: Path, columns):
-        self.path, self.columns = path, columns
         new = not path.exists() or path.stat().st_size == 0
-        # A file name that is not UTF-8 (in ``input``, and in an error's text) is written escaped
-        # (as_written) rather than ending the run half-written.
-        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")
+        super().__init__(path, columns)
         if new:
             csv.writer(self.fh).writerow(columns)
 
-    def _line(self, row: dict) -> str:
+    def write(self, row: dict) -> None:
         buffer = io.StringIO()
         cells = {c: json.dumps(row[c]) if c in LIST_COLUMNS and row.get(c) is not None else row.get(c)
                  for c in self.columns}
         csv.DictWriter(buffer, self.columns).writerow(cells)
-        return buffer.getvalue()
-
-    def write(self, row: dict) -> None:
-        self.fh.write(self._line(row))
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
+        self.fh.write(buffer.getvalue())
 
 
 class ParquetParts:
