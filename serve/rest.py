@@ -30,15 +30,6 @@ DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to th
 JSON_TYPE, OCTET_TYPE = b"application/json", b"application/octet-stream"
 
 
-def error_body(message: str) -> bytes:
-    """The protocol's error answer."""
-    return orjson.dumps({"error": message})
-
-
-def error(message: str, status: int) -> Response:
-    return Response(error_body(message), status, media_type=JSON_TYPE.decode())
-
-
 def build_app(service: Service) -> Starlette:
     """The REST app over ``service``'s models."""
 
@@ -46,11 +37,11 @@ def build_app(service: Service) -> Starlette:
         """A GET (health and the page need no token): its answer, or the 401/404 that stops it."""
         async def handle(request: Request) -> Response:
             if token and not service.authorized(request.headers.get("authorization")):
-                return error(TOKEN_NEEDED["rest"], 401)
+                return JSONResponse({"error": TOKEN_NEEDED["rest"]}, 401)
             try:
                 return answer(request)
             except RequestError as exc:
-                return error(str(exc), exc.status)
+                return JSONResponse({"error": str(exc)}, exc.status)
         return handle
 
     def model(request: Request) -> ServedModel:
@@ -105,7 +96,7 @@ class InferRoute:
                 "rest", match["name"], match["version"], headers.get(b"authorization"), read, infer_response,
                 None if scope["method"] == "POST" else RequestError("infer takes POST", 405))
         except RequestError as exc:
-            status, body, content_type, extra = exc.status, error_body(str(exc)), JSON_TYPE, []
+            status, body, content_type, extra = exc.status, orjson.dumps({"error": str(exc)}), JSON_TYPE, []
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                                 *extra]})
@@ -164,15 +155,12 @@ def inflate(body: bytes, encoding: str, limit: int, too_big: str) -> bytes:
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """An infer request: JSON, or JSON followed by binary tensor data (its length in the
     Inference-Header-Content-Length header)."""
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise RequestError(f"Inference-Header-Content-Length {header_length!r} does not fit a "
-                               f"{len(body)}-byte body")
-        json_part, binary = body[:int(header_length)], memoryview(body)[int(header_length):]
-    else:
-        json_part, binary = body, memoryview(b"")
+    cut = len(body) if header_length is None else (int(header_length) if header_length.isdigit() else -1)
+    if not 0 <= cut <= len(body):
+        raise RequestError(f"Inference-Header-Content-Length {header_length!r} does not fit a {len(body)}-byte body")
+    binary = memoryview(body)[cut:]
     try:
-        doc = orjson.loads(json_part)
+        doc = orjson.loads(body[:cut])
     except orjson.JSONDecodeError as exc:
         raise RequestError(f"the request is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
@@ -198,7 +186,6 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise RequestError(f"input {name!r} has neither data nor binary_data_size")
     if offset != len(binary):
         raise RequestError(f"{len(binary) - offset} bytes of binary data that no input claims")
-    params = doc.get("parameters") or {}
     outputs = []
     for i, item in enumerate(doc.get("outputs") or []):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -206,8 +193,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         p = item.get("parameters") or {}
         outputs.append(RequestedOutput(item["name"], p.get("binary_data"), p.get("classification", 0)))
     request_id = doc.get("id")
-    return InferRequest(inputs, outputs, str(request_id) if request_id is not None else None,
-                        bool(params.get("binary_data_output", False)))
+    return InferRequest(inputs, outputs, None if request_id is None else str(request_id),
+                        bool((doc.get("parameters") or {}).get("binary_data_output", False)))
 
 
 def infer_response(model: ServedModel, request: InferRequest, outputs: list[Tensor]) -> tuple[bytes, bytes, list]:

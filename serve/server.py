@@ -25,7 +25,7 @@ from ptx.errors import PtxError
 from ptx.infer.model.opening import load as open_model, require_run, run_folder
 from ptx.infer.bench.choice import choose_backend, describe
 
-from .bounds import Gate, fitting_cap, open_fds, raise_fd_limit
+from .bounds import Gate, connection_cap
 from .grpc_service import build_server
 from .listener import HANDSHAKE_S, QUEUE_WAIT_S, quiesce
 from .rest import build_app
@@ -36,10 +36,8 @@ SHUTDOWN_GRACE_S = 8  # once the drain is over, requests in flight get this long
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -74,9 +72,8 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         else:
             predictor = open_model(name, backend, device, precision or FULL_PRECISION, root=root)
             log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
-        for why in (predictor.stale, predictor.unusable):
-            if why:
-                log(f"warning: {why}")
+        for why in filter(None, (predictor.stale, predictor.unusable)):
+            log(f"warning: {why}")
         service.add(name, predictor)
 
 
@@ -138,22 +135,6 @@ class _Uvicorn(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def connection_cap(options: ServeOptions, log: Callable[[str], None]) -> int:
-    """--max-connections, lowered to what fits under the file-descriptor limit (raised to the hard
-    limit first), saying so when it had to be."""
-    soft, hard = raise_fd_limit()
-    in_use = open_fds()
-    cap = fitting_cap(options.max_connections, soft, in_use)
-    if cap < 1:
-        raise PtxError(f"the file-descriptor limit ({soft}, hard {hard}) leaves no room for connections beside the "
-                       f"{in_use} files open: raise it (ulimit -n) and start again")
-    if cap < options.max_connections:
-        log(f"warning: --max-connections {options.max_connections} does not fit under the file-descriptor limit "
-            f"(soft {soft}, hard {hard}; {in_use} in use): REST connections capped at {cap}; raise the hard limit "
-            "(ulimit -Hn, LimitNOFILE=, or the container's nofile ulimit) to allow more")
-    return cap
-
-
 async def run(service: Service, http_socket: socket.socket, log: Callable[[str], None]) -> None:
     options = service.options
     grpc_server = build_server(service)
@@ -166,7 +147,7 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
         raise PtxError(f"gRPC port {options.grpc_port} on {options.host} is in use or not available: pass another "
                        "--grpc-port (0 picks a free one)")
     await grpc_server.start()
-    gate = Gate(header_timeout=options.header_timeout, max_connections=connection_cap(options, log),
+    gate = Gate(header_timeout=options.header_timeout, max_connections=connection_cap(options.max_connections, log),
                 drain_idle=min(1.0, options.keep_alive_seconds))
     # proxy_headers off: rewriting client addresses from X-Forwarded-* costs every request and ptx
     # serve does not use them. limit_concurrency stays off: the gate caps connections (bounds.py).
