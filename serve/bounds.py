@@ -131,7 +131,7 @@ class BoundedProtocol(HttpToolsProtocol):
     # -- bounds -----------------------------------------------------------------------------------
 
     def _await_header(self, seconds: float) -> None:
-        self.header_timer = self.loop.call_later(seconds, self._header_late)
+        self.header_timer = self.loop.call_later(seconds, self.drop)  # late: closed
         self.gate.waiting[self] = None
 
     def _stop_waiting(self) -> None:
@@ -139,10 +139,6 @@ class BoundedProtocol(HttpToolsProtocol):
             self.header_timer.cancel()
             self.header_timer = None
         self.gate.waiting.pop(self, None)
-
-    def _header_late(self) -> None:
-        self.header_timer = None
-        self.drop()
 
     def drop(self) -> None:
         """Close a connection that holds no request; it no longer counts against the cap."""

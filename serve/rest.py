@@ -7,8 +7,10 @@ runtime itself fails); the server stays ready.
 """
 from __future__ import annotations
 
+import functools
 import re
 import zlib
+from importlib import resources
 from typing import Callable
 
 import orjson
@@ -19,7 +21,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .model import VERSION, InferRequest, RequestedOutput, ServedModel
-from .page import page_html
 from .service import TOKEN_NEEDED, Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
 
@@ -28,6 +29,13 @@ WANTED_HEADERS = {HEADER_LENGTH, b"authorization", b"content-encoding"}
 INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so its client sees the 413
 JSON_TYPE, OCTET_TYPE = b"application/json", b"application/octet-stream"
+
+
+@functools.cache
+def page_html() -> str:
+    """The page at `/`: plain HTML and JavaScript in one file served by ptx (no build step, nothing
+    fetched from the internet). It calls the same v2 endpoints as any client."""
+    return resources.files("ptx.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
 def build_app(service: Service) -> Starlette:

@@ -144,12 +144,7 @@ def _numpy_type(datatype: str, name: str):
 
 
 def _flatten(data) -> list:
-    if not isinstance(data, list):
-        return [data]
-    out = []
-    for item in data:
-        out += _flatten(item)
-    return out
+    return [value for item in data for value in _flatten(item)] if isinstance(data, list) else [data]
 
 
 def to_raw(tensor: Tensor) -> bytes:

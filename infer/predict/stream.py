@@ -71,12 +71,9 @@ def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -
     """A worker's task: (value, name) pairs -> one uint8 array of the samples made, in order, and
     {position: why} for the pairs that made none. One array per chunk: the main process unpickles
     one buffer, not a tuple and an array per picture, and runs the backend on it as it is."""
-    samples, errors = [], {}
-    for i, made in enumerate(prepare_pictures(items, step, raw=raw)):
-        if isinstance(made, InputError):
-            errors[i] = str(made)
-        else:
-            samples.append(made)
+    made = prepare_pictures(items, step, raw=raw)
+    samples = [sample for sample in made if not isinstance(sample, InputError)]
+    errors = {i: str(sample) for i, sample in enumerate(made) if isinstance(sample, InputError)}
     return (np.stack(samples) if samples else None), errors
 
 
@@ -85,8 +82,7 @@ def _pool(workers: int):
     process, not from this one, whose backend may hold threads and a GPU context)."""
     import multiprocessing  # here: one picture (no pool) starts without it
 
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+    if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["ptx.infer.model.head"])
     else:
@@ -103,8 +99,7 @@ def stream_answers(predictor: Model, inputs: Iterable[Input], *, raw: bool = Fal
     it = iter(inputs)
     first = list(islice(it, chunk))
     more = list(islice(it, 1))
-    pictures = predictor.contract.kind is InputKind.IMAGE
-    if not (pictures and workers > 0 and more):
+    if not (predictor.contract.kind is InputKind.IMAGE and workers > 0 and more):
         yield from _answer_in_process(predictor, [first, more, it], raw, chunk, min_confidence)
         return
     pool = _pool(workers)
