@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 
 from ptx.contract.protocol import CONTENTS
 
@@ -57,10 +57,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request, context):
         await self._guard(context)
-        doc = (await self._model(request.name, request.version, context)).metadata()
-        tensors = lambda items: [service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in items]  # noqa: E731
-        return service_pb2.ModelMetadataResponse(name=doc["name"], versions=doc["versions"], platform=doc["platform"],
-                                                 inputs=tensors(doc["inputs"]), outputs=tensors(doc["outputs"]))
+        model = await self._model(request.name, request.version, context)
+        return json_format.ParseDict(model.metadata(), service_pb2.ModelMetadataResponse())
 
     async def ModelConfig(self, request, context):
         await self._guard(context)
@@ -71,8 +69,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request, context):
         await self._guard(context)
-        return service_pb2.RepositoryIndexResponse(
-            models=[service_pb2.RepositoryIndexResponse.ModelIndex(**m) for m in self.service.repository_index()])
+        return json_format.ParseDict({"models": self.service.repository_index()}, service_pb2.RepositoryIndexResponse())
 
     async def ModelInfer(self, request, context):
         async def read() -> InferRequest:

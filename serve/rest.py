@@ -128,9 +128,15 @@ async def read_body(receive, limit: int, encoding: str = "identity") -> bytes:
                 await _discard_rest(receive, size, limit)
             raise RequestError(too_big, 413)
         chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = b"".join(chunks)  # one chunk: that chunk itself, not a copy
     if encoding in ("gzip", "deflate"):
-        body = inflate(body, encoding, limit, too_big)
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        try:
+            body = decompressor.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise RequestError(f"the {encoding} body does not decompress ({exc})") from None
+        if len(body) > limit or decompressor.unconsumed_tail:
+            raise RequestError(too_big + " once decompressed", 413)
     elif encoding != "identity":
         raise RequestError(f"content-encoding {encoding!r} is not supported; send gzip, deflate or none", 415)
     if not body:
@@ -147,17 +153,6 @@ async def _discard_rest(receive, size: int, limit: int) -> None:
         size += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
-
-
-def inflate(body: bytes, encoding: str, limit: int, too_big: str) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        out = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise RequestError(f"the {encoding} body does not decompress ({exc})") from None
-    if len(out) > limit or decompressor.unconsumed_tail:
-        raise RequestError(too_big + " once decompressed", 413)
-    return out
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:

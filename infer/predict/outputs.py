@@ -113,10 +113,12 @@ def done_inputs(path: str | os.PathLike) -> Counter:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        parts = sorted(path.glob("part-*.parquet"))
-        return Counter(as_written(v) for part in parts
+        return Counter(as_written(v) for part in sorted(path.glob("part-*.parquet"))
                        for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
-    _cut_to_last_line(path)
+    with open(path, "rb+") as fh:  # a row cut short by a kill is cut away
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
     with open(path, newline="", encoding="utf-8") as fh:
         if fmt == "jsonl":
             rows = (as_written(json.loads(line)["input"]) for line in fh if line.strip())
@@ -126,13 +128,6 @@ def done_inputs(path: str | os.PathLike) -> Counter:
             return Counter(rows)
         except (ValueError, KeyError, csv.Error) as exc:
             raise PtxError(f"--resume: {path} is not a file of ptx answers ({exc}); name another --output") from None
-
-
-def _cut_to_last_line(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
 
 
 class _RowFile:
@@ -178,13 +173,11 @@ class ParquetParts:
         from ptx.extras import require
 
         require("parquet")
-        import pyarrow as pa
-
         if path.exists() and not path.is_dir():
             raise PtxError(f"--output {path}: a .parquet output is a folder of part files, and {path} is a file")
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.columns = path, columns
-        self.schema = schema or pa.schema([(c, parquet_type(c, per_position)) for c in columns])
+        self.schema = schema or answer_schema(columns, per_position)
         self.part_rows = int(os.environ.get("PTX_PARQUET_PART_ROWS", PART_ROWS))
         self.rows: list[dict] = []
         self.started = time.monotonic()
@@ -223,12 +216,12 @@ def _utf8(value):
     return as_written(value) if isinstance(value, str) else value
 
 
-def parquet_type(column: str, per_position: bool = False):
+def answer_schema(columns, per_position: bool = False):
+    """The Parquet schema of answers with these columns (a per-position model's logits: a list per position)."""
     import pyarrow as pa
 
-    if column == "logits":
-        return pa.list_(pa.list_(pa.float64())) if per_position else pa.list_(pa.float64())
-    if column == "topk":
-        return pa.list_(pa.struct([("label_name", pa.string()), ("probability", pa.float64())]))
-    return {"label": pa.int64(), "probability": pa.float64(), "value": pa.float64(),
-            "low_confidence": pa.bool_()}.get(column, pa.string())
+    logits = pa.list_(pa.list_(pa.float64())) if per_position else pa.list_(pa.float64())
+    topk = pa.list_(pa.struct([("label_name", pa.string()), ("probability", pa.float64())]))
+    types = {"label": pa.int64(), "probability": pa.float64(), "value": pa.float64(), "low_confidence": pa.bool_(),
+             "logits": logits, "topk": topk}
+    return pa.schema([(c, types.get(c, pa.string())) for c in columns])
