@@ -192,31 +192,31 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         try:
             live = [p for p in batch if not p.future.done()]  # a client that went away is not run
             if live:
-                rows = sum(p.rows for p in live)
-                self.last_rows = rows
-                self.on_batch(rows)
-                try:
-                    if self.alone and len(live) > 1:
-                        raise Unsplittable("an earlier batch could not be split")
-                    out = await loop.run_in_executor(self.executor, self._run_joined, [p.x for p in live])
-                    self._deliver(live, out)
-                except Exception as exc:  # noqa: BLE001 - whichever request broke the runtime fails alone
-                    if len(live) == 1:
-                        raise
-                    self.alone = self.alone or isinstance(exc, Unsplittable)
-                    for p in live:
-                        await self._execute_alone(p)
-        except Exception as exc:  # noqa: BLE001 - the request's own failure, answered as a 500
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                self.last_rows = sum(p.rows for p in live)
+                self.on_batch(self.last_rows)
+                await self._run_batch(live)
         finally:
             self.free += 1
             self.wake.set()
+
+    async def _run_batch(self, live: list[_Pending]) -> None:
+        """The requests joined into one run; when that fails, each again alone, so that whichever
+        broke the runtime fails alone (answered as a 500)."""
+        try:
+            if self.alone and len(live) > 1:
+                raise Unsplittable("an earlier batch could not be split")
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, self._run_joined, [p.x for p in live])
+            self._deliver(live, out)
+        except Exception as exc:  # noqa: BLE001 - the request's own failure
+            if len(live) > 1:
+                self.alone = self.alone or isinstance(exc, Unsplittable)
+                for p in live:
+                    await self._run_batch([p])
+            elif not live[0].future.done():
+                live[0].future.set_exception(exc)
 
     def _run_joined(self, xs: list):
         """Join the requests (in a worker thread, off the event loop) and run them."""
@@ -226,14 +226,6 @@ class Batcher:
             buffers = {name: leases.enter_context(self.host.lease(shape, dtype))
                        for name, (shape, dtype) in self.merge.joined_shapes(xs).items()}
             return self.run(self.merge.join(xs, out=buffers))  # the runtime's outputs are its own arrays
-
-    async def _execute_alone(self, p: _Pending) -> None:
-        try:
-            out = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, p.x)
-            self._deliver([p], out)
-        except Exception as exc:  # noqa: BLE001
-            if not p.future.done():
-                p.future.set_exception(exc)
 
     def _deliver(self, batch: list[_Pending], out) -> None:
         """Split a batch's outputs back to its requests."""

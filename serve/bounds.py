@@ -24,24 +24,24 @@ So, per connection:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 from dataclasses import dataclass, field
+from typing import Callable
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ptx.errors import PtxError
 
 REFUSED_LINGER_S = 1.0  # a refused connection is closed this long after its 503, once the client has read it
 FD_RESERVE = 64  # file descriptors kept beyond the connections and what the server held at startup (gRPC, logs)
 
 
-def _refusal() -> bytes:
-    body = orjson.dumps({"error": "too many open connections: try again shortly (--max-connections)"})
-    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\nconnection: close\r\nretry-after: 1\r\n\r\n" + body)
-
-
-REFUSAL = _refusal()
+_REFUSED = orjson.dumps({"error": "too many open connections: try again shortly (--max-connections)"})
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: "
+           + str(len(_REFUSED)).encode() + b"\r\nconnection: close\r\nretry-after: 1\r\n\r\n" + _REFUSED)
 
 
 @dataclass
@@ -131,7 +131,7 @@ class BoundedProtocol(HttpToolsProtocol):
     # -- bounds -----------------------------------------------------------------------------------
 
     def _await_header(self, seconds: float) -> None:
-        self.header_timer = self.loop.call_later(seconds, self._header_late)
+        self.header_timer = self.loop.call_later(seconds, self.drop)  # late: closed
         self.gate.waiting[self] = None
 
     def _stop_waiting(self) -> None:
@@ -139,10 +139,6 @@ class BoundedProtocol(HttpToolsProtocol):
             self.header_timer.cancel()
             self.header_timer = None
         self.gate.waiting.pop(self, None)
-
-    def _header_late(self) -> None:
-        self.header_timer = None
-        self.drop()
 
     def drop(self) -> None:
         """Close a connection that holds no request; it no longer counts against the cap."""
@@ -170,31 +166,31 @@ class BoundedProtocol(HttpToolsProtocol):
         self.loop.call_later(REFUSED_LINGER_S, self.transport.close)
 
 
-def raise_fd_limit() -> tuple[int, int]:
-    """Raise this process's soft file-descriptor limit to its hard limit; returns (soft, hard) after."""
+def connection_cap(wanted: int, log: Callable[[str], None]) -> int:
+    """--max-connections, lowered to what fits under the soft file-descriptor limit (raised to the
+    hard limit first) with what is open now and a reserve, saying so when it had to be."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # An unlimited hard limit (macOS) cannot be the soft one: the kernel's per-process ceiling is.
     want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
     if want > soft:
-        try:
+        with contextlib.suppress(ValueError, OSError):  # refused: the cap is fitted under the limit as it is
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (ValueError, OSError):  # refused: the limit stays as it was, and the cap is fitted under it
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def fitting_cap(wanted: int, soft: int, in_use: int) -> int:
-    """The connection cap that fits under the soft file limit, with what is open now and a reserve."""
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return min(wanted, soft - in_use - FD_RESERVE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = open_fds()
+    cap = wanted if soft == resource.RLIM_INFINITY else min(wanted, soft - in_use - FD_RESERVE)
+    if cap < 1:
+        raise PtxError(f"the file-descriptor limit ({soft}, hard {hard}) leaves no room for connections beside the "
+                       f"{in_use} files open: raise it (ulimit -n) and start again")
+    if cap < wanted:
+        log(f"warning: --max-connections {wanted} does not fit under the file-descriptor limit "
+            f"(soft {soft}, hard {hard}; {in_use} in use): REST connections capped at {cap}; raise the hard limit "
+            "(ulimit -Hn, LimitNOFILE=, or the container's nofile ulimit) to allow more")
+    return cap
 
 
 def open_fds() -> int:
     """File descriptors this process holds now (Linux, macOS); the reserve's guess elsewhere."""
     for folder in ("/proc/self/fd", "/dev/fd"):
-        try:
+        with contextlib.suppress(OSError):
             return len(os.listdir(folder))
-        except OSError:
-            continue
     return FD_RESERVE

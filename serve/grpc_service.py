@@ -7,24 +7,19 @@ RESOURCE_EXHAUSTED (413), UNAUTHENTICATED (401), INTERNAL (500).
 """
 from __future__ import annotations
 
-import time
-
 import grpc
-import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 
-from ptx.contract.protocol import BYTES, CONTENTS, V2_TYPES
-from ptx.errors import first_line
+from ptx.contract.protocol import CONTENTS
 
-from .model import InferRequest, RequestedOutput
-from .service import Service
-from .tensors import RequestError, Tensor, from_raw, to_raw
+from .model import VERSION, InferRequest, RequestedOutput, ServedModel
+from .service import TOKEN_NEEDED, Service
+from .tensors import RequestError, Tensor, from_json_data, from_raw, to_raw
 
 STATUS = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
           404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
           415: grpc.StatusCode.INVALID_ARGUMENT, 500: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE}
-
 
 
 def _param(p) -> object:
@@ -35,13 +30,10 @@ def _param(p) -> object:
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, service: Service):
         self.service = service
-        self.observers: dict = {}
 
     async def _guard(self, context) -> None:
-        authorization = dict(context.invocation_metadata()).get("authorization")
-        if not self.service.authorized(authorization):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or wrong bearer token: send metadata authorization: Bearer <token>")
+        if not self.service.authorized(_authorization(context)):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, TOKEN_NEEDED["grpc"])
 
     async def _model(self, name, version, context):
         try:
@@ -65,10 +57,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request, context):
         await self._guard(context)
-        doc = (await self._model(request.name, request.version, context)).metadata()
-        tensors = lambda items: [service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in items]  # noqa: E731
-        return service_pb2.ModelMetadataResponse(name=doc["name"], versions=doc["versions"], platform=doc["platform"],
-                                                 inputs=tensors(doc["inputs"]), outputs=tensors(doc["outputs"]))
+        model = await self._model(request.name, request.version, context)
+        return json_format.ParseDict(model.metadata(), service_pb2.ModelMetadataResponse())
 
     async def ModelConfig(self, request, context):
         await self._guard(context)
@@ -79,67 +69,48 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request, context):
         await self._guard(context)
-        return service_pb2.RepositoryIndexResponse(
-            models=[service_pb2.RepositoryIndexResponse.ModelIndex(**m) for m in self.service.repository_index()])
+        return json_format.ParseDict({"models": self.service.repository_index()}, service_pb2.RepositoryIndexResponse())
 
     async def ModelInfer(self, request, context):
-        started = time.perf_counter()
-        name = request.model_name
-        key = name if name in self.service.models else None  # unknown names do not become metric labels
-        observer = self.observers.get(key) or self.observers.setdefault(key, self.service.metrics.observer(key, "grpc"))
-        if not self.service.authorized(dict(context.invocation_metadata()).get("authorization")):
-            observer.done(time.perf_counter() - started, 401)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or wrong bearer token: send metadata authorization: Bearer <token>")
+        async def read() -> InferRequest:
+            return parse_infer_request(request)
+
         try:
-            model = self.service.model(name, request.model_version)
-            infer_request = parse_infer_request(request)
-            outputs = await model.infer(infer_request)
+            return await self.service.infer("grpc", request.model_name, request.model_version,
+                                            _authorization(context), read, infer_response)
         except RequestError as exc:
-            observer.done(time.perf_counter() - started, exc.status)
             await context.abort(STATUS[exc.status], str(exc))
-        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request alone
-            observer.done(time.perf_counter() - started, 500)
-            await context.abort(grpc.StatusCode.INTERNAL, f"inference failed: {first_line(exc)}")
-        response = service_pb2.ModelInferResponse(model_name=model.name, model_version="1", id=request.id)
-        for t in outputs:
-            response.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
-            response.raw_output_contents.append(to_raw(t))
-        observer.done(time.perf_counter() - started)
-        return response
+
+
+def _authorization(context) -> str | None:
+    return dict(context.invocation_metadata()).get("authorization")
+
+
+def infer_response(model: ServedModel, request: InferRequest, outputs: list[Tensor]):
+    response = service_pb2.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
+    for t in outputs:
+        response.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
+        response.raw_output_contents.append(to_raw(t))
+    return response
 
 
 def parse_infer_request(request) -> InferRequest:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise RequestError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-    inputs = []
-    for i, item in enumerate(request.inputs):
-        shape = list(item.shape)
-        if raw:
-            inputs.append(from_raw(item.name, item.datatype, shape, raw[i]))
-        else:
-            inputs.append(_from_contents(item, shape))
-    outputs = []
-    for item in request.outputs:
-        classification = _param(item.parameters["classification"]) if "classification" in item.parameters else 0
-        if not isinstance(classification, int) or classification < 0:
-            raise RequestError(f"output {item.name!r}: classification must be a count >= 0")
-        outputs.append(RequestedOutput(item.name, True, classification))
+    inputs = [from_raw(item.name, item.datatype, list(item.shape), raw[i]) if raw else _from_contents(item)
+              for i, item in enumerate(request.inputs)]
+    outputs = [RequestedOutput(item.name, True, _param(item.parameters["classification"])
+                               if "classification" in item.parameters else 0) for item in request.outputs]
     return InferRequest(inputs, outputs, request.id or None, True)
 
 
-def _from_contents(item, shape: list[int]) -> Tensor:
+def _from_contents(item) -> Tensor:
+    """A tensor from its typed contents, checked as a REST request's JSON data is."""
     field = CONTENTS.get(item.datatype)
     if field is None:
         raise RequestError(f"input {item.name!r}: unknown datatype {item.datatype!r}")
-    values = list(getattr(item.contents, field))
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(values) != count:
-        raise RequestError(f"input {item.name!r}: {len(values)} values in contents for shape {shape} ({count})")
-    if item.datatype == BYTES:
-        return Tensor(item.name, BYTES, shape, values)
-    return Tensor(item.name, item.datatype, shape, np.asarray(values, dtype=V2_TYPES[item.datatype]).reshape(shape))
+    return from_json_data(item.name, item.datatype, list(item.shape), list(getattr(item.contents, field)))
 
 
 def build_server(service: Service) -> grpc.aio.Server:

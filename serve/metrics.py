@@ -29,46 +29,36 @@ class Metrics:
         self.unknown_model = Counter("ptx_inference_unknown_model_requests",
                                      "Inference requests for a model this server does not serve", ["protocol"],
                                      registry=self.registry)
+        self.observers: dict[tuple[str | None, str], RequestObserver] = {}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def observer(self, model: str | None, protocol: str) -> "RequestObserver":
-        """Pre-bound children for one model (None: a name not served) and protocol: the per-request
-        cost is two increments."""
-        if model is None:
-            return UnknownModelObserver(self, protocol)
-        return RequestObserver(self, protocol, self.requests.labels(model, protocol),
-                               self.latency.labels(model, protocol),
-                               lambda code: self.errors.labels(model, protocol, str(code)))
-
-    def count(self, protocol: str, error_code: int | str | None) -> None:
-        if error_code is None:
-            self.answered[protocol] += 1  # one event loop: no lock needed
-        elif str(error_code).startswith("4"):
-            self.refused += 1
-        else:
-            self.failed += 1
+        """Pre-bound children for one model (None: a name not served) and protocol, made once: the
+        per-request cost is two increments."""
+        observer = self.observers.get((model, protocol))
+        if observer is None:
+            observer = self.observers[model, protocol] = RequestObserver(self, model, protocol)
+        return observer
 
 
 class RequestObserver:
-    def __init__(self, metrics: Metrics, protocol: str, requests, latency, errors):
-        self.metrics, self.protocol = metrics, protocol
-        self.requests, self.latency, self._errors = requests, latency, errors
+    def __init__(self, metrics: Metrics, model: str | None, protocol: str):
+        self.metrics, self.model, self.protocol = metrics, model, protocol
+        known = model is not None
+        self.requests = metrics.requests.labels(model, protocol) if known else metrics.unknown_model.labels(protocol)
+        self.latency = metrics.latency.labels(model, protocol) if known else None
 
-    def done(self, seconds: float, error_code: int | str | None = None) -> None:
-        self.metrics.count(self.protocol, error_code)
+    def done(self, seconds: float, error_code: int | None = None) -> None:
+        if error_code is None:
+            self.metrics.answered[self.protocol] += 1  # one event loop: no lock needed
+        elif error_code < 500:
+            self.metrics.refused += 1
+        else:
+            self.metrics.failed += 1
         self.requests.inc()
-        self.latency.observe(seconds)
-        if error_code is not None:
-            self._errors(error_code).inc()
-
-
-class UnknownModelObserver:
-    def __init__(self, metrics: Metrics, protocol: str):
-        self.metrics, self.protocol = metrics, protocol
-        self.counter = metrics.unknown_model.labels(protocol)
-
-    def done(self, seconds: float, error_code: int | str | None = None) -> None:
-        self.metrics.count(self.protocol, error_code)
-        self.counter.inc()
+        if self.latency is not None:  # a name not served is counted, nothing more
+            self.latency.observe(seconds)
+            if error_code is not None:
+                self.metrics.errors.labels(self.model, self.protocol, str(error_code)).inc()

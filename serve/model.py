@@ -50,6 +50,15 @@ class RequestedOutput:
     binary: bool | None = None  # None: the request's default
     classification: int = 0  # Triton's classification extension: the top k as "value:index[:label]"
 
+    def __post_init__(self):
+        if not isinstance(self.classification, int) or self.classification < 0:
+            raise RequestError(f"output {self.name!r}: classification must be a count >= 0")
+
+    def answer(self, datatype: str, data, shape: list[int] | None = None) -> Tensor:
+        """This output's tensor (a flat list of bytes for BYTES: its shape is its length unless given)."""
+        return Tensor(self.name, datatype, list(np.shape(data)) if shape is None else shape, data,
+                      {"binary": self.binary})
+
 
 @dataclass
 class InferRequest:
@@ -66,17 +75,14 @@ class ServedModel:
 
     def __init__(self, name: str, model: Model, batcher_options: dict, prepare_pool: Executor | None = None,
                  on_batch=lambda rows: None):
-        self.name, self.model = name, model
+        self.name, self.model, self.options, self.prepare_pool = name, model, batcher_options, prepare_pool
         head: Head | IdentityHead = model.head or IdentityHead(model.signature)
         self.head, self.signature, self.user_input = head, head.endpoint, head.user_input
         model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does
-        self.prepare_pool = prepare_pool
-        self.max_batch_size = batcher_options["max_batch_size"]
-        self.max_delay_s = batcher_options["max_delay_s"]
         # Requests are checked on arrival (_feeds), so a joined batch goes to the runner's _run unchecked.
-        self.run = run = model.runner._run if head.raw_input is None else self._run_model_input
+        self.run = model.runner._run if head.raw_input is None else self._run_model_input
         batched = dict(on_batch=on_batch, host=model.host, **batcher_options)
-        self.batcher = Batcher(run, merge=Merge.of(self.signature, head.pads), **batched) \
+        self.batcher = Batcher(self.run, merge=Merge.of(self.signature, head.pads), **batched) \
             if self.signature.batched else None
         # Unbatched models still run off the event loop, on as many threads as --workers allows.
         self.executor = (None if self.batcher is not None else
@@ -111,7 +117,8 @@ class ServedModel:
         """Triton's config.pbtxt for this model as `ptx export ... --format triton` writes it, with
         this server's batch size and queue delay, and the tensors named as this server takes them
         (a TorchScript file's too, where Triton would say INPUT__0...)."""
-        limits = dict(max_batch_size=self.max_batch_size, max_queue_delay_us=round(self.max_delay_s * 1e6))
+        limits = dict(max_batch_size=self.options["max_batch_size"],
+                      max_queue_delay_us=round(self.options["max_delay_s"] * 1e6))
         if self.head.contract is not None:  # a tutorial model's config is its contract's, as export writes it
             return model_config(self.name, self.head.contract, TritonBackend.ONNXRUNTIME, **limits)
         how = ("ptx serve batches it along each tensor's batch axis" if self.batcher is not None
@@ -242,7 +249,7 @@ class ServedModel:
         sig = self.signature.output(r.name)
         if r.classification:
             return self._classification(r, value, sig.batch_axis)
-        return Tensor(r.name, sig.dtype_info.v2, list(value.shape), value, {"binary": r.binary})
+        return r.answer(sig.dtype_info.v2, value)
 
     def _classification(self, r: RequestedOutput, value: np.ndarray, batch_axis: int | None = 0) -> Tensor:
         """Triton's classification extension on an output of class scores: per row the top k as
@@ -256,21 +263,18 @@ class ServedModel:
                                "axis): classification does not apply")
         best = top_k(value, batch_axis, r.classification)
         items = [f"{score:f}:{j}{f':{labels[j]}' if labels else ''}".encode() for row in best for j, score in row]
-        return Tensor(r.name, BYTES, [len(best), len(best[0])], items, {"binary": r.binary})
+        return r.answer(BYTES, items, [len(best), len(best[0])])
 
     def _user_outputs(self, predictions: list[Prediction], wanted: list[RequestedOutput]) -> list[Tensor]:
         tensors = []
         for r in wanted:
             if r.name == LABEL_OUTPUT:
-                tensors.append(Tensor(r.name, BYTES, [len(predictions)],
-                                      [p.label_name.encode("utf-8") for p in predictions], {"binary": r.binary}))
+                tensors.append(r.answer(BYTES, [p.label_name.encode("utf-8") for p in predictions]))
             elif r.name == PROBABILITIES_OUTPUT:
                 probs = np.stack([np.asarray(p.probabilities, dtype=np.float32) for p in predictions])
-                tensors.append(self._classification(r, probs) if r.classification else
-                               Tensor(r.name, "FP32", list(probs.shape), probs, {"binary": r.binary}))
+                tensors.append(self._classification(r, probs) if r.classification else r.answer("FP32", probs))
             else:
-                values = np.array([p.value for p in predictions], dtype=np.float32)
-                tensors.append(Tensor(r.name, "FP32", [len(values)], values, {"binary": r.binary}))
+                tensors.append(r.answer("FP32", np.array([p.value for p in predictions], dtype=np.float32)))
         return tensors
 
     def close(self) -> None:

@@ -7,9 +7,10 @@ runtime itself fails); the server stays ready.
 """
 from __future__ import annotations
 
+import functools
 import re
-import time
 import zlib
+from importlib import resources
 from typing import Callable
 
 import orjson
@@ -19,91 +20,58 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ptx.errors import first_line
-
-from .model import InferRequest, RequestedOutput, ServedModel
-from .page import page_html
-from .service import Service
+from .model import VERSION, InferRequest, RequestedOutput, ServedModel
+from .service import TOKEN_NEEDED, Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
 
 HEADER_LENGTH = b"inference-header-content-length"
 WANTED_HEADERS = {HEADER_LENGTH, b"authorization", b"content-encoding"}
 INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
-TOKEN_NEEDED = "missing or wrong bearer token: send `Authorization: Bearer <token>`"
 DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so its client sees the 413
 JSON_TYPE, OCTET_TYPE = b"application/json", b"application/octet-stream"
 
 
-def error_body(message: str) -> bytes:
-    """The protocol's error answer."""
-    return orjson.dumps({"error": message})
-
-
-def error(message: str, status: int) -> Response:
-    return Response(error_body(message), status, media_type=JSON_TYPE.decode())
+@functools.cache
+def page_html() -> str:
+    """The page at `/`: plain HTML and JavaScript in one file served by ptx (no build step, nothing
+    fetched from the internet). It calls the same v2 endpoints as any client."""
+    return resources.files("ptx.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
 def build_app(service: Service) -> Starlette:
     """The REST app over ``service``'s models."""
 
-    def authorized(request: Request) -> Response | None:
-        if service.authorized(request.headers.get("authorization")):
-            return None
-        return error(TOKEN_NEEDED, 401)
-
-    async def live(request: Request) -> Response:
-        return JSONResponse({"live": True})
-
-    async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": service.ready}, 200 if service.ready else 503)
-
-    async def model_ready(request: Request) -> Response:
-        try:
-            service.model(request.path_params["name"], request.path_params.get("version"))
-        except RequestError as exc:
-            return error(str(exc), exc.status)
-        return JSONResponse({"name": request.path_params["name"], "ready": service.ready},
-                            200 if service.ready else 503)
-
-    async def server_metadata(request: Request) -> Response:
-        return authorized(request) or JSONResponse(service.server_metadata())
-
-    def about_model(answer: Callable[[ServedModel], dict]):
-        """A GET about one model: its answer, or the 401/404 that stops it."""
-        async def endpoint(request: Request) -> Response:
-            denied = authorized(request)
-            if denied:
-                return denied
+    def endpoint(answer: Callable[[Request], Response], token: bool = True):
+        """A GET (health and the page need no token): its answer, or the 401/404 that stops it."""
+        async def handle(request: Request) -> Response:
+            if token and not service.authorized(request.headers.get("authorization")):
+                return JSONResponse({"error": TOKEN_NEEDED["rest"]}, 401)
             try:
-                model = service.model(request.path_params["name"], request.path_params.get("version"))
+                return answer(request)
             except RequestError as exc:
-                return error(str(exc), exc.status)
-            return JSONResponse(answer(model))
-        return endpoint
+                return JSONResponse({"error": str(exc)}, exc.status)
+        return handle
 
-    model_metadata = about_model(lambda model: model.metadata())
-    model_config = about_model(lambda model: config_json(model.config_text()))
+    def model(request: Request) -> ServedModel:
+        return service.model(request.path_params["name"], request.path_params.get("version"))
 
-    async def repository_index(request: Request) -> Response:
-        return authorized(request) or JSONResponse(service.repository_index())
+    def ready(doc: dict) -> Response:
+        return JSONResponse(doc, 200 if service.ready else 503)
 
-    async def metrics(request: Request) -> Response:
-        return authorized(request) or Response(service.metrics.render(), media_type=service.metrics.content_type)
-
-    async def page(request: Request) -> Response:
-        return HTMLResponse(page_html())
-
-    model_path = "/v2/models/{name}"
-    versioned = "/v2/models/{name}/versions/{version}"
+    model_metadata = endpoint(lambda request: JSONResponse(model(request).metadata()))
+    model_ready = endpoint(lambda request: ready({"name": model(request).name, "ready": service.ready}), token=False)
+    model_config = endpoint(lambda request: JSONResponse(config_json(model(request).config_text())))
     routes = [
-        Route("/", page),
-        Route("/v2", server_metadata),
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2/repository/index", repository_index, methods=["POST", "GET"]),
-        Route("/metrics", metrics),
+        Route("/", endpoint(lambda request: HTMLResponse(page_html()), token=False)),
+        Route("/v2", endpoint(lambda request: JSONResponse(service.server_metadata()))),
+        Route("/v2/health/live", endpoint(lambda request: JSONResponse({"live": True}), token=False)),
+        Route("/v2/health/ready", endpoint(lambda request: ready({"ready": service.ready}), token=False)),
+        Route("/v2/repository/index", endpoint(lambda request: JSONResponse(service.repository_index())),
+              methods=["POST", "GET"]),
+        Route("/metrics", endpoint(lambda request: Response(service.metrics.render(),
+                                                            media_type=service.metrics.content_type))),
     ]
-    for base in (model_path, versioned):
+    for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [Route(base, model_metadata), Route(f"{base}/ready", model_ready),
                    Route(f"{base}/config", model_config)]
     return InferRoute(service, Starlette(routes=routes))
@@ -117,46 +85,30 @@ class InferRoute:
 
     def __init__(self, service: Service, other):
         self.service, self.other = service, other
-        self.observers: dict = {}
 
     async def __call__(self, scope, receive, send) -> None:
         match = INFER_PATH.match(scope["path"]) if scope["type"] == "http" else None
         if match is None:
             await self.other(scope, receive, send)
             return
-        status, body, content_type, extra = await self.infer(scope, receive, match["name"], match["version"])
+        headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in WANTED_HEADERS}
+
+        async def read() -> InferRequest:
+            encoding = headers.get(b"content-encoding", "identity").lower()
+            body = await read_body(receive, self.service.options.max_request_bytes, encoding)
+            return parse_infer_request(body, headers.get(HEADER_LENGTH))
+
+        status = 200
+        try:
+            body, content_type, extra = await self.service.infer(
+                "rest", match["name"], match["version"], headers.get(b"authorization"), read, infer_response,
+                None if scope["method"] == "POST" else RequestError("infer takes POST", 405))
+        except RequestError as exc:
+            status, body, content_type, extra = exc.status, orjson.dumps({"error": str(exc)}), JSON_TYPE, []
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                                 *extra]})
         await send({"type": "http.response.body", "body": body})
-
-    async def infer(self, scope, receive, name: str, version: str | None):
-        started = time.perf_counter()
-        service = self.service
-        key = name if name in service.models else None  # unknown names do not become metric labels
-        observer = self.observers.get(key) or self.observers.setdefault(key, service.metrics.observer(key, "rest"))
-        headers = {k: v for k, v in scope["headers"] if k in WANTED_HEADERS}
-        try:
-            if scope["method"] != "POST":
-                raise RequestError("infer takes POST", 405)
-            authorization = headers.get(b"authorization")
-            if not service.authorized(authorization.decode("latin-1") if authorization else None):
-                raise RequestError(TOKEN_NEEDED, 401)
-            model = service.model(name, version)
-            encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").lower()
-            body = await read_body(receive, service.options.max_request_bytes, encoding)
-            header_length = headers.get(HEADER_LENGTH)
-            infer_request = parse_infer_request(body, header_length.decode("latin-1") if header_length else None)
-            outputs = await model.infer(infer_request)
-        except RequestError as exc:
-            observer.done(time.perf_counter() - started, exc.status)
-            return exc.status, error_body(str(exc)), JSON_TYPE, []
-        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
-            observer.done(time.perf_counter() - started, 500)
-            return 500, error_body(f"inference failed: {first_line(exc)}"), JSON_TYPE, []
-        body, content_type, extra = infer_response(model.name, infer_request, outputs)
-        observer.done(time.perf_counter() - started)
-        return 200, body, content_type, extra
 
 
 async def read_body(receive, limit: int, encoding: str = "identity") -> bytes:
@@ -176,9 +128,15 @@ async def read_body(receive, limit: int, encoding: str = "identity") -> bytes:
                 await _discard_rest(receive, size, limit)
             raise RequestError(too_big, 413)
         chunks.append(chunk)
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = b"".join(chunks)  # one chunk: that chunk itself, not a copy
     if encoding in ("gzip", "deflate"):
-        body = inflate(body, encoding, limit, too_big)
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        try:
+            body = decompressor.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise RequestError(f"the {encoding} body does not decompress ({exc})") from None
+        if len(body) > limit or decompressor.unconsumed_tail:
+            raise RequestError(too_big + " once decompressed", 413)
     elif encoding != "identity":
         raise RequestError(f"content-encoding {encoding!r} is not supported; send gzip, deflate or none", 415)
     if not body:
@@ -197,29 +155,15 @@ async def _discard_rest(receive, size: int, limit: int) -> None:
             return
 
 
-def inflate(body: bytes, encoding: str, limit: int, too_big: str) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        out = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise RequestError(f"the {encoding} body does not decompress ({exc})") from None
-    if len(out) > limit or decompressor.unconsumed_tail:
-        raise RequestError(too_big + " once decompressed", 413)
-    return out
-
-
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """An infer request: JSON, or JSON followed by binary tensor data (its length in the
     Inference-Header-Content-Length header)."""
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise RequestError(f"Inference-Header-Content-Length {header_length!r} does not fit a "
-                               f"{len(body)}-byte body")
-        json_part, binary = body[:int(header_length)], memoryview(body)[int(header_length):]
-    else:
-        json_part, binary = body, memoryview(b"")
+    cut = len(body) if header_length is None else (int(header_length) if header_length.isdigit() else -1)
+    if not 0 <= cut <= len(body):
+        raise RequestError(f"Inference-Header-Content-Length {header_length!r} does not fit a {len(body)}-byte body")
+    binary = memoryview(body)[cut:]
     try:
-        doc = orjson.loads(json_part)
+        doc = orjson.loads(body[:cut])
     except orjson.JSONDecodeError as exc:
         raise RequestError(f"the request is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
@@ -245,24 +189,20 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise RequestError(f"input {name!r} has neither data nor binary_data_size")
     if offset != len(binary):
         raise RequestError(f"{len(binary) - offset} bytes of binary data that no input claims")
-    params = doc.get("parameters") or {}
     outputs = []
     for i, item in enumerate(doc.get("outputs") or []):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise RequestError(f"outputs[{i}] needs a name")
         p = item.get("parameters") or {}
-        classification = p.get("classification", 0)
-        if not isinstance(classification, int) or classification < 0:
-            raise RequestError(f"output {item['name']!r}: classification must be a count >= 0")
-        outputs.append(RequestedOutput(item["name"], p.get("binary_data"), classification))
+        outputs.append(RequestedOutput(item["name"], p.get("binary_data"), p.get("classification", 0)))
     request_id = doc.get("id")
-    return InferRequest(inputs, outputs, str(request_id) if request_id is not None else None,
-                        bool(params.get("binary_data_output", False)))
+    return InferRequest(inputs, outputs, None if request_id is None else str(request_id),
+                        bool((doc.get("parameters") or {}).get("binary_data_output", False)))
 
 
-def infer_response(model: str, request: InferRequest, outputs: list[Tensor]) -> tuple[bytes, bytes, list]:
+def infer_response(model: ServedModel, request: InferRequest, outputs: list[Tensor]) -> tuple[bytes, bytes, list]:
     """The response body, its content type and extra headers (the binary extension's)."""
-    doc = {"model_name": model, "model_version": "1", "outputs": []}
+    doc = {"model_name": model.name, "model_version": VERSION, "outputs": []}
     if request.id is not None:
         doc["id"] = request.id
     binary = []

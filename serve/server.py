@@ -25,7 +25,7 @@ from ptx.errors import PtxError
 from ptx.infer.model.opening import load as open_model, require_run, run_folder
 from ptx.infer.bench.choice import choose_backend, describe
 
-from .bounds import Gate, fitting_cap, open_fds, raise_fd_limit
+from .bounds import Gate, connection_cap
 from .grpc_service import build_server
 from .listener import HANDSHAKE_S, QUEUE_WAIT_S, quiesce
 from .rest import build_app
@@ -35,16 +35,9 @@ AUTO = "auto"
 SHUTDOWN_GRACE_S = 8  # once the drain is over, requests in flight get this long to finish
 
 
-def stop_bound(options: ServeOptions) -> float:
-    """Seconds from SIGTERM to exit, at most: the drain, the listener's stop, then in-flight requests."""
-    return options.drain_seconds + HANDSHAKE_S + QUEUE_WAIT_S + SHUTDOWN_GRACE_S
-
-
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -79,9 +72,8 @@ def load(service: Service, names: list[str], *, root: str | Path, backend: str, 
         else:
             predictor = open_model(name, backend, device, precision or FULL_PRECISION, root=root)
             log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
-        for why in (predictor.stale, predictor.unusable):
-            if why:
-                log(f"warning: {why}")
+        for why in filter(None, (predictor.stale, predictor.unusable)):
+            log(f"warning: {why}")
         service.add(name, predictor)
 
 
@@ -143,22 +135,6 @@ class _Uvicorn(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def connection_cap(options: ServeOptions, log: Callable[[str], None]) -> int:
-    """--max-connections, lowered to what fits under the file-descriptor limit (raised to the hard
-    limit first), saying so when it had to be."""
-    soft, hard = raise_fd_limit()
-    in_use = open_fds()
-    cap = fitting_cap(options.max_connections, soft, in_use)
-    if cap < 1:
-        raise PtxError(f"the file-descriptor limit ({soft}, hard {hard}) leaves no room for connections beside the "
-                       f"{in_use} files open: raise it (ulimit -n) and start again")
-    if cap < options.max_connections:
-        log(f"warning: --max-connections {options.max_connections} does not fit under the file-descriptor limit "
-            f"(soft {soft}, hard {hard}; {in_use} in use): REST connections capped at {cap}; raise the hard limit "
-            "(ulimit -Hn, LimitNOFILE=, or the container's nofile ulimit) to allow more")
-    return cap
-
-
 async def run(service: Service, http_socket: socket.socket, log: Callable[[str], None]) -> None:
     options = service.options
     grpc_server = build_server(service)
@@ -171,7 +147,7 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
         raise PtxError(f"gRPC port {options.grpc_port} on {options.host} is in use or not available: pass another "
                        "--grpc-port (0 picks a free one)")
     await grpc_server.start()
-    gate = Gate(header_timeout=options.header_timeout, max_connections=connection_cap(options, log),
+    gate = Gate(header_timeout=options.header_timeout, max_connections=connection_cap(options.max_connections, log),
                 drain_idle=min(1.0, options.keep_alive_seconds))
     # proxy_headers off: rewriting client addresses from X-Forwarded-* costs every request and ptx
     # serve does not use them. limit_concurrency stays off: the gate caps connections (bounds.py).
@@ -190,8 +166,10 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
         stopping.set()
         service.ready = False  # readiness answers 503 from now on, REST and gRPC
         gate.start_draining(http.server_state.connections)
+        # at most from SIGTERM to exit: the drain, the listener's stop, then the requests in flight
+        bound = options.drain_seconds + HANDSHAKE_S + QUEUE_WAIT_S + SHUTDOWN_GRACE_S
         log(f"stopping: not ready; answering {options.drain_seconds:g} s more with Connection: close, then finishing "
-            f"those in flight (exit within {stop_bound(options):g} s)")
+            f"those in flight (exit within {bound:g} s)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
@@ -256,9 +234,8 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
 def _event_loop_run(coroutine) -> None:
     """uvloop when installed (uvicorn[standard] brings it: a faster loop), else asyncio's."""
     try:
-        import uvloop
+        from uvloop import new_event_loop
     except ImportError:
-        asyncio.run(coroutine)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        new_event_loop = None
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(coroutine)

@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import hmac
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from ptx import __version__
 from ptx.contract.protocol import SERVER_NAME
+from ptx.errors import first_line
 
 from .metrics import Metrics
-from .model import VERSION, ServedModel
-from .tensors import RequestError
+from .model import VERSION, InferRequest, ServedModel
+from .tensors import RequestError, Tensor
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+TOKEN_NEEDED = {"rest": "missing or wrong bearer token: send `Authorization: Bearer <token>`",
+                "grpc": "missing or wrong bearer token: send metadata authorization: Bearer <token>"}
 
 
 @dataclass
@@ -68,6 +73,32 @@ class Service:
             return True
         scheme, _, given = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+    async def infer(self, protocol: str, name: str, version: str | None, authorization: str | None,
+                    read: Callable[[], Awaitable[InferRequest]],
+                    answer: Callable[[ServedModel, InferRequest, list[Tensor]], object],
+                    refusal: RequestError | None = None):
+        """One inference request of either front, counted in the metrics: who may call, the model,
+        the request ``read()`` gives, the model's outputs, and the front's ``answer`` of them. Every
+        error is a RequestError for the client: a 500 where the runtime itself failed."""
+        started = time.perf_counter()
+        observer = self.metrics.observer(name if name in self.models else None, protocol)  # unknown: no label
+        try:
+            if refusal is not None:
+                raise refusal
+            if not self.authorized(authorization):
+                raise RequestError(TOKEN_NEEDED[protocol], 401)
+            model = self.model(name, version)
+            request = await read()
+            answered = answer(model, request, await model.infer(request))
+        except RequestError as exc:
+            observer.done(time.perf_counter() - started, exc.status)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
+            observer.done(time.perf_counter() - started, 500)
+            raise RequestError(f"inference failed: {first_line(exc)}", 500) from None
+        observer.done(time.perf_counter() - started)
+        return answered
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}

@@ -41,10 +41,6 @@ class Tensor:
     data: np.ndarray | list[bytes]
     parameters: dict = field(default_factory=dict)
 
-    @property
-    def count(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
-
 
 def element_count(shape, name: str) -> int:
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
@@ -73,10 +69,6 @@ def decode_bytes_elements(raw: bytes | memoryview, count: int, name: str) -> lis
     return out
 
 
-def encode_bytes_elements(items: list[bytes]) -> bytes:
-    return b"".join(LENGTH.pack(len(item)) + item for item in items)
-
-
 def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> Tensor:
     """A tensor from its binary contents (REST binary extension, gRPC raw_input_contents)."""
     count = element_count(shape, name)
@@ -91,21 +83,22 @@ def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview
 
 
 def from_json_data(name: str, datatype: str, shape: list[int], data, content_type: str | None = None) -> Tensor:
-    """A tensor from the JSON ``data`` field: flat or nested lists, row-major. BYTES elements are
-    UTF-8 strings, or base64 when the input's parameters say ``"content_type": "base64"`` (MLServer's
-    convention: how a picture file travels in plain JSON, from curl say)."""
+    """A tensor from the JSON ``data`` field (or gRPC's typed contents): flat or nested lists,
+    row-major. BYTES elements are UTF-8 strings, or base64 when the input's parameters say
+    ``"content_type": "base64"`` (MLServer's convention: how a picture file travels in plain JSON,
+    from curl say); gRPC's are bytes already."""
     count = element_count(shape, name)
     if datatype == BYTES:
         flat = _flatten(data)
-        if any(not isinstance(v, str) for v in flat):
+        if any(not isinstance(v, (str, bytes)) for v in flat):
             raise RequestError(f"input {name!r}: BYTES data in JSON must be strings")
         if len(flat) != count:
             raise RequestError(f"input {name!r}: {len(flat)} elements of data for shape {list(shape)} ({count})")
         if content_type not in (None, BASE64, UTF8_STRING):
             raise RequestError(f"input {name!r}: content_type {content_type!r}: give base64, or str (the default: "
                                "UTF-8 strings)")
-        return Tensor(name, datatype, list(shape), [_base64(v, name) if content_type == BASE64 else v.encode("utf-8")
-                                                    for v in flat])
+        decode = (lambda v: _base64(v, name)) if content_type == BASE64 else str.encode  # UTF-8
+        return Tensor(name, datatype, list(shape), [v if isinstance(v, bytes) else decode(v) for v in flat])
     dtype = _numpy_type(datatype, name)
     try:
         # Overflow raises rather than warns: 1e6 for an FP16 input would become inf and answer NaN
@@ -151,18 +144,13 @@ def _numpy_type(datatype: str, name: str):
 
 
 def _flatten(data) -> list:
-    if not isinstance(data, list):
-        return [data]
-    out = []
-    for item in data:
-        out += _flatten(item)
-    return out
+    return [value for item in data for value in _flatten(item)] if isinstance(data, list) else [data]
 
 
 def to_raw(tensor: Tensor) -> bytes:
     """A response tensor's binary contents."""
     if tensor.datatype == BYTES:
-        return encode_bytes_elements(tensor.data)
+        return b"".join(LENGTH.pack(len(item)) + item for item in tensor.data)
     return np.ascontiguousarray(tensor.data).tobytes()
 
 

@@ -22,7 +22,8 @@ from ptx.contract.tensor_inputs import load_input_file
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".pgm")
+from ..model.inputs import IMAGE_SUFFIXES
+
 OUTPUT_SUFFIXES = (".npz", ".parquet")
 JSON_VALUES = 10_000  # an output of more values is summarised in --json, not listed
 ARGMAX_SHOWN = 16  # rows whose argmax the text summary lists
@@ -34,12 +35,11 @@ def read_inputs(signature: Signature, paths: Iterable[str], model: str) -> tuple
     fit)."""
     cases, errors = [], []
     for path in map(Path, paths):
-        suffix = path.suffix.lower()
         if str(path) == "-":  # the tutorial models' standard input: said, not "-: no such file"
             errors.append(f"-: standard input is read for the tutorial models; {model} is your own model: give its "
                           "inputs as .npz (arrays by input name), .npy (one input) or .json files")
             continue
-        if suffix in PICTURE_SUFFIXES:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             takes = ", ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in signature.inputs)
             errors.append(f"{path}: a picture; {model} is your own model and takes tensors ({takes}): save them as "
                           ".npz (arrays by input name), .npy (one input) or .json")
@@ -117,7 +117,7 @@ def summarize(value: np.ndarray, batch_axis: int | None, topk: int = 0) -> dict:
     best = top_k(value, batch_axis, topk) if topk else None
     if best is not None:
         doc["topk"] = best
-    numbers = value.astype(np.float64) if value.dtype != np.float64 else value
+    numbers = value.astype(np.float64, copy=False)
     finite = numbers[np.isfinite(numbers)]
     if finite.size:
         doc.update(min=float(finite.min()), mean=float(finite.mean()), max=float(finite.max()))
@@ -136,16 +136,12 @@ def summary_line(source: str, name: str, doc: Mapping) -> str:
     if "topk" in doc:
         rows = doc["topk"]
         more = f" ... ({len(rows):,} rows)" if len(rows) > ARGMAX_SHOWN else ""
-        shown = " | ".join(" ".join(f"{i}:{_number(score)}" for i, score in row) for row in rows[:ARGMAX_SHOWN])
+        shown = " | ".join(" ".join(f"{i}:{score:.6g}" for i, score in row) for row in rows[:ARGMAX_SHOWN])
         parts.append(f"top {len(rows[0])} per row (index:score) {shown}{more}")
-    parts += [f"{k} {_number(doc[k])}" for k in ("min", "mean", "max") if k in doc]
+    parts += [f"{k} {doc[k]:.6g}" for k in ("min", "mean", "max") if k in doc]
     if doc.get("non_finite"):
         parts.append(f"{doc['non_finite']:,} NaN or infinite")
     return f"{head}, {', '.join(parts)}" if parts else head
-
-
-def _number(x: float) -> str:
-    return f"{x:.6g}"
 
 
 def case_json(case: Case, signature: Signature, topk: int = 0) -> dict:
@@ -166,10 +162,7 @@ def case_json(case: Case, signature: Signature, topk: int = 0) -> dict:
 def _json_values(value: np.ndarray):
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         # JSON has no NaN or infinity: they are written as the strings numpy prints ("nan", "inf").
-        out = value.astype(object)
-        bad = ~np.isfinite(value)
-        out[bad] = value[bad].astype(str)
-        return out.tolist()
+        return np.where(np.isfinite(value), value.astype(object), value.astype(str)).tolist()
     return value.tolist()
 
 
@@ -196,7 +189,7 @@ def check_output_path(path: str, signature: Signature) -> str:
 def write_npz(path: str, cases: list[Case]) -> list[str]:
     """All outputs by name (one case), or ``NAME:K`` for case K in input order (several), written
     whole or not at all. Returns the keys."""
-    arrays = ({n: v for n, v in cases[0].outputs.items()} if len(cases) == 1 else
+    arrays = (dict(cases[0].outputs) if len(cases) == 1 else
               {f"{n}:{k}": v for k, case in enumerate(cases) for n, v in case.outputs.items()})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object: np.savez would add .npz to the temporary name

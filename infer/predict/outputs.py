@@ -77,17 +77,15 @@ def _check_columns(path: Path, fmt: str, columns: tuple[str, ...]) -> None:
     """Refuse to resume into answers written with other columns (another model, --topk added or
     left out): appended rows would not fit the CSV's header, and a Parquet reader keeps the first
     part's columns only, dropping the others' labels."""
-    found = None
+    found, want = None, tuple(columns)
     if fmt == "csv":
         with open(path, newline="", encoding="utf-8", errors="replace") as fh:
             found = tuple(next(csv.reader(fh), ())) or None  # an empty file: nothing written to differ from
-        want = tuple(columns)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
         parts = sorted(path.glob("part-*.parquet"))
         found = tuple(pq.read_schema(parts[-1]).names) if parts else None
-        want = tuple(columns)
     else:  # JSON Lines: a result row holds every column but "error"
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -115,10 +113,12 @@ def done_inputs(path: str | os.PathLike) -> Counter:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        parts = sorted(path.glob("part-*.parquet"))
-        return Counter(as_written(v) for part in parts
+        return Counter(as_written(v) for part in sorted(path.glob("part-*.parquet"))
                        for v in pq.read_table(part, columns=["input"]).column(0).to_pylist())
-    _cut_to_last_line(path)
+    with open(path, "rb+") as fh:  # a row cut short by a kill is cut away
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
     with open(path, newline="", encoding="utf-8") as fh:
         if fmt == "jsonl":
             rows = (as_written(json.loads(line)["input"]) for line in fh if line.strip())
@@ -130,20 +130,14 @@ def done_inputs(path: str | os.PathLike) -> Counter:
             raise PtxError(f"--resume: {path} is not a file of ptx answers ({exc}); name another --output") from None
 
 
-def _cut_to_last_line(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+class _RowFile:
+    """A file of answers written one whole row per write, flushed by the caller."""
 
-
-class JsonLinesWriter:
     def __init__(self, path: Path, columns):
-        self.path = path
-        self.fh = open(path, "a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self.fh.write(json.dumps(row) + "\n")  # one write per whole row, flushed by the caller
+        self.path, self.columns = path, columns
+        # A file name that is not UTF-8 (in ``input``, and in an error's text) is written escaped
+        # (as_written) rather than ending the run half-written.
+        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")
 
     def flush(self) -> None:
         self.fh.flush()
@@ -152,31 +146,24 @@ class JsonLinesWriter:
         self.fh.close()
 
 
-class CsvWriter:
+class JsonLinesWriter(_RowFile):
+    def write(self, row: dict) -> None:
+        self.fh.write(json.dumps(row) + "\n")
+
+
+class CsvWriter(_RowFile):
     def __init__(self, path: Path, columns):
-        self.path, self.columns = path, columns
         new = not path.exists() or path.stat().st_size == 0
-        # A file name that is not UTF-8 (in ``input``, and in an error's text) is written escaped
-        # (as_written) rather than ending the run half-written.
-        self.fh = open(path, "a", newline="", encoding="utf-8", errors="backslashreplace")
+        super().__init__(path, columns)
         if new:
             csv.writer(self.fh).writerow(columns)
 
-    def _line(self, row: dict) -> str:
+    def write(self, row: dict) -> None:
         buffer = io.StringIO()
         cells = {c: json.dumps(row[c]) if c in LIST_COLUMNS and row.get(c) is not None else row.get(c)
                  for c in self.columns}
         csv.DictWriter(buffer, self.columns).writerow(cells)
-        return buffer.getvalue()
-
-    def write(self, row: dict) -> None:
-        self.fh.write(self._line(row))
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.fh.close()
+        self.fh.write(buffer.getvalue())
 
 
 class ParquetParts:
@@ -186,13 +173,11 @@ class ParquetParts:
         from ptx.extras import require
 
         require("parquet")
-        import pyarrow as pa
-
         if path.exists() and not path.is_dir():
             raise PtxError(f"--output {path}: a .parquet output is a folder of part files, and {path} is a file")
         path.mkdir(parents=True, exist_ok=True)
         self.path, self.columns = path, columns
-        self.schema = schema or pa.schema([(c, parquet_type(c, per_position)) for c in columns])
+        self.schema = schema or answer_schema(columns, per_position)
         self.part_rows = int(os.environ.get("PTX_PARQUET_PART_ROWS", PART_ROWS))
         self.rows: list[dict] = []
         self.started = time.monotonic()
@@ -231,12 +216,12 @@ def _utf8(value):
     return as_written(value) if isinstance(value, str) else value
 
 
-def parquet_type(column: str, per_position: bool = False):
+def answer_schema(columns, per_position: bool = False):
+    """The Parquet schema of answers with these columns (a per-position model's logits: a list per position)."""
     import pyarrow as pa
 
-    if column == "logits":
-        return pa.list_(pa.list_(pa.float64())) if per_position else pa.list_(pa.float64())
-    if column == "topk":
-        return pa.list_(pa.struct([("label_name", pa.string()), ("probability", pa.float64())]))
-    return {"label": pa.int64(), "probability": pa.float64(), "value": pa.float64(),
-            "low_confidence": pa.bool_()}.get(column, pa.string())
+    logits = pa.list_(pa.list_(pa.float64())) if per_position else pa.list_(pa.float64())
+    topk = pa.list_(pa.struct([("label_name", pa.string()), ("probability", pa.float64())]))
+    types = {"label": pa.int64(), "probability": pa.float64(), "value": pa.float64(), "low_confidence": pa.bool_(),
+             "logits": logits, "topk": topk}
+    return pa.schema([(c, types.get(c, pa.string())) for c in columns])

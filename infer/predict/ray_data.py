@@ -27,8 +27,8 @@ from ptx.errors import PtxError
 
 from ..model.opening import DEFAULT_BACKEND, artifact_path, load
 from ..model.inputs import IMAGE_SUFFIXES, expand_inputs
-from .outputs import columns_for, parquet_type
-from .stream import Input, stream_answers
+from .outputs import answer_schema, columns_for
+from .stream import Input, default_workers, stream_answers
 
 READ_CPUS = 0.25  # a read or write task mostly waits on storage: it must not take a whole CPU from the actors
 GPU_BACKENDS = ("ort-cuda",)
@@ -63,21 +63,18 @@ class Scorer:
         self.predictor = load(artifact, backend=backend, device=device, precision=precision)
         contract = self.predictor.contract
         self.columns = columns_for(contract.task is Task.REGRESSION, topk)
-        import pyarrow as pa
-
-        self.schema = pa.schema([(c, parquet_type(c, contract.per_position)) for c in self.columns])
+        self.schema = answer_schema(self.columns, contract.per_position)
         self.raw, self.column, self.min_confidence, self.topk = raw, column, min_confidence, topk
 
     def __call__(self, batch: dict):
         import pyarrow as pa
 
         column = self.column or ("bytes" if "bytes" in batch else "image")
-        values = batch[column]
         paths = batch.get("path")
         inputs = [Input(bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) else v,
                         str(paths[i]) if paths is not None else f"{column}[{i}]",
                         name=str(paths[i]) if paths is not None else None)
-                  for i, v in enumerate(values)]
+                  for i, v in enumerate(batch[column])]
         answers = stream_answers(self.predictor, inputs, raw=self.raw, workers=0, chunk=max(1, len(inputs)),
                                  min_confidence=self.min_confidence)
         rows = [a.to_dict(self.topk) for a in answers]
@@ -138,8 +135,6 @@ def predict_with_ray(inputs: list[str], output: str, *, address: str = "local", 
     load(str(path), backend=backend, device=device, precision=precision)  # a bad choice fails here, once
     started = not ray.is_initialized()
     if started:
-        from .stream import default_workers
-
         if address == "local":
             ray.init(num_cpus=default_workers(), include_dashboard=False, log_to_driver=False)
         else:

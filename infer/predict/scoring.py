@@ -1,8 +1,10 @@
-"""`ptx predict`'s loop: answers streamed to standard output or to a file of answers, with a progress
-bar on a terminal, resumable. Returns how many inputs had no answer (the exit status says so)."""
+"""`ptx predict`'s loop: many user inputs at once (bad ones reported by name, the rest still
+predicted), answers streamed to standard output or to a file of answers, with a progress bar on a
+terminal, resumable. Returns how many inputs had no answer (the exit status says so)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -10,12 +12,68 @@ from collections import Counter
 from typing import Callable, Iterable, Iterator
 
 from ptx.contract import DEFAULT_RUNS_ROOT, InputKind, Task
+from ptx.errors import InputError
 
+from ..model.head import Prediction
+from ..model.inputs import expand_csv_rows, expand_inputs
+from ..model.model import Model
 from ..model.opening import load
-from .batch import iter_inputs, result_line
-from ..model.inputs import expand_inputs
 from .outputs import as_written, columns_for, done_inputs, open_output
 from .stream import Input, stream_answers
+
+
+def tsv_field(text) -> str:
+    """A file name with a tab or newline in it must not break the one-line-per-input output."""
+    return str(text).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def result_line(r: Prediction, topk: int = 0) -> str:
+    """One answer as `ptx predict` prints it: input, label, probability (tab-separated)."""
+    source = tsv_field(r.source)
+    if r.value is not None:
+        return f"{source}\ty={r.value:.6g}"
+    label = f"? (low confidence: {r.label_name})" if r.low_confidence else r.label_name
+    line = f"{source}\t{label}\t{r.probability:.4f}"
+    if topk and r.label is not None:  # per-position outputs (a predicted string) have no top k
+        line += "\t" + ", ".join(f"{name}:{p:.4f}" for name, p in r.topk(topk))
+    return line
+
+
+STDIN = "-"  # the argument that means: read one input from standard input
+
+
+def iter_inputs(predictor: Model, args: list[str], *, recursive: bool, stdin: bytes | None, notices: list[str],
+                folders: list) -> Iterator[Input]:
+    """Command-line arguments -> inputs, lazily and in order: files, folders and globs (pictures),
+    numbers, CSV rows or files, words; ``-`` is ``stdin``'s bytes (a picture file, or text: one input
+    per line). An argument that names nothing is an Input with its error, in its place. Other notices
+    are appended to ``notices``; each expanded picture argument to ``folders``, whose count of what was
+    read (``folder_notices``) is known once the inputs are answered."""
+    kind = predictor.contract.kind
+    for arg in args:
+        if arg == STDIN and stdin is not None:
+            if kind is InputKind.IMAGE:
+                yield Input(stdin, arg, name=STDIN)
+                continue
+            try:
+                yield from (Input(line, line) for line in predictor.text_lines(stdin, STDIN))
+            except InputError as exc:
+                yield Input(None, arg, error=str(exc))
+        elif kind is InputKind.VECTOR:
+            rows, unreadable = expand_csv_rows([arg], predictor.contract.features)
+            yield from (Input(row, row) for row in rows)
+            yield from (Input(None, src, error=err) for src, err in unreadable)
+        elif kind in (InputKind.NUMBER, InputKind.TEXT):
+            if kind is InputKind.TEXT and os.path.isfile(arg):
+                # `ptx predict --model gru-classifier words.txt` answered for the word "words.txt".
+                notices.append(f"{arg} is also a file; it was read as a word, not as the file's lines: "
+                               f"`ptx predict --model {predictor.contract.model} - < {arg}` reads them")
+            yield Input(arg, arg)
+        else:
+            expanded = expand_inputs([arg], recursive=recursive)
+            yield from (Input(item, item) for item in expanded.items)
+            yield from (Input(None, src, error=err) for src, err in expanded.errors)
+            folders.append(expanded)
 
 
 def skip_done(inputs: Iterable[Input], done: Counter, skipped: list[int]) -> Iterator[Input]:
@@ -64,26 +122,22 @@ def score(args: list[str], *, output: str | None = None, resume: bool = False, w
           echo: Callable = print, field: Callable = str) -> int:
     predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
     contract = predictor.contract
-    notices: list[str] = []
-    folders: list = []
-    inputs: Iterable[Input] = iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=notices,
-                                          folders=folders)
-    skipped = [0]
-    if resume:
-        inputs = skip_done(inputs, done_inputs(output), skipped)
+    notices, folders, skipped = [], [], [0]
+    done = done_inputs(output) if resume else Counter()  # inputs answered already, which are skipped
+    already = sum(done.values())
+    inputs = skip_done(iter_inputs(predictor, args, recursive=recursive, stdin=stdin, notices=notices,
+                                   folders=folders), done, skipped)
     writer = None
     if output:
         writer = open_output(output, columns_for(contract.task is Task.REGRESSION, topk),
                              per_position=contract.per_position, resume=resume)
-    show_bar = not quiet and sys.stderr.isatty()
     bar = None
-    if show_bar:
+    if not quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         total = _count(predictor, args, recursive)
-        bar = tqdm(total=None if total is None else max(0, total - sum(done_inputs(output).values()) if resume
-                                                           else total),
-                   unit="pic", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        bar = tqdm(total=None if total is None else max(0, total - already), unit="pic", file=sys.stderr,
+                   dynamic_ncols=True, smoothing=0.1)
     say = bar.write if bar else (lambda text: echo(text, err=True))
     shown_notices = 0
     errors: list[dict] = []

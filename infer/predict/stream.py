@@ -12,7 +12,7 @@ import os
 import signal
 from collections import deque
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -71,12 +71,9 @@ def _prepare_pictures(step, raw: bool, items: list[tuple[object, str | None]]) -
     """A worker's task: (value, name) pairs -> one uint8 array of the samples made, in order, and
     {position: why} for the pairs that made none. One array per chunk: the main process unpickles
     one buffer, not a tuple and an array per picture, and runs the backend on it as it is."""
-    samples, errors = [], {}
-    for i, made in enumerate(prepare_pictures(items, step, raw=raw)):
-        if isinstance(made, InputError):
-            errors[i] = str(made)
-        else:
-            samples.append(made)
+    made = prepare_pictures(items, step, raw=raw)
+    samples = [sample for sample in made if not isinstance(sample, InputError)]
+    errors = {i: str(sample) for i, sample in enumerate(made) if isinstance(sample, InputError)}
     return (np.stack(samples) if samples else None), errors
 
 
@@ -85,8 +82,7 @@ def _pool(workers: int):
     process, not from this one, whose backend may hold threads and a GPU context)."""
     import multiprocessing  # here: one picture (no pool) starts without it
 
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
+    if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["ptx.infer.model.head"])
     else:
@@ -103,8 +99,7 @@ def stream_answers(predictor: Model, inputs: Iterable[Input], *, raw: bool = Fal
     it = iter(inputs)
     first = list(islice(it, chunk))
     more = list(islice(it, 1))
-    pictures = predictor.contract.kind is InputKind.IMAGE
-    if not (pictures and workers > 0 and more):
+    if not (predictor.contract.kind is InputKind.IMAGE and workers > 0 and more):
         yield from _answer_in_process(predictor, [first, more, it], raw, chunk, min_confidence)
         return
     pool = _pool(workers)
@@ -117,30 +112,26 @@ def stream_answers(predictor: Model, inputs: Iterable[Input], *, raw: bool = Fal
 
 
 def _chunks(parts: list[Iterable[Input]], chunk: int) -> Iterator[list[Input]]:
-    buffer: list[Input] = []
-    for part in parts:
-        for item in part:
-            buffer.append(item)
-            if len(buffer) == chunk:
-                yield buffer
-                buffer = []
-    if buffer:
-        yield buffer
+    items = chain.from_iterable(parts)
+    while inputs := list(islice(items, chunk)):
+        yield inputs
 
 
 def _answer_in_process(predictor, parts, raw, chunk, min_confidence) -> Iterator[Answer]:
+    """Each chunk's inputs prepared together here, its samples through the backend in one run."""
     for inputs in _chunks(parts, chunk):
-        yield from _finish(predictor, inputs, _prepare_chunk(predictor, inputs, raw), min_confidence)
+        given = _given(inputs)
+        made = predictor.prepare_many([(inputs[i].value, inputs[i].name) for i in given], raw=raw)
+        why = {i: str(sample) for i, sample in zip(given, made) if isinstance(sample, InputError)}
+        samples = [sample for sample in made if not isinstance(sample, InputError)]
+        ok = [i for i in given if i not in why]
+        results = predictor.predict_samples(samples, [inputs[i].source for i in ok]) if ok else []
+        yield from _answers(inputs, ok, results, why, min_confidence)
 
 
-def _prepare_chunk(predictor, inputs: list[Input], raw: bool) -> list[tuple[np.ndarray | None, str | None]]:
-    """(sample, None) or (None, why) per input, the chunk's inputs prepared together."""
-    given = [i for i, item in enumerate(inputs) if item.error is None]
-    prepared: list = [(None, item.error) for item in inputs]
-    made = predictor.prepare_many([(inputs[i].value, inputs[i].name) for i in given], raw=raw)
-    for i, sample in zip(given, made):
-        prepared[i] = (None, str(sample)) if isinstance(sample, InputError) else (sample, None)
-    return prepared
+def _given(inputs: list[Input]) -> list[int]:
+    """The positions of the inputs that name something to prepare (the others carry their error)."""
+    return [i for i, item in enumerate(inputs) if item.error is None]
 
 
 def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_confidence) -> Iterator[Answer]:
@@ -151,7 +142,7 @@ def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_co
 
     def submit(inputs):
         # Arguments that name no file are answered here; the others go to a worker.
-        todo = [(item.value, item.name) for item in inputs if item.error is None]
+        todo = [(inputs[i].value, inputs[i].name) for i in _given(inputs)]
         pending.append((inputs, pool.apply_async(_prepare_pictures, (step, raw, todo))))
 
     chunks = _chunks(parts, chunk)
@@ -168,22 +159,17 @@ def _answer_with_pool(predictor, pool, first, parts, raw, chunk, workers, min_co
 def _collect(predictor, inputs, task, min_confidence) -> Iterator[Answer]:
     """A worker's finished chunk: its samples through the backend in one run, answers in input order."""
     batch, errors = task.get()
-    given = [i for i, item in enumerate(inputs) if item.error is None]  # what the worker was handed, in order
+    given = _given(inputs)  # what the worker was handed, in order
     why = {given[j]: reason for j, reason in errors.items()}
-    made = [i for i in given if i not in why]
-    results = predictor.predict_raw(batch, [inputs[i].source for i in made]) if made else []
-    yield from _answers(inputs, dict(zip(made, mark_low_confidence(results, min_confidence))), why)
+    ok = [i for i in given if i not in why]
+    results = predictor.predict_raw(batch, [inputs[i].source for i in ok]) if ok else []
+    yield from _answers(inputs, ok, results, why, min_confidence)
 
 
-def _finish(predictor, inputs: list[Input], prepared, min_confidence) -> Iterator[Answer]:
-    """One chunk's samples through the backend (one run), answers back in input order."""
-    ok = [i for i, (sample, _) in enumerate(prepared) if sample is not None]
-    results = predictor.predict_samples([prepared[i][0] for i in ok], [inputs[i].source for i in ok]) if ok else []
-    why = {i: reason for i, (sample, reason) in enumerate(prepared) if sample is None}
-    yield from _answers(inputs, dict(zip(ok, mark_low_confidence(results, min_confidence))), why)
-
-
-def _answers(inputs: list[Input], predictions: dict[int, Prediction], why: dict[int, str]) -> Iterator[Answer]:
+def _answers(inputs: list[Input], ok: list[int], results: list[Prediction], why: dict[int, str],
+             min_confidence) -> Iterator[Answer]:
+    """A chunk's answers in input order: the predictions of the inputs at ``ok``, else why none."""
+    predictions = dict(zip(ok, mark_low_confidence(results, min_confidence)))
     for i, item in enumerate(inputs):
         if i in predictions and not np.isfinite(predictions[i].logits).all():
             # A finite input whose answer overflowed float32 (linreg of 3e38 is inf): no answer to act

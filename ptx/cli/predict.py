@@ -73,7 +73,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error (with
     --model FILE: 2 when an input file does not fit the model, each named on stderr).
     """
-    from ptx.infer.predict.batch import STDIN, tsv_field
+    from ptx.infer.predict.scoring import STDIN, tsv_field
 
     if inputs and not exists(inputs[0]) and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
         # a mistyped model file would otherwise be read as a picture for the default model, convnet
