@@ -8,8 +8,8 @@ import json
 import click
 
 from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
-                             generated_input_options, is_url, model_file_options, refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
+                             generated_input_options, is_url, model_file_options, served_options)
+from ptx.cli.targets import target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
@@ -58,7 +58,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     from dataclasses import asdict
 
     from ptx.cli.options import open_options, plan_options
-    from ptx.errors import PtxError, UnknownModelError
+    from ptx.errors import PtxError
     from ptx.infer.bench.reduced import heading, reduced_rows, slower_line, to_dicts, to_markdown, to_text
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
     from ptx.machine import describe_cpu
@@ -75,18 +75,11 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     if against is not None:
         raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
-    is_file = _model_file(name, "bench")
-    if not is_file:  # a run: refused for what it asks before the run is looked for
-        refuse_meaningless(ctx, "run")
-    try:
-        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run, options=options)
-    except UnknownModelError as exc:
-        raise _unknown_or_file(exc, "bench") from None
-    refuse_meaningless(ctx, target)
-    result = bench(target, backends=backends, batch_sizes=batch_sizes, plan=plan_options(shapes, values, ranges),
-                   input_files=input_files, seed=seed if _given(ctx, ["seed"]) else None, warmup=warmup,
-                   seconds=seconds, rounds=rounds,
-                   progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    target = target_of(ctx, name, "bench", root=root, run=run, options=options)
+    inputs = dict(plan=plan_options(shapes, values, ranges), input_files=input_files,
+                  seed=seed if _given(ctx, ["seed"]) else None)
+    result = bench(target, backends=backends, batch_sizes=batch_sizes, warmup=warmup, seconds=seconds, rounds=rounds,
+                   progress=lambda msg: click.echo(f"timing {msg}", err=True), **inputs)
     verdicts, unverified, judged = [], {}, []
     timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
     if target.is_run:
@@ -97,15 +90,13 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         # run's record is the one serve reads.
         click.echo(f"verifying {', '.join(timed)}" + (f" on {verify_samples} real test samples" if target.is_run
                                                       else " as `ptx verify` would"), err=True)
-        # A file is verified on the inputs it was timed on, as `ptx verify FILE --inputs ...` would; a run
-        # on its real test samples, as the record serve reads was always made.
-        inputs = {} if target.is_run else dict(plan=plan_options(shapes, values, ranges), input_files=input_files,
-                                                seed=seed if _given(ctx, ["seed"]) else None)
         try:
             # a file as verify opens it: one changed since export is judged as your own model, with a note
             judged_target = target if target.is_run else Target.of(name, options=options, verifying=True)
+            # A file is verified on the inputs it was timed on, as `ptx verify FILE --inputs ...` would; a
+            # run on its real test samples, as the record serve reads was always made.
             report = verify(judged_target, backends=timed, named=backends or (), samples=verify_samples,
-                            notice=lambda _: None, **inputs)
+                            notice=lambda _: None, **({} if target.is_run else inputs))
         except PtxError as exc:
             if target.is_run:
                 raise

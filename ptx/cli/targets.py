@@ -57,8 +57,6 @@ def _models_and_files(arguments) -> tuple[list[str], list]:
     return names, files
 
 
-
-
 def _model_file(name: str | None, command: str) -> bool:
     """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
     a path that is not there is "no such file", a folder is not a model file."""
@@ -78,6 +76,26 @@ def _model_file(name: str | None, command: str) -> bool:
         raise PtxError(f"{name}: no such file (ptx {command} takes a model NAME, see `ptx models`, or a model file: "
                        ".onnx, TorchScript .pt, .pt2)")
     return False
+
+
+def target_of(ctx, name: str | None, command: str, *, root, run, options: dict, verifying: bool = False):
+    """The Target ``ptx COMMAND NAME|PATH`` (or --run) names, decided here where the argument enters: a
+    model file, else a tutorial model's run, the options that mean nothing for it refused in one line
+    (a run's before the run is looked for), an unknown name with the registry's did-you-mean."""
+    from ptx.cli.options import refuse_meaningless
+    from ptx.errors import UnknownModelError
+    from ptx.infer.model.target import Target
+
+    is_file = _model_file(name, command)
+    if not is_file:
+        refuse_meaningless(ctx, "run")
+    try:
+        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run, options=options,
+                           verifying=verifying)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, command) from None
+    refuse_meaningless(ctx, target)
+    return target
 
 
 def _unknown_or_file(exc, command: str, usage: str | None = None):

@@ -13,7 +13,7 @@ import click
 from ptx.cli.options import (BACKENDS_OPTION, MAX_SHAPE_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand,
                              _given, _int_list, generated_input_options, is_url, model_file_options, parse_max_shapes,
                              refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
+from ptx.cli.targets import _model_file, _model_of_run, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
@@ -89,7 +89,6 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     the backend, the output and its error), 2 nothing could be compared.
     """
     from ptx.cli.options import open_options, plan_options
-    from ptx.errors import UnknownModelError
     from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import runs_with_artifacts
 
@@ -117,11 +116,10 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
     if is_url(name):  # a served model: one more row held to a local reference
         _verify_url(ctx, name, against, root, run, opening, chosen, served, as_json, all_rows)
-    chosen["metric"] = _metric(metric)
+    if metric is not None:
+        from ptx.export.bound import load_metric  # one line for a file or function that is not there
 
-    def target_of(argument, folder) -> Target:
-        # as verify opens it: a file changed since export is the user's own model, with a note
-        return Target.of(argument, root=root, run=folder, options=opening, verifying=True)
+        chosen["metric"] = load_metric(metric)
 
     def with_against(target: Target) -> tuple[Target, Target | None]:
         # --against's file, read with the verified file's choice of metadata (a changed file: ignored)
@@ -137,22 +135,16 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                 click.echo(f"notice: skipped {folder}: {exc}", err=True)
         if not runs:
             raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
-        jobs = [(model, folder, lambda m=model, f=folder: with_against(target_of(m, f)),
+        jobs = [(model, folder, lambda m=model, f=folder: with_against(Target.of(m, root=root, run=f)),
                  {**chosen, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs else None})
                 for model, folder in runs]
         _verify(jobs, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
                 then=lambda report, doc, folder: _record(report, root, folder))
-    is_file = _model_file(name, "verify")
-    if not is_file:  # a run: refused for what it asks before the run is looked for
-        refuse_meaningless(ctx, "run")
-        if _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
-            raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
-                                   "real test samples: add --seed N for generated ones")
-    try:
-        target = target_of(name if is_file else _model_of_run(name, run), run)
-    except UnknownModelError as exc:
-        raise _unknown_or_file(exc, "verify") from None
-    refuse_meaningless(ctx, target)
+    if not _model_file(name, "verify") and _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
+        raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
+                               "real test samples: add --seed N for generated ones")
+    # as verify opens it: a file changed since export is the user's own model, with a note
+    target = target_of(ctx, name, "verify", root=root, run=run, options=opening, verifying=True)
     if locate and not target.is_run:
         from ptx.infer.locate.file import check_locatable
 
@@ -197,15 +189,6 @@ def _served_record(report, target, root, run, model) -> None:
     model.close()
     if target.is_run:
         record_served(report, target.run_folder())
-
-
-def _metric(spec):
-    """--metric FILE.py:FN as export reads it (one line for a file or function that is not there)."""
-    if spec is None:
-        return None
-    from ptx.export.bound import load_metric
-
-    return load_metric(spec)
 
 
 def _record(report, root, run) -> None:
