@@ -142,13 +142,13 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
     refused = _given(ctx, ["backends", "input_files", "verify_samples", "rounds"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx bench URL times it beside its local file)")
-    model, connection, target = served_target(url, served, against, root, run, {})
+    model, target = served_target(url, served, against, root, run, {})
     # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
     variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)
     try:
         local = target.open(variant)
         result = bench_served(local, model, url, batch_sizes=batch_sizes or (1, 8), seed=seed,
-                              concurrency=connection.concurrency, seconds=seconds, warmup=min(warmup, 3),
+                              concurrency=served["concurrency"], seconds=seconds, warmup=min(warmup, 3),
                               progress=lambda msg: click.echo(f"timing {msg}", err=True))
     finally:
         model.close()

@@ -101,8 +101,6 @@ SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of i
 
 INPUT_SYNTAX = ("e.g. x=batchx3x224x224:float32. A dim named batch (or N) is the batch; other names are symbolic "
                 "sizes.")
-INPUT_HELP = ("Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no description of "
-              "their inputs): " + INPUT_SYNTAX)
 BATCH_AXIS_OPTION = click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME=AXIS|none",
                                  help="Where input NAME's batch is, where ptx reads it wrong (none: it has no batch "
                                       "axis).")
@@ -121,7 +119,9 @@ def _options(*options):
 
 # --input, --batch-axis, --ignore-metadata: how ptx reads a user's model file.
 model_file_options = _options(
-    click.option("--input", "declared_inputs", multiple=True, metavar="NAME=SHAPE[:DTYPE]", help=INPUT_HELP),
+    click.option("--input", "declared_inputs", multiple=True, metavar="NAME=SHAPE[:DTYPE]",
+                 help="Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no description "
+                      "of their inputs): " + INPUT_SYNTAX),
     BATCH_AXIS_OPTION,
     IGNORE_METADATA_OPTION,
 )

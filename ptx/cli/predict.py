@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import BACKENDS, RUN, SECURITY_NOTE, Choice, DeviceChoice, model_file_options, open_options
-from ptx.cli.options import refuse_meaningless
+from ptx.cli.options import _given, refuse_meaningless
 from ptx.files import exists
 from ptx.cli.targets import (MODEL_FILE_SUFFIXES, _model_of_run, _models_and_files, _unknown_or_file,
                              names_model_file)
@@ -83,10 +83,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")
         model, inputs = inputs[0], inputs[1:]
     if model is not None and _models_and_files([model])[1]:
-        ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--raw", raw),
-                                  ("--recursive", recursive), ("--min-confidence", min_confidence is not None),
-                                  ("--resume", resume), ("--workers", workers is not None),
-                                  ("--ray", ray_address is not None)) if v]
+        ignored = _given(click.get_current_context(), ["artifact", "run", "raw", "recursive", "min_confidence",
+                                                       "resume", "workers", "ray_address"])
         if ignored:
             raise click.UsageError(f"{ignored[0]} is for the tutorial models' answers; your own model's predict takes "
                                    "--backend, --device, --json, --topk, --output FILE.npz|FILE.parquet and --input, "

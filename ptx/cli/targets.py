@@ -108,37 +108,28 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
 
 
 def served_target(url, served: dict, against, root, run, opening, verifying: bool = False):
-    """(the served model, reached before anything loads, as the Model of its URL; the Connection that
-    reaches it; the local reference it is held to) for `ptx verify|bench URL`: the reference is
-    --against a model FILE, a tutorial model NAME or a RUN folder; by default --run, else the URL's
-    model name where it is a tutorial model's (its run under --root)."""
-    from ptx.infer.runtime.oip_transport import Endpoint
-    from ptx.infer.verify.served import open_served
-
-    endpoint, connection = Endpoint.parse(url), served_connection(served)
-    target = _reference_of(endpoint, against, root, run, opening, verifying)
-    return open_served(endpoint, connection), connection, target
-
-
-def served_connection(served: dict):
-    """served_options' values as the Connection the client takes (a --header that is not NAME:VALUE: one line)."""
-    from ptx.infer.runtime.oip_transport import Connection, parse_header
-
-    return Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
-                      timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
-                      concurrency=served["concurrency"], binary=not served["json_data"], max_batch=served["max_batch"])
-
-
-def _reference_of(endpoint, against, root, run, opening, verifying: bool):
+    """(the served model, reached before anything loads, as the Model of its URL, through served_options'
+    values (a --header that is not NAME:VALUE: one line); the local reference it is held to) for `ptx verify|bench URL`: the reference is --against a model FILE, a
+    tutorial model NAME or a RUN folder; by default --run, else the URL's model name where it is a
+    tutorial model's (its run under --root)."""
     from ptx.contract.catalog import names
     from ptx.infer.model.target import Target
+    from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header
+    from ptx.infer.verify.served import open_served
 
+    endpoint = Endpoint.parse(url)
+    connection = Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
+                            timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
+                            concurrency=served["concurrency"], binary=not served["json_data"],
+                            max_batch=served["max_batch"])
     if against is not None and is_file(against):
-        return Target.of(against, options=opening, verifying=verifying)
-    if against is not None and is_dir(against):
-        run, against = against, None
-    model = against if against is not None else _model_of_run(None, run) if run is not None else endpoint.model
-    if model not in names():
-        raise PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the server "
-                       "serves (or a tutorial model NAME, or its run folder)")
-    return Target.of(model, root=root, run=run, verifying=verifying)
+        target = Target.of(against, options=opening, verifying=verifying)
+    else:
+        if against is not None and is_dir(against):
+            run, against = against, None
+        model = against if against is not None else _model_of_run(None, run) if run is not None else endpoint.model
+        if model not in names():
+            raise PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the "
+                           "server serves (or a tutorial model NAME, or its run folder)")
+        target = Target.of(model, root=root, run=run, verifying=verifying)
+    return open_served(endpoint, connection), target

@@ -138,8 +138,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         jobs = [(model, folder, lambda m=model, f=folder: with_against(Target.of(m, root=root, run=f)),
                  {**chosen, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs else None})
                 for model, folder in runs]
-        _verify(jobs, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
-                then=lambda report, doc, folder: _record(report, root, folder))
+        _verify(jobs, as_json=as_json, many=True, all_rows=all_rows)
     if not _model_file(name, "verify") and _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
         raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
                                "real test samples: add --seed N for generated ones")
@@ -153,17 +152,14 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--repro DIR writes a model file's located node: give the ONNX file "
                                "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
 
-    def then(report, doc, folder) -> None:
-        if target.is_run:
-            _record(report, root, run)
-        if not locate:
-            return
+    def then(report, doc) -> None:
         doc["triage"] = _triage(report, target, as_json, against)
         if not target.is_run:
             _locate(report, doc, against, atol, rtol, repro, as_json)
 
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
-              {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows, then=then)
+              {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows,
+            then=then if locate else None)
 
 
 def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, all_rows) -> None:
@@ -175,37 +171,24 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
-    model, _, target = served_target(url, served, against, root, run, opening, verifying=True)
+    model, target = served_target(url, served, against, root, run, opening, verifying=True)
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
-    _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
-              {**chosen, "served": model})], as_json=as_json, all_rows=all_rows,
-            then=lambda report, doc, folder: _served_record(report, target, root, run, model))
+    try:
+        _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
+                  {**chosen, "served": model})], as_json=as_json, all_rows=all_rows)
+    finally:
+        model.close()
 
 
-def _served_record(report, target, root, run, model) -> None:
-    """A run's served verdicts kept in its folder (served.json), beside verify.json's own rows."""
-    from ptx.infer.model.records import record_served
-
-    model.close()
-    if target.is_run:
-        record_served(report, target.run_folder())
-
-
-def _record(report, root, run) -> None:
-    """A run's verdicts, what `ptx serve --backend auto` and bench's fastest pick build on."""
-    from ptx.infer.model.opening import run_folder
-    from ptx.infer.model.records import record_verify
-
-    record_verify(report, run_folder(report.name, root, run))
-
-
-def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
-    """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all) and a model file:
-    each (name, run folder, targets, options) of ``jobs``: ``targets()`` gives the Target and --against's
-    (made here for --all, so that a run that cannot be read is its row), verified by
-    ptx.infer.verify.verify with ``options``, its table printed (or, --json, its dict kept), then
-    ``then(report, doc, folder)`` (a run's record and triage, a file's locate); exits with the worst
-    status. With ``many`` (--all), a run that fails to verify is its row."""
+def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
+    """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all), a model file and a
+    served model: each (name, run folder, targets, options) of ``jobs``: ``targets()`` gives the Target
+    and --against's (made here for --all, so that a run that cannot be read is its row), verified by
+    ptx.infer.verify.verify with ``options``, its table printed (or, --json, its dict kept), a run's
+    verdicts kept in its folder (verify.json: what `ptx serve --backend auto` and bench's fastest pick
+    build on; a served model's in served.json), then ``then(report, doc)`` (--locate's triage and
+    trace); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
+    from ptx.infer.model.records import record_served, record_verify
     from ptx.infer.verify.verify import verify
 
     docs, statuses = [], []
@@ -225,9 +208,11 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> 
         docs.append(report.to_dict())
         statuses.append(report.exit_status)
         if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
-            click.echo(report.table(all_rows) + gap)
+            click.echo(report.table(all_rows) + "\n" * many)
+        if target.is_run:
+            (record_served if "served" in options else record_verify)(report, target.run_folder())
         if then is not None:
-            then(report, docs[-1], folder)
+            then(report, docs[-1])
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
         click.echo(json.dumps(docs if many else docs[0], indent=2))
