@@ -7,15 +7,15 @@ import json
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
-                             generated_input_options, is_url, model_file_options, served_options)
+from ptx.cli.options import (RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
+                             backends_option, generated_input_options, is_url, model_file_options, served_options)
 from ptx.cli.targets import target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
 @click.command("bench", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,64", "1,8")})
 @click.argument("name", required=False, metavar="NAME|PATH")
-@BACKENDS_OPTION
+@backends_option()
 @click.option("--batch-sizes", default=None, callback=_int_list,
               help="Batch sizes to time (default: 1,64 for a tutorial model's run, 1,8 for a model file; the long "
                    "run: 1,64,1024); with --inputs, the samples are cut or repeated to each size.")

@@ -69,29 +69,23 @@ RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
 
 
-def _backends_option():
+def backend_names() -> list[str]:
+    """The backend registry's names, asked for by the commands that take a backend: the registry
+    imports neither torch nor onnxruntime, yet ptx.infer and numpy, which `ptx data`, `ptx train
+    --help` and the rest of this module's users need not load."""
+    from ptx.infer.runtime.backends import list_backends
+
+    return list(list_backends())
+
+
+def backends_option():
+    """--backends (verify, bench)."""
     return click.option(
         "--backends", multiple=True, callback=lambda ctx, param, value: [b.strip() for v in value
                                                                          for b in v.split(",") if b.strip()] or None,
         help="Backends, comma-separated or the option repeated (default: all available): "
-             + ", ".join(__getattr__("BACKENDS"))
+             + ", ".join(backend_names())
              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
-
-
-def __getattr__(name: str):
-    """BACKENDS (the backend registry's names) and BACKENDS_OPTION, made when a command first asks: the
-    registry imports neither torch nor onnxruntime, yet ptx.infer and numpy, which `ptx data`, `ptx
-    train --help` and the rest of this module's users need not load."""
-    if name == "BACKENDS":
-        from ptx.infer.runtime.backends import list_backends
-
-        value = tuple(list_backends())
-    elif name == "BACKENDS_OPTION":
-        value = _backends_option()
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
 
 
 SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of its own, a TorchScript file runs "
@@ -231,10 +225,8 @@ GENERATING = {"--seed": "seed", "--shape": "shapes", "--value": "values", "--ran
 
 
 def kinds_of(target) -> set[str]:
-    """The ONE_KIND kinds a Target (ptx.infer.model.target) is, or "run" / "file" given by name."""
-    if isinstance(target, str):
-        return {target, "samples"} if target == "run" else {target}
-    if target.is_run:
+    """The ONE_KIND kinds a Target (ptx.infer.model.target) is, or "run": a run named, before it is looked for."""
+    if target == "run" or target.is_run:
         return {"run", "samples"}
     return {"file", "samples"} if target.found.has_contract and target.found.metadata.get("dataset") else {"file"}
 
@@ -274,7 +266,7 @@ class TargetedCommand(click.Command):
 
     def format_options(self, ctx, formatter):
         kind = ctx.meta.get("ptx.target")
-        kinds = kinds_of("file") | {"samples"} if kind == "file" else kinds_of("run") if kind else None
+        kinds = {"file", "samples"} if kind == "file" else kinds_of("run") if kind else None
         records = []
         for param in self.get_params(ctx):
             if kinds is not None and param.name in ONE_KIND and ONE_KIND[param.name][0] not in kinds:

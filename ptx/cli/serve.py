@@ -6,8 +6,8 @@ import inspect
 
 import click
 
-from ptx.cli.options import (BACKENDS, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, model_file_options, open_options,
-                             refuse_meaningless)
+from ptx.cli.options import (SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, backend_names, model_file_options,
+                             open_options, refuse_meaningless)
 from ptx.cli.targets import _models_and_files, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS, model_name
@@ -23,7 +23,7 @@ from ptx.contract.names import PRECISIONS, model_name
               help="REST port (0: any free port, printed at startup).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="gRPC port (0: any free port, printed at startup).")
-@click.option("--backend", type=Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+@click.option("--backend", type=Choice(["auto", *backend_names()]), default="auto", show_default=True,
               help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
                    "to --max-batch-size (by `ptx bench`'s record, else timed at startup; another than ort-cpu only "
                    "when 10% faster), else ort-cpu.")

@@ -109,9 +109,9 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
 
 def served_target(url, served: dict, against, root, run, opening, verifying: bool = False):
     """(the served model, reached before anything loads, as the Model of its URL, through served_options'
-    values (a --header that is not NAME:VALUE: one line); the local reference it is held to) for `ptx verify|bench URL`: the reference is --against a model FILE, a
-    tutorial model NAME or a RUN folder; by default --run, else the URL's model name where it is a
-    tutorial model's (its run under --root)."""
+    values (a --header that is not NAME:VALUE: one line); the local reference it is held to) for `ptx
+    verify|bench URL`: the reference is --against a model FILE, a tutorial model NAME or a RUN folder;
+    by default --run, else the URL's model name where it is a tutorial model's (its run under --root)."""
     from ptx.contract.catalog import names
     from ptx.infer.model.target import Target
     from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header

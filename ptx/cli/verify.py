@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, MAX_SHAPE_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand,
+from ptx.cli.options import (MAX_SHAPE_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
                              _given, _int_list, generated_input_options, is_url, model_file_options, parse_max_shapes,
                              refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, _model_of_run, target_of
@@ -22,7 +22,7 @@ from ptx.errors import PtxError
 @click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
               help="Verify every run under --root that has an export, whatever its folder is called.")
-@BACKENDS_OPTION
+@backends_option()
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Real test samples (a model with a head and a dataset: a tutorial model's run or export).")
 @click.option("--batch-sizes", default=None, callback=_int_list,
