@@ -221,7 +221,7 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
     sys.exit(max(statuses))
 
 
-def _triage(report, target, as_json, against=None) -> list:
+def _triage(report, target, as_json, against) -> list:
     """--locate after a verify: its reduced-precision rows triaged on the file each ran (the nodes
     where their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file
     (a file's: below; a run's: by the command its table offers, report.offers, on stderr beside
@@ -242,7 +242,7 @@ def _triage(report, target, as_json, against=None) -> list:
         if target.is_run or not report.failed:
             say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
         return []
-    worst = report.fed[max(range(len(report.fed)), key=lambda i: report.fed[i].batch or 0)] if report.fed else None
+    worst = max(report.fed, key=lambda case: case.batch or 0, default=None)
     fed = (worst.feeds, f"{worst.label} of the cases verify fed") if worst is not None else None
     docs = []
     for found in triage_rows(target, reduced, fed, notice=lambda msg: click.echo(msg, err=True), against=against):
@@ -254,7 +254,7 @@ def _triage(report, target, as_json, against=None) -> list:
     return docs
 
 
-def keep_commands(found, target, against=None) -> list[str]:
+def keep_commands(found, target, against) -> list[str]:
     """The export commands a triage offers, each as it runs: --keep-f32 is onnx-int8's (ONNX Runtime's
     nodes_to_exclude), made from the f32 file (a run's export, the file, or an int8 file's --against
     source); the names are the f32 graph's, which that export resolves."""
