@@ -286,9 +286,9 @@ class TargetedCommand(click.Command):
 def _target_kind(args) -> str | None:
     """"file" where the command line names a model file, "tutorial" where it names a registered
     model, else None (the full help)."""
-    from ptx.cli.targets import is_model_file
+    from ptx.files import is_file
 
-    if any(is_model_file(a) for a in args if not a.startswith("-")):
+    if any(is_file(a) for a in args if not a.startswith("-")):
         return "file"
     from ptx.contract.catalog import names
 
