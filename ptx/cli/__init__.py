@@ -6,7 +6,8 @@ Imports are lazy: `ptx predict` with an ONNX Runtime backend must start without 
 """
 from __future__ import annotations
 
-import importlib
+import ast
+import importlib.util
 import sys
 import warnings
 from typing import NamedTuple
@@ -32,62 +33,36 @@ class Listed(NamedTuple):
 
     module: str  # ptx.cli.<module> defines it ...
     attribute: str  # ... under this name
-    summary: str  # its help's first sentence, shortened to fit as click shortens a help text
-    short_help: bool = False  # summary is the command's short_help: listed whole, as click lists one
 
 
 # Each command's module is imported when the command runs (or its --help is asked for), never for
-# another command: `ptx predict` starts without the trainers', exporters' and server's imports. The
-# summaries are the commands' own; tests/test_layers.py checks that the listing matches them.
+# another command: `ptx predict` starts without the trainers', exporters' and server's imports.
+# `ptx --help` lists them from their modules' sources (_listing_stub).
 COMMANDS = {
-    "bench": Listed("ptx.cli.bench", "bench_cmd",
-                    "Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, "
-                    "next to the bare runtimes, and the fastest verified one per batch size."),
-    "data": Listed("ptx.cli.data", "data_group",
-                   "Datasets ptx downloads (MNIST, Fashion-MNIST): what is cached and where, and fetching them."),
-    "export": Listed("ptx.cli.export", "export_cmd",
-                     "Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and "
-                     "TorchScript (by default), an int8 ONNX for ONNX Runtime (onnx-int8) or for OpenVINO "
-                     "(openvino-int8, through NNCF), each judged as verify judges it, a pt2 package "
-                     "(torch.export + AOTInductor), a Triton model repository folder (--out REPO), or a KServe "
-                     "deployment (--out DIR: a Dockerfile running `ptx serve` and an InferenceService manifest)."),
-    "inspect": Listed("ptx.cli.inspect", "inspect_cmd",
-                      "What a model file (or a run folder's exports) is, and which backends run it here.",
-                      short_help=True),
-    "models": Listed("ptx.cli.models", "models_cmd",
-                     "List the registered models: the data each takes (and so the datasets it trains on), its "
-                     "default dataset and the export formats it supports."),
-    "predict": Listed("ptx.cli.predict", "predict_cmd",
-                      "Predict INPUTS through one backend: image files, folders or globs for the image models; "
-                      "numbers for linreg and logistic; CSV rows or CSV files for diabetes; words for rnn-hello and "
-                      "gru-classifier."),
-    "runs": Listed("ptx.cli.runs", "runs_cmd",
-                   "List the runs under --root: model, dataset, epochs, test accuracy or MSE, date, exports, the "
-                   "verify verdict and fastest verified backend recorded on this machine, and what is wrong (stale "
-                   "exports, a model that learned nothing, a broken run)."),
-    "serve": Listed("ptx.cli.serve", "serve_cmd",
-                    "Answer requests for models over the Open Inference Protocol (REST, gRPC).", short_help=True),
-    "train": Listed("ptx.cli.train", "train_cmd",
-                    "Train model NAME with the recipe of the tutorial that documents it, on real data; writes "
-                    "checkpoint.pt, metrics.json and curves.png into the run folder (default runs/NAME)."),
-    "verify": Listed("ptx.cli.verify", "verify_cmd",
-                     "Check that every backend gives its reference's answers, output by output: for model NAME (a "
-                     "tutorial model's run: --run its folder, --all every run) eager's, on real test samples and edge"
-                     " inputs; for a model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's "
-                     "export) its own runtime's on the CPU (ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti), on "
-                     "real test samples where its contract names a dataset, else on seeded inputs made from its "
-                     "signature at two batch sizes (or --inputs, --seed for any model), and those of the reference "
-                     "tensors kept beside it. onnx.reference is a third opinion on small inputs. Exit status: 0 all "
-                     "agree, 1 a disagreement (the last line names the backend, the output and its error), 2 nothing "
-                     "could be compared."),
+    "bench": Listed("ptx.cli.bench", "bench_cmd"),
+    "data": Listed("ptx.cli.data", "data_group"),
+    "export": Listed("ptx.cli.export", "export_cmd"),
+    "inspect": Listed("ptx.cli.inspect", "inspect_cmd"),
+    "models": Listed("ptx.cli.models", "models_cmd"),
+    "predict": Listed("ptx.cli.predict", "predict_cmd"),
+    "runs": Listed("ptx.cli.runs", "runs_cmd"),
+    "serve": Listed("ptx.cli.serve", "serve_cmd"),
+    "train": Listed("ptx.cli.train", "train_cmd"),
+    "verify": Listed("ptx.cli.verify", "verify_cmd"),
 }
 
 
 def _listing_stub(name: str, listed: Listed) -> click.Command:
-    """A bodiless command holding what `ptx --help` lists, shortened by click as the real one's help is."""
-    if listed.short_help:
-        return click.Command(name, short_help=listed.summary)
-    return click.Command(name, help=listed.summary)
+    """A bodiless command holding what `ptx --help` lists of ``listed``: its docstring and short_help,
+    read from its module's source without running it (tests/test_layers.py checks the listing)."""
+    source = importlib.util.find_spec(listed.module).loader.get_source(listed.module)
+    if source is None:  # installed without its sources: the command itself
+        return getattr(importlib.import_module(listed.module), listed.attribute)
+    function = next(node for node in ast.parse(source).body
+                    if isinstance(node, ast.FunctionDef) and node.name == listed.attribute)
+    short_help = {keyword.arg: ast.literal_eval(keyword.value) for keyword in function.decorator_list[0].keywords
+                  if keyword.arg == "short_help"}  # @click.command(..., short_help=...)
+    return click.Command(name, help=ast.get_docstring(function), **short_help)
 
 
 class PtxGroup(click.Group):
@@ -105,17 +80,9 @@ class PtxGroup(click.Group):
 
     def format_commands(self, ctx, formatter):
         """The listing click writes, from COMMANDS for each command not imported yet."""
-        names = self.list_commands(ctx)
-        if not names:
-            return
-        limit = formatter.width - 6 - max(len(name) for name in names)
-        rows = []
-        for name in names:
-            command = self.commands.get(name) or _listing_stub(name, COMMANDS[name])
-            if not command.hidden:
-                rows.append((name, command.get_short_help_str(limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+        listing = {name: self.commands.get(name) or _listing_stub(name, COMMANDS[name])
+                   for name in self.list_commands(ctx)}
+        click.Group.format_commands(click.Group(commands=listing), ctx, formatter)
 
     def invoke(self, ctx):
         warnings.showwarning = _show_warning

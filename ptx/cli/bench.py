@@ -7,15 +7,15 @@ import json
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
-                             generated_input_options, is_url, model_file_options, refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
+from ptx.cli.options import (RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
+                             backends_option, generated_input_options, is_url, model_file_options, served_options)
+from ptx.cli.targets import target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
 @click.command("bench", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,64", "1,8")})
 @click.argument("name", required=False, metavar="NAME|PATH")
-@BACKENDS_OPTION
+@backends_option()
 @click.option("--batch-sizes", default=None, callback=_int_list,
               help="Batch sizes to time (default: 1,64 for a tutorial model's run, 1,8 for a model file; the long "
                    "run: 1,64,1024); with --inputs, the samples are cut or repeated to each size.")
@@ -58,7 +58,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     from dataclasses import asdict
 
     from ptx.cli.options import open_options, plan_options
-    from ptx.errors import PtxError, UnknownModelError
+    from ptx.errors import PtxError
     from ptx.infer.bench.reduced import heading, reduced_rows, slower_line, to_dicts, to_markdown, to_text
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
     from ptx.machine import describe_cpu
@@ -75,18 +75,11 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     if against is not None:
         raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
-    is_file = _model_file(name, "bench")
-    if not is_file:  # a run: refused for what it asks before the run is looked for
-        refuse_meaningless(ctx, "run")
-    try:
-        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run, options=options)
-    except UnknownModelError as exc:
-        raise _unknown_or_file(exc, "bench") from None
-    refuse_meaningless(ctx, target)
-    result = bench(target, backends=backends, batch_sizes=batch_sizes, plan=plan_options(shapes, values, ranges),
-                   input_files=input_files, seed=seed if _given(ctx, ["seed"]) else None, warmup=warmup,
-                   seconds=seconds, rounds=rounds,
-                   progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    target = target_of(ctx, name, "bench", root=root, run=run, options=options)
+    inputs = dict(plan=plan_options(shapes, values, ranges), input_files=input_files,
+                  seed=seed if _given(ctx, ["seed"]) else None)
+    result = bench(target, backends=backends, batch_sizes=batch_sizes, warmup=warmup, seconds=seconds, rounds=rounds,
+                   progress=lambda msg: click.echo(f"timing {msg}", err=True), **inputs)
     verdicts, unverified, judged = [], {}, []
     timed = sorted({r.runner for r in result.rows if r.peer_of is None and r.ceiling_of is None})
     if target.is_run:
@@ -97,15 +90,13 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         # run's record is the one serve reads.
         click.echo(f"verifying {', '.join(timed)}" + (f" on {verify_samples} real test samples" if target.is_run
                                                       else " as `ptx verify` would"), err=True)
-        # A file is verified on the inputs it was timed on, as `ptx verify FILE --inputs ...` would; a run
-        # on its real test samples, as the record serve reads was always made.
-        inputs = {} if target.is_run else dict(plan=plan_options(shapes, values, ranges), input_files=input_files,
-                                                seed=seed if _given(ctx, ["seed"]) else None)
         try:
             # a file as verify opens it: one changed since export is judged as your own model, with a note
             judged_target = target if target.is_run else Target.of(name, options=options, verifying=True)
+            # A file is verified on the inputs it was timed on, as `ptx verify FILE --inputs ...` would; a
+            # run on its real test samples, as the record serve reads was always made.
             report = verify(judged_target, backends=timed, named=backends or (), samples=verify_samples,
-                            notice=lambda _: None, **inputs)
+                            notice=lambda _: None, **({} if target.is_run else inputs))
         except PtxError as exc:
             if target.is_run:
                 raise
@@ -151,13 +142,13 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
     refused = _given(ctx, ["backends", "input_files", "verify_samples", "rounds"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx bench URL times it beside its local file)")
-    model, connection, target = served_target(url, served, against, root, run, {})
+    model, target = served_target(url, served, against, root, run, {})
     # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
     variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)
     try:
         local = target.open(variant)
         result = bench_served(local, model, url, batch_sizes=batch_sizes or (1, 8), seed=seed,
-                              concurrency=connection.concurrency, seconds=seconds, warmup=min(warmup, 3),
+                              concurrency=served["concurrency"], seconds=seconds, warmup=min(warmup, 3),
                               progress=lambda msg: click.echo(f"timing {msg}", err=True))
     finally:
         model.close()

@@ -152,7 +152,9 @@ def export_cmd(**given) -> None:
 
     --metric imports and runs its FILE.py as --module does.
     """
+    from ptx.export.formats import get as get_format
     from ptx.export.keep_f32 import parse
+    from ptx.extras import MissingExtraError
 
     ctx = click.get_current_context()
     name = given["name"]
@@ -166,14 +168,16 @@ def export_cmd(**given) -> None:
     fmt = given["fmt"]
     if len(fmt) > 1 and {*FOLDERS, "all"} & set(fmt):
         raise click.UsageError(f"--format {','.join(fmt)}: triton, kserve and all are given alone")
-    _refuse_unavailable(fmt)
+    for name in fmt:  # openvino-int8 without nncf: refused before a file of another format named with it is written
+        why = name in FORMATS and get_format(name).unavailable and get_format(name).unavailable()
+        if why:
+            raise MissingExtraError(why)
     given["keep_f32"] = parse(given["keep_f32"])
     if given["keep_f32"] and fmt != ["onnx-int8"]:
         raise click.UsageError(f"--keep-f32 leaves nodes of the int8 file in f32: give --format onnx-int8 (not "
                                f"{','.join(fmt)})")
     if given["max_drop"] is not None:
         from ptx.export.bound import check_max_drop
-        from ptx.export.formats import get as get_format
 
         check_max_drop(given["max_drop"])
         if not all(f in FORMATS and get_format(f).calibrated for f in fmt):
@@ -183,18 +187,6 @@ def export_cmd(**given) -> None:
             raise click.UsageError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
                                    f"{','.join(given['keep_f32'])}")
     export(**{key: value for key, value in given.items() if key in inspect.signature(export).parameters})
-
-
-def _refuse_unavailable(fmt: list[str]) -> None:
-    """A format this machine cannot write (openvino-int8 without nncf), refused before any file of
-    another format named with it is written."""
-    from ptx.export.formats import get as get_format
-    from ptx.extras import MissingExtraError
-
-    for name in fmt:
-        why = name in FORMATS and get_format(name).unavailable and get_format(name).unavailable()
-        if why:
-            raise MissingExtraError(why)
 
 
 def _refuse_unmeant(ctx: click.Context, export, what: str, why: str) -> None:

@@ -69,29 +69,23 @@ RUN = click.option("--run", "run", type=click.Path(file_okay=False),
                    help="The run folder (default: ROOT/NAME), e.g. the one `ptx train NAME --out DIR` wrote.")
 
 
-def _backends_option():
+def backend_names() -> list[str]:
+    """The backend registry's names, asked for by the commands that take a backend: the registry
+    imports neither torch nor onnxruntime, yet ptx.infer and numpy, which `ptx data`, `ptx train
+    --help` and the rest of this module's users need not load."""
+    from ptx.infer.runtime.backends import list_backends
+
+    return list(list_backends())
+
+
+def backends_option():
+    """--backends (verify, bench)."""
     return click.option(
         "--backends", multiple=True, callback=lambda ctx, param, value: [b.strip() for v in value
                                                                          for b in v.split(",") if b.strip()] or None,
         help="Backends, comma-separated or the option repeated (default: all available): "
-             + ", ".join(__getattr__("BACKENDS"))
+             + ", ".join(backend_names())
              + "; a backend means all its precisions, ort-cpu-int8 or openvino-bf16 one of them.")
-
-
-def __getattr__(name: str):
-    """BACKENDS (the backend registry's names) and BACKENDS_OPTION, made when a command first asks: the
-    registry imports neither torch nor onnxruntime, yet ptx.infer and numpy, which `ptx data`, `ptx
-    train --help` and the rest of this module's users need not load."""
-    if name == "BACKENDS":
-        from ptx.infer.runtime.backends import list_backends
-
-        value = tuple(list_backends())
-    elif name == "BACKENDS_OPTION":
-        value = _backends_option()
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
 
 
 SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of its own, a TorchScript file runs "
@@ -101,8 +95,6 @@ SECURITY_NOTE = ("A model file is code of a kind: an ONNX file runs no code of i
 
 INPUT_SYNTAX = ("e.g. x=batchx3x224x224:float32. A dim named batch (or N) is the batch; other names are symbolic "
                 "sizes.")
-INPUT_HELP = ("Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no description of "
-              "their inputs): " + INPUT_SYNTAX)
 BATCH_AXIS_OPTION = click.option("--batch-axis", "batch_axes", multiple=True, metavar="NAME=AXIS|none",
                                  help="Where input NAME's batch is, where ptx reads it wrong (none: it has no batch "
                                       "axis).")
@@ -110,33 +102,36 @@ IGNORE_METADATA_OPTION = click.option("--ignore-metadata", is_flag=True,
                                       help="Run the file as your own model even where it carries ptx.* metadata.")
 
 
-def model_file_options(command):
-    """--input, --batch-axis, --ignore-metadata: how ptx reads a user's model file."""
-    for option in reversed([
-        click.option("--input", "declared_inputs", multiple=True, metavar="NAME=SHAPE[:DTYPE]", help=INPUT_HELP),
-        BATCH_AXIS_OPTION,
-        IGNORE_METADATA_OPTION,
-    ]):
-        command = option(command)
-    return command
+def _options(*options):
+    """The option decorators ``options`` as one, in the order they are listed (as when stacked)."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
 
 
-def generated_input_options(command):
-    """--shape, --value, --range, --inputs, --seed: the inputs verify and bench feed."""
-    for option in reversed([
-        click.option("--shape", "shapes", multiple=True, metavar="NAME=DIMS",
-                     help="Bind input NAME's symbolic sizes, e.g. image=1x3x224x224 (the batch axis is still varied)."),
-        click.option("--value", "values", multiple=True, metavar="NAME=NUMBER",
-                     help="Feed input NAME this fixed value, e.g. sr=16000."),
-        click.option("--range", "ranges", multiple=True, metavar="[NAME=]LOW,HIGH",
-                     help="Draw every input (or input NAME) from [LOW, HIGH), integers too (default: floats 0,1; "
-                          "integers 0-9, 0 or 1 where the input is named like a mask)."),
-        click.option("--inputs", "input_files", multiple=True, type=click.Path(dir_okay=False, exists=True),
-                     help="Real samples instead of generated ones: .npz (arrays by input name), .npy or .json."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs."),
-    ]):
-        command = option(command)
-    return command
+# --input, --batch-axis, --ignore-metadata: how ptx reads a user's model file.
+model_file_options = _options(
+    click.option("--input", "declared_inputs", multiple=True, metavar="NAME=SHAPE[:DTYPE]",
+                 help="Declare an input, in forward()'s order, for a TorchScript or pt2 file (they keep no description "
+                      "of their inputs): " + INPUT_SYNTAX),
+    BATCH_AXIS_OPTION,
+    IGNORE_METADATA_OPTION,
+)
+# --shape, --value, --range, --inputs, --seed: the inputs verify and bench feed.
+generated_input_options = _options(
+    click.option("--shape", "shapes", multiple=True, metavar="NAME=DIMS",
+                 help="Bind input NAME's symbolic sizes, e.g. image=1x3x224x224 (the batch axis is still varied)."),
+    click.option("--value", "values", multiple=True, metavar="NAME=NUMBER",
+                 help="Feed input NAME this fixed value, e.g. sr=16000."),
+    click.option("--range", "ranges", multiple=True, metavar="[NAME=]LOW,HIGH",
+                 help="Draw every input (or input NAME) from [LOW, HIGH), integers too (default: floats 0,1; "
+                      "integers 0-9, 0 or 1 where the input is named like a mask)."),
+    click.option("--inputs", "input_files", multiple=True, type=click.Path(dir_okay=False, exists=True),
+                 help="Real samples instead of generated ones: .npz (arrays by input name), .npy or .json."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs."),
+)
 
 
 MAX_SHAPE_OPTION = click.option("--max-shape", "max_shapes", multiple=True, metavar="SYMBOL=SIZE",
@@ -203,6 +198,7 @@ class ToleranceValue(click.ParamType):
 
 
 TOLERANCE = ToleranceValue()
+REFERENCE_TENSORS = "keeps a model file's reference tensors; a run's reference is its checkpoint, run by eager"
 # The options that mean something for one kind of model only, said once for every command: the kind
 # ("run": a tutorial model's run, found by name or folder; "file": a model file, a tutorial model's
 # export or your own; "samples": a model whose head names a dataset, whose real test samples it
@@ -218,10 +214,8 @@ ONE_KIND = {
     "declared_inputs": ("file", "declares a model file's inputs; a tutorial model's contract declares its own"),
     "batch_axes": ("file", "says where a model file's batch is; a tutorial model's contract says so itself"),
     "ignore_metadata": ("file", "reads a model file as your own; a tutorial model's run is read by its contract"),
-    "reference_file": ("file", "keeps a model file's reference tensors; a run's reference is its checkpoint, run by "
-                               "eager"),
-    "save_reference": ("file", "keeps a model file's reference tensors; a run's reference is its checkpoint, run by "
-                               "eager"),
+    "reference_file": ("file", REFERENCE_TENSORS),
+    "save_reference": ("file", REFERENCE_TENSORS),
     "max_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
 }
 
@@ -231,10 +225,8 @@ GENERATING = {"--seed": "seed", "--shape": "shapes", "--value": "values", "--ran
 
 
 def kinds_of(target) -> set[str]:
-    """The ONE_KIND kinds a Target (ptx.infer.model.target) is, or "run" / "file" given by name."""
-    if isinstance(target, str):
-        return {target, "samples"} if target == "run" else {target}
-    if target.is_run:
+    """The ONE_KIND kinds a Target (ptx.infer.model.target) is, or "run": a run named, before it is looked for."""
+    if target == "run" or target.is_run:
         return {"run", "samples"}
     return {"file", "samples"} if target.found.has_contract and target.found.metadata.get("dataset") else {"file"}
 
@@ -274,7 +266,7 @@ class TargetedCommand(click.Command):
 
     def format_options(self, ctx, formatter):
         kind = ctx.meta.get("ptx.target")
-        kinds = kinds_of("file") | {"samples"} if kind == "file" else kinds_of("run") if kind else None
+        kinds = {"file", "samples"} if kind == "file" else kinds_of("run") if kind else None
         records = []
         for param in self.get_params(ctx):
             if kinds is not None and param.name in ONE_KIND and ONE_KIND[param.name][0] not in kinds:
@@ -294,9 +286,9 @@ class TargetedCommand(click.Command):
 def _target_kind(args) -> str | None:
     """"file" where the command line names a model file, "tutorial" where it names a registered
     model, else None (the full help)."""
-    from ptx.cli.targets import is_model_file
+    from ptx.files import is_file
 
-    if any(is_model_file(a) for a in args if not a.startswith("-")):
+    if any(is_file(a) for a in args if not a.startswith("-")):
         return "file"
     from ptx.contract.catalog import names
 
@@ -304,40 +296,37 @@ def _target_kind(args) -> str | None:
 
 
 def _given(ctx: click.Context, names) -> list[str]:
-    """The options among ``names`` that the command line set (not left at their default), as typed."""
+    """The options among ``names`` that the command line set (not left at their default), by their long names."""
     from click.core import ParameterSource
 
     params = {p.name: p for p in ctx.command.params}
-    return [params[n].opts[0] for n in names if n in params
+    return [max(params[n].opts, key=len) for n in names if n in params
             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
 
 
 SERVED = ("token", "headers", "timeout", "concurrency", "max_batch", "ca_file", "insecure", "json_data")
 
 
-def served_options(command):
-    """How `ptx verify URL` and `ptx bench URL` reach a served model (ptx.infer.runtime.oip_transport.Connection)."""
-    for option in reversed([
-        click.option("--token", envvar="PTX_TOKEN", help="A served model: the bearer token its server wants "
-                     "(sent as Authorization: Bearer TOKEN; or $PTX_TOKEN)."),
-        click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
-                     help="A served model: a header sent with every request (X-Api-Key:abc); repeatable."),
-        click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
-                     help="A served model: seconds one request may take (a draining server's 503s are retried "
-                          "within it)."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-                     help="A served model: requests in flight at once."),
-        click.option("--max-batch", type=click.IntRange(min=1), default=None,
-                     help="A served model: the largest batch one request carries (default: the server's "
-                          "max_batch_size, where its model config gives one)."),
-        click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
-                     help="A served model over TLS: the CA certificate its certificate is checked against."),
-        click.option("--insecure", is_flag=True, help="A served model over https: skip the certificate check."),
-        click.option("--json-data", is_flag=True,
-                     help="A served model over REST: send tensors as JSON numbers, not the binary extension."),
-    ]):
-        command = option(command)
-    return command
+# How `ptx verify URL` and `ptx bench URL` reach a served model (ptx.infer.runtime.oip_transport.Connection).
+served_options = _options(
+    click.option("--token", envvar="PTX_TOKEN", help="A served model: the bearer token its server wants "
+                 "(sent as Authorization: Bearer TOKEN; or $PTX_TOKEN)."),
+    click.option("--header", "headers", multiple=True, metavar="NAME:VALUE",
+                 help="A served model: a header sent with every request (X-Api-Key:abc); repeatable."),
+    click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+                 help="A served model: seconds one request may take (a draining server's 503s are retried "
+                      "within it)."),
+    click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="A served model: requests in flight at once."),
+    click.option("--max-batch", type=click.IntRange(min=1), default=None,
+                 help="A served model: the largest batch one request carries (default: the server's "
+                      "max_batch_size, where its model config gives one)."),
+    click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+                 help="A served model over TLS: the CA certificate its certificate is checked against."),
+    click.option("--insecure", is_flag=True, help="A served model over https: skip the certificate check."),
+    click.option("--json-data", is_flag=True,
+                 help="A served model over REST: send tensors as JSON numbers, not the binary extension."),
+)
 
 
 def is_url(name) -> bool:

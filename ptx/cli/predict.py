@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import BACKENDS, RUN, SECURITY_NOTE, Choice, DeviceChoice, model_file_options, open_options
-from ptx.cli.options import refuse_meaningless
+from ptx.cli.options import (RUN, SECURITY_NOTE, Choice, DeviceChoice, _given, backend_names, model_file_options,
+                             open_options, refuse_meaningless)
 from ptx.files import exists
 from ptx.cli.targets import (MODEL_FILE_SUFFIXES, _model_of_run, _models_and_files, _unknown_or_file,
                              names_model_file)
@@ -27,7 +27,7 @@ from ptx.errors import PtxError
                               "or your own model's FILE (.onnx, a TorchScript .pt with --input, a .pt2): INPUTS are "
                               "then tensors in .npz (arrays by input name; NAME:K for several cases), .npy (a "
                               "one-input model) or .json files.")
-@click.option("--backend", type=Choice(BACKENDS),
+@click.option("--backend", type=Choice(backend_names()),
               help="Default: ort-cpu, or with --artifact the file's own kind.")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]),
               help="Device for a backend that runs on several (eager, torchscript, aoti; default cpu); other "
@@ -83,10 +83,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")
         model, inputs = inputs[0], inputs[1:]
     if model is not None and _models_and_files([model])[1]:
-        ignored = [o for o, v in (("--artifact", artifact), ("--run", run), ("--raw", raw),
-                                  ("--recursive", recursive), ("--min-confidence", min_confidence is not None),
-                                  ("--resume", resume), ("--workers", workers is not None),
-                                  ("--ray", ray_address is not None)) if v]
+        ignored = _given(click.get_current_context(), ["artifact", "run", "raw", "recursive", "min_confidence",
+                                                       "resume", "workers", "ray_address"])
         if ignored:
             raise click.UsageError(f"{ignored[0]} is for the tutorial models' answers; your own model's predict takes "
                                    "--backend, --device, --json, --topk, --output FILE.npz|FILE.parquet and --input, "
@@ -116,12 +114,13 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         ray_address, inputs = split_address(ray_address, inputs)
     if not inputs:
         raise click.UsageError("Missing argument 'INPUTS...'.")
+    # what the answers are, with Ray Data or here
+    answers = dict(model=model, backend=backend, device=device, precision=precision, artifact=artifact, root=root,
+                   run=run, raw=raw, min_confidence=min_confidence, topk=topk or 0)
     if ray_address is not None:
         if not output:
             raise click.UsageError("--ray writes Parquet: give --output DIR_OR_FILE")
-        count = predict_with_ray(list(inputs), output, address=ray_address, model=model, backend=backend,
-                                 device=device, precision=precision, artifact=artifact, root=root, run=run,
-                                 raw=raw, min_confidence=min_confidence, topk=topk or 0)
+        count = predict_with_ray(list(inputs), output, address=ray_address, **answers)
         click.echo(f"wrote {count:,} answers to {output}", err=True)
         return
     if inputs.count(STDIN) > 1:
@@ -142,9 +141,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     os.environ.setdefault("PTX_ORT_SPINNING", "0")
     try:
         errors = score(list(inputs), output=output, resume=resume, workers=workers, quiet=quiet, as_json=as_json,
-                       topk=topk or 0, model=model, backend=backend, device=device, precision=precision,
-                       artifact=artifact, root=root, raw=raw, run=run, recursive=recursive, stdin=stdin,
-                       min_confidence=min_confidence, echo=click.echo, field=tsv_field)
+                       recursive=recursive, stdin=stdin, echo=click.echo, field=tsv_field, **answers)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "predict", "`ptx predict --model model.onnx INPUTS.npz`") from None
     sys.exit(1 if errors else 0)

@@ -6,8 +6,8 @@ import inspect
 
 import click
 
-from ptx.cli.options import (BACKENDS, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, model_file_options, open_options,
-                             refuse_meaningless)
+from ptx.cli.options import (NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, backend_names,
+                             model_file_options, open_options, refuse_meaningless)
 from ptx.cli.targets import _models_and_files, _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS, model_name
@@ -23,7 +23,7 @@ from ptx.contract.names import PRECISIONS, model_name
               help="REST port (0: any free port, printed at startup).")
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, show_default=True,
               help="gRPC port (0: any free port, printed at startup).")
-@click.option("--backend", type=Choice(["auto", *BACKENDS]), default="auto", show_default=True,
+@click.option("--backend", type=Choice(["auto", *backend_names()]), default="auto", show_default=True,
               help="auto: per model, the fastest backend that passed `ptx verify` on this machine for batches up "
                    "to --max-batch-size (by `ptx bench`'s record, else timed at startup; another than ort-cpu only "
                    "when 10% faster), else ort-cpu.")
@@ -33,7 +33,7 @@ from ptx.contract.names import PRECISIONS, model_name
                    "backends refuse one they do not run on, and auto chooses the device itself.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Rows the dynamic batcher runs together at most (1: no batching).")
-@click.option("--max-delay-ms", type=FiniteFloat(0.0), default=2.0, show_default=True,
+@click.option("--max-delay-ms", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="How long a request may wait for company in the batcher.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batches of one model that run at once (inference threads per model).")
@@ -42,7 +42,7 @@ from ptx.contract.names import PRECISIONS, model_name
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token (prints a warning).")
 @click.option("--max-request-bytes", type=click.IntRange(min=1024), default=16 * 1024 * 1024, show_default=True,
               help="Largest request body (after decompression) accepted.")
-@click.option("--drain-seconds", type=FiniteFloat(0.0), default=5.0, show_default=True,
+@click.option("--drain-seconds", type=NON_NEGATIVE, default=5.0, show_default=True,
               help="After SIGTERM or Ctrl-C: readiness answers 503 and answers say `Connection: close` for this long "
                    "before the server stops accepting (set it past your load balancer's or KServe's probe period).")
 @click.option("--header-timeout", type=FiniteFloat(0.1), default=10.0, show_default=True,

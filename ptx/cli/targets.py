@@ -57,8 +57,6 @@ def _models_and_files(arguments) -> tuple[list[str], list]:
     return names, files
 
 
-
-
 def _model_file(name: str | None, command: str) -> bool:
     """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
     a path that is not there is "no such file", a folder is not a model file."""
@@ -80,6 +78,26 @@ def _model_file(name: str | None, command: str) -> bool:
     return False
 
 
+def target_of(ctx, name: str | None, command: str, *, root, run, options: dict, verifying: bool = False):
+    """The Target ``ptx COMMAND NAME|PATH`` (or --run) names, decided here where the argument enters: a
+    model file, else a tutorial model's run, the options that mean nothing for it refused in one line
+    (a run's before the run is looked for), an unknown name with the registry's did-you-mean."""
+    from ptx.cli.options import refuse_meaningless
+    from ptx.errors import UnknownModelError
+    from ptx.infer.model.target import Target
+
+    is_file = _model_file(name, command)
+    if not is_file:
+        refuse_meaningless(ctx, "run")
+    try:
+        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run, options=options,
+                           verifying=verifying)
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, command) from None
+    refuse_meaningless(ctx, target)
+    return target
+
+
 def _unknown_or_file(exc, command: str, usage: str | None = None):
     """A name that is neither a registered model nor a file: the registry's did-you-mean, and the
     other thing the command takes (``usage``: how the command takes a model file, where it is not
@@ -90,37 +108,28 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
 
 
 def served_target(url, served: dict, against, root, run, opening, verifying: bool = False):
-    """(the served model, reached before anything loads, as the Model of its URL; the Connection that
-    reaches it; the local reference it is held to) for `ptx verify|bench URL`: the reference is
-    --against a model FILE, a tutorial model NAME or a RUN folder; by default --run, else the URL's
-    model name where it is a tutorial model's (its run under --root)."""
-    from ptx.infer.runtime.oip_transport import Endpoint
-    from ptx.infer.verify.served import open_served
-
-    endpoint, connection = Endpoint.parse(url), served_connection(served)
-    target = _reference_of(endpoint, against, root, run, opening, verifying)
-    return open_served(endpoint, connection), connection, target
-
-
-def served_connection(served: dict):
-    """served_options' values as the Connection the client takes (a --header that is not NAME:VALUE: one line)."""
-    from ptx.infer.runtime.oip_transport import Connection, parse_header
-
-    return Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
-                      timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
-                      concurrency=served["concurrency"], binary=not served["json_data"], max_batch=served["max_batch"])
-
-
-def _reference_of(endpoint, against, root, run, opening, verifying: bool):
+    """(the served model, reached before anything loads, as the Model of its URL, through served_options'
+    values (a --header that is not NAME:VALUE: one line); the local reference it is held to) for `ptx
+    verify|bench URL`: the reference is --against a model FILE, a tutorial model NAME or a RUN folder;
+    by default --run, else the URL's model name where it is a tutorial model's (its run under --root)."""
     from ptx.contract.catalog import names
     from ptx.infer.model.target import Target
+    from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header
+    from ptx.infer.verify.served import open_served
 
+    endpoint = Endpoint.parse(url)
+    connection = Connection(token=served["token"], headers=dict(map(parse_header, served["headers"])),
+                            timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
+                            concurrency=served["concurrency"], binary=not served["json_data"],
+                            max_batch=served["max_batch"])
     if against is not None and is_file(against):
-        return Target.of(against, options=opening, verifying=verifying)
-    if against is not None and is_dir(against):
-        run, against = against, None
-    model = against if against is not None else _model_of_run(None, run) if run is not None else endpoint.model
-    if model not in names():
-        raise PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the server "
-                       "serves (or a tutorial model NAME, or its run folder)")
-    return Target.of(model, root=root, run=run, verifying=verifying)
+        target = Target.of(against, options=opening, verifying=verifying)
+    else:
+        if against is not None and is_dir(against):
+            run, against = against, None
+        model = against if against is not None else _model_of_run(None, run) if run is not None else endpoint.model
+        if model not in names():
+            raise PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the "
+                           "server serves (or a tutorial model NAME, or its run folder)")
+        target = Target.of(model, root=root, run=run, verifying=verifying)
+    return open_served(endpoint, connection), target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ptx.cli.options import FORCE, POSITIVE, DeviceChoice, FiniteFloat
+from ptx.cli.options import FORCE, POSITIVE, DeviceChoice
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
@@ -47,7 +47,7 @@ def _train_epilog() -> str:
 @click.option("--bias", is_flag=True, help="linreg only: add a bias, as 003 lecture 5's LinearModel has.")
 @click.option("--augment", is_flag=True,
               help="Picture models: train on randomly warped, thickened, blurred and noisy copies, for real photos and scans.")
-@click.option("--augment-strength", type=FiniteFloat(0.0, open_min=True),
+@click.option("--augment-strength", type=POSITIVE,
               help="Scale every augmentation range (default 1.0, at most 3); implies --augment.")
 @click.option("--no-capture", is_flag=True,
               help="On CUDA, run every training step eagerly instead of replaying it as a CUDA graph. "

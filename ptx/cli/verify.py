@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (BACKENDS_OPTION, MAX_SHAPE_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand,
+from ptx.cli.options import (MAX_SHAPE_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
                              _given, _int_list, generated_input_options, is_url, model_file_options, parse_max_shapes,
                              refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, _model_of_run, _unknown_or_file
+from ptx.cli.targets import _model_file, _model_of_run, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
@@ -22,7 +22,7 @@ from ptx.errors import PtxError
 @click.argument("name", required=False, metavar="NAME|PATH")
 @click.option("--all", "all_models", is_flag=True,
               help="Verify every run under --root that has an export, whatever its folder is called.")
-@BACKENDS_OPTION
+@backends_option()
 @click.option("--samples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Real test samples (a model with a head and a dataset: a tutorial model's run or export).")
 @click.option("--batch-sizes", default=None, callback=_int_list,
@@ -89,7 +89,6 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     the backend, the output and its error), 2 nothing could be compared.
     """
     from ptx.cli.options import open_options, plan_options
-    from ptx.errors import UnknownModelError
     from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import runs_with_artifacts
 
@@ -117,11 +116,10 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
 
     if is_url(name):  # a served model: one more row held to a local reference
         _verify_url(ctx, name, against, root, run, opening, chosen, served, as_json, all_rows)
-    chosen["metric"] = _metric(metric)
+    if metric is not None:
+        from ptx.export.bound import load_metric  # one line for a file or function that is not there
 
-    def target_of(argument, folder) -> Target:
-        # as verify opens it: a file changed since export is the user's own model, with a note
-        return Target.of(argument, root=root, run=folder, options=opening, verifying=True)
+        chosen["metric"] = load_metric(metric)
 
     def with_against(target: Target) -> tuple[Target, Target | None]:
         # --against's file, read with the verified file's choice of metadata (a changed file: ignored)
@@ -137,22 +135,15 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                 click.echo(f"notice: skipped {folder}: {exc}", err=True)
         if not runs:
             raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
-        jobs = [(model, folder, lambda m=model, f=folder: with_against(target_of(m, f)),
+        jobs = [(model, folder, lambda m=model, f=folder: with_against(Target.of(m, root=root, run=f)),
                  {**chosen, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs else None})
                 for model, folder in runs]
-        _verify(jobs, as_json=as_json, many=True, all_rows=all_rows, gap="\n",
-                then=lambda report, doc, folder: _record(report, root, folder))
-    is_file = _model_file(name, "verify")
-    if not is_file:  # a run: refused for what it asks before the run is looked for
-        refuse_meaningless(ctx, "run")
-        if _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
-            raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
-                                   "real test samples: add --seed N for generated ones")
-    try:
-        target = target_of(name if is_file else _model_of_run(name, run), run)
-    except UnknownModelError as exc:
-        raise _unknown_or_file(exc, "verify") from None
-    refuse_meaningless(ctx, target)
+        _verify(jobs, as_json=as_json, many=True, all_rows=all_rows)
+    if not _model_file(name, "verify") and _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
+        raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
+                               "real test samples: add --seed N for generated ones")
+    # as verify opens it: a file changed since export is the user's own model, with a note
+    target = target_of(ctx, name, "verify", root=root, run=run, options=opening, verifying=True)
     if locate and not target.is_run:
         from ptx.infer.locate.file import check_locatable
 
@@ -161,17 +152,14 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--repro DIR writes a model file's located node: give the ONNX file "
                                "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
 
-    def then(report, doc, folder) -> None:
-        if target.is_run:
-            _record(report, root, run)
-        if not locate:
-            return
+    def then(report, doc) -> None:
         doc["triage"] = _triage(report, target, as_json, against)
         if not target.is_run:
             _locate(report, doc, against, atol, rtol, repro, as_json)
 
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
-              {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows, then=then)
+              {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows,
+            then=then if locate else None)
 
 
 def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, all_rows) -> None:
@@ -183,46 +171,24 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
-    model, _, target = served_target(url, served, against, root, run, opening, verifying=True)
+    model, target = served_target(url, served, against, root, run, opening, verifying=True)
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
-    _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
-              {**chosen, "served": model})], as_json=as_json, all_rows=all_rows,
-            then=lambda report, doc, folder: _served_record(report, target, root, run, model))
+    try:
+        _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
+                  {**chosen, "served": model})], as_json=as_json, all_rows=all_rows)
+    finally:
+        model.close()
 
 
-def _served_record(report, target, root, run, model) -> None:
-    """A run's served verdicts kept in its folder (served.json), beside verify.json's own rows."""
-    from ptx.infer.model.records import record_served
-
-    model.close()
-    if target.is_run:
-        record_served(report, target.run_dir)
-
-
-def _metric(spec):
-    """--metric FILE.py:FN as export reads it (one line for a file or function that is not there)."""
-    if spec is None:
-        return None
-    from ptx.export.bound import load_metric
-
-    return load_metric(spec)
-
-
-def _record(report, root, run) -> None:
-    """A run's verdicts, what `ptx serve --backend auto` and bench's fastest pick build on."""
-    from ptx.infer.model.opening import run_folder
-    from ptx.infer.model.records import record_verify
-
-    record_verify(report, run_folder(report.name, root, run))
-
-
-def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> None:
-    """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all) and a model file:
-    each (name, run folder, targets, options) of ``jobs``: ``targets()`` gives the Target and --against's
-    (made here for --all, so that a run that cannot be read is its row), verified by
-    ptx.infer.verify.verify with ``options``, its table printed (or, --json, its dict kept), then
-    ``then(report, doc, folder)`` (a run's record and triage, a file's locate); exits with the worst
-    status. With ``many`` (--all), a run that fails to verify is its row."""
+def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
+    """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all), a model file and a
+    served model: each (name, run folder, targets, options) of ``jobs``: ``targets()`` gives the Target
+    and --against's (made here for --all, so that a run that cannot be read is its row), verified by
+    ptx.infer.verify.verify with ``options``, its table printed (or, --json, its dict kept), a run's
+    verdicts kept in its folder (verify.json: what `ptx serve --backend auto` and bench's fastest pick
+    build on; a served model's in served.json), then ``then(report, doc)`` (--locate's triage and
+    trace); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
+    from ptx.infer.model.records import record_served, record_verify
     from ptx.infer.verify.verify import verify
 
     docs, statuses = [], []
@@ -242,9 +208,11 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> 
         docs.append(report.to_dict())
         statuses.append(report.exit_status)
         if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
-            click.echo(report.table(all_rows) + gap)
+            click.echo(report.table(all_rows) + "\n" * many)
+        if target.is_run:
+            (record_served if "served" in options else record_verify)(report, target.run_dir)
         if then is not None:
-            then(report, docs[-1], folder)
+            then(report, docs[-1])
     failed = [d["model"] for d in docs if d.get("error")]
     if as_json:
         click.echo(json.dumps(docs if many else docs[0], indent=2))
@@ -253,7 +221,7 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, gap="", then=None) -> 
     sys.exit(max(statuses))
 
 
-def _triage(report, target, as_json, against=None) -> list:
+def _triage(report, target, as_json, against) -> list:
     """--locate after a verify: its reduced-precision rows triaged on the file each ran (the nodes
     where their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file
     (a file's: below; a run's: by the command its table offers, report.offers, on stderr beside
@@ -274,7 +242,7 @@ def _triage(report, target, as_json, against=None) -> list:
         if target.is_run or not report.failed:
             say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
         return []
-    worst = report.fed[max(range(len(report.fed)), key=lambda i: report.fed[i].batch or 0)] if report.fed else None
+    worst = max(report.fed, key=lambda case: case.batch or 0, default=None)
     fed = (worst.feeds, f"{worst.label} of the cases verify fed") if worst is not None else None
     docs = []
     for found in triage_rows(target, reduced, fed, notice=lambda msg: click.echo(msg, err=True), against=against):
@@ -286,7 +254,7 @@ def _triage(report, target, as_json, against=None) -> list:
     return docs
 
 
-def keep_commands(found, target, against=None) -> list[str]:
+def keep_commands(found, target, against) -> list[str]:
     """The export commands a triage offers, each as it runs: --keep-f32 is onnx-int8's (ONNX Runtime's
     nodes_to_exclude), made from the f32 file (a run's export, the file, or an int8 file's --against
     source); the names are the f32 graph's, which that export resolves."""
