@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from conftest import GPU
-from ptx.contract.names import VERIFY_RECORD_FILE
+from ptx.contract.names import BENCH_RECORD_FILE, VERIFY_RECORD_FILE
 from images import paper_digit
 from ptx.errors import PtxError
 from ptx.infer import load
@@ -86,8 +86,11 @@ def strict_json(text: str):
 
 
 def copy_run(runs, name: str, root: Path, as_name: str | None = None) -> Path:
+    """The trained run as training and export left it: the verdicts and timings another test on this
+    worker recorded into the shared run (verify.json, served.json, bench.json) are not copied."""
     dest = root / (as_name or name)
-    shutil.copytree(runs.trained(name), dest)
+    shutil.copytree(runs.trained(name), dest,
+                    ignore=shutil.ignore_patterns(VERIFY_RECORD_FILE, "served.json", BENCH_RECORD_FILE))
     return dest
 
 
