@@ -49,14 +49,8 @@ class InputKind(ValueEnum):
     TEXT = "text"  # a string, encoded to token ids
 
 
-class OutputMeaning(ValueEnum):
-    LOGITS = "logits"
-    PROBABILITY = "probability"
-    VALUE = "value"
-
-
-MEANING_OF_TASK = {Task.CLASSIFICATION: OutputMeaning.LOGITS, Task.BINARY: OutputMeaning.PROBABILITY,
-                   Task.REGRESSION: OutputMeaning.VALUE}
+# What a task's one output holds, which is also the output's name.
+MEANING_OF_TASK = {Task.CLASSIFICATION: "logits", Task.BINARY: "probability", Task.REGRESSION: "value"}
 BINARY_THRESHOLD = 0.5
 
 # uint8: raw pictures, the graph input of an artifact exported with --input uint8 (never a contract's input).
@@ -151,10 +145,6 @@ class Contract:
     schema_version: int = SCHEMA_VERSION
 
     # -- derived views ------------------------------------------------------------------------
-    @property
-    def meaning(self) -> OutputMeaning:
-        return MEANING_OF_TASK[self.task]
-
     @property
     def picture(self) -> PictureStep | None:
         return next((s for s in self.steps if isinstance(s, PictureStep)), None)
@@ -269,8 +259,8 @@ class Contract:
             raise fail("output.shape", f"the batch must be the first output axis, not axis {out.batch_axis}")
         if SEQ in out.shape and SEQ not in inp.shape:
             raise fail("output.shape", f"{SEQ!r} in the output but not in the input")
-        if out.name != self.meaning.value:
-            raise fail("output.name", f"{out.name!r}: a {self.task.value} model outputs {self.meaning.value!r}")
+        if out.name != MEANING_OF_TASK[self.task]:
+            raise fail("output.name", f"{out.name!r}: a {self.task.value} model outputs {MEANING_OF_TASK[self.task]!r}")
         width = out.shape[-1]
         if not isinstance(width, int):
             raise fail("output.shape", "the last output axis must be a size")

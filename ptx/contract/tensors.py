@@ -138,13 +138,8 @@ class TensorSig:
 
     def dims_text(self) -> str:
         """``[batch, 3, height, width]``, the batch marked when it is not called so."""
-        parts = []
-        for i, d in enumerate(self.shape):
-            text = str(d)
-            if i == self.batch_axis and not looks_like_batch(str(d)):
-                text += " (batch)"
-            parts.append(text)
-        return "[" + ", ".join(parts) + "]"
+        return "[" + ", ".join(f"{d} (batch)" if i == self.batch_axis and not looks_like_batch(str(d)) else str(d)
+                               for i, d in enumerate(self.shape)) + "]"
 
     def v2_shape(self) -> list[int]:
         """The shape as the Open Inference Protocol and Triton write it: -1 for every symbol."""
