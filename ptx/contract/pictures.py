@@ -90,8 +90,7 @@ def array_to_image(array: np.ndarray, name: str = "array") -> Image.Image:
     bool as black/white, floats must lie in [0, 1]."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[-1] in CHANNELS:
-        channels = a.shape[-1]
-        a = a[..., 0] if channels == 1 else a
+        a = a[..., 0] if a.shape[-1] == 1 else a
     elif a.ndim != 2:
         raise InputError(f"{name}: shape {a.shape} is not one picture: give (H, W) or (H, W, C) with C in 1, 3, 4")
     if a.dtype == bool:

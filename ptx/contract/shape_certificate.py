@@ -39,7 +39,6 @@ class Probe:
     symbol: str
     size: int
     feeds: dict
-    batch: int | None
 
 
 @dataclass
@@ -105,9 +104,9 @@ class Certificate:
             return None
 
 
-def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_SIZES,
-           max_sizes: Mapping[str, int] | None = None, seed: int = 0, of: str = "") -> list[Probe]:
-    """The inputs the certificate runs: each symbol at each of ``sizes`` (and its ``max_sizes``
+def probes(signature: Signature, plan: InputPlan, max_sizes: Mapping[str, int] | None = None, seed: int = 0,
+           of: str = "") -> list[Probe]:
+    """The inputs the certificate runs: each symbol at each of CHECK_SIZES (and its ``max_sizes``
     entry), the others at the plan's sizes and the batch at verify's first batch. A ``max_sizes``
     symbol no input has is refused (``of``: the file, as the message names it)."""
     unknown = sorted(set(max_sizes or {}) - set(signature.symbols()))
@@ -120,13 +119,12 @@ def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_S
     out = []
     for symbol in signature.symbols():
         extra = (max_sizes or {}).get(symbol)
-        for size in sorted({*sizes, *([extra] if extra else [])}):
+        for size in sorted({*CHECK_SIZES, *([extra] if extra else [])}):
             if symbol in batch_symbols:
-                feeds, batch = make_feeds(inputs, plan, size, seed), size
+                feeds = make_feeds(inputs, plan, size, seed)
             else:
                 feeds = make_feeds(inputs, replace(plan, bound={**plan.bound, symbol: size}), base_batch, seed)
-                batch = base_batch
-            out.append(Probe(symbol, size, feeds, batch))
+            out.append(Probe(symbol, size, feeds))
     return out
 
 

@@ -327,8 +327,6 @@ def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:
         if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
             return array.astype(want)
         raise InputError(f"input {sig.name!r} of {model} holds values outside {sig.dtype}'s range")
-    if target == "b" and kind == "b":
-        return array
     raise InputError(f"input {sig.name!r} of {model} is {array.dtype}; it takes {sig.dtype}"
                      + (" (round or cast it first)" if target in "iu" and kind == "f" else ""))
 
