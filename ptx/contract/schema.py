@@ -176,10 +176,6 @@ class Contract:
         table = dict(self.tolerances)  # "cpu" is required; other accelerators fall back to "cuda"'s
         return table.get(device) or table.get("cuda") or table["cpu"]
 
-    def replace(self, **changes) -> "Contract":
-        """A copy with ``changes``, validated like any contract read from a file."""
-        return Contract.from_dict(dataclasses.replace(self, **changes).to_dict())
-
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {

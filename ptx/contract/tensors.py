@@ -268,9 +268,6 @@ class Signature:
                 return t, shape
         return None
 
-    def with_inputs(self, inputs: Sequence[TensorSig]) -> "Signature":
-        return replace(self, inputs=tuple(inputs))
-
     def to_dict(self) -> dict:
         return {"version": SIGNATURE_VERSION, "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs]}
