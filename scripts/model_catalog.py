@@ -9,7 +9,6 @@ and names this script.
 from __future__ import annotations
 
 import argparse
-import pprint
 import sys
 from pathlib import Path
 
