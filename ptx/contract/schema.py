@@ -292,13 +292,11 @@ class Contract:
         if len(self.features) != (0 if self.kind is InputKind.IMAGE else self.sample_size):
             raise fail("features", f"{len(self.features)} names for {self.sample_size} input values"
                         if self.kind is not InputKind.IMAGE else "image inputs have no feature names")
+        per_feature = self.input.sample_shape[-1] if self.kind is not InputKind.IMAGE else 1  # a picture: one for all
         for i, step in enumerate(self.steps):
-            if isinstance(step, NormalizeStep) and len(step.mean) not in (1, self._last_axis_size()):
+            if isinstance(step, NormalizeStep) and len(step.mean) not in (1, per_feature):
                 raise fail(f"preprocessing[{i}].mean", f"{len(step.mean)} values; give 1 or one per feature "
-                                                        f"({self._last_axis_size()})")
-
-    def _last_axis_size(self) -> int:
-        return self.input.sample_shape[-1] if self.kind is not InputKind.IMAGE else 1
+                                                        f"({per_feature})")
 
 
 def signature_of_contract(contract, raw_input=None) -> Signature:

@@ -99,8 +99,7 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, doc: Mapping) -> "Verdict":
-        known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
-        return cls(**known)
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})  # fields a later ptx added: left out
 
 
 def decide(label: str, evidence: Sequence, by: str = "verify") -> Verdict:
