@@ -157,7 +157,7 @@ class ModelSpec:
                          for d in self.outputs)
         built = Contract(
             model=self.name, description=self.description, task=self.task, kind=self.kind, input=self.input,
-            output=TensorSig(MEANING_OF_TASK[self.task].value, "float32", tuple(self.outputs),
+            output=TensorSig(MEANING_OF_TASK[self.task], "float32", tuple(self.outputs),
                              self.outputs.index(BATCH), axes=out_axes),
             labels=tuple(labels), steps=tuple(steps), features=tuple(self.features),
             tolerances=tuple(self.tolerances.items()),

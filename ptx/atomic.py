@@ -32,13 +32,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp_files(final: Path) -> None:
-    """Temporary files of ``final`` left by a killed process (their names carry its PID) go; those
-    of a process still writing stay."""
+def _stale(final: Path) -> Iterator[Path]:
+    """The temporary files or folders of ``final`` left by a killed process (their names carry its
+    PID); those of a process still writing are not."""
     for tmp in final.parent.glob(f".{glob.escape(final.name)}.*{TEMP_SUFFIX}"):
         pid = tmp.name[len(final.name) + 2:].split(".", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            yield tmp
 
 
 def _write_error(final: Path, exc: BaseException) -> PtxError | None:
@@ -65,7 +65,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     if final.is_dir():  # else the rename at the end fails with IsADirectoryError's traceback
         raise PtxError(f"cannot write {final}: it is a folder; give a file name (e.g. {final / 'out'}{final.suffix})")
-    remove_stale_temp_files(final)
+    for tmp in _stale(final):
+        tmp.unlink(missing_ok=True)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=final.parent)
     except OSError as exc:
@@ -134,10 +135,8 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     when the block completes; a failure leaves no half folder and keeps an older ``final``.
     Temporary folders of killed processes (their names carry the PID) are removed first."""
     final = Path(final)
-    for tmp in final.parent.glob(f".{glob.escape(final.name)}.*{TEMP_SUFFIX}"):
-        pid = tmp.name[len(final.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in _stale(final):
+        shutil.rmtree(tmp, ignore_errors=True)
     staging = final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -9,7 +9,6 @@ and names this script.
 from __future__ import annotations
 
 import argparse
-import pprint
 import sys
 from pathlib import Path
 
@@ -85,9 +84,44 @@ def fits() -> dict[str, list[str]]:
     return {name: [d for d in datasets_for(get(name).takes) if d != FOLDER] for name in list_models()}
 
 
+def _commonest(values: list) -> object:
+    """The value most of ``values`` share (the first such, where several tie)."""
+    return max(values, key=values.count)
+
+
+def _packed(doc: dict, indent: int, width: int = 120) -> str:
+    """``doc`` as a dict literal, as many ``key: value`` items a line as fit in ``width``."""
+    lines, line = [], "{"
+    for item in (f"{key!r}: {value!r}" for key, value in doc.items()):
+        if len(line) + len(item) + 4 > width - indent and line != "{":  # room for ", " and the closing "},"
+            lines.append(line + ",")
+            line = " " + item
+        else:
+            line += ("" if line == "{" else ", ") + item
+    return ("\n" + " " * indent).join(lines + [line + "}"])
+
+
 def source() -> str:
-    return (HEADER + "MODELS = " + pprint.pformat(rows(), width=120, sort_dicts=False) + "\n\n"
-            + "FITS = " + pprint.pformat(fits(), width=120, sort_dicts=False) + "\n" + FOOTER)
+    """The catalog's text: the values many models share once (COMMON, FITS_COMMON), and for each model
+    only what differs from them, so that a model's row reads as what sets it apart."""
+    models, fitting = rows(), fits()
+    fields = list(models[0])
+    common = {}
+    for key in fields:
+        value = _commonest([m[key] for m in models])
+        if 3 * [m[key] for m in models].count(value) > len(models):
+            common[key] = value
+    table = "".join(f"    {_packed({k: v for k, v in m.items() if common.get(k, ...) != v}, 4)},\n" for m in models)
+    fits_common = _commonest(list(fitting.values()))
+    fits_differ = {name: value for name, value in fitting.items() if value != fits_common}
+    return (HEADER + f"FIELDS = {fields!r}\n"
+            + "# What many models share: a row of MODELS below says only what differs from it.\n"
+            + f"COMMON = {_packed(common, 9)}\n"
+            + "MODELS = [{key: {**COMMON, **row}[key] for key in FIELDS} for row in [\n" + table + "]]\n\n"
+            + "# The named datasets each model trains on (a user's folder:PATH is judged when it is read).\n"
+            + f"FITS_COMMON = {fits_common!r}\n"
+            + "FITS = {**{m['name']: FITS_COMMON for m in MODELS},\n"
+            + f"        **{_packed(fits_differ, 10)}}}\n" + FOOTER)
 
 
 def main() -> int:

@@ -207,4 +207,4 @@ def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Pa
         shape = tuple(b if isinstance(b, int) or axis == t.batch_axis else a
                       for axis, (a, b) in enumerate(zip(d.shape, t.shape)))
         merged.append(replace(t, shape=shape, value_range=d.value_range or t.value_range))
-    return signature.with_inputs(merged)
+    return replace(signature, inputs=tuple(merged))

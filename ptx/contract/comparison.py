@@ -143,18 +143,12 @@ class OutputAgreement:
     def merge(self, other: "OutputAgreement") -> "OutputAgreement":
         """Fold another run of the same output (another case) into this one: the worst errors, the
         counts and the sums of squares summed."""
-        self.compared += other.compared
-        self.beyond += other.beyond
-        self.max_abs, self.max_rel = max(self.max_abs, other.max_abs), max(self.max_rel, other.max_rel)
-        self.needed_atol = max(self.needed_atol, other.needed_atol)
-        self.magnitude, self.excess = max(self.magnitude, other.magnitude), max(self.excess, other.excess)
-        self.error_sq += other.error_sq
-        self.reference_sq += other.reference_sq
+        for name in ("compared", "beyond", "error_sq", "reference_sq", "decisions", "same_decisions", "ties"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("max_abs", "max_rel", "needed_atol", "magnitude", "excess"):
+            setattr(self, name, max(getattr(self, name), getattr(other, name)))
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)] if self.histogram else list(
             other.histogram)
-        self.decisions += other.decisions
-        self.same_decisions += other.same_decisions
-        self.ties += other.ties
         self.judged = self.judged or other.judged
         self.problem = self.problem or other.problem
         return self

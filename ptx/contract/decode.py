@@ -29,6 +29,7 @@ AVIF is Pillow's own where Pillow was built with it (``PIL.features.check("avif"
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import os
 import stat
@@ -149,25 +150,18 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
     """Pillow's open (it reads the header only), with its refusals as one-line InputErrors.
     ``reopen()`` gives the file again (a path or a fresh BytesIO) for a second attempt."""
     try:
-        if prefix.startswith(JPEG_MAGIC):
-            from PIL import JpegImagePlugin
-
-            try:
-                # Pillow's JPEG plugin as Image.open would pick it, minus the global bomb check,
-                # which would refuse a 200 MP photo before it can be drafted (bounded by our caller).
-                return JpegImagePlugin.jpeg_factory(reopen())
-            except (SyntaxError, IndexError, TypeError, struct.error):
-                pass  # not a JPEG after all: let Image.open try every format, as before
-        elif prefix.startswith(PNG_MAGIC):
-            from PIL import PngImagePlugin
-
-            try:
-                # The PNG plugin as Image.open would pick it: Image.open first imports Pillow's five
-                # common plugins (the JPEG one brings TIFF's, fractions and decimal), about 10 ms of
-                # a one-picture `ptx predict` that reads a PNG. Sizes are bounded by our caller.
-                return PngImagePlugin.PngImageFile(reopen())
-            except (SyntaxError, IndexError, TypeError, struct.error):
-                pass
+        # A JPEG by Pillow's JPEG plugin as Image.open would pick it, minus the global bomb check, which
+        # would refuse a 200 MP photo before it can be drafted; a PNG by its plugin as Image.open would
+        # pick it: Image.open first imports Pillow's five common plugins (the JPEG one brings TIFF's,
+        # fractions and decimal), about 10 ms of a one-picture `ptx predict` that reads a PNG. Sizes are
+        # bounded by our caller.
+        for magic, plugin, opener in ((JPEG_MAGIC, "JpegImagePlugin", "jpeg_factory"),
+                                      (PNG_MAGIC, "PngImagePlugin", "PngImageFile")):
+            if prefix.startswith(magic):
+                try:
+                    return getattr(importlib.import_module(f"PIL.{plugin}"), opener)(reopen())
+                except (SyntaxError, IndexError, TypeError, struct.error):
+                    pass  # not that format after all: let Image.open try every format, as before
         try:
             return Image.open(reopen())
         except UnidentifiedImageError:

@@ -144,9 +144,7 @@ def _raw_input(strings: Mapping[str, str], contract: Contract) -> TensorSig | No
     """ptx.raw_input, which must be exactly the picture input this contract's canvas implies."""
     if RAW_INPUT not in strings:
         return None
-    where = f"{METADATA_PREFIX}{RAW_INPUT}"
-    if not isinstance(strings[RAW_INPUT], str):
-        raise ContractError(f"metadata {where} is not a string")
+    where = f"{METADATA_PREFIX}{RAW_INPUT}"  # a string: from_strings checked every contract key
     tensor = tensor_from_dict(parse_json(strings[RAW_INPUT], where), where)
     if contract.picture is None or tensor != picture_input(contract):
         want = "nothing (not a picture model)" if contract.picture is None else tensor_to_dict(picture_input(contract))

@@ -44,24 +44,14 @@ STACK = 16  # pictures searched at once (mnist_digits): measured 7.7 us a pictur
 GAIN = np.float32(255.0) / np.maximum(np.float32(255.0) - np.arange(-255, 256, dtype=np.float32), MIN_PAPER)
 
 
-def mnist_digit(gray: Image.Image, *, canvas: int, box: int, ink_threshold: float, paper_window: float,
-                name: str = "image") -> np.ndarray:
-    """An 8-bit grey picture (mode L) -> its ink, light on black, cropped to the ink's bounding box and
-    scaled so that the strongest ink is 255 (float32): what version 1 fits into the box."""
-    ink = mnist_digits([gray], canvas=canvas, box=box, ink_threshold=ink_threshold, paper_window=paper_window,
-                       names=[name])[0]
-    if isinstance(ink, InputError):
-        raise ink
-    return ink
-
-
 def mnist_digits(grays: Sequence[Image.Image], *, canvas: int, box: int, ink_threshold: float, paper_window: float,
                  names: Sequence[str]) -> list[np.ndarray | InputError]:
-    """``mnist_digit`` of many pictures at once: each one's ink crop, or the InputError that says why
-    it has none. Pictures whose search copies have one size (a folder from one scanner or camera)
-    are searched as one stack: the same operations on (N, h, w) arrays, so each picture's numbers
-    are those it gets alone, while numpy's cost per call (most of a small picture's search) is paid
-    once per stack."""
+    """8-bit grey pictures (mode L) -> each one's ink, light on black, cropped to the ink's bounding box
+    and scaled so that the strongest ink is 255 (float32): what version 1 fits into the box; or the
+    InputError that says why it has none. Pictures whose search copies have one size (a folder from
+    one scanner or camera) are searched as one stack: the same operations on (N, h, w) arrays, so
+    each picture's numbers are those it gets alone, while numpy's cost per call (most of a small
+    picture's search) is paid once per stack."""
     searches = []
     for gray in grays:
         width, height = gray.size

@@ -46,9 +46,10 @@ def _varint(buf, pos: int) -> tuple[int, int]:
             raise WireError("varint too long")
 
 
-def fields(buf, start: int = 0, end: int | None = None):
-    """(field number, wire type, value or (start, end) of a length-delimited payload) of a message."""
-    pos, end = start, len(buf) if end is None else end
+def fields(buf, start: int, end: int):
+    """(field number, wire type, value or (start, end) of a length-delimited payload) of the message
+    in ``buf[start:end]``."""
+    pos = start
     while pos < end:
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
@@ -73,109 +74,90 @@ def fields(buf, start: int = 0, end: int | None = None):
         raise WireError("truncated message")
 
 
-def _entries(buf, span) -> tuple[str, str]:
-    key = value = ""
-    for number, wire, payload in fields(buf, *span):
-        if wire == LENGTH_DELIMITED and number in (ENTRY_KEY, ENTRY_VALUE):
-            text = bytes(buf[payload[0]:payload[1]]).decode("utf-8", errors="replace")
-            key, value = (text, value) if number == ENTRY_KEY else (key, text)
-    return key, value
+def _spans(buf, span, number: int) -> list[tuple[int, int]]:
+    """The payloads (start, end) of the length-delimited fields ``number`` of the message at ``span``."""
+    return [payload for field, wire, payload in fields(buf, *span) if field == number and wire == LENGTH_DELIMITED]
+
+
+def _string(buf, span, number: int) -> str:
+    """The string field ``number`` of the message at ``span`` (the last one, as protobuf reads it), or ''."""
+    found = _spans(buf, span, number)
+    return bytes(buf[found[-1][0]:found[-1][1]]).decode("utf-8", errors="replace") if found else ""
+
+
+@contextlib.contextmanager
+def _model(path: str | Path):
+    """(the ONNX file at ``path`` mapped, its metadata_props, its graph's span: (0, 0) where it holds
+    none); a file that cannot be read, or a damaged one, met here or in the caller's walk of the graph,
+    is one ArtifactError line."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            if path.stat().st_size == 0:
+                raise ArtifactError(f"{path}: empty file, not an ONNX model")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                whole = (0, len(buf))
+                metadata = {_string(buf, entry, ENTRY_KEY): _string(buf, entry, ENTRY_VALUE)
+                            for entry in _spans(buf, whole, MODEL_METADATA)}
+                graphs = _spans(buf, whole, MODEL_GRAPH)
+                yield buf, metadata, graphs[-1] if graphs else (0, 0)
+    except WireError as exc:
+        raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def read_onnx(path: str | Path, digest: bool = True) -> tuple[dict[str, str], str | None]:
     """(metadata_props, sha256 of the graph and its external data) of the ONNX file at ``path``.
     ArtifactError in one line when the file is not an ONNX model."""
     path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            size = path.stat().st_size
-            if size == 0:
-                raise ArtifactError(f"{path}: empty file, not an ONNX model")
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _read(buf, path, digest)
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    with _model(path) as (buf, metadata, graph):
+        if graph == (0, 0):
+            raise ArtifactError(f"{path}: not an ONNX model (it holds no graph)")
+        if not digest:
+            return metadata, None
+        sha = hashlib.sha256()
+        sha.update(buf[graph[0]:graph[1]])
+        for location, needed in _external_files(buf, graph).items():
+            target = (path.parent / location).resolve()
+            if path.parent.resolve() not in target.parents or not target.is_file():
+                raise ArtifactError(f"{path}: its weights live in {location!r}, which is missing beside it: copy the "
+                                    "external data file(s) with the model")
+            # A partly copied data file is refused here in words, not by ONNX Runtime's "GetExtDataFromTensorProto
+            # ... out of bounds" at load, with a digest of the short file printed by `ptx inspect` before it.
+            if (size := target.stat().st_size) < needed:
+                raise ArtifactError(f"{path}: its weights live in {location!r}, which holds {size:,} bytes where the "
+                                    f"graph reads {needed:,}: the file is truncated; copy it whole with the model")
+            with open(target, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    sha.update(block)
+        return metadata, sha.hexdigest()
 
 
-def _read(buf, path: Path, digest: bool) -> tuple[dict[str, str], str | None]:
-    metadata: dict[str, str] = {}
-    graph = None
-    try:
-        for number, wire, payload in fields(buf):
-            if number == MODEL_METADATA and wire == LENGTH_DELIMITED:
-                key, value = _entries(buf, payload)
-                metadata[key] = value
-            elif number == MODEL_GRAPH and wire == LENGTH_DELIMITED:
-                graph = payload
-    except WireError as exc:
-        raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
-    if graph is None:
-        raise ArtifactError(f"{path}: not an ONNX model (it holds no graph)")
-    if not digest:
-        return metadata, None
-    sha = hashlib.sha256()
-    sha.update(buf[graph[0]:graph[1]])
-    for location, needed in _external_files(buf, graph, path).items():
-        target = (path.parent / location).resolve()
-        if path.parent.resolve() not in target.parents or not target.is_file():
-            raise ArtifactError(f"{path}: its weights live in {location!r}, which is missing beside it: copy the "
-                                "external data file(s) with the model")
-        # A partly copied data file is refused here in words, not by ONNX Runtime's "GetExtDataFromTensorProto
-        # ... out of bounds" at load, with a digest of the short file printed by `ptx inspect` before it.
-        if (size := target.stat().st_size) < needed:
-            raise ArtifactError(f"{path}: its weights live in {location!r}, which holds {size:,} bytes where the "
-                                f"graph reads {needed:,}: the file is truncated; copy it whole with the model")
-        with open(target, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-    return metadata, sha.hexdigest()
-
-
-def _external_files(buf, graph, path: Path) -> dict[str, int]:
+def _external_files(buf, graph) -> dict[str, int]:
     """The files the graph's initializers keep their data in, in order of first mention, each with
     the bytes the graph reads from it (the largest offset + length its tensors name)."""
     files: dict[str, int] = {}
-    try:
-        for number, wire, payload in fields(buf, *graph):
-            if number != GRAPH_INITIALIZER or wire != LENGTH_DELIMITED:
-                continue
-            external, entries = False, {}
-            for tensor_field, tensor_wire, value in fields(buf, *payload):
-                if tensor_field == TENSOR_DATA_LOCATION and tensor_wire == VARINT:
-                    external = value == 1
-                elif tensor_field == TENSOR_EXTERNAL_DATA and tensor_wire == LENGTH_DELIMITED:
-                    key, text = _entries(buf, value)
-                    entries[key] = text
-            location = entries.get("location")
-            if external and location:
-                try:
-                    end = int(entries.get("offset") or 0) + int(entries.get("length") or 0)
-                except ValueError:
-                    end = 0  # a malformed entry is ONNX Runtime's to refuse
-                files[location] = max(files.get(location, 0), end)
-    except WireError as exc:
-        raise ArtifactError(f"{path}: a damaged ONNX graph ({exc})") from None
+    for tensor in _spans(buf, graph, GRAPH_INITIALIZER):
+        if not any(f == TENSOR_DATA_LOCATION and w == VARINT and v == 1 for f, w, v in fields(buf, *tensor)):
+            continue
+        entries = {_string(buf, entry, ENTRY_KEY): _string(buf, entry, ENTRY_VALUE)
+                   for entry in _spans(buf, tensor, TENSOR_EXTERNAL_DATA)}
+        location = entries.get("location")
+        if location:
+            try:
+                end = int(entries.get("offset") or 0) + int(entries.get("length") or 0)
+            except ValueError:
+                end = 0  # a malformed entry is ONNX Runtime's to refuse
+            files[location] = max(files.get(location, 0), end)
     return files
-
-
-@contextlib.contextmanager
-def _graph_of(path: Path):
-    """The ONNX file at ``path`` mapped, and its graph field's span (None when it holds none); a
-    damaged file, met here or in the caller's walk of the graph, is one ArtifactError line."""
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        try:
-            yield buf, next((payload for number, wire, payload in fields(buf)
-                             if number == MODEL_GRAPH and wire == LENGTH_DELIMITED), None)
-        except WireError as exc:
-            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
 
 
 def external_data_files(path: str | Path) -> list[str]:
     """The files (as the graph names them, relative to the model's folder) that hold the ONNX
     model's external data: what must travel with the file when it is copied (a Triton repository)."""
-    path = Path(path)
-    with _graph_of(path) as (buf, graph):
-        return list(_external_files(buf, graph, path)) if graph is not None else []
+    with _model(path) as (buf, _, graph):
+        return list(_external_files(buf, graph))
 
 
 GRAPH_INPUT, VALUE_INFO_NAME, VALUE_INFO_TYPE, TYPE_TENSOR, TENSOR_TYPE_SHAPE = 11, 1, 2, 1, 2
@@ -185,19 +167,12 @@ def shapeless_inputs(path: str | Path) -> set[str]:
     """The graph inputs that are tensors with no shape at all, not even a rank. ONNX Runtime lists
     such an input with the shape [] of a scalar, so only the file itself tells the two apart."""
     found: set[str] = set()
-    with _graph_of(Path(path)) as (buf, graph):
-        for number, wire, payload in fields(buf, *graph) if graph else ():
-            if number != GRAPH_INPUT or wire != LENGTH_DELIMITED:
-                continue
-            name, tensor = "", None
-            for field, field_wire, value in fields(buf, *payload):
-                if field == VALUE_INFO_NAME and field_wire == LENGTH_DELIMITED:
-                    name = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
-                elif field == VALUE_INFO_TYPE and field_wire == LENGTH_DELIMITED:
-                    tensor = next((v for f, w, v in fields(buf, *value) if f == TYPE_TENSOR and w == LENGTH_DELIMITED),
-                                  None)
-            if tensor is not None and not any(f == TENSOR_TYPE_SHAPE for f, _, _ in fields(buf, *tensor)):
-                found.add(name)
+    with _model(path) as (buf, _, graph):
+        for value_info in _spans(buf, graph, GRAPH_INPUT):
+            kind = _spans(buf, value_info, VALUE_INFO_TYPE)[-1:]
+            tensor = _spans(buf, kind[0], TYPE_TENSOR)[:1] if kind else []
+            if tensor and not _spans(buf, tensor[0], TENSOR_TYPE_SHAPE):
+                found.add(_string(buf, value_info, VALUE_INFO_NAME))
     return found
 
 
@@ -208,21 +183,9 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantiz
                            "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QGemm"})
 
 
-def is_quantized_op(op_type: str) -> bool:
-    return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
-
-
 def quantized_ops(path: str | Path) -> set[str]:
     """The quantized op types among the main graph's nodes (empty for an f32 graph). Read from the
     wire like the metadata: deciding a file's precision at opening must not import onnx."""
-    found: set[str] = set()
-    with _graph_of(Path(path)) as (buf, graph):
-        for number, wire, payload in fields(buf, *graph) if graph else ():
-            if number != GRAPH_NODE or wire != LENGTH_DELIMITED:
-                continue
-            for field, field_wire, value in fields(buf, *payload):
-                if field == NODE_OP_TYPE and field_wire == LENGTH_DELIMITED:
-                    op_type = bytes(buf[value[0]:value[1]]).decode("utf-8", errors="replace")
-                    if is_quantized_op(op_type):
-                        found.add(op_type)
-    return found
+    with _model(path) as (buf, _, graph):
+        ops = {_string(buf, node, NODE_OP_TYPE) for node in _spans(buf, graph, GRAPH_NODE)}
+    return {op for op in ops if op in QUANTIZED_OPS or op.startswith("QLinear")}

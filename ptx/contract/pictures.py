@@ -90,8 +90,7 @@ def array_to_image(array: np.ndarray, name: str = "array") -> Image.Image:
     bool as black/white, floats must lie in [0, 1]."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[-1] in CHANNELS:
-        channels = a.shape[-1]
-        a = a[..., 0] if channels == 1 else a
+        a = a[..., 0] if a.shape[-1] == 1 else a
     elif a.ndim != 2:
         raise InputError(f"{name}: shape {a.shape} is not one picture: give (H, W) or (H, W, C) with C in 1, 3, 4")
     if a.dtype == bool:
@@ -144,40 +143,33 @@ def picture_samples(items: Sequence, step: PictureStep, raw: bool = False,
     (``BATCHED``) runs it over them: a worker's chunk of a folder costs numpy's per-call price once."""
     names = list(names) if names is not None else [None] * len(items)
     batched = None if raw else BATCHED.get((step.pipeline, step.options.get("version", 1)))
-    out: list = [None] * len(items)
     if batched is None:
-        for i, (item, name) in enumerate(zip(items, names)):
-            try:
-                out[i] = picture_sample(item, step, raw=raw, name=name)
-            except InputError as exc:
-                out[i] = exc
-        return out
-    pending: list[tuple[int, str, Image.Image]] = []  # decoded, not yet through the pipeline
+        return [_or_error(picture_sample, item, step, raw, name) for item, name in zip(items, names)]
+    out: list = [None] * len(items)
+    pending: list[tuple[int, str, Image.Image]] = []  # decoded (8-bit, as BATCHED reads), not yet through it
     held = 0
-
-    def run_pending() -> None:
-        nonlocal held
-        grays = [gray for _, _, gray in pending]
-        for (i, _, _), sample in zip(pending, batched(grays, names=[name for _, name, _ in pending], **step.options)):
-            out[i] = sample
-        pending.clear()
-        held = 0
-
     for i, (item, name) in enumerate(zip(items, names)):
         name = _name_of(item, name)
         try:
-            _, image = _opened(item, name)
-            gray = _gray_for(image, step, name)
+            gray = _gray_for(_opened(item, name)[1], step, name)
+            pending.append((i, name, gray))
+            held += gray.width * gray.height
         except InputError as exc:
             out[i] = exc
-            continue
-        pending.append((i, name, gray))
-        held += gray.width * gray.height if isinstance(gray, Image.Image) else gray.size
-        if held >= BATCH_PIXELS:
-            run_pending()
-    if pending:
-        run_pending()
+        if pending and (held >= BATCH_PIXELS or i == len(items) - 1):
+            samples = batched([gray for _, _, gray in pending], names=[name for _, name, _ in pending], **step.options)
+            for (j, _, _), sample in zip(pending, samples):
+                out[j] = sample
+            pending, held = [], 0
     return out
+
+
+def _or_error(make, *args):
+    """``make(*args)``, or the InputError it raised: one picture's failure is its own, never its batch's."""
+    try:
+        return make(*args)
+    except InputError as exc:
+        return exc
 
 
 def _name_of(item, name: str | None) -> str:
@@ -247,9 +239,11 @@ def mnist_digit(gray, *, version: int = 1, canvas: int = 28, box: int = 20, ink_
     if version == 2:
         if not isinstance(gray, Image.Image):
             gray = Image.fromarray(np.round(gray).astype(np.uint8))
-        ink = mnist_digit_v2.mnist_digit(gray, canvas=canvas, box=box, ink_threshold=ink_threshold,
-                                         paper_window=paper_window, name=name)
-        return _fit_in_canvas(ink, canvas, box, name)
+        sample = mnist_digits_v2([gray], names=[name], canvas=canvas, box=box, ink_threshold=ink_threshold,
+                                 paper_window=paper_window)[0]
+        if isinstance(sample, InputError):
+            raise sample
+        return sample
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     lit_paper = np.median(border) > 127
     if lit_paper:  # light paper: MNIST wants light ink on black
@@ -272,13 +266,8 @@ def mnist_digits_v2(grays: Sequence[Image.Image], *, names: Sequence[str], versi
     """``mnist_digit`` (version 2) of many 8-bit pictures: each one's sample or why it has none."""
     inks = mnist_digit_v2.mnist_digits(grays, canvas=canvas, box=box, ink_threshold=ink_threshold,
                                        paper_window=paper_window, names=names)
-    out: list = []
-    for ink, name in zip(inks, names):
-        try:
-            out.append(ink if isinstance(ink, InputError) else _fit_in_canvas(ink, canvas, box, name))
-        except InputError as exc:
-            out.append(exc)
-    return out
+    return [ink if isinstance(ink, InputError) else _or_error(_fit_in_canvas, ink, canvas, box, name)
+            for ink, name in zip(inks, names)]
 
 
 def _fit_in_canvas(ink: np.ndarray, canvas: int, box: int, name: str) -> np.ndarray:

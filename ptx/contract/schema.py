@@ -49,14 +49,8 @@ class InputKind(ValueEnum):
     TEXT = "text"  # a string, encoded to token ids
 
 
-class OutputMeaning(ValueEnum):
-    LOGITS = "logits"
-    PROBABILITY = "probability"
-    VALUE = "value"
-
-
-MEANING_OF_TASK = {Task.CLASSIFICATION: OutputMeaning.LOGITS, Task.BINARY: OutputMeaning.PROBABILITY,
-                   Task.REGRESSION: OutputMeaning.VALUE}
+# What a task's one output holds, which is also the output's name.
+MEANING_OF_TASK = {Task.CLASSIFICATION: "logits", Task.BINARY: "probability", Task.REGRESSION: "value"}
 BINARY_THRESHOLD = 0.5
 
 # uint8: raw pictures, the graph input of an artifact exported with --input uint8 (never a contract's input).
@@ -152,10 +146,6 @@ class Contract:
 
     # -- derived views ------------------------------------------------------------------------
     @property
-    def meaning(self) -> OutputMeaning:
-        return MEANING_OF_TASK[self.task]
-
-    @property
     def picture(self) -> PictureStep | None:
         return next((s for s in self.steps if isinstance(s, PictureStep)), None)
 
@@ -185,10 +175,6 @@ class Contract:
     def tolerance(self, device: str) -> Tolerance:
         table = dict(self.tolerances)  # "cpu" is required; other accelerators fall back to "cuda"'s
         return table.get(device) or table.get("cuda") or table["cpu"]
-
-    def replace(self, **changes) -> "Contract":
-        """A copy with ``changes``, validated like any contract read from a file."""
-        return Contract.from_dict(dataclasses.replace(self, **changes).to_dict())
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -269,8 +255,8 @@ class Contract:
             raise fail("output.shape", f"the batch must be the first output axis, not axis {out.batch_axis}")
         if SEQ in out.shape and SEQ not in inp.shape:
             raise fail("output.shape", f"{SEQ!r} in the output but not in the input")
-        if out.name != self.meaning.value:
-            raise fail("output.name", f"{out.name!r}: a {self.task.value} model outputs {self.meaning.value!r}")
+        if out.name != MEANING_OF_TASK[self.task]:
+            raise fail("output.name", f"{out.name!r}: a {self.task.value} model outputs {MEANING_OF_TASK[self.task]!r}")
         width = out.shape[-1]
         if not isinstance(width, int):
             raise fail("output.shape", "the last output axis must be a size")
@@ -306,13 +292,11 @@ class Contract:
         if len(self.features) != (0 if self.kind is InputKind.IMAGE else self.sample_size):
             raise fail("features", f"{len(self.features)} names for {self.sample_size} input values"
                         if self.kind is not InputKind.IMAGE else "image inputs have no feature names")
+        per_feature = self.input.sample_shape[-1] if self.kind is not InputKind.IMAGE else 1  # a picture: one for all
         for i, step in enumerate(self.steps):
-            if isinstance(step, NormalizeStep) and len(step.mean) not in (1, self._last_axis_size()):
+            if isinstance(step, NormalizeStep) and len(step.mean) not in (1, per_feature):
                 raise fail(f"preprocessing[{i}].mean", f"{len(step.mean)} values; give 1 or one per feature "
-                                                        f"({self._last_axis_size()})")
-
-    def _last_axis_size(self) -> int:
-        return self.input.sample_shape[-1] if self.kind is not InputKind.IMAGE else 1
+                                                        f"({per_feature})")
 
 
 def signature_of_contract(contract, raw_input=None) -> Signature:

@@ -40,7 +40,6 @@ class Probe:
     symbol: str
     size: int
     feeds: dict
-    batch: int | None
 
 
 @dataclass
@@ -106,9 +105,9 @@ class Certificate:
             return None
 
 
-def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_SIZES,
-           max_sizes: Mapping[str, int] | None = None, seed: int = 0, of: str = "") -> list[Probe]:
-    """The inputs the certificate runs: each symbol at each of ``sizes`` (and its ``max_sizes``
+def probes(signature: Signature, plan: InputPlan, max_sizes: Mapping[str, int] | None = None, seed: int = 0,
+           of: str = "") -> list[Probe]:
+    """The inputs the certificate runs: each symbol at each of CHECK_SIZES (and its ``max_sizes``
     entry), the others at the plan's sizes and the batch at verify's first batch, none past a size the
     model bounds (``signature.limits``). A ``max_sizes`` symbol no input has, or one past its bound, is
     refused (``of``: the file, as the message names it)."""
@@ -128,13 +127,12 @@ def probes(signature: Signature, plan: InputPlan, sizes: Sequence[int] = CHECK_S
     for symbol in signature.symbols():
         extra = (max_sizes or {}).get(symbol)
         limit = signature.limit(symbol) or math.inf  # past the model's own bound a size is refused, not checked
-        for size in sorted({*(n for n in sizes if n <= limit), *([extra] if extra else [])}):
+        for size in sorted({*(n for n in CHECK_SIZES if n <= limit), *([extra] if extra else [])}):
             if symbol in batch_symbols:
-                feeds, batch = make_feeds(inputs, plan, size, seed), size
+                feeds = make_feeds(inputs, plan, size, seed)
             else:
                 feeds = make_feeds(inputs, replace(plan, bound={**plan.bound, symbol: size}), base_batch, seed)
-                batch = base_batch
-            out.append(Probe(symbol, size, feeds, batch))
+            out.append(Probe(symbol, size, feeds))
     return out
 
 

@@ -74,10 +74,8 @@ class PictureStep:
                     raise fail(where, f"{name} version {value} is newer than this ptx computes "
                                        f"({', '.join(map(str, versions))}): upgrade ptx")
                 checked[key] = value
-            elif key == "canvas":
-                checked[key] = integer(where, value, minimum=8)
-            elif key == "box":
-                checked[key] = integer(where, value, minimum=1)
+            elif key in ("canvas", "box"):
+                checked[key] = integer(where, value, minimum=8 if key == "canvas" else 1)
             else:
                 checked[key] = finite(where, value, non_negative=True)
         if "box" in checked and checked["box"] > checked["canvas"]:
@@ -88,15 +86,19 @@ class PictureStep:
         return cls(name, tuple(sorted(checked.items())))
 
 
+class _Fields:
+    """A step whose document is its op and its fields as they are (a tuple as a list)."""
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}}
+
+
 @dataclass(frozen=True)
-class ScaleStep:
+class ScaleStep(_Fields):
     """x = x * factor (raw pixel values 0-255 -> [0, 1])."""
 
     factor: float
     op = "scale"
-
-    def to_dict(self) -> dict:
-        return {"op": self.op, "factor": self.factor}
 
     @classmethod
     def from_dict(cls, doc: Mapping, path: str) -> "ScaleStep":
@@ -105,15 +107,12 @@ class ScaleStep:
 
 
 @dataclass(frozen=True)
-class NormalizeStep:
+class NormalizeStep(_Fields):
     """x = (x - mean) / std, one value for all, or one per feature (the sample's last axis)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     op = "normalize"
-
-    def to_dict(self) -> dict:
-        return {"op": self.op, "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
     def from_dict(cls, doc: Mapping, path: str) -> "NormalizeStep":
@@ -126,14 +125,11 @@ class NormalizeStep:
 
 
 @dataclass(frozen=True)
-class PadStep:
+class PadStep(_Fields):
     """Zero padding of ``pixels`` on each side of the picture (after normalisation)."""
 
     pixels: int
     op = "pad"
-
-    def to_dict(self) -> dict:
-        return {"op": self.op, "pixels": self.pixels}
 
     @classmethod
     def from_dict(cls, doc: Mapping, path: str) -> "PadStep":
@@ -142,7 +138,7 @@ class PadStep:
 
 
 @dataclass(frozen=True)
-class EncodeStep:
+class EncodeStep(_Fields):
     """A string -> token ids. ``latin-1``: each character's Latin-1 code, ``unknown_id`` for any
     other character; ``vocab``: each character's index in ``vocab`` (others are an error).
     ``pad_id`` fills the end of shorter strings in a batch; None: the model has no padding token,
@@ -157,10 +153,6 @@ class EncodeStep:
     @property
     def vocab_size(self) -> int:
         return len(self.vocab) if self.encoding == "vocab" else 256
-
-    def to_dict(self) -> dict:
-        return {"op": self.op, "encoding": self.encoding, "vocab": self.vocab, "pad_id": self.pad_id,
-                "unknown_id": self.unknown_id}
 
     @classmethod
     def from_dict(cls, doc: Mapping, path: str) -> "EncodeStep":

@@ -232,21 +232,18 @@ def check_feeds(signature: Signature, feeds: Mapping[str, object], model: str = 
     one when its values fit; anything else is refused), the rank, the fixed sizes, and one size per
     symbol across inputs. Raises InputError naming the input. ``from_file``: ``model`` names the
     file the feeds were read from (samples.npz), and a name that fits no input is the file's."""
+    names = ", ".join(signature.input_names)
     if not isinstance(feeds, Mapping):
-        raise InputError(f"give {model}'s inputs as a dict by name ({', '.join(signature.input_names)}), "
-                         f"not {type(feeds).__name__}")
+        raise InputError(f"give {model}'s inputs as a dict by name ({names}), not {type(feeds).__name__}")
     unknown = [n for n in feeds if n not in signature.input_names]
-    if unknown and from_file:
-        raise InputError(f"{model} holds an array {unknown[0]!r}, and the model has no input of that name; its inputs "
-                         f"are {', '.join(signature.input_names)}: name each array after the input it feeds")
     if unknown:
-        raise InputError(f"{model} has no input {unknown[0]!r}; its inputs are {', '.join(signature.input_names)}")
+        raise InputError(f"{model} holds an array {unknown[0]!r}, and the model has no input of that name; its inputs "
+                         f"are {names}: name each array after the input it feeds" if from_file
+                         else f"{model} has no input {unknown[0]!r}; its inputs are {names}")
     missing = [n for n in signature.input_names if n not in feeds]
-    if missing and from_file:
-        raise InputError(f"{model} holds no array for input {missing[0]!r}; the model takes "
-                         f"{', '.join(signature.input_names)}")
     if missing:
-        raise InputError(f"input {missing[0]!r} of {model} is missing; it takes {', '.join(signature.input_names)}")
+        raise InputError(f"{model} holds no array for input {missing[0]!r}; the model takes {names}" if from_file
+                         else f"input {missing[0]!r} of {model} is missing; it takes {names}")
     sizes: dict[str, tuple[int, str]] = {}
     out = {}
     for sig in signature.inputs:
@@ -333,8 +330,6 @@ def _as_dtype(value, sig: TensorSig, model: str) -> np.ndarray:
         if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
             return array.astype(want)
         raise InputError(f"input {sig.name!r} of {model} holds values outside {sig.dtype}'s range")
-    if target == "b" and kind == "b":
-        return array
     raise InputError(f"input {sig.name!r} of {model} is {array.dtype}; it takes {sig.dtype}"
                      + (" (round or cast it first)" if target in "iu" and kind == "f" else ""))
 

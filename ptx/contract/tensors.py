@@ -138,13 +138,8 @@ class TensorSig:
 
     def dims_text(self) -> str:
         """``[batch, 3, height, width]``, the batch marked when it is not called so."""
-        parts = []
-        for i, d in enumerate(self.shape):
-            text = str(d)
-            if i == self.batch_axis and not looks_like_batch(str(d)):
-                text += " (batch)"
-            parts.append(text)
-        return "[" + ", ".join(parts) + "]"
+        return "[" + ", ".join(f"{d} (batch)" if i == self.batch_axis and not looks_like_batch(str(d)) else str(d)
+                               for i, d in enumerate(self.shape)) + "]"
 
     def v2_shape(self) -> list[int]:
         """The shape as the Open Inference Protocol and Triton write it: -1 for every symbol."""
@@ -279,9 +274,6 @@ class Signature:
             if len(shape) != len(t.shape) or any(isinstance(d, int) and d != n for d, n in zip(t.shape, shape)):
                 return t, shape
         return None
-
-    def with_inputs(self, inputs: Sequence[TensorSig]) -> "Signature":
-        return replace(self, inputs=tuple(inputs))
 
     def to_dict(self) -> dict:
         doc = {"version": SIGNATURE_VERSION, "inputs": [t.to_dict() for t in self.inputs],

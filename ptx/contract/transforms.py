@@ -51,7 +51,8 @@ def pictures_from_model_input(x: np.ndarray, contract: Contract) -> np.ndarray:
     """The uint8 pictures a model-layout float batch was made from (the inverse of to_model_input),
     so float callers (verify, export's validation) can drive a uint8-input artifact. Refused unless
     re-normalising the recovered pictures gives ``x`` back exactly: other floats are no pictures."""
-    x = from_layout(np.asarray(x, dtype=np.float32), contract)
+    given = np.asarray(x, dtype=np.float32)
+    x = np.moveaxis(given, contract.input.batch_axis, 0)  # batch first
     canvas = contract.picture.canvas
     pad = sum(s.pixels for s in contract.tensor_steps if isinstance(s, PadStep))
     side = canvas + 2 * pad
@@ -62,7 +63,7 @@ def pictures_from_model_input(x: np.ndarray, contract: Contract) -> np.ndarray:
         elif isinstance(step, ScaleStep):
             values = values / step.factor
     pictures = np.clip(np.round(np.nan_to_num(values)), 0, 255).astype(np.uint8)
-    if not np.array_equal(to_model_input(pictures, contract), to_layout(x, contract)):
+    if not np.array_equal(to_model_input(pictures, contract), given):
         raise InputError(f"{contract.model}'s artifact takes uint8 pictures (exported with --input uint8), and "
                          "this float input is not the normalised form of any: give raw pictures, or use a float export")
     return pictures
@@ -72,20 +73,6 @@ def to_layout(batch_first: np.ndarray, contract: Contract) -> np.ndarray:
     """Move the batch axis where the model wants it: (B, 28, 28) -> (28, B, 28) for lstm."""
     axis = contract.input.batch_axis
     return batch_first if axis == 0 else np.ascontiguousarray(np.moveaxis(batch_first, 0, axis))
-
-
-def from_layout(x: np.ndarray, contract: Contract) -> np.ndarray:
-    axis = contract.input.batch_axis
-    return x if axis == 0 else np.ascontiguousarray(np.moveaxis(x, axis, 0))
-
-
-def batch_size(x: np.ndarray, contract: Contract) -> int:
-    return x.shape[contract.input.batch_axis]
-
-
-def expected_output_shape(contract: Contract, x: np.ndarray) -> tuple[int, ...]:
-    """The output shape the contract promises for model input ``x`` (batch and seq read from x)."""
-    return contract.signature.output_shapes({contract.input.name: x})[contract.output.name]
 
 
 def decisions(outputs: np.ndarray, contract: Contract) -> np.ndarray | None:

@@ -30,7 +30,7 @@ from ptx.errors import PtxError
 from .comparison import (BOUND_SLACK, EXACT, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, accuracy_points, below_or_above,
                          class_scores, compare_output, judge_reduced_precision)
 from .schema import Contract
-from .transforms import decisions
+from .transforms import decisions, softmax
 
 PASS, NOT_USABLE = "PASS", "NOT USABLE"
 EVIDENCE = ("bound", "labels", "inputs", "generated")  # strongest first
@@ -99,8 +99,7 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, doc: Mapping) -> "Verdict":
-        known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
-        return cls(**known)
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})  # fields a later ptx added: left out
 
 
 def decide(label: str, evidence: Sequence, by: str = "verify") -> Verdict:
@@ -197,10 +196,8 @@ def softmax_margin(scores: np.ndarray) -> np.ndarray:
     """Each row's top-two margin in probability: the scores themselves where they already are
     probabilities (rows in [0, 1] summing to 1), else their softmax."""
     x = np.asarray(scores, dtype=np.float64)
-    probabilities = (x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(-1), 1.0, atol=1e-3)
-    if not probabilities:
-        x = np.exp(x - x.max(-1, keepdims=True))
-        x /= x.sum(-1, keepdims=True)
+    if not ((x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(-1), 1.0, atol=1e-3)):
+        x = softmax(x)
     top = np.sort(x, axis=-1)[..., -2:]
     return top[..., 1] - top[..., 0]
 

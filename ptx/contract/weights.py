@@ -27,20 +27,17 @@ SERIALIZATION_ID = "/.data/serialization_id"  # random per save (torch's PyTorch
 AOTI_METADATA_SUFFIX = "_metadata.json"  # AOTInductor's metadata map, one per compiled object
 
 
-def _torchscript_member(name: str) -> bool:
-    return "/extra/" not in name and not name.endswith(SERIALIZATION_ID)
+# What each zip archive kind keeps its metadata in, which its digest leaves out (with torch's per-save id).
+METADATA_MEMBERS = {"torchscript": lambda name: "/extra/" in name,
+                    "pt2": lambda name: name.endswith(AOTI_METADATA_SUFFIX)}
 
 
-def _pt2_member(name: str) -> bool:
-    return not name.endswith(AOTI_METADATA_SUFFIX) and not name.endswith(SERIALIZATION_ID)
-
-
-def archive_digest(path: str | Path, keep=_torchscript_member) -> str:
-    """sha256 of a zip archive's members (names and contents, in archive order) that ``keep``."""
+def archive_digest(path: str | Path, kind: str) -> str:
+    """sha256 of a zip archive's members (names and contents, in archive order) but its metadata."""
     sha = hashlib.sha256()
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            if not keep(info.filename):
+            if METADATA_MEMBERS[kind](info.filename) or info.filename.endswith(SERIALIZATION_ID):
                 continue
             # Without the archive's top folder, which torch names after the file or buffer it saved to.
             sha.update(info.filename.partition("/")[2].encode())
@@ -54,8 +51,4 @@ def digest_of(path: str | Path, kind: str) -> str | None:
     """The weights digest of the model file at ``path`` of ``kind`` (onnx, torchscript, pt2)."""
     if kind == "onnx":
         return read_onnx(path)[1]
-    if kind == "torchscript":
-        return archive_digest(path, _torchscript_member)
-    if kind == "pt2":
-        return archive_digest(path, _pt2_member)
-    return None
+    return archive_digest(path, kind) if kind in METADATA_MEMBERS else None
