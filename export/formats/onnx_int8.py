@@ -39,8 +39,9 @@ model), never by the f32 atol.
 from __future__ import annotations
 
 import functools
-import statistics
 import logging
+import math
+import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -56,7 +57,7 @@ from ptx.errors import DataError, PtxError, first_line
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
-from .onnx import DEFAULT_EXPORTER, add_metadata, check_opset, save_with_metadata
+from .onnx import add_metadata, check_opset, save_with_metadata
 from .onnx import write as write_onnx
 
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -64,7 +65,8 @@ RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
 QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
                  "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
 CALIBRATION_BATCH = 64
-TIMED_RUNS_NOTE = "medians of 20 runs each, alternating, ONNX Runtime on the CPU"
+TIMED_RUNS = 20  # runs of each file, alternating, for what keeping nodes in f32 costs
+TIMED_RUNS_NOTE = f"medians of {TIMED_RUNS} runs each, alternating, ONNX Runtime on the CPU"
 # How the weights are stored, as the artifact's ptx.quantization names it (module docstring: why 7 bits).
 WEIGHTS = "7-bit int8 weights (reduce_range: no 16-bit saturation on CPUs without VNNI)"
 
@@ -121,10 +123,11 @@ CHOICES = (
 )
 
 
-def unsupported(spec) -> str | None:
-    """Why ``spec`` cannot have an int8 artifact (so ``ptx models`` and export say so up front)."""
+def unsupported(spec, fmt: str = "onnx-int8") -> str | None:
+    """Why ``spec`` cannot have an int8 artifact of format ``fmt`` (so ``ptx models`` and export say
+    so up front)."""
     if spec.task is Task.REGRESSION:
-        return (f"onnx-int8: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
+        return (f"{fmt}: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
                 "which a regression has none of: serve model.onnx (f32)")
     return None
 
@@ -233,13 +236,10 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     and the search in verify's judge's place, and which the file records."""
     import onnx
 
-    from ..keep_f32 import AUTO, keep_auto, resolve, revert, seconds_per_run
+    from ..keep_f32 import AUTO, keep_auto, resolve, revert
 
     if bound is not None:  # the user's bound is the judge, and the nodes kept in f32 are searched for
-        if keep_f32 not in (None, AUTO):
-            raise PtxError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
-                           f"{','.join(keep_f32)} (or give --keep-f32 auto)")
-        judge, keep_f32 = bound.judge, AUTO
+        judge, keep_f32 = bound.judge, AUTO  # a --keep-f32 list beside it was refused (pipeline.check_options)
 
     name = strings["model"]
     with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
@@ -301,7 +301,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         method, kept = made_here[path]
         if kept and feeds is not None:  # what keeping them costs: the int8 file with none kept, timed against this one
             everything = chosen_with([], Path(scratch) / "all-int8.onnx")
-            before, after = seconds_per_run([everything, path], feeds)
+            times = alternating_times([ort_call(everything, feeds), ort_call(path, feeds)], TIMED_RUNS, math.inf)
+            before, after = (statistics.median(took[i] for took in times) for i in (0, 1))
             rows_timed = rows(signature, feeds)
             log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): "
                 f"{f'a batch of {rows_timed}' if rows_timed else 'a call'} takes {after * 1e3:.2f} ms where "
@@ -386,30 +387,35 @@ def ort_call(path: Path, feeds: dict) -> Callable[[], object]:
     return functools.partial(session.run, None, feeds)
 
 
-def alternating_ratios(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
-                       seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
-    """Each call's speed against the first: the median over rounds of the first's seconds per call
-    over its. Each round runs every call once in a shuffled order, so a busy moment on a shared
-    machine weighs on one round's calls alike. Returns (ratios of calls[1:], rounds run)."""
+def alternating_times(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
+                      seconds: float = CHOICE_SECONDS) -> list[list[float]]:
+    """Each round's seconds of each call. Each round runs every call once in a shuffled order, so a
+    busy moment on a shared machine weighs on one round's calls alike."""
     import random
 
     for call in calls:  # warm up: the first runs allocate and pack weights
         call()
         call()
-    ratios: list[list[float]] = [[] for _ in calls[1:]]
-    start, done, shuffle = time.perf_counter(), 0, random.Random(0).shuffle
+    times: list[list[float]] = []
+    start, shuffle = time.perf_counter(), random.Random(0).shuffle
     order = list(range(len(calls)))
-    while done < rounds and (done < MIN_ROUNDS or time.perf_counter() - start < seconds):
+    while len(times) < rounds and (len(times) < MIN_ROUNDS or time.perf_counter() - start < seconds):
         took = [0.0] * len(calls)
         shuffle(order)
         for i in order:
             begin = time.perf_counter()
             calls[i]()
             took[i] = time.perf_counter() - begin
-        for kept, t in zip(ratios, took[1:]):
-            kept.append(took[0] / t)
-        done += 1
-    return [statistics.median(r) for r in ratios], done
+        times.append(took)
+    return times
+
+
+def alternating_ratios(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
+                       seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
+    """Each call's speed against the first: the median over ``alternating_times``' rounds of the
+    first's seconds per call over its. Returns (ratios of calls[1:], rounds run)."""
+    times = alternating_times(calls, rounds, seconds)
+    return [statistics.median(took[0] / took[i] for took in times) for i in range(1, len(calls))], len(times)
 
 
 def speed_note(ratio: float, batch: int | None, rounds: int, served: str = "model.onnx",
@@ -472,5 +478,4 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
 
 register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",
                       serving_backend="ort-cpu", write=write, precision="int8", calibrated=True,
-                      unsupported=unsupported, add_metadata=add_metadata,
-                      check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))
+                      unsupported=unsupported, add_metadata=add_metadata, check_options=check_opset))

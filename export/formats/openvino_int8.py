@@ -29,19 +29,20 @@ extra): without it the format is refused in one line.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import DEFAULT_OPSET, Task
+from ptx.contract import DEFAULT_OPSET
 from ptx.errors import DataError, PtxError, first_line
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
-from .onnx import DEFAULT_EXPORTER, add_metadata, check_opset, save_with_metadata
+from .onnx import add_metadata, check_opset, save_with_metadata
 from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, ort_call, rows, say_if_slower,
-                        speed_note)
+                        speed_note, unsupported)
 
 NAME = "openvino-int8"
 # The ops NNCF's ONNX backend quantizes here (weights and inputs): the ones ptx.keep_f32 can name.
@@ -66,13 +67,6 @@ def unavailable() -> str | None:
     from ptx.extras import missing, missing_part
 
     return missing_part("nncf") or missing("openvino")
-
-
-def unsupported(spec) -> str | None:
-    if spec.task is Task.REGRESSION:
-        return (f"openvino-int8: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
-                "which a regression has none of: serve model.onnx (f32)")
-    return None
 
 
 @contextmanager
@@ -132,8 +126,11 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     NNCF into ``path``, calibrated on ``calibration`` (cases of inputs by name), and record how, its
     speed on this CPU and, with ``bound``, what it holds. ``judge`` is not used: NNCF's placement is
     OpenVINO's, not chosen by timing here; export judges the file written as verify does."""
-    nncf = import_nncf()
+    import onnx
+
     from ..keep_f32 import revert
+
+    nncf = import_nncf()
 
     name = strings["model"]
     if not calibration:
@@ -196,7 +193,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
                                               "f32), run through OpenVINO on the CPU")
         if bound is not None:
             recorded.update(bound.strings(bound.judge(path).value))
-        save(_reload(path), path, kept)
+        save(onnx.load(str(path)), path, kept)
         say_if_slower(ratios[0], batch, served, log, NAME, "through OpenVINO against ONNX Runtime f32",
                       "ort-cpu-int8, openvino-bf16")
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
@@ -262,14 +259,7 @@ def openvino_call(path: Path, feeds: dict):
     return lambda: request.infer(feeds, share_inputs=True)
 
 
-def _reload(path: Path):
-    import onnx
-
-    return onnx.load(str(path))
-
-
 register(ExportFormat(name=NAME, description="ONNX quantized to int8 by NNCF for OpenVINO (openvino --precision int8)",
                       serving_backend="openvino", write=write, precision="int8", calibrated=True,
-                      unsupported=unsupported, unavailable=unavailable, progress="quantizing with NNCF",
-                      add_metadata=add_metadata,
-                      check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))
+                      unsupported=functools.partial(unsupported, fmt=NAME), unavailable=unavailable,
+                      progress="quantizing with NNCF", add_metadata=add_metadata, check_options=check_opset))
