@@ -41,8 +41,7 @@ from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, tensor_outputs
 from .certificate import module_fixes
-from .examples import describe, example_signature, generated_examples, named_outputs
-from .input_limits import probe
+from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
