@@ -160,9 +160,8 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log:
     if dropped and "use_cache" in {p.name for p in forward_parameters(inner) or ()} \
             and "use_cache" not in {t.name for t in sigs}:
         fixed["use_cache"] = False
-    what = ", ".join(f"{k} (a {t})" for k, t in dropped)
     if dropped:
-        log(f"outputs: {what} left out: ptx exports tensors, not a cache"
+        log(f"outputs: {', '.join(f'{k} (a {t})' for k, t in dropped)} left out: ptx exports tensors, not a cache"
             + ("; forward() is called with use_cache=False, so it is not computed either" if "use_cache" in fixed
                else "; build the model with use_cache=False to skip computing it"))
     log(f"outputs: the {type(out).__name__}'s tensors by name: {', '.join(named)}")

@@ -71,7 +71,15 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
         final = Path(out or path.parent) / twin_name(path, fmt.name)
-        guard(final, force, _not_made_from(path))
+
+        def foreign(final: Path) -> str | None:  # not an earlier int8 of ``path``: not ours to replace
+            try:
+                made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
+            except PtxError:  # not an ONNX file
+                made_from = None
+            return None if made_from == path.name else f"{final} is not an int8 export of {path.name}: pass another --out"
+
+        guard(final, force, foreign)
         ensure_writable_dir(final.parent)
         # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
         static = fmt.name != "onnx-int8" or quantized_statically(onnx.load(str(path), load_external_data=False),
@@ -108,23 +116,11 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
             found.append(Held(bound, value))
         return found
 
-    plan = Plan(name, path, None, signature, strings, lambda fmt: (cases, cases),
-                lambda s, on: default_tolerance(s.dtype),
+    plan = Plan(name, path, None, signature, strings, lambda fmt: cases, lambda s, on: default_tolerance(s.dtype),
                 lambda fmt: dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search), evidence,
                 lambda done, _: done.method, f"(serve {path.name})")
     [result] = export_files(plan, [fmt], open_model, lambda fmt: atomic_file(final), log)
     return result
-
-
-def _not_made_from(path: Path):
-    """Why the file at a twin's name is not an earlier int8 of ``path`` (export/pipeline.guard), or None."""
-    def foreign(final: Path) -> str | None:
-        try:
-            made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
-        except PtxError:  # not an ONNX file: not ours to replace
-            made_from = None
-        return None if made_from == path.name else f"{final} is not an int8 export of {path.name}: pass another --out"
-    return foreign
 
 
 def _inputs(path: Path, signature: Signature, calibration, static: bool, log) -> tuple[list[dict], list[dict]]:

@@ -192,7 +192,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     cases = (_file_cases(input_files, signature, eager) if input_files else
              _validation_cases(signature, eager, base, seed))
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
-    checked = cases + ([_case_of(signature, eager, example, example_label)] if given else [])
+    unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
                                  if input_files else f"generated: {describe_inputs(signature, base)}"
                                  + (f"; and {example_label}" if given else "")))
@@ -210,9 +210,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         return [judge_tensors(fmt, path, open_model, signature, cases, f"{len(cases)} generated cases", answers,
                               backend, against="eager")]
 
-    plan = Plan(name, module, args, signature, strings, lambda fmt: (checked, cases), tolerance,
-                lambda fmt: options[fmt.name], evidence, _describe, "(serve model.onnx)",
-                shapes=Shapes(probes, wants, sizes_of_example))
+    plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
+                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example),
+                unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
         result.files = export_files(plan, [get_format(f) for f in formats], open_model, lambda fmt: nullcontext(
@@ -282,14 +282,13 @@ def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
     return Case(label, feeds, batch, dict(zip(signature.output_names, produced)), sizes)
 
 
-def _validation_cases(signature: Signature, eager, first: InputPlan | None = None, seed: int = 0) -> list[Case]:
+def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:
     """Two seeded cases at VERIFY_BATCHES (or twice at the declared shapes without a batch axis),
     the second with every other symbol 2 larger, so that a size an exporter fixed is caught. A
     scalar integer or boolean input (a flag that picks a branch) is 0/False in the first case and
     1/True in the second, so that a traced branch is caught too. ``first``: the plan of the first
     case (the user's --shape, --value, --range; the embeddings' limits)."""
     inputs_only = Signature(signature.inputs, ())
-    first = first or plan_inputs(inputs_only)
     plans = (first, replace(first, bound={**first.bound, **{s: v + 2 for s, v in first.chosen.items()}}))
     batched = any(t.batch_axis is not None for t in signature.inputs)
     cases = []

@@ -57,8 +57,7 @@ class Plan:
     example: tuple | None  # the example inputs a module is written with (None: a file)
     signature: Signature
     strings: dict[str, str]  # the metadata every file carries
-    # fmt -> (the cases the file is checked on, the ones its result and line report)
-    cases: Callable[[object], tuple[list[Case], list[Case]]]
+    cases: Callable[[object], list[Case]]  # fmt -> the cases the file is checked on, and its result and line report
     tolerance: Callable[[TensorSig, str], Tolerance]  # (output, device) -> what a full-precision file is held to
     options: Callable[[object], dict]  # fmt -> its writer's options (a compiled format's ``device`` among them)
     # (fmt, path, backend, the serving runtime's answers on the checked cases or None) -> [Evidence]
@@ -67,6 +66,7 @@ class Plan:
     serve_instead: str  # what a NOT USABLE line says to do instead: "(serve model.onnx)"
     compare: Callable | None = None  # a head's comparison, where it has one (validate.check_model's default)
     shapes: Shapes | None = None  # the shape certificate, where the source makes one (a module)
+    unreported: Sequence[Case] = ()  # checked after ``cases``, not reported: a module's own example
 
 
 def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
@@ -84,8 +84,9 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
             made = fmt.write(plan.subject, plan.example, tmp, plan.signature, plan.strings, **options)
             if made.note:
                 log(f"{fmt.name:<11} {made.note}")
-            checked, reported = plan.cases(fmt)
-            certificate, agreements, answers = _check(plan, fmt, tmp, open_model, checked, on, made.hint)
+            reported = plan.cases(fmt)
+            certificate, agreements, answers = _check(plan, fmt, tmp, open_model, [*reported, *plan.unreported], on,
+                                                      made.hint)
             batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
             sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
             result = ExportResult(fmt.name, final, tmp.stat().st_size, made.method, batches, agreements,
@@ -197,8 +198,7 @@ def check_options(chosen: Sequence, options: dict[str, dict] | None = None, *, s
     from .bound import check_max_drop
 
     names = [f.name for f in chosen]
-    compiled = [f for f in chosen if f.name == "pt2"]
-    if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
+    if device != "cpu" and "pt2" not in names:  # refused, not ignored: the portable formats have no device
         raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(names)} "
                        f"{'is' if len(names) == 1 else 'are'} portable: add --format pt2 or drop --device")
     if keep_f32 and names != ["onnx-int8"]:

@@ -363,8 +363,7 @@ def quantized_graph(path: Path, model: str, served: str = "model.onnx"):
     return proto
 
 
-def speed_against_f32(f32: Path, files: list[Path], feeds: dict, rounds: int = CHOICE_ROUNDS,
-                      seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
+def speed_against_f32(f32: Path, files: list[Path], feeds: dict) -> tuple[list[float], int]:
     """Each file's speed against ``f32`` through ONNX Runtime's CPU provider (ptx's session defaults:
     a thread per core, every graph optimisation), in ``alternating_ratios``. Returns (ratios, rounds run).
 
@@ -372,7 +371,7 @@ def speed_against_f32(f32: Path, files: list[Path], feeds: dict, rounds: int = C
     worker then holds a core while the next session runs. On 2 cores two files that optimise to the
     same graph (mlp with and without QDQKeepRemovableActivations) timed 7.7x and 2.2x f32 with
     spinning, each round in the same cyclic order, and 3.4x and 3.5x without it."""
-    return alternating_ratios([ort_call(p, feeds) for p in [f32, *files]], rounds, seconds)
+    return alternating_ratios([ort_call(p, feeds) for p in [f32, *files]])
 
 
 def ort_call(path: Path, feeds: dict) -> Callable[[], object]:
@@ -410,11 +409,10 @@ def alternating_times(calls: list[Callable[[], object]], rounds: int = CHOICE_RO
     return times
 
 
-def alternating_ratios(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
-                       seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
+def alternating_ratios(calls: list[Callable[[], object]]) -> tuple[list[float], int]:
     """Each call's speed against the first: the median over ``alternating_times``' rounds of the
     first's seconds per call over its. Returns (ratios of calls[1:], rounds run)."""
-    times = alternating_times(calls, rounds, seconds)
+    times = alternating_times(calls)
     return [statistics.median(took[0] / took[i] for took in times) for i in range(1, len(calls))], len(times)
 
 

@@ -170,20 +170,18 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
                                f"{served} (f32)") from None
             return save(quantized, out, exclude)
 
-        if bound is None:
-            quantize([])
-        else:
+        if bound is not None:
             how += "; NNCF's accuracy control, then ptx's revert pass"
             kept = _accuracy_control(nncf, proto, calibrated, bound, base, Path(scratch), options, advanced, name,
                                      served, log)
-            if kept:
-                log(f"{NAME} NNCF kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}); the "
-                    "revert pass returns each to int8 where the bound holds without it")
-                if bound.judge(quantize(kept)).unusable:  # quantize() and NNCF's restorer can differ by a little
-                    kept = _fallback(quantize, bound, kept, log)
-                kept = revert(quantize, bound.judge, kept, log, NAME)
-            else:
-                quantize([])
+        if kept:
+            log(f"{NAME} NNCF kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}); the "
+                "revert pass returns each to int8 where the bound holds without it")
+            if bound.judge(quantize(kept)).unusable:  # quantize() and NNCF's restorer can differ by a little
+                kept = _fallback(quantize, bound, kept, log)
+            kept = revert(quantize, bound.judge, kept, log, NAME)
+        else:
+            quantize([])
         timing = calibration[0]
         batch = rows(signature, timing)
         ratios, rounds = alternating_ratios([ort_call(f32, timing), openvino_call(path, timing),
