@@ -77,7 +77,8 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
                 made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
             except PtxError:  # not an ONNX file
                 made_from = None
-            return None if made_from == path.name else f"{final} is not an int8 export of {path.name}: pass another --out"
+            return None if made_from == path.name else (f"{final} is not an int8 export of {path.name}: pass another "
+                                                        "--out")
 
         guard(final, force, foreign)
         ensure_writable_dir(final.parent)

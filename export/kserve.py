@@ -43,17 +43,11 @@ RUNTIME_REQUIREMENTS = ("numpy>=1.24", "pillow>=10", "click>=8.1", "tqdm>=4.60",
                         "tritonclient[grpc]>=2.40", "prometheus-client>=0.20")
 
 
-def source_tree() -> Path | None:
-    """The project folder this ptx runs from (an editable install or a checkout), else None."""
-    root = Path(__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
-    return root if pyproject.is_file() and 'name = "ptx"' in pyproject.read_text() else None
-
-
 def build_wheel(into: Path) -> str | None:
-    """ptx as a wheel in ``into`` (the image installs it), or None when no source tree is here."""
-    root = source_tree()
-    if root is None:
+    """ptx as a wheel in ``into`` (the image installs it), or None when no source tree is here: the
+    project folder this ptx runs from (an editable install or a checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file() or 'name = "ptx"' not in (root / "pyproject.toml").read_text():
         return None
     into.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -200,7 +194,7 @@ def export_kserve(model: str | Source, out: str | Path, *, image: str | None = N
         owner = marker.read_text().strip() if marker.is_file() else None
         if owner == name or not any(folder.iterdir()):
             return None
-        return f"{folder} holds " + (f"the kserve export of {owner}" if owner else "other files") + ": pass another --out"
+        return f"{folder} holds {f'the kserve export of {owner}' if owner else 'other files'}: pass another --out"
 
     def fill(staging: Path, log: Callable[[str], None]) -> None:
         model_dir = staging / MODELS_DIR / name
@@ -216,6 +210,6 @@ def export_kserve(model: str | Source, out: str | Path, *, image: str | None = N
     log(f"kserve      {final}  {', '.join(f for f in written if f != MARKER)}  (image {image}; see {final / README})")
     # `ptx verify URL` needs the port named: an InferenceService's URL gives none (80 for http://)
     log(verify_line(f"http://HOST:PORT/v2/models/{name}", final / MODELS_DIR / name / ARTIFACT_FILES["onnx"],
-                    " --token TOKEN", where=f"HOST:PORT: the URL `kubectl get inferenceservice {name}` prints, with its "
-                                           f"port (80 for http://); TOKEN: the secret {name}-token's"))
+                    " --token TOKEN", where=f"HOST:PORT: the URL `kubectl get inferenceservice {name}` prints, with "
+                                           f"its port (80 for http://); TOKEN: the secret {name}-token's"))
     return final

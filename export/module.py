@@ -144,8 +144,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
     chosen_exporter = Exporter(exporter) if exporter else None
     onnx_options = dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode)
-    options = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log), "torchscript": dict(mode=torchscript_mode),
-               "pt2": dict(device=device)}
+    options = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
+               "torchscript": dict(mode=torchscript_mode), "pt2": dict(device=device)}
     check_options([get_format(f) for f in formats], options, device=device)  # the opset, pt2's device
     if not isinstance(module, torch.nn.Module):
         raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")

@@ -108,7 +108,7 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
         log(f"{fmt.name:<11} {result.path}  {result.size_bytes / 1024:,.1f} KiB  {said}")
         if certificate is not None:
             log(f"{'':<11} shape certificate: {certificate.summary()}")
-        for verdict in result.verdicts:  # one per runtime that reads the file: what decided it, what to do if NOT USABLE
+        for verdict in result.verdicts:  # one per runtime that reads it: what decided it, what to do if NOT USABLE
             advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {plan.name} {plan.serve_instead}"
             log(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
                 f"{advice if verdict.reasons else ''}")

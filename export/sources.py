@@ -47,7 +47,8 @@ def contract_of(model):
 
 
 def write_folder(final: Path, force: bool, foreign: Callable[[Path], str | None],
-                 fill: Callable[[Path, Callable[[str], None]], object], log: Callable[[str], None]) -> tuple[object, list[str]]:
+                 fill: Callable[[Path, Callable[[str], None]], object],
+                 log: Callable[[str], None]) -> tuple[object, list[str]]:
     """A deployment folder at ``final``, built whole under a temporary name by ``fill(staging, log)``
     (its lines name ``final``) and renamed in when complete: (what ``fill`` returned, the files the
     folder holds). A folder there is replaced only with ``force`` or where ``foreign(final)`` finds

@@ -148,16 +148,6 @@ protocol.
 """
 
 
-def _written_by_ptx(folder: Path, subject: str) -> bool:
-    """Whether ``folder`` is a Triton model folder ptx export wrote for the same model (a re-export
-    may replace it): only ptx's files, and a config whose first line says so."""
-    config = folder / CONFIG_FILE
-    if {p.name for p in folder.iterdir()} - _PTX_FILES or not config.is_file():
-        return False
-    with open(config, encoding="utf-8", errors="replace") as handle:
-        return handle.readline().startswith(f"# Written by ptx export {subject} --format triton")
-
-
 def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBackend | str = TritonBackend.ONNXRUNTIME,
                   force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
     """Write ``repo/NAME`` for ``model``: a Source (export/sources.py), or a tutorial model's name,
@@ -172,9 +162,15 @@ def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBacke
     final = ensure_writable_dir(repo) / source.name
 
     def foreign(folder: Path) -> str | None:
-        return None if _written_by_ptx(folder, source.subject) else (
-            f"{folder} holds files that ptx did not write for {source.subject} (another model, other versions or a "
-            "hand-made config): pass another --out")
+        # A re-export may replace a folder ptx export wrote for this model: only ptx's files, and a config whose
+        # first line says so.
+        config = folder / CONFIG_FILE
+        if not {p.name for p in folder.iterdir()} - _PTX_FILES and config.is_file():
+            with open(config, encoding="utf-8", errors="replace") as handle:
+                if handle.readline().startswith(f"# Written by ptx export {source.subject} --format triton"):
+                    return None
+        return (f"{folder} holds files that ptx did not write for {source.subject} (another model, other versions "
+                "or a hand-made config): pass another --out")
 
     def fill(staging: Path, log: Callable[[str], None]) -> int:
         (staging / VERSION).mkdir()

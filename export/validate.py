@@ -98,11 +98,12 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
         if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
             raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
         for sig in signature.outputs:
-            agreement = (compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig)) if compare else
-                         compare_output(sig.name, got[sig.name], case.outputs[sig.name], tolerance(sig), sig.batch_axis))
+            want = case.outputs[sig.name]
+            agreement = (compare(sig, got[sig.name], want, tolerance(sig)) if compare else
+                         compare_output(sig.name, got[sig.name], want, tolerance(sig), sig.batch_axis))
             if agreement.problem or (judged and not agreement.ok):
                 raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
-                                      f"{_worst_value(got[sig.name], case.outputs[sig.name])}{why()}")
+                                      f"{_worst_value(got[sig.name], want)}{why()}")
             if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
                 worst[sig.name] = agreement
         answers.append(got)

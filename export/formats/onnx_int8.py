@@ -255,10 +255,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         recorded: dict[str, str] = {"cpu": describe_cpu()}  # where the choice was measured, and its speed there
 
         def save(out: Path) -> None:
-            how, exclude = made_here[out]
             save_with_metadata(quantized_graph(out, name, served), out,
-                               {**base, "precision": "int8", "format": "onnx-int8", "quantization": how, **recorded,
-                                **({"keep_f32": ",".join(exclude)} if exclude else {})}, description(base))
+                               int8_strings(base, "onnx-int8", *made_here[out], recorded), description(base))
 
         def quantize(exclude, out=path, choice: Choice = CHOICES[0]) -> Path:
             exclude = resolve(exclude, graph_read, proto, name) if exclude else []
@@ -271,9 +269,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             except Exception as exc:  # the quantizer raises many types; its first line says what failed
                 raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
                                f"{name}: {first_line(exc)}; serve {served} (f32)") from None
-            if exclude:
-                how += f", {len(exclude)} node{'s' * (len(exclude) != 1)} kept in f32"
-            made_here[out] = how, exclude
+            made_here[out] = how + kept_in_f32(exclude), exclude
             save(out)
             return out
 
@@ -318,6 +314,19 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         if ratio is not None:
             say_if_slower(ratio, batch, served, log)
     return Written(method + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
+
+
+def kept_in_f32(nodes) -> str:
+    """How an int8 file's ptx.quantization ends where it keeps ``nodes`` in f32."""
+    return f", {len(nodes)} node{'s' * (len(nodes) != 1)} kept in f32" if nodes else ""
+
+
+def int8_strings(base: dict[str, str], fmt: str, how: str, kept, recorded: dict[str, str]) -> dict[str, str]:
+    """What an int8 file of format ``fmt`` records: the f32 graph's strings (``base``), how it was
+    quantized, where and how fast it runs (``recorded``: ptx.cpu, ptx.speed_vs_f32...) and the nodes
+    it keeps in f32 (ptx.keep_f32)."""
+    return {**base, "precision": "int8", "format": fmt, "quantization": how, **recorded,
+            **({"keep_f32": ",".join(kept)} if kept else {})}
 
 
 def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str], **onnx_options):

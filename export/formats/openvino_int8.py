@@ -41,8 +41,8 @@ from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
 from .onnx import add_metadata, check_opset, save_with_metadata
-from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, ort_call, rows, say_if_slower,
-                        speed_note, unsupported)
+from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, int8_strings, kept_in_f32, ort_call,
+                        rows, say_if_slower, speed_note, unsupported)
 
 NAME = "openvino-int8"
 # The ops NNCF's ONNX backend quantizes here (weights and inputs): the ones ptx.keep_f32 can name.
@@ -153,10 +153,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
 
         def save(quantized, out: Path, exclude) -> Path:
-            save_with_metadata(quantized, out, {**base, "precision": "int8", "format": NAME, "quantization": how
-                                                + (f", {len(exclude)} node{'s' * (len(exclude) != 1)} kept in f32"
-                                                   if exclude else ""),
-                                                **recorded, **({"keep_f32": ",".join(exclude)} if exclude else {})},
+            save_with_metadata(quantized, out, int8_strings(base, NAME, how + kept_in_f32(exclude), exclude, recorded),
                                description(base))
             return out
 
