@@ -50,18 +50,6 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 WEIGHTS = "7-bit int8 weights (NNCF OverflowFix.ENABLE: no 16-bit saturation on CPUs without VNNI)"
 
 
-def import_nncf():
-    """nncf, or one line saying how to install it (it comes with the openvino extra)."""
-    from ptx.extras import MissingExtraError, missing_part
-
-    why = missing_part("nncf")
-    if why:
-        raise MissingExtraError(why)
-    import nncf
-
-    return nncf
-
-
 def unavailable() -> str | None:
     """Why this machine cannot write the format (``--format all`` leaves it out), or None."""
     from ptx.extras import missing, missing_part
@@ -128,9 +116,14 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     OpenVINO's, not chosen by timing here; export judges the file written as verify does."""
     import onnx
 
+    from ptx.extras import MissingExtraError
+
     from ..keep_f32 import revert
 
-    nncf = import_nncf()
+    why = unavailable()  # NNCF and OpenVINO (which times the file) come with the openvino extra
+    if why:
+        raise MissingExtraError(why)
+    import nncf
 
     name = strings["model"]
     if not calibration:
