@@ -139,14 +139,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     An exporter's refusal is a PtxError naming the operator or the line of your code. The module
     is put in eval mode. Returns a ModuleExportResult.
     """
-    formats = _check_formats(formats)
+    chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
     chosen_exporter = Exporter(exporter) if exporter else None
     onnx_options = dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode)
     options = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
                "torchscript": dict(mode=torchscript_mode), "pt2": dict(device=device)}
-    check_options([get_format(f) for f in formats], options, device=device)  # the opset, pt2's device
+    check_options(chosen, options, device=device)  # the opset, pt2's device
     if not isinstance(module, torch.nn.Module):
         raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
     name = _check_name(name or type(module).__name__)
@@ -215,7 +215,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
-        result.files = export_files(plan, [get_format(f) for f in formats], open_model, lambda fmt: nullcontext(
+        result.files = export_files(plan, chosen, open_model, lambda fmt: nullcontext(
             (staging / fmt.file_name, out_dir / fmt.file_name)), log)
         if not reference:
             return result
