@@ -9,7 +9,6 @@ Export comes before infer in ptx's flow, so it does not import infer's models: t
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,8 +32,8 @@ from .pipeline import Plan, atomic_file, check_options, export_files, guard
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
 from .bound import Bound
-from .validate import (ExportResult, OpenModel, eager_accuracy, judge_reduced, open_file, tutorial_accuracy,
-                       tutorial_cases, validation_inputs)
+from .validate import (ExportResult, OpenModel, judge_reduced, open_file, tutorial_accuracy, tutorial_cases,
+                       validation_inputs)
 
 def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
     """The real training samples the checkpoint keeps for int8 calibration, in model layout."""
@@ -45,18 +44,6 @@ def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
         raise CheckpointError(f"the checkpoint of {name} holds no calibration samples (made by an older ptx): "
                               f"retrain with `ptx train {name}` to export int8")
     return to_layout(normalize(calibration["x"].numpy(), contract), contract)
-
-
-def _other_model(model: str, open_predictor: OpenModel, fmt: formats.ExportFormat, device: str):
-    """Why a file at an artifact's name is not ``model``'s to replace (``--out runs/convnet`` for lstm:
-    export/pipeline.guard), or None: unreadable or foreign, nothing worth keeping under that name."""
-    def foreign(final: Path) -> str | None:
-        try:
-            other = open_file(open_predictor, final, fmt, device).contract.model
-        except PtxError:
-            return None
-        return f"{final} holds {other}'s export, not {model}'s: pass another --out folder" if other != model else None
-    return foreign
 
 
 def _check_raw_input(input_dtype: str, spec, chosen) -> bool:
@@ -101,8 +88,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
     onnx_options = dict(opset=opset, exporter=exporter)
-    per_format = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
-                  "openvino-int8": dict(onnx_options, log=log),
+    per_format = {"onnx": onnx_options, **{f: dict(onnx_options, log=log) for f in ("onnx-int8", "openvino-int8")},
                   "torchscript": dict(mode=spec.torchscript.value, fallback=True), "pt2": dict(device=device)}
     check_options(chosen, per_format, spec=spec, device=device, keep_f32=keep_f32, rank=rank, max_drop=max_drop)
     raw = _check_raw_input(input_dtype, spec, chosen)
@@ -131,70 +117,69 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
                                else validation_inputs(ckpt, batches=(2,))[0])
     cases = tutorial_cases(written, contract, signature, validation_inputs(ckpt), raw)
 
-    def cases_of(fmt) -> tuple[list, list]:
-        if not fmt.calibrated:
-            return cases, cases
-        # Not judged by the f32 tolerance: it must run every validation shape, and its calibration batch.
-        checked = cases + tutorial_cases(written, contract, signature, [calibration_inputs(ckpt, name)])
-        return checked, checked
+    def cases_of(fmt) -> list:
+        # A calibrated format is not judged by the f32 tolerance: it must run every validation shape, and its
+        # calibration batch.
+        return cases + (tutorial_cases(written, contract, signature, [calibration_inputs(ckpt, name)])
+                        if fmt.calibrated else [])
 
     eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
+
+    def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None):
+        # (Evidence, the data's name): verify's judge, samples and batches, through ``backend``
+        return judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt, notice=notice,
+                             eager=eager, max_drop=bound)
 
     def options_of(fmt) -> dict:
         options = dict(per_format.get(fmt.name, {}))
         if fmt.calibrated:
-            options["calibration"] = [{contract.input.name: calibration_inputs(ckpt, name)}]
-
-            def judge(path: Path, fmt=fmt):  # verify's judge, samples and batches, as below
-                return judge_reduced(open_file(open_predictor, path, fmt), model, ckpt, notice=lambda _: None,
-                                     eager=eager)[0]
-
             # The judge goes in on every export: the fastest way to quantize is kept only if it passes.
-            options.update(judge=judge, **({"keep_f32": keep_f32, "rank": rank} if fmt.name == "onnx-int8" else {}))
+            options.update(calibration=[{contract.input.name: calibration_inputs(ckpt, name)}],
+                           judge=lambda path, fmt=fmt: judged(fmt, path)[0])
+            if fmt.name == "onnx-int8":
+                options.update(keep_f32=keep_f32, rank=rank)
             if max_drop is not None:
                 options["bound"] = _accuracy_bound(max_drop, open_predictor, fmt, model, ckpt, eager, log)
         return options
 
-    @contextmanager
+    def evidence(fmt, path: Path, backend: str, _answers) -> list:
+        # by labels and accuracy on the real test samples verify draws, and by --max-drop where given;
+        # DataError where the run's data is not here
+        found = []
+        for bound in (None, max_drop) if max_drop is not None else (None,):
+            judgement, data = judged(fmt, path, backend, bound, notice=log)
+            said = f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: {judgement.describe()}"
+            found.append(replace(judgement, measured=said))  # what the judge ran on, as the line and the record say it
+        return found
+
     def place(fmt):
-        final = out_dir / ARTIFACT_FILES[fmt.name]
-        guard(final, force, _other_model(name, open_predictor, fmt, per_format.get(fmt.name, {}).get("device", "cpu")))
-        with atomic_file(final) as paths:
-            yield paths
+        def foreign(final: Path) -> str | None:  # ``--out runs/convnet`` for lstm; unreadable: nothing worth keeping
+            try:
+                other = open_file(open_predictor, final, fmt, device if fmt.name == "pt2" else "cpu").contract.model
+            except PtxError:
+                return None
+            return f"{final} holds {other}'s export, not {name}'s: pass another --out folder" if other != name else None
+
+        guard(out_dir / ARTIFACT_FILES[fmt.name], force, foreign)
+        return atomic_file(out_dir / ARTIFACT_FILES[fmt.name])
 
     def describe(result: ExportResult, tolerance: Tolerance) -> str:
-        size = f"{result.size_bytes / 1024:,.1f} KiB"
-        if result.judged:
-            return (f"{result.format:<11} {result.path}  {size}  worst |diff| vs eager {result.worst.max_abs:.2e} "
-                    f"({result.checked()}, atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
-        return f"{result.format:<11} {result.path}  {size}  runs every validation shape ({result.checked()})"
+        if not result.judged:
+            return f"runs every validation shape ({result.checked()})"
+        return (f"worst |diff| vs eager {result.worst.max_abs:.2e} ({result.checked()}, atol {tolerance.atol:g}, "
+                f"rtol {tolerance.rtol:g})")
 
     plan = Plan(name, written, (example,), signature, strings, cases_of, lambda _, on: tolerance_on(on), options_of,
-                lambda fmt, path, backend, _: _evidence(fmt, path, backend, open_predictor, model, ckpt, eager,
-                                                        max_drop, log),
-                describe, "(predict and serve warn; serve model.onnx)",
+                evidence, describe, "(predict and serve warn; serve model.onnx)",
                 compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol))
     return export_files(plan, chosen, open_predictor, place, log)
-
-
-def _evidence(fmt, path: Path, backend: str, open_predictor: OpenModel, model, ckpt: dict, eager: dict,
-              max_drop: float | None, log) -> list:
-    """A reduced file's evidence through ``backend``: by labels and accuracy on the real test samples
-    verify draws, and by --max-drop where given. DataError where the run's data is not here."""
-    def judged(bound):
-        judgement, data = judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt,
-                                        notice=log, eager=eager, max_drop=bound)
-        said = (f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: "
-                f"{judgement.describe()}")  # what the judge ran on, as the line and the record say it
-        return replace(judgement, measured=said)
-    return [judged(None)] + ([judged(max_drop)] if max_drop is not None else [])
 
 
 def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt: dict, eager: dict, log) -> Bound:
     """--max-drop on a tutorial model: accuracy on the real test samples verify judges on, in points,
     counted from eager's; a candidate opened as its format's serving backend opens it, at the file's
     own precision (NNCF's f32 reference too)."""
-    reference = eager_accuracy(model, ckpt, eager, notice=log)
+    reference = tutorial_accuracy(None, model, ckpt, eager, notice=log)[0]
 
     def measure(path: Path, indices=None):
         candidate = open_predictor(path, fmt.serving_backend, "cpu")

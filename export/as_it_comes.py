@@ -148,24 +148,22 @@ def _plain(out) -> bool:
 
 def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log: Callable[[str], None]
                    ) -> torch.nn.Module:
-    """``module``, wrapped where its answer ``out`` (export/input_limits.probe's; None where it
+    """``module``, wrapped where its answer ``out`` (export/examples.probe's; None where it
     raised, and the eager run that follows says what failed) is not plain tensors: a ModelOutput or
     dataclass holding a cache or other non-tensors becomes a dict of its tensors, the cache dropped
     (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False)."""
     if out is None or _plain(out):
         return module
     named, dropped = tensors_of(out)
-    inner = module.module if isinstance(module, AsItComes) else module
-    params = {p.name for p in forward_parameters(inner) or ()}
-    fixed = dict(module.fixed) if isinstance(module, AsItComes) else {}
-    if dropped and "use_cache" in params and "use_cache" not in {t.name for t in sigs}:
+    wrapped = isinstance(module, AsItComes)
+    inner, fixed = (module.module, dict(module.fixed)) if wrapped else (module, {})
+    if dropped and "use_cache" in {p.name for p in forward_parameters(inner) or ()} \
+            and "use_cache" not in {t.name for t in sigs}:
         fixed["use_cache"] = False
-    what = ", ".join(f"{k} (a {t})" for k, t in dropped)
     if dropped:
-        log(f"outputs: {what} left out: ptx exports tensors, not a cache"
+        log(f"outputs: {', '.join(f'{k} (a {t})' for k, t in dropped)} left out: ptx exports tensors, not a cache"
             + ("; forward() is called with use_cache=False, so it is not computed either" if "use_cache" in fixed
                else "; build the model with use_cache=False to skip computing it"))
     log(f"outputs: the {type(out).__name__}'s tensors by name: {', '.join(named)}")
-    if isinstance(module, AsItComes):
-        return _wrapped(inner, module.names, module.keywords, fixed, unwrap=True)
-    return _wrapped(inner, [t.name for t in sigs], False, fixed, unwrap=True)
+    names, keywords = (module.names, module.keywords) if wrapped else ([t.name for t in sigs], False)
+    return _wrapped(inner, names, keywords, fixed, unwrap=True)

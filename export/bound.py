@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ptx.contract.verdict import Evidence, bound_evidence
-from ptx.errors import PtxError, first_line
+from ptx.errors import PtxError
 
-from .refusal import sentence, traceback_line
+from .refusal import raised
 from .user_code import import_callable
 
 # value, and each item's (None: the metric has no items ptx can take a subset of)
@@ -84,8 +84,7 @@ def load_metric(spec: str) -> Callable[[Callable], float]:
         try:
             value = fn(run)
         except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-            raise PtxError(f"--metric {shown} raised {type(exc).__name__}: {sentence(first_line(exc))}"
-                           f"{traceback_line(exc, path)}") from None
+            raise PtxError(f"--metric {shown} {raised(exc, path)}") from None
         try:
             number = float(value)
         except (TypeError, ValueError):

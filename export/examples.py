@@ -1,6 +1,7 @@
 """A user's module's inputs: the example tensors the exporters are called with and the signature
 (named tensors, dtypes, symbolic sizes, batch axes) every file of its export carries. From
-``--input`` declarations, example inputs, or both; matched to forward()'s parameters by name."""
+``--input`` declarations, example inputs, or both; matched to forward()'s parameters by name. And
+what its integer inputs may hold (``probe``: the rows of the embedding they index)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -203,3 +204,42 @@ def named_outputs(probed: Sequence[TensorSig], names: Sequence[str] | None) -> t
 def describe(tensors: Sequence[TensorSig]) -> str:
     """``image float32 [batch, 3, 64, 64], ...``: tensors as the first line of an export names them."""
     return ", ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in tensors)
+
+
+# -- what a module's integer inputs may hold, as its graph says it ---------------------------------
+# Token ids index an embedding of N rows, so generated ids stay below N (ids of 10 into a vocabulary
+# of 8 are an index error in eager and garbage or a crash in a runtime, neither of which says
+# anything about the export).
+
+
+def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor],
+          named: torch.nn.Module | None = None) -> tuple[object | None, dict[str, tuple[int, str]]]:
+    """The module run once on ``args``: (its answer, or None where it raised; {input name: (rows,
+    why)} for each integer input that reaches an ``nn.Embedding`` as it is, or as a view of it
+    sharing its storage: GPT-2's ``input_ids.view(-1, seq)``). A hook on every embedding sees the
+    ids; the smallest embedding wins. One run tells both what the module answers (export/as_it_comes
+    unwraps a ModelOutput by it) and what its ids may hold. An embedding is named by its path in
+    ``named`` (the user's own module, where ``module`` wraps it: export/as_it_comes)."""
+    storage = {t.untyped_storage().data_ptr(): sig.name for sig, t in zip(sigs, args)
+               if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
+    found: dict[str, tuple[int, str]] = {}
+    names = {m: n for n, m in (named or module).named_modules()}
+
+    def hook(embedding, inputs):
+        ids = inputs[0] if inputs else None
+        if isinstance(ids, torch.Tensor) and ids.numel():
+            name = storage.get(ids.untyped_storage().data_ptr())
+            if name is not None and (name not in found or embedding.num_embeddings < found[name][0]):
+                found[name] = (embedding.num_embeddings, f"rows of the embedding {names.get(embedding) or 'embedding'}")
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules()
+               if storage and isinstance(m, torch.nn.Embedding)]
+    try:
+        with torch.inference_mode():
+            out = module(*args)
+    except Exception:  # noqa: BLE001 - ids the embedding refuses (generated past its rows) are what this finds
+        out = None  # the hook ran before the embedding refused them; the eager run that follows says any other failure
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, found

@@ -12,7 +12,7 @@ import torch
 
 from ptx.errors import PtxError, first_line
 
-from .refusal import sentence, traceback_line
+from .refusal import raised, sentence
 from .user_code import import_callable
 
 
@@ -41,8 +41,7 @@ def load_factory(spec: str) -> Factory:
     try:
         made = target()
     except Exception as exc:  # noqa: BLE001
-        raise PtxError(f"--module {spec}: {factory}() raised {type(exc).__name__}: {sentence(first_line(exc))}"
-                       f"{traceback_line(exc, path)}") from None
+        raise PtxError(f"--module {spec}: {factory}() {raised(exc, path)}") from None
     example = None
     if isinstance(made, (tuple, list)) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         made, example = made

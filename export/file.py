@@ -9,7 +9,7 @@ the line before the file's says which. Some of those inputs are held out, and th
 opened as ptx serves it (``load(path, BACKEND, precision="int8")``, handed in as ``open_model``)
 and judged on them against the f32 file by the rule a model without labels has
 (ptx.contract.verdict.judge_tensors). A file that misses it is still written, with the
-verdict recorded in it (``ptx.verdict``, one per runtime that reads it: export/judged.py) and said in one
+verdict recorded in it (``ptx.verdict``, one per runtime that reads it: export/pipeline.py) and said in one
 line each, as a tutorial model's int8 is.
 
 ``--max-drop X --metric M.py:FN`` (export/bound.py): the user's own metric over their own data,
@@ -40,7 +40,7 @@ from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .pipeline import Plan, atomic_file, check_options, export_files, guard
-from .validate import ExportResult, OpenModel, check_file, judge_tensors
+from .validate import ExportResult, OpenModel, judge_tensors
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -71,7 +71,16 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
         final = Path(out or path.parent) / twin_name(path, fmt.name)
-        guard(final, force, _not_made_from(path))
+
+        def foreign(final: Path) -> str | None:  # not an earlier int8 of ``path``: not ours to replace
+            try:
+                made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
+            except PtxError:  # not an ONNX file
+                made_from = None
+            return None if made_from == path.name else (f"{final} is not an int8 export of {path.name}: pass another "
+                                                        "--out")
+
+        guard(final, force, foreign)
         ensure_writable_dir(final.parent)
         # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
         static = fmt.name != "onnx-int8" or quantized_statically(onnx.load(str(path), load_external_data=False),
@@ -95,13 +104,10 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
 
     def judge(candidate: Path, backend: str | None = None, answers=None):
         # a reduced precision is held to judge_tensors' rule, not to a tolerance
-        if answers is None:  # not run by the driver's check: a candidate, or another runtime than the serving one
-            answers = check_file(fmt, candidate, open_model, signature, cases, lambda s: default_tolerance(s.dtype),
-                                 backend=backend)[1]
-        return judge_tensors(answers, cases, signature, fmt.precision, seen, kind=source_kind)
+        return judge_tensors(fmt, candidate, open_model, signature, cases, seen, answers, backend,
+                             kind="generated" if calibration is None else "inputs")
 
     search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
-    source_kind = "generated" if calibration is None else "inputs"
 
     def evidence(fmt, tmp: Path, backend: str, answers) -> list:
         found = [judge(tmp, backend, answers)]
@@ -111,24 +117,11 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
             found.append(Held(bound, value))
         return found
 
-    plan = Plan(name, path, None, signature, strings, lambda fmt: (cases, cases),
-                lambda s, on: default_tolerance(s.dtype),
+    plan = Plan(name, path, None, signature, strings, lambda fmt: cases, lambda s, on: default_tolerance(s.dtype),
                 lambda fmt: dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search), evidence,
-                lambda done, _: f"{done.format:<11} {done.path}  {done.size_bytes / 1024:,.1f} KiB  {done.method}",
-                f"(serve {path.name})")
+                lambda done, _: done.method, f"(serve {path.name})")
     [result] = export_files(plan, [fmt], open_model, lambda fmt: atomic_file(final), log)
     return result
-
-
-def _not_made_from(path: Path):
-    """Why the file at a twin's name is not an earlier int8 of ``path`` (export/pipeline.guard), or None."""
-    def foreign(final: Path) -> str | None:
-        try:
-            made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
-        except PtxError:  # not an ONNX file: not ours to replace
-            made_from = None
-        return None if made_from == path.name else f"{final} is not an int8 export of {path.name}: pass another --out"
-    return foreign
 
 
 def _inputs(path: Path, signature: Signature, calibration, static: bool, log) -> tuple[list[dict], list[dict]]:

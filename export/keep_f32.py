@@ -16,18 +16,14 @@ one judgement per node (16 for the tutorials' resnet), so it runs only where the
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
-
-import numpy as np
 
 from ptx.errors import PtxError
 
 AUTO = "auto"
 STEP = 2  # nodes kept in f32 per round: few, so that no node is kept that the labels did not need
-TIMED_RUNS = 20  # runs of each file, alternating, for the speed comparison
 
 Rank = Callable[[Path, Path, dict], list[tuple[str, float]]]  # (f32 file, int8 file, feeds) -> (node, born)
 Judge = Callable[[Path], object]  # an int8 file -> its Evidence (ptx.contract.verdict; unusable: [] when it passes)
@@ -37,7 +33,6 @@ Judge = Callable[[Path], object]  # an int8 file -> its Evidence (ptx.contract.v
 class Kept:
     nodes: list[str] = field(default_factory=list)
     rounds: list[str] = field(default_factory=list)  # what each round judged, for the log
-    speed: str | None = None
 
 
 def parse(value: str | None) -> str | list[str] | None:
@@ -73,25 +68,6 @@ def resolve(names: Sequence[str], quantized_input, f32, model: str) -> list[str]
                            "model's that add most error; --keep-f32 auto chooses them)")
         found.append(mapped)
     return list(dict.fromkeys(found))
-
-
-def seconds_per_run(paths: Sequence[Path], feeds: dict) -> list[float]:
-    """Median seconds of one run of each file on ``feeds``, the files timed in turn within one
-    loop so that what the machine is doing meanwhile weighs on each alike."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
-    for s in sessions:  # warm up
-        s.run(None, feeds)
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(TIMED_RUNS):
-        for s, kept in zip(sessions, times):
-            start = time.perf_counter()
-            s.run(None, feeds)
-            kept.append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
 
 
 def keep_auto(quantize: Callable[[list[str]], Path], f32: Path, feeds: dict, rank: Rank, judge: Judge,

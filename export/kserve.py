@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from ptx import __version__
-from ptx.atomic import atomic_folder, ensure_writable_dir
+from ptx.atomic import ensure_writable_dir
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError, first_line
 
-from .deployed import kserve_verify_line
-from .sources import Source, tutorial_source
+from .sources import Source, tutorial_source, verify_line, write_folder
 
 DOCKERFILE = "Dockerfile"
 MANIFEST = "inferenceservice.yaml"
@@ -44,17 +43,11 @@ RUNTIME_REQUIREMENTS = ("numpy>=1.24", "pillow>=10", "click>=8.1", "tqdm>=4.60",
                         "tritonclient[grpc]>=2.40", "prometheus-client>=0.20")
 
 
-def source_tree() -> Path | None:
-    """The project folder this ptx runs from (an editable install or a checkout), else None."""
-    root = Path(__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
-    return root if pyproject.is_file() and 'name = "ptx"' in pyproject.read_text() else None
-
-
 def build_wheel(into: Path) -> str | None:
-    """ptx as a wheel in ``into`` (the image installs it), or None when no source tree is here."""
-    root = source_tree()
-    if root is None:
+    """ptx as a wheel in ``into`` (the image installs it), or None when no source tree is here: the
+    project folder this ptx runs from (an editable install or a checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file() or 'name = "ptx"' not in (root / "pyproject.toml").read_text():
         return None
     into.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -194,29 +187,29 @@ def export_kserve(model: str | Source, out: str | Path, *, image: str | None = N
     name = source.name
     final = Path(out)
     ensure_writable_dir(final.parent if str(final.parent) else ".")
-    if final.exists() and not final.is_dir():
-        raise PtxError(f"{final} exists and is not a folder: pass another --out")
-    if final.is_dir() and any(final.iterdir()) and not force:
-        marker = final / MARKER
-        owner = marker.read_text().strip() if marker.is_file() else None
-        if owner != name:
-            raise PtxError(f"{final} holds " + (f"the kserve export of {owner}" if owner else "other files")
-                           + ": pass another --out, or --force to replace it")
     image = image or f"ptx-{name}:{__version__}"
-    try:
-        with atomic_folder(final) as staging:
-            model_dir = staging / MODELS_DIR / name
-            model_dir.mkdir(parents=True)
-            source.place(model_dir / ARTIFACT_FILES["onnx"], "onnx",
-                         lambda line: log(line.replace(str(staging), str(final)))).close()
-            wheel = build_wheel(staging / WHEELS_DIR)
-            (staging / DOCKERFILE).write_text(dockerfile(source, wheel))
-            (staging / MANIFEST).write_text(manifest(source, image))
-            (staging / README).write_text(readme(source, image, wheel))
-            (staging / MARKER).write_text(name + "\n")
-    except OSError as exc:
-        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
-    written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file() and p.name != MARKER)
-    log(f"kserve      {final}  {', '.join(written)}  (image {image}; see {final / README})")
-    log(kserve_verify_line(name, final / MODELS_DIR / name / ARTIFACT_FILES["onnx"]))
+
+    def foreign(folder: Path) -> str | None:
+        marker = folder / MARKER
+        owner = marker.read_text().strip() if marker.is_file() else None
+        if owner == name or not any(folder.iterdir()):
+            return None
+        return f"{folder} holds {f'the kserve export of {owner}' if owner else 'other files'}: pass another --out"
+
+    def fill(staging: Path, log: Callable[[str], None]) -> None:
+        model_dir = staging / MODELS_DIR / name
+        model_dir.mkdir(parents=True)
+        source.place(model_dir / ARTIFACT_FILES["onnx"], "onnx", log).close()
+        wheel = build_wheel(staging / WHEELS_DIR)
+        (staging / DOCKERFILE).write_text(dockerfile(source, wheel))
+        (staging / MANIFEST).write_text(manifest(source, image))
+        (staging / README).write_text(readme(source, image, wheel))
+        (staging / MARKER).write_text(name + "\n")
+
+    _, written = write_folder(final, force, foreign, fill, log)
+    log(f"kserve      {final}  {', '.join(f for f in written if f != MARKER)}  (image {image}; see {final / README})")
+    # `ptx verify URL` needs the port named: an InferenceService's URL gives none (80 for http://)
+    log(verify_line(f"http://HOST:PORT/v2/models/{name}", final / MODELS_DIR / name / ARTIFACT_FILES["onnx"],
+                    " --token TOKEN", where=f"HOST:PORT: the URL `kubectl get inferenceservice {name}` prints, with "
+                                           f"its port (80 for http://); TOKEN: the secret {name}-token's"))
     return final

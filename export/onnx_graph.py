@@ -30,12 +30,9 @@ def _is_all_zero(name: str, producers: dict, initializers: dict, seen: set | Non
     if node is None:
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Constant":
+    if node.op_type in ("Constant", "ConstantOfShape"):  # a ConstantOfShape without a value makes float zeros
         value = attrs.get("value")
-        return value is not None and not numpy_helper.to_array(value).any()
-    if node.op_type == "ConstantOfShape":  # its default value is a float zero
-        value = attrs.get("value")
-        return value is None or not numpy_helper.to_array(value).any()
+        return node.op_type == "ConstantOfShape" if value is None else not numpy_helper.to_array(value).any()
     if node.op_type in _ZERO_PRESERVING:
         return bool(node.input) and _is_all_zero(node.input[0], producers, initializers, seen)
     if node.op_type == "Concat":
@@ -71,12 +68,8 @@ def remove_dead_nodes(model) -> None:
         if any(out in needed for out in node.output):
             live.append(node)
             needed.update(i for i in node.input if i)
-    keep_nodes = list(reversed(live))
-    del graph.node[:]
-    graph.node.extend(keep_nodes)
-    keep_inits = [init for init in graph.initializer if init.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_inits)
-    keep_info = [v for v in graph.value_info if v.name in needed]
-    del graph.value_info[:]
-    graph.value_info.extend(keep_info)
+    kept = {"node": live[::-1], "initializer": [init for init in graph.initializer if init.name in needed],
+            "value_info": [v for v in graph.value_info if v.name in needed]}
+    for field, items in kept.items():
+        del getattr(graph, field)[:]
+        getattr(graph, field).extend(items)

@@ -5,8 +5,11 @@ nn.Module, a user's ONNX file made int8) goes through the same steps, in this or
 2. the file is opened once, as ptx will serve it, and run on the cases its source's reference
    answered (export/validate.py's check) and, for a module, on the shape certificate's probes
    (export/certificate.py), through that one opened model;
-3. a reduced-precision file is judged on every runtime that reads it (export/judged.py);
-4. what was found (the certificate, the verdicts) is written into the file in one save;
+3. a reduced-precision file is judged on every runtime that reads it, not only the one it was
+   made for: an int8 file is a Q/DQ graph that ONNX Runtime and OpenVINO both run, and NNCF's file
+   through ONNX Runtime (or onnxruntime's through OpenVINO) may miss a bound its own runtime holds;
+4. what was found (the certificate, each runtime's verdict, so that whichever runtime opens it
+   later reads its own) is written into the file in one save;
 5. one line says the file, then the certificate, then each runtime's verdict.
 
 A source (export/api.py, module.py, file.py) only prepares what differs between them: the cases,
@@ -26,12 +29,13 @@ from ptx.contract import Tolerance
 from ptx.contract.cases import Case
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.contract.verdict import verdict_strings
-from ptx.errors import DataError, PtxError, ValidationError
+from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings
+from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
+from ptx.machine import describe_cpu
 
+from . import formats
 from .certificate import certify_model, findings
-from .judged import judge_on_runtimes, verdict_line
-from .validate import ExportResult, OpenModel, check_model, open_checked, result_of
+from .validate import ExportResult, OpenModel, check_model, open_checked
 
 
 @dataclass
@@ -53,16 +57,16 @@ class Plan:
     example: tuple | None  # the example inputs a module is written with (None: a file)
     signature: Signature
     strings: dict[str, str]  # the metadata every file carries
-    # fmt -> (the cases the file is checked on, the ones its result and line report)
-    cases: Callable[[object], tuple[list[Case], list[Case]]]
+    cases: Callable[[object], list[Case]]  # fmt -> the cases the file is checked on, and its result and line report
     tolerance: Callable[[TensorSig, str], Tolerance]  # (output, device) -> what a full-precision file is held to
     options: Callable[[object], dict]  # fmt -> its writer's options (a compiled format's ``device`` among them)
     # (fmt, path, backend, the serving runtime's answers on the checked cases or None) -> [Evidence]
     evidence: Callable[[object, Path, str, list | None], list]
-    describe: Callable[[ExportResult, Tolerance], str]  # the file's line
+    describe: Callable[[ExportResult, Tolerance], str]  # the file's line, after its format, path and size
     serve_instead: str  # what a NOT USABLE line says to do instead: "(serve model.onnx)"
     compare: Callable | None = None  # a head's comparison, where it has one (validate.check_model's default)
     shapes: Shapes | None = None  # the shape certificate, where the source makes one (a module)
+    unreported: Sequence[Case] = ()  # checked after ``cases``, not reported: a module's own example
 
 
 def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
@@ -80,10 +84,13 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
             made = fmt.write(plan.subject, plan.example, tmp, plan.signature, plan.strings, **options)
             if made.note:
                 log(f"{fmt.name:<11} {made.note}")
-            checked, reported = plan.cases(fmt)
-            certificate, agreements, answers = _check(plan, fmt, tmp, open_model, checked, on, made.hint)
-            result = result_of(fmt.name, tmp, final, made, reported, agreements, fmt.precision == "f32")
-            result.certificate = certificate
+            reported = plan.cases(fmt)
+            certificate, agreements, answers = _check(plan, fmt, tmp, open_model, [*reported, *plan.unreported], on,
+                                                      made.hint)
+            batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
+            sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
+            result = ExportResult(fmt.name, final, tmp.stat().st_size, made.method, batches, agreements,
+                                  fmt.precision == "f32", sizes, certificate=certificate)
             found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
             if fmt.precision != "f32":
                 try:
@@ -97,11 +104,14 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
                 fmt.add_metadata(tmp, found)
         results.append(result)
         worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
-        log(plan.describe(result, plan.tolerance(worst, on)))
+        said = plan.describe(result, plan.tolerance(worst, on))
+        log(f"{fmt.name:<11} {result.path}  {result.size_bytes / 1024:,.1f} KiB  {said}")
         if certificate is not None:
             log(f"{'':<11} shape certificate: {certificate.summary()}")
-        for verdict in result.verdicts:  # one verdict per runtime that reads the file
-            log(verdict_line(verdict, f"do not use {fmt.precision} for {plan.name} {plan.serve_instead}"))
+        for verdict in result.verdicts:  # one per runtime that reads it: what decided it, what to do if NOT USABLE
+            advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {plan.name} {plan.serve_instead}"
+            log(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
+                f"{advice if verdict.reasons else ''}")
     return results
 
 
@@ -123,7 +133,7 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
             fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
         try:
             agreements, answers = check_model(fmt, model, plan.signature, cases, lambda s: plan.tolerance(s, on),
-                                              **({"compare": plan.compare} if plan.compare else {}), hint=hint)
+                                              compare=plan.compare, hint=hint)
         except ValidationError as exc:  # the certificate says which axis, and what fixed it
             if certificate is None or certificate.holds:
                 raise
@@ -133,6 +143,35 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)
         raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
     return certificate, agreements, answers
+
+
+# -- a reduced file's verdict on every runtime that reads it --------------------------------------
+
+
+def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str], None]) -> list[Verdict]:
+    """One Verdict per runtime that reads ``fmt``'s file here on the CPU, ``evidence(backend)`` giving
+    its Evidence records: the serving runtime's first, then the other formats' of the same precision
+    (an int8 file is read by ort-cpu and openvino alike). A runtime this machine lacks is said and
+    skipped; one that cannot run the file is NOT USABLE through it (its own runtime's failure stops
+    the export, as any validation failure does)."""
+    others = [f.serving_backend for f in map(formats.get, formats.list_formats())
+              if f.precision == fmt.precision and f.name != fmt.name]
+    verdicts = []
+    for backend in dict.fromkeys([fmt.serving_backend, *others]):
+        label = f"{backend}-{fmt.precision}"
+        try:
+            verdicts.append(decide(label, evidence(backend), by="export"))
+        except BackendUnavailableError as exc:
+            if backend == fmt.serving_backend:
+                raise
+            log(f"{'':<11} {label}: not judged here ({exc})")
+        except PtxError as exc:
+            if backend == fmt.serving_backend:
+                raise
+            # judged on what the file's own runtime was judged on, which this runtime could not run
+            verdicts.append(Verdict(label, NOT_USABLE, verdicts[0].evidence, "the file does not run through it",
+                                    [str(exc)], by="export"))
+    return verdicts
 
 
 # -- the one guard set: an export replaces only what is its own, unless --force -------------------
@@ -159,8 +198,7 @@ def check_options(chosen: Sequence, options: dict[str, dict] | None = None, *, s
     from .bound import check_max_drop
 
     names = [f.name for f in chosen]
-    compiled = [f for f in chosen if f.name == "pt2"]
-    if device != "cpu" and not compiled:  # refused, not ignored: the portable formats have no device
+    if device != "cpu" and "pt2" not in names:  # refused, not ignored: the portable formats have no device
         raise PtxError(f"--device {device} is the device pt2 compiles for; {', '.join(names)} "
                        f"{'is' if len(names) == 1 else 'are'} portable: add --format pt2 or drop --device")
     if keep_f32 and names != ["onnx-int8"]:

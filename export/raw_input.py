@@ -32,16 +32,6 @@ class _Normalize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
-class _Pad(torch.nn.Module):
-    def __init__(self, pixels: int):
-        super().__init__()
-        self.pixels = pixels
-
-    def forward(self, x):
-        p = self.pixels
-        return torch.nn.functional.pad(x, [p, p, p, p])
-
-
 class RawPictureModel(torch.nn.Module):
     """(batch, canvas, canvas) uint8 -> ``model``'s output, via the contract's tensor steps."""
 
@@ -54,7 +44,7 @@ class RawPictureModel(torch.nn.Module):
             elif isinstance(step, NormalizeStep):
                 steps.append(_Normalize(step.mean, step.std))
             elif isinstance(step, PadStep):
-                steps.append(_Pad(step.pixels))
+                steps.append(torch.nn.ZeroPad2d(step.pixels))
             else:
                 raise ValueError(f"{contract.model}: step {step.op!r} has no graph form")
         self.steps = torch.nn.ModuleList(steps)

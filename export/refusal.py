@@ -106,7 +106,9 @@ def _user_line(exc: BaseException, text: str, user_files: Sequence[str]) -> str 
     return f"{Path(file).name}:{line}" + (f" `{code[:80]}`" if code else "")
 
 
-def traceback_line(exc: BaseException, path: Path) -> str:
-    """`` (at FILE.py:LINE)``: the innermost frame of ``exc`` in the user's file ``path``, or ''."""
+def raised(exc: BaseException, path: Path) -> str:
+    """``raised ValueError: its first sentence (at FILE.py:LINE)``: the user's code's exception in one
+    line, at the innermost frame of ``exc`` in the user's file ``path`` where it has one."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == path.resolve()]
-    return f" (at {path.name}:{frames[-1].lineno})" if frames else ""
+    return (f"raised {type(exc).__name__}: {sentence(first_line(exc))}"
+            + (f" (at {path.name}:{frames[-1].lineno})" if frames else ""))

@@ -9,16 +9,19 @@ need it, are imported where a tutorial model or a module is exported).
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ptx.atomic import atomic_folder
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError
 
 from . import formats
+from .pipeline import guard
 from .validate import OpenModel, open_file
 
 KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "pt2"}
@@ -41,6 +44,24 @@ def contract_of(model):
     or a raw-picture export, whose graph input is not the contract's."""
     head = getattr(model, "head", None)
     return head.contract if head is not None and head.info.raw_input is None else None
+
+
+def write_folder(final: Path, force: bool, foreign: Callable[[Path], str | None],
+                 fill: Callable[[Path, Callable[[str], None]], object],
+                 log: Callable[[str], None]) -> tuple[object, list[str]]:
+    """A deployment folder at ``final``, built whole under a temporary name by ``fill(staging, log)``
+    (its lines name ``final``) and renamed in when complete: (what ``fill`` returned, the files the
+    folder holds). A folder there is replaced only with ``force`` or where ``foreign(final)`` finds
+    it this model's own (export/pipeline.guard)."""
+    if final.exists() and not final.is_dir():
+        raise PtxError(f"{final} exists and is not a folder: pass another --out")
+    guard(final, force, foreign)
+    try:
+        with atomic_folder(final) as staging:
+            made = fill(staging, lambda line: log(line.replace(str(staging), str(final))))
+    except OSError as exc:
+        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
+    return made, sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
 
 
 def tutorial_source(name: str, *, open_predictor: OpenModel, **export_options) -> Source:
@@ -96,3 +117,14 @@ def module_source(module, example_inputs, *, name: str, subject: str, open_model
         return open_file(open_model, target, formats.get(fmt))
 
     return Source(name, subject, place, f"exported from `{subject.split()[-1]}`")
+
+
+# -- the `ptx verify URL` line a Triton or KServe export ends with (issue 59): once the folder is
+# deployed, the served model is checked against the very file placed in it, through the Open
+# Inference Protocol (`ptx verify http://HOST:PORT/v2/models/NAME --against FILE`).
+
+def verify_line(url: str, placed: Path, options: str = "", where: str = "") -> str:
+    """One line: the command that checks the served model at ``url`` against ``placed``, the file
+    the folder serves, with ``options`` (--token) and ``where`` (what HOST is) after it."""
+    return (f"verify it once served: ptx verify {url} --against {shlex.quote(str(placed))}{options}"
+            + (f"  ({where})" if where else ""))

@@ -13,21 +13,21 @@ its final place and renamed in only when complete, so a failed export leaves no 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Callable
 
-from ptx.atomic import atomic_folder, ensure_writable_dir
+from ptx.atomic import ensure_writable_dir
 from ptx.contract import Contract, Task
 from ptx.contract.protocol import (CONFIG_FILE, LABELS_FILE, MAX_BATCH_SIZE, PLATFORMS, README_FILE, VERSION,
                                    TritonBackend, has_label_file, model_config, positional_names,
                                    signature_batch_first, signature_config, tensor_names)
 from ptx.contract.schema import EncodeStep, NormalizeStep, PadStep, PictureStep, ScaleStep
-from ptx.errors import PtxError
 
-from .deployed import triton_verify_line
-from .sources import KIND_NAMES, Source, contract_of, tutorial_source
+from .sources import KIND_NAMES, Source, contract_of, tutorial_source, verify_line, write_folder
 
 _PTX_FILES = {CONFIG_FILE, LABELS_FILE, README_FILE, VERSION}
+TRITON_HTTP_PORT = 8000  # tritonserver's default --http-port
 
 
 def _step_text(step) -> str:
@@ -148,16 +148,6 @@ protocol.
 """
 
 
-def _written_by_ptx(folder: Path, subject: str) -> bool:
-    """Whether ``folder`` is a Triton model folder ptx export wrote for the same model (a re-export
-    may replace it): only ptx's files, and a config whose first line says so."""
-    config = folder / CONFIG_FILE
-    if {p.name for p in folder.iterdir()} - _PTX_FILES or not config.is_file():
-        return False
-    with open(config, encoding="utf-8", errors="replace") as handle:
-        return handle.readline().startswith(f"# Written by ptx export {subject} --format triton")
-
-
 def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBackend | str = TritonBackend.ONNXRUNTIME,
                   force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
     """Write ``repo/NAME`` for ``model``: a Source (export/sources.py), or a tutorial model's name,
@@ -169,37 +159,41 @@ def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBacke
     source = model if isinstance(model, Source) else tutorial_source(model, **export_options)
     backend = TritonBackend(backend)
     platform = PLATFORMS[backend]
-    repo = ensure_writable_dir(repo)
-    final = repo / source.name
-    if final.exists() and not final.is_dir():
-        raise PtxError(f"{final} exists and is not a folder: pass another --out")
-    if final.is_dir() and not force and not _written_by_ptx(final, source.subject):
-        raise PtxError(f"{final} holds files that ptx did not write for {source.subject} (another model, other "
-                       "versions or a hand-made config): pass another --out, or --force to replace the folder")
-    try:
-        with atomic_folder(final) as staging:
-            version = staging / VERSION
-            version.mkdir()
-            model = source.place(version / platform.file_name, platform.fmt,
-                                 lambda line: log(line.replace(str(staging), str(final))))
-            contract = contract_of(model)
-            if contract is not None:
-                (staging / CONFIG_FILE).write_text(model_config(source.name, contract, backend, subject=source.subject))
-                if has_label_file(contract):
-                    (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
-                (staging / README_FILE).write_text(readme(source.name, contract, backend, source.subject))
-            else:
-                named = "its graph names them" if platform.fmt == "onnx" else "forward() takes and returns them"
-                comment = (f"Written by ptx export {source.subject} --format triton: your own model "
-                           f"({KIND_NAMES[platform.fmt]}), its tensors as {named}.")
-                (staging / CONFIG_FILE).write_text(signature_config(source.name, model.signature, platform.fmt,
-                                                                    comments=(comment,)))
-                (staging / README_FILE).write_text(own_readme(source, backend, model.signature))
-            batching = MAX_BATCH_SIZE if signature_batch_first(model.signature) else 0
-            model.close()
-    except OSError as exc:
-        raise PtxError(f"cannot write {final}: {exc.strerror or exc}; nothing was changed there") from None
-    written = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
+    final = ensure_writable_dir(repo) / source.name
+
+    def foreign(folder: Path) -> str | None:
+        # A re-export may replace a folder ptx export wrote for this model: only ptx's files, and a config whose
+        # first line says so.
+        config = folder / CONFIG_FILE
+        if not {p.name for p in folder.iterdir()} - _PTX_FILES and config.is_file():
+            with open(config, encoding="utf-8", errors="replace") as handle:
+                if handle.readline().startswith(f"# Written by ptx export {source.subject} --format triton"):
+                    return None
+        return (f"{folder} holds files that ptx did not write for {source.subject} (another model, other versions "
+                "or a hand-made config): pass another --out")
+
+    def fill(staging: Path, log: Callable[[str], None]) -> int:
+        (staging / VERSION).mkdir()
+        model = source.place(staging / VERSION / platform.file_name, platform.fmt, log)
+        contract = contract_of(model)
+        if contract is not None:
+            (staging / CONFIG_FILE).write_text(model_config(source.name, contract, backend, subject=source.subject))
+            if has_label_file(contract):
+                (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
+            (staging / README_FILE).write_text(readme(source.name, contract, backend, source.subject))
+        else:
+            named = "its graph names them" if platform.fmt == "onnx" else "forward() takes and returns them"
+            comment = (f"Written by ptx export {source.subject} --format triton: your own model "
+                       f"({KIND_NAMES[platform.fmt]}), its tensors as {named}.")
+            (staging / CONFIG_FILE).write_text(signature_config(source.name, model.signature, platform.fmt,
+                                                                comments=(comment,)))
+            (staging / README_FILE).write_text(own_readme(source, backend, model.signature))
+        batching = MAX_BATCH_SIZE if signature_batch_first(model.signature) else 0
+        model.close()
+        return batching
+
+    batching, written = write_folder(final, force, foreign, fill, log)
     log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform}, max_batch_size {batching})")
-    log(triton_verify_line(source.name, repo, final / VERSION / platform.file_name))
+    log(verify_line(f"http://HOST:{TRITON_HTTP_PORT}/v2/models/{source.name}", final / VERSION / platform.file_name,
+                    where=f"HOST: where `tritonserver --model-repository {shlex.quote(str(final.parent))}` runs"))
     return final

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ptx.errors import PtxError, first_line
+from ptx.errors import PtxError
 
-from .refusal import sentence, traceback_line
+from .refusal import raised
 
 
 def import_callable(spec: str, option: str, example: str) -> tuple[Callable, Path, str]:
@@ -47,8 +47,7 @@ def import_callable(spec: str, option: str, example: str) -> tuple[Callable, Pat
                        f"{exc.msg}") from None
     except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
         sys.modules.pop(module_name, None)
-        raise PtxError(f"{option} {spec}: importing {path.name} raised {type(exc).__name__}: "
-                       f"{sentence(first_line(exc))}{traceback_line(exc, path)}") from None
+        raise PtxError(f"{option} {spec}: importing {path.name} {raised(exc, path)}") from None
     target = getattr(namespace, name, None)
     if target is None:
         defined = [k for k, v in vars(namespace).items() if callable(v) and not k.startswith("_")

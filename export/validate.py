@@ -1,8 +1,8 @@
 """Prove a written file answers as its reference did before it is kept (optimum's
 validate_model_outputs), with one check for every export: a tutorial model's, a user's module's, a
-user's file's int8 (``check_model``, on the file export/pipeline.py opened once; ``check_file``
-opens it). The file is opened by the code that will serve it
-(``open_model``: ptx.infer.load, handed in, since export comes before infer) and run on the cases
+user's file's int8 (``check_model``, on the file export/pipeline.py opened once). The file is
+opened by the code that will serve it (``open_model``: ptx.infer.load, handed in, since export
+comes before infer) and run on the cases
 the reference answered (the eager module, or the f32 file); the one comparison judges each output
 (ptx.contract.comparison).
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from ptx.contract import Contract, Tolerance
 from ptx.contract.cases import Case, run_cases
-from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output
+from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output, default_tolerance
 from ptx.contract.verdict import Evidence, judge_tensors as tensor_rule, labels_evidence
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
@@ -60,36 +60,11 @@ class ExportResult:
         return text + "".join(f"; {symbol} {', '.join(map(str, sizes))}" for symbol, sizes in self.sizes.items())
 
 
-def result_of(fmt: str, path: Path, final: Path, written, cases: Sequence[Case], agreements, judged: bool
-              ) -> ExportResult:
-    """The ExportResult of a file checked on ``cases``, named by where it will live (``final``)."""
-    sizes = {s: tuple(sorted({c.sizes[s] for c in cases})) for s in cases[0].sizes}
-    return ExportResult(fmt, final, path.stat().st_size, written.method,
-                        tuple(sorted({c.batch for c in cases if c.batch is not None})), agreements, judged, sizes)
-
-
 def open_file(open_model: OpenModel, path, fmt, device: str = "cpu", backend: str | None = None):
     """The model ``backend`` (default: ``fmt``'s serving backend) makes of the file at ``path`` on
     ``device``, at the format's precision."""
     reduced = {} if fmt.precision == FULL_PRECISION else {"precision": fmt.precision}  # f32: as verify opens it
     return open_model(path, backend or fmt.serving_backend, device, **reduced)
-
-
-def _compare_tensors(sig: TensorSig, got, want, tolerance: Tolerance) -> OutputAgreement:
-    return compare_output(sig.name, got, want, tolerance, sig.batch_axis)
-
-
-def check_file(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case],
-               tolerance: Callable[[TensorSig], Tolerance], device: str = "cpu", *,
-               backend: str | None = None, **check) -> tuple[dict[str, OutputAgreement], list[dict]]:
-    """Open the file at ``path`` as ptx will serve it and run every case through it (``check_model``,
-    with ``check``'s compare and hint). ``backend``: another runtime than the format's serving one
-    (a reduced file is judged on every runtime that reads it)."""
-    model = open_checked(open_model, path, fmt, device, backend)
-    try:
-        return check_model(fmt, model, signature, cases, tolerance, **check)
-    finally:
-        model.close()
 
 
 def open_checked(open_model: OpenModel, path, fmt, device: str = "cpu", backend: str | None = None):
@@ -101,14 +76,14 @@ def open_checked(open_model: OpenModel, path, fmt, device: str = "cpu", backend:
 
 
 def check_model(fmt, model, signature: Signature, cases: Sequence[Case], tolerance: Callable[[TensorSig], Tolerance],
-                *, compare: Callable[..., OutputAgreement] = _compare_tensors, hint: Callable[[], str] | None = None
+                *, compare: Callable[..., OutputAgreement] | None = None, hint: Callable[[], str] | None = None
                 ) -> tuple[dict[str, OutputAgreement], list[dict]]:
     """Run every case through the opened file ``model``; (the worst agreement per output, the file's
     outputs per case). ValidationError in one line naming the format, the case, the output and its
     error, on the first that fails: one that does not run, an output of another shape or with NaN
     where the reference has none, and at full precision any value beyond ``tolerance`` (or a
-    decision a head's ``compare`` judges flipped). ``hint``: why the file may have failed, added to
-    the line."""
+    decision a head's ``compare`` judges flipped; else each output by the one comparison). ``hint``:
+    why the file may have failed, added to the line."""
     def why() -> str:
         extra = hint() if hint else ""
         return f" ({extra})" if extra else ""
@@ -123,10 +98,12 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
         if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
             raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
         for sig in signature.outputs:
-            agreement = compare(sig, got[sig.name], case.outputs[sig.name], tolerance(sig))
+            want = case.outputs[sig.name]
+            agreement = (compare(sig, got[sig.name], want, tolerance(sig)) if compare else
+                         compare_output(sig.name, got[sig.name], want, tolerance(sig), sig.batch_axis))
             if agreement.problem or (judged and not agreement.ok):
                 raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
-                                      f"{_worst_value(got[sig.name], case.outputs[sig.name])}{why()}")
+                                      f"{_worst_value(got[sig.name], want)}{why()}")
             if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
                 worst[sig.name] = agreement
         answers.append(got)
@@ -197,22 +174,16 @@ def judge_reduced(model, eager_module, ckpt: dict, notice=print, eager: dict | N
 def tutorial_accuracy(model, eager_module, ckpt: dict, eager: dict, indices: Sequence[int] | None = None,
                       notice=print) -> tuple[float, list[float]]:
     """(accuracy, each sample's 1.0 or 0.0) of ``model`` on the samples ``judge_reduced`` judges on
-    (``indices`` of them; None: all): the metric --max-drop bounds, per sample for NNCF's ranking."""
+    (``indices`` of them; None: all): the metric --max-drop bounds, per sample for NNCF's ranking.
+    ``model`` None: eager's own on them all, what --max-drop is counted from."""
     kept = _judging(eager_module, ckpt, notice, eager)
     contract: Contract = ckpt["contract"]
     x, truth = kept["x"], np.asarray(kept["truth"])
     if indices is not None:
         x, truth = np.take(x, list(indices), axis=contract.input.batch_axis), truth[list(indices)]
-    labels = decisions(_answers(model, contract, x), contract)
+    labels = decisions(kept["want"] if model is None else _answers(model, contract, x), contract)
     correct = (labels == truth.reshape(labels.shape)).astype(float)
     return float(correct.mean()), correct.tolist()
-
-
-def eager_accuracy(eager_module, ckpt: dict, eager: dict, notice=print) -> float:
-    """Eager's accuracy on the samples ``judge_reduced`` judges on: what --max-drop is counted from."""
-    kept = _judging(eager_module, ckpt, notice, eager)
-    labels = decisions(kept["want"], ckpt["contract"])
-    return float((labels == np.asarray(kept["truth"]).reshape(labels.shape)).mean())
 
 
 def _judging(eager_module, ckpt: dict, notice, eager: dict | None) -> dict:
@@ -242,10 +213,19 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 # -- a model without labels: a reduced precision judged by its tensors ----------------------------
 
 
-def judge_tensors(answers: Sequence[dict], cases: Sequence[Case], signature: Signature, precision: str,
-                  held: str, against: str = "the f32 file", kind: str = "generated") -> Evidence:
-    """The reduced file's ``answers`` against the reference's on each case (the f32 file's, or eager's
-    for a module), by the one rule for tensors (ptx.contract.verdict.judge_tensors: near-ties of
-    f32's own not counted)."""
-    return tensor_rule(answers, [c.outputs for c in cases], [(s.name, s.batch_axis) for s in signature.outputs],
-                       precision, held, against, kind)
+def judge_tensors(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case], held: str,
+                  answers: Sequence[dict] | None = None, backend: str | None = None, against: str = "the f32 file",
+                  kind: str = "generated") -> Evidence:
+    """The reduced file at ``path`` judged by its answers against the reference's on ``cases`` (the
+    f32 file's, or eager's for a module), by the one rule for tensors (ptx.contract.verdict.judge_tensors:
+    near-ties of f32's own not counted). ``answers``: the file's own, where the driver's check ran
+    it on ``cases`` first; else it is opened (through ``backend``: another runtime than the format's
+    serving one) and run on them here."""
+    if answers is None:
+        model = open_checked(open_model, path, fmt, backend=backend)
+        try:
+            answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
+        finally:
+            model.close()
+    return tensor_rule(answers[:len(cases)], [c.outputs for c in cases],
+                       [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind)

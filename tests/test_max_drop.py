@@ -262,7 +262,7 @@ def test_a_module_is_not_exported_to_openvino_int8():
     from ptx.export.module import _check_formats
 
     with pytest.raises(PtxError, match="openvino-int8 calibrates on real inputs, and a module comes without them"):
-        _check_formats(["onnx", "openvino-int8"], "cpu")
+        _check_formats(["onnx", "openvino-int8"])
 
 
 def test_without_nncf_openvino_int8_is_one_line(runs, tmp_path):

@@ -41,7 +41,6 @@ class ExportFormat:
     description: str
     serving_backend: str
     write: Callable[..., Written]
-    symbolic_dims: Callable[[Path], tuple[list, list]] | None = None  # (input dims, output dims) as stored
     check_options: Callable[..., None] | None = None  # refuses bad options before any work is done
     precision: str = "f32"  # reduced-precision formats are validated by labels, not by the f32 atol
     calibrated: bool = False  # write() takes ``calibration=``: cases of inputs by name (None: uncalibrated)

@@ -68,10 +68,12 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def opset_range(exporter: Exporter) -> tuple[int, int]:
-    """The opsets ``exporter`` can write with the installed torch and onnx."""
+def check_opset(opset: int, exporter: Exporter | str | None = None, **_) -> None:
+    """Refuse an ``opset`` that ``exporter`` (None: the default) cannot write with the installed torch
+    and onnx: the ONNX formats' check of their writer's options (the others are not its to check)."""
     import onnx.defs
 
+    exporter = Exporter(exporter or DEFAULT_EXPORTER)
     try:  # torch's own bounds; private, so fall back to those of torch 2.13
         from torch.onnx import _constants
 
@@ -80,51 +82,9 @@ def opset_range(exporter: Exporter) -> tuple[int, int]:
     except (ImportError, AttributeError):
         legacy, newest = (7, 20), 23
     low, high = legacy if exporter is Exporter.LEGACY else (DYNAMO_MIN_OPSET, newest)
-    return low, min(high, onnx.defs.onnx_opset_version())
-
-
-def check_opset(opset: int, exporter: Exporter | str = DEFAULT_EXPORTER) -> int:
-    exporter = Exporter(exporter)
-    low, high = opset_range(exporter)
+    high = min(high, onnx.defs.onnx_opset_version())
     if not low <= opset <= high:
         raise PtxError(f"--opset {opset}: the {exporter.value} exporter writes opsets {low} to {high} here")
-    return opset
-
-
-def export_graph(model, args: tuple, path: Path, *, exporter: Exporter | str, opset: int, input_names: list[str],
-                 output_names: list[str], dynamic_shapes=None, dynamic_axes: dict | None = None) -> None:
-    """``torch.onnx.export`` of ``model`` called on ``args``, quietly: the torch.export-based exporter
-    (dynamo) with ``dynamic_shapes`` (a ``torch.export.Dim`` per dynamic axis, per input), or the
-    TorchScript-based one (legacy) with ``dynamic_axes`` ({tensor name: {axis: symbol}}). Every
-    example size must be 2 or more: torch.export specializes sizes 0 and 1. The exporter's own
-    exception is raised (callers turn it into one line)."""
-    import torch
-
-    exporter = Exporter(exporter)
-    names = dict(input_names=list(input_names), output_names=list(output_names))
-    with _quiet_exporter(), torch.no_grad():
-        if exporter is Exporter.DYNAMO:
-            torch.onnx.export(model, tuple(args), str(path), dynamo=True, opset_version=opset,
-                              dynamic_shapes=dynamic_shapes, external_data=False, verbose=False, **names)
-        else:
-            torch.onnx.export(model, tuple(args), str(path), dynamo=False, opset_version=opset,
-                              dynamic_axes=dynamic_axes or None, **names)
-
-
-def finish(path: Path, strings: dict[str, str], description: str, extra: dict[str, str]) -> dict[str, str]:
-    """The exported file at ``path`` made ready to keep: zero recurrent states dropped, the opset the
-    exporter really wrote recorded in ``extra``, the metadata and the weights digest written in.
-    Returns ``extra`` with the opset."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    # Zero RNN/GRU/LSTM states built from the input's shape would keep ort-cuda off the GPU.
-    omit_zero_initial_states(proto)
-    # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
-    used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    extra = {**extra, **({"opset": str(used)} if used is not None else {})}
-    save_with_metadata(proto, path, {**strings, **extra}, description)
-    return extra
 
 
 def dynamic_dims(signature: Signature) -> tuple[dict | None, ...]:
@@ -145,10 +105,13 @@ def dynamic_axes(signature: Signature) -> dict[str, dict[int, str]]:
 def write(model, example: tuple, path: Path, signature: Signature, strings: dict[str, str], *,
           opset: int = DEFAULT_OPSET, exporter: Exporter | str | None = None, mode: str = "trace") -> Written:
     """Export ``model`` called on ``example`` with every symbolic size of ``signature`` dynamic (each
-    example size must be 2 or more: torch.export specializes sizes 0 and 1). ``exporter`` None
-    tries the torch.export-based exporter and falls back to the TorchScript-based one where it
-    refuses, saying so in the note; ``mode`` "script" hands that one a scripted module, so that
-    Python control flow becomes an ONNX If."""
+    example size must be 2 or more: torch.export specializes sizes 0 and 1): the torch.export-based
+    exporter (dynamo) with a ``torch.export.Dim`` per dynamic axis, or the TorchScript-based one
+    (legacy) with ``dynamic_axes``, quietly. ``exporter`` None tries dynamo and falls back to legacy
+    where it refuses, saying so in the note; ``mode`` "script" hands legacy a scripted module, so
+    that Python control flow becomes an ONNX If. The file kept has zero recurrent states dropped,
+    the opset the exporter really wrote, the metadata and the weights digest."""
+    import onnx
     import torch
 
     from .torchscript import MADE_BY
@@ -156,15 +119,18 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
     check_opset(opset, tries[0])
     name, files, refusals = strings["model"], user_files(model), []
+    names = dict(input_names=list(signature.input_names), output_names=list(signature.output_names))
     for which in tries:
-        target = model
         try:
-            if which is Exporter.LEGACY and mode == "script":
-                with quiet_jit():
-                    target = torch.jit.script(model)
-            export_graph(target, example, path, exporter=which, opset=opset, input_names=signature.input_names,
-                         output_names=signature.output_names, dynamic_shapes=dynamic_dims(signature),
-                         dynamic_axes=dynamic_axes(signature))
+            with _quiet_exporter(), torch.no_grad():
+                if which is Exporter.DYNAMO:
+                    torch.onnx.export(model, tuple(example), str(path), dynamo=True, opset_version=opset, verbose=False,
+                                      dynamic_shapes=dynamic_dims(signature), external_data=False, **names)
+                else:
+                    with quiet_jit():
+                        target = torch.jit.script(model) if mode == "script" else model
+                    torch.onnx.export(target, tuple(example), str(path), dynamo=False, opset_version=opset,
+                                      dynamic_axes=dynamic_axes(signature) or None, **names)
             break
         except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
             refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
@@ -174,38 +140,31 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                        + (f"; {CONTROL_FLOW}" if any(DATA_DEPENDENT in r for r in refusals) and mode != "script" else "")
                        + (f"; try --exporter {other}" if len(tries) == 1 else ""))
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
-    traced = which is Exporter.LEGACY and mode == "trace"
-    _check_graph_inputs(path, signature, which, [*refusals, *([CONTROL_FLOW] if traced else [])])
-    extra = finish(path, strings, description(strings), {"opset": str(opset), "exporter": which.value,
-                                                        **({"torchscript_method": mode} if which is Exporter.LEGACY else {})})
-
-    def hint() -> str:
-        return "; ".join(filter(None, [_fixed_symbols(path, signature), note and f"{refusals[0]}: the "
-                                       f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
-
-    return Written(f"{EXPORTERS[which]} exporter, opset {extra['opset']}"
-                   + (f", {MADE_BY[mode]}" if which is Exporter.LEGACY else ""), note, hint)
-
-
-def _check_graph_inputs(path: Path, signature: Signature, which: Exporter, why: list[str]) -> None:
-    """Refuse a graph that lost inputs: tracing turns an input the module only branches on (or
-    reads as a Python number) into a constant, and the exporter drops it."""
-    import onnx
-
-    kept = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-    lost = [n for n in signature.input_names if n not in kept]
-    if lost:
+    legacy = which is Exporter.LEGACY
+    proto = onnx.load(str(path))
+    lost = [n for n in signature.input_names if n not in {i.name for i in proto.graph.input}]
+    if lost:  # tracing turns an input the module only branches on (or reads as a Python number) into a constant
+        why = [*refusals, *([CONTROL_FLOW] if legacy and mode == "trace" else [])]
         raise ValidationError(f"onnx: the {EXPORTERS[which]} exporter left input {', '.join(map(repr, lost))} out of "
                               f"the graph: it became a constant (the module branches on it, or reads it as a Python "
                               f"number){''.join(f'; {w}' for w in why)}")
+    # Zero RNN/GRU/LSTM states built from the input's shape would keep ort-cuda off the GPU.
+    omit_zero_initial_states(proto)
+    # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
+    used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    save_with_metadata(proto, path, {**strings, "opset": str(used), "exporter": which.value,
+                                     **({"torchscript_method": mode} if legacy else {})}, description(strings))
+
+    def hint() -> str:
+        return "; ".join(filter(None, [_fixed_symbols(proto.graph, signature), note and f"{refusals[0]}: the "
+                                       f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
+
+    return Written(f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else ""), note, hint)
 
 
-def _fixed_symbols(path: Path, signature: Signature) -> str:
-    """Which dynamic input sizes the ONNX graph at ``path`` holds fixed (an exporter specialised
-    them to the example's), or ''."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+def _fixed_symbols(graph, signature: Signature) -> str:
+    """Which dynamic input sizes the ONNX ``graph`` holds fixed (an exporter specialised them to the
+    example's), or ''."""
     fixed = []
     for value, sig in zip(graph.input, signature.inputs):
         dims = value.type.tensor_type.shape.dim
@@ -259,5 +218,4 @@ def symbolic_dims(path) -> tuple[list, list]:
 
 
 register(ExportFormat(name="onnx", description="ONNX (onnxruntime, OpenVINO, Triton, ...)", serving_backend="ort-cpu",
-                      write=write, symbolic_dims=symbolic_dims, raw_pictures=True, add_metadata=add_metadata,
-                      check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))
+                      write=write, raw_pictures=True, add_metadata=add_metadata, check_options=check_opset))

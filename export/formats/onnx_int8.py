@@ -39,8 +39,9 @@ model), never by the f32 atol.
 from __future__ import annotations
 
 import functools
-import statistics
 import logging
+import math
+import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -56,7 +57,7 @@ from ptx.errors import DataError, PtxError, first_line
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
-from .onnx import DEFAULT_EXPORTER, add_metadata, check_opset, save_with_metadata
+from .onnx import add_metadata, check_opset, save_with_metadata
 from .onnx import write as write_onnx
 
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
@@ -64,7 +65,8 @@ RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
 QUANTIZED_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
                  "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
 CALIBRATION_BATCH = 64
-TIMED_RUNS_NOTE = "medians of 20 runs each, alternating, ONNX Runtime on the CPU"
+TIMED_RUNS = 20  # runs of each file, alternating, for what keeping nodes in f32 costs
+TIMED_RUNS_NOTE = f"medians of {TIMED_RUNS} runs each, alternating, ONNX Runtime on the CPU"
 # How the weights are stored, as the artifact's ptx.quantization names it (module docstring: why 7 bits).
 WEIGHTS = "7-bit int8 weights (reduce_range: no 16-bit saturation on CPUs without VNNI)"
 
@@ -121,10 +123,11 @@ CHOICES = (
 )
 
 
-def unsupported(spec) -> str | None:
-    """Why ``spec`` cannot have an int8 artifact (so ``ptx models`` and export say so up front)."""
+def unsupported(spec, fmt: str = "onnx-int8") -> str | None:
+    """Why ``spec`` cannot have an int8 artifact of format ``fmt`` (so ``ptx models`` and export say
+    so up front)."""
     if spec.task is Task.REGRESSION:
-        return (f"onnx-int8: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
+        return (f"{fmt}: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
                 "which a regression has none of: serve model.onnx (f32)")
     return None
 
@@ -233,13 +236,10 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     and the search in verify's judge's place, and which the file records."""
     import onnx
 
-    from ..keep_f32 import AUTO, keep_auto, resolve, revert, seconds_per_run
+    from ..keep_f32 import AUTO, keep_auto, resolve, revert
 
     if bound is not None:  # the user's bound is the judge, and the nodes kept in f32 are searched for
-        if keep_f32 not in (None, AUTO):
-            raise PtxError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
-                           f"{','.join(keep_f32)} (or give --keep-f32 auto)")
-        judge, keep_f32 = bound.judge, AUTO
+        judge, keep_f32 = bound.judge, AUTO  # a --keep-f32 list beside it was refused (pipeline.check_options)
 
     name = strings["model"]
     with tempfile.TemporaryDirectory(prefix="ptx-int8-") as scratch:
@@ -255,10 +255,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         recorded: dict[str, str] = {"cpu": describe_cpu()}  # where the choice was measured, and its speed there
 
         def save(out: Path) -> None:
-            how, exclude = made_here[out]
             save_with_metadata(quantized_graph(out, name, served), out,
-                               {**base, "precision": "int8", "format": "onnx-int8", "quantization": how, **recorded,
-                                **({"keep_f32": ",".join(exclude)} if exclude else {})}, description(base))
+                               int8_strings(base, "onnx-int8", *made_here[out], recorded), description(base))
 
         def quantize(exclude, out=path, choice: Choice = CHOICES[0]) -> Path:
             exclude = resolve(exclude, graph_read, proto, name) if exclude else []
@@ -271,9 +269,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             except Exception as exc:  # the quantizer raises many types; its first line says what failed
                 raise PtxError(f"onnx-int8: onnxruntime's {'static' if static else 'dynamic'} quantizer failed for "
                                f"{name}: {first_line(exc)}; serve {served} (f32)") from None
-            if exclude:
-                how += f", {len(exclude)} node{'s' * (len(exclude) != 1)} kept in f32"
-            made_here[out] = how, exclude
+            made_here[out] = how + kept_in_f32(exclude), exclude
             save(out)
             return out
 
@@ -301,7 +297,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         method, kept = made_here[path]
         if kept and feeds is not None:  # what keeping them costs: the int8 file with none kept, timed against this one
             everything = chosen_with([], Path(scratch) / "all-int8.onnx")
-            before, after = seconds_per_run([everything, path], feeds)
+            times = alternating_times([ort_call(everything, feeds), ort_call(path, feeds)], TIMED_RUNS, math.inf)
+            before, after = (statistics.median(took[i] for took in times) for i in (0, 1))
             rows_timed = rows(signature, feeds)
             log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): "
                 f"{f'a batch of {rows_timed}' if rows_timed else 'a call'} takes {after * 1e3:.2f} ms where "
@@ -317,6 +314,19 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         if ratio is not None:
             say_if_slower(ratio, batch, served, log)
     return Written(method + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
+
+
+def kept_in_f32(nodes) -> str:
+    """How an int8 file's ptx.quantization ends where it keeps ``nodes`` in f32."""
+    return f", {len(nodes)} node{'s' * (len(nodes) != 1)} kept in f32" if nodes else ""
+
+
+def int8_strings(base: dict[str, str], fmt: str, how: str, kept, recorded: dict[str, str]) -> dict[str, str]:
+    """What an int8 file of format ``fmt`` records: the f32 graph's strings (``base``), how it was
+    quantized, where and how fast it runs (``recorded``: ptx.cpu, ptx.speed_vs_f32...) and the nodes
+    it keeps in f32 (ptx.keep_f32)."""
+    return {**base, "precision": "int8", "format": fmt, "quantization": how, **recorded,
+            **({"keep_f32": ",".join(kept)} if kept else {})}
 
 
 def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str], **onnx_options):
@@ -362,8 +372,7 @@ def quantized_graph(path: Path, model: str, served: str = "model.onnx"):
     return proto
 
 
-def speed_against_f32(f32: Path, files: list[Path], feeds: dict, rounds: int = CHOICE_ROUNDS,
-                      seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
+def speed_against_f32(f32: Path, files: list[Path], feeds: dict) -> tuple[list[float], int]:
     """Each file's speed against ``f32`` through ONNX Runtime's CPU provider (ptx's session defaults:
     a thread per core, every graph optimisation), in ``alternating_ratios``. Returns (ratios, rounds run).
 
@@ -371,7 +380,7 @@ def speed_against_f32(f32: Path, files: list[Path], feeds: dict, rounds: int = C
     worker then holds a core while the next session runs. On 2 cores two files that optimise to the
     same graph (mlp with and without QDQKeepRemovableActivations) timed 7.7x and 2.2x f32 with
     spinning, each round in the same cyclic order, and 3.4x and 3.5x without it."""
-    return alternating_ratios([ort_call(p, feeds) for p in [f32, *files]], rounds, seconds)
+    return alternating_ratios([ort_call(p, feeds) for p in [f32, *files]])
 
 
 def ort_call(path: Path, feeds: dict) -> Callable[[], object]:
@@ -386,30 +395,34 @@ def ort_call(path: Path, feeds: dict) -> Callable[[], object]:
     return functools.partial(session.run, None, feeds)
 
 
-def alternating_ratios(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
-                       seconds: float = CHOICE_SECONDS) -> tuple[list[float], int]:
-    """Each call's speed against the first: the median over rounds of the first's seconds per call
-    over its. Each round runs every call once in a shuffled order, so a busy moment on a shared
-    machine weighs on one round's calls alike. Returns (ratios of calls[1:], rounds run)."""
+def alternating_times(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
+                      seconds: float = CHOICE_SECONDS) -> list[list[float]]:
+    """Each round's seconds of each call. Each round runs every call once in a shuffled order, so a
+    busy moment on a shared machine weighs on one round's calls alike."""
     import random
 
     for call in calls:  # warm up: the first runs allocate and pack weights
         call()
         call()
-    ratios: list[list[float]] = [[] for _ in calls[1:]]
-    start, done, shuffle = time.perf_counter(), 0, random.Random(0).shuffle
+    times: list[list[float]] = []
+    start, shuffle = time.perf_counter(), random.Random(0).shuffle
     order = list(range(len(calls)))
-    while done < rounds and (done < MIN_ROUNDS or time.perf_counter() - start < seconds):
+    while len(times) < rounds and (len(times) < MIN_ROUNDS or time.perf_counter() - start < seconds):
         took = [0.0] * len(calls)
         shuffle(order)
         for i in order:
             begin = time.perf_counter()
             calls[i]()
             took[i] = time.perf_counter() - begin
-        for kept, t in zip(ratios, took[1:]):
-            kept.append(took[0] / t)
-        done += 1
-    return [statistics.median(r) for r in ratios], done
+        times.append(took)
+    return times
+
+
+def alternating_ratios(calls: list[Callable[[], object]]) -> tuple[list[float], int]:
+    """Each call's speed against the first: the median over ``alternating_times``' rounds of the
+    first's seconds per call over its. Returns (ratios of calls[1:], rounds run)."""
+    times = alternating_times(calls)
+    return [statistics.median(took[0] / took[i] for took in times) for i in range(1, len(calls))], len(times)
 
 
 def speed_note(ratio: float, batch: int | None, rounds: int, served: str = "model.onnx",
@@ -472,5 +485,4 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
 
 register(ExportFormat(name="onnx-int8", description="ONNX quantized to int8 (ort-cpu and openvino --precision int8)",
                       serving_backend="ort-cpu", write=write, precision="int8", calibrated=True,
-                      unsupported=unsupported, add_metadata=add_metadata,
-                      check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))
+                      unsupported=unsupported, add_metadata=add_metadata, check_options=check_opset))

@@ -29,19 +29,20 @@ extra): without it the format is refused in one line.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ptx.contract import DEFAULT_OPSET, Task
+from ptx.contract import DEFAULT_OPSET
 from ptx.errors import DataError, PtxError, first_line
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
-from .onnx import DEFAULT_EXPORTER, add_metadata, check_opset, save_with_metadata
-from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, ort_call, rows, say_if_slower,
-                        speed_note)
+from .onnx import add_metadata, check_opset, save_with_metadata
+from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, int8_strings, kept_in_f32, ort_call,
+                        rows, say_if_slower, speed_note, unsupported)
 
 NAME = "openvino-int8"
 # The ops NNCF's ONNX backend quantizes here (weights and inputs): the ones ptx.keep_f32 can name.
@@ -49,30 +50,11 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 WEIGHTS = "7-bit int8 weights (NNCF OverflowFix.ENABLE: no 16-bit saturation on CPUs without VNNI)"
 
 
-def import_nncf():
-    """nncf, or one line saying how to install it (it comes with the openvino extra)."""
-    from ptx.extras import MissingExtraError, missing_part
-
-    why = missing_part("nncf")
-    if why:
-        raise MissingExtraError(why)
-    import nncf
-
-    return nncf
-
-
 def unavailable() -> str | None:
     """Why this machine cannot write the format (``--format all`` leaves it out), or None."""
     from ptx.extras import missing, missing_part
 
     return missing_part("nncf") or missing("openvino")
-
-
-def unsupported(spec) -> str | None:
-    if spec.task is Task.REGRESSION:
-        return (f"openvino-int8: {spec.name} is a regression model; int8 is judged by label agreement and accuracy, "
-                "which a regression has none of: serve model.onnx (f32)")
-    return None
 
 
 @contextmanager
@@ -132,8 +114,16 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     NNCF into ``path``, calibrated on ``calibration`` (cases of inputs by name), and record how, its
     speed on this CPU and, with ``bound``, what it holds. ``judge`` is not used: NNCF's placement is
     OpenVINO's, not chosen by timing here; export judges the file written as verify does."""
-    nncf = import_nncf()
+    import onnx
+
+    from ptx.extras import MissingExtraError
+
     from ..keep_f32 import revert
+
+    why = unavailable()  # NNCF and OpenVINO (which times the file) come with the openvino extra
+    if why:
+        raise MissingExtraError(why)
+    import nncf
 
     name = strings["model"]
     if not calibration:
@@ -156,10 +146,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
 
         def save(quantized, out: Path, exclude) -> Path:
-            save_with_metadata(quantized, out, {**base, "precision": "int8", "format": NAME, "quantization": how
-                                                + (f", {len(exclude)} node{'s' * (len(exclude) != 1)} kept in f32"
-                                                   if exclude else ""),
-                                                **recorded, **({"keep_f32": ",".join(exclude)} if exclude else {})},
+            save_with_metadata(quantized, out, int8_strings(base, NAME, how + kept_in_f32(exclude), exclude, recorded),
                                description(base))
             return out
 
@@ -173,20 +160,18 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
                                f"{served} (f32)") from None
             return save(quantized, out, exclude)
 
-        if bound is None:
-            quantize([])
-        else:
+        if bound is not None:
             how += "; NNCF's accuracy control, then ptx's revert pass"
             kept = _accuracy_control(nncf, proto, calibrated, bound, base, Path(scratch), options, advanced, name,
                                      served, log)
-            if kept:
-                log(f"{NAME} NNCF kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}); the "
-                    "revert pass returns each to int8 where the bound holds without it")
-                if bound.judge(quantize(kept)).unusable:  # quantize() and NNCF's restorer can differ by a little
-                    kept = _fallback(quantize, bound, kept, log)
-                kept = revert(quantize, bound.judge, kept, log, NAME)
-            else:
-                quantize([])
+        if kept:
+            log(f"{NAME} NNCF kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}); the "
+                "revert pass returns each to int8 where the bound holds without it")
+            if bound.judge(quantize(kept)).unusable:  # quantize() and NNCF's restorer can differ by a little
+                kept = _fallback(quantize, bound, kept, log)
+            kept = revert(quantize, bound.judge, kept, log, NAME)
+        else:
+            quantize([])
         timing = calibration[0]
         batch = rows(signature, timing)
         ratios, rounds = alternating_ratios([ort_call(f32, timing), openvino_call(path, timing),
@@ -196,7 +181,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
                                               "f32), run through OpenVINO on the CPU")
         if bound is not None:
             recorded.update(bound.strings(bound.judge(path).value))
-        save(_reload(path), path, kept)
+        save(onnx.load(str(path)), path, kept)
         say_if_slower(ratios[0], batch, served, log, NAME, "through OpenVINO against ONNX Runtime f32",
                       "ort-cpu-int8, openvino-bf16")
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
@@ -262,14 +247,7 @@ def openvino_call(path: Path, feeds: dict):
     return lambda: request.infer(feeds, share_inputs=True)
 
 
-def _reload(path: Path):
-    import onnx
-
-    return onnx.load(str(path))
-
-
 register(ExportFormat(name=NAME, description="ONNX quantized to int8 by NNCF for OpenVINO (openvino --precision int8)",
                       serving_backend="openvino", write=write, precision="int8", calibrated=True,
-                      unsupported=unsupported, unavailable=unavailable, progress="quantizing with NNCF",
-                      add_metadata=add_metadata,
-                      check_options=lambda opset, exporter, **_: check_opset(opset, exporter or DEFAULT_EXPORTER)))
+                      unsupported=functools.partial(unsupported, fmt=NAME), unavailable=unavailable,
+                      progress="quantizing with NNCF", add_metadata=add_metadata, check_options=check_opset))

@@ -54,7 +54,7 @@ def no_compiler() -> str | None:
                                            "(install one, or set CXX)")
 
 
-def check_device(device: str) -> str:
+def check_device(device: str, **_) -> str:
     import torch
 
     if device not in DEVICES:
@@ -228,7 +228,6 @@ def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
 
 register(ExportFormat(name="pt2", description="torch.export + AOTInductor package (aoti_load_package, C++ runtime)",
                       serving_backend="aoti", write=write, unsupported=unsupported, unavailable=no_compiler,
-                      add_metadata=rewrite_metadata,
-                      check_options=lambda device, **_: check_device(device),
+                      add_metadata=rewrite_metadata, check_options=check_device,
                       progress="torch.export, then AOTInductor compiles C++ for {device} (about 20-40 s on 2 CPU "
                                "cores), then validates against eager"))
