@@ -80,7 +80,8 @@ def test_an_onnx_file_becomes_int8_calibrated_on_inputs_generated_from_its_signa
     shutil.copy(files / "residual.onnx", tmp_path / "residual.onnx")
     done = ptx("export", "residual.onnx", "--format", "onnx-int8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    # int8 measured slower than f32 (a busy machine, a CPU without VNNI) adds a line that says so: not this test's
+    lines = [ln for ln in done.stdout.splitlines() if "slower than f32 on this CPU" not in ln]
     assert lines[0] == ("calibration: 64 samples generated from residual.onnx's signature (seeded), and 32 samples "
                         "held out to judge the int8 file: give --calibration SAMPLES.npz to calibrate on real inputs")
     # the ways to quantize it, timed against residual.onnx and judged, then the one kept and its verdict
