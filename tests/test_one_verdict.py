@@ -120,6 +120,25 @@ def test_the_strongest_evidence_decides_and_the_weaker_is_shown_not_counted():
                     "a model file)")
 
 
+def test_a_reduced_row_the_user_named_is_kept_as_its_verdict(tmp_path):
+    """`ptx verify convnet --backends ort-cpu-int8`, the command predict's warning names, fails the row it
+    was asked about (exit 1); verify.json kept that FAIL, so that predict then warned "ort-cpu-int8 is
+    FAIL for convnet", and bench's verify column and `ptx runs` said FAIL, where export, the rule and a
+    verify that did not name the row say NOT USABLE. A real failure (it did not run) is still kept as FAIL."""
+    from ptx.contract.names import VERIFY_RECORD_FILE
+    from ptx.infer.model.records import record_verify
+    from ptx.infer.verify.report import Report, Row
+
+    named = Row("ort-cpu", precision="int8", against="eager-cpu", cases=["real"], required=True,
+                unusable=["labels agree on 98.5% (< 99%)"])
+    broken = Row("openvino", precision="int8", against="eager-cpu", required=True, error="model.openvino-int8.onnx: cut")
+    assert (named.status, broken.status) == ("FAIL", "FAIL")  # verify's exit status: both rows asked for fail it
+    record_verify(Report("convnet", rows=[named, broken]), tmp_path)
+    kept = json.loads((tmp_path / VERIFY_RECORD_FILE).read_text())["rows"]
+    assert {label: row["status"] for label, row in kept.items()} == {"ort-cpu-int8": NOT_USABLE,
+                                                                     "openvino-int8": "FAIL"}
+
+
 # -- one verdict, from export to every command ---------------------------------------------------------------
 
 

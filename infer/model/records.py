@@ -76,7 +76,8 @@ def record_verify(report, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     # A backend's own rows only: not --against another file's, nor the stored reference's second look;
     # nor a row that compared no case, which judged nothing to keep.
-    rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.status, v.batch_sizes, "verify")
+    # A reduced row the user named is kept as its verdict (NOT USABLE), not verify's exit status (FAIL).
+    rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.kept_status, v.batch_sizes, "verify")
             for v in report.rows if v.backend in registry.list_backends() and v.against != "stored reference"
             and getattr(v, "no_case", None) is None}
     _write(run_dir / VERIFY_RECORD_FILE, rows)

@@ -138,6 +138,14 @@ class Row:
         return "NOT USABLE" if self.unusable else "PASS"
 
     @property
+    def kept_status(self) -> str:
+        """The status kept with the file it judged (verify.json: predict's and serve's warning, bench's
+        column, `ptx runs`): the verdict by its precision's rule, whether or not the user named the row.
+        Naming a reduced row that misses its rule makes verify exit 1 (FAIL); the file is NOT USABLE all
+        the same, as export and a verify that did not name it say."""
+        return "NOT USABLE" if self.unusable and not self.failures else self.status
+
+    @property
     def ok(self) -> bool:
         """Passed: the backend at this precision may be used (bench and serve choose only these); a
         row that compared no case passed nothing."""
