@@ -268,6 +268,40 @@ def test_a_weight_is_compared_with_the_f32_weight_it_came_from_after_a_fold(tmp_
     assert w1["rel"] < 0.05, w1  # int8's rounding of the folded weight; against the unfolded one it was > 1
 
 
+def test_a_batch_norm_parameter_behind_an_identity_is_folded_as_its_value(tmp_path):
+    """Item 6: torch's TorchScript-based exporter writes a parameter equal to another once, the second
+    an Identity of the first (b2.bias = Identity(b1.bias), both zeros); locate read only an initializer,
+    a DequantizeLinear or a Cast of one as a weight, so the batch norm's beta was None and the folded
+    bias it compared with the other file's was NaN ("c3.bias ... differs between the two files: max abs
+    0.00e+00, rel 0.0e+00; ... max |value| nan"). Read through the Identity, it is the bias the fold writes."""
+    import onnxruntime as ort
+
+    from ptx.infer.locate.graph import LocateGraph
+    from ptx.infer.locate.pairs import Counterparts
+
+    rng = np.random.default_rng(0)
+    c = 4
+    inits = weights(w=rng.normal(0, 0.3, (c, 3, 3, 3)), b=rng.normal(0, 0.1, c), g=rng.uniform(0.5, 3, c),
+                    be0=rng.normal(0, 0.2, c), m=rng.normal(0, 0.2, c), v=rng.uniform(0.2, 1.5, c))
+    nodes = [helper.make_node("Identity", ["be0"], ["be"], name="shared_beta"),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "m", "v"], ["bn"], name="bn"),
+             helper.make_node("Relu", ["bn"], ["y"], name="relu")]
+    save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, 8, 8])], inits, tmp_path / "net.onnx")
+    options = ort.SessionOptions()  # onnxruntime's own fold (ConvBNFusion), as a file optimised by it holds it
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    ort.InferenceSession(str(tmp_path / "net.onnx"), options, providers=["CPUExecutionProvider"])
+    with LocateGraph.open(tmp_path / "net.onnx") as f32, LocateGraph.open(tmp_path / "folded.onnx") as folded:
+        assert np.array_equal(f32.weight_as_read("be"), f32.weight_as_read("be0"))
+        k = f32.by_name["conv"]
+        bias, norms = Counterparts.match(f32, folded).folded_weight(k, 2, f32.weight_as_read("b"))
+        conv = folded.nodes[folded.by_name["conv"]]
+        assert norms == ["bn"] and np.isfinite(bias).all(), bias
+        np.testing.assert_allclose(bias, folded.weight_as_read(conv.input[2]), rtol=1e-5, atol=1e-6)
+
+
 def test_a_piece_that_is_no_valid_model_says_why(tmp_path):
     """Item 6: "keeping Conv.5, ... in f32 could not be measured (region-10.onnx: invalid model)": a
     runtime names only the temporary file. A piece ptx cut or built that onnx.checker refuses says

@@ -219,7 +219,8 @@ class LocateGraph:
 
     def weight_as_read(self, name: str, depth: int = 3) -> np.ndarray | None:
         """The values a node computes with where no input changes them: a weight, a DequantizeLinear
-        or Cast of one (a QDQ or float16 file), or the dynamic quantizer's int8 ``W_quantized``
+        or Cast of one (a QDQ or float16 file), an Identity of one (torch's TorchScript-based exporter
+        writes a parameter equal to another so), or the dynamic quantizer's int8 ``W_quantized``
         dequantized by the ``W_scale`` and ``W_zero_point`` kept beside it."""
         import onnx
 
@@ -231,12 +232,13 @@ class LocateGraph:
             return dequantize(q, scale, self.weight(base + "_zero_point"), axis)
         value = self.weight(name)
         at = self.produced_at.get(name)
-        if value is not None or at is None or depth == 0 or self.nodes[at].op_type not in ("DequantizeLinear", "Cast"):
+        if value is not None or at is None or depth == 0 or \
+                self.nodes[at].op_type not in ("DequantizeLinear", "Cast", "Identity"):
             return value
         node = self.nodes[at]
         values = [self.weight_as_read(i, depth - 1) if i else None for i in node.input]
-        if values[0] is None:
-            return None
+        if values[0] is None or node.op_type == "Identity":
+            return values[0]
         if node.op_type == "Cast":
             return values[0].astype(onnx.helper.tensor_dtype_to_np_dtype(node.attribute[0].i))
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
