@@ -215,6 +215,33 @@ def test_every_command_offered_for_a_not_usable_int8_row_runs_and_keeps_what_it_
     assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)  # the rest is still int8
 
 
+def test_the_keep_list_offered_leaves_a_node_with_an_int8_kernel_in_int8():
+    """Item 4 (every "then:"/"or:" line runs): convnet's int8 file, made the "Gemm/MatMul int8, Conv f32"
+    way, triaged by `ptx verify convnet --backends ort-cpu-int8 --locate`, offered `ptx export convnet
+    --format onnx-int8 --keep-f32 node_linear,node_linear_1,node_Reshape_7`: both Gemms in f32 leave only
+    a Reshape and a Relu, which onnxruntime quantizes only beside a quantized node, so export refused it
+    (exit 2: "the quantizer leaves nothing of convnet in int8"). Dropping the last name alone was not
+    enough; the list offered leaves a node with an int8 kernel of its own (Conv, Gemm, MatMul) in int8."""
+    from types import SimpleNamespace
+
+    from ptx.cli.verify import keep_commands
+    from ptx.infer.locate.triage import Blame, Triage
+
+    def blame(node: str, op: str, born: float) -> Blame:
+        return Blame(node, op, f"{node}_out", born, 0.0, 0.1, 1.0, None, True)
+
+    found = Triage("ort-cpu-int8", "ort-cpu", "model.int8.onnx", "64 real test samples",
+                   [blame("node_linear", "Gemm", 7.6e-3), blame("node_linear_1", "Gemm", 6.5e-3),
+                    blame("node_Reshape_7", "Reshape", 5.2e-3), blame("node_relu_2", "Relu", 1.6e-3)])
+    run = SimpleNamespace(is_run=True, name="convnet", run_dir=Path("runs/convnet"), precision="f32")
+    assert keep_commands(found, run, None) == ["then: ptx export convnet --format onnx-int8 --keep-f32 auto",
+                                               "or: ptx export convnet --format onnx-int8 --keep-f32 node_linear"]
+    # a file whose only int8 node of its own is kept by the whole list offers auto alone
+    alone = Triage("ort-cpu-int8", "ort-cpu", "model.int8.onnx", "case", [blame("fc", "Gemm", 0.1),
+                                                                           blame("relu", "Relu", 0.01)])
+    assert keep_commands(alone, run, None) == ["then: ptx export convnet --format onnx-int8 --keep-f32 auto"]
+
+
 def test_against_offers_its_triage_where_the_pair_is_not_usable(tmp_path):
     """Item 5: an --against row that pairs an int8 file with its source and misses the reduced rule
     offers the command that triages the pair, and it runs as printed."""

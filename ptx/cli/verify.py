@@ -254,6 +254,10 @@ def _triage(report, target, as_json, against) -> list:
     return docs
 
 
+# The ops onnxruntime's quantizer makes int8 on their own (the others follow a quantized neighbour).
+INT8_KERNEL_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention"})
+
+
 def keep_commands(found, target, against) -> list[str]:
     """The export commands a triage offers, each as it runs: --keep-f32 is onnx-int8's (ONNX Runtime's
     nodes_to_exclude), made from the f32 file (a run's export, the file, or an int8 file's --against
@@ -275,8 +279,11 @@ def keep_commands(found, target, against) -> list[str]:
         f" (--keep-f32 is onnx-int8's; {found.row}'s quantizer keeps no node list)"
     command = f"ptx export {source} --format onnx-int8"
     names = [b.node for b in keep]
-    if set(names) >= {b.node for b in found.blames if b.quantized}:
-        names = names[:-1]  # every int8 node kept leaves nothing in int8, which export refuses
+    # export refuses a list that leaves nothing in int8: a Relu, a Reshape or a pool is quantized only
+    # beside a quantized node, so the list leaves out at least one node with an int8 kernel of its own
+    own = {b.node for b in found.blames if b.quantized and b.op in INT8_KERNEL_OPS}
+    while names and set(names) >= own:
+        names = names[:-1]
     return [f"then{why}: {command} --keep-f32 auto"] + ([f"or: {command} --keep-f32 {','.join(names)}"] if names else [])
 
 
