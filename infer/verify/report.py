@@ -192,9 +192,11 @@ class Row:
     def problems(self) -> list[str]:
         """The row's failures in words for the verdict line: what it was compared with, the output
         and its error; its batch composition's, as a row of its own."""
-        found = [f"{self.backend}{' (the reference)' * self.is_reference}: {self.error}"] if self.error else []
+        # a reduced row by its label (ort-cpu-int8): "ort-cpu vs ort-cpu" said nothing of which row departed
+        name = self.backend if self.precision == FULL_PRECISION else self.label
+        found = [f"{name}{' (the reference)' * self.is_reference}: {self.error}"] if self.error else []
         if self.disagreeing is not None and not self.error:
-            found.append(f"{self.backend} vs {self.against}, output {self.disagreeing.summary()}")
+            found.append(f"{name} vs {self.against}, output {self.disagreeing.summary()}")
         check = self.composition
         if self.alone_error:
             found.append(f"{self.backend}: {self.alone_error}")
