@@ -41,7 +41,7 @@ def is_user_file(filename: str, user_files: Sequence[str] = ()) -> bool:
                 or resolved.startswith(torch_dir) or any(resolved.startswith(d) for d in _ptx_dirs()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ptx_dirs() -> tuple[str, ...]:
     """The folders of ptx's own machinery (ptx/, export/, infer/, serve/ in an editable checkout, which
     site-packages does not hold): the frame that calls a user's module (the shape certificate's

@@ -130,13 +130,15 @@ def beyond_a_table(signature: Signature, feeds: Mapping[str, object], tables: Se
         for axis, (symbol, got) in enumerate(zip(t.shape, shape)):
             if not isinstance(symbol, str) or axis == t.batch_axis:
                 continue
-
-            def cut(size: int) -> dict:
-                return {n: np.asarray(x)[tuple(slice(0, size) if d == symbol else slice(None)
-                                               for d in signature.input(n).shape)] for n, x in feeds.items()}
-
             for rows, name in sorted({(rows, name) for name, rows in tables if rows < got}, reverse=True):
-                if runs(cut(rows)) and (rows + 1 == got or not runs(cut(rows + 1))):
+                if runs(_cut(signature, feeds, symbol, rows)) and (
+                        rows + 1 == got or not runs(_cut(signature, feeds, symbol, rows + 1))):
                     return (f"input {t.name!r} axis {axis} ({symbol}) is {got}, longer than the {rows} rows of "
                             f"{name!r} that the model looks up along it: give at most {rows}")
     return None
+
+
+def _cut(signature: Signature, feeds: Mapping[str, object], symbol: str, size: int) -> dict:
+    """``feeds`` with every axis of ``symbol`` cut to its first ``size`` entries."""
+    return {n: np.asarray(x)[tuple(slice(0, size) if d == symbol else slice(None) for d in signature.input(n).shape)]
+            for n, x in feeds.items()}
