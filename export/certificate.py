@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ptx.contract.comparison import compare_output
-from ptx.contract.shape_certificate import Certificate, Probe, certify, constant_of, onnx_fixing_nodes
+from ptx.contract.shape_certificate import CHANGES, Certificate, Probe, certify, constant_of, onnx_fixing_nodes
 from ptx.contract.tensors import Signature
 
 
@@ -26,9 +26,15 @@ def certify_model(fmt, model, path: Path, signature: Signature, shapes, toleranc
                    where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)))
 
 
-def findings(certificate: Certificate) -> str:
-    """What a certificate that does not hold found, in words, and what to do about it."""
+def findings(certificate: Certificate, cases_failed: bool = False) -> str:
+    """What a certificate that does not hold found, in words, and what to do about it. Where the
+    validation cases failed too (``cases_failed``) and every axis only changed the answers (none
+    refused a size or moved an output's shape), no size is to blame: the answers differ at the
+    cases' own sizes (GPT-2 fed random 0/1 masks, whose fully masked rows no two runtimes need agree on)."""
     fixed = "; ".join([*(a.line() for a in certificate.bad()), *filter(None, [certificate.outputs])])
+    if cases_failed and not certificate.outputs and all(a.status == CHANGES for a in certificate.bad()):
+        return (f"{fixed}: the answers differ at the validation cases' own sizes too, so no axis is to blame: look at "
+                "what the model was fed (the 'validation inputs' line; --inputs takes real samples)")
     return (f"{fixed}: the module's code turns that size into a constant (a view or reshape with a number, "
             "int(x.size(1))): use -1 or x.shape there, or declare the axis at that fixed size (--input NAME=batchx8x...)")
 

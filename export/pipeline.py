@@ -137,7 +137,7 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
         except ValidationError as exc:  # the certificate says which axis, and what fixed it
             if certificate is None or certificate.holds:
                 raise
-            raise ValidationError(f"{exc}; shape certificate: {findings(certificate)}") from None
+            raise ValidationError(f"{exc}; shape certificate: {findings(certificate, cases_failed=True)}") from None
     finally:
         model.close()
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)

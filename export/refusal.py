@@ -4,6 +4,7 @@ format writers (export/formats/) and ``--module``'s factory loading say their re
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
@@ -31,12 +32,27 @@ CONTROL_FLOW = ("Python control flow needs --torchscript-mode script (library: t
 
 def is_user_file(filename: str, user_files: Sequence[str] = ()) -> bool:
     """Whether a frame's file is the user's code: one of ``user_files``, else anything outside
-    torch, site-packages and Python's own ``<...>`` pseudo-files."""
+    torch, site-packages, ptx's own machinery and Python's own ``<...>`` pseudo-files."""
     if user_files:
         return str(Path(filename).resolve()) in user_files
     torch_dir = str(Path(sys.modules["torch"].__file__).resolve().parent)  # what refuses is torch's: it is loaded
+    resolved = str(Path(filename).resolve())
     return not (filename.startswith("<") or "site-packages" in filename or "dist-packages" in filename
-                or str(Path(filename).resolve()).startswith(torch_dir))
+                or resolved.startswith(torch_dir) or any(resolved.startswith(d) for d in _ptx_dirs()))
+
+
+@functools.cache
+def _ptx_dirs() -> tuple[str, ...]:
+    """The folders of ptx's own machinery (ptx/, export/, infer/, serve/ in an editable checkout, which
+    site-packages does not hold): the frame that calls a user's module (the shape certificate's
+    ``module(*args)``, the keyword wrapper of a transformers model) is never the user's line."""
+    import importlib.util
+
+    dirs = []
+    for name in ("ptx", "ptx.export", "ptx.infer", "ptx.serve"):
+        spec = importlib.util.find_spec(name)
+        dirs += [str(Path(d).resolve()) + "/" for d in ((spec and spec.submodule_search_locations) or [])]
+    return tuple(dirs)
 
 
 def user_files(module) -> tuple[str, ...]:

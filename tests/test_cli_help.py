@@ -49,3 +49,13 @@ def test_an_option_of_the_other_kind_is_still_refused_in_one_line(relu):
     result = CliRunner().invoke(cli, ["verify", relu, "--samples", "3"])
     assert result.exit_code == 2 and "--samples counts real test samples, which only a tutorial model's contract" \
         in result.output
+
+
+@pytest.mark.parametrize("command", ["export", "verify", "bench"])
+def test_the_input_options_help_says_what_generated_inputs_are_and_that_shape_binds_a_symbol(command):
+    # issue 58: --shape binds a symbolic dim by its name (seq=5), and generated masks and token types
+    # are made as a tokenizer makes them; the help said only input=DIMS and random 0/1 masks.
+    flat = " ".join(help_of(command).split())
+    assert "Bind a symbolic dim by its name, e.g. seq=5" in flat
+    assert "0 or 1 where the input is named like a mask" not in flat
+    assert "ones then padding per row" in flat and "below the rows of the embedding they index where ptx export found it" in flat

@@ -223,3 +223,21 @@ def test_gpt2_with_an_attention_mask_validates_on_masks_a_tokenizer_makes(tmp_pa
     assert ("validation inputs: generated: input_ids int64 in [0, 39] (rows of the embedding gpt.transformer.wte), "
             "attention_mask ones then padding per row") in result.stdout, result.stdout
     assert "shape certificate: holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)" in result.stdout
+
+
+def test_random_masks_that_fail_everywhere_are_not_blamed_on_an_axis_the_export_fixed(tmp_path):
+    """--range attention_mask=0,2 brings the random 0/1 masks back: the ONNX file disagrees with eager
+    at the cases' own sizes, and the certificate's axes only change the answers. The error said the
+    module 'turns that size into a constant (a view or reshape with a number)', which it does not."""
+    pytest.importorskip("transformers")
+    (tmp_path / "gpt.py").write_text(GPT)
+    result = ptx("export", "--module", "gpt.py:build", "--input", "input_ids=batchxseq:int64", "--input",
+                 "attention_mask=batchxseq:int64", "--format", "onnx", "--out", "g", "--range", "attention_mask=0,2",
+                 cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "validation inputs: generated: input_ids int64 in [0, 39] (rows of the embedding gpt.transformer.wte), " \
+           "attention_mask int64 in [0, 2)" in result.stdout, result.stdout
+    error = result.stderr.strip().splitlines()[-1]
+    assert "CHANGES THE ANSWERS" in error and "turns that size into a constant" not in error, error
+    assert error.endswith("so no axis is to blame: look at what the model was fed (the 'validation inputs' line; "
+                          "--inputs takes real samples)"), error

@@ -573,3 +573,24 @@ def test_an_input_longer_than_a_table_the_model_looks_up_is_named_with_its_limit
     with pytest.raises(PtxError) as bad_type:
         model.run({"input_ids": zeros[:, :12], "token_type_ids": np.full((1, 12), 50, np.int64)})
     assert "rows of" not in str(bad_type.value) and "Gather" in str(bad_type.value), bad_type.value
+
+
+class _OffsetPositions(_Positions):
+    """RoBERTa's way: positions start after the padding index (2), so 16 rows take 14 tokens."""
+
+    def forward(self, input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1]).unsqueeze(0) + 2
+        return (self.tokens(input_ids) + self.positions(positions) + self.types(token_type_ids)).mean(1)
+
+
+def test_a_limit_no_shorter_table_sets_is_not_blamed_on_the_token_types(tmp_path):
+    """RoBERTa (66 positions from 2 on) at 65 tokens was told 'longer than the 2 rows of
+    token_type_embeddings: give at most 2': the only table shorter than 65 is the token types', and
+    2 tokens run. A table is blamed only where one row more than it holds fails."""
+    export_module(_OffsetPositions(), None, tmp_path / "p", open_model=load, formats=["onnx"], log=lambda _: None,
+                  inputs=["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64"])
+    model = load(tmp_path / "p" / "model.onnx")
+    zeros = np.zeros((1, 15), np.int64)
+    with pytest.raises(PtxError) as long:
+        model.run({"input_ids": zeros, "token_type_ids": zeros})
+    assert "rows of" not in str(long.value) and "Gather" in str(long.value), long.value

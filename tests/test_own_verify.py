@@ -351,6 +351,9 @@ def test_bench_prints_each_backend_beside_its_bare_runtime(own_models):
     assert "no input has a batch axis: timed at its fixed shape only" in fixed.stdout
     assert re.search(r"^bare InferenceSession.run \(ort-cpu\)\s+cpu\s+1\s", fixed.stdout, re.M)
     assert "runs/s" in fixed.stdout
+    # the summary's throughput is in the table's unit: a model file's runs are not images
+    assert re.search(r"^batch 1: fastest verified is ort-cpu \(f32\), [\d,]+ runs/s", fixed.stdout, re.M), fixed.stdout
+    assert "images/s" not in fixed.stdout, fixed.stdout
 
 
 @pytest.mark.parametrize("name", AGREEING)

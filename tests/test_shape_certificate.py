@@ -121,6 +121,42 @@ def test_a_module_whose_view_fixes_the_sequence_length_is_named_at_export(tmp_pa
     assert "\n" not in message and not (tmp_path / "out").exists()
 
 
+INSTALLED_MODEL = '''
+import torch
+
+
+class Installed(torch.nn.Module):
+    """Fixes the sequence length as FixedView does, from an installed package (as transformers' are)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x, cache=None, mask=None):
+        return self.lin(x.view(x.shape[0], 8, -1))
+'''
+
+
+@pytest.mark.parametrize("inputs", [["x=batchxseqx4"], ["x=batchxseqx4", "mask=batchxseq"]])
+def test_a_refusal_in_an_installed_package_names_no_line_of_ptx_as_the_users(tmp_path, inputs):
+    # An editable checkout keeps ptx outside site-packages: the certificate's own `module(*args)`
+    # (certificate.py) and the keyword wrapper's call (as_it_comes.py, with mask declared) were named
+    # as the user's line where the module's code lives in an installed package.
+    import importlib.util
+
+    (tmp_path / "site-packages").mkdir()
+    (tmp_path / "site-packages" / "installed_model.py").write_text(INSTALLED_MODEL)
+    spec = importlib.util.spec_from_file_location("installed_model", tmp_path / "site-packages" / "installed_model.py")
+    installed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installed)
+    with pytest.raises(PtxError) as caught:
+        export_module(installed.Installed(), None, tmp_path / "out", open_model=load, inputs=inputs,
+                      formats=["onnx"], log=lambda _: None)
+    message = str(caught.value)
+    assert "seq is declared dynamic and Installed.forward fixes it: eager PyTorch refuses seq=1, 2, 7" in message
+    assert "certificate.py" not in message and "as_it_comes.py" not in message, message
+
+
 def test_an_axis_the_export_fixed_is_named_with_the_node_that_holds_the_example_size(tmp_path):
     with pytest.raises(ValidationError) as onnx_refusal:
         _export(IntView(), tmp_path, formats=["onnx"], exporter="legacy")

@@ -366,10 +366,12 @@ def fastest(rows: list[BenchRow], verified: set[str]) -> list[Fastest]:
     return out
 
 
-def describe_fastest(verdicts: list[Fastest], unverified: dict[str, str]) -> list[str]:
+def describe_fastest(verdicts: list[Fastest], unverified: dict[str, str], unit: str = "images/s") -> list[str]:
+    """Per batch, the fastest verified row, its throughput in the table's ``unit`` (a user's model:
+    samples/s, or runs/s unbatched)."""
     lines = []
     for v in verdicts:
-        line = f"batch {v.batch}: fastest verified is {v.runner} ({v.precision}), {v.images_per_s:,.0f} images/s"
+        line = f"batch {v.batch}: fastest verified is {v.runner} ({v.precision}), {v.images_per_s:,.0f} {unit}"
         if v.peer:
             line += f"; {v.vs_peer:.2f}x the fastest bare peer ({v.peer})"
         if v.vs_ort_f32 is not None:

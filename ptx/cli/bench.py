@@ -124,7 +124,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
             if slower:
                 click.echo(slower)
         if verdicts or unverified:
-            click.echo("\n".join(describe_fastest(verdicts, unverified)))
+            click.echo("\n".join(describe_fastest(verdicts, unverified, result.unit)))
     noisy = noisy_warning(result.rows)
     if noisy:
         click.echo(f"warning: {noisy}", err=True)
