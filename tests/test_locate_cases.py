@@ -21,6 +21,7 @@ from ptx.infer.locate.graph import LocateGraph
 from ptx.infer.locate.origin import locate
 from ptx.infer.locate.pairs import Counterparts
 from ptx.infer.locate.sweep import Side
+from ptx.infer.locate.triage import triage
 from ptx.infer.runtime.openvino_runner import unavailable as openvino_unavailable
 from ptx_command import ptx
 
@@ -145,25 +146,31 @@ def _qdq(name, scale, zero=0):
             numpy_helper.from_array(np.array(zero, np.uint8), f"{name}_zero_point")]
 
 
-def convnets(tmp_path: Path, bad_scale: float) -> tuple[Path, Path]:
+def convnets(tmp_path: Path, bad_scale: float, kept: str | None = None) -> tuple[Path, Path]:
     """f32: Conv, Relu, Conv, Relu, GlobalAveragePool. Its int8 QDQ twin written as onnxruntime's
     quantizer writes one: each Relu folded into the uint8 quantization after its Conv, the Conv given
     the Relu's output name; conv2's output quantized with a scale ``bad_scale`` times too small, so
-    that it saturates: the error grows there, not at the first layer."""
+    that it saturates: the error grows there, not at the first layer. ``kept`` (Relu, or Clip from 0):
+    that activation in both, and the int8 twin keeps it (QDQKeepRemovableActivations) between two uint8
+    quantizations of one scale and zero point 0: the one before it clamps the negatives it removes."""
     rng = np.random.default_rng(0)
     w1, w2 = rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3, rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2
-    f32 = model([helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, name="conv1"),
-                 helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-                 helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1] * 4, name="conv2"),
-                 helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+    floor = [numpy_helper.from_array(np.array(0, np.float32), "floor")] if kept == "Clip" else []
+
+    def act(t, out, k):
+        return helper.make_node(kept or "Relu", [t] + ["floor"] * bool(floor), [out], name=f"relu{k}")
+
+    f32 = model([helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, name="conv1"), act("c1", "r1", 1),
+                 helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1] * 4, name="conv2"), act("c2", "r2", 2),
                  helper.make_node("GlobalAveragePool", ["r2"], ["y"], name="pool")],
                 [tensor("x", ["N", 4, 8, 8])], [tensor("y", ["N", 8, 1, 1])],
-                [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")], opset=13)
+                [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), *floor], opset=13)
     ws = {k: float(np.abs(w).max() / 127) for k, w in (("w1", w1), ("w2", w2))}
     inits = [numpy_helper.from_array(np.round(w / ws[k]).astype(np.int8), f"{k}_quantized") for k, w in (("w1", w1), ("w2", w2))]
     inits += [numpy_helper.from_array(np.array(ws[k], np.float32), f"{k}_scale") for k in ws]
     inits += [numpy_helper.from_array(np.array(0, np.int8), f"{k}_zero_point") for k in ws]
-    inits += _qdq("x", 1 / 255) + _qdq("r1", 4 / 255) + _qdq("r2", 3 / 255 / bad_scale) + _qdq("y", 2 / 255)
+    inits += _qdq("x", 1 / 255) + _qdq("r1", 4 / 255) + _qdq("r2", 3 / 255 / bad_scale) + _qdq("y", 2 / 255) + floor
+    inits += _qdq("c1", 4 / 255) + _qdq("c2", 3 / 255 / bad_scale) if kept else []
 
     def qdq(t):
         return [helper.make_node("QuantizeLinear", [t, f"{t}_scale", f"{t}_zero_point"], [f"{t}_QuantizeLinear_Output"],
@@ -173,11 +180,14 @@ def convnets(tmp_path: Path, bad_scale: float) -> tuple[Path, Path]:
 
     weights = [helper.make_node("DequantizeLinear", [f"{k}_quantized", f"{k}_scale", f"{k}_zero_point"],
                                 [f"{k}_DequantizeLinear_Output"], name=f"{k}_DequantizeLinear") for k in ("w1", "w2")]
-    int8 = model(weights + qdq("x") + [
-        helper.make_node("Conv", ["x_DequantizeLinear_Output", "w1_DequantizeLinear_Output"], ["r1"], pads=[1] * 4,
-                         name="conv1")] + qdq("r1") + [
-        helper.make_node("Conv", ["r1_DequantizeLinear_Output", "w2_DequantizeLinear_Output"], ["r2"], pads=[1] * 4,
-                         name="conv2")] + qdq("r2") + [
+    def conv(k, t):  # folded: the Conv writes the Relu's output; kept: its own, quantized, then the Relu
+        ins = [f"{t}_DequantizeLinear_Output", f"w{k}_DequantizeLinear_Output"]
+        if not kept:
+            return [helper.make_node("Conv", ins, [f"r{k}"], pads=[1] * 4, name=f"conv{k}")] + qdq(f"r{k}")
+        return [helper.make_node("Conv", ins, [f"c{k}"], pads=[1] * 4, name=f"conv{k}"), *qdq(f"c{k}"),
+                act(f"c{k}_DequantizeLinear_Output", f"r{k}", k), *qdq(f"r{k}")]
+
+    int8 = model(weights + qdq("x") + conv(1, "x") + conv(2, "r1") + [
         helper.make_node("GlobalAveragePool", ["r2_DequantizeLinear_Output"], ["y_QuantizeLinear_Input"], name="pool"),
         helper.make_node("QuantizeLinear", ["y_QuantizeLinear_Input", "y_scale", "y_zero_point"], ["y_q"], name="y_q"),
         helper.make_node("DequantizeLinear", ["y_q", "y_scale", "y_zero_point"], ["y"], name="y_dq")],
@@ -223,6 +233,30 @@ def test_int8_ranks_where_the_error_grows_and_keeping_it_in_f32_lowers_it(tmp_pa
     assert found["added"][0]["node"] == "conv2" and found["added"][0]["nodes"] == ["conv2", "relu2"], found["added"]
     relu = next(s for s in found["path"] if s["output"] == "r1")
     assert relu["rel"] < 0.05, relu  # against the quantized Relu's output, not the Conv's negatives
+
+
+@pytest.mark.parametrize("kept", ["Relu", "Clip"])
+def test_a_kept_relus_clamped_negatives_are_not_blamed_on_the_conv_before_it(tmp_path, kept):
+    # The issue 57 audit: onnxruntime keeping a Relu quantizes its input uint8 with zero point 0, which
+    # clamps the negatives the Relu removes anyway; that Conv's output, compared dequantized, headed the
+    # keep-in-f32 list (rel 0.75, an error no output sees). It is compared after the Relu, as a folded
+    # Relu's is; a real error there (a saturating scale) still heads the list.
+    feeds = {"x": np.random.default_rng(0).random((5, 4, 8, 8), np.float32)}
+    for bad_scale in (1, 8):
+        (tmp_path / str(bad_scale)).mkdir()
+        f32, int8 = convnets(tmp_path / str(bad_scale), bad_scale, kept)
+        with LocateGraph.open(f32) as ref, LocateGraph.open(int8) as other:
+            found = triage(ref, other, Side(ref, feeds), Side(other, feeds, "ort-cpu-int8"), "ort-cpu-int8", "case",
+                           measure=False)
+            unmatched = Counterparts.match(ref, other).none
+        added = {b.node: b for b in found.blames}
+        assert added["conv1"].error < 0.05, added["conv1"]  # rounding, not the clamped negatives
+        if bad_scale == 1:
+            assert max(b.born for b in found.blames) < 0.05, found.blames
+        else:  # what a saturated Relu output loses: seen by the output, and first
+            assert found.keep()[0].node == "conv2" and found.keep()[0].born > 0.2, found.keep()
+        assert added["conv1"].nodes == ["conv1", "relu1"] and added["conv2"].nodes == ["conv2", "relu2"], found.blames
+        assert "clamps its negatives to 0" in unmatched["c1"], unmatched
 
 
 # -- float16 with Casts, weights in Constant nodes ----------------------------------------------------

@@ -4,10 +4,11 @@ made it, not by its name alone.
 Two files of one model seldom keep every tensor name meaning the same value. onnxruntime's QDQ
 quantizer drops a Relu or Clip after a Conv into the quantization that follows (the uint8 zero
 point clamps) and gives the Conv the Relu's output name, so that the tensor called ``relu`` in the
-int8 file holds the negatives the Relu removed; its pre-processing folds a batch norm into the
-convolution before it under the batch norm's output name (the same value); the dynamic quantizer
-puts ConvInteger/MatMulInteger chains in a node's place; a float16 converter inserts Casts and
-renames an output it casts back. torch's exporter numbers some tensors afresh on each export, so a
+int8 file holds the negatives the Relu removed (where it keeps the Relu, the quantization before it
+clamps them: that tensor is compared after the Relu, as a folded one is); its pre-processing folds
+a batch norm into the convolution before it under the batch norm's output name (the same value);
+the dynamic quantizer puts ConvInteger/MatMulInteger chains in a node's place; a float16 converter
+inserts Casts and renames an output it casts back. torch's exporter numbers some tensors afresh on each export, so a
 name may be another node's output in the next file. A tensor is the counterpart of another where
 the node that made it is of the same kind, looking through the representation-only nodes a tool
 inserts (Cast, QuantizeLinear/DequantizeLinear, reshapes, the dynamic quantizer's scale and bias
@@ -60,6 +61,17 @@ def _maker(graph: LocateGraph, name: str, named: dict):
             return node
         name = next((i for i in node.input if i), "")
     return None
+
+
+def _floor(graph: LocateGraph, node) -> float:
+    """The lowest value an activation lets through: 0 for a Relu, a Clip's min; -inf for any other node."""
+    if node.op_type == "Relu":
+        return 0.0
+    low = None
+    if node.op_type == "Clip":  # min: an input from opset 11, an attribute before
+        low = graph.weight_as_read(node.input[1]) if len(node.input) > 1 and node.input[1] else \
+            next((a.f for a in node.attribute if a.name == "min"), None)
+    return -np.inf if low is None else float(np.asarray(low))
 
 
 def _stands_for(theirs, node) -> bool:
@@ -203,6 +215,11 @@ class Counterparts:
         has one (a QDQ file), so that a piece of the other graph cut there keeps onnxruntime's
         DequantizeLinear-op-QuantizeLinear fusion into integer kernels on both sides of the cut."""
         q = self._quantizer(theirs)
+        zeroed = self._zeroed(name, q) if q is not None else None
+        if zeroed:  # as in a folded Relu: compared after the activation, where the clamp is gone
+            self.none[name] = (f"{self.other.path.name}'s quantization of it clamps its negatives to 0, which the "
+                               f"{zeroed} after it removes anyway: compared after the {zeroed}")
+            return
         self.of[name] = self.other.nodes[q].output[0] if q is not None else theirs
         if q is not None:
             self.coded[name] = q
@@ -212,6 +229,18 @@ class Counterparts:
     def _quantizer(self, name: str) -> int | None:
         return next((q for q in self.other.readers.get(name, ()) if self.other.nodes[q].op_type == "QuantizeLinear"),
                     None)
+
+    def _zeroed(self, name: str, q: int) -> str | None:
+        """The activation that every reader of ``name`` is (a Relu, a Clip from 0 up), where the other
+        side's quantization ``q`` of it holds no negative (its zero point is its type's lowest:
+        onnxruntime's uint8 before a Relu it keeps), or None: that clamp is no error any output sees."""
+        ref, zero = self.ref, self._qparams(q)[1]
+        if zero is not None and (zero.dtype.kind not in "iu" or np.any(zero != np.iinfo(zero.dtype).min)):
+            return None
+        readers = [ref.nodes[k] for k in ref.readers.get(name, ())]
+        if not readers or name in ref.output_names or not all(_floor(ref, r) >= 0 for r in readers):
+            return None
+        return readers[0].op_type
 
     def _qparams(self, q: int) -> tuple[np.ndarray, np.ndarray | None, int]:
         """(scale, zero point or None, axis) of the other side's QuantizeLinear ``q``."""
