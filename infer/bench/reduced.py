@@ -16,8 +16,8 @@ from typing import Mapping, Sequence
 from ptx.contract.comparison import accuracy_points
 from ptx.contract.names import FULL_PRECISION
 
-from ..verify.report import markdown_table, text_table
 from .timing import speed_ratio
+from ..verify.tables import markdown_table, text_table
 
 F32_PEER = "ort-cpu"  # the row each reduced precision's speed is set against
 

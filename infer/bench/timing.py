@@ -24,8 +24,8 @@ from ptx.contract.transforms import to_model_input
 from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
 from ..verify.cases import file_cases, generated_cases, has_batch
-from ..verify.report import markdown_table, text_table
 from .samples import sized_cases
+from ..verify.tables import markdown_table, text_table
 
 if TYPE_CHECKING:
     from ..model.target import Target

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Container
 
 from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
                                      OutputAgreement, needed_atol_text)
@@ -19,6 +18,7 @@ from ..runtime import backends as registry
 from .batch_composition import CompositionCheck
 from .comparator import short_reason
 from ..model.target import group_reasons
+from .tables import text_table
 
 REFERENCE = "eager"  # a tutorial model's reference
 RUN = "run"  # a Report's kind for a tutorial model's run; a file's is its kind (onnx, ...)
@@ -487,19 +487,3 @@ def _device_lines(report: Report, machine: dict[str, str]) -> list[str]:
 # What an offered --locate command also does with --repro DIR, said before the command, whose line
 # ends with it so that it runs as printed.
 REPRO_NOTE = " (add --repro DIR for a repro to file)"
-
-
-def text_table(cells: list[list[str]], right: Container[int]) -> list[str]:
-    """Rows of cells (the heading first) as aligned text, underlined below the heading: the columns
-    numbered in ``right`` right-aligned, the others left-aligned (the last one unpadded). verify's
-    table and bench's two."""
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.rjust(w) if i in right else c if i == len(widths) - 1 else c.ljust(w)
-                       for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
-    return [lines[0], "-" * len(lines[0]), *lines[1:]]
-
-
-def markdown_table(cells: list[list[str]], right: Container[int]) -> list[str]:
-    """The same rows as a Markdown table, the columns numbered in ``right`` right-aligned."""
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    return [lines[0], "|" + "".join(" ---: |" if i in right else " --- |" for i in range(len(cells[0]))), *lines[1:]]
