@@ -283,7 +283,7 @@ def _skip_unrunnable(target: Target, variants: Sequence[Variant], report: Report
 
 def _cases(target: Target, reference, samples: int, batch_sizes, input_files, seed, plan, notice):
     """(cases, the real samples' true labels or None, how the cases were made in words)."""
-    from ptx.contract.tensor_inputs import plan_inputs
+    from ptx.contract.tensor_inputs import describe_inputs, plan_inputs
 
     head, signature = reference.head, reference.signature
     if input_files:
@@ -304,6 +304,7 @@ def _cases(target: Target, reference, samples: int, batch_sizes, input_files, se
     cases = generated_cases(signature, chosen, tuple(batch_sizes or VERIFY_BATCHES), seed or 0)
     where = (f"generated, seed {seed or 0}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
                                                  else "at the fixed shape (no input has a batch axis)"))
+    where += f": {describe_inputs(signature, chosen)}"  # what was fed, as export's 'validation inputs' line says it
     return cases, None, where + (f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""), ""
 
 
