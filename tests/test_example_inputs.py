@@ -107,6 +107,19 @@ def test_verify_says_what_it_generated_as_export_does(tmp_path):
             "padding per row; symbolic dims chosen by ptx: seq=8") in result.stdout, result.stdout
 
 
+def test_ids_of_a_file_without_ptx_metadata_stay_within_the_rows_of_the_graphs_gather(tmp_path):
+    """A GPT-2 of 5 ids, its ptx metadata stripped, failed verify on id 8 ("idx=8 must be within the
+    inclusive range [-5,4]"): an integer input that indexes a Gather of an initializer (here through a
+    Cast and an Unsqueeze) takes ids below its rows, said as export says it."""
+    path = _text_graph(tmp_path / "five.onnx", rows=5)
+    assert load(path).signature.input("input_ids").value_range == (0, 4)
+    assert load(path).signature.input("attention_mask").value_range is None  # it indexes no table
+    result = ptx("verify", path, "--backends", "ort-cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("cases: generated, seed 0, batch 3 and batch 5: input_ids int64 in [0, 4] (rows of the graph's Gather "
+            "embed), attention_mask ones then padding per row") in result.stdout, result.stdout
+
+
 # The module as a user's file holds it: the tests run it in process and through --module.
 TAGGER = """
 import torch

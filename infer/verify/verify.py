@@ -39,6 +39,7 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
+from ..formats.signature import graph_ids
 from ..model.model import answered_otherwise
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant, require_targets
@@ -301,6 +302,9 @@ def _cases(target: Target, reference, samples: int, batch_sizes, input_files, se
         return head_cases(head.contract, real, sizes), truth, (
             f"{len(real):,} real test samples ({data}) + edge inputs, batch sizes {', '.join(map(str, sizes))}"), data
     chosen = plan_inputs(signature, **(plan or {}))
+    if target.kind == "onnx":  # ids within the rows of the graph's embedding: said with the Gather that says so
+        chosen.limits = {n: v for n, v in graph_ids(signature, target.path).items()
+                         if signature.input(n).value_range == (0, v[0] - 1)}
     cases = generated_cases(signature, chosen, tuple(batch_sizes or VERIFY_BATCHES), seed or 0)
     where = (f"generated, seed {seed or 0}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
                                                  else "at the fixed shape (no input has a batch axis)"))

@@ -128,8 +128,9 @@ generated_input_options = _options(
                  help="Feed input NAME this fixed value, e.g. sr=16000."),
     click.option("--range", "ranges", multiple=True, metavar="[NAME=]LOW,HIGH",
                  help="Draw every input (or input NAME) from [LOW, HIGH), integers too (default: floats 0,1; "
-                      "integers 0-9, or below the rows of the embedding they index where ptx export found it; a mask "
-                      "(attention_mask, *_mask) ones then padding per row, token_type_ids a run of 0s then of 1s)."),
+                      "integers 0-9, or below the rows of the embedding they index where ptx export found it or an ONNX "
+                      "graph's Gather shows it; a mask (attention_mask, *_mask) ones then padding per row, "
+                      "token_type_ids a run of 0s then of 1s)."),
     click.option("--inputs", "input_files", multiple=True, type=click.Path(dir_okay=False, exists=True),
                  help="Real samples instead of generated ones: .npz (arrays by input name), .npy or .json."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs."),
