@@ -64,7 +64,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
            notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None,
-           named: Sequence[str] | None = None, served=None, max_sizes: Mapping[str, int] | None = None) -> Report:
+           named: Sequence[str] | None = None, served=None, max_sizes: Mapping[str, int] | None = None,
+           min_sizes: Mapping[str, int] | None = None) -> Report:
     """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
@@ -78,7 +79,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     asked for (default ``backends``; bench runs the rows it timed, which the user may not have named):
     a named row that cannot open FAILs, and a named reduced row below its gate too. ``served``: a model on a
     server (served.open_served), one more row held to the reference (no export needed). A model file's
-    dynamic axes are tried at 1, 2, 7 and ``max_sizes`` ({symbol: size}, --max-shape) through its
+    dynamic axes are tried at 1, 2, 7 (or from ``min_sizes`` up: {symbol: size}, --min-shape) and
+    ``max_sizes`` ({symbol: size}, --max-shape) through its
     own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
     require_targets("verify", target, against, verifying=True)
     # a served model is held to the reference at the reference's own precision: no twin's row beside it
@@ -100,7 +102,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
     if not target.is_run:
-        report.certificate, notes = certificate_notes(target, reference, plan if not input_files else None, max_sizes)
+        report.certificate, notes = certificate_notes(target, reference, plan if not input_files else None,
+                                                        max_sizes, min_sizes)
         report.notes += notes
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))

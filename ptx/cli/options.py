@@ -137,20 +137,30 @@ generated_input_options = _options(
 )
 
 
-MAX_SHAPE_OPTION = click.option("--max-shape", "max_shapes", multiple=True, metavar="SYMBOL=SIZE",
-                                help="The largest size of a dynamic axis you will feed (seq=512): the shape "
-                                     "certificate tries it beside 1, 2 and 7.")
+# --min-shape, --max-shape: the sizes a model file's shape certificate tries each dynamic axis at.
+shape_certificate_options = _options(
+    click.option("--min-shape", "min_shapes", multiple=True, metavar="SYMBOL=SIZE",
+                 help="The smallest size of a dynamic axis the model takes (h=32 for a network that downsamples 32 "
+                      "times): the shape certificate tries it, the next size and a larger prime instead of 1, 2 and 7."),
+    click.option("--max-shape", "max_shapes", multiple=True, metavar="SYMBOL=SIZE",
+                 help="The largest size of a dynamic axis you will feed (seq=512): the shape certificate tries it "
+                      "beside 1, 2 and 7."),
+)
 
 
-def parse_max_shapes(texts=()) -> dict[str, int]:
-    """--max-shape seq=512 (repeated) -> {symbol: size}."""
+def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]:
+    """--min-shape h=32 and --max-shape seq=512 (repeated) -> {"min_sizes": {symbol: size}, "max_sizes": ...}."""
     from ptx.contract.tensors import parse_assignments
 
-    sizes = parse_assignments(texts, "--max-shape")
-    bad = next((f"{k}={v}" for k, v in sizes.items() if not v.isdigit() or int(v) < 1), None)
-    if bad:
-        raise click.UsageError(f"--max-shape {bad}: give a symbolic dim's name and a size of 1 or more (seq=512)")
-    return {k: int(v) for k, v in sizes.items()}
+    out = {}
+    for option, texts, key in (("--min-shape", min_shapes, "min_sizes"), ("--max-shape", max_shapes, "max_sizes")):
+        sizes = parse_assignments(texts, option)
+        bad = next((f"{k}={v}" for k, v in sizes.items() if not v.isdigit() or int(v) < 1), None)
+        if bad:
+            raise click.UsageError(f"{option} {bad}: give a symbolic dim's name and a size of 1 or more "
+                                   f"({'h=32' if option == '--min-shape' else 'seq=512'})")
+        out[key] = {k: int(v) for k, v in sizes.items()}
+    return out
 
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
@@ -219,6 +229,7 @@ ONE_KIND = {
     "ignore_metadata": ("file", "reads a model file as your own; a tutorial model's run is read by its contract"),
     "reference_file": ("file", REFERENCE_TENSORS),
     "save_reference": ("file", REFERENCE_TENSORS),
+    "min_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
     "max_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
 }
 
