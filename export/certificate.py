@@ -1,15 +1,20 @@
 """A written file's shape certificate (ptx.contract.shape_certificate), at export: each dynamic axis
-tried at 1, 2, 7 (and --max-shape) through the file as ptx serves it, its answers held to eager's;
-an axis the export fixed refuses the file naming the node that fixed it, and the certificate of a
-file that holds is written into it (ptx.shape_certificate), where ``ptx inspect`` shows it."""
+tried at 1, 2, 7 (or from --min-shape up, and --max-shape) through the file as ptx serves it, its
+answers held to eager's; an axis the export fixed refuses the file naming the node that fixed it, a
+size eager itself refuses is the model's bound and said so, and the certificate of a file that holds
+is written into it (ptx.shape_certificate), where ``ptx inspect`` shows it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
+
+import numpy as np
 
 from ptx.contract.comparison import compare_output
-from ptx.contract.shape_certificate import CHANGES, Certificate, Probe, certify, constant_of, onnx_fixing_nodes
+from ptx.contract.shape_certificate import (CHANGES, Bound, Certificate, Probe, certify, constant_of,
+                                             onnx_fixing_nodes, quote)
 from ptx.contract.tensors import Signature
+from ptx.errors import PtxError
 
 
 def certify_model(fmt, model, path: Path, signature: Signature, shapes, tolerance) -> Certificate:
@@ -23,7 +28,8 @@ def certify_model(fmt, model, path: Path, signature: Signature, shapes, toleranc
     full = fmt.precision == "f32"
     return certify(signature, shapes.probes, model.run, wants=shapes.wants if full else None,
                    compare=compare if full else None, against="eager",
-                   where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)))
+                   where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)),
+                   bounds=shapes.bounds, reference_takes=True)  # eager took every probe's size
 
 
 def findings(certificate: Certificate, cases_failed: bool = False) -> str:
@@ -74,33 +80,56 @@ def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
     return found
 
 
-def module_fixes(module, signature: Signature, probes: Sequence[Probe], example: Mapping[str, int]) -> str:
-    """Why the eager ``module`` itself cannot keep a declared dynamic axis, or '': it refuses a size
-    of the probes (``x.view(B, 8, -1)`` takes only the example's sequence length), said with the
-    line of forward() that refused it. Run where the module fails on inputs of other sizes than its
-    example's, so that the failure names the axis, not only the shapes that did not multiply."""
+def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example: Sequence) -> dict[str, Bound] | None:
+    """What the eager ``module`` itself refuses among the probes' sizes: {symbol: the sizes and why, said
+    as its bound, not the export's} where it takes other sizes of that axis (another probe's, or twice
+    the example's: ConvNext's strided stages refuse 1, 2 and 7 pixels and take 128, BERT's 64
+    positions refuse --max-shape seq=100); a PtxError, with the line of forward() that refused it,
+    where it takes none but the example's size (``x.view(B, 8, -1)``): forward fixes the axis. None
+    where it fails at every size of every axis: not a matter of sizes, and the caller's error says
+    what fails. ``example``: the example inputs (tensors in the signature's order)."""
     import torch
 
     from .refusal import describe_refusal, user_files
 
     files = user_files(module)
-    refused: dict[str, list[int]] = {}
-    why: dict[str, str] = {}
-    for probe in probes:
-        args = [torch.from_numpy(probe.feeds[t.name]) for t in signature.inputs]
+
+    def refusal(args) -> str:  # '' where the module takes them
         try:
             with torch.inference_mode():
                 module(*args)
+            return ""
         except Exception as exc:  # noqa: BLE001 - any failure at this size is the finding
+            return describe_refusal(exc, files)
+
+    refused: dict[str, list[int]] = {}
+    why: dict[str, str] = {}
+    for probe in probes:
+        said = refusal([torch.from_numpy(probe.feeds[t.name]) for t in signature.inputs])
+        if said:
             refused.setdefault(probe.symbol, []).append(probe.size)
-            why.setdefault(probe.symbol, describe_refusal(exc, files))
-    if not refused or len(refused) == len({p.symbol for p in probes}) and all(
-            len(sizes) == sum(p.symbol == s for p in probes) for s, sizes in refused.items()):
-        return ""  # it fails at every size: not an axis it fixes, and the caller's error says what fails
-    name = type(module).__name__
-    return "; ".join(
-        f"{symbol} is declared dynamic and {name}.forward fixes it: eager PyTorch refuses {symbol}="
-        f"{', '.join(map(str, sizes))}" + (f" (the example's {symbol} is {example[symbol]})" if symbol in example else "")
-        + f": {why[symbol]}" for symbol, sizes in refused.items()) + (
-        ": the code turns that size into a constant (a view or reshape with a number): use -1 or x.shape there, or "
-        "declare the axis at its fixed size (--input NAME=batchx8x...)")
+            why.setdefault(probe.symbol, said)
+    tried = {s: sum(p.symbol == s for p in probes) for s in {p.symbol for p in probes}}
+    if refused and len(refused) == len(tried) and all(len(sizes) == tried[s] for s, sizes in refused.items()):
+        return None
+    sizes_of = signature.symbol_sizes({t.name: np.asarray(a) for t, a in zip(signature.inputs, example)})
+    bounds, fixes = {}, []
+    for symbol, sizes in refused.items():
+        twice = list(example)  # every axis of the symbol twice the example's: a size on the other side of it
+        for k, t in enumerate(signature.inputs):
+            for axis in (axis for axis, d in enumerate(t.shape) if d == symbol):
+                twice[k] = torch.cat([twice[k], twice[k]], axis)
+        if len(sizes) == tried[symbol] and refusal(twice):  # it takes only the example's size
+            at = ", ".join(map(str, [*sizes, 2 * sizes_of[symbol]]))
+            fixes.append(f"{symbol} is declared dynamic and {type(module).__name__}.forward fixes it: eager PyTorch "
+                         f"refuses {symbol}={at} (the example's {symbol} is {sizes_of[symbol]}): {quote(why[symbol])}")
+            continue
+        larger = (f": --min-shape {symbol}=SIZE tries sizes from SIZE up" if len(sizes) == tried[symbol]
+                  and max(sizes) < sizes_of[symbol] else "")
+        bounds[symbol] = Bound(sizes, f"the model itself refuses {symbol}={', '.join(map(str, sizes))} "
+                                      f"({quote(why[symbol])}): its bound, not the export's{larger}")
+    if fixes:
+        raise PtxError("; ".join(fixes) + ": the code turns that size into a constant (a view or reshape with a "
+                       "number): use -1 or x.shape there, or declare the axis at its fixed size (--input "
+                       "NAME=batchx8x...)")
+    return bounds

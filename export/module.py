@@ -40,7 +40,7 @@ from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, tensor_outputs
-from .certificate import module_fixes
+from .certificate import eager_bounds
 from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -74,7 +74,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
                   force: bool = False, provenance: Mapping[str, str] | None = None, reference: bool = True,
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
-                  max_sizes: Mapping[str, int] | None = None, example_label: str = "the example",
+                  max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
+                  example_label: str = "the example",
                   use_example: bool = True,
                   log: Callable[[str], None] = print) -> ModuleExportResult:
     """Export your own ``nn.Module`` to validated model files in ``out_dir``, each carrying its
@@ -122,9 +123,11 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       inputs too (``example_label`` names them: the factory's example; ``use_example`` False leaves
       them out, as where you shaped the generated ones). The log says which.
     - ``max_sizes``: {symbol: size}, the largest size a dynamic axis is checked at by the shape
-      certificate (beside 1, 2 and 7; ptx.contract.shape_certificate): an axis the export fixed,
-      or whose answers change with it, refuses the file naming the node that fixed it; the
-      certificate of a file that holds is recorded in it (ptx.shape_certificate).
+      certificate (beside 1, 2 and 7; ptx.contract.shape_certificate), and ``min_sizes`` the smallest
+      the model takes (32 pixels for a network that downsamples 32 times: tried at 32, 33 and 37
+      instead): an axis the export fixed, or whose answers change with it, refuses the file naming
+      the node that fixed it; a size eager itself refuses is said as the model's bound, and not held
+      against the file; the certificate of a file that holds is recorded in it (ptx.shape_certificate).
 
     What comes out, in ``out_dir`` (written whole or not at all, replacing an earlier export):
     model.onnx, model.torchscript.pt, model.pt2, model.int8.onnx as asked, and
@@ -169,17 +172,22 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
     module = tensor_outputs(module, sigs, out, log)
-    probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed)
+    probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
     try:
         eager = open_model(module, inputs=list(sigs))
-        wants = [eager.run(dict(p.feeds)) for p in probes]
-    except PtxError:  # said as the axis the module fixes where that is why, else as it came
-        fixes = module_fixes(module, Signature(sigs, ()), probes, sizes_of_example)
-        if fixes:
-            raise PtxError(fixes) from None
+    except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
+        eager_bounds(module, Signature(sigs, ()), probes, args)
         raise
+    answers = [_answer(eager, p) for p in probes]
+    bounds = {}
+    if any(isinstance(a, PtxError) for a in answers):  # the model's own bound, or an axis forward fixes (raised)
+        bounds = eager_bounds(module, Signature(sigs, ()), probes, args)
+        if not bounds:
+            raise next(a for a in answers if isinstance(a, PtxError))
+    wants = [a for a in answers if not isinstance(a, PtxError)]
+    probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
     wants = [dict(zip(signature.output_names, w.values())) for w in wants]  # by --output's names
     params = sum(p.numel() for p in module.parameters())
@@ -211,7 +219,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                               backend, against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
-                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example),
+                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds),
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
@@ -226,6 +234,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _answer(eager, probe) -> dict | PtxError:
+    """Eager's outputs on one of the certificate's probes, or its refusal of the size."""
+    try:
+        return eager.run(dict(probe.feeds))
+    except PtxError as exc:
+        return exc
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 from ptx.atomic import atomic_path
 from ptx.contract import Tolerance
 from ptx.contract.cases import Case
-from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate, Probe
+from ptx.contract.shape_certificate import CERTIFICATE_KEY, Bound, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings
 from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
@@ -40,12 +40,14 @@ from .validate import ExportResult, OpenModel, check_model, open_checked
 
 @dataclass
 class Shapes:
-    """A module's shape certificate, made at export: the probes, eager's answers on them, and each
-    symbol's size in the example the exporters were called with."""
+    """A module's shape certificate, made at export: the probes, eager's answers on them, each
+    symbol's size in the example the exporters were called with, and the sizes eager itself refuses
+    (export/certificate.py's eager_bounds: not probed, said as the model's bound)."""
 
     probes: Sequence[Probe]
     wants: Sequence[dict]
     example_sizes: dict[str, int]
+    bounds: dict[str, Bound]
 
 
 @dataclass

@@ -58,4 +58,6 @@ def test_the_input_options_help_says_what_generated_inputs_are_and_that_shape_bi
     flat = " ".join(help_of(command).split())
     assert "Bind a symbolic dim by its name, e.g. seq=5" in flat
     assert "0 or 1 where the input is named like a mask" not in flat
-    assert "ones then padding per row" in flat and "below the rows of the embedding they index where ptx export found it" in flat
+    assert "ones then padding per row" in flat
+    assert "below the rows of the embedding they index where ptx export found it or an ONNX graph's Gather shows it" \
+        in flat

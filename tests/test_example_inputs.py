@@ -68,6 +68,58 @@ def test_shape_binds_a_symbol_by_its_name_and_the_hint_says_a_form_that_works():
         plan_inputs(TEXT, shapes={"tokens": "4"})
 
 
+def _text_graph(path, rows: int | None = None):
+    """An ONNX file of a user's own (no ptx metadata): input_ids [batch, seq] and attention_mask, the
+    ids looked up in a table of ``rows`` rows through a Cast and an Unsqueeze (or, without rows, cast
+    to floats), pooled under the mask."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.array([2], np.int64), "last")]
+    if rows:
+        weights.append(numpy_helper.from_array(np.arange(rows * 4, dtype=np.float32).reshape(rows, 4), "table"))
+        nodes = [helper.make_node("Cast", ["input_ids"], ["ids32"], to=TensorProto.INT32),
+                 helper.make_node("Unsqueeze", ["ids32", "last"], ["ids3"]),
+                 helper.make_node("Gather", ["table", "ids3"], ["looked4"], name="embed"),
+                 helper.make_node("ReduceSum", ["looked4", "last"], ["looked"], keepdims=0)]
+    else:
+        nodes = [helper.make_node("Cast", ["input_ids"], ["looked"], to=TensorProto.FLOAT)]
+    nodes += [helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+              helper.make_node("Unsqueeze", ["mask", "last"], ["mask3"]) if rows else
+              helper.make_node("Identity", ["mask"], ["mask3"]),
+              helper.make_node("Mul", ["looked", "mask3"], ["kept"]),
+              helper.make_node("ReduceSum", ["kept", "axis1"], ["y"], keepdims=0)]
+    weights.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4] if rows else ["batch"])
+    model = helper.make_model(helper.make_graph(nodes, "text", ids, [out], weights), ir_version=8,
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_verify_says_what_it_generated_as_export_does(tmp_path):
+    """verify's cases line said "generated, seed 0, batch 3 and batch 5" and nothing of what was fed;
+    it says each input as export's 'validation inputs' line does (describe_inputs)."""
+    result = ptx("verify", _text_graph(tmp_path / "text.onnx"), "--backends", "ort-cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("cases: generated, seed 0, batch 3 and batch 5: input_ids int64 in [0, 10), attention_mask ones then "
+            "padding per row; symbolic dims chosen by ptx: seq=8") in result.stdout, result.stdout
+
+
+def test_ids_of_a_file_without_ptx_metadata_stay_within_the_rows_of_the_graphs_gather(tmp_path):
+    """A GPT-2 of 5 ids, its ptx metadata stripped, failed verify on id 8 ("idx=8 must be within the
+    inclusive range [-5,4]"): an integer input that indexes a Gather of an initializer (here through a
+    Cast and an Unsqueeze) takes ids below its rows, said as export says it."""
+    path = _text_graph(tmp_path / "five.onnx", rows=5)
+    assert load(path).signature.input("input_ids").value_range == (0, 4)
+    assert load(path).signature.input("attention_mask").value_range is None  # it indexes no table
+    result = ptx("verify", path, "--backends", "ort-cpu")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("cases: generated, seed 0, batch 3 and batch 5: input_ids int64 in [0, 4] (rows of the graph's Gather "
+            "embed), attention_mask ones then padding per row") in result.stdout, result.stdout
+
+
 # The module as a user's file holds it: the tests run it in process and through --module.
 TAGGER = """
 import torch

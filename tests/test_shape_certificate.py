@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from ptx.contract.metadata import from_props
-from ptx.contract.shape_certificate import (CERTIFICATE_KEY, CHANGES, FIXED, Certificate, certify, onnx_fixing_nodes,
+from ptx.contract.shape_certificate import (CERTIFICATE_KEY, CHANGES, FIXED, REFUSED, Certificate, certify, onnx_fixing_nodes,
                                             probes)
 from ptx.contract.tensor_inputs import plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
@@ -86,9 +86,16 @@ def test_a_refused_size_a_moved_output_and_changed_answers_each_fail_the_axis_th
             raise ValueError("Reshape: cannot reshape")
         return {"y": x.sum(-1)}
 
-    refused = certify(SIG, tried, refuses_seq)
+    # Where eager took the size (at export), the export fixed the axis; where nothing says why (verify,
+    # no node holding the size), the refusal is said in the runtime's words, not blamed on the export.
+    refused = certify(SIG, tried, refuses_seq, reference_takes=True)
     assert [a.status for a in refused.axes] == ["dynamic", FIXED] and not refused.holds
     assert "the runtime refuses seq=1 (Reshape: cannot reshape)" in refused.axes[1].detail
+    unexplained = certify(SIG, tried, refuses_seq)
+    assert [a.status for a in unexplained.axes] == ["dynamic", REFUSED] and not unexplained.holds
+    assert unexplained.axes[1].line() == "seq: the runtime refuses seq=1 (Reshape: cannot reshape)"
+    named = certify(SIG, tried, refuses_seq, where=lambda symbol: "Reshape node /view holds 8")
+    assert named.axes[1].status == FIXED and named.axes[1].line().startswith("seq: FIXED: the runtime refuses")
     moved = certify(SIG, tried, lambda f: {"y": np.zeros((f["x"].shape[0], 8), np.float32)})
     assert moved.axes[1].status == FIXED and "output y has seq 8 where the input has 1" in moved.axes[1].detail
     wants = [{"y": p.feeds["x"].sum(-1)} for p in tried]
@@ -225,3 +232,75 @@ def test_verify_names_the_axis_a_users_file_fixed_and_its_reshape(tmp_path):
     seq = next(a for a in certificate["axes"] if a["symbol"] == "seq")
     assert seq["status"] == FIXED and "seq=1" in seq["detail"], seq
     assert "8 is a constant of Reshape node 'fix_seq' (shape constant [-1, 8, 4])" in seq["where"], seq
+
+
+# -- the model's own bound: sizes eager itself refuses --------------------------------------------------
+
+
+class Strided(nn.Module):
+    """Downsamples 8 times (a stem of stride 4, a stage of stride 2) as ConvNext's stages do: eager
+    refuses an image under 8 pixels, which no export can change."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 4, stride=4)
+        self.stage = nn.Conv2d(4, 4, 2, stride=2)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.stage(self.stem(x)).mean((2, 3)))
+
+
+class Positions(nn.Module):
+    """A learned position table of 16 rows (BERT's 512): a sequence longer than 16 is refused by eager."""
+
+    def __init__(self):
+        super().__init__()
+        self.positions = nn.Embedding(16, 4)
+
+    def forward(self, x):
+        return x + self.positions(torch.arange(x.shape[1]))
+
+
+def test_sizes_eager_refuses_are_the_models_bound_not_an_axis_the_export_fixed(tmp_path):
+    # ConvNext's stem refused 1, 2 and 7 pixels and the certificate said FIXED with "the code turns
+    # that size into a constant", which was false: the module takes 8 pixels and up.
+    torch.manual_seed(0)
+    lines = []
+    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=batchx3xhxw"],
+                  formats=["onnx"], log=lines.append)
+    said = next(ln for ln in lines if "shape certificate:" in ln)
+    assert "holds: batch 1, 2, 7 (answers against eager)" in said and "FIXED" not in said, said
+    assert "h: the model itself refuses h=1, 2, 7 (RuntimeError: " in said, said
+    assert "its bound, not the export's: --min-shape h=SIZE tries sizes from SIZE up" in said, said
+    # verify does not try the recorded bound's sizes through the file again, and says it as export did
+    model = str(tmp_path / "out" / "model.onnx")
+    checked = ptx("verify", model, "--json")
+    assert checked.returncode == 0, checked.stderr
+    doc = json.loads(checked.stdout)
+    assert doc["shape_certificate"]["holds"], doc["shape_certificate"]
+    assert [a["refused"] for a in doc["shape_certificate"]["axes"]] == [[], [1, 2, 7], [1, 2, 7]]
+    # --min-shape tries the smallest size the model takes, the next, and a prime above them
+    started = ptx("verify", model, "--min-shape", "h=8", "--min-shape", "w=16")
+    assert "shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 16, 17, 19 (runs and output shapes)" in \
+        started.stdout, started.stdout + started.stderr
+    lines.clear()
+    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=batchx3xhxw"],
+                  formats=["onnx"], min_sizes={"h": 8, "w": 8}, force=True, log=lines.append)
+    assert any("shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 8, 9, 11 (answers against eager)" in ln
+               for ln in lines), lines
+    below = ptx("verify", model, "--min-shape", "h=8", "--max-shape", "h=4")
+    assert below.returncode == 2 and "--max-shape h=4 is below --min-shape h=8" in below.stderr, below.stderr
+
+
+def test_a_max_shape_past_the_models_own_table_is_its_bound(tmp_path):
+    # BERT's 512 positions at --max-shape seq=600: eager refuses it, which is the model's bound, said as
+    # such, not 'the export fixed seq'; the sizes it takes are still certified.
+    torch.manual_seed(0)
+    lines = []
+    export_module(Positions(), torch.randn(1, 8, 4), tmp_path / "out", open_model=load, inputs=["x=batchxseqx4"],
+                  formats=["onnx"], max_sizes={"seq": 20}, log=lines.append)
+    said = next(ln for ln in lines if "shape certificate:" in ln)
+    assert "holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)" in said, said
+    assert "seq: the model itself refuses seq=20 (" in said and "its bound, not the export's" in said, said
+    assert "--min-shape" not in said and "FIXED" not in said, said

@@ -53,6 +53,10 @@ class Opening:
             signature = check_graph_against(recorded, graph, path) if recorded and not self.batch_axes else graph
             if not recorded and any(not t.shape for t in signature.inputs):
                 signature = _shape_unranked(signature, self.inputs, path, self.batch_axes)
+            if not recorded:  # ids within the embedding's rows, where the graph says it
+                ids = graph_ids(signature, path)
+                signature = replace(signature, inputs=tuple(replace(t, value_range=(0, ids[t.name][0] - 1))
+                                                            if t.name in ids else t for t in signature.inputs))
         return _with_declared(signature, self.inputs, path) if self.inputs else signature
 
     def of_code(self, path: Path | None) -> Signature:
@@ -75,6 +79,20 @@ class Opening:
                        "load(path, inputs=[...]))" if self.kind != "module" else
                        "an nn.Module keeps no description of its inputs: give inputs=[TensorSig or "
                        "'name=shape:dtype', ...] in forward()'s order")
+
+
+def graph_ids(signature: Signature, path: Path) -> dict[str, tuple[int, str]]:
+    """{integer input: (N, why)} for each integer input of the ONNX graph at ``path`` whose values index
+    the N rows of one of its tables (a Gather of an initializer: token ids into an embedding), directly
+    or through a Cast or a reshape; {} where none does, or the file cannot say."""
+    from ptx.contract.onnx_wire import gathered_rows
+
+    names = [t.name for t in signature.inputs if t.dtype_info.is_integer]
+    try:
+        found = gathered_rows(path, names) if names else {}
+    except PtxError:  # a file ONNX Runtime opened and the wire cannot walk: its ids keep the default range
+        return {}
+    return {name: (rows, f"rows of the graph's Gather {node}") for name, (rows, node) in found.items()}
 
 
 def _limits_renamed(recorded: Signature, inputs: Sequence[TensorSig]) -> tuple[tuple[str, int], ...]:

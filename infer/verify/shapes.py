@@ -1,5 +1,5 @@
 """verify's shape certificate of a model file (ptx.contract.shape_certificate): each dynamic axis
-of its signature tried at 1, 2, 7 (and --max-shape) through the file's own runtime, which must take
+of its signature tried at 1, 2, 7 (or from --min-shape up, and --max-shape) through the file's own runtime, which must take
 the size and return the declared output shapes; there is no eager here to hold the answers to, so
 they are not compared (export's certificate, recorded in the file, compared them with eager's)."""
 from __future__ import annotations
@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Mapping
 
 from ptx.contract.shape_certificate import (CERTIFICATE_KEY, Certificate, certify, constant_of, onnx_fixing_nodes,
-                                             probes)
+                                             probes, recorded_bounds)
 from ptx.contract.tensor_inputs import plan_inputs
 
 
-def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mapping[str, int] | None) -> tuple[
-        Certificate | None, list[str]]:
+def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mapping[str, int] | None,
+                      min_sizes: Mapping[str, int] | None = None) -> tuple[Certificate | None, list[str]]:
     """(the certificate of ``target``'s file through its ``reference`` model, the notes that say it and
     how it compares with the one export recorded), or (None, []) where the file has no dynamic axis."""
     signature = reference.signature
@@ -30,11 +30,14 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
             nodes = []
         return constant_of(size, nodes)
 
-    certificate = certify(signature, probes(signature, plan, max_sizes=max_sizes, of=target.path.name), reference.run,
-                          where=where)
-    notes = [f"shape certificate: {certificate.summary()}"]
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     recorded = Certificate.from_json(metadata[CERTIFICATE_KEY]) if CERTIFICATE_KEY in metadata else None
+    # sizes eager refused at export: the model's bound, not tried again (--min-shape says where to start instead)
+    bounds = {s: b for s, b in recorded_bounds(recorded).items() if s not in (min_sizes or {})}
+    tried = [p for p in probes(signature, plan, max_sizes=max_sizes, of=target.path.name, min_sizes=min_sizes)
+             if p.size not in (bounds[p.symbol].refused if p.symbol in bounds else ())]
+    certificate = certify(signature, tried, reference.run, where=where, bounds=bounds)
+    notes = [f"shape certificate: {certificate.summary()}"]
     if recorded is not None and recorded.holds != certificate.holds:
         notes.append(f"note: export's shape certificate (recorded in the file) {recorded.summary()}")
     return certificate, notes

@@ -39,6 +39,7 @@ from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
+from ..formats.signature import graph_ids
 from ..model.model import answered_otherwise
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant, require_targets
@@ -63,7 +64,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
            reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
            save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
            notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None,
-           named: Sequence[str] | None = None, served=None, max_sizes: Mapping[str, int] | None = None) -> Report:
+           named: Sequence[str] | None = None, served=None, max_sizes: Mapping[str, int] | None = None,
+           min_sizes: Mapping[str, int] | None = None) -> Report:
     """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
@@ -77,7 +79,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     asked for (default ``backends``; bench runs the rows it timed, which the user may not have named):
     a named row that cannot open FAILs, and a named reduced row below its gate too. ``served``: a model on a
     server (served.open_served), one more row held to the reference (no export needed). A model file's
-    dynamic axes are tried at 1, 2, 7 and ``max_sizes`` ({symbol: size}, --max-shape) through its
+    dynamic axes are tried at 1, 2, 7 (or from ``min_sizes`` up: {symbol: size}, --min-shape) and
+    ``max_sizes`` ({symbol: size}, --max-shape) through its
     own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
     require_targets("verify", target, against, verifying=True)
     # a served model is held to the reference at the reference's own precision: no twin's row beside it
@@ -99,7 +102,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
     if not target.is_run:
-        report.certificate, notes = certificate_notes(target, reference, plan if not input_files else None, max_sizes)
+        report.certificate, notes = certificate_notes(target, reference, plan if not input_files else None,
+                                                        max_sizes, min_sizes)
         report.notes += notes
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))
@@ -283,7 +287,7 @@ def _skip_unrunnable(target: Target, variants: Sequence[Variant], report: Report
 
 def _cases(target: Target, reference, samples: int, batch_sizes, input_files, seed, plan, notice):
     """(cases, the real samples' true labels or None, how the cases were made in words)."""
-    from ptx.contract.tensor_inputs import plan_inputs
+    from ptx.contract.tensor_inputs import describe_inputs, plan_inputs
 
     head, signature = reference.head, reference.signature
     if input_files:
@@ -301,9 +305,13 @@ def _cases(target: Target, reference, samples: int, batch_sizes, input_files, se
         return head_cases(head.contract, real, sizes), truth, (
             f"{len(real):,} real test samples ({data}) + edge inputs, batch sizes {', '.join(map(str, sizes))}"), data
     chosen = plan_inputs(signature, **(plan or {}))
+    if target.kind == "onnx":  # ids within the rows of the graph's embedding: said with the Gather that says so
+        chosen.limits = {n: v for n, v in graph_ids(signature, target.path).items()
+                         if signature.input(n).value_range == (0, v[0] - 1)}
     cases = generated_cases(signature, chosen, tuple(batch_sizes or VERIFY_BATCHES), seed or 0)
     where = (f"generated, seed {seed or 0}, " + (" and ".join(c.label for c in cases) if cases[0].batch is not None
                                                  else "at the fixed shape (no input has a batch axis)"))
+    where += f": {describe_inputs(signature, chosen)}"  # what was fed, as export's 'validation inputs' line says it
     return cases, None, where + (f"; {chosen.describe_choices()}" if chosen.describe_choices() else ""), ""
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX, MAX_SHAPE_OPTION,
+from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX,
                              NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, generated_input_options, open_options,
-                             parse_max_shapes, plan_options)
+                             certificate_sizes, plan_options, shape_certificate_options)
 from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.names import INT8_FORMATS
@@ -117,7 +117,7 @@ def _format_list(ctx, param, value) -> list[str]:
 @BATCH_AXIS_OPTION
 @IGNORE_METADATA_OPTION
 @generated_input_options
-@MAX_SHAPE_OPTION
+@shape_certificate_options
 @FORCE
 def export_cmd(**given) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
@@ -255,8 +255,8 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
-            output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, max_shapes,
-            force) -> None:
+            output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
+            max_shapes, force) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -285,7 +285,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
     export_module(made.module, made.example_inputs, out, name=model_label or made.factory, device=device, force=force,
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
-                  max_sizes=parse_max_shapes(max_shapes), example_label="the factory's example",
+                  **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
                   use_example=not chosen, log=click.echo, **options)
 
 

@@ -128,28 +128,39 @@ generated_input_options = _options(
                  help="Feed input NAME this fixed value, e.g. sr=16000."),
     click.option("--range", "ranges", multiple=True, metavar="[NAME=]LOW,HIGH",
                  help="Draw every input (or input NAME) from [LOW, HIGH), integers too (default: floats 0,1; "
-                      "integers 0-9, or below the rows of the embedding they index where ptx export found it; a mask "
-                      "(attention_mask, *_mask) ones then padding per row, token_type_ids a run of 0s then of 1s)."),
+                      "integers 0-9, or below the rows of the embedding they index where ptx export found it or an ONNX "
+                      "graph's Gather shows it; a mask (attention_mask, *_mask) ones then padding per row, "
+                      "token_type_ids a run of 0s then of 1s)."),
     click.option("--inputs", "input_files", multiple=True, type=click.Path(dir_okay=False, exists=True),
                  help="Real samples instead of generated ones: .npz (arrays by input name), .npy or .json."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs."),
 )
 
 
-MAX_SHAPE_OPTION = click.option("--max-shape", "max_shapes", multiple=True, metavar="SYMBOL=SIZE",
-                                help="The largest size of a dynamic axis you will feed (seq=512): the shape "
-                                     "certificate tries it beside 1, 2 and 7.")
+# --min-shape, --max-shape: the sizes a model file's shape certificate tries each dynamic axis at.
+shape_certificate_options = _options(
+    click.option("--min-shape", "min_shapes", multiple=True, metavar="SYMBOL=SIZE",
+                 help="The smallest size of a dynamic axis the model takes (h=32 for a network that downsamples 32 "
+                      "times): the shape certificate tries it, the next size and a larger prime instead of 1, 2 and 7."),
+    click.option("--max-shape", "max_shapes", multiple=True, metavar="SYMBOL=SIZE",
+                 help="The largest size of a dynamic axis you will feed (seq=512): the shape certificate tries it "
+                      "beside 1, 2 and 7."),
+)
 
 
-def parse_max_shapes(texts=()) -> dict[str, int]:
-    """--max-shape seq=512 (repeated) -> {symbol: size}."""
+def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]:
+    """--min-shape h=32 and --max-shape seq=512 (repeated) -> {"min_sizes": {symbol: size}, "max_sizes": ...}."""
     from ptx.contract.tensors import parse_assignments
 
-    sizes = parse_assignments(texts, "--max-shape")
-    bad = next((f"{k}={v}" for k, v in sizes.items() if not v.isdigit() or int(v) < 1), None)
-    if bad:
-        raise click.UsageError(f"--max-shape {bad}: give a symbolic dim's name and a size of 1 or more (seq=512)")
-    return {k: int(v) for k, v in sizes.items()}
+    out = {}
+    for option, texts, key in (("--min-shape", min_shapes, "min_sizes"), ("--max-shape", max_shapes, "max_sizes")):
+        sizes = parse_assignments(texts, option)
+        bad = next((f"{k}={v}" for k, v in sizes.items() if not v.isdigit() or int(v) < 1), None)
+        if bad:
+            raise click.UsageError(f"{option} {bad}: give a symbolic dim's name and a size of 1 or more "
+                                   f"({'h=32' if option == '--min-shape' else 'seq=512'})")
+        out[key] = {k: int(v) for k, v in sizes.items()}
+    return out
 
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
@@ -218,6 +229,7 @@ ONE_KIND = {
     "ignore_metadata": ("file", "reads a model file as your own; a tutorial model's run is read by its contract"),
     "reference_file": ("file", REFERENCE_TENSORS),
     "save_reference": ("file", REFERENCE_TENSORS),
+    "min_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
     "max_shapes": ("file", "sizes a model file's shape certificate; a tutorial model's axes are its contract's"),
 }
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (MAX_SHAPE_OPTION, RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
-                             _given, _int_list, generated_input_options, is_url, model_file_options, parse_max_shapes,
+from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
+                             _given, _int_list, generated_input_options, is_url, model_file_options, certificate_sizes,
+                             shape_certificate_options,
                              refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, _model_of_run, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
@@ -72,12 +73,13 @@ from ptx.errors import PtxError
                    "the value export measured is read from the file, and said so). It imports and runs FILE.py.")
 @model_file_options
 @generated_input_options
-@MAX_SHAPE_OPTION
+@shape_certificate_options
 @served_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
                all_rows, run, against, reference_file, save_reference, strict, locate, repro, metric, declared_inputs,
-               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed, max_shapes, **served) -> None:
+               batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed, min_shapes, max_shapes,
+               **served) -> None:
     """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
     model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
     model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's export) its own runtime's
@@ -110,7 +112,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
                   plan=plan_options(shapes, values, ranges), input_files=input_files,
                   seed=seed if _given(ctx, ["seed"]) else None, reference_file=reference_file,
-                  save=save_reference, strict=strict, triaged=locate, max_sizes=parse_max_shapes(max_shapes),
+                  save=save_reference, strict=strict, triaged=locate, **certificate_sizes(min_shapes, max_shapes),
                   notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
                   progress=lambda msg: click.echo(f"verify: {msg}", err=True))
 

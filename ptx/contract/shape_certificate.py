@@ -1,5 +1,6 @@
 """A shape certificate: every declared dynamic axis of a model file tried at several sizes (1, 2, a
-larger prime and the user's --max-shape), and what the file did there (torch-free).
+larger prime, or from the user's --min-shape up, and the user's --max-shape), and what the file did
+there (torch-free).
 
 The field's most reported export trap is a dynamic axis the export silently fixed (pytorch#157621,
 #151582: the batch or the sequence specialised to the example's size) or one the module cannot
@@ -9,7 +10,9 @@ at their usual sizes, and judge three things: the runtime takes the size, every 
 the declared one (a symbol the input has is the input's size; a fixed size is that size), and,
 where there is a reference to compare with (eager, at export), the answers agree. An axis that
 fails is named with what happened and, where the file says it, the node that fixed it (the
-Reshape whose shape constant holds the example's size). The certificate is stored in the file
+Reshape whose shape constant holds the example's size). A size the model itself refuses (eager
+PyTorch at export: ConvNext's strided stages below 8 pixels, BERT's 64 positions) is its bound, not
+the export's: it is said as such, and not tried through the file. The certificate is stored in the file
 (``ptx.shape_certificate``, docs/artifact-format.md) and shown by ``ptx inspect``.
 """
 from __future__ import annotations
@@ -27,8 +30,11 @@ from .tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds
 from .tensors import Signature
 
 CERTIFICATE_KEY = "shape_certificate"  # ptx.shape_certificate in a file's metadata
-CHECK_SIZES = (1, 2, 7)  # 0 and 1 are what exporters specialise; 7, a prime, matches no example's size
 DYNAMIC, FIXED, CHANGES = "dynamic", "fixed", "changes the answers"
+# A size the runtime refuses where nothing shows the export fixed it (verify, without eager, and no
+# shape constant holding the size in the graph): the runtime's own words, no verdict on why.
+REFUSED = "refused"
+QUOTED = 240  # characters of a runtime's or the model's refusal a certificate quotes
 # The ops whose shape input turns a size into a constant of the graph (x.view(B, 8, -1)).
 SHAPE_OPS = ("Reshape", "Expand", "ConstantOfShape", "Tile", "Slice")
 
@@ -42,21 +48,37 @@ class Probe:
     feeds: dict
 
 
+@dataclass(frozen=True)
+class Bound:
+    """Sizes of an axis the model itself refuses (eager at export), and why: its bound, not the export's."""
+
+    refused: list[int]
+    bound: str  # in words: the sizes, the model's refusal, and --min-shape where every small size failed
+
+
+def recorded_bounds(certificate: "Certificate | None") -> dict[str, Bound]:
+    """The bounds a file's recorded certificate found ({} where none): verify, without eager, does not try
+    those sizes through the file again, and says the bound as export did."""
+    return {a.symbol: Bound(a.refused, a.bound) for a in (certificate.axes if certificate else ()) if a.refused}
+
+
 @dataclass
 class AxisCheck:
     """What one symbol did at the sizes it was tried at."""
 
     symbol: str
     sizes: list[int]
-    status: str = DYNAMIC  # dynamic, fixed, changes the answers
+    status: str = DYNAMIC  # dynamic, fixed, refused, changes the answers
     detail: str = ""  # what happened at the first size that failed
     where: str = ""  # the node or module that fixed it, where the file says it
+    bound: str = ""  # the sizes the model itself refuses, and why: not tried through the file
+    refused: list[int] = field(default_factory=list)  # those sizes, so that verify does not try them either
 
     def line(self) -> str:
-        tried = ", ".join(map(str, self.sizes))
         if self.status == DYNAMIC:
-            return f"{self.symbol}: dynamic ({tried})"
-        return f"{self.symbol}: {self.status.upper()}: {self.detail}" + (f"; {self.where}" if self.where else "")
+            return f"{self.symbol}: dynamic ({', '.join(map(str, self.sizes))})"
+        said = self.detail if self.status == REFUSED else f"{self.status.upper()}: {self.detail}"
+        return f"{self.symbol}: {said}" + (f"; {self.where}" if self.where else "")
 
 
 @dataclass
@@ -79,11 +101,12 @@ class Certificate:
         """One line: ``holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)``, or what failed."""
         if not self.axes and not self.outputs:
             return "no dynamic axis to check"
-        tried = "; ".join(f"{a.symbol} {', '.join(map(str, a.sizes))}" for a in self.axes)
+        tried = "; ".join(f"{a.symbol} {', '.join(map(str, a.sizes))}" for a in self.axes if a.sizes)
         checked = f"answers against {self.against}" if self.against else "runs and output shapes"
+        bounds = "".join(f"; {a.symbol}: {a.bound}" for a in self.axes if a.bound)
         if self.holds:
-            return f"holds: {tried} ({checked})"
-        return "does NOT hold: " + "; ".join([*(a.line() for a in self.bad()), *filter(None, [self.outputs])])
+            return f"holds: {tried or 'no size'} ({checked}){bounds}"
+        return "does NOT hold: " + "; ".join([*(a.line() for a in self.bad()), *filter(None, [self.outputs])]) + bounds
 
     def to_dict(self) -> dict:
         return {"holds": self.holds, "against": self.against, "outputs": self.outputs,
@@ -99,41 +122,65 @@ class Certificate:
         try:
             doc = json.loads(text)
             return cls([AxisCheck(str(a["symbol"]), [int(s) for s in a["sizes"]], str(a["status"]),
-                                  str(a.get("detail", "")), str(a.get("where", ""))) for a in doc["axes"]],
+                                  str(a.get("detail", "")), str(a.get("where", "")), str(a.get("bound", "")),
+                                  [int(s) for s in a.get("refused", [])])
+                        for a in doc["axes"]],
                        str(doc.get("outputs", "")), str(doc.get("against", "")))
         except (ValueError, KeyError, TypeError):
             return None
 
 
+def check_sizes(low: int = 1) -> tuple[int, ...]:
+    """The sizes an axis is tried at from its smallest, ``low``: it and the next (1 and 2 by default,
+    what exporters specialise), and a prime of at least 7 above them (7: it matches no example's size)."""
+    prime = max(7, low + 2)
+    while any(prime % d == 0 for d in range(2, math.isqrt(prime) + 1)):
+        prime += 1
+    return low, low + 1, prime
+
+
 def probes(signature: Signature, plan: InputPlan, max_sizes: Mapping[str, int] | None = None, seed: int = 0,
-           of: str = "") -> list[Probe]:
-    """The inputs the certificate runs: each symbol at each of CHECK_SIZES (and its ``max_sizes``
-    entry), the others at the plan's sizes and the batch at verify's first batch, none past a size the
-    model bounds (``signature.limits``). A ``max_sizes`` symbol no input has, or one past its bound, is
-    refused (``of``: the file, as the message names it)."""
-    unknown = sorted(set(max_sizes or {}) - set(signature.symbols()))
-    if unknown:
-        raise PtxError(f"--max-shape {unknown[0]}=...: no input{f' of {of}' if of else ''} has a symbolic dim "
-                       f"{unknown[0]!r}; the dynamic ones are {', '.join(signature.symbols()) or 'none'}")
-    for symbol, size in (max_sizes or {}).items():
-        limit = signature.limit(symbol)
-        if limit is not None and size > limit:
-            raise PtxError(f"--max-shape {symbol}={size}: {of or 'the model'} takes {symbol} up to {limit} (the model's "
-                           f"own bound, recorded at export): give at most {limit}")
+           of: str = "", min_sizes: Mapping[str, int] | None = None) -> list[Probe]:
+    """The inputs the certificate runs: each symbol at check_sizes(its ``min_sizes`` entry, else 1)
+    and at its ``max_sizes`` entry, none past either, the others at the plan's sizes and the batch at
+    verify's first batch, none past a size the model bounds (``signature.limits``). A symbol no input
+    has, one past its bound, or a smallest size above the largest, is refused (``of``: the file, as
+    the message names it)."""
+    max_sizes, min_sizes = dict(max_sizes or {}), dict(min_sizes or {})
+    for option, sizes in (("--min-shape", min_sizes), ("--max-shape", max_sizes)):
+        unknown = sorted(set(sizes) - set(signature.symbols()))
+        if unknown:
+            raise PtxError(f"{option} {unknown[0]}=...: no input{f' of {of}' if of else ''} has a symbolic dim "
+                           f"{unknown[0]!r}; the dynamic ones are {', '.join(signature.symbols()) or 'none'}")
+        for symbol, size in sizes.items():
+            limit = signature.limit(symbol)
+            if limit is not None and size > limit:
+                raise PtxError(f"{option} {symbol}={size}: {of or 'the model'} takes {symbol} up to {limit} (the "
+                               f"model's own bound, recorded at export): give at most {limit}")
+            if option == "--max-shape" and size < min_sizes.get(symbol, 1):
+                raise PtxError(f"--max-shape {symbol}={size} is below --min-shape {symbol}={min_sizes[symbol]}: give "
+                               "the largest size you will feed, and the smallest the model takes")
     inputs = Signature(signature.inputs, ())
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
     base_batch = VERIFY_BATCHES[0] if batch_symbols else None
     out = []
     for symbol in signature.symbols():
-        extra = (max_sizes or {}).get(symbol)
-        limit = signature.limit(symbol) or math.inf  # past the model's own bound a size is refused, not checked
-        for size in sorted({*(n for n in CHECK_SIZES if n <= limit), *([extra] if extra else [])}):
+        largest = min(max_sizes.get(symbol, math.inf), signature.limit(symbol) or math.inf)  # past it: refused
+        for size in sorted({*(n for n in check_sizes(min_sizes.get(symbol, 1)) if n <= largest),
+                            *([max_sizes[symbol]] if symbol in max_sizes else [])}):
             if symbol in batch_symbols:
                 feeds = make_feeds(inputs, plan, size, seed)
             else:
                 feeds = make_feeds(inputs, replace(plan, bound={**plan.bound, symbol: size}), base_batch, seed)
             out.append(Probe(symbol, size, feeds))
     return out
+
+
+def quote(text: str, limit: int = QUOTED) -> str:
+    """A refusal's words as a certificate quotes them: one line, cut at a word past ``limit`` characters
+    with '...', so that the sentence around the quote stays whole."""
+    text = " ".join(str(text).replace("[ONNXRuntimeError] : 1 : FAIL : ", "").split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _shape_problem(signature: Signature, feeds, got: Mapping[str, np.ndarray]) -> tuple[str, str]:
@@ -159,15 +206,23 @@ def _shape_problem(signature: Signature, feeds, got: Mapping[str, np.ndarray]) -
 def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict], Mapping[str, np.ndarray]], *,
             wants: Sequence[Mapping[str, np.ndarray]] | None = None,
             compare: Callable[[str, np.ndarray, np.ndarray], str] | None = None, against: str = "",
-            where: Callable[[str], str] | None = None) -> Certificate:
+            where: Callable[[str], str] | None = None, bounds: Mapping[str, Bound] | None = None,
+            reference_takes: bool = False) -> Certificate:
     """Run each probe through ``run`` (feeds -> outputs by name; an Exception is a refusal) and judge
-    it: a refusal or an output whose symbol's size is not the input's makes the axis FIXED; with
-    ``wants`` (the reference's outputs per probe) and ``compare`` (name, got, want -> '' or what
-    differs), a difference makes it CHANGES. ``where(symbol)`` names what fixed it."""
-    checks: dict[str, AxisCheck] = {}
+    it: an output whose symbol's size is not the input's makes the axis FIXED, and so does a refusal
+    where the export is to blame: the reference took that size (``reference_takes``: eager, at export)
+    or ``where(symbol)`` names the node that fixed it; else the refusal is REFUSED, in the runtime's
+    words. With ``wants`` (the reference's outputs per probe) and ``compare`` (name, got, want -> ''
+    or what differs), a difference makes it CHANGES. ``bounds``: {symbol: the sizes the model itself
+    refuses and why, a Bound}, said with the axis (their probes are not in ``probes_``)."""
+    bounds = dict(bounds or {})
+    tried = {p.symbol for p in probes_}
+    checks = {s: AxisCheck(s, [], **(asdict(bounds[s]) if s in bounds else {})) for s in signature.symbols()
+              if s in tried or s in bounds}
     outputs = ""
+    refused = set()
     for k, probe in enumerate(probes_):
-        check = checks.setdefault(probe.symbol, AxisCheck(probe.symbol, []))
+        check = checks[probe.symbol]
         check.sizes.append(probe.size)
         if check.status != DYNAMIC:
             continue  # the first failure says it; the other sizes are still listed as tried
@@ -175,8 +230,8 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
         try:
             got = run(dict(probe.feeds))
         except Exception as exc:  # noqa: BLE001 - any runtime's refusal of the size is the finding
-            said = " ".join(str(exc).replace("[ONNXRuntimeError] : 1 : FAIL : ", "").split())
-            check.status, check.detail = FIXED, f"the runtime refuses {at} ({said[:200]})"
+            check.status, check.detail = FIXED, f"the runtime refuses {at} ({quote(exc)})"
+            refused.add(probe.symbol)
             continue
         moved, declared = _shape_problem(signature, probe.feeds, got)
         if moved:
@@ -192,6 +247,8 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
     certificate = Certificate(list(checks.values()), outputs, against if wants is not None else "")
     for check in certificate.bad():
         check.where = (where(check.symbol) if where else "") or ""
+        if check.symbol in refused and not (reference_takes or check.where):
+            check.status = REFUSED  # nothing shows the export fixed it: a bound of the model's, or another failure
     return certificate
 
 
