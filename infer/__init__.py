@@ -5,7 +5,7 @@ head above it for a tutorial model). Importing this package never imports torch.
     model = load("convnet", backend="ort-cpu")
     print(model.predict("digit.png")[0].label_name)
 """
-from .model.opening import load, open_artifact
+from .model.target import load, open_artifact
 from .runtime import backends
 from .runtime.backends import list_backends
 from .model.head import Prediction

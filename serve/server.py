@@ -14,15 +14,13 @@ import ipaddress
 import os
 import signal
 import socket
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import uvicorn
 
-from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import PtxError
-from ptx.infer.model.opening import load as open_model, require_run, run_folder
 from ptx.infer.bench.choice import choose_backend, describe
 
 from .bounds import Gate, connection_cap
@@ -54,47 +52,46 @@ def check_exposure(options: ServeOptions, insecure: bool, log: Callable[[str], N
         "use the models")
 
 
-def load(service: Service, names: list[str], *, root: str | Path, backend: str, precision: str | None,
-         device: str | None, log: Callable[[str], None]) -> None:
-    """Open each model's artifact through its backend (chosen per model for auto) and serve it."""
+def load(service: Service, runs: list, *, backend: str, precision: str | None, device: str | None,
+         log: Callable[[str], None]) -> None:
+    """Open each tutorial model's run (a Target, ptx.infer.model.target) through its backend (chosen per
+    model for auto) and serve it by its model's name."""
     # Refused, not ignored: auto picks the device with the backend. device="cpu" (what library callers
     # passed when it was the default) is let through.
     if backend == AUTO and device not in (None, "cpu"):
         raise PtxError(f"--device {device} picks the device of a --backend that runs on several (eager, torchscript, "
                        "aoti); --backend auto chooses the device itself: give --backend too, or drop --device")
-    for name in names:
-        require_run(name, root)
+    for target in runs:
+        name = target.name
+        target.run_dir  # a missing run is said first, before its backend or device is asked about
         if backend == AUTO:
-            choice = choose_backend(name, run_folder(name, root), max_batch_size=service.options.max_batch_size,
-                                    precision=precision, root=root)
-            predictor = open_model(name, choice.backend, choice.device, choice.precision, root=root)
+            choice = choose_backend(name, target.run_dir, max_batch_size=service.options.max_batch_size,
+                                    precision=precision, root=target.root)
+            predictor = target.load(choice.backend, choice.device, choice.precision)
             log(f"backend {describe(name, choice)}")
         else:
-            predictor = open_model(name, backend, device, precision or FULL_PRECISION, root=root)
+            predictor = target.load(backend, device, precision or FULL_PRECISION)
             log(f"backend {name}: {predictor.backend} ({predictor.device}, {predictor.precision}), as --backend says")
         for why in filter(None, (predictor.stale, predictor.unusable)):
             log(f"warning: {why}")
         service.add(name, predictor)
 
 
-def load_files(service: Service, files: list[tuple[str, Path]], *, backend: str, precision: str | None,
-               device: str | None, open_options: dict, log: Callable[[str], None]) -> None:
-    """Open each of a user's own model files (ONNX, TorchScript, pt2) and serve it by its tensors:
-    through --backend, or (auto) the file's own runtime (ort-cpu for ONNX). ``open_options``' inputs
+def load_files(service: Service, files: list[tuple], *, backend: str, precision: str | None, device: str | None,
+               log: Callable[[str], None]) -> None:
+    """Open each of a user's own model files ((served name, its Target)) and serve it by its tensors:
+    through --backend, or (auto) the file's own runtime (ort-cpu for ONNX). The Target's inputs
     (--input) declare the TorchScript and pt2 files' inputs; ONNX files read theirs from the graph."""
-    from ptx.infer.formats.model_files import ONNX, read_model_file
-
-    for name, path in files:
-        options = dict(open_options)
-        if read_model_file(path).kind == ONNX:
+    for name, target in files:
+        if target.kind == "onnx":
             # --input declares what a TorchScript or pt2 file takes; an ONNX file served beside one
             # describes its own inputs, but for one its graph gives no shape (not even a rank).
             from ptx.contract.onnx_wire import shapeless_inputs
 
-            unranked = shapeless_inputs(path)
-            options["inputs"] = tuple(t for t in options.get("inputs", ()) if t.name in unranked)
-        model = open_model(path, None if backend == AUTO else backend, device=device, precision=precision,
-                           **options)
+            unranked = shapeless_inputs(target.path)
+            declared = [t for t in target.options.get("inputs", ()) if t.name in unranked]
+            target = replace(target, options={**target.options, "inputs": declared})
+        model = target.load(None if backend == AUTO else backend, device, precision)
         batching = ("batched along each tensor's batch axis" if model.signature.batched
                     else "request by request (not every tensor has a batch axis)")
         on = model.device if model.precision == FULL_PRECISION else f"{model.device}, {model.precision}"
@@ -196,14 +193,13 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
         loop.remove_signal_handler(sig)
 
 
-def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT_RUNS_ROOT, backend: str = AUTO,
-          precision: str | None = None, device: str | None = None, insecure: bool = False,
-          log: Callable[[str], None] = print, files: list[tuple[str, Path]] = (),
-          open_options: dict | None = None) -> None:
-    """Serve the tutorial models ``names`` and the user's model ``files`` ((served name, path)
-    pairs; ``open_options`` as ptx.infer.load takes them) until SIGINT or
-    SIGTERM, then finish the requests in flight and return."""
-    taken = [*names, *(name for name, _ in files)]
+def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: str | None = None,
+          device: str | None = None, insecure: bool = False, log: Callable[[str], None] = print,
+          files: list[tuple] = ()) -> None:
+    """Serve the tutorial models' ``runs`` and the user's model ``files`` ((served name, Target) pairs),
+    each a Target (ptx.infer.model.target: ``Target.of(argument, root=..., options=...)``, as load()
+    takes its options), until SIGINT or SIGTERM, then finish the requests in flight and return."""
+    taken = [*(target.name for target in runs), *(name for name, _ in files)]
     twice = sorted({n for n in taken if taken.count(n) > 1})
     if twice:
         raise PtxError(f"two models would be served as {twice[0]!r}: give the files other names with --name")
@@ -216,10 +212,9 @@ def serve(names: list[str], *, options: ServeOptions, root: str | Path = DEFAULT
     http_socket = bind_http(options.host, options.http_port)
     service = Service(options)
     try:
-        if names:
-            load(service, names, root=root, backend=backend, precision=precision, device=device, log=log)
-        load_files(service, list(files), backend=backend, precision=precision, device=device,
-                   open_options=dict(open_options or {}), log=log)
+        if runs:
+            load(service, runs, backend=backend, precision=precision, device=device, log=log)
+        load_files(service, list(files), backend=backend, precision=precision, device=device, log=log)
         _event_loop_run(run(service, http_socket, log))
     finally:
         service.close()

@@ -15,7 +15,7 @@ from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.infer.runtime import ort_runner
 from ptx.infer.runtime import ort_session
 from ptx.infer.runtime import torch_runner
-from ptx.infer.model.opening import load, open_artifact
+from ptx.infer.model.target import load, open_artifact
 from ptx.contract import Tolerance
 from ptx.contract.comparison import OutputAgreement, judge_reduced_precision
 from ptx.infer.verify.report import Report, Row

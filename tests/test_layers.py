@@ -106,11 +106,11 @@ def target_of_calls(path: Path) -> list[tuple[str | None, int]]:
 
 def test_the_argument_is_decided_where_it_enters():
     """Issue 57: a command's argument becomes a Target once, where it enters (the CLI's commands and
-    ptx.infer.load), and the engines (verify, bench, inspect) receive that Target: a second
-    Target.of inside them could decide the same argument another way."""
+    ptx.infer.load), and everything after (verify, bench, inspect, predict, serve, Target's own
+    methods) receives that Target: a second Target.of anywhere else could decide the same argument
+    another way."""
     elsewhere = [f"{module}:{line} ({where})" for module, _, path in modules() for where, line in target_of_calls(path)
-                 if not module.startswith("ptx.cli.") and module != "ptx.infer.model.target"  # Target itself
-                 and (module, where) != ("ptx.infer.model.opening", "load")]
+                 if not module.startswith("ptx.cli.") and (module, where) != ("ptx.infer.model.target", "load")]
     assert elsewhere == []
 
 
@@ -298,8 +298,8 @@ def test_serving_a_model_through_onnx_runtime_imports_no_torch(runs, tmp_path):
                   for label, speed in (("eager-cpu", 100.0), ("torchscript-cpu", 90.0), ("ort-cpu", 1000.0))
                   for b in (1, 64)], run)
     code = (f"import sys\nfrom ptx.serve.server import load\nfrom ptx.serve.service import ServeOptions, Service\n"
-            f"service = Service(ServeOptions())\n"
-            f"load(service, ['convnet'], root={str(tmp_path)!r}, backend='auto', precision=None, "
+            f"from ptx.infer.model.target import Target\nservice = Service(ServeOptions())\n"
+            f"load(service, [Target.of('convnet', root={str(tmp_path)!r})], backend='auto', precision=None, "
             f"device='cpu', log=lambda _: None)\n"
             f"print(service.models['convnet'].model.backend, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

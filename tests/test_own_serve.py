@@ -228,6 +228,7 @@ def test_serve_passes_input_to_an_onnx_file_whose_graph_gives_an_input_no_shape(
     from onnx import TensorProto, helper
 
     from ptx.contract.tensors import parse_declaration
+    from ptx.infer.model.target import Target
     from ptx.serve.server import load_files
     from ptx.serve.service import ServeOptions, Service
 
@@ -238,9 +239,9 @@ def test_serve_passes_input_to_an_onnx_file_whose_graph_gives_an_input_no_shape(
               tmp_path / "u.onnx")
     service = Service(ServeOptions(max_batch_size=8))
     try:
-        load_files(service, [("u", tmp_path / "u.onnx")], backend="auto", precision=None, device=None,
-                   open_options={"inputs": [parse_declaration("x=batchx3"), parse_declaration("other=batchx2")]},
-                   log=lambda line: None)
+        declared = {"inputs": [parse_declaration("x=batchx3"), parse_declaration("other=batchx2")]}
+        load_files(service, [("u", Target.of(tmp_path / "u.onnx", options=declared))], backend="auto",
+                   precision=None, device=None, log=lambda line: None)
         assert service.models["u"].model.signature.inputs[0].shape == ("batch", 3)
     finally:
         service.close()
@@ -380,10 +381,10 @@ def test_a_torchscript_triton_config_maps_positions_and_a_foreign_folder_is_kept
 
 def test_serving_and_exporting_an_onnx_file_never_import_torch(own_models, tmp_path):
     path = str(own_models["two_io"])
-    code = ("import sys\nfrom pathlib import Path\nfrom ptx.serve.server import load_files\n"
+    code = ("import sys\nfrom ptx.infer.model.target import Target\nfrom ptx.serve.server import load_files\n"
             "from ptx.serve.service import ServeOptions, Service\nservice = Service(ServeOptions())\n"
-            f"load_files(service, [('m', Path({path!r}))], backend='auto', precision=None, device=None, "
-            "open_options={}, log=lambda _: None)\n"
+            f"load_files(service, [('m', Target.of({path!r}))], backend='auto', precision=None, device=None, "
+            "log=lambda _: None)\n"
             "print(type(service.models['m']).__name__, service.models['m'].model.backend, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 import own_models as zoo
 from ptx.contract.reference import load_reference, reference_path
+from ptx.errors import ArtifactError
 from ptx.infer import load
 from ptx.infer.inspect.file import inspect_path
 from ptx.infer.verify.verify import verify
@@ -98,6 +99,20 @@ def test_inspect_a_run_folder_lists_its_exports_with_their_contract(runs):
 def test_inspect_refuses_what_it_cannot_read_in_one_line(tmp_path):
     assert one_error_line(ptx("inspect", tmp_path / "nope.onnx")).endswith("nope.onnx: no such file or run folder")
     assert "not a run folder ptx trained into" in one_error_line(ptx("inspect", tmp_path))
+
+
+def test_a_folder_for_a_model_is_a_run_to_load_and_one_line_to_a_command(tmp_path):
+    """Issue 57: one rule (Target.of) decides every command's argument and load()'s. A folder where a
+    command takes a model says, in one line, to give it by --run (predict and serve say what verify
+    says); load() takes a run folder as its argument, and a folder that is none is refused so."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    for args in (("predict", "--model", f"{folder}/", "x.png"), ("serve", f"{folder}/"), ("verify", f"{folder}/")):
+        assert one_error_line(ptx(*args)).endswith(f"{folder}: a folder; give the model file inside it (a .onnx, "
+                                                   "TorchScript .pt or .pt2), or a run folder to the tutorial "
+                                                   "models' commands with --run"), args
+    with pytest.raises(ArtifactError, match="a folder, but not a run folder ptx trained into"):
+        load(folder)
 
 
 # -- verify -------------------------------------------------------------------------------------

@@ -31,10 +31,12 @@ def test_library_refuses_a_device_the_backend_does_not_run_on(tmp_path):
 
 
 def test_serve_refuses_device_with_backend_auto(tmp_path):
+    from ptx.infer.model.target import Target
     from ptx.serve.server import load as serve_load
 
     with pytest.raises(PtxError, match="--backend auto chooses the device itself"):
-        serve_load(None, ["convnet"], root=tmp_path, backend="auto", precision=None, device="cuda", log=print)
+        serve_load(None, [Target.of("convnet", root=tmp_path)], backend="auto", precision=None, device="cuda",
+                   log=print)
 
 
 def test_export_device_without_pt2_is_refused(tmp_path):

@@ -296,3 +296,16 @@ def test_ptx_serve_with_a_token_refuses_rest_and_grpc_in_one_line_and_answers_wi
             assert refused.exit_code == 2 and "give --token" in refused.output, refused.output
             passed, _ = verify(url, onnx_file, "--token", "s3cret")
             assert passed.exit_code == 0, passed.output
+
+
+def test_a_reference_that_is_no_file_and_no_tutorial_model_is_one_line_before_the_server_is_reached(tmp_path):
+    """`ptx verify URL --against X`: X is a model file, a tutorial model's name or a run folder (as --run);
+    anything else is said in one line before the URL is reached (port 9 answers nothing)."""
+    url = "http://127.0.0.1:9/v2/models/convnet"
+    for against in (tmp_path / "nope.onnx", "convnett"):
+        result = CliRunner().invoke(cli, ["verify", url, "--against", str(against)])
+        assert result.exit_code == 2 and result.output.strip().endswith(
+            f"{url}: {str(against)!r} is not a tutorial model: give --against the model file the server serves (or a "
+            "tutorial model NAME, or its run folder)"), result.output
+    result = CliRunner().invoke(cli, ["verify", url, "--against", str(tmp_path)])  # a folder: read as --run
+    assert result.exit_code == 2 and f"{tmp_path} holds no readable ptx run" in result.output, result.output

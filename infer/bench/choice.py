@@ -20,7 +20,8 @@ from ptx.contract.names import FULL_PRECISION, TF32
 
 from ..runtime import backends as registry
 from ..model import records
-from ..model.opening import DEFAULT_BACKEND, load
+from ..model.opening import DEFAULT_BACKEND
+from ..model.target import load
 
 TIMING_S = 0.3  # per candidate and batch size, when no bench record says
 # Another backend replaces the default only when it is this much faster: short timings on a shared

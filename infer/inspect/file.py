@@ -22,7 +22,7 @@ from ptx.errors import ArtifactError, PtxError, first_line
 from ..runtime import backends as registry
 from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file
 from ..formats.signature import recorded_signature
-from ..model.opening import KIND_NAMES, require_run_folder
+from ..model.opening import KIND_NAMES
 
 RUNS_HERE, CANNOT, NOT_HERE = "runs here", "cannot run it", "not here"
 
@@ -350,15 +350,13 @@ def _static(backend, path: Path, found: ModelFile) -> str:
 # -- a run folder ---------------------------------------------------------------------------------
 
 
-def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
-    """Each export in a tutorial model's run folder, inspected as a file."""
+def inspect_run(folder: str | Path, files, probe: bool = True) -> RunInspection:
+    """Each export in a tutorial model's run folder, inspected as a file: ``files`` are (path, its file
+    Target, or the ArtifactError saying why it cannot be read), decided where the folder entered."""
     from ptx.contract.runs import run_model
-
-    from ..model.target import export_targets
 
     folder = Path(folder)
     checkpoint = folder / ARTIFACT_FILES[CHECKPOINT_FORMAT]
-    files = export_targets(folder)
     report = RunInspection(folder, run_model(folder), [], checkpoint.stat().st_size if checkpoint.is_file() else None)
     if not files:
         report.notes.append(f"no export yet: `ptx export --run {folder}` writes model.onnx and model.torchscript.pt")
@@ -372,15 +370,13 @@ def inspect_run(folder: str | Path, probe: bool = True) -> RunInspection:
     return report
 
 
-def inspect_path(argument, probe: bool = True):
+def inspect_path(argument, probe: bool = True) -> FileInspection:
     """A model file's Target (``Target.of(path, options=..., verifying=True)``, made where the
-    argument entered), or a folder ptx trained into: FileInspection or RunInspection."""
+    argument entered) inspected; a run folder's exports are inspect_run's."""
     from ..model.target import Target
 
-    if isinstance(argument, Target):
-        return inspect_file(argument, probe)
-    path = Path(argument)
-    if not path.is_dir():
-        raise PtxError(f"inspect: {str(argument)[:60]!r} is not a folder: give a run folder, or a model file as "
-                       "Target.of(path, verifying=True) (from ptx.infer.model.target import Target)")
-    return inspect_run(require_run_folder(path), probe)
+    if not isinstance(argument, Target):
+        raise PtxError(f"inspect_path() takes a Target, not {type(argument).__name__} {str(argument)[:60]!r}: give "
+                       "Target.of(path, verifying=True) (from ptx.infer.model.target import Target), or a run folder "
+                       "to inspect_run")
+    return inspect_file(argument, probe)

@@ -1,8 +1,8 @@
-"""load(): model name, run folder, model file or nn.Module -> a Model for one backend of the registry."""
+"""Opening a model file, a run's export or an nn.Module as a Model for one backend of the registry (what load()
+opens once Target.of has decided what its argument names)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import warnings
 from dataclasses import replace
@@ -18,8 +18,8 @@ from ptx.contract.schema import signature_of_contract
 from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.child import run_child
 from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactError, PtxError,
-                        StaleArtifactWarning, UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
-from ptx.files import file_sha256, is_dir, is_file
+                        UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
+from ptx.files import file_sha256
 
 from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file
 from ..formats.signature import Opening
@@ -34,7 +34,6 @@ DEFAULT_FILE_BACKEND = {"onnx": "ort-cpu", "torchscript": "torchscript", "pt2": 
 KIND_NAMES = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "pt2": "a pt2 package",
               "checkpoint": "a ptx checkpoint", "module": "an nn.Module"}
 DEVICES = ("cpu", "cuda")
-ARTIFACT_SUFFIXES = {Path(f).suffix for f in ARTIFACT_FILES.values()}  # .pt, .onnx, .pt2
 
 
 def run_folder(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None) -> Path:
@@ -180,59 +179,6 @@ def stale_reason(predictor: Model, run_dir: Path) -> str | None:
             f"since): re-run `ptx export {predictor.contract.model}` to serve the run's current weights")
 
 
-def load(target, backend: str | None = None, device: str | None = None, precision: str | None = None, *,
-         root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None, inputs=None,
-         batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True) -> Model:
-    """A Model for a registered model's artifacts in its run folder (``root``/NAME, or ``run``: the
-    folder ``ptx train --out`` wrote, which may also be given as ``target`` itself), or for a model
-    file alone: a tutorial model's export, or your own model (an ONNX file, a TorchScript file, a
-    pt2 package, or a live ``nn.Module``). Which of these it is is decided here, once: every Model
-    answers ``run({input name: array}) -> {output name: array}``, and one whose file carries a
-    tutorial contract also answers ``predict(...)`` through its head.
-
-    Your own model's tensors: an ONNX file describes them itself; a TorchScript or pt2 file does not,
-    so ``inputs`` declares them in forward()'s order (``["x=batchx3x224x224:float32", ...]`` or
-    TensorSigs), as does an ``nn.Module``'s. ``batch_axes`` ({input name: axis or None}) overrides
-    where ptx reads each input's batch. ``ignore_metadata`` runs a file as your own model even where
-    it carries ptx metadata (refused when those were written for other weights). ``probe`` opens a
-    file ptx did not write in a child process first, so that a runtime crash on it is one error.
-
-    An artifact exported from another checkpoint than its run's is served, with a
-    ``StaleArtifactWarning`` and the reason in ``model.stale``.
-
-    ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
-    own kind for a path). ``device`` (cpu/cuda; default: the backend's own, cpu where it runs on
-    several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
-    backends that take it. ``precision`` (f32, bf16, int8, tf32) is one the backend runs: int8
-    reads the int8 file the backend's runtime is quantized for (ort-cpu: model.int8.onnx from ``ptx
-    export NAME --format onnx-int8``; openvino: model.openvino-int8.onnx from ``--format
-    openvino-int8``); default f32, or the file's own for a path.
-    """
-    opened = dict(inputs=inputs, batch_axes=batch_axes, ignore_metadata=ignore_metadata, probe=probe)
-    if is_module(target):
-        return open_path(None, backend, device, precision, module=target, **opened)
-    if not isinstance(target, (str, os.PathLike)):
-        raise PtxError(f"load() takes a model name, a run folder, a model file's path or an nn.Module, not "
-                       f"{type(target).__name__}")
-    path = Path(target)
-    if run is None and is_dir(path):  # load("runs/convnet") as --run runs/convnet
-        target, run = model_of_run(require_run_folder(path, ", a run folder or a model's name")), path
-    elif path.suffix in ARTIFACT_SUFFIXES or is_file(path):
-        return _warned(open_path(path, backend, device, precision, **opened))
-    # The catalog, not the registry, answers a mistyped name: ptx.models imports torch, and the ORT path must not.
-    backend, precision = backend or DEFAULT_BACKEND, precision or FULL_PRECISION
-    check_device(backend, device)  # an unknown backend or device is one clear error before any file is looked for
-    model = open_path(artifact_path(str(target), backend, root, precision, run), backend, device, precision,
-                      tutorial=str(target))
-    model.stale = stale_reason(model, run_folder(str(target), root, run))
-    if model.stale:
-        warnings.warn(model.stale, StaleArtifactWarning, stacklevel=2)
-    return _warned(model)
-
-
-open_artifact = load  # the name export's validation and older apps call it by
-
-
 def require_run_folder(folder: Path, others: str = "") -> Path:
     """``folder`` where ptx trained into it, else one line saying what to give instead (a model file,
     and the ``others`` the caller takes)."""
@@ -268,15 +214,14 @@ def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
     return found
 
 
-def open_path(path: Path | None, backend: str | None = None, device: str | None = None, precision: str | None = None,
+def open_path(found: ModelFile, backend: str | None = None, device: str | None = None, precision: str | None = None,
               *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
               ignore_metadata: bool = False, probe: bool = True, tutorial: str | None = None) -> Model:
-    """A Model for the model at ``path`` (or the live ``module``) through ``backend``: the one place
-    where what a model is decides how it opens (opening_of) and which file is the precision asked
-    for (precision_file), then the backend's one opener runs it and the head comes from its
-    contract, or there is none (model_of). ``tutorial``: the model's registered name, where ``path``
-    was found in its run folder (the file must hold its export)."""
-    found = ModelFile(None, "module", {}) if module is not None else model_file(Path(path), ignore_metadata)
+    """A Model for the model file ``found`` (model_file's; MODULE for the live ``module``) through
+    ``backend``: the one place where what a model is decides how it opens (opening_of) and which
+    file is the precision asked for (precision_file), then the backend's one opener runs it and the
+    head comes from its contract, or there is none (model_of). ``tutorial``: the model's registered
+    name, where the file was found in its run folder (it must hold its export)."""
     chosen, device = resolve_backend(found.kind, backend, device)
     given = found.path
     found, precision = precision_file(found, chosen, device, precision, ignore_metadata)
@@ -348,7 +293,7 @@ def opening_of(path: Path | None, *, module=None, inputs=None, batch_axes: Mappi
     (formats/signature.py); the info is its contract, where it carries one. ``found``: the file as
     model_file already read it (not read twice)."""
     if found is None:
-        found = ModelFile(None, "module", {}) if module is not None else model_file(Path(path), ignore_metadata)
+        found = MODULE if module is not None else model_file(Path(path), ignore_metadata)
     # A tutorial model's export must hold its contract; a checkpoint's is read by torch (model_of).
     holds_contract = CONTRACT in found.metadata or (tutorial and found.kind != CHECKPOINT_FORMAT)
     info = artifact_info(found.path, found.metadata) if holds_contract else None
@@ -370,13 +315,15 @@ def model_of(runner, info=None, tutorial: str | None = None) -> Model:
 
 # Files ptx did not write may crash a runtime's loader: they are opened in a child process first.
 FOREIGN_KINDS = ("onnx", "torchscript", "pt2")
+MODULE = ModelFile(None, "module", {})  # what a live nn.Module is opened as
 
 
-def _warned(model: Model) -> Model:
+def warned(model: Model) -> Model:
+    """``model``, its reduced precision's unusable verdict and other CPU warned of (at load()'s caller)."""
     if model.unusable:
-        warnings.warn(model.unusable, UnusablePrecisionWarning, stacklevel=3)
+        warnings.warn(model.unusable, UnusablePrecisionWarning, stacklevel=4)
     if model.elsewhere:
-        warnings.warn(model.elsewhere, OtherCpuWarning, stacklevel=3)
+        warnings.warn(model.elsewhere, OtherCpuWarning, stacklevel=4)
     return model
 
 
@@ -399,7 +346,7 @@ def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple
 PROBE = """
 import json, sys
 from ptx.errors import PtxError
-from ptx.infer.model.opening import load
+from ptx.infer.model.target import load
 for args in json.loads(sys.argv[1]):
     try:
         load(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],

@@ -3,29 +3,37 @@ run folder) or a model file (a tutorial export or your own). A run is the model 
 (checkpoint.pt, model.onnx, model.int8.onnx, ...); a file is itself and its int8 twins beside it
 (``net.onnx``, ``net.int8.onnx`` and ``net.openvino-int8.onnx``, as ``ptx export net.onnx --format
 onnx-int8|openvino-int8`` writes them); an int8 file given by its path runs on every backend with an
-int8 precision (each format is a Q/DQ graph both runtimes read). Every
-command asks a Target which variants (backend, device, precision) can run it, where each one's
-file is, and opens them alike; nothing after this asks which kind of model it was given.
+int8 precision (each format is a Q/DQ graph both runtimes read). Target.of is the one rule, called
+where an argument enters: the CLI's commands and load(), the library's entry (here, which opens
+through the Target). Every command asks a Target which variants (backend, device, precision) can run
+it, where each one's file is, and opens them alike; nothing after this asks which kind of model it
+was given.
 
 Importing this imports neither torch nor a runtime: each backend imports its own when opened.
 """
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
-from ptx.contract.names import FULL_PRECISION, INT8_FORMATS
+from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.catalog import names
+from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, MODEL_FILE_SUFFIXES
 from ptx.child import ChildCrashError, run_child
-from ptx.errors import ArtifactError, MissingArtifactError, PtxError
-from ptx.files import is_file
+from ptx.errors import MissingArtifactError, PtxError, StaleArtifactWarning
+from ptx.files import is_dir, is_file
 
 from ..formats.model_files import ModelFile
 from ..runtime import backends as registry
-from .opening import (DEFAULT_FILE_BACKEND, KIND_NAMES, PROBE, artifact_path, load, model_file, precision_file,
-                      probe_args, require_run)
+from .model import Model
+from .opening import (DEFAULT_BACKEND, DEFAULT_FILE_BACKEND, KIND_NAMES, MODULE, PROBE, artifact_path, check_device,
+                      is_module, model_file, model_of_run, open_path, precision_file, probe_args, require_run,
+                      require_run_folder, stale_reason, warned)
 
 NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
@@ -69,9 +77,8 @@ class Target:
     kind: str  # RUN, or the file's kind: onnx, torchscript, pt2
     name: str  # the registered model of a run, or the file's path as given
     path: Path | None = None  # the file
-    run_dir: Path | None = None
     root: Path = Path(DEFAULT_RUNS_ROOT)
-    run: Path | None = None  # --run as given (a run found by name has none)
+    run: Path | None = None  # --run (or the run folder given as the argument); a run found by name has none
     found: ModelFile | None = None
     options: dict = field(default_factory=dict)  # load()'s options for a file: inputs, batch_axes, ...
     notes: list[str] = field(default_factory=list)  # what a command says of the target before its table
@@ -81,23 +88,41 @@ class Target:
 
     @classmethod
     def of(cls, argument: str | Path | None, *, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None,
-           options: Mapping | None = None, verifying: bool = False) -> "Target":
-        """The target ``argument`` names: a model file where it is one, else a tutorial model's run
-        (``argument`` a registered name, or ``run`` its folder). ``verifying``: a file changed since
-        it was exported is judged as the user's own model by its outputs, with a note (predict and
-        serve refuse it), so that the reference tensors kept at export, or --against, say what changed."""
-        options = dict(options or {})
-        if argument is not None and is_file(str(argument)):
-            path = Path(str(argument))
+           options: Mapping | None = None, verifying: bool = False, option: str = "NAME") -> "Target":
+        """What ``argument`` names, decided here for every command and load(): a model file where it is
+        one, or where it reads as a path (a model file's suffix, a /: then one line saying what is there
+        instead, a folder included: a command takes a run folder by --run, load() by its argument);
+        else a tutorial model's name (a name stays one where a folder of that name is here: `ptx train
+        convnet --out convnet` makes one), or None for the model the ``run`` folder holds, a name it
+        contradicts refused (``option``: how the name was given). A run is looked for when first opened
+        (run_dir), so that a wrong backend or device is said before a missing run. ``verifying``: a file
+        changed since it was exported is judged as the user's own model by its outputs, with a note
+        (predict and serve refuse it), so that the reference tensors kept at export, or --against, say
+        what changed."""
+        if not isinstance(argument, (str, os.PathLike)) and (argument is not None or run is None):
+            raise PtxError(f"load() takes a model name, a run folder, a model file's path or an nn.Module, not "
+                           f"{type(argument).__name__}")
+        given = None if argument is None else str(argument)
+        if given is not None and (is_file(given) or Path(given).suffix.lower() in MODEL_FILE_SUFFIXES or "/" in given):
+            path, options = Path(given), dict(options or {})
             changed = changed_since_export(path) if verifying and not options.get("ignore_metadata") else None
             if changed:
                 options["ignore_metadata"] = True
-            found = model_file(path, bool(options.get("ignore_metadata")))
-            return cls(found.kind, str(argument), path=path, found=found, options=options,
+            found = model_file(path, bool(options.get("ignore_metadata")))  # no such file, a folder: one line
+            return cls(found.kind, given, path=path, found=found, options=options,
                        notes=[changed] if changed else [], changed=changed)
-        name = str(argument)
-        run_dir = require_run(name, root, run)
-        return cls(RUN, name, run_dir=run_dir, root=Path(root), run=Path(run) if run is not None else None)
+        if run is not None and Path(run).is_dir():
+            given = model_of_run(Path(run), given, option)
+        elif given is None:
+            raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
+                           "(`ptx runs` lists them)")
+        return cls(RUN, given, root=Path(root), run=Path(run) if run is not None else None)
+
+    @cached_property
+    def run_dir(self) -> Path | None:
+        """A run's folder, or one error saying where ptx looked (the registry's "did you mean" for a
+        name no model has): looked for when first asked."""
+        return require_run(self.name, self.root, self.run) if self.is_run else None
 
     @property
     def is_run(self) -> bool:
@@ -154,13 +179,25 @@ class Target:
         return precision_file(self.found, variant.backend, variant.device, variant.precision,
                               bool(self.options.get("ignore_metadata")))[0].path
 
-    def open(self, variant: Variant, probe: bool = False):
+    def open(self, variant: Variant, probe: bool = False) -> Model:
         """The Model of ``variant`` (a file ptx did not write is opened in a child first with ``probe``)."""
-        if self.is_run:
-            return load(self.name, variant.backend.name, variant.device, variant.precision, root=self.root,
-                        run=self.run)
-        return load(self.file_for(variant), variant.backend.name, variant.device, variant.precision,
-                    probe=probe, **self.options)
+        return self.load(variant.backend.name, variant.device, variant.precision, probe)
+
+    def load(self, backend: str | None = None, device: str | None = None, precision: str | None = None,
+             probe: bool = True) -> Model:
+        """load()'s Model of this target: a file through open_path (its precision's file, the backend its
+        kind defaults to); a run's export for ``backend`` (default ort-cpu) at ``precision`` (default f32),
+        with a StaleArtifactWarning where it was exported from another checkpoint than the run's."""
+        if not self.is_run:
+            return warned(open_path(self.found, backend, device, precision, probe=probe, **self.options))
+        backend, precision = backend or DEFAULT_BACKEND, precision or FULL_PRECISION
+        check_device(backend, device)  # an unknown backend or device is one clear error before any file is looked for
+        path = artifact_path(self.name, backend, self.root, precision, self.run)
+        model = open_path(model_file(path), backend, device, precision, tutorial=self.name)
+        model.stale = stale_reason(model, self.run_dir)
+        if model.stale:
+            warnings.warn(model.stale, StaleArtifactWarning, stacklevel=3)
+        return warned(model)
 
     def open_all(self, variants: Sequence[Variant], probe: bool = True) -> dict[str, object]:
         """{label: the Model, or the PtxError that says why it did not open}: with ``probe``, a file
@@ -207,6 +244,50 @@ class Target:
             return False
 
 
+def load(target, backend: str | None = None, device: str | None = None, precision: str | None = None, *,
+         root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None, inputs=None,
+         batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True) -> Model:
+    """A Model for a registered model's artifacts in its run folder (``root``/NAME, or ``run``: the
+    folder ``ptx train --out`` wrote, which may also be given as ``target`` itself), or for a model
+    file alone: a tutorial model's export, or your own model (an ONNX file, a TorchScript file, a
+    pt2 package, or a live ``nn.Module``). Which of these it is is decided once, by Target.of
+    here or where a command's argument entered (``target`` that Target): every Model
+    answers ``run({input name: array}) -> {output name: array}``, and one whose file carries a
+    tutorial contract also answers ``predict(...)`` through its head.
+
+    Your own model's tensors: an ONNX file describes them itself; a TorchScript or pt2 file does not,
+    so ``inputs`` declares them in forward()'s order (``["x=batchx3x224x224:float32", ...]`` or
+    TensorSigs), as does an ``nn.Module``'s. ``batch_axes`` ({input name: axis or None}) overrides
+    where ptx reads each input's batch. ``ignore_metadata`` runs a file as your own model even where
+    it carries ptx metadata (refused when those were written for other weights). ``probe`` opens a
+    file ptx did not write in a child process first, so that a runtime crash on it is one error.
+
+    An artifact exported from another checkpoint than its run's is served, with a
+    ``StaleArtifactWarning`` and the reason in ``model.stale``.
+
+    ``backend`` is a name from ``ptx.infer.backends`` (default: ort-cpu for a model name, the file's
+    own kind for a path). ``device`` (cpu/cuda; default: the backend's own, cpu where it runs on
+    several) must be one the backend runs on: ``device="cuda"`` with ort-cpu is an error naming the
+    backends that take it. ``precision`` (f32, bf16, int8, tf32) is one the backend runs: int8
+    reads the int8 file the backend's runtime is quantized for (ort-cpu: model.int8.onnx from ``ptx
+    export NAME --format onnx-int8``; openvino: model.openvino-int8.onnx from ``--format
+    openvino-int8``); default f32, or the file's own for a path.
+    """
+    if is_module(target):
+        return open_path(MODULE, backend, device, precision, module=target, inputs=inputs, batch_axes=batch_axes,
+                         probe=probe)
+    if not isinstance(target, Target):
+        if isinstance(target, (str, os.PathLike)) and run is None and is_dir(target) and str(target) not in names():
+            # load("runs/convnet") as run="runs/convnet": the library's folder argument (a command has --run)
+            target, run = None, require_run_folder(Path(target), ", a run folder or a model's name")
+        target = Target.of(target, root=root, run=run,
+                           options=dict(inputs=inputs, batch_axes=batch_axes, ignore_metadata=ignore_metadata))
+    return target.load(backend, device, precision, probe)
+
+
+open_artifact = load  # the name export's validation and older apps call it by
+
+
 def require_targets(command: str, *given, verifying: bool = False) -> None:
     """A library caller's model argument that is not a Target, refused in one line saying how to make
     one (verify and bench take the argument decided where it entered, never a bare string)."""
@@ -215,22 +296,6 @@ def require_targets(command: str, *given, verifying: bool = False) -> None:
         raise PtxError(f"{command}() takes a Target, not {type(wrong).__name__} {str(wrong)[:60]!r}: give Target.of("
                        f"argument, root=..., run=..., options=...{', verifying=True' * verifying}) "
                        "(from ptx.infer.model.target import Target)")
-
-
-def export_targets(folder: Path) -> list[tuple[Path, "Target | ArtifactError"]]:
-    """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
-    given by its path (verifying: a file changed since export is the user's own model, with a note),
-    or the one-line reason it cannot be read: a folder argument's files are decided here, as an
-    argument is (``ptx inspect RUN_FOLDER``)."""
-    found = []
-    for fmt, name in ARTIFACT_FILES.items():
-        path = Path(folder) / name
-        if fmt != CHECKPOINT_FORMAT and path.is_file():
-            try:
-                found.append((path, Target.of(path, verifying=True)))
-            except ArtifactError as exc:
-                found.append((path, exc))
-    return found
 
 
 def group_reasons(reasons: Mapping[str, str]) -> list[str]:

@@ -22,10 +22,10 @@ import re
 import tempfile
 from pathlib import Path
 
-from ptx.contract import DEFAULT_RUNS_ROOT, Task
+from ptx.contract import Task
 from ptx.errors import PtxError
 
-from ..model.opening import DEFAULT_BACKEND, artifact_path, load
+from ..model.target import load
 from ..model.inputs import IMAGE_SUFFIXES, expand_inputs
 from .outputs import answer_schema, columns_for
 from .stream import Input, default_workers, stream_answers
@@ -122,17 +122,15 @@ def _sources(inputs: list[str]) -> list[str]:
     return out
 
 
-def predict_with_ray(inputs: list[str], output: str, *, address: str = "local", model: str = "convnet",
+def predict_with_ray(inputs: list[str], output: str, *, address: str = "local", target="convnet",
                      backend: str | None = None, device: str | None = None, precision: str | None = None,
-                     artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, run: str | None = None,
                      raw: bool = False, min_confidence: float | None = None, topk: int = 0,
                      batch_size: int = 256) -> int:
-    """Score ``inputs`` (local paths, folders, globs; s3:// gs:// folders) with Ray Data and write
-    Parquet files under ``output`` (a folder, local or remote). Returns the number of rows."""
+    """Score ``inputs`` (local paths, folders, globs; s3:// gs:// folders) through ``target`` (a Target,
+    or what load() takes) with Ray Data and write Parquet files under ``output`` (a folder, local or
+    remote). Returns the number of rows."""
     ray = _need_ray()
-    path = Path(artifact) if artifact else artifact_path(model, backend or DEFAULT_BACKEND, root,
-                                                         precision or "f32", run)
-    load(str(path), backend=backend, device=device, precision=precision)  # a bad choice fails here, once
+    path = load(target, backend=backend, device=device, precision=precision).path  # a bad choice fails here, once
     started = not ray.is_initialized()
     if started:
         if address == "local":

@@ -11,13 +11,13 @@ import textwrap
 from collections import Counter
 from typing import Callable, Iterable, Iterator
 
-from ptx.contract import DEFAULT_RUNS_ROOT, InputKind, Task
+from ptx.contract import InputKind, Task
 from ptx.errors import InputError
 
 from ..model.head import Prediction
 from ..model.inputs import expand_csv_rows, expand_inputs
 from ..model.model import Model
-from ..model.opening import load
+from ..model.target import load
 from .outputs import as_written, columns_for, done_inputs, open_output
 from .stream import Input, stream_answers
 
@@ -114,13 +114,14 @@ class _StopBetweenAnswers:
         self.asked = True
 
 
-def score(args: list[str], *, output: str | None = None, resume: bool = False, workers: int | None = None,
-          quiet: bool = False, as_json: bool = False, topk: int = 0, model: str = "convnet",
-          backend: str | None = None, device: str | None = None, precision: str | None = None,
-          artifact: str | None = None, root: str = DEFAULT_RUNS_ROOT, raw: bool = False, run: str | None = None,
+def score(args: list[str], *, target="convnet", output: str | None = None, resume: bool = False,
+          workers: int | None = None, quiet: bool = False, as_json: bool = False, topk: int = 0,
+          backend: str | None = None, device: str | None = None, precision: str | None = None, raw: bool = False,
           recursive: bool = False, stdin: bytes | None = None, min_confidence: float | None = None,
           echo: Callable = print, field: Callable = str) -> int:
-    predictor = load(artifact or model, backend=backend, root=root, device=device, precision=precision, run=run)
+    """``args`` answered through ``target`` (a Target, decided where the argument entered, or what
+    load() takes), each bad input reported by name; returns how many had no answer."""
+    predictor = load(target, backend=backend, device=device, precision=precision)
     contract = predictor.contract
     notices, folders, skipped = [], [], [0]
     done = done_inputs(output) if resume else Counter()  # inputs answered already, which are skipped

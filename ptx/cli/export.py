@@ -16,7 +16,7 @@ import click
 from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX,
                              NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, generated_input_options, open_options,
                              certificate_sizes, plan_options, shape_certificate_options)
-from ptx.cli.targets import _model_of_run, _models_and_files, _unknown_or_file
+from ptx.cli.targets import _model_file, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.names import INT8_FORMATS
 from ptx.export.formats import default_formats, list_formats
@@ -160,7 +160,7 @@ def export_cmd(**given) -> None:
     name = given["name"]
     if given["module_spec"] is not None:
         export, (what, why) = _module, MODULE
-    elif name is not None and _models_and_files([name])[1]:
+    elif _model_file(name, "export"):
         export, (what, why) = _file, FILE
     else:
         export, (what, why) = _tutorial, TUTORIAL
@@ -212,14 +212,15 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
                                "carries its contract")
     input_dtype = dtypes.pop() if dtypes else "float32"
     from ptx.infer import load
+    from ptx.infer.model.target import Target
 
     if run is not None:
-        name = _model_of_run(name, run)
+        name = Target.of(name, run=run).name
         checkpoint = checkpoint or str(Path(run) / "checkpoint.pt")
         if fmt[0] not in FOLDERS:
             out = out or run
     elif name is None and out is not None and Path(out, "checkpoint.pt").is_file():
-        name = _model_of_run(None, out)  # `--out RUN` exports that run, as before
+        name = Target.of(None, run=out).name  # `--out RUN` exports that run, as before
     if name is None:
         raise click.UsageError("give a model NAME, or --run the run folder to export, or --module FILE.py:FACTORY")
     from ptx.errors import UnknownModelError

@@ -34,7 +34,8 @@ def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_jso
 
     from ptx.contract.catalog import names
     from ptx.contract.runs import is_run
-    from ptx.infer.inspect.file import inspect_path
+    from ptx.infer.inspect.file import inspect_file, inspect_run
+    from ptx.infer.model.opening import require_run_folder
     from ptx.infer.model.target import Target
     from ptx.cli.options import open_options
 
@@ -48,12 +49,31 @@ def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_jso
             raise PtxError(f"{path}: no such file or run folder{where}")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
     if not target.is_dir():  # a file, read as verify reads it: one changed since export is your own model, with a note
-        target = Target.of(target, options=options, verifying=True)
+        report = inspect_file(Target.of(target, options=options, verifying=True))
     elif is_run(target) and any(options.values()):
         raise PtxError("--input, --batch-axis and --ignore-metadata are for a model file, not a run folder "
                        "(its exports carry their contract)")
-    report = inspect_path(target)
+    else:
+        report = inspect_run(require_run_folder(target), _exports(target))
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.text())
+
+
+def _exports(folder) -> list[tuple]:
+    """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
+    given by its path (verifying: a file changed since export is the user's own model, with a note),
+    or the one-line reason it cannot be read."""
+    from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT
+    from ptx.errors import ArtifactError
+    from ptx.infer.model.target import Target
+
+    found = []
+    for path in (folder / name for fmt, name in ARTIFACT_FILES.items() if fmt != CHECKPOINT_FORMAT):
+        if path.is_file():
+            try:
+                found.append((path, Target.of(path, verifying=True)))
+            except ArtifactError as exc:
+                found.append((path, exc))
+    return found
 
 
 inspect_cmd.help = f"{inspect.cleandoc(inspect_cmd.help)}\n\n{SECURITY_NOTE}"

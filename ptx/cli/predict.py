@@ -14,8 +14,7 @@ import click
 from ptx.cli.options import (RUN, SECURITY_NOTE, Choice, DeviceChoice, _given, backend_names, model_file_options,
                              open_options, refuse_meaningless)
 from ptx.files import exists
-from ptx.cli.targets import (MODEL_FILE_SUFFIXES, _model_of_run, _models_and_files, _unknown_or_file,
-                             names_model_file)
+from ptx.cli.targets import MODEL_FILE_SUFFIXES, _unknown_or_file, names_model_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS
 from ptx.errors import PtxError
@@ -73,6 +72,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     Exit status: 0 all predicted, 1 some inputs failed (each named on stderr), 2 usage error (with
     --model FILE: 2 when an input file does not fit the model, each named on stderr).
     """
+    from ptx.infer.model.target import Target
     from ptx.infer.predict.scoring import STDIN, tsv_field
 
     if inputs and not exists(inputs[0]) and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
@@ -82,7 +82,10 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         if model is not None:
             raise click.UsageError(f"{inputs[0]} is a model file and --model {model} names another: give one")
         model, inputs = inputs[0], inputs[1:]
-    if model is not None and _models_and_files([model])[1]:
+    # --model: your own model's file (answered by its tensors), or a tutorial model's name or run folder
+    target = None if model is None else Target.of(model, root=root, run=run, option="--model",
+                                                  options=open_options(declared_inputs, batch_axes, ignore_metadata))
+    if target is not None and not target.is_run:
         ignored = _given(click.get_current_context(), ["artifact", "run", "raw", "recursive", "min_confidence",
                                                        "resume", "workers", "ray_address"])
         if ignored:
@@ -95,15 +98,14 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
             raise click.UsageError("--output writes the outputs whole; --topk is for the answers printed (or --json)")
         if not inputs:
             raise click.UsageError("Missing argument 'INPUTS...': .npz, .npy or .json files of the model's inputs.")
-        sys.exit(_predict_own(model, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
-                              output=output, topk=topk or 0,
-                              options=open_options(declared_inputs, batch_axes, ignore_metadata)))
+        sys.exit(_predict_own(target, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
+                              output=output, topk=topk or 0))
     refuse_meaningless(click.get_current_context(), "run")
 
     if artifact is not None:
-        _tutorial_artifact(artifact)
-    model = _model_of_run(model, run, "--model") if artifact is None else model
-    model = model or "convnet"
+        target = _tutorial_artifact(Target.of(artifact))
+    elif target is None:
+        target = Target.of(None if run is not None else "convnet", root=root, run=run, option="--model")
     if resume and not output:
         raise click.UsageError("--resume needs --output FILE: the file of answers to continue")
     if as_json and output:
@@ -115,8 +117,8 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     if not inputs:
         raise click.UsageError("Missing argument 'INPUTS...'.")
     # what the answers are, with Ray Data or here
-    answers = dict(model=model, backend=backend, device=device, precision=precision, artifact=artifact, root=root,
-                   run=run, raw=raw, min_confidence=min_confidence, topk=topk or 0)
+    answers = dict(target=target, backend=backend, device=device, precision=precision, raw=raw,
+                   min_confidence=min_confidence, topk=topk or 0)
     if ray_address is not None:
         if not output:
             raise click.UsageError("--ray writes Parquet: give --output DIR_OR_FILE")
@@ -147,29 +149,24 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     sys.exit(1 if errors else 0)
 
 
-def _tutorial_artifact(artifact: str) -> None:
+def _tutorial_artifact(target):
     """--artifact reads a tutorial model's export (its head: pictures, labels); your own model's file
     (ptx export --module's, or a foreign one) has none, and is refused in one line saying how to
-    predict with it instead of failing inside scoring."""
-    from ptx.infer.formats.model_files import is_torch_save, read_model_file
-
-    path = Path(artifact)
-    if not path.is_file() or is_torch_save(path):  # no such file, a checkpoint: scoring says or reads it
-        return
-    found = read_model_file(path, digest=False)
-    if not found.has_contract:
-        raise PtxError(f"--artifact {artifact}: your own model's file (no tutorial model's contract); predict with "
-                       f"it by its tensors: `ptx predict --model {artifact} INPUTS.npz`")
+    predict with it instead of failing inside scoring (a checkpoint's contract is read when it opens)."""
+    if target.kind not in ("run", "checkpoint") and not target.found.has_contract:
+        raise PtxError(f"--artifact {target.name}: your own model's file (no tutorial model's contract); predict with "
+                       f"it by its tensors: `ptx predict --model {target.name} INPUTS.npz`")
+    return target
 
 
-def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool, output: str | None,
-                 options: dict, topk: int = 0) -> int:
+def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, output: str | None,
+                 topk: int = 0) -> int:
     """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
     status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
     from ptx.infer.predict import named_outputs as predict_outputs
     from ptx.infer import load
 
-    model = load(path, backend, device=device, precision=precision, **options)
+    model = load(target, backend, device=device, precision=precision)
     if model.opened:  # the file that answers is not the one given: said before any answer
         click.echo(f"note: {model.opened}", err=True)
     signature = model.signature
@@ -188,7 +185,7 @@ def _predict_own(path: str, inputs, *, backend, device, precision, as_json: bool
         click.echo(f"error: {line}", err=True)
     ran = [case for case in done if case.error is None]
     if as_json:
-        click.echo(json.dumps({"model": str(path), "file": str(model.path), "backend": model.backend,
+        click.echo(json.dumps({"model": target.name, "file": str(model.path), "backend": model.backend,
                                "device": model.device, "precision": model.precision,
                                "results": [predict_outputs.case_json(c, signature, topk) for c in ran],
                                "errors": errors + failed}, indent=2))

@@ -8,7 +8,7 @@ import click
 
 from ptx.cli.options import (NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, backend_names,
                              model_file_options, open_options, refuse_meaningless)
-from ptx.cli.targets import _models_and_files, _unknown_or_file
+from ptx.cli.targets import _unknown_or_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS, model_name
 
@@ -74,17 +74,21 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
     flight and exits 0.
     """
+    from ptx.infer.model.target import Target
     from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
 
-    tutorial, files = _models_and_files(names)
+    opening = open_options(declared_inputs, batch_axes, ignore_metadata)
+    targets = [Target.of(name, root=root, options=opening) for name in names]
+    # a run named twice is served once; two runs of one model are refused by serve, as two files of one name are
+    tutorial = list({(t.name, t.run): t for t in targets if t.is_run}.values())
+    files = [t for t in targets if not t.is_run]
     if len(served_names) > len(files):
         raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
                                "model files, in order")
     for given in served_names:
         if not _servable(given):
             raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
-    files = [(served_names[i] if i < len(served_names) else _served_name(path), path)
-             for i, path in enumerate(files)]
+    files = [(served_names[i] if i < len(served_names) else _served_name(t), t) for i, t in enumerate(files)]
     if not files:
         refuse_meaningless(click.get_current_context(), "run")
 
@@ -96,24 +100,26 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     from ptx.errors import UnknownModelError
 
     try:
-        serve(list(dict.fromkeys(tutorial)), options=options, root=root, backend=backend, precision=precision,
-              device=device, insecure=insecure, log=lambda line: click.echo(line, err=line.startswith("warning")),
-              files=files, open_options=open_options(declared_inputs, batch_axes, ignore_metadata))
+        serve(tutorial, options=options, backend=backend, precision=precision, device=device, insecure=insecure,
+              log=lambda line: click.echo(line, err=line.startswith("warning")), files=files)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "serve") from None
 
 
-def _served_name(path: str) -> str:
+def _served_name(target) -> str:
     """The name a model file is served as without --name: the one ptx export recorded in it (the
     factory's, or export's --name: `--module net.py:build --out exp1` wrote exp1/model.onnx, served
     as "model" until issue 58), else the file's name without its suffix."""
-    from ptx.infer.formats.model_files import read_model_file
+    found = target.found
+    if target.options.get("ignore_metadata"):  # --ignore-metadata changes how it runs, not the name it is served as
+        from ptx.infer.formats.model_files import read_model_file
 
-    try:
-        name = read_model_file(path, digest=False).name  # the recorded name, else the file's
-    except Exception:  # noqa: BLE001 - a file that cannot be read is said once, where serve opens it
-        name = None
-    return name if name and _servable(name) else model_name(path)
+        try:
+            found = read_model_file(target.path, digest=False)
+        except Exception:  # noqa: BLE001 - a file that cannot be read is said once, where serve opens it
+            found = None
+    name = found.name if found is not None else None  # the recorded name, else the file's
+    return name if name and _servable(name) else model_name(target.path)
 
 
 def _servable(name: str) -> bool:

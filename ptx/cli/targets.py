@@ -10,51 +10,10 @@ from ptx.errors import PtxError
 from ptx.files import is_dir, is_file
 
 
-def is_model_file(argument: str | None) -> bool:
-    """Whether a command's NAME argument names a file (a user's model) rather than a tutorial model."""
-    return argument is not None and is_file(argument)
-
-
 def names_model_file(argument: str) -> bool:
     """Whether a positional argument is a user's model file: there, and named as one (.onnx, .pt, .pt2,
     ...), so that a picture, a tensor file or a folder given first is still an input."""
-    return is_model_file(argument) and Path(argument).suffix.lower() in MODEL_FILE_SUFFIXES
-
-
-def _model_of_run(given: str | None, run, option: str = "NAME") -> str | None:
-    """The model of the run folder ``run``: what its metrics.json (else its checkpoint) says, never its
-    folder name; ``given`` is refused when it contradicts the run. None when there is no such folder
-    and nothing was given (the command's own error then says where it looked)."""
-    from ptx.infer.model.opening import model_of_run
-
-    if run is None:
-        return given
-    if not Path(run).is_dir():
-        if given is None:
-            raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
-                           "(`ptx runs` lists them)")
-        return given
-    return model_of_run(Path(run), given, option)
-
-
-def _models_and_files(arguments) -> tuple[list[str], list]:
-    """A command's MODEL arguments split into tutorial model names and a user's model files. An
-    argument that reads as a path (a model file's suffix, a /) but names no model file is refused in
-    one line saying what is there (no such file, a folder), not as an unknown model name. A bare
-    name stays a model name even where a folder of that name is here (`ptx train convnet --out
-    convnet` makes one)."""
-    from ptx.infer.formats.model_files import file_kind
-
-    names, files = [], []
-    for argument in arguments:
-        path = Path(argument)
-        if is_model_file(argument):
-            files.append(path)
-        elif path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in argument:
-            file_kind(path)  # no such file, a folder: its one line
-        else:
-            names.append(argument)
-    return names, files
+    return is_file(argument) and Path(argument).suffix.lower() in MODEL_FILE_SUFFIXES
 
 
 def _model_file(name: str | None, command: str) -> bool:
@@ -64,7 +23,7 @@ def _model_file(name: str | None, command: str) -> bool:
 
     from ptx.contract.catalog import names
 
-    if is_model_file(name):
+    if name is not None and is_file(name):
         return True
     if name is None or name in names():
         return False
@@ -86,15 +45,21 @@ def target_of(ctx, name: str | None, command: str, *, root, run, options: dict, 
     from ptx.errors import UnknownModelError
     from ptx.infer.model.target import Target
 
-    is_file = _model_file(name, command)
-    if not is_file:
+    if not _model_file(name, command):
         refuse_meaningless(ctx, "run")
     try:
-        target = Target.of(name if is_file else _model_of_run(name, run), root=root, run=run, options=options,
-                           verifying=verifying)
+        target = Target.of(name, root=root, run=run, options=options, verifying=verifying)
+        looked_for(target)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, command) from None
     refuse_meaningless(ctx, target)
+    return target
+
+
+def looked_for(target):
+    """``target``, its run looked for now, where the argument entered (a missing run is said here, before
+    anything else runs), rather than when it is first opened."""
+    target.run_dir
     return target
 
 
@@ -122,14 +87,18 @@ def served_target(url, served: dict, against, root, run, opening, verifying: boo
                             timeout_s=served["timeout"], insecure=served["insecure"], ca_file=served["ca_file"],
                             concurrency=served["concurrency"], binary=not served["json_data"],
                             max_batch=served["max_batch"])
-    if against is not None and is_file(against):
-        target = Target.of(against, options=opening, verifying=verifying)
-    else:
-        if against is not None and is_dir(against):
-            run, against = against, None
-        model = against if against is not None else _model_of_run(None, run) if run is not None else endpoint.model
-        if model not in names():
-            raise PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the "
-                           "server serves (or a tutorial model NAME, or its run folder)")
-        target = Target.of(model, root=root, run=run, verifying=verifying)
-    return open_served(endpoint, connection), target
+    if against is not None and is_dir(against):  # --against RUN_FOLDER, as --run
+        run, against = against, None
+    # --against FILE|NAME, else the --run folder's model, else the URL's model name
+    given = against if against is not None else None if run is not None else endpoint.model
+    if given is not None and not is_file(given) and given not in names():
+        raise _not_tutorial(endpoint, given)
+    target = Target.of(given, root=root, run=run, options=opening, verifying=verifying)
+    if target.is_run and target.name not in names():  # a run folder of a model the user registered
+        raise _not_tutorial(endpoint, target.name)
+    return open_served(endpoint, connection), looked_for(target)
+
+
+def _not_tutorial(endpoint, model: str) -> PtxError:
+    return PtxError(f"{endpoint.url}: {model!r} is not a tutorial model: give --against the model file the server "
+                    "serves (or a tutorial model NAME, or its run folder)")

@@ -14,7 +14,7 @@ from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, bac
                              _given, _int_list, generated_input_options, is_url, model_file_options, certificate_sizes,
                              shape_certificate_options,
                              refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, _model_of_run, target_of
+from ptx.cli.targets import _model_file, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
@@ -132,14 +132,14 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         runs = []
         for folder in runs_with_artifacts(root):
             try:
-                runs.append((_model_of_run(None, folder), folder))
+                runs.append(Target.of(None, root=root, run=folder))
             except PtxError as exc:  # one unreadable run does not stop the others from being verified
                 click.echo(f"notice: skipped {folder}: {exc}", err=True)
         if not runs:
             raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
-        jobs = [(model, folder, lambda m=model, f=folder: with_against(Target.of(m, root=root, run=f)),
-                 {**chosen, "save_inputs": f"{save_inputs}.{folder.name}.npz" if save_inputs else None})
-                for model, folder in runs]
+        jobs = [(one.name, one.run, lambda one=one: with_against(one),
+                 {**chosen, "save_inputs": f"{save_inputs}.{one.run.name}.npz" if save_inputs else None})
+                for one in runs]
         _verify(jobs, as_json=as_json, many=True, all_rows=all_rows)
     if not _model_file(name, "verify") and _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
         raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
