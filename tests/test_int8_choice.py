@@ -2,6 +2,7 @@
 the CPU that exports (export/formats/onnx_int8.py's CHOICES), and records that CPU, its speed
 against f32 there and what was tried. Speeds are measured by export, never asserted here: the
 choice rule is checked with given ratios and verdicts, and the export with the file's own records."""
+import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +17,8 @@ from ptx.export.formats import onnx_int8
 from ptx.export.formats.onnx_int8 import CHOICES, CLEARLY_FASTER, Choice
 from ptx.infer import open_artifact
 from ptx.machine import describe_cpu
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def meta(path) -> dict:
@@ -150,3 +153,28 @@ def test_recurrent_models_keep_dynamic_quantization_and_record_their_speed(runs,
     assert strings["ptx.quantization"].startswith("dynamic (7-bit int8 weights")
     assert strings["ptx.cpu"] == describe_cpu() and "x model.onnx's speed through" in strings["ptx.speed_vs_f32"]
     assert "ptx.quantization_tried" not in strings  # one way only: nothing was chosen between
+
+
+def test_the_int8_choices_script_runs_on_this_export(runs, capsys):
+    """scripts/int8_choices.py (docs/precisions.md's table of the ways tried) calls export's own
+    quantizer, calibration batches and judge: it runs through on a run folder, every row judged by
+    the one verdict and timed (no speed asserted), so it cannot go stale unnoticed again."""
+    spec = importlib.util.spec_from_file_location("int8_choices", ROOT / "scripts" / "int8_choices.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    openvino = ["--openvino"] if importlib.util.find_spec("openvino") else []
+    script.main([str(runs.trained("mlp")), "--rounds", "2", "--batch", "16", "--sessions", *openvino])
+    out = capsys.readouterr().out
+    table = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and " | ---" not in line][1:]
+    ways = [row[0][2:].replace(" **(export keeps)**", "") for row in table]
+    for choice in ("all ops int8", "all ops int8, ReLUs kept"):  # the CHOICES that apply to mlp
+        assert f"export's choice: {choice}" in ways, out
+    failed = [label for label, _ in script.TRIED if f"   {label}: the quantizer failed" in out]
+    tried = [label for label, options in script.TRIED if not options.get("first_conv")]  # mlp has no Conv
+    assert sorted(failed + [w for w in ways if w in tried]) == sorted(tried), out
+    assert "ONNX Runtime f32, 1 intra-op thread" in ways, out
+    assert not openvino or any(w.startswith("OpenVINO int8, export's choice") for w in ways), out
+    for row in table:
+        verdict = row[-1].rstrip(" |")
+        assert verdict == "f32" or re.match(r"(PASS|NOT USABLE): labels agree with eager on \d", verdict), row
+    assert sum("**(export keeps)**" in row[0] for row in table) <= 1, out
