@@ -15,7 +15,7 @@ from ptx.cli import cli
 from ptx.child import ChildCrashError, run_child
 from ptx.export.formats import pt2
 from ptx.infer.runtime import torch_runner
-from ptx.infer.model import target as target_module
+from ptx.infer.model.target import Target
 
 MODELS = ("linreg", "logreg")
 
@@ -45,14 +45,14 @@ def test_verify_all_goes_on_past_a_backend_that_raises_and_a_model_that_fails(ro
     assert "FAIL: RuntimeError: Expected all tensors to be on the same device," in result.output
     assert "Traceback" not in result.output
 
-    real = target_module.load  # what every model verify opens goes through
+    real = Target.load  # what every model verify opens goes through
 
-    def fails_for_linreg(name, *a, **kw):
-        if name == "linreg":
+    def fails_for_linreg(self, *a, **kw):
+        if self.name == "linreg":
             raise RuntimeError("the reference blew up")
-        return real(name, *a, **kw)
+        return real(self, *a, **kw)
 
-    monkeypatch.setattr(target_module, "load", fails_for_linreg)
+    monkeypatch.setattr(Target, "load", fails_for_linreg)
     result = CliRunner().invoke(cli, [*args, "--json"])
     assert result.exit_code == 1
     docs = json.loads(result.output[result.output.index("["):])
