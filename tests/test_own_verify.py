@@ -115,6 +115,15 @@ def test_a_folder_for_a_model_is_a_run_to_load_and_one_line_to_a_command(tmp_pat
         load(folder)
 
 
+def test_a_bare_name_that_is_a_folder_here_is_told_to_go_by_run(tmp_path, monkeypatch):
+    # `ptx predict --model exp` with a run folder exp here: the name is not a registered model, and the
+    # one line says how to give the folder, rather than only listing the registry's names.
+    (tmp_path / "exp").mkdir()
+    monkeypatch.chdir(tmp_path)
+    said = one_error_line(ptx("predict", "--model", "exp", "x.png"))
+    assert "unknown model 'exp'" in said and "exp is a folder here: give a run folder with --run exp" in said, said
+
+
 # -- verify -------------------------------------------------------------------------------------
 
 

@@ -79,6 +79,8 @@ def require_run(model: str, root: str | Path = DEFAULT_RUNS_ROOT, run: str | Pat
     run_dir = run_folder(model, root, run)
     if not run_dir.is_dir():
         unknown = unknown_model(model)
+        if unknown and run is None and Path(model).is_dir():  # a run folder given where a name goes
+            unknown += f"; {model} is a folder here: give a run folder with --run {model} (library: run=)"
         if unknown:
             raise UnknownModelError(unknown)
         raise MissingArtifactError(_no_run_folder(model, root, run, run_dir))
