@@ -110,7 +110,8 @@ def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example:
             refused.setdefault(probe.symbol, []).append(probe.size)
             why.setdefault(probe.symbol, said)
     tried = {s: sum(p.symbol == s for p in probes) for s in {p.symbol for p in probes}}
-    if refused and len(refused) == len(tried) and all(len(sizes) == tried[s] for s, sizes in refused.items()):
+    if refused and len(refused) == len(tried) and all(len(sizes) == tried[s] for s, sizes in refused.items()) \
+            and refusal(list(example)):  # one that takes its example (a fixed batch, 64 pixels) is judged by axis
         return None
     sizes_of = signature.symbol_sizes({t.name: np.asarray(a) for t, a in zip(signature.inputs, example)})
     bounds, fixes = {}, []
@@ -124,12 +125,14 @@ def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example:
             fixes.append(f"{symbol} is declared dynamic and {type(module).__name__}.forward fixes it: eager PyTorch "
                          f"refuses {symbol}={at} (the example's {symbol} is {sizes_of[symbol]}): {quote(why[symbol])}")
             continue
-        larger = (f": --min-shape {symbol}=SIZE tries sizes from SIZE up" if len(sizes) == tried[symbol]
-                  and max(sizes) < sizes_of[symbol] else "")
+        # the sizes refused said again: a --min-shape already given that is still too small reads as such
+        larger = (f": --min-shape {symbol}=SIZE tries sizes from SIZE up (a SIZE above {max(sizes)})"
+                  if len(sizes) == tried[symbol] and max(sizes) < sizes_of[symbol] else "")
         bounds[symbol] = Bound(sizes, f"the model itself refuses {symbol}={', '.join(map(str, sizes))} "
                                       f"({quote(why[symbol])}): its bound, not the export's{larger}")
     if fixes:
-        raise PtxError("; ".join(fixes) + ": the code turns that size into a constant (a view or reshape with a "
-                       "number): use -1 or x.shape there, or declare the axis at its fixed size (--input "
+        # a view with a number is the usual cause, not the only one (a check that raises on other sizes)
+        raise PtxError("; ".join(fixes) + ": where the code turns that size into a constant (a view or reshape "
+                       "with a number), use -1 or x.shape there; else declare the axis at its fixed size (--input "
                        "NAME=batchx8x...)")
     return bounds

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 import own_models as zoo
 from ptx.contract.reference import load_reference, reference_path
-from ptx.errors import ArtifactError
+from ptx.errors import ArtifactError, PtxError
 from ptx.infer import load
 from ptx.infer.inspect.file import inspect_path
 from ptx.infer.verify.verify import verify
@@ -107,7 +107,7 @@ def test_a_folder_for_a_model_is_a_run_to_load_and_one_line_to_a_command(tmp_pat
     says); load() takes a run folder as its argument, and a folder that is none is refused so."""
     folder = tmp_path / "exp"
     folder.mkdir()
-    for args in (("predict", "--model", f"{folder}/", "x.png"), ("serve", f"{folder}/"), ("verify", f"{folder}/")):
+    for args in (("predict", "--model", f"{folder}/", "x.png"), ("verify", f"{folder}/")):
         assert one_error_line(ptx(*args)).endswith(f"{folder}: a folder; give the model file inside it (a .onnx, "
                                                    "TorchScript .pt or .pt2), or a run folder to the tutorial "
                                                    "models' commands with --run"), args
@@ -122,6 +122,24 @@ def test_a_bare_name_that_is_a_folder_here_is_told_to_go_by_run(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     said = one_error_line(ptx("predict", "--model", "exp", "x.png"))
     assert "unknown model 'exp'" in said and "exp is a folder here: give a run folder with --run exp" in said, said
+    # serve has no --run: its line says what it takes instead (it said 'give ... --run exp', an option it lacks)
+    (tmp_path / "exp" / "model.onnx").write_bytes(b"")
+    for folder in ("exp", "exp/"):
+        said = one_error_line(ptx("serve", folder))
+        assert said.startswith(f"error: {folder}: a folder; ptx serve takes a tutorial model's NAME, served from "
+                               "--root ROOT/NAME, or a model file: give the file inside it (`ptx serve exp/model.onnx`)")
+        assert "--run" not in said, said
+
+
+def test_load_says_a_contradicted_run_in_its_own_words(tmp_path):
+    # load("convnet", run=<a linreg run>) told the library caller to 'leave out NAME' and 'give --run'
+    run = tmp_path / "alpha"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"model": "linreg"}')
+    with pytest.raises(PtxError) as caught:
+        load("convnet", run=run)
+    assert str(caught.value) == (f"{run} holds a run of linreg, not convnet: leave out the name (the run says its "
+                                 "model), or give run= a folder that holds a convnet run (`ptx runs` lists them)")
 
 
 # -- verify -------------------------------------------------------------------------------------

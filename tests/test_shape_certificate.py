@@ -93,7 +93,9 @@ def test_a_refused_size_a_moved_output_and_changed_answers_each_fail_the_axis_th
     assert "the runtime refuses seq=1 (Reshape: cannot reshape)" in refused.axes[1].detail
     unexplained = certify(SIG, tried, refuses_seq)
     assert [a.status for a in unexplained.axes] == ["dynamic", REFUSED] and not unexplained.holds
-    assert unexplained.axes[1].line() == "seq: the runtime refuses seq=1 (Reshape: cannot reshape)"
+    # refused at its smallest size: the line says how to start the axis where the model takes it
+    assert unexplained.axes[1].line() == ("seq: the runtime refuses seq=1 (Reshape: cannot reshape): where the model "
+                                          "takes seq only from some size up, --min-shape seq=SIZE starts there")
     named = certify(SIG, tried, refuses_seq, where=lambda symbol: "Reshape node /view holds 8")
     assert named.axes[1].status == FIXED and named.axes[1].line().startswith("seq: FIXED: the runtime refuses")
     moved = certify(SIG, tried, lambda f: {"y": np.zeros((f["x"].shape[0], 8), np.float32)})
@@ -126,6 +128,8 @@ def test_a_module_whose_view_fixes_the_sequence_length_is_named_at_export(tmp_pa
     assert "seq is declared dynamic and FixedView.forward fixes it: eager PyTorch refuses seq=1, 2, 7" in message
     assert "(the example's seq is 8)" in message and "x.view(x.shape[0], 8, -1)" in message, message
     assert "\n" not in message and not (tmp_path / "out").exists()
+    # a view with a number is the usual cause, not a certainty: a check that raises fixes the axis too
+    assert "where the code turns that size into a constant" in message, message
 
 
 INSTALLED_MODEL = '''
@@ -291,6 +295,26 @@ def test_sizes_eager_refuses_are_the_models_bound_not_an_axis_the_export_fixed(t
                for ln in lines), lines
     below = ptx("verify", model, "--min-shape", "h=8", "--max-shape", "h=4")
     assert below.returncode == 2 and "--max-shape h=4 is below --min-shape h=8" in below.stderr, below.stderr
+
+
+def test_a_fixed_batch_does_not_hide_the_models_bound_and_nothing_tried_is_not_said_to_hold(tmp_path):
+    # x=1x3xhxw: every probe is an h or w the model refuses, which read as "fails at every size" and
+    # raised eager's raw error; the model takes its example (and 64 pixels), so each is its bound, and a
+    # certificate that tried no size through the file does not say 'holds'.
+    torch.manual_seed(0)
+    lines = []
+    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=1x3xhxw"],
+                  formats=["onnx"], log=lines.append)
+    said = next(ln for ln in lines if "shape certificate:" in ln)
+    assert "shape certificate: no size tried through the file; h: the model itself refuses h=1, 2, 7" in said, said
+    assert "--min-shape h=SIZE tries sizes from SIZE up (a SIZE above 7)" in said and "holds" not in said, said
+    # a --min-shape still under the model's bound reads as such
+    lines.clear()
+    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=1x3xhxw"],
+                  formats=["onnx"], min_sizes={"h": 3, "w": 8}, force=True, log=lines.append)
+    said = next(ln for ln in lines if "shape certificate:" in ln)
+    assert "holds: w 8, 9, 11 (answers against eager); h: the model itself refuses h=3, 4, 7" in said, said
+    assert "(a SIZE above 7)" in said, said
 
 
 def test_a_max_shape_past_the_models_own_table_is_its_bound(tmp_path):

@@ -280,7 +280,7 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
         if isinstance(target, (str, os.PathLike)) and run is None and is_dir(target) and str(target) not in names():
             # load("runs/convnet") as run="runs/convnet": the library's folder argument (a command has --run)
             target, run = None, require_run_folder(Path(target), ", a run folder or a model's name")
-        target = Target.of(target, root=root, run=run,
+        target = Target.of(target, root=root, run=run, option="the name",  # said in load()'s words
                            options=dict(inputs=inputs, batch_axes=batch_axes, ignore_metadata=ignore_metadata))
     return target.load(backend, device, precision, probe)
 

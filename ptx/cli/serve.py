@@ -78,6 +78,8 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
 
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
+    for name in names:  # serve has no --run: the shared 'give it by --run' advice would name an option it lacks
+        _refuse_folder(name)
     targets = [Target.of(name, root=root, options=opening) for name in names]
     # a run named twice is served once; two runs of one model are refused by serve, as two files of one name are
     tutorial = list({(t.name, t.run): t for t in targets if t.is_run}.values())
@@ -104,6 +106,21 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
               log=lambda line: click.echo(line, err=line.startswith("warning")), files=files)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "serve") from None
+
+
+def _refuse_folder(name: str) -> None:
+    """A folder given as MODEL (a run folder, bare or with a slash), refused in one line saying what serve
+    takes instead: a tutorial model's run only as ROOT/NAME, else the model file inside the folder."""
+    from pathlib import Path
+
+    from ptx.contract.catalog import unknown_model
+    from ptx.files import is_dir
+
+    if is_dir(name) and unknown_model(name):  # a registered name stays one where a folder of that name is here
+        file = Path(name) / "model.onnx"  # named where it is there: a run folder's export
+        inside = f"`ptx serve {file}`" if file.is_file() else "a .onnx, TorchScript .pt or .pt2"
+        raise click.UsageError(f"{name}: a folder; ptx serve takes a tutorial model's NAME, served from --root ROOT/NAME, "
+                               f"or a model file: give the file inside it ({inside})")
 
 
 def _served_name(target) -> str:

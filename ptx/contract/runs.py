@@ -61,6 +61,8 @@ def check_model(given: str | None, held: str | None, run_dir: str | Path, option
                            "checkpoint.pt): give --run the folder `ptx train NAME --out DIR` wrote")
         return given
     if given is not None and given != held:
+        # load()'s name is an argument, not an option: its caller gives run=, not --run
+        by = "--run" if option == "NAME" or option.startswith("--") else "run="
         raise PtxError(f"{run_dir} holds a run of {held}, not {given}: leave out {option} (the run says its model), "
-                       f"or give --run a folder that holds a {given} run (`ptx runs` lists them)")
+                       f"or give {by} a folder that holds a {given} run (`ptx runs` lists them)")
     return held

@@ -104,8 +104,10 @@ class Certificate:
         tried = "; ".join(f"{a.symbol} {', '.join(map(str, a.sizes))}" for a in self.axes if a.sizes)
         checked = f"answers against {self.against}" if self.against else "runs and output shapes"
         bounds = "".join(f"; {a.symbol}: {a.bound}" for a in self.axes if a.bound)
+        if self.holds and not tried:  # every size was the model's bound: nothing went through the file
+            return f"no size tried through the file{bounds}"
         if self.holds:
-            return f"holds: {tried or 'no size'} ({checked}){bounds}"
+            return f"holds: {tried} ({checked}){bounds}"
         return "does NOT hold: " + "; ".join([*(a.line() for a in self.bad()), *filter(None, [self.outputs])]) + bounds
 
     def to_dict(self) -> dict:
@@ -220,7 +222,7 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
     checks = {s: AxisCheck(s, [], **(asdict(bounds[s]) if s in bounds else {})) for s in signature.symbols()
               if s in tried or s in bounds}
     outputs = ""
-    refused = set()
+    refused: dict[str, int] = {}  # symbol: the size the runtime refused
     for k, probe in enumerate(probes_):
         check = checks[probe.symbol]
         check.sizes.append(probe.size)
@@ -231,7 +233,7 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
             got = run(dict(probe.feeds))
         except Exception as exc:  # noqa: BLE001 - any runtime's refusal of the size is the finding
             check.status, check.detail = FIXED, f"the runtime refuses {at} ({quote(exc)})"
-            refused.add(probe.symbol)
+            refused[probe.symbol] = probe.size
             continue
         moved, declared = _shape_problem(signature, probe.feeds, got)
         if moved:
@@ -249,6 +251,9 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
         check.where = (where(check.symbol) if where else "") or ""
         if check.symbol in refused and not (reference_takes or check.where):
             check.status = REFUSED  # nothing shows the export fixed it: a bound of the model's, or another failure
+            if refused[check.symbol] == check.sizes[0]:  # its smallest size: a model that takes it only from some up
+                check.detail += (f": where the model takes {check.symbol} only from some size up, --min-shape "
+                                 f"{check.symbol}=SIZE starts there")
     return certificate
 
 
