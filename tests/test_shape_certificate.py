@@ -13,8 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from ptx.contract.metadata import from_props
-from ptx.contract.shape_certificate import (CERTIFICATE_KEY, CHANGES, FIXED, REFUSED, Certificate, certify, onnx_fixing_nodes,
-                                            probes)
+from ptx.contract.shape_certificate import (CERTIFICATE_KEY, CHANGES, FIXED, REFUSED, Certificate, certify,
+                                            onnx_fixing_nodes, probes)
 from ptx.contract.tensor_inputs import plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError, ValidationError
@@ -266,14 +266,19 @@ class Positions(nn.Module):
         return x + self.positions(torch.arange(x.shape[1]))
 
 
+def _certificate_line(module, example, tmp_path, declared: str, **options) -> str:
+    """The shape certificate line export says for ``module`` (seeded) declared as ``declared``."""
+    torch.manual_seed(0)
+    lines = []
+    export_module(module, example, tmp_path / "out", open_model=load, inputs=[declared], formats=["onnx"],
+                  force=True, log=lines.append, **options)
+    return next(ln for ln in lines if "shape certificate:" in ln)
+
+
 def test_sizes_eager_refuses_are_the_models_bound_not_an_axis_the_export_fixed(tmp_path):
     # ConvNext's stem refused 1, 2 and 7 pixels and the certificate said FIXED with "the code turns
     # that size into a constant", which was false: the module takes 8 pixels and up.
-    torch.manual_seed(0)
-    lines = []
-    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=batchx3xhxw"],
-                  formats=["onnx"], log=lines.append)
-    said = next(ln for ln in lines if "shape certificate:" in ln)
+    said = _certificate_line(Strided(), torch.randn(1, 3, 32, 32), tmp_path, "x=batchx3xhxw")
     assert "holds: batch 1, 2, 7 (answers against eager)" in said and "FIXED" not in said, said
     assert "h: the model itself refuses h=1, 2, 7 (RuntimeError: " in said, said
     assert "its bound, not the export's: --min-shape h=SIZE tries sizes from SIZE up" in said, said
@@ -288,11 +293,9 @@ def test_sizes_eager_refuses_are_the_models_bound_not_an_axis_the_export_fixed(t
     started = ptx("verify", model, "--min-shape", "h=8", "--min-shape", "w=16")
     assert "shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 16, 17, 19 (runs and output shapes)" in \
         started.stdout, started.stdout + started.stderr
-    lines.clear()
-    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=batchx3xhxw"],
-                  formats=["onnx"], min_sizes={"h": 8, "w": 8}, force=True, log=lines.append)
-    assert any("shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 8, 9, 11 (answers against eager)" in ln
-               for ln in lines), lines
+    said = _certificate_line(Strided(), torch.randn(1, 3, 32, 32), tmp_path, "x=batchx3xhxw",
+                             min_sizes={"h": 8, "w": 8})
+    assert "shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 8, 9, 11 (answers against eager)" in said, said
     below = ptx("verify", model, "--min-shape", "h=8", "--max-shape", "h=4")
     assert below.returncode == 2 and "--max-shape h=4 is below --min-shape h=8" in below.stderr, below.stderr
 
@@ -301,18 +304,11 @@ def test_a_fixed_batch_does_not_hide_the_models_bound_and_nothing_tried_is_not_s
     # x=1x3xhxw: every probe is an h or w the model refuses, which read as "fails at every size" and
     # raised eager's raw error; the model takes its example (and 64 pixels), so each is its bound, and a
     # certificate that tried no size through the file does not say 'holds'.
-    torch.manual_seed(0)
-    lines = []
-    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=1x3xhxw"],
-                  formats=["onnx"], log=lines.append)
-    said = next(ln for ln in lines if "shape certificate:" in ln)
+    said = _certificate_line(Strided(), torch.randn(1, 3, 32, 32), tmp_path, "x=1x3xhxw")
     assert "shape certificate: no size tried through the file; h: the model itself refuses h=1, 2, 7" in said, said
     assert "--min-shape h=SIZE tries sizes from SIZE up (a SIZE above 7)" in said and "holds" not in said, said
     # a --min-shape still under the model's bound reads as such
-    lines.clear()
-    export_module(Strided(), torch.randn(1, 3, 32, 32), tmp_path / "out", open_model=load, inputs=["x=1x3xhxw"],
-                  formats=["onnx"], min_sizes={"h": 3, "w": 8}, force=True, log=lines.append)
-    said = next(ln for ln in lines if "shape certificate:" in ln)
+    said = _certificate_line(Strided(), torch.randn(1, 3, 32, 32), tmp_path, "x=1x3xhxw", min_sizes={"h": 3, "w": 8})
     assert "holds: w 8, 9, 11 (answers against eager); h: the model itself refuses h=3, 4, 7" in said, said
     assert "(a SIZE above 7)" in said, said
 
@@ -320,11 +316,7 @@ def test_a_fixed_batch_does_not_hide_the_models_bound_and_nothing_tried_is_not_s
 def test_a_max_shape_past_the_models_own_table_is_its_bound(tmp_path):
     # BERT's 512 positions at --max-shape seq=600: eager refuses it, which is the model's bound, said as
     # such, not 'the export fixed seq'; the sizes it takes are still certified.
-    torch.manual_seed(0)
-    lines = []
-    export_module(Positions(), torch.randn(1, 8, 4), tmp_path / "out", open_model=load, inputs=["x=batchxseqx4"],
-                  formats=["onnx"], max_sizes={"seq": 20}, log=lines.append)
-    said = next(ln for ln in lines if "shape certificate:" in ln)
+    said = _certificate_line(Positions(), torch.randn(1, 8, 4), tmp_path, "x=batchxseqx4", max_sizes={"seq": 20})
     assert "holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)" in said, said
     assert "seq: the model itself refuses seq=20 (" in said and "its bound, not the export's" in said, said
     assert "--min-shape" not in said and "FIXED" not in said, said
