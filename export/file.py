@@ -100,6 +100,8 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     name = metadata.get("model") or path.name.split(".")[0]
     # The file's own ptx metadata where load() believed it (its weights are the ones it was written for).
     strings = {**metadata, **module_strings(name, signature, {"source": path.name, "source_sha256": file_sha256(path)})}
+    if calibration is not None:  # as given, with its digest: verify --locate's export commands calibrate on it again
+        strings.update(calibration=str(calibration), calibration_sha256=file_sha256(Path(calibration)))
     seen = f"{_count(signature, held)} held out"
 
     def judge(candidate: Path, backend: str | None = None, answers=None):

@@ -215,6 +215,26 @@ def test_every_command_offered_for_a_not_usable_int8_row_runs_and_keeps_what_it_
     assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)  # the rest is still int8
 
 
+def test_the_export_commands_offered_calibrate_on_the_file_the_int8_file_was_made_with(tmp_path):
+    """Item 4: every "then:" line is a command that runs, and runs as the file was made: one exported
+    with --calibration cal.npz offered `--keep-f32 auto` calibrated on generated inputs instead. The
+    int8 file records its calibration file (and digest); the offer repeats it, or says it is gone."""
+    outlier_net(tmp_path / "out.onnx")
+    calibration = tmp_path / "cal.npz"
+    np.savez(calibration, x=np.random.default_rng(0).random((24, 16), dtype=np.float32))
+    made = ptx("export", tmp_path / "out.onnx", "--format", "onnx-int8", "--calibration", calibration)
+    assert made.returncode == 0, made.stdout + made.stderr
+    located = ptx("verify", tmp_path / "out.onnx", "--backends", "ort-cpu-int8", "--locate")
+    exports = offered(located.stdout)
+    assert exports and all(f" --calibration {calibration} --keep-f32 " in c for c in exports), located.stdout
+    run_as_printed(exports[0], tmp_path)
+    calibration.rename(tmp_path / "elsewhere.npz")
+    located = ptx("verify", tmp_path / "out.onnx", "--backends", "ort-cpu-int8", "--locate")
+    said = [ln for ln in located.stdout.splitlines() if ln.startswith("then")]
+    assert said and f"(the int8 file was calibrated on {calibration}, not found here: add --calibration with it)" \
+        in said[0] and "--calibration " + str(calibration) not in offered(located.stdout)[0], located.stdout
+
+
 def test_the_keep_list_offered_leaves_a_node_with_an_int8_kernel_in_int8():
     """Item 4 (every "then:"/"or:" line runs): convnet's int8 file, made the "Gemm/MatMul int8, Conv f32"
     way, triaged by `ptx verify convnet --backends ort-cpu-int8 --locate`, offered `ptx export convnet

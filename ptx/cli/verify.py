@@ -279,7 +279,12 @@ def keep_commands(found, target, against) -> list[str]:
         return []  # an int8 file alone: its f32 source is not at hand (--against SOURCE.onnx)
     why = "" if found.row == "ort-cpu-int8" or found.row.endswith(")") else \
         f" (--keep-f32 is onnx-int8's; {found.row}'s quantizer keeps no node list)"
-    command = f"ptx export {source} --format onnx-int8"
+    # the triaged file, by its name, where the commands' files are (the triage keeps no folder)
+    folders = [target.run_dir] if target.is_run else [target.path.parent, *([Path(against).parent] if against else [])]
+    calibration, missing = _calibration_option(next((f / found.file for f in folders if (f / found.file).is_file()),
+                                                    None))
+    why += f" (the int8 file was calibrated on {missing}, not found here: add --calibration with it)" if missing else ""
+    command = f"ptx export {source} --format onnx-int8{calibration}"
     names = [b.node for b in keep]
     # export refuses a list that leaves nothing in int8: a Relu, a Reshape or a pool is quantized only
     # beside a quantized node, so the list leaves out at least one node with an int8 kernel of its own
@@ -287,6 +292,27 @@ def keep_commands(found, target, against) -> list[str]:
     while names and set(names) >= own:
         names = names[:-1]
     return [f"then{why}: {command} --keep-f32 auto"] + ([f"or: {command} --keep-f32 {','.join(names)}"] if names else [])
+
+
+def _calibration_option(int8_file) -> tuple[str, str]:
+    """(' --calibration FILE' where the triaged int8 file was calibrated on the user's FILE and the same
+    bytes are there, else ''; the file it names where they are not, else ''): an export command
+    offered calibrates as the file it would replace was made, not on generated inputs."""
+    import shlex
+
+    from ptx.files import file_sha256
+    from ptx.infer.formats.model_files import read_model_file
+
+    try:
+        recorded = read_model_file(int8_file, digest=False).metadata if int8_file else {}
+    except (PtxError, OSError):
+        return "", ""
+    given = recorded.get("calibration")
+    if not given:
+        return "", ""
+    if Path(given).is_file() and file_sha256(Path(given)) == recorded.get("calibration_sha256"):
+        return f" --calibration {shlex.quote(given)}", ""
+    return "", given
 
 
 def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
