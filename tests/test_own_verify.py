@@ -122,13 +122,10 @@ def test_a_bare_name_that_is_a_folder_here_is_told_to_go_by_run(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     said = one_error_line(ptx("predict", "--model", "exp", "x.png"))
     assert "unknown model 'exp'" in said and "exp is a folder here: give a run folder with --run exp" in said, said
-    # serve has no --run: its line says what it takes instead (it said 'give ... --run exp', an option it lacks)
-    (tmp_path / "exp" / "model.onnx").write_bytes(b"")
-    for folder in ("exp", "exp/"):
-        said = one_error_line(ptx("serve", folder))
-        assert said.startswith(f"error: {folder}: a folder; ptx serve takes a tutorial model's NAME, served from "
-                               "--root ROOT/NAME, or a model file: give the file inside it (`ptx serve exp/model.onnx`)")
-        assert "--run" not in said, said
+    # serve says what predict says, and takes the --run it names (it had none, and said to give it)
+    said = one_error_line(ptx("serve", "exp"))
+    assert "unknown model 'exp'" in said and "exp is a folder here: give a run folder with --run exp" in said, said
+    assert one_error_line(ptx("serve", "exp/")).endswith("or a run folder to the tutorial models' commands with --run")
 
 
 def test_load_says_a_contradicted_run_in_its_own_words(tmp_path):

@@ -346,6 +346,25 @@ def test_a_token_guards_everything_but_health(runs):
         assert client.get_model_metadata("convnet", headers={"authorization": "Bearer s3cret"}).name == "convnet"
 
 
+def test_a_run_folder_is_served_by_run_as_the_model_it_holds(runs, tmp_path):
+    # `ptx train linreg --out exp1` then `ptx serve --run exp1`: the other commands take --run, and the
+    # one-line errors every command shares told serve's users to give it
+    import shutil
+
+    from ptx_command import ptx
+
+    run = tmp_path / "exp1"
+    shutil.copytree(runs.ready("linreg") / "linreg", run)
+    with serving.running(tmp_path / "empty-root", args=("--run", run)) as served:
+        status, _ = get(served, "/v2/models/linreg")
+        assert status == 200 and any("linreg" in line for line in served.lines), served.lines
+    shutil.copytree(run, tmp_path / "exp2")
+    twice = ptx("serve", "--run", run, "--run", tmp_path / "exp2", "--http-port", "0", "--grpc-port", "0")
+    assert twice.returncode == 2 and "two runs of linreg would be served as 'linreg'" in twice.stderr, twice.stderr
+    nothing = ptx("serve")
+    assert nothing.returncode == 2 and "give a tutorial model's NAME, a model FILE, or --run DIR" in nothing.stderr
+
+
 def test_a_non_loopback_host_without_a_token_is_refused_in_one_line(runs):
     import subprocess
     import sys

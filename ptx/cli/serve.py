@@ -14,9 +14,12 @@ from ptx.contract.names import PRECISIONS, model_name
 
 
 @click.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC).")
-@click.argument("names", nargs=-1, required=True, metavar="MODEL|FILE...")
+@click.argument("names", nargs=-1, metavar="MODEL|FILE...")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: each MODEL is served from ROOT/MODEL.")
+@click.option("--run", "runs", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="A tutorial model's run folder served by the model it holds (the folder `ptx train NAME --out "
+                   "DIR` wrote); repeat it for several models.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --token (or --insecure).")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
@@ -57,7 +60,7 @@ from ptx.contract.names import PRECISIONS, model_name
                    "--module factory's or export's --name, else the file's name without its suffix); repeat it "
                    "for several files, in the order they are given.")
 @model_file_options  # --input declares the TorchScript and pt2 files' inputs; ONNX files describe their own
-def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
+def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
               workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
               max_connections, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
     """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
@@ -77,12 +80,19 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
     from ptx.infer.model.target import Target
     from ptx.serve import ServeOptions, serve  # without the serve extra: one line with the pip command
 
+    if not names and not runs:
+        raise click.UsageError("Missing argument 'MODEL|FILE...': give a tutorial model's NAME, a model FILE, or "
+                               "--run DIR")
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
-    for name in names:  # serve has no --run: the shared 'give it by --run' advice would name an option it lacks
-        _refuse_folder(name)
     targets = [Target.of(name, root=root, options=opening) for name in names]
-    # a run named twice is served once; two runs of one model are refused by serve, as two files of one name are
-    tutorial = list({(t.name, t.run): t for t in targets if t.is_run}.values())
+    targets += [Target.of(None, root=root, run=run, option="--run") for run in runs]
+    # a run named twice is served once; two runs of one model are refused, as two files of one name are
+    tutorial = list({(t.name, str(t.run_dir.resolve())): t for t in targets if t.is_run}.values())
+    models = [t.name for t in tutorial]
+    twice = next((name for name in models if models.count(name) > 1), None)
+    if twice:
+        raise click.UsageError(f"two runs of {twice} would be served as {twice!r}: serve one run of a model (or "
+                               f"serve another's export by its file, with --name)")
     files = [t for t in targets if not t.is_run]
     if len(served_names) > len(files):
         raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
@@ -106,21 +116,6 @@ def serve_cmd(names, root, host, http_port, grpc_port, backend, precision, devic
               log=lambda line: click.echo(line, err=line.startswith("warning")), files=files)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "serve") from None
-
-
-def _refuse_folder(name: str) -> None:
-    """A folder given as MODEL (a run folder, bare or with a slash), refused in one line saying what serve
-    takes instead: a tutorial model's run only as ROOT/NAME, else the model file inside the folder."""
-    from pathlib import Path
-
-    from ptx.contract.catalog import unknown_model
-    from ptx.files import is_dir
-
-    if is_dir(name) and unknown_model(name):  # a registered name stays one where a folder of that name is here
-        file = Path(name) / "model.onnx"  # named where it is there: a run folder's export
-        inside = f"`ptx serve {file}`" if file.is_file() else "a .onnx, TorchScript .pt or .pt2"
-        raise click.UsageError(f"{name}: a folder; ptx serve takes a tutorial model's NAME, served from --root ROOT/NAME, "
-                               f"or a model file: give the file inside it ({inside})")
 
 
 def _served_name(target) -> str:
