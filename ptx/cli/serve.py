@@ -83,11 +83,16 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
     if not names and not runs:
         raise click.UsageError("Missing argument 'MODEL|FILE...': give a tutorial model's NAME, a model FILE, or "
                                "--run DIR")
+    from ptx.errors import UnknownModelError
+
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
-    targets = [Target.of(name, root=root, options=opening) for name in names]
-    targets += [Target.of(None, root=root, run=run, option="--run") for run in runs]
-    # a run named twice is served once; two runs of one model are refused, as two files of one name are
-    tutorial = list({(t.name, str(t.run_dir.resolve())): t for t in targets if t.is_run}.values())
+    try:
+        targets = [Target.of(name, root=root, options=opening) for name in names]
+        targets += [Target.of(None, root=root, run=run, option="--run") for run in runs]
+        # a run named twice is served once; two runs of one model are refused, as two files of one name are
+        tutorial = list({(t.name, str(t.run_dir.resolve())): t for t in targets if t.is_run}.values())
+    except UnknownModelError as exc:
+        raise _unknown_or_file(exc, "serve") from None
     models = [t.name for t in tutorial]
     twice = next((name for name in models if models.count(name) > 1), None)
     if twice:
@@ -109,8 +114,6 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
                            max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
                            header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
                            max_connections=max_connections)
-    from ptx.errors import UnknownModelError
-
     try:
         serve(tutorial, options=options, backend=backend, precision=precision, device=device, insecure=insecure,
               log=lambda line: click.echo(line, err=line.startswith("warning")), files=files)
