@@ -201,6 +201,10 @@ def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: 
     takes its options), until SIGINT or SIGTERM, then finish the requests in flight and return."""
     taken = [*(target.name for target in runs), *(name for name, _ in files)]
     twice = sorted({n for n in taken if taken.count(n) > 1})
+    runs_of = [target.name for target in runs]
+    if twice and runs_of.count(twice[0]) > 1:  # --name names files: two runs of one model cannot be told apart
+        raise PtxError(f"two runs of {twice[0]} would be served as {twice[0]!r}: serve one run of a model (or "
+                       "serve another's export by its file, with --name)")
     if twice:
         raise PtxError(f"two models would be served as {twice[0]!r}: give the files other names with --name")
     check_exposure(options, insecure, log)

@@ -557,14 +557,19 @@ class _Positions(torch.nn.Module):
         return (self.tokens(input_ids) + self.positions(positions) + self.types(token_type_ids)).mean(1)
 
 
+def _exported_ids_model(module, tmp_path):
+    """``module`` (input_ids, token_type_ids) exported to ONNX and opened as ptx serves it."""
+    export_module(module, None, tmp_path / "p", open_model=load, formats=["onnx"], log=lambda _: None,
+                  inputs=["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64"])
+    return load(tmp_path / "p" / "model.onnx")
+
+
 def test_an_input_longer_than_a_table_the_model_looks_up_is_named_with_its_limit(tmp_path):
     """Issue 43: 1,000 tokens into 512 position embeddings ended in ONNX Runtime's message about an
     internal node; the run's error names the input, its axis, the size given and the table's rows.
     A failure the 10-row token-type table does not cause (a token type of 50 in a sequence of 12) is
     not blamed on it."""
-    export_module(_Positions(), None, tmp_path / "p", open_model=load, formats=["onnx"], log=lambda _: None,
-                  inputs=["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64"])
-    model = load(tmp_path / "p" / "model.onnx")
+    model = _exported_ids_model(_Positions(), tmp_path)
     zeros = np.zeros((1, 40), np.int64)
     with pytest.raises(PtxError) as long:
         model.run({"input_ids": zeros, "token_type_ids": zeros})
@@ -587,9 +592,7 @@ def test_a_limit_no_shorter_table_sets_is_not_blamed_on_the_token_types(tmp_path
     """RoBERTa (66 positions from 2 on) at 65 tokens was told 'longer than the 2 rows of
     token_type_embeddings: give at most 2': the only table shorter than 65 is the token types', and
     2 tokens run. A table is blamed only where one row more than it holds fails."""
-    export_module(_OffsetPositions(), None, tmp_path / "p", open_model=load, formats=["onnx"], log=lambda _: None,
-                  inputs=["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64"])
-    model = load(tmp_path / "p" / "model.onnx")
+    model = _exported_ids_model(_OffsetPositions(), tmp_path)
     zeros = np.zeros((1, 15), np.int64)
     with pytest.raises(PtxError) as long:
         model.run({"input_ids": zeros, "token_type_ids": zeros})

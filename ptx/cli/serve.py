@@ -93,11 +93,6 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
         tutorial = list({(t.name, str(t.run_dir.resolve())): t for t in targets if t.is_run}.values())
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "serve") from None
-    models = [t.name for t in tutorial]
-    twice = next((name for name in models if models.count(name) > 1), None)
-    if twice:
-        raise click.UsageError(f"two runs of {twice} would be served as {twice!r}: serve one run of a model (or "
-                               f"serve another's export by its file, with --name)")
     files = [t for t in targets if not t.is_run]
     if len(served_names) > len(files):
         raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
