@@ -4,6 +4,7 @@ module fixed is named with what fixed it, and a file that holds carries its cert
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -109,6 +110,26 @@ def test_a_refused_size_a_moved_output_and_changed_answers_each_fail_the_axis_th
                     compare=lambda n, got, want: "" if np.allclose(got, want) else "differs", against="eager")
     assert holds.holds and holds.summary() == "holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)"
     assert Certificate.from_json(holds.to_json()).to_dict() == holds.to_dict()
+
+
+def test_a_native_runtimes_echo_of_a_refusal_is_held_and_a_good_runs_writing_passed_on(capfd):
+    # AOTInductor's C++ prints a page of generated code to descriptor 2 before raising a size's refusal;
+    # the certificate quotes the refusal once, so the echo is held back; a run that succeeds keeps its words.
+    plan = plan_inputs(Signature(SIG.inputs, ()))
+    tried = probes(SIG, plan)
+
+    def native(feeds):
+        x = feeds["x"]
+        os.write(2, b"Error: aoti_torch_cpu_convolution(buf0, ...) API call failed\n" if x.shape[1] != 8
+                 else b"native note\n")
+        if x.shape[1] != 8:
+            raise RuntimeError("Kernel size can't be greater than actual input size")
+        return {"y": x.sum(-1)}
+
+    said = certify(SIG, tried, native)
+    err = capfd.readouterr().err
+    assert "Kernel size can't be greater" in said.axes[1].detail and "API call failed" not in err, err
+    assert err.count("native note") == 3, err  # the batch probes, run at seq 8
 
 
 def test_a_declared_output_shape_the_runtime_contradicts_is_flagged():
@@ -293,6 +314,10 @@ def test_sizes_eager_refuses_are_the_models_bound_not_an_axis_the_export_fixed(t
     started = ptx("verify", model, "--min-shape", "h=8", "--min-shape", "w=16")
     assert "shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 16, 17, 19 (runs and output shapes)" in \
         started.stdout, started.stdout + started.stderr
+    # a --max-shape inside the recorded bound is the model's, not a verdict on the file: said, not tried
+    inside = ptx("verify", model, "--max-shape", "h=3")
+    assert inside.returncode == 2 and "--max-shape h=3: the model itself refuses h=1, 2, 7 (export's shape " \
+        "certificate, recorded in model.onnx): give a size above 7" in inside.stderr, inside.stderr
     said = _certificate_line(Strided(), torch.randn(1, 3, 32, 32), tmp_path, "x=batchx3xhxw",
                              min_sizes={"h": 8, "w": 8})
     assert "shape certificate: holds: batch 1, 2, 7; h 8, 9, 11; w 8, 9, 11 (answers against eager)" in said, said
@@ -320,3 +345,6 @@ def test_a_max_shape_past_the_models_own_table_is_its_bound(tmp_path):
     assert "holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)" in said, said
     assert "seq: the model itself refuses seq=20 (" in said and "its bound, not the export's" in said, said
     assert "--min-shape" not in said and "FIXED" not in said, said
+    past = ptx("verify", str(tmp_path / "out" / "model.onnx"), "--max-shape", "seq=25")
+    assert past.returncode == 2 and "the model itself refuses seq=20" in past.stderr, past.stderr
+    assert "give a size under 20" in past.stderr, past.stderr

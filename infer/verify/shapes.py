@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from ptx.contract.shape_certificate import (CERTIFICATE_KEY, Certificate, certify, constant_of, onnx_fixing_nodes,
-                                             probes, recorded_bounds)
+                                             probes, recorded_bounds, refused_by_bound)
+from ptx.errors import PtxError
 from ptx.contract.tensor_inputs import plan_inputs
 
 
@@ -34,6 +35,13 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
     recorded = Certificate.from_json(metadata[CERTIFICATE_KEY]) if CERTIFICATE_KEY in metadata else None
     # sizes eager refused at export: the model's bound, not tried again (--min-shape says where to start instead)
     bounds = {s: b for s, b in recorded_bounds(recorded).items() if s not in (min_sizes or {})}
+    for axis in (recorded.axes if recorded else ()):
+        size = (max_sizes or {}).get(axis.symbol)
+        fix = refused_by_bound(axis, size) if axis.symbol in bounds and size is not None else ""
+        if fix:  # a size the model itself refuses is its bound, which no file can take: not a verdict on the file
+            raise PtxError(f"--max-shape {axis.symbol}={size}: the model itself refuses {axis.symbol}="
+                           f"{', '.join(map(str, axis.refused))} (export's shape certificate, recorded in "
+                           f"{target.path.name}): {fix}")
     tried = [p for p in probes(signature, plan, max_sizes=max_sizes, of=target.path.name, min_sizes=min_sizes)
              if p.size not in (bounds[p.symbol].refused if p.symbol in bounds else ())]
     certificate = certify(signature, tried, reference.run, where=where, bounds=bounds)

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -60,6 +63,20 @@ def recorded_bounds(certificate: "Certificate | None") -> dict[str, Bound]:
     """The bounds a file's recorded certificate found ({} where none): verify, without eager, does not try
     those sizes through the file again, and says the bound as export did."""
     return {a.symbol: Bound(a.refused, a.bound) for a in (certificate.axes if certificate else ()) if a.refused}
+
+
+def refused_by_bound(axis: "AxisCheck", size: int) -> str:
+    """How the model's own bound, as export found it on ``axis``, refuses ``size`` ('' where it does not): at
+    or under the largest size it refused below every size it took (every size, where it took none), or at
+    or over the smallest it refused above them."""
+    taken = axis.sizes
+    low = [n for n in axis.refused if not taken or n < min(taken)]
+    high = [n for n in axis.refused if taken and n > max(taken)]
+    if low and size <= max(low):
+        return f"give a size above {max(low)}"
+    if high and size >= min(high):
+        return f"give a size under {min(high)}"
+    return ""
 
 
 @dataclass
@@ -205,6 +222,27 @@ def _shape_problem(signature: Signature, feeds, got: Mapping[str, np.ndarray]) -
     return "", ""
 
 
+def _held_stderr(run: Callable[[dict], Mapping[str, np.ndarray]], feeds: dict) -> Mapping[str, np.ndarray]:
+    """``run(feeds)`` with descriptor 2 held in a temporary file: a native runtime (AOTInductor's C++)
+    prints a size's refusal there, a page of generated code, before raising it, and the refusal is the
+    certificate's finding, quoted once in its line; what a run that succeeds wrote is passed on. (A
+    descriptor-level redirect because no Python-level one reaches native code; a dozen lines, not
+    worth a dependency such as wurlitzer.)"""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            got = run(feeds)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        os.write(2, held.read())
+    return got
+
+
 def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict], Mapping[str, np.ndarray]], *,
             wants: Sequence[Mapping[str, np.ndarray]] | None = None,
             compare: Callable[[str, np.ndarray, np.ndarray], str] | None = None, against: str = "",
@@ -230,7 +268,7 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
             continue  # the first failure says it; the other sizes are still listed as tried
         at = f"{probe.symbol}={probe.size}"
         try:
-            got = run(dict(probe.feeds))
+            got = _held_stderr(run, dict(probe.feeds))
         except Exception as exc:  # noqa: BLE001 - any runtime's refusal of the size is the finding
             check.status, check.detail = FIXED, f"the runtime refuses {at} ({quote(exc)})"
             refused[probe.symbol] = probe.size
