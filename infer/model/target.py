@@ -104,19 +104,28 @@ class Target:
                            f"{type(argument).__name__}")
         given = None if argument is None else str(argument)
         if given is not None and (is_file(given) or Path(given).suffix.lower() in MODEL_FILE_SUFFIXES or "/" in given):
-            path, options = Path(given), dict(options or {})
-            changed = changed_since_export(path) if verifying and not options.get("ignore_metadata") else None
-            if changed:
-                options["ignore_metadata"] = True
-            found = model_file(path, bool(options.get("ignore_metadata")))  # no such file, a folder: one line
-            return cls(found.kind, given, path=path, found=found, options=options,
-                       notes=[changed] if changed else [], changed=changed)
+            return cls._file(given, dict(options or {}), verifying)
         if run is not None and Path(run).is_dir():
             given = model_of_run(Path(run), given, option)
         elif given is None:
             raise PtxError(f"no run folder {run}: give --run the folder `ptx train NAME --out DIR` wrote "
                            "(`ptx runs` lists them)")
         return cls(RUN, given, root=Path(root), run=Path(run) if run is not None else None)
+
+    @classmethod
+    def _file(cls, given: str, options: dict, verifying: bool) -> "Target":
+        path = Path(given)
+        changed = changed_since_export(path) if verifying and not options.get("ignore_metadata") else None
+        if changed:
+            options = {**options, "ignore_metadata": True}
+        found = model_file(path, bool(options.get("ignore_metadata")))  # no such file, a folder: one line
+        return cls(found.kind, given, path=path, found=found, options=options,
+                   notes=[changed] if changed else [], changed=changed)
+
+    def verifying(self) -> "Target":
+        """This target as verify judges it (``Target.of(..., verifying=True)``), the argument not decided
+        again: a file changed since export read as the user's own model, with a note; a run as it is."""
+        return self if self.is_run or self.options.get("ignore_metadata") else self._file(self.name, self.options, True)
 
     @cached_property
     def run_dir(self) -> Path | None:

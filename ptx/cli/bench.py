@@ -63,7 +63,6 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
     from ptx.machine import describe_cpu
     from ptx.infer.model.records import record_bench, record_verify, recorded_statuses
-    from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import verify
 
     if name is None and run is None:
@@ -92,7 +91,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
                                                       else " as `ptx verify` would"), err=True)
         try:
             # a file as verify opens it: one changed since export is judged as your own model, with a note
-            judged_target = target if target.is_run else Target.of(name, options=options, verifying=True)
+            judged_target = target.verifying()
             # A file is verified on the inputs it was timed on, as `ptx verify FILE --inputs ...` would; a
             # run on its real test samples, as the record serve reads was always made.
             report = verify(judged_target, backends=timed, named=backends or (), samples=verify_samples,
