@@ -65,9 +65,11 @@ def _dtype_name(tensor: torch.Tensor, where: str) -> str:
 
 
 def example_signature(module: torch.nn.Module, example_inputs, inputs, input_names, dynamic: bool,
-                      log: Callable[[str], None] = print) -> tuple[tuple[TensorSig, ...], tuple[torch.Tensor, ...]]:
+                      log: Callable[[str], None] = print, plan_of: Callable | None = None
+                      ) -> tuple[tuple[TensorSig, ...], tuple[torch.Tensor, ...]]:
     """The inputs' signature and the example tensors the exporters are called with (see
-    export_module: declarations, examples, or both)."""
+    export_module: declarations, examples, or both; ``plan_of``: the InputPlan examples made from
+    declarations follow, from their signatures: the user's --shape, --min-shape and --range)."""
     declared = _in_forward_order(module, as_declarations(inputs), log)
     if example_inputs is None:
         if not declared:
@@ -76,7 +78,7 @@ def example_signature(module: torch.nn.Module, example_inputs, inputs, input_nam
                            "from FACTORY")
         if input_names and list(input_names) != [t.name for t in declared]:
             raise PtxError(f"input names {list(input_names)} and --input's {[t.name for t in declared]} disagree")
-        return declared, generated_examples(declared)
+        return declared, generated_examples(declared, plan_of(declared) if plan_of else None)
     dict_names, tensors = _as_examples(module, example_inputs)
     if declared:
         if len(declared) != len(tensors):

@@ -160,9 +160,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     # A transformers model as it comes: inputs by forward()'s keyword, a ModelOutput's tensors out.
     given = module
     module, example_inputs = keyword_inputs(module, example_inputs, inputs, log)
-    sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log)
+    sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log,
+                                   plan_of=lambda declared: _input_plan(declared, plan, min_sizes))
     out, limits = probe(module, sigs, args, named=given)
-    base = plan_inputs(Signature(sigs, ()), **dict(plan or {}))
+    base = _input_plan(sigs, plan, min_sizes)
     base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
     if limits:  # a fact of the model, recorded in its signature: every generator (verify's too) keeps to it
         sigs = tuple(replace(t, value_range=(0, limits[t.name][0] - 1)) if t.name in limits and t.value_range is None
@@ -176,7 +177,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
     try:
-        eager = open_model(module, inputs=list(sigs))
+        eager = open_model(module, inputs=list(sigs), plan=base)
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
         eager_bounds(module, Signature(sigs, ()), probes, args)
         raise
@@ -234,6 +235,16 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapping[str, int] | None):
+    """How every input export makes is shaped: the user's --shape, --value and --range (``plan``), and
+    a symbol ptx sizes itself at its --min-shape at least (a model that takes no shorter input)."""
+    base = plan_inputs(Signature(tuple(sigs), ()), **dict(plan or {}))
+    for symbol, size in (min_sizes or {}).items():
+        if symbol in base.chosen:
+            base.chosen[symbol] = max(base.chosen[symbol], size)
+    return base
 
 
 def _answer(eager, probe) -> dict | PtxError:

@@ -348,3 +348,50 @@ def test_a_max_shape_past_the_models_own_table_is_its_bound(tmp_path):
     past = ptx("verify", str(tmp_path / "out" / "model.onnx"), "--max-shape", "seq=25")
     assert past.returncode == 2 and "the model itself refuses seq=20" in past.stderr, past.stderr
     assert "give a size under 20" in past.stderr, past.stderr
+
+
+# -- the inputs export makes: two symbols of one size, a minimum length, values the model takes -------
+
+
+class Boxes(nn.Module):
+    """LayoutLM's bbox: a box's width (x1 - x0) indexes a table, so that generated boxes (x1 below x0)
+    are refused; --range x=0,1 makes boxes it takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.width = nn.Embedding(8, 3)
+
+    def forward(self, x):
+        return self.width(x[..., 1] - x[..., 0])
+
+
+def _exported(module, declared: str, tmp_path, **options) -> list[str]:
+    torch.manual_seed(0)
+    lines = []
+    export_module(module, None, tmp_path / "out", open_model=load, inputs=[declared], formats=["onnx"], force=True,
+                  log=lines.append, **options)
+    return lines
+
+
+def test_outputs_follow_the_symbol_they_have_where_two_symbols_start_at_one_size(tmp_path):
+    # h and w were both made 64 then 66, so that an output's w read as h: a plain Conv2d was refused
+    # as "FIXED"; each symbol now moves by its own step.
+    said = _exported(nn.Conv2d(3, 4, 3, padding=1), "x=batchx3xhxw", tmp_path)
+    assert "outputs output float32 [batch, 4, h, w]" in said[0], said
+    assert any("shape certificate: holds: batch 1, 2, 7; h 1, 2, 7; w 1, 2, 7" in ln for ln in said), said
+
+
+def test_the_users_shape_min_shape_and_range_make_every_input_export_runs(tmp_path):
+    # a model under a minimum length (wav2vec2's strided convolutions): its outputs are learned at
+    # --min-shape (or --shape), and the sizes under it are its bound
+    strided = nn.Conv1d(1, 2, 10)
+    at_min = _exported(strided, "x=batchx1xsamples", tmp_path, min_sizes={"samples": 16})
+    assert "outputs output float32 [batch, 2, output_2]" in at_min[0], at_min
+    assert any("holds: batch 1, 2, 7; samples 16, 17, 19" in ln for ln in at_min), at_min
+    shaped = _exported(strided, "x=batchx1xsamples", tmp_path, plan={"shapes": {"samples": "64"}})
+    assert any("samples: the model itself refuses samples=1, 2, 7" in ln for ln in shaped), shaped
+    # values the model takes, as --range makes them
+    with pytest.raises(PtxError, match="or shape the inputs it takes with --shape, --min-shape, --range or --value"):
+        _exported(Boxes(), "x=batchxseqx2:int64", tmp_path)
+    ranged = _exported(Boxes(), "x=batchxseqx2:int64", tmp_path, plan={"ranges": {"x": "0,1"}})
+    assert "outputs output float32 [batch, seq, 3]" in ranged[0], ranged

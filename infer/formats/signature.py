@@ -37,6 +37,7 @@ class Opening:
     batch_axes: Mapping[str, int | None] = field(default_factory=dict)
     name: str | None = None  # what a runner's errors call the model
     module: object = None  # a live nn.Module (kind "module")
+    plan: object = None  # an InputPlan: the inputs a module's outputs are learned on (export's --shape, --range)
 
     @property
     def remedy(self) -> str:

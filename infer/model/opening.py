@@ -218,7 +218,7 @@ def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
 
 def open_path(found: ModelFile, backend: str | None = None, device: str | None = None, precision: str | None = None,
               *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
-              ignore_metadata: bool = False, probe: bool = True, tutorial: str | None = None) -> Model:
+              ignore_metadata: bool = False, probe: bool = True, tutorial: str | None = None, plan=None) -> Model:
     """A Model for the model file ``found`` (model_file's; MODULE for the live ``module``) through
     ``backend``: the one place where what a model is decides how it opens (opening_of) and which
     file is the precision asked for (precision_file), then the backend's one opener runs it and the
@@ -229,7 +229,7 @@ def open_path(found: ModelFile, backend: str | None = None, device: str | None =
     found, precision = precision_file(found, chosen, device, precision, ignore_metadata)
     path = found.path
     opening, info = opening_of(path, module=module, inputs=inputs, batch_axes=batch_axes,
-                               ignore_metadata=ignore_metadata, tutorial=tutorial, found=found)
+                               ignore_metadata=ignore_metadata, tutorial=tutorial, found=found, plan=plan)
     why = chosen.unavailable(device)
     if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
         raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
@@ -289,7 +289,8 @@ def twin_command(found: ModelFile, fmt: str) -> str:
 
 
 def opening_of(path: Path | None, *, module=None, inputs=None, batch_axes: Mapping[str, int | None] | None = None,
-               ignore_metadata: bool = False, tutorial: str | None = None, found: ModelFile | None = None):
+               ignore_metadata: bool = False, tutorial: str | None = None, found: ModelFile | None = None,
+               plan=None):
     """(Opening, ArtifactInfo or None): what the model at ``path`` is, decided once. Its signature
     will come from its contract, a recorded ptx.signature, its graph or ``inputs``
     (formats/signature.py); the info is its contract, where it carries one. ``found``: the file as
@@ -301,7 +302,7 @@ def opening_of(path: Path | None, *, module=None, inputs=None, batch_axes: Mappi
     info = artifact_info(found.path, found.metadata) if holds_contract else None
     opening = Opening(found.kind, found.metadata, inputs=as_declarations(inputs), batch_axes=dict(batch_axes or {}),
                       contract=signature_of_contract(info.contract, info.raw_input) if info else None,
-                      name=found.name if found.metadata else None, module=module)
+                      name=found.name if found.metadata else None, module=module, plan=plan)
     return opening, info
 
 

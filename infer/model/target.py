@@ -255,7 +255,7 @@ class Target:
 
 def load(target, backend: str | None = None, device: str | None = None, precision: str | None = None, *,
          root: str | Path = DEFAULT_RUNS_ROOT, run: str | Path | None = None, inputs=None,
-         batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True) -> Model:
+         batch_axes: dict | None = None, ignore_metadata: bool = False, probe: bool = True, plan=None) -> Model:
     """A Model for a registered model's artifacts in its run folder (``root``/NAME, or ``run``: the
     folder ``ptx train --out`` wrote, which may also be given as ``target`` itself), or for a model
     file alone: a tutorial model's export, or your own model (an ONNX file, a TorchScript file, a
@@ -266,7 +266,9 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 
     Your own model's tensors: an ONNX file describes them itself; a TorchScript or pt2 file does not,
     so ``inputs`` declares them in forward()'s order (``["x=batchx3x224x224:float32", ...]`` or
-    TensorSigs), as does an ``nn.Module``'s. ``batch_axes`` ({input name: axis or None}) overrides
+    TensorSigs), as does an ``nn.Module``'s, whose outputs ptx learns by running it twice on inputs
+    made by ``plan`` (ptx.contract.tensor_inputs.plan_inputs' InputPlan: sizes and value ranges the
+    module takes), else its own. ``batch_axes`` ({input name: axis or None}) overrides
     where ptx reads each input's batch. ``ignore_metadata`` runs a file as your own model even where
     it carries ptx metadata (refused when those were written for other weights). ``probe`` opens a
     file ptx did not write in a child process first, so that a runtime crash on it is one error.
@@ -284,7 +286,7 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
     """
     if is_module(target):
         return open_path(MODULE, backend, device, precision, module=target, inputs=inputs, batch_axes=batch_axes,
-                         probe=probe)
+                         probe=probe, plan=plan)
     if not isinstance(target, Target):
         if isinstance(target, (str, os.PathLike)) and run is None and is_dir(target) and str(target) not in names():
             # load("runs/convnet") as run="runs/convnet": the library's folder argument (a command has --run)

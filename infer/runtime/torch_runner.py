@@ -102,7 +102,8 @@ class TorchRunner(Runner):
 
     def __init__(self, module, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig] | None, *, device: str,
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
-                 metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = ()):
+                 metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = (),
+                 plan: InputPlan | None = None):
         self.torch_device = torch_device(device)
         if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and self.torch_device.type != "cuda"):
             raise BackendUnavailableError(f"precision {precision} on {self.torch_device.type}: torch backends run f32, "
@@ -119,7 +120,7 @@ class TorchRunner(Runner):
         self.backend, self.device = backend, str(self.torch_device)
         self._input_names = [t.name for t in inputs]
         if outputs is None:
-            outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path))
+            outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path), plan)
         super().__init__(Signature(tuple(inputs), tuple(outputs), limits), path, name, metadata)
 
     @classmethod
@@ -136,7 +137,7 @@ class TorchRunner(Runner):
         return cls(module, signature.inputs, signature.outputs or None, device=device,
                    backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
                    name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
-                   metadata=opening.metadata, limits=signature.limits, **options)
+                   metadata=opening.metadata, limits=signature.limits, plan=opening.plan, **options)
 
     def _tensors(self, feeds: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
         # non_blocking: an async copy where the batch lies in page-locked memory (self.host); the
@@ -195,11 +196,16 @@ class TorchRunner(Runner):
         return f"{label}, the ceiling", call
 
 
-def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSig, ...]:
+def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan | None = None) -> tuple[TensorSig, ...]:
     """The outputs' names, dtypes and shapes, learned from two runs whose batch and other symbols
-    differ (see the module's docstring)."""
-    plan = plan_inputs(inputs_only)
-    plans = (plan, InputPlan(bound={s: v + 2 for s, v in plan.chosen.items()}))
+    differ (see the module's docstring), on inputs made by ``plan`` (the user's --shape, --range and
+    --value at export: a model that takes no size or value ptx would choose), else ptx's own."""
+    plan = plan or plan_inputs(inputs_only)
+    batch_symbols = {t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None}
+    others = [s for s in inputs_only.symbols() if s not in batch_symbols]
+    # Each symbol moves by its own even step (h and w both 64 become 66 and 68), so that an output's
+    # size names the symbol it follows, and stays even for a model that halves it.
+    plans = (plan, replace(plan, bound={s: plan.size(s) + 2 * (k + 1) for k, s in enumerate(others)}, chosen={}))
     runs = []
     for batch, p in zip(PROBE_BATCHES, plans):
         feeds = make_feeds(inputs_only, p, batch, seed=0)
@@ -208,13 +214,14 @@ def probe_outputs(forward, inputs_only: Signature, where: str) -> tuple[TensorSi
         except InputError as exc:
             shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in feeds.items())
             raise PtxError(f"{where}: running it on the declared inputs ({shapes}) failed: {exc}; check --input "
-                           "(names in forward()'s order, shapes, dtypes)") from None
+                           "(names in forward()'s order, shapes, dtypes), or shape the inputs it takes with --shape, "
+                           "--min-shape, --range or --value") from None
     first, other = runs
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
     batch_symbol = next((t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None), None)
-    symbols = {s: tuple(p.size(s) for p in plans) for s in inputs_only.symbols() if s != batch_symbol}
+    symbols = {s: tuple(p.size(s) for p in plans) for s in others}
     outputs = []
     for name, ((shape1, dtype), (shape2, _)) in zip(first, zip(first.values(), other.values())):
         try:
