@@ -109,6 +109,29 @@ def test_openvino_int8_on_an_f32_file_runs_nncfs_file(net, feeds):
     assert np.abs(int8 - answers(load(net, backend="openvino"), feeds)).max() > 1e-4
 
 
+def test_an_int8_file_beside_another_model_is_refused_not_run(tmp_path, net, feeds):
+    # net.int8.onnx records the sha256 of the file it was made from: beside another model (or this one
+    # retrained), asking for int8 ran it as that model's int8, answering another model's scores.
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(net))  # the same net, one weight retrained
+    weight = proto.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + 0.5, weight.name))
+    other = tmp_path / "net.onnx"
+    onnx.save(proto, str(other))
+    shutil.copy(net.with_name("net.int8.onnx"), tmp_path / "net.int8.onnx")
+    refusal = "net.int8.onnx was not made from this net.onnx (it records another file's sha256"
+    with pytest.raises(PtxError, match=refusal.replace("(", r"\(")):
+        load(other, precision="int8")
+    np.savez(tmp_path / "x.npz", **feeds)
+    said = ptx("predict", "--model", other, "--precision", "int8", tmp_path / "x.npz")
+    assert said.returncode == 2 and refusal in said.stderr and f"`ptx export {other} --format onnx-int8`" in \
+        said.stderr, said.stderr
+    np.testing.assert_array_equal(answers(load(net, precision="int8"), feeds),
+                                  answers(load(net.with_name("net.int8.onnx")), feeds))  # its own f32 file still opens it
+
+
 @pytest.mark.parametrize("backend,fmt", [("ort-cpu", "onnx-int8"), ("openvino", "openvino-int8")])
 def test_int8_without_its_file_is_refused_naming_the_export(tmp_path, net, backend, fmt):
     if backend == "openvino" and openvino_unavailable():

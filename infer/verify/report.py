@@ -275,7 +275,7 @@ class Report:
     @property
     def could_not_run(self) -> list[str]:
         """The backends that could not run the file, or a sample alone (not judged without --strict)."""
-        return list(dict.fromkeys(r.backend for r in self.rows if r.could_not_run or r.alone_error))
+        return list(dict.fromkeys(r.label for r in self.rows if r.could_not_run or r.alone_error))
 
     @property
     def compared(self) -> list[Row]:
