@@ -229,7 +229,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         if not reference:
             return result
         produced_by = f"eager PyTorch (torch {torch.__version__})"
-        save_reference(reference_path(staging / "model.onnx"), Reference(cases, produced_by, signature))
+        save_reference(reference_path(staging / "model.onnx"), Reference(cases, produced_by, signature,
+                                                                          inputs="inputs" if input_files else "generated"))
         result.reference = reference_path(out_dir / "model.onnx")
         batches = [c.batch for c in cases if c.batch is not None]
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"

@@ -228,19 +228,49 @@ def test_a_runtime_the_file_fails_on_is_warned_of_by_that_runtime_only(orient, t
 
 def test_verify_on_generated_noise_does_not_count_near_ties(orient, tmp_path):
     """The classifier's int8 (calibrated on its real pages) judged on generated noise: every row is a
-    near-tie of f32's own, so its scores are judged by their relative error, not by argmax flips."""
+    near-tie of f32's own, so its scores are judged by their relative error, not by argmax flips; and
+    the verdict export made on your inputs, stronger evidence, decides (read from the file), verify's
+    own measurement shown, not counted."""
     copied(orient, tmp_path)
     assert ptx("export", "orient.onnx", "--format", "onnx-int8", "--calibration", "inputs.npz",
                cwd=tmp_path).returncode == 0
     shown = ptx("verify", "orient.onnx", "--backends", "ort-cpu,ort-cpu-int8", "--json", cwd=tmp_path)
     [row] = [r for r in json.loads(shown.stdout)["rows"] if r["precision"] == "int8"]
-    assert row["verdict"]["evidence"] == "generated"
-    assert "all 8 rows near-ties" in row["verdict"]["measured"] and "judged by relative error" in \
-        row["verdict"]["measured"], row["verdict"]
-    # where export (your inputs) and verify (generated ones) find otherwise, verify says so and why
+    recorded = recorded_verdicts(meta(tmp_path / "orient.int8.onnx"))["ort-cpu-int8"]
+    assert recorded.evidence == "inputs" and row["verdict"]["evidence"] == "inputs", row["verdict"]
+    assert row["verdict"]["rechecked"] is False and row["status"] == recorded.status, row
+    [own] = row["verdict"]["also"]
+    assert own.startswith("generated inputs: ") and "all 8 rows near-ties" in own and "judged by relative error" in own
+    # where verify's own generated inputs find otherwise, it says so and how to measure the stronger evidence here
     notes = json.loads(shown.stdout)["notes"]
-    if row["status"] != recorded_verdicts(meta(tmp_path / "orient.int8.onnx"))["ort-cpu-int8"].status:
-        assert any("give --inputs with your samples" in n for n in notes), notes
+    if not own.endswith(f"({recorded.status}, not counted)"):
+        assert any(n.startswith("note: ort-cpu-int8: verify's own measurement, weaker evidence than the file's: "
+                                "generated inputs") and "give --inputs with your samples" in n for n in notes), notes
+
+
+def test_the_bound_decides_every_row_of_its_file_the_stored_reference_too(tmp_path):
+    """A file made to hold a bound on the user's metric, with reference tensors kept beside it: its int8
+    row against the stored reference was judged by the tensors alone (NOT USABLE beside the bound's PASS,
+    the label under both "all agree" and "not usable", and bench's column the NOT USABLE one)."""
+    from test_export_file import Outlier
+
+    onnx_file(Outlier(), (torch.rand(2, 8),), tmp_path / "outlier.onnx", input_names=["x"], output_names=["logits"])
+    (tmp_path / "metric.py").write_text("def steady(run):\n    return 1.0\n")  # a metric int8 cannot move
+    assert ptx("verify", "outlier.onnx", "--save-reference", cwd=tmp_path).returncode == 0
+    done = ptx("export", "outlier.onnx", "--format", "onnx-int8", "--max-drop", "0.5", "--metric", "metric.py:steady",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = ptx("verify", "outlier.onnx", "--backends", "ort-cpu", "--json", cwd=tmp_path)
+    rows = [r for r in json.loads(shown.stdout)["rows"] if r["label"] == "ort-cpu-int8"]
+    assert sorted(r["against"] for r in rows) == ["ort-cpu", "stored reference"], rows
+    assert all(r["status"] == PASS and r["verdict"]["evidence"] == "bound" for r in rows), rows
+    # the tensors alone say otherwise (what made the rows part): shown, not counted
+    assert all(any(a.endswith("(NOT USABLE, not counted)") for a in r["verdict"]["also"]) for r in rows), rows
+    timed = ptx("bench", "outlier.onnx", "--backends", "ort-cpu", "--batch-sizes", "4", "--seconds", "0.05",
+                "--rounds", "1", "--json", cwd=tmp_path)
+    assert timed.returncode == 0, timed.stderr
+    [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
+    assert column["verdict"] == PASS, column
 
 
 # -- the acceptance: one verdict, whichever command asks ----------------------------------------------------

@@ -275,7 +275,9 @@ def precision_file(found: ModelFile, chosen, device: str, precision: str | None,
     if beside.precision != INT8:
         raise ArtifactError(f"{twin} beside {found.path.name} is not an int8 model (its graph has no quantized "
                             f"node): run `{twin_command(found, fmt)}` to write it again")
-    made_from = beside.metadata.get("source_sha256")  # an int8 file ptx made from a model file records its bytes
+    # an int8 file ptx made from a model file records that file's name and bytes (one made from a module,
+    # its factory's: nothing to hold this file to)
+    made_from = beside.metadata.get("source_sha256") if beside.metadata.get("source") == found.path.name else None
     if made_from and made_from != file_sha256(found.path):
         raise ArtifactError(f"{twin.name} was not made from this {found.path.name} (it records another file's "
                             f"sha256: another model's, or this one before it changed): run "

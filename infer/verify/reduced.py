@@ -13,7 +13,8 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
     """A reduced row's verdict from the evidence verify has (ptx.contract.verdict's order): the bound
     its file records (a tutorial model's accuracy bound re-checked on the real samples; a user's metric
     measured again with --metric; else as export measured it, said so), a head's labels and accuracy
-    on real samples, then the tensors on the cases (the user's inputs, or generated ones).
+    on real samples, then the tensors on the cases (the user's inputs, or generated ones); a verdict
+    the file records on stronger evidence than verify has here decides, read from the file.
 
     ``reference_reduced``: the reference is itself reduced (an int8 file verified by its path is held
     to its own runtime at int8), so the tensors say how two int8 runtimes agree, not what int8 costs:
@@ -37,7 +38,9 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
     if bound_again is not None:
         evidence.append(bound_again)
     elif not (real and row.max_drop is not None):  # a bound verify cannot measure here: as export measured it
-        if recorded is not None and recorded.evidence == "bound":
+        # what export measured on stronger evidence than verify has here (the bound, real samples, your
+        # --inputs) decides, said as read from the file; verify's own measurement is shown, not counted
+        if recorded is not None and recorded.evidence != "generated":
             evidence.append(recorded_evidence(recorded))
         elif recorded is None and bound is not None and row.label == serving_label(metadata):
             evidence.append(bound)  # a file written before ptx.verdict

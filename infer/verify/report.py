@@ -371,9 +371,10 @@ def _heading(report: Report) -> list[str]:
                 if report.samples else f"class scores keep their argmax on >= {100 * MIN_LABEL_AGREEMENT:.0f}% of "
                 f"rows, other outputs a relative error <= {', '.join(f'{MAX_RELATIVE_ERROR[p]:g} ({p})' for p in reduced)}")
         lines.append(f"{'/'.join(reduced)}: {gate}")
-        # what decided each reduced row, where it is not that gate: the bound its file was made to hold
-        lines += [f"{r.label}: {r.verdict.describe()}" for r in report.rows
-                  if r.verdict is not None and r.verdict.evidence == "bound"]
+        # what decided each reduced row, where it is not that gate on these cases: the bound its file was
+        # made to hold, or what export measured on stronger evidence than verify has here (read from the file)
+        lines += list(dict.fromkeys(f"{r.label}: {r.verdict.describe()}" for r in report.rows  # once per row label
+                                    if r.verdict is not None and (r.verdict.evidence == "bound" or not r.verdict.rechecked)))
     return lines + report.notes
 
 

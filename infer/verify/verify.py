@@ -31,7 +31,8 @@ import numpy as np
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
-from ptx.contract.verdict import bound_metric, differs_note, recorded_bound, recorded_verdicts
+from ptx.contract.verdict import (as_evidence, bound_metric, differs_note, outweighed_note, recorded_bound,
+                                  recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
@@ -216,8 +217,10 @@ class Run:
                                       reference_reduced=self.target.precision != FULL_PRECISION)
         row.unusable = row.verdict.reasons
         recorded = recorded_verdicts(metadata).get(row.label)
-        if recorded is not None and recorded.status != row.verdict.status:
-            self.report.notes.append(differs_note(recorded, row.verdict))
+        note = differs_note(recorded, row.verdict) if recorded is not None and recorded.status != row.verdict.status \
+            else outweighed_note(row.verdict)
+        if note and not any(n.startswith(f"note: {row.label}: ") for n in self.report.notes):  # one per row label
+            self.report.notes.append(note)
 
     def _bound_again(self, model, metadata):
         """The bound the file records on the user's metric, measured again with --metric (on the
@@ -426,7 +429,7 @@ def _stored(this: Run, given, save: bool) -> None:
             report.notes.append(f"reference tensors not written: the reference failed ({error})")
             return
         kept = [replace(this.cases[i], outputs=want[i]) for i in sorted(want)]
-        save_reference(where, Reference(kept, report.reference, signature, digest))
+        save_reference(where, Reference(kept, report.reference, signature, digest, this.source))
         report.notes.append(f"wrote {where} ({len(kept)} cases from {report.reference})")
         return
     if not (given or where.is_file()):
@@ -454,8 +457,13 @@ def _stored(this: Run, given, save: bool) -> None:
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
         _judge(held, got, stored_want, stored_cases, None, None, this.tolerances, signature)
         if held.precision != FULL_PRECISION and held.cases:
+            # the one rule, with what the row's own verdict rests on: the bound the file records (or
+            # measured again), a head's labels, your --inputs outrank the stored cases where stronger
             held.verdict = reduced_verdict(held, got, stored_want, None, None, signature,
-                                            ("inputs", f"{len(held.cases)} stored reference cases"), {})
+                                           (stored.inputs, f"{len(held.cases)} stored reference cases"),
+                                           this.models[row.label].metadata,
+                                           as_evidence(row.verdict) if row.verdict is not None else None,
+                                           reference_reduced=target.precision != FULL_PRECISION)
             held.unusable = held.verdict.reasons
         report.rows.append(held)
 

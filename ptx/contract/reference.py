@@ -34,6 +34,9 @@ class Reference:
     produced_by: str  # "eager PyTorch (torch 2.13.0)", "ort-cpu (onnxruntime 1.31.1)"
     signature: Signature
     weights_sha256: str | None = None  # of the file the outputs were made for, where known
+    # What the cases' inputs were, as a verdict's evidence names them: "inputs", the user's own (--inputs);
+    # "generated", made by ptx (a file written before this was recorded reads as generated: the weaker claim)
+    inputs: str = "generated"
 
 
 def reference_path(model_path: str | Path) -> Path:
@@ -52,7 +55,7 @@ def save_reference(path: str | Path, reference: Reference) -> Path:
         arrays.update({f"out:{n}:{k}": np.asarray(a) for n, a in case.outputs.items()})
     meta = {"version": REFERENCE_VERSION, "produced_by": reference.produced_by,
             "signature": reference.signature.to_dict(), "weights_sha256": reference.weights_sha256,
-            "cases": len(reference.cases)}
+            "cases": len(reference.cases), "inputs": reference.inputs}
     arrays["meta"] = np.array(json.dumps(meta))
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -90,4 +93,5 @@ def load_reference(path: str | Path) -> Reference:
         if missing:
             raise ArtifactError(f"{path}: a damaged reference file (no {missing[0]})")
         cases.append(Case(f"stored #{k}", inputs, outputs=outputs))
-    return Reference(cases, str(meta.get("produced_by", "?")), signature, meta.get("weights_sha256"))
+    inputs = "inputs" if meta.get("inputs") == "inputs" else "generated"
+    return Reference(cases, str(meta.get("produced_by", "?")), signature, meta.get("weights_sha256"), inputs)

@@ -114,6 +114,12 @@ def decide(label: str, evidence: Sequence, by: str = "verify") -> Verdict:
                    first.rechecked, also)
 
 
+def as_evidence(verdict: Verdict) -> Evidence:
+    """A verdict made here, as evidence for another row of the same file (verify's stored-reference
+    row reads what its row's verdict rests on)."""
+    return Evidence(verdict.evidence, verdict.measured, list(verdict.reasons), verdict.by, verdict.rechecked)
+
+
 def recorded_evidence(verdict: Verdict) -> Evidence:
     """A verdict a file records, as evidence read from it (not measured again here)."""
     return Evidence(verdict.evidence, verdict.measured, list(verdict.reasons), verdict.by, rechecked=False)
@@ -282,3 +288,13 @@ def differs_note(recorded: Verdict, now: Verdict) -> str:
     else:
         why = f"measured then: {recorded.measured}; now: {now.measured}"
     return f"note: {now.label}: the file records {recorded.status} (ptx {recorded.by}), verify finds {now.status}: {why}"
+
+
+def outweighed_note(verdict: Verdict) -> str | None:
+    """Where a verdict read from the file (stronger evidence than verify has here) decided over verify's
+    own measurement, which found otherwise: said, with how to measure the stronger evidence here."""
+    doubts = [a for a in verdict.also if not a.endswith(f"({verdict.status}, not counted)")]
+    if verdict.rechecked or not doubts:
+        return None
+    again = " (give --inputs with your samples to measure it on this machine)" if verdict.evidence == "inputs" else ""
+    return f"note: {verdict.label}: verify's own measurement, weaker evidence than the file's: {doubts[0]}{again}"
