@@ -145,3 +145,33 @@ def test_a_report_whose_only_other_row_ran_no_case_compared_nothing():
     report = file_report(idle)
     assert report.exit_status == 2 and "all agree" not in report.summary()
     assert "ran no case: onnx.reference (inputs over its limit of 100,000 values)" in report.summary()
+
+
+def test_a_label_one_of_whose_rows_is_not_usable_is_not_said_to_agree_and_is_named_once():
+    """Before: "all agree: ort-cpu-int8, ...; not usable at their precision: ort-cpu-int8, openvino-int8,
+    ort-cpu-int8, openvino-int8" where the row against the stored reference missed the rule."""
+    held = row("ort-cpu", "cpu", 0.01, 0.01, None, None, precision="int8", against="ort-cpu")
+    stored = row("ort-cpu", "cpu", 0.3, 0.4, None, None, precision="int8", against="stored reference")
+    stored.unusable = ["logits: relative error 0.447 (> 0.1 for int8)"]
+    again = row("ort-cpu", "cpu", 0.3, 0.4, None, None, precision="int8", against="eager")
+    again.unusable = list(stored.unusable)
+    summary = file_report(held, stored, again).summary()
+    assert "ort-cpu-int8" not in _agreeing(summary), summary
+    assert summary.count("ort-cpu-int8") == 1 and "not usable at their precision: ort-cpu-int8" in summary, summary
+
+
+def test_a_shape_certificate_that_fails_fails_verify_and_a_refusal_at_the_first_size_is_said_only():
+    from ptx.contract.shape_certificate import REFUSED, AxisCheck, Certificate
+
+    report = file_report(row("openvino", "cpu", 1e-6, 1e-6, None, None, against="ort-cpu"))
+    past = AxisCheck("seq", [1, 2, 7, 100], REFUSED, "the runtime refuses seq=100 (Gather: index out of range)",
+                     failed_at=100)
+    report.certificate = Certificate([AxisCheck("batch", [1, 2, 7]), past])
+    assert report.exit_status == 1 and report.summary() == ("SHAPES: the shape certificate does NOT hold: seq: the "
+                                                            "runtime refuses seq=100 (Gather: index out of range)")
+    # refused at the first size tried, nothing showing why: as like as not the model's own lower bound
+    first = AxisCheck("h", [1, 2, 7], REFUSED, "the runtime refuses h=1 (...): where the model takes h only from some "
+                      "size up, --min-shape h=SIZE starts there", failed_at=1)
+    report.certificate = Certificate([AxisCheck("batch", [1, 2, 7]), first])
+    assert report.exit_status == 0 and report.summary().startswith("all agree: openvino"), report.summary()
+    assert Certificate.from_json(report.certificate.to_json()).to_dict() == report.certificate.to_dict()

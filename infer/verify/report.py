@@ -285,8 +285,13 @@ class Report:
                 and (not r.is_reference or (r.composition is not None and r.composition.checked))]
 
     @property
+    def shape_failures(self) -> list[str]:
+        """What the shape certificate found that fails the file (Certificate.failures)."""
+        return self.certificate.failures() if self.certificate is not None else []
+
+    @property
     def exit_status(self) -> int:
-        return 1 if self.failed else 0 if self.compared else 2
+        return 1 if self.failed or self.shape_failures else 0 if self.compared else 2
 
     @property
     def ok(self) -> bool:
@@ -300,6 +305,9 @@ class Report:
             more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
                     f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
             return f"DISAGREE: {problems[0]}{more}"
+        if self.shape_failures:  # every backend may agree at the sizes compared, and the file still fails one
+            more = f" (and {len(self.shape_failures) - 1} more)" if self.shape_failures[1:] else ""
+            return f"SHAPES: the shape certificate does NOT hold: {self.shape_failures[0]}{more}"
         ran = self.compared
         held = [r for r in ran if not r.is_reference]
         idle = [f"{r.label} ({r.no_case})" for r in self.rows if r.no_case is not None]
@@ -316,7 +324,7 @@ class Report:
         if idle:
             notes.append(f"ran no case: {', '.join(idle)}")
         for status, words in (("NOT USABLE", "not usable at their precision"), ("DIFFERS", "a third opinion differs")):
-            found = [r.label for r in self.rows if r.status == status]
+            found = list(dict.fromkeys(r.label for r in self.rows if r.status == status))
             if found:
                 notes.append(f"{words}: {', '.join(found)}")
         alone = [r.label for r in ran if r.composition is not None and r.composition.checked]
@@ -326,7 +334,8 @@ class Report:
             notes.append(f"could not run: {', '.join(self.could_not_run)} (not a disagreement; --strict fails it)")
         # Only rows that passed on a case they compared agree: a NOT USABLE row, a third opinion that
         # differs and a row that ran no case are each named in a note of their own, never here too.
-        agreeing = [r for r in held if r.agrees]
+        failing = {r.label for r in self.rows if not r.agrees and not r.is_reference}  # a label with any row that did not
+        agreeing = [r for r in held if r.agrees and r.label not in failing]
         compared = ", ".join(dict.fromkeys(r.label for r in agreeing)) or "nothing else"
         against = ", ".join(dict.fromkeys(r.against for r in agreeing or held)) or self.reference
         lead = f"no row agrees with {against}" if held and not agreeing else f"all agree: {compared} (against {against})"

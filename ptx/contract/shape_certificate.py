@@ -90,6 +90,7 @@ class AxisCheck:
     where: str = ""  # the node or module that fixed it, where the file says it
     bound: str = ""  # the sizes the model itself refuses, and why: not tried through the file
     refused: list[int] = field(default_factory=list)  # those sizes, so that verify does not try them either
+    failed_at: int = 0  # the size it first failed at (0: none)
 
     def line(self) -> str:
         if self.status == DYNAMIC:
@@ -113,6 +114,14 @@ class Certificate:
 
     def bad(self) -> list[AxisCheck]:
         return [a for a in self.axes if a.status != DYNAMIC]
+
+    def failures(self) -> list[str]:
+        """What fails a command that checked it: an axis fixed or changing the answers, a size refused
+        past the first one tried, an output shape contradicted. A refusal at an axis's first size, with
+        nothing showing why, is as like as not the model's own lower bound, which verify cannot tell
+        without eager: said with --min-shape, not failed."""
+        lower = [a for a in self.bad() if a.status == REFUSED and a.sizes and a.failed_at == a.sizes[0]]
+        return [a.line() for a in self.bad() if a not in lower] + ([self.outputs] if self.outputs else [])
 
     def summary(self) -> str:
         """One line: ``holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)``, or what failed."""
@@ -142,7 +151,7 @@ class Certificate:
             doc = json.loads(text)
             return cls([AxisCheck(str(a["symbol"]), [int(s) for s in a["sizes"]], str(a["status"]),
                                   str(a.get("detail", "")), str(a.get("where", "")), str(a.get("bound", "")),
-                                  [int(s) for s in a.get("refused", [])])
+                                  [int(s) for s in a.get("refused", [])], int(a.get("failed_at", 0)))
                         for a in doc["axes"]],
                        str(doc.get("outputs", "")), str(doc.get("against", "")))
         except (ValueError, KeyError, TypeError):
@@ -271,18 +280,18 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
             got = _held_stderr(run, dict(probe.feeds))
         except Exception as exc:  # noqa: BLE001 - any runtime's refusal of the size is the finding
             check.status, check.detail = FIXED, f"the runtime refuses {at} ({quote(exc)})"
-            refused[probe.symbol] = probe.size
+            refused[probe.symbol] = check.failed_at = probe.size
             continue
         moved, declared = _shape_problem(signature, probe.feeds, got)
         if moved:
-            check.status, check.detail = FIXED, f"at {at}, {moved}"
+            check.status, check.detail, check.failed_at = FIXED, f"at {at}, {moved}", probe.size
             continue
         outputs = outputs or (f"at {at}, {declared}" if declared else "")
         if wants is not None and compare is not None:
             for sig in signature.outputs:
                 differs = compare(sig.name, np.asarray(got[sig.name]), np.asarray(wants[k][sig.name]))
                 if differs:
-                    check.status, check.detail = CHANGES, f"at {at}, {differs}"
+                    check.status, check.detail, check.failed_at = CHANGES, f"at {at}, {differs}", probe.size
                     break
     certificate = Certificate(list(checks.values()), outputs, against if wants is not None else "")
     for check in certificate.bad():
