@@ -395,3 +395,12 @@ def test_the_users_shape_min_shape_and_range_make_every_input_export_runs(tmp_pa
         _exported(Boxes(), "x=batchxseqx2:int64", tmp_path)
     ranged = _exported(Boxes(), "x=batchxseqx2:int64", tmp_path, plan={"ranges": {"x": "0,1"}})
     assert "outputs output float32 [batch, seq, 3]" in ranged[0], ranged
+
+
+def test_verify_fails_where_the_file_refuses_a_max_shape_the_user_will_feed(tmp_path):
+    # "does NOT hold" then "all agree" and exit 0 let CI pass a model that refuses the size it will be fed
+    _certificate_line(Positions(), torch.randn(1, 8, 4), tmp_path, "x=batchxseqx4")
+    said = ptx("verify", str(tmp_path / "out" / "model.onnx"), "--max-shape", "seq=20")
+    assert said.returncode == 1, said.stdout + said.stderr
+    last = said.stdout.strip().splitlines()[-1]
+    assert last.startswith("SHAPES: the shape certificate does NOT hold: seq: the runtime refuses seq=20"), last
