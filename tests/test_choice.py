@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from ptx.contract.names import VERIFY_RECORD_FILE
+from ptx.errors import PtxError
 from ptx.infer.bench.timing import BenchRow
 from ptx.infer.bench.choice import choose_backend
 from ptx.infer.model.records import record_bench, record_verify, verified
@@ -58,8 +59,11 @@ def test_the_default_stays_unless_another_is_clearly_faster(run):
 def test_a_precision_below_its_gate_is_never_chosen(run):
     record(run, passed("ort-cpu"), passed("openvino", "bf16", unusable=["labels agree on 98.5% (< 99%)"]),
            speeds={"ort-cpu": {1: 3e4, 64: 9e4}, "openvino-bf16": {1: 9e5, 64: 9e5}})
-    assert choose_backend("convnet", run, max_batch_size=64, precision="bf16").backend == "ort-cpu"
-    assert "nothing passed verify at bf16" in choose_backend("convnet", run, max_batch_size=64, precision="bf16").reason
+    # asked for by name, and every row of it judged here: refused, never served (before: ort-cpu "at bf16")
+    with pytest.raises(PtxError, match=r"--backend auto --precision bf16: no bf16 row passed `ptx verify convnet` on "
+                       r"this machine \(openvino-bf16: NOT USABLE\): serve it at f32 \(drop --precision\)"):
+        choose_backend("convnet", run, max_batch_size=64, precision="bf16")
+    assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cpu"  # f32 still chooses
 
 
 def test_a_record_counts_only_for_the_artifact_judged_and_the_batches_verified(run):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from ptx.contract.names import FULL_PRECISION, TF32
+from ptx.errors import PtxError
 
 from ..runtime import backends as registry
 from ..model import records
@@ -45,6 +46,12 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     accepted = {precision} if precision else {FULL_PRECISION, TF32}
     precision = precision or FULL_PRECISION
     passed = records.verified(run_dir)
+    failed = records.failed_at(run_dir, precision) if precision in accepted - {FULL_PRECISION, TF32} else {}
+    if failed and not any(row["precision"] == precision for row in passed.values()):
+        # a reduced precision asked for, and verify judged every row of it here: never served by auto
+        raise PtxError(f"--backend auto --precision {precision}: no {precision} row passed `ptx verify {model}` on this "
+                       f"machine ({', '.join(f'{label}: {status}' for label, status in failed.items())}): serve it at "
+                       f"f32 (drop --precision), or name a row with --backend to serve it anyway")
     if not passed:
         why = ("no verify record on this machine" if not records.has_verify_record(run_dir)
                else "nothing passed verify on this machine for the artifacts as they are now")

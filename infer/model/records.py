@@ -124,6 +124,14 @@ def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | 
     return str(status)
 
 
+def failed_at(run_dir: str | Path, precision: str) -> dict[str, str]:
+    """Label -> status (NOT USABLE or FAIL) of each ``precision`` row this machine's verify record
+    failed, on the files as they are now."""
+    rows = _read(Path(run_dir) / VERIFY_RECORD_FILE).get("rows", {})
+    return {label: status for label, row in rows.items() if row.get("precision") == precision
+            for status in [failed_here(run_dir, label, Path(run_dir) / str(row.get("artifact")))] if status}
+
+
 def recorded_statuses(target, labels) -> dict[str, str]:
     """Label -> the verdict kept for the file each of ``labels`` reads of ``target`` (a Target) as it
     is now: a run's record on this machine (verify.json, or export's judgement there), else the
