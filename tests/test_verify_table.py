@@ -175,3 +175,13 @@ def test_a_shape_certificate_that_fails_fails_verify_and_a_refusal_at_the_first_
     report.certificate = Certificate([AxisCheck("batch", [1, 2, 7]), first])
     assert report.exit_status == 0 and report.summary().startswith("all agree: openvino"), report.summary()
     assert Certificate.from_json(report.certificate.to_json()).to_dict() == report.certificate.to_dict()
+
+
+def test_a_named_reduced_row_fails_by_its_precisions_rule_not_by_f32s_atol():
+    """`--backends ort-cpu-int8` makes the row required: below its rule it FAILs, and the last line says
+    the rule it missed (before: "32 of 32 values beyond atol 0.0001 ... passes with atol >= 1.34e-01")."""
+    named = row("ort-cpu", "cpu", 0.134, 3.28, None, None, precision="int8", against="ort-cpu")
+    named.unusable, named.required = ["output: relative error 0.275 (> 0.1 for int8)"], True
+    report = file_report(named)
+    assert named.status == "FAIL" and report.exit_status == 1
+    assert report.summary() == "DISAGREE: ort-cpu-int8 vs ort-cpu: output: relative error 0.275 (> 0.1 for int8)"

@@ -195,7 +195,10 @@ class Row:
         # a reduced row by its label (ort-cpu-int8): "ort-cpu vs ort-cpu" said nothing of which row departed
         name = self.backend if self.precision == FULL_PRECISION else self.label
         found = [f"{name}{' (the reference)' * self.is_reference}: {self.error}"] if self.error else []
-        if self.disagreeing is not None and not self.error:
+        if self.precision != FULL_PRECISION and self.unusable and not self.failures:
+            # named, so required: failed by its precision's rule, which f32's atol says nothing of
+            found.append(f"{name} vs {self.against}: {'; '.join(self.unusable)}")
+        elif self.disagreeing is not None and not self.error:
             found.append(f"{name} vs {self.against}, output {self.disagreeing.summary()}")
         check = self.composition
         if self.alone_error:

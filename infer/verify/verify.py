@@ -454,7 +454,8 @@ def _stored(this: Run, given, save: bool) -> None:
         if row.error or row.label not in this.models or row.advisory:
             continue
         got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
-        held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference)
+        held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference,
+                   required=row.required)  # a row the user named is required against every reference
         _judge(held, got, stored_want, stored_cases, None, None, this.tolerances, signature)
         if held.precision != FULL_PRECISION and held.cases:
             # the one rule, with what the row's own verdict rests on: the bound the file records (or
