@@ -277,6 +277,25 @@ def test_against_offers_its_triage_where_the_pair_is_not_usable(tmp_path):
         assert "triage: out.onnx (ort-cpu) against ort-cpu, out.int8.onnx" in ran.stdout, ran.stdout
 
 
+def test_an_int8_file_verified_alone_offers_the_triage_against_its_source_and_it_locates(tmp_path):
+    """The command `ptx verify out.int8.onnx` offered (`--backends openvino-int8 --locate` on the int8 file
+    itself) located nothing: its rows run it against its own runtime at int8 (max abs 0) while their
+    verdict is against the f32 file. The offer is now the pair's triage, and --locate on the file alone
+    says where to go."""
+    outlier_net(tmp_path / "out.onnx")
+    assert ptx("export", tmp_path / "out.onnx", "--format", "onnx-int8").returncode == 0
+    verdict = ptx("verify", tmp_path / "out.int8.onnx")
+    no_traceback(verdict)
+    assert "NOT USABLE" in verdict.stdout, verdict.stdout
+    assert offered(verdict.stdout) == [f"ptx verify {tmp_path / 'out.int8.onnx'} --against {tmp_path / 'out.onnx'} "
+                                       "--locate"], verdict.stdout
+    ran = run_as_printed(offered(verdict.stdout)[0], tmp_path)
+    assert "triage: out.onnx (ort-cpu) against ort-cpu, out.int8.onnx" in ran.stdout and "keep in f32: " in ran.stdout
+    alone = ptx("verify", tmp_path / "out.int8.onnx", "--locate")
+    assert "nothing to triage on out.int8.onnx alone: its rows run it against its own runtime at int8; give " \
+           "--against the f32 file it was made from" in alone.stdout, alone.stdout
+
+
 def test_a_weight_is_compared_with_the_f32_weight_it_came_from_after_a_fold(tmp_path):
     """Item 6: onnxruntime's pre-processing folds the batch norm into the convolution before it
     quantizes, so the int8 file's conv1 weight is the folded one; compared with the unfolded f32

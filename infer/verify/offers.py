@@ -30,11 +30,19 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
         loses = "loses labels" if report.head else "departs"
         ours = row.backend in registry.list_backends()
         paired = report.against is not None and row.backend.startswith(f"{Path(report.against).name} (")
-        if row.precision != FULL_PRECISION:
+        if row.precision != FULL_PRECISION and (target.is_run or target.precision == FULL_PRECISION or paired):
             pick = f"--backends {row.label}" if ours else f"--against {report.against}" if paired else None
             if pick and not triaged:
                 found.append(f"where {row.label} {loses} (the nodes to keep in f32): ptx verify {where} {pick}{fed} "
                               "--locate")
+        elif row.precision != FULL_PRECISION:
+            # an int8 file verified by its path: its rows are judged against the f32 file it was made from,
+            # and the pair's triage traces where the two part (its rows against its own runtime part nowhere)
+            source = _f32_source(target)
+            line = (f"where {target.path.name} {loses} against {Path(source).name} (the nodes to keep in f32): ptx "
+                    f"verify {where} --against {source}{fed} --locate") if source else None
+            if line:
+                found.append(line)
         elif ours and registry.get(row.backend).artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
             found.append(f"where ort-cpu parts from eager{REPRO_NOTE}: ptx verify {onnx_file} --against "
@@ -42,4 +50,13 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
                           if row.backend == "ort-cpu" else
                           f"where {row.label} parts (against ort-cpu on the same file; {REPRO_NOTE[2:]}: "
                           f"ptx verify {onnx_file} --backends {row.label}{given} --locate")
-    return found
+    commands = [line.rsplit(": ptx ", 1)[-1] for line in found]
+    return [line for k, line in enumerate(found) if commands[k] not in commands[:k]]  # each command offered once
+
+
+def _f32_source(target: Target) -> str | None:
+    """The f32 model file an int8 file was made from, beside it (ptx.source), or None where it is not
+    there (a module's factory made it, or the file was moved alone)."""
+    source = target.found.metadata.get("source") if target.found is not None else None
+    path = target.path.with_name(source) if source and "/" not in source else None
+    return str(path) if path is not None and path.is_file() and path.suffix == ".onnx" else None

@@ -241,7 +241,11 @@ def _triage(report, target, as_json, against) -> list:
         for offer in report.offers:
             say(offer)
     if not reduced:
-        if target.is_run or not report.failed:
+        if not target.is_run and target.precision != FULL_PRECISION and against is None:
+            say(f"nothing to triage on {target.path.name} alone: its rows run it against its own runtime at "
+                f"{target.precision}; give --against the f32 file it was made from to trace where the two part"
+                + (" (the command above)" if any(" --against " in offer for offer in report.offers) else ""))
+        elif target.is_run or not report.failed:
             say("nothing to triage: no bf16, int8 or tf32 row ran (--backends ort-cpu-int8, openvino-bf16)")
         return []
     worst = max(report.fed, key=lambda case: case.batch or 0, default=None)
