@@ -294,6 +294,11 @@ def test_an_int8_file_verified_alone_offers_the_triage_against_its_source_and_it
     alone = ptx("verify", tmp_path / "out.int8.onnx", "--locate")
     assert "nothing to triage on out.int8.onnx alone: its rows run it against its own runtime at int8; give " \
            "--against the f32 file it was made from" in alone.stdout, alone.stdout
+    # with reference tensors kept beside the f32 file, each row label is triaged once (before: twice, its
+    # row against the stored reference being a second row of the same file)
+    assert ptx("verify", tmp_path / "out.onnx", "--save-reference").returncode == 0
+    located = ptx("verify", tmp_path / "out.onnx", "--backends", "ort-cpu-int8", "--locate")
+    assert located.stdout.count("triage: ort-cpu-int8 against ort-cpu") == 1, located.stdout
 
 
 def test_a_weight_is_compared_with_the_f32_weight_it_came_from_after_a_fold(tmp_path):

@@ -234,9 +234,10 @@ def _triage(report, target, as_json, against) -> list:
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     mine = f"{Path(against).name} (" if against is not None else None
-    reduced = [v.label for v in report.rows if v.precision != FULL_PRECISION and not v.error
-               and not [f for f in v.failures if f not in v.unusable]
-               and (v.precision != target.precision or (mine and v.backend.startswith(mine)))]
+    reduced = list(dict.fromkeys(  # each row label once: its row against the stored reference runs the same file
+        v.label for v in report.rows if v.precision != FULL_PRECISION and not v.error
+        and not [f for f in v.failures if f not in v.unusable]
+        and (v.precision != target.precision or (mine and v.backend.startswith(mine)))))
     if as_json:
         for offer in report.offers:
             say(offer)
