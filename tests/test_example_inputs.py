@@ -173,6 +173,13 @@ def test_export_generates_ids_the_embedding_takes_and_says_what_it_fed(tmp_path)
     assert reference.signature.input("input_ids").value_range == (0, 5)
     for case in reference.cases:
         assert case.feeds["input_ids"].max() < 6 and (case.feeds["attention_mask"][:, 0] == 1).all()
+    # an id past the table is one line naming the input and the range, through every file (before: a pt2
+    # printed AOTInductor's page of C++ frames, ONNX Runtime its Gather error, TorchScript "index out of range")
+    ids = np.array([[1, 2, 9]], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    with pytest.raises(PtxError, match=r"input 'input_ids' of .* holds 9; the model takes values in \[0, 5\] \(ids "
+                                       r"into a table of 6 rows\)"):
+        load(tmp_path / "t" / "model.torchscript.pt").run(feeds)
         assert case.feeds["token_type_ids"].max() <= 1
 
 

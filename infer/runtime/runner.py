@@ -44,6 +44,10 @@ class Runner:
         self.name = name or (model_name(self.path) if self.path is not None else "model")
         self.metadata = dict(metadata or {})  # the file's ptx.* strings, prefix dropped
         self._exact = ExactFeeds(signature)
+        # integer inputs whose values the model bounds (ids into an embedding of N rows, recorded or read
+        # from the graph): an id past it is one line here, not a runtime's page of C++ frames
+        self._id_ranges = [(t.name, int(t.value_range[0]), int(t.value_range[1])) for t in signature.inputs
+                           if t.value_range is not None and t.dtype_info.is_integer]
 
     @classmethod
     def open(cls, path, device: str = "cpu", precision: str = "f32", opening=None, **options) -> "Runner":
@@ -57,6 +61,12 @@ class Runner:
         first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or
         fixed size is one InputError naming the input."""
         checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
+        for name, low, high in self._id_ranges:
+            values = np.asarray(checked[name])
+            if values.size and (values.min() < low or values.max() > high):
+                bad = values.min() if values.min() < low else values.max()
+                raise InputError(f"input {name!r} of {self.name} holds {bad}; the model takes values in [{low}, {high}] "
+                                 f"(ids into a table of {high - low + 1} rows)")
         if outputs is None:
             return self._checked(self._run(checked))
         wanted = list(outputs)
