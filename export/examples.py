@@ -217,31 +217,33 @@ def describe(tensors: Sequence[TensorSig]) -> str:
 def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[torch.Tensor],
           named: torch.nn.Module | None = None) -> tuple[object | None, dict[str, tuple[int, str]]]:
     """The module run once on ``args``: (its answer, or None where it raised; {input name: (rows,
-    why)} for each integer input that reaches an ``nn.Embedding`` as it is, or as a view of it
-    sharing its storage: GPT-2's ``input_ids.view(-1, seq)``). A hook on every embedding sees the
-    ids; the smallest embedding wins. One run tells both what the module answers (export/as_it_comes
-    unwraps a ModelOutput by it) and what its ids may hold. An embedding is named by its path in
-    ``named`` (the user's own module, where ``module`` wraps it: export/as_it_comes)."""
+    why)} for each integer input that indexes an embedding's table as it is, or as a view of it
+    sharing its storage: GPT-2's ``input_ids.view(-1, seq)``). The table lookup itself
+    (``F.embedding``) is watched, not the embedding module's call: BART's learned positions take the
+    ids only for their shape and look up positions, while its scaled word embedding looks the ids up
+    through its parent's forward. The smallest table wins. One run tells both what the module answers
+    (export/as_it_comes unwraps a ModelOutput by it) and what its ids may hold. A table is named by its
+    module's path in ``named`` (the user's own module, where ``module`` wraps it: export/as_it_comes)."""
+    from unittest import mock
+
     storage = {t.untyped_storage().data_ptr(): sig.name for sig, t in zip(sigs, args)
                if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
     found: dict[str, tuple[int, str]] = {}
-    names = {m: n for n, m in (named or module).named_modules()}
+    tables: dict[int, str] = {}
+    for path, m in (named or module).named_modules():  # a table shared by several modules: by the first path
+        if isinstance(m, torch.nn.Embedding):
+            tables.setdefault(id(m.weight), path)
+    lookup = torch.nn.functional.embedding
 
-    def hook(embedding, inputs):
-        ids = inputs[0] if inputs else None
-        if isinstance(ids, torch.Tensor) and ids.numel():
-            name = storage.get(ids.untyped_storage().data_ptr())
-            if name is not None and (name not in found or embedding.num_embeddings < found[name][0]):
-                found[name] = (embedding.num_embeddings, f"rows of the embedding {names.get(embedding) or 'embedding'}")
+    def watched(ids, weight, *rest, **options):
+        name = storage.get(ids.untyped_storage().data_ptr()) if isinstance(ids, torch.Tensor) and ids.numel() else None
+        if name is not None and (name not in found or weight.shape[0] < found[name][0]):
+            found[name] = (int(weight.shape[0]), f"rows of the embedding {tables.get(id(weight)) or 'embedding'}")
+        return lookup(ids, weight, *rest, **options)
 
-    handles = [m.register_forward_pre_hook(hook) for m in module.modules()
-               if storage and isinstance(m, torch.nn.Embedding)]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), mock.patch.object(torch.nn.functional, "embedding", watched if storage else lookup):
             out = module(*args)
     except Exception:  # noqa: BLE001 - ids the embedding refuses (generated past its rows) are what this finds
-        out = None  # the hook ran before the embedding refused them; the eager run that follows says any other failure
-    finally:
-        for handle in handles:
-            handle.remove()
+        out = None  # the lookup was seen before the table refused them; the eager run that follows says any other
     return out, found

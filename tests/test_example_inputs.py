@@ -300,3 +300,34 @@ def test_random_masks_that_fail_everywhere_are_not_blamed_on_an_axis_the_export_
     assert "CHANGES THE ANSWERS" in error and "turns that size into a constant" not in error, error
     assert error.endswith("so no axis is to blame: look at what the model was fed (the 'validation inputs' line; "
                           "--inputs takes real samples)"), error
+
+
+def test_ids_are_bounded_by_the_table_they_index_not_by_a_module_that_reads_their_shape(tmp_path):
+    # BART's learned positions take the decoder's ids for their shape only, and its scaled word
+    # embedding looks the ids up through its parent's forward: decoder ids were cut below the 66 rows of
+    # embed_positions, where the 100 rows of embed_tokens bound them
+    import torch
+    from torch import nn
+
+    class LearnedPositions(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(torch.arange(ids.shape[1]).unsqueeze(0))
+
+    class Scaled(nn.Embedding):
+        def forward(self, ids):
+            return super().forward(ids) * 2.0
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens, self.embed_positions = Scaled(100, 4), LearnedPositions(66, 4)
+
+        def forward(self, decoder_input_ids):
+            return self.embed_tokens(decoder_input_ids) + self.embed_positions(decoder_input_ids)
+
+    lines = []
+    export_module(Decoder(), None, tmp_path / "d", open_model=load, inputs=["decoder_input_ids=batchxseq:int64"],
+                  formats=["onnx"], log=lines.append)
+    said = next(ln for ln in lines if ln.startswith("validation inputs: "))
+    assert said == "validation inputs: generated: decoder_input_ids int64 in [0, 99] (rows of the embedding " \
+                   "embed_tokens)", said

@@ -577,7 +577,9 @@ def test_an_input_longer_than_a_table_the_model_looks_up_is_named_with_its_limit
                                     "'positions.weight' that the model looks up along it: give at most 16"), long.value
     with pytest.raises(PtxError) as bad_type:
         model.run({"input_ids": zeros[:, :12], "token_type_ids": np.full((1, 12), 50, np.int64)})
-    assert "rows of" not in str(bad_type.value) and "Gather" in str(bad_type.value), bad_type.value
+    # said as the value it holds (the table's rows are recorded with the model), not as a length
+    assert "input 'token_type_ids' of _Positions holds 50; the model takes values in [0, 9] (ids into a table of " \
+        "10 rows)" in str(bad_type.value) and "longer than" not in str(bad_type.value), bad_type.value
 
 
 class _OffsetPositions(_Positions):
