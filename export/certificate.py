@@ -80,6 +80,22 @@ def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
     return found
 
 
+def attributes_restorer(module):
+    """A function that puts back every submodule's plain attributes as they are now. A forward that
+    refuses a size may have changed the module on its way (transformers' Swin shrinks a layer's
+    window_size to an image smaller than its window, and keeps it): every later size would then be
+    refused, and answered, by another model than the user's."""
+    kept = [(m, {k: v for k, v in vars(m).items() if not k.startswith("_")}) for m in module.modules()]
+
+    def restore() -> None:
+        for m, attributes in kept:
+            for name, value in attributes.items():
+                if getattr(m, name, None) is not value:
+                    setattr(m, name, value)
+
+    return restore
+
+
 def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example: Sequence) -> dict[str, Bound] | None:
     """What the eager ``module`` itself refuses among the probes' sizes: {symbol: the sizes and why, said
     as its bound, not the export's} where it takes other sizes of that axis (another probe's, or twice
@@ -93,6 +109,7 @@ def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example:
     from .refusal import describe_refusal, user_files
 
     files = user_files(module)
+    restore = attributes_restorer(module)
 
     def refusal(args) -> str:  # '' where the module takes them
         try:
@@ -100,6 +117,7 @@ def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example:
                 module(*args)
             return ""
         except Exception as exc:  # noqa: BLE001 - any failure at this size is the finding
+            restore()
             return describe_refusal(exc, files)
 
     refused: dict[str, list[int]] = {}

@@ -40,7 +40,7 @@ from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, tensor_outputs
-from .certificate import eager_bounds
+from .certificate import attributes_restorer, eager_bounds
 from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -181,12 +181,20 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
         eager_bounds(module, Signature(sigs, ()), probes, args)
         raise
-    answers = [_answer(eager, p) for p in probes]
+    restore = attributes_restorer(module)
+    answers = [_answer(eager, p, restore) for p in probes]
     bounds = {}
     if any(isinstance(a, PtxError) for a in answers):  # the model's own bound, or an axis forward fixes (raised)
         bounds = eager_bounds(module, Signature(sigs, ()), probes, args)
         if not bounds:
-            raise next(a for a in answers if isinstance(a, PtxError))
+            first = next(a for a in answers if isinstance(a, PtxError))
+            if bounds is None:  # it refuses every size tried and the example's too: the sizes are not ones it takes
+                at = ", ".join(f"{s}={n}" for s, n in sizes_of_example.items())
+                raise PtxError(f"{type(given).__name__} refuses every size tried, and the example's ({at}) too "
+                               f"({first}): give sizes it takes with --shape SYMBOL=SIZE (the image size or length it "
+                               "was configured for), --min-shape where it takes only larger ones, or return example "
+                               "inputs from FACTORY")
+            raise first
     wants = [a for a in answers if not isinstance(a, PtxError)]
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
@@ -248,11 +256,13 @@ def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapp
     return base
 
 
-def _answer(eager, probe) -> dict | PtxError:
-    """Eager's outputs on one of the certificate's probes, or its refusal of the size."""
+def _answer(eager, probe, restore) -> dict | PtxError:
+    """Eager's outputs on one of the certificate's probes, or its refusal of the size (the module's
+    attributes put back: ``restore``, certificate.attributes_restorer)."""
     try:
         return eager.run(dict(probe.feeds))
     except PtxError as exc:
+        restore()
         return exc
 
 

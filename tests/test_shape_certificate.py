@@ -404,3 +404,28 @@ def test_verify_fails_where_the_file_refuses_a_max_shape_the_user_will_feed(tmp_
     assert said.returncode == 1, said.stdout + said.stderr
     last = said.stdout.strip().splitlines()[-1]
     assert last.startswith("SHAPES: the shape certificate does NOT hold: seq: the runtime refuses seq=20"), last
+
+
+class Windowed(nn.Module):
+    """transformers' Swin: an image smaller than the window shrinks the layer's window_size, and keeps it,
+    on its way to refusing the size; every later size was then run by another model."""
+
+    def __init__(self):
+        super().__init__()
+        self.window = 4
+
+    def forward(self, x):
+        if x.shape[-1] < self.window:
+            self.window = x.shape[-1]
+            raise RuntimeError("an image smaller than the window")
+        return x.sum(-1, keepdim=True) * self.window
+
+
+def test_a_module_a_refusal_changed_is_put_back_before_the_next_size():
+    from ptx.export.certificate import eager_bounds
+
+    module = Windowed()
+    sig = Signature((TensorSig("x", "float32", ("batch", 3, "w"), 0),), ())
+    tried = probes(sig, plan_inputs(sig))
+    bounds = eager_bounds(module, sig, tried, [torch.rand(2, 3, 16)])
+    assert bounds["w"].refused == [1, 2] and module.window == 4, (bounds, module.window)
