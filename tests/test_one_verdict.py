@@ -9,6 +9,7 @@ same export, and verify ignored the bound the file recorded.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -271,6 +272,10 @@ def test_the_bound_decides_every_row_of_its_file_the_stored_reference_too(tmp_pa
     assert timed.returncode == 0, timed.stderr
     [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
     assert column["verdict"] == PASS, column
+    # a user's model is timed in samples/s, the reduced table too (before: images/s under a samples/s table)
+    shown = ptx("bench", "outlier.onnx", "--backends", "ort-cpu", "--batch-sizes", "4", "--seconds", "0.05",
+                "--rounds", "1", cwd=tmp_path).stdout
+    assert re.search(r"reduced row +batch +samples/s", shown) and "images/s" not in shown, shown
 
 
 # -- the acceptance: one verdict, whichever command asks ----------------------------------------------------

@@ -71,12 +71,13 @@ def _cells(r: ReducedRow) -> list[str]:
             f"{100 * r.label_agreement:.1f}%" if r.label_agreement is not None else "-", verdict]
 
 
-def heading(cpu: str, verified: Sequence) -> str:
-    """Lines under 100 characters: the CPU, then what the columns are measured against."""
+def heading(cpu: str, verified: Sequence, unit: str = "images/s") -> str:
+    """Lines under 100 characters: the CPU, then what the columns are measured against (throughput in
+    the main table's ``unit``: samples/s for a user's model)."""
     eager = next((v.reference_accuracy for v in verified if v.reference_accuracy is not None), None)
     cost = (f"drop pts: eager's accuracy ({eager:.4f}) minus the row's, in points; labels: the share agreeing"
             if eager is not None else "accuracy: not judged here (ptx verify judges it)")
-    return f"reduced precision on {cpu}\nvs ort f32: images/s over {F32_PEER} f32's at the same batch\n{cost}"
+    return f"reduced precision on {cpu}\nvs ort f32: {unit} over {F32_PEER} f32's at the same batch\n{cost}"
 
 
 def slower_line(rows: Sequence[ReducedRow], cpu: str) -> str | None:
@@ -89,12 +90,16 @@ def slower_line(rows: Sequence[ReducedRow], cpu: str) -> str | None:
             "here: serve f32 or a faster verified row (docs/precisions.md, per CPU)")
 
 
-def to_text(rows: list[ReducedRow], title: str) -> str:
-    return "\n".join([title, *text_table([list(COLUMNS)] + [_cells(r) for r in rows], range(1, len(COLUMNS) - 1))])
+def _columns(unit: str) -> list[str]:
+    return [unit if c == "images/s" else c for c in COLUMNS]
 
 
-def to_markdown(rows: list[ReducedRow], title: str) -> str:
-    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+def to_text(rows: list[ReducedRow], title: str, unit: str = "images/s") -> str:
+    return "\n".join([title, *text_table([_columns(unit)] + [_cells(r) for r in rows], range(1, len(COLUMNS) - 1))])
+
+
+def to_markdown(rows: list[ReducedRow], title: str, unit: str = "images/s") -> str:
+    cells = [_columns(unit)] + [_cells(r) for r in rows]
     return "\n".join([title, "", *markdown_table(cells, range(1, len(COLUMNS) - 1))])
 
 

@@ -118,7 +118,8 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         click.echo(result.text(markdown))
         if reduced:
             click.echo(("\n" if markdown else "")
-                       + (to_markdown if markdown else to_text)(reduced, heading(describe_cpu(), judged)))
+                       + (to_markdown if markdown else to_text)(reduced, heading(describe_cpu(), judged, result.unit),
+                                                                result.unit))
             slower = slower_line(reduced, describe_cpu())
             if slower:
                 click.echo(slower)
