@@ -392,3 +392,21 @@ def test_a_piece_that_is_no_valid_model_says_why(tmp_path):
         with pytest.raises(ModelRunError, match=r"region-\d+\.onnx, cut from resize\.onnx, is not a valid ONNX "
                                                 r"model \(.*nowhere"):
             Side(graph, feeds).run(graph.save(piece), {"p/resized": np.ones((2, 1, 8, 8), np.float32)}, ["p/y"])
+
+
+def test_against_another_models_file_offers_no_search_of_the_graph(tmp_path):
+    """Item 8 of the probe: `--against` a file whose output has another shape (another model, or another
+    head) printed `where it is born: ptx verify ... --locate`, whose search concluded "the difference
+    needs the whole graph"; the shape is the finding, said alone."""
+    four = outlier_net(tmp_path / "four.onnx")
+    rng = np.random.default_rng(1)
+    six = save([helper.make_node("Gemm", ["x", "fw", "fb"], ["logits"], transB=1, name="fc")],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 6])],
+               weights(fw=rng.normal(0, 1, (6, 16)), fb=np.zeros(6)), tmp_path / "six.onnx")
+    verdict = ptx("verify", four, "--against", six)
+    no_traceback(verdict)
+    assert verdict.returncode == 1, verdict.stdout + verdict.stderr
+    assert verdict.stdout.strip().splitlines()[-1].endswith("shape [3, 6] where the reference's is [3, 4]"), \
+        verdict.stdout
+    assert "--locate" not in verdict.stdout, verdict.stdout

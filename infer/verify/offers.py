@@ -27,6 +27,8 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
     for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
         if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED:
             continue
+        if row.disagreeing is not None and not row.traceable and row.against != STORED and not row.unusable:
+            continue  # another shape is another model, or another head: no node of the graph is to blame
         loses = "loses labels" if report.head else "departs"
         ours = row.backend in registry.list_backends()
         paired = report.against is not None and row.backend.startswith(f"{Path(report.against).name} (")
