@@ -110,7 +110,8 @@ def _is_cache(key: str, value) -> bool:
 
 def tensors_of(out) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
     """(a ModelOutput's tensors by name, in its order; [(key, type name)] of the caches left out).
-    A tuple or list of tensors becomes ``key_0``, ``key_1``...; None entries are absent."""
+    A tuple or list of tensors becomes ``key_0``, ``key_1``...; a ModelOutput inside one (CLIP's
+    text_model_output) ``key_name``...; None entries are absent."""
     if isinstance(out, Mapping):
         items = list(out.items())
     elif dataclasses.is_dataclass(out) and not isinstance(out, type):
@@ -129,6 +130,10 @@ def tensors_of(out) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
             dropped.append((key, type(value).__name__))
         elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
             named.update((f"{key}_{i}", v) for i, v in enumerate(value))
+        elif isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            inner, left = tensors_of(value)
+            named.update((f"{key}_{name}", v) for name, v in inner.items())
+            dropped += [(f"{key}_{name}", kind) for name, kind in left]
         else:
             raise PtxError(f"the model returned a {type(out).__name__} whose {key!r} is a {type(value).__name__}, "
                            "not a tensor: ptx exports tensors (one, a tuple, or a dict of them); return those")

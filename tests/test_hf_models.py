@@ -72,6 +72,25 @@ def test_a_parameter_without_a_default_left_out_is_named(tmp_path):
                       inputs=["a=batchx3", "c=batchx3"])
 
 
+def test_a_model_output_inside_a_model_output_is_flattened_to_named_tensors(tmp_path):
+    """CLIPModel returns a CLIPOutput holding the text and vision models' own ModelOutputs: it was refused
+    ("whose 'text_model_output' is a BaseModelOutputWithPooling, not a tensor")."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=16)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=8)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).eval()
+    lines: list[str] = []
+    result = export_module(clip, None, tmp_path / "clip", open_model=load, formats=["onnx"], log=lines.append,
+                           inputs=["input_ids=batchxseq:int64", "pixel_values=batchx3x16x16"])
+    names = result.signature.output_names
+    assert {"text_embeds", "image_embeds", "text_model_output_pooler_output",
+            "vision_model_output_last_hidden_state"} <= set(names), names
+
+
 @pytest.mark.parametrize("name", ["gpt2", "bert", "vit", "t5"])
 def test_each_export_answers_as_eager_and_a_bare_session(exports, name, tmp_path):
     folder, said = exports[name]
