@@ -373,3 +373,20 @@ def test_export_verify_bench_and_load_give_one_verdict(orient, tmp_path, kind):
     said = ptx("predict", "--model", int8, tmp_path / "x.npz", cwd=tmp_path)
     assert said.returncode == 0, said.stderr
     assert ("NOT USABLE" in said.stderr) == (everywhere["ort-cpu-int8"].status == NOT_USABLE), said.stderr
+
+
+def test_bench_of_a_file_takes_verify_samples_0_to_read_the_recorded_verdicts(tmp_path):
+    """`ptx bench FILE --verify-samples 0` was refused ("a model file's bench only times it"), though a
+    file's bench verifies it on the inputs it times: 0 now skips that, and the column reads each file's record."""
+    from test_export_file import Outlier
+
+    onnx_file(Outlier(), (torch.rand(2, 8),), tmp_path / "outlier.onnx", input_names=["x"], output_names=["logits"])
+    assert ptx("export", "outlier.onnx", "--format", "onnx-int8", cwd=tmp_path).returncode == 0
+    recorded = recorded_verdicts(meta(tmp_path / "outlier.int8.onnx"))["ort-cpu-int8"].status
+    fast = ("--backends", "ort-cpu", "--batch-sizes", "4", "--seconds", "0.05", "--rounds", "1", "--json")
+    timed = ptx("bench", "outlier.onnx", *fast, "--verify-samples", "0", cwd=tmp_path)
+    assert timed.returncode == 0, timed.stderr
+    [column] = [r for r in json.loads(timed.stdout)["reduced"] if r["runner"] == "ort-cpu-int8"]
+    assert column["verdict"] == recorded, column
+    counted = ptx("bench", "outlier.onnx", *fast, "--verify-samples", "10", cwd=tmp_path)
+    assert counted.returncode == 2 and "--verify-samples N counts a run's real test samples" in counted.stderr

@@ -32,7 +32,8 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Real test samples `ptx verify` judges each backend and precision on before one is named "
-                   "fastest (0: verify nothing now; the verify column shows the verdict recorded for each file).")
+                   "fastest (a model file: verified on the inputs it is timed on; 0: verify nothing now, the "
+                   "verify column shows the verdict recorded for each file).")
 @RUN
 @click.option("--against", metavar="FILE|NAME|RUN",
               help="A served model (NAME a URL): the local model timed beside it (default: the URL's model name's "
@@ -75,6 +76,9 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
     target = target_of(ctx, name, "bench", root=root, run=run, options=options)
+    if not target.is_run and verify_samples and _given(ctx, ["verify_samples"]):
+        raise click.UsageError("--verify-samples N counts a run's real test samples; a model file is verified on the "
+                               "inputs it is timed on, as `ptx verify FILE` would (--verify-samples 0 skips that)")
     inputs = dict(plan=plan_options(shapes, values, ranges), input_files=input_files,
                   seed=seed if _given(ctx, ["seed"]) else None)
     result = bench(target, backends=backends, batch_sizes=batch_sizes, warmup=warmup, seconds=seconds, rounds=rounds,

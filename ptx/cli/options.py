@@ -220,8 +220,6 @@ ONE_KIND = {
     "all_models": ("run", "verifies every run under --root; a model file is one model"),
     "root": ("run", "says where runs live; a model file is found by its path"),
     "run": ("run", "names a run folder; a model file is found by its path"),
-    "verify_samples": ("run", "judges a run's backends before one is named fastest; a model file's bench only times "
-                              "it (`ptx verify FILE` judges it)"),
     "samples": ("samples", "counts real test samples, which only a tutorial model's contract names (a dataset): give "
                            "--inputs FILE for samples of your own"),
     "declared_inputs": ("file", "declares a model file's inputs; a tutorial model's contract declares its own"),
