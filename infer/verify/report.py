@@ -289,13 +289,8 @@ class Report:
                 and (not r.is_reference or (r.composition is not None and r.composition.checked))]
 
     @property
-    def shape_failures(self) -> list[str]:
-        """What the shape certificate found that fails the file (Certificate.failures)."""
-        return self.certificate.failures() if self.certificate is not None else []
-
-    @property
-    def exit_status(self) -> int:
-        return 1 if self.failed or self.shape_failures else 0 if self.compared else 2
+    def exit_status(self) -> int:  # a shape certificate that fails (Certificate.failures) fails the file too
+        return 1 if self.failed or (self.certificate and self.certificate.failures()) else 0 if self.compared else 2
 
     @property
     def ok(self) -> bool:
@@ -309,9 +304,10 @@ class Report:
             more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
                     f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
             return f"DISAGREE: {problems[0]}{more}"
-        if self.shape_failures:  # every backend may agree at the sizes compared, and the file still fails one
-            more = f" (and {len(self.shape_failures) - 1} more)" if self.shape_failures[1:] else ""
-            return f"SHAPES: the shape certificate does NOT hold: {self.shape_failures[0]}{more}"
+        shapes = self.certificate.failures() if self.certificate else []  # every row may agree at the sizes compared
+        if shapes:
+            return f"SHAPES: the shape certificate does NOT hold: {shapes[0]}" + (f" (and {len(shapes) - 1} more)"
+                                                                                  if shapes[1:] else "")
         ran = self.compared
         held = [r for r in ran if not r.is_reference]
         idle = [f"{r.label} ({r.no_case})" for r in self.rows if r.no_case is not None]
