@@ -17,7 +17,7 @@ import numpy as np
 from ptx.contract.names import model_name
 from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
 from ptx.contract.tensors import Signature
-from ptx.errors import InputError, ModelRunError
+from ptx.errors import InputError, ModelRunError, PtxError
 
 
 class Runner:
@@ -45,7 +45,7 @@ class Runner:
         self.metadata = dict(metadata or {})  # the file's ptx.* strings, prefix dropped
         self._exact = ExactFeeds(signature)
         # integer inputs whose values the model bounds (ids into an embedding of N rows, recorded or read
-        # from the graph): an id past it is one line here, not a runtime's page of C++ frames
+        # from the graph): a run that fails on an id past it says so in one line (_check_ids)
         self._id_ranges = [(t.name, int(t.value_range[0]), int(t.value_range[1])) for t in signature.inputs
                            if t.value_range is not None and t.dtype_info.is_integer]
 
@@ -61,14 +61,14 @@ class Runner:
         first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or
         fixed size is one InputError naming the input."""
         checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
-        for name, low, high in self._id_ranges:
-            values = np.asarray(checked[name])
-            if values.size and (values.min() < low or values.max() > high):
-                bad = values.min() if values.min() < low else values.max()
-                raise InputError(f"input {name!r} of {self.name} holds {bad}; the model takes values in [{low}, {high}] "
-                                 f"(ids into a table of {high - low + 1} rows)")
+        if self.ids_first:
+            self._check_ids(checked)
         if outputs is None:
-            return self._checked(self._run(checked))
+            try:
+                return self._checked(self._run(checked))
+            except PtxError:  # where an id past its table is why, said so (a range never refuses what runs)
+                self._check_ids(checked)
+                raise
         wanted = list(outputs)
         unknown = [n for n in wanted if n not in self.signature.output_names]
         if unknown:
@@ -78,6 +78,19 @@ class Runner:
         # declaration: that is the whole answer's check, and reading a copy's graph for it costs every question
         result = self._run(checked)
         return {n: result[n] for n in wanted}
+
+    # Whether ids are held to their tables before the run: where the compiled code reads past a table's
+    # end rather than refuse (AOTInductor), or prints a page of native frames on its way to refusing.
+    ids_first = False
+
+    def _check_ids(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """One InputError for an integer input holding a value past the table it indexes."""
+        for name, low, high in self._id_ranges:
+            values = np.asarray(feeds[name])
+            if values.size and (values.min() < low or values.max() > high):
+                bad = values.min() if values.min() < low else values.max()
+                raise InputError(f"input {name!r} of {self.name} holds {bad}; the model takes values in [{low}, {high}] "
+                                 f"(ids into a table of {high - low + 1} rows)")
 
     def _checked(self, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``result``, its shapes held against the declared ones while checks are left."""

@@ -122,6 +122,7 @@ class TorchRunner(Runner):
         if outputs is None:
             outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path), plan)
         super().__init__(Signature(tuple(inputs), tuple(outputs), limits), path, name, metadata)
+        self.ids_first = backend == "aoti"  # its compiled code reads past a table's end, or aborts with C++ frames
 
     @classmethod
     def open(cls, path: str | Path | None, device: str = "cpu", precision: str = FULL_PRECISION,
@@ -203,20 +204,31 @@ def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan |
     plan = plan or plan_inputs(inputs_only)
     batch_symbols = {t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None}
     others = [s for s in inputs_only.symbols() if s not in batch_symbols]
-    # Each symbol moves by its own even step (h and w both 64 become 66 and 68), so that an output's
-    # size names the symbol it follows, and stays even for a model that halves it.
-    plans = (plan, replace(plan, bound={s: plan.size(s) + 2 * (k + 1) for k, s in enumerate(others)}, chosen={}))
-    runs = []
-    for batch, p in zip(PROBE_BATCHES, plans):
+    def moved(way: int) -> InputPlan:
+        # Each symbol moves by its own even step (h and w both 64 become 66 and 68), so that an output's
+        # size names the symbol it follows, and stays even for a model that halves it.
+        return replace(plan, bound={s: plan.size(s) + way * 2 * (k + 1) for k, s in enumerate(others)}, chosen={})
+
+    def outputs_on(batch: int, p: InputPlan) -> dict:
         feeds = make_feeds(inputs_only, p, batch, seed=0)
         try:
-            runs.append({n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in forward(feeds).items()})
+            return {n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in forward(feeds).items()}
         except InputError as exc:
             shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in feeds.items())
             raise PtxError(f"{where}: running it on the declared inputs ({shapes}) failed: {exc}; check --input "
                            "(names in forward()'s order, shapes, dtypes), or shape the inputs it takes with --shape, "
                            "--min-shape, --range or --value") from None
-    first, other = runs
+
+    first = outputs_on(PROBE_BATCHES[0], plan)
+    plans = (plan, moved(+1))
+    try:
+        other = outputs_on(PROBE_BATCHES[1], plans[1])
+    except PtxError:  # sizes past the largest it takes (--shape seq=512 of 512 positions): a step down instead
+        down = moved(-1)
+        if not others or min(down.bound.values()) < 1:
+            raise
+        plans = (plan, down)
+        other = outputs_on(PROBE_BATCHES[1], down)
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
