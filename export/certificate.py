@@ -81,35 +81,40 @@ def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
 
 
 def attributes_restorer(module):
-    """A function that puts back every submodule's plain attributes as they are now. A forward that
-    refuses a size may have changed the module on its way (transformers' Swin shrinks a layer's
-    window_size to an image smaller than its window, and keeps it): every later size would then be
-    refused, and answered, by another model than the user's."""
+    """A function that puts back every submodule's plain attributes as they are now. A forward may
+    change the module on its way (transformers' Swin shrinks a layer's window_size and shift_size to an
+    image no larger than its window, and keeps them): every later size would then be refused, or
+    answered, by another model than the user's, and the exporters would trace that one."""
     kept = [(m, {k: v for k, v in vars(m).items() if not k.startswith("_")}) for m in module.modules()]
 
     def restore() -> None:
         for m, attributes in kept:
             for name, value in attributes.items():
                 if getattr(m, name, None) is not value:
-                    setattr(m, name, value)
+                    try:
+                        setattr(m, name, value)
+                    except (AttributeError, TypeError):  # a property or a slot: not the module's state to put back
+                        pass
 
     return restore
 
 
-def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example: Sequence) -> dict[str, Bound] | None:
+def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example: Sequence, restore=None
+                 ) -> dict[str, Bound] | None:
     """What the eager ``module`` itself refuses among the probes' sizes: {symbol: the sizes and why, said
     as its bound, not the export's} where it takes other sizes of that axis (another probe's, or twice
     the example's: ConvNext's strided stages refuse 1, 2 and 7 pixels and take 128, BERT's 64
     positions refuse --max-shape seq=100); a PtxError, with the line of forward() that refused it,
     where it takes none but the example's size (``x.view(B, 8, -1)``): forward fixes the axis. None
     where it fails at every size of every axis: not a matter of sizes, and the caller's error says
-    what fails. ``example``: the example inputs (tensors in the signature's order)."""
+    what fails. ``example``: the example inputs (tensors in the signature's order); ``restore``: puts the
+    module's attributes back after each run (attributes_restorer, taken before any run changed them)."""
     import torch
 
     from .refusal import describe_refusal, user_files
 
     files = user_files(module)
-    restore = attributes_restorer(module)
+    restore = restore or attributes_restorer(module)  # the module as the user made it, after every run
 
     def refusal(args) -> str:  # '' where the module takes them
         try:
@@ -117,8 +122,9 @@ def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example:
                 module(*args)
             return ""
         except Exception as exc:  # noqa: BLE001 - any failure at this size is the finding
-            restore()
             return describe_refusal(exc, files)
+        finally:
+            restore()
 
     refused: dict[str, list[int]] = {}
     why: dict[str, str] = {}

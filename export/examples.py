@@ -4,6 +4,7 @@
 what its integer inputs may hold (``probe``: the rows of the embedding they index)."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
@@ -219,12 +220,13 @@ def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[tor
     """The module run once on ``args``: (its answer, or None where it raised; {input name: (rows,
     why)} for each integer input that indexes an embedding's table as it is, or as a view of it
     sharing its storage: GPT-2's ``input_ids.view(-1, seq)``). The table lookup itself
-    (``F.embedding``) is watched, not the embedding module's call: BART's learned positions take the
+    (``F.embedding``, ``torch.embedding``, seen by a TorchFunctionMode for this one run: no global patch
+    another thread could see) is watched, not the embedding module's call: BART's learned positions take the
     ids only for their shape and look up positions, while its scaled word embedding looks the ids up
     through its parent's forward. The smallest table wins. One run tells both what the module answers
     (export/as_it_comes unwraps a ModelOutput by it) and what its ids may hold. A table is named by its
     module's path in ``named`` (the user's own module, where ``module`` wraps it: export/as_it_comes)."""
-    from unittest import mock
+    from torch.overrides import TorchFunctionMode
 
     storage = {t.untyped_storage().data_ptr(): sig.name for sig, t in zip(sigs, args)
                if not t.is_floating_point() and t.dtype != torch.bool and t.numel()}
@@ -233,16 +235,21 @@ def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[tor
     for path, m in (named or module).named_modules():  # a table shared by several modules: by the first path
         if isinstance(m, torch.nn.Embedding):
             tables.setdefault(id(m.weight), path)
-    lookup = torch.nn.functional.embedding
-
-    def watched(ids, weight, *rest, **options):
-        name = storage.get(ids.untyped_storage().data_ptr()) if isinstance(ids, torch.Tensor) and ids.numel() else None
-        if name is not None and (name not in found or weight.shape[0] < found[name][0]):
-            found[name] = (int(weight.shape[0]), f"rows of the embedding {tables.get(id(weight)) or 'embedding'}")
-        return lookup(ids, weight, *rest, **options)
+    for path, weight in (named or module).named_parameters():  # a table held as a bare parameter: by its own path
+        tables.setdefault(id(weight), path)
+    class Lookups(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.nn.functional.embedding or func is torch.embedding:
+                # F.embedding(ids, weight, ...); torch.embedding(weight, ids, ...)
+                ids, weight = (args[0], args[1]) if func is torch.nn.functional.embedding else (args[1], args[0])
+                name = storage.get(ids.untyped_storage().data_ptr()) if isinstance(ids, torch.Tensor) and \
+                    ids.numel() else None
+                if name is not None and (name not in found or weight.shape[0] < found[name][0]):
+                    found[name] = (int(weight.shape[0]), f"rows of the embedding {tables.get(id(weight)) or 'embedding'}")
+            return func(*args, **(kwargs or {}))
 
     try:
-        with torch.inference_mode(), mock.patch.object(torch.nn.functional, "embedding", watched if storage else lookup):
+        with torch.inference_mode(), (Lookups() if storage else contextlib.nullcontext()):
             out = module(*args)
     except Exception:  # noqa: BLE001 - ids the embedding refuses (generated past its rows) are what this finds
         out = None  # the lookup was seen before the table refused them; the eager run that follows says any other

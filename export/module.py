@@ -160,9 +160,13 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     # A transformers model as it comes: inputs by forward()'s keyword, a ModelOutput's tensors out.
     given = module
     module, example_inputs = keyword_inputs(module, example_inputs, inputs, log)
+    # Every eager run below may change the module on its way (transformers' Swin shrinks a window to a
+    # small image, and keeps it): its attributes are put back after each, and before the exporters trace it.
+    restore = attributes_restorer(module)
     sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log,
                                    plan_of=lambda declared: _input_plan(declared, plan, min_sizes))
     out, limits = probe(module, sigs, args, named=given)
+    restore()
     base = _input_plan(sigs, plan, min_sizes)
     base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
     if limits:  # a fact of the model, recorded in its signature: every generator (verify's too) keeps to it
@@ -172,6 +176,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             args = generated_examples(sigs, base)  # the same plan: each input's recorded range now bounds its ids
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
+                restore()
     module = tensor_outputs(module, sigs, out, log)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
@@ -179,13 +184,15 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     try:
         eager = open_model(module, inputs=list(sigs), plan=base)
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
-        eager_bounds(module, Signature(sigs, ()), probes, args)
+        restore()
+        eager_bounds(module, Signature(sigs, ()), probes, args, restore)
         raise
-    restore = attributes_restorer(module)
+    finally:
+        restore()
     answers = [_answer(eager, p, restore) for p in probes]
     bounds = {}
     if any(isinstance(a, PtxError) for a in answers):  # the model's own bound, or an axis forward fixes (raised)
-        bounds = eager_bounds(module, Signature(sigs, ()), probes, args)
+        bounds = eager_bounds(module, Signature(sigs, ()), probes, args, restore)
         if not bounds:
             first = next(a for a in answers if isinstance(a, PtxError))
             if bounds is None:  # it refuses every size tried and the example's too: the sizes are not ones it takes
@@ -232,6 +239,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
+        restore()  # the validation cases' eager runs put back too: the exporters trace the user's model
         result.files = export_files(plan, chosen, open_model, lambda fmt: nullcontext(
             (staging / fmt.file_name, out_dir / fmt.file_name)), log)
         if not reference:
@@ -258,12 +266,13 @@ def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapp
 
 def _answer(eager, probe, restore) -> dict | PtxError:
     """Eager's outputs on one of the certificate's probes, or its refusal of the size (the module's
-    attributes put back: ``restore``, certificate.attributes_restorer)."""
+    attributes put back after either: ``restore``, certificate.attributes_restorer)."""
     try:
         return eager.run(dict(probe.feeds))
     except PtxError as exc:
-        restore()
         return exc
+    finally:
+        restore()
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:

@@ -331,3 +331,23 @@ def test_ids_are_bounded_by_the_table_they_index_not_by_a_module_that_reads_thei
     said = next(ln for ln in lines if ln.startswith("validation inputs: "))
     assert said == "validation inputs: generated: decoder_input_ids int64 in [0, 99] (rows of the embedding " \
                    "embed_tokens)", said
+
+
+def test_ids_looked_up_by_torch_embedding_directly_are_bounded_too(tmp_path):
+    # a table read with torch.embedding (as some libraries' own embeddings do), not through nn.Embedding
+    import torch
+    from torch import nn
+
+    class Direct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(12, 4))
+
+        def forward(self, ids):
+            return torch.embedding(self.table, ids)
+
+    lines = []
+    export_module(Direct(), None, tmp_path / "d", open_model=load, inputs=["ids=batchxseq:int64"], formats=["onnx"],
+                  log=lines.append)
+    said = next(ln for ln in lines if ln.startswith("validation inputs: "))
+    assert said == "validation inputs: generated: ids int64 in [0, 11] (rows of the embedding table)", said

@@ -395,6 +395,9 @@ def test_the_users_shape_min_shape_and_range_make_every_input_export_runs(tmp_pa
         _exported(Boxes(), "x=batchxseqx2:int64", tmp_path)
     ranged = _exported(Boxes(), "x=batchxseqx2:int64", tmp_path, plan={"ranges": {"x": "0,1"}})
     assert "outputs output float32 [batch, seq, 3]" in ranged[0], ranged
+    # --shape at the largest size it takes (a table of 16 positions): the second run steps down, not past it
+    at_most = _exported(Positions(), "x=batchxseqx4", tmp_path, plan={"shapes": {"seq": "16"}})
+    assert "outputs output float32 [batch, seq, 4]" in at_most[0], at_most
 
 
 def test_verify_fails_where_the_file_refuses_a_max_shape_the_user_will_feed(tmp_path):
@@ -429,3 +432,26 @@ def test_a_module_a_refusal_changed_is_put_back_before_the_next_size():
     tried = probes(sig, plan_inputs(sig))
     bounds = eager_bounds(module, sig, tried, [torch.rand(2, 3, 16)])
     assert bounds["w"].refused == [1, 2] and module.window == 4, (bounds, module.window)
+
+
+class Shifting(nn.Module):
+    """transformers' Swin at an image no larger than its window: the shift is set to 0 and kept, on a run
+    that succeeds. Later runs, and the exporters' trace, then saw another model than the user's."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = 2
+
+    def forward(self, x):
+        if x.shape[-1] <= 4:
+            self.shift = 0
+        return x * (1 + self.shift)
+
+
+def test_a_module_a_run_changed_is_put_back_and_its_size_dependence_found(tmp_path):
+    # before: the probe at w=1 set shift to 0 for good, every later answer and the trace agreed on the
+    # changed model, and the export passed; the model's answers do change with w, which is the finding
+    module = Shifting()
+    with pytest.raises(ValidationError, match=r"w: CHANGES THE ANSWERS: at w=1"):
+        _exported(module, "x=batchx3xw", tmp_path)
+    assert module.shift == 2
