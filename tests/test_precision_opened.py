@@ -124,6 +124,8 @@ def test_an_int8_file_beside_another_model_is_refused_not_run(tmp_path, net, fee
     refusal = "net.int8.onnx was not made from this net.onnx (it records another file's sha256"
     with pytest.raises(PtxError, match=refusal.replace("(", r"\(")):
         load(other, precision="int8")
+    with pytest.raises(PtxError, match=refusal.replace("(", r"\(")):  # read as your own model: the twin's record still
+        load(other, precision="int8", ignore_metadata=True)
     np.savez(tmp_path / "x.npz", **feeds)
     said = ptx("predict", "--model", other, "--precision", "int8", tmp_path / "x.npz")
     assert said.returncode == 2 and refusal in said.stderr and f"`ptx export {other} --format onnx-int8`" in \

@@ -2,6 +2,7 @@
 opens once Target.of has decided what its argument names)."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -276,13 +277,25 @@ def precision_file(found: ModelFile, chosen, device: str, precision: str | None,
         raise ArtifactError(f"{twin} beside {found.path.name} is not an int8 model (its graph has no quantized "
                             f"node): run `{twin_command(found, fmt)}` to write it again")
     # an int8 file ptx made from a model file records that file's name and bytes (one made from a module,
-    # its factory's: nothing to hold this file to)
-    made_from = beside.metadata.get("source_sha256") if beside.metadata.get("source") == found.path.name else None
-    if made_from and made_from != file_sha256(found.path):
+    # its factory's: nothing to hold this file to), read even where its other metadata is not believed
+    recorded = read_model_file(twin, digest=False).metadata if ignore_metadata else beside.metadata
+    made_from = recorded.get("source_sha256") if recorded.get("source") == found.path.name else None
+    if made_from and made_from != _sha256_now(found.path):
         raise ArtifactError(f"{twin.name} was not made from this {found.path.name} (it records another file's "
                             f"sha256: another model's, or this one before it changed): run "
                             f"`{twin_command(found, fmt)}` to write it again")
     return beside, precision
+
+
+def _sha256_now(path: Path) -> str:
+    """The file's SHA-256, hashed once while its size and time are unchanged (every int8 open asks)."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def twin_command(found: ModelFile, fmt: str) -> str:
