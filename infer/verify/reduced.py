@@ -5,6 +5,8 @@ from __future__ import annotations
 from ptx.contract.verdict import (Verdict, decide, judge_tensors, labels_evidence, recorded_bound, recorded_evidence,
                                   recorded_verdicts, serving_label)
 
+from ptx.machine import describe_cpu
+
 from .report import Row
 
 
@@ -38,9 +40,12 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
     if bound_again is not None:
         evidence.append(bound_again)
     elif not (real and row.max_drop is not None):  # a bound verify cannot measure here: as export measured it
-        # what export measured on stronger evidence than verify has here (the bound, real samples, your
-        # --inputs) decides, said as read from the file; verify's own measurement is shown, not counted
-        if recorded is not None and recorded.evidence != "generated":
+        # what export measured on stronger evidence than verify has here (real samples, your --inputs)
+        # decides where it was measured on this CPU, said as read from the file, verify's own shown and not
+        # counted; on another CPU (int8 kernels differ by instruction set) verify's measurement stands, and
+        # a note says why the two differ. The bound the file was made to hold decides wherever it runs.
+        if recorded is not None and (recorded.evidence == "bound" or (
+                recorded.evidence != "generated" and metadata.get("cpu") == describe_cpu())):
             evidence.append(recorded_evidence(recorded))
         elif recorded is None and bound is not None and row.label == serving_label(metadata):
             evidence.append(bound)  # a file written before ptx.verdict
