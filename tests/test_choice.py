@@ -60,10 +60,23 @@ def test_a_precision_below_its_gate_is_never_chosen(run):
     record(run, passed("ort-cpu"), passed("openvino", "bf16", unusable=["labels agree on 98.5% (< 99%)"]),
            speeds={"ort-cpu": {1: 3e4, 64: 9e4}, "openvino-bf16": {1: 9e5, 64: 9e5}})
     # asked for by name, and every row of it judged here: refused, never served (before: ort-cpu "at bf16")
-    with pytest.raises(PtxError, match=r"--backend auto --precision bf16: no bf16 row passed `ptx verify convnet` on "
-                       r"this machine \(openvino-bf16: NOT USABLE\): serve it at f32 \(drop --precision\)"):
+    with pytest.raises(PtxError, match=r"--backend auto --precision bf16: `ptx verify convnet` judged openvino-bf16 "
+                       r"NOT USABLE on this machine, and no other bf16 row serves here \(nothing passed verify at bf16"
+                       r".*\): serve it at f32 \(drop --precision\)"):
         choose_backend("convnet", run, max_batch_size=64, precision="bf16")
     assert choose_backend("convnet", run, max_batch_size=64).backend == "ort-cpu"  # f32 still chooses
+
+
+def test_the_default_at_a_precision_verify_judged_not_usable_is_not_the_fallback(run):
+    # ort-cpu-int8 NOT USABLE here, openvino-int8 passed for batches up to 16 only: a server forming batches of
+    # 64 has no verified int8 row, and the fallback was ort-cpu-int8, the one verify judged
+    shutil.copy2(run / "model.onnx", run / "model.int8.onnx")
+    shutil.copy2(run / "model.onnx", run / "model.openvino-int8.onnx")
+    record(run, passed("ort-cpu"), passed("ort-cpu", "int8", unusable=["labels agree on 90% (< 99%)"]),
+           passed("openvino", "int8", sizes=(1, 7, 16)), speeds={"openvino-int8": {1: 1e4, 16: 3e4}})
+    assert choose_backend("convnet", run, max_batch_size=16, precision="int8").backend == "openvino"
+    with pytest.raises(PtxError, match=r"judged ort-cpu-int8 NOT USABLE on this machine, and no other int8 row serves"):
+        choose_backend("convnet", run, max_batch_size=64, precision="int8")
 
 
 def test_a_record_counts_only_for_the_artifact_judged_and_the_batches_verified(run):

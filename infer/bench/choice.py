@@ -46,23 +46,30 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     accepted = {precision} if precision else {FULL_PRECISION, TF32}
     precision = precision or FULL_PRECISION
     passed = records.verified(run_dir)
+    # A reduced precision asked for, whose rows verify judged NOT USABLE or FAIL here: the default is not
+    # served in their place where it is one of them, or where none of that precision passed (a row that
+    # missed its precision's rule is never chosen)
     failed = records.failed_at(run_dir, precision) if precision in accepted - {FULL_PRECISION, TF32} else {}
-    if failed and not any(row["precision"] == precision for row in passed.values()):
-        # a reduced precision asked for, and verify judged every row of it here: never served by auto
-        raise PtxError(f"--backend auto --precision {precision}: no {precision} row passed `ptx verify {model}` on this "
-                       f"machine ({', '.join(f'{label}: {status}' for label, status in failed.items())}): serve it at "
-                       f"f32 (drop --precision), or name a row with --backend to serve it anyway")
+    refused = failed and (registry.get(DEFAULT_BACKEND).label("cpu", precision) in failed
+                          or not any(row["precision"] == precision for row in passed.values()))
+
+    def fallback(reason: str) -> Choice:
+        if refused:
+            raise PtxError(f"--backend auto --precision {precision}: `ptx verify {model}` judged "
+                           f"{', '.join(f'{label} {status}' for label, status in failed.items())} on this machine, and "
+                           f"no other {precision} row serves here ({reason}): serve it at f32 (drop --precision), or "
+                           "name a row with --backend to serve it anyway")
+        return Choice(DEFAULT_BACKEND, "cpu", precision, f"the default: {reason}")
+
     if not passed:
         why = ("no verify record on this machine" if not records.has_verify_record(run_dir)
                else "nothing passed verify on this machine for the artifacts as they are now")
-        return Choice(DEFAULT_BACKEND, "cpu", precision,
-                      f"the default: {why}; `ptx verify {model}` lets auto choose the fastest verified")
+        return fallback(f"{why}; `ptx verify {model}` lets auto choose the fastest verified")
     candidates = {label: row for label, row in passed.items()
                   if row["precision"] in accepted and max(row["batch_sizes"]) >= max_batch_size}
     if not candidates:
-        return Choice(DEFAULT_BACKEND, "cpu", precision,
-                      f"the default: nothing passed verify at {precision} for batches up to {max_batch_size}; "
-                      f"`ptx verify {model} --batch-sizes 1,7,{max_batch_size}` would check them")
+        return fallback(f"nothing passed verify at {precision} for batches up to {max_batch_size}; "
+                        f"`ptx verify {model} --batch-sizes 1,7,{max_batch_size}` would check them")
     speeds = records.throughput(run_dir)
     batches = [b for b in {b for label in candidates for b in speeds.get(label, {})} if b <= max_batch_size]
     if batches and all(all(b in speeds.get(label, {}) for b in batches) for label in candidates):
@@ -77,7 +84,7 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     # eager), which a faster torch-free winner never needs.
     best = next((label for label in sorted(scores, key=scores.get, reverse=True) if _runs_here(candidates[label])), None)
     if best is None:
-        return Choice(DEFAULT_BACKEND, "cpu", precision, "the default: no verified backend can run here now")
+        return fallback("no verified backend can run here now")
     default = next((label for label, row in candidates.items()
                     if row["backend"] == DEFAULT_BACKEND and label in scores), None)
     if default is not None and default != best and scores[best] < CLEAR_MARGIN * scores[default]:
