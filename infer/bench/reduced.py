@@ -40,7 +40,10 @@ def reduced_rows(rows: Sequence, verified: Sequence = (), recorded: Mapping[str,
     (verify's Rows) accuracy and verdict where verify judged that label, else ``recorded``'s verdict
     (label -> the status kept for its file: verify.json, or export's judgement in the file)."""
     f32 = {r.batch: r for r in rows if r.runner == F32_PEER and r.precision == FULL_PRECISION and r.peer_of is None}
-    judged = {v.label: v for v in verified if not v.is_reference}
+    judged: dict = {}
+    for v in (v for v in verified if not v.is_reference):  # a label by its worst row (its stored-reference row too)
+        if v.label not in judged or (judged[v.label].ok and not v.ok):
+            judged[v.label] = v
     out = []
     for r in rows:
         if r.precision == FULL_PRECISION or r.peer_of is not None or r.ceiling_of is not None:

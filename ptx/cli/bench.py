@@ -111,7 +111,8 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
             judged = report.rows
             unverified = {v.label: "; ".join(v.reasons) or v.status for v in report.rows
                           if not v.ok and v.label in timed}
-            verdicts = fastest(result.rows, {v.label for v in report.rows if v.ok})
+            # a label is verified where every row of it passed (its row against the stored reference too)
+            verdicts = fastest(result.rows, {v.label for v in report.rows if v.ok} - set(unverified))
     # Not verified now: each row's recorded verdict where one was kept for its file as it is, else none.
     recorded = recorded_statuses(target, timed) if not judged else {}
     reduced = reduced_rows(result.rows, judged, recorded)  # what each bf16/int8 row buys in speed and costs
