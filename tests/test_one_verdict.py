@@ -395,3 +395,15 @@ def test_bench_of_a_file_takes_verify_samples_0_to_read_the_recorded_verdicts(tm
     assert column["verdict"] == recorded, column
     counted = ptx("bench", "outlier.onnx", *fast, "--verify-samples", "10", cwd=tmp_path)
     assert counted.returncode == 2 and "--verify-samples N counts a run's real test samples" in counted.stderr
+
+
+def test_an_output_whose_last_axis_moves_between_cases_is_judged_by_its_relative_error():
+    # a module's [batch, seq] output at seq 8 and 10 (its stored reference cases) crashed the bf16 row's
+    # verdict, which joined the rows of both as if they were class scores
+    from ptx.contract.verdict import judge_tensors
+
+    rng = np.random.default_rng(0)
+    want = [{"y": rng.normal(size=(3, 8)).astype(np.float32)}, {"y": rng.normal(size=(5, 10)).astype(np.float32)}]
+    got = [{"y": w["y"] * 1.001} for w in want]
+    said = judge_tensors(got, want, [("y", 0)], "bf16", "2 stored reference cases")
+    assert said.reasons == [] and "y relative error 0.001" in said.measured, said
