@@ -455,3 +455,27 @@ def test_a_module_a_run_changed_is_put_back_and_its_size_dependence_found(tmp_pa
     with pytest.raises(ValidationError, match=r"w: CHANGES THE ANSWERS: at w=1"):
         _exported(module, "x=batchx3xw", tmp_path)
     assert module.shift == 2
+
+
+class Heads(nn.Module):
+    """16 positions, and a view into 2 heads of 8: a Reshape constant of 8, the size verify's cases run
+    seq at, is no fixed axis of a model that takes 16."""
+
+    def __init__(self):
+        super().__init__()
+        self.positions = nn.Embedding(16, 16)
+
+    def forward(self, x):
+        h = x + self.positions(torch.arange(x.shape[1]))
+        return h.view(h.shape[0], h.shape[1], 2, 8).sum((2, 3))
+
+
+def test_a_refusal_past_a_table_is_not_blamed_on_a_constant_that_holds_verifys_size(tmp_path):
+    torch.manual_seed(0)
+    export_module(Heads(), None, tmp_path / "out", open_model=load, inputs=["x=batchxseqx16"], formats=["onnx"],
+                  log=lambda _: None)
+    said = ptx("verify", str(tmp_path / "out" / "model.onnx"), "--max-shape", "seq=20")
+    last = said.stdout.strip().splitlines()[-1]
+    assert said.returncode == 1 and last.startswith("SHAPES: the shape certificate does NOT hold: seq: the runtime "
+                                                    "refuses seq=20"), last
+    assert "FIXED" not in last and "is a constant of" not in last, last

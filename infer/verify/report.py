@@ -262,6 +262,7 @@ class Report:
     # The options that shaped the verdict (--atol, --inputs, ...), which a file's --locate offer repeats.
     given: list[str] = field(default_factory=list)
     certificate: object | None = None  # a model file's shape certificate (ptx.contract.shape_certificate)
+    shape_failures: list[str] = field(default_factory=list)  # its failures at sizes the user named: fail verify
 
     @property
     def path(self) -> Path:
@@ -289,8 +290,8 @@ class Report:
                 and (not r.is_reference or (r.composition is not None and r.composition.checked))]
 
     @property
-    def exit_status(self) -> int:  # a shape certificate that fails (Certificate.failures) fails the file too
-        return 1 if self.failed or (self.certificate and self.certificate.failures()) else 0 if self.compared else 2
+    def exit_status(self) -> int:  # a size the user named that the file refuses (shape_failures) fails it too
+        return 1 if self.failed or self.shape_failures else 0 if self.compared else 2
 
     @property
     def ok(self) -> bool:
@@ -304,10 +305,8 @@ class Report:
             more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
                     f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
             return f"DISAGREE: {problems[0]}{more}"
-        shapes = self.certificate.failures() if self.certificate else []  # every row may agree at the sizes compared
-        if shapes:
-            return f"SHAPES: the shape certificate does NOT hold: {shapes[0]}" + (f" (and {len(shapes) - 1} more)"
-                                                                                  if shapes[1:] else "")
+        if self.shape_failures:  # every row may agree at the sizes compared, and the file refuse one named
+            return f"SHAPES: the shape certificate does NOT hold: {'; '.join(self.shape_failures)}"
         ran = self.compared
         held = [r for r in ran if not r.is_reference]
         idle = [f"{r.label} ({r.no_case})" for r in self.rows if r.no_case is not None]
@@ -332,6 +331,8 @@ class Report:
             notes.append(f"each alone as inside a batch: {', '.join(alone)}")
         if self.could_not_run:
             notes.append(f"could not run: {', '.join(self.could_not_run)} (not a disagreement; --strict fails it)")
+        if self.certificate is not None and not self.certificate.holds:  # at sizes ptx chose: said, not failed
+            notes.append("the shape certificate does not hold at sizes ptx chose (above): a note; --max-shape is a verdict")
         # Only rows that passed on a case they compared agree: a NOT USABLE row, a third opinion that
         # differs and a row that ran no case are each named in a note of their own, never here too.
         failing = {r.label for r in self.rows if not r.agrees and not r.is_reference}  # a label with any row that did not

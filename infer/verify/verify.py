@@ -103,8 +103,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
     if not target.is_run:
-        report.certificate, notes = certificate_notes(target, reference, plan if not input_files else None,
-                                                        max_sizes, min_sizes)
+        report.certificate, notes, report.shape_failures = certificate_notes(
+            target, reference, plan if not input_files else None, max_sizes, min_sizes)
         report.notes += notes
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))

@@ -115,13 +115,12 @@ class Certificate:
     def bad(self) -> list[AxisCheck]:
         return [a for a in self.axes if a.status != DYNAMIC]
 
-    def failures(self) -> list[str]:
-        """What fails a command that checked it: an axis fixed or changing the answers, a size refused
-        past the first one tried, an output shape contradicted. A refusal at an axis's first size, with
-        nothing showing why, is as like as not the model's own lower bound, which verify cannot tell
-        without eager: said with --min-shape, not failed."""
-        lower = [a for a in self.bad() if a.status == REFUSED and a.sizes and a.failed_at == a.sizes[0]]
-        return [a.line() for a in self.bad() if a not in lower] + ([self.outputs] if self.outputs else [])
+    def failures(self, named: Mapping[str, Sequence[int]]) -> list[str]:
+        """What fails verify, which has no eager to tell a fixed axis from the model's own bound (a
+        stride-16 network refuses 17; an exporter that names each input's batch apart is fed pairs no
+        user sends): an axis that failed at a size the user ``named`` ({symbol: sizes}: --max-shape,
+        --min-shape), which the file must take. Other failures are said, not failed."""
+        return [a.line() for a in self.bad() if a.failed_at in named.get(a.symbol, ())]
 
     def summary(self) -> str:
         """One line: ``holds: batch 1, 2, 7; seq 1, 2, 7 (answers against eager)``, or what failed."""
@@ -211,7 +210,7 @@ def quote(text: str, limit: int = QUOTED) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def _shape_problem(signature: Signature, feeds, got: Mapping[str, np.ndarray]) -> tuple[str, str]:
+def shape_problem(signature: Signature, feeds, got: Mapping[str, np.ndarray]) -> tuple[str, str]:
     """(how an output's shape contradicts the inputs' sizes, how it contradicts its declared shape:
     Signature.contradicted_output's one rule), each '' where it does not."""
     sizes = signature.symbol_sizes(feeds)
@@ -282,7 +281,7 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
             check.status, check.detail = FIXED, f"the runtime refuses {at} ({quote(exc)})"
             refused[probe.symbol] = check.failed_at = probe.size
             continue
-        moved, declared = _shape_problem(signature, probe.feeds, got)
+        moved, declared = shape_problem(signature, probe.feeds, got)
         if moved:
             check.status, check.detail, check.failed_at = FIXED, f"at {at}, {moved}", probe.size
             continue
