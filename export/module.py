@@ -331,21 +331,29 @@ def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
 
 def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:
     """Two seeded cases at VERIFY_BATCHES (or twice at the declared shapes without a batch axis),
-    the second with every other symbol 2 larger, so that a size an exporter fixed is caught. A
+    the second with every other symbol 2 larger (twice as large for a model that takes no such size, a
+    UNet of stride 16; the first's sizes for one that takes neither), so that a size an exporter fixed is caught. A
     scalar integer or boolean input (a flag that picks a branch) is 0/False in the first case and
     1/True in the second, so that a traced branch is caught too. ``first``: the plan of the first
     case (the user's --shape, --value, --range; the embeddings' limits)."""
     inputs_only = Signature(signature.inputs, ())
-    plans = (first, replace(first, bound={**first.bound, **{s: v + 2 for s, v in first.chosen.items()}}))
+    seconds = [replace(first, bound={**first.bound, **{s: v * grow + step for s, v in first.chosen.items()}})
+               for grow, step in ((1, 2), (2, 0))] if first.chosen else []
     batched = any(t.batch_axis is not None for t in signature.inputs)
     cases = []
-    for k, (batch, plan) in enumerate(zip(VERIFY_BATCHES if batched else (None, None), plans)):
-        feeds = make_feeds(inputs_only, plan, batch, seed=seed + k)
-        for sig in signature.inputs:
-            if sig.shape == () and (sig.dtype == "bool" or sig.dtype_info.is_integer) and sig.name not in plan.values:
-                low = int(sig.value_range[0]) if sig.value_range else 0
-                feeds[sig.name] = np.array(bool(k) if sig.dtype == "bool" else low + k, dtype=sig.dtype)
-        produced = list(eager.run(feeds).values())
+    for k, batch in enumerate(VERIFY_BATCHES if batched else (None, None)):
+        for plan in ([first] if k == 0 else [*seconds, first]):
+            feeds = make_feeds(inputs_only, plan, batch, seed=seed + k)
+            for sig in signature.inputs:
+                if sig.shape == () and (sig.dtype == "bool" or sig.dtype_info.is_integer) and sig.name not in plan.values:
+                    low = int(sig.value_range[0]) if sig.value_range else 0
+                    feeds[sig.name] = np.array(bool(k) if sig.dtype == "bool" else low + k, dtype=sig.dtype)
+            try:
+                produced = list(eager.run(feeds).values())
+                break
+            except PtxError:
+                if plan is first:
+                    raise
         cases.append(Case(f"batch {batch}" if batch is not None else ("the first case", "the second case")[k], feeds,
                           batch, dict(zip(signature.output_names, produced)),
                           {s: plan.bound.get(s) or plan.chosen[s] for s in {**first.chosen, **plan.bound}}))

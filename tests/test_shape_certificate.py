@@ -479,3 +479,18 @@ def test_a_refusal_past_a_table_is_not_blamed_on_a_constant_that_holds_verifys_s
     assert said.returncode == 1 and last.startswith("SHAPES: the shape certificate does NOT hold: seq: the runtime "
                                                     "refuses seq=20"), last
     assert "FIXED" not in last and "is a constant of" not in last, last
+
+
+class Stride4(nn.Module):
+    """A UNet's skip connection over two poolings: it takes sizes divisible by 4 only (64, 128; not 66, 62)."""
+
+    def forward(self, x):
+        down = nn.functional.avg_pool2d(nn.functional.avg_pool2d(x, 2), 2)
+        return x + nn.functional.interpolate(down, scale_factor=4.0)
+
+
+def test_a_model_that_takes_multiples_of_its_stride_exports_with_dynamic_sizes(tmp_path):
+    # its outputs were learned at 64 then 66 and 68 (refused), and its second validation case was at 66
+    said = _exported(Stride4(), "x=batchx1xhxw", tmp_path)
+    assert "outputs output float32 [batch, 1, h, w]" in said[0], said
+    assert any("h 64, 128; w 64, 128" in ln for ln in said), said

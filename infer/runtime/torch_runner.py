@@ -223,12 +223,20 @@ def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan |
     plans = (plan, moved(+1))
     try:
         other = outputs_on(PROBE_BATCHES[1], plans[1])
-    except PtxError:  # sizes past the largest it takes (--shape seq=512 of 512 positions): a step down instead
-        down = moved(-1)
-        if not others or min(down.bound.values()) < 1:
+    except PtxError:  # sizes past the largest it takes (--shape seq=512 of 512 positions): a step down instead,
+        if not others:  # else multiples (a UNet of stride 16 takes 64 and 128, not 66 or 62)
             raise
-        plans = (plan, down)
-        other = outputs_on(PROBE_BATCHES[1], down)
+        multiples = replace(plan, bound={s: plan.size(s) * (k + 2) for k, s in enumerate(others)}, chosen={})
+        for second in (moved(-1), multiples):
+            if min(second.bound.values()) < 1:
+                continue
+            try:
+                other, plans = outputs_on(PROBE_BATCHES[1], second), (plan, second)
+                break
+            except PtxError:
+                continue
+        else:
+            raise
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
