@@ -580,6 +580,9 @@ def test_an_input_longer_than_a_table_the_model_looks_up_is_named_with_its_limit
     # said as the value it holds (the table's rows are recorded with the model), not as a length
     assert "input 'token_type_ids' of _Positions holds 50; the model takes values in [0, 9] (ids into a table of " \
         "10 rows)" in str(bad_type.value) and "longer than" not in str(bad_type.value), bad_type.value
+    # a negative id, which ONNX Runtime's Gather wraps to the table's last row where eager refuses it
+    with pytest.raises(PtxError, match=r"input 'input_ids' of _Positions holds -1; the model takes values in \[0, 99\]"):
+        model.run({"input_ids": np.full((1, 12), -1, np.int64), "token_type_ids": zeros[:, :12]})
 
 
 class _OffsetPositions(_Positions):

@@ -61,8 +61,7 @@ class Runner:
         first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or
         fixed size is one InputError naming the input."""
         checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
-        if self.ids_first:
-            self._check_ids(checked)
+        self._check_ids(checked, below_only=not self.ids_first)  # a negative id: ONNX Runtime's Gather wraps it
         if outputs is None:
             try:
                 return self._checked(self._run(checked))
@@ -83,11 +82,12 @@ class Runner:
     # end rather than refuse (AOTInductor), or prints a page of native frames on its way to refusing.
     ids_first = False
 
-    def _check_ids(self, feeds: Mapping[str, np.ndarray]) -> None:
-        """One InputError for an integer input holding a value past the table it indexes."""
+    def _check_ids(self, feeds: Mapping[str, np.ndarray], below_only: bool = False) -> None:
+        """One InputError for an integer input holding a value past the table it indexes (``below_only``:
+        under its first row only, which no table takes, where the runtime says the rest itself)."""
         for name, low, high in self._id_ranges:
             values = np.asarray(feeds[name])
-            if values.size and (values.min() < low or values.max() > high):
+            if values.size and (values.min() < low or (values.max() > high and not below_only)):
                 bad = values.min() if values.min() < low else values.max()
                 raise InputError(f"input {name!r} of {self.name} holds {bad}; the model takes values in [{low}, {high}] "
                                  f"(ids into a table of {high - low + 1} rows)")
