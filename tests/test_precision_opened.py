@@ -247,3 +247,13 @@ def test_a_tutorial_run_at_int8_reads_its_int8_export_or_names_it(runs, tmp_path
     for target, run_arg in (("convnet", run), (run, None), (run / "model.onnx", None)):
         model = load(target, precision="int8", run=run_arg)
         assert model.path == run / "model.int8.onnx" and model.precision == "int8", target
+    # predict --json names the file that answered, for a run as for a model file
+    from PIL import Image
+
+    stroke = np.zeros((28, 28), np.uint8)
+    stroke[4:24, 13:16] = 255  # a "1"
+    Image.fromarray(stroke).save(tmp_path / "one.png")
+    said = ptx("predict", "--run", run, "--precision", "int8", "--json", tmp_path / "one.png")
+    assert said.returncode == 0, said.stderr
+    doc = json.loads(said.stdout)
+    assert doc["file"] == str(run / "model.int8.onnx") and doc["precision"] == "int8", doc

@@ -151,7 +151,9 @@ def score(args: list[str], *, target="convnet", output: str | None = None, resum
     except ValueError:  # not the main thread (a library caller's worker thread): leave signals alone
         previous = {}
     if as_json:
-        head = {"model": contract.model, "backend": predictor.backend, "precision": predictor.precision}
+        # the file that answered, as a model file's --json says it (the int8 file a precision opened)
+        head = {"model": contract.model, "file": str(predictor.path), "backend": predictor.backend,
+                "precision": predictor.precision}
         sys.stdout.write(json.dumps(head, indent=2)[:-2] + ',\n  "results": [')
     try:
         for answer in stream_answers(predictor, inputs, raw=raw, workers=workers, min_confidence=min_confidence):
