@@ -26,6 +26,7 @@ import serving
 from ptx.contract.tensor_inputs import make_feeds, plan_inputs
 from ptx.contract.tensors import DTYPES
 from ptx.infer import load
+from ptx_command import ptx
 
 STATE = "state"  # stateful.onnx is served under this --name; the others under their file's name
 # The rest of the zoo: a residual CNN, a MobileNet-like block with dynamic height and width, a batch
@@ -312,7 +313,11 @@ def test_a_name_given_twice_and_a_missing_file_are_one_line(own_models, tmp_path
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "'same'" in done.stderr, done.stderr
     done = subprocess.run([sys.executable, "-m", "ptx", "serve", str(tmp_path / "gone.onnx")], capture_output=True,
                           text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'gone.onnx'}: no such file\n"
+    assert done.returncode == 2 and done.stderr == (f"error: {tmp_path / 'gone.onnx'}: no such file (ptx serve takes a "
+                                                    "model NAME, see `ptx models`, or a model file: .onnx, "
+                                                    "TorchScript .pt, .pt2)\n"), done.stderr
+    said = ptx("predict", "--model", tmp_path / "gone.onnx", tmp_path / "x.npz")  # as predict says it
+    assert said.returncode == 2 and "gone.onnx: no such file (ptx predict --model takes a model NAME" in said.stderr
 
 
 # -- a Triton repository for a user's file -------------------------------------------------------------
