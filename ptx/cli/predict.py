@@ -14,7 +14,7 @@ import click
 from ptx.cli.options import (RUN, SECURITY_NOTE, Choice, DeviceChoice, _given, backend_names, model_file_options,
                              open_options, refuse_meaningless)
 from ptx.files import exists
-from ptx.cli.targets import MODEL_FILE_SUFFIXES, _model_file, _unknown_or_file, names_model_file
+from ptx.cli.targets import MODEL_FILE_SUFFIXES, _unknown_or_file, missing_path, names_model_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS
 from ptx.errors import PtxError
@@ -84,8 +84,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         model, inputs = inputs[0], inputs[1:]
     # --model: your own model's file (answered by its tensors), or a tutorial model's name or run folder;
     # a path that is not there is said with what --model takes
-    if model is not None:
-        _model_file(model, "predict --model")
+    missing_path(model, "predict --model")
     target = None if model is None else Target.of(model, root=root, run=run, option="--model",
                                                   options=open_options(declared_inputs, batch_axes, ignore_metadata))
     if target is not None and not target.is_run:

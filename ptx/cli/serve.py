@@ -8,7 +8,7 @@ import click
 
 from ptx.cli.options import (NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, FiniteFloat, backend_names,
                              model_file_options, open_options, refuse_meaningless)
-from ptx.cli.targets import _model_file, _unknown_or_file
+from ptx.cli.targets import _unknown_or_file, missing_path
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS, model_name
 
@@ -87,7 +87,7 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
 
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
     for name in names:  # a path that is not there, said with what serve takes
-        _model_file(name, "serve")
+        missing_path(name, "serve")
     try:
         targets = [Target.of(name, root=root, options=opening) for name in names]
         targets += [Target.of(None, root=root, run=run, option="--run") for run in runs]

@@ -19,8 +19,6 @@ def names_model_file(argument: str) -> bool:
 def _model_file(name: str | None, command: str) -> bool:
     """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
     a path that is not there is "no such file", a folder is not a model file."""
-    import os
-
     from ptx.contract.catalog import names
 
     if name is not None and is_file(name):
@@ -31,10 +29,19 @@ def _model_file(name: str | None, command: str) -> bool:
         from ptx.infer.formats.model_files import file_kind
 
         file_kind(Path(name))  # a folder: one line saying what to give instead
-    if Path(name).suffix.lower() in MODEL_FILE_SUFFIXES or os.sep in name:
+    missing_path(name, command)
+    return False
+
+
+def missing_path(name: str | None, command: str) -> None:
+    """A NAME that reads as a model file's path (a model file's suffix, a /) where nothing is: one line
+    saying what the command takes. Anything else is left to Target.of (a folder, a model's name)."""
+    import os
+
+    if name is not None and not Path(name).exists() and (Path(name).suffix.lower() in MODEL_FILE_SUFFIXES
+                                                         or os.sep in name):
         raise PtxError(f"{name}: no such file (ptx {command} takes a model NAME, see `ptx models`, or a model file: "
                        ".onnx, TorchScript .pt, .pt2)")
-    return False
 
 
 def target_of(ctx, name: str | None, command: str, *, root, run, options: dict, verifying: bool = False):
