@@ -127,9 +127,8 @@ def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | 
 def failed_at(run_dir: str | Path, precision: str) -> dict[str, str]:
     """Label -> status (NOT USABLE or FAIL) of each ``precision`` row this machine's verify record
     failed, on the files as they are now."""
-    rows = _read(Path(run_dir) / VERIFY_RECORD_FILE).get("rows", {})
-    return {label: status for label, row in rows.items() if row.get("precision") == precision
-            for status in [failed_here(run_dir, label, Path(run_dir) / str(row.get("artifact")))] if status}
+    return {label: str(row["status"]) for label, row in _judged_as_now(run_dir).items()
+            if row.get("precision") == precision and row.get("status") != "PASS"}
 
 
 def recorded_statuses(target, labels) -> dict[str, str]:
@@ -181,11 +180,20 @@ def record_bench(rows, run_dir: str | Path) -> Path:
 
 def verified(run_dir: str | Path) -> dict[str, dict]:
     """Label -> verdict row, for rows that PASSed on this machine on artifacts unchanged since."""
+    return {label: row for label, row in _judged_as_now(run_dir).items() if row.get("status") == "PASS"}
+
+
+def _judged_as_now(run_dir: str | Path) -> dict[str, dict]:
+    """Label -> this machine's verdict row (with a status) whose artifact is unchanged since (the same
+    SHA-256): the record read once, each file hashed once, however many rows read it."""
     run_dir = Path(run_dir)
+    digests: dict[Path, str | None] = {}
     out = {}
     for label, row in _read(run_dir / VERIFY_RECORD_FILE).get("rows", {}).items():
         path = run_dir / str(row.get("artifact"))
-        if row.get("status") == "PASS" and path.is_file() and row.get("sha256") == file_sha256(path):
+        if path not in digests:
+            digests[path] = file_sha256(path) if path.is_file() else None
+        if row.get("status") and digests[path] is not None and row.get("sha256") == digests[path]:
             out[label] = row
     return out
 
