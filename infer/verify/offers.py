@@ -27,8 +27,8 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
     for row in report.failed + [r for r in report.rows if r.status == "NOT USABLE"]:
         if row.error or (row.disagreeing is None and not row.unusable) or row.against == STORED:
             continue
-        if row.disagreeing is not None and not row.traceable and row.against != STORED and not row.unusable:
-            continue  # another shape is another model, or another head: no node of the graph is to blame
+        if row.disagreeing is not None and row.disagreeing.other_shape:
+            continue  # another model, or another head: no node of the graph is to blame
         loses = "loses labels" if report.head else "departs"
         ours = row.backend in registry.list_backends()
         paired = report.against is not None and row.backend.startswith(f"{Path(report.against).name} (")
@@ -41,10 +41,9 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
             # an int8 file verified by its path: its rows are judged against the f32 file it was made from,
             # and the pair's triage traces where the two part (its rows against its own runtime part nowhere)
             source = _f32_source(target)
-            line = (f"where {target.path.name} {loses} against {Path(source).name} (the nodes to keep in f32): ptx "
-                    f"verify {where} --against {source}{fed} --locate") if source else None
-            if line:
-                found.append(line)
+            if source:
+                found.append(f"where {target.path.name} {loses} against {Path(source).name} (the nodes to keep in "
+                              f"f32): ptx verify {where} --against {source}{fed} --locate")
         elif ours and registry.get(row.backend).artifact == "onnx" and target.is_run:
             onnx_file = target.run_dir / "model.onnx"
             found.append(f"where ort-cpu parts from eager{REPRO_NOTE}: ptx verify {onnx_file} --against "

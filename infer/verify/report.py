@@ -187,8 +187,7 @@ class Row:
         """Whether ``--locate`` can trace it: it ran and disagrees with another side that ran (not a
         sample alone against its batch, nor the stored tensors, which keep no intermediates)."""
         return self.disagreeing is not None and not self.error and self.against != STORED \
-            and not self.backend.startswith(SERVED) \
-            and not (self.disagreeing.problem or "").startswith("shape ")  # another shape: another model, or head
+            and not self.backend.startswith(SERVED) and not self.disagreeing.other_shape
 
     def problems(self) -> list[str]:
         """The row's failures in words for the verdict line: what it was compared with, the output

@@ -102,6 +102,12 @@ class OutputAgreement:
         return self.problem is None and self.beyond == 0 and self.flipped == 0
 
     @property
+    def other_shape(self) -> bool:
+        """Its shape is not the reference's: another model, or another head, where no node of a graph
+        is to blame (``problem`` as compare_output says it)."""
+        return (self.problem or "").startswith("shape ")
+
+    @property
     def departs(self) -> bool:
         """Some value lies outside the tolerance, or no value comparison is meaningful (decisions aside)."""
         return self.problem is not None or self.excess > 0
