@@ -237,6 +237,7 @@ def probe(module: torch.nn.Module, sigs: Sequence[TensorSig], args: Sequence[tor
             tables.setdefault(id(m.weight), path)
     for path, weight in (named or module).named_parameters():  # a table held as a bare parameter: by its own path
         tables.setdefault(id(weight), path)
+
     class Lookups(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             if func is torch.nn.functional.embedding or func is torch.embedding:

@@ -136,15 +136,13 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
         try:
             agreements, answers = check_model(fmt, model, plan.signature, cases, lambda s: plan.tolerance(s, on),
                                               compare=plan.compare, hint=hint)
-        except ValidationError as exc:  # the certificate says which axis, and what fixed it
-            if certificate is None:
+        except ValidationError as exc:  # the certificate says which axis, and what fixed it; one that holds, an
+            # axis whose every size tried was the model's bound, never tried through the file (--min-shape tries it)
+            untried = certificate is not None and any(a.refused and not a.sizes for a in certificate.axes)
+            if certificate is None or (certificate.holds and not untried):
                 raise
-            if certificate.holds:  # an axis whose every size tried was the model's bound was never tried through
-                untried = [a for a in certificate.axes if a.refused and not a.sizes]  # the file: --min-shape tries it
-                if not untried:
-                    raise
-                raise ValidationError(f"{exc}; shape certificate: {certificate.summary()}") from None
-            raise ValidationError(f"{exc}; shape certificate: {findings(certificate, cases_failed=True)}") from None
+            said = certificate.summary() if certificate.holds else findings(certificate, cases_failed=True)
+            raise ValidationError(f"{exc}; shape certificate: {said}") from None
     finally:
         model.close()
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)

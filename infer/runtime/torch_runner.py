@@ -204,10 +204,6 @@ def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan |
     plan = plan or plan_inputs(inputs_only)
     batch_symbols = {t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None}
     others = [s for s in inputs_only.symbols() if s not in batch_symbols]
-    def moved(way: int) -> InputPlan:
-        # Each symbol moves by its own even step (h and w both 64 become 66 and 68), so that an output's
-        # size names the symbol it follows, and stays even for a model that halves it.
-        return replace(plan, bound={s: plan.size(s) + way * 2 * (k + 1) for k, s in enumerate(others)}, chosen={})
 
     def outputs_on(batch: int, p: InputPlan) -> dict:
         feeds = make_feeds(inputs_only, p, batch, seed=0)
@@ -220,23 +216,23 @@ def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan |
                            "--min-shape, --range or --value") from None
 
     first = outputs_on(PROBE_BATCHES[0], plan)
-    plans = (plan, moved(+1))
-    try:
-        other = outputs_on(PROBE_BATCHES[1], plans[1])
-    except PtxError:  # sizes past the largest it takes (--shape seq=512 of 512 positions): a step down instead,
-        if not others:  # else multiples (a UNet of stride 16 takes 64 and 128, not 66 or 62)
-            raise
-        multiples = replace(plan, bound={s: plan.size(s) * (k + 2) for k, s in enumerate(others)}, chosen={})
-        for second in (moved(-1), multiples):
-            if min(second.bound.values()) < 1:
-                continue
-            try:
-                other, plans = outputs_on(PROBE_BATCHES[1], second), (plan, second)
-                break
-            except PtxError:
-                continue
-        else:
-            raise
+    # Each symbol moves by its own even step (h and w both 64 become 66 and 68), so that an output's size
+    # names the symbol it follows, and stays even for a model that halves it; past the largest size it takes
+    # (--shape seq=512 of 512 positions) a step down instead, else multiples (a UNet of stride 16 takes 64
+    # and 128, not 66 or 62). The first refusal is said where none runs.
+    sizes = [lambda n, k: n + 2 * (k + 1), lambda n, k: n - 2 * (k + 1), lambda n, k: n * (k + 2)]
+    seconds = [replace(plan, bound={s: size(plan.size(s), k) for k, s in enumerate(others)}, chosen={})
+               for size in (sizes if others else sizes[:1])]
+    refused = None
+    for second in (p for p in seconds if min(p.bound.values(), default=1) >= 1):
+        try:
+            other = outputs_on(PROBE_BATCHES[1], second)
+            break
+        except PtxError as exc:
+            refused = refused or exc
+    else:
+        raise refused
+    plans = (plan, second)
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
