@@ -207,20 +207,27 @@ class Run:
     def judge(self, row: Row, got, want, truth, model=None) -> None:
         """``row``'s outputs compared; a reduced row's verdict by the one rule (ptx.contract.verdict),
         from the strongest evidence at hand, and said where it differs from the one its file records."""
-        _judge(row, got, want, self.cases, truth, self.head, self.tolerances, self.signature)
         metadata = model.metadata if model is not None else {}
         row.max_drop = recorded_max_drop(metadata) if row.precision != FULL_PRECISION else None
-        if row.precision == FULL_PRECISION or not row.cases or row.is_reference:  # the reference is what others are held to
+        self.held_to(row, got, want, self.cases, truth, self.head, (self.source, self.report.inputs), metadata,
+                     lambda: self._bound_again(model, metadata))
+        if row.verdict is None:  # f32, or the reference, which is what others are held to
             return
-        row.verdict = reduced_verdict(row, got, want, truth, self.head, self.signature,
-                                      (self.source, self.report.inputs), metadata, self._bound_again(model, metadata),
-                                      reference_reduced=self.target.precision != FULL_PRECISION)
-        row.unusable = row.verdict.reasons
         recorded = recorded_verdicts(metadata).get(row.label)
         note = differs_note(recorded, row.verdict) if recorded is not None and recorded.status != row.verdict.status \
             else outweighed_note(row.verdict)
         if note and not any(n.startswith(f"note: {row.label}: ") for n in self.report.notes):  # one per row label
             self.report.notes.append(note)
+
+    def held_to(self, row: Row, got, want, cases, truth, head, source: tuple[str, str], metadata, bound_again) -> None:
+        """``row``'s outputs compared on ``cases`` (_judge); a reduced row's verdict by the one rule, the
+        cases being ``source`` (their kind, in words) and ``bound_again()`` the evidence beside them: the
+        bound measured again with --metric, or (a stored-reference row) what the row's own verdict rests on."""
+        _judge(row, got, want, cases, truth, head, self.tolerances, self.signature)
+        if row.precision != FULL_PRECISION and row.cases and not row.is_reference:
+            row.verdict = reduced_verdict(row, got, want, truth, head, self.signature, source, metadata, bound_again(),
+                                          reference_reduced=self.target.precision != FULL_PRECISION)
+            row.unusable = row.verdict.reasons
 
     def _bound_again(self, model, metadata):
         """The bound the file records on the user's metric, measured again with --metric (on the
@@ -456,16 +463,11 @@ def _stored(this: Run, given, save: bool) -> None:
         got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference,
                    required=row.required)  # a row the user named is required against every reference
-        _judge(held, got, stored_want, stored_cases, None, None, this.tolerances, signature)
-        if held.precision != FULL_PRECISION and held.cases:
-            # the one rule, with what the row's own verdict rests on: the bound the file records (or
-            # measured again), a head's labels, your --inputs outrank the stored cases where stronger
-            held.verdict = reduced_verdict(held, got, stored_want, None, None, signature,
-                                           (stored.inputs, f"{len(held.cases)} stored reference cases"),
-                                           this.models[row.label].metadata,
-                                           as_evidence(row.verdict) if row.verdict is not None else None,
-                                           reference_reduced=target.precision != FULL_PRECISION)
-            held.unusable = held.verdict.reasons
+        # a reduced row by the one rule, with what the row's own verdict rests on: the bound the file records (or
+        # measured again), a head's labels, your --inputs outrank the stored cases where stronger
+        words = f"{len(got)} stored reference cases"  # each case it ran is compared: all are stored
+        this.held_to(held, got, stored_want, stored_cases, None, None, (stored.inputs, words),
+                     this.models[row.label].metadata, lambda: row.verdict and as_evidence(row.verdict))
         report.rows.append(held)
 
 
