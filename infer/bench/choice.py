@@ -11,9 +11,9 @@ only when it passed verify's labels/accuracy gate and measured faster.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import geometric_mean
 
 
 from ptx.contract.names import FULL_PRECISION, TF32
@@ -73,7 +73,7 @@ def choose_backend(model: str, run_dir: str | Path, *, max_batch_size: int, prec
     speeds = records.throughput(run_dir)
     batches = [b for b in {b for label in candidates for b in speeds.get(label, {})} if b <= max_batch_size]
     if batches and all(all(b in speeds.get(label, {}) for b in batches) for label in candidates):
-        scores = {label: _geomean([speeds[label][b] for b in batches]) for label in candidates}
+        scores = {label: geometric_mean(max(speeds[label][b], 1e-9) for b in batches) for label in candidates}
         how = f"by ptx bench at batch {', '.join(map(str, sorted(batches)))}"
     else:
         torch_free = {k: v for k, v in candidates.items() if not registry.get(v["backend"]).needs_torch}
@@ -103,10 +103,6 @@ def _runs_here(row: dict) -> bool:
     return registry.get(row["backend"]).unavailable(row["device"]) is None
 
 
-def _geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(max(v, 1e-9)) for v in values) / len(values))
-
-
 def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) -> float:
     """Images/s of one candidate: the geometric mean over batch 1 and the largest batch, on bench's
     inputs (speed does not depend on the values for these models)."""
@@ -122,7 +118,7 @@ def _measure(model: str, row: dict, max_batch_size: int, root, run_dir: Path) ->
         latencies = time_calls(functools.partial(predictor.run, feeds), warmup=1, seconds=TIMING_S, min_iters=1)
         rates.append(len(latencies) * batch / latencies.sum())
     del predictor
-    return _geomean(rates)
+    return geometric_mean(max(rate, 1e-9) for rate in rates)
 
 
 def describe(model: str, choice: Choice) -> str:
