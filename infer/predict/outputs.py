@@ -14,7 +14,6 @@ A run stopped at any point (Ctrl-C, a crash, ``kill -9``) leaves a file that `--
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import time
@@ -155,15 +154,13 @@ class CsvWriter(_RowFile):
     def __init__(self, path: Path, columns):
         new = not path.exists() or path.stat().st_size == 0
         super().__init__(path, columns)
+        self.writer = csv.DictWriter(self.fh, columns)  # one write of the whole line per row
         if new:
-            csv.writer(self.fh).writerow(columns)
+            self.writer.writeheader()
 
     def write(self, row: dict) -> None:
-        buffer = io.StringIO()
-        cells = {c: json.dumps(row[c]) if c in LIST_COLUMNS and row.get(c) is not None else row.get(c)
-                 for c in self.columns}
-        csv.DictWriter(buffer, self.columns).writerow(cells)
-        self.fh.write(buffer.getvalue())
+        self.writer.writerow({c: json.dumps(row[c]) if c in LIST_COLUMNS and row.get(c) is not None else row.get(c)
+                              for c in self.columns})
 
 
 class ParquetParts:
