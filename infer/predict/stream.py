@@ -13,7 +13,7 @@ import signal
 from collections import deque
 from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -124,9 +124,7 @@ def _answer_in_process(predictor, parts, raw, chunk, min_confidence) -> Iterator
         made = predictor.prepare_many([(inputs[i].value, inputs[i].name) for i in given], raw=raw)
         why = {i: str(sample) for i, sample in zip(given, made) if isinstance(sample, InputError)}
         samples = [sample for sample in made if not isinstance(sample, InputError)]
-        ok = [i for i in given if i not in why]
-        results = predictor.predict_samples(samples, [inputs[i].source for i in ok]) if ok else []
-        yield from _answers(inputs, ok, results, why, min_confidence)
+        yield from _answers(inputs, why, lambda sources: predictor.predict_samples(samples, sources), min_confidence)
 
 
 def _given(inputs: list[Input]) -> list[int]:
@@ -161,14 +159,15 @@ def _collect(predictor, inputs, task, min_confidence) -> Iterator[Answer]:
     batch, errors = task.get()
     given = _given(inputs)  # what the worker was handed, in order
     why = {given[j]: reason for j, reason in errors.items()}
-    ok = [i for i in given if i not in why]
-    results = predictor.predict_raw(batch, [inputs[i].source for i in ok]) if ok else []
-    yield from _answers(inputs, ok, results, why, min_confidence)
+    yield from _answers(inputs, why, lambda sources: predictor.predict_raw(batch, sources), min_confidence)
 
 
-def _answers(inputs: list[Input], ok: list[int], results: list[Prediction], why: dict[int, str],
+def _answers(inputs: list[Input], why: dict[int, str], predict: Callable[[list[str]], list[Prediction]],
              min_confidence) -> Iterator[Answer]:
-    """A chunk's answers in input order: the predictions of the inputs at ``ok``, else why none."""
+    """A chunk's answers in input order: ``predict``'s for the inputs that made a sample (given their
+    sources), else why none."""
+    ok = [i for i in _given(inputs) if i not in why]
+    results = predict([inputs[i].source for i in ok]) if ok else []
     predictions = dict(zip(ok, mark_low_confidence(results, min_confidence)))
     for i, item in enumerate(inputs):
         if i in predictions and not np.isfinite(predictions[i].logits).all():
