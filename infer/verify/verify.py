@@ -220,10 +220,23 @@ class Run:
             self.report.notes.append(note)
 
     def held_to(self, row: Row, got, want, cases, truth, head, source: tuple[str, str], metadata, bound_again) -> None:
-        """``row``'s outputs compared on ``cases`` (_judge); a reduced row's verdict by the one rule, the
-        cases being ``source`` (their kind, in words) and ``bound_again()`` the evidence beside them: the
+        """``row``'s outputs compared over the ``cases`` both sides ran (the case that departs most kept for
+        --locate), a head's labels and accuracy on the real samples; a reduced row's verdict by the one rule,
+        the cases being ``source`` (their kind, in words) and ``bound_again()`` the evidence beside them: the
         bound measured again with --metric, or (a stored-reference row) what the row's own verdict rests on."""
-        _judge(row, got, want, cases, truth, head, self.tolerances, self.signature)
+        def judge(name, g, w):
+            tolerance = self.tolerances.of(name, self.signature.output(name).dtype, row.device)
+            if head is not None:
+                return compare(g, w, head.contract, tolerance=tolerance)
+            return compare_output(name, g, w, tolerance, self.signature.output(name).batch_axis)
+
+        row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, self.signature.output_names, judge)
+        if head is not None and truth is not None and 0 in got:
+            labels, wanted = (decisions(side[0][head.output_name], head.contract) for side in (got, want))
+            if labels is not None:
+                row.argmax_agreement = float((labels == wanted).mean())
+                row.accuracy = float((labels == truth.reshape(labels.shape)).mean())
+                row.reference_accuracy = float((wanted == truth.reshape(wanted.shape)).mean())
         if row.precision != FULL_PRECISION and row.cases and not row.is_reference:
             row.verdict = reduced_verdict(row, got, want, truth, head, self.signature, source, metadata, bound_again(),
                                           reference_reduced=self.target.precision != FULL_PRECISION)
@@ -356,24 +369,6 @@ def _cases_for(variant: Variant, cases: Sequence[Case], want: Mapping, report: R
         report.notes.append(f"note: {variant.label} ran on {len(small)} of {len(shared)} cases (inputs of at most "
                             f"{limit:,} values)")
     return small
-
-
-def _judge(row: Row, got, want, cases, truth, head, tolerances: Tolerances, signature) -> None:
-    """Each output compared over the cases both sides ran (the case that departs most kept for
-    --locate); a reduced precision judged by a head's labels on the real samples, else its tensors."""
-    def judge(name, g, w):
-        tolerance = tolerances.of(name, signature.output(name).dtype, row.device)
-        if head is not None:
-            return compare(g, w, head.contract, tolerance=tolerance)
-        return compare_output(name, g, w, tolerance, signature.output(name).batch_axis)
-
-    row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, signature.output_names, judge)
-    if head is not None and truth is not None and 0 in got:
-        labels, wanted = decisions(got[0][head.output_name], head.contract), decisions(want[0][head.output_name], head.contract)
-        if labels is not None:
-            row.argmax_agreement = float((labels == wanted).mean())
-            row.accuracy = float((labels == truth.reshape(labels.shape)).mean())
-            row.reference_accuracy = float((wanted == truth.reshape(wanted.shape)).mean())
 
 
 def _provenance(target: Target, model, reference) -> list[str]:
