@@ -100,20 +100,6 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # `kill` closes the open Parquet part as Ctrl-C does
 
 
-class _StopBetweenAnswers:
-    """With --output, Ctrl-C and SIGTERM take effect between two answers: raised anywhere, the
-    interrupt could land inside a write (a Parquet part half made, a row taken but not counted), and
-    the count of answers kept would be off. A second signal stops at once."""
-
-    def __init__(self):
-        self.asked = False
-
-    def __call__(self, signum, frame):
-        if self.asked:
-            raise KeyboardInterrupt
-        self.asked = True
-
-
 def score(args: list[str], *, target="convnet", output: str | None = None, resume: bool = False,
           workers: int | None = None, quiet: bool = False, as_json: bool = False, topk: int = 0,
           backend: str | None = None, device: str | None = None, precision: str | None = None, raw: bool = False,
@@ -143,7 +129,16 @@ def score(args: list[str], *, target="convnet", output: str | None = None, resum
     shown_notices = 0
     errors: list[dict] = []
     answered = kept = 0  # kept: rows handed to the writer, which closing it keeps
-    stop = _StopBetweenAnswers()
+    asked = []  # a signal, with --output: taken between two answers
+
+    def stop(signum, frame):
+        """With --output, Ctrl-C and SIGTERM take effect between two answers: raised anywhere, the
+        interrupt could land inside a write (a Parquet part half made, a row taken but not counted), and
+        the count of answers kept would be off. A second signal stops at once."""
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
     handler = stop if writer is not None else _sigterm_as_interrupt
     try:
         previous = {sig: signal.signal(sig, handler) for sig in
@@ -176,7 +171,7 @@ def score(args: list[str], *, target="convnet", output: str | None = None, resum
                 sys.stdout.flush()
             if bar is not None:
                 bar.update(1)
-            if stop.asked:
+            if asked:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         if writer is None:
