@@ -93,17 +93,17 @@ def slower_line(rows: Sequence[ReducedRow], cpu: str) -> str | None:
             "here: serve f32 or a faster verified row (docs/precisions.md, per CPU)")
 
 
-def _columns(unit: str) -> list[str]:
-    return [unit if c == "images/s" else c for c in COLUMNS]
+def _table(rows: list[ReducedRow], unit: str) -> list[list[str]]:
+    """The heading, throughput in ``unit``, then a row of cells per ReducedRow."""
+    return [[unit if c == "images/s" else c for c in COLUMNS]] + [_cells(r) for r in rows]
 
 
 def to_text(rows: list[ReducedRow], title: str, unit: str = "images/s") -> str:
-    return "\n".join([title, *text_table([_columns(unit)] + [_cells(r) for r in rows], range(1, len(COLUMNS) - 1))])
+    return "\n".join([title, *text_table(_table(rows, unit), range(1, len(COLUMNS) - 1))])
 
 
 def to_markdown(rows: list[ReducedRow], title: str, unit: str = "images/s") -> str:
-    cells = [_columns(unit)] + [_cells(r) for r in rows]
-    return "\n".join([title, "", *markdown_table(cells, range(1, len(COLUMNS) - 1))])
+    return "\n".join([title, "", *markdown_table(_table(rows, unit), range(1, len(COLUMNS) - 1))])
 
 
 def to_dicts(rows: list[ReducedRow]) -> list[dict]:
