@@ -7,6 +7,7 @@ generated inputs are made (``@generated_input_options``), handed to the library 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import click
@@ -104,11 +105,7 @@ IGNORE_METADATA_OPTION = click.option("--ignore-metadata", is_flag=True,
 
 def _options(*options):
     """The option decorators ``options`` as one, in the order they are listed (as when stacked)."""
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return decorate
+    return lambda command: functools.reduce(lambda made, option: option(made), reversed(options), command)
 
 
 # --input, --batch-axis, --ignore-metadata: how ptx reads a user's model file.
