@@ -9,7 +9,7 @@ import click
 
 from ptx.cli.options import (RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
                              backends_option, generated_input_options, is_url, model_file_options, served_options)
-from ptx.cli.targets import target_of
+from ptx.cli.targets import served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
@@ -139,7 +139,6 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:
     """`ptx bench URL`: the served model at --concurrency beside its local model (--against, as verify
     URL decides it), on the same inputs (ptx.infer.bench.served)."""
-    from ptx.cli.targets import served_target
     from ptx.infer.bench.served import bench_served
     from ptx.infer.model.target import Variant
     from ptx.infer.runtime import backends as registry

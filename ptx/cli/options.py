@@ -12,6 +12,8 @@ import math
 
 import click
 
+from ptx.contract.tensors import parse_assignments, parse_batch_axes, parse_declaration
+
 
 class FiniteFloat(click.ParamType):
     """A float that must be finite and above (or at least) ``minimum``: NaN and Inf are usage errors,
@@ -147,8 +149,6 @@ shape_certificate_options = _options(
 
 def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]:
     """--min-shape h=32 and --max-shape seq=512 (repeated) -> {"min_sizes": {symbol: size}, "max_sizes": ...}."""
-    from ptx.contract.tensors import parse_assignments
-
     out = {}
     for option, texts, key in (("--min-shape", min_shapes, "min_sizes"), ("--max-shape", max_shapes, "max_sizes")):
         sizes = parse_assignments(texts, option)
@@ -162,8 +162,6 @@ def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
     """What ptx.infer.load takes, from the command line's options."""
-    from ptx.contract.tensors import parse_batch_axes, parse_declaration
-
     return {"inputs": [parse_declaration(text) for text in declared_inputs],
             "batch_axes": parse_batch_axes(batch_axes), "ignore_metadata": ignore_metadata}
 
@@ -173,8 +171,6 @@ def plan_options(shapes=(), values=(), ranges=()) -> dict:
     overall = [r for r in ranges if "=" not in r]
     if len(overall) > 1:
         raise click.UsageError("--range LOW,HIGH is given twice (NAME=LOW,HIGH ranges one input)")
-    from ptx.contract.tensors import parse_assignments
-
     return {"shapes": parse_assignments(shapes, "--shape"), "values": parse_assignments(values, "--value"),
             "ranges": parse_assignments([r for r in ranges if "=" in r], "--range"),
             "default_range": overall[0] if overall else None}

@@ -12,9 +12,9 @@ import click
 
 from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
                              _given, _int_list, generated_input_options, is_url, model_file_options, certificate_sizes,
-                             shape_certificate_options,
+                             open_options, plan_options, shape_certificate_options,
                              refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, target_of
+from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
 
@@ -90,7 +90,6 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     grpc://HOST:PORT/NAME[/V]) is a served model, one more row held to --against's reference. Exit status: 0 all agree, 1 a disagreement (the last line names
     the backend, the output and its error), 2 nothing could be compared.
     """
-    from ptx.cli.options import open_options, plan_options
     from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import runs_with_artifacts
 
@@ -168,8 +167,6 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
     FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
     decided here, where the argument enters, and the endpoint reached before anything runs."""
-    from ptx.cli.targets import served_target
-
     refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
     if refused:
         raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
