@@ -226,7 +226,7 @@ ONE_KIND = {
 
 
 # The options that make generated inputs, which --inputs replaces.
-GENERATING = {"--seed": "seed", "--shape": "shapes", "--value": "values", "--range": "ranges"}
+GENERATING = ("seed", "shapes", "values", "ranges")
 
 
 def kinds_of(target) -> set[str]:
@@ -240,15 +240,13 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
     """One line for an option given for a model it means nothing for (ONE_KIND says which and why)."""
     kinds = kinds_of(target)
     for name, (kind, why) in ONE_KIND.items():
-        given = _given(ctx, [name]) if kind not in kinds else []
-        if given:
-            raise click.UsageError(f"{given[0]} {why}")
+        if kind not in kinds:
+            refuse_given(ctx, [name], why)
     # for a command that reaches a served model (served_options: --json-data is theirs alone; ptx serve's
     # own --token and --insecure are its server's); refuse_meaningless is asked of a local model only
-    served = _given(ctx, SERVED) if any(p.name == "json_data" for p in ctx.command.params) else []
-    if served:
-        raise click.UsageError(f"{served[0]} is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
-    given = [option for option, name in GENERATING.items() if _given(ctx, [name])]
+    if any(p.name == "json_data" for p in ctx.command.params):
+        refuse_given(ctx, SERVED, "is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
+    given = _given(ctx, GENERATING)
     if given and _given(ctx, ["input_files"]):  # the inputs are the file's: nothing is generated to seed or shape
         raise click.UsageError(f"--inputs feeds your own samples; {given[0]} is for generated ones: give one of them")
 
@@ -307,6 +305,13 @@ def _given(ctx: click.Context, names) -> list[str]:
     params = {p.name: p for p in ctx.command.params}
     return [max(params[n].opts, key=len) for n in names if n in params
             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+
+
+def refuse_given(ctx: click.Context, names, why: str) -> None:
+    """One line for the first option among ``names`` that the command line set: "--OPTION why"."""
+    given = _given(ctx, names)
+    if given:
+        raise click.UsageError(f"{given[0]} {why}")
 
 
 SERVED = ("token", "headers", "timeout", "concurrency", "max_batch", "ca_file", "insecure", "json_data")

@@ -13,7 +13,7 @@ import click
 from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
                              _given, _int_list, generated_input_options, is_url, model_file_options, certificate_sizes,
                              open_options, plan_options, shape_certificate_options,
-                             refuse_meaningless, served_options)
+                             refuse_given, refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
@@ -167,9 +167,8 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
     FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
     decided here, where the argument enters, and the endpoint reached before anything runs."""
-    refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
-    if refused:
-        raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
+    refuse_given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"],
+                 "is not for a served model (ptx verify URL compares its answers)")
     model, target = served_target(url, served, against, root, run, opening, verifying=True)
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
     try:
