@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, bac
 from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
+from ptx.infer.verify.report import RULE
 
 
 @click.command("verify", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,7,64", "3,5")})
@@ -348,17 +350,9 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
                                           if found.repro else ""))
 
 
-def _verify_help() -> None:
-    """verify's --help states the rule its table and JSON state, from the one definition."""
-    import textwrap
-
-    from ptx.infer.verify.report import RULE
-
-    # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
-    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
-                             break_on_hyphens=False)
-               for name, text in RULE.items()]
-    verify_cmd.help = "\n\n".join([inspect.cleandoc(verify_cmd.help), *("\b\n" + e for e in entries), SECURITY_NOTE])
-
-
-_verify_help()
+# verify's --help states the rule its table and JSON state, from the one definition. \b keeps click
+# from rewrapping the block; it is wrapped here, each entry under its name.
+_entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
+                          break_on_hyphens=False)
+            for name, text in RULE.items()]
+verify_cmd.help = "\n\n".join([inspect.cleandoc(verify_cmd.help), *("\b\n" + e for e in _entries), SECURITY_NOTE])
