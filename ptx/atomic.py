@@ -103,8 +103,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".ptx-write-probe.", delete=True)
-        probe.close()
+        tempfile.NamedTemporaryFile(dir=path, prefix=".ptx-write-probe.", delete=True).close()
     except OSError as exc:
         raise PtxError(f"cannot write to {path}: {exc.strerror or exc}; pass a writable folder with --out") from None
     return path
