@@ -24,11 +24,10 @@ NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        with contextlib.suppress(PermissionError):  # another user's process: alive
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -104,8 +103,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".ptx-write-probe.", delete=True)
-        probe.close()
+        tempfile.NamedTemporaryFile(dir=path, prefix=".ptx-write-probe.", delete=True).close()
     except OSError as exc:
         raise PtxError(f"cannot write to {path}: {exc.strerror or exc}; pass a writable folder with --out") from None
     return path

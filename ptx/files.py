@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 from pathlib import Path
 
@@ -25,16 +26,9 @@ def _names_a(check, text) -> bool:
         raise
 
 
-def is_file(text) -> bool:
-    return _names_a(Path.is_file, text)
-
-
-def is_dir(text) -> bool:
-    return _names_a(Path.is_dir, text)
-
-
-def exists(text) -> bool:
-    return _names_a(Path.exists, text)
+is_file = functools.partial(_names_a, Path.is_file)
+is_dir = functools.partial(_names_a, Path.is_dir)
+exists = functools.partial(_names_a, Path.exists)
 
 
 def read_bytes(path: str | Path, error: type[PtxError] = PtxError) -> bytes:

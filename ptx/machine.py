@@ -9,6 +9,7 @@ records are keyed by it).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -22,15 +23,12 @@ SHOWN_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "
 def _cpuinfo() -> tuple[str, frozenset[str]]:
     """(model name, flags) of the first processor /proc/cpuinfo lists."""
     found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                found.setdefault(key.strip(), value.strip())
-                if "model name" in found and "flags" in found:
-                    break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            found.setdefault(key.strip(), value.strip())
+            if "model name" in found and "flags" in found:
+                break
     return found.get("model name") or platform.processor() or platform.machine(), frozenset(found.get("flags", "").split())
 
 
@@ -44,23 +42,15 @@ def cpu_features() -> frozenset[str]:
     return _cpuinfo()[1]
 
 
-def has_int8_dot_product() -> bool | None:
-    """Whether the CPU multiplies 8-bit values into 32-bit sums directly (VNNI). Without it, x86
-    8-bit dot products (vpmaddubsw) add pairs of products into a 16-bit intermediate that saturates
-    for full-range int8 weights. None where the flags cannot be read (not Linux x86)."""
-    flags = cpu_features()
-    if not flags:
-        return None
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 def describe_cpu() -> str:
     """The CPU with the features that matter for reduced precision: "AMD EPYC (avx2; no VNNI)"."""
     flags = cpu_features()
     if not flags:
         return cpu_name()
     shown = [f for f in SHOWN_FEATURES if f in flags]
-    vnni = "" if has_int8_dot_product() else "; no VNNI"
+    # VNNI multiplies 8-bit values into 32-bit sums directly; without it, x86 8-bit dot products
+    # (vpmaddubsw) add pairs of products into a 16-bit intermediate that saturates for full-range int8 weights.
+    vnni = "" if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "; no VNNI"
     return f"{cpu_name()} ({', '.join(shown) or 'no AVX2'}{vnni})"
 
 

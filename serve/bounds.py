@@ -66,11 +66,8 @@ class Gate:
 
 class BoundedProtocol(HttpToolsProtocol):
     gate: Gate
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.header_timer = None
-        self.refused = False
+    header_timer = None  # per connection once set (an asyncio TimerHandle while a request header is awaited)
+    refused = False
 
     # -- the connection's life -------------------------------------------------------------------
 

@@ -209,11 +209,9 @@ class ServedModel:
         samples = []
         for i, element in enumerate(tensor.data):
             try:
-                text = element.decode("utf-8")
+                samples.append(self.head.prepare_one(element.decode("utf-8")))
             except UnicodeDecodeError:
                 raise RequestError(f"{tensor.name}[{i}]: not UTF-8 text") from None
-            try:
-                samples.append(self.head.prepare_one(text))
             except InputError as exc:
                 raise RequestError(str(exc)) from None
         return samples

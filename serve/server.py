@@ -136,10 +136,9 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
     options = service.options
     grpc_server = build_server(service)
     grpc_target = f"[{options.host}]" if ":" in options.host else options.host
-    try:
+    grpc_port = 0  # also where grpcio raises RuntimeError instead of returning 0
+    with contextlib.suppress(RuntimeError):
         grpc_port = grpc_server.add_insecure_port(f"{grpc_target}:{options.grpc_port}")
-    except RuntimeError:
-        grpc_port = 0
     if not grpc_port:
         raise PtxError(f"gRPC port {options.grpc_port} on {options.host} is in use or not available: pass another "
                        "--grpc-port (0 picks a free one)")
@@ -232,9 +231,8 @@ def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: 
 
 def _event_loop_run(coroutine) -> None:
     """uvloop when installed (uvicorn[standard] brings it: a faster loop), else asyncio's."""
-    try:
+    new_event_loop = None
+    with contextlib.suppress(ImportError):
         from uvloop import new_event_loop
-    except ImportError:
-        new_event_loop = None
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(coroutine)

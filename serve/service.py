@@ -16,7 +16,6 @@ from .model import VERSION, InferRequest, ServedModel
 from .tensors import RequestError, Tensor
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
-DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 TOKEN_NEEDED = {"rest": "missing or wrong bearer token: send `Authorization: Bearer <token>`",
                 "grpc": "missing or wrong bearer token: send metadata authorization: Bearer <token>"}
 
@@ -32,7 +31,7 @@ class ServeOptions:
     max_delay_ms: float = 2.0
     workers: int = 1
     token: str | None = None
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_request_bytes: int = 16 * 1024 * 1024
     drain_seconds: float = 5.0  # after SIGTERM: readiness 503, answers say Connection: close, then stop
     header_timeout: float = 10.0  # a connection must send a complete request header within this
     keep_alive_seconds: float = 5.0  # an idle kept-alive connection is closed after this

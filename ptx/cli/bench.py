@@ -8,8 +8,9 @@ import json
 import click
 
 from ptx.cli.options import (RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _given, _int_list,
-                             backends_option, generated_input_options, is_url, model_file_options, served_options)
-from ptx.cli.targets import target_of
+                             backends_option, generated_input_options, is_url, model_file_options, refuse_given,
+                             open_options, plan_options, served_options)
+from ptx.cli.targets import served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 
 
@@ -58,7 +59,6 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
     --concurrency beside the local file (--against) on the same inputs."""
     from dataclasses import asdict
 
-    from ptx.cli.options import open_options, plan_options
     from ptx.errors import PtxError
     from ptx.infer.bench.reduced import heading, reduced_rows, slower_line, to_dicts, to_markdown, to_text
     from ptx.infer.bench.timing import bench, describe_fastest, fastest, noisy_warning
@@ -139,14 +139,12 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:
     """`ptx bench URL`: the served model at --concurrency beside its local model (--against, as verify
     URL decides it), on the same inputs (ptx.infer.bench.served)."""
-    from ptx.cli.targets import served_target
     from ptx.infer.bench.served import bench_served
     from ptx.infer.model.target import Variant
     from ptx.infer.runtime import backends as registry
 
-    refused = _given(ctx, ["backends", "input_files", "verify_samples", "rounds"])
-    if refused:
-        raise click.UsageError(f"{refused[0]} is not for a served model (ptx bench URL times it beside its local file)")
+    refuse_given(ctx, ["backends", "input_files", "verify_samples", "rounds"],
+                 "is not for a served model (ptx bench URL times it beside its local file)")
     model, target = served_target(url, served, against, root, run, {})
     # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
     variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)

@@ -53,10 +53,9 @@ def data_list_cmd(data_dir, as_json) -> None:
                      "bytes_cached": state.cached_bytes, "bytes": remote.size,
                      "train_reads": {"how": found[1], "folder": str(found[0])} if found else None})
     # What each dataset gives, the same facts `ptx models` shows for what each model takes.
-    kinds = []
-    for name, info in DATASET_INFO.items():
-        models = [m["name"] for m in MODELS if fits(DataKind.from_dict(m["takes"]), info.gives)]
-        kinds.append({"dataset": name, "gives": info.gives.to_dict(), "loader": info.loader, "models": models})
+    kinds = [{"dataset": name, "gives": info.gives.to_dict(), "loader": info.loader,
+              "models": [m["name"] for m in MODELS if fits(DataKind.from_dict(m["takes"]), info.gives)]}
+             for name, info in DATASET_INFO.items()]
     by_name = {row["dataset"]: row for row in rows}
     if as_json:  # one row per dataset; the downloadable ones also say what is in the cache
         click.echo(json.dumps([{**kind, **by_name.get(kind["dataset"], {})} for kind in kinds], indent=2))

@@ -19,7 +19,7 @@ from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, I
 from ptx.cli.targets import _model_file, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.names import INT8_FORMATS
-from ptx.export.formats import default_formats, list_formats
+from ptx.export.formats import default_formats, every_format, get as get_format, list_formats
 from ptx.export.formats.onnx import Exporter
 
 FORMATS = tuple(list_formats())
@@ -152,7 +152,6 @@ def export_cmd(**given) -> None:
 
     --metric imports and runs its FILE.py as --module does.
     """
-    from ptx.export.formats import get as get_format
     from ptx.export.keep_f32 import parse
     from ptx.extras import MissingExtraError
 
@@ -241,7 +240,6 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
         formats = fmt
         if fmt == ["all"]:  # every file this machine can write for the model, and why any other is left out
-            from ptx.export.formats import every_format
             from ptx.models import get as get_spec
 
             formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")

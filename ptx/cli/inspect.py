@@ -7,9 +7,9 @@ import json
 
 import click
 
-from ptx.cli.options import SECURITY_NOTE, model_file_options
-from ptx.contract import DEFAULT_RUNS_ROOT
-from ptx.errors import PtxError
+from ptx.cli.options import SECURITY_NOTE, model_file_options, open_options
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
+from ptx.errors import ArtifactError, PtxError
 
 
 @click.command("inspect", short_help="What a model file (or a run folder's exports) is, and which backends run it here.")
@@ -37,7 +37,6 @@ def inspect_cmd(path, declared_inputs, batch_axes, ignore_metadata, root, as_jso
     from ptx.infer.inspect.file import inspect_file, inspect_run
     from ptx.infer.model.opening import require_run_folder
     from ptx.infer.model.target import Target
-    from ptx.cli.options import open_options
 
     target = Path(path)
     if not target.exists():
@@ -62,8 +61,6 @@ def _exports(folder) -> list[tuple]:
     """Each export file in a run folder (the checkpoint aside), as the file Target it is read as when
     given by its path (verifying: a file changed since export is the user's own model, with a note),
     or the one-line reason it cannot be read."""
-    from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FORMAT
-    from ptx.errors import ArtifactError
     from ptx.infer.model.target import Target
 
     found = []

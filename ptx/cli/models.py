@@ -12,15 +12,13 @@ import click
 def models_cmd(as_json: bool) -> None:
     """List the registered models: the data each takes (and so the datasets it trains on), its
     default dataset and the export formats it supports."""
-    import copy
-
     from ptx.contract.catalog import MODELS  # data, not the registry: listing names needs no torch
 
     from ptx.contract.datasets import DataKind, datasets_for
 
-    rows = copy.deepcopy(MODELS)
-    for r in rows:  # the datasets `ptx train NAME --dataset` takes: those that give what the model takes
-        r["trains_on"] = datasets_for(DataKind.from_dict(r["takes"]))
+    # the datasets `ptx train NAME --dataset` takes: those that give what the model takes (new rows: the
+    # catalog's own are not changed)
+    rows = [{**r, "trains_on": datasets_for(DataKind.from_dict(r["takes"]))} for r in MODELS]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -7,9 +7,12 @@ generated inputs are made (``@generated_input_options``), handed to the library 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import click
+
+from ptx.contract.tensors import parse_assignments, parse_batch_axes, parse_declaration
 
 
 class FiniteFloat(click.ParamType):
@@ -104,11 +107,7 @@ IGNORE_METADATA_OPTION = click.option("--ignore-metadata", is_flag=True,
 
 def _options(*options):
     """The option decorators ``options`` as one, in the order they are listed (as when stacked)."""
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return decorate
+    return lambda command: functools.reduce(lambda made, option: option(made), reversed(options), command)
 
 
 # --input, --batch-axis, --ignore-metadata: how ptx reads a user's model file.
@@ -150,8 +149,6 @@ shape_certificate_options = _options(
 
 def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]:
     """--min-shape h=32 and --max-shape seq=512 (repeated) -> {"min_sizes": {symbol: size}, "max_sizes": ...}."""
-    from ptx.contract.tensors import parse_assignments
-
     out = {}
     for option, texts, key in (("--min-shape", min_shapes, "min_sizes"), ("--max-shape", max_shapes, "max_sizes")):
         sizes = parse_assignments(texts, option)
@@ -165,8 +162,6 @@ def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]
 
 def open_options(declared_inputs=(), batch_axes=(), ignore_metadata=False) -> dict:
     """What ptx.infer.load takes, from the command line's options."""
-    from ptx.contract.tensors import parse_batch_axes, parse_declaration
-
     return {"inputs": [parse_declaration(text) for text in declared_inputs],
             "batch_axes": parse_batch_axes(batch_axes), "ignore_metadata": ignore_metadata}
 
@@ -176,8 +171,6 @@ def plan_options(shapes=(), values=(), ranges=()) -> dict:
     overall = [r for r in ranges if "=" not in r]
     if len(overall) > 1:
         raise click.UsageError("--range LOW,HIGH is given twice (NAME=LOW,HIGH ranges one input)")
-    from ptx.contract.tensors import parse_assignments
-
     return {"shapes": parse_assignments(shapes, "--shape"), "values": parse_assignments(values, "--value"),
             "ranges": parse_assignments([r for r in ranges if "=" in r], "--range"),
             "default_range": overall[0] if overall else None}
@@ -233,7 +226,7 @@ ONE_KIND = {
 
 
 # The options that make generated inputs, which --inputs replaces.
-GENERATING = {"--seed": "seed", "--shape": "shapes", "--value": "values", "--range": "ranges"}
+GENERATING = ("seed", "shapes", "values", "ranges")
 
 
 def kinds_of(target) -> set[str]:
@@ -247,15 +240,13 @@ def refuse_meaningless(ctx: click.Context, target) -> None:
     """One line for an option given for a model it means nothing for (ONE_KIND says which and why)."""
     kinds = kinds_of(target)
     for name, (kind, why) in ONE_KIND.items():
-        given = _given(ctx, [name]) if kind not in kinds else []
-        if given:
-            raise click.UsageError(f"{given[0]} {why}")
+        if kind not in kinds:
+            refuse_given(ctx, [name], why)
     # for a command that reaches a served model (served_options: --json-data is theirs alone; ptx serve's
     # own --token and --insecure are its server's); refuse_meaningless is asked of a local model only
-    served = _given(ctx, SERVED) if any(p.name == "json_data" for p in ctx.command.params) else []
-    if served:
-        raise click.UsageError(f"{served[0]} is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
-    given = [option for option, name in GENERATING.items() if _given(ctx, [name])]
+    if any(p.name == "json_data" for p in ctx.command.params):
+        refuse_given(ctx, SERVED, "is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
+    given = _given(ctx, GENERATING)
     if given and _given(ctx, ["input_files"]):  # the inputs are the file's: nothing is generated to seed or shape
         raise click.UsageError(f"--inputs feeds your own samples; {given[0]} is for generated ones: give one of them")
 
@@ -314,6 +305,13 @@ def _given(ctx: click.Context, names) -> list[str]:
     params = {p.name: p for p in ctx.command.params}
     return [max(params[n].opts, key=len) for n in names if n in params
             and ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+
+
+def refuse_given(ctx: click.Context, names, why: str) -> None:
+    """One line for the first option among ``names`` that the command line set: "--OPTION why"."""
+    given = _given(ctx, names)
+    if given:
+        raise click.UsageError(f"{given[0]} {why}")
 
 
 SERVED = ("token", "headers", "timeout", "concurrency", "max_batch", "ca_file", "insecure", "json_data")

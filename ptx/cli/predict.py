@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (RUN, SECURITY_NOTE, Choice, DeviceChoice, _given, backend_names, model_file_options,
-                             open_options, refuse_meaningless)
+from ptx.cli.options import (RUN, SECURITY_NOTE, Choice, DeviceChoice, backend_names, model_file_options,
+                             open_options, refuse_given, refuse_meaningless)
 from ptx.files import exists
 from ptx.cli.targets import MODEL_FILE_SUFFIXES, _unknown_or_file, missing_path, names_model_file
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS
-from ptx.errors import PtxError
+from ptx.errors import PtxError, UnknownModelError
 
 
 @click.command("predict")
@@ -73,7 +73,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     --model FILE: 2 when an input file does not fit the model, each named on stderr).
     """
     from ptx.infer.model.target import Target
-    from ptx.infer.predict.scoring import STDIN, tsv_field
+    from ptx.infer.predict.scoring import STDIN, score, tsv_field
 
     if inputs and not exists(inputs[0]) and Path(inputs[0]).suffix.lower() in MODEL_FILE_SUFFIXES:
         # a mistyped model file would otherwise be read as a picture for the default model, convnet
@@ -88,12 +88,10 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
     target = None if model is None else Target.of(model, root=root, run=run, option="--model",
                                                   options=open_options(declared_inputs, batch_axes, ignore_metadata))
     if target is not None and not target.is_run:
-        ignored = _given(click.get_current_context(), ["artifact", "run", "raw", "recursive", "min_confidence",
-                                                       "resume", "workers", "ray_address"])
-        if ignored:
-            raise click.UsageError(f"{ignored[0]} is for the tutorial models' answers; your own model's predict takes "
-                                   "--backend, --device, --json, --topk, --output FILE.npz|FILE.parquet and --input, "
-                                   "--batch-axis, --ignore-metadata")
+        refuse_given(click.get_current_context(), ["artifact", "run", "raw", "recursive", "min_confidence", "resume",
+                                                   "workers", "ray_address"],
+                     "is for the tutorial models' answers; your own model's predict takes --backend, --device, --json, "
+                     "--topk, --output FILE.npz|FILE.parquet and --input, --batch-axis, --ignore-metadata")
         if as_json and output:
             raise click.UsageError("give --json or --output, not both")
         if topk and output:
@@ -135,8 +133,6 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         if stream.isatty():
             click.echo("reading one input from standard input (end it with Ctrl-D)", err=True)
         stdin = stream.read()
-    from ptx.errors import UnknownModelError
-    from ptx.infer.predict.scoring import score
 
     # ONNX Runtime's intra-op threads spin between runs by default; while worker processes prepare a
     # folder's pictures on every core, the spinning took the CPU they needed (10,000 PNGs on 2 cores:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 
 import click
 
@@ -93,25 +94,19 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
         targets += [Target.of(None, root=root, run=run, option="--run") for run in runs]
         # a run named twice is served once; two runs of one model are refused, as two files of one name are
         tutorial = list({(t.name, str(t.run_dir.resolve())): t for t in targets if t.is_run}.values())
-    except UnknownModelError as exc:
-        raise _unknown_or_file(exc, "serve") from None
-    files = [t for t in targets if not t.is_run]
-    if len(served_names) > len(files):
-        raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it names "
-                               "model files, in order")
-    for given in served_names:
-        if not _servable(given):
-            raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
-    files = [(served_names[i] if i < len(served_names) else _served_name(t), t) for i, t in enumerate(files)]
-    if not files:
-        refuse_meaningless(click.get_current_context(), "run")
+        files = [t for t in targets if not t.is_run]
+        if len(served_names) > len(files):
+            raise click.UsageError(f"--name is given {len(served_names)} times for {len(files)} model file(s): it "
+                                   "names model files, in order")
+        for given in served_names:
+            if not _servable(given):
+                raise click.UsageError(f"--name {given!r}: a served name is one word without '/', spaces, ?, # or %")
+        files = [(served_names[i] if i < len(served_names) else _served_name(t), t) for i, t in enumerate(files)]
+        if not files:
+            refuse_meaningless(click.get_current_context(), "run")
 
-    options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, max_batch_size=max_batch_size,
-                           max_delay_ms=max_delay_ms, workers=workers, token=token or None,
-                           max_request_bytes=max_request_bytes, drain_seconds=drain_seconds,
-                           header_timeout=header_timeout, keep_alive_seconds=keep_alive_seconds,
-                           max_connections=max_connections)
-    try:
+        params = click.get_current_context().params  # each of ServeOptions' fields is an option of this command's
+        options = ServeOptions(**{**{f.name: params[f.name] for f in fields(ServeOptions)}, "token": token or None})
         serve(tutorial, options=options, backend=backend, precision=precision, device=device, insecure=insecure,
               log=lambda line: click.echo(line, err=line.startswith("warning")), files=files)
     except UnknownModelError as exc:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ptx.contract.catalog import names
 from ptx.contract.names import MODEL_FILE_SUFFIXES
-from ptx.errors import PtxError
+from ptx.errors import PtxError, UnknownModelError
 from ptx.files import is_dir, is_file
 
 
@@ -19,8 +20,6 @@ def names_model_file(argument: str) -> bool:
 def _model_file(name: str | None, command: str) -> bool:
     """Whether a tutorial command's NAME is a model file (the own-model path), each mistake one line:
     a path that is not there is "no such file", a folder is not a model file."""
-    from ptx.contract.catalog import names
-
     if name is not None and is_file(name):
         return True
     if name is None or name in names():
@@ -49,7 +48,6 @@ def target_of(ctx, name: str | None, command: str, *, root, run, options: dict, 
     model file, else a tutorial model's run, the options that mean nothing for it refused in one line
     (a run's before the run is looked for), an unknown name with the registry's did-you-mean."""
     from ptx.cli.options import refuse_meaningless
-    from ptx.errors import UnknownModelError
     from ptx.infer.model.target import Target
 
     if not _model_file(name, command):
@@ -74,7 +72,6 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
     """A name that is neither a registered model nor a file: the registry's did-you-mean, and the
     other thing the command takes (``usage``: how the command takes a model file, where it is not
     `ptx COMMAND model.onnx`)."""
-    from ptx.errors import UnknownModelError
 
     return UnknownModelError(f"{exc}; or give a model file's path ({usage or f'`ptx {command} model.onnx`'})")
 
@@ -84,7 +81,6 @@ def served_target(url, served: dict, against, root, run, opening, verifying: boo
     values (a --header that is not NAME:VALUE: one line); the local reference it is held to) for `ptx
     verify|bench URL`: the reference is --against a model FILE, a tutorial model NAME or a RUN folder;
     by default --run, else the URL's model name where it is a tutorial model's (its run under --root)."""
-    from ptx.contract.catalog import names
     from ptx.infer.model.target import Target
     from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header
     from ptx.infer.verify.served import open_served

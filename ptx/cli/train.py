@@ -62,7 +62,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
     from ptx.atomic import writable_dir_for
     from ptx.models import get
     from ptx.trainers.data import check_data_fits, load_dataset
-    from ptx.trainers.checkpoint import guard_run_folder
+    from ptx.trainers.checkpoint import guard_run_folder, load_checkpoint
     from ptx.trainers.loop import TrainConfig, train
 
     spec = get(name)
@@ -74,8 +74,6 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
     guard_run_folder(out_dir, name, force, resume=resume, overwrite=overwrite)
     previous = {}
     if resume:  # go on with the data and length the run started with, not today's defaults
-        from ptx.trainers.checkpoint import load_checkpoint
-
         saved = load_checkpoint(out_dir / "checkpoint.pt", expected_model=name)
         dataset = dataset or saved["dataset"]["name"]
         previous = saved["config"] if isinstance(saved.get("config"), dict) else {}
@@ -83,7 +81,7 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
     check_data_fits(spec, dataset or spec.dataset)
     augmentation = None
     if augment or augment_strength is not None:
-        from ptx.trainers.augment import DEFAULT_STRENGTH, Augmentation
+        from ptx.trainers.augment import DEFAULT_STRENGTH, EPOCHS_FACTOR, Augmentation
 
         if spec.contract(dataset).picture is None:
             raise PtxError(f"--augment varies pictures; {name} takes {spec.contract(dataset).kind.value} input")
@@ -98,8 +96,6 @@ def train_cmd(name, epochs, batch_size, lr, seed, dataset, data_dir, offline, de
         click.echo(f"data: {data.name} from {data.source}")
         if augmentation and epochs is None:
             # Varied copies take longer to learn from than the same pictures seen again.
-            from ptx.trainers.augment import EPOCHS_FACTOR
-
             epochs = spec.recipe.epochs * EPOCHS_FACTOR
         config = TrainConfig(epochs=epochs or spec.recipe.epochs, batch_size=batch_size or spec.recipe.batch_size,
                              lr=lr or spec.recipe.lr, seed=seed, device=device, limit=limit,

@@ -6,17 +6,19 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import click
 
 from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
                              _given, _int_list, generated_input_options, is_url, model_file_options, certificate_sizes,
-                             shape_certificate_options,
-                             refuse_meaningless, served_options)
-from ptx.cli.targets import _model_file, target_of
+                             open_options, plan_options, shape_certificate_options,
+                             refuse_given, refuse_meaningless, served_options)
+from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
+from ptx.infer.verify.report import RULE
 
 
 @click.command("verify", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,7,64", "3,5")})
@@ -90,7 +92,6 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     grpc://HOST:PORT/NAME[/V]) is a served model, one more row held to --against's reference. Exit status: 0 all agree, 1 a disagreement (the last line names
     the backend, the output and its error), 2 nothing could be compared.
     """
-    from ptx.cli.options import open_options, plan_options
     from ptx.infer.model.target import Target
     from ptx.infer.verify.verify import runs_with_artifacts
 
@@ -168,11 +169,8 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
     FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
     decided here, where the argument enters, and the endpoint reached before anything runs."""
-    from ptx.cli.targets import served_target
-
-    refused = _given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"])
-    if refused:
-        raise click.UsageError(f"{refused[0]} is not for a served model (ptx verify URL compares its answers)")
+    refuse_given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"],
+                 "is not for a served model (ptx verify URL compares its answers)")
     model, target = served_target(url, served, against, root, run, opening, verifying=True)
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
     try:
@@ -352,17 +350,9 @@ def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
                                           if found.repro else ""))
 
 
-def _verify_help() -> None:
-    """verify's --help states the rule its table and JSON state, from the one definition."""
-    import textwrap
-
-    from ptx.infer.verify.report import RULE
-
-    # \b keeps click from rewrapping the block; it is wrapped here, each entry under its name.
-    entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
-                             break_on_hyphens=False)
-               for name, text in RULE.items()]
-    verify_cmd.help = "\n\n".join([inspect.cleandoc(verify_cmd.help), *("\b\n" + e for e in entries), SECURITY_NOTE])
-
-
-_verify_help()
+# verify's --help states the rule its table and JSON state, from the one definition. \b keeps click
+# from rewrapping the block; it is wrapped here, each entry under its name.
+_entries = [textwrap.fill(f"{text}.", 78, initial_indent=f"{name + ':':<16}", subsequent_indent=" " * 16,
+                          break_on_hyphens=False)
+            for name, text in RULE.items()]
+verify_cmd.help = "\n\n".join([inspect.cleandoc(verify_cmd.help), *("\b\n" + e for e in _entries), SECURITY_NOTE])
