@@ -135,9 +135,8 @@ def _reduce_and_bound(image: Image.Image, name: str) -> None:
         progressive = "progressive" in image.info or "progression" in image.info
         limit = MAX_PIXELS if progressive else MAX_JPEG_PIXELS
         if declared > limit:
-            kind = "progressive JPEG" if progressive else "JPEG"
             raise InputError(f"{name}: image too large ({image.width}x{image.height}, over {limit:,} pixels "
-                             f"for a {kind})")
+                             f"for a {'progressive JPEG' if progressive else 'JPEG'})")
         # Pillow picks the largest scale in 1/2, 1/4, 1/8 at which both sides stay >= the size given.
         image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
     if image.width * image.height > MAX_PIXELS:
@@ -165,11 +164,11 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
         try:
             return Image.open(reopen())
         except UnidentifiedImageError:
-            if not _heif_like(prefix) or not _register_heif():
+            if not _brand(prefix) in HEIF_BRANDS or not _register_heif():
                 raise
             return Image.open(reopen())
     except UnidentifiedImageError:
-        if _heif_like(prefix):
+        if _brand(prefix) in HEIF_BRANDS:
             raise InputError(f"{name}: a HEIC/HEIF picture; {HEIF_INSTALL}") from None
         if _brand(prefix) in AVIF_BRANDS:
             raise InputError(f"{name}: an AVIF picture and this Pillow was built without AVIF; "
@@ -188,10 +187,6 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
 
 def _brand(prefix: bytes) -> bytes:
     return prefix[8:12] if prefix[4:8] == b"ftyp" else b""
-
-
-def _heif_like(prefix: bytes) -> bool:
-    return _brand(prefix) in HEIF_BRANDS
 
 
 @functools.cache
