@@ -61,8 +61,7 @@ def twin_name(path, fmt: str) -> str:
     from pathlib import Path
 
     path = Path(path)
-    infix = ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]
-    return f"{path.stem}{infix}{path.suffix}"
+    return f"{path.stem}{ARTIFACT_FILES[fmt][len('model'):-len('.onnx')]}{path.suffix}"
 
 
 def model_name(path) -> str:

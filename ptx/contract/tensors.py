@@ -169,8 +169,7 @@ class TensorSig:
         if not isinstance(shape, list):
             raise ContractError(f"{path}.shape: {shape!r} is not a list")
         for i, d in enumerate(shape):
-            fixed = isinstance(d, int) and not isinstance(d, bool) and d >= 0
-            if not (fixed or (isinstance(d, str) and d)):
+            if not ((isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (isinstance(d, str) and d)):
                 raise ContractError(f"{path}.shape[{i}]: {d!r} is neither a size >= 0 nor a symbol")
         axis = doc.get("batch_axis")
         if axis is not None:
