@@ -81,9 +81,8 @@ BATCH_NAMES = ("batch", "batch_size", "batchsize", "bs", "n", "b", "nbatch", "nu
 
 def dtype_info(name: str, where: str = "dtype") -> DTypeInfo:
     """The dtype called ``name`` (numpy's names, and the usual aliases), or a one-line error."""
-    key = DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
-    if key.startswith("torch."):
-        key = DTYPE_ALIASES.get(key[6:], key[6:])
+    key = str(name).lower().removeprefix("torch.")
+    key = DTYPE_ALIASES.get(key, key)
     if key not in DTYPES:
         raise ContractError(f"{where}: {name!r} is not a dtype ptx runs; use one of {', '.join(DTYPES)}")
     return DTYPES[key]
