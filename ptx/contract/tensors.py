@@ -366,9 +366,8 @@ def parse_shape(text: str, where: str, unnamed: str = "dim") -> tuple[Dim, ...]:
     text = text.strip()
     if not text:
         return ()
-    parts = text.split(",") if "," in text else text.split("x")
     dims: list[Dim] = []
-    for i, part in enumerate(p.strip() for p in parts):
+    for i, part in enumerate(p.strip() for p in (text.split(",") if "," in text else text.split("x"))):
         if re.fullmatch(r"\d+", part):
             dims.append(int(part))
         elif part in ("-1", "?"):
