@@ -162,7 +162,7 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
         try:
             return Image.open(reopen())
         except UnidentifiedImageError:
-            if not _brand(prefix) in HEIF_BRANDS or not _register_heif():
+            if _brand(prefix) not in HEIF_BRANDS or not _register_heif():
                 raise
             return Image.open(reopen())
     except UnidentifiedImageError:
