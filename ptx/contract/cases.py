@@ -31,12 +31,9 @@ class Case:
     error: str | None = None  # why the runtime refused the feeds (predict: the other cases still run)
 
 
-Answers = dict[str, np.ndarray]
-
-
 def run_cases(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]], cases: Sequence[Case],
               refused: type[BaseException] | tuple[type[BaseException], ...] = Exception
-              ) -> Iterator[tuple[Case, Answers | None, str | None]]:
+              ) -> Iterator[tuple[Case, dict[str, np.ndarray] | None, str | None]]:
     """ptx's one run loop (Polygraphy's Comparator.run): ``run`` (a model's ``run(feeds)``) on each
     case in turn, yielding (the case, its answers, None), or (the case, None, why it failed in one
     line). It runs a case only when the caller asks for the next: a caller that stops at the first

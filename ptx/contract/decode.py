@@ -95,8 +95,7 @@ def open_image(source, name: str | None = None) -> Image.Image:
     except OSError as exc:
         raise InputError(f"{name}: cannot open ({exc.strerror or exc})") from None
     with file:  # Pillow reads from this file object and leaves closing it to its owner
-        prefix = file.read(32)
-        return _decoded(_open_file(lambda: (file.seek(0), file)[1], prefix, name), name, owned=True)
+        return _decoded(_open_file(lambda: (file.seek(0), file)[1], file.read(32), name), name, owned=True)
 
 
 def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
@@ -135,15 +134,13 @@ def _reduce_and_bound(image: Image.Image, name: str) -> None:
         progressive = "progressive" in image.info or "progression" in image.info
         limit = MAX_PIXELS if progressive else MAX_JPEG_PIXELS
         if declared > limit:
-            kind = "progressive JPEG" if progressive else "JPEG"
             raise InputError(f"{name}: image too large ({image.width}x{image.height}, over {limit:,} pixels "
-                             f"for a {kind})")
+                             f"for a {'progressive JPEG' if progressive else 'JPEG'})")
         # Pillow picks the largest scale in 1/2, 1/4, 1/8 at which both sides stay >= the size given.
         image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
     if image.width * image.height > MAX_PIXELS:
-        decoded = "" if (image.width * image.height) == declared else " decoded"
-        raise InputError(f"{name}: image too large ({image.width}x{image.height}{decoded}, over {MAX_PIXELS:,} "
-                         "pixels)")
+        raise InputError(f"{name}: image too large ({image.width}x{image.height}"
+                         f"{'' if image.width * image.height == declared else ' decoded'}, over {MAX_PIXELS:,} pixels)")
 
 
 def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
@@ -165,11 +162,11 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
         try:
             return Image.open(reopen())
         except UnidentifiedImageError:
-            if not _heif_like(prefix) or not _register_heif():
+            if _brand(prefix) not in HEIF_BRANDS or not _register_heif():
                 raise
             return Image.open(reopen())
     except UnidentifiedImageError:
-        if _heif_like(prefix):
+        if _brand(prefix) in HEIF_BRANDS:
             raise InputError(f"{name}: a HEIC/HEIF picture; {HEIF_INSTALL}") from None
         if _brand(prefix) in AVIF_BRANDS:
             raise InputError(f"{name}: an AVIF picture and this Pillow was built without AVIF; "
@@ -188,10 +185,6 @@ def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:
 
 def _brand(prefix: bytes) -> bytes:
     return prefix[8:12] if prefix[4:8] == b"ftyp" else b""
-
-
-def _heif_like(prefix: bytes) -> bool:
-    return _brand(prefix) in HEIF_BRANDS
 
 
 @functools.cache

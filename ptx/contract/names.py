@@ -61,8 +61,7 @@ def twin_name(path, fmt: str) -> str:
     from pathlib import Path
 
     path = Path(path)
-    infix = ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]
-    return f"{path.stem}{infix}{path.suffix}"
+    return f"{path.stem}{ARTIFACT_FILES[fmt][len('model'):-len('.onnx')]}{path.suffix}"
 
 
 def model_name(path) -> str:
@@ -72,5 +71,4 @@ def model_name(path) -> str:
     name = Path(path).name
     suffix = next((s for s in MODEL_FILE_SUFFIXES if name.lower().endswith(s) and len(name) > len(s)), "")
     name = name[:len(name) - len(suffix)]
-    infix = next((i for i in EXPORT_INFIXES if name.endswith(i) and len(name) > len(i)), "")
-    return name[:len(name) - len(infix)]
+    return name.removesuffix(next((i for i in EXPORT_INFIXES if name.endswith(i) and len(name) > len(i)), ""))

@@ -211,8 +211,7 @@ def gathered_rows(path: str | Path, inputs) -> dict[str, tuple[int, str]]:
                 rows[_string(buf, tensor, TENSOR_NAME)] = first
         consumers: dict[str, list] = {}
         for node in _spans(buf, graph, GRAPH_NODE):
-            said: dict[int, list] = {NODE_INPUT: [], NODE_OUTPUT: [], NODE_NAME: [], NODE_OP_TYPE: [],
-                                     NODE_ATTRIBUTE: []}
+            said: dict[int, list] = {n: [] for n in (NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE)}
             for number, wire, span in fields(buf, *node):  # one pass: 20,000 nodes are read in ~0.1 s
                 if wire == LENGTH_DELIMITED and number in said:
                     said[number].append(span if number == NODE_ATTRIBUTE else bytes(buf[span[0]:span[1]]).decode(

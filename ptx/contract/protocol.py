@@ -60,9 +60,8 @@ def tensor_names(contract: Contract, backend: TritonBackend) -> tuple[str, str]:
     """Triton's names for the input and output. ONNX keeps the graph's names; TorchScript has no
     tensor names, so Triton's PyTorch backend follows the <name>__<index> convention (INPUT__0 is
     forward's first argument, OUTPUT__0 its first result)."""
-    if backend is TritonBackend.PYTORCH:
-        return "INPUT__0", "OUTPUT__0"
-    return contract.input.name, contract.output.name
+    names = positional_names(signature_of_contract(contract), PLATFORMS[backend].fmt)
+    return names[contract.input.name], names[contract.output.name]
 
 
 def has_label_file(contract: Contract) -> bool:

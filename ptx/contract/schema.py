@@ -27,11 +27,9 @@ from .steps import (PICTURE_PIPELINES, PICTURE_VERSIONS, STEP_TYPES, TEXT_ENCODI
 class ValueEnum(str, Enum):
     """An enum that prints as its value ("sgd", not "Optimizer.SGD") in messages and f-strings."""
 
+    # Enum's own __format__ formats str(self) where __str__ is overridden (3.10 on): f-strings say the value too.
     def __str__(self) -> str:
         return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 class Task(ValueEnum):
@@ -303,7 +301,5 @@ def signature_of_contract(contract, raw_input=None) -> Signature:
     """A tutorial model's tensor layer: its one input (or, for an ``--input uint8`` export, the raw
     pictures its graph takes) and its one output, batched on the axis called ``batch``. The axes'
     names stay with the head (ptx.contract): ptx.signature is written as every ptx reads it."""
-    def bare(t: TensorSig) -> TensorSig:
-        return dataclasses.replace(t, axes=None)
-
-    return Signature((bare(raw_input or contract.input),), (bare(contract.output),))
+    return Signature((dataclasses.replace(raw_input or contract.input, axes=None),),
+                     (dataclasses.replace(contract.output, axes=None),))

@@ -69,9 +69,8 @@ def refused_by_bound(axis: "AxisCheck", size: int) -> str:
     """How the model's own bound, as export found it on ``axis``, refuses ``size`` ('' where it does not): at
     or under the largest size it refused below every size it took (every size, where it took none), or at
     or over the smallest it refused above them."""
-    taken = axis.sizes
-    low = [n for n in axis.refused if not taken or n < min(taken)]
-    high = [n for n in axis.refused if taken and n > max(taken)]
+    low = [n for n in axis.refused if not axis.sizes or n < min(axis.sizes)]
+    high = [n for n in axis.refused if axis.sizes and n > max(axis.sizes)]
     if low and size <= max(low):
         return f"give a size above {max(low)}"
     if high and size >= min(high):
@@ -323,14 +322,9 @@ def onnx_fixing_nodes(path, size: int, limit: int = 2) -> list[str]:
     # small shape constants only: a weight kept in external data is never one, and is not loaded here
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer
                  if init.data_location != onnx.TensorProto.EXTERNAL and len(init.dims) <= 1}
-    producers = {}
-    for node in graph.node:
-        for out in node.output:
-            producers[out] = node
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    constants[node.output[0]] = numpy_helper.to_array(attr.t)
+    producers = {out: node for node in graph.node for out in node.output}
+    constants.update({node.output[0]: numpy_helper.to_array(attr.t) for node in graph.node if node.op_type == "Constant"
+                      for attr in node.attribute if attr.name == "value"})
     found = []
     for node in graph.node:
         if node.op_type not in SHAPE_OPS or len(node.input) < 2:

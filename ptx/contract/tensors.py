@@ -81,9 +81,8 @@ BATCH_NAMES = ("batch", "batch_size", "batchsize", "bs", "n", "b", "nbatch", "nu
 
 def dtype_info(name: str, where: str = "dtype") -> DTypeInfo:
     """The dtype called ``name`` (numpy's names, and the usual aliases), or a one-line error."""
-    key = DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
-    if key.startswith("torch."):
-        key = DTYPE_ALIASES.get(key[6:], key[6:])
+    key = str(name).lower().removeprefix("torch.")
+    key = DTYPE_ALIASES.get(key, key)
     if key not in DTYPES:
         raise ContractError(f"{where}: {name!r} is not a dtype ptx runs; use one of {', '.join(DTYPES)}")
     return DTYPES[key]
@@ -169,8 +168,7 @@ class TensorSig:
         if not isinstance(shape, list):
             raise ContractError(f"{path}.shape: {shape!r} is not a list")
         for i, d in enumerate(shape):
-            fixed = isinstance(d, int) and not isinstance(d, bool) and d >= 0
-            if not (fixed or (isinstance(d, str) and d)):
+            if not ((isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (isinstance(d, str) and d)):
                 raise ContractError(f"{path}.shape[{i}]: {d!r} is neither a size >= 0 nor a symbol")
         axis = doc.get("batch_axis")
         if axis is not None:
@@ -368,9 +366,8 @@ def parse_shape(text: str, where: str, unnamed: str = "dim") -> tuple[Dim, ...]:
     text = text.strip()
     if not text:
         return ()
-    parts = text.split(",") if "," in text else text.split("x")
     dims: list[Dim] = []
-    for i, part in enumerate(p.strip() for p in parts):
+    for i, part in enumerate(p.strip() for p in (text.split(",") if "," in text else text.split("x"))):
         if re.fullmatch(r"\d+", part):
             dims.append(int(part))
         elif part in ("-1", "?"):

@@ -53,9 +53,8 @@ def pictures_from_model_input(x: np.ndarray, contract: Contract) -> np.ndarray:
     re-normalising the recovered pictures gives ``x`` back exactly: other floats are no pictures."""
     given = np.asarray(x, dtype=np.float32)
     x = np.moveaxis(given, contract.input.batch_axis, 0)  # batch first
-    canvas = contract.picture.canvas
     pad = sum(s.pixels for s in contract.tensor_steps if isinstance(s, PadStep))
-    side = canvas + 2 * pad
+    side = contract.picture.canvas + 2 * pad
     values = x.reshape(len(x), side, side)[:, pad:side - pad, pad:side - pad].astype(np.float64)
     for step in reversed(contract.tensor_steps):
         if isinstance(step, NormalizeStep):
@@ -86,8 +85,7 @@ def decisions(outputs: np.ndarray, contract: Contract) -> np.ndarray | None:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
@@ -133,9 +131,8 @@ def collate(samples: list[np.ndarray], contract: Contract) -> np.ndarray:
     """Stack samples of one group; token sequences are padded at the end with the pad id."""
     if len({s.shape for s in samples}) <= 1:
         return np.stack(samples)
-    pad = contract.encoding.pad_id
     longest = max(len(s) for s in samples)
-    return np.stack([np.pad(s, (0, longest - len(s)), constant_values=pad) for s in samples])
+    return np.stack([np.pad(s, (0, longest - len(s)), constant_values=contract.encoding.pad_id) for s in samples])
 
 
 def run_in_batches(run, x: np.ndarray, batch_axis: int, chunk: int) -> np.ndarray:
