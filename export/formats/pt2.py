@@ -54,7 +54,7 @@ def no_compiler() -> str | None:
                                            "(install one, or set CXX)")
 
 
-def check_device(device: str, **_) -> str:
+def check_device(device: str, **_) -> None:
     import torch
 
     if device not in DEVICES:
@@ -62,7 +62,6 @@ def check_device(device: str, **_) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise PtxError("--device cuda: torch sees no CUDA GPU here, so a CUDA pt2 cannot be compiled (or validated); "
                        "compile on a GPU machine, or use --device cpu")
-    return device
 
 
 def write(model, example: tuple, path: Path, signature, strings: dict[str, str], *, device: str = "cpu") -> Written:
@@ -115,7 +114,9 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
             # would fix is still refused (DYNAMIC, not AUTO), and validation checks the rest.
             # Not DYNAMIC on the first try (one export, not two): torch then starts every range
             # at 2 (range_constraints), where a Dim's min=1 makes 1 a size the compiled code handles.
-            program = torch.export.export(target, example, dynamic_shapes=_found_ranges(dynamic_shapes))
+            found = tuple({axis: torch.export.Dim.DYNAMIC for axis in dims} if dims else dims
+                          for dims in dynamic_shapes)
+            program = torch.export.export(target, example, dynamic_shapes=found)
         # The compiled code reads past a table's end where eager raises (BERT's answers a sequence of
         # 65 from its 64 positions): the range torch.export found is recorded, and every load refuses
         # a size beyond it (ptx.contract.tensor_inputs.check_feeds).
@@ -161,12 +162,6 @@ def _bounded(program, strings: dict[str, str]) -> tuple[dict[str, str], dict[str
         return strings, {}
     bounded = replace(signature, limits=tuple(sorted(limits.items())))
     return {**strings, SIGNATURE_KEY: json.dumps(bounded.to_dict(), separators=(",", ":"))}, limits
-
-
-def _found_ranges(dynamic_shapes):
-    import torch
-
-    return tuple({axis: torch.export.Dim.DYNAMIC for axis in dims} if dims else dims for dims in dynamic_shapes)
 
 
 def record_digest(path: Path) -> str:
