@@ -112,15 +112,13 @@ def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
     input of any name (``--input image=...`` for ``forward(self, x)``): the name is the file's."""
     if not declared:
         return declared
-    params = forward_parameters(module)
-    if params is None:
-        return declared
+    positional = _forward_parameters(module)
     where = f"{type(module).__name__}.forward"
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        log(f"inputs: {where} takes *args, so --input's order is forward()'s: "
-            f"{', '.join(t.name for t in declared)} go in by position")
+    if positional is None:  # forward(*args), or parameters Python cannot say (then nothing is logged)
+        if forward_parameters(module) is not None:
+            log(f"inputs: {where} takes *args, so --input's order is forward()'s: "
+                f"{', '.join(t.name for t in declared)} go in by position")
         return declared
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) == 1 and len(declared) == 1:
         return declared  # one input into forward(x): its name is the file's, nothing to match
     takes = f"{where}({', '.join(positional)})"
