@@ -102,11 +102,9 @@ class Choice:
         ops = [n.op_type for n in graph.graph.node]
         if self.keep_relu and not {"Relu", "Clip"} & set(ops):
             return False
-        if self.f32_ops == "first Conv":
-            return "Conv" in ops and (ops.count("Conv") > 1 or bool(set(MATRIX_OPS) & set(ops)))
-        if self.f32_ops == "Conv":
-            return "Conv" in ops and bool(set(MATRIX_OPS) & set(ops))
-        return True
+        # Convs left in f32 must leave something to int8: a Gemm/MatMul, or ("first Conv") another Conv
+        matrix = bool(set(MATRIX_OPS) & set(ops))
+        return not self.f32_ops or "Conv" in ops and (matrix or self.f32_ops == "first Conv" and ops.count("Conv") > 1)
 
     def excluded(self, graph) -> list[str]:
         """The nodes ``nodes_to_exclude`` keeps in f32 for this choice (names of ``graph``)."""
@@ -281,8 +279,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             chosen, ratio = choose(quantize, [c for c in CHOICES if c.applies(graph_read)], f32, timing, batch,
                                    recorded, judge, Path(scratch), served, log)
 
-        def chosen_with(exclude, out=path) -> Path:  # quantize with the kept choice, plus the nodes asked for in f32
-            return quantize(exclude, out, chosen)
+        chosen_with = functools.partial(quantize, choice=chosen)  # the kept choice, plus the nodes asked for in f32
 
         if keep_f32 == AUTO:
             if feeds is None:
