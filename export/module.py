@@ -145,8 +145,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
-    chosen_exporter = Exporter(exporter) if exporter else None
-    onnx_options = dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode)
+    onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None, mode=torchscript_mode)
     options = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
                "torchscript": dict(mode=torchscript_mode), "pt2": dict(device=device)}
     check_options(chosen, options, device=device)  # the opset, pt2's device
@@ -303,11 +302,9 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
 
     def foreign(folder: Path) -> str | None:
         other = sorted(p.name for p in folder.iterdir() if p.name not in OWN_FILES)
-        if not other:
-            return None
         return (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); an "
                 "export replaces the whole folder, so that its files always come from one module: give a new or empty "
-                "folder")
+                "folder") if other else None
     guard(out_dir, force, foreign)
 
 
