@@ -201,10 +201,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                "was configured for), --min-shape where it takes only larger ones, or return example "
                                "inputs from FACTORY")
             raise first
-    wants = [a for a in answers if not isinstance(a, PtxError)]
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
-    wants = [dict(zip(signature.output_names, w.values())) for w in wants]  # by --output's names
+    # eager's answers by --output's names
+    wants = [dict(zip(signature.output_names, a.values())) for a in answers if not isinstance(a, PtxError)]
     params = sum(p.numel() for p in module.parameters())
     kind = "" if name == type(given).__name__ else f"{type(given).__name__}, "
     log(f"module: {name} ({kind}{params:,} parameters); inputs {describe(signature.inputs)}; "

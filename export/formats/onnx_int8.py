@@ -352,8 +352,7 @@ def quantizable(graph, static: bool) -> list[str]:
     order: the ones ``nodes_to_exclude`` can keep in f32."""
     from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
 
-    ops = QDQRegistry if static else IntegerOpsRegistry
-    return [n.name for n in graph.graph.node if n.op_type in ops and n.name]
+    return [n.name for n in graph.graph.node if n.op_type in (QDQRegistry if static else IntegerOpsRegistry) and n.name]
 
 
 def quantized_graph(path: Path, model: str, served: str = "model.onnx"):
