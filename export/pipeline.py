@@ -163,13 +163,12 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
         label = f"{backend}-{fmt.precision}"
         try:
             verdicts.append(decide(label, evidence(backend), by="export"))
-        except BackendUnavailableError as exc:
-            if backend == fmt.serving_backend:
-                raise
-            log(f"{'':<11} {label}: not judged here ({exc})")
         except PtxError as exc:
             if backend == fmt.serving_backend:
                 raise
+            if isinstance(exc, BackendUnavailableError):
+                log(f"{'':<11} {label}: not judged here ({exc})")
+                continue
             # judged on what the file's own runtime was judged on, which this runtime could not run
             verdicts.append(Verdict(label, NOT_USABLE, verdicts[0].evidence, "the file does not run through it",
                                     [str(exc)], by="export"))
