@@ -75,9 +75,7 @@ def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
         if size in constants:
             scope = node.scopeName().split("/")[-1].split("::")[-1] or "forward"
             found.append(f"{node.kind()[6:]} in {scope} (sizes holding {size})")
-        if len(found) >= limit:
-            break
-    return found
+    return found[:limit]
 
 
 def attributes_restorer(module):
