@@ -460,10 +460,9 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
             log(f"onnx-int8   {exc}: int8 not chosen by speed here (the plain way kept; verify cannot judge either)")
             return choices[0], None
     ratios, rounds = speed_against_f32(f32, files, feeds)
-    passing = [i for i, v in enumerate(verdicts) if not v.unusable]
     best = None
-    for i in passing:
-        if best is None or ratios[i] > ratios[best] * CLEARLY_FASTER:
+    for i, verdict in enumerate(verdicts):  # the fastest that passes, a later one only when clearly faster
+        if not verdict.unusable and (best is None or ratios[i] > ratios[best] * CLEARLY_FASTER):
             best = i
     if best is None:  # none passes: the one closest to passing (labels agree best, fewest failures), for the gate
         # (labels agree best, or a --max-drop bound's metric is highest; fewest failures)
