@@ -180,15 +180,11 @@ def _at_least_two(sigs: Sequence[TensorSig], tensors: Sequence[torch.Tensor], lo
                        "examples with real rows")
     if not small:
         return tuple(tensors)
-    out = []
-    for sig, tensor in zip(sigs, tensors):
-        for axis, d in enumerate(sig.shape):
-            if d in small:
-                tensor = torch.cat([tensor] * EXAMPLE_MIN, dim=axis)
-        out.append(tensor)
+    # each small axis repeated (torch.tile: a copy after the other along it; a 0-d tensor has no axis to repeat)
+    out = tuple(torch.tile(t, [EXAMPLE_MIN if d in small else 1 for d in sig.shape]) for sig, t in zip(sigs, tensors))
     log(f"examples: {', '.join(f'{d} of 1' for d in small)} repeated to {EXAMPLE_MIN} (torch.export fixes a dynamic "
         "size of 0 or 1 to that size)")
-    return tuple(out)
+    return out
 
 
 def named_outputs(probed: Sequence[TensorSig], names: Sequence[str] | None) -> tuple[TensorSig, ...]:
