@@ -322,8 +322,7 @@ def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
     sizes = {s: n for s, n in signature.symbol_sizes(feeds).items() if s not in batch_symbols}
     batch = next((int(feeds[t.name].shape[t.batch_axis]) for t in signature.inputs if t.batch_axis is not None), None)
-    produced = list(eager.run(dict(feeds)).values())
-    return Case(label, feeds, batch, dict(zip(signature.output_names, produced)), sizes)
+    return Case(label, feeds, batch, dict(zip(signature.output_names, eager.run(dict(feeds)).values())), sizes)
 
 
 def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:
