@@ -9,6 +9,7 @@ Export comes before infer in ptx's flow, so it does not import infer's models: t
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -182,11 +183,8 @@ def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt
     reference = tutorial_accuracy(None, model, ckpt, eager, notice=log)[0]
 
     def measure(path: Path, indices=None):
-        candidate = open_predictor(path, fmt.serving_backend, "cpu")
-        try:
+        with closing(open_predictor(path, fmt.serving_backend, "cpu")) as candidate:
             return tutorial_accuracy(candidate, model, ckpt, eager, indices)
-        finally:
-            candidate.close()
 
     samples = len(eager["truth"])
     return Bound(max_drop, f"accuracy on {samples:,} real {eager['data']} test samples", reference, measure,

@@ -18,6 +18,7 @@ Torch-free: a user's file and metric run on onnx and the serving runtime alone.
 from __future__ import annotations
 
 import math
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -104,11 +105,8 @@ def metric_bound(spec: str, max_drop: float, f32_run: Callable, open_candidate: 
     metric = load_metric(spec)
 
     def measure_through(path: Path, backend: str | None = None) -> float:
-        model = open_candidate(path, backend)
-        try:
+        with closing(open_candidate(path, backend)) as model:
             return metric(model.run)
-        finally:
-            model.close()
 
     return Bound(check_max_drop(max_drop), metric.shown, metric(f32_run), lambda path, items=None: (
         measure_through(path), None), about=" (the user's metric, higher is better, in its own units)",

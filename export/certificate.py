@@ -5,6 +5,7 @@ size eager itself refuses is the model's bound and said so, and the certificate 
 is written into it (ptx.shape_certificate), where ``ptx inspect`` shows it."""
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import Sequence
 
@@ -75,9 +76,7 @@ def _torchscript_nodes(path: Path, size: int, limit: int = 2) -> list[str]:
         if size in constants:
             scope = node.scopeName().split("/")[-1].split("::")[-1] or "forward"
             found.append(f"{node.kind()[6:]} in {scope} (sizes holding {size})")
-        if len(found) >= limit:
-            break
-    return found
+    return found[:limit]
 
 
 def attributes_restorer(module):
@@ -91,10 +90,8 @@ def attributes_restorer(module):
         for m, attributes in kept:
             for name, value in attributes.items():
                 if getattr(m, name, None) is not value:
-                    try:
+                    with suppress(AttributeError, TypeError):  # a property or slot: not the module's state to put back
                         setattr(m, name, value)
-                    except (AttributeError, TypeError):  # a property or a slot: not the module's state to put back
-                        pass
 
     return restore
 
@@ -140,10 +137,8 @@ def eager_bounds(module, signature: Signature, probes: Sequence[Probe], example:
     sizes_of = signature.symbol_sizes({t.name: np.asarray(a) for t, a in zip(signature.inputs, example)})
     bounds, fixes = {}, []
     for symbol, sizes in refused.items():
-        twice = list(example)  # every axis of the symbol twice the example's: a size on the other side of it
-        for k, t in enumerate(signature.inputs):
-            for axis in (axis for axis, d in enumerate(t.shape) if d == symbol):
-                twice[k] = torch.cat([twice[k], twice[k]], axis)
+        # every axis of the symbol twice the example's (the example repeated along it): a size on the other side of it
+        twice = [torch.tile(a, [2 if d == symbol else 1 for d in t.shape]) for t, a in zip(signature.inputs, example)]
         if len(sizes) == tried[symbol] and refusal(twice):  # it takes only the example's size
             at = ", ".join(map(str, [*sizes, 2 * sizes_of[symbol]]))
             fixes.append(f"{symbol} is declared dynamic and {type(module).__name__}.forward fixes it: eager PyTorch "

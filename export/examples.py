@@ -112,15 +112,13 @@ def _in_forward_order(module: torch.nn.Module, declared: tuple[TensorSig, ...],
     input of any name (``--input image=...`` for ``forward(self, x)``): the name is the file's."""
     if not declared:
         return declared
-    params = forward_parameters(module)
-    if params is None:
-        return declared
+    positional = _forward_parameters(module)
     where = f"{type(module).__name__}.forward"
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        log(f"inputs: {where} takes *args, so --input's order is forward()'s: "
-            f"{', '.join(t.name for t in declared)} go in by position")
+    if positional is None:  # forward(*args), or parameters Python cannot say (then nothing is logged)
+        if forward_parameters(module) is not None:
+            log(f"inputs: {where} takes *args, so --input's order is forward()'s: "
+                f"{', '.join(t.name for t in declared)} go in by position")
         return declared
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) == 1 and len(declared) == 1:
         return declared  # one input into forward(x): its name is the file's, nothing to match
     takes = f"{where}({', '.join(positional)})"
@@ -182,15 +180,11 @@ def _at_least_two(sigs: Sequence[TensorSig], tensors: Sequence[torch.Tensor], lo
                        "examples with real rows")
     if not small:
         return tuple(tensors)
-    out = []
-    for sig, tensor in zip(sigs, tensors):
-        for axis, d in enumerate(sig.shape):
-            if d in small:
-                tensor = torch.cat([tensor] * EXAMPLE_MIN, dim=axis)
-        out.append(tensor)
+    # each small axis repeated (torch.tile: a copy after the other along it; a 0-d tensor has no axis to repeat)
+    out = tuple(torch.tile(t, [EXAMPLE_MIN if d in small else 1 for d in sig.shape]) for sig, t in zip(sigs, tensors))
     log(f"examples: {', '.join(f'{d} of 1' for d in small)} repeated to {EXAMPLE_MIN} (torch.export fixes a dynamic "
         "size of 0 or 1 to that size)")
-    return tuple(out)
+    return out
 
 
 def named_outputs(probed: Sequence[TensorSig], names: Sequence[str] | None) -> tuple[TensorSig, ...]:

@@ -21,6 +21,7 @@ imports torch where it is installed).
 """
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
@@ -65,8 +66,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
-    source = open_model(path, "ort-cpu", "cpu", **open_options)
-    try:
+    with closing(open_model(path, "ort-cpu", "cpu", **open_options)) as source:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
@@ -95,8 +95,6 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
                 candidate, backend or fmt.serving_backend, "cpu", **open_options))  # at its own precision: NNCF measures f32 too
             log(f"--metric {bound.metric}: {bound.reference:.6g} on {path.name} (f32); int8 may drop it by at most "
                 f"{max_drop:g}")
-    finally:
-        source.close()
     name = metadata.get("model") or path.name.split(".")[0]
     # The file's own ptx metadata where load() believed it (its weights are the ones it was written for).
     strings = {**metadata, **module_strings(name, signature, {"source": path.name, "source_sha256": file_sha256(path)})}

@@ -57,15 +57,11 @@ def resolve(names: Sequence[str], quantized_input, f32, model: str) -> list[str]
     outputs = {n.name: list(n.output) for n in f32.graph.node}
     found = []
     for name in names:
-        if name in own:
-            found.append(name)
-            continue
-        mapped = next((maker[o] for o in outputs.get(name, ()) if o in maker), None)
+        mapped = name if name in own else next((maker[o] for o in outputs.get(name, ()) if o in maker), None)
         if mapped is None:
-            listed = ", ".join(sorted(own)[:4])
-            raise PtxError(f"--keep-f32 {name}: {model}'s graph has no node of that name ({listed}, ...): name nodes "
-                           "of its f32 graph (`ptx verify NAME --backends ort-cpu-int8 --locate` lists a tutorial "
-                           "model's that add most error; --keep-f32 auto chooses them)")
+            raise PtxError(f"--keep-f32 {name}: {model}'s graph has no node of that name ({', '.join(sorted(own)[:4])}"
+                           ", ...): name nodes of its f32 graph (`ptx verify NAME --backends ort-cpu-int8 --locate` "
+                           "lists a tutorial model's that add most error; --keep-f32 auto chooses them)")
         found.append(mapped)
     return list(dict.fromkeys(found))
 

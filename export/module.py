@@ -145,8 +145,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
-    chosen_exporter = Exporter(exporter) if exporter else None
-    onnx_options = dict(opset=opset, exporter=chosen_exporter, mode=torchscript_mode)
+    onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None, mode=torchscript_mode)
     options = {"onnx": onnx_options, "onnx-int8": dict(onnx_options, log=log),
                "torchscript": dict(mode=torchscript_mode), "pt2": dict(device=device)}
     check_options(chosen, options, device=device)  # the opset, pt2's device
@@ -202,10 +201,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                "was configured for), --min-shape where it takes only larger ones, or return example "
                                "inputs from FACTORY")
             raise first
-    wants = [a for a in answers if not isinstance(a, PtxError)]
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
-    wants = [dict(zip(signature.output_names, w.values())) for w in wants]  # by --output's names
+    # eager's answers by --output's names
+    wants = [dict(zip(signature.output_names, a.values())) for a in answers if not isinstance(a, PtxError)]
     params = sum(p.numel() for p in module.parameters())
     kind = "" if name == type(given).__name__ else f"{type(given).__name__}, "
     log(f"module: {name} ({kind}{params:,} parameters); inputs {describe(signature.inputs)}; "
@@ -303,11 +302,9 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
 
     def foreign(folder: Path) -> str | None:
         other = sorted(p.name for p in folder.iterdir() if p.name not in OWN_FILES)
-        if not other:
-            return None
         return (f"--out {out_dir} holds other files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); an "
                 "export replaces the whole folder, so that its files always come from one module: give a new or empty "
-                "folder")
+                "folder") if other else None
     guard(out_dir, force, foreign)
 
 
@@ -325,8 +322,7 @@ def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
     batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
     sizes = {s: n for s, n in signature.symbol_sizes(feeds).items() if s not in batch_symbols}
     batch = next((int(feeds[t.name].shape[t.batch_axis]) for t in signature.inputs if t.batch_axis is not None), None)
-    produced = list(eager.run(dict(feeds)).values())
-    return Case(label, feeds, batch, dict(zip(signature.output_names, produced)), sizes)
+    return Case(label, feeds, batch, dict(zip(signature.output_names, eager.run(dict(feeds)).values())), sizes)
 
 
 def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:

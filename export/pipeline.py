@@ -19,7 +19,7 @@ and the one check of the options every source shares, are here too.
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -129,8 +129,7 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
            ) -> tuple[Certificate | None, dict, list[dict]]:
     """The written file opened once, as ptx serves it: its shape certificate (where the plan makes
     one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
-    model = open_checked(open_model, path, fmt, on)
-    try:
+    with closing(open_checked(open_model, path, fmt, on)) as model:
         certificate = None if plan.shapes is None else certify_model(
             fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
         try:
@@ -143,8 +142,6 @@ def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case]
                 raise
             said = certificate.summary() if certificate.holds else findings(certificate, cases_failed=True)
             raise ValidationError(f"{exc}; shape certificate: {said}") from None
-    finally:
-        model.close()
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)
         raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
     return certificate, agreements, answers
@@ -166,13 +163,12 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
         label = f"{backend}-{fmt.precision}"
         try:
             verdicts.append(decide(label, evidence(backend), by="export"))
-        except BackendUnavailableError as exc:
-            if backend == fmt.serving_backend:
-                raise
-            log(f"{'':<11} {label}: not judged here ({exc})")
         except PtxError as exc:
             if backend == fmt.serving_backend:
                 raise
+            if isinstance(exc, BackendUnavailableError):
+                log(f"{'':<11} {label}: not judged here ({exc})")
+                continue
             # judged on what the file's own runtime was judged on, which this runtime could not run
             verdicts.append(Verdict(label, NOT_USABLE, verdicts[0].evidence, "the file does not run through it",
                                     [str(exc)], by="export"))

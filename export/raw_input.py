@@ -32,22 +32,20 @@ class _Normalize(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
+# Each tensor step of a contract as the graph's own module.
+GRAPH_STEPS = {ScaleStep: lambda step: _Scale(step.factor), NormalizeStep: lambda step: _Normalize(step.mean, step.std),
+               PadStep: lambda step: torch.nn.ZeroPad2d(step.pixels)}
+
+
 class RawPictureModel(torch.nn.Module):
     """(batch, canvas, canvas) uint8 -> ``model``'s output, via the contract's tensor steps."""
 
     def __init__(self, model: torch.nn.Module, contract: Contract):
         super().__init__()
-        steps = []
         for step in contract.tensor_steps:
-            if isinstance(step, ScaleStep):
-                steps.append(_Scale(step.factor))
-            elif isinstance(step, NormalizeStep):
-                steps.append(_Normalize(step.mean, step.std))
-            elif isinstance(step, PadStep):
-                steps.append(torch.nn.ZeroPad2d(step.pixels))
-            else:
+            if type(step) not in GRAPH_STEPS:
                 raise ValueError(f"{contract.model}: step {step.op!r} has no graph form")
-        self.steps = torch.nn.ModuleList(steps)
+        self.steps = torch.nn.ModuleList(GRAPH_STEPS[type(step)](step) for step in contract.tensor_steps)
         self.sample_shape = [int(d) for d in contract.input.sample_shape]
         self.batch_axis = contract.input.batch_axis
         self.model = model

@@ -41,12 +41,11 @@ def import_callable(spec: str, option: str, example: str) -> tuple[Callable, Pat
     sys.modules[module_name] = namespace
     try:
         loader.loader.exec_module(namespace)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise PtxError(f"{option} {spec}: {Path(exc.filename or path).name}:{exc.lineno}: syntax error: "
-                       f"{exc.msg}") from None
     except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
         sys.modules.pop(module_name, None)
+        if isinstance(exc, SyntaxError):
+            raise PtxError(f"{option} {spec}: {Path(exc.filename or path).name}:{exc.lineno}: syntax error: "
+                           f"{exc.msg}") from None
         raise PtxError(f"{option} {spec}: importing {path.name} {raised(exc, path)}") from None
     target = getattr(namespace, name, None)
     if target is None:

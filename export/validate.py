@@ -13,6 +13,7 @@ by its tensors against the f32 file (``judge_tensors``).
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -222,10 +223,7 @@ def judge_tensors(fmt, path, open_model: OpenModel, signature: Signature, cases:
     it on ``cases`` first; else it is opened (through ``backend``: another runtime than the format's
     serving one) and run on them here."""
     if answers is None:
-        model = open_checked(open_model, path, fmt, backend=backend)
-        try:
+        with closing(open_checked(open_model, path, fmt, backend=backend)) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
-        finally:
-            model.close()
     return tensor_rule(answers[:len(cases)], [c.outputs for c in cases],
                        [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind)

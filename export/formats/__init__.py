@@ -94,6 +94,20 @@ def description(strings: dict[str, str]) -> str:
     return strings.get("description") or f"{strings['model']}, exported by ptx from a PyTorch module"
 
 
+def bind_weights(path: Path, kind: str, write_digest: Callable[[str], None], changed: str) -> str:
+    """The one binding of a written file's contract to its weights (ptx.contract.weights): the digest
+    taken on the file as it is, written in by ``write_digest(digest)``, which must leave the digest
+    unchanged; ``changed`` says what happened where it did not. Returns the digest."""
+    from ptx.contract.weights import digest_of
+    from ptx.errors import PtxError
+
+    digest = digest_of(path, kind)
+    write_digest(digest)
+    if digest_of(path, kind) != digest:
+        raise PtxError(f"{path.name}: {changed}: ptx cannot bind this file's contract to its weights; please report it")
+    return digest
+
+
 def register(fmt: ExportFormat) -> ExportFormat:
     if fmt.name not in ARTIFACT_FILES:
         raise ValueError(f"export format {fmt.name!r} has no file name in ptx.contract.names.ARTIFACT_FILES")

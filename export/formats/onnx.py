@@ -15,13 +15,13 @@ from ptx.contract.metadata import from_props, to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
-from ptx.contract.weights import WEIGHTS_KEY, digest_of
+from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import PtxError, ValidationError
 from ptx.torch_quiet import quiet_jit
 
 from ..onnx_graph import omit_zero_initial_states
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
-from . import ExportFormat, Written, description, register
+from . import ExportFormat, Written, bind_weights, description, register
 
 DYNAMO_MIN_OPSET = 18  # torch.export's ONNX translation starts at opset 18
 MAX_DIM = 1 << 20  # the largest size a dynamic dimension is exported for
@@ -189,13 +189,14 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     proto.doc_string = description
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
-    digest = digest_of(path, "onnx")
-    proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)
-    onnx.save(proto, str(path))
-    if digest_of(path, "onnx") != digest:  # protobuf wrote the graph differently the second time
-        raise PtxError(f"{path.name}: the graph's digest changed when ptx wrote it in (onnx {onnx.__version__}): "
-                       "ptx cannot bind this file's contract to its weights; please report it")
-    return digest
+
+    def write_digest(digest: str) -> None:
+        proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)
+        onnx.save(proto, str(path))
+
+    # (the digest would change only where protobuf wrote the graph differently the second time)
+    return bind_weights(path, "onnx", write_digest, f"the graph's digest changed when ptx wrote it in (onnx "
+                        f"{onnx.__version__})")
 
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:

@@ -102,11 +102,9 @@ class Choice:
         ops = [n.op_type for n in graph.graph.node]
         if self.keep_relu and not {"Relu", "Clip"} & set(ops):
             return False
-        if self.f32_ops == "first Conv":
-            return "Conv" in ops and (ops.count("Conv") > 1 or bool(set(MATRIX_OPS) & set(ops)))
-        if self.f32_ops == "Conv":
-            return "Conv" in ops and bool(set(MATRIX_OPS) & set(ops))
-        return True
+        # Convs left in f32 must leave something to int8: a Gemm/MatMul, or ("first Conv") another Conv
+        matrix = bool(set(MATRIX_OPS) & set(ops))
+        return not self.f32_ops or "Conv" in ops and (matrix or self.f32_ops == "first Conv" and ops.count("Conv") > 1)
 
     def excluded(self, graph) -> list[str]:
         """The nodes ``nodes_to_exclude`` keeps in f32 for this choice (names of ``graph``)."""
@@ -281,8 +279,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             chosen, ratio = choose(quantize, [c for c in CHOICES if c.applies(graph_read)], f32, timing, batch,
                                    recorded, judge, Path(scratch), served, log)
 
-        def chosen_with(exclude, out=path) -> Path:  # quantize with the kept choice, plus the nodes asked for in f32
-            return quantize(exclude, out, chosen)
+        chosen_with = functools.partial(quantize, choice=chosen)  # the kept choice, plus the nodes asked for in f32
 
         if keep_f32 == AUTO:
             if feeds is None:
@@ -355,8 +352,7 @@ def quantizable(graph, static: bool) -> list[str]:
     order: the ones ``nodes_to_exclude`` can keep in f32."""
     from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
 
-    ops = QDQRegistry if static else IntegerOpsRegistry
-    return [n.name for n in graph.graph.node if n.op_type in ops and n.name]
+    return [n.name for n in graph.graph.node if n.op_type in (QDQRegistry if static else IntegerOpsRegistry) and n.name]
 
 
 def quantized_graph(path: Path, model: str, served: str = "model.onnx"):
@@ -464,10 +460,9 @@ def choose(quantize, choices: list[Choice], f32: Path, feeds: dict, batch: int |
             log(f"onnx-int8   {exc}: int8 not chosen by speed here (the plain way kept; verify cannot judge either)")
             return choices[0], None
     ratios, rounds = speed_against_f32(f32, files, feeds)
-    passing = [i for i, v in enumerate(verdicts) if not v.unusable]
     best = None
-    for i in passing:
-        if best is None or ratios[i] > ratios[best] * CLEARLY_FASTER:
+    for i, verdict in enumerate(verdicts):  # the fastest that passes, a later one only when clearly faster
+        if not verdict.unusable and (best is None or ratios[i] > ratios[best] * CLEARLY_FASTER):
             best = i
     if best is None:  # none passes: the one closest to passing (labels agree best, fewest failures), for the gate
         # (labels agree best, or a --max-drop bound's metric is highest; fewest failures)

@@ -69,11 +69,7 @@ def quiet_nncf():
         track = None
     if track is not None:
         drawn = track.__init__
-
-        def hidden(self, *args, **kwargs):
-            drawn(self, *args, **{**kwargs, "disable": True})
-
-        track.__init__ = hidden
+        track.__init__ = lambda self, *args, **kwargs: drawn(self, *args, **{**kwargs, "disable": True})
     try:
         yield
     finally:

@@ -19,14 +19,14 @@ from pathlib import Path
 from ptx.contract.metadata import to_props
 from ptx.contract.names import METADATA_PREFIX
 from ptx.contract.tensors import Signature
-from ptx.contract.weights import AOTI_METADATA_SUFFIX, SIGNATURE_KEY, WEIGHTS_KEY, digest_of
+from ptx.contract.weights import AOTI_METADATA_SUFFIX, SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.cuda_math import fp32_math
 from ptx.errors import PtxError
 from ptx.pytree_types import KEY as PYTREE_KEY, modules_to_record
 from ptx.torch_quiet import quiet_inductor
 
 from ..refusal import describe_refusal, user_files
-from . import ExportFormat, Written, register
+from . import ExportFormat, Written, bind_weights, register
 
 DEVICES = ("cpu", "cuda")
 
@@ -54,7 +54,7 @@ def no_compiler() -> str | None:
                                            "(install one, or set CXX)")
 
 
-def check_device(device: str, **_) -> str:
+def check_device(device: str, **_) -> None:
     import torch
 
     if device not in DEVICES:
@@ -62,7 +62,6 @@ def check_device(device: str, **_) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise PtxError("--device cuda: torch sees no CUDA GPU here, so a CUDA pt2 cannot be compiled (or validated); "
                        "compile on a GPU machine, or use --device cpu")
-    return device
 
 
 def write(model, example: tuple, path: Path, signature, strings: dict[str, str], *, device: str = "cpu") -> Written:
@@ -115,7 +114,9 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
             # would fix is still refused (DYNAMIC, not AUTO), and validation checks the rest.
             # Not DYNAMIC on the first try (one export, not two): torch then starts every range
             # at 2 (range_constraints), where a Dim's min=1 makes 1 a size the compiled code handles.
-            program = torch.export.export(target, example, dynamic_shapes=_found_ranges(dynamic_shapes))
+            found = tuple({axis: torch.export.Dim.DYNAMIC for axis in dims} if dims else dims
+                          for dims in dynamic_shapes)
+            program = torch.export.export(target, example, dynamic_shapes=found)
         # The compiled code reads past a table's end where eager raises (BERT's answers a sequence of
         # 65 from its 64 positions): the range torch.export found is recorded, and every load refuses
         # a size beyond it (ptx.contract.tensor_inputs.check_feeds).
@@ -133,7 +134,10 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
         torch._inductor.aoti_compile_and_package(
             program, package_path=buffer, inductor_configs={"aot_inductor.metadata": to_props(strings), **options})
     path.write_bytes(buffer.getbuffer())
-    record_digest(path)
+    # AOTInductor keeps its metadata map in ``*_metadata.json`` members, which the digest leaves out:
+    # the digest goes in there (rewrite_metadata), and the package's digest stays the same.
+    bind_weights(path, "pt2", lambda digest: rewrite_metadata(path, {WEIGHTS_KEY: digest}),
+                 "the package changed when its metadata was rewritten")
     return limits
 
 
@@ -161,25 +165,6 @@ def _bounded(program, strings: dict[str, str]) -> tuple[dict[str, str], dict[str
         return strings, {}
     bounded = replace(signature, limits=tuple(sorted(limits.items())))
     return {**strings, SIGNATURE_KEY: json.dumps(bounded.to_dict(), separators=(",", ":"))}, limits
-
-
-def _found_ranges(dynamic_shapes):
-    import torch
-
-    return tuple({axis: torch.export.Dim.DYNAMIC for axis in dims} if dims else dims for dims in dynamic_shapes)
-
-
-def record_digest(path: Path) -> str:
-    """Write the package's weights digest into its metadata: AOTInductor keeps that map in
-    ``*_metadata.json`` members, which the digest leaves out, so the package is copied record by
-    record (torch's own PT2 archive reader and writer) with those members extended. Checked: the
-    digest of the new package is the old one's."""
-    digest = digest_of(path, "pt2")
-    rewrite_metadata(path, {WEIGHTS_KEY: digest})
-    if digest_of(path, "pt2") != digest:
-        raise PtxError(f"{path.name}: the package changed when its metadata was rewritten: ptx cannot bind this "
-                       "file's contract to its weights; please report it")
-    return digest
 
 
 def rewrite_metadata(path: Path, strings: dict[str, str], replace: bool = False) -> None:

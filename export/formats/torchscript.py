@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
-from ptx.contract.weights import WEIGHTS_KEY, digest_of
+from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import PtxError, first_line
 from ptx.torch_quiet import quiet_jit
 
 from ..refusal import describe_refusal, is_user_file, user_files
-from . import ExportFormat, Written, register
+from . import ExportFormat, Written, bind_weights, register
 
 MODES = ("trace", "script")
 MADE_BY = {"trace": "traced", "script": "scripted"}
@@ -88,12 +88,8 @@ def save_with_metadata(module, path: Path, strings: dict[str, str]) -> str:
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
     _save(module, path, strings)
-    digest = digest_of(path, "torchscript")
-    _save(module, path, {**strings, WEIGHTS_KEY: digest})
-    if digest_of(path, "torchscript") != digest:  # torch.jit.save wrote something else the second time
-        raise PtxError(f"{path.name}: torch.jit.save wrote the module differently twice (torch {torch.__version__}): "
-                       "ptx cannot bind this file's contract to its weights; please report it")
-    return digest
+    return bind_weights(path, "torchscript", lambda digest: _save(module, path, {**strings, WEIGHTS_KEY: digest}),
+                        f"torch.jit.save wrote the module differently twice (torch {torch.__version__})")
 
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:
