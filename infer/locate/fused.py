@@ -54,8 +54,7 @@ class Windows:
         sweep = self.sweep
         pairs, other = sweep.pairs, sweep.pairs.other
         asked = {t for a, b in windows for side in self._bounds(a, b) for t in side} - set(self.want)
-        if asked:
-            self.want.update(sweep.reference.values(sorted(asked)))
+        self.want.update(sweep.reference.values(sorted(asked)))  # none asked: no run
         regions, fed = [], {}
         for n, (a, b) in enumerate(windows):
             before, after = self._bounds(a, b)
@@ -84,8 +83,7 @@ class Windows:
         reference's tensors of the window asked for once: each try is then one model of the other side)."""
         graph = self.sweep.graph
         inside = {t for k in self.order[max(a - 1, 0):b + 1] for t in graph.cut(k)} - set(self.want)
-        if inside:
-            self.want.update(self.sweep.reference.values(sorted(inside)))
+        self.want.update(self.sweep.reference.values(sorted(inside)))
         start, end = a, b
         while True:  # halve from the end, then from the start, until one node fewer at either end agrees
             end = self._halve(lambda m: self.departs(start, m), start - 1, end)

@@ -87,10 +87,7 @@ class LocateGraph:
 
         nodes = self.proto.graph.node
         self.inputs_of = [[i for i in n.input if i] + sorted(_subgraph_inputs(n)) for n in nodes]
-        for i, node in enumerate(nodes):
-            for out in node.output:
-                if out:
-                    self.produced_at[out] = i
+        self.produced_at = {out: i for i, node in enumerate(nodes) for out in node.output if out}
         for i, names in enumerate(self.inputs_of):
             for name in names:
                 self.last_use[name] = i

@@ -18,7 +18,7 @@ onnx and numpy only here; the runtimes are the sides'.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -66,7 +66,7 @@ class Located:
     def to_dict(self) -> dict:
         return {"file": self.file, "reference": self.reference, "other": self.other, "case": self.case,
                 "origin": self.origin, "first_departure": self.first, "region": self.region, "added": self.added,
-                "keep_f32": self.keep, "path": [s.to_dict() for s in self.path], "questions": self.questions,
+                "keep_f32": self.keep, "path": [asdict(s) for s in self.path], "questions": self.questions,
                 "widest_question": self.widest, "graph_nodes": self.nodes, "notes": self.notes, "repro": self.repro}
 
     def text(self) -> str:

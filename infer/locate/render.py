@@ -25,9 +25,6 @@ class Step:
     rel: float | None = None
     magnitude: float | None = None
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 def _error(d: dict, tolerance: bool = True) -> str:
     sqnr = f" (SQNR {d['sqnr_db']:.1f} dB)" if d.get("sqnr_db") is not None else ""

@@ -218,7 +218,11 @@ class Sweep:
         except ModelRunError:  # a unit that cannot run on these values (a counterpart of another shape)
             got = self._piece(self.other, theirs, asked)
             regions = self._shapes(made + bound, want, got, regions)
-            got.update(self._run_alone(regions, fed))
+            try:
+                got.update(self.other.regions(regions, fed))
+            except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
+                self.unmeasured += [r[3].node for r in regions]
+                self.refused = self.refused or str(exc)
         self.free.update({e.name: e for e in self.errors(got, want, made)})
         self._judge_alone(regions, got, known)
         self.segments.append((chunk[0], chunk[-1]))
@@ -296,14 +300,6 @@ class Sweep:
             regions.append((f"u{unit.node}/", nodes, [pairs.of[o] for o in unit.outputs], unit))
             fed.update(self.fed(f"u{unit.node}/", unit.inputs, want))
         return regions, fed
-
-    def _run_alone(self, regions: list, fed: dict) -> dict:
-        try:
-            return self.other.regions(regions, fed)
-        except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
-            self.unmeasured += [r[3].node for r in regions]
-            self.refused = self.refused or str(exc)
-            return {}
 
     def _judge_alone(self, regions: list, got: dict, want: dict) -> None:
         for prefix, _, _, unit in regions:

@@ -92,9 +92,8 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
                     want = values[c["output"]]
                     yield c, values[c["input"]], want, got, tensor_error(c["output"], got, want, tolerance_of)
 
-    seen = 0
-    for found in replayed(candidates):
-        seen += 1
+    seen = 0  # modules replayed, where none does
+    for seen, found in enumerate(replayed(candidates), 1):
         if found[-1].departs:
             break
     else:
