@@ -174,11 +174,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         kept.update({o: prefix + o for o in unit.outputs})
         constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
         for k in sorted(set(constants or []) | set(unit.nodes)):
-            node = model.graph.node.add()
-            node.CopyFrom(ref.nodes[k])
-            node.name = prefix + ref.label(k)
-            node.input[:] = [prefix + n if n else n for n in node.input]
-            node.output[:] = [prefix + n if n else n for n in node.output]
+            ref.copy_node(model.graph, k, prefix, lambda n: prefix + n if n else n)
             for w in ref.inputs_of[k]:
                 if w in ref.initializer:
                     model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
