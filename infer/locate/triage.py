@@ -28,7 +28,7 @@ from .names import module_of
 from .pairs import Counterparts
 from .sweep import Side, Sweep
 
-TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
+TOP = 5  # nodes shown by the error they add (the keep-in-f32 list), kept in f32 to measure what that does
 INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
            "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "DynamicQuantizeLSTM"}
 
