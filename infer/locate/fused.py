@@ -116,8 +116,7 @@ def find_region(sweep: Sweep, progress: Callable[[str], None] = lambda _: None) 
     candidates = [(pieces[i][0], pieces[i + 1][1]) for i in range(len(pieces) - 1)] or pieces
     progress(f"locating: {sweep.other.label} departs only whole; {len(candidates)} windows of it run alone")
     for group in (candidates, [(pieces[0][0], pieces[-1][1])]):
-        found = windows.departing(group)
-        first = next((k for k, e in enumerate(found) if e is not None and e.departs), None)
+        first = next((k for k, e in enumerate(windows.departing(group)) if e is not None and e.departs), None)
         if first is not None:
             return windows.narrow(*group[first])
     return None

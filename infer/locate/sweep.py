@@ -253,15 +253,15 @@ class Sweep:
 
     def _shapes(self, names, want: dict, got: dict, regions: list) -> list:
         """A name shared by tensors of other shapes is no counterpart: dropped, with the units reading it."""
-        pairs, dropped = self.pairs, set()
+        pairs = self.pairs
         for o in names:
             name = pairs.of.get(o)
             if name in got and np.shape(got[name]) != np.shape(want[o]):
                 del pairs.of[o]
-                dropped.add(o)
                 pairs.none[o] = (f"{pairs.other.path.name}'s {name} has shape {list(np.shape(got[name]))}, the "
                                  f"reference's {list(np.shape(want[o]))}")
-        return [r for r in regions if not dropped & {*r[3].inputs, *r[3].outputs}]
+        # a unit's tensors all had counterparts when it was made (Counterparts.unit): those dropped just now have none
+        return [r for r in regions if all(t in pairs.of for t in (*r[3].inputs, *r[3].outputs))]
 
     def _check(self, unmarked, mine: dict, theirs: dict) -> None:
         """Whether each side, run in pieces, answered as it does whole. The reference must; the other
