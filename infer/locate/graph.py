@@ -78,11 +78,9 @@ class LocateGraph:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        graph = cls(path, folder, proto)
-        graph._index()
-        return graph
+        return cls(path, folder, proto)
 
-    def _index(self) -> None:
+    def __post_init__(self) -> None:  # the graph indexed
         import onnx
 
         nodes = self.proto.graph.node
