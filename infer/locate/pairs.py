@@ -343,20 +343,19 @@ class Counterparts:
         twin = self.other.by_name.get(node.name) if node.name else None
         if twin is None or node.op_type != "Conv" or position not in (1, 2):
             return value, []
-        written, at, chain = self.other.nodes[twin].output[0], k, []
+        written, chain = self.other.nodes[twin].output[0], [k]  # k, then the nodes after it folded in
         for _ in range(UNIT_DEPTH):
-            if ref.nodes[at].output[0] == written:
+            if ref.nodes[chain[-1]].output[0] == written:
                 break
-            readers = ref.readers.get(ref.nodes[at].output[0], ())
+            readers = ref.readers.get(ref.nodes[chain[-1]].output[0], ())
             if len(readers) != 1 or ref.nodes[readers[0]].op_type not in FOLDS | ACTIVATIONS:
                 return value, []
-            at = readers[0]
-            chain.append(at)
+            chain.append(readers[0])
         else:
             return value, []
         norms = [j for j in chain if ref.nodes[j].op_type == "BatchNormalization"]
-        if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):
-            return None, [ref.label(j) for j in chain]
+        if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):  # (k is a Conv: neither)
+            return None, [ref.label(j) for j in chain[1:]]
         folded = np.asarray(value, np.float64)
         for j in norms:
             bn = ref.nodes[j]
