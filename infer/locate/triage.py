@@ -213,10 +213,7 @@ def _sort(graph) -> None:
     """The graph's nodes put in an order where each reads only what is made before it (ONNX asks for it)."""
     nodes, made = graph.node, {i.name for i in graph.input} | {t.name for t in graph.initializer}
     waiting, done = list(range(len(nodes))), []
-    while waiting:
-        ready = [k for k in waiting if all(not i or i in made for i in nodes[k].input)]
-        if not ready:
-            break
+    while ready := [k for k in waiting if all(not i or i in made for i in nodes[k].input)]:  # none: all done, or stuck
         done += ready
         made |= {o for k in ready for o in nodes[k].output}
         waiting = [k for k in waiting if k not in set(ready)]
