@@ -55,7 +55,7 @@ def _inline(model, folder: Path):
     from onnx.external_data_helper import convert_model_from_external_data, load_external_data_for_model
 
     load_external_data_for_model(model, str(folder))
-    convert_model_from_external_data(model)  # each tensor read in (Constant nodes' too) now held in the file
+    convert_model_from_external_data(model)  # each tensor now holds its bytes, not a reference to weights.bin
     return model
 
 
