@@ -8,6 +8,7 @@ path imports torch.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -69,9 +70,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     tolerances = Tolerances.parse(atol, rtol, report.signature.output_names)
     tolerance_of = lambda name, dtype: tolerances.of(name, dtype, row.device)  # noqa: E731
     tolerance_args = Tolerances.options(atol, rtol)
-    graph = LocateGraph.open(path)
-    other_graph = None
-    try:
+    with LocateGraph.open(path) as graph, ExitStack() as opened:
         # the row's own reference label: the reference's row is in the table only where --backends named it
         reference = Side(graph, case.feeds, "ort-cpu", row.against)
         other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
@@ -85,9 +84,10 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
                                             write_against=write_against)
             return located
         if other_file is not None:
-            other_graph = LocateGraph.open(other_file)
+            other_graph = opened.enter_context(LocateGraph.open(other_file))
             other = Side(other_graph, case.feeds, "ort-cpu", row.backend)
         else:
+            other_graph = None
             other = Side(graph, case.feeds, row.label)  # one that cannot be asked refuses in a line
         try:
             located = locate(graph, reference, other, tolerance_of, case.label, other_graph, progress)
@@ -100,8 +100,4 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             located.repro = write_repro(Path(repro), located, graph, other_graph=other_graph, backends=backends,
                                         tolerance_args=[*tolerance_args, *strict])
         return located
-    finally:
-        graph.close()
-        if other_graph is not None:
-            other_graph.close()
 

@@ -54,8 +54,7 @@ class Windows:
         sweep = self.sweep
         pairs, other = sweep.pairs, sweep.pairs.other
         asked = {t for a, b in windows for side in self._bounds(a, b) for t in side} - set(self.want)
-        if asked:
-            self.want.update(sweep.reference.values(sorted(asked)))
+        self.want.update(sweep.reference.values(sorted(asked)))  # none asked: no run
         regions, fed = [], {}
         for n, (a, b) in enumerate(windows):
             before, after = self._bounds(a, b)
@@ -84,8 +83,7 @@ class Windows:
         reference's tensors of the window asked for once: each try is then one model of the other side)."""
         graph = self.sweep.graph
         inside = {t for k in self.order[max(a - 1, 0):b + 1] for t in graph.cut(k)} - set(self.want)
-        if inside:
-            self.want.update(self.sweep.reference.values(sorted(inside)))
+        self.want.update(self.sweep.reference.values(sorted(inside)))
         start, end = a, b
         while True:  # halve from the end, then from the start, until one node fewer at either end agrees
             end = self._halve(lambda m: self.departs(start, m), start - 1, end)
@@ -118,8 +116,7 @@ def find_region(sweep: Sweep, progress: Callable[[str], None] = lambda _: None) 
     candidates = [(pieces[i][0], pieces[i + 1][1]) for i in range(len(pieces) - 1)] or pieces
     progress(f"locating: {sweep.other.label} departs only whole; {len(candidates)} windows of it run alone")
     for group in (candidates, [(pieces[0][0], pieces[-1][1])]):
-        found = windows.departing(group)
-        first = next((k for k, e in enumerate(found) if e is not None and e.departs), None)
+        first = next((k for k, e in enumerate(windows.departing(group)) if e is not None and e.departs), None)
         if first is not None:
             return windows.narrow(*group[first])
     return None

@@ -15,7 +15,7 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -78,23 +78,19 @@ class LocateGraph:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        graph = cls(path, folder, proto)
-        graph._index()
-        return graph
+        return cls(path, folder, proto)
 
-    def _index(self) -> None:
+    def __post_init__(self) -> None:  # the graph indexed
         import onnx
 
         nodes = self.proto.graph.node
         self.inputs_of = [[i for i in n.input if i] + sorted(_subgraph_inputs(n)) for n in nodes]
-        for i, node in enumerate(nodes):
-            for out in node.output:
-                if out:
-                    self.produced_at[out] = i
+        self.produced_at = {out: i for i, node in enumerate(nodes) for out in node.output if out}
         for i, names in enumerate(self.inputs_of):
             for name in names:
-                self.last_use[name] = i
                 self.readers.setdefault(name, []).append(i)
+        self.last_use = {name: i for i, names in enumerate(self.inputs_of) for name in names}
+        self.last_use.update((out.name, len(nodes)) for out in self.proto.graph.output)  # alive to the end
         self.by_name = {n.name: i for i, n in enumerate(nodes) if n.name}
         self.initializer = {t.name: t for t in self.proto.graph.initializer}
         for k, node in enumerate(nodes):
@@ -102,8 +98,6 @@ class LocateGraph:
                     not n or n in self.initializer or n in self.constant for n in node.input)):
                 self.constant |= {o for o in node.output if o}
         self.graph_inputs = {i.name for i in self.proto.graph.input if i.name not in self.initializer}
-        for out in self.proto.graph.output:  # alive to the end
-            self.last_use[out.name] = len(nodes)
         try:
             inferred = onnx.shape_inference.infer_shapes(self.proto)
             infos = [*inferred.graph.value_info, *inferred.graph.output]
@@ -192,11 +186,7 @@ class LocateGraph:
         copy = onnx.ModelProto()
         copy.CopyFrom(self.proto)  # the graph without the weights' bytes: small
         del copy.graph.output[:]
-        for name in names:
-            info = copy.graph.output.add()
-            info.name = name
-            if name in self.types:
-                info.type.CopyFrom(self.types[name])
+        copy.graph.output.extend(onnx.ValueInfoProto(name=n, type=self.types.get(n)) for n in names)
         return self.save(copy, "marked")
 
     def weight(self, name: str) -> np.ndarray | None:
@@ -279,7 +269,7 @@ class LocateGraph:
         Its inputs are what its nodes read from outside, typed by ``fed`` (prefixed names, the values
         that will be fed). Hand-built rather than onnx.utils.Extractor: that makes one model per region
         from a shape-inferred copy of the whole graph, and many regions are asked about at once."""
-        from onnx import helper
+        from onnx import ValueInfoProto, helper
 
         graph = helper.make_graph([], "region", [], [])
         used: set[str] = set()
@@ -291,11 +281,7 @@ class LocateGraph:
                 return name if not name or name in self.initializer else prefix + name
 
             for k in indices:
-                node = graph.node.add()
-                node.CopyFrom(self.nodes[k])
-                node.name = prefix + self.label(k)
-                node.input[:] = [named(i) for i in node.input]
-                node.output[:] = [named(o) for o in node.output]
+                self.copy_node(graph, k, prefix, named)
                 used |= {i for i in self.inputs_of[k] if i in self.initializer}
                 for name in self.inputs_of[k]:
                     if name and name not in made and name not in self.initializer and named(name) not in inputs:
@@ -303,13 +289,18 @@ class LocateGraph:
                         value = np.asarray(fed[named(name)])
                         graph.input.append(helper.make_tensor_value_info(
                             named(name), helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
-            for name in outputs:
-                info = graph.output.add()
-                info.name = named(name)
-                if name in self.types:
-                    info.type.CopyFrom(self.types[name])
+            graph.output.extend(ValueInfoProto(name=named(n), type=self.types.get(n)) for n in outputs)
         graph.initializer.extend(self.initializer[n] for n in sorted(used))
         return helper.make_model(graph, opset_imports=self.proto.opset_import, ir_version=self.proto.ir_version)
+
+    def copy_node(self, graph, k: int, prefix: str, named: Callable[[str], str]) -> None:
+        """Node ``k`` copied into ``graph`` (a GraphProto), named ``prefix`` + its label, each tensor it reads
+        or writes renamed by ``named``."""
+        node = graph.node.add()
+        node.CopyFrom(self.nodes[k])
+        node.name = prefix + self.label(k)
+        node.input[:] = [named(i) for i in node.input]
+        node.output[:] = [named(o) for o in node.output]
 
     def save(self, model, stem: str = "region") -> Path:
         """``model`` written beside the weights it refers to."""

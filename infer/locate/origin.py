@@ -18,7 +18,7 @@ onnx and numpy only here; the runtimes are the sides'.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -30,9 +30,9 @@ from .fused import Region, find_region
 from .graph import LocateGraph
 from .names import module_of
 from .pairs import Counterparts
-from .render import TOP, Step, located_text
+from .render import Step, located_text
 from .sweep import Side, Sweep, ToleranceOf, tensor_error
-from .triage import blames, keep_f32
+from .triage import TOP, blames, keep_f32
 
 
 class NothingToLocate(PtxError):
@@ -66,7 +66,7 @@ class Located:
     def to_dict(self) -> dict:
         return {"file": self.file, "reference": self.reference, "other": self.other, "case": self.case,
                 "origin": self.origin, "first_departure": self.first, "region": self.region, "added": self.added,
-                "keep_f32": self.keep, "path": [s.to_dict() for s in self.path], "questions": self.questions,
+                "keep_f32": self.keep, "path": [asdict(s) for s in self.path], "questions": self.questions,
                 "widest_question": self.widest, "graph_nodes": self.nodes, "notes": self.notes, "repro": self.repro}
 
     def text(self) -> str:
@@ -169,7 +169,6 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
     # precision's, read with the note
     trusted = sweep.untrusted is None or located.reduced
     first = next((n for n, e in sweep.free.items() if e.departs), None) if trusted else None
-    region: Region | None = None
     if first is not None:
         k = graph.produced_at[first]
         alone = sweep.alone.get(k)
@@ -181,10 +180,9 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         else:
             located.first = doc
             located.searched = not located.reduced and alone is not None
-            region = find_region(sweep, progress) if located.searched else None
-    elif not located.reduced:
-        region = find_region(sweep, progress)
-        located.searched = True
+    else:
+        located.searched = not located.reduced
+    region = find_region(sweep, progress) if located.searched else None
     if located.added:
         located.added[0]["inputs"] = _inputs(sweep, located.added[0]["index"])
     if region is not None:

@@ -155,30 +155,31 @@ class Counterparts:
         for k, node in enumerate(ref.nodes):
             for j, name in enumerate(node.output):
                 if name and ref.comparable(name) and name not in found.of:
-                    found._match(k, j, name)
+                    why = found._match(k, j, name)
+                    if why:
+                        found.none[name] = why
         return found
 
-    def _match(self, k: int, j: int, name: str) -> None:
+    def _match(self, k: int, j: int, name: str) -> str | None:
+        """Match ``name``, the output ``j`` of node ``k``, to its counterpart; why it has none, or None."""
         ref, other = self.ref, self.other
         if ref is other:
             self.of[name] = name
-            return
+            return None
         node = ref.nodes[k]
-        theirs = _maker(other, name, ref.by_name) if name in other.produced_at else None
+        theirs = _maker(other, name, ref.by_name)  # None where the other graph computes no ``name``
         if theirs is not None:
             mine = _maker(ref, name, ref.by_name)
             if mine is not None and kind(theirs.op_type) == kind(mine.op_type):
                 differs = _differs(ref, mine, other, theirs)
-                if differs:
-                    self.none[name] = differs
-                else:
+                if not differs:
                     self._set(name, name)
-                return
+                return differs
             chain = self._folded(k, theirs)
             ops = [ref.nodes[i].op_type for i in chain or ()]
             if chain and set(ops) <= FOLDS:
                 self._set(name, name, f"{', '.join(ops)} folded into {theirs.op_type} {theirs.name}")
-                return
+                return None
             if chain and ops[-1] in ACTIVATIONS and set(ops[:-1]) <= FOLDS:
                 before = next(i for i in node.input if i)  # the activation's input: the value before it
                 if self._quantizer(name) is not None:  # the activation is the quantization's clamp
@@ -186,29 +187,25 @@ class Counterparts:
                     if ref.comparable(before) and before not in self.of:
                         self.none[before] = (f"{other.path.name} never holds it: the {node.op_type} after it is "
                                              f"folded into the quantization of {name}")
-                    return
+                    return None
                 self.none.pop(before, None)
                 self.of[before] = name
-                self.none[name] = f"{other.path.name} computes {name} without the {node.op_type}"
-                return
-            self.none[name] = (f"{other.path.name}'s {name} is made by a {theirs.op_type} (here a {node.op_type}): "
-                               "another value under the same name")
-            return
+                return f"{other.path.name} computes {name} without the {node.op_type}"
+            return (f"{other.path.name}'s {name} is made by a {theirs.op_type} (here a {node.op_type}): "
+                    "another value under the same name")
         twin = other.by_name.get(node.name) if node.name else None
         if twin is not None and kind(other.nodes[twin].op_type) == kind(node.op_type) \
                 and j < len(other.nodes[twin].output):
             renamed = other.nodes[twin].output[j]
             differs = _differs(ref, node, other, other.nodes[twin])
             if differs:
-                self.none[name] = differs
-                return
+                return differs
             if renamed and renamed not in ref.produced_at:  # renamed (a float16 converter's cast output)
                 self._set(name, renamed)
-                return
+                return None
             if renamed:
-                self.none[name] = f"{node.name} writes {renamed} in {other.path.name}: a node after it was folded in"
-                return
-        self.none[name] = f"not in {other.path.name}"
+                return f"{node.name} writes {renamed} in {other.path.name}: a node after it was folded in"
+        return f"not in {other.path.name}"
 
     def _set(self, name: str, theirs: str, how: str | None = None) -> None:
         """``theirs`` is ``name``'s counterpart: held as the int8 tensor its QuantizeLinear writes where it
@@ -278,10 +275,8 @@ class Counterparts:
             node = self.other.nodes[q]
             if extra is not None:
                 extra.update(i for i in node.input[1:] if i)
-            made = helper.make_node("QuantizeLinear" if encode else "DequantizeLinear", [source, *node.input[1:]],
-                                    [target])
-            made.attribute.extend(a for a in node.attribute if a.name == "axis")
-            return made
+            return helper.make_node("QuantizeLinear" if encode else "DequantizeLinear", [source, *node.input[1:]],
+                                    [target], **{a.name: a.i for a in node.attribute if a.name == "axis"})
         dtype = self.other.dtype_of(self.of[name])
         if dtype is not None and dtype.kind == "f" and dtype.itemsize != 4:
             to = helper.np_dtype_to_tensor_dtype(dtype) if encode else TensorProto.FLOAT
@@ -348,20 +343,19 @@ class Counterparts:
         twin = self.other.by_name.get(node.name) if node.name else None
         if twin is None or node.op_type != "Conv" or position not in (1, 2):
             return value, []
-        written, at, chain = self.other.nodes[twin].output[0], k, []
+        written, chain = self.other.nodes[twin].output[0], [k]  # k, then the nodes after it folded in
         for _ in range(UNIT_DEPTH):
-            if ref.nodes[at].output[0] == written:
+            if ref.nodes[chain[-1]].output[0] == written:
                 break
-            readers = ref.readers.get(ref.nodes[at].output[0], ())
+            readers = ref.readers.get(ref.nodes[chain[-1]].output[0], ())
             if len(readers) != 1 or ref.nodes[readers[0]].op_type not in FOLDS | ACTIVATIONS:
                 return value, []
-            at = readers[0]
-            chain.append(at)
+            chain.append(readers[0])
         else:
             return value, []
         norms = [j for j in chain if ref.nodes[j].op_type == "BatchNormalization"]
-        if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):
-            return None, [ref.label(j) for j in chain]
+        if any(ref.nodes[j].op_type in FOLDS - {"BatchNormalization"} for j in chain):  # (k is a Conv: neither)
+            return None, [ref.label(j) for j in chain[1:]]
         folded = np.asarray(value, np.float64)
         for j in norms:
             bn = ref.nodes[j]

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .triage import keep_line, ranked
+from .triage import TOP, keep_line, ranked
 
-TOP = 5  # nodes shown by the error they add
 JUMPS = 3  # the largest jumps a folded path keeps
 FOLD = 12  # a path longer than this is folded
 
@@ -24,9 +23,6 @@ class Step:
     module: str | None
     rel: float | None = None
     magnitude: float | None = None
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def _error(d: dict, tolerance: bool = True) -> str:
@@ -152,12 +148,10 @@ def located_text(located) -> str:
     if o is not None and "alone" not in o:  # a TorchScript module replayed on the graph's own input
         lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: max abs {o['max_abs']:.2e} "
                      f"(atol {o['atol']:g} + rtol {o['rtol']:g} x |value|), {o['born']}")
-        lines += _node_lines(o)
     elif o is not None:
         lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: {_error(o)}; {_born(o)}, and "
                      f"alone, fed {located.reference}'s inputs, it departs too (max abs {o['alone']['max_abs']:.2e}): "
                      "born here")
-        lines += _node_lines(o)
     elif f is not None:
         why = ("reduced precision departs from the first layer on: where the error is added is below" if located.reduced
                else "not computed alone (it holds an If/Loop/Scan body): no origin is claimed" if f.get("alone") is None
@@ -165,7 +159,7 @@ def located_text(located) -> str:
         pieces = " (run in pieces, see the note)" if f.get("in_pieces") else ""
         lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}), output {f['output']}: {_error(f)}; "
                      f"{_born(f)}; {why}")
-        lines += _node_lines(f)
+    lines += _node_lines(o or f) if o or f else []  # what the node named reads
     if r is not None:
         e = r["error"]
         lines.append(f"region: {len(r['nodes'])} nodes, {r['first']} .. {r['last']} ({', '.join(r['ops'])}), "

@@ -52,13 +52,10 @@ def check_repro_dir(where: str | Path) -> Path:
 
 def _inline(model, folder: Path):
     """``model`` with the weights it refers to in ``folder`` read into it: one file that travels."""
-    import onnx
-    from onnx.external_data_helper import load_external_data_for_model
+    from onnx.external_data_helper import convert_model_from_external_data, load_external_data_for_model
 
     load_external_data_for_model(model, str(folder))
-    for tensor in model.graph.initializer:
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+    convert_model_from_external_data(model)  # each tensor now holds its bytes, not a reference to weights.bin
     return model
 
 

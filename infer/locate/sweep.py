@@ -218,7 +218,11 @@ class Sweep:
         except ModelRunError:  # a unit that cannot run on these values (a counterpart of another shape)
             got = self._piece(self.other, theirs, asked)
             regions = self._shapes(made + bound, want, got, regions)
-            got.update(self._run_alone(regions, fed))
+            try:
+                got.update(self.other.regions(regions, fed))
+            except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
+                self.unmeasured += [r[3].node for r in regions]
+                self.refused = self.refused or str(exc)
         self.free.update({e.name: e for e in self.errors(got, want, made)})
         self._judge_alone(regions, got, known)
         self.segments.append((chunk[0], chunk[-1]))
@@ -249,15 +253,15 @@ class Sweep:
 
     def _shapes(self, names, want: dict, got: dict, regions: list) -> list:
         """A name shared by tensors of other shapes is no counterpart: dropped, with the units reading it."""
-        pairs, dropped = self.pairs, set()
+        pairs = self.pairs
         for o in names:
             name = pairs.of.get(o)
             if name in got and np.shape(got[name]) != np.shape(want[o]):
                 del pairs.of[o]
-                dropped.add(o)
                 pairs.none[o] = (f"{pairs.other.path.name}'s {name} has shape {list(np.shape(got[name]))}, the "
                                  f"reference's {list(np.shape(want[o]))}")
-        return [r for r in regions if not dropped & {*r[3].inputs, *r[3].outputs}]
+        # a unit's tensors all had counterparts when it was made (Counterparts.unit): those dropped just now have none
+        return [r for r in regions if all(t in pairs.of for t in (*r[3].inputs, *r[3].outputs))]
 
     def _check(self, unmarked, mine: dict, theirs: dict) -> None:
         """Whether each side, run in pieces, answered as it does whole. The reference must; the other
@@ -296,14 +300,6 @@ class Sweep:
             regions.append((f"u{unit.node}/", nodes, [pairs.of[o] for o in unit.outputs], unit))
             fed.update(self.fed(f"u{unit.node}/", unit.inputs, want))
         return regions, fed
-
-    def _run_alone(self, regions: list, fed: dict) -> dict:
-        try:
-            return self.other.regions(regions, fed)
-        except ModelRunError as exc:  # what runs whole may not run in pieces: said, the rest goes on
-            self.unmeasured += [r[3].node for r in regions]
-            self.refused = self.refused or str(exc)
-            return {}
 
     def _judge_alone(self, regions: list, got: dict, want: dict) -> None:
         for prefix, _, _, unit in regions:

@@ -48,11 +48,8 @@ def _replayable(graph: LocateGraph, modules: dict, feeds) -> list[dict]:
     for scope, idx in members.items():
         chain = [scope]
         if scope in rewritten:  # batch norm folded into its convolution: replay the two in turn
-            owner = folded_into(nodes[idx[0]], scope) if len(idx) == 1 else None
-            if owner is None or owner not in modules:
-                continue
-            chain = [owner, scope]
-        if any(m not in modules for m in chain):
+            chain = [folded_into(nodes[idx[0]], scope) if len(idx) == 1 else None, scope]
+        if any(m not in modules for m in chain):  # (an owner of None, not found, is no module's name)
             continue
         inside = set(idx)
         produced = {o for i in idx for o in nodes[i].output if o}
@@ -92,16 +89,14 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
                     want = values[c["output"]]
                     yield c, values[c["input"]], want, got, tensor_error(c["output"], got, want, tolerance_of)
 
-    seen = 0
-    for found in replayed(candidates):
-        seen += 1
+    seen = 0  # modules replayed, where none does
+    for seen, found in enumerate(replayed(candidates), 1):
         if found[-1].departs:
             break
     else:
         raise NothingToLocate(f"nothing to locate: every module of {other.name} replayed on the graph's own tensors "
                               f"agrees with {graph.path.name} ({seen} modules)")
     c, x, want, got, error = found
-    k = c["at"]
     submodule = modules[c["module"]]
     inputs = [{"name": c["input"], "kind": "computed" if c["input"] in graph.produced_at else "graph input",
                "shape": list(np.shape(x)), "max_abs": 0.0, "magnitude": float(np.abs(x).max()) if np.size(x) else 0.0,
@@ -117,7 +112,7 @@ def locate_torchscript(graph: LocateGraph, reference, other: Path, tolerance_of,
     changed = [i["name"] for i in inputs if i["kind"] == "weight" and i["departs"]]
     born = ("its input is the graph's own: born here" +
             (f"; its weight {', '.join(changed)} differs between the two files" if changed else ""))
-    origin_doc = node_doc(graph, k, error, inputs)
+    origin_doc = node_doc(graph, c["at"], error, inputs)
     cls = origin_doc["class"] if origin_doc["module"] == c["module"] and origin_doc["class"] else \
         getattr(submodule, "original_name", None)
     origin_doc.update(born=born, module=c["module"], **{"class": short_class(cls) if cls else None})

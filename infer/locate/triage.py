@@ -28,7 +28,7 @@ from .names import module_of
 from .pairs import Counterparts
 from .sweep import Side, Sweep
 
-TOP = 5  # nodes in the printed keep-in-f32 list, and kept in f32 to measure what that does
+TOP = 5  # nodes shown by the error they add (the keep-in-f32 list), kept in f32 to measure what that does
 INTEGER = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
            "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "QGemm", "DynamicQuantizeLSTM"}
 
@@ -174,11 +174,7 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
         kept.update({o: prefix + o for o in unit.outputs})
         constants = ref.walk_back([w for k in unit.nodes for w in ref.inputs_of[k] if w in ref.constant], set(), 64)
         for k in sorted(set(constants or []) | set(unit.nodes)):
-            node = model.graph.node.add()
-            node.CopyFrom(ref.nodes[k])
-            node.name = prefix + ref.label(k)
-            node.input[:] = [prefix + n if n else n for n in node.input]
-            node.output[:] = [prefix + n if n else n for n in node.output]
+            ref.copy_node(model.graph, k, prefix, lambda n: prefix + n if n else n)
             for w in ref.inputs_of[k]:
                 if w in ref.initializer:
                     model.graph.initializer.append(numpy_helper.from_array(ref.weight(w), prefix + w))
@@ -217,10 +213,7 @@ def _sort(graph) -> None:
     """The graph's nodes put in an order where each reads only what is made before it (ONNX asks for it)."""
     nodes, made = graph.node, {i.name for i in graph.input} | {t.name for t in graph.initializer}
     waiting, done = list(range(len(nodes))), []
-    while waiting:
-        ready = [k for k in waiting if all(not i or i in made for i in nodes[k].input)]
-        if not ready:
-            break
+    while ready := [k for k in waiting if all(not i or i in made for i in nodes[k].input)]:  # none: all done, or stuck
         done += ready
         made |= {o for k in ready for o in nodes[k].output}
         waiting = [k for k in waiting if k not in set(ready)]

@@ -57,10 +57,9 @@ def _files(target: Target, label: str, against: Path | None) -> tuple[Path, Path
     """(f32 file, the file the row ran, its runtime's label) of a verify row, or why it is not triaged."""
     if against is not None and label.startswith(f"{against.name} ("):
         return (*against_files(target, against), "ort-cpu-int8")
-    found = [v for v in target.variants() if v.label == label]
-    if not found:
+    variant = next((v for v in target.variants() if v.label == label), None)
+    if variant is None:
         return f"{label}: not triaged: no backend runs {target.name} as {label}"
-    variant = found[0]
     try:
         return target.file_for(Variant(variant.backend, variant.device)), target.file_for(variant), label
     except PtxError as exc:
