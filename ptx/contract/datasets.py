@@ -201,11 +201,12 @@ def check_folder_labels(model: str, labels: tuple[str, ...], dataset: str, named
     """A folder's labels.csv, once read, against the model: it names ``named`` (distinct labels,
     in file order); the model tells ``labels`` apart. More labels than the model has outputs, or
     none it knows, cannot train it (a few unknown ones are bad rows, --skip-bad-rows skips them)."""
+    known = [name for name in named if name in labels]
     listed = ", ".join(_abbreviated(labels))
     if len(named) > len(labels):
         raise DataMismatchError(f"{dataset}'s labels.csv names {len(named)} labels ({', '.join(_abbreviated(named))}); "
                                 f"{model} tells {len(labels)} classes apart ({listed}): label its pictures with those")
-    if named and not any(name in labels for name in named):
+    if named and not known:
         raise DataMismatchError(f"{dataset}'s labels.csv names none of {model}'s {len(labels)} classes ({listed}) but "
                                 f"{', '.join(_abbreviated(named))}: label its pictures with {model}'s classes")
 

@@ -39,7 +39,8 @@ def choice(path: str, enum_cls, value):
     try:
         return enum_cls(value)
     except ValueError:
-        raise fail(path, f"{value!r} is not one of {', '.join(e.value for e in enum_cls)}") from None
+        choices = ", ".join(e.value for e in enum_cls)
+        raise fail(path, f"{value!r} is not one of {choices}") from None
 
 
 def mapping(path: str, value) -> Mapping:

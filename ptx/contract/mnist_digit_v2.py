@@ -54,7 +54,8 @@ def mnist_digits(grays: Sequence[Image.Image], *, canvas: int, box: int, ink_thr
     picture's search) is paid once per stack."""
     searches = []
     for gray in grays:
-        fs = max(1, math.ceil(max(gray.size) / SEARCH_SIDE))
+        width, height = gray.size
+        fs = max(1, math.ceil(max(width, height) / SEARCH_SIDE))
         searches.append((fs, gray.reduce(fs) if fs > 1 else gray))
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (_, small) in enumerate(searches):
@@ -93,7 +94,8 @@ def _search(small: np.ndarray, border: np.ndarray, lit_paper: bool, ink_threshol
     paper's level (or None)."""
     paper = level = None
     if paper_window > 0:
-        paper = opening(small, max(3, 2 * int(paper_window * max(small.shape[1:]) / 2) + 1))
+        k = max(3, 2 * int(paper_window * max(small.shape[1:]) / 2) + 1)
+        paper = opening(small, k)
         ink = small - paper  # >= 0: an opening never exceeds what it opens
         if lit_paper:
             ink = ink * GAIN.take(paper + 255)  # the paper's integer levels (-255..255: odd reflection) looked up
@@ -158,10 +160,12 @@ def _ink_boxes(ink: np.ndarray, thresholds: np.ndarray) -> list[tuple[int, int, 
     a picture with no pixel above it gets (0, 0, 0, 0) (it has no ink: top <= 0)."""
     above = ink > thresholds[:, None, None]
     rows, cols = above.any(axis=2), above.any(axis=1)  # (N, h), (N, w)
-    upper, lower = rows.argmax(axis=1), rows.shape[1] - rows[:, ::-1].argmax(axis=1)
-    left, right = cols.argmax(axis=1), cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    h, w = rows.shape[1], cols.shape[1]
+    upper, lower = rows.argmax(axis=1), h - rows[:, ::-1].argmax(axis=1)
+    left, right = cols.argmax(axis=1), w - cols[:, ::-1].argmax(axis=1)
+    empty = ~rows.any(axis=1)
     return [(0, 0, 0, 0) if e else (int(a), int(b), int(c), int(d))
-            for a, b, c, d, e in zip(left, upper, right, lower, ~rows.any(axis=1))]
+            for a, b, c, d, e in zip(left, upper, right, lower, empty)]
 
 
 def _on_grid(start: int, stop: int, f: int) -> tuple[int, int]:

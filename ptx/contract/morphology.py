@@ -20,7 +20,8 @@ def opening(a: np.ndarray, k: int) -> np.ndarray:
     ``a`` may also be a stack (N, h, w) of pictures of one size: each is opened on its own, with the
     same values as one at a time (a folder's pictures are opened a chunk at a time, so that numpy's
     cost per call is paid once per chunk rather than once per picture)."""
-    padded = _padded_odd(a, 2 * (k // 2))
+    r = k // 2
+    padded = _padded_odd(a, 2 * r)
     height, width = padded.shape[-2:]
     # Every pass runs on the flattened array, rows ``width`` apart: a window along axis 0 is a shift
     # by whole rows, one along axis 1 a shift by one element, so each step is one contiguous

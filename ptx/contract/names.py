@@ -61,7 +61,8 @@ def twin_name(path, fmt: str) -> str:
     from pathlib import Path
 
     path = Path(path)
-    return f"{path.stem}{ARTIFACT_FILES[fmt][len('model'):-len('.onnx')]}{path.suffix}"
+    infix = ARTIFACT_FILES[fmt][len("model"):-len(".onnx")]
+    return f"{path.stem}{infix}{path.suffix}"
 
 
 def model_name(path) -> str:

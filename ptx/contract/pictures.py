@@ -66,7 +66,8 @@ def _grayscale(image: Image.Image, name: str):
         rgba = image.convert("RGBA")
         if np.asarray(rgba)[..., 3].max() == 0:
             raise InputError(f"{name}: the image is fully transparent: there is nothing to predict")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("L")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba).convert("L")
         low, high = image.getextrema()
         if low == high:
             # Light ink on a clear background (a white brush on a drawing app's transparent canvas)
@@ -217,8 +218,8 @@ def flatten_paper(gray: np.ndarray, window: float, lit_paper: bool = False) -> n
     scale = min(1.0, PAPER_SIDE / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX))
-    # k x k, k odd, from the longer side: a narrow "1" keeps its stroke
-    paper = opening(small, max(3, 2 * int(window * max(size) / 2) + 1))
+    k = max(3, 2 * int(window * max(size) / 2) + 1)  # the longer side: a narrow "1" keeps its stroke
+    paper = opening(small, k)
     paper = Image.fromarray(np.ascontiguousarray(paper, dtype=np.float32), mode="F")
     paper = np.asarray(paper.resize((w, h), Image.Resampling.BILINEAR))
     ink = np.clip(gray - paper, 0, None)
@@ -301,7 +302,8 @@ def fashion_product(gray: np.ndarray, *, version: int = 1, canvas: int = 28, tri
     """(H, W) grey -> (canvas, canvas) uint8 the way Fashion-MNIST was made from product photos,
     resampled so that a product picture at any size (an enlarged thumbnail, a large photo) lands on
     the dataset's own pixels (docs/models.md measures each choice)."""
-    background = float(np.median([gray[0, 0], gray[0, -1], gray[-1, 0], gray[-1, -1]]))
+    corners = np.array([gray[0, 0], gray[0, -1], gray[-1, 0], gray[-1, -1]])
+    background = float(np.median(corners))
     content = np.abs(gray - background) > trim_threshold * 255
     if not content.any():
         raise InputError(f"{name}: nothing but background: the picture is one flat colour")
@@ -320,7 +322,8 @@ def fashion_product(gray: np.ndarray, *, version: int = 1, canvas: int = 28, tri
         box = (margin + w / 2 - half_w, margin + h / 2 - half_h, margin + w / 2 + half_w, margin + h / 2 + half_h)
         # Reducing averages the area under each pixel (subsampling, as Fashion-MNIST did from its
         # photos, aliases a picture that was itself enlarged); enlarging interpolates.
-        product = _resize(region, *size, Image.Resampling.BOX if factor < 1 else Image.Resampling.LANCZOS, box=box)
+        resample = Image.Resampling.BOX if factor < 1 else Image.Resampling.LANCZOS
+        product = _resize(region, *size, resample, box=box)
         if factor < 1 and sharpen_radius > 0:
             sharpened = Image.fromarray(np.round(product).astype(np.uint8)).filter(
                 ImageFilter.UnsharpMask(radius=sharpen_radius, percent=100, threshold=0))

@@ -58,8 +58,9 @@ def save_reference(path: str | Path, reference: Reference) -> Path:
             "cases": len(reference.cases), "inputs": reference.inputs}
     arrays["meta"] = np.array(json.dumps(meta))
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
     return path
 
 

@@ -168,7 +168,8 @@ class TensorSig:
         if not isinstance(shape, list):
             raise ContractError(f"{path}.shape: {shape!r} is not a list")
         for i, d in enumerate(shape):
-            if not ((isinstance(d, int) and not isinstance(d, bool) and d >= 0) or (isinstance(d, str) and d)):
+            fixed = isinstance(d, int) and not isinstance(d, bool) and d >= 0
+            if not (fixed or (isinstance(d, str) and d)):
                 raise ContractError(f"{path}.shape[{i}]: {d!r} is neither a size >= 0 nor a symbol")
         axis = doc.get("batch_axis")
         if axis is not None:
@@ -366,8 +367,9 @@ def parse_shape(text: str, where: str, unnamed: str = "dim") -> tuple[Dim, ...]:
     text = text.strip()
     if not text:
         return ()
+    parts = text.split(",") if "," in text else text.split("x")
     dims: list[Dim] = []
-    for i, part in enumerate(p.strip() for p in (text.split(",") if "," in text else text.split("x"))):
+    for i, part in enumerate(p.strip() for p in parts):
         if re.fullmatch(r"\d+", part):
             dims.append(int(part))
         elif part in ("-1", "?"):

@@ -53,8 +53,9 @@ def pictures_from_model_input(x: np.ndarray, contract: Contract) -> np.ndarray:
     re-normalising the recovered pictures gives ``x`` back exactly: other floats are no pictures."""
     given = np.asarray(x, dtype=np.float32)
     x = np.moveaxis(given, contract.input.batch_axis, 0)  # batch first
+    canvas = contract.picture.canvas
     pad = sum(s.pixels for s in contract.tensor_steps if isinstance(s, PadStep))
-    side = contract.picture.canvas + 2 * pad
+    side = canvas + 2 * pad
     values = x.reshape(len(x), side, side)[:, pad:side - pad, pad:side - pad].astype(np.float64)
     for step in reversed(contract.tensor_steps):
         if isinstance(step, NormalizeStep):
@@ -85,7 +86,8 @@ def decisions(outputs: np.ndarray, contract: Contract) -> np.ndarray | None:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
 
 
@@ -131,8 +133,9 @@ def collate(samples: list[np.ndarray], contract: Contract) -> np.ndarray:
     """Stack samples of one group; token sequences are padded at the end with the pad id."""
     if len({s.shape for s in samples}) <= 1:
         return np.stack(samples)
+    pad = contract.encoding.pad_id
     longest = max(len(s) for s in samples)
-    return np.stack([np.pad(s, (0, longest - len(s)), constant_values=contract.encoding.pad_id) for s in samples])
+    return np.stack([np.pad(s, (0, longest - len(s)), constant_values=pad) for s in samples])
 
 
 def run_in_batches(run, x: np.ndarray, batch_axis: int, chunk: int) -> np.ndarray:

@@ -91,7 +91,8 @@ class Verdict:
     def describe(self) -> str:
         """``NOT USABLE by generated inputs: ...``; a recorded bound says it was not measured here."""
         how = _words(self.evidence) + ("" if self.rechecked else f", as `ptx {self.by}` measured it")
-        return f"{self.status} by {how}: {self.measured}" + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
+        text = f"{self.status} by {how}: {self.measured}"
+        return text + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
