@@ -95,7 +95,8 @@ def open_image(source, name: str | None = None) -> Image.Image:
     except OSError as exc:
         raise InputError(f"{name}: cannot open ({exc.strerror or exc})") from None
     with file:  # Pillow reads from this file object and leaves closing it to its owner
-        return _decoded(_open_file(lambda: (file.seek(0), file)[1], file.read(32), name), name, owned=True)
+        prefix = file.read(32)
+        return _decoded(_open_file(lambda: (file.seek(0), file)[1], prefix, name), name, owned=True)
 
 
 def _decoded(image: Image.Image, name: str, owned: bool) -> Image.Image:
@@ -139,8 +140,9 @@ def _reduce_and_bound(image: Image.Image, name: str) -> None:
         # Pillow picks the largest scale in 1/2, 1/4, 1/8 at which both sides stay >= the size given.
         image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))
     if image.width * image.height > MAX_PIXELS:
-        raise InputError(f"{name}: image too large ({image.width}x{image.height}"
-                         f"{'' if image.width * image.height == declared else ' decoded'}, over {MAX_PIXELS:,} pixels)")
+        decoded = "" if (image.width * image.height) == declared else " decoded"
+        raise InputError(f"{name}: image too large ({image.width}x{image.height}{decoded}, over {MAX_PIXELS:,} "
+                         "pixels)")
 
 
 def _open_file(reopen, prefix: bytes, name: str) -> Image.Image:

@@ -72,4 +72,5 @@ def model_name(path) -> str:
     name = Path(path).name
     suffix = next((s for s in MODEL_FILE_SUFFIXES if name.lower().endswith(s) and len(name) > len(s)), "")
     name = name[:len(name) - len(suffix)]
-    return name.removesuffix(next((i for i in EXPORT_INFIXES if name.endswith(i) and len(name) > len(i)), ""))
+    infix = next((i for i in EXPORT_INFIXES if name.endswith(i) and len(name) > len(i)), "")
+    return name.removesuffix(infix)
