@@ -98,13 +98,10 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
     path = run_dir / file_name
     if not path.is_file():
         require_run(model, root, run)
-        checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
-        export = f"`{export_command(model, fmt, run)}`"
-        if file_name == checkpoint.name or not checkpoint.is_file():
-            out = "" if run is None else f" --out {run}"
-            todo = f"`ptx train {model}{out}`" + ("" if file_name == checkpoint.name else f" then {export}")
-        else:
-            todo = export
+        todo = f"`{export_command(model, fmt, run)}`"
+        if file_name == CHECKPOINT_FILE or not (run_dir / CHECKPOINT_FILE).is_file():
+            train = f"`ptx train {model}{'' if run is None else f' --out {run}'}`"
+            todo = train if file_name == CHECKPOINT_FILE else f"{train} then {todo}"
         raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
     return path
 
