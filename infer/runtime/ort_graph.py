@@ -122,10 +122,9 @@ class OrtGraphRunner(OrtRunner):
         graph's input buffers, replayed, the outputs read back (no padding, lock or checks)."""
         feeds = {n: np.ascontiguousarray(x) for n, x in feeds.items()}
         slot, batch, rows = self._slots.for_feeds(self.signature, feeds)
+        session, options = self.session, self._uncaptured
         if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
-            session, options = self.session, self._uncaptured
             return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feeds, options)
-        session = self.session
 
         def call():
             for name, x in feeds.items():
