@@ -363,17 +363,8 @@ def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple
     return chosen, check_device(name, device)
 
 
-PROBE = """
-import json, sys
-from ptx.errors import PtxError
-from ptx.infer.model.target import load
-for args in json.loads(sys.argv[1]):
-    try:
-        load(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
-             batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
-    except PtxError:
-        pass  # refused in one line: the parent opens it again and says so
-"""
+# The child's program: target.probe_child on the JSON list of probe_args it is given.
+PROBE = "import sys\nfrom ptx.infer.model.target import probe_child\nprobe_child(sys.argv[1])"
 
 
 def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],

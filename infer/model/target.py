@@ -299,6 +299,17 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 open_artifact = load  # the name export's validation and older apps call it by
 
 
+def probe_child(argv: str) -> None:
+    """PROBE's work in the child process: each file of ``argv`` (JSON, a list of probe_args) opened as
+    the parent would open it."""
+    for args in json.loads(argv):
+        try:
+            load(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
+                 batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
+        except PtxError:
+            pass  # refused in one line: the parent opens it again and says so
+
+
 def require_targets(command: str, *given, verifying: bool = False) -> None:
     """A library caller's model argument that is not a Target, refused in one line saying how to make
     one (verify and bench take the argument decided where it entered, never a bare string)."""
@@ -311,10 +322,8 @@ def require_targets(command: str, *given, verifying: bool = False) -> None:
 
 def group_reasons(reasons: Mapping[str, str]) -> list[str]:
     """``{label: why}`` -> one line per reason: "ort-cuda, torchscript-cuda: no GPU"."""
-    by_reason: dict[str, list[str]] = {}
-    for label, why in reasons.items():
-        by_reason.setdefault(why, []).append(label)
-    return [f"{', '.join(labels)}: {why}" for why, labels in by_reason.items()]
+    return [f"{', '.join(label for label, said in reasons.items() if said == why)}: {why}"
+            for why in dict.fromkeys(reasons.values())]
 
 
 def changed_since_export(path: Path) -> str | None:
