@@ -149,9 +149,7 @@ def graph_tensors(args, kind: str, path: Path) -> tuple[TensorSig, ...]:
             raise ArtifactError(str(exc)) from None
         shape = []
         for axis, d in enumerate(arg.shape or []):
-            if isinstance(d, int) and d >= 0:
-                shape.append(d)
-            elif isinstance(d, str) and d and d != "?" and not d.startswith("unk__"):
+            if isinstance(d, int) and d >= 0 or isinstance(d, str) and d not in ("", "?") and not d.startswith("unk__"):
                 shape.append(d)
             else:  # None, -1, ?, or ORT's made-up unk__N: a dynamic size with no name
                 shape.append("N" if axis == 0 else f"{arg.name}_{axis}")

@@ -199,8 +199,7 @@ def _shape_unranked(signature: Signature, declared: Sequence[TensorSig], path: P
                                 f"it with --input {t.name}=SHAPE[:DTYPE] (e.g. {t.name}=batchx3x224x224:{t.dtype})")
         inputs.append(replace(t, shape=d.shape, batch_axis=None) if t.name in unranked else t)
     outputs = [replace(t, batch_axis=None) for t in signature.outputs]
-    inputs, outputs = infer_batch_axes([replace(t, batch_axis=None) for t in inputs], outputs, batch_axes)
-    return Signature(inputs, outputs)
+    return Signature(*infer_batch_axes([replace(t, batch_axis=None) for t in inputs], outputs, batch_axes))
 
 
 def _with_declared(signature: Signature, declared: Sequence[TensorSig], path: Path) -> Signature:

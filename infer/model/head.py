@@ -30,6 +30,9 @@ from .inputs import csv_text_rows
 # What a user sends a head as bytes, and what its answer holds, by the names ptx serve gives them.
 IMAGE_INPUT, TEXT_INPUT = "image", "text"
 LABEL_OUTPUT, PROBABILITIES_OUTPUT, VALUE_OUTPUT = "label", "probabilities", "value"
+# An array given to predict() -> its inputs, by the model's input kind: a picture, number or row each.
+ARRAY_ITEMS = {InputKind.IMAGE: split_array_batch, InputKind.NUMBER: lambda a: list(a.reshape(-1, 1)),
+               InputKind.VECTOR: lambda a: list(np.atleast_2d(a))}
 
 
 def artifact_info(path: Path, strings) -> ArtifactInfo:
@@ -306,14 +309,7 @@ class Head:
         if inputs is None:
             raise InputError(f"nothing to predict: give {self.contract.model} {kind.value} inputs, not None")
         if isinstance(inputs, np.ndarray):
-            if kind is InputKind.IMAGE:
-                items = split_array_batch(inputs)
-            elif kind is InputKind.NUMBER:
-                items = list(inputs.reshape(-1, 1))
-            elif kind is InputKind.VECTOR:
-                items = list(np.atleast_2d(inputs))
-            else:
-                items = list(inputs.reshape(-1))
+            items = ARRAY_ITEMS.get(kind, lambda a: list(a.reshape(-1)))(inputs)  # text: one string each
         elif isinstance(inputs, (str, Path, Image.Image, *BYTES)) or is_stream(inputs) or not isinstance(inputs, Iterable):
             items = [inputs]
         else:

@@ -53,16 +53,12 @@ class Model:
     path = _runner_attr("path")
     name = _runner_attr("name")
     metadata = _runner_attr("metadata")
+    bare = _runner_attr("bare")  # (label, call): the model called straight, bench's peer row
+    close = _runner_attr("close")
 
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)
-
-    def bare(self, feeds: dict[str, np.ndarray]):
-        return self.runner.bare(feeds)
-
-    def close(self) -> None:
-        self.runner.close()
 
     def __repr__(self) -> str:
         kind = "tutorial model" if self.head is not None else "model"

@@ -98,13 +98,10 @@ def artifact_path(model: str, backend: str, root: str | Path = DEFAULT_RUNS_ROOT
     path = run_dir / file_name
     if not path.is_file():
         require_run(model, root, run)
-        checkpoint = run_dir / ARTIFACT_FILES[CHECKPOINT_FORMAT]
-        export = f"`{export_command(model, fmt, run)}`"
-        if file_name == checkpoint.name or not checkpoint.is_file():
-            out = "" if run is None else f" --out {run}"
-            todo = f"`ptx train {model}{out}`" + ("" if file_name == checkpoint.name else f" then {export}")
-        else:
-            todo = export
+        todo = f"`{export_command(model, fmt, run)}`"
+        if file_name == CHECKPOINT_FILE or not (run_dir / CHECKPOINT_FILE).is_file():
+            train = f"`ptx train {model}{'' if run is None else f' --out {run}'}`"
+            todo = train if file_name == CHECKPOINT_FILE else f"{train} then {todo}"
         raise MissingArtifactError(f"no {file_name} for {model} in {run_dir}: run {todo} first")
     return path
 
@@ -366,17 +363,8 @@ def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple
     return chosen, check_device(name, device)
 
 
-PROBE = """
-import json, sys
-from ptx.errors import PtxError
-from ptx.infer.model.target import load
-for args in json.loads(sys.argv[1]):
-    try:
-        load(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
-             batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
-    except PtxError:
-        pass  # refused in one line: the parent opens it again and says so
-"""
+# The child's program: target.probe_child on the JSON list of probe_args it is given.
+PROBE = "import sys\nfrom ptx.infer.model.target import probe_child\nprobe_child(sys.argv[1])"
 
 
 def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],

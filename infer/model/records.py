@@ -53,12 +53,13 @@ def _read(path: Path) -> dict:
     return doc if doc.get("machine") == machine() else {}
 
 
-def _write(path: Path, rows: dict) -> None:
+def _write(path: Path, rows: dict) -> Path:
     """Rows merged over those already recorded on this machine (a verify of one backend keeps the
-    verdicts of the others)."""
+    verdicts of the others); ``path`` back."""
     doc = {"format": FORMAT, "machine": machine(), "rows": {**_read(path).get("rows", {}), **rows}}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, status: str, batch_sizes,
@@ -80,8 +81,7 @@ def record_verify(report, run_dir: str | Path) -> Path:
     rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.kept_status, v.batch_sizes, "verify")
             for v in report.rows if v.backend in registry.list_backends() and v.against != "stored reference"
             and getattr(v, "no_case", None) is None}
-    _write(run_dir / VERIFY_RECORD_FILE, rows)
-    return run_dir / VERIFY_RECORD_FILE
+    return _write(run_dir / VERIFY_RECORD_FILE, rows)
 
 
 SERVED_RECORD_FILE = "served.json"
@@ -110,8 +110,7 @@ def record_export_judgement(result, run_dir: str | Path) -> Path | None:
     run_dir = Path(run_dir)
     backend, device, precision = next((b.name, d, p) for b, d, p in registry.variants([result.judged_by]))
     row = _verdict_row(run_dir, backend, device, precision, result.judgement.status, [], "export")
-    _write(run_dir / VERIFY_RECORD_FILE, {result.judged_by: row})
-    return run_dir / VERIFY_RECORD_FILE
+    return _write(run_dir / VERIFY_RECORD_FILE, {result.judged_by: row})
 
 
 def failed_here(run_dir: str | Path, label: str, artifact: str | Path) -> str | None:
@@ -174,8 +173,7 @@ def record_bench(rows, run_dir: str | Path) -> Path:
     for r in rows:
         if r.peer_of is None:
             found.setdefault(r.runner, {"images_per_s": {}, "date": now})["images_per_s"][str(r.batch)] = r.images_per_s
-    _write(run_dir / BENCH_RECORD_FILE, found)
-    return run_dir / BENCH_RECORD_FILE
+    return _write(run_dir / BENCH_RECORD_FILE, found)
 
 
 def verified(run_dir: str | Path) -> dict[str, dict]:

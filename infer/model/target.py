@@ -13,6 +13,7 @@ Importing this imports neither torch nor a runtime: each backend imports its own
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -229,28 +230,24 @@ class Target:
         if self.is_run or not variants or self.found.metadata:
             return {}
         declared = as_declarations(self.options.get("inputs"))
-        present = [v for v in variants if self._has_file(v)]  # paired with their args: a missing file has none
-        args = [probe_args(self.file_for(v), v.backend.label(v.device), v.device, declared,
+        present = []  # (variant, the file it opens): a missing file has no child to open it
+        for v in variants:
+            with contextlib.suppress(MissingArtifactError):
+                present.append((v, self.file_for(v)))
+        args = [probe_args(path, v.backend.label(v.device), v.device, declared,
                            self.options.get("batch_axes"), bool(self.options.get("ignore_metadata")))
-                for v in present]
+                for v, path in present]
         try:
             run_child(PROBE, json.dumps(args), what=f"opening {self.path.name}")
             return {}
         except ChildCrashError:
             crashed: dict[str, PtxError] = {}
-            for variant, one in zip(present, args):
+            for (variant, _), one in zip(present, args):
                 try:
                     run_child(PROBE, json.dumps([one]), what=f"{variant.label} opening {self.path.name}")
                 except ChildCrashError as exc:
                     crashed[variant.label] = exc
             return crashed
-
-    def _has_file(self, variant: Variant) -> bool:
-        try:
-            self.file_for(variant)
-            return True
-        except MissingArtifactError:
-            return False
 
 
 def load(target, backend: str | None = None, device: str | None = None, precision: str | None = None, *,
@@ -299,6 +296,17 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 open_artifact = load  # the name export's validation and older apps call it by
 
 
+def probe_child(argv: str) -> None:
+    """PROBE's work in the child process: each file of ``argv`` (JSON, a list of probe_args) opened as
+    the parent would open it."""
+    for args in json.loads(argv):
+        try:
+            load(args["path"], args["backend"], device=args["device"], inputs=args["inputs"],
+                 batch_axes=args["batch_axes"], ignore_metadata=args["ignore_metadata"], probe=False)
+        except PtxError:
+            pass  # refused in one line: the parent opens it again and says so
+
+
 def require_targets(command: str, *given, verifying: bool = False) -> None:
     """A library caller's model argument that is not a Target, refused in one line saying how to make
     one (verify and bench take the argument decided where it entered, never a bare string)."""
@@ -311,10 +319,8 @@ def require_targets(command: str, *given, verifying: bool = False) -> None:
 
 def group_reasons(reasons: Mapping[str, str]) -> list[str]:
     """``{label: why}`` -> one line per reason: "ort-cuda, torchscript-cuda: no GPU"."""
-    by_reason: dict[str, list[str]] = {}
-    for label, why in reasons.items():
-        by_reason.setdefault(why, []).append(label)
-    return [f"{', '.join(labels)}: {why}" for why, labels in by_reason.items()]
+    return [f"{', '.join(label for label, said in reasons.items() if said == why)}: {why}"
+            for why in dict.fromkeys(reasons.values())]
 
 
 def changed_since_export(path: Path) -> str | None:

@@ -220,9 +220,7 @@ def capability_refusal(node, opsets: dict[str, int]) -> str | None:
     if op == "ConvTranspose":
         pads = list(attrs.get("pads", []))
         half = len(pads) // 2
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        if pads[:half] != pads[half:] or (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) in (
-                "SAME_UPPER", "SAME_LOWER"):
+        if pads[:half] != pads[half:] or attrs.get("auto_pad") in (b"SAME_UPPER", b"SAME_LOWER"):  # a string is bytes
             return "cuDNN's ConvTranspose needs symmetric padding"
     return None
 

@@ -32,13 +32,12 @@ class ServedRunner(Runner):
     def __init__(self, endpoint: Endpoint, connection: Connection):
         self.endpoint, self.connection = endpoint, connection
         self.transport = open_transport(endpoint, connection)
-        metadata = self.transport.metadata()
+        self._metadata = self.transport.metadata()
         config = self.transport.config() or {}
         self.max_batch_size = int(config.get("max_batch_size") or 0)
-        self.platform = metadata.get("platform") or ""
-        self.versions = [str(v) for v in metadata.get("versions") or []]
-        self._metadata = metadata
-        signature, self.left_out, self.notes = served_signature(metadata, self.max_batch_size, None, endpoint)
+        self.platform = self._metadata.get("platform") or ""
+        self.versions = [str(v) for v in self._metadata.get("versions") or []]
+        signature, self.left_out, self.notes = served_signature(self._metadata, self.max_batch_size, None, endpoint)
         super().__init__(signature, None, name=endpoint.model)
         self._pool = ThreadPoolExecutor(max(1, connection.concurrency), thread_name_prefix="ptx-served")
 

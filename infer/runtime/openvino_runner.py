@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
 
@@ -91,34 +90,28 @@ class OpenVinoRunner(Runner):
         self.device, self.precision = "cpu", precision
         # the precision hint, and one stream using every core (a synchronous call gets all of them)
         self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
-        self._requests: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()
         self._lock = threading.Lock()
+        self._compiled = functools.lru_cache(maxsize=SHAPE_CACHE)(self._compile)  # the most recently used kept
 
     def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
         """(infer request, output index per signature output) of the model compiled for these static
         input shapes; compiled once, a few kept. A compile failure is one ModelRunError."""
-        key = tuple((name, tuple(shape)) for name, shape in shapes.items())
-        entry = self._requests.get(key)
-        if entry is not None:
-            self._requests.move_to_end(key)
-            return entry
+        return self._compiled(tuple((name, tuple(shape)) for name, shape in shapes.items()))
+
+    def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int]]:
         model = self.model.clone()
         try:
-            model.reshape({name: list(shape) for name, shape in shapes.items()})
+            model.reshape({name: list(shape) for name, shape in key})
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
-            shown = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+            shown = ", ".join(f"{n} {list(s)}" for n, s in key)
             raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
                 from None
         ports = [set(port.get_names()) for port in compiled.outputs]
         # ONNX outputs keep their names in OpenVINO; the graph's order stands in where one was renamed
         order = [next((i for i, names in enumerate(ports) if name in names), k)
                  for k, name in enumerate(self.signature.output_names)]
-        entry = (compiled.create_infer_request(), order)
-        self._requests[key] = entry
-        while len(self._requests) > SHAPE_CACHE:
-            self._requests.popitem(last=False)
-        return entry
+        return compiled.create_infer_request(), order
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:

@@ -71,14 +71,12 @@ class OrtGraphRunner(OrtRunner):
                                           "and a CUDA graph replays fixed shapes; use --backend ort-cuda")
         binding = self.session.io_binding()
         inputs, outputs = {}, {}
-        for t in self.signature.inputs:
-            inputs[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(shapes[t.name], np.dtype(t.dtype),
-                                                                       self._device_type, self.device_id)
-            binding.bind_ortvalue_input(t.name, inputs[t.name])
-        for t in self.signature.outputs:
-            outputs[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(outs[t.name], np.dtype(t.dtype),
-                                                                        self._device_type, self.device_id)
-            binding.bind_ortvalue_output(t.name, outputs[t.name])
+        for bind, tensors, values, sizes in ((binding.bind_ortvalue_input, self.signature.inputs, inputs, shapes),
+                                             (binding.bind_ortvalue_output, self.signature.outputs, outputs, outs)):
+            for t in tensors:
+                values[t.name] = ort.OrtValue.ortvalue_from_shape_and_type(sizes[t.name], np.dtype(t.dtype),
+                                                                           self._device_type, self.device_id)
+                bind(t.name, values[t.name])
         options = ort.RunOptions()
         options.add_run_config_entry(GRAPH_ID, str(number))
         return _Slot(inputs, outputs, binding, options)
@@ -122,10 +120,9 @@ class OrtGraphRunner(OrtRunner):
         graph's input buffers, replayed, the outputs read back (no padding, lock or checks)."""
         feeds = {n: np.ascontiguousarray(x) for n, x in feeds.items()}
         slot, batch, rows = self._slots.for_feeds(self.signature, feeds)
+        session, options = self.session, self._uncaptured
         if slot is None or batch != rows:  # ptx pads this batch or runs it uncaptured: the peer runs it uncaptured
-            session, options = self.session, self._uncaptured
             return "bare InferenceSession.run (uncaptured)", lambda: session.run(None, feeds, options)
-        session = self.session
 
         def call():
             for name, x in feeds.items():

@@ -33,56 +33,6 @@ from .runner import Runner, beyond_a_table
 KEEP_FLOAT = ["WeightBiasQuantization"]
 
 
-def inference_session(path: Path, device: str, precision: str = "f32", cuda_graph: bool = False,
-                 remedy: str = "re-export with `ptx export`", arena: bool = True):
-    """An InferenceSession for the ONNX file at ``path`` on ``device`` (cpu, cuda, cuda:N), each
-    refusal one line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
-    ort = import_ort()
-    on_cuda = device.startswith("cuda")
-    device_id = cuda_device_id(device) if on_cuda else 0
-    options = session_options(ort)
-    options.enable_cpu_mem_arena = arena  # a session run once (--locate's pieces) returns its memory at the end
-    missing: list[str] = []
-    if on_cuda:
-        # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
-        # CPU, on the CPU, silently, and drops the whole CUDA provider when its libraries are
-        # missing. Refusing that fallback makes each an error at load; cuda_placement_error
-        # then says which it was.
-        options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
-                                          "pip install onnxruntime-gpu, or use --backend ort-cpu")
-        missing = preload_cuda_libraries(ort)
-        # naming the CPU provider too is a conflict then
-        providers = [cuda_provider(device_id, tf32=precision == "tf32", cuda_graph=cuda_graph)]
-    else:
-        providers = ["CPUExecutionProvider"]
-    ort.set_default_logger_severity(ORT_QUIET)
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=KEEP_FLOAT)
-    except Exception as exc:
-        if on_cuda and CPU_FALLBACK_REFUSED in str(exc):
-            # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
-            from .cuda_placement import cuda_placement_error  # a CUDA refusal only: not on ort-cpu's start
-
-            plain = [cuda_provider(device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
-            raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, device_id)) from None
-        if on_cuda and CUDA_GRAPH_REFUSED in str(exc):
-            raise BackendUnavailableError(
-                f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
-                f"({first_line(exc)}); use --backend ort-cuda") from None
-        why = first_line(exc)
-        found = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", why)
-        if found:
-            # onnx newer than onnxruntime writes an IR version this runtime refuses (helper.make_model's
-            # default): re-exporting with the same onnx would not help; the version field would.
-            why, remedy = found[0], (f"save it with IR version {found[2]} (model.ir_version = {found[2]} before "
-                                     f"onnx.save), or install an onnxruntime newer than {ort.__version__}")
-        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({why}); {remedy}") from None
-    finally:
-        ort.set_default_logger_severity(ORT_DEFAULT)
-
-
 class OrtRunner(Runner):
     """An InferenceSession created once; ``run`` is thread-safe as ORT's sessions are. On CUDA no
     node may fall back to the CPU (the session refuses, naming the nodes). The signature is what
@@ -100,8 +50,7 @@ class OrtRunner(Runner):
         if precision == "tf32" and not self.on_cuda:
             raise BackendUnavailableError("tf32 is a mode of CUDA GPUs: use ort-cuda, or f32 on the CPU")
         # arena=False: a runner asked one question (--locate's pieces) returns its memory at once
-        self.session = inference_session(path, device, precision, cuda_graph=self.cuda_graph, remedy=opening.remedy,
-                                         arena=arena)
+        self.session = self._open_session(path, precision, opening.remedy, arena)
         signature = opening.of_graph(session_signature(self.session, path, opening.batch_axes), path)
         super().__init__(signature, path, opening.name, opening.metadata)
         self.backend = "ort-cuda" if self.on_cuda else "ort-cpu"
@@ -110,6 +59,52 @@ class OrtRunner(Runner):
         self._names = signature.output_names
         if self.on_cuda:  # the session has loaded CUDA's runtime library: pinning can use it
             self.host = HostBuffers(cuda_runtime_pinner())
+
+    def _open_session(self, path: Path, precision: str, remedy: str, arena: bool):
+        """An InferenceSession for the ONNX file at ``path`` on the runner's device, each refusal one
+        line: on CUDA no node may fall back to the CPU, and TF32 runs only at tf32."""
+        ort = import_ort()
+        options = session_options(ort)
+        options.enable_cpu_mem_arena = arena  # a session run once (--locate's pieces) returns its memory at the end
+        missing: list[str] = []
+        if self.on_cuda:
+            # ORT places any node without a CUDA kernel, and any its shape heuristic prefers on the
+            # CPU, on the CPU, silently, and drops the whole CUDA provider when its libraries are
+            # missing. Refusing that fallback makes each an error at load; cuda_placement_error
+            # then says which it was.
+            options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailableError("ort-cuda: this onnxruntime has no CUDA provider; "
+                                              "pip install onnxruntime-gpu, or use --backend ort-cpu")
+            missing = preload_cuda_libraries(ort)
+            # naming the CPU provider too is a conflict then
+            providers = [cuda_provider(self.device_id, tf32=precision == "tf32", cuda_graph=self.cuda_graph)]
+        else:
+            providers = ["CPUExecutionProvider"]
+        ort.set_default_logger_severity(ORT_QUIET)
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=KEEP_FLOAT)
+        except Exception as exc:
+            if self.on_cuda and CPU_FALLBACK_REFUSED in str(exc):
+                # explained by a session like ort-cuda's (a CUDA-graph session refuses before placing)
+                from .cuda_placement import cuda_placement_error  # a CUDA refusal only: not on ort-cpu's start
+
+                plain = [cuda_provider(self.device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
+                raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, self.device_id)) from None
+            if self.on_cuda and CUDA_GRAPH_REFUSED in str(exc):
+                raise BackendUnavailableError(
+                    f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
+                    f"({first_line(exc)}); use --backend ort-cuda") from None
+            why = first_line(exc)
+            found = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", why)
+            if found:
+                # onnx newer than onnxruntime writes an IR version this runtime refuses (helper.make_model's
+                # default): re-exporting with the same onnx would not help; the version field would.
+                why, remedy = found[0], (f"save it with IR version {found[2]} (model.ir_version = {found[2]} before "
+                                         f"onnx.save), or install an onnxruntime newer than {ort.__version__}")
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({why}); {remedy}") from None
+        finally:
+            ort.set_default_logger_severity(ORT_DEFAULT)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

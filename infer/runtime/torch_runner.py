@@ -232,12 +232,11 @@ def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan |
             refused = refused or exc
     else:
         raise refused
-    plans = (plan, second)
     if list(first) != list(other):
         raise PtxError(f"{where}: its outputs change with the input sizes ({list(first)} vs {list(other)}); ptx "
                        "needs the same named outputs for every input")
     batch_symbol = next((t.batch_symbol for t in inputs_only.inputs if t.batch_axis is not None), None)
-    symbols = {s: tuple(p.size(s) for p in plans) for s in others}
+    symbols = {s: (plan.size(s), second.size(s)) for s in others}
     outputs = []
     for name, ((shape1, dtype), (shape2, _)) in zip(first, zip(first.values(), other.values())):
         try:

@@ -7,6 +7,7 @@ Importing it imports neither torch nor onnxruntime: each backend imports its run
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -92,14 +93,11 @@ _BACKEND_FILES = ("eager", "torchscript", "ort_cpu", "ort_cuda", "openvino", "ao
 register, get, list_backends = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
-def lazy(module: str, attribute: str, **bound) -> Callable:
+def lazy(module: str, attribute: str) -> Callable:
     """A callable that imports ``ptx.infer.<module>`` only when called (``attribute`` may be a
     class's, ``Runner.open``): the registry must load without torch or onnxruntime."""
     def call(*args, **kwargs):
-        found = importlib.import_module(f"ptx.infer.{module}")
-        for part in attribute.split("."):
-            found = getattr(found, part)
-        return found(*args, **bound, **kwargs)
+        return pkgutil.resolve_name(f"ptx.infer.{module}:{attribute}")(*args, **kwargs)
     return call
 
 
@@ -110,8 +108,7 @@ def file_pairs(kind: str) -> list[tuple[Backend, str]]:
 
 def pairs() -> list[tuple[Backend, str]]:
     """Every (backend, device) pair, CPU first; each device's first is the eager reference."""
-    all_pairs = [(b, d) for b in _REGISTRY.entries.values() for d in b.devices]
-    return sorted(all_pairs, key=lambda pair: pair[1] != "cpu")
+    return sorted(((b, d) for b in _REGISTRY.entries.values() for d in b.devices), key=lambda pair: pair[1] != "cpu")
 
 
 def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
