@@ -13,7 +13,6 @@ Importing this imports neither torch nor a runtime: each backend imports its own
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
@@ -230,24 +229,28 @@ class Target:
         if self.is_run or not variants or self.found.metadata:
             return {}
         declared = as_declarations(self.options.get("inputs"))
-        present = []  # (variant, the file it opens): a missing file has no child to open it
-        for v in variants:
-            with contextlib.suppress(MissingArtifactError):
-                present.append((v, self.file_for(v)))
-        args = [probe_args(path, v.backend.label(v.device), v.device, declared,
+        present = [v for v in variants if self._has_file(v)]  # paired with their args: a missing file has none
+        args = [probe_args(self.file_for(v), v.backend.label(v.device), v.device, declared,
                            self.options.get("batch_axes"), bool(self.options.get("ignore_metadata")))
-                for v, path in present]
+                for v in present]
         try:
             run_child(PROBE, json.dumps(args), what=f"opening {self.path.name}")
             return {}
         except ChildCrashError:
             crashed: dict[str, PtxError] = {}
-            for (variant, _), one in zip(present, args):
+            for variant, one in zip(present, args):
                 try:
                     run_child(PROBE, json.dumps([one]), what=f"{variant.label} opening {self.path.name}")
                 except ChildCrashError as exc:
                     crashed[variant.label] = exc
             return crashed
+
+    def _has_file(self, variant: Variant) -> bool:
+        try:
+            self.file_for(variant)
+            return True
+        except MissingArtifactError:
+            return False
 
 
 def load(target, backend: str | None = None, device: str | None = None, precision: str | None = None, *,
