@@ -108,7 +108,8 @@ def file_pairs(kind: str) -> list[tuple[Backend, str]]:
 
 def pairs() -> list[tuple[Backend, str]]:
     """Every (backend, device) pair, CPU first; each device's first is the eager reference."""
-    return sorted(((b, d) for b in _REGISTRY.entries.values() for d in b.devices), key=lambda pair: pair[1] != "cpu")
+    all_pairs = [(b, d) for b in _REGISTRY.entries.values() for d in b.devices]
+    return sorted(all_pairs, key=lambda pair: pair[1] != "cpu")
 
 
 def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
