@@ -106,6 +106,19 @@ def test_topk_for_a_model_file_whose_output_is_scores(tmp_path):
         "answers y int64 [batch, 4]; leave --topk out"), refused.stderr
 
 
+
+def test_scores_with_a_sequence_axis_are_summarised_per_position_not_per_row():
+    """An LM's [batch, seq, vocab] logits: argmax and top-k are taken per token position, and said so (it
+    said "per row" with batch x seq rows, which a user reads as one per sample)."""
+    from ptx.infer.predict.named_outputs import summarize, summary_line
+
+    logits = np.random.default_rng(0).normal(size=(2, 3, 7)).astype(np.float32)
+    line = summary_line("in.npz", "logits", summarize(logits, 0, topk=2))
+    assert re.search(r"argmax per position( \d){6}, top 2 per position \(index:score\) ", line), line
+    assert len(summarize(logits, 0)["argmax"]) == 6
+    scores = summary_line("in.npz", "y", summarize(logits[:, 0], 0, topk=2))
+    assert "argmax per row" in scores and "top 2 per row" in scores, scores
+
 # -- a module's served name ---------------------------------------------------------------------
 
 

@@ -127,17 +127,19 @@ def summarize(value: np.ndarray, batch_axis: int | None, topk: int = 0) -> dict:
 
 
 def summary_line(source: str, name: str, doc: Mapping) -> str:
-    """``in.npz: scores float32 [3, 4], argmax per row 1 0 3, min -1.2, mean 0.03, max 2.1``."""
+    """``in.npz: scores float32 [3, 4], argmax per row 1 0 3, min -1.2, mean 0.03, max 2.1``; for
+    scores with more axes than batch and scores (an LM's ``[batch, seq, vocab]``), one per position."""
     head = f"{source}: {name} {doc['dtype']} {doc['shape']}"
+    unit = "row" if len(doc["shape"]) <= 2 else "position"  # a [batch, seq, vocab] "row" is one token's
     parts = []
     if "argmax" in doc:
-        more = f" ... ({len(doc['argmax']):,} rows)" if len(doc["argmax"]) > ARGMAX_SHOWN else ""
-        parts.append(f"argmax per row {' '.join(map(str, doc['argmax'][:ARGMAX_SHOWN]))}{more}")
+        more = f" ... ({len(doc['argmax']):,} {unit}s)" if len(doc["argmax"]) > ARGMAX_SHOWN else ""
+        parts.append(f"argmax per {unit} {' '.join(map(str, doc['argmax'][:ARGMAX_SHOWN]))}{more}")
     if "topk" in doc:
         rows = doc["topk"]
-        more = f" ... ({len(rows):,} rows)" if len(rows) > ARGMAX_SHOWN else ""
+        more = f" ... ({len(rows):,} {unit}s)" if len(rows) > ARGMAX_SHOWN else ""
         shown = " | ".join(" ".join(f"{i}:{score:.6g}" for i, score in row) for row in rows[:ARGMAX_SHOWN])
-        parts.append(f"top {len(rows[0])} per row (index:score) {shown}{more}")
+        parts.append(f"top {len(rows[0])} per {unit} (index:score) {shown}{more}")
     parts += [f"{k} {doc[k]:.6g}" for k in ("min", "mean", "max") if k in doc]
     if doc.get("non_finite"):
         parts.append(f"{doc['non_finite']:,} NaN or infinite")
