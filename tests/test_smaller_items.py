@@ -229,3 +229,22 @@ def test_a_cpp_error_from_torch_is_said_by_its_message_not_the_last_frame_of_its
     scripted = RuntimeError("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript:\n"
                             "  File \"code.py\", line 3\nRuntimeError: The size of tensor a (5) must match (4)")
     assert torch_complaint(scripted) == "RuntimeError: The size of tensor a (5) must match (4)"
+
+
+def test_a_module_factory_given_as_name_is_told_to_go_through_module(tmp_path):
+    """`ptx export net.py:build --input x=...` (--module left out) was refused as a tutorial model's wrong
+    --input, and verify, predict, serve and bench called it an unknown model: each now says it is a factory
+    and what to type."""
+    (tmp_path / "net.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2)\n")
+    spec = str(tmp_path / "net.py") + ":build"
+    export = ptx("export", spec, "--input", "x=batchx4")
+    assert export.returncode == 2 and export.stderr.strip() == (
+        f"error: {spec}: an nn.Module's factory, not a model NAME or file; give it with --module: "
+        f"`ptx export --module {spec} --out DIR`"), export.stderr
+    for args in (["verify", spec], ["predict", "--model", spec, "x.npz"], ["serve", spec]):
+        done = ptx(*args)
+        assert done.returncode == 2 and done.stderr.strip() == (
+            f"error: {spec}: an nn.Module's factory, not a model NAME or file; export it first (`ptx export "
+            f"--module {spec} --out DIR`), then give DIR's model file"), (args, done.stderr)
+    missing = ptx("bench", "gone.py:build")
+    assert missing.returncode == 2 and "gone.py:build: an nn.Module's factory (gone.py: no such file)" in missing.stderr

@@ -36,7 +36,14 @@ def missing_path(name: str | None, command: str) -> None:
     """A NAME that reads as a model file's path (a model file's suffix, a /) where nothing is: one line
     saying what the command takes. Anything else is left to Target.of (a folder, a model's name)."""
     import os
+    import re
 
+    factory = re.fullmatch(r"(.+\.py):(\w+)", name or "")
+    if factory:  # FILE.py:FACTORY, the form --module takes, given as NAME
+        todo = (f"give it with --module: `ptx export --module {name} --out DIR`" if command == "export" else
+                f"export it first (`ptx export --module {name} --out DIR`), then give DIR's model file")
+        missing = "" if is_file(factory[1]) else f" ({factory[1]}: no such file)"
+        raise PtxError(f"{name}: an nn.Module's factory{missing}, not a model NAME or file; {todo}")
     if name is not None and not Path(name).exists() and (Path(name).suffix.lower() in MODEL_FILE_SUFFIXES
                                                          or os.sep in name):
         raise PtxError(f"{name}: no such file (ptx {command} takes a model NAME, see `ptx models`, or a model file: "
