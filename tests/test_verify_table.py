@@ -66,6 +66,9 @@ def test_the_heading_names_a_reduced_precision_gate_only_when_such_rows_ran():
     lines = report.table().splitlines()
     assert lines[2] == "pass: f32 |diff| <= 0.0001 + 0.001 x |reference| (cpu), 0.001 + 0.01 x |reference| (cuda)"
     assert lines[3] == "bf16: labels agree on >= 99%, accuracy at most 0.005 lower"
+    # the bf16 row's rule is the heading's, not an f32 atol it passes beside (max abs 0.1 "PASS" at atol 0.0001)
+    assert " bf16 rule " in next(line for line in lines if line.startswith("openvino (cpu)"))
+    assert " 1e+30 / 0 " in next(line for line in lines if line.startswith("ort-cuda (cuda)"))
     without_samples = Report("m.onnx", "onnx", "ort-cpu", rows=[row("openvino", "cpu", 0.1, 0.1, None, None, "bf16",
                                                                     "ort-cpu")], inputs="generated")
     assert ("bf16: class scores keep their argmax on >= 99% of rows, other outputs a relative error <= 0.02 (bf16)"

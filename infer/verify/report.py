@@ -414,7 +414,7 @@ def _cells(report: Report, row: Row) -> list[list[str]]:
         whole = len(row.outputs) == 1 or row.precision != FULL_PRECISION
         verdict = (row.describe() if k == 0 else "") if whole else _output_verdict(o)
         cells.append([name if k == 0 else "", precision if k == 0 else "", row.against if k == 0 else "",
-                      *_output_cells(o), argmax, *accuracy, verdict])
+                      *_output_cells(o, row.precision), argmax, *accuracy, verdict])
     if len(row.outputs) > 1 and row.precision == FULL_PRECISION and row.status != "PASS" and not row.disagreeing:
         cells.append([""] * (len(cells[0]) - 1) + [row.describe()])
     return cells + _alone_cells(report, row, name, precision)
@@ -434,10 +434,11 @@ def _alone_cells(report: Report, row: Row, name: str, precision: str) -> list[li
             for o in check.outputs]
 
 
-def _output_cells(o: OutputAgreement) -> list[str]:
-    """An output's numbers as a table row shows them: name, max abs, max rel, needed atol, atol / rtol."""
+def _output_cells(o: OutputAgreement, precision: str = FULL_PRECISION) -> list[str]:
+    """An output's numbers as a table row shows them: name, max abs, max rel, needed atol, atol / rtol (a
+    reduced row is judged by its precision's rule, which the heading states, never by f32's atol)."""
     return [o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
-            f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}"]
+            f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}" if precision == FULL_PRECISION else f"{precision} rule"]
 
 
 def _output_verdict(o: OutputAgreement) -> str:
