@@ -188,7 +188,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         raise
     finally:
         restore()
-    answers = [_answer(eager, p, restore) for p in probes]
+    eager.run = _restoring(eager.run, restore)  # every run below, the validation cases' too, puts it back
+    answers = [_answer(eager, p) for p in probes]
     bounds = {}
     if any(isinstance(a, PtxError) for a in answers):  # the model's own bound, or an axis forward fixes (raised)
         bounds = eager_bounds(module, Signature(sigs, ()), probes, args, restore)
@@ -238,7 +239,6 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
-        restore()  # the validation cases' eager runs put back too: the exporters trace the user's model
         result.files = export_files(plan, chosen, open_model, lambda fmt: nullcontext(
             (staging / fmt.file_name, out_dir / fmt.file_name)), log)
         if not reference:
@@ -263,15 +263,25 @@ def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapp
     return base
 
 
-def _answer(eager, probe, restore) -> dict | PtxError:
-    """Eager's outputs on one of the certificate's probes, or its refusal of the size (the module's
-    attributes put back after either: ``restore``, certificate.attributes_restorer)."""
+def _restoring(run, restore):
+    """``run`` (eager's) with the module's attributes put back after every call, an answer or a refusal
+    (``restore``: certificate.attributes_restorer): each case and probe, and the exporters' trace after
+    them, meet the module as the user made it (a module that counts its calls answered the second
+    validation case from the first's count, and the exported file was refused for the difference)."""
+    def run_then_restore(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        finally:
+            restore()
+    return run_then_restore
+
+
+def _answer(eager, probe) -> dict | PtxError:
+    """Eager's outputs on one of the certificate's probes, or its refusal of the size."""
     try:
         return eager.run(dict(probe.feeds))
     except PtxError as exc:
         return exc
-    finally:
-        restore()
 
 
 def _check_formats(formats: Sequence[str]) -> list[str]:

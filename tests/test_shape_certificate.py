@@ -457,6 +457,25 @@ def test_a_module_a_run_changed_is_put_back_and_its_size_dependence_found(tmp_pa
     assert module.shift == 2
 
 
+
+class Counting(nn.Module):
+    """Keeps how many times it ran, and answers by it: every run changes it, and succeeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * self.calls
+
+
+def test_each_validation_case_meets_the_module_as_the_user_made_it(tmp_path):
+    # before: the attributes were put back after the probes but not between the two validation cases, so
+    # batch 5's eager answer came from the count batch 3 left (2x), and the exported file (1x) was refused
+    said = _exported(Counting(), "x=batchx4", tmp_path)
+    assert any("worst |diff| vs eager 0.00e+00" in line for line in said), said
+
 class Heads(nn.Module):
     """16 positions, and a view into 2 heads of 8: a Reshape constant of 8, the size verify's cases run
     seq at, is no fixed axis of a model that takes 16."""
