@@ -20,7 +20,7 @@ counted.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -122,7 +122,7 @@ def as_evidence(verdict: Verdict) -> Evidence:
 
 def recorded_evidence(verdict: Verdict) -> Evidence:
     """A verdict a file records, as evidence read from it (not measured again here)."""
-    return Evidence(verdict.evidence, verdict.measured, list(verdict.reasons), verdict.by, rechecked=False)
+    return replace(as_evidence(verdict), rechecked=False)
 
 
 def _words(evidence: str) -> str:
