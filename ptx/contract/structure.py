@@ -196,7 +196,7 @@ def flatten(out, is_tensor: Callable[[object], bool], is_cache: Callable[[str | 
 
     def leaf(name: str, path: str, value) -> str:
         if name in paths:
-            raise PtxError(f"the model's outputs {paths[name] or TOP} and {path} would both be named {name!r}: "
+            raise PtxError(f"the model's {TOP}{paths[name]} and {TOP}{path} would both be named {name!r}: "
                            "rename a key of one, so that every output has a name of its own")
         paths[name] = path
         flat.tensors[name] = value
