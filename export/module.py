@@ -104,7 +104,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       parameter names) name the examples, and ``dynamic=True`` makes axis 0 of every input that
       has axes the batch (False: every size fixed as the example's, no batch axis).
     - ``output_names``: in the order forward() returns them (default: ``output`` for one tensor,
-      ``output_0``... for a tuple, a dict's own keys).
+      ``output_0``... for a tuple, a dict's own keys; tuples, lists and dicts nested by each tensor's
+      path, ``output_1_0``..., the structure recorded in the files for ``Model.nest``).
     - ``formats``: any of onnx, torchscript, pt2, onnx-int8 (default onnx and torchscript).
       ``exporter``: None tries the torch.export-based ONNX exporter and falls back to the
       TorchScript-based one where it refuses, saying so; "dynamo" or "legacy" uses that one only.
