@@ -211,3 +211,21 @@ def test_output_names_rename_the_structure_s_leaves_and_a_lying_record_is_refuse
                       ('{"tuple": ["a", "a"]}', "appears twice"), ('{"dict": ["a"]}', "is not a JSON object")):
         with pytest.raises(ArtifactError, match=why):
             OutputStructure.from_json(text, "ptx.output_structure")
+
+
+def test_a_live_module_answers_by_the_same_names_as_its_files(yolo):
+    """load(module) runs the nested module itself (no export): the same flat names, eager's values."""
+    model = load(load_factory(f"{YOLO}:build").module, inputs=["image=batchx3x64x64"])
+    x = image(2, 5)
+    answer = model.run({"image": x})
+    assert list(answer) == NAMES
+    want_predictions, want_features = eager(x)
+    for got, want in zip(answer.values(), [want_predictions, *want_features]):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(PtxError, match=r"output\[1\]\['kind'\] is a str, not a tensor"):
+        load(Tagged(), inputs=["x=batchx4"])
+
+
+class Tagged(torch.nn.Module):
+    def forward(self, x):
+        return x, {"kind": "boxes"}
