@@ -35,11 +35,12 @@ from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs)
+from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
-from .as_it_comes import keyword_inputs, tensor_outputs
+from .as_it_comes import keyword_inputs, output_structure, tensor_outputs
 from .certificate import attributes_restorer, eager_bounds
 from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
@@ -103,7 +104,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       parameter names) name the examples, and ``dynamic=True`` makes axis 0 of every input that
       has axes the batch (False: every size fixed as the example's, no batch axis).
     - ``output_names``: in the order forward() returns them (default: ``output`` for one tensor,
-      ``output_0``... for a tuple, a dict's own keys).
+      ``output_0``... for a tuple, a dict's own keys; tuples, lists and dicts nested by each tensor's
+      path, ``output_1_0``..., the structure recorded in the files for ``Model.nest``).
     - ``formats``: any of onnx, torchscript, pt2, onnx-int8 (default onnx and torchscript).
       ``exporter``: None tries the torch.export-based ONNX exporter and falls back to the
       TorchScript-based one where it refuses, saying so; "dynamo" or "legacy" uses that one only.
@@ -177,6 +179,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                 out, _ = probe(module, sigs, args, named=given)
                 restore()
     module = tensor_outputs(module, sigs, out, log)
+    structure = output_structure(out)  # recorded in the files, so that load() can give it back (Model.nest)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
@@ -204,6 +207,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             raise first
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
     signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
+    structure = _renamed(structure, eager.signature, signature)
     # eager's answers by --output's names
     wants = [dict(zip(signature.output_names, a.values())) for a in answers if not isinstance(a, PtxError)]
     params = sum(p.numel() for p in module.parameters())
@@ -222,6 +226,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                  + (f"; and {example_label}" if given else "")))
     strings = module_strings(name, signature, {
         "torch_version": str(torch.__version__),
+        STRUCTURE_KEY: structure.to_json() if structure is not None else None,
         **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
         **dict(provenance or {})})
 
@@ -251,6 +256,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _renamed(structure: OutputStructure | None, eager: Signature, signature: Signature) -> OutputStructure | None:
+    """The structure of the module's answer with the file's output names (--output renames them in
+    order), or None where its leaves are not the outputs eager was seen to return."""
+    if structure is None or structure.names() != eager.output_names:
+        return None
+    return structure.renamed(dict(zip(eager.output_names, signature.output_names)))
 
 
 def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapping[str, int] | None):

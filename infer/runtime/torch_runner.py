@@ -23,6 +23,7 @@ from ptx.contract.metadata import ArtifactInfo, provenance, to_strings
 from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
 from ptx.contract.schema import signature_of_contract
+from ptx.contract.structure import flatten
 from ptx.contract.tensors import Signature, TensorSig, dtype_info
 from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, MissingArtifactError, ModelRunError,
@@ -66,7 +67,9 @@ def math_mode(device: torch.device, precision: str):
 
 def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
     """A module's return value -> named tensors: one tensor is ``output``, a tuple or list
-    ``output_0``, ``output_1``..., a dict (or a named tuple) its own keys."""
+    ``output_0``, ``output_1``..., a dict (or a named tuple) its own keys; tuples, lists and dicts
+    nested by each tensor's path (``output_1_0``: ptx.contract.structure), a leaf that is no tensor
+    refused in one line naming its path."""
     if isinstance(out, torch.Tensor):
         return {"output": out}
     if hasattr(out, "_asdict"):
@@ -78,10 +81,8 @@ def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
     else:
         raise PtxError(f"{where} returned {type(out).__name__}; ptx runs models that return tensors (one, a tuple, "
                        "a list or a dict of them)")
-    bad = [str(k) for k, v in items if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise PtxError(f"{where} returned a {type(out).__name__} whose {bad[0]!r} is not a tensor; ptx runs models "
-                       "that return tensors (one, a tuple, a list or a dict of them)")
+    if any(not isinstance(v, torch.Tensor) for _, v in items):  # nested: each tensor by its path, as export names it
+        return flatten(out, lambda v: isinstance(v, torch.Tensor), lambda key, value: False).tensors
     return {str(k): v for k, v in items}
 
 

@@ -182,9 +182,13 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
     for line in failed:
         click.echo(f"error: {line}", err=True)
     ran = [case for case in done if case.error is None]
+    # The answers are flat named tensors (as run() and serve give them); a module that nested them is said once.
+    structure = model.output_structure
+    nested = structure is not None and structure.nested
     if as_json:
         click.echo(json.dumps({"model": target.name, "file": str(model.path), "backend": model.backend,
                                "device": model.device, "precision": model.precision,
+                               **({"output_structure": structure.tree} if nested else {}),
                                "results": [predict_outputs.case_json(c, signature, topk) for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:
@@ -200,6 +204,8 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
             click.echo(f"wrote {rows:,} rows to {output} (one per sample: input, row, "
                        f"{', '.join(signature.output_names)})", err=True)
     else:
+        if nested and ran:
+            click.echo(f"outputs as the module returned them: {structure.describe()}", err=True)
         for case in ran:
             for name, value in case.outputs.items():
                 doc = predict_outputs.summarize(value, signature.output(name).batch_axis, topk)
