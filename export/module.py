@@ -30,12 +30,14 @@ import torch
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
+from ptx.contract.batch_rows import describe_left_out, not_per_row, probe_rows
 from ptx.contract.cases import Case
 from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs)
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
@@ -48,6 +50,7 @@ from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
+from .sizes import recorded_signature, search_sizes
 from .validate import ExportResult, OpenModel, judge_tensors
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
@@ -176,6 +179,11 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
                 restore()
+    if out is None and example_inputs is None and search_sizes(module, sigs, base, log, type(given).__name__):
+        # a size ptx chose that the model refuses (Wav2Vec2's 10-sample kernel): the first larger one it takes
+        args = generated_examples(sigs, base)
+        out, _ = probe(module, sigs, args, named=given)
+        restore()
     module = tensor_outputs(module, sigs, out, log)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
@@ -215,6 +223,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = example_inputs is not None and not input_files and use_example
     cases = (_file_cases(input_files, signature, eager) if input_files else
              _validation_cases(signature, eager, base, seed))
+    rows = _rows(signature, eager, cases, tolerance_of=lambda o: _tolerance(signature.output(o), "cpu", atol), log=log)
+    signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
@@ -223,11 +233,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     strings = module_strings(name, signature, {
         "torch_version": str(torch.__version__),
         **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-        **dict(provenance or {})})
+        **tolerance_strings(atol, None), **dict(provenance or {})})
 
     def tolerance(sig: TensorSig, on: str) -> Tolerance:
-        own = default_tolerance(sig.dtype, on)  # an --atol applies to float outputs; ints stay exact
-        return own if atol is None or not sig.dtype_info.is_float else check_tolerance(Tolerance(atol, own.rtol))
+        return _tolerance(sig, on, atol)
 
     def evidence(fmt, path: Path, backend: str, answers) -> list:
         # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
@@ -235,7 +244,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                               backend, against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
-                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds),
+                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds, rows),
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
@@ -251,6 +260,35 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _tolerance(sig: TensorSig, on: str, atol: float | None) -> Tolerance:
+    own = default_tolerance(sig.dtype, on)  # an --atol applies to float outputs; ints stay exact
+    return own if atol is None or not sig.dtype_info.is_float else check_tolerance(Tolerance(atol, own.rtol))
+
+
+def _rows(signature: Signature, eager, cases: Sequence[Case], tolerance_of, log) -> dict[str, str]:
+    """Which outputs eager answers per row (ptx.contract.batch_rows), learned on the largest batch of the
+    validation cases; the ones that are not are said in one line."""
+    batched = [c for c in cases if (c.batch or 0) >= 3]
+    if not batched:
+        return {}
+    case = max(batched, key=lambda c: c.batch)
+    named = lambda feeds: dict(zip(signature.output_names, eager.run(feeds).values()))  # noqa: E731 - by --output's names
+    rows = probe_rows(named, signature, case.feeds, case.outputs, tolerance_of)
+    left = describe_left_out(rows)
+    if left:
+        log(f"batch: not every output is per row: {left}; the files keep no batch axis for them, so verify's batch "
+            "composition and a server's batching (which would join requests and split them) leave them out")
+    return rows
+
+
+def _outputs_per_row(signature: Signature, rows: Mapping[str, str]) -> Signature:
+    """The signature whose outputs that are not per row keep no batch axis (their sizes stay as learned)."""
+    if not not_per_row(rows):
+        return signature
+    return replace(signature, outputs=tuple(replace(t, batch_axis=None) if t.name in not_per_row(rows) else t
+                                            for t in signature.outputs))
 
 
 def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapping[str, int] | None):
