@@ -75,7 +75,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   dynamic: bool = True, formats: Sequence[str] = DEFAULT_MODULE_FORMATS, name: str | None = None,
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
-                  force: bool = False, provenance: Mapping[str, str] | None = None, reference: bool = True,
+                  force: bool = False, rtol: float | None = None, provenance: Mapping[str, str] | None = None, reference: bool = True,
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
@@ -114,8 +114,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       TorchScript-based ONNX exporter is given, so Python control flow becomes an ONNX If).
       ``device``: the device a pt2 package is compiled for. ``opset``: the ONNX opset.
     - ``checkpoint``: a state_dict file loaded into ``module`` first (strictly). ``name``: the
-      model's name in the files (default: the module's class name). ``atol``: the absolute
-      tolerance of float outputs (default: per dtype). ``force``: replace an ``out_dir`` that holds
+      model's name in the files (default: the module's class name). ``atol``, ``rtol``: the absolute
+      and relative tolerance of float outputs (default: per dtype), recorded in the files
+      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an ``out_dir`` that holds
       other files. ``provenance``: extra strings recorded in each file. ``reference``: False
       leaves model.reference.npz out (a deployment folder keeps the one file it serves).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
@@ -223,7 +224,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = example_inputs is not None and not input_files and use_example
     cases = (_file_cases(input_files, signature, eager) if input_files else
              _validation_cases(signature, eager, base, seed))
-    rows = _rows(signature, eager, cases, tolerance_of=lambda o: _tolerance(signature.output(o), "cpu", atol), log=log)
+    rows = _rows(signature, eager, cases, tolerance_of=lambda o: _tolerance(signature.output(o), "cpu", atol, rtol),
+                 log=log)
     signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
@@ -233,10 +235,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     strings = module_strings(name, signature, {
         "torch_version": str(torch.__version__),
         **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-        **tolerance_strings(atol, None), **dict(provenance or {})})
+        **tolerance_strings(atol, rtol), **dict(provenance or {})})
 
     def tolerance(sig: TensorSig, on: str) -> Tolerance:
-        return _tolerance(sig, on, atol)
+        return _tolerance(sig, on, atol, rtol)
 
     def evidence(fmt, path: Path, backend: str, answers) -> list:
         # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
@@ -262,9 +264,11 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     return result
 
 
-def _tolerance(sig: TensorSig, on: str, atol: float | None) -> Tolerance:
-    own = default_tolerance(sig.dtype, on)  # an --atol applies to float outputs; ints stay exact
-    return own if atol is None or not sig.dtype_info.is_float else check_tolerance(Tolerance(atol, own.rtol))
+def _tolerance(sig: TensorSig, on: str, atol: float | None, rtol: float | None = None) -> Tolerance:
+    own = default_tolerance(sig.dtype, on)  # an --atol or --rtol applies to float outputs; ints stay exact
+    if (atol is None and rtol is None) or not sig.dtype_info.is_float:
+        return own
+    return check_tolerance(Tolerance(own.atol if atol is None else atol, own.rtol if rtol is None else rtol))
 
 
 def _rows(signature: Signature, eager, cases: Sequence[Case], tolerance_of, log) -> dict[str, str]:

@@ -73,8 +73,8 @@ def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: Input
                 chose = ", ".join(f"{s}={n}" for s, n in sizes.items())
                 log(f"sizes: {name} refuses the generated inputs at {at} ({first}); searched larger sizes, doubling "
                     f"up to {', '.join(f'{s}={caps[s]}' for s in symbols)}, and chose {chose}, the first it takes "
-                    f"(recorded in the files: verify and bench generate inputs at it; --shape {chose.split(', ')[0]} "
-                    "or another size of yours overrides it)")
+                    "(recorded in the files, where verify and bench generate inputs at it; a --shape of yours there "
+                    "overrides it)")
                 return sizes
     log(f"sizes: {name} refuses the generated inputs at {at} and at every larger size tried, doubling up to "
         + ", ".join(f"{s}={caps[s]}" for s in searched) + ": not a matter of those sizes, or sizes ptx does not try")
