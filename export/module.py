@@ -180,11 +180,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
                 restore()
-    if out is None and example_inputs is None and search_sizes(module, sigs, base, log, type(given).__name__):
-        # a size ptx chose that the model refuses (Wav2Vec2's 10-sample kernel): the first larger one it takes
+    # A size ptx chose that the model refuses (Wav2Vec2's 10-sample kernel): the first larger one it takes, for
+    # the generated examples, or beside the factory's own (the eager reference and the cases are generated too).
+    if example_inputs is None and out is None and search_sizes(module, sigs, base, log, type(given).__name__):
         args = generated_examples(sigs, base)
         out, _ = probe(module, sigs, args, named=given)
         restore()
+    elif example_inputs is not None and base.chosen and out is not None:
+        search_sizes(module, sigs, base, log, type(given).__name__, example=args)
     module = tensor_outputs(module, sigs, out, log)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})

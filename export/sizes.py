@@ -35,10 +35,11 @@ def _spatial(sigs: Sequence[TensorSig], symbol: str) -> bool:
 
 
 def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: InputPlan, log: Callable[[str], None],
-                 name: str) -> dict[str, int]:
-    """Where the module refuses inputs generated at ``plan``'s sizes: larger sizes of the symbols ptx chose
-    (not the user's), each alone doubling up to its cap, then all together; the sizes of the first that
-    runs are set in ``plan.chosen`` and returned ({} where none runs, or the module takes ``plan``'s)."""
+                 name: str, example: Sequence[torch.Tensor] | None = None) -> dict[str, int]:
+    """Where the module refuses inputs generated at ``plan``'s sizes: the sizes of the ``example`` it was
+    given (tensors in ``sigs``' order), where there is one, else larger sizes of the symbols ptx chose (not
+    the user's), each alone doubling up to its cap, then all together; the sizes of the first that runs are
+    set in ``plan.chosen`` and returned ({} where none runs, or the module takes ``plan``'s)."""
     restore = attributes_restorer(module)
     files = user_files(module)
 
@@ -58,6 +59,15 @@ def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: Input
         return {}
     caps = {s: SPATIAL_CAP if _spatial(sigs, s) else OTHER_CAP for s in searched}
     at = ", ".join(f"{s}={plan.chosen[s]}" for s in searched)
+    if example is not None:  # the example's own sizes: the module took them
+        sizes = {s: n for s, n in Signature(tuple(sigs), ()).symbol_sizes(
+            {t.name: a for t, a in zip(sigs, example)}).items() if s in searched}
+        if sizes and not refusal(replace(plan, chosen={**plan.chosen, **sizes})):
+            plan.chosen.update(sizes)
+            log(f"sizes: {name} refuses the generated inputs at {at} ({first}); they are made at the example's "
+                f"{', '.join(f'{s}={n}' for s, n in sizes.items())} instead (recorded in the files, where verify and "
+                "bench generate inputs at it; a --shape of yours there overrides it)")
+            return sizes
 
     def larger(symbols: Sequence[str]):
         steps = max(int(math.log2(max(caps[s] // plan.chosen[s], 1))) for s in symbols)

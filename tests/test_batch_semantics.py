@@ -268,3 +268,23 @@ def test_a_file_without_the_records_is_read_as_before():
     assert Certificate.from_json('{"holds":true,"against":"eager","outputs":"","axes":[]}').rows == {}
     assert Signature.from_dict(Signature(signature.inputs, signature.inputs, sizes=(("steps", 40),)).to_dict()
                                ).sizes == (("steps", 40),)
+
+
+def test_where_the_default_size_fails_beside_a_factory_s_example_the_example_s_size_is_taken(tmp_path):
+    class Framed(torch.nn.Module):  # a first convolution of 10 samples, as Wav2Vec2's
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv1d(1, 2, kernel_size=10, stride=5)
+
+        def forward(self, x):
+            return self.conv(x.unsqueeze(1)).mean(-1)
+
+    lines: list[str] = []
+    result = export_module(Framed(), (torch.rand(2, 50),), tmp_path / "framed", open_model=load, formats=["onnx"],
+                           inputs=["x=batchxsamples"], log=lines.append)
+    said = [ln for ln in lines if ln.startswith("sizes:")]
+    assert said and "refuses the generated inputs at samples=8" in said[0] and "the example's samples=50" in said[0]
+    assert result.signature.sizes == (("samples", 50),)
+    done = ptx("verify", tmp_path / "framed" / "model.onnx", "--backends", "ort-cpu")
+    assert done.returncode == 0 and "using the sizes export validated at: samples=50" in done.stdout, done.stdout
