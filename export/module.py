@@ -75,7 +75,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   dynamic: bool = True, formats: Sequence[str] = DEFAULT_MODULE_FORMATS, name: str | None = None,
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
-                  force: bool = False, rtol: float | None = None, provenance: Mapping[str, str] | None = None, reference: bool = True,
+                  force: bool = False, rtol: float | None = None, provenance: Mapping[str, str] | None = None,
+                  reference: bool = True,
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
@@ -116,8 +117,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     - ``checkpoint``: a state_dict file loaded into ``module`` first (strictly). ``name``: the
       model's name in the files (default: the module's class name). ``atol``, ``rtol``: the absolute
       and relative tolerance of float outputs (default: per dtype), recorded in the files
-      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an ``out_dir`` that holds
-      other files. ``provenance``: extra strings recorded in each file. ``reference``: False
+      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an
+      ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``: False
       leaves model.reference.npz out (a deployment folder keeps the one file it serves).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
       --inputs reads them) alone where given; else seeded inputs made from the signature
@@ -281,7 +282,10 @@ def _rows(signature: Signature, eager, cases: Sequence[Case], tolerance_of, log)
     if not batched:
         return {}
     case = max(batched, key=lambda c: c.batch)
-    named = lambda feeds: dict(zip(signature.output_names, eager.run(feeds).values()))  # noqa: E731 - by --output's names
+
+    def named(feeds):  # eager's answers by --output's names, as the cases keep them
+        return dict(zip(signature.output_names, eager.run(feeds).values()))
+
     rows = probe_rows(named, signature, case.feeds, case.outputs, tolerance_of)
     left = describe_left_out(rows)
     if left:
