@@ -30,6 +30,7 @@ import torch
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
+from ptx.contract.batch_rows import describe_left_out, not_per_row, probe_rows
 from ptx.contract.cases import Case
 from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.shape_certificate import probes as certificate_probes
@@ -37,6 +38,7 @@ from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inpu
                                         plan_inputs)
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
@@ -49,6 +51,7 @@ from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
+from .sizes import recorded_signature, search_sizes
 from .validate import ExportResult, OpenModel, judge_tensors
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
@@ -73,7 +76,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   dynamic: bool = True, formats: Sequence[str] = DEFAULT_MODULE_FORMATS, name: str | None = None,
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
-                  force: bool = False, provenance: Mapping[str, str] | None = None, reference: bool = True,
+                  force: bool = False, rtol: float | None = None, provenance: Mapping[str, str] | None = None,
+                  reference: bool = True,
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
@@ -113,9 +117,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       TorchScript-based ONNX exporter is given, so Python control flow becomes an ONNX If).
       ``device``: the device a pt2 package is compiled for. ``opset``: the ONNX opset.
     - ``checkpoint``: a state_dict file loaded into ``module`` first (strictly). ``name``: the
-      model's name in the files (default: the module's class name). ``atol``: the absolute
-      tolerance of float outputs (default: per dtype). ``force``: replace an ``out_dir`` that holds
-      other files. ``provenance``: extra strings recorded in each file. ``reference``: False
+      model's name in the files (default: the module's class name). ``atol``, ``rtol``: the absolute
+      and relative tolerance of float outputs (default: per dtype), recorded in the files
+      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an
+      ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``: False
       leaves model.reference.npz out (a deployment folder keeps the one file it serves).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
       --inputs reads them) alone where given; else seeded inputs made from the signature
@@ -178,6 +183,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
                 restore()
+    # A size ptx chose that the model refuses (Wav2Vec2's 10-sample kernel): the first larger one it takes, for
+    # the generated examples, or beside the factory's own (the eager reference and the cases are generated too).
+    if example_inputs is None and out is None and search_sizes(module, sigs, base, log, type(given).__name__):
+        args = generated_examples(sigs, base)
+        out, _ = probe(module, sigs, args, named=given)
+        restore()
+    elif example_inputs is not None and base.chosen and out is not None:
+        search_sizes(module, sigs, base, log, type(given).__name__, example=args)
     module = tensor_outputs(module, sigs, out, log)
     structure = output_structure(out)  # recorded in the files, so that load() can give it back (Model.nest)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
@@ -219,6 +232,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = example_inputs is not None and not input_files and use_example
     cases = (_file_cases(input_files, signature, eager) if input_files else
              _validation_cases(signature, eager, base, seed))
+    rows = _rows(signature, eager, cases, tolerance_of=lambda o: _tolerance(signature.output(o), "cpu", atol, rtol),
+                 log=log)
+    signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
@@ -228,11 +244,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         "torch_version": str(torch.__version__),
         STRUCTURE_KEY: structure.to_json() if structure is not None else None,
         **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-        **dict(provenance or {})})
+        **tolerance_strings(atol, rtol), **dict(provenance or {})})
 
     def tolerance(sig: TensorSig, on: str) -> Tolerance:
-        own = default_tolerance(sig.dtype, on)  # an --atol applies to float outputs; ints stay exact
-        return own if atol is None or not sig.dtype_info.is_float else check_tolerance(Tolerance(atol, own.rtol))
+        return _tolerance(sig, on, atol, rtol)
 
     def evidence(fmt, path: Path, backend: str, answers) -> list:
         # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
@@ -240,7 +255,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                               backend, against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
-                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds),
+                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds, rows),
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
@@ -264,6 +279,40 @@ def _renamed(structure: OutputStructure | None, eager: Signature, signature: Sig
     if structure is None or structure.names() != eager.output_names:
         return None
     return structure.renamed(dict(zip(eager.output_names, signature.output_names)))
+
+
+def _tolerance(sig: TensorSig, on: str, atol: float | None, rtol: float | None = None) -> Tolerance:
+    own = default_tolerance(sig.dtype, on)  # an --atol or --rtol applies to float outputs; ints stay exact
+    if (atol is None and rtol is None) or not sig.dtype_info.is_float:
+        return own
+    return check_tolerance(Tolerance(own.atol if atol is None else atol, own.rtol if rtol is None else rtol))
+
+
+def _rows(signature: Signature, eager, cases: Sequence[Case], tolerance_of, log) -> dict[str, str]:
+    """Which outputs eager answers per row (ptx.contract.batch_rows), learned on the largest batch of the
+    validation cases; the ones that are not are said in one line."""
+    batched = [c for c in cases if (c.batch or 0) >= 3]
+    if not batched:
+        return {}
+    case = max(batched, key=lambda c: c.batch)
+
+    def named(feeds):  # eager's answers by --output's names, as the cases keep them
+        return dict(zip(signature.output_names, eager.run(feeds).values()))
+
+    rows = probe_rows(named, signature, case.feeds, case.outputs, tolerance_of)
+    left = describe_left_out(rows)
+    if left:
+        log(f"batch: not every output is per row: {left}; the files keep no batch axis for them, so verify's batch "
+            "composition and a server's batching (which would join requests and split them) leave them out")
+    return rows
+
+
+def _outputs_per_row(signature: Signature, rows: Mapping[str, str]) -> Signature:
+    """The signature whose outputs that are not per row keep no batch axis (their sizes stay as learned)."""
+    if not not_per_row(rows):
+        return signature
+    return replace(signature, outputs=tuple(replace(t, batch_axis=None) if t.name in not_per_row(rows) else t
+                                            for t in signature.outputs))
 
 
 def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapping[str, int] | None):

@@ -104,7 +104,7 @@ class TorchRunner(Runner):
     def __init__(self, module, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig] | None, *, device: str,
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = (),
-                 plan: InputPlan | None = None):
+                 plan: InputPlan | None = None, sizes: tuple[tuple[str, int], ...] = ()):
         self.torch_device = torch_device(device)
         if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and self.torch_device.type != "cuda"):
             raise BackendUnavailableError(f"precision {precision} on {self.torch_device.type}: torch backends run f32, "
@@ -122,7 +122,7 @@ class TorchRunner(Runner):
         self._input_names = [t.name for t in inputs]
         if outputs is None:
             outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path), plan)
-        super().__init__(Signature(tuple(inputs), tuple(outputs), limits), path, name, metadata)
+        super().__init__(Signature(tuple(inputs), tuple(outputs), limits, sizes), path, name, metadata)
         self.ids_first = backend == "aoti"  # its compiled code reads past a table's end, or aborts with C++ frames
 
     @classmethod
@@ -139,7 +139,8 @@ class TorchRunner(Runner):
         return cls(module, signature.inputs, signature.outputs or None, device=device,
                    backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
                    name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
-                   metadata=opening.metadata, limits=signature.limits, plan=opening.plan, **options)
+                   metadata=opening.metadata, limits=signature.limits, plan=opening.plan,
+                   sizes=signature.sizes, **options)
 
     def _tensors(self, feeds: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
         # non_blocking: an async copy where the batch lies in page-locked memory (self.host); the
