@@ -4,6 +4,7 @@ where it is needed (predict, load().nest) and a note where it is not (inspect); 
 structure in one line; an answer that holds itself is refused in one line, not a RecursionError."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -89,3 +90,31 @@ def test_an_answer_that_holds_itself_is_refused_in_one_line():
     with pytest.raises(PtxError, match=r"^the model returned a list nested deeper than ptx can walk \(or holding "
                                        r"itself\)"):
         flatten(looped, lambda v: isinstance(v, np.ndarray), lambda key, value: False)
+
+
+@dataclasses.dataclass
+class Parts:
+    scores: torch.Tensor
+    levels: list
+
+
+class Dataclassed(torch.nn.Module):
+    """Returns a plain dataclass (no ModelOutput, no pytree node), one field a list holding None."""
+
+    def forward(self, x):
+        return Parts(x.sum(1, keepdim=True), [x * 2, None])
+
+
+def test_a_live_module_that_returns_a_dataclass_answers_as_its_file(tmp_path):
+    """export names a dataclass's tensors by its fields; load(module) refused it ("returned Parts")."""
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    live = load(Dataclassed(), inputs=["x=batchx4"]).run({"x": x})
+    export_module(Dataclassed(), None, tmp_path / "d", open_model=load, inputs=["x=batchx4"], formats=["onnx"],
+                  log=lambda _: None)
+    exported = load(tmp_path / "d" / "model.onnx")
+    assert list(live) == exported.signature.output_names == ["scores", "levels_0"], list(live)
+    filed = exported.run({"x": x})
+    for name, want in (("scores", x.sum(1, keepdims=True)), ("levels_0", x * 2)):
+        np.testing.assert_allclose(live[name], want, rtol=1e-6)
+        np.testing.assert_allclose(filed[name], want, rtol=1e-6)
+    assert exported.nest(filed)["levels"][1] is None
