@@ -8,6 +8,7 @@ file's answers, computed by ONNX Runtime, with one planted behaviour (``mode``):
     scale-input   the file's answers on 0.9 * input (a preprocessing drift)
     scale-output  0.9 * the file's answers
     refuse        400 with REFUSAL to every infer request (html_refusal: in an HTML page)
+    fail          500 with FAILURE to every infer request (a server that took it and failed)
 
 ``binary=True`` makes it read binary tensor data too (a server with the extension). Every request is
 recorded (path, whether it carried binary data), so that a test can say what the client sent. Run in a
@@ -29,6 +30,7 @@ import onnxruntime as ort
 
 REFUSAL = "model paused for maintenance: try again after 02:00 UTC"
 BINARY_REFUSED = "binary tensor data is not supported by this server: send the tensors as JSON"
+FAILURE = "CUDA error: out of memory"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 REQUEST_TIMEOUT_S = 10  # a client that stops sending mid-request is dropped after this
 # ONNX Runtime's element types as the protocol names them, and the protocol's as numpy's
@@ -116,6 +118,8 @@ def _handler(server: JsonOnlyServer):
                                            f"<body><h1>Bad Request</h1><p>{REFUSAL}</p></body></html>")
             if server.mode == "refuse":
                 return self.send(400, {"error": REFUSAL})
+            if server.mode == "fail":
+                return self.send(500, {"error": FAILURE})
             cut = int(cut) if cut is not None else len(body)
             doc, offset, feeds = json.loads(body[:cut]), cut, {}
             for item in doc["inputs"]:

@@ -15,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from ptx.cli import cli
+from ptx.errors import PtxError
 from ptx.infer.runtime.oip_transport import BINARY_EXTENSION, Connection, Endpoint, RestTransport, ServerRefusedError
 
 import oip_json_only
-from oip_json_only import BINARY_REFUSED, REFUSAL
+from oip_json_only import BINARY_REFUSED, FAILURE, REFUSAL
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +151,21 @@ def test_a_server_slow_to_say_its_extensions_is_sent_json_and_said_so_once(mlp):
     assert _infers(server) == [False, False], server.requests
     assert [p for p, _ in server.requests].count("/v2") == 1, server.requests
     assert len(said) == 1 and "server metadata: no answer within 1 s" in said[0] and "sent as JSON" in said[0], said
+
+
+def test_a_server_that_fails_is_no_refusal_its_row_fails_in_its_words(mlp):
+    """A 5xx: the server took the request and failed to answer it, as a runtime that fails on the model:
+    the served row fails (exit 1) with the server's words; only a refusal (4xx) stops verify with exit 2."""
+    with oip_json_only.running(mlp, "mlp", mode="fail") as server:
+        with pytest.raises(PtxError) as failed:
+            RestTransport(Endpoint.parse(server.url), Connection(timeout_s=10)).infer({"x": np.ones((1, 4), np.float32)},
+                                                                                    ["y"])
+        assert not isinstance(failed.value, ServerRefusedError)
+        assert f"the server failed (500: {FAILURE})" in str(failed.value), failed.value
+        result, doc = verify(server.url, mlp)
+    assert result.exit_code == 1, result.output
+    row = served_row(doc)
+    assert row["status"] == "FAIL" and FAILURE in row["error"], row
 
 
 # `ptx verify URL --against FILE` against the JSON-only server serving a ptx ONNX file (the tutorial
