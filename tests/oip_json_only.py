@@ -7,7 +7,8 @@ file's answers, computed by ONNX Runtime, with one planted behaviour (``mode``):
     exact         the file's answers
     scale-input   the file's answers on 0.9 * input (a preprocessing drift)
     scale-output  0.9 * the file's answers
-    refuse        400 with REFUSAL to every infer request
+    refuse        400 with REFUSAL to every infer request (html_refusal: in an HTML page)
+    fail          500 with FAILURE to every infer request (a server that took it and failed)
 
 ``binary=True`` makes it read binary tensor data too (a server with the extension). Every request is
 recorded (path, whether it carried binary data), so that a test can say what the client sent. Run in a
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +30,7 @@ import onnxruntime as ort
 
 REFUSAL = "model paused for maintenance: try again after 02:00 UTC"
 BINARY_REFUSED = "binary tensor data is not supported by this server: send the tensors as JSON"
+FAILURE = "CUDA error: out of memory"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 REQUEST_TIMEOUT_S = 10  # a client that stops sending mid-request is dropped after this
 # ONNX Runtime's element types as the protocol names them, and the protocol's as numpy's
@@ -43,7 +46,10 @@ class JsonOnlyServer:
     name: str
     mode: str = "exact"
     extensions: tuple[str, ...] = ()
-    binary: bool = False  # reads binary tensor data (else: 400 to a request that carries it)
+    binary: bool = False  # reads binary tensor data (else: binary_status to a request that carries it)
+    binary_status: int = 400  # how it refuses binary data (a web framework's 415 or 422 too)
+    html_refusal: bool = False  # mode refuse: REFUSAL in an HTML error page, as a proxy or framework gives it
+    metadata_pause_s: float = 0.0  # GET /v2 answered after this (a server slow to say its extensions)
     requests: list[tuple[str, bool]] = field(default_factory=list)  # (path, carried binary data), in order
     url: str = ""
 
@@ -82,9 +88,18 @@ def _handler(server: JsonOnlyServer):
             self.end_headers()
             self.wfile.write(body)
 
+        def send_page(self, status: int, page: str) -> None:
+            body = page.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self):
             server.requests.append((self.path, False))
             if self.path.rstrip("/") == "/v2":
+                time.sleep(server.metadata_pause_s)
                 return self.send(200, {"name": "json-only", "version": "1", "extensions": list(server.extensions)})
             if self.path.rstrip("/") == f"/v2/models/{server.name}":
                 return self.send(200, server.metadata())
@@ -97,9 +112,14 @@ def _handler(server: JsonOnlyServer):
             if self.path != f"/v2/models/{server.name}/infer":
                 return self.send(404, {"error": f"no such route: {self.path}"})
             if cut is not None and not server.binary:
-                return self.send(400, {"error": BINARY_REFUSED})
+                return self.send(server.binary_status, {"error": BINARY_REFUSED})
+            if server.mode == "refuse" and server.html_refusal:
+                return self.send_page(400, f"<!DOCTYPE html>\n<html><head><title>400 Bad Request</title></head>"
+                                           f"<body><h1>Bad Request</h1><p>{REFUSAL}</p></body></html>")
             if server.mode == "refuse":
                 return self.send(400, {"error": REFUSAL})
+            if server.mode == "fail":
+                return self.send(500, {"error": FAILURE})
             cut = int(cut) if cut is not None else len(body)
             doc, offset, feeds = json.loads(body[:cut]), cut, {}
             for item in doc["inputs"]:
@@ -130,6 +150,7 @@ def running(onnx_file, name: str, **options):
     server = JsonOnlyServer(str(onnx_file), name, **options)
     http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
     http.daemon_threads = True
+    http.handle_error = lambda request, address: None  # a client that gave up (a test's short timeout): no trace
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{http.server_address[1]}/v2/models/{name}"

@@ -15,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from ptx.cli import cli
+from ptx.errors import PtxError
 from ptx.infer.runtime.oip_transport import BINARY_EXTENSION, Connection, Endpoint, RestTransport, ServerRefusedError
 
 import oip_json_only
-from oip_json_only import BINARY_REFUSED, REFUSAL
+from oip_json_only import BINARY_REFUSED, FAILURE, REFUSAL
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,72 @@ def test_a_refused_request_is_a_server_refusal_in_the_servers_words_after_the_fa
     assert _infers(server) == ([True, False] if extensions else [False]), server.requests  # binary refused: JSON once
 
 
+@pytest.mark.parametrize("status", [415, 422])
+def test_a_binary_request_refused_as_a_web_framework_refuses_it_is_asked_again_in_json(mlp, status):
+    x = np.random.default_rng(4).random((2, 4), dtype=np.float32)
+    said = []
+    with oip_json_only.running(mlp, "mlp", extensions=(BINARY_EXTENSION,), binary_status=status) as server:
+        transport = RestTransport(Endpoint.parse(server.url), Connection(timeout_s=10), said.append)
+        np.testing.assert_array_equal(transport.infer({"x": x}, ["y"])["y"], _answers(mlp, x))
+    assert _infers(server) == [True, False], server.requests
+    assert len(said) == 1 and f"refused binary tensor data ({status}: {BINARY_REFUSED})" in said[0], said
+
+
+def test_a_request_refused_in_binary_and_in_json_is_the_servers_refusal_and_binary_is_not_blamed(mlp):
+    """A server with the extension that refuses the request itself: the refusal of the binary request
+    was not about binary data, so nothing says it was, and binary data is still what it is sent."""
+    x = np.ones((2, 4), np.float32)
+    said = []
+    with oip_json_only.running(mlp, "mlp", mode="refuse", extensions=(BINARY_EXTENSION,), binary=True) as server:
+        transport = RestTransport(Endpoint.parse(server.url), Connection(timeout_s=10), said.append)
+        for _ in range(2):
+            with pytest.raises(ServerRefusedError) as refused:
+                transport.infer({"x": x}, ["y"])
+            assert "infer (asked in binary, then again in JSON): the server refused the request (400: " \
+                   f"{REFUSAL})" in str(refused.value), refused.value
+    assert _infers(server) == [True, False, True, False], server.requests
+    assert not said and not transport.notes, said
+
+
+def test_a_refusal_in_an_html_page_is_said_in_its_words_not_its_doctype(mlp):
+    with oip_json_only.running(mlp, "mlp", mode="refuse", html_refusal=True) as server:
+        transport = RestTransport(Endpoint.parse(server.url), Connection(timeout_s=10))
+        with pytest.raises(ServerRefusedError) as refused:
+            transport.infer({"x": np.ones((1, 4), np.float32)}, ["y"])
+    message = str(refused.value)
+    assert f"(400: 400 Bad Request Bad Request {REFUSAL})" in message and "<" not in message, message
+
+
+def test_a_server_slow_to_say_its_extensions_is_sent_json_and_said_so_once(mlp):
+    """GET /v2 is optional to a client (gRPC's server metadata too): no answer within the timeout is
+    no extension listed, said once, not a failure of the served model."""
+    x = np.random.default_rng(5).random((3, 4), dtype=np.float32)
+    said = []
+    with oip_json_only.running(mlp, "mlp", extensions=(BINARY_EXTENSION,), metadata_pause_s=3) as server:
+        transport = RestTransport(Endpoint.parse(server.url), Connection(timeout_s=1), said.append)
+        for batch in (3, 1):
+            np.testing.assert_array_equal(transport.infer({"x": x[:batch]}, ["y"])["y"], _answers(mlp, x[:batch]))
+        assert transport.server_metadata() is None
+    assert _infers(server) == [False, False], server.requests
+    assert [p for p, _ in server.requests].count("/v2") == 1, server.requests
+    assert len(said) == 1 and "server metadata: no answer within 1 s" in said[0] and "sent as JSON" in said[0], said
+
+
+def test_a_server_that_fails_is_no_refusal_its_row_fails_in_its_words(mlp):
+    """A 5xx: the server took the request and failed to answer it, as a runtime that fails on the model:
+    the served row fails (exit 1) with the server's words; only a refusal (4xx) stops verify with exit 2."""
+    with oip_json_only.running(mlp, "mlp", mode="fail") as server:
+        with pytest.raises(PtxError) as failed:
+            RestTransport(Endpoint.parse(server.url), Connection(timeout_s=10)).infer({"x": np.ones((1, 4), np.float32)},
+                                                                                    ["y"])
+        assert not isinstance(failed.value, ServerRefusedError)
+        assert f"the server failed (500: {FAILURE})" in str(failed.value), failed.value
+        result, doc = verify(server.url, mlp)
+    assert result.exit_code == 1, result.output
+    row = served_row(doc)
+    assert row["status"] == "FAIL" and FAILURE in row["error"], row
+
+
 # `ptx verify URL --against FILE` against the JSON-only server serving a ptx ONNX file (the tutorial
 # convnet's export): 0 where it answers as the file does, 1 naming the output where it does not, 2 with
 # the server's words where it refuses every request.
@@ -155,5 +222,6 @@ def test_verify_url_exits_2_with_the_servers_words_where_it_refuses_every_reques
     assert len(errors) == 1 and "the server refused the request (400:" in errors[0] and REFUSAL in errors[0], \
         result.output
     assert "DISAGREE" not in result.output, result.output
-    if extensions:  # it listed binary data and refused it: asked again in JSON, said so on the way
-        assert "asked again in JSON" in result.stderr, result.stderr
+    if extensions:  # it listed binary data, refused it, and refused the JSON request too: said in the one line,
+        assert "infer (asked in binary, then again in JSON)" in errors[0], errors[0]  # not as binary's fault
+        assert "refused binary tensor data" not in result.output, result.output

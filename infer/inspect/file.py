@@ -15,7 +15,8 @@ from typing import Mapping
 
 from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, INT8_FORMATS, int8_format
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate
-from ptx.contract.tensors import Signature
+from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
+from ptx.contract.tensors import ContractError, Signature
 from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
 
@@ -59,6 +60,7 @@ class FileInspection:
     int8: str | None = None
     notes: list[str] = field(default_factory=list)
     certificate: object | None = None  # the shape certificate export recorded (ptx.shape_certificate), or None
+    structure: object | None = None  # the outputs' structure export recorded (ptx.output_structure), or None
 
     @property
     def weights_match(self) -> bool | None:
@@ -74,7 +76,8 @@ class FileInspection:
                 "weights_sha256": self.digest, "recorded_weights_sha256": self.recorded_digest,
                 "weights_match": self.weights_match, "backends": [b.to_dict() for b in self.backends],
                 "int8": self.int8, "notes": self.notes,
-                "shape_certificate": self.certificate.to_dict() if self.certificate else None}
+                "shape_certificate": self.certificate.to_dict() if self.certificate else None,
+                "output_structure": self.structure.tree if self.structure else None}
 
     def text(self) -> str:
         what = KIND_NAMES[self.kind] + (f", {self.model}'s {self.format} export" if self.model else "")
@@ -86,6 +89,8 @@ class FileInspection:
         lines.append(f"contract: {self.source}")
         if self.signature is not None:
             lines += _tensor_lines(self.signature)
+        if self.structure is not None and self.structure.nested:  # flat outputs: their names say it all
+            lines.append(f"output structure (as the module returned them): {self.structure.describe()}")
         if self.graph is not None:
             ops = ", ".join(f"{op} {n}" for op, n in self.graph.operators.most_common())
             inside = f" ({self.graph.subgraph_nodes} of them inside If/Loop/Scan bodies)" if self.graph.subgraph_nodes \
@@ -203,6 +208,12 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     report.digest = found.weights
     if CERTIFICATE_KEY in found.metadata:
         report.certificate = Certificate.from_json(found.metadata[CERTIFICATE_KEY])
+    if found.metadata.get(STRUCTURE_KEY):  # an unreadable one is said, and the rest still inspected
+        try:
+            report.structure = OutputStructure.from_json(found.metadata[STRUCTURE_KEY], f"ptx.{STRUCTURE_KEY}")
+        except ContractError as exc:
+            report.notes.append(f"output structure: not read ({first_line(exc)}): re-export the model to record it "
+                                "again")
     variants = [v for v in target.variants() if v.precision == target.precision]
     if found.kind == ONNX:
         from ..formats.onnx_graph import graph_facts, graph_signature, read_graph

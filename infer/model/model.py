@@ -12,6 +12,7 @@ import numpy as np
 
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
+from ptx.contract.tensors import ContractError
 from ptx.errors import ArtifactError, PtxError
 
 from .head import Head, Prediction, mark_low_confidence
@@ -70,7 +71,10 @@ class Model:
         if not text:
             return None
         where = f"{self.path.name if self.path else self.name}: ptx.{STRUCTURE_KEY}"
-        structure = OutputStructure.from_json(text, where)
+        try:
+            structure = OutputStructure.from_json(text, where)
+        except ContractError as exc:  # what to do, beside what was wrong
+            raise ContractError(f"{exc}: re-export the model to record it again") from None
         if sorted(structure.names()) != sorted(self.signature.output_names):
             raise ArtifactError(f"{where} names the outputs {', '.join(structure.names())}; the model's are "
                                 f"{', '.join(self.signature.output_names)}: re-export it")

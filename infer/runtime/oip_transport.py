@@ -17,6 +17,7 @@ asked again in JSON, once, said in one line, and in JSON from then on.
 from __future__ import annotations
 
 import base64
+import html
 import http.client
 import json
 import re
@@ -39,6 +40,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 REST_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
 FIRST_PAUSE_S = 0.05  # a draining server is asked again after this, doubling, while the timeout allows
 BINARY_EXTENSION = "binary_tensor_data"  # its name in a server's metadata (Triton's, KServe's docs, ptx serve)
+# A binary request's refusals that a server without the extension gives: 400, and a web framework's
+# 415 (the content type) or 422 (a body it could not parse): asked again in JSON
+BINARY_REFUSED = (400, 415, 422)
 
 
 def is_url(text) -> bool:
@@ -292,7 +296,11 @@ class RestTransport(_Transport):
         gives none; asked once per endpoint."""
         with self._lock:
             if self._server is False:
-                status, _, data = self._request("GET", "/v2", None, {}, "server metadata")
+                try:
+                    status, _, data = self._request("GET", "/v2", None, {}, "server metadata")
+                except PtxError as exc:  # optional to the protocol's clients (gRPC's too): no answer, no metadata
+                    self.say(f"{exc}: its extensions unknown, tensors are sent as JSON")
+                    status, data = None, b""
                 doc = _json(data) if status == 200 else None
                 self._server = doc if isinstance(doc, dict) else None
             return self._server
@@ -320,20 +328,24 @@ class RestTransport(_Transport):
     def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         binary = self.speaks_binary()
         status, got_headers, data = self._post_infer(feeds, outputs, binary)
-        if status == 400 and binary:  # it lists the extension and refuses it: JSON, once, and from then on
-            self._no_binary(data)
+        if status in BINARY_REFUSED and binary:  # it lists the extension and refuses a binary request: JSON, once
+            first, data_first = status, data
             status, got_headers, data = self._post_infer(feeds, outputs, False)
+            if status != 200:  # refused in JSON too: the request, not its binary form (binary stays)
+                raise self._refused(status, data, "infer (asked in binary, then again in JSON)")
+            self._no_binary(first, data_first)
         if status != 200:
             raise self._refused(status, data, "infer")
         return self._outputs(data, got_headers.get(HEADER_LENGTH), outputs)
 
-    def _no_binary(self, data: bytes) -> None:
-        """Infer in JSON from now on; said once (requests in flight together may each have been refused)."""
+    def _no_binary(self, status: int, data: bytes) -> None:
+        """Infer in JSON from now on, where a binary request was refused and the same in JSON answered;
+        said once (requests in flight together may each have been refused)."""
         with self._lock:
             said, self._binary = self._binary is False, False
         if not said:
-            self.say(f"{self.endpoint.url}: the server refused binary tensor data (400: {_said(data)}) though it "
-                     f"lists {BINARY_EXTENSION}: asked again in JSON, and in JSON from now on")
+            self.say(f"{self.endpoint.url}: the server refused binary tensor data ({status}: {_said(data)}) though "
+                     f"it lists {BINARY_EXTENSION}: asked again in JSON, and in JSON from now on")
 
     def _post_infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str], binary: bool):
         """(status, headers, body) of one infer request, its tensors binary or JSON."""
@@ -511,12 +523,17 @@ def _numpy_type(datatype, name, endpoint: Endpoint):
 
 
 def _said(data: bytes) -> str:
-    """The protocol's {"error": "..."} message, else the body's first line."""
+    """The protocol's {"error": "..."} message, else an HTML page's text (a proxy's or a web
+    framework's error page), else the body's first line."""
     doc = _json(data)
     if isinstance(doc, dict) and doc.get("error"):
         return " ".join(str(doc["error"]).split())[:200]
-    text = data.decode("utf-8", "replace").strip().splitlines()
-    return text[0][:200] if text else "no body"
+    text = data[:65536].decode("utf-8", "replace").strip()
+    if text[:1] == "<" and re.search(r"<(!doctype|html|body|head|title|h1|p)\b", text, re.I):
+        text = re.sub(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", " ", text, flags=re.I | re.S)
+        text = " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split())
+    lines = text.splitlines()
+    return lines[0][:200] if lines else "no body"
 
 
 def _json(data: bytes):

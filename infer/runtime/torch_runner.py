@@ -11,6 +11,7 @@ another symbol is that symbol, the rest are fixed. These import torch; the ONNX 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -78,9 +79,11 @@ def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
         items = list(out.items())
     elif isinstance(out, (tuple, list)):
         items = [(f"output_{i}", v) for i, v in enumerate(out)]
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):  # its fields, as export names them
+        items = [(f.name, getattr(out, f.name)) for f in dataclasses.fields(out)]
     else:
         raise PtxError(f"{where} returned {type(out).__name__}; ptx runs models that return tensors (one, a tuple, "
-                       "a list or a dict of them)")
+                       "a list, a dict or a dataclass of them)")
     if any(not isinstance(v, torch.Tensor) for _, v in items):  # nested: each tensor by its path, as export names it
         return flatten(out, lambda v: isinstance(v, torch.Tensor), lambda key, value: False).tensors
     return {str(k): v for k, v in items}

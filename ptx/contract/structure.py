@@ -156,9 +156,12 @@ class OutputStructure:
                 raise ContractError(f"{where}{at}.{kinds[0]}: {children!r} is not a "
                                     f"{'list' if kinds[0] in SEQUENCES else 'JSON object'}")
 
-        check(tree, "")
-        structure = cls(tree)
-        names = structure.names()
+        try:
+            check(tree, "")
+            structure = cls(tree)
+            names = structure.names()
+        except RecursionError:  # a walk deeper than Python's stack: no structure a module returns
+            raise ContractError(f"{where}: nested deeper than ptx can walk") from None
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ContractError(f"{where}: the output {repeated[0]!r} appears twice")
@@ -231,7 +234,11 @@ def flatten(out, is_tensor: Callable[[object], bool], is_cache: Callable[[str | 
             node["type"] = type(value).__name__
         return node
 
-    flat.structure = OutputStructure(walk(out, "", "", None, top=True))
+    try:
+        flat.structure = OutputStructure(walk(out, "", "", None, top=True))
+    except RecursionError:  # a structure (or a container holding itself) deeper than Python's stack
+        raise PtxError(f"the model returned a {type(out).__name__} nested deeper than ptx can walk (or holding "
+                       "itself): return its tensors in fewer levels") from None
     if not flat.tensors:
         raise PtxError(f"the model returned a {type(out).__name__} without a tensor in it")
     return flat

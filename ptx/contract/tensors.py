@@ -32,6 +32,8 @@ def parse_json(text: str, where: str):
         return json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ContractError(f"contract field {where}: not valid JSON ({exc})") from None
+    except RecursionError:  # brackets nested deeper than json reads: no file ptx wrote
+        raise ContractError(f"contract field {where}: not valid JSON (nested deeper than it can be read)") from None
 
 Dim = Union[int, str]  # a fixed size, or a symbol ("batch", "height", "seq")
 SIGNATURE_VERSION = 1
