@@ -41,7 +41,7 @@ from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .pipeline import Plan, atomic_file, check_options, export_files, guard
-from .validate import ExportResult, OpenModel, judge_tensors
+from .validate import ExportResult, OpenModel, tensor_evidence
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -104,7 +104,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
 
     def judge(candidate: Path, backend: str | None = None, answers=None):
         # a reduced precision is held to judge_tensors' rule, not to a tolerance
-        return judge_tensors(fmt, candidate, open_model, signature, cases, seen, answers, backend,
+        return tensor_evidence(fmt, candidate, open_model, signature, cases, seen, answers, backend,
                              kind="generated" if calibration is None else "inputs")
 
     search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}

@@ -52,7 +52,7 @@ from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
-from .validate import ExportResult, OpenModel, judge_tensors
+from .validate import ExportResult, OpenModel, tensor_evidence
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -251,8 +251,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 
     def evidence(fmt, path: Path, backend: str, answers) -> list:
         # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
-        return [judge_tensors(fmt, path, open_model, signature, cases, f"{len(cases)} generated cases", answers,
-                              backend, against="eager")]
+        return [tensor_evidence(fmt, path, open_model, signature, cases, f"{len(cases)} generated cases", answers,
+                                backend, against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
                 evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds, rows),

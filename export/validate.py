@@ -9,7 +9,7 @@ the reference answered (the eager module, or the f32 file); the one comparison j
 A reduced precision cannot meet the f32 atol: ``check_model`` holds it to running every case with
 finite outputs of the right shapes, and it is judged apart: a tutorial model's by labels and
 accuracy on real test samples as ``ptx verify`` draws them (``judge_reduced``), a user's model's
-by its tensors against the f32 file (``judge_tensors``).
+by its tensors against the f32 file (``tensor_evidence``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from ptx.contract import Contract, Tolerance
 from ptx.contract.cases import Case, run_cases
 from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output, default_tolerance
-from ptx.contract.verdict import Evidence, judge_tensors as tensor_rule, labels_evidence
+from ptx.contract.verdict import Evidence, judge_tensors, labels_evidence
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.transforms import decisions, normalize, pictures_from_model_input, run_in_batches, to_layout
@@ -214,7 +214,7 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 # -- a model without labels: a reduced precision judged by its tensors ----------------------------
 
 
-def judge_tensors(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case], held: str,
+def tensor_evidence(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case], held: str,
                   answers: Sequence[dict] | None = None, backend: str | None = None, against: str = "the f32 file",
                   kind: str = "generated") -> Evidence:
     """The reduced file at ``path`` judged by its answers against the reference's on ``cases`` (the
@@ -225,5 +225,5 @@ def judge_tensors(fmt, path, open_model: OpenModel, signature: Signature, cases:
     if answers is None:
         with closing(open_checked(open_model, path, fmt, backend=backend)) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
-    return tensor_rule(answers[:len(cases)], [c.outputs for c in cases],
+    return judge_tensors(answers[:len(cases)], [c.outputs for c in cases],
                        [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind)

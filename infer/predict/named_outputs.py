@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from ptx.atomic import atomic_path
-from ptx.contract.cases import Case, run_cases as each_case
+from ptx.contract.cases import Case, run_cases
 from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import load_input_file
 from ptx.contract.tensors import Signature
@@ -57,11 +57,11 @@ def read_inputs(signature: Signature, paths: Iterable[str], model: str) -> tuple
     return cases, errors
 
 
-def run_cases(model, cases: list[Case], outputs: list[str] | None = None) -> Iterator[Case]:
+def answer_cases(model, cases: list[Case], outputs: list[str] | None = None) -> Iterator[Case]:
     """Each case through the model by ptx's one run loop (ptx.contract.cases.run_cases): its
     ``outputs`` set to the model's and its ``feeds`` dropped (no longer needed, and not kept in memory
     beside the outputs), or its ``error`` set when the runtime refuses them (the other cases still run)."""
-    for case, answers, error in each_case(lambda feeds: model.run(feeds, outputs), cases, refused=InputError):
+    for case, answers, error in run_cases(lambda feeds: model.run(feeds, outputs), cases, refused=InputError):
         case.feeds, case.outputs = None, answers
         if error is not None:
             case.error = f"{case.label}: {error}"

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract.cases import Case, run_cases as each_case
+from ptx.contract.cases import Case, run_cases
 from ptx.contract.comparison import OutputAgreement, check_tolerance, default_tolerance
 from ptx.contract.schema import Tolerance
 from ptx.errors import PtxError
@@ -73,7 +73,7 @@ class Tolerances:
                          own.get("rtol", base.rtol if self.rtol is None else self.rtol))
 
 
-def run_cases(run: Callable[[Mapping[str, np.ndarray]], Outputs], cases: Sequence[Case],
+def run_until_failure(run: Callable[[Mapping[str, np.ndarray]], Outputs], cases: Sequence[Case],
               shared: Sequence[int] | None = None) -> tuple[dict[int, Outputs], str | None]:
     """``run`` (a model's run) on the cases (those at the indices ``shared``; all by default) by ptx's
     one run loop (ptx.contract.cases.run_cases), until one fails: (outputs by case index, the failure
@@ -81,7 +81,7 @@ def run_cases(run: Callable[[Mapping[str, np.ndarray]], Outputs], cases: Sequenc
     specialised."""
     indices = range(len(cases)) if shared is None else list(shared)
     results: dict[int, Outputs] = {}
-    for i, (case, answers, why) in zip(indices, each_case(run, [cases[i] for i in indices])):
+    for i, (case, answers, why) in zip(indices, run_cases(run, [cases[i] for i in indices])):
         if why is None:
             results[i] = answers
             continue

@@ -22,7 +22,7 @@ from ..model.head import IMAGE_INPUT, PROBABILITIES_OUTPUT
 from ..model.model import Model
 from ..runtime.oip_runner import ServedRunner
 from ..runtime.oip_transport import Connection, Endpoint, ServerRefusedError
-from .comparator import output_dtype, run_cases
+from .comparator import output_dtype, run_until_failure
 from .drift import name_difference
 from .report import SERVED, Row
 
@@ -69,7 +69,7 @@ def served_row(served: Model, this, against: str, compared=()) -> Row:
         except ServerRefusedError as exc:
             refused.append(exc)
             raise
-    got, error = run_cases(asked, this.cases, sorted(want))
+    got, error = run_until_failure(asked, this.cases, sorted(want))
     if refused:
         raise refused[0]
     report.notes += runner.transport.notes  # how it talked: a fallback from binary to JSON

@@ -49,7 +49,7 @@ from ..model.target import REFERENCE, Target, Variant, require_targets
 from ..runtime import backends as registry
 from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
-from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_cases
+from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_until_failure
 from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
@@ -166,7 +166,7 @@ class Run:
             self.progress(f"running {self.target.reference} on {len(self.cases)} cases"
                           + (f" ({device})" if device != "cpu" else ""))
             model = self.reference if device == "cpu" else self.target.open(Variant(registry.get(REFERENCE), device))
-            self._references[device] = run_cases(self.run_on(model), self.cases)
+            self._references[device] = run_until_failure(self.run_on(model), self.cases)
             if not self._references[device][0]:
                 hint = batch_hint(self.signature) if not self.input_files and self.head is None else None
                 raise PtxError(f"{self.target.reference}, the reference, cannot run {self.target.name}: "
@@ -201,7 +201,7 @@ class Run:
         self.progress(f"running {variant.label}")
         run = self.run_on(model)
         ran, row.error = ({i: want[i] for i in shared}, ref_error) if model is self.reference else \
-            run_cases(run, self.cases, shared)
+            run_until_failure(run, self.cases, shared)
         if ran:
             self.ran(row, run, ran, want, model,
                      composition=variant.precision == FULL_PRECISION and not variant.backend.third_opinion)
@@ -422,7 +422,7 @@ def _against(other_target: Target, this: Run) -> Row:
     names = match_outputs(signature.output_names, model.signature.output_names, other.name, report.notes) \
         if this.head is None else {n: n for n in signature.output_names}
     want, _ = this.reference_on("cpu")
-    got, error = run_cases(this.run_on(model), this.cases, sorted(want))
+    got, error = run_until_failure(this.run_on(model), this.cases, sorted(want))
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
     row = Row(label, precision=precision, against=_reference_label(target), error=error)
     this.judge(row, got, want, None)
@@ -467,7 +467,7 @@ def _stored(this: Run, given, save: bool) -> None:
     for row in list(report.rows):
         if row.error or row.label not in this.models or row.advisory:
             continue
-        got, error = run_cases(this.run_on(this.models[row.label]), stored_cases)
+        got, error = run_until_failure(this.run_on(this.models[row.label]), stored_cases)
         held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference,
                    required=row.required)  # a row the user named is required against every reference
         # a reduced row by the one rule, with what the row's own verdict rests on: the bound the file records (or

@@ -177,7 +177,7 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
         # Cases are numbered across the input files: a file left out would renumber the others.
         click.echo(f"error: nothing written to {output}: give only input files that fit", err=True)
         return 2
-    done = list(predict_outputs.run_cases(model, cases))
+    done = list(predict_outputs.answer_cases(model, cases))
     failed = [case.error for case in done if case.error is not None]
     for line in failed:
         click.echo(f"error: {line}", err=True)
