@@ -29,7 +29,7 @@ from ptx.contract import Tolerance
 from ptx.contract.cases import Case
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Bound, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.contract.verdict import NOT_USABLE, Verdict, decide, verdict_strings
+from ptx.contract.verdict import Verdict, decide, does_not_run, verdict_strings
 from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
 from ptx.machine import describe_cpu
 
@@ -172,8 +172,7 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
                 log(f"{'':<11} {label}: not judged here ({exc})")
                 continue
             # judged on what the file's own runtime was judged on, which this runtime could not run
-            verdicts.append(Verdict(label, NOT_USABLE, verdicts[0].evidence, "the file does not run through it",
-                                    [str(exc)], by="export"))
+            verdicts.append(does_not_run(label, verdicts[0].evidence, str(exc), by="export"))
     return verdicts
 
 

@@ -26,6 +26,8 @@ from ptx.infer import load
 import serving
 from test_export_file import meta, onnx_file, ptx
 
+ROOT = Path(__file__).resolve().parents[1]
+
 METRIC = textwrap.dedent('''
     from pathlib import Path
 
@@ -407,3 +409,34 @@ def test_an_output_whose_last_axis_moves_between_cases_is_judged_by_its_relative
     got = [{"y": w["y"] * 1.001} for w in want]
     said = judge_tensors(got, want, [("y", 0)], "bf16", "2 stored reference cases")
     assert said.reasons == [] and "y relative error 0.001" in said.measured, said
+
+
+def test_a_runtime_that_cannot_run_the_file_is_not_usable_by_the_verdict_functions_alone():
+    # issue 67: a Verdict is made only by ptx.contract.verdict's functions; export builds none by hand
+    from ptx.errors import BackendUnavailableError, ModelRunError
+    from ptx.export import formats
+    from ptx.export.pipeline import judge_on_runtimes
+
+    said = []
+
+    def evidence(backend):
+        if backend == "openvino":
+            raise ModelRunError("openvino: Unsupported operator DequantizeLinear")
+        return [Evidence("generated", "generated against the f32 file: y relative error 0.01")]
+
+    own, other = judge_on_runtimes(formats.get("onnx-int8"), evidence, said.append)
+    assert (own.label, own.status, own.by) == ("ort-cpu-int8", PASS, "export")
+    assert other == Verdict("openvino-int8", NOT_USABLE, "generated", "the file does not run through it",
+                            ["openvino: Unsupported operator DequantizeLinear"], by="export")
+    assert other.describe() == ("NOT USABLE by generated inputs: the file does not run through it; openvino: "
+                                "Unsupported operator DequantizeLinear")
+
+    def lacking(backend):
+        if backend == "openvino":
+            raise BackendUnavailableError("openvino is not installed")
+        return evidence(backend)
+
+    assert [v.label for v in judge_on_runtimes(formats.get("onnx-int8"), lacking, said.append)] == ["ort-cpu-int8"]
+    assert said == [f"{'':<11} openvino-int8: not judged here (openvino is not installed)"]
+    built = [str(p.relative_to(ROOT)) for p in (ROOT / "export").rglob("*.py") if "Verdict(" in p.read_text()]
+    assert built == [], f"a Verdict is made by ptx.contract.verdict's functions (decide, does_not_run): {built}"

@@ -114,6 +114,12 @@ def decide(label: str, evidence: Sequence, by: str = "verify") -> Verdict:
                    first.rechecked, also)
 
 
+def does_not_run(label: str, evidence: str, error: str, by: str = "verify") -> Verdict:
+    """The verdict on a row whose runtime cannot run the file: NOT USABLE, on the ``evidence`` kind
+    the file's own runtime was judged by (what this runtime could not run), ``error`` the reason."""
+    return Verdict(label, NOT_USABLE, evidence, "the file does not run through it", [error], by=by)
+
+
 def as_evidence(verdict: Verdict) -> Evidence:
     """A verdict made here, as evidence for another row of the same file (verify's stored-reference
     row reads what its row's verdict rests on)."""
