@@ -16,8 +16,8 @@ optimisation at `extended` (no NCHWc and NHWC layout transformers).
 
 Everything of one run is timed in the same rounds, each round running every row once in a shuffled
 order, and each row's ratio to ORT f32 is the median of the per-round ratios: a busy moment on a
-shared machine weighs on a round's rows alike. Timed by export's own
-onnx_int8.alternating_times; ONNX Runtime sessions do not spin between runs
+shared machine weighs on a round's rows alike. Timed as export times them
+(ptx.infer.runtime.timing.alternating_times); ONNX Runtime sessions do not spin between runs
 (export/formats/onnx_int8.speed_against_f32 says why). Absolute pictures/s move with the machine's
 load; read the ratios, with the CPU and date the header names.
 
@@ -47,6 +47,7 @@ from ptx.export.formats import description, onnx_int8
 from ptx.export.formats.onnx import save_with_metadata
 from ptx.export.validate import judge_reduced, open_file
 from ptx.files import file_sha256
+from ptx.infer.runtime.timing import alternating_times
 from ptx.machine import cpu_features, cpu_name, describe_cpu
 from ptx.trainers.checkpoint import build_model_from_checkpoint, load_checkpoint
 
@@ -201,7 +202,7 @@ def one_run(run: Path, args, scratch: Path) -> None:
 
     load_before = os.getloadavg()[0]
     # export's timing, every round run (no time cap: export's CHOICE_SECONDS is for its own 20 rounds)
-    times = onnx_int8.alternating_times([call for _, call, _ in rows], args.rounds, math.inf)
+    times = alternating_times([call for _, call, _ in rows], args.rounds, math.inf)
     load_after = os.getloadavg()[0]
     for m in opened:
         m.close()

@@ -1,4 +1,6 @@
-"""The flow runs one way: contract -> models -> trainers -> export -> infer -> serve -> cli. Every import in
+"""The flow runs one way: contract -> models -> trainers -> the runtime floor (infer's formats, runtime and
+model, and the ptx.infer package that opens models) -> export -> infer's commands (verify, predict, bench,
+inspect, locate) -> serve -> cli (issue 67: export calls the runtime it validates on). Every import in
 the package is read (static analysis, lazy imports inside functions included) and none may point to
 a later stage; the contract imports no stage and no torch."""
 import ast
@@ -12,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Folder -> the import package it installs as (pyproject's package-dir).
 PACKAGES = {"ptx": "ptx", "models": "ptx.models", "trainers": "ptx.trainers", "export": "ptx.export",
             "infer": "ptx.infer", "serve": "ptx.serve"}
-STAGES = ["contract", "models", "trainers", "export", "infer", "serve", "cli"]
+STAGES = ["contract", "models", "trainers", "floor", "export", "infer", "serve", "cli"]
+# infer's subpackages beneath export: what a file is, one runner per runtime, a Model opened from a target
+FLOOR = ("ptx.infer.formats", "ptx.infer.runtime", "ptx.infer.model")
 # Modules of the ptx folder that every stage may use, with the contract: errors, file writes and reads,
 # what the tutorial references mean, this machine's CPU, the optional extras, the scoped CUDA math
 # settings (torch imported inside its functions only), a step run in a child process, and the
@@ -25,6 +29,8 @@ BASE = {"ptx", "ptx.errors", "ptx.atomic", "ptx.files", "ptx.tutorials", "ptx.ma
 def stage_of(module: str) -> str | None:
     if module in BASE or module == "ptx.contract" or module.startswith("ptx.contract."):
         return "contract"
+    if module == "ptx.infer" or any(module == f or module.startswith(f + ".") for f in FLOOR):
+        return "floor"
     for stage in ("models", "trainers", "export", "infer", "serve"):
         if module == f"ptx.{stage}" or module.startswith(f"ptx.{stage}."):
             return stage
@@ -80,12 +86,12 @@ def test_no_stage_imports_a_later_one():
 
 
 def test_infer_and_serve_never_import_export():
-    """Export comes before infer, yet infer has no reason to reach into it: what both need lies in the
-    contract or a base module (ptx.child, the default formats, provenance), the torch file loaders
-    sit beside their runtime (infer/runtime/torch_files.py), and export's validation receives its
-    opener handed in. Lazy imports inside functions count (the walker reads every import node)."""
+    """Export sits on the runtime floor (infer's formats, runtime and model), which cannot import it (it
+    is below), and infer's commands and serve have no reason to reach into it: what they share with
+    export lies on the floor, in the contract or in a base module (ptx.child, the default formats,
+    provenance). Lazy imports inside functions count (the walker reads every import node)."""
     reaching = sorted(f"{module} imports {target}" for module, is_package, path in modules()
-                      if stage_of(module) in ("infer", "serve")
+                      if stage_of(module) in ("floor", "infer", "serve")
                       for target in imports_of(module, is_package, path)
                       if target == "ptx.export" or target.startswith("ptx.export."))
     assert reaching == []
@@ -334,3 +340,10 @@ def test_locate_asks_the_runners_and_measures_with_the_one_comparison():
             if path != ROOT / "ptx" / "contract" / "comparison.py":
                 assert not defined & {"compare_output", "OutputAgreement", "TensorError",
                                       "relative_error"}, path
+
+
+def test_export_opens_no_runtime_session_of_its_own():
+    """Issue 67: export runs and times its files through the runtime floor's sessions
+    (infer/runtime/ort_session.py), by the floor's one timer (infer/runtime/timing.py)."""
+    own = [str(p.relative_to(ROOT)) for p in (ROOT / "export").rglob("*.py") if "InferenceSession(" in p.read_text()]
+    assert own == []

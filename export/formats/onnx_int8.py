@@ -54,6 +54,8 @@ import numpy as np
 from ptx.contract import DEFAULT_OPSET, Task
 from ptx.contract.metadata import from_props
 from ptx.errors import DataError, PtxError, first_line
+from ptx.infer.runtime.ort_session import timing_session
+from ptx.infer.runtime.timing import alternating_ratios, alternating_times
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
@@ -70,9 +72,6 @@ TIMED_RUNS_NOTE = f"medians of {TIMED_RUNS} runs each, alternating, ONNX Runtime
 # How the weights are stored, as the artifact's ptx.quantization names it (module docstring: why 7 bits).
 WEIGHTS = "7-bit int8 weights (reduce_range: no 16-bit saturation on CPUs without VNNI)"
 
-CHOICE_ROUNDS = 20  # alternating rounds timing every choice against model.onnx at export
-CHOICE_SECONDS = 20.0  # ... or fewer where they take longer (a slow CPU), but never under MIN_ROUNDS
-MIN_ROUNDS = 5
 # A choice with more ops in f32 must beat the one before it by this much to be taken: on the shared
 # 2-core AMD EPYC two mlp files that ORT optimises to the same graph timed 3.98x and 3.62x f32 in
 # one run, and the file should not change between two exports on one CPU for less than that noise.
@@ -382,43 +381,7 @@ def speed_against_f32(f32: Path, files: list[Path], feeds: dict) -> tuple[list[f
 def ort_call(path: Path, feeds: dict) -> Callable[[], object]:
     """One run of the file at ``path`` on ``feeds`` through ONNX Runtime's CPU provider, its threads
     not spinning between runs (``speed_against_f32``)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return functools.partial(session.run, None, feeds)
-
-
-def alternating_times(calls: list[Callable[[], object]], rounds: int = CHOICE_ROUNDS,
-                      seconds: float = CHOICE_SECONDS) -> list[list[float]]:
-    """Each round's seconds of each call. Each round runs every call once in a shuffled order, so a
-    busy moment on a shared machine weighs on one round's calls alike."""
-    import random
-
-    for call in calls:  # warm up: the first runs allocate and pack weights
-        call()
-        call()
-    times: list[list[float]] = []
-    start, shuffle = time.perf_counter(), random.Random(0).shuffle
-    order = list(range(len(calls)))
-    while len(times) < rounds and (len(times) < MIN_ROUNDS or time.perf_counter() - start < seconds):
-        took = [0.0] * len(calls)
-        shuffle(order)
-        for i in order:
-            begin = time.perf_counter()
-            calls[i]()
-            took[i] = time.perf_counter() - begin
-        times.append(took)
-    return times
-
-
-def alternating_ratios(calls: list[Callable[[], object]]) -> tuple[list[float], int]:
-    """Each call's speed against the first: the median over ``alternating_times``' rounds of the
-    first's seconds per call over its. Returns (ratios of calls[1:], rounds run)."""
-    times = alternating_times(calls)
-    return [statistics.median(took[0] / took[i] for took in times) for i in range(1, len(calls))], len(times)
+    return functools.partial(timing_session(path).run, None, feeds)
 
 
 def speed_note(ratio: float, batch: int | None, rounds: int, served: str = "model.onnx",

@@ -37,12 +37,13 @@ from pathlib import Path
 
 from ptx.contract import DEFAULT_OPSET
 from ptx.errors import DataError, PtxError, first_line
+from ptx.infer.runtime.timing import alternating_ratios
 from ptx.machine import describe_cpu
 
 from . import ExportFormat, Written, description, register
 from .onnx import add_metadata, check_opset, save_with_metadata
-from .onnx_int8 import (CALIBRATION_BATCH, alternating_ratios, batches, f32_graph, int8_strings, kept_in_f32, ort_call,
-                        rows, say_if_slower, speed_note, unsupported)
+from .onnx_int8 import (CALIBRATION_BATCH, batches, f32_graph, int8_strings, kept_in_f32, ort_call, rows, say_if_slower,
+                        speed_note, unsupported)
 
 NAME = "openvino-int8"
 # The ops NNCF's ONNX backend quantizes here (weights and inputs): the ones ptx.keep_f32 can name.

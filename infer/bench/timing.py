@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
 from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
 
+from ..runtime.timing import time_calls, time_interleaved, time_rounds  # noqa: F401 - bench's, and scripts' through it
 from ..verify.cases import file_cases, generated_cases, has_batch
 from .samples import sized_cases
 from ..verify.tables import markdown_table, text_table
@@ -66,41 +66,6 @@ class BenchRow:
     @property
     def noisy(self) -> bool:
         return self.round_spread >= NOISY_SPREAD
-
-
-def time_calls(fn: Callable[[], object], *, warmup: int, seconds: float, max_iters: int = 20000,
-               min_iters: int = 20) -> np.ndarray:
-    """Latencies in seconds of repeated calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    latencies = []
-    deadline = time.perf_counter() + seconds
-    while len(latencies) < max_iters and (time.perf_counter() < deadline or len(latencies) < min_iters):
-        start = time.perf_counter()
-        fn()
-        latencies.append(time.perf_counter() - start)
-    return np.asarray(latencies)
-
-
-def time_rounds(fns: list[Callable[[], object]], *, warmup: int, seconds: float,
-                rounds: int = 6) -> list[list[np.ndarray]]:
-    """Time several callables in alternating rounds (``seconds`` in all, shared between them), so
-    that a noisy moment on a shared machine lands on all of them rather than skewing their ratio.
-    Returns each callable's latencies (seconds) per round."""
-    per_round = seconds / rounds / len(fns)
-    # At least 20 calls in all, spread over the rounds: a slow runner (int8 convolutions at batch
-    # 1024 take ~0.2 s a call here) must not need 20 calls in every round.
-    min_iters = -(-20 // rounds)
-    latencies: list[list[np.ndarray]] = [[] for _ in fns]
-    for r in range(rounds):
-        for i, fn in enumerate(fns):
-            latencies[i].append(time_calls(fn, warmup=warmup if r == 0 else 2, seconds=per_round, min_iters=min_iters))
-    return latencies
-
-
-def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, seconds: float, rounds: int = 6) -> list[np.ndarray]:
-    """``time_rounds``, each callable's rounds put together."""
-    return [np.concatenate(parts) for parts in time_rounds(fns, warmup=warmup, seconds=seconds, rounds=rounds)]
 
 
 # A row whose p50 differs more than this between its fastest and slowest round is flagged noisy: a

@@ -142,3 +142,13 @@ def session_options(ort):
     return options
 
 
+def timing_session(path):
+    """A CPU session on the ONNX file at ``path`` for timing one file against another (export's int8
+    speed against f32, infer/runtime/timing.py's alternating rounds): its threads do not spin between
+    runs, since a spinning worker holds a core while the next file's session runs
+    (export/formats/onnx_int8.speed_against_f32 says what that did to the ratios)."""
+    ort = import_ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
