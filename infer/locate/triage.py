@@ -72,6 +72,12 @@ class Triage:
     questions: int = 0
     kept: dict | None = None  # keep_f32's measurement
 
+    @classmethod
+    def of(cls, sweep: Sweep, row: str, case: str, kept: dict | None = None) -> "Triage":
+        """What ``sweep`` computed alone, ranked: a locate's sweep of a reduced pair is its triage too."""
+        return cls(row, sweep.reference.label, sweep.pairs.other.path.name, case, blames(sweep), len(sweep.alone),
+                   len(sweep.pairs.none), sweep.questions, kept)
+
     def keep(self) -> list[Blame]:
         """The nodes to keep in f32 first: reduced ones that add error, worst first."""
         return [b for b in self.blames if b.quantized and b.departs and b.born > 0][:TOP]
@@ -144,8 +150,7 @@ def triage(ref_graph: LocateGraph, other_graph: LocateGraph, reference: Side, ot
     side is another file, measure what keeping the worst in f32 does (``measure``)."""
     pairs = Counterparts.match(ref_graph, other_graph)
     sweep = Sweep(pairs, reference, other, lambda name, dtype: default_tolerance(dtype)).run(progress, as_it_runs=False)
-    result = Triage(row, reference.label, other_graph.path.name, case, blames(sweep), len(sweep.alone),
-                    len(pairs.none), sweep.questions)
+    result = Triage.of(sweep, row, case)
     keep = [b.node for b in result.keep()]
     if measure and keep and other_graph is not ref_graph:
         result.kept = keep_f32(sweep, keep)
