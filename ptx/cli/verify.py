@@ -361,8 +361,8 @@ def _show_located(report, doc, found, as_json) -> None:
     pair = None if failed or third else next((r for r in report.rows if r.backend == found.other), None)
     head = (f"\nnote: {third[0].label} departs alone, a third opinion and no verdict (exit status 0; --strict "
             "fails it); where:\n" if third else
-            f"\nnote: {pair.label} is {pair.status} by the {pair.precision} rule (the verdict above); where its "
-            f"{pair.precision} error is born and added:\n" if pair is not None else "\n")
+            f"\nnote: {pair.label}: {pair.status} by the {pair.precision} rule (the verdict above, unchanged); where "
+            f"its {pair.precision} error is born and where it is added:\n" if pair is not None else "\n")
     click.echo(head + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
                                       f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
                                       if found.repro else ""))
