@@ -34,9 +34,9 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
 
 
 def reduced_pair(report, against: str | Path | None):
-    """The --against row that ran a reduced file of the pair (an int8 or float16 file against its
-    f32 source, either way round), whatever its verdict: where a pair passes its precision's rule,
-    the user who asks --locate still asks where its error is born. None where there is none."""
+    """The --against row of a reduced pair (an int8 file against its f32 source, either way round:
+    verify judges it by the int8 rule), whatever its verdict: where a pair passes its rule, the user
+    who asks --locate still asks where its error is born. None where there is none."""
     mine = f"{Path(against).name} (" if against is not None else None
     return next((r for r in report.rows if mine and r.backend.startswith(mine) and r.precision != "f32"
                  and not r.error and r.outputs), None)
