@@ -61,8 +61,8 @@ def test_a_passing_int8_pair_is_located_and_the_planted_conv_ranked_first(tmp_pa
     if planted == "stem":  # the words: the verdict stands, then where
         text = ptx("verify", f32, "--against", int8, "--inputs", x, "--backends", "ort-cpu", "--locate")
         assert text.returncode == 0, text.stderr[-3000:]
-        assert f"note: {int8.name} (ort-cpu-int8): PASS by the int8 rule (the verdict above, unchanged)" in text.stdout, \
-            text.stdout
+        said = f"note: {int8.name} (ort-cpu-int8): PASS by the int8 rule (the verdict above, unchanged)"
+        assert said in text.stdout, text.stdout
         assert "origin: node stem (Conv, with stem_relu)" in text.stdout and "born here" in text.stdout, text.stdout
         assert "nothing to locate" not in text.stderr, text.stderr
 

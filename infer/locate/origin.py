@@ -179,7 +179,8 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
         named = pairs.named(alone.unit) if alone is not None else k
         doc = {**node_doc(graph, named, sweep.free[first], _inputs(sweep, named)),
                "nodes": [graph.label(j) for j in (alone.unit.nodes if alone is not None else [k])],
-               "in_pieces": sweep.untrusted is not None, "alone": alone.error.to_dict(float) if alone is not None else None}
+               "in_pieces": sweep.untrusted is not None,
+               "alone": alone.error.to_dict(float) if alone is not None else None}
         located.path = _path(sweep, k, worst.name)
         # born there: its inputs agree (it is the first to depart) and alone, fed them, it departs. A
         # reduced precision's is nearly always its first layer, and says where its error starts, not
