@@ -21,6 +21,8 @@ import torch
 from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.errors import PtxError
 
+from .detections import detection_outputs, is_detections
+
 # Output entries that are a generation cache by name (a legacy cache is a tuple of tuples of tensors).
 CACHE_KEYS = ("past_key_values", "cache", "present_key_values", "mems")
 
@@ -156,7 +158,10 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log:
     """``module``, wrapped where its answer ``out`` (export/examples.probe's; None where it
     raised, and the eager run that follows says what failed) is not plain tensors: a ModelOutput or
     dataclass holding a cache or other non-tensors becomes a dict of its tensors, the cache dropped
-    (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False)."""
+    (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False).
+    One dict of detections per image is export/detections.py's."""
+    if out is not None and is_detections(out):
+        return detection_outputs(module, sigs, out, log)
     if out is None or _plain(out):
         return module
     named, dropped = tensors_of(out)

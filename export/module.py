@@ -41,6 +41,7 @@ from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, tensor_outputs
 from .certificate import attributes_restorer, eager_bounds
+from .detections import with_detections
 from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -203,7 +204,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                "inputs from FACTORY")
             raise first
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
-    signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
+    signature = with_detections(Signature(sigs, named_outputs(eager.signature.outputs, output_names)), module)
     # eager's answers by --output's names
     wants = [dict(zip(signature.output_names, a.values())) for a in answers if not isinstance(a, PtxError)]
     params = sum(p.numel() for p in module.parameters())

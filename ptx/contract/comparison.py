@@ -24,6 +24,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
+from .detections import DetectionSet, compare_detections
 from .schema import BINARY_THRESHOLD, DEFAULT_TOLERANCES, Contract, Task, Tolerance
 from .transforms import decisions
 
@@ -204,7 +205,10 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
     SQNR), the values beyond it; the argmax of rows that look like class scores (``batch_axis``
     given) is compared too, and shown. ``detail``: the histogram and max rel too (verify's table;
     locate compares thousands of tensors and shows neither). float32 against float32 is compared in
-    float32 (a difference to their own precision, and half the memory), anything else in float64."""
+    float32 (a difference to their own precision, and half the memory), anything else in float64.
+    A model's detections (a ``DetectionSet`` on both sides) are compared as detections."""
+    if isinstance(want, DetectionSet) and isinstance(got, DetectionSet):
+        return compare_detections(name, got, want, tolerance)
     got, want = np.asarray(got), np.asarray(want)
     result = OutputAgreement(name, tolerance, compared=int(want.size), shape=list(want.shape), dtype=str(want.dtype))
     if got.shape != want.shape:

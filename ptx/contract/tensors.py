@@ -206,6 +206,7 @@ class Signature:
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...]
     limits: tuple[tuple[str, int], ...] = ()
+    detections: "DetectionOutputs | None" = None  # one dict per image, flat (ptx.contract.detections)
 
     def __post_init__(self):
         for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -279,6 +280,8 @@ class Signature:
                "outputs": [t.to_dict() for t in self.outputs]}
         if self.limits:
             doc["limits"] = dict(self.limits)
+        if self.detections is not None:
+            doc["detections"] = self.detections.to_dict()
         return doc
 
     @classmethod
@@ -290,7 +293,7 @@ class Signature:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > SIGNATURE_VERSION
             raise ContractError(f"{where}.version: {version!r} " + ("is newer than this ptx reads: upgrade ptx"
                                                                    if newer else f"is not {SIGNATURE_VERSION}"))
-        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits"})
+        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits", "detections"})
         if unknown:
             raise ContractError(f"{where}.{unknown[0]}: unknown field (made by a newer ptx?)")
         tensors = {}
@@ -304,7 +307,15 @@ class Signature:
         if not isinstance(limits, Mapping) or any(
                 k not in symbols or isinstance(v, bool) or not isinstance(v, int) or v < 1 for k, v in limits.items()):
             raise ContractError(f"{where}.limits: {limits!r} is not {{symbol of an input: largest size >= 1}}")
-        return cls(tensors["inputs"], tensors["outputs"], tuple(sorted(limits.items())))
+        detections = None
+        if "detections" in doc:
+            from .detections import DetectionOutputs
+
+            detections = DetectionOutputs.from_dict(doc["detections"], f"{where}.detections")
+            missing = [n for n in detections.names if n not in {t.name for t in tensors["outputs"]}]
+            if missing:
+                raise ContractError(f"{where}.detections: {missing[0]!r} is no output")
+        return cls(tensors["inputs"], tensors["outputs"], tuple(sorted(limits.items())), detections)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "Signature":
