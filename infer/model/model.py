@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.detections import per_image
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import PtxError
 
@@ -59,6 +60,15 @@ class Model:
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)
+
+    def detections(self, feeds: Mapping[str, object]) -> list[dict[str, np.ndarray]]:
+        """A detection model's answer as its module returned it: one dict per image ({"boxes": [K, 4],
+        "scores": [K], "labels": [K]}, K that image's detections), rebuilt from the flat outputs its
+        file answers (ptx.contract.detections)."""
+        if self.signature.detections is None:
+            raise PtxError(f"{self.name} answers no detections (its outputs are {', '.join(self.signature.output_names)}): "
+                           "call run() instead")
+        return per_image(self.run(feeds), self.signature.detections)
 
     def __repr__(self) -> str:
         kind = "tutorial model" if self.head is not None else "model"

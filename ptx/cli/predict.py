@@ -185,7 +185,8 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
     if as_json:
         click.echo(json.dumps({"model": target.name, "file": str(model.path), "backend": model.backend,
                                "device": model.device, "precision": model.precision,
-                               "results": [predict_outputs.case_json(c, signature, topk) for c in ran],
+                               "results": [_with_detections(predict_outputs.case_json(c, signature, topk), c, signature)
+                                           for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:
         if failed:
@@ -201,10 +202,24 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
                        f"{', '.join(signature.output_names)})", err=True)
     else:
         for case in ran:
+            if signature.detections is not None:  # one dict per image: its detections, not the flat tensors
+                from ptx.infer.predict.detections import detection_lines
+
+                click.echo("\n".join(detection_lines(case.label, case.outputs, signature.detections)))
+                continue
             for name, value in case.outputs.items():
                 doc = predict_outputs.summarize(value, signature.output(name).batch_axis, topk)
                 click.echo(predict_outputs.summary_line(case.label, name, doc))
     return 2 if errors or failed else 0
+
+
+def _with_detections(doc: dict, case, signature) -> dict:
+    """A case's --json, with one dict per image where the model answers detections."""
+    if signature.detections is not None:
+        from ptx.infer.predict.detections import detections_json
+
+        doc["detections"] = detections_json(case.outputs, signature.detections)
+    return doc
 
 
 predict_cmd.help = f"{inspect.cleandoc(predict_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

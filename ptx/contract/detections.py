@@ -149,7 +149,7 @@ def match(got_boxes, want_boxes, want_scores=None) -> list[tuple[int, int | None
 
 
 def _box(values) -> str:
-    return "[" + ", ".join(f"{float(v):.{SHOWN}g}" if abs(float(v)) < 1 else f"{float(v):.1f}" for v in values) + "]"
+    return "[" + ", ".join(f"{float(v):.{SHOWN}g}" if 0 < abs(float(v)) < 1 else f"{float(v):.1f}" for v in values) + "]"
 
 
 def compare_detections(name: str, got: DetectionSet, want: DetectionSet, tolerance):
