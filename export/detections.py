@@ -67,7 +67,7 @@ def detection_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, l
         t = batched[0]
         fixed = "x".join("1" if i == t.batch_axis else str(d) for i, d in enumerate(t.shape))
         raise PtxError(f"{name} returns one dict of detections per image, a list as long as the batch: every exporter "
-                       f"fixes that length at the batch it traces, so {t.name}'s batch cannot be dynamic; export it "
+                       f"fixes that length at the batch it traces, so the batch of {t.name} cannot be dynamic; export it "
                        f"with a fixed batch: --input {t.name}={fixed} (one picture per call, as detectors are "
                        "deployed; 2 or more where you batch them)")
     keys = [str(k) for k in out[0]]

@@ -170,6 +170,11 @@ def test_serve_answers_the_flat_detections_with_counts_as_a_bare_session_does(ex
                                       method="POST")
         with urllib.request.urlopen(call, timeout=60) as response:
             doc = json.loads(response.read())
+        # the served row of verify compares the server's answers as detections too
+        served = ptx("verify", f"{server.url}/v2/models/detector", "--against", str(path))
+    assert served.returncode == 0, served.stdout + served.stderr
+    rows = [line for line in served.stdout.splitlines() if line.startswith("served ") and " f32 " in line]
+    assert rows and all(" boxes " in row and row.endswith("PASS") for row in rows), served.stdout
     answered = {o["name"]: np.array(o["data"], bare[o["name"]].dtype).reshape(o["shape"]) for o in doc["outputs"]}
     assert sorted(answered) == sorted(bare)
     for name, want in bare.items():
