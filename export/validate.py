@@ -231,4 +231,5 @@ def judge_tensors(fmt, path, open_model: OpenModel, signature: Signature, cases:
         with closing(open_checked(open_model, path, fmt, backend=backend)) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
     return tensor_rule(answers[:len(cases)], [c.outputs for c in cases],
-                       [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind)
+                       [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind,
+                       detections=signature.detections)

@@ -235,3 +235,17 @@ def test_flat_outputs_and_one_dict_per_image_are_one_another_and_bad_counts_are_
     assert [len(d["boxes"]) for d in back] == [2, 3] and np.array_equal(back[1]["labels"], [0, 0, 1])
     with pytest.raises(PtxError, match="do not add up"):
         per_image({**flat, "counts": np.array([2, 2])}, DET)
+
+
+def test_a_reduced_precision_is_judged_by_the_detections_it_keeps_not_element_by_element():
+    from ptx.contract.detections import reduced_evidence
+
+    flat = from_images(REF.images, DET)
+    nudged = from_images([{**d, "boxes": d["boxes"] * np.float32(1.001)} for d in REF.images], DET)
+    said, reasons = reduced_evidence([nudged], [flat], DET, bound=0.02, min_share=0.99)
+    assert not reasons and said.startswith("boxes: detections agree on 100.0% of 5 (IoU >= 0.5, the same label)")
+    # one more detection at reduced precision (a threshold crossed): 5 of 6 agree, shifting no other one
+    extra = from_images([REF.images[0], {k: np.concatenate([v, v[:1] + (100 if k == "boxes" else 0)])
+                                         for k, v in REF.images[1].items()}], DET)
+    said, reasons = reduced_evidence([extra], [flat], DET, bound=0.02, min_share=0.99)
+    assert reasons == ["boxes: detections agree on 83.3% (< 99%)"] and "relative error 0" in said

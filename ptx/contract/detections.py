@@ -184,8 +184,10 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
             for key in (det.boxes, scores, *others):
                 if key is None:
                     continue
-                part = compare_output(key, g[key][j], w[key][i], tolerance, detail=False)
-                result.max_abs = max(result.max_abs, part.max_abs)
+                part = compare_output(key, g[key][j], w[key][i], tolerance)
+                result.histogram = [a + b for a, b in zip(result.histogram, part.histogram)] if result.histogram \
+                    else list(part.histogram)
+                result.max_abs, result.max_rel = max(result.max_abs, part.max_abs), max(result.max_rel, part.max_rel)
                 result.needed_atol = max(result.needed_atol, part.needed_atol)
                 result.excess = max(result.excess, part.excess)
                 result.magnitude = max(result.magnitude, part.magnitude)
@@ -211,3 +213,35 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
         result.problem = (f"{first} ({differ} of {want.total} detections differ, {missing} of the reference's "
                           f"unmatched, {extra} more than the reference's)")
     return result
+
+
+def reduced_evidence(got: Sequence[Mapping[str, object]], want: Sequence[Mapping[str, object]],
+                     detections: DetectionOutputs, bound: float, min_share: float) -> tuple[str, list[str]]:
+    """A reduced precision's detections against f32's over every case (what the one verdict's tensor
+    evidence says of them; a tolerance means nothing at bf16 or int8): (what was measured, the reasons it
+    fails). They hold where the detections matched by IoU with the same label are at least ``min_share``
+    of all (the reference's, and the reduced side's extra ones), as a classifier's labels must agree,
+    and the matched boxes' relative error (||got - want|| / ||want||) is at most ``bound``."""
+    scores, labels = detections.role("scores"), detections.role("labels")
+    same = total = 0
+    error_sq = reference_sq = 0.0
+    for g_out, w_out in zip(got, want):
+        for g, w in zip(per_image(g_out, detections), per_image(w_out, detections)):
+            pairs = [(i, j) for i, j, _ in match(g[detections.boxes], w[detections.boxes], w[scores] if scores else None)
+                     if j is not None]
+            total += len(w[detections.boxes]) + len(g[detections.boxes]) - len(pairs)
+            same += sum(1 for i, j in pairs if not labels or np.array_equal(g[labels][j], w[labels][i]))
+            for i, j in pairs:
+                diff = np.asarray(g[detections.boxes][j], np.float64) - np.asarray(w[detections.boxes][i], np.float64)
+                error_sq += float(np.square(diff).sum())
+                reference_sq += float(np.square(np.asarray(w[detections.boxes][i], np.float64)).sum())
+    share = same / total if total else 1.0
+    rel = (error_sq / reference_sq) ** 0.5 if reference_sq else 0.0 if error_sq == 0 else float("inf")
+    measured = (f"{detections.boxes}: detections agree on {100 * share:.1f}% of {total} (IoU >= {MATCH_IOU}"
+                f"{', the same label' if labels else ''}), the matched boxes' relative error {rel:.2g}")
+    reasons = []
+    if share < min_share:
+        reasons.append(f"{detections.boxes}: detections agree on {100 * share:.1f}% (< {100 * min_share:.0f}%)")
+    if rel > bound:
+        reasons.append(f"{detections.boxes}: the matched boxes' relative error {rel:.3g} (> {bound:g})")
+    return measured, reasons
