@@ -249,3 +249,39 @@ def test_a_reduced_precision_is_judged_by_the_detections_it_keeps_not_element_by
                                          for k, v in REF.images[1].items()}], DET)
     said, reasons = reduced_evidence([extra], [flat], DET, bound=0.02, min_share=0.99)
     assert reasons == ["boxes: detections agree on 83.3% (< 99%)"] and "relative error 0" in said
+
+
+def test_pictures_go_in_as_they_are_and_draw_puts_the_boxes_on_each(exported, tmp_path):
+    from PIL import Image, ImageColor
+
+    from ptx.infer.predict.detections import COLOURS, picture_cases
+
+    _, result, _ = exported
+    path = str(result.out_dir / "model.onnx")
+    rng = np.random.default_rng(5)
+    pictures = []
+    for i, (width, height) in enumerate([(128, 96), (64, 64)]):  # two pictures for a batch of 3: the last copied
+        pictures.append(str(tmp_path / f"p{i}.png"))
+        Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8)).save(pictures[-1])
+    ran = ptx("predict", "--model", path, *pictures, "--draw", str(tmp_path / "drawn"))
+    assert ran.returncode == 0, ran.stderr
+    model = load(path)
+    cases, _ = picture_cases(pictures, model.signature, "detector")  # resized to 64x64, RGB in [0, 1]
+    assert len(cases) == 1 and cases[0].feeds["images"].shape == (BATCH, 3, 64, 64)
+    want = model.detections(cases[0].feeds)[:2]
+    heads = [line for line in ran.stdout.splitlines() if not line.startswith("  ")]
+    assert heads == [f"{p}: {len(d['boxes'])} detections" for p, d in zip(pictures, want)]
+    for picture, found in zip(pictures, want):
+        drawn = tmp_path / "drawn" / f"{Path(picture).stem}.detections.png"
+        assert f"drew {len(found['boxes'])} boxes on {picture}: {drawn}" in ran.stderr
+        with Image.open(picture) as original, Image.open(drawn) as image:
+            assert image.size == original.size
+            colours = {tuple(c) for c in np.asarray(image.convert("RGB")).reshape(-1, 3).tolist()}
+        for label in set(found["labels"].tolist()):
+            assert ImageColor.getrgb(COLOURS[label % len(COLOURS)]) in colours
+    both = ptx("predict", "--model", path, str(tmp_path / "p0.png"), "--draw", str(tmp_path / "x"), "--json")
+    assert both.returncode == 0 and (tmp_path / "x" / "p0.detections.png").is_file()
+    assert [d["picture"] for d in json.loads(both.stdout)["results"][0]["detections"]] == [pictures[0]]  # --json and --draw go together: the answers printed, the pictures drawn
+    npz = tmp_path / "in.npz"
+    np.savez(npz, images=_images(1))
+    assert "no picture among the inputs" in ptx("predict", "--model", path, str(npz), "--draw", str(tmp_path / "y")).stderr
