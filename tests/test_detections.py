@@ -281,7 +281,10 @@ def test_pictures_go_in_as_they_are_and_draw_puts_the_boxes_on_each(exported, tm
             assert ImageColor.getrgb(COLOURS[label % len(COLOURS)]) in colours
     both = ptx("predict", "--model", path, str(tmp_path / "p0.png"), "--draw", str(tmp_path / "x"), "--json")
     assert both.returncode == 0 and (tmp_path / "x" / "p0.detections.png").is_file()
-    assert [d["picture"] for d in json.loads(both.stdout)["results"][0]["detections"]] == [pictures[0]]  # --json and --draw go together: the answers printed, the pictures drawn
+    answered = json.loads(both.stdout)["results"][0]["detections"]
+    assert [d["picture"] for d in answered] == [pictures[0]]
+    # boxes in the picture's pixels: the model saw the 128x96 picture at 64x64
+    assert np.allclose(answered[0]["boxes"], want[0]["boxes"] * np.array([2, 1.5, 2, 1.5]), atol=1e-3)  # --json and --draw go together: the answers printed, the pictures drawn
     npz = tmp_path / "in.npz"
     np.savez(npz, images=_images(1))
     assert "no picture among the inputs" in ptx("predict", "--model", path, str(npz), "--draw", str(tmp_path / "y")).stderr

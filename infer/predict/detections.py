@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ptx.contract.detections import DetectionOutputs, per_image
+from ptx.contract.detections import DetectionOutputs, from_images, per_image
 
 
 def _number(value) -> str:
@@ -157,11 +157,22 @@ def split_pictures(inputs, signature, model: str, draw: str | None):
     return others, cases, where
 
 
+def in_picture_pixels(outputs: Mapping[str, np.ndarray], detections: DetectionOutputs, scales) -> dict:
+    """A picture case's flat outputs with each image's boxes in its picture's pixels (the model saw it
+    resized): what a user who gave a picture reads, and draws."""
+    images = per_image(outputs, detections)
+    for found, (_, (sx, sy)) in zip(images, scales):
+        found[detections.boxes] = (np.asarray(found[detections.boxes]) * np.array([sx, sy, sx, sy])).astype(
+            np.asarray(found[detections.boxes]).dtype)
+    return {**outputs, **from_images(images, detections)}
+
+
 def draw_cases(cases, pictures, detections: DetectionOutputs, folder) -> list[str]:
-    """Each picture case's detections drawn into ``folder``: a line per picture written."""
+    """Each picture case's detections (boxes in its picture's pixels) drawn into ``folder``: a line per
+    picture written."""
     lines = []
     for case in cases:
-        for (path, scale), found in zip(pictures.get(case.label, ()), per_image(case.outputs, detections)):
-            out = draw(path, scale, found, detections, folder)
+        for (path, _), found in zip(pictures.get(case.label, ()), per_image(case.outputs, detections)):
+            out = draw(path, (1.0, 1.0), found, detections, folder)
             lines.append(f"drew {len(found[detections.boxes])} boxes on {path}: {out}")
     return lines

@@ -195,6 +195,12 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
     for line in failed:
         click.echo(f"error: {line}", err=True)
     ran = [case for case in done if case.error is None]
+    if pictures:  # boxes in the pixels of the pictures given, not of the size the model saw them at
+        from ptx.infer.predict.detections import in_picture_pixels
+
+        for case in ran:
+            if case.label in pictures:
+                case.outputs = in_picture_pixels(case.outputs, signature.detections, pictures[case.label])
     if draw is not None:
         from ptx.infer.predict.detections import draw_cases
 
