@@ -87,6 +87,13 @@ def test_export_records_the_detections_and_every_reader_gives_one_dict_per_image
     _same(per_image(bare, signature.detections), onnx_model.detections({"images": images}), exact=True)
 
 
+def test_inspect_says_which_outputs_are_detections(exported):
+    _, result, _ = exported
+    shown = ptx("inspect", str(result.out_dir / "model.onnx")).stdout
+    assert ("detections: one dict per image (boxes, scores, labels), each key's detections of every image one after "
+            "another; counts says how many each image kept") in shown
+
+
 def test_a_dynamic_batch_is_refused_in_one_line_with_the_route_that_works(tmp_path):
     with pytest.raises(PtxError) as err:
         export_module(_detector(), None, tmp_path / "out", open_model=load, inputs=["images=batchx3x64x64"],
