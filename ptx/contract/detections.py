@@ -161,7 +161,8 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
     from .comparison import OutputAgreement, compare_output
 
     det = want.detections
-    result = OutputAgreement(name, tolerance, compared=want.total, shape=[want.total, 4], dtype="detections")
+    boxes_dtype = str(np.asarray(want.images[0][det.boxes]).dtype) if want.images else "float32"
+    result = OutputAgreement(name, tolerance, compared=want.total, shape=[want.total, 4], dtype=boxes_dtype)
     if len(got) != len(want):
         result.problem = f"detections for {len(got)} images where the reference has {len(want)}"
         return result
