@@ -295,3 +295,20 @@ def test_pictures_go_in_as_they_are_and_draw_puts_the_boxes_on_each(exported, tm
     npz = tmp_path / "in.npz"
     np.savez(npz, images=_images(1))
     assert "no picture among the inputs" in ptx("predict", "--model", path, str(npz), "--draw", str(tmp_path / "y")).stderr
+
+
+def test_the_signature_records_detections_and_refuses_ones_that_name_no_output():
+    from ptx.contract.tensors import ContractError, Signature
+
+    doc = {"version": 1, "inputs": [{"name": "images", "dtype": "float32", "shape": [1, 3, 8, 8], "batch_axis": None}],
+           "outputs": [{"name": n, "dtype": d, "shape": s, "batch_axis": None} for n, d, s in
+                       (("boxes", "float32", ["detections", 4]), ("scores", "float32", ["detections"]),
+                        ("counts", "int64", [1]))],
+           "detections": {"counts": "counts", "keys": ["boxes", "scores"]}}
+    signature = Signature.from_dict(doc)
+    assert signature.detections == DetectionOutputs("counts", ("boxes", "scores"))
+    assert Signature.from_dict(signature.to_dict()) == signature
+    with pytest.raises(ContractError, match=r"signature.detections: 'labels' is no output"):
+        Signature.from_dict({**doc, "detections": {"counts": "counts", "keys": ["boxes", "labels"]}})
+    with pytest.raises(ContractError, match="signature.detections"):
+        Signature.from_dict({**doc, "detections": {"counts": "counts"}})
