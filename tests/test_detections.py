@@ -312,3 +312,31 @@ def test_the_signature_records_detections_and_refuses_ones_that_name_no_output()
         Signature.from_dict({**doc, "detections": {"counts": "counts", "keys": ["boxes", "labels"]}})
     with pytest.raises(ContractError, match="signature.detections"):
         Signature.from_dict({**doc, "detections": {"counts": "counts"}})
+
+
+def test_exports_validation_refuses_a_file_whose_detections_differ_naming_the_image_and_detection(exported):
+    from types import SimpleNamespace
+
+    from ptx.contract.cases import Case
+    from ptx.errors import ValidationError
+    from ptx.export.validate import check_model
+
+    _, result, _ = exported
+    model = load(result.out_dir / "model.onnx")
+    feeds = {"images": _images(4)}
+    right = model.run(feeds)
+    case = Case("batch 3", feeds, outputs=right)
+    fmt = SimpleNamespace(name="onnx", precision="f32")
+    tolerance = lambda sig: Tolerance(1e-4, 1e-3)  # noqa: E731
+    # the detections in another order within each image: the same answer, which element-wise would refuse
+    images = per_image(right, model.signature.detections)
+    flipped = from_images([{k: v[::-1] for k, v in d.items()} for d in images], model.signature.detections)
+    check_model(fmt, SimpleNamespace(signature=model.signature, run=lambda f: flipped), model.signature, [case], tolerance)
+    moved = [dict(d) for d in images]
+    moved[2]["boxes"] = moved[2]["boxes"].copy()
+    moved[2]["boxes"][1, 2] += 3.0
+    wrong = from_images(moved, model.signature.detections)
+    with pytest.raises(ValidationError, match=r"^onnx: batch 3: boxes: image 2, detection 1: box \[") as err:
+        check_model(fmt, SimpleNamespace(signature=model.signature, run=lambda f: wrong), model.signature, [case],
+                    tolerance)
+    assert "\n" not in str(err.value)
