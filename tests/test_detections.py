@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 import serving
 from ptx_command import ptx
 from ptx.contract.comparison import compare_output
-from ptx.contract.detections import DetectionOutputs, DetectionSet, from_images, per_image
+from ptx.contract.detections import DetectionOutputs, DetectionSet, from_images, grouped, per_image
 from ptx.contract.schema import Tolerance
 from ptx.contract.weights import digest_of
 from ptx.errors import PtxError
@@ -242,6 +242,10 @@ def test_flat_outputs_and_one_dict_per_image_are_one_another_and_bad_counts_are_
     assert [len(d["boxes"]) for d in back] == [2, 3] and np.array_equal(back[1]["labels"], [0, 0, 1])
     with pytest.raises(PtxError, match="do not add up"):
         per_image({**flat, "counts": np.array([2, 2])}, DET)
+    # in a comparison, a file whose counts do not add up fails it in one line (not a crash)
+    broken = grouped({**flat, "counts": np.array([2, 2])}, DET)["boxes"]
+    found = compare_output("boxes", broken, grouped(flat, DET)["boxes"], TOL)
+    assert not found.ok and found.problem == "output 'boxes': the counts per image [2, 2] do not add up to its 5 rows"
 
 
 def test_a_reduced_precision_is_judged_by_the_detections_it_keeps_not_element_by_element():

@@ -69,9 +69,9 @@ def per_image(outputs: Mapping[str, object], detections: DetectionOutputs) -> li
     total = int(counts.sum())
     wrong = [k for k, v in flat.items() if v.ndim == 0 or v.shape[0] != total]
     if wrong or (counts < 0).any():
-        raise PtxError(f"output {wrong[0] if wrong else detections.counts!r}: the counts per image "
-                       f"{counts.tolist()} do not add up to its {flat[wrong[0]].shape[:1] if wrong else ''} rows; "
-                       "the file does not answer as its contract says: re-export it")
+        rows = (flat[wrong[0]].shape[0] if flat[wrong[0]].ndim else 0) if wrong else total
+        raise PtxError(f"output {wrong[0] if wrong else detections.counts!r}: the counts per image {counts.tolist()} "
+                       f"do not add up to its {rows} rows; the file does not answer as its contract says: re-export it")
     ends = np.cumsum(counts)[:-1]
     return [dict(zip(flat, parts)) for parts in zip(*(np.split(v, ends) for v in flat.values()))] if len(counts) \
         else []
@@ -87,8 +87,9 @@ def from_images(images: Sequence[Mapping[str, object]], detections: DetectionOut
 class DetectionSet:
     """One run's detections, one dict per image: the value the one comparison receives for them."""
 
-    def __init__(self, images: list[dict[str, np.ndarray]], detections: DetectionOutputs):
+    def __init__(self, images: list[dict[str, np.ndarray]], detections: DetectionOutputs, problem: str | None = None):
         self.images, self.detections = images, detections
+        self.problem = problem  # outputs that cannot be split into images (counts that do not add up)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -104,7 +105,10 @@ def grouped(outputs: Mapping[str, object], detections: DetectionOutputs | None) 
     if detections is None or any(n not in outputs for n in detections.names):
         return dict(outputs)
     out = {n: v for n, v in outputs.items() if n not in detections.names}
-    out[detections.boxes] = DetectionSet(per_image(outputs, detections), detections)
+    try:
+        out[detections.boxes] = DetectionSet(per_image(outputs, detections), detections)
+    except PtxError as exc:  # a file that answers otherwise than its contract: a failed comparison, not a crash
+        out[detections.boxes] = DetectionSet([], detections, problem=str(exc).partition("; ")[0])
     return out
 
 
@@ -163,6 +167,9 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
     det = want.detections
     boxes_dtype = str(np.asarray(want.images[0][det.boxes]).dtype) if want.images else "float32"
     result = OutputAgreement(name, tolerance, compared=want.total, shape=[want.total, 4], dtype=boxes_dtype)
+    if got.problem or want.problem:
+        result.problem = got.problem or f"the reference's {want.problem}"
+        return result
     if len(got) != len(want):
         result.problem = f"detections for {len(got)} images where the reference has {len(want)}"
         return result
