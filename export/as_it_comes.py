@@ -160,7 +160,7 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log:
     dataclass holding a cache or other non-tensors becomes a dict of its tensors, the cache dropped
     (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False).
     One dict of detections per image is export/detections.py's."""
-    if out is not None and is_detections(out):
+    if out is not None and is_detections(out, sigs):
         return detection_outputs(module, sigs, out, log)
     if out is None or _plain(out):
         return module

@@ -26,16 +26,21 @@ from ptx.errors import PtxError
 DETECTIONS = "detections"  # the symbol of the flat outputs' first axis: how many the images kept in all
 
 
-def is_detections(out) -> bool:
-    """Whether ``out`` is one dict of tensors per image, each dict's tensors as long as one another (the
-    detections it kept), every dict with the same keys."""
+def is_detections(out, sigs: Sequence[TensorSig] = ()) -> bool:
+    """Whether ``out`` is one dict of tensors per image (as many as a fixed batch of ``sigs`` holds, where
+    one is fixed), every dict with the same keys, boxes among them ([K, 4] under a key named ``boxes`` or
+    ending so), each dict's tensors as long as one another (the detections it kept)."""
     if not isinstance(out, (list, tuple)) or not out or not all(isinstance(d, Mapping) and d for d in out):
         return False
+    fixed = {t.shape[0] for t in sigs if t.shape and isinstance(t.shape[0], int)}
+    if fixed and len(out) not in fixed:
+        return False
     keys = list(out[0])
+    boxes = next((k for k in keys if str(k).endswith("boxes")), None)
     for d in out:
         if list(d) != keys or not all(isinstance(v, torch.Tensor) and v.dim() >= 1 for v in d.values()):
             return False
-        if len({v.shape[0] for v in d.values()}) != 1:
+        if len({v.shape[0] for v in d.values()}) != 1 or boxes is None or d[boxes].dim() != 2 or d[boxes].shape[1] != 4:
             return False
     return True
 

@@ -344,3 +344,19 @@ def test_exports_validation_refuses_a_file_whose_detections_differ_naming_the_im
         check_model(fmt, SimpleNamespace(signature=model.signature, run=lambda f: wrong), model.signature, [case],
                     tolerance)
     assert "\n" not in str(err.value)
+
+
+def test_only_one_dict_of_boxes_per_image_is_taken_for_detections():
+    from ptx.contract.tensors import TensorSig
+    from ptx.export.detections import is_detections
+
+    def image(k):
+        return {"boxes": torch.zeros(k, 4), "scores": torch.zeros(k), "labels": torch.zeros(k, dtype=torch.int64)}
+
+    fixed = [TensorSig("images", "float32", (2, 3, 8, 8))]
+    assert is_detections([image(3), image(0)], fixed)
+    assert is_detections([image(3), image(1)], [TensorSig("images", "float32", ("batch", 3, 8, 8), 0)])
+    assert not is_detections([image(3)], fixed)  # not one per image of the batch
+    assert not is_detections([{**image(2), "scores": torch.zeros(3)}, image(1)], fixed)  # lengths differ in a dict
+    assert not is_detections([{"points": torch.zeros(2, 2)}, {"points": torch.zeros(1, 2)}], fixed)  # no boxes
+    assert not is_detections([{"boxes": torch.zeros(2, 5)}, {"boxes": torch.zeros(1, 5)}], fixed)  # not [K, 4]

@@ -47,7 +47,7 @@ class DetectionOutputs:
 
     @property
     def boxes(self) -> str:
-        return self.role("boxes") or self.keys[0]
+        return self.role("boxes") or self.keys[0]  # export records detections only with a boxes key
 
     def to_dict(self) -> dict:
         return {"counts": self.counts, "keys": list(self.keys)}
