@@ -159,7 +159,7 @@ def _box(values) -> str:
 def compare_detections(name: str, got: DetectionSet, want: DetectionSet, tolerance):
     """``got``'s detections against the reference's ``want``, image by image: matched by IoU, then
     each pair's box and score within ``tolerance`` and its label the same; unmatched ones on either
-    side counted. An OutputAgreement (the one comparison's record) whose ``problem`` names the first
+    side counted. An OutputAgreement (the one comparison's record) whose ``differs`` names the first
     image and detection that differ (``image 1, detection 3: box [..] where the reference's is [..],
     IoU 0.62``), with how many differ."""
     from .comparison import OutputAgreement, compare_output
@@ -216,9 +216,9 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
             j = extra_here[0]
             first = f"image {image}: a detection the reference does not have, box {_box(g[det.boxes][j])}"
     result.beyond = differ + missing + extra
-    if result.beyond:
+    if result.beyond:  # values that depart, not a problem: a reduced precision is judged by its own rule
         result.excess = max(result.excess, 1.0)
-        result.problem = (f"{first} ({differ} of {want.total} detections differ, {missing} of the reference's "
+        result.differs = (f"{first} ({differ} of {want.total} detections differ, {missing} of the reference's "
                           f"unmatched, {extra} more than the reference's)")
     return result
 
