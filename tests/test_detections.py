@@ -372,3 +372,16 @@ def test_an_int8_file_of_a_detector_is_judged_by_the_detections_it_keeps(exporte
     # matched by IoU (its verdict, USABLE or not, is this CPU's int8 kernels'), never "shape [..] where ..."
     assert judged and "against the f32 file: boxes: detections agree on " in judged[0], made.stdout + made.stderr
     assert "shape [" not in judged[0]
+
+
+def test_one_dict_per_image_from_an_onnx_file_needs_no_torch(exported):
+    import subprocess
+    import sys
+
+    _, result, _ = exported
+    code = ("import sys, numpy as np; from ptx.infer import load; "
+            f"m = load({str(result.out_dir / 'model.onnx')!r}); "
+            f"found = m.detections({{'images': np.zeros(({BATCH}, 3, 64, 64), np.float32)}}); "
+            "print(len(found), 'torch' in sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert ran.stdout.split() == [str(BATCH), "False"], ran.stderr
