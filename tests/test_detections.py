@@ -385,3 +385,21 @@ def test_one_dict_per_image_from_an_onnx_file_needs_no_torch(exported):
             "print(len(found), 'torch' in sys.modules)")
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert ran.stdout.split() == [str(BATCH), "False"], ran.stderr
+
+
+def test_a_key_beyond_boxes_scores_and_labels_is_compared_per_matched_detection():
+    masked = DetectionOutputs("counts", ("boxes", "scores", "labels", "masks"))
+    images = [{**d, "masks": np.full((len(d["boxes"]), 2, 2), 0.5, np.float32)} for d in REF.images]
+    want = DetectionSet(images, masked)
+    reordered = DetectionSet([{k: v[::-1] for k, v in d.items()} for d in images], masked)
+    assert compare_output("boxes", reordered, want, TOL).ok
+    changed = [dict(d) for d in images]
+    changed[1]["masks"] = changed[1]["masks"].copy()
+    changed[1]["masks"][2, 0, 0] = 0.9
+    found = compare_output("boxes", DetectionSet(changed, masked), want, TOL)
+    assert not found.ok and found.differs.startswith("image 1, detection 2: masks[0, 0] 0.9 where the reference's "
+                                                     "is 0.5 (1 of 5 detections differ")
+    scored = [dict(d) for d in images]
+    scored[0]["scores"] = np.array([0.9, 0.7], np.float32)
+    assert compare_output("boxes", DetectionSet(scored, masked), want, TOL).differs.startswith(
+        "image 0, detection 1: scores 0.7 where the reference's is 0.8")
