@@ -403,3 +403,16 @@ def test_a_key_beyond_boxes_scores_and_labels_is_compared_per_matched_detection(
     scored[0]["scores"] = np.array([0.9, 0.7], np.float32)
     assert compare_output("boxes", DetectionSet(scored, masked), want, TOL).differs.startswith(
         "image 0, detection 1: scores 0.7 where the reference's is 0.8")
+
+
+def test_one_picture_per_call_at_any_size_through_the_torchscript_based_exporter(tmp_path):
+    lines: list[str] = []
+    module = _detector()
+    result = export_module(module, None, tmp_path / "out", open_model=load, inputs=["images=1x3xheightxwidth"],
+                           formats=("onnx",), exporter="legacy", log=lines.append, reference=False)
+    # the certificate's probes (height and width 1, 2, 7) held to eager's answers as detections
+    assert any("shape certificate: holds: height 1, 2, 7; width 1, 2, 7 (answers against eager)" in line
+               for line in lines), lines
+    assert any("TorchScript-based exporter" in line for line in lines)
+    images = np.random.default_rng(2).random((1, 3, 40, 56), dtype=np.float32)
+    _same(load(result.out_dir / "model.onnx").detections({"images": images}), _eager(module, images))
