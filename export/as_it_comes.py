@@ -8,16 +8,18 @@ tensor). Rather than refuse either, the module is wrapped in ``AsItComes``: a fo
 parameters are exactly the declared inputs, in forward()'s order, passed on as keywords (the others
 left at their defaults), and whose answer is the module's tensors by their own names (``logits``,
 ``last_hidden_state``; a tuple of tensors as ``hidden_states_0``...), the cache dropped and said so.
+An answer of tuples, lists and dicts nested (ultralytics' ``(predictions, [p3, p4, p5])``) is
+flattened the same way, by each tensor's path (``output_0``, ``output_1_0``...: ptx.contract.structure).
 A module that needs neither is exported as it is.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Callable, Mapping, Sequence
 
 import torch
 
+from ptx.contract.structure import OutputStructure, flatten
 from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.errors import PtxError
 
@@ -106,42 +108,27 @@ def keyword_inputs(module: torch.nn.Module, example_inputs, inputs, log: Callabl
     return _wrapped(module, ordered, True, fixed), example_inputs
 
 
-def _is_cache(key: str, value) -> bool:
+def _is_cache(key: str | None, value) -> bool:
     return key in CACHE_KEYS or any(c.__name__.endswith("Cache") for c in type(value).__mro__)
 
 
+def _is_tensor(value) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
 def tensors_of(out) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
-    """(a ModelOutput's tensors by name, in its order; [(key, type name)] of the caches left out).
-    A tuple or list of tensors becomes ``key_0``, ``key_1``...; a ModelOutput inside one (CLIP's
-    text_model_output) ``key_name``...; None entries are absent."""
-    if isinstance(out, Mapping):
-        items = list(out.items())
-    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
-        items = [(f.name, getattr(out, f.name)) for f in dataclasses.fields(out)]
-    else:
-        raise PtxError(f"the model returned {type(out).__name__}; ptx exports models that return tensors (one, a "
-                       "tuple, a list, a dict or a ModelOutput of them)")
-    named, dropped = {}, []
-    for key, value in items:
-        key = str(key)
-        if value is None:
-            continue
-        if isinstance(value, torch.Tensor):
-            named[key] = value
-        elif _is_cache(key, value):
-            dropped.append((key, type(value).__name__))
-        elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
-            named.update((f"{key}_{i}", v) for i, v in enumerate(value))
-        elif isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
-            inner, left = tensors_of(value)
-            named.update((f"{key}_{name}", v) for name, v in inner.items())
-            dropped += [(f"{key}_{name}", kind) for name, kind in left]
-        else:
-            raise PtxError(f"the model returned a {type(out).__name__} whose {key!r} is a {type(value).__name__}, "
-                           "not a tensor: ptx exports tensors (one, a tuple, or a dict of them); return those")
-    if not named:
-        raise PtxError(f"the model returned a {type(out).__name__} without a tensor in it")
-    return named, dropped
+    """(a module's answer's tensors by name, in its order; [(name, type name)] of the caches left out),
+    by the one walk (ptx.contract.structure.flatten): a tuple or list of tensors becomes ``key_0``,
+    ``key_1``... (``output_0``... returned alone); a ModelOutput inside one (CLIP's text_model_output)
+    ``key_name``...; nested as deep as it comes; None entries are absent."""
+    flat = flatten(out, _is_tensor, _is_cache)
+    return flat.tensors, flat.dropped
+
+
+def output_structure(out) -> OutputStructure | None:
+    """The structure of a module's answer ``out``, its leaves the outputs' names (None where the
+    probe raised: the eager run that follows says what failed)."""
+    return None if out is None else flatten(out, _is_tensor, _is_cache).structure
 
 
 def _plain(out) -> bool:
@@ -157,14 +144,17 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log:
                    ) -> torch.nn.Module:
     """``module``, wrapped where its answer ``out`` (export/examples.probe's; None where it
     raised, and the eager run that follows says what failed) is not plain tensors: a ModelOutput or
-    dataclass holding a cache or other non-tensors becomes a dict of its tensors, the cache dropped
-    (and, where forward() takes ``use_cache``, not computed: it is called with use_cache=False).
+    dataclass holding a cache or other non-tensors, or tuples, lists and dicts nested (ultralytics'
+    ``(predictions, [p3, p4, p5])``), becomes a flat dict of its tensors named by their path
+    (``output_1_0``), the cache dropped (and, where forward() takes ``use_cache``, not computed: it is
+    called with use_cache=False). The structure itself is export's to record (``output_structure``).
     One dict of detections per image is export/detections.py's."""
     if out is not None and is_detections(out, sigs):
         return detection_outputs(module, sigs, out, log)
     if out is None or _plain(out):
         return module
-    named, dropped = tensors_of(out)
+    flat = flatten(out, _is_tensor, _is_cache)
+    named, dropped = flat.tensors, flat.dropped
     wrapped = isinstance(module, AsItComes)
     inner, fixed = (module.module, dict(module.fixed)) if wrapped else (module, {})
     if dropped and "use_cache" in {p.name for p in forward_parameters(inner) or ()} \
@@ -174,6 +164,9 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log:
         log(f"outputs: {', '.join(f'{k} (a {t})' for k, t in dropped)} left out: ptx exports tensors, not a cache"
             + ("; forward() is called with use_cache=False, so it is not computed either" if "use_cache" in fixed
                else "; build the model with use_cache=False to skip computing it"))
-    log(f"outputs: the {type(out).__name__}'s tensors by name: {', '.join(named)}")
+    if isinstance(out, (tuple, list)):  # named by their place: the structure says which is which
+        log(f"outputs: the {type(out).__name__}'s tensors by their place in it: {flat.structure.describe()}")
+    else:
+        log(f"outputs: the {type(out).__name__}'s tensors by name: {', '.join(named)}")
     names, keywords = (module.names, module.keywords) if wrapped else ([t.name for t in sigs], False)
     return _wrapped(inner, names, keywords, fixed, unwrap=True)

@@ -27,10 +27,12 @@ def certify_model(fmt, model, path: Path, signature: Signature, shapes, toleranc
         return agreement.summary() if agreement.problem or not agreement.ok else ""
 
     full = fmt.precision == "f32"
-    return certify(signature, shapes.probes, model.run, wants=shapes.wants if full else None,
-                   compare=compare if full else None, against="eager",
-                   where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)),
-                   bounds=shapes.bounds, reference_takes=True)  # eager took every probe's size
+    certificate = certify(signature, shapes.probes, model.run, wants=shapes.wants if full else None,
+                          compare=compare if full else None, against="eager",
+                          where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)),
+                          bounds=shapes.bounds, reference_takes=True)  # eager took every probe's size
+    certificate.rows = dict(shapes.rows)  # eager's per-row finding, which every file of the module shares
+    return certificate
 
 
 def findings(certificate: Certificate, cases_failed: bool = False) -> str:

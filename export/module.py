@@ -30,18 +30,21 @@ import torch
 from ptx.atomic import atomic_folder, writable_dir_for
 from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
+from ptx.contract.batch_rows import describe_left_out, not_per_row, probe_rows
 from ptx.contract.cases import Case
 from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs)
+from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 
-from .as_it_comes import keyword_inputs, tensor_outputs
+from .as_it_comes import keyword_inputs, output_structure, tensor_outputs
 from .certificate import attributes_restorer, eager_bounds
-from .detections import with_detections
+from .detections import FlatDetections, with_detections
 from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -49,6 +52,7 @@ from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
+from .sizes import recorded_signature, search_sizes
 from .validate import ExportResult, OpenModel, judge_tensors
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
@@ -73,7 +77,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   dynamic: bool = True, formats: Sequence[str] = DEFAULT_MODULE_FORMATS, name: str | None = None,
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
-                  force: bool = False, provenance: Mapping[str, str] | None = None, reference: bool = True,
+                  force: bool = False, rtol: float | None = None, provenance: Mapping[str, str] | None = None,
+                  reference: bool = True,
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
@@ -104,7 +109,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       parameter names) name the examples, and ``dynamic=True`` makes axis 0 of every input that
       has axes the batch (False: every size fixed as the example's, no batch axis).
     - ``output_names``: in the order forward() returns them (default: ``output`` for one tensor,
-      ``output_0``... for a tuple, a dict's own keys).
+      ``output_0``... for a tuple, a dict's own keys; tuples, lists and dicts nested by each tensor's
+      path, ``output_1_0``..., the structure recorded in the files for ``Model.nest``).
     - ``formats``: any of onnx, torchscript, pt2, onnx-int8 (default onnx and torchscript).
       ``exporter``: None tries the torch.export-based ONNX exporter and falls back to the
       TorchScript-based one where it refuses, saying so; "dynamo" or "legacy" uses that one only.
@@ -112,9 +118,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       TorchScript-based ONNX exporter is given, so Python control flow becomes an ONNX If).
       ``device``: the device a pt2 package is compiled for. ``opset``: the ONNX opset.
     - ``checkpoint``: a state_dict file loaded into ``module`` first (strictly). ``name``: the
-      model's name in the files (default: the module's class name). ``atol``: the absolute
-      tolerance of float outputs (default: per dtype). ``force``: replace an ``out_dir`` that holds
-      other files. ``provenance``: extra strings recorded in each file. ``reference``: False
+      model's name in the files (default: the module's class name). ``atol``, ``rtol``: the absolute
+      and relative tolerance of float outputs (default: per dtype), recorded in the files
+      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an
+      ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``: False
       leaves model.reference.npz out (a deployment folder keeps the one file it serves).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
       --inputs reads them) alone where given; else seeded inputs made from the signature
@@ -177,7 +184,17 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
                 restore()
+    # A size ptx chose that the model refuses (Wav2Vec2's 10-sample kernel): the first larger one it takes, for
+    # the generated examples, or beside the factory's own (the eager reference and the cases are generated too).
+    if example_inputs is None and out is None and search_sizes(module, sigs, base, log, type(given).__name__):
+        args = generated_examples(sigs, base)
+        out, _ = probe(module, sigs, args, named=given)
+        restore()
+    elif example_inputs is not None and base.chosen and out is not None:
+        search_sizes(module, sigs, base, log, type(given).__name__, example=args)
     module = tensor_outputs(module, sigs, out, log)
+    # recorded in the files, so that load() can give it back (Model.nest); detections record their own
+    structure = None if isinstance(module, FlatDetections) else output_structure(out)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
@@ -205,6 +222,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             raise first
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
     signature = with_detections(Signature(sigs, named_outputs(eager.signature.outputs, output_names)), module)
+    structure = _renamed(structure, eager.signature, signature)
     # eager's answers by --output's names
     wants = [dict(zip(signature.output_names, a.values())) for a in answers if not isinstance(a, PtxError)]
     params = sum(p.numel() for p in module.parameters())
@@ -216,6 +234,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = example_inputs is not None and not input_files and use_example
     cases = (_file_cases(input_files, signature, eager) if input_files else
              _validation_cases(signature, eager, base, seed))
+    rows = _rows(signature, eager, cases, tolerance_of=lambda o: _tolerance(signature.output(o), "cpu", atol, rtol),
+                 log=log)
+    signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
@@ -223,12 +244,12 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                  + (f"; and {example_label}" if given else "")))
     strings = module_strings(name, signature, {
         "torch_version": str(torch.__version__),
+        STRUCTURE_KEY: structure.to_json() if structure is not None else None,
         **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-        **dict(provenance or {})})
+        **tolerance_strings(atol, rtol), **dict(provenance or {})})
 
     def tolerance(sig: TensorSig, on: str) -> Tolerance:
-        own = default_tolerance(sig.dtype, on)  # an --atol applies to float outputs; ints stay exact
-        return own if atol is None or not sig.dtype_info.is_float else check_tolerance(Tolerance(atol, own.rtol))
+        return _tolerance(sig, on, atol, rtol)
 
     def evidence(fmt, path: Path, backend: str, answers) -> list:
         # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
@@ -236,7 +257,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                               backend, against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
-                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds),
+                evidence, _describe, "(serve model.onnx)", shapes=Shapes(probes, wants, sizes_of_example, bounds, rows),
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
@@ -252,6 +273,48 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _renamed(structure: OutputStructure | None, eager: Signature, signature: Signature) -> OutputStructure | None:
+    """The structure of the module's answer with the file's output names (--output renames them in
+    order), or None where its leaves are not the outputs eager was seen to return."""
+    if structure is None or structure.names() != eager.output_names:
+        return None
+    return structure.renamed(dict(zip(eager.output_names, signature.output_names)))
+
+
+def _tolerance(sig: TensorSig, on: str, atol: float | None, rtol: float | None = None) -> Tolerance:
+    own = default_tolerance(sig.dtype, on)  # an --atol or --rtol applies to float outputs; ints stay exact
+    if (atol is None and rtol is None) or not sig.dtype_info.is_float:
+        return own
+    return check_tolerance(Tolerance(own.atol if atol is None else atol, own.rtol if rtol is None else rtol))
+
+
+def _rows(signature: Signature, eager, cases: Sequence[Case], tolerance_of, log) -> dict[str, str]:
+    """Which outputs eager answers per row (ptx.contract.batch_rows), learned on the largest batch of the
+    validation cases; the ones that are not are said in one line."""
+    batched = [c for c in cases if (c.batch or 0) >= 3]
+    if not batched:
+        return {}
+    case = max(batched, key=lambda c: c.batch)
+
+    def named(feeds):  # eager's answers by --output's names, as the cases keep them
+        return dict(zip(signature.output_names, eager.run(feeds).values()))
+
+    rows = probe_rows(named, signature, case.feeds, case.outputs, tolerance_of)
+    left = describe_left_out(rows)
+    if left:
+        log(f"batch: not every output is per row: {left}; the files keep no batch axis for them, so verify's batch "
+            "composition and a server's batching (which would join requests and split them) leave them out")
+    return rows
+
+
+def _outputs_per_row(signature: Signature, rows: Mapping[str, str]) -> Signature:
+    """The signature whose outputs that are not per row keep no batch axis (their sizes stay as learned)."""
+    if not not_per_row(rows):
+        return signature
+    return replace(signature, outputs=tuple(replace(t, batch_axis=None) if t.name in not_per_row(rows) else t
+                                            for t in signature.outputs))
 
 
 def _input_plan(sigs: Sequence[TensorSig], plan: Mapping | None, min_sizes: Mapping[str, int] | None):

@@ -20,7 +20,7 @@ and the one check of the options every source shares, are here too.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,12 +42,14 @@ from .validate import ExportResult, OpenModel, check_model, open_checked
 class Shapes:
     """A module's shape certificate, made at export: the probes, eager's answers on them, each
     symbol's size in the example the exporters were called with, and the sizes eager itself refuses
-    (export/certificate.py's eager_bounds: not probed, said as the model's bound)."""
+    (export/certificate.py's eager_bounds: not probed, said as the model's bound); ``rows``: which
+    outputs eager answers per row (ptx.contract.batch_rows), recorded with the certificate."""
 
     probes: Sequence[Probe]
     wants: Sequence[dict]
     example_sizes: dict[str, int]
     bounds: dict[str, Bound]
+    rows: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -81,6 +81,7 @@ def test_export_records_the_detections_and_every_reader_gives_one_dict_per_image
     for model in (onnx_model, scripted):
         assert model.signature.detections == signature.detections  # read back from the file
         _same(model.detections({"images": images}), want)
+        _same(model.nest(model.run({"images": images})), want)  # as the module returned it
     # a bare ONNX Runtime session, as a user writes it, answers what load() answers, to the bit
     session = onnxruntime.InferenceSession(str(result.out_dir / "model.onnx"))
     bare = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": images})))

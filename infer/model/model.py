@@ -12,7 +12,8 @@ import numpy as np
 
 from ptx.contract.detections import per_image
 from ptx.contract.transforms import collate, length_groups, to_model_input
-from ptx.errors import PtxError
+from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
+from ptx.errors import ArtifactError, PtxError
 
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
@@ -69,6 +70,31 @@ class Model:
             raise PtxError(f"{self.name} answers no detections (its outputs are {', '.join(self.signature.output_names)}): "
                            "call run() instead")
         return per_image(self.run(feeds), self.signature.detections)
+
+    @property
+    def output_structure(self) -> OutputStructure | None:
+        """The structure the module returned its outputs in (``(output_0, [output_1_0, ...])``), as
+        ``ptx export --module`` recorded it in the file (ptx.output_structure); None for a file that
+        records none. Checked to name exactly the file's outputs."""
+        text = self.metadata.get(STRUCTURE_KEY)
+        if not text:
+            return None
+        where = f"{self.path.name if self.path else self.name}: ptx.{STRUCTURE_KEY}"
+        structure = OutputStructure.from_json(text, where)
+        if sorted(structure.names()) != sorted(self.signature.output_names):
+            raise ArtifactError(f"{where} names the outputs {', '.join(structure.names())}; the model's are "
+                                f"{', '.join(self.signature.output_names)}: re-export it")
+        return structure
+
+    def nest(self, outputs: Mapping[str, np.ndarray]):
+        """``run()``'s answer (every output, by name) given back as the module returned it: the
+        tuples, lists and dicts it nested them in (a ModelOutput or dataclass as a dict of its
+        fields), as the file records them; a detection model's, one dict per image. A file that records
+        no structure: the answer as it is."""
+        if self.signature.detections is not None:
+            return per_image(outputs, self.signature.detections)
+        structure = self.output_structure
+        return dict(outputs) if structure is None else structure.nest(outputs)
 
     def __repr__(self) -> str:
         kind = "tutorial model" if self.head is not None else "model"

@@ -7,7 +7,7 @@ time (``Connection.concurrency``). No torch.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -29,9 +29,9 @@ class ServedRunner(Runner):
 
     backend = BACKEND
 
-    def __init__(self, endpoint: Endpoint, connection: Connection):
+    def __init__(self, endpoint: Endpoint, connection: Connection, say: Callable[[str], None] | None = None):
         self.endpoint, self.connection = endpoint, connection
-        self.transport = open_transport(endpoint, connection)
+        self.transport = open_transport(endpoint, connection, say)  # say: a line about how it talks
         self._metadata = self.transport.metadata()
         config = self.transport.config() or {}
         self.max_batch_size = int(config.get("max_batch_size") or 0)

@@ -5,7 +5,14 @@ stubs tritonclient ships). numpy, the standard library and grpcio only: no torch
 
 Every failure is one PtxError that names the endpoint and what to do, and every call ends within the
 timeout it is given: a server that drains (503, or gRPC UNAVAILABLE once it was reached) is asked
-again with a growing pause while the timeout allows.
+again with a growing pause while the timeout allows. A request the server refuses (a 4xx, gRPC's
+INVALID_ARGUMENT and the like) is a ServerRefusedError: the server's words, not a disagreement.
+
+REST tensors travel as binary data only where the server lists the binary tensor data extension in
+its server metadata (``GET /v2``: Triton and ptx serve list ``binary_tensor_data``; KServe's Python
+server lists none, though it reads it), read once per endpoint; JSON otherwise, as the protocol's
+core asks of every server. A server that lists it and still answers a binary request with 400 is
+asked again in JSON, once, said in one line, and in JSON from then on.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -31,6 +38,7 @@ URL_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
 HEADER_LENGTH = "Inference-Header-Content-Length"
 REST_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$")
 FIRST_PAUSE_S = 0.05  # a draining server is asked again after this, doubling, while the timeout allows
+BINARY_EXTENSION = "binary_tensor_data"  # its name in a server's metadata (Triton's, KServe's docs, ptx serve)
 
 
 def is_url(text) -> bool:
@@ -108,7 +116,7 @@ class Connection:
     insecure: bool = False  # TLS without checking the server's certificate (REST only)
     ca_file: str | None = None
     concurrency: int = 4  # requests in flight at once
-    binary: bool = True  # REST: the binary tensor extension; False: tensors as JSON numbers
+    binary: bool = True  # REST: the binary tensor extension where the server lists it; False: JSON always
     max_batch: int | None = None  # the largest batch one request carries (default: the server's max_batch_size)
 
     def all_headers(self) -> dict[str, str]:
@@ -126,13 +134,27 @@ def parse_header(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def open_transport(endpoint: Endpoint, connection: Connection):
-    return (GrpcTransport if endpoint.is_grpc else RestTransport)(endpoint, connection)
+def open_transport(endpoint: Endpoint, connection: Connection, say: Callable[[str], None] | None = None):
+    """The endpoint's transport; ``say``: where a line about how it talks goes (the fallback to JSON)."""
+    return (GrpcTransport if endpoint.is_grpc else RestTransport)(endpoint, connection, say)
+
+
+class ServerRefusedError(PtxError):
+    """The server refused a request (a 4xx after any fallback, gRPC INVALID_ARGUMENT, UNAUTHENTICATED,
+    NOT_FOUND...): its own outcome, in the server's words, never a disagreement about the model (verify
+    stops with it: exit 2)."""
 
 
 class _Transport:
-    def __init__(self, endpoint: Endpoint, connection: Connection):
+    def __init__(self, endpoint: Endpoint, connection: Connection, say: Callable[[str], None] | None = None):
         self.endpoint, self.connection = endpoint, connection
+        self.notes: list[str] = []  # what was said about how it talks (verify keeps them in its report)
+        self._say = say
+
+    def say(self, line: str) -> None:
+        self.notes.append(line)
+        if self._say is not None:
+            self._say(line)
 
     def _retrying(self, call, what: str):
         """``call()`` again while the server says it is draining, within one timeout."""
@@ -161,9 +183,12 @@ class Draining(Exception):
 class RestTransport(_Transport):
     """The protocol's REST binding over http.client: one kept-alive connection per thread."""
 
-    def __init__(self, endpoint: Endpoint, connection: Connection):
-        super().__init__(endpoint, connection)
+    def __init__(self, endpoint: Endpoint, connection: Connection, say: Callable[[str], None] | None = None):
+        super().__init__(endpoint, connection, say)
         self._local = threading.local()
+        self._lock = threading.RLock()  # the server's metadata read, and binary decided, once
+        self._server: dict | None | bool = False  # the server's metadata once read (False: not yet)
+        self._binary: bool | None = None if connection.binary else False  # None: not yet decided
         self._headers = connection.all_headers()  # the same on every request: built once, as gRPC's are
         self._context = None
         if endpoint.tls:
@@ -230,16 +255,16 @@ class RestTransport(_Transport):
         said = _said(data)
         url = self.endpoint.url
         if status in (401, 403):
-            return PtxError(f"{url}: {what}: {status} {'unauthorized' if status == 401 else 'forbidden'} "
-                            f"({said}): {self._auth_hint()}")
+            return ServerRefusedError(f"{url}: {what}: {status} {'unauthorized' if status == 401 else 'forbidden'} "
+                                      f"({said}): {self._auth_hint()}")
         if status == 404:
-            return PtxError(f"{url}: {what}: the server has no {self.endpoint.what} (404: {said})"
-                            + ("" if "serves" in said else self._serves()))
-        if status == 413:
+            return ServerRefusedError(f"{url}: {what}: the server has no {self.endpoint.what} (404: {said})"
+                                      + ("" if "serves" in said else self._serves()))
+        if status == 413:  # a size the user can lower (--max-batch): the row's failure, as before
             return PtxError(f"{url}: {what}: the request body is over the server's limit (413: {said}): give "
                             "--max-batch N to send smaller batches")
         if 400 <= status < 500:
-            return PtxError(f"{url}: {what}: the server refused the request ({status}: {said})")
+            return ServerRefusedError(f"{url}: {what}: the server refused the request ({status}: {said})")
         return PtxError(f"{url}: {what}: the server failed ({status}: {said})")
 
     def _serves(self) -> str:
@@ -263,9 +288,23 @@ class RestTransport(_Transport):
             raise PtxError(f"{self.endpoint.url}: model metadata: the answer is not JSON ({data[:80]!r})") from None
 
     def server_metadata(self) -> dict | None:
-        """The server's own metadata (its name: "ptx" for ptx serve), None where it gives none."""
-        status, _, data = self._request("GET", "/v2", None, {}, "server metadata")
-        return _json(data) if status == 200 else None
+        """The server's own metadata (its name: "ptx" for ptx serve; its extensions), None where it
+        gives none; asked once per endpoint."""
+        with self._lock:
+            if self._server is False:
+                status, _, data = self._request("GET", "/v2", None, {}, "server metadata")
+                doc = _json(data) if status == 200 else None
+                self._server = doc if isinstance(doc, dict) else None
+            return self._server
+
+    def speaks_binary(self) -> bool:
+        """Whether infer sends binary tensor data: where --json-data is not given and the server lists
+        the extension (a server that says nothing, or answers GET /v2 with an error, is sent JSON)."""
+        with self._lock:
+            if self._binary is None:
+                extensions = (self.server_metadata() or {}).get("extensions")
+                self._binary = isinstance(extensions, (list, tuple)) and BINARY_EXTENSION in extensions
+            return self._binary
 
     def config(self) -> dict | None:
         """Triton's model configuration (max_batch_size), where the server has that extension (a
@@ -279,7 +318,25 @@ class RestTransport(_Transport):
         return doc.get("config", doc) if isinstance(doc, dict) else None
 
     def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        binary = self.connection.binary
+        binary = self.speaks_binary()
+        status, got_headers, data = self._post_infer(feeds, outputs, binary)
+        if status == 400 and binary:  # it lists the extension and refuses it: JSON, once, and from then on
+            self._no_binary(data)
+            status, got_headers, data = self._post_infer(feeds, outputs, False)
+        if status != 200:
+            raise self._refused(status, data, "infer")
+        return self._outputs(data, got_headers.get(HEADER_LENGTH), outputs)
+
+    def _no_binary(self, data: bytes) -> None:
+        """Infer in JSON from now on; said once (requests in flight together may each have been refused)."""
+        with self._lock:
+            said, self._binary = self._binary is False, False
+        if not said:
+            self.say(f"{self.endpoint.url}: the server refused binary tensor data (400: {_said(data)}) though it "
+                     f"lists {BINARY_EXTENSION}: asked again in JSON, and in JSON from now on")
+
+    def _post_infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str], binary: bool):
+        """(status, headers, body) of one infer request, its tensors binary or JSON."""
         doc = {"inputs": [], "outputs": [{"name": n, "parameters": {"binary_data": binary}} for n in outputs]}
         raw = []
         for name, array in feeds.items():
@@ -299,11 +356,7 @@ class RestTransport(_Transport):
         headers = {"Content-Type": "application/octet-stream" if binary else "application/json"}
         if binary:
             headers[HEADER_LENGTH] = str(len(header))
-        status, got_headers, data = self._request("POST", self.endpoint.model_path + "/infer",
-                                                  b"".join([header, *raw]), headers, "infer")
-        if status != 200:
-            raise self._refused(status, data, "infer")
-        return self._outputs(data, got_headers.get(HEADER_LENGTH), outputs)
+        return self._request("POST", self.endpoint.model_path + "/infer", b"".join([header, *raw]), headers, "infer")
 
     def _outputs(self, data: bytes, header_length: str | None, wanted: Sequence[str]) -> dict[str, np.ndarray]:
         cut = int(header_length) if header_length else len(data)
@@ -327,11 +380,11 @@ class RestTransport(_Transport):
 class GrpcTransport(_Transport):
     """The protocol's gRPC binding (GRPCInferenceService), tensors as raw contents."""
 
-    def __init__(self, endpoint: Endpoint, connection: Connection):
+    def __init__(self, endpoint: Endpoint, connection: Connection, say: Callable[[str], None] | None = None):
         import grpc
         from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-        super().__init__(endpoint, connection)
+        super().__init__(endpoint, connection, say)
         self.grpc, self.pb = grpc, service_pb2
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         if endpoint.tls:
@@ -364,12 +417,14 @@ class GrpcTransport(_Transport):
             return PtxError(f"{url}: nothing answers gRPC at {self.endpoint.address} ({said}): start the server, or "
                             "check the URL's host and port")
         auth = f"{code.name.lower()} ({said}): {self._auth_hint()}"
+        refused = {codes.UNAUTHENTICATED: auth, codes.PERMISSION_DENIED: auth,
+                   codes.NOT_FOUND: f"the server has no {self.endpoint.what} ({said})",
+                   codes.INVALID_ARGUMENT: f"the server refused the request ({said})"}
+        if code in refused:  # REST's 4xx: the server's words, its own outcome
+            return ServerRefusedError(f"{url}: {what}: {refused[code]}")
         why = {codes.DEADLINE_EXCEEDED: f"no answer within {self.connection.timeout_s:g} s (--timeout)",
-               codes.UNAUTHENTICATED: auth, codes.PERMISSION_DENIED: auth,
-               codes.NOT_FOUND: f"the server has no {self.endpoint.what} ({said})",
                codes.RESOURCE_EXHAUSTED: f"the request is over the server's limit ({said}): give --max-batch N to "
-                                         "send smaller batches",
-               codes.INVALID_ARGUMENT: f"the server refused the request ({said})"}
+                                         "send smaller batches"}
         return PtxError(f"{url}: {what}: {why.get(code, f'{code.name} ({said})')}")
 
     def metadata(self) -> dict:

@@ -23,6 +23,7 @@ from ptx.contract.metadata import ArtifactInfo, provenance, to_strings
 from ptx.contract.names import FULL_PRECISION, TF32
 from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
 from ptx.contract.schema import signature_of_contract
+from ptx.contract.structure import flatten
 from ptx.contract.tensors import Signature, TensorSig, dtype_info
 from ptx.cuda_math import fp32_math, quiet_rnn_weight_warning
 from ptx.errors import (ArtifactError, BackendUnavailableError, InputError, MissingArtifactError, ModelRunError,
@@ -66,7 +67,9 @@ def math_mode(device: torch.device, precision: str):
 
 def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
     """A module's return value -> named tensors: one tensor is ``output``, a tuple or list
-    ``output_0``, ``output_1``..., a dict (or a named tuple) its own keys."""
+    ``output_0``, ``output_1``..., a dict (or a named tuple) its own keys; tuples, lists and dicts
+    nested by each tensor's path (``output_1_0``: ptx.contract.structure), a leaf that is no tensor
+    refused in one line naming its path."""
     if isinstance(out, torch.Tensor):
         return {"output": out}
     if hasattr(out, "_asdict"):
@@ -78,10 +81,8 @@ def flatten_outputs(out, where: str) -> dict[str, torch.Tensor]:
     else:
         raise PtxError(f"{where} returned {type(out).__name__}; ptx runs models that return tensors (one, a tuple, "
                        "a list or a dict of them)")
-    bad = [str(k) for k, v in items if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise PtxError(f"{where} returned a {type(out).__name__} whose {bad[0]!r} is not a tensor; ptx runs models "
-                       "that return tensors (one, a tuple, a list or a dict of them)")
+    if any(not isinstance(v, torch.Tensor) for _, v in items):  # nested: each tensor by its path, as export names it
+        return flatten(out, lambda v: isinstance(v, torch.Tensor), lambda key, value: False).tensors
     return {str(k): v for k, v in items}
 
 
@@ -103,7 +104,7 @@ class TorchRunner(Runner):
     def __init__(self, module, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig] | None, *, device: str,
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = (),
-                 plan: InputPlan | None = None):
+                 plan: InputPlan | None = None, sizes: tuple[tuple[str, int], ...] = ()):
         self.torch_device = torch_device(device)
         if precision not in (FULL_PRECISION, TF32) or (precision == TF32 and self.torch_device.type != "cuda"):
             raise BackendUnavailableError(f"precision {precision} on {self.torch_device.type}: torch backends run f32, "
@@ -121,7 +122,7 @@ class TorchRunner(Runner):
         self._input_names = [t.name for t in inputs]
         if outputs is None:
             outputs = probe_outputs(self._forward, Signature(tuple(inputs), ()), name or str(path), plan)
-        super().__init__(Signature(tuple(inputs), tuple(outputs), limits), path, name, metadata)
+        super().__init__(Signature(tuple(inputs), tuple(outputs), limits, sizes), path, name, metadata)
         self.ids_first = backend == "aoti"  # its compiled code reads past a table's end, or aborts with C++ frames
 
     @classmethod
@@ -138,7 +139,8 @@ class TorchRunner(Runner):
         runner = cls(module, signature.inputs, signature.outputs or None, device=device,
                      backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
                      name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
-                     metadata=opening.metadata, limits=signature.limits, plan=opening.plan, **options)
+                     metadata=opening.metadata, limits=signature.limits, plan=opening.plan,
+                     sizes=signature.sizes, **options)
         if signature.detections is not None:  # the recorded detections hold for the outputs it learned by name
             runner.signature = replace(runner.signature, detections=signature.detections)
         return runner

@@ -36,6 +36,8 @@ class CompositionCheck:
     # The runtime could not run a sample alone (a batch of one the exporter ruled out): no answer
     # about the model, so no failure; it fails only under verify --strict.
     error: str | None = None
+    # outputs left out as not per row, and why, as export found it (ptx.contract.batch_rows); '' where none
+    left_out: str = ""
 
     @property
     def checked(self) -> bool:
@@ -51,28 +53,31 @@ class CompositionCheck:
         rows = ", ".join(map(str, self.alone))
         if self.ok:
             worst = max((o.max_abs for o in self.outputs), default=0.0)
-            return f"samples {rows} alone = their rows in a batch of {self.batch} (max abs {worst:.2e})"
+            return (f"samples {rows} alone = their rows in a batch of {self.batch} (max abs {worst:.2e})"
+                    + (f"; left out, not per row: {self.left_out}" if self.left_out else ""))
         bad = next(o for o in self.outputs if not o.ok)
         return (f"sample answers depend on the batch: samples {rows} alone differ from their rows in a batch of "
                 f"{self.batch}: {bad.summary()}")
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "batch": self.batch, "alone": self.alone, "skipped": self.skipped, "error": self.error,
-                "outputs": [o.to_dict() for o in self.outputs]}
+                "outputs": [o.to_dict() for o in self.outputs], **({"left_out": self.left_out} if self.left_out else {})}
 
 
 def check_largest_batch(run: Callable[[dict], Mapping[str, np.ndarray]], signature: Signature, cases: Sequence[Case],
                         got: Mapping[int, Mapping[str, np.ndarray]],
-                        tolerance_of: Callable[[str], Tolerance]) -> CompositionCheck | None:
+                        tolerance_of: Callable[[str], Tolerance], left_out: str = "") -> CompositionCheck | None:
     """Verify's check of one row, a tutorial model's or a file's: the largest batch case that ran
     (``got``: the row's outputs by case index) against a few of its samples run alone; None where no
-    case holds a batch of two or more."""
+    case holds a batch of two or more. ``left_out``: the outputs the file records are not per row, and
+    why (they keep no batch axis, so they are not compared): said with the check."""
     batched = [i for i in got if (cases[i].batch or 0) > 1]
     if not batched:
         return None
     index = max(batched, key=lambda i: cases[i].batch)
     try:
         check = check_batch_composition(run, signature, cases[index].feeds, got[index], tolerance_of)
+        check.left_out = left_out
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot run one sample alone: this row's reason
         return CompositionCheck(cases[index].batch, error=f"a sample alone: {exc if isinstance(exc, PtxError) else first_line(exc)}")
     return None if check.skipped else check

@@ -468,7 +468,8 @@ def _table(report: Report, all_rows: bool) -> list[str]:
         first = same[0].composition
         worst = max(o.max_abs for r in same for o in r.composition.outputs)
         lines.append(f"batch composition: samples {', '.join(map(str, first.alone))} alone = their rows in a "
-                     f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})")
+                     f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})"
+                     + (f"; left out, not per row as export found: {first.left_out}" if first.left_out else ""))
     # --locate traces f32 rows (a reduced row's offer is its triage, report.offers): the one line a
     # DISAGREE verdict of a file's verify offers, the files as they were given and the options that
     # made the verdict (--atol, --inputs, ...), so that it runs as printed

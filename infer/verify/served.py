@@ -9,7 +9,7 @@ preprocessing compared too, which its tensor input never meets).
 from __future__ import annotations
 
 import io
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ptx.errors import PtxError
 from ..model.head import IMAGE_INPUT, PROBABILITIES_OUTPUT
 from ..model.model import Model
 from ..runtime.oip_runner import ServedRunner
-from ..runtime.oip_transport import Connection, Endpoint
+from ..runtime.oip_transport import Connection, Endpoint, ServerRefusedError
 from .comparator import output_dtype, run_cases
 from .drift import name_difference
 from .report import SERVED, Row
@@ -29,11 +29,13 @@ from .report import SERVED, Row
 PICTURES = 16  # real samples sent as PNG files: a drifted preprocessing moves every answer, a few show it
 
 
-def open_served(url: str | Endpoint, connection: Connection | None = None) -> Model:
+def open_served(url: str | Endpoint, connection: Connection | None = None,
+                say: Callable[[str], None] | None = None) -> Model:
     """The Model of the model served at ``url`` (a runner without a head: its tensors are the
-    server's, named as the reference's once verify holds it to one: ServedRunner.hold_to)."""
+    server's, named as the reference's once verify holds it to one: ServedRunner.hold_to); ``say``:
+    where a line about how it talks goes (REST's fallback from binary to JSON)."""
     endpoint = url if isinstance(url, Endpoint) else Endpoint.parse(url)
-    return Model(ServedRunner(endpoint, connection or Connection()))
+    return Model(ServedRunner(endpoint, connection or Connection(), say))
 
 
 def served_rows(served: Model, this, against: str) -> list[Row]:
@@ -59,12 +61,24 @@ def served_row(served: Model, this, against: str, compared=()) -> Row:
                             f"{', '.join(left_out)}")
     want, _ = this.reference_on("cpu")
     this.progress(f"running {label}")
-    run = this.run_on(served)
-    got, error = run_cases(run, this.cases, sorted(want))
+    run, refused = this.run_on(served), []
+
+    def asked(feeds):  # a refused request stops verify (exit 2, the server's words), as no runtime's error does:
+        try:  # the server's refusal says nothing about whether it answers as the reference does
+            return run(feeds)
+        except ServerRefusedError as exc:
+            refused.append(exc)
+            raise
+    got, error = run_cases(asked, this.cases, sorted(want))
+    if refused:
+        raise refused[0]
+    report.notes += runner.transport.notes  # how it talked: a fallback from binary to JSON
     row = Row(label, against=against, error=error, batch_sizes=sorted({c.batch for c in this.cases if c.batch}))
     if not got:
         return row
-    this.ran(row, run, got, want)
+    this.ran(row, asked, got, want)  # samples alone, asked again: refused there too, the same outcome
+    if refused:
+        raise refused[0]
     if [f for f in row.failures if f != row.error]:
         row.kinds = _kinds(row, run, this, got, want)
         report.notes += [f"{label}: {kind}" for kind in row.kinds] or [
@@ -114,6 +128,8 @@ def picture_row(runner, this, against: str, tensors: Row) -> Row:
         want = np.stack([np.asarray(p.probabilities, np.float32) for p in this.reference.predict_samples(samples)])
         got = runner.transport.infer({IMAGE_INPUT: np.array(files, dtype=object)},
                                      [PROBABILITIES_OUTPUT])[PROBABILITIES_OUTPUT]
+    except ServerRefusedError:  # the server's refusal is verify's outcome, not this row's failure
+        raise
     except PtxError as exc:
         row.error = str(exc)
         return row

@@ -63,3 +63,9 @@ def certificate_notes(target, reference, plan: Mapping | None, max_sizes: Mappin
         notes.append(f"note: export's shape certificate (recorded in the file) {recorded.summary()}")
     named = {s: [n for n in ((max_sizes or {}).get(s), (min_sizes or {}).get(s)) if n] for s in signature.symbols()}
     return certificate, notes, certificate.failures(named)
+
+
+def recorded_rows(metadata) -> dict[str, str]:
+    """{output: per row or why not} as the shape certificate export recorded in the file ({} where none)."""
+    recorded = Certificate.from_json(metadata[CERTIFICATE_KEY]) if CERTIFICATE_KEY in (metadata or {}) else None
+    return recorded.rows if recorded is not None else {}

@@ -37,7 +37,9 @@ from ptx.contract.verdict import (as_evidence, bound_metric, differs_note, outwe
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported, run_folders
+from ptx.contract.batch_rows import describe_left_out
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
+from ptx.contract.validated import recorded_tolerance
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
@@ -53,7 +55,7 @@ from .offers import offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row
 from .served import served_rows
-from .shapes import certificate_notes
+from .shapes import certificate_notes, recorded_rows
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch",
@@ -93,7 +95,12 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                                     "export with eager)")
     reference = _open_reference(target, progress)
     head = reference.head
-    tolerances = Tolerances.parse(atol, rtol, reference.signature.output_names, head.contract if head else None)
+    metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
+    # the tolerance the user gave export, as the file records it, where none is given here
+    recorded = {} if atol or rtol or target.is_run else recorded_tolerance(metadata)
+    tolerances = Tolerances.parse(atol or [(None, v) for k, v in recorded.items() if k == "atol"],
+                                  rtol or [(None, v) for k, v in recorded.items() if k == "rtol"],
+                                  reference.signature.output_names, head.contract if head else None)
     cases, truth, described, data = _cases(target, reference, samples, batch_sizes, input_files, seed, plan, notice)
     report = Report(target.name, target.kind, _runtime_of(reference.backend if not target.is_run else REFERENCE),
                     signature=reference.signature, inputs=described, cases=[c.label for c in cases], strict=strict,
@@ -103,6 +110,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
+    if recorded:
+        report.notes.append("using the tolerance export validated at: " + ", ".join(f"{k} {v:g}" for k, v in
+                            recorded.items()) + " (recorded in the file; --atol/--rtol give another)")
     if not target.is_run:
         report.certificate, notes, report.shape_failures = certificate_notes(
             target, reference, plan if not input_files else None, max_sizes, min_sizes)
@@ -110,6 +120,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))
     this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric)
+    this.left_out = describe_left_out(recorded_rows(metadata))
     to_run = _skip_unrunnable(target, variants, report)
     opened = target.open_all([v for v in to_run if v.label != _reference_label(target)])
     asked = set(backends or ()) if named is None else set(named)
@@ -147,6 +158,7 @@ class Run:
         self.run_on = _runner(self.head, max(c.batch or 1 for c in cases))
         self._references: dict[str, tuple[dict, str | None]] = {}
         self.models: dict[str, object] = {}  # label -> the Model each row ran (the stored reference runs them again)
+        self.left_out = ""  # outputs not per row, as the file's certificate records export found them
 
     def reference_on(self, device: str) -> tuple[dict, str | None]:
         """(the reference's outputs on ``device`` by case, its failure), run once; one line when it
@@ -203,7 +215,7 @@ class Run:
         self.judge(row, got, want, self.truth, model)
         if composition:
             row.composition = check_largest_batch(run, self.signature, self.cases, got, lambda name: self.tolerances.of(
-                name, output_dtype(self.signature, name), row.device))
+                name, output_dtype(self.signature, name), row.device), self.left_out)
 
     def judge(self, row: Row, got, want, truth, model=None) -> None:
         """``row``'s outputs compared; a reduced row's verdict by the one rule (ptx.contract.verdict),

@@ -145,7 +145,8 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
 
     refuse_given(ctx, ["backends", "input_files", "verify_samples", "rounds"],
                  "is not for a served model (ptx bench URL times it beside its local file)")
-    model, target = served_target(url, served, against, root, run, {})
+    model, target = served_target(url, served, against, root, run, {},
+                                  say=lambda msg: click.echo(f"notice: {msg}", err=True))
     # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
     variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)
     try:

@@ -72,7 +72,11 @@ def _format_list(ctx, param, value) -> list[str]:
                    "one (the default for gru-classifier, whose packed sequences dynamo cannot export). With --module "
                    "the default is dynamo, falling back to legacy where dynamo refuses (said in one line).")
 @click.option("--atol", type=NON_NEGATIVE,
-              help="Absolute tolerance against eager (default: the contract's CPU atol; with --module, per dtype).")
+              help="Absolute tolerance against eager (default: the contract's CPU atol; with --module, per dtype, and "
+                   "recorded in the files: `ptx verify FILE` judges by it by default).")
+@click.option("--rtol", type=NON_NEGATIVE,
+              help="--module: relative tolerance of float outputs against eager (default per dtype), recorded in the "
+                   "files as --atol is.")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="pt2 only: the device AOTInductor compiles for (the package runs there only).")
 @click.option("--triton-backend", type=Choice(["onnxruntime", "pytorch"]), default="onnxruntime",
@@ -255,7 +259,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
-            max_shapes, force) -> None:
+            max_shapes, force, rtol=None) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -285,7 +289,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
-                  use_example=not chosen, log=click.echo, **options)
+                  use_example=not chosen, rtol=rtol, log=click.echo, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,

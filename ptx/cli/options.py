@@ -335,7 +335,8 @@ served_options = _options(
                  help="A served model over TLS: the CA certificate its certificate is checked against."),
     click.option("--insecure", is_flag=True, help="A served model over https: skip the certificate check."),
     click.option("--json-data", is_flag=True,
-                 help="A served model over REST: send tensors as JSON numbers, not the binary extension."),
+                 help="A served model over REST: send tensors as JSON numbers always (by default: as binary data "
+                      "where the server lists the binary_tensor_data extension in GET /v2, else JSON)."),
 )
 
 

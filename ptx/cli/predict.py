@@ -206,11 +206,15 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
 
         for line in draw_cases(ran, pictures, signature.detections, draw):
             click.echo(line, err=True)
+    # The answers are flat named tensors (as run() and serve give them); a module that nested them is said once.
+    structure = model.output_structure
+    nested = structure is not None and structure.nested
     if as_json:
         click.echo(json.dumps({"model": target.name, "file": str(model.path), "backend": model.backend,
                                "device": model.device, "precision": model.precision,
-                               "results": [_with_detections(predict_outputs.case_json(c, signature, topk), c, signature, pictures)
-                                           for c in ran],
+                               **({"output_structure": structure.tree} if nested else {}),
+                               "results": [_with_detections(predict_outputs.case_json(c, signature, topk), c, signature,
+                                                            pictures) for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:
         if failed:
@@ -225,6 +229,8 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
             click.echo(f"wrote {rows:,} rows to {output} (one per sample: input, row, "
                        f"{', '.join(signature.output_names)})", err=True)
     else:
+        if nested and ran:
+            click.echo(f"outputs as the module returned them: {structure.describe()}", err=True)
         for case in ran:
             if signature.detections is not None:  # one dict per image: its detections, not the flat tensors
                 from ptx.infer.predict.detections import detection_lines

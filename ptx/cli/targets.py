@@ -83,11 +83,12 @@ def _unknown_or_file(exc, command: str, usage: str | None = None):
     return UnknownModelError(f"{exc}; or give a model file's path ({usage or f'`ptx {command} model.onnx`'})")
 
 
-def served_target(url, served: dict, against, root, run, opening, verifying: bool = False):
+def served_target(url, served: dict, against, root, run, opening, verifying: bool = False, say=None):
     """(the served model, reached before anything loads, as the Model of its URL, through served_options'
     values (a --header that is not NAME:VALUE: one line); the local reference it is held to) for `ptx
     verify|bench URL`: the reference is --against a model FILE, a tutorial model NAME or a RUN folder;
-    by default --run, else the URL's model name where it is a tutorial model's (its run under --root)."""
+    by default --run, else the URL's model name where it is a tutorial model's (its run under --root).
+    ``say``: where the command prints a line about how the server is talked to (a fallback to JSON)."""
     from ptx.infer.model.target import Target
     from ptx.infer.runtime.oip_transport import Connection, Endpoint, parse_header
     from ptx.infer.verify.served import open_served
@@ -106,7 +107,7 @@ def served_target(url, served: dict, against, root, run, opening, verifying: boo
     target = Target.of(given, root=root, run=run, options=opening, verifying=verifying)
     if target.is_run and target.name not in names():  # a run folder of a model the user registered
         raise _not_tutorial(endpoint, target.name)
-    return open_served(endpoint, connection), looked_for(target)
+    return open_served(endpoint, connection, say), looked_for(target)
 
 
 def _not_tutorial(endpoint, model: str) -> PtxError:

@@ -171,7 +171,8 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     decided here, where the argument enters, and the endpoint reached before anything runs."""
     refuse_given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"],
                  "is not for a served model (ptx verify URL compares its answers)")
-    model, target = served_target(url, served, against, root, run, opening, verifying=True)
+    model, target = served_target(url, served, against, root, run, opening, verifying=True,
+                                  say=chosen["progress"])
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
     try:
         _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),

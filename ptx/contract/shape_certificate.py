@@ -29,6 +29,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
+from .batch_rows import describe_left_out
 from .detections import DetectionSet, compared_names, grouped
 from .tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds
 from .tensors import Signature
@@ -107,6 +108,9 @@ class Certificate:
     axes: list[AxisCheck] = field(default_factory=list)
     outputs: str = ""  # a declared output shape the runtime contradicts, in words ('' where none)
     against: str = ""
+    # {output: "per row" or why not}, as export found it (ptx.contract.batch_rows): what the batch
+    # composition check and a server's batching apply to ({} where not probed: a file written before)
+    rows: dict = field(default_factory=dict)
 
     @property
     def holds(self) -> bool:
@@ -129,6 +133,8 @@ class Certificate:
         tried = "; ".join(f"{a.symbol} {', '.join(map(str, a.sizes))}" for a in self.axes if a.sizes)
         checked = f"answers against {self.against}" if self.against else "runs and output shapes"
         bounds = "".join(f"; {a.symbol}: {a.bound}" for a in self.axes if a.bound)
+        left = describe_left_out(self.rows)
+        bounds += f"; not per row (no batch axis kept; batch composition leaves them out): {left}" if left else ""
         if self.holds and not tried:  # every size was the model's bound: nothing went through the file
             return f"no size tried through the file{bounds}"
         if self.holds:
@@ -137,7 +143,7 @@ class Certificate:
 
     def to_dict(self) -> dict:
         return {"holds": self.holds, "against": self.against, "outputs": self.outputs,
-                "axes": [asdict(a) for a in self.axes]}
+                "axes": [asdict(a) for a in self.axes], **({"rows": dict(self.rows)} if self.rows else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -152,7 +158,8 @@ class Certificate:
                                   str(a.get("detail", "")), str(a.get("where", "")), str(a.get("bound", "")),
                                   [int(s) for s in a.get("refused", [])], int(a.get("failed_at", 0)))
                         for a in doc["axes"]],
-                       str(doc.get("outputs", "")), str(doc.get("against", "")))
+                       str(doc.get("outputs", "")), str(doc.get("against", "")),
+                       {str(k): str(v) for k, v in dict(doc.get("rows", {})).items()})
         except (ValueError, KeyError, TypeError):
             return None
 

@@ -55,17 +55,24 @@ class InputPlan:
     # An integer input's values below N where the graph says so (ids into an embedding of N rows):
     # {name: (N, why)}; a user's --range or --value for the input wins.
     limits: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # The sizes export validated at, as the file records them (Signature.sizes): chosen, and said so.
+    recorded: dict[str, int] = field(default_factory=dict)
 
     def size(self, symbol: str) -> int:
         return self.bound.get(symbol) or self.chosen[symbol]
 
     def describe_choices(self) -> str:
-        """The line that says which sizes ptx chose, or ''."""
-        if not self.chosen:
-            return ""
-        first, size = next(iter(self.chosen.items()))
-        return ("symbolic dims chosen by ptx: " + ", ".join(f"{s}={v}" for s, v in self.chosen.items())
-                + f" (bind them with --shape SYMBOL=SIZE, e.g. --shape {first}={size})")
+        """The line that says which sizes ptx chose, and which it took from the file, or ''."""
+        own = {s: v for s, v in self.chosen.items() if s not in self.recorded}
+        said = []
+        if own:
+            first, size = next(iter(own.items()))
+            said.append("symbolic dims chosen by ptx: " + ", ".join(f"{s}={v}" for s, v in own.items())
+                        + f" (bind them with --shape SYMBOL=SIZE, e.g. --shape {first}={size})")
+        if self.recorded:
+            said.append("using the sizes export validated at: "
+                        + ", ".join(f"{s}={v}" for s, v in self.recorded.items()) + " (recorded in the file)")
+        return "; ".join(said)
 
 
 def plan_inputs(signature: Signature, shapes: Mapping[str, str] = (), values: Mapping[str, str] = (),
@@ -118,6 +125,10 @@ def plan_inputs(signature: Signature, shapes: Mapping[str, str] = (), values: Ma
     for t in signature.inputs:
         for axis, d in enumerate(t.shape):
             if isinstance(d, str) and d not in plan.bound and d not in batch_symbols and d not in plan.chosen:
+                recorded = signature.validated_size(d)  # a file's own: the size export validated at
+                if recorded is not None:
+                    plan.chosen[d] = plan.recorded[d] = recorded
+                    continue
                 spatial = t.dtype_info.is_float and len(t.shape) >= 4 and axis >= len(t.shape) - 2
                 plan.chosen[d] = SPATIAL_SIZE if spatial else OTHER_SIZE
     return plan

@@ -201,11 +201,15 @@ def parse_range(value, where: str) -> tuple[float, float]:
 class Signature:
     """What goes in and comes out, by name; ``limits``: ((symbol, the largest size the model takes),
     ...) where the model itself bounds a dynamic size (BERT's table of 64 positions bounds ``seq``,
-    as torch.export finds it): a larger input is refused, never answered from past the table's end."""
+    as torch.export finds it): a larger input is refused, never answered from past the table's end.
+    ``sizes``: ((symbol, size), ...) export validated at where they are not ptx's defaults (the user's
+    --shape, or a size export searched for because the model refuses the default: Wav2Vec2's 10-sample
+    kernel): generated inputs for the file are made at them, so no command fails on a size export chose."""
 
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...]
     limits: tuple[tuple[str, int], ...] = ()
+    sizes: tuple[tuple[str, int], ...] = ()
     detections: "DetectionOutputs | None" = None  # one dict per image, flat (ptx.contract.detections)
 
     def __post_init__(self):
@@ -218,6 +222,10 @@ class Signature:
     def limit(self, symbol: str) -> int | None:
         """The largest size the model takes for ``symbol``, where it bounds it."""
         return dict(self.limits).get(symbol)
+
+    def validated_size(self, symbol: str) -> int | None:
+        """The size export validated ``symbol`` at, where it recorded one."""
+        return dict(self.sizes).get(symbol)
 
     @property
     def input_names(self) -> list[str]:
@@ -280,6 +288,8 @@ class Signature:
                "outputs": [t.to_dict() for t in self.outputs]}
         if self.limits:
             doc["limits"] = dict(self.limits)
+        if self.sizes:
+            doc["sizes"] = dict(self.sizes)
         if self.detections is not None:
             doc["detections"] = self.detections.to_dict()
         return doc
@@ -293,7 +303,7 @@ class Signature:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > SIGNATURE_VERSION
             raise ContractError(f"{where}.version: {version!r} " + ("is newer than this ptx reads: upgrade ptx"
                                                                    if newer else f"is not {SIGNATURE_VERSION}"))
-        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits", "detections"})
+        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits", "sizes", "detections"})
         if unknown:
             raise ContractError(f"{where}.{unknown[0]}: unknown field (made by a newer ptx?)")
         tensors = {}
@@ -302,11 +312,14 @@ class Signature:
             if not isinstance(listed, list) or not listed:
                 raise ContractError(f"{where}.{kind}: {listed!r} is not a non-empty list")
             tensors[kind] = tuple(TensorSig.from_dict(t, f"{where}.{kind}[{i}]") for i, t in enumerate(listed))
-        limits = doc.get("limits", {})
         symbols = {d for t in tensors["inputs"] for d in t.symbols}
-        if not isinstance(limits, Mapping) or any(
-                k not in symbols or isinstance(v, bool) or not isinstance(v, int) or v < 1 for k, v in limits.items()):
-            raise ContractError(f"{where}.limits: {limits!r} is not {{symbol of an input: largest size >= 1}}")
+        found = {}
+        for key, what in (("limits", "largest size"), ("sizes", "size export validated at")):
+            given = doc.get(key, {})
+            if not isinstance(given, Mapping) or any(
+                    k not in symbols or isinstance(v, bool) or not isinstance(v, int) or v < 1 for k, v in given.items()):
+                raise ContractError(f"{where}.{key}: {given!r} is not {{symbol of an input: {what} >= 1}}")
+            found[key] = tuple(sorted(given.items()))
         detections = None
         if "detections" in doc:
             from .detections import DetectionOutputs
@@ -315,7 +328,7 @@ class Signature:
             missing = [n for n in detections.names if n not in {t.name for t in tensors["outputs"]}]
             if missing:
                 raise ContractError(f"{where}.detections: {missing[0]!r} is no output")
-        return cls(tensors["inputs"], tensors["outputs"], tuple(sorted(limits.items())), detections)
+        return cls(tensors["inputs"], tensors["outputs"], found["limits"], found["sizes"], detections)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "Signature":
