@@ -23,6 +23,8 @@ from ptx.contract.structure import OutputStructure, flatten
 from ptx.contract.tensors import TensorSig, as_declarations
 from ptx.errors import PtxError
 
+from .detections import detection_outputs, is_detections
+
 # Output entries that are a generation cache by name (a legacy cache is a tuple of tuples of tensors).
 CACHE_KEYS = ("past_key_values", "cache", "present_key_values", "mems")
 
@@ -145,7 +147,10 @@ def tensor_outputs(module: torch.nn.Module, sigs: Sequence[TensorSig], out, log:
     dataclass holding a cache or other non-tensors, or tuples, lists and dicts nested (ultralytics'
     ``(predictions, [p3, p4, p5])``), becomes a flat dict of its tensors named by their path
     (``output_1_0``), the cache dropped (and, where forward() takes ``use_cache``, not computed: it is
-    called with use_cache=False). The structure itself is export's to record (``output_structure``)."""
+    called with use_cache=False). The structure itself is export's to record (``output_structure``).
+    One dict of detections per image is export/detections.py's."""
+    if out is not None and is_detections(out, sigs):
+        return detection_outputs(module, sigs, out, log)
     if out is None or _plain(out):
         return module
     flat = flatten(out, _is_tensor, _is_cache)

@@ -44,6 +44,7 @@ from ptx.files import file_sha256
 
 from .as_it_comes import keyword_inputs, output_structure, tensor_outputs
 from .certificate import attributes_restorer, eager_bounds
+from .detections import FlatDetections, with_detections
 from .examples import describe, example_signature, generated_examples, named_outputs, probe
 from .factory import load_state_dict_file
 from .formats import get as get_format
@@ -192,7 +193,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     elif example_inputs is not None and base.chosen and out is not None:
         search_sizes(module, sigs, base, log, type(given).__name__, example=args)
     module = tensor_outputs(module, sigs, out, log)
-    structure = output_structure(out)  # recorded in the files, so that load() can give it back (Model.nest)
+    # recorded in the files, so that load() can give it back (Model.nest); detections record their own
+    structure = None if isinstance(module, FlatDetections) else output_structure(out)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
@@ -219,7 +221,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                "inputs from FACTORY")
             raise first
     probes = [p for p, a in zip(probes, answers) if not isinstance(a, PtxError)]  # eager's refusals are not probed
-    signature = Signature(sigs, named_outputs(eager.signature.outputs, output_names))
+    signature = with_detections(Signature(sigs, named_outputs(eager.signature.outputs, output_names)), module)
     structure = _renamed(structure, eager.signature, signature)
     # eager's answers by --output's names
     wants = [dict(zip(signature.output_names, a.values())) for a in answers if not isinstance(a, PtxError)]

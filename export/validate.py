@@ -23,6 +23,7 @@ import numpy as np
 from ptx.contract import Contract, Tolerance
 from ptx.contract.cases import Case, run_cases
 from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output, default_tolerance
+from ptx.contract.detections import DetectionSet, compared_names, grouped
 from ptx.contract.verdict import Evidence, judge_tensors, labels_evidence
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
@@ -98,13 +99,15 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
     for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
         if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
             raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
-        for sig in signature.outputs:
-            want = case.outputs[sig.name]
-            agreement = (compare(sig, got[sig.name], want, tolerance(sig)) if compare else
-                         compare_output(sig.name, got[sig.name], want, tolerance(sig), sig.batch_axis))
+        # a model's detections are compared as detections, once, under their boxes' name
+        grouped_got, grouped_want = grouped(got, signature.detections), grouped(case.outputs, signature.detections)
+        for sig in map(signature.output, compared_names(signature.output_names, signature.detections)):
+            want = grouped_want[sig.name]
+            agreement = (compare(sig, grouped_got[sig.name], want, tolerance(sig)) if compare else
+                         compare_output(sig.name, grouped_got[sig.name], want, tolerance(sig), sig.batch_axis))
             if agreement.problem or (judged and not agreement.ok):
                 raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
-                                      f"{_worst_value(got[sig.name], want)}{why()}")
+                                      f"{_worst_value(grouped_got[sig.name], want)}{why()}")
             if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
                 worst[sig.name] = agreement
         answers.append(got)
@@ -113,6 +116,8 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
 
 def _worst_value(got, want) -> str:
     """Where the largest difference is and what each side holds there, or '' (shapes differ)."""
+    if isinstance(want, DetectionSet):  # the comparison named the image and the detection
+        return ""
     got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape or not got.size:
         return ""
@@ -226,4 +231,5 @@ def tensor_evidence(fmt, path, open_model: OpenModel, signature: Signature, case
         with closing(open_checked(open_model, path, fmt, backend=backend)) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
     return judge_tensors(answers[:len(cases)], [c.outputs for c in cases],
-                       [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind)
+                         [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind,
+                         detections=signature.detections)

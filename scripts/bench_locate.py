@@ -22,7 +22,13 @@ a fresh process, alternating so that a busy moment of a shared machine lands on 
 Each process's peak resident memory is its own (getrusage of a child, read by a wrapper process).
 The ratios are 2 over 1, in one run.
 
-Usage: python scripts/bench_locate.py [--runs 2] [--keep DIR]
+`--detector DIR` (issue 69): a detector-sized graph made here (tests/locate_nets.py: a BN-folded conv
+net of 697 nodes, 16 channels, residual blocks, a neck that upsamples and concatenates, two heads) at
+--size (256), its int8 QDQ twin (onnxruntime.quantization, static, per channel) with one Conv's weight
+scale planted 4x coarse, and a copy of the f32 file with one weight changed; each pair's plain verify
+and --locate, alternating, each a fresh process: its wall time and peak resident memory.
+
+Usage: python scripts/bench_locate.py [--runs 2] [--keep DIR] [--detector DIR [--size 256]]
 """
 from __future__ import annotations
 
@@ -187,6 +193,35 @@ def real_models(folder: Path) -> None:
         quantize_dynamic(str(pre), str(folder / f"{k}.dyn.onnx"), weight_type=QuantType.QInt8)
 
 
+def detector_pairs(folder: Path, size: int) -> tuple[list[tuple[str, list[str]]], Path]:
+    """(the --detector cases: (name, what verify is given), the pictures), made in ``folder`` where missing."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from locate_nets import detector, pictures, plant, quantize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    f32, int8, changed, x = (folder / n for n in ("det.onnx", "det.qdq.onnx", "changed.onnx", f"x{size}.npz"))
+    if not f32.is_file():
+        detector(f32, blocks=45, channels=16)
+    if not int8.is_file():
+        plant(quantize(f32, int8, pictures(4, size)), "conv5", 4.0)
+    if not changed.is_file():
+        proto = onnx.load(str(f32))
+        weight = next(t for t in proto.graph.initializer if t.name == "conv150.weight")
+        value = numpy_helper.to_array(weight).copy()
+        value[3] += 0.5
+        weight.CopyFrom(numpy_helper.from_array(value, weight.name))
+        onnx.save(proto, str(changed))
+    if not x.is_file():
+        np.savez(x, x=pictures(2, size))
+    nodes = len(onnx.load(str(f32), load_external_data=False).graph.node)
+    return [(f"detector ({nodes} nodes, {size}x{size}): int8 QDQ file", [str(f32), "--against", str(int8)]),
+            (f"detector ({nodes} nodes, {size}x{size}): one weight changed", [str(changed), "--against", str(f32)])], x
+
+
 def measure(command: list[str]) -> tuple[float, float, int, str]:
     r = subprocess.run([sys.executable, "-c", WRAPPER, *command], capture_output=True, text=True)
     seconds, kib, code = r.stdout.split()
@@ -218,11 +253,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="Keep the exported files here.")
     parser.add_argument("--real", type=Path, metavar="DIR", help="The PP-OCRv4 models and their reduced files, here.")
-    parser.add_argument("--only", help="With --real: the cases whose name holds this.")
+    parser.add_argument("--only", help="With --real or --detector: the cases whose name holds this.")
     parser.add_argument("--ptx", default=f"{sys.executable} -m ptx", help="How to run ptx (another checkout's).")
+    parser.add_argument("--detector", type=Path, metavar="DIR", help="A 697-node detector made here, its pairs, here.")
+    parser.add_argument("--size", type=int, default=256, help="With --detector: the pictures' side.")
     args = parser.parse_args()
     import shlex
 
+    if args.detector:
+        cases, x = detector_pairs(args.detector, args.size)
+        cases = [(name, [*given, "--inputs", str(x), "--backends", "ort-cpu"]) for name, given in cases
+                 if not args.only or args.only in name]
+        print(json.dumps(compare(shlex.split(args.ptx), cases, args.runs), indent=2))
+        return
     if args.real:
         real_models(args.real)
         cases = [(name, [str(args.real / f"{model}.onnx"), *[str(args.real / a) if a.endswith((".onnx", ".npz")) else a

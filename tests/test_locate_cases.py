@@ -223,13 +223,17 @@ def test_int8_ranks_where_the_error_grows_and_keeping_it_in_f32_lowers_it(tmp_pa
     assert top["born"] > 10 * second["born"]  # pool reads conv2's saturated int8: not its doing
     keep = triaged["kept_measured"]
     assert keep["nodes"][0] == "conv2" and keep["after"] < 0.5 * keep["before"], keep
-    # locate's own reading of the same pair: conv1 with its Relu departs first (its Conv output has no
-    # counterpart: the Relu is folded), adding little; the path is compared with the quantized Relu's output
+    # locate's own reading of the same pair: conv1 with its Relu departs first, its inputs agreeing, and
+    # alone too (its Conv output has no counterpart: the Relu is folded): the origin of the int8 error
+    # (issue 69: a reduced pair is located, named as the ranking names the unit), adding little; the
+    # path is compared with the quantized Relu's output
+    assert doc["locate"]["origin"]["node"] == "conv1", doc["locate"]
     feeds = {"x": np.random.default_rng(0).random((5, 4, 8, 8), np.float32)}  # in [0, 1): what x's uint8 holds
     with LocateGraph.open(f32) as ref, LocateGraph.open(int8) as other:
         found = locate(ref, Side(ref, feeds), Side(other, feeds, "ort-cpu-int8"), TOLERANCE, "case",
                        other).to_dict()
-    assert found["origin"] is None and found["first_departure"]["node"] == "relu1"
+    assert found["origin"]["node"] == "conv1" and found["origin"]["nodes"] == ["conv1", "relu1"], found["origin"]
+    assert found["first_departure"] is None
     assert found["added"][0]["node"] == "conv2" and found["added"][0]["nodes"] == ["conv2", "relu2"], found["added"]
     relu = next(s for s in found["path"] if s["output"] == "r1")
     assert relu["rel"] < 0.05, relu  # against the quantized Relu's output, not the Conv's negatives
@@ -297,7 +301,9 @@ def test_float16_names_the_overflowing_weight_in_a_constant_node_and_its_repro_l
     assert top["node"] == "bn" and top["departs"], found["added"]
     var = next(i for i in top["inputs"] if i["name"] == "var")
     assert var["kind"] == "weight (Constant node)" and var["stored"] == "float16" and var["overflow"] == 1, var
-    conv = next(i for i in found["first_departure"]["inputs"] if i["name"] == "w")  # compared as an initializer is
+    # the conv departs first, its inputs agreeing, and alone: where float16's error starts (issue 69: the
+    # origin of a reduced pair); the repro is still the node that adds most (the README's, below)
+    conv = next(i for i in found["origin"]["inputs"] if i["name"] == "w")  # compared as an initializer is
     assert var["kind"] == conv["kind"] and 0 < conv["rel"] < 1e-3 and conv["stored"] == "float16", conv
     assert found["keep_f32"]["after"] < 0.01 * found["keep_f32"]["before"], found["keep_f32"]
     readme, ran = readme_runs_as_it_says(tmp_path / "r")

@@ -159,6 +159,10 @@ def _tensor_lines(signature: Signature) -> list[str]:
                                                          if t.value_range else "")))
     widths = [max(len(r[i]) for r in rows if r[1]) for i in range(3)]
     lines = [r[0] if not r[1] else "  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    if signature.detections is not None:  # ptx.contract.detections: one dict per image, exported flat
+        det = signature.detections
+        lines.append(f"detections: one dict per image ({', '.join(det.keys)}), each key's detections of every image one "
+                     f"after another; {det.counts} says how many each image kept")
     if signature.batched:
         lines.append("batching: every input and output has a batch axis (requests can be joined into one batch)")
     else:

@@ -19,6 +19,7 @@ from .graph import LocateGraph
 from .origin import Located, NothingToLocate, locate
 from .repro import check_repro_dir, write_repro
 from .sweep import Side
+from .triage import Triage
 
 
 def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
@@ -32,15 +33,25 @@ def check_locatable(path: str | Path, repro: str | Path | None = None) -> None:
         check_repro_dir(repro)
 
 
+def reduced_pair(report, against: str | Path | None):
+    """The --against row of a reduced pair (an int8 file against its f32 source, either way round:
+    verify judges it by the int8 rule), whatever its verdict: where a pair passes its rule, the user
+    who asks --locate still asks where its error is born. None where there is none."""
+    mine = f"{Path(against).name} (" if against is not None else None
+    return next((r for r in report.rows if mine and r.backend.startswith(mine) and r.precision != "f32"
+                 and not r.error and r.outputs), None)
+
+
 def _row_to_locate(report, against: str | Path | None = None):
     """The failed row to trace: the --against file's row where it failed (what the user asked
     about), else the first that compared values against the file's reference; where none failed, a
-    third opinion that departs alone (its origin is a note). A reduced precision's row is triaged
-    (locate/triage_run.py), not traced."""
+    third opinion that departs alone (its origin is a note); where no f32 row departs, the --against
+    row of a reduced pair (reduced_pair). A runtime's reduced row (ort-cpu-int8, openvino-bf16) is
+    triaged (locate/triage_run.py), not traced."""
     failed = [r for r in report.failed if r.precision == "f32"] or \
         [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"]
     if not failed:
-        return None
+        return reduced_pair(report, against)
     mine = f"{Path(against).name} (" if against is not None else None
     row = next((r for r in sorted(failed, key=lambda r: not (mine and r.backend.startswith(mine))) if r.traceable),
                None)
@@ -70,10 +81,13 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     tolerances = Tolerances.parse(atol, rtol, report.signature.output_names)
     tolerance_of = lambda name, dtype: tolerances.of(name, dtype, row.device)  # noqa: E731
     tolerance_args = Tolerances.options(atol, rtol)
+    other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
+    paired = row.precision != "f32" and other_file is not None  # a reduced pair: its f32 file is the reference
+    if paired and read_model_file(path).precision != "f32":
+        path, other_file = other_file, path
     with LocateGraph.open(path) as graph, ExitStack() as opened:
         # the row's own reference label: the reference's row is in the table only where --backends named it
-        reference = Side(graph, case.feeds, "ort-cpu", row.against)
-        other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
+        reference = Side(graph, case.feeds, "ort-cpu", None if paired else row.against)
         if other_file is not None and read_model_file(other_file).kind != ONNX:
             from .torchscript import locate_torchscript
 
@@ -85,7 +99,9 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             return located
         if other_file is not None:
             other_graph = opened.enter_context(LocateGraph.open(other_file))
-            other = Side(other_graph, case.feeds, "ort-cpu", row.backend)
+            # a reduced pair's reduced file, whichever was given first, by its name and runtime (as triaged)
+            other = Side(other_graph, case.feeds, "ort-cpu-int8", f"{other_file.name} (ort-cpu-int8)") if paired \
+                else Side(other_graph, case.feeds, "ort-cpu", row.backend)
         else:
             other_graph = None
             other = Side(graph, case.feeds, row.label)  # one that cannot be asked refuses in a line
@@ -93,6 +109,8 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
             located = locate(graph, reference, other, tolerance_of, case.label, other_graph, progress)
         except NothingToLocate as exc:
             raise NothingToLocate(f"{exc} ({row.label} on {case.label})") from None
+        if paired:  # the pair's triage is read from the same sweep, not swept again
+            located.triage = Triage.of(located.values["sweep"], row.label, case.label, located.keep)
         if repro is not None:
             backends = [] if other_file is not None or row.backend == "onnx.reference" else [row.label]
             # a third opinion's departure is a note unless --strict: the repro's command asks for it

@@ -322,11 +322,16 @@ class LocateGraph:
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, zero, axis: int) -> np.ndarray:
-    """DequantizeLinear's arithmetic: (q - zero point) x scale, per axis where the scale is a vector."""
-    scale = np.asarray(scale, np.float64)
-    zero = np.zeros_like(scale) if zero is None else np.asarray(zero, np.float64)
+    """DequantizeLinear's arithmetic: (q - zero point) x scale, per axis where the scale is a vector;
+    in float32, as the operator computes (an int8 or int32 value and its zero point are exact there,
+    up to 2^24), without float64 copies of a large tensor."""
+    scale = np.asarray(scale, np.float32)
+    zero = np.zeros_like(scale) if zero is None else np.asarray(zero, np.float32)
     scale, zero = along(axis, q.ndim, scale, zero)
-    return ((q.astype(np.float64) - zero) * scale).astype(np.float32)
+    value = q.astype(np.float32)
+    value -= zero
+    value *= scale
+    return value
 
 
 def along(axis: int, ndim: int, scale: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,11 @@ other side from the reference's tensors at its inputs. From it:
   fed the reference's inputs: born there, shown twice;
 - where marking (cutting) moves the other side's answer, or the first node to depart agrees alone, no
   node is named: the smallest **region** that departs alone is (fused.py), with one line saying so;
-- a reduced precision (int8, float16, bf16) departs from the first layer on, so its first departure
-  is shown as that and no more, and **where the error is added** is the ranking of the nodes by the
-  error each adds alone (relative: ||diff|| / ||reference||, and SQNR), with, where the other is a
-  reduced file, what keeping the worst in f32 does to the output (triage.py, measured);
+- a reduced precision (int8, float16, bf16) departs from the first layer on, so its origin (where its
+  error starts) is nearly always the first layer and says little more; **where the error is added**
+  is the ranking of the nodes by the error each adds alone (relative: ||diff|| / ||reference||, and
+  SQNR), with, where the other is a reduced file, what keeping the worst in f32 does to the output
+  (triage.py, measured);
 - the **path** from the first departure to the output, read by a person: max abs beside the
   relative error and the values' scale, long paths folded (--json holds every step).
 
@@ -60,6 +61,7 @@ class Located:
     keep: dict | None = None  # keeping the worst in f32, measured
     reduced: bool = False  # the other side computes at a reduced precision
     searched: bool = False  # a region that departs alone was looked for
+    triage: object | None = field(default=None, repr=False)  # a reduced pair's Triage, read from the same sweep
     # kept for --repro: what to cut out and both sides' values
     values: dict = field(default_factory=dict, repr=False)
 
@@ -162,7 +164,7 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
     ranked = blames(sweep)
     located.added = [b.to_dict() for b in ranked]
     if located.reduced and pairs.other is not pairs.ref:
-        names = [b.node for b in ranked if b.quantized and b.departs][:TOP]
+        names = [b.node for b in ranked if b.quantized and b.departs and b.born > 0][:TOP]  # Triage.keep's
         located.keep = keep_f32(sweep, names) if names else None
     worst = max((e for e in sweep.outputs.values() if e.departs), key=lambda e: (e.problem is not None, e.excess))
     # as it runs (sweep.free is filled in graph order), where pieces answer as the whole does; a reduced
@@ -172,10 +174,19 @@ def locate(graph: LocateGraph, reference: Side, other: Side, tolerance_of: Toler
     if first is not None:
         k = graph.produced_at[first]
         alone = sweep.alone.get(k)
-        doc = {**node_doc(graph, k, sweep.free[first], _inputs(sweep, k)), "in_pieces": sweep.untrusted is not None,
+        # named as the ranking names its unit (the Conv a Relu was folded into, not the Relu), reading
+        # what the unit reads from outside
+        named = pairs.named(alone.unit) if alone is not None else k
+        doc = {**node_doc(graph, named, sweep.free[first], _inputs(sweep, named)),
+               "nodes": [graph.label(j) for j in (alone.unit.nodes if alone is not None else [k])],
+               "in_pieces": sweep.untrusted is not None,
                "alone": alone.error.to_dict(float) if alone is not None else None}
         located.path = _path(sweep, k, worst.name)
-        if not located.reduced and alone is not None and alone.error.departs:
+        # born there: its inputs agree (it is the first to depart) and alone, fed them, it departs. A
+        # reduced precision's is nearly always its first layer, and says where its error starts, not
+        # where most of it is added (the ranking, below)
+        if alone is not None and alone.error.departs and not any(i["departs"] for i in doc["inputs"]
+                                                                  if not i["kind"].startswith("weight")):
             located.origin = doc
         else:
             located.first = doc

@@ -258,10 +258,14 @@ class Counterparts:
             dtype = self.other.dtype_of(self.of[name])
             return value.astype(dtype) if dtype is not None and value.dtype != dtype else value
         scale, zero, axis = self._qparams(q)
-        scale, zero = along(axis, value.ndim, np.asarray(scale, np.float64),
+        # in float32, as QuantizeLinear computes (and no float64 copies of a large tensor); a zero
+        # point and the saturation bounds are exact in float32
+        scale, zero = along(axis, value.ndim, np.asarray(scale, np.float32),
                             np.asarray(np.uint8(0) if zero is None else zero))
         info = np.iinfo(zero.dtype)
-        return np.clip(np.rint(value / scale) + zero.astype(np.int64), info.min, info.max).astype(zero.dtype)
+        q = np.rint(value.astype(np.float32, copy=False) / scale)
+        q += zero.astype(np.float32)
+        return np.clip(q, info.min, info.max, out=q).astype(zero.dtype)
 
     def converter(self, name: str, source: str, target: str, *, encode: bool, extra: set | None = None):
         """The ONNX node that does in a graph what ``encode``/``decode`` do here: float32 ``source``

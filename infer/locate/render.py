@@ -70,6 +70,12 @@ def _node_lines(d: dict) -> list[str]:
     return lines
 
 
+def _with(d: dict) -> str:
+    """', with the nodes folded into it', where the other file folded some into the node named."""
+    folded = [n for n in d.get("nodes", ()) if n != d["node"]]
+    return f", with {', '.join(folded)}" if folded else ""
+
+
 def _born(d: dict) -> str:
     changed = [i["name"] for i in d["inputs"] if i["kind"].startswith("weight") and i.get("departs")
                and not (i.get("stored") and i["stored"] not in ("float32", "float64"))]
@@ -149,15 +155,18 @@ def located_text(located) -> str:
         lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: max abs {o['max_abs']:.2e} "
                      f"(atol {o['atol']:g} + rtol {o['rtol']:g} x |value|), {o['born']}")
     elif o is not None:
-        lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: {_error(o)}; {_born(o)}, and "
+        lines.append(f"origin: node {o['node']} ({o['op']}{_with(o)}), output {o['output']}: {_error(o)}; "
+                     f"{_born(o)}, and "
                      f"alone, fed {located.reference}'s inputs, it departs too (max abs {o['alone']['max_abs']:.2e}): "
-                     "born here")
+                     "born here" + ("; reduced precision departs from here on: where the error is added most is "
+                                    "ranked below" if located.reduced else ""))
     elif f is not None:
         why = ("reduced precision departs from the first layer on: where the error is added is below" if located.reduced
                else "not computed alone (it holds an If/Loop/Scan body): no origin is claimed" if f.get("alone") is None
                else "no origin: alone, fed the same inputs, it agrees (the difference needs more of the graph)")
         pieces = " (run in pieces, see the note)" if f.get("in_pieces") else ""
-        lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}), output {f['output']}: {_error(f)}; "
+        lines.append(f"first departure{pieces}: node {f['node']} ({f['op']}{_with(f)}), output {f['output']}: "
+                     f"{_error(f)}; "
                      f"{_born(f)}; {why}")
     lines += _node_lines(o or f) if o or f else []  # what the node named reads
     if r is not None:

@@ -91,15 +91,15 @@ def _against(pairs, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]):
 
 def _piece(located: Located):
     """(what is cut out in words, its inputs, its outputs) from what origin.py found: the region that
-    departs only together, else the origin's node, else (a reduced precision) the node that adds most
-    error, else the first departure."""
+    departs only together, else (a reduced precision, whose origin is nearly always its first layer)
+    the node that adds most error, else the origin's node, else the first departure."""
     sweep, region = located.values["sweep"], located.values["region"]
     graph, pairs = sweep.graph, sweep.pairs
     if region is not None:
         what = f"the {len(region.nodes)} nodes {located.region['first']} .. {located.region['last']}"
         return what, located.region["inputs"], region.outputs
     top = located.added[0] if located.added and located.added[0]["departs"] else None
-    picked = located.origin or (top if located.reduced else None) or located.first or top
+    picked = (top if located.reduced else None) or located.origin or located.first or top
     if picked is None:
         raise PtxError("--repro: nothing departs alone to cut out (no node, and no window of nodes); the difference "
                        "needs the whole model")

@@ -148,6 +148,7 @@ class Sweep:
     alone: dict[int, Alone] = field(default_factory=dict)  # unit's node -> computed alone
     segments: list[tuple[int, int]] = field(default_factory=list)  # each piece's (first, last) node
     outputs: dict[str, OutputAgreement] = field(default_factory=dict)  # the graph outputs, unmarked
+    whole: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # the reference's, unmarked (keep_f32's)
     untrusted: str | None = None  # why the other side's tensors as it runs are not trusted, or None
     moved: str | None = None  # a note where cutting moves the other's outputs, though not enough to distrust
     unmeasured: list[int] = field(default_factory=list)  # units not computed alone (a body inside, too far)
@@ -179,6 +180,7 @@ class Sweep:
         if as_it_runs:
             unmarked = (self.reference.values([r for r, _ in outs]), self.other.values([o for _, o in outs]))
             self.outputs = self.output_errors(*unmarked)
+            self.whole = unmarked[0]  # the graph's outputs only: what keeping nodes in f32 is measured against
         order = graph.order
         progress(f"locating: {self.other.label} against {self.reference.label}, {len(order)} nodes, each as it runs "
                  "and alone")

@@ -18,6 +18,7 @@ and after. onnx and numpy here; the runtimes are the sides'.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -71,6 +72,12 @@ class Triage:
     unmatched: int = 0
     questions: int = 0
     kept: dict | None = None  # keep_f32's measurement
+
+    @classmethod
+    def of(cls, sweep: Sweep, row: str, case: str, kept: dict | None = None) -> "Triage":
+        """What ``sweep`` computed alone, ranked: a locate's sweep of a reduced pair is its triage too."""
+        return cls(row, sweep.reference.label, sweep.pairs.other.path.name, case, blames(sweep), len(sweep.alone),
+                   len(sweep.pairs.none), sweep.questions, kept)
 
     def keep(self) -> list[Blame]:
         """The nodes to keep in f32 first: reduced ones that add error, worst first."""
@@ -144,8 +151,7 @@ def triage(ref_graph: LocateGraph, other_graph: LocateGraph, reference: Side, ot
     side is another file, measure what keeping the worst in f32 does (``measure``)."""
     pairs = Counterparts.match(ref_graph, other_graph)
     sweep = Sweep(pairs, reference, other, lambda name, dtype: default_tolerance(dtype)).run(progress, as_it_runs=False)
-    result = Triage(row, reference.label, other_graph.path.name, case, blames(sweep), len(sweep.alone),
-                    len(pairs.none), sweep.questions)
+    result = Triage.of(sweep, row, case)
     keep = [b.node for b in result.keep()]
     if measure and keep and other_graph is not ref_graph:
         result.kept = keep_f32(sweep, keep)
@@ -200,8 +206,9 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
     try:
         _sort(model.graph)
         mine, theirs = map(list, zip(*sweep.output_pairs()))
-        want = sweep.reference.values(mine)
-        before = sweep.output_errors(want, sweep.other.values(theirs)).values()
+        # a sweep as it runs ran both whole already (a locate's): not again
+        want = sweep.whole or sweep.reference.values(mine)
+        before = (sweep.outputs or sweep.output_errors(want, sweep.other.values(theirs))).values()
         after = sweep.output_errors(want, sweep.other.run(other.save(model), sweep.other.feeds, theirs)).values()
     except Exception as exc:  # noqa: BLE001 - the measurement is a check: said where it cannot be made
         return {**done, "failed": " ".join(str(exc).split())[:400]}  # the reason is at its end: never cut before it
@@ -211,11 +218,24 @@ def keep_f32(sweep: Sweep, names: Sequence[str]) -> dict | None:
 
 def _sort(graph) -> None:
     """The graph's nodes put in an order where each reads only what is made before it (ONNX asks for it)."""
-    nodes, made = graph.node, {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    waiting, done = list(range(len(nodes))), []
-    while ready := [k for k in waiting if all(not i or i in made for i in nodes[k].input)]:  # none: all done, or stuck
-        done += ready
-        made |= {o for k in ready for o in nodes[k].output}
-        waiting = [k for k in waiting if k not in set(ready)]
+    nodes = graph.node
+    # Kahn's order, each node once its computed inputs are made (rescanning every waiting node per
+    # round was quadratic: seconds on a 1,800-node QDQ file)
+    producer = {o: k for k, node in enumerate(nodes) for o in node.output if o}
+    needs = [{producer[i] for i in node.input if i in producer} for node in nodes]
+    readers: dict[int, list[int]] = {}
+    for k, before in enumerate(needs):
+        for j in before:
+            readers.setdefault(j, []).append(k)
+    left = [len(before) for before in needs]
+    ready, done = deque(k for k in range(len(nodes)) if not left[k]), []
+    while ready:
+        k = ready.popleft()
+        done.append(k)
+        for r in readers.get(k, ()):
+            left[r] -= 1
+            if not left[r]:
+                ready.append(r)
+    waiting = [k for k in range(len(nodes)) if left[k]]  # stuck (a cycle, an input nothing makes): kept last
     rank = {tuple(nodes[k].output): r for r, k in enumerate(done + waiting)}  # SSA: outputs name one node
     nodes.sort(key=lambda node: rank[tuple(node.output)])

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ptx.contract.detections import per_image
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
@@ -62,6 +63,15 @@ class Model:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)
 
+    def detections(self, feeds: Mapping[str, object]) -> list[dict[str, np.ndarray]]:
+        """A detection model's answer as its module returned it: one dict per image ({"boxes": [K, 4],
+        "scores": [K], "labels": [K]}, K that image's detections), rebuilt from the flat outputs its
+        file answers (ptx.contract.detections)."""
+        if self.signature.detections is None:
+            raise PtxError(f"{self.name} answers no detections (its outputs are {', '.join(self.signature.output_names)}): "
+                           "call run() instead")
+        return per_image(self.run(feeds), self.signature.detections)
+
     @property
     def output_structure(self) -> OutputStructure | None:
         """The structure the module returned its outputs in (``(output_0, [output_1_0, ...])``), as
@@ -83,7 +93,10 @@ class Model:
     def nest(self, outputs: Mapping[str, np.ndarray]):
         """``run()``'s answer (every output, by name) given back as the module returned it: the
         tuples, lists and dicts it nested them in (a ModelOutput or dataclass as a dict of its
-        fields), as the file records them. A file that records no structure: the answer as it is."""
+        fields), as the file records them; a detection model's, one dict per image. A file that records
+        no structure: the answer as it is."""
+        if self.signature.detections is not None:
+            return per_image(outputs, self.signature.detections)
         structure = self.output_structure
         return dict(outputs) if structure is None else structure.nest(outputs)
 

@@ -139,11 +139,14 @@ class TorchRunner(Runner):
         path = Path(path) if path is not None else None
         module, opening = _load(path, device, opening)
         signature = opening.of_code(path)
-        return cls(module, signature.inputs, signature.outputs or None, device=device,
-                   backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
-                   name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
-                   metadata=opening.metadata, limits=signature.limits, plan=opening.plan,
-                   sizes=signature.sizes, **options)
+        runner = cls(module, signature.inputs, signature.outputs or None, device=device,
+                     backend=BACKEND_OF_KIND[opening.kind], precision=precision, path=path,
+                     name=opening.name or (type(module).__name__ if opening.kind == "module" else None),
+                     metadata=opening.metadata, limits=signature.limits, plan=opening.plan,
+                     sizes=signature.sizes, **options)
+        if signature.detections is not None:  # the recorded detections hold for the outputs it learned by name
+            runner.signature = replace(runner.signature, detections=signature.detections)
+        return runner
 
     def _tensors(self, feeds: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
         # non_blocking: an async copy where the batch lies in page-locked memory (self.host); the

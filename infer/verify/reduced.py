@@ -36,7 +36,7 @@ def reduced_verdict(row: Row, got, want, truth, head, signature, source: tuple[s
         kind, words = source
         evidence.append(judge_tensors([got[i] for i in shared], [want[i] for i in shared],
                                       [(t.name, t.batch_axis) for t in signature.outputs], row.precision, words,
-                                      kind=kind))
+                                      kind=kind, detections=signature.detections))
     if bound_again is not None:
         evidence.append(bound_again)
     elif not (real and row.max_drop is not None):  # a bound verify cannot measure here: as export measured it

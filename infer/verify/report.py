@@ -442,7 +442,7 @@ def _output_cells(o: OutputAgreement, precision: str = FULL_PRECISION) -> list[s
 
 
 def _output_verdict(o: OutputAgreement) -> str:
-    return "PASS" if o.ok else "FAIL: " + (o.problem or f"{o.beyond:,} of {o.compared:,} beyond")
+    return "PASS" if o.ok else "FAIL: " + (o.problem or o.differs or f"{o.beyond:,} of {o.compared:,} beyond")
 
 
 def _table(report: Report, all_rows: bool) -> list[str]:

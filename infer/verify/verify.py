@@ -31,6 +31,7 @@ import numpy as np
 from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
+from ptx.contract.detections import compared_names, grouped
 from ptx.contract.verdict import (as_evidence, bound_metric, differs_note, outweighed_note, recorded_bound,
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
@@ -242,7 +243,10 @@ class Run:
                 return compare(g, w, head.contract, tolerance=tolerance)
             return compare_output(name, g, w, tolerance, self.signature.output(name).batch_axis)
 
-        row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, self.signature.output_names, judge)
+        det = self.signature.detections  # compared as detections, once, under their boxes' name
+        row.cases, row.outputs, row.worst_case = compare_cases(
+            *({i: grouped(o, det) for i, o in side.items()} for side in (got, want)), cases,
+            compared_names(self.signature.output_names, det), judge)
         if head is not None and truth is not None and 0 in got:
             labels, wanted = (decisions(side[0][head.output_name], head.contract) for side in (got, want))
             if labels is not None:

@@ -38,6 +38,9 @@ from ptx.errors import PtxError, UnknownModelError
 @click.option("--topk", type=click.IntRange(min=1), help="Also show the K most likely labels (your own model's file: the K highest scores of each row of an "
                    "output of scores, by index).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document for scripts.")
+@click.option("--draw", type=click.Path(file_okay=False), metavar="FOLDER",
+              help="Your own detection model's file (one dict of boxes per picture): draw each picture's boxes, labels "
+                   "and scores into FOLDER/NAME.detections.png (INPUTS may then be pictures).")
 @click.option("--raw", is_flag=True, help="Pictures are already 28x28 dataset samples: skip the artifact's picture pipeline.")
 @click.option("-r", "--recursive", is_flag=True, help="A folder gives the pictures of its subfolders too.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), metavar="P",
@@ -55,7 +58,7 @@ from ptx.errors import PtxError, UnknownModelError
                    "(auto, ray://HOST:10001); INPUTS may be s3:// or gs:// folders; needs --output (Parquet).")
 @RUN
 @model_file_options
-def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, raw, recursive,
+def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk, as_json, draw, raw, recursive,
                 min_confidence, output, resume, workers, quiet, ray_address, run, declared_inputs, batch_axes,
                 ignore_metadata) -> None:
     """Predict INPUTS through one backend: image files, folders or globs for the image models;
@@ -99,8 +102,11 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
         if not inputs:
             raise click.UsageError("Missing argument 'INPUTS...': .npz, .npy or .json files of the model's inputs.")
         sys.exit(_predict_own(target, inputs, backend=backend, device=device, precision=precision, as_json=as_json,
-                              output=output, topk=topk or 0))
+                              output=output, topk=topk or 0, draw=draw))
     refuse_meaningless(click.get_current_context(), "run")
+    if draw is not None:
+        raise click.UsageError("--draw draws a detection model's boxes: give its file (ptx predict --model MODEL.onnx "
+                               "PICTURES --draw FOLDER)")
 
     if artifact is not None:
         target = _tutorial_artifact(Target.of(artifact))
@@ -158,7 +164,7 @@ def _tutorial_artifact(target):
 
 
 def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, output: str | None,
-                 topk: int = 0) -> int:
+                 topk: int = 0, draw: str | None = None) -> int:
     """`ptx predict --model FILE INPUTS`: each input file through your own model. Returns the exit
     status: 0, or 2 when an input file could not be read, did not fit, or the runtime refused it."""
     from ptx.infer.predict import named_outputs as predict_outputs
@@ -170,7 +176,14 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
     signature = model.signature
     predict_outputs.check_topk(topk, signature, model.name)
     fmt = predict_outputs.check_output_path(output, signature) if output else None
+    pictures = {}  # a detection model's pictures: case label -> (path, model pixels to the picture's)
+    if signature.detections is not None or draw is not None:
+        from ptx.infer.predict.detections import split_pictures
+
+        inputs, picture_cases, pictures = split_pictures(inputs, signature, model.name, draw)
     cases, errors = predict_outputs.read_inputs(signature, inputs, model.name)
+    if pictures:
+        cases = picture_cases + cases
     for line in errors:
         click.echo(f"error: {line}", err=True)
     if output and errors:
@@ -182,6 +195,17 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
     for line in failed:
         click.echo(f"error: {line}", err=True)
     ran = [case for case in done if case.error is None]
+    if pictures:  # boxes in the pixels of the pictures given, not of the size the model saw them at
+        from ptx.infer.predict.detections import in_picture_pixels
+
+        for case in ran:
+            if case.label in pictures:
+                case.outputs = in_picture_pixels(case.outputs, signature.detections, pictures[case.label])
+    if draw is not None:
+        from ptx.infer.predict.detections import draw_cases
+
+        for line in draw_cases(ran, pictures, signature.detections, draw):
+            click.echo(line, err=True)
     # The answers are flat named tensors (as run() and serve give them); a module that nested them is said once.
     structure = model.output_structure
     nested = structure is not None and structure.nested
@@ -189,7 +213,8 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
         click.echo(json.dumps({"model": target.name, "file": str(model.path), "backend": model.backend,
                                "device": model.device, "precision": model.precision,
                                **({"output_structure": structure.tree} if nested else {}),
-                               "results": [predict_outputs.case_json(c, signature, topk) for c in ran],
+                               "results": [_with_detections(predict_outputs.case_json(c, signature, topk), c, signature,
+                                                            pictures) for c in ran],
                                "errors": errors + failed}, indent=2))
     elif output:
         if failed:
@@ -207,10 +232,29 @@ def _predict_own(target, inputs, *, backend, device, precision, as_json: bool, o
         if nested and ran:
             click.echo(f"outputs as the module returned them: {structure.describe()}", err=True)
         for case in ran:
+            if signature.detections is not None:  # one dict per image: its detections, not the flat tensors
+                from ptx.infer.predict.detections import detection_lines
+
+                names = [str(path) for path, _ in pictures[case.label]] if case.label in pictures else None
+                click.echo("\n".join(detection_lines(case.label, case.outputs, signature.detections, names)))
+                continue
             for name, value in case.outputs.items():
                 doc = predict_outputs.summarize(value, signature.output(name).batch_axis, topk)
                 click.echo(predict_outputs.summary_line(case.label, name, doc))
     return 2 if errors or failed else 0
+
+
+def _with_detections(doc: dict, case, signature, pictures: dict) -> dict:
+    """A case's --json, with one dict per image where the model answers detections (per picture given,
+    ``pictures``: the copies that filled a fixed batch left out)."""
+    if signature.detections is not None:
+        from ptx.infer.predict.detections import detections_json
+
+        found = detections_json(case.outputs, signature.detections)
+        if case.label in pictures:
+            found = [{"picture": str(path), **d} for (path, _), d in zip(pictures[case.label], found)]
+        doc["detections"] = found
+    return doc
 
 
 predict_cmd.help = f"{inspect.cleandoc(predict_cmd.help)}\n\n{SECURITY_NOTE}"  # cleandoc: as click reads a docstring

@@ -156,9 +156,11 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                                "(ptx verify RUN_FOLDER/model.onnx --locate --repro DIR)")
 
     def then(report, doc) -> None:
-        doc["triage"] = _triage(report, target, as_json, against)
+        # a file's trace first: where it traces a reduced pair, the pair's triage is read from its sweep
+        found = _trace(report, against, atol, rtol, repro) if not target.is_run else None
+        doc["triage"] = _triage(report, target, as_json, against, found)
         if not target.is_run:
-            _locate(report, doc, against, atol, rtol, repro, as_json)
+            _show_located(report, doc, found, as_json)
 
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
               {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows,
@@ -222,7 +224,7 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
     sys.exit(max(statuses))
 
 
-def _triage(report, target, as_json, against) -> list:
+def _triage(report, target, as_json, against, located=None) -> list:
     """--locate after a verify: its reduced-precision rows triaged on the file each ran (the nodes
     where their error is born, a keep-in-f32 list); an f32 row that fails is traced on the ONNX file
     (a file's: below; a run's: by the command its table offers, report.offers, on stderr beside
@@ -250,8 +252,11 @@ def _triage(report, target, as_json, against) -> list:
         return []
     worst = max(report.fed, key=lambda case: case.batch or 0, default=None)
     fed = (worst.feeds, f"{worst.label} of the cases verify fed") if worst is not None else None
+    traced = {located.triage.row: located.triage} if located is not None and located.triage is not None else {}
+    rest = iter(triage_rows(target, [label for label in reduced if label not in traced], fed,
+                            notice=lambda msg: click.echo(msg, err=True), against=against))
     docs = []
-    for found in triage_rows(target, reduced, fed, notice=lambda msg: click.echo(msg, err=True), against=against):
+    for found in (traced[label] if label in traced else next(rest) for label in reduced):
         if isinstance(found, str):
             say(found)
             continue
@@ -319,36 +324,49 @@ def _calibration_option(int8_file) -> tuple[str, str]:
     return "", given
 
 
-def _locate(report, doc, against, atol, rtol, repro, as_json) -> None:
-    """--locate after a file's table: where its first disagreeing row is born, printed (or, --json,
-    ``doc["locate"]``: None when all agree). Where only a third opinion departs, where it does is a
-    note; what --locate cannot trace is one line, and the exit status stays verify's."""
+def _trace(report, against, atol, rtol, repro):
+    """--locate after a file's table: where its first disagreeing row is born (file.locate_report), or,
+    where every f32 row agrees, where the error of an --against reduced pair is born and added, its
+    verdict whatever it is; None where there is nothing to trace. What --locate cannot trace is one
+    line on stderr, and the exit status stays verify's."""
+    from ptx.infer.locate.file import locate_report, reduced_pair
     from ptx.infer.locate.origin import NothingToLocate
-    from ptx.infer.locate.file import locate_report
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731 - beside the table, or out of the JSON's way
-    found = None
     failed = [r for r in report.failed if r.precision == "f32"]
     third = [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"] if not failed else []
-    if not failed and not third:
+    if not failed and not third and reduced_pair(report, against) is None:
         say("nothing to locate: every f32 row agrees" if report.exit_status == 0 or report.failed else
             "nothing to locate: nothing was compared")
-    else:
-        try:
-            found = locate_report(report, against=against, atol=atol, rtol=rtol, repro=repro,
-                                  progress=lambda msg: say(f"verify: {msg}"))
-        except NothingToLocate as exc:
-            say(str(exc))
-        except PtxError as exc:  # the verdict above stands: its exit status is verify's
-            say(f"error: {exc}")
+        return None
+    try:
+        return locate_report(report, against=against, atol=atol, rtol=rtol, repro=repro,
+                             progress=lambda msg: say(f"verify: {msg}"))
+    except NothingToLocate as exc:
+        say(str(exc))
+    except PtxError as exc:  # the verdict above stands: its exit status is verify's
+        say(f"error: {exc}")
+    return None
+
+
+def _show_located(report, doc, found, as_json) -> None:
+    """What _trace found, printed (or, --json, ``doc["locate"]``: None when nothing was traced). Where
+    only a third opinion departs, where it does is a note; a reduced pair's verdict is said above it."""
     if as_json:
         doc["locate"] = found.to_dict() if found is not None else None
-    elif found is not None:
-        head = (f"\nnote: {third[0].label} departs alone, a third opinion and no verdict (exit status 0; --strict "
-                "fails it); where:\n" if third else "\n")
-        click.echo(head + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
-                                          f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
-                                          if found.repro else ""))
+        return
+    if found is None:
+        return
+    failed = [r for r in report.failed if r.precision == "f32"]
+    third = [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"] if not failed else []
+    pair = None if failed or third else next((r for r in report.rows if r.backend == found.other), None)
+    head = (f"\nnote: {third[0].label} departs alone, a third opinion and no verdict (exit status 0; --strict "
+            "fails it); where:\n" if third else
+            f"\nnote: {pair.label}: {pair.status} by the {pair.precision} rule (the verdict above, unchanged); where "
+            f"its {pair.precision} error is born and where it is added:\n" if pair is not None else "\n")
+    click.echo(head + found.text() + (f"\nrepro: {found.repro['folder']} ({found.repro['nodes']} "
+                                      f"node{'s' * (found.repro['nodes'] != 1)}): {found.repro['command']}"
+                                      if found.repro else ""))
 
 
 # verify's --help states the rule its table and JSON state, from the one definition. \b keeps click

@@ -24,6 +24,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
+from .detections import DetectionSet, compare_detections
 from .schema import BINARY_THRESHOLD, DEFAULT_TOLERANCES, Contract, Task, Tolerance
 from .transforms import decisions
 
@@ -90,6 +91,7 @@ class OutputAgreement:
     ties: int = 0  # differing decisions the tolerance allows: the reference is within it of a tie
     judged: bool = False  # the decisions are a head's rule, which the verdict holds to
     problem: str | None = None  # a shape, dtype or NaN mismatch: no value comparison is meaningful
+    differs: str | None = None  # what departs, in words, where a count says too little (a detection's box)
     shape: list[int] = field(default_factory=list)  # the reference's
     dtype: str = ""
     magnitude: float = 0.0  # the reference's largest |value|: how big the numbers are that differ
@@ -139,8 +141,8 @@ class OutputAgreement:
         """What fails, in words (empty when ``ok``)."""
         found = [self.problem] if self.problem else []
         if self.beyond and not self.problem:
-            found.append(f"{self.beyond:,} of {self.compared:,} values beyond atol {self.tolerance.atol:g} + rtol "
-                         f"{self.tolerance.rtol:g} x |reference|")
+            found.append(self.differs or f"{self.beyond:,} of {self.compared:,} values beyond atol "
+                         f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x |reference|")
         if self.flipped:
             found.append(f"decision differs on {self.flipped} of {self.decisions}"
                          + (f" (and {self.ties} ties)" if self.ties else ""))
@@ -157,11 +159,14 @@ class OutputAgreement:
             other.histogram)
         self.judged = self.judged or other.judged
         self.problem = self.problem or other.problem
+        self.differs = self.differs or other.differs
         return self
 
     def summary(self) -> str:
         if self.problem:
             return f"{self.name}: {self.problem}"
+        if self.differs and not self.ok:
+            return f"{self.name}: {self.differs}"
         text = (f"{self.name}: max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e}"
                 + ("" if self.ok else f", {self.beyond:,} of {self.compared:,} values beyond atol "
                    f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x |ref| (passes with atol "
@@ -180,7 +185,7 @@ class OutputAgreement:
                 "needed_atol": num(self.needed_atol),
                 "histogram": {"edges": [json_float(e) for e in HISTOGRAM_EDGES], "counts": self.histogram},
                 "argmax": {"compared": self.decisions, "same": self.same_decisions} if self.decisions else None,
-                "problem": self.problem}
+                "problem": self.problem, **({"differs": self.differs} if self.differs else {})}
 
 
 def sqnr_db(rel: float) -> float:
@@ -204,7 +209,10 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
     SQNR), the values beyond it; the argmax of rows that look like class scores (``batch_axis``
     given) is compared too, and shown. ``detail``: the histogram and max rel too (verify's table;
     locate compares thousands of tensors and shows neither). float32 against float32 is compared in
-    float32 (a difference to their own precision, and half the memory), anything else in float64."""
+    float32 (a difference to their own precision, and half the memory), anything else in float64.
+    A model's detections (a ``DetectionSet`` on both sides) are compared as detections."""
+    if isinstance(want, DetectionSet) and isinstance(got, DetectionSet):
+        return compare_detections(name, got, want, tolerance)
     got, want = np.asarray(got), np.asarray(want)
     result = OutputAgreement(name, tolerance, compared=int(want.size), shape=list(want.shape), dtype=str(want.dtype))
     if got.shape != want.shape:

@@ -30,6 +30,7 @@ import numpy as np
 from ptx.errors import PtxError
 
 from .batch_rows import describe_left_out
+from .detections import DetectionSet, compared_names, grouped
 from .tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds
 from .tensors import Signature
 
@@ -293,8 +294,11 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
             continue
         outputs = outputs or (f"at {at}, {declared}" if declared else "")
         if wants is not None and compare is not None:
-            for sig in signature.outputs:
-                differs = compare(sig.name, np.asarray(got[sig.name]), np.asarray(wants[k][sig.name]))
+            # a model's detections are compared as detections, once, under their boxes' name
+            got_, want_ = grouped(got, signature.detections), grouped(wants[k], signature.detections)
+            for name in compared_names(signature.output_names, signature.detections):
+                differs = compare(name, *(v if isinstance(v, DetectionSet) else np.asarray(v)
+                                          for v in (got_[name], want_[name])))
                 if differs:
                     check.status, check.detail, check.failed_at = CHANGES, f"at {at}, {differs}", probe.size
                     break

@@ -212,6 +212,7 @@ class Signature:
     outputs: tuple[TensorSig, ...]
     limits: tuple[tuple[str, int], ...] = ()
     sizes: tuple[tuple[str, int], ...] = ()
+    detections: "DetectionOutputs | None" = None  # one dict per image, flat (ptx.contract.detections)
 
     def __post_init__(self):
         for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -291,6 +292,8 @@ class Signature:
             doc["limits"] = dict(self.limits)
         if self.sizes:
             doc["sizes"] = dict(self.sizes)
+        if self.detections is not None:
+            doc["detections"] = self.detections.to_dict()
         return doc
 
     @classmethod
@@ -302,7 +305,7 @@ class Signature:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > SIGNATURE_VERSION
             raise ContractError(f"{where}.version: {version!r} " + ("is newer than this ptx reads: upgrade ptx"
                                                                    if newer else f"is not {SIGNATURE_VERSION}"))
-        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits", "sizes"})
+        unknown = sorted(set(doc) - {"version", "inputs", "outputs", "limits", "sizes", "detections"})
         if unknown:
             raise ContractError(f"{where}.{unknown[0]}: unknown field (made by a newer ptx?)")
         tensors = {}
@@ -319,7 +322,15 @@ class Signature:
                     k not in symbols or isinstance(v, bool) or not isinstance(v, int) or v < 1 for k, v in given.items()):
                 raise ContractError(f"{where}.{key}: {given!r} is not {{symbol of an input: {what} >= 1}}")
             found[key] = tuple(sorted(given.items()))
-        return cls(tensors["inputs"], tensors["outputs"], found["limits"], found["sizes"])
+        detections = None
+        if "detections" in doc:
+            from .detections import DetectionOutputs
+
+            detections = DetectionOutputs.from_dict(doc["detections"], f"{where}.detections")
+            missing = [n for n in detections.names if n not in {t.name for t in tensors["outputs"]}]
+            if missing:
+                raise ContractError(f"{where}.detections: {missing[0]!r} is no output")
+        return cls(tensors["inputs"], tensors["outputs"], found["limits"], found["sizes"], detections)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> "Signature":

@@ -29,6 +29,7 @@ from ptx.errors import PtxError
 
 from .comparison import (BOUND_SLACK, EXACT, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, accuracy_points, below_or_above,
                          class_scores, compare_output, judge_reduced_precision)
+from .detections import reduced_evidence
 from .schema import Contract
 from .transforms import decisions, softmax
 
@@ -216,11 +217,16 @@ def softmax_margin(scores: np.ndarray) -> np.ndarray:
 
 def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mapping[str, np.ndarray]],
                   outputs: Sequence[tuple[str, int | None]], precision: str, held: str,
-                  against: str = "the f32 file", kind: str = "generated") -> Evidence:
+                  against: str = "the f32 file", kind: str = "generated", detections=None) -> Evidence:
     """Each case's reduced outputs ``got`` against f32's ``want`` (evidence of ``kind``: the user's
     "inputs", or "generated" ones), said as ``held`` on them; ``outputs`` are (name, batch axis). Class scores are joined along their batch axis and judged by their argmax on the rows f32 decides
     (near-ties not counted); where every row is a near-tie, by their relative error instead."""
     measured, reasons = [], []
+    if detections is not None:  # a model's detections: matched by IoU, never element by element
+        said, failed = reduced_evidence(got, want, detections, MAX_RELATIVE_ERROR[precision], MIN_LABEL_AGREEMENT)
+        measured.append(said)
+        reasons += failed
+        outputs = [(name, axis) for name, axis in outputs if name not in detections.names]
     for name, axis in outputs:
         g = [np.asarray(case[name]) for case in got]
         w = [np.asarray(case[name]) for case in want]
