@@ -4,8 +4,8 @@ hands it to the one export driver (export/pipeline.py): each file is written by 
 writer under a temporary name, checked through the model that will serve it, and only then renamed
 into place: a failed or interrupted export keeps any earlier good file.
 
-Export comes before infer in ptx's flow, so it does not import infer's models: the caller hands
-``open_predictor(path, backend, device, precision=...)`` in (the CLI passes ``ptx.infer.load``).
+Export sits on the runtime floor (infer's formats, runtime and model opening): each file is checked
+through ``ptx.infer.load``, as ptx serves it (export/validate.py's ``open_file``).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from .pipeline import Plan, atomic_file, check_options, export_files, guard
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
 from .bound import Bound
-from .validate import (ExportResult, OpenModel, judge_reduced, open_file, tutorial_accuracy, tutorial_cases,
+from .validate import (ExportResult, judge_reduced, open_file, open_target, tutorial_accuracy, tutorial_cases,
                        validation_inputs)
 
 def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
@@ -72,7 +72,7 @@ def _checkpoint_for(name: str, checkpoint: str | Path | None, out: str | Path | 
     return Path(DEFAULT_RUNS_ROOT) / name / CHECKPOINT_FILE
 
 
-def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predictor: OpenModel,
+def export_model(name: str, formats_: Sequence[str] | None = None, *,
                  checkpoint: str | Path | None = None, out: str | Path | None = None, opset: int = DEFAULT_OPSET,
                  exporter: str | None = None, atol: float | None = None, force: bool = False,
                  device: str = "cpu", input_dtype: str = "float32", keep_f32=None, rank=None,
@@ -128,7 +128,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
 
     def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None):
         # (Evidence, the data's name): verify's judge, samples and batches, through ``backend``
-        return judge_reduced(open_file(open_predictor, path, fmt, backend=backend), model, ckpt, notice=notice,
+        return judge_reduced(open_file(path, fmt, backend=backend), model, ckpt, notice=notice,
                              eager=eager, max_drop=bound)
 
     def options_of(fmt) -> dict:
@@ -140,7 +140,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
             if fmt.name == "onnx-int8":
                 options.update(keep_f32=keep_f32, rank=rank)
             if max_drop is not None:
-                options["bound"] = _accuracy_bound(max_drop, open_predictor, fmt, model, ckpt, eager, log)
+                options["bound"] = _accuracy_bound(max_drop, fmt, model, ckpt, eager, log)
         return options
 
     def evidence(fmt, path: Path, backend: str, _answers) -> list:
@@ -156,7 +156,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     def place(fmt):
         def foreign(final: Path) -> str | None:  # ``--out runs/convnet`` for lstm; unreadable: nothing worth keeping
             try:
-                other = open_file(open_predictor, final, fmt, device if fmt.name == "pt2" else "cpu").contract.model
+                other = open_file(final, fmt, device if fmt.name == "pt2" else "cpu").contract.model
             except PtxError:
                 return None
             return f"{final} holds {other}'s export, not {name}'s: pass another --out folder" if other != name else None
@@ -173,17 +173,17 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *, open_predi
     plan = Plan(name, written, (example,), signature, strings, cases_of, lambda _, on: tolerance_on(on), options_of,
                 evidence, describe, "(predict and serve warn; serve model.onnx)",
                 compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol))
-    return export_files(plan, chosen, open_predictor, place, log)
+    return export_files(plan, chosen, place, log)
 
 
-def _accuracy_bound(max_drop: float, open_predictor: OpenModel, fmt, model, ckpt: dict, eager: dict, log) -> Bound:
+def _accuracy_bound(max_drop: float, fmt, model, ckpt: dict, eager: dict, log) -> Bound:
     """--max-drop on a tutorial model: accuracy on the real test samples verify judges on, in points,
     counted from eager's; a candidate opened as its format's serving backend opens it, at the file's
     own precision (NNCF's f32 reference too)."""
     reference = tutorial_accuracy(None, model, ckpt, eager, notice=log)[0]
 
     def measure(path: Path, indices=None):
-        with closing(open_predictor(path, fmt.serving_backend, "cpu")) as candidate:
+        with closing(open_target(path, fmt.serving_backend, "cpu")) as candidate:
             return tutorial_accuracy(candidate, model, ckpt, eager, indices)
 
     samples = len(eager["truth"])

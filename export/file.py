@@ -6,7 +6,7 @@ The format's one writer quantizes the file as it is (static QDQ, as for the tuto
 onnx-int8 dynamic for recurrent graphs and integer inputs), calibrated on the user's samples (the
 npz layouts ``ptx verify FILE --inputs`` reads) or on inputs generated from the file's signature;
 the line before the file's says which. Some of those inputs are held out, and the written file is
-opened as ptx serves it (``load(path, BACKEND, precision="int8")``, handed in as ``open_model``)
+opened as ptx serves it (``load(path, BACKEND, precision="int8")``, the runtime floor's opener)
 and judged on them against the f32 file by the rule a model without labels has
 (ptx.contract.verdict.judge_tensors). A file that misses it is still written, with the
 verdict recorded in it (``ptx.verdict``, one per runtime that reads it: export/pipeline.py) and said in one
@@ -41,15 +41,15 @@ from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .pipeline import Plan, atomic_file, check_options, export_files, guard
-from .validate import ExportResult, OpenModel, tensor_evidence
+from .validate import ExportResult, open_target, tensor_evidence
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
 
 
-def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_model: OpenModel,
-                     out: str | Path | None = None, calibration: str | Path | None = None, keep_f32=None, rank=None,
-                     max_drop: float | None = None, metric: str | None = None, force: bool = False,
+def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str | Path | None = None,
+                     calibration: str | Path | None = None, keep_f32=None, rank=None, max_drop: float | None = None,
+                     metric: str | None = None, force: bool = False,
                      log: Callable[[str], None] = print, **open_options) -> ExportResult:
     """Quantize the ONNX file at ``path`` to int8 (``fmt_name``: onnx-int8 or openvino-int8) and judge
     it against the file; returns its ExportResult, whose ``judgement`` is the verdict (PASS or NOT
@@ -58,7 +58,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     ``calibration``: an .npz/.npy/.json of real inputs by name (as ``ptx verify FILE --inputs``
     reads them); without it, seeded inputs are generated from the signature. ``keep_f32``: node
     names left in f32, or ``auto`` with ``rank`` (infer's triage, handed in). ``open_options``:
-    what ``open_model`` takes to open the file (batch_axes, ignore_metadata)."""
+    what ptx.infer.load takes to open the file (batch_axes, ignore_metadata)."""
     import onnx
 
     path = Path(path)
@@ -66,7 +66,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
-    with closing(open_model(path, "ort-cpu", "cpu", **open_options)) as source:
+    with closing(open_target(path, "ort-cpu", "cpu", **open_options)) as source:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
@@ -91,7 +91,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
                  for feeds in held]
         bound = None
         if max_drop is not None:  # the user's metric on the f32 file now, on each candidate in the search
-            bound = metric_bound(metric, max_drop, source.run, lambda candidate, backend=None: open_model(
+            bound = metric_bound(metric, max_drop, source.run, lambda candidate, backend=None: open_target(
                 candidate, backend or fmt.serving_backend, "cpu", **open_options))  # at its own precision: NNCF measures f32 too
             log(f"--metric {bound.metric}: {bound.reference:.6g} on {path.name} (f32); int8 may drop it by at most "
                 f"{max_drop:g}")
@@ -104,7 +104,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
 
     def judge(candidate: Path, backend: str | None = None, answers=None):
         # a reduced precision is held to judge_tensors' rule, not to a tolerance
-        return tensor_evidence(fmt, candidate, open_model, signature, cases, seen, answers, backend,
+        return tensor_evidence(fmt, candidate, signature, cases, seen, answers, backend,
                              kind="generated" if calibration is None else "inputs")
 
     search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
@@ -120,7 +120,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, open_mode
     plan = Plan(name, path, None, signature, strings, lambda fmt: cases, lambda s, on: default_tolerance(s.dtype),
                 lambda fmt: dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search), evidence,
                 lambda done, _: done.method, f"(serve {path.name})")
-    [result] = export_files(plan, [fmt], open_model, lambda fmt: atomic_file(final), log)
+    [result] = export_files(plan, [fmt], lambda fmt: atomic_file(final), log)
     return result
 
 

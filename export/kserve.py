@@ -182,7 +182,7 @@ def export_kserve(model: str | Source, out: str | Path, *, image: str | None = N
                   log: Callable[[str], None] = print, **export_options) -> Path:
     """Write ``out``: a Dockerfile, the InferenceService manifest, a README, the model's ONNX file
     under models/NAME/ and a ptx wheel under wheels/. ``model``: a Source (export/sources.py), or a
-    tutorial model's name, exported with ``export_options`` (``open_predictor`` among them). Returns ``out``."""
+    tutorial model's name, exported with ``export_options`` (export_model's). Returns ``out``."""
     source = model if isinstance(model, Source) else tutorial_source(model, **export_options)
     name = source.name
     final = Path(out)

@@ -5,11 +5,10 @@ The module is written by the format registry's own writers (export/formats/: ONN
 torch.export-based exporter with the TorchScript-based one as the stated fallback, TorchScript
 traced or scripted, and on request a pt2 package and an int8 ONNX), the ones a tutorial model's
 export uses, through the one export driver (export/pipeline.py). Every file is then loaded by the
-code that will serve it (``ptx.infer.load``, handed in as ``open_model``: export comes before infer
-in ptx's flow) and run against the eager module at two batch sizes, neither 0 nor 1, with seeded
-inputs made from the signature (export/validate.py's one check); an output beyond its dtype's
-tolerance refuses the file (exit 1). That is how a batch an exporter silently specialised
-(pytorch#148886) is caught at export, not by the first user with another batch.
+code that will serve it (``ptx.infer.load``, the runtime floor export sits on) and run against the
+eager module at two batch sizes, neither 0 nor 1, with seeded inputs made from the signature
+(export/validate.py's one check); an output beyond its dtype's tolerance refuses the file (exit 1).
+That is how a batch an exporter silently specialised (pytorch#148886) is caught at export, not by the first user with another batch.
 
 Each file carries its contract: ``ptx.signature`` (the named tensors), ``ptx.weights_sha256`` (what
 binds that contract to these weights), ``ptx.model`` and provenance; ``model.reference.npz`` beside
@@ -53,7 +52,7 @@ from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
-from .validate import ExportResult, OpenModel, tensor_evidence
+from .validate import ExportResult, open_target, tensor_evidence
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -72,7 +71,7 @@ class ModuleExportResult:
 
 
 def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | Path = "export", *,
-                  open_model: OpenModel, inputs: Sequence[TensorSig | str] | None = None,
+                  inputs: Sequence[TensorSig | str] | None = None,
                   input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
                   dynamic: bool = True, formats: Sequence[str] = DEFAULT_MODULE_FORMATS, name: str | None = None,
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
@@ -92,8 +91,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         from ptx.export import export_module
         from ptx.infer import load
 
-        result = export_module(model, (torch.rand(2, 3, 224, 224),), "exports/mynet", open_model=load,
-                               input_names=["image"], output_names=["logits"])
+        result = export_module(model, (torch.rand(2, 3, 224, 224),), "exports/mynet", input_names=["image"],
+                               output_names=["logits"])
         load("exports/mynet/model.onnx").run({"image": batch})  # torch-free from here on
 
     What goes in:
@@ -139,7 +138,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 
     What comes out, in ``out_dir`` (written whole or not at all, replacing an earlier export):
     model.onnx, model.torchscript.pt, model.pt2, model.int8.onnx as asked, and
-    model.reference.npz. Each file is loaded through ``open_model`` (``ptx.infer.load``) and run
+    model.reference.npz. Each file is loaded through ``ptx.infer.load`` and run
     against the eager module at batches 3 and 5 (or twice at the declared shapes without a batch
     axis), with seeded inputs; an output beyond its dtype's tolerance is a ValidationError (exit 1)
     naming the format, the batch, the output and its error, and nothing is kept. int8 is quantized
@@ -199,7 +198,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
     try:
-        eager = open_model(module, inputs=list(sigs), plan=base)
+        eager = open_target(module, inputs=list(sigs), plan=base)
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
         restore()
         eager_bounds(module, Signature(sigs, ()), probes, args, restore)
@@ -253,7 +252,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 
     def evidence(fmt, path: Path, backend: str, answers) -> list:
         # a reduced file against eager's answers on the validation cases (generated: a module comes without samples)
-        return [tensor_evidence(fmt, path, open_model, signature, cases, f"{len(cases)} generated cases", answers,
+        return [tensor_evidence(fmt, path, signature, cases, f"{len(cases)} generated cases", answers,
                                 backend, against="eager")]
 
     plan = Plan(name, module, args, signature, strings, lambda fmt: cases, tolerance, lambda fmt: options[fmt.name],
@@ -261,7 +260,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                 unreported=unreported)
     result = ModuleExportResult(out_dir, name, signature)
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
-        result.files = export_files(plan, chosen, open_model, lambda fmt: nullcontext(
+        result.files = export_files(plan, chosen, lambda fmt: nullcontext(
             (staging / fmt.file_name, out_dir / fmt.file_name)), log)
         if not reference:
             return result

@@ -35,7 +35,7 @@ from ptx.machine import describe_cpu
 
 from . import formats
 from .certificate import certify_model, findings
-from .validate import ExportResult, OpenModel, check_model, open_checked
+from .validate import ExportResult, check_model, open_checked
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Plan:
     unreported: Sequence[Case] = ()  # checked after ``cases``, not reported: a module's own example
 
 
-def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
+def export_files(plan: Plan, chosen: Sequence,
                  place: Callable[[object], AbstractContextManager], log: Callable[[str], None]) -> list[ExportResult]:
     """Write, check, judge and record ``plan`` in each format of ``chosen``, in turn. ``place(fmt)``
     is a context manager giving (the temporary path to write, the path the file will have): it keeps
@@ -89,7 +89,7 @@ def export_files(plan: Plan, chosen: Sequence, open_model: OpenModel,
             if made.note:
                 log(f"{fmt.name:<11} {made.note}")
             reported = plan.cases(fmt)
-            certificate, agreements, answers = _check(plan, fmt, tmp, open_model, [*reported, *plan.unreported], on,
+            certificate, agreements, answers = _check(plan, fmt, tmp, [*reported, *plan.unreported], on,
                                                       made.hint)
             batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
             sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
@@ -127,11 +127,11 @@ def atomic_file(final: Path):
         yield tmp, final
 
 
-def _check(plan: Plan, fmt, path: Path, open_model: OpenModel, cases: list[Case], on: str, hint
+def _check(plan: Plan, fmt, path: Path, cases: list[Case], on: str, hint
            ) -> tuple[Certificate | None, dict, list[dict]]:
     """The written file opened once, as ptx serves it: its shape certificate (where the plan makes
     one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
-    with closing(open_checked(open_model, path, fmt, on)) as model:
+    with closing(open_checked(path, fmt, on)) as model:
         certificate = None if plan.shapes is None else certify_model(
             fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
         try:

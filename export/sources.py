@@ -22,7 +22,7 @@ from ptx.errors import PtxError
 
 from . import formats
 from .pipeline import guard
-from .validate import OpenModel, open_file
+from .validate import open_file, open_target
 
 KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "pt2"}
 
@@ -64,21 +64,21 @@ def write_folder(final: Path, force: bool, foreign: Callable[[Path], str | None]
     return made, sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
 
 
-def tutorial_source(name: str, *, open_predictor: OpenModel, **export_options) -> Source:
+def tutorial_source(name: str, **export_options) -> Source:
     """Tutorial model ``name``'s checkpoint exported (export_model, with ``export_options``) and validated."""
     def place(path: Path, fmt: str, log: Callable[[str], None]):
         from .api import export_model
 
         made = path.parent / ARTIFACT_FILES[fmt]  # where the export writes it, before Triton's name
-        [result] = export_model(name, [fmt], open_predictor=open_predictor, out=path.parent,
+        [result] = export_model(name, [fmt], out=path.parent,
                                 log=lambda line: log(line.replace(str(made), str(path))), **export_options)
         result.path.rename(path)
-        return open_file(open_predictor, path, formats.get(fmt))
+        return open_file(path, formats.get(fmt))
 
     return Source(name, name, place, f"{name}'s validated export", registered=True)
 
 
-def file_source(path: str | Path, kind: str, *, open_model: OpenModel, **open_options) -> Source:
+def file_source(path: str | Path, kind: str, **open_options) -> Source:
     """A user's model file of ``kind`` (onnx, torchscript), copied as it is (an ONNX file's external
     data beside it) and opened with ``open_options`` (a TorchScript file's --input declarations)."""
     from ptx.contract.onnx_wire import external_data_files
@@ -96,13 +96,12 @@ def file_source(path: str | Path, kind: str, *, open_model: OpenModel, **open_op
         for location in external_data_files(path) if kind == "onnx" else []:
             (target.parent / location).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path.parent / location, target.parent / location)
-        return open_model(target, **open_options)
+        return open_target(target, **open_options)
 
     return Source(path.name.split(".")[0], path.name, place, f"a copy of `{path.name}`")
 
 
-def module_source(module, example_inputs, *, name: str, subject: str, open_model: OpenModel,
-                  **module_options) -> Source:
+def module_source(module, example_inputs, *, name: str, subject: str, **module_options) -> Source:
     """A user's nn.Module exported and validated (export_module, with ``module_options``), its
     one file of the folder's format kept."""
     def place(target: Path, fmt: str, log: Callable[[str], None]):
@@ -110,11 +109,11 @@ def module_source(module, example_inputs, *, name: str, subject: str, open_model
 
         with tempfile.TemporaryDirectory(prefix="ptx-module-") as scratch:
             made = Path(scratch) / "export" / ARTIFACT_FILES[fmt]
-            export_module(module, example_inputs, made.parent, open_model=open_model, formats=[fmt], name=name,
+            export_module(module, example_inputs, made.parent, formats=[fmt], name=name,
                           reference=False, log=lambda line: log(line.replace(str(made), str(target))),
                           **module_options)
             shutil.move(str(made), target)
-        return open_file(open_model, target, formats.get(fmt))
+        return open_file(target, formats.get(fmt))
 
     return Source(name, subject, place, f"exported from `{subject.split()[-1]}`")
 

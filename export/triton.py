@@ -151,7 +151,7 @@ protocol.
 def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBackend | str = TritonBackend.ONNXRUNTIME,
                   force: bool = False, log: Callable[[str], None] = print, **export_options) -> Path:
     """Write ``repo/NAME`` for ``model``: a Source (export/sources.py), or a tutorial model's name,
-    exported with ``export_options`` (``open_predictor`` among them). The folder holds its validated
+    exported with ``export_options`` (export_model's). The folder holds its validated
     file (``1/model.onnx``, or ``1/model.pt`` with ``backend`` pytorch), config.pbtxt, a README and,
     for a classifier with a contract, its label file. Returns the folder. An existing one is
     replaced only when ptx export wrote it for the same model (a re-export), or with ``force``;

@@ -1,8 +1,8 @@
 """Prove a written file answers as its reference did before it is kept (optimum's
 validate_model_outputs), with one check for every export: a tutorial model's, a user's module's, a
 user's file's int8 (``check_model``, on the file export/pipeline.py opened once). The file is
-opened by the code that will serve it (``open_model``: ptx.infer.load, handed in, since export
-comes before infer) and run on the cases
+opened by the code that will serve it (``open_target``: the runtime floor's ptx.infer.load, which
+export sits on) and run on the cases
 the reference answered (the eager module, or the f32 file); the one comparison judges each output
 (ptx.contract.comparison).
 
@@ -29,9 +29,9 @@ from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.transforms import decisions, normalize, pictures_from_model_input, run_in_batches, to_layout
 from ptx.errors import PtxError, ValidationError
+from ptx.infer.model.target import load
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
-OpenModel = Callable[..., object]  # ptx.infer.load: (path or module, backend, device, precision=...) -> a Model
 
 
 @dataclass
@@ -62,17 +62,23 @@ class ExportResult:
         return text + "".join(f"; {symbol} {', '.join(map(str, sizes))}" for symbol, sizes in self.sizes.items())
 
 
-def open_file(open_model: OpenModel, path, fmt, device: str = "cpu", backend: str | None = None):
+def open_target(target, *args, **options):
+    """A Model of ``target`` (a file, an nn.Module) as the runtime floor opens it (ptx.infer.load, with
+    its arguments): every model export validates or reads is opened here, by the code that serves it."""
+    return load(target, *args, **options)
+
+
+def open_file(path, fmt, device: str = "cpu", backend: str | None = None):
     """The model ``backend`` (default: ``fmt``'s serving backend) makes of the file at ``path`` on
     ``device``, at the format's precision."""
     reduced = {} if fmt.precision == FULL_PRECISION else {"precision": fmt.precision}  # f32: as verify opens it
-    return open_model(path, backend or fmt.serving_backend, device, **reduced)
+    return open_target(path, backend or fmt.serving_backend, device, **reduced)
 
 
-def open_checked(open_model: OpenModel, path, fmt, device: str = "cpu", backend: str | None = None):
+def open_checked(path, fmt, device: str = "cpu", backend: str | None = None):
     """``open_file``, a file that does not load said as the ValidationError of the file ptx wrote."""
     try:
-        return open_file(open_model, path, fmt, device, backend)
+        return open_file(path, fmt, device, backend)
     except PtxError as exc:
         raise ValidationError(f"{fmt.name}: the file ptx wrote does not load: {exc}") from None
 
@@ -219,7 +225,7 @@ def _answers(model, contract: Contract, x: np.ndarray) -> np.ndarray:
 # -- a model without labels: a reduced precision judged by its tensors ----------------------------
 
 
-def tensor_evidence(fmt, path, open_model: OpenModel, signature: Signature, cases: Sequence[Case], held: str,
+def tensor_evidence(fmt, path, signature: Signature, cases: Sequence[Case], held: str,
                   answers: Sequence[dict] | None = None, backend: str | None = None, against: str = "the f32 file",
                   kind: str = "generated") -> Evidence:
     """The reduced file at ``path`` judged by its answers against the reference's on ``cases`` (the
@@ -228,7 +234,7 @@ def tensor_evidence(fmt, path, open_model: OpenModel, signature: Signature, case
     it on ``cases`` first; else it is opened (through ``backend``: another runtime than the format's
     serving one) and run on them here."""
     if answers is None:
-        with closing(open_checked(open_model, path, fmt, backend=backend)) as model:
+        with closing(open_checked(path, fmt, backend=backend)) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
     return judge_tensors(answers[:len(cases)], [c.outputs for c in cases],
                          [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind,

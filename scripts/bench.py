@@ -58,7 +58,7 @@ def prepare_runs(root: Path, data) -> None:
         spec = get(name)
         config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr, device="cpu")
         train(spec, data, config, root / name, log=lambda _: None)
-        export_model(name, checkpoint=root / name / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
+        export_model(name, checkpoint=root / name / "checkpoint.pt", log=lambda _: None)
 
 
 def median_wall(cmd: list[str], cwd: Path) -> float:
@@ -143,10 +143,9 @@ def fastest_section(root: Path, seconds: float) -> str:
                                  limit=20000 if dataset == "fashion-mnist" else None)
             train(spec, load_dataset(dataset), config, run, log=lambda _: None)
         if not (run / "model.onnx").is_file():
-            export_model(name, checkpoint=run / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
+            export_model(name, checkpoint=run / "checkpoint.pt", log=lambda _: None)
         if not (run / "model.int8.onnx").is_file():
-            export_model(name, ["onnx-int8"], checkpoint=run / "checkpoint.pt", open_predictor=open_artifact,
-                         log=lambda _: None)
+            export_model(name, ["onnx-int8"], checkpoint=run / "checkpoint.pt", log=lambda _: None)
     reduced = bool({"amx_bf16", "avx512_bf16", "avx512_vnni", "amx_int8"} & set(cpu_features()))
     header = ["model", "batch", *(title for _, title in FASTEST_COLUMNS), "ptx fastest verified",
               "vs fastest bare peer", "vs bare ORT f32", "goal met", "accuracy (eager; int8; bf16)"]

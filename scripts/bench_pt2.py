@@ -44,7 +44,7 @@ def main() -> None:
     from bench import machine, write_section  # scripts/bench.py, beside this file
 
     root = Path(tempfile.mkdtemp(prefix="ptx-bench-pt2-"))
-    quiet = dict(open_predictor=open_artifact, log=lambda _: None)
+    quiet = dict(log=lambda _: None)
     compile_rows, latency = [], []
     for name in MODELS:
         spec = get(name)

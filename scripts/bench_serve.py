@@ -69,8 +69,7 @@ def prepare(root: Path) -> None:
         data = load_dataset("mnist-sample", labels=spec.labels, picture=spec.contract("mnist-sample").picture)
         config = TrainConfig(epochs=1, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr, device="cpu")
         train(spec, data, config, root / name, log=lambda _: None)
-        export_model(name, ["onnx"], checkpoint=root / name / "checkpoint.pt", open_predictor=open_artifact,
-                     log=lambda _: None)
+        export_model(name, ["onnx"], checkpoint=root / name / "checkpoint.pt", log=lambda _: None)
 
 
 def picture() -> dict[str, np.ndarray]:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                                  lr=spec.recipe.lr, device=args.device, limit=args.limit)
             metrics = train(spec, data_cache[key], config, out, force=True, log=lambda _: None)
             t1 = time.perf_counter()
-            export_model(name, checkpoint=out / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
+            export_model(name, checkpoint=out / "checkpoint.pt", log=lambda _: None)
             t2 = time.perf_counter()
             epochs = json.loads((out / "metrics.json").read_text())["epochs"]
             metric = metrics.get("final_test_accuracy", metrics.get("final_test_mse"))

@@ -167,7 +167,7 @@ def one_run(run: Path, args, scratch: Path) -> None:
                 model_file.close()
         return decide(label, [evidence], by="export")
 
-    verdicts = [judged(open_file(load, path, INT8), "ort-cpu-int8") for _, path, _ in files]
+    verdicts = [judged(open_file(path, INT8), "ort-cpu-int8") for _, path, _ in files]
 
     reps = -(-args.batch // len(cases[0][contract.input.name]))
     x = np.ascontiguousarray(np.concatenate([cases[0][contract.input.name]] * reps)[: args.batch])
@@ -194,7 +194,7 @@ def one_run(run: Path, args, scratch: Path) -> None:
             except BackendUnavailableError as exc:
                 print(f"   OpenVINO bf16: not here ({exc})")
             for i, label in choices:
-                int8 = open_file(load, files[i][1], INT8, backend="openvino")
+                int8 = open_file(files[i][1], INT8, backend="openvino")
                 opened.append(int8)
                 rows.append((f"OpenVINO int8, {label}", int8.bare(feeds)[1], judged(int8, "openvino-int8", True)))
         except BackendUnavailableError as exc:

@@ -133,7 +133,7 @@ class Runs:
         config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr,
                              device="cpu", limit=None if name in WELL_TRAINED else SMOKE_LIMIT)
         train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
-        export_model(name, checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact, log=lambda _: None)
+        export_model(name, checkpoint=run_dir / "checkpoint.pt", log=lambda _: None)
 
     def with_pt2(self, name: str, device: str = "cpu") -> Path:
         """runs/<name> as trained() gives it, plus model.pt2 compiled for ``device`` (once per test
@@ -147,14 +147,12 @@ class Runs:
             run_dir = own
         if not (run_dir / "model.pt2").is_file():
             if self.shared is None or device != "cpu":
-                export_model(name, ["pt2"], checkpoint=run_dir / "checkpoint.pt", open_predictor=open_artifact,
-                             device=device, log=lambda _: None)
+                export_model(name, ["pt2"], checkpoint=run_dir / "checkpoint.pt", device=device, log=lambda _: None)
             else:  # compiled once for every worker, from the shared checkpoint this run's is a copy of
                 made = self.shared / name
                 with _held(self.shared / f"{name}.lock"):
                     if not (made / "model.pt2").is_file():
-                        export_model(name, ["pt2"], checkpoint=made / "checkpoint.pt", open_predictor=open_artifact,
-                                     log=lambda _: None)
+                        export_model(name, ["pt2"], checkpoint=made / "checkpoint.pt", log=lambda _: None)
                     shutil.copy2(made / "model.pt2", run_dir / "model.pt2")
         return run_dir
 

@@ -81,7 +81,7 @@ class Exports:
             source = factory(self.root, name)
             lines: list[str] = []
             made = load_factory(f"{source}:build")
-            export_module(made.module, made.example_inputs, self.root / name, open_model=load, inputs=MODELS[name][1],
+            export_module(made.module, made.example_inputs, self.root / name, inputs=MODELS[name][1],
                           formats=self.formats, name=name, log=lines.append)
             self.done[name] = (self.root / name, "\n".join(lines))
         return self.done[name]

@@ -87,7 +87,7 @@ def clip(tmp_path_factory):
     lines: list[str] = []
     made = load_factory(f"{source}:build")
     folder = source.parent / "out"
-    result = export_module(made.module, None, folder, open_model=load, formats=["onnx"], log=lines.append,
+    result = export_module(made.module, None, folder, formats=["onnx"], log=lines.append,
                            inputs=["input_ids=batchxseq:int64", "pixel_values=batchx3x16x16"], name="clip")
     return source, folder, result, "\n".join(lines)
 
@@ -252,7 +252,7 @@ def test_a_size_the_model_refuses_at_every_size_tried_is_said_with_the_cap(tmp_p
 
     lines: list[str] = []
     with pytest.raises(Exception):
-        export_module(OnlyThree(), None, tmp_path / "three", open_model=load, formats=["onnx"], log=lines.append,
+        export_module(OnlyThree(), None, tmp_path / "three", formats=["onnx"], log=lines.append,
                       inputs=["x=batchxsteps"])
     said = [ln for ln in lines if ln.startswith("sizes:")]
     assert said and "at every larger size tried, doubling up to steps=16384" in said[0], lines
@@ -281,7 +281,7 @@ def test_where_the_default_size_fails_beside_a_factory_s_example_the_example_s_s
             return self.conv(x.unsqueeze(1)).mean(-1)
 
     lines: list[str] = []
-    result = export_module(Framed(), (torch.rand(2, 50),), tmp_path / "framed", open_model=load, formats=["onnx"],
+    result = export_module(Framed(), (torch.rand(2, 50),), tmp_path / "framed", formats=["onnx"],
                            inputs=["x=batchxsamples"], log=lines.append)
     said = [ln for ln in lines if ln.startswith("sizes:")]
     assert said and "refuses the generated inputs at samples=8" in said[0] and "the example's samples=50" in said[0]

@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("detector") / "out"
     lines: list[str] = []
     module = _detector()
-    result = export_module(module, None, folder, open_model=load, inputs=[f"images={BATCH}x3x64x64"],
+    result = export_module(module, None, folder, inputs=[f"images={BATCH}x3x64x64"],
                            formats=("onnx", "torchscript"), name="detector", log=lines.append)
     return module, result, lines
 
@@ -97,7 +97,7 @@ def test_inspect_says_which_outputs_are_detections(exported):
 
 def test_a_dynamic_batch_is_refused_in_one_line_with_the_route_that_works(tmp_path):
     with pytest.raises(PtxError) as err:
-        export_module(_detector(), None, tmp_path / "out", open_model=load, inputs=["images=batchx3x64x64"],
+        export_module(_detector(), None, tmp_path / "out", inputs=["images=batchx3x64x64"],
                       formats=("onnx",), log=lambda line: None)
     message = str(err.value)
     assert "\n" not in message and "one dict of detections per image" in message
@@ -409,7 +409,7 @@ def test_a_key_beyond_boxes_scores_and_labels_is_compared_per_matched_detection(
 def test_one_picture_per_call_at_any_size_through_the_torchscript_based_exporter(tmp_path):
     lines: list[str] = []
     module = _detector()
-    result = export_module(module, None, tmp_path / "out", open_model=load, inputs=["images=1x3xheightxwidth"],
+    result = export_module(module, None, tmp_path / "out", inputs=["images=1x3xheightxwidth"],
                            formats=("onnx",), exporter="legacy", log=lines.append, reference=False)
     # the certificate's probes (height and width 1, 2, 7) held to eager's answers as detections
     assert any("shape certificate: holds: height 1, 2, 7; width 1, 2, 7 (answers against eager)" in line

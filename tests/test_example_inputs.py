@@ -163,7 +163,7 @@ DECLARED = ["input_ids=batchxseq:int64", "attention_mask=batchxseq:int64", "toke
 
 def test_export_generates_ids_the_embedding_takes_and_says_what_it_fed(tmp_path):
     lines = []
-    export_module(_tagger(), None, tmp_path / "t", open_model=load, inputs=DECLARED, formats=["torchscript"],
+    export_module(_tagger(), None, tmp_path / "t", inputs=DECLARED, formats=["torchscript"],
                   log=lines.append)
     said = next(ln for ln in lines if ln.startswith("validation inputs: "))
     assert said == ("validation inputs: generated: input_ids int64 in [0, 5] (rows of the embedding embed), "
@@ -238,7 +238,7 @@ def test_a_small_vocabulary_model_s_cache_is_left_out_as_a_large_one_s(tmp_path)
             return Out(self.head(self.embed(input_ids)), TinyCache())
 
     lines = []
-    done = export_module(Tiny(), None, tmp_path / "tiny", open_model=load, inputs=["input_ids=batchxseq:int64"],
+    done = export_module(Tiny(), None, tmp_path / "tiny", inputs=["input_ids=batchxseq:int64"],
                          formats=["onnx"], log=lines.append)
     assert "outputs: cache (a TinyCache) left out: ptx exports tensors, not a cache; build the model with " \
            "use_cache=False to skip computing it" in lines, lines
@@ -326,7 +326,7 @@ def test_ids_are_bounded_by_the_table_they_index_not_by_a_module_that_reads_thei
             return self.embed_tokens(decoder_input_ids) + self.embed_positions(decoder_input_ids)
 
     lines = []
-    export_module(Decoder(), None, tmp_path / "d", open_model=load, inputs=["decoder_input_ids=batchxseq:int64"],
+    export_module(Decoder(), None, tmp_path / "d", inputs=["decoder_input_ids=batchxseq:int64"],
                   formats=["onnx"], log=lines.append)
     said = next(ln for ln in lines if ln.startswith("validation inputs: "))
     assert said == "validation inputs: generated: decoder_input_ids int64 in [0, 99] (rows of the embedding " \
@@ -347,7 +347,7 @@ def test_ids_looked_up_by_torch_embedding_directly_are_bounded_too(tmp_path):
             return torch.embedding(self.table, ids)
 
     lines = []
-    export_module(Direct(), None, tmp_path / "d", open_model=load, inputs=["ids=batchxseq:int64"], formats=["onnx"],
+    export_module(Direct(), None, tmp_path / "d", inputs=["ids=batchxseq:int64"], formats=["onnx"],
                   log=lines.append)
     said = next(ln for ln in lines if ln.startswith("validation inputs: "))
     assert said == "validation inputs: generated: ids int64 in [0, 11] (rows of the embedding table)", said

@@ -22,7 +22,7 @@ from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.models import get
 from ptx_command import ptx
 
-QUIET = dict(log=lambda _: None, open_predictor=open_artifact)
+QUIET = dict(log=lambda _: None)
 PROVENANCE = {"ptx_version", "dataset", "epochs", "checkpoint_sha256", "torch_version", "export_time"}
 
 

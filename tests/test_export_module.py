@@ -137,10 +137,10 @@ def library_exports(work) -> dict[str, Path]:
     two_io, half = catalog["two_io"], catalog["half"]
     out = {}
     example = dict(zip(two_io.input_names, two_io.example))
-    export_module(two_io.module, example, work / "lib" / "two_io", open_model=load, output_names=two_io.output_names,
+    export_module(two_io.module, example, work / "lib" / "two_io", output_names=two_io.output_names,
                   inputs=["picture=batchx1x16x16", "ids=batchxtokens:int64"], log=lambda _: None)
     out["two_io"] = work / "lib" / "two_io"
-    export_module(half.module, half.example, work / "lib" / "half", open_model=load, log=lambda _: None)
+    export_module(half.module, half.example, work / "lib" / "half", log=lambda _: None)
     out["half"] = work / "lib" / "half"
     return out
 
@@ -218,7 +218,7 @@ def test_a_traced_branch_is_refused_with_the_way_to_export_it():
     exporter freezes one branch (and drops the input). Refused, saying how: script it, or torch.cond."""
     model = zoo.catalog()["stateful"]
     with pytest.raises(ValidationError) as caught:
-        export_module(model.module, model.example, Path("never-written"), open_model=load, formats=["onnx"],
+        export_module(model.module, model.example, Path("never-written"), formats=["onnx"],
                       inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
     message = str(caught.value)
     assert "left input 'mode' out of the graph" in message and "--torchscript-mode script" in message
@@ -226,7 +226,7 @@ def test_a_traced_branch_is_refused_with_the_way_to_export_it():
     assert not Path("never-written").exists()
     with pytest.raises(ValidationError, match=r"torchscript: batch 3: output_0: max abs .*tracing warned at "
                                               r"own_models.py:\d+"):
-        export_module(model.module, model.example, Path("never-written"), open_model=load, formats=["torchscript"],
+        export_module(model.module, model.example, Path("never-written"), formats=["torchscript"],
                       inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
 
 
@@ -247,7 +247,7 @@ def test_a_scripted_module_torch_jit_save_refuses_is_one_line_saying_what_to_cha
                                        r"called on an undefined Tensor\); annotate a forward\(\) parameter that "
                                        r"defaults to None as Optional\[torch.Tensor\], or try --torchscript-mode "
                                        r"trace"):
-        export_module(OptionalBias().eval(), None, tmp_path / "out", open_model=load, formats=["torchscript"],
+        export_module(OptionalBias().eval(), None, tmp_path / "out", formats=["torchscript"],
                       inputs=["x=batchx4"], name="net", torchscript_mode="script", log=lambda _: None)
     assert not (tmp_path / "out").exists()
 
@@ -257,7 +257,7 @@ def test_an_input_declared_twice_is_said_so(tmp_path):
     parameters before x need declaring too: add --input for " with no parameter named."""
     with pytest.raises(PtxError, match=r"^--input x is given twice: declare each of OptionalBias.forward\(x, bias\)'s "
                                        r"inputs once$"):
-        export_module(OptionalBias().eval(), None, tmp_path / "out", open_model=load, formats=["onnx"],
+        export_module(OptionalBias().eval(), None, tmp_path / "out", formats=["onnx"],
                       inputs=["x=batchx4", "x=batchx4"], log=lambda _: None)
 
 
@@ -277,10 +277,10 @@ def test_torch_cond_exports_through_the_torch_export_based_exporter(tmp_path):
     module = CondGRU().eval()
     example = (torch.rand(5, 2, 6), torch.zeros(1, 2, 12), torch.tensor(1))
     with pytest.raises(ValidationError, match="onnx: batch 3 does not run"):
-        export_module(module, example, tmp_path / "cond", open_model=load, formats=["onnx"],
+        export_module(module, example, tmp_path / "cond", formats=["onnx"],
                       inputs=["x=stepsxbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lambda _: None)
     lines = []
-    result = export_module(module, example, tmp_path / "cond", open_model=load, formats=["onnx"],
+    result = export_module(module, example, tmp_path / "cond", formats=["onnx"],
                            inputs=["x=5xbatchx6", "h0=1xbatchx12", "mode=:int64"], log=lines.append)
     assert "refused" not in "\n".join(lines)
     assert metadata(result.files[0].path)["exporter"] == "dynamo"
@@ -292,13 +292,13 @@ def test_a_failed_export_keeps_the_older_folder_whole(cli_exports, work):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     specialised = zoo.catalog()["specialised"]
     with pytest.raises(ValidationError, match="batch 5"):
-        export_module(specialised.module, specialised.example, out, open_model=load, log=lambda _: None)
+        export_module(specialised.module, specialised.example, out, log=lambda _: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     (work / "mine").mkdir(exist_ok=True)
     (work / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(PtxError, match=r"holds other files \(notes.txt\).*or --force"):
-        export_module(specialised.module, specialised.example, work / "mine", open_model=load, log=lambda _: None)
+        export_module(specialised.module, specialised.example, work / "mine", log=lambda _: None)
     assert (work / "mine" / "notes.txt").read_text() == "keep me"
 
 
@@ -385,7 +385,7 @@ def test_bad_files_and_factories_are_one_line_each(work):
     assert "raises() raised ValueError: no weights here" in line
     assert not (work / "out" / "raises").exists()
     with pytest.raises(PtxError, match=r"declare each input in forward\(\)'s order with --input NAME=SHAPE\[:DTYPE\]"):
-        export_module(zoo.MobileBlockNet(), None, work / "never", open_model=load, log=lambda _: None)
+        export_module(zoo.MobileBlockNet(), None, work / "never", log=lambda _: None)
     assert not (work / "never").exists()
 
 
@@ -396,14 +396,14 @@ def test_declarations_are_checked_against_the_examples():
                             (["image=batchx3x32x32", "extra=batchx2"],  # two names for forward(x): neither is its parameter
                              r"--input image: \w+\.forward\(x\) has no parameter 'image'")]:
         with pytest.raises(PtxError, match=message):
-            export_module(module, example, Path("never-written"), open_model=load, inputs=inputs, log=lambda _: None)
+            export_module(module, example, Path("never-written"), inputs=inputs, log=lambda _: None)
     assert not Path("never-written").exists()
 
 
 def test_an_example_batch_of_one_is_raised_to_two_and_the_batch_stays_dynamic(tmp_path):
     fixed1 = zoo.catalog()["fixed1"]  # its example has batch 1, which torch.export would fix
     lines = []
-    result = export_module(fixed1.module, fixed1.example, tmp_path / "f", open_model=load, formats=["onnx"],
+    result = export_module(fixed1.module, fixed1.example, tmp_path / "f", formats=["onnx"],
                            log=lines.append)
     assert any(line.startswith("examples: batch of 1 repeated to 2") for line in lines)
     assert result.files[0].batches == (3, 5)
@@ -413,7 +413,7 @@ def test_an_example_batch_of_one_is_raised_to_two_and_the_batch_stays_dynamic(tm
 def test_pt2_and_int8_on_request(tmp_path):
     """pt2 compiles for ~20 s here: one small module."""
     module = zoo.HalfMLP().eval()  # float32 here
-    result = export_module(module, torch.rand(4, 16), tmp_path / "p", open_model=load, formats=["pt2", "onnx-int8"],
+    result = export_module(module, torch.rand(4, 16), tmp_path / "p", formats=["pt2", "onnx-int8"],
                            output_names=["y"], log=lambda _: None)
     pt2, int8 = result.files
     assert (pt2.format, pt2.judged, int8.format, int8.judged) == ("pt2", True, "onnx-int8", False)
@@ -494,7 +494,7 @@ class _StarArgs(torch.nn.Module):
 
 def test_inputs_are_matched_to_forward_by_name_not_by_position(tmp_path):
     lines = []
-    export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"], log=lines.append,
+    export_module(_MaskedIds(), None, tmp_path / "m", formats=["torchscript"], log=lines.append,
                   inputs=["attention_mask=batchxseq:int64", "input_ids=batchxseq:int64"])
     assert "inputs: in _MaskedIds.forward's order: input_ids, attention_mask" in lines
     ids = np.array([[1, 2, 3], [4, 5, 6]], np.int64)
@@ -507,18 +507,18 @@ def test_inputs_are_matched_to_forward_by_name_not_by_position(tmp_path):
 def test_an_input_name_forward_does_not_take_is_refused_naming_its_parameters(tmp_path):
     with pytest.raises(PtxError, match=r"^--input ids: _MaskedIds.forward\(input_ids, attention_mask\) has no "
                                        r"parameter 'ids': name each --input as one of forward\(\)'s parameters"):
-        export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"],
+        export_module(_MaskedIds(), None, tmp_path / "m", formats=["torchscript"],
                       inputs=["ids=batchxseq:int64", "attention_mask=batchxseq:int64"], log=lambda _: None)
     with pytest.raises(PtxError, match=r"parameters before attention_mask need declaring too: add --input for "
                                        r"input_ids"):
-        export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"],
+        export_module(_MaskedIds(), None, tmp_path / "m", formats=["torchscript"],
                       inputs=["attention_mask=batchxseq:int64"], log=lambda _: None)
     assert not (tmp_path / "m").exists()
 
 
 def test_a_forward_taking_star_args_keeps_the_declared_order_and_says_so(tmp_path):
     lines = []
-    export_module(_StarArgs(), None, tmp_path / "s", open_model=load, formats=["torchscript"], log=lines.append,
+    export_module(_StarArgs(), None, tmp_path / "s", formats=["torchscript"], log=lines.append,
                   inputs=["b=batchx3", "a=batchx3"])
     assert any("takes *args, so --input's order is forward()'s: b, a go in by position" in line for line in lines)
     a, b = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
@@ -527,7 +527,7 @@ def test_a_forward_taking_star_args_keeps_the_declared_order_and_says_so(tmp_pat
 
 def test_the_summary_names_every_symbolic_size_it_checked_not_only_the_batch(tmp_path):
     lines = []
-    export_module(_MaskedIds(), None, tmp_path / "m", open_model=load, formats=["torchscript"], log=lines.append,
+    export_module(_MaskedIds(), None, tmp_path / "m", formats=["torchscript"], log=lines.append,
                   inputs=["input_ids=batchxseq:int64", "attention_mask=batchxseq:int64"])
     line = next(ln for ln in lines if ln.startswith("torchscript "))
     assert "; batches 3, 5; seq 8, 10; traced)" in line, line
@@ -559,7 +559,7 @@ class _Positions(torch.nn.Module):
 
 def _exported_ids_model(module, tmp_path):
     """``module`` (input_ids, token_type_ids) exported to ONNX and opened as ptx serves it."""
-    export_module(module, None, tmp_path / "p", open_model=load, formats=["onnx"], log=lambda _: None,
+    export_module(module, None, tmp_path / "p", formats=["onnx"], log=lambda _: None,
                   inputs=["input_ids=batchxseq:int64", "token_type_ids=batchxseq:int64"])
     return load(tmp_path / "p" / "model.onnx")
 

@@ -217,7 +217,7 @@ def test_the_ort_graph_backend_reads_uint8_pictures_and_its_bare_peer_runs(runs,
     run_dir.mkdir()
     shutil.copy2(runs.trained("cnn") / "checkpoint.pt", run_dir / "checkpoint.pt")
     export_model("cnn", ["onnx"], checkpoint=run_dir / "checkpoint.pt", out=run_dir, input_dtype="uint8",
-                 open_predictor=open_artifact, log=lambda _: None)
+                 log=lambda _: None)
     plain = load(run_dir / "model.onnx")
     graph = open_graph_artifact(run_dir / "model.onnx", device="cpu")
     pictures = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)

@@ -50,7 +50,7 @@ def test_inputs_declared_by_keyword_leave_the_parameters_between_them_at_their_d
     now they go in by keyword and attention_mask keeps its default."""
     made = load_factory(f"{factory(tmp_path, 'bert')}:build")
     lines: list[str] = []
-    export_module(made.module, None, tmp_path / "kw", open_model=load, formats=["onnx"], log=lines.append,
+    export_module(made.module, None, tmp_path / "kw", formats=["onnx"], log=lines.append,
                   inputs=["token_type_ids=batchxseq:int64", "input_ids=batchxseq:int64"])
     assert any("input_ids, token_type_ids passed to BertModel.forward by keyword; attention_mask" in ln
                for ln in lines), lines
@@ -68,7 +68,7 @@ def test_a_parameter_without_a_default_left_out_is_named(tmp_path):
             return a + (c if c is not None else 0)
 
     with pytest.raises(PtxError, match=r"parameters before c need declaring too: add --input for b$"):
-        export_module(Two(), None, tmp_path / "two", open_model=load, formats=["onnx"], log=lambda _: None,
+        export_module(Two(), None, tmp_path / "two", formats=["onnx"], log=lambda _: None,
                       inputs=["a=batchx3", "c=batchx3"])
 
 
@@ -84,7 +84,7 @@ def test_a_model_output_inside_a_model_output_is_flattened_to_named_tensors(tmp_
                   patch_size=8)
     clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).eval()
     lines: list[str] = []
-    result = export_module(clip, None, tmp_path / "clip", open_model=load, formats=["onnx"], log=lines.append,
+    result = export_module(clip, None, tmp_path / "clip", formats=["onnx"], log=lines.append,
                            inputs=["input_ids=batchxseq:int64", "pixel_values=batchx3x16x16"])
     names = result.signature.output_names
     assert {"text_embeds", "image_embeds", "text_model_output_pooler_output",
@@ -134,7 +134,7 @@ def build():
 """)
     made = load_factory(f"{source}:build")
     with pytest.raises(PtxError) as caught:
-        export_module(made.module, None, tmp_path / "own", open_model=load, formats=["pt2"], inputs=["x=batchx3"],
+        export_module(made.module, None, tmp_path / "own", formats=["pt2"], inputs=["x=batchx3"],
                       log=lambda _: None)
     assert "returns a Out" in str(caught.value) and "\n" not in str(caught.value)
 

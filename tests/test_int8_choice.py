@@ -32,7 +32,7 @@ def convnet_int8(runs, tmp_path_factory):
     shutil.copytree(runs.trained("convnet"), root / "convnet")
     said: list[str] = []
     [result] = export_model("convnet", ["onnx-int8"], checkpoint=root / "convnet" / "checkpoint.pt",
-                            open_predictor=open_artifact, log=said.append)
+                            log=said.append)
     return result, said
 
 
@@ -148,7 +148,7 @@ def test_export_says_in_one_line_where_int8_is_slower_than_f32(ratio, lines):
 def test_recurrent_models_keep_dynamic_quantization_and_record_their_speed(runs, tmp_path):
     shutil.copytree(runs.trained("lstm"), tmp_path / "lstm")
     [result] = export_model("lstm", ["onnx-int8"], checkpoint=tmp_path / "lstm" / "checkpoint.pt",
-                            open_predictor=open_artifact, log=lambda _: None)
+                            log=lambda _: None)
     strings = meta(result.path)
     assert strings["ptx.quantization"].startswith("dynamic (7-bit int8 weights")
     assert strings["ptx.cpu"] == describe_cpu() and "x model.onnx's speed through" in strings["ptx.speed_vs_f32"]

@@ -83,6 +83,6 @@ def test_the_dockerfile_serves_the_validated_export_without_torch(deploy, runs):
 
 def test_another_models_folder_is_not_replaced_without_force(deploy, runs):
     with pytest.raises(PtxError, match="holds the kserve export of convnet"):
-        export_kserve("lstm", deploy, open_predictor=open_artifact, checkpoint=runs.trained("lstm") / "checkpoint.pt",
+        export_kserve("lstm", deploy, checkpoint=runs.trained("lstm") / "checkpoint.pt",
                       log=lambda _: None)
     assert (deploy / "models" / "convnet").is_dir()

@@ -131,8 +131,7 @@ def test_training_over_a_run_is_refused_unless_resumed_or_overwritten_and_overwr
     with pytest.raises(CheckpointError, match=r"already holds a run of linreg \(2 epochs.*--resume.*--overwrite"):
         train(spec, data, config, run, log=lambda _: None)
     assert (run / "checkpoint.pt").read_bytes() == first
-    export_model("linreg", ["onnx"], checkpoint=run / "checkpoint.pt", open_predictor=open_artifact,
-                 log=lambda _: None)
+    export_model("linreg", ["onnx"], checkpoint=run / "checkpoint.pt", log=lambda _: None)
     log = []
     train(spec, data, linreg_config(epochs=1)[1], run, overwrite=True, log=log.append)
     assert (run / "previous" / "checkpoint.pt").read_bytes() == first
@@ -160,8 +159,7 @@ def test_resuming_a_run_says_its_exports_are_stale(runs, tmp_path):
     spec, config = linreg_config(epochs=1)
     run = tmp_path / "linreg"
     train(spec, runs.dataset("linreg"), config, run, log=lambda _: None)
-    export_model("linreg", ["onnx"], checkpoint=run / "checkpoint.pt", open_predictor=open_artifact,
-                 log=lambda _: None)
+    export_model("linreg", ["onnx"], checkpoint=run / "checkpoint.pt", log=lambda _: None)
     log = []
     train(spec, runs.dataset("linreg"), linreg_config(epochs=2)[1], run, resume=True, log=log.append)
     assert any(line.startswith("notice: model.onnx") and "re-run `ptx export linreg`" in line for line in log)
@@ -196,7 +194,7 @@ def test_an_artifact_exported_from_another_checkpoint_is_served_with_a_warning(r
 def test_export_into_a_run_folder_exports_that_run_and_verify_finds_it_with_run(runs, tmp_path):
     quick = copy_run(runs, "logreg", tmp_path / "elsewhere" / "quick", files=("checkpoint.pt",))
     log = []
-    export_model("logreg", ["onnx"], out=quick, open_predictor=open_artifact, log=log.append)
+    export_model("logreg", ["onnx"], out=quick, log=log.append)
     assert log[0].startswith(f"checkpoint: {quick / 'checkpoint.pt'} (")
     predictor = load("logreg", run=quick)
     assert predictor.info.get("checkpoint_sha256") == file_sha256(quick / "checkpoint.pt")

@@ -136,7 +136,7 @@ def test_max_drop_on_a_users_file_keeps_only_the_node_it_needs(outlier, tmp_path
     """Acceptance (issue 53): after the search, quantizing any node it kept in f32 breaks the bound."""
     out = tmp_path / "ort"
     said: list[str] = []
-    result = export_int8_file(outlier, "onnx-int8", open_model=load, out=out, max_drop=MAX_DROP,
+    result = export_int8_file(outlier, "onnx-int8", out=out, max_drop=MAX_DROP,
                               metric=f"{outlier.parent / 'metric.py'}:accuracy", rank=rank_int8, log=said.append)
     strings = meta(result.path)
     kept = strings["keep_f32"].split(",")
@@ -147,7 +147,7 @@ def test_max_drop_on_a_users_file_keeps_only_the_node_it_needs(outlier, tmp_path
     assert re.fullmatch(r"\d+\.\d\dx outlier\.onnx's speed through ONNX Runtime on the CPU, batch 16, median of "
                         r"\d+ alternating rounds, 20\d\d-\d\d-\d\d", strings["speed_vs_f32"]), strings["speed_vs_f32"]
     for node in kept:  # each kept node back in int8 (with the others kept) breaks the bound
-        again = export_int8_file(outlier, "onnx-int8", open_model=load, out=tmp_path / node.replace("/", "_"),
+        again = export_int8_file(outlier, "onnx-int8", out=tmp_path / node.replace("/", "_"),
                                  keep_f32=[n for n in kept if n != node], log=lambda _: None)
         assert accuracy_of(again.path, "ort-cpu", outlier.parent / "labelled.npz") < 1.0 - MAX_DROP
 
@@ -227,8 +227,8 @@ def test_max_drop_holds_on_the_real_test_samples_and_verify_judges_by_it(mlp, fm
     from ptx.infer.verify.verify import verify
 
     said: list[str] = []
-    [result] = export_model("mlp", [fmt], checkpoint=mlp / "checkpoint.pt", open_predictor=open_artifact,
-                            max_drop=0.5, rank=rank_int8, force=True, log=said.append)
+    [result] = export_model("mlp", [fmt], checkpoint=mlp / "checkpoint.pt", max_drop=0.5, rank=rank_int8, force=True,
+                            log=said.append)
     strings = meta(result.path)
     assert strings["max_drop"] == "0.5 accuracy points" and strings["metric"].startswith("accuracy on 1,000 real ")
     assert strings["format"] == fmt and strings["precision"] == "int8"

@@ -193,7 +193,7 @@ class Nested(torch.nn.Module):
 
 
 def test_output_names_rename_the_structure_s_leaves_and_a_lying_record_is_refused(tmp_path):
-    export_module(Nested(), None, tmp_path / "n", open_model=load, inputs=["x=batchx4"], formats=["onnx"],
+    export_module(Nested(), None, tmp_path / "n", inputs=["x=batchx4"], formats=["onnx"],
                   output_names=["a", "b", "c"], log=lambda _: None)
     model = load(tmp_path / "n" / "model.onnx")
     assert model.signature.output_names == ["a", "b", "c"]

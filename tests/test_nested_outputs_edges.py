@@ -36,7 +36,7 @@ class Pairs(torch.nn.Module):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pairs")
-    export_module(Pairs(), None, folder / "p", open_model=load, inputs=["x=batchx4"], formats=["onnx"],
+    export_module(Pairs(), None, folder / "p", inputs=["x=batchx4"], formats=["onnx"],
                   log=lambda _: None)
     inputs = folder / "x.npz"
     np.savez(inputs, x=np.arange(8, dtype=np.float32).reshape(2, 4))
@@ -109,7 +109,7 @@ def test_a_live_module_that_returns_a_dataclass_answers_as_its_file(tmp_path):
     """export names a dataclass's tensors by its fields; load(module) refused it ("returned Parts")."""
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     live = load(Dataclassed(), inputs=["x=batchx4"]).run({"x": x})
-    export_module(Dataclassed(), None, tmp_path / "d", open_model=load, inputs=["x=batchx4"], formats=["onnx"],
+    export_module(Dataclassed(), None, tmp_path / "d", inputs=["x=batchx4"], formats=["onnx"],
                   log=lambda _: None)
     exported = load(tmp_path / "d" / "model.onnx")
     assert list(live) == exported.signature.output_names == ["scores", "levels_0"], list(live)

@@ -185,7 +185,7 @@ def test_pt2_compiled_for_cuda_runs_there_only(runs, tmp_path):
     run_dir = runs.trained("convnet")
     with skip_if_torch_loader_crashes("cuda"):
         export_model("convnet", ["pt2"], checkpoint=run_dir / "checkpoint.pt", out=tmp_path, device="cuda",
-                     open_predictor=open_artifact, log=lambda _: None)
+                     log=lambda _: None)
     assert load(tmp_path / "model.pt2", device="cuda").device == "cuda"
     with pytest.raises(MissingArtifactError, match="compiled for cuda"):
         load(tmp_path / "model.pt2", device="cpu")

@@ -29,7 +29,7 @@ def int8_export(runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     shutil.copytree(runs.trained("convnet"), root / "convnet")
     [result] = export_model("convnet", ["onnx-int8"], checkpoint=root / "convnet" / "checkpoint.pt",
-                            open_predictor=open_artifact, log=lambda _: None)
+                            log=lambda _: None)
     return root, result
 
 
@@ -77,8 +77,7 @@ def test_a_runs_int8_gets_one_verdict_from_export_verify_bench_and_load(int8_exp
     root, result = int8_export
     run = tmp_path / "convnet"
     shutil.copytree(root / "convnet", run)  # verify and bench write their records into the run: a copy
-    export_model("convnet", ["openvino-int8"], checkpoint=run / "checkpoint.pt", open_predictor=open_artifact,
-                 log=lambda _: None)
+    export_model("convnet", ["openvino-int8"], checkpoint=run / "checkpoint.pt", log=lambda _: None)
     one = np.full((28, 28), 255, np.uint8)
     one[4:24, 13:16] = 0  # a 1 drawn in ink on paper
     Image.fromarray(one).save(tmp_path / "one.png")

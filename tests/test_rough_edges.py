@@ -185,7 +185,7 @@ def test_pt2_export_says_it_is_compiling_before_the_compile(runs, tmp_path, monk
     log: list[str] = []
     with pytest.raises(PtxError, match="stopped before compiling"):
         export_model("convnet", ["pt2"], checkpoint=runs.trained("convnet") / "checkpoint.pt", out=tmp_path,
-                     open_predictor=open_artifact, log=log.append)
+                     log=log.append)
     assert log[-2].startswith("pt2         torch.export, then AOTInductor compiles C++ for cpu (about 20-40 s")
     assert log[-1] == "compile started"
 

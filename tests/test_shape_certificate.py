@@ -61,7 +61,7 @@ SIG = Signature((TensorSig("x", "float32", ("batch", "seq", 4), 0),), (TensorSig
 def _export(module, tmp_path, **options):
     torch.manual_seed(0)
     lines = []
-    result = export_module(module, None, tmp_path / "out", open_model=load, inputs=["x=batchxseqx4"],
+    result = export_module(module, None, tmp_path / "out", inputs=["x=batchxseqx4"],
                            log=lines.append, **options)
     return result, lines
 
@@ -182,7 +182,7 @@ def test_a_refusal_in_an_installed_package_names_no_line_of_ptx_as_the_users(tmp
     installed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(installed)
     with pytest.raises(PtxError) as caught:
-        export_module(installed.Installed(), None, tmp_path / "out", open_model=load, inputs=inputs,
+        export_module(installed.Installed(), None, tmp_path / "out", inputs=inputs,
                       formats=["onnx"], log=lambda _: None)
     message = str(caught.value)
     assert "seq is declared dynamic and Installed.forward fixes it: eager PyTorch refuses seq=1, 2, 7" in message
@@ -291,7 +291,7 @@ def _certificate_line(module, example, tmp_path, declared: str, **options) -> st
     """The shape certificate line export says for ``module`` (seeded) declared as ``declared``."""
     torch.manual_seed(0)
     lines = []
-    export_module(module, example, tmp_path / "out", open_model=load, inputs=[declared], formats=["onnx"],
+    export_module(module, example, tmp_path / "out", inputs=[declared], formats=["onnx"],
                   force=True, log=lines.append, **options)
     return next(ln for ln in lines if "shape certificate:" in ln)
 
@@ -368,7 +368,7 @@ class Boxes(nn.Module):
 def _exported(module, declared: str, tmp_path, **options) -> list[str]:
     torch.manual_seed(0)
     lines = []
-    export_module(module, None, tmp_path / "out", open_model=load, inputs=[declared], formats=["onnx"], force=True,
+    export_module(module, None, tmp_path / "out", inputs=[declared], formats=["onnx"], force=True,
                   log=lines.append, **options)
     return lines
 
@@ -491,7 +491,7 @@ class Heads(nn.Module):
 
 def test_a_refusal_past_a_table_is_not_blamed_on_a_constant_that_holds_verifys_size(tmp_path):
     torch.manual_seed(0)
-    export_module(Heads(), None, tmp_path / "out", open_model=load, inputs=["x=batchxseqx16"], formats=["onnx"],
+    export_module(Heads(), None, tmp_path / "out", inputs=["x=batchxseqx16"], formats=["onnx"],
                   log=lambda _: None)
     said = ptx("verify", str(tmp_path / "out" / "model.onnx"), "--max-shape", "seq=20")
     last = said.stdout.strip().splitlines()[-1]

@@ -209,7 +209,7 @@ def test_triton_and_kserve_exports_print_the_verify_line_to_run_once_served(tmp_
 
     monkeypatch.setattr(kserve, "build_wheel", lambda into: None)  # the image's wheel: tests/test_kserve.py's
     said = []
-    out = kserve.export_kserve(file_source(model, "onnx", open_model=load), tmp_path / "deploy", log=said.append)
+    out = kserve.export_kserve(file_source(model, "onnx"), tmp_path / "deploy", log=said.append)
     placed = out / "models" / "scores" / "model.onnx"
     assert placed.is_file() and said[-1] == (
         f"verify it once served: ptx verify http://HOST:PORT/v2/models/scores --against {placed} --token TOKEN  "

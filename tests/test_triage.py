@@ -37,7 +37,7 @@ def planted(runs, tmp_path_factory):
     weight = state[f"{PLANTED}.weight"]
     weight[:, 0] = 1000 * float(weight.abs().max())
     torch.save(ckpt, path)
-    export_model("mlp", ["onnx", "onnx-int8"], checkpoint=path, open_predictor=open_artifact, log=lambda _: None)
+    export_model("mlp", ["onnx", "onnx-int8"], checkpoint=path, log=lambda _: None)
     return root
 
 
@@ -57,10 +57,10 @@ def test_keep_f32_auto_restores_label_agreement_where_int8_loses_it(planted, tmp
     shutil.copytree(planted / "mlp", tmp_path / "mlp")
     ckpt = tmp_path / "mlp" / "checkpoint.pt"
     said = []
-    [before] = export_model("mlp", ["onnx-int8"], checkpoint=ckpt, open_predictor=open_artifact, log=said.append,
+    [before] = export_model("mlp", ["onnx-int8"], checkpoint=ckpt, log=said.append,
                             force=True)
     assert before.judgement.unusable, before.judgement.describe()  # the planted outlier breaks int8's labels
-    [after] = export_model("mlp", ["onnx-int8"], checkpoint=ckpt, open_predictor=open_artifact, log=said.append,
+    [after] = export_model("mlp", ["onnx-int8"], checkpoint=ckpt, log=said.append,
                            force=True, keep_f32="auto", rank=rank_int8)
     assert not after.judgement.unusable, after.judgement.describe()
     kept = meta(after.path)["ptx.keep_f32"].split(",")
@@ -76,7 +76,7 @@ def test_keep_f32_auto_says_nothing_needed_keeping_where_int8_agrees(runs, tmp_p
     shutil.copytree(runs.trained("convnet"), tmp_path / "convnet")
     said = []
     [result] = export_model("convnet", ["onnx-int8"], checkpoint=tmp_path / "convnet" / "checkpoint.pt",
-                            open_predictor=open_artifact, log=said.append, keep_f32="auto", rank=rank_int8)
+                            log=said.append, keep_f32="auto", rank=rank_int8)
     assert not result.judgement.unusable
     assert any("nothing needed keeping in f32" in line for line in said), said
     assert "ptx.keep_f32" not in meta(result.path)
@@ -131,8 +131,7 @@ def _bf16_runs_here() -> bool:
 @pytest.mark.parametrize("model", ["convnet", "mlp", "lstm"])
 def test_verify_locate_prints_a_triage_for_the_reduced_rows(runs, tmp_path, model):
     shutil.copytree(runs.trained(model), tmp_path / model)
-    export_model(model, ["onnx-int8"], checkpoint=tmp_path / model / "checkpoint.pt", open_predictor=open_artifact,
-                 log=lambda _: None)
+    export_model(model, ["onnx-int8"], checkpoint=tmp_path / model / "checkpoint.pt", log=lambda _: None)
     rows = ["ort-cpu-int8"] + (["openvino-bf16"] if _bf16_runs_here() else [])
     result = ptx("verify", model, "--root", str(tmp_path), "--backends", ",".join(rows), "--samples", "200",
                  "--locate")
@@ -149,8 +148,7 @@ def test_triage_compares_only_tensors_that_mean_the_same(runs, tmp_path):
     """torch's exporter numbers some tensors afresh on each export (lstm): a name made by another kind
     of node in the int8 file is not compared, and the report counts it."""
     shutil.copytree(runs.trained("lstm"), tmp_path / "lstm")
-    export_model("lstm", ["onnx-int8"], checkpoint=tmp_path / "lstm" / "checkpoint.pt", open_predictor=open_artifact,
-                 log=lambda _: None)
+    export_model("lstm", ["onnx-int8"], checkpoint=tmp_path / "lstm" / "checkpoint.pt", log=lambda _: None)
     [found] = triage_rows(Target.of("lstm", root=tmp_path), ["ort-cpu-int8"], notice=lambda _: None)
     assert found.compared >= 1 and all(np.isfinite(b.error) for b in found.blames)
     assert [b.op for b in found.keep()] == ["Gemm"], found.text()  # dynamic quantization: only the Linear is int8

@@ -17,7 +17,7 @@ from ptx_command import ptx
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient[grpc] (the test extra) is not installed")
 
-QUIET = dict(open_predictor=open_artifact, log=lambda _: None)
+QUIET = dict(log=lambda _: None)
 ONNX_TO_TRITON = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64"}
 PYTORCH_MODELS = ("convnet", "lstm", "gru-classifier")
 
@@ -125,7 +125,9 @@ def test_cli_needs_out_for_triton(tmp_path):
     assert "--out REPO" in result.stderr
 
 
-def test_a_failed_export_leaves_no_folder_and_keeps_the_old_one(runs, tmp_path):
+def test_a_failed_export_leaves_no_folder_and_keeps_the_old_one(runs, tmp_path, monkeypatch):
+    import ptx.export.validate
+
     ckpt = runs.trained("convnet") / "checkpoint.pt"
     export_triton("convnet", tmp_path, checkpoint=ckpt, **QUIET)
     before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -133,11 +135,12 @@ def test_a_failed_export_leaves_no_folder_and_keeps_the_old_one(runs, tmp_path):
     def failing(path, backend, device):  # validation fails after the model file was written
         raise ValidationError("onnx: batch 7: simulated disagreement")
 
+    # export opens every file it validates by the runtime floor's opener, here made to fail
+    monkeypatch.setattr(ptx.export.validate, "load", failing)
     with pytest.raises(ValidationError):
-        export_triton("convnet", tmp_path, checkpoint=ckpt, open_predictor=failing, log=lambda _: None, force=True)
+        export_triton("convnet", tmp_path, checkpoint=ckpt, log=lambda _: None, force=True)
     with pytest.raises(ValidationError):
-        export_triton("lstm", tmp_path, checkpoint=runs.trained("lstm") / "checkpoint.pt", open_predictor=failing,
-                      log=lambda _: None)
+        export_triton("lstm", tmp_path, checkpoint=runs.trained("lstm") / "checkpoint.pt", log=lambda _: None)
     after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["convnet"]
 

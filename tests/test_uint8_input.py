@@ -54,7 +54,7 @@ def exported(runs, tmp_path_factory):
     raw_dir.mkdir()
     shutil.copy2(float_dir / "checkpoint.pt", raw_dir / "checkpoint.pt")
     export_model("convnet", ["onnx", "torchscript"], checkpoint=raw_dir / "checkpoint.pt", out=raw_dir,
-                 input_dtype="uint8", open_predictor=open_artifact, **QUIET)
+                 input_dtype="uint8", **QUIET)
     return float_dir, raw_dir
 
 
@@ -104,7 +104,7 @@ def test_lstm_uint8_graph_moves_the_batch_axis_itself(runs, tmp_path):
     run_dir.mkdir()
     shutil.copy2(runs.trained("lstm") / "checkpoint.pt", run_dir / "checkpoint.pt")
     export_model("lstm", ["onnx"], checkpoint=run_dir / "checkpoint.pt", out=run_dir, input_dtype="uint8",
-                 open_predictor=open_artifact, **QUIET)
+                 **QUIET)
     raw, _ = runs.test_samples("lstm", 9)
     want = open_artifact(runs.trained("lstm") / "model.onnx", "ort-cpu").predict_pictures(raw)
     np.testing.assert_allclose(open_artifact(run_dir / "model.onnx", "ort-cpu").predict_pictures(raw), want,
@@ -114,10 +114,10 @@ def test_lstm_uint8_graph_moves_the_batch_axis_itself(runs, tmp_path):
 def test_uint8_export_refusals(runs, tmp_path):
     with pytest.raises(PtxError, match="--input uint8 feeds raw pictures; linreg takes number input"):
         export_model("linreg", ["onnx"], checkpoint=tmp_path / "none.pt", input_dtype="uint8",
-                     open_predictor=open_artifact, **QUIET)
+                     **QUIET)
     with pytest.raises(PtxError, match="onnx-int8 cannot take raw pictures; give --format onnx, torchscript"):
         export_model("convnet", ["onnx-int8"], checkpoint=tmp_path / "none.pt", input_dtype="uint8",
-                     open_predictor=open_artifact, **QUIET)
+                     **QUIET)
 
 
 def test_a_raw_input_that_does_not_fit_the_contract_is_refused(exported, tmp_path):

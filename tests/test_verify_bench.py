@@ -306,7 +306,7 @@ def test_a_row_asked_for_that_cannot_open_fails_bench_and_verify(runs, tmp_path)
 
     shutil.copytree(runs.trained("convnet"), tmp_path / "convnet")
     export_model("convnet", ["onnx-int8"], checkpoint=tmp_path / "convnet" / "checkpoint.pt",
-                 open_predictor=open_artifact, log=lambda _: None)
+                 log=lambda _: None)
     onnx_file = tmp_path / "convnet" / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
     fast = ("--seconds", "0.02", "--rounds", "1", "--warmup", "1", "--verify-samples", "0")

@@ -214,7 +214,6 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
                                "(once); NAME=SHAPE declares a model file's or a module's inputs, and a tutorial model "
                                "carries its contract")
     input_dtype = dtypes.pop() if dtypes else "float32"
-    from ptx.infer import load
     from ptx.infer.model.target import Target
 
     if run is not None:
@@ -228,7 +227,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
         raise click.UsageError("give a model NAME, or --run the run folder to export, or --module FILE.py:FACTORY")
     from ptx.errors import UnknownModelError
 
-    options = dict(open_predictor=load, checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol)
+    options = dict(checkpoint=checkpoint, opset=opset, exporter=exporter, atol=atol)
     try:
         if fmt[0] in FOLDERS:
             if input_dtype != "float32":
@@ -266,10 +265,9 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
         raise click.UsageError("--module writes a folder of files: give it with --out DIR")
     from ptx.export.factory import load_factory
     from ptx.export.module import DEFAULT_MODULE_FORMATS, export_module
-    from ptx.infer import load
 
     made = load_factory(module_spec)
-    options = dict(open_model=load, inputs=list(input_args) or None, output_names=list(output_names) or None,
+    options = dict(inputs=list(input_args) or None, output_names=list(output_names) or None,
                    checkpoint=checkpoint, opset=opset, exporter=exporter, torchscript_mode=torchscript_mode, atol=atol,
                    provenance=made.provenance)
     if fmt[0] in FOLDERS:
@@ -295,7 +293,6 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,
           force) -> None:
     """A user's model file: its int8 (an ONNX file), or its Triton or KServe folder."""
-    from ptx.infer import load
     from ptx.infer.formats.model_files import read_model_file
 
     path, kind = Path(name), read_model_file(Path(name)).kind
@@ -313,7 +310,7 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
         from ptx.export.file import export_int8_file
 
         for fmt_name in fmt:
-            export_int8_file(path, fmt_name, open_model=load, out=out, calibration=calibration, keep_f32=keep_f32,
+            export_int8_file(path, fmt_name, out=out, calibration=calibration, keep_f32=keep_f32,
                              rank=_rank(keep_f32, max_drop), max_drop=max_drop, metric=metric, force=force,
                              log=click.echo, **opening)
         return
@@ -327,7 +324,7 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
     from ptx.export.sources import file_source
 
     backend = "pytorch" if kind == "torchscript" else "onnxruntime"  # the file's own kind decides
-    _folder(file_source(path, kind, open_model=load, **opening), fmt[0], out, backend, image, force)
+    _folder(file_source(path, kind, **opening), fmt[0], out, backend, image, force)
 
 
 def _folder(source, fmt: str, out, triton_backend, image, force, **export_options) -> None:

@@ -1,7 +1,7 @@
 """The torch-free contract every stage imports and that imports no stage.
 
-contract -> models -> trainers -> export -> infer -> cli: data flows one way. Here live the named
-tensors (tensors.TensorSig) and the contract made of them, its validation, the preprocessing steps
+contract -> models -> trainers -> runtime floor -> export -> infer's commands -> serve -> cli: data
+flows one way. Here live the named tensors (tensors.TensorSig) and the contract made of them, its validation, the preprocessing steps
 and picture pipelines, the one comparison, and the names (axes, files, formats) every stage shares.
 
 The names below load their module on first use (PEP 562): `ptx predict one.png` reads a contract
