@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ptx.export.api import export_model  # noqa: E402
-from ptx.infer import load, open_artifact  # noqa: E402
+from ptx.infer import load  # noqa: E402
 from ptx.infer.bench.timing import bench_inputs, time_interleaved  # noqa: E402
 from ptx.models import get  # noqa: E402
 from ptx.trainers.data import load_dataset  # noqa: E402

@@ -57,7 +57,6 @@ def prepare(root: Path) -> None:
     """convnet and resnet trained one epoch on mnist-sample and exported (speed does not depend on
     how well they learned)."""
     from ptx.export.api import export_model
-    from ptx.infer import open_artifact
     from ptx.models import get
     from ptx.trainers.data import load_dataset
     from ptx.trainers.loop import TrainConfig, train

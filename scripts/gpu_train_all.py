@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ptx.export.api import export_model
-    from ptx.infer import open_artifact
     from ptx.models import get, list_models
     from ptx.trainers.data import load_dataset
     from ptx.trainers.loop import TrainConfig, train

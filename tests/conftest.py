@@ -16,7 +16,6 @@ import torch
 
 from ptx.export.api import export_model
 from ptx.child import ChildCrashError
-from ptx.infer import open_artifact
 from ptx.models import get, list_models
 from ptx.trainers.data import load_dataset
 from ptx.trainers.loop import TrainConfig, train

@@ -12,7 +12,6 @@ import torch
 from ptx.contract.reference import load_reference, reference_path
 from ptx.export.factory import load_factory
 from ptx.export.module import export_module
-from ptx.infer import load
 from ptx_command import ptx
 
 TIMEOUT = 300

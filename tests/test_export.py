@@ -17,7 +17,6 @@ from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationE
 from ptx.export import formats
 from ptx.export.api import export_model
 from ptx.export.formats.onnx import symbolic_dims
-from ptx.infer import open_artifact
 from ptx.infer.runtime.torch_files import load_torchscript
 from ptx.models import get
 from ptx_command import ptx

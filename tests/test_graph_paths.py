@@ -211,7 +211,6 @@ def test_the_ort_graph_backend_reads_uint8_pictures_and_its_bare_peer_runs(runs,
     import shutil
 
     from ptx.export.api import export_model
-    from ptx.infer import open_artifact
 
     run_dir = tmp_path / "cnn"
     run_dir.mkdir()

@@ -15,7 +15,6 @@ from onnx import numpy_helper
 from ptx.export.api import export_model
 from ptx.export.formats import onnx_int8
 from ptx.export.formats.onnx_int8 import CHOICES, CLEARLY_FASTER, Choice
-from ptx.infer import open_artifact
 from ptx.machine import describe_cpu
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import yaml
 
 from ptx.errors import PtxError
 from ptx.export.kserve import MANIFEST, export_kserve, serve_args
-from ptx.infer import load, open_artifact
+from ptx.infer import load
 from ptx_command import ptx
 
 SCHEMA = Path(__file__).parent / "data" / "kserve-inferenceservice-v1beta1.schema.json.gz"

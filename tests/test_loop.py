@@ -18,7 +18,7 @@ from ptx.contract.datasets import DATASETS
 from ptx.errors import CheckpointError, MissingArtifactError, NothingToCompareError, StaleArtifactWarning
 from ptx.export.api import export_model
 from ptx.files import file_sha256
-from ptx.infer import load, open_artifact
+from ptx.infer import load
 from ptx.contract.comparison import OutputAgreement
 from ptx.infer.verify.report import RULE, Report, Row
 from ptx.infer.verify.verify import verify

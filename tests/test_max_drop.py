@@ -24,7 +24,7 @@ from ptx.export.api import export_model
 from ptx.export.bound import Bound, Held
 from ptx.export.file import export_int8_file
 from ptx.extras import missing_part
-from ptx.infer import load, open_artifact
+from ptx.infer import load
 from ptx.infer.locate.triage_run import rank_int8
 from ptx.infer.model.target import Target
 from test_export_file import Outlier, meta, onnx_file, ptx, refused

@@ -180,7 +180,6 @@ def test_an_aoti_predictor_agrees_with_eager_under_the_one_rule(runs):
 def test_pt2_compiled_for_cuda_runs_there_only(runs, tmp_path):
     from ptx.errors import MissingArtifactError
     from ptx.export.api import export_model
-    from ptx.infer import open_artifact
 
     run_dir = runs.trained("convnet")
     with skip_if_torch_loader_crashes("cuda"):

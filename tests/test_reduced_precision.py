@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from ptx.contract.weights import digest_of
 from ptx.errors import PtxError
 from ptx.export.api import export_model
-from ptx.infer import load, open_artifact
+from ptx.infer import load
 from ptx.infer import backends
 from ptx.infer.verify.verify import verify
 from ptx.infer.model.target import Target

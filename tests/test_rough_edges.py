@@ -174,7 +174,6 @@ def test_pt2_export_says_it_is_compiling_before_the_compile(runs, tmp_path, monk
 
     from ptx.export import formats
     from ptx.export.api import export_model
-    from ptx.infer import open_artifact
 
     def compile_starts(*args, **kwargs):
         log.append("compile started")

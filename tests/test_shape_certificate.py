@@ -20,7 +20,6 @@ from ptx.contract.tensor_inputs import plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError, ValidationError
 from ptx.export import export_module
-from ptx.infer import load
 from ptx_command import ptx
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ptx.export.api import export_model
-from ptx.infer import backends, open_artifact
+from ptx.infer import backends
 from ptx.infer.locate.triage_run import rank_int8, triage_rows
 from ptx.infer.model.target import Target
 from ptx_command import ptx

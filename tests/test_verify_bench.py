@@ -302,7 +302,6 @@ def test_a_row_asked_for_that_cannot_open_fails_bench_and_verify(runs, tmp_path)
     import shutil
 
     from ptx.export.api import export_model
-    from ptx.infer import open_artifact
 
     shutil.copytree(runs.trained("convnet"), tmp_path / "convnet")
     export_model("convnet", ["onnx-int8"], checkpoint=tmp_path / "convnet" / "checkpoint.pt",
