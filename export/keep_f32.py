@@ -4,8 +4,8 @@ onnxruntime.quantization's own ``nodes_to_exclude``.
 ``auto`` quantizes everything, judges the labels as verify does, and while they miss verify's gate
 keeps the worst nodes of the triage (how much relative error each node adds, infer/locate/triage.py) in
 f32, ``STEP`` at a time, ranking again after each step (a kept node changes what the next one
-receives). The ranking and the judge are handed in as callables by the CLI: export never imports
-infer. Torch-free: onnx and onnxruntime only.
+receives). The ranking and the judge are handed in as callables (the ranking by the CLI: locate sits
+above export, which never imports it). Torch-free: onnx and onnxruntime only.
 
 Where the ranking runs out first (keeping its next nodes would leave nothing in int8, or no
 quantized node adds error any more: a barely trained model, whose scores sit so close that the
