@@ -1,0 +1,146 @@
+"""An audit of issue 68's batch semantics and size search, as a new user meets them (audit-2).
+
+Each test is a case the first version got wrong: a model whose every output spans the batch had its
+composition check vanish without a word; a batch norm computing its own batch's statistics (which takes
+no batch of one) kept its batch axis because no row could run alone, and verify then called the file a
+disagreement with itself; the size search had no bound on its time; a model that refuses every size
+said the cap on one line and the error on another. Plus the cases that held, kept: an output per row
+along axis 1 ([T, B, H], seq-first), an integer output per row, a constant output, float noise within
+tolerance not called "not per row".
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ptx.contract.batch_rows import PER_ROW, probe_rows
+from ptx.contract.tensors import Signature, TensorSig
+from ptx.export.module import export_module
+from ptx.infer import load
+from ptx_command import ptx
+
+
+class AllSpan(torch.nn.Module):
+    """Every output spans the batch: centred on the batch's mean, and a [batch, batch] similarity."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        h = self.proj(x)
+        return h - h.mean(0, keepdim=True), h @ h.T
+
+
+class BatchStatistics(torch.nn.Module):
+    """A batch norm on its batch's own statistics whatever eval() says, as a model that calls
+    F.batch_norm(training=True) does: it takes no batch of one."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(4, 5)
+        self.bn = torch.nn.BatchNorm1d(5)
+
+    def forward(self, x):
+        return torch.nn.functional.batch_norm(self.proj(x), None, None, self.bn.weight, self.bn.bias, training=True)
+
+
+class Kinds(torch.nn.Module):
+    """Per-row scores, their argmax (int64, per row), a parameter and a constant (no batch axis at all)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(4, 5)
+        self.table = torch.nn.Parameter(torch.randn(10))
+
+    def forward(self, x):
+        y = self.proj(x)
+        return y, y.argmax(-1), self.table * 1.0, torch.arange(10, dtype=torch.float32)
+
+
+class SeqFirst(torch.nn.Module):
+    """[T, B, H] out of [T, B, F], as a seq-first LSTM's: per row along axis 1."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = torch.nn.LSTM(4, 6)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+def exported(module, folder, inputs):
+    lines: list[str] = []
+    result = export_module(module, None, folder, open_model=load, formats=["onnx"], log=lines.append, inputs=inputs)
+    return result, "\n".join(lines)
+
+
+def test_a_model_whose_every_output_spans_the_batch_has_verify_say_it_checked_no_composition(tmp_path):
+    result, said = exported(AllSpan(), tmp_path / "span", ["x=batchx4"])
+    assert [t.batch_axis for t in result.signature.outputs] == [None, None]
+    done = ptx("verify", tmp_path / "span" / "model.onnx", "--backends", "ort-cpu")
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("batch composition:")), None)
+    assert line is not None, done.stdout
+    assert line.startswith("batch composition: not checked: no output is per row as export found: output_0 "
+                           "(depends on the other rows"), line
+    assert "output_1 (spans the batch on axis 1 as well as axis 0)" in line, line
+    doc = json.loads(ptx("verify", tmp_path / "span" / "model.onnx", "--backends", "ort-cpu", "--json").stdout)
+    check = doc["rows"][0]["composition"]
+    assert check["skipped"] and "output_1 (spans the batch" in check["left_out"] and check["ok"]
+
+
+def test_batch_statistics_that_refuse_a_batch_of_one_are_probed_by_pairs_and_left_out(tmp_path):
+    result, said = exported(BatchStatistics(), tmp_path / "bn", ["x=batchx4"])
+    assert "output (depends on the other rows of its batch (rows 0, 1 and 3, 4 as batches of 2 differ" in said, said
+    assert result.signature.outputs[0].batch_axis is None
+    done = ptx("verify", tmp_path / "bn" / "model.onnx", "--backends", "ort-cpu")
+    # it was "DISAGREE: ort-cpu vs itself, batch of 5": the model's design, not a fault of the file
+    assert done.returncode == 0 and "DISAGREE" not in done.stdout, done.stdout + done.stderr
+    assert "batch composition: not checked: no output is per row as export found: output (depends" in done.stdout
+
+
+def test_the_same_batch_norm_in_eval_mode_is_per_row():
+    bn = torch.nn.BatchNorm1d(5).eval()
+    signature = Signature((TensorSig("x", "float32", ("batch", 5), 0),), (TensorSig("y", "float32", ("batch", 5), 0),))
+
+    def run(feeds):
+        with torch.no_grad():
+            return {"y": bn(torch.from_numpy(feeds["x"])).numpy()}
+
+    feeds = {"x": np.random.default_rng(0).random((5, 5), dtype=np.float32)}
+    from ptx.contract.comparison import default_tolerance
+    assert probe_rows(run, signature, feeds, run(feeds), lambda name: default_tolerance("float32", "cpu")) == \
+        {"y": PER_ROW}
+
+
+def test_integer_constant_and_seq_first_outputs_are_read_as_they_are(tmp_path):
+    result, said = exported(Kinds(), tmp_path / "kinds", ["x=batchx4"])
+    assert [t.batch_axis for t in result.signature.outputs] == [0, 0, None, None]
+    assert "not every output is per row" not in said, said
+    seq, said = exported(SeqFirst(), tmp_path / "seq", ["x=10xbatchx4"])
+    assert seq.signature.outputs[0].batch_axis == 1 and "not every output is per row" not in said, said
+    done = ptx("verify", tmp_path / "seq" / "model.onnx", "--backends", "ort-cpu")
+    assert done.returncode == 0 and "batch composition: samples 0, 2, 4 alone = their rows" in done.stdout, done.stdout
+
+
+def test_float_noise_of_a_batched_matmul_is_not_called_not_per_row(tmp_path):
+    class Wide(torch.nn.Module):  # 512-wide sums at a scale of 50: a batched matmul rounds unlike a row's
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = torch.nn.Linear(512, 256), torch.nn.Linear(256, 256)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))) * 50
+
+    result, said = exported(Wide(), tmp_path / "wide", ["x=batchx512"])
+    assert result.signature.outputs[0].batch_axis == 0 and "not every output is per row" not in said, said
+
