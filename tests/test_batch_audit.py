@@ -11,6 +11,7 @@ tolerance not called "not per row".
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import torch
 
 from ptx.contract.batch_rows import PER_ROW, probe_rows
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import PtxError
 from ptx.export.module import export_module
 from ptx.infer import load
 from ptx_command import ptx
@@ -143,4 +145,43 @@ def test_float_noise_of_a_batched_matmul_is_not_called_not_per_row(tmp_path):
 
     result, said = exported(Wide(), tmp_path / "wide", ["x=batchx512"])
     assert result.signature.outputs[0].batch_axis == 0 and "not every output is per row" not in said, said
+
+
+class Refuses(torch.nn.Module):
+    """Refuses every size, and takes its time doing so (a model that fails late, after its heavy part)."""
+
+    def __init__(self, seconds: float = 0.0):
+        super().__init__()
+        self.seconds, self.sizes = seconds, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[-1])
+        time.sleep(self.seconds)
+        raise ValueError("takes no such input")
+
+
+def test_the_size_search_stops_at_its_time_bound_and_says_so_in_the_one_line_error(tmp_path, monkeypatch):
+    import ptx.export.sizes as sizes
+
+    monkeypatch.setattr(sizes, "SEARCH_SECONDS", 1.0)
+    slow = Refuses(0.3)  # 11 doublings from 8 to 16384 would take 3.3 s or more
+    with pytest.raises(PtxError, match=r"refuses the generated inputs at samples=8 .*doubling up to samples=16384; "
+                       r"stopped after \d+ runs in \d+ s, before samples=\d+ \(the search's bound: 1 s\)") as refused:
+        export_module(slow, None, tmp_path / "slow", open_model=load, formats=["onnx"], inputs=["x=batchxsamples"],
+                      log=lambda line: None)
+    searched = [n for n in slow.sizes if n > 8]
+    assert searched and max(searched) < 16384, slow.sizes
+    assert "\n" not in str(refused.value) and not (tmp_path / "slow").exists()
+
+
+def test_a_model_that_refuses_every_size_is_one_line_exit_2_and_nothing_written(tmp_path):
+    source = tmp_path / "never.py"
+    source.write_text("import torch\n\nclass Never(torch.nn.Module):\n    def forward(self, x):\n"
+                      "        raise ValueError('takes no such input')\n\ndef build():\n    return Never()\n")
+    done = ptx("export", "--module", f"{source}:build", "--input", "x=batchxsamples", "--format", "onnx",
+               "--out", tmp_path / "out")
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "doubling up to samples=16384" in errors[0] and "--shape" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
