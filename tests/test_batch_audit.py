@@ -185,3 +185,24 @@ def test_a_model_that_refuses_every_size_is_one_line_exit_2_and_nothing_written(
     assert len(errors) == 1 and "doubling up to samples=16384" in errors[0] and "--shape" in errors[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
+
+@pytest.mark.parametrize("record", ['{"atol": Infinity}', "{not json", '{"atol": "abc"}', "[1, 2]", '{"atol": -1}'])
+def test_a_malformed_recorded_tolerance_is_said_in_one_note_and_not_used(tmp_path_factory, tmp_path, record):
+    import onnx
+
+    folder = tmp_path_factory.getbasetemp() / "tolerance"
+    if not (folder / "model.onnx").exists():
+        export_module(torch.nn.Linear(4, 3), None, folder, open_model=load, formats=["onnx"], inputs=["x=batchx4"],
+                      atol=0.002, log=lambda line: None)
+    model = onnx.load(str(folder / "model.onnx"))
+    entry = next(p for p in model.metadata_props if p.key == "ptx.tolerance")
+    assert json.loads(entry.value) == {"atol": 0.002}
+    entry.value = record
+    damaged = tmp_path / "model.onnx"
+    onnx.save(model, str(damaged))
+    done = ptx("verify", damaged, "--backends", "ort-cpu")
+    # Infinity was read as --atol inf and refused as the user's option, which the user never gave
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    notes = [ln for ln in done.stdout.splitlines() if "ptx.tolerance" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note: the file's ptx.tolerance") and "not used" in notes[0], notes
+    assert "using the tolerance export validated at" not in done.stdout
