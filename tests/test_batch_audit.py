@@ -206,3 +206,46 @@ def test_a_malformed_recorded_tolerance_is_said_in_one_note_and_not_used(tmp_pat
     notes = [ln for ln in done.stdout.splitlines() if "ptx.tolerance" in ln]
     assert len(notes) == 1 and notes[0].startswith("note: the file's ptx.tolerance") and "not used" in notes[0], notes
     assert "using the tolerance export validated at" not in done.stdout
+
+
+def test_two_symbols_that_only_work_together_and_a_length_named_b(tmp_path):
+    """y=batchxb read b as a second batch name, so y had no batch axis and export died of KeyError
+    'batch'; the search then has to grow both lengths together, since neither alone is enough."""
+    from ptx.contract.tensors import parse_declaration
+
+    assert parse_declaration("y=batchxb").batch_axis == 0
+    with pytest.raises(PtxError, match=r"--input 'y=bxn': b and n each read as the batch axis"):
+        parse_declaration("y=bxn")
+
+    class Both(torch.nn.Module):
+        def forward(self, x, y):
+            if x.shape[1] < 32 or y.shape[1] < 32:
+                raise ValueError(f"needs both 32 long, got {x.shape[1]} and {y.shape[1]}")
+            return x.sum(1, keepdim=True) + y.sum(1, keepdim=True)
+
+    result, said = exported(Both(), tmp_path / "both", ["x=batchxa", "y=batchxb"])
+    assert result.signature.sizes == (("a", 32), ("b", 32)), said
+    assert "searched larger sizes, doubling up to a=16384, b=16384, and chose a=32, b=32" in said, said
+
+
+def test_inspect_shows_the_sizes_export_found_and_a_user_s_shape_is_not_searched(tmp_path):
+    class AtLeast100(torch.nn.Module):  # 8, 16, ... 64 refused: 128 is the first doubling it takes
+        def forward(self, x):
+            if x.shape[1] < 100:
+                raise ValueError(f"needs 100 samples or more, got {x.shape[1]}")
+            return x[:, :100] * 2
+
+    result, said = exported(AtLeast100(), tmp_path / "long", ["x=batchxsamples"])
+    assert result.signature.sizes == (("samples", 128),), said
+    done = ptx("inspect", tmp_path / "long" / "model.onnx")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sizes export validated at: samples=128 (verify and bench generate inputs at them" in done.stdout
+    # the user's own size is theirs: refused as given, never searched past
+    source = tmp_path / "long.py"
+    source.write_text("import torch\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n"
+                      "        if x.shape[1] < 100:\n            raise ValueError(f'needs 100, got {x.shape[1]}')\n"
+                      "        return x * 2\n\ndef build():\n    return M()\n")
+    refused = ptx("export", "--module", f"{source}:build", "--input", "x=batchxsamples", "--shape", "samples=50",
+                  "--format", "onnx", "--out", tmp_path / "mine")
+    assert refused.returncode == 2 and "needs 100, got 50" in refused.stderr, refused.stdout + refused.stderr
+    assert "sizes:" not in refused.stdout + refused.stderr and not (tmp_path / "mine").exists()
