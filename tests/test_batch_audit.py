@@ -214,8 +214,7 @@ def test_two_symbols_that_only_work_together_and_a_length_named_b(tmp_path):
     from ptx.contract.tensors import parse_declaration
 
     assert parse_declaration("y=batchxb").batch_axis == 0
-    with pytest.raises(PtxError, match=r"--input 'y=bxn': b and n each read as the batch axis"):
-        parse_declaration("y=bxn")
+    assert parse_declaration("y=bxn").batch_axis is None  # no name says which: as before, no batch axis
 
     class Both(torch.nn.Module):
         def forward(self, x, y):

@@ -408,13 +408,10 @@ def parse_declaration(text: str) -> TensorSig:
     shape = parse_shape(match["shape"], f"--input {text!r}", unnamed=f"{name}_")
     dtype = dtype_info(match["dtype"] or "float32", f"--input {text!r}").name
     batch = [i for i, d in enumerate(shape) if isinstance(d, str) and looks_like_batch(d)]
-    if len(batch) > 1:  # y=batchxb: the axis named batch is the batch, b a size of its own
+    if len(batch) > 1:  # y=batchxb: the axis named batch is the batch, b a size of its own (read as no batch
+        # axis, y's 'batch' was x's batch symbol, which no plan sizes: KeyError 'batch' deep in export)
         batch = [i for i in batch if "batch" in str(shape[i]).lower()] or batch
-    if len(batch) > 1:  # read as no batch axis, its batch-like symbols went unsized: a KeyError deep in export
-        names = " and ".join(str(shape[i]) for i in batch)
-        raise PtxError(f"--input {text!r}: {names} each read as the batch axis; call the batch 'batch' and "
-                       "give the others other names (len, steps, ...)")
-    return TensorSig(name, dtype, shape, batch[0] if batch else None)
+    return TensorSig(name, dtype, shape, batch[0] if len(batch) == 1 else None)
 
 
 def as_declarations(inputs: Sequence[TensorSig | str] | None) -> tuple[TensorSig, ...]:
