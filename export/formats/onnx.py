@@ -124,9 +124,11 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     for which in tries:
         try:
             with _quiet_exporter(), torch.no_grad():
-                if which is Exporter.DYNAMO:
-                    torch.onnx.export(model, tuple(example), str(path), dynamo=True, opset_version=opset, verbose=False,
-                                      dynamic_shapes=dynamic_dims(signature), external_data=False, **names)
+                if which is Exporter.DYNAMO:  # kept in memory (f=None), not saved by torch and loaded back: the
+                    # proto its save would have written (the initializers inside it)
+                    program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
+                                                verbose=False, dynamic_shapes=dynamic_dims(signature), **names)
+                    proto = program.model_proto
                 else:
                     with quiet_jit():
                         target = torch.jit.script(model) if mode == "script" else model
@@ -142,7 +144,8 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                        + (f"; try --exporter {other}" if len(tries) == 1 else ""))
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
     legacy = which is Exporter.LEGACY
-    proto = onnx.load(str(path))
+    if legacy:
+        proto = onnx.load(str(path))
     lost = [n for n in signature.input_names if n not in {i.name for i in proto.graph.input}]
     if lost:  # tracing turns an input the module only branches on (or reads as a Python number) into a constant
         why = [*refusals, *([CONTROL_FLOW] if legacy and mode == "trace" else [])]
