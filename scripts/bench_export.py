@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--modules", default=",".join(MODULES))
     parser.add_argument("--rounds", type=int, default=2, help="whole processes of each command (best kept)")
     parser.add_argument("--no-profile", action="store_true", help="leave out the breakdown")
+    parser.add_argument("--profile-modules", help="the modules profiled for the breakdown (default: --modules)")
     parser.add_argument("--no-times", action="store_true", help="only the breakdown")
     parser.add_argument("--before", help="another checkout's root (its PTX_ROOT): its ptx timed in the same rounds")
     parser.add_argument("--bare", nargs=2, metavar=("FACTORY", "OUT"), help=argparse.SUPPRESS)
@@ -218,7 +219,7 @@ def main() -> None:
                 rows = ratio_rows(factory, side_by_side(factory, args.rounds, work, env, args.before))
                 lines += rows
                 print("\n".join(rows), flush=True)
-        for factory in ([] if args.no_profile else factories):
+        for factory in ([] if args.no_profile else (args.profile_modules or args.modules).split(",")):
             runs = ([("before", *profile(factory, work, env, args.before))] if args.before else [])
             runs.append(("after" if args.before else "ptx", *profile(factory, work, env)))
             lines += ["", *breakdown_table(factory, runs)]
