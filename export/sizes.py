@@ -11,6 +11,7 @@ export did, saying so in one line."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -18,6 +19,7 @@ import torch
 
 from ptx.contract.tensor_inputs import SPATIAL_SIZE, InputPlan, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
+from ptx.errors import PtxError
 
 from .certificate import attributes_restorer
 from .examples import generated_examples
@@ -27,6 +29,12 @@ from .refusal import describe_refusal, user_files
 # a sequence or a signal's samples much less (16384 samples: a second of 16 kHz audio).
 SPATIAL_CAP = 1024
 OTHER_CAP = 16384
+# The search's time, its eager runs together: each symbol alone doubles to its cap (11 runs from 8 to 16384,
+# 4 from 64 to 1024), then all together, so a model that refuses every size (a wrong --input, a value it
+# refuses, not a size) ran (symbols + 1) x 11 runs, its largest at 16384 samples (a transformer's attention
+# over 16384 positions runs for minutes). The search stops before a run that it expects to end past this:
+# a larger size takes at least as long as the last one did.
+SEARCH_SECONDS = 30.0
 
 
 def _spatial(sigs: Sequence[TensorSig], symbol: str) -> bool:
@@ -38,12 +46,15 @@ def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: Input
                  name: str, example: Sequence[torch.Tensor] | None = None) -> dict[str, int]:
     """Where the module refuses inputs generated at ``plan``'s sizes: the sizes of the ``example`` it was
     given (tensors in ``sigs``' order), where there is one, else larger sizes of the symbols ptx chose (not
-    the user's), each alone doubling up to its cap, then all together; the sizes of the first that runs are
-    set in ``plan.chosen`` and returned ({} where none runs, or the module takes ``plan``'s)."""
+    the user's), each alone doubling up to its cap, then all together, for SEARCH_SECONDS at most; the sizes
+    of the first that runs are set in ``plan.chosen`` and returned ({} where the module takes ``plan``'s, or
+    none runs beside an example; without one, a PtxError in one line says the search and what to do)."""
     restore = attributes_restorer(module)
     files = user_files(module)
+    spent = {"runs": 0, "seconds": 0.0, "last": 0.0}
 
     def refusal(p: InputPlan) -> str:  # '' where the module runs on inputs made by ``p``
+        began = time.monotonic()
         try:
             with torch.inference_mode():
                 module(*generated_examples(sigs, p))
@@ -52,6 +63,12 @@ def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: Input
             return describe_refusal(exc, files)
         finally:
             restore()
+            spent["last"] = time.monotonic() - began
+            spent["seconds"] += spent["last"]
+            spent["runs"] += 1
+
+    def out_of_time() -> bool:  # the next, larger run would end past the search's time
+        return spent["seconds"] + 2 * spent["last"] > SEARCH_SECONDS
 
     first = refusal(plan)
     searched = [s for s in plan.chosen if s not in plan.bound]
@@ -76,8 +93,15 @@ def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: Input
             if all(sizes[s] > plan.chosen[s] for s in symbols):
                 yield sizes
 
+    stopped = ""  # where the time bound cut the search short, in words
     for symbols in ([[s] for s in searched] + ([searched] if len(searched) > 1 else [])):
+        spent["last"] = 0.0  # each symbol's doubling starts again from ptx's size
         for sizes in larger(symbols):
+            if out_of_time():
+                stopped = (f"; stopped after {spent['runs']} runs in {spent['seconds']:.0f} s, before "
+                           f"{', '.join(f'{s}={n}' for s, n in sizes.items())} (the search's bound: "
+                           f"{SEARCH_SECONDS:.0f} s)")
+                break
             if not refusal(replace(plan, chosen={**plan.chosen, **sizes})):
                 plan.chosen.update(sizes)
                 chose = ", ".join(f"{s}={n}" for s, n in sizes.items())
@@ -86,8 +110,15 @@ def search_sizes(module: torch.nn.Module, sigs: Sequence[TensorSig], plan: Input
                     "(recorded in the files, where verify and bench generate inputs at it; a --shape of yours there "
                     "overrides it)")
                 return sizes
-    log(f"sizes: {name} refuses the generated inputs at {at} and at every larger size tried, doubling up to "
-        + ", ".join(f"{s}={caps[s]}" for s in searched) + ": not a matter of those sizes, or sizes ptx does not try")
+        if stopped:
+            break
+    why = (f"{name} refuses the generated inputs at {at} ({first}), and every larger size tried, doubling up to "
+           + ", ".join(f"{s}={caps[s]}" for s in searched) + stopped)
+    if example is None:  # nothing else to run it on: one line, the first refusal, the search and what to do
+        raise PtxError(why + ": not a matter of those sizes, or sizes ptx does not try: check --input (names in "
+                       "forward()'s order, shapes, dtypes), or shape the inputs it takes with --shape, --min-shape, "
+                       "--range or --value")
+    log(f"sizes: {why}: not a matter of those sizes, or sizes ptx does not try")
     return {}
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ptx.contract.metadata import from_props, from_strings
 from ptx.contract.schema import signature_of_contract
-from ptx.contract.tensors import Signature
+from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.weights import digest_of
 from ptx.errors import CheckpointError, PtxError, UnknownModelError, ValidationError
 from ptx.export import formats
@@ -211,3 +211,41 @@ def test_cli_format_all_writes_what_it_says_and_the_default_is_named(runs, tmp_p
     assert sorted(p.name for p in (tmp_path / "all").glob("model.*")) == ["model.onnx", "model.torchscript.pt"]
     shown = " ".join(ptx("export", "--help").stdout.split())
     assert "[default: onnx,torchscript]" in shown and "or all: every file this machine can write" in shown
+
+
+def test_metadata_added_after_writing_leaves_the_graph_and_its_digest_as_written(tmp_path):
+    """What export learns of a file after writing it (its certificate, verdicts) is added without
+    writing the graph again: an ONNX file's new keys are appended to it, a TorchScript file is saved
+    again from the module its writer holds; both stay bound to their weights, read as one entry per
+    key, and a key a file holds already is replaced, not doubled."""
+    from ptx.contract.onnx_wire import read_onnx
+    from ptx.export.formats import onnx as onnx_format, torchscript as torchscript_format
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    signature = Signature((TensorSig("x", "float32", ("batch", 4), 0),), (TensorSig("y", "float32", ("batch", 3), 0),))
+    strings = {"model": "tiny"}
+    path = tmp_path / "model.onnx"
+    onnx_format.write(module, (torch.rand(2, 4),), path, signature, strings)
+    graph = onnx.load(str(path)).graph.SerializeToString()
+    onnx_format.add_metadata(path, {"shape_certificate": "{}"})
+    props, digest = read_onnx(path)
+    assert props["ptx.shape_certificate"] == "{}" and props["ptx.weights_sha256"] == digest
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)  # no key twice
+    assert proto.graph.SerializeToString() == graph
+    onnx_format.add_metadata(path, {"shape_certificate": "{\"held\": 1}"})  # a key it holds: rewritten whole
+    keys = [p.key for p in onnx.load(str(path)).metadata_props]
+    assert keys.count("ptx.shape_certificate") == 1 and read_onnx(path)[0]["ptx.shape_certificate"] == "{\"held\": 1}"
+    assert read_onnx(path)[1] == digest
+
+    path = tmp_path / "model.torchscript.pt"
+    made = torchscript_format.write(module, (torch.rand(2, 4),), path, signature, strings)
+    digest = digest_of(path, "torchscript")
+    made.add_metadata({"shape_certificate": "{}"})
+    extra = {"ptx.json": ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    held = json.loads(extra["ptx.json"])
+    assert held["shape_certificate"] == "{}" and held["weights_sha256"] == digest == digest_of(path, "torchscript")
+    assert held["torchscript_method"] == "trace" and held["model"] == "tiny"
+    x = torch.rand(3, 4)
+    assert torch.equal(loaded(x), module(x))

@@ -28,6 +28,9 @@ class Written:
     method: str
     note: str | None = None
     hint: Callable[[], str] | None = None
+    # strings -> None: what export learns of the file after writing it (its certificate, verdicts) added by
+    # the writer that still holds what it wrote, instead of the format's add_metadata reading the file back
+    add_metadata: Callable[[dict[str, str]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,16 @@ def description(strings: dict[str, str]) -> str:
     return strings.get("description") or f"{strings['model']}, exported by ptx from a PyTorch module"
 
 
-def bind_weights(path: Path, kind: str, write_digest: Callable[[str], None], changed: str) -> str:
+def bind_weights(path: Path, kind: str, write_digest: Callable[[str], None], changed: str,
+                 digest: str | None = None) -> str:
     """The one binding of a written file's contract to its weights (ptx.contract.weights): the digest
-    taken on the file as it is, written in by ``write_digest(digest)``, which must leave the digest
+    taken on the file as it is (or ``digest``, the one its weights were bound to when the writer that
+    still holds them wrote it before), written in by ``write_digest(digest)``, which must leave the digest
     unchanged; ``changed`` says what happened where it did not. Returns the digest."""
     from ptx.contract.weights import digest_of
     from ptx.errors import PtxError
 
-    digest = digest_of(path, kind)
+    digest = digest or digest_of(path, kind)
     write_digest(digest)
     if digest_of(path, kind) != digest:
         raise PtxError(f"{path.name}: {changed}: ptx cannot bind this file's contract to its weights; please report it")

@@ -13,6 +13,7 @@ from pathlib import Path
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.metadata import from_props, to_props
 from ptx.contract.names import METADATA_PREFIX
+from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import WEIGHTS_KEY
@@ -123,9 +124,11 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     for which in tries:
         try:
             with _quiet_exporter(), torch.no_grad():
-                if which is Exporter.DYNAMO:
-                    torch.onnx.export(model, tuple(example), str(path), dynamo=True, opset_version=opset, verbose=False,
-                                      dynamic_shapes=dynamic_dims(signature), external_data=False, **names)
+                if which is Exporter.DYNAMO:  # kept in memory (f=None), not saved by torch and loaded back: the
+                    # proto its save would have written (the initializers inside it)
+                    program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
+                                                verbose=False, dynamic_shapes=dynamic_dims(signature), **names)
+                    proto = program.model_proto
                 else:
                     with quiet_jit():
                         target = torch.jit.script(model) if mode == "script" else model
@@ -141,7 +144,8 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                        + (f"; try --exporter {other}" if len(tries) == 1 else ""))
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
     legacy = which is Exporter.LEGACY
-    proto = onnx.load(str(path))
+    if legacy:
+        proto = onnx.load(str(path))
     lost = [n for n in signature.input_names if n not in {i.name for i in proto.graph.input}]
     if lost:  # tracing turns an input the module only branches on (or reads as a Python number) into a constant
         why = [*refusals, *([CONTROL_FLOW] if legacy and mode == "trace" else [])]
@@ -178,8 +182,8 @@ def _fixed_symbols(graph, signature: Signature) -> str:
 def save_with_metadata(proto, path: Path, strings: dict[str, str], description: str = "") -> str:
     """Replace the graph's metadata_props by ptx's strings, check the model in full, save it, and
     write in the digest of its weights (ptx.contract.weights), taken on the saved file: the
-    metadata_props lie outside the graph, so adding the digest leaves it unchanged, which is
-    checked. Returns the digest."""
+    metadata_props lie outside the graph, so adding the digest (appended: ``_append_props``) leaves
+    it unchanged, which is checked. Returns the digest."""
     import onnx
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
@@ -191,19 +195,41 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     onnx.save(proto, str(path))
 
     def write_digest(digest: str) -> None:
-        proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)
-        onnx.save(proto, str(path))
+        _append_props(path, {f"{METADATA_PREFIX}{WEIGHTS_KEY}": digest})
+        proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)  # the proto as the file holds it
 
-    # (the digest would change only where protobuf wrote the graph differently the second time)
+    # (the digest would change only where the file's graph were written anew)
     return bind_weights(path, "onnx", write_digest, f"the graph's digest changed when ptx wrote it in (onnx "
                         f"{onnx.__version__})")
 
 
-def add_metadata(path: Path, strings: dict[str, str]) -> None:
-    """``strings`` written into the ONNX file at ``path`` beside the ptx metadata it holds (a verdict,
-    a shape certificate: what export learns of a file after writing it)."""
+def _append_props(path: Path, props: dict[str, str]) -> None:
+    """``props`` added to the metadata_props of the ONNX file at ``path`` without reading or writing
+    its graph again: a protobuf parser merges concatenated messages, a repeated field's entries
+    appended to those before (https://protobuf.dev/programming-guides/encoding/#last-one-wins), so
+    the serialized ModelProto holding only these entries is appended to the file. Keys the file
+    holds already are the caller's to leave out (a reader keeps one of two entries of a key)."""
     import onnx
 
+    entries = onnx.ModelProto()
+    for key, value in props.items():
+        entries.metadata_props.add(key=key, value=value)
+    with open(path, "ab") as handle:
+        handle.write(entries.SerializeToString())
+
+
+def add_metadata(path: Path, strings: dict[str, str]) -> None:
+    """``strings`` written into the ONNX file at ``path`` beside the ptx metadata it holds (a verdict,
+    a shape certificate: what export learns of a file after writing it). New keys are appended to the
+    file as it is (its graph, checked and bound to its digest when it was written, is not read or
+    written again, so the digest it holds stays true); a key it holds already rewrites it whole."""
+    import onnx
+
+    held, _ = read_onnx(path, digest=False)
+    props = to_props(strings)
+    if not held.keys() & props.keys():
+        _append_props(path, props)
+        return
     proto = onnx.load(str(path))
     save_with_metadata(proto, path, {**from_props({p.key: p.value for p in proto.metadata_props}), **strings},
                        proto.doc_string)

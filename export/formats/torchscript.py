@@ -53,8 +53,9 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
                            + ("; try --torchscript-mode trace" if mode == "script" else "")) from None
     warned = [f"{Path(w.filename).name}:{w.lineno}: {str(w.message).split('.')[0]}" for w in caught
               if issubclass(w.category, torch.jit.TracerWarning) and is_user_file(w.filename, files)]
+    strings = {**strings, "torchscript_method": used}
     try:
-        save_with_metadata(compiled, path, {**strings, "torchscript_method": used})
+        digest = save_with_metadata(compiled, path, strings)
     except RuntimeError as exc:
         # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
         # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
@@ -66,7 +67,10 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
         return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
                 if warned else "")
 
-    return Written(MADE_BY[used], None, hint)
+    def add_metadata(found: dict[str, str]) -> None:  # saved again from the module held, not loaded back
+        save_with_metadata(compiled, path, {**strings, **found}, digest)
+
+    return Written(MADE_BY[used], None, hint, add_metadata)
 
 
 def _save(module, path: Path, strings: dict[str, str]) -> None:
@@ -80,16 +84,18 @@ def _save(module, path: Path, strings: dict[str, str]) -> None:
     path.write_bytes(buffer.getbuffer())
 
 
-def save_with_metadata(module, path: Path, strings: dict[str, str]) -> str:
+def save_with_metadata(module, path: Path, strings: dict[str, str], digest: str | None = None) -> str:
     """Save the scripted or traced ``module`` to ``path`` with ``strings`` in its ptx.json and the
     digest of its weights (ptx.contract.weights: the archive but its extra files). The digest is
-    taken on a first save and checked on the second, which carries it. Returns the digest."""
+    taken on a first save (or is ``digest``, taken when this module was saved before) and checked on
+    the save that carries it. Returns the digest."""
     import torch
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
-    _save(module, path, strings)
+    if digest is None:
+        _save(module, path, strings)
     return bind_weights(path, "torchscript", lambda digest: _save(module, path, {**strings, WEIGHTS_KEY: digest}),
-                        f"torch.jit.save wrote the module differently twice (torch {torch.__version__})")
+                        f"torch.jit.save wrote the module differently twice (torch {torch.__version__})", digest)
 
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:

@@ -174,6 +174,9 @@ def _tensor_lines(signature: Signature) -> list[str]:
         bounded = [f"{s} up to {signature.limit(s)}" for s in symbols if signature.limit(s) is not None]
         lines.append(f"symbolic dims: {', '.join(symbols)}"
                      + (f" ({', '.join(bounded)}: the model's own bound; larger inputs are refused)" if bounded else ""))
+    if signature.sizes:  # where generated inputs are made (verify, bench): a user reading the file sees it too
+        lines.append(f"sizes export validated at: {', '.join(f'{s}={n}' for s, n in signature.sizes)} (verify and "
+                     "bench generate inputs at them; --shape gives others)")
     return lines
 
 

@@ -470,6 +470,11 @@ def _table(report: Report, all_rows: bool) -> list[str]:
         lines.append(f"batch composition: samples {', '.join(map(str, first.alone))} alone = their rows in a "
                      f"batch of {first.batch} on {len(same)} row{'s' * (len(same) != 1)} (max abs {worst:.2e})"
                      + (f"; left out, not per row as export found: {first.left_out}" if first.left_out else ""))
+    else:  # no output per row (a contrastive or set model): the check had nothing to compare, said with why
+        spans = next((r.composition for r in report.rows if r.composition is not None and r.composition.skipped
+                      and r.composition.left_out), None)
+        if spans is not None:
+            lines.append(f"batch composition: not checked: no output is per row as export found: {spans.left_out}")
     # --locate traces f32 rows (a reduced row's offer is its triage, report.offers): the one line a
     # DISAGREE verdict of a file's verify offers, the files as they were given and the options that
     # made the verdict (--atol, --inputs, ...), so that it runs as printed

@@ -39,7 +39,7 @@ from ptx.contract.reference import Reference, load_reference, reference_path, sa
 from ptx.contract.runs import exported, run_folders
 from ptx.contract.batch_rows import describe_left_out
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
-from ptx.contract.validated import recorded_tolerance
+from ptx.contract.validated import recorded_tolerance, unreadable_tolerance
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
@@ -110,6 +110,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
+    if not (atol or rtol or target.is_run) and unreadable_tolerance(metadata):
+        report.notes.append(unreadable_tolerance(metadata))
     if recorded:
         report.notes.append("using the tolerance export validated at: " + ", ".join(f"{k} {v:g}" for k, v in
                             recorded.items()) + " (recorded in the file; --atol/--rtol give another)")

@@ -419,6 +419,9 @@ def parse_declaration(text: str) -> TensorSig:
     shape = parse_shape(match["shape"], f"--input {text!r}", unnamed=f"{name}_")
     dtype = dtype_info(match["dtype"] or "float32", f"--input {text!r}").name
     batch = [i for i, d in enumerate(shape) if isinstance(d, str) and looks_like_batch(d)]
+    if len(batch) > 1:  # y=batchxb: the axis named batch is the batch, b a size of its own (read as no batch
+        # axis, y's 'batch' was x's batch symbol, which no plan sizes: KeyError 'batch' deep in export)
+        batch = [i for i in batch if "batch" in str(shape[i]).lower()] or batch
     return TensorSig(name, dtype, shape, batch[0] if len(batch) == 1 else None)
 
 

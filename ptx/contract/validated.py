@@ -5,6 +5,7 @@ TensorSig.value_range; export/sizes.py)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Mapping
 
 TOLERANCE_KEY = "tolerance"  # ptx.tolerance: {"atol": ..., "rtol": ...} as the user gave them to export
@@ -16,10 +17,29 @@ def tolerance_strings(atol: float | None, rtol: float | None) -> dict[str, str]:
     return {TOLERANCE_KEY: json.dumps(given, separators=(",", ":"))} if given else {}
 
 
-def recorded_tolerance(metadata: Mapping[str, str] | None) -> dict[str, float]:
-    """The tolerance a file records export was given ({} where none, or not one)."""
+def _read(metadata: Mapping[str, str] | None) -> tuple[dict[str, float], bool]:
+    """(the recorded atol and rtol, whether the record is one: a JSON object of finite numbers >= 0)."""
     try:
         doc = json.loads((metadata or {}).get(TOLERANCE_KEY, "{}"))
-        return {k: float(v) for k, v in doc.items() if k in ("atol", "rtol") and float(v) >= 0}
+        read = {k: float(v) for k, v in doc.items() if k in ("atol", "rtol")}
     except (ValueError, TypeError, AttributeError):
-        return {}
+        return {}, False
+    # an infinite or negative tolerance (JSON's Infinity parses) would pass every answer, or none
+    good = {k: v for k, v in read.items() if math.isfinite(v) and v >= 0}
+    return good, good == read and set(doc) <= {"atol", "rtol"}
+
+
+def recorded_tolerance(metadata: Mapping[str, str] | None) -> dict[str, float]:
+    """The tolerance a file records export was given ({} where none, or not one)."""
+    read, whole = _read(metadata)
+    return read if whole else {}
+
+
+def unreadable_tolerance(metadata: Mapping[str, str] | None) -> str:
+    """A note where the file's ``ptx.tolerance`` is there and not a tolerance ('' where it is, or is absent):
+    it is not used, and a hand-edited or damaged record should not go unsaid."""
+    if TOLERANCE_KEY not in (metadata or {}) or _read(metadata)[1]:
+        return ""
+    return (f"note: the file's ptx.tolerance {str(metadata[TOLERANCE_KEY])[:60]!r} is not "
+            '{"atol": number >= 0, "rtol": number >= 0}: not used, judged by the default tolerance '
+            "(--atol/--rtol give one; re-export to record it)")
