@@ -146,3 +146,9 @@ def table(rows: list[RunRow]) -> str:
         lines += [f"  broken: {r.problem}"] if r.problem else []
         lines += [f"  {flag}" for flag in r.flags]
     return "\n".join(lines)
+
+
+def runs_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[Path]:
+    """Run folders under ``root``, whatever they are called, that hold a checkpoint and at least one
+    exported artifact."""
+    return [d for d in run_folders(root) if (d / CHECKPOINT_FILE).is_file() and exported(d)]

@@ -28,7 +28,6 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ptx.contract import CHECKPOINT_FILE, DEFAULT_RUNS_ROOT
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
 from ptx.contract.detections import compared_names, grouped
@@ -36,7 +35,7 @@ from ptx.contract.verdict import (as_evidence, bound_metric, differs_note, outwe
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
-from ptx.contract.runs import exported, run_folders
+from ptx.contract.runs import exported
 from ptx.contract.batch_rows import describe_left_out
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
 from ptx.contract.validated import recorded_tolerance, unreadable_tolerance
@@ -495,10 +494,3 @@ def _runtime_of(label: str) -> str:
     module = next((m for prefix, m in RUNTIME_MODULES.items() if label.startswith(prefix)), None)
     version = getattr(sys.modules.get(module or ""), "__version__", None)
     return f"{label} ({module} {version})" if version else label
-
-
-def runs_with_artifacts(root: str | Path = DEFAULT_RUNS_ROOT) -> list[Path]:
-    """Run folders under ``root``, whatever they are called, that hold a checkpoint and at least one
-    exported artifact."""
-    return [d for d in run_folders(root) if (d / CHECKPOINT_FILE).is_file() and exported(d)]
-

@@ -18,7 +18,7 @@ from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, bac
 from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
-from ptx.infer.verify.report import RULE
+from ptx.infer.verify.rule import RULE
 
 
 @click.command("verify", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,7,64", "3,5")})
@@ -93,7 +93,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     the backend, the output and its error), 2 nothing could be compared.
     """
     from ptx.infer.model.target import Target
-    from ptx.infer.verify.verify import runs_with_artifacts
+    from ptx.infer.inspect.runs import runs_with_artifacts
 
     if repro and not locate:
         raise click.UsageError("--repro DIR writes what --locate finds: add --locate")

@@ -10,8 +10,9 @@ detection of the other side that overlaps them most (IoU at least ``MATCH_IOU``)
 evaluators match by (greedy by score; pycocotools is no dependency of ptx, and this path stays numpy
 only, so it is written here in a few lines); a matched pair then agrees when its box and score are
 within the tolerance and its label is the same. A detection left without a partner on either side is
-counted and shown. ``compare_detections`` is what the one comparison (``comparison.compare_output``)
-calls for an output that holds a ``DetectionSet``; ``grouped`` makes one of a run's flat tensors.
+counted and shown. ``comparison.compare_detections`` is what the one comparison (``compare_output``)
+calls for an output that holds a ``DetectionSet`` (it lives there, since it calls that comparison for each
+matched pair's values); ``grouped`` makes one of a run's flat tensors.
 """
 from __future__ import annotations
 
@@ -54,11 +55,9 @@ class DetectionOutputs:
 
     @classmethod
     def from_dict(cls, doc, where: str) -> "DetectionOutputs":
-        from .tensors import ContractError
-
         if not isinstance(doc, Mapping) or set(doc) != {"counts", "keys"} or not isinstance(doc["counts"], str) \
                 or not isinstance(doc["keys"], list) or not doc["keys"] or not all(isinstance(k, str) for k in doc["keys"]):
-            raise ContractError(f"{where}: {doc!r} is not {{\"counts\": OUTPUT, \"keys\": [OUTPUT, ...]}}")
+            raise ValueError(f"{where}: {doc!r} is not {{\"counts\": OUTPUT, \"keys\": [OUTPUT, ...]}}")
         return cls(doc["counts"], tuple(doc["keys"]))
 
 
@@ -150,85 +149,6 @@ def match(got_boxes, want_boxes, want_scores=None) -> list[tuple[int, int | None
             best = float(overlaps[i].max()) if overlaps.shape[1] else 0.0
             pairs.append((int(i), None, best))
     return sorted(pairs)
-
-
-def _box(values) -> str:
-    return "[" + ", ".join(f"{float(v):.{SHOWN}g}" if 0 < abs(float(v)) < 1 else f"{float(v):.1f}" for v in values) + "]"
-
-
-def _value_diff(key: str, got, want) -> str:
-    """``scores 0.61 where the reference's is 0.65``; for a key with axes of its own (a mask), at the
-    place they differ most."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if want.ndim == 0:
-        return f"{key} {float(got):.4g} where the reference's is {float(want):.4g}"
-    at = np.unravel_index(int(np.argmax(np.abs(got - want))), want.shape)
-    return f"{key}{list(map(int, at))} {float(got[at]):.4g} where the reference's is {float(want[at]):.4g}"
-
-
-def compare_detections(name: str, got: DetectionSet, want: DetectionSet, tolerance):
-    """``got``'s detections against the reference's ``want``, image by image: matched by IoU, then
-    each pair's box and score within ``tolerance`` and its label the same; unmatched ones on either
-    side counted. An OutputAgreement (the one comparison's record) whose ``differs`` names the first
-    image and detection that differ (``image 1, detection 3: box [..] where the reference's is [..],
-    IoU 0.62``), with how many differ."""
-    from .comparison import OutputAgreement, compare_output
-
-    det = want.detections
-    boxes_dtype = str(np.asarray(want.images[0][det.boxes]).dtype) if want.images else "float32"
-    result = OutputAgreement(name, tolerance, compared=want.total, shape=[want.total, 4], dtype=boxes_dtype)
-    if got.problem or want.problem:
-        result.problem = got.problem or f"the reference's {want.problem}"
-        return result
-    if len(got) != len(want):
-        result.problem = f"detections for {len(got)} images where the reference has {len(want)}"
-        return result
-    first, differ, missing, extra = None, 0, 0, 0
-    scores, labels = det.role("scores"), det.role("labels")
-    others = [k for k in det.keys if k not in (det.boxes, scores, labels)]
-    for image, (g, w) in enumerate(zip(got.images, want.images)):
-        pairs = match(g[det.boxes], w[det.boxes], w[scores] if scores else None)
-        matched = {j for _, j, _ in pairs if j is not None}
-        extra_here = [j for j in range(len(g[det.boxes])) if j not in matched]
-        extra += len(extra_here)
-        for i, j, overlap in pairs:
-            where = f"image {image}, detection {i}"
-            if j is None:
-                missing += 1
-                first = first or (f"{where}: box {_box(w[det.boxes][i])} has no partner (its best IoU "
-                                  f"{overlap:.2f} < {MATCH_IOU})")
-                continue
-            why = None
-            for key in (det.boxes, scores, *others):
-                if key is None:
-                    continue
-                part = compare_output(key, g[key][j], w[key][i], tolerance)
-                result.histogram = [a + b for a, b in zip(result.histogram, part.histogram)] if result.histogram \
-                    else list(part.histogram)
-                result.max_abs, result.max_rel = max(result.max_abs, part.max_abs), max(result.max_rel, part.max_rel)
-                result.needed_atol = max(result.needed_atol, part.needed_atol)
-                result.excess = max(result.excess, part.excess)
-                result.magnitude = max(result.magnitude, part.magnitude)
-                result.error_sq += part.error_sq
-                result.reference_sq += part.reference_sq
-                if not part.ok and why is None:
-                    why = (f"box {_box(g[key][j])} where the reference's is {_box(w[key][i])}, IoU {overlap:.2f}"
-                           if key == det.boxes else _value_diff(key, g[key][j], w[key][i]))
-            if labels and np.asarray(g[labels][j]).tolist() != np.asarray(w[labels][i]).tolist():
-                why = why or f"label {np.asarray(g[labels][j]).tolist()} where the reference's is " \
-                              f"{np.asarray(w[labels][i]).tolist()} (IoU {overlap:.2f})"
-            if why:
-                differ += 1
-                first = first or f"{where}: {why}"
-        if extra_here and first is None:
-            j = extra_here[0]
-            first = f"image {image}: a detection the reference does not have, box {_box(g[det.boxes][j])}"
-    result.beyond = differ + missing + extra
-    if result.beyond:  # values that depart, not a problem: a reduced precision is judged by its own rule
-        result.excess = max(result.excess, 1.0)
-        result.differs = (f"{first} ({differ} of {want.total} detections differ, {missing} of the reference's "
-                          f"unmatched, {extra} more than the reference's)")
-    return result
 
 
 def reduced_evidence(got: Sequence[Mapping[str, object]], want: Sequence[Mapping[str, object]],

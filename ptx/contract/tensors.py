@@ -326,7 +326,10 @@ class Signature:
         if "detections" in doc:
             from .detections import DetectionOutputs
 
-            detections = DetectionOutputs.from_dict(doc["detections"], f"{where}.detections")
+            try:  # detections.py raises ValueError: it cannot import ContractError from here (a circle)
+                detections = DetectionOutputs.from_dict(doc["detections"], f"{where}.detections")
+            except ValueError as exc:
+                raise ContractError(str(exc)) from None
             missing = [n for n in detections.names if n not in {t.name for t in tensors["outputs"]}]
             if missing:
                 raise ContractError(f"{where}.detections: {missing[0]!r} is no output")
