@@ -151,15 +151,23 @@ class OutputAgreement:
     def merge(self, other: "OutputAgreement") -> "OutputAgreement":
         """Fold another run of the same output (another case) into this one: the worst errors, the
         counts and the sums of squares summed."""
-        for name in ("compared", "beyond", "error_sq", "reference_sq", "decisions", "same_decisions", "ties"):
+        for name in ("compared", "beyond", "decisions", "same_decisions", "ties"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.merge_values(other)
+        self.judged = self.judged or other.judged
+        self.problem = self.problem or other.problem
+        self.differs = self.differs or other.differs
+        return self
+
+    def merge_values(self, other: "OutputAgreement") -> "OutputAgreement":
+        """Fold in only how far another comparison's values are off (the worst errors, the sums of squares,
+        the histogram), not its counts or flags: a detection's matched pairs, whose counts are detections."""
+        for name in ("error_sq", "reference_sq"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("max_abs", "max_rel", "needed_atol", "magnitude", "excess"):
             setattr(self, name, max(getattr(self, name), getattr(other, name)))
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)] if self.histogram else list(
             other.histogram)
-        self.judged = self.judged or other.judged
-        self.problem = self.problem or other.problem
-        self.differs = self.differs or other.differs
         return self
 
     def summary(self) -> str:
@@ -420,14 +428,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
                 if key is None:
                     continue
                 part = compare_output(key, g[key][j], w[key][i], tolerance)
-                result.histogram = [a + b for a, b in zip(result.histogram, part.histogram)] if result.histogram \
-                    else list(part.histogram)
-                result.max_abs, result.max_rel = max(result.max_abs, part.max_abs), max(result.max_rel, part.max_rel)
-                result.needed_atol = max(result.needed_atol, part.needed_atol)
-                result.excess = max(result.excess, part.excess)
-                result.magnitude = max(result.magnitude, part.magnitude)
-                result.error_sq += part.error_sq
-                result.reference_sq += part.reference_sq
+                result.merge_values(part)
                 if not part.ok and why is None:
                     why = (f"box {_box(g[key][j])} where the reference's is {_box(w[key][i])}, IoU {overlap:.2f}"
                            if key == det.boxes else _value_diff(key, g[key][j], w[key][i]))
