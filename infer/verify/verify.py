@@ -38,7 +38,7 @@ from ptx.contract.reference import Reference, load_reference, reference_path, sa
 from ptx.contract.runs import exported
 from ptx.contract.batch_rows import describe_left_out
 from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
-from ptx.contract.validated import recorded_tolerance, unreadable_tolerance
+from ptx.contract.validated import recorded_tolerance
 from ptx.contract.transforms import decisions, run_in_batches
 from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
 
@@ -52,7 +52,7 @@ from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cas
 from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_until_failure
 from .offers import offers
 from .reduced import reduced_verdict
-from .report import STORED, Report, Row
+from .report import STORED, Report, Row, against_label
 from .served import served_rows
 from .shapes import certificate_notes, recorded_rows
 
@@ -96,7 +96,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     head = reference.head
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     # the tolerance the user gave export, as the file records it, where none is given here
-    recorded = {} if atol or rtol or target.is_run else recorded_tolerance(metadata)
+    recorded, unreadable = ({}, "") if atol or rtol or target.is_run else recorded_tolerance(metadata)
     tolerances = Tolerances.parse(atol or [(None, v) for k, v in recorded.items() if k == "atol"],
                                   rtol or [(None, v) for k, v in recorded.items() if k == "rtol"],
                                   reference.signature.output_names, head.contract if head else None)
@@ -109,8 +109,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
     report.notes += target.notes
-    if not (atol or rtol or target.is_run) and unreadable_tolerance(metadata):
-        report.notes.append(unreadable_tolerance(metadata))
+    if unreadable:
+        report.notes.append(unreadable)
     if recorded:
         report.notes.append("using the tolerance export validated at: " + ", ".join(f"{k} {v:g}" for k, v in
                             recorded.items()) + " (recorded in the file; --atol/--rtol give another)")
@@ -406,7 +406,7 @@ def _against(other_target: Target, this: Run) -> Row:
     mine = target.name if target.is_run else target.path.name
     other = other_target.path
     variant = Variant(registry.get(other_target.reference), "cpu", other_target.precision)
-    label = f"{other.name} ({variant.label})"
+    label = against_label(other, variant.label)
     if other_target.kind != "onnx" and other_target.found.metadata.get("signature") is None \
             and not other_target.found.has_contract:
         # a TorchScript file keeps no inputs: they are the model's, in its order

@@ -29,17 +29,15 @@ def _read(metadata: Mapping[str, str] | None) -> tuple[dict[str, float], bool]:
     return good, good == read and set(doc) <= {"atol", "rtol"}
 
 
-def recorded_tolerance(metadata: Mapping[str, str] | None) -> dict[str, float]:
-    """The tolerance a file records export was given ({} where none, or not one)."""
+def recorded_tolerance(metadata: Mapping[str, str] | None) -> tuple[dict[str, float], str]:
+    """(the tolerance a file records export was given, {} where none or not one; a note where its
+    ``ptx.tolerance`` is there and not a tolerance, '' otherwise: it is not used, and a hand-edited or
+    damaged record should not go unsaid)."""
     read, whole = _read(metadata)
-    return read if whole else {}
-
-
-def unreadable_tolerance(metadata: Mapping[str, str] | None) -> str:
-    """A note where the file's ``ptx.tolerance`` is there and not a tolerance ('' where it is, or is absent):
-    it is not used, and a hand-edited or damaged record should not go unsaid."""
-    if TOLERANCE_KEY not in (metadata or {}) or _read(metadata)[1]:
-        return ""
-    return (f"note: the file's ptx.tolerance {str(metadata[TOLERANCE_KEY])[:60]!r} is not "
-            '{"atol": number >= 0, "rtol": number >= 0}: not used, judged by the default tolerance '
-            "(--atol/--rtol give one; re-export to record it)")
+    if whole:
+        return read, ""
+    if TOLERANCE_KEY not in (metadata or {}):
+        return {}, ""
+    return {}, (f"note: the file's ptx.tolerance {str(metadata[TOLERANCE_KEY])[:60]!r} is not "
+                '{"atol": number >= 0, "rtol": number >= 0}: not used, judged by the default tolerance '
+                "(--atol/--rtol give one; re-export to record it)")
