@@ -37,9 +37,8 @@ def reduced_pair(report, against: str | Path | None):
     """The --against row of a reduced pair (an int8 file against its f32 source, either way round:
     verify judges it by the int8 rule), whatever its verdict: where a pair passes its rule, the user
     who asks --locate still asks where its error is born. None where there is none."""
-    mine = f"{Path(against).name} (" if against is not None else None
-    return next((r for r in report.rows if mine and r.backend.startswith(mine) and r.precision != "f32"
-                 and not r.error and r.outputs), None)
+    return next((r for r in report.rows if r.of_file(against) and r.precision != "f32" and not r.error and r.outputs),
+                None)
 
 
 def _row_to_locate(report, against: str | Path | None = None):
@@ -52,9 +51,7 @@ def _row_to_locate(report, against: str | Path | None = None):
         [r for r in report.rows if r.status == "DIFFERS" and r.precision == "f32"]
     if not failed:
         return reduced_pair(report, against)
-    mine = f"{Path(against).name} (" if against is not None else None
-    row = next((r for r in sorted(failed, key=lambda r: not (mine and r.backend.startswith(mine))) if r.traceable),
-               None)
+    row = next((r for r in sorted(failed, key=lambda r: not r.of_file(against)) if r.traceable), None)
     if row is not None:
         return row
     row = next((r for r in failed if r.error or r.disagreeing), None)
@@ -81,7 +78,7 @@ def locate_report(report, *, against: str | Path | None = None, atol=(), rtol=()
     tolerances = Tolerances.parse(atol, rtol, report.signature.output_names)
     tolerance_of = lambda name, dtype: tolerances.of(name, dtype, row.device)  # noqa: E731
     tolerance_args = Tolerances.options(atol, rtol)
-    other_file = Path(against) if against is not None and row.backend.startswith(f"{Path(against).name} (") else None
+    other_file = Path(against) if row.of_file(against) else None
     paired = row.precision != "f32" and other_file is not None  # a reduced pair: its f32 file is the reference
     if paired and read_model_file(path).precision != "f32":
         path, other_file = other_file, path

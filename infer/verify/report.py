@@ -25,6 +25,16 @@ RUN = "run"  # a Report's kind for a tutorial model's run; a file's is its kind 
 STORED = "stored reference"
 SERVED = "served "  # a served model's row: "served URL" (verify/served.py)
 
+def against_label(other: Path, variant_label: str) -> str:
+    """The row label of an --against file: ``other.onnx (ort-cpu-int8)``."""
+    return f"{other.name} ({variant_label})"
+
+
+def is_against_row(label: str, against) -> bool:
+    """Whether ``label`` (a row's or a triaged row's) is the --against file ``against``'s (against_label)."""
+    return against is not None and label.startswith(f"{Path(against).name} (")
+
+
 @dataclass
 class Row:
     """One backend, at one device and precision, held to one reference over the cases both ran."""
@@ -62,6 +72,10 @@ class Row:
     # limit): it agrees with nothing, so the summary says so instead of counting it as agreeing.
     no_case: str | None = None
     kinds: list[str] = field(default_factory=list)  # a served row's kinds of difference (verify/drift.py)
+
+    def of_file(self, against) -> bool:
+        """Whether this is the row of the --against file ``against`` (None: there is none)."""
+        return is_against_row(self.backend, against)
 
     @property
     def label(self) -> str:

@@ -234,11 +234,10 @@ def _triage(report, target, as_json, against, located=None) -> list:
     from ptx.infer.locate.triage_run import triage_rows
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    mine = f"{Path(against).name} (" if against is not None else None
     reduced = list(dict.fromkeys(  # each row label once: its row against the stored reference runs the same file
         v.label for v in report.rows if v.precision != FULL_PRECISION and not v.error
         and not [f for f in v.failures if f not in v.unusable]
-        and (v.precision != target.precision or (mine and v.backend.startswith(mine)))))
+        and (v.precision != target.precision or v.of_file(against))))
     if as_json:
         for offer in report.offers:
             say(offer)
@@ -275,6 +274,7 @@ def keep_commands(found, target, against) -> list[str]:
     source); the names are the f32 graph's, which that export resolves."""
     from ptx.infer.locate.triage_run import against_files
     from ptx.infer.model.opening import run_option
+    from ptx.infer.verify.report import is_against_row
 
     keep = found.keep()
     if not keep or not (found.row.endswith("int8") or found.row.endswith(")")):
@@ -282,8 +282,8 @@ def keep_commands(found, target, against) -> list[str]:
     if target.is_run:
         source = f"{target.name}{run_option(target.name, target.run_dir)}"
     else:
-        source = str(against_files(target, Path(against))[0]) if against is not None and \
-            found.row.startswith(f"{Path(against).name} (") else str(target.path)
+        source = str(against_files(target, Path(against))[0]) if is_against_row(found.row, against) \
+            else str(target.path)
     if target.precision != "f32" and source == str(target.path):
         return []  # an int8 file alone: its f32 source is not at hand (--against SOURCE.onnx)
     why = "" if found.row == "ort-cpu-int8" or found.row.endswith(")") else \
