@@ -191,19 +191,24 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         restore()
     elif example_inputs is not None and base.chosen and out is not None:
         search_sizes(module, sigs, base, log, type(given).__name__, example=args)
+    answered_as_is = module
     module = tensor_outputs(module, sigs, out, log)
     # recorded in the files, so that load() can give it back (Model.nest); detections record their own
     structure = None if isinstance(module, FlatDetections) else output_structure(out)
     probes = certificate_probes(Signature(sigs, ()), base, max_sizes=max_sizes, seed=seed, min_sizes=min_sizes)
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
-    # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs.
+    # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs, made as the
+    # validation cases are, whose answers it keeps for them: each run meets the module as the user made it.
+    putting_back = module.register_forward_hook(lambda *_: restore())
     try:
         eager = open_target(module, inputs=list(sigs), plan=base)
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
+        putting_back.remove()
         restore()
         eager_bounds(module, Signature(sigs, ()), probes, args, restore)
         raise
     finally:
+        putting_back.remove()
         restore()
     eager.run = _restoring(eager.run, restore)  # every run below, the validation cases' too, puts it back
     answers = [_answer(eager, p) for p in probes]
@@ -237,6 +242,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                  log=log)
     signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
+    if given and module is answered_as_is:  # the example's answer, from the run that found its limits: not run again
+        eager.runner.remember(example, out)
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
                                  if input_files else f"generated: {describe_inputs(signature, base)}"
@@ -400,14 +407,19 @@ def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
 
 def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:
     """Two seeded cases at VERIFY_BATCHES (or twice at the declared shapes without a batch axis),
-    the second with every other symbol 2 larger (twice as large for a model that takes no such size, a
-    UNet of stride 16; the first's sizes for one that takes neither), so that a size an exporter fixed is caught. A
-    scalar integer or boolean input (a flag that picks a branch) is 0/False in the first case and
-    1/True in the second, so that a traced branch is caught too. ``first``: the plan of the first
-    case (the user's --shape, --value, --range; the embeddings' limits)."""
+    the second with every other symbol ptx sized larger by its own even step, 2, 4, ... in the
+    signature's order (twice as large for a model that takes no such size, a UNet of stride 16; the
+    first's sizes for one that takes neither), so that a size an exporter fixed is caught. Seeded and
+    sized as the eager runner's two runs that learned its outputs (torch_runner.probe_outputs), which
+    answers them from those runs rather than running the module again. A scalar integer or boolean
+    input (a flag that picks a branch) is 0/False in the first case and 1/True in the second, so that
+    a traced branch is caught too. ``first``: the plan of the first case (the user's --shape, --value,
+    --range; the embeddings' limits)."""
     inputs_only = Signature(signature.inputs, ())
-    seconds = [replace(first, bound={**first.bound, **{s: v * grow + step for s, v in first.chosen.items()}})
-               for grow, step in ((1, 2), (2, 0))] if first.chosen else []
+    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
+    steps = {s: 2 * (k + 1) for k, s in enumerate(s for s in inputs_only.symbols() if s not in batch_symbols)}
+    seconds = [replace(first, bound={**first.bound, **{s: v * grow + steps[s] * step for s, v in first.chosen.items()}})
+               for grow, step in ((1, 1), (2, 0))] if first.chosen else []
     batched = any(t.batch_axis is not None for t in signature.inputs)
     cases = []
     for k, batch in enumerate(VERIFY_BATCHES if batched else (None, None)):

@@ -104,8 +104,8 @@ def export_files(plan: Plan, chosen: Sequence,
                     found.update(verdict_strings(verdicts))  # the verdicts travel in the file
                 except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
                     log(f"{fmt.name:<11} not judged here: {exc}")
-            if found and made.add_metadata:  # the certificate and the verdicts, in one save, by the writer that
-                made.add_metadata(found)  # still holds the file's contents, not reading the file back
+            if made.finish:  # the certificate and the verdicts, in the file's last save, by the writer that
+                made.finish(found)  # still holds the file's contents, not reading the file back
             elif found:  # else by the format's own writer, from the file
                 fmt.add_metadata(tmp, found)
         results.append(result)

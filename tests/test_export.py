@@ -241,7 +241,7 @@ def test_metadata_added_after_writing_leaves_the_graph_and_its_digest_as_written
     path = tmp_path / "model.torchscript.pt"
     made = torchscript_format.write(module, (torch.rand(2, 4),), path, signature, strings)
     digest = digest_of(path, "torchscript")
-    made.add_metadata({"shape_certificate": "{}"})
+    made.finish({"shape_certificate": "{}"})
     extra = {"ptx.json": ""}
     loaded = torch.jit.load(str(path), _extra_files=extra)
     held = json.loads(extra["ptx.json"])

@@ -191,8 +191,10 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     for key, value in to_props(strings).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = description
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
+    data = proto.SerializeToString()  # once: the checker takes the bytes the file is written from
+    onnx.checker.check_model(data, full_check=True)
+    path.write_bytes(data)
+    del data
 
     def write_digest(digest: str) -> None:
         _append_props(path, {f"{METADATA_PREFIX}{WEIGHTS_KEY}": digest})

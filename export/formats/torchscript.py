@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
-from ptx.contract.weights import WEIGHTS_KEY
+from ptx.contract.weights import WEIGHTS_KEY, archive_digest
 from ptx.errors import PtxError, first_line
 from ptx.torch_quiet import quiet_jit
 
 from ..refusal import describe_refusal, is_user_file, user_files
-from . import ExportFormat, Written, bind_weights, register
+from . import ExportFormat, Written, register
 
 MODES = ("trace", "script")
 MADE_BY = {"trace": "traced", "script": "scripted"}
@@ -55,47 +55,56 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
               if issubclass(w.category, torch.jit.TracerWarning) and is_user_file(w.filename, files)]
     strings = {**strings, "torchscript_method": used}
     try:
-        digest = save_with_metadata(compiled, path, strings)
+        # Saved once as it is checked, its digest taken in memory; the digest goes in with what the checks find,
+        # in the file's one more save (``finish``): two saves, where binding the digest first made three.
+        archive = _archive(compiled, strings)
     except RuntimeError as exc:
         # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
         # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
         raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[used]} {name} ({first_line(exc)})"
                        + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
                           "or try --torchscript-mode trace" if used == "script" else "")) from None
+    digest = archive_digest(archive, "torchscript")
+    path.write_bytes(archive.getbuffer())
+    del archive
 
     def hint() -> str:
         return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
                 if warned else "")
 
-    def add_metadata(found: dict[str, str]) -> None:  # saved again from the module held, not loaded back
+    def finish(found: dict[str, str]) -> None:  # saved again from the module held, not loaded back
         save_with_metadata(compiled, path, {**strings, **found}, digest)
 
-    return Written(MADE_BY[used], None, hint, add_metadata)
+    return Written(MADE_BY[used], None, hint, finish)
 
 
-def _save(module, path: Path, strings: dict[str, str]) -> None:
+def _archive(module, strings: dict[str, str]) -> io.BytesIO:
+    """``module`` saved with ``strings`` as its ptx.json, in memory: torch.jit.save aborts the whole
+    process (c10::Error, terminate) when the disk fills, where Python's own write raises ENOSPC, which
+    atomic_path turns into one line."""
     import torch
 
-    # Into memory first: torch.jit.save aborts the whole process (c10::Error, terminate) when the
-    # disk fills; Python's own write raises ENOSPC, which atomic_path turns into one line.
     buffer = io.BytesIO()
     with quiet_jit():
         torch.jit.save(module, buffer, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(strings)})
-    path.write_bytes(buffer.getbuffer())
+    return buffer
 
 
 def save_with_metadata(module, path: Path, strings: dict[str, str], digest: str | None = None) -> str:
     """Save the scripted or traced ``module`` to ``path`` with ``strings`` in its ptx.json and the
     digest of its weights (ptx.contract.weights: the archive but its extra files). The digest is
-    taken on a first save (or is ``digest``, taken when this module was saved before) and checked on
-    the save that carries it. Returns the digest."""
+    taken on a first save in memory (or is ``digest``, taken when this module was saved before) and
+    checked on the archive that carries it before it is written. Returns the digest."""
     import torch
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
-    if digest is None:
-        _save(module, path, strings)
-    return bind_weights(path, "torchscript", lambda digest: _save(module, path, {**strings, WEIGHTS_KEY: digest}),
-                        f"torch.jit.save wrote the module differently twice (torch {torch.__version__})", digest)
+    digest = digest or archive_digest(_archive(module, strings), "torchscript")
+    archive = _archive(module, {**strings, WEIGHTS_KEY: digest})
+    if archive_digest(archive, "torchscript") != digest:
+        raise PtxError(f"{path.name}: torch.jit.save wrote the module differently twice (torch {torch.__version__}): "
+                       "ptx cannot bind this file's contract to its weights; please report it")
+    path.write_bytes(archive.getbuffer())
+    return digest
 
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:

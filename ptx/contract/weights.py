@@ -32,8 +32,9 @@ METADATA_MEMBERS = {"torchscript": lambda name: "/extra/" in name,
                     "pt2": lambda name: name.endswith(AOTI_METADATA_SUFFIX)}
 
 
-def archive_digest(path: str | Path, kind: str) -> str:
-    """sha256 of a zip archive's members (names and contents, in archive order) but its metadata."""
+def archive_digest(path, kind: str) -> str:
+    """sha256 of a zip archive's members (names and contents, in archive order) but its metadata; the
+    archive at ``path``, or in a file-like object (a writer's archive in memory, before it is written)."""
     sha = hashlib.sha256()
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
