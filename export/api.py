@@ -5,7 +5,7 @@ writer under a temporary name, checked through the model that will serve it, and
 into place: a failed or interrupted export keeps any earlier good file.
 
 Export sits on the runtime floor (infer's formats, runtime and model opening): each file is checked
-through ``ptx.infer.load``, as ptx serves it (export/validate.py's ``open_file``).
+through ``ptx.infer.load``, as ptx serves it (the floor's ``load_file``).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ptx.errors import CheckpointError, PtxError
 from ptx.files import file_sha256
 from ptx.models import get
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
+from ptx.infer.model.target import load, load_file
 
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
@@ -33,7 +34,7 @@ from .pipeline import Plan, atomic_file, check_options, export_files, guard
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
 from .bound import Bound
-from .validate import (ExportResult, judge_reduced, open_file, open_target, tutorial_accuracy, tutorial_cases,
+from .validate import (ExportResult, judge_reduced, tutorial_accuracy, tutorial_cases,
                        validation_inputs)
 
 def calibration_inputs(ckpt: dict, name: str) -> np.ndarray:
@@ -128,7 +129,7 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
 
     def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None):
         # (Evidence, the data's name): verify's judge, samples and batches, through ``backend``
-        return judge_reduced(open_file(path, fmt, backend=backend), model, ckpt, notice=notice,
+        return judge_reduced(load_file(path, backend or fmt.serving_backend, precision=fmt.precision), model, ckpt, notice=notice,
                              eager=eager, max_drop=bound)
 
     def options_of(fmt) -> dict:
@@ -156,7 +157,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
     def place(fmt):
         def foreign(final: Path) -> str | None:  # ``--out runs/convnet`` for lstm; unreadable: nothing worth keeping
             try:
-                other = open_file(final, fmt, device if fmt.name == "pt2" else "cpu").contract.model
+                other = load_file(final, fmt.serving_backend, device if fmt.name == "pt2" else "cpu",
+                                  fmt.precision).contract.model
             except PtxError:
                 return None
             return f"{final} holds {other}'s export, not {name}'s: pass another --out folder" if other != name else None
@@ -183,7 +185,7 @@ def _accuracy_bound(max_drop: float, fmt, model, ckpt: dict, eager: dict, log) -
     reference = tutorial_accuracy(None, model, ckpt, eager, notice=log)[0]
 
     def measure(path: Path, indices=None):
-        with closing(open_target(path, fmt.serving_backend, "cpu")) as candidate:
+        with closing(load(path, fmt.serving_backend, "cpu")) as candidate:
             return tutorial_accuracy(candidate, model, ckpt, eager, indices)
 
     samples = len(eager["truth"])

@@ -21,7 +21,6 @@ import torch
 
 from ptx.contract.structure import OutputStructure, flatten
 from ptx.contract.tensors import TensorSig, as_declarations
-from ptx.errors import PtxError
 
 from .detections import detection_outputs, is_detections
 

@@ -35,13 +35,14 @@ from ptx.contract.names import twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.model.target import load
 
 from . import formats
 from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .pipeline import Plan, atomic_file, check_options, export_files, guard
-from .validate import ExportResult, open_target, tensor_evidence
+from .validate import ExportResult, tensor_evidence
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -66,7 +67,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
-    with closing(open_target(path, "ort-cpu", "cpu", **open_options)) as source:
+    with closing(load(path, "ort-cpu", "cpu", **open_options)) as source:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
@@ -91,7 +92,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
                  for feeds in held]
         bound = None
         if max_drop is not None:  # the user's metric on the f32 file now, on each candidate in the search
-            bound = metric_bound(metric, max_drop, source.run, lambda candidate, backend=None: open_target(
+            bound = metric_bound(metric, max_drop, source.run, lambda candidate, backend=None: load(
                 candidate, backend or fmt.serving_backend, "cpu", **open_options))  # at its own precision: NNCF measures f32 too
             log(f"--metric {bound.metric}: {bound.reference:.6g} on {path.name} (f32); int8 may drop it by at most "
                 f"{max_drop:g}")

@@ -40,6 +40,7 @@ from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.model.target import load
 
 from .as_it_comes import keyword_inputs, output_structure, tensor_outputs
 from .certificate import attributes_restorer, eager_bounds
@@ -52,7 +53,7 @@ from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
-from .validate import ExportResult, open_target, tensor_evidence
+from .validate import ExportResult, tensor_evidence
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -201,7 +202,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     # validation cases are, whose answers it keeps for them: each run meets the module as the user made it.
     putting_back = module.register_forward_hook(lambda *_: restore())
     try:
-        eager = open_target(module, inputs=list(sigs), plan=base)
+        eager = load(module, inputs=list(sigs), plan=base)
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
         putting_back.remove()
         restore()

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ptx.contract.tensor_inputs import SPATIAL_SIZE, InputPlan, plan_inputs
+from ptx.contract.tensor_inputs import InputPlan, plan_inputs
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 

@@ -19,10 +19,11 @@ from typing import Callable
 from ptx.atomic import atomic_folder
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError
+from ptx.infer.model.target import load, load_file
 
 from . import formats
 from .pipeline import guard
-from .validate import open_file, open_target
+
 
 KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "pt2"}
 
@@ -73,7 +74,7 @@ def tutorial_source(name: str, **export_options) -> Source:
         [result] = export_model(name, [fmt], out=path.parent,
                                 log=lambda line: log(line.replace(str(made), str(path))), **export_options)
         result.path.rename(path)
-        return open_file(path, formats.get(fmt))
+        return load_file(path, formats.get(fmt).serving_backend, precision=formats.get(fmt).precision)
 
     return Source(name, name, place, f"{name}'s validated export", registered=True)
 
@@ -96,7 +97,7 @@ def file_source(path: str | Path, kind: str, **open_options) -> Source:
         for location in external_data_files(path) if kind == "onnx" else []:
             (target.parent / location).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path.parent / location, target.parent / location)
-        return open_target(target, **open_options)
+        return load(target, **open_options)
 
     return Source(path.name.split(".")[0], path.name, place, f"a copy of `{path.name}`")
 
@@ -113,7 +114,7 @@ def module_source(module, example_inputs, *, name: str, subject: str, **module_o
                           reference=False, log=lambda line: log(line.replace(str(made), str(target))),
                           **module_options)
             shutil.move(str(made), target)
-        return open_file(target, formats.get(fmt))
+        return load_file(target, formats.get(fmt).serving_backend, precision=formats.get(fmt).precision)
 
     return Source(name, subject, place, f"exported from `{subject.split()[-1]}`")
 

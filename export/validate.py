@@ -1,8 +1,8 @@
 """Prove a written file answers as its reference did before it is kept (optimum's
 validate_model_outputs), with one check for every export: a tutorial model's, a user's module's, a
 user's file's int8 (``check_model``, on the file export/pipeline.py opened once). The file is
-opened by the code that will serve it (``open_target``: the runtime floor's ptx.infer.load, which
-export sits on) and run on the cases
+opened by the code that will serve it (the runtime floor's ptx.infer.load, which export sits
+on) and run on the cases
 the reference answered (the eager module, or the f32 file); the one comparison judges each output
 (ptx.contract.comparison).
 
@@ -29,7 +29,7 @@ from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.transforms import decisions, normalize, pictures_from_model_input, run_in_batches, to_layout
 from ptx.errors import PtxError, ValidationError
-from ptx.infer.model.target import load
+from ptx.infer.model.target import load_file
 
 VALIDATION_BATCHES = (1, 2, 7, 64)
 
@@ -62,23 +62,12 @@ class ExportResult:
         return text + "".join(f"; {symbol} {', '.join(map(str, sizes))}" for symbol, sizes in self.sizes.items())
 
 
-def open_target(target, *args, **options):
-    """A Model of ``target`` (a file, an nn.Module) as the runtime floor opens it (ptx.infer.load, with
-    its arguments): every model export validates or reads is opened here, by the code that serves it."""
-    return load(target, *args, **options)
-
-
-def open_file(path, fmt, device: str = "cpu", backend: str | None = None):
-    """The model ``backend`` (default: ``fmt``'s serving backend) makes of the file at ``path`` on
-    ``device``, at the format's precision."""
-    reduced = {} if fmt.precision == FULL_PRECISION else {"precision": fmt.precision}  # f32: as verify opens it
-    return open_target(path, backend or fmt.serving_backend, device, **reduced)
-
-
 def open_checked(path, fmt, device: str = "cpu", backend: str | None = None):
-    """``open_file``, a file that does not load said as the ValidationError of the file ptx wrote."""
+    """The file at ``path`` opened by ``backend`` (default: ``fmt``'s serving backend) on ``device``, at
+    the format's precision (the floor's load_file); a file that does not load said as the
+    ValidationError of the file ptx wrote."""
     try:
-        return open_file(path, fmt, device, backend)
+        return load_file(path, backend or fmt.serving_backend, device, fmt.precision)
     except PtxError as exc:
         raise ValidationError(f"{fmt.name}: the file ptx wrote does not load: {exc}") from None
 

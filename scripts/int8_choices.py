@@ -45,7 +45,8 @@ from ptx.export import formats
 from ptx.export.api import calibration_inputs
 from ptx.export.formats import description, onnx_int8
 from ptx.export.formats.onnx import save_with_metadata
-from ptx.export.validate import judge_reduced, open_file
+from ptx.export.validate import judge_reduced
+from ptx.infer.model.target import load_file
 from ptx.files import file_sha256
 from ptx.infer.runtime.timing import alternating_times
 from ptx.machine import cpu_features, cpu_name, describe_cpu
@@ -167,7 +168,7 @@ def one_run(run: Path, args, scratch: Path) -> None:
                 model_file.close()
         return decide(label, [evidence], by="export")
 
-    verdicts = [judged(open_file(path, INT8), "ort-cpu-int8") for _, path, _ in files]
+    verdicts = [judged(load_file(path, INT8.serving_backend, precision=INT8.precision), "ort-cpu-int8") for _, path, _ in files]
 
     reps = -(-args.batch // len(cases[0][contract.input.name]))
     x = np.ascontiguousarray(np.concatenate([cases[0][contract.input.name]] * reps)[: args.batch])
@@ -194,7 +195,7 @@ def one_run(run: Path, args, scratch: Path) -> None:
             except BackendUnavailableError as exc:
                 print(f"   OpenVINO bf16: not here ({exc})")
             for i, label in choices:
-                int8 = open_file(files[i][1], INT8, backend="openvino")
+                int8 = load_file(files[i][1], "openvino", precision=INT8.precision)
                 opened.append(int8)
                 rows.append((f"OpenVINO int8, {label}", int8.bare(feeds)[1], judged(int8, "openvino-int8", True)))
         except BackendUnavailableError as exc:

@@ -299,6 +299,13 @@ def load(target, backend: str | None = None, device: str | None = None, precisio
 open_artifact = load  # the name export's validation and older apps call it by
 
 
+def load_file(path, backend: str, device: str = "cpu", precision: str = FULL_PRECISION) -> Model:
+    """The model ``backend`` makes of the file ptx wrote at ``path`` on ``device``, at ``precision``, the
+    file format's: an f32 file as verify opens it (at the file's own precision), a reduced one at its
+    precision. Export opens each file it validates here, by the code that serves it."""
+    return load(path, backend, device, None if precision == FULL_PRECISION else precision)
+
+
 def probe_child(argv: str) -> None:
     """PROBE's work in the child process: each file of ``argv`` (JSON, a list of probe_args) opened as
     the parent would open it."""
