@@ -95,7 +95,8 @@ def test_an_onnx_file_becomes_int8_calibrated_on_inputs_generated_from_its_signa
     path = tmp_path / "residual.int8.onnx"
     strings = meta(path)
     assert strings["precision"] == "int8" and "64 calibration samples; " in strings["quantization"]
-    assert strings["judgement"] == "PASS" and strings["source"] == "residual.onnx"
+    assert json.loads(strings["verdict"])["ort-cpu-int8"]["status"] == "PASS" and strings["source"] == "residual.onnx"
+    assert "judgement" not in strings  # one stored form of a verdict: ptx.verdict
     assert strings["weights_sha256"] == digest_of(path, "onnx")
     f32, int8 = load(tmp_path / "residual.onnx"), load(path, "ort-cpu", precision="int8")
     assert int8.precision == "int8" and int8.signature == f32.signature
@@ -152,7 +153,8 @@ def test_a_failing_int8_is_written_with_its_verdict_and_keep_f32_auto_finds_the_
     last = next(line for line in done.stdout.splitlines() if line.strip().startswith("ort-cpu-int8 on "))
     assert "NOT USABLE: logits: argmax agrees on" in last and last.endswith(
         "do not use int8 for outlier (serve outlier.onnx)"), done.stdout
-    assert meta(tmp_path / "outlier.int8.onnx")["judgement"].startswith("NOT USABLE: logits: argmax agrees on")
+    verdict = json.loads(meta(tmp_path / "outlier.int8.onnx")["verdict"])["ort-cpu-int8"]
+    assert verdict["status"] == "NOT USABLE" and verdict["reasons"][0].startswith("logits: argmax agrees on")
     # predict and serve open it through load(), which says the verdict the file carries
     with pytest.warns(UnusablePrecisionWarning, match=r"outlier.int8.onnx was judged NOT USABLE through ort-cpu-int8 by "
                                                       r"`ptx export` \(logits: argmax agrees on"):
@@ -163,7 +165,7 @@ def test_a_failing_int8_is_written_with_its_verdict_and_keep_f32_auto_finds_the_
     assert next(line for line in done.stdout.splitlines() if line.strip().startswith("ort-cpu-int8 on ")
                 ).endswith(": PASS"), done.stdout
     strings = meta(tmp_path / "outlier.int8.onnx")
-    assert strings["judgement"] == "PASS" and strings["keep_f32"]
+    assert json.loads(strings["verdict"])["ort-cpu-int8"]["status"] == "PASS" and strings["keep_f32"]
     assert strings["keep_f32"].split(",")[0] == "/out/Gemm", strings["keep_f32"]
 
 

@@ -426,7 +426,7 @@ def test_pt2_and_int8_on_request(tmp_path):
     # the one verdict, as any reduced file gets, by the generated cases alone (a module comes without samples)
     recorded = json.loads(int8_strings["verdict"])
     assert recorded["ort-cpu-int8"]["evidence"] == "generated" and int8.judgement.label == "ort-cpu-int8"
-    assert int8_strings["judgement"] == int8.judgement.status == recorded["ort-cpu-int8"]["status"]
+    assert int8.judgement.status == recorded["ort-cpu-int8"]["status"] and "judgement" not in int8_strings
 
 
 def test_one_weight_changed_after_export_is_caught_by_the_kept_reference_and_against_torchscript(cli_exports,

@@ -112,9 +112,9 @@ def test_the_strongest_evidence_decides_and_the_weaker_is_shown_not_counted():
     assert "as `ptx export` measured it" in verdict.describe()
     missed = decide("openvino-int8", [bound_evidence(2.0, "", "m.py:agreement", 100.0, 97.0)])
     assert missed.status == NOT_USABLE and missed.reasons == ["m.py:agreement drops 3 (more than --max-drop 2)"]
-    # the record round-trips through a file's metadata, the serving runtime's verdict also as ptx.judgement
+    # the record round-trips through a file's metadata, in its one form (ptx.verdict)
     strings = verdict_strings([missed, verdict])
-    assert strings["judgement"] == "NOT USABLE: m.py:agreement drops 3 (more than --max-drop 2)"
+    assert list(strings) == ["verdict"]
     assert recorded_verdicts(strings) == {"openvino-int8": missed, "ort-cpu-int8": verdict}
     note = differs_note(verdict, decide("ort-cpu-int8", [noise]))
     assert note == ("note: ort-cpu-int8: the file records PASS (ptx export), verify finds NOT USABLE: export judged it "
@@ -142,6 +142,49 @@ def test_a_reduced_row_the_user_named_is_kept_as_its_verdict(tmp_path):
                                                                      "openvino-int8": "FAIL"}
 
 
+def test_every_record_keeps_a_judgement_in_one_form(tmp_path):
+    """Issue 67 item 2: a verify row, a served row and export's verdict are kept in verify.json and
+    served.json as a file keeps its verdicts (ptx.verdict: the Verdict's fields), bound to what they
+    judged; an f32 row is judged by its tolerance, measuring its worst difference."""
+    from dataclasses import fields
+
+    from ptx.contract.comparison import OutputAgreement
+    from ptx.contract.names import VERIFY_RECORD_FILE
+    from ptx.contract.schema import Tolerance
+    from ptx.contract.verdict import Verdict
+    from ptx.infer.model.records import SERVED_RECORD_FILE, record_export_judgement, record_served, record_verify
+    from ptx.infer.verify.report import Report, Row
+
+    (tmp_path / "model.onnx").write_bytes(b"f32 file")
+    tolerance = Tolerance(1e-4, 1e-3)
+    agreement = OutputAgreement("logits", tolerance, compared=30, max_abs=2e-6, max_rel=1e-6)
+    f32 = Row("ort-cpu", against="eager-cpu", cases=["batch 3", "batch 5"], batch_sizes=[3, 5], outputs=[agreement])
+    served = Row("served http://127.0.0.1:1/v2/models/m", against="eager-cpu", cases=["batch 3"],
+                 outputs=[OutputAgreement("logits", tolerance, compared=10, max_abs=0.5, max_rel=0.4, beyond=10)])
+    record_verify(Report("m", rows=[f32]), tmp_path)
+    record_served(Report("m", rows=[served]), tmp_path)
+    judged = Verdict("ort-cpu-int8", NOT_USABLE, "generated", "2 generated cases", ["logits: relative error 0.2"],
+                     by="export")
+
+    class Exported:  # what record_export_judgement reads of an ExportResult
+        judgement, judged_by = judged, "ort-cpu-int8"
+
+    record_export_judgement(Exported(), tmp_path)
+    rows = json.loads((tmp_path / VERIFY_RECORD_FILE).read_text())["rows"]
+    endpoint = json.loads((tmp_path / SERVED_RECORD_FILE).read_text())["endpoints"]["http://127.0.0.1:1/v2/models/m"]
+    verdict_fields = {f.name for f in fields(Verdict)}
+    for row in (rows["ort-cpu"], rows["ort-cpu-int8"], endpoint):
+        assert verdict_fields <= set(row), row
+        assert Verdict.from_dict(row).status == row["status"]
+    assert Verdict.from_dict(rows["ort-cpu-int8"]) == judged and rows["ort-cpu-int8"]["artifact"] == "model.int8.onnx"
+    kept = Verdict.from_dict(rows["ort-cpu"])
+    assert (kept.status, kept.evidence, kept.by) == ("PASS", "tolerance", "verify")
+    assert kept.measured == "worst |diff| 2.00e-06 (logits) on 2 cases against eager-cpu", kept.measured
+    assert rows["ort-cpu"]["sha256"] and rows["ort-cpu"]["batch_sizes"] == [3, 5]
+    assert (endpoint["status"], endpoint["against"], endpoint["max_abs"]) == ("FAIL", "eager-cpu", 0.5)
+    assert endpoint["reasons"] == ["10 of 10 values beyond atol 0.0001 + rtol 0.001 x |reference|"], endpoint
+
+
 # -- one verdict, from export to every command ---------------------------------------------------------------
 
 
@@ -161,7 +204,7 @@ def test_export_says_one_verdict_per_runtime_and_records_it(orient, tmp_path):
     assert list(recorded) == ["ort-cpu-int8", "openvino-int8"]
     assert {(v.status, v.evidence, v.by) for v in recorded.values()} == {(PASS, "bound", "export")}
     assert "near-tie" in recorded["ort-cpu-int8"].also[0]  # generated noise, shown and not counted
-    assert meta(tmp_path / "orient.int8.onnx")["judgement"] == "PASS"
+    assert "judgement" not in meta(tmp_path / "orient.int8.onnx")  # one stored form: ptx.verdict
 
     # Item 3: verify reads the bound the file records (not measured again without --metric, and says so) ...
     shown = ptx("verify", "orient.onnx", "--backends", "ort-cpu,ort-cpu-int8", "--json", cwd=tmp_path)

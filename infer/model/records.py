@@ -62,14 +62,19 @@ def _write(path: Path, rows: dict) -> Path:
     return path
 
 
-def _verdict_row(run_dir: Path, backend: str, device: str, precision: str, status: str, batch_sizes,
-                 judged_by: str) -> dict:
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def _verdict_row(run_dir: Path, verdict, backend: str, device: str, precision: str, batch_sizes) -> dict:
+    """A judgement of a run's file as verify.json keeps it: the one stored form (verdict.stored), bound
+    to the file the backend read at that precision by its SHA-256."""
+    from ptx.contract.verdict import stored
+
     file_name = ARTIFACT_FILES[registry.get(backend).artifact_for(precision)]  # the file it read at that precision
     path = run_dir / file_name
-    return {"backend": backend, "device": device, "precision": precision, "status": status,
-            "batch_sizes": list(batch_sizes), "artifact": file_name,
-            "sha256": file_sha256(path) if path.is_file() else None,
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "by": judged_by}
+    return stored(verdict, backend=backend, device=device, precision=precision, batch_sizes=list(batch_sizes),
+                  artifact=file_name, sha256=file_sha256(path) if path.is_file() else None, date=_now())
 
 
 def record_verify(report, run_dir: str | Path) -> Path:
@@ -78,7 +83,7 @@ def record_verify(report, run_dir: str | Path) -> Path:
     # A backend's own rows only: not --against another file's, nor the stored reference's second look;
     # nor a row that compared no case, which judged nothing to keep.
     # A reduced row the user named is kept as its verdict (NOT USABLE), not verify's exit status (FAIL).
-    rows = {v.label: _verdict_row(run_dir, v.backend, v.device, v.precision, v.kept_status, v.batch_sizes, "verify")
+    rows = {v.label: _verdict_row(run_dir, v.as_verdict(), v.backend, v.device, v.precision, v.batch_sizes)
             for v in report.rows if v.backend in registry.list_backends() and v.against != "stored reference"
             and getattr(v, "no_case", None) is None}
     return _write(run_dir / VERIFY_RECORD_FILE, rows)
@@ -88,12 +93,15 @@ SERVED_RECORD_FILE = "served.json"
 
 
 def record_served(report, run_dir: str | Path) -> Path:
-    """Keep the verdicts of served models (`ptx verify URL` against this run) beside the run's own:
-    by endpoint URL, the status, the kinds of difference named, and when; merged over earlier ones."""
+    """Keep the verdicts of served models (`ptx verify URL` against this run) beside the run's own: by
+    endpoint URL, in the one stored form (verdict.stored) with what it was held to, its cases, the kinds of
+    difference named and when; merged over earlier ones."""
+    from ptx.contract.verdict import stored
+
     path = Path(run_dir) / SERVED_RECORD_FILE
-    found = {r.backend.partition(" ")[2]: {"status": r.status, "against": r.against, "cases": r.cases,
-                                           "max_abs": r.max_abs if r.outputs else None, "kinds": r.kinds,
-                                           "error": r.error, "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    found = {r.backend.partition(" ")[2]: stored(r.as_verdict(), against=r.against, cases=r.cases,
+                                                 max_abs=r.max_abs if r.outputs else None, kinds=r.kinds,
+                                                 error=r.error, date=_now())
              for r in report.rows if r.backend.startswith("served ")}
     doc = read_any(path)
     doc = {"format": FORMAT, "endpoints": {**doc.get("endpoints", {}), **found}}
@@ -104,12 +112,12 @@ def record_served(report, run_dir: str | Path) -> Path:
 
 def record_export_judgement(result, run_dir: str | Path) -> Path | None:
     """Keep the verdict export gave a reduced-precision artifact (an ExportResult judged by verify's
-    judge), so predict and serve can warn before anyone runs `ptx verify`."""
+    judge), in the form verify keeps its own, so predict and serve can warn before anyone runs `ptx verify`."""
     if result.judgement is None:
         return None
     run_dir = Path(run_dir)
     backend, device, precision = next((b.name, d, p) for b, d, p in registry.variants([result.judged_by]))
-    row = _verdict_row(run_dir, backend, device, precision, result.judgement.status, [], "export")
+    row = _verdict_row(run_dir, result.judgement, backend, device, precision, [])
     return _write(run_dir / VERIFY_RECORD_FILE, {result.judged_by: row})
 
 
@@ -168,7 +176,7 @@ def recorded_statuses(target, labels) -> dict[str, str]:
 def record_bench(rows, run_dir: str | Path) -> Path:
     """Keep images/s per ptx row (BenchRow, bare peers left out) and batch size."""
     run_dir = Path(run_dir)
-    now = datetime.datetime.now().isoformat(timespec="seconds")
+    now = _now()
     found: dict[str, dict] = {}
     for r in rows:
         if r.peer_of is None:

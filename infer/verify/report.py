@@ -4,13 +4,14 @@ with a head's label agreement and accuracy where the model has a head)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
                                      OutputAgreement, needed_atol_text)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature
+from ptx.contract.verdict import TOLERANCE, Verdict
 from ptx.errors import PtxError
 
 from ..runtime import backends as registry
@@ -88,6 +89,18 @@ class Row:
     @property
     def max_abs(self) -> float:
         return max((o.max_abs for o in self.outputs), default=math.inf)
+
+    def as_verdict(self) -> Verdict:
+        """The row's judgement as records keep it (verdict.stored): a reduced row's verdict, else its tolerance's."""
+        if self.verdict is not None:
+            return replace(self.verdict, status=self.kept_status, reasons=list(self.reasons))
+        if self.error or not self.outputs:
+            measured = f"did not run: {self.error}" if self.error else (self.no_case or "compared no case")
+        else:
+            worst = max(self.outputs, key=lambda o: o.max_abs)
+            measured = (f"worst |diff| {worst.max_abs:.2e} ({worst.name}) on {len(self.cases)} case"
+                        f"{'s' * (len(self.cases) != 1)} against {self.against}")
+        return Verdict(self.label, self.kept_status, TOLERANCE, measured, list(self.reasons), "verify")
 
     @property
     def max_rel(self) -> float:

@@ -41,6 +41,10 @@ EVIDENCE_WORDS = {"bound": "the bound it was made to hold", "labels": "labels an
 # not counted either way.
 NEAR_TIE_MARGIN = 0.1
 VERDICT_KEY = "verdict"  # ptx.verdict in a file: {row label: Verdict}, as JSON
+# An f32 row is judged by the one comparison within its tolerance against its reference: the evidence its
+# records keep (a reduced precision's row keeps one of EVIDENCE).
+TOLERANCE = "tolerance"
+EVIDENCE_WORDS[TOLERANCE] = "its tolerance against the reference"
 
 
 @dataclass
@@ -262,6 +266,15 @@ def judge_tensors(got: Sequence[Mapping[str, np.ndarray]], want: Sequence[Mappin
 # -- the record in a file --------------------------------------------------------------------------
 
 
+def stored(verdict: Verdict, **binding) -> dict:
+    """A judgement as every record keeps it, in one form: the Verdict's fields (label, status, evidence,
+    measured, reasons, by, ...), and where the record lives apart from what it judged, what binds it
+    there (``binding``: a file's artifact and SHA-256 in verify.json, a served endpoint's URL in
+    served.json; the date; backend, device, precision, batches). A file's own ptx.verdict keeps the
+    Verdict's fields alone: the file is what it judges."""
+    return {**verdict.to_dict(), **binding}
+
+
 def recorded_verdicts(metadata: Mapping[str, str]) -> dict[str, Verdict]:
     """{row label: Verdict} a file records (ptx.verdict); {} for a file without one."""
     try:
@@ -272,11 +285,10 @@ def recorded_verdicts(metadata: Mapping[str, str]) -> dict[str, Verdict]:
 
 
 def verdict_strings(verdicts: Sequence[Verdict]) -> dict[str, str]:
-    """What a file records of its verdicts: ptx.verdict (every row), and ptx.judgement (the first
-    row's, the one its serving runtime reads) for readers that know only that."""
-    first = verdicts[0]
-    return {VERDICT_KEY: json.dumps({v.label: v.to_dict() for v in verdicts}),
-            "judgement": first.status + (f": {'; '.join(first.reasons)}" if first.reasons else "")}
+    """What a file records of its verdicts, in the one form every command reads: ptx.verdict, each
+    runtime's row by its label (a file written before it carries ptx.judgement, its serving runtime's
+    verdict as one string, which readers still take from such a file)."""
+    return {VERDICT_KEY: json.dumps({v.label: v.to_dict() for v in verdicts})}
 
 
 # The row an int8 file's own runtime gives it (the runtime its quantizer made it for).
