@@ -602,3 +602,27 @@ def test_a_limit_no_shorter_table_sets_is_not_blamed_on_the_token_types(tmp_path
     with pytest.raises(PtxError) as long:
         model.run({"input_ids": zeros, "token_type_ids": zeros})
     assert "rows of" not in str(long.value) and "Gather" in str(long.value), long.value
+
+
+class Remembering(torch.nn.Module):
+    """Keeps a digest of every input it is run on outside the exporters' tracing."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self.seen: list[bytes] = []
+
+    def forward(self, x):
+        if type(x) is torch.Tensor and not torch.jit.is_tracing():  # the exporters trace with fake tensors
+            self.seen.append(bytes(x.shape) + x.detach().numpy().tobytes())
+        return self.linear(x)
+
+
+def test_export_runs_the_module_once_per_input(tmp_path):
+    """Issue 67 item 3: the module's eager answers are computed once each. The runs that teach the eager
+    runner its outputs are the validation cases, and the example's answer is the run that found its limits;
+    before, export ran the module again on both cases and on the example (12 runs where 9 are now)."""
+    module = Remembering()
+    result = export_module(module, (torch.rand(2, 4),), tmp_path / "out", formats=["onnx"], log=lambda _: None)
+    assert result.files[0].batches == (3, 5)
+    assert len(module.seen) == len(set(module.seen)) == 9, len(module.seen)

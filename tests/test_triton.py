@@ -132,11 +132,11 @@ def test_a_failed_export_leaves_no_folder_and_keeps_the_old_one(runs, tmp_path, 
     export_triton("convnet", tmp_path, checkpoint=ckpt, **QUIET)
     before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
-    def failing(path, backend, device):  # validation fails after the model file was written
+    def failing(path, backend, device, precision):  # validation fails after the model file was written
         raise ValidationError("onnx: batch 7: simulated disagreement")
 
     # export opens every file it validates by the runtime floor's opener, here made to fail
-    monkeypatch.setattr(ptx.export.validate, "load", failing)
+    monkeypatch.setattr(ptx.export.validate, "load_file", failing)
     with pytest.raises(ValidationError):
         export_triton("convnet", tmp_path, checkpoint=ckpt, log=lambda _: None, force=True)
     with pytest.raises(ValidationError):

@@ -37,6 +37,9 @@ from .runner import Runner
 from .torch_files import load_pt2, load_torchscript
 
 PROBE_BATCHES = (3, 5)
+# The runs after opening that may be answered from the runs that learned the outputs (export asks its
+# validation cases after the shape certificate's probes and their bounds: a few runs, never this many).
+LEARNED_FOR = 32
 BARE_LABELS = {"eager": "bare nn.Module call", "torchscript": "bare torch.jit module call",
                "aoti": "bare aoti_load_package call", "eager-cuda-graph": "bare nn.Module call"}
 
@@ -126,7 +129,9 @@ class TorchRunner(Runner):
         self._input_names = [t.name for t in inputs]
         # The answers of the two runs its outputs are learned from, each given once more where a caller asks
         # the same inputs again (export's validation cases are made as those runs are): not computed twice.
+        # Kept for the next LEARNED_FOR runs only, so that a model served long after pays no digest per call.
         self._learned: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._learned_for = LEARNED_FOR
         if outputs is None:
             outputs = probe_outputs(self._remembering, Signature(tuple(inputs), ()), name or str(path), plan)
         super().__init__(Signature(tuple(inputs), tuple(outputs), limits, sizes), path, name, metadata)
@@ -179,9 +184,15 @@ class TorchRunner(Runner):
         """Keep ``out``, the module's own answer to ``feeds`` computed by its caller (export's run of the
         example that finds its limits), as the answer to the next run on those inputs."""
         self._learned[feeds_key(feeds, self._input_names)] = flatten_outputs(out, "the model")
+        self._learned_for = LEARNED_FOR
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        named = self._learned.pop(feeds_key(feeds, self._input_names), None) if self._learned else None
+        named = None
+        if self._learned:
+            named = self._learned.pop(feeds_key(feeds, self._input_names), None)
+            self._learned_for -= 1
+            if self._learned_for <= 0:
+                self._learned.clear()
         values = [t.detach().cpu().numpy() for t in (named if named is not None else self._forward(feeds)).values()]
         # By position: a signature names the outputs (a contract's logits, ptx export --module --output
         # scores), while the module returns a tensor (output), a tuple (output_0, ...) or a list (pt2).
