@@ -125,11 +125,12 @@ def ratio_rows(factory: str, times: dict) -> list[str]:
 # rows are parts of the row above them.
 STEPS = [
     ("the module run on its example for its limits (examples.probe)", "export/examples.py", "probe"),
-    ("the eager reference opened (infer.load: outputs learned)", "infer/model/target.py", "load",
-     "export/module.py", "export_module"),
+    ("the eager reference opened (infer.load: outputs learned by running the validation cases' inputs)",
+     "infer/model/target.py", "load", "export/module.py", "export_module"),
     ("eager on the certificate's probes", "export/module.py", "_answer"),
-    ("eager on the validation cases", "export/module.py", "_validation_cases"),
-    ("eager on the example", "export/module.py", "_case_of"),
+    ("eager on the validation cases (answered by the opening's runs since issue 67)", "export/module.py",
+     "_validation_cases"),
+    ("eager on the example (answered by the limits' run since issue 67)", "export/module.py", "_case_of"),
     ("onnx: write (export, check, save, digest)", "export/formats/onnx.py", "write"),
     ("  torch.onnx.export", "torch/onnx/__init__.py", "export"),
     ("  saved with its metadata and digest", "export/formats/onnx.py", "save_with_metadata",
@@ -138,13 +139,14 @@ STEPS = [
      "export/formats/onnx.py", "save_with_metadata"),
     ("torchscript: write (trace, save, digest)", "export/formats/torchscript.py", "write"),
     ("  torch.jit.trace", "torch/jit/_trace.py", "trace"),
-    ("  saved with its metadata and digest", "export/formats/torchscript.py", "save_with_metadata",
+    ("  saved in memory and written, its digest taken", "export/formats/torchscript.py", "_archive",
      "export/formats/torchscript.py", "write"),
     ("each file opened as ptx serves it (open_checked)", "export/validate.py", "open_checked"),
     ("each file's shape certificate (certify_model)", "export/certificate.py", "certify_model"),
     ("each file's validation cases (check_model)", "export/validate.py", "check_model"),
     ("onnx: certificate written in (add_metadata)", "export/formats/onnx.py", "add_metadata"),
-    ("torchscript: certificate written in (add_metadata)", "export/formats/torchscript.py", "add_metadata"),
+    ("torchscript: certificate and digest saved in (Written.finish)", "export/formats/torchscript.py",
+     "save_with_metadata", "export/formats/torchscript.py", "finish"),
     ("reference written (save_reference)", "contract/reference.py", "save_reference"),
 ]
 
