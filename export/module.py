@@ -243,7 +243,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                  log=log)
     signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
-    if given and module is answered_as_is:  # the example's answer, from the run that found its limits: not run again
+    if given and out is not None and module is answered_as_is:  # its answer, from the run that found its limits
         eager.runner.remember(example, out)
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
