@@ -200,16 +200,16 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     sizes_of_example = Signature(sigs, ()).symbol_sizes({t.name: a for t, a in zip(sigs, args)})
     # The eager reference, as ptx.infer.load(module) gives it: its outputs learned by two runs, made as the
     # validation cases are, whose answers it keeps for them: each run meets the module as the user made it.
-    putting_back = module.register_forward_hook(lambda *_: restore())
+    putting_back = _after_each_call(module, restore)
     try:
         eager = load(module, inputs=list(sigs), plan=base)
     except PtxError:  # said as the axis the module fixes where that is why (eager_bounds raises it), else as it came
-        putting_back.remove()
+        putting_back()
         restore()
         eager_bounds(module, Signature(sigs, ()), probes, args, restore)
         raise
     finally:
-        putting_back.remove()
+        putting_back()
         restore()
     eager.run = _restoring(eager.run, restore)  # every run below, the validation cases' too, puts it back
     answers = [_answer(eager, p) for p in probes]
@@ -345,6 +345,17 @@ def _restoring(run, restore):
         finally:
             restore()
     return run_then_restore
+
+
+def _after_each_call(module, restore):
+    """``restore`` called after each call of ``module`` until the function returned is called. A scripted
+    module (torch.jit.script) takes no forward hook, and its attributes live in TorchScript, out of
+    restore's reach: it is run as it is (export took it so before the hook)."""
+    try:
+        handle = module.register_forward_hook(lambda *_: restore())
+    except RuntimeError:  # "register_forward_hook is not supported on ScriptModules"
+        return lambda: None
+    return handle.remove
 
 
 def _answer(eager, probe) -> dict | PtxError:

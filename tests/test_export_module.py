@@ -626,3 +626,16 @@ def test_export_runs_the_module_once_per_input(tmp_path):
     result = export_module(module, (torch.rand(2, 4),), tmp_path / "out", formats=["onnx"], log=lambda _: None)
     assert result.files[0].batches == (3, 5)
     assert len(module.seen) == len(set(module.seen)) == 9, len(module.seen)
+
+
+def test_a_scripted_module_exports(tmp_path):
+    """A torch.jit.script'ed module takes no forward hook (RuntimeError: register_forward_hook is not
+    supported on ScriptModules): the eager opening that puts a module's attributes back after each of its
+    learning runs must not refuse it with a traceback; it exported before issue 67's hook."""
+    module = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()))
+    result = export_module(module, (torch.rand(2, 4),), tmp_path / "out", formats=["torchscript"], log=lambda _: None,
+                           reference=False)
+    assert result.files[0].batches == (3, 5)
+    extra = {"ptx.json": ""}
+    torch.jit.load(str(result.files[0].path), _extra_files=extra)
+    assert json.loads(extra["ptx.json"])["weights_sha256"] == digest_of(result.files[0].path, "torchscript")
