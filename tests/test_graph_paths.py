@@ -417,3 +417,20 @@ def test_a_model_onnx_runtime_cannot_capture_is_refused_in_one_line(runs, monkey
     with pytest.raises(BackendUnavailableError, match=r"^ort-cuda-graph: ONNX Runtime \S+ cannot run model.onnx as a "
                                                       r"CUDA graph \(.*control flow nodes.*\); use --backend ort-cuda$"):
         open_graph_artifact(runs.ready("cnn") / "cnn" / "model.onnx", device="cuda")
+
+
+def test_a_live_modules_graph_rows_are_replayed_not_answered_by_the_runs_that_learned_its_outputs():
+    """The eager runs that learn a live module's outputs (seed 0 at batch 3, as verify's first generated case)
+    are kept to answer those inputs again (issue 67): the graph runner must replay its graph for them, so a
+    module that cannot be captured is refused at batch 3 too, not answered eagerly as if it had been."""
+    from ptx.contract.tensor_inputs import make_feeds, plan_inputs
+    from ptx.contract.tensors import Signature, TensorSig
+    from ptx.errors import PtxError
+
+    inputs = (TensorSig("x", "float32", ("batch", 8), 0),)
+    graph = TorchGraphRunner(torch.nn.Linear(8, 4).eval(), inputs, None, device="cpu", backend="eager",
+                             graphs=lambda: EagerGraphs(fail=RuntimeError("operation not permitted when stream is capturing")))
+    signature = Signature(inputs, ())
+    for batch in (3, 5):
+        with pytest.raises(PtxError, match="cannot be captured"):
+            graph.run(make_feeds(signature, plan_inputs(signature), batch, 0))
