@@ -141,3 +141,28 @@ def test_a_users_file_on_a_cuda_row_without_a_gpu_is_one_line_naming_the_row_and
             said = str(refused.value)
             assert said.startswith(f"{label} cannot run here: ") and "\n" not in said
             assert said.endswith("use --backend " + ("ort-cpu" if kind == "onnx" else "torchscript"))
+
+
+class Doubling(torch.nn.Module):
+    def forward(self, x):
+        x.mul_(2)  # writes into the array the runner shares with its caller
+        return x + 1
+
+
+def test_the_eager_runs_that_learn_outputs_key_their_answers_by_the_inputs_they_were_given():
+    """Issue 67's kept answers (TorchRunner._learned) are keyed by each input's dtype, own shape and bytes as
+    given: a forward that writes into its input does not key its answer by what it wrote, and a 0-d flag is
+    not a [1] array (np.ascontiguousarray makes a 0-d array 1-d)."""
+    from ptx.contract.tensor_inputs import make_feeds, plan_inputs
+    from ptx.contract.tensors import Signature, TensorSig
+    from ptx.infer.runtime.torch_runner import TorchRunner, feeds_key
+
+    assert feeds_key({"f": np.array(1, np.int64)}, ["f"]) != feeds_key({"f": np.array([1], np.int64)}, ["f"])
+    c = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert feeds_key({"x": c}, ["x"]) == feeds_key({"x": np.asfortranarray(c)}, ["x"])
+    inputs = (TensorSig("x", "float32", ("batch", 4), 0),)
+    signature = Signature(inputs, ())
+    given = make_feeds(signature, plan_inputs(signature), 3, 0)["x"]  # the first learning run's input
+    runner = TorchRunner(Doubling(), inputs, None, device="cpu", backend="eager")
+    twice = given * 2  # what that run left in its input
+    np.testing.assert_allclose(runner.run({"x": twice.copy()})["output"], 2 * twice + 1)

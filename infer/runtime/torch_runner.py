@@ -176,8 +176,9 @@ class TorchRunner(Runner):
         return named
 
     def _remembering(self, feeds: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        named = self._forward(feeds)
-        self._learned[feeds_key(feeds, self._input_names)] = named
+        key = feeds_key(feeds, self._input_names)  # before the run: a forward that writes into its input
+        named = self._forward(feeds)  # (x.mul_(2) on the array it shares) would key its answer by other inputs
+        self._learned[key] = named
         return named
 
     def remember(self, feeds: Mapping[str, np.ndarray], out) -> None:
@@ -233,8 +234,9 @@ class TorchRunner(Runner):
 
 def feeds_key(feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> tuple:
     """What identifies a set of inputs: each input's dtype, shape and a digest of its bytes."""
-    arrays = [np.ascontiguousarray(feeds[n]) for n in names]
-    return tuple((a.dtype.str, a.shape, hashlib.blake2b(a.data, digest_size=16).digest()) for a in arrays)
+    arrays = [np.asarray(feeds[n]) for n in names]  # its own shape: ascontiguousarray makes a 0-d array 1-d
+    return tuple((a.dtype.str, a.shape, hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).digest())
+                 for a in arrays)
 
 
 def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan | None = None) -> tuple[TensorSig, ...]:
