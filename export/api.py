@@ -129,8 +129,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
 
     def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None):
         # (Evidence, the data's name): verify's judge, samples and batches, through ``backend``
-        return judge_reduced(load_file(path, backend or fmt.serving_backend, precision=fmt.precision), model, ckpt, notice=notice,
-                             eager=eager, max_drop=bound)
+        opened = load_file(path, backend or fmt.serving_backend, precision=fmt.precision)
+        return judge_reduced(opened, model, ckpt, notice=notice, eager=eager, max_drop=bound)
 
     def options_of(fmt) -> dict:
         options = dict(per_format.get(fmt.name, {}))

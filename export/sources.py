@@ -28,6 +28,12 @@ from .pipeline import guard
 KIND_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "pt2": "pt2"}
 
 
+def _served(path: Path, fmt_name: str):
+    """The file at ``path`` as its format's serving backend opens it, at the format's precision."""
+    fmt = formats.get(fmt_name)
+    return load_file(path, fmt.serving_backend, precision=fmt.precision)
+
+
 @dataclass
 class Source:
     """A model for a deployment folder. ``place(path, fmt, log)`` writes its file of format ``fmt``
@@ -74,7 +80,7 @@ def tutorial_source(name: str, **export_options) -> Source:
         [result] = export_model(name, [fmt], out=path.parent,
                                 log=lambda line: log(line.replace(str(made), str(path))), **export_options)
         result.path.rename(path)
-        return load_file(path, formats.get(fmt).serving_backend, precision=formats.get(fmt).precision)
+        return _served(path, fmt)
 
     return Source(name, name, place, f"{name}'s validated export", registered=True)
 
@@ -114,7 +120,7 @@ def module_source(module, example_inputs, *, name: str, subject: str, **module_o
                           reference=False, log=lambda line: log(line.replace(str(made), str(target))),
                           **module_options)
             shutil.move(str(made), target)
-        return load_file(target, formats.get(fmt).serving_backend, precision=formats.get(fmt).precision)
+        return _served(target, fmt)
 
     return Source(name, subject, place, f"exported from `{subject.split()[-1]}`")
 
