@@ -13,7 +13,7 @@ from pathlib import Path
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.metadata import from_props, to_props
 from ptx.contract.names import METADATA_PREFIX
-from ptx.contract.onnx_wire import read_onnx
+from ptx.contract.onnx_wire import read_onnx, serialized_digest
 from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import WEIGHTS_KEY
@@ -181,9 +181,10 @@ def _fixed_symbols(graph, signature: Signature) -> str:
 
 def save_with_metadata(proto, path: Path, strings: dict[str, str], description: str = "") -> str:
     """Replace the graph's metadata_props by ptx's strings, check the model in full, save it, and
-    write in the digest of its weights (ptx.contract.weights), taken on the saved file: the
-    metadata_props lie outside the graph, so adding the digest (appended: ``_append_props``) leaves
-    it unchanged, which is checked. Returns the digest."""
+    write in the digest of its weights (ptx.contract.weights): the metadata_props lie outside the
+    graph, so adding the digest (appended: ``_props_message``) leaves it unchanged. Taken on the bytes
+    in memory and written with them, where the weights are inside; else on the saved file, and
+    checked there. Returns the digest."""
     import onnx
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
@@ -191,8 +192,16 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     for key, value in to_props(strings).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = description
-    data = proto.SerializeToString()  # once: the checker takes the bytes the file is written from
+    data = proto.SerializeToString()  # once: the checker, the digest and the file take the same bytes
     onnx.checker.check_model(data, full_check=True)
+    digest = serialized_digest(data)
+    if digest is not None:  # the graph is the one in these bytes: the entry appended after it is no part of it
+        props = {f"{METADATA_PREFIX}{WEIGHTS_KEY}": digest}
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.write(_props_message(props))
+        proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)  # the proto as the file holds it
+        return digest
     path.write_bytes(data)
     del data
 
@@ -211,13 +220,19 @@ def _append_props(path: Path, props: dict[str, str]) -> None:
     appended to those before (https://protobuf.dev/programming-guides/encoding/#last-one-wins), so
     the serialized ModelProto holding only these entries is appended to the file. Keys the file
     holds already are the caller's to leave out (a reader keeps one of two entries of a key)."""
+    with open(path, "ab") as handle:
+        handle.write(_props_message(props))
+
+
+def _props_message(props: dict[str, str]) -> bytes:
+    """A serialized ModelProto holding only ``props`` as metadata_props: appended to a model's bytes,
+    a protobuf parser merges them into its entries."""
     import onnx
 
     entries = onnx.ModelProto()
     for key, value in props.items():
         entries.metadata_props.add(key=key, value=value)
-    with open(path, "ab") as handle:
-        handle.write(entries.SerializeToString())
+    return entries.SerializeToString()
 
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:

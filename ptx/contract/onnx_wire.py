@@ -134,6 +134,22 @@ def read_onnx(path: str | Path, digest: bool = True) -> tuple[dict[str, str], st
         return metadata, sha.hexdigest()
 
 
+def serialized_digest(data: bytes) -> str | None:
+    """read_onnx's digest of a serialized ModelProto held in memory (a writer's bytes, before they are
+    written): the sha256 of its graph; None where the graph keeps tensors in external files, which
+    read_onnx hashes from beside the file. ArtifactError in one line when the bytes are not a model."""
+    try:
+        graphs = _spans(data, (0, len(data)), MODEL_GRAPH)
+        if not graphs:
+            raise ArtifactError("not an ONNX model (it holds no graph)")
+        if _external_files(data, graphs[-1]):
+            return None
+    except WireError as exc:
+        raise ArtifactError(f"not an ONNX model ({exc})") from None
+    start, end = graphs[-1]
+    return hashlib.sha256(memoryview(data)[start:end]).hexdigest()
+
+
 def _external_files(buf, graph) -> dict[str, int]:
     """The files the graph's initializers keep their data in, in order of first mention, each with
     the bytes the graph reads from it (the largest offset + length its tensors name)."""
