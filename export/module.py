@@ -34,7 +34,7 @@ from ptx.contract.cases import Case
 from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
-                                        plan_inputs)
+                                        plan_inputs, symbol_steps)
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.validated import tolerance_strings
@@ -173,6 +173,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     sigs, args = example_signature(module, example_inputs, inputs, input_names, dynamic, log,
                                    plan_of=lambda declared: _input_plan(declared, plan, min_sizes))
     out, limits = probe(module, sigs, args, named=given)
+    probed = args  # the inputs ``out`` answers
     restore()
     base = _input_plan(sigs, plan, min_sizes)
     base.limits = {n: v for n, v in limits.items() if n not in base.ranges and n not in base.values}
@@ -183,12 +184,14 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             args = generated_examples(sigs, base)  # the same plan: each input's recorded range now bounds its ids
             if out is None:  # generated ids past a small vocabulary's rows: its answer, on ids it takes
                 out, _ = probe(module, sigs, args, named=given)
+                probed = args
                 restore()
     # A size ptx chose that the model refuses (Wav2Vec2's 10-sample kernel): the first larger one it takes, for
     # the generated examples, or beside the factory's own (the eager reference and the cases are generated too).
     if example_inputs is None and out is None and search_sizes(module, sigs, base, log, type(given).__name__):
         args = generated_examples(sigs, base)
         out, _ = probe(module, sigs, args, named=given)
+        probed = args
         restore()
     elif example_inputs is not None and base.chosen and out is not None:
         search_sizes(module, sigs, base, log, type(given).__name__, example=args)
@@ -212,6 +215,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         putting_back()
         restore()
     eager.run = _restoring(eager.run, restore)  # every run below, the validation cases' too, puts it back
+    if out is not None and args is probed and module is answered_as_is:  # the run that found the limits answers
+        eager.runner.remember({t.name: a.numpy() for t, a in zip(sigs, args)}, out)  # its inputs: the example's,
+        # or the generated ones (the certificate's batch-2 probe, made as they are)
     answers = [_answer(eager, p) for p in probes]
     bounds = {}
     if any(isinstance(a, PtxError) for a in answers):  # the model's own bound, or an axis forward fixes (raised)
@@ -243,8 +249,6 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                  log=log)
     signature = recorded_signature(_outputs_per_row(signature, rows), base)  # what the files keep of both
     example = {s.name: t.numpy() for s, t in zip(signature.inputs, args)}
-    if given and out is not None and module is answered_as_is:  # its answer, from the run that found its limits
-        eager.runner.remember(example, out)
     unreported = [_case_of(signature, eager, example, example_label)] if given else []
     log("validation inputs: " + (f"from {', '.join(Path(p).name for p in input_files)} ({len(cases)} cases)"
                                  if input_files else f"generated: {describe_inputs(signature, base)}"
@@ -419,17 +423,16 @@ def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
 
 def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:
     """Two seeded cases at VERIFY_BATCHES (or twice at the declared shapes without a batch axis),
-    the second with every other symbol ptx sized larger by its own even step, 2, 4, ... in the
-    signature's order (twice as large for a model that takes no such size, a UNet of stride 16; the
-    first's sizes for one that takes neither), so that a size an exporter fixed is caught. Seeded and
+    the second with every other symbol ptx sized larger by its own even step (symbol_steps: 2, 4,
+    ...; twice as large for a model that takes no such size, a UNet of stride 16; the first's sizes
+    for one that takes neither), so that a size an exporter fixed is caught. Seeded and
     sized as the eager runner's two runs that learned its outputs (torch_runner.probe_outputs), which
     answers them from those runs rather than running the module again. A scalar integer or boolean
     input (a flag that picks a branch) is 0/False in the first case and 1/True in the second, so that
     a traced branch is caught too. ``first``: the plan of the first case (the user's --shape, --value,
     --range; the embeddings' limits)."""
     inputs_only = Signature(signature.inputs, ())
-    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
-    steps = {s: 2 * (k + 1) for k, s in enumerate(s for s in inputs_only.symbols() if s not in batch_symbols)}
+    steps = symbol_steps(inputs_only)
     seconds = [replace(first, bound={**first.bound, **{s: v * grow + steps[s] * step for s, v in first.chosen.items()}})
                for grow, step in ((1, 1), (2, 0))] if first.chosen else []
     batched = any(t.batch_axis is not None for t in signature.inputs)

@@ -195,19 +195,19 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     data = proto.SerializeToString()  # once: the checker, the digest and the file take the same bytes
     onnx.checker.check_model(data, full_check=True)
     digest = serialized_digest(data)
+    key = f"{METADATA_PREFIX}{WEIGHTS_KEY}"
     if digest is not None:  # the graph is the one in these bytes: the entry appended after it is no part of it
-        props = {f"{METADATA_PREFIX}{WEIGHTS_KEY}": digest}
         with open(path, "wb") as handle:
             handle.write(data)
-            handle.write(_props_message(props))
-        proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)  # the proto as the file holds it
+            handle.write(_props_message({key: digest}))
+        proto.metadata_props.add(key=key, value=digest)  # the proto as the file holds it
         return digest
     path.write_bytes(data)
     del data
 
     def write_digest(digest: str) -> None:
-        _append_props(path, {f"{METADATA_PREFIX}{WEIGHTS_KEY}": digest})
-        proto.metadata_props.add(key=f"{METADATA_PREFIX}{WEIGHTS_KEY}", value=digest)  # the proto as the file holds it
+        _append_props(path, {key: digest})
+        proto.metadata_props.add(key=key, value=digest)  # the proto as the file holds it
 
     # (the digest would change only where the file's graph were written anew)
     return bind_weights(path, "onnx", write_digest, f"the graph's digest changed when ptx wrote it in (onnx "

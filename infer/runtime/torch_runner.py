@@ -23,7 +23,7 @@ import torch
 
 from ptx.contract.metadata import ArtifactInfo, provenance, to_strings
 from ptx.contract.names import FULL_PRECISION, TF32
-from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs
+from ptx.contract.tensor_inputs import InputPlan, make_feeds, plan_inputs, symbol_steps
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.structure import flatten
 from ptx.contract.tensors import Signature, TensorSig, dtype_info
@@ -260,12 +260,12 @@ def probe_outputs(forward, inputs_only: Signature, where: str, plan: InputPlan |
     # seeded as export's validation cases are (seed 0, then 1; the second sizes as theirs), so that the
     # runner's answers to these two runs answer those cases too
     first = outputs_on(PROBE_BATCHES[0], plan, 0)
-    # Each symbol moves by its own even step (h and w both 64 become 66 and 68), so that an output's size
-    # names the symbol it follows, and stays even for a model that halves it; past the largest size it takes
-    # (--shape seq=512 of 512 positions) a step down instead, else multiples (a UNet of stride 16 takes 64
-    # and 128, not 66 or 62). The first refusal is said where none runs.
-    sizes = [lambda n, k: n + 2 * (k + 1), lambda n, k: n - 2 * (k + 1), lambda n, k: n * (k + 2)]
-    seconds = [replace(plan, bound={s: size(plan.size(s), k) for k, s in enumerate(others)}, chosen={})
+    # Each symbol moves by its own even step (symbol_steps: h and w both 64 become 66 and 68); past the
+    # largest size it takes (--shape seq=512 of 512 positions) a step down instead, else multiples (a UNet of
+    # stride 16 takes 64 and 128, not 66 or 62). The first refusal is said where none runs.
+    steps = symbol_steps(inputs_only)
+    sizes = [lambda n, step: n + step, lambda n, step: n - step, lambda n, step: n * (step // 2 + 1)]
+    seconds = [replace(plan, bound={s: size(plan.size(s), steps[s]) for s in others}, chosen={})
                for size in (sizes if others else sizes[:1])]
     refused = None
     for second in (p for p in seconds if min(p.bound.values(), default=1) >= 1):

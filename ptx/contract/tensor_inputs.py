@@ -144,6 +144,15 @@ def _symbol_size(symbol: str, text: str, batch_symbols) -> int:
     return int(text)
 
 
+def symbol_steps(signature: Signature) -> dict[str, int]:
+    """How much each symbol but the batch grows in a second set of inputs: its own even step, 2, 4, ...
+    in the signature's order, so that an output's size names the symbol it follows, and stays even for
+    a model that halves it. The eager runner's second output-learning run and export's second
+    validation case both grow by these (the runner answers that case from that run)."""
+    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
+    return {s: 2 * (k + 1) for k, s in enumerate(s for s in signature.symbols() if s not in batch_symbols)}
+
+
 def concrete_shape(sig: TensorSig, plan: InputPlan, batch: int | None) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else batch if axis == sig.batch_axis and batch is not None
                  else plan.size(d) for axis, d in enumerate(sig.shape))
