@@ -9,7 +9,7 @@ nn.Module, a user's ONNX file made int8) goes through the same steps, in this or
    made for: an int8 file is a Q/DQ graph that ONNX Runtime and OpenVINO both run, and NNCF's file
    through ONNX Runtime (or onnxruntime's through OpenVINO) may miss a bound its own runtime holds;
 4. what was found (the certificate, each runtime's verdict, so that whichever runtime opens it
-   later reads its own) is written into the file in one save;
+   later reads its own) is written into the file, beside what it holds, its model not written again;
 5. one line says the file, then the certificate, then each runtime's verdict.
 
 A source (export/api.py, module.py, file.py) only prepares what differs between them: the cases,
@@ -104,9 +104,7 @@ def export_files(plan: Plan, chosen: Sequence,
                     found.update(verdict_strings(verdicts))  # the verdicts travel in the file
                 except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
                     log(f"{fmt.name:<11} not judged here: {exc}")
-            if made.finish:  # the certificate and the verdicts, in the file's last save, by the writer that
-                made.finish(found)  # still holds the file's contents, not reading the file back
-            elif found:  # else by the format's own writer, from the file
+            if found:  # by the format's own writer, beside what the file holds, the model not written again
                 fmt.add_metadata(tmp, found)
         results.append(result)
         worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]

@@ -139,14 +139,14 @@ STEPS = [
      "export/formats/onnx.py", "save_with_metadata"),
     ("torchscript: write (trace, save, digest)", "export/formats/torchscript.py", "write"),
     ("  torch.jit.trace", "torch/jit/_trace.py", "trace"),
-    ("  saved in memory and written, its digest taken", "export/formats/torchscript.py", "_archive",
+    ("  saved in memory (torch.jit.save, once since issue 67)", "export/formats/torchscript.py", "_archive",
      "export/formats/torchscript.py", "write"),
     ("each file opened as ptx serves it (open_checked)", "export/validate.py", "open_checked"),
     ("each file's shape certificate (certify_model)", "export/certificate.py", "certify_model"),
     ("each file's validation cases (check_model)", "export/validate.py", "check_model"),
     ("onnx: certificate written in (add_metadata)", "export/formats/onnx.py", "add_metadata"),
-    ("torchscript: certificate and digest saved in (Written.finish)", "export/formats/torchscript.py",
-     "save_with_metadata", "export/formats/torchscript.py", "finish"),
+    ("torchscript: certificate written into its ptx.json (add_metadata)", "export/formats/torchscript.py",
+     "add_metadata"),
     ("reference written (save_reference)", "contract/reference.py", "save_reference"),
 ]
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import onnx
 import pytest
@@ -215,8 +216,8 @@ def test_cli_format_all_writes_what_it_says_and_the_default_is_named(runs, tmp_p
 
 def test_metadata_added_after_writing_leaves_the_graph_and_its_digest_as_written(tmp_path):
     """What export learns of a file after writing it (its certificate, verdicts) is added without
-    writing the graph again: an ONNX file's new keys are appended to it, a TorchScript file is saved
-    again from the module its writer holds; both stay bound to their weights, read as one entry per
+    writing the graph again: an ONNX file's new keys are appended to it, a TorchScript file's ptx.json
+    is replaced in its archive (its module is not saved again); both stay bound to their weights, read as one entry per
     key, and a key a file holds already is replaced, not doubled."""
     from ptx.contract.onnx_wire import read_onnx
     from ptx.export.formats import onnx as onnx_format, torchscript as torchscript_format
@@ -239,13 +240,20 @@ def test_metadata_added_after_writing_leaves_the_graph_and_its_digest_as_written
     assert read_onnx(path)[1] == digest
 
     path = tmp_path / "model.torchscript.pt"
-    made = torchscript_format.write(module, (torch.rand(2, 4),), path, signature, strings)
+    torchscript_format.write(module, (torch.rand(2, 4),), path, signature, strings)
     digest = digest_of(path, "torchscript")
-    made.finish({"shape_certificate": "{}"})
+    written = {i.filename: (i.header_offset, i.CRC) for i in zipfile.ZipFile(path).infolist() if "/extra/" not in i.filename}
+    torchscript_format.add_metadata(path, {"shape_certificate": "{}"})
+    torchscript_format.add_metadata(path, {"verdict": "x"})  # a second time: one ptx.json, holding both
     extra = {"ptx.json": ""}
     loaded = torch.jit.load(str(path), _extra_files=extra)
     held = json.loads(extra["ptx.json"])
     assert held["shape_certificate"] == "{}" and held["weights_sha256"] == digest == digest_of(path, "torchscript")
-    assert held["torchscript_method"] == "trace" and held["model"] == "tiny"
+    assert held["torchscript_method"] == "trace" and held["model"] == "tiny" and held["verdict"] == "x"
     x = torch.rand(3, 4)
     assert torch.equal(loaded(x), module(x))
+    # the module's members stay where torch wrote them, and the file holds one ptx.json, which it reads as the last
+    archive = zipfile.ZipFile(path)
+    assert {i.filename: (i.header_offset, i.CRC) for i in archive.infolist() if "/extra/" not in i.filename} == written
+    assert [n for n in archive.namelist() if n.endswith("/extra/ptx.json")] == ["archive/extra/ptx.json"]
+    assert archive.testzip() is None

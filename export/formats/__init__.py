@@ -28,10 +28,6 @@ class Written:
     method: str
     note: str | None = None
     hint: Callable[[], str] | None = None
-    # strings -> None, called once the file is checked, with what export learned of it (its certificate, verdicts;
-    # {} where none): the file's last save, by the writer that still holds what it wrote, instead of the format's
-    # add_metadata reading the file back (a TorchScript file's weights digest goes in with it)
-    finish: Callable[[dict[str, str]], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ptx.torch_quiet import quiet_inductor
 
 from ..refusal import describe_refusal, user_files
 from . import ExportFormat, Written, bind_weights, register
+from .zip_members import replace_members
 
 DEVICES = ("cpu", "cuda")
 
@@ -169,23 +171,17 @@ def _bounded(program, strings: dict[str, str]) -> tuple[dict[str, str], dict[str
 
 def rewrite_metadata(path: Path, strings: dict[str, str], replace: bool = False) -> None:
     """Add ``strings`` (``ptx.`` prefixed) to the metadata map of the package at ``path``; with
-    ``replace``, drop its ptx keys first (AOTInductor's own keys stay)."""
-    from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
-
-    with PT2ArchiveReader(str(path)) as reader:
-        records = {name: reader.read_bytes(name) for name in reader.get_file_names()}
-    buffer = io.BytesIO()
-    with PT2ArchiveWriter(buffer) as writer:
-        for name, data in records.items():
-            if name.startswith(".data/") or name == "byteorder":
-                continue  # the writer makes these itself
-            if name.endswith(AOTI_METADATA_SUFFIX):
-                doc = json.loads(data)
-                if replace:
-                    doc = {k: v for k, v in doc.items() if not k.startswith(METADATA_PREFIX)}
-                data = json.dumps({**doc, **to_props(strings)}).encode()
-            writer.write_bytes(name, data)
-    path.write_bytes(buffer.getbuffer())
+    ``replace``, drop its ptx keys first (AOTInductor's own keys stay). Only the map's members are
+    written (zip_members): the compiled code and the weights stay as they are, and so does their digest."""
+    with zipfile.ZipFile(path) as archive:
+        docs = {name: json.loads(archive.read(name)) for name in archive.namelist()
+                if name.endswith(AOTI_METADATA_SUFFIX)}
+    rewritten = {}
+    for name, doc in docs.items():
+        if replace:
+            doc = {k: v for k, v in doc.items() if not k.startswith(METADATA_PREFIX)}
+        rewritten[name] = json.dumps({**doc, **to_props(strings)}).encode()
+    replace_members(path, rewritten)
 
 
 # A CUDA package is loaded once in a child before this process loads it to validate: torch's

@@ -9,18 +9,22 @@ from __future__ import annotations
 import io
 import json
 import warnings
+import zipfile
 from pathlib import Path
 
 from ptx.contract.names import TORCHSCRIPT_EXTRA_FILE
 from ptx.contract.weights import WEIGHTS_KEY, archive_digest
 from ptx.errors import PtxError, first_line
+from ptx.infer.formats.model_files import read_model_file
 from ptx.torch_quiet import quiet_jit
 
 from ..refusal import describe_refusal, is_user_file, user_files
 from . import ExportFormat, Written, register
+from .zip_members import replace_members
 
 MODES = ("trace", "script")
 MADE_BY = {"trace": "traced", "script": "scripted"}
+EXTRA_MEMBER = f"/extra/{TORCHSCRIPT_EXTRA_FILE}"  # torch.jit.save's _extra_files go under extra/
 
 
 def _compile(model, example: tuple, mode: str, fallback: bool):
@@ -55,8 +59,6 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
               if issubclass(w.category, torch.jit.TracerWarning) and is_user_file(w.filename, files)]
     strings = {**strings, "torchscript_method": used}
     try:
-        # Saved once as it is checked, its digest taken in memory; the digest goes in with what the checks find,
-        # in the file's one more save (``finish``): two saves, where binding the digest first made three.
         archive = _archive(compiled, strings)
     except RuntimeError as exc:
         # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
@@ -64,58 +66,43 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
         raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[used]} {name} ({first_line(exc)})"
                        + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
                           "or try --torchscript-mode trace" if used == "script" else "")) from None
-    digest = archive_digest(archive, "torchscript")
-    path.write_bytes(archive.getbuffer())
+    # Saved once: the digest is taken on the archive in memory and written into its ptx.json, beside what
+    # the checks find later (add_metadata), without saving the module again.
+    digest = archive_digest(io.BytesIO(archive), "torchscript")
+    path.write_bytes(archive)
     del archive
+    _write_strings(path, {**strings, WEIGHTS_KEY: digest})
 
     def hint() -> str:
         return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
                 if warned else "")
 
-    def finish(found: dict[str, str]) -> None:  # saved again from the module held, not loaded back
-        save_with_metadata(compiled, path, {**strings, **found}, digest)
-
-    return Written(MADE_BY[used], None, hint, finish)
+    return Written(MADE_BY[used], None, hint)
 
 
-def _archive(module, strings: dict[str, str]) -> io.BytesIO:
+def _archive(module, strings: dict[str, str]) -> bytes:
     """``module`` saved with ``strings`` as its ptx.json, in memory: torch.jit.save aborts the whole
     process (c10::Error, terminate) when the disk fills, where Python's own write raises ENOSPC, which
-    atomic_path turns into one line."""
-    import torch
-
-    buffer = io.BytesIO()
+    atomic_path turns into one line. (torch.jit.save into a buffer is this call, and a copy.)"""
     with quiet_jit():
-        torch.jit.save(module, buffer, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(strings)})
-    return buffer
+        return module.save_to_buffer(_extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(strings)})
 
 
-def save_with_metadata(module, path: Path, strings: dict[str, str], digest: str | None = None) -> str:
-    """Save the scripted or traced ``module`` to ``path`` with ``strings`` in its ptx.json and the
-    digest of its weights (ptx.contract.weights: the archive but its extra files). The digest is
-    taken on a first save in memory (or is ``digest``, taken when this module was saved before) and
-    checked on the archive that carries it before it is written. Returns the digest."""
-    import torch
-
-    strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
-    digest = digest or archive_digest(_archive(module, strings), "torchscript")
-    archive = _archive(module, {**strings, WEIGHTS_KEY: digest})
-    if archive_digest(archive, "torchscript") != digest:
-        raise PtxError(f"{path.name}: torch.jit.save wrote the module differently twice (torch {torch.__version__}): "
-                       "ptx cannot bind this file's contract to its weights; please report it")
-    path.write_bytes(archive.getbuffer())
-    return digest
+def _write_strings(path: Path, strings: dict[str, str]) -> None:
+    """``strings`` as the ptx.json of the TorchScript file at ``path``, in place of the one it holds
+    (zip_members: the module and its weights are not written again, so their digest stays true)."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    # where torch.jit.save puts it: extra/ under the one top folder it names every member under
+    name = next((n for n in names if n.endswith(EXTRA_MEMBER)), names[0].partition("/")[0] + EXTRA_MEMBER)
+    replace_members(path, {name: json.dumps(strings).encode()})
 
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:
-    """``strings`` added to the ptx metadata of the TorchScript file at ``path`` (saved again whole:
-    its extra files are written with the archive)."""
-    import torch
-
-    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
-    with quiet_jit():
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    save_with_metadata(module, path, {**json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}"), **strings})
+    """``strings`` added to the ptx metadata of the TorchScript file at ``path`` (its weights digest
+    kept: the weights are not written again)."""
+    held = read_model_file(path, digest=False).metadata
+    _write_strings(path, {**held, **{k: v for k, v in strings.items() if k != WEIGHTS_KEY}})
 
 
 register(ExportFormat(name="torchscript", description="TorchScript (libtorch, Triton's pytorch backend)",

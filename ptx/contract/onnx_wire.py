@@ -117,7 +117,8 @@ def read_onnx(path: str | Path, digest: bool = True) -> tuple[dict[str, str], st
         if not digest:
             return metadata, None
         sha = hashlib.sha256()
-        sha.update(buf[graph[0]:graph[1]])
+        with memoryview(buf) as view:  # hashed where it is mapped: a slice of the map would copy the weights first
+            sha.update(view[graph[0]:graph[1]])
         for location, needed in _external_files(buf, graph).items():
             target = (path.parent / location).resolve()
             if path.parent.resolve() not in target.parents or not target.is_file():
