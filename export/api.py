@@ -26,6 +26,7 @@ from ptx.errors import CheckpointError, PtxError
 from ptx.files import file_sha256
 from ptx.models import get
 from ptx.trainers.checkpoint import build_model_from_checkpoint, describe_run, load_checkpoint
+from ptx.infer.model.records import record_export_judgement
 from ptx.infer.model.target import load, load_file
 
 from . import formats
@@ -85,7 +86,9 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
     device a compiled format (pt2) is compiled for; the others are portable. ``keep_f32``: onnx-int8's
     nodes left in f32, or ``auto`` with ``rank`` (export/keep_f32.py; the CLI hands infer's triage in).
     ``max_drop``: the accuracy points an int8 format may lose against eager on the real test samples
-    verify judges on (export/bound.py); the file keeps the fewest nodes in f32 that hold it."""
+    verify judges on (export/bound.py); the file keeps the fewest nodes in f32 that hold it. A reduced
+    file's verdicts are kept in the folder's verify.json too, as verify keeps its own, so that predict
+    and serve warn on a NOT USABLE one before anyone runs `ptx verify`."""
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)
@@ -175,7 +178,10 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
     plan = Plan(name, written, (example,), signature, strings, cases_of, lambda _, on: tolerance_on(on), options_of,
                 evidence, describe, "(predict and serve warn; serve model.onnx)",
                 compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol))
-    return export_files(plan, chosen, place, log)
+    results = export_files(plan, chosen, place, log)
+    for result in results:  # kept as verify keeps its own: predict and serve warn on a NOT USABLE verdict at once
+        record_export_judgement(result, out_dir)
+    return results
 
 
 def _accuracy_bound(max_drop: float, fmt, model, ckpt: dict, eager: dict, log) -> Bound:

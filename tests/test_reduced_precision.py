@@ -38,6 +38,21 @@ def int8_root(int8_export):
     return int8_export[0]
 
 
+def test_the_librarys_export_keeps_its_verdict_where_verify_keeps_its_own(int8_export):
+    """export_model itself keeps a reduced file's verdict in the run's verify.json, as `ptx export` did
+    through the CLI (issue 67: the CLI no longer writes export's judgement back through infer's
+    records), so that predict and serve warn on it whichever of the two exported the file."""
+    import json
+
+    from ptx.contract.names import VERIFY_RECORD_FILE
+    from ptx.files import file_sha256
+
+    root, result = int8_export
+    row = json.loads((root / "convnet" / VERIFY_RECORD_FILE).read_text())["rows"]["ort-cpu-int8"]
+    assert row["by"] == "export" and row["status"] == result.judgement.status
+    assert row["sha256"] == file_sha256(root / "convnet" / "model.int8.onnx")
+
+
 def test_int8_weights_use_seven_bits_so_no_cpu_saturates(int8_root):
     """x86 CPUs without VNNI (this AMD EPYC's AVX2; AVX-512 before VNNI) add two uint8 x int8 products in
     16 bits: 255 x 127 x 2 overflows 32,767, 255 x 64 x 2 does not. With every weight within [-64, 64],

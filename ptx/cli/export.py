@@ -239,7 +239,6 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
             _folder(name, fmt[0], out, triton_backend, image, force, **options)
             return
         from ptx.export.api import export_model
-        from ptx.infer.model.records import record_export_judgement
 
         formats = fmt
         if fmt == ["all"]:  # every file this machine can write for the model, and why any other is left out
@@ -247,10 +246,8 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
             formats, left_out = every_format(get_spec(name), raw_pictures=input_dtype == "uint8")
             click.echo(f"--format all: {', '.join(formats)}" + "".join(f"; left out: {why}" for why in left_out))
-        for result in export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype,
-                                   keep_f32=keep_f32, rank=_rank(keep_f32, max_drop), max_drop=max_drop,
-                                   log=click.echo, **options):
-            record_export_judgement(result, result.path.parent)  # predict and serve warn on a NOT USABLE verdict
+        export_model(name, formats, out=out, force=force, device=device, input_dtype=input_dtype, keep_f32=keep_f32,
+                     rank=_rank(keep_f32, max_drop), max_drop=max_drop, log=click.echo, **options)
     except UnknownModelError as exc:
         raise _unknown_or_file(exc, "export", "`ptx export model.onnx --format triton --out REPO`; your nn.Module: "
                                "`ptx export --module FILE.py:FACTORY --out DIR`") from None
