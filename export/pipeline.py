@@ -19,7 +19,8 @@ and the one check of the options every source shares, are here too.
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, closing, contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -71,52 +72,89 @@ class Plan:
     compare: Callable | None = None  # a head's comparison, where it has one (validate.check_model's default)
     shapes: Shapes | None = None  # the shape certificate, where the source makes one (a module)
     unreported: Sequence[Case] = ()  # checked after ``cases``, not reported: a module's own example
+    overlap: bool = False  # True: no check runs ``subject`` (export_files checks a file while the next is written)
 
 
 def export_files(plan: Plan, chosen: Sequence,
                  place: Callable[[object], AbstractContextManager], log: Callable[[str], None]) -> list[ExportResult]:
     """Write, check, judge and record ``plan`` in each format of ``chosen``, in turn. ``place(fmt)``
     is a context manager giving (the temporary path to write, the path the file will have): it keeps
-    the file only where the block ends without an exception (ptx.atomic)."""
-    results = []
-    for fmt in chosen:
-        options = plan.options(fmt)
-        on = options.get("device", "cpu")  # a compiled format (pt2) is checked on the device it is compiled for
-        if fmt.progress:
-            log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
-        with place(fmt) as (tmp, final):
-            made = fmt.write(plan.subject, plan.example, tmp, plan.signature, plan.strings, **options)
-            if made.note:
-                log(f"{fmt.name:<11} {made.note}")
-            reported = plan.cases(fmt)
-            certificate, agreements, answers = _check(plan, fmt, tmp, [*reported, *plan.unreported], on,
-                                                      made.hint)
-            batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
-            sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
-            result = ExportResult(fmt.name, final, tmp.stat().st_size, made.method, batches, agreements,
-                                  fmt.precision == "f32", sizes, certificate=certificate)
-            found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
-            if fmt.precision != "f32":
-                try:
-                    verdicts = judge_on_runtimes(fmt, lambda backend, fmt=fmt, tmp=tmp, answers=answers: plan.evidence(
-                        fmt, tmp, backend, answers if backend == fmt.serving_backend else None), log)
-                    result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
-                    found.update(verdict_strings(verdicts))  # the verdicts travel in the file
-                except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
-                    log(f"{fmt.name:<11} not judged here: {exc}")
-            if found:  # by the format's own writer, beside what the file holds, the model not written again
-                fmt.add_metadata(tmp, found)
-        results.append(result)
-        worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
-        said = plan.describe(result, plan.tolerance(worst, on))
-        log(f"{fmt.name:<11} {result.path}  {result.size_bytes / 1024:,.1f} KiB  {said}")
-        if certificate is not None:
-            log(f"{'':<11} shape certificate: {certificate.summary()}")
-        for verdict in result.verdicts:  # one per runtime that reads it: what decided it, what to do if NOT USABLE
-            advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {plan.name} {plan.serve_instead}"
-            log(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
-                f"{advice if verdict.reasons else ''}")
-    return results
+    the file only where the block ends without an exception (ptx.atomic).
+
+    Where the plan's checks never run its subject (``plan.overlap``: a module's, whose checks compare
+    with eager's answers taken before), each written file is checked on a second thread while the next
+    is written, the formats quick to write first (``writes_quickly``: TorchScript's trace takes a second,
+    torch.onnx.export ten, mostly on one core), and the lines are said in ``chosen``'s order. Its files
+    are kept together (``place`` entered for every format, left once all are checked)."""
+    if not plan.overlap:
+        results = []
+        for fmt in chosen:
+            with place(fmt) as (tmp, final):
+                made, on = _write(plan, fmt, tmp, log)
+                result, said = _checked(plan, fmt, tmp, final, made, on)
+            for line in said:
+                log(line)
+            results.append(result)
+        return results
+    order = sorted(chosen, key=lambda f: not f.writes_quickly)  # stable: otherwise as chosen
+    checking: dict[str, Future] = {}
+    with ExitStack() as places, ThreadPoolExecutor(1, thread_name_prefix="ptx-check") as checker:
+        for fmt in order:
+            if any(f.done() and f.exception() for f in checking.values()):
+                break  # a file already failed its checks: the export fails, and the rest are not written
+            tmp, final = places.enter_context(place(fmt))
+            made, on = _write(plan, fmt, tmp, log)
+            checking[fmt.name] = checker.submit(_checked, plan, fmt, tmp, final, made, on)
+        # each result in chosen's order; the first failure raised
+        done = [checking[fmt.name].result() for fmt in chosen if fmt.name in checking]
+    for line in (line for _, said in done for line in said):
+        log(line)
+    return [result for result, _ in done]
+
+
+def _write(plan: Plan, fmt, tmp: Path, log: Callable[[str], None]):
+    """``fmt``'s file of ``plan`` written at ``tmp``: (what its writer says, the device it is checked on)."""
+    options = plan.options(fmt)
+    on = options.get("device", "cpu")  # a compiled format (pt2) is checked on the device it is compiled for
+    if fmt.progress:
+        log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
+    made = fmt.write(plan.subject, plan.example, tmp, plan.signature, plan.strings, **options)
+    if made.note:
+        log(f"{fmt.name:<11} {made.note}")
+    return made, on
+
+
+def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[ExportResult, list[str]]:
+    """The file ``fmt``'s writer made at ``tmp`` checked, judged where it is reduced, and what was found
+    written into it: (its result, the lines that say it)."""
+    said: list[str] = []
+    reported = plan.cases(fmt)
+    certificate, agreements, answers = _check(plan, fmt, tmp, [*reported, *plan.unreported], on, made.hint)
+    batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
+    sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
+    result = ExportResult(fmt.name, final, tmp.stat().st_size, made.method, batches, agreements,
+                          fmt.precision == "f32", sizes, certificate=certificate)
+    found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
+    if fmt.precision != "f32":
+        try:
+            verdicts = judge_on_runtimes(fmt, lambda backend: plan.evidence(
+                fmt, tmp, backend, answers if backend == fmt.serving_backend else None), said.append)
+            result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
+            found.update(verdict_strings(verdicts))  # the verdicts travel in the file
+        except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
+            said.append(f"{fmt.name:<11} not judged here: {exc}")
+    if found:  # by the format's own writer, beside what the file holds, the model not written again
+        fmt.add_metadata(tmp, found)
+    worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
+    lines = [f"{fmt.name:<11} {result.path}  {result.size_bytes / 1024:,.1f} KiB  "
+             f"{plan.describe(result, plan.tolerance(worst, on))}"]
+    if certificate is not None:
+        lines.append(f"{'':<11} shape certificate: {certificate.summary()}")
+    for verdict in result.verdicts:  # one per runtime that reads it: what decided it, what to do if NOT USABLE
+        advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {plan.name} {plan.serve_instead}"
+        lines.append(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
+                     f"{advice if verdict.reasons else ''}")
+    return result, [*said, *lines]
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """This machine as far as a verdict, a figure or a device choice depends on it: its CPU's name and
 the x86 features that change what 8-bit and bf16 arithmetic computes (VNNI) or how fast (AVX-512,
 AMX); and how many NVIDIA GPUs this process may use, so that `--device cuda:N` is checked when the
-command line is read, before minutes of loading.
+command line is read, before minutes of loading; and the memory it has free (whether export may hold
+two files at once).
 
 Torch-free and read from /proc/cpuinfo (Linux); elsewhere the name is platform.processor() and no
 features are known. Every stage may import it (export names the CPU it judged int8 on; verify's
@@ -52,6 +53,16 @@ def describe_cpu() -> str:
     # (vpmaddubsw) add pairs of products into a 16-bit intermediate that saturates for full-range int8 weights.
     vnni = "" if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "; no VNNI"
     return f"{cpu_name()} ({', '.join(shown) or 'no AVX2'}{vnni})"
+
+
+def available_memory() -> int | None:
+    """The bytes of memory the kernel says can be had without swapping (MemAvailable in /proc/meminfo,
+    Linux), or None where that is not known."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the Linux driver manages

@@ -52,6 +52,9 @@ class ExportFormat:
     progress: str | None = None
     # True: ``ptx export --input uint8`` can write it (the graph takes raw pictures: the signature's input).
     raw_pictures: bool = False
+    # True: written in a second or two (a trace), so written first where export_files checks one file while
+    # the next is written (the ONNX exporter's ten seconds then cover its checks)
+    writes_quickly: bool = False
     # (path, strings) -> None: ``strings`` added to a written file's ptx metadata, beside what it holds
     # (a verdict, a shape certificate: what export learns of the file after writing it).
     add_metadata: Callable[[Path, dict[str, str]], None] | None = None

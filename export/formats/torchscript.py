@@ -106,4 +106,5 @@ def add_metadata(path: Path, strings: dict[str, str]) -> None:
 
 
 register(ExportFormat(name="torchscript", description="TorchScript (libtorch, Triton's pytorch backend)",
-                      serving_backend="torchscript", write=write, raw_pictures=True, add_metadata=add_metadata))
+                      serving_backend="torchscript", write=write, raw_pictures=True, add_metadata=add_metadata,
+                      writes_quickly=True))
