@@ -147,6 +147,8 @@ STEPS = [
     ("onnx: certificate written in (add_metadata)", "export/formats/onnx.py", "add_metadata"),
     ("torchscript: certificate written into its ptx.json (add_metadata)", "export/formats/torchscript.py",
      "add_metadata"),
+    ("torchscript: saved again with certificate and digest (Written.finish, before 2026-11-26)",
+     "export/formats/torchscript.py", "save_with_metadata", "export/formats/torchscript.py", "finish"),
     ("reference written (save_reference)", "contract/reference.py", "save_reference"),
 ]
 
