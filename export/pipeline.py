@@ -99,14 +99,19 @@ def export_files(plan: Plan, chosen: Sequence,
     order = sorted(chosen, key=lambda f: not f.writes_quickly)  # stable: otherwise as chosen
     checking: dict[str, Future] = {}
     with ExitStack() as places, ThreadPoolExecutor(1, thread_name_prefix="ptx-check") as checker:
-        for fmt in order:
-            if any(f.done() and f.exception() for f in checking.values()):
-                break  # a file already failed its checks: the export fails, and the rest are not written
-            tmp, final = places.enter_context(place(fmt))
-            made, on = _write(plan, fmt, tmp, log)
-            checking[fmt.name] = checker.submit(_checked, plan, fmt, tmp, final, made, on)
-        # each result in chosen's order; the first failure raised
-        done = [checking[fmt.name].result() for fmt in chosen if fmt.name in checking]
+        try:
+            for fmt in order:
+                if any(f.done() and f.exception() for f in checking.values()):
+                    break  # a file already failed its checks: the export fails, and the rest are not written
+                tmp, final = places.enter_context(place(fmt))
+                made, on = _write(plan, fmt, tmp, log)
+                checking[fmt.name] = checker.submit(_checked, plan, fmt, tmp, final, made, on)
+            # each result in chosen's order; the first failure raised
+            done = [checking[fmt.name].result() for fmt in chosen if fmt.name in checking]
+        except BaseException:  # a writer's refusal, a failed check, Ctrl-C: every file is dropped, so the checks
+            for future in checking.values():  # not begun are not begun (the one running ends before its file goes)
+                future.cancel()
+            raise
     for line in (line for _, said in done for line in said):
         log(line)
     return [result for result, _ in done]

@@ -1,8 +1,10 @@
 """Issue 67: a module's files are checked on a second thread while the next is written (export/pipeline.py),
 the quick writer first, the lines said in the order the formats were asked for, every file dropped where
 one fails; and the overlap is taken only where memory has room for it (export/module.py)."""
+import os
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,3 +109,47 @@ def test_a_file_that_failed_its_checks_stops_the_writing(checks, tmp_path):
     with pytest.raises(ValidationError, match="bad: its answers differ"):
         pipeline.export_files(plan(True), [slow, bad, late], placed(tmp_path, []), lambda _: None)
     assert not any(name.startswith("write late") for name, _ in checks)  # bad had failed by the time slow was written
+
+
+def _stderr_file() -> tuple[int, int]:
+    info = os.fstat(2)
+    return info.st_dev, info.st_ino
+
+
+@pytest.mark.parametrize("check_first", [False, True])
+def test_a_check_beside_the_onnx_writer_leaves_descriptor_2_and_the_warnings_as_they_were(check_first):
+    """The ONNX writer (main thread) and the shape certificate's held stderr and torch.jit's quiet load (the
+    check thread) each save descriptor 2 or warnings.filters and restore them: interleaved, the one leaving
+    last restored the other's redirect (stderr on /dev/null, every warning ignored, for the rest of the process)."""
+    from ptx.contract.shape_certificate import _held_stderr
+    from ptx.export.formats.onnx import _quiet_exporter
+    from ptx.torch_quiet import quiet_jit
+
+    stderr, filters = _stderr_file(), list(warnings.filters)
+
+    def check():
+        with quiet_jit():
+            _held_stderr(lambda feeds: time.sleep(0.4) or {}, {})
+
+    thread = threading.Thread(target=check)
+    if check_first:
+        thread.start()
+        time.sleep(0.1)
+    with _quiet_exporter():
+        if not check_first:
+            thread.start()
+        time.sleep(0.6 if check_first else 0.1)  # the check leaves first, or last
+    thread.join()
+    assert _stderr_file() == stderr and warnings.filters == filters
+
+
+def test_ctrl_c_while_a_file_is_written_begins_no_more_checks(checks, tmp_path):
+    quick, second = fake_format("quick", 0.01, checks, quick=True), fake_format("second", 0.01, checks)
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+
+    third = ExportFormat(name="third", description="third", serving_backend="ort-cpu", write=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_files(plan(True), [quick, second, third], placed(tmp_path, []), lambda _: None)
+    assert not any(name.startswith("check second") for name, _ in checks)  # queued behind quick's, not begun

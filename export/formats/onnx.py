@@ -19,7 +19,7 @@ from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import PtxError, ValidationError
-from ptx.torch_quiet import quiet_jit
+from ptx.torch_quiet import process_output, quiet_jit
 
 from ..onnx_graph import omit_zero_initial_states
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
@@ -49,6 +49,13 @@ def _quiet_exporter():
     descriptor-level redirects keep off the terminal; Python-level ones too, for an app whose
     sys.stdout/sys.stderr are not those descriptors (a notebook, a test runner) and where a logger
     without handlers falls back to writing to sys.stderr. Errors still arrive as exceptions."""
+    with process_output(wait=True):  # descriptors 1 and 2 and warnings.filters are the process's (torch_quiet)
+        with _exporter_quiet():
+            yield
+
+
+@contextmanager
+def _exporter_quiet():
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)

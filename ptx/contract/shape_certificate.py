@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptx.errors import PtxError
+from ptx.torch_quiet import process_output
 
 from .batch_rows import describe_left_out
 from .detections import DetectionSet, compared_names, grouped
@@ -242,7 +243,14 @@ def _held_stderr(run: Callable[[dict], Mapping[str, np.ndarray]], feeds: dict) -
     prints a size's refusal there, a page of generated code, before raising it, and the refusal is the
     certificate's finding, quoted once in its line; what a run that succeeds wrote is passed on. (A
     descriptor-level redirect because no Python-level one reaches native code; a dozen lines, not
-    worth a dependency such as wurlitzer.)"""
+    worth a dependency such as wurlitzer.) Where another thread holds the process's descriptors (export's
+    ONNX writer, while this file is checked beside it: ptx.torch_quiet), run as it is: two save-and-restore
+    blocks interleaved would leave descriptor 2 on the other's redirect for the rest of the process."""
+    with process_output(wait=False) as held:
+        return _held(run, feeds) if held else run(feeds)
+
+
+def _held(run: Callable[[dict], Mapping[str, np.ndarray]], feeds: dict) -> Mapping[str, np.ndarray]:
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
