@@ -141,6 +141,13 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     try:
         yield staging
         _replace_folder(staging, final)
+    except PtxError:
+        raise
+    except Exception as exc:  # a disk that filled while the folder was built: one line, as atomic_path says it
+        error = _write_error(final, exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -580,6 +580,22 @@ def test_export_onto_a_full_disk_is_one_line_and_leaves_no_half_file(runs, tiny_
     assert not (disk / "model.torchscript.pt").exists()
 
 
+
+def test_a_module_exported_onto_a_full_disk_is_one_line_and_leaves_no_half_folder(tiny_disk):
+    """export_module builds its folder under a temporary name (atomic_folder): a disk that fills while a
+    file is written (the ONNX file, on the writer's thread; a TorchScript ptx.json replaced in place) was
+    the OSError's traceback, where a tutorial model's file (atomic_path) says it in one line."""
+    from ptx.export.module import export_module
+
+    disk = tiny_disk("300k")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 1100)).eval()  # two files of 215 KB
+    with pytest.raises(PtxError, match="No space left on device") as caught:
+        export_module(module, (torch.rand(2, 3, 4, 4),), disk / "out", formats=["onnx", "torchscript"],
+                      log=lambda _: None)
+    assert "\n" not in str(caught.value)
+    assert not list(disk.iterdir())
+
 # -- 7. images people have ------------------------------------------------------------------------------
 
 def _float_tiff(path, bad):
