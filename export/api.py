@@ -87,8 +87,8 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
     nodes left in f32, or ``auto`` with ``rank`` (export/keep_f32.py; the CLI hands infer's triage in).
     ``max_drop``: the accuracy points an int8 format may lose against eager on the real test samples
     verify judges on (export/bound.py); the file keeps the fewest nodes in f32 that hold it. A reduced
-    file's verdicts are kept in the folder's verify.json too, as verify keeps its own, so that predict
-    and serve warn on a NOT USABLE one before anyone runs `ptx verify`."""
+    file's verdict on its own runtime is kept in the folder's verify.json too, as verify keeps its own,
+    so that predict and serve warn on a NOT USABLE one before anyone runs `ptx verify`."""
     spec = get(name)
     chosen = [formats.get(f) for f in (formats_ or formats.default_formats())]
     exporter = Exporter(exporter or spec.onnx_exporter or DEFAULT_EXPORTER)

@@ -55,14 +55,26 @@ def describe_cpu() -> str:
     return f"{cpu_name()} ({', '.join(shown) or 'no AVX2'}{vnni})"
 
 
+# (limit, usage) files of this process's memory cgroup: v2, then v1 (a container's limit, which
+# /proc/meminfo does not show: it reports the host's memory)
+CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
 def available_memory() -> int | None:
-    """The bytes of memory the kernel says can be had without swapping (MemAvailable in /proc/meminfo,
-    Linux), or None where that is not known."""
+    """The bytes of memory this process can have without swapping: the kernel's MemAvailable
+    (/proc/meminfo, Linux), or less where a container's memory limit leaves less; None where
+    neither is known."""
+    found = []
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
+        found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    for limit_file, usage_file in CGROUP_MEMORY:
+        with contextlib.suppress(OSError, ValueError):
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max":  # v2 says max where there is no limit; v1 a huge number, which min() passes over
+                found.append(int(limit) - int(Path(usage_file).read_text()))
+            break
+    return min(found) if found else None
 
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the Linux driver manages

@@ -153,3 +153,16 @@ def test_ctrl_c_while_a_file_is_written_begins_no_more_checks(checks, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pipeline.export_files(plan(True), [quick, second, third], placed(tmp_path, []), lambda _: None)
     assert not any(name.startswith("check second") for name, _ in checks)  # queued behind quick's, not begun
+
+
+def test_the_memory_a_container_leaves_is_what_is_available(monkeypatch, tmp_path):
+    """/proc/meminfo shows the host's memory inside a container: its cgroup's limit, less what it uses, bounds it."""
+    from ptx import machine
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text("1000000\n")
+    usage.write_text("400000\n")
+    monkeypatch.setattr(machine, "CGROUP_MEMORY", ((str(limit), str(usage)),))
+    assert machine.available_memory() == 600000
+    limit.write_text("max\n")  # cgroup v2 without a limit: the kernel's figure alone
+    assert machine.available_memory() > 600000
