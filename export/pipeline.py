@@ -170,7 +170,7 @@ def atomic_file(final: Path):
         yield tmp, final
 
 
-def _check(plan: Plan, fmt, path: Path, cases: list[Case], on: str, hint
+def _check(plan: Plan, fmt, path: Path, cases: list[Case], on: str, hint: str
            ) -> tuple[Certificate | None, dict, list[dict]]:
     """The written file opened once, as ptx serves it: its shape certificate (where the plan makes
     one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""

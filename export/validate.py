@@ -73,7 +73,7 @@ def open_checked(path, fmt, device: str = "cpu", backend: str | None = None):
 
 
 def check_model(fmt, model, signature: Signature, cases: Sequence[Case], tolerance: Callable[[TensorSig], Tolerance],
-                *, compare: Callable[..., OutputAgreement] | None = None, hint: Callable[[], str] | None = None
+                *, compare: Callable[..., OutputAgreement] | None = None, hint: str = ""
                 ) -> tuple[dict[str, OutputAgreement], list[dict]]:
     """Run every case through the opened file ``model``; (the worst agreement per output, the file's
     outputs per case). ValidationError in one line naming the format, the case, the output and its
@@ -81,9 +81,7 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
     where the reference has none, and at full precision any value beyond ``tolerance`` (or a
     decision a head's ``compare`` judges flipped; else each output by the one comparison). ``hint``:
     why the file may have failed, added to the line."""
-    def why() -> str:
-        extra = hint() if hint else ""
-        return f" ({extra})" if extra else ""
+    why = f" ({hint})" if hint else ""
 
     judged = fmt.precision == FULL_PRECISION
     worst: dict[str, OutputAgreement] = {}
@@ -93,7 +91,7 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
                               f"reference's {signature.output_names}")
     for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
         if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
-            raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why()}")
+            raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why}")
         # a model's detections are compared as detections, once, under their boxes' name
         grouped_got, grouped_want = grouped(got, signature.detections), grouped(case.outputs, signature.detections)
         for sig in map(signature.output, compared_names(signature.output_names, signature.detections)):
@@ -102,7 +100,7 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
                          compare_output(sig.name, grouped_got[sig.name], want, tolerance(sig), sig.batch_axis))
             if agreement.problem or (judged and not agreement.ok):
                 raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
-                                      f"{_worst_value(grouped_got[sig.name], want)}{why()}")
+                                      f"{_worst_value(grouped_got[sig.name], want)}{why}")
             if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
                 worst[sig.name] = agreement
         answers.append(got)

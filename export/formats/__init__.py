@@ -27,7 +27,7 @@ class Written:
 
     method: str
     note: str | None = None
-    hint: Callable[[], str] | None = None
+    hint: str = ""  # why the file may disagree, said with a validation failure
 
 
 @dataclass(frozen=True)

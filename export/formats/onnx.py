@@ -168,12 +168,8 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                                      **({"torchscript_method": mode} if legacy else {})}, description(strings))
 
     # said now, so that the proto (the weights, a second time in memory) goes when the writer returns
-    said = "; ".join(filter(None, [_fixed_symbols(proto.graph, signature), note and f"{refusals[0]}: the "
+    hint = "; ".join(filter(None, [_fixed_symbols(proto.graph, signature), note and f"{refusals[0]}: the "
                                    f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
-
-    def hint() -> str:
-        return said
-
     return Written(f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else ""), note, hint)
 
 

@@ -309,7 +309,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
             save(path)
         if ratio is not None:
             say_if_slower(ratio, batch, served, log)
-    return Written(method + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
+    return Written(method + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
 
 
 def kept_in_f32(nodes) -> str:

@@ -181,7 +181,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         save(onnx.load(str(path)), path, kept)
         say_if_slower(ratios[0], batch, served, log, NAME, "through OpenVINO against ONNX Runtime f32",
                       "ort-cpu-int8, openvino-bf16")
-    return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made and made.hint)
+    return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
 
 
 def _accuracy_control(nncf, proto, calibrated, bound, base, scratch: Path, options, advanced, name, served,

@@ -73,10 +73,8 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
     del archive
     _write_strings(path, {**strings, WEIGHTS_KEY: digest})
 
-    def hint() -> str:
-        return ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
-                if warned else "")
-
+    hint = ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
+            if warned else "")
     return Written(MADE_BY[used], None, hint)
 
 
