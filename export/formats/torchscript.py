@@ -59,15 +59,15 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
               if issubclass(w.category, torch.jit.TracerWarning) and is_user_file(w.filename, files)]
     strings = {**strings, "torchscript_method": used}
     try:
-        archive = _archive(compiled, strings)
+        archive = _archive(compiled)
     except RuntimeError as exc:
         # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
         # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
         raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[used]} {name} ({first_line(exc)})"
                        + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
                           "or try --torchscript-mode trace" if used == "script" else "")) from None
-    # Saved once: the digest is taken on the archive in memory and written into its ptx.json, beside what
-    # the checks find later (add_metadata), without saving the module again.
+    # Saved once: the digest is taken on the archive in memory and written with the strings as its ptx.json,
+    # which what the checks find later joins (add_metadata), without saving the module again.
     digest = archive_digest(io.BytesIO(archive), "torchscript")
     path.write_bytes(archive)
     del archive
@@ -78,17 +78,18 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
     return Written(MADE_BY[used], None, hint)
 
 
-def _archive(module, strings: dict[str, str]) -> bytes:
-    """``module`` saved with ``strings`` as its ptx.json, in memory: torch.jit.save aborts the whole
-    process (c10::Error, terminate) when the disk fills, where Python's own write raises ENOSPC, which
-    atomic_path turns into one line. (torch.jit.save into a buffer is this call, and a copy.)"""
+def _archive(module) -> bytes:
+    """``module`` saved in memory, without ptx.json (written once the digest of this archive is known):
+    torch.jit.save aborts the whole process (c10::Error, terminate) when the disk fills, where Python's
+    own write raises ENOSPC, which atomic_path turns into one line. (torch.jit.save into a buffer is
+    this call, and a copy.)"""
     with quiet_jit():
-        return module.save_to_buffer(_extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(strings)})
+        return module.save_to_buffer()
 
 
 def _write_strings(path: Path, strings: dict[str, str]) -> None:
-    """``strings`` as the ptx.json of the TorchScript file at ``path``, in place of the one it holds
-    (zip_members: the module and its weights are not written again, so their digest stays true)."""
+    """``strings`` as the ptx.json of the TorchScript file at ``path``, in place of the one it holds, or
+    added (zip_members: the module and its weights are not written again, so their digest stays true)."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     # where torch.jit.save puts it: extra/ under the one top folder it names every member under
