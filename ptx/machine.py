@@ -61,10 +61,40 @@ CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
 
 
+# An artificial limit on the memory a ptx process may use, in bytes or with a unit ("6G", "512M"): what
+# a smaller machine or a container would leave, so that the memory plan (infer/runtime/memory_plan.py)
+# can be tried, and tested, on a big one.
+MEMORY_LIMIT_ENV = "PTX_MEMORY_LIMIT"
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_limit() -> int | None:
+    """PTX_MEMORY_LIMIT in bytes, or None where it is unset; a malformed value is one PtxError line."""
+    from ptx.errors import PtxError
+
+    given = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if not given:
+        return None
+    number, unit = given.upper().rstrip("IB"), ""
+    if number and number[-1] in UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * UNITS[unit])
+    except ValueError:
+        raise PtxError(f"{MEMORY_LIMIT_ENV}={given}: give bytes or a size such as 6G or 512M") from None
+
+
+def resident_memory() -> int:
+    """The bytes of memory this process holds now (its resident set; 0 where /proc cannot say)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return 0
+
+
 def available_memory() -> int | None:
     """The bytes of memory this process can have without swapping: the kernel's MemAvailable
-    (/proc/meminfo, Linux), or less where a container's memory limit leaves less; None where
-    neither is known."""
+    (/proc/meminfo, Linux), or less where a container's memory limit leaves less, or PTX_MEMORY_LIMIT
+    less what the process holds already; None where none of them is known."""
     found = []
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
         found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
@@ -74,6 +104,9 @@ def available_memory() -> int | None:
             if limit != "max":  # v2 says max where there is no limit; v1 a huge number, which min() passes over
                 found.append(int(limit) - int(Path(usage_file).read_text()))
             break
+    limit = memory_limit()
+    if limit is not None:
+        found.append(max(0, limit - resident_memory()))
     return min(found) if found else None
 
 

@@ -6,8 +6,8 @@ The loader is infer's (infer/runtime/torch_files.py), beside the runtime that ru
 """
 from __future__ import annotations
 
-import io
 import json
+import shutil
 import warnings
 import zipfile
 from pathlib import Path
@@ -59,32 +59,41 @@ def write(model, example: tuple, path: Path, signature, strings: dict[str, str],
               if issubclass(w.category, torch.jit.TracerWarning) and is_user_file(w.filename, files)]
     strings = {**strings, "torchscript_method": used}
     try:
-        archive = _archive(compiled)
+        _save(compiled, path)
     except RuntimeError as exc:
         # A scripted forward(self, x, bias=None) compiles, and then torch.jit.save fails with
         # "strides() called on an undefined Tensor" (the None default of a Tensor): a traceback before.
         raise PtxError(f"torchscript: torch.jit.save could not save the {MADE_BY[used]} {name} ({first_line(exc)})"
                        + ("; annotate a forward() parameter that defaults to None as Optional[torch.Tensor], "
                           "or try --torchscript-mode trace" if used == "script" else "")) from None
-    # Saved once: the digest is taken on the archive in memory and written with the strings as its ptx.json,
-    # which what the checks find later joins (add_metadata), without saving the module again.
-    digest = archive_digest(io.BytesIO(archive), "torchscript")
-    path.write_bytes(archive)
-    del archive
-    _write_strings(path, {**strings, WEIGHTS_KEY: digest})
+    # Saved once, to the file: the digest is taken on it and written with the strings as its ptx.json, which
+    # what the checks find later joins (add_metadata), without saving the module again.
+    _write_strings(path, {**strings, WEIGHTS_KEY: archive_digest(path, "torchscript")})
 
     hint = ("tracing warned at " + "; ".join(dict.fromkeys(warned)) + ": give --torchscript-mode script"
             if warned else "")
     return Written(MADE_BY[used], None, hint)
 
 
-def _archive(module) -> bytes:
-    """``module`` saved in memory, without ptx.json (written once the digest of this archive is known):
+# Room left on the disk beyond the weights: the archive's code, constants and zip records.
+ARCHIVE_SLACK = 1.02, 16 << 20
+
+
+def _save(module, path: Path) -> None:
+    """``module`` saved to ``path``, without ptx.json (written once the digest of the archive is known),
+    straight to the file: saved into a buffer first, a model's weights were in memory once more.
     torch.jit.save aborts the whole process (c10::Error, terminate) when the disk fills, where Python's
-    own write raises ENOSPC, which atomic_path turns into one line. (torch.jit.save into a buffer is
-    this call, and a copy.)"""
+    own write raises ENOSPC: so the disk's room for the weights is checked first, in one line."""
+    import torch
+
+    weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    need = int(weights * ARCHIVE_SLACK[0]) + ARCHIVE_SLACK[1]
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise PtxError(f"torchscript: No space left on device for {path.name}: it needs about {need / 1e6:,.1f} MB and "
+                       f"{path.parent} has {free / 1e6:,.1f} MB free; free some space or export with --out elsewhere")
     with quiet_jit():
-        return module.save_to_buffer()
+        torch.jit.save(module, str(path))
 
 
 def _write_strings(path: Path, strings: dict[str, str]) -> None:

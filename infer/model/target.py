@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import names
@@ -30,6 +30,7 @@ from ptx.files import is_dir, is_file
 
 from ..formats.model_files import ModelFile
 from ..runtime import backends as registry
+from ..runtime.memory_plan import OutOfMemoryPlan, opening_shortfall, size_text, weights_bytes
 from .model import Model
 from .opening import (DEFAULT_BACKEND, DEFAULT_FILE_BACKEND, KIND_NAMES, MODULE, PROBE, artifact_path, check_device,
                       is_module, model_file, model_of_run, open_path, precision_file, probe_args, require_run,
@@ -209,17 +210,50 @@ class Target:
         return warned(model)
 
     def open_all(self, variants: Sequence[Variant], probe: bool = True) -> dict[str, object]:
-        """{label: the Model, or the PtxError that says why it did not open}: with ``probe``, a file
-        ptx did not write is first opened by every variant in turn in one child process (a runtime
-        that crashes on a malformed graph crashes there, and says so in one line)."""
+        """{label: the Model, or the PtxError that says why it did not open}, all open at once (where a
+        command needs them together: bench's group, --against's one file); a command that walks rows
+        opens one at a time (each_opened). With ``probe``, a file ptx did not write is first opened by
+        every variant in turn in one child process (a runtime that crashes on a malformed graph
+        crashes there, and says so in one line)."""
         opened: dict[str, object] = dict(self._probe(variants)) if probe else {}
         for variant in variants:
             if variant.label not in opened:
-                try:
-                    opened[variant.label] = self.open(variant)
-                except PtxError as exc:
-                    opened[variant.label] = exc
+                opened[variant.label] = self._open_planned(variant)
         return opened
+
+    def each_opened(self, variants: Sequence[Variant], probe: bool = True) -> Iterator[tuple[Variant, object]]:
+        """(variant, its Model or the PtxError that says why it did not open) for each of ``variants``
+        in turn, each model closed before the next is opened, so that a command walking rows holds one
+        runtime at a time (the memory plan: a row that cannot fit is an OutOfMemoryPlan, a skip)."""
+        crashed = self._probe(variants) if probe else {}
+        for variant in variants:
+            model = crashed.get(variant.label) or self._open_planned(variant)
+            try:
+                yield variant, model
+            finally:
+                if not isinstance(model, Exception):
+                    model.close()
+
+    def _open_planned(self, variant: Variant) -> object:
+        """The Model of ``variant``, or the PtxError why not: one that cannot fit in the memory
+        available now (memory_plan) is not opened."""
+        try:
+            why = self.room_for(variant)
+            if why:
+                return OutOfMemoryPlan(why)
+            return self.open(variant)
+        except PtxError as exc:
+            return exc
+
+    def room_for(self, variant: Variant) -> str | None:
+        """Why ``variant`` cannot open this target's file in the memory available now (or, for a
+        backend that holds far more than a runtime, at all: onnx.reference), else None."""
+        path = self.file_for(variant)
+        limit = variant.backend.model_bytes
+        if limit is not None and (weights := weights_bytes(path)) > limit:
+            return (f"{path.name} holds {size_text(weights)} of weights, past the {size_text(limit)} {variant.label} "
+                    "evaluates (every node in numpy)")
+        return opening_shortfall(variant.backend, variant.label, path)
 
     def _probe(self, variants: Sequence[Variant]) -> dict[str, PtxError]:
         """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all

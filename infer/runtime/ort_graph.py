@@ -47,6 +47,7 @@ class OrtGraphRunner(OrtRunner):
     check everything around the graph."""
 
     cuda_graph = True
+    holding = ("session", "_slots")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -39,6 +39,7 @@ class OrtRunner(Runner):
     ``opening`` makes of the session's graph (a tutorial export's contract, a user's graph)."""
 
     cuda_graph = False  # ort-cuda-graph's subclass asks the provider for CUDA graphs
+    holding = ("session",)
     _declared: Signature | None = None  # declared_outputs(), once read
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32", opening: Opening | None = None,

@@ -21,6 +21,7 @@ class ReferenceRunner(Runner):
     """An ONNX file through onnx.reference.ReferenceEvaluator, run by name."""
 
     backend = "onnx.reference"
+    holding = ("evaluator",)
 
     def __init__(self, path: str | Path, device: str = "cpu", precision: str = "f32", opening: Opening | None = None):
         from onnx.reference import ReferenceEvaluator

@@ -60,6 +60,8 @@ class Runner:
         """Inputs by name -> the outputs asked for (all by default), by name. Inputs are checked
         first: a missing or unknown name, a wrong dtype (floats are cast to a float input), rank or
         fixed size is one InputError naming the input."""
+        if self.closed:
+            raise PtxError(f"{self.name} on {self.backend} was closed: open it again (ptx.infer.load)")
         checked = feeds if self._exact.fits(feeds) else check_feeds(self.signature, feeds, self.name)
         self._check_ids(checked, below_only=not self.ids_first)  # a negative id: ONNX Runtime's Gather wraps it
         if outputs is None:
@@ -116,10 +118,20 @@ class Runner:
         """(label, call): the same model called straight through its runtime, for bench's peer row."""
         return f"bare {self.backend}", lambda: self._run(feeds)
 
+    # The attributes through which the runtime holds its copy of the model (a session, a compiled
+    # model): close() lets them go, so that a command walking several rows holds one at a time.
+    holding: tuple[str, ...] = ()
+    closed = False
+
     def close(self) -> None:
-        """Release what the runtime holds (sessions free their memory when collected anyway)."""
+        """Release what the runtime holds: the pinned buffers, and the model itself (the runner keeps
+        its signature and metadata; running it afterwards is one error)."""
         if self.host is not None:
             self.host.close()
+        for name in self.holding:
+            if hasattr(self, name):
+                setattr(self, name, None)
+        self.closed = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.backend} ({self.device})>"

@@ -108,6 +108,8 @@ class TorchRunner(Runner):
     forward at a time: neither torch modules nor AOTInductor's runner promise thread safety. On
     CUDA, batches written into ``host``'s page-locked buffers are copied by DMA."""
 
+    holding = ("module", "_learned")
+
     def __init__(self, module, inputs: Sequence[TensorSig], outputs: Sequence[TensorSig] | None, *, device: str,
                  backend: str, precision: str = FULL_PRECISION, path: Path | None = None, name: str | None = None,
                  metadata: Mapping[str, str] | None = None, limits: tuple[tuple[str, int], ...] = (),

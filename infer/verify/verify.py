@@ -21,8 +21,9 @@ row agrees; 1 a row disagrees or fails (a disagreement is never a warning); 2 no
 """
 from __future__ import annotations
 
+import itertools
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -47,6 +48,7 @@ from ..model.model import answered_otherwise
 from ..model.opening import KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant, require_targets
 from ..runtime import backends as registry
+from ..runtime.memory_plan import OutOfMemoryPlan
 from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_until_failure
@@ -122,15 +124,23 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
         report.notes.append(save_cases(Path(save_inputs), cases, truth))
     this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric)
     this.left_out = describe_left_out(recorded_rows(metadata))
-    to_run = _skip_unrunnable(target, variants, report)
-    opened = target.open_all([v for v in to_run if v.label != _reference_label(target)])
+    to_run, unrunnable = _skip_unrunnable(target, variants, report)
     asked = set(backends or ()) if named is None else set(named)
-    for variant in to_run:
-        this.row(variant, reference if variant.label == _reference_label(target) else opened[variant.label],
-                 required=variant.precision != FULL_PRECISION and variant.label in asked, strict=strict,
-                 asked=variant.asked_by(asked))
-    _stored(this, reference_file, save)
-    said = answered_otherwise([reference, *this.models.values()])  # the file's declared outputs, as answered
+    stored = _stored(this, reference_file, save)
+    held: list[Row] = []  # each row held to the stored reference too, while it is open; said after every row
+    # One runtime open at a time: the reference's row first (its answers are kept as arrays, and where nothing
+    # after runs it, its runtime goes), then each other row opened, run, held to the stored reference, closed.
+    mine = [(v, reference) for v in to_run if v.label == _reference_label(target)]
+    others = target.each_opened([v for v in to_run if v.label != _reference_label(target)])
+    for variant, model in itertools.chain(mine, others):
+        row = this.row(variant, model, required=variant.precision != FULL_PRECISION and variant.label in asked,
+                       strict=strict, asked=variant.asked_by(asked))
+        if stored is not None and row is not None and not (row.error or row.advisory) and not isinstance(model, Exception):
+            held.append(_held_to_stored(this, stored, row, model))
+        this.release_reference(keep=target.is_run or metric is not None or served is not None)
+    report.rows += held
+    _static_checks(target, unrunnable, report)  # once the rows' runtimes have gone: each opens the file too
+    said = answered_otherwise([reference, *this.opened])  # the file's declared outputs, as answered
     if said:
         report.notes.append(said)
     if against is not None:
@@ -158,7 +168,7 @@ class Run:
         self.head, self.signature = reference.head, reference.signature
         self.run_on = _runner(self.head, max(c.batch or 1 for c in cases))
         self._references: dict[str, tuple[dict, str | None]] = {}
-        self.models: dict[str, object] = {}  # label -> the Model each row ran (the stored reference runs them again)
+        self.opened: list[object] = []  # the models rows ran (closed once run: answered_otherwise reads what they saw)
         self.left_out = ""  # outputs not per row, as the file's certificate records export found them
 
     def reference_on(self, device: str) -> tuple[dict, str | None]:
@@ -175,7 +185,13 @@ class Run:
                                f"{self._references[device][1]}" + (f"; {hint}" if hint else ""))
         return self._references[device]
 
-    def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> None:
+    def release_reference(self, keep: bool) -> None:
+        """The reference's runtime closed once its answers on the CPU are kept as arrays, unless ``keep``
+        (a later step runs it: --metric, a served row, a tutorial model's head)."""
+        if not keep and "cpu" in self._references and not self.reference.runner.closed:
+            self.reference.close()
+
+    def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> "Row | None":
         """``variant``'s Row in the report (or its skip): its outputs on the cases against the
         reference's, judged; a file or precision it cannot open is skipped, unless the user ``asked``
         for that row (then it FAILs, as any other failure of its row does)."""
@@ -184,7 +200,7 @@ class Run:
         # (verify would judge the others and exit 0 without the one asked for)
         if isinstance(model, BackendUnavailableError) or (isinstance(model, MissingArtifactError) and not asked):
             self.report.skipped[variant.label] = str(model)
-            return
+            return None
         row = Row(variant.backend.name, variant.device, variant.precision,
                   against=registry.get(self.target.reference).label(ref_device, self.target.precision),
                   batch_sizes=sorted({c.batch for c in self.cases if c.batch}),
@@ -193,13 +209,12 @@ class Run:
         self.report.rows.append(row)
         if isinstance(model, Exception):
             row.error = str(model)
-            return
-        self.models[variant.label] = model
+            return row
         want, ref_error = self.reference_on(ref_device)
         shared = _cases_for(variant, self.cases, want, self.report)
         if want and not shared:  # every case over its limit: it compared nothing, and the summary says so
             row.no_case = f"inputs over its limit of {variant.backend.case_values:,} values"
-            return
+            return row
         self.progress(f"running {variant.label}")
         run = self.run_on(model)
         ran, row.error = ({i: want[i] for i in shared}, ref_error) if model is self.reference else \
@@ -208,6 +223,8 @@ class Run:
             self.ran(row, run, ran, want, model,
                      composition=variant.precision == FULL_PRECISION and not variant.backend.third_opinion)
             row.provenance += _provenance(self.target, model, self.reference)
+        self.opened.append(model)
+        return row
 
     def ran(self, row: Row, run, got, want, model=None, composition: bool = True) -> None:
         """What a row's run ``got`` on the cases says, into ``row``: judged against the
@@ -281,6 +298,9 @@ def _open_reference(target: Target, progress):
     variant = Variant(registry.get(target.reference), "cpu", target.precision)
     progress(f"opening {target.name} with {variant.label} (the reference)")
     try:
+        why = None if target.is_run else target.room_for(variant)
+        if why:  # nothing can be judged without it: one line, not a process the kernel kills
+            raise PtxError(f"{why}; the reference must run to judge any row: free memory, or verify on a larger machine")
         return target.open(variant, probe=True)
     except PtxError as exc:
         if target.is_run:
@@ -301,10 +321,9 @@ def reference_device(backend, device: str) -> str | None:
     return "cpu" if not backend.needs_torch and not registry.get(REFERENCE).unavailable("cpu") else None
 
 
-def _skip_unrunnable(target: Target, variants: Sequence[Variant], report: Report) -> list[Variant]:
-    """The variants this machine can run; the rest are skipped with their reason (a static check of
-    the file where the backend has one: ort-cuda's CUDA placement)."""
-    runnable = []
+def _skip_unrunnable(target: Target, variants: Sequence[Variant], report: Report) -> tuple[list[Variant], list[Variant]]:
+    """(the variants this machine can run, those it cannot): the latter skipped with their reason."""
+    runnable, unrunnable = [], []
     for variant in variants:
         why = variant.unavailable()
         if not why and target.is_run and reference_device(variant.backend, variant.device) is None:
@@ -312,17 +331,26 @@ def _skip_unrunnable(target: Target, variants: Sequence[Variant], report: Report
         if not why:
             runnable.append(variant)
             continue
+        unrunnable.append(variant)
         report.skipped[variant.label] = why
         if variant.device != "cpu":
             report.unrunnable[variant.label] = variant.device
+    return runnable, unrunnable
+
+
+def _static_checks(target: Target, unrunnable: Sequence[Variant], report: Report) -> None:
+    """What can be proven of the file for the rows this machine cannot run, where their backend has a
+    static check (ort-cuda's CUDA placement), said in their rows; one that cannot fit is skipped."""
+    for variant in unrunnable:
         if variant.backend.static is not None:
             try:
                 report.static[variant.label] = variant.backend.static(target.file_for(variant))
             except MissingArtifactError:
                 pass  # no file to check: the skip reason stands alone
+            except OutOfMemoryPlan as exc:
+                report.static[variant.label] = f"static check skipped: {exc}"
             except Exception as exc:  # noqa: BLE001 - a check that cannot run says so in its row
                 report.static[variant.label] = f"static check failed: {' '.join(str(exc).split())[:200]}"
-    return runnable
 
 
 def _cases(target: Target, reference, samples: int, batch_sizes, input_files, seed, plan, notice):
@@ -434,25 +462,36 @@ def _against(other_target: Target, this: Run) -> Row:
     return row
 
 
-def _stored(this: Run, given, save: bool) -> None:
-    """Reference tensors kept beside a file (or given): every variant that ran is held to them too;
-    ``save`` writes the reference's outputs there instead."""
+@dataclass
+class Stored:
+    """Reference tensors kept beside a file (``--save-reference``), read once: the cases they feed
+    and the outputs they hold, by this file's output names."""
+
+    where: Path
+    reference: Reference
+    cases: list[Case]
+    want: dict[int, dict]
+
+
+def _stored(this: Run, given, save: bool) -> Stored | None:
+    """Reference tensors kept beside a file (or given), which every row is held to as well while it is
+    open (_held_to_stored); ``save`` writes the reference's outputs there instead (None then)."""
     target, report, signature = this.target, this.report, this.signature
     if target.is_run:
-        return
+        return None
     where = Path(given) if given else reference_path(target.path)
     digest = target.found.weights
     if save:
         want, error = this.reference_on("cpu")
         if error or not want:
             report.notes.append(f"reference tensors not written: the reference failed ({error})")
-            return
+            return None
         kept = [replace(this.cases[i], outputs=want[i]) for i in sorted(want)]
         save_reference(where, Reference(kept, report.reference, signature, digest, this.source))
         report.notes.append(f"wrote {where} ({len(kept)} cases from {report.reference})")
-        return
+        return None
     if not (given or where.is_file()):
-        return
+        return None
     stored = load_reference(where)
     if sorted(stored.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"{where}: its cases feed inputs {', '.join(stored.signature.input_names)}, and "
@@ -469,18 +508,20 @@ def _stored(this: Run, given, save: bool) -> None:
                             f"{stored.weights_sha256[:12]} vs {digest[:12]}): the file changed since")
     report.notes.append(f"stored reference: {where.name}, {len(stored_cases)} case{'s' * (len(stored_cases) != 1)} "
                         f"from {stored.produced_by}")
-    for row in list(report.rows):
-        if row.error or row.label not in this.models or row.advisory:
-            continue
-        got, error = run_until_failure(this.run_on(this.models[row.label]), stored_cases)
-        held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference,
-                   required=row.required)  # a row the user named is required against every reference
-        # a reduced row by the one rule, with what the row's own verdict rests on: the bound the file records (or
-        # measured again), a head's labels, your --inputs outrank the stored cases where stronger
-        words = f"{len(got)} stored reference cases"  # each case it ran is compared: all are stored
-        this.held_to(held, got, stored_want, stored_cases, None, None, (stored.inputs, words),
-                     this.models[row.label].metadata, lambda: row.verdict and as_evidence(row.verdict))
-        report.rows.append(held)
+    return Stored(where, stored, stored_cases, stored_want)
+
+
+def _held_to_stored(this: Run, stored: Stored, row: Row, model) -> Row:
+    """``row``'s model, still open, run on the stored reference's cases and judged against them."""
+    got, error = run_until_failure(this.run_on(model), stored.cases)
+    held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference,
+               required=row.required)  # a row the user named is required against every reference
+    # a reduced row by the one rule, with what the row's own verdict rests on: the bound the file records (or
+    # measured again), a head's labels, your --inputs outrank the stored cases where stronger
+    words = f"{len(got)} stored reference cases"  # each case it ran is compared: all are stored
+    this.held_to(held, got, stored.want, stored.cases, None, None, (stored.reference.inputs, words),
+                 model.metadata, lambda: row.verdict and as_evidence(row.verdict))
+    return held
 
 
 def _given(backends, input_files, seed, atol, rtol) -> list[str]:

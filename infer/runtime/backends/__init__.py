@@ -53,6 +53,12 @@ class Backend:
     # The backend asked for intermediate tensors in its place (--locate): a captured CUDA graph replays
     # into fixed output buffers, and the same session un-captured (ort-cuda) runs the same kernels.
     traced_by: str | None = None
+    # The memory it holds at its peak while it opens and runs a model, as a multiple of the weights
+    # (infer/runtime/memory_plan.py says where each was measured): a row that cannot fit is skipped.
+    holds: float = 2.5
+    # Where it holds far more than a runtime (onnx.reference: numpy, every node in turn): the largest
+    # weights, in bytes, it opens; a bigger file's row is skipped in one line.
+    model_bytes: int | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -9,4 +9,5 @@ from . import Backend, lazy, register
 
 register(Backend(name="openvino", artifact="onnx", devices=("cpu",), open=lazy("runtime.openvino_runner", "OpenVinoRunner.open"),
                  unavailable=lazy("runtime.openvino_runner", "unavailable"), needs_torch=False,
-                 precisions=(("f32", None), ("bf16", None), ("int8", "openvino-int8"))))
+                 precisions=(("f32", None), ("bf16", None), ("int8", "openvino-int8")),
+                 holds=2.2))  # the read model and one compiled shape (the runner keeps more only where memory has room)
