@@ -32,6 +32,8 @@ from ptx.contract.shape_certificate import CERTIFICATE_KEY, Bound, Certificate, 
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.verdict import Verdict, decide, does_not_run, verdict_strings
 from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
+from ptx.infer.runtime import backends as registry
+from ptx.infer.runtime.memory_plan import OutOfMemoryPlan, opening_need, require_room, size_text, weights_bytes
 from ptx.machine import describe_cpu
 
 from . import formats
@@ -87,14 +89,24 @@ def export_files(plan: Plan, chosen: Sequence,
     torch.onnx.export ten, mostly on one core), and the lines are said in ``chosen``'s order. Its files
     are kept together (``place`` entered for every format, left once all are checked)."""
     if not plan.overlap:
-        results = []
+        results, short = [], []
         for fmt in chosen:
-            with place(fmt) as (tmp, final):
-                made, on = _write(plan, fmt, tmp, log)
-                result, said = _checked(plan, fmt, tmp, final, made, on)
+            tmp = None
+            try:
+                with place(fmt) as (tmp, final):
+                    made, on = _write(plan, fmt, tmp, log)
+                    result, said = _checked(plan, fmt, tmp, final, made, on)
+            except OutOfMemoryPlan as exc:  # a file that cannot be checked is not kept: said, and the next written
+                for left in ([tmp, tmp.with_name(tmp.name + ".data")] if tmp is not None else []):
+                    left.unlink(missing_ok=True)  # a module's folder keeps what its place gives until it is renamed
+                short.append(f"{fmt.name}: {exc}")
+                log(f"{fmt.name:<11} not kept: {exc}")
+                continue
             for line in said:
                 log(line)
             results.append(result)
+        if short and not results:
+            raise PtxError(f"no file could be checked in the memory available: {'; '.join(short)}")
         return results
     order = sorted(chosen, key=lambda f: not f.writes_quickly)  # stable: otherwise as chosen
     checking: dict[str, Future] = {}
@@ -174,6 +186,9 @@ def _check(plan: Plan, fmt, path: Path, cases: list[Case], on: str, hint: str
            ) -> tuple[Certificate | None, dict, list[dict]]:
     """The written file opened once, as ptx serves it: its shape certificate (where the plan makes
     one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
+    backend = registry.get(fmt.serving_backend)
+    require_room(f"checking {path.name} ({size_text(weights_bytes(path))} of weights) on {backend.name}",
+                 opening_need(backend, weights_bytes(path)))
     with closing(open_checked(path, fmt, on)) as model:
         certificate = None if plan.shapes is None else certify_model(
             fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))

@@ -232,7 +232,12 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     recorded = recorded_signature(found.metadata, path) is not None
     known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or recorded
     runnable = [v for v in variants if not v.unavailable()] if known else []
-    opened = target.open_all(runnable, probe)
+    # the reference kept open for what is read of it below; every other runtime opened in turn, only to say
+    # whether it runs the file, and closed before the next (one copy of the weights at a time)
+    mine = [v for v in runnable if v.label == _reference_label(target)]
+    opened: dict[str, object] = target.open_all(mine, probe)
+    for variant, other in target.each_opened([v for v in runnable if v.label != _reference_label(target)], probe):
+        opened[variant.label] = other if isinstance(other, Exception) else True
     model = opened.get(_reference_label(target))
     failed, model = (model, None) if isinstance(model, Exception) else (None, model)
     if found.kind == ONNX:  # ONNX Runtime's signature (what verify and serve use), else the graph's, as opened
