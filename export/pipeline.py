@@ -154,7 +154,8 @@ def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[Ex
     if found:  # by the format's own writer, beside what the file holds, the model not written again
         fmt.add_metadata(tmp, found)
     worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
-    lines = [f"{fmt.name:<11} {result.path}  {result.size_bytes / 1024:,.1f} KiB  "
+    lines = [f"{fmt.name:<11} {result.path}{''.join(f' + {name}' for name in beside)}  "
+             f"{result.size_bytes / 1024:,.1f} KiB  "
              f"{plan.describe(result, plan.tolerance(worst, on))}"]
     if certificate is not None:
         lines.append(f"{'':<11} shape certificate: {certificate.summary()}")

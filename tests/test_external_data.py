@@ -65,8 +65,11 @@ def exported(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(onnx_files, "ONE_FILE_BYTES", SPLIT_AT)
         export_module(TwoLayers().eval(), (torch.rand(3, 32),), out, formats=["onnx"], name="twolayers",
-                      log=lambda line: None)
+                      log=SAID.append)
     return out / "model.onnx"
+
+
+SAID: list[str] = []  # the export's lines
 
 
 def sha(path: Path) -> str:
@@ -85,6 +88,7 @@ def test_a_large_model_is_a_graph_and_its_data_under_their_final_names(exported)
     assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.onnx.data", "model.reference.npz"]
     assert external_data_files(exported) == ["model.onnx.data"]  # the final name, not the temporary one
     assert exported.stat().st_size < 8192 < (folder / "model.onnx.data").stat().st_size
+    assert any(line.startswith(f"onnx        {exported} + model.onnx.data  ") for line in SAID), SAID
     onnx.checker.check_model(str(exported), full_check=True)
     metadata, digest = read_onnx(exported)
     assert metadata["ptx.weights_sha256"] == digest
