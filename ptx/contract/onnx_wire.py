@@ -266,10 +266,12 @@ def gathered_rows(path: str | Path, inputs) -> dict[str, tuple[int, str]]:
 
 # -- the file without what a reader of its structure does not need --------------------------------
 
-MODEL_OPSET, GRAPH_SPARSE_INITIALIZER = 8, 15
 # TensorProto's value fields (float_data, int32_data, string_data, int64_data, raw_data, double_data,
 # uint64_data): the weights themselves.
 TENSOR_VALUES = frozenset({4, 5, 6, 7, 9, 10, 11})
+# Values smaller than this stay (onnx's own external-data threshold): shape constants and scalars, which
+# onnx's shape inference reads (a Reshape's target shape), cost nothing to hold.
+KEPT_VALUE_BYTES = 1024
 
 
 def _key(number: int, wire: int) -> bytes:
@@ -303,15 +305,18 @@ def _without(buf, span, drop) -> bytes:
 
 
 def without_weights(path: str | Path) -> bytes:
-    """The ONNX file at ``path`` serialized again without its initializers' values (their names,
-    types and shapes kept): what a reader of the graph's structure parses (its inputs, outputs,
-    nodes, initializers' shapes) without holding the weights a second time, whatever the file's size.
-    ArtifactError in one line when the file is not an ONNX model."""
+    """The ONNX file at ``path`` serialized again without its initializers' values where they hold
+    KEPT_VALUE_BYTES or more (their names, types and shapes kept): what a reader of the graph's
+    structure parses (its inputs, outputs, nodes, initializers' shapes) without holding the weights a
+    second time, whatever the file's size. ArtifactError in one line when the file is not an ONNX model."""
+    def tensor(span):
+        values = sum(v[1] - v[0] for n, w, v in fields(buf, *span) if w == LENGTH_DELIMITED and n in TENSOR_VALUES)
+        return False if values < KEPT_VALUE_BYTES else _without(buf, span, lambda m, _: m in TENSOR_VALUES)
+
     def graph(number, span):
         if number != MODEL_GRAPH:
             return False
-        return _without(buf, span, lambda n, s: False if n != GRAPH_INITIALIZER else
-                        _without(buf, s, lambda m, _: m in TENSOR_VALUES))
+        return _without(buf, span, lambda n, s: False if n != GRAPH_INITIALIZER else tensor(s))
 
     with _model(path) as (buf, _, _graph):
         try:
