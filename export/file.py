@@ -35,6 +35,7 @@ from ptx.contract.names import twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.formats.onnx_files import load_structure
 from ptx.infer.model.target import load
 
 from . import formats
@@ -60,8 +61,6 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     reads them); without it, seeded inputs are generated from the signature. ``keep_f32``: node
     names left in f32, or ``auto`` with ``rank`` (infer's triage, handed in). ``open_options``:
     what ptx.infer.load takes to open the file (batch_axes, ignore_metadata)."""
-    import onnx
-
     path = Path(path)
     fmt = formats.get(fmt_name)
     if (max_drop is None) != (metric is None):
@@ -84,8 +83,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         guard(final, force, foreign)
         ensure_writable_dir(final.parent)
         # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
-        static = fmt.name != "onnx-int8" or quantized_statically(onnx.load(str(path), load_external_data=False),
-                                                                  signature)
+        static = fmt.name != "onnx-int8" or quantized_statically(load_structure(path), signature)
         calibrating, held = _inputs(path, signature, calibration, static, log)
         # The reference the int8 file is judged against: the f32 file, on the held-out inputs.
         cases = [Case(f"held-out {_count(signature, [feeds])}", feeds, rows(signature, feeds), source.run(feeds))

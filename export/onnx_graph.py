@@ -24,8 +24,9 @@ def _is_all_zero(name: str, producers: dict, initializers: dict, seen: set | Non
     if name in seen:
         return False
     seen.add(name)
-    if name in initializers:
-        return not numpy_helper.to_array(initializers[name]).any()
+    if name in initializers:  # one whose values are in external data is not read for this (nor zero, in practice)
+        tensor = initializers[name]
+        return tensor.data_location != tensor.EXTERNAL and not numpy_helper.to_array(tensor).any()
     node = producers.get(name)
     if node is None:
         return False

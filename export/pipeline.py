@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ptx.atomic import atomic_path
+from ptx.atomic import atomic_with_companions
 from ptx.contract import Tolerance
 from ptx.contract.cases import Case
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Bound, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.verdict import Verdict, decide, does_not_run, verdict_strings
 from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
+from ptx.infer.formats import onnx_files
 from ptx.infer.runtime import backends as registry
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan, opening_need, require_room, size_text, weights_bytes
 from ptx.machine import describe_cpu
@@ -97,7 +98,7 @@ def export_files(plan: Plan, chosen: Sequence,
                     made, on = _write(plan, fmt, tmp, log)
                     result, said = _checked(plan, fmt, tmp, final, made, on)
             except OutOfMemoryPlan as exc:  # a file that cannot be checked is not kept: said, and the next written
-                for left in ([tmp, tmp.with_name(tmp.name + ".data")] if tmp is not None else []):
+                for left in ([tmp, tmp.with_name(onnx_files.data_name(tmp))] if tmp is not None else []):
                     left.unlink(missing_ok=True)  # a module's folder keeps what its place gives until it is renamed
                 short.append(f"{fmt.name}: {exc}")
                 log(f"{fmt.name:<11} not kept: {exc}")
@@ -149,7 +150,9 @@ def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[Ex
     certificate, agreements, answers = _check(plan, fmt, tmp, [*reported, *plan.unreported], on, made.hint)
     batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
     sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
-    result = ExportResult(fmt.name, final, tmp.stat().st_size, made.method, batches, agreements,
+    beside = onnx_files.companions(tmp) if tmp.suffix == ".onnx" else []  # a large graph's weights count too
+    size = tmp.stat().st_size + sum((tmp.parent / f).stat().st_size for f in beside)
+    result = ExportResult(fmt.name, final, size, made.method, batches, agreements,
                           fmt.precision == "f32", sizes, certificate=certificate)
     found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
     if fmt.precision != "f32":
@@ -163,7 +166,8 @@ def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[Ex
     if found:  # by the format's own writer, beside what the file holds, the model not written again
         fmt.add_metadata(tmp, found)
     worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
-    lines = [f"{fmt.name:<11} {result.path}  {result.size_bytes / 1024:,.1f} KiB  "
+    lines = [f"{fmt.name:<11} {result.path}{''.join(f' + {name}' for name in beside)}  "
+             f"{result.size_bytes / 1024:,.1f} KiB  "
              f"{plan.describe(result, plan.tolerance(worst, on))}"]
     if certificate is not None:
         lines.append(f"{'':<11} shape certificate: {certificate.summary()}")
@@ -177,8 +181,11 @@ def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[Ex
 @contextmanager
 def atomic_file(final: Path):
     """``place`` for a file kept on its own: (its temporary path, ``final``), renamed into place
-    where the block ends without an exception (ptx.atomic)."""
-    with atomic_path(final) as tmp:
+    where the block ends without an exception (ptx.atomic). The temporary path has ``final``'s own
+    name, in a staging folder, so that a writer that puts the weights beside it (a large ONNX file's
+    model.onnx.data) names them by their final name; they are renamed in with it, and an earlier
+    file's that the new one does not bring are removed."""
+    with atomic_with_companions(final, onnx_files.companions(final) if final.suffix == ".onnx" else ()) as tmp:
         yield tmp, final
 
 

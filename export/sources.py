@@ -19,6 +19,7 @@ from typing import Callable
 from ptx.atomic import atomic_folder
 from ptx.contract import ARTIFACT_FILES
 from ptx.errors import PtxError
+from ptx.infer.formats.onnx_files import move_with_data
 from ptx.infer.model.target import load, load_file
 
 from . import formats
@@ -119,7 +120,7 @@ def module_source(module, example_inputs, *, name: str, subject: str, **module_o
             export_module(module, example_inputs, made.parent, formats=[fmt], name=name,
                           reference=False, log=lambda line: log(line.replace(str(made), str(target))),
                           **module_options)
-            shutil.move(str(made), target)
+            move_with_data(made, target)  # a large ONNX file's weights (model.onnx.data) go with it
         return _served(target, fmt)
 
     return Source(name, subject, place, f"exported from `{subject.split()[-1]}`")

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ptx.errors import PtxError
 
@@ -87,6 +87,46 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         raise error from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_with_companions(final: str | os.PathLike, replaced: Iterable[str] = ()) -> Iterator[Path]:
+    """``atomic_path`` for a file that a writer may give companions, files beside it that it names
+    (an ONNX model's external data, model.onnx.data, which the graph names by its final name): yield
+    ``final``'s name inside a staging folder beside ``final``, and when the block succeeds rename each
+    companion written there into place, then the file, each fsynced first; then remove the
+    ``replaced`` files (the previous file's companions, names beside ``final``) the new one did not
+    bring. A failure leaves nothing behind and the previous files as they were."""
+    final = Path(final)
+    if final.is_dir():
+        raise PtxError(f"cannot write {final}: it is a folder; give a file name (e.g. {final / 'out'}{final.suffix})")
+    for tmp in _stale(final):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    staging = final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise PtxError(f"cannot write {final}: {exc.strerror or exc}") from None
+    try:
+        yield staging / final.name
+        written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+        for name in [n for n in written if n != Path(final.name)] + [Path(final.name)]:  # the file last
+            with open(staging / name, "rb+") as fh:
+                os.fsync(fh.fileno())
+            (final.parent / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, final.parent / name)
+        for name in set(map(Path, replaced)) - set(written):
+            (final.parent / name).unlink(missing_ok=True)
+    except PtxError:
+        raise
+    except Exception as exc:
+        error = _write_error(final, exc)
+        if error is None:
+            raise
+        raise error from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text(final: str | os.PathLike, text: str) -> None:

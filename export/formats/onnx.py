@@ -12,13 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ptx.contract import DEFAULT_OPSET
-from ptx.contract.metadata import from_props, to_props
+from ptx.contract.metadata import to_props
 from ptx.contract.names import METADATA_PREFIX
-from ptx.contract.onnx_wire import read_onnx, serialized_digest
+from ptx.atomic import atomic_path
+from ptx.contract.onnx_wire import read_onnx, serialized_digest, write_without_metadata
 from ptx.contract.schema import ValueEnum
 from ptx.contract.tensors import Signature
 from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import PtxError, ValidationError
+from ptx.infer.formats import onnx_files
 from ptx.torch_quiet import process_output, quiet_jit
 
 from ..onnx_graph import omit_zero_initial_states
@@ -132,11 +134,11 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     for which in tries:
         try:
             with _quiet_exporter(), torch.no_grad():
-                if which is Exporter.DYNAMO:  # kept in memory (f=None), not saved by torch and loaded back: the
-                    # proto its save would have written (the initializers inside it)
+                if which is Exporter.DYNAMO:
                     program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
                                                 verbose=False, dynamic_shapes=dynamic_dims(signature), **names)
-                    proto = program.model_proto
+                    proto = _dynamo_proto(program, path)
+                    del program  # a large model's weights are in its file now, and torch's parameters
                 else:
                     with quiet_jit():
                         target = torch.jit.script(model) if mode == "script" else model
@@ -153,7 +155,7 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
     legacy = which is Exporter.LEGACY
     if legacy:
-        proto = onnx.load(str(path))
+        proto = _legacy_proto(path)
     lost = [n for n in signature.input_names if n not in {i.name for i in proto.graph.input}]
     if lost:  # tracing turns an input the module only branches on (or reads as a Python number) into a constant
         why = [*refusals, *([CONTROL_FLOW] if legacy and mode == "trace" else [])]
@@ -173,6 +175,34 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     return Written(f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else ""), note, hint)
 
 
+def _dynamo_proto(program, path: Path):
+    """The dynamo exporter's model as a ModelProto: kept in memory (f=None), not saved by torch and
+    loaded back, where its weights fit one file (the proto its save would have written, initializers
+    inside); else saved at ``path`` by torch's own external-data writer (``path``.data beside it,
+    written from the IR, whose tensors share torch's parameters) and its graph alone read back."""
+    import onnx
+
+    weights = sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value is not None)
+    if weights <= onnx_files.ONE_FILE_BYTES:
+        return program.model_proto
+    (path.parent / onnx_files.data_name(path)).unlink(missing_ok=True)
+    program.save(str(path), external_data=True)  # the data file: onnx_files.data_name(path), as torch names it
+    return onnx.load(str(path), load_external_data=False)
+
+
+def _legacy_proto(path: Path):
+    """The legacy exporter's file at ``path`` as a ModelProto, its weights inside. Past 2 GiB that
+    exporter writes one file per tensor beside the model: read in, and removed, so that the save
+    after puts them in one ``path``.data (onnx_files.save_model)."""
+    import onnx
+
+    scattered = onnx_files.companions(path)
+    proto = onnx.load(str(path))
+    for location in scattered:
+        (path.parent / location).unlink(missing_ok=True)
+    return proto
+
+
 def _fixed_symbols(graph, signature: Signature) -> str:
     """Which dynamic input sizes the ONNX ``graph`` holds fixed (an exporter specialised them to the
     example's), or ''."""
@@ -190,8 +220,8 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     """Replace the graph's metadata_props by ptx's strings, check the model in full, save it, and
     write in the digest of its weights (ptx.contract.weights): the metadata_props lie outside the
     graph, so adding the digest (appended: ``_props_message``) leaves it unchanged. Taken on the bytes
-    in memory and written with them, where the weights are inside; else on the saved file, and
-    checked there. Returns the digest."""
+    in memory and written with them, where the weights are inside and fit one file; else (weights in
+    ``path``.data: onnx_files) on the saved files, and checked there. Returns the digest."""
     import onnx
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
@@ -199,6 +229,8 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
     for key, value in to_props(strings).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = description
+    if onnx_files.holds_external(proto) or onnx_files.too_big(proto):
+        return _save_split(proto, path)
     data = proto.SerializeToString()  # once: the checker, the digest and the file take the same bytes
     key = f"{METADATA_PREFIX}{WEIGHTS_KEY}"
     # The checker holds the GIL and hashing and writing do not: the file is written meanwhile, on the second
@@ -212,6 +244,24 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
         proto.metadata_props.add(key=key, value=digest)  # the proto as the file holds it
         return digest
     del data
+    return _bind(proto, path)
+
+
+def _save_split(proto, path: Path) -> str:
+    """``proto`` saved as a graph file and its weights' file (onnx_files.save_model: never serialized
+    whole), checked in full on the path, as ONNX Runtime will read it, and bound to its digest."""
+    import onnx
+
+    onnx_files.save_model(proto, path)
+    onnx.checker.check_model(str(path), full_check=True)
+    return _bind(proto, path)
+
+
+def _bind(proto, path: Path) -> str:
+    """The digest of the file at ``path`` (its graph and external data) written into it."""
+    import onnx
+
+    key = f"{METADATA_PREFIX}{WEIGHTS_KEY}"
 
     def write_digest(digest: str) -> None:
         _append_props(path, {key: digest})
@@ -257,26 +307,23 @@ def _props_message(props: dict[str, str]) -> bytes:
 
 def add_metadata(path: Path, strings: dict[str, str]) -> None:
     """``strings`` written into the ONNX file at ``path`` beside the ptx metadata it holds (a verdict,
-    a shape certificate: what export learns of a file after writing it). New keys are appended to the
-    file as it is (its graph, checked and bound to its digest when it was written, is not read or
-    written again, so the digest it holds stays true); a key it holds already rewrites it whole."""
-    import onnx
-
+    a shape certificate: what export learns of a file after writing it). Its graph, checked and bound to
+    its digest when it was written, is not read or written again, so the digest it holds stays true,
+    and its external data is not touched: new keys are appended to the file as it is; a key it holds
+    already has the file's other fields copied as their bytes are, and its metadata written anew."""
     held, _ = read_onnx(path, digest=False)
     props = to_props(strings)
     if not held.keys() & props.keys():
         _append_props(path, props)
         return
-    proto = onnx.load(str(path))
-    save_with_metadata(proto, path, {**from_props({p.key: p.value for p in proto.metadata_props}), **strings},
-                       proto.doc_string)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write_without_metadata(path, handle)
+        handle.write(_props_message({**held, **props}))
 
 
 def symbolic_dims(path) -> tuple[list, list]:
     """The input's and output's dimensions as stored: names where dynamic, sizes where fixed."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+    graph = onnx_files.load_structure(path).graph
     dims = [[d.dim_param or d.dim_value for d in t.type.tensor_type.shape.dim] for t in (graph.input[0], graph.output[0])]
     return dims[0], dims[1]
 

@@ -54,6 +54,7 @@ import numpy as np
 from ptx.contract import DEFAULT_OPSET, Task
 from ptx.contract.metadata import from_props
 from ptx.errors import DataError, PtxError, first_line
+from ptx.infer.formats import onnx_files
 from ptx.infer.runtime.ort_session import timing_session
 from ptx.infer.runtime.timing import alternating_ratios, alternating_times
 from ptx.machine import describe_cpu
@@ -167,14 +168,22 @@ def _reader(cases: list[dict[str, np.ndarray]]):
     return Reader()
 
 
+def split(f32: Path) -> bool:
+    """Whether the f32 graph at ``f32`` keeps its weights beside it (onnx_files): then every file made
+    from it is written so too (onnxruntime's ``use_external_data_format``), never as one protobuf."""
+    return bool(onnx_files.companions(f32))
+
+
 def prepare(f32: Path) -> Path:
     """ORT's recommended first step (symbolic shape inference, then graph optimisation), so that
     fused ops are what gets quantized: the graph whose node names ``nodes_to_exclude`` takes."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = f32.with_name("prepared.onnx")
+    external = dict(save_as_external_data=True, all_tensors_to_one_file=True,
+                    external_data_location=onnx_files.data_name(prepared)) if split(f32) else {}
     try:
-        quant_pre_process(str(f32), str(prepared))
+        quant_pre_process(str(f32), str(prepared), **external)
     except Exception:  # optional: quantizing the plain graph still works, only less fused
         return f32
     return prepared
@@ -190,7 +199,7 @@ def _quantize_static(prepared: Path, out: Path, calibration: list[dict[str, np.n
     # QOperator format lost the ReLUs after each MaxPool (docs/precisions.md#int8-which-ops-and-why).
     quantize_static(str(prepared), str(out), _reader(calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=True, nodes_to_exclude=list(exclude),
+                    reduce_range=True, nodes_to_exclude=list(exclude), use_external_data_format=split(prepared),
                     op_types_to_quantize=list(MATRIX_OPS) if choice.f32_ops == "Conv" else None,
                     extra_options={"QDQKeepRemovableActivations": choice.keep_relu})
     return f"static QDQ, per-channel {WEIGHTS}, uint8 activations, {samples} calibration samples; {choice.label}"
@@ -212,7 +221,7 @@ def quantize_dynamic_weights(f32: Path, out: Path, exclude: list[str] = ()) -> s
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(f32), str(out), weight_type=QuantType.QInt8, reduce_range=True,
-                     nodes_to_exclude=list(exclude))
+                     nodes_to_exclude=list(exclude), use_external_data_format=split(f32))
     return f"dynamic ({WEIGHTS}, activations quantized per call)"
 
 
@@ -231,8 +240,6 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller, then the revert pass.
     ``bound`` (export/bound.py: --max-drop): the loss the user accepts, which then judges the choice
     and the search in verify's judge's place, and which the file records."""
-    import onnx
-
     from ..keep_f32 import AUTO, keep_auto, resolve, revert
 
     if bound is not None:  # the user's bound is the judge, and the nodes kept in f32 are searched for
@@ -248,7 +255,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         source = prepare(f32) if static else f32  # the graph the quantizer reads: its node names
 
         made_here: dict[Path, tuple[str, list[str]]] = {}  # file -> (how it was quantized, the nodes kept in f32)
-        graph_read = onnx.load(str(source))
+        graph_read = onnx_files.load_structure(source)  # its nodes' names and ops: never its weights
         recorded: dict[str, str] = {"cpu": describe_cpu()}  # where the choice was measured, and its speed there
 
         def save(out: Path) -> None:
@@ -334,7 +341,10 @@ def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str],
     f32 = scratch / "model.onnx"
     made = None if isinstance(model, (str, Path)) else write_onnx(model, example, f32, signature, strings,
                                                                    **onnx_options)
-    proto = onnx.load(str(f32 if made else model))
+    if not made:  # a user's file's weights beside it, present beside its copy here under the names its graph gives
+        onnx_files.copy_data(model, scratch)
+    # the weights stay in their file where the graph keeps them external (the save below writes the graph alone)
+    proto = onnx.load(str(f32 if made else model), load_external_data=False)
     served = "model.onnx" if made else Path(model).name  # the f32 file a refusal sends the user back to
     # What the module's f32 export recorded (its opset, its exporter) travels on; a user's file's
     # own metadata is the caller's to vouch for (in ``strings``).
@@ -342,7 +352,7 @@ def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str],
     # The dynamo exporter's intermediate shape annotations can contradict the quantizer's own
     # shape inference (lstm: "Inferred shape and existing shape differ"); it re-infers them.
     del proto.graph.value_info[:]
-    onnx.save(proto, str(f32))
+    onnx_files.save_model(proto, f32)
     return f32, proto, base, made, served
 
 
@@ -355,10 +365,11 @@ def quantizable(graph, static: bool) -> list[str]:
 
 
 def quantized_graph(path: Path, model: str, served: str = "model.onnx"):
-    """The quantized ONNX at ``path``, refused in one line when the quantizer left nothing in int8."""
+    """The quantized ONNX at ``path`` (its weights where they are: inside, or in its external data file),
+    refused in one line when the quantizer left nothing in int8."""
     import onnx
 
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
     ops = {n.op_type for n in proto.graph.node}
     if not ops & QUANTIZED_OPS:
         kinds = ", ".join(sorted(RECURRENT_OPS & ops)) or "its"

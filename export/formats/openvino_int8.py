@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ptx.contract import DEFAULT_OPSET
 from ptx.errors import DataError, PtxError, first_line
+from ptx.infer.formats import onnx_files
 from ptx.infer.runtime.timing import alternating_ratios
 from ptx.machine import describe_cpu
 
@@ -140,7 +141,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
                         ignored_scope=nncf.IgnoredScope(names=list(exclude)) if exclude else None)
 
         def advanced():
-            return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
+            return nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE,
+                                                       backend_params=_external_data(proto, Path(scratch)))
 
         def save(quantized, out: Path, exclude) -> Path:
             save_with_metadata(quantized, out, int8_strings(base, NAME, how + kept_in_f32(exclude), exclude, recorded),
@@ -178,7 +180,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
                                               "f32), run through OpenVINO on the CPU")
         if bound is not None:
             recorded.update(bound.strings(bound.judge(path).value))
-        save(onnx.load(str(path)), path, kept)
+        save(onnx.load(str(path), load_external_data=False), path, kept)  # its weights stay where they are
         say_if_slower(ratios[0], batch, served, log, NAME, "through OpenVINO against ONNX Runtime f32",
                       "ort-cpu-int8, openvino-bf16")
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
@@ -218,12 +220,20 @@ def _fallback(quantize, bound, kept: list[str], log) -> list[str]:
     """Where ``nncf.quantize`` with NNCF's choice in ``ignored_scope`` misses the bound that NNCF's own
     model held (its restorer undoes bias correction op by op; quantize recalibrates): every quantized
     node is kept in f32 until it holds, then the revert pass takes back what is not needed."""
-    import onnx
-
-    every = list(dict.fromkeys(kept + quantized_nodes(onnx.load(str(quantize([]))))))
+    every = list(dict.fromkeys(kept + quantized_nodes(onnx_files.load_structure(quantize([])))))
     log(f"{NAME} with NNCF's {len(kept)} node{'s' * (len(kept) != 1)} in f32 the file misses the bound: starting the "
         f"revert pass from all {len(every)} quantized nodes in f32")
     return every
+
+
+def _external_data(proto, scratch: Path) -> dict:
+    """NNCF's backend parameters for the f32 graph ``proto``: where a large one's weights are (the
+    folder its external data file is in, absolute, as NNCF asks), so that it reads them from there."""
+    if not onnx_files.holds_external(proto):
+        return {}
+    from nncf.onnx.quantization.backend_parameters import BackendParameters
+
+    return {BackendParameters.EXTERNAL_DATA_DIR: str(scratch.resolve())}
 
 
 def quantized_nodes(proto) -> list[str]:

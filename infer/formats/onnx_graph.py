@@ -15,7 +15,7 @@ from typing import Mapping
 
 from ptx.contract.schema import ContractError
 from ptx.contract.tensors import DTYPES, UNSUPPORTED_ONNX, Signature, TensorSig, dtype_of_ort, infer_batch_axes
-from ptx.errors import ArtifactError, first_line
+from ptx.errors import ArtifactError
 
 ONNX_DOMAIN = "ai.onnx"
 
@@ -45,13 +45,12 @@ class GraphFacts:
 
 
 def read_graph(path: str | Path):
-    """The file's ModelProto without its external data (the weights' files are only listed)."""
-    import onnx
+    """The file's ModelProto without its weights' values (their names, types and shapes kept; the
+    external data files only named): its structure, all that is read here, so that opening a large
+    file for its signature does not hold its weights a second time (onnx_files.load_structure)."""
+    from .onnx_files import load_structure
 
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, ValueError, ...: one line
-        raise ArtifactError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+    return load_structure(path)
 
 
 def subgraphs(node):

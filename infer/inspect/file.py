@@ -183,7 +183,8 @@ def _tensor_lines(signature: Signature) -> list[str]:
 def _weights(found: FileInspection) -> str:
     if found.digest is None:
         return "no digest for this kind of file (a pt2 package's compiler checks its own)"
-    text = f"sha256 {found.digest[:16]}..."
+    beside = [name for name, _ in found.graph.external] if found.graph is not None else []
+    text = f"sha256 {found.digest[:16]}..." + (f" of the graph and {', '.join(beside)}" if beside else "")
     match = found.weights_match
     if match is None:
         return text + (" (no digest recorded in its ptx metadata)" if not found.recorded_digest else "")

@@ -4,7 +4,9 @@ them (a cut), and copies of it that give some intermediate tensors as outputs.
 The weights are written once, beside a graph that refers to them (ONNX external data), in a
 temporary folder: each marked copy is then a small graph file beside the same weights, so that
 asking a runtime for a few more tensors neither copies nor re-serialises the weights, and no copy
-ever lists every intermediate tensor (what runs out of memory in tools that mark them all).
+ever lists every intermediate tensor (what runs out of memory in tools that mark them all). A file
+whose weights are external already (model.onnx.data) has its data files copied there as they are,
+its graph read without them.
 
 onnx and numpy only: never torch, nor a runtime.
 """
@@ -21,6 +23,7 @@ import numpy as np
 
 from ptx.errors import ArtifactError, first_line
 
+from ..formats import onnx_files
 from ..formats.onnx_graph import subgraphs
 
 WEIGHTS = "weights.bin"
@@ -47,7 +50,7 @@ class LocateGraph:
 
     path: Path
     folder: Path
-    proto: object  # onnx.ModelProto whose initializers point at folder/weights.bin
+    proto: object  # onnx.ModelProto whose initializers point at folder/weights.bin (or the file's own data files)
     inputs_of: list[list[str]] = field(default_factory=list)  # per node: what it reads (subgraphs too)
     produced_at: dict[str, int] = field(default_factory=dict)
     last_use: dict[str, int] = field(default_factory=dict)
@@ -64,14 +67,16 @@ class LocateGraph:
         import onnx
 
         path = Path(path)
-        try:
-            proto = onnx.load(str(path))
+        external = onnx_files.companions(path)
+        try:  # a large file's weights stay in their files: only its graph is read
+            proto = onnx.load(str(path), load_external_data=not external)
         except Exception as exc:  # noqa: BLE001 - any reader failure is the file's, in one line
             raise ArtifactError(f"{path}: not a readable ONNX file ({first_line(exc)}); check it with `ptx inspect`") \
                 from None
         folder = Path(tempfile.mkdtemp(prefix="ptx-locate-"))
         try:
-            onnx.save_model(proto, str(folder / "graph.onnx"), save_as_external_data=True,
+            onnx_files.copy_data(path, folder)
+            onnx.save_model(proto, str(folder / "graph.onnx"), save_as_external_data=not external,
                             all_tensors_to_one_file=True, location=WEIGHTS, size_threshold=INLINE_BYTES)
             # what was saved: the initializers now refer to weights.bin, without their bytes
             proto = onnx.load(str(folder / "graph.onnx"), load_external_data=False)
@@ -303,12 +308,11 @@ class LocateGraph:
         node.output[:] = [named(o) for o in node.output]
 
     def save(self, model, stem: str = "region") -> Path:
-        """``model`` written beside the weights it refers to."""
-        import onnx
-
+        """``model`` written beside the weights it refers to (a piece holding its own that pass one
+        file's size: with them beside it, onnx_files.save_model)."""
         self._marked += 1
         where = self.folder / f"{stem}-{self._marked}.onnx"
-        onnx.save_model(model, str(where))
+        onnx_files.save_model(model, where)
         return where
 
     def close(self) -> None:

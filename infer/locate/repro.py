@@ -24,6 +24,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
+from ..formats import onnx_files
 from .graph import LocateGraph
 from .origin import Located
 from .sweep import tensor_error
@@ -116,8 +117,6 @@ def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_grap
                 backends: Sequence[str] = (), tolerance_args: Sequence[str] = (),
                 write_against: Callable[[Path], str] | None = None) -> dict:
     """Write DIR (see the module's docstring); returns what ``located.repro`` records."""
-    import onnx
-
     from ptx.atomic import atomic_folder
 
     where = check_repro_dir(where)
@@ -150,11 +149,11 @@ def write_repro(where: Path, located: Located, graph: LocateGraph, *, other_grap
     sides = {**{f"{located.reference}:{n}": want[n] for n in outputs},
              **{f"{located.other}:{n}": got[n] for n in outputs if n in got}}
     with atomic_folder(where) as staging:
-        onnx.save_model(piece, str(staging / "repro.onnx"))
+        onnx_files.save_model(piece, staging / "repro.onnx")  # repro.onnx.data beside it where the piece is large
         np.savez(staging / "inputs.npz", **{n: np.asarray(v) for n, v in inputs.items()})
         np.savez(staging / "outputs.npz", **sides)
         if against is not None:
-            onnx.save_model(against, str(staging / "against.onnx"))
+            onnx_files.save_model(against, staging / "against.onnx")
             command += ["--against", str(where / "against.onnx"), "--backends", "ort-cpu"]
         elif write_against is not None:
             command += ["--against", str(where / write_against(staging))]

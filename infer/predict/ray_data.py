@@ -25,6 +25,7 @@ from pathlib import Path
 from ptx.contract import Task
 from ptx.errors import PtxError
 
+from ..formats import onnx_files
 from ..model.target import load
 from ..model.inputs import IMAGE_SUFFIXES, expand_inputs
 from .outputs import answer_schema, columns_for
@@ -143,7 +144,10 @@ def predict_with_ray(inputs: list[str], output: str, *, address: str = "local", 
         suffixes = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
         ds = ray.data.read_binary_files(_sources(inputs), include_paths=True, file_extensions=suffixes,
                                         num_cpus=READ_CPUS)
-        kwargs = dict(artifact=path.read_bytes(), file_name=path.name, backend=backend, device=device,
+        # shipped as bytes where it is one file; a large ONNX file's weights live beside it (model.onnx.data),
+        # past what Ray ships to each actor well: its path, which every node must then see
+        shipped = str(path) if path.suffix == ".onnx" and onnx_files.companions(path) else path.read_bytes()
+        kwargs = dict(artifact=shipped, file_name=path.name, backend=backend, device=device,
                       precision=precision, raw=raw, min_confidence=min_confidence, topk=topk)
         answers = ds.map_batches(Scorer, fn_constructor_kwargs=kwargs, batch_size=batch_size,
                                  **actor_options(backend, device))

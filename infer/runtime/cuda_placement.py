@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ptx.errors import first_line
 
+from ..formats.onnx_files import load_structure
 from ..formats.onnx_graph import count_nodes, read_graph, subgraphs
 from .memory_plan import require_room, size_text, weights_bytes
 from .ort_session import ORT_QUIET, import_ort, session_options, why_no_cuda
@@ -321,8 +322,6 @@ def _body_nodes(nodes):
 def basic_optimised(path: str | Path):
     """The graph ORT's CUDA provider is offered: ``path`` after ORT's basic-level optimisations
     (constant folding, redundant-node removal), written by ORT itself (optimized_model_filepath)."""
-    import onnx
-
     ort = import_ort()
     with tempfile.TemporaryDirectory(prefix="ptx-placement-") as tmp:
         options = ort.SessionOptions()
@@ -336,9 +335,8 @@ def basic_optimised(path: str | Path):
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
                                          str(SMALL_INITIALIZER * 4))
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        # Placement reads op types, dtypes and dims, never weight values; ORT's optimised copy still
-        # names the original's external data files by relative path, which are not in tmp.
-        return onnx.load(options.optimized_model_filepath, load_external_data=False)
+        # Placement reads op types, dtypes and dims, never weight values
+        return load_structure(options.optimized_model_filepath)
 
 
 def cuda_placement(path: str | Path) -> CudaPlacement:

@@ -49,25 +49,32 @@ def _varint(buf, pos: int) -> tuple[int, int]:
 def fields(buf, start: int, end: int):
     """(field number, wire type, value or (start, end) of a length-delimited payload) of the message
     in ``buf[start:end]``."""
+    for number, wire, value, _ in _bounded_fields(buf, start, end):
+        if value is not None:  # a fixed-size number: no reader here needs one
+            yield number, wire, value
+
+
+def _bounded_fields(buf, start: int, end: int):
+    """``fields``, each with the (start, end) of the whole field, key included: what a rewrite copies."""
     pos = start
     while pos < end:
+        first = pos
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise WireError("field number 0")
         if wire == VARINT:
             value, pos = _varint(buf, pos)
-            yield number, wire, value
+            yield number, wire, value, (first, pos)
         elif wire == LENGTH_DELIMITED:
             length, pos = _varint(buf, pos)
             if pos + length > end:
                 raise WireError("a field runs past the end of its message")
-            yield number, wire, (pos, pos + length)
+            yield number, wire, (pos, pos + length), (first, pos + length)
             pos += length
-        elif wire == FIXED64:
-            pos += 8
-        elif wire == FIXED32:
-            pos += 4
+        elif wire in (FIXED64, FIXED32):
+            pos += 8 if wire == FIXED64 else 4
+            yield number, wire, None, (first, pos)
         else:
             raise WireError(f"wire type {wire}")
     if pos != end:
@@ -255,3 +262,74 @@ def gathered_rows(path: str | Path, inputs) -> dict[str, tuple[int, str]]:
                     reached += [o for o in outs if o not in seen]
     return found
 
+
+
+# -- the file without what a reader of its structure does not need --------------------------------
+
+# TensorProto's value fields (float_data, int32_data, string_data, int64_data, raw_data, double_data,
+# uint64_data): the weights themselves.
+TENSOR_VALUES = frozenset({4, 5, 6, 7, 9, 10, 11})
+# Values smaller than this stay (onnx's own external-data threshold): shape constants and scalars, which
+# onnx's shape inference reads (a Reshape's target shape), cost nothing to hold.
+KEPT_VALUE_BYTES = 1024
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _encode_varint(number << 3 | wire)
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _delimited(number: int, payload: bytes) -> bytes:
+    return _key(number, LENGTH_DELIMITED) + _encode_varint(len(payload)) + payload
+
+
+def _without(buf, span, drop) -> bytes:
+    """The message at ``span`` re-encoded without the fields ``drop(number, payload span)`` says to
+    drop, and with each field ``drop`` returns bytes for replaced by a length-delimited one of them."""
+    out = bytearray()
+    for number, wire, value, (start, end) in _bounded_fields(buf, *span):
+        said = drop(number, value) if wire == LENGTH_DELIMITED else False
+        if said is False:
+            out += buf[start:end]
+        elif said is not True:
+            out += _delimited(number, said)
+    return bytes(out)
+
+
+def without_weights(path: str | Path) -> bytes:
+    """The ONNX file at ``path`` serialized again without its initializers' values where they hold
+    KEPT_VALUE_BYTES or more (their names, types and shapes kept): what a reader of the graph's
+    structure parses (its inputs, outputs, nodes, initializers' shapes) without holding the weights a
+    second time, whatever the file's size. ArtifactError in one line when the file is not an ONNX model."""
+    def tensor(span):
+        values = sum(v[1] - v[0] for n, w, v in fields(buf, *span) if w == LENGTH_DELIMITED and n in TENSOR_VALUES)
+        return False if values < KEPT_VALUE_BYTES else _without(buf, span, lambda m, _: m in TENSOR_VALUES)
+
+    def graph(number, span):
+        if number != MODEL_GRAPH:
+            return False
+        return _without(buf, span, lambda n, s: False if n != GRAPH_INITIALIZER else tensor(s))
+
+    with _model(path) as (buf, _, _graph):
+        try:
+            return _without(buf, (0, len(buf)), graph)
+        except WireError as exc:
+            raise ArtifactError(f"{path}: not an ONNX model, or a truncated one ({exc})") from None
+
+
+def write_without_metadata(path: str | Path, handle) -> None:
+    """The ONNX file at ``path`` written to ``handle`` without its metadata_props, every other field
+    copied as its bytes are (its graph unchanged, and so its digest): a rewrite of the metadata that
+    never parses the weights."""
+    with _model(path) as (buf, _, _graph), memoryview(buf) as view:
+        for number, _, _, (start, end) in _bounded_fields(buf, 0, len(buf)):
+            if number != MODEL_METADATA:
+                handle.write(view[start:end])
