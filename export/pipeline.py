@@ -195,7 +195,7 @@ def _check(plan: Plan, fmt, path: Path, cases: list[Case], on: str, hint: str
     one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
     backend = registry.get(fmt.serving_backend)
     require_room(f"checking {path.name} ({size_text(weights_bytes(path))} of weights) on {backend.name}",
-                 opening_need(backend, weights_bytes(path)))
+                 opening_need(backend, weights_bytes(path), fmt.precision))
     with closing(open_checked(path, fmt, on)) as model:
         certificate = None if plan.shapes is None else certify_model(
             fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))

@@ -193,3 +193,15 @@ def test_export_keeps_no_file_it_cannot_check_and_says_so(tmp_path, monkeypatch)
     assert any(line.startswith("onnx        not kept: checking") and "is available" in line for line in said), said
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.endswith(".npz")) == \
         ["model.torchscript.pt"]
+
+
+def test_bench_times_the_batch_sizes_that_fit_and_says_which_it_left_out(onnx_file, monkeypatch):
+    from ptx.infer.bench.timing import bench
+
+    answers = iter([10**12])  # room to open ort-cpu; then 5 MB for the runs
+    monkeypatch.setattr(memory_plan, "available_memory", lambda: next(answers, 5 * MB))
+    result = bench(Target.of(str(onnx_file)), backends=["ort-cpu"], batch_sizes=[1, 4096], seconds=0.05, warmup=1,
+                   rounds=1, bare=False)
+    assert {r.batch for r in result.rows} == {1}
+    left = [n for n in result.notes if n.startswith("batch 4096: left out")]
+    assert left and "of inputs and outputs each) and 5 MB is available" in left[0], result.notes

@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -166,12 +165,14 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     omit_zero_initial_states(proto)
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
     used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-    save_with_metadata(proto, path, {**strings, "opset": str(used), "exporter": which.value,
-                                     **({"torchscript_method": mode} if legacy else {})}, description(strings))
-
-    # said now, so that the proto (the weights, a second time in memory) goes when the writer returns
+    # said now, so that the proto (the weights, a second time in memory) can go before the file is checked
     hint = "; ".join(filter(None, [_fixed_symbols(proto.graph, signature), note and f"{refusals[0]}: the "
                                    f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
+    save_with_metadata(proto, path, {**strings, "opset": str(used), "exporter": which.value,
+                                     **({"torchscript_method": mode} if legacy else {})}, description(strings),
+                       checked=False)
+    del proto  # the checker reads the file back: the proto and the checker's parse are not alive together
+    onnx.checker.check_model(str(path), full_check=True)
     return Written(f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else ""), note, hint)
 
 
@@ -216,12 +217,15 @@ def _fixed_symbols(graph, signature: Signature) -> str:
             "(int(x.size(0)), a shape read as a Python number)") if fixed else ""
 
 
-def save_with_metadata(proto, path: Path, strings: dict[str, str], description: str = "") -> str:
+def save_with_metadata(proto, path: Path, strings: dict[str, str], description: str = "", *,
+                       checked: bool = True) -> str:
     """Replace the graph's metadata_props by ptx's strings, check the model in full, save it, and
     write in the digest of its weights (ptx.contract.weights): the metadata_props lie outside the
     graph, so adding the digest (appended: ``_props_message``) leaves it unchanged. Taken on the bytes
     in memory and written with them, where the weights are inside and fit one file; else (weights in
-    ``path``.data: onnx_files) on the saved files, and checked there. Returns the digest."""
+    ``path``.data: onnx_files) on the saved files, and checked there. Returns the digest. ``checked``
+    False: the caller checks the file (``onnx.checker.check_model(str(path), full_check=True)``) once it
+    has let its proto go."""
     import onnx
 
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
@@ -230,30 +234,32 @@ def save_with_metadata(proto, path: Path, strings: dict[str, str], description: 
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = description
     if onnx_files.holds_external(proto) or onnx_files.too_big(proto):
-        return _save_split(proto, path)
-    data = proto.SerializeToString()  # once: the checker, the digest and the file take the same bytes
+        return _save_split(proto, path, checked)
     key = f"{METADATA_PREFIX}{WEIGHTS_KEY}"
-    # The checker holds the GIL and hashing and writing do not: the file is written meanwhile, on the second
-    # core (0.4 s of a ViT-B/16's export), and a file the checker refuses is the caller's to drop (written under
-    # a temporary name, as every writer's file is until it is checked).
-    with ThreadPoolExecutor(1) as pool:  # (a refusal leaves the block once the write has ended)
-        writing = pool.submit(_write_bound, data, path, key)
-        onnx.checker.check_model(data, full_check=True)
-        digest = writing.result()
+    # Written with its digest, and the bytes let go before the checker reads the file back (a file it refuses
+    # is the caller's to drop: written under a temporary name, as every writer's file is until it is checked).
+    # The checker took the bytes in memory on the first core while the file was written on the second: the
+    # proto, its bytes and the checker's parse of them were three copies of the weights at once (a 783 MB
+    # Qwen2's export peaked 1.3 GB higher), for 0.4 s of a ViT-B/16's export.
+    data = proto.SerializeToString()
+    digest = _write_bound(data, path, key)
+    del data
+    if checked:
+        onnx.checker.check_model(str(path), full_check=True)
     if digest is not None:
         proto.metadata_props.add(key=key, value=digest)  # the proto as the file holds it
         return digest
-    del data
     return _bind(proto, path)
 
 
-def _save_split(proto, path: Path) -> str:
+def _save_split(proto, path: Path, checked: bool = True) -> str:
     """``proto`` saved as a graph file and its weights' file (onnx_files.save_model: never serialized
-    whole), checked in full on the path, as ONNX Runtime will read it, and bound to its digest."""
+    whole), checked in full on the path (``checked``), as ONNX Runtime will read it, and bound to its digest."""
     import onnx
 
     onnx_files.save_model(proto, path)
-    onnx.checker.check_model(str(path), full_check=True)
+    if checked:
+        onnx.checker.check_model(str(path), full_check=True)
     return _bind(proto, path)
 
 

@@ -261,6 +261,7 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
     (its file missing or unreadable) fails the bench with AskedRowError, before anything is timed
     where it is found among the rows opened first: a timing of other rows is no answer to it."""
     from ..model.target import group_reasons, require_targets
+    from ..runtime.memory_plan import cases_that_fit
 
     require_targets("bench", target)
     result = Bench(target.name if target.is_run else target.path.name)
@@ -295,6 +296,11 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
             continue
         if cases is None:
             cases = bench_cases(opened[0][1], plan, input_files, sizes, seed, result, asked_sizes=batch_sizes)
+            cases, left = cases_that_fit(opened[0][1].signature, cases, runtimes=len(opened))
+            result.notes += left
+            if not cases:
+                raise PtxError(f"no batch size of {result.name} fits in the memory available here: {left[0]}; give "
+                               "smaller --batch-sizes (or --shape for the other symbols)")
         result.rows += time_models(opened, cases, skipped=result.skipped, bare=bare, warmup=warmup, seconds=seconds,
                                    rounds=rounds, progress=progress)
         del opened  # frees sessions' thread pools before the next group is timed

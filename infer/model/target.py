@@ -253,7 +253,7 @@ class Target:
         if limit is not None and (weights := weights_bytes(path)) > limit:
             return (f"{path.name} holds {size_text(weights)} of weights, past the {size_text(limit)} {variant.label} "
                     "evaluates (every node in numpy)")
-        return opening_shortfall(variant.backend, variant.label, path)
+        return opening_shortfall(variant.backend, variant.label, path, variant.precision)
 
     def _probe(self, variants: Sequence[Variant]) -> dict[str, PtxError]:
         """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all

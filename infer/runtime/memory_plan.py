@@ -6,7 +6,7 @@ available, never opened for the kernel to kill the process.
 
 What a runtime holds is a multiple of the weights, measured on a 196M-parameter Qwen2 (783 MB of
 f32 weights, 2026-11-26, AMD EPYC, onnxruntime 1.31, openvino 2026.4) and kept in each backend's
-registry entry (``Backend.holds``): ONNX Runtime peaks at 2.5x while it opens a file (the proto it
+registry entry (``Backend.holds``, ``holds_at`` per precision): ONNX Runtime peaks at 2.5x while it opens a file (the proto it
 parses, then the initializers it prepacks) and keeps 1.8x; OpenVINO's reader peaks at 2.1x and every
 compiled shape adds 1x (0.7x at bf16). Torch-free: every stage may plan.
 """
@@ -69,18 +69,20 @@ def require_room(what: str, need: float) -> None:
         raise OutOfMemoryPlan(why)
 
 
-def opening_need(backend, weights: int) -> float:
-    """The bytes ``backend`` holds at its peak while it opens and runs a model of ``weights`` bytes."""
-    return backend.holds * weights
+def opening_need(backend, weights: int, precision: str = "f32") -> float:
+    """The bytes ``backend`` holds at its peak while it opens and runs a model of ``weights`` bytes at
+    ``precision``."""
+    return backend.holds_for(precision) * weights
 
 
-def opening_shortfall(backend, label: str, path: str | Path) -> str | None:
-    """One line where ``label`` (a backend's row) cannot open the file at ``path`` in the memory
-    available now, else None."""
+def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f32") -> str | None:
+    """One line where ``label`` (a backend's row) cannot open the file at ``path`` at ``precision`` in
+    the memory available now, else None."""
     weights = weights_bytes(path)
     if not weights:
         return None
-    return shortfall(f"{label} on {Path(path).name} ({size_text(weights)} of weights)", opening_need(backend, weights))
+    return shortfall(f"{label} on {Path(path).name} ({size_text(weights)} of weights)",
+                     opening_need(backend, weights, precision))
 
 
 # The most memory a runner spends on compiled copies of one model beyond the first: a small model keeps
@@ -95,3 +97,54 @@ def compiled_shapes_room(weights: int, per_shape: float, most: int) -> int:
     available = available_memory()
     budget = COMPILED_COPIES_BYTES if available is None else min(COMPILED_COPIES_BYTES, available / 4)
     return max(1, min(most, int(budget // max(1.0, per_shape * weights))))
+
+
+# A run holds its inputs and outputs, and the runtime's intermediate tensors, which for the layers that
+# widen (an LM's logits, a classifier's last features) are of the outputs' order: a case is planned at
+# this many times what its inputs and outputs take, for every runtime timed beside it.
+RUN_COPIES = 4
+
+
+def case_bytes(signature, feeds) -> int | None:
+    """The bytes a run on ``feeds`` takes in inputs and outputs (``signature``'s output shapes at these
+    inputs' sizes), or None where an output's size depends on the values."""
+    import numpy as np
+
+    shapes = signature.output_shapes(feeds)
+    if shapes is None:
+        return None
+    outputs = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(signature.output(name).dtype).itemsize
+                  for name, shape in shapes.items())
+    return outputs + sum(int(np.asarray(a).nbytes) for a in feeds.values())
+
+
+def cases_that_fit(signature, cases, runtimes: int = 1) -> tuple[list, list[str]]:
+    """(the ``cases`` whose runs fit in the memory available now, one line per case left out): each run
+    planned at RUN_COPIES times its inputs and outputs for each of ``runtimes``."""
+    available = available_memory()
+    kept, left = [], []
+    for case in cases:
+        size = case_bytes(signature, case.feeds) if case.feeds is not None and available is not None else None
+        need = None if size is None else size * RUN_COPIES * max(1, runtimes)
+        if need is not None and need * (1 + MARGIN) > available:
+            left.append(f"{case.label}: left out: its runs need about {size_text(need * (1 + MARGIN))} of memory "
+                        f"({size_text(size)} of inputs and outputs each) and {size_text(available)} is available "
+                        f"({where_available()})")
+        else:
+            kept.append(case)
+    return kept, left
+
+
+def give_back_freed() -> None:
+    """What was freed given back to the system: glibc keeps freed blocks in its arenas for reuse, so a
+    closed runtime's or a quantizer's gigabytes stayed counted against the process and against the
+    plan's next decision (4.0 GB held after onnxruntime's quantizer on Qwen2-0.5B; 0.08 GB after
+    malloc_trim). A no-op where the C library is not glibc."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -19,6 +19,8 @@ from ptx.contract.tensor_inputs import ExactFeeds, check_feeds
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, ModelRunError, PtxError
 
+from .memory_plan import give_back_freed
+
 
 class Runner:
     """Subclasses set ``backend`` and ``device`` and implement ``_run`` (checked inputs -> every
@@ -132,6 +134,8 @@ class Runner:
             if hasattr(self, name):
                 setattr(self, name, None)
         self.closed = True
+        if self.holding:
+            give_back_freed()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.backend} ({self.device})>"

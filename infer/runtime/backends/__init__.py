@@ -56,9 +56,16 @@ class Backend:
     # The memory it holds at its peak while it opens and runs a model, as a multiple of the weights
     # (infer/runtime/memory_plan.py says where each was measured): a row that cannot fit is skipped.
     holds: float = 2.5
+    # Where a precision holds more than ``holds`` (precision, multiple of that file's weights): OpenVINO
+    # widens a dynamically quantized int8 graph's weights back to f32 when it compiles it.
+    holds_at: tuple[tuple[str, float], ...] = ()
     # Where it holds far more than a runtime (onnx.reference: numpy, every node in turn): the largest
     # weights, in bytes, it opens; a bigger file's row is skipped in one line.
     model_bytes: int | None = None
+
+    def holds_for(self, precision: str = FULL_PRECISION) -> float:
+        """What it holds at its peak at ``precision``, as a multiple of the file's weights."""
+        return dict(self.holds_at).get(precision, self.holds)
 
     @property
     def kinds(self) -> tuple[str, ...]:
