@@ -53,6 +53,27 @@ def _write_error(final: Path, exc: BaseException) -> PtxError | None:
     return None
 
 
+def _not_a_folder(final: Path) -> None:
+    """A folder where a file is to go, refused in one line (else the rename at the end fails with
+    IsADirectoryError's traceback)."""
+    if final.is_dir():
+        raise PtxError(f"cannot write {final}: it is a folder; give a file name (e.g. {final / 'out'}{final.suffix})")
+
+
+@contextlib.contextmanager
+def _write_errors_said(final: Path) -> Iterator[None]:
+    """A write's OSError (a full disk, no permission) said in one PtxError line naming ``final``."""
+    try:
+        yield
+    except PtxError:
+        raise
+    except Exception as exc:
+        error = _write_error(final, exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds.
@@ -62,8 +83,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     process's PID, so that a later run can tell a killed writer's leftovers from a live one's.
     """
     final = Path(final)
-    if final.is_dir():  # else the rename at the end fails with IsADirectoryError's traceback
-        raise PtxError(f"cannot write {final}: it is a folder; give a file name (e.g. {final / 'out'}{final.suffix})")
+    _not_a_folder(final)
     for tmp in _stale(final):
         tmp.unlink(missing_ok=True)
     try:
@@ -74,17 +94,11 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a model file should read like any other
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except PtxError:
-        raise
-    except Exception as exc:
-        error = _write_error(final, exc)
-        if error is None:
-            raise
-        raise error from exc
+        with _write_errors_said(final):
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -98,8 +112,7 @@ def atomic_with_companions(final: str | os.PathLike, replaced: Iterable[str] = (
     ``replaced`` files (the previous file's companions, names beside ``final``) the new one did not
     bring. A failure leaves nothing behind and the previous files as they were."""
     final = Path(final)
-    if final.is_dir():
-        raise PtxError(f"cannot write {final}: it is a folder; give a file name (e.g. {final / 'out'}{final.suffix})")
+    _not_a_folder(final)
     for tmp in _stale(final):
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     staging = final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
@@ -109,22 +122,16 @@ def atomic_with_companions(final: str | os.PathLike, replaced: Iterable[str] = (
     except OSError as exc:
         raise PtxError(f"cannot write {final}: {exc.strerror or exc}") from None
     try:
-        yield staging / final.name
-        written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
-        for name in [n for n in written if n != Path(final.name)] + [Path(final.name)]:  # the file last
-            with open(staging / name, "rb+") as fh:
-                os.fsync(fh.fileno())
-            (final.parent / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, final.parent / name)
-        for name in set(map(Path, replaced)) - set(written):
-            (final.parent / name).unlink(missing_ok=True)
-    except PtxError:
-        raise
-    except Exception as exc:
-        error = _write_error(final, exc)
-        if error is None:
-            raise
-        raise error from exc
+        with _write_errors_said(final):
+            yield staging / final.name
+            written = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+            for name in [n for n in written if n != Path(final.name)] + [Path(final.name)]:  # the file last
+                with open(staging / name, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                (final.parent / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, final.parent / name)
+            for name in set(map(Path, replaced)) - set(written):
+                (final.parent / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
