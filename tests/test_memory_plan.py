@@ -198,10 +198,25 @@ def test_export_keeps_no_file_it_cannot_check_and_says_so(tmp_path, monkeypatch)
 def test_bench_times_the_batch_sizes_that_fit_and_says_which_it_left_out(onnx_file, monkeypatch):
     from ptx.infer.bench.timing import bench
 
-    answers = iter([10**12])  # room to open ort-cpu; then 5 MB for the runs
+    answers = iter([10**12, 10**12])  # room to hold ort-cpu beside the others and to open it; then 5 MB for the runs
     monkeypatch.setattr(memory_plan, "available_memory", lambda: next(answers, 5 * MB))
     result = bench(Target.of(str(onnx_file)), backends=["ort-cpu"], batch_sizes=[1, 4096], seconds=0.05, warmup=1,
                    rounds=1, bare=False)
     assert {r.batch for r in result.rows} == {1}
     left = [n for n in result.notes if n.startswith("batch 4096: left out")]
     assert left and "of inputs and outputs each) and 5 MB is available" in left[0], result.notes
+
+
+def test_bench_times_together_only_the_runtimes_memory_holds_at_once(onnx_file, monkeypatch):
+    """OpenVINO compiles after it opens: the free memory at each opening is no measure, so bench adds up
+    each runtime's planned peak and times the ones that do not fit beside the others in rounds of their own."""
+    pytest.importorskip("openvino")
+    from ptx.infer.bench.timing import bench
+
+    weights = memory_plan.weights_bytes(onnx_file)
+    monkeypatch.setattr(memory_plan, "available_memory", lambda: int(weights * 3.5))  # ort-cpu's 2.5x, not openvino's too
+    result = bench(Target.of(str(onnx_file)), backends=["ort-cpu", "openvino"], batch_sizes=[2], seconds=0.05,
+                   warmup=1, rounds=1, bare=False)
+    assert {r.runner for r in result.rows} >= {"ort-cpu", "openvino"}, [r.runner for r in result.rows]
+    said = [n for n in result.notes if n.startswith("memory holds only some of these runtimes at once")]
+    assert said and said[0].split("apart): ")[1].startswith("ort-cpu, ort-cpu-int8; openvino;"), result.notes

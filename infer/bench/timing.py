@@ -274,11 +274,18 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
             except MissingArtifactError as exc:
                 raise AskedRowError(_asked_failure(variant.label, result.name, exc)) from None
     cases = None
+    groups = []
     for needs_torch in (False, True):
         group = [v for v in chosen if v.backend.needs_torch == needs_torch]
         unavailable = {v.label: v.unavailable() for v in group}
         result.skipped.update((label, why) for label, why in unavailable.items() if why)
-        group = [v for v in group if not unavailable[v.label]]
+        cut = held_together(target, [v for v in group if not unavailable[v.label]])
+        if len(cut) > 1:
+            result.notes.append("memory holds only some of these runtimes at once, so each group was timed in rounds "
+                                "of its own (its ratios to another group's were measured apart): "
+                                + "; ".join(", ".join(v.label for v in g) for g in cut))
+        groups += cut
+    for group in groups:
         if group:
             progress(f"opening {target.name} with {', '.join(v.label for v in group)}")
         opened, models = [], target.open_all(group)
@@ -303,11 +310,40 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
                                "smaller --batch-sizes (or --shape for the other symbols)")
         result.rows += time_models(opened, cases, skipped=result.skipped, bare=bare, warmup=warmup, seconds=seconds,
                                    rounds=rounds, progress=progress)
-        del opened  # frees sessions' thread pools before the next group is timed
+        for _, model in opened:  # the sessions, their thread pools and weights go before the next group opens
+            model.close()
+        del opened
     if not result.rows:
         reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
         raise PtxError(f"no backend could run {result.name} here: {reasons}")
     return result
+
+
+def held_together(target: Target, group: Sequence) -> list[list]:
+    """``group`` (variants timed in the same alternating rounds) cut into runs of variants whose runtimes
+    memory holds at once (memory_plan: each backend's peak, as a multiple of its file's weights, added
+    up against the memory available now; a runtime's compiled copies come after it opens, so what is
+    free at each opening is not the measure). One group where memory is unknown or holds them all."""
+    from ..runtime.memory_plan import MARGIN, available_memory, opening_need, weights_bytes
+
+    if len(group) < 2:
+        return [list(group)]
+    available = available_memory()
+    if available is None:
+        return [list(group)]
+    cut: list[list] = [[]]
+    used = 0.0
+    for variant in group:
+        try:
+            need = opening_need(variant.backend, weights_bytes(target.file_for(variant)), variant.precision)
+        except PtxError:  # no file: its opening says why
+            need = 0.0
+        if cut[-1] and (used + need) * (1 + MARGIN) > available:
+            cut.append([])
+            used = 0.0
+        cut[-1].append(variant)
+        used += need
+    return cut
 
 
 def _asked_failure(label: str, name: str, exc: Exception) -> str:
