@@ -231,21 +231,26 @@ def pair(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], detectio
         wl = np.asarray(want[labels]).reshape(n, -1) if labels else None
         gl = np.asarray(got[labels]).reshape(m, -1) if labels else None
         # within its label first; a box whose label alone differs is then named as such, not as two misses
+        near = closeness(wb[left_w], gb[left_g], plain)  # [left_w, left_g], at once: a row of numpy per detection
+        same_label = (wl[left_w][:, None, :] == gl[left_g][None, :, :]).all(-1) if labels else None
+        free = np.array([j not in taken for j in left_g], bool)
         for within in ((True, False) if labels else (False,)):
             for i in order:
                 if i in paired:
                     continue
-                free = [j for j in left_g if j not in taken and (not within or (wl[i] == gl[j]).all())]
-                near = [overlap(wb[i], gb[j], plain) for j in free]
-                best = int(np.argmax([v for v, _ in near])) if near else -1
-                if best >= 0 and near[best][0] >= MATCH_IOU:
-                    taken.add(free[best])
+                allowed = free & same_label[at[i]] if within else free
+                row = np.where(allowed, near[at[i]], -1.0)
+                best = int(np.argmax(row)) if allowed.any() else -1
+                if best >= 0 and row[best] >= MATCH_IOU:
+                    free[best] = False
+                    taken.add(left_g[best])
                     paired.add(i)
-                    pairs.append((i, free[best]))
+                    pairs.append((i, left_g[best]))
                     missing.pop(i, None)
                 elif i not in missing:
                     label = (wl[i].tolist()[0] if wl[i].size == 1 else wl[i].tolist()) if within else None
-                    missing[i] = _unpaired(gb[free[best]] if near else None, near[best][1] if near else "", label)
+                    nearest = gb[left_g[best]] if best >= 0 else None
+                    missing[i] = _unpaired(nearest, overlap(wb[i], nearest, plain)[1] if best >= 0 else "", label)
     else:
         missing = {i: "the other side keeps no unpaired detection" for i in left_w}
     extra = [j for j in left_g if j not in taken]
@@ -275,6 +280,23 @@ def overlap(want_box: np.ndarray, got_box: np.ndarray, plain: bool) -> tuple[flo
     if not np.isfinite(diff):
         return 0.0, "an infinity where the other has a number"
     return max(0.0, 1.0 - diff / size), f"{diff:.3g} apart in a coordinate (box size {size:.3g})"
+
+
+def closeness(want: np.ndarray, got: np.ndarray, plain: bool) -> np.ndarray:
+    """[len(want), len(got)] ``overlap``'s number for every pair of boxes, at once."""
+    want, got = np.asarray(want, np.float64).reshape(-1, 4), np.asarray(got, np.float64).reshape(-1, 4)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    w, g = want[:, None, :], got[None, :, :]
+    with np.errstate(invalid="ignore"):
+        apart = np.where((g == w) | (np.isnan(g) & np.isnan(w)), 0.0, np.abs(g - w))  # NaN beside a number: NaN
+    diff = np.where(np.isnan(apart).any(-1), np.inf, apart.max(-1, initial=0.0))
+    sizes = np.array([_size(b) for b in want])[:, None]
+    with np.errstate(invalid="ignore"):
+        value = np.clip(1.0 - diff / sizes, 0.0, None)
+    if plain:
+        defined = (area(want) > 0)[:, None] & (area(got) > 0)[None, :]
+        value = np.where(defined, iou(want, got), value)
+    return np.nan_to_num(value, nan=0.0)
 
 
 def _size(box: np.ndarray) -> float:
