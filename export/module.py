@@ -478,4 +478,4 @@ def _describe(done: ExportResult, tolerance: Tolerance) -> str:
         return (f"runs {done.checked()}, |diff| vs eager up to {worst.max_abs:.2e} ({worst.name}; {done.method}; int8 "
                 "is not judged by the f32 tolerance: check it on your own data)")
     return (f"worst |diff| vs eager {worst.max_abs:.2e} ({worst.name}, atol {tolerance.atol:g}, rtol "
-            f"{tolerance.rtol:g}; {done.checked()}; {done.method})")
+            f"{tolerance.rtol:g}; {done.checked()}; {done.method}){done.ties()}")

@@ -56,6 +56,12 @@ class ExportResult:
     def worst(self) -> OutputAgreement:
         return max(self.agreements.values(), key=lambda a: a.max_abs)
 
+    def ties(self) -> str:
+        """Detections one side kept alone at the threshold, over every case (said, not counted), or ''."""
+        tied = [a for a in self.agreements.values() if a.tied]
+        count = sum(a.ties for a in tied)
+        return f"; {count} tie{'s' * (count != 1)} at the threshold, not counted (first: {tied[0].tied})" if tied else ""
+
     def checked(self) -> str:
         """What it was checked at: "batches 3, 5; seq 8, 10"."""
         text = f"batches {', '.join(map(str, self.batches))}" if self.batches else "2 cases at the declared shapes"
@@ -101,7 +107,11 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
             if agreement.problem or (judged and not agreement.ok):
                 raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
                                       f"{_worst_value(grouped_got[sig.name], want)}{why}")
-            if sig.name not in worst or agreement.max_abs > worst[sig.name].max_abs:
+            kept = worst.get(sig.name)
+            if kept is not None and (kept.tied or agreement.tied):  # detections at the threshold: said over every case
+                agreement.ties, kept.ties = (agreement.ties + kept.ties,) * 2
+                agreement.tied = kept.tied = kept.tied or agreement.tied
+            if kept is None or agreement.max_abs > kept.max_abs:
                 worst[sig.name] = agreement
         answers.append(got)
     return worst, answers

@@ -483,3 +483,58 @@ def test_a_runtime_that_cannot_run_the_file_is_not_usable_by_the_verdict_functio
     assert said == [f"{'':<11} openvino-int8: not judged here (openvino is not installed)"]
     built = [str(p.relative_to(ROOT)) for p in (ROOT / "export").rglob("*.py") if "Verdict(" in p.read_text()]
     assert built == [], f"a Verdict is made by ptx.contract.verdict's functions (decide, does_not_run): {built}"
+
+
+def test_verify_of_a_file_whose_record_calls_its_reference_not_usable_says_so(orient, tmp_path):
+    """Issue 76, item 2: an int8 file records ort-cpu-int8, its own runtime, NOT USABLE; predict warns so and
+    points at `ptx verify FILE`, which held every row to ort-cpu-int8 and called it "the reference: ran 2
+    cases", PASS. The row says what the record says, in text and JSON, and the rows are held to the next
+    runtime the file records PASS, else the f32 file it was made from, else (neither here) to it all the same."""
+    copied(orient, tmp_path)
+    assert ptx("export", "orient.onnx", "--format", "onnx-int8", "--calibration", "inputs.npz",
+               cwd=tmp_path).returncode == 0
+    proto = onnx.load(str(tmp_path / "orient.int8.onnx"))
+    ours = recorded_verdicts({p.key[4:]: p.value for p in proto.metadata_props if p.key.startswith("ptx.")})
+    assert set(ours) == {"ort-cpu-int8", "openvino-int8"}
+    why = "scores: relative error 0.31 (> 0.1 for int8)"
+
+    def edited(folder: Path, openvino: str) -> Path:
+        verdicts = {"ort-cpu-int8": Verdict("ort-cpu-int8", NOT_USABLE, "inputs", "50 samples held out", [why],
+                                            by="export"),
+                    "openvino-int8": Verdict("openvino-int8", openvino, "inputs", "50 samples held out",
+                                             [] if openvino == PASS else [why], by="export")}
+        for p in proto.metadata_props:
+            if p.key == "ptx.verdict":
+                p.value = json.dumps({k: v.to_dict() for k, v in verdicts.items()})
+        folder.mkdir(exist_ok=True)
+        onnx.save(proto, str(folder / "edited.int8.onnx"))
+        return folder / "edited.int8.onnx"
+
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 16), np.float32))
+    for openvino, folder, held_to in ((PASS, tmp_path, "openvino-int8"), (NOT_USABLE, tmp_path, "orient.onnx (ort-cpu)"),
+                                      (NOT_USABLE, tmp_path / "alone", "ort-cpu-int8")):
+        path = edited(folder, openvino)
+        said = ptx("predict", "--model", path, tmp_path / "x.npz", cwd=tmp_path)
+        assert said.returncode == 0 and "NOT USABLE" in said.stderr and f"`ptx verify {path.name}`" in said.stderr, \
+            said.stderr
+        shown = ptx("verify", path, "--json", cwd=tmp_path)
+        assert shown.returncode in (0, 2), shown.stdout + shown.stderr  # 2: the reference alone ran (no openvino)
+        doc = json.loads(shown.stdout)
+        [row] = [r for r in doc["rows"] if r["label"] == "ort-cpu-int8"]
+        assert row["status"] == NOT_USABLE and row["against"] == held_to, (held_to, row)
+        assert row["verdict"]["reasons"] == [why] and row["verdict"]["rechecked"] is False, row["verdict"]
+        assert any(n.startswith(f"note: edited.int8.onnx records ort-cpu-int8 NOT USABLE (ptx export: {why})")
+                   for n in doc["notes"]), doc["notes"]
+        assert "not usable at their precision: ort-cpu-int8" in doc["summary"], doc["summary"]
+        text = ptx("verify", path, cwd=tmp_path).stdout
+        [line] = [line for line in text.splitlines() if line.startswith("ort-cpu (cpu)") and " int8 " in line]
+        assert "NOT USABLE" in line and "PASS" not in line, text  # the reference's own row too
+        if held_to == "orient.onnx (ort-cpu)":
+            assert "orient.onnx, the f32 file edited.int8.onnx was made from" in doc["reference"], doc["reference"]
+    # --against the f32 file: that file is its own row (held to itself it would say nothing), and the reference's
+    # own row says what the file records
+    both = ptx("verify", tmp_path / "edited.int8.onnx", "--against", tmp_path / "orient.onnx", "--json", cwd=tmp_path)
+    doc = json.loads(both.stdout)
+    [own] = [r for r in doc["rows"] if r["label"] == "ort-cpu-int8" and r["against"] == "ort-cpu-int8"]
+    assert own["status"] == NOT_USABLE and own["verdict"]["reasons"] == [why], own
+    assert [r["against"] for r in doc["rows"] if r["backend"].startswith("orient.onnx (")] == ["ort-cpu-int8"], doc["rows"]

@@ -40,7 +40,7 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
         elif row.precision != FULL_PRECISION:
             # an int8 file verified by its path: its rows are judged against the f32 file it was made from,
             # and the pair's triage traces where the two part (its rows against its own runtime part nowhere)
-            source = _f32_source(target)
+            source = f32_source(target)
             if source:
                 found.append(f"where {target.path.name} {loses} against {Path(source).name} (the nodes to keep in "
                               f"f32): ptx verify {where} --against {source}{fed} --locate")
@@ -55,7 +55,7 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
     return [line for k, line in enumerate(found) if commands[k] not in commands[:k]]  # each command offered once
 
 
-def _f32_source(target: Target) -> str | None:
+def f32_source(target: Target) -> str | None:
     """The f32 model file an int8 file was made from, beside it (ptx.source), or None where it is not
     there (a module's factory made it, or the file was moved alone)."""
     source = target.found.metadata.get("source") if target.found is not None else None

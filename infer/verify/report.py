@@ -392,6 +392,8 @@ def _cells(report: Report, row: Row) -> list[list[str]]:
     not_run = "FAIL" if report.strict else "could not run"
     if row.is_reference:
         ran = f"the reference: ran {len(row.cases)} case{'s' * (len(row.cases) != 1)}"
+        if row.verdict is not None and row.status != "PASS":  # what its file records of it, as predict warns of it
+            ran += f"; {row.verdict.describe()}"
         return [[name, precision, row.against, *blank, f"FAIL: {row.error}" if row.error else ran]]
     if row.error:
         verdict = f"{not_run}: {short_reason(row.error, report.path)}" if row.could_not_run else f"FAIL: {row.error}"

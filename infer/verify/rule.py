@@ -26,7 +26,9 @@ RULE = {
                         "Where the file records another verdict, a note says which and why",
     "reference": "a tutorial model's run: eager (CPU rows: on the CPU; CUDA rows: on the same GPU at f32, TF32 off, "
                  "or on the CPU for ort-cuda where torch has no CUDA); a model file: its own runtime on the CPU "
-                 "(ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti); tf32 rows are judged like bf16 against f32",
+                 "(ONNX: ort-cpu; TorchScript: torchscript; pt2: aoti), an int8 file's at int8; where the file records that "
+                 "runtime NOT USABLE, the next runtime it records PASS, else the f32 file it was made from, else its own "
+                 "runtime all the same, whose row says NOT USABLE; tf32 rows are judged like bf16 against f32",
     "FAIL": "an f32 row outside the tolerance; an export that does not load, or was exported from another "
             "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf. A backend that "
             "cannot run a model file at all is no disagreement (--strict fails it); onnx.reference is a third "

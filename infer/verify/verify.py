@@ -32,8 +32,8 @@ import numpy as np
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
 from ptx.contract.detections import compared_names, grouped
-from ptx.contract.verdict import (as_evidence, bound_metric, differs_note, outweighed_note, recorded_bound,
-                                  recorded_verdicts)
+from ptx.contract.verdict import (NOT_USABLE, PASS, as_evidence, bound_metric, decide, differs_note, outweighed_note,
+                                  recorded_bound, recorded_evidence, recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported
@@ -45,14 +45,14 @@ from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError
 
 from ..formats.signature import graph_ids
 from ..model.model import answered_otherwise
-from ..model.opening import KIND_NAMES, export_command
+from ..model.opening import DEFAULT_FILE_BACKEND, KIND_NAMES, export_command
 from ..model.target import REFERENCE, Target, Variant, require_targets
 from ..runtime import backends as registry
 from ..runtime.memory_plan import OutOfMemoryPlan
 from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_until_failure
-from .offers import offers
+from .offers import f32_source, offers
 from .reduced import reduced_verdict
 from .report import STORED, Report, Row, against_label
 from .served import served_rows
@@ -94,7 +94,9 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
         raise NothingToCompareError(f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
                                     f"`{export_command(target.name, run=target.run)}` first (verify compares each "
                                     "export with eager)")
-    reference = _open_reference(target, progress)
+    # the file's own runtime, unless the file records it NOT USABLE
+    choice = reference_choice(target, against.path if against is not None else None)
+    reference = _open_reference(target, choice, progress)
     head = reference.head
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     # the tolerance the user gave export, as the file records it, where none is given here
@@ -103,14 +105,15 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                                   rtol or [(None, v) for k, v in recorded.items() if k == "rtol"],
                                   reference.signature.output_names, head.contract if head else None)
     cases, truth, described, data = _cases(target, reference, samples, batch_sizes, input_files, seed, plan, notice)
-    report = Report(target.name, target.kind, _runtime_of(reference.backend if not target.is_run else REFERENCE),
+    report = Report(target.name, target.kind, _runtime_of(reference.backend if not target.is_run else REFERENCE)
+                    + (f" on {choice.path.name}, the f32 file {target.path.name} was made from" if choice.path else ""),
                     signature=reference.signature, inputs=described, cases=[c.label for c in cases], strict=strict,
                     fed=list(cases), against=against.path if against is not None else None, head=head is not None,
                     given=_given(backends, input_files, seed, atol, rtol), data=data,
                     samples=len(truth) if truth is not None else 0,
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
-    report.notes += target.notes
+    report.notes += target.notes + ([choice.note] if choice.note else [])
     if unreadable:
         report.notes.append(unreadable)
     if recorded:
@@ -122,7 +125,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
         report.notes += notes
     if save_inputs:
         report.notes.append(save_cases(Path(save_inputs), cases, truth))
-    this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric)
+    this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric, choice)
     this.left_out = describe_left_out(recorded_rows(metadata))
     to_run, unrunnable = _skip_unrunnable(target, variants, report)
     asked = set(backends or ()) if named is None else set(named)
@@ -130,8 +133,8 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     held: list[Row] = []  # each row held to the stored reference too, while it is open; said after every row
     # One runtime open at a time: the reference's row first (its answers are kept as arrays, and where nothing
     # after runs it, its runtime goes), then each other row opened, run, held to the stored reference, closed.
-    mine = [(v, reference) for v in to_run if v.label == _reference_label(target)]
-    others = target.each_opened([v for v in to_run if v.label != _reference_label(target)])
+    mine = [(v, reference) for v in to_run if choice.path is None and v.label == choice.label]
+    others = target.each_opened([v for v in to_run if choice.path is not None or v.label != choice.label])
     for variant, model in itertools.chain(mine, others):
         row = this.row(variant, model, required=variant.precision != FULL_PRECISION and variant.label in asked,
                        strict=strict, asked=variant.asked_by(asked))
@@ -146,7 +149,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     if against is not None:
         report.rows.append(_against(against, this))
     if served is not None:
-        report.rows += served_rows(served, this, _reference_label(target))
+        report.rows += served_rows(served, this, choice.label)
     report.offers = offers(target, report, atol, rtol, triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("
@@ -159,8 +162,10 @@ class Run:
     is judged, and the reference's outputs per device (each run once)."""
 
     def __init__(self, target: Target, reference, cases: Sequence[Case], truth, tolerances: Tolerances,
-                 report: Report, progress, input_files, metric: Callable | None = None):
+                 report: Report, progress, input_files, metric: Callable | None = None,
+                 choice: "ReferenceChoice | None" = None):
         self.target, self.reference, self.cases, self.truth = target, reference, cases, truth
+        self.choice = choice or reference_choice(target)
         self.metric, self._metric_f32 = metric, None
         # what the cases are, as a reduced row judged by its tensors says: the user's, or generated
         self.source = "inputs" if input_files else "generated"
@@ -175,13 +180,13 @@ class Run:
         """(the reference's outputs on ``device`` by case, its failure), run once; one line when it
         cannot run the model at all."""
         if device not in self._references:
-            self.progress(f"running {self.target.reference} on {len(self.cases)} cases"
+            self.progress(f"running {self.choice.label} on {len(self.cases)} cases"
                           + (f" ({device})" if device != "cpu" else ""))
             model = self.reference if device == "cpu" else self.target.open(Variant(registry.get(REFERENCE), device))
             self._references[device] = run_until_failure(self.run_on(model), self.cases)
             if not self._references[device][0]:
                 hint = batch_hint(self.signature) if not self.input_files and self.head is None else None
-                raise PtxError(f"{self.target.reference}, the reference, cannot run {self.target.name}: "
+                raise PtxError(f"{self.choice.label}, the reference, cannot run {self.target.name}: "
                                f"{self._references[device][1]}" + (f"; {hint}" if hint else ""))
         return self._references[device]
 
@@ -202,7 +207,8 @@ class Run:
             self.report.skipped[variant.label] = str(model)
             return None
         row = Row(variant.backend.name, variant.device, variant.precision,
-                  against=registry.get(self.target.reference).label(ref_device, self.target.precision),
+                  against=registry.get(self.target.reference).label(ref_device, self.target.precision) if self.target.is_run
+                  else self.choice.label,
                   batch_sizes=sorted({c.batch for c in self.cases if c.batch}),
                   optional=not self.target.is_run and not asked, required=required,
                   advisory=variant.backend.third_opinion and not strict)
@@ -219,6 +225,9 @@ class Run:
         run = self.run_on(model)
         ran, row.error = ({i: want[i] for i in shared}, ref_error) if model is self.reference else \
             run_until_failure(run, self.cases, shared)
+        if model is self.reference and self.choice.recorded is not None:  # no other to hold the rows to: said so
+            row.verdict = decide(row.label, [recorded_evidence(self.choice.recorded)])
+            row.unusable = row.verdict.reasons
         if ran:
             self.ran(row, run, ran, want, model,
                      composition=variant.precision == FULL_PRECISION and not variant.backend.third_opinion)
@@ -293,23 +302,67 @@ class Run:
                                                self.metric(model.run)))
 
 
-def _open_reference(target: Target, progress):
+@dataclass(frozen=True)
+class ReferenceChoice:
+    """What a verify's rows are held to: a run's eager; a file's own runtime (``backend`` at ``precision``), or,
+    where the file records that runtime NOT USABLE (its ptx.verdict, what predict warns of), the next runtime
+    it records PASS, else the f32 file it was made from (``path``), else its own runtime all the same, whose
+    row then carries that verdict (``recorded``). ``note``: the choice in words, where it is not the default."""
+
+    backend: str
+    precision: str
+    path: Path | None = None
+    recorded: object | None = None  # the file's NOT USABLE verdict on the reference's own row
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How rows name it in their ``against``: ort-cpu-int8, or ``net.onnx (ort-cpu)`` for the f32 file."""
+        own = registry.get(self.backend).label("cpu", self.precision)
+        return against_label(self.path, own) if self.path is not None else own
+
+
+def reference_choice(target: Target, against: Path | None = None) -> ReferenceChoice:
+    """The reference ``target``'s rows are held to (ReferenceChoice): the file's own runtime, unless the file
+    records it NOT USABLE; a verify that held every row to it would call PASS what `ptx predict` warns of.
+    ``against``: the --against file, which is its own row (held to itself, it would say nothing)."""
+    default = ReferenceChoice(target.reference, target.precision)
+    records = recorded_verdicts(target.found.metadata) if not target.is_run and target.found is not None else {}
+    own = records.get(default.label)
+    if own is None or own.status != NOT_USABLE:
+        return default
+    said = (f"note: {target.path.name} records {default.label} NOT USABLE (ptx {own.by}: "
+            f"{'; '.join(own.reasons) or own.measured})")
+    for variant in target.variants():  # in the registry's order: the next runtime the file records PASS
+        if variant.device == "cpu" and variant.precision == target.precision and not variant.backend.third_opinion \
+                and variant.label != default.label and getattr(records.get(variant.label), "status", None) == PASS \
+                and not variant.unavailable():
+            return ReferenceChoice(variant.backend.name, target.precision,
+                                   note=f"{said}: every row is held to {variant.label}, which it records PASS")
+    source = f32_source(target)
+    if source is not None and not (against is not None and Path(source).resolve() == Path(against).resolve()):
+        return ReferenceChoice(DEFAULT_FILE_BACKEND["onnx"], FULL_PRECISION, Path(source),
+                               note=f"{said}: every row is held to {Path(source).name}, the f32 file it was made from")
+    f32 = "the f32 file it was made from is --against's row" if source is not None else \
+        "nor is the f32 file it was made from beside it"
+    return replace(default, recorded=own, note=f"{said}; no runtime it records PASS runs here, {f32}: {default.label} is "
+                                               "the reference all the same, and its row says what the file records")
+
+
+def _open_reference(target: Target, choice: ReferenceChoice, progress):
     """The reference's Model on the CPU: one line, exit 2, when it cannot open the model."""
-    variant = Variant(registry.get(target.reference), "cpu", target.precision)
-    progress(f"opening {target.name} with {variant.label} (the reference)")
+    variant = Variant(registry.get(choice.backend), "cpu", choice.precision)
+    opened = target if choice.path is None else Target.of(choice.path, options=dict(target.options))
+    progress(f"opening {opened.name} with {variant.label} (the reference)")
     try:
-        why = None if target.is_run else target.room_for(variant)
+        why = None if target.is_run else opened.room_for(variant)
         if why:  # nothing can be judged without it: one line, not a process the kernel kills
             raise PtxError(f"{why}; the reference must run to judge any row: free memory, or verify on a larger machine")
-        return target.open(variant, probe=True)
+        return opened.open(variant, probe=True)
     except PtxError as exc:
         if target.is_run:
             raise
-        raise PtxError(f"{variant.label}, the reference for {KIND_NAMES[target.kind]}, cannot open it: {exc}") from None
-
-
-def _reference_label(target: Target) -> str:
-    return registry.get(target.reference).label("cpu", target.precision)
+        raise PtxError(f"{choice.label}, the reference for {KIND_NAMES[target.kind]}, cannot open it: {exc}") from None
 
 
 def reference_device(backend, device: str) -> str | None:
@@ -448,7 +501,7 @@ def _against(other_target: Target, this: Run) -> Row:
     precision = next((f.precision for f in (other_target.found, target.found) if f.precision != FULL_PRECISION),
                      FULL_PRECISION) if not target.is_run and other_target.found is not None else FULL_PRECISION
     if isinstance(model, Exception):
-        return Row(label, precision=precision, against=_reference_label(target), error=str(model))
+        return Row(label, precision=precision, against=this.choice.label, error=str(model))
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
         raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
                        f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
@@ -457,7 +510,7 @@ def _against(other_target: Target, this: Run) -> Row:
     want, _ = this.reference_on("cpu")
     got, error = run_until_failure(this.run_on(model), this.cases, sorted(want))
     got = {i: {ours: outs[theirs] for ours, theirs in names.items()} for i, outs in got.items()}
-    row = Row(label, precision=precision, against=_reference_label(target), error=error)
+    row = Row(label, precision=precision, against=this.choice.label, error=error)
     this.judge(row, got, want, None)
     return row
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .detections import MATCH_IOU, SHOWN, DetectionSet, match
+from .detections import SHOWN, DetectionSet, overlap, pair
 from .schema import BINARY_THRESHOLD, DEFAULT_TOLERANCES, Contract, Task, Tolerance
 from .transforms import decisions
 
@@ -92,6 +92,7 @@ class OutputAgreement:
     judged: bool = False  # the decisions are a head's rule, which the verdict holds to
     problem: str | None = None  # a shape, dtype or NaN mismatch: no value comparison is meaningful
     differs: str | None = None  # what departs, in words, where a count says too little (a detection's box)
+    tied: str | None = None  # the first tie in words where a count says too little (a detection at the threshold)
     shape: list[int] = field(default_factory=list)  # the reference's
     dtype: str = ""
     magnitude: float = 0.0  # the reference's largest |value|: how big the numbers are that differ
@@ -157,6 +158,7 @@ class OutputAgreement:
         self.judged = self.judged or other.judged
         self.problem = self.problem or other.problem
         self.differs = self.differs or other.differs
+        self.tied = self.tied or other.tied
         return self
 
     def merge_values(self, other: "OutputAgreement") -> "OutputAgreement":
@@ -181,6 +183,8 @@ class OutputAgreement:
                    f">= {self.needed_atol:.2e})"))
         if self.decisions:
             text += f"; argmax agrees on {self.same_decisions:,} of {self.decisions:,}"
+        if self.tied:  # said, not counted: either side could have kept it
+            text += f"; {self.ties} tie{'s' * (self.ties != 1)} at the threshold, not counted (first: {self.tied})"
         return text
 
     def to_dict(self, numbers=None) -> dict:
@@ -193,7 +197,8 @@ class OutputAgreement:
                 "needed_atol": num(self.needed_atol),
                 "histogram": {"edges": [json_float(e) for e in HISTOGRAM_EDGES], "counts": self.histogram},
                 "argmax": {"compared": self.decisions, "same": self.same_decisions} if self.decisions else None,
-                "problem": self.problem, **({"differs": self.differs} if self.differs else {})}
+                "problem": self.problem, **({"differs": self.differs} if self.differs else {}),
+                **({"ties": self.ties, "tied": self.tied} if self.tied else {})}
 
 
 def sqnr_db(rel: float) -> float:
@@ -394,11 +399,12 @@ def _value_diff(key: str, got, want) -> str:
 
 
 def compare_detections(name: str, got: DetectionSet, want: DetectionSet, tolerance):
-    """``got``'s detections against the reference's ``want``, image by image: matched by IoU, then
-    each pair's box and score within ``tolerance`` and its label the same; unmatched ones on either
-    side counted. An OutputAgreement (the one comparison's record) whose ``differs`` names the first
-    image and detection that differ (``image 1, detection 3: box [..] where the reference's is [..],
-    IoU 0.62``), with how many differ."""
+    """``got``'s detections against the reference's ``want``, image by image: paired (ptx.contract.detections'
+    ``pair``: in order where both keep the same ones, else by IoU within each label, or by coordinates where
+    IoU is undefined), then each pair's box and score within ``tolerance`` and its label the same; detections
+    without a partner on either side counted, except ties at the threshold (said, not counted). An
+    OutputAgreement (the one comparison's record) whose ``differs`` names the first image and detection that
+    differ (``image 1, detection 3: box [..] where the reference's is [..], IoU 0.62``), with how many differ."""
     det = want.detections
     boxes_dtype = str(np.asarray(want.images[0][det.boxes]).dtype) if want.images else "float32"
     result = OutputAgreement(name, tolerance, compared=want.total, shape=[want.total, 4], dtype=boxes_dtype)
@@ -408,21 +414,19 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
     if len(got) != len(want):
         result.problem = f"detections for {len(got)} images where the reference has {len(want)}"
         return result
-    first, differ, missing, extra = None, 0, 0, 0
+    first, differ, missing, extra, pairs = None, 0, 0, 0, 0
     scores, labels = det.role("scores"), det.role("labels")
     others = [k for k in det.keys if k not in (det.boxes, scores, labels)]
     for image, (g, w) in enumerate(zip(got.images, want.images)):
-        pairs = match(g[det.boxes], w[det.boxes], w[scores] if scores else None)
-        matched = {j for _, j, _ in pairs if j is not None}
-        extra_here = [j for j in range(len(g[det.boxes])) if j not in matched]
-        extra += len(extra_here)
-        for i, j, overlap in pairs:
-            where = f"image {image}, detection {i}"
-            if j is None:
-                missing += 1
-                first = first or (f"{where}: box {_box(w[det.boxes][i])} has no partner (its best IoU "
-                                  f"{overlap:.2f} < {MATCH_IOU})")
-                continue
+        paired = pair(g, w, det, tolerance)
+        result.ties += len(paired.ties)
+        result.tied = result.tied or (f"image {image}, {paired.ties[0]}" if paired.ties else None)
+        found: dict[int, str] = {i: f"box {_box(w[det.boxes][i])} has no partner ({why})"
+                                 for i, why in paired.missing.items()}
+        missing += len(paired.missing)
+        extra += len(paired.extra)
+        pairs += len(paired.pairs)
+        for i, j in paired.pairs:
             why = None
             for key in (det.boxes, scores, *others):
                 if key is None:
@@ -430,20 +434,25 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
                 part = compare_output(key, g[key][j], w[key][i], tolerance)
                 result.merge_values(part)
                 if not part.ok and why is None:
-                    why = (f"box {_box(g[key][j])} where the reference's is {_box(w[key][i])}, IoU {overlap:.2f}"
+                    how = overlap(w[det.boxes][i], g[det.boxes][j], paired.boxes_xyxy)[1]
+                    why = (f"box {_box(g[key][j])} where the reference's is {_box(w[key][i])}, {how}"
                            if key == det.boxes else _value_diff(key, g[key][j], w[key][i]))
             if labels and np.asarray(g[labels][j]).tolist() != np.asarray(w[labels][i]).tolist():
+                how = overlap(w[det.boxes][i], g[det.boxes][j], paired.boxes_xyxy)[1]
                 why = why or f"label {np.asarray(g[labels][j]).tolist()} where the reference's is " \
-                              f"{np.asarray(w[labels][i]).tolist()} (IoU {overlap:.2f})"
+                              f"{np.asarray(w[labels][i]).tolist()} ({how})"
             if why:
                 differ += 1
-                first = first or f"{where}: {why}"
-        if extra_here and first is None:
-            j = extra_here[0]
-            first = f"image {image}: a detection the reference does not have, box {_box(g[det.boxes][j])}"
+                found[i] = why
+        if found and first is None:
+            i = min(found)
+            first = f"image {image}, detection {i}: {found[i]}"
+        elif paired.extra and first is None:
+            first = f"image {image}: a detection the reference does not have, box {_box(g[det.boxes][paired.extra[0]])}"
     result.beyond = differ + missing + extra
     if result.beyond:  # values that depart, not a problem: a reduced precision is judged by its own rule
         result.excess = max(result.excess, 1.0)
-        result.differs = (f"{first} ({differ} of {want.total} detections differ, {missing} of the reference's "
-                          f"unmatched, {extra} more than the reference's)")
+        tied = f"; {result.ties} tie{'s' * (result.ties != 1)} at the threshold not counted" if result.ties else ""
+        result.differs = (f"{first} ({differ} of {pairs} paired detection{'s' * (pairs != 1)} differ; without a partner: "
+                          f"{missing} of the reference's {want.total}, {extra} of this side's {got.total}{tied})")
     return result
