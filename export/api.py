@@ -130,10 +130,14 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
 
     eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
 
-    def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None):
-        # (Evidence, the data's name): verify's judge, samples and batches, through ``backend``
-        opened = load_file(path, backend or fmt.serving_backend, precision=fmt.precision)
-        return judge_reduced(opened, model, ckpt, notice=notice, eager=eager, max_drop=bound)
+    def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None,
+               opened=None):
+        # (Evidence, the data's name): verify's judge, samples and batches, through ``backend`` (``opened``: the
+        # file as that runtime opened it already; else opened here, and closed once judged)
+        if opened is not None:
+            return judge_reduced(opened, model, ckpt, notice=notice, eager=eager, max_drop=bound)
+        with closing(load_file(path, backend or fmt.serving_backend, precision=fmt.precision)) as here:
+            return judge_reduced(here, model, ckpt, notice=notice, eager=eager, max_drop=bound)
 
     def options_of(fmt) -> dict:
         options = dict(per_format.get(fmt.name, {}))
@@ -147,14 +151,16 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
                 options["bound"] = _accuracy_bound(max_drop, fmt, model, ckpt, eager, log)
         return options
 
-    def evidence(fmt, path: Path, backend: str, _answers) -> list:
-        # by labels and accuracy on the real test samples verify draws, and by --max-drop where given;
-        # DataError where the run's data is not here
+    def evidence(fmt, path: Path, backend: str, _answers, opened=None) -> list:
+        # by labels and accuracy on the real test samples verify draws, and by --max-drop where given; the file
+        # opened once on ``backend`` for both (the check's own opening where it hands it in); DataError where the
+        # run's data is not here
         found = []
-        for bound in (None, max_drop) if max_drop is not None else (None,):
-            judgement, data = judged(fmt, path, backend, bound, notice=log)
-            said = f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: {judgement.describe()}"
-            found.append(replace(judgement, measured=said))  # what the judge ran on, as the line and the record say it
+        with closing(opened or load_file(path, backend, precision=fmt.precision)) as on_runtime:
+            for bound in (None, max_drop) if max_drop is not None else (None,):
+                judgement, data = judged(fmt, path, backend, bound, notice=log, opened=on_runtime)
+                said = f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: {judgement.describe()}"
+                found.append(replace(judgement, measured=said))  # what the judge ran on, as the line and the record say it
         return found
 
     def place(fmt):

@@ -68,8 +68,9 @@ class Plan:
     cases: Callable[[object], list[Case]]  # fmt -> the cases the file is checked on, and its result and line report
     tolerance: Callable[[TensorSig, str], Tolerance]  # (output, device) -> what a full-precision file is held to
     options: Callable[[object], dict]  # fmt -> its writer's options (a compiled format's ``device`` among them)
-    # (fmt, path, backend, the serving runtime's answers on the checked cases or None) -> [Evidence]
-    evidence: Callable[[object, Path, str, list | None], list]
+    # (fmt, path, backend, the serving runtime's answers on the checked cases or None, opened=the serving runtime's
+    # model as the check opened it, or None) -> [Evidence]
+    evidence: Callable[..., list]
     describe: Callable[[ExportResult, Tolerance], str]  # the file's line, after its format, path and size
     serve_instead: str  # what a NOT USABLE line says to do instead: "(serve model.onnx)"
     compare: Callable | None = None  # a head's comparison, where it has one (validate.check_model's default)
@@ -147,22 +148,21 @@ def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[Ex
     written into it: (its result, the lines that say it)."""
     said: list[str] = []
     reported = plan.cases(fmt)
-    certificate, agreements, answers = _check(plan, fmt, tmp, [*reported, *plan.unreported], on, made.hint)
+    # The file opened once on its serving runtime: checked, then (reduced) judged on it, then closed before
+    # another runtime opens it to judge it too.
+    with closing(_open_to_check(fmt, tmp, on)) as model:
+        certificate, agreements, answers = _check(plan, fmt, model, tmp, [*reported, *plan.unreported], on, made.hint)
+        found, verdicts = _judged(plan, fmt, tmp, on, model, answers, said)
     batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
     sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
     beside = onnx_files.companions(tmp) if tmp.suffix == ".onnx" else []  # a large graph's weights count too
     size = tmp.stat().st_size + sum((tmp.parent / f).stat().st_size for f in beside)
     result = ExportResult(fmt.name, final, size, made.method, batches, agreements,
                           fmt.precision == "f32", sizes, certificate=certificate)
-    found = {CERTIFICATE_KEY: certificate.to_json()} if certificate is not None else {}
-    if fmt.precision != "f32":
-        try:
-            verdicts = judge_on_runtimes(fmt, lambda backend: plan.evidence(
-                fmt, tmp, backend, answers if backend == fmt.serving_backend else None), said.append)
-            result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
-            found.update(verdict_strings(verdicts))  # the verdicts travel in the file
-        except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
-            said.append(f"{fmt.name:<11} not judged here: {exc}")
+    if verdicts:
+        result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
+    if certificate is not None:
+        found[CERTIFICATE_KEY] = certificate.to_json()
     if found:  # by the format's own writer, beside what the file holds, the model not written again
         fmt.add_metadata(tmp, found)
     worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
@@ -189,26 +189,53 @@ def atomic_file(final: Path):
         yield tmp, final
 
 
-def _check(plan: Plan, fmt, path: Path, cases: list[Case], on: str, hint: str
-           ) -> tuple[Certificate | None, dict, list[dict]]:
-    """The written file opened once, as ptx serves it: its shape certificate (where the plan makes
-    one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
+def _open_to_check(fmt, path: Path, on: str):
+    """The written file opened as ptx serves it, where memory holds it (OutOfMemoryPlan, a skip, where not)."""
     backend = registry.get(fmt.serving_backend)
     require_room(f"checking {path.name} ({size_text(weights_bytes(path))} of weights) on {backend.name}",
                  opening_need(backend, weights_bytes(path), fmt.precision))
-    with closing(open_checked(path, fmt, on)) as model:
-        certificate = None if plan.shapes is None else certify_model(
-            fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
+    return open_checked(path, fmt, on)
+
+
+def _judged(plan: Plan, fmt, path: Path, on: str, model, answers, said: list[str]) -> tuple[dict, list[Verdict]]:
+    """(the verdicts' strings, the verdicts) of a reduced file on every runtime that reads it; its serving
+    runtime judges through ``model``, the check's own opening, closed once it has (the next runtime opens
+    the file beside nothing); nothing for a full-precision file."""
+    if fmt.precision == "f32":
+        return {}, []
+
+    def evidence(backend: str) -> list:
+        if backend != fmt.serving_backend:
+            return plan.evidence(fmt, path, backend, None)
         try:
-            agreements, answers = check_model(fmt, model, plan.signature, cases, lambda s: plan.tolerance(s, on),
-                                              compare=plan.compare, hint=hint)
-        except ValidationError as exc:  # the certificate says which axis, and what fixed it; one that holds, an
-            # axis whose every size tried was the model's bound, never tried through the file (--min-shape tries it)
-            untried = certificate is not None and any(a.refused and not a.sizes for a in certificate.axes)
-            if certificate is None or (certificate.holds and not untried):
-                raise
-            said = certificate.summary() if certificate.holds else findings(certificate, cases_failed=True)
-            raise ValidationError(f"{exc}; shape certificate: {said}") from None
+            return plan.evidence(fmt, path, backend, answers, opened=model if on == "cpu" else None)
+        finally:
+            model.close()
+
+    try:
+        verdicts = judge_on_runtimes(fmt, evidence, said.append)
+    except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
+        said.append(f"{fmt.name:<11} not judged here: {exc}")
+        return {}, []
+    return dict(verdict_strings(verdicts)), verdicts  # the verdicts travel in the file
+
+
+def _check(plan: Plan, fmt, model, path: Path, cases: list[Case], on: str, hint: str
+           ) -> tuple[Certificate | None, dict, list[dict]]:
+    """The written file, opened as ptx serves it (``model``): its shape certificate (where the plan makes
+    one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
+    certificate = None if plan.shapes is None else certify_model(
+        fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
+    try:
+        agreements, answers = check_model(fmt, model, plan.signature, cases, lambda s: plan.tolerance(s, on),
+                                          compare=plan.compare, hint=hint)
+    except ValidationError as exc:  # the certificate says which axis, and what fixed it; one that holds, an
+        # axis whose every size tried was the model's bound, never tried through the file (--min-shape tries it)
+        untried = certificate is not None and any(a.refused and not a.sizes for a in certificate.axes)
+        if certificate is None or (certificate.holds and not untried):
+            raise
+        said = certificate.summary() if certificate.holds else findings(certificate, cases_failed=True)
+        raise ValidationError(f"{exc}; shape certificate: {said}") from None
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)
         raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
     return certificate, agreements, answers

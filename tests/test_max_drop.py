@@ -349,3 +349,30 @@ def test_nodes_nncf_left_in_f32_are_read_through_the_ops_a_qdq_pair_sits_before(
     model = helper.make_model(graph)
     assert f32_nodes(model) == ["left_in_f32"]
     assert quantized_nodes(model) == ["int8_after_reshape"]
+
+
+def test_a_reduced_file_is_opened_once_per_runtime_for_all_of_its_judgements(mlp, monkeypatch):
+    """The written int8 file is opened once on its serving runtime (checked, then judged by accuracy and by
+    the bound through that one opening) and once on each other runtime that reads it: it was reopened on
+    every judgement, 2-3 times per runtime with --max-drop. (The candidates the quantizer chooses among are
+    other files, in its scratch folder.)"""
+    from collections import Counter
+
+    from ptx.export import api, validate
+
+    opened: Counter = Counter()
+
+    def counting(real):
+        def load_file(path, backend, *args, **kwargs):
+            if "ptx-int8-" not in str(path) and "keep-f32" not in str(path):  # the written file, not a candidate
+                opened[(Path(path).name, backend)] += 1
+            return real(path, backend, *args, **kwargs)
+        return load_file
+
+    monkeypatch.setattr(api, "load_file", counting(api.load_file))
+    monkeypatch.setattr(validate, "load_file", counting(validate.load_file))
+    export_model("mlp", ["onnx-int8"], checkpoint=mlp / "checkpoint.pt", max_drop=0.5, rank=rank_int8, force=True,
+                 log=lambda _: None)
+    mine = {key: n for key, n in opened.items() if key[0] == "model.int8.onnx"}
+    assert mine.get(("model.int8.onnx", "ort-cpu")) == 1, opened
+    assert all(n == 1 for n in mine.values()), opened
