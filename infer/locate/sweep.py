@@ -13,8 +13,8 @@ whose outputs move once intermediate tensors are asked for (a runtime that fuses
 OpenVINO's attention) is not trusted any further as it runs; what it computes alone still is.
 
 Each question holds at most ``BUDGET`` bytes of tensors per side (more only where one node's
-outputs are larger), sized from the previous question's, and keeps only scalar errors between
-questions: peak memory stays near a plain run's.
+outputs are larger), sized before it runs from the bytes shape inference gives each tensor on the
+case (graph.sizes), and keeps only scalar errors between questions: peak memory stays near a plain run's.
 
 A side asks the runner of a verify row's own variant (infer/runtime: ``run(feeds, outputs=names)``)
 about a copy of its graph that outputs the tensors wanted, or a piece of it run as a model of its
@@ -37,10 +37,14 @@ from ..runtime import backends as registry
 from .graph import LocateGraph
 from .pairs import Counterparts, Unit
 
-# Bytes of tensors a piece computes, about (a piece ends where every live tensor has a counterpart): a
-# twentieth of what the process already held at its peak (the verify before it), within these bounds. A
-# piece costs each side a session (an OpenVINO compile), and holds about six times its tensors at once.
+# Bytes of tensors a piece computes (a piece ends where every live tensor has a counterpart): a SHARE-th
+# of what the process already held at its peak (the verify before it), within these bounds. A piece
+# costs each side a session (an OpenVINO compile), and holds about six times its tensors at once. Sized
+# beforehand (Sweep._end), pieces of a tenth keep a locate's peak under 1.6x the verify's (the goal: 2x)
+# in half the sessions of a twentieth: on PaddleOCR's detector with four 320x320 pages, 2.7x a plain
+# verify's time and 1.28x its peak, where a twentieth took 4.0x and 1.09x.
 BUDGET = (8 << 20, 48 << 20)
+SHARE = 10
 FIRST = 4  # nodes in the first piece, before their size is known (a detector's first layers are its widest)
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
 
@@ -188,7 +192,7 @@ class Sweep:
                  "and alone")
         mine, theirs = self.reference.inputs, self.other.inputs
         start, size = 0, FIRST
-        budget = min(max(BUDGET[0], _peak() // 20), BUDGET[1])
+        budget = min(max(BUDGET[0], _peak() // SHARE), BUDGET[1])
         sizes = graph.sizes(self.reference.feeds)
         live = live_bytes(graph, sizes) if sizes else None
         while start < len(order):
