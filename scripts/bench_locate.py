@@ -3,10 +3,13 @@
 within 5x the time and 2x the peak memory).
 
 `--real DIR`: the models issue 52 was found with, PaddleOCR's PP-OCRv4 text recognizer (860 nodes) and
-detector (672 nodes) from `pip download rapidocr-onnxruntime --no-deps` (fetched into DIR the same way
-where they are not there yet), each against its float16 file (onnxconverter-common's converter,
-keep_io_types: pip install onnxconverter-common), its int8 files (onnxruntime.quantization: static QDQ,
-per channel, calibrated on 8 random pictures; dynamic) and, the recognizer, OpenVINO (a runtime pair).
+detector (672 nodes) from the rapidocr-onnxruntime 1.4.4 wheel (fetched once by pip into ~/.cache/ptx/wheels,
+as a user's `pip download` would, where it is not there yet; the models are read out of it into DIR),
+each against its float16 file (onnxconverter-common's converter, keep_io_types: pip install
+onnxconverter-common), its int8 files (onnxruntime.quantization: static QDQ, per channel, calibrated on 8
+random pictures; dynamic) and, the recognizer, OpenVINO (a runtime pair). Issue 76's case is among them:
+the detector against a copy with one Conv's weights x1.01 (det_plant.onnx) on four synthetic 320x320
+pages, with verify's own backends.
 `--ptx "python other/ptx.py"` times another ptx (a checkout from before) the same way.
 
 Without `--real`:
@@ -28,7 +31,7 @@ net of 697 nodes, 16 channels, residual blocks, a neck that upsamples and concat
 scale planted 4x coarse, and a copy of the f32 file with one weight changed; each pair's plain verify
 and --locate, alternating, each a fresh process: its wall time and peak resident memory.
 
-Usage: python scripts/bench_locate.py [--runs 2] [--keep DIR] [--detector DIR [--size 256]]
+Usage: python scripts/bench_locate.py [--runs 2] [--keep DIR] [--detector DIR [--size 256]] [--real DIR] [--only TEXT]
 """
 from __future__ import annotations
 
@@ -119,13 +122,17 @@ def change(folder: Path) -> int:
 
 
 MODELS = {"rec": ("ch_PP-OCRv4_rec_infer.onnx", (3, 48, 320)), "det": ("ch_PP-OCRv4_det_infer.onnx", (3, 256, 256))}
+WHEEL = ("rapidocr-onnxruntime", "1.4.4")  # the PP-OCRv4 files of issues 52 and 76, pinned: the same bytes each run
+PLANTED = "p2o.Conv.30"  # the detector's Conv whose weights det_plant.onnx scales by 1.01 (issue 76)
 # (name, f32 file, what verify is given besides it)
 PAIRS = [("rec: ort-cpu vs openvino", "rec", ["--backends", "ort-cpu,openvino"]),
          ("rec: float16 file", "rec", ["--against", "rec.fp16.onnx", "--backends", "ort-cpu"]),
          ("rec: int8 QDQ file", "rec", ["--against", "rec.qdq.onnx", "--backends", "ort-cpu"]),
          ("rec: int8 dynamic file", "rec", ["--against", "rec.dyn.onnx", "--backends", "ort-cpu"]),
          ("det: float16 file", "det", ["--against", "det.fp16.onnx", "--backends", "ort-cpu", "--inputs", "pages.npz"]),
-         ("det: int8 QDQ file", "det", ["--against", "det.qdq.onnx", "--backends", "ort-cpu", "--inputs", "pages.npz"])]
+         ("det: int8 QDQ file", "det", ["--against", "det.qdq.onnx", "--backends", "ort-cpu", "--inputs", "pages.npz"]),
+         # issue 76's: a plant the size of a user's pages, verify's backends as it chooses them
+         ("det: one Conv x1.01, 4 pages 320x320", "det", ["--against", "det_plant.onnx", "--inputs", "pages320.npz"])]
 
 
 def pages(count: int = 2, size: int = 256):
@@ -146,9 +153,44 @@ def pages(count: int = 2, size: int = 256):
     return np.ascontiguousarray(page.transpose(0, 3, 1, 2)).astype(np.float32)
 
 
+def wheel(cache: Path | None = None) -> Path:
+    """The rapidocr-onnxruntime wheel (WHEEL), fetched by pip into ``cache`` (~/.cache/ptx/wheels, or
+    $XDG_CACHE_HOME's) the first time and read from there after, as a user's pip keeps what it downloads."""
+    import os
+
+    name, version = WHEEL
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ptx" / "wheels"
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = sorted(cache.glob(pattern))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", f"{name}=={version}", "-d", str(cache)],
+                       check=True)
+        found = sorted(cache.glob(pattern))
+    if not found:
+        sys.exit(f"pip download {name}=={version} left no wheel in {cache}")
+    return found[0]
+
+
+def planted(f32: Path, out: Path, node: str = PLANTED, factor: float = 1.01) -> None:
+    """``out``: ``f32`` with node ``node``'s weights times ``factor`` (PaddleOCR's files keep them in
+    Constant nodes, paddle2onnx's way; an initializer is scaled the same)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(f32))
+    weight = next(n for n in proto.graph.node if n.name == node).input[1]
+    made = next((n for n in proto.graph.node if weight in n.output), None)
+    tensor = made.attribute[0].t if made is not None else next(t for t in proto.graph.initializer if t.name == weight)
+    value = numpy_helper.to_array(tensor)
+    tensor.CopyFrom(numpy_helper.from_array((value * factor).astype(value.dtype), tensor.name))
+    onnx.save(proto, str(out))
+
+
 def real_models(folder: Path) -> None:
-    """rec.onnx and det.onnx from the rapidocr-onnxruntime wheel, and their float16 and int8 files
-    (named so that none is taken for the other's int8 twin, NAME.int8.onnx)."""
+    """rec.onnx and det.onnx from the rapidocr-onnxruntime wheel, their float16 and int8 files (named
+    so that none is taken for the other's int8 twin, NAME.int8.onnx), the planted detector and the pages."""
     import zipfile
 
     import numpy as np
@@ -157,14 +199,15 @@ def real_models(folder: Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     if not all((folder / f"{k}.onnx").is_file() for k in MODELS):
-        subprocess.run([sys.executable, "-m", "pip", "download", "rapidocr-onnxruntime", "--no-deps", "-d",
-                        str(folder)], check=True)
-        wheel = next(folder.glob("rapidocr_onnxruntime-*.whl"))
-        with zipfile.ZipFile(wheel) as z:
+        with zipfile.ZipFile(wheel()) as z:
             for k, (name, _) in MODELS.items():
                 (folder / f"{k}.onnx").write_bytes(z.read(f"rapidocr_onnxruntime/models/{name}"))
     if not (folder / "pages.npz").is_file():
         np.savez(folder / "pages.npz", x=pages())
+    if not (folder / "pages320.npz").is_file():
+        np.savez(folder / "pages320.npz", x=pages(4, 320))
+    if not (folder / "det_plant.onnx").is_file():
+        planted(folder / "det.onnx", folder / "det_plant.onnx")
     try:
         from onnxconverter_common import float16
     except ImportError:

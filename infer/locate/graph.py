@@ -151,6 +151,38 @@ class LocateGraph:
         (a Constant node's value, a weight's DequantizeLinear or Cast, a shape made of constants)."""
         return name in self.produced_at and name not in self.constant
 
+    def sizes(self, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Bytes of each computed tensor on ``feeds``: shape inference given their shapes (a dynamic
+        graph's symbolic axes made concrete), and where it leaves a tensor unsized (a shape computed at
+        run time), the largest of what its node reads, as an elementwise op or a reshape keeps it; a
+        sweep sizes its pieces by them before it runs one. Empty where inference fails."""
+        import onnx
+        from onnx import helper
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.proto)  # the graph without the weights' bytes: small
+        for value in copy.graph.input:
+            given = np.shape(feeds[value.name]) if value.name in feeds else None
+            if given is not None and value.type.HasField("tensor_type"):
+                value.type.tensor_type.shape.Clear()
+                value.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=n) for n in given)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(copy, data_prop=True)
+        except Exception:  # noqa: BLE001 - sizes only plan the pieces; a sweep without them sizes as it goes
+            return {}
+        known = {}
+        for value in [*inferred.graph.value_info, *inferred.graph.output]:
+            kind = value.type.tensor_type
+            if kind.elem_type and kind.HasField("shape") and all(d.HasField("dim_value") for d in kind.shape.dim):
+                known[value.name] = int(np.prod([d.dim_value for d in kind.shape.dim], dtype=np.int64)) * \
+                    helper.tensor_dtype_to_np_dtype(kind.elem_type).itemsize
+        known.update((name, np.asarray(value).nbytes) for name, value in feeds.items())
+        for k, node in enumerate(self.nodes):  # in graph order: what a node reads is sized before it
+            read = max((known.get(i, 0) for i in self.inputs_of[k] if self.comparable(i) or i in self.graph_inputs),
+                       default=0)
+            known.update((o, read) for o in node.output if o and o not in known and self.comparable(o))
+        return known
+
     def cut(self, k: int) -> list[str]:
         """The tensors alive after node ``k`` runs: made at or before it, read after it (or a graph
         output). If they all agree, whatever disagrees downstream is born after node ``k``."""

@@ -13,8 +13,8 @@ whose outputs move once intermediate tensors are asked for (a runtime that fuses
 OpenVINO's attention) is not trusted any further as it runs; what it computes alone still is.
 
 Each question holds at most ``BUDGET`` bytes of tensors per side (more only where one node's
-outputs are larger), sized from the previous question's, and keeps only scalar errors between
-questions: peak memory stays near a plain run's.
+outputs are larger), sized before it runs from the bytes shape inference gives each tensor on the
+case (graph.sizes), and keeps only scalar errors between questions: peak memory stays near a plain run's.
 
 A side asks the runner of a verify row's own variant (infer/runtime: ``run(feeds, outputs=names)``)
 about a copy of its graph that outputs the tensors wanted, or a piece of it run as a model of its
@@ -37,10 +37,14 @@ from ..runtime import backends as registry
 from .graph import LocateGraph
 from .pairs import Counterparts, Unit
 
-# Bytes of tensors a piece computes, about (a piece ends where every live tensor has a counterpart): a
-# twentieth of what the process already held at its peak (the verify before it), within these bounds. A
-# piece costs each side a session (an OpenVINO compile), and holds about six times its tensors at once.
+# Bytes of tensors a piece computes (a piece ends where every live tensor has a counterpart): a SHARE-th
+# of what the process already held at its peak (the verify before it), within these bounds. A piece
+# costs each side a session (an OpenVINO compile), and holds about six times its tensors at once. Sized
+# beforehand (Sweep._end), pieces of a tenth keep a locate's peak under 1.6x the verify's (the goal: 2x)
+# in half the sessions of a twentieth: on PaddleOCR's detector with four 320x320 pages, 2.7x a plain
+# verify's time and 1.28x its peak, where a twentieth took 4.0x and 1.09x.
 BUDGET = (8 << 20, 48 << 20)
+SHARE = 10
 FIRST = 4  # nodes in the first piece, before their size is known (a detector's first layers are its widest)
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
 
@@ -102,7 +106,9 @@ class Side:
             inputs = runner.signature.input_names
             return runner.run({k: v for k, v in feeds.items() if k in inputs}, outputs=names)
         finally:
-            runner.close()
+            # freed blocks given back (each piece's buffers), without a collector's pass per question:
+            # it was a third of a locate's time on PaddleOCR's detector (190 runners)
+            runner.close(collect=False)
 
 
 def invalid_model(path: Path) -> str | None:
@@ -186,11 +192,11 @@ class Sweep:
                  "and alone")
         mine, theirs = self.reference.inputs, self.other.inputs
         start, size = 0, FIRST
-        budget = min(max(BUDGET[0], _peak() // 20), BUDGET[1])
+        budget = min(max(BUDGET[0], _peak() // SHARE), BUDGET[1])
+        sizes = graph.sizes(self.reference.feeds)
+        live = live_bytes(graph, sizes) if sizes else None
         while start < len(order):
-            end = min(start + size, len(order)) - 1
-            while end + 1 < len(order) and any(t not in pairs.of for t in graph.cut(order[end])):
-                end += 1  # a cut only where every live tensor has a counterpart
+            end = self._end(order, start, size, budget, sizes, live)
             chunk = order[start:end + 1]
             mine, theirs, held = self._segment(chunk, mine, theirs if as_it_runs else None)
             start += len(chunk)
@@ -199,6 +205,28 @@ class Sweep:
             self._check(unmarked, {r: mine[r] for r, _ in outs if r in mine},
                         {o: pairs.decode(r, theirs[pairs.of[r]]) for r, o in outs if pairs.of.get(r) in theirs})
         return self
+
+    def _end(self, order: Sequence[int], start: int, size: int, budget: int, sizes: Mapping[str, int],
+             live: Sequence[int] | None) -> int:
+        """The last position in ``order`` of the piece that starts at ``start``: as many nodes as the
+        bytes of the tensors they make and of those alive after them fit in ``budget`` (one at least),
+        where the graph's tensors are sized (graph.sizes); else ``size`` nodes. Then on to a cut where
+        every live tensor has a counterpart. Sized beforehand, a piece no longer overshoots where the
+        tensors widen (a detector's neck and head: pieces of 70-90 MiB under a 16 MiB budget, sized
+        from the bytes per node of the piece before)."""
+        graph = self.graph
+        if live is None:
+            end = min(start + size, len(order)) - 1
+        else:
+            end, made = start, made_bytes(graph, order[start], sizes)
+            while end + 1 < len(order):
+                more = made + made_bytes(graph, order[end + 1], sizes)
+                if more + live[order[end + 1]] > budget:
+                    break
+                end, made = end + 1, more
+        while end + 1 < len(order) and any(t not in self.pairs.of for t in graph.cut(order[end])):
+            end += 1  # a cut only where every live tensor has a counterpart
+        return end
 
     def _segment(self, chunk: Sequence[int], mine: dict, theirs: dict) -> tuple[dict, dict, int]:
         """Measure the nodes ``chunk``: (the reference's tensors at the cut after it, the other's, the
@@ -319,6 +347,23 @@ def _held(pairs: Counterparts, name: str, value) -> float:
     held = compare_output(name, pairs.decode(name, pairs.encode(name, value)).astype(value.dtype), value,
                           EXACT, detail=False)
     return held.rel if held.reference_sq > 0 else 0.0
+
+
+def made_bytes(graph: LocateGraph, k: int, sizes: Mapping[str, int]) -> int:
+    """Bytes of the comparable tensors node ``k`` makes."""
+    return sum(sizes.get(o, 0) for o in graph.nodes[k].output if o and graph.comparable(o))
+
+
+def live_bytes(graph: LocateGraph, sizes: Mapping[str, int]) -> list[int]:
+    """For each node, the bytes of the comparable tensors alive after it (graph.cut's, summed): each
+    tensor counted from the node that makes it to its last reader, in one pass."""
+    change = [0] * (len(graph.nodes) + 1)
+    for name, at in graph.produced_at.items():
+        last = graph.last_use.get(name, -1)
+        if at < last and graph.comparable(name):
+            change[at] += sizes.get(name, 0)
+            change[last] -= sizes.get(name, 0)
+    return list(np.cumsum(change[:-1], dtype=np.int64)) if graph.nodes else []
 
 
 def _peak() -> int:

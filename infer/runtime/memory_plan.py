@@ -135,15 +135,18 @@ def cases_that_fit(signature, cases, runtimes: int = 1) -> tuple[list, list[str]
     return kept, left
 
 
-def give_back_freed() -> None:
+def give_back_freed(collect: bool = True) -> None:
     """What was freed given back to the system: glibc keeps freed blocks in its arenas for reuse, so a
     closed runtime's or a quantizer's gigabytes stayed counted against the process and against the
     plan's next decision (4.0 GB held after onnxruntime's quantizer on Qwen2-0.5B; 0.08 GB after
-    malloc_trim). A no-op where the C library is not glibc."""
+    malloc_trim). A no-op where the C library is not glibc. ``collect``: the garbage collector's full
+    pass first, for what a reference cycle still holds; it costs some 60 ms in a process that holds
+    verify's objects, which a caller closing hundreds of one-question runners (--locate) need not pay."""
     import ctypes
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

@@ -115,10 +115,10 @@ class OpenVinoRunner(Runner):
         self._cache[key] = self._compile(key)
         return self._cache[key]
 
-    def close(self) -> None:
+    def close(self, collect: bool = True) -> None:
         """The compiled shapes and the read model let go."""
         self._cache.clear()
-        super().close()
+        super().close(collect)
 
     def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int]]:
         model = self.model.clone()

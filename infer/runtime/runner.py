@@ -125,9 +125,11 @@ class Runner:
     holding: tuple[str, ...] = ()
     closed = False
 
-    def close(self) -> None:
+    def close(self, collect: bool = True) -> None:
         """Release what the runtime holds: the pinned buffers, and the model itself (the runner keeps
-        its signature and metadata; running it afterwards is one error)."""
+        its signature and metadata; running it afterwards is one error). ``collect=False``: the
+        garbage collector's full pass is left out (memory_plan.give_back_freed), for a runner whose
+        runtime no reference cycle holds (one opened, asked one question and closed by its caller)."""
         if self.host is not None:
             self.host.close()
         for name in self.holding:
@@ -135,7 +137,7 @@ class Runner:
                 setattr(self, name, None)
         self.closed = True
         if self.holding:
-            give_back_freed()
+            give_back_freed(collect)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {self.backend} ({self.device})>"
