@@ -123,6 +123,11 @@ class Target:
         return cls(found.kind, given, path=path, found=found, options=options,
                    notes=[changed] if changed else [], changed=changed)
 
+    def beside(self, path: str | Path) -> "Target":
+        """Another file of the same model (an int8 file's f32 source), opened with this target's options:
+        a file decided by its path, as Target.of decides one."""
+        return self._file(str(path), dict(self.options), False)
+
     def verifying(self) -> "Target":
         """This target as verify judges it (``Target.of(..., verifying=True)``), the argument not decided
         again: a file changed since export read as the user's own model, with a note; a run as it is."""

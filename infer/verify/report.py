@@ -66,8 +66,7 @@ class Row:
     worst_case: int | None = None  # index of the case that disagrees most (what --locate traces)
     # A third opinion (onnx.reference): where it alone departs, a note, not a verdict (--strict).
     advisory: bool = False
-    # A reduced precision's verdict (ptx.contract.verdict): by which evidence, measuring what; its
-    # reasons are ``unusable``.
+    # A reduced precision's verdict (ptx.contract.verdict): by which evidence, measuring what (reasons: ``unusable``).
     verdict: object | None = None
     # Why it opened and ran but compared no case (a third opinion whose inputs are all over its
     # limit): it agrees with nothing, so the summary says so instead of counting it as agreeing.
@@ -391,9 +390,8 @@ def _cells(report: Report, row: Row) -> list[list[str]]:
                        row.precision)
     not_run = "FAIL" if report.strict else "could not run"
     if row.is_reference:
-        ran = f"the reference: ran {len(row.cases)} case{'s' * (len(row.cases) != 1)}"
-        if row.verdict is not None and row.status != "PASS":  # what its file records of it, as predict warns of it
-            ran += f"; {row.verdict.describe()}"
+        recorded = f"; {row.verdict.describe()}" if row.verdict is not None and row.status != "PASS" else ""
+        ran = f"the reference: ran {len(row.cases)} case{'s' * (len(row.cases) != 1)}{recorded}"  # what predict warns of
         return [[name, precision, row.against, *blank, f"FAIL: {row.error}" if row.error else ran]]
     if row.error:
         verdict = f"{not_run}: {short_reason(row.error, report.path)}" if row.could_not_run else f"FAIL: {row.error}"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -32,31 +31,32 @@ import numpy as np
 from ptx.contract.cases import Case
 from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
 from ptx.contract.detections import compared_names, grouped
-from ptx.contract.verdict import (NOT_USABLE, PASS, as_evidence, bound_metric, decide, differs_note, outweighed_note,
-                                  recorded_bound, recorded_evidence, recorded_verdicts)
+from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
+                                  recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
-from ptx.contract.reference import Reference, load_reference, reference_path, save_reference
 from ptx.contract.runs import exported
 from ptx.contract.batch_rows import describe_left_out
-from ptx.contract.tensor_inputs import VERIFY_BATCHES, check_feeds
+from ptx.contract.tensor_inputs import VERIFY_BATCHES
 from ptx.contract.validated import recorded_tolerance
 from ptx.contract.transforms import decisions, run_in_batches
-from ptx.errors import BackendUnavailableError, InputError, MissingArtifactError, NothingToCompareError, PtxError
+from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
 
 from ..formats.signature import graph_ids
 from ..model.model import answered_otherwise
-from ..model.opening import DEFAULT_FILE_BACKEND, KIND_NAMES, export_command
+from ..model.opening import export_command
 from ..model.target import REFERENCE, Target, Variant, require_targets
 from ..runtime import backends as registry
 from ..runtime.memory_plan import OutOfMemoryPlan
 from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_until_failure
-from .offers import f32_source, offers
+from .offers import offers
 from .reduced import reduced_verdict
-from .report import STORED, Report, Row, against_label
+from .reference_choice import ReferenceChoice, open_reference, reference_choice
+from .report import Report, Row, against_label
 from .served import served_rows
 from .shapes import certificate_notes, recorded_rows
+from .stored import held_to_stored, stored_reference
 
 HEAD_BATCHES = (1, 7, 64)  # a head's real samples run in batches of the largest
 RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": "torch", "aoti": "torch",
@@ -96,7 +96,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                                     "export with eager)")
     # the file's own runtime, unless the file records it NOT USABLE
     choice = reference_choice(target, against.path if against is not None else None)
-    reference = _open_reference(target, choice, progress)
+    reference = open_reference(target, choice, progress)
     head = reference.head
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     # the tolerance the user gave export, as the file records it, where none is given here
@@ -129,7 +129,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     this.left_out = describe_left_out(recorded_rows(metadata))
     to_run, unrunnable = _skip_unrunnable(target, variants, report)
     asked = set(backends or ()) if named is None else set(named)
-    stored = _stored(this, reference_file, save)
+    stored = stored_reference(this, reference_file, save)
     held: list[Row] = []  # each row held to the stored reference too, while it is open; said after every row
     # One runtime open at a time: the reference's row first (its answers are kept as arrays, and where nothing
     # after runs it, its runtime goes), then each other row opened, run, held to the stored reference, closed.
@@ -139,7 +139,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
         row = this.row(variant, model, required=variant.precision != FULL_PRECISION and variant.label in asked,
                        strict=strict, asked=variant.asked_by(asked))
         if stored is not None and row is not None and not (row.error or row.advisory) and not isinstance(model, Exception):
-            held.append(_held_to_stored(this, stored, row, model))
+            held.append(held_to_stored(this, stored, row, model))
         this.release_reference(keep=target.is_run or metric is not None or served is not None)
     report.rows += held
     _static_checks(target, unrunnable, report)  # once the rows' runtimes have gone: each opens the file too
@@ -302,69 +302,6 @@ class Run:
                                                self.metric(model.run)))
 
 
-@dataclass(frozen=True)
-class ReferenceChoice:
-    """What a verify's rows are held to: a run's eager; a file's own runtime (``backend`` at ``precision``), or,
-    where the file records that runtime NOT USABLE (its ptx.verdict, what predict warns of), the next runtime
-    it records PASS, else the f32 file it was made from (``path``), else its own runtime all the same, whose
-    row then carries that verdict (``recorded``). ``note``: the choice in words, where it is not the default."""
-
-    backend: str
-    precision: str
-    path: Path | None = None
-    recorded: object | None = None  # the file's NOT USABLE verdict on the reference's own row
-    note: str | None = None
-
-    @property
-    def label(self) -> str:
-        """How rows name it in their ``against``: ort-cpu-int8, or ``net.onnx (ort-cpu)`` for the f32 file."""
-        own = registry.get(self.backend).label("cpu", self.precision)
-        return against_label(self.path, own) if self.path is not None else own
-
-
-def reference_choice(target: Target, against: Path | None = None) -> ReferenceChoice:
-    """The reference ``target``'s rows are held to (ReferenceChoice): the file's own runtime, unless the file
-    records it NOT USABLE; a verify that held every row to it would call PASS what `ptx predict` warns of.
-    ``against``: the --against file, which is its own row (held to itself, it would say nothing)."""
-    default = ReferenceChoice(target.reference, target.precision)
-    records = recorded_verdicts(target.found.metadata) if not target.is_run and target.found is not None else {}
-    own = records.get(default.label)
-    if own is None or own.status != NOT_USABLE:
-        return default
-    said = (f"note: {target.path.name} records {default.label} NOT USABLE (ptx {own.by}: "
-            f"{'; '.join(own.reasons) or own.measured})")
-    for variant in target.variants():  # in the registry's order: the next runtime the file records PASS
-        if variant.device == "cpu" and variant.precision == target.precision and not variant.backend.third_opinion \
-                and variant.label != default.label and getattr(records.get(variant.label), "status", None) == PASS \
-                and not variant.unavailable():
-            return ReferenceChoice(variant.backend.name, target.precision,
-                                   note=f"{said}: every row is held to {variant.label}, which it records PASS")
-    source = f32_source(target)
-    if source is not None and not (against is not None and Path(source).resolve() == Path(against).resolve()):
-        return ReferenceChoice(DEFAULT_FILE_BACKEND["onnx"], FULL_PRECISION, Path(source),
-                               note=f"{said}: every row is held to {Path(source).name}, the f32 file it was made from")
-    f32 = "the f32 file it was made from is --against's row" if source is not None else \
-        "nor is the f32 file it was made from beside it"
-    return replace(default, recorded=own, note=f"{said}; no runtime it records PASS runs here, {f32}: {default.label} is "
-                                               "the reference all the same, and its row says what the file records")
-
-
-def _open_reference(target: Target, choice: ReferenceChoice, progress):
-    """The reference's Model on the CPU: one line, exit 2, when it cannot open the model."""
-    variant = Variant(registry.get(choice.backend), "cpu", choice.precision)
-    opened = target if choice.path is None else Target.of(choice.path, options=dict(target.options))
-    progress(f"opening {opened.name} with {variant.label} (the reference)")
-    try:
-        why = None if target.is_run else opened.room_for(variant)
-        if why:  # nothing can be judged without it: one line, not a process the kernel kills
-            raise PtxError(f"{why}; the reference must run to judge any row: free memory, or verify on a larger machine")
-        return opened.open(variant, probe=True)
-    except PtxError as exc:
-        if target.is_run:
-            raise
-        raise PtxError(f"{choice.label}, the reference for {KIND_NAMES[target.kind]}, cannot open it: {exc}") from None
-
-
 def reference_device(backend, device: str) -> str | None:
     """Where eager runs as ``backend``-on-``device``'s reference: on the variant's own device where torch
     runs there, else (a torch-free variant beside a CPU-only torch) on the CPU; None: nowhere, a torch
@@ -513,68 +450,6 @@ def _against(other_target: Target, this: Run) -> Row:
     row = Row(label, precision=precision, against=this.choice.label, error=error)
     this.judge(row, got, want, None)
     return row
-
-
-@dataclass
-class Stored:
-    """Reference tensors kept beside a file (``--save-reference``), read once: the cases they feed
-    and the outputs they hold, by this file's output names."""
-
-    where: Path
-    reference: Reference
-    cases: list[Case]
-    want: dict[int, dict]
-
-
-def _stored(this: Run, given, save: bool) -> Stored | None:
-    """Reference tensors kept beside a file (or given), which every row is held to as well while it is
-    open (_held_to_stored); ``save`` writes the reference's outputs there instead (None then)."""
-    target, report, signature = this.target, this.report, this.signature
-    if target.is_run:
-        return None
-    where = Path(given) if given else reference_path(target.path)
-    digest = target.found.weights
-    if save:
-        want, error = this.reference_on("cpu")
-        if error or not want:
-            report.notes.append(f"reference tensors not written: the reference failed ({error})")
-            return None
-        kept = [replace(this.cases[i], outputs=want[i]) for i in sorted(want)]
-        save_reference(where, Reference(kept, report.reference, signature, digest, this.source))
-        report.notes.append(f"wrote {where} ({len(kept)} cases from {report.reference})")
-        return None
-    if not (given or where.is_file()):
-        return None
-    stored = load_reference(where)
-    if sorted(stored.signature.input_names) != sorted(signature.input_names):
-        raise PtxError(f"{where}: its cases feed inputs {', '.join(stored.signature.input_names)}, and "
-                       f"{target.path.name} takes {', '.join(signature.input_names)}: not reference tensors of this model")
-    names = match_outputs(signature.output_names, stored.signature.output_names, "the stored reference", report.notes)
-    try:
-        stored_cases = [Case(case.label, check_feeds(signature, case.feeds, f"{where.name} case {k}", from_file=True))
-                        for k, case in enumerate(stored.cases)]
-    except InputError as exc:
-        raise PtxError(f"{where}: {exc}") from None
-    stored_want = {i: {ours: case.outputs[theirs] for ours, theirs in names.items()} for i, case in enumerate(stored.cases)}
-    if stored.weights_sha256 and digest and stored.weights_sha256 != digest:
-        report.notes.append(f"note: {where.name} was made for other weights than {target.path.name}'s (sha256 "
-                            f"{stored.weights_sha256[:12]} vs {digest[:12]}): the file changed since")
-    report.notes.append(f"stored reference: {where.name}, {len(stored_cases)} case{'s' * (len(stored_cases) != 1)} "
-                        f"from {stored.produced_by}")
-    return Stored(where, stored, stored_cases, stored_want)
-
-
-def _held_to_stored(this: Run, stored: Stored, row: Row, model) -> Row:
-    """``row``'s model, still open, run on the stored reference's cases and judged against them."""
-    got, error = run_until_failure(this.run_on(model), stored.cases)
-    held = Row(row.backend, row.device, row.precision, against=STORED, error=error, optional=not row.is_reference,
-               required=row.required)  # a row the user named is required against every reference
-    # a reduced row by the one rule, with what the row's own verdict rests on: the bound the file records (or
-    # measured again), a head's labels, your --inputs outrank the stored cases where stronger
-    words = f"{len(got)} stored reference cases"  # each case it ran is compared: all are stored
-    this.held_to(held, got, stored.want, stored.cases, None, None, (stored.reference.inputs, words),
-                 model.metadata, lambda: row.verdict and as_evidence(row.verdict))
-    return held
 
 
 def _given(backends, input_files, seed, atol, rtol) -> list[str]:
