@@ -79,7 +79,7 @@ class ServedRunner(Runner):
     def bare(self, feeds):
         return f"served {self.endpoint.url}", lambda: self._run(feeds)
 
-    def close(self, collect: bool = True) -> None:  # a client: no runtime here to collect
+    def close(self, collect: bool = False) -> None:  # a client: no runtime here to collect
         self._pool.shutdown(wait=False)
         channel = getattr(self.transport, "channel", None)
         if channel is not None:

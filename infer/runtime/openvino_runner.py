@@ -115,7 +115,7 @@ class OpenVinoRunner(Runner):
         self._cache[key] = self._compile(key)
         return self._cache[key]
 
-    def close(self, collect: bool = True) -> None:
+    def close(self, collect: bool = False) -> None:
         """The compiled shapes and the read model let go."""
         self._cache.clear()
         super().close(collect)
