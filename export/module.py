@@ -51,6 +51,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
+from .generation import DEFAULT_GENERATION_FORMATS, TASKS, export_generating, generates
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
@@ -83,7 +84,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
-                  use_example: bool = True,
+                  use_example: bool = True, task: str = "auto",
                   log: Callable[[str], None] = print) -> ModuleExportResult:
     """Export your own ``nn.Module`` to validated model files in ``out_dir``, each carrying its
     contract, with reference tensors beside them.
@@ -151,6 +152,12 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     An exporter's refusal is a PtxError naming the operator or the line of your code. The module
     is put in eval mode. Returns a ModuleExportResult.
     """
+    if task not in TASKS:
+        raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
+    if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
+        return _export_generating(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
+                                  exporter=exporter, device=device, force=force, provenance=provenance, log=log,
+                                  asked=task == "text-generation")
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
@@ -285,6 +292,36 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
+
+
+def _export_generating(module, out_dir, *, formats, name, checkpoint, opset, exporter, device, force, provenance, log,
+                       asked: bool) -> ModuleExportResult:
+    """export_module of a causal LM with its key/value cache (export/generation.py)."""
+    if not isinstance(module, torch.nn.Module):
+        raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
+    if list(formats) == list(DEFAULT_MODULE_FORMATS):  # the default: the format that carries the cache everywhere
+        formats = DEFAULT_GENERATION_FORMATS
+    log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
+        "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
+    name = _check_name(name or type(module).__name__)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, force)
+    loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
+    module.eval()
+    if loaded:
+        log(f"checkpoint: {loaded}")
+    onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None)
+    options = {"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)}
+
+    def strings_of(signature: Signature) -> dict[str, str]:
+        return module_strings(name, signature, {
+            "torch_version": str(torch.__version__),
+            **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
+            **dict(provenance or {})})
+
+    done = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
+                             options=options, log=log)
+    return ModuleExportResult(out_dir, name, load(done[0][1]).signature)
 
 
 # A file checked while the next is written holds the checking runtime beside the writer's work: about

@@ -11,11 +11,13 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.contract.detections import per_image
+from ptx.contract.generation import GENERATION_KEY, Generation, of_metadata
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
 from ptx.errors import ArtifactError, PtxError
 
+from .generation import Decoded, greedy
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
 
@@ -62,6 +64,33 @@ class Model:
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)
+
+    @property
+    def generation(self) -> Generation | None:
+        """The generation contract the file records (which tensors are the ids, mask, positions, logits
+        and cache: ptx.contract.generation), checked against its signature; None for a file exported
+        without its cache."""
+        where = f"{self.path.name if self.path else self.name}: ptx.{GENERATION_KEY}"
+        generation = of_metadata(self.metadata, where)
+        if generation is not None:
+            generation.check(self.signature.input_names, self.signature.output_names, where)
+        return generation
+
+    def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> Decoded:
+        """``generate``'s decoding with its record: each step's top-2 margin, and the time of the prompt's
+        run and of the steps after it."""
+        generation = self.generation
+        if generation is None:
+            raise PtxError(f"{self.name} was exported without its key/value cache, so it cannot generate: export the "
+                           "model with `ptx export --module FILE.py:FACTORY --task text-generation`")
+        return greedy(self.runner.run, self.signature, generation, ids, max_new_tokens, eos)
+
+    def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> list[list[int]]:
+        """Greedy decoding of one prompt (a list of token ids) or several (a list of lists, of any lengths:
+        one left-padded batch, each prompt's tokens as if it ran alone) -> each prompt's new token ids,
+        at most ``max_new_tokens``, up to and with an end-of-sequence id (``eos``, default the file's;
+        ``()`` runs every step). For a file exported with its cache (``--task text-generation``)."""
+        return self.decode(ids, max_new_tokens, eos).tokens
 
     def detections(self, feeds: Mapping[str, object]) -> list[dict[str, np.ndarray]]:
         """A detection model's answer as its module returned it: one dict per image ({"boxes": [K, 4],

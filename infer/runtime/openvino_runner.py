@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ptx.contract.generation import GENERATION_KEY
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
@@ -102,11 +103,14 @@ class OpenVinoRunner(Runner):
         weights = weights_bytes(path)
         self.shapes_kept = compiled_shapes_room(weights, COMPILED_COPY[precision], SHAPE_CACHE)
         self._cache: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()  # the most recently used last
+        # A decoder with its cache meets a new past length at every step: compiled once with its dynamic
+        # shapes, as OpenVINO GenAI runs one (a compile per step would cost more than the step).
+        self.dynamic = GENERATION_KEY in self.metadata
 
     def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
         """(infer request, output index per signature output) of the model compiled for these static
         input shapes; compiled once, a few kept. A compile failure is one ModelRunError."""
-        key = tuple((name, tuple(shape)) for name, shape in shapes.items())
+        key = () if self.dynamic else tuple((name, tuple(shape)) for name, shape in shapes.items())
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -123,10 +127,11 @@ class OpenVinoRunner(Runner):
     def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int]]:
         model = self.model.clone()
         try:
-            model.reshape({name: list(shape) for name, shape in key})
+            if key:
+                model.reshape({name: list(shape) for name, shape in key})
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
-            shown = ", ".join(f"{n} {list(s)}" for n, s in key)
+            shown = ", ".join(f"{n} {list(s)}" for n, s in key) or "its dynamic shapes (a decoder with its cache)"
             raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
                 from None
         ports = [set(port.get_names()) for port in compiled.outputs]
