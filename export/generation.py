@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ptx.contract.comparison import compare_output, default_tolerance
-from ptx.contract.generation import GENERATION_KEY, Generation, Steps, judge_tokens
+from ptx.contract.generation import GENERATION_KEY, Generation, judge_tokens
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError, ValidationError
 from ptx.infer.model.generation import Decoded, greedy
@@ -41,12 +41,14 @@ BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
 
 
 def generates(module: torch.nn.Module) -> bool:
-    """Whether ``module`` is a transformers model whose class generates (GenerationMixin's can_generate)."""
+    """Whether ``module`` is a transformers model whose class generates (GenerationMixin's can_generate)
+    and that keeps a cache: one built with use_cache=False asked for its forward pass alone."""
     can = getattr(module, "can_generate", None)
     try:
-        return bool(callable(can) and can())
+        able = bool(callable(can) and can())
     except Exception:  # noqa: BLE001 - a model's own check that raises says it does not
         return False
+    return able and getattr(getattr(module, "config", None), "use_cache", True) is not False
 
 
 def _cache_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -275,21 +277,12 @@ def check_decoding(run, signature: Signature, generation: Generation, prompts, e
 
 def recorded(generation: Generation, prompts, eager: Decoded) -> Generation:
     """``generation`` with eager's decoding of the validation prompts, as the file records it for verify."""
-    reference = {"prompts": prompts, **eager.steps.to_dict(), "by": f"eager PyTorch (torch {torch.__version__})"}
-    return Generation(**{**{k: getattr(generation, k) for k in generation.__dataclass_fields__},
-                         "reference": reference})
+    return generation.with_reference({"prompts": prompts, **eager.steps.to_dict(),
+                                      "by": f"eager PyTorch (torch {torch.__version__})"})
 
 
 def generation_strings(generation: Generation) -> dict[str, str]:
     return {GENERATION_KEY: generation.to_json()}
-
-
-def eager_steps(generation: Generation) -> tuple[list[list[int]], Steps] | None:
-    """(prompts, eager's steps) a file records, or None."""
-    ref = generation.reference
-    if not ref or "prompts" not in ref:
-        return None
-    return [list(map(int, p)) for p in ref["prompts"]], Steps.from_dict(ref)
 
 
 def write_decoder(fmt, decoder, signature: Signature, strings: dict[str, str], path: Path, example: dict,
@@ -300,25 +293,31 @@ def write_decoder(fmt, decoder, signature: Signature, strings: dict[str, str], p
 
 
 GENERATION_FORMATS = ("onnx", "torchscript", "pt2")
-DEFAULT_GENERATION_FORMATS = ("onnx",)
+# The format that carries the cache to every runtime: its failure fails the export. Another format that
+# cannot carry it (a trace that fixes the past's length) is said in one line and not kept.
+CARRIES_THE_CACHE = "onnx"
 
 
 def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequence[str], name: str,
                       strings_of: Callable[[Signature], dict[str, str]], options: dict[str, dict],
-                      log: Callable[[str], None], steps: int = VALIDATION_STEPS) -> list:
+                      log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = ()) -> list:
     """Write ``module`` (a causal LM, in eval mode) with its cache in each of ``formats`` into ``out_dir``
     (written whole or not at all), each file decoded through its serving runtime and held to eager's own
     cached decoding; returns the ExportResults' stand-ins: (format, path, line)."""
     from ptx.atomic import atomic_folder, writable_dir_for
 
     from .formats import get as get_format
-    from .validate import open_checked
 
     unknown = [f for f in formats if f not in GENERATION_FORMATS]
     if unknown or not formats:
         raise PtxError(f"format {unknown[0] if unknown else '(none)'!r}: a model exported with its cache (--task "
                        f"text-generation) is written as {', '.join(GENERATION_FORMATS)}")
     decoder, signature, generation = decoder_of(module, log)
+    foreign = [n for n in declared if n not in signature.input_names]
+    if foreign:
+        raise PtxError(f"--input {foreign[0]}: a decoder exported with its cache takes "
+                       f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or give "
+                       "--task forward to export one forward pass of the inputs you declare")
     vocab = int(signature.output(generation.logits).shape[-1])
     prompts = validation_prompts(vocab)
     if generation.max_positions is not None:
@@ -331,31 +330,47 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
     log(f"module: {name} ({type(module).__name__}, {params:,} parameters), exported with its cache: inputs "
         f"{', '.join(signature.input_names[:3 if generation.position_ids else 2])} and the past of "
         f"{len(generation.cache) // 2} layers; outputs logits and the present")
-    done = []
+    done, refused = [], []
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
         for name_ in formats:
             fmt = get_format(name_)
             path = staging / fmt.file_name
-            if fmt.progress:
-                log(f"{fmt.name:<11} {fmt.progress.format(**options.get(name_, {}))} ...")
             try:
-                made = write_decoder(fmt, decoder, signature, strings, path, example, options.get(name_, {}))
+                line, method = _written_and_checked(fmt, decoder, signature, generation, strings, path, example,
+                                                    options.get(name_, {}), prompts, eager, log)
             except PtxError as exc:
-                raise PtxError(f"{fmt.name} cannot carry the cache: {exc}") from None
-            if made.note:
-                log(f"{fmt.name:<11} {made.note}")
-            model = open_checked(path, fmt, options.get(name_, {}).get("device", "cpu"))
-            try:
-                where = f"{fmt.name} ({model.backend})"
-                try:
-                    line = check_decoding(model.run, model.signature, generation, prompts, eager, where)
-                except ValidationError as exc:
-                    raise ValidationError(f"{exc}{'; ' + made.hint if made.hint else ''}") from None
-                except PtxError as exc:
-                    raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
-            finally:
-                model.close()
+                if name_ == CARRIES_THE_CACHE:
+                    raise
+                for left in staging.glob(fmt.file_name + "*"):
+                    left.unlink()
+                refused.append(f"{fmt.name}: {exc}")
+                log(f"{fmt.name:<11} not kept: it cannot carry the cache ({exc})")
+                continue
             size = sum(p.stat().st_size for p in staging.glob(fmt.file_name + "*")) / 1e6
-            log(f"{fmt.name:<11} {out_dir / fmt.file_name}  {size:.1f} MB  {made.method}; {line}")
+            log(f"{fmt.name:<11} {out_dir / fmt.file_name}  {size:.1f} MB  {method}; {line}")
             done.append((fmt.name, out_dir / fmt.file_name, line))
+        if not done:
+            raise PtxError(f"no format carries {name}'s cache: {'; '.join(refused)}; export it to onnx")
     return done
+
+
+def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log):
+    """(the file's line, how it was written): ``fmt``'s file of the decoder at ``path``, decoded through its
+    serving runtime and held to eager's decoding (check_decoding)."""
+    from .validate import open_checked
+
+    if fmt.progress:
+        log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
+    made = write_decoder(fmt, decoder, signature, strings, path, example, options)
+    if made.note:
+        log(f"{fmt.name:<11} {made.note}")
+    model = open_checked(path, fmt, options.get("device", "cpu"))
+    where = f"{fmt.name} ({model.backend})"
+    try:
+        return check_decoding(model.run, model.signature, generation, prompts, eager, where), made.method
+    except ValidationError as exc:
+        raise ValidationError(f"{exc}{'; ' + made.hint if made.hint else ''}") from None
+    except PtxError as exc:
+        raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
+    finally:
+        model.close()

@@ -36,7 +36,7 @@ from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs, symbol_steps)
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
-from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
@@ -51,7 +51,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .generation import DEFAULT_GENERATION_FORMATS, TASKS, export_generating, generates
+from .generation import TASKS, export_generating, generates
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
@@ -157,7 +157,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
         return _export_generating(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
                                   exporter=exporter, device=device, force=force, provenance=provenance, log=log,
-                                  asked=task == "text-generation")
+                                  asked=task == "text-generation", inputs=inputs)
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
@@ -295,12 +295,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 
 
 def _export_generating(module, out_dir, *, formats, name, checkpoint, opset, exporter, device, force, provenance, log,
-                       asked: bool) -> ModuleExportResult:
+                       asked: bool, inputs) -> ModuleExportResult:
     """export_module of a causal LM with its key/value cache (export/generation.py)."""
     if not isinstance(module, torch.nn.Module):
         raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
-    if list(formats) == list(DEFAULT_MODULE_FORMATS):  # the default: the format that carries the cache everywhere
-        formats = DEFAULT_GENERATION_FORMATS
     log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
         "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
     name = _check_name(name or type(module).__name__)
@@ -320,7 +318,7 @@ def _export_generating(module, out_dir, *, formats, name, checkpoint, opset, exp
             **dict(provenance or {})})
 
     done = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
-                             options=options, log=log)
+                             options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())])
     return ModuleExportResult(out_dir, name, load(done[0][1]).signature)
 
 

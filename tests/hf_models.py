@@ -80,8 +80,9 @@ class Exports:
             source = factory(self.root, name)
             lines: list[str] = []
             made = load_factory(f"{source}:build")
+            # its forward pass: these check the tensors of each architecture (GPT-2's cache: tests/test_generate.py)
             export_module(made.module, made.example_inputs, self.root / name, inputs=MODELS[name][1],
-                          formats=self.formats, name=name, log=lines.append)
+                          formats=self.formats, name=name, task="forward", log=lines.append)
             self.done[name] = (self.root / name, "\n".join(lines))
         return self.done[name]
 

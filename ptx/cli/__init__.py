@@ -42,6 +42,7 @@ COMMANDS = {
     "bench": Listed("ptx.cli.bench", "bench_cmd"),
     "data": Listed("ptx.cli.data", "data_group"),
     "export": Listed("ptx.cli.export", "export_cmd"),
+    "generate": Listed("ptx.cli.generate", "generate_cmd"),
     "inspect": Listed("ptx.cli.inspect", "inspect_cmd"),
     "models": Listed("ptx.cli.models", "models_cmd"),
     "predict": Listed("ptx.cli.predict", "predict_cmd"),

@@ -94,6 +94,10 @@ def _format_list(ctx, param, value) -> list[str]:
                    "with a TorchScript or pt2 FILE, repeated in forward()'s order: " + INPUT_SYNTAX)
 @click.option("--output", "output_names", multiple=True, metavar="NAME",
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
+@click.option("--task", type=Choice(["auto", "text-generation", "forward"]), default="auto", show_default=True,
+              help="--module: text-generation exports a causal LM with its key/value cache (past key/values in, "
+                   "present out) for `ptx generate`; auto does so for a transformers model that generates and was not "
+                   "built with use_cache=False; forward exports one forward pass (its tensors, the cache left out).")
 @click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
 @click.option("--torchscript-mode", type=Choice(["trace", "script"]), default="trace", show_default=True,
               help="--module: torch.jit.trace the module, or torch.jit.script it (also what the TorchScript-based ONNX "
@@ -255,7 +259,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
-            max_shapes, force, rtol=None) -> None:
+            max_shapes, force, rtol=None, task="auto") -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -284,7 +288,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
-                  use_example=not chosen, rtol=rtol, log=click.echo, **options)
+                  use_example=not chosen, rtol=rtol, task=task, log=click.echo, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,

@@ -17,6 +17,7 @@ from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, bac
                              refuse_given, refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.generation import GENERATION_KEY
 from ptx.errors import PtxError
 from ptx.infer.verify.rule import RULE
 
@@ -147,6 +148,8 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                                "real test samples: add --seed N for generated ones")
     # as verify opens it: a file changed since export is the user's own model, with a note
     target = target_of(ctx, name, "verify", root=root, run=run, options=opening, verifying=True)
+    if not target.is_run and GENERATION_KEY in (target.found.metadata or {}) and against is None:
+        _verify_generation(ctx, target, backends, as_json)
     if locate and not target.is_run:
         from ptx.infer.locate.file import check_locatable
 
@@ -165,6 +168,23 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
               {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows,
             then=then if locate else None)
+
+
+def _verify_generation(ctx, target, backends, as_json) -> None:
+    """A decoder exported with its cache: its generation judged step by step (ptx.infer.verify.generation)."""
+    from ptx.infer.verify.generation import verify_generation
+
+    refuse_given(ctx, ["locate", "repro", "metric", "save_reference", "reference_file", "save_inputs", "input_files",
+                       "shapes", "values", "ranges", "batch_sizes"],
+                 "is not for a decoder exported with its cache (verify compares its greedy tokens with the ones the "
+                 "file records)")
+    report = verify_generation(target, backends, progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    ctx.exit(report.exit_code())
 
 
 def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, all_rows) -> None:

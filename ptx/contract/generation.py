@@ -19,6 +19,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .schema import Tolerance
+from ptx.errors import InputError
+
 from .tensors import ContractError
 
 GENERATION_KEY = "generation"  # ptx.generation in a file: the Generation below, as JSON
@@ -84,8 +86,15 @@ class Generation:
             raise ContractError(f"{where}: its generation contract names {', '.join(missing)}, which the file does not "
                                 "have: re-export the model with --task text-generation")
 
-    def without_reference(self) -> "Generation":
-        return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": {}})
+    def with_reference(self, reference: dict) -> "Generation":
+        return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": reference})
+
+    def recorded(self) -> "tuple[list[list[int]], Steps, str] | None":
+        """(the prompts, the reference's greedy steps on them, who decoded them) the file records, or None."""
+        ref = self.reference
+        if not ref or "prompts" not in ref:
+            return None
+        return [[int(t) for t in p] for p in ref["prompts"]], Steps.from_dict(ref), str(ref.get("by", "export"))
 
 
 def of_metadata(metadata: Mapping[str, str], where: str) -> Generation | None:
@@ -101,7 +110,7 @@ def check_prompts(prompts: Sequence[Sequence[int]], vocab: int | None, max_new_t
     if isinstance(prompts, np.ndarray):
         prompts = prompts.tolist()
     if not prompts:
-        raise ContractError("no prompt: give at least one list of token ids")
+        raise InputError("no prompt: give at least one list of token ids")
     if all(isinstance(p, (int, np.integer)) for p in prompts):  # one prompt given flat
         prompts = [prompts]
     out = []
@@ -109,18 +118,18 @@ def check_prompts(prompts: Sequence[Sequence[int]], vocab: int | None, max_new_t
         try:
             ids = [int(t) for t in prompt]
         except (TypeError, ValueError):
-            raise ContractError(f"prompt {k + 1}: {prompt!r} is not a list of token ids (integers)") from None
+            raise InputError(f"prompt {k + 1}: {prompt!r} is not a list of token ids (integers)") from None
         if not ids:
-            raise ContractError(f"prompt {k + 1} is empty: give at least one token id")
+            raise InputError(f"prompt {k + 1} is empty: give at least one token id")
         bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
         if bad:
-            raise ContractError(f"prompt {k + 1}: token id {bad[0]} is outside the vocabulary (0 to {vocab - 1 if vocab else '...'})")
+            raise InputError(f"prompt {k + 1}: token id {bad[0]} is outside the vocabulary (0 to {vocab - 1 if vocab else '...'})")
         out.append(ids)
     if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ContractError(f"max_new_tokens {max_new_tokens!r}: give a whole number of at least 1")
+        raise InputError(f"max_new_tokens {max_new_tokens!r}: give a whole number of at least 1")
     longest = max(len(p) for p in out)
     if max_positions is not None and longest + max_new_tokens > max_positions:
-        raise ContractError(f"a prompt of {longest} tokens and {max_new_tokens} new ones need {longest + max_new_tokens} "
+        raise InputError(f"a prompt of {longest} tokens and {max_new_tokens} new ones need {longest + max_new_tokens} "
                             f"positions; the model has {max_positions}: ask for at most "
                             f"{max(max_positions - longest, 0)} new tokens")
     return out
