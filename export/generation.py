@@ -241,12 +241,12 @@ def reference_decoding(decoder, signature: Signature, generation: Generation, pr
 
 
 def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: Decoded, where: str,
-                   device: str = "cpu") -> str:
+                   device: str = "cpu", tolerance=None) -> str:
     """The file's decoding (``run``: its runner's) held to eager's: every step's logits on eager's tokens
     within the tolerance, batched and left-padded and the second prompt alone (batch 1), then its own
     greedy tokens judged against eager's. A ValidationError names the step and the difference; returns
     the line export says."""
-    tolerance = default_tolerance(signature.output(generation.logits).dtype, device)
+    tolerance = tolerance or default_tolerance(signature.output(generation.logits).dtype, device)
     worst, checked = 0.0, 0
 
     def hold(rows: Sequence[int]):
@@ -300,7 +300,8 @@ CARRIES_THE_CACHE = "onnx"
 
 def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequence[str], name: str,
                       strings_of: Callable[[Signature], dict[str, str]], options: dict[str, dict],
-                      log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = ()) -> list:
+                      log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = (),
+                      tolerance: Callable | None = None) -> list:
     """Write ``module`` (a causal LM, in eval mode) with its cache in each of ``formats`` into ``out_dir``
     (written whole or not at all), each file decoded through its serving runtime and held to eager's own
     cached decoding; returns the ExportResults' stand-ins: (format, path, line)."""
@@ -337,7 +338,7 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
             path = staging / fmt.file_name
             try:
                 line, method = _written_and_checked(fmt, decoder, signature, generation, strings, path, example,
-                                                    options.get(name_, {}), prompts, eager, log)
+                                                    options.get(name_, {}), prompts, eager, log, tolerance)
             except PtxError as exc:
                 if name_ == CARRIES_THE_CACHE:
                     raise
@@ -354,7 +355,8 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
     return done
 
 
-def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log):
+def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log,
+                         tolerance=None):
     """(the file's line, how it was written): ``fmt``'s file of the decoder at ``path``, decoded through its
     serving runtime and held to eager's decoding (check_decoding)."""
     from .validate import open_checked
@@ -367,7 +369,9 @@ def _written_and_checked(fmt, decoder, signature, generation, strings, path, exa
     model = open_checked(path, fmt, options.get("device", "cpu"))
     where = f"{fmt.name} ({model.backend})"
     try:
-        return check_decoding(model.run, model.signature, generation, prompts, eager, where), made.method
+        held_to = tolerance(model.signature.output(generation.logits), model.device) if tolerance else None
+        return check_decoding(model.run, model.signature, generation, prompts, eager, where, model.device,
+                              held_to), made.method
     except ValidationError as exc:
         raise ValidationError(f"{exc}{'; ' + made.hint if made.hint else ''}") from None
     except PtxError as exc:

@@ -157,7 +157,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
         return _export_generating(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
                                   exporter=exporter, device=device, force=force, provenance=provenance, log=log,
-                                  asked=task == "text-generation", inputs=inputs)
+                                  asked=task == "text-generation", inputs=inputs, atol=atol, rtol=rtol)
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
@@ -295,7 +295,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
 
 
 def _export_generating(module, out_dir, *, formats, name, checkpoint, opset, exporter, device, force, provenance, log,
-                       asked: bool, inputs) -> ModuleExportResult:
+                       asked: bool, inputs, atol=None, rtol=None) -> ModuleExportResult:
     """export_module of a causal LM with its key/value cache (export/generation.py)."""
     if not isinstance(module, torch.nn.Module):
         raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
@@ -315,10 +315,11 @@ def _export_generating(module, out_dir, *, formats, name, checkpoint, opset, exp
         return module_strings(name, signature, {
             "torch_version": str(torch.__version__),
             **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-            **dict(provenance or {})})
+            **tolerance_strings(atol, rtol), **dict(provenance or {})})
 
     done = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
-                             options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())])
+                             options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())],
+                             tolerance=lambda sig, on: _tolerance(sig, on, atol, rtol))
     return ModuleExportResult(out_dir, name, load(done[0][1]).signature)
 
 

@@ -1,0 +1,196 @@
+"""Prefill and decode of exported causal LMs (issue 75): ptx's greedy loop through ort-cpu and openvino
+against eager transformers generate() with its cache, each measured in a process of its own, in one run.
+
+    python scripts/bench_generate.py [--models smollm2,gpt2] [--new-tokens 128] [--prompt-length 32]
+                                     [--repeats 3] [--others] [--out bench-generate]
+
+For each model of scripts/generate_lms.py (published configs, random weights): `ptx export --module
+scripts/generate_lms.py:NAME` once (with its cache), then each runner in a fresh process: a warm-up, then
+``--repeats`` timings of a whole greedy generation of --new-tokens tokens and of 1 token on the same
+seeded prompt, every step run (no end-of-sequence stop). Prefill is the 1-token generation's time; decode
+per token is (T(N) - T(1)) / (N - 1): the same measure for every runner, taken around the call a user
+makes (transformers' generate(), ptx's Model.generate()), so loop overheads count alike. Medians are
+reported, and each runner's tokens are compared with eager's.
+
+--others adds Optimum's ORTModelForCausalLM, onnxruntime-genai and openvino-genai where they install:
+they run in their own virtual environment (scripts/generate_others.py --setup makes it), on the same
+weights saved with save_pretrained and, where they can, on ptx's own file. Prints a table and writes
+OUT/results.json; docs/benchmarks.md#generate-75 records a run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OTHERS_PYTHON = Path(os.environ.get("PTX_OTHERS_VENV", "/work/venv-others")) / "bin" / "python"
+
+
+def prompt_ids(length: int, vocab: int, seed: int = 0) -> list[int]:
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, vocab, length).tolist()
+
+
+def _timed(call, repeats: int) -> tuple[list, float]:
+    call()  # warm-up: first-call allocations and, for OpenVINO, the compile
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - start)
+    return out, statistics.median(times)
+
+
+def measure(kind: str, args) -> dict:
+    """One runner's figures, in this process: {tokens, prefill_s, decode_ms_per_token, load_s}."""
+    start = time.perf_counter()
+    if kind == "eager":
+        import torch
+
+        sys.path.insert(0, str(HERE))
+        from generate_lms import MODELS
+
+        model = MODELS[args.model]()
+        vocab = model.config.vocab_size
+        ids = torch.tensor([prompt_ids(args.prompt_length, vocab)])
+        torch.set_num_threads(os.cpu_count() or 1)
+        loaded = time.perf_counter() - start
+
+        def run(n):
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                     do_sample=False, pad_token_id=0)
+            return out[0, ids.shape[1]:].tolist()
+    else:
+        from ptx.infer import load
+
+        model = load(args.file, backend=kind)
+        vocab = model.signature.output("logits").shape[-1]
+        prompt = prompt_ids(args.prompt_length, vocab)
+        loaded = time.perf_counter() - start
+
+        def run(n):
+            return model.generate(prompt, max_new_tokens=n, eos=())[0]
+    tokens, whole = _timed(lambda: run(args.new_tokens), args.repeats)
+    _, first = _timed(lambda: run(1), args.repeats)
+    return {"tokens": tokens, "prefill_s": first, "decode_ms_per_token": 1000 * (whole - first) / (args.new_tokens - 1),
+            "load_s": loaded}
+
+
+def child(kind: str, args, **extra) -> dict:
+    command = [sys.executable, __file__, "--measure", kind, "--model", args.model, "--new-tokens", str(args.new_tokens),
+               "--prompt-length", str(args.prompt_length), "--repeats", str(args.repeats)]
+    for key, value in extra.items():
+        command += [f"--{key}", str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        return {"skipped": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def others(args, folder: Path, onnx: Path, prompt: list[int]) -> dict:
+    """The competitors' figures from their own environment (scripts/generate_others.py), or why not."""
+    if not OTHERS_PYTHON.exists():
+        return {"others": {"skipped": f"no {OTHERS_PYTHON}: run `python scripts/generate_others.py --setup`"}}
+    command = [str(OTHERS_PYTHON), str(HERE / "generate_others.py"), "--model-dir", str(folder), "--onnx", str(onnx),
+               "--prompt-ids", ",".join(map(str, prompt)), "--new-tokens", str(args.new_tokens), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
+    if done.returncode != 0:
+        return {"others": {"skipped": (done.stderr.strip().splitlines() or ["failed"])[-1]}}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_model(name: str, args, out: Path) -> dict:
+    folder = out / name
+    args.model = name
+    start = time.perf_counter()
+    if not (folder / "model.onnx").exists():
+        print(f"{name}: exporting with its cache ...", file=sys.stderr, flush=True)
+        done = subprocess.run(["ptx", "export", "--module",
+                               f"{HERE / 'generate_lms.py'}:{name}", "--out", str(folder), "--force"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{name}: export failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        print(done.stdout, file=sys.stderr)
+    exported = time.perf_counter() - start
+    rows = {"eager": child("eager", args)}
+    for backend in ("ort-cpu", "openvino"):
+        print(f"{name}: {backend} ...", file=sys.stderr, flush=True)
+        rows[f"ptx {backend}"] = child(backend, args, file=folder / "model.onnx")
+    if args.others:
+        sys.path.insert(0, str(HERE))
+        from generate_lms import MODELS
+
+        pretrained = out / f"{name}-hf"
+        if not pretrained.exists():
+            MODELS[name]().save_pretrained(pretrained)
+        vocab = rows["eager"].get("tokens") and MODELS[name]().config.vocab_size
+        rows.update(others(args, pretrained, folder / "model.onnx", prompt_ids(args.prompt_length, vocab)))
+    want = rows["eager"].get("tokens")
+    eager_decode = rows["eager"].get("decode_ms_per_token")
+    for label, row in rows.items():
+        if "tokens" in row:
+            row["same_tokens_as_eager"] = row["tokens"] == want
+            if eager_decode:
+                row["decode_vs_eager"] = row["decode_ms_per_token"] / eager_decode
+    return {"model": name, "export_s": exported, "rows": rows}
+
+
+def table(result: dict) -> str:
+    lines = [f"| {result['model']} | prefill ms | decode ms/token | tokens/s | x eager's decode | tokens as eager's |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for label, row in result["rows"].items():
+        if "tokens" not in row:
+            lines.append(f"| {label} | | | | | skipped: {row.get('skipped', '?')} |")
+            continue
+        lines.append(f"| {label} | {1000 * row['prefill_s']:.1f} | {row['decode_ms_per_token']:.2f} | "
+                     f"{1000 / row['decode_ms_per_token']:.1f} | {row.get('decode_vs_eager', float('nan')):.2f}x | "
+                     f"{'yes' if row['same_tokens_as_eager'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="smollm2,gpt2")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-length", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--others", action="store_true")
+    parser.add_argument("--out", default="bench-generate")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args)))
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_name()}, {os.cpu_count()} cores; prompt "
+              f"{args.prompt_length} tokens, {args.new_tokens} new, batch 1, median of {args.repeats}")
+    print(header)
+    results = []
+    for name in args.models.split(","):
+        result = bench_model(name, args, out)
+        results.append(result)
+        print(f"\n{table(result)}\n(export with its cache: {result['export_s']:.0f} s)", flush=True)
+    (out / "results.json").write_text(json.dumps({"header": header, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

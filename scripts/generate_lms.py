@@ -1,0 +1,60 @@
+"""Causal language models that generate, built from published configs with random weights (transformers,
+nothing downloaded), with their cache on: the models scripts/bench_generate.py exports with
+`ptx export --module scripts/generate_lms.py:NAME` and decodes through every runtime.
+
+- smollm2: SmolLM2-135M's published config (a Llama: grouped-query attention of 9 heads over 3 key/value
+  heads, rotary positions, the embedding tied to the head; 135M parameters);
+- gpt2: GPT-2 small's published config (learned positions, tied head; 124M parameters);
+- qwen2_05b: Qwen2-0.5B's published config (scripts/scale_lms.py's, here with its cache; 494M parameters).
+
+initializer_range is raised from the configs' 0.02 to 0.1: at 0.02 random weights decode a loop of 3 or 4
+tokens; at 0.1 they choose among 20 to 32 distinct tokens in 32 steps, with logits up to about 14 (at 0.2
+GPT-2's activations grow until float32's rounding differs between runtimes beyond the tolerance). The
+shapes, and so the work per token, are the published ones.
+"""
+from __future__ import annotations
+
+SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
+                    rms_norm_eps=1e-5, tie_word_embeddings=True)
+GPT2_SMALL = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+SPREAD = 0.1  # initializer_range (see above)
+
+
+def _seeded():
+    import torch
+
+    torch.manual_seed(0)
+
+
+def smollm2():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _seeded()
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M, initializer_range=SPREAD, bos_token_id=None,
+                                        eos_token_id=None)).eval()
+
+
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _seeded()
+    return GPT2LMHeadModel(GPT2Config(**GPT2_SMALL, initializer_range=SPREAD, bos_token_id=None,
+                                      eos_token_id=None)).eval()
+
+
+def qwen2_05b():
+    import sys
+    from pathlib import Path
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).parent))  # scale_lms lies beside this file, wherever it is run from
+    from scale_lms import QWEN2_05B
+
+    _seeded()
+    return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B, initializer_range=SPREAD, bos_token_id=None,
+                                        eos_token_id=None)).eval()
+
+
+MODELS = {"smollm2": smollm2, "gpt2": gpt2, "qwen2_05b": qwen2_05b}
