@@ -158,6 +158,7 @@ BAD = {
     "no-max-tokens": ({"input_ids": [5]}, 400, 'no "max_tokens"'),
     "zero-tokens": ({"input_ids": [5], "max_tokens": 0}, 400, "max_tokens 0: lm generates 1 to 63"),
     "too-many-tokens": ({"input_ids": [5], "max_tokens": 10_000}, 400, "max_tokens 10000: lm generates 1 to 63"),
+    "too-many-prompts": ({"input_ids": [[5]] * 65, "max_tokens": 1}, 400, "at most 64 together (--max-batch-size)"),
     "past-positions": ({"input_ids": list(range(60)), "max_tokens": 10}, 400, "ask for at most 4 new tokens"),
     "text-tokens": ({"input_ids": [5], "max_tokens": "4"}, 400, 'max_tokens "4": give a whole number'),
     "two-max-tokens": ({"input_ids": [5], "max_tokens": 3, "parameters": {"max_tokens": 4}}, 400, "give one"),
@@ -203,3 +204,40 @@ def test_the_server_is_still_ready_and_counted_every_request(server):
     assert status == 200 and json.loads(raw) == {"ready": True}
     status, _, raw = post(server, "/metrics", None, method="GET")
     assert 'ptx_inference_requests_total{model="lm",protocol="rest"}' in raw.decode()
+
+
+def test_a_stream_whose_client_leaves_stops_decoding_at_the_next_step(local):
+    """In-process: the first step waits until the client has left; the step after it is the loop's last."""
+    import asyncio
+    import threading
+
+    from ptx.serve.generator import Generator
+
+    left = threading.Event()
+
+    class Counting(Generator):
+        steps = 0
+
+        def _decode(self, prompts, max_tokens, eos, on_step):
+            def counted(step, logits):
+                self.steps += 1
+                on_step(step, logits)
+                if step == 0:
+                    left.wait(REQUEST_TIMEOUT_S)
+            return super()._decode(prompts, max_tokens, eos, counted)
+
+    generator = Counting("lm", local, local.generation)
+
+    async def leave_after_one():
+        stream = generator.stream([PROMPT], 30, None)
+        first = await stream.__anext__()
+        await stream.aclose()  # what Starlette's cancellation does when the client hangs up
+        left.set()
+        return first
+
+    try:
+        assert asyncio.run(leave_after_one()) == [local.generate(PROMPT, max_new_tokens=1)[0][0]]
+        generator.pool.submit(lambda: None).result(REQUEST_TIMEOUT_S)  # its one thread: the loop has ended
+        assert generator.steps == 2  # the second step saw the client gone and stopped (Stopped)
+    finally:
+        generator.close()
