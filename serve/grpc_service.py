@@ -58,7 +58,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         await self._guard(context)
         model = await self._model(request.name, request.version, context)
-        return json_format.ParseDict(model.metadata(), service_pb2.ModelMetadataResponse())
+        # The REST metadata's "generate" entry has no field in gRPC's message: left out there.
+        return json_format.ParseDict(model.metadata(), service_pb2.ModelMetadataResponse(), ignore_unknown_fields=True)
 
     async def ModelConfig(self, request, context):
         await self._guard(context)

@@ -35,6 +35,7 @@ from ptx.infer.model.model import Model
 from ptx.infer.predict.named_outputs import top_k
 
 from .batcher import Batcher, Merge
+from .generator import DEFAULT_MAX_TOKENS, Generator
 from .tensors import BYTES, RequestError, Tensor
 
 # How a PNG, JPEG, GIF, WebP (RIFF) and TIFF file begin once base64-encoded: no file begins so itself.
@@ -74,8 +75,11 @@ class ServedModel:
     ``await infer(request)``, ``close()``."""
 
     def __init__(self, name: str, model: Model, batcher_options: dict, prepare_pool: Executor | None = None,
-                 on_batch=lambda rows: None):
+                 on_batch=lambda rows: None, max_tokens: int = DEFAULT_MAX_TOKENS):
         self.name, self.model, self.options, self.prepare_pool = name, model, batcher_options, prepare_pool
+        # A file exported with its key/value cache also answers Triton's generate extension (generate.py).
+        generation = model.generation
+        self.generator = Generator(name, model, generation, max_tokens) if generation is not None else None
         head: Head | IdentityHead = model.head or IdentityHead(model.signature)
         self.head, self.signature, self.user_input = head, head.endpoint, head.user_input
         model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does
@@ -107,8 +111,11 @@ class ServedModel:
         inputs += [{"name": self.user_input, "datatype": BYTES, "shape": [-1]}] if self.user_input else []
         outputs += [{"name": n, "datatype": BYTES if n == LABEL_OUTPUT else "FP32", "shape": shape}
                     for n, shape in self.head.answers.items()]
-        return {"name": self.name, "versions": [VERSION], "platform": self._platform(), "inputs": inputs,
-                "outputs": outputs}
+        doc = {"name": self.name, "versions": [VERSION], "platform": self._platform(), "inputs": inputs,
+               "outputs": outputs}
+        if self.generator is not None:  # REST only: gRPC's ModelMetadataResponse has no field for it
+            doc["generate"] = self.generator.describe()
+        return doc
 
     def _platform(self) -> str:
         return PLATFORMS.get(self.model.backend, f"ptx_{self.model.backend}")
@@ -276,6 +283,8 @@ class ServedModel:
         return tensors
 
     def close(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
         for batcher in (self.batcher, self.picture_batcher):
             if batcher is not None:
                 batcher.close()

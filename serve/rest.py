@@ -1,6 +1,7 @@
 """The Open Inference Protocol's REST binding on Starlette (served by uvicorn): health, server and
 model metadata, Triton's model configuration, infer with the binary tensor data extension, and
-Prometheus metrics; the drawing page at `/`.
+Prometheus metrics; Triton's generate extension for a model exported with its cache (generate.py);
+the drawing page at `/`.
 
 Errors are the protocol's `{"error": "..."}` with a 4xx naming what was wrong (a 500 when the
 runtime itself fails); the server stays ready.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import zlib
 from importlib import resources
 from typing import Callable
 
@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from .body import read_body
+from .generate import METHODS as GENERATE_METHODS, generate_endpoint
 from .model import VERSION, InferRequest, RequestedOutput, ServedModel
 from .service import TOKEN_NEEDED, Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
@@ -27,7 +29,6 @@ from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_dat
 HEADER_LENGTH = b"inference-header-content-length"
 WANTED_HEADERS = {HEADER_LENGTH, b"authorization", b"content-encoding"}
 INFER_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
-DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body is read and dropped up to this, so its client sees the 413
 JSON_TYPE, OCTET_TYPE = b"application/json", b"application/octet-stream"
 
 
@@ -73,7 +74,9 @@ def build_app(service: Service) -> Starlette:
     ]
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [Route(base, model_metadata), Route(f"{base}/ready", model_ready),
-                   Route(f"{base}/config", model_config)]
+                   Route(f"{base}/config", model_config),
+                   Route(f"{base}/generate", generate_endpoint(service, stream=False), methods=GENERATE_METHODS),
+                   Route(f"{base}/generate_stream", generate_endpoint(service, stream=True), methods=GENERATE_METHODS)]
     return InferRoute(service, Starlette(routes=routes))
 
 
@@ -109,50 +112,6 @@ class InferRoute:
                     "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                                 *extra]})
         await send({"type": "http.response.body", "body": body})
-
-
-async def read_body(receive, limit: int, encoding: str = "identity") -> bytes:
-    """The request body, refused past ``limit`` bytes (as streamed, and after gzip/deflate
-    decompression: a small body that inflates without end is refused too)."""
-    too_big = f"request body over the server's limit of {limit:,} bytes (--max-request-bytes)"
-    chunks, size, more = [], 0, True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestError("the client went away before the request was complete", 400)
-        chunk = message.get("body", b"")
-        more = message.get("more_body", False)
-        size += len(chunk)
-        if size > limit:
-            if more:
-                await _discard_rest(receive, size, limit)
-            raise RequestError(too_big, 413)
-        chunks.append(chunk)
-    body = b"".join(chunks)  # one chunk: that chunk itself, not a copy
-    if encoding in ("gzip", "deflate"):
-        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-        try:
-            body = decompressor.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise RequestError(f"the {encoding} body does not decompress ({exc})") from None
-        if len(body) > limit or decompressor.unconsumed_tail:
-            raise RequestError(too_big + " once decompressed", 413)
-    elif encoding != "identity":
-        raise RequestError(f"content-encoding {encoding!r} is not supported; send gzip, deflate or none", 415)
-    if not body:
-        raise RequestError("empty request body: send the inference request JSON")
-    return body
-
-
-async def _discard_rest(receive, size: int, limit: int) -> None:
-    """Read (and drop) the rest of an oversized body, up to a bound, so that the client gets its 413
-    instead of a broken pipe while it is still sending; a body beyond the bound is cut off."""
-    bound = max(4 * limit, DRAIN_BYTES)
-    while size <= bound:
-        message = await receive()
-        size += len(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:

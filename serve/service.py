@@ -12,10 +12,12 @@ from ptx.contract.protocol import SERVER_NAME
 from ptx.errors import first_line
 
 from .metrics import Metrics
+from .generator import DEFAULT_MAX_TOKENS
 from .model import VERSION, InferRequest, ServedModel
 from .tensors import RequestError, Tensor
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
+GENERATE = "generate"  # listed where a served model generates (generate.py), so a client can tell before it asks
 TOKEN_NEEDED = {"rest": "missing or wrong bearer token: send `Authorization: Bearer <token>`",
                 "grpc": "missing or wrong bearer token: send metadata authorization: Bearer <token>"}
 
@@ -36,6 +38,7 @@ class ServeOptions:
     header_timeout: float = 10.0  # a connection must send a complete request header within this
     keep_alive_seconds: float = 5.0  # an idle kept-alive connection is closed after this
     max_connections: int = 2000  # open REST connections at most (lowered to fit the file limit)
+    max_tokens: int = DEFAULT_MAX_TOKENS  # new tokens a generate request may ask for (and the model's positions allow)
 
 
 class Service:
@@ -54,7 +57,7 @@ class Service:
         options = dict(max_batch_size=self.options.max_batch_size, max_delay_s=self.options.max_delay_ms / 1000,
                        workers=self.options.workers)
         served = ServedModel(name, model, options, self.prepare_pool,
-                             on_batch=self.metrics.batch_size.labels(name).observe)
+                             on_batch=self.metrics.batch_size.labels(name).observe, max_tokens=self.options.max_tokens)
         self.models[name] = served
         return served
 
@@ -100,7 +103,8 @@ class Service:
         return answered
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+        generates = any(model.generator is not None for model in self.models.values())
+        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS + [GENERATE] * generates}
 
     def repository_index(self) -> list[dict]:
         return [{"name": name, "version": VERSION, "state": "READY" if self.ready else "LOADING", "reason": ""}

@@ -56,6 +56,9 @@ from ptx.contract.names import PRECISIONS, model_name
 @click.option("--max-connections", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Open REST connections at most (lowered to fit the file-descriptor limit, with a warning); past "
                    "it the oldest connection still without a request header is closed, or the newcomer gets a 503.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="New tokens one generate request may ask for at most (a model exported with its cache; its "
+                   "positions bound it too).")
 @click.option("--name", "served_names", multiple=True, metavar="NAME",
               help="The name a model FILE is served as (default: the name `ptx export` recorded in it, the "
                    "--module factory's or export's --name, else the file's name without its suffix); repeat it "
@@ -63,7 +66,7 @@ from ptx.contract.names import PRECISIONS, model_name
 @model_file_options  # --input declares the TorchScript and pt2 files' inputs; ONNX files describe their own
 def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
               workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
-              max_connections, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
+              max_connections, max_tokens, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
     """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
     it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
 
@@ -74,7 +77,9 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
 
     Each tutorial model takes its own tensor (as `ptx export NAME --format triton` configures it) or
     what a user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered
-    with `label` and `probabilities`. Ctrl-C or SIGTERM: readiness turns 503, answers go on with
+    with `label` and `probabilities`. A file exported with its key/value cache (`--task text-generation`)
+    also answers Triton's generate extension: POST /v2/models/NAME/generate with `input_ids` and
+    `max_tokens` (and generate_stream, one event per token). Ctrl-C or SIGTERM: readiness turns 503, answers go on with
     `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
     flight and exits 0.
     """
