@@ -17,8 +17,7 @@ from typing import AsyncIterator, Sequence
 import numpy as np
 
 from ptx.contract.generation import Generation, check_prompts
-from ptx.contract.tensors import ContractError
-from ptx.errors import ModelRunError
+from ptx.errors import InputError, ModelRunError
 from ptx.infer.model.generation import greedy, vocabulary
 from ptx.infer.model.model import Model
 
@@ -63,7 +62,7 @@ class Generator:
                                "(--max-batch-size); send them in several requests")
         try:
             return check_prompts(prompts, self.vocab, max_tokens, self.generation.max_positions)
-        except ContractError as exc:
+        except InputError as exc:
             raise RequestError(str(exc)) from None
 
     async def generate(self, prompts: list[list[int]], max_tokens: int, eos: Sequence[int] | None) -> list[list[int]]:
