@@ -29,6 +29,14 @@ from ptx.contract import DEFAULT_RUNS_ROOT
               help="Untimed runs per runner and batch size before timing.")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: NAME is read from ROOT/NAME.")
+@click.option("--generate", type=click.IntRange(min=1), metavar="N",
+              help="A file exported with its key/value cache (--task text-generation): time greedy decoding of N new "
+                   "tokens per backend instead: the prompt's run (prefill ms), ms per new token and tokens/s, the "
+                   "median of --rounds decodings (default 3 here) after one warm-up.")
+@click.option("--prompt-length", type=click.IntRange(min=1), metavar="L",
+              help="With --generate: the seeded prompt's tokens (default 32, clipped to the model's positions).")
+@click.option("--batch", type=click.IntRange(min=1), metavar="B",
+              help="With --generate: prompts decoded together (default 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -43,7 +51,8 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 @generated_input_options
 @served_options
 @click.pass_context
-def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, as_json, markdown, verify_samples,
+def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, generate, prompt_length, batch, as_json,
+              markdown, verify_samples,
               run, against, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
               **served) -> None:
     """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
@@ -72,6 +81,10 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
         _bench_url(ctx, name, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served,
                    seed if _given(ctx, ["seed"]) else None)
         return
+    if generate is not None:
+        _bench_generate(ctx, name, root, run, backends, generate, prompt_length, batch, rounds, seed, as_json, markdown)
+        return
+    refuse_given(ctx, ["prompt_length", "batch"], "is for --generate N (a file exported with its cache)")
     if against is not None:
         raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
@@ -136,6 +149,33 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, a
 
 
 
+def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, batch, rounds, seed, as_json,
+                    markdown) -> None:
+    """`ptx bench FILE --generate N`: greedy decoding's speed per backend (ptx.infer.bench.generation)."""
+    from ptx.infer.bench.generation import DEFAULT_REPEATS, bench_generation
+    from ptx.infer.bench.timing import NOISY_SPREAD
+    from ptx.machine import describe_cpu
+
+    refuse_given(ctx, ["batch_sizes", "seconds", "warmup", "verify_samples", "against", "declared_inputs", "batch_axes",
+                       "ignore_metadata", "shapes", "values", "ranges", "input_files"],
+                 "is not for --generate (it times decoding a seeded prompt: --prompt-length, --batch, --rounds)")
+    if name is None:
+        raise click.UsageError("--generate times a model file exported with its cache: give its path")
+    target = target_of(ctx, name, "bench", root=root, run=run, options={})
+    result = bench_generation(target, new_tokens, prompt_length=prompt_length, batch=batch or 1,
+                              repeats=rounds if _given(ctx, ["rounds"]) else DEFAULT_REPEATS, backends=backends,
+                              seed=seed if _given(ctx, ["seed"]) else 0,
+                              progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "cpu": describe_cpu()}, indent=2))
+    else:
+        click.echo(result.text(markdown))
+        noisy = [r.runner for r in result.rows if r.spread >= NOISY_SPREAD]
+        if noisy:
+            click.echo(f"warning: {', '.join(noisy)}: decode time moved {NOISY_SPREAD:g}x or more between decodings: the machine "
+                       "was busy; re-run, or time more with --rounds", err=True)
+
+
 def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:
     """`ptx bench URL`: the served model at --concurrency beside its local model (--against, as verify
     URL decides it), on the same inputs (ptx.infer.bench.served)."""
@@ -143,7 +183,7 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
     from ptx.infer.model.target import Variant
     from ptx.infer.runtime import backends as registry
 
-    refuse_given(ctx, ["backends", "input_files", "verify_samples", "rounds"],
+    refuse_given(ctx, ["backends", "input_files", "verify_samples", "rounds", "generate", "prompt_length", "batch"],
                  "is not for a served model (ptx bench URL times it beside its local file)")
     model, target = served_target(url, served, against, root, run, {},
                                   say=lambda msg: click.echo(f"notice: {msg}", err=True))

@@ -1,0 +1,270 @@
+"""``ptx bench FILE --generate N``: how fast a decoder file exported with its key/value cache generates on
+each backend that opens it: the prompt's run (prefill, ms) and the steps after it (ms per step and new
+tokens per second), timed through the one greedy loop (infer/model/generation.py) with no end-of-sequence
+id, so every step runs, on the same seeded prompts for every backend.
+
+One backend is opened at a time (its memory planned, and closed before the next opens: an LM's
+runtimes do not fit beside each other where the model is big), torch-free runtimes first (torch's idle
+OpenMP threads slow ONNX Runtime after it has run). Each backend decodes once untimed, then ``repeats``
+times; each number is the median of those. The ratio ("x the fastest") is within this one run.
+
+Eager ``generate()`` has no module to run for a file alone: a TorchScript file beside an ONNX one that
+carries the cache is one more row (it is the traced module), and scripts/bench_generate.py times
+transformers' own ``generate()`` beside ptx's rows for a factory.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from ptx.contract.generation import Generation, of_metadata
+from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
+
+from ..model.generation import vocabulary
+from ..verify.tables import markdown_table, text_table
+
+if TYPE_CHECKING:
+    from ..model.target import Target, Variant
+
+DEFAULT_PROMPT_LENGTH = 32
+DEFAULT_REPEATS = 3
+TORCHSCRIPT_BESIDE = "model.torchscript.pt"  # what ptx export writes beside model.onnx with --format torchscript
+NO_EAGER = ("eager: not run (an ONNX file carries no module; scripts/bench_generate.py compares with transformers' "
+            "generate())")
+
+
+@dataclass
+class GenerationRow:
+    """One backend's decoding speed: medians over ``repeats`` decodings of ``batch`` prompts of
+    ``prompt_length`` tokens, ``new_tokens`` each."""
+
+    runner: str
+    device: str
+    precision: str
+    file: str
+    prefill_ms: float  # the prompt's run: the first new token of every prompt
+    decode_ms_per_token: float  # one step after the prompt: one more token of every prompt
+    tokens_per_s: float  # new tokens of all prompts per second of decoding (the prompt's run apart)
+    repeats: int
+    spread: float = 1.0  # the slowest repetition's decode time over the fastest's
+    vs_fastest: float | None = None  # tokens/s over the fastest row's
+
+
+@dataclass
+class GenerationBench:
+    """``bench_generation``'s answer: a row per backend, what was not timed and why, and notes."""
+
+    name: str
+    new_tokens: int
+    prompt_length: int
+    batch: int
+    repeats: int
+    seed: int
+    rows: list[GenerationRow] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    eager: str | None = None  # why eager generate() has no row, where it has none
+
+    def heading(self) -> str:
+        return (f"ptx bench {self.name} --generate {self.new_tokens}: batch {self.batch}, a seeded prompt of "
+                f"{self.prompt_length} tokens (seed {self.seed}), greedy with no end-of-sequence id; median of "
+                f"{self.repeats} decodings after one warm-up")
+
+    def text(self, markdown: bool = False) -> str:
+        from ..model.target import group_reasons
+
+        head = ["runner", "device", "prefill ms", "decode ms/token", "tokens/s", "x the fastest"]
+        cells = [[r.runner, r.device, f"{r.prefill_ms:,.2f}", f"{r.decode_ms_per_token:,.3f}",
+                  f"{r.tokens_per_s:,.1f}", f"{r.vs_fastest:.2f}x" if r.vs_fastest is not None else ""]
+                 for r in self.rows]
+        lines = [*self.notes, self.heading()]
+        if markdown:
+            lines += ["", *markdown_table([head] + cells, range(2, len(head))), ""]
+        else:
+            lines += text_table([head] + cells, range(2, len(head)))
+        lines += [f"skipped {line}" for line in group_reasons(self.skipped)]
+        if self.eager:
+            lines.append(self.eager)
+        if self.batch > 1:
+            lines.append(f"tokens/s counts the new tokens of all {self.batch} prompts; ms/token is one step of the "
+                         "batch")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"model": self.name, "generate": {"new_tokens": self.new_tokens, "prompt_length": self.prompt_length,
+                                                  "batch": self.batch, "repeats": self.repeats, "seed": self.seed,
+                                                  "eos": []},
+                "rows": [asdict(r) for r in self.rows], "skipped": self.skipped, "notes": self.notes,
+                "eager": self.eager}
+
+
+def file_generation(target: Target) -> Generation:
+    """The generation contract ``target``'s file records, or one line saying how to export it with one."""
+    generation = None if target.is_run or target.found is None else of_metadata(target.found.metadata,
+                                                                                  target.path.name)
+    if generation is None:
+        what = f"{target.path.name} was exported" if not target.is_run else f"{target.name} is a tutorial model,"
+        raise PtxError(f"--generate times decoding with a key/value cache: {what} without one; export it with "
+                       "`ptx export --module FILE.py:FACTORY --task text-generation`")
+    return generation
+
+
+def prompt_length_for(generation: Generation, new_tokens: int, asked: int | None) -> tuple[int, str | None]:
+    """(the prompt length to time, a note where the default was clipped): ``asked`` tokens (default
+    DEFAULT_PROMPT_LENGTH) and ``new_tokens`` more must fit the model's positions; an asked length that
+    does not is refused in one line, the default is clipped to what fits."""
+    if new_tokens < 2:
+        raise PtxError(f"--generate {new_tokens}: give at least 2 new tokens (the first comes from the prompt's run; "
+                       "decode speed is timed on the steps after it)")
+    limit = generation.max_positions
+    length = DEFAULT_PROMPT_LENGTH if asked is None else asked
+    if limit is None or length + new_tokens <= limit:
+        return length, None
+    room = limit - new_tokens
+    if asked is not None or room < 1:
+        most = f"--prompt-length {room} at most" if room >= 1 else f"--generate {limit - 1} at most"
+        raise PtxError(f"a prompt of {length} tokens and {new_tokens} new ones need {length + new_tokens} positions; the "
+                       f"model has {limit}: give {most}")
+    return room, f"prompt clipped to {room} tokens: {room} and {new_tokens} new ones fill the model's {limit} positions"
+
+
+def seeded_prompts(generation: Generation, vocab: int | None, batch: int, length: int, seed: int) -> list[list[int]]:
+    """``batch`` prompts of ``length`` token ids, seeded, inside the vocabulary (the pad id left out)."""
+    high = vocab or 1000
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, high - 1, (batch, length))
+    return (ids + (ids >= generation.pad)).tolist() if high > 1 else ids.tolist()
+
+
+def _cache_bytes_per_position(signature, generation: Generation) -> int:
+    """The bytes one position of one sequence takes in the whole cache (every layer's key and value)."""
+    total = 0
+    for past, _ in generation.cache:
+        sig = signature.input(past)
+        size = 1
+        for axis, dim in enumerate(sig.shape):
+            if axis == generation.past_axis or axis == sig.batch_axis or isinstance(dim, str):
+                continue
+            size *= int(dim)
+        total += size * np.dtype(sig.dtype).itemsize
+    return total
+
+
+def decoding_need(signature, generation: Generation, batch: int, prompt_length: int, new_tokens: int) -> float:
+    """The bytes a decoding holds beyond the runtime's weights: the cache at its longest, twice (the past fed
+    and the present returned), and the prompt's logits, a runtime's intermediates at RUN_COPIES."""
+    from ..runtime.memory_plan import RUN_COPIES
+
+    cache = _cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
+    vocab = vocabulary(signature, generation) or 0
+    logits = batch * prompt_length * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
+    return 2 * cache + RUN_COPIES * logits
+
+
+def generation_variants(target: Target, backends: Sequence[str] | None) -> list[tuple[Target, Variant]]:
+    """(the target that opens it, variant) for every backend that opens ``target``'s file and, beside an
+    ONNX file, the TorchScript file export wrote with it where that one carries the cache too; torch-free
+    runtimes first. ``backends`` picks, by name or label, as bench's --backends does."""
+    targets = [target]
+    beside = target.path.parent / TORCHSCRIPT_BESIDE
+    if target.kind == "onnx" and beside.is_file():
+        other = target.beside(beside)
+        if other.found is not None and of_metadata(other.found.metadata, beside.name) is not None:
+            targets.append(other)
+    every = [(t, v) for t in targets for v in t.variants() if not v.backend.third_opinion]
+    if backends:
+        known = {n for _, v in every for n in (v.backend.name, v.backend.label(v.device), v.label)}
+        unknown = [n for n in backends if n not in known]
+        if unknown:
+            raise PtxError(f"backend {unknown[0]} does not open {target.path.name} with its cache here; these do: "
+                           f"{', '.join(dict.fromkeys(v.label for _, v in every))}")
+        every = [(t, v) for t, v in every if {v.backend.name, v.backend.label(v.device), v.label} & set(backends)]
+    return sorted(every, key=lambda tv: tv[1].backend.needs_torch)  # stable: the registry's order within each
+
+
+def time_decoding(model, prompts: list[list[int]], new_tokens: int, repeats: int,
+                  progress: Callable[[str], None], label: str) -> tuple[float, float, float, float]:
+    """(prefill ms, decode ms per step, steps per second, spread): medians over ``repeats`` greedy decodings
+    of ``prompts`` after one untimed, every step run (eos=())."""
+    progress(f"{label}: warm-up decoding of {new_tokens} tokens")
+    model.decode(prompts, new_tokens, eos=())
+    prefill, per_step = [], []
+    for k in range(repeats):
+        progress(f"{label}: decoding {k + 1} of {repeats}")
+        decoded = model.decode(prompts, new_tokens, eos=())
+        if decoded.decode_steps < 1:
+            raise PtxError(f"{label} decoded {len(decoded.tokens[0])} token(s) where {new_tokens} were asked")
+        prefill.append(decoded.prefill_s)
+        per_step.append(decoded.decode_s / decoded.decode_steps)
+    step = statistics.median(per_step)
+    return (1000 * statistics.median(prefill), 1000 * step, 1 / step, max(per_step) / min(per_step))
+
+
+def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | None = None, batch: int = 1,
+                     repeats: int = DEFAULT_REPEATS, backends: Sequence[str] | None = None, seed: int = 0,
+                     progress: Callable[[str], None] = lambda _: None) -> GenerationBench:
+    """Time greedy decoding of ``new_tokens`` on every backend ``backends`` pick (default: all that open
+    ``target``'s file, and the TorchScript file with its cache beside an ONNX one), one backend open at a
+    time: ``bench_generation(Target.of("lm/model.onnx"), 128)``. A file without a cache, or a prompt
+    that with ``new_tokens`` passes the model's positions, is one PtxError."""
+    from ..model.target import require_targets
+    from ..runtime.memory_plan import OutOfMemoryPlan, shortfall
+
+    generation = file_generation(target)  # a tutorial model's name is refused before its run is looked for
+    require_targets("bench", target)
+    if batch < 1 or repeats < 1 or (prompt_length is not None and prompt_length < 1):
+        raise PtxError("--batch, --prompt-length and --rounds are whole numbers of at least 1")
+    length, clipped = prompt_length_for(generation, new_tokens, prompt_length)
+    result = GenerationBench(target.path.name, new_tokens, length, batch, repeats, seed,
+                             notes=[clipped] if clipped else [])
+    chosen = generation_variants(target, backends)
+    traced = next((v.label for t, v in chosen if t.kind == "torchscript" and not v.unavailable()), None)
+    result.eager = (f"eager: the traced module with its cache is the {traced} row; transformers' generate() itself: "
+                    "scripts/bench_generate.py" if traced else NO_EAGER if target.kind == "onnx" else
+                    f"eager: not run (a {target.kind} file carries no module to call generate() on; "
+                    "scripts/bench_generate.py compares with transformers' generate())")
+    prompts = None
+    for variant_target, variant in chosen:
+        why = variant.unavailable()
+        if why:
+            result.skipped[variant.label] = why
+            continue
+        for variant, model in variant_target.each_opened([variant]):  # closed before the next one opens
+            label = variant.label
+            if isinstance(model, (OutOfMemoryPlan, MissingArtifactError, BackendUnavailableError)):
+                result.skipped[label] = str(model)  # does not fit now, not exported (an int8 twin), not on this CPU
+                continue
+            if isinstance(model, Exception):
+                result.skipped[label] = f"cannot open it: {model}"
+                continue
+            own = model.generation
+            if own is None:  # a file that changed since export says so where it opens; this is the rest
+                result.skipped[label] = f"{variant_target.path.name} carries no cache"
+                continue
+            if prompts is None:  # the same prompts for every row, made once the vocabulary is known
+                prompts = seeded_prompts(own, vocabulary(model.signature, own), batch, length, seed)
+                why = shortfall(f"decoding {batch} prompt{'s' * (batch != 1)} of {length} tokens and {new_tokens} "
+                                "new ones", decoding_need(model.signature, own, batch, length, new_tokens))
+                if why:
+                    raise PtxError(f"{why}: give a smaller --batch, --prompt-length or --generate")
+            try:
+                prefill_ms, step_ms, steps_per_s, spread = time_decoding(
+                    model, prompts, new_tokens, repeats, progress, f"{label} on {variant_target.path.name}")
+            except PtxError as exc:  # that row only: the others are timed
+                result.skipped[label] = str(exc)
+                continue
+            result.rows.append(GenerationRow(label, variant.device, variant.precision, variant_target.path.name,
+                                             round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1),
+                                             repeats, round(spread, 2)))
+    if not result.rows:
+        from ..model.target import group_reasons
+
+        reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
+        raise PtxError(f"no backend could decode {result.name} here: {reasons}")
+    best = max(r.tokens_per_s for r in result.rows)
+    for row in result.rows:
+        row.vs_fastest = round(row.tokens_per_s / best, 3)
+    return result
