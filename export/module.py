@@ -51,7 +51,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .generation import TASKS, export_generating, generates
+from .generation import TASKS, generates
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
@@ -155,7 +155,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if task not in TASKS:
         raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
     if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
-        return _export_generating(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
+        from .generating import export_with_cache  # it builds on this module's checks of the name and folder
+
+        return export_with_cache(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
                                   exporter=exporter, device=device, force=force, provenance=provenance, log=log,
                                   asked=task == "text-generation", inputs=inputs, atol=atol, rtol=rtol)
     chosen = [get_format(f) for f in _check_formats(formats)]
@@ -292,35 +294,6 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         at = f"batches {' and '.join(map(str, batches))}" if batches else "the declared shapes"
         log(f"{'reference':<11} {result.reference}  {len(cases)} cases ({at}): the inputs and {produced_by}'s outputs")
     return result
-
-
-def _export_generating(module, out_dir, *, formats, name, checkpoint, opset, exporter, device, force, provenance, log,
-                       asked: bool, inputs, atol=None, rtol=None) -> ModuleExportResult:
-    """export_module of a causal LM with its key/value cache (export/generation.py)."""
-    if not isinstance(module, torch.nn.Module):
-        raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
-    log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
-        "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
-    name = _check_name(name or type(module).__name__)
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, force)
-    loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
-    module.eval()
-    if loaded:
-        log(f"checkpoint: {loaded}")
-    onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None)
-    options = {"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)}
-
-    def strings_of(signature: Signature) -> dict[str, str]:
-        return module_strings(name, signature, {
-            "torch_version": str(torch.__version__),
-            **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-            **tolerance_strings(atol, rtol), **dict(provenance or {})})
-
-    done = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
-                             options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())],
-                             tolerance=lambda sig, on: _tolerance(sig, on, atol, rtol))
-    return ModuleExportResult(out_dir, name, load(done[0][1]).signature)
 
 
 # A file checked while the next is written holds the checking runtime beside the writer's work: about
