@@ -36,7 +36,7 @@ from ptx.contract.shape_certificate import probes as certificate_probes
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         plan_inputs, symbol_steps)
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
-from ptx.contract.tensors import Signature, TensorSig, as_declarations
+from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
