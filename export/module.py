@@ -51,6 +51,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
+from .generating import export_with_cache
 from .generation import TASKS, generates
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
@@ -155,11 +156,17 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if task not in TASKS:
         raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
     if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
-        from .generating import export_with_cache  # it builds on this module's checks of the name and folder
-
-        return export_with_cache(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
-                                  exporter=exporter, device=device, force=force, provenance=provenance, log=log,
-                                  asked=task == "text-generation", inputs=inputs, atol=atol, rtol=rtol)
+        if not isinstance(module, torch.nn.Module):
+            raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
+        name = _check_name(name or type(module).__name__)
+        out_dir = Path(out_dir)
+        _check_out_dir(out_dir, force)
+        signature = export_with_cache(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
+                                      exporter=exporter, device=device, provenance=provenance, log=log,
+                                      asked=task == "text-generation", inputs=inputs,
+                                      tolerance=lambda sig, on: _tolerance(sig, on, atol, rtol),
+                                      tolerance_given=tolerance_strings(atol, rtol))
+        return ModuleExportResult(out_dir, name, signature)
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
