@@ -28,6 +28,7 @@ from typing import Callable
 from ptx.atomic import ensure_writable_dir
 from ptx.contract.cases import Case
 from ptx.contract.comparison import default_tolerance
+from ptx.contract.generation import GENERATION_KEY
 from ptx.contract.metadata import from_props
 from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.tensor_inputs import load_input_file, make_feeds, plan_inputs
@@ -70,6 +71,11 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
+        if GENERATION_KEY in metadata:  # its inputs are tied (the mask spans the past and the new tokens)
+            raise PtxError(f"{path} is a decoder with its key/value cache: {fmt.name} judges a file on inputs generated "
+                           "one by one, which a decoder's tied past and mask lengths refuse; verify judges reduced "
+                           "precision of generation by the share of greedy steps that agree (openvino-bf16: "
+                           f"`ptx verify {path}`)")
         final = Path(out or path.parent) / twin_name(path, fmt.name)
 
         def foreign(final: Path) -> str | None:  # not an earlier int8 of ``path``: not ours to replace

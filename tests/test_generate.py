@@ -241,3 +241,27 @@ def test_torchscript_carries_the_cache_where_its_trace_holds(exported):
     assert said and "greedy tokens: 48 of 48" in said[0], lines
     want = [eager_generate("gpt2", tuple(p)) for p in PROMPTS]
     assert load(path.with_name("model.torchscript.pt")).generate(PROMPTS, max_new_tokens=NEW_TOKENS) == want
+
+
+def test_a_format_that_cannot_carry_the_cache_is_said_and_not_kept(tmp_path, monkeypatch):
+    import ptx.export.generation as generation
+
+    written = generation.write_decoder
+
+    def refusing(fmt, *args):
+        if fmt.name == "torchscript":
+            raise PtxError("the trace fixed the past's length")
+        return written(fmt, *args)
+    monkeypatch.setattr(generation, "write_decoder", refusing)
+    lines: list[str] = []
+    export_module(llama(), None, tmp_path / "lm", formats=["onnx", "torchscript"], log=lines.append)
+    assert "torchscript not kept: it cannot carry the cache (the trace fixed the past's length)" in lines, lines
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == ["model.onnx"]
+    with pytest.raises(PtxError, match="no format carries llama's cache: torchscript: the trace fixed"):
+        export_module(llama(), None, tmp_path / "ts", formats=["torchscript"], name="llama", log=lambda _: None)
+    assert not (tmp_path / "ts").exists()
+
+
+def test_int8_of_a_decoder_is_refused_in_one_line(exported):
+    done = ptx("export", exported["llama"][0], "--format", "onnx-int8", check=False)
+    assert done.returncode == 2 and "is a decoder with its key/value cache" in done.stderr, done.stderr
