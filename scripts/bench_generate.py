@@ -96,16 +96,26 @@ def child(kind: str, args, **extra) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def others(args, folder: Path, onnx: Path, prompt: list[int]) -> dict:
+# The competitors scripts/generate_others.py runs, by the label this table gives them. Each is timed around its
+# own generate() call from the call to the first new token (prefill) and from the first to the last (decode).
+OTHERS = {"optimum_ort": "Optimum ORTModelForCausalLM (its own export)",
+          "ort_genai_ptx_onnx": "onnxruntime-genai on ptx's file",
+          "openvino_genai": "openvino-genai (optimum-intel's IR, f32 hints)",
+          "openvino_genai_ptx_onnx": "openvino-genai on ptx's file made stateful (f32 hints)"}
+
+
+def others(args, folder: Path, onnx: Path, prompt: list[int], work: Path) -> dict:
     """The competitors' figures from their own environment (scripts/generate_others.py), or why not."""
     if not OTHERS_PYTHON.exists():
         return {"others": {"skipped": f"no {OTHERS_PYTHON}: run `python scripts/generate_others.py --setup`"}}
     command = [str(OTHERS_PYTHON), str(HERE / "generate_others.py"), "--model-dir", str(folder), "--onnx", str(onnx),
-               "--prompt-ids", ",".join(map(str, prompt)), "--new-tokens", str(args.new_tokens), "--json"]
+               "--prompt-ids", ",".join(map(str, prompt)), "--new-tokens", str(args.new_tokens), "--json",
+               "--repeats", str(args.repeats), "--work", str(work), "--only", ",".join(OTHERS)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
     if done.returncode != 0:
         return {"others": {"skipped": (done.stderr.strip().splitlines() or ["failed"])[-1]}}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    found = json.loads(done.stdout.strip().splitlines()[-1])["results"]
+    return {OTHERS[name]: found[name] for name in OTHERS if name in found}
 
 
 def bench_model(name: str, args, out: Path) -> dict:
@@ -132,8 +142,10 @@ def bench_model(name: str, args, out: Path) -> dict:
         pretrained = out / f"{name}-hf"
         if not pretrained.exists():
             MODELS[name]().save_pretrained(pretrained)
-        vocab = rows["eager"].get("tokens") and MODELS[name]().config.vocab_size
-        rows.update(others(args, pretrained, folder / "model.onnx", prompt_ids(args.prompt_length, vocab)))
+        print(f"{name}: the others ...", file=sys.stderr, flush=True)
+        vocab = MODELS[name]().config.vocab_size
+        rows.update(others(args, pretrained, folder / "model.onnx", prompt_ids(args.prompt_length, vocab),
+                           out / f"{name}-others"))
     want = rows["eager"].get("tokens")
     eager_decode = rows["eager"].get("decode_ms_per_token")
     for label, row in rows.items():
