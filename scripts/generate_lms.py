@@ -17,7 +17,7 @@ from __future__ import annotations
 
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
-                    rms_norm_eps=1e-5, tie_word_embeddings=True)
+                    rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
 GPT2_SMALL = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
 
 
@@ -31,16 +31,14 @@ def smollm2():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     _seeded()
-    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M, bos_token_id=None,
-                                        eos_token_id=None)).eval()
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M)).eval()
 
 
 def gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     _seeded()
-    return GPT2LMHeadModel(GPT2Config(**GPT2_SMALL, bos_token_id=None,
-                                      eos_token_id=None)).eval()
+    return GPT2LMHeadModel(GPT2Config(**GPT2_SMALL)).eval()
 
 
 def qwen2_05b():
@@ -53,8 +51,7 @@ def qwen2_05b():
     from scale_lms import QWEN2_05B
 
     _seeded()
-    return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B, bos_token_id=None,
-                                        eos_token_id=None)).eval()
+    return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B)).eval()
 
 
 MODELS = {"smollm2": smollm2, "gpt2": gpt2, "qwen2_05b": qwen2_05b}
