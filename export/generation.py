@@ -259,8 +259,8 @@ def check_decoding(run, signature: Signature, generation: Generation, prompts, e
             if not agreement.ok:
                 raise ValidationError(f"{where}: step {step + 1}'s logits differ from eager's by up to "
                                       f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
-                                      f"prompts {', '.join(str(r + 1) for r in rows)}, the past at "
-                                      f"{len(prompts[rows[0]]) + step} tokens")
+                                      f"prompts {', '.join(str(r + 1) for r in rows)}, the past holding "
+                                      f"{max(len(prompts[r]) for r in rows) + step - 1 if step else 0} tokens")
         return on_step
 
     steps = len(eager.tokens[0])
@@ -287,7 +287,8 @@ def generation_strings(generation: Generation) -> dict[str, str]:
 
 def write_decoder(fmt, decoder, signature: Signature, strings: dict[str, str], path: Path, example: dict,
                   options: dict):
-    """``fmt``'s writer on the decoder; the past's axis exported dynamic from 0 (the first step's)."""
+    """``fmt``'s writer on the decoder, traced at ``example`` (every dynamic size 2 or more); that the file takes
+    an empty past too (the first step's) is what check_decoding proves."""
     args = tuple(torch.from_numpy(example[n]) for n in signature.input_names)
     return fmt.write(decoder, args, path, signature, strings, **options)
 

@@ -10,7 +10,7 @@ like the others.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +33,7 @@ class Decoded:
     prefill_s: float
     decode_s: float
     decode_steps: int
+    logits: list = field(default_factory=list)  # each step's last logits [batch, vocab], where a caller kept them
 
     @property
     def decode_ms_per_token(self) -> float | None:
@@ -114,8 +115,8 @@ def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequ
         if generation.position_ids:
             feeds[generation.position_ids] = next_position
         next_position = next_position + 1
-    steps_run = sum(1 for _ in range(max(len(t) for t in tokens)))
-    return Decoded(tokens, Steps(tokens, margins, tops), prefill_s, decode_s, max(steps_run - 1, 0))
+    runs = max(len(t) for t in tokens)  # the batch ran once per step of its longest answer
+    return Decoded(tokens, Steps(tokens, margins, tops), prefill_s, decode_s, runs - 1)
 
 
 def _top_two(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
