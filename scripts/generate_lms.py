@@ -51,7 +51,8 @@ def qwen2_05b():
     from scale_lms import QWEN2_05B
 
     _seeded()
-    return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B)).eval()
+    # Qwen2-0.5B's published end-of-sequence id (scale_lms' config leaves the ids out: it exports logits alone)
+    return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B, bos_token_id=151643, eos_token_id=151643)).eval()
 
 
 MODELS = {"smollm2": smollm2, "gpt2": gpt2, "qwen2_05b": qwen2_05b}
