@@ -133,7 +133,8 @@ def test_an_end_of_sequence_id_stops_its_prompt_alone(exported):
 def test_bad_prompts_are_one_line_each(exported):
     model = load(exported["gpt2"][0])
     for prompt, words in [([], "no prompt"), ([[1, 2], []], "prompt 2 is empty"), ([1, VOCAB], "outside the vocabulary"),
-                          ([[1, "a"]], "not a list of token ids"), ([-1], "outside the vocabulary")]:
+                          ([[1, "a"]], "not a list of token ids"), ([-1], "outside the vocabulary"),
+                          ([[1.5, 2]], "not a list of token ids"), ("5 17", "is text: give token ids")]:
         with pytest.raises(InputError, match=words):
             model.generate(prompt, max_new_tokens=2)
     with pytest.raises(InputError, match="positions; the model has 128: ask for at most 125 new tokens"):
@@ -143,8 +144,8 @@ def test_bad_prompts_are_one_line_each(exported):
 
 
 def test_a_file_without_its_cache_says_how_to_export_one(tmp_path):
-    export_module(gpt2(), None, tmp_path / "fwd", inputs=["input_ids=batchxseq:int64"], formats=["onnx"],
-                  task="forward", log=lambda _: None)
+    export_module(torch.nn.Linear(4, 3).eval(), (torch.rand(2, 4),), tmp_path / "fwd", formats=["onnx"],
+                  log=lambda _: None)
     model = load(tmp_path / "fwd" / "model.onnx")
     assert model.generation is None
     with pytest.raises(PtxError, match="exported without its key/value cache.*--task text-generation"):
@@ -154,6 +155,8 @@ def test_a_file_without_its_cache_says_how_to_export_one(tmp_path):
 def test_declared_inputs_the_decoder_does_not_take_are_refused(tmp_path):
     with pytest.raises(PtxError, match="--input pixel_values: a decoder exported with its cache takes"):
         export_module(gpt2(), None, tmp_path / "x", inputs=["pixel_values=batchx3x8x8"], log=lambda _: None)
+    with pytest.raises(PtxError, match="--output is not for a model exported with its cache"):
+        export_module(gpt2(), None, tmp_path / "x", output_names=["scores"], log=lambda _: None)
 
 
 def test_verify_judges_generation_and_exits_0(exported):
@@ -186,6 +189,16 @@ def test_a_parting_is_named_with_both_tokens_and_the_margin(exported, tmp_path):
     done = ptx("verify", copy, "--backends", "ort-cpu", check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "prompt 2 step 6: parts:" in done.stdout and "top-2 margin 3" in done.stdout, done.stdout
+
+
+def test_verify_s_atol_widens_what_counts_as_a_tie(exported, tmp_path):
+    def plant(ref):
+        ref["tokens"][2][1] = (ref["tokens"][2][1] + 1) % VOCAB
+        ref["margins"][2][1] = 0.5
+    copy = _recorded_otherwise(exported["llama"][0], tmp_path, plant)
+    assert ptx("verify", copy, "--backends", "ort-cpu", check=False).returncode == 1
+    done = ptx("verify", copy, "--backends", "ort-cpu", "--atol", "0.3", check=False)
+    assert done.returncode == 0 and "prompt 3 step 2: a tie:" in done.stdout, done.stdout
 
 
 def test_a_parting_at_a_near_tie_is_said_not_failed(exported, tmp_path):

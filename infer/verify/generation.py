@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import TokenJudgement, judge_tokens, of_metadata
 from ptx.contract.names import FULL_PRECISION
+from ptx.contract.schema import Tolerance
+from ptx.contract.validated import recorded_tolerance
 from ptx.contract.verdict import NOT_USABLE, PASS
 from ptx.errors import MissingArtifactError, NothingToCompareError, PtxError
 
@@ -96,10 +98,12 @@ class GenerationReport:
 
 
 def verify_generation(target, backends: Sequence[str] | None = None, steps: int | None = None,
+                      atol: float | None = None, rtol: float | None = None,
                       progress: Callable[[str], None] = lambda _: None) -> GenerationReport:
     """Judge each backend's greedy tokens on the prompts the file records against the recorded reference's
     (``target``: a model file's Target whose metadata records ptx.generation). ``steps``: at most the
-    recorded ones (default all)."""
+    recorded ones (default all). A tie's width comes from ``atol``/``rtol``, else the tolerance export was
+    given (the file records it), else the logits' dtype's default on the row's device."""
     metadata = target.found.metadata
     generation = of_metadata(metadata, f"{target.path.name}: ptx.generation")
     recorded = generation.recorded() if generation else None
@@ -113,6 +117,15 @@ def verify_generation(target, backends: Sequence[str] | None = None, steps: int 
         reference = type(reference)([t[:steps] for t in reference.tokens], [m[:steps] for m in reference.margins],
                                     [t[:steps] for t in reference.tops])
     report = GenerationReport(target.path.name, f"{by}, recorded at export", prompts, steps)
+    recorded_tol, unreadable = recorded_tolerance(metadata)
+    if unreadable:
+        report.notes.append(unreadable)
+    given = {"atol": atol, "rtol": rtol} if atol is not None or rtol is not None else recorded_tol
+
+    def tolerance_on(model) -> Tolerance:
+        own = default_tolerance(model.signature.output(generation.logits).dtype, model.device)
+        return Tolerance(given.get("atol") if given.get("atol") is not None else own.atol,
+                         given.get("rtol") if given.get("rtol") is not None else own.rtol)
     variants = target.variants(backends)
     runnable = []
     for variant in variants:
@@ -132,7 +145,7 @@ def verify_generation(target, backends: Sequence[str] | None = None, steps: int 
             continue
         progress(f"{variant.label}: decoding {len(prompts)} prompts x {steps} steps")
         reduced = variant.precision != FULL_PRECISION
-        tolerance = default_tolerance(model.signature.output(generation.logits).dtype, model.device)
+        tolerance = tolerance_on(model)
         try:
             decoded = model.decode(prompts, steps, eos=())
         except PtxError as exc:

@@ -149,7 +149,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     # as verify opens it: a file changed since export is the user's own model, with a note
     target = target_of(ctx, name, "verify", root=root, run=run, options=opening, verifying=True)
     if not target.is_run and GENERATION_KEY in (target.found.metadata or {}) and against is None:
-        _verify_generation(ctx, target, backends, as_json)
+        _verify_generation(ctx, target, backends, as_json, atol, rtol)
     if locate and not target.is_run:
         from ptx.infer.locate.file import check_locatable
 
@@ -170,7 +170,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             then=then if locate else None)
 
 
-def _verify_generation(ctx, target, backends, as_json) -> None:
+def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=()) -> None:
     """A decoder exported with its cache: its generation judged step by step (ptx.infer.verify.generation)."""
     from ptx.infer.verify.generation import verify_generation
 
@@ -178,7 +178,13 @@ def _verify_generation(ctx, target, backends, as_json) -> None:
                        "shapes", "values", "ranges", "batch_sizes"],
                  "is not for a decoder exported with its cache (verify compares its greedy tokens with the ones the "
                  "file records)")
-    report = verify_generation(target, backends, progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+    per_output = [name for name, _ in (*atol, *rtol) if name is not None]
+    if per_output:
+        raise click.UsageError(f"--atol/--rtol {per_output[0]}=...: a decoder's generation is judged on its logits "
+                               "alone: give the number without an output's name")
+    report = verify_generation(target, backends, atol=next((v for _, v in atol), None),
+                               rtol=next((v for _, v in rtol), None),
+                               progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -18,9 +18,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .schema import Tolerance
 from ptx.errors import InputError
 
+from .schema import Tolerance
 from .tensors import ContractError
 
 GENERATION_KEY = "generation"  # ptx.generation in a file: the Generation below, as JSON
@@ -109,16 +109,21 @@ def check_prompts(prompts: Sequence[Sequence[int]], vocab: int | None, max_new_t
     enough that max_new_tokens more still have positions: else one line that says what to give."""
     if isinstance(prompts, np.ndarray):
         prompts = prompts.tolist()
+    if isinstance(prompts, (str, bytes)):
+        raise InputError(f"{prompts[:40]!r} is text: give token ids (a list of integers), or encode the text with its "
+                         "tokenizer first")
     if not prompts:
         raise InputError("no prompt: give at least one list of token ids")
     if all(isinstance(p, (int, np.integer)) for p in prompts):  # one prompt given flat
         prompts = [prompts]
     out = []
     for k, prompt in enumerate(prompts):
-        try:
-            ids = [int(t) for t in prompt]
-        except (TypeError, ValueError):
-            raise InputError(f"prompt {k + 1}: {prompt!r} is not a list of token ids (integers)") from None
+        if isinstance(prompt, np.ndarray):
+            prompt = prompt.tolist()
+        if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in prompt):
+            raise InputError(f"prompt {k + 1}: {str(prompt)[:60]} is not a list of token ids (integers)")
+        ids = [int(t) for t in prompt]
         if not ids:
             raise InputError(f"prompt {k + 1} is empty: give at least one token id")
         bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
