@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ptx.contract.tensors import Signature, as_declarations
+from ptx.errors import PtxError
 from ptx.files import file_sha256
 from ptx.infer.model.target import load
 
@@ -15,6 +16,19 @@ from .factory import load_state_dict_file
 from .formats.onnx import Exporter
 from .generation import export_generating
 from .metadata import module_strings
+
+
+SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--shape/--value/--range",
+           "max_sizes": "--max-shape", "min_sizes": "--min-shape"}
+
+
+def refuse_shaping(**given) -> None:
+    """One line for the first of export_module's options that shape a forward export's tensors or its checks
+    (``given``: by parameter name): a decoder's tensors and its checks are its own, so one would be ignored."""
+    named = [SHAPING[k] for k, v in given.items() if v]
+    if named:
+        raise PtxError(f"{named[0]} is not for a model exported with its cache (its tensors are the decoder's, "
+                       "checked by decoding prompts): leave it out, or give --task forward")
 
 
 def export_with_cache(module, out_dir: Path, *, formats, name: str, checkpoint, opset, exporter, device, provenance,

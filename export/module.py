@@ -51,7 +51,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .generating import export_with_cache
+from .generating import export_with_cache, refuse_shaping
 from .generation import TASKS, generates
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
@@ -158,12 +158,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
         if not isinstance(module, torch.nn.Module):
             raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
-        given = [option for option, value in (("--inputs", input_files), ("--output", output_names),
-                                              ("--shape/--value/--range", plan), ("--max-shape", max_sizes),
-                                              ("--min-shape", min_sizes)) if value]
-        if given:  # the decoder's tensors and its checks are its own: an option that would shape them is refused
-            raise PtxError(f"{given[0]} is not for a model exported with its cache (its tensors are the decoder's, "
-                           "checked by decoding prompts): leave it out, or give --task forward")
+        refuse_shaping(input_files=input_files, output_names=output_names, plan=plan, max_sizes=max_sizes,
+                       min_sizes=min_sizes)
         name = _check_name(name or type(module).__name__)
         out_dir = Path(out_dir)
         _check_out_dir(out_dir, force)
