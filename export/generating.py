@@ -24,8 +24,9 @@ SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--sha
 
 def refuse_shaping(**given) -> None:
     """One line for the first of export_module's options that shape a forward export's tensors or its checks
-    (``given``: by parameter name): a decoder's tensors and its checks are its own, so one would be ignored."""
-    named = [SHAPING[k] for k, v in given.items() if v]
+    (``given``: by parameter name; a plan counts where one of its entries is set, as the CLI always makes one):
+    a decoder's tensors and its checks are its own, so one would be ignored."""
+    named = [SHAPING[k] for k, v in given.items() if (any(v.values()) if isinstance(v, dict) else v)]
     if named:
         raise PtxError(f"{named[0]} is not for a model exported with its cache (its tensors are the decoder's, "
                        "checked by decoding prompts): leave it out, or give --task forward")

@@ -292,3 +292,13 @@ def test_a_format_that_cannot_carry_the_cache_is_said_and_not_kept(tmp_path, mon
 def test_int8_of_a_decoder_is_refused_in_one_line(exported):
     done = ptx("export", exported["llama"][0], "--format", "onnx-int8", check=False)
     assert done.returncode == 2 and "is a decoder with its key/value cache" in done.stderr, done.stderr
+
+
+def test_the_cli_export_takes_no_shaping_options_for_a_decoder(tmp_path):
+    """The CLI hands export_module a plan of empty entries when --shape, --value and --range are not given:
+    the decoder's export goes on; given, they are refused in one line before any work."""
+    factory = tmp_path / "lm.py"
+    factory.write_text("from test_generate import llama as build\n")
+    done = ptx("export", "--module", f"{factory}:build", "--out", tmp_path / "lm", "--shape", "seq=4", check=False)
+    assert done.returncode != 0 and "--shape/--value/--range is not for a model exported with its cache" in \
+        done.stderr, done.stderr
