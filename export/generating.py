@@ -10,7 +10,6 @@ import torch
 from ptx.contract.tensors import Signature, as_declarations
 from ptx.errors import PtxError
 from ptx.files import file_sha256
-from ptx.infer.model.target import load
 
 from .factory import load_state_dict_file
 from .formats.onnx import Exporter
@@ -52,7 +51,7 @@ def export_with_cache(module, out_dir: Path, *, formats, name: str, checkpoint, 
             **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
             **tolerance_given, **dict(provenance or {})})
 
-    done = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
+    _, signature = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
                              options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())],
                              tolerance=tolerance)
-    return load(done[0][1]).signature
+    return signature  # as every file records it: none is opened again to read it

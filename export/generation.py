@@ -302,10 +302,10 @@ CARRIES_THE_CACHE = "onnx"
 def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequence[str], name: str,
                       strings_of: Callable[[Signature], dict[str, str]], options: dict[str, dict],
                       log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = (),
-                      tolerance: Callable | None = None) -> list:
+                      tolerance: Callable | None = None) -> tuple[list, Signature]:
     """Write ``module`` (a causal LM, in eval mode) with its cache in each of ``formats`` into ``out_dir``
     (written whole or not at all), each file decoded through its serving runtime and held to eager's own
-    cached decoding; returns the ExportResults' stand-ins: (format, path, line)."""
+    cached decoding; returns ([(format, path, line)], the signature every file records)."""
     from ptx.atomic import atomic_folder, writable_dir_for
 
     from .formats import get as get_format
@@ -353,7 +353,7 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
             done.append((fmt.name, out_dir / fmt.file_name, line))
         if not done:
             raise PtxError(f"no format carries {name}'s cache: {'; '.join(refused)}; export it to onnx")
-    return done
+    return done, signature
 
 
 def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log,

@@ -20,6 +20,8 @@ from ptx.contract.validated import recorded_tolerance
 from ptx.contract.verdict import NOT_USABLE, PASS
 from ptx.errors import MissingArtifactError, NothingToCompareError, PtxError
 
+from ..model.target import group_reasons
+
 FAIL, SKIPPED = "FAIL", "skipped"
 
 
@@ -71,16 +73,10 @@ class GenerationReport:
         out = [f"verify {self.name}: greedy generation, {len(self.prompts)} prompts "
                f"({', '.join(str(len(p)) for p in self.prompts)} tokens) x {self.steps} steps, against "
                f"{self.reference}"]
-        shown = set()
-        for row in self.rows:  # skipped rows of one reason together (every CUDA row says "no GPU")
-            if row.status == SKIPPED:
-                if row.why in shown:
-                    continue
-                shown.add(row.why)
-                alike = [r.label for r in self.rows if r.status == SKIPPED and r.why == row.why]
-                out.append(f"  {', '.join(alike)}: skipped: {row.why}")
-                continue
-            out.append(f"  {row.label:<{width}}  {row.status:<10}  {row.describe()}")
+        out += [f"  {r.label:<{width}}  {r.status:<10}  {r.describe()}" for r in self.rows if r.status != SKIPPED]
+        # every CUDA row says "no GPU": one line per reason, as bench says them
+        out += [f"  skipped {line}" for line in group_reasons({r.label: r.why for r in self.rows
+                                                                 if r.status == SKIPPED})]
         out += [f"note: {n}" for n in self.notes]
         if self.failed:
             first = self.failed[0]
