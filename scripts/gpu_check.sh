@@ -75,8 +75,11 @@ ORT_WHEEL="onnxruntime_gpu-$ORT_VERSION-cp312-cp312-manylinux_2_28_x86_64.whl"
 ORT_TAR="onnxruntime_gpu-$ORT_VERSION.tar.xz"  # the wheel unpacked: what travels, in parts
 BENCH_MODELS=(convnet lstm mlp resnet)
 DEVICE=${PTX_GPU_DEVICE:-cuda}
-PART_SIZE=60M  # with the ~1.8 MiB repository, a call's upload stays under the 64 MiB limit
+PART_SIZE=57M  # with the ~6 MB repository (2026-11-26), a call's upload stays under the 64 MiB limit
 VERIFY_SAMPLES=${PTX_GPU_VERIFY_SAMPLES:-1000}
+LM_FACTORY=${PTX_GPU_LM:-scripts/generate_lms.py:qwen2_05b}  # the language model of the lmexport and lm phases
+LM_NEW_TOKENS=${PTX_GPU_LM_TOKENS:-64}
+LM_BACKENDS=${PTX_GPU_LM_BACKENDS:-ort-cpu,ort-cuda}
 
 STEPS_FAILED="$WORK/steps-failed"  # the failed steps of the phase running now, one a line
 
@@ -129,7 +132,9 @@ EOF
 }
 
 stash() {
-    # What this call carried, out of the repo copy into the work folder that outlives the call.
+    # What this call carried, out of the repo copy into the work folder that outlives the call. Not in
+    # the dry run (PTX_GPU_INSTALL=0), which uses this machine's data: it would take a pack made here.
+    [ "${PTX_GPU_INSTALL:-1}" = 0 ] && return 0
     mkdir -p "$WORK/parts" "$KEEP"
     for part in "$PACK"/wheel/ort-gpu.part.* "$PACK"/wheel/SHA256 "$PACK"/wheel/PARTS; do
         [ -f "$part" ] && mv -f "$part" "$WORK/parts/"
@@ -175,7 +180,13 @@ pytest_gpu() {
     # package (ptx.models and the other stages live in their own top-level folders).
     local files=() arg
     for arg in "$@"; do [[ "$arg" == tests/* ]] && files+=("$ROOT/$arg") || files+=("$arg"); done
-    python3 -P -m pytest -m gpu -q -p no:cacheprovider "${files[@]}" 2>&1
+    # On the GPU machine's 16 cores, several files at once (pytest-xdist is there): the tests phase
+    # took 348 s in one process on 2026-11-23, too long for a 15-minute lease.
+    local workers=()
+    if [ "${PTX_GPU_PYTEST_WORKERS:-8}" != 1 ] && python3 -P -c "import xdist" 2>/dev/null; then
+        workers=(-n "${PTX_GPU_PYTEST_WORKERS:-8}" --dist loadfile)
+    fi
+    python3 -P -m pytest -m gpu -q -p no:cacheprovider "${workers[@]}" "${files[@]}" 2>&1
 }
 
 phase_train() {
@@ -219,7 +230,7 @@ EOF
 
 phase_tests() {
     say "pytest -m gpu (ort-cuda tests skip until the ort phase installs onnxruntime-gpu)"
-    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_pt2.py \
+    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_pt2.py tests/test_train_step.py \
         | tee "$KEEP/pytest-gpu.txt" | tail -25) || step_failed "pytest -m gpu: failures or errors (pytest-gpu.txt)"
 }
 
@@ -250,6 +261,7 @@ ort.preload_dlls()
 from ptx.infer.runtime.ort_session import cuda_unavailable
 print("ort-cuda:", cuda_unavailable() or "available")
 EOF
+    [ "${PTX_GPU_ORT_TESTS:-1}" = 0 ] && { say "the ort-cuda gpu tests: not run (PTX_GPU_ORT_TESTS=0)"; return 0; }
     say "the ort-cuda gpu tests"
     (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py -k "ort" \
         | tee "$KEEP/pytest-ort-cuda.txt" | tail -25) || step_failed "the ort-cuda tests: failures or errors (pytest-ort-cuda.txt)"
@@ -396,6 +408,48 @@ phase_locate() {
     done
 }
 
+phase_lmexport() {
+    # Issue 85's language model, exported on the CPU (no onnxruntime-gpu needed yet, so a call that
+    # carries a wheel part does it): Qwen2-0.5B's published config (494M parameters, 1.98 GB in f32,
+    # random weights) with its key/value cache, checked against eager as every export is.
+    say "the language model: $LM_FACTORY exported with its cache (CPU)"
+    rm -rf "$WORK/lm" && mkdir -p "$WORK/lm"
+    local timed=() start=$SECONDS
+    [ -x /usr/bin/time ] && timed=(/usr/bin/time -f "peak resident memory %M kB, %e s")  # where the machine has it
+    { echo "### ptx export --module $LM_FACTORY --format onnx"; echo '```'
+      "${timed[@]}" ptx export --module "$ROOT/$LM_FACTORY" --out "$WORK/lm" --format onnx 2>&1 \
+          || step_failed "ptx export --module $LM_FACTORY"
+      echo '```'; echo "export: $((SECONDS - start)) s"; } | tee "$KEEP/lm-export.md"
+}
+
+phase_lm() {
+    # The exported language model on CUDA: verify's generation rows (ort-cuda beside ort-cpu and
+    # eager's record) and bench --generate on ort-cuda beside ort-cpu, with the GPU memory the
+    # process held (nvidia-smi, sampled every 100 ms while bench ran: the peak over the idle level).
+    local file="$WORK/lm/model.onnx" smi=""
+    [ -f "$file" ] || { echo "no $file: run the lmexport phase first"; return 1; }
+    say "the language model on CUDA: ptx verify, then ptx bench --generate $LM_NEW_TOKENS"
+    { echo "### ptx verify model.onnx --backends $LM_BACKENDS"; echo '```'
+      ptx verify "$file" --backends "$LM_BACKENDS" 2>&1 || step_failed "ptx verify the language model"
+      echo '```'; } > "$KEEP/lm.md.new"
+    cat "$KEEP/lm-export.md" "$KEEP/lm.md.new" > "$KEEP/lm.md" 2>/dev/null || mv -f "$KEEP/lm.md.new" "$KEEP/lm.md"
+    rm -f "$KEEP/lm.md.new"
+    cat "$KEEP/lm.md"
+    if [ "$DEVICE" = cuda ] && command -v nvidia-smi >/dev/null; then
+        smi="$WORK/lm/smi.csv"
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$smi" &
+    fi
+    { echo; echo "### ptx bench model.onnx --generate $LM_NEW_TOKENS --backends $LM_BACKENDS"; echo '```'
+      ptx bench "$file" --generate "$LM_NEW_TOKENS" --backends "$LM_BACKENDS" 2>&1 || step_failed "ptx bench --generate"
+      echo '```'; } | tee -a "$KEEP/lm.md"
+    if [ -n "$smi" ]; then
+        kill %1 2>/dev/null || true
+        wait 2>/dev/null || true
+        sort -n "$smi" | awk 'NR == 1 { low = $1 } { high = $1 } END { if (NR) printf "\nGPU memory while bench ran (nvidia-smi, every 100 ms): %d MiB at its lowest, %d MiB at its peak\n", low, high }' \
+            | tee -a "$KEEP/lm.md"
+    fi
+}
+
 phase_summary() {
     say "one summary, readable without the logs: $KEEP/summary.md"
     python3 "$ROOT/scripts/gpu_summary.py" summary "$KEEP" > "$KEEP/summary.md"
@@ -445,8 +499,8 @@ send_back() {
 if [ "$1" = pack ]; then pack; exit; fi
 for phase in "$@"; do  # a misspelt phase is refused before anything runs
     case "$phase" in
-        stash|train|epoch|tests|pt2|ort|verify|bench|speed|own|locate|summary) ;;
-        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed, own, locate or summary" ;;
+        stash|train|epoch|tests|pt2|ort|verify|bench|speed|own|locate|lmexport|lm|summary) ;;
+        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed, own, locate, lmexport, lm or summary" ;;
     esac
 done
 trap send_back EXIT

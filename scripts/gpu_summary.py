@@ -64,6 +64,7 @@ def summary(out: Path) -> str:
     page += section("Bench", "bench-gpu.md")
     page += section("A user's own models (export --module, verify, bench, serve)", "own.md")
     page += section("Where the CUDA rows part from the CPU (--locate)", "locate.md")
+    page += section("A language model with its cache on CUDA (verify, bench --generate)", "lm.md")
     page += ["## Tests", "", *test_counts(out), ""]
     return "\n".join(page)
 
