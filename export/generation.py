@@ -20,6 +20,7 @@ the one judge of tokens (ptx.contract.generation.judge_tokens). The file records
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,7 +31,7 @@ from ptx.contract.comparison import compare_output, default_tolerance
 from ptx.contract.generation import GENERATION_KEY, Generation, judge_tokens
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError, ValidationError
-from ptx.infer.model.generation import Decoded, greedy
+from ptx.infer.model.generation import GREEDY, Decoded, Decoding
 
 TASKS = ("auto", "text-generation", "forward")
 # The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
@@ -230,44 +231,50 @@ def validation_prompts(vocab: int, seed: int = 0) -> list[list[int]]:
     return [rng.integers(0, vocab, n).tolist() for n in PROMPT_LENGTHS]
 
 
-def reference_decoding(decoder, signature: Signature, generation: Generation, prompts, steps: int) -> Decoded:
+@dataclass
+class EagerDecoding:
+    """Eager's own cached greedy decoding of the validation prompts, and each step's logits [batch, vocab]
+    (what a file's decoding is held to, step by step)."""
+
+    decoded: Decoded
+    logits: list[np.ndarray]
+
+
+def reference_decoding(decoder, signature: Signature, generation: Generation, prompts, steps: int) -> EagerDecoding:
     """Eager's own cached greedy decoding of ``prompts``, every step run (no end-of-sequence stop), with each
     step's logits kept for the file's teacher-forced check."""
+    decoding = Decoding(eager_run(decoder, signature), signature, generation, prompts, steps, eos=())
     kept: list[np.ndarray] = []
-    decoded = greedy(eager_run(decoder, signature), signature, generation, prompts, steps, eos=(),
-                     on_step=lambda _, logits: kept.append(logits.copy()))
-    decoded.logits = kept
-    return decoded
+    for step in decoding:
+        kept.append(step.logits.copy())
+        decoding.append(GREEDY.choose(step.logits, decoding.history))
+    return EagerDecoding(decoding.decoded(), kept)
 
 
-def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: Decoded, where: str,
+def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: EagerDecoding, where: str,
                    device: str = "cpu", tolerance=None) -> str:
     """The file's decoding (``run``: its runner's) held to eager's: every step's logits on eager's tokens
-    within the tolerance, batched and left-padded and the second prompt alone (batch 1), then its own
-    greedy tokens judged against eager's. A ValidationError names the step and the difference; returns
-    the line export says."""
+    within the tolerance (teacher-forced: eager's token appended at each step), batched and left-padded and
+    the second prompt alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError
+    names the step and the difference; returns the line export says."""
     tolerance = tolerance or default_tolerance(signature.output(generation.logits).dtype, device)
+    tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
     worst, checked = 0.0, 0
-
-    def hold(rows: Sequence[int]):
-        def on_step(step, logits):
-            nonlocal worst, checked
-            want = eager.logits[step][list(rows)]
-            agreement = compare_output(generation.logits, logits, want, tolerance, detail=False)
-            worst = max(worst, agreement.max_abs)
-            checked += 1
+    for rows in (range(len(prompts)), [1]):
+        decoding = Decoding(run, signature, generation, [prompts[r] for r in rows], steps, eos=())
+        for step in decoding:
+            agreement = compare_output(generation.logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
+                                       detail=False)
+            worst, checked = max(worst, agreement.max_abs), checked + 1
             if not agreement.ok:
-                raise ValidationError(f"{where}: step {step + 1}'s logits differ from eager's by up to "
+                raise ValidationError(f"{where}: step {step.index + 1}'s logits differ from eager's by up to "
                                       f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
                                       f"prompts {', '.join(str(r + 1) for r in rows)}, the past holding "
-                                      f"{max(len(prompts[r]) for r in rows) + step - 1 if step else 0} tokens")
-        return on_step
-
-    steps = len(eager.tokens[0])
-    greedy(run, signature, generation, prompts, steps, eos=(), forced=eager.tokens, on_step=hold(range(len(prompts))))
-    greedy(run, signature, generation, [prompts[1]], steps, eos=(), forced=[eager.tokens[1]], on_step=hold([1]))
-    own = greedy(run, signature, generation, prompts, steps, eos=())
-    judged = judge_tokens(eager.steps, own.steps, tolerance)
+                                      f"{max(len(prompts[r]) for r in rows) + step.index - 1 if step.index else 0} "
+                                      "tokens")
+            decoding.append([tokens[r][step.index] for r in rows])
+    own = Decoding(run, signature, generation, prompts, steps, eos=()).to_end(GREEDY)
+    judged = judge_tokens(eager.decoded.steps, own.steps, tolerance)
     if not judged.passed:
         raise ValidationError(f"{where}: its greedy tokens part from eager's: {judged.describe()}")
     return (f"worst |diff| vs eager {worst:.2e} over {checked} decoding steps (logits, atol {tolerance.atol:g}, rtol "
@@ -275,9 +282,9 @@ def check_decoding(run, signature: Signature, generation: Generation, prompts, e
             f"{max(map(len, prompts)) + steps - 1}); greedy tokens: {judged.describe()}")
 
 
-def recorded(generation: Generation, prompts, eager: Decoded) -> Generation:
+def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
     """``generation`` with eager's decoding of the validation prompts, as the file records it for verify."""
-    return generation.with_reference({"prompts": prompts, **eager.steps.to_dict(),
+    return generation.with_reference({"prompts": prompts, **eager.decoded.steps.to_dict(),
                                       "by": f"eager PyTorch (torch {torch.__version__})"})
 
 

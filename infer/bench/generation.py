@@ -1,6 +1,6 @@
 """``ptx bench FILE --generate N``: how fast a decoder file exported with its key/value cache generates on
 each backend that opens it: the prompt's run (prefill, ms) and the steps after it (ms per step and new
-tokens per second), timed through the one greedy loop (infer/model/generation.py) with no end-of-sequence
+tokens per second), timed through the one decoding (infer/model/generation.py), greedy with no end-of-sequence
 id, so every step runs, on the same seeded prompts for every backend.
 
 One backend is opened at a time (its memory planned, and closed before the next opens: an LM's
@@ -23,7 +23,7 @@ import numpy as np
 from ptx.contract.generation import Generation, of_metadata
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
 
-from ..model.generation import vocabulary
+from ..model.generation import no_cache, vocabulary
 from ..verify.tables import markdown_table, text_table
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ NO_EAGER = ("eager: not run (an ONNX file carries no module; scripts/bench_gener
 
 
 @dataclass
-class GenerationRow:
+class DecodingSpeed:
     """One backend's decoding speed: medians over ``repeats`` decodings of ``batch`` prompts of
     ``prompt_length`` tokens, ``new_tokens`` each."""
 
@@ -63,7 +63,7 @@ class GenerationBench:
     batch: int
     repeats: int
     seed: int
-    rows: list[GenerationRow] = field(default_factory=list)
+    rows: list[DecodingSpeed] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     eager: str | None = None  # why eager generate() has no row, where it has none
@@ -106,9 +106,7 @@ def file_generation(target: Target) -> Generation:
     generation = None if target.is_run or target.found is None else of_metadata(target.found.metadata,
                                                                                   target.path.name)
     if generation is None:
-        what = f"{target.path.name} was exported" if not target.is_run else f"{target.name} is a tutorial model,"
-        raise PtxError(f"--generate times decoding with a key/value cache: {what} without one; export it with "
-                       "`ptx export --module FILE.py:FACTORY --task text-generation`")
+        raise no_cache(target.name if target.is_run else target.path.name)
     return generation
 
 
@@ -256,7 +254,7 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
             except PtxError as exc:  # that row only: the others are timed
                 result.skipped[label] = str(exc)
                 continue
-            result.rows.append(GenerationRow(label, variant.device, variant.precision, variant_target.path.name,
+            result.rows.append(DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
                                              round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1),
                                              repeats, round(spread, 2)))
     if not result.rows:

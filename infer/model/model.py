@@ -17,7 +17,7 @@ from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
 from ptx.errors import ArtifactError, PtxError
 
-from .generation import Decoded, greedy
+from .generation import Decoded, Decoding
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
 
@@ -76,14 +76,15 @@ class Model:
             generation.check(self.signature.input_names, self.signature.output_names, where)
         return generation
 
+    def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> Decoding:
+        """The decoding of ``ids`` (one prompt or several) through this model, to pull step by step
+        (ptx.infer.model.generation.Decoding); the prompts checked, and a file without its cache refused."""
+        return Decoding(self.runner.run, self.signature, self.generation, ids, max_new_tokens, eos, name=self.name)
+
     def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> Decoded:
-        """``generate``'s decoding with its record: each step's top-2 margin, and the time of the prompt's
-        run and of the steps after it."""
-        generation = self.generation
-        if generation is None:
-            raise PtxError(f"{self.name} was exported without its key/value cache, so it cannot generate: export the "
-                           "model with `ptx export --module FILE.py:FACTORY --task text-generation`")
-        return greedy(self.runner.run, self.signature, generation, ids, max_new_tokens, eos)
+        """``generate``'s greedy decoding with its record: each step's top-2 margin, and the time of the
+        prompt's run and of the steps after it."""
+        return self.decoding(ids, max_new_tokens, eos).to_end()
 
     def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> list[list[int]]:
         """Greedy decoding of one prompt (a list of token ids) or several (a list of lists, of any lengths:
