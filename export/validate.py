@@ -51,6 +51,7 @@ class ExportResult:
     judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
     verdicts: list = field(default_factory=list)  # a reduced file's Verdict on every runtime that reads it, its own first
     certificate: object | None = None  # its shape certificate (ptx.contract.shape_certificate), where one was made
+    detail: str = ""  # what its check found, in words, where the check says it (a decoder's steps and tokens)
 
     @property
     def worst(self) -> OutputAgreement:

@@ -27,9 +27,10 @@ def fake_format(name: str, seconds: float, events: list, quick: bool = False) ->
     return ExportFormat(name=name, description=name, serving_backend="ort-cpu", write=write, writes_quickly=quick)
 
 
-def plan(overlap: bool) -> pipeline.Plan:
-    return pipeline.Plan("m", object(), (), None, {}, lambda fmt: [], None, lambda fmt: {}, None, None, "",
-                         overlap=overlap)
+def plan(overlap: bool) -> pipeline.ExportSource:
+    source = pipeline.ExportSource("m", object(), (), None, {})
+    source.overlap = overlap
+    return source
 
 
 @pytest.fixture

@@ -271,15 +271,15 @@ def test_torchscript_carries_the_cache_where_its_trace_holds(exported):
 
 
 def test_a_format_that_cannot_carry_the_cache_is_said_and_not_kept(tmp_path, monkeypatch):
-    import ptx.export.generation as generation
+    from ptx.export.decoder import DecoderSource
 
-    written = generation.write_decoder
+    written = DecoderSource.write
 
-    def refusing(fmt, *args):
+    def refusing(self, fmt, *args):
         if fmt.name == "torchscript":
             raise PtxError("the trace fixed the past's length")
-        return written(fmt, *args)
-    monkeypatch.setattr(generation, "write_decoder", refusing)
+        return written(self, fmt, *args)
+    monkeypatch.setattr(DecoderSource, "write", refusing)
     lines: list[str] = []
     export_module(llama(), None, tmp_path / "lm", formats=["onnx", "torchscript"], log=lines.append)
     assert "torchscript not kept: it cannot carry the cache (the trace fixed the past's length)" in lines, lines

@@ -10,8 +10,8 @@ step. The model's own cache (a transformers DynamicCache) is built inside from t
 grouped-query attention, rotary positions (Llama, Qwen2) and learned positions with a tied head (GPT-2)
 are the model's own code, traced.
 
-Validated as the design asks of every export: the file is opened by the runtime that serves it and
-decodes the same prompts as eager's own cached decoding, batched and left-padded, step by step, each
+Written and validated by the one export driver (export/pipeline.py), as every export is: the file is
+opened by the runtime that serves it, where the memory plan says it fits, and decodes the same prompts as eager's own cached decoding, batched and left-padded, step by step, each
 step's logits held to the tolerance on eager's tokens (teacher-forced, so a near-tie cannot hide a
 difference in the steps after it); its free-running greedy tokens are then judged against eager's by
 the one judge of tokens (ptx.contract.generation.judge_tokens). The file records its generation contract
@@ -27,11 +27,19 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ptx.contract.comparison import compare_output, default_tolerance
+from ptx.contract import Tolerance
+from ptx.contract.comparison import OutputAgreement, compare_output, default_tolerance
 from ptx.contract.generation import GENERATION_KEY, Generation, judge_tokens
-from ptx.contract.tensors import Signature, TensorSig
+from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.errors import PtxError, ValidationError
+from ptx.files import file_sha256
 from ptx.infer.model.generation import GREEDY, Decoded, Decoding
+from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
+
+from .factory import load_state_dict_file
+from .formats.onnx import Exporter
+from .metadata import module_strings
+from .pipeline import Checked, ExportSource
 
 TASKS = ("auto", "text-generation", "forward")
 # The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
@@ -252,20 +260,21 @@ def reference_decoding(decoder, signature: Signature, generation: Generation, pr
 
 
 def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: EagerDecoding, where: str,
-                   device: str = "cpu", tolerance=None) -> str:
+                   device: str = "cpu", tolerance=None) -> tuple[OutputAgreement, str]:
     """The file's decoding (``run``: its runner's) held to eager's: every step's logits on eager's tokens
     within the tolerance (teacher-forced: eager's token appended at each step), batched and left-padded and
     the second prompt alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError
-    names the step and the difference; returns the line export says."""
+    names the step and the difference; returns (the worst step's agreement, the line export says)."""
     tolerance = tolerance or default_tolerance(signature.output(generation.logits).dtype, device)
     tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
-    worst, checked = 0.0, 0
+    worst, checked = None, 0
     for rows in (range(len(prompts)), [1]):
         decoding = Decoding(run, signature, generation, [prompts[r] for r in rows], steps, eos=())
         for step in decoding:
             agreement = compare_output(generation.logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
                                        detail=False)
-            worst, checked = max(worst, agreement.max_abs), checked + 1
+            worst = agreement if worst is None or agreement.max_abs > worst.max_abs else worst
+            checked += 1
             if not agreement.ok:
                 raise ValidationError(f"{where}: step {step.index + 1}'s logits differ from eager's by up to "
                                       f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
@@ -277,9 +286,10 @@ def check_decoding(run, signature: Signature, generation: Generation, prompts, e
     judged = judge_tokens(eager.decoded.steps, own.steps, tolerance)
     if not judged.passed:
         raise ValidationError(f"{where}: its greedy tokens part from eager's: {judged.describe()}")
-    return (f"worst |diff| vs eager {worst:.2e} over {checked} decoding steps (logits, atol {tolerance.atol:g}, rtol "
-            f"{tolerance.rtol:g}; {len(prompts)} prompts left-padded in one batch and one alone, the past from 0 to "
-            f"{max(map(len, prompts)) + steps - 1}); greedy tokens: {judged.describe()}")
+    return worst, (f"worst |diff| vs eager {worst.max_abs:.2e} over {checked} decoding steps (logits, atol "
+                   f"{tolerance.atol:g}, rtol {tolerance.rtol:g}; {len(prompts)} prompts left-padded in one batch and "
+                   f"one alone, the past from 0 to {max(map(len, prompts)) + steps - 1}); greedy tokens: "
+                   f"{judged.describe()}")
 
 
 def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
@@ -288,101 +298,117 @@ def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generatio
                                       "by": f"eager PyTorch (torch {torch.__version__})"})
 
 
-def generation_strings(generation: Generation) -> dict[str, str]:
-    return {GENERATION_KEY: generation.to_json()}
-
-
-def write_decoder(fmt, decoder, signature: Signature, strings: dict[str, str], path: Path, example: dict,
-                  options: dict):
-    """``fmt``'s writer on the decoder, traced at ``example`` (every dynamic size 2 or more); that the file takes
-    an empty past too (the first step's) is what check_decoding proves."""
-    args = tuple(torch.from_numpy(example[n]) for n in signature.input_names)
-    return fmt.write(decoder, args, path, signature, strings, **options)
-
-
-GENERATION_FORMATS = ("onnx", "torchscript", "pt2")
+DECODER_FORMATS = ("onnx", "torchscript", "pt2")
 # The format that carries the cache to every runtime: its failure fails the export. Another format that
 # cannot carry it (a trace that fixes the past's length) is said in one line and not kept.
 CARRIES_THE_CACHE = "onnx"
+# export_module's options that shape a forward export's tensors or its checks, by parameter name: a decoder's
+# tensors and its checks are its own, so one would be ignored.
+SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--shape/--value/--range",
+           "max_sizes": "--max-shape", "min_sizes": "--min-shape"}
 
 
-def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequence[str], name: str,
-                      strings_of: Callable[[Signature], dict[str, str]], options: dict[str, dict],
-                      log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = (),
-                      tolerance: Callable | None = None) -> tuple[list, Signature]:
-    """Write ``module`` (a causal LM, in eval mode) with its cache in each of ``formats`` into ``out_dir``
-    (written whole or not at all), each file decoded through its serving runtime and held to eager's own
-    cached decoding; returns ([(format, path, line)], the signature every file records)."""
-    from ptx.atomic import atomic_folder, writable_dir_for
+class DecoderSource(ExportSource):
+    """A causal LM (in eval mode) as the one driver writes it with its key/value cache: the decoder and its
+    signature (decoder_of), traced at example_feeds' sizes; each file decoded through its serving runtime
+    and held to eager's own cached decoding of the validation prompts (check_decoding), which every file
+    records for verify (ptx.generation). ``strings_of(signature)``: the metadata every file carries beside
+    its generation contract; ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
 
-    from .formats import get as get_format
+    formats = DECODER_FORMATS
 
-    unknown = [f for f in formats if f not in GENERATION_FORMATS]
-    if unknown or not formats:
+    def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
+                 options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,
+                 declared: Sequence[str] = (), tolerance: Callable | None = None):
+        decoder, signature, self.generation = decoder_of(module, log)
+        foreign = [n for n in declared if n not in signature.input_names]
+        if foreign:
+            raise PtxError(f"--input {foreign[0]}: a decoder exported with its cache takes "
+                           f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or "
+                           "give --task forward to export one forward pass of the inputs you declare")
+        vocab = int(signature.output(self.generation.logits).shape[-1])
+        self.prompts = validation_prompts(vocab)
+        if self.generation.max_positions is not None:
+            steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
+        self.eager = reference_decoding(decoder, signature, self.generation, self.prompts, steps)
+        strings = {**strings_of(signature), GENERATION_KEY: recorded(self.generation, self.prompts, self.eager).to_json()}
+        example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
+        # takes an empty past too (the first step's) is what check_decoding proves
+        super().__init__(name, decoder, tuple(torch.from_numpy(example[n]) for n in signature.input_names),
+                         signature, strings)
+        self._options, self._tolerance = options, tolerance
+        log(f"module: {name} ({type(module).__name__}, {sum(p.numel() for p in module.parameters()):,} parameters), "
+            f"exported with its cache: inputs {', '.join(signature.input_names[:3 if self.generation.position_ids else 2])}"
+            f" and the past of {len(self.generation.cache) // 2} layers; outputs logits and the present")
+
+    def options(self, fmt) -> dict:
+        return dict(self._options.get(fmt.name, {}))
+
+    def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
+        return self._tolerance(sig, on) if self._tolerance else super().tolerance(sig, on)
+
+    def check(self, fmt, model, path: Path, cases, on: str, hint: str) -> Checked:
+        where = f"{fmt.name} ({model.backend})"
+        logits = model.signature.output(self.generation.logits)
+        try:
+            worst, line = check_decoding(model.run, model.signature, self.generation, self.prompts, self.eager, where,
+                                         model.device, self.tolerance(logits, model.device))
+        except ValidationError as exc:
+            raise ValidationError(f"{exc}{'; ' + hint if hint else ''}") from None
+        except PtxError as exc:
+            raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
+        return Checked({logits.name: worst}, detail=line)
+
+    def describe(self, result, tolerance: Tolerance) -> str:
+        return f"{result.method}; {result.detail}"
+
+    def not_kept(self, fmt, exc: PtxError) -> str | None:
+        if isinstance(exc, OutOfMemoryPlan) or fmt.name == CARRIES_THE_CACHE:
+            return super().not_kept(fmt, exc)
+        return f"it cannot carry the cache ({exc})"
+
+    def none_kept(self, reasons: Sequence[str]) -> PtxError:
+        return PtxError(f"no format carries {self.name}'s cache: {'; '.join(reasons)}; export it to onnx")
+
+
+def decoder_formats(formats: Sequence[str]) -> list[str]:
+    """The formats asked of a decoder with its cache, each once: one it is not written as, refused in one line."""
+    chosen = list(dict.fromkeys(formats))
+    unknown = [f for f in chosen if f not in DECODER_FORMATS]
+    if unknown or not chosen:
         raise PtxError(f"format {unknown[0] if unknown else '(none)'!r}: a model exported with its cache (--task "
-                       f"text-generation) is written as {', '.join(GENERATION_FORMATS)}")
-    decoder, signature, generation = decoder_of(module, log)
-    foreign = [n for n in declared if n not in signature.input_names]
-    if foreign:
-        raise PtxError(f"--input {foreign[0]}: a decoder exported with its cache takes "
-                       f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or give "
-                       "--task forward to export one forward pass of the inputs you declare")
-    vocab = int(signature.output(generation.logits).shape[-1])
-    prompts = validation_prompts(vocab)
-    if generation.max_positions is not None:
-        steps = max(1, min(steps, generation.max_positions - max(map(len, prompts))))
-    eager = reference_decoding(decoder, signature, generation, prompts, steps)
-    contract = recorded(generation, prompts, eager)
-    strings = {**strings_of(signature), **generation_strings(contract)}
-    example = example_feeds(signature, generation, vocab)
-    params = sum(p.numel() for p in module.parameters())
-    log(f"module: {name} ({type(module).__name__}, {params:,} parameters), exported with its cache: inputs "
-        f"{', '.join(signature.input_names[:3 if generation.position_ids else 2])} and the past of "
-        f"{len(generation.cache) // 2} layers; outputs logits and the present")
-    done, refused = [], []
-    with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
-        for name_ in formats:
-            fmt = get_format(name_)
-            path = staging / fmt.file_name
-            try:
-                line, method = _written_and_checked(fmt, decoder, signature, generation, strings, path, example,
-                                                    options.get(name_, {}), prompts, eager, log, tolerance)
-            except PtxError as exc:
-                if name_ == CARRIES_THE_CACHE:
-                    raise
-                for left in staging.glob(fmt.file_name + "*"):
-                    left.unlink()
-                refused.append(f"{fmt.name}: {exc}")
-                log(f"{fmt.name:<11} not kept: it cannot carry the cache ({exc})")
-                continue
-            size = sum(p.stat().st_size for p in staging.glob(fmt.file_name + "*")) / 1e6
-            log(f"{fmt.name:<11} {out_dir / fmt.file_name}  {size:.1f} MB  {method}; {line}")
-            done.append((fmt.name, out_dir / fmt.file_name, line))
-        if not done:
-            raise PtxError(f"no format carries {name}'s cache: {'; '.join(refused)}; export it to onnx")
-    return done, signature
+                       f"text-generation) is written as {', '.join(DECODER_FORMATS)}")
+    return chosen
 
 
-def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log,
-                         tolerance=None):
-    """(the file's line, how it was written): ``fmt``'s file of the decoder at ``path``, decoded through its
-    serving runtime and held to eager's decoding (check_decoding)."""
-    from .validate import open_checked
+def refuse_shaping(**given) -> None:
+    """One line for the first of export_module's options that shape a forward export (SHAPING; ``given``: by
+    parameter name; a plan counts where one of its entries is set, as the CLI always makes one)."""
+    named = [SHAPING[k] for k, v in given.items() if (any(v.values()) if isinstance(v, dict) else v)]
+    if named:
+        raise PtxError(f"{named[0]} is not for a model exported with its cache (its tensors are the decoder's, "
+                       "checked by decoding prompts): leave it out, or give --task forward")
 
-    if fmt.progress:
-        log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
-    made = write_decoder(fmt, decoder, signature, strings, path, example, options)
-    if made.note:
-        log(f"{fmt.name:<11} {made.note}")
-    model = open_checked(path, fmt, options.get("device", "cpu"))
-    where = f"{fmt.name} ({model.backend})"
-    try:
-        held_to = tolerance(model.signature.output(generation.logits), model.device) if tolerance else None
-        return check_decoding(model.run, model.signature, generation, prompts, eager, where, model.device,
-                              held_to), made.method
-    except ValidationError as exc:
-        raise ValidationError(f"{exc}{'; ' + made.hint if made.hint else ''}") from None
-    except PtxError as exc:
-        raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
-    finally:
-        model.close()
+
+def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
+                   tolerance, tolerance_given: dict) -> DecoderSource:
+    """export_module's source for a causal LM with its key/value cache (``asked``: --task text-generation, else
+    its class generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held
+    to (``tolerance_given``: the user's, as the files record it)."""
+    log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
+        "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
+    loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
+    module.eval()
+    if loaded:
+        log(f"checkpoint: {loaded}")
+    onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None)
+
+    def strings_of(signature: Signature) -> dict[str, str]:
+        return module_strings(name, signature, {
+            "torch_version": str(torch.__version__),
+            **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
+            **tolerance_given, **dict(provenance or {})})
+
+    return DecoderSource(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
+                         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
+                         declared=[t.name for t in as_declarations(inputs or ())])
