@@ -82,7 +82,7 @@ def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device,
       ptx generate exports/lm/model.onnx --ids 5,17,923 --ids 8,1 --max-new-tokens 16
       ptx generate exports/lm/model.onnx --tokenizer tok/ --prompt "Once upon a time"
 
-    Exit status: 0 generated, 1 the model or a prompt refused, 2 usage error.
+    Exit status: 0 generated; 2 a refusal (the model, a prompt, an option), one line saying what to do.
     """
     from ptx.infer import load
 
