@@ -49,7 +49,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import TASKS, decoder_formats, decoder_source, generates, refuse_shaping
+from .decoder import chosen_task, decoder_formats, decoder_source, refuse_shaping
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
@@ -110,8 +110,9 @@ class ModuleOptions:
       instead): an axis the export fixed, or whose answers change with it, refuses the file naming
       the node that fixed it; a size eager itself refuses is said as the model's bound, and not held
       against the file; the certificate of a file that holds is recorded in it (ptx.shape_certificate).
-    - ``task``: "auto" (a transformers model that generates is exported with its key/value cache,
-      export/decoder.py), "text-generation" (with the cache, asked) or "forward" (one forward pass).
+    - ``task``: "auto" (a transformers causal LM that generates is exported with its key/value cache,
+      export/decoder.py's chosen_task), "text-generation" (with the cache, asked) or "forward" (one
+      forward pass).
       ``log``: where each line goes (print).
     """
 
@@ -185,10 +186,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     The module is put in eval mode. Returns a ModuleExportResult.
     """
     given = ModuleOptions(**options)
-    if given.task not in TASKS:
-        raise PtxError(f"--task {given.task!r}: choose {', '.join(TASKS)}")
-    cached = given.task == "text-generation" or (given.task == "auto" and isinstance(module, torch.nn.Module)
-                                                 and generates(module))
+    cached = chosen_task(module, given.task, given.log) == "text-generation"
     if cached:
         refuse_shaping(input_files=given.input_files, output_names=given.output_names, plan=given.plan,
                        max_sizes=given.max_sizes, min_sizes=given.min_sizes)

@@ -96,8 +96,10 @@ def _format_list(ctx, param, value) -> list[str]:
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--task", type=Choice(["auto", "text-generation", "forward"]), default="auto", show_default=True,
               help="--module: text-generation exports a causal LM with its key/value cache (past key/values in, "
-                   "present out) for `ptx generate`; auto does so for a transformers model that generates and was not "
-                   "built with use_cache=False; forward exports one forward pass (its tensors, the cache left out).")
+                   "present out) for `ptx generate`; auto does so for a transformers causal LM that generates and was not "
+                   "built with use_cache=False, and exports an encoder-decoder (T5, BART, Whisper) or a recurrent "
+                   "state (Mamba) as forward, saying why; forward exports one forward pass (its tensors, the cache "
+                   "left out).")
 @click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
 @click.option("--torchscript-mode", type=Choice(["trace", "script"]), default="trace", show_default=True,
               help="--module: torch.jit.trace the module, or torch.jit.script it (also what the TorchScript-based ONNX "

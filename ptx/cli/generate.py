@@ -76,13 +76,13 @@ class Tokenizer:
                                                       "the time.")
 def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device, eos, as_json) -> None:
     """Greedy decoding of each prompt through FILE, a model exported with its key/value cache (`ptx export
-    --module FILE.py:FACTORY --task text-generation`, by itself for a transformers model that generates).
+    --module FILE.py:FACTORY --task text-generation`, by itself for a transformers causal LM that generates).
 
     \b
       ptx generate exports/lm/model.onnx --ids 5,17,923 --ids 8,1 --max-new-tokens 16
       ptx generate exports/lm/model.onnx --tokenizer tok/ --prompt "Once upon a time"
 
-    Exit status: 0 generated, 1 the model or a prompt refused, 2 usage error.
+    Exit status: 0 generated; 2 a refusal (the model, a prompt, an option), one line saying what to do.
     """
     from ptx.infer import load
 
