@@ -9,7 +9,6 @@ through ``ptx.infer.load``, as ptx serves it (the floor's ``load_file``).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -174,7 +173,7 @@ class TutorialSource(ExportSource):
         file as that runtime opened it already; else opened here, and closed once judged)."""
         if opened is not None:
             return judge_reduced(opened, self.model, self.ckpt, notice=notice, eager=self.eager, max_drop=bound)
-        with closing(load_file(path, backend or fmt.serving_backend, precision=fmt.precision)) as here:
+        with load_file(path, backend or fmt.serving_backend, precision=fmt.precision) as here:
             return judge_reduced(here, self.model, self.ckpt, notice=notice, eager=self.eager, max_drop=bound)
 
     def evidence(self, fmt, path: Path, backend: str, answers, opened=None) -> list:
@@ -182,7 +181,7 @@ class TutorialSource(ExportSource):
         # opened once on ``backend`` for both (the check's own opening where it hands it in); DataError where the
         # run's data is not here
         found = []
-        with closing(opened or load_file(path, backend, precision=fmt.precision)) as on_runtime:
+        with opened or load_file(path, backend, precision=fmt.precision) as on_runtime:
             for bound in (None, self.max_drop) if self.max_drop is not None else (None,):
                 judgement, data = self.judged(fmt, path, backend, bound, notice=self.log, opened=on_runtime)
                 said = f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: {judgement.describe()}"
@@ -201,8 +200,8 @@ def _place(fmt, name: str, out_dir: Path, force: bool, device: str):
     lstm is refused (an unreadable file there: nothing worth keeping)."""
     def foreign(final: Path) -> str | None:
         try:
-            other = load_file(final, fmt.serving_backend, device if fmt.name == "pt2" else "cpu",
-                              fmt.precision).contract.model
+            with load_file(final, fmt.serving_backend, device if fmt.name == "pt2" else "cpu", fmt.precision) as there:
+                other = there.contract.model
         except PtxError:
             return None
         return f"{final} holds {other}'s export, not {name}'s: pass another --out folder" if other != name else None
@@ -218,7 +217,7 @@ def _accuracy_bound(max_drop: float, fmt, model, ckpt: dict, eager: dict, log) -
     reference = tutorial_accuracy(None, model, ckpt, eager, notice=log)[0]
 
     def measure(path: Path, indices=None):
-        with closing(load(path, fmt.serving_backend, "cpu")) as candidate:
+        with load(path, fmt.serving_backend, "cpu") as candidate:
             return tutorial_accuracy(candidate, model, ckpt, eager, indices)
 
     samples = len(eager["truth"])

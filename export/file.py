@@ -21,7 +21,6 @@ imports torch where it is installed).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
@@ -66,7 +65,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
-    with closing(load(path, "ort-cpu", "cpu", **open_options)) as source:
+    with load(path, "ort-cpu", "cpu", **open_options) as source:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")

@@ -18,13 +18,13 @@ A source (export/api.py, module.py, file.py, decoder.py) is an ``ExportSource``:
 and eager reference (the cases), the formats it is written to and each one's writer options, how
 a written file is checked and what a reduced one is judged on, and how its line is worded. The
 guards that keep an export from replacing what is not its own, and the one check of the options
-every source shares, are here too. Deployment folders (export/sources.py) are filled from files
-exported here.
+every source shares, are here too. A deployment folder (export/sources.py) holds a file exported
+here, or a user's own file copied as it is (not written, so not checked again).
 """
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -217,7 +217,7 @@ def _checked(source: ExportSource, fmt, tmp: Path, final: Path, made, on: str) -
     reported = source.cases(fmt)
     # The file opened once on its serving runtime: checked, then (reduced) judged on it, then closed before
     # another runtime opens it to judge it too.
-    with closing(_open_to_check(fmt, tmp, on)) as model:
+    with _open_to_check(fmt, tmp, on) as model:
         checked = source.check(fmt, model, tmp, [*reported, *source.unreported], on, made.hint)
         found, verdicts = _judged(source, fmt, tmp, on, model, checked.answers, said)
     certificate = checked.certificate

@@ -13,7 +13,6 @@ by its tensors against the f32 file (``tensor_evidence``).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -232,7 +231,7 @@ def tensor_evidence(fmt, path, signature: Signature, cases: Sequence[Case], held
     it on ``cases`` first; else it is opened (through ``backend``: another runtime than the format's
     serving one) and run on them here."""
     if answers is None:
-        with closing(open_checked(path, fmt, backend=backend)) as model:
+        with open_checked(path, fmt, backend=backend) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
     return judge_tensors(answers[:len(cases)], [c.outputs for c in cases],
                          [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ptx.contract.generation import Generation, of_metadata
-from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
+from ptx.errors import PtxError
 
 from ..model.generation import no_cache, vocabulary
 from ..verify.tables import markdown_table, text_table
@@ -208,8 +208,8 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
     ``target``'s file, and the TorchScript file with its cache beside an ONNX one), one backend open at a
     time: ``bench_generation(Target.of("lm/model.onnx"), 128)``. A file without a cache, or a prompt
     that with ``new_tokens`` passes the model's positions, is one PtxError."""
-    from ..model.target import require_targets
-    from ..runtime.memory_plan import OutOfMemoryPlan, shortfall
+    from ..model.target import Skip, require_targets
+    from ..runtime.memory_plan import shortfall
 
     generation = file_generation(target)  # a tutorial model's name is refused before its run is looked for
     require_targets("bench", target)
@@ -225,19 +225,18 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                     f"eager: not run (a {target.kind} file carries no module to call generate() on; "
                     "scripts/bench_generate.py compares with transformers' generate())")
     prompts = None
+
+    def skipped(skip: Skip) -> None:  # does not fit now, not exported (an int8 twin), not on this CPU: as it says
+        result.skipped[skip.variant.label] = skip.why if skip.unavailable or skip.missing else \
+            f"cannot open it: {skip.why}"
+
     for variant_target, variant in chosen:
         why = variant.unavailable()
         if why:
             result.skipped[variant.label] = why
             continue
-        for variant, model in variant_target.each_opened([variant]):  # closed before the next one opens
+        for variant, model in variant_target.each_opened([variant], skipped=skipped):  # closed before the next opens
             label = variant.label
-            if isinstance(model, (OutOfMemoryPlan, MissingArtifactError, BackendUnavailableError)):
-                result.skipped[label] = str(model)  # does not fit now, not exported (an int8 twin), not on this CPU
-                continue
-            if isinstance(model, Exception):
-                result.skipped[label] = f"cannot open it: {model}"
-                continue
             own = model.generation
             if own is None:  # a file that changed since export says so where it opens; this is the rest
                 result.skipped[label] = f"{variant_target.path.name} carries no cache"

@@ -61,6 +61,13 @@ class Model:
     bare = _runner_attr("bare")  # (label, call): the model called straight, bench's peer row
     close = _runner_attr("close")
 
+    def __enter__(self) -> "Model":
+        """``with load(...) as model:``: the model's runtime is closed where the block ends."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)

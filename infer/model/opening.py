@@ -191,14 +191,14 @@ def require_run_folder(folder: Path, others: str = "") -> Path:
 def model_of_run(folder: Path, given: str | None = None, option: str = "NAME") -> str:
     """The model a run folder holds, as its metrics.json (else its checkpoint) says, never its folder
     name; ``given`` (the model named by ``option``) is refused when it contradicts the run."""
-    from ptx.contract.runs import check_model
+    from ptx.contract.runs import model_of_run
 
     held = run_model(folder)
     if held is None and (folder / CHECKPOINT_FILE).is_file():  # metrics.json lost: ask the checkpoint (torch)
         from ptx.trainers.checkpoint import checkpoint_owner
 
         held = checkpoint_owner(folder / CHECKPOINT_FILE)
-    return check_model(given, held, folder, option)
+    return model_of_run(given, held, folder, option)
 
 
 def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:

@@ -140,8 +140,9 @@ def give_back_freed(collect: bool = True) -> None:
     closed runtime's or a quantizer's gigabytes stayed counted against the process and against the
     plan's next decision (4.0 GB held after onnxruntime's quantizer on Qwen2-0.5B; 0.08 GB after
     malloc_trim). A no-op where the C library is not glibc. ``collect``: the garbage collector's full
-    pass first, for what a reference cycle still holds; it costs some 60 ms in a process that holds
-    verify's objects, which a caller closing hundreds of one-question runners (--locate) need not pay."""
+    pass first, for what a reference cycle still holds; a pass cost 74 to 158 ms in a process that
+    imported torch, onnxruntime and ptx (ten passes on a shared 2-core Intel Xeon), which a caller
+    closing hundreds of one-question runners (--locate) need not pay."""
     import ctypes
     import gc
 

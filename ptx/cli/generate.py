@@ -94,11 +94,8 @@ def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device,
     given = list(ids) + [words.encode(p) for p in prompts] if words else list(ids)
     if not given:
         raise click.UsageError("give a prompt: --ids 5,17,923 (or --tokenizer DIR --prompt TEXT)")
-    model = load(file, backend=backend, device=device)
-    try:
+    with load(file, backend=backend, device=device) as model:
         decoded = model.decode(given, max_new_tokens, _eos(eos))
-    finally:
-        model.close()
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
     if as_json:
