@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -302,10 +302,12 @@ CARRIES_THE_CACHE = "onnx"
 def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequence[str], name: str,
                       strings_of: Callable[[Signature], dict[str, str]], options: dict[str, dict],
                       log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = (),
-                      tolerance: Callable | None = None) -> tuple[list, Signature]:
+                      tolerance: Callable | None = None, text: Mapping[str, bytes] | None = None
+                      ) -> tuple[list, Signature]:
     """Write ``module`` (a causal LM, in eval mode) with its cache in each of ``formats`` into ``out_dir``
     (written whole or not at all), each file decoded through its serving runtime and held to eager's own
-    cached decoding; returns ([(format, path, line)], the signature every file records)."""
+    cached decoding; returns ([(format, path, line)], the signature every file records). ``text``: the
+    tokenizer's files (export/pretrained.py's text_files), written beside them."""
     from ptx.atomic import atomic_folder, writable_dir_for
 
     from .formats import get as get_format
@@ -321,6 +323,7 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
                        f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or give "
                        "--task forward to export one forward pass of the inputs you declare")
     vocab = int(signature.output(generation.logits).shape[-1])
+    check_tokenizer(text or {}, vocab)
     prompts = validation_prompts(vocab)
     if generation.max_positions is not None:
         steps = max(1, min(steps, generation.max_positions - max(map(len, prompts))))
@@ -353,7 +356,26 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
             done.append((fmt.name, out_dir / fmt.file_name, line))
         if not done:
             raise PtxError(f"no format carries {name}'s cache: {'; '.join(refused)}; export it to onnx")
+        for file_name, data in (text or {}).items():
+            (staging / file_name).write_bytes(data)
+        if text:
+            template = "chat_template.jinja" in text or b'"chat_template"' in text.get("tokenizer_config.json", b"")
+            log(f"text: {', '.join(text)} kept beside the file{' (with a chat template)' if template else ''}: "
+                "ptx generate --prompt and ptx serve's OpenAI API take text")
     return done, signature
+
+
+def check_tokenizer(text: Mapping[str, bytes], vocab: int) -> None:
+    """A tokenizer whose ids reach past the model's vocabulary is refused (the wrong tokenizer for the model):
+    a model's vocabulary may be larger (padded), never smaller."""
+    if "tokenizer.json" not in text:
+        return
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_str(text["tokenizer.json"].decode("utf-8")).get_vocab_size(with_added_tokens=True)
+    if size > vocab:
+        raise PtxError(f"the tokenizer has {size:,} tokens and the model's vocabulary {vocab:,}: its ids would run past "
+                       "the model's; give the model's own tokenizer (--tokenizer DIR)")
 
 
 def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log,

@@ -80,6 +80,8 @@ class ServedModel:
         # A file exported with its key/value cache also answers Triton's generate extension (generate.py).
         generation = model.generation
         self.generator = Generator(name, model, generation, max_tokens) if generation is not None else None
+        # Its tokenizer and chat template beside the file: the OpenAI API (openai_routes.py) takes text.
+        self.text = model.text if self.generator is not None else None
         head: Head | IdentityHead = model.head or IdentityHead(model.signature)
         self.head, self.signature, self.user_input = head, head.endpoint, head.user_input
         model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does
