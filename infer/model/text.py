@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ptx.errors import InputError, PtxError
+from ptx.extras import require
 
 # What ptx export keeps beside a generating file, where the tokenizer's folder has them (tokenizer.json first:
 # without it there is no text).
@@ -79,10 +80,9 @@ class Text:
 
     @cached_property
     def tokenizer(self):
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise TextError("text needs the tokenizers library: pip install tokenizers") from None
+        require("text")
+        from tokenizers import Tokenizer
+
         path = self.folder / "tokenizer.json"
         try:
             return Tokenizer.from_file(str(path))
@@ -139,6 +139,7 @@ class Text:
 
     def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> str:
         """The conversation as the model reads it: the chat template rendered as transformers renders it."""
+        require("text")
         import jinja2
 
         if self.chat_template is None:

@@ -150,6 +150,13 @@ def export_cmd(**given) -> None:
     names the loss you accept (a tutorial model's accuracy points; your FILE's own --metric), and the
     int8 file keeps the fewest nodes in f32 that hold it.
 
+    NAME may be a transformers folder (what save_pretrained writes, or a downloaded snapshot: config.json,
+    safetensors, tokenizer files), as `optimum-cli export onnx --model DIR` takes one: `ptx export DIR --out
+    OUT` opens it with transformers (float32, nothing downloaded) and exports a model that generates with its
+    key/value cache, its tokenizer.json, tokenizer_config.json, chat template and generation config kept
+    beside the files, so `ptx generate OUT/model.onnx --prompt TEXT --chat` and `ptx serve`'s OpenAI API
+    take text.
+
     With --module FILE.py:FACTORY, export your own nn.Module instead: ONNX and TorchScript (and pt2,
     onnx-int8 on request), each loaded as ptx serves it and checked against the module at batches 3
     and 5, refused (exit 1) where it disagrees; the contract (ptx.signature, ptx.weights_sha256) is
@@ -159,6 +166,7 @@ def export_cmd(**given) -> None:
     ptx export convnet                            a tutorial model: model.onnx, model.torchscript.pt
     ptx export --module net.py:build --input image=batchx3x224x224 --out exports/net
     ptx export --module net.py:build --checkpoint weights.pt --out exports/net --format onnx,pt2
+    ptx export ./SmolLM2-135M-Instruct --out exports/smol    a transformers folder, its tokenizer beside
     ptx export my.onnx --format triton --out repo     your own file as a Triton model folder
     ptx export my.onnx --format onnx-int8 --calibration samples.npz
     ptx export convnet --format openvino-int8 --max-drop 0.5      at most half an accuracy point lost
