@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from .body import json_object
+from .tensors import RequestError
+
 # What each kind of request takes. Unknown fields are refused, as OpenAI refuses them ("Unrecognized
 # request argument supplied"), so that a misspelt option is never silently ignored.
 COMMON = ("model", "stream", "stream_options", "n", "max_tokens", "temperature", "top_p", "seed", "stop", "user",
@@ -35,12 +38,12 @@ NOT_DONE = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "presence_p
             "modalities": (None, ["text"]), "reasoning_effort": (None,)}
 
 
-class OpenAIError(Exception):
+class OpenAIError(RequestError):
     """A refused request as OpenAI says it: the status, the message, and the parameter at fault."""
 
     def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.param, self.code = status, param, code
+        super().__init__(message, status)
+        self.param, self.code = param, code
 
     @property
     def type(self) -> str:
@@ -69,12 +72,7 @@ class TextRequest:
 
 def parse_request(body: bytes, kind: str) -> TextRequest:
     """``kind`` "chat" or "completion": the request's JSON, checked; else an OpenAIError naming the field."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise OpenAIError(f"the request is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise OpenAIError("the request is a JSON object")
+    doc = json_object(body, '{"model": ..., "messages" or "prompt": ...}')
     fields = CHAT if kind == "chat" else COMPLETION
     unknown = [k for k in doc if k not in fields]
     if unknown:

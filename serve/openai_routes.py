@@ -71,8 +71,12 @@ def _unknown(service, name: str) -> OpenAIError:
                        code="model_not_found")
 
 
-def _error(exc: OpenAIError) -> JSONResponse:
-    return JSONResponse(exc.document(), exc.status)
+def _openai(exc: RequestError) -> OpenAIError:
+    return exc if isinstance(exc, OpenAIError) else OpenAIError(str(exc), exc.status)
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(_openai(exc).document(), exc.status)
 
 
 def _endpoint(service, kind: str):
@@ -87,11 +91,8 @@ def _endpoint(service, kind: str):
                 raise OpenAIError(f"{path} takes POST", 405)
             if not service.authorized(request.headers.get("authorization")):
                 raise _unauthorized()
-            try:
-                body = await read_body(request.receive, service.options.max_request_bytes,
-                                       request.headers.get("content-encoding", "identity").lower())
-            except RequestError as exc:
-                raise OpenAIError(str(exc), exc.status) from None
+            body = await read_body(request.receive, service.options.max_request_bytes,
+                                   request.headers.get("content-encoding", "identity").lower())
             asked = parse_request(body, kind)
             served = service.models.get(asked.model)
             if served is None or served.generator is None:
@@ -107,12 +108,9 @@ def _endpoint(service, kind: str):
             async with aclosing(answers(served, prompts, sampling, asked.n)) as items:
                 async for item in items:
                     made = item if isinstance(item, Answers) else made
-        except OpenAIError as exc:
+        except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
             observer.done(time.perf_counter() - started, exc.status)
             return _error(exc)
-        except RequestError as exc:
-            observer.done(time.perf_counter() - started, exc.status)
-            return _error(OpenAIError(str(exc), exc.status))
         except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
             observer.done(time.perf_counter() - started, 500)
             return _error(OpenAIError(f"generation failed: {first_line(exc)}", 500))
@@ -127,9 +125,13 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
     the prompts, new tokens and answers within the model's positions and the server's caps."""
     text = served.text
     if text is None:
-        raise OpenAIError(f"{served.name} has no tokenizer beside its file, so it takes no text: export it with its "
-                          "tokenizer (ptx export DIR, or --tokenizer DIR), or send token ids to "
+        raise OpenAIError(served.no_text or f"{served.name} has no tokenizer beside its file, so it takes no text: "
+                          "export it with its tokenizer (ptx export DIR, or --tokenizer DIR), or send token ids to "
                           f"/v2/models/{served.name}/generate", param="model")
+    rows = (1 if asked.kind == "chat" else len(asked.prompts)) * asked.n
+    if rows > max_rows:  # before any text is encoded
+        raise OpenAIError(f"{rows} answers in one request (n {asked.n} x {rows // asked.n} prompts): this server "
+                          f"makes at most {max_rows} together (--max-batch-size)", param="n")
     try:
         if asked.kind == "chat":
             prompts = [text.chat(asked.messages)]
@@ -138,12 +140,8 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
     except InputError as exc:
         raise OpenAIError(str(exc), param="messages" if asked.kind == "chat" else "prompt") from None
     max_tokens = _max_tokens(served.generator, asked, prompts)
-    rows = [p for p in prompts for _ in range(asked.n)]
-    if len(rows) > max_rows:
-        raise OpenAIError(f"{len(rows)} answers in one request (n {asked.n} x {len(prompts)} prompts): this server "
-                          f"makes at most {max_rows} together (--max-batch-size)", param="n")
     try:
-        served.generator.check(rows, max_tokens, max_rows)
+        served.generator.check([p for p in prompts for _ in range(asked.n)], max_tokens, max_rows)
     except RequestError as exc:
         raise OpenAIError(str(exc), exc.status) from None
     try:
@@ -202,7 +200,7 @@ async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: Text
         yield DONE
     except RequestError as exc:
         status = exc.status
-        yield event(OpenAIError(str(exc), exc.status).document())
+        yield event(_openai(exc).document())
     except Exception as exc:  # noqa: BLE001 - the runtime failed after the 200 was sent: said in the stream
         status = 500
         yield event(OpenAIError(f"generation failed: {first_line(exc)}", 500).document())

@@ -185,7 +185,7 @@ HOSTILE = {
     "best-of": (COMPLETIONS, {**OK_COMPLETION, "best_of": 3}, 400, "best_of", "best_of"),
     "chat-field-on-completions": (COMPLETIONS, {**OK_COMPLETION, "messages": HI}, 400, "Unrecognized", "messages"),
     "not-json": (CHAT, b"{model: chat", 400, "not valid JSON", None),
-    "json-list": (CHAT, b"[1, 2]", 400, "a JSON object", None),
+    "json-list": (CHAT, b"[1, 2]", 400, "the request JSON is an object", None),
     "empty-body": (CHAT, b"", 400, "empty request body", None),
     "long-chat": (CHAT, {**OK_CHAT, "messages": [{"role": "user", "content": "x"}] * 40}, 400,
                   "context is 128 tokens", "messages"),

@@ -84,6 +84,7 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
     Exit status: 0 generated, 1 the model or a prompt refused, 2 usage error.
     """
     from ptx.contract.sampling import Sampling, SamplingError
+    from ptx.extras import MissingExtraError
     from ptx.infer import load
     from ptx.infer.model.text import Text
 
@@ -93,7 +94,12 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
         raise click.UsageError("--chat renders --prompt TEXT as a user's message: give --prompt")
     if system and not chat:
         raise click.UsageError("--system is a chat's system message: give --chat too")
-    words = Text.open(tokenizer) if tokenizer else Text.of(Path(file).parent)
+    try:
+        words = Text.open(tokenizer) if tokenizer else Text.of(Path(file).parent)
+    except MissingExtraError:
+        if prompts or stop or tokenizer:
+            raise
+        words = None  # a tokenizer beside the file, and no library to read it: token ids in and out
     if (prompts or stop) and words is None:
         raise click.UsageError(f"{'--prompt' if prompts else '--stop'} is text, and there is no tokenizer.json beside "
                                f"{file}: give --tokenizer DIR (or token ids with --ids)")
