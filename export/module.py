@@ -52,7 +52,7 @@ from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
 from .generating import TEXT_FILES, export_with_cache, refuse_shaping, refuse_text
-from .generation import TASKS, generates
+from .generation import chosen_task
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
@@ -153,11 +153,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     the exported model.onnx with `ptx export model.onnx --format onnx-int8 --calibration SAMPLES.npz`).
     An exporter's refusal is a PtxError naming the operator or the line of your code. The module is put in eval mode.
     """
-    if task not in TASKS:
-        raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
-    if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
-        if not isinstance(module, torch.nn.Module):
-            raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
+    if chosen_task(module, task, log) == "text-generation":
         refuse_shaping(input_files=input_files, output_names=output_names, plan=plan, max_sizes=max_sizes,
                        min_sizes=min_sizes)
         name = _check_name(name or type(module).__name__)

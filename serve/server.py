@@ -213,7 +213,7 @@ def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: 
     # ONNX Runtime's intra-op threads spin between runs by default. In a server, the event loop, the
     # gRPC threads and the batcher share the cores with them, and spinning threads took the CPU the
     # front needed: on 2 cores, REST at 32 clients answered about a tenth more with spinning off
-    # (docs/benchmarks.md, Serving). PTX_ORT_SPINNING=1 restores it.
+    # (docs/benchmarks/serving.md). PTX_ORT_SPINNING=1 restores it.
     os.environ.setdefault("PTX_ORT_SPINNING", "0")
     http_socket = bind_http(options.host, options.http_port)
     service = Service(options)

@@ -98,8 +98,10 @@ def _format_list(ctx, param, value) -> list[str]:
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--task", type=Choice(["auto", "text-generation", "forward"]), default="auto", show_default=True,
               help="--module: text-generation exports a causal LM with its key/value cache (past key/values in, "
-                   "present out) for `ptx generate`; auto does so for a transformers model that generates and was not "
-                   "built with use_cache=False; forward exports one forward pass (its tensors, the cache left out).")
+                   "present out) for `ptx generate`; auto does so for a transformers causal LM that generates and was not "
+                   "built with use_cache=False, and exports an encoder-decoder (T5, BART, Whisper) or a recurrent "
+                   "state (Mamba) as forward, saying why; forward exports one forward pass (its tensors, the cache "
+                   "left out).")
 @click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
                                             "FACTORY's name, the folder's).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",
@@ -283,10 +285,15 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     if {*fmt} & {*FOLDERS, "all"}:
         raise click.UsageError(f"--format {','.join(fmt)}: a transformers folder exports to onnx, torchscript or pt2 "
                                "files (then `ptx export FILE --format triton|kserve` folds one into a folder)")
+    from ptx.export.generation import chosen_task
     from ptx.export.module import export_module
     from ptx.export.pretrained import load_pretrained, text_files
 
     module, folder_name = load_pretrained(name, click.echo)
+    if chosen_task(module, task, click.echo) != "text-generation":
+        raise click.UsageError(f"ptx export {name} exports a causal LM that generates, with its cache; export "
+                               f"{type(module).__name__}'s forward pass from a factory, with its inputs declared: "
+                               "ptx export --module FILE.py:FACTORY --input input_ids=batchxseq:int64 ...")
     text = text_files(tokenizer or name, click.echo, "--tokenizer" if tokenizer else "the folder")
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},

@@ -72,7 +72,8 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
 def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p, min_p,
                  repetition_penalty, seed, stop, backend, device, eos, as_json) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
-    transformers folder, or `ptx export --module FILE.py:FACTORY`): greedy by default, sampled with
+    transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM that
+    generates): greedy by default, sampled with
     --temperature. With a tokenizer beside FILE (or --tokenizer), prompts and answers are text, and an
     answer is printed as it comes, whole characters at a time.
 
@@ -81,7 +82,7 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
       ptx generate exports/lm/model.onnx --prompt "Once upon a time"
       ptx generate exports/lm/model.onnx --prompt "Hi, who are you?" --chat --temperature 0.7 --seed 1
 
-    Exit status: 0 generated, 1 the model or a prompt refused, 2 usage error.
+    Exit status: 0 generated; 2 a refusal (the model, a prompt, an option), one line saying what to do.
     """
     from ptx.contract.sampling import Sampling, SamplingError
     from ptx.extras import MissingExtraError
