@@ -216,3 +216,15 @@ def test_a_broken_tokenizer_file_is_one_line(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(TextError, match="not a tokenizer file tokenizers can read"):
         Text.open(tmp_path)
+
+
+def test_a_folder_of_a_model_exported_without_its_cache_is_refused_in_one_line(tmp_path):
+    """ptx export DIR exports a causal LM that generates; a BERT folder says how to export its forward pass."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=32)).save_pretrained(
+        str(tmp_path / "bert"))
+    done = ptx("export", tmp_path / "bert", "--out", tmp_path / "out")
+    assert done.returncode == 2 and "exports a causal LM that generates" in done.stderr, done.stderr
+    assert "--module FILE.py:FACTORY" in done.stderr and not (tmp_path / "out").exists()
