@@ -71,8 +71,7 @@ Choose = Callable[[np.ndarray, Sequence[Sequence[int]]], np.ndarray]
 def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
            max_new_tokens: int, eos: Sequence[int] | None = None, forced: Sequence[Sequence[int]] | None = None,
            on_step: Callable[[int, np.ndarray], None] | None = None, choose: Choose | None = None,
-           until: Callable[[int, int], bool] | None = None,
-           on_tokens: Callable[[int, list[int | None]], None] | None = None) -> Decoded:
+           until: Callable[[int, int], bool] | None = None) -> Decoded:
     """Greedy decoding of ``prompts`` (lists of token ids) for at most ``max_new_tokens`` each, through
     ``run`` (a runner's: {name: array} -> {name: array}) of a decoder whose tensors ``generation`` names.
     A prompt stops at an id of ``eos`` (default: the file's; ``()`` runs every step). ``forced``: the
@@ -80,8 +79,7 @@ def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequ
     eager's on eager's own tokens); ``on_step(step, logits [batch, vocab])`` sees each step's last logits.
     ``choose(logits, history) -> ids [batch]``: the choice (default the argmax; a sampler,
     ptx.contract.sampling.Chooser), given each row's prompt and tokens so far. ``until(row, token)``: called
-    for each new token of a prompt still running, in order; True ends the prompt there (a stop string).
-    ``on_tokens(step, tokens)``: each step's new token per prompt, None for one that had ended."""
+    for each new token of a prompt still running, in order; True ends the prompt there (a stop string)."""
     prompts = check_prompts(prompts, vocabulary(signature, generation), max_new_tokens, generation.max_positions)
     stops = set(generation.eos if eos is None else eos)
     ids, mask = left_padded(prompts, generation.pad)
@@ -111,17 +109,14 @@ def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequ
         chosen, top, second = _top_two(logits)
         if choose is not None:
             chosen = np.asarray(choose(logits, history), dtype=np.int64)
-        new: list[int | None] = [None] * batch
         for row in np.flatnonzero(~done):
-            token = new[row] = int(chosen[row])
+            token = int(chosen[row])
             tokens[row].append(token)
             history[row].append(token)
             margins[row].append(float(top[row] - second[row]))
             tops[row].append(float(top[row]))
             if token in stops or (until is not None and until(int(row), token)):
                 done[row] = True
-        if on_tokens is not None:
-            on_tokens(step, new)
         if done.all() or step == max_new_tokens - 1:
             break
         fed = chosen if forced is None else np.array([f[step] if step < len(f) else generation.pad for f in forced])

@@ -81,7 +81,7 @@ class Model:
                sampling: Sampling | None = None, **hooks) -> Decoded:
         """``generate``'s decoding with its record: each step's top-2 margin, and the time of the prompt's
         run and of the steps after it. ``sampling``: how each token is chosen (default greedy);
-        ``hooks``: the loop's ``until`` and ``on_tokens`` (infer/model/generation.py)."""
+        ``hooks``: the loop's ``until`` and ``on_step`` (infer/model/generation.py)."""
         generation = self.generation
         if generation is None:
             raise PtxError(f"{self.name} was exported without its key/value cache, so it cannot generate: export the "
