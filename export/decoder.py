@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -364,7 +364,8 @@ class DecoderSource(ExportSource):
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
                  options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,
-                 declared: Sequence[str] = (), tolerance: Callable | None = None):
+                 declared: Sequence[str] = (), tolerance: Callable | None = None,
+                 text: Mapping[str, bytes] | None = None):
         decoder, signature, self.generation = decoder_of(module, log)
         foreign = [n for n in declared if n not in signature.input_names]
         if foreign:
@@ -372,6 +373,8 @@ class DecoderSource(ExportSource):
                            f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or "
                            "give --task forward to export one forward pass of the inputs you declare")
         vocab = int(signature.output(self.generation.logits).shape[-1])
+        check_tokenizer(text or {}, vocab)
+        self.text = dict(text or {})  # the tokenizer's files, kept beside the files (keep_text)
         self.prompts = validation_prompts(vocab)
         if self.generation.max_positions is not None:
             steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
@@ -415,6 +418,29 @@ class DecoderSource(ExportSource):
     def none_kept(self, reasons: Sequence[str]) -> PtxError:
         return PtxError(f"no format carries {self.name}'s cache: {'; '.join(reasons)}; export it to onnx")
 
+    def keep_text(self, staging: Path, log: Callable[[str], None]) -> None:
+        """The tokenizer's files (export/pretrained.py's text_files) written beside the files in ``staging``."""
+        for file_name, data in self.text.items():
+            (staging / file_name).write_bytes(data)
+        if self.text:
+            template = "chat_template.jinja" in self.text or b'"chat_template"' in self.text.get(
+                "tokenizer_config.json", b"")
+            log(f"text: {', '.join(self.text)} kept beside the file{' (with a chat template)' if template else ''}: "
+                "ptx generate --prompt and ptx serve's OpenAI API take text")
+
+
+def check_tokenizer(text: Mapping[str, bytes], vocab: int) -> None:
+    """A tokenizer whose ids reach past the model's vocabulary is refused (the wrong tokenizer for the model):
+    a model's vocabulary may be larger (padded), never smaller."""
+    if "tokenizer.json" not in text:
+        return
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_str(text["tokenizer.json"].decode("utf-8")).get_vocab_size(with_added_tokens=True)
+    if size > vocab:
+        raise PtxError(f"the tokenizer has {size:,} tokens and the model's vocabulary {vocab:,}: its ids would run past "
+                       "the model's; give the model's own tokenizer (--tokenizer DIR)")
+
 
 def decoder_formats(formats: Sequence[str]) -> list[str]:
     """The formats asked of a decoder with its cache, each once: one it is not written as, refused in one line."""
@@ -435,11 +461,19 @@ def refuse_shaping(**given) -> None:
                        "checked by decoding prompts): leave it out, or give --task forward")
 
 
+def refuse_text(text) -> None:
+    """A tokenizer goes beside a generating file only: one line for a forward export given one."""
+    if text:
+        raise PtxError("a tokenizer is kept beside a model exported with its cache (one that generates): leave "
+                       "--tokenizer out, or give --task text-generation")
+
+
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
-                   tolerance, tolerance_given: dict) -> DecoderSource:
+                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None) -> DecoderSource:
     """export_module's source for a causal LM with its key/value cache (``asked``: --task text-generation, else
     its class generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held
-    to (``tolerance_given``: the user's, as the files record it)."""
+    to (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files, kept beside
+    them."""
     log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
         "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -456,4 +490,4 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
 
     return DecoderSource(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
                          options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
-                         declared=[t.name for t in as_declarations(inputs or ())])
+                         declared=[t.name for t in as_declarations(inputs or ())], text=text)

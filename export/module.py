@@ -42,6 +42,7 @@ from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.model.text import TEXT_FILES
 from ptx.machine import available_memory
 
 from .examples import describe
@@ -49,7 +50,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import chosen_task, decoder_formats, decoder_source, refuse_shaping
+from .decoder import chosen_task, decoder_formats, decoder_source, refuse_shaping, refuse_text
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
@@ -94,7 +95,8 @@ class ModuleOptions:
     - ``checkpoint``: a state_dict file loaded into the module first (strictly). ``name``: the
       model's name in the files (default: the module's class name). ``atol``, ``rtol``: the absolute
       and relative tolerance of float outputs (default: per dtype), recorded in the files
-      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an
+      (``ptx.tolerance``), where verify judges by them by default. ``text``: a generating model's tokenizer
+      files by name (export/pretrained.py's text_files), kept beside it. ``force``: replace an
       ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``:
       False leaves model.reference.npz out (a deployment folder keeps the one file it serves).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
@@ -140,6 +142,7 @@ class ModuleOptions:
     example_label: str = "the example"
     use_example: bool = True
     task: str = "auto"
+    text: Mapping[str, bytes] | None = None
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -192,6 +195,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                        max_sizes=given.max_sizes, min_sizes=given.min_sizes)
     chosen = [get_format(f) for f in (decoder_formats(given.formats) if cached else _check_formats(given.formats))]
     if not cached:
+        refuse_text(given.text)
         if given.torchscript_mode not in TORCHSCRIPT_MODES:
             raise PtxError(f"torchscript mode {given.torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
         check_options(chosen, given.writer_options(), device=given.device)  # the opset, pt2's device
@@ -207,6 +211,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             (staging / fmt.file_name, out_dir / fmt.file_name)), given.log)
         if given.reference and isinstance(source, ModuleSource):
             result.reference = source.save_reference(staging, out_dir)
+        if cached:
+            source.keep_text(staging, given.log)
     return result
 
 
@@ -215,7 +221,7 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions):
     return decoder_source(module, name=name, checkpoint=given.checkpoint, opset=given.opset, exporter=given.exporter,
                           device=given.device, provenance=given.provenance, log=given.log,
                           asked=given.task == "text-generation", inputs=given.inputs, tolerance=given.tolerance,
-                          tolerance_given=tolerance_strings(given.atol, given.rtol))
+                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text)
 
 
 class ModuleSource(ExportSource):
@@ -365,7 +371,7 @@ def _check_name(name: str) -> str:
 
 
 # What export_module writes into its folder: another file there means the folder is someone else's.
-OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name}
+OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name, *TEXT_FILES}
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

@@ -17,7 +17,7 @@ from typing import AsyncIterator, Callable, Sequence
 
 from ptx.contract.generation import Generation
 from ptx.errors import InputError, ModelRunError
-from ptx.infer.model.generation import GREEDY, Chooser, Decoding, vocabulary
+from ptx.infer.model.generation import GREEDY, Choose, Decoding, vocabulary
 from ptx.infer.model.model import Model
 
 from .tensors import RequestError
@@ -32,8 +32,8 @@ class Generator:
     over ``stream(decoding)``; ``describe()`` for the model's metadata."""
 
     def __init__(self, name: str, model: Model, generation: Generation, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 chooser: Chooser = GREEDY):
-        self.name, self.model, self.generation, self.chooser = name, model, generation, chooser
+                 choose: Choose = GREEDY):
+        self.name, self.model, self.generation, self.choose = name, model, generation, choose
         self.vocab = vocabulary(model.signature, generation)
         positions = generation.max_positions
         # A prompt needs one position at least, so the model's positions less one bound the new tokens too.
@@ -46,14 +46,22 @@ class Generator:
         return {"input": "input_ids", "output": "output_ids", "max_tokens": self.max_tokens,
                 "vocab_size": self.vocab, "eos": list(self.generation.eos), "max_positions": self.generation.max_positions}
 
-    def start(self, prompts: list[list[int]], max_tokens: int, eos: Sequence[int] | None,
-              max_prompts: int) -> Decoding:
-        """The request's decoding, nothing run yet (``eos``: None, the file's): max_tokens within the server's
-        cap and the prompts within its batch, the vocabulary and the positions, else a RequestError of one line."""
+    def check(self, prompts: list[list[int]], max_tokens: int, max_prompts: int) -> list[list[int]]:
+        """The prompts as the decoding takes them (``start``'s checks): else a RequestError of one line."""
+        return self.start(prompts, max_tokens, None, max_prompts).prompts
+
+    def check_max_tokens(self, max_tokens: int) -> None:
+        """max_tokens within the server's cap (the model's positions less one, or --max-tokens)."""
         if not 1 <= max_tokens <= self.max_tokens:
             why = "the model's positions less one" if self.limit_is_the_models else "this server's cap (--max-tokens)"
             raise RequestError(f"max_tokens {max_tokens}: {self.name} generates 1 to {self.max_tokens} new tokens a "
                                f"request ({why})")
+
+    def start(self, prompts: list[list[int]], max_tokens: int, eos: Sequence[int] | None,
+              max_prompts: int) -> Decoding:
+        """The request's decoding, nothing run yet (``eos``: None, the file's): max_tokens within the server's
+        cap and the prompts within its batch, the vocabulary and the positions, else a RequestError of one line."""
+        self.check_max_tokens(max_tokens)
         if len(prompts) > max_prompts:
             raise RequestError(f"{len(prompts)} prompts in one request: this server runs at most {max_prompts} together "
                                "(--max-batch-size); send them in several requests")
@@ -97,6 +105,33 @@ class Generator:
             stop.set()
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failed pull's error: retrieved
 
+    async def events(self, work: Callable[[Callable[[object], None], Callable[[], bool]], object]
+                     ) -> AsyncIterator[tuple]:
+        """Run ``work(emit, wanted)`` on the generation thread in its turn (``wanted()``: whether the client and
+        the server still want the next step; a decoding pulled while it says so): ``("item", x)`` for each
+        ``emit(x)`` as it comes, then ``("done", work's result)``. Leaving the iteration ends the pulling after
+        the step under way."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        future = loop.run_in_executor(self.pool, work, emit, lambda: self._wanted(stop))
+        future.add_done_callback(lambda _: queue.put_nowait(_END))  # after every item emitted (both queued in order)
+        try:
+            while (item := await queue.get()) is not _END:
+                yield "item", item
+            try:
+                result = future.result()
+            except InputError as exc:  # the runtime refused the prompts (ModelRunError), a template its messages
+                raise RequestError(str(exc)) from None
+            yield "done", result
+        finally:
+            stop.set()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a failed work's error: retrieved
+
     def _pull(self, decoding: Decoding, stop: threading.Event,
               emit: Callable[[list[int | None]], None] | None = None) -> list[list[int]]:
         """``decoding``'s steps, on the generation thread, while the request and the server want them."""
@@ -112,7 +147,7 @@ class Generator:
 
     def _next(self, decoding: Decoding) -> list[int | None]:
         """One step of ``decoding``: each prompt's new token (None where it has ended)."""
-        return decoding.next_tokens(self.chooser)
+        return decoding.next_tokens(self.choose)
 
     def close(self) -> None:
         self.closing.set()  # a generation under way stops after its step instead of holding the exit

@@ -3,12 +3,13 @@ in the shape of onnxruntime-genai's Generator (append tokens, generate the next,
 
     decoding = Decoding(model.run, model.signature, model.generation, prompts, max_new_tokens=16)
     for step in decoding:                  # the prompt's run (prefill) first, then one run per new token
-        tokens = GREEDY.choose(step.logits, decoding.history)    # or the reference's (teacher forcing)
+        tokens = GREEDY(step.logits, decoding.history)  # a sampler (chooser_of), or the reference's tokens
         decoding.append(tokens)            # a prompt that ends (an end-of-sequence id) is done
     decoding.decoded()                     # each prompt's tokens, its record for the judge, the time
 
-Stopping is stopping to pull: nothing runs that the caller did not ask for. The prompts are checked
-once, where the decoding is made, as is the refusal of a file exported without its cache.
+Stopping is stopping to pull: nothing runs that the caller did not ask for; a caller that ends one prompt
+itself (a stop string in its text) says so with ``end(row)``. The prompts are checked once, where the
+decoding is made, as is the refusal of a file exported without its cache.
 
 Several prompts of different lengths go in one batch, left-padded: their attention mask is 0 over the
 padding and their positions count only the tokens they have, so each prompt's tokens are those it
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract.generation import Generation, Steps, check_prompts, left_padded, positions
+from ptx.contract.sampling import Chooser, Sampling
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
@@ -49,21 +51,22 @@ class Step:
     done: np.ndarray
 
 
-class Chooser(Protocol):
-    """How a step's tokens are chosen: ``choose(logits [batch, vocab], history) -> ids [batch]``, where
-    ``history`` is each prompt's ids and the tokens appended to it so far."""
-
-    def choose(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray: ...
+# How a step's tokens are chosen: ``choose(logits [batch, vocab], history) -> ids [batch]``, where ``history``
+# is each prompt's ids and the tokens appended to it so far (GREEDY, or ptx.contract.sampling.Chooser).
+Choose = Callable[[np.ndarray, Sequence[Sequence[int]]], np.ndarray]
 
 
-class Greedy:
+def GREEDY(logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:  # noqa: N802 - a constant choice
     """The largest logit's token per row: the first of equal maxima, as torch.argmax."""
-
-    def choose(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
-        return np.argmax(logits, axis=-1)
+    return np.argmax(logits, axis=-1)
 
 
-GREEDY = Greedy()
+def chooser_of(sampling: Sampling | None) -> Choose:
+    """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and no repetition penalty), else
+    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row)."""
+    if sampling is None or (sampling.greedy and sampling.repetition_penalty == 1.0):
+        return GREEDY
+    return Chooser(sampling)
 
 
 @dataclass
@@ -91,9 +94,10 @@ class Decoding:
 
     ``step()`` runs the decoder on what is pending and returns its Step; ``append(tokens)`` gives one token
     per prompt for it (ignored for a prompt already done) and returns each prompt's new token (None where
-    it had ended); iterating yields steps until every prompt is done. ``next_tokens(chooser)`` and
-    ``to_end(chooser)`` pull with a Chooser (greedy by default). ``tokens``, ``history``, ``done``, the time
-    (``prefill_s``, ``decode_s``) and ``decoded()`` say where it stands."""
+    it had ended); iterating yields steps until every prompt is done; ``end(row)`` ends one prompt where
+    its caller says (a stop string). ``next_tokens(choose)`` and ``to_end(choose)`` pull with a Choose
+    (GREEDY by default). ``tokens``, ``history``, ``done``, the time (``prefill_s``, ``decode_s``) and
+    ``decoded()`` say where it stands."""
 
     def __init__(self, run: Run, signature: Signature, generation: Generation | None, prompts,
                  max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model"):
@@ -195,15 +199,26 @@ class Decoding:
         self._next_position = self._next_position + 1
         return new
 
-    def next_tokens(self, chooser: Chooser = GREEDY) -> list[int | None]:
-        """One step, its tokens chosen by ``chooser`` and appended: each prompt's new token (None where ended)."""
-        step = self.step()
-        return self.append(chooser.choose(step.logits, self.history))
+    def end(self, row: int) -> None:
+        """End prompt ``row`` after the tokens it has (its caller's reason: a stop string in its text); its
+        row runs on, unread, fed the pad id."""
+        if self.done[row]:
+            return
+        self.done[row] = True
+        if self.finished:
+            self._past = {}
+        elif self._logits is None and self.index:  # its last token is pending: the pad id instead
+            self._pending[self.generation.input_ids][row] = self.generation.pad
 
-    def to_end(self, chooser: Chooser = GREEDY) -> Decoded:
-        """Every step left, each one's tokens chosen by ``chooser``: the decoding's record."""
+    def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
+        """One step, its tokens chosen by ``choose`` and appended: each prompt's new token (None where ended)."""
+        step = self.step()
+        return self.append(choose(step.logits, self.history))
+
+    def to_end(self, choose: Choose = GREEDY) -> Decoded:
+        """Every step left, each one's tokens chosen by ``choose``: the decoding's record."""
         for step in self:
-            self.append(chooser.choose(step.logits, self.history))
+            self.append(choose(step.logits, self.history))
         return self.decoded()
 
     def decoded(self) -> Decoded:
