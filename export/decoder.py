@@ -300,7 +300,7 @@ def reference_decoding(decoder, signature: Signature, generation: Generation, pr
     kept: list[np.ndarray] = []
     for step in decoding:
         kept.append(step.logits.copy())
-        decoding.append(GREEDY.choose(step.logits, decoding.history))
+        decoding.append(GREEDY(step.logits, decoding.history))
     return EagerDecoding(decoding.decoded(), kept)
 
 

@@ -319,7 +319,7 @@ def test_decoding_is_pulled_step_by_step_and_teacher_forced_by_appending(exporte
     assert first.index == 0 and first.logits.shape == (3, VOCAB) and not first.done.any()
     with pytest.raises(PtxError, match="append"):
         decoding.step()
-    assert decoding.append(GREEDY.choose(first.logits, decoding.history)) == [w[0] for w in want]
+    assert decoding.append(GREEDY(first.logits, decoding.history)) == [w[0] for w in want]
     forced = [7, 9, 11]  # not the greedy tokens: what comes next answers them
     assert forced != [w[1] for w in want]
     decoding.step()
