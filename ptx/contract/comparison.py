@@ -24,7 +24,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .detections import SHOWN, DetectionSet, overlap, pair
+from .detections import DetectionSet, box_text, overlap, pair
 from .schema import BINARY_THRESHOLD, DEFAULT_TOLERANCES, Contract, Task, Tolerance
 from .transforms import decisions
 
@@ -384,10 +384,6 @@ def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
 
 # Detections as detections (ptx.contract.detections says the rule): here, beside the one comparison that
 # calls it and that it calls for each matched pair's values, so that neither module imports the other.
-def _box(values) -> str:
-    return "[" + ", ".join(f"{float(v):.{SHOWN}g}" if 0 < abs(float(v)) < 1 else f"{float(v):.1f}" for v in values) + "]"
-
-
 def _value_diff(key: str, got, want) -> str:
     """``scores 0.61 where the reference's is 0.65``; for a key with axes of its own (a mask), at the
     place they differ most."""
@@ -421,7 +417,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
         paired = pair(g, w, det, tolerance)
         result.ties += len(paired.ties)
         result.tied = result.tied or (f"image {image}, {paired.ties[0]}" if paired.ties else None)
-        found: dict[int, str] = {i: f"box {_box(w[det.boxes][i])} has no partner ({why})"
+        found: dict[int, str] = {i: f"box {box_text(w[det.boxes][i])} has no partner ({why})"
                                  for i, why in paired.missing.items()}
         missing += len(paired.missing)
         extra += len(paired.extra)
@@ -435,7 +431,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
                 result.merge_values(part)
                 if not part.ok and why is None:
                     how = overlap(w[det.boxes][i], g[det.boxes][j], paired.boxes_xyxy)[1]
-                    why = (f"box {_box(g[key][j])} where the reference's is {_box(w[key][i])}, {how}"
+                    why = (f"box {box_text(g[key][j])} where the reference's is {box_text(w[key][i])}, {how}"
                            if key == det.boxes else _value_diff(key, g[key][j], w[key][i]))
             if labels and np.asarray(g[labels][j]).tolist() != np.asarray(w[labels][i]).tolist():
                 how = overlap(w[det.boxes][i], g[det.boxes][j], paired.boxes_xyxy)[1]
@@ -448,7 +444,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
             i = min(found)
             first = f"image {image}, detection {i}: {found[i]}"
         elif paired.extra and first is None:
-            first = f"image {image}: a detection the reference does not have, box {_box(g[det.boxes][paired.extra[0]])}"
+            first = f"image {image}: a detection the reference does not have, box {box_text(g[det.boxes][paired.extra[0]])}"
     result.beyond = differ + missing + extra
     if result.beyond:  # values that depart, not a problem: a reduced precision is judged by its own rule
         result.excess = max(result.excess, 1.0)
