@@ -182,7 +182,8 @@ def test_every_record_keeps_a_judgement_in_one_form(tmp_path):
     assert kept.measured == "worst |diff| 2.00e-06 (logits) on 2 cases against eager-cpu", kept.measured
     assert rows["ort-cpu"]["sha256"] and rows["ort-cpu"]["batch_sizes"] == [3, 5]
     assert (endpoint["status"], endpoint["against"], endpoint["max_abs"]) == ("FAIL", "eager-cpu", 0.5)
-    assert endpoint["reasons"] == ["10 of 10 values beyond atol 0.0001 + rtol 0.001 x |reference|"], endpoint
+    assert endpoint["reasons"] == ["10 of 10 values beyond atol 0.0001 + rtol 0.001 x the largest |reference| in its "
+                                   "row"], endpoint
 
 
 # -- one verdict, from export to every command ---------------------------------------------------------------

@@ -32,6 +32,8 @@ import numpy as np
 
 from ptx.errors import PtxError
 
+from .error_model import allowance
+
 COUNTS = "counts"  # the output that says how many detections each image kept
 ROLES = ("boxes", "scores", "labels")  # the keys whose meaning the comparison knows
 MATCH_IOU = 0.5  # COCO's loosest threshold: below it two boxes are not one detection
@@ -158,11 +160,11 @@ def xyxy(boxes: np.ndarray) -> bool:
 
 
 def _close(got, want, tolerance) -> np.ndarray:
-    """Elementwise, the one comparison's rule: |got - want| <= atol + rtol x |want|, NaN with NaN, an
-    infinity with the same infinity."""
+    """Elementwise, the one comparison's rule (ptx.contract.error_model: each detection's values a row), NaN with
+    NaN, an infinity with the same infinity."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     with np.errstate(invalid="ignore"):
-        near = np.abs(got - want) <= tolerance.atol + tolerance.rtol * np.abs(want)
+        near = np.abs(got - want) <= allowance(want, tolerance)
     return near | (got == want) | (np.isnan(got) & np.isnan(want))
 
 
