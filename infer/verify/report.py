@@ -8,8 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
-                                     OutputAgreement, needed_atol_text)
-from ptx.contract.error_model import SCALE_WORDS
+                                     SCALE_WORDS, OutputAgreement, needed_atol_text)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature
 from ptx.contract.verdict import TOLERANCE, Verdict
