@@ -10,6 +10,7 @@ import torch
 from ptx.contract.tensors import Signature, as_declarations
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.model.text import TEXT_FILES
 
 from .factory import load_state_dict_file
 from .formats.onnx import Exporter
@@ -31,11 +32,19 @@ def refuse_shaping(**given) -> None:
                        "checked by decoding prompts): leave it out, or give --task forward")
 
 
+def refuse_text(text) -> None:
+    """A tokenizer goes beside a generating file only: one line for a forward export given one."""
+    if text:
+        raise PtxError("a tokenizer is kept beside a model exported with its cache (one that generates): leave "
+                       "--tokenizer out, or give --task text-generation")
+
+
 def export_with_cache(module, out_dir: Path, *, formats, name: str, checkpoint, opset, exporter, device, provenance,
-                      log, asked: bool, inputs, tolerance, tolerance_given: dict) -> Signature:
+                      log, asked: bool, inputs, tolerance, tolerance_given: dict, text=None) -> Signature:
     """export_module of a causal LM with its key/value cache (export/generation.py), its name and folder
     checked by export_module; returns the files' signature. ``tolerance(output, device)``: what the files
-    are held to (``tolerance_given``: the user's, as the files record it)."""
+    are held to (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files,
+    kept beside them."""
     log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
         "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -53,5 +62,5 @@ def export_with_cache(module, out_dir: Path, *, formats, name: str, checkpoint, 
 
     _, signature = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
                              options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())],
-                             tolerance=tolerance)
+                             tolerance=tolerance, text=text)
     return signature  # as every file records it: none is opened again to read it

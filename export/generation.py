@@ -1,5 +1,5 @@
 """A causal language model exported with its key/value cache: ``ptx export --module FILE.py:FACTORY
---task text-generation`` (and by itself for a transformers model whose class generates).
+--task text-generation`` (and by itself for a transformers causal LM whose class generates: chosen_task).
 
 The decoder file takes input_ids, attention_mask (past + new tokens), position_ids where the model
 reads them, and every layer's past key and value (``past_key_values.{i}.key``: [batch, kv heads, past,
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +49,56 @@ def generates(module: torch.nn.Module) -> bool:
     except Exception:  # noqa: BLE001 - a model's own check that raises says it does not
         return False
     return able and getattr(getattr(module, "config", None), "use_cache", True) is not False
+
+
+def cache_refusal(module: torch.nn.Module) -> str | None:
+    """Why ptx cannot export ``module`` with its key/value cache, judged from its class and config without
+    running it; None for the kind it can: a causal LM as transformers makes them (input_ids, attention_mask,
+    a cache and use_cache in; the logits and the cache out). The one place that says which kinds get the
+    cache export: ``--task auto`` asks it of a model that generates, ``--task text-generation`` of any."""
+    kind = type(module).__name__
+    if getattr(getattr(module, "config", None), "is_encoder_decoder", False):
+        return (f"{kind} is an encoder-decoder: ptx exports its cache for causal LMs only; generating with one "
+                "would need an encoder file, and a decoder file taking the encoder's states, its own past and the "
+                "cross-attention past")
+    if getattr(module, "_is_stateful", False):  # transformers' mark of a recurrent state (Mamba, RWKV, hybrids)
+        return (f"{kind} keeps a recurrent state: ptx exports the cache of attention layers' keys and values only; "
+                "generating with it would need the state carried from step to step")
+    params = inspect.signature(module.forward).parameters
+    missing = [p for p in ("input_ids", "attention_mask", "use_cache") if p not in params] + \
+        ([] if any(k in params for k in CACHE_NAMES) else [" or ".join(CACHE_NAMES)])
+    if missing:
+        return (f"{kind}.forward takes no {', '.join(missing)}: ptx exports the cache of causal LMs that take "
+                "input_ids, attention_mask, a cache and use_cache, as transformers makes them")
+    return None
+
+
+def refuse_text_generation(module: torch.nn.Module) -> None:
+    """--task text-generation of a kind ptx cannot export with its cache (cache_refusal), in one line."""
+    refusal = cache_refusal(module)
+    if refusal:
+        raise PtxError(f"--task text-generation: {refusal}; give --task forward to export its forward pass")
+
+
+def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
+    """The task export_module runs, text-generation or forward, for ``task`` (one of TASKS): auto exports
+    with its cache a model that generates, where ptx can make its cache export (cache_refusal), and says in
+    one line why one that generates is exported without it; text-generation is refused, in one line, of a
+    kind ptx cannot make it of."""
+    if task not in TASKS:
+        raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
+    if task == "forward" or not isinstance(module, torch.nn.Module):
+        return "forward"  # export_module refuses what is no nn.Module, on either way
+    if task == "text-generation":
+        refuse_text_generation(module)
+        return task
+    if not generates(module):
+        return "forward"
+    refusal = cache_refusal(module)
+    if refusal:
+        log(f"task: forward ({refusal}): its forward pass is exported, without a cache")
+        return "forward"
+    return "text-generation"
 
 
 def _cache_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -141,14 +191,9 @@ def _ids(value) -> list[int]:
 def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[CachedDecoder, Signature, Generation]:
     """(the decoder to export, its signature, its generation contract without the reference) of a causal
     LM ``module``: the cache's layout learned by one eager run with use_cache=True."""
+    refuse_text_generation(module)
     params = inspect.signature(module.forward).parameters
-    cache_keyword = next((k for k in CACHE_NAMES if k in params), None)
-    missing = [p for p in ("input_ids", "attention_mask", "use_cache") if p not in params] + \
-        ([] if cache_keyword else ["cache (or past_key_values)"])
-    if missing:
-        raise PtxError(f"--task text-generation: {type(module).__name__}.forward takes no {', '.join(missing)}; ptx exports "
-                       "a causal LM as transformers makes them (input_ids, attention_mask, a cache, use_cache): "
-                       "give --task forward to export its logits alone")
+    cache_keyword = next(k for k in CACHE_NAMES if k in params)
     takes_positions = "position_ids" in params
     ids = torch.tensor([[1, 2]])
     with torch.no_grad():
@@ -302,10 +347,12 @@ CARRIES_THE_CACHE = "onnx"
 def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequence[str], name: str,
                       strings_of: Callable[[Signature], dict[str, str]], options: dict[str, dict],
                       log: Callable[[str], None], steps: int = VALIDATION_STEPS, declared: Sequence[str] = (),
-                      tolerance: Callable | None = None) -> tuple[list, Signature]:
+                      tolerance: Callable | None = None, text: Mapping[str, bytes] | None = None
+                      ) -> tuple[list, Signature]:
     """Write ``module`` (a causal LM, in eval mode) with its cache in each of ``formats`` into ``out_dir``
     (written whole or not at all), each file decoded through its serving runtime and held to eager's own
-    cached decoding; returns ([(format, path, line)], the signature every file records)."""
+    cached decoding; returns ([(format, path, line)], the signature every file records). ``text``: the
+    tokenizer's files (export/pretrained.py's text_files), written beside them."""
     from ptx.atomic import atomic_folder, writable_dir_for
 
     from .formats import get as get_format
@@ -321,6 +368,7 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
                        f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or give "
                        "--task forward to export one forward pass of the inputs you declare")
     vocab = int(signature.output(generation.logits).shape[-1])
+    check_tokenizer(text or {}, vocab)
     prompts = validation_prompts(vocab)
     if generation.max_positions is not None:
         steps = max(1, min(steps, generation.max_positions - max(map(len, prompts))))
@@ -353,7 +401,26 @@ def export_generating(module: torch.nn.Module, out_dir: Path, *, formats: Sequen
             done.append((fmt.name, out_dir / fmt.file_name, line))
         if not done:
             raise PtxError(f"no format carries {name}'s cache: {'; '.join(refused)}; export it to onnx")
+        for file_name, data in (text or {}).items():
+            (staging / file_name).write_bytes(data)
+        if text:
+            template = "chat_template.jinja" in text or b'"chat_template"' in text.get("tokenizer_config.json", b"")
+            log(f"text: {', '.join(text)} kept beside the file{' (with a chat template)' if template else ''}: "
+                "ptx generate --prompt and ptx serve's OpenAI API take text")
     return done, signature
+
+
+def check_tokenizer(text: Mapping[str, bytes], vocab: int) -> None:
+    """A tokenizer whose ids reach past the model's vocabulary is refused (the wrong tokenizer for the model):
+    a model's vocabulary may be larger (padded), never smaller."""
+    if "tokenizer.json" not in text:
+        return
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_str(text["tokenizer.json"].decode("utf-8")).get_vocab_size(with_added_tokens=True)
+    if size > vocab:
+        raise PtxError(f"the tokenizer has {size:,} tokens and the model's vocabulary {vocab:,}: its ids would run past "
+                       "the model's; give the model's own tokenizer (--tokenizer DIR)")
 
 
 def _written_and_checked(fmt, decoder, signature, generation, strings, path, example, options, prompts, eager, log,

@@ -51,8 +51,8 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .generating import export_with_cache, refuse_shaping
-from .generation import TASKS, generates
+from .generating import TEXT_FILES, export_with_cache, refuse_shaping, refuse_text
+from .generation import chosen_task
 from .metadata import module_strings
 from .pipeline import Plan, Shapes, check_options, export_files, guard
 from .sizes import recorded_signature, search_sizes
@@ -85,7 +85,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
-                  use_example: bool = True, task: str = "auto",
+                  use_example: bool = True, task: str = "auto", text: Mapping[str, bytes] | None = None,
                   log: Callable[[str], None] = print) -> ModuleExportResult:
     """Export your own ``nn.Module`` to validated model files in ``out_dir``, each carrying its
     contract, with reference tensors beside them.
@@ -123,7 +123,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     - ``checkpoint``: a state_dict file loaded into ``module`` first (strictly). ``name``: the
       model's name in the files (default: the module's class name). ``atol``, ``rtol``: the absolute
       and relative tolerance of float outputs (default: per dtype), recorded in the files
-      (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an
+      (``ptx.tolerance``), where verify judges by them by default. ``text``: a generating model's tokenizer
+      files by name (export/pretrained.py's text_files), kept beside it. ``force``: replace an
       ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``: False
       leaves model.reference.npz out (a deployment folder keeps the one file it serves).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
@@ -150,14 +151,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     outputs of the right shapes, and given the one verdict (ptx.contract.verdict) by the generated
     cases alone, said so and recorded in it; its accuracy is yours to judge on real data (or quantize
     the exported model.onnx with `ptx export model.onnx --format onnx-int8 --calibration SAMPLES.npz`).
-    An exporter's refusal is a PtxError naming the operator or the line of your code. The module
-    is put in eval mode. Returns a ModuleExportResult.
+    An exporter's refusal is a PtxError naming the operator or the line of your code. The module is put in eval mode.
     """
-    if task not in TASKS:
-        raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
-    if task == "text-generation" or (task == "auto" and isinstance(module, torch.nn.Module) and generates(module)):
-        if not isinstance(module, torch.nn.Module):
-            raise PtxError(f"export_module takes an nn.Module, not {type(module).__name__}")
+    if chosen_task(module, task, log) == "text-generation":
         refuse_shaping(input_files=input_files, output_names=output_names, plan=plan, max_sizes=max_sizes,
                        min_sizes=min_sizes)
         name = _check_name(name or type(module).__name__)
@@ -167,8 +163,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                                       exporter=exporter, device=device, provenance=provenance, log=log,
                                       asked=task == "text-generation", inputs=inputs,
                                       tolerance=lambda sig, on: _tolerance(sig, on, atol, rtol),
-                                      tolerance_given=tolerance_strings(atol, rtol))
+                                      tolerance_given=tolerance_strings(atol, rtol), text=text)
         return ModuleExportResult(out_dir, name, signature)
+    refuse_text(text)
     chosen = [get_format(f) for f in _check_formats(formats)]
     if torchscript_mode not in TORCHSCRIPT_MODES:
         raise PtxError(f"torchscript mode {torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
@@ -413,7 +410,7 @@ def _check_name(name: str) -> str:
 
 
 # What export_module writes into its folder: another file there means the folder is someone else's.
-OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name}
+OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name, *TEXT_FILES}
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ptx.errors import first_line
 
-from .body import read_body
+from .body import json_object, read_body
 from .model import VERSION
 from .service import TOKEN_NEEDED
 from .tensors import RequestError
@@ -49,12 +49,7 @@ class GenerateRequest:
 def parse_generate_request(body: bytes, stream: bool) -> GenerateRequest:
     """A generate request's JSON, its types checked (ids within the vocabulary and max_tokens within the
     cap are the model's to check: Generator.check)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(f"the request is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise RequestError('the request JSON is an object: {"input_ids": [ids], "max_tokens": N}')
+    doc = json_object(body, '{"input_ids": [ids], "max_tokens": N}')
     if "text_input" in doc:
         raise RequestError('ptx serves token ids and has no tokenizer: send "input_ids" (a list of token ids, or a list '
                            "of such lists), not text_input")

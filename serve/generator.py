@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import numpy as np
 
@@ -53,10 +53,7 @@ class Generator:
     def check(self, prompts: list[list[int]], max_tokens: int, max_prompts: int) -> list[list[int]]:
         """The prompts, within the vocabulary and the positions, and max_tokens within the server's cap:
         else a RequestError of one line."""
-        if not 1 <= max_tokens <= self.max_tokens:
-            why = "the model's positions less one" if self.limit_is_the_models else "this server's cap (--max-tokens)"
-            raise RequestError(f"max_tokens {max_tokens}: {self.name} generates 1 to {self.max_tokens} new tokens a "
-                               f"request ({why})")
+        self.check_max_tokens(max_tokens)
         if len(prompts) > max_prompts:
             raise RequestError(f"{len(prompts)} prompts in one request: this server runs at most {max_prompts} together "
                                "(--max-batch-size); send them in several requests")
@@ -64,6 +61,12 @@ class Generator:
             return check_prompts(prompts, self.vocab, max_tokens, self.generation.max_positions)
         except InputError as exc:
             raise RequestError(str(exc)) from None
+
+    def check_max_tokens(self, max_tokens: int) -> None:
+        if not 1 <= max_tokens <= self.max_tokens:
+            why = "the model's positions less one" if self.limit_is_the_models else "this server's cap (--max-tokens)"
+            raise RequestError(f"max_tokens {max_tokens}: {self.name} generates 1 to {self.max_tokens} new tokens a "
+                               f"request ({why})")
 
     async def generate(self, prompts: list[list[int]], max_tokens: int, eos: Sequence[int] | None) -> list[list[int]]:
         """Each prompt's new tokens, up to and with an end-of-sequence id (``eos``; None: the file's)."""
@@ -104,6 +107,31 @@ class Generator:
                 future.result()
             except ModelRunError as exc:
                 raise RequestError(str(exc)) from None
+        finally:
+            stop.set()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a Stopped loop's error: retrieved
+
+    async def events(self, work: Callable[[Callable[[object], None], Callable], object]) -> AsyncIterator[tuple]:
+        """Run ``work(emit, on_step)`` on the generation thread in its turn (``on_step``: the loop's hook that
+        stops it where the client or the server goes away): ``("item", x)`` for each ``emit(x)`` as it comes,
+        then ``("done", work's result)``. Leaving the iteration stops the work at its next step."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        future = loop.run_in_executor(self.pool, work, emit, self._step_watch(stop))
+        future.add_done_callback(lambda _: queue.put_nowait(_END))  # after every item emitted (both queued in order)
+        try:
+            while (item := await queue.get()) is not _END:
+                yield "item", item
+            try:
+                result = future.result()
+            except InputError as exc:  # the runtime refused the prompts (ModelRunError), a template its messages
+                raise RequestError(str(exc)) from None
+            yield "done", result
         finally:
             stop.set()
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a Stopped loop's error: retrieved

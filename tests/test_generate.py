@@ -243,7 +243,7 @@ def test_ptx_generate_prints_ids_json_and_text(exported, tmp_path):
     shown = ptx("generate", path, "--ids", "5,17,93", "--ids", "8,1,44,120,7,3,9,60,2,11", "--max-new-tokens", 8)
     assert shown.stdout.splitlines() == [f"prompt {k + 1} ({len(p)} tokens): {' '.join(map(str, w))}"
                                          for k, (p, w) in enumerate(zip(PROMPTS[:2], want))]
-    assert "2 prompts on ort-cpu: the prompt in" in shown.stderr
+    assert "2 prompts on ort-cpu, greedy: the prompt in" in shown.stderr
     doc = json.loads(ptx("generate", path, "--ids", "5,17,93", "--max-new-tokens", 8, "--backend", "openvino",
                          "--json").stdout)
     assert doc["backend"] == "openvino" and doc["prompts"][0]["new_ids"] == want[0] and doc["prefill_ms"] > 0

@@ -2,7 +2,7 @@
 detector. A sweep sizes its pieces by their tensors' bytes before it runs them (sized from the piece
 before, a piece overshot where the tensors widen: 6x the largest tensor under a budget of 3x), and
 its one-question runners close without a garbage collector's full pass (a third of the time there).
-The processes' peaks and times on the real files are scripts/bench_locate.py's (docs/benchmarks.md)."""
+The processes' peaks and times on the real files are scripts/bench_locate.py's (docs/benchmarks/locate.md)."""
 from __future__ import annotations
 
 import gc

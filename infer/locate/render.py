@@ -3,6 +3,7 @@
 the first departure, its largest jumps and the output (``--json`` holds every step)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ptx.contract.error_model import SCALE_WORDS
@@ -33,6 +34,17 @@ def _error(d: dict, tolerance: bool = True) -> str:
             + (f" (atol {d['atol']:g} + rtol {d['rtol']:g} x {SCALE_WORDS})" if tolerance else ""))
 
 
+def _shown(source: str) -> str:
+    """``FILE:LINE`` as the reader named the file: relative to the working folder where it lies under it
+    (the exporter records the absolute path; ``--json`` keeps it)."""
+    path, _, line = source.rpartition(":")
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return source
+    return f"{relative}:{line}" if path and not relative.startswith(os.pardir) else source
+
+
 def _node_lines(d: dict) -> list[str]:
     lines = []
     if d.get("module"):
@@ -41,7 +53,7 @@ def _node_lines(d: dict) -> list[str]:
                 f"; the exporter's {d['rule']} rule made this node" if d.get("rule") else "")
         lines.append(f"  module {d['module']}{cls}{rule}")
         if d.get("source"):
-            lines.append(f"  at {d['source']}: {d['code']}")
+            lines.append(f"  at {_shown(d['source'])}: {d['code']}")
     for i in d["inputs"]:
         if i.get("unmatched"):
             lines.append(f"  reads {i['name']} (computed): not compared: {i['unmatched']}")

@@ -65,14 +65,21 @@ def vocabulary(signature: Signature, generation: Generation) -> int | None:
     return size if isinstance(size, int) else None
 
 
+Choose = Callable[[np.ndarray, Sequence[Sequence[int]]], np.ndarray]
+
+
 def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
            max_new_tokens: int, eos: Sequence[int] | None = None, forced: Sequence[Sequence[int]] | None = None,
-           on_step: Callable[[int, np.ndarray], None] | None = None) -> Decoded:
+           on_step: Callable[[int, np.ndarray], None] | None = None, choose: Choose | None = None,
+           until: Callable[[int, int], bool] | None = None) -> Decoded:
     """Greedy decoding of ``prompts`` (lists of token ids) for at most ``max_new_tokens`` each, through
     ``run`` (a runner's: {name: array} -> {name: array}) of a decoder whose tensors ``generation`` names.
     A prompt stops at an id of ``eos`` (default: the file's; ``()`` runs every step). ``forced``: the
     tokens fed back instead of the chosen ones (teacher forcing: export checks each step's logits against
-    eager's on eager's own tokens); ``on_step(step, logits [batch, vocab])`` sees each step's last logits."""
+    eager's on eager's own tokens); ``on_step(step, logits [batch, vocab])`` sees each step's last logits.
+    ``choose(logits, history) -> ids [batch]``: the choice (default the argmax; a sampler,
+    ptx.contract.sampling.Chooser), given each row's prompt and tokens so far. ``until(row, token)``: called
+    for each new token of a prompt still running, in order; True ends the prompt there (a stop string)."""
     prompts = check_prompts(prompts, vocabulary(signature, generation), max_new_tokens, generation.max_positions)
     stops = set(generation.eos if eos is None else eos)
     ids, mask = left_padded(prompts, generation.pad)
@@ -83,6 +90,7 @@ def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequ
         feeds[generation.position_ids] = position
     next_position = position[:, -1:] + 1
     tokens: list[list[int]] = [[] for _ in prompts]
+    history = [list(p) for p in prompts]  # what ``choose`` sees: each prompt and its tokens so far
     margins: list[list[float]] = [[] for _ in prompts]
     tops: list[list[float]] = [[] for _ in prompts]
     done = np.zeros(batch, dtype=bool)
@@ -99,11 +107,15 @@ def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequ
         if on_step is not None:
             on_step(step, logits)
         chosen, top, second = _top_two(logits)
+        if choose is not None:
+            chosen = np.asarray(choose(logits, history), dtype=np.int64)
         for row in np.flatnonzero(~done):
-            tokens[row].append(int(chosen[row]))
+            token = int(chosen[row])
+            tokens[row].append(token)
+            history[row].append(token)
             margins[row].append(float(top[row] - second[row]))
             tops[row].append(float(top[row]))
-            if int(chosen[row]) in stops:
+            if token in stops or (until is not None and until(int(row), token)):
                 done[row] = True
         if done.all() or step == max_new_tokens - 1:
             break

@@ -389,10 +389,17 @@ def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:
     return placed
 
 
-def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str], device_id: int = 0) -> str:
+def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str], device_id: int = 0,
+                         shape_arithmetic_allowed: bool = False) -> str | None:
     """Why ORT refused an ort-cuda session that may not fall back to the CPU, in one line: CUDA is
     not active at all, or these nodes would run on the CPU, each with its reason (no CUDA kernel,
-    cuDNN's limits, or ORT's shape heuristic), read from ptx's static placement check."""
+    cuDNN's limits, or ORT's shape heuristic), read from ptx's static placement check.
+
+    ``shape_arithmetic_allowed``: None where every node ORT leaves on the CPU is one its shape
+    heuristic keeps there (GetCpuPreferredNodes: integer arithmetic on shapes, whose consumers read
+    it on the CPU anyway), so the session may open as ONNX Runtime itself places it. A decoder with a
+    dynamic past has a hundred such nodes (Qwen2-0.5B's: 131, on an H100, 2026-11-26) and was refused
+    for them; a node without a CUDA kernel, or one the static check cannot explain, still refuses."""
     try:
         placed = node_placement(ort, path, providers)
     except Exception as exc:  # the placement session failed too: say what we know
@@ -404,7 +411,10 @@ def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: li
         reasons = {n.name: n.reason for n in cuda_placement(path).on_cpu}
     except Exception:  # the explanation is a courtesy: the refusal stands without it
         reasons = {}
-    explained = [f"{entry}: {reasons.get(entry.rsplit(' (', 1)[0], 'left on the CPU by ONNX Runtime')}" for entry in on_cpu]
-    shown = _first(explained, 6)
-    return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
-            f"{shown}; use --backend ort-cpu")
+    why = [reasons.get(entry.rsplit(" (", 1)[0], "left on the CPU by ONNX Runtime") for entry in on_cpu]
+    if shape_arithmetic_allowed and all(w == SHAPE_HEURISTIC for w in why):
+        return None
+    # the shape heuristic's nodes are allowed where the caller allows them: the others are the refusal
+    shown = [(entry, w) for entry, w in zip(on_cpu, why) if not (shape_arithmetic_allowed and w == SHAPE_HEURISTIC)]
+    return (f"ort-cuda: {len(shown)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
+            f"{_first([f'{entry}: {w}' for entry, w in shown], 6)}; use --backend ort-cpu")
