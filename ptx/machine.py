@@ -69,10 +69,11 @@ def _memory_cgroups(root: Path) -> list[tuple[int, Path, Path]]:
     from /proc/self/cgroup (the process's path in each hierarchy) and /proc/self/mountinfo (where each is
     mounted, and which of its paths the mount shows: a container sees its own cgroup as the mount's root)."""
     try:
-        paths = [line.split(":", 2) for line in (root / "proc/self/cgroup").read_text().splitlines() if line.count(":") >= 2]
-        mounts = [line.split(" - ") for line in (root / "proc/self/mountinfo").read_text().splitlines() if " - " in line]
+        cgroup, mountinfo = ((root / "proc/self" / name).read_text().splitlines() for name in ("cgroup", "mountinfo"))
     except OSError:
         return []
+    paths = [line.split(":", 2) for line in cgroup if line.count(":") >= 2]
+    mounts = [line.split(" - ") for line in mountinfo if " - " in line]
     found = []
     for before, after in mounts:
         fields, (fstype, _, options, *_) = before.split(), after.split() + ["", "", ""]
@@ -109,7 +110,8 @@ def _cgroup_room(folder: Path, version: int) -> int | None:
         return None
     inactive = 0
     with contextlib.suppress(OSError, ValueError):
-        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines() if len(line.split()) == 2)
+        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines()
+                    if len(line.split()) == 2)
         inactive = int(stat.get(inactive_key, stat.get("inactive_file", 0)))
     return max(0, int(limit) - (usage - inactive))
 

@@ -10,9 +10,9 @@ the last axis, a dot product's outputs; a value without a row is its own scale, 
 NaN agrees with NaN and an infinity with the same infinity, at the same place. Why the row: f32 rounds
 each product and partial sum of a dot product at the size of its terms, so every output of a row (a
 vector of logits, of hidden features) carries noise at the scale of the row's largest values, about
-10 to 300 units in the last place of it (docs/error-model.md measures it), whatever the value itself:
-a logit near 0 in a row of logits near 100 differs by 1e-3 between two runtimes, which the per-element
-rule's atol (1e-4) called a failure. Integers and booleans agree only when
+7 to 125 units of u = 2^-24 of it (docs/error-model.md measures it), whatever the value itself:
+a logit near 0 in a row of logits near 100 differs by up to 5e-4 between two runtimes, which the
+per-element rule's atol (1e-4) called a failure. Integers and booleans agree only when
 equal. A model file's default tolerance follows the dtype (float16 is judged as float16); a tutorial
 model's is its contract's, per device. A tutorial model's decision (argmax, or the 0.5 threshold)
 that flips between two outputs closer together than the tolerance band lets them move is a tie,

@@ -3,10 +3,10 @@ value may move by before the move is a fault. docs/error-model.md derives it and
 
 A dot product of depth K rounds each product and each partial sum at the size of its terms: two runtimes
 that order or block the sum differently (ONNX Runtime's kernels beside PyTorch's) part by about
-sqrt(K) x u x M for terms of magnitude M (u = 2^-24 in float32), the same for every output that shares
-those terms: every value of a row of logits or hidden features. The row's largest value is about
-sqrt(K) x M too, so the noise is a fixed share of the row's scale (10 to 300 units of u in the models
-measured), whatever the value's own size, and the tolerance's rtol multiplies the row's scale, not the
+c x sqrt(K) x u x M for terms of magnitude M (u = 2^-24 in float32; c of 20 to 40 for the largest of 16,000
+values, measured), the same for every output that shares those terms: every value of a row of logits or
+hidden features. The row's largest value is a few times sqrt(K) x M too, so the noise is a fixed share of
+the row's scale (7 to 125 units of u in the models measured), whatever the value's own size, and the tolerance's rtol multiplies the row's scale, not the
 value: a logit near 0 in a row of logits near 100 is held to 0.1, not to atol. A value without a row (one
 number per sample) is its own scale, numpy's allclose rule.
 """

@@ -157,8 +157,8 @@ TORCH = {"unavailable": lazy("runtime.torch_runner", "torch_unavailable"), "need
 # the initializers made and prepacked: 1.56x a 134 MB MLP's, 1.92x a 504 MB one's, 1.94x a 1,041 MB one's, 2.5x
 # a 783 MB Qwen2's (AMD EPYC, 2026-11-26), the largest taken. Weights in external data (ptx writes them so past
 # 1.5 GiB), read once with no protobuf of them: 1.18x, 1.05x, 1.02x the same MLPs'; whole processes 1.31x a
-# 1.98 GB Qwen2-0.5B's and 1.22x a 4.68 GB Qwen2's (docs/benchmarks.md, Python's own memory in them). A CUDA
-# session reads the file on the host as the CPU one does (not measured on a GPU: the CPU figures).
+# 1.98 GB Qwen2-0.5B's and 1.22x a 4.68 GB Qwen2's (docs/benchmarks/large-models.md, Python's own memory in
+# them). A CUDA session reads the file on the host as the CPU one does (not measured on a GPU: the CPU figures).
 ORT_HOLDS = 2.5
 ORT_HOLDS_EXTERNAL = 1.2
 ORT_CUDA = {"unavailable": lazy("runtime.ort_session", "cuda_unavailable"), "needs_torch": False,
