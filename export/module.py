@@ -43,7 +43,7 @@ from ptx.contract.validated import tolerance_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 from ptx.infer.model.text import TEXT_FILES
-from ptx.machine import available_memory
+from ptx.infer.runtime.memory_plan import room_to_overlap
 
 from .examples import describe
 from .factory import load_state_dict_file
@@ -303,19 +303,9 @@ class ModuleSource(ExportSource):
         return path
 
 
-# A file checked while the next is written holds the checking runtime beside the writer's work: about
-# 2.5 times the weights more (ort-cpu's peak while it opens a file, infer/runtime/memory_plan.py). That
-# overlap is taken only where it is at most an eighth of the memory available (room for 20 copies of the
-# weights): a ViT-B/16 (347 MB) overlaps on a 24 GB machine, a 0.5B-parameter LM (1.98 GB) is exported
-# and checked in turn, near a bare exporter's memory.
-OVERLAP_ROOM = 20
-
-
 def _room_to_overlap(module: torch.nn.Module) -> bool:
-    """Whether memory has room for one file to be checked while the next is written (OVERLAP_ROOM)."""
-    weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-    room = available_memory()
-    return room is not None and room > OVERLAP_ROOM * weights
+    """Whether memory has room for one file to be checked while the next is written (the memory plan's)."""
+    return room_to_overlap(sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())))
 
 
 def _tolerance(sig: TensorSig, on: str, atol: float | None, rtol: float | None = None) -> Tolerance:

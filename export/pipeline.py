@@ -261,7 +261,7 @@ def _open_to_check(fmt, path: Path, on: str):
     """The written file opened as ptx serves it, where memory holds it (OutOfMemoryPlan, a skip, where not)."""
     backend = registry.get(fmt.serving_backend)
     require_room(f"checking {path.name} ({size_text(weights_bytes(path))} of weights) on {backend.name}",
-                 opening_need(backend, weights_bytes(path), fmt.precision))
+                 opening_need(backend, path, fmt.precision))
     return open_checked(path, fmt, on)
 
 

@@ -28,7 +28,7 @@ def test_no_piece_holds_more_than_its_budget_where_the_tensors_widen(tmp_path, m
     with LocateGraph.open(detector(tmp_path / "det.onnx", blocks=blocks, channels=8)) as graph:
         every = sweep.Side(graph, feeds).values([n for n in graph.produced_at if graph.comparable(n)])
         budget = 3 * max(v.nbytes for v in every.values())
-        monkeypatch.setattr(sweep, "BUDGET", (budget, budget))
+        monkeypatch.setattr(sweep, "piece_budget", lambda: budget)
         found = sweep.Sweep(Counterparts.match(graph, graph), sweep.Side(graph, feeds), sweep.Side(graph, feeds),
                             TOLERANCE).run()
     assert len(found.segments) > 1 and found.free, found.segments

@@ -319,7 +319,7 @@ def held_together(target: Target, group: Sequence) -> list[list]:
     memory holds at once (memory_plan: each backend's peak, as a multiple of its file's weights, added
     up against the memory available now; a runtime's compiled copies come after it opens, so what is
     free at each opening is not the measure). One group where memory is unknown or holds them all."""
-    from ..runtime.memory_plan import MARGIN, available_memory, opening_need, weights_bytes
+    from ..runtime.memory_plan import available_memory, opening_need, shortfall
 
     if len(group) < 2:
         return [list(group)]
@@ -330,10 +330,10 @@ def held_together(target: Target, group: Sequence) -> list[list]:
     used = 0.0
     for variant in group:
         try:
-            need = opening_need(variant.backend, weights_bytes(target.file_for(variant)), variant.precision)
+            need = opening_need(variant.backend, target.file_for(variant), variant.precision)
         except PtxError:  # no file: its opening says why
             need = 0.0
-        if cut[-1] and (used + need) * (1 + MARGIN) > available:
+        if cut[-1] and shortfall("the group", used + need, available):  # the plan's one question: does it fit
             cut.append([])
             used = 0.0
         cut[-1].append(variant)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ptx.contract.error_model import SCALE_WORDS
+
 from .triage import TOP, keep_line, ranked
 
 JUMPS = 3  # the largest jumps a folded path keeps
@@ -29,7 +31,7 @@ class Step:
 def _error(d: dict, tolerance: bool = True) -> str:
     sqnr = f" (SQNR {d['sqnr_db']:.1f} dB)" if d.get("sqnr_db") is not None else ""
     return (f"max abs {d['max_abs']:.2e}, rel {d['rel']:.1e}{sqnr} on values up to {d['magnitude']:.1e}"
-            + (f" (atol {d['atol']:g} + rtol {d['rtol']:g} x |value|)" if tolerance else ""))
+            + (f" (atol {d['atol']:g} + rtol {d['rtol']:g} x {SCALE_WORDS})" if tolerance else ""))
 
 
 def _shown(source: str) -> str:
@@ -165,7 +167,7 @@ def located_text(located) -> str:
     o, f, r = located.origin, located.first, located.region
     if o is not None and "alone" not in o:  # a TorchScript module replayed on the graph's own input
         lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: max abs {o['max_abs']:.2e} "
-                     f"(atol {o['atol']:g} + rtol {o['rtol']:g} x |value|), {o['born']}")
+                     f"(atol {o['atol']:g} + rtol {o['rtol']:g} x {SCALE_WORDS}), {o['born']}")
     elif o is not None:
         lines.append(f"origin: node {o['node']} ({o['op']}{_with(o)}), output {o['output']}: {_error(o)}; "
                      f"{_born(o)}, and "

@@ -277,14 +277,14 @@ def precision_file(found: ModelFile, chosen, device: str, precision: str | None,
     # its factory's: nothing to hold this file to), read even where its other metadata is not believed
     recorded = read_model_file(twin, digest=False).metadata if ignore_metadata else beside.metadata
     made_from = recorded.get("source_sha256") if recorded.get("source") == found.path.name else None
-    if made_from and made_from != _sha256_now(found.path):
+    if made_from and made_from != sha256_now(found.path):
         raise ArtifactError(f"{twin.name} was not made from this {found.path.name} (it records another file's "
                             f"sha256: another model's, or this one before it changed): run "
                             f"`{twin_command(found, fmt)}` to write it again")
     return beside, precision
 
 
-def _sha256_now(path: Path) -> str:
+def sha256_now(path: Path) -> str:
     """The file's SHA-256, hashed once while its size and time are unchanged (every int8 open asks)."""
     stat = path.stat()
     return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

@@ -33,14 +33,11 @@ from ptx.errors import first_line
 
 from ..formats.onnx_files import load_structure
 from ..formats.onnx_graph import count_nodes, read_graph, subgraphs
-from .memory_plan import require_room, size_text, weights_bytes
+from .memory_plan import optimising_need, require_room, size_text, weights_bytes
 from .ort_session import ORT_QUIET, import_ort, session_options, why_no_cuda
 
 KERNELS_FILE = Path(__file__).with_name("ort_cuda_kernels.json")
 SMALL_INITIALIZER = 100  # kSmallInitializerThreshold
-# A session that optimises a file and writes it out holds the weights as ort-cpu does, and the copy it writes.
-# (2.4x measured on a 783 MB Qwen2 with prepacking off, which the optimised copy has no use for; 3.4x with it)
-HOLDS_WHILE_OPTIMISING = 2.6
 # Types GetCpuPreferredNodes never moves to the CPU.
 GPU_ONLY_TYPES = {"tensor(float16)", "tensor(bfloat16)", "tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)",
                   "tensor(float8e5m2)", "tensor(float8e5m2fnuz)", "tensor(float4e2m1)"}
@@ -350,7 +347,7 @@ def cuda_placement(path: str | Path) -> CudaPlacement:
 @functools.lru_cache(maxsize=4)
 def _placement(path: Path, size: int, modified: int) -> CudaPlacement:
     require_room(f"the static check of {path.name}'s CUDA placement (ONNX Runtime's basic optimisations, "
-                 f"{size_text(weights_bytes(path))} of weights)", HOLDS_WHILE_OPTIMISING * weights_bytes(path))
+                 f"{size_text(weights_bytes(path))} of weights)", optimising_need(weights_bytes(path)))
     placement = placement_of_graph(basic_optimised(path))
     graph = read_graph(path).graph
     placement.in_file = len(graph.node) + count_nodes(graph, Counter())

@@ -7,8 +7,8 @@ One path for every model (model/target.py decides once what the argument is):
 - the cases (cases.py): ``--inputs`` files; else a model's head's real test samples and edge inputs
   where it has a head and a dataset; else inputs generated from its signature, seeded, at batch
   sizes neither 0 nor 1 (a batch the exporter specialised runs at one and fails at the other);
-- the judge: f32 within atol + rtol x |reference| (a head's contract tolerance, else per output
-  dtype and device), with a head's decisions; a reduced precision (bf16, tf32, int8) by a head's
+- the judge: f32 within atol + rtol x its row's largest |reference| (ptx.contract.error_model; a head's
+  contract tolerance, else per output dtype and device), with a head's decisions; a reduced precision (bf16, tf32, int8) by a head's
   labels and accuracy on real samples, else by its tensors (class scores keep their argmax, other
   outputs a relative error);
 - beside the variants: onnx.reference as a third opinion (a note unless --strict), ``--against``
@@ -29,12 +29,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptx.contract.cases import Case
-from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
-from ptx.contract.detections import compared_names, grouped
+from ptx.contract.comparison import JUDGING_SAMPLES, compare, recorded_max_drop
 from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported
+from ptx.contract.schema import Tolerance
 from ptx.contract.batch_rows import describe_left_out
 from ptx.contract.tensor_inputs import VERIFY_BATCHES
 from ptx.contract.validated import recorded_tolerance
@@ -276,16 +276,11 @@ class Run:
         --locate), a head's labels and accuracy on the real samples; a reduced row's verdict by the one rule,
         the cases being ``source`` (their kind, in words) and ``bound_again()`` the evidence beside them: the
         bound measured again with --metric, or (a stored-reference row) what the row's own verdict rests on."""
-        def judge(name, g, w):
-            tolerance = self.tolerances.of(name, self.signature.output(name).dtype, row.device)
-            if head is not None:
-                return compare(g, w, head.contract, tolerance=tolerance)
-            return compare_output(name, g, w, tolerance, self.signature.output(name).batch_axis)
+        def tolerance(name: str) -> Tolerance:
+            return self.tolerances.of(name, self.signature.output(name).dtype, row.device)
 
-        det = self.signature.detections  # compared as detections, once, under their boxes' name
-        row.cases, row.outputs, row.worst_case = compare_cases(
-            *({i: grouped(o, det) for i, o in side.items()} for side in (got, want)), cases,
-            compared_names(self.signature.output_names, det), judge)
+        judge = (lambda name, g, w, allowed: compare(g, w, head.contract, tolerance=allowed)) if head is not None else None
+        row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, self.signature, tolerance, judge)
         if head is not None and truth is not None and 0 in got:
             labels, wanted = (decisions(side[0][head.output_name], head.contract) for side in (got, want))
             if labels is not None:
