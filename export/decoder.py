@@ -29,10 +29,11 @@ import torch
 
 from ptx.contract import Tolerance
 from ptx.contract.comparison import OutputAgreement, compare_output, default_tolerance
-from ptx.contract.generation import GENERATION_KEY, Generation, judge_tokens
+from ptx.contract.generation import GENERATION_KEY, Generation, features_json, judge_tokens
 from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.errors import PtxError, ValidationError
 from ptx.files import file_sha256
+from ptx.infer.model.encoder_decoding import take
 from ptx.infer.model.generation import GREEDY, Decoded, Decoding
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
@@ -41,7 +42,9 @@ from .formats.onnx import Exporter
 from .metadata import module_strings
 from .pipeline import Checked, ExportSource
 
-TASKS = ("auto", "text-generation", "forward")
+TASKS = ("auto", "text-generation", "text2text-generation", "forward")
+# The cache export of an encoder-decoder (T5, BART, Whisper): export/seq2seq.py.
+SEQ2SEQ = "text2text-generation"
 # The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
 # and positions are exercised; and the steps each decodes (the past grows from 0 to longest + steps).
 PROMPT_LENGTHS = (3, 7, 12)
@@ -60,16 +63,22 @@ def generates(module: torch.nn.Module) -> bool:
     return able and getattr(getattr(module, "config", None), "use_cache", True) is not False
 
 
+def is_encoder_decoder(module) -> bool:
+    return bool(getattr(getattr(module, "config", None), "is_encoder_decoder", False))
+
+
 def cache_refusal(module: torch.nn.Module) -> str | None:
     """Why ptx cannot export ``module`` with its key/value cache, judged from its class and config without
-    running it; None for the kind it can: a causal LM as transformers makes them (input_ids, attention_mask,
-    a cache and use_cache in; the logits and the cache out). The one place that says which kinds get the
-    cache export: ``--task auto`` asks it of a model that generates, ``--task text-generation`` of any."""
+    running it; None for the kinds it can: a causal LM as transformers makes them (input_ids, attention_mask,
+    a cache and use_cache in; the logits and the cache out), and an encoder-decoder whose decoder keeps an
+    EncoderDecoderCache (T5, BART, Whisper: export/seq2seq.py's seq2seq_refusal). The one place that says
+    which kinds get the cache export: ``--task auto`` asks it of a model that generates, ``--task
+    text-generation`` and ``text2text-generation`` of any."""
     kind = type(module).__name__
-    if getattr(getattr(module, "config", None), "is_encoder_decoder", False):
-        return (f"{kind} is an encoder-decoder: ptx exports its cache for causal LMs only; generating with one "
-                "would need an encoder file, and a decoder file taking the encoder's states, its own past and the "
-                "cross-attention past")
+    if is_encoder_decoder(module):
+        from .seq2seq import seq2seq_refusal
+
+        return seq2seq_refusal(module)
     if getattr(module, "_is_stateful", False):  # transformers' mark of a recurrent state (Mamba, RWKV, hybrids)
         return (f"{kind} keeps a recurrent state: ptx exports the cache of attention layers' keys and values only; "
                 "generating with it would need the state carried from step to step")
@@ -82,24 +91,37 @@ def cache_refusal(module: torch.nn.Module) -> str | None:
     return None
 
 
-def refuse_text_generation(module: torch.nn.Module) -> None:
-    """--task text-generation of a kind ptx cannot export with its cache (cache_refusal), in one line."""
+def cache_task(module: torch.nn.Module) -> str:
+    """The task that exports ``module`` with its cache: text2text-generation for an encoder-decoder,
+    text-generation for the rest."""
+    return SEQ2SEQ if is_encoder_decoder(module) else "text-generation"
+
+
+def refuse_text_generation(module: torch.nn.Module, task: str = "text-generation") -> None:
+    """--task ``task`` (text-generation or text2text-generation) of a kind ptx cannot export with its cache
+    that way (cache_refusal, or the other task's kind), in one line."""
+    fits = cache_task(module)
+    if fits != task:
+        what = "an encoder-decoder" if fits == SEQ2SEQ else "not an encoder-decoder"
+        raise PtxError(f"--task {task}: {type(module).__name__} is {what}: give --task {fits} to export it with its "
+                       "cache, or --task forward for its forward pass")
     refusal = cache_refusal(module)
     if refusal:
-        raise PtxError(f"--task text-generation: {refusal}; give --task forward to export its forward pass")
+        raise PtxError(f"--task {task}: {refusal}; give --task forward to export its forward pass")
 
 
 def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
-    """The task export_module runs, text-generation or forward, for ``task`` (one of TASKS): auto exports
-    with its cache a model that generates, where ptx can make its cache export (cache_refusal), and says in
-    one line why one that generates is exported without it; text-generation is refused, in one line, of a
-    kind ptx cannot make it of."""
+    """The task export_module runs (text-generation, text2text-generation or forward) for ``task`` (one of
+    TASKS): auto exports with its cache a model that generates, where ptx can make its cache export
+    (cache_refusal: a causal LM, or an encoder-decoder as text2text-generation), and says in one line why one
+    that generates is exported without it; text-generation and text2text-generation are refused, in one
+    line, of a kind ptx cannot make them of."""
     if task not in TASKS:
         raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
     if task == "forward" or not isinstance(module, torch.nn.Module):
         return "forward"  # export_module refuses what is no nn.Module, on either way
-    if task == "text-generation":
-        refuse_text_generation(module)
+    if task != "auto":
+        refuse_text_generation(module, task)
         return task
     if not generates(module):
         return "forward"
@@ -107,7 +129,7 @@ def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
     if refusal:
         log(f"task: forward ({refusal}): its forward pass is exported, without a cache")
         return "forward"
-    return "text-generation"
+    return cache_task(module)
 
 
 def _cache_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -164,22 +186,20 @@ def _logits_and_cache(out):
     return out[0], out[1] if len(out) > 1 else None
 
 
-def _named(decoder: CachedDecoder, names: Sequence[str]) -> CachedDecoder:
-    """``decoder`` whose forward() shows ``names`` as its parameters: the exporters name the graph's
-    inputs by them and torch.export binds the example to them."""
+def named(module: torch.nn.Module, names: Sequence[str]) -> torch.nn.Module:
+    """``module`` (a wrapper made for the export) whose forward() shows ``names`` as its parameters: the
+    exporters name the graph's inputs by them and torch.export binds the example to them."""
+    base = type(module)
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
                   *(inspect.Parameter(n.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names)]
 
     def forward(self, *args):
-        return CachedDecoder.forward(self, *args)
+        return base.forward(self, *args)
 
     forward.__signature__ = inspect.Signature(parameters)
-    cls = type(type(decoder.model).__name__, (CachedDecoder,), {"forward": forward, "__module__": __name__})
-    made = cls.__new__(cls)
-    torch.nn.Module.__init__(made)
-    made.model, made.layers, made.takes_positions = decoder.model, decoder.layers, decoder.takes_positions
-    made.cache_keyword = decoder.cache_keyword
-    return made
+    inner = getattr(module, "model", module)
+    module.__class__ = type(type(inner).__name__, (base,), {"forward": forward, "__module__": base.__module__})
+    return module
 
 
 def _config_int(module, *names) -> int | None:
@@ -250,7 +270,7 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[Cac
         f"{int(pairs[0][0].shape[3])}; "
         + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
         + f"; padding {pad}" + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
-    decoder = _named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword), [t.name for t in inputs])
+    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword), [t.name for t in inputs])
     return decoder, Signature(tuple(inputs), tuple(outputs)), generation
 
 
@@ -293,10 +313,9 @@ class EagerDecoding:
     logits: list[np.ndarray]
 
 
-def reference_decoding(decoder, signature: Signature, generation: Generation, prompts, steps: int) -> EagerDecoding:
-    """Eager's own cached greedy decoding of ``prompts``, every step run (no end-of-sequence stop), with each
-    step's logits kept for the file's teacher-forced check."""
-    decoding = Decoding(eager_run(decoder, signature), signature, generation, prompts, steps, eos=())
+def reference_decoding(decoding: Decoding) -> EagerDecoding:
+    """Eager's own cached greedy ``decoding`` (over eager's runs, eos=(): every step run) pulled to its end,
+    with each step's logits kept for the file's teacher-forced check."""
     kept: list[np.ndarray] = []
     for step in decoding:
         kept.append(step.logits.copy())
@@ -304,19 +323,21 @@ def reference_decoding(decoder, signature: Signature, generation: Generation, pr
     return EagerDecoding(decoding.decoded(), kept)
 
 
-def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: EagerDecoding, where: str,
-                   device: str = "cpu", tolerance=None) -> tuple[OutputAgreement, str]:
-    """The file's decoding (``run``: its runner's) held to eager's: every step's logits on eager's tokens
-    within the tolerance (teacher-forced: eager's token appended at each step), batched and left-padded and
-    the second prompt alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError
-    names the step and the difference; returns (the worst step's agreement, the line export says)."""
-    tolerance = tolerance or default_tolerance(signature.output(generation.logits).dtype, device)
+def check_decoding(decode: Callable[[Sequence[int], int], Decoding], count: int, eager: EagerDecoding, where: str,
+                   tolerance: Tolerance) -> tuple[OutputAgreement, str]:
+    """A file's decoding held to eager's: ``decode(rows, steps)`` is a fresh decoding (eos=()) of those rows
+    of the ``count`` validation prompts through the file. Every step's logits on eager's tokens within the
+    tolerance (teacher-forced: eager's token appended at each step), all the prompts in one batch and the
+    second alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError names the
+    step and the difference; returns (the worst step's agreement, the line export says)."""
     tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
-    worst, checked = None, 0
-    for rows in (range(len(prompts)), [1]):
-        decoding = Decoding(run, signature, generation, [prompts[r] for r in rows], steps, eos=())
+    worst, checked, longest = None, 0, 0
+    for rows in (range(count), [1]):
+        decoding = decode(list(rows), steps)
+        longest = max(longest, *map(len, decoding.prompts))
+        logits = decoding.generation.logits
         for step in decoding:
-            agreement = compare_output(generation.logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
+            agreement = compare_output(logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
                                        detail=False)
             worst = agreement if worst is None or agreement.max_abs > worst.max_abs else worst
             checked += 1
@@ -324,22 +345,24 @@ def check_decoding(run, signature: Signature, generation: Generation, prompts, e
                 raise ValidationError(f"{where}: step {step.index + 1}'s logits differ from eager's by up to "
                                       f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
                                       f"prompts {', '.join(str(r + 1) for r in rows)}, the past holding "
-                                      f"{max(len(prompts[r]) for r in rows) + step.index - 1 if step.index else 0} "
+                                      f"{max(map(len, decoding.prompts)) + step.index - 1 if step.index else 0} "
                                       "tokens")
             decoding.append([tokens[r][step.index] for r in rows])
-    own = Decoding(run, signature, generation, prompts, steps, eos=()).to_end(GREEDY)
+    own = decode(list(range(count)), steps).to_end(GREEDY)
     judged = judge_tokens(eager.decoded.steps, own.steps, tolerance)
     if not judged.passed:
         raise ValidationError(f"{where}: its greedy tokens part from eager's: {judged.describe()}")
     return worst, (f"worst |diff| vs eager {worst.max_abs:.2e} over {checked} decoding steps (logits, atol "
-                   f"{tolerance.atol:g}, rtol {tolerance.rtol:g}; {len(prompts)} prompts left-padded in one batch and "
-                   f"one alone, the past from 0 to {max(map(len, prompts)) + steps - 1}); greedy tokens: "
-                   f"{judged.describe()}")
+                   f"{tolerance.atol:g}, rtol {tolerance.rtol:g}; {count} prompts "
+                   f"{'left-padded ' if decoding.generation.attention_mask else ''}in one batch and one alone, the "
+                   f"past from 0 to {longest + steps - 1}); greedy tokens: {judged.describe()}")
 
 
 def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
-    """``generation`` with eager's decoding of the validation prompts, as the file records it for verify."""
-    return generation.with_reference({"prompts": prompts, **eager.decoded.steps.to_dict(),
+    """``generation`` with eager's decoding of the validation prompts (an encoder's features: an array), as the
+    file records it for verify."""
+    given = {"features": features_json(prompts)} if isinstance(prompts, np.ndarray) else {"prompts": prompts}
+    return generation.with_reference({**given, **eager.decoded.steps.to_dict(),
                                       "by": f"eager PyTorch (torch {torch.__version__})"})
 
 
@@ -378,7 +401,8 @@ class DecoderSource(ExportSource):
         self.prompts = validation_prompts(vocab)
         if self.generation.max_positions is not None:
             steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
-        self.eager = reference_decoding(decoder, signature, self.generation, self.prompts, steps)
+        self.eager = reference_decoding(Decoding(eager_run(decoder, signature), signature, self.generation, self.prompts,
+                                                 steps, eos=()))
         strings = {**strings_of(signature), GENERATION_KEY: recorded(self.generation, self.prompts, self.eager).to_json()}
         example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
         # takes an empty past too (the first step's) is what check_decoding proves
@@ -398,9 +422,9 @@ class DecoderSource(ExportSource):
     def check(self, fmt, model, path: Path, cases, on: str, hint: str) -> Checked:
         where = f"{fmt.name} ({model.backend})"
         logits = model.signature.output(self.generation.logits)
-        try:
-            worst, line = check_decoding(model.run, model.signature, self.generation, self.prompts, self.eager, where,
-                                         model.device, self.tolerance(logits, model.device))
+        try:  # through the model's own decoding, as ptx generate and verify decode it
+            worst, line = check_decoding(lambda rows, steps: model.decoding(take(self.prompts, rows), steps, eos=()),
+                                         len(self.prompts), self.eager, where, self.tolerance(logits, model.device))
         except ValidationError as exc:
             raise ValidationError(f"{exc}{'; ' + hint if hint else ''}") from None
         except PtxError as exc:
@@ -465,17 +489,21 @@ def refuse_text(text) -> None:
     """A tokenizer goes beside a generating file only: one line for a forward export given one."""
     if text:
         raise PtxError("a tokenizer is kept beside a model exported with its cache (one that generates): leave "
-                       "--tokenizer out, or give --task text-generation")
+                       "--tokenizer out, or give --task text-generation (text2text-generation for an encoder-decoder)")
 
 
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
-                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None) -> DecoderSource:
-    """export_module's source for a causal LM with its key/value cache (``asked``: --task text-generation, else
-    its class generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held
-    to (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files, kept beside
+                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None,
+                   task: str = "text-generation") -> DecoderSource:
+    """export_module's source for a model with its key/value cache (``task``: text-generation for a causal LM,
+    text2text-generation for an encoder-decoder, export/seq2seq.py; ``asked``: given as --task, else its class
+    generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held to
+    (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files, kept beside
     them."""
-    log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
-        "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
+    what = ("the encoder and the decoder are exported, the decoder with its key/value cache" if task == SEQ2SEQ else
+            "the decoder is exported with its key/value cache")
+    log(f"task: {task} ({'asked' if asked else f'{type(module).__name__} generates'}): {what}"
+        + ("" if asked else f"; --task forward exports its {'forward pass' if task == SEQ2SEQ else 'logits'} alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
     module.eval()
     if loaded:
@@ -488,6 +516,10 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
             **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
             **tolerance_given, **dict(provenance or {})})
 
-    return DecoderSource(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
-                         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
-                         declared=[t.name for t in as_declarations(inputs or ())], text=text)
+    if task == SEQ2SEQ:
+        from .seq2seq import Seq2SeqSource as made
+    else:
+        made = DecoderSource
+    return made(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
+                options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
+                declared=[t.name for t in as_declarations(inputs or ())], text=text)

@@ -34,6 +34,7 @@ from ptx.contract import ARTIFACT_FILES, DEFAULT_OPSET, Tolerance
 from ptx.contract.comparison import check_tolerance, default_tolerance
 from ptx.contract.batch_rows import describe_left_out, not_per_row, probe_rows
 from ptx.contract.cases import Case
+from ptx.contract.generation import encoder_file_name
 from ptx.contract.reference import Reference, reference_path, save_reference
 from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
                                         symbol_steps)
@@ -50,7 +51,8 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import chosen_task, decoder_formats, decoder_source, refuse_shaping, refuse_text
+from .decoder import SEQ2SEQ, chosen_task, decoder_formats, decoder_source, refuse_shaping, refuse_text
+from .seq2seq import eager_attention
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
@@ -189,7 +191,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     The module is put in eval mode. Returns a ModuleExportResult.
     """
     given = ModuleOptions(**options)
-    cached = chosen_task(module, given.task, given.log) == "text-generation"
+    task = chosen_task(module, given.task, given.log)
+    cached = task != "forward"
     if cached:
         refuse_shaping(input_files=given.input_files, output_names=given.output_names, plan=given.plan,
                        max_sizes=given.max_sizes, min_sizes=given.min_sizes)
@@ -204,7 +207,15 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     name = _check_name(given.name or type(module).__name__)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, given.force)
-    source = _decoder_source(module, name, given) if cached else ModuleSource(module, example_inputs, name, given)
+    with eager_attention(module) if task == SEQ2SEQ else nullcontext():
+        return _exported(module, example_inputs, out_dir, name, given, task, chosen)
+
+
+def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOptions, task: str,
+              chosen: list) -> ModuleExportResult:
+    """export_module's work once its options are checked: the source, then its files in ``out_dir``."""
+    cached = task != "forward"
+    source = _decoder_source(module, name, given, task) if cached else ModuleSource(module, example_inputs, name, given)
     result = ModuleExportResult(out_dir, name, source.signature)  # as every file records it
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
         result.files = export_files(source, chosen, lambda fmt: nullcontext(
@@ -216,12 +227,13 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     return result
 
 
-def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions):
-    """The source of a causal LM kept with its key/value cache (export/decoder.py)."""
+def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, task: str):
+    """The source of a model kept with its key/value cache (export/decoder.py; an encoder-decoder's,
+    export/seq2seq.py)."""
     return decoder_source(module, name=name, checkpoint=given.checkpoint, opset=given.opset, exporter=given.exporter,
                           device=given.device, provenance=given.provenance, log=given.log,
-                          asked=given.task == "text-generation", inputs=given.inputs, tolerance=given.tolerance,
-                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text)
+                          asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
+                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text, task=task)
 
 
 class ModuleSource(ExportSource):
@@ -361,7 +373,8 @@ def _check_name(name: str) -> str:
 
 
 # What export_module writes into its folder: another file there means the folder is someone else's.
-OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name, *TEXT_FILES}
+OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), *(encoder_file_name(ARTIFACT_FILES[f]) for f in MODULE_FORMATS),
+             reference_path("model.onnx").name, *TEXT_FILES}
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

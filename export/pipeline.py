@@ -95,6 +95,11 @@ class ExportSource:
         """The cases ``fmt``'s file is checked on, and its result and line report."""
         return []
 
+    def beside(self, fmt, path: Path) -> list[Path]:
+        """The files ``write`` puts beside ``fmt``'s file at ``path`` (an encoder-decoder's encoder file): opened
+        with it, counted in its size and named in its line, and removed with it where it is not kept."""
+        return []
+
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
         """What a full-precision file's output ``sig`` is held to on device ``on``."""
         return default_tolerance(sig.dtype, on)
@@ -158,7 +163,8 @@ def export_files(source: ExportSource, chosen: Sequence,
             why = source.not_kept(fmt, exc)
             if why is None:
                 raise
-            for left in ([tmp, tmp.with_name(onnx_files.data_name(tmp))] if tmp is not None else []):
+            for left in ([f for t in [tmp, *source.beside(fmt, tmp)] for f in (t, t.with_name(onnx_files.data_name(t)))]
+                         if tmp is not None else []):
                 left.unlink(missing_ok=True)  # a module's folder keeps what its place gives until it is renamed
             short.append(f"{fmt.name}: {exc}")
             log(f"{fmt.name:<11} not kept: {why}")
@@ -217,14 +223,16 @@ def _checked(source: ExportSource, fmt, tmp: Path, final: Path, made, on: str) -
     reported = source.cases(fmt)
     # The file opened once on its serving runtime: checked, then (reduced) judged on it, then closed before
     # another runtime opens it to judge it too.
-    with _open_to_check(fmt, tmp, on) as model:
+    with _open_to_check(fmt, tmp, on, source.beside(fmt, tmp)) as model:
         checked = source.check(fmt, model, tmp, [*reported, *source.unreported], on, made.hint)
         found, verdicts = _judged(source, fmt, tmp, on, model, checked.answers, said)
     certificate = checked.certificate
     batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
     sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in (reported[0].sizes if reported else ())}
-    beside = onnx_files.companions(tmp) if tmp.suffix == ".onnx" else []  # a large graph's weights count too
-    size = tmp.stat().st_size + sum((tmp.parent / f).stat().st_size for f in beside)
+    written = [tmp, *source.beside(fmt, tmp)]  # a large graph's weights count too, and an encoder file
+    beside = [name for f in written for name in ([f.name] if f != tmp else []) +
+              (onnx_files.companions(f) if f.suffix == ".onnx" else [])]
+    size = sum((tmp.parent / f).stat().st_size for f in [tmp.name, *beside])
     result = ExportResult(fmt.name, final, size, made.method, batches, checked.agreements,
                           fmt.precision == "f32", sizes, certificate=certificate, detail=checked.detail)
     if verdicts:
@@ -257,11 +265,13 @@ def atomic_file(final: Path):
         yield tmp, final
 
 
-def _open_to_check(fmt, path: Path, on: str):
-    """The written file opened as ptx serves it, where memory holds it (OutOfMemoryPlan, a skip, where not)."""
+def _open_to_check(fmt, path: Path, on: str, beside: Sequence[Path] = ()):
+    """The written file (and the files opened with it, ``beside``) opened as ptx serves it, where memory holds
+    it (OutOfMemoryPlan, a skip, where not)."""
     backend = registry.get(fmt.serving_backend)
-    require_room(f"checking {path.name} ({size_text(weights_bytes(path))} of weights) on {backend.name}",
-                 opening_need(backend, path, fmt.precision))
+    files = [path, *beside]
+    require_room(f"checking {path.name} ({size_text(sum(map(weights_bytes, files)))} of weights) on {backend.name}",
+                 sum(opening_need(backend, f, fmt.precision) for f in files))
     return open_checked(path, fmt, on)
 
 

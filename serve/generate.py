@@ -9,6 +9,9 @@ parameters or tensors based on the model"). ptx has no tokenizer, so a request n
     {"input_ids": [5, 17, 23], "max_tokens": 8}                        (max_tokens also in "parameters")
     {"model_name": "lm", "model_version": "1", "output_ids": [74, 180, ...]}
 
+An encoder-decoder's request names its encoder's input: ``input_ids`` (T5, BART: the source ids) or
+``input_features`` (Whisper: one item [mel bins, frames], or a list of them).
+
 ``parameters`` may say ``eos`` (the ids that end a sequence: replaces the file's; [] runs every step).
 Decoding is greedy: the model's one decoding, as ``ptx.infer.load(FILE).generate`` runs it. Every bad
 request is a 4xx with ``{"error": "one line"}``, found before any step runs; in a stream an error after
@@ -19,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -31,14 +35,14 @@ from .model import VERSION
 from .service import TOKEN_NEEDED
 from .tensors import RequestError
 
-FIELDS = ("input_ids", "max_tokens", "parameters", "id")
+FIELDS = ("input_ids", "input_features", "max_tokens", "parameters", "id")
 PARAMETERS = ("max_tokens", "eos", "stream")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # routed, so that all but POST get the JSON 405
 
 
 @dataclass
 class GenerateRequest:
-    prompts: list[list[int]]
+    prompts: list[list[int]] | np.ndarray  # an encoder's features: an array [prompts, ...]
     one: bool  # input_ids was one flat list: answered with one list, not a list of lists
     max_tokens: int
     eos: tuple[int, ...] | None  # None: the file's own
@@ -65,9 +69,14 @@ def parse_generate_request(body: bytes, stream: bool) -> GenerateRequest:
         raise RequestError(f'"stream": {_json(parameters["stream"])} on '
                            f"{'generate_stream' if stream else 'generate'}: POST to "
                            f"{'generate' if stream else 'generate_stream'} for that")
-    if "input_ids" not in doc:
+    if "input_ids" in doc and "input_features" in doc:
+        raise RequestError('give "input_ids" or "input_features" (an encoder of features), not both')
+    if "input_features" in doc:
+        prompts, one = _features(doc["input_features"])
+    elif "input_ids" not in doc:
         raise RequestError('the request has no "input_ids": send a list of token ids (or a list of such lists)')
-    prompts, one = _prompts(doc["input_ids"])
+    else:
+        prompts, one = _prompts(doc["input_ids"])
     given = [v for v in (doc.get("max_tokens"), parameters.get("max_tokens")) if v is not None]
     if not given:
         raise RequestError('the request has no "max_tokens": say how many new tokens to generate at most')
@@ -108,6 +117,19 @@ def _prompts(value) -> tuple[list[list[int]], bool]:
             raise RequestError(f"input_ids{'' if one else f'[{k}]'}: {_json(bad[0])} is not a token id "
                                "(a whole number)")
     return prompts, one
+
+
+def _features(value) -> tuple[np.ndarray, bool]:
+    """input_features as an array [prompts, ...], and whether it was one item (its sizes are the model's to check)."""
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise RequestError("input_features is an array of numbers: one item [mel bins, frames], or a list of them") \
+            from None
+    if array.ndim not in (2, 3) or not array.size:
+        raise RequestError(f"input_features of shape {list(array.shape)}: give one item [mel bins, frames], or a list "
+                           "of them")
+    return (array[None], True) if array.ndim == 2 else (array, False)
 
 
 def generate_endpoint(service, stream: bool):

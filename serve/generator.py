@@ -36,14 +36,18 @@ class Generator:
         self.name, self.model, self.generation, self.choose = name, model, generation, choose
         self.vocab = vocabulary(model.signature, generation)
         positions = generation.max_positions
-        # A prompt needs one position at least, so the model's positions less one bound the new tokens too.
-        self.max_tokens = max_tokens if positions is None else max(min(max_tokens, positions - 1), 1)
-        self.limit_is_the_models = positions is not None and positions - 1 < max_tokens
+        # A prompt needs one position at least (an encoder-decoder's decoder, its start ids), so the model's
+        # positions less that bound the new tokens too.
+        first = len(generation.encoder.start) if generation.encoder is not None else 1
+        self.max_tokens = max_tokens if positions is None else max(min(max_tokens, positions - first), 1)
+        self.limit_is_the_models = positions is not None and positions - first < max_tokens
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="ptx-generate")
         self.closing = threading.Event()
 
     def describe(self) -> dict:
-        return {"input": "input_ids", "output": "output_ids", "max_tokens": self.max_tokens,
+        part = self.generation.encoder
+        return {"input": part.source if part is not None else "input_ids", "output": "output_ids",
+                "max_tokens": self.max_tokens,
                 "vocab_size": self.vocab, "eos": list(self.generation.eos), "max_positions": self.generation.max_positions}
 
     def check(self, prompts: list[list[int]], max_tokens: int, max_prompts: int) -> list[list[int]]:
@@ -65,9 +69,8 @@ class Generator:
         if len(prompts) > max_prompts:
             raise RequestError(f"{len(prompts)} prompts in one request: this server runs at most {max_prompts} together "
                                "(--max-batch-size); send them in several requests")
-        try:
-            return Decoding(self.model.runner.run, self.model.signature, self.generation, prompts, max_tokens, eos,
-                            name=self.name)
+        try:  # the model's own decoding: an encoder-decoder's runs its encoder at the first step
+            return self.model.decoding(prompts, max_tokens, eos)
         except InputError as exc:
             raise RequestError(str(exc)) from None
 

@@ -155,7 +155,9 @@ def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
     """The request's max_tokens (by default OpenAI's 16 for a completion, what the positions leave for a chat),
     within the server's cap, and with the prompts within the model's context (else OpenAI's
     context_length_exceeded, naming the prompt where it alone fills the context)."""
-    positions, longest = generator.generation.max_positions, max(map(len, prompts))
+    part = generator.generation.encoder  # an encoder-decoder's prompts are its sources: its answer follows its start
+    positions = generator.generation.max_positions
+    longest = len(part.start) if part is not None else max(map(len, prompts))
     max_tokens = asked.max_tokens
     if max_tokens is None:
         room = generator.max_tokens if positions is None else positions - longest

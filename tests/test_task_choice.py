@@ -1,10 +1,10 @@
 """What `ptx export --module` does by default with each architecture family the suite knows: `--task auto`
-exports a causal LM (GPT-2, Llama, Qwen2) with its key/value cache, and every other model as one forward
-pass, as before the cache export existed. Encoder-decoders that generate (T5, BART, Whisper) were refused
-by default once auto took any class that generates: they export their forward pass again, saying in one
-line what generation would need, and `--task text-generation` of one is refused in one line naming
-`--task forward`. The task is decided from the class and config, without exporting (fast), except for the
-three encoder-decoders, which are exported and verified as a user runs them."""
+exports a causal LM (GPT-2, Llama, Qwen2) with its key/value cache, an encoder-decoder that generates (T5,
+BART, Whisper) as an encoder file beside a decoder file with its cache (text2text-generation), and every
+other model as one forward pass, as before the cache export existed; a kind that generates but whose cache
+ptx cannot make (a recurrent state) exports its forward pass, saying why in one line. The task is decided
+from the class and config, without exporting (fast); the encoder-decoders' default exports, run as a user
+runs them, are tests/test_encoder_decoder.py's."""
 from __future__ import annotations
 
 import pytest
@@ -20,43 +20,12 @@ from ptx.export.decoder import chosen_task  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx_command import REPO  # noqa: E402
 from test_batch_semantics import CLIP, WAV2VEC2  # noqa: E402
+from test_encoder_decoder import FACTORIES  # noqa: E402
 
 EXAMPLES = REPO / "docs" / "examples"
 
-# Encoder-decoders that generate, from tiny configs (2 layers, width 32), with the inputs a user declares.
-ENCODER_DECODERS = {
-    "t5": ("""
-import torch
-from transformers import T5Config, T5ForConditionalGeneration
-
-def build():
-    torch.manual_seed(0)
-    return T5ForConditionalGeneration(T5Config(vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-                                               decoder_start_token_id=0))
-""", ["input_ids=batchxseq:int64", "decoder_input_ids=batchxdseq:int64"]),
-    "bart": ("""
-import torch
-from transformers import BartConfig, BartForConditionalGeneration
-
-def build():
-    torch.manual_seed(0)
-    return BartForConditionalGeneration(BartConfig(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2,
-                                                   encoder_attention_heads=2, decoder_attention_heads=2,
-                                                   encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))
-""", ["input_ids=batchxseq:int64", "decoder_input_ids=batchxdseq:int64"]),
-    # 80 mel bins; the encoder takes exactly 2 x max_source_positions frames
-    "whisper": ("""
-import torch
-from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-def build():
-    torch.manual_seed(0)
-    return WhisperForConditionalGeneration(WhisperConfig(
-        vocab_size=100, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=30,
-        max_target_positions=64, decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2))
-""", ["input_features=batchx80x60", "decoder_input_ids=batchxdseq:int64"]),
-}
+# Encoder-decoders that generate, from tiny configs (the factories a user exports: tests/test_encoder_decoder.py)
+ENCODER_DECODERS = {name: text for name, text in FACTORIES.items()}
 CLASSES = {"t5": "T5ForConditionalGeneration", "bart": "BartForConditionalGeneration",
            "whisper": "WhisperForConditionalGeneration"}
 
@@ -84,7 +53,7 @@ FAMILIES = {
     "detector": (EXAMPLES / "detector.py", "forward"),
     "yolo": (EXAMPLES / "yolo.py", "forward"),
     "own-cnn": (EXAMPLES / "mynet.py", "forward"),
-    **{name: (text, "forward") for name, (text, _) in ENCODER_DECODERS.items()},
+    **{name: (text, "text2text-generation") for name, text in ENCODER_DECODERS.items()},
 }
 
 
@@ -101,13 +70,7 @@ def test_auto_chooses_the_cache_for_causal_lms_and_the_forward_pass_for_every_ot
     lines: list[str] = []
     task = chosen_task(built(tmp_path, name), "auto", lines.append)
     assert task == FAMILIES[name][1], (task, lines)
-    if name in ENCODER_DECODERS:  # it generates: why not with its cache, and what that would need, in one line
-        assert lines == [f"task: forward ({CLASSES[name]} is an encoder-decoder: ptx exports its cache for causal LMs "
-                         "only; generating with one would need an encoder file, and a decoder file taking the encoder's "
-                         "states, its own past and the cross-attention past): its forward pass is exported, without a "
-                         "cache"], lines
-    else:  # the text-generation line is the cache export's own (tests/test_generate.py)
-        assert lines == [], lines
+    assert lines == [], lines  # the cache export's task line is its own (tests/test_generate.py, test_encoder_decoder.py)
 
 
 class Stateful(transformers.GPT2LMHeadModel):
@@ -134,33 +97,11 @@ def test_a_generating_kind_ptx_cannot_cache_is_exported_forward_and_refused_when
         chosen_task(kind(config), "text-generation", print)
 
 
-@pytest.mark.parametrize("name", ENCODER_DECODERS)
-def test_an_encoder_decoder_exports_and_verifies_by_default(name, tmp_path):
-    text, inputs = ENCODER_DECODERS[name]
-    (tmp_path / f"{name}.py").write_text(text)
-    declared = [arg for i in inputs for arg in ("--input", i)]
-    done = ptx("export", "--module", f"{tmp_path / name}.py:build", *declared, "--out", tmp_path / "out")
-    assert done.returncode == 0, done.stdout + done.stderr
-    said = done.stdout.splitlines()
-    assert said[0].startswith(f"task: forward ({CLASSES[name]} is an encoder-decoder"), said[0]
-    assert (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "out" / "model.torchscript.pt").exists()
-    assert not any("past_key_values" in line or "present." in line for line in said if line.startswith("module:"))
-    verified = ptx("verify", tmp_path / "out" / "model.onnx")
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-
-    asked = ptx("export", "--module", f"{tmp_path / name}.py:build", *declared, "--task", "text-generation",
-                "--out", tmp_path / "asked")
-    assert asked.returncode == 2 and "Traceback" not in asked.stderr, asked.stdout + asked.stderr
-    assert asked.stderr.strip() == (
-        f"error: --task text-generation: {CLASSES[name]} is an encoder-decoder: ptx exports its cache for causal "
-        "LMs only; generating with one would need an encoder file, and a decoder file taking the encoder's states, "
-        "its own past and the cross-attention past; give --task forward to export its forward pass"), asked.stderr
-    assert not (tmp_path / "asked").exists()
-
-
 def test_export_module_refuses_text_generation_of_an_encoder_decoder_before_any_work(tmp_path):
-    (tmp_path / "bart.py").write_text(ENCODER_DECODERS["bart"][0])
+    (tmp_path / "bart.py").write_text(ENCODER_DECODERS["bart"])
     module = load_factory(f"{tmp_path / 'bart.py'}:build").module
-    with pytest.raises(PtxError, match="^--task text-generation: BartForConditionalGeneration is an encoder-decoder"):
+    with pytest.raises(PtxError, match="^--task text-generation: BartForConditionalGeneration is an encoder-decoder: "
+                                       "give --task text2text-generation"):
         export_module(module, None, tmp_path / "out", task="text-generation", output_names=["scores"],
                       log=lambda _: None)
+    assert not (tmp_path / "out").exists()

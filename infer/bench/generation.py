@@ -1,7 +1,9 @@
 """``ptx bench FILE --generate N``: how fast a decoder file exported with its key/value cache generates on
 each backend that opens it: the prompt's run (prefill, ms) and the steps after it (ms per step and new
 tokens per second), timed through the one decoding (infer/model/generation.py), greedy with no end-of-sequence
-id, so every step runs, on the same seeded prompts for every backend.
+id, so every step runs, on the same seeded prompts for every backend. An encoder-decoder's prompts are its
+encoder's sources (seeded ids, or seeded features of the encoder's frames); its encoder's run is timed apart
+(encoder ms), once per decoding, before the prompt's run.
 
 One backend is opened at a time (its memory planned, and closed before the next opens: an LM's
 runtimes do not fit beside each other where the model is big), torch-free runtimes first (torch's idle
@@ -51,6 +53,7 @@ class DecodingSpeed:
     repeats: int
     spread: float = 1.0  # the slowest repetition's decode time over the fastest's
     vs_fastest: float | None = None  # tokens/s over the fastest row's
+    encoder_ms: float | None = None  # an encoder-decoder's encoder run, once per decoding (None: no encoder)
 
 
 @dataclass
@@ -67,18 +70,22 @@ class GenerationBench:
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     eager: str | None = None  # why eager generate() has no row, where it has none
+    prompt: str | None = None  # what each prompt is, where it is no seeded ids (an encoder's features)
 
     def heading(self) -> str:
-        return (f"ptx bench {self.name} --generate {self.new_tokens}: batch {self.batch}, a seeded prompt of "
-                f"{self.prompt_length} tokens (seed {self.seed}), greedy with no end-of-sequence id; median of "
-                f"{self.repeats} decodings after one warm-up")
+        prompt = self.prompt or f"a seeded prompt of {self.prompt_length} tokens"
+        return (f"ptx bench {self.name} --generate {self.new_tokens}: batch {self.batch}, {prompt} (seed {self.seed}), "
+                f"greedy with no end-of-sequence id; median of {self.repeats} decodings after one warm-up")
 
     def text(self, markdown: bool = False) -> str:
         from ..model.target import group_reasons
 
-        head = ["runner", "device", "prefill ms", "decode ms/token", "tokens/s", "x the fastest"]
-        cells = [[r.runner, r.device, f"{r.prefill_ms:,.2f}", f"{r.decode_ms_per_token:,.3f}",
-                  f"{r.tokens_per_s:,.1f}", f"{r.vs_fastest:.2f}x" if r.vs_fastest is not None else ""]
+        encoder = any(r.encoder_ms is not None for r in self.rows)
+        head = ["runner", "device", *(["encoder ms"] if encoder else []), "prefill ms", "decode ms/token", "tokens/s",
+                "x the fastest"]
+        cells = [[r.runner, r.device, *([f"{r.encoder_ms or 0:,.2f}"] if encoder else []), f"{r.prefill_ms:,.2f}",
+                  f"{r.decode_ms_per_token:,.3f}", f"{r.tokens_per_s:,.1f}",
+                  f"{r.vs_fastest:.2f}x" if r.vs_fastest is not None else ""]
                  for r in self.rows]
         lines = [*self.notes, self.heading()]
         if markdown:
@@ -91,6 +98,9 @@ class GenerationBench:
         if self.batch > 1:
             lines.append(f"tokens/s counts the new tokens of all {self.batch} prompts; ms/token is one step of the "
                          "batch")
+        if encoder:
+            lines.append("encoder ms: the encoder's run, once per decoding, apart from the decoder's prompt run (prefill) "
+                         "and its steps")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -113,10 +123,13 @@ def file_generation(target: Target) -> Generation:
 def prompt_length_for(generation: Generation, new_tokens: int, asked: int | None) -> tuple[int, str | None]:
     """(the prompt length to time, a note where the default was clipped): ``asked`` tokens (default
     DEFAULT_PROMPT_LENGTH) and ``new_tokens`` more must fit the model's positions; an asked length that
-    does not is refused in one line, the default is clipped to what fits."""
+    does not is refused in one line, the default is clipped to what fits. An encoder-decoder's prompt is
+    its encoder's source (bounded by the encoder's positions); its new tokens follow its decoder's start."""
     if new_tokens < 2:
         raise PtxError(f"--generate {new_tokens}: give at least 2 new tokens (the first comes from the prompt's run; "
                        "decode speed is timed on the steps after it)")
+    if generation.encoder is not None:
+        return _source_length_for(generation, new_tokens, asked)
     limit = generation.max_positions
     length = DEFAULT_PROMPT_LENGTH if asked is None else asked
     if limit is None or length + new_tokens <= limit:
@@ -127,6 +140,30 @@ def prompt_length_for(generation: Generation, new_tokens: int, asked: int | None
         raise PtxError(f"a prompt of {length} tokens and {new_tokens} new ones need {length + new_tokens} positions; the "
                        f"model has {limit}: give {most}")
     return room, f"prompt clipped to {room} tokens: {room} and {new_tokens} new ones fill the model's {limit} positions"
+
+
+def _source_length_for(generation: Generation, new_tokens: int, asked: int | None) -> tuple[int, str | None]:
+    part, limit = generation.encoder, generation.max_positions
+    if limit is not None and len(part.start) + new_tokens > limit:
+        raise PtxError(f"--generate {new_tokens}: the decoder starts from {len(part.start)} token(s) and has {limit} "
+                       f"positions: give --generate {limit - len(part.start)} at most")
+    length = DEFAULT_PROMPT_LENGTH if asked is None else asked
+    if part.max_positions is None or length <= part.max_positions:
+        return length, None
+    if asked is not None:
+        raise PtxError(f"--prompt-length {asked}: the encoder has {part.max_positions} positions: give "
+                       f"--prompt-length {part.max_positions} at most")
+    return part.max_positions, f"source clipped to the encoder's {part.max_positions} positions"
+
+
+def seeded_inputs(model, generation: Generation, batch: int, length: int, seed: int):
+    """What ``batch`` prompts are for ``model``: seeded token ids (seeded_prompts), or for an encoder of features
+    ``batch`` seeded items of its fixed sizes."""
+    part = generation.encoder
+    if part is not None and part.features:
+        shape = [d if isinstance(d, int) else 1 for d in model.encoder.signature.input(part.source).shape[1:]]
+        return np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
+    return seeded_prompts(generation, vocabulary(model.signature, generation), batch, length, seed)
 
 
 def seeded_prompts(generation: Generation, vocab: int | None, batch: int, length: int, seed: int) -> list[list[int]]:
@@ -184,12 +221,12 @@ def generation_variants(target: Target, backends: Sequence[str] | None) -> list[
 
 
 def time_decoding(model, prompts: list[list[int]], new_tokens: int, repeats: int,
-                  progress: Callable[[str], None], label: str) -> tuple[float, float, float, float]:
-    """(prefill ms, decode ms per step, steps per second, spread): medians over ``repeats`` greedy decodings
-    of ``prompts`` after one untimed, every step run (eos=())."""
+                  progress: Callable[[str], None], label: str) -> tuple[float, float, float, float, float]:
+    """(prefill ms, decode ms per step, steps per second, spread, encoder ms): medians over ``repeats`` greedy
+    decodings of ``prompts`` after one untimed, every step run (eos=())."""
     progress(f"{label}: warm-up decoding of {new_tokens} tokens")
     model.decode(prompts, new_tokens, eos=())
-    prefill, per_step = [], []
+    prefill, per_step, encode = [], [], []
     for k in range(repeats):
         progress(f"{label}: decoding {k + 1} of {repeats}")
         decoded = model.decode(prompts, new_tokens, eos=())
@@ -197,8 +234,10 @@ def time_decoding(model, prompts: list[list[int]], new_tokens: int, repeats: int
             raise PtxError(f"{label} decoded {len(decoded.tokens[0])} token(s) where {new_tokens} were asked")
         prefill.append(decoded.prefill_s)
         per_step.append(decoded.decode_s / decoded.decode_steps)
+        encode.append(decoded.encode_s)
     step = statistics.median(per_step)
-    return (1000 * statistics.median(prefill), 1000 * step, 1 / step, max(per_step) / min(per_step))
+    return (1000 * statistics.median(prefill), 1000 * step, 1 / step, max(per_step) / min(per_step),
+            1000 * statistics.median(encode))
 
 
 def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | None = None, batch: int = 1,
@@ -242,20 +281,25 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                 result.skipped[label] = f"{variant_target.path.name} carries no cache"
                 continue
             if prompts is None:  # the same prompts for every row, made once the vocabulary is known
-                prompts = seeded_prompts(own, vocabulary(model.signature, own), batch, length, seed)
+                prompts = seeded_inputs(model, own, batch, length, seed)
+                if isinstance(prompts, np.ndarray):
+                    result.prompt = f"seeded features {'x'.join(map(str, prompts.shape[1:]))}"
+                elif own.encoder is not None:
+                    result.prompt = f"a seeded source of {length} tokens"
                 why = shortfall(f"decoding {batch} prompt{'s' * (batch != 1)} of {length} tokens and {new_tokens} "
                                 "new ones", decoding_need(model.signature, own, batch, length, new_tokens))
                 if why:
                     raise PtxError(f"{why}: give a smaller --batch, --prompt-length or --generate")
             try:
-                prefill_ms, step_ms, steps_per_s, spread = time_decoding(
+                prefill_ms, step_ms, steps_per_s, spread, encoder_ms = time_decoding(
                     model, prompts, new_tokens, repeats, progress, f"{label} on {variant_target.path.name}")
             except PtxError as exc:  # that row only: the others are timed
                 result.skipped[label] = str(exc)
                 continue
             result.rows.append(DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
                                              round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1),
-                                             repeats, round(spread, 2)))
+                                             repeats, round(spread, 2),
+                                             encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None))
     if not result.rows:
         from ..model.target import group_reasons
 

@@ -17,6 +17,9 @@ would get alone (up to ties). The first step's past is empty (length 0); each ru
 are the next run's past (``Decoding.forward``, the one method a runner that keeps its cache inside its
 runtime overrides). numpy only: the ONNX Runtime and OpenVINO paths never import torch; eager (a module
 exported with its cache) is a runner like the others.
+
+An encoder-decoder's decoding (infer/model/encoder_decoding.py) is this one, its encoder run once where
+the first step runs and the cross-attention past it answers fed to every step.
 """
 from __future__ import annotations
 
@@ -73,13 +76,15 @@ def chooser_of(sampling: Sampling | None) -> Choose:
 class Decoded:
     """A decoding: each prompt's new tokens (up to and with the end-of-sequence id where one came), the
     record the judge compares (tokens and top-2 margins), and its time: the prompt's run and the steps
-    after it (``decode_s`` over ``decode_steps`` runs of the whole batch)."""
+    after it (``decode_s`` over ``decode_steps`` runs of the whole batch), and an encoder-decoder's encoder
+    run apart (``encode_s``, before the prompt's run; 0 for a causal LM)."""
 
     tokens: list[list[int]]
     steps: Steps
     prefill_s: float
     decode_s: float
     decode_steps: int
+    encode_s: float = 0.0
 
     @property
     def decode_ms_per_token(self) -> float | None:
@@ -121,7 +126,7 @@ class Decoding:
         self.done = np.zeros(batch, dtype=bool)
         self.index = 0  # the steps run
         self._logits: np.ndarray | None = None  # the last step's, until its tokens are appended
-        self.prefill_s = self.decode_s = 0.0
+        self.prefill_s = self.decode_s = self.encode_s = 0.0
 
     @property
     def finished(self) -> bool:
@@ -139,7 +144,7 @@ class Decoding:
         if self.finished:
             raise PtxError(f"the decoding is done (after {self.index} steps): nothing is left to run")
         start = time.perf_counter()
-        logits = self.forward(self._pending)
+        logits = self._suppressed(self.forward(self._pending))
         spent = time.perf_counter() - start
         if self.index == 0:
             self.prefill_s = spent
@@ -147,6 +152,25 @@ class Decoding:
             self.decode_s += spent
         self._logits = logits
         return Step(self.index, logits, self.done.copy())
+
+    def _suppressed(self, logits: np.ndarray) -> np.ndarray:
+        """``logits`` with the ids the contract suppresses (at the first step, those it suppresses there too)
+        at the lowest float: never chosen, greedy or sampled; at the last step a decoding that ends at
+        end-of-sequence ids has, every id but the contract's forced one (transformers' SuppressTokens and
+        ForcedEOSToken processors set -inf; the lowest finite value keeps two runtimes' logits comparable)."""
+        vocab = logits.shape[-1]
+        ids = [i for i in (*self.generation.suppress, *(self.generation.begin_suppress if self.index == 0 else ()))
+               if 0 <= i < vocab]
+        forced = self.generation.forced_eos
+        last = forced is not None and 0 <= forced < vocab and bool(self.eos) and self.index == self.max_new_tokens - 1
+        if not ids and not last:
+            return logits
+        logits = np.array(logits)
+        lowest = np.finfo(logits.dtype).min if np.issubdtype(logits.dtype, np.floating) else logits.min()
+        if last:
+            logits[:, np.arange(vocab) != forced] = lowest
+        logits[:, ids] = lowest
+        return logits
 
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
@@ -191,7 +215,7 @@ class Decoding:
         if self.index >= self.max_new_tokens:
             self.done[:] = True
         if self.finished:
-            self._past = {}  # nothing runs again: the cache goes now, not with the decoding
+            self._release()  # nothing runs again: the cache goes now, not with the decoding
             return new
         fed = np.where(self.done, self.generation.pad, chosen).astype(np.int64)[:, None]  # a done row runs, unread
         self._mask = np.concatenate([self._mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
@@ -206,9 +230,13 @@ class Decoding:
             return
         self.done[row] = True
         if self.finished:
-            self._past = {}
+            self._release()
         elif self._logits is None and self.index:  # its last token is pending: the pad id instead
             self._pending[self.generation.input_ids][row] = self.generation.pad
+
+    def _release(self) -> None:
+        """Let the cache go: nothing runs again."""
+        self._past = {}
 
     def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
         """One step, its tokens chosen by ``choose`` and appended: each prompt's new token (None where ended)."""
@@ -225,10 +253,12 @@ class Decoding:
         """The decoding so far: each prompt's tokens, their record, the time."""
         tokens = [list(t) for t in self.tokens]
         return Decoded(tokens, Steps(tokens, [list(m) for m in self._margins], [list(t) for t in self._tops]),
-                       self.prefill_s, self.decode_s, max(self.index - 1, 0))
+                       self.prefill_s, self.decode_s, max(self.index - 1, 0), self.encode_s)
 
     def _feeds(self, ids: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
-        feeds = {self.generation.input_ids: ids, self.generation.attention_mask: self._mask}
+        feeds = {self.generation.input_ids: ids}
+        if self.generation.attention_mask:
+            feeds[self.generation.attention_mask] = self._mask
         if self.generation.position_ids:
             feeds[self.generation.position_ids] = position
         return feeds

@@ -43,6 +43,9 @@ class Model:
     opened: str | None = None
     unusable: str | None = None
     elsewhere: str | None = None
+    # An encoder-decoder's encoder file, opened beside its decoder file by the same backend (opening.py):
+    # its runner, which the decoding runs once per decoding; None for every other model.
+    encoder: Runner | None = None
 
     def __init__(self, runner: Runner, head: Head | None = None):
         self.runner, self.head = runner, head
@@ -60,7 +63,14 @@ class Model:
     name = _runner_attr("name")
     metadata = _runner_attr("metadata")
     bare = _runner_attr("bare")  # (label, call): the model called straight, bench's peer row
-    close = _runner_attr("close")
+
+    def close(self) -> None:
+        """Close its runtime (and its encoder's, where it has one); a second close does nothing."""
+        try:
+            self.runner.close()
+        finally:
+            if self.encoder is not None:
+                self.encoder.close()
 
     def __enter__(self) -> "Model":
         """``with load(...) as model:``: the model's runtime is closed where the block ends."""
@@ -89,12 +99,22 @@ class Model:
         """The decoding of ``ids`` (one prompt or several) through this model, to pull step by step
         (ptx.infer.model.generation.Decoding): the prompts checked, a file without its cache refused, and
         ``sampling``'s stop ids ending a prompt beside ``eos`` (default the file's). Its tokens are the
-        caller's to choose: ``chooser_of(sampling)``."""
+        caller's to choose: ``chooser_of(sampling)``. An encoder-decoder's ``ids`` are what its encoder reads:
+        source token ids, or features (an array: Whisper's log-mel frames); its decoder starts from the
+        contract's start ids (infer/model/encoder_decoding.py)."""
+        generation = self.generation
         stops = eos
         if sampling is not None and sampling.stop_ids:
-            generation = self.generation
             stops = (*((generation.eos if generation else ()) if eos is None else eos), *sampling.stop_ids)
-        return Decoding(self.runner.run, self.signature, self.generation, ids, max_new_tokens, stops, name=self.name)
+        if generation is not None and generation.encoder is not None:
+            from .encoder_decoding import EncoderDecoding
+
+            if self.encoder is None:
+                raise PtxError(f"{self.name}'s encoder ({generation.encoder.file}) is not open: open the decoder file "
+                               "with ptx.infer.load, which opens its encoder beside it")
+            return EncoderDecoding(self.encoder.run, self.encoder.signature, self.runner.run, self.signature,
+                                   generation, ids, max_new_tokens, stops, name=self.name)
+        return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name)
 
     def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                sampling: Sampling | None = None) -> Decoded:

@@ -236,12 +236,46 @@ def open_path(found: ModelFile, backend: str | None = None, device: str | None =
         args = probe_args(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
         run_child(PROBE, json.dumps([args]), what=f"{chosen.label(device)} opening {path.name}")
     model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
+    if not ignore_metadata:
+        try:
+            model.encoder = open_encoder(model, chosen, device, precision)
+        except BaseException:
+            model.close()
+            raise
     if path != given:
         model.opened = f"{precision} runs {path.name}, the {precision} file beside {given.name}"
     if precision != FULL_PRECISION and path is not None:
         model.unusable = unusable_reason(model, chosen.label(device, precision))
         model.elsewhere = elsewhere_reason(model)
     return model
+
+
+def open_encoder(model: Model, chosen, device: str, precision: str):
+    """The runner of the encoder file an encoder-decoder's decoder file names (its generation contract's
+    Encoder), opened beside it by the same backend, its tensors checked against what the contract names;
+    None for any other model. A missing or foreign encoder file is one line saying to export again."""
+    from ptx.contract.generation import GENERATION_KEY, of_metadata
+
+    where = f"{model.path.name if model.path else model.name}: ptx.{GENERATION_KEY}"
+    generation = of_metadata(model.metadata, where) if model.path is not None else None
+    part = generation.encoder if generation is not None else None
+    if part is None:
+        return None
+    path = model.path.parent / part.file
+    if not path.is_file():
+        raise MissingArtifactError(f"{model.path.name} is an encoder-decoder's decoder and its encoder, {part.file}, is "
+                                   f"not beside it in {model.path.parent}: keep the two files together, or export the "
+                                   "model again")
+    found = model_file(path)
+    opening, _ = opening_of(path, found=found)
+    runner = chosen.open(path, device, precision, opening)
+    missing = [n for n in part.inputs if n not in runner.signature.input_names] + \
+        [n for n, _ in part.cross if n not in runner.signature.output_names]
+    if missing:
+        runner.close()
+        raise ArtifactError(f"{path.name} is not the encoder {model.path.name} names: it lacks {', '.join(missing)}; "
+                            "export the model again")
+    return runner
 
 
 def precision_file(found: ModelFile, chosen, device: str, precision: str | None,

@@ -288,7 +288,19 @@ class Target:
         if limit is not None and (weights := weights_bytes(path)) > limit:
             return (f"{path.name} holds {size_text(weights)} of weights, past the {size_text(limit)} {variant.label} "
                     "evaluates (every node in numpy)")
-        return opening_shortfall(variant.backend, variant.label, path, variant.precision)
+        return opening_shortfall(variant.backend, variant.label, path, variant.precision, self._beside(path))
+
+    def _beside(self, path: Path) -> list[Path]:
+        """The files that open with the file at ``path``: an encoder-decoder's encoder, as its contract names it."""
+        from ptx.contract.generation import GENERATION_KEY
+
+        if self.is_run or self.found is None or GENERATION_KEY not in self.found.metadata:
+            return []
+        try:
+            part = json.loads(self.found.metadata[GENERATION_KEY]).get("encoder") or {}
+        except ValueError:
+            return []  # the file's opening says why
+        return [path.parent / str(part["file"])] if part.get("file") else []
 
     def _probe(self, variants: Sequence[Variant]) -> dict[str, PtxError]:
         """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all

@@ -16,6 +16,7 @@ Torch-free: every stage may plan.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from ptx.contract.onnx_wire import external_data_files
 from ptx.errors import BackendUnavailableError
@@ -84,14 +85,16 @@ def opening_need(backend, path: str | Path, precision: str = "f32") -> float:
     return (backend.holds_external if external else backend.holds_for(precision)) * weights
 
 
-def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f32") -> str | None:
-    """One line where ``label`` (a backend's row) cannot open the file at ``path`` at ``precision`` in
-    the memory available now, else None."""
-    weights = weights_bytes(path)
-    if not weights:
+def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f32",
+                      beside: Sequence[Path] = ()) -> str | None:
+    """One line where ``label`` (a backend's row) cannot open the file at ``path`` at ``precision`` (with the
+    files opened beside it: an encoder-decoder's encoder) in the memory available now, else None."""
+    files = [Path(path), *beside]
+    weights = sum(map(weights_bytes, files))
+    if not weights_bytes(path):
         return None
     return shortfall(f"{label} on {Path(path).name} ({size_text(weights)} of weights)",
-                     opening_need(backend, path, precision))
+                     sum(opening_need(backend, f, precision) for f in files))
 
 
 # The most memory a runner spends on compiled copies of one model beyond the first: a small model keeps

@@ -56,6 +56,7 @@ class GenerationReport:
     steps: int
     rows: list[GenerationRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    features: list[int] | None = None  # an encoder-decoder's prompts are features of this shape each (no ids)
 
     @property
     def failed(self) -> list[GenerationRow]:
@@ -70,9 +71,9 @@ class GenerationReport:
 
     def lines(self) -> list[str]:
         width = max([len(r.label) for r in self.rows if r.status != SKIPPED] + [9])
-        out = [f"verify {self.name}: greedy generation, {len(self.prompts)} prompts "
-               f"({', '.join(str(len(p)) for p in self.prompts)} tokens) x {self.steps} steps, against "
-               f"{self.reference}"]
+        given = (f"{len(self.prompts)} inputs of features {'x'.join(map(str, self.features))}" if self.features else
+                 f"{len(self.prompts)} prompts ({', '.join(str(len(p)) for p in self.prompts)} tokens)")
+        out = [f"verify {self.name}: greedy generation, {given} x {self.steps} steps, against {self.reference}"]
         out += [f"  {r.label:<{width}}  {r.status:<10}  {r.describe()}" for r in self.rows if r.status != SKIPPED]
         # every CUDA row says "no GPU": one line per reason, as bench says them
         out += [f"  skipped {line}" for line in group_reasons({r.label: r.why for r in self.rows
@@ -88,8 +89,9 @@ class GenerationReport:
         return out
 
     def to_dict(self) -> dict:
-        return {"model": self.name, "kind": "generation", "reference": self.reference, "prompts": self.prompts,
-                "steps": self.steps, "rows": [r.to_dict() for r in self.rows], "notes": self.notes,
+        given = {"features": self.features} if self.features else {"prompts": self.prompts}
+        return {"model": self.name, "kind": "generation", "reference": self.reference, **given, "steps": self.steps,
+                "rows": [r.to_dict() for r in self.rows], "notes": self.notes,
                 "ok": not self.failed and bool(self.compared)}
 
 
@@ -112,7 +114,9 @@ def verify_generation(target, backends: Sequence[str] | None = None, steps: int 
     if steps < most:
         reference = type(reference)([t[:steps] for t in reference.tokens], [m[:steps] for m in reference.margins],
                                     [t[:steps] for t in reference.tops])
-    report = GenerationReport(target.path.name, f"{by}, recorded at export", prompts, steps)
+    features = list(prompts.shape[1:]) if hasattr(prompts, "shape") else None  # an encoder's features, not ids
+    report = GenerationReport(target.path.name, f"{by}, recorded at export",
+                              [[] for _ in prompts] if features else prompts, steps, features=features)
     recorded_tol, unreadable = recorded_tolerance(metadata)
     if unreadable:
         report.notes.append(unreadable)

@@ -96,12 +96,13 @@ def _format_list(ctx, param, value) -> list[str]:
                    "with a TorchScript or pt2 FILE, repeated in forward()'s order: " + INPUT_SYNTAX)
 @click.option("--output", "output_names", multiple=True, metavar="NAME",
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
-@click.option("--task", type=Choice(["auto", "text-generation", "forward"]), default="auto", show_default=True,
+@click.option("--task", type=Choice(["auto", "text-generation", "text2text-generation", "forward"]), default="auto",
+              show_default=True,
               help="--module: text-generation exports a causal LM with its key/value cache (past key/values in, "
-                   "present out) for `ptx generate`; auto does so for a transformers causal LM that generates and was not "
-                   "built with use_cache=False, and exports an encoder-decoder (T5, BART, Whisper) or a recurrent "
-                   "state (Mamba) as forward, saying why; forward exports one forward pass (its tensors, the cache "
-                   "left out).")
+                   "present out) for `ptx generate`; text2text-generation an encoder-decoder (T5, BART, Whisper) as an "
+                   "encoder file beside a decoder file with its cache; auto does either for a transformers model that "
+                   "generates and was not built with use_cache=False, and exports a recurrent state (Mamba) as "
+                   "forward, saying why; forward exports one forward pass (its tensors, the cache left out).")
 @click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
                                             "FACTORY's name, the folder's).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",
@@ -290,8 +291,8 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     from ptx.export.pretrained import load_pretrained, text_files
 
     module, folder_name = load_pretrained(name, click.echo)
-    if chosen_task(module, task, click.echo) != "text-generation":
-        raise click.UsageError(f"ptx export {name} exports a causal LM that generates, with its cache; export "
+    if chosen_task(module, task, click.echo) == "forward":
+        raise click.UsageError(f"ptx export {name} exports a model that generates, with its cache; export "
                                f"{type(module).__name__}'s forward pass from a factory, with its inputs declared: "
                                "ptx export --module FILE.py:FACTORY --input input_ids=batchxseq:int64 ...")
     text = text_files(tokenizer or name, click.echo, "--tokenizer" if tokenizer else "the folder")

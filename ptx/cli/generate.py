@@ -40,6 +40,9 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
 @click.option("--ids", "ids", multiple=True, metavar="ID,ID,...", callback=lambda c, p, v: [_ids(x) for x in v],
               help="A prompt's token ids, comma-separated; repeat for several prompts (one batch, left-padded: each "
                    "prompt's tokens as if it ran alone).")
+@click.option("--features", "features", type=click.Path(dir_okay=False), metavar="FILE.npy",
+              help="An encoder-decoder that reads features (Whisper's log-mel frames): a .npy array of one item "
+                   "[mel bins, frames] or several [n, mel bins, frames], each decoded from the model's start ids.")
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
               help="A prompt as text, encoded with the tokenizer beside FILE (ptx export keeps it there) or "
                    "--tokenizer's; repeat for several.")
@@ -69,18 +72,20 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
                                                     "config's; none: run every step).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
-def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p, min_p,
-                 repetition_penalty, seed, stop, backend, device, eos, as_json) -> None:
+def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p,
+                 min_p, repetition_penalty, seed, stop, backend, device, eos, as_json) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
-    transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM that
-    generates): greedy by default, sampled with
+    transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM or
+    encoder-decoder that generates): greedy by default, sampled with
     --temperature. With a tokenizer beside FILE (or --tokenizer), prompts and answers are text, and an
-    answer is printed as it comes, whole characters at a time.
+    answer is printed as it comes, whole characters at a time. An encoder-decoder's prompt (T5, BART) is
+    its encoder's source; Whisper's is --features.
 
     \b
       ptx generate exports/lm/model.onnx --ids 5,17,923 --ids 8,1 --max-new-tokens 16
       ptx generate exports/lm/model.onnx --prompt "Once upon a time"
       ptx generate exports/lm/model.onnx --prompt "Hi, who are you?" --chat --temperature 0.7 --seed 1
+      ptx generate exports/whisper/model.onnx --features mel.npy
 
     Exit status: 0 generated; 2 a refusal (the model, a prompt, an option), one line saying what to do.
     """
@@ -110,26 +115,63 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
     except SamplingError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.param.replace('_', '-')}") from None
     given = list(ids) + [_encoded(words, p, chat, system) for p in prompts]
-    if not given:
-        raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer)")
+    if features is not None:
+        if given:
+            raise click.UsageError("--features is the whole input of an encoder that reads features: leave out --ids "
+                                   "and --prompt")
+        given = _features(features)
+    elif not given:
+        raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer; --features FILE.npy "
+                               "for an encoder of features)")
     with load(file, backend=backend, device=device) as model:
+        _check_input(model, features is not None, file)
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
+    if decoded.encode_s:
+        timing = {"encoder_ms": round(1000 * decoded.encode_s, 3), **timing}
     if as_json:
         doc = {"model": str(file), "backend": model.backend, "decoding": sampling.describe(), "prompts": [
-            {"ids": prompt, "new_ids": new, **({"text": answer.text, "finish_reason": answer.finish_reason}
-                                               if answer is not None else {})}
+            {**({"features": list(prompt.shape)} if features else {"ids": prompt}), "new_ids": new,
+             **({"text": answer.text, "finish_reason": answer.finish_reason} if answer is not None else {})}
             for prompt, new, answer in zip(given, decoded.tokens, answers)], **timing}
         click.echo(json.dumps(doc))
         return
     if not (len(given) == 1 and words is not None):  # one answer as text was printed as it came
         for k, (prompt, new, answer) in enumerate(zip(given, decoded.tokens, answers)):
             shown = answer.text if answer is not None else " ".join(map(str, new))
-            click.echo(f"prompt {k + 1} ({len(prompt)} tokens): {shown}")
+            what = f"features {'x'.join(map(str, prompt.shape))}" if features else f"{len(prompt)} tokens"
+            click.echo(f"{'input' if features else 'prompt'} {k + 1} ({what}): {shown}")
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
-    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {model.backend}, {sampling.describe()}: the prompt in "
-               f"{timing['prefill_ms']:.1f} ms{per_token}", err=True)
+    encoder = f"the encoder in {timing['encoder_ms']:.1f} ms, " if "encoder_ms" in timing else ""
+    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {model.backend}, {sampling.describe()}: {encoder}the "
+               f"prompt in {timing['prefill_ms']:.1f} ms{per_token}", err=True)
+
+
+def _features(path: str):
+    """A .npy array of features: one item [mel bins, frames] or several [n, mel bins, frames]."""
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{path}: not a .npy array ({exc})", param_hint="--features") from None
+    if not np.issubdtype(array.dtype, np.floating) or array.ndim not in (2, 3):
+        raise click.BadParameter(f"{path}: a {array.dtype} array of shape {list(array.shape)}; give float features "
+                                 "[mel bins, frames] or [n, mel bins, frames]", param_hint="--features")
+    return array[None] if array.ndim == 2 else array
+
+
+def _check_input(model, features: bool, file) -> None:
+    """--features for an encoder of features only, and ids or text for the others: else one line."""
+    generation = model.generation
+    reads_features = bool(generation and generation.encoder and generation.encoder.features)
+    if features and not reads_features:
+        raise click.UsageError(f"--features is for an encoder-decoder that reads features (Whisper); {file} takes token "
+                               "ids: give --ids or --prompt")
+    if reads_features and not features:
+        raise click.UsageError(f"{file} is an encoder-decoder whose encoder reads features: give --features FILE.npy "
+                               f"(an array [{', '.join(map(str, model.encoder.signature.input(generation.encoder.source).shape[1:]))}])")
 
 
 def _encoded(words, prompt: str, chat: bool, system: str | None) -> list[int]:

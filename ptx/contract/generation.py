@@ -4,6 +4,12 @@ output that feeds it on the next step), and the ids that end a sequence. Export 
 file (``ptx.generation``); every runtime's loop (infer/model/generation.py) reads it, so a stranger
 with onnxruntime and numpy can decode the file from it alone.
 
+An encoder-decoder (T5, BART, Whisper) is two files, as Optimum lays it out: the encoder file (the
+source ids and their mask, or audio features, in; the encoder's states and every decoder layer's
+cross-attention key and value out, computed once) and the decoder file, which takes the decoder's ids,
+the encoder's mask, its own past and the cross-attention past. The decoder file's contract names the
+encoder file beside it and which of its outputs feeds which decoder input (``Encoder``).
+
 Also the one judge of generated tokens (``judge_tokens``), used by export and verify alike: two greedy
 decodings of the same prompts agree where every step chose the same token; where they part, the step
 is named with both tokens and the reference's top-2 margin, and a step whose margin lies within the
@@ -12,6 +18,7 @@ logits apart, and the steps after a tie follow different prefixes).
 """
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
@@ -31,30 +38,98 @@ REDUCED_AGREEMENT = 0.5
 
 
 @dataclass(frozen=True)
+class Encoder:
+    """An encoder-decoder's encoder file, as its decoder file's contract names it: ``file`` lies beside the
+    decoder file; ``source`` is its input fed what the user gives (token ids, or ``features``: a float array
+    such as Whisper's log-mel frames), ``source_mask`` the attention mask it takes with ids (None: none);
+    ``cross`` pairs each of its outputs with the decoder input it feeds at every step (each decoder layer's
+    cross-attention key and value, computed once); ``decoder_mask`` is the decoder's input fed the same mask
+    (None: it takes none). Each decoding starts from ``start`` (decoder_start_token_id, then a prefix the
+    model's generate() forces: Whisper's task tokens, BART's forced first token); ``max_positions`` bounds
+    the source ids (None: no limit known)."""
+
+    file: str
+    cross: tuple[tuple[str, str], ...]
+    source: str = "input_ids"
+    features: bool = False
+    source_mask: str | None = "attention_mask"
+    decoder_mask: str | None = "encoder_attention_mask"
+    start: tuple[int, ...] = (0,)
+    max_positions: int | None = None
+
+    def to_dict(self) -> dict:
+        doc = asdict(self)
+        doc["cross"] = [list(p) for p in self.cross]
+        doc["start"] = list(self.start)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping) -> "Encoder":
+        def name(key, default):
+            value = doc.get(key, default)
+            return None if value is None else str(value)
+        return cls(file=str(doc["file"]), cross=tuple((str(a), str(b)) for a, b in doc["cross"]),
+                   source=str(doc.get("source", "input_ids")), features=bool(doc.get("features", False)),
+                   source_mask=name("source_mask", "attention_mask"),
+                   decoder_mask=name("decoder_mask", "encoder_attention_mask"),
+                   start=tuple(int(t) for t in doc.get("start") or ()),
+                   max_positions=None if doc.get("max_positions") is None else int(doc["max_positions"]))
+
+    @property
+    def inputs(self) -> list[str]:
+        """The encoder file's inputs, as the decoding feeds them."""
+        return [self.source, *([self.source_mask] if self.source_mask else [])]
+
+
+def encoder_file_name(decoder_file: str) -> str:
+    """The encoder file export writes beside a decoder file of that name: model.onnx -> encoder.onnx,
+    model.torchscript.pt -> encoder.torchscript.pt (another name: NAME.encoder.SUFFIXES)."""
+    if decoder_file.startswith("model."):
+        return "encoder" + decoder_file[len("model"):]
+    stem, dot, rest = decoder_file.partition(".")
+    return f"{stem}.encoder{dot}{rest}"
+
+
+@dataclass(frozen=True)
 class Generation:
     """Which tensors of a decoder file do what: ``cache`` pairs each past key/value input with the
     present output that is fed back as it on the next step; the past length is axis ``past_axis`` of
     each. ``eos``: the ids that end a sequence (empty: it runs max_new_tokens); ``pad``: the id put
-    before shorter prompts in a batch (their attention mask says 0 there). ``max_positions``: the
-    longest sequence the model's positions reach (None: no limit known). ``reference``: eager's own
-    greedy decoding of a few prompts as export made it (prompts, tokens, top-2 margins), which verify
-    holds every runtime to."""
+    before shorter prompts in a batch (their attention mask says 0 there; None for ``attention_mask``: the
+    decoder takes no mask, and a batch's prompts have one length). ``max_positions``: the longest
+    sequence the model's positions reach (None: no limit known). ``suppress``: ids never chosen (their
+    logits set to the lowest float at every step), ``begin_suppress`` at the first step only, as the
+    generation config's suppress_tokens and begin_suppress_tokens; ``forced_eos``: the id forced at the
+    last step max_new_tokens allows where a decoding ends at end-of-sequence ids (forced_eos_token_id,
+    BART's). ``encoder``: an encoder-decoder's
+    encoder file (Encoder), None for a causal LM. ``reference``: eager's own greedy decoding of a few
+    prompts as export made it (prompts, tokens, top-2 margins), which verify holds every runtime to."""
 
     cache: tuple[tuple[str, str], ...]
     input_ids: str = "input_ids"
-    attention_mask: str = "attention_mask"
+    attention_mask: str | None = "attention_mask"
     position_ids: str | None = "position_ids"
     logits: str = "logits"
     past_axis: int = 2
     eos: tuple[int, ...] = ()
     pad: int = 0
     max_positions: int | None = None
+    suppress: tuple[int, ...] = ()
+    begin_suppress: tuple[int, ...] = ()
+    forced_eos: int | None = None
+    encoder: Encoder | None = None
     reference: dict = field(default_factory=dict, compare=False)
 
     def to_json(self) -> str:
         doc = asdict(self)
         doc["cache"] = [list(p) for p in self.cache]
-        doc["eos"] = list(self.eos)
+        for key in ("eos", "suppress", "begin_suppress"):
+            doc[key] = list(getattr(self, key))
+        doc["encoder"] = self.encoder.to_dict() if self.encoder else None
+        if not self.encoder:  # a causal LM's contract as before encoder-decoders had one
+            for key in ("encoder", "suppress", "begin_suppress", "forced_eos"):
+                if not doc[key]:
+                    del doc[key]
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
@@ -63,11 +138,16 @@ class Generation:
             doc = json.loads(text)
             cache = tuple((str(a), str(b)) for a, b in doc["cache"])
             made = cls(cache=cache, input_ids=str(doc.get("input_ids", "input_ids")),
-                       attention_mask=str(doc.get("attention_mask", "attention_mask")),
+                       attention_mask=None if doc.get("attention_mask", "") is None else
+                       str(doc.get("attention_mask", "attention_mask")),
                        position_ids=None if doc.get("position_ids") is None else str(doc["position_ids"]),
                        logits=str(doc.get("logits", "logits")), past_axis=int(doc.get("past_axis", 2)),
                        eos=tuple(int(e) for e in doc.get("eos") or ()), pad=int(doc.get("pad", 0)),
                        max_positions=None if doc.get("max_positions") is None else int(doc["max_positions"]),
+                       suppress=tuple(int(e) for e in doc.get("suppress") or ()),
+                       begin_suppress=tuple(int(e) for e in doc.get("begin_suppress") or ()),
+                       forced_eos=None if doc.get("forced_eos") is None else int(doc["forced_eos"]),
+                       encoder=Encoder.from_dict(doc["encoder"]) if doc.get("encoder") else None,
                        reference=dict(doc.get("reference") or {}))
         except (ValueError, TypeError, KeyError) as exc:
             raise ContractError(f"{where}: not a generation contract ({type(exc).__name__}: {exc}): re-export the "
@@ -78,8 +158,10 @@ class Generation:
 
     def check(self, inputs: Sequence[str], outputs: Sequence[str], where: str) -> None:
         """Every tensor it names is the file's: else one error that says to re-export."""
-        wanted_in = [self.input_ids, self.attention_mask, *([self.position_ids] if self.position_ids else []),
-                     *(p for p, _ in self.cache)]
+        wanted_in = [self.input_ids, *([self.attention_mask] if self.attention_mask else []),
+                     *([self.position_ids] if self.position_ids else []), *(p for p, _ in self.cache),
+                     *((d for _, d in self.encoder.cross) if self.encoder else ()),
+                     *([self.encoder.decoder_mask] if self.encoder and self.encoder.decoder_mask else [])]
         wanted_out = [self.logits, *(q for _, q in self.cache)]
         missing = [n for n in wanted_in if n not in inputs] + [n for n in wanted_out if n not in outputs]
         if missing:
@@ -89,12 +171,33 @@ class Generation:
     def with_reference(self, reference: dict) -> "Generation":
         return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": reference})
 
-    def recorded(self) -> "tuple[list[list[int]], Steps, str] | None":
-        """(the prompts, the reference's greedy steps on them, who decoded them) the file records, or None."""
+    def recorded(self) -> "tuple[list[list[int]] | np.ndarray, Steps, str] | None":
+        """(the prompts, the reference's greedy steps on them, who decoded them) the file records, or None.
+        An encoder-decoder's prompts are its sources: token ids, or an encoder's features (an array)."""
         ref = self.reference
+        if ref and "features" in ref:
+            return features_of(ref["features"]), Steps.from_dict(ref), str(ref.get("by", "export"))
         if not ref or "prompts" not in ref:
             return None
         return [[int(t) for t in p] for p in ref["prompts"]], Steps.from_dict(ref), str(ref.get("by", "export"))
+
+
+def features_json(features: np.ndarray) -> dict:
+    """Features (an encoder's float input) as a contract records them: float16, base64. Export decodes
+    features that float16 holds exactly (made with ``half_exact``), so the record is what it decoded."""
+    data = np.ascontiguousarray(features, dtype=np.float16)
+    return {"shape": list(data.shape), "float16": base64.b64encode(data.tobytes()).decode("ascii")}
+
+
+def features_of(doc: Mapping) -> np.ndarray:
+    """The features ``features_json`` recorded, as float32."""
+    data = np.frombuffer(base64.b64decode(doc["float16"]), dtype=np.float16)
+    return data.reshape([int(d) for d in doc["shape"]]).astype(np.float32)
+
+
+def half_exact(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to what float16 holds, as float32: features a contract records exactly."""
+    return np.asarray(values, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
 def of_metadata(metadata: Mapping[str, str], where: str) -> Generation | None:
