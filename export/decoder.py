@@ -43,8 +43,7 @@ from .metadata import module_strings
 from .pipeline import Checked, ExportSource
 
 TASKS = ("auto", "text-generation", "text2text-generation", "forward")
-# The cache export of an encoder-decoder (T5, BART, Whisper): export/seq2seq.py.
-SEQ2SEQ = "text2text-generation"
+SEQ2SEQ = "text2text-generation"  # the cache export of an encoder-decoder (T5, BART, Whisper): export/seq2seq.py
 # The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
 # and positions are exercised; and the steps each decodes (the past grows from 0 to longest + steps).
 PROMPT_LENGTHS = (3, 7, 12)
@@ -63,22 +62,14 @@ def generates(module: torch.nn.Module) -> bool:
     return able and getattr(getattr(module, "config", None), "use_cache", True) is not False
 
 
-def is_encoder_decoder(module) -> bool:
-    return bool(getattr(getattr(module, "config", None), "is_encoder_decoder", False))
-
-
 def cache_refusal(module: torch.nn.Module) -> str | None:
-    """Why ptx cannot export ``module`` with its key/value cache, judged from its class and config without
-    running it; None for the kinds it can: a causal LM as transformers makes them (input_ids, attention_mask,
-    a cache and use_cache in; the logits and the cache out), and an encoder-decoder whose decoder keeps an
-    EncoderDecoderCache (T5, BART, Whisper: export/seq2seq.py's seq2seq_refusal). The one place that says
-    which kinds get the cache export: ``--task auto`` asks it of a model that generates, ``--task
-    text-generation`` and ``text2text-generation`` of any."""
+    """Why ptx cannot export ``module`` with its key/value cache as a causal LM's, judged from its class and
+    config without running it; None for the kind it can: a causal LM as transformers makes them (input_ids,
+    attention_mask, a cache and use_cache in; the logits and the cache out). ``--task auto`` asks it of a
+    model that generates, ``--task text-generation`` of any (an encoder-decoder's: export/seq2seq.py)."""
     kind = type(module).__name__
-    if is_encoder_decoder(module):
-        from .seq2seq import seq2seq_refusal
-
-        return seq2seq_refusal(module)
+    if getattr(getattr(module, "config", None), "is_encoder_decoder", False):
+        return f"{kind} is an encoder-decoder: give --task text2text-generation to export it with its cache"
     if getattr(module, "_is_stateful", False):  # transformers' mark of a recurrent state (Mamba, RWKV, hybrids)
         return (f"{kind} keeps a recurrent state: ptx exports the cache of attention layers' keys and values only; "
                 "generating with it would need the state carried from step to step")
@@ -91,37 +82,27 @@ def cache_refusal(module: torch.nn.Module) -> str | None:
     return None
 
 
-def cache_task(module: torch.nn.Module) -> str:
-    """The task that exports ``module`` with its cache: text2text-generation for an encoder-decoder,
-    text-generation for the rest."""
-    return SEQ2SEQ if is_encoder_decoder(module) else "text-generation"
-
-
-def refuse_text_generation(module: torch.nn.Module, task: str = "text-generation") -> None:
-    """--task ``task`` (text-generation or text2text-generation) of a kind ptx cannot export with its cache
-    that way (cache_refusal, or the other task's kind), in one line."""
-    fits = cache_task(module)
-    if fits != task:
-        what = "an encoder-decoder" if fits == SEQ2SEQ else "not an encoder-decoder"
-        raise PtxError(f"--task {task}: {type(module).__name__} is {what}: give --task {fits} to export it with its "
-                       "cache, or --task forward for its forward pass")
+def refuse_text_generation(module: torch.nn.Module) -> None:
+    """--task text-generation of a kind ptx cannot export with its cache (cache_refusal), in one line."""
     refusal = cache_refusal(module)
     if refusal:
-        raise PtxError(f"--task {task}: {refusal}; give --task forward to export its forward pass")
+        raise PtxError(f"--task text-generation: {refusal}; give --task forward to export its forward pass")
 
 
 def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
-    """The task export_module runs (text-generation, text2text-generation or forward) for ``task`` (one of
-    TASKS): auto exports with its cache a model that generates, where ptx can make its cache export
-    (cache_refusal: a causal LM, or an encoder-decoder as text2text-generation), and says in one line why one
-    that generates is exported without it; text-generation and text2text-generation are refused, in one
-    line, of a kind ptx cannot make them of."""
+    """The task export_module runs, text-generation or forward, for ``task`` (one of TASKS) of a model that
+    is no encoder-decoder (export/seq2seq.py's chosen_task takes those): auto exports with its cache a model
+    that generates, where ptx can make its cache export (cache_refusal), and says in one line why one that
+    generates is exported without it; text-generation is refused, in one line, of a kind ptx cannot make it of."""
     if task not in TASKS:
         raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
     if task == "forward" or not isinstance(module, torch.nn.Module):
         return "forward"  # export_module refuses what is no nn.Module, on either way
-    if task != "auto":
-        refuse_text_generation(module, task)
+    if task == SEQ2SEQ:
+        raise PtxError(f"--task {task}: {type(module).__name__} is not an encoder-decoder: give --task text-generation "
+                       "to export it with its cache, or --task forward for its forward pass")
+    if task == "text-generation":
+        refuse_text_generation(module)
         return task
     if not generates(module):
         return "forward"
@@ -129,7 +110,7 @@ def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
     if refusal:
         log(f"task: forward ({refusal}): its forward pass is exported, without a cache")
         return "forward"
-    return cache_task(module)
+    return "text-generation"
 
 
 def _cache_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -325,11 +306,10 @@ def reference_decoding(decoding: Decoding) -> EagerDecoding:
 
 def check_decoding(decode: Callable[[Sequence[int], int], Decoding], count: int, eager: EagerDecoding, where: str,
                    tolerance: Tolerance) -> tuple[OutputAgreement, str]:
-    """A file's decoding held to eager's: ``decode(rows, steps)`` is a fresh decoding (eos=()) of those rows
-    of the ``count`` validation prompts through the file. Every step's logits on eager's tokens within the
-    tolerance (teacher-forced: eager's token appended at each step), all the prompts in one batch and the
-    second alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError names the
-    step and the difference; returns (the worst step's agreement, the line export says)."""
+    """A file's decoding held to eager's (``decode(rows, steps)``: a fresh decoding, eos=(), of those of the
+    ``count`` validation prompts): every step's logits on eager's tokens within the tolerance (teacher-forced),
+    the prompts in one batch and the second alone, then its own greedy tokens judged against eager's. A
+    ValidationError names the step and the difference; returns (the worst step's agreement, export's line)."""
     tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
     worst, checked, longest = None, 0, 0
     for rows in (range(count), [1]):
@@ -359,8 +339,7 @@ def check_decoding(decode: Callable[[Sequence[int], int], Decoding], count: int,
 
 
 def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
-    """``generation`` with eager's decoding of the validation prompts (an encoder's features: an array), as the
-    file records it for verify."""
+    """``generation`` with eager's decoding of the validation prompts (or features), as the file records it."""
     given = {"features": features_json(prompts)} if isinstance(prompts, np.ndarray) else {"prompts": prompts}
     return generation.with_reference({**given, **eager.decoded.steps.to_dict(),
                                       "by": f"eager PyTorch (torch {torch.__version__})"})
@@ -382,6 +361,7 @@ class DecoderSource(ExportSource):
     and held to eager's own cached decoding of the validation prompts (check_decoding), which every file
     records for verify (ptx.generation). ``strings_of(signature)``: the metadata every file carries beside
     its generation contract; ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
+    TASK, EXPORTED, ALONE = "text-generation", "the decoder is exported with its key/value cache", "logits"
 
     formats = DECODER_FORMATS
 
@@ -401,8 +381,7 @@ class DecoderSource(ExportSource):
         self.prompts = validation_prompts(vocab)
         if self.generation.max_positions is not None:
             steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
-        self.eager = reference_decoding(Decoding(eager_run(decoder, signature), signature, self.generation, self.prompts,
-                                                 steps, eos=()))
+        self.eager = reference_decoding(Decoding(eager_run(decoder, signature), signature, self.generation, self.prompts, steps, eos=()))
         strings = {**strings_of(signature), GENERATION_KEY: recorded(self.generation, self.prompts, self.eager).to_json()}
         example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
         # takes an empty past too (the first step's) is what check_decoding proves
@@ -493,17 +472,13 @@ def refuse_text(text) -> None:
 
 
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
-                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None,
-                   task: str = "text-generation") -> DecoderSource:
-    """export_module's source for a model with its key/value cache (``task``: text-generation for a causal LM,
-    text2text-generation for an encoder-decoder, export/seq2seq.py; ``asked``: given as --task, else its class
-    generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held to
-    (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files, kept beside
-    them."""
-    what = ("the encoder and the decoder are exported, the decoder with its key/value cache" if task == SEQ2SEQ else
-            "the decoder is exported with its key/value cache")
-    log(f"task: {task} ({'asked' if asked else f'{type(module).__name__} generates'}): {what}"
-        + ("" if asked else f"; --task forward exports its {'forward pass' if task == SEQ2SEQ else 'logits'} alone"))
+                   tolerance, tolerance_given: dict, made: type, text: Mapping[str, bytes] | None = None):
+    """export_module's source for a model with its key/value cache (``made``: DecoderSource, or an
+    encoder-decoder's Seq2SeqSource; ``asked``: given as --task, else its class generates), the checkpoint
+    loaded into it. ``tolerance(output, device)``: what the files are held to (``tolerance_given``: the
+    user's, as the files record it); ``text``: the tokenizer's files, kept beside them."""
+    log(f"task: {made.TASK} ({'asked' if asked else f'{type(module).__name__} generates'}): {made.EXPORTED}"
+        + ("" if asked else f"; --task forward exports its {made.ALONE} alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
     module.eval()
     if loaded:
@@ -516,10 +491,7 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
             **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
             **tolerance_given, **dict(provenance or {})})
 
-    if task == SEQ2SEQ:
-        from .seq2seq import Seq2SeqSource as made
-    else:
-        made = DecoderSource
-    return made(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
-                options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
-                declared=[t.name for t in as_declarations(inputs or ())], text=text)
+    return made(
+        module, name, strings_of=strings_of, log=log, tolerance=tolerance, text=text,
+        options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
+        declared=[t.name for t in as_declarations(inputs or ())])

@@ -51,8 +51,8 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import SEQ2SEQ, chosen_task, decoder_formats, decoder_source, refuse_shaping, refuse_text
-from .seq2seq import eager_attention
+from .decoder import SEQ2SEQ, DecoderSource, decoder_formats, decoder_source, refuse_shaping, refuse_text
+from .seq2seq import Seq2SeqSource, chosen_task, eager_attention
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
@@ -233,7 +233,8 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, ta
     return decoder_source(module, name=name, checkpoint=given.checkpoint, opset=given.opset, exporter=given.exporter,
                           device=given.device, provenance=given.provenance, log=given.log,
                           asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
-                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text, task=task)
+                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
+                          made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource)
 
 
 class ModuleSource(ExportSource):

@@ -42,7 +42,8 @@ from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 from ptx.infer.model.encoder_decoding import EncoderDecoding, encoder_feeds
 
-from .decoder import (BATCH, CACHE_NAMES, PAST, PROMPT_LENGTHS, SEQ, TOTAL, VALIDATION_STEPS, DecoderSource,
+from .decoder import chosen_task as decoder_chosen_task
+from .decoder import (BATCH, CACHE_NAMES, PAST, PROMPT_LENGTHS, SEQ, SEQ2SEQ, TOTAL, generates, VALIDATION_STEPS, DecoderSource,
                       EagerDecoding, _cache_pairs, _config_int, _ids, _logits_and_cache, _new_cache, check_tokenizer,
                       eager_run, named, recorded, reference_decoding)
 from .formats import Written
@@ -71,6 +72,22 @@ def seq2seq_refusal(module: torch.nn.Module) -> str | None:
         return (f"{kind} is an encoder-decoder whose encoder reads neither token ids nor features of sizes its config "
                 "gives (num_mel_bins and max_source_positions, as Whisper's): ptx cannot make its encoder's inputs")
     return None
+
+
+def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
+    """export/decoder.py's chosen_task, an encoder-decoder's own task taken here: text2text-generation (its
+    cache export, where seq2seq_refusal has nothing to say) for auto where its class generates and for
+    text2text-generation, forward otherwise; --task text-generation of one is refused in one line."""
+    if not getattr(getattr(module, "config", None), "is_encoder_decoder", False) or task not in ("auto", SEQ2SEQ):
+        return decoder_chosen_task(module, task, log)
+    if task == "auto" and not generates(module):
+        return "forward"
+    refusal = seq2seq_refusal(module)
+    if refusal and task == SEQ2SEQ:
+        raise PtxError(f"--task {task}: {refusal}; give --task forward to export its forward pass")
+    if refusal:
+        log(f"task: forward ({refusal}): its forward pass is exported, without a cache")
+    return "forward" if refusal else SEQ2SEQ
 
 
 def _frames(module) -> tuple[int, int] | None:
@@ -374,6 +391,8 @@ class Seq2SeqSource(DecoderSource):
     the encoder file. Checked as a causal LM's files are (DecoderSource.check: through ptx.infer.load, which
     opens the two together) against eager's decoding of the validation sources, itself held to transformers'
     generate() first."""
+    TASK, ALONE = SEQ2SEQ, "forward pass"
+    EXPORTED = "the encoder and the decoder are exported, the decoder with its key/value cache"
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
                  options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,

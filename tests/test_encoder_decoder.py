@@ -315,7 +315,7 @@ def test_a_decoder_whose_traced_decoding_is_not_the_model_s_is_refused_before_an
 
 def test_the_tasks_say_which_kind_takes_which(factories):
     module = load_factory(f"{factories / 'bart'}.py:build").module
-    from ptx.export.decoder import chosen_task
+    from ptx.export.seq2seq import chosen_task
 
     with pytest.raises(PtxError, match="^--task text-generation: BartForConditionalGeneration is an encoder-decoder: "
                                        "give --task text2text-generation"):

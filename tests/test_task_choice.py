@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is in th
 from hf_models import MODELS  # noqa: E402
 from ptx.errors import PtxError  # noqa: E402
 from ptx.export.factory import load_factory  # noqa: E402
-from ptx.export.decoder import chosen_task  # noqa: E402
+from ptx.export.seq2seq import chosen_task  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx_command import REPO  # noqa: E402
 from test_batch_semantics import CLIP, WAV2VEC2  # noqa: E402

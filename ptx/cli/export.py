@@ -286,7 +286,7 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     if {*fmt} & {*FOLDERS, "all"}:
         raise click.UsageError(f"--format {','.join(fmt)}: a transformers folder exports to onnx, torchscript or pt2 "
                                "files (then `ptx export FILE --format triton|kserve` folds one into a folder)")
-    from ptx.export.decoder import chosen_task
+    from ptx.export.seq2seq import chosen_task
     from ptx.export.module import export_module
     from ptx.export.pretrained import load_pretrained, text_files
 
