@@ -24,6 +24,7 @@ from ptx.contract.generation import Generation, of_metadata
 from ptx.errors import PtxError
 
 from ..model.generation import no_cache, vocabulary
+from ..runtime import memory_plan
 from ..verify.tables import markdown_table, text_table
 
 if TYPE_CHECKING:
@@ -152,14 +153,13 @@ def _cache_bytes_per_position(signature, generation: Generation) -> int:
 
 
 def decoding_need(signature, generation: Generation, batch: int, prompt_length: int, new_tokens: int) -> float:
-    """The bytes a decoding holds beyond the runtime's weights: the cache at its longest, twice (the past fed
-    and the present returned), and the prompt's logits, a runtime's intermediates at RUN_COPIES."""
-    from ..runtime.memory_plan import RUN_COPIES
-
+    """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
+    the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
+    and the prompt's logits."""
     cache = _cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
     vocab = vocabulary(signature, generation) or 0
     logits = batch * prompt_length * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
-    return 2 * cache + RUN_COPIES * logits
+    return memory_plan.decoding_need(cache, logits)
 
 
 def generation_variants(target: Target, backends: Sequence[str] | None) -> list[tuple[Target, Variant]]:
