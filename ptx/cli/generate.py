@@ -3,6 +3,7 @@ or sampled, through one backend of a file exported with its key/value cache (ptx
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -128,6 +129,7 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
             shown = answer.text if answer is not None else " ".join(map(str, new))
             click.echo(f"prompt {k + 1} ({len(prompt)} tokens): {shown}")
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
+    sys.stdout.flush()  # every token line out before the timing line, which goes to stderr
     click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {model.backend}, {sampling.describe()}: the prompt in "
                f"{timing['prefill_ms']:.1f} ms{per_token}", err=True)
 
@@ -146,12 +148,15 @@ def _decoded(model, words, given, sampling, eos, stream: bool):
         return [None] * len(given), decoded
     from ptx.infer.model.text_generation import generate_text
 
-    on_text = None
-    if stream:
-        click.echo(f"prompt 1 ({len(given[0])} tokens): ", nl=False)
-        on_text = lambda row, piece: click.echo(piece, nl=False)  # noqa: E731 - one line, flushed by click
-    answers = generate_text(model, given, words, sampling, eos=eos, on_text=on_text)
-    if stream:
+    if not stream:
+        answers = generate_text(model, given, words, sampling, eos=eos)
+        return answers, answers.decoded
+    click.echo(f"prompt 1 ({len(given[0])} tokens): ", nl=False)
+    try:  # the line is ended whatever happens, so that nothing written after it (the timing line on stderr, an
+        # error) runs on from its last token on a terminal, where stdout and stderr share the lines
+        answers = generate_text(model, given, words, sampling, eos=eos,
+                                on_text=lambda row, piece: click.echo(piece, nl=False))
+    finally:
         click.echo("")
     return answers, answers.decoded
 
