@@ -11,16 +11,19 @@ grouped-query attention, rotary positions (Llama, Qwen2) and learned positions w
 are the model's own code, traced.
 
 Written and validated by the one export driver (export/pipeline.py), as every export is: the file is
-opened by the runtime that serves it, where the memory plan says it fits, and decodes the same prompts as eager's own cached decoding, batched and left-padded, step by step, each
-step's logits held to the tolerance on eager's tokens (teacher-forced, so a near-tie cannot hide a
-difference in the steps after it); its free-running greedy tokens are then judged against eager's by
-the one judge of tokens (ptx.contract.generation.judge_tokens). The file records its generation contract
-(ptx.generation) with eager's decoding of those prompts, which ``ptx verify`` holds every runtime to.
+opened by the runtime that serves it, where the memory plan says it fits, and decodes the judging prompts
+(ptx.contract.generation.judging_prompts: three short ones left-padded in one batch, one reaching past 300
+positions alone), teacher-forced on the reference's tokens then free-running, judged step by step by the
+one judge of a decoding (ptx.contract.generation_judge; infer/model/generation_check.py runs it). The
+reference is eager's decoding of the module, teacher-forced on transformers' own generate(do_sample=False)
+tokens where the module generates, which ptx's loop must give (decoder_reference.py): a positions or mask bug
+in ptx's loop would otherwise sit on both sides of every check. The file records its generation contract
+(ptx.generation) with that reference (each step's largest logits, generation_judge.ReferenceDecoding) and
+the bounds a reduced precision's decoding is held to, which ``ptx verify`` holds every runtime to.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -28,24 +31,21 @@ import numpy as np
 import torch
 
 from ptx.contract import Tolerance
-from ptx.contract.comparison import OutputAgreement, compare_output, default_tolerance
-from ptx.contract.generation import GENERATION_KEY, Generation, judge_tokens
+from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, Generation, batches, judging_prompts
+from ptx.contract.generation_judge import BOUND_OPTIONS, recorded_bounds
 from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.errors import PtxError, ValidationError
 from ptx.files import file_sha256
-from ptx.infer.model.generation import GREEDY, Decoded, Decoding
+from ptx.infer.model.generation_check import judge_decoding
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
+from .decoder_reference import decoding_reference
 from .factory import load_state_dict_file
 from .formats.onnx import Exporter
 from .metadata import module_strings
 from .pipeline import Checked, ExportSource
 
 TASKS = ("auto", "text-generation", "forward")
-# The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
-# and positions are exercised; and the steps each decodes (the past grows from 0 to longest + steps).
-PROMPT_LENGTHS = (3, 7, 12)
-VALIDATION_STEPS = 16
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
 
 
@@ -270,77 +270,21 @@ def example_feeds(signature: Signature, generation: Generation, vocab: int, batc
     return feeds
 
 
-def eager_run(decoder: torch.nn.Module, signature: Signature):
-    """The decoder as a runner's run(): numpy in, numpy out, by name."""
-    def run(feeds):
-        with torch.no_grad():
-            out = decoder(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in signature.input_names))
-        return {n: t.detach().numpy() for n, t in zip(signature.output_names, out)}
-    return run
-
-
-def validation_prompts(vocab: int, seed: int = 0) -> list[list[int]]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, vocab, n).tolist() for n in PROMPT_LENGTHS]
-
-
-@dataclass
-class EagerDecoding:
-    """Eager's own cached greedy decoding of the validation prompts, and each step's logits [batch, vocab]
-    (what a file's decoding is held to, step by step)."""
-
-    decoded: Decoded
-    logits: list[np.ndarray]
-
-
-def reference_decoding(decoder, signature: Signature, generation: Generation, prompts, steps: int) -> EagerDecoding:
-    """Eager's own cached greedy decoding of ``prompts``, every step run (no end-of-sequence stop), with each
-    step's logits kept for the file's teacher-forced check."""
-    decoding = Decoding(eager_run(decoder, signature), signature, generation, prompts, steps, eos=())
-    kept: list[np.ndarray] = []
-    for step in decoding:
-        kept.append(step.logits.copy())
-        decoding.append(GREEDY(step.logits, decoding.history))
-    return EagerDecoding(decoding.decoded(), kept)
-
-
-def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: EagerDecoding, where: str,
-                   device: str = "cpu", tolerance=None) -> tuple[OutputAgreement, str]:
-    """The file's decoding (``run``: its runner's) held to eager's: every step's logits on eager's tokens
-    within the tolerance (teacher-forced: eager's token appended at each step), batched and left-padded and
-    the second prompt alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError
-    names the step and the difference; returns (the worst step's agreement, the line export says)."""
-    tolerance = tolerance or default_tolerance(signature.output(generation.logits).dtype, device)
-    tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
-    worst, checked = None, 0
-    for rows in (range(len(prompts)), [1]):
-        decoding = Decoding(run, signature, generation, [prompts[r] for r in rows], steps, eos=())
-        for step in decoding:
-            agreement = compare_output(generation.logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
-                                       detail=False)
-            worst = agreement if worst is None or agreement.max_abs > worst.max_abs else worst
-            checked += 1
-            if not agreement.ok:
-                raise ValidationError(f"{where}: step {step.index + 1}'s logits differ from eager's by up to "
-                                      f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
-                                      f"prompts {', '.join(str(r + 1) for r in rows)}, the past holding "
-                                      f"{max(len(prompts[r]) for r in rows) + step.index - 1 if step.index else 0} "
-                                      "tokens")
-            decoding.append([tokens[r][step.index] for r in rows])
-    own = Decoding(run, signature, generation, prompts, steps, eos=()).to_end(GREEDY)
-    judged = judge_tokens(eager.decoded.steps, own.steps, tolerance)
-    if not judged.passed:
-        raise ValidationError(f"{where}: its greedy tokens part from eager's: {judged.describe()}")
-    return worst, (f"worst |diff| vs eager {worst.max_abs:.2e} over {checked} decoding steps (logits, atol "
-                   f"{tolerance.atol:g}, rtol {tolerance.rtol:g}; {len(prompts)} prompts left-padded in one batch and "
-                   f"one alone, the past from 0 to {max(map(len, prompts)) + steps - 1}); greedy tokens: "
-                   f"{judged.describe()}")
-
-
-def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
-    """``generation`` with eager's decoding of the validation prompts, as the file records it for verify."""
-    return generation.with_reference({"prompts": prompts, **eager.decoded.steps.to_dict(),
-                                      "by": f"eager PyTorch (torch {torch.__version__})"})
+def judged_line(judged, prompts, steps: int) -> str:
+    """What export says of a file's decoding that holds: its worst step, what it covered, its own tokens."""
+    worst = max((p.worst for p in judged.prompts if p.worst is not None), key=lambda a: a.max_abs)
+    together = [g for g in batches(prompts) if len(g) > 1]
+    alone = [g[0] for g in batches(prompts) if len(g) == 1]
+    how = "; ".join([*(f"{len(g)} prompts left-padded in one batch" for g in together),
+                     *(f"one of {len(prompts[k])} tokens alone" for k in alone)])
+    own = sum(p.steps if p.parting is None else p.parting.step - 1 for p in judged.prompts)
+    ties = [t.describe() for p in judged.prompts for t in p.ties]
+    parted = [p.parting.describe() for p in judged.prompts if p.parting is not None]
+    return (f"worst |diff| vs eager {worst.max_abs:.2e} over {judged.steps} decoding steps teacher-forced (logits, atol "
+            f"{judged.tolerance.atol:g}, rtol {judged.tolerance.rtol:g} x the row's largest; {how}; the past from 0 to "
+            f"{max(map(len, prompts)) + steps - 1}); greedy tokens: {own} of {judged.steps} as the reference's"
+            + (f" ({'; '.join(parted[:1])})" if parted else "")
+            + (f"; near-ties said: {ties[0]}" + (f" and {len(ties) - 1} more" if len(ties) > 1 else "") if ties else ""))
 
 
 DECODER_FORMATS = ("onnx", "torchscript", "pt2")
@@ -356,16 +300,18 @@ SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--sha
 class DecoderSource(ExportSource):
     """A causal LM (in eval mode) as the one driver writes it with its key/value cache: the decoder and its
     signature (decoder_of), traced at example_feeds' sizes; each file decoded through its serving runtime
-    and held to eager's own cached decoding of the validation prompts (check_decoding), which every file
-    records for verify (ptx.generation). ``strings_of(signature)``: the metadata every file carries beside
-    its generation contract; ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
+    and held to the reference (decoding_reference: eager's decoding of the judging prompts, on transformers'
+    generate() tokens where the module generates) step by step (check), which every file records for verify
+    (ptx.generation, with the bounds a reduced precision is held to: ``bounds``, the user's by option name).
+    ``strings_of(signature)``: the metadata every file carries beside its generation contract;
+    ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
 
     formats = DECODER_FORMATS
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
-                 options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,
+                 options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
                  declared: Sequence[str] = (), tolerance: Callable | None = None,
-                 text: Mapping[str, bytes] | None = None):
+                 text: Mapping[str, bytes] | None = None, bounds: Mapping[str, Mapping] | None = None):
         decoder, signature, self.generation = decoder_of(module, log)
         foreign = [n for n in declared if n not in signature.input_names]
         if foreign:
@@ -375,13 +321,16 @@ class DecoderSource(ExportSource):
         vocab = int(signature.output(self.generation.logits).shape[-1])
         check_tokenizer(text or {}, vocab)
         self.text = dict(text or {})  # the tokenizer's files, kept beside the files (keep_text)
-        self.prompts = validation_prompts(vocab)
+        self.prompts = judging_prompts(vocab, self.generation.max_positions, steps)
         if self.generation.max_positions is not None:
             steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
-        self.eager = reference_decoding(decoder, signature, self.generation, self.prompts, steps)
-        strings = {**strings_of(signature), GENERATION_KEY: recorded(self.generation, self.prompts, self.eager).to_json()}
+        self.steps = steps
+        self.reference = decoding_reference(decoder, module if generates(module) else None, signature,
+                                            self.generation, self.prompts, steps, log)
+        recorded = self.generation.with_reference(self.reference.to_record(), recorded_bounds(bounds))
+        strings = {**strings_of(signature), GENERATION_KEY: recorded.to_json()}
         example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
-        # takes an empty past too (the first step's) is what check_decoding proves
+        # takes an empty past too (the first step's) is what the check proves
         super().__init__(name, decoder, tuple(torch.from_numpy(example[n]) for n in signature.input_names),
                          signature, strings)
         self._options, self._tolerance = options, tolerance
@@ -396,16 +345,22 @@ class DecoderSource(ExportSource):
         return self._tolerance(sig, on) if self._tolerance else super().tolerance(sig, on)
 
     def check(self, fmt, model, path: Path, cases, on: str, hint: str) -> Checked:
+        """The file's decoding of the prompts, teacher-forced on the reference's tokens then free-running, held
+        to eager's step by step (ptx.contract.generation_judge, as verify holds it): a ValidationError names
+        the prompt and step where it fails."""
         where = f"{fmt.name} ({model.backend})"
         logits = model.signature.output(self.generation.logits)
         try:
-            worst, line = check_decoding(model.run, model.signature, self.generation, self.prompts, self.eager, where,
-                                         model.device, self.tolerance(logits, model.device))
-        except ValidationError as exc:
-            raise ValidationError(f"{exc}{'; ' + hint if hint else ''}") from None
+            judged, _ = judge_decoding(model.run, model.signature, self.generation, self.reference,
+                                       tolerance=self.tolerance(logits, model.device))
         except PtxError as exc:
             raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
-        return Checked({logits.name: worst}, detail=line)
+        failures = judged.failures()
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise ValidationError(f"{where}: {failures[0]}{more}{'; ' + hint if hint else ''}")
+        worst = max((p.worst for p in judged.prompts), key=lambda a: a.max_abs)
+        return Checked({logits.name: worst}, detail=judged_line(judged, self.prompts, self.steps))
 
     def describe(self, result, tolerance: Tolerance) -> str:
         return f"{result.method}; {result.detail}"
@@ -461,6 +416,14 @@ def refuse_shaping(**given) -> None:
                        "checked by decoding prompts): leave it out, or give --task forward")
 
 
+def refuse_bounds(bounds) -> None:
+    """A reduced decoding's bounds are recorded in a generating file only: one line for a forward export."""
+    given = [name for name, values in (bounds or {}).items() if values]
+    if given:
+        raise PtxError(f"{BOUND_OPTIONS[given[0]]} bounds a decoding (a model exported with its cache): leave it out, or "
+                       "give --task text-generation")
+
+
 def refuse_text(text) -> None:
     """A tokenizer goes beside a generating file only: one line for a forward export given one."""
     if text:
@@ -469,11 +432,12 @@ def refuse_text(text) -> None:
 
 
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
-                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None) -> DecoderSource:
+                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None,
+                   bounds: Mapping[str, Mapping] | None = None) -> DecoderSource:
     """export_module's source for a causal LM with its key/value cache (``asked``: --task text-generation, else
     its class generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held
     to (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files, kept beside
-    them."""
+    them; ``bounds``: what a reduced precision's decoding must hold, as the user gave them (recorded)."""
     log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
         "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -490,4 +454,4 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
 
     return DecoderSource(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
                          options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
-                         declared=[t.name for t in as_declarations(inputs or ())], text=text)
+                         declared=[t.name for t in as_declarations(inputs or ())], text=text, bounds=bounds)

@@ -50,7 +50,7 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import chosen_task, decoder_formats, decoder_source, refuse_shaping, refuse_text
+from .decoder import chosen_task, decoder_formats, decoder_source, refuse_bounds, refuse_shaping, refuse_text
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
@@ -114,7 +114,9 @@ class ModuleOptions:
       against the file; the certificate of a file that holds is recorded in it (ptx.shape_certificate).
     - ``task``: "auto" (a transformers causal LM that generates is exported with its key/value cache,
       export/decoder.py's chosen_task), "text-generation" (with the cache, asked) or "forward" (one
-      forward pass).
+      forward pass). ``bounds``: what a reduced precision's decoding of a model exported with its cache must
+      hold, recorded in its files: {"min_agreement" | "max_kl" | "max_kl_p99": {precision or None: value}}
+      (ptx.contract.generation_judge.Bounds; None for a precision: every one).
       ``log``: where each line goes (print).
     """
 
@@ -143,6 +145,7 @@ class ModuleOptions:
     use_example: bool = True
     task: str = "auto"
     text: Mapping[str, bytes] | None = None
+    bounds: Mapping[str, Mapping] | None = None
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -196,6 +199,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     chosen = [get_format(f) for f in (decoder_formats(given.formats) if cached else _check_formats(given.formats))]
     if not cached:
         refuse_text(given.text)
+        refuse_bounds(given.bounds)
         if given.torchscript_mode not in TORCHSCRIPT_MODES:
             raise PtxError(f"torchscript mode {given.torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
         check_options(chosen, given.writer_options(), device=given.device)  # the opset, pt2's device
@@ -221,7 +225,8 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions):
     return decoder_source(module, name=name, checkpoint=given.checkpoint, opset=given.opset, exporter=given.exporter,
                           device=given.device, provenance=given.provenance, log=given.log,
                           asked=given.task == "text-generation", inputs=given.inputs, tolerance=given.tolerance,
-                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text)
+                          tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
+                          bounds=given.bounds)
 
 
 class ModuleSource(ExportSource):

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ptx.contract.generation import GENERATION_KEY
+from ptx.contract.generation import GENERATION_KEY, of_layout
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
@@ -102,8 +102,10 @@ class OpenVinoRunner(Runner):
         self.shapes_kept = compiled_shapes_room(weights, registry.get("openvino").compiled_copy(precision), SHAPE_CACHE)
         self._cache: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()  # the most recently used last
         # A decoder with its cache meets a new past length at every step: compiled once with its dynamic
-        # shapes, as OpenVINO GenAI runs one (a compile per step would cost more than the step).
-        self.dynamic = GENERATION_KEY in self.metadata
+        # shapes, as OpenVINO GenAI runs one (a compile per step would cost more than the step); so is a
+        # decoder in Optimum's layout without ptx's record.
+        self.dynamic = GENERATION_KEY in self.metadata or of_layout(signature.input_names,
+                                                                     signature.output_names) is not None
 
     def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
         """(infer request, output index per signature output) of the model compiled for these static

@@ -14,8 +14,9 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX,
-                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, generated_input_options, open_options,
-                             certificate_sizes, plan_options, shape_certificate_options)
+                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, decoding_bound_options, decoding_bounds,
+                             generated_input_options, open_options, certificate_sizes, plan_options,
+                             shape_certificate_options)
 from ptx.cli.targets import _model_file, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
 from ptx.contract.names import INT8_FORMATS
@@ -136,6 +137,7 @@ def _format_list(ctx, param, value) -> list[str]:
 @IGNORE_METADATA_OPTION
 @generated_input_options
 @shape_certificate_options
+@decoding_bound_options
 @FORCE
 def export_cmd(**given) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
@@ -277,7 +279,8 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
                                "`ptx export --module FILE.py:FACTORY --out DIR`") from None
 
 
-def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force) -> None:
+def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force, min_agreement=(),
+                max_kl=(), max_kl_p99=()) -> None:
     """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
     opened by transformers, exported as --module exports one, its tokenizer's files beside the files."""
     if not out:
@@ -297,12 +300,13 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     text = text_files(tokenizer or name, click.echo, "--tokenizer" if tokenizer else "the folder")
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
-                  log=click.echo)
+                  bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99), log=click.echo)
 
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
-            max_shapes, force, rtol=None, task="auto", tokenizer=None) -> None:
+            max_shapes, force, rtol=None, task="auto", tokenizer=None, min_agreement=(), max_kl=(),
+            max_kl_p99=()) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -314,7 +318,11 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
     options = dict(inputs=list(input_args) or None, output_names=list(output_names) or None,
                    checkpoint=checkpoint, opset=opset, exporter=exporter, torchscript_mode=torchscript_mode, atol=atol,
                    provenance=made.provenance)
+    bounds = decoding_bounds(min_agreement, max_kl, max_kl_p99)
     if fmt[0] in FOLDERS:
+        if bounds:
+            raise click.UsageError(f"--{next(iter(bounds)).replace('_', '-')} bounds a decoder's reduced precisions, "
+                                   f"recorded in its files: --format {fmt[0]} writes a folder of its forward pass")
         from ptx.export.sources import module_source
 
         source = module_source(made.module, made.example_inputs, name=model_label or made.factory,
@@ -335,7 +343,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
-                  use_example=not chosen, rtol=rtol, task=task, log=click.echo, **options)
+                  use_example=not chosen, rtol=rtol, task=task, bounds=bounds, log=click.echo, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,
