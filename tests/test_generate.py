@@ -246,6 +246,34 @@ def test_a_reduced_row_with_one_prompt_wrong_from_step_1_fails_and_with_nan_at_s
         assert judged(nan_at_step_9).failures() == ["prompt 3 step 9: NaN or infinite logits"]
 
 
+def test_a_reduced_row_beyond_its_bounds_is_not_usable_and_fails_verify_where_named(exported, monkeypatch):
+    """openvino-bf16 answering its second prompt from its first: NOT USABLE, said on the last line (exit 0, as
+    verify's other reduced rows are) where it came along with openvino; exit 1 where --backends names it. Its
+    unplanted twin passes."""
+    from ptx.infer.verify import generation as verify_module
+
+    real = verify_module.judge_decoding
+
+    def judged(run, *args, **kwargs):
+        def wrong_prompt(feeds):
+            out = dict(run(feeds))
+            if out["logits"].shape[0] == 3:
+                out["logits"] = out["logits"].copy()
+                out["logits"][1] = out["logits"][0]
+            return out
+        return real(wrong_prompt if kwargs.get("precision") == "bf16" else run, *args, **kwargs)
+    path = exported["llama"][0]
+    assert {r.label: r.status for r in _verify(path, ("openvino", "openvino-bf16")).rows} == {
+        "openvino": "PASS", "openvino-bf16": "PASS"}
+    monkeypatch.setattr(verify_module, "judge_decoding", judged)
+    along = _verify(path, ("openvino",))
+    assert {r.label: r.status for r in along.rows} == {"openvino": "PASS", "openvino-bf16": "NOT USABLE"}
+    assert along.exit_code() == 0 and "NOT USABLE here: openvino-bf16" in along.lines()[-1], along.lines()
+    named = _verify(path, ("openvino-bf16",))
+    assert named.exit_code() == 1 and named.lines()[-1].startswith("FAIL: openvino-bf16: "), named.lines()
+    assert "prompt 2" in named.lines()[-1]
+
+
 def test_a_decoder_edited_after_export_says_so_first_and_is_judged_for_what_it_is(exported, tmp_path):
     import onnx
     from onnx import helper, numpy_helper
