@@ -61,12 +61,13 @@ def GREEDY(logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray: 
     return np.argmax(logits, axis=-1)
 
 
-def chooser_of(sampling: Sampling | None) -> Choose:
+def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None) -> Choose:
     """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and no repetition penalty), else
-    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row)."""
+    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row, of ``keys[row]``; by
+    default each prompt draws as it would alone)."""
     if sampling is None or (sampling.greedy and sampling.repetition_penalty == 1.0):
         return GREEDY
-    return Chooser(sampling)
+    return Chooser(sampling, keys)
 
 
 @dataclass
