@@ -3,11 +3,13 @@ serve/text_answers.py): every request's decoding (ptx.infer.model.generation.Dec
 where it is made) runs in the model's one batch (ptx.infer.model.batch.Batch: continuous batching), on a
 thread of its own.
 
-A request joins at the next step: its prompts run alone (its prefill) between two steps of the batch, its
-first token goes out, and its rows run with the others' from the next step; it leaves when it is done (an
-end id, its max_tokens, a stop string) or no longer wanted (its client went away, the server stops): its
-rows are dropped before the next step. One request joins between two steps, so the others wait at most one
-prefill, the joiner's, besides their step. The batch holds at most ``max_rows`` rows (--max-batch-size);
+A request joins at the next step: its prompts run (its prefill) between two steps of the batch, together
+with those of the requests that arrived meanwhile (up to PREFILL_TOKENS tokens, padded; a longer prompt
+alone), its first token goes out, and its rows run with the others' from the next step; it leaves when it
+is done (an end id, its max_tokens, a stop string) or no longer wanted (its client went away, the server
+stops): its rows are dropped before the next step. So the running requests wait one prefill of at most
+PREFILL_TOKENS tokens (or one long prompt's) between two of their steps, and a burst of new requests gets
+its first tokens from one run rather than one after another. The batch holds at most ``max_rows`` rows (--max-batch-size);
 a request that does not fit waits its turn in arrival order. Each request's tokens are those it gets alone
 (greedy, up to ties) or with its seed (each row draws from its own generator): the batch changes when a
 token comes, not which. The event loop never waits on a step; inference requests keep their own batcher
@@ -31,6 +33,9 @@ from .tensors import RequestError
 
 DEFAULT_MAX_TOKENS = 4096  # new tokens one request may ask for at most (--max-tokens)
 DEFAULT_MAX_ROWS = 64  # rows the batch runs together at most (--max-batch-size)
+# Prompt tokens (padded) that join in one prefill at most: a burst of requests gets its first tokens from one
+# run, while the running rows wait no longer than about one long prompt's prefill between two of their steps.
+PREFILL_TOKENS = 512
 _END = object()
 
 
@@ -197,14 +202,43 @@ class Generator:
                 ride.end()
 
     def _admit(self) -> None:
-        """The first waiting ride joins, where its rows fit beside the running ones: its prompts run alone."""
+        """The waiting rides that fit beside the running ones join, in arrival order: their prompts run
+        together in one prefill of at most PREFILL_TOKENS (padded) tokens, or the first alone where it is
+        longer. Where the joint run fails (the runtime refused a prompt), each runs alone: its error, its own."""
         with self._wake:
-            if not self._waiting or (self._riding and self.batch.rows + self._waiting[0].rows > self.max_rows):
+            group, rows, longest = [], 0, 0
+            for ride in self._waiting:
+                width = max(len(p) for p in ride.decoding.prompts)
+                if group and (rows + ride.rows) * max(longest, width) > PREFILL_TOKENS:
+                    break
+                if (self._riding or group) and self.batch.rows + rows + ride.rows > self.max_rows:
+                    break
+                group.append(ride)
+                rows, longest = rows + ride.rows, max(longest, width)
+            for ride in group:
+                self._waiting.remove(ride)
+        if len(group) > 1:
+            try:
+                firsts = self.batch.join_together([ride.decoding for ride in group])
+            except Exception:  # noqa: BLE001 - nothing has joined: each prompt runs alone below, its error its own
+                firsts = None
+            if firsts is not None:
+                for ride, first in zip(group, firsts):
+                    self._took_first(ride, first)
                 return
-            ride = self._waiting.popleft()
+        for ride in group:
+            try:
+                first = self.batch.join(ride.decoding)
+            except Exception as exc:  # noqa: BLE001 - its prompts alone failed: its request's error, no one else's
+                self.batch.leave(ride.decoding)
+                ride.end(exc)
+                continue
+            self._took_first(ride, first)
+
+    def _took_first(self, ride: _Ride, first: Step) -> None:
         try:
-            ride.take(self.batch.join(ride.decoding))
-        except Exception as exc:  # noqa: BLE001 - its prompts alone failed: its request's error, no one else's
+            ride.take(first)
+        except Exception as exc:  # noqa: BLE001 - its choice or its text failed: its request alone
             self.batch.leave(ride.decoding)
             ride.end(exc)
             return

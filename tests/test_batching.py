@@ -38,23 +38,29 @@ def prompts(model, lengths, seed=0) -> list[list[int]]:
 
 
 # Who joins when (before which step of the batch), with which prompts (one request may have several), how
-# many new tokens, and the step before which its client leaves (None: it runs to its end).
+# many new tokens, and the step before which its client leaves (None: it runs to its end). Those joining at
+# one step (0 and 6) join together: one prefill of prompts of several lengths, the batch's past longer still.
 PLAN = [(0, [17], 12, None), (0, [3, 9], 20, None), (2, [25], 8, None), (3, [5], 30, 9), (6, [1, 12], 10, None),
-        (10, [40], 6, None)]
+        (6, [7], 9, None), (10, [40], 6, None)]
 
 
-def run_plan(model, plan, choose_of, shift_joiners: bool = False):
-    """Drive one Batch through ``plan``; each request's decoding, and the batch's past length after each
-    step beside what its members needed."""
+def run_plan(model, plan, choose_of, together: bool = True):
+    """Drive one Batch through ``plan`` (requests joining at the same step join together, in one prefill, where
+    ``together``); each request's decoding, and the batch's past length after each step beside what its
+    members needed."""
     batch = Batch(model.runner.run, model.signature, model.generation)
     requests = [(at, model.decoding(prompts(model, lengths, seed=k), new, eos=()), choose_of(k), leave)
                 for k, (at, lengths, new, leave) in enumerate(plan)]
     lengths = []
     for t in range(64):
+        joining = [(decoding, choose) for at, decoding, choose, _ in requests if at == t]
+        if together and joining:
+            firsts = batch.join_together([decoding for decoding, _ in joining])
+        else:
+            firsts = [batch.join(decoding) for decoding, _ in joining]
+        for (decoding, choose), first in zip(joining, firsts):
+            decoding.append(choose(first.logits, decoding.history))
         for at, decoding, choose, leave in requests:
-            if at == t:
-                first = batch.join(decoding)
-                decoding.append(choose(first.logits, decoding.history))
             if leave == t:
                 batch.leave(decoding)
         steps = batch.step()
@@ -119,7 +125,7 @@ def test_a_joining_row_s_past_shifted_by_one_position_is_caught(model, monkeypat
         return {name: later(a) for name, a in handed(self).items()}
 
     monkeypatch.setattr(Decoding, "hand_over_past", shifted)
-    batched, _ = run_plan(model, PLAN, lambda k: GREEDY)
+    batched, _ = run_plan(model, PLAN, lambda k: GREEDY, together=False)
     monkeypatch.undo()
     judged = [judge_tokens(cut(own.steps, d.decoded().steps), d.decoded().steps, TOLERANCE)
               for (d, _), own in zip(batched, alone(model, PLAN, lambda k: GREEDY))]
@@ -206,8 +212,9 @@ def test_a_request_past_max_rows_waits_its_turn_and_a_client_gone_leaves(model):
     finally:
         generator.close()
     assert got[0] == want[0][:3] and got[1:] == want[1:]  # the others went on as alone
-    assert max(rows) == 2  # the third waited for the first's row, which left once its client was gone
-    assert decodings[0].index <= 4  # its client gone after 3 tokens: the step under way was its last
+    assert max(rows) == 2 and decodings[0].index < 20  # its client gone after 3 tokens, a step or a few later
+    # the third waited for the first's row only, not for the second's end: it ran beside the second
+    assert rows.count(2) >= 15, rows
 
 
 def test_closing_the_server_ends_every_request_cleanly(model):
@@ -232,3 +239,37 @@ def test_closing_the_server_ends_every_request_cleanly(model):
         return got
 
     assert 1 <= len(asyncio.run(client())) <= 2  # the step under way was the last
+
+
+def test_a_burst_of_requests_joins_in_one_prefill_and_each_gets_its_alone_tokens(model):
+    """Four requests arrive while the batch's step is held: they join together, one run for their prompts
+    (of three lengths), and each streams the tokens it gets alone."""
+    generator, _ = generator_of(model, max_rows=8)
+    asked = [(prompts(model, [n], seed=n)[0], new) for n, new in [(4, 14), (11, 6), (7, 10), (11, 12), (2, 9)]]
+    want = [model.generate(p, new, eos=())[0] for p, new in asked]
+    release, groups = threading.Event(), []
+    run_step, join_together = generator.batch.step, generator.batch.join_together
+
+    def held():
+        release.wait(TIMEOUT_S)
+        return run_step()
+
+    generator.batch.step = held
+    generator.batch.join_together = lambda decodings: groups.append(len(decodings)) or join_together(decodings)
+
+    async def clients():
+        first = asyncio.ensure_future(collect(generator, model.decoding(*asked[0], eos=())))
+        while not generator.batch.rows:  # the first has joined; its next step is held
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(collect(generator, model.decoding(p, new, eos=()))) for p, new in asked[1:]]
+        while len(generator._waiting) < len(rest):
+            await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        got = asyncio.run(clients())
+    finally:
+        release.set()
+        generator.close()
+    assert got == want and groups == [4]

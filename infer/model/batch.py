@@ -8,6 +8,8 @@ reads the weights once for all of them (decoding is bound by that read on a CPU)
     for decoding, step in batch.step():      # one run of every member's rows
         decoding.append(choose(step.logits, decoding.history))
     batch.leave(decoding)                    # a client gone: its rows go before the next step
+    firsts = batch.join_together([a, b])     # several new ones in one prefill (each left-padded, as one
+                                             # decoding's prompts are), their padding cut from their cache
 
 A joining decoding's prompts run alone, from an empty past, then its cache joins the batch's: running it
 with the batch instead would give every row the joiner's prompt length of new columns (held in the cache
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -37,7 +40,7 @@ from ptx.contract.generation import Generation
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 
-from .generation import Decoding, Run, Step
+from .generation import Decoding, Run, Step, empty_past
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,14 @@ class Batch:
     ``members``, ``rows`` and ``past_length`` say where it stands."""
 
     def __init__(self, run: Run, signature: Signature, generation: Generation):
-        self._run, self.generation = run, generation
+        self._run, self.signature, self.generation = run, signature, generation
         self._batch_axes = {}
         for past, _ in generation.cache:
             axis = signature.input(past).batch_axis
             self._batch_axes[past] = 0 if axis is None else axis
         self.members: list[Decoding] = []  # their rows are the cache's, in this order
-        self._joining: list[Decoding] = []  # prefilled alone, merged at the next step
+        self._joining: list[tuple[Decoding, Past | None]] = []  # prefilled (their past, where run together),
+        # merged at the next step
         self._leaving: list[Decoding] = []  # dropped at the next step
         self._past = Past({}, self._batch_axes, generation.past_axis)
         self.steps = 0  # the batch's runs
@@ -106,7 +110,8 @@ class Batch:
     def rows(self) -> int:
         """The rows the next step runs (the members' and the joining decodings')."""
         leaving = {id(d) for d in self._leaving}
-        return sum(len(d.prompts) for d in (*self.members, *self._joining) if not d.finished and id(d) not in leaving)
+        joining = [d for d, _ in self._joining]
+        return sum(len(d.prompts) for d in (*self.members, *joining) if not d.finished and id(d) not in leaving)
 
     @property
     def past_length(self) -> int:
@@ -115,13 +120,51 @@ class Batch:
     def join(self, decoding: Decoding) -> Step:
         """Run ``decoding``'s prompts alone (its prefill, from an empty past) and return that step, whose tokens
         its caller appends; its rows join the batch's at the next ``step()``."""
+        self._check_joining(decoding)
+        first = decoding.step()
+        self._joining.append((decoding, None))
+        return first
+
+    def join_together(self, decodings: Sequence[Decoding]) -> list[Step]:
+        """Several new decodings' prompts in one run (their prefill, each left-padded to the longest as one
+        decoding's prompts are), so that the members wait one prefill for all of them rather than one per
+        joiner, and a burst of requests gets its first tokens together: each one's first Step, whose tokens its
+        caller appends; their rows join the batch's at the next ``step()``."""
+        if len(decodings) == 1:
+            return [self.join(decodings[0])]
+        for decoding in decodings:
+            self._check_joining(decoding)
+        gen, pending = self.generation, [d.pending for d in decodings]
+        width = max(feeds[gen.input_ids].shape[1] for feeds in pending)
+
+        def stacked(name: str, pad: int) -> np.ndarray:  # each decoding's feeds left-padded to the widest
+            return np.concatenate([np.pad(f[name], [(0, 0), (width - f[name].shape[1], 0)], constant_values=pad)
+                                   for f in pending])
+
+        feeds = {gen.input_ids: stacked(gen.input_ids, gen.pad), gen.attention_mask: stacked(gen.attention_mask, 0)}
+        if gen.position_ids:
+            feeds[gen.position_ids] = stacked(gen.position_ids, 0)
+        rows = sum(len(d.prompts) for d in decodings)
+        start = time.perf_counter()
+        out = self._run({**feeds, **empty_past(self.signature, gen, rows)})
+        spent = time.perf_counter() - start
+        present = Past({past: out[present] for past, present in gen.cache}, self._batch_axes, gen.past_axis)
+        logits = np.asarray(out[gen.logits])[:, -1, :]
+        steps, row = [], 0
+        for decoding, own in zip(decodings, pending):
+            n = len(decoding.prompts)
+            steps.append(decoding.ran(logits[row:row + n], spent))
+            decoding.hand_over_past()  # its own (empty) past: its rows' are the joint run's, its padding cut
+            kept = present.rows(np.arange(row, row + n)).fitted(own[gen.attention_mask].shape[1])
+            self._joining.append((decoding, kept))
+            row += n
+        return steps
+
+    def _check_joining(self, decoding: Decoding) -> None:
         if decoding.index or decoding.batched:
             raise PtxError("a decoding joins a batch before its first step: make a new one")
         if decoding.generation != self.generation:
             raise PtxError("a decoding joins the batch of its own model only")
-        first = decoding.step()
-        self._joining.append(decoding)
-        return first
 
     def leave(self, decoding: Decoding) -> None:
         """``decoding``'s rows go before the next step (its client is gone); its record stays its own."""
@@ -164,16 +207,18 @@ class Batch:
             return not decoding.finished and not any(decoding is d for d in self._leaving)
 
         staying = [d for d in self.members if stays(d)]
-        joining = [d for d in self._joining if stays(d)]
+        joining = [(d, past) for d, past in self._joining if stays(d)]
         if len(staying) < len(self.members):
             starts = np.cumsum([0] + [len(d.prompts) for d in self.members])
             kept = [np.arange(starts[k], starts[k + 1]) for k, d in enumerate(self.members) if stays(d)]
             self._past = self._past.rows(np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64))
         self._joining, self._leaving = [], []
-        length = max((d.past_length for d in (*staying, *joining)), default=0)
+        length = max((d.past_length for d in (*staying, *(d for d, _ in joining))), default=0)
         past = self._past.fitted(length) if staying else None
-        for decoding in joining:
-            own = Past(decoding.hand_over_past(), self._batch_axes, self.generation.past_axis).fitted(length)
+        for decoding, given in joining:
+            if given is None:  # prefilled alone: its cache is still its own
+                given = Past(decoding.hand_over_past(), self._batch_axes, self.generation.past_axis)
+            own = given.fitted(length)
             past = own if past is None else past.joined(own)
         self._past = past if past is not None else Past({}, self._batch_axes, self.generation.past_axis)
-        self.members = staying + joining
+        self.members = staying + [d for d, _ in joining]
