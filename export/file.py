@@ -36,6 +36,7 @@ from ptx.contract.names import twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.formats.model_files import read_model_file
 from ptx.infer.formats.onnx_files import load_structure
 from ptx.infer.model.target import load
 
@@ -45,6 +46,7 @@ from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .pipeline import Plan, atomic_file, check_options, export_files, guard
 from .validate import ExportResult, tensor_evidence
+from .weight_only import export_weight_only_decoder, options_for
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -52,7 +54,7 @@ GENERATED_BATCH = 16
 
 def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str | Path | None = None,
                      calibration: str | Path | None = None, keep_f32=None, rank=None, max_drop: float | None = None,
-                     metric: str | None = None, force: bool = False,
+                     metric: str | None = None, force: bool = False, weights: dict | None = None,
                      log: Callable[[str], None] = print, **open_options) -> ExportResult:
     """Quantize the ONNX file at ``path`` to int8 (``fmt_name``: onnx-int8 or openvino-int8) and judge
     it against the file; returns its ExportResult, whose ``judgement`` is the verdict (PASS or NOT
@@ -64,6 +66,17 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     what ptx.infer.load takes to open the file (batch_axes, ignore_metadata)."""
     path = Path(path)
     fmt = formats.get(fmt_name)
+    foreign = _not_made_from(path)
+    if fmt.weight_only:
+        fmt.check_options(**(weights or {}))
+    if GENERATION_KEY in read_model_file(path, digest=False).metadata:  # its inputs are tied (the mask spans the
+        # past and the new tokens): judged by its decoding, its weights alone reduced
+        if not fmt.weight_only:
+            raise PtxError(f"{path} is a decoder with its key/value cache: {fmt.name} quantizes its activations too, "
+                           "calibrated on inputs one by one, which a decoder's tied past and mask refuse; its weights "
+                           f"alone are: `ptx export {path} --format onnx-int8w` (or onnx-int4, openvino-int8w, "
+                           "openvino-int4)")
+        return export_weight_only_decoder(path, fmt, out=out, options=weights, force=force, foreign=foreign, log=log)
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
@@ -71,26 +84,12 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
-        if GENERATION_KEY in metadata:  # its inputs are tied (the mask spans the past and the new tokens)
-            raise PtxError(f"{path} is a decoder with its key/value cache: {fmt.name} judges a file on inputs generated "
-                           "one by one, which a decoder's tied past and mask lengths refuse; verify judges reduced "
-                           "precision of generation by the share of greedy steps that agree (openvino-bf16: "
-                           f"`ptx verify {path}`)")
         final = Path(out or path.parent) / twin_name(path, fmt.name)
-
-        def foreign(final: Path) -> str | None:  # not an earlier int8 of ``path``: not ours to replace
-            try:
-                made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
-            except PtxError:  # not an ONNX file
-                made_from = None
-            return None if made_from == path.name else (f"{final} is not an int8 export of {path.name}: pass another "
-                                                        "--out")
-
         guard(final, force, foreign)
         ensure_writable_dir(final.parent)
         # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
         static = fmt.name != "onnx-int8" or quantized_statically(load_structure(path), signature)
-        calibrating, held = _inputs(path, signature, calibration, static, log)
+        calibrating, held = _inputs(path, signature, calibration, static, log, fmt.weight_only)
         # The reference the int8 file is judged against: the f32 file, on the held-out inputs.
         cases = [Case(f"held-out {_count(signature, [feeds])}", feeds, rows(signature, feeds), source.run(feeds))
                  for feeds in held]
@@ -123,13 +122,34 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         return found
 
     plan = Plan(name, path, None, signature, strings, lambda fmt: cases, lambda s, on: default_tolerance(s.dtype),
-                lambda fmt: dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search), evidence,
+                lambda fmt: writer_options(fmt, calibrating if calibration is not None else None, judge, bound, log,
+                                           search, weights), evidence,
                 lambda done, _: done.method, f"(serve {path.name})")
     [result] = export_files(plan, [fmt], lambda fmt: atomic_file(final), log)
     return result
 
 
-def _inputs(path: Path, signature: Signature, calibration, static: bool, log) -> tuple[list[dict], list[dict]]:
+def writer_options(fmt, calibrating, judge, bound, log, search: dict, weights: dict | None) -> dict:
+    """What ``fmt``'s writer takes: the int8 formats their calibration, judge and bound; a weight-only one its
+    block, symmetry and (NNCF) the user's samples, read for the activations where given."""
+    if not fmt.weight_only:
+        return dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search)
+    return dict(log=log, **options_for(fmt, {**(weights or {}), "calibration": calibrating}))
+
+
+def _not_made_from(path: Path) -> Callable[[Path], str | None]:
+    """guard's ``foreign``: why a file where ``path``'s reduced twin goes is not an earlier one made from it."""
+    def foreign(final: Path) -> str | None:
+        try:
+            made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
+        except PtxError:  # not an ONNX file
+            made_from = None
+        return None if made_from == path.name else f"{final} is not a reduced export of {path.name}: pass another --out"
+    return foreign
+
+
+def _inputs(path: Path, signature: Signature, calibration, static: bool, log,
+            weight_only: bool = False) -> tuple[list[dict], list[dict]]:
     """(calibration cases, held-out cases), and one line saying where they come from."""
     inputs = Signature(signature.inputs, ())
     if calibration is None:
@@ -142,7 +162,11 @@ def _inputs(path: Path, signature: Signature, calibration, static: bool, log) ->
     else:
         where = f"from {Path(calibration).name}"
         calibrating, held = _hold_out(load_input_file(calibration, signature), signature, Path(calibration).name)
-    if static:
+    if weight_only:
+        log(f"{path.name}'s weights alone are quantized" + (f", NNCF reading the activations of "
+            f"{_count(signature, calibrating)} {where}" if calibration is not None else "") + f"; "
+            f"{_count(signature, held)} {where if calibration is None else 'held out'} judge the file")
+    elif static:
         log(f"calibration: {_count(signature, calibrating)} {where}, and {_count(signature, held)} held out to judge "
             f"the int8 file" + ("" if calibration else ": give --calibration SAMPLES.npz to calibrate on real inputs"))
     else:

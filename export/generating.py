@@ -12,9 +12,11 @@ from ptx.errors import PtxError
 from ptx.files import file_sha256
 
 from .factory import load_state_dict_file
+from .formats import get as get_format
 from .formats.onnx import Exporter
 from .generation import export_generating
 from .metadata import module_strings
+from .weight_only import export_weight_only_decoder, weight_only_formats
 
 
 SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--shape/--value/--range",
@@ -32,10 +34,17 @@ def refuse_shaping(**given) -> None:
 
 
 def export_with_cache(module, out_dir: Path, *, formats, name: str, checkpoint, opset, exporter, device, provenance,
-                      log, asked: bool, inputs, tolerance, tolerance_given: dict) -> Signature:
+                      log, asked: bool, inputs, tolerance, tolerance_given: dict, weights=None) -> Signature:
     """export_module of a causal LM with its key/value cache (export/generation.py), its name and folder
     checked by export_module; returns the files' signature. ``tolerance(output, device)``: what the files
-    are held to (``tolerance_given``: the user's, as the files record it)."""
+    are held to (``tolerance_given``: the user's, as the files record it). A weight-only format (onnx-int4...)
+    is made from the f32 model.onnx once the folder is written (export/weight_only.py), with ``weights``'
+    options (its block size, symmetry...)."""
+    reduced = [f for f in dict.fromkeys(formats) if f in weight_only_formats()]
+    formats = [f for f in formats if f not in reduced]
+    if reduced and "onnx" not in formats:
+        log(f"{', '.join(reduced)}: made from model.onnx, which is written too")
+        formats.append("onnx")
     log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
         "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -54,4 +63,7 @@ def export_with_cache(module, out_dir: Path, *, formats, name: str, checkpoint, 
     _, signature = export_generating(module, out_dir, formats=list(dict.fromkeys(formats)), name=name, strings_of=strings_of,
                              options=options, log=log, declared=[t.name for t in as_declarations(inputs or ())],
                              tolerance=tolerance)
+    for fmt in reduced:  # each written whole or not at all; the f32 files are checked and kept before
+        export_weight_only_decoder(out_dir / "model.onnx", get_format(fmt), out=out_dir, force=True,
+                                   options=dict(opset=opset, **(weights or {})), log=log)
     return signature  # as every file records it: none is opened again to read it

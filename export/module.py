@@ -81,7 +81,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                   checkpoint: str | Path | None = None, opset: int = DEFAULT_OPSET, exporter: str | None = None,
                   torchscript_mode: str = "trace", device: str = "cpu", atol: float | None = None,
                   force: bool = False, rtol: float | None = None, provenance: Mapping[str, str] | None = None,
-                  reference: bool = True,
+                  reference: bool = True, weights: Mapping | None = None,
                   input_files: Sequence[str | Path] = (), plan: Mapping | None = None, seed: int = 0,
                   max_sizes: Mapping[str, int] | None = None, min_sizes: Mapping[str, int] | None = None,
                   example_label: str = "the example",
@@ -125,7 +125,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
       and relative tolerance of float outputs (default: per dtype), recorded in the files
       (``ptx.tolerance``), where verify judges by them by default. ``force``: replace an
       ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``: False
-      leaves model.reference.npz out (a deployment folder keeps the one file it serves).
+      leaves model.reference.npz out (a deployment folder keeps the one file it serves). ``weights``: a decoder's
+      weight-only formats' options (block_size, symmetric, accuracy_level, ratio)
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
       --inputs reads them) alone where given; else seeded inputs made from the signature
       (``plan``: plan_inputs' shapes, values, ranges, default_range, as verify's --shape, --value
@@ -165,7 +166,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         _check_out_dir(out_dir, force)
         signature = export_with_cache(module, out_dir, formats=formats, name=name, checkpoint=checkpoint, opset=opset,
                                       exporter=exporter, device=device, provenance=provenance, log=log,
-                                      asked=task == "text-generation", inputs=inputs,
+                                      asked=task == "text-generation", inputs=inputs, weights=weights,
                                       tolerance=lambda sig, on: _tolerance(sig, on, atol, rtol),
                                       tolerance_given=tolerance_strings(atol, rtol))
         return ModuleExportResult(out_dir, name, signature)
@@ -422,8 +423,8 @@ def _check_name(name: str) -> str:
     return name.strip()
 
 
-# What export_module writes into its folder: another file there means the folder is someone else's.
-OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name}
+# Its files and the reduced twins of its model.onnx (a decoder's int4): another file means the folder is not ours.
+OWN_FILES = {*ARTIFACT_FILES.values(), reference_path("model.onnx").name} - {ARTIFACT_FILES["checkpoint"]}
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, INT8_FORMATS, int8_format
+from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, FILE_PRECISIONS, INT8_FORMATS, int8_format
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError, Signature
@@ -212,7 +212,7 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
                             notes=list(target.notes))
     if found.has_contract:
         report.model = found.metadata.get("model")
-        report.format = int8_format(found.metadata) if found.metadata.get("precision") == "int8" else found.kind
+        report.format = int8_format(found.metadata) if found.metadata.get("precision") in FILE_PRECISIONS else found.kind
     report.digest = found.weights
     if CERTIFICATE_KEY in found.metadata:
         report.certificate = Certificate.from_json(found.metadata[CERTIFICATE_KEY])

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import names
-from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, MODEL_FILE_SUFFIXES
+from ptx.contract.names import FILE_PRECISIONS, FULL_PRECISION, MODEL_FILE_SUFFIXES
 from ptx.child import ChildCrashError, run_child
 from ptx.errors import MissingArtifactError, PtxError, StaleArtifactWarning
 from ptx.files import is_dir, is_file
@@ -173,11 +173,13 @@ class Target:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 twins
-        (an int8 file is int8 only, whichever quantizer made it)."""
+        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 and int4
+        twins (an int8 or int4 file is that precision only, whichever quantizer made it)."""
         if self.kind != "onnx":
             return (self.kind,)
-        return INT8_FORMATS if self.precision == "int8" else ("onnx", *INT8_FORMATS)
+        if self.precision in FILE_PRECISIONS:
+            return FILE_PRECISIONS[self.precision]
+        return ("onnx", *(fmt for formats in FILE_PRECISIONS.values() for fmt in formats))
 
     def _format_of(self, backend, precision: str) -> str:
         """What a backend reads of this file at ``precision``: the file itself (its kind) at the

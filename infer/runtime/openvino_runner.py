@@ -29,13 +29,14 @@ from .runner import Runner
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
-RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ file's own ops; the rest f32
+# int8 and int4: the file's own quantized weights (Q/DQ ops, MatMulNBits), the rest f32
+RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32", "int4": "f32"}
 SHAPE_CACHE = 8  # compiled shapes kept per runner at most (verify uses a handful, a server one or two)
 # What one compiled shape holds, as a multiple of the file's weights: the CPU plugin repacks them for each
 # (measured on a 783 MB Qwen2: 1.0x at f32, 0.7x at bf16; 12.6x the file of a dynamically quantized int8
 # Qwen2-0.5B, whose weights it widens to f32). The cache keeps as many shapes as memory_plan's budget for
 # compiled copies holds, at least one.
-COMPILED_COPY = {"f32": 1.0, "bf16": 0.7, "int8": 12.6}
+COMPILED_COPY = {"f32": 1.0, "bf16": 0.7, "int8": 12.6, "int4": 1.0}
 
 
 def unavailable(device: str = "cpu") -> str | None:

@@ -1,0 +1,211 @@
+"""What the weight-only formats share (onnx-int4 and onnx-int8w through onnxruntime's MatMulNBits
+quantizer, openvino-int4 and openvino-int8w through NNCF's compress_weights): the f32 graph they start
+from, with every weight a MatMul reads made a constant first, and what the file records.
+
+Why the constants: a quantizer replaces a MatMul whose weight is a constant initializer, and leaves
+any other alone ("MatMul doesn't have const weight. Skip to quantize", onnxruntime's log says; NNCF's
+graph builder likewise finds no weight there). A head tied to the embedding is exported as
+``MatMul(x, Transpose(embedding))``: the one weight is the Gather's table and, transposed, the head's.
+Left so, the head (Qwen2-0.5B's: 136M parameters, 28% of its weights, 545 MB in f32) stays f32 and every
+token reads it whole. Here the transposed table becomes an initializer of its own, which the quantizer
+then quantizes like any other weight (the embedding's Gather keeps reading the table, quantized too
+where the format quantizes Gathers). A Gemm (a Linear on 2-D input) is made a MatMul and an Add, the op
+both quantizers take. A MatMul whose weight is computed some other way from a constant is said, and left.
+
+The source file's weights are read whole (onnx.load with its external data): the quantizers take a
+ModelProto with its weights. A writer that is given an nn.Module exports it to f32 ONNX first, as the
+int8 formats' writers do (onnx_int8.f32_graph).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ptx.errors import PtxError
+
+from .onnx_int8 import f32_graph
+
+@dataclass
+class Prepared:
+    """The f32 graph a weight-only quantizer reads, and what export says of it."""
+
+    proto: object  # onnx.ModelProto, weights inside, every MatMul weight that could be a constant one
+    base: dict[str, str]  # the metadata the written file carries (the f32 graph's, or the caller's)
+    served: str  # the f32 file's name, as a refusal sends the user back to it
+    made: object | None  # the onnx format's Written where a module was exported first, else None
+    constants: list[str] = field(default_factory=list)  # the weights made constants, in words
+    computed: list[str] = field(default_factory=list)  # MatMuls whose weight stays computed (left f32)
+
+
+def prepared(model, example, scratch: Path, signature, strings: dict[str, str], **onnx_options) -> Prepared:
+    """``model`` (an nn.Module, exported to f32 ONNX in ``scratch`` first, or an f32 ONNX path) as the
+    graph a weight-only quantizer reads: its weights loaded, every MatMul weight a constant."""
+    import onnx
+
+    f32, structure, base, made, served = f32_graph(model, example, scratch, signature, strings, **onnx_options)
+    del structure
+    proto = onnx.load(str(f32))  # its weights too, from the copy of its data file in scratch where external
+    for tensor in proto.graph.initializer:  # now inside the proto: saved again wherever the file is written
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    constants, computed = constant_weights(proto)
+    return Prepared(proto, base, served, made, constants, computed)
+
+
+def constant_weights(proto) -> tuple[list[str], list[str]]:
+    """Every MatMul of ``proto``'s main graph reading a weight that is a constant transposed (a tied head)
+    made to read that constant as an initializer of its own; every Gemm with a constant weight made a
+    MatMul (and an Add of its bias). Returns (what was made a constant, in words; the MatMuls whose
+    weight is computed from a constant another way, left as they are)."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    _gemms_to_matmuls(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    made = {o: n for n in graph.node for o in n.output}
+    constants, computed, transposed, memo = [], [], {}, {}
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) < 2 or node.input[1] in initializers:
+            continue
+        chain, source = _carried(node.input[1], made, initializers, memo)
+        if source is None:
+            continue  # both sides computed (attention's scores): no weight
+        if [n.op_type for n in chain] != ["Transpose"] or not _plain_transpose(chain[0]):
+            computed.append(f"{node.name or node.output[0]} (its weight is {' of '.join(n.op_type for n in chain)} "
+                            f"of {source})")
+            continue
+        if source not in transposed:
+            weight = numpy_helper.to_array(initializers[source])
+            name = _unused(f"{source}.transposed", initializers)
+            table = numpy_helper.from_array(weight.T.copy(), name)
+            graph.initializer.append(table)
+            initializers[name] = graph.initializer[-1]
+            transposed[source] = name
+            shared = any(source in n.input and n.op_type == "Gather" for n in graph.node)
+            constants.append(f"{node.name or node.output[0]} read {source} transposed"
+                             + (" (a head tied to the embedding)" if shared else "") + ": stored as a constant")
+        node.input[1] = transposed[source]
+    if transposed:  # a Transpose nothing reads any more
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        keep = [n for n in graph.node if n.op_type != "Transpose" or any(o in used for o in n.output)]
+        del graph.node[:]
+        graph.node.extend(keep)
+    return constants, computed
+
+
+def _carried(tensor: str, made: dict, initializers: dict, memo: dict) -> tuple[list, str | None]:
+    """(the nodes ``tensor`` is computed by, first to last, the initializer their first input comes from) where
+    it is computed from constants alone (initializers, Constant nodes), or ([], None) where an activation
+    enters (attention's scores: no weight there). ``memo``: what was found of each tensor already."""
+    if tensor in initializers:
+        return [], tensor
+    if tensor in memo:
+        return memo[tensor]
+    memo[tensor] = [], None  # a tensor on its own path (a graph has no cycle: only while it is walked)
+    node = made.get(tensor)
+    if node is None:
+        return memo[tensor]
+    if node.op_type == "Constant":
+        memo[tensor] = [node], None
+        return memo[tensor]
+    found = [_carried(i, made, initializers, memo) for i in node.input if i]
+    if found and all(source is not None or (chain and chain[-1].op_type == "Constant") for chain, source in found):
+        chain, source = found[0]
+        memo[tensor] = [*chain, node], source
+    return memo[tensor]
+
+
+def _plain_transpose(node) -> bool:
+    """A Transpose of a 2-D weight: no perm, or perm [1, 0]."""
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    return perm in (None, [1, 0])
+
+
+def _gemms_to_matmuls(graph) -> None:
+    """Each Gemm of a constant weight, without alpha, beta or a transposed A, as MatMul then Add: the op the
+    weight-only quantizers take (a Linear on 2-D input is exported as Gemm)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in initializers or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            name = _unused(f"{weight}.transposed", initializers)
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[weight]).T.copy(), name))
+            initializers[name] = graph.initializer[-1]
+            weight = name
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_MatMul"))
+        if has_bias:
+            nodes.append(onnx.helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_Add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for tensor in unused:  # a transposed Gemm weight's original
+        graph.initializer.remove(tensor)
+
+
+def _unused(name: str, taken) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
+def quantized_matmuls(proto, ops: tuple[str, ...]) -> tuple[int, int]:
+    """(MatMuls made one of ``ops``, MatMuls left f32 with a constant weight) in the written graph."""
+    initializers = {t.name for t in proto.graph.initializer}
+    done = sum(n.op_type in ops for n in proto.graph.node)
+    left = sum(n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in initializers for n in proto.graph.node)
+    return done, left
+
+
+def describe_prepared(ready: Prepared) -> str:
+    """What export says of the weights it made constants or left computed, or ''."""
+    said = "; ".join(ready.constants)
+    if ready.computed:
+        said += ("; " if said else "") + (f"left f32 (their weight is computed, not a constant): "
+                                          f"{', '.join(ready.computed)}")
+    return said
+
+
+def weight_only_strings(base: dict[str, str], fmt: str, precision: str, how: str) -> dict[str, str]:
+    """What a weight-only file records beside the f32 graph's strings: its precision, its format and how
+    its weights were quantized (block, symmetry, what was made a constant)."""
+    return {**base, "precision": precision, "format": fmt, "quantization": how}
+
+
+@contextmanager
+def quiet_logs(*names: str):
+    """The quantizers log every node they visit (onnxruntime's at INFO through a handler of its own):
+    addressed to their developers, not to a ptx user, who reads one line per file."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def check_block_size(block_size: int | None, fmt: str) -> None:
+    """A block (group) of weights sharing one scale: a power of two of at least 16 (the kernels' and
+    onnxruntime's quantizer's own requirement); -1 (one scale per output channel) for the int8 formats."""
+    if block_size is None or block_size == -1 and fmt.endswith("int8w"):
+        return
+    if block_size < 16 or block_size & (block_size - 1):
+        raise PtxError(f"--block-size {block_size}: give a power of two of at least 16 (32, 64, 128)"
+                       + (", or -1 for one scale per output channel" if fmt.endswith("int8w") else ""))
