@@ -77,6 +77,9 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
                            f"alone are: `ptx export {path} --format onnx-int8w` (or onnx-int4, openvino-int8w, "
                            "openvino-int4)")
         return export_weight_only_decoder(path, fmt, out=out, options=weights, force=force, foreign=foreign, log=log)
+    if (weights or {}).get("data_aware") and calibration is None:
+        raise PtxError(f"--data-aware reads the prompts a decoder records, and {path.name} is no decoder: give "
+                       "--calibration SAMPLES.npz (your inputs), which NNCF reads the activations of")
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
@@ -122,19 +125,20 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         return found
 
     plan = Plan(name, path, None, signature, strings, lambda fmt: cases, lambda s, on: default_tolerance(s.dtype),
-                lambda fmt: writer_options(fmt, calibrating if calibration is not None else None, judge, bound, log,
-                                           search, weights), evidence,
+                lambda fmt: writer_options(fmt, calibrating, calibration is not None, judge, bound, log, search,
+                                           weights), evidence,
                 lambda done, _: done.method, f"(serve {path.name})")
     [result] = export_files(plan, [fmt], lambda fmt: atomic_file(final), log)
     return result
 
 
-def writer_options(fmt, calibrating, judge, bound, log, search: dict, weights: dict | None) -> dict:
-    """What ``fmt``'s writer takes: the int8 formats their calibration, judge and bound; a weight-only one its
-    block, symmetry and (NNCF) the user's samples, read for the activations where given."""
+def writer_options(fmt, calibrating, real: bool, judge, bound, log, search: dict, weights: dict | None) -> dict:
+    """What ``fmt``'s writer takes: the int8 formats their calibration (``real`` or generated), judge and
+    bound; a weight-only one its block, symmetry and (NNCF) the user's own samples, read for the activations,
+    where they were given (generated ones would rank the layers by noise)."""
     if not fmt.weight_only:
         return dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search)
-    return dict(log=log, **options_for(fmt, {**(weights or {}), "calibration": calibrating}))
+    return dict(log=log, **options_for(fmt, {**(weights or {}), "calibration": calibrating if real else None}))
 
 
 def _not_made_from(path: Path) -> Callable[[Path], str | None]:

@@ -32,8 +32,11 @@ from ptx.contract.verdict import Evidence, verdict_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
 from ptx.infer.formats import onnx_files
+from ptx.infer.formats.model_files import check_weights, read_model_file
+from ptx.infer.formats.signature import recorded_signature
 from ptx.infer.model.generation import empty_past, greedy
 from ptx.infer.model.target import load
+from ptx.infer.runtime.memory_plan import give_back_freed
 from ptx.machine import describe_cpu
 
 from . import formats
@@ -47,13 +50,17 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
     """``fmt`` (a weight-only format) of the f32 decoder file at ``path``, written beside it (or in
     ``out``), judged by its decoding on every runtime that reads it, the verdicts recorded in it."""
     path = Path(path)
-    with closing(load(path, "ort-cpu", "cpu")) as source:
-        signature, metadata, precision = source.signature, dict(source.metadata), source.precision
-    if precision != "f32":
-        raise PtxError(f"{path} is already {precision}: quantize the f32 file it was made from")
+    # what the file is, read from its metadata (its weights digest checked): no runtime holds the f32 weights
+    # while the quantizer does
+    found = read_model_file(path)
+    check_weights(found)
+    metadata = dict(found.metadata)
+    if found.precision != "f32":
+        raise PtxError(f"{path} is already {found.precision}: quantize the f32 file it was made from")
     generation = of_metadata(metadata, f"{path.name}: ptx.generation")
     recorded = generation.recorded() if generation else None
-    if recorded is None:
+    signature = recorded_signature(metadata, path)
+    if recorded is None or signature is None:
         raise PtxError(f"{path.name} records no reference decoding to judge {fmt.name} by: re-export it with `ptx "
                        "export --module FILE.py:FACTORY --task text-generation`")
     prompts, reference, by = recorded
@@ -61,12 +68,15 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
     guard(final, force, foreign or (lambda _: None))
     ensure_writable_dir(final.parent)
     strings = {**metadata, "source": path.name, "source_sha256": file_sha256(path)}
-    options = options_for(fmt, options or {})
-    if "calibration" in _parameters(fmt):  # NNCF reads the activations of the recorded prompts' first step
+    options = dict(options or {})
+    data_aware = options.pop("data_aware", False)
+    options = options_for(fmt, options)
+    if data_aware and "calibration" in _parameters(fmt):  # NNCF reads the recorded prompts' first step's activations
         options["calibration"] = first_steps(signature, generation, prompts)
     if fmt.progress:
         log(f"{fmt.name:<11} {fmt.progress} ...")
     f32_logits = forced_logits(path, "ort-cpu", generation, prompts, reference.tokens)
+    give_back_freed()  # the f32 session's memory, before the quantizer reads the weights
     with atomic_file(final) as (tmp, final):
         made = fmt.write(path, None, tmp, signature, strings, log=log, **options)
         steps = len(reference.tokens[0])

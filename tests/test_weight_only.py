@@ -170,7 +170,8 @@ def test_verify_judges_the_int4_file_with_its_verdict(lm):
 def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path):
     pytest.importorskip("nncf")
     out, _ = lm
-    done = ptx("export", out / "model.onnx", "--format", "openvino-int4", "--block-size", "16", "--out", tmp_path)
+    done = ptx("export", out / "model.onnx", "--format", "openvino-int4", "--block-size", "16", "--data-aware", "--out",
+               tmp_path)
     assert "data-aware (AWQ, scale estimation) on 3 cases" in done.stdout, done.stdout
     meta = read_model_file(tmp_path / "model.openvino-int4.onnx").metadata
     assert meta["precision"] == "int4" and "groups of 16" in meta["quantization"]

@@ -11,6 +11,7 @@ whose reader drops the names of symbolic dimensions: every backend then names a 
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -56,6 +57,26 @@ def shared_core():
     import openvino
 
     return openvino.Core()
+
+
+COMPILED_CACHE_ENV = "PTX_OPENVINO_CACHE"  # a folder for OpenVINO's compiled decoders, or "off"
+
+
+def compiled_cache() -> str | None:
+    """Where OpenVINO keeps compiled decoders between processes: $PTX_OPENVINO_CACHE (off: nowhere), else ptx's
+    cache folder's openvino/ (PTX_CACHE_DIR, else ~/.cache/ptx); None where it cannot be made (a read-only
+    home: compiled each time). A compiled model takes about its file's size."""
+    from ptx.files import cache_root
+
+    chosen = os.environ.get(COMPILED_CACHE_ENV, "").strip()
+    if chosen.lower() in ("off", "0", "no", "false"):
+        return None
+    folder = Path(chosen).expanduser() if chosen else cache_root() / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(folder)
 
 
 def has_bf16() -> bool:
@@ -105,8 +126,16 @@ class OpenVinoRunner(Runner):
         self.shapes_kept = compiled_shapes_room(weights, COMPILED_COPY[precision], SHAPE_CACHE)
         self._cache: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()  # the most recently used last
         # A decoder with its cache meets a new past length at every step: compiled once with its dynamic
-        # shapes, as OpenVINO GenAI runs one (a compile per step would cost more than the step).
+        # shapes, as OpenVINO GenAI runs one (a compile per step would cost more than the step). Compiled here,
+        # as ONNX Runtime builds its session when it opens a file, not within the first prompt's run (ptx
+        # generate said a 6-layer GPT-2's first prompt took 230 ms, nearly all of it the compile), and kept
+        # in OpenVINO's model cache between processes (CACHE_DIR: the next open reads the compiled model).
         self.dynamic = GENERATION_KEY in self.metadata
+        if self.dynamic:
+            cache = compiled_cache()
+            if cache is not None:
+                self.config["CACHE_DIR"] = cache
+            self.compiled_for({})
 
     def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
         """(infer request, output index per signature output) of the model compiled for these static

@@ -138,6 +138,10 @@ def _format_list(ctx, param, value) -> list[str]:
 @click.option("--ratio", type=float, metavar="R",
               help="openvino-int4: the share of MatMul weights in 4 bits, the others in 8 (default 1; NNCF ranks them by "
                    "their activations on the recorded prompts, else by their quantization error).")
+@click.option("--data-aware", "data_aware", is_flag=True, default=None,
+              help="openvino-int4 of a decoder: NNCF reads the activations of the prompts the file records (AWQ and "
+                   "scale estimation, and the ranking --ratio keeps int4 by); several times the memory and time of "
+                   "the data-free default.")
 @BATCH_AXIS_OPTION
 @IGNORE_METADATA_OPTION
 @generated_input_options
@@ -220,7 +224,8 @@ def export_cmd(**given) -> None:
 
 
 WEIGHT_OPTIONS = {"block_size": ("--block-size", WEIGHT_ONLY_FORMATS), "symmetric": ("--symmetric", WEIGHT_ONLY_FORMATS),
-                  "accuracy_level": ("--accuracy-level", ("onnx-int4", "onnx-int8w")), "ratio": ("--ratio", ("openvino-int4",))}
+                  "accuracy_level": ("--accuracy-level", ("onnx-int4", "onnx-int8w")), "ratio": ("--ratio", ("openvino-int4",)),
+                  "data_aware": ("--data-aware", ("openvino-int4",))}
 
 
 def _check_weights(fmt: list[str], given: dict) -> None:
@@ -230,10 +235,10 @@ def _check_weights(fmt: list[str], given: dict) -> None:
             raise click.UsageError(f"{option} shapes {', '.join(meant)}: give --format {meant[0]} (not {','.join(fmt)})")
 
 
-def _weights(block_size, symmetric, accuracy_level, ratio) -> dict:
+def _weights(block_size, symmetric, accuracy_level, ratio, data_aware=None) -> dict:
     """The weight-only formats' options, as export hands them to the writers."""
     return {k: v for k, v in dict(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
-                                  ratio=ratio).items() if v is not None}
+                                  ratio=ratio, data_aware=data_aware).items() if v is not None}
 
 
 def _refuse_unmeant(ctx: click.Context, export, what: str, why: str) -> None:
@@ -300,7 +305,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
             max_shapes, force, rtol=None, task="auto", block_size=None, symmetric=None, accuracy_level=None,
-            ratio=None) -> None:
+            ratio=None, data_aware=None) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -312,7 +317,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
     options = dict(inputs=list(input_args) or None, output_names=list(output_names) or None,
                    checkpoint=checkpoint, opset=opset, exporter=exporter, torchscript_mode=torchscript_mode, atol=atol,
                    provenance=made.provenance)
-    weights = _weights(block_size, symmetric, accuracy_level, ratio)
+    weights = _weights(block_size, symmetric, accuracy_level, ratio, data_aware)
     if fmt[0] in FOLDERS:
         from ptx.export.sources import module_source
 
@@ -334,7 +339,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,
-          force, block_size=None, symmetric=None, accuracy_level=None, ratio=None) -> None:
+          force, block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None) -> None:
     """A user's model file: its int8 (an ONNX file), or its Triton or KServe folder."""
     from ptx.infer.formats.model_files import read_model_file
 
@@ -355,7 +360,8 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
         for fmt_name in fmt:
             export_int8_file(path, fmt_name, out=out, calibration=calibration, keep_f32=keep_f32,
                              rank=_rank(keep_f32, max_drop), max_drop=max_drop, metric=metric, force=force,
-                             weights=_weights(block_size, symmetric, accuracy_level, ratio), log=click.echo, **opening)
+                             weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware), log=click.echo,
+                             **opening)
         return
     if fmt[0] not in FOLDERS:
         raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8, "

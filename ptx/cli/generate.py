@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import Choice, DeviceChoice, backend_names
+from ptx.contract.names import PRECISIONS
 
 DEFAULT_NEW_TOKENS = 32
 
@@ -70,11 +71,14 @@ class Tokenizer:
               help="New tokens per prompt at most (fewer where a prompt reaches an end-of-sequence id).")
 @click.option("--backend", type=Choice(backend_names()), help="Default: the file's own (ort-cpu for ONNX).")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), help="For a backend that runs on several.")
+@click.option("--precision", type=Choice(PRECISIONS),
+              help="Default: the file's own. int4 or int8 of an f32 file runs the reduced file beside it "
+                   "(model.int4.onnx, model.int8w.onnx; ptx export FILE --format onnx-int4 writes one).")
 @click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's; none: run every "
                                                     "step).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids, and "
                                                       "the time.")
-def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device, eos, as_json) -> None:
+def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device, precision, eos, as_json) -> None:
     """Greedy decoding of each prompt through FILE, a model exported with its key/value cache (`ptx export
     --module FILE.py:FACTORY --task text-generation`, by itself for a transformers model that generates).
 
@@ -94,7 +98,7 @@ def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device,
     given = list(ids) + [words.encode(p) for p in prompts] if words else list(ids)
     if not given:
         raise click.UsageError("give a prompt: --ids 5,17,923 (or --tokenizer DIR --prompt TEXT)")
-    model = load(file, backend=backend, device=device)
+    model = load(file, backend=backend, device=device, precision=precision)
     try:
         decoded = model.decode(given, max_new_tokens, _eos(eos))
     finally:
@@ -111,7 +115,8 @@ def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device,
         shown = words.decode(new) if words else " ".join(map(str, new))
         click.echo(f"prompt {k + 1} ({len(prompt)} tokens): {shown}")
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
-    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {model.backend}: the prompt in "
+    where = model.backend + (f" at {model.precision} ({Path(model.path).name})" if model.precision != "f32" else "")
+    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}: the prompt in "
                f"{timing['prefill_ms']:.1f} ms{per_token}", err=True)
 
 
