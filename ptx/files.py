@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import os
 from pathlib import Path
 
 from ptx.errors import PtxError
@@ -14,17 +13,6 @@ from ptx.errors import PtxError
 BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 CODEC_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
-CACHE_ENV = "PTX_CACHE_DIR"
-
-
-def cache_root() -> Path:
-    """ptx's cache (datasets, OpenVINO's compiled decoders): $PTX_CACHE_DIR, else $XDG_CACHE_HOME/ptx, else
-    ~/.cache/ptx. The XDG spec says to ignore a relative XDG_CACHE_HOME."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "ptx"
 
 
 def _names_a(check, text) -> bool:

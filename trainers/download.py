@@ -25,9 +25,9 @@ from urllib.parse import urlparse
 from urllib.request import Request, urlopen
 
 from ptx.errors import DataError
-from ptx.files import CACHE_ENV, cache_root
 
 OFFLINE_ENV = "PTX_OFFLINE"
+CACHE_ENV = "PTX_CACHE_DIR"
 PART_SUFFIX = ".part"
 TIMEOUT = 15.0  # seconds a connect or a read may stall before a mirror counts as failed
 CHUNK = 1 << 16
@@ -102,6 +102,16 @@ REMOTES = {r.name: r for r in (MNIST, FASHION_MNIST)}
 def offline_requested() -> bool:
     """PTX_OFFLINE=1 (or true/yes/on) turns every download off, as HF_HUB_OFFLINE does for the Hub."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cache_root() -> Path:
+    """ptx's cache: $PTX_CACHE_DIR, else $XDG_CACHE_HOME/ptx, else ~/.cache/ptx. The XDG spec says
+    to ignore a relative XDG_CACHE_HOME."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "ptx"
 
 
 def datasets_dir() -> Path:
