@@ -66,7 +66,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     what ptx.infer.load takes to open the file (batch_axes, ignore_metadata)."""
     path = Path(path)
     fmt = formats.get(fmt_name)
-    foreign = _not_made_from(path)
+    foreign = _not_made_from(path, fmt.precision)
     if fmt.weight_only:
         fmt.check_options(**(weights or {}))
     if GENERATION_KEY in read_model_file(path, digest=False).metadata:  # its inputs are tied (the mask spans the
@@ -141,14 +141,15 @@ def writer_options(fmt, calibrating, real: bool, judge, bound, log, search: dict
     return dict(log=log, **options_for(fmt, {**(weights or {}), "calibration": calibrating if real else None}))
 
 
-def _not_made_from(path: Path) -> Callable[[Path], str | None]:
+def _not_made_from(path: Path, precision: str) -> Callable[[Path], str | None]:
     """guard's ``foreign``: why a file where ``path``'s reduced twin goes is not an earlier one made from it."""
     def foreign(final: Path) -> str | None:
         try:
             made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
         except PtxError:  # not an ONNX file
             made_from = None
-        return None if made_from == path.name else f"{final} is not a reduced export of {path.name}: pass another --out"
+        return None if made_from == path.name else (f"{final} is not an {precision} export of {path.name}: pass another "
+                                                    "--out")
     return foreign
 
 

@@ -107,6 +107,36 @@ def test_a_gemm_becomes_a_matmul_and_an_add():
     assert [list(t.dims) for t in model.graph.initializer if t.name != "b"] == [[8, 4]]
 
 
+def test_a_model_file_without_a_cache_is_judged_by_its_tensors(tmp_path):
+    """A Gemm and a MatMul (a user's MLP): both quantized, the file judged against the f32 one on generated
+    inputs, as onnx-int8 of a model file is."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b1"),
+               numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w2")]
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+                               helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["features"])],
+                              "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 10])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), tmp_path / "mlp.onnx")
+    done = ptx("export", tmp_path / "mlp.onnx", "--format", "onnx-int4")
+    assert "mlp.onnx's weights alone are quantized" in done.stdout and "2 MatMuls as MatMulNBits" in done.stdout
+    verdicts = recorded_verdicts(read_model_file(tmp_path / "mlp.int4.onnx").metadata)
+    judged = verdicts["ort-cpu-int4"]  # features, not class scores: by their relative error (int4's bound 0.25)
+    assert judged.evidence == "generated" and "features relative error" in judged.measured and judged.status == "PASS"
+
+
+def test_int4_s_relative_error_bound_passes_its_rounding_and_catches_more():
+    from ptx.contract.verdict import judge_tensors
+
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((64, 32)).astype(np.float32)
+    for noise, status in ((0.1, "PASS"), (0.4, "NOT USABLE")):  # int4 rounding's ~9%, and a planted 40%
+        got = want + noise * rng.standard_normal(want.shape).astype(np.float32)
+        judged = judge_tensors([{"features": got}], [{"features": want}], [("features", 0)], "int4", "64 rows")
+        assert judged.status == status, judged.measured
+
+
 def test_a_step_reads_the_weights_but_the_embedding_s_rows(tmp_path):
     """Tied, the table is read whole by the head on every token; untied, the Gather reads one row of it."""
     tied = tmp_path / "tied.onnx"
@@ -158,6 +188,18 @@ def test_the_f32_file_opens_its_int4_and_int8_twins(lm):
     assert load(out / "model.onnx", precision="int8").path.name == "model.int8w.onnx"
     with pytest.raises(PtxError, match="is an int4 model, not int8"):
         load(out / "model.int4.onnx", precision="int8")
+
+
+def test_serve_answers_generate_with_the_int4_file(lm, tmp_path):
+    import serving
+    from test_serve_generate import generate
+
+    out, _ = lm
+    want = load(out / "model.int4.onnx").generate([5, 17, 93], max_new_tokens=5)[0]
+    with serving.running(tmp_path, out / "model.int4.onnx", args=("--name", "lm")) as server:
+        status, answer = generate(server, {"input_ids": [5, 17, 93], "max_tokens": 5})
+    assert status == 200 and answer["output_ids"] == want, answer
+    assert any("ort-cpu (cpu, int4)" in line for line in server.lines), server.lines
 
 
 def test_verify_judges_the_int4_file_with_its_verdict(lm):

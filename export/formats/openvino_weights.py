@@ -30,11 +30,11 @@ from ptx.contract import DEFAULT_OPSET
 from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
 
-from . import ExportFormat, Written, description, register
-from .onnx import add_metadata, check_opset, save_with_metadata
+from . import ExportFormat, Written, register
+from .onnx import add_metadata, check_opset
 from .onnx_weights import tutorial_refused
 from .openvino_int8 import quiet_nncf, unavailable
-from .weight_only import check_block_size, describe_prepared, prepared, quantized_matmuls, weight_only_strings
+from .weight_only import check_block_size, prepared, quantized_matmuls, raise_opset, saved
 
 DEFAULT_GROUP = {4: 128, 8: -1}  # NNCF's defaults: int4 groups of 128, int8 one scale per output channel
 BLOCKED_OPSET = 21  # DequantizeLinear's block_size and the int4 type
@@ -101,24 +101,9 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                + (f", data-aware (AWQ, scale estimation) on {len(calibration)} case{'s' * (len(calibration) != 1)}"
                   if data and bits == 4 else ", data-free")
                + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else ""))
-        said = describe_prepared(ready)
-        if said:
-            log(f"{fmt:<11} {said}")
-        save_with_metadata(proto, path, weight_only_strings(ready.base, fmt, f"int{bits}", how + (f"; {said}" if said
-                                                                                                  else "")),
-                           description(ready.base))
+        saved(proto, path, ready, fmt, f"int{bits}", how, log)
     made = ready.made
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
-
-
-def raise_opset(proto, version: int) -> None:
-    """``proto``'s default-domain opset raised to ``version`` where it is below: from 18 to 21 the ops an
-    exported LM holds changed only in the types they take (int4, float8), which is what 21 is raised for.
-    Not onnx's version_converter: it serializes the model whole, which a 2 GiB model cannot be."""
-    for entry in proto.opset_import:
-        if entry.domain in ("", "ai.onnx") and entry.version < version:
-            entry.version = version
-    proto.ir_version = max(proto.ir_version, 10)  # int4 tensors need IR 10
 
 
 def _register(fmt: str, bits: int, about: str) -> None:

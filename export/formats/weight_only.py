@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ptx.errors import PtxError
 
+from . import description
+from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
 
 @dataclass
@@ -157,6 +159,25 @@ def _gemms_to_matmuls(graph) -> None:
         graph.initializer.remove(tensor)
 
 
+def raise_opset(proto, version: int) -> None:
+    """``proto``'s default-domain opset raised to ``version`` where it is below: from 18 to 21 the ops an
+    exported LM holds changed only in the types they take (int4, float8), which is what 21 is raised for.
+    Not onnx's version_converter: it serializes the model whole, which a 2 GiB model cannot be."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version < version:
+            entry.version = version
+    proto.ir_version = max(proto.ir_version, 10)  # int4 tensors need IR 10
+
+
+def drop_initializer(graph, name: str) -> None:
+    """The initializer ``name`` taken out of ``graph`` (by its index: a repeated field's remove() compares
+    whole tensors)."""
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.name == name:
+            del graph.initializer[index]
+            return
+
+
 def _unused(name: str, taken) -> str:
     while name in taken:
         name += "_"
@@ -180,10 +201,15 @@ def describe_prepared(ready: Prepared) -> str:
     return said
 
 
-def weight_only_strings(base: dict[str, str], fmt: str, precision: str, how: str) -> dict[str, str]:
-    """What a weight-only file records beside the f32 graph's strings: its precision, its format and how
-    its weights were quantized (block, symmetry, what was made a constant)."""
-    return {**base, "precision": precision, "format": fmt, "quantization": how}
+def saved(proto, path: Path, ready: Prepared, fmt: str, precision: str, how: str, log) -> None:
+    """The quantized ``proto`` written at ``path`` with what a weight-only file records beside the f32 graph's
+    strings: its precision, its format and how its weights were quantized (block, symmetry, what was made a
+    constant), which is said too."""
+    said = describe_prepared(ready)
+    if said:
+        log(f"{fmt:<11} {said}")
+    strings = {**ready.base, "precision": precision, "format": fmt, "quantization": how + (f"; {said}" if said else "")}
+    save_with_metadata(proto, path, strings, description(ready.base))
 
 
 @contextmanager
