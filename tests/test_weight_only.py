@@ -220,6 +220,23 @@ def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path
     assert set(recorded_verdicts(meta)) == {"openvino-int4", "ort-cpu-int4"}
 
 
+@pytest.mark.parametrize("fmt", ["onnx-int4", "openvino-int8w"])
+def test_a_file_past_one_message_keeps_its_weights_beside_it(lm, tmp_path, monkeypatch, fmt):
+    """Files of any size: past ONE_FILE_BYTES (lowered here) the quantizers read the weights from a data file
+    and the reduced file keeps its own beside it, as ONNX Runtime and OpenVINO open it."""
+    from ptx.infer.formats import onnx_files
+
+    if fmt.startswith("openvino"):
+        pytest.importorskip("nncf")
+    out, _ = lm
+    monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", 50_000)
+    ptx("export", out / "model.onnx", "--format", fmt, "--out", tmp_path)
+    written = tmp_path / ARTIFACT_FILES[fmt]
+    assert onnx_files.companions(written) == [written.name + ".data"]
+    model = load(written)
+    assert len(model.generate([5, 17, 93], max_new_tokens=3)[0]) == 3 and not read_model_file(written).foreign
+
+
 def test_bench_says_each_row_against_the_read_bandwidth(lm):
     out, _ = lm
     done = ptx("bench", out / "model.onnx", "--generate", "4", "--rounds", "1", "--backends", "ort-cpu,ort-cpu-int4",
