@@ -229,8 +229,8 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
         proto = read_graph(path)
         report.graph = graph_facts(proto, path)
         declared = graph_signature(proto, path, options.get("batch_axes"))
-        reduced = {fmt for formats in FILE_PRECISIONS.values() for fmt in formats}  # quantized already
-        report.int8 = None if report.format in reduced else _int8(report.graph.operators)
+        quantized = report.format in INT8_FORMATS or found.precision in FILE_PRECISIONS  # already: nothing to offer
+        report.int8 = None if quantized else _int8(report.graph.operators)
     recorded = recorded_signature(found.metadata, path) is not None
     known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or recorded
     runnable = [v for v in variants if not v.unavailable()] if known else []

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import names
-from ptx.contract.names import FILE_PRECISIONS, FULL_PRECISION, MODEL_FILE_SUFFIXES
+from ptx.contract.names import FILE_PRECISIONS, FULL_PRECISION, INT4, MODEL_FILE_SUFFIXES
 from ptx.child import ChildCrashError, run_child
 from ptx.errors import MissingArtifactError, PtxError, StaleArtifactWarning
 from ptx.files import is_dir, is_file
@@ -161,6 +161,10 @@ class Target:
         kind (and, at int8, its int8 twin)."""
         every = [Variant(b, d, p) for b, d, p in registry.variants()
                  if self.is_run or (self.kind in b.kinds and self._format_of(b, p) in self.formats)]
+        # An f32 file's int4 rows come along where their file is there (a language model's weights, made on
+        # request), or where they are asked for: not a "no FILE.int4.onnx beside it" line for every other file.
+        every = [v for v in every if v.precision != INT4 or self.precision == INT4 or self.is_run
+                 or v.asked_by(names) or self._twin_there(v)]
         if not names:
             return every
         known = {v.backend.name for v in every} | {v.backend.label(v.device) for v in every} | {v.label for v in every}
@@ -285,6 +289,16 @@ class Target:
                 except ChildCrashError as exc:
                     crashed[variant.label] = exc
             return crashed
+
+    def _twin_there(self, variant: Variant) -> bool:
+        """Whether ``variant``'s reduced file is beside this file (one that is there but wrong says so in its row)."""
+        try:
+            self.file_for(variant)
+        except MissingArtifactError:
+            return False
+        except PtxError:
+            return True
+        return True
 
     def _has_file(self, variant: Variant) -> bool:
         try:
