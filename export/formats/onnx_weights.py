@@ -30,7 +30,8 @@ from ptx.infer.runtime.memory_plan import give_back_freed
 
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
-from .weight_only import check_block_size, drop_initializer, prepared, quantized_matmuls, quiet_logs, raise_opset, saved
+from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, quiet_logs,
+                          raise_opset, saved, weight_of)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)
@@ -61,12 +62,13 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         name = ready.base.get("model", path.stem)
         try:
             with quiet_logs("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"):
-                quantize_in_place(ready.proto, bits, block, symmetric, level)
+                quantize_in_place(ready.proto, ready.folder, bits, block, symmetric, level)
         except Exception as exc:  # the quantizer raises many types; its first line says what failed
             raise PtxError(f"{fmt}: onnxruntime's weight-only quantizer failed for {name}: {first_line(exc)}; serve "
                            f"{ready.served} (f32)") from None
         proto = ready.proto
-        give_back_freed()  # the f32 weights the quantizer replaced
+        inside(proto, ready.folder)  # what was left f32 (norms, int8's embedding), into the file written
+        give_back_freed()  # what the quantizer read and let go
         done, left = quantized_matmuls(proto, ("MatMulNBits",))
         if not done:
             raise PtxError(f"{fmt}: {name} has no MatMul with a constant weight to quantize: serve {ready.served} (f32)")
@@ -81,11 +83,12 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
 
 
-def quantize_in_place(proto, bits: int, block: int, symmetric: bool, level: int) -> None:
+def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: bool, level: int) -> None:
     """Every MatMul of ``proto``'s main graph with a constant weight made a MatMulNBits (and, 4-bit, every
-    Gather of a table a GatherBlockQuantized) by onnxruntime's own node quantizer, each f32 weight dropped
-    as soon as nothing reads it any more. Not MatMulNBitsQuantizer.process(), which keeps every f32 weight
-    until its last node is done: Qwen2-0.5B's int4 export (1.98 GB of f32 weights) peaked at 4.58 GB so."""
+    Gather of a table a GatherBlockQuantized) by onnxruntime's own node quantizer, one weight at a time:
+    each read from ``folder``'s data file into a graph of its own that the quantizer works in, and let go
+    with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``.
+    Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end."""
     import onnx
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
@@ -96,20 +99,29 @@ def quantize_in_place(proto, bits: int, block: int, symmetric: bool, level: int)
         block_size=block, is_symmetric=symmetric, accuracy_level=level, quant_format=QuantFormat.QOperator,
         op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)), bits=bits))
     graph = proto.graph
+    initializers = {t.name: t for t in graph.initializer}
     readers = Counter(i for n in graph.node for i in n.input)
     # a Gather's table: a float matrix (an embedding), not the shape constants an exporter gathers from
     tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
     nodes, gathers = [], False
     for node in list(graph.node):
-        quantized = node.op_type == "MatMul" or (node.op_type in ops and node.input[0] in tables)
-        made = quantizer.quantize(node, [graph]) if quantized else [node]
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else node.input[0] if node.input \
+            else ""
+        if not (weight in initializers and (node.op_type == "MatMul" or node.op_type in ops and weight in tables)):
+            nodes.append(node)
+            continue
+        alone = onnx.GraphProto()  # the weight, read, in a graph the quantizer extends with what it makes
+        alone.initializer.append(onnx.numpy_helper.from_array(weight_of(initializers[weight], folder), weight))
+        made = quantizer.quantize(node, [alone])
         nodes.extend(made)
-        if made != [node]:
-            gathers |= node.op_type == "Gather"
-            weight = node.input[1] if node.op_type == "MatMul" else node.input[0]
-            readers[weight] -= 1
-            if not readers[weight]:
-                drop_initializer(graph, weight)
+        if made == [node]:  # left as it is (a weight the quantizer does not take)
+            continue
+        gathers |= node.op_type == "Gather"
+        graph.initializer.extend(t for t in alone.initializer if t.name != weight)
+        del alone
+        readers[weight] -= 1
+        if not readers[weight]:
+            drop_initializer(graph, weight)
     graph.ClearField("node")
     graph.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):

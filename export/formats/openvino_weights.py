@@ -80,13 +80,14 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         name = ready.base.get("model", path.stem)
         if bits == 4:
             raise_opset(ready.proto, BLOCKED_OPSET)
-        graph, weights_dir = outside(ready.proto, Path(scratch))  # a 2 GiB graph is no message NNCF can copy
-        del ready.proto
-        # a weight whose input size is not a multiple of the group gets the largest power of two that divides it
-        # (a tiny model's 64 channels under groups of 128), not an error
+        # The graph's weights stay in its data file, which NNCF reads them from (a 2 GiB graph is no message
+        # NNCF could copy). A weight whose input size is not a multiple of the group gets the largest power
+        # of two that divides it (a tiny model's 64 channels under groups of 128), not an error.
         advanced = nncf.AdvancedCompressionParameters(
             group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16,
-            backend_params={BackendParameters.EXTERNAL_DATA_DIR: weights_dir} if weights_dir else {})
+            backend_params={BackendParameters.EXTERNAL_DATA_DIR: str(ready.folder.resolve())})
+        graph = ready.proto
+        del ready.proto
         try:
             with quiet_nncf():
                 proto = nncf.compress_weights(graph, advanced_parameters=advanced, **options)
@@ -110,21 +111,6 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         saved(proto, path, ready, fmt, f"int{bits}", how, log)
     made = ready.made
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
-
-
-def outside(proto, scratch: Path) -> tuple[object, str | None]:
-    """(the graph NNCF reads, the folder its weights are in): ``proto`` itself where it fits one message, else
-    saved in ``scratch`` with its weights beside it and read back without them (NNCF reads each from there;
-    a 2 GiB ModelProto cannot be serialized, and NNCF copies the graph it is given)."""
-    import onnx
-
-    from ptx.infer.formats import onnx_files
-
-    if not onnx_files.too_big(proto):
-        return proto, None
-    path = scratch / "constant-weights.onnx"
-    onnx_files.save_model(proto, path)  # every weight moved to path's data file, the proto changed so
-    return onnx.load(str(path), load_external_data=False), str(scratch.resolve())
 
 
 def _register(fmt: str, bits: int, about: str) -> None:
