@@ -9,7 +9,6 @@ through ``ptx.infer.load``, as ptx serves it (the floor's ``load_file``).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,7 +17,8 @@ import numpy as np
 import torch
 
 from ptx.atomic import ensure_writable_dir
-from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance, compare
+from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, DEFAULT_OPSET, DEFAULT_RUNS_ROOT, Tolerance
+from ptx.contract import compare as compare_by_contract
 from ptx.contract.comparison import check_tolerance
 from ptx.contract.schema import signature_of_contract
 from ptx.contract.transforms import normalize, picture_input, to_layout
@@ -31,7 +31,7 @@ from ptx.infer.model.target import load, load_file
 
 from . import formats
 from .formats.onnx import DEFAULT_EXPORTER, Exporter
-from .pipeline import Plan, atomic_file, check_options, export_files, guard
+from .pipeline import ExportSource, atomic_file, check_options, export_files, guard
 from .metadata import artifact_strings
 from .raw_input import RawPictureModel
 from .bound import Bound
@@ -102,92 +102,112 @@ def export_model(name: str, formats_: Sequence[str] | None = None, *,
         raise CheckpointError(f"no checkpoint for {name} at {ckpt_path}: run `ptx train {name}` first")
     ckpt = load_checkpoint(ckpt_path, expected_model=name)
     log(f"checkpoint: {ckpt_path} ({describe_run(ckpt, ckpt_path)})")
-    spec, model = build_model_from_checkpoint(ckpt)
-    contract = ckpt["contract"]
-
-    def tolerance_on(dev: str) -> Tolerance:
-        # A format compiled for the GPU (pt2 --device cuda) is judged by the contract's CUDA tolerance.
-        own = contract.tolerance(dev)
-        return check_tolerance(Tolerance(own.atol if atol is None else atol, own.rtol))
-
-    tolerance_on("cpu")  # a bad --atol is refused before any work
+    source = TutorialSource(name, ckpt, file_sha256(ckpt_path), per_format, raw=raw, atol=atol,
+                            int8=dict(keep_f32=keep_f32, rank=rank), max_drop=max_drop, log=log)
     out_dir = ensure_writable_dir(out or ckpt_path.parent)
-    graph_input = picture_input(contract) if raw else None
-    strings = artifact_strings(contract, ckpt, file_sha256(ckpt_path), raw_input=graph_input)
-    signature = signature_of_contract(contract, graph_input)
-    # What is exported: the model, or behind its own preprocessing for raw pictures; its example a
-    # real batch of 2 (torch.export specializes batch sizes 0 and 1).
-    written = RawPictureModel(model, contract).eval() if raw else model
-    example = torch.from_numpy(np.ascontiguousarray(ckpt["samples"]["x"].numpy()[:2]) if raw
-                               else validation_inputs(ckpt, batches=(2,))[0])
-    cases = tutorial_cases(written, contract, signature, validation_inputs(ckpt), raw)
+    results = export_files(source, chosen, lambda fmt: _place(fmt, name, out_dir, force, device), log)
+    for result in results:  # kept as verify keeps its own: predict and serve warn on a NOT USABLE verdict at once
+        record_export_judgement(result, out_dir)
+    return results
 
-    def cases_of(fmt) -> list:
+
+class TutorialSource(ExportSource):
+    """A tutorial model's checkpoint as the one driver writes it: the model (behind its own preprocessing
+    for raw pictures, ``raw``), checked on the checkpoint's real test samples by the contract's head and
+    tolerance (``atol``: the user's), a reduced file judged by labels and accuracy on the real test
+    samples verify draws (and ``max_drop``'s bound), a calibrated format calibrated on the checkpoint's
+    training samples (``int8``: onnx-int8's keep_f32 and rank)."""
+
+    serve_instead = "(predict and serve warn; serve model.onnx)"
+
+    def __init__(self, name: str, ckpt: dict, ckpt_sha256: str, per_format: dict[str, dict], *, raw: bool,
+                 atol: float | None, int8: dict, max_drop: float | None, log: Callable[[str], None]):
+        _, self.model = build_model_from_checkpoint(ckpt)
+        self.ckpt, self.contract, self.atol, self.log = ckpt, ckpt["contract"], atol, log
+        self.per_format, self.int8, self.max_drop = per_format, int8, max_drop
+        self.tolerance_on("cpu")  # a bad --atol is refused before any work
+        graph_input = picture_input(self.contract) if raw else None
+        signature = signature_of_contract(self.contract, graph_input)
+        # What is exported: the model, or behind its own preprocessing for raw pictures; its example a
+        # real batch of 2 (torch.export specializes batch sizes 0 and 1).
+        written = RawPictureModel(self.model, self.contract).eval() if raw else self.model
+        example = torch.from_numpy(np.ascontiguousarray(ckpt["samples"]["x"].numpy()[:2]) if raw
+                                   else validation_inputs(ckpt, batches=(2,))[0])
+        super().__init__(name, written, (example,), signature,
+                         artifact_strings(self.contract, ckpt, ckpt_sha256, raw_input=graph_input))
+        self._cases = tutorial_cases(written, self.contract, signature, validation_inputs(ckpt), raw)
+        self.eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
+
+    def tolerance_on(self, device: str) -> Tolerance:
+        # A format compiled for the GPU (pt2 --device cuda) is judged by the contract's CUDA tolerance.
+        own = self.contract.tolerance(device)
+        return check_tolerance(Tolerance(own.atol if self.atol is None else self.atol, own.rtol))
+
+    def tolerance(self, sig, on: str) -> Tolerance:
+        return self.tolerance_on(on)
+
+    def compare(self, sig, got, want, tolerance: Tolerance):
+        return compare_by_contract(got, want, self.contract, tolerance=tolerance)  # the head's: a decision flipped, or values
+
+    def cases(self, fmt) -> list:
         # A calibrated format is not judged by the f32 tolerance: it must run every validation shape, and its
         # calibration batch.
-        return cases + (tutorial_cases(written, contract, signature, [calibration_inputs(ckpt, name)])
-                        if fmt.calibrated else [])
+        return self._cases + (tutorial_cases(self.subject, self.contract, self.signature,
+                                             [calibration_inputs(self.ckpt, self.name)]) if fmt.calibrated else [])
 
-    eager: dict = {}  # the judging samples and eager's answers on them, computed once for every file judged
-
-    def judged(fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None,
-               opened=None):
-        # (Evidence, the data's name): verify's judge, samples and batches, through ``backend`` (``opened``: the
-        # file as that runtime opened it already; else opened here, and closed once judged)
-        if opened is not None:
-            return judge_reduced(opened, model, ckpt, notice=notice, eager=eager, max_drop=bound)
-        with closing(load_file(path, backend or fmt.serving_backend, precision=fmt.precision)) as here:
-            return judge_reduced(here, model, ckpt, notice=notice, eager=eager, max_drop=bound)
-
-    def options_of(fmt) -> dict:
-        options = dict(per_format.get(fmt.name, {}))
+    def options(self, fmt) -> dict:
+        options = dict(self.per_format.get(fmt.name, {}))
         if fmt.calibrated:
             # The judge goes in on every export: the fastest way to quantize is kept only if it passes.
-            options.update(calibration=[{contract.input.name: calibration_inputs(ckpt, name)}],
-                           judge=lambda path, fmt=fmt: judged(fmt, path)[0])
+            options.update(calibration=[{self.contract.input.name: calibration_inputs(self.ckpt, self.name)}],
+                           judge=lambda path, fmt=fmt: self.judged(fmt, path)[0])
             if fmt.name == "onnx-int8":
-                options.update(keep_f32=keep_f32, rank=rank)
-            if max_drop is not None:
-                options["bound"] = _accuracy_bound(max_drop, fmt, model, ckpt, eager, log)
+                options.update(self.int8)
+            if self.max_drop is not None:
+                options["bound"] = _accuracy_bound(self.max_drop, fmt, self.model, self.ckpt, self.eager, self.log)
         return options
 
-    def evidence(fmt, path: Path, backend: str, _answers, opened=None) -> list:
+    def judged(self, fmt, path: Path, backend: str | None = None, bound: float | None = None, notice=lambda _: None,
+               opened=None):
+        """(Evidence, the data's name): verify's judge, samples and batches, through ``backend`` (``opened``: the
+        file as that runtime opened it already; else opened here, and closed once judged)."""
+        if opened is not None:
+            return judge_reduced(opened, self.model, self.ckpt, notice=notice, eager=self.eager, max_drop=bound)
+        with load_file(path, backend or fmt.serving_backend, precision=fmt.precision) as here:
+            return judge_reduced(here, self.model, self.ckpt, notice=notice, eager=self.eager, max_drop=bound)
+
+    def evidence(self, fmt, path: Path, backend: str, answers, opened=None) -> list:
         # by labels and accuracy on the real test samples verify draws, and by --max-drop where given; the file
         # opened once on ``backend`` for both (the check's own opening where it hands it in); DataError where the
         # run's data is not here
         found = []
-        with closing(opened or load_file(path, backend, precision=fmt.precision)) as on_runtime:
-            for bound in (None, max_drop) if max_drop is not None else (None,):
-                judgement, data = judged(fmt, path, backend, bound, notice=log, opened=on_runtime)
+        with opened or load_file(path, backend, precision=fmt.precision) as on_runtime:
+            for bound in (None, self.max_drop) if self.max_drop is not None else (None,):
+                judgement, data = self.judged(fmt, path, backend, bound, notice=self.log, opened=on_runtime)
                 said = f"{judgement.samples:,} real {data} test samples as `ptx verify` draws them: {judgement.describe()}"
                 found.append(replace(judgement, measured=said))  # what the judge ran on, as the line and the record say it
         return found
 
-    def place(fmt):
-        def foreign(final: Path) -> str | None:  # ``--out runs/convnet`` for lstm; unreadable: nothing worth keeping
-            try:
-                other = load_file(final, fmt.serving_backend, device if fmt.name == "pt2" else "cpu",
-                                  fmt.precision).contract.model
-            except PtxError:
-                return None
-            return f"{final} holds {other}'s export, not {name}'s: pass another --out folder" if other != name else None
-
-        guard(out_dir / ARTIFACT_FILES[fmt.name], force, foreign)
-        return atomic_file(out_dir / ARTIFACT_FILES[fmt.name])
-
-    def describe(result: ExportResult, tolerance: Tolerance) -> str:
+    def describe(self, result: ExportResult, tolerance: Tolerance) -> str:
         if not result.judged:
             return f"runs every validation shape ({result.checked()})"
         return (f"worst |diff| vs eager {result.worst.max_abs:.2e} ({result.checked()}, atol {tolerance.atol:g}, "
                 f"rtol {tolerance.rtol:g})")
 
-    plan = Plan(name, written, (example,), signature, strings, cases_of, lambda _, on: tolerance_on(on), options_of,
-                evidence, describe, "(predict and serve warn; serve model.onnx)",
-                compare=lambda sig, got, want, tol: compare(got, want, contract, tolerance=tol))
-    results = export_files(plan, chosen, place, log)
-    for result in results:  # kept as verify keeps its own: predict and serve warn on a NOT USABLE verdict at once
-        record_export_judgement(result, out_dir)
-    return results
+
+def _place(fmt, name: str, out_dir: Path, force: bool, device: str):
+    """Where ``fmt``'s file of tutorial model ``name`` goes (atomic_file), guarded: ``--out runs/convnet`` for
+    lstm is refused (an unreadable file there: nothing worth keeping)."""
+    def foreign(final: Path) -> str | None:
+        try:
+            with load_file(final, fmt.serving_backend, device if fmt.name == "pt2" else "cpu", fmt.precision) as there:
+                other = there.contract.model
+        except PtxError:
+            return None
+        return f"{final} holds {other}'s export, not {name}'s: pass another --out folder" if other != name else None
+
+    guard(out_dir / ARTIFACT_FILES[fmt.name], force, foreign)
+    return atomic_file(out_dir / ARTIFACT_FILES[fmt.name])
 
 
 def _accuracy_bound(max_drop: float, fmt, model, ckpt: dict, eager: dict, log) -> Bound:
@@ -197,7 +217,7 @@ def _accuracy_bound(max_drop: float, fmt, model, ckpt: dict, eager: dict, log) -
     reference = tutorial_accuracy(None, model, ckpt, eager, notice=log)[0]
 
     def measure(path: Path, indices=None):
-        with closing(load(path, fmt.serving_backend, "cpu")) as candidate:
+        with load(path, fmt.serving_backend, "cpu") as candidate:
             return tutorial_accuracy(candidate, model, ckpt, eager, indices)
 
     samples = len(eager["truth"])

@@ -18,7 +18,6 @@ Torch-free: a user's file and metric run on onnx and the serving runtime alone.
 from __future__ import annotations
 
 import math
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -105,7 +104,7 @@ def metric_bound(spec: str, max_drop: float, f32_run: Callable, open_candidate: 
     metric = load_metric(spec)
 
     def measure_through(path: Path, backend: str | None = None) -> float:
-        with closing(open_candidate(path, backend)) as model:
+        with open_candidate(path, backend) as model:
             return metric(model.run)
 
     return Bound(check_max_drop(max_drop), metric.shown, metric(f32_run), lambda path, items=None: (

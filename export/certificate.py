@@ -11,7 +11,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ptx.contract.comparison import compare_output
 from ptx.contract.shape_certificate import (CHANGES, Bound, Certificate, Probe, certify, constant_of,
                                              onnx_fixing_nodes, quote)
 from ptx.contract.tensors import Signature
@@ -20,15 +19,11 @@ from ptx.errors import PtxError
 
 def certify_model(fmt, model, path: Path, signature: Signature, shapes, tolerance) -> Certificate:
     """The certificate of the file at ``path`` (``fmt``'s), opened as ``model``: its answers on
-    ``shapes.probes`` held to ``shapes.wants`` (eager's) where it is at full precision."""
-    def compare(name: str, got, want) -> str:
-        sig = signature.output(name)
-        agreement = compare_output(name, got, want, tolerance(sig), sig.batch_axis)
-        return agreement.summary() if agreement.problem or not agreement.ok else ""
-
+    ``shapes.probes`` held to ``shapes.wants`` (eager's) where it is at full precision, each output by
+    ``tolerance(its TensorSig)``."""
     full = fmt.precision == "f32"
     certificate = certify(signature, shapes.probes, model.run, wants=shapes.wants if full else None,
-                          compare=compare if full else None, against="eager",
+                          tolerance=(lambda name: tolerance(signature.output(name))) if full else None, against="eager",
                           where=lambda symbol: _where(fmt.name, path, shapes.example_sizes.get(symbol)),
                           bounds=shapes.bounds, reference_takes=True)  # eager took every probe's size
     certificate.rows = dict(shapes.rows)  # eager's per-row finding, which every file of the module shares

@@ -21,18 +21,16 @@ imports torch where it is installed).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
 from ptx.atomic import ensure_writable_dir
 from ptx.contract.cases import Case
-from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import GENERATION_KEY
 from ptx.contract.metadata import from_props
 from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.tensor_inputs import load_input_file, make_feeds, plan_inputs
-from ptx.contract.names import twin_name
+from ptx.contract.names import INT8_FORMATS, WEIGHT_ONLY_FORMATS, twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
@@ -44,7 +42,7 @@ from . import formats
 from .bound import Held, metric_bound
 from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
-from .pipeline import Plan, atomic_file, check_options, export_files, guard
+from .pipeline import ExportSource, atomic_file, check_options, export_files, guard
 from .validate import ExportResult, tensor_evidence
 from .weight_only import export_weight_only_decoder, options_for
 
@@ -83,7 +81,7 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
-    with closing(load(path, "ort-cpu", "cpu", **open_options)) as source:
+    with load(path, "ort-cpu", "cpu", **open_options) as source:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
@@ -107,38 +105,54 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     strings = {**metadata, **module_strings(name, signature, {"source": path.name, "source_sha256": file_sha256(path)})}
     if calibration is not None:  # as given, with its digest: verify --locate's export commands calibrate on it again
         strings.update(calibration=str(calibration), calibration_sha256=file_sha256(Path(calibration)))
-    seen = f"{_count(signature, held)} held out"
-
-    def judge(candidate: Path, backend: str | None = None, answers=None):
-        # a reduced precision is held to judge_tensors' rule, not to a tolerance
-        return tensor_evidence(fmt, candidate, signature, cases, seen, answers, backend,
-                             kind="generated" if calibration is None else "inputs")
-
-    search = dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {}
-
-    def evidence(fmt, tmp: Path, backend: str, answers, opened=None) -> list:  # the serving runtime's answers stand in
-        found = [judge(tmp, backend, answers)]
-        if bound is not None:  # the serving runtime's value is the writer's (its metric_int8); another's is measured
-            value = float(from_props(read_onnx(tmp, digest=False)[0])["metric_int8"]) \
-                if backend == fmt.serving_backend else bound.measure_through(tmp, backend)
-            found.append(Held(bound, value))
-        return found
-
-    plan = Plan(name, path, None, signature, strings, lambda fmt: cases, lambda s, on: default_tolerance(s.dtype),
-                lambda fmt: writer_options(fmt, calibrating, calibration is not None, judge, bound, log, search,
-                                           weights), evidence,
-                lambda done, _: done.method, f"(serve {path.name})")
-    [result] = export_files(plan, [fmt], lambda fmt: atomic_file(final), log)
+    source = Int8FileSource(name, path, signature, strings, cases, f"{_count(signature, held)} held out",
+                            calibrating=calibrating, given=calibration is not None, bound=bound, log=log,
+                            search=dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {},
+                            weights=weights)
+    [result] = export_files(source, [fmt], lambda fmt: atomic_file(final), log)
     return result
 
 
-def writer_options(fmt, calibrating, real: bool, judge, bound, log, search: dict, weights: dict | None) -> dict:
-    """What ``fmt``'s writer takes: the int8 formats their calibration (``real`` or generated), judge and
-    bound; a weight-only one its block, symmetry and (NNCF) the user's own samples, read for the activations,
-    where they were given (generated ones would rank the layers by noise)."""
-    if not fmt.weight_only:
-        return dict(calibration=calibrating, judge=judge, bound=bound, log=log, **search)
-    return dict(log=log, **options_for(fmt, {**(weights or {}), "calibration": calibrating if real else None}))
+class Int8FileSource(ExportSource):
+    """A user's f32 ONNX file as the one driver writes its int8 twin: calibrated on ``calibrating``, checked
+    to run the held-out ``cases`` (the f32 file's answers), and judged on them by the rule a model without
+    labels has (judge_tensors; ``seen`` says how many), and by the user's metric where ``bound`` holds it."""
+
+    formats = (*INT8_FORMATS, *WEIGHT_ONLY_FORMATS)
+
+    def __init__(self, name: str, path: Path, signature: Signature, strings: dict[str, str], cases: list[Case],
+                 seen: str, *, calibrating: list[dict], given: bool, bound, search: dict, log,
+                 weights: dict | None = None):
+        super().__init__(name, path, None, signature, strings)
+        self.serve_instead = f"(serve {path.name})"
+        self._cases, self.seen, self.calibrating, self.given, self.bound = cases, seen, calibrating, given, bound
+        self.search, self.log, self.weights = search, log, weights
+
+    def cases(self, fmt) -> list[Case]:
+        return self._cases
+
+    def judge(self, fmt, candidate: Path, backend: str | None = None, answers=None):
+        # a reduced precision is held to judge_tensors' rule, not to a tolerance
+        return tensor_evidence(fmt, candidate, self.signature, self._cases, self.seen, answers, backend,
+                               kind="inputs" if self.given else "generated")
+
+    def options(self, fmt) -> dict:
+        """What ``fmt``'s writer takes: an int8 format its calibration, judge and bound; a weight-only one its
+        block, symmetry and (NNCF) the user's own samples, read for the activations, where they were given
+        (generated ones would rank the layers by noise)."""
+        if fmt.weight_only:
+            return dict(log=self.log, **options_for(fmt, {**(self.weights or {}),
+                                                          "calibration": self.calibrating if self.given else None}))
+        return dict(calibration=self.calibrating, judge=lambda candidate, backend=None, answers=None: self.judge(
+            fmt, candidate, backend, answers), bound=self.bound, log=self.log, **self.search)
+
+    def evidence(self, fmt, tmp: Path, backend: str, answers, opened=None) -> list:  # the serving runtime's answers
+        found = [self.judge(fmt, tmp, backend, answers)]  # stand in
+        if self.bound is not None:  # the serving runtime's value is the writer's (its metric_int8); another's measured
+            value = float(from_props(read_onnx(tmp, digest=False)[0])["metric_int8"]) \
+                if backend == fmt.serving_backend else self.bound.measure_through(tmp, backend)
+            found.append(Held(self.bound, value))
+        return found
 
 
 def _not_made_from(path: Path, precision: str) -> Callable[[Path], str | None]:

@@ -199,7 +199,8 @@ def export_kserve(model: str | Source, out: str | Path, *, image: str | None = N
     def fill(staging: Path, log: Callable[[str], None]) -> None:
         model_dir = staging / MODELS_DIR / name
         model_dir.mkdir(parents=True)
-        source.place(model_dir / ARTIFACT_FILES["onnx"], "onnx", log).close()
+        with source.place(model_dir / ARTIFACT_FILES["onnx"], "onnx", log):
+            pass  # placed and opened as served (validated where it is exported); the folder needs only the file
         wheel = build_wheel(staging / WHEELS_DIR)
         (staging / DOCKERFILE).write_text(dockerfile(source, wheel))
         (staging / MANIFEST).write_text(manifest(source, image))

@@ -1,10 +1,12 @@
-"""The one export driver: every file any export writes (a tutorial model's checkpoint, a user's
-nn.Module, a user's ONNX file made int8) goes through the same steps, in this order:
+"""The one export driver: every file an export writes (a tutorial model's checkpoint, a user's
+nn.Module, a user's ONNX file made int8, a decoder with its key/value cache) goes through the same
+steps, in this order:
 
 1. its format's one writer (export/formats/) writes it under a temporary name;
-2. the file is opened once, as ptx will serve it, and run on the cases its source's reference
-   answered (export/validate.py's check) and, for a module, on the shape certificate's probes
-   (export/certificate.py), through that one opened model;
+2. the file is opened once, as ptx will serve it, where the memory plan says it fits, and checked
+   as its source checks it: run on the cases its source's reference answered (export/validate.py's
+   check) and, for a module, on the shape certificate's probes (export/certificate.py); a decoder's
+   by decoding prompts (export/decoder.py);
 3. a reduced-precision file is judged on every runtime that reads it, not only the one it was
    made for: an int8 file is a Q/DQ graph that ONNX Runtime and OpenVINO both run, and NNCF's file
    through ONNX Runtime (or onnxruntime's through OpenVINO) may miss a bound its own runtime holds;
@@ -12,15 +14,17 @@ nn.Module, a user's ONNX file made int8) goes through the same steps, in this or
    later reads its own) is written into the file, beside what it holds, its model not written again;
 5. one line says the file, then the certificate, then each runtime's verdict.
 
-A source (export/api.py, module.py, file.py) only prepares what differs between them: the cases,
-the tolerance, the writer's options, the evidence a reduced verdict rests on, and how its line is
-worded, handed in as a ``Plan``. The guards that keep an export from replacing what is not its own,
-and the one check of the options every source shares, are here too.
+A source (export/api.py, module.py, file.py, decoder.py) is an ``ExportSource``: it says its inputs
+and eager reference (the cases), the formats it is written to and each one's writer options, how
+a written file is checked and what a reduced one is judged on, and how its line is worded. The
+guards that keep an export from replacing what is not its own, and the one check of the options
+every source shares, are here too. A deployment folder (export/sources.py) holds a file exported
+here, or a user's own file copied as it is (not written, so not checked again).
 """
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +32,7 @@ from typing import Callable, Sequence
 from ptx.atomic import atomic_with_companions
 from ptx.contract import Tolerance
 from ptx.contract.cases import Case
+from ptx.contract.comparison import OutputAgreement, default_tolerance
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Bound, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.verdict import Verdict, decide, does_not_run, verdict_strings
@@ -57,59 +62,121 @@ class Shapes:
 
 
 @dataclass
-class Plan:
-    """What a source hands the driver: one model, ready to be written in any of its formats."""
+class Checked:
+    """What a written file's check found: the worst agreement per output, the file's answers on the
+    cases (a reduced file's verdict may rest on them), its shape certificate where one was made, and
+    what the check says in words where its source words its line from it (a decoder's steps and tokens)."""
 
-    name: str  # the model's name, as a NOT USABLE line advises against it
-    subject: object  # what the writers take: the nn.Module, or the ONNX file's path
-    example: tuple | None  # the example inputs a module is written with (None: a file)
-    signature: Signature
-    strings: dict[str, str]  # the metadata every file carries
-    cases: Callable[[object], list[Case]]  # fmt -> the cases the file is checked on, and its result and line report
-    tolerance: Callable[[TensorSig, str], Tolerance]  # (output, device) -> what a full-precision file is held to
-    options: Callable[[object], dict]  # fmt -> its writer's options (a compiled format's ``device`` among them)
-    # (fmt, path, backend, the serving runtime's answers on the checked cases or None, opened=the serving runtime's
-    # model as the check opened it, or None) -> [Evidence]
-    evidence: Callable[..., list]
-    describe: Callable[[ExportResult, Tolerance], str]  # the file's line, after its format, path and size
-    serve_instead: str  # what a NOT USABLE line says to do instead: "(serve model.onnx)"
-    compare: Callable | None = None  # a head's comparison, where it has one (validate.check_model's default)
+    agreements: dict[str, OutputAgreement]
+    answers: list[dict] = field(default_factory=list)
+    certificate: Certificate | None = None
+    detail: str = ""
+
+
+class ExportSource:
+    """One model, ready to be written in each of its formats: what a source hands the one driver.
+    ``subject`` is what the writers take (an nn.Module, a decoder, an ONNX file's path), ``example`` the
+    inputs a module is written with (None: a file), ``signature`` and ``strings`` what every file records.
+    A source overrides what differs: its cases, tolerance, writer options, check, evidence and line."""
+
+    formats: tuple[str, ...] | None = None  # the formats it can be written as (None: every one of the registry)
+    serve_instead = "(serve model.onnx)"  # what a NOT USABLE line says to do instead
     shapes: Shapes | None = None  # the shape certificate, where the source makes one (a module)
     unreported: Sequence[Case] = ()  # checked after ``cases``, not reported: a module's own example
-    overlap: bool = False  # True: no check runs ``subject`` (export_files checks a file while the next is written)
+    overlap = False  # True: no check runs ``subject`` (export_files checks a file while the next is written)
+    compare: Callable[..., OutputAgreement] | None = None  # a head's comparison (validate.check_model's default)
+
+    def __init__(self, name: str, subject: object, example: tuple | None, signature: Signature,
+                 strings: dict[str, str]):
+        self.name = name  # the model's name, as a NOT USABLE line advises against it
+        self.subject, self.example, self.signature, self.strings = subject, example, signature, strings
+
+    def cases(self, fmt) -> list[Case]:
+        """The cases ``fmt``'s file is checked on, and its result and line report."""
+        return []
+
+    def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
+        """What a full-precision file's output ``sig`` is held to on device ``on``."""
+        return default_tolerance(sig.dtype, on)
+
+    def options(self, fmt) -> dict:
+        """``fmt``'s writer's options (a compiled format's ``device`` among them)."""
+        return {}
+
+    def write(self, fmt, path: Path, options: dict):
+        """``fmt``'s file of the subject at ``path``, by the format's one writer: its Written."""
+        return fmt.write(self.subject, self.example, path, self.signature, self.strings, **options)
+
+    def check(self, fmt, model, path: Path, cases: list[Case], on: str, hint: str) -> Checked:
+        """The written file, opened as ptx serves it (``model``), checked: its shape certificate (where the
+        source makes one) and its answers on ``cases`` (``hint``: why a file may fail, for its line)."""
+        return _check(self, fmt, model, path, cases, on, hint)
+
+    def evidence(self, fmt, path: Path, backend: str, answers, opened=None) -> list:
+        """A reduced file's Evidence records on ``backend`` (``answers``: the serving runtime's on the checked
+        cases, None on another runtime; ``opened``: the serving runtime's model as the check opened it)."""
+        raise PtxError(f"{self.name}: {fmt.name} is a reduced precision, which this export does not judge")
+
+    def describe(self, result: ExportResult, tolerance: Tolerance) -> str:
+        """The file's line, after its format, path and size."""
+        return result.method
+
+    def not_kept(self, fmt, exc: PtxError) -> str | None:
+        """Why ``fmt``'s file is left out rather than failing the export (one whose check cannot fit in the
+        memory available), or None: ``exc`` fails the export."""
+        return str(exc) if isinstance(exc, OutOfMemoryPlan) else None
+
+    def none_kept(self, reasons: Sequence[str]) -> PtxError:
+        """The export's failure where every format was left out (``reasons``: "format: why" each)."""
+        return PtxError(f"no file could be checked in the memory available: {'; '.join(reasons)}")
 
 
-def export_files(plan: Plan, chosen: Sequence,
+def export_files(source: ExportSource, chosen: Sequence,
                  place: Callable[[object], AbstractContextManager], log: Callable[[str], None]) -> list[ExportResult]:
-    """Write, check, judge and record ``plan`` in each format of ``chosen``, in turn. ``place(fmt)``
+    """Write, check, judge and record ``source`` in each format of ``chosen``, in turn. ``place(fmt)``
     is a context manager giving (the temporary path to write, the path the file will have): it keeps
-    the file only where the block ends without an exception (ptx.atomic).
+    the file only where the block ends without an exception (ptx.atomic). A format the source leaves
+    out (``source.not_kept``: a check that cannot fit in memory, a decoder's trace that cannot carry
+    its cache) is said in one line and the next written; where every one is, the export fails.
 
-    Where the plan's checks never run its subject (``plan.overlap``: a module's, whose checks compare
+    Where the source's checks never run its subject (``source.overlap``: a module's, whose checks compare
     with eager's answers taken before), each written file is checked on a second thread while the next
-    is written, the formats quick to write first (``writes_quickly``: TorchScript's trace takes a second,
-    torch.onnx.export ten, mostly on one core), and the lines are said in ``chosen``'s order. Its files
-    are kept together (``place`` entered for every format, left once all are checked)."""
-    if not plan.overlap:
-        results, short = [], []
-        for fmt in chosen:
-            tmp = None
-            try:
-                with place(fmt) as (tmp, final):
-                    made, on = _write(plan, fmt, tmp, log)
-                    result, said = _checked(plan, fmt, tmp, final, made, on)
-            except OutOfMemoryPlan as exc:  # a file that cannot be checked is not kept: said, and the next written
-                for left in ([tmp, tmp.with_name(onnx_files.data_name(tmp))] if tmp is not None else []):
-                    left.unlink(missing_ok=True)  # a module's folder keeps what its place gives until it is renamed
-                short.append(f"{fmt.name}: {exc}")
-                log(f"{fmt.name:<11} not kept: {exc}")
-                continue
-            for line in said:
-                log(line)
-            results.append(result)
-        if short and not results:
-            raise PtxError(f"no file could be checked in the memory available: {'; '.join(short)}")
-        return results
+    is written (_overlapped)."""
+    other = [f.name for f in chosen if source.formats is not None and f.name not in source.formats]
+    if other:
+        raise PtxError(f"format {other[0]}: {source.name} is written as {', '.join(source.formats)}")
+    if source.overlap:
+        return _overlapped(source, chosen, place, log)
+    results, short = [], []
+    for fmt in chosen:
+        tmp = None
+        try:
+            with place(fmt) as (tmp, final):
+                made, on = _write(source, fmt, tmp, log)
+                result, said = _checked(source, fmt, tmp, final, made, on)
+        except PtxError as exc:  # a file that cannot be checked is not kept: said, and the next written
+            why = source.not_kept(fmt, exc)
+            if why is None:
+                raise
+            for left in ([tmp, tmp.with_name(onnx_files.data_name(tmp))] if tmp is not None else []):
+                left.unlink(missing_ok=True)  # a module's folder keeps what its place gives until it is renamed
+            short.append(f"{fmt.name}: {exc}")
+            log(f"{fmt.name:<11} not kept: {why}")
+            continue
+        for line in said:
+            log(line)
+        results.append(result)
+    if short and not results:
+        raise source.none_kept(short)
+    return results
+
+
+def _overlapped(source: ExportSource, chosen: Sequence, place: Callable[[object], AbstractContextManager],
+                log: Callable[[str], None]) -> list[ExportResult]:
+    """export_files with each written file checked on a second thread while the next is written, the
+    formats quick to write first (``writes_quickly``: TorchScript's trace takes a second, torch.onnx.export
+    ten, mostly on one core), and the lines said in ``chosen``'s order. Its files are kept together
+    (``place`` entered for every format, left once all are checked)."""
     order = sorted(chosen, key=lambda f: not f.writes_quickly)  # stable: otherwise as chosen
     checking: dict[str, Future] = {}
     with ExitStack() as places, ThreadPoolExecutor(1, thread_name_prefix="ptx-check") as checker:
@@ -118,8 +185,8 @@ def export_files(plan: Plan, chosen: Sequence,
                 if any(f.done() and f.exception() for f in checking.values()):
                     break  # a file already failed its checks: the export fails, and the rest are not written
                 tmp, final = places.enter_context(place(fmt))
-                made, on = _write(plan, fmt, tmp, log)
-                checking[fmt.name] = checker.submit(_checked, plan, fmt, tmp, final, made, on)
+                made, on = _write(source, fmt, tmp, log)
+                checking[fmt.name] = checker.submit(_checked, source, fmt, tmp, final, made, on)
             # each result in chosen's order; the first failure raised
             done = [checking[fmt.name].result() for fmt in chosen if fmt.name in checking]
         except BaseException:  # a writer's refusal, a failed check, Ctrl-C: every file is dropped, so the checks
@@ -131,48 +198,49 @@ def export_files(plan: Plan, chosen: Sequence,
     return [result for result, _ in done]
 
 
-def _write(plan: Plan, fmt, tmp: Path, log: Callable[[str], None]):
-    """``fmt``'s file of ``plan`` written at ``tmp``: (what its writer says, the device it is checked on)."""
-    options = plan.options(fmt)
+def _write(source: ExportSource, fmt, tmp: Path, log: Callable[[str], None]):
+    """``fmt``'s file of ``source`` written at ``tmp``: (what its writer says, the device it is checked on)."""
+    options = source.options(fmt)
     on = options.get("device", "cpu")  # a compiled format (pt2) is checked on the device it is compiled for
     if fmt.progress:
         log(f"{fmt.name:<11} {fmt.progress.format(**options)} ...")
-    made = fmt.write(plan.subject, plan.example, tmp, plan.signature, plan.strings, **options)
+    made = source.write(fmt, tmp, options)
     if made.note:
         log(f"{fmt.name:<11} {made.note}")
     return made, on
 
 
-def _checked(plan: Plan, fmt, tmp: Path, final: Path, made, on: str) -> tuple[ExportResult, list[str]]:
+def _checked(source: ExportSource, fmt, tmp: Path, final: Path, made, on: str) -> tuple[ExportResult, list[str]]:
     """The file ``fmt``'s writer made at ``tmp`` checked, judged where it is reduced, and what was found
     written into it: (its result, the lines that say it)."""
     said: list[str] = []
-    reported = plan.cases(fmt)
+    reported = source.cases(fmt)
     # The file opened once on its serving runtime: checked, then (reduced) judged on it, then closed before
     # another runtime opens it to judge it too.
-    with closing(_open_to_check(fmt, tmp, on)) as model:
-        certificate, agreements, answers = _check(plan, fmt, model, tmp, [*reported, *plan.unreported], on, made.hint)
-        found, verdicts = _judged(plan, fmt, tmp, on, model, answers, said)
+    with _open_to_check(fmt, tmp, on) as model:
+        checked = source.check(fmt, model, tmp, [*reported, *source.unreported], on, made.hint)
+        found, verdicts = _judged(source, fmt, tmp, on, model, checked.answers, said)
+    certificate = checked.certificate
     batches = tuple(sorted({c.batch for c in reported if c.batch is not None}))
-    sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in reported[0].sizes}
+    sizes = {s: tuple(sorted({c.sizes[s] for c in reported})) for s in (reported[0].sizes if reported else ())}
     beside = onnx_files.companions(tmp) if tmp.suffix == ".onnx" else []  # a large graph's weights count too
     size = tmp.stat().st_size + sum((tmp.parent / f).stat().st_size for f in beside)
-    result = ExportResult(fmt.name, final, size, made.method, batches, agreements,
-                          fmt.precision == "f32", sizes, certificate=certificate)
+    result = ExportResult(fmt.name, final, size, made.method, batches, checked.agreements,
+                          fmt.precision == "f32", sizes, certificate=certificate, detail=checked.detail)
     if verdicts:
         result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
     if certificate is not None:
         found[CERTIFICATE_KEY] = certificate.to_json()
     if found:  # by the format's own writer, beside what the file holds, the model not written again
         fmt.add_metadata(tmp, found)
-    worst = plan.signature.output(result.worst.name) if result.agreements else plan.signature.outputs[0]
+    worst = source.signature.output(result.worst.name) if result.agreements else source.signature.outputs[0]
     lines = [f"{fmt.name:<11} {result.path}{''.join(f' + {name}' for name in beside)}  "
              f"{result.size_bytes / 1024:,.1f} KiB  "
-             f"{plan.describe(result, plan.tolerance(worst, on))}"]
+             f"{source.describe(result, source.tolerance(worst, on))}"]
     if certificate is not None:
         lines.append(f"{'':<11} shape certificate: {certificate.summary()}")
     for verdict in result.verdicts:  # one per runtime that reads it: what decided it, what to do if NOT USABLE
-        advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {plan.name} {plan.serve_instead}"
+        advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {source.name} {source.serve_instead}"
         lines.append(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
                      f"{advice if verdict.reasons else ''}")
     return result, [*said, *lines]
@@ -193,11 +261,12 @@ def _open_to_check(fmt, path: Path, on: str):
     """The written file opened as ptx serves it, where memory holds it (OutOfMemoryPlan, a skip, where not)."""
     backend = registry.get(fmt.serving_backend)
     require_room(f"checking {path.name} ({size_text(weights_bytes(path))} of weights) on {backend.name}",
-                 opening_need(backend, weights_bytes(path), fmt.precision))
+                 opening_need(backend, path, fmt.precision))
     return open_checked(path, fmt, on)
 
 
-def _judged(plan: Plan, fmt, path: Path, on: str, model, answers, said: list[str]) -> tuple[dict, list[Verdict]]:
+def _judged(source: ExportSource, fmt, path: Path, on: str, model, answers, said: list[str]
+            ) -> tuple[dict, list[Verdict]]:
     """(the verdicts' strings, the verdicts) of a reduced file on every runtime that reads it; its serving
     runtime judges through ``model``, the check's own opening, closed once it has (the next runtime opens
     the file beside nothing); nothing for a full-precision file."""
@@ -206,9 +275,9 @@ def _judged(plan: Plan, fmt, path: Path, on: str, model, answers, said: list[str
 
     def evidence(backend: str) -> list:
         if backend != fmt.serving_backend:
-            return plan.evidence(fmt, path, backend, None)
+            return source.evidence(fmt, path, backend, None)
         try:
-            return plan.evidence(fmt, path, backend, answers, opened=model if on == "cpu" else None)
+            return source.evidence(fmt, path, backend, answers, opened=model if on == "cpu" else None)
         finally:
             model.close()
 
@@ -220,15 +289,14 @@ def _judged(plan: Plan, fmt, path: Path, on: str, model, answers, said: list[str
     return dict(verdict_strings(verdicts)), verdicts  # the verdicts travel in the file
 
 
-def _check(plan: Plan, fmt, model, path: Path, cases: list[Case], on: str, hint: str
-           ) -> tuple[Certificate | None, dict, list[dict]]:
-    """The written file, opened as ptx serves it (``model``): its shape certificate (where the plan makes
-    one) and its answers on ``cases``, checked; (certificate, worst agreement per output, answers)."""
-    certificate = None if plan.shapes is None else certify_model(
-        fmt, model, path, plan.signature, plan.shapes, lambda s: plan.tolerance(s, on))
+def _check(source: ExportSource, fmt, model, path: Path, cases: list[Case], on: str, hint: str) -> Checked:
+    """ExportSource.check's: the shape certificate (where the source makes one) and the answers on
+    ``cases``, checked by the one check (validate.check_model)."""
+    certificate = None if source.shapes is None else certify_model(
+        fmt, model, path, source.signature, source.shapes, lambda s: source.tolerance(s, on))
     try:
-        agreements, answers = check_model(fmt, model, plan.signature, cases, lambda s: plan.tolerance(s, on),
-                                          compare=plan.compare, hint=hint)
+        agreements, answers = check_model(fmt, model, source.signature, cases, lambda s: source.tolerance(s, on),
+                                          compare=source.compare, hint=hint)
     except ValidationError as exc:  # the certificate says which axis, and what fixed it; one that holds, an
         # axis whose every size tried was the model's bound, never tried through the file (--min-shape tries it)
         untried = certificate is not None and any(a.refused and not a.sizes for a in certificate.axes)
@@ -238,7 +306,7 @@ def _check(plan: Plan, fmt, model, path: Path, cases: list[Case], on: str, hint:
         raise ValidationError(f"{exc}; shape certificate: {said}") from None
     if certificate is not None and not certificate.holds:  # at sizes the cases do not try (1, 2, 7, --max-shape)
         raise ValidationError(f"{fmt.name}: a declared dynamic axis does not hold: {findings(certificate)}")
-    return certificate, agreements, answers
+    return Checked(agreements, answers, certificate)
 
 
 # -- a reduced file's verdict on every runtime that reads it --------------------------------------

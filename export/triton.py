@@ -174,23 +174,21 @@ def export_triton(model: str | Source, repo: str | Path, *, backend: TritonBacke
 
     def fill(staging: Path, log: Callable[[str], None]) -> int:
         (staging / VERSION).mkdir()
-        model = source.place(staging / VERSION / platform.file_name, platform.fmt, log)
-        contract = contract_of(model)
-        if contract is not None:
-            (staging / CONFIG_FILE).write_text(model_config(source.name, contract, backend, subject=source.subject))
-            if has_label_file(contract):
-                (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
-            (staging / README_FILE).write_text(readme(source.name, contract, backend, source.subject))
-        else:
-            named = "its graph names them" if platform.fmt == "onnx" else "forward() takes and returns them"
-            comment = (f"Written by ptx export {source.subject} --format triton: your own model "
-                       f"({KIND_NAMES[platform.fmt]}), its tensors as {named}.")
-            (staging / CONFIG_FILE).write_text(signature_config(source.name, model.signature, platform.fmt,
-                                                                comments=(comment,)))
-            (staging / README_FILE).write_text(own_readme(source, backend, model.signature))
-        batching = MAX_BATCH_SIZE if signature_batch_first(model.signature) else 0
-        model.close()
-        return batching
+        with source.place(staging / VERSION / platform.file_name, platform.fmt, log) as model:
+            contract = contract_of(model)
+            if contract is not None:
+                (staging / CONFIG_FILE).write_text(model_config(source.name, contract, backend, subject=source.subject))
+                if has_label_file(contract):
+                    (staging / LABELS_FILE).write_text("\n".join(contract.labels) + "\n")
+                (staging / README_FILE).write_text(readme(source.name, contract, backend, source.subject))
+            else:
+                named = "its graph names them" if platform.fmt == "onnx" else "forward() takes and returns them"
+                comment = (f"Written by ptx export {source.subject} --format triton: your own model "
+                           f"({KIND_NAMES[platform.fmt]}), its tensors as {named}.")
+                (staging / CONFIG_FILE).write_text(signature_config(source.name, model.signature, platform.fmt,
+                                                                    comments=(comment,)))
+                (staging / README_FILE).write_text(own_readme(source, backend, model.signature))
+            return MAX_BATCH_SIZE if signature_batch_first(model.signature) else 0
 
     batching, written = write_folder(final, force, foreign, fill, log)
     log(f"triton      {final}  {', '.join(written)}  (platform {platform.platform}, max_batch_size {batching})")

@@ -13,7 +13,6 @@ by its tensors against the f32 file (``tensor_evidence``).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,8 +21,8 @@ import numpy as np
 
 from ptx.contract import Contract, Tolerance
 from ptx.contract.cases import Case, run_cases
-from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_output, default_tolerance
-from ptx.contract.detections import DetectionSet, compared_names, grouped
+from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_outputs, default_tolerance
+from ptx.contract.error_model import allowance
 from ptx.contract.verdict import Evidence, judge_tensors, labels_evidence
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature, TensorSig
@@ -51,6 +50,7 @@ class ExportResult:
     judged_by: str | None = None  # the backend label the judgement was made through (ort-cpu-int8)
     verdicts: list = field(default_factory=list)  # a reduced file's Verdict on every runtime that reads it, its own first
     certificate: object | None = None  # its shape certificate (ptx.contract.shape_certificate), where one was made
+    detail: str = ""  # what its check found, in words, where the check says it (a decoder's steps and tokens)
 
     @property
     def worst(self) -> OutputAgreement:
@@ -95,38 +95,39 @@ def check_model(fmt, model, signature: Signature, cases: Sequence[Case], toleran
     if model.signature.output_names != signature.output_names:
         raise ValidationError(f"{fmt.name}: the file's outputs are {model.signature.output_names}, the "
                               f"reference's {signature.output_names}")
+    judge = (lambda name, got, want, allowed: compare(signature.output(name), got, want, allowed)) if compare else None
+    as_detections = signature.detections.names if signature.detections else ()
     for case, got, error in run_cases(model.run, cases, refused=PtxError):  # ptx's one run loop
         if error is not None:  # ModelRunError: e.g. a batch the exporter fixed
             raise ValidationError(f"{fmt.name}: {case.label} does not run: {error}{why}")
-        # a model's detections are compared as detections, once, under their boxes' name
-        grouped_got, grouped_want = grouped(got, signature.detections), grouped(case.outputs, signature.detections)
-        for sig in map(signature.output, compared_names(signature.output_names, signature.detections)):
-            want = grouped_want[sig.name]
-            agreement = (compare(sig, grouped_got[sig.name], want, tolerance(sig)) if compare else
-                         compare_output(sig.name, grouped_got[sig.name], want, tolerance(sig), sig.batch_axis))
+        found = compare_outputs(got, case.outputs, signature, lambda name: tolerance(signature.output(name)), judge=judge)
+        for name, agreement in found.items():  # the one loop over outputs; detections once, as detections
             if agreement.problem or (judged and not agreement.ok):
-                raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}"
-                                      f"{_worst_value(grouped_got[sig.name], want)}{why}")
-            kept = worst.get(sig.name)
+                where = "" if name in as_detections else _worst_value(got[name], case.outputs[name], agreement,
+                                                                      signature.output(name).batch_axis)
+                raise ValidationError(f"{fmt.name}: {case.label}: {agreement.summary()}{where}{why}")
+            kept = worst.get(name)
             if kept is not None and (kept.tied or agreement.tied):  # detections at the threshold: said over every case
                 agreement.ties, kept.ties = (agreement.ties + kept.ties,) * 2
                 agreement.tied = kept.tied = kept.tied or agreement.tied
             if kept is None or agreement.max_abs > kept.max_abs:
-                worst[sig.name] = agreement
+                worst[name] = agreement
         answers.append(got)
     return worst, answers
 
 
-def _worst_value(got, want) -> str:
-    """Where the largest difference is and what each side holds there, or '' (shapes differ)."""
-    if isinstance(want, DetectionSet):  # the comparison named the image and the detection
-        return ""
+def _worst_value(got, want, agreement: OutputAgreement, batch_axis: int | None) -> str:
+    """Where the value furthest beyond its allowance is (the one rule's: its row's scale) and what each side
+    holds there, or '' (shapes differ)."""
     got, want = np.asarray(got), np.asarray(want)
-    if got.shape != want.shape or not got.size:
+    if got.shape != want.shape or not got.size or want.dtype.kind not in "biufc" or got.dtype.kind not in "biufc":
         return ""
-    diff = np.abs(np.nan_to_num(got.astype(np.float64) - want.astype(np.float64), nan=np.inf))
-    at = np.unravel_index(int(np.argmax(diff)), diff.shape)
-    return f" (max |diff| at {list(map(int, at))}: {float(got[at]):.6g} where the reference has {float(want[at]):.6g})"
+    wide = want.astype(np.float64)
+    beyond = np.abs(np.nan_to_num(got.astype(np.float64) - wide, nan=np.inf)) - allowance(wide, agreement.tolerance,
+                                                                                          batch_axis)
+    at = np.unravel_index(int(np.argmax(beyond)), beyond.shape)
+    return (f" (the value furthest beyond, at {list(map(int, at))}: {float(got[at]):.6g} where the reference has "
+            f"{float(want[at]):.6g})")
 
 
 # -- a tutorial model: its real samples and its head ----------------------------------------------
@@ -231,7 +232,7 @@ def tensor_evidence(fmt, path, signature: Signature, cases: Sequence[Case], held
     it on ``cases`` first; else it is opened (through ``backend``: another runtime than the format's
     serving one) and run on them here."""
     if answers is None:
-        with closing(open_checked(path, fmt, backend=backend)) as model:
+        with open_checked(path, fmt, backend=backend) as model:
             answers = check_model(fmt, model, signature, cases, lambda s: default_tolerance(s.dtype))[1]
     return judge_tensors(answers[:len(cases)], [c.outputs for c in cases],
                          [(s.name, s.batch_axis) for s in signature.outputs], fmt.precision, held, against, kind,

@@ -34,7 +34,7 @@ from ptx.files import file_sha256
 from ptx.infer.formats import onnx_files
 from ptx.infer.formats.model_files import check_weights, read_model_file
 from ptx.infer.formats.signature import recorded_signature
-from ptx.infer.model.generation import empty_past, greedy
+from ptx.infer.model.generation import Decoding, empty_past
 from ptx.infer.model.target import load
 from ptx.infer.runtime.memory_plan import give_back_freed
 from ptx.machine import describe_cpu
@@ -146,8 +146,10 @@ def forced_logits(model, backend: str, generation: Generation, prompts, tokens) 
     out = []
     for prompt, forced in zip(prompts, tokens):
         kept: list[np.ndarray] = []
-        greedy(model.run, model.signature, generation, [prompt], len(forced), eos=(), forced=[forced],
-               on_step=lambda _, logits: kept.append(logits[0].astype(np.float64)))
+        decoding = Decoding(model.run, model.signature, generation, [prompt], len(forced), eos=())
+        for step in decoding:
+            kept.append(step.logits[0].astype(np.float64))
+            decoding.append([forced[step.index]])
         out.append(kept)
     return out
 
@@ -173,6 +175,18 @@ def _kl(want: np.ndarray, got: np.ndarray) -> np.ndarray:
         return x - np.log(np.exp(x).sum(-1, keepdims=True))
     lw, lg = log_softmax(want), log_softmax(got)
     return (np.exp(lw) * (lw - lg)).sum(-1)
+
+
+def split_weight_only(asked, log: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """(the formats a decoder with its cache is written in, the weight-only ones made from its model.onnx
+    afterwards) of the formats ``asked``, each once; model.onnx is written too where a weight-only one
+    is asked without it."""
+    reduced = [f for f in dict.fromkeys(asked) if f in weight_only_formats()]
+    written = [f for f in dict.fromkeys(asked) if f not in reduced]
+    if reduced and "onnx" not in written:
+        log(f"{', '.join(reduced)}: made from model.onnx, which is written too")
+        written.append("onnx")
+    return written, reduced
 
 
 def weight_only_formats() -> list[str]:

@@ -20,6 +20,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "heif": (("pillow_heif",), "reading HEIC/HEIF pictures"),
     "parquet": (("pyarrow",), "--output *.parquet"),
     "ray": (("ray", "ray.data", "pyarrow"), "ptx predict --ray"),
+    "text": (("tokenizers", "jinja2"), "text in and out of a generating model (ptx generate --prompt, --chat; ptx "
+                                       "serve's OpenAI API)"),
 }
 
 

@@ -55,10 +55,83 @@ def describe_cpu() -> str:
     return f"{cpu_name()} ({', '.join(shown) or 'no AVX2'}{vnni})"
 
 
-# (limit, usage) files of this process's memory cgroup: v2, then v1 (a container's limit, which
-# /proc/meminfo does not show: it reports the host's memory)
-CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+# A memory cgroup's files, per version: (its limit, its usage, the key of memory.stat whose page cache the kernel
+# takes back before it counts the limit reached: inactive file pages, reclaimed first; v1's total_ counts the
+# cgroups below too, as its usage does). v1 says "no limit" with a number near 2^63.
+CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
+                1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+NO_LIMIT_V1 = 1 << 62
+
+
+def _memory_cgroups(root: Path) -> list[tuple[int, Path, Path]]:
+    """(version, this process's memory cgroup folder, the folder of its hierarchy's mount) for each memory
+    hierarchy the process is in: v2's unified one (where it has the memory controller) first, then v1's. Read
+    from /proc/self/cgroup (the process's path in each hierarchy) and /proc/self/mountinfo (where each is
+    mounted, and which of its paths the mount shows: a container sees its own cgroup as the mount's root)."""
+    try:
+        cgroup, mountinfo = ((root / "proc/self" / name).read_text().splitlines() for name in ("cgroup", "mountinfo"))
+    except OSError:
+        return []
+    paths = [line.split(":", 2) for line in cgroup if line.count(":") >= 2]
+    mounts = [line.split(" - ") for line in mountinfo if " - " in line]
+    found = []
+    for before, after in mounts:
+        fields, (fstype, _, options, *_) = before.split(), after.split() + ["", "", ""]
+        version = 2 if fstype == "cgroup2" else 1 if fstype == "cgroup" and "memory" in options.split(",") else 0
+        if not version or len(fields) < 5:
+            continue
+        mounted, at = fields[3], root / fields[4].lstrip("/")
+        path = next((p for hid, controllers, p in paths if (version == 2 and hid == "0" and not controllers)
+                     or (version == 1 and "memory" in controllers.split(","))), None)
+        if path is None or (version == 2 and "memory" not in _words(at / "cgroup.controllers")):
+            continue  # a unified hierarchy without the memory controller (a hybrid host: memory is v1's)
+        inside = path[len(mounted):] if path.startswith(mounted) else path  # the mount's own part of the path
+        folder = at / inside.strip("/")
+        found.append((version, folder if folder.is_dir() else at, at))
+    return sorted(found, key=lambda f: -f[0])
+
+
+def _words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _cgroup_room(folder: Path, version: int) -> int | None:
+    """limit - (usage - inactive file cache) of one cgroup folder, or None where it sets no limit (or says none)."""
+    limit_file, usage_file, inactive_key = CGROUP_FILES[version]
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= NO_LIMIT_V1:
+            return None
+        usage = int((folder / usage_file).read_text())
+    except (OSError, ValueError):
+        return None
+    inactive = 0
+    with contextlib.suppress(OSError, ValueError):
+        stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines()
+                    if len(line.split()) == 2)
+        inactive = int(stat.get(inactive_key, stat.get("inactive_file", 0)))
+    return max(0, int(limit) - (usage - inactive))
+
+
+def cgroup_room(root: Path = Path("/")) -> int | None:
+    """The bytes this process's memory cgroups leave it: the least, over its own cgroup and every one above it
+    up to its hierarchy's mount (a limit may be set at any level: a container's, a systemd slice's, a job's), of
+    limit - (usage - inactive file cache), since the kernel reclaims that cache before it counts a limit reached;
+    None where no cgroup limits it. ``root``: where / is (a fake tree, in the tests)."""
+    for version, folder, top in _memory_cgroups(root):
+        rooms = []
+        while True:
+            room = _cgroup_room(folder, version)
+            rooms += [room] if room is not None else []
+            if folder == top or top not in folder.parents:
+                break
+            folder = folder.parent
+        if rooms:
+            return min(rooms)
+    return None
 
 
 # An artificial limit on the memory a ptx process may use, in bytes or with a unit ("6G", "512M"): what
@@ -93,17 +166,15 @@ def resident_memory() -> int:
 
 def available_memory() -> int | None:
     """The bytes of memory this process can have without swapping: the kernel's MemAvailable
-    (/proc/meminfo, Linux), or less where a container's memory limit leaves less, or PTX_MEMORY_LIMIT
-    less what the process holds already; None where none of them is known."""
+    (/proc/meminfo, Linux), or less where its memory cgroups leave less (``cgroup_room``: a container's
+    limit, which /proc/meminfo does not show), or PTX_MEMORY_LIMIT less what the process holds already; None
+    where none of them is known."""
     found = []
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
         found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
-    for limit_file, usage_file in CGROUP_MEMORY:
-        with contextlib.suppress(OSError, ValueError):
-            limit = Path(limit_file).read_text().strip()
-            if limit != "max":  # v2 says max where there is no limit; v1 a huge number, which min() passes over
-                found.append(int(limit) - int(Path(usage_file).read_text()))
-            break
+    room = cgroup_room()
+    if room is not None:
+        found.append(room)
     limit = memory_limit()
     if limit is not None:
         found.append(max(0, limit - resident_memory()))

@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-"""Measure ptx against its goals and write docs/benchmarks.md.
+"""The CPU backends against their goals, written into docs/benchmarks/cpu.md (each part between its markers).
 
 1. `ptx bench` for convnet and lstm on every available backend, with the bare runtimes;
 2. `ptx predict digit.png` cold start against `python -c "import onnxruntime, numpy, PIL.Image"`;
 3. our trainer's images/s against a seed-style per-sample DataLoader loop, same model and machine.
 
-Usage: python scripts/bench.py [--out docs/benchmarks.md] [--seconds 1.0]
-       python scripts/bench.py --fastest [--runs runs]   # only the fastest-CPU-inference table (issue 12)
+Usage: python scripts/bench.py [--out docs/benchmarks/cpu.md] [--seconds 1.0]
+       python scripts/bench.py --fastest [--runs runs]   # only the fastest-CPU-inference table
+       python scripts/bench.py --pt2 [--seconds 3]       # only the pt2 (AOTInductor) table
 
 4. with --fastest: convnet, resnet, mlp and lstm at batch 1 and 1024 through ORT f32, ORT int8,
    OpenVINO f32 and OpenVINO bf16 (and int8), all in the same alternating rounds with their bare
    peers, each verified by `ptx verify` (bf16/int8 by labels and accuracy), and ptx's fastest
    verified one against the fastest bare peer and bare ORT f32.
+5. with --pt2: `ptx export NAME --format pt2` wall time (torch.export + AOTInductor compile +
+   validation) for convnet and lstm with a fresh Inductor cache, as on a machine that never compiled
+   them, then the aoti backend's p50 against eager and torchscript on the same inputs, timed in
+   alternating rounds (ptx.infer.bench.timing.time_interleaved): read the ratios, not the microseconds.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ from ptx.trainers.loop import TrainConfig, make_loss, make_optimizer, to_model_l
 
 COLD_RUNS = 10
 THROUGHPUT_SAMPLES = 20000
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "cpu.md"
+PT2_MODELS, PT2_BACKENDS, PT2_BATCHES = ("convnet", "lstm"), ("eager", "torchscript", "aoti"), (1, 64, 1024)
 
 
 def machine() -> str:
@@ -130,7 +137,7 @@ FASTEST_COLUMNS = (("ort-cpu", "ORT f32"), ("ort-cpu-int8", "ORT int8"), ("openv
 
 
 def fastest_section(root: Path, seconds: float) -> str:
-    """The issue-12 table: images/s per runtime and precision, the fastest verified, and ratios."""
+    """The fastest-CPU table: images/s per runtime and precision, the fastest verified, and ratios."""
     from ptx.infer.bench.timing import ORT_F32_PEER, fastest
     from ptx.infer.verify.verify import verify
 
@@ -168,7 +175,7 @@ def fastest_section(root: Path, seconds: float) -> str:
                 bare = peers.get(label)
                 mark = "" if label in verified else " (not verified)"
                 cells.append(f"{bare.images_per_s:,.0f}{mark}" if bare else "-")
-            # Goals (issue 12): batch 1 within 1.1x of the fastest bare peer; large batches at least
+            # Goals: batch 1 within 1.1x of the fastest bare peer; large batches at least
             # 0.9x of it, and 1.5x bare ORT f32 on a CPU with bf16 or VNNI instructions.
             if best.batch == 1:
                 met = best.vs_peer >= 1 / 1.1
@@ -179,9 +186,7 @@ def fastest_section(root: Path, seconds: float) -> str:
                          f"{'yes' if met else 'NO'} | {accuracy} |")
     options = ort_options_lines(root, seconds)
     return "\n".join([
-        f"## Fastest CPU inference, run of {time.strftime('%Y-%m-%d')}",
-        "",
-        f"Machine: {machine()}; CPU flags: "
+        f"Run of {time.strftime('%Y-%m-%d')}. Machine: {machine()}; CPU flags: "
         f"{', '.join(f for f in ('amx_bf16', 'avx512_bf16', 'avx512_vnni', 'amx_int8') if f in set(cpu_features()))}.",
         f"Command: `python scripts/bench.py --fastest` (models: {', '.join(f'{n} {d} {e} epochs' for n, (d, e) in FASTEST_MODELS.items())}).",
         "",
@@ -196,7 +201,7 @@ def fastest_section(root: Path, seconds: float) -> str:
         "",
         *lines,
         "",
-        "### ONNX Runtime session options",
+        "ONNX Runtime's session options:",
         "",
         "p50 latency of bare `InferenceSession.run` on model.onnx with each intra-op thread count (0: ORT's "
         "default, one per core) and graph optimisation level, relative to ptx's default (0 threads, `all`), "
@@ -234,8 +239,62 @@ def ort_options_lines(root: Path, seconds: float) -> list[str]:
     return lines
 
 
+def pt2_section(seconds: float) -> str:
+    """The pt2 table: each model's `--format pt2` export time with a cold Inductor cache, then aoti's p50
+    against eager's and torchscript's in the same alternating rounds."""
+    from ptx.infer import load
+    from ptx.infer.bench.timing import bench_inputs, time_interleaved
+
+    # Read by Inductor when it compiles: a fresh cache makes the compile time the one a new machine sees.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ptx-bench-inductor-")
+    root = Path(tempfile.mkdtemp(prefix="ptx-bench-pt2-"))
+    compile_rows, latency = [], []
+    load_before = os.getloadavg()[0]
+    for name in PT2_MODELS:
+        spec = get(name)
+        data = load_dataset("mnist-sample", labels=spec.labels, picture=spec.contract("mnist-sample").picture)
+        config = TrainConfig(epochs=1, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr, device="cpu")
+        train(spec, data, config, root / name, log=lambda _: None)
+        export_model(name, checkpoint=root / name / "checkpoint.pt", log=lambda _: None)  # onnx + torchscript
+        start = time.perf_counter()
+        export_model(name, ["pt2"], checkpoint=root / name / "checkpoint.pt", log=lambda _: None)
+        took = time.perf_counter() - start
+        compile_rows.append(f"| {name} | {took:.1f} s | {(root / name / 'model.pt2').stat().st_size / 1024:,.0f} KiB |")
+        print(f"{name}: pt2 export {took:.1f} s", file=sys.stderr, flush=True)
+        predictors = [load(name, backend, root=root) for backend in PT2_BACKENDS]
+        for batch in PT2_BATCHES:
+            x = bench_inputs(predictors[0].contract, batch)
+            calls = [lambda p=p, feeds=p.head.feeds(x): p.run(feeds) for p in predictors]
+            p50 = [float(np.median(t)) * 1e6 for t in time_interleaved(calls, warmup=5, seconds=seconds)]
+            latency.append(f"| {name} | {batch} | " + " | ".join(f"{v:,.1f}" for v in p50)
+                           + f" | {p50[2] / p50[0]:.2f}x | {p50[2] / p50[1]:.2f}x |")
+            print(latency[-1], file=sys.stderr, flush=True)
+        for predictor in predictors:
+            predictor.close()
+    return "\n".join([
+        f"Run of {time.strftime('%Y-%m-%d')}. Machine: {machine()}; load average (1 min) {load_before:.1f} "
+        f"before the run, {os.getloadavg()[0]:.1f} after: other work on the machine slows every row, the ratios "
+        "less than the times.",
+        "Command: `python scripts/bench.py --pt2` (convnet and lstm trained one epoch on mnist-sample).",
+        "",
+        "`ptx export NAME --format pt2` wall time (torch.export, AOTInductor compile with a fresh cache, "
+        "validation at batch 1, 2, 7, 64):",
+        "",
+        "| model | export time | model.pt2 |",
+        "| --- | ---: | ---: |",
+        *compile_rows,
+        "",
+        "p50 latency through ptx (`run`, inputs in memory), microseconds, the three backends timed in the same "
+        "alternating rounds:",
+        "",
+        "| model | batch | eager | torchscript | aoti | aoti / eager | aoti / torchscript |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *latency,
+    ])
+
+
 def write_section(out: Path, marker: str, end: str, section: str) -> None:
-    previous = out.read_text() if out.exists() else "# Benchmarks\n"
+    previous = out.read_text() if out.exists() else "# CPU backends\n"
     head, _, rest = previous.partition(marker)
     tail = rest.split(end, 1)[1] if end in rest else ""
     # A section last in the file still ends the file with a newline.
@@ -244,15 +303,23 @@ def write_section(out: Path, marker: str, end: str, section: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="docs/benchmarks.md")
-    parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per backend and batch size")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--seconds", type=float, help="timed seconds per backend and batch size (default 1; "
+                                                      "--pt2: per batch size, all three backends, default 3)")
     parser.add_argument("--fastest", action="store_true", help="only the fastest-CPU-inference table")
+    parser.add_argument("--pt2", action="store_true", help="only the pt2 (AOTInductor) table")
     parser.add_argument("--runs", help="with --fastest: a runs folder to reuse (trained and exported there if missing)")
     args = parser.parse_args()
+    if args.pt2:
+        section = pt2_section(args.seconds or 3.0)
+        write_section(args.out, "<!-- scripts/bench.py: pt2 -->", "<!-- end pt2 -->", section)
+        print(section)
+        return
+    args.seconds = args.seconds or 1.0
     if args.fastest:
         with tempfile.TemporaryDirectory() as tmp:
             section = fastest_section(Path(args.runs or tmp), args.seconds)
-        write_section(Path(args.out), "<!-- scripts/bench.py: fastest CPU -->", "<!-- end fastest CPU -->", section)
+        write_section(args.out, "<!-- scripts/bench.py: fastest CPU -->", "<!-- end fastest CPU -->", section)
         print(section)
         return
     data = load_dataset("mnist-sample")
@@ -292,24 +359,17 @@ def main() -> None:
     goal_lines = ["| goal | measured | target | met |", "| --- | ---: | ---: | --- |"]
     goal_lines += [f"| {what} | {value} | {target} | {'yes' if met else 'NO'} |" for what, value, target, met in goals]
     section = "\n".join([
-        f"## CPU run of {time.strftime('%Y-%m-%d')}",
-        "",
-        f"Machine: {machine()}.",
+        f"Run of {time.strftime('%Y-%m-%d')}. Machine: {machine()}.",
         "Command: `python scripts/bench.py` (models trained on mnist-sample; inputs already in memory; "
         "p50/p90/p99 over repeated calls after 10 warm-up calls).",
         "",
-        "### Goals",
-        "",
         *goal_lines,
-        "",
-        "### Latency and throughput",
         "",
         *(t + "\n" for t in tables),
     ])
-    out = Path(args.out)
-    write_section(out, "<!-- scripts/bench.py: CPU -->", "<!-- end CPU -->", section)
+    write_section(args.out, "<!-- scripts/bench.py: CPU -->", "<!-- end CPU -->", section)
     print("\n".join(goal_lines))
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

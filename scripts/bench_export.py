@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How much slower `ptx export --module` is than a bare exporter, and where its time goes (issue 67).
+"""How much slower `ptx export --module` is than a bare exporter, and where its time goes (docs/benchmarks/export.md).
 
 1. Whole processes, side by side in one run: `ptx export --module scripts/export_shapes.py:FACTORY`
    of a ResNet-50-shaped and a ViT-B/16-shaped module (random weights), with the default formats
@@ -15,7 +15,7 @@
    reference), printed as a table.
 
 Usage: python scripts/bench_export.py [--modules resnet50,vit_b_16] [--rounds 2] [--no-profile]
-Acceptance (issue 67): default formats at most 1.6x the bare route, --format onnx at most 1.25x.
+Goals: default formats at most 1.6x the bare route, --format onnx at most 1.25x.
 """
 from __future__ import annotations
 
@@ -128,9 +128,9 @@ STEPS = [
     ("the eager reference opened (infer.load: outputs learned by running the validation cases' inputs)",
      "infer/model/target.py", "load", "export/module.py", "export_module"),
     ("eager on the certificate's probes", "export/module.py", "_answer"),
-    ("eager on the validation cases (answered by the opening's runs since issue 67)", "export/module.py",
+    ("eager on the validation cases (answered by the opening's runs)", "export/module.py",
      "_validation_cases"),
-    ("eager on the example (answered by the limits' run since issue 67)", "export/module.py", "_case_of"),
+    ("eager on the example (answered by the limits' run)", "export/module.py", "_case_of"),
     ("onnx: write (export, check, save, digest)", "export/formats/onnx.py", "write"),
     ("  torch.onnx.export", "torch/onnx/__init__.py", "export"),
     ("  saved with its metadata and digest", "export/formats/onnx.py", "save_with_metadata",
@@ -139,7 +139,7 @@ STEPS = [
      "export/formats/onnx.py", "save_with_metadata"),
     ("torchscript: write (trace, save, digest)", "export/formats/torchscript.py", "write"),
     ("  torch.jit.trace", "torch/jit/_trace.py", "trace"),
-    ("  saved in memory (torch.jit.save, once since issue 67)", "export/formats/torchscript.py", "_archive",
+    ("  saved in memory (torch.jit.save, once)", "export/formats/torchscript.py", "_archive",
      "export/formats/torchscript.py", "write"),
     ("each file opened as ptx serves it (open_checked)", "export/validate.py", "open_checked"),
     ("each file's shape certificate (certify_model)", "export/certificate.py", "certify_model"),

@@ -1,8 +1,8 @@
-"""Prefill and decode of exported causal LMs (issue 75): ptx's greedy loop through ort-cpu and openvino
+"""Prefill and decode of exported causal LMs: ptx's greedy loop through ort-cpu and openvino
 against eager transformers generate() with its cache, each measured in a process of its own, in one run.
 
     python scripts/bench_generate.py [--models smollm2,gpt2] [--new-tokens 128] [--prompt-length 32]
-                                     [--repeats 3] [--others] [--out bench-generate]
+                                     [--repeats 3] [--others [--others-venv DIR]] [--out bench-generate]
 
 For each model of scripts/generate_lms.py (published configs, random weights): `ptx export --module
 scripts/generate_lms.py:NAME` once (with its cache), then each runner in a fresh process: a warm-up, then
@@ -13,9 +13,10 @@ makes (transformers' generate(), ptx's Model.generate()), so loop overheads coun
 reported, and each runner's tokens are compared with eager's.
 
 --others adds Optimum's ORTModelForCausalLM, onnxruntime-genai and openvino-genai where they install:
-they run in their own virtual environment (scripts/generate_others.py --setup makes it), on the same
-weights saved with save_pretrained and, where they can, on ptx's own file. Prints a table and writes
-OUT/results.json; docs/benchmarks.md#generate-75 records a run.
+they run in their own virtual environment (--others-venv, default .venv-others in the checkout, which
+`python scripts/generate_others.py --setup` makes), on the same weights saved with save_pretrained and,
+where they can, on ptx's own file. Prints a table and writes OUT/results.json; docs/benchmarks/generation.md
+records a run.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-OTHERS_PYTHON = Path(os.environ.get("PTX_OTHERS_VENV", "/work/venv-others")) / "bin" / "python"
+OTHERS_VENV = HERE.parent / ".venv-others"  # scripts/generate_others.py --setup makes it
 
 
 def prompt_ids(length: int, vocab: int, seed: int = 0) -> list[int]:
@@ -106,9 +107,11 @@ OTHERS = {"optimum_ort": "Optimum ORTModelForCausalLM (its own export)",
 
 def others(args, folder: Path, onnx: Path, prompt: list[int], work: Path) -> dict:
     """The competitors' figures from their own environment (scripts/generate_others.py), or why not."""
-    if not OTHERS_PYTHON.exists():
-        return {"others": {"skipped": f"no {OTHERS_PYTHON}: run `python scripts/generate_others.py --setup`"}}
-    command = [str(OTHERS_PYTHON), str(HERE / "generate_others.py"), "--model-dir", str(folder), "--onnx", str(onnx),
+    python = Path(args.others_venv) / "bin" / "python"
+    if not python.exists():
+        return {"others": {"skipped": f"no {python}: run `python scripts/generate_others.py --setup --venv "
+                                      f"{args.others_venv}`"}}
+    command = [str(python), str(HERE / "generate_others.py"), "--model-dir", str(folder), "--onnx", str(onnx),
                "--prompt-ids", ",".join(map(str, prompt)), "--new-tokens", str(args.new_tokens), "--json",
                "--repeats", str(args.repeats), "--work", str(work), "--only", ",".join(OTHERS)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
@@ -182,7 +185,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-length", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--others", action="store_true")
+    parser.add_argument("--others", action="store_true", help="also time Optimum, onnxruntime-genai and openvino-genai")
+    parser.add_argument("--others-venv", default=str(OTHERS_VENV),
+                        help="their virtual environment (default: .venv-others in the checkout; "
+                             "scripts/generate_others.py --setup --venv DIR makes one)")
     parser.add_argument("--out", default="bench-generate")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)

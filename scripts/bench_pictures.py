@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The picture pipeline's speed, every figure issue 37 asks for in one run on the same cores
-(docs/benchmarks.md records them): ratios within the run, the CPU named.
+"""The picture pipeline's speed, every figure of a folder of pictures in one run on the same cores
+(docs/benchmarks/pictures.md records them): ratios within the run, the CPU named.
 
     python3 scripts/bench_pictures.py FOLDER [--root runs] [--model convnet] [--repeat N] [--ray] [--rss 10000,30000]
 

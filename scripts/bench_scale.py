@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Models as large as users bring (issue 74): ptx's export, verify and predict of causal LMs built from
+"""Models as large as users bring (docs/benchmarks/large-models.md): ptx's export, verify and predict of causal LMs built from
 published configs (scripts/scale_lms.py: Qwen2-0.5B's, 494M parameters, 1.98 GB in f32; a 1.17B Qwen2,
 4.7 GB, past ONNX's 2 GiB protobuf limit; random weights, nothing downloaded), against the bare route
 a user would otherwise take, as whole processes side by side: wall time and peak resident memory
@@ -19,7 +19,7 @@ For each model:
 Every command's output is searched for protobuf's "exceeded maximum protobuf size".
 
 Usage: python scripts/bench_scale.py [--models q05,q1b] [--out DIR] [--json FILE]
-Acceptance (issue 74), on a 2-core 24 GB machine: q05 export peak <= 1.5x the bare route's, wall <=
+Goals, on a 2-core 24 GB machine: q05 export peak <= 1.5x the bare route's, wall <=
 2x, verify peak <= 3.5x the weights; q1b export peak <= 1.3x, wall <= 1.5x, verify peak <= 3.5x.
 """
 from __future__ import annotations

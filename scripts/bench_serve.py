@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark `ptx serve` on loopback against the floor, in one run, and write the section of
-docs/benchmarks.md between its markers (machine and date included; ratios taken within this run).
+"""Benchmark `ptx serve` on loopback against the floor, in one run, and write its part of
+docs/benchmarks/serving.md between its markers (machine and date included; ratios taken within this run).
 
 - Clients: NVIDIA's tritonclient, HTTP (binary tensor data) and gRPC, one thread per concurrent
   client, each with its own connection; one 1x1x28x28 FP32 picture per request.
@@ -18,11 +18,11 @@ docs/benchmarks.md between its markers (machine and date included; ratios taken 
 Every load is bounded in requests and seconds and targets 127.0.0.1 only; every server started is
 stopped by its own process id.
 
-    python3 scripts/bench_serve.py [--seconds 3] [--runs DIR] [--out docs/benchmarks.md]
+    python3 scripts/bench_serve.py [--seconds 3] [--runs DIR] [--out docs/benchmarks/serving.md]
 
-With --own, only a user's own model instead (issue 36): `ptx serve FILE.onnx` of a zoo model
+With --own, only a user's own model instead: `ptx serve FILE.onnx` of a zoo model
 (tests/own_models.py) against a bare uvicorn + ONNX Runtime route at concurrency 32, in its own
-section of docs/benchmarks.md:
+part of the same page:
 
     python3 scripts/bench_serve.py --own [--seconds 3] [--rounds 3]
 """
@@ -324,7 +324,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--runs", type=Path, help="a runs folder to reuse (convnet, resnet trained there if missing)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "serving.md")
     parser.add_argument("--memory-requests", type=int, default=20_000)
     parser.add_argument("--own", action="store_true",
                         help="only the section on serving a user's own model (a zoo model's ONNX file)")
@@ -394,7 +395,7 @@ def main() -> None:
     print(section)
 
 
-# -- a user's own model (issue 36): ptx serve FILE against a bare uvicorn + ONNX Runtime route ---------
+# -- a user's own model: ptx serve FILE against a bare uvicorn + ONNX Runtime route ---------
 
 OWN_MARKERS = ("<!-- scripts/bench_serve.py: own model -->", "<!-- end own model -->")
 OWN_MODEL = "two_io"  # tests/own_models.py: a float picture and int64 ids in, class scores and an embedding out
@@ -492,8 +493,7 @@ def own_model_section(seconds: float, rounds: int) -> str:
     ratio = {c: float(np.median(rates[(SERVE, c)]) / np.median(rates[("bare uvicorn + ORT", c)]))
              for c in ("threads", "asyncio")}
     today = datetime.date.today().isoformat()
-    lines = [f"## Serving your own model (`ptx serve FILE.onnx`), run of {today}", "",
-             f"Measured by `python3 scripts/bench_serve.py --own --seconds {seconds:g} --rounds {rounds}` on {today}: "
+    lines = [f"Measured by `python3 scripts/bench_serve.py --own --seconds {seconds:g} --rounds {rounds}` on {today}: "
              f"{machine()}. `ptx serve {OWN_MODEL}.onnx --backend ort-cpu` (tests/own_models.py's model with "
              "two inputs, a 1x16x16 picture and 6 int64 token ids, and two outputs) against a bare uvicorn + "
              "Starlette route that runs one `onnxruntime.InferenceSession` (ORT's defaults) on each v2 request "
@@ -605,8 +605,7 @@ def render(rows, results, memory, args) -> str:
     ]
     batches = ", ".join(f"c={c}: {results[('batch', 'resnet', 'rest', c)]:.1f}"
                         for c in CONCURRENCY if ("batch", "resnet", "rest", c) in results)
-    lines = [f"## Serving (`ptx serve`), run of {datetime.date.today().isoformat()}", "",
-             f"Measured by `python3 scripts/bench_serve.py --seconds {args.seconds:g}` on "
+    lines = [f"Measured by `python3 scripts/bench_serve.py --seconds {args.seconds:g}` on "
              f"{datetime.date.today().isoformat()}: {machine()}. Clients and servers share the cores, so absolute "
              "figures are low; the ratios are taken within this one run.", "",
              "| goal | measured | target | met |", "| --- | ---: | ---: | --- |"]

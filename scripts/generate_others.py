@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Greedy decoding of one causal LM by competitor runtimes, for scripts/bench_generate.py.
 
-Runs in its own virtual environment (/work/venv-others), never in ptx's: optimum-onnx 0.1.0
-pins transformers<4.58 and optimum 2.1, which must not leak into the project's environment
-(transformers 5.x). For the same reason this file imports nothing from ptx.
+Runs in its own virtual environment (by default .venv-others in the checkout, which git ignores; --venv
+DIR picks another), never in ptx's: optimum-onnx 0.1.0 pins transformers<4.58 and optimum 2.1, which must
+not leak into the project's environment (transformers 5.x). For the same reason this file imports nothing
+from ptx.
 
-    python scripts/generate_others.py --setup            # create the venv, install the pinned versions
-    /work/venv-others/bin/python scripts/generate_others.py \
+    python scripts/generate_others.py --setup            # create .venv-others, install the pinned versions
+    .venv-others/bin/python scripts/generate_others.py \
         --model-dir DIR --onnx FILE --prompt-ids 1,2,3 --new-tokens 128 --json
 
 DIR is a transformers save_pretrained folder (config.json + weights; no tokenizer needed).
@@ -33,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-VENV = Path(os.environ.get("PTX_OTHERS_VENV", "/work/venv-others"))
+# The competitors' own environment: beside ptx's, never inside it (see above).
+VENV = Path(__file__).resolve().parent.parent / ".venv-others"
 
 # The versions that installed together and worked (checked 2026-11-26, CPU, Python 3.11).
 # optimum-onnx 0.1.0 requires optimum~=2.1.0 and transformers<4.58; optimum-intel 1.27.0 is the
@@ -69,11 +71,11 @@ RUNNERS = [
 OPTIONAL = ["ort_genai_builder"]
 
 
-def setup():
-    if not (VENV / "bin" / "python").exists():
-        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
-    subprocess.check_call([str(VENV / "bin" / "pip"), "install", *PINNED])
-    print("installed into", VENV)
+def setup(venv: Path):
+    if not (venv / "bin" / "python").exists():
+        subprocess.check_call([sys.executable, "-m", "venv", str(venv)])
+    subprocess.check_call([str(venv / "bin" / "pip"), "install", *PINNED])
+    print("installed into", venv)
 
 
 def median(xs):
@@ -400,7 +402,9 @@ def cpu_name():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--setup", action="store_true", help="create %s and pip install the pinned versions" % VENV)
+    ap.add_argument("--setup", action="store_true", help="create the --venv folder and pip install the pinned versions")
+    ap.add_argument("--venv", type=Path, default=VENV,
+                    help="with --setup: where (default: .venv-others in the checkout)")
     ap.add_argument("--model-dir", help="transformers save_pretrained folder")
     ap.add_argument("--onnx", help="ptx's decoder ONNX (Optimum layout)")
     ap.add_argument("--prompt-ids", help="comma-separated token ids")
@@ -415,7 +419,7 @@ def main():
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.setup:
-        return setup()
+        return setup(a.venv)
     if not (a.model_dir and a.prompt_ids):
         ap.error("--model-dir and --prompt-ids are required")
     a.prompt = [int(x) for x in a.prompt_ids.split(",") if x.strip()]

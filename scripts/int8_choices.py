@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every way of quantizing a run's model to int8 that issue 53 tried, judged and timed on this CPU.
+"""Every way of quantizing a run's model to int8 onnxruntime offers, judged and timed on this CPU.
 
 For each run folder (a trained checkpoint with its model.onnx from `ptx export NAME --run DIR
 --format onnx`): the ways `ptx export --format onnx-int8` chooses between on the CPU that exports

@@ -35,6 +35,10 @@ download) is marked with where and when it was printed instead, and shown as suc
     ...
     ```
 
+What a command prints is shown as a reader's machine would print it: this machine's home folder as `~`
+and the site-packages of the Python that runs ptx as `site-packages` (`shown()`), so no block carries
+the paths of the machine that made it (tests/test_docs.py checks the pages for them).
+
 `unmarked()` finds a fence with no language (or `console`), which is how docs/ write what a program
 prints, that has neither marker: tests/test_docs.py fails on one. Text that is not output (a file's
 content, a tree) names its language (```text, ```protobuf).
@@ -56,6 +60,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,11 +141,22 @@ def ptx_on_path(python: str = sys.executable):
         yield folder
 
 
+def shown(text: str) -> str:
+    """``text`` with the paths of this machine as a reader reads them anywhere: every site-packages (or
+    dist-packages) folder Python imports from as `site-packages`, the home folder as `~`."""
+    folders = {sysconfig.get_paths()["purelib"], *(p for p in sys.path if Path(p).name in ("site-packages",
+                                                                                       "dist-packages"))}
+    for folder in sorted(folders, key=len, reverse=True):  # a venv's own before the interpreter's it extends
+        text = text.replace(folder.rstrip("/") + "/", "site-packages/")
+    home = str(Path.home()).rstrip("/")
+    return re.sub(re.escape(home) + r"(?=/|\b)", "~", text) if home else text
+
+
 def run_block(block: Block, workspace: Path, bin_dir: str) -> list[str]:
     """The block's commands run in ``workspace``, as the block shows them."""
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": COLUMNS,
            "TERM": "dumb", "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
-    shown = []
+    lines = []
     for command in block.commands:
         hidden = command.startswith("@")
         command = command.lstrip("@").strip()
@@ -151,9 +167,9 @@ def run_block(block: Block, workspace: Path, bin_dir: str) -> list[str]:
                 raise SystemExit(f"setup command failed ({result.returncode}): {command}\n{result.stdout}")
             continue
         if block.prompt:
-            shown.append(f"$ {command}")
-        shown += result.stdout.rstrip("\n").split("\n") if result.stdout.strip() else []
-    return elide(shown, block.elide) if block.elide else shown
+            lines.append(f"$ {command}")
+        lines += shown(result.stdout).rstrip("\n").split("\n") if result.stdout.strip() else []
+    return elide(lines, block.elide) if block.elide else lines
 
 
 def elide(lines: list[str], pattern: re.Pattern) -> list[str]:

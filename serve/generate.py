@@ -10,7 +10,7 @@ parameters or tensors based on the model"). ptx has no tokenizer, so a request n
     {"model_name": "lm", "model_version": "1", "output_ids": [74, 180, ...]}
 
 ``parameters`` may say ``eos`` (the ids that end a sequence: replaces the file's; [] runs every step).
-Decoding is greedy: the file's own loop, as ``ptx.infer.load(FILE).generate`` runs it. Every bad
+Decoding is greedy: the model's one decoding, as ``ptx.infer.load(FILE).generate`` runs it. Every bad
 request is a 4xx with ``{"error": "one line"}``, found before any step runs; in a stream an error after
 the first event is an event of its own (the extension's rule: the status was already sent).
 """
@@ -24,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ptx.errors import first_line
+from ptx.infer.model.generation import no_cache
 
-from .body import read_body
+from .body import json_object, read_body
 from .model import VERSION
 from .service import TOKEN_NEEDED
 from .tensors import RequestError
@@ -33,8 +34,6 @@ from .tensors import RequestError
 FIELDS = ("input_ids", "max_tokens", "parameters", "id")
 PARAMETERS = ("max_tokens", "eos", "stream")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # routed, so that all but POST get the JSON 405
-NO_CACHE = ("{name} was exported without its key/value cache, so it cannot generate: export the model with "
-            "`ptx export --module FILE.py:FACTORY --task text-generation` and serve that file")
 
 
 @dataclass
@@ -48,13 +47,8 @@ class GenerateRequest:
 
 def parse_generate_request(body: bytes, stream: bool) -> GenerateRequest:
     """A generate request's JSON, its types checked (ids within the vocabulary and max_tokens within the
-    cap are the model's to check: Generator.check)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(f"the request is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise RequestError('the request JSON is an object: {"input_ids": [ids], "max_tokens": N}')
+    cap are the model's to check: Generator.start)."""
+    doc = json_object(body, '{"input_ids": [ids], "max_tokens": N}')
     if "text_input" in doc:
         raise RequestError('ptx serves token ids and has no tokenizer: send "input_ids" (a list of token ids, or a list '
                            "of such lists), not text_input")
@@ -130,18 +124,17 @@ def generate_endpoint(service, stream: bool):
             model = service.model(name, request.path_params.get("version"))
             generator = model.generator
             if generator is None:
-                raise RequestError(NO_CACHE.format(name=name))
+                raise RequestError(str(no_cache(name)))
             body = await read_body(request.receive, service.options.max_request_bytes,
                                    request.headers.get("content-encoding", "identity").lower())
             asked = parse_generate_request(body, stream)
-            prompts = generator.check(asked.prompts, asked.max_tokens, service.options.max_batch_size)
+            decoding = generator.start(asked.prompts, asked.max_tokens, asked.eos, service.options.max_batch_size)
             head = {"model_name": model.name, "model_version": VERSION, **({"id": asked.id} if asked.id else {})}
             if stream:
-                return StreamingResponse(_events(generator.stream(prompts, asked.max_tokens, asked.eos), head,
-                                                 asked.one, observer, started),
+                return StreamingResponse(_events(generator.stream(decoding), head, asked.one, observer, started),
                                          media_type="text/event-stream; charset=utf-8",
                                          headers={"cache-control": "no-cache"})
-            tokens = await generator.generate(prompts, asked.max_tokens, asked.eos)
+            tokens = await generator.generate(decoding)
         except RequestError as exc:
             observer.done(time.perf_counter() - started, exc.status)
             return JSONResponse({"error": str(exc)}, exc.status)

@@ -13,7 +13,7 @@ class Metrics:
 
     def __init__(self):
         # Said at shutdown: inference requests answered (with outputs), refused (4xx) and failed (5xx).
-        self.answered = {"rest": 0, "grpc": 0}
+        self.answered = {"rest": 0, "grpc": 0, "openai": 0}  # openai: REST's OpenAI API (openai_routes.py)
         self.refused = 0
         self.failed = 0
         self.registry = CollectorRegistry()

@@ -30,6 +30,7 @@ from ptx.contract.comparison import class_scores
 from ptx.contract.tensor_inputs import check_feeds
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError, ModelRunError
+from ptx.extras import MissingExtraError
 from ptx.infer.model.head import IMAGE_INPUT, LABEL_OUTPUT, PROBABILITIES_OUTPUT, Head, IdentityHead, Prediction
 from ptx.infer.model.model import Model
 from ptx.infer.predict.named_outputs import top_k
@@ -80,6 +81,14 @@ class ServedModel:
         # A file exported with its key/value cache also answers Triton's generate extension (generate.py).
         generation = model.generation
         self.generator = Generator(name, model, generation, max_tokens) if generation is not None else None
+        # Its tokenizer and chat template beside the file: the OpenAI API (openai_routes.py) takes text. Without the
+        # text extra the model still serves token ids, and the API says what to install.
+        self.text, self.no_text = None, None
+        if self.generator is not None:
+            try:
+                self.text = model.text
+            except MissingExtraError as exc:
+                self.no_text = str(exc)
         head: Head | IdentityHead = model.head or IdentityHead(model.signature)
         self.head, self.signature, self.user_input = head, head.endpoint, head.user_input
         model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does

@@ -1,7 +1,7 @@
 """The Open Inference Protocol's REST binding on Starlette (served by uvicorn): health, server and
 model metadata, Triton's model configuration, infer with the binary tensor data extension, and
-Prometheus metrics; Triton's generate extension for a model exported with its cache (generate.py);
-the drawing page at `/`.
+Prometheus metrics; Triton's generate extension for a model exported with its cache (generate.py), and
+OpenAI's API for one with its tokenizer beside it (openai_routes.py); the drawing page at `/`.
 
 Errors are the protocol's `{"error": "..."}` with a 4xx naming what was wrong (a 500 when the
 runtime itself fails); the server stays ready.
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from .body import read_body
 from .generate import METHODS as GENERATE_METHODS, generate_endpoint
 from .model import VERSION, InferRequest, RequestedOutput, ServedModel
+from .openai_routes import openai_routes
 from .service import TOKEN_NEEDED, Service
 from .tensors import RequestError, Tensor, from_json_data, from_raw, to_json_data, to_raw
 
@@ -77,6 +78,7 @@ def build_app(service: Service) -> Starlette:
                    Route(f"{base}/config", model_config),
                    Route(f"{base}/generate", generate_endpoint(service, stream=False), methods=GENERATE_METHODS),
                    Route(f"{base}/generate_stream", generate_endpoint(service, stream=True), methods=GENERATE_METHODS)]
+    routes += openai_routes(service)
     return InferRoute(service, Starlette(routes=routes))
 
 

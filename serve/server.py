@@ -179,6 +179,9 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
     shown = f"[{host}]" if ":" in host else host
     log(f"REST  http://{shown}:{http_port}/v2  (page http://{shown}:{http_port}/, metrics http://{shown}:{http_port}/metrics)")
     log(f"gRPC  {shown}:{grpc_port}")
+    talking = [name for name, model in service.models.items() if model.text is not None]
+    if talking:
+        log(f"OpenAI  http://{shown}:{http_port}/v1  (chat and completions: {', '.join(talking)})")
     log(f"serving {', '.join(service.models)}; Ctrl-C or SIGTERM stops")
     await stopping.wait()
     # The drain: load balancers and KServe see readiness 503 and stop sending; keep-alive clients are
@@ -210,7 +213,7 @@ def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: 
     # ONNX Runtime's intra-op threads spin between runs by default. In a server, the event loop, the
     # gRPC threads and the batcher share the cores with them, and spinning threads took the CPU the
     # front needed: on 2 cores, REST at 32 clients answered about a tenth more with spinning off
-    # (docs/benchmarks.md, Serving). PTX_ORT_SPINNING=1 restores it.
+    # (docs/benchmarks/serving.md). PTX_ORT_SPINNING=1 restores it.
     os.environ.setdefault("PTX_ORT_SPINNING", "0")
     http_socket = bind_http(options.host, options.http_port)
     service = Service(options)
@@ -225,8 +228,9 @@ def serve(runs: list, *, options: ServeOptions, backend: str = AUTO, precision: 
     metrics = service.metrics
     answered = metrics.answered
     others = [f"{n} {what}" for n, what in ((metrics.refused, "refused (4xx)"), (metrics.failed, "failed (5xx)")) if n]
+    openai = f", OpenAI {answered['openai']}" if answered["openai"] else ""
     log(f"stopped: answered {sum(answered.values())} inference requests (REST {answered['rest']}, "
-        f"gRPC {answered['grpc']})" + (f"; {', '.join(others)}" if others else ""))
+        f"gRPC {answered['grpc']}{openai})" + (f"; {', '.join(others)}" if others else ""))
 
 
 def _event_loop_run(coroutine) -> None:

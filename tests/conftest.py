@@ -188,3 +188,18 @@ def own_models(tmp_path_factory) -> dict[str, Path]:
     import own_models as zoo
 
     return zoo.export_all(tmp_path_factory.mktemp("own"))
+
+
+@pytest.fixture(scope="session")
+def chat_export(tmp_path_factory) -> dict:
+    """A chat model as users have one (tests/text_models.py: a save_pretrained folder of a tiny Llama and its
+    tokenizer with a chat template), exported once per session by `ptx export DIR --out OUT --format onnx`:
+    {"folder": DIR, "file": OUT/model.onnx, "log": what export printed}."""
+    import text_models
+    from ptx_command import ptx
+
+    root = tmp_path_factory.mktemp("chat")
+    folder = text_models.chat_folder(root / "chat-llama")
+    done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"folder": folder, "file": root / "export" / "model.onnx", "log": done.stdout}

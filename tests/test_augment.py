@@ -136,7 +136,7 @@ def test_bad_strength_and_non_pictures_are_refused():
 ])
 def test_cli_refusals_are_one_line(tmp_path, args, message):
     result = ptx("train", *args, "--out", str(tmp_path))
-    assert result.returncode != 0 and message in result.stderr
+    assert result.returncode == 2 and message in result.stderr  # a refusal (usage or PtxError): exit 2, not a crash
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "checkpoint.pt").exists()
 

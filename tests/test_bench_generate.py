@@ -80,7 +80,7 @@ def test_bench_generate_refuses_a_file_without_a_cache(tmp_path):
     result = ptx("bench", out / "model.onnx", "--generate", "8")
     assert result.returncode == 2, result.stdout + result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert "without one" in line and "--task text-generation" in line and "Traceback" not in line
+    assert "without its key/value cache" in line and "--task text-generation" in line and "Traceback" not in line
 
 
 def test_bench_generate_refuses_a_prompt_past_the_positions(lm):

@@ -79,6 +79,58 @@ def test_a_node_without_a_cuda_kernel_is_named_with_its_types():
     assert placement_of_graph(int32).describe() == "all 2 nodes on CUDA"
 
 
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    """A Llama-shaped decoder exported with its cache (1 layer, 64 tokens): a dynamic past, and the
+    shape arithmetic that comes with it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from ptx.export.module import export_module
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                                      bos_token_id=None, eos_token_id=None)
+    out = tmp_path_factory.mktemp("decoder")
+    export_module(transformers.LlamaForCausalLM(config).eval(), None, out, log=lambda _: None)
+    return out / "model.onnx"
+
+
+def test_a_decoders_cpu_nodes_are_all_shape_arithmetic(decoder):
+    """The static check explains every CPU node of a decoder exported with its cache as the shape
+    heuristic's: no node without a CUDA kernel, so a plain ort-cuda session may open it (below)."""
+    placed = cuda_placement(decoder)
+    assert placed.on_cpu, "a decoder with a dynamic past has shape arithmetic"
+    assert {n.reason for n in placed.on_cpu} == {SHAPE_HEURISTIC}, placed.describe(limit=20)
+
+
+def test_shape_arithmetic_on_the_cpu_opens_a_plain_ort_cuda_session_and_nothing_else_does(decoder, monkeypatch):
+    """A decoder keeps its shape arithmetic on the CPU, as ORT's heuristic wants (Qwen2-0.5B: 131
+    nodes, refused on an H100 for them, 2026-11-26): a plain ort-cuda session opens as ORT places it;
+    a CUDA-graph session, which cannot hold a CPU node, still refuses; a node the static check does not
+    explain as shape arithmetic refuses both, named alone. ORT's placement is stood in for (no CUDA here)."""
+    import onnxruntime as ort
+
+    from ptx.infer.runtime import cuda_placement as placement
+
+    shape_nodes = [f"{n.name} ({n.op_type})" for n in cuda_placement(decoder).on_cpu]
+
+    def ort_places(extra=()):
+        monkeypatch.setattr(placement, "node_placement", lambda ort, path, providers: {
+            "CUDAExecutionProvider": ["matmul (MatMul)"], "CPUExecutionProvider": shape_nodes + list(extra)})
+
+    ort_places()
+    assert placement.cuda_placement_error(ort, decoder, [], [], shape_arithmetic_allowed=True) is None
+    graph_refusal = placement.cuda_placement_error(ort, decoder, [], [], shape_arithmetic_allowed=False)
+    assert graph_refusal.startswith(f"ort-cuda: {len(shape_nodes)} node(s) of model.onnx would run on the CPU")
+    assert f"{shape_nodes[0]}: {SHAPE_HEURISTIC}" in graph_refusal and graph_refusal.endswith("use --backend ort-cpu")
+
+    ort_places(extra=["mystery (Relu)"])
+    refusal = placement.cuda_placement_error(ort, decoder, [], [], shape_arithmetic_allowed=True)
+    assert refusal.startswith("ort-cuda: 1 node(s) of model.onnx would run on the CPU")
+    assert "mystery (Relu): left on the CPU by ONNX Runtime" in refusal and SHAPE_HEURISTIC not in refusal
+
+
 def test_a_kernel_less_node_spreads_to_the_cpu_only_when_it_is_reached_from_a_cpu_tensor():
     """As in fallback_cpu_capability.cc: a node without a CUDA kernel passes the CPU on to its
     consumers only when the walk from the CPU tensors reaches it. ReduceProd(int64) over the graph

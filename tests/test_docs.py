@@ -274,3 +274,91 @@ def test_the_reference_keeps_example_lines_and_shows_defaults_as_help_does():
     assert "| `--seed` | `INTEGER` | Seed. | `42` |" in rows
     assert "| `--lr` | `FLOAT` | Rate. | - |" in rows  # no default: a dash, never click's Sentinel
     assert "| `--quiet` |  | Hush. | - |" in rows
+
+
+# -- the docs speak of ptx and its users -------------------------------------------------------------
+# The rule, precisely. A page is README.md or any docs/**/*.md but the files a GPU check wrote as they
+# came (docs/gpu-runs/*/ except their README.md, which is a page). HTML comments (the output markers,
+# whose commands run in the workspace) are not what a reader sees and are left out. Then:
+# - no folder of one machine anywhere, prose, code or output: a home folder (/root/, /home/NAME/,
+#   /Users/), an interpreter's own (.pyenv/), a scratch workspace (/work/); scripts/readme_outputs.py
+#   shows a home as ~ and site-packages as such;
+# - /tmp/ only in a ```bash block, a command a user types; never in prose, a code span or output;
+# - no ptx issue number in a heading or an anchor (`issue 53`, #issue-53-acceptance, #generate-75), and
+#   none in prose either ("issue 53"); a project elsewhere is named with its own (pytorch#148886);
+# - no word of how the work was organised, in prose: who ran what, in which session, on which lent
+#   machine, with which internal status field.
+MACHINE_PATH = re.compile(r"/root/|/home/[\w.-]+/|/Users/|/work/|\.pyenv/")
+SCRATCH = re.compile(r"/tmp/")
+ISSUE = re.compile(r"\bissues? #?\d+", re.I)
+NUMBER_ANCHOR = re.compile(r"#(?:[\w-]*issue-\d+[\w-]*|[a-z]+(?:-[a-z]+)*-\d{2,3})\b")
+ORGANISED = re.compile(r"\bthis session\b|\bsessions? of (?:issue|\d)|\bother sessions\b|\bsessions' |(?<![.\w])helpers?\b"
+                       r"|\bengineers?\b|\blease\b|\blent\b|\bdevice tool\b|can_start_another|not_drawn|\bworktree"
+                       r"|\bwho ran\b|\b(?:this|that|other|earlier|later|next) sessions?\b", re.I)
+COMMIT = re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,12}\b")  # a commit named in prose
+FENCE = re.compile(r"^( *)(```+)([\w-]*)[^\n]*\n.*?^\1\2[ \t]*$", re.S | re.M)
+
+
+def docs_pages() -> list[Path]:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    return [p for p in pages if not ("gpu-runs" in p.parts and p.name != "README.md")]
+
+
+def hygiene_problems(name: str, text: str) -> list[str]:
+    """What on a page speaks of one machine or of how the work was organised (the rule above)."""
+    # Where and when a transcript was printed is shown under it on the site: that part of its marker is read.
+    shown = " ".join(re.findall(r"<!-- transcript: (.*?) -->", text))
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    problems = [f"{name}: a path of one machine: {m.group(0)!r}" for m in MACHINE_PATH.finditer(text)]
+    prose = FENCE.sub("", text)
+    outside_shell = FENCE.sub(lambda m: m.group(0) if m.group(3) not in ("bash", "sh", "shell") else "", text)
+    if SCRATCH.search(outside_shell):
+        line = next(ln for ln in outside_shell.split("\n") if SCRATCH.search(ln))
+        problems.append(f"{name}: a scratch folder outside a command a user types: {line.strip()!r}")
+    for heading in re.findall(r"^#+ (.+)$", prose, re.M):
+        if ISSUE.search(heading) or re.search(r"\{ *#[^}]*\d", heading):
+            problems.append(f"{name}: a heading named after an issue or a number: {heading!r}")
+    for anchor in re.findall(r"\]\([^)\s]*(#[\w-]+)\)", text):
+        if NUMBER_ANCHOR.fullmatch(anchor):
+            problems.append(f"{name}: a link to an anchor named after an issue or a number: {anchor}")
+    words = re.sub(r"`[^`\n]*`", " ", prose) + "\n" + shown
+    problems += [f"{name}: {m.group(0)!r} (an issue number)" for m in ISSUE.finditer(words)]
+    problems += [f"{name}: {m.group(0)!r} (how the work was organised)" for m in ORGANISED.finditer(words)]
+    problems += [f"{name}: {m.group(0)!r} (a commit: the history is git's)" for m in COMMIT.finditer(words)]
+    return problems
+
+
+def test_the_docs_speak_of_ptx_and_its_users_only():
+    problems = [p for page in docs_pages() for p in hygiene_problems(str(page.relative_to(REPO)), page.read_text())]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_hygiene_rule_catches_what_it_is_for_and_passes_what_users_type():
+    planted = {
+        "`setup: installing into /root/.pyenv/versions/3.11.7`": "a path of one machine",
+        "```\ndata: (/home/dev/.cache/ptx)\n```\n": "a path of one machine",
+        "The run below: `ptx bench /tmp/bxt/model.onnx`.": "a scratch folder",
+        "<!-- transcript: x, 2026-11-23 -->\n```\n$ ptx verify --root /tmp/offer\n```\n": "a scratch folder",
+        "## Photos (issue 31), run of 2026-11-23\n": "a heading named after",
+        "## Reduced precision { #issue-53-acceptance }\n": "a heading named after",
+        "measured: [benchmarks](docs/benchmarks.md#issue-53-acceptance).": "a link to an anchor",
+        "[the run](benchmarks.md#generate-75)": "a link to an anchor",
+        "fixes issue 30 point 7:": "an issue number",
+        "No session since 2026-11-23 had a GPU lent.": "how the work was organised",
+        "shared with other engineers' test suites": "how the work was organised",
+        "what this session measured": "how the work was organised",
+        "ptx at main of 2026-11-23 (f011fba) plus the fixes": "a commit",
+        "<!-- transcript: AMD EPYC, 2 cores, load 7.6 (other sessions' tests running) -->\n```\nx\n```\n":
+            "how the work was organised",
+    }
+    for text, why in planted.items():
+        found = hygiene_problems("x.md", text)
+        assert found and why in found[0], (text, found)
+    legit = ("```bash\nptx export --module scripts/export_shapes.py:resnet50 --out /tmp/r50\n```\n"
+             "<!-- output: @ptx serve convnet > /tmp/ptx-serve.log 2>&1 & -->\n"
+             "Datasets are cached in `~/.cache/ptx/datasets`; an ONNX Runtime session per file (pytorch#148886,"
+             " TensorRT #3161). [sizes](own-model.md#6-serve-it), [bound](precision.md#int8-and-bf16-within-max-drop-05),"
+             " [check](gpu.md#the-latest-check-nvidia-h100-2026-11-26). `with predictor.host.lease(shape) as batch:`\n"
+             "## pt2: torch.export and AOTInductor\n"
+             "A centring model, written with onnx.helper as `centred.onnx`.\n")
+    assert hygiene_problems("x.md", legit) == []

@@ -27,9 +27,10 @@ def fake_format(name: str, seconds: float, events: list, quick: bool = False) ->
     return ExportFormat(name=name, description=name, serving_backend="ort-cpu", write=write, writes_quickly=quick)
 
 
-def plan(overlap: bool) -> pipeline.Plan:
-    return pipeline.Plan("m", object(), (), None, {}, lambda fmt: [], None, lambda fmt: {}, None, None, "",
-                         overlap=overlap)
+def plan(overlap: bool) -> pipeline.ExportSource:
+    source = pipeline.ExportSource("m", object(), (), None, {})
+    source.overlap = overlap
+    return source
 
 
 @pytest.fixture
@@ -94,12 +95,13 @@ def test_a_check_that_fails_while_the_next_is_written_keeps_no_file(checks, tmp_
 
 def test_the_overlap_is_taken_only_where_memory_holds_more_copies_of_the_weights(monkeypatch):
     from ptx.export import module as module_export
+    from ptx.infer.runtime import memory_plan
 
     model = torch.nn.Linear(1000, 1000)  # 4 MB of weights
     weights = 1000 * 1000 * 4 + 1000 * 4
-    for room, expected in ((None, False), (module_export.OVERLAP_ROOM * weights - 1, False),
-                           (module_export.OVERLAP_ROOM * weights + 1, True)):
-        monkeypatch.setattr(module_export, "available_memory", lambda room=room: room)
+    for room, expected in ((None, False), (memory_plan.OVERLAP_ROOM * weights - 1, False),
+                           (memory_plan.OVERLAP_ROOM * weights + 1, True)):
+        monkeypatch.setattr(memory_plan, "available_memory", lambda room=room: room)
         assert module_export._room_to_overlap(model) is expected
 
 
@@ -153,16 +155,3 @@ def test_ctrl_c_while_a_file_is_written_begins_no_more_checks(checks, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pipeline.export_files(plan(True), [quick, second, third], placed(tmp_path, []), lambda _: None)
     assert not any(name.startswith("check second") for name, _ in checks)  # queued behind quick's, not begun
-
-
-def test_the_memory_a_container_leaves_is_what_is_available(monkeypatch, tmp_path):
-    """/proc/meminfo shows the host's memory inside a container: its cgroup's limit, less what it uses, bounds it."""
-    from ptx import machine
-
-    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
-    limit.write_text("1000000\n")
-    usage.write_text("400000\n")
-    monkeypatch.setattr(machine, "CGROUP_MEMORY", ((str(limit), str(usage)),))
-    assert machine.available_memory() == 600000
-    limit.write_text("max\n")  # cgroup v2 without a limit: the kernel's figure alone
-    assert machine.available_memory() > 600000

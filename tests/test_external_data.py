@@ -146,10 +146,27 @@ def test_a_one_file_model_keeps_its_graph_bytes_when_a_key_is_rewritten(tmp_path
 
 
 def test_small_models_stay_one_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", 1536 << 20)
-    proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
-    onnx_files.save_model(proto, tmp_path / "model.onnx")
-    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    """Weights under the threshold stay inside model.onnx, a tensor past onnx's inline size (2 KB) too; the same
+    model past the threshold is split (the twin, so that the first assertion is about the threshold)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", SPLIT_AT)
+    weights = numpy_helper.from_array(np.arange(512, dtype=np.float32).reshape(32, 16), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [weights])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    onnx_files.save_model(proto, tmp_path / "one" / "model.onnx")
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["model.onnx"]
+    assert external_data_files(tmp_path / "one" / "model.onnx") == []
+    x = np.ones((1, 32), np.float32)
+    ran = ort.InferenceSession(str(tmp_path / "one" / "model.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ran, x @ numpy_helper.to_array(weights))
+    monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", 1024)
+    onnx_files.save_model(proto, tmp_path / "two" / "model.onnx")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["model.onnx", "model.onnx.data"]
 
 
 def test_reading_the_structure_leaves_the_weights_out(exported, tmp_path):

@@ -21,6 +21,7 @@ COMMANDS = {
     "heif": ["predict", "--root", "{convnet}", "{heic}"],
     "parquet": ["predict", "--root", "{convnet}", "{picture}", "--output", "answers.parquet"],
     "ray": ["predict", "--ray", "--root", "{convnet}", "{picture}", "--output", "answers"],
+    "text": ["generate", "{picture}", "--tokenizer", "{tokenizer}", "--prompt", "Hi"],  # asked before FILE is opened
 }
 # Extras for developing ptx, not for using it: no ptx command imports them.
 DEVELOPMENT = {"test", "docs"}
@@ -48,7 +49,8 @@ def test_every_extra_of_pyproject_is_known_and_tested():
 def test_a_missing_extra_is_one_line_with_the_pip_command(extra, runs, tmp_path):
     module = EXTRAS[extra][0][0]
     places = {"{root}": lambda: runs.ready("linreg"), "{convnet}": lambda: runs.ready("convnet"),
-              "{heic}": lambda: _heic(tmp_path), "{picture}": lambda: _picture(tmp_path)}
+              "{heic}": lambda: _heic(tmp_path), "{picture}": lambda: _picture(tmp_path),
+              "{tokenizer}": lambda: _tokenizer(tmp_path)}
     args = [str(places[a]()) if a in places else a for a in COMMANDS[extra]]
     code = BLOCK.format(module=module, args=args)
     # A cache of its own, with the Debian data setup unpacked but nothing converted yet (the pima CSV
@@ -79,6 +81,13 @@ def _heic(folder: Path) -> Path:
     except ImportError:
         path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
     return path
+
+
+def _tokenizer(folder: Path) -> Path:
+    """A tokenizer folder: its tokenizer.json is only looked for before ptx asks for the extra."""
+    (folder / "tok").mkdir()
+    (folder / "tok" / "tokenizer.json").write_text("{}")
+    return folder / "tok"
 
 
 def _picture(folder: Path) -> Path:

@@ -243,7 +243,7 @@ def test_ptx_generate_prints_ids_json_and_text(exported, tmp_path):
     shown = ptx("generate", path, "--ids", "5,17,93", "--ids", "8,1,44,120,7,3,9,60,2,11", "--max-new-tokens", 8)
     assert shown.stdout.splitlines() == [f"prompt {k + 1} ({len(p)} tokens): {' '.join(map(str, w))}"
                                          for k, (p, w) in enumerate(zip(PROMPTS[:2], want))]
-    assert "2 prompts on ort-cpu: the prompt in" in shown.stderr
+    assert "2 prompts on ort-cpu, greedy: the prompt in" in shown.stderr
     doc = json.loads(ptx("generate", path, "--ids", "5,17,93", "--max-new-tokens", 8, "--backend", "openvino",
                          "--json").stdout)
     assert doc["backend"] == "openvino" and doc["prompts"][0]["new_ids"] == want[0] and doc["prefill_ms"] > 0
@@ -271,15 +271,15 @@ def test_torchscript_carries_the_cache_where_its_trace_holds(exported):
 
 
 def test_a_format_that_cannot_carry_the_cache_is_said_and_not_kept(tmp_path, monkeypatch):
-    import ptx.export.generation as generation
+    from ptx.export.decoder import DecoderSource
 
-    written = generation.write_decoder
+    written = DecoderSource.write
 
-    def refusing(fmt, *args):
+    def refusing(self, fmt, *args):
         if fmt.name == "torchscript":
             raise PtxError("the trace fixed the past's length")
-        return written(fmt, *args)
-    monkeypatch.setattr(generation, "write_decoder", refusing)
+        return written(self, fmt, *args)
+    monkeypatch.setattr(DecoderSource, "write", refusing)
     lines: list[str] = []
     export_module(llama(), None, tmp_path / "lm", formats=["onnx", "torchscript"], log=lines.append)
     assert "torchscript not kept: it cannot carry the cache (the trace fixed the past's length)" in lines, lines
@@ -302,3 +302,35 @@ def test_the_cli_export_takes_no_shaping_options_for_a_decoder(tmp_path):
     done = ptx("export", "--module", f"{factory}:build", "--out", tmp_path / "lm", "--shape", "seq=4", check=False)
     assert done.returncode != 0 and "--shape/--value/--range is not for a model exported with its cache" in \
         done.stderr, done.stderr
+
+
+def test_decoding_is_pulled_step_by_step_and_teacher_forced_by_appending(exported):
+    """The caller pulls: a step's logits, the tokens it appends (argmax: generate()'s; another: the next step
+    answers that one, as a prompt ending in it would), each prompt done at its end-of-sequence id, and a
+    decoding no longer pulled runs nothing more."""
+    import numpy as np
+
+    from ptx.infer.model.generation import GREEDY
+
+    model = load(exported["llama"][0])
+    want = model.generate(PROMPTS, max_new_tokens=6, eos=())
+    decoding = model.decoding(PROMPTS, 6, eos=())
+    first = decoding.step()
+    assert first.index == 0 and first.logits.shape == (3, VOCAB) and not first.done.any()
+    with pytest.raises(PtxError, match="append"):
+        decoding.step()
+    assert decoding.append(GREEDY(first.logits, decoding.history)) == [w[0] for w in want]
+    forced = [7, 9, 11]  # not the greedy tokens: what comes next answers them
+    assert forced != [w[1] for w in want]
+    decoding.step()
+    decoding.append(forced)
+    after = decoding.step().logits
+    alone = model.decoding([p + [w[0], f] for p, w, f in zip(PROMPTS, want, forced)], 1, eos=()).step().logits
+    assert np.allclose(after, alone, atol=1e-4), abs(after - alone).max()
+    assert decoding.decoded().tokens == [[w[0], f] for w, f in zip(want, forced)]  # stopped pulling: 2 tokens
+    ended = model.decoding(PROMPTS, 6, eos=[want[1][0]])  # the second prompt's first token ends it
+    assert ended.next_tokens() == [w[0] for w in want] and ended.done.tolist() == [False, True, False]
+    assert ended.next_tokens() == [want[0][1], None, want[2][1]]
+    assert ended.to_end().tokens == [want[0], want[1][:1], want[2]]
+    with pytest.raises(PtxError, match="done"):
+        ended.step()

@@ -192,7 +192,7 @@ def test_ort_cuda_device_tensors_in_and_out_match_the_numpy_path_on_real_samples
 def test_training_on_cuda_resumes_where_it_stopped(tmp_path):
     """Two epochs in one go, and one epoch then --resume for the second, on CUDA. cuDNN's
     convolution backward is not deterministic, so the weights agree closely, not bit for bit
-    (docs/benchmarks.md records the measured difference)."""
+    (docs/benchmarks/gpu.md records the measured difference)."""
     from ptx.trainers.data import load_dataset
 
     spec = get("convnet")

@@ -310,3 +310,15 @@ def test_a_file_offer_repeats_what_made_the_verdict_and_runs_from_elsewhere(runs
                             capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
     assert traced.returncode == 1 and "where it is born: openvino vs ort-cpu" in traced.stdout, \
         traced.stdout + traced.stderr
+
+
+def test_the_line_located_is_shown_as_the_reader_named_its_file(tmp_path, monkeypatch):
+    """The exporter records the module's file by its absolute path; the words show it relative to the
+    working folder where it lies under it (`ptx export --module mynet.py:build` then says `mynet.py:20`),
+    elsewhere as recorded, and --json keeps the record."""
+    from ptx.infer.locate.render import _shown
+
+    (tmp_path / "demo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert _shown(f"{tmp_path}/demo/mynet.py:20") == "demo/mynet.py:20"
+    assert _shown("/usr/lib/python3/other.py:7") == "/usr/lib/python3/other.py:7"

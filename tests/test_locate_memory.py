@@ -2,7 +2,7 @@
 detector. A sweep sizes its pieces by their tensors' bytes before it runs them (sized from the piece
 before, a piece overshot where the tensors widen: 6x the largest tensor under a budget of 3x), and
 its one-question runners close without a garbage collector's full pass (a third of the time there).
-The processes' peaks and times on the real files are scripts/bench_locate.py's (docs/benchmarks.md)."""
+The processes' peaks and times on the real files are scripts/bench_locate.py's (docs/benchmarks/locate.md)."""
 from __future__ import annotations
 
 import gc
@@ -28,7 +28,7 @@ def test_no_piece_holds_more_than_its_budget_where_the_tensors_widen(tmp_path, m
     with LocateGraph.open(detector(tmp_path / "det.onnx", blocks=blocks, channels=8)) as graph:
         every = sweep.Side(graph, feeds).values([n for n in graph.produced_at if graph.comparable(n)])
         budget = 3 * max(v.nbytes for v in every.values())
-        monkeypatch.setattr(sweep, "BUDGET", (budget, budget))
+        monkeypatch.setattr(sweep, "piece_budget", lambda: budget)
         found = sweep.Sweep(Counterparts.match(graph, graph), sweep.Side(graph, feeds), sweep.Side(graph, feeds),
                             TOLERANCE).run()
     assert len(found.segments) > 1 and found.free, found.segments

@@ -98,7 +98,7 @@ def test_locate_peaks_within_twice_a_plain_verify_on_700_nodes(tmp_path):
     assert 680 <= len(onnx.load(str(f32)).graph.node) <= 720
     given = ["verify", f32, "--against", int8, "--inputs", x, "--backends", "ort-cpu"]
     plain, code, err = peak_mib(*given)
-    assert code in (0, 1), err
+    assert code == 0, err  # calibrated on the pages it is fed: the pair holds the int8 rule
     located, code, err = peak_mib(*given, "--locate", "--json")
-    assert code in (0, 1) and "locating:" in err, err
+    assert code == 0 and "locating:" in err, err  # a pair that passes keeps exit 0, located all the same
     assert located <= 2 * plain, (located, plain)

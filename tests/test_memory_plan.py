@@ -52,6 +52,67 @@ def test_an_artificial_limit_bounds_what_is_available_by_what_the_process_holds(
     assert 0 < machine.available_memory() <= 50 * MB
 
 
+GB = 1 << 30
+
+
+def _cgroup_tree(root: Path, cgroup: str, mountinfo: str, files: dict[str, str | int]) -> Path:
+    """A fake / under ``root``: /proc/self/cgroup, /proc/self/mountinfo and the cgroup files (path: content)."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(cgroup)
+    (root / "proc/self/mountinfo").write_text(mountinfo)
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"{content}\n")
+    return root
+
+
+V2_MOUNT = "31 23 0:28 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+V1_MOUNTS = ("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n"
+             "35 31 0:32 {root} /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+             "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
+
+
+def test_a_nested_v2_cgroup_leaves_its_tightest_limit_less_what_is_used_beyond_inactive_file_cache(tmp_path):
+    """The process's own cgroup (/proc/self/cgroup), not the hierarchy's root; every level up to the mount, the
+    least room; the inactive file cache (a model file just read) is memory the kernel takes back, so it is room."""
+    slice_, job = "sys/fs/cgroup/work.slice", "sys/fs/cgroup/work.slice/job.scope"
+    files = {"sys/fs/cgroup/cgroup.controllers": "cpu io memory pids",
+             f"{slice_}/memory.max": 8 * GB, f"{slice_}/memory.current": 5 * GB,
+             f"{slice_}/memory.stat": f"anon {3 * GB}\ninactive_file {GB}",
+             f"{job}/memory.max": "max", f"{job}/memory.current": 2 * GB, f"{job}/memory.stat": f"inactive_file {GB // 2}"}
+    root = _cgroup_tree(tmp_path / "a", "0::/work.slice/job.scope\n", V2_MOUNT, files)
+    assert machine.cgroup_room(root) == 8 * GB - (5 * GB - GB)  # the slice's: the job sets none
+    (root / job / "memory.max").write_text(f"{3 * GB}\n")
+    assert machine.cgroup_room(root) == 3 * GB - (2 * GB - GB // 2)  # the job's own is tighter now
+    for name in (f"{slice_}/memory.max", f"{job}/memory.max"):
+        (root / name).write_text("max\n")
+    assert machine.cgroup_room(root) is None  # no level limits it: MemAvailable alone decides
+
+
+def test_a_v1_cgroup_is_read_where_the_container_mounts_it_and_on_a_host_with_both_hierarchies(tmp_path):
+    # a container: its cgroup is the mount's root, so its path (/docker/abc) names the mount itself
+    container = _cgroup_tree(tmp_path / "c", "5:memory:/docker/abc\n0::/\n", V1_MOUNTS.format(root="/docker/abc"), {
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": 2 * GB, "sys/fs/cgroup/memory/memory.usage_in_bytes": GB + GB // 2,
+        "sys/fs/cgroup/memory/memory.stat": f"cache {GB}\ninactive_file {GB // 4}\ntotal_inactive_file {GB // 2}",
+        "sys/fs/cgroup/unified/cgroup.controllers": "hugetlb"})  # the unified hierarchy holds no memory controller
+    assert machine.cgroup_room(container) == 2 * GB - (GB + GB // 2 - GB // 2)
+    # a host: the process two levels down, the limit on its parent (v1's "no limit" is a number near 2^63)
+    host = _cgroup_tree(tmp_path / "h", "4:memory:/jobs/x\n", V1_MOUNTS.format(root="/"), {
+        "sys/fs/cgroup/memory/memory.limit_in_bytes": 9223372036854771712,
+        "sys/fs/cgroup/memory/jobs/memory.limit_in_bytes": 4 * GB, "sys/fs/cgroup/memory/jobs/memory.usage_in_bytes": 3 * GB,
+        "sys/fs/cgroup/memory/jobs/x/memory.limit_in_bytes": 9223372036854771712,
+        "sys/fs/cgroup/memory/jobs/x/memory.usage_in_bytes": GB})
+    assert machine.cgroup_room(host) == GB
+    assert machine.cgroup_room(tmp_path / "nothing") is None  # no /proc: nothing known
+
+
+def test_what_the_cgroups_leave_bounds_what_is_available(monkeypatch):
+    monkeypatch.setattr(machine, "cgroup_room", lambda: 600000)
+    assert machine.available_memory() == 600000
+    monkeypatch.setattr(machine, "cgroup_room", lambda: None)  # no limit: the kernel's MemAvailable alone
+    assert machine.available_memory() > 600000
+
+
 def test_the_weights_of_an_onnx_file_count_its_external_data(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -137,6 +198,30 @@ def test_onnx_reference_runs_only_on_models_small_enough_to_finish(onnx_file, mo
                                                 "evaluates (every node in numpy)")
 
 
+def test_every_fits_question_plans_a_file_at_what_its_backend_holds_for_its_layout(onnx_file, tmp_path, monkeypatch):
+    """ONNX Runtime holds about 2.5x weights inside the file (the protobuf parsed, then prepacked) and 1.3x weights
+    in external data (read once): a file of the second kind is planned at its own figure, so a model that fits is
+    not refused (planned at the first, a 4.7 GB model needed 11.7 GB), and one that does not fit still is."""
+    import onnx
+
+    from ptx.infer.runtime import backends as registry
+
+    ort = registry.get("ort-cpu")
+    assert all(registry.get(name).holds > 0 for name in registry.list_backends())  # every backend declares it
+    external = tmp_path / "external" / "mlp.onnx"
+    external.parent.mkdir()
+    onnx.save(onnx.load(str(onnx_file)), str(external), save_as_external_data=True, location="mlp.onnx.data")
+    weights = memory_plan.weights_bytes(onnx_file)
+    assert memory_plan.weights_bytes(external) == pytest.approx(weights, rel=0.01)
+    assert memory_plan.opening_need(ort, onnx_file) == ort.holds * weights
+    assert memory_plan.opening_need(ort, external) == ort.holds_external * memory_plan.weights_bytes(external)
+    monkeypatch.setattr(memory_plan, "available_memory", lambda: int(2 * weights))
+    assert memory_plan.opening_shortfall(ort, "ort-cpu", external) is None  # 1.3x + the margin fits in 2x
+    assert "needs about" in memory_plan.opening_shortfall(ort, "ort-cpu", onnx_file)  # 2.5x does not
+    monkeypatch.setattr(memory_plan, "available_memory", lambda: int(1.2 * weights))
+    assert "needs about" in memory_plan.opening_shortfall(ort, "ort-cpu", external)
+
+
 def test_a_closed_runner_lets_its_runtime_go_and_says_so_when_run(onnx_file):
     from ptx.infer import load
 
@@ -182,7 +267,7 @@ def test_export_keeps_no_file_it_cannot_check_and_says_so(tmp_path, monkeypatch)
         if what.startswith("checking model.onnx") or ".onnx" in what.split(" (")[0]:
             raise OutOfMemoryPlan(f"{what} needs about 9.99 GB of memory and 1.00 GB is available (test)")
 
-    monkeypatch.setattr(module_export, "available_memory", lambda: None)  # files in turn
+    monkeypatch.setattr(module_export, "room_to_overlap", lambda weights: False)  # files in turn
     monkeypatch.setattr(pipeline, "require_room", onnx_short)
     said: list[str] = []
     torch.manual_seed(0)

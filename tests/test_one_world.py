@@ -48,7 +48,8 @@ def test_a_users_file_runs_openvino_bf16_judged_by_its_tensors(tmp_path):
     bf16 = rows["openvino-bf16"]
     assert bf16.precision == "bf16" and bf16.against == "ort-cpu" and report.samples == 0
     assert bf16.outputs[0].decisions == 8  # class scores: judged by their argmax, the rule a file can have
-    assert bf16.status in ("PASS", "NOT USABLE") and report.exit_status in (0, 1)
+    # either verdict is this CPU's bf16 arithmetic; the row was named, so NOT USABLE fails the command
+    assert bf16.status in ("PASS", "NOT USABLE") and report.exit_status == (0 if bf16.status == "PASS" else 1)
     assert "class scores keep their argmax on >= 99% of rows" in report.table()
 
 

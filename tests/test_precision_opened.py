@@ -134,6 +134,26 @@ def test_an_int8_file_beside_another_model_is_refused_not_run(tmp_path, net, fee
                                   answers(load(net.with_name("net.int8.onnx")), feeds))  # its own f32 file still opens it
 
 
+def test_verify_holds_an_int8_file_to_the_f32_file_it_records_by_its_bytes_not_by_its_name(tmp_path, net):
+    """The f32 source verify judges an int8 file against (its reference where the file records its own runtime
+    NOT USABLE, and the pair --locate traces) is the file ptx.source names with the bytes ptx.source_sha256
+    records: a net.onnx beside it that is another model is no source, and the note says why."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ptx.infer.verify.offers import f32_source, source_beside
+
+    assert f32_source(Target.of(net.with_name("net.int8.onnx"))) == str(net)
+    assert source_beside(Target.of(net.with_name("net.int8.onnx"))) is None
+    proto = onnx.load(str(net))  # another model of the same name: one weight retrained
+    weight = proto.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + 0.5, weight.name))
+    onnx.save(proto, str(tmp_path / "net.onnx"))
+    shutil.copy(net.with_name("net.int8.onnx"), tmp_path / "net.int8.onnx")
+    moved = Target.of(tmp_path / "net.int8.onnx")
+    assert f32_source(moved) is None and source_beside(moved) == "net.onnx"
+
+
 @pytest.mark.parametrize("backend,fmt", [("ort-cpu", "onnx-int8"), ("openvino", "openvino-int8")])
 def test_int8_without_its_file_is_refused_naming_the_export(tmp_path, net, backend, fmt):
     if backend == "openvino" and openvino_unavailable():

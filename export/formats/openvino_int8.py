@@ -244,9 +244,9 @@ def quantized_nodes(proto) -> list[str]:
 def openvino_call(path: Path, feeds: dict):
     """One run of the file at ``path`` through OpenVINO's CPU plugin, compiled for ``feeds``' shapes
     as the openvino backend compiles it (f32 hint: the int8 file's own Q/DQ ops decide its int8)."""
-    import openvino as ov
+    from ptx.infer.runtime.openvino_runner import shared_core
 
-    core = ov.Core()
+    core = shared_core()  # the openvino backend's own: one Core's plugins for the process
     model = core.read_model(str(path))
     model.reshape({name: list(array.shape) for name, array in feeds.items()})
     request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",

@@ -56,7 +56,8 @@ def no_compiler() -> str | None:
                                            "(install one, or set CXX)")
 
 
-def check_device(device: str, **_) -> None:
+def check_compile_device(device: str, **_) -> None:
+    """--device for a pt2 package: one it compiles for, and a CUDA GPU torch sees where it is cuda."""
     import torch
 
     if device not in DEVICES:
@@ -99,7 +100,7 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
 
     import torch
 
-    check_device(device)
+    check_compile_device(device)
     # A copy goes to the device: validation runs the caller's model as the eager reference on the CPU.
     target = copy.deepcopy(model).to(device).eval() if device != "cpu" else model
     strings = {k: v for k, v in strings.items() if k != WEIGHTS_KEY}
@@ -209,6 +210,6 @@ def probe_load(path: Path, device: str, model: str, code: str = PROBE) -> None:
 
 register(ExportFormat(name="pt2", description="torch.export + AOTInductor package (aoti_load_package, C++ runtime)",
                       serving_backend="aoti", write=write, unsupported=unsupported, unavailable=no_compiler,
-                      add_metadata=rewrite_metadata, check_options=check_device,
+                      add_metadata=rewrite_metadata, check_options=check_compile_device,
                       progress="torch.export, then AOTInductor compiles C++ for {device} (about 20-40 s on 2 CPU "
                                "cores), then validates against eager"))

@@ -1,6 +1,6 @@
 """``ptx bench FILE --generate N``: how fast a decoder file exported with its key/value cache generates on
 each backend that opens it: the prompt's run (prefill, ms) and the steps after it (ms per step and new
-tokens per second), timed through the one greedy loop (infer/model/generation.py) with no end-of-sequence
+tokens per second), timed through the one decoding (infer/model/generation.py), greedy with no end-of-sequence
 id, so every step runs, on the same seeded prompts for every backend.
 
 One backend is opened at a time (its memory planned, and closed before the next opens: an LM's
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ptx.contract.generation import Generation, of_metadata
-from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError
+from ptx.errors import PtxError
 
-from ..model.generation import vocabulary
+from ..model.generation import no_cache, vocabulary
 from ..verify.tables import markdown_table, text_table
 from .wall import bytes_per_token, read_bandwidth
 
@@ -38,7 +38,7 @@ NO_EAGER = ("eager: not run (an ONNX file carries no module; scripts/bench_gener
 
 
 @dataclass
-class GenerationRow:
+class DecodingSpeed:
     """One backend's decoding speed: medians over ``repeats`` decodings of ``batch`` prompts of
     ``prompt_length`` tokens, ``new_tokens`` each."""
 
@@ -69,7 +69,7 @@ class GenerationBench:
     batch: int
     repeats: int
     seed: int
-    rows: list[GenerationRow] = field(default_factory=list)
+    rows: list[DecodingSpeed] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     eager: str | None = None  # why eager generate() has no row, where it has none
@@ -122,9 +122,7 @@ def file_generation(target: Target) -> Generation:
     generation = None if target.is_run or target.found is None else of_metadata(target.found.metadata,
                                                                                   target.path.name)
     if generation is None:
-        what = f"{target.path.name} was exported" if not target.is_run else f"{target.name} is a tutorial model,"
-        raise PtxError(f"--generate times decoding with a key/value cache: {what} without one; export it with "
-                       "`ptx export --module FILE.py:FACTORY --task text-generation`")
+        raise no_cache(target.name if target.is_run else target.path.name)
     return generation
 
 
@@ -231,7 +229,7 @@ def weights_read(target: Target, variant_target: Target, variant: Variant) -> in
     return bytes_per_token(path, 2 if variant.precision == "bf16" else 4)  # OpenVINO's bf16 keeps its weights so
 
 
-def against_wall(row: GenerationRow, weights: int | None, cache: float, bandwidth: float | None) -> None:
+def against_wall(row: DecodingSpeed, weights: int | None, cache: float, bandwidth: float | None) -> None:
     """``row``'s bytes per step, and the time those take at ``bandwidth`` against its decode time."""
     if weights is None or not bandwidth:
         return
@@ -247,8 +245,8 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
     ``target``'s file, and the TorchScript file with its cache beside an ONNX one), one backend open at a
     time: ``bench_generation(Target.of("lm/model.onnx"), 128)``. A file without a cache, or a prompt
     that with ``new_tokens`` passes the model's positions, is one PtxError."""
-    from ..model.target import require_targets
-    from ..runtime.memory_plan import OutOfMemoryPlan, shortfall
+    from ..model.target import Skip, require_targets
+    from ..runtime.memory_plan import shortfall
 
     generation = file_generation(target)  # a tutorial model's name is refused before its run is looked for
     require_targets("bench", target)
@@ -266,22 +264,20 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
     measured = read_bandwidth()  # in this run, before any runtime holds memory or threads
     result.bandwidth, result.bandwidth_how = measured.bytes_per_s, measured.how
     prompts = None
+
+    def skipped(skip: Skip) -> None:  # does not fit now, not exported (an int8 twin), not on this CPU: as it says
+        if skip.missing and skip.variant.precision != "f32" and not (backends and skip.variant.asked_by(backends)):
+            return  # a reduced file comes along where it was exported (verify's rule), unsaid where it was not
+        result.skipped[skip.variant.label] = skip.why if skip.unavailable or skip.missing else \
+            f"cannot open it: {skip.why}"
+
     for variant_target, variant in chosen:
         why = variant.unavailable()
         if why:
             result.skipped[variant.label] = why
             continue
-        for variant, model in variant_target.each_opened([variant]):  # closed before the next one opens
+        for variant, model in variant_target.each_opened([variant], skipped=skipped):  # closed before the next opens
             label = variant.label
-            if isinstance(model, MissingArtifactError) and variant.precision != "f32" and not (
-                    backends and variant.asked_by(backends)):
-                continue  # a reduced file comes along where it was exported (verify's rule), unsaid where it was not
-            if isinstance(model, (OutOfMemoryPlan, MissingArtifactError, BackendUnavailableError)):
-                result.skipped[label] = str(model)  # does not fit now, not exported (an int8 twin), not on this CPU
-                continue
-            if isinstance(model, Exception):
-                result.skipped[label] = f"cannot open it: {model}"
-                continue
             own = model.generation
             if own is None:  # a file that changed since export says so where it opens; this is the rest
                 result.skipped[label] = f"{variant_target.path.name} carries no cache"
@@ -298,7 +294,7 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
             except PtxError as exc:  # that row only: the others are timed
                 result.skipped[label] = str(exc)
                 continue
-            row = GenerationRow(label, variant.device, variant.precision, variant_target.path.name,
+            row = DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
                                 round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1), repeats,
                                 round(spread, 2), prefill_tokens_per_s=round(1000 * batch * length / prefill_ms, 1))
             against_wall(row, weights_read(target, variant_target, variant),

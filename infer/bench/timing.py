@@ -20,7 +20,7 @@ import numpy as np
 from ptx.contract.cases import Case
 from ptx.contract.tensor_inputs import BENCH_BATCHES, check_feeds, plan_inputs
 from ptx.contract.transforms import to_model_input
-from ptx.errors import AskedRowError, BackendUnavailableError, MissingArtifactError, PtxError, first_line
+from ptx.errors import AskedRowError, MissingArtifactError, PtxError, first_line
 
 from ..runtime.timing import time_calls, time_interleaved, time_rounds  # noqa: F401 - bench's, and scripts' through it
 from ..verify.cases import file_cases, generated_cases, has_batch
@@ -260,7 +260,7 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
     A row ``backends`` names (ort-cpu: its f32 row) that this machine could run but that cannot open
     (its file missing or unreadable) fails the bench with AskedRowError, before anything is timed
     where it is found among the rows opened first: a timing of other rows is no answer to it."""
-    from ..model.target import group_reasons, require_targets
+    from ..model.target import Skip, group_reasons, require_targets
     from ..runtime.memory_plan import cases_that_fit
 
     require_targets("bench", target)
@@ -285,34 +285,29 @@ def bench(target: Target, *, backends: Sequence[str] | None = None, batch_sizes:
                                 "of its own (its ratios to another group's were measured apart): "
                                 + "; ".join(", ".join(v.label for v in g) for g in cut))
         groups += cut
+    def skipped(skip: Skip) -> None:
+        if not skip.unavailable and skip.variant.asked_by(backends):  # an asked row that does not open fails
+            raise AskedRowError(_asked_failure(skip.variant.label, result.name, skip.error))
+        # not exported, or not on this CPU (not memory enough now): as it says; a file that does not open on it
+        result.skipped[skip.variant.label] = skip.why if skip.unavailable or skip.missing else \
+            f"cannot open it: {skip.why}"
+
     for group in groups:
         if group:
             progress(f"opening {target.name} with {', '.join(v.label for v in group)}")
-        opened, models = [], target.open_all(group)
-        for variant, model in ((v, models[v.label]) for v in group):
-            if isinstance(model, Exception) and not isinstance(model, BackendUnavailableError) \
-                    and variant.asked_by(backends):
-                raise AskedRowError(_asked_failure(variant.label, result.name, model))
-            if isinstance(model, (MissingArtifactError, BackendUnavailableError)):
-                result.skipped[variant.label] = str(model)  # not exported, or not on this CPU
-            elif isinstance(model, Exception):
-                result.skipped[variant.label] = f"cannot open it: {model}"
-            else:
-                opened.append((variant, model))
-        if not opened:
-            continue
-        if cases is None:
-            cases = bench_cases(opened[0][1], plan, input_files, sizes, seed, result, asked_sizes=batch_sizes)
-            cases, left = cases_that_fit(opened[0][1].signature, cases, runtimes=len(opened))
-            result.notes += left
-            if not cases:
-                raise PtxError(f"no batch size of {result.name} fits in the memory available here: {left[0]}; give "
-                               "smaller --batch-sizes (or --shape for the other symbols)")
-        result.rows += time_models(opened, cases, skipped=result.skipped, bare=bare, warmup=warmup, seconds=seconds,
-                                   rounds=rounds, progress=progress)
-        for _, model in opened:  # the sessions, their thread pools and weights go before the next group opens
-            model.close()
-        del opened
+        # the sessions, their thread pools and weights go before the next group opens
+        with target.opened_together(group, skipped=skipped) as opened:
+            if not opened:
+                continue
+            if cases is None:
+                cases = bench_cases(opened[0][1], plan, input_files, sizes, seed, result, asked_sizes=batch_sizes)
+                cases, left = cases_that_fit(opened[0][1].signature, cases, runtimes=len(opened))
+                result.notes += left
+                if not cases:
+                    raise PtxError(f"no batch size of {result.name} fits in the memory available here: {left[0]}; "
+                                   "give smaller --batch-sizes (or --shape for the other symbols)")
+            result.rows += time_models(opened, cases, skipped=result.skipped, bare=bare, warmup=warmup,
+                                       seconds=seconds, rounds=rounds, progress=progress)
     if not result.rows:
         reasons = "; ".join(group_reasons(result.skipped)) or "no backend was picked"
         raise PtxError(f"no backend could run {result.name} here: {reasons}")
@@ -324,7 +319,7 @@ def held_together(target: Target, group: Sequence) -> list[list]:
     memory holds at once (memory_plan: each backend's peak, as a multiple of its file's weights, added
     up against the memory available now; a runtime's compiled copies come after it opens, so what is
     free at each opening is not the measure). One group where memory is unknown or holds them all."""
-    from ..runtime.memory_plan import MARGIN, available_memory, opening_need, weights_bytes
+    from ..runtime.memory_plan import available_memory, opening_need, shortfall
 
     if len(group) < 2:
         return [list(group)]
@@ -335,10 +330,10 @@ def held_together(target: Target, group: Sequence) -> list[list]:
     used = 0.0
     for variant in group:
         try:
-            need = opening_need(variant.backend, weights_bytes(target.file_for(variant)), variant.precision)
+            need = opening_need(variant.backend, target.file_for(variant), variant.precision)
         except PtxError:  # no file: its opening says why
             need = 0.0
-        if cut[-1] and (used + need) * (1 + MARGIN) > available:
+        if cut[-1] and shortfall("the group", used + need, available):  # the plan's one question: does it fit
             cut.append([])
             used = 0.0
         cut[-1].append(variant)

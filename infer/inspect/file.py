@@ -234,14 +234,29 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     recorded = recorded_signature(found.metadata, path) is not None
     known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or recorded
     runnable = [v for v in variants if not v.unavailable()] if known else []
-    # the reference kept open for what is read of it below; every other runtime opened in turn, only to say
+    # the reference held open for what is read of it below; every other runtime opened in turn, only to say
     # whether it runs the file, and closed before the next (one copy of the weights at a time)
-    mine = [v for v in runnable if v.label == _reference_label(target)]
-    opened: dict[str, object] = target.open_all(mine, probe)
-    for variant, other in target.each_opened([v for v in runnable if v.label != _reference_label(target)], probe):
-        opened[variant.label] = other if isinstance(other, Exception) else True
-    model = opened.get(_reference_label(target))
-    failed, model = (model, None) if isinstance(model, Exception) else (None, model)
+    mine = _reference_label(target)
+    cannot: dict[str, str] = {}  # label -> why it does not open the file
+
+    def skipped(skip) -> None:
+        cannot[skip.variant.label] = skip.why
+
+    with target.opened_together([v for v in runnable if v.label == mine], probe, skipped) as held:
+        for _ in target.each_opened([v for v in runnable if v.label != mine], probe, skipped):
+            pass  # it opens: that is what its line says
+        _read(report, target, found, options, declared if found.kind == ONNX else None, known, recorded,
+              held[0][1] if held else None, cannot.get(mine))
+    report.backends = [_line(path, found, v, cannot, known) for v in variants]
+    return report
+
+
+def _read(report: FileInspection, target, found: ModelFile, options: Mapping, declared, known: bool, recorded: bool,
+          model, failed: str | None) -> None:
+    """What the reference (``model``, open; None where it did not open: ``failed`` says why) reads of the
+    file, into ``report``: its signature and where it comes from, a TorchScript file's parameters, and an
+    answer whose shape contradicts the declared one."""
+    path = target.path
     if found.kind == ONNX:  # ONNX Runtime's signature (what verify and serve use), else the graph's, as opened
         if model is not None:
             report.signature, read_by = model.signature, "the graph"
@@ -265,11 +280,9 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
             "" if recorded or found.has_contract else ", outputs learned from two probe runs")
     if found.kind == TORCHSCRIPT:
         report.parameters = _torchscript_parameters(path, model)
-    report.backends = [_line(path, found, v, opened, known) for v in variants]
     said = _answered(model)
     if said:
         report.notes.append(said)
-    return report
 
 
 def _answered(model) -> str | None:
@@ -303,14 +316,14 @@ def _source(found: ModelFile, options: Mapping, graph_word: str, recorded: bool)
     return graph_word
 
 
-def _line(path: Path, found: ModelFile, variant, opened: Mapping, known: bool) -> BackendLine:
+def _line(path: Path, found: ModelFile, variant, cannot: Mapping[str, str], known: bool) -> BackendLine:
+    """``variant``'s line: not here (and why), cannot open the file (``cannot``: why, by label), or runs here."""
     why = variant.unavailable()
     if why:
         return BackendLine(variant.label, NOT_HERE, why + _static(variant.backend, path, found))
     if not known:
         return BackendLine(variant.label, NOT_HERE, "declare the inputs (--input) to try it")
-    model = opened[variant.label]
-    return BackendLine(variant.label, CANNOT, str(model)) if isinstance(model, Exception) else \
+    return BackendLine(variant.label, CANNOT, cannot[variant.label]) if variant.label in cannot else \
         BackendLine(variant.label, RUNS_HERE)
 
 

@@ -3,7 +3,10 @@
 the first departure, its largest jumps and the output (``--json`` holds every step)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+from ptx.contract.error_model import SCALE_WORDS
 
 from .triage import TOP, keep_line, ranked
 
@@ -28,7 +31,18 @@ class Step:
 def _error(d: dict, tolerance: bool = True) -> str:
     sqnr = f" (SQNR {d['sqnr_db']:.1f} dB)" if d.get("sqnr_db") is not None else ""
     return (f"max abs {d['max_abs']:.2e}, rel {d['rel']:.1e}{sqnr} on values up to {d['magnitude']:.1e}"
-            + (f" (atol {d['atol']:g} + rtol {d['rtol']:g} x |value|)" if tolerance else ""))
+            + (f" (atol {d['atol']:g} + rtol {d['rtol']:g} x {SCALE_WORDS})" if tolerance else ""))
+
+
+def _shown(source: str) -> str:
+    """``FILE:LINE`` as the reader named the file: relative to the working folder where it lies under it
+    (the exporter records the absolute path; ``--json`` keeps it)."""
+    path, _, line = source.rpartition(":")
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return source
+    return f"{relative}:{line}" if path and not relative.startswith(os.pardir) else source
 
 
 def _node_lines(d: dict) -> list[str]:
@@ -39,7 +53,7 @@ def _node_lines(d: dict) -> list[str]:
                 f"; the exporter's {d['rule']} rule made this node" if d.get("rule") else "")
         lines.append(f"  module {d['module']}{cls}{rule}")
         if d.get("source"):
-            lines.append(f"  at {d['source']}: {d['code']}")
+            lines.append(f"  at {_shown(d['source'])}: {d['code']}")
     for i in d["inputs"]:
         if i.get("unmatched"):
             lines.append(f"  reads {i['name']} (computed): not compared: {i['unmatched']}")
@@ -153,7 +167,7 @@ def located_text(located) -> str:
     o, f, r = located.origin, located.first, located.region
     if o is not None and "alone" not in o:  # a TorchScript module replayed on the graph's own input
         lines.append(f"origin: node {o['node']} ({o['op']}), output {o['output']}: max abs {o['max_abs']:.2e} "
-                     f"(atol {o['atol']:g} + rtol {o['rtol']:g} x |value|), {o['born']}")
+                     f"(atol {o['atol']:g} + rtol {o['rtol']:g} x {SCALE_WORDS}), {o['born']}")
     elif o is not None:
         lines.append(f"origin: node {o['node']} ({o['op']}{_with(o)}), output {o['output']}: {_error(o)}; "
                      f"{_born(o)}, and "

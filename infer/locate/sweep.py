@@ -12,8 +12,8 @@ The observation is checked: every question asks each side for its graph's output
 whose outputs move once intermediate tensors are asked for (a runtime that fuses across the cut:
 OpenVINO's attention) is not trusted any further as it runs; what it computes alone still is.
 
-Each question holds at most ``BUDGET`` bytes of tensors per side (more only where one node's
-outputs are larger), sized before it runs from the bytes shape inference gives each tensor on the
+Each question holds at most the memory plan's ``piece_budget()`` in tensors per side (more only where one
+node's outputs are larger), sized before it runs from the bytes shape inference gives each tensor on the
 case (graph.sizes), and keeps only scalar errors between questions: peak memory stays near a plain run's.
 
 A side asks the runner of a verify row's own variant (infer/runtime: ``run(feeds, outputs=names)``)
@@ -22,7 +22,6 @@ own: a row is traced on the runtime, device and precision it ran. onnx and numpy
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -34,17 +33,10 @@ from ptx.contract.schema import Tolerance
 from ptx.errors import ModelRunError, PtxError, first_line
 
 from ..runtime import backends as registry
+from ..runtime.memory_plan import piece_budget
 from .graph import LocateGraph
 from .pairs import Counterparts, Unit
 
-# Bytes of tensors a piece computes (a piece ends where every live tensor has a counterpart): a SHARE-th
-# of what the process already held at its peak (the verify before it), within these bounds. A piece
-# costs each side a session (an OpenVINO compile), and holds about six times its tensors at once. Sized
-# beforehand (Sweep._end), pieces of a tenth keep a locate's peak under 1.6x the verify's (the goal: 2x)
-# in half the sessions of a twentieth: on PaddleOCR's detector with four 320x320 pages, 2.7x a plain
-# verify's time and 1.28x its peak, where a twentieth took 4.0x and 1.09x.
-BUDGET = (8 << 20, 48 << 20)
-SHARE = 10
 FIRST = 4  # nodes in the first piece, before their size is known (a detector's first layers are its widest)
 ToleranceOf = Callable[[str, str], Tolerance]  # (tensor name, dtype) -> its tolerance
 
@@ -192,7 +184,7 @@ class Sweep:
                  "and alone")
         mine, theirs = self.reference.inputs, self.other.inputs
         start, size = 0, FIRST
-        budget = min(max(BUDGET[0], _peak() // SHARE), BUDGET[1])
+        budget = piece_budget()  # the memory plan's: a share of the verify's peak before it
         sizes = graph.sizes(self.reference.feeds)
         live = live_bytes(graph, sizes) if sizes else None
         while start < len(order):
@@ -366,9 +358,3 @@ def live_bytes(graph: LocateGraph, sizes: Mapping[str, int]) -> list[int]:
     return list(np.cumsum(change[:-1], dtype=np.int64)) if graph.nodes else []
 
 
-def _peak() -> int:
-    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024

@@ -1,43 +1,248 @@
-"""Greedy decoding over any runner of a decoder file, once for every backend: the prompt in one run
-(prefill), then one token at a time, each step's present key/values fed back as the next step's past.
+"""Decoding over any runner of a decoder file, once for every backend: a step object the caller pulls,
+in the shape of onnxruntime-genai's Generator (append tokens, generate the next, ask whether it is done).
+
+    decoding = Decoding(model.run, model.signature, model.generation, prompts, max_new_tokens=16)
+    for step in decoding:                  # the prompt's run (prefill) first, then one run per new token
+        tokens = GREEDY(step.logits, decoding.history)  # a sampler (chooser_of), or the reference's tokens
+        decoding.append(tokens)            # a prompt that ends (an end-of-sequence id) is done
+    decoding.decoded()                     # each prompt's tokens, its record for the judge, the time
+
+Stopping is stopping to pull: nothing runs that the caller did not ask for; a caller that ends one prompt
+itself (a stop string in its text) says so with ``end(row)``. The prompts are checked once, where the
+decoding is made, as is the refusal of a file exported without its cache.
 
 Several prompts of different lengths go in one batch, left-padded: their attention mask is 0 over the
 padding and their positions count only the tokens they have, so each prompt's tokens are those it
-would get alone (up to ties). The first step's past is empty (length 0). numpy only: the ONNX
-Runtime and OpenVINO paths never import torch; eager (a module exported with its cache) is a runner
-like the others.
+would get alone (up to ties). The first step's past is empty (length 0); each run's present key/values
+are the next run's past (``Decoding.forward``, the one method a runner that keeps its cache inside its
+runtime overrides). numpy only: the ONNX Runtime and OpenVINO paths never import torch; eager (a module
+exported with its cache) is a runner like the others.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract.generation import Generation, Steps, check_prompts, left_padded, positions
+from ptx.contract.sampling import Chooser, Sampling
 from ptx.contract.tensors import Signature
-from ptx.errors import PtxError
+from ptx.errors import InputError, PtxError
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
+def no_cache(what: str) -> PtxError:
+    """The one refusal of a model that cannot generate: ``what`` (its name) was exported without its cache."""
+    return PtxError(f"{what} was exported without its key/value cache, so it cannot generate: export the model with "
+                    "`ptx export --module FILE.py:FACTORY --task text-generation`")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the decoder: ``index`` (0: the prompt's run), the last position's ``logits``
+    [batch, vocab], and ``done`` [batch]: the prompts that had ended before it (their rows run on,
+    unread). Read-only: the decoding keeps ``logits`` until the step's tokens are appended."""
+
+    index: int
+    logits: np.ndarray
+    done: np.ndarray
+
+
+# How a step's tokens are chosen: ``choose(logits [batch, vocab], history) -> ids [batch]``, where ``history``
+# is each prompt's ids and the tokens appended to it so far (GREEDY, or ptx.contract.sampling.Chooser).
+Choose = Callable[[np.ndarray, Sequence[Sequence[int]]], np.ndarray]
+
+
+def GREEDY(logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:  # noqa: N802 - a constant choice
+    """The largest logit's token per row: the first of equal maxima, as torch.argmax."""
+    return np.argmax(logits, axis=-1)
+
+
+def chooser_of(sampling: Sampling | None) -> Choose:
+    """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and no repetition penalty), else
+    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row)."""
+    if sampling is None or (sampling.greedy and sampling.repetition_penalty == 1.0):
+        return GREEDY
+    return Chooser(sampling)
+
+
 @dataclass
 class Decoded:
-    """A greedy decoding: each prompt's new tokens (up to and with the end-of-sequence id where one came),
-    the record the judge compares (tokens and top-2 margins), and its time: the prompt's run and the
-    steps after it (``decode_s`` over ``decode_steps`` runs of the whole batch)."""
+    """A decoding: each prompt's new tokens (up to and with the end-of-sequence id where one came), the
+    record the judge compares (tokens and top-2 margins), and its time: the prompt's run and the steps
+    after it (``decode_s`` over ``decode_steps`` runs of the whole batch)."""
 
     tokens: list[list[int]]
     steps: Steps
     prefill_s: float
     decode_s: float
     decode_steps: int
-    logits: list = field(default_factory=list)  # each step's last logits [batch, vocab], where a caller kept them
 
     @property
     def decode_ms_per_token(self) -> float | None:
         return 1000 * self.decode_s / self.decode_steps if self.decode_steps else None
+
+
+class Decoding:
+    """The decoding of ``prompts`` (token id lists; one prompt may be given flat) for at most
+    ``max_new_tokens`` each through ``run`` (a runner's: {name: array} -> {name: array}) of a decoder whose
+    tensors ``generation`` names (None: the model has no cache, refused in one line naming ``name``). A
+    prompt ends at an id of ``eos`` (default: the file's; ``()`` runs every step) or at its last token.
+
+    ``step()`` runs the decoder on what is pending and returns its Step; ``append(tokens)`` gives one token
+    per prompt for it (ignored for a prompt already done) and returns each prompt's new token (None where
+    it had ended); iterating yields steps until every prompt is done; ``end(row)`` ends one prompt where
+    its caller says (a stop string). ``next_tokens(choose)`` and ``to_end(choose)`` pull with a Choose
+    (GREEDY by default). ``tokens``, ``history``, ``done``, the time (``prefill_s``, ``decode_s``) and
+    ``decoded()`` say where it stands."""
+
+    def __init__(self, run: Run, signature: Signature, generation: Generation | None, prompts,
+                 max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model"):
+        if generation is None:
+            raise no_cache(name)
+        self.generation, self.signature, self._run = generation, signature, run
+        self.vocab = vocabulary(signature, generation)
+        self.prompts = check_prompts(prompts, self.vocab, max_new_tokens, generation.max_positions)
+        self.max_new_tokens = int(max_new_tokens)
+        self.eos = frozenset(generation.eos if eos is None else (int(e) for e in eos))
+        batch = len(self.prompts)
+        ids, self._mask = left_padded(self.prompts, generation.pad)
+        position = positions(self._mask)
+        self._pending = self._feeds(ids, position)
+        self._next_position = position[:, -1:] + 1
+        self._past = empty_past(signature, generation, batch)
+        self.tokens: list[list[int]] = [[] for _ in self.prompts]
+        self.history: list[list[int]] = [list(p) for p in self.prompts]
+        self._margins: list[list[float]] = [[] for _ in self.prompts]
+        self._tops: list[list[float]] = [[] for _ in self.prompts]
+        self.done = np.zeros(batch, dtype=bool)
+        self.index = 0  # the steps run
+        self._logits: np.ndarray | None = None  # the last step's, until its tokens are appended
+        self.prefill_s = self.decode_s = 0.0
+
+    @property
+    def finished(self) -> bool:
+        """Every prompt is done: nothing is left to pull."""
+        return bool(self.done.all())
+
+    def __iter__(self) -> Iterator[Step]:
+        while not self.finished:
+            yield self.step()
+
+    def step(self) -> Step:
+        """Run the decoder once: the prompts (the first step) or the tokens appended last, with the cache."""
+        if self._logits is not None:
+            raise PtxError(f"step {self.index} has no tokens yet: append() them before the next step")
+        if self.finished:
+            raise PtxError(f"the decoding is done (after {self.index} steps): nothing is left to run")
+        start = time.perf_counter()
+        logits = self.forward(self._pending)
+        spent = time.perf_counter() - start
+        if self.index == 0:
+            self.prefill_s = spent
+        else:
+            self.decode_s += spent
+        self._logits = logits
+        return Step(self.index, logits, self.done.copy())
+
+    def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
+        the last position's logits [batch, vocab]. The past goes in as arrays and each present comes back
+        as the next run's past: a runner that keeps its cache inside its runtime overrides this method."""
+        out = self._run({**feeds, **self._past})
+        self._past = {past: out[present] for past, present in self.generation.cache}
+        return np.asarray(out[self.generation.logits])[:, -1, :]
+
+    def append(self, tokens) -> list[int | None]:
+        """The tokens of the step just run, one per prompt (a prompt already done: its entry is ignored);
+        each prompt's new token is returned (None where it had ended). A prompt ends at an id of ``eos``,
+        every prompt at ``max_new_tokens``; the rest are fed back on the next step."""
+        if self._logits is None:
+            raise PtxError("append() gives the tokens of the step just run: call step() first")
+        batch = len(self.prompts)
+        chosen = np.asarray(tokens).reshape(-1)
+        if chosen.shape != (batch,) or not np.issubdtype(chosen.dtype, np.integer):
+            raise InputError(f"append() takes {batch} token id{'s' * (batch != 1)} (one per prompt), not "
+                             f"{np.asarray(tokens).dtype} {list(np.asarray(tokens).shape)}")
+        outside = [row for row in np.flatnonzero(~self.done)
+                   if chosen[row] < 0 or (self.vocab is not None and chosen[row] >= self.vocab)]
+        if outside:
+            raise InputError(f"append(): token id {chosen[outside[0]]} for prompt {outside[0] + 1} is outside the "
+                             f"vocabulary (0 to {self.vocab - 1 if self.vocab else '...'})")
+        logits, self._logits = self._logits, None
+        top, other = _logit_and_best_other(logits, chosen)
+        new: list[int | None] = []
+        for row in range(batch):
+            if self.done[row]:
+                new.append(None)
+                continue
+            token = int(chosen[row])
+            self.tokens[row].append(token)
+            self.history[row].append(token)
+            self._margins[row].append(float(top[row] - other[row]))
+            self._tops[row].append(float(top[row]))
+            new.append(token)
+            if token in self.eos:
+                self.done[row] = True
+        self.index += 1
+        if self.index >= self.max_new_tokens:
+            self.done[:] = True
+        if self.finished:
+            self._past = {}  # nothing runs again: the cache goes now, not with the decoding
+            return new
+        fed = np.where(self.done, self.generation.pad, chosen).astype(np.int64)[:, None]  # a done row runs, unread
+        self._mask = np.concatenate([self._mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
+        self._pending = self._feeds(fed, self._next_position)
+        self._next_position = self._next_position + 1
+        return new
+
+    def end(self, row: int) -> None:
+        """End prompt ``row`` after the tokens it has (its caller's reason: a stop string in its text); its
+        row runs on, unread, fed the pad id."""
+        if self.done[row]:
+            return
+        self.done[row] = True
+        if self.finished:
+            self._past = {}
+        elif self._logits is None and self.index:  # its last token is pending: the pad id instead
+            self._pending[self.generation.input_ids][row] = self.generation.pad
+
+    def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
+        """One step, its tokens chosen by ``choose`` and appended: each prompt's new token (None where ended)."""
+        step = self.step()
+        return self.append(choose(step.logits, self.history))
+
+    def to_end(self, choose: Choose = GREEDY) -> Decoded:
+        """Every step left, each one's tokens chosen by ``choose``: the decoding's record."""
+        for step in self:
+            self.append(choose(step.logits, self.history))
+        return self.decoded()
+
+    def decoded(self) -> Decoded:
+        """The decoding so far: each prompt's tokens, their record, the time."""
+        tokens = [list(t) for t in self.tokens]
+        return Decoded(tokens, Steps(tokens, [list(m) for m in self._margins], [list(t) for t in self._tops]),
+                       self.prefill_s, self.decode_s, max(self.index - 1, 0))
+
+    def _feeds(self, ids: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {self.generation.input_ids: ids, self.generation.attention_mask: self._mask}
+        if self.generation.position_ids:
+            feeds[self.generation.position_ids] = position
+        return feeds
+
+
+def _logit_and_best_other(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the chosen token's logit, the largest logit of any other token) per row, as float64: their
+    difference is the chosen token's top-2 margin where it is the argmax (0 at a tie), below 0 where not."""
+    top = np.take_along_axis(logits, np.clip(chosen, 0, logits.shape[-1] - 1)[:, None], axis=-1)[:, 0]
+    if logits.shape[-1] < 2:
+        return top.astype(np.float64), top.astype(np.float64)
+    two = np.partition(logits, -2, axis=-1)
+    first, second = two[:, -1], two[:, -2]
+    return top.astype(np.float64), np.where(top >= first, second, first).astype(np.float64)
 
 
 def empty_past(signature: Signature, generation: Generation, batch: int) -> dict[str, np.ndarray]:
@@ -63,65 +268,3 @@ def empty_past(signature: Signature, generation: Generation, batch: int) -> dict
 def vocabulary(signature: Signature, generation: Generation) -> int | None:
     size = signature.output(generation.logits).shape[-1]
     return size if isinstance(size, int) else None
-
-
-def greedy(run: Run, signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
-           max_new_tokens: int, eos: Sequence[int] | None = None, forced: Sequence[Sequence[int]] | None = None,
-           on_step: Callable[[int, np.ndarray], None] | None = None) -> Decoded:
-    """Greedy decoding of ``prompts`` (lists of token ids) for at most ``max_new_tokens`` each, through
-    ``run`` (a runner's: {name: array} -> {name: array}) of a decoder whose tensors ``generation`` names.
-    A prompt stops at an id of ``eos`` (default: the file's; ``()`` runs every step). ``forced``: the
-    tokens fed back instead of the chosen ones (teacher forcing: export checks each step's logits against
-    eager's on eager's own tokens); ``on_step(step, logits [batch, vocab])`` sees each step's last logits."""
-    prompts = check_prompts(prompts, vocabulary(signature, generation), max_new_tokens, generation.max_positions)
-    stops = set(generation.eos if eos is None else eos)
-    ids, mask = left_padded(prompts, generation.pad)
-    batch = len(prompts)
-    feeds = {generation.input_ids: ids, generation.attention_mask: mask, **empty_past(signature, generation, batch)}
-    position = positions(mask)
-    if generation.position_ids:
-        feeds[generation.position_ids] = position
-    next_position = position[:, -1:] + 1
-    tokens: list[list[int]] = [[] for _ in prompts]
-    margins: list[list[float]] = [[] for _ in prompts]
-    tops: list[list[float]] = [[] for _ in prompts]
-    done = np.zeros(batch, dtype=bool)
-    prefill_s = decode_s = 0.0
-    for step in range(max_new_tokens):
-        start = time.perf_counter()
-        out = run(feeds)
-        spent = time.perf_counter() - start
-        if step == 0:
-            prefill_s = spent
-        else:
-            decode_s += spent
-        logits = np.asarray(out[generation.logits])[:, -1, :]
-        if on_step is not None:
-            on_step(step, logits)
-        chosen, top, second = _top_two(logits)
-        for row in np.flatnonzero(~done):
-            tokens[row].append(int(chosen[row]))
-            margins[row].append(float(top[row] - second[row]))
-            tops[row].append(float(top[row]))
-            if int(chosen[row]) in stops:
-                done[row] = True
-        if done.all() or step == max_new_tokens - 1:
-            break
-        fed = chosen if forced is None else np.array([f[step] if step < len(f) else generation.pad for f in forced])
-        fed = np.where(done, generation.pad, fed).astype(np.int64)[:, None]  # a finished prompt's row runs on, unread
-        mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
-        feeds = {generation.input_ids: fed, generation.attention_mask: mask,
-                 **{past: out[present] for past, present in generation.cache}}
-        if generation.position_ids:
-            feeds[generation.position_ids] = next_position
-        next_position = next_position + 1
-    runs = max(len(t) for t in tokens)  # the batch ran once per step of its longest answer
-    return Decoded(tokens, Steps(tokens, margins, tops), prefill_s, decode_s, runs - 1)
-
-
-def _top_two(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(argmax, its logit, the runner-up's logit) per row; the first of equal maxima, as torch.argmax."""
-    chosen = np.argmax(logits, axis=-1)
-    top = np.take_along_axis(logits, chosen[:, None], axis=-1)[:, 0]
-    second = np.partition(logits, -2, axis=-1)[:, -2] if logits.shape[-1] > 1 else top
-    return chosen, top.astype(np.float64), second.astype(np.float64)

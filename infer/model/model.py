@@ -12,12 +12,13 @@ import numpy as np
 
 from ptx.contract.detections import per_image
 from ptx.contract.generation import GENERATION_KEY, Generation, of_metadata
+from ptx.contract.sampling import Sampling
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
 from ptx.errors import ArtifactError, PtxError
 
-from .generation import Decoded, greedy
+from .generation import Decoded, Decoding, chooser_of
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
 
@@ -61,6 +62,13 @@ class Model:
     bare = _runner_attr("bare")  # (label, call): the model called straight, bench's peer row
     close = _runner_attr("close")
 
+    def __enter__(self) -> "Model":
+        """``with load(...) as model:``: the model's runtime is closed where the block ends."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def run(self, feeds: Mapping[str, object], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)
@@ -76,21 +84,64 @@ class Model:
             generation.check(self.signature.input_names, self.signature.output_names, where)
         return generation
 
-    def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> Decoded:
-        """``generate``'s decoding with its record: each step's top-2 margin, and the time of the prompt's
-        run and of the steps after it."""
-        generation = self.generation
-        if generation is None:
-            raise PtxError(f"{self.name} was exported without its key/value cache, so it cannot generate: export the "
-                           "model with `ptx export --module FILE.py:FACTORY --task text-generation`")
-        return greedy(self.runner.run, self.signature, generation, ids, max_new_tokens, eos)
+    def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
+                 sampling: Sampling | None = None) -> Decoding:
+        """The decoding of ``ids`` (one prompt or several) through this model, to pull step by step
+        (ptx.infer.model.generation.Decoding): the prompts checked, a file without its cache refused, and
+        ``sampling``'s stop ids ending a prompt beside ``eos`` (default the file's). Its tokens are the
+        caller's to choose: ``chooser_of(sampling)``."""
+        stops = eos
+        if sampling is not None and sampling.stop_ids:
+            generation = self.generation
+            stops = (*((generation.eos if generation else ()) if eos is None else eos), *sampling.stop_ids)
+        return Decoding(self.runner.run, self.signature, self.generation, ids, max_new_tokens, stops, name=self.name)
 
-    def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None) -> list[list[int]]:
-        """Greedy decoding of one prompt (a list of token ids) or several (a list of lists, of any lengths:
-        one left-padded batch, each prompt's tokens as if it ran alone) -> each prompt's new token ids,
-        at most ``max_new_tokens``, up to and with an end-of-sequence id (``eos``, default the file's;
-        ``()`` runs every step). For a file exported with its cache (``--task text-generation``)."""
-        return self.decode(ids, max_new_tokens, eos).tokens
+    def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
+               sampling: Sampling | None = None) -> Decoded:
+        """``generate``'s decoding to its end with its record: each step's top-2 margin, and the time of the
+        prompt's run and of the steps after it. ``sampling``: how each token is chosen (default greedy)."""
+        return self.decoding(ids, max_new_tokens, eos, sampling).to_end(chooser_of(sampling))
+
+
+    def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None, *, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 seed: int | None = None) -> list[list[int]]:
+        """Decoding of one prompt (a list of token ids) or several (a list of lists, of any lengths: one
+        left-padded batch, each prompt's tokens as if it ran alone) -> each prompt's new token ids, at
+        most ``max_new_tokens``, up to and with an end-of-sequence id (``eos``, default the file's; ``()``
+        runs every step). For a file exported with its cache (``--task text-generation``).
+
+        Greedy by default; ``temperature`` above 0 samples, with ``top_k``, ``top_p``, ``min_p`` and
+        ``repetition_penalty`` as transformers' generate() applies them, and ``seed`` for the draws: the
+        same seed gives the same tokens on every backend whose logits agree (ptx.contract.sampling).
+        Text in and out: ``ptx.infer.model.text.generate_text``."""
+        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty, seed=seed, max_new_tokens=max_new_tokens)
+        return self.decode(ids, max_new_tokens, eos, sampling).tokens
+
+    @property
+    def text(self):
+        """The tokenizer, chat template and generation config kept beside the file (``ptx export`` of a
+        transformers folder, or ``--tokenizer DIR``: ptx.infer.model.text.Text), or None."""
+        from .text import Text
+
+        return Text.of(self.path.parent) if self.path is not None else None
+
+    def generate_text(self, prompt, max_new_tokens: int = 32, *, tokenizer=None, **sampling) -> str:
+        """Text in, text out, with the tokenizer beside the file (or ``tokenizer``: a folder): ``prompt`` a
+        string, or a conversation ([{"role": "user", "content": "..."}]) rendered by the chat template.
+        ``sampling``: temperature, top_k, top_p, min_p, repetition_penalty, seed, stop (strings), as
+        ptx.contract.sampling.Sampling takes them; greedy by default."""
+        from .text import Text
+        from .text_generation import generate_text
+
+        text = Text.open(tokenizer) if tokenizer is not None else self.text
+        if text is None:
+            raise PtxError(f"no tokenizer.json beside {self.path or self.name}: give tokenizer=DIR (a transformers "
+                           "tokenizer folder), or export the model with its tokenizer (ptx export DIR)")
+        ids = text.encode(prompt) if isinstance(prompt, str) else text.chat(prompt)
+        params = Sampling(max_new_tokens=max_new_tokens, **sampling)
+        return generate_text(self, [ids], text, params)[0].text
 
     def detections(self, feeds: Mapping[str, object]) -> list[dict[str, np.ndarray]]:
         """A detection model's answer as its module returned it: one dict per image ({"boxes": [K, 4],

@@ -193,14 +193,14 @@ def require_run_folder(folder: Path, others: str = "") -> Path:
 def model_of_run(folder: Path, given: str | None = None, option: str = "NAME") -> str:
     """The model a run folder holds, as its metrics.json (else its checkpoint) says, never its folder
     name; ``given`` (the model named by ``option``) is refused when it contradicts the run."""
-    from ptx.contract.runs import check_model
+    from ptx.contract.runs import model_of_run
 
     held = run_model(folder)
     if held is None and (folder / CHECKPOINT_FILE).is_file():  # metrics.json lost: ask the checkpoint (torch)
         from ptx.trainers.checkpoint import checkpoint_owner
 
         held = checkpoint_owner(folder / CHECKPOINT_FILE)
-    return check_model(given, held, folder, option)
+    return model_of_run(given, held, folder, option)
 
 
 def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
@@ -282,14 +282,14 @@ def precision_file(found: ModelFile, chosen, device: str, precision: str | None,
     # its factory's: nothing to hold this file to), read even where its other metadata is not believed
     recorded = read_model_file(twin, digest=False).metadata if ignore_metadata else beside.metadata
     made_from = recorded.get("source_sha256") if recorded.get("source") == found.path.name else None
-    if made_from and made_from != _sha256_now(found.path):
+    if made_from and made_from != sha256_now(found.path):
         raise ArtifactError(f"{twin.name} was not made from this {found.path.name} (it records another file's "
                             f"sha256: another model's, or this one before it changed): run "
                             f"`{twin_command(found, fmt)}` to write it again")
     return beside, precision
 
 
-def _sha256_now(path: Path) -> str:
+def sha256_now(path: Path) -> str:
     """The file's SHA-256, hashed once while its size and time are unchanged (every int8 open asks)."""
     stat = path.stat()
     return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import names
 from ptx.contract.names import FILE_PRECISIONS, FULL_PRECISION, INT4, MODEL_FILE_SUFFIXES
 from ptx.child import ChildCrashError, run_child
-from ptx.errors import MissingArtifactError, PtxError, StaleArtifactWarning
+from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, StaleArtifactWarning
 from ptx.files import is_dir, is_file
 
 from ..formats.model_files import ModelFile
@@ -69,6 +70,32 @@ class Variant:
         if self.device.startswith("cuda") and visible_gpus() == 0:
             return NO_GPU
         return self.backend.unavailable(self.device)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A row a walk over backends did not open, and why (``error``, one line): ``unavailable`` where this
+    machine cannot open it now (no runtime or GPU, not memory enough: OutOfMemoryPlan), ``missing`` where
+    its file was never exported (an int8 twin), else the file does not open on it."""
+
+    variant: Variant
+    error: PtxError
+
+    @property
+    def why(self) -> str:
+        return str(self.error)
+
+    @property
+    def unavailable(self) -> bool:
+        return isinstance(self.error, BackendUnavailableError)
+
+    @property
+    def missing(self) -> bool:
+        return isinstance(self.error, MissingArtifactError)
+
+
+def _unsaid(skip: Skip) -> None:
+    """A walk's default for its skips: nothing said."""
 
 
 @dataclass
@@ -220,41 +247,44 @@ class Target:
             warnings.warn(model.stale, StaleArtifactWarning, stacklevel=3)
         return warned(model)
 
-    def open_all(self, variants: Sequence[Variant], probe: bool = True) -> dict[str, object]:
-        """{label: the Model, or the PtxError that says why it did not open}, all open at once (where a
-        command needs them together: bench's group, --against's one file); a command that walks rows
-        opens one at a time (each_opened). With ``probe``, a file ptx did not write is first opened by
-        every variant in turn in one child process (a runtime that crashes on a malformed graph
-        crashes there, and says so in one line)."""
-        opened: dict[str, object] = dict(self._probe(variants)) if probe else {}
-        for variant in variants:
-            if variant.label not in opened:
-                opened[variant.label] = self._open_planned(variant)
-        return opened
+    def each_opened(self, variants: Sequence[Variant], probe: bool = True,
+                    skipped: Callable[[Skip], None] = _unsaid) -> Iterator[tuple[Variant, Model]]:
+        """(variant, its Model) for each of ``variants`` that opens, in turn, each held for the loop's body and
+        closed before the next is opened, so that a command walking rows holds one runtime at a time (the
+        memory plan: a row that cannot fit is not opened); each that does not open is a Skip handed to
+        ``skipped``, in its turn. With ``probe``, a file ptx did not write is first opened by every variant in
+        one child process (a runtime that crashes on a malformed graph crashes there, and says so in one line)."""
+        for variant, model in self._opened(variants, probe, skipped):
+            with model:
+                yield variant, model
 
-    def each_opened(self, variants: Sequence[Variant], probe: bool = True) -> Iterator[tuple[Variant, object]]:
-        """(variant, its Model or the PtxError that says why it did not open) for each of ``variants``
-        in turn, each model closed before the next is opened, so that a command walking rows holds one
-        runtime at a time (the memory plan: a row that cannot fit is an OutOfMemoryPlan, a skip)."""
+    @contextmanager
+    def opened_together(self, variants: Sequence[Variant], probe: bool = True,
+                        skipped: Callable[[Skip], None] = _unsaid) -> Iterator[list[tuple[Variant, Model]]]:
+        """[(variant, its Model)] for every one of ``variants`` that opens, all open at once for the block
+        (where a command needs them together: bench's group, --against's file, inspect's reference) and all
+        closed where it ends; each that does not open is a Skip handed to ``skipped``, as each_opened does."""
+        with ExitStack() as held:
+            yield [(variant, held.enter_context(model)) for variant, model in self._opened(variants, probe, skipped)]
+
+    def _opened(self, variants: Sequence[Variant], probe: bool, skipped: Callable[[Skip], None]
+                ) -> Iterator[tuple[Variant, Model]]:
+        """The walks' one opening: each of ``variants`` opened in turn as it is asked for, not held; one that
+        crashed the probe's child, cannot fit in the memory available now (memory_plan) or does not open is
+        a Skip handed to ``skipped``."""
         crashed = self._probe(variants) if probe else {}
         for variant in variants:
-            model = crashed.get(variant.label) or self._open_planned(variant)
             try:
-                yield variant, model
-            finally:
-                if not isinstance(model, Exception):
-                    model.close()
-
-    def _open_planned(self, variant: Variant) -> object:
-        """The Model of ``variant``, or the PtxError why not: one that cannot fit in the memory
-        available now (memory_plan) is not opened."""
-        try:
-            why = self.room_for(variant)
-            if why:
-                return OutOfMemoryPlan(why)
-            return self.open(variant)
-        except PtxError as exc:
-            return exc
+                if variant.label in crashed:
+                    raise crashed[variant.label]
+                why = self.room_for(variant)
+                if why:
+                    raise OutOfMemoryPlan(why)
+                model = self.open(variant)
+            except PtxError as exc:
+                skipped(Skip(variant, exc))
+                continue
+            yield variant, model
 
     def room_for(self, variant: Variant) -> str | None:
         """Why ``variant`` cannot open this target's file in the memory available now (or, for a

@@ -33,14 +33,11 @@ from ptx.errors import first_line
 
 from ..formats.onnx_files import load_structure
 from ..formats.onnx_graph import count_nodes, read_graph, subgraphs
-from .memory_plan import require_room, size_text, weights_bytes
+from .memory_plan import optimising_need, require_room, size_text, weights_bytes
 from .ort_session import ORT_QUIET, import_ort, session_options, why_no_cuda
 
 KERNELS_FILE = Path(__file__).with_name("ort_cuda_kernels.json")
 SMALL_INITIALIZER = 100  # kSmallInitializerThreshold
-# A session that optimises a file and writes it out holds the weights as ort-cpu does, and the copy it writes.
-# (2.4x measured on a 783 MB Qwen2 with prepacking off, which the optimised copy has no use for; 3.4x with it)
-HOLDS_WHILE_OPTIMISING = 2.6
 # Types GetCpuPreferredNodes never moves to the CPU.
 GPU_ONLY_TYPES = {"tensor(float16)", "tensor(bfloat16)", "tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)",
                   "tensor(float8e5m2)", "tensor(float8e5m2fnuz)", "tensor(float4e2m1)"}
@@ -350,7 +347,7 @@ def cuda_placement(path: str | Path) -> CudaPlacement:
 @functools.lru_cache(maxsize=4)
 def _placement(path: Path, size: int, modified: int) -> CudaPlacement:
     require_room(f"the static check of {path.name}'s CUDA placement (ONNX Runtime's basic optimisations, "
-                 f"{size_text(weights_bytes(path))} of weights)", HOLDS_WHILE_OPTIMISING * weights_bytes(path))
+                 f"{size_text(weights_bytes(path))} of weights)", optimising_need(weights_bytes(path)))
     placement = placement_of_graph(basic_optimised(path))
     graph = read_graph(path).graph
     placement.in_file = len(graph.node) + count_nodes(graph, Counter())
@@ -392,10 +389,17 @@ def node_placement(ort, path: Path, providers: list) -> dict[str, list[str]]:
     return placed
 
 
-def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str], device_id: int = 0) -> str:
+def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: list[str], device_id: int = 0,
+                         shape_arithmetic_allowed: bool = False) -> str | None:
     """Why ORT refused an ort-cuda session that may not fall back to the CPU, in one line: CUDA is
     not active at all, or these nodes would run on the CPU, each with its reason (no CUDA kernel,
-    cuDNN's limits, or ORT's shape heuristic), read from ptx's static placement check."""
+    cuDNN's limits, or ORT's shape heuristic), read from ptx's static placement check.
+
+    ``shape_arithmetic_allowed``: None where every node ORT leaves on the CPU is one its shape
+    heuristic keeps there (GetCpuPreferredNodes: integer arithmetic on shapes, whose consumers read
+    it on the CPU anyway), so the session may open as ONNX Runtime itself places it. A decoder with a
+    dynamic past has a hundred such nodes (Qwen2-0.5B's: 131, on an H100, 2026-11-26) and was refused
+    for them; a node without a CUDA kernel, or one the static check cannot explain, still refuses."""
     try:
         placed = node_placement(ort, path, providers)
     except Exception as exc:  # the placement session failed too: say what we know
@@ -407,7 +411,10 @@ def cuda_placement_error(ort, path: Path, providers: list, missing_libraries: li
         reasons = {n.name: n.reason for n in cuda_placement(path).on_cpu}
     except Exception:  # the explanation is a courtesy: the refusal stands without it
         reasons = {}
-    explained = [f"{entry}: {reasons.get(entry.rsplit(' (', 1)[0], 'left on the CPU by ONNX Runtime')}" for entry in on_cpu]
-    shown = _first(explained, 6)
-    return (f"ort-cuda: {len(on_cpu)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
-            f"{shown}; use --backend ort-cpu")
+    why = [reasons.get(entry.rsplit(" (", 1)[0], "left on the CPU by ONNX Runtime") for entry in on_cpu]
+    if shape_arithmetic_allowed and all(w == SHAPE_HEURISTIC for w in why):
+        return None
+    # the shape heuristic's nodes are allowed where the caller allows them: the others are the refusal
+    shown = [(entry, w) for entry, w in zip(on_cpu, why) if not (shape_arithmetic_allowed and w == SHAPE_HEURISTIC)]
+    return (f"ort-cuda: {len(shown)} node(s) of {path.name} would run on the CPU in onnxruntime {ort.__version__}: "
+            f"{_first([f'{entry}: {w}' for entry, w in shown], 6)}; use --backend ort-cpu")

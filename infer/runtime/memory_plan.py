@@ -4,11 +4,14 @@
 PTX_MEMORY_LIMIT); what cannot fit is skipped with one line saying what it needs and what is
 available, never opened for the kernel to kill the process.
 
-What a runtime holds is a multiple of the weights, measured on a 196M-parameter Qwen2 (783 MB of
-f32 weights, 2026-11-26, AMD EPYC, onnxruntime 1.31, openvino 2026.4) and kept in each backend's
-registry entry (``Backend.holds``, ``holds_at`` per precision): ONNX Runtime peaks at 2.5x while it opens a file (the proto it
-parses, then the initializers it prepacks) and keeps 1.8x; OpenVINO's reader peaks at 2.1x and every
-compiled shape adds 1x (0.7x at bf16). Torch-free: every stage may plan.
+What a runtime holds is a multiple of the weights, measured (scripts/backend_memory.py) and declared by each
+backend in its registry entry (``Backend.holds``; ``holds_external`` for an ONNX file whose weights lie in
+external data, ``holds_at`` per precision, ``compiled_copy_at`` for each compiled shape): ONNX Runtime peaks
+at 2.5x while it opens a file that holds its weights (the protobuf parsed, then the weights prepacked) and
+at 1.2x where they lie in external data; OpenVINO at 2.4x with one compiled shape. Every other factor a
+"does it fit" question needs lives here, each with where it was measured: what a run, a decoding, an
+optimising session, a --locate question and an export that checks one file while it writes the next hold.
+Torch-free: every stage may plan.
 """
 from __future__ import annotations
 
@@ -69,10 +72,16 @@ def require_room(what: str, need: float) -> None:
         raise OutOfMemoryPlan(why)
 
 
-def opening_need(backend, weights: int, precision: str = "f32") -> float:
-    """The bytes ``backend`` holds at its peak while it opens and runs a model of ``weights`` bytes at
-    ``precision``."""
-    return backend.holds_for(precision) * weights
+def opening_need(backend, path: str | Path, precision: str = "f32") -> float:
+    """The bytes ``backend`` holds at its peak while it opens and runs the model file at ``path`` at
+    ``precision``: what the registry says it holds, as a multiple of the file's weights (for an ONNX file
+    whose weights lie in external data, its figure for those where it has one)."""
+    path = Path(path)
+    weights = weights_bytes(path)
+    if not weights:  # no such file: its opening says why
+        return 0.0
+    external = backend.holds_external is not None and path.suffix.lower() == ".onnx" and weights > path.stat().st_size
+    return (backend.holds_external if external else backend.holds_for(precision)) * weights
 
 
 def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f32") -> str | None:
@@ -82,7 +91,7 @@ def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f
     if not weights:
         return None
     return shortfall(f"{label} on {Path(path).name} ({size_text(weights)} of weights)",
-                     opening_need(backend, weights, precision))
+                     opening_need(backend, path, precision))
 
 
 # The most memory a runner spends on compiled copies of one model beyond the first: a small model keeps
@@ -135,13 +144,68 @@ def cases_that_fit(signature, cases, runtimes: int = 1) -> tuple[list, list[str]
     return kept, left
 
 
+def decoding_need(cache_bytes: float, logits_bytes: float) -> float:
+    """The bytes a decoding holds beyond the runtime's weights: its cache at its longest (``cache_bytes``) twice,
+    the past fed and the present returned, and the prompt's logits (``logits_bytes``) at RUN_COPIES, with the
+    runtime's intermediates of their order."""
+    return 2 * cache_bytes + RUN_COPIES * logits_bytes
+
+
+# A session that optimises a file and writes it out (ort-cuda's static placement check, ONNX Runtime's basic
+# optimisations) holds the weights as ort-cpu does, and the copy it writes: 2.4x measured on a 783 MB Qwen2
+# with prepacking off, which the optimised copy has no use for (3.4x with it).
+HOLDS_WHILE_OPTIMISING = 2.6
+
+
+def optimising_need(weights: int) -> float:
+    """The bytes ONNX Runtime holds while it optimises a file of ``weights`` bytes and writes the result out."""
+    return HOLDS_WHILE_OPTIMISING * weights
+
+
+# A module's files are checked while the next is written only where memory has room for this many copies of
+# its weights: the check holds the checking runtime beside the writer's work (ort-cpu's peak, about 2.5x the
+# weights), at most an eighth of what is available. A ViT-B/16 (347 MB) overlaps on a 24 GB machine; a
+# 0.5B-parameter LM (1.98 GB) is exported and checked in turn, near a bare exporter's memory.
+OVERLAP_ROOM = 20
+
+
+def room_to_overlap(weights: int) -> bool:
+    """Whether memory has room for a file of ``weights`` bytes to be checked while the next is written."""
+    room = available_memory()
+    return room is not None and room > OVERLAP_ROOM * weights
+
+
+# What one question of `ptx verify --locate` may hold in tensors per side: a PIECE_SHARE-th of what the process
+# already held at its peak (the verify before it), within PIECE_BYTES. A piece costs each side a session (an
+# OpenVINO compile) and holds about six times its tensors at once: pieces of a tenth keep a locate's peak under
+# 1.6x the verify's in half the sessions of a twentieth (PaddleOCR's detector with four 320x320 pages: 2.7x a
+# plain verify's time and 1.28x its peak, where a twentieth took 4.0x and 1.09x).
+PIECE_BYTES = (8 << 20, 48 << 20)
+PIECE_SHARE = 10
+
+
+def piece_budget() -> int:
+    """The bytes of tensors one --locate question may compute per side."""
+    return min(max(PIECE_BYTES[0], peak_memory() // PIECE_SHARE), PIECE_BYTES[1])
+
+
+def peak_memory() -> int:
+    """The process's peak resident memory so far, in bytes (Linux counts KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def give_back_freed(collect: bool = True) -> None:
     """What was freed given back to the system: glibc keeps freed blocks in its arenas for reuse, so a
     closed runtime's or a quantizer's gigabytes stayed counted against the process and against the
     plan's next decision (4.0 GB held after onnxruntime's quantizer on Qwen2-0.5B; 0.08 GB after
     malloc_trim). A no-op where the C library is not glibc. ``collect``: the garbage collector's full
-    pass first, for what a reference cycle still holds; it costs some 60 ms in a process that holds
-    verify's objects, which a caller closing hundreds of one-question runners (--locate) need not pay."""
+    pass first, for what a reference cycle still holds; a pass cost 74 to 158 ms in a process that
+    imported torch, onnxruntime and ptx (ten passes on a shared 2-core Intel Xeon), which a caller
+    closing hundreds of one-question runners (--locate) need not pay."""
     import ctypes
     import gc
 

@@ -25,6 +25,7 @@ from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, Pt
 
 from ..formats.signature import Opening
 from ..formats.onnx_graph import graph_signature, read_graph
+from . import backends as registry
 from .memory_plan import compiled_shapes_room, weights_bytes
 from .runner import Runner
 
@@ -32,12 +33,9 @@ from .runner import Runner
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
 # int8 and int4: the file's own quantized weights (Q/DQ ops, MatMulNBits), the rest f32
 RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32", "int4": "f32"}
-SHAPE_CACHE = 8  # compiled shapes kept per runner at most (verify uses a handful, a server one or two)
-# What one compiled shape holds, as a multiple of the file's weights: the CPU plugin repacks them for each
-# (measured on a 783 MB Qwen2: 1.0x at f32, 0.7x at bf16; 12.6x the file of a dynamically quantized int8
-# Qwen2-0.5B, whose weights it widens to f32). The cache keeps as many shapes as memory_plan's budget for
-# compiled copies holds, at least one.
-COMPILED_COPY = {"f32": 1.0, "bf16": 0.7, "int8": 12.6, "int4": 1.0}
+# Compiled shapes kept per runner at most (verify uses a handful, a server one or two): as many as the memory
+# plan's budget for compiled copies holds, at least one, each what the registry says one holds.
+SHAPE_CACHE = 8
 
 
 def unavailable(device: str = "cpu") -> str | None:
@@ -123,7 +121,7 @@ class OpenVinoRunner(Runner):
         self.config = {"INFERENCE_PRECISION_HINT": RUNTIME_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         self._lock = threading.Lock()
         weights = weights_bytes(path)
-        self.shapes_kept = compiled_shapes_room(weights, COMPILED_COPY[precision], SHAPE_CACHE)
+        self.shapes_kept = compiled_shapes_room(weights, registry.get("openvino").compiled_copy(precision), SHAPE_CACHE)
         self._cache: OrderedDict[tuple, tuple[object, list[int]]] = OrderedDict()  # the most recently used last
         # A decoder with its cache meets a new past length at every step: compiled once with its dynamic
         # shapes, as OpenVINO GenAI runs one (a compile per step would cost more than the step). Compiled here,

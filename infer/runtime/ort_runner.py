@@ -91,7 +91,12 @@ class OrtRunner(Runner):
                 from .cuda_placement import cuda_placement_error  # a CUDA refusal only: not on ort-cpu's start
 
                 plain = [cuda_provider(self.device_id, tf32=precision == "tf32"), "CPUExecutionProvider"]
-                raise BackendUnavailableError(cuda_placement_error(ort, path, plain, missing, self.device_id)) from None
+                # A CUDA graph cannot hold a node on the CPU; a plain session may keep ORT's shape arithmetic there.
+                why = cuda_placement_error(ort, path, plain, missing, self.device_id,
+                                           shape_arithmetic_allowed=not self.cuda_graph)
+                if why is not None:
+                    raise BackendUnavailableError(why) from None
+                return self._shape_arithmetic_on_cpu(ort, path, plain, arena)
             if self.on_cuda and CUDA_GRAPH_REFUSED in str(exc):
                 raise BackendUnavailableError(
                     f"ort-cuda-graph: ONNX Runtime {ort.__version__} cannot run {path.name} as a CUDA graph "
@@ -104,6 +109,17 @@ class OrtRunner(Runner):
                 why, remedy = found[0], (f"save it with IR version {found[2]} (model.ir_version = {found[2]} before "
                                          f"onnx.save), or install an onnxruntime newer than {ort.__version__}")
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({why}); {remedy}") from None
+        finally:
+            ort.set_default_logger_severity(ORT_DEFAULT)
+
+    def _shape_arithmetic_on_cpu(self, ort, path: Path, providers: list, arena: bool):
+        """The session as ONNX Runtime places it, where the only nodes it keeps on the CPU are its shape
+        heuristic's (cuda_placement_error said so): fallback is allowed for this session alone."""
+        options = session_options(ort)
+        options.enable_cpu_mem_arena = arena
+        ort.set_default_logger_severity(ORT_QUIET)
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers, disabled_optimizers=KEEP_FLOAT)
         finally:
             ort.set_default_logger_severity(ORT_DEFAULT)
 

@@ -114,7 +114,7 @@ def cuda_unavailable(device: str = "cuda") -> str | None:
     return why_no_cuda(missing, device_id)
 
 
-# Session options measured on the 2-core Xeon (docs/benchmarks.md): ORT's default intra-op pool
+# Session options measured on the 2-core Xeon (docs/benchmarks/cpu.md): ORT's default intra-op pool
 # (one thread per core) and full graph optimisation were the fastest; PTX_ORT_THREADS and
 # PTX_ORT_OPT_LEVEL (disable, basic, extended, all) override them for other machines.
 ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",

@@ -125,13 +125,22 @@ class Runner:
     holding: tuple[str, ...] = ()
     closed = False
 
+    def __enter__(self) -> "Runner":
+        """A runner held by a ``with`` block (Polygraphy's activate/deactivate): closed where the block ends."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self, collect: bool = False) -> None:
         """Release what the runtime holds: the pinned buffers, and the model itself (the runner keeps
         its signature and metadata; running it afterwards is one error), and give the freed memory back
-        (malloc_trim). ``collect``: the garbage collector's full pass first (memory_plan.give_back_freed),
-        for a runtime a reference cycle may hold; left out by default, since dropping the attributes
-        frees a session, and each pass cost 84 ms in a process holding torch (the suite closes thousands
-        of runners: 10 to 18 minutes)."""
+        (malloc_trim); a second close does nothing. ``collect``: the garbage collector's full pass first
+        (memory_plan.give_back_freed, which says what a pass costs), for a runtime a reference cycle may
+        hold; left out by default, since dropping the attributes frees a session, and the suite closes
+        thousands of runners."""
+        if self.closed:
+            return
         if self.host is not None:
             self.host.close()
         for name in self.holding:

@@ -63,23 +63,35 @@ class TorchGraphRunner(TorchRunner):
         statics = {t.name: torch.zeros(dict(key)[t.name], dtype=getattr(torch, t.dtype), device=self.torch_device)
                    for t in self.signature.inputs}
         outputs: dict = {}
-        graphs = self._new_graphs()
 
         def forward():
             named = flatten_outputs(self.module(*(statics[n] for n in self._input_names)), "the model")
             outputs.update(zip(self.signature.output_names, named.values()))
 
         try:
-            with torch.no_grad(), math_mode(self.torch_device, self.precision):
-                for _ in range(WARMUP_CALLS):
-                    graphs.warmup(forward)
-                replay = graphs.capture(forward)
-        except Exception as exc:  # torch raises RuntimeError and others; which, it does not promise
-            shown = ", ".join(f"{n} {list(s)}" for n, s in key)
-            raise BackendUnavailableError(
-                f"eager-cuda-graph: {self.name} at input shapes {shown} cannot be captured as a "
-                f"CUDA graph ({first_line(exc)}); use --backend eager") from None
+            replay = self._capture(forward)
+        except Exception as first:  # torch raises RuntimeError and others; which, it does not promise
+            # Once more on a fresh graph before the refusal: on an H100 (2026-11-26) lstm's first f32 capture
+            # of [28, 64, 28] failed ("operation failed due to a previous error during capture") where its
+            # tf32 capture of the same shape, later in the same process, succeeded. Not yet re-run there.
+            try:
+                replay = self._capture(forward)
+            except Exception:  # noqa: BLE001 - the first failure is the one said
+                shown = ", ".join(f"{n} {list(s)}" for n, s in key)
+                raise BackendUnavailableError(
+                    f"eager-cuda-graph: {self.name} at input shapes {shown} cannot be captured as a "
+                    f"CUDA graph ({first_line(first)}); use --backend eager") from None
         return _Slot(statics, replay, outputs)
+
+    def _capture(self, forward: Callable[[], None]) -> Callable[[], object]:
+        """Warm-up calls, then ``forward`` captured on a graph of its own: the replay."""
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)  # nothing of an earlier, failed capture still in flight
+        graphs = self._new_graphs()
+        with torch.no_grad(), math_mode(self.torch_device, self.precision):
+            for _ in range(WARMUP_CALLS):
+                graphs.warmup(forward)
+            return graphs.capture(forward)
 
     def _forward(self, feeds) -> dict[str, torch.Tensor]:
         if getattr(self, "_slots", None) is None:  # learning a user's module's outputs, before any capture

@@ -15,15 +15,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptx.contract.cases import Case, run_cases
-from ptx.contract.comparison import OutputAgreement, check_tolerance, default_tolerance
+from ptx.contract.comparison import Judge, OutputAgreement, check_tolerance, compare_outputs, default_tolerance
 from ptx.contract.schema import Tolerance
 from ptx.errors import PtxError
 
 # The names torch gives the outputs of a module it cannot name (torch_runner.flatten_outputs).
 PROBE_NAMES = ("output",)
 Outputs = dict[str, np.ndarray]
-# (output name, got, want) -> how they agree: compare_output under a tolerance, or a head's compare.
-Judge = Callable[[str, np.ndarray, np.ndarray], OutputAgreement]
 
 
 @dataclass
@@ -101,14 +99,17 @@ def output_dtype(signature, name: str) -> str:
         return "float32"
 
 
-def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases: Sequence[Case], outputs: Sequence[str],
-                  judge: Judge) -> tuple[list[str], list[OutputAgreement], int | None]:
-    """(the labels of the cases both sides ran, each output compared over them, the index of the case
-    that departs most: what `--locate` traces)."""
+def compare_cases(got: Mapping[int, Outputs], want: Mapping[int, Outputs], cases: Sequence[Case], signature,
+                  tolerance: Callable[[str], Tolerance], judge: Judge | None = None
+                  ) -> tuple[list[str], list[OutputAgreement], int | None]:
+    """(the labels of the cases both sides ran, each output compared over them by the one loop over outputs
+    (``compare_outputs``: a model's detections as detections, ``judge`` a head's comparison), the index of the
+    case that departs most: what `--locate` traces)."""
     shared = [i for i in want if i in got]
+    runs = {i: compare_outputs(got[i], want[i], signature, tolerance, judge=judge) for i in shared}
     compared, worst = [], {}
-    for name in outputs if shared else ():
-        parts = [judge(name, got[i][name], want[i][name]) for i in shared]
+    for name in runs[shared[0]] if shared else ():
+        parts = [runs[i][name] for i in shared]
         for i, part in zip(shared, parts):
             worst[i] = max(worst.get(i, -1.0), math.inf if part.problem else part.needed_atol + part.beyond)
         compared.append(functools.reduce(OutputAgreement.merge, parts))

@@ -135,10 +135,10 @@ def verify_generation(target, backends: Sequence[str] | None = None, steps: int 
             report.rows.append(GenerationRow(variant.label, SKIPPED, why=why))
         else:
             runnable.append(variant)
-    for variant, model in target.each_opened(runnable):
-        if isinstance(model, Exception):
-            report.rows.append(GenerationRow(variant.label, SKIPPED, why=f"does not open: {model}"))
-            continue
+    def skipped(skip) -> None:
+        report.rows.append(GenerationRow(skip.variant.label, SKIPPED, why=f"does not open: {skip.why}"))
+
+    for variant, model in target.each_opened(runnable, skipped=skipped):
         progress(f"{variant.label}: decoding {len(prompts)} prompts x {steps} steps")
         reduced = variant.precision != FULL_PRECISION
         tolerance = tolerance_on(model)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ptx.contract.names import FULL_PRECISION
 
-from ..model.opening import run_option
+from ..model.opening import run_option, sha256_now
 from ..model.target import Target
 from ..runtime import backends as registry
 from .comparator import Tolerances
@@ -56,8 +56,22 @@ def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[st
 
 
 def f32_source(target: Target) -> str | None:
-    """The f32 model file an int8 file was made from, beside it (ptx.source), or None where it is not
-    there (a module's factory made it, or the file was moved alone)."""
-    source = target.found.metadata.get("source") if target.found is not None else None
+    """The f32 model file an int8 file was made from, beside it: the file its metadata names (ptx.source) whose
+    bytes are the ones it records (ptx.source_sha256); None where there is none (a module's factory made it, the
+    file was moved alone, or a file of that name holds other bytes: another model, or the source since changed,
+    which judging the int8 file by would misjudge it)."""
+    metadata = target.found.metadata if target.found is not None else {}
+    source, recorded = metadata.get("source"), metadata.get("source_sha256")
     path = target.path.with_name(source) if source and "/" not in source else None
-    return str(path) if path is not None and path.is_file() and path.suffix == ".onnx" else None
+    if path is None or not recorded or not path.is_file() or path.suffix != ".onnx":
+        return None
+    return str(path) if sha256_now(path) == recorded else None
+
+
+def source_beside(target: Target) -> str | None:
+    """The name the int8 file records as its source where a file of that name lies beside it and is not that
+    source (``f32_source`` found none), else None: what a note says instead of holding rows to it."""
+    source = target.found.metadata.get("source") if target.found is not None else None
+    if not source or "/" in source or not target.path.with_name(source).is_file() or f32_source(target):
+        return None
+    return source

@@ -14,7 +14,7 @@ from ptx.errors import PtxError
 from ..model.opening import DEFAULT_FILE_BACKEND, KIND_NAMES
 from ..model.target import Target, Variant
 from ..runtime import backends as registry
-from .offers import f32_source
+from .offers import f32_source, source_beside
 from .report import against_label
 
 
@@ -59,8 +59,10 @@ def reference_choice(target: Target, against: Path | None = None) -> ReferenceCh
     if source is not None and not (against is not None and Path(source).resolve() == Path(against).resolve()):
         return ReferenceChoice(DEFAULT_FILE_BACKEND["onnx"], FULL_PRECISION, Path(source),
                                note=f"{said}: every row is held to {Path(source).name}, the f32 file it was made from")
+    other = source_beside(target)
     f32 = "the f32 file it was made from is --against's row" if source is not None else \
-        "nor is the f32 file it was made from beside it"
+        f"nor is the f32 file it was made from beside it ({other} there holds other bytes than it records)" if other \
+        else "nor is the f32 file it was made from beside it"
     return replace(default, recorded=own, note=f"{said}; no runtime it records PASS runs here, {f32}: {default.label} is "
                                                "the reference all the same, and its row says what the file records")
 

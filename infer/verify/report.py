@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT,
-                                     OutputAgreement, needed_atol_text)
+                                     SCALE_WORDS, OutputAgreement, needed_atol_text)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature
 from ptx.contract.verdict import TOLERANCE, Verdict
@@ -364,7 +364,7 @@ def _heading(report: Report) -> list[str]:
         lines.insert(1, "inputs: " + "; ".join(f"{t.name} {t.dtype} {t.dims_text()}" for t in report.signature.inputs))
     devices = list(dict.fromkeys(r.device.partition(":")[0] for r in report.rows))
     if report.tolerances:
-        bounds = ", ".join(f"{t['atol']:g} + {t['rtol']:g} x |reference| ({device})"
+        bounds = ", ".join(f"{t['atol']:g} + {t['rtol']:g} x {SCALE_WORDS} ({device})"
                            for device, t in report.tolerances.items() if device in devices)
         lines.append(f"pass: f32 |diff| <= {bounds}" if bounds else "pass: see --help")
     reduced = list(dict.fromkeys(r.precision for r in report.rows if r.precision != FULL_PRECISION))

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from ptx.contract.comparison import MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT
+from ptx.contract.error_model import SCALE_WORDS
 from ptx.contract.verdict import NEAR_TIE_MARGIN
 
 # What verify judges and what its exit status means: `ptx verify --help`, the table's heading and
 # the JSON's "rule" all print this, so the three cannot drift apart.
 RULE = {
-    "f32": "every output within atol + rtol x |reference| of the reference's, finite, with the same decisions "
+    "f32": f"every output within atol + rtol x {SCALE_WORDS} (the last axis; a value without one, its own "
+           "|reference|) of the reference's, finite, with the same decisions "
            "(a tutorial model's head); a decision that flips between two outputs closer than that tolerance is a "
            "tie (counted, not a failure)",
     "bf16/tf32/int8": f"outputs of the right shape with no NaN/Inf (else FAIL); then one verdict by the strongest "

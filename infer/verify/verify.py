@@ -7,8 +7,8 @@ One path for every model (model/target.py decides once what the argument is):
 - the cases (cases.py): ``--inputs`` files; else a model's head's real test samples and edge inputs
   where it has a head and a dataset; else inputs generated from its signature, seeded, at batch
   sizes neither 0 nor 1 (a batch the exporter specialised runs at one and fails at the other);
-- the judge: f32 within atol + rtol x |reference| (a head's contract tolerance, else per output
-  dtype and device), with a head's decisions; a reduced precision (bf16, tf32, int8) by a head's
+- the judge: f32 within atol + rtol x its row's largest |reference| (ptx.contract.error_model; a head's
+  contract tolerance, else per output dtype and device), with a head's decisions; a reduced precision (bf16, tf32, int8) by a head's
   labels and accuracy on real samples, else by its tensors (class scores keep their argmax, other
   outputs a relative error);
 - beside the variants: onnx.reference as a third opinion (a note unless --strict), ``--against``
@@ -29,22 +29,22 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptx.contract.cases import Case
-from ptx.contract.comparison import JUDGING_SAMPLES, compare, compare_output, recorded_max_drop
-from ptx.contract.detections import compared_names, grouped
+from ptx.contract.comparison import JUDGING_SAMPLES, compare, recorded_max_drop
 from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.runs import exported
+from ptx.contract.schema import Tolerance
 from ptx.contract.batch_rows import describe_left_out
 from ptx.contract.tensor_inputs import VERIFY_BATCHES
 from ptx.contract.validated import recorded_tolerance
 from ptx.contract.transforms import decisions, run_in_batches
-from ptx.errors import BackendUnavailableError, MissingArtifactError, NothingToCompareError, PtxError
+from ptx.errors import MissingArtifactError, NothingToCompareError, PtxError
 
 from ..formats.signature import graph_ids
 from ..model.model import answered_otherwise
 from ..model.opening import export_command
-from ..model.target import REFERENCE, Target, Variant, require_targets
+from ..model.target import REFERENCE, Skip, Target, Variant, require_targets
 from ..runtime import backends as registry
 from ..runtime.memory_plan import OutOfMemoryPlan
 from .batch_composition import check_largest_batch
@@ -133,12 +133,16 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     held: list[Row] = []  # each row held to the stored reference too, while it is open; said after every row
     # One runtime open at a time: the reference's row first (its answers are kept as arrays, and where nothing
     # after runs it, its runtime goes), then each other row opened, run, held to the stored reference, closed.
+    def asked_of(variant: Variant) -> dict:  # what the user asked of a row: it must run, it must agree
+        return dict(required=variant.precision != FULL_PRECISION and variant.label in asked, strict=strict,
+                    asked=variant.asked_by(asked))
+
     mine = [(v, reference) for v in to_run if choice.path is None and v.label == choice.label]
-    others = target.each_opened([v for v in to_run if choice.path is not None or v.label != choice.label])
-    for variant, model in itertools.chain(mine, others):
-        row = this.row(variant, model, required=variant.precision != FULL_PRECISION and variant.label in asked,
-                       strict=strict, asked=variant.asked_by(asked))
-        if stored is not None and row is not None and not (row.error or row.advisory) and not isinstance(model, Exception):
+    others = target.each_opened([v for v in to_run if choice.path is not None or v.label != choice.label],
+                                skipped=lambda skip: this.not_opened(skip, **asked_of(skip.variant)))
+    for variant, model in itertools.chain(mine, others):  # a row that does not open is not_opened's, in its turn
+        row = this.row(variant, model, **asked_of(variant))
+        if stored is not None and not (row.error or row.advisory):
             held.append(held_to_stored(this, stored, row, model))
         this.release_reference(keep=target.is_run or metric is not None or served is not None)
     report.rows += held
@@ -196,16 +200,20 @@ class Run:
         if not keep and "cpu" in self._references and not self.reference.runner.closed:
             self.reference.close()
 
-    def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> "Row | None":
-        """``variant``'s Row in the report (or its skip): its outputs on the cases against the
-        reference's, judged; a file or precision it cannot open is skipped, unless the user ``asked``
-        for that row (then it FAILs, as any other failure of its row does)."""
-        ref_device = reference_device(variant.backend, variant.device) if self.target.is_run else "cpu"
-        # not exported, or this CPU cannot run that precision: a skip, but never of a row the user named
-        # (verify would judge the others and exit 0 without the one asked for)
-        if isinstance(model, BackendUnavailableError) or (isinstance(model, MissingArtifactError) and not asked):
-            self.report.skipped[variant.label] = str(model)
+    def not_opened(self, skip: Skip, required: bool, strict: bool, asked: bool = False) -> "Row | None":
+        """The Row of a variant that did not open (its error), or its skip: not exported, or this machine
+        cannot run that precision, is a skip, but never of a row the user named (verify would judge the
+        others and exit 0 without the one asked for)."""
+        if skip.unavailable or (skip.missing and not asked):
+            self.report.skipped[skip.variant.label] = skip.why
             return None
+        row = self._new_row(skip.variant, required, strict, asked)
+        row.error = skip.why
+        return row
+
+    def _new_row(self, variant: Variant, required: bool, strict: bool, asked: bool) -> Row:
+        """``variant``'s Row, added to the report, before anything is run."""
+        ref_device = reference_device(variant.backend, variant.device) if self.target.is_run else "cpu"
         row = Row(variant.backend.name, variant.device, variant.precision,
                   against=registry.get(self.target.reference).label(ref_device, self.target.precision) if self.target.is_run
                   else self.choice.label,
@@ -213,9 +221,13 @@ class Run:
                   optional=not self.target.is_run and not asked, required=required,
                   advisory=variant.backend.third_opinion and not strict)
         self.report.rows.append(row)
-        if isinstance(model, Exception):
-            row.error = str(model)
-            return row
+        return row
+
+    def row(self, variant: Variant, model, required: bool, strict: bool, asked: bool = False) -> Row:
+        """``variant``'s Row in the report, opened as ``model``: its outputs on the cases against the
+        reference's, judged."""
+        ref_device = reference_device(variant.backend, variant.device) if self.target.is_run else "cpu"
+        row = self._new_row(variant, required, strict, asked)
         want, ref_error = self.reference_on(ref_device)
         shared = _cases_for(variant, self.cases, want, self.report)
         if want and not shared:  # every case over its limit: it compared nothing, and the summary says so
@@ -264,16 +276,11 @@ class Run:
         --locate), a head's labels and accuracy on the real samples; a reduced row's verdict by the one rule,
         the cases being ``source`` (their kind, in words) and ``bound_again()`` the evidence beside them: the
         bound measured again with --metric, or (a stored-reference row) what the row's own verdict rests on."""
-        def judge(name, g, w):
-            tolerance = self.tolerances.of(name, self.signature.output(name).dtype, row.device)
-            if head is not None:
-                return compare(g, w, head.contract, tolerance=tolerance)
-            return compare_output(name, g, w, tolerance, self.signature.output(name).batch_axis)
+        def tolerance(name: str) -> Tolerance:
+            return self.tolerances.of(name, self.signature.output(name).dtype, row.device)
 
-        det = self.signature.detections  # compared as detections, once, under their boxes' name
-        row.cases, row.outputs, row.worst_case = compare_cases(
-            *({i: grouped(o, det) for i, o in side.items()} for side in (got, want)), cases,
-            compared_names(self.signature.output_names, det), judge)
+        judge = (lambda name, g, w, allowed: compare(g, w, head.contract, tolerance=allowed)) if head is not None else None
+        row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, self.signature, tolerance, judge)
         if head is not None and truth is not None and 0 in got:
             labels, wanted = (decisions(side[0][head.output_name], head.contract) for side in (got, want))
             if labels is not None:
@@ -432,17 +439,24 @@ def _against(other_target: Target, this: Run) -> Row:
         report.notes.append(f"note: {other.name}'s inputs are {mine}'s ({', '.join(signature.input_names)}, in that "
                             "order)")
     this.progress(f"running {label}")
-    model = other_target.open_all([variant])[variant.label]
     # An int8 file against its f32 source, or the other way round: the pair is judged by the reduced
     # rule (atol is f32's), whichever of the two files is the reduced one.
     precision = next((f.precision for f in (other_target.found, target.found) if f.precision != FULL_PRECISION),
                      FULL_PRECISION) if not target.is_run and other_target.found is not None else FULL_PRECISION
-    if isinstance(model, Exception):
-        return Row(label, precision=precision, against=this.choice.label, error=str(model))
+    refused: list[Skip] = []
+    with other_target.opened_together([variant], skipped=refused.append) as opened:
+        if refused:
+            return Row(label, precision=precision, against=this.choice.label, error=refused[0].why)
+        return _against_row(this, opened[0][1], label, precision, other.name, mine)
+
+
+def _against_row(this: Run, model, label: str, precision: str, other: str, mine: str) -> Row:
+    """--against's row: the other file, opened as ``model``, on the cases, held to the reference."""
+    signature, report = this.signature, this.report
     if this.head is None and sorted(model.signature.input_names) != sorted(signature.input_names):
-        raise PtxError(f"--against {other.name}: it takes inputs {', '.join(model.signature.input_names)}, "
+        raise PtxError(f"--against {other}: it takes inputs {', '.join(model.signature.input_names)}, "
                        f"{mine} takes {', '.join(signature.input_names)}: not one model's files")
-    names = match_outputs(signature.output_names, model.signature.output_names, other.name, report.notes) \
+    names = match_outputs(signature.output_names, model.signature.output_names, other, report.notes) \
         if this.head is None else {n: n for n in signature.output_names}
     want, _ = this.reference_on("cpu")
     got, error = run_until_failure(this.run_on(model), this.cases, sorted(want))

@@ -191,13 +191,10 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
                                   say=lambda msg: click.echo(f"notice: {msg}", err=True))
     # the file a server serves: a run's ONNX export through ort-cpu, a file through its own runtime
     variant = Variant(registry.get("ort-cpu" if target.is_run else target.reference), "cpu", target.precision)
-    try:
-        local = target.open(variant)
+    with model, target.open(variant) as local:
         result = bench_served(local, model, url, batch_sizes=batch_sizes or (1, 8), seed=seed,
                               concurrency=served["concurrency"], seconds=seconds, warmup=min(warmup, 3),
                               progress=lambda msg: click.echo(f"timing {msg}", err=True))
-    finally:
-        model.close()
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text(markdown))
 
 

@@ -35,6 +35,8 @@ OWN_REASONS = {("metric", "_tutorial"): "its int8 is held to its accuracy on the
 FILE = ("a model file", "it holds its weights and its tensors already; ptx export FILE writes its int8 "
         "(--format onnx-int8 or openvino-int8, ONNX files), its weights in 4 or 8 bits (onnx-int4, onnx-int8w, "
         "openvino-int4, openvino-int8w), a Triton or a KServe folder")
+PRETRAINED = ("a transformers folder", "it holds its model (config.json, weights) and its tokenizer; ptx export DIR "
+              "exports a model that generates with its cache, checked by decoding prompts, its tokenizer beside it")
 MODULE = ("--module", "it exports your own nn.Module, built by FACTORY, to files in --out; its int8 is quantized "
           "dynamically, without samples (to calibrate one, quantize the exported file: ptx export DIR/model.onnx "
           "--format onnx-int8 --calibration SAMPLES.npz)")
@@ -99,9 +101,17 @@ def _format_list(ctx, param, value) -> list[str]:
               help="--module: name the module's outputs, in the order forward() returns them (repeated).")
 @click.option("--task", type=Choice(["auto", "text-generation", "forward"]), default="auto", show_default=True,
               help="--module: text-generation exports a causal LM with its key/value cache (past key/values in, "
-                   "present out) for `ptx generate`; auto does so for a transformers model that generates and was not "
-                   "built with use_cache=False; forward exports one forward pass (its tensors, the cache left out).")
-@click.option("--name", "model_label", help="--module: the model's name in the files (default: FACTORY's name).")
+                   "present out) for `ptx generate`; auto does so for a transformers causal LM that generates and was not "
+                   "built with use_cache=False, and exports an encoder-decoder (T5, BART, Whisper) or a recurrent "
+                   "state (Mamba) as forward, saying why; forward exports one forward pass (its tensors, the cache "
+                   "left out).")
+@click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
+                                            "FACTORY's name, the folder's).")
+@click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",
+              help="--module of a model that generates, or a transformers folder: the tokenizer folder whose "
+                   "tokenizer.json, tokenizer_config.json (the chat template), chat_template.jinja and "
+                   "generation_config.json are kept beside the files, so `ptx generate --prompt` and `ptx serve`'s "
+                   "OpenAI API take text (default for a folder: the folder itself).")
 @click.option("--torchscript-mode", type=Choice(["trace", "script"]), default="trace", show_default=True,
               help="--module: torch.jit.trace the module, or torch.jit.script it (also what the TorchScript-based ONNX "
                    "exporter is given: Python control flow becomes an ONNX If).")
@@ -166,6 +176,13 @@ def export_cmd(**given) -> None:
     token, so fewer bytes are fewer milliseconds. A decoder exported with its cache is judged by its
     decoding of the prompts it records, and the verdict is written into the file (docs/quantized-lms.md).
 
+    NAME may be a transformers folder (what save_pretrained writes, or a downloaded snapshot: config.json,
+    safetensors, tokenizer files), as `optimum-cli export onnx --model DIR` takes one: `ptx export DIR --out
+    OUT` opens it with transformers (float32, nothing downloaded) and exports a model that generates with its
+    key/value cache, its tokenizer.json, tokenizer_config.json, chat template and generation config kept
+    beside the files, so `ptx generate OUT/model.onnx --prompt TEXT --chat` and `ptx serve`'s OpenAI API
+    take text.
+
     With --module FILE.py:FACTORY, export your own nn.Module instead: ONNX and TorchScript (and pt2,
     onnx-int8 on request), each loaded as ptx serves it and checked against the module at batches 3
     and 5, refused (exit 1) where it disagrees; the contract (ptx.signature, ptx.weights_sha256) is
@@ -175,6 +192,7 @@ def export_cmd(**given) -> None:
     ptx export convnet                            a tutorial model: model.onnx, model.torchscript.pt
     ptx export --module net.py:build --input image=batchx3x224x224 --out exports/net
     ptx export --module net.py:build --checkpoint weights.pt --out exports/net --format onnx,pt2
+    ptx export ./SmolLM2-135M-Instruct --out exports/smol    a transformers folder, its tokenizer beside
     ptx export my.onnx --format triton --out repo     your own file as a Triton model folder
     ptx export my.onnx --format onnx-int8 --calibration samples.npz
     ptx export convnet --format openvino-int8 --max-drop 0.5      at most half an accuracy point lost
@@ -193,6 +211,8 @@ def export_cmd(**given) -> None:
     name = given["name"]
     if given["module_spec"] is not None:
         export, (what, why) = _module, MODULE
+    elif name is not None and Path(name).is_dir() and (Path(name) / "config.json").is_file():
+        export, (what, why) = _pretrained, PRETRAINED
     elif _model_file(name, "export"):
         export, (what, why) = _file, FILE
     else:
@@ -302,10 +322,35 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
                                "`ptx export --module FILE.py:FACTORY --out DIR`") from None
 
 
+def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force, block_size=None,
+                symmetric=None, accuracy_level=None, ratio=None, data_aware=None) -> None:
+    """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
+    opened by transformers, exported as --module exports one, its tokenizer's files beside the files."""
+    if not out:
+        raise click.UsageError(f"ptx export {name} writes a folder of files: give it with --out DIR")
+    if {*fmt} & {*FOLDERS, "all"}:
+        raise click.UsageError(f"--format {','.join(fmt)}: a transformers folder exports to onnx, torchscript or pt2 "
+                               "files, its weights in 4 or 8 bits too (onnx-int4, ...; then `ptx export FILE --format "
+                               "triton|kserve` folds one into a folder)")
+    from ptx.export.decoder import chosen_task
+    from ptx.export.module import export_module
+    from ptx.export.pretrained import load_pretrained, text_files
+
+    module, folder_name = load_pretrained(name, click.echo)
+    if chosen_task(module, task, click.echo) != "text-generation":
+        raise click.UsageError(f"ptx export {name} exports a causal LM that generates, with its cache; export "
+                               f"{type(module).__name__}'s forward pass from a factory, with its inputs declared: "
+                               "ptx export --module FILE.py:FACTORY --input input_ids=batchxseq:int64 ...")
+    text = text_files(tokenizer or name, click.echo, "--tokenizer" if tokenizer else "the folder")
+    export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
+                  atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
+                  weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware) or None, log=click.echo)
+
+
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
-            max_shapes, force, rtol=None, task="auto", block_size=None, symmetric=None, accuracy_level=None,
-            ratio=None, data_aware=None) -> None:
+            max_shapes, force, rtol=None, task="auto", tokenizer=None, block_size=None, symmetric=None,
+            accuracy_level=None, ratio=None, data_aware=None) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -331,6 +376,10 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
     # Your samples, or inputs generated as you shaped them, are what the files are validated on; the
     # factory's example too where it returns one and you named neither.
     chosen = input_files or shapes or values or ranges
+    if tokenizer:
+        from ptx.export.pretrained import text_files
+
+        options["text"] = text_files(tokenizer, click.echo, "--tokenizer")
     export_module(made.module, made.example_inputs, out, name=model_label or made.factory, device=device, force=force,
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,

@@ -1,5 +1,5 @@
-"""`ptx generate FILE`: greedy decoding of token ids (or text, with a local tokenizer) through one backend
-of a file exported with its key/value cache (ptx.infer.load(FILE).generate)."""
+"""`ptx generate FILE`: decoding of token ids or text (with the tokenizer beside the file, or --tokenizer), greedy
+or sampled, through one backend of a file exported with its key/value cache (ptx.infer.load(FILE).decode)."""
 from __future__ import annotations
 
 import json
@@ -31,93 +31,134 @@ def _eos(value: str | None) -> tuple[int, ...] | None:
     return tuple(_ids(value))
 
 
-class Tokenizer:
-    """A local transformers tokenizer folder's tokenizer.json, read by the tokenizers library (no torch, and
-    nothing downloaded): text to ids with the special tokens the tokenizer adds (Llama's BOS), ids to text."""
-
-    def __init__(self, folder: str):
-        path = Path(folder) / "tokenizer.json"
-        if not path.is_file():
-            raise click.BadParameter(f"{folder}: no tokenizer.json there; give a transformers tokenizer folder "
-                                     "(tokenizer.save_pretrained(DIR) writes one)", param_hint="--tokenizer")
-        try:
-            from tokenizers import Tokenizer as Fast
-        except ImportError:
-            raise click.UsageError("--tokenizer reads tokenizer.json with the tokenizers library: "
-                                   "pip install tokenizers") from None
-        try:
-            self.fast = Fast.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises its own exception type for a bad file
-            raise click.BadParameter(f"{path}: not a tokenizer file tokenizers can read ({exc})",
-                                     param_hint="--tokenizer") from None
-
-    def encode(self, text: str) -> list[int]:
-        return self.fast.encode(text).ids
-
-    def decode(self, ids: list[int]) -> str:
-        return self.fast.decode(ids, skip_special_tokens=True)
+SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits divided by --temperature, kept to "
+                 "--top-k, --top-p and --min-p, after --repetition-penalty, as transformers' generate() applies them; "
+                 "--seed makes the draws the same again, on every backend.")
 
 
-@click.command("generate", short_help="Generate tokens with a language model exported with its cache.")
+@click.command("generate", short_help="Generate tokens or text with a language model exported with its cache.")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--ids", "ids", multiple=True, metavar="ID,ID,...", callback=lambda c, p, v: [_ids(x) for x in v],
               help="A prompt's token ids, comma-separated; repeat for several prompts (one batch, left-padded: each "
                    "prompt's tokens as if it ran alone).")
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
-              help="A prompt as text (needs --tokenizer); repeat for several.")
-@click.option("--tokenizer", metavar="DIR", help="A local transformers tokenizer folder (its tokenizer.json): "
-                                                 "--prompt is encoded with it and the new tokens printed as text.")
+              help="A prompt as text, encoded with the tokenizer beside FILE (ptx export keeps it there) or "
+                   "--tokenizer's; repeat for several.")
+@click.option("--chat", is_flag=True, help="Each --prompt is a user's message, rendered with the model's chat "
+                                           "template (as transformers' apply_chat_template renders it).")
+@click.option("--system", metavar="TEXT", help="With --chat: a system message before each prompt.")
+@click.option("--tokenizer", metavar="DIR", help="A local transformers tokenizer folder (its tokenizer.json; default: "
+                                                 "the one beside FILE): --prompt is encoded with it and the new tokens "
+                                                 "printed as text.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_NEW_TOKENS, show_default=True,
               help="New tokens per prompt at most (fewer where a prompt reaches an end-of-sequence id).")
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="0: greedy (the most probable token). Above 0: sampling. " + SAMPLING_HELP)
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most probable tokens (0: all).")
+@click.option("--top-p", type=float, default=1.0, show_default=True,
+              help="Sample among the fewest tokens whose probability reaches p (1: all).")
+@click.option("--min-p", type=float, default=0.0, show_default=True,
+              help="Sample among tokens at least p times as probable as the most probable one (0: all).")
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+              help="Above 1 makes tokens already in the prompt or the answer less likely (greedy too).")
+@click.option("--seed", type=int, help="The draws' seed: the same seed gives the same text again (default: fresh).")
+@click.option("--stop", "stop", multiple=True, metavar="TEXT",
+              help="End an answer where its text holds TEXT (cut before it); repeat for several.")
 @click.option("--backend", type=Choice(backend_names()), help="Default: the file's own (ort-cpu for ONNX).")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), help="For a backend that runs on several.")
 @click.option("--precision", type=Choice(PRECISIONS),
               help="Default: the file's own. int4 or int8 of an f32 file runs the reduced file beside it "
                    "(model.int4.onnx, model.int8w.onnx; ptx export FILE --format onnx-int4 writes one).")
-@click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's; none: run every "
-                                                    "step).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids, and "
-                                                      "the time.")
-def generate_cmd(file, ids, prompts, tokenizer, max_new_tokens, backend, device, precision, eos, as_json) -> None:
-    """Greedy decoding of each prompt through FILE, a model exported with its key/value cache (`ptx export
-    --module FILE.py:FACTORY --task text-generation`, by itself for a transformers model that generates).
+@click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's and its generation "
+                                                    "config's; none: run every step).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
+                                                      "text), and the time.")
+def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p, min_p,
+                 repetition_penalty, seed, stop, backend, device, precision, eos, as_json) -> None:
+    """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
+    transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM that
+    generates): greedy by default, sampled with
+    --temperature. With a tokenizer beside FILE (or --tokenizer), prompts and answers are text, and an
+    answer is printed as it comes, whole characters at a time.
 
     \b
       ptx generate exports/lm/model.onnx --ids 5,17,923 --ids 8,1 --max-new-tokens 16
-      ptx generate exports/lm/model.onnx --tokenizer tok/ --prompt "Once upon a time"
+      ptx generate exports/lm/model.onnx --prompt "Once upon a time"
+      ptx generate exports/lm/model.onnx --prompt "Hi, who are you?" --chat --temperature 0.7 --seed 1
 
-    Exit status: 0 generated, 1 the model or a prompt refused, 2 usage error.
+    Exit status: 0 generated; 2 a refusal (the model, a prompt, an option), one line saying what to do.
     """
+    from ptx.contract.sampling import Sampling, SamplingError
+    from ptx.extras import MissingExtraError
     from ptx.infer import load
+    from ptx.infer.model.text import Text
 
     if not Path(file).is_file():
         raise click.BadParameter(f"{file}: no such file", param_hint="FILE")
-    if prompts and not tokenizer:
-        raise click.UsageError("--prompt is text: give --tokenizer DIR to encode it (or give token ids with --ids)")
-    words = Tokenizer(tokenizer) if tokenizer else None
-    given = list(ids) + [words.encode(p) for p in prompts] if words else list(ids)
-    if not given:
-        raise click.UsageError("give a prompt: --ids 5,17,923 (or --tokenizer DIR --prompt TEXT)")
-    model = load(file, backend=backend, device=device, precision=precision)
+    if (chat or system) and not prompts:
+        raise click.UsageError("--chat renders --prompt TEXT as a user's message: give --prompt")
+    if system and not chat:
+        raise click.UsageError("--system is a chat's system message: give --chat too")
     try:
-        decoded = model.decode(given, max_new_tokens, _eos(eos))
-    finally:
-        model.close()
+        words = Text.open(tokenizer) if tokenizer else Text.of(Path(file).parent)
+    except MissingExtraError:
+        if prompts or stop or tokenizer:
+            raise
+        words = None  # a tokenizer beside the file, and no library to read it: token ids in and out
+    if (prompts or stop) and words is None:
+        raise click.UsageError(f"{'--prompt' if prompts else '--stop'} is text, and there is no tokenizer.json beside "
+                               f"{file}: give --tokenizer DIR (or token ids with --ids)")
+    try:
+        sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_new_tokens=max_new_tokens)
+    except SamplingError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.param.replace('_', '-')}") from None
+    given = list(ids) + [_encoded(words, p, chat, system) for p in prompts]
+    if not given:
+        raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer)")
+    with load(file, backend=backend, device=device, precision=precision) as model:
+        answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
     if as_json:
-        doc = {"model": str(file), "backend": model.backend, "prompts": [
-            {"ids": prompt, "new_ids": new, **({"text": words.decode(new)} if words else {})}
-            for prompt, new in zip(given, decoded.tokens)], **timing}
+        doc = {"model": str(file), "backend": model.backend, "decoding": sampling.describe(), "prompts": [
+            {"ids": prompt, "new_ids": new, **({"text": answer.text, "finish_reason": answer.finish_reason}
+                                               if answer is not None else {})}
+            for prompt, new, answer in zip(given, decoded.tokens, answers)], **timing}
         click.echo(json.dumps(doc))
         return
-    for k, (prompt, new) in enumerate(zip(given, decoded.tokens)):
-        shown = words.decode(new) if words else " ".join(map(str, new))
-        click.echo(f"prompt {k + 1} ({len(prompt)} tokens): {shown}")
+    if not (len(given) == 1 and words is not None):  # one answer as text was printed as it came
+        for k, (prompt, new, answer) in enumerate(zip(given, decoded.tokens, answers)):
+            shown = answer.text if answer is not None else " ".join(map(str, new))
+            click.echo(f"prompt {k + 1} ({len(prompt)} tokens): {shown}")
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
     where = model.backend + (f" at {model.precision} ({Path(model.path).name})" if model.precision != "f32" else "")
-    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}: the prompt in "
+    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}, {sampling.describe()}: the prompt in "
                f"{timing['prefill_ms']:.1f} ms{per_token}", err=True)
+
+
+def _encoded(words, prompt: str, chat: bool, system: str | None) -> list[int]:
+    if not chat:
+        return words.encode(prompt)
+    return words.chat([*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}])
+
+
+def _decoded(model, words, given, sampling, eos, stream: bool):
+    """(each prompt's Answer, or None without a tokenizer; the decoding's record). One answer as text is
+    printed as it comes, after its prompt's line head."""
+    if words is None:
+        decoded = model.decode(given, sampling.max_new_tokens, eos, sampling)
+        return [None] * len(given), decoded
+    from ptx.infer.model.text_generation import generate_text
+
+    on_text = None
+    if stream:
+        click.echo(f"prompt 1 ({len(given[0])} tokens): ", nl=False)
+        on_text = lambda row, piece: click.echo(piece, nl=False)  # noqa: E731 - one line, flushed by click
+    answers = generate_text(model, given, words, sampling, eos=eos, on_text=on_text)
+    if stream:
+        click.echo("")
+    return answers, answers.decoded
 
 
 __all__ = ["generate_cmd"]

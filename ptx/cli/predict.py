@@ -142,7 +142,7 @@ def predict_cmd(inputs, model, backend, device, precision, artifact, root, topk,
 
     # ONNX Runtime's intra-op threads spin between runs by default; while worker processes prepare a
     # folder's pictures on every core, the spinning took the CPU they needed (10,000 PNGs on 2 cores:
-    # main process 2.5 s of CPU with spinning, 1.3 s without; docs/benchmarks.md). One picture
+    # main process 2.5 s of CPU with spinning, 1.3 s without; docs/batch-scoring.md). One picture
     # makes one run, for which spinning changes nothing. PTX_ORT_SPINNING=1 restores it.
     os.environ.setdefault("PTX_ORT_SPINNING", "0")
     try:

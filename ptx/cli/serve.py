@@ -14,7 +14,8 @@ from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.names import PRECISIONS, model_name
 
 
-@click.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC).")
+@click.command("serve", short_help="Answer requests for models over the Open Inference Protocol (REST, gRPC), "
+                                        "and OpenAI's API for a language model.")
 @click.argument("names", nargs=-1, metavar="MODEL|FILE...")
 @click.option("--root", type=click.Path(file_okay=False), default=DEFAULT_RUNS_ROOT, show_default=True,
               help="Where runs live: each MODEL is served from ROOT/MODEL.")
@@ -79,7 +80,9 @@ def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision,
     what a user has: `image` (encoded picture files) or `text` (numbers, CSV rows, words), answered
     with `label` and `probabilities`. A file exported with its key/value cache (`--task text-generation`)
     also answers Triton's generate extension: POST /v2/models/NAME/generate with `input_ids` and
-    `max_tokens` (and generate_stream, one event per token). Ctrl-C or SIGTERM: readiness turns 503, answers go on with
+    `max_tokens` (and generate_stream, one event per token); with its tokenizer beside it (`ptx export DIR`
+    of a transformers folder), OpenAI's API: /v1/models, /v1/completions and /v1/chat/completions, streamed
+    or not, for the openai client and every other client of that API (its api_key is --token). Ctrl-C or SIGTERM: readiness turns 503, answers go on with
     `Connection: close` for --drain-seconds, then the server stops accepting, finishes the requests in
     flight and exits 0.
     """

@@ -202,11 +202,9 @@ def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, 
     model, target = served_target(url, served, against, root, run, opening, verifying=True,
                                   say=chosen["progress"])
     chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
-    try:
+    with model:
         _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
                   {**chosen, "served": model})], as_json=as_json, all_rows=all_rows)
-    finally:
-        model.close()
 
 
 def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:

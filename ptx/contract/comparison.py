@@ -5,8 +5,14 @@ its decisions (``compare``) and, for a reduced precision, its labels and accurac
 The report is the best checkers' (Polygraphy's per-output atol/rtol and "minimum required
 tolerance", torch.onnx's log-binned error histogram).
 
-A value agrees when |got - want| <= atol + rtol * |want| (numpy's allclose rule); NaN agrees with
-NaN and an infinity with the same infinity, at the same place. Integers and booleans agree only when
+A value agrees when |got - want| <= atol + rtol x its scale, the largest |want| of its row (``row_scale``:
+the last axis, a dot product's outputs; a value without a row is its own scale, numpy's allclose rule);
+NaN agrees with NaN and an infinity with the same infinity, at the same place. Why the row: f32 rounds
+each product and partial sum of a dot product at the size of its terms, so every output of a row (a
+vector of logits, of hidden features) carries noise at the scale of the row's largest values, about
+7 to 125 units of u = 2^-24 of it (docs/error-model.md measures it), whatever the value itself:
+a logit near 0 in a row of logits near 100 differs by up to 5e-4 between two runtimes, which the
+per-element rule's atol (1e-4) called a failure. Integers and booleans agree only when
 equal. A model file's default tolerance follows the dtype (float16 is judged as float16); a tutorial
 model's is its contract's, per device. A tutorial model's decision (argmax, or the 0.5 threshold)
 that flips between two outputs closer together than the tolerance band lets them move is a tie,
@@ -19,12 +25,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.errors import PtxError
 
-from .detections import SHOWN, DetectionSet, overlap, pair
+from .detections import DetectionSet, box_text, compared_names, grouped, overlap, pair
+from .error_model import SCALE_WORDS, allowance, row_scale
 from .schema import BINARY_THRESHOLD, DEFAULT_TOLERANCES, Contract, Task, Tolerance
 from .transforms import decisions
 
@@ -82,9 +90,10 @@ class OutputAgreement:
     tolerance: Tolerance
     compared: int = 0
     max_abs: float = 0.0
-    max_rel: float = 0.0  # over the values whose reference is not 0 (elsewhere a relative error is infinite)
+    max_rel: float = 0.0  # over the values whose scale is not 0 (elsewhere a relative error is infinite)
     beyond: int = 0  # values outside the tolerance
     needed_atol: float = 0.0  # the smallest atol that would have passed, at this rtol (0: rtol alone passes)
+    # max_rel: |got - want| over the value's scale (its row's largest |want|: the rule's), where that is not 0
     histogram: list[int] = field(default_factory=list)
     # Rows whose decision was compared: a head's (argmax, or the 0.5 threshold), or for a model file
     # the argmax of what looks like class scores (0: none).
@@ -98,7 +107,7 @@ class OutputAgreement:
     shape: list[int] = field(default_factory=list)  # the reference's
     dtype: str = ""
     magnitude: float = 0.0  # the reference's largest |value|: how big the numbers are that differ
-    excess: float = 0.0  # the largest |got - want| - (atol + rtol * |want|): > 0 departs
+    excess: float = 0.0  # the largest |got - want| - (atol + rtol x its scale): > 0 departs
     error_sq: float = 0.0  # sum of (got - want)^2 and of want^2 (finite values): rel and SQNR are their ratio
     reference_sq: float = 0.0
 
@@ -145,7 +154,7 @@ class OutputAgreement:
         found = [self.problem] if self.problem else []
         if self.beyond and not self.problem:
             found.append(self.differs or f"{self.beyond:,} of {self.compared:,} values beyond atol "
-                         f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x |reference|")
+                         f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x {SCALE_WORDS}")
         if self.flipped:
             found.append(f"decision differs on {self.flipped} of {self.decisions}"
                          + (f" (and {self.ties} ties)" if self.ties else ""))
@@ -181,7 +190,7 @@ class OutputAgreement:
             return f"{self.name}: {self.differs}"
         text = (f"{self.name}: max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e}"
                 + ("" if self.ok else f", {self.beyond:,} of {self.compared:,} values beyond atol "
-                   f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x |ref| (passes with atol "
+                   f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x {SCALE_WORDS} (passes with atol "
                    f">= {self.needed_atol:.2e})"))
         if self.decisions:
             text += f"; argmax agrees on {self.same_decisions:,} of {self.decisions:,}"
@@ -244,6 +253,7 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
         return result
     wide = np.float32 if got.dtype == want.dtype == np.float32 else np.float64
     g, w = got.astype(wide, copy=False), want.astype(wide, copy=False)
+    scale = np.abs(w) if exact else row_scale(w, batch_axis)  # what rtol multiplies, from the whole rows
     if not exact and not (np.isfinite(g).all() and np.isfinite(w).all()):  # the rare path: the finite values
         same_special = (np.isnan(g) & np.isnan(w)) | (np.isinf(g) & np.isinf(w) & (np.sign(g) == np.sign(w)))
         finite = np.isfinite(g) & np.isfinite(w)
@@ -252,27 +262,27 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
             result.beyond = int(mismatched.sum())
             result.problem = (f"{result.beyond:,} NaN/Inf values where the reference's differ "
                               f"(first at index {np.unravel_index(int(np.argmax(mismatched)), w.shape)})")
-        g, w = g[finite], w[finite]
+        g, w, scale = g[finite], w[finite], scale[finite]
     if not g.size:
         return result
-    diff, scale = np.abs(g - w), np.abs(w)
+    diff, magnitude = np.abs(g - w), np.abs(w)
     loose = diff if exact else diff - wide(tolerance.rtol) * scale
     worst = float(loose.max())
     result.beyond += int((loose > (0.0 if exact else tolerance.atol)).sum())
     result.excess = worst - (0.0 if exact else tolerance.atol)
     result.needed_atol = max(0.0, worst)
-    result.max_abs, result.magnitude = float(diff.max()), float(scale.max())
+    result.max_abs, result.magnitude = float(diff.max()), float(magnitude.max())
     # plain sums, not np.linalg.norm (its BLAS call is many times slower on a busy machine); in
     # float64 where float32's squares overflow
     with np.errstate(over="ignore"):
         result.error_sq = float(np.square(diff).sum(dtype=np.float64))
-        result.reference_sq = float(np.square(scale).sum(dtype=np.float64))
+        result.reference_sq = float(np.square(magnitude).sum(dtype=np.float64))
     if not (math.isfinite(result.error_sq) and math.isfinite(result.reference_sq)):
         result.error_sq = float(np.square(diff.astype(np.float64)).sum())
-        result.reference_sq = float(np.square(scale.astype(np.float64)).sum())
+        result.reference_sq = float(np.square(magnitude.astype(np.float64)).sum())
     if detail:
-        # relative to the reference where it is not 0: beside a 0 (a state's padding, a ReLU's zeros)
-        # any difference is infinitely relative, and "max rel inf" says nothing max abs does not
+        # relative to the value's scale where it is not 0: beside a row of 0s (a state's padding, a ReLU's
+        # zeros) any difference is infinitely relative, and "max rel inf" says nothing max abs does not
         with np.errstate(divide="ignore", invalid="ignore"):
             result.max_rel = float(np.where(scale > 0, diff / scale, 0.0).max())
         result.histogram = np.histogram(diff, bins=HISTOGRAM_EDGES)[0].tolist()
@@ -283,6 +293,28 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
         same = rows_got.argmax(-1) == rows_want.argmax(-1)
         result.decisions, result.same_decisions = int(same.size), int(same.sum())
     return result
+
+
+# (name, got, want, tolerance) -> an OutputAgreement: a head's comparison (its decisions) in the one's place.
+Judge = Callable[[str, object, object, Tolerance], OutputAgreement]
+
+
+def compare_outputs(got: Mapping[str, object], want: Mapping[str, object], signature,
+                    tolerance: Callable[[str], Tolerance], *, judge: Judge | None = None,
+                    names: Sequence[str] | None = None, detail: bool = True) -> dict[str, OutputAgreement]:
+    """One run's outputs ``got`` against the reference's ``want``, each by the one comparison (``compare_output``,
+    at its signature's batch axis), in the signature's order: {name: agreement}. The one loop over outputs that
+    export's validation, verify, the shape certificate and a decoder's check run: a model's detections once, as
+    detections, under their boxes' name (ptx.contract.detections). ``tolerance(name)``: the output's;
+    ``judge``: a head's comparison in the one's place; ``names``: these outputs only (a decoder's logits)."""
+    detections = signature.detections
+    got, want = grouped(got, detections), grouped(want, detections)
+    found = {}
+    for name in compared_names(list(names) if names is not None else signature.output_names, detections):
+        allowed = tolerance(name)
+        found[name] = judge(name, got[name], want[name], allowed) if judge is not None else compare_output(
+            name, got[name], want[name], allowed, signature.output(name).batch_axis, detail)
+    return found
 
 
 def class_scores(want: np.ndarray, batch_axis: int | None, name: str | None = None) -> bool:
@@ -304,7 +336,7 @@ def compare(got, want, contract: Contract, *, device: str = "cpu", tolerance: To
     ``device``, with every decision the same except on a tie."""
     tolerance = check_tolerance(tolerance or contract.tolerance(device))
     got, want = np.asarray(got), np.asarray(want)
-    result = compare_output(contract.output.name, got, want, tolerance)
+    result = compare_output(contract.output.name, got, want, tolerance, contract.output.batch_axis)
     if result.problem is None and not np.isfinite(got).all():  # eager's own NaN still fails a tutorial model
         result.problem = f"{int((~np.isfinite(got)).sum())} NaN/Inf values in the output"
     want_labels = decisions(want, contract) if result.problem is None or "NaN" in result.problem else None
@@ -321,16 +353,14 @@ def _within_tie(want: np.ndarray, want_labels: np.ndarray, got_labels: np.ndarra
     """Where outputs within tolerance of ``want`` could decide ``got_labels`` instead: the two
     logits (or the probability and the 0.5 threshold) lie within the band both may move."""
     want = want.astype(np.float64)
-
-    def band(values):
-        return tolerance.atol + tolerance.rtol * np.abs(values)
-
+    band = allowance(want, tolerance)  # each value's, at its row's scale: the one rule
     if contract.task is Task.BINARY:
         p = want[:, 0]
-        return np.abs(p - BINARY_THRESHOLD) <= band(p)
+        return np.abs(p - BINARY_THRESHOLD) <= band[:, 0]
     chosen = np.take_along_axis(want, want_labels[..., None], -1)[..., 0]
     other = np.take_along_axis(want, got_labels[..., None], -1)[..., 0]
-    return chosen - other <= band(chosen) + band(other)
+    return chosen - other <= np.take_along_axis(band, want_labels[..., None], -1)[..., 0] + \
+        np.take_along_axis(band, got_labels[..., None], -1)[..., 0]
 
 
 def judge_reduced_precision(label_agreement: float, accuracy: float | None, reference_accuracy: float | None,
@@ -386,10 +416,6 @@ def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
 
 # Detections as detections (ptx.contract.detections says the rule): here, beside the one comparison that
 # calls it and that it calls for each matched pair's values, so that neither module imports the other.
-def _box(values) -> str:
-    return "[" + ", ".join(f"{float(v):.{SHOWN}g}" if 0 < abs(float(v)) < 1 else f"{float(v):.1f}" for v in values) + "]"
-
-
 def _value_diff(key: str, got, want) -> str:
     """``scores 0.61 where the reference's is 0.65``; for a key with axes of its own (a mask), at the
     place they differ most."""
@@ -423,7 +449,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
         paired = pair(g, w, det, tolerance)
         result.ties += len(paired.ties)
         result.tied = result.tied or (f"image {image}, {paired.ties[0]}" if paired.ties else None)
-        found: dict[int, str] = {i: f"box {_box(w[det.boxes][i])} has no partner ({why})"
+        found: dict[int, str] = {i: f"box {box_text(w[det.boxes][i])} has no partner ({why})"
                                  for i, why in paired.missing.items()}
         missing += len(paired.missing)
         extra += len(paired.extra)
@@ -437,7 +463,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
                 result.merge_values(part)
                 if not part.ok and why is None:
                     how = overlap(w[det.boxes][i], g[det.boxes][j], paired.boxes_xyxy)[1]
-                    why = (f"box {_box(g[key][j])} where the reference's is {_box(w[key][i])}, {how}"
+                    why = (f"box {box_text(g[key][j])} where the reference's is {box_text(w[key][i])}, {how}"
                            if key == det.boxes else _value_diff(key, g[key][j], w[key][i]))
             if labels and np.asarray(g[labels][j]).tolist() != np.asarray(w[labels][i]).tolist():
                 how = overlap(w[det.boxes][i], g[det.boxes][j], paired.boxes_xyxy)[1]
@@ -450,7 +476,7 @@ def compare_detections(name: str, got: DetectionSet, want: DetectionSet, toleran
             i = min(found)
             first = f"image {image}, detection {i}: {found[i]}"
         elif paired.extra and first is None:
-            first = f"image {image}: a detection the reference does not have, box {_box(g[det.boxes][paired.extra[0]])}"
+            first = f"image {image}: a detection the reference does not have, box {box_text(g[det.boxes][paired.extra[0]])}"
     result.beyond = differ + missing + extra
     if result.beyond:  # values that depart, not a problem: a reduced precision is judged by its own rule
         result.excess = max(result.excess, 1.0)

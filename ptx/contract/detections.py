@@ -15,8 +15,11 @@ label that differs). IoU is defined only for (x1, y1, x2, y2) boxes with an area
 format (cx, cy, w, h; x2 < x1), clipped to a line at the picture's edge, or NaN are paired by their
 coordinates. A paired detection then agrees when its box and score are within the tolerance and its
 label is the same. A detection one side keeps alone is counted and shown, unless its score is within the
-tolerance of the other side's lowest kept score: a tie at the threshold, said and not counted (as the
-argmax rule's ties). ``comparison.compare_detections`` is what the one comparison (``compare_output``)
+tolerance of the other side's lowest kept score: a tie at the threshold (one side keeps what the other
+drops), said and not counted (as the argmax rule's ties). Never a tie: a detection whose unpaired
+counterpart on the other side has its score (within the tolerance) and its label, where no third kept
+detection scores so: two such detections that do not overlap are one detection put in two places, whatever
+their rank (an image's lowest, or its only one, moved). ``comparison.compare_detections`` is what the one comparison (``compare_output``)
 calls for an output that holds a ``DetectionSet`` (it lives there, since it calls that comparison for each
 paired detection's values); ``grouped`` makes one of a run's flat tensors.
 """
@@ -28,6 +31,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.errors import PtxError
+
+from .error_model import allowance
 
 COUNTS = "counts"  # the output that says how many detections each image kept
 ROLES = ("boxes", "scores", "labels")  # the keys whose meaning the comparison knows
@@ -155,11 +160,11 @@ def xyxy(boxes: np.ndarray) -> bool:
 
 
 def _close(got, want, tolerance) -> np.ndarray:
-    """Elementwise, the one comparison's rule: |got - want| <= atol + rtol x |want|, NaN with NaN, an
-    infinity with the same infinity."""
+    """Elementwise, the one comparison's rule (ptx.contract.error_model: each detection's values a row), NaN with
+    NaN, an infinity with the same infinity."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     with np.errstate(invalid="ignore"):
-        near = np.abs(got - want) <= tolerance.atol + tolerance.rtol * np.abs(want)
+        near = np.abs(got - want) <= allowance(want, tolerance)
     return near | (got == want) | (np.isnan(got) & np.isnan(want))
 
 
@@ -185,7 +190,7 @@ def pair(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], detectio
     and the pair's IoU is defined (both boxes of positive area), else their coordinates: each within half the
     reference box's size. ``ties``: a detection one side keeps alone whose score is within the tolerance of
     the other side's lowest kept score is a tie at the threshold (either side could have kept it), not a
-    difference."""
+    difference, unless the other side keeps an unpaired detection of its score and label (``_moved``)."""
     boxes, scores, labels = detections.boxes, detections.role("scores"), detections.role("labels")
     wb, gb = (np.asarray(side[boxes], np.float64).reshape(-1, 4) for side in (want, got))
     n, m = len(wb), len(gb)
@@ -256,8 +261,12 @@ def pair(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], detectio
     extra = [j for j in left_g if j not in taken]
     tied: dict[str, dict[int, str]] = {"want": {}, "got": {}}
     if ties and scores:
-        tied = {"want": _ties(want, got, missing, scores, tolerance, "the reference"),
-                "got": _ties(got, want, extra, scores, tolerance, "this side")}
+        moved = _moved(want, got, list(missing), extra, scores, labels, tolerance)
+        for i, j in moved.items():  # said as what it is: the same detection, somewhere else
+            missing[i] = (f"this side keeps a detection of the same score and label at {box_text(gb[j])}, which does "
+                          "not overlap it: a box that moved, not a tie")
+        tied = {"want": _ties(want, got, [i for i in missing if i not in moved], scores, tolerance, "the reference"),
+                "got": _ties(got, want, [j for j in extra if j not in moved.values()], scores, tolerance, "this side")}
     return Pairing(sorted(pairs), {i: why for i, why in sorted(missing.items()) if i not in tied["want"]},
                    [j for j in extra if j not in tied["got"]], [*tied["want"].values(), *tied["got"].values()], plain)
 
@@ -307,18 +316,44 @@ def _size(box: np.ndarray) -> float:
     return float(spread) or float(np.abs(finite).max() if finite.size else 0.0) or 1.0
 
 
+def box_text(values) -> str:
+    """A box as a message shows it: ``[43.0, 40.0, 63.0, 60.0]``, a fraction to SHOWN digits."""
+    return "[" + ", ".join(f"{float(v):.{SHOWN}g}" if 0 < abs(float(v)) < 1 else f"{float(v):.1f}" for v in values) + "]"
+
+
 def _unpaired(nearest, how: str, label) -> str:
     """Why a reference detection has no partner, true to the numbers it gives."""
     of = f" of label {label}" if label is not None else ""
     if nearest is None:
         return f"the other side keeps no unpaired detection{of}"
-    shown = "[" + ", ".join(f"{float(v):.{SHOWN}g}" if 0 < abs(float(v)) < 1 else f"{float(v):.1f}"
-                            for v in nearest) + "]"
+    shown = box_text(nearest)
     if how.startswith("IoU"):
         return f"the unpaired box{of} it overlaps most, {shown}, has {how} < {MATCH_IOU}"
     if " apart " in how:
         return f"the nearest unpaired box{of}, {shown}, is {how}: more than half that size"
     return f"the unpaired box{of} {shown} has {how}"
+
+
+def _moved(want, got, missing: Sequence[int], extra: Sequence[int], scores: str, labels: str | None,
+           tolerance) -> dict[int, int]:
+    """{the reference's unpaired detection: this side's unpaired one of the same score (within the tolerance) and
+    label}: two detections that do not overlap (else they would be paired) yet score alike are one detection put
+    in two places, whatever their rank (an image's lowest, or its only one, moved keeps its score on both sides),
+    never a tie at the threshold. Unless the scores crowd there: where a third kept detection scores within the
+    tolerance of them, two detections trading places at a top-k or score threshold (each side keeps one and drops
+    the other, as runtimes' last bits decide) look exactly so, and are ties."""
+    ws, gs = (np.asarray(side[scores], np.float64).reshape(-1) for side in (want, got))
+    wl, gl = ((np.asarray(side[labels]).reshape(len(side[scores]), -1) for side in (want, got)) if labels else
+              (None, None))
+    band = lambda v: tolerance.atol + tolerance.rtol * np.abs(v)  # noqa: E731
+    near = lambda values, v: np.abs(values - v) <= band(values) + band(v)  # noqa: E731
+    found: dict[int, int] = {}
+    for i in missing:
+        j = next((j for j in extra if j not in found.values() and near(gs[j], ws[i])
+                  and (wl is None or np.array_equal(wl[i], gl[j]))), None)
+        if j is not None and int(near(ws, ws[i]).sum()) + int(near(gs, gs[j]).sum()) <= 2:  # the two alone there
+            found[i] = j
+    return found
 
 
 def _ties(keeps, other, alone, scores: str, tolerance, whose: str) -> dict[int, str]:

@@ -133,6 +133,9 @@ def check_prompts(prompts: Sequence[Sequence[int]], vocab: int | None, max_new_t
     if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens {max_new_tokens!r}: give a whole number of at least 1")
     longest = max(len(p) for p in out)
+    if max_positions is not None and longest >= max_positions:
+        raise InputError(f"a prompt of {longest} tokens leaves no room for new ones: the model has {max_positions} "
+                         "positions; shorten it")
     if max_positions is not None and longest + max_new_tokens > max_positions:
         raise InputError(f"a prompt of {longest} tokens and {max_new_tokens} new ones need {longest + max_new_tokens} "
                             f"positions; the model has {max_positions}: ask for at most "

@@ -52,7 +52,7 @@ def exported(run_dir: str | Path) -> list[str]:
     return [f for f in EXPORTED_FILES if (Path(run_dir) / f).is_file()]
 
 
-def check_model(given: str | None, held: str | None, run_dir: str | Path, option: str = "--model") -> str:
+def model_of_run(given: str | None, held: str | None, run_dir: str | Path, option: str = "--model") -> str:
     """The model to use for the run in ``run_dir``: the one it holds; ``given`` (NAME or --model) only
     when the run does not say, and refused when it contradicts the run."""
     if held is None:

@@ -97,7 +97,8 @@ def tensor_from_dict(doc: Mapping, path: str) -> TensorSig:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Two backends agree when every element has |got - want| <= atol + rtol * |want|."""
+    """Two backends agree when every element has |got - want| <= atol + rtol x its row's largest |want|
+    (ptx.contract.error_model)."""
 
     atol: float
     rtol: float

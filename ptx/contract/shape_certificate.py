@@ -31,7 +31,8 @@ from ptx.errors import PtxError
 from ptx.torch_quiet import process_output
 
 from .batch_rows import describe_left_out
-from .detections import DetectionSet, compared_names, grouped
+from .comparison import compare_outputs
+from .schema import Tolerance
 from .tensor_inputs import VERIFY_BATCHES, InputPlan, make_feeds
 from .tensors import Signature
 
@@ -268,16 +269,17 @@ def _held(run: Callable[[dict], Mapping[str, np.ndarray]], feeds: dict) -> Mappi
 
 def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict], Mapping[str, np.ndarray]], *,
             wants: Sequence[Mapping[str, np.ndarray]] | None = None,
-            compare: Callable[[str, np.ndarray, np.ndarray], str] | None = None, against: str = "",
+            tolerance: Callable[[str], Tolerance] | None = None, against: str = "",
             where: Callable[[str], str] | None = None, bounds: Mapping[str, Bound] | None = None,
             reference_takes: bool = False) -> Certificate:
     """Run each probe through ``run`` (feeds -> outputs by name; an Exception is a refusal) and judge
     it: an output whose symbol's size is not the input's makes the axis FIXED, and so does a refusal
     where the export is to blame: the reference took that size (``reference_takes``: eager, at export)
     or ``where(symbol)`` names the node that fixed it; else the refusal is REFUSED, in the runtime's
-    words. With ``wants`` (the reference's outputs per probe) and ``compare`` (name, got, want -> ''
-    or what differs), a difference makes it CHANGES. ``bounds``: {symbol: the sizes the model itself
-    refuses and why, a Bound}, said with the axis (their probes are not in ``probes_``)."""
+    words. With ``wants`` (the reference's outputs per probe) and ``tolerance`` (an output's name -> its
+    Tolerance), an output the one comparison (``compare_outputs``) finds different makes it CHANGES.
+    ``bounds``: {symbol: the sizes the model itself refuses and why, a Bound}, said with the axis (their
+    probes are not in ``probes_``)."""
     bounds = dict(bounds or {})
     tried = {p.symbol for p in probes_}
     checks = {s: AxisCheck(s, [], **(asdict(bounds[s]) if s in bounds else {})) for s in signature.symbols()
@@ -301,15 +303,11 @@ def certify(signature: Signature, probes_: Sequence[Probe], run: Callable[[dict]
             check.status, check.detail, check.failed_at = FIXED, f"at {at}, {moved}", probe.size
             continue
         outputs = outputs or (f"at {at}, {declared}" if declared else "")
-        if wants is not None and compare is not None:
-            # a model's detections are compared as detections, once, under their boxes' name
-            got_, want_ = grouped(got, signature.detections), grouped(wants[k], signature.detections)
-            for name in compared_names(signature.output_names, signature.detections):
-                differs = compare(name, *(v if isinstance(v, DetectionSet) else np.asarray(v)
-                                          for v in (got_[name], want_[name])))
-                if differs:
-                    check.status, check.detail, check.failed_at = CHANGES, f"at {at}, {differs}", probe.size
-                    break
+        if wants is not None and tolerance is not None:
+            differs = next((a.summary() for a in compare_outputs(got, wants[k], signature, tolerance).values()
+                            if a.problem or not a.ok), "")
+            if differs:
+                check.status, check.detail, check.failed_at = CHANGES, f"at {at}, {differs}", probe.size
     certificate = Certificate(list(checks.values()), outputs, against if wants is not None else "")
     for check in certificate.bad():
         check.where = (where(check.symbol) if where else "") or ""

@@ -29,6 +29,10 @@ class Backend:
     open: Callable[..., "object"]
     unavailable: Callable[[str], str | None]
     needs_torch: bool
+    # The memory it holds at its peak while it opens a model and runs it, as a multiple of the file's weights:
+    # every backend declares it, measured (its file says on which models: scripts/backend_memory.py measures
+    # them), and the memory plan (memory_plan.py) plans every opening with it; a row that cannot fit is skipped.
+    holds: float
     # Precision -> the artifact format it reads (None: ``artifact``). The first is the default; a
     # backend without this runs f32 only. bf16 is a runtime setting of the f32 file; int8 is its
     # own file, made by the quantizer of the runtime that serves it (ort-cpu: --format onnx-int8,
@@ -53,12 +57,15 @@ class Backend:
     # The backend asked for intermediate tensors in its place (--locate): a captured CUDA graph replays
     # into fixed output buffers, and the same session un-captured (ort-cuda) runs the same kernels.
     traced_by: str | None = None
-    # The memory it holds at its peak while it opens and runs a model, as a multiple of the weights
-    # (infer/runtime/memory_plan.py says where each was measured): a row that cannot fit is skipped.
-    holds: float = 2.5
+    # An ONNX file whose weights lie in external data (model.onnx.data, as ptx writes one past 1.5 GiB): what it
+    # holds then, where that differs (ONNX Runtime reads the weights once, with no protobuf of them to parse).
+    holds_external: float | None = None
     # Where a precision holds more than ``holds`` (precision, multiple of that file's weights): OpenVINO
     # widens a dynamically quantized int8 graph's weights back to f32 when it compiles it.
     holds_at: tuple[tuple[str, float], ...] = ()
+    # A runtime that compiles the model for each shape it meets (OpenVINO): what each compiled copy holds, per
+    # precision, as a multiple of the file's weights; the runner keeps as many as the memory plan has room for.
+    compiled_copy_at: tuple[tuple[str, float], ...] = ()
     # Where it holds far more than a runtime (onnx.reference: numpy, every node in turn): the largest
     # weights, in bytes, it opens; a bigger file's row is skipped in one line.
     model_bytes: int | None = None
@@ -66,6 +73,10 @@ class Backend:
     def holds_for(self, precision: str = FULL_PRECISION) -> float:
         """What it holds at its peak at ``precision``, as a multiple of the file's weights."""
         return dict(self.holds_at).get(precision, self.holds)
+
+    def compiled_copy(self, precision: str = FULL_PRECISION) -> float:
+        """What each compiled shape holds at ``precision``, as a multiple of the file's weights (0: none)."""
+        return dict(self.compiled_copy_at).get(precision, 0.0)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -141,8 +152,17 @@ def variants(names: list[str] | None = None) -> list[tuple[Backend, str, str]]:
 # The fields every torch backend shares (torch's device check, f32 and on CUDA tf32), and every ORT CUDA one.
 TORCH = {"unavailable": lazy("runtime.torch_runner", "torch_unavailable"), "needs_torch": True,
          "precisions": CUDA_TF32}
+# What an ONNX Runtime session holds on the host while it opens a file and runs it, as a multiple of the weights
+# (scripts/backend_memory.py, Intel Xeon, 2026-11-26). Weights inside the file: the protobuf read and parsed, then
+# the initializers made and prepacked: 1.56x a 134 MB MLP's, 1.92x a 504 MB one's, 1.94x a 1,041 MB one's, 2.5x
+# a 783 MB Qwen2's (AMD EPYC, 2026-11-26), the largest taken. Weights in external data (ptx writes them so past
+# 1.5 GiB), read once with no protobuf of them: 1.18x, 1.05x, 1.02x the same MLPs'; whole processes 1.31x a
+# 1.98 GB Qwen2-0.5B's and 1.22x a 4.68 GB Qwen2's (docs/benchmarks/large-models.md, Python's own memory in
+# them). A CUDA session reads the file on the host as the CPU one does (not measured on a GPU: the CPU figures).
+ORT_HOLDS = 2.5
+ORT_HOLDS_EXTERNAL = 1.2
 ORT_CUDA = {"unavailable": lazy("runtime.ort_session", "cuda_unavailable"), "needs_torch": False,
-            "precisions": CUDA_TF32}
+            "precisions": CUDA_TF32, "holds": ORT_HOLDS, "holds_external": ORT_HOLDS_EXTERNAL}
 
 for _file in _BACKEND_FILES:
     importlib.import_module(f"{__name__}.{_file}")

@@ -5,4 +5,6 @@ from . import TORCH, Backend, lazy, register
 
 register(Backend(name="eager-cuda-graph", artifact="checkpoint", devices=("cuda",),
                  open=lazy("runtime.torch_graph", "TorchGraphRunner.open"), reads=("checkpoint", "torchscript", "pt2"),
-                 **TORCH))
+                 # on the host, what the torch backend that reads the same file holds, the most of them (aoti's
+                 # 2.7x: a pt2 package); not measured on a GPU
+                 holds=2.7, **TORCH))

@@ -9,4 +9,6 @@ from . import Backend, lazy, register
 register(Backend(name="onnx.reference", artifact="onnx", devices=("cpu",),
                  open=lazy("runtime.reference_runner", "ReferenceRunner.open"), unavailable=lambda device: None,
                  needs_torch=False, third_opinion=True, case_values=100_000,
+                 # 2.24x a 134 MB MLP's weights at a batch of 8 (scripts/backend_memory.py, Intel Xeon, 2026-11-26);
+                 # every intermediate it computes is a numpy array beside them, more on a wide network's pictures
                  holds=3.0, model_bytes=512_000_000))

@@ -1,7 +1,7 @@
 """ort-cpu: an ONNX file through ONNX Runtime's CPU provider (numpy + onnxruntime, never torch)."""
 import importlib.util
 
-from . import Backend, lazy, register
+from . import ORT_HOLDS, ORT_HOLDS_EXTERNAL, Backend, lazy, register
 
 
 def _unavailable(device):
@@ -10,4 +10,4 @@ def _unavailable(device):
 
 register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), open=lazy("runtime.ort_runner", "OrtRunner.open"),
                  unavailable=_unavailable, needs_torch=False, precisions=(("f32", None), ("int8", "onnx-int8"), ("int4", "onnx-int4")),
-                 holds=2.5))  # its peak while it opens a file: the proto parsed, then the weights prepacked
+                 holds=ORT_HOLDS, holds_external=ORT_HOLDS_EXTERNAL))  # measured: backends/__init__.py

@@ -1,0 +1,493 @@
+"""A causal language model exported with its key/value cache: ``ptx export --module FILE.py:FACTORY
+--task text-generation`` (and by itself for a transformers causal LM whose class generates: chosen_task).
+
+The decoder file takes input_ids, attention_mask (past + new tokens), position_ids where the model
+reads them, and every layer's past key and value (``past_key_values.{i}.key``: [batch, kv heads, past,
+head size]); it returns the logits and every layer's present key and value (``present.{i}.key``), which
+the next step feeds back as its past: Optimum's layout, which ORTModelForCausalLM, onnxruntime-genai and
+OpenVINO read. Batch, new tokens and past length are dynamic; an empty past (length 0) serves the first
+step. The model's own cache (a transformers DynamicCache) is built inside from the flat tensors, so
+grouped-query attention, rotary positions (Llama, Qwen2) and learned positions with a tied head (GPT-2)
+are the model's own code, traced.
+
+Written and validated by the one export driver (export/pipeline.py), as every export is: the file is
+opened by the runtime that serves it, where the memory plan says it fits, and decodes the same prompts as eager's own cached decoding, batched and left-padded, step by step, each
+step's logits held to the tolerance on eager's tokens (teacher-forced, so a near-tie cannot hide a
+difference in the steps after it); its free-running greedy tokens are then judged against eager's by
+the one judge of tokens (ptx.contract.generation.judge_tokens). The file records its generation contract
+(ptx.generation) with eager's decoding of those prompts, which ``ptx verify`` holds every runtime to.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ptx.contract import Tolerance
+from ptx.contract.comparison import OutputAgreement, compare_output, default_tolerance
+from ptx.contract.generation import GENERATION_KEY, Generation, judge_tokens
+from ptx.contract.tensors import Signature, TensorSig, as_declarations
+from ptx.errors import PtxError, ValidationError
+from ptx.files import file_sha256
+from ptx.infer.model.generation import GREEDY, Decoded, Decoding
+from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
+
+from .factory import load_state_dict_file
+from .formats.onnx import Exporter
+from .metadata import module_strings
+from .pipeline import Checked, ExportSource
+
+TASKS = ("auto", "text-generation", "forward")
+# The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
+# and positions are exercised; and the steps each decodes (the past grows from 0 to longest + steps).
+PROMPT_LENGTHS = (3, 7, 12)
+VALIDATION_STEPS = 16
+BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
+
+
+def generates(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a transformers model whose class generates (GenerationMixin's can_generate)
+    and that keeps a cache: one built with use_cache=False asked for its forward pass alone."""
+    can = getattr(module, "can_generate", None)
+    try:
+        able = bool(callable(can) and can())
+    except Exception:  # noqa: BLE001 - a model's own check that raises says it does not
+        return False
+    return able and getattr(getattr(module, "config", None), "use_cache", True) is not False
+
+
+def cache_refusal(module: torch.nn.Module) -> str | None:
+    """Why ptx cannot export ``module`` with its key/value cache, judged from its class and config without
+    running it; None for the kind it can: a causal LM as transformers makes them (input_ids, attention_mask,
+    a cache and use_cache in; the logits and the cache out). The one place that says which kinds get the
+    cache export: ``--task auto`` asks it of a model that generates, ``--task text-generation`` of any."""
+    kind = type(module).__name__
+    if getattr(getattr(module, "config", None), "is_encoder_decoder", False):
+        return (f"{kind} is an encoder-decoder: ptx exports its cache for causal LMs only; generating with one "
+                "would need an encoder file, and a decoder file taking the encoder's states, its own past and the "
+                "cross-attention past")
+    if getattr(module, "_is_stateful", False):  # transformers' mark of a recurrent state (Mamba, RWKV, hybrids)
+        return (f"{kind} keeps a recurrent state: ptx exports the cache of attention layers' keys and values only; "
+                "generating with it would need the state carried from step to step")
+    params = inspect.signature(module.forward).parameters
+    missing = [p for p in ("input_ids", "attention_mask", "use_cache") if p not in params] + \
+        ([] if any(k in params for k in CACHE_NAMES) else [" or ".join(CACHE_NAMES)])
+    if missing:
+        return (f"{kind}.forward takes no {', '.join(missing)}: ptx exports the cache of causal LMs that take "
+                "input_ids, attention_mask, a cache and use_cache, as transformers makes them")
+    return None
+
+
+def refuse_text_generation(module: torch.nn.Module) -> None:
+    """--task text-generation of a kind ptx cannot export with its cache (cache_refusal), in one line."""
+    refusal = cache_refusal(module)
+    if refusal:
+        raise PtxError(f"--task text-generation: {refusal}; give --task forward to export its forward pass")
+
+
+def chosen_task(module, task: str, log: Callable[[str], None]) -> str:
+    """The task export_module runs, text-generation or forward, for ``task`` (one of TASKS): auto exports
+    with its cache a model that generates, where ptx can make its cache export (cache_refusal), and says in
+    one line why one that generates is exported without it; text-generation is refused, in one line, of a
+    kind ptx cannot make it of."""
+    if task not in TASKS:
+        raise PtxError(f"--task {task!r}: choose {', '.join(TASKS)}")
+    if task == "forward" or not isinstance(module, torch.nn.Module):
+        return "forward"  # export_module refuses what is no nn.Module, on either way
+    if task == "text-generation":
+        refuse_text_generation(module)
+        return task
+    if not generates(module):
+        return "forward"
+    refusal = cache_refusal(module)
+    if refusal:
+        log(f"task: forward ({refusal}): its forward pass is exported, without a cache")
+        return "forward"
+    return "text-generation"
+
+
+def _cache_pairs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A model's cache as (key, value) per layer: a transformers Cache (its ``layers``, or the older
+    key_cache / value_cache lists) or the legacy tuple of tuples."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    if isinstance(cache, (tuple, list)) and all(isinstance(p, (tuple, list)) and len(p) >= 2 for p in cache):
+        return [(p[0], p[1]) for p in cache]
+    raise PtxError(f"the model's cache is a {type(cache).__name__}, which ptx cannot read as keys and values per layer")
+
+
+def _new_cache(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    """A DynamicCache holding ``pairs`` (the layers' past keys and values), as generate() builds one."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for layer, (key, value) in enumerate(pairs):
+        cache.update(key, value, layer)
+    return cache
+
+
+class CachedDecoder(torch.nn.Module):
+    """``model`` called on flat tensors: the ids, mask, positions (where it reads them) and each layer's
+    past key and value in; the logits and each layer's present key and value out (a tuple, in the order
+    of ``output_names``)."""
+
+    def __init__(self, model: torch.nn.Module, layers: int, takes_positions: bool, cache_keyword: str):
+        super().__init__()
+        self.model, self.layers, self.takes_positions = model, layers, takes_positions
+        self.cache_keyword = cache_keyword
+
+    def forward(self, input_ids, attention_mask, *rest):
+        position_ids, past = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
+        cache = _new_cache([(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
+        extra = {"position_ids": position_ids} if self.takes_positions else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                         **{self.cache_keyword: cache}, **extra)
+        logits, present = _logits_and_cache(out)
+        return (logits, *(t for pair in _cache_pairs(present) for t in pair))
+
+
+# The names a model's answer holds its cache under: transformers 5 says ``cache``, earlier ``past_key_values``.
+CACHE_NAMES = ("cache", "past_key_values")
+
+
+def _logits_and_cache(out):
+    """(logits, cache) of a causal LM's answer (a ModelOutput, or a tuple of logits then cache)."""
+    if hasattr(out, "keys"):
+        return out["logits"], next((out[k] for k in CACHE_NAMES if k in out.keys() and out[k] is not None), None)
+    return out[0], out[1] if len(out) > 1 else None
+
+
+def _named(decoder: CachedDecoder, names: Sequence[str]) -> CachedDecoder:
+    """``decoder`` whose forward() shows ``names`` as its parameters: the exporters name the graph's
+    inputs by them and torch.export binds the example to them."""
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                  *(inspect.Parameter(n.replace(".", "_"), inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names)]
+
+    def forward(self, *args):
+        return CachedDecoder.forward(self, *args)
+
+    forward.__signature__ = inspect.Signature(parameters)
+    cls = type(type(decoder.model).__name__, (CachedDecoder,), {"forward": forward, "__module__": __name__})
+    made = cls.__new__(cls)
+    torch.nn.Module.__init__(made)
+    made.model, made.layers, made.takes_positions = decoder.model, decoder.layers, decoder.takes_positions
+    made.cache_keyword = decoder.cache_keyword
+    return made
+
+
+def _config_int(module, *names) -> int | None:
+    config = getattr(module, "config", None)
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[CachedDecoder, Signature, Generation]:
+    """(the decoder to export, its signature, its generation contract without the reference) of a causal
+    LM ``module``: the cache's layout learned by one eager run with use_cache=True."""
+    refuse_text_generation(module)
+    params = inspect.signature(module.forward).parameters
+    cache_keyword = next(k for k in CACHE_NAMES if k in params)
+    takes_positions = "position_ids" in params
+    ids = torch.tensor([[1, 2]])
+    with torch.no_grad():
+        try:
+            out = module(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        except Exception as exc:  # noqa: BLE001 - the model's own refusal, in one line
+            raise PtxError(f"--task text-generation: {type(module).__name__} refused a first step of 2 tokens "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    logits, cache = _logits_and_cache(out)
+    if cache is None:
+        raise PtxError(f"--task text-generation: {type(module).__name__} returned no cache with use_cache=True: "
+                       "export it with --task forward (its logits alone)")
+    pairs = _cache_pairs(cache)
+    vocab, dtype = int(logits.shape[-1]), str(logits.dtype).replace("torch.", "")
+    inputs = [TensorSig("input_ids", "int64", (BATCH, SEQ), 0, (0, vocab - 1)),
+              TensorSig("attention_mask", "int64", (BATCH, TOTAL), 0, (0, 1))]
+    if takes_positions:
+        inputs.append(TensorSig("position_ids", "int64", (BATCH, SEQ), 0))
+    outputs = [TensorSig("logits", dtype, (BATCH, SEQ, vocab), 0)]
+    cache_names = []
+    for layer, pair in enumerate(pairs):
+        for kind, tensor in zip(("key", "value"), pair):
+            if tensor.dim() != 4:
+                raise PtxError(f"--task text-generation: layer {layer}'s cached {kind} has shape {list(tensor.shape)}; "
+                               "ptx decodes a cache of [batch, heads, past, head size]")
+            heads, size = int(tensor.shape[1]), int(tensor.shape[3])
+            kv_dtype = str(tensor.dtype).replace("torch.", "")
+            past, present = f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}"
+            inputs.append(TensorSig(past, kv_dtype, (BATCH, heads, PAST, size), 0))
+            outputs.append(TensorSig(present, kv_dtype, (BATCH, heads, TOTAL, size), 0))
+            cache_names.append((past, present))
+    config = getattr(module, "generation_config", None) or getattr(module, "config", None)
+    eos = _ids(getattr(config, "eos_token_id", None))
+    outside = [e for e in eos if not 0 <= e < vocab]
+    if outside:
+        log(f"generation: end-of-sequence id {', '.join(map(str, outside))} is outside the vocabulary of {vocab}: "
+            "left out (give --eos to ptx generate)")
+        eos = [e for e in eos if 0 <= e < vocab]
+    pad = next((p for p in (*_ids(getattr(config, "pad_token_id", None)), *eos) if 0 <= p < vocab), 0)
+    generation = Generation(tuple(cache_names), position_ids="position_ids" if takes_positions else None,
+                            eos=tuple(eos), pad=pad,
+                            max_positions=_config_int(module, "max_position_embeddings", "n_positions"))
+    heads = {int(p[0].shape[1]) for p in pairs}
+    log(f"generation: {len(pairs)} layers, a cache of {'/'.join(map(str, sorted(heads)))} key/value heads of "
+        f"{int(pairs[0][0].shape[3])}; "
+        + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
+        + f"; padding {pad}" + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
+    decoder = _named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword), [t.name for t in inputs])
+    return decoder, Signature(tuple(inputs), tuple(outputs)), generation
+
+
+def example_feeds(signature: Signature, generation: Generation, vocab: int, batch: int = 2, seq: int = 3,
+                  past: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs the exporters trace with: every dynamic size at least 2 (torch.export specializes 0 and 1),
+    the mask covering past and new tokens, positions following the past."""
+    rng = np.random.default_rng(seed)
+    feeds = {generation.input_ids: rng.integers(0, vocab, (batch, seq)).astype(np.int64),
+             generation.attention_mask: np.ones((batch, past + seq), dtype=np.int64)}
+    if generation.position_ids:
+        feeds[generation.position_ids] = np.tile(np.arange(past, past + seq, dtype=np.int64), (batch, 1))
+    for name, _ in generation.cache:
+        sig = signature.input(name)
+        shape = [batch if isinstance(d, str) and d == BATCH else past if d == PAST else d for d in sig.shape]
+        feeds[name] = rng.standard_normal(shape).astype(sig.dtype)
+    return feeds
+
+
+def eager_run(decoder: torch.nn.Module, signature: Signature):
+    """The decoder as a runner's run(): numpy in, numpy out, by name."""
+    def run(feeds):
+        with torch.no_grad():
+            out = decoder(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in signature.input_names))
+        return {n: t.detach().numpy() for n, t in zip(signature.output_names, out)}
+    return run
+
+
+def validation_prompts(vocab: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab, n).tolist() for n in PROMPT_LENGTHS]
+
+
+@dataclass
+class EagerDecoding:
+    """Eager's own cached greedy decoding of the validation prompts, and each step's logits [batch, vocab]
+    (what a file's decoding is held to, step by step)."""
+
+    decoded: Decoded
+    logits: list[np.ndarray]
+
+
+def reference_decoding(decoder, signature: Signature, generation: Generation, prompts, steps: int) -> EagerDecoding:
+    """Eager's own cached greedy decoding of ``prompts``, every step run (no end-of-sequence stop), with each
+    step's logits kept for the file's teacher-forced check."""
+    decoding = Decoding(eager_run(decoder, signature), signature, generation, prompts, steps, eos=())
+    kept: list[np.ndarray] = []
+    for step in decoding:
+        kept.append(step.logits.copy())
+        decoding.append(GREEDY(step.logits, decoding.history))
+    return EagerDecoding(decoding.decoded(), kept)
+
+
+def check_decoding(run, signature: Signature, generation: Generation, prompts, eager: EagerDecoding, where: str,
+                   device: str = "cpu", tolerance=None) -> tuple[OutputAgreement, str]:
+    """The file's decoding (``run``: its runner's) held to eager's: every step's logits on eager's tokens
+    within the tolerance (teacher-forced: eager's token appended at each step), batched and left-padded and
+    the second prompt alone (batch 1), then its own greedy tokens judged against eager's. A ValidationError
+    names the step and the difference; returns (the worst step's agreement, the line export says)."""
+    tolerance = tolerance or default_tolerance(signature.output(generation.logits).dtype, device)
+    tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
+    worst, checked = None, 0
+    for rows in (range(len(prompts)), [1]):
+        decoding = Decoding(run, signature, generation, [prompts[r] for r in rows], steps, eos=())
+        for step in decoding:
+            agreement = compare_output(generation.logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
+                                       detail=False)
+            worst = agreement if worst is None or agreement.max_abs > worst.max_abs else worst
+            checked += 1
+            if not agreement.ok:
+                raise ValidationError(f"{where}: step {step.index + 1}'s logits differ from eager's by up to "
+                                      f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
+                                      f"prompts {', '.join(str(r + 1) for r in rows)}, the past holding "
+                                      f"{max(len(prompts[r]) for r in rows) + step.index - 1 if step.index else 0} "
+                                      "tokens")
+            decoding.append([tokens[r][step.index] for r in rows])
+    own = Decoding(run, signature, generation, prompts, steps, eos=()).to_end(GREEDY)
+    judged = judge_tokens(eager.decoded.steps, own.steps, tolerance)
+    if not judged.passed:
+        raise ValidationError(f"{where}: its greedy tokens part from eager's: {judged.describe()}")
+    return worst, (f"worst |diff| vs eager {worst.max_abs:.2e} over {checked} decoding steps (logits, atol "
+                   f"{tolerance.atol:g}, rtol {tolerance.rtol:g}; {len(prompts)} prompts left-padded in one batch and "
+                   f"one alone, the past from 0 to {max(map(len, prompts)) + steps - 1}); greedy tokens: "
+                   f"{judged.describe()}")
+
+
+def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
+    """``generation`` with eager's decoding of the validation prompts, as the file records it for verify."""
+    return generation.with_reference({"prompts": prompts, **eager.decoded.steps.to_dict(),
+                                      "by": f"eager PyTorch (torch {torch.__version__})"})
+
+
+DECODER_FORMATS = ("onnx", "torchscript", "pt2")
+# The format that carries the cache to every runtime: its failure fails the export. Another format that
+# cannot carry it (a trace that fixes the past's length) is said in one line and not kept.
+CARRIES_THE_CACHE = "onnx"
+# export_module's options that shape a forward export's tensors or its checks, by parameter name: a decoder's
+# tensors and its checks are its own, so one would be ignored.
+SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--shape/--value/--range",
+           "max_sizes": "--max-shape", "min_sizes": "--min-shape"}
+
+
+class DecoderSource(ExportSource):
+    """A causal LM (in eval mode) as the one driver writes it with its key/value cache: the decoder and its
+    signature (decoder_of), traced at example_feeds' sizes; each file decoded through its serving runtime
+    and held to eager's own cached decoding of the validation prompts (check_decoding), which every file
+    records for verify (ptx.generation). ``strings_of(signature)``: the metadata every file carries beside
+    its generation contract; ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
+
+    formats = DECODER_FORMATS
+
+    def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
+                 options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,
+                 declared: Sequence[str] = (), tolerance: Callable | None = None,
+                 text: Mapping[str, bytes] | None = None):
+        decoder, signature, self.generation = decoder_of(module, log)
+        foreign = [n for n in declared if n not in signature.input_names]
+        if foreign:
+            raise PtxError(f"--input {foreign[0]}: a decoder exported with its cache takes "
+                           f"{', '.join(signature.input_names[:3])} and the past key/values; leave --input out, or "
+                           "give --task forward to export one forward pass of the inputs you declare")
+        vocab = int(signature.output(self.generation.logits).shape[-1])
+        check_tokenizer(text or {}, vocab)
+        self.text = dict(text or {})  # the tokenizer's files, kept beside the files (keep_text)
+        self.prompts = validation_prompts(vocab)
+        if self.generation.max_positions is not None:
+            steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
+        self.eager = reference_decoding(decoder, signature, self.generation, self.prompts, steps)
+        strings = {**strings_of(signature), GENERATION_KEY: recorded(self.generation, self.prompts, self.eager).to_json()}
+        example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
+        # takes an empty past too (the first step's) is what check_decoding proves
+        super().__init__(name, decoder, tuple(torch.from_numpy(example[n]) for n in signature.input_names),
+                         signature, strings)
+        self._options, self._tolerance = options, tolerance
+        log(f"module: {name} ({type(module).__name__}, {sum(p.numel() for p in module.parameters()):,} parameters), "
+            f"exported with its cache: inputs {', '.join(signature.input_names[:3 if self.generation.position_ids else 2])}"
+            f" and the past of {len(self.generation.cache) // 2} layers; outputs logits and the present")
+
+    def options(self, fmt) -> dict:
+        return dict(self._options.get(fmt.name, {}))
+
+    def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
+        return self._tolerance(sig, on) if self._tolerance else super().tolerance(sig, on)
+
+    def check(self, fmt, model, path: Path, cases, on: str, hint: str) -> Checked:
+        where = f"{fmt.name} ({model.backend})"
+        logits = model.signature.output(self.generation.logits)
+        try:
+            worst, line = check_decoding(model.run, model.signature, self.generation, self.prompts, self.eager, where,
+                                         model.device, self.tolerance(logits, model.device))
+        except ValidationError as exc:
+            raise ValidationError(f"{exc}{'; ' + hint if hint else ''}") from None
+        except PtxError as exc:
+            raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
+        return Checked({logits.name: worst}, detail=line)
+
+    def describe(self, result, tolerance: Tolerance) -> str:
+        return f"{result.method}; {result.detail}"
+
+    def not_kept(self, fmt, exc: PtxError) -> str | None:
+        if isinstance(exc, OutOfMemoryPlan) or fmt.name == CARRIES_THE_CACHE:
+            return super().not_kept(fmt, exc)
+        return f"it cannot carry the cache ({exc})"
+
+    def none_kept(self, reasons: Sequence[str]) -> PtxError:
+        return PtxError(f"no format carries {self.name}'s cache: {'; '.join(reasons)}; export it to onnx")
+
+    def keep_text(self, staging: Path, log: Callable[[str], None]) -> None:
+        """The tokenizer's files (export/pretrained.py's text_files) written beside the files in ``staging``."""
+        for file_name, data in self.text.items():
+            (staging / file_name).write_bytes(data)
+        if self.text:
+            template = "chat_template.jinja" in self.text or b'"chat_template"' in self.text.get(
+                "tokenizer_config.json", b"")
+            log(f"text: {', '.join(self.text)} kept beside the file{' (with a chat template)' if template else ''}: "
+                "ptx generate --prompt and ptx serve's OpenAI API take text")
+
+
+def check_tokenizer(text: Mapping[str, bytes], vocab: int) -> None:
+    """A tokenizer whose ids reach past the model's vocabulary is refused (the wrong tokenizer for the model):
+    a model's vocabulary may be larger (padded), never smaller."""
+    if "tokenizer.json" not in text:
+        return
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_str(text["tokenizer.json"].decode("utf-8")).get_vocab_size(with_added_tokens=True)
+    if size > vocab:
+        raise PtxError(f"the tokenizer has {size:,} tokens and the model's vocabulary {vocab:,}: its ids would run past "
+                       "the model's; give the model's own tokenizer (--tokenizer DIR)")
+
+
+def decoder_formats(formats: Sequence[str]) -> list[str]:
+    """The formats asked of a decoder with its cache, each once: one it is not written as, refused in one line."""
+    chosen = list(dict.fromkeys(formats))
+    unknown = [f for f in chosen if f not in DECODER_FORMATS]
+    if unknown or not chosen:
+        raise PtxError(f"format {unknown[0] if unknown else '(none)'!r}: a model exported with its cache (--task "
+                       f"text-generation) is written as {', '.join(DECODER_FORMATS)}")
+    return chosen
+
+
+def refuse_shaping(**given) -> None:
+    """One line for the first of export_module's options that shape a forward export (SHAPING; ``given``: by
+    parameter name; a plan counts where one of its entries is set, as the CLI always makes one)."""
+    named = [SHAPING[k] for k, v in given.items() if (any(v.values()) if isinstance(v, dict) else v)]
+    if named:
+        raise PtxError(f"{named[0]} is not for a model exported with its cache (its tensors are the decoder's, "
+                       "checked by decoding prompts): leave it out, or give --task forward")
+
+
+def refuse_text(text) -> None:
+    """A tokenizer goes beside a generating file only: one line for a forward export given one."""
+    if text:
+        raise PtxError("a tokenizer is kept beside a model exported with its cache (one that generates): leave "
+                       "--tokenizer out, or give --task text-generation")
+
+
+def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
+                   tolerance, tolerance_given: dict, text: Mapping[str, bytes] | None = None) -> DecoderSource:
+    """export_module's source for a causal LM with its key/value cache (``asked``: --task text-generation, else
+    its class generates), the checkpoint loaded into it. ``tolerance(output, device)``: what the files are held
+    to (``tolerance_given``: the user's, as the files record it); ``text``: the tokenizer's files, kept beside
+    them."""
+    log(f"task: text-generation ({'asked' if asked else f'{type(module).__name__} generates'}): the decoder is exported "
+        "with its key/value cache" + ("" if asked else "; --task forward exports its logits alone"))
+    loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
+    module.eval()
+    if loaded:
+        log(f"checkpoint: {loaded}")
+    onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None)
+
+    def strings_of(signature: Signature) -> dict[str, str]:
+        return module_strings(name, signature, {
+            "torch_version": str(torch.__version__),
+            **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
+            **tolerance_given, **dict(provenance or {})})
+
+    return DecoderSource(module, name, strings_of=strings_of, log=log, tolerance=tolerance,
+                         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
+                         declared=[t.name for t in as_declarations(inputs or ())], text=text)

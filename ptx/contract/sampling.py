@@ -1,0 +1,201 @@
+"""How the next token is chosen from a step's logits, torch-free: greedy (the argmax) by default, or drawn
+with a temperature, top-k, top-p and min-p, after a repetition penalty, as transformers' logits processors
+do it (generation/logits_process.py: RepetitionPenaltyLogitsProcessor, then TemperatureLogitsWarper,
+TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, in the order its generate() applies them).
+
+The draws are the seed's, not the runtime's: each prompt (each row of a batch) has a numpy Generator of its
+own, seeded from the request's seed and the row's place (SeedSequence's spawn key), and draws one uniform
+number per step. The token is where that number falls in the cumulative distribution of the kept tokens,
+most probable first: two backends whose logits agree within their tolerance move each boundary of that
+distribution by about as much, so they choose the same token unless the draw falls within that distance of
+a boundary (rare, and said as a tie would be). A row's tokens are those it gets alone with that seed,
+whatever else runs in its batch. ``torch.multinomial`` would draw from torch's generator instead, which
+ONNX Runtime and OpenVINO do not have: hence this module rather than transformers' sampler.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import numpy as np
+
+from ptx.errors import InputError
+
+SEED_BITS = 64  # a seed is taken modulo 2**64: numpy's SeedSequence takes non-negative integers
+
+
+class SamplingError(InputError):
+    """A sampling parameter out of its range; ``param`` names it (the OpenAI API's error says which)."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How each new token is chosen. ``temperature`` 0 (the default) is greedy: the argmax, after the
+    repetition penalty where one is set. Otherwise each step draws from the logits divided by the
+    temperature, kept to the ``top_k`` most probable (0: all), to the smallest set whose probability
+    reaches ``top_p`` (1: all), and to those at least ``min_p`` times the most probable one's probability
+    (0: all). ``repetition_penalty`` (>1 discourages) divides a positive logit of a token already in the
+    prompt or the answer, and multiplies a negative one (transformers' and CTRL's rule). ``seed``: the
+    draws' seed (None: fresh entropy each call). ``stop_ids`` end a prompt beside the file's
+    end-of-sequence ids; ``stop`` strings end it once its text holds one (the text is cut before it);
+    ``max_new_tokens`` bounds each answer."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop_ids: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 32
+
+    def __post_init__(self):
+        _number("temperature", self.temperature, 0, None)
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise SamplingError(f"top_k {self.top_k!r}: give a whole number, 0 (every token) or more", "top_k")
+        _number("top_p", self.top_p, 0, 1, low_open=True)
+        _number("min_p", self.min_p, 0, 1)
+        _number("repetition_penalty", self.repetition_penalty, 0, None, low_open=True)
+        if self.seed is not None and not _is_int(self.seed):
+            raise SamplingError(f"seed {self.seed!r}: give a whole number", "seed")
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise SamplingError(f"max_new_tokens {self.max_new_tokens!r}: give a whole number of at least 1",
+                                "max_new_tokens")
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise SamplingError(f"stop {list(stop)!r}: give non-empty strings", "stop")
+        stop_ids = tuple(self.stop_ids)
+        if not all(_is_int(t) and t >= 0 for t in stop_ids):
+            raise SamplingError(f"stop ids {list(stop_ids)!r}: give token ids (whole numbers, 0 or more)", "stop_ids")
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "stop_ids", tuple(int(t) for t in stop_ids))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def but(self, **changes) -> "Sampling":
+        """This record with ``changes`` (None values left as they are)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def describe(self) -> str:
+        """One phrase: "greedy", or the sampling's settings that differ from the defaults."""
+        default = Sampling()
+        changed = [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
+                   if f.name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+                   and getattr(self, f.name) != getattr(default, f.name)]
+        head = "greedy" if self.greedy else "sampled"
+        return head + (f" ({', '.join(changed)})" if changed else "")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _number(name: str, value, low: float, high: float | None, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        bound = f"{'above' if low_open else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+        raise SamplingError(f"{name} {value!r}: give a number {bound}", name)
+
+
+def row_generators(seed: int | None, rows: int) -> list[np.random.Generator]:
+    """One numpy Generator per row: row k's draws depend on the seed and k alone (SeedSequence's spawn
+    key), so the rows of a request draw the same numbers alone or beside other requests."""
+    entropy = None if seed is None else int(seed) % (1 << SEED_BITS)
+    root = np.random.SeedSequence(entropy)
+    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(k,))))
+            for k in range(rows)]
+
+
+def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling) -> np.ndarray:
+    """The scores each token is chosen by, float64 [batch, vocab]: the repetition penalty over each row's
+    ``history`` (its prompt and the tokens chosen so far), then, when sampling, the temperature and the
+    top-k, top-p and min-p filters (a filtered token's score is -inf), as transformers applies them."""
+    scores = np.array(logits, dtype=np.float64, copy=True)
+    if scores.ndim != 2:
+        raise ValueError(f"logits of shape {scores.shape}: give [batch, vocab]")
+    if params.repetition_penalty != 1.0:
+        for row, seen in enumerate(history):
+            ids = np.unique(np.asarray(seen, dtype=np.int64))
+            ids = ids[(ids >= 0) & (ids < scores.shape[1])]
+            picked = scores[row, ids]
+            scores[row, ids] = np.where(picked < 0, picked * params.repetition_penalty,
+                                        picked / params.repetition_penalty)
+    if params.greedy:
+        return scores
+    if params.temperature != 1.0:
+        scores = scores / params.temperature
+    if params.top_k:
+        k = min(params.top_k, scores.shape[1])
+        kth = np.partition(scores, -k, axis=1)[:, -k:].min(axis=1, keepdims=True)
+        scores = np.where(scores < kth, -np.inf, scores)  # ties with the k-th are kept, as torch.topk's bound keeps them
+    if params.top_p < 1.0:
+        order = np.argsort(scores, axis=1, kind="stable")  # ascending, as TopPLogitsWarper sorts
+        ascending = np.take_along_axis(scores, order, axis=1)
+        cumulative = np.cumsum(_softmax(ascending), axis=1)
+        remove = cumulative <= 1 - params.top_p
+        remove[:, -1] = False  # the most probable token is always kept (min_tokens_to_keep 1)
+        removed = np.zeros_like(remove)
+        np.put_along_axis(removed, order, remove, axis=1)
+        scores = np.where(removed, -np.inf, scores)
+    if params.min_p > 0:
+        probs = _softmax(scores)
+        remove = probs < params.min_p * probs.max(axis=1, keepdims=True)
+        remove[np.arange(len(scores)), probs.argmax(axis=1)] = False
+        scores = np.where(remove, -np.inf, scores)
+    return scores
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    top = scores.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    e = np.exp(scores - top)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def choose(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling,
+           rngs: Sequence[np.random.Generator] | None = None) -> np.ndarray:
+    """The next token of each row of ``logits`` [batch, vocab], int64 [batch]: the argmax of the processed
+    scores when greedy (the first of equal maxima, as torch.argmax), else the token where the row's uniform
+    draw (one from ``rngs[row]`` per call) falls in the cumulative distribution of its kept tokens, most
+    probable first (equal probabilities by token id)."""
+    scores = processed(logits, history, params)
+    if params.greedy:
+        return np.argmax(scores, axis=-1).astype(np.int64)
+    if rngs is None or len(rngs) != len(scores):
+        raise ValueError(f"sampling {len(scores)} rows needs one numpy Generator per row")
+    probs = _softmax(scores)
+    chosen = np.empty(len(scores), dtype=np.int64)
+    for row, (p, rng) in enumerate(zip(probs, rngs)):
+        draw = rng.random()
+        kept = np.flatnonzero(p > 0)
+        order = kept[np.lexsort((kept, -p[kept]))]  # most probable first; equal ones by id
+        cdf = np.cumsum(p[order])
+        chosen[row] = order[min(int(np.searchsorted(cdf, draw * cdf[-1], side="right")), len(order) - 1)]
+    return chosen
+
+
+class Chooser:
+    """The decoding loop's choice for one request (infer/model/generation.py's ``choose`` hook):
+    ``chooser(logits, history) -> ids``, with the request's parameters and one Generator per row (made at
+    the first step, for as many rows as it has)."""
+
+    def __init__(self, params: Sampling):
+        self.params = params
+        self.rngs: list[np.random.Generator] | None = None
+
+    def __call__(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
+        if self.rngs is None and not self.params.greedy:
+            self.rngs = row_generators(self.params.seed, len(logits))
+        return choose(logits, history, self.params, self.rngs)
+
+
+__all__ = ["Chooser", "Sampling", "SamplingError", "choose", "processed", "row_generators"]

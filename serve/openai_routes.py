@@ -1,0 +1,208 @@
+"""OpenAI's API on the REST front, for the served models that generate and have their tokenizer beside their
+file (``ptx export DIR`` keeps it there): ``GET /v1/models`` (and ``/v1/models/NAME``), ``POST
+/v1/completions`` and ``/v1/chat/completions``, answered whole or streamed as server-sent events ending with
+``data: [DONE]``. The server's token (``Authorization: Bearer``, what the openai client sends as its api_key),
+its body limit, its new-token cap and its batch size apply as to every other request; every refusal is
+OpenAI's error object with the status OpenAI would give, found before any step runs (in a stream, an error
+after the first event is an event of its own). The protocol is openai_api.py's; the answers come from one
+function (text_answers.py)."""
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ptx.contract.sampling import Sampling, SamplingError
+from ptx.errors import InputError, first_line
+from ptx.infer.model.text_generation import Answers
+
+from .body import read_body
+from .openai_api import DONE, OpenAIError, Reply, TextRequest, event, parse_request, usage
+from .text_answers import Piece, answers
+from .tensors import RequestError
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # routed, so that the wrong one gets OpenAI's 405
+OPENAI_DEFAULTS = {"temperature": 1.0}  # OpenAI samples unless told temperature 0; a model's generation config wins
+COMPLETION_MAX_TOKENS = 16  # OpenAI's default for a completion; a chat's is what the positions leave
+PROTOCOL = "openai"  # the metrics' protocol label
+
+
+def openai_routes(service) -> list[Route]:
+    started = int(time.time())
+
+    def listed(name: str) -> dict:
+        return {"id": name, "object": "model", "created": started, "owned_by": "ptx"}
+
+    async def models(request: Request) -> Response:
+        if not service.authorized(request.headers.get("authorization")):
+            return _error(_unauthorized())
+        name = request.path_params.get("model")
+        if name is None:
+            return JSONResponse({"object": "list", "data": [listed(n) for n in _generating(service)]})
+        if name not in _generating(service):
+            return _error(_unknown(service, name))
+        return JSONResponse(listed(name))
+
+    async def elsewhere(request: Request) -> Response:
+        return _error(OpenAIError(f"ptx serve has no {request.method} {request.url.path}: it answers /v1/models, "
+                                  "/v1/completions and /v1/chat/completions", 404))
+
+    return [Route("/v1/models", models), Route("/v1/models/{model}", models),
+            Route("/v1/completions", _endpoint(service, "completion"), methods=METHODS),
+            Route("/v1/chat/completions", _endpoint(service, "chat"), methods=METHODS),
+            Route("/v1/{rest:path}", elsewhere, methods=METHODS)]
+
+
+def _generating(service) -> list[str]:
+    return [name for name, model in service.models.items() if model.generator is not None]
+
+
+def _unauthorized() -> OpenAIError:
+    return OpenAIError("missing or wrong API key: send `Authorization: Bearer <token>` (the openai client's api_key)",
+                       401, code="invalid_api_key")
+
+
+def _unknown(service, name: str) -> OpenAIError:
+    served = ", ".join(_generating(service)) or "none that generates"
+    return OpenAIError(f"The model {name!r} does not exist; this server serves {served}", 404, param="model",
+                       code="model_not_found")
+
+
+def _openai(exc: RequestError) -> OpenAIError:
+    return exc if isinstance(exc, OpenAIError) else OpenAIError(str(exc), exc.status)
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(_openai(exc).document(), exc.status)
+
+
+def _endpoint(service, kind: str):
+    """The Starlette endpoint of ``kind`` ("chat" or "completion") over ``service``'s models."""
+    path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+
+    async def handle(request: Request) -> Response:
+        started = time.perf_counter()
+        observer = service.metrics.observer(None, PROTOCOL)
+        try:
+            if request.method != "POST":
+                raise OpenAIError(f"{path} takes POST", 405)
+            if not service.authorized(request.headers.get("authorization")):
+                raise _unauthorized()
+            body = await read_body(request.receive, service.options.max_request_bytes,
+                                   request.headers.get("content-encoding", "identity").lower())
+            asked = parse_request(body, kind)
+            served = service.models.get(asked.model)
+            if served is None or served.generator is None:
+                raise _unknown(service, asked.model)
+            observer = service.metrics.observer(served.name, PROTOCOL)
+            prompts, sampling = _prepared(served, asked, service.options.max_batch_size)
+            reply = Reply(kind, served.name)
+            if asked.stream:
+                return StreamingResponse(_events(served, reply, prompts, sampling, asked, observer, started),
+                                         media_type="text/event-stream; charset=utf-8",
+                                         headers={"cache-control": "no-cache"})
+            made = None
+            async with aclosing(answers(served, prompts, sampling, asked.n)) as items:
+                async for item in items:
+                    made = item if isinstance(item, Answers) else made
+        except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
+            observer.done(time.perf_counter() - started, exc.status)
+            return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
+            observer.done(time.perf_counter() - started, 500)
+            return _error(OpenAIError(f"generation failed: {first_line(exc)}", 500))
+        observer.done(time.perf_counter() - started)
+        return JSONResponse(reply.whole([(a.text, a.finish_reason) for a in made], _usage(prompts, made)))
+    return handle
+
+
+def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]], Sampling]:
+    """(the prompts' token ids, the sampling) of a checked request: its text encoded (a chat rendered by the
+    model's template), the model's generation config and OpenAI's defaults under what the client set, and
+    the prompts, new tokens and answers within the model's positions and the server's caps."""
+    text = served.text
+    if text is None:
+        raise OpenAIError(served.no_text or f"{served.name} has no tokenizer beside its file, so it takes no text: "
+                          "export it with its tokenizer (ptx export DIR, or --tokenizer DIR), or send token ids to "
+                          f"/v2/models/{served.name}/generate", param="model")
+    rows = (1 if asked.kind == "chat" else len(asked.prompts)) * asked.n
+    if rows > max_rows:  # before any text is encoded
+        raise OpenAIError(f"{rows} answers in one request (n {asked.n} x {rows // asked.n} prompts): this server "
+                          f"makes at most {max_rows} together (--max-batch-size)", param="n")
+    try:
+        if asked.kind == "chat":
+            prompts = [text.chat(asked.messages)]
+        else:
+            prompts = [text.encode(p) if isinstance(p, str) else p for p in asked.prompts]
+    except InputError as exc:
+        raise OpenAIError(str(exc), param="messages" if asked.kind == "chat" else "prompt") from None
+    max_tokens = _max_tokens(served.generator, asked, prompts)
+    try:
+        served.generator.check([p for p in prompts for _ in range(asked.n)], max_tokens, max_rows)
+    except RequestError as exc:
+        raise OpenAIError(str(exc), exc.status) from None
+    try:
+        sampling = Sampling(**{**OPENAI_DEFAULTS, **text.sampling_defaults(), **asked.given}, max_new_tokens=max_tokens)
+    except SamplingError as exc:
+        raise OpenAIError(str(exc), param=exc.param) from None
+    return prompts, sampling
+
+
+def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
+    """The request's max_tokens (by default OpenAI's 16 for a completion, what the positions leave for a chat),
+    within the server's cap, and with the prompts within the model's context (else OpenAI's
+    context_length_exceeded, naming the prompt where it alone fills the context)."""
+    positions, longest = generator.generation.max_positions, max(map(len, prompts))
+    max_tokens = asked.max_tokens
+    if max_tokens is None:
+        room = generator.max_tokens if positions is None else positions - longest
+        max_tokens = COMPLETION_MAX_TOKENS if asked.kind == "completion" else max(1, min(generator.max_tokens, room))
+    try:
+        generator.check_max_tokens(max_tokens)
+    except RequestError as exc:
+        raise OpenAIError(str(exc), exc.status, param="max_tokens") from None
+    if positions is not None and longest + max_tokens > positions:
+        where = "messages" if asked.kind == "chat" else "prompt"
+        more = f" or ask for at most {positions - longest} new tokens" if longest < positions else ""
+        takes = "take" if where == "messages" else "takes"
+        raise OpenAIError(f"{generator.name}'s context is {positions} tokens; the {where} {takes} {longest} and "
+                          f"max_tokens {max_tokens} more: shorten the {where}{more}",
+                          param=where if longest >= positions else "max_tokens", code="context_length_exceeded")
+    return max_tokens
+
+
+def _usage(prompts: list[list[int]], made: Answers) -> dict:
+    """OpenAI's usage: each prompt counted once, every answer's tokens."""
+    return usage(sum(map(len, prompts)), sum(len(a.tokens) for a in made))
+
+
+async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: TextRequest, observer, started: float):
+    """The stream's server-sent events: a chat's role first, then each answer's text as it is whole, each
+    answer's end with its finish_reason, the usage where asked (stream_options.include_usage), [DONE]."""
+    status = None
+    try:
+        rows = len(prompts) * asked.n
+        if reply.kind == "chat":
+            for row in range(rows):
+                yield reply.chunk(row, "", first=True)
+        async with aclosing(answers(served, prompts, sampling, asked.n)) as items:  # a client gone: decoding stops
+            async for item in items:
+                if isinstance(item, Piece):
+                    yield reply.chunk(item.row, item.text)
+                else:
+                    for row, answer in enumerate(item):
+                        yield reply.chunk(row, None, answer.finish_reason)
+                    if asked.include_usage:
+                        yield reply.usage_chunk(_usage(prompts, item))
+        yield DONE
+    except RequestError as exc:
+        status = exc.status
+        yield event(_openai(exc).document())
+    except Exception as exc:  # noqa: BLE001 - the runtime failed after the 200 was sent: said in the stream
+        status = 500
+        yield event(OpenAIError(f"generation failed: {first_line(exc)}", 500).document())
+    finally:
+        observer.done(time.perf_counter() - started, status)

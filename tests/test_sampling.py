@@ -1,0 +1,141 @@
+"""Sampling in the one decoding (ptx.contract.sampling): the scores are transformers' logits processors'
+(repetition penalty, temperature, top-k, top-p, min-p) on random logits; the draws are the seed's (one
+numpy Generator per row, one uniform per step, inverted over the kept tokens' distribution), so a seed gives
+the same tokens again, a row the same alone or in a batch, and logits that differ by a runtime's rounding
+the same tokens; the draws follow the distribution; greedy stays the argmax; bad values are one line each."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptx.contract.sampling import Chooser, Sampling, SamplingError, choose, processed
+
+VOCAB = 50
+
+
+def _logits(seed: int, rows: int = 4, scale: float = 3.0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((rows, VOCAB)) * scale).astype(np.float32)
+
+
+def _history(rows: int = 4, seed: int = 1) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, VOCAB, 12).tolist() for _ in range(rows)]
+
+
+SETTINGS = {
+    "temperature": dict(temperature=0.7),
+    "top-k": dict(temperature=1.0, top_k=5),
+    "top-p": dict(temperature=1.0, top_p=0.8),
+    "min-p": dict(temperature=1.0, min_p=0.1),
+    "penalty-greedy": dict(repetition_penalty=1.3),
+    "all": dict(temperature=0.6, top_k=20, top_p=0.9, min_p=0.05, repetition_penalty=1.2),
+    "hot": dict(temperature=2.5, top_k=30, top_p=0.95),
+}
+
+
+def _transformers_scores(logits: np.ndarray, history, params: Sampling) -> np.ndarray:
+    """What transformers' generate() makes of the same logits, with its own processors in its own order
+    (GenerationMixin._get_logits_processor): the penalty always, the warpers when sampling."""
+    torch = pytest.importorskip("torch")
+    lp = pytest.importorskip("transformers.generation.logits_process")
+    chain = []
+    if params.repetition_penalty != 1.0:
+        chain.append(lp.RepetitionPenaltyLogitsProcessor(float(params.repetition_penalty)))
+    if not params.greedy:
+        if params.temperature != 1.0:
+            chain.append(lp.TemperatureLogitsWarper(float(params.temperature)))
+        if params.top_k:
+            chain.append(lp.TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            chain.append(lp.TopPLogitsWarper(float(params.top_p)))
+        if params.min_p > 0:
+            chain.append(lp.MinPLogitsWarper(float(params.min_p)))
+    ids = torch.tensor(history, dtype=torch.long)
+    scores = torch.from_numpy(logits.astype(np.float64))
+    for processor in chain:
+        scores = processor(ids, scores)
+    return scores.numpy()
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_scores_are_transformers_logits_processors(setting):
+    params = Sampling(**SETTINGS[setting])
+    for seed in range(5):
+        logits, history = _logits(seed), _history()
+        mine, theirs = processed(logits, history, params), _transformers_scores(logits, history, params)
+        assert np.array_equal(np.isinf(mine), np.isinf(theirs)), setting  # the same tokens kept
+        kept = np.isfinite(theirs)
+        np.testing.assert_allclose(mine[kept], theirs[kept], rtol=1e-12, atol=1e-12)
+        assert kept.sum(axis=1).min() >= 1
+
+
+def test_a_filter_that_kept_another_set_would_be_caught():
+    """The comparison above is not vacuous: top-p 0.8 against transformers' top-p 0.7 parts."""
+    logits, history = _logits(3), _history()
+    mine = processed(logits, history, Sampling(temperature=1.0, top_p=0.8))
+    theirs = _transformers_scores(logits, history, Sampling(temperature=1.0, top_p=0.7))
+    assert not np.array_equal(np.isinf(mine), np.isinf(theirs))
+
+
+def test_greedy_is_the_argmax_and_the_default():
+    logits = _logits(0)
+    assert Sampling().greedy and Sampling(temperature=0).greedy and not Sampling(temperature=0.1).greedy
+    assert np.array_equal(choose(logits, _history(), Sampling()), np.argmax(logits, axis=-1))
+    # top-k and friends change nothing while greedy (transformers applies its warpers when sampling only)
+    assert np.array_equal(choose(logits, _history(), Sampling(top_k=1, top_p=0.1)), np.argmax(logits, axis=-1))
+
+
+def test_a_seed_gives_the_same_tokens_and_another_seed_others():
+    def run(seed, rows=4):
+        chooser = Chooser(Sampling(temperature=1.0, seed=seed))
+        return np.stack([chooser(_logits(step, rows), _history(rows)) for step in range(40)])
+
+    assert np.array_equal(run(7), run(7))
+    assert not np.array_equal(run(7), run(8))
+    assert np.array_equal(run(7, rows=1)[:, 0], run(7, rows=4)[:, 0])  # row 0 draws alike alone or in a batch
+    assert not np.array_equal(Chooser(Sampling(temperature=1.0))(_logits(0, 64), _history(64)),
+                              Chooser(Sampling(temperature=1.0))(_logits(0, 64), _history(64)))  # no seed: fresh
+
+
+def test_logits_that_differ_by_rounding_choose_the_same_tokens():
+    """A runtime's rounding (1e-5 on logits of about 3) moves each boundary of the distribution by about
+    as much: over 2,000 draws at most a few fall within it. Noise of 0.3 (a different model) parts often."""
+    rng = np.random.default_rng(0)
+    steps = [_logits(1000 + s, rows=1) for s in range(2000)]
+    history = _history(1)
+
+    def tokens(noise: float) -> np.ndarray:
+        chooser = Chooser(Sampling(temperature=1.0, top_p=0.95, seed=3))
+        return np.array([chooser(x + rng.normal(0, noise, x.shape).astype(np.float32), history)[0] for x in steps])
+
+    same = tokens(0.0)
+    assert (tokens(1e-5) != same).sum() <= 5
+    assert (tokens(0.3) != same).sum() > 100
+
+
+def test_draws_follow_the_kept_distribution():
+    logits = _logits(5, rows=1)
+    params = Sampling(temperature=0.8, top_k=6, seed=11)
+    scores = processed(logits, [[]], params)
+    want = np.exp(scores[0] - scores[0].max())
+    want /= want.sum()
+    chooser = Chooser(params)
+    counts = np.bincount([chooser(logits, [[]])[0] for _ in range(20_000)], minlength=VOCAB) / 20_000
+    assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(want))  # nothing filtered is ever drawn
+    assert np.abs(counts - want).max() < 0.015  # 20,000 draws: a frequency's error is about 0.004
+
+
+@pytest.mark.parametrize("given, param", [
+    (dict(temperature=-1), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=-2), "top_k"), (dict(top_k=1.5), "top_k"), (dict(top_p=0), "top_p"), (dict(top_p=1.5), "top_p"),
+    (dict(min_p=2), "min_p"), (dict(repetition_penalty=0), "repetition_penalty"), (dict(seed="x"), "seed"),
+    (dict(stop=[""]), "stop"), (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=True), "temperature"),
+])
+def test_out_of_range_values_are_one_line_naming_the_parameter(given, param):
+    with pytest.raises(SamplingError) as caught:
+        Sampling(**given)
+    assert caught.value.param == param and param in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_stop_string_alone_is_a_tuple_of_one():
+    assert Sampling(stop="END").stop == ("END",)
