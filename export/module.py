@@ -56,6 +56,7 @@ from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
 from .traced import certified, eager_reference, trace
 from .validate import ExportResult, tensor_evidence
+from .weight_only import export_weight_only_decoder, split_weight_only
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -98,7 +99,8 @@ class ModuleOptions:
       (``ptx.tolerance``), where verify judges by them by default. ``text``: a generating model's tokenizer
       files by name (export/pretrained.py's text_files), kept beside it. ``force``: replace an
       ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``:
-      False leaves model.reference.npz out (a deployment folder keeps the one file it serves).
+      False leaves model.reference.npz out (a deployment folder keeps the one file it serves). ``weights``: a
+      decoder's weight-only formats' options (block_size, symmetric, accuracy_level, ratio, data_aware).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
       --inputs reads them) alone where given; else seeded inputs made from the signature
       (``plan``: plan_inputs' shapes, values, ranges, default_range, as verify's --shape, --value
@@ -146,6 +148,7 @@ class ModuleOptions:
     task: str = "auto"
     text: Mapping[str, bytes] | None = None
     bounds: Mapping[str, Mapping] | None = None
+    weights: Mapping | None = None
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -193,10 +196,12 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     """
     given = ModuleOptions(**options)
     cached = chosen_task(module, given.task, given.log) == "text-generation"
+    reduced: list[str] = []  # a decoder's weight-only formats, made from its model.onnx once the folder is written
     if cached:
         refuse_shaping(input_files=given.input_files, output_names=given.output_names, plan=given.plan,
                        max_sizes=given.max_sizes, min_sizes=given.min_sizes)
-    chosen = [get_format(f) for f in (decoder_formats(given.formats) if cached else _check_formats(given.formats))]
+        written, reduced = split_weight_only(given.formats, given.log)
+    chosen = [get_format(f) for f in (decoder_formats(written) if cached else _check_formats(given.formats))]
     if not cached:
         refuse_text(given.text)
         refuse_bounds(given.bounds)
@@ -217,6 +222,10 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             result.reference = source.save_reference(staging, out_dir)
         if cached:
             source.keep_text(staging, given.log)
+    for fmt in reduced:  # each written whole or not at all, the f32 files checked and kept before
+        result.files.append(export_weight_only_decoder(out_dir / "model.onnx", get_format(fmt), out=out_dir, force=True,
+                                                       options=dict(opset=given.opset, **(given.weights or {})),
+                                                       log=given.log))
     return result
 
 
@@ -365,8 +374,10 @@ def _check_name(name: str) -> str:
     return name.strip()
 
 
-# What export_module writes into its folder: another file there means the folder is someone else's.
-OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), reference_path("model.onnx").name, *TEXT_FILES}
+# Its files, a generating model's tokenizer files and the reduced twins of its model.onnx (a decoder's int4):
+# another file there means the folder is someone else's.
+OWN_FILES = ({*ARTIFACT_FILES.values(), reference_path("model.onnx").name, *TEXT_FILES}
+             - {ARTIFACT_FILES["checkpoint"]})
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

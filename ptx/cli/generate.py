@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import Choice, DeviceChoice, backend_names
+from ptx.contract.names import PRECISIONS
 
 DEFAULT_NEW_TOKENS = 32
 
@@ -66,12 +67,15 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
               help="End an answer where its text holds TEXT (cut before it); repeat for several.")
 @click.option("--backend", type=Choice(backend_names()), help="Default: the file's own (ort-cpu for ONNX).")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), help="For a backend that runs on several.")
+@click.option("--precision", type=Choice(PRECISIONS),
+              help="Default: the file's own. int4 or int8 of an f32 file runs the reduced file beside it "
+                   "(model.int4.onnx, model.int8w.onnx; ptx export FILE --format onnx-int4 writes one).")
 @click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's and its generation "
                                                     "config's; none: run every step).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
 def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p, min_p,
-                 repetition_penalty, seed, stop, backend, device, eos, as_json) -> None:
+                 repetition_penalty, seed, stop, backend, device, precision, eos, as_json) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
     transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM that
     generates): greedy by default, sampled with
@@ -113,7 +117,7 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
     given = list(ids) + [_encoded(words, p, chat, system) for p in prompts]
     if not given:
         raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer)")
-    with load(file, backend=backend, device=device) as model:
+    with load(file, backend=backend, device=device, precision=precision) as model:
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
@@ -130,7 +134,8 @@ def generate_cmd(file, ids, prompts, chat, system, tokenizer, max_new_tokens, te
             click.echo(f"prompt {k + 1} ({len(prompt)} tokens): {shown}")
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
     sys.stdout.flush()  # every token line out before the timing line, which goes to stderr
-    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {model.backend}, {sampling.describe()}: the prompt in "
+    where = model.backend + (f" at {model.precision} ({Path(model.path).name})" if model.precision != "f32" else "")
+    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}, {sampling.describe()}: the prompt in "
                f"{timing['prefill_ms']:.1f} ms{per_token}", err=True)
 
 

@@ -438,7 +438,7 @@ def _prompt(k: int, reference: ReferenceDecoding, rows: Sequence[np.ndarray], ow
         judged.worst = copy.copy(agreement) if judged.worst is None else judged.worst.merge(agreement)
         if not agreement.ok and judged.beyond is None:
             judged.beyond = (index + 1, agreement)
-    judged.parting = _first_parting(k, want_tokens, margins, own.tokens[k] if k < len(own.tokens) else [],
+    judged.parting = first_parting(k, want_tokens, margins, own.tokens[k] if k < len(own.tokens) else [],
                                     [tie_width(tolerance, bounds, s.scale) for s in kept])
     return judged
 
@@ -470,7 +470,7 @@ def tie_width(tolerance: Tolerance, bounds: Bounds | None, scale: float) -> floa
     return 2 * (tolerance.atol + tolerance.rtol * scale)
 
 
-def _first_parting(k: int, want: Sequence[int], margins: Sequence[float], got: Sequence[int],
+def first_parting(k: int, want: Sequence[int], margins: Sequence[float], got: Sequence[int],
                    widths: Sequence[float]) -> Parting | None:
     """Where the row's own greedy tokens first part from the reference's (the steps after follow another
     prefix and are not compared), with the reference's top-2 margin there; a tie where it is within width."""
