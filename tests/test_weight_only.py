@@ -20,6 +20,8 @@ from ptx.contract.names import ARTIFACT_FILES, WEIGHT_ONLY_FORMATS  # noqa: E402
 from ptx.contract.verdict import recorded_verdicts  # noqa: E402
 from ptx.errors import PtxError  # noqa: E402
 from ptx.export import formats  # noqa: E402
+from ptx.contract.generation import of_metadata  # noqa: E402
+from ptx.contract.generation_judge import recorded_reference  # noqa: E402
 from ptx.export.formats.weight_only import constant_weights  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.files import file_sha256  # noqa: E402
@@ -205,8 +207,9 @@ def test_serve_answers_generate_with_the_int4_file(lm, tmp_path):
 def test_verify_judges_the_int4_file_with_its_verdict(lm):
     out, _ = lm
     done = ptx("verify", out / "model.int4.onnx", "--backends", "ort-cpu-int4", check=False)
-    assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
-    assert "ort-cpu-int4" in done.stdout and ("PASS" in done.stdout or "NOT USABLE" in done.stdout), done.stdout
+    # int4 of this tiny Llama holds int4's bounds with room (top-1 ~80% of 75%, KL ~0.06 of 0.15 on an Intel Xeon)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["ort-cpu-int4", "PASS"] for line in done.stdout.splitlines()), done.stdout
 
 
 def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path):
@@ -214,7 +217,8 @@ def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path
     out, _ = lm
     done = ptx("export", out / "model.onnx", "--format", "openvino-int4", "--block-size", "16", "--data-aware", "--out",
                tmp_path)
-    assert "data-aware (AWQ, scale estimation) on 3 cases" in done.stdout, done.stdout
+    recorded = recorded_reference(of_metadata(read_model_file(out / "model.onnx").metadata, "model.onnx"))
+    assert f"data-aware (AWQ, scale estimation) on {len(recorded.prompts)} cases" in done.stdout, done.stdout
     meta = read_model_file(tmp_path / "model.openvino-int4.onnx").metadata
     assert meta["precision"] == "int4" and "groups of 16" in meta["quantization"]
     assert set(recorded_verdicts(meta)) == {"openvino-int4", "ort-cpu-int4"}
