@@ -11,16 +11,19 @@ grouped-query attention, rotary positions (Llama, Qwen2) and learned positions w
 are the model's own code, traced.
 
 Written and validated by the one export driver (export/pipeline.py), as every export is: the file is
-opened by the runtime that serves it, where the memory plan says it fits, and decodes the same prompts as eager's own cached decoding, batched and left-padded, step by step, each
-step's logits held to the tolerance on eager's tokens (teacher-forced, so a near-tie cannot hide a
-difference in the steps after it); its free-running greedy tokens are then judged against eager's by
-the one judge of tokens (ptx.contract.generation.judge_tokens). The file records its generation contract
-(ptx.generation) with eager's decoding of those prompts, which ``ptx verify`` holds every runtime to.
+opened by the runtime that serves it, where the memory plan says it fits, and decodes the judging prompts
+(ptx.contract.generation.judging_prompts: three short ones left-padded in one batch, one reaching past 300
+positions alone), teacher-forced on the reference's tokens then free-running, judged step by step by the
+one judge of a decoding (ptx.contract.generation_judge; infer/model/generation_check.py runs it). The
+reference is eager's decoding of the module, teacher-forced on transformers' own generate(do_sample=False)
+tokens where the module generates, which ptx's loop must give (decoder_reference.py): a positions or mask bug
+in ptx's loop would otherwise sit on both sides of every check. The file records its generation contract
+(ptx.generation) with that reference (each step's largest logits, generation_judge.ReferenceDecoding) and
+the bounds a reduced precision's decoding is held to, which ``ptx verify`` holds every runtime to.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -28,15 +31,15 @@ import numpy as np
 import torch
 
 from ptx.contract import Tolerance
-from ptx.contract.comparison import OutputAgreement, compare_output, default_tolerance
-from ptx.contract.generation import GENERATION_KEY, Generation, features_json, judge_tokens
+from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, Generation, batches, judging_prompts
+from ptx.contract.generation_judge import BOUND_OPTIONS, recorded_bounds
 from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.errors import PtxError, ValidationError
 from ptx.files import file_sha256
-from ptx.infer.model.encoder_decoding import take
-from ptx.infer.model.generation import GREEDY, Decoded, Decoding
+from ptx.infer.model.generation_check import judge_decoding
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
+from .decoder_reference import decoding_reference
 from .factory import load_state_dict_file
 from .formats.onnx import Exporter
 from .metadata import module_strings
@@ -44,10 +47,6 @@ from .pipeline import Checked, ExportSource
 
 TASKS = ("auto", "text-generation", "text2text-generation", "forward")
 SEQ2SEQ = "text2text-generation"  # the cache export of an encoder-decoder (T5, BART, Whisper): export/seq2seq.py
-# The prompts export validates on: three lengths in one left-padded batch, so that padding, the mask
-# and positions are exercised; and the steps each decodes (the past grows from 0 to longest + steps).
-PROMPT_LENGTHS = (3, 7, 12)
-VALIDATION_STEPS = 16
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
 
 
@@ -271,78 +270,26 @@ def example_feeds(signature: Signature, generation: Generation, vocab: int, batc
     return feeds
 
 
-def eager_run(decoder: torch.nn.Module, signature: Signature):
-    """The decoder as a runner's run(): numpy in, numpy out, by name."""
-    def run(feeds):
-        with torch.no_grad():
-            out = decoder(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in signature.input_names))
-        return {n: t.detach().numpy() for n, t in zip(signature.output_names, out)}
-    return run
+def judged_line(judged, how: str, past: int) -> str:
+    """What export says of a file's decoding that holds: its worst step, what it covered (``how`` the prompts
+    were batched, the past reaching ``past`` positions), its own tokens."""
+    worst = max((p.worst for p in judged.prompts if p.worst is not None), key=lambda a: a.max_abs)
+    own = sum(p.steps if p.parting is None else p.parting.step - 1 for p in judged.prompts)
+    ties = [t.describe() for p in judged.prompts for t in p.ties]
+    parted = [p.parting.describe() for p in judged.prompts if p.parting is not None]
+    return (f"worst |diff| vs eager {worst.max_abs:.2e} over {judged.steps} decoding steps teacher-forced (logits, atol "
+            f"{judged.tolerance.atol:g}, rtol {judged.tolerance.rtol:g} x the row's largest; {how}; the past from 0 to "
+            f"{past}); greedy tokens: {own} of {judged.steps} as the reference's"
+            + (f" ({'; '.join(parted[:1])})" if parted else "")
+            + (f"; near-ties said: {ties[0]}" + (f" and {len(ties) - 1} more" if len(ties) > 1 else "") if ties else ""))
 
 
-def validation_prompts(vocab: int, seed: int = 0) -> list[list[int]]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, vocab, n).tolist() for n in PROMPT_LENGTHS]
-
-
-@dataclass
-class EagerDecoding:
-    """Eager's own cached greedy decoding of the validation prompts, and each step's logits [batch, vocab]
-    (what a file's decoding is held to, step by step)."""
-
-    decoded: Decoded
-    logits: list[np.ndarray]
-
-
-def reference_decoding(decoding: Decoding) -> EagerDecoding:
-    """Eager's own cached greedy ``decoding`` (over eager's runs, eos=(): every step run) pulled to its end,
-    with each step's logits kept for the file's teacher-forced check."""
-    kept: list[np.ndarray] = []
-    for step in decoding:
-        kept.append(step.logits.copy())
-        decoding.append(GREEDY(step.logits, decoding.history))
-    return EagerDecoding(decoding.decoded(), kept)
-
-
-def check_decoding(decode: Callable[[Sequence[int], int], Decoding], count: int, eager: EagerDecoding, where: str,
-                   tolerance: Tolerance) -> tuple[OutputAgreement, str]:
-    """A file's decoding held to eager's (``decode(rows, steps)``: a fresh decoding, eos=(), of those of the
-    ``count`` validation prompts): every step's logits on eager's tokens within the tolerance (teacher-forced),
-    the prompts in one batch and the second alone, then its own greedy tokens judged against eager's. A
-    ValidationError names the step and the difference; returns (the worst step's agreement, export's line)."""
-    tokens, steps = eager.decoded.tokens, len(eager.decoded.tokens[0])
-    worst, checked, longest = None, 0, 0
-    for rows in (range(count), [1]):
-        decoding = decode(list(rows), steps)
-        longest = max(longest, *map(len, decoding.prompts))
-        logits = decoding.generation.logits
-        for step in decoding:
-            agreement = compare_output(logits, step.logits, eager.logits[step.index][list(rows)], tolerance,
-                                       detail=False)
-            worst = agreement if worst is None or agreement.max_abs > worst.max_abs else worst
-            checked += 1
-            if not agreement.ok:
-                raise ValidationError(f"{where}: step {step.index + 1}'s logits differ from eager's by up to "
-                                      f"{agreement.max_abs:.3g} (atol {tolerance.atol:g}, rtol {tolerance.rtol:g}) on "
-                                      f"prompts {', '.join(str(r + 1) for r in rows)}, the past holding "
-                                      f"{max(map(len, decoding.prompts)) + step.index - 1 if step.index else 0} "
-                                      "tokens")
-            decoding.append([tokens[r][step.index] for r in rows])
-    own = decode(list(range(count)), steps).to_end(GREEDY)
-    judged = judge_tokens(eager.decoded.steps, own.steps, tolerance)
-    if not judged.passed:
-        raise ValidationError(f"{where}: its greedy tokens part from eager's: {judged.describe()}")
-    return worst, (f"worst |diff| vs eager {worst.max_abs:.2e} over {checked} decoding steps (logits, atol "
-                   f"{tolerance.atol:g}, rtol {tolerance.rtol:g}; {count} prompts "
-                   f"{'left-padded ' if decoding.generation.attention_mask else ''}in one batch and one alone, the "
-                   f"past from 0 to {longest + steps - 1}); greedy tokens: {judged.describe()}")
-
-
-def recorded(generation: Generation, prompts, eager: EagerDecoding) -> Generation:
-    """``generation`` with eager's decoding of the validation prompts (or features), as the file records it."""
-    given = {"features": features_json(prompts)} if isinstance(prompts, np.ndarray) else {"prompts": prompts}
-    return generation.with_reference({**given, **eager.decoded.steps.to_dict(),
-                                      "by": f"eager PyTorch (torch {torch.__version__})"})
+def prompts_batched(prompts) -> str:
+    """How the judging prompts are decoded (ptx.contract.generation.batches), as export says it."""
+    together = [g for g in batches(prompts) if len(g) > 1]
+    alone = [g[0] for g in batches(prompts) if len(g) == 1]
+    return "; ".join([*(f"{len(g)} prompts left-padded in one batch" for g in together),
+                      *(f"one of {len(prompts[k])} tokens alone" for k in alone)])
 
 
 DECODER_FORMATS = ("onnx", "torchscript", "pt2")
@@ -358,17 +305,19 @@ SHAPING = {"input_files": "--inputs", "output_names": "--output", "plan": "--sha
 class DecoderSource(ExportSource):
     """A causal LM (in eval mode) as the one driver writes it with its key/value cache: the decoder and its
     signature (decoder_of), traced at example_feeds' sizes; each file decoded through its serving runtime
-    and held to eager's own cached decoding of the validation prompts (check_decoding), which every file
-    records for verify (ptx.generation). ``strings_of(signature)``: the metadata every file carries beside
-    its generation contract; ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
+    and held to the reference (decoding_reference: eager's decoding of the judging prompts, on transformers'
+    generate() tokens where the module generates) step by step (check), which every file records for verify
+    (ptx.generation, with the bounds a reduced precision is held to: ``bounds``, the user's by option name).
+    ``strings_of(signature)``: the metadata every file carries beside its generation contract;
+    ``tolerance(output, device)``: what the logits are held to (None: their dtype's)."""
     TASK, EXPORTED, ALONE = "text-generation", "the decoder is exported with its key/value cache", "logits"
 
     formats = DECODER_FORMATS
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
-                 options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,
+                 options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
                  declared: Sequence[str] = (), tolerance: Callable | None = None,
-                 text: Mapping[str, bytes] | None = None):
+                 text: Mapping[str, bytes] | None = None, bounds: Mapping[str, Mapping] | None = None):
         decoder, signature, self.generation = decoder_of(module, log)
         foreign = [n for n in declared if n not in signature.input_names]
         if foreign:
@@ -378,13 +327,16 @@ class DecoderSource(ExportSource):
         vocab = int(signature.output(self.generation.logits).shape[-1])
         check_tokenizer(text or {}, vocab)
         self.text = dict(text or {})  # the tokenizer's files, kept beside the files (keep_text)
-        self.prompts = validation_prompts(vocab)
+        self.prompts = judging_prompts(vocab, self.generation.max_positions, steps)
         if self.generation.max_positions is not None:
             steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
-        self.eager = reference_decoding(Decoding(eager_run(decoder, signature), signature, self.generation, self.prompts, steps, eos=()))
-        strings = {**strings_of(signature), GENERATION_KEY: recorded(self.generation, self.prompts, self.eager).to_json()}
+        self.steps = steps
+        self.reference = decoding_reference(decoder, module if generates(module) else None, signature,
+                                            self.generation, self.prompts, steps, log)
+        recorded = self.generation.with_reference(self.reference.to_record(), recorded_bounds(bounds))
+        strings = {**strings_of(signature), GENERATION_KEY: recorded.to_json()}
         example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
-        # takes an empty past too (the first step's) is what check_decoding proves
+        # takes an empty past too (the first step's) is what the check proves
         super().__init__(name, decoder, tuple(torch.from_numpy(example[n]) for n in signature.input_names),
                          signature, strings)
         self._options, self._tolerance = options, tolerance
@@ -399,16 +351,25 @@ class DecoderSource(ExportSource):
         return self._tolerance(sig, on) if self._tolerance else super().tolerance(sig, on)
 
     def check(self, fmt, model, path: Path, cases, on: str, hint: str) -> Checked:
+        """The file's decoding of the prompts, teacher-forced on the reference's tokens then free-running, held
+        to eager's step by step (ptx.contract.generation_judge, as verify holds it): a ValidationError names
+        the prompt and step where it fails."""
         where = f"{fmt.name} ({model.backend})"
         logits = model.signature.output(self.generation.logits)
-        try:  # through the model's own decoding, as ptx generate and verify decode it
-            worst, line = check_decoding(lambda rows, steps: model.decoding(take(self.prompts, rows), steps, eos=()),
-                                         len(self.prompts), self.eager, where, self.tolerance(logits, model.device))
-        except ValidationError as exc:
-            raise ValidationError(f"{exc}{'; ' + hint if hint else ''}") from None
+        try:
+            judged, _ = judge_decoding(model.run, model.signature, self.generation, self.reference,
+                                       tolerance=self.tolerance(logits, model.device), encoder=model.encoder)
         except PtxError as exc:
             raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
-        return Checked({logits.name: worst}, detail=line)
+        failures = judged.failures()
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise ValidationError(f"{where}: {failures[0]}{more}{'; ' + hint if hint else ''}")
+        worst = max((p.worst for p in judged.prompts), key=lambda a: a.max_abs)
+        return Checked({logits.name: worst}, detail=self.judged_line(judged))
+
+    def judged_line(self, judged) -> str:
+        return judged_line(judged, prompts_batched(self.prompts), max(map(len, self.prompts)) + self.steps - 1)
 
     def describe(self, result, tolerance: Tolerance) -> str:
         return f"{result.method}; {result.detail}"
@@ -464,6 +425,14 @@ def refuse_shaping(**given) -> None:
                        "checked by decoding prompts): leave it out, or give --task forward")
 
 
+def refuse_bounds(bounds) -> None:
+    """A reduced decoding's bounds are recorded in a generating file only: one line for a forward export."""
+    given = [name for name, values in (bounds or {}).items() if values]
+    if given:
+        raise PtxError(f"{BOUND_OPTIONS[given[0]]} bounds a decoding (a model exported with its cache): leave it out, or "
+                       "give --task text-generation")
+
+
 def refuse_text(text) -> None:
     """A tokenizer goes beside a generating file only: one line for a forward export given one."""
     if text:
@@ -472,11 +441,13 @@ def refuse_text(text) -> None:
 
 
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
-                   tolerance, tolerance_given: dict, made: type, text: Mapping[str, bytes] | None = None):
+                   tolerance, tolerance_given: dict, made: type, text: Mapping[str, bytes] | None = None,
+                   bounds: Mapping[str, Mapping] | None = None) -> DecoderSource:
     """export_module's source for a model with its key/value cache (``made``: DecoderSource, or an
     encoder-decoder's Seq2SeqSource; ``asked``: given as --task, else its class generates), the checkpoint
     loaded into it. ``tolerance(output, device)``: what the files are held to (``tolerance_given``: the
-    user's, as the files record it); ``text``: the tokenizer's files, kept beside them."""
+    user's, as the files record it); ``text``: the tokenizer's files, kept beside them; ``bounds``: what a
+    reduced precision's decoding must hold, as the user gave them (recorded)."""
     log(f"task: {made.TASK} ({'asked' if asked else f'{type(module).__name__} generates'}): {made.EXPORTED}"
         + ("" if asked else f"; --task forward exports its {made.ALONE} alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -492,6 +463,6 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
             **tolerance_given, **dict(provenance or {})})
 
     return made(
-        module, name, strings_of=strings_of, log=log, tolerance=tolerance, text=text,
+        module, name, strings_of=strings_of, log=log, tolerance=tolerance, text=text, bounds=bounds,
         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
         declared=[t.name for t in as_declarations(inputs or ())])

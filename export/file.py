@@ -30,10 +30,11 @@ from ptx.contract.generation import GENERATION_KEY
 from ptx.contract.metadata import from_props
 from ptx.contract.onnx_wire import read_onnx
 from ptx.contract.tensor_inputs import load_input_file, make_feeds, plan_inputs
-from ptx.contract.names import INT8_FORMATS, twin_name
+from ptx.contract.names import INT8_FORMATS, WEIGHT_ONLY_FORMATS, twin_name
 from ptx.contract.tensors import Signature
 from ptx.errors import PtxError
 from ptx.files import file_sha256
+from ptx.infer.formats.model_files import read_model_file
 from ptx.infer.formats.onnx_files import load_structure
 from ptx.infer.model.target import load
 
@@ -43,6 +44,7 @@ from .formats.onnx_int8 import quantized_statically, rows, take
 from .metadata import module_strings
 from .pipeline import ExportSource, atomic_file, check_options, export_files, guard
 from .validate import ExportResult, tensor_evidence
+from .weight_only import export_weight_only_decoder, options_for
 
 GENERATED = (4, 2)  # generated cases: for calibration, then held out to judge
 GENERATED_BATCH = 16
@@ -50,7 +52,7 @@ GENERATED_BATCH = 16
 
 def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str | Path | None = None,
                      calibration: str | Path | None = None, keep_f32=None, rank=None, max_drop: float | None = None,
-                     metric: str | None = None, force: bool = False,
+                     metric: str | None = None, force: bool = False, weights: dict | None = None,
                      log: Callable[[str], None] = print, **open_options) -> ExportResult:
     """Quantize the ONNX file at ``path`` to int8 (``fmt_name``: onnx-int8 or openvino-int8) and judge
     it against the file; returns its ExportResult, whose ``judgement`` is the verdict (PASS or NOT
@@ -62,6 +64,20 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     what ptx.infer.load takes to open the file (batch_axes, ignore_metadata)."""
     path = Path(path)
     fmt = formats.get(fmt_name)
+    foreign = _not_made_from(path, fmt.precision)
+    if fmt.weight_only:
+        fmt.check_options(**(weights or {}))
+    if GENERATION_KEY in read_model_file(path, digest=False).metadata:  # its inputs are tied (the mask spans the
+        # past and the new tokens): judged by its decoding, its weights alone reduced
+        if not fmt.weight_only:
+            raise PtxError(f"{path} is a decoder with its key/value cache: {fmt.name} quantizes its activations too, "
+                           "calibrated on inputs one by one, which a decoder's tied past and mask refuse; its weights "
+                           f"alone are: `ptx export {path} --format onnx-int8w` (or onnx-int4, openvino-int8w, "
+                           "openvino-int4)")
+        return export_weight_only_decoder(path, fmt, out=out, options=weights, force=force, foreign=foreign, log=log)
+    if (weights or {}).get("data_aware") and calibration is None:
+        raise PtxError(f"--data-aware reads the prompts a decoder records, and {path.name} is no decoder: give "
+                       "--calibration SAMPLES.npz (your inputs), which NNCF reads the activations of")
     if (max_drop is None) != (metric is None):
         raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
     check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
@@ -69,26 +85,12 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":
             raise PtxError(f"{path} is already {source.precision}: quantize the f32 file it was made from")
-        if GENERATION_KEY in metadata:  # its inputs are tied (the mask spans the past and the new tokens)
-            raise PtxError(f"{path} is a decoder with its key/value cache: {fmt.name} judges a file on inputs generated "
-                           "one by one, which a decoder's tied past and mask lengths refuse; verify judges reduced "
-                           "precision of generation by the share of greedy steps that agree (openvino-bf16: "
-                           f"`ptx verify {path}`)")
         final = Path(out or path.parent) / twin_name(path, fmt.name)
-
-        def foreign(final: Path) -> str | None:  # not an earlier int8 of ``path``: not ours to replace
-            try:
-                made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
-            except PtxError:  # not an ONNX file
-                made_from = None
-            return None if made_from == path.name else (f"{final} is not an int8 export of {path.name}: pass another "
-                                                        "--out")
-
         guard(final, force, foreign)
         ensure_writable_dir(final.parent)
         # NNCF calibrates every graph; onnxruntime's quantizer only a static one (module docstring)
         static = fmt.name != "onnx-int8" or quantized_statically(load_structure(path), signature)
-        calibrating, held = _inputs(path, signature, calibration, static, log)
+        calibrating, held = _inputs(path, signature, calibration, static, log, fmt.weight_only)
         # The reference the int8 file is judged against: the f32 file, on the held-out inputs.
         cases = [Case(f"held-out {_count(signature, [feeds])}", feeds, rows(signature, feeds), source.run(feeds))
                  for feeds in held]
@@ -105,7 +107,8 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
         strings.update(calibration=str(calibration), calibration_sha256=file_sha256(Path(calibration)))
     source = Int8FileSource(name, path, signature, strings, cases, f"{_count(signature, held)} held out",
                             calibrating=calibrating, given=calibration is not None, bound=bound, log=log,
-                            search=dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {})
+                            search=dict(keep_f32=keep_f32, rank=rank) if fmt.name == "onnx-int8" else {},
+                            weights=weights)
     [result] = export_files(source, [fmt], lambda fmt: atomic_file(final), log)
     return result
 
@@ -115,14 +118,15 @@ class Int8FileSource(ExportSource):
     to run the held-out ``cases`` (the f32 file's answers), and judged on them by the rule a model without
     labels has (judge_tensors; ``seen`` says how many), and by the user's metric where ``bound`` holds it."""
 
-    formats = INT8_FORMATS
+    formats = (*INT8_FORMATS, *WEIGHT_ONLY_FORMATS)
 
     def __init__(self, name: str, path: Path, signature: Signature, strings: dict[str, str], cases: list[Case],
-                 seen: str, *, calibrating: list[dict], given: bool, bound, search: dict, log):
+                 seen: str, *, calibrating: list[dict], given: bool, bound, search: dict, log,
+                 weights: dict | None = None):
         super().__init__(name, path, None, signature, strings)
         self.serve_instead = f"(serve {path.name})"
         self._cases, self.seen, self.calibrating, self.given, self.bound = cases, seen, calibrating, given, bound
-        self.search, self.log = search, log
+        self.search, self.log, self.weights = search, log, weights
 
     def cases(self, fmt) -> list[Case]:
         return self._cases
@@ -133,6 +137,12 @@ class Int8FileSource(ExportSource):
                                kind="inputs" if self.given else "generated")
 
     def options(self, fmt) -> dict:
+        """What ``fmt``'s writer takes: an int8 format its calibration, judge and bound; a weight-only one its
+        block, symmetry and (NNCF) the user's own samples, read for the activations, where they were given
+        (generated ones would rank the layers by noise)."""
+        if fmt.weight_only:
+            return dict(log=self.log, **options_for(fmt, {**(self.weights or {}),
+                                                          "calibration": self.calibrating if self.given else None}))
         return dict(calibration=self.calibrating, judge=lambda candidate, backend=None, answers=None: self.judge(
             fmt, candidate, backend, answers), bound=self.bound, log=self.log, **self.search)
 
@@ -145,7 +155,20 @@ class Int8FileSource(ExportSource):
         return found
 
 
-def _inputs(path: Path, signature: Signature, calibration, static: bool, log) -> tuple[list[dict], list[dict]]:
+def _not_made_from(path: Path, precision: str) -> Callable[[Path], str | None]:
+    """guard's ``foreign``: why a file where ``path``'s reduced twin goes is not an earlier one made from it."""
+    def foreign(final: Path) -> str | None:
+        try:
+            made_from = from_props(read_onnx(final, digest=False)[0]).get("source")
+        except PtxError:  # not an ONNX file
+            made_from = None
+        return None if made_from == path.name else (f"{final} is not an {precision} export of {path.name}: pass another "
+                                                    "--out")
+    return foreign
+
+
+def _inputs(path: Path, signature: Signature, calibration, static: bool, log,
+            weight_only: bool = False) -> tuple[list[dict], list[dict]]:
     """(calibration cases, held-out cases), and one line saying where they come from."""
     inputs = Signature(signature.inputs, ())
     if calibration is None:
@@ -158,7 +181,11 @@ def _inputs(path: Path, signature: Signature, calibration, static: bool, log) ->
     else:
         where = f"from {Path(calibration).name}"
         calibrating, held = _hold_out(load_input_file(calibration, signature), signature, Path(calibration).name)
-    if static:
+    if weight_only:
+        log(f"{path.name}'s weights alone are quantized" + (f", NNCF reading the activations of "
+            f"{_count(signature, calibrating)} {where}" if calibration is not None else "") + f"; "
+            f"{_count(signature, held)} {where if calibration is None else 'held out'} judge the file")
+    elif static:
         log(f"calibration: {_count(signature, calibrating)} {where}, and {_count(signature, held)} held out to judge "
             f"the int8 file" + ("" if calibration else ": give --calibration SAMPLES.npz to calibrate on real inputs"))
     else:

@@ -51,13 +51,15 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import SEQ2SEQ, DecoderSource, decoder_formats, decoder_source, refuse_shaping, refuse_text
+from .decoder import (SEQ2SEQ, DecoderSource, decoder_formats, decoder_source, refuse_bounds, refuse_shaping,
+                      refuse_text)
 from .seq2seq import Seq2SeqSource, chosen_task, eager_attention
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
 from .traced import certified, eager_reference, trace
 from .validate import ExportResult, tensor_evidence
+from .weight_only import export_weight_only_decoder, split_weight_only
 
 MODULE_FORMATS = ("onnx", "torchscript", "pt2", "onnx-int8")
 DEFAULT_MODULE_FORMATS = ("onnx", "torchscript")  # pt2 compiles for ~40 s; int8 trades accuracy: on request
@@ -100,7 +102,8 @@ class ModuleOptions:
       (``ptx.tolerance``), where verify judges by them by default. ``text``: a generating model's tokenizer
       files by name (export/pretrained.py's text_files), kept beside it. ``force``: replace an
       ``out_dir`` that holds other files. ``provenance``: extra strings recorded in each file. ``reference``:
-      False leaves model.reference.npz out (a deployment folder keeps the one file it serves).
+      False leaves model.reference.npz out (a deployment folder keeps the one file it serves). ``weights``: a
+      decoder's weight-only formats' options (block_size, symmetric, accuracy_level, ratio, data_aware).
     - What the files are validated on: ``input_files`` (.npz/.npy/.json by input name, as verify's
       --inputs reads them) alone where given; else seeded inputs made from the signature
       (``plan``: plan_inputs' shapes, values, ranges, default_range, as verify's --shape, --value
@@ -116,7 +119,9 @@ class ModuleOptions:
       against the file; the certificate of a file that holds is recorded in it (ptx.shape_certificate).
     - ``task``: "auto" (a transformers causal LM that generates is exported with its key/value cache,
       export/decoder.py's chosen_task), "text-generation" (with the cache, asked) or "forward" (one
-      forward pass).
+      forward pass). ``bounds``: what a reduced precision's decoding of a model exported with its cache must
+      hold, recorded in its files: {"min_agreement" | "max_kl" | "max_kl_p99": {precision or None: value}}
+      (ptx.contract.generation_judge.Bounds; None for a precision: every one).
       ``log``: where each line goes (print).
     """
 
@@ -145,6 +150,8 @@ class ModuleOptions:
     use_example: bool = True
     task: str = "auto"
     text: Mapping[str, bytes] | None = None
+    bounds: Mapping[str, Mapping] | None = None
+    weights: Mapping | None = None
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -193,12 +200,18 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     given = ModuleOptions(**options)
     task = chosen_task(module, given.task, given.log)
     cached = task != "forward"
+    reduced: list[str] = []  # a decoder's weight-only formats, made from its model.onnx once the folder is written
     if cached:
         refuse_shaping(input_files=given.input_files, output_names=given.output_names, plan=given.plan,
                        max_sizes=given.max_sizes, min_sizes=given.min_sizes)
-    chosen = [get_format(f) for f in (decoder_formats(given.formats) if cached else _check_formats(given.formats))]
+        written, reduced = split_weight_only(given.formats, given.log)
+        if reduced and task == SEQ2SEQ:
+            raise PtxError(f"--format {','.join(reduced)}: the weight-only formats are made from a causal LM's "
+                           "decoder file; export an encoder-decoder to onnx, torchscript or pt2")
+    chosen = [get_format(f) for f in (decoder_formats(written) if cached else _check_formats(given.formats))]
     if not cached:
         refuse_text(given.text)
+        refuse_bounds(given.bounds)
         if given.torchscript_mode not in TORCHSCRIPT_MODES:
             raise PtxError(f"torchscript mode {given.torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
         check_options(chosen, given.writer_options(), device=given.device)  # the opset, pt2's device
@@ -208,12 +221,13 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, given.force)
     with eager_attention(module) if task == SEQ2SEQ else nullcontext():
-        return _exported(module, example_inputs, out_dir, name, given, task, chosen)
+        return _exported(module, example_inputs, out_dir, name, given, task, chosen, reduced)
 
 
 def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOptions, task: str,
-              chosen: list) -> ModuleExportResult:
-    """export_module's work once its options are checked: the source, then its files in ``out_dir``."""
+              chosen: list, reduced: Sequence[str]) -> ModuleExportResult:
+    """export_module's work once its options are checked: the source, then its files in ``out_dir`` (and
+    ``reduced``: a decoder's weight-only formats, made from its model.onnx once the folder is written)."""
     cached = task != "forward"
     source = _decoder_source(module, name, given, task) if cached else ModuleSource(module, example_inputs, name, given)
     result = ModuleExportResult(out_dir, name, source.signature)  # as every file records it
@@ -224,6 +238,10 @@ def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOpt
             result.reference = source.save_reference(staging, out_dir)
         if cached:
             source.keep_text(staging, given.log)
+    for fmt in reduced:  # each written whole or not at all, the f32 files checked and kept before
+        result.files.append(export_weight_only_decoder(out_dir / "model.onnx", get_format(fmt), out=out_dir, force=True,
+                                                       options=dict(opset=given.opset, **(given.weights or {})),
+                                                       log=given.log))
     return result
 
 
@@ -234,7 +252,7 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, ta
                           device=given.device, provenance=given.provenance, log=given.log,
                           asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
                           tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
-                          made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource)
+                          bounds=given.bounds, made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource)
 
 
 class ModuleSource(ExportSource):
@@ -373,9 +391,10 @@ def _check_name(name: str) -> str:
     return name.strip()
 
 
-# What export_module writes into its folder: another file there means the folder is someone else's.
-OWN_FILES = {*(ARTIFACT_FILES[f] for f in MODULE_FORMATS), *(encoder_file_name(ARTIFACT_FILES[f]) for f in MODULE_FORMATS),
-             reference_path("model.onnx").name, *TEXT_FILES}
+# Its files (an encoder-decoder's encoder files beside its decoder files), a generating model's tokenizer files
+# and the reduced twins of its model.onnx (a decoder's int4): another file there means the folder is someone else's.
+OWN_FILES = ({*ARTIFACT_FILES.values(), *(encoder_file_name(ARTIFACT_FILES[f]) for f in MODULE_FORMATS),
+              reference_path("model.onnx").name, *TEXT_FILES} - {ARTIFACT_FILES["checkpoint"]})
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

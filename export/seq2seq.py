@@ -20,9 +20,11 @@ Two files per format, written and checked together by the one export driver (exp
 The decoder file's generation contract (ptx.contract.generation's Encoder) names the encoder file and which
 of its outputs feeds which decoder input; ptx.infer.load opens the two together. Each decoding starts from
 decoder_start_token_id and the prefix the model's generate() forces (Whisper's task tokens, BART's forced
-first token). Before any file is written, the traced decoding (the wrappers, eager) is held to transformers'
-own generate(do_sample=False) on the validation sources; each file is then held to it teacher-forced, step
-by step, as a causal LM's files are (export/decoder.py's check_decoding).
+first token). Before any file is written, the traced decoding (the wrappers, eager: the reference, each step's
+whole logits kept) is held to transformers' own generate(do_sample=False) on the judging sources; each file is
+then judged against that reference by the one judge of a decoding, teacher-forced then free-running, as a
+causal LM's files are (ptx.contract.generation_judge, through infer/model/generation_check.py's
+judge_decoding, which runs an encoder-decoder's EncoderDecoding).
 """
 from __future__ import annotations
 
@@ -36,16 +38,19 @@ import numpy as np
 import torch
 
 from ptx.contract.comparison import default_tolerance
-from ptx.contract.generation import (GENERATION_KEY, Encoder, Generation, Steps, encoder_file_name, half_exact,
-                                     judge_tokens)
+from ptx.contract.generation import (GENERATION_KEY, JUDGING_STEPS, SHORT_PROMPTS, Encoder, Generation,
+                                     encoder_file_name, half_exact)
+from ptx.contract.generation_judge import ReferenceDecoding, recorded_bounds, tie_width
+from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
-from ptx.infer.model.encoder_decoding import EncoderDecoding, encoder_feeds
+from ptx.infer.model.encoder_decoding import EncoderRunner, encoder_feeds
+from ptx.infer.model.generation_check import reference_decoding
 
 from .decoder import chosen_task as decoder_chosen_task
-from .decoder import (BATCH, CACHE_NAMES, PAST, PROMPT_LENGTHS, SEQ, SEQ2SEQ, TOTAL, generates, VALIDATION_STEPS, DecoderSource,
-                      EagerDecoding, _cache_pairs, _config_int, _ids, _logits_and_cache, _new_cache, check_tokenizer,
-                      eager_run, named, recorded, reference_decoding)
+from .decoder import (BATCH, CACHE_NAMES, PAST, SEQ, SEQ2SEQ, TOTAL, DecoderSource, _cache_pairs, _config_int, _ids,
+                      _logits_and_cache, _new_cache, check_tokenizer, generates, judged_line, named)
+from .decoder_reference import eager_run
 from .formats import Written
 
 SOURCE = "source"  # the symbol of the source's length (the encoder's sequence)
@@ -298,13 +303,14 @@ def _described(example) -> str:
 
 
 def validation_sources(part: Encoder, signature: Signature, vocab: int, seed: int = 0):
-    """What export decodes to check the files: three sources of 3, 7 and 12 ids (one right-padded batch), or
-    three items of features (seeded, exactly what float16 holds, so the file records them as decoded)."""
+    """What export decodes to check the files: sources of the judging prompts' short lengths (3, 7 and 12 ids:
+    one right-padded batch), or as many items of features (seeded, exactly what float16 holds, so the file
+    records them as decoded)."""
     rng = np.random.default_rng(seed)
     if part.features:
         shape = [d for d in signature.input(part.source).shape[1:]]
-        return half_exact(rng.standard_normal((len(PROMPT_LENGTHS), *shape)))
-    return [rng.integers(0, vocab, n).tolist() for n in PROMPT_LENGTHS]
+        return half_exact(rng.standard_normal((len(SHORT_PROMPTS), *shape)))
+    return [rng.integers(0, vocab, n).tolist() for n in SHORT_PROMPTS]
 
 
 def decoder_example(signature: Signature, generation: Generation, sources: dict[str, np.ndarray],
@@ -350,23 +356,35 @@ def generate_tokens(module, signature: Signature, part: Encoder, sources, steps:
     return tokens
 
 
-def check_against_generate(module, signature: Signature, part: Encoder, sources, eager: EagerDecoding, pad: int,
-                           log: Callable[[str], None]) -> None:
-    """The traced decoding (eager's, through the wrappers) held to transformers' generate(do_sample=False) on
-    the same sources: each source's tokens up to where generate() ends it, a parting at a near-tie said, not
-    failed (judge_tokens); else the export stops, since the wrappers would not be the model."""
-    steps = len(eager.decoded.tokens[0])
+def check_against_generate(module, signature: Signature, part: Encoder, sources, reference: ReferenceDecoding,
+                           pad: int, tolerance: Tolerance, log: Callable[[str], None]) -> None:
+    """The traced decoding (eager's, through the wrappers: ``reference``, each step's whole logits kept) held to
+    transformers' generate(do_sample=False) on the same sources, each source's tokens up to where generate()
+    ends it: where the two part, eager's logits must hold generate()'s token within a near-tie of its own
+    (generation_judge.tie_width of the logits' ``tolerance``), said, not failed; else the export stops, since
+    the wrappers would not be the model. What it was held to is kept in the reference (``checked``)."""
+    import transformers
+
+    steps = reference.step_count
     wanted = generate_tokens(module, signature, part, sources, steps, pad)
-    mine = eager.decoded.steps
-    cut = Steps([t[:len(w)] for t, w in zip(mine.tokens, wanted)], [m[:len(w)] for m, w in zip(mine.margins, wanted)],
-                [t[:len(w)] for t, w in zip(mine.tops, wanted)])
-    tolerance = default_tolerance(str(eager.logits[0].dtype), "cpu")
-    judged = judge_tokens(cut, Steps(wanted, [], []), tolerance)
-    if not judged.passed:
-        raise PtxError(f"--task text2text-generation: {type(module).__name__}'s decoder with its cache does not decode as "
-                       f"its generate(do_sample=False) does: {judged.describe()}; give --task forward")
-    log(f"generate(): greedy, {len(wanted)} sources, up to {steps} tokens each: {judged.describe()} (transformers' "
-        "own generate(), as eager's decoder with its cache)")
+    ties = []
+    for k, (mine, theirs) in enumerate(zip(reference.steps.tokens, wanted)):
+        for step, (own, given) in enumerate(zip(mine, theirs)):
+            if own == given:
+                continue
+            row = reference.logits[k][step]
+            margin, width = float(row.values[own] - row.values[given]), tie_width(tolerance, None, row.scale)
+            if margin > width:
+                raise PtxError(f"--task text2text-generation: {type(module).__name__}'s decoder with its cache does not "
+                               f"decode as its generate(do_sample=False) does: source {k + 1} step {step + 1}: eager's "
+                               f"logits put {own} above generate()'s {given} by {margin:.3g} (a near-tie is within "
+                               f"{width:.3g}); give --task forward")
+            ties.append(f"source {k + 1} step {step + 1}")
+            break  # the steps after follow another prefix
+    by = f"transformers {transformers.__version__} generate(do_sample=False)"
+    reference.checked = f"{by}: the same tokens" + (f" but at near-ties ({', '.join(ties)})" if ties else "")
+    log(f"generate(): greedy, {len(wanted)} sources, up to {steps} tokens each: eager's decoder with its cache gives "
+        f"{reference.checked}")
 
 
 @contextmanager
@@ -388,16 +406,17 @@ def eager_attention(module):
 class Seq2SeqSource(DecoderSource):
     """An encoder-decoder (in eval mode) as the one driver writes it: per format, the encoder file beside the
     decoder file (``beside``), both written by the format's one writer; the decoder's generation contract names
-    the encoder file. Checked as a causal LM's files are (DecoderSource.check: through ptx.infer.load, which
-    opens the two together) against eager's decoding of the validation sources, itself held to transformers'
+    the encoder file. Checked as a causal LM's files are (DecoderSource.check: judge_decoding of the file
+    opened by ptx.infer.load, which opens the two together) against eager's decoding of the judging sources
+    (the reference, recorded with the bounds a reduced precision is held to), itself held to transformers'
     generate() first."""
     TASK, ALONE = SEQ2SEQ, "forward pass"
     EXPORTED = "the encoder and the decoder are exported, the decoder with its key/value cache"
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
-                 options: dict[str, dict], log: Callable[[str], None], steps: int = VALIDATION_STEPS,
+                 options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
                  declared: Sequence[str] = (), tolerance: Callable | None = None,
-                 text: Mapping[str, bytes] | None = None):
+                 text: Mapping[str, bytes] | None = None, bounds: Mapping[str, Mapping] | None = None):
         encoder, enc_sig, decoder, signature, generation = seq2seq_of(module, log)
         takes = [*enc_sig.input_names, *signature.input_names]
         foreign = [n for n in declared if n not in takes]
@@ -414,9 +433,12 @@ class Seq2SeqSource(DecoderSource):
         if generation.max_positions is not None:
             steps = max(1, min(steps, generation.max_positions - len(part.start)))
         run_encoder, run_decoder = eager_run(encoder, enc_sig), eager_run(decoder, signature)
-        self.eager = reference_decoding(EncoderDecoding(run_encoder, enc_sig, run_decoder, signature, generation,
-                                                        self.prompts, steps, eos=()))
-        check_against_generate(module, enc_sig, part, self.prompts, self.eager, generation.pad, log)
+        self.steps, self._bounds = steps, recorded_bounds(bounds)
+        self.reference = reference_decoding(run_decoder, signature, generation, self.prompts, steps,
+                                            by=f"eager PyTorch (torch {torch.__version__}), ptx's greedy decoding",
+                                            encoder=EncoderRunner(run_encoder, enc_sig))
+        check_against_generate(module, enc_sig, part, self.prompts, self.reference, generation.pad,
+                               default_tolerance(signature.output(generation.logits).dtype), log)
         traced_with = _example_source(enc_sig.input(part.source).shape[1:] if part.features else None, vocab)
         example_sources = {n: t.numpy() for n, t in zip(enc_sig.input_names, traced_with)}
         answered = run_encoder(example_sources)
@@ -432,6 +454,12 @@ class Seq2SeqSource(DecoderSource):
             f"{len(part.cross) // 2} layers out) and a decoder ({', '.join(signature.input_names[:2 if part.decoder_mask else 1])} and the past "
             "in; logits and the present out)")
 
+    def judged_line(self, judged) -> str:
+        how = (f"{len(self.prompts)} inputs of features in one batch" if self.generation.encoder.features else
+               f"{len(self.prompts)} sources of {', '.join(str(len(p)) for p in self.prompts)} tokens in one "
+               "right-padded batch")
+        return judged_line(judged, how, len(self.generation.encoder.start) + self.steps - 1)
+
     def beside(self, fmt, path: Path) -> list[Path]:
         return [path.with_name(encoder_file_name(path.name))]
 
@@ -444,7 +472,8 @@ class Seq2SeqSource(DecoderSource):
         part = self.generation.encoder
         generation = Generation(**{**{k: getattr(self.generation, k) for k in self.generation.__dataclass_fields__},
                                    "encoder": Encoder(**{**part.__dict__, "file": encoder_path.name})})
-        decoder_strings = {**self.strings, GENERATION_KEY: recorded(generation, self.prompts, self.eager).to_json()}
+        recorded = generation.with_reference(self.reference.to_record(), self._bounds)
+        decoder_strings = {**self.strings, GENERATION_KEY: recorded.to_json()}
         made = fmt.write(self.subject, self.example, path, self.signature, decoder_strings, **options)
         notes = [n for n in (first.note and f"encoder: {first.note}", made.note) if n]
         return Written(made.method, "; ".join(notes) or None, "; ".join(h for h in (first.hint, made.hint) if h))

@@ -80,7 +80,8 @@ class ServedModel:
         self.name, self.model, self.options, self.prepare_pool = name, model, batcher_options, prepare_pool
         # A file exported with its key/value cache also answers Triton's generate extension (generate.py).
         generation = model.generation
-        self.generator = Generator(name, model, generation, max_tokens) if generation is not None else None
+        self.generator = (Generator(name, model, generation, max_tokens, max_rows=batcher_options["max_batch_size"])
+                          if generation is not None else None)
         # Its tokenizer and chat template beside the file: the OpenAI API (openai_routes.py) takes text. Without the
         # text extra the model still serves token ids, and the API says what to install.
         self.text, self.no_text = None, None

@@ -1,13 +1,13 @@
 """A served model's text answers: the one generation function the OpenAI routes (openai_routes.py) call, so
-that how answers are made (one request at a time through the model's Generator today, a batch that requests
-join at each step tomorrow) changes under the protocol and not in it."""
+that how answers are made (a request's rows in the model's running batch: serve/generator.py) changes under
+the protocol and not in it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 from ptx.contract.sampling import Sampling
-from ptx.infer.model.text_generation import Answers, generate_text
+from ptx.infer.model.text_generation import Answering, Answers
 
 
 @dataclass
@@ -20,11 +20,21 @@ class Piece:
 
 async def answers(served, prompts: list[list[int]], sampling: Sampling, n: int) -> AsyncIterator[Piece | Answers]:
     """``n`` answers to each prompt (token ids) from ``served`` (a ServedModel with a generator and a
-    tokenizer): each Piece as it is whole, then the Answers. Leaving the iteration (a client gone) stops
-    pulling the decoding after the step under way."""
-    def work(emit, wanted) -> Answers:
-        return generate_text(served.model, prompts, served.text, sampling, n=n,
-                             on_text=lambda row, text: emit(Piece(row, text)), wanted=wanted)
+    tokenizer): each Piece as it is whole, then the Answers. The request's rows run in the model's batch;
+    leaving the iteration (a client gone) takes them out of it at the next step."""
+    pieces: list[Piece] = []
+    answering = Answering(served.model, prompts, served.text, sampling, n=n,
+                          on_text=lambda row, text: pieces.append(Piece(row, text)))
 
-    async for _, item in served.generator.events(work):
-        yield item
+    def say(tokens) -> list[Piece]:  # on the generation thread, where a stop string ends its row
+        answering.took(tokens)
+        said = pieces[:]
+        pieces.clear()
+        return said
+
+    async for piece in served.generator.events(answering.decoding, answering.choose, say):
+        yield piece
+    made = answering.answers()  # the decoding has left the batch: its streams' rest is read here
+    for piece in pieces:
+        yield piece
+    yield made

@@ -40,16 +40,17 @@ def test_bench_generate_prints_a_row_per_backend(lm):
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("ptx bench model.onnx --generate 8: batch 1, a seeded prompt of 32 tokens")
-    assert lines[1].split() == ["runner", "device", "prefill", "ms", "decode", "ms/token", "tokens/s", "x", "the",
-                                "fastest"]
-    rows = {line.split()[0]: line.split() for line in lines[3:] if not line.startswith(("skipped", "eager"))}
+    assert lines[1].split() == ["runner", "device", "MB/token", "prefill", "ms", "prefill", "tok/s", "decode",
+                                "ms/token", "tokens/s", "of", "the", "wall", "x", "the", "fastest"]
+    rows = {line.split()[0]: line.split() for line in lines[3:] if not line.startswith(("skipped", "eager", "the wall"))}
     # every backend of the registry that opens the file here, and the TorchScript file beside it
     assert {"ort-cpu", "torchscript-cpu"} <= set(rows)
     for cells in rows.values():
-        prefill, per_token, per_s = (float(c.replace(",", "")) for c in cells[2:5])
-        assert _positive(prefill) and _positive(per_token) and _positive(per_s)
-        assert cells[5].endswith("x")
-    assert any(cells[5] == "1.00x" for cells in rows.values())  # the fastest, against itself
+        read, prefill, prefill_rate, per_token, per_s = (float(c.replace(",", "")) for c in cells[2:7])
+        assert all(_positive(v) for v in (read, prefill, prefill_rate, per_token, per_s)), cells
+        assert cells[7].endswith("%") and cells[8].endswith("x")
+    assert any(cells[8] == "1.00x" for cells in rows.values())  # the fastest, against itself
+    assert any(line.startswith("the wall: a step reads MB/token") and "numpy read probe" in line for line in lines)
     assert "decoding 2 of 2" in result.stderr  # progress on long work
 
 

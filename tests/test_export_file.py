@@ -197,7 +197,8 @@ def test_keep_f32_names_a_node_left_in_f32(files, tmp_path):
      "--calibration means nothing for --module: it exports your own nn.Module"),
     (["convnet", "--module", "net.py:build", "--out", "o"], "NAME means nothing for --module"),
     (["FILE", "--format", "onnx"], "a model file exports as its int8 (ptx export FILE --format onnx-int8, "
-                                   "openvino-int8 or both) or as a folder"),
+                                   "openvino-int8 or both), its weights in 4 or 8 bits (onnx-int4, onnx-int8w, "
+                                   "openvino-int4, openvino-int8w) or as a folder"),
     (["FILE", "--format", "onnx-int8,onnx"], "a model file exports as its int8"),
     (["FILE", "--format", "triton", "--out", "repo", "--calibration", "x.npz"],
      "--calibration calibrates an int8 file: give --format onnx-int8 or openvino-int8 (not triton)"),

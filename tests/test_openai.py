@@ -127,6 +127,28 @@ def test_without_max_tokens_a_completion_makes_openai_s_16_at_most(client):
     assert 1 <= got.usage.completion_tokens <= 16
 
 
+def test_concurrent_clients_each_get_the_answer_they_get_alone(client, local):
+    """Six clients at once in the server's one batch (of 4 rows: the others wait their turn, then join while
+    it runs), greedy and seeded, streamed and not: each answer is the library's for that request alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asked = [("Once upon a time", 24, dict(temperature=0)), ("The quick brown", 12, dict(temperature=0.8, seed=3)),
+             ("hello world", 30, dict(temperature=0)), ("café", 8, dict(temperature=1.0, seed=9)),
+             ("Once", 16, dict(temperature=0.7, seed=1)), ("user assistant", 20, dict(temperature=0))]
+
+    def ask(k):
+        prompt, max_tokens, sampling = asked[k]
+        request = dict(model="chat", prompt=prompt, max_tokens=max_tokens, **sampling)
+        if k % 2:
+            return "".join(c.choices[0].text for c in client.completions.create(**request, stream=True) if c.choices)
+        return client.completions.create(**request).choices[0].text
+
+    with ThreadPoolExecutor(len(asked)) as pool:
+        got = list(pool.map(ask, range(len(asked))))
+    want = [library_answer(local, local.text.encode(p), m, **sampling)[0].text for p, m, sampling in asked]
+    assert got == want
+
+
 def post(server, path: str, body, method: str = "POST", headers: dict | None = None):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(server.url + path, data=data if method == "POST" else None, method=method,
@@ -240,21 +262,18 @@ def test_a_client_that_leaves_mid_stream_is_a_clean_stop(server, client):
 
 
 def test_leaving_a_stream_stops_the_decoding_at_its_next_step(local):
-    """In-process: the answers' iteration is left after the first piece; the loop runs one step more."""
+    """In-process: the answers' iteration is left after the first piece; the batch runs a step or two more."""
     import asyncio
+    import time
     from contextlib import aclosing
 
     from ptx.serve.generator import Generator
     from ptx.serve.text_answers import Piece, answers
 
-    class Counting(Generator):
-        steps = 0
-
-        def _wanted(self, stop):  # asked before each step is pulled
-            self.steps += 1
-            return super()._wanted(stop)
-
-    generator = Counting("chat", local, local.generation)
+    generator = Generator("chat", local, local.generation)
+    steps = []
+    run_step = generator.batch.step
+    generator.batch.step = lambda: steps.append(1) or run_step()
     served = types.SimpleNamespace(model=local, text=local.text, generator=generator)
     ids = local.text.encode("Once upon a time")
 
@@ -266,8 +285,10 @@ def test_leaving_a_stream_stops_the_decoding_at_its_next_step(local):
 
     try:
         assert isinstance(asyncio.run(leave_after_one()), Piece)
-        generator.pool.submit(lambda: None).result(TIMEOUT_S)  # its one thread: the decoding has ended
-        assert generator.steps < 10  # of 60: stopped within a step or two of the client leaving
+        deadline = time.monotonic() + TIMEOUT_S
+        while generator.batch.rows and time.monotonic() < deadline:  # the generation thread drops its rows
+            time.sleep(0.01)
+        assert generator.batch.rows == 0 and len(steps) < 10  # of 60: stopped within a step or two of leaving
     finally:
         generator.close()
 

@@ -231,9 +231,9 @@ def test_an_int8_file_asked_at_f32_names_the_file_it_was_made_from(net):
 
 
 def test_bf16_and_tf32_are_modes_applied_or_refused(net):
-    with pytest.raises(PtxError, match=r"backend ort-cpu runs f32, int8, not tf32; tf32 runs on .*ort-cuda"):
+    with pytest.raises(PtxError, match=r"backend ort-cpu runs f32, int8, int4, not tf32; tf32 runs on .*ort-cuda"):
         load(net, precision="tf32")
-    with pytest.raises(PtxError, match=r"backend ort-cpu runs f32, int8, not bf16; bf16 runs on openvino"):
+    with pytest.raises(PtxError, match=r"backend ort-cpu runs f32, int8, int4, not bf16; bf16 runs on openvino"):
         load(net, precision="bf16")
     if openvino_unavailable():
         return

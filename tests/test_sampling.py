@@ -97,6 +97,19 @@ def test_a_seed_gives_the_same_tokens_and_another_seed_others():
                               Chooser(Sampling(temperature=1.0))(_logits(0, 64), _history(64)))  # no seed: fresh
 
 
+def test_a_prompt_draws_alike_at_any_place_of_a_batch_and_its_answers_apart():
+    """A prompt's rows draw by their key (0 alone; j for its answer j), never by their place: the last row of
+    a batch beside other prompts draws as the prompt alone; two answers to one prompt (keys 0, 1) draw apart."""
+    params = Sampling(temperature=1.0, seed=5)
+    mine = [_logits(step, rows=1) for step in range(40)]
+    alone, placed, answers = Chooser(params), Chooser(params), Chooser(params, keys=[0, 1])
+    got_alone = [alone(x, _history(1))[0] for x in mine]
+    got_placed = [placed(np.concatenate([_logits(100 + s, rows=3), x]), _history(4))[3] for s, x in enumerate(mine)]
+    assert got_placed == got_alone
+    both = np.stack([answers(np.concatenate([x, x]), _history(2)) for x in mine])
+    assert both[:, 0].tolist() == got_alone and not np.array_equal(both[:, 0], both[:, 1])
+
+
 def test_logits_that_differ_by_rounding_choose_the_same_tokens():
     """A runtime's rounding (1e-5 on logits of about 3) moves each boundary of the distribution by about
     as much: over 2,000 draws at most a few fall within it. Noise of 0.3 (a different model) parts often."""

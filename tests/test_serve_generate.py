@@ -207,41 +207,40 @@ def test_the_server_is_still_ready_and_counted_every_request(server):
 
 
 def test_a_stream_whose_client_leaves_stops_decoding_at_the_next_step(local):
-    """In-process: the first step waits until the client has left; no step is pulled after it."""
+    """In-process: the batch's first step waits until the client has left; no step runs after it, and its
+    row is out of the batch."""
     import asyncio
     import threading
+    import time
 
     from ptx.serve.generator import Generator
 
     left = threading.Event()
+    generator = Generator("lm", local, local.generation)
+    steps = []
+    run_step = generator.batch.step
 
-    class Counting(Generator):
-        steps = asked = 0
+    def step():
+        if not steps:  # the first token is on its way: the next step runs once the client has left
+            left.wait(REQUEST_TIMEOUT_S)
+        steps.append(generator.batch.rows)
+        return run_step()
 
-        def _wanted(self, stop):
-            self.asked += 1
-            if self.asked == 2:  # the first step's token is on its way: the next is asked for once the client left
-                left.wait(REQUEST_TIMEOUT_S)
-            return super()._wanted(stop)
-
-        def _next(self, decoding):
-            self.steps += 1
-            return super()._next(decoding)
-
-    generator = Counting("lm", local, local.generation)
+    generator.batch.step = step
 
     async def leave_after_one():
         stream = generator.stream(generator.start([PROMPT], 30, None, 8))
         first = await stream.__anext__()
         await stream.aclose()  # what Starlette's cancellation does when the client hangs up
         left.set()
-        # its one thread: the pulling has ended (waited for here, while the loop its last step speaks to runs)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: generator.pool.submit(lambda: None).result(REQUEST_TIMEOUT_S))
         return first
 
     try:
         assert asyncio.run(leave_after_one()) == [local.generate(PROMPT, max_new_tokens=1)[0][0]]
-        assert generator.steps == 1  # the client was gone before the second step: it was never pulled
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        while generator.batch.rows and time.monotonic() < deadline:  # the generation thread drops its row
+            time.sleep(0.01)
+        time.sleep(0.1)  # a step pulled after the drop would have begun by now
+        assert generator.batch.rows == 0 and steps == [1]  # the step under way was its last
     finally:
         generator.close()

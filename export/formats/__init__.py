@@ -58,6 +58,9 @@ class ExportFormat:
     # (path, strings) -> None: ``strings`` added to a written file's ptx metadata, beside what it holds
     # (a verdict, a shape certificate: what export learns of the file after writing it).
     add_metadata: Callable[[Path, dict[str, str]], None] | None = None
+    # True: only the weights are reduced (activations stay f32), so a decoder with its cache has this format
+    # too, made from its f32 ONNX file (export/weight_only.py judges it by its decoding).
+    weight_only: bool = False
 
     @property
     def file_name(self) -> str:
@@ -65,7 +68,7 @@ class ExportFormat:
 
 
 _REGISTRY: Registry[ExportFormat] = Registry("export format")
-_FORMAT_FILES = ("onnx", "torchscript", "onnx_int8", "openvino_int8", "pt2")
+_FORMAT_FILES = ("onnx", "torchscript", "onnx_int8", "openvino_int8", "pt2", "onnx_weights", "openvino_weights")
 get, list_formats = _REGISTRY.get, _REGISTRY.names
 
 
@@ -78,12 +81,16 @@ def every_format(spec, raw_pictures: bool = False) -> tuple[list[str], list[str]
     """What ``--format all`` writes for model ``spec`` on this machine: every registered file format
     that can express the model, that this machine can write and (``raw_pictures``: ``--input uint8``)
     that takes raw pictures; and a reason for each one left out."""
-    chosen, left_out = [], []
+    chosen, left_out, weight_only = [], [], {}
     for name, fmt in _REGISTRY.entries.items():
         why = ((fmt.unsupported(spec) if fmt.unsupported else None)
                or (fmt.unavailable() if fmt.unavailable else None)
                or (f"{name} cannot take raw pictures (--input uint8)" if raw_pictures and not fmt.raw_pictures else None))
+        if why and fmt.weight_only:  # said once for all of them: "onnx-int4, ...: weight-only formats are for ..."
+            weight_only.setdefault(why.removeprefix(f"{name}: "), []).append(name)
+            continue
         (left_out if why else chosen).append(why or name)
+    left_out += [f"{', '.join(names)}: {why}" for why, names in weight_only.items()]
     return chosen, left_out
 
 

@@ -243,7 +243,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
     (export/keep_f32.py) with ``rank`` and ``judge`` handed in by the caller, then the revert pass.
     ``bound`` (export/bound.py: --max-drop): the loss the user accepts, which then judges the choice
     and the search in verify's judge's place, and which the file records."""
-    from ..keep_f32 import AUTO, keep_auto, resolve, revert
+    from ..keep_f32 import AUTO, resolve
 
     if bound is not None:  # the user's bound is the judge, and the nodes kept in f32 are searched for
         judge, keep_f32 = bound.judge, AUTO  # a --keep-f32 list beside it was refused (pipeline.check_options)
@@ -291,25 +291,13 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         chosen_with = functools.partial(quantize, choice=chosen)  # the kept choice, plus the nodes asked for in f32
 
         if keep_f32 == AUTO:
-            if feeds is None:
-                raise PtxError("--keep-f32 auto ranks nodes on calibration inputs, and there are none here")
-            done = keep_auto(chosen_with, f32, feeds, rank, judge, name, log, quantizable(graph_read, static))
-            if not done.nodes:
-                log(f"onnx-int8   --keep-f32 auto: nothing needed keeping in f32 ({done.rounds[0]})")
-            else:  # no node stays in f32 that the file holds its judge without
-                revert(chosen_with, judge, done.nodes, log)
+            keep_searched(chosen_with, f32, feeds, rank, judge, name, log, quantizable(graph_read, static))
         else:
             chosen_with(keep_f32 or [])
         method, kept = made_here[path]
         if kept and feeds is not None:  # what keeping them costs: the int8 file with none kept, timed against this one
-            everything = chosen_with([], Path(scratch) / "all-int8.onnx")
-            times = alternating_times([ort_call(everything, feeds), ort_call(path, feeds)], TIMED_RUNS, math.inf)
-            before, after = (statistics.median(took[i] for took in times) for i in (0, 1))
-            rows_timed = rows(signature, feeds)
-            log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): "
-                f"{f'a batch of {rows_timed}' if rows_timed else 'a call'} takes {after * 1e3:.2f} ms where "
-                f"{'all-int8' if chosen is CHOICES[0] else chosen.label} takes {before * 1e3:.2f} ms "
-                f"({after / before:.2f}x, {TIMED_RUNS_NOTE})")
+            say_what_keeping_costs(chosen_with([], Path(scratch) / "all-int8.onnx"), path, kept, chosen,
+                                   feeds, rows(signature, feeds), log)
         if timing is not None and (kept or ratio is None):  # the file written is not one the choice timed
             [ratio], rounds = speed_against_f32(f32, [path], timing)
             recorded["speed_vs_f32"] = speed_note(ratio, batch, rounds, served)
@@ -320,6 +308,33 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, ops
         if ratio is not None:
             say_if_slower(ratio, batch, served, log)
     return Written(method + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
+
+
+def keep_searched(quantize, f32: Path, feeds, rank, judge, name: str, log: Callable[[str], None],
+                  candidates: list[str]) -> None:
+    """--keep-f32 auto: the nodes ``rank`` puts first kept in f32 until ``judge`` passes
+    (export/keep_f32.py), then each one put back in int8 that the file holds its judge without."""
+    from ..keep_f32 import keep_auto, revert
+
+    if feeds is None:
+        raise PtxError("--keep-f32 auto ranks nodes on calibration inputs, and there are none here")
+    done = keep_auto(quantize, f32, feeds, rank, judge, name, log, candidates)
+    if not done.nodes:
+        log(f"onnx-int8   --keep-f32 auto: nothing needed keeping in f32 ({done.rounds[0]})")
+    else:
+        revert(quantize, judge, done.nodes, log)
+
+
+def say_what_keeping_costs(everything: Path, path: Path, kept: list[str], chosen: Choice, feeds: dict,
+                           rows_timed: int | None, log: Callable[[str], None]) -> None:
+    """Log the int8 file at ``path`` (``kept`` nodes in f32) timed against ``everything`` (the same
+    choice with none kept), in alternating runs."""
+    times = alternating_times([ort_call(everything, feeds), ort_call(path, feeds)], TIMED_RUNS, math.inf)
+    before, after = (statistics.median(took[i] for took in times) for i in (0, 1))
+    log(f"onnx-int8   kept {len(kept)} node{'s' * (len(kept) != 1)} in f32 ({', '.join(kept)}): "
+        f"{f'a batch of {rows_timed}' if rows_timed else 'a call'} takes {after * 1e3:.2f} ms where "
+        f"{'all-int8' if chosen is CHOICES[0] else chosen.label} takes {before * 1e3:.2f} ms "
+        f"({after / before:.2f}x, {TIMED_RUNS_NOTE})")
 
 
 def kept_in_f32(nodes) -> str:

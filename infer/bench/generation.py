@@ -26,7 +26,9 @@ from ptx.contract.generation import Generation, of_metadata
 from ptx.errors import PtxError
 
 from ..model.generation import no_cache, vocabulary
+from ..runtime import memory_plan
 from ..verify.tables import markdown_table, text_table
+from .wall import bytes_per_token, read_bandwidth
 
 if TYPE_CHECKING:
     from ..model.target import Target, Variant
@@ -54,6 +56,11 @@ class DecodingSpeed:
     spread: float = 1.0  # the slowest repetition's decode time over the fastest's
     vs_fastest: float | None = None  # tokens/s over the fastest row's
     encoder_ms: float | None = None  # an encoder-decoder's encoder run, once per decoding (None: no encoder)
+    prefill_tokens_per_s: float | None = None  # the prompts' tokens over the prompt's run
+    bytes_per_token: int | None = None  # what one step reads: the weights (wall.bytes_per_token) and the cache
+    wall_ms: float | None = None  # bytes_per_token over the bandwidth measured in the run: no step is faster
+    of_wall: float | None = None  # wall_ms over decode_ms_per_token: the share of the read-bandwidth limit reached
+    cache_bytes: int = 0  # of bytes_per_token, the cache's (at its mean length over the steps)
 
 
 @dataclass
@@ -71,6 +78,8 @@ class GenerationBench:
     notes: list[str] = field(default_factory=list)
     eager: str | None = None  # why eager generate() has no row, where it has none
     prompt: str | None = None  # what each prompt is, where it is no seeded ids (an encoder's features)
+    bandwidth: float | None = None  # the read bandwidth measured in this run, bytes/s (wall.read_bandwidth)
+    bandwidth_how: str = ""
 
     def heading(self) -> str:
         prompt = self.prompt or f"a seeded prompt of {self.prompt_length} tokens"
@@ -81,10 +90,13 @@ class GenerationBench:
         from ..model.target import group_reasons
 
         encoder = any(r.encoder_ms is not None for r in self.rows)
-        head = ["runner", "device", *(["encoder ms"] if encoder else []), "prefill ms", "decode ms/token", "tokens/s",
-                "x the fastest"]
-        cells = [[r.runner, r.device, *([f"{r.encoder_ms or 0:,.2f}"] if encoder else []), f"{r.prefill_ms:,.2f}",
+        head = ["runner", "device", "MB/token", *(["encoder ms"] if encoder else []), "prefill ms", "prefill tok/s",
+                "decode ms/token", "tokens/s", "of the wall", "x the fastest"]
+        cells = [[r.runner, r.device, f"{r.bytes_per_token / 1e6:,.1f}" if r.bytes_per_token else "",
+                  *([f"{r.encoder_ms or 0:,.2f}"] if encoder else []),
+                  f"{r.prefill_ms:,.2f}", f"{r.prefill_tokens_per_s:,.0f}" if r.prefill_tokens_per_s else "",
                   f"{r.decode_ms_per_token:,.3f}", f"{r.tokens_per_s:,.1f}",
+                  f"{100 * r.of_wall:.0f}%" if r.of_wall is not None else "",
                   f"{r.vs_fastest:.2f}x" if r.vs_fastest is not None else ""]
                  for r in self.rows]
         lines = [*self.notes, self.heading()]
@@ -101,6 +113,10 @@ class GenerationBench:
         if encoder:
             lines.append("encoder ms: the encoder's run, once per decoding, apart from the decoder's prompt run (prefill) "
                          "and its steps")
+        if self.bandwidth:
+            lines.append(f"the wall: a step reads MB/token (the weights but the rows an embedding gives, and the cache "
+                         f"at its mean length) at {self.bandwidth / 1e9:.1f} GB/s ({self.bandwidth_how}); of the wall = "
+                         "that time over decode ms/token")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -108,7 +124,7 @@ class GenerationBench:
                                                   "batch": self.batch, "repeats": self.repeats, "seed": self.seed,
                                                   "eos": []},
                 "rows": [asdict(r) for r in self.rows], "skipped": self.skipped, "notes": self.notes,
-                "eager": self.eager}
+                "eager": self.eager, "bandwidth": {"bytes_per_s": self.bandwidth, "how": self.bandwidth_how}}
 
 
 def file_generation(target: Target) -> Generation:
@@ -189,14 +205,13 @@ def _cache_bytes_per_position(signature, generation: Generation) -> int:
 
 
 def decoding_need(signature, generation: Generation, batch: int, prompt_length: int, new_tokens: int) -> float:
-    """The bytes a decoding holds beyond the runtime's weights: the cache at its longest, twice (the past fed
-    and the present returned), and the prompt's logits, a runtime's intermediates at RUN_COPIES."""
-    from ..runtime.memory_plan import RUN_COPIES
-
+    """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
+    the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
+    and the prompt's logits."""
     cache = _cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
     vocab = vocabulary(signature, generation) or 0
     logits = batch * prompt_length * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
-    return 2 * cache + RUN_COPIES * logits
+    return memory_plan.decoding_need(cache, logits)
 
 
 def generation_variants(target: Target, backends: Sequence[str] | None) -> list[tuple[Target, Variant]]:
@@ -240,6 +255,27 @@ def time_decoding(model, prompts: list[list[int]], new_tokens: int, repeats: int
             1000 * statistics.median(encode))
 
 
+def weights_read(target: Target, variant_target: Target, variant: Variant) -> int | None:
+    """The bytes of weights one step of ``variant``'s file reads (wall.bytes_per_token); a TorchScript file
+    beside an f32 ONNX one holds the same weights, read from the ONNX graph."""
+    try:
+        path = variant_target.file_for(variant)
+    except PtxError:
+        return None
+    if variant_target.kind != "onnx" and target.kind == "onnx" and target.precision == "f32":
+        path = target.path
+    return bytes_per_token(path, 2 if variant.precision == "bf16" else 4)  # OpenVINO's bf16 keeps its weights so
+
+
+def against_wall(row: DecodingSpeed, weights: int | None, cache: float, bandwidth: float | None) -> None:
+    """``row``'s bytes per step, and the time those take at ``bandwidth`` against its decode time."""
+    if weights is None or not bandwidth:
+        return
+    row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
+    row.wall_ms = round(1000 * row.bytes_per_token / bandwidth, 4)
+    row.of_wall = round(row.wall_ms / row.decode_ms_per_token, 3)
+
+
 def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | None = None, batch: int = 1,
                      repeats: int = DEFAULT_REPEATS, backends: Sequence[str] | None = None, seed: int = 0,
                      progress: Callable[[str], None] = lambda _: None) -> GenerationBench:
@@ -263,9 +299,13 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                     "scripts/bench_generate.py" if traced else NO_EAGER if target.kind == "onnx" else
                     f"eager: not run (a {target.kind} file carries no module to call generate() on; "
                     "scripts/bench_generate.py compares with transformers' generate())")
+    measured = read_bandwidth()  # in this run, before any runtime holds memory or threads
+    result.bandwidth, result.bandwidth_how = measured.bytes_per_s, measured.how
     prompts = None
 
     def skipped(skip: Skip) -> None:  # does not fit now, not exported (an int8 twin), not on this CPU: as it says
+        if skip.missing and skip.variant.precision != "f32" and not (backends and skip.variant.asked_by(backends)):
+            return  # a reduced file comes along where it was exported (verify's rule), unsaid where it was not
         result.skipped[skip.variant.label] = skip.why if skip.unavailable or skip.missing else \
             f"cannot open it: {skip.why}"
 
@@ -296,10 +336,23 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
             except PtxError as exc:  # that row only: the others are timed
                 result.skipped[label] = str(exc)
                 continue
-            result.rows.append(DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
-                                             round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1),
-                                             repeats, round(spread, 2),
-                                             encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None))
+            # an encoder-decoder's decoder runs its start ids first (its source is the encoder's, run apart)
+            decoded = len(own.encoder.start) if own.encoder is not None else length
+            row = DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
+                                round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1), repeats,
+                                round(spread, 2), prefill_tokens_per_s=round(1000 * batch * decoded / prefill_ms, 1),
+                                encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None)
+            against_wall(row, weights_read(target, variant_target, variant),
+                         _cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2),
+                         result.bandwidth)
+            result.rows.append(row)
+    again = read_bandwidth()  # the machine's limit is the higher of the two: a busy machine lowers either
+    if again.bytes_per_s > result.bandwidth:
+        result.bandwidth = again.bytes_per_s
+        for row in result.rows:
+            against_wall(row, row.bytes_per_token and row.bytes_per_token - row.cache_bytes, row.cache_bytes,
+                         result.bandwidth)
+    result.bandwidth_how += ", before and after the rows: the higher"
     if not result.rows:
         from ..model.target import group_reasons
 

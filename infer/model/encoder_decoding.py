@@ -17,7 +17,7 @@ the decoding's ``encode_s``, apart from the prompt's run and the steps after it.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -26,6 +26,14 @@ from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
 from .generation import Decoding, Run, Step, no_cache, vocabulary
+
+
+class EncoderRunner(NamedTuple):
+    """What a decoding needs of an encoder: its run and its tensors (an opened encoder file's runner has both;
+    export's eager encoder is one of these)."""
+
+    run: Run
+    signature: Signature
 
 
 class EncoderDecoding(Decoding):

@@ -64,12 +64,13 @@ def GREEDY(logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray: 
     return np.argmax(logits, axis=-1)
 
 
-def chooser_of(sampling: Sampling | None) -> Choose:
+def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None) -> Choose:
     """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and no repetition penalty), else
-    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row)."""
+    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row, of ``keys[row]``; by
+    default each prompt draws as it would alone)."""
     if sampling is None or (sampling.greedy and sampling.repetition_penalty == 1.0):
         return GREEDY
-    return Chooser(sampling)
+    return Chooser(sampling, keys)
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Decoding:
         self._pending = self._feeds(ids, position)
         self._next_position = position[:, -1:] + 1
         self._past = empty_past(signature, generation, batch)
+        self.batched = False  # its cache handed over to a batch (hand_over_past), which runs its rows
         self.tokens: list[list[int]] = [[] for _ in self.prompts]
         self.history: list[list[int]] = [list(p) for p in self.prompts]
         self._margins: list[list[float]] = [[] for _ in self.prompts]
@@ -139,17 +141,26 @@ class Decoding:
 
     def step(self) -> Step:
         """Run the decoder once: the prompts (the first step) or the tokens appended last, with the cache."""
+        self._check_runnable()
+        start = time.perf_counter()
+        logits = self.forward(self._pending)
+        return self.ran(logits, time.perf_counter() - start)
+
+    def _check_runnable(self) -> None:
         if self._logits is not None:
             raise PtxError(f"step {self.index} has no tokens yet: append() them before the next step")
         if self.finished:
             raise PtxError(f"the decoding is done (after {self.index} steps): nothing is left to run")
-        start = time.perf_counter()
-        logits = self._suppressed(self.forward(self._pending))
-        spent = time.perf_counter() - start
+
+    def ran(self, logits: np.ndarray, seconds: float) -> Step:
+        """The step whose run gave ``logits`` [batch, vocab] for the pending feeds, in ``seconds``: this
+        decoding's own run (``step``), or its rows of a batch's (infer/model/batch.py). Append its tokens next."""
+        self._check_runnable()
+        logits = self._suppressed(logits)
         if self.index == 0:
-            self.prefill_s = spent
+            self.prefill_s = seconds
         else:
-            self.decode_s += spent
+            self.decode_s += seconds
         self._logits = logits
         return Step(self.index, logits, self.done.copy())
 
@@ -172,10 +183,32 @@ class Decoding:
         logits[:, ids] = lowest
         return logits
 
+    @property
+    def pending(self) -> dict[str, np.ndarray]:
+        """The next run's feeds, the cache aside: the new ids [batch, new], the mask over past and new [batch,
+        past + new] (0 over padding, on the left only), the positions [batch, new] where the file takes them."""
+        return self._pending
+
+    @property
+    def past_length(self) -> int:
+        """The positions of cache the next run attends to (left padding included)."""
+        return self._mask.shape[1] - self._pending[self.generation.input_ids].shape[1]
+
+    def hand_over_past(self) -> dict[str, np.ndarray]:
+        """This decoding's cache, given to a batch that runs its rows from now on (infer/model/batch.py):
+        its own ``step()`` refuses to run after, as its cache is no longer its own."""
+        if self.batched:
+            raise PtxError("this decoding's cache was handed over already: pull the batch that holds it")
+        self.batched = True
+        past, self._past = self._past, {}
+        return past
+
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
         the last position's logits [batch, vocab]. The past goes in as arrays and each present comes back
         as the next run's past: a runner that keeps its cache inside its runtime overrides this method."""
+        if self.batched:
+            raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
         out = self._run({**feeds, **self._past})
         self._past = {past: out[present] for past, present in self.generation.cache}
         return np.asarray(out[self.generation.logits])[:, -1, :]

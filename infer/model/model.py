@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.contract.detections import per_image
-from ptx.contract.generation import GENERATION_KEY, Generation, of_metadata
+from ptx.contract.generation import GENERATION_KEY, Generation, of_layout, of_metadata
 from ptx.contract.sampling import Sampling
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
@@ -86,13 +86,15 @@ class Model:
     @property
     def generation(self) -> Generation | None:
         """The generation contract the file records (which tensors are the ids, mask, positions, logits
-        and cache: ptx.contract.generation), checked against its signature; None for a file exported
-        without its cache."""
+        and cache: ptx.contract.generation), checked against its signature; else, for a file in Optimum's
+        layout without ptx's record (past_key_values.N.key in, present.N.key out), the one its names say;
+        None for a file exported without its cache."""
         where = f"{self.path.name if self.path else self.name}: ptx.{GENERATION_KEY}"
         generation = of_metadata(self.metadata, where)
         if generation is not None:
             generation.check(self.signature.input_names, self.signature.output_names, where)
-        return generation
+            return generation
+        return of_layout(self.signature.input_names, self.signature.output_names)
 
     def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                  sampling: Sampling | None = None) -> Decoding:

@@ -12,7 +12,9 @@ from typing import Mapping, Sequence
 
 from ptx.contract import ARTIFACT_FILES, CHECKPOINT_FILE, CHECKPOINT_FORMAT, DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import unknown_model
-from ptx.contract.names import DEFAULT_FORMATS, FULL_PRECISION, INT8_FORMATS, PRECISION_DEVICES, twin_name
+from ptx.contract.generation import GENERATION_KEY
+from ptx.contract.names import (DEFAULT_FORMATS, FILE_PRECISIONS, FULL_PRECISION, PRECISION_DEVICES, TWIN_FORMATS,
+                                file_precision, twin_name)
 from ptx.contract.metadata import CONTRACT
 from ptx.contract.runs import is_run, run_folders, run_model
 from ptx.contract.schema import signature_of_contract
@@ -22,7 +24,7 @@ from ptx.errors import (ArtifactError, BackendUnavailableError, MissingArtifactE
                         UnknownModelError, UnusablePrecisionWarning, OtherCpuWarning)
 from ptx.files import file_sha256
 
-from ..formats.model_files import INT8, ModelFile, check_weights, is_torch_save, read_model_file
+from ..formats.model_files import ModelFile, check_weights, is_torch_save, read_model_file
 from ..formats.signature import Opening
 from ..runtime import backends
 from .head import Head, artifact_info
@@ -282,31 +284,34 @@ def precision_file(found: ModelFile, chosen, device: str, precision: str | None,
                    ignore_metadata: bool = False) -> tuple[ModelFile, str]:
     """(the file that is ``precision`` for ``chosen`` on ``device``, the precision it runs at), or a
     one-line refusal; never an f32 file under a reduced label. A file runs at its own precision by
-    default (int8 for an int8 file, ptx's or a user's own quantized graph). int8 asked of an f32
-    ONNX file is the int8 file beside it that the backend's runtime reads (net.int8.onnx for
-    ort-cpu, net.openvino-int8.onnx for openvino); bf16 and tf32 are modes the runtime runs the f32
+    default (int8 for an int8 file, ptx's or a user's own quantized graph; int4 for ptx's int4). int8 or
+    int4 asked of an f32 ONNX file is the file beside it that the backend's runtime reads (net.int8.onnx
+    for ort-cpu, net.openvino-int8.onnx for openvino, else their weight-only net.int8w.onnx and
+    net.openvino-int8w.onnx; net.int4.onnx, net.openvino-int4.onnx); bf16 and tf32 are modes the runtime runs the f32
     file in (its runner applies them, or refuses where the machine cannot)."""
     precision = precision or found.precision
     fmt = chosen.artifact_for(precision)  # a precision the backend does not run is one clear error
     if precision not in chosen.precisions_on(device):
         raise PtxError(f"backend {chosen.name} runs {', '.join(chosen.precisions_on(device))} on {device}, not "
                        f"{precision} ({precision} needs {PRECISION_DEVICES.get(precision, device)})")
-    wants_int8 = fmt in INT8_FORMATS
-    if found.path is None or wants_int8 == (found.precision == INT8):
+    wanted, have = file_precision(fmt), found.precision if found.precision in FILE_PRECISIONS else None
+    if found.path is None or wanted == have:
         return found, precision
-    if not wants_int8:  # an int8 file is not made f32 again by asking
+    if have is not None:  # an int8 or int4 file is not made f32 (or another precision) again by asking
         made_from = found.metadata.get("source")
-        raise ArtifactError(f"{found.path} is an int8 model, not {precision}: open it at its own precision (give no "
-                            f"precision, or int8), or give the f32 file it was made from"
+        raise ArtifactError(f"{found.path} is an {have} model, not {precision}: open it at its own precision (give no "
+                            f"precision, or {have}), or give the f32 file it was made from"
                             + (f" ({made_from})" if made_from else ""))
-    twin = found.path.with_name(twin_name(found.path, fmt))
-    if not twin.is_file():
-        raise MissingArtifactError(f"{found.path.name} is an f32 model and there is no {twin.name} beside "
+    twins = [found.path.with_name(twin_name(found.path, f)) for f in TWIN_FORMATS.get(fmt, (fmt,))]
+    twin = next((t for t in twins if t.is_file()), None)
+    if twin is None:
+        raise MissingArtifactError(f"{found.path.name} is an f32 model and there is no {twins[0].name} beside "
                                    f"{found.path.name}: run `{twin_command(found, fmt)}` first (or open it at f32)")
     beside = model_file(twin, ignore_metadata)
-    if beside.precision != INT8:
-        raise ArtifactError(f"{twin} beside {found.path.name} is not an int8 model (its graph has no quantized "
-                            f"node): run `{twin_command(found, fmt)}` to write it again")
+    if beside.precision != wanted:
+        raise ArtifactError(f"{twin} beside {found.path.name} is not an {wanted} model (its graph has no quantized "
+                            f"node, or it records another precision): run `{twin_command(found, fmt)}` to write it "
+                            "again")
     # an int8 file ptx made from a model file records that file's name and bytes (one made from a module,
     # its factory's: nothing to hold this file to), read even where its other metadata is not believed
     recorded = read_model_file(twin, digest=False).metadata if ignore_metadata else beside.metadata
@@ -333,6 +338,8 @@ def twin_command(found: ModelFile, fmt: str) -> str:
     """The command that writes ``fmt`` beside ``found``: a tutorial export's run is exported by the
     model's name; any other file by its path."""
     folder = found.path.parent
+    if GENERATION_KEY in found.metadata:  # a decoder's int8 is its weights alone (no activations to calibrate)
+        fmt = TWIN_FORMATS.get(fmt, (fmt,))[-1]
     if found.has_contract and is_run(folder):
         model = found.name
         return export_command(model, fmt, None if folder == Path(DEFAULT_RUNS_ROOT) / model else folder)

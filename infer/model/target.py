@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import names
-from ptx.contract.names import FULL_PRECISION, INT8_FORMATS, MODEL_FILE_SUFFIXES
+from ptx.contract.names import FILE_PRECISIONS, FULL_PRECISION, INT4, MODEL_FILE_SUFFIXES
 from ptx.child import ChildCrashError, run_child
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, StaleArtifactWarning
 from ptx.files import is_dir, is_file
@@ -188,6 +188,10 @@ class Target:
         kind (and, at int8, its int8 twin)."""
         every = [Variant(b, d, p) for b, d, p in registry.variants()
                  if self.is_run or (self.kind in b.kinds and self._format_of(b, p) in self.formats)]
+        # An f32 file's int4 rows come along where their file is there (a language model's weights, made on
+        # request), or where they are asked for: not a "no FILE.int4.onnx beside it" line for every other file.
+        every = [v for v in every if v.precision != INT4 or self.precision == INT4 or self.is_run
+                 or v.asked_by(names) or self._twin_there(v)]
         if not names:
             return every
         known = {v.backend.name for v in every} | {v.backend.label(v.device) for v in every} | {v.label for v in every}
@@ -200,11 +204,13 @@ class Target:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 twins
-        (an int8 file is int8 only, whichever quantizer made it)."""
+        """The artifact formats a file target is read as: itself, and an f32 ONNX file's int8 and int4
+        twins (an int8 or int4 file is that precision only, whichever quantizer made it)."""
         if self.kind != "onnx":
             return (self.kind,)
-        return INT8_FORMATS if self.precision == "int8" else ("onnx", *INT8_FORMATS)
+        if self.precision in FILE_PRECISIONS:
+            return FILE_PRECISIONS[self.precision]
+        return ("onnx", *(fmt for formats in FILE_PRECISIONS.values() for fmt in formats))
 
     def _format_of(self, backend, precision: str) -> str:
         """What a backend reads of this file at ``precision``: the file itself (its kind) at the
@@ -325,6 +331,16 @@ class Target:
                 except ChildCrashError as exc:
                     crashed[variant.label] = exc
             return crashed
+
+    def _twin_there(self, variant: Variant) -> bool:
+        """Whether ``variant``'s reduced file is beside this file (one that is there but wrong says so in its row)."""
+        try:
+            self.file_for(variant)
+        except MissingArtifactError:
+            return False
+        except PtxError:
+            return True
+        return True
 
     def _has_file(self, variant: Variant) -> bool:
         try:

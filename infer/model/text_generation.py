@@ -1,7 +1,8 @@
 """Text out of the one decoding: each answer's tokens detokenized as they come (whole characters only, less
 what may begin a stop string), ended at an end-of-sequence id, a stop id or a stop string, with why it ended
-(OpenAI's finish_reason: "stop", or "length" where it ran out of new tokens). ``ptx generate``,
-``Model.generate_text`` and ``ptx serve``'s OpenAI API all call ``generate_text``."""
+(OpenAI's finish_reason: "stop", or "length" where it ran out of new tokens). ``ptx generate`` and
+``Model.generate_text`` call ``generate_text``; ``ptx serve``'s OpenAI API pulls the same ``Answering`` in
+its batch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,35 +39,56 @@ def end_ids(model, text: Text | None, eos: Sequence[int] | None = None) -> tuple
     return tuple(dict.fromkeys((*model.generation.eos, *(text.eos if text is not None else ()))))
 
 
+class Answering:
+    """``n`` answers to each of ``prompts`` (token ids: ``text.encode(...)`` or ``text.chat(messages)``), being
+    made: ``decoding`` (one batch: row ``k * n + j`` is prompt k's answer j) and ``choose`` (each row draws
+    from its own seeded generator, keyed by j: a prompt's answers are those it gets alone, wherever it sits),
+    pulled by its caller (``generate_text``, or a server's batch), who hands each step's new tokens to
+    ``took``: the text of each answer as it is whole goes to ``on_text(row, piece)``, and an answer whose
+    text reaches a stop string ends there. ``answers()``: the answers so far, each with why it ended."""
+
+    def __init__(self, model, prompts: Sequence[Sequence[int]], text: Text, sampling: Sampling, *, n: int = 1,
+                 eos: Sequence[int] | None = None, on_text: Callable[[int, str], None] | None = None):
+        self.rows = [list(p) for p in prompts for _ in range(n)]
+        self.streams = [text.stream(sampling.stop) for _ in self.rows]
+        self.ends = end_ids(model, text, eos)
+        self.stops = {*self.ends, *sampling.stop_ids}
+        self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling)
+        self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)])
+        self.on_text = on_text or (lambda row, piece: None)
+
+    def took(self, tokens: Sequence[int | None]) -> None:
+        """One step's new token per row (None where ended): its text, and the rows it ends at a stop string."""
+        for row, token in enumerate(tokens):
+            if token is None or token in self.decoding.eos:  # ended, or its end: no text
+                continue
+            piece = self.streams[row].feed(token)
+            if piece:
+                self.on_text(row, piece)
+            if self.streams[row].stopped:
+                self.decoding.end(row)
+
+    def answers(self) -> Answers:
+        """Each answer: the rest of its text given to ``on_text``, its tokens, and why it ended."""
+        decoded = self.decoding.decoded()
+        answers = Answers()
+        answers.decoded = decoded
+        for row, tokens in enumerate(decoded.tokens):
+            stream = self.streams[row]
+            rest = stream.finish()
+            if rest:
+                self.on_text(row, rest)
+            ended = stream.stopped or bool(tokens and tokens[-1] in self.stops)
+            answers.append(Answer(stream.given, tokens, "stop" if ended else "length", len(self.rows[row])))
+        return answers
+
+
 def generate_text(model, prompts: Sequence[Sequence[int]], text: Text, sampling: Sampling, *, n: int = 1,
                   eos: Sequence[int] | None = None, on_text: Callable[[int, str], None] | None = None,
                   wanted: Callable[[], bool] = lambda: True) -> Answers:
-    """``n`` answers to each of ``prompts`` (token ids: ``text.encode(...)`` or ``text.chat(messages)``), in
-    one batch (row ``k * n + j`` is prompt k's answer j; each row draws from its own seeded generator):
-    ``on_text(row, piece)`` as each piece of text is whole. The decoding is pulled while ``wanted()`` says so
-    (a server's client still there); an answer ends at an end-of-sequence or stop id, or at a stop string."""
-    rows = [list(p) for p in prompts for _ in range(n)]
-    streams = [text.stream(sampling.stop) for _ in rows]
-    ends = end_ids(model, text, eos)
-    decoding = model.decoding(rows, sampling.max_new_tokens, ends, sampling)
-    choose = chooser_of(sampling)
-    while not decoding.finished and wanted():
-        for row, token in enumerate(decoding.next_tokens(choose)):
-            if token is None or token in decoding.eos:  # ended, or its end: no text
-                continue
-            piece = streams[row].feed(token)
-            if piece and on_text is not None:
-                on_text(row, piece)
-            if streams[row].stopped:
-                decoding.end(row)
-    decoded = decoding.decoded()
-    stops = {*ends, *sampling.stop_ids}
-    answers = Answers()
-    answers.decoded = decoded
-    for row, tokens in enumerate(decoded.tokens):
-        rest = streams[row].finish()
-        if rest and on_text is not None:
-            on_text(row, rest)
-        ended = streams[row].stopped or bool(tokens and tokens[-1] in stops)
-        answers.append(Answer(streams[row].given, tokens, "stop" if ended else "length", len(rows[row])))
-    return answers
+    """``n`` answers to each of ``prompts`` in one batch (``Answering``), pulled while ``wanted()`` says so
+    (a client still there); an answer ends at an end-of-sequence or stop id, or at a stop string."""
+    answering = Answering(model, prompts, text, sampling, n=n, eos=eos, on_text=on_text)
+    while not answering.decoding.finished and wanted():
+        answering.took(answering.decoding.next_tokens(answering.choose))
+    return answering.answers()

@@ -1,40 +1,55 @@
-"""``ptx verify FILE`` for a decoder exported with its key/value cache: generation judged step by step.
+"""``ptx verify FILE`` for a decoder: generation judged per prompt, step by step.
 
-The reference is eager PyTorch's own cached greedy decoding of a few prompts, as export made it and the
-file records it (ptx.generation's reference): the reference row reads its record. Every other row (each
-backend that opens the file, one open at a time) decodes the same prompts for as many steps, left-padded
-in one batch, and the one judge of tokens (ptx.contract.generation.judge_tokens, export's too) compares
-them: the first step where a prompt parts is named with both tokens and the reference's top-2 margin; a
-parting at a near-tie is said, not failed; a reduced precision is judged by the share of steps agreeing.
+The reference is what the file records (ptx.generation's reference: eager's decoding of a few prompts, on
+transformers' generate() tokens where the model generates, each step's largest logits kept), read by the
+reference row. Every other row (each backend that opens the file, one open at a time) decodes the same
+prompts teacher-forced on the reference's tokens, then free-running, and the one judge of a decoding
+(ptx.contract.generation_judge, export's too; infer/model/generation_check.py runs it) holds it: a float32
+row to the logits' tolerance at every step, a reduced one (bf16, an int8 or int4 file) to its precision's
+bounds on each prompt's top-1 agreement and KL divergence (the file records them; --min-agreement, --max-kl
+and --max-kl-p99 set them); a near-tie said, not failed; a prompt beyond its bounds fails the row, whatever
+the others do; a NaN or an infinity in any step fails it.
+
+A decoder without that record is judged for what it is: a file in Optimum's layout (past_key_values.N.key
+in, present.N.key out), or one whose weights are not the ones its record was made for (edited after export:
+an optimizer, a quantizer, a hand), which the report's first line says. It is decoded, an empty past then
+steps, never fed generated inputs: the file's own decoding on its own runtime (ort-cpu for ONNX) is the
+reference, each step's whole logits kept, and every other row is held to it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ptx.contract.comparison import default_tolerance
-from ptx.contract.generation import TokenJudgement, judge_tokens, of_metadata
+from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, judging_prompts, of_layout, of_metadata
+from ptx.contract.generation_judge import DecodingJudgement, ReferenceDecoding, bounds_for, recorded_reference
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.schema import Tolerance
 from ptx.contract.validated import recorded_tolerance
 from ptx.contract.verdict import NOT_USABLE, PASS
+from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import MissingArtifactError, NothingToCompareError, PtxError
 
-from ..model.target import group_reasons
+from ..formats.model_files import read_model_file
+from ..model.generation_check import judge_decoding, reference_decoding
+from ..model.target import Target, Variant, group_reasons
 
-FAIL, SKIPPED = "FAIL", "skipped"
+FAIL, SKIPPED, REFERENCE = "FAIL", "skipped", "reference"
 
 
 @dataclass
 class GenerationRow:
-    """One runtime's greedy decoding of the recorded prompts, judged: PASS, FAIL (f32 parting off a tie),
-    NOT USABLE (a reduced precision below the agreement it must hold), or skipped (with why)."""
+    """One runtime's decoding of the reference's prompts, judged: PASS, FAIL (a float32 row that parts from
+    the reference), NOT USABLE (a reduced precision beyond its bounds), the reference (a decoder without a
+    record: the file's own runtime), or skipped (with why)."""
 
     label: str
     status: str
-    judgement: TokenJudgement | None = None
+    judgement: DecodingJudgement | None = None
     why: str = ""
     decode_ms_per_token: float | None = None
+    named: bool = False  # the user's --backends named it: NOT USABLE then fails the verify, as a FAIL does
 
     def describe(self) -> str:
         if self.judgement is None:
@@ -51,16 +66,24 @@ class GenerationRow:
 @dataclass
 class GenerationReport:
     name: str
-    reference: str
-    prompts: list[list[int]]
-    steps: int
+    reference: str = ""
+    prompts: list[list[int]] = field(default_factory=list)
+    steps: int = 0
     rows: list[GenerationRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     features: list[int] | None = None  # an encoder-decoder's prompts are features of this shape each (no ids)
+    first: str | None = None  # said before anything: the file is not the one exported
 
     @property
     def failed(self) -> list[GenerationRow]:
-        return [r for r in self.rows if r.status in (FAIL, NOT_USABLE)]
+        """FAIL rows, and NOT USABLE rows the user named: a reduced precision beyond its bounds is that
+        precision's verdict on this model (said, and recorded as verify's other rows are), not a fault of the
+        file, unless it was asked for."""
+        return [r for r in self.rows if r.status == FAIL or (r.status == NOT_USABLE and r.named)]
+
+    @property
+    def unusable(self) -> list[GenerationRow]:
+        return [r for r in self.rows if r.status == NOT_USABLE]
 
     @property
     def compared(self) -> list[GenerationRow]:
@@ -71,9 +94,11 @@ class GenerationReport:
 
     def lines(self) -> list[str]:
         width = max([len(r.label) for r in self.rows if r.status != SKIPPED] + [9])
+        out = [self.first] if self.first else []
         given = (f"{len(self.prompts)} inputs of features {'x'.join(map(str, self.features))}" if self.features else
                  f"{len(self.prompts)} prompts ({', '.join(str(len(p)) for p in self.prompts)} tokens)")
-        out = [f"verify {self.name}: greedy generation, {given} x {self.steps} steps, against {self.reference}"]
+        out.append(f"verify {self.name}: greedy generation, {given} x {self.steps} steps, teacher-forced then "
+                   f"free-running, against {self.reference}")
         out += [f"  {r.label:<{width}}  {r.status:<10}  {r.describe()}" for r in self.rows if r.status != SKIPPED]
         # every CUDA row says "no GPU": one line per reason, as bench says them
         out += [f"  skipped {line}" for line in group_reasons({r.label: r.why for r in self.rows
@@ -83,55 +108,156 @@ class GenerationReport:
             first = self.failed[0]
             out.append(f"FAIL: {first.label}: {first.describe()}")
         elif self.compared:
-            many = len(self.compared) != 1
-            out.append(f"OK: {len(self.compared)} backend{'s' * many} generate{'s' * (not many)} the reference's tokens"
-                       + (" (where one parts, said above)" if any(r.judgement.partings for r in self.compared) else ""))
+            held = [r for r in self.compared if r.status == PASS]
+            many = len(held) != 1
+            out.append(f"OK: {len(held)} backend{'s' * many} decode{'s' * (not many)} as the reference"
+                       + (" (near-ties and partings said above)" if any(
+                           p.ties or p.parting for r in held for p in r.judgement.prompts) else "")
+                       + (f"; NOT USABLE here: {', '.join(r.label for r in self.unusable)} (beyond its precision's "
+                          "bounds: --backends LABEL to fail on it)" if self.unusable else ""))
         return out
 
     def to_dict(self) -> dict:
         given = {"features": self.features} if self.features else {"prompts": self.prompts}
         return {"model": self.name, "kind": "generation", "reference": self.reference, **given, "steps": self.steps,
                 "rows": [r.to_dict() for r in self.rows], "notes": self.notes,
-                "ok": not self.failed and bool(self.compared)}
+                "not_exported": self.first, "ok": not self.failed and bool(self.compared)}
 
 
-def verify_generation(target, backends: Sequence[str] | None = None, steps: int | None = None,
+def decodes(target: Target) -> bool:
+    """Whether ``target`` is a decoder verify judges by its decoding: a file that records its generation
+    contract, or an ONNX file in Optimum's layout (its graph's names read, not its weights)."""
+    if target.is_run or target.found is None:
+        return False
+    if GENERATION_KEY in target.found.metadata or GENERATION_KEY in read_model_file(target.path, digest=False).metadata:
+        return True
+    if target.kind != "onnx":
+        return False
+    from ..formats.onnx_files import load_structure
+
+    graph = load_structure(target.path).graph
+    initializers = {t.name for t in graph.initializer}
+    return of_layout([i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output]) \
+        is not None
+
+
+def not_exported(target: Target) -> str | None:
+    """The report's first line where the file's weights are not the ones its record was made for."""
+    found = read_model_file(target.path, digest=False)
+    if not found.foreign:
+        return None
+    return (f"{target.path.name} is not the file exported: its sha256 {found.weights[:12]}... is not the "
+            f"{found.metadata[WEIGHTS_KEY][:12]}... its ptx.{WEIGHTS_KEY} records (changed since: an optimizer, a "
+            "quantizer, an edit), so its record is not its reference: it is judged as a decoder of its own")
+
+
+def verify_generation(target: Target, backends: Sequence[str] | None = None, steps: int | None = None,
                       atol: float | None = None, rtol: float | None = None,
+                      bounds: Mapping[str, Mapping] | None = None,
                       progress: Callable[[str], None] = lambda _: None) -> GenerationReport:
-    """Judge each backend's greedy tokens on the prompts the file records against the recorded reference's
-    (``target``: a model file's Target whose metadata records ptx.generation). ``steps``: at most the
-    recorded ones (default all). A tie's width comes from ``atol``/``rtol``, else the tolerance export was
-    given (the file records it), else the logits' dtype's default on the row's device."""
+    """Judge each backend's decoding of ``target`` (a decoder file's Target) against its reference: the
+    decoding the file records, else the file's own runtime's (a decoder without a record, or one changed
+    since export). ``steps``: at most the reference's (default all). A float32 row is held to ``atol``/
+    ``rtol``, else the tolerance export was given (the file records it), else the logits' dtype's default on
+    the row's device; a reduced one to ``bounds`` ({min_agreement | max_kl | max_kl_p99: {precision or None:
+    value}}), else the file's, else its precision's defaults."""
+    report = GenerationReport(target.path.name, first=not_exported(target))
     metadata = target.found.metadata
-    generation = of_metadata(metadata, f"{target.path.name}: ptx.generation")
-    recorded = generation.recorded() if generation else None
-    if recorded is None:
-        raise NothingToCompareError(f"{target.path.name} records no reference decoding: re-export it with "
-                                    "`ptx export --module FILE.py:FACTORY --task text-generation`")
-    prompts, reference, by = recorded
-    most = len(reference.tokens[0])
-    steps = most if steps is None else min(steps, most)
-    if steps < most:
-        reference = type(reference)([t[:steps] for t in reference.tokens], [m[:steps] for m in reference.margins],
-                                    [t[:steps] for t in reference.tops])
-    features = list(prompts.shape[1:]) if hasattr(prompts, "shape") else None  # an encoder's features, not ids
-    report = GenerationReport(target.path.name, f"{by}, recorded at export",
-                              [[] for _ in prompts] if features else prompts, steps, features=features)
+    generation = of_metadata(metadata, f"{target.path.name}: ptx.{GENERATION_KEY}")
+    reference = recorded_reference(generation)
+    if reference is not None and reference.logits is None:
+        report.notes.append(f"{target.path.name} records its reference's tokens only (exported before each step's "
+                            f"logits were recorded): every row is held to {target.reference}'s decoding of its prompts; "
+                            "re-export it to hold them to eager's")
+        reference = ReferenceDecoding(reference.prompts, reference.steps, None, reference.by)
+    if reference is not None and reference.logits is not None:
+        if steps is not None and steps < reference.step_count:
+            reference = reference.truncated(steps)
+        _said(report, reference, f"{reference.by}, recorded at export")
     recorded_tol, unreadable = recorded_tolerance(metadata)
     if unreadable:
         report.notes.append(unreadable)
     given = {"atol": atol, "rtol": rtol} if atol is not None or rtol is not None else recorded_tol
 
     def tolerance_on(model) -> Tolerance:
-        own = default_tolerance(model.signature.output(generation.logits).dtype, model.device)
+        own = default_tolerance(model.signature.output(model.generation.logits).dtype, model.device)
         return Tolerance(given.get("atol") if given.get("atol") is not None else own.atol,
                          given.get("rtol") if given.get("rtol") is not None else own.rtol)
-    variants = target.variants(backends)
+
+    runnable = _runnable(target, backends, report, own_first=reference is None or reference.logits is None)
+
+    def skipped(skip) -> None:
+        report.rows.append(GenerationRow(skip.variant.label, SKIPPED, why=f"does not open: {skip.why}"))
+
+    for variant, model in target.each_opened(runnable, skipped=skipped):
+        if model.generation is None:
+            raise NothingToCompareError(f"{target.path.name} is not a decoder ptx can run: re-export it with `ptx "
+                                        "export --module FILE.py:FACTORY --task text-generation`")
+        if reference is None or reference.logits is None:
+            reference = _own_reference(model, variant, reference, steps)
+            _said(report, reference, reference.by)
+            report.rows.append(GenerationRow(variant.label, REFERENCE, why="its decoding is the reference"))
+            continue
+        row = _judged_row(variant, model, reference, tolerance_on(model), bounds, progress)
+        row.named = bool(backends) and variant.asked_by(backends)
+        report.rows.append(row)
+    if reference is None:
+        raise NothingToCompareError(f"no backend here opens {target.path.name} to decode it"
+                                    + (f": {'; '.join(r.why for r in report.rows)}" if report.rows else ""))
+    return report
+
+
+def _said(report: GenerationReport, reference: ReferenceDecoding, by: str) -> None:
+    report.reference, report.prompts, report.steps = by, reference.prompts, reference.step_count
+    if hasattr(reference.prompts, "shape"):  # an encoder's features, not ids: said by their shape
+        report.features, report.prompts = list(reference.prompts.shape[1:]), [[] for _ in reference.prompts]
+
+
+def _own_reference(model, variant: Variant, recorded: ReferenceDecoding | None, steps: int | None) -> ReferenceDecoding:
+    """The file's own runtime's greedy decoding as the reference (whole logits): of the prompts the file
+    records where it records tokens only, else of short generated prompts (a file that records nothing may
+    have few positions)."""
+    generation = model.generation
+    count = steps or (recorded.step_count if recorded is not None else JUDGING_STEPS)
+    if recorded is not None:
+        prompts = recorded.prompts
+    else:
+        vocab = model.signature.output(generation.logits).shape[-1]
+        if not isinstance(vocab, int):
+            raise PtxError(f"{model.path.name}: its logits' vocabulary is not a fixed size; ptx draws prompts within it")
+        prompts = judging_prompts(vocab, generation.max_positions, count, long=False)
+    return reference_decoding(model.run, model.signature, generation, prompts, count,
+                              by=f"{variant.label}'s own decoding (whole logits)", encoder=model.encoder)
+
+
+def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance: Tolerance, bounds, progress
+                ) -> GenerationRow:
+    """``model``'s decoding of the reference's prompts, judged: f32 by ``tolerance``, a reduced precision by
+    its bounds (the user's, else the file's, else its defaults)."""
+    progress(f"{variant.label}: decoding {len(reference.prompts)} prompts x {reference.step_count} steps, teacher-"
+             "forced then free-running")
+    reduced = variant.precision != FULL_PRECISION
+    held = bounds_for(variant.precision, model.generation.bounds, bounds) if reduced else None
+    try:
+        judged, ms = judge_decoding(model.run, model.signature, model.generation, reference,
+                                    precision=variant.precision, tolerance=tolerance, bounds=held,
+                                    encoder=model.encoder)
+    except PtxError as exc:
+        return GenerationRow(variant.label, NOT_USABLE if reduced else FAIL, why=f"does not decode: {exc}")
+    status = PASS if judged.passed else (NOT_USABLE if reduced else FAIL)
+    return GenerationRow(variant.label, status, judged, decode_ms_per_token=ms)
+
+
+def _runnable(target: Target, backends: Sequence[str] | None, report: GenerationReport, own_first: bool
+              ) -> list[Variant]:
+    """The variants that decode ``target`` here, unavailable ones said as skipped rows; a reduced precision's
+    file (model.int8.onnx) comes along where it was exported. ``own_first``: the file's own runtime at f32
+    first (its decoding is the reference)."""
     runnable = []
-    for variant in variants:
+    for variant in target.variants(backends):
         why = variant.unavailable()
         if variant.precision != FULL_PRECISION and not (backends and variant.asked_by(backends)):
-            try:  # a reduced precision's file (model.int8.onnx) comes along where it was exported
+            try:
                 target.file_for(variant)
             except MissingArtifactError:
                 continue
@@ -139,20 +265,10 @@ def verify_generation(target, backends: Sequence[str] | None = None, steps: int 
             report.rows.append(GenerationRow(variant.label, SKIPPED, why=why))
         else:
             runnable.append(variant)
-    def skipped(skip) -> None:
-        report.rows.append(GenerationRow(skip.variant.label, SKIPPED, why=f"does not open: {skip.why}"))
-
-    for variant, model in target.each_opened(runnable, skipped=skipped):
-        progress(f"{variant.label}: decoding {len(prompts)} prompts x {steps} steps")
-        reduced = variant.precision != FULL_PRECISION
-        tolerance = tolerance_on(model)
-        try:
-            decoded = model.decode(prompts, steps, eos=())
-        except PtxError as exc:
-            report.rows.append(GenerationRow(variant.label, FAIL if not reduced else NOT_USABLE,
-                                             why=f"does not decode: {exc}"))
-            continue
-        judged = judge_tokens(reference, decoded.steps, tolerance, reduced=reduced)
-        status = PASS if judged.passed else (NOT_USABLE if reduced else FAIL)
-        report.rows.append(GenerationRow(variant.label, status, judged, decode_ms_per_token=decoded.decode_ms_per_token))
-    return report
+    if own_first:
+        own = [v for v in runnable if v.backend.name == target.reference and v.precision == FULL_PRECISION]
+        if not own and target.variants():
+            own = [v for v in target.variants() if v.backend.name == target.reference and v.precision == FULL_PRECISION
+                   and not v.unavailable()][:1]
+        runnable = own[:1] + [v for v in runnable if v not in own[:1]]
+    return runnable

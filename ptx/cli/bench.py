@@ -31,8 +31,10 @@ from ptx.contract import DEFAULT_RUNS_ROOT
               help="Where runs live: NAME is read from ROOT/NAME.")
 @click.option("--generate", type=click.IntRange(min=1), metavar="N",
               help="A file exported with its key/value cache (--task text-generation): time greedy decoding of N new "
-                   "tokens per backend instead: the prompt's run (prefill ms), ms per new token and tokens/s, the "
-                   "median of --rounds decodings (default 3 here) after one warm-up.")
+                   "tokens per backend and precision instead (a decoder's int8 and int4 files beside it come "
+                   "along): the prompt's run (prefill ms, tokens/s), ms per new token and tokens/s, the median of "
+                   "--rounds decodings (default 3 here) after one warm-up; and each row against the wall: the bytes "
+                   "a step reads over the read bandwidth measured in the same run, as a share of its time.")
 @click.option("--prompt-length", type=click.IntRange(min=1), metavar="L",
               help="With --generate: the seeded prompt's tokens (default 32, clipped to the model's positions).")
 @click.option("--batch", type=click.IntRange(min=1), metavar="B",

@@ -14,11 +14,12 @@ from pathlib import Path
 import click
 
 from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX,
-                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, generated_input_options, open_options,
-                             certificate_sizes, plan_options, shape_certificate_options)
+                             NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, decoding_bound_options, decoding_bounds,
+                             generated_input_options, open_options, certificate_sizes, plan_options,
+                             shape_certificate_options)
 from ptx.cli.targets import _model_file, _unknown_or_file
 from ptx.contract import DEFAULT_OPSET
-from ptx.contract.names import INT8_FORMATS
+from ptx.contract.names import INT8_FORMATS, WEIGHT_ONLY_FORMATS
 from ptx.export.formats import default_formats, every_format, get as get_format, list_formats
 from ptx.export.formats.onnx import Exporter
 
@@ -33,7 +34,8 @@ TUTORIAL = ("a tutorial model NAME", "its checkpoint holds its weights and the r
 OWN_REASONS = {("metric", "_tutorial"): "its int8 is held to its accuracy on the real test samples verify judges "
                                         "it on: --max-drop X counts accuracy points"}
 FILE = ("a model file", "it holds its weights and its tensors already; ptx export FILE writes its int8 "
-        "(--format onnx-int8 or openvino-int8, ONNX files), a Triton or a KServe folder")
+        "(--format onnx-int8 or openvino-int8, ONNX files), its weights in 4 or 8 bits (onnx-int4, onnx-int8w, "
+        "openvino-int4, openvino-int8w), a Triton or a KServe folder")
 PRETRAINED = ("a transformers folder", "it holds its model (config.json, weights) and its tokenizer; ptx export DIR "
               "exports a model that generates with its cache, checked by decoding prompts, its tokenizer beside it")
 MODULE = ("--module", "it exports your own nn.Module, built by FACTORY, to files in --out; its int8 is quantized "
@@ -59,8 +61,10 @@ def _format_list(ctx, param, value) -> list[str]:
               metavar="FORMAT[,FORMAT]",
               help=f"{', '.join([*FORMATS, *FOLDERS])}, or all: every file this machine can write for a tutorial model "
                    f"({', '.join(FORMATS)}; it says which it leaves out and why). pt2 compiles for ~40 s; onnx-int8 is "
-                   "quantized, model.int8.onnx (FILE.int8.onnx for a model file); triton and kserve write deployment "
-                   "folders, named alone with --out.")
+                   "quantized, model.int8.onnx (FILE.int8.onnx for a model file); onnx-int4, onnx-int8w, openvino-int4 "
+                   "and openvino-int8w keep a language model's weights in 4 or 8 bits (model.int4.onnx, ...; a decoder "
+                   "with its cache too, from its ONNX file or --module); triton and kserve write deployment folders, "
+                   "named alone with --out.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Checkpoint (default: the one in --out when it holds a run, else runs/NAME/checkpoint.pt); with "
                    "--module, a state_dict loaded into the module strictly.")
@@ -133,10 +137,28 @@ def _format_list(ctx, param, value) -> list[str]:
               help="onnx-int8 of a model FILE: real inputs to calibrate on (.npz by input name, .npy, .json, as verify's "
                    "--inputs reads them); some are held out to judge the int8 file (default: inputs generated from "
                    "the file's signature).")
+@click.option("--block-size", "block_size", type=int, metavar="N",
+              help="onnx-int4, onnx-int8w, openvino-int4, openvino-int8w: weights per block sharing one scale, a power "
+                   "of two (default 32 for onnx-int4/int8w, as onnxruntime-genai; NNCF's 128 for openvino-int4, and for "
+                   "openvino-int8w one scale per output channel, -1).")
+@click.option("--symmetric/--asymmetric", "symmetric", default=None,
+              help="Weight-only formats: blocks centred on 0 (symmetric: a scale each), or with a zero point each "
+                   "(default: symmetric for onnx-int4/int8w, asymmetric for openvino-int4/int8w, as NNCF).")
+@click.option("--accuracy-level", "accuracy_level", type=click.IntRange(0, 4), metavar="0-4",
+              help="onnx-int4, onnx-int8w: the arithmetic of MatMulNBits on the CPU: 4 (default) int8 (activations "
+                   "quantized per block as it runs, VNNI/AMX), 0 f32 on the dequantized weights.")
+@click.option("--ratio", type=float, metavar="R",
+              help="openvino-int4: the share of MatMul weights in 4 bits, the others in 8 (default 1; NNCF ranks them by "
+                   "their activations on the recorded prompts, else by their quantization error).")
+@click.option("--data-aware", "data_aware", is_flag=True, default=None,
+              help="openvino-int4 of a decoder: NNCF reads the activations of the prompts the file records (AWQ and "
+                   "scale estimation, and the ranking --ratio keeps int4 by); several times the memory and time of "
+                   "the data-free default.")
 @BATCH_AXIS_OPTION
 @IGNORE_METADATA_OPTION
 @generated_input_options
 @shape_certificate_options
+@decoding_bound_options
 @FORCE
 def export_cmd(**given) -> None:
     """Export model NAME's checkpoint with a dynamic batch, validated against eager: ONNX and TorchScript
@@ -151,7 +173,11 @@ def export_cmd(**given) -> None:
     axis 0); `ptx export my.onnx --format onnx-int8` writes my.int8.onnx, quantized and judged against
     my.onnx on held-out inputs (--calibration SAMPLES.npz to calibrate on real ones). --max-drop X
     names the loss you accept (a tutorial model's accuracy points; your FILE's own --metric), and the
-    int8 file keeps the fewest nodes in f32 that hold it.
+    int8 file keeps the fewest nodes in f32 that hold it. onnx-int4 and onnx-int8w (onnxruntime's MatMulNBits)
+    and openvino-int4 and openvino-int8w (NNCF's compress_weights) store the MatMul weights alone in 4 or 8
+    bits, a head tied to the embedding included: a language model's decoding reads every weight once per
+    token, so fewer bytes are fewer milliseconds. A decoder exported with its cache is judged by its
+    decoding of the prompts it records, and the verdict is written into the file (docs/quantized-lms.md).
 
     NAME may be a transformers folder (what save_pretrained writes, or a downloaded snapshot: config.json,
     safetensors, tokenizer files), as `optimum-cli export onnx --model DIR` takes one: `ptx export DIR --out
@@ -174,6 +200,8 @@ def export_cmd(**given) -> None:
     ptx export my.onnx --format onnx-int8 --calibration samples.npz
     ptx export convnet --format openvino-int8 --max-drop 0.5      at most half an accuracy point lost
     ptx export my.onnx --format onnx-int8 --max-drop 0.5 --metric score.py:accuracy
+    ptx export lm/model.onnx --format onnx-int4       a decoder's weights in 4 bits: lm/model.int4.onnx
+    ptx export --module lm.py:build --format onnx,onnx-int4,openvino-int4 --out lm
     ptx export --module gru.py:make --input x=stepsxbatchx6 --input h0=1xbatchx12 \\
         --input mode=:int64 --torchscript-mode script --out exports/gru
 
@@ -214,7 +242,26 @@ def export_cmd(**given) -> None:
         if given["keep_f32"] not in (None, "auto"):
             raise click.UsageError("--max-drop chooses the nodes kept in f32 itself: leave out --keep-f32 "
                                    f"{','.join(given['keep_f32'])}")
+    _check_weights(fmt, given)
     export(**{key: value for key, value in given.items() if key in inspect.signature(export).parameters})
+
+
+WEIGHT_OPTIONS = {"block_size": ("--block-size", WEIGHT_ONLY_FORMATS), "symmetric": ("--symmetric", WEIGHT_ONLY_FORMATS),
+                  "accuracy_level": ("--accuracy-level", ("onnx-int4", "onnx-int8w")), "ratio": ("--ratio", ("openvino-int4",)),
+                  "data_aware": ("--data-aware", ("openvino-int4",))}
+
+
+def _check_weights(fmt: list[str], given: dict) -> None:
+    """A weight-only option given where no format it shapes is named: refused, not ignored."""
+    for key, (option, meant) in WEIGHT_OPTIONS.items():
+        if given.get(key) is not None and not set(meant) & set(fmt):
+            raise click.UsageError(f"{option} shapes {', '.join(meant)}: give --format {meant[0]} (not {','.join(fmt)})")
+
+
+def _weights(block_size, symmetric, accuracy_level, ratio, data_aware=None) -> dict:
+    """The weight-only formats' options, as export hands them to the writers."""
+    return {k: v for k, v in dict(block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level,
+                                  ratio=ratio, data_aware=data_aware).items() if v is not None}
 
 
 def _refuse_unmeant(ctx: click.Context, export, what: str, why: str) -> None:
@@ -278,14 +325,17 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
                                "`ptx export --module FILE.py:FACTORY --out DIR`") from None
 
 
-def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force) -> None:
+def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force, min_agreement=(),
+                max_kl=(), max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None,
+                data_aware=None) -> None:
     """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
     opened by transformers, exported as --module exports one, its tokenizer's files beside the files."""
     if not out:
         raise click.UsageError(f"ptx export {name} writes a folder of files: give it with --out DIR")
     if {*fmt} & {*FOLDERS, "all"}:
         raise click.UsageError(f"--format {','.join(fmt)}: a transformers folder exports to onnx, torchscript or pt2 "
-                               "files (then `ptx export FILE --format triton|kserve` folds one into a folder)")
+                               "files, its weights in 4 or 8 bits too (onnx-int4, ...; then `ptx export FILE --format "
+                               "triton|kserve` folds one into a folder)")
     from ptx.export.seq2seq import chosen_task
     from ptx.export.module import export_module
     from ptx.export.pretrained import load_pretrained, text_files
@@ -298,12 +348,14 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     text = text_files(tokenizer or name, click.echo, "--tokenizer" if tokenizer else "the folder")
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
-                  log=click.echo)
+                  bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99),
+                  weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware) or None, log=click.echo)
 
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
-            max_shapes, force, rtol=None, task="auto", tokenizer=None) -> None:
+            max_shapes, force, rtol=None, task="auto", tokenizer=None, min_agreement=(), max_kl=(),
+            max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -315,7 +367,12 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
     options = dict(inputs=list(input_args) or None, output_names=list(output_names) or None,
                    checkpoint=checkpoint, opset=opset, exporter=exporter, torchscript_mode=torchscript_mode, atol=atol,
                    provenance=made.provenance)
+    bounds = decoding_bounds(min_agreement, max_kl, max_kl_p99)
+    weights = _weights(block_size, symmetric, accuracy_level, ratio, data_aware)
     if fmt[0] in FOLDERS:
+        if bounds:
+            raise click.UsageError(f"--{next(iter(bounds)).replace('_', '-')} bounds a decoder's reduced precisions, "
+                                   f"recorded in its files: --format {fmt[0]} writes a folder of its forward pass")
         from ptx.export.sources import module_source
 
         source = module_source(made.module, made.example_inputs, name=model_label or made.factory,
@@ -336,17 +393,18 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   formats=[f for f in fmt if f != "all"] + (list(DEFAULT_MODULE_FORMATS) if "all" in fmt else []),
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
-                  use_example=not chosen, rtol=rtol, task=task, log=click.echo, **options)
+                  use_example=not chosen, rtol=rtol, task=task, bounds=bounds, log=click.echo, weights=weights or None,
+                  **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,
-          force) -> None:
+          force, block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None) -> None:
     """A user's model file: its int8 (an ONNX file), or its Triton or KServe folder."""
     from ptx.infer.formats.model_files import read_model_file
 
     path, kind = Path(name), read_model_file(Path(name)).kind
     opening = open_options(input_args, batch_axes, ignore_metadata)
-    if all(f in INT8_FORMATS for f in fmt):  # one int8 file per format named, as for a tutorial model
+    if all(f in (*INT8_FORMATS, *WEIGHT_ONLY_FORMATS) for f in fmt):  # one file per format named, as for a tutorial model
         if kind != "onnx":
             raise click.UsageError(f"{path.name} is a {kind} file: {','.join(fmt)} quantizes an ONNX file (export your "
                                    "module to ONNX first: ptx export --module FILE.py:FACTORY --format onnx)")
@@ -361,12 +419,14 @@ def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, 
         for fmt_name in fmt:
             export_int8_file(path, fmt_name, out=out, calibration=calibration, keep_f32=keep_f32,
                              rank=_rank(keep_f32, max_drop), max_drop=max_drop, metric=metric, force=force,
-                             log=click.echo, **opening)
+                             weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware), log=click.echo,
+                             **opening)
         return
     if fmt[0] not in FOLDERS:
         raise click.UsageError(f"a model file exports as its int8 (ptx export {name} --format onnx-int8, "
-                               f"openvino-int8 or both) or as a folder: ptx export {name} --format triton|kserve "
-                               "--out DIR")
+                               f"openvino-int8 or both), its weights in 4 or 8 bits (onnx-int4, onnx-int8w, "
+                               f"openvino-int4, openvino-int8w) or as a folder: ptx export {name} --format "
+                               "triton|kserve --out DIR")
     for given, what in ((calibration, "--calibration calibrates"), (metric, "--metric bounds")):
         if given is not None:
             raise click.UsageError(f"{what} an int8 file: give --format onnx-int8 or openvino-int8 (not {fmt[0]})")

@@ -3,11 +3,13 @@ or sampled, through one backend of a file exported with its key/value cache (ptx
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
 from ptx.cli.options import Choice, DeviceChoice, backend_names
+from ptx.contract.names import PRECISIONS
 
 DEFAULT_NEW_TOKENS = 32
 
@@ -68,12 +70,15 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
               help="End an answer where its text holds TEXT (cut before it); repeat for several.")
 @click.option("--backend", type=Choice(backend_names()), help="Default: the file's own (ort-cpu for ONNX).")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), help="For a backend that runs on several.")
+@click.option("--precision", type=Choice(PRECISIONS),
+              help="Default: the file's own. int4 or int8 of an f32 file runs the reduced file beside it "
+                   "(model.int4.onnx, model.int8w.onnx; ptx export FILE --format onnx-int4 writes one).")
 @click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's and its generation "
                                                     "config's; none: run every step).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
 def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p,
-                 min_p, repetition_penalty, seed, stop, backend, device, eos, as_json) -> None:
+                 min_p, repetition_penalty, seed, stop, backend, device, precision, eos, as_json) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
     transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM or
     encoder-decoder that generates): greedy by default, sampled with
@@ -123,7 +128,7 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     elif not given:
         raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer; --features FILE.npy "
                                "for an encoder of features)")
-    with load(file, backend=backend, device=device) as model:
+    with load(file, backend=backend, device=device, precision=precision) as model:
         _check_input(model, features is not None, file)
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
@@ -143,8 +148,10 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
             what = f"features {'x'.join(map(str, prompt.shape))}" if features else f"{len(prompt)} tokens"
             click.echo(f"{'input' if features else 'prompt'} {k + 1} ({what}): {shown}")
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
+    sys.stdout.flush()  # every token line out before the timing line, which goes to stderr
+    where = model.backend + (f" at {model.precision} ({Path(model.path).name})" if model.precision != "f32" else "")
     encoder = f"the encoder in {timing['encoder_ms']:.1f} ms, " if "encoder_ms" in timing else ""
-    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {model.backend}, {sampling.describe()}: {encoder}the "
+    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}, {sampling.describe()}: {encoder}the "
                f"prompt in {timing['prefill_ms']:.1f} ms{per_token}", err=True)
 
 
@@ -188,12 +195,15 @@ def _decoded(model, words, given, sampling, eos, stream: bool):
         return [None] * len(given), decoded
     from ptx.infer.model.text_generation import generate_text
 
-    on_text = None
-    if stream:
-        click.echo(f"prompt 1 ({len(given[0])} tokens): ", nl=False)
-        on_text = lambda row, piece: click.echo(piece, nl=False)  # noqa: E731 - one line, flushed by click
-    answers = generate_text(model, given, words, sampling, eos=eos, on_text=on_text)
-    if stream:
+    if not stream:
+        answers = generate_text(model, given, words, sampling, eos=eos)
+        return answers, answers.decoded
+    click.echo(f"prompt 1 ({len(given[0])} tokens): ", nl=False)
+    try:  # the line is ended whatever happens, so that nothing written after it (the timing line on stderr, an
+        # error) runs on from its last token on a terminal, where stdout and stderr share the lines
+        answers = generate_text(model, given, words, sampling, eos=eos,
+                                on_text=lambda row, piece: click.echo(piece, nl=False))
+    finally:
         click.echo("")
     return answers, answers.decoded
 

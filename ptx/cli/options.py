@@ -147,6 +147,38 @@ shape_certificate_options = _options(
 )
 
 
+# --min-agreement, --max-kl, --max-kl-p99: what a reduced precision's decoding must hold, per prompt
+# (ptx.contract.generation_judge.Bounds; export records them, verify holds each row to them).
+_BOUND_HELP = ("a number for every reduced precision, or PRECISION=NUMBER for one (bf16, int8, int4 ...); default: "
+               "what the file records, else the precision's (docs/error-model.md)")
+decoding_bound_options = _options(
+    click.option("--min-agreement", "min_agreement", multiple=True, metavar="[PRECISION=]SHARE",
+                 help="A decoder's reduced-precision rows: the share of each prompt's steps (teacher-forced) whose top "
+                      f"token is the reference's, at least; {_BOUND_HELP}."),
+    click.option("--max-kl", "max_kl", multiple=True, metavar="[PRECISION=]NATS",
+                 help="... and each prompt's mean KL divergence from the reference's distribution, at most; "
+                      f"{_BOUND_HELP}."),
+    click.option("--max-kl-p99", "max_kl_p99", multiple=True, metavar="[PRECISION=]NATS",
+                 help=f"... and its 99th percentile over the prompt's steps, at most; {_BOUND_HELP}."),
+)
+
+
+def decoding_bounds(min_agreement=(), max_kl=(), max_kl_p99=()) -> dict[str, dict]:
+    """decoding_bound_options' values -> {field: {precision or None: value}} (only those given); a bad one
+    refused in one line naming its option."""
+    from ptx.contract.generation_judge import BOUND_OPTIONS, parse_bound
+    from ptx.errors import PtxError
+
+    out = {}
+    for name, values in (("min_agreement", min_agreement), ("max_kl", max_kl), ("max_kl_p99", max_kl_p99)):
+        if values:
+            try:
+                out[name] = parse_bound(BOUND_OPTIONS[name], values)
+            except PtxError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"'{BOUND_OPTIONS[name]}'") from None
+    return out
+
+
 def certificate_sizes(min_shapes=(), max_shapes=()) -> dict[str, dict[str, int]]:
     """--min-shape h=32 and --max-shape seq=512 (repeated) -> {"min_sizes": {symbol: size}, "max_sizes": ...}."""
     out = {}

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option,
-                             _given, _int_list, generated_input_options, is_url, model_file_options, certificate_sizes,
+from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, backends_option, decoding_bound_options,
+                             decoding_bounds, _given, _int_list, generated_input_options, is_url, model_file_options,
+                             certificate_sizes,
                              open_options, plan_options, shape_certificate_options,
                              refuse_given, refuse_meaningless, served_options)
 from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
-from ptx.contract.generation import GENERATION_KEY
 from ptx.errors import PtxError
 from ptx.infer.verify.rule import RULE
 
@@ -77,12 +77,13 @@ from ptx.infer.verify.rule import RULE
 @model_file_options
 @generated_input_options
 @shape_certificate_options
+@decoding_bound_options
 @served_options
 @click.pass_context
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
                all_rows, run, against, reference_file, save_reference, strict, locate, repro, metric, declared_inputs,
                batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed, min_shapes, max_shapes,
-               **served) -> None:
+               min_agreement, max_kl, max_kl_p99, **served) -> None:
     """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
     model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
     model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's export) its own runtime's
@@ -148,8 +149,11 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
                                "real test samples: add --seed N for generated ones")
     # as verify opens it: a file changed since export is the user's own model, with a note
     target = target_of(ctx, name, "verify", root=root, run=run, options=opening, verifying=True)
-    if not target.is_run and GENERATION_KEY in (target.found.metadata or {}) and against is None:
-        _verify_generation(ctx, target, backends, as_json, atol, rtol)
+    bounds = decoding_bounds(min_agreement, max_kl, max_kl_p99)
+    if against is None and _decodes(target):
+        _verify_generation(ctx, target, backends, as_json, atol, rtol, bounds)
+    refuse_given(ctx, ["min_agreement", "max_kl", "max_kl_p99"], "bounds a decoder's reduced-precision rows (a model "
+                 "exported with its cache, or a decoder in Optimum's layout)")
     if locate and not target.is_run:
         from ptx.infer.locate.file import check_locatable
 
@@ -170,20 +174,26 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             then=then if locate else None)
 
 
-def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=()) -> None:
-    """A decoder exported with its cache: its generation judged step by step (ptx.infer.verify.generation)."""
+def _decodes(target) -> bool:
+    from ptx.infer.verify.generation import decodes
+
+    return decodes(target)
+
+
+def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=None) -> None:
+    """A decoder (exported with its cache, or in Optimum's layout): its generation judged step by step, per
+    prompt (ptx.infer.verify.generation)."""
     from ptx.infer.verify.generation import verify_generation
 
     refuse_given(ctx, ["locate", "repro", "metric", "save_reference", "reference_file", "save_inputs", "input_files",
                        "shapes", "values", "ranges", "batch_sizes"],
-                 "is not for a decoder exported with its cache (verify compares its greedy tokens with the ones the "
-                 "file records)")
+                 "is not for a decoder (verify decodes the prompts its reference decoded, step by step)")
     per_output = [name for name, _ in (*atol, *rtol) if name is not None]
     if per_output:
         raise click.UsageError(f"--atol/--rtol {per_output[0]}=...: a decoder's generation is judged on its logits "
                                "alone: give the number without an output's name")
     report = verify_generation(target, backends, atol=next((v for _, v in atol), None),
-                               rtol=next((v for _, v in rtol), None),
+                               rtol=next((v for _, v in rtol), None), bounds=bounds,
                                progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

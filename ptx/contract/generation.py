@@ -10,11 +10,10 @@ cross-attention key and value out, computed once) and the decoder file, which ta
 the encoder's mask, its own past and the cross-attention past. The decoder file's contract names the
 encoder file beside it and which of its outputs feeds which decoder input (``Encoder``).
 
-Also the one judge of generated tokens (``judge_tokens``), used by export and verify alike: two greedy
-decodings of the same prompts agree where every step chose the same token; where they part, the step
-is named with both tokens and the reference's top-2 margin, and a step whose margin lies within the
-tolerance is a tie (the two may part there, said, not failed: greedy decoding cannot tell near-equal
-logits apart, and the steps after a tie follow different prefixes).
+A decoder without that record (a user's file in Optimum's layout: past_key_values.N.key in,
+present.N.key out) is read by its tensors' names (``of_layout``). The prompts a decoding is judged on
+(``judging_prompts``) and the record of a greedy decoding (``Steps``, ``Parting``) are here too; the judge
+of a decoding is ptx.contract.generation_judge.
 """
 from __future__ import annotations
 
@@ -27,14 +26,9 @@ import numpy as np
 
 from ptx.errors import InputError
 
-from .schema import Tolerance
 from .tensors import ContractError
 
 GENERATION_KEY = "generation"  # ptx.generation in a file: the Generation below, as JSON
-# The share of steps a reduced precision (int8, bf16) must choose as the reference did, up to the first
-# parting of each prompt counted as steps lost: a reduced file parts somewhere, and where matters less
-# than how soon.
-REDUCED_AGREEMENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -101,9 +95,11 @@ class Generation:
     logits set to the lowest float at every step), ``begin_suppress`` at the first step only, as the
     generation config's suppress_tokens and begin_suppress_tokens; ``forced_eos``: the id forced at the
     last step max_new_tokens allows where a decoding ends at end-of-sequence ids (forced_eos_token_id,
-    BART's). ``encoder``: an encoder-decoder's
-    encoder file (Encoder), None for a causal LM. ``reference``: eager's own greedy decoding of a few
-    prompts as export made it (prompts, tokens, top-2 margins), which verify holds every runtime to."""
+    BART's). ``encoder``: an encoder-decoder's encoder file (Encoder), None for a causal LM.
+    ``reference``: eager's own greedy decoding of a few prompts as export made it (prompts, tokens, top-2
+    margins, each step's largest logits: ptx.contract.generation_judge.ReferenceDecoding), which verify
+    holds every runtime to; ``bounds``: what each reduced precision's decoding must hold
+    (generation_judge.Bounds, by precision)."""
 
     cache: tuple[tuple[str, str], ...]
     input_ids: str = "input_ids"
@@ -119,6 +115,7 @@ class Generation:
     forced_eos: int | None = None
     encoder: Encoder | None = None
     reference: dict = field(default_factory=dict, compare=False)
+    bounds: dict = field(default_factory=dict, compare=False)  # {precision: what a reduced row must hold}
 
     def to_json(self) -> str:
         doc = asdict(self)
@@ -148,7 +145,7 @@ class Generation:
                        begin_suppress=tuple(int(e) for e in doc.get("begin_suppress") or ()),
                        forced_eos=None if doc.get("forced_eos") is None else int(doc["forced_eos"]),
                        encoder=Encoder.from_dict(doc["encoder"]) if doc.get("encoder") else None,
-                       reference=dict(doc.get("reference") or {}))
+                       reference=dict(doc.get("reference") or {}), bounds=dict(doc.get("bounds") or {}))
         except (ValueError, TypeError, KeyError) as exc:
             raise ContractError(f"{where}: not a generation contract ({type(exc).__name__}: {exc}): re-export the "
                                 "model with --task text-generation") from None
@@ -168,8 +165,9 @@ class Generation:
             raise ContractError(f"{where}: its generation contract names {', '.join(missing)}, which the file does not "
                                 "have: re-export the model with --task text-generation")
 
-    def with_reference(self, reference: dict) -> "Generation":
-        return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": reference})
+    def with_reference(self, reference: dict, bounds: dict | None = None) -> "Generation":
+        return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": reference,
+                             **({"bounds": bounds} if bounds is not None else {})})
 
     def recorded(self) -> "tuple[list[list[int]] | np.ndarray, Steps, str] | None":
         """(the prompts, the reference's greedy steps on them, who decoded them) the file records, or None.
@@ -204,6 +202,60 @@ def of_metadata(metadata: Mapping[str, str], where: str) -> Generation | None:
     """The generation contract a file records (its ptx.* strings, prefix dropped), or None."""
     text = metadata.get(GENERATION_KEY)
     return Generation.from_json(text, where) if text else None
+
+
+# Optimum's names for a decoder's cache: past_key_values.0.key in, present.0.key out (ORTModelForCausalLM,
+# onnxruntime-genai and ptx's own export read and write them).
+LAYOUT_PAST, LAYOUT_PRESENT = "past_key_values.{}.{}", "present.{}.{}"
+
+
+def of_layout(inputs: Sequence[str], outputs: Sequence[str]) -> Generation | None:
+    """The generation contract of a decoder file in Optimum's layout, read from its tensors' names alone
+    (input_ids, attention_mask, position_ids where it takes them, past_key_values.N.key/value; logits and
+    present.N.key/value), or None where the file is not one: a decoder without ptx's record is decoded by
+    it (an empty past, then steps), never fed generated inputs. A merged decoder's extra inputs
+    (use_cache_branch) are not this layout."""
+    inputs, outputs = list(inputs), list(outputs)
+    cache = []
+    for layer in range(len(inputs)):
+        pair = [(LAYOUT_PAST.format(layer, kind), LAYOUT_PRESENT.format(layer, kind)) for kind in ("key", "value")]
+        if not all(p in inputs and q in outputs for p, q in pair):
+            break
+        cache.extend(pair)
+    known = {"input_ids", "attention_mask", "position_ids", *(p for p, _ in cache)}
+    if not cache or "input_ids" not in inputs or "attention_mask" not in inputs or "logits" not in outputs or \
+            set(inputs) - known:
+        return None
+    return Generation(tuple(cache), position_ids="position_ids" if "position_ids" in inputs else None)
+
+
+# The prompts a decoding is judged on: three short ones of different lengths, decoded in one left-padded
+# batch (padding, the mask and positions exercised), and a long one, decoded alone, whose positions reach
+# past 300 (rotary angles lose float32 precision there) where the model has that many.
+SHORT_PROMPTS = (3, 7, 12)
+LONG_PROMPT = 300
+JUDGING_STEPS = 16
+ONE_BATCH = 64  # prompts up to this length share a batch; a longer one is decoded alone (no padding to it)
+
+
+def judging_prompts(vocab: int, max_positions: int | None, steps: int = JUDGING_STEPS, seed: int = 0,
+                    long: bool = True) -> list[list[int]]:
+    """Seeded prompts of SHORT_PROMPTS' lengths and, with ``long``, one of LONG_PROMPT tokens (fewer where the
+    model's positions end sooner: its positions still reach its last), ids drawn across the vocabulary."""
+    rng = np.random.default_rng(seed)
+    lengths = list(SHORT_PROMPTS)
+    if long:
+        room = LONG_PROMPT if max_positions is None else min(LONG_PROMPT, max_positions - steps)
+        if room > max(SHORT_PROMPTS):
+            lengths.append(room)
+    return [rng.integers(0, vocab, n).tolist() for n in lengths]
+
+
+def batches(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The prompts' indices in the batches they are decoded in: the short ones (up to ONE_BATCH tokens)
+    together, left-padded; each longer one alone, so that no short prompt is padded to its length."""
+    short = [k for k, p in enumerate(prompts) if len(p) <= ONE_BATCH]
+    return ([short] if short else []) + [[k] for k, p in enumerate(prompts) if len(p) > ONE_BATCH]
 
 
 def check_prompts(prompts: Sequence[Sequence[int]], vocab: int | None, max_new_tokens: int,
@@ -294,75 +346,12 @@ class Parting:
     step: int
     want: int
     got: int
-    margin: float
+    margin: float  # the reference's top-2 margin there (``over``: its logit of ``want`` minus that of ``got``)
     tie: bool
+    over: bool = False  # teacher-forced: the margin is the reference's over ``got``, not its top-2 margin
 
     def describe(self) -> str:
-        what = "a tie" if self.tie else "parts"
+        what = ("a near-tie" if self.over else "a tie") if self.tie else "parts"
+        margin = f"its margin over {self.got}" if self.over else "its top-2 margin"
         return (f"prompt {self.prompt + 1} step {self.step}: {what}: {self.got} where the reference chose {self.want} "
-                f"(its top-2 margin {self.margin:.3g})")
-
-
-@dataclass
-class TokenJudgement:
-    """How a row's greedy tokens compare with the reference's: steps compared, steps agreeing (up to each
-    prompt's first parting), the partings, and the verdict (PASS where no prompt parts but at a tie;
-    for reduced precision, PASS where the agreeing share is at least REDUCED_AGREEMENT)."""
-
-    steps: int
-    agreeing: int
-    partings: list[Parting]
-    reduced: bool
-    tolerance: Tolerance
-
-    @property
-    def share(self) -> float:
-        return self.agreeing / self.steps if self.steps else 1.0
-
-    @property
-    def passed(self) -> bool:
-        if self.reduced:
-            return self.share >= REDUCED_AGREEMENT
-        return all(p.tie for p in self.partings)
-
-    def describe(self) -> str:
-        first = min(self.partings, key=lambda p: p.step) if self.partings else None
-        text = f"{self.agreeing} of {self.steps} greedy steps as the reference's"
-        if self.reduced:
-            text += f" ({self.share:.0%}; at least {REDUCED_AGREEMENT:.0%} held)"
-        if first is not None:
-            ties = sum(p.tie for p in self.partings)
-            text += f"; {first.describe()}"
-            if ties and not self.reduced:
-                text += (f"; {ties} prompt{'s' * (ties != 1)} part{'s' * (ties == 1)} at a tie (a top-2 margin within "
-                         f"twice atol {self.tolerance.atol:g} + rtol {self.tolerance.rtol:g}: said, not failed)")
-        return text
-
-    def to_dict(self) -> dict:
-        return {"steps": self.steps, "agreeing": self.agreeing, "share": round(self.share, 4), "passed": self.passed,
-                "reduced": self.reduced, "tolerance": self.tolerance.to_dict(),
-                "partings": [asdict(p) for p in self.partings]}
-
-
-def tie_width(tolerance: Tolerance, top: float) -> float:
-    """The top-2 margin within which two runtimes held to ``tolerance`` may choose either token: each
-    side's logits may be off by atol + rtol * |logit|."""
-    return 2 * (tolerance.atol + tolerance.rtol * abs(top))
-
-
-def judge_tokens(reference: Steps, got: Steps, tolerance: Tolerance, reduced: bool = False) -> TokenJudgement:
-    """The one comparison of two greedy decodings of the same prompts: each prompt's tokens step by step
-    until they part (the steps after follow another prefix and are not compared). A parting where the
-    reference's top-2 margin is within ``tie_width`` is a tie."""
-    steps = agreeing = 0
-    partings = []
-    for k, (want, margins, tops, have) in enumerate(zip(reference.tokens, reference.margins, reference.tops,
-                                                          got.tokens)):
-        steps += len(want)
-        for step, (w, m, top) in enumerate(zip(want, margins, tops)):
-            h = have[step] if step < len(have) else -1
-            if h != w:
-                partings.append(Parting(k, step + 1, int(w), int(h), float(m), bool(m <= tie_width(tolerance, top))))
-                break
-            agreeing += 1
-    return TokenJudgement(steps, agreeing, partings, reduced, tolerance)
+                f"({margin} {self.margin:.3g})")

@@ -19,6 +19,12 @@ ARTIFACT_FILES = {
     "pt2": "model.pt2",  # torch.export + AOTInductor package (on request: a compile takes ~40 s)
     "onnx-int8": "model.int8.onnx",  # onnxruntime.quantization's QDQ graph, for ONNX Runtime
     "openvino-int8": "model.openvino-int8.onnx",  # NNCF's QDQ graph, for OpenVINO
+    # Weight-only: the MatMul weights stored in 4 or 8 bits, activations f32 (a language model's decoding
+    # reads every weight once per token, so its time per token follows the weights' bytes).
+    "onnx-int4": "model.int4.onnx",  # onnxruntime's MatMulNBits quantizer, for ONNX Runtime
+    "onnx-int8w": "model.int8w.onnx",
+    "openvino-int4": "model.openvino-int4.onnx",  # NNCF's compress_weights, for OpenVINO
+    "openvino-int8w": "model.openvino-int8w.onnx",
 }
 # What an export that names no format writes: the two portable files. pt2 (a compile takes ~40 s per
 # model on 2 cores) and int8 (an opt-in trade of accuracy for speed) are written on request only
@@ -27,11 +33,20 @@ DEFAULT_FORMATS = ("onnx", "torchscript")
 # The int8 formats: an ONNX graph with Q/DQ nodes, each made by the quantizer of the runtime that
 # serves it. Either runs on both runtimes; a file records which it is (ptx.format, int8_format).
 INT8_FORMATS = ("onnx-int8", "openvino-int8")
+# The weight-only formats: block-quantized weights (MatMulNBits, GatherBlockQuantized, DequantizeLinear of
+# the weights) beside f32 activations; a decoder with its cache among them.
+WEIGHT_ONLY_FORMATS = ("onnx-int4", "onnx-int8w", "openvino-int4", "openvino-int8w")
+INT8, INT4 = "int8", "int4"
+# The precisions a file is (not a mode a runtime runs an f32 file in), and the formats whose files are each.
+FILE_PRECISIONS = {INT8: (*INT8_FORMATS, "onnx-int8w", "openvino-int8w"), INT4: ("onnx-int4", "openvino-int4")}
+# The file a backend reads at a precision, and the one it reads where that one is not there: a decoder has
+# no Q/DQ int8 (its activations have no range to calibrate), and its int8 is the weight-only file.
+TWIN_FORMATS = {"onnx-int8": ("onnx-int8", "onnx-int8w"), "openvino-int8": ("openvino-int8", "openvino-int8w")}
 # Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
 # the reduced ones by labels and accuracy (ptx.contract.comparison.judge_reduced_precision).
 FULL_PRECISION = "f32"
 TF32 = "tf32"  # the f32 file with CUDA's TensorFloat-32 matmuls and convolutions: faster, 10-bit mantissa
-PRECISIONS = (FULL_PRECISION, "bf16", TF32, "int8")
+PRECISIONS = (FULL_PRECISION, "bf16", TF32, INT8, INT4)
 # Precisions that exist on one kind of device only: TF32 is a mode of NVIDIA's GPUs (Ampere and later).
 PRECISION_DEVICES = {TF32: "cuda"}
 DEFAULT_RUNS_ROOT = "runs"
@@ -45,14 +60,19 @@ DEFAULT_OPSET = 18
 # model.torchscript.pt): a model's name is what is left, every other dot kept
 # (ch_ppocr_mobile_v2.0_cls_infer.onnx is the model ch_ppocr_mobile_v2.0_cls_infer).
 MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
-EXPORT_INFIXES = (".openvino-int8", ".int8", ".torchscript")
+EXPORT_INFIXES = (".openvino-int8", ".openvino-int8w", ".openvino-int4", ".int8", ".int8w", ".int4", ".torchscript")
 
 
 def int8_format(metadata) -> str:
-    """Which int8 format a file ptx quantized is: its ptx.format (written since openvino-int8 came),
+    """Which reduced format a file ptx quantized is: its ptx.format (written since openvino-int8 came),
     else onnx-int8, the only one there was before."""
     recorded = metadata.get("format")
-    return recorded if recorded in INT8_FORMATS else INT8_FORMATS[0]
+    return recorded if any(recorded in formats for formats in FILE_PRECISIONS.values()) else INT8_FORMATS[0]
+
+
+def file_precision(fmt: str) -> str | None:
+    """The precision a file of format ``fmt`` is (int8, int4), or None for an f32 one."""
+    return next((p for p, formats in FILE_PRECISIONS.items() if fmt in formats), None)
 
 
 def twin_name(path, fmt: str) -> str:

@@ -4,8 +4,9 @@ do it (generation/logits_process.py: RepetitionPenaltyLogitsProcessor, then Temp
 TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, in the order its generate() applies them).
 
 The draws are the seed's, not the runtime's: each prompt (each row of a batch) has a numpy Generator of its
-own, seeded from the request's seed and the row's place (SeedSequence's spawn key), and draws one uniform
-number per step. The token is where that number falls in the cumulative distribution of the kept tokens,
+own, seeded from the request's seed and the row's key (SeedSequence's spawn key: 0 for a prompt's first
+answer, j for its answer j where several are asked), never from its place in a batch, and draws one
+uniform number per step. The token is where that number falls in the cumulative distribution of the kept tokens,
 most probable first: two backends whose logits agree within their tolerance move each boundary of that
 distribution by about as much, so they choose the same token unless the draw falls within that distance of
 a boundary (rare, and said as a tie would be). A row's tokens are those it gets alone with that seed,
@@ -106,13 +107,14 @@ def _number(name: str, value, low: float, high: float | None, low_open: bool = F
         raise SamplingError(f"{name} {value!r}: give a number {bound}", name)
 
 
-def row_generators(seed: int | None, rows: int) -> list[np.random.Generator]:
-    """One numpy Generator per row: row k's draws depend on the seed and k alone (SeedSequence's spawn
-    key), so the rows of a request draw the same numbers alone or beside other requests."""
+def row_generators(seed: int | None, keys: Sequence[int]) -> list[np.random.Generator]:
+    """One numpy Generator per row, of ``keys[row]``: a row's draws depend on the seed and its key alone
+    (SeedSequence's spawn key), so a prompt draws the same numbers alone, at any place of a batch, or
+    beside other requests. No seed: fresh entropy, shared by the rows, which then need keys of their own."""
     entropy = None if seed is None else int(seed) % (1 << SEED_BITS)
     root = np.random.SeedSequence(entropy)
-    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(k,))))
-            for k in range(rows)]
+    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(root.entropy, spawn_key=(int(k),))))
+            for k in keys]
 
 
 def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling) -> np.ndarray:
@@ -186,15 +188,19 @@ def choose(logits: np.ndarray, history: Sequence[Sequence[int]], params: Samplin
 class Chooser:
     """The decoding loop's choice for one request (infer/model/generation.py's ``choose`` hook):
     ``chooser(logits, history) -> ids``, with the request's parameters and one Generator per row (made at
-    the first step, for as many rows as it has)."""
+    the first step, for as many rows as it has). ``keys``: each row's draws (row_generators); by default,
+    with a seed, every row draws as its prompt would alone (key 0), and without one each its own."""
 
-    def __init__(self, params: Sampling):
-        self.params = params
+    def __init__(self, params: Sampling, keys: Sequence[int] | None = None):
+        self.params, self.keys = params, None if keys is None else [int(k) for k in keys]
         self.rngs: list[np.random.Generator] | None = None
 
     def __call__(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
         if self.rngs is None and not self.params.greedy:
-            self.rngs = row_generators(self.params.seed, len(logits))
+            keys = self.keys
+            if keys is None:
+                keys = [0] * len(logits) if self.params.seed is not None else range(len(logits))
+            self.rngs = row_generators(self.params.seed, keys)
         return choose(logits, history, self.params, self.rngs)
 
 

@@ -292,14 +292,16 @@ def verdict_strings(verdicts: Sequence[Verdict]) -> dict[str, str]:
 
 
 # The row an int8 file's own runtime gives it (the runtime its quantizer made it for).
-SERVING_LABELS = {"onnx-int8": "ort-cpu-int8", "openvino-int8": "openvino-int8"}
+SERVING_LABELS = {"onnx-int8": "ort-cpu-int8", "openvino-int8": "openvino-int8", "onnx-int8w": "ort-cpu-int8",
+                  "openvino-int8w": "openvino-int8", "onnx-int4": "ort-cpu-int4", "openvino-int4": "openvino-int4"}
 
 
 def serving_label(metadata: Mapping[str, str]) -> str | None:
-    """The row of the runtime an int8 file was made for (its ptx.format), or None for any other file."""
-    from .names import int8_format
+    """The row of the runtime a reduced file (int8, int4) was made for (its ptx.format), or None for any
+    other file."""
+    from .names import FILE_PRECISIONS, int8_format
 
-    return SERVING_LABELS[int8_format(metadata)] if metadata.get("precision") == "int8" else None
+    return SERVING_LABELS[int8_format(metadata)] if metadata.get("precision") in FILE_PRECISIONS else None
 
 
 def differs_note(recorded: Verdict, now: Verdict) -> str:

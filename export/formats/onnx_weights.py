@@ -1,0 +1,149 @@
+"""onnx-int4 and onnx-int8w: an ONNX graph whose MatMul weights are stored in 4 or 8 bits by onnxruntime's
+weight-only quantizer (onnxruntime.quantization.matmul_nbits_quantizer), for ONNX Runtime (model.int4.onnx
+and model.int8w.onnx, or a user's FILE.int4.onnx and FILE.int8w.onnx); activations stay f32.
+
+Each MatMul with a constant weight becomes a MatMulNBits (com.microsoft): the weight in blocks of
+``block_size`` values along its input axis, each block with its own scale (and, asymmetric, a zero point).
+A language model's decoding reads every weight once per token, so its time per token follows the
+weights' bytes: 4-bit blocks of 32 with f32 scales are 5 bits a weight, against f32's 32. ``accuracy_level``
+4 (the default here, onnxruntime-genai's on the CPU) lets the kernel quantize the activations to int8 per
+block as it runs and multiply in int8 (VNNI/AMX), which is where the speed comes from on x86; 0 keeps f32
+arithmetic on the dequantized weights. onnx-int4 quantizes the embedding's table too (GatherBlockQuantized:
+the quantizer's Gather support is 4-bit only); onnx-int8w leaves it f32, which costs file size, not time
+(a Gather reads one row per token).
+
+A head tied to the embedding is quantized too (weight_only.constant_weights: ORT's quantizer skips a
+MatMul whose weight is not a constant initializer), and export says so. No calibration: round-to-nearest
+per block, the quantizer's DEFAULT algorithm; the file is judged as every reduced file is (a decoder by its
+decoding of the prompts it records, export/weight_only.py; another model by its tensors).
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from ptx.contract import DEFAULT_OPSET
+from ptx.errors import PtxError, first_line
+from ptx.infer.runtime.memory_plan import give_back_freed
+
+from . import ExportFormat, Written, register
+from .onnx import add_metadata, check_opset
+from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, quiet_logs,
+                          raise_opset, saved, weight_of)
+
+DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
+DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' attribute: 0 unset, 1 f32, 2 f16, 3 bf16, 4 int8 arithmetic
+
+
+def check_options(opset: int = DEFAULT_OPSET, exporter=None, block_size: int | None = None,
+                  symmetric: bool | None = None, accuracy_level: int | None = None, fmt: str = "onnx-int4", **_) -> None:
+    check_opset(opset, exporter)
+    check_block_size(block_size, fmt)
+    if block_size == -1:
+        raise PtxError(f"--block-size -1: {fmt}'s MatMulNBits keeps blocks of 16 to 256 values; give 32, 64 or 128")
+    if accuracy_level is not None and accuracy_level not in ACCURACY_LEVELS:
+        raise PtxError(f"--accuracy-level {accuracy_level}: give one of {', '.join(map(str, ACCURACY_LEVELS))} (4: int8 "
+                       "arithmetic, the fastest on x86; 0: f32 on the dequantized weights)")
+
+
+def write(model, example, path: Path, signature, strings: dict[str, str], *, bits: int, fmt: str,
+          opset: int = DEFAULT_OPSET, exporter=None, mode: str = "trace", block_size: int | None = None,
+          symmetric: bool | None = None, accuracy_level: int | None = None, log=print) -> Written:
+    """Quantize ``model`` (an nn.Module, exported to f32 ONNX first, or an f32 ONNX path) to ``bits``-bit
+    weights into ``path``, and record how (ptx.quantization) and what it is (ptx.precision, ptx.format)."""
+    block = block_size or DEFAULT_BLOCK
+    symmetric = True if symmetric is None else symmetric
+    level = DEFAULT_ACCURACY_LEVEL if accuracy_level is None else accuracy_level
+    with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
+        ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
+        name = ready.base.get("model", path.stem)
+        try:
+            with quiet_logs("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"):
+                quantize_in_place(ready.proto, ready.folder, bits, block, symmetric, level)
+        except Exception as exc:  # the quantizer raises many types; its first line says what failed
+            raise PtxError(f"{fmt}: onnxruntime's weight-only quantizer failed for {name}: {first_line(exc)}; serve "
+                           f"{ready.served} (f32)") from None
+        proto = ready.proto
+        inside(proto, ready.folder)  # what was left f32 (norms, int8's embedding), into the file written
+        give_back_freed()  # what the quantizer read and let go
+        done, left = quantized_matmuls(proto, ("MatMulNBits",))
+        if not done:
+            raise PtxError(f"{fmt}: {name} has no MatMul with a constant weight to quantize: serve {ready.served} (f32)")
+        gathers = sum(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
+        how = (f"onnxruntime weight-only: {done} MatMul{'s' * (done != 1)} as MatMulNBits, {bits}-bit "
+               f"{'symmetric' if symmetric else 'asymmetric'} blocks of {block}, accuracy level {level}"
+               + (f", {left} left f32" if left else "")
+               + (f"; the embedding as GatherBlockQuantized ({bits}-bit)" if gathers else
+                  "; the embedding's table f32 (a Gather reads one row per token)" if bits == 8 else ""))
+        saved(proto, path, ready, fmt, f"int{bits}", how, log)
+    made = ready.made
+    return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
+
+
+def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: bool, level: int) -> None:
+    """Every MatMul of ``proto``'s main graph with a constant weight made a MatMulNBits (and, 4-bit, every
+    Gather of a table a GatherBlockQuantized) by onnxruntime's own node quantizer, one weight at a time:
+    each read from ``folder``'s data file into a graph of its own that the quantizer works in, and let go
+    with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``.
+    Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
+                                                                 DefaultWeightOnlyQuantizer)
+
+    ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)  # the quantizer's Gather is 4-bit only
+    quantizer = DefaultWeightOnlyQuantizer(DefaultWeightOnlyQuantConfig(
+        block_size=block, is_symmetric=symmetric, accuracy_level=level, quant_format=QuantFormat.QOperator,
+        op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)), bits=bits))
+    graph = proto.graph
+    initializers = {t.name: t for t in graph.initializer}
+    readers = Counter(i for n in graph.node for i in n.input)
+    # a Gather's table: a float matrix (an embedding), not the shape constants an exporter gathers from
+    tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
+    nodes, gathers = [], False
+    for node in list(graph.node):
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else node.input[0] if node.input \
+            else ""
+        if not (weight in initializers and (node.op_type == "MatMul" or node.op_type in ops and weight in tables)):
+            nodes.append(node)
+            continue
+        alone = onnx.GraphProto()  # the weight, read, in a graph the quantizer extends with what it makes
+        alone.initializer.append(onnx.numpy_helper.from_array(weight_of(initializers[weight], folder), weight))
+        made = quantizer.quantize(node, [alone])
+        nodes.extend(made)
+        if made == [node]:  # left as it is (a weight the quantizer does not take)
+            continue
+        gathers |= node.op_type == "Gather"
+        graph.initializer.extend(t for t in alone.initializer if t.name != weight)
+        del alone
+        readers[weight] -= 1
+        if not readers[weight]:
+            drop_initializer(graph, weight)
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.add(domain="com.microsoft", version=1)
+    if gathers:  # GatherBlockQuantized's int4 table: opset 21's type, IR 10
+        raise_opset(proto, 21)
+
+
+def _register(fmt: str, bits: int, about: str) -> None:
+    register(ExportFormat(name=fmt, description=about, serving_backend="ort-cpu",
+                          write=functools.partial(write, bits=bits, fmt=fmt), precision=f"int{bits}",
+                          unsupported=functools.partial(tutorial_refused, fmt=fmt), add_metadata=add_metadata,
+                          check_options=functools.partial(check_options, fmt=fmt), progress="quantizing the weights",
+                          weight_only=True))
+
+
+def tutorial_refused(spec, fmt: str) -> str:
+    """Why a tutorial model has no weight-only file: its int8 is onnx-int8 (activations too), judged by
+    its labels; weight-only formats are for models whose time goes to reading weights (language models)."""
+    return (f"{fmt}: weight-only formats are for language models, whose decoding reads every weight once per token; "
+            f"a tutorial model's reduced file is onnx-int8 (or openvino-int8)")
+
+
+_register("onnx-int4", 4, "ONNX with 4-bit MatMul weights, onnxruntime's MatMulNBits (ort-cpu --precision int4)")
+_register("onnx-int8w", 8, "ONNX with 8-bit MatMul weights, onnxruntime's MatMulNBits (ort-cpu --precision int8)")

@@ -1,0 +1,125 @@
+"""openvino-int4 and openvino-int8w: an ONNX graph whose MatMul weights NNCF compressed
+(``nncf.compress_weights``), for OpenVINO (model.openvino-int4.onnx, model.openvino-int8w.onnx, or a user's
+FILE.openvino-int4.onnx); activations stay f32.
+
+NNCF's own defaults, as optimum-intel applies them: int8 asymmetric per output channel for int8w; for
+int4, asymmetric groups of 128 on ``ratio`` of the MatMuls (1.0 by default: all of them; below it, the
+ones NNCF finds least sensitive, the rest int8), the embedding and the head in int8 (NNCF's backup mode,
+``all_layers`` off). Given data (a decoder's recorded prompts, run as its first step), NNCF ranks the
+layers by their activations and, for int4, runs AWQ and scale estimation on them; without, it is
+data-free.
+
+The file is ONNX with the weights in DequantizeLinear ahead of each MatMul (int4 blocks need opset 21's
+``block_size``: the graph's opset is raised to 21, which changes no op this graph holds), which OpenVINO's
+ONNX frontend turns into its own compressed-weight MatMul, and ONNX Runtime runs too. NNCF's other way
+for opsets below 21, MatMulNBits, writes an asymmetric int4 zero point ONNX Runtime refuses and OpenVINO
+misreads (nncf 3.4, onnxruntime 1.31, openvino 2026.4: every top token wrong on a tiny Llama), so the DQ
+form is the one written. Why an ONNX file and not OpenVINO's IR: openvino_int8.py says.
+
+A head tied to the embedding is made a constant first (weight_only.constant_weights), so NNCF sees it as
+a weight; export says so. NNCF imports torch where it is installed (this export does); the file runs on
+OpenVINO without it. NNCF is optional (the openvino extra): without it the format is refused in one line.
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from ptx.contract import DEFAULT_OPSET
+from ptx.errors import PtxError, first_line
+from ptx.infer.runtime.memory_plan import give_back_freed
+
+from . import ExportFormat, Written, register
+from .onnx import add_metadata, check_opset
+from .onnx_weights import tutorial_refused
+from .openvino_int8 import quiet_nncf, unavailable
+from .weight_only import check_block_size, prepared, quantized_matmuls, raise_opset, saved
+
+DEFAULT_GROUP = {4: 128, 8: -1}  # NNCF's defaults: int4 groups of 128, int8 one scale per output channel
+BLOCKED_OPSET = 21  # DequantizeLinear's block_size and the int4 type
+
+
+def check_options(opset: int = DEFAULT_OPSET, exporter=None, block_size: int | None = None,
+                  symmetric: bool | None = None, ratio: float | None = None, fmt: str = "openvino-int4", **_) -> None:
+    check_opset(opset, exporter)
+    check_block_size(block_size, fmt)
+    if ratio is not None and (not 0 < ratio <= 1 or fmt.endswith("int8w")):
+        raise PtxError(f"--ratio {ratio}: the share of MatMuls openvino-int4 keeps in 4 bits (the rest int8), above 0 "
+                       "and at most 1" + (f"; {fmt} has no 4-bit share" if fmt.endswith("int8w") else ""))
+
+
+def write(model, example, path: Path, signature, strings: dict[str, str], *, bits: int, fmt: str,
+          opset: int = DEFAULT_OPSET, exporter=None, mode: str = "trace", block_size: int | None = None,
+          symmetric: bool | None = None, ratio: float | None = None, calibration=None, log=print) -> Written:
+    """Compress ``model``'s weights (an nn.Module, exported to f32 ONNX first, or an f32 ONNX path) to
+    ``bits`` bits with NNCF into ``path``; ``calibration``: cases of inputs by name NNCF reads the
+    activations from (None: data-free)."""
+    from ptx.extras import MissingExtraError
+
+    why = unavailable()
+    if why:
+        raise MissingExtraError(why)
+    import nncf
+    from nncf.onnx.quantization.backend_parameters import BackendParameters
+
+    group = block_size or DEFAULT_GROUP[bits]
+    symmetric = bool(symmetric)
+    kind = f"INT{bits}_{'SYM' if symmetric else 'ASYM'}"
+    data = bool(calibration)
+    # a weight whose input size is not a multiple of the group gets the largest power of two that divides it
+    # (a tiny model's 64 channels under groups of 128), not an error
+    options = dict(mode=getattr(nncf.CompressWeightsMode, kind), group_size=group)
+    if bits == 4:
+        options.update(ratio=ratio or 1.0)
+        if data:
+            options.update(dataset=nncf.Dataset(list(calibration)), awq=True, scale_estimation=True,
+                           subset_size=len(calibration))
+    with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
+        ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
+        name = ready.base.get("model", path.stem)
+        if bits == 4:
+            raise_opset(ready.proto, BLOCKED_OPSET)
+        # The graph's weights stay in its data file, which NNCF reads them from (a 2 GiB graph is no message
+        # NNCF could copy). A weight whose input size is not a multiple of the group gets the largest power
+        # of two that divides it (a tiny model's 64 channels under groups of 128), not an error.
+        advanced = nncf.AdvancedCompressionParameters(
+            group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=16,
+            backend_params={BackendParameters.EXTERNAL_DATA_DIR: str(ready.folder.resolve())})
+        graph = ready.proto
+        del ready.proto
+        try:
+            with quiet_nncf():
+                proto = nncf.compress_weights(graph, advanced_parameters=advanced, **options)
+        except Exception as exc:  # NNCF raises many types; its first line says what failed
+            raise PtxError(f"{fmt}: NNCF's compress_weights failed for {name}: {first_line(exc)}; serve "
+                           f"{ready.served} (f32)") from None
+        del graph
+        give_back_freed()
+        done = sum(n.op_type == "DequantizeLinear" for n in proto.graph.node)
+        _, left = quantized_matmuls(proto, ())
+        if not done:
+            raise PtxError(f"{fmt}: NNCF found no MatMul weight to compress in {name}: serve {ready.served} (f32)")
+        how = (f"NNCF {nncf.__version__} compress_weights: {kind.lower()}"
+               + (f", groups of {group} (fewer where a weight's inputs are not a multiple)" if group > 0
+                  else ", per output channel")
+               + (f", ratio {options['ratio']:g} (the rest int8)" if bits == 4 else "")
+               + (", the embedding and the head int8" if bits == 4 else "")
+               + (f", data-aware (AWQ, scale estimation) on {len(calibration)} case{'s' * (len(calibration) != 1)}"
+                  if data and bits == 4 else ", data-free")
+               + f"; {done} weights compressed" + (f", {left} MatMul weights left f32" if left else ""))
+        saved(proto, path, ready, fmt, f"int{bits}", how, log)
+    made = ready.made
+    return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
+
+
+def _register(fmt: str, bits: int, about: str) -> None:
+    register(ExportFormat(name=fmt, description=about, serving_backend="openvino",
+                          write=functools.partial(write, bits=bits, fmt=fmt), precision=f"int{bits}",
+                          unsupported=functools.partial(tutorial_refused, fmt=fmt), unavailable=unavailable,
+                          add_metadata=add_metadata, check_options=functools.partial(check_options, fmt=fmt),
+                          progress="compressing the weights with NNCF", weight_only=True))
+
+
+_register("openvino-int4", 4, "ONNX with 4-bit MatMul weights compressed by NNCF for OpenVINO (openvino --precision int4)")
+_register("openvino-int8w", 8, "ONNX with 8-bit MatMul weights compressed by NNCF for OpenVINO (openvino --precision int8)")

@@ -1,0 +1,278 @@
+"""What the weight-only formats share (onnx-int4 and onnx-int8w through onnxruntime's MatMulNBits
+quantizer, openvino-int4 and openvino-int8w through NNCF's compress_weights): the f32 graph they start
+from, with every weight a MatMul reads made a constant first, and what the file records.
+
+Why the constants: a quantizer replaces a MatMul whose weight is a constant initializer, and leaves
+any other alone ("MatMul doesn't have const weight. Skip to quantize", onnxruntime's log says; NNCF's
+graph builder likewise finds no weight there). A head tied to the embedding is exported as
+``MatMul(x, Transpose(embedding))``: the one weight is the Gather's table and, transposed, the head's.
+Left so, the head (Qwen2-0.5B's: 136M parameters, 28% of its weights, 545 MB in f32) stays f32 and every
+token reads it whole. Here the transposed table becomes an initializer of its own, which the quantizer
+then quantizes like any other weight (the embedding's Gather keeps reading the table, quantized too
+where the format quantizes Gathers). A Gemm (a Linear on 2-D input) is made a MatMul and an Add, the op
+both quantizers take. A MatMul whose weight is computed some other way from a constant is said, and left.
+
+The source file's weights are read whole (onnx.load with its external data): the quantizers take a
+ModelProto with its weights. A writer that is given an nn.Module exports it to f32 ONNX first, as the
+int8 formats' writers do (onnx_int8.f32_graph).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ptx.errors import PtxError
+
+from . import description
+from .onnx import save_with_metadata
+from .onnx_int8 import f32_graph
+
+@dataclass
+class Prepared:
+    """The f32 graph a weight-only quantizer reads, and what export says of it."""
+
+    proto: object  # onnx.ModelProto, its weights in ``folder``'s data files, every MatMul weight a constant one
+    folder: Path  # where its weights are (external data, relative to it)
+    base: dict[str, str]  # the metadata the written file carries (the f32 graph's, or the caller's)
+    served: str  # the f32 file's name, as a refusal sends the user back to it
+    made: object | None  # the onnx format's Written where a module was exported first, else None
+    constants: list[str] = field(default_factory=list)  # the weights made constants, in words
+    computed: list[str] = field(default_factory=list)  # MatMuls whose weight stays computed (left f32)
+
+
+def prepared(model, example, scratch: Path, signature, strings: dict[str, str], **onnx_options) -> Prepared:
+    """``model`` (an nn.Module, exported to f32 ONNX in ``scratch`` first, or an f32 ONNX path) as the
+    graph a weight-only quantizer reads: every MatMul weight a constant, every weight in a data file in
+    ``scratch`` rather than in the proto. Why outside: a protobuf message keeps the memory of every value
+    it ever held until it is freed whole, so weights read into the graph and replaced one by one are all
+    still held at the end (Qwen2-0.5B's int4 export peaked at 4.1 GB for 1.98 GB of f32 weights); read one
+    at a time from the file, they are let go once quantized."""
+    import onnx
+
+    from ptx.infer.formats import onnx_files
+
+    f32, structure, base, made, served = f32_graph(model, example, scratch, signature, strings, **onnx_options)
+    if not onnx_files.holds_external(structure):  # a small graph's weights inside it: written beside it here
+        f32 = scratch / "weights.onnx"
+        onnx.save_model(structure, str(f32), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=onnx_files.data_name(f32), size_threshold=onnx_files.INLINE_BYTES)
+    del structure
+    proto = onnx.load(str(f32), load_external_data=False)
+    constants, computed = constant_weights(proto, scratch)
+    return Prepared(proto, scratch, base, served, made, constants, computed)
+
+
+def constant_weights(proto, folder: Path | None = None) -> tuple[list[str], list[str]]:
+    """Every MatMul of ``proto``'s main graph reading a weight that is a constant transposed (a tied head)
+    made to read that constant as an initializer of its own; every Gemm with a constant weight made a
+    MatMul (and an Add of its bias). Returns (what was made a constant, in words; the MatMuls whose
+    weight is computed from a constant another way, left as they are). ``folder``: where the graph's
+    external data is, and where a new constant is written (None: the weights are inside the proto)."""
+    graph = proto.graph
+    _gemms_to_matmuls(graph, folder)
+    initializers = {t.name: t for t in graph.initializer}
+    made = {o: n for n in graph.node for o in n.output}
+    constants, computed, transposed, memo = [], [], {}, {}
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) < 2 or node.input[1] in initializers:
+            continue
+        chain, source = _carried(node.input[1], made, initializers, memo)
+        if source is None:
+            continue  # both sides computed (attention's scores): no weight
+        if [n.op_type for n in chain] != ["Transpose"] or not _plain_transpose(chain[0]):
+            computed.append(f"{node.name or node.output[0]} (its weight is {' of '.join(n.op_type for n in chain)} "
+                            f"of {source})")
+            continue
+        if source not in transposed:
+            name = _unused(f"{source}.transposed", initializers)
+            initializers[name] = add_constant(graph, name, weight_of(initializers[source], folder).T, folder)
+            transposed[source] = name
+            shared = any(source in n.input and n.op_type == "Gather" for n in graph.node)
+            constants.append(f"{node.name or node.output[0]} read {source} transposed"
+                             + (" (a head tied to the embedding)" if shared else "") + ": stored as a constant")
+        node.input[1] = transposed[source]
+    if transposed:  # a Transpose nothing reads any more
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        keep = [n for n in graph.node if n.op_type != "Transpose" or any(o in used for o in n.output)]
+        del graph.node[:]
+        graph.node.extend(keep)
+    return constants, computed
+
+
+CONSTANTS_DATA = "constants.data"  # the constants made here, beside the graph's own data file
+
+
+def weight_of(tensor, folder: Path | None):
+    """An initializer's values as a numpy array, read from ``folder``'s data file where they are external."""
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
+
+
+def add_constant(graph, name: str, values, folder: Path | None):
+    """``values`` added to ``graph`` as initializer ``name``: written to ``folder``'s CONSTANTS_DATA and
+    referred to there (the proto holds no weights), or inside the proto where ``folder`` is None."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    values = np.ascontiguousarray(values)
+    if folder is None:
+        graph.initializer.append(numpy_helper.from_array(values, name))
+        return graph.initializer[-1]
+    data = Path(folder) / CONSTANTS_DATA
+    offset = data.stat().st_size if data.exists() else 0
+    with open(data, "ab") as handle:
+        values.tofile(handle)
+    tensor = graph.initializer.add(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
+                                   dims=list(values.shape), data_location=onnx.TensorProto.EXTERNAL)
+    for key, value in (("location", CONSTANTS_DATA), ("offset", str(offset)), ("length", str(values.nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def _carried(tensor: str, made: dict, initializers: dict, memo: dict) -> tuple[list, str | None]:
+    """(the nodes ``tensor`` is computed by, first to last, the initializer their first input comes from) where
+    it is computed from constants alone (initializers, Constant nodes), or ([], None) where an activation
+    enters (attention's scores: no weight there). ``memo``: what was found of each tensor already."""
+    if tensor in initializers:
+        return [], tensor
+    if tensor in memo:
+        return memo[tensor]
+    memo[tensor] = [], None  # a tensor on its own path (a graph has no cycle: only while it is walked)
+    node = made.get(tensor)
+    if node is None:
+        return memo[tensor]
+    if node.op_type == "Constant":
+        memo[tensor] = [node], None
+        return memo[tensor]
+    found = [_carried(i, made, initializers, memo) for i in node.input if i]
+    if found and all(source is not None or (chain and chain[-1].op_type == "Constant") for chain, source in found):
+        chain, source = found[0]
+        memo[tensor] = [*chain, node], source
+    return memo[tensor]
+
+
+def _plain_transpose(node) -> bool:
+    """A Transpose of a 2-D weight: no perm, or perm [1, 0]."""
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    return perm in (None, [1, 0])
+
+
+def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
+    """Each Gemm of a constant weight, without alpha, beta or a transposed A, as MatMul then Add: the op the
+    weight-only quantizers take (a Linear on 2-D input is exported as Gemm)."""
+    import onnx
+    from onnx import helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in initializers or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            name = _unused(f"{weight}.transposed", initializers)
+            initializers[name] = add_constant(graph, name, weight_of(initializers[weight], folder).T, folder)
+            weight = name
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_MatMul"))
+        if has_bias:
+            nodes.append(onnx.helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_Add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    for name in [t.name for t in graph.initializer if t.name not in used]:  # a transposed Gemm weight's original
+        drop_initializer(graph, name)
+
+
+def inside(proto, folder: Path) -> None:
+    """Every weight of ``proto`` still in ``folder``'s data files read into it (what the quantizer left: norms,
+    an f32 embedding), so that it is saved whole wherever the written file goes."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(proto, str(folder))  # each marked inside as it is read
+
+
+def raise_opset(proto, version: int) -> None:
+    """``proto``'s default-domain opset raised to ``version`` where it is below: from 18 to 21 the ops an
+    exported LM holds changed only in the types they take (int4, float8), which is what 21 is raised for.
+    Not onnx's version_converter: it serializes the model whole, which a 2 GiB model cannot be."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version < version:
+            entry.version = version
+    proto.ir_version = max(proto.ir_version, 10)  # int4 tensors need IR 10
+
+
+def drop_initializer(graph, name: str) -> None:
+    """The initializer ``name`` taken out of ``graph`` (by its index: a repeated field's remove() compares
+    whole tensors)."""
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.name == name:
+            del graph.initializer[index]
+            return
+
+
+def _unused(name: str, taken) -> str:
+    while name in taken:
+        name += "_"
+    return name
+
+
+def quantized_matmuls(proto, ops: tuple[str, ...]) -> tuple[int, int]:
+    """(MatMuls made one of ``ops``, MatMuls left f32 with a constant weight) in the written graph."""
+    initializers = {t.name for t in proto.graph.initializer}
+    done = sum(n.op_type in ops for n in proto.graph.node)
+    left = sum(n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in initializers for n in proto.graph.node)
+    return done, left
+
+
+def describe_prepared(ready: Prepared) -> str:
+    """What export says of the weights it made constants or left computed, or ''."""
+    said = "; ".join(ready.constants)
+    if ready.computed:
+        said += ("; " if said else "") + (f"left f32 (their weight is computed, not a constant): "
+                                          f"{', '.join(ready.computed)}")
+    return said
+
+
+def saved(proto, path: Path, ready: Prepared, fmt: str, precision: str, how: str, log) -> None:
+    """The quantized ``proto`` written at ``path`` with what a weight-only file records beside the f32 graph's
+    strings: its precision, its format and how its weights were quantized (block, symmetry, what was made a
+    constant), which is said too."""
+    said = describe_prepared(ready)
+    if said:
+        log(f"{fmt:<11} {said}")
+    strings = {**ready.base, "precision": precision, "format": fmt, "quantization": how + (f"; {said}" if said else "")}
+    save_with_metadata(proto, path, strings, description(ready.base))
+
+
+@contextmanager
+def quiet_logs(*names: str):
+    """The quantizers log every node they visit (onnxruntime's at INFO through a handler of its own):
+    addressed to their developers, not to a ptx user, who reads one line per file."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def check_block_size(block_size: int | None, fmt: str) -> None:
+    """A block (group) of weights sharing one scale: a power of two of at least 16 (the kernels' and
+    onnxruntime's quantizer's own requirement); -1 (one scale per output channel) for the int8 formats."""
+    if block_size is None or block_size == -1 and fmt.endswith("int8w"):
+        return
+    if block_size < 16 or block_size & (block_size - 1):
+        raise PtxError(f"--block-size {block_size}: give a power of two of at least 16 (32, 64, 128)"
+                       + (", or -1 for one scale per output channel" if fmt.endswith("int8w") else ""))

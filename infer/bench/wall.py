@@ -1,0 +1,113 @@
+"""The wall a decoder's speed is said against: every new token reads every weight once (and the cache),
+so one step cannot take less than (the bytes it reads) / (the machine's read bandwidth).
+
+``read_bandwidth`` measures the bandwidth in the same run as the rows it is compared with (the machine is
+shared, and its bandwidth on the day is what the rows got): a numpy probe, one thread per core each
+reducing its own share of a buffer far larger than the caches to its minimum, as a decoding step's
+kernels stream the weights on every core. The minimum, not the sum: numpy's pairwise float32 sum runs
+at about 60% of the speed of its min on the same buffer (measured here, 2026-11-26: 5.7 against 9.4 GB/s
+on one thread), so it would measure the adder, not the memory. ``bytes_per_token`` reads what one step of a decoder file reads from its graph:
+every initializer but the tables a Gather reads one row of per token (the embedding; a head tied to it
+reads the table whole and counts), at the bytes each is stored in (an int4 weight half a byte).
+
+numpy, onnx (the graph's structure, never its weights) and the standard library: no runtime, no torch.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROBE_BYTES = 1 << 30  # far past any CPU's last-level cache (a few hundred MB at most on a server)
+PROBE_PASSES = 7
+# The bytes an element of each ONNX tensor type takes (TensorProto.DataType): int4 and uint4 pack two a byte.
+ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 0.5, 22: 0.5}
+# Ops a table passes through on its way to a Gather that reads one row of it (a dequantized table).
+TABLE_CARRIERS = ("DequantizeLinear", "Cast", "Reshape", "Identity")
+# A Gather's inputs that are read one row per index: the table, and a quantized table's scales and zero points.
+ROW_INPUTS = {"Gather": (0,), "GatherBlockQuantized": (0, 2, 3)}
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """A read bandwidth measured here, and how."""
+
+    bytes_per_s: float
+    how: str
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def read_bandwidth(nbytes: int = PROBE_BYTES, passes: int = PROBE_PASSES) -> Bandwidth:
+    """The machine's read bandwidth now: ``nbytes`` of float32 (fewer where memory is short), one share per
+    core reduced by its own thread (numpy's reductions release the GIL), the median of ``passes`` passes
+    after one that touches every page."""
+    from ptx.machine import available_memory
+
+    room = available_memory()
+    if room:
+        nbytes = int(min(nbytes, room // 8))
+    threads = cores()
+    buffer = np.ones(max(nbytes // 4, threads * 1024), dtype=np.float32)
+    shares = np.array_split(buffer, threads)
+    times = []
+    with ThreadPoolExecutor(threads) as pool:
+        for k in range(passes + 1):
+            start = time.perf_counter()
+            list(pool.map(np.min, shares))
+            if k:
+                times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return Bandwidth(buffer.nbytes / seconds, f"numpy read probe: {buffer.nbytes / 2**20:,.0f} MiB of float32 read by "
+                                              f"{threads} thread{'s' * (threads != 1)}, median of {passes} passes")
+
+
+def bytes_per_token(path: str | Path, float_bytes: float = 4) -> int | None:
+    """The bytes of weights one decoding step of the ONNX file at ``path`` reads: every initializer but the
+    tables read one row per token, a float32 one at ``float_bytes`` (2 where the runtime keeps it in bf16);
+    None where the file is not ONNX."""
+    from ptx.errors import ArtifactError
+    from ptx.infer.formats.onnx_files import load_structure
+
+    if Path(path).suffix.lower() != ".onnx":
+        return None
+    try:
+        graph = load_structure(path).graph
+    except ArtifactError:
+        return None
+    consumers: dict[str, list[tuple[object, int]]] = {}
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, slot))
+
+    def rows_only(name: str, seen: int = 0) -> bool:
+        """Whether every path from ``name`` ends in a Gather reading it one row at a time."""
+        uses = consumers.get(name, [])
+        if not uses or seen > 4:
+            return False
+        for node, slot in uses:
+            if slot in ROW_INPUTS.get(node.op_type, ()):
+                continue
+            if node.op_type in TABLE_CARRIERS and slot == 0 and all(rows_only(o, seen + 1) for o in node.output):
+                continue
+            return False
+        return True
+
+    total = 0
+    for tensor in graph.initializer:
+        if rows_only(tensor.name):
+            continue
+        size = float_bytes if tensor.data_type == 1 else ELEMENT_BYTES.get(tensor.data_type, 4)
+        total += int(np.prod(tensor.dims, dtype=np.int64) * size)
+    return total

@@ -1,0 +1,101 @@
+"""A decoder run to be judged (ptx.contract.generation_judge), on any runner: the reference's own decoding
+with each step's whole logits kept (``reference_decoding``), and a row's decoding of the reference's prompts,
+teacher-forced on its tokens then free-running, judged (``judge_decoding``). Export's check of a decoder file
+(export/decoder.py), a weight-only file's, and ``ptx verify`` of a decoder all call these, so that one file
+gets one verdict wherever it is judged. numpy only: the ONNX Runtime and OpenVINO paths never import torch.
+
+The prompts are decoded in the batches ptx.contract.generation.batches makes (the short ones in one
+left-padded batch, a long one alone), every step run (no end-of-sequence stop), each through the one
+Decoding (infer/model/generation.py): teacher-forcing is appending the reference's token instead of the
+row's own. An encoder-decoder's prompts are its encoder's sources (token ids, or an array of features),
+decoded in one batch through its EncoderDecoding (``encoder``: its encoder file's runner).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ptx.contract.generation import Generation, Steps, batches
+from ptx.contract.generation_judge import Bounds, DecodingJudgement, ReferenceDecoding, StepLogits, judge
+from ptx.contract.names import FULL_PRECISION
+from ptx.contract.schema import Tolerance
+from ptx.contract.tensors import Signature
+from ptx.errors import PtxError
+
+from .encoder_decoding import EncoderDecoding, take
+from .generation import GREEDY, Decoding, Run
+
+
+def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
+             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None
+             ) -> tuple[Steps, list[list[np.ndarray]], float, int]:
+    """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
+    greedy ones. (the steps' record, each prompt's logits per step where ``keep``, the decoding steps' seconds,
+    and how many runs they were)."""
+    record = Steps([[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts])
+    logits: list[list[np.ndarray]] = [[] for _ in prompts]
+    seconds, runs = 0.0, 0
+    for group in _groups(generation, prompts):
+        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder)
+        for step in decoding:
+            if keep:
+                for row, k in enumerate(group):
+                    logits[k].append(step.logits[row].copy())
+            chosen = GREEDY(step.logits, decoding.history) if tokens is None else [tokens[k][step.index] for k in group]
+            decoding.append(np.asarray(chosen, dtype=np.int64))
+        done = decoding.decoded()
+        for row, k in enumerate(group):
+            record.tokens[k], record.margins[k], record.tops[k] = (done.steps.tokens[row], done.steps.margins[row],
+                                                                   done.steps.tops[row])
+        seconds, runs = seconds + done.decode_s, runs + done.decode_steps
+    return record, logits, seconds, runs
+
+
+def _groups(generation: Generation, prompts) -> list[list[int]]:
+    """The prompts' indices in the batches they are decoded in: an encoder-decoder's sources in one batch
+    (right-padded ids, or features of one shape), a causal LM's as ptx.contract.generation.batches says."""
+    if generation.encoder is not None:
+        return [list(range(len(prompts)))]
+    return batches(prompts)
+
+
+def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder) -> Decoding:
+    """A fresh decoding of ``prompts`` for ``steps`` steps, every step run (eos=()): an encoder-decoder's through
+    ``encoder`` (its encoder's runner: ``run`` and ``signature``)."""
+    if generation.encoder is None:
+        return Decoding(run, signature, generation, prompts, steps, eos=())
+    if encoder is None:
+        raise PtxError(f"its encoder ({generation.encoder.file or 'the encoder file'}) is not open beside it: open the "
+                       "decoder file with ptx.infer.load, which opens its encoder too")
+    return EncoderDecoding(encoder.run, encoder.signature, run, signature, generation, prompts, steps, eos=())
+
+
+def reference_decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, by: str,
+                       tokens: Sequence[Sequence[int]] | None = None, encoder=None) -> ReferenceDecoding:
+    """``run``'s decoding of ``prompts`` as the reference every row is held to: greedy, or teacher-forced on
+    ``tokens`` (another decoder's: transformers' generate()), each step's whole logits kept. Where forced,
+    a step whose token is not ``run``'s own top has a margin below 0 in the record. An encoder-decoder's
+    ``prompts`` are its sources (lists of ids, or an array of features) and ``encoder`` its encoder's runner."""
+    record, logits, _, _ = _decoded(run, signature, generation, prompts, steps, tokens, keep=True, encoder=encoder)
+    kept = prompts if isinstance(prompts, np.ndarray) else [list(p) for p in prompts]
+    return ReferenceDecoding(kept, record, [[StepLogits.of_row(r) for r in rows] for rows in logits], by)
+
+
+def judge_decoding(run: Run, signature: Signature, generation: Generation, reference: ReferenceDecoding, *,
+                   precision: str = FULL_PRECISION, tolerance: Tolerance, bounds: Bounds | None = None,
+                   steps: int | None = None, encoder=None) -> tuple[DecodingJudgement, float | None]:
+    """``run``'s decoding of the reference's prompts, teacher-forced on its tokens then free-running, judged
+    against it (ptx.contract.generation_judge.judge: f32 by ``tolerance``, a reduced ``precision`` by
+    ``bounds``), for its first ``steps`` steps (default all); and the free-running steps' milliseconds per
+    decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner."""
+    if steps is not None and steps < reference.step_count:
+        reference = reference.truncated(steps)
+    count = reference.step_count
+    _, forced, _, _ = _decoded(run, signature, generation, reference.prompts, count, reference.steps.tokens, keep=True,
+                               encoder=encoder)
+    own, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
+                                     encoder=encoder)
+    judged = judge(reference, forced, own, precision=precision, tolerance=tolerance, bounds=bounds,
+                   name=generation.logits)
+    return judged, (1000 * seconds / runs if runs else None)

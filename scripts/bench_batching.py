@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Continuous batching in `ptx serve`, as clients see it: N concurrent clients of the OpenAI API (the real
+`openai` client, streamed completions, greedy) against the same server answering them one at a time, in one
+run, ratios within it.
+
+    python3 scripts/bench_batching.py [--models smollm2,qwen2_05b] [--clients 8]
+        [--new-tokens 128] [--prompt-length 32] [--stagger-ms 0,250] [--work DIR]
+
+For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): its
+transformers folder with a tokenizer made here with the tokenizers library (a word per id, so that every id
+of the published vocabulary is text and each token streams as one piece), `ptx export DIR --format onnx`
+(reused from --work when there), then `ptx serve FILE --backend ort-cpu` on a free loopback port, stopped by
+its own process id. First each client's request alone, one after another: its time to first token (the
+server's prefill plus the loop's overheads) and its time per token after it (a step); then, for each
+--stagger-ms, all the clients at once (0) or each that long after the one before: aggregate tokens/s, each
+client's time to first token, and whether each client's text equals its own alone (greedy). Prints a table and writes WORK/results.json;
+docs/benchmarks/generation.md records a run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # serving.py: a server on free ports, stopped by its pid
+sys.path.insert(0, str(HERE))
+import serving  # noqa: E402
+from generate_lms import MODELS  # noqa: E402
+
+REQUEST_TIMEOUT_S = 600
+
+
+def word_tokenizer(vocab: int):
+    """A tokenizer of ``vocab`` words ``w0`` ... (tokenizers' WordLevel, split at spaces), as transformers
+    saves one: made for the benchmark, as no tokenizer can be downloaded; one id per word, so every id the
+    model can choose is text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w1"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=words, eos_token="w0", unk_token="w1")
+
+
+def exported(name: str, work: Path) -> Path:
+    """The model's ONNX file with its tokenizer beside it (made once per --work folder)."""
+    out = work / f"{name}-onnx"
+    if (out / "model.onnx").exists():
+        return out / "model.onnx"
+    folder = work / f"{name}-folder"
+    model = MODELS[name]()
+    model.save_pretrained(str(folder))
+    word_tokenizer(model.config.vocab_size).save_pretrained(str(folder))
+    del model
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ptx", "export", str(folder), "--out", str(out), "--format", "onnx"],
+                   check=True)
+    print(f"exported {name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return out / "model.onnx"
+
+
+def prompt_text(length: int, vocab: int, seed: int) -> str:
+    import numpy as np
+
+    return " ".join(f"w{i}" for i in np.random.default_rng(seed).integers(2, vocab, length))
+
+
+def ask(client, prompt: str, new_tokens: int) -> dict:
+    """One streamed greedy completion: its text, its tokens (usage), and when its first token and its end came."""
+    start = time.perf_counter()
+    first, pieces, usage = None, [], None
+    for chunk in client.completions.create(model="lm", prompt=prompt, max_tokens=new_tokens, temperature=0,
+                                           stream=True, stream_options={"include_usage": True}):
+        if chunk.choices and chunk.choices[0].text:
+            first = first or time.perf_counter()
+            pieces.append(chunk.choices[0].text)
+        if chunk.usage is not None:
+            usage = chunk.usage
+    end = time.perf_counter()
+    return dict(text="".join(pieces), tokens=usage.completion_tokens, start=start, ttft_s=first - start,
+                end=end, step_s=(end - first) / max(usage.completion_tokens - 1, 1))
+
+
+def concurrently(client, prompts: list[str], new_tokens: int, stagger_s: float) -> list[dict]:
+    results: list[dict | None] = [None] * len(prompts)
+    errors: list[BaseException] = []
+
+    def one(k: int) -> None:
+        time.sleep(k * stagger_s)
+        try:
+            results[k] = ask(client, prompts[k], new_tokens)
+        except BaseException as exc:  # noqa: BLE001 - said after the others end
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(REQUEST_TIMEOUT_S)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def measure(name: str, args) -> dict:
+    import openai
+
+    file = exported(name, args.work)
+    vocab = json.loads((args.work / f"{name}-folder" / "config.json").read_text())["vocab_size"]
+    server = serving.start(args.work, str(file), args=("--name", "lm", "--backend", "ort-cpu",
+                                                       "--max-batch-size", str(args.clients)))
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S,
+                               max_retries=0)
+        prompts = [prompt_text(args.prompt_length, vocab, seed) for seed in range(args.clients)]
+        ask(client, prompts[0], 4)  # warm-up: the first run's allocations
+        alone = [ask(client, p, args.new_tokens) for p in prompts]
+        runs = {stagger: concurrently(client, prompts, args.new_tokens, stagger / 1000) for stagger in args.stagger_ms}
+    finally:
+        server.stop()
+    alone_rate = statistics.median(r["tokens"] / (r["end"] - r["start"]) for r in alone)
+    prefill = statistics.median(r["ttft_s"] for r in alone)
+    step = statistics.median(r["step_s"] for r in alone)
+    found = dict(model=name, clients=args.clients, new_tokens=args.new_tokens, prompt_length=args.prompt_length,
+                 alone_tokens_per_s=alone_rate, alone_prefill_s=prefill, alone_step_s=step,
+                 alone_total_s=sum(r["end"] - r["start"] for r in alone), ttft_bound_s=2 * (prefill + step), runs=[])
+    for stagger, together in runs.items():
+        span = max(r["end"] for r in together) - min(r["start"] for r in together)
+        made = sum(r["tokens"] for r in together)
+        found["runs"].append(dict(
+            stagger_ms=stagger, tokens=[r["tokens"] for r in together], span_s=span, tokens_per_s=made / span,
+            ratio=made / span / alone_rate, ttft_s=[r["ttft_s"] for r in together],
+            ttft_p95_s=p95([r["ttft_s"] for r in together]), step_s=statistics.median(r["step_s"] for r in together),
+            same_text=[t["text"] == a["text"] for t, a in zip(together, alone)]))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="smollm2,qwen2_05b")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-length", type=int, default=32)
+    parser.add_argument("--stagger-ms", type=lambda text: [float(v) for v in text.split(",")], default=[0.0, 250.0],
+                        help="each client starts this long after the one before (0: all at once); several, "
+                             "comma-separated: one run of the N clients each")
+    parser.add_argument("--work", type=Path, default=Path("bench-batching"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True)
+                .stdout.splitlines() if line.startswith("Model name")), platform.processor())
+    results = [measure(name, args) for name in args.models.split(",")]
+    record = dict(cpu=cpu, date=datetime.date.today().isoformat(), results=results)
+    (args.work / "results.json").write_text(json.dumps(record, indent=1))
+    print(f"{cpu}, {record['date']}")
+    print("| model | clients start | tokens/s | x one client alone | step ms | TTFT p95 ms (each) | texts as alone |")
+    for r in results:
+        print(f"| {r['model']} | one at a time | {r['alone_tokens_per_s']:.1f} | 1.00x | {r['alone_step_s'] * 1e3:.1f} | "
+              f"{r['alone_prefill_s'] * 1e3:.0f} (2x with a step: {r['ttft_bound_s'] * 1e3:.0f}) | (the reference) |")
+        for run in r["runs"]:
+            start = f"{r['clients']} at once" if not run["stagger_ms"] else f"{r['clients']}, {run['stagger_ms']:.0f} ms apart"
+            each = " ".join(f"{t * 1e3:.0f}" for t in run["ttft_s"])
+            print(f"| {r['model']} | {start} | {run['tokens_per_s']:.1f} | {run['ratio']:.2f}x | {run['step_s'] * 1e3:.1f} | "
+                  f"{run['ttft_p95_s'] * 1e3:.0f} ({each}) | {sum(run['same_text'])} of {len(run['same_text'])} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Weight-only formats (onnx-int4, onnx-int8w, openvino-int4, openvino-int8w): a decoder with its cache and
+a head tied to the embedding, its weights in 4 or 8 bits straight from --module and from its f32 ONNX file;
+every MatMul weight quantized (the tied head too), the file recording what it is and its verdict, and
+generate, verify and bench opening it; the graph rewrite and the bytes a step reads proven both ways."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ptx_command import ptx as run_ptx
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from ptx.contract.names import ARTIFACT_FILES, WEIGHT_ONLY_FORMATS  # noqa: E402
+from ptx.contract.verdict import recorded_verdicts  # noqa: E402
+from ptx.errors import PtxError  # noqa: E402
+from ptx.export import formats  # noqa: E402
+from ptx.contract.generation import of_metadata  # noqa: E402
+from ptx.contract.generation_judge import recorded_reference  # noqa: E402
+from ptx.export.formats.weight_only import constant_weights  # noqa: E402
+from ptx.export.module import export_module  # noqa: E402
+from ptx.files import file_sha256  # noqa: E402
+from ptx.infer import load  # noqa: E402
+from ptx.infer.bench.wall import bytes_per_token  # noqa: E402
+from ptx.infer.formats.model_files import read_model_file  # noqa: E402
+
+VOCAB = 512  # its table past the exporter's constant folding (8,192 values): the head reads Transpose(table)
+PROMPT = "5,17,93"
+
+
+def tied_llama():
+    """test_generate's Llama (logits far apart: no near-ties), its head tied to the embedding."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      initializer_range=0.2, tie_word_embeddings=True, bos_token_id=None,
+                                      eos_token_id=None)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def ptx(*args, check=True):
+    done = run_ptx(*args)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    """--module with onnx-int4 and onnx-int8w: model.onnx first, then each made from it."""
+    out = tmp_path_factory.mktemp("weights") / "lm"
+    lines: list[str] = []
+    export_module(tied_llama(), None, out, name="llama", formats=["onnx-int4", "onnx-int8w"], log=lines.append)
+    return out, lines
+
+
+def test_the_weight_only_formats_are_registered_and_said_in_export_help():
+    for name in WEIGHT_ONLY_FORMATS:
+        fmt = formats.get(name)
+        assert fmt.weight_only and fmt.precision in ("int4", "int8") and fmt.file_name == ARTIFACT_FILES[name]
+    assert formats.get("onnx-int4").file_name == "model.int4.onnx"
+    said = ptx("export", "--help").stdout
+    assert all(name in said for name in WEIGHT_ONLY_FORMATS) and "--block-size" in said and "--ratio" in said
+
+
+def _tied_graph(head_weight_op: str = "Transpose"):
+    """Gather(table, ids) -> MatMul(x, op(table)): a head tied to the embedding, as torch exports one."""
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32), "table")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["x"], name="embed"),
+             helper.make_node(head_weight_op, ["table"], ["w"], name="tied", **({"perm": [1, 0]} if head_weight_op ==
+                                                                                "Transpose" else {})),
+             helper.make_node("MatMul", ["x", "w"], ["logits"], name="head")]
+    if head_weight_op == "Neg":  # a weight computed from the table another way: stays as it is, said
+        nodes[1] = helper.make_node("Neg", ["table"], ["wt"], name="tied")
+        nodes.insert(2, helper.make_node("Transpose", ["wt"], ["w"], name="t", perm=[1, 0]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", 16])], [table])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_tied_head_becomes_a_constant_and_a_computed_weight_is_said_and_left():
+    model = _tied_graph()
+    made, computed = constant_weights(model)
+    head = next(n for n in model.graph.node if n.name == "head")
+    weight = next(t for t in model.graph.initializer if t.name == head.input[1])
+    assert "a head tied to the embedding" in made[0] and computed == []
+    np.testing.assert_array_equal(numpy_helper.to_array(weight), numpy_helper.to_array(model.graph.initializer[0]).T)
+    assert [n.op_type for n in model.graph.node] == ["Gather", "MatMul"]  # the Transpose nothing reads is gone
+    planted = _tied_graph("Neg")
+    made, computed = constant_weights(planted)
+    assert made == [] and "head" in computed[0] and "Neg" in computed[0]
+    assert next(n for n in planted.graph.node if n.name == "head").input[1] == "w"
+
+
+def test_a_gemm_becomes_a_matmul_and_an_add():
+    w = numpy_helper.from_array(np.ones((4, 8), np.float32), "w")
+    b = numpy_helper.from_array(np.ones(4, np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    constant_weights(model)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add"]
+    assert [list(t.dims) for t in model.graph.initializer if t.name != "b"] == [[8, 4]]
+
+
+def test_a_model_file_without_a_cache_is_judged_by_its_tensors(tmp_path):
+    """A Gemm and a MatMul (a user's MLP): both quantized, the file judged against the f32 one on generated
+    inputs, as onnx-int8 of a model file is."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w1"),
+               numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b1"),
+               numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w2")]
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+                               helper.make_node("Relu", ["h"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["features"])],
+                              "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 10])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), tmp_path / "mlp.onnx")
+    done = ptx("export", tmp_path / "mlp.onnx", "--format", "onnx-int4")
+    assert "mlp.onnx's weights alone are quantized" in done.stdout and "2 MatMuls as MatMulNBits" in done.stdout
+    verdicts = recorded_verdicts(read_model_file(tmp_path / "mlp.int4.onnx").metadata)
+    judged = verdicts["ort-cpu-int4"]  # features, not class scores: by their relative error (int4's bound 0.25)
+    assert judged.evidence == "generated" and "features relative error" in judged.measured and judged.status == "PASS"
+
+
+def test_int4_s_relative_error_bound_passes_its_rounding_and_catches_more():
+    from ptx.contract.verdict import judge_tensors
+
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((64, 32)).astype(np.float32)
+    for noise, status in ((0.1, "PASS"), (0.4, "NOT USABLE")):  # int4 rounding's ~9%, and a planted 40%
+        got = want + noise * rng.standard_normal(want.shape).astype(np.float32)
+        judged = judge_tensors([{"features": got}], [{"features": want}], [("features", 0)], "int4", "64 rows")
+        assert judged.status == status, judged.measured
+
+
+def test_a_step_reads_the_weights_but_the_embedding_s_rows(tmp_path):
+    """Tied, the table is read whole by the head on every token; untied, the Gather reads one row of it."""
+    tied = tmp_path / "tied.onnx"
+    onnx.save(_tied_graph(), tied)
+    assert bytes_per_token(tied) == 16 * 8 * 4
+    untied = _tied_graph()
+    constant_weights(untied)
+    onnx.save(untied, tmp_path / "untied.onnx")
+    assert bytes_per_token(tmp_path / "untied.onnx") == 16 * 8 * 4  # the head's copy; the table's rows are not
+
+
+def test_module_export_quantizes_every_matmul_the_tied_head_too(lm):
+    out, lines = lm
+    said = "\n".join(lines)
+    assert "a head tied to the embedding" in said and "ort-cpu-int4 on" in said and "openvino-int4 on" in said, said
+    graph = onnx.load(out / "model.int4.onnx")
+    initializers = {t.name for t in graph.graph.initializer}
+    ops = [n.op_type for n in graph.graph.node]
+    f32 = onnx.load(out / "model.onnx")
+    assert any(n.op_type == "Transpose" and "lm_head" in n.input[0] for n in f32.graph.node)  # tied, as exported
+    constant_weights(f32)
+    weights = {t.name for t in f32.graph.initializer}
+    weighted = sum(n.op_type == "MatMul" and n.input[1] in weights for n in f32.graph.node)
+    assert ops.count("MatMulNBits") == weighted == 15 and ops.count("GatherBlockQuantized") == 1
+    assert not [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in initializers]
+    found = read_model_file(out / "model.int4.onnx")
+    assert not found.foreign and found.precision == "int4"  # its weights digest is its own: opened, never refused
+    meta = found.metadata
+    assert meta["format"] == "onnx-int4" and meta["source"] == "model.onnx"
+    assert meta["source_sha256"] == file_sha256(out / "model.onnx") and "blocks of 32" in meta["quantization"]
+    assert set(recorded_verdicts(meta)) == {"ort-cpu-int4", "openvino-int4"}
+    assert read_model_file(out / "model.int8w.onnx").precision == "int8"
+
+
+@pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
+def test_generate_with_the_int4_file(lm, backend):
+    out, _ = lm
+    done = ptx("generate", out / "model.int4.onnx", "--ids", PROMPT, "--max-new-tokens", "6", "--backend", backend,
+               "--json")
+    doc = json.loads(done.stdout)
+    assert len(doc["prompts"][0]["new_ids"]) == 6 and doc["backend"] == backend
+    assert "Traceback" not in done.stderr and "not the ones" not in done.stderr
+
+
+def test_the_f32_file_opens_its_int4_and_int8_twins(lm):
+    out, _ = lm
+    model = load(out / "model.onnx", precision="int4")
+    assert model.path.name == "model.int4.onnx" and len(model.generate([5, 17, 93], max_new_tokens=3)[0]) == 3
+    assert load(out / "model.onnx", precision="int8").path.name == "model.int8w.onnx"
+    with pytest.raises(PtxError, match="is an int4 model, not int8"):
+        load(out / "model.int4.onnx", precision="int8")
+
+
+def test_serve_answers_generate_with_the_int4_file(lm, tmp_path):
+    import serving
+    from test_serve_generate import generate
+
+    out, _ = lm
+    want = load(out / "model.int4.onnx").generate([5, 17, 93], max_new_tokens=5)[0]
+    with serving.running(tmp_path, out / "model.int4.onnx", args=("--name", "lm")) as server:
+        status, answer = generate(server, {"input_ids": [5, 17, 93], "max_tokens": 5})
+    assert status == 200 and answer["output_ids"] == want, answer
+    assert any("ort-cpu (cpu, int4)" in line for line in server.lines), server.lines
+
+
+def test_verify_judges_the_int4_file_with_its_verdict(lm):
+    out, _ = lm
+    done = ptx("verify", out / "model.int4.onnx", "--backends", "ort-cpu-int4", check=False)
+    # int4 of this tiny Llama holds int4's bounds with room (top-1 ~80% of 75%, KL ~0.06 of 0.15 on an Intel Xeon)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["ort-cpu-int4", "PASS"] for line in done.stdout.splitlines()), done.stdout
+
+
+def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path):
+    pytest.importorskip("nncf")
+    out, _ = lm
+    done = ptx("export", out / "model.onnx", "--format", "openvino-int4", "--block-size", "16", "--data-aware", "--out",
+               tmp_path)
+    recorded = recorded_reference(of_metadata(read_model_file(out / "model.onnx").metadata, "model.onnx"))
+    assert f"data-aware (AWQ, scale estimation) on {len(recorded.prompts)} cases" in done.stdout, done.stdout
+    meta = read_model_file(tmp_path / "model.openvino-int4.onnx").metadata
+    assert meta["precision"] == "int4" and "groups of 16" in meta["quantization"]
+    assert set(recorded_verdicts(meta)) == {"openvino-int4", "ort-cpu-int4"}
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int4", "openvino-int8w"])
+def test_a_file_past_one_message_keeps_its_weights_beside_it(lm, tmp_path, monkeypatch, fmt):
+    """Files of any size: past ONE_FILE_BYTES (lowered here) the quantizers read the weights from a data file
+    and the reduced file keeps its own beside it, as ONNX Runtime and OpenVINO open it."""
+    from ptx.infer.formats import onnx_files
+
+    if fmt.startswith("openvino"):
+        pytest.importorskip("nncf")
+    out, _ = lm
+    monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", 50_000)
+    ptx("export", out / "model.onnx", "--format", fmt, "--out", tmp_path)
+    written = tmp_path / ARTIFACT_FILES[fmt]
+    assert onnx_files.companions(written) == [written.name + ".data"]
+    model = load(written)
+    assert len(model.generate([5, 17, 93], max_new_tokens=3)[0]) == 3 and not read_model_file(written).foreign
+
+
+def test_bench_says_each_row_against_the_read_bandwidth(lm):
+    out, _ = lm
+    done = ptx("bench", out / "model.onnx", "--generate", "4", "--rounds", "1", "--backends", "ort-cpu,ort-cpu-int4",
+               "--json")
+    doc = json.loads(done.stdout)
+    rows = {r["runner"]: r for r in doc["rows"]}
+    assert doc["bandwidth"]["bytes_per_s"] > 1e8 and "numpy read probe" in doc["bandwidth"]["how"]
+    for row in rows.values():
+        assert row["of_wall"] > 0 and row["prefill_tokens_per_s"] > 0 and row["wall_ms"] > 0
+    assert rows["ort-cpu-int4"]["bytes_per_token"] < rows["ort-cpu"]["bytes_per_token"] / 2
+
+
+def test_options_that_shape_no_format_named_are_refused(lm):
+    out, _ = lm
+    done = ptx("export", out / "model.onnx", "--format", "onnx-int4", "--ratio", "0.5", check=False)
+    assert done.returncode == 2 and "--ratio shapes openvino-int4" in done.stderr, done.stderr
+    done = ptx("export", out / "model.onnx", "--format", "onnx-int4", "--block-size", "48", check=False)
+    assert done.returncode == 2 and "power of two" in done.stderr, done.stderr
+    done = ptx("export", out / "model.onnx", "--format", "onnx-int8", check=False)
+    assert done.returncode == 2 and "--format onnx-int8w" in done.stderr, done.stderr
