@@ -400,3 +400,25 @@ def test_the_contract_keeps_its_encoder_and_a_causal_lm_s_is_as_before():
                                                  "past_axis", "eos", "pad", "max_positions", "reference", "bounds"}
     assert encoder_file_name("model.torchscript.pt") == "encoder.torchscript.pt"
     assert encoder_file_name("t5.onnx") == "t5.encoder.onnx"
+
+
+def test_serve_s_apart_batch_runs_each_request_s_own_steps_as_alone():
+    """Requests whose cross-attention pasts differ in length (sources of 3 and 1 ids: one Batch could not merge
+    them) each get the tokens they get alone; one that leaves runs no more steps, and a started one cannot join."""
+    from ptx.infer.model.batch import Apart
+
+    parts, runs = toy()
+    alone = [EncoderDecoding(*parts, [s], 5).to_end(GREEDY).tokens[0] for s in ([1, 2, 3], [4])]
+    apart = Apart()
+    first, second, gone = (EncoderDecoding(*parts, [s], 5) for s in ([1, 2, 3], [4], [5, 6]))
+    for decoding in (first, second, gone):
+        decoding.append(GREEDY(apart.join(decoding).logits, decoding.history))
+    assert apart.rows == 3 and runs["encoder"] == 2 + 3
+    apart.leave(gone)
+    while apart.rows and (steps := apart.step()):
+        assert all(d is not gone for d, _ in steps)
+        for decoding, step in steps:
+            decoding.append(GREEDY(step.logits, decoding.history))
+    assert [first.tokens[0], second.tokens[0]] == alone and len(gone.tokens[0]) == 1
+    with pytest.raises(PtxError, match="before its first step"):
+        apart.join(first)
