@@ -222,6 +222,35 @@ def seq2seq_of(module: torch.nn.Module, log: Callable[[str], None]):
             raise PtxError(f"--task text2text-generation: {type(module).__name__}'s decoder refused a first step from "
                            f"its cache ({type(exc).__name__}: {_first(exc)})") from None
     logits, own = out[0], out[1:]
+    vocab = int(logits.shape[-1])
+    enc_sig, dec_sig, cache_names, cross_names = _signatures(frames, example, states, logits, own, cross, takes_mask)
+    config = getattr(module, "generation_config", None) or getattr(module, "config", None)
+    eos = [e for e in _ids(getattr(config, "eos_token_id", None)) if 0 <= e < vocab]
+    pad = next((p for p in (*_ids(getattr(config, "pad_token_id", None)), *eos) if 0 <= p < vocab), 0)
+    inside = lambda name: tuple(i for i in _ids(getattr(config, name, None)) if 0 <= i < vocab)  # noqa: E731
+    part = Encoder("", tuple(cross_names), source=FEATURES if frames else "input_ids", features=bool(frames),
+                   source_mask=None if frames else "attention_mask",
+                   decoder_mask="encoder_attention_mask" if takes_mask else None, start=tuple(start),
+                   max_positions=None if frames or _is_t5(module) else _config_int(module, "max_position_embeddings"))
+    generation = Generation(tuple(cache_names), input_ids="decoder_input_ids", attention_mask=None,
+                            position_ids=None, eos=tuple(eos), pad=pad,
+                            max_positions=_config_int(module, "max_target_positions", "max_position_embeddings")
+                            if not _is_t5(module) else None,
+                            suppress=inside("suppress_tokens"), begin_suppress=inside("begin_suppress_tokens"),
+                            forced_eos=next(iter(inside("forced_eos_token_id")), None), encoder=part)
+    log(f"generation: an encoder of {'features ' + 'x'.join(map(str, frames)) if frames else 'token ids'} and "
+        f"{layers} decoder layers, a cache of {int(own[0].shape[1])} key/value heads of {int(own[0].shape[3])} and the "
+        f"cross-attention past computed once; the decoder starts from {', '.join(map(str, start))} ({started_by}); "
+        + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
+        + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
+    return (named(encoder, enc_sig.input_names), enc_sig, named(decoder, dec_sig.input_names), dec_sig, generation)
+
+
+def _signatures(frames, example, states, logits, own, cross, takes_mask: bool):
+    """(the encoder file's signature, the decoder file's, the decoder's (past, present) cache pairs, and each
+    cross-attention (encoder output, decoder input) pair) from one eager run of the encoder (``states``,
+    ``cross``) and the decoder's first step (``logits``, ``own``: its present key/values)."""
+    width, layers = int(states.shape[-1]), len(cross)
     vocab, dtype = int(logits.shape[-1]), _dtype(logits)
     source_len = SOURCE if frames is None else int(cross[0][0].shape[2])  # Whisper's frames fix its length
     enc_inputs = ([TensorSig(FEATURES, _dtype(example[0]), (BATCH, *frames), 0)] if frames else
@@ -247,28 +276,8 @@ def seq2seq_of(module: torch.nn.Module, log: Callable[[str], None]):
             dec_inputs.append(TensorSig(fed, _dtype(theirs), shape, 0))
             enc_outputs.append(TensorSig(answered_as, _dtype(theirs), shape, 0))
             cross_names.append((answered_as, fed))
-    config = getattr(module, "generation_config", None) or getattr(module, "config", None)
-    eos = [e for e in _ids(getattr(config, "eos_token_id", None)) if 0 <= e < vocab]
-    pad = next((p for p in (*_ids(getattr(config, "pad_token_id", None)), *eos) if 0 <= p < vocab), 0)
-    inside = lambda name: tuple(i for i in _ids(getattr(config, name, None)) if 0 <= i < vocab)  # noqa: E731
-    part = Encoder("", tuple(cross_names), source=FEATURES if frames else "input_ids", features=bool(frames),
-                   source_mask=None if frames else "attention_mask",
-                   decoder_mask="encoder_attention_mask" if takes_mask else None, start=tuple(start),
-                   max_positions=None if frames or _is_t5(module) else _config_int(module, "max_position_embeddings"))
-    generation = Generation(tuple(cache_names), input_ids="decoder_input_ids", attention_mask=None,
-                            position_ids=None, eos=tuple(eos), pad=pad,
-                            max_positions=_config_int(module, "max_target_positions", "max_position_embeddings")
-                            if not _is_t5(module) else None,
-                            suppress=inside("suppress_tokens"), begin_suppress=inside("begin_suppress_tokens"),
-                            forced_eos=next(iter(inside("forced_eos_token_id")), None), encoder=part)
-    log(f"generation: an encoder of {'features ' + 'x'.join(map(str, frames)) if frames else 'token ids'} and "
-        f"{layers} decoder layers, a cache of {int(own[0].shape[1])} key/value heads of {int(own[0].shape[3])} and the "
-        f"cross-attention past computed once; the decoder starts from {', '.join(map(str, start))} ({started_by}); "
-        + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
-        + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
-    enc_sig = Signature(tuple(enc_inputs), tuple(enc_outputs))
-    dec_sig = Signature(tuple(dec_inputs), tuple(dec_outputs))
-    return (named(encoder, enc_sig.input_names), enc_sig, named(decoder, dec_sig.input_names), dec_sig, generation)
+    return (Signature(tuple(enc_inputs), tuple(enc_outputs)), Signature(tuple(dec_inputs), tuple(dec_outputs)),
+            cache_names, cross_names)
 
 
 def _is_t5(module) -> bool:

@@ -4,7 +4,8 @@ against eager transformers generate() with its cache, each measured in a process
     python scripts/bench_generate.py [--models smollm2,gpt2] [--new-tokens 128] [--prompt-length 32]
                                      [--repeats 3] [--others [--others-venv DIR]] [--out bench-generate]
 
-For each model of scripts/generate_lms.py (published configs, random weights): `ptx export --module
+For each model of scripts/generate_lms.py (published configs, random weights; t5_small an encoder-decoder,
+whose prompt is its encoder's source and whose prefill includes the encoder's run): `ptx export --module
 scripts/generate_lms.py:NAME` once (with its cache), then each runner in a fresh process: a warm-up, then
 ``--repeats`` timings of a whole greedy generation of --new-tokens tokens and of 1 token on the same
 seeded prompt, every step run (no end-of-sequence stop). Prefill is the 1-token generation's time; decode
@@ -65,11 +66,15 @@ def measure(kind: str, args) -> dict:
         torch.set_num_threads(os.cpu_count() or 1)
         loaded = time.perf_counter() - start
 
+        # an encoder-decoder's generate() returns the decoder's sequence (its start id first), a causal LM's
+        # the prompt and what follows it
+        skip = 1 if model.config.is_encoder_decoder else ids.shape[1]
+
         def run(n):
             with torch.no_grad():
                 out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                                      do_sample=False, pad_token_id=0)
-            return out[0, ids.shape[1]:].tolist()
+            return out[0, skip:].tolist()
     else:
         from ptx.infer import load
 

@@ -5,7 +5,10 @@ nothing downloaded), with their cache on: the models scripts/bench_generate.py e
 - smollm2: SmolLM2-135M's published config (a Llama: grouped-query attention of 9 heads over 3 key/value
   heads, rotary positions, the embedding tied to the head; 135M parameters);
 - gpt2: GPT-2 small's published config (learned positions, tied head; 124M parameters);
-- qwen2_05b: Qwen2-0.5B's published config (scripts/scale_lms.py's, here with its cache; 494M parameters).
+- qwen2_05b: Qwen2-0.5B's published config (scripts/scale_lms.py's, here with its cache; 494M parameters);
+- t5_small: t5-small's published config, an encoder-decoder (6 encoder and 6 decoder layers of 512, relative
+  position buckets, ReLU feed-forward, the head tied to the embedding; 60M parameters), exported as an
+  encoder file beside a decoder file with its cache.
 
 The configs are the published ones, initializer_range (0.02) included: random weights at 0.02 decode a
 loop of 3 or 4 distinct tokens, but every step does the published model's work, and its top-2 margins
@@ -18,6 +21,9 @@ from __future__ import annotations
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0,
                     rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+T5_SMALL = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8,
+                relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="relu",
+                tie_word_embeddings=True, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 GPT2_SMALL = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
 
 
@@ -55,4 +61,11 @@ def qwen2_05b():
     return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B, bos_token_id=151643, eos_token_id=151643)).eval()
 
 
-MODELS = {"smollm2": smollm2, "gpt2": gpt2, "qwen2_05b": qwen2_05b}
+def t5_small():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    _seeded()
+    return T5ForConditionalGeneration(T5Config(**T5_SMALL)).eval()
+
+
+MODELS = {"smollm2": smollm2, "gpt2": gpt2, "qwen2_05b": qwen2_05b, "t5_small": t5_small}

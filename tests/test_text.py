@@ -219,12 +219,13 @@ def test_a_broken_tokenizer_file_is_one_line(tmp_path):
 
 
 def test_a_folder_of_a_model_exported_without_its_cache_is_refused_in_one_line(tmp_path):
-    """ptx export DIR exports a causal LM that generates; a BERT folder says how to export its forward pass."""
+    """ptx export DIR exports a model that generates (a causal LM or an encoder-decoder); a BERT folder says how
+    to export its forward pass."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     transformers.BertModel(transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                    num_attention_heads=2, intermediate_size=32)).save_pretrained(
         str(tmp_path / "bert"))
     done = ptx("export", tmp_path / "bert", "--out", tmp_path / "out")
-    assert done.returncode == 2 and "exports a causal LM that generates" in done.stderr, done.stderr
+    assert done.returncode == 2 and "exports a model that generates, with its cache" in done.stderr, done.stderr
     assert "--module FILE.py:FACTORY" in done.stderr and not (tmp_path / "out").exists()
