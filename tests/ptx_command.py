@@ -61,6 +61,14 @@ def ptx(*args, cwd=None, env=None, input=None, timeout=TIMEOUT) -> subprocess.Co
                                        err.decode(errors="replace"))
 
 
+def ptx_ok(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    """``ptx(*args)``, asserting exit 0 (its output shown where not) unless ``check`` is False."""
+    done = ptx(*args, **kwargs)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def ptx_process(*args, cwd=None, env=None, timeout=TIMEOUT, python_flags=()) -> subprocess.CompletedProcess:
     """Run `python -m ptx ARGS` as a child process."""
     return subprocess.run([sys.executable, *python_flags, "-m", "ptx", *map(str, args)], capture_output=True,
