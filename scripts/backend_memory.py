@@ -75,9 +75,16 @@ def files(root: Path, megabytes: int) -> dict[str, Path]:
     return found
 
 
+CHILD_TIMEOUT_S = 600  # one backend opening and running one model: minutes at most on 2 cores
+
+
 def measure(path: Path, backend: str, precision: str | None = None) -> dict:
     spec = {"path": str(path), "backend": backend, "precision": precision, "runtime": RUNTIMES.get(backend)}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True)
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no answer within {CHILD_TIMEOUT_S} s"}
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:160]}
     return json.loads(done.stdout.strip().splitlines()[-1])

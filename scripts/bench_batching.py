@@ -107,6 +107,10 @@ def concurrently(client, prompts: list[str], new_tokens: int, stagger_s: float) 
         thread.join(REQUEST_TIMEOUT_S)
     if errors:
         raise errors[0]
+    late = [k for k, thread in enumerate(threads) if thread.is_alive()]
+    if late:
+        raise RuntimeError(f"client{'s' * (len(late) > 1)} {', '.join(str(k + 1) for k in late)} had no answer within "
+                           f"{REQUEST_TIMEOUT_S} s")
     return results
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure the f32 noise the error model (ptx.contract.error_model, docs/error-model.md) is built on.
 
-Three tables, each a ratio within one run:
+Four tables, each a ratio within one run:
 
 1. matmuls: y = x @ W of depth K with terms x_k W_kj of magnitude M, computed by ONNX Runtime and by
    PyTorch (two runtimes' kernels, as export and verify compare them) and in float64: the largest
@@ -13,10 +13,13 @@ Three tables, each a ratio within one run:
    row rule (atol 1e-4 + rtol 1e-3 x the row's largest |value|) call different;
 3. with --export: the same language models at logits of 100 exported by ``ptx export --task forward``'s
    path (export_module), its check's worst difference, ONNX Runtime against eager, and the two rules' counts
-   on the recorded cases. Minutes per 30-layer model: run it under the shared lock on a busy machine.
+   on the recorded cases. Minutes per 30-layer model: run it under the shared lock on a busy machine;
+4. reduced precisions' decodings: each language model in bfloat16 and with its weights rounded to int8 and
+   int4, held by ptx's judge of a reduced row (top-1 agreement, KL mean and 99th percentile).
 
-    python3 scripts/error_model.py            # tables 1 and 2 (about a minute on 2 cores)
-    python3 scripts/error_model.py --export   # and table 3
+    python3 scripts/error_model.py            # tables 1, 2 and 4 (table 4 decodes the 30-layer models: minutes)
+    python3 scripts/error_model.py --reduced  # table 4 alone
+    python3 scripts/error_model.py --export   # tables 1, 2, 4 and 3
 """
 from __future__ import annotations
 

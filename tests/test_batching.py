@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +23,11 @@ from ptx.infer.model.generation import GREEDY, Decoding
 
 TOLERANCE = DEFAULT_TOLERANCES[("float32", "cpu")]
 TIMEOUT_S = 60
+
+
+def bounded(clients):
+    """``clients`` (a coroutine) run to its end, failing after TIMEOUT_S instead of hanging the suite."""
+    return asyncio.run(asyncio.wait_for(clients, TIMEOUT_S))
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +205,7 @@ def test_concurrent_requests_share_the_batch_and_each_gets_its_alone_tokens(mode
         return await asyncio.gather(*tasks)
 
     try:
-        got = asyncio.run(clients())
+        got = bounded(clients())
     finally:
         generator.close()
     assert got == want
@@ -218,7 +224,7 @@ def test_a_request_past_max_rows_waits_its_turn_and_a_client_gone_leaves(model):
                                     collect(generator, decodings[2]))
 
     try:
-        got = asyncio.run(clients())
+        got = bounded(clients())
     finally:
         generator.close()
     assert got[0] == want[0][:3] and got[1:] == want[1:]  # the others went on as alone
@@ -248,7 +254,7 @@ def test_closing_the_server_ends_every_request_cleanly(model):
                 release.set()
         return got
 
-    assert 1 <= len(asyncio.run(client())) <= 2  # the step under way was the last
+    assert 1 <= len(bounded(client())) <= 2  # the step under way was the last
 
 
 def test_a_burst_of_requests_joins_in_one_prefill_and_each_gets_its_alone_tokens(model):
@@ -269,16 +275,17 @@ def test_a_burst_of_requests_joins_in_one_prefill_and_each_gets_its_alone_tokens
 
     async def clients():
         first = asyncio.ensure_future(collect(generator, model.decoding(*asked[0], eos=())))
-        while not generator.batch.rows:  # the first has joined; its next step is held
+        deadline = time.monotonic() + TIMEOUT_S
+        while not generator.batch.rows and time.monotonic() < deadline:  # the first has joined; its next step is held
             await asyncio.sleep(0.01)
         rest = [asyncio.ensure_future(collect(generator, model.decoding(p, new, eos=()))) for p, new in asked[1:]]
-        while len(generator._waiting) < len(rest):
+        while len(generator._waiting) < len(rest) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         release.set()
         return await asyncio.gather(first, *rest)
 
     try:
-        got = asyncio.run(clients())
+        got = bounded(clients())
     finally:
         release.set()
         generator.close()

@@ -16,7 +16,6 @@ import torch
 from ptx.contract.comparison import compare_output, compare_outputs, default_tolerance
 from ptx.contract.error_model import allowance, row_scale
 from ptx.contract.reference import load_reference, reference_path
-from ptx.contract.schema import Tolerance
 from ptx.contract.shape_certificate import CHANGES, certify
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import ValidationError

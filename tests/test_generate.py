@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 import pytest
-from ptx_command import ptx as run_ptx
+from ptx_command import ptx_ok as ptx
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -75,13 +75,6 @@ def eager_generate(name, prompt, new_tokens=NEW_TOKENS):
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                          min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     return out[0, len(prompt):].tolist()
-
-
-def ptx(*args, check=True):
-    done = run_ptx(*args)
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -218,7 +211,6 @@ def test_a_reduced_row_with_one_prompt_wrong_from_step_1_fails_and_with_nan_at_s
     """A reduced row (int8 here: ort-cpu's decoding judged as one) is held per prompt: one prompt answered as another
     fails the row whatever the others do, and so does one NaN in one step of one prompt."""
     from ptx.contract.generation_judge import recorded_reference
-    from ptx.contract.schema import Tolerance
     from ptx.infer.model.generation_check import judge_decoding
 
     with load(exported["llama"][0]) as model:
@@ -423,8 +415,6 @@ def test_decoding_is_pulled_step_by_step_and_teacher_forced_by_appending(exporte
     """The caller pulls: a step's logits, the tokens it appends (argmax: generate()'s; another: the next step
     answers that one, as a prompt ending in it would), each prompt done at its end-of-sequence id, and a
     decoding no longer pulled runs nothing more."""
-    import numpy as np
-
     from ptx.infer.model.generation import GREEDY
 
     model = load(exported["llama"][0])
