@@ -456,11 +456,13 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
         log(f"checkpoint: {loaded}")
     onnx_options = dict(opset=opset, exporter=Exporter(exporter) if exporter else None)
 
+    # the checkpoint hashed once: every file of the source carries its digest
+    given = {"torch_version": str(torch.__version__),
+             **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
+             **tolerance_given, **dict(provenance or {})}
+
     def strings_of(signature: Signature) -> dict[str, str]:
-        return module_strings(name, signature, {
-            "torch_version": str(torch.__version__),
-            **({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)} if loaded else {}),
-            **tolerance_given, **dict(provenance or {})})
+        return module_strings(name, signature, given)
 
     return made(
         module, name, strings_of=strings_of, log=log, tolerance=tolerance, text=text, bounds=bounds,

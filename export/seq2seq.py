@@ -28,6 +28,7 @@ judge_decoding, which runs an encoder-decoder's EncoderDecoding).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from contextlib import contextmanager
@@ -454,7 +455,7 @@ class Seq2SeqSource(DecoderSource):
         cross = {fed: answered[out] for out, fed in part.cross}
         self.encoder_module, self.encoder_signature = encoder, enc_sig
         self.encoder_example = traced_with
-        self._strings_of = strings_of
+        self.encoder_strings = {**strings_of(enc_sig), "model": f"{name} encoder"}
         super(DecoderSource, self).__init__(name, decoder, decoder_example(signature, generation, example_sources, cross,
                                                                            vocab), signature, strings_of(signature))
         self._options, self._tolerance = options, tolerance
@@ -475,12 +476,10 @@ class Seq2SeqSource(DecoderSource):
     def write(self, fmt, path: Path, options: dict) -> Written:
         """The encoder file (beside), then the decoder file whose contract names it, by ``fmt``'s one writer."""
         encoder_path = self.beside(fmt, path)[0]
-        strings = {**self._strings_of(self.encoder_signature), "model": f"{self.name} encoder"}
-        first = fmt.write(self.encoder_module, self.encoder_example, encoder_path, self.encoder_signature, strings,
-                          **options)
+        first = fmt.write(self.encoder_module, self.encoder_example, encoder_path, self.encoder_signature,
+                          self.encoder_strings, **options)
         part = self.generation.encoder
-        generation = Generation(**{**{k: getattr(self.generation, k) for k in self.generation.__dataclass_fields__},
-                                   "encoder": Encoder(**{**part.__dict__, "file": encoder_path.name})})
+        generation = dataclasses.replace(self.generation, encoder=dataclasses.replace(part, file=encoder_path.name))
         recorded = generation.with_reference(self.reference.to_record(), self._bounds)
         decoder_strings = {**self.strings, GENERATION_KEY: recorded.to_json()}
         made = fmt.write(self.subject, self.example, path, self.signature, decoder_strings, **options)

@@ -28,12 +28,11 @@ from ptx.contract.names import twin_name
 from ptx.contract.verdict import Evidence, verdict_strings
 from ptx.errors import PtxError
 from ptx.files import file_sha256
-from ptx.infer.formats import onnx_files
 from ptx.infer.formats.model_files import check_weights, read_model_file
 from ptx.infer.formats.signature import recorded_signature
 from ptx.infer.model.generation import empty_past
 from ptx.infer.model.generation_check import judge_decoding
-from ptx.infer.runtime.memory_plan import give_back_freed
+from ptx.infer.runtime.memory_plan import weights_bytes
 from ptx.machine import describe_cpu
 
 from . import formats
@@ -86,8 +85,8 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
 
         verdicts = judge_on_runtimes(fmt, evidence, log)
         fmt.add_metadata(tmp, verdict_strings(verdicts))
-        size = _size(tmp)
-    log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({size / _size(path):.2f}x {path.name})  {made.method}")
+        size = weights_bytes(tmp)
+    log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({size / weights_bytes(path):.2f}x {path.name})  {made.method}")
     for verdict in verdicts:  # as export/pipeline.py says a reduced file's verdicts
         advice = (f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {metadata.get('model', path.stem)} "
                   f"(serve {path.name})")
@@ -109,11 +108,6 @@ def options_for(fmt, given: dict) -> dict:
     onnxruntime's: the CLI refuses one given for no format named)."""
     takes = _parameters(fmt)
     return {k: v for k, v in given.items() if k in takes and v is not None}
-
-
-def _size(path: Path) -> int:
-    """An ONNX file's bytes with its external data's."""
-    return path.stat().st_size + sum((path.parent / f).stat().st_size for f in onnx_files.companions(path))
 
 
 def first_steps(signature, generation: Generation, prompts) -> list[dict[str, np.ndarray]]:

@@ -33,6 +33,14 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     return found.get("model name") or platform.processor() or platform.machine(), frozenset(found.get("flags", "").split())
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or `taskset` narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def cpu_name() -> str:
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8480+")."""
     return _cpuinfo()[0]

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from ptx.contract.generation import Generation, left_padded, positions  # noqa: E402
+from ptx.contract.generation_judge import recorded_reference  # noqa: E402
 from ptx.contract.schema import Tolerance  # noqa: E402
 from ptx.errors import InputError, PtxError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
@@ -90,7 +91,7 @@ def test_export_keeps_the_cache_and_says_how_it_validated(exported, name):
     assert inputs[:3] == ["input_ids", "attention_mask", "position_ids"]
     assert "past_key_values.1.value" in inputs and "present.1.value" in model.signature.output_names
     generation = model.generation
-    assert len(generation.cache) == 4 and generation.recorded() is not None
+    assert len(generation.cache) == 4 and recorded_reference(generation) is not None
     heads = model.signature.input("past_key_values.0.key").shape[1]
     assert heads == (4 if name == "gpt2" else 2)  # grouped-query attention keeps 2 key/value heads of 4
 
@@ -210,7 +211,6 @@ def test_verify_s_atol_is_what_a_float32_row_is_held_to(exported, monkeypatch):
 def test_a_reduced_row_with_one_prompt_wrong_from_step_1_fails_and_with_nan_at_step_9_fails(exported):
     """A reduced row (int8 here: ort-cpu's decoding judged as one) is held per prompt: one prompt answered as another
     fails the row whatever the others do, and so does one NaN in one step of one prompt."""
-    from ptx.contract.generation_judge import recorded_reference
     from ptx.infer.model.generation_check import judge_decoding
 
     with load(exported["llama"][0]) as model:

@@ -14,7 +14,6 @@ numpy, onnx (the graph's structure, never its weights) and the standard library:
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ptx.machine import usable_cores
 
 PROBE_BYTES = 1 << 30  # far past any CPU's last-level cache (a few hundred MB at most on a server)
 PROBE_PASSES = 7
@@ -41,14 +42,6 @@ class Bandwidth:
     how: str
 
 
-def cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def read_bandwidth(nbytes: int = PROBE_BYTES, passes: int = PROBE_PASSES) -> Bandwidth:
     """The machine's read bandwidth now: ``nbytes`` of float32 (fewer where memory is short), one share per
     core reduced by its own thread (numpy's reductions release the GIL), the median of ``passes`` passes
@@ -58,7 +51,7 @@ def read_bandwidth(nbytes: int = PROBE_BYTES, passes: int = PROBE_PASSES) -> Ban
     room = available_memory()
     if room:
         nbytes = int(min(nbytes, room // 8))
-    threads = cores()
+    threads = usable_cores()
     buffer = np.ones(max(nbytes // 4, threads * 1024), dtype=np.float32)
     shares = np.array_split(buffer, threads)
     times = []

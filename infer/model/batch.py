@@ -104,7 +104,6 @@ class Batch:
         # merged at the next step
         self._leaving: list[Decoding] = []  # dropped at the next step
         self._past = Past({}, self._batch_axes, generation.past_axis)
-        self.steps = 0  # the batch's runs
 
     @property
     def rows(self) -> int:
@@ -192,7 +191,6 @@ class Batch:
         spent = time.perf_counter() - start
         self._past = self._past._with({past: out[present] for past, present in self.generation.cache})
         logits = np.asarray(out[self.generation.logits])[:, -1, :]
-        self.steps += 1
         steps, row = [], 0
         for decoding in self.members:
             rows = len(decoding.prompts)
@@ -235,7 +233,6 @@ class Apart:
     def __init__(self):
         self.members: list[Decoding] = []
         self._leaving: list[Decoding] = []
-        self.steps = 0  # the rounds of steps run
 
     @property
     def rows(self) -> int:
@@ -264,7 +261,6 @@ class Apart:
         self.members, self._leaving = self._staying(), []
         if not self.members:
             return []
-        self.steps += 1
         return [(d, d.step()) for d in self.members]
 
     def _staying(self) -> list[Decoding]:

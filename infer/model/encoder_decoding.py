@@ -63,7 +63,6 @@ class EncoderDecoding(Decoding):
                              "prompts in one batch have one length (its decoder takes no mask of its own)")
         self._cross: dict[str, np.ndarray] | None = None  # the encoder's answers, once it has run
         super().__init__(run, signature, generation, starts, max_new_tokens, eos, name=name)
-        self.sources = sources
 
     def step(self) -> Step:
         """The encoder's run first (once, timed apart as ``encode_s``), then the decoder's, as Decoding's."""

@@ -89,8 +89,7 @@ def judge_decoding(run: Run, signature: Signature, generation: Generation, refer
     against it (ptx.contract.generation_judge.judge: f32 by ``tolerance``, a reduced ``precision`` by
     ``bounds``), for its first ``steps`` steps (default all); and the free-running steps' milliseconds per
     decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner."""
-    if steps is not None and steps < reference.step_count:
-        reference = reference.truncated(steps)
+    reference = reference.truncated(steps)
     count = reference.step_count
     _, forced, _, _ = _decoded(run, signature, generation, reference.prompts, count, reference.steps.tokens, keep=True,
                                encoder=encoder)

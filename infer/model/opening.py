@@ -256,7 +256,7 @@ def open_encoder(model: Model, chosen, device: str, precision: str):
     """The runner of the encoder file an encoder-decoder's decoder file names (its generation contract's
     Encoder), opened beside it by the same backend, its tensors checked against what the contract names;
     None for any other model. A missing or foreign encoder file is one line saying to export again."""
-    from ptx.contract.generation import GENERATION_KEY, of_metadata
+    from ptx.contract.generation import of_metadata
 
     where = f"{model.path.name if model.path else model.name}: ptx.{GENERATION_KEY}"
     generation = of_metadata(model.metadata, where) if model.path is not None else None

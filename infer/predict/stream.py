@@ -8,7 +8,6 @@ in-process.
 """
 from __future__ import annotations
 
-import os
 import signal
 from collections import deque
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from ptx.contract import InputKind
 from ptx.errors import InputError, quoted
+from ptx.machine import usable_cores
 
 from ..model.head import Prediction, mark_low_confidence, prepare_pictures
 from ..model.model import Model
@@ -29,10 +29,7 @@ IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: one being made, one ready 
 
 def default_workers() -> int:
     """The cores this process may use (its CPU affinity, which a container or `taskset` narrows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 @dataclass

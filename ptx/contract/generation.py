@@ -169,17 +169,6 @@ class Generation:
         return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": reference,
                              **({"bounds": bounds} if bounds is not None else {})})
 
-    def recorded(self) -> "tuple[list[list[int]] | np.ndarray, Steps, str] | None":
-        """(the prompts, the reference's greedy steps on them, who decoded them) the file records, or None.
-        An encoder-decoder's prompts are its sources: token ids, or an encoder's features (an array)."""
-        ref = self.reference
-        if ref and "features" in ref:
-            return features_of(ref["features"]), Steps.from_dict(ref), str(ref.get("by", "export"))
-        if not ref or "prompts" not in ref:
-            return None
-        return [[int(t) for t in p] for p in ref["prompts"]], Steps.from_dict(ref), str(ref.get("by", "export"))
-
-
 def features_json(features: np.ndarray) -> dict:
     """Features (an encoder's float input) as a contract records them: float16, base64. Export decodes
     features that float16 holds exactly (made with ``half_exact``), so the record is what it decoded."""

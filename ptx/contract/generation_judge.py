@@ -50,7 +50,6 @@ from .schema import Tolerance
 from .tensors import Signature, TensorSig
 
 KEPT = 32  # logits a file records per prompt and step (the largest; and the row's largest |logit|)
-BOUNDS_KEY = "bounds"  # in ptx.generation: {precision: Bounds.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -225,8 +224,10 @@ class ReferenceDecoding:
     def step_count(self) -> int:
         return len(self.steps.tokens[0]) if self.steps.tokens else 0
 
-    def truncated(self, steps: int) -> "ReferenceDecoding":
-        """The first ``steps`` steps of every prompt."""
+    def truncated(self, steps: int | None) -> "ReferenceDecoding":
+        """The first ``steps`` steps of every prompt (itself where ``steps`` is None or no fewer than it has)."""
+        if steps is None or steps >= self.step_count:
+            return self
         cut = Steps([t[:steps] for t in self.steps.tokens], [m[:steps] for m in self.steps.margins],
                     [t[:steps] for t in self.steps.tops])
         logits = None if self.logits is None else [rows[:steps] for rows in self.logits]
@@ -307,7 +308,6 @@ class DecodingJudgement:
     bounds: Bounds | None
     prompts: list[PromptJudgement]
     kept: bool = False  # the reference's logits are the kept ones (a file's record), not whole rows
-    labels: list[str] = field(default_factory=list)  # how each prompt is named (default: prompt N)
 
     @property
     def reduced(self) -> bool:
@@ -318,7 +318,7 @@ class DecodingJudgement:
         return sum(p.steps for p in self.prompts)
 
     def label(self, prompt: PromptJudgement) -> str:
-        return self.labels[prompt.prompt] if prompt.prompt < len(self.labels) else f"prompt {prompt.prompt + 1}"
+        return f"prompt {prompt.prompt + 1}"
 
     def prompt_failures(self, p: PromptJudgement) -> list[str]:
         """Why prompt ``p`` fails, in words naming its step (empty where it holds)."""
