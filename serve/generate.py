@@ -20,6 +20,7 @@ the first event is an event of its own (the extension's rule: the status was alr
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,9 +174,10 @@ async def _events(steps, head: dict, one: bool, observer, started: float):
     prompt, or per prompt ([[token], [], ...]: [] for a prompt that has ended); an error as an event."""
     status = None
     try:
-        async for tokens in steps:
-            ids = [[] if t is None else [t] for t in tokens]
-            yield b"data: " + orjson.dumps({**head, "output_ids": ids[0] if one else ids}) + b"\n\n"
+        async with aclosing(steps):  # a client gone: its rows leave the batch at the next step
+            async for tokens in steps:
+                ids = [[] if t is None else [t] for t in tokens]
+                yield b"data: " + orjson.dumps({**head, "output_ids": ids[0] if one else ids}) + b"\n\n"
     except RequestError as exc:
         status = exc.status
         yield b"data: " + orjson.dumps({"error": str(exc)}) + b"\n\n"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Sequence
 
@@ -134,15 +135,18 @@ class Generator:
 
     async def generate(self, decoding: Decoding) -> list[list[int]]:
         """Each prompt's new tokens, up to and with an end-of-sequence id."""
-        async for _ in self.events(decoding):
-            pass
+        async with aclosing(self.events(decoding)) as events:  # a cancelled request's rows leave at the next step
+            async for _ in events:
+                pass
         return decoding.tokens
 
     async def stream(self, decoding: Decoding) -> AsyncIterator[list[int | None]]:
         """Each step's new token per prompt (None for a prompt that has ended), as the batch makes them.
         Leaving the iteration (the client went away) takes the decoding out of the batch at the next step."""
-        async for tokens in self.events(decoding):
-            yield tokens
+        # closed here, not when the loop gets round to finalizing it: until then its rows stay in the batch
+        async with aclosing(self.events(decoding)) as events:
+            async for tokens in events:
+                yield tokens
 
     async def events(self, decoding: Decoding, choose: Choose | None = None,
                      say: Callable[[list[int | None]], list] | None = None) -> AsyncIterator:

@@ -3,6 +3,7 @@ that how answers are made (a request's rows in the model's running batch: serve/
 the protocol and not in it."""
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -32,8 +33,10 @@ async def answers(served, prompts: list[list[int]], sampling: Sampling, n: int) 
         pieces.clear()
         return said
 
-    async for piece in served.generator.events(answering.decoding, answering.choose, say):
-        yield piece
+    # closed here, not when the loop gets round to finalizing it: until then its rows stay in the batch
+    async with aclosing(served.generator.events(answering.decoding, answering.choose, say)) as events:
+        async for piece in events:
+            yield piece
     made = answering.answers()  # the decoding has left the batch: its streams' rest is read here
     for piece in pieces:
         yield piece

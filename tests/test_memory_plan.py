@@ -305,3 +305,16 @@ def test_bench_times_together_only_the_runtimes_memory_holds_at_once(onnx_file, 
     assert {r.runner for r in result.rows} >= {"ort-cpu", "openvino"}, [r.runner for r in result.rows]
     said = [n for n in result.notes if n.startswith("memory holds only some of these runtimes at once")]
     assert said and said[0].split("apart): ")[1].startswith("ort-cpu, ort-cpu-int8; openvino;"), result.notes
+
+
+@pytest.mark.parametrize("weights,collects", [(None, True), (memory_plan.COLLECT_FROM_BYTES, True),
+                                              (memory_plan.COLLECT_FROM_BYTES - 1, False)])
+def test_the_garbage_collectors_pass_is_paid_where_what_was_let_go_may_be_large(monkeypatch, weights, collects):
+    import gc
+
+    passes = []
+    monkeypatch.setattr(gc, "collect", lambda *args: passes.append(args) or 0)
+    memory_plan.give_back_freed(weights=weights)
+    assert bool(passes) == collects
+    memory_plan.give_back_freed(collect=False, weights=None)
+    assert len(passes) == collects

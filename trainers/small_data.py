@@ -53,12 +53,9 @@ WORDS_TRAIN, WORDS_TEST, WORD_MAX_LEN = 4000, 1000, 20
 def _read_words(path: Path) -> set[str]:
     """One word per line; the words a model can read (2-20 letters, Latin-1), composed (NFC) as
     a user's typed word is before it is encoded."""
-    words = set()
-    for line in read_text(path, DataError).splitlines():
-        word = unicodedata.normalize("NFC", line.strip().lower())
-        if 2 <= len(word) <= WORD_MAX_LEN and word.isalpha() and all(ord(c) < 256 for c in word):
-            words.add(word)
-    return words
+    text = unicodedata.normalize("NFC", read_text(path, DataError).lower())  # the whole list at once: 1.4M words
+    return {word for word in map(str.strip, text.splitlines())
+            if 2 <= len(word) <= WORD_MAX_LEN and word.isalpha() and max(word) < "\u0100"}  # Latin-1
 
 
 def load_words(labels: tuple[str, ...], dict_dir: Path = Path("/usr/share/dict"), data_dir: str | None = None) -> Dataset:

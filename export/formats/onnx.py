@@ -24,6 +24,7 @@ from ptx.torch_quiet import process_output, quiet_jit
 
 from ..onnx_graph import omit_zero_initial_states
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
+from ..translation_table import one_table_per_opset
 from . import ExportFormat, Written, bind_weights, description, register
 
 DYNAMO_MIN_OPSET = 18  # torch.export's ONNX translation starts at opset 18
@@ -134,8 +135,10 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
         try:
             with _quiet_exporter(), torch.no_grad():
                 if which is Exporter.DYNAMO:
-                    program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
-                                                verbose=False, dynamic_shapes=dynamic_dims(signature), **names)
+                    with one_table_per_opset():
+                        program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
+                                                    verbose=False, dynamic_shapes=dynamic_dims(signature),
+                                                    **names)
                     proto = _dynamo_proto(program, path)
                     del program  # a large model's weights are in its file now, and torch's parameters
                 else:

@@ -55,7 +55,7 @@ from ptx.contract import DEFAULT_OPSET, Task
 from ptx.contract.metadata import from_props
 from ptx.errors import DataError, PtxError, first_line
 from ptx.infer.formats import onnx_files
-from ptx.infer.runtime.memory_plan import give_back_freed
+from ptx.infer.runtime.memory_plan import give_back_freed, weights_bytes
 from ptx.infer.runtime.ort_session import timing_session
 from ptx.infer.runtime.timing import alternating_ratios, alternating_times
 from ptx.machine import describe_cpu
@@ -203,7 +203,7 @@ def _quantize_static(prepared: Path, out: Path, calibration: list[dict[str, np.n
                     reduce_range=True, nodes_to_exclude=list(exclude), use_external_data_format=split(prepared),
                     op_types_to_quantize=list(MATRIX_OPS) if choice.f32_ops == "Conv" else None,
                     extra_options={"QDQKeepRemovableActivations": choice.keep_relu})
-    give_back_freed()  # the quantizer's copies of the model and its calibration tensors, freed
+    give_back_freed(weights=weights_bytes(prepared))  # the quantizer's copies of the model and its calibration tensors
     return f"static QDQ, per-channel {WEIGHTS}, uint8 activations, {samples} calibration samples; {choice.label}"
 
 
@@ -224,7 +224,7 @@ def quantize_dynamic_weights(f32: Path, out: Path, exclude: list[str] = ()) -> s
 
     quantize_dynamic(str(f32), str(out), weight_type=QuantType.QInt8, reduce_range=True,
                      nodes_to_exclude=list(exclude), use_external_data_format=split(f32))
-    give_back_freed()  # the quantizer's copies of the model, freed, were still the process's
+    give_back_freed(weights=weights_bytes(f32))  # the quantizer's copies of the model, freed, were still the process's
     return f"dynamic ({WEIGHTS}, activations quantized per call)"
 
 

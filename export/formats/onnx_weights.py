@@ -68,7 +68,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                            f"{ready.served} (f32)") from None
         proto = ready.proto
         inside(proto, ready.folder)  # what was left f32 (norms, int8's embedding), into the file written
-        give_back_freed()  # what the quantizer read and let go
+        give_back_freed(weights=ready.weights)  # what the quantizer read and let go
         done, left = quantized_matmuls(proto, ("MatMulNBits",))
         if not done:
             raise PtxError(f"{fmt}: {name} has no MatMul with a constant weight to quantize: serve {ready.served} (f32)")

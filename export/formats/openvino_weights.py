@@ -95,7 +95,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
             raise PtxError(f"{fmt}: NNCF's compress_weights failed for {name}: {first_line(exc)}; serve "
                            f"{ready.served} (f32)") from None
         del graph
-        give_back_freed()
+        give_back_freed(weights=ready.weights)
         done = sum(n.op_type == "DequantizeLinear" for n in proto.graph.node)
         _, left = quantized_matmuls(proto, ())
         if not done:

@@ -41,6 +41,11 @@ class Prepared:
     constants: list[str] = field(default_factory=list)  # the weights made constants, in words
     computed: list[str] = field(default_factory=list)  # MatMuls whose weight stays computed (left f32)
 
+    @property
+    def weights(self) -> int:
+        """The bytes of the f32 weights, in ``folder``'s data files."""
+        return sum(f.stat().st_size for f in self.folder.iterdir() if f.is_file() and f.suffix != ".onnx")
+
 
 def prepared(model, example, scratch: Path, signature, strings: dict[str, str], **onnx_options) -> Prepared:
     """``model`` (an nn.Module, exported to f32 ONNX in ``scratch`` first, or an f32 ONNX path) as the

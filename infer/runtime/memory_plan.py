@@ -201,14 +201,23 @@ def peak_memory() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def give_back_freed(collect: bool = True) -> None:
+# A full garbage-collector pass is paid for where what was let go may be large: a reference cycle holding
+# the copies a quantizer made of a model smaller than this holds less than it, and the pass's cost grows with
+# the process's objects, not with the model (0.8 s a pass in the test suite's long-lived workers, which ran
+# some 180 of them for tutorial-sized models: a minute and a half per worker).
+COLLECT_FROM_BYTES = 64 << 20
+
+
+def give_back_freed(collect: bool = True, weights: int | None = None) -> None:
     """What was freed given back to the system: glibc keeps freed blocks in its arenas for reuse, so a
     closed runtime's or a quantizer's gigabytes stayed counted against the process and against the
     plan's next decision (4.0 GB held after onnxruntime's quantizer on Qwen2-0.5B; 0.08 GB after
     malloc_trim). A no-op where the C library is not glibc. ``collect``: the garbage collector's full
     pass first, for what a reference cycle still holds; a pass cost 74 to 158 ms in a process that
     imported torch, onnxruntime and ptx (ten passes on a shared 2-core Intel Xeon), which a caller
-    closing hundreds of one-question runners (--locate) need not pay."""
+    closing hundreds of one-question runners (--locate) need not pay; ``weights``: the bytes of the model
+    whose copies were let go, where known: the pass is made from COLLECT_FROM_BYTES of them."""
+    collect = collect and (weights is None or weights >= COLLECT_FROM_BYTES)
     import ctypes
     import gc
 
