@@ -145,6 +145,26 @@ def test_what_a_file_records_of_each_step_judges_as_the_whole_rows_do():
     assert judge(recorded, rows, _own(recorded), tolerance=F32).passed
 
 
+def test_a_top_token_the_record_did_not_keep_is_a_near_tie_in_a_flat_distribution_and_a_parting_in_a_peaked_one():
+    """A file keeps each step's KEPT largest logits: a row whose top is none of them is at least the reference's
+    token's margin over the smallest kept one below it, not infinitely far."""
+    def judged(scale: float) -> tuple:
+        reference, rows = _reference(scale=scale)
+        recorded = ReferenceDecoding.from_record(json.loads(json.dumps(reference.to_record())))
+        got = [[r.copy() for r in prompt] for prompt in rows]
+        row, kept = got[2][3], recorded.logits[2][3]
+        outside = next(t for t in np.argsort(row) if t not in set(kept.ids.tolist()))  # the reference's lowest
+        row[outside] = row.max() + np.float32(0.01)  # the row's top now: a token the record did not keep
+        return judge(recorded, got, _own(recorded), precision="int4", tolerance=F32), outside
+
+    flat, outside = judged(0.01)  # random weights at a published initializer: the top 33 within a few hundredths
+    assert flat.passed, flat.failures()
+    assert f"a near-tie: {outside} where the reference chose" in flat.describe() and " at least " in flat.describe()
+    peaked, outside = judged(3.0)  # the reference's token leads the smallest kept logit by logits, not hundredths
+    said = peaked.prompts[2].flips[0].describe()
+    assert said.startswith(f"prompt 3 step 4: parts: {outside} where") and " at least " in said and "inf" not in said
+
+
 def test_a_decoder_in_optimum_s_layout_is_read_by_its_names():
     inputs = ["input_ids", "attention_mask", "position_ids", *(f"past_key_values.{i}.{k}" for i in range(2)
                                                                  for k in ("key", "value"))]

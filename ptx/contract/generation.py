@@ -338,9 +338,10 @@ class Parting:
     margin: float  # the reference's top-2 margin there (``over``: its logit of ``want`` minus that of ``got``)
     tie: bool
     over: bool = False  # teacher-forced: the margin is the reference's over ``got``, not its top-2 margin
+    at_least: bool = False  # ``got`` was not among the logits the reference keeps: the margin is a lower bound
 
     def describe(self) -> str:
         what = ("a near-tie" if self.over else "a tie") if self.tie else "parts"
-        margin = f"its margin over {self.got}" if self.over else "its top-2 margin"
+        margin = f"its margin over {self.got}{' at least' * self.at_least}" if self.over else "its top-2 margin"
         return (f"prompt {self.prompt + 1} step {self.step}: {what}: {self.got} where the reference chose {self.want} "
                 f"({margin} {self.margin:.3g})")
