@@ -140,13 +140,12 @@ class Generator:
                 pass
         return decoding.tokens
 
-    async def stream(self, decoding: Decoding) -> AsyncIterator[list[int | None]]:
+    def stream(self, decoding: Decoding) -> AsyncIterator[list[int | None]]:
         """Each step's new token per prompt (None for a prompt that has ended), as the batch makes them.
-        Leaving the iteration (the client went away) takes the decoding out of the batch at the next step."""
-        # closed here, not when the loop gets round to finalizing it: until then its rows stay in the batch
-        async with aclosing(self.events(decoding)) as events:
-            async for tokens in events:
-                yield tokens
+        Leaving the iteration (the client went away) takes the decoding out of the batch at the next step:
+        the events themselves, so that closing the stream closes them at once (a generator wrapped around them
+        would leave them for the event loop to finalize, and their rows in the batch until then)."""
+        return self.events(decoding)
 
     async def events(self, decoding: Decoding, choose: Choose | None = None,
                      say: Callable[[list[int | None]], list] | None = None) -> AsyncIterator:

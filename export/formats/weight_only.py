@@ -91,9 +91,7 @@ def constant_weights(proto, folder: Path | None = None) -> tuple[list[str], list
                             f"of {source})")
             continue
         if source not in transposed:
-            name = _unused(f"{source}.transposed", initializers)
-            initializers[name] = add_constant(graph, name, weight_of(initializers[source], folder).T, folder)
-            transposed[source] = name
+            transposed[source] = _transposed_constant(graph, initializers, source, folder)
             shared = any(source in n.input and n.op_type == "Gather" for n in graph.node)
             constants.append(f"{node.name or node.output[0]} read {source} transposed"
                              + (" (a head tied to the embedding)" if shared else "") + ": stored as a constant")
@@ -182,9 +180,7 @@ def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
             continue
         weight = node.input[1]
         if attrs.get("transB", 0):
-            name = _unused(f"{weight}.transposed", initializers)
-            initializers[name] = add_constant(graph, name, weight_of(initializers[weight], folder).T, folder)
-            weight = name
+            weight = _transposed_constant(graph, initializers, weight, folder)
         has_bias = len(node.input) > 2 and node.input[2]
         product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
         nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_MatMul"))
@@ -222,6 +218,14 @@ def drop_initializer(graph, name: str) -> None:
         if tensor.name == name:
             del graph.initializer[index]
             return
+
+
+def _transposed_constant(graph, initializers: dict, source: str, folder: Path) -> str:
+    """The name of a new constant holding initializer ``source`` transposed (a weight the graph reads through a
+    Transpose, or a Gemm's transB), added to ``graph`` and to ``initializers``."""
+    name = _unused(f"{source}.transposed", initializers)
+    initializers[name] = add_constant(graph, name, weight_of(initializers[source], folder).T, folder)
+    return name
 
 
 def _unused(name: str, taken) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, FILE_PRECISIONS, INT8_FORMATS, int8_format
+from ptx.contract.names import ARTIFACT_FILES, CHECKPOINT_FORMAT, FILE_PRECISIONS, int8_format
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Certificate
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError, Signature
@@ -229,7 +229,7 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
         proto = read_graph(path)
         report.graph = graph_facts(proto, path)
         declared = graph_signature(proto, path, options.get("batch_axes"))
-        quantized = report.format in INT8_FORMATS or found.precision in FILE_PRECISIONS  # already: nothing to offer
+        quantized = found.precision in FILE_PRECISIONS  # already: nothing to offer
         report.int8 = None if quantized else _int8(report.graph.operators)
     recorded = recorded_signature(found.metadata, path) is not None
     known = found.kind == ONNX or found.has_contract or bool(options.get("inputs")) or recorded

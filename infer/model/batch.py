@@ -76,9 +76,9 @@ class Past:
             padded[name] = np.pad(a, widths)
         return self._with(padded)
 
-    def joined(self, other: "Past") -> "Past":
-        """This past's rows, then ``other``'s (of the same length)."""
-        return self._with({name: np.concatenate([a, other.arrays[name]], axis=self.batch_axes[name])
+    def joined(self, *others: "Past") -> "Past":
+        """This past's rows, then each of ``others``' (of the same length), in one copy."""
+        return self._with({name: np.concatenate([a, *(o.arrays[name] for o in others)], axis=self.batch_axes[name])
                            for name, a in self.arrays.items()})
 
     def _with(self, arrays: dict[str, np.ndarray]) -> "Past":
@@ -212,13 +212,12 @@ class Batch:
             self._past = self._past.rows(np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64))
         self._joining, self._leaving = [], []
         length = max((d.past_length for d in (*staying, *(d for d, _ in joining))), default=0)
-        past = self._past.fitted(length) if staying else None
+        parts = [self._past.fitted(length)] if staying else []
         for decoding, given in joining:
             if given is None:  # prefilled alone: its cache is still its own
                 given = Past(decoding.hand_over_past(), self._batch_axes, self.generation.past_axis)
-            own = given.fitted(length)
-            past = own if past is None else past.joined(own)
-        self._past = past if past is not None else Past({}, self._batch_axes, self.generation.past_axis)
+            parts.append(given.fitted(length))
+        self._past = parts[0].joined(*parts[1:]) if parts else self._past._with({})
         self.members = staying + [d for d, _ in joining]
 
 

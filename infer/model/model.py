@@ -6,6 +6,7 @@ rows)`` is the head's, for the models whose contract says what their tensors mea
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -83,12 +84,13 @@ class Model:
         """Inputs by name -> the outputs asked for (all by default), by name; see Runner.run."""
         return self.runner.run(feeds, outputs)
 
-    @property
+    @functools.cached_property
     def generation(self) -> Generation | None:
         """The generation contract the file records (which tensors are the ids, mask, positions, logits
         and cache: ptx.contract.generation), checked against its signature; else, for a file in Optimum's
         layout without ptx's record (past_key_values.N.key in, present.N.key out), the one its names say;
-        None for a file exported without its cache."""
+        None for a file exported without its cache. Read once: its recorded reference decoding is the
+        largest of a file's strings, and a server asks for the contract at every request."""
         where = f"{self.path.name if self.path else self.name}: ptx.{GENERATION_KEY}"
         generation = of_metadata(self.metadata, where)
         if generation is not None:

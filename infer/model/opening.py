@@ -268,8 +268,7 @@ def open_encoder(model: Model, chosen, device: str, precision: str):
         raise MissingArtifactError(f"{model.path.name} is an encoder-decoder's decoder and its encoder, {part.file}, is "
                                    f"not beside it in {model.path.parent}: keep the two files together, or export the "
                                    "model again")
-    found = model_file(path)
-    opening, _ = opening_of(path, found=found)
+    opening, _ = opening_of(path)
     runner = chosen.open(path, device, precision, opening)
     missing = [n for n in part.inputs if n not in runner.signature.input_names] + \
         [n for n, _ in part.cross if n not in runner.signature.output_names]

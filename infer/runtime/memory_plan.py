@@ -89,12 +89,12 @@ def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f
                       beside: Sequence[Path] = ()) -> str | None:
     """One line where ``label`` (a backend's row) cannot open the file at ``path`` at ``precision`` (with the
     files opened beside it: an encoder-decoder's encoder) in the memory available now, else None."""
-    files = [Path(path), *beside]
-    weights = sum(map(weights_bytes, files))
-    if not weights_bytes(path):
+    own = weights_bytes(path)
+    if not own:  # no such file: its opening says why
         return None
+    weights = own + sum(map(weights_bytes, beside))
     return shortfall(f"{label} on {Path(path).name} ({size_text(weights)} of weights)",
-                     sum(opening_need(backend, f, precision) for f in files))
+                     sum(opening_need(backend, f, precision) for f in [Path(path), *beside]))
 
 
 # The most memory a runner spends on compiled copies of one model beyond the first: a small model keeps

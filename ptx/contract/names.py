@@ -67,7 +67,7 @@ def int8_format(metadata) -> str:
     """Which reduced format a file ptx quantized is: its ptx.format (written since openvino-int8 came),
     else onnx-int8, the only one there was before."""
     recorded = metadata.get("format")
-    return recorded if any(recorded in formats for formats in FILE_PRECISIONS.values()) else INT8_FORMATS[0]
+    return recorded if file_precision(recorded) else INT8_FORMATS[0]
 
 
 def file_precision(fmt: str) -> str | None:
