@@ -238,12 +238,23 @@ phase_tests() {
 }
 
 phase_pt2() {
-    say "pt2 for CUDA (AOTInductor), then ptx verify's aoti rows"
-    for name in convnet lstm; do
+    # Each export bounded (PTX_GPU_PT2_LIMIT seconds) and its lines kept as they come ($KEEP/pt2.md): on
+    # 2026-11-27 convnet's compile for CUDA had not ended after 95 s, and the phase, printing only at its end,
+    # used a whole 150 s call and said nothing.
+    local limit=${PTX_GPU_PT2_LIMIT:-240} name start rc
+    say "pt2 for CUDA (AOTInductor), then ptx verify's aoti rows (each export at most $limit s)"
+    : > "$KEEP/pt2.md"
+    for name in ${PTX_GPU_PT2_MODELS:-convnet lstm}; do
         # A segfault in torch's loader is one line here (the package is probed in a child first).
-        ptx export "$name" --format pt2 --device cuda --checkpoint "$WORK/runs/$name/checkpoint.pt" 2>&1 | tail -2 \
-            || step_failed "ptx export $name --format pt2 --device cuda"
-        ptx verify "$name" --backends aoti --root "$WORK/runs" 2>&1 | tail -6 || step_failed "ptx verify $name --backends aoti"
+        start=$SECONDS
+        { echo "### $name"; echo '```'
+          rc=0
+          timeout "$limit" ptx export "$name" --format pt2 --device cuda --checkpoint "$WORK/runs/$name/checkpoint.pt" \
+              2>&1 || rc=$?
+          echo "export: $((SECONDS - start)) s$([ "$rc" = 124 ] && echo ", stopped at the $limit s limit")"
+          [ "$rc" = 0 ] || step_failed "ptx export $name --format pt2 --device cuda (exit $rc)"
+          ptx verify "$name" --backends aoti --root "$WORK/runs" 2>&1 | tail -6 || step_failed "ptx verify $name --backends aoti"
+          echo '```'; } | tee -a "$KEEP/pt2.md"
     done
 }
 

@@ -61,6 +61,7 @@ def summary(out: Path) -> str:
     page += section("Train and export (one process)", "train.md")
     page += section("Epoch timing", "epoch.md")
     page += section("Verify, every model and backend", "verify.md")
+    page += section("pt2 for CUDA (AOTInductor)", "pt2.md")
     page += section("Bench", "bench-gpu.md")
     page += section("A user's own models (export --module, verify, bench, serve)", "own.md")
     page += section("Where the CUDA rows part from the CPU (--locate)", "locate.md")

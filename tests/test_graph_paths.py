@@ -275,7 +275,10 @@ def test_a_capture_that_fails_once_is_tried_again_on_a_fresh_graph(runs):
 
     graph = open_graph_checkpoint(root / "cnn" / "checkpoint.pt", device="cpu", graphs=graphs)
     x = model_inputs(runs, "cnn", 2)
-    assert compare(outputs(graph, x), outputs(load(root / "cnn" / "checkpoint.pt"), x), graph.contract).ok
+    with pytest.warns(RuntimeWarning, match=r"capture at input shapes .* failed once \(operation failed due to a "
+                                            r"previous error during capture\) and succeeded on a fresh graph"):
+        got = outputs(graph, x)
+    assert compare(got, outputs(load(root / "cnn" / "checkpoint.pt"), x), graph.contract).ok
     assert [g.captures for g in made] == [1, 1]
 
 

@@ -143,6 +143,30 @@ def test_a_step_reads_the_weights_but_the_embedding_s_rows(tmp_path):
     assert bytes_per_token(tmp_path / "untied.onnx") == 16 * 8 * 4  # the head's copy; the table's rows are not
 
 
+def test_a_row_is_said_against_its_own_device_s_memory():
+    """A GPU row read against the host's bandwidth came out at 135% of its wall (H100, 2026-11-27): a row is
+    measured against the memory of its own device, and where that is not measured it has no wall at all."""
+    from ptx.infer.bench.generation import DecodingSpeed, GenerationBench, against_wall
+    from ptx.infer.bench.wall import Bandwidth, device_bandwidth, ort_read_bandwidth
+
+    probed = ort_read_bandwidth(["CPUExecutionProvider"], nbytes=1 << 26, passes=3)  # the GPU's probe, on the host
+    assert isinstance(probed, Bandwidth) and probed.bytes_per_s > 1e8 and "ReduceMin" in probed.how
+    assert device_bandwidth("npu") == "no read probe for npu"
+    bench = GenerationBench("lm.onnx", 8, 4, 1, 1, 0, walls={"cpu": Bandwidth(1e10, "probe"), "cuda": "no GPU here"})
+    for device in ("cpu", "cuda"):
+        row = DecodingSpeed(f"ort-{device}", device, "f32", "lm.onnx", 1.0, 2.0, 500.0, 1)
+        against_wall(row, 10_000_000, 0, bench.walls[device])
+        bench.rows.append(row)
+    cpu, cuda = bench.rows
+    assert cpu.wall_ms == 1.0 and cpu.of_wall == 0.5
+    assert cuda.bytes_per_token == 10_000_000 and cuda.wall_ms is None and cuda.of_wall is None
+    said = bench.text()
+    assert "the wall on cpu: " in said and "no wall for the cuda rows: no GPU here" in said, said
+    assert bench.to_dict()["walls"]["cuda"] == {"not_measured": "no GPU here"}
+    on_gpu = device_bandwidth("cuda")  # measured where a GPU is, one line saying why not elsewhere
+    assert isinstance(on_gpu, Bandwidth) or on_gpu.startswith("cuda's read bandwidth is not measured: "), on_gpu
+
+
 def test_module_export_quantizes_every_matmul_the_tied_head_too(lm):
     out, lines = lm
     said = "\n".join(lines)
@@ -240,7 +264,7 @@ def test_bench_says_each_row_against_the_read_bandwidth(lm):
                "--json")
     doc = json.loads(done.stdout)
     rows = {r["runner"]: r for r in doc["rows"]}
-    assert doc["bandwidth"]["bytes_per_s"] > 1e8 and "numpy read probe" in doc["bandwidth"]["how"]
+    assert doc["walls"]["cpu"]["bytes_per_s"] > 1e8 and "numpy read probe" in doc["walls"]["cpu"]["how"]
     for row in rows.values():
         assert row["of_wall"] > 0 and row["prefill_tokens_per_s"] > 0 and row["wall_ms"] > 0
     assert rows["ort-cpu-int4"]["bytes_per_token"] < rows["ort-cpu"]["bytes_per_token"] / 2

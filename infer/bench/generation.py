@@ -28,7 +28,7 @@ from ptx.errors import PtxError
 from ..model.generation import no_cache, vocabulary
 from ..runtime import memory_plan
 from ..verify.tables import markdown_table, text_table
-from .wall import bytes_per_token, read_bandwidth
+from .wall import Bandwidth, bytes_per_token, device_bandwidth
 
 if TYPE_CHECKING:
     from ..model.target import Target, Variant
@@ -78,8 +78,8 @@ class GenerationBench:
     notes: list[str] = field(default_factory=list)
     eager: str | None = None  # why eager generate() has no row, where it has none
     prompt: str | None = None  # what each prompt is, where it is no seeded ids (an encoder's features)
-    bandwidth: float | None = None  # the read bandwidth measured in this run, bytes/s (wall.read_bandwidth)
-    bandwidth_how: str = ""
+    # the read bandwidth of each device's memory, measured in this run (wall.device_bandwidth), or why not
+    walls: dict[str, Bandwidth | str] = field(default_factory=dict)
 
     def heading(self) -> str:
         prompt = self.prompt or f"a seeded prompt of {self.prompt_length} tokens"
@@ -113,10 +113,13 @@ class GenerationBench:
         if encoder:
             lines.append("encoder ms: the encoder's run, once per decoding, apart from the decoder's prompt run (prefill) "
                          "and its steps")
-        if self.bandwidth:
-            lines.append(f"the wall: a step reads MB/token (the weights but the rows an embedding gives, and the cache "
-                         f"at its mean length) at {self.bandwidth / 1e9:.1f} GB/s ({self.bandwidth_how}); of the wall = "
-                         "that time over decode ms/token")
+        for device, wall in self.walls.items():
+            if isinstance(wall, str):
+                lines.append(f"no wall for the {device} rows: {wall}")
+            else:
+                lines.append(f"the wall on {device}: a step reads MB/token (the weights but the rows an embedding gives, "
+                             f"and the cache at its mean length) at {wall.bytes_per_s / 1e9:.1f} GB/s ({wall.how}); of "
+                             "the wall = that time over decode ms/token")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -124,7 +127,9 @@ class GenerationBench:
                                                   "batch": self.batch, "repeats": self.repeats, "seed": self.seed,
                                                   "eos": []},
                 "rows": [asdict(r) for r in self.rows], "skipped": self.skipped, "notes": self.notes,
-                "eager": self.eager, "bandwidth": {"bytes_per_s": self.bandwidth, "how": self.bandwidth_how}}
+                "eager": self.eager,
+                "walls": {device: {"not_measured": wall} if isinstance(wall, str) else asdict(wall)
+                          for device, wall in self.walls.items()}}
 
 
 def file_generation(target: Target) -> Generation:
@@ -267,12 +272,15 @@ def weights_read(target: Target, variant_target: Target, variant: Variant) -> in
     return bytes_per_token(path, 2 if variant.precision == "bf16" else 4)  # OpenVINO's bf16 keeps its weights so
 
 
-def against_wall(row: DecodingSpeed, weights: int | None, cache: float, bandwidth: float | None) -> None:
-    """``row``'s bytes per step, and the time those take at ``bandwidth`` against its decode time."""
-    if weights is None or not bandwidth:
+def against_wall(row: DecodingSpeed, weights: int | None, cache: float, wall: Bandwidth | str | None) -> None:
+    """``row``'s bytes per step, and the time those take at its device's read bandwidth against its decode
+    time (none where that bandwidth is not measured)."""
+    if weights is None:
         return
     row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
-    row.wall_ms = round(1000 * row.bytes_per_token / bandwidth, 4)
+    if not isinstance(wall, Bandwidth):
+        return
+    row.wall_ms = round(1000 * row.bytes_per_token / wall.bytes_per_s, 4)
     row.of_wall = round(row.wall_ms / row.decode_ms_per_token, 3)
 
 
@@ -299,8 +307,9 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                     "scripts/bench_generate.py" if traced else NO_EAGER if target.kind == "onnx" else
                     f"eager: not run (a {target.kind} file carries no module to call generate() on; "
                     "scripts/bench_generate.py compares with transformers' generate())")
-    measured = read_bandwidth()  # in this run, before any runtime holds memory or threads
-    result.bandwidth, result.bandwidth_how = measured.bytes_per_s, measured.how
+    # in this run, before any runtime holds memory or threads: the memory of each device a row runs on
+    devices = dict.fromkeys(v.device for _, v in chosen if not v.unavailable())
+    result.walls = {device: device_bandwidth(device) for device in devices}
     prompts = None
 
     def skipped(skip: Skip) -> None:  # does not fit now, not exported (an int8 twin), not on this CPU: as it says
@@ -344,15 +353,16 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                                 encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None)
             against_wall(row, weights_read(target, variant_target, variant),
                          _cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2),
-                         result.bandwidth)
+                         result.walls.get(variant.device))
             result.rows.append(row)
-    again = read_bandwidth()  # the machine's limit is the higher of the two: a busy machine lowers either
-    if again.bytes_per_s > result.bandwidth:
-        result.bandwidth = again.bytes_per_s
-        for row in result.rows:
-            against_wall(row, row.bytes_per_token and row.bytes_per_token - row.cache_bytes, row.cache_bytes,
-                         result.bandwidth)
-    result.bandwidth_how += ", before and after the rows: the higher"
+    for device, before in result.walls.items():  # a device's limit is the higher of two: a busy machine lowers either
+        if isinstance(before, Bandwidth):
+            after = device_bandwidth(device)
+            best = after if isinstance(after, Bandwidth) and after.bytes_per_s > before.bytes_per_s else before
+            result.walls[device] = Bandwidth(best.bytes_per_s, best.how + ", before and after the rows: the higher")
+    for row in result.rows:
+        if row.bytes_per_token is not None:
+            against_wall(row, row.bytes_per_token - row.cache_bytes, row.cache_bytes, result.walls.get(row.device))
     if not result.rows:
         from ..model.target import group_reasons
 

@@ -6,11 +6,16 @@ shared, and its bandwidth on the day is what the rows got): a numpy probe, one t
 reducing its own share of a buffer far larger than the caches to its minimum, as a decoding step's
 kernels stream the weights on every core. The minimum, not the sum: numpy's pairwise float32 sum runs
 at about 60% of the speed of its min on the same buffer (measured here, 2026-11-26: 5.7 against 9.4 GB/s
-on one thread), so it would measure the adder, not the memory. ``bytes_per_token`` reads what one step of a decoder file reads from its graph:
+on one thread), so it would measure the adder, not the memory. A row on a GPU reads its weights from the
+GPU's memory, not the host's (an H100's HBM3 reads some 30x the host's 100 GB/s: the host's wall put
+ort-cuda at 135% of it on 2026-11-27), so ``device_bandwidth`` measures the memory of the row's device: on
+a GPU, ONNX Runtime's CUDA provider reducing a buffer already on the GPU to its minimum, the same probe.
+``bytes_per_token`` reads what one step of a decoder file reads from its graph:
 every initializer but the tables a Gather reads one row of per token (the embedding; a head tied to it
 reads the table whole and counts), at the bytes each is stored in (an int4 weight half a byte).
 
-numpy, onnx (the graph's structure, never its weights) and the standard library: no runtime, no torch.
+numpy, onnx (the graph's structure, never its weights), onnxruntime for a GPU's probe and the standard
+library: never torch.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from ptx.machine import usable_cores
 
 PROBE_BYTES = 1 << 30  # far past any CPU's last-level cache (a few hundred MB at most on a server)
 PROBE_PASSES = 7
+DEVICE_PROBE_BYTES = 1 << 29  # 512 MiB: ten times an H100's L2 cache, and room on a GPU already holding a model
 # The bytes an element of each ONNX tensor type takes (TensorProto.DataType): int4 and uint4 pack two a byte.
 ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 0.5, 22: 0.5}
 # Ops a table passes through on its way to a Gather that reads one row of it (a dequantized table).
@@ -64,6 +70,57 @@ def read_bandwidth(nbytes: int = PROBE_BYTES, passes: int = PROBE_PASSES) -> Ban
     seconds = statistics.median(times)
     return Bandwidth(buffer.nbytes / seconds, f"numpy read probe: {buffer.nbytes / 2**20:,.0f} MiB of float32 read by "
                                               f"{threads} thread{'s' * (threads != 1)}, median of {passes} passes")
+
+
+def device_bandwidth(device: str) -> Bandwidth | str:
+    """The read bandwidth of the memory a row on ``device`` (cpu, cuda or cuda:N) reads its weights from, or
+    why it cannot be measured here (one line)."""
+    if device == "cpu":
+        return read_bandwidth()
+    if device.partition(":")[0] != "cuda":
+        return f"no read probe for {device}"
+    from ..runtime.ort_session import cuda_device_id, cuda_provider, cuda_unavailable
+
+    why = cuda_unavailable(device)
+    if why:
+        return f"{device}'s read bandwidth is not measured: {why}"
+    device_id = cuda_device_id(device)
+    return ort_read_bandwidth([cuda_provider(device_id)], "cuda", device_id)
+
+
+def ort_read_bandwidth(providers: list, device_type: str = "cpu", device_id: int = 0,
+                       nbytes: int = DEVICE_PROBE_BYTES, passes: int = PROBE_PASSES) -> Bandwidth | str:
+    """The read bandwidth of ``device_type``'s memory as ONNX Runtime's ``providers`` reach it: one ReduceMin
+    over ``nbytes`` of float32 held on that device (bound, so no copy is timed), the median of ``passes`` runs
+    after one; or why the buffer could not be had."""
+    from onnx import TensorProto, helper
+
+    from ..runtime.ort_session import ORT_QUIET, import_ort
+
+    ort = import_ort()
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    graph = helper.make_graph([helper.make_node("ReduceMin", ["x"], ["y"], keepdims=0)], "read_probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_QUIET
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        buffer = ort.OrtValue.ortvalue_from_shape_and_type([nbytes // 4], np.float32, device_type, device_id)
+    except Exception as exc:  # no room for the buffer on the device: no wall rather than a wrong one
+        return f"{device_type}'s read probe did not start: {str(exc).splitlines()[0][:200]}"
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("x", buffer)
+    binding.bind_output("y", device_type, device_id)
+    times = []
+    for k in range(passes + 1):
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)  # returns once the device's stream is done (ORT synchronizes a run)
+        if k:
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return Bandwidth(nbytes / seconds, f"ONNX Runtime read probe on {device_type}: {nbytes / 2**20:,.0f} MiB of "
+                                       f"float32 on the device reduced by one ReduceMin, median of {passes} runs")
 
 
 def bytes_per_token(path: str | Path, float_bytes: float = 4) -> int | None:

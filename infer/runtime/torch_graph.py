@@ -17,6 +17,7 @@ batch axis, every output cut back along its own.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,14 +74,17 @@ class TorchGraphRunner(TorchRunner):
         except Exception as first:  # torch raises RuntimeError and others; which, it does not promise
             # Once more on a fresh graph before the refusal: on an H100 (2026-11-26) lstm's first f32 capture
             # of [28, 64, 28] failed ("operation failed due to a previous error during capture") where its
-            # tf32 capture of the same shape, later in the same process, succeeded. Not yet re-run there.
+            # tf32 capture of the same shape, later in the same process, succeeded. On 2026-11-27 the row
+            # passed there, and nothing said whether the retry had been needed: it says so now.
+            shown = ", ".join(f"{n} {list(s)}" for n, s in key)
             try:
                 replay = self._capture(forward)
             except Exception:  # noqa: BLE001 - the first failure is the one said
-                shown = ", ".join(f"{n} {list(s)}" for n, s in key)
                 raise BackendUnavailableError(
                     f"eager-cuda-graph: {self.name} at input shapes {shown} cannot be captured as a "
                     f"CUDA graph ({first_line(first)}); use --backend eager") from None
+            warnings.warn(f"eager-cuda-graph: {self.name}'s capture at input shapes {shown} failed once "
+                          f"({first_line(first)}) and succeeded on a fresh graph", RuntimeWarning, stacklevel=2)
         return _Slot(statics, replay, outputs)
 
     def _capture(self, forward: Callable[[], None]) -> Callable[[], object]:

@@ -34,7 +34,8 @@ from ptx.contract import DEFAULT_RUNS_ROOT
                    "tokens per backend and precision instead (a decoder's int8 and int4 files beside it come "
                    "along): the prompt's run (prefill ms, tokens/s), ms per new token and tokens/s, the median of "
                    "--rounds decodings (default 3 here) after one warm-up; and each row against the wall: the bytes "
-                   "a step reads over the read bandwidth measured in the same run, as a share of its time.")
+                   "a step reads over the read bandwidth of its device's memory (the host's, a GPU's), measured in "
+                   "the same run, as a share of its time.")
 @click.option("--prompt-length", type=click.IntRange(min=1), metavar="L",
               help="With --generate: the seeded prompt's tokens (default 32, clipped to the model's positions).")
 @click.option("--batch", type=click.IntRange(min=1), metavar="B",
