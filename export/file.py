@@ -67,6 +67,9 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
     foreign = _not_made_from(path, fmt.precision)
     if fmt.weight_only:
         fmt.check_options(**(weights or {}))
+    if (max_drop is None) != (metric is None):
+        raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
+    check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)  # refused for every file alike, not ignored
     if GENERATION_KEY in read_model_file(path, digest=False).metadata:  # its inputs are tied (the mask spans the
         # past and the new tokens): judged by its decoding, its weights alone reduced
         if not fmt.weight_only:
@@ -74,13 +77,13 @@ def export_int8_file(path: str | Path, fmt_name: str = "onnx-int8", *, out: str 
                            "calibrated on inputs one by one, which a decoder's tied past and mask refuse; its weights "
                            f"alone are: `ptx export {path} --format onnx-int8w` (or onnx-int4, openvino-int8w, "
                            "openvino-int4)")
+        if calibration is not None:
+            raise PtxError(f"--calibration: {path.name} is a decoder, whose weight-only formats read the prompts it "
+                           "records (--data-aware for openvino-int4), not inputs given one by one: leave --calibration out")
         return export_weight_only_decoder(path, fmt, out=out, options=weights, force=force, foreign=foreign, log=log)
     if (weights or {}).get("data_aware") and calibration is None:
         raise PtxError(f"--data-aware reads the prompts a decoder records, and {path.name} is no decoder: give "
                        "--calibration SAMPLES.npz (your inputs), which NNCF reads the activations of")
-    if (max_drop is None) != (metric is None):
-        raise PtxError("--max-drop X and --metric FILE.py:FN go together on a model file: the metric is what X bounds")
-    check_options([fmt], keep_f32=keep_f32, rank=rank, max_drop=max_drop)
     with load(path, "ort-cpu", "cpu", **open_options) as source:
         signature, metadata = source.signature, dict(source.metadata)
         if source.precision != "f32":

@@ -296,6 +296,7 @@ def test_a_runtime_crash_on_a_foreign_file_is_one_line(own_models, monkeypatch):
     from ptx.infer.model import opening as api
 
     monkeypatch.setattr(api, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(api, "_PROBED", set())  # this process's earlier tests opened the file in a child
     with pytest.raises(ChildCrashError, match=r"ort-cpu opening residual.onnx crashed \(SIGSEGV\)"):
         load(own_models["residual"])
 

@@ -277,12 +277,13 @@ def test_options_of_the_other_kind_are_refused(own_models):
 
 
 def test_a_runtime_that_crashes_opening_the_file_is_that_rows_failure(own_models, monkeypatch):
-    from ptx.infer.model import target as target_module
+    from ptx.infer.model import opening
     from ptx.infer.model.target import Target
 
     crash_openvino = ("import json, os, signal, sys\nfor args in json.loads(sys.argv[1]):\n"
                       "    if args['backend'] == 'openvino':\n        os.kill(os.getpid(), signal.SIGSEGV)\n")
-    monkeypatch.setattr(target_module, "PROBE", crash_openvino)
+    monkeypatch.setattr(opening, "PROBE", crash_openvino)
+    monkeypatch.setattr(opening, "_PROBED", set())  # this process's earlier tests opened the file in a child
     target = Target.of(own_models["residual"])
     variants = [v for v in target.variants() if v.device == "cpu" and v.precision == "f32"]
     skipped = []

@@ -278,3 +278,11 @@ def test_options_that_shape_no_format_named_are_refused(lm):
     assert done.returncode == 2 and "power of two" in done.stderr, done.stderr
     done = ptx("export", out / "model.onnx", "--format", "onnx-int8", check=False)
     assert done.returncode == 2 and "--format onnx-int8w" in done.stderr, done.stderr
+    from ptx.export.file import export_int8_file
+
+    samples = out / "samples.npz"
+    np.savez(samples, input_ids=np.ones((1, 3), np.int64))
+    with pytest.raises(PtxError, match="--calibration: model.onnx is a decoder"):  # never quietly left unused
+        export_int8_file(out / "model.onnx", "onnx-int4", calibration=samples, log=lambda _: None)
+    with pytest.raises(PtxError, match="--keep-f32 leaves nodes of the int8 file in f32"):
+        export_int8_file(out / "model.onnx", "onnx-int4", keep_f32=["a"], log=lambda _: None)

@@ -236,7 +236,7 @@ def open_path(found: ModelFile, backend: str | None = None, device: str | None =
                                       f"{DEFAULT_FILE_BACKEND[opening.kind]}")
     if probe and opening.kind in FOREIGN_KINDS and not opening.metadata:  # a runtime that crashes on it crashes there
         args = probe_args(path, chosen.label(device), device, opening.inputs, batch_axes, ignore_metadata)
-        run_child(PROBE, json.dumps([args]), what=f"{chosen.label(device)} opening {path.name}")
+        probe_in_child([args], what=f"{chosen.label(device)} opening {path.name}")
     model = model_of(chosen.open(path, device, precision, opening), info, tutorial)
     if not ignore_metadata:
         try:
@@ -405,6 +405,34 @@ def resolve_backend(kind: str, backend: str | None, device: str | None) -> tuple
 
 # The child's program: target.probe_child on the JSON list of probe_args it is given.
 PROBE = "import sys\nfrom ptx.infer.model.target import probe_child\nprobe_child(sys.argv[1])"
+
+
+# The probes that opened without a crash in a child, in this process: a runtime that opened a file once opens
+# the same file the same way again, and a second child (half a second: an interpreter and ptx's imports) would
+# learn nothing. Keyed by the probe's arguments and the file as it is on disk now, its folder included
+# (ptx writes a file beside and renames it into place, which changes the folder; a companion data file too).
+_PROBED: set[tuple] = set()
+
+
+def _probe_key(args: dict) -> tuple:
+    path = Path(args["path"])
+    try:
+        held, folder = path.stat(), path.parent.stat()
+    except OSError:
+        return (json.dumps(args, sort_keys=True), None)  # never equal to a stat'ed key: probed every time
+    return (json.dumps(args, sort_keys=True), held.st_ino, held.st_size, held.st_mtime_ns, folder.st_mtime_ns)
+
+
+def probe_in_child(probes: list[dict], what: str) -> None:
+    """Open each file of ``probes`` (probe_args) in one child first, so that a runtime crashing on it crashes
+    there (ChildCrashError, one line naming ``what``); a probe this process already ran on the same file
+    unchanged is not run again."""
+    todo = [(args, _probe_key(args)) for args in probes]
+    todo = [(args, key) for args, key in todo if key[-1] is None or key not in _PROBED]
+    if not todo:
+        return
+    run_child(PROBE, json.dumps([args for args, _ in todo]), what=what)
+    _PROBED.update(key for _, key in todo if key[-1] is not None)
 
 
 def probe_args(path: Path, backend: str, device: str, declared: Sequence[TensorSig],

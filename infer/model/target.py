@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.contract.catalog import names
 from ptx.contract.names import FILE_PRECISIONS, FULL_PRECISION, INT4, MODEL_FILE_SUFFIXES
-from ptx.child import ChildCrashError, run_child
+from ptx.child import ChildCrashError
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, StaleArtifactWarning
 from ptx.files import is_dir, is_file
 
@@ -33,9 +33,9 @@ from ..formats.model_files import ModelFile
 from ..runtime import backends as registry
 from ..runtime.memory_plan import OutOfMemoryPlan, opening_shortfall, size_text, weights_bytes
 from .model import Model
-from .opening import (DEFAULT_BACKEND, DEFAULT_FILE_BACKEND, KIND_NAMES, MODULE, PROBE, artifact_path, check_device,
-                      is_module, model_file, model_of_run, open_path, precision_file, probe_args, require_run,
-                      require_run_folder, stale_reason, warned)
+from .opening import (DEFAULT_BACKEND, DEFAULT_FILE_BACKEND, KIND_NAMES, MODULE, artifact_path, check_device,
+                      is_module, model_file, model_of_run, open_path, precision_file, probe_args, probe_in_child,
+                      require_run, require_run_folder, stale_reason, warned)
 
 NO_GPU = "no GPU on this machine"
 RUN = "run"  # a Target's kind for a tutorial model's run folder; a file's is its own (onnx, ...)
@@ -321,13 +321,13 @@ class Target:
                            self.options.get("batch_axes"), bool(self.options.get("ignore_metadata")))
                 for v in present]
         try:
-            run_child(PROBE, json.dumps(args), what=f"opening {self.path.name}")
+            probe_in_child(args, what=f"opening {self.path.name}")
             return {}
         except ChildCrashError:
             crashed: dict[str, PtxError] = {}
             for variant, one in zip(present, args):
                 try:
-                    run_child(PROBE, json.dumps([one]), what=f"{variant.label} opening {self.path.name}")
+                    probe_in_child([one], what=f"{variant.label} opening {self.path.name}")
                 except ChildCrashError as exc:
                     crashed[variant.label] = exc
             return crashed
