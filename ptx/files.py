@@ -4,6 +4,8 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
+import os
+import time
 from pathlib import Path
 
 from ptx.errors import PtxError
@@ -77,11 +79,36 @@ def read_text(path: str | Path, error: type[PtxError] = PtxError) -> str:
     return decode_text(read_bytes(path, error), path, error)
 
 
+# Digests already read in this process, by the file's identity on disk: an export of a decoder's f32 file to
+# three weight-only formats read its 2 GB three times over for the same digest. The inode, size, mtime and
+# ctime together change whenever the file's bytes do (ctime cannot be set back, and ptx writes a file beside
+# and renames it, which gives a new inode); the few most recent files are kept. A file changed in the last
+# seconds is read every time: timestamps move by the kernel's tick, so two writes within one look alike
+# (git's "racily clean" entries).
+_DIGESTS: dict[tuple, str] = {}
+DIGESTS_KEPT = 64
+SETTLED_NS = 2_000_000_000
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file, read in blocks (artifacts record their checkpoint's; torch-free, so
-    the ONNX Runtime path can check it too)."""
+    the ONNX Runtime path can check it too); read once per process while the file is unchanged."""
+    identity = _identity(path)
+    known = _DIGESTS.get(identity)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    settled = time.time_ns() - max(identity[3], identity[4]) > SETTLED_NS
+    if settled and _identity(path) == identity:  # unchanged while it was read: the digest is the file's
+        if len(_DIGESTS) >= DIGESTS_KEPT:
+            _DIGESTS.pop(next(iter(_DIGESTS)))
+        _DIGESTS[identity] = digest.hexdigest()
     return digest.hexdigest()
+
+
+def _identity(path: str | Path) -> tuple:
+    held = os.stat(path)
+    return (held.st_dev, held.st_ino, held.st_size, held.st_mtime_ns, held.st_ctime_ns)

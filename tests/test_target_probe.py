@@ -72,3 +72,4 @@ def test_a_file_that_opened_in_a_child_is_not_probed_again_until_it_changes(tmp_
     written.replace(path)  # as ptx writes: beside, then renamed into place
     opening_module.probe_in_child([args], what="ort-cpu opening relu.onnx")
     assert len(children) == 5 and children[-1] == ["ort-cpu"]
+

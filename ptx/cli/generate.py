@@ -128,8 +128,8 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     elif not given:
         raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer; --features FILE.npy "
                                "for an encoder of features)")
+    _check_input(file, features is not None)  # before the load: a wrong option must not wait for the weights
     with load(file, backend=backend, device=device, precision=precision) as model:
-        _check_input(model, features is not None, file)
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
@@ -169,16 +169,31 @@ def _features(path: str):
     return array[None] if array.ndim == 2 else array
 
 
-def _check_input(model, features: bool, file) -> None:
-    """--features for an encoder of features only, and ids or text for the others: else one line."""
-    generation = model.generation
+def _check_input(file, features: bool) -> None:
+    """--features for an encoder of features only, and ids or text for the others: else one line. Read from
+    the contract the file records (no runtime opens); a file that cannot be read so is left to load() to say."""
+    from ptx.contract.generation import of_metadata
+    from ptx.errors import PtxError
+    from ptx.infer.formats.model_files import read_model_file
+    from ptx.infer.formats.signature import recorded_signature
+
+    try:
+        generation = of_metadata(read_model_file(file, digest=False).metadata, Path(file).name)
+    except PtxError:
+        return
     reads_features = bool(generation and generation.encoder and generation.encoder.features)
     if features and not reads_features:
         raise click.UsageError(f"--features is for an encoder-decoder that reads features (Whisper); {file} takes token "
                                "ids: give --ids or --prompt")
     if reads_features and not features:
+        encoder = Path(file).parent / generation.encoder.file
+        try:
+            source = recorded_signature(read_model_file(encoder, digest=False).metadata, encoder)
+            shape = ", ".join(map(str, source.input(generation.encoder.source).shape[1:]))
+        except (PtxError, KeyError, AttributeError):  # the encoder's own problem is load()'s to say
+            shape = "mel bins, frames"
         raise click.UsageError(f"{file} is an encoder-decoder whose encoder reads features: give --features FILE.npy "
-                               f"(an array [{', '.join(map(str, model.encoder.signature.input(generation.encoder.source).shape[1:]))}])")
+                               f"(an array [{shape}])")
 
 
 def _encoded(words, prompt: str, chat: bool, system: str | None) -> list[int]:
