@@ -154,8 +154,8 @@ def test_a_row_is_said_against_its_own_device_s_memory():
     assert device_bandwidth("npu") == "no read probe for npu"
     bench = GenerationBench("lm.onnx", 8, 4, 1, 1, 0, walls={"cpu": Bandwidth(1e10, "probe"), "cuda": "no GPU here"})
     for device in ("cpu", "cuda"):
-        row = DecodingSpeed(f"ort-{device}", device, "f32", "lm.onnx", 1.0, 2.0, 500.0, 1)
-        against_wall(row, 10_000_000, 0, bench.walls[device])
+        row = DecodingSpeed(f"ort-{device}", device, "f32", "lm.onnx", 1.0, 2.0, 500.0, 1, bytes_per_token=10_000_000)
+        against_wall(row, bench.walls[device])
         bench.rows.append(row)
     cpu, cuda = bench.rows
     assert cpu.wall_ms == 1.0 and cpu.of_wall == 0.5

@@ -272,13 +272,10 @@ def weights_read(target: Target, variant_target: Target, variant: Variant) -> in
     return bytes_per_token(path, 2 if variant.precision == "bf16" else 4)  # OpenVINO's bf16 keeps its weights so
 
 
-def against_wall(row: DecodingSpeed, weights: int | None, cache: float, wall: Bandwidth | str | None) -> None:
-    """``row``'s bytes per step, and the time those take at its device's read bandwidth against its decode
-    time (none where that bandwidth is not measured)."""
-    if weights is None:
-        return
-    row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
-    if not isinstance(wall, Bandwidth):
+def against_wall(row: DecodingSpeed, wall: Bandwidth | str | None) -> None:
+    """The time ``row``'s bytes per step take at its device's read bandwidth, against its decode time (none
+    where its bytes or that bandwidth are not known)."""
+    if row.bytes_per_token is None or not isinstance(wall, Bandwidth):
         return
     row.wall_ms = round(1000 * row.bytes_per_token / wall.bytes_per_s, 4)
     row.of_wall = round(row.wall_ms / row.decode_ms_per_token, 3)
@@ -351,9 +348,10 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                                 round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1), repeats,
                                 round(spread, 2), prefill_tokens_per_s=round(1000 * batch * decoded / prefill_ms, 1),
                                 encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None)
-            against_wall(row, weights_read(target, variant_target, variant),
-                         _cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2),
-                         result.walls.get(variant.device))
+            weights = weights_read(target, variant_target, variant)
+            if weights is not None:  # what a step reads: the weights, and the cache at its mean length
+                cache = _cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2)
+                row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
             result.rows.append(row)
     for device, before in result.walls.items():  # a device's limit is the higher of two: a busy machine lowers either
         if isinstance(before, Bandwidth):
@@ -361,8 +359,7 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
             best = after if isinstance(after, Bandwidth) and after.bytes_per_s > before.bytes_per_s else before
             result.walls[device] = Bandwidth(best.bytes_per_s, best.how + ", before and after the rows: the higher")
     for row in result.rows:
-        if row.bytes_per_token is not None:
-            against_wall(row, row.bytes_per_token - row.cache_bytes, row.cache_bytes, result.walls.get(row.device))
+        against_wall(row, result.walls.get(row.device))
     if not result.rows:
         from ..model.target import group_reasons
 

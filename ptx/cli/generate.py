@@ -187,11 +187,13 @@ def _check_input(file, features: bool) -> None:
                                "ids: give --ids or --prompt")
     if reads_features and not features:
         encoder = Path(file).parent / generation.encoder.file
+        shape = "mel bins, frames"  # where the encoder file does not say (its own problem is load()'s to say)
         try:
             source = recorded_signature(read_model_file(encoder, digest=False).metadata, encoder)
-            shape = ", ".join(map(str, source.input(generation.encoder.source).shape[1:]))
-        except (PtxError, KeyError, AttributeError):  # the encoder's own problem is load()'s to say
-            shape = "mel bins, frames"
+            if source is not None:
+                shape = ", ".join(map(str, source.input(generation.encoder.source).shape[1:]))
+        except PtxError:
+            pass
         raise click.UsageError(f"{file} is an encoder-decoder whose encoder reads features: give --features FILE.npy "
                                f"(an array [{shape}])")
 
