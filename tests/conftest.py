@@ -7,18 +7,46 @@ from __future__ import annotations
 
 import os
 import shutil
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
 
-from ptx.export.api import export_model
-from ptx.child import ChildCrashError
-from ptx.models import get, list_models
-from ptx.trainers.data import load_dataset
-from ptx.trainers.loop import TrainConfig, train
+def _threads_per_worker() -> int | None:
+    """Each pytest-xdist worker's share of the cores this process may use, or None outside xdist."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+# Under xdist every worker's torch and ONNX Runtime would each start one thread per core: on 2 cores two
+# workers ran four busy threads (ORT's spin between runs), and a subset of the suite took 7% longer than
+# with one thread a worker. A worker gets its share of the cores, its children too (they inherit the
+# variables); a value the user set is kept.
+SHARE = _threads_per_worker()
+if SHARE is not None:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PTX_ORT_THREADS"):
+        os.environ.setdefault(variable, str(SHARE))
+# AOTInductor compiles each package's C++ wrapper at -O1 with line tables: on 2 cores that was a third of
+# a tiny GPT-2's pt2 export (43 s; 27 s at -O0 without line tables). The tests judge what a package
+# answers, not how fast its wrapper runs, so they compile it plainly; benchmarks keep torch's defaults.
+os.environ.setdefault("AOT_INDUCTOR_COMPILE_WRAPPER_OPT_LEVEL", "O0")
+os.environ.setdefault("AOT_INDUCTOR_ENABLE_LINE_TABLES", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if SHARE is not None:
+    torch.set_num_threads(SHARE)  # in case a plugin imported torch before OMP_NUM_THREADS was set
+
+from ptx.export.api import export_model  # noqa: E402
+from ptx.child import ChildCrashError  # noqa: E402
+from ptx.models import get, list_models  # noqa: E402
+from ptx.trainers.data import load_dataset  # noqa: E402
+from ptx.trainers.loop import TrainConfig, train  # noqa: E402
 
 # No test may reach the internet: a dataset that is not on the machine falls back or fails, as on an
 # offline machine. The download tests serve their files from a loopback server instead.
@@ -168,12 +196,16 @@ class Runs:
         return data.x_test[index], data.y_test[index]
 
 
+def shared_folder(tmp_path_factory) -> Path | None:
+    """This run's folder shared by all its xdist workers (xdist gives them one id per run), beside their own
+    base folders; None outside xdist."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return tmp_path_factory.getbasetemp().parent / f"shared-runs-{run_id}" if run_id else None
+
+
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> Runs:
-    # xdist gives its workers one id per run: their shared folder, beside their own base folders.
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    shared = tmp_path_factory.getbasetemp().parent / f"shared-runs-{run_id}" if run_id else None
-    return Runs(tmp_path_factory.mktemp("runs"), shared)
+    return Runs(tmp_path_factory.mktemp("runs"), shared_folder(tmp_path_factory))
 
 
 @pytest.fixture(params=list_models())
@@ -198,8 +230,44 @@ def chat_export(tmp_path_factory) -> dict:
     import text_models
     from ptx_command import ptx
 
-    root = tmp_path_factory.mktemp("chat")
-    folder = text_models.chat_folder(root / "chat-llama")
-    done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return {"folder": folder, "file": root / "export" / "model.onnx", "log": done.stdout}
+    # Made once for all the workers (four files read it, never write it): each worker's own took 14 s.
+    shared = shared_folder(tmp_path_factory)
+    root = tmp_path_factory.mktemp("chat") if shared is None else shared / "chat"
+    with _held(root.parent / "chat.lock") if shared is not None else contextlib.nullcontext():
+        if not (root / "exported.log").is_file():
+            folder = text_models.chat_folder(root / "chat-llama")
+            done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
+            assert done.returncode == 0, done.stdout + done.stderr
+            (root / "exported.log").write_text(done.stdout)
+    return {"folder": root / "chat-llama", "file": root / "export" / "model.onnx",
+            "log": (root / "exported.log").read_text()}
+
+
+# The files that take longest (a minute or more of one core each on 2 cores, 2026-11-27), started first.
+# pytest-xdist hands out whole files (--dist loadfile) and by default starts the files with the most
+# tests first, which left these one-test files for the end: one worker ran them alone for over a minute
+# while the other had nothing left. A file missing from the list only starts later.
+LONGEST_FILES = ("test_readme_generate.py", "test_hf_pt2.py", "test_docs.py", "test_batch_scoring.py",
+                 "test_gpu_check.py", "test_readme_own_model.py", "test_generate.py", "test_agreement.py",
+                 "test_detections.py", "test_hostile.py", "test_export_module.py", "test_hf_models.py",
+                 "test_augment.py", "test_own_verify.py", "test_triage.py", "test_own_serve.py",
+                 "test_locate_reduced.py", "test_verify_url.py", "test_one_verdict.py", "test_locate.py",
+                 "test_readme.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # keep the order below
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first, then the rest by their number of tests (xdist's own order)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.path.name] = counts.get(item.path.name, 0) + 1
+
+    def rank(item):
+        name = item.path.name
+        return (LONGEST_FILES.index(name), 0) if name in LONGEST_FILES else (len(LONGEST_FILES), -counts[name])
+
+    items.sort(key=rank)  # stable: a file's own tests keep their order

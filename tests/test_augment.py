@@ -143,7 +143,7 @@ def test_cli_refusals_are_one_line(tmp_path, args, message):
 
 def _train_cmd(out, epochs):
     return [sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist-sample", "--augment",
-            "--limit", "600", "--epochs", str(epochs), "--out", str(out)]
+            "--limit", "200", "--epochs", str(epochs), "--out", str(out)]
 
 
 def test_sigkill_then_resume_with_augment_is_bit_identical(tmp_path):
@@ -182,10 +182,10 @@ def test_augment_is_recorded_in_the_artifact(tmp_path):
     import onnx
 
     run = tmp_path / "run"
-    subprocess.run(_train_cmd(run, 1)[:-2] + ["--out", str(run), "--augment-strength", "0.5"], check=True,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "ptx", "export", "convnet", "--format", "onnx",
-                    "--checkpoint", str(run / "checkpoint.pt")], check=True, capture_output=True)
+    trained = ptx(*_train_cmd(run, 1)[3:-2], "--out", run, "--augment-strength", "0.5")
+    assert trained.returncode == 0, trained.stderr
+    exported = ptx("export", "convnet", "--format", "onnx", "--checkpoint", run / "checkpoint.pt")
+    assert exported.returncode == 0, exported.stderr
     props = {p.key: p.value for p in onnx.load(run / "model.onnx").metadata_props}
     assert json.loads(props["ptx.augment"])["strength"] == 0.5
     assert np.isclose(json.loads(props["ptx.augment"])["rotate_degrees"], Augmentation().rotate_degrees)
