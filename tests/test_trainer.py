@@ -184,3 +184,22 @@ def test_fused_optimizer_is_asked_of_torch_and_a_build_without_it_trains_with_th
     optimizer = make_optimizer(spec, model, 0.01, notice=notices.append)
     assert isinstance(optimizer, NoFused) and not optimizer.defaults.get("fused")
     assert len(notices) == 1 and "no fused" in notices[0] and "standard" in notices[0]
+
+
+@pytest.mark.parametrize("dataset, said", [("words", "lenet takes 28x28 pictures with 10 classes, but words gives"),
+                                           ("wordz", "unknown dataset 'wordz'; did you mean words?")])
+def test_a_dataset_that_cannot_train_the_model_is_refused_before_torch_is_imported(dataset, said):
+    """The one-line refusal came after `import torch` (2.5-5 s); it needs only the torch-free catalog."""
+    code = ("import sys\nfrom ptx.cli import main\n"
+            f"sys.argv = ['ptx', 'train', 'lenet', '--dataset', {dataset!r}]\n"
+            "try:\n    main()\nexcept SystemExit as done:\n    print(done.code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_dataset_that_fits_goes_on_to_train(tmp_path):
+    """The early check refuses misfits only: lenet on mnist-sample trains (its own spec checks the pair again)."""
+    result = ptx("train", "lenet", "--dataset", "mnist-sample", "--epochs", "1", "--limit", "64", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
