@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import contextlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+
+from ptx.machine import usable_cores  # torch-free: read before torch's threads are set
 
 
 def _threads_per_worker() -> int | None:
     """Each pytest-xdist worker's share of the cores this process may use, or None outside xdist."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
-    if workers < 1:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // workers)
+    return max(1, usable_cores() // workers) if workers >= 1 else None
 
 
 # Under xdist every worker's torch and ONNX Runtime would each start one thread per core: on 2 cores two
@@ -233,7 +231,7 @@ def chat_export(tmp_path_factory) -> dict:
     # Made once for all the workers (four files read it, never write it): each worker's own took 14 s.
     shared = shared_folder(tmp_path_factory)
     root = tmp_path_factory.mktemp("chat") if shared is None else shared / "chat"
-    with _held(root.parent / "chat.lock") if shared is not None else contextlib.nullcontext():
+    with _held(root.parent / "chat.lock") if shared is not None else nullcontext():
         if not (root / "exported.log").is_file():
             folder = text_models.chat_folder(root / "chat-llama")
             done = ptx("export", folder, "--out", root / "export", "--format", "onnx")

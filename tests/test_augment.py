@@ -141,9 +141,13 @@ def test_cli_refusals_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+def _train_args(out, epochs):
+    return ["train", "convnet", "--dataset", "mnist-sample", "--augment", "--limit", "200", "--epochs", str(epochs),
+            "--out", str(out)]
+
+
 def _train_cmd(out, epochs):
-    return [sys.executable, "-m", "ptx", "train", "convnet", "--dataset", "mnist-sample", "--augment",
-            "--limit", "200", "--epochs", str(epochs), "--out", str(out)]
+    return [sys.executable, "-m", "ptx", *_train_args(out, epochs)]
 
 
 def test_sigkill_then_resume_with_augment_is_bit_identical(tmp_path):
@@ -182,7 +186,7 @@ def test_augment_is_recorded_in_the_artifact(tmp_path):
     import onnx
 
     run = tmp_path / "run"
-    trained = ptx(*_train_cmd(run, 1)[3:-2], "--out", run, "--augment-strength", "0.5")
+    trained = ptx(*_train_args(run, 1), "--augment-strength", "0.5")
     assert trained.returncode == 0, trained.stderr
     exported = ptx("export", "convnet", "--format", "onnx", "--checkpoint", run / "checkpoint.pt")
     assert exported.returncode == 0, exported.stderr
