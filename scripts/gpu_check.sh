@@ -23,13 +23,15 @@
 #
 #   1. carry .gpu/data.tar.xz .gpu/wheel/<last part> .gpu/wheel/SHA256 .gpu/wheel/PARTS
 #                                        scripts/gpu_check.sh train lmexport     (98 + 113 s)
-#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests              (over 200 s on 8 workers: cut)
+#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests              (the torch tests but AOTInductor's
+#                                        three CUDA compiles, not yet timed alone; all of them, PTX_GPU_TESTS_K="":
+#                                        55 passed, 18 skipped in 149 s on 15 workers, 2026-11-27)
 #   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh epoch              (29 s)
 #   4. carry .gpu/wheel/ort-gpu.part.02  PTX_GPU_ORT_TESTS=0 scripts/gpu_check.sh ort verify lm summary
 #                                                                                (10 + 35 + 45 + 0 s)
 #
 # A longer lease adds, with no carry: `pt2`, `bench` (82 s on 2026-11-23), `speed` (184 s), `own` and
-# `locate`, and the ort-cuda tests (`ort` without PTX_GPU_ORT_TESTS=0: 70 s in one process on 2026-11-23).
+# `locate`, and the ort-cuda tests (`ort` without PTX_GPU_ORT_TESTS=0: 40 tests, 47 s on 14 workers on 2026-11-27).
 #
 # Results accumulate on the machine in $KEEP (PTX_GPU_KEEP, default /tmp/ptx-gpu/keep): every
 # call adds its tables and logs to the earlier calls' ones. When the script ends, also after a
@@ -179,17 +181,18 @@ EOF
 }
 
 pytest_gpu() {
-    # -P and the work folder as cwd: the repo's own ptx/ folder must not shadow the installed
-    # package (ptx.models and the other stages live in their own top-level folders).
+    # -P and the work folder as cwd: the repo's own ptx/ folder must not shadow the installed package
+    # (ptx.models and the other stages live in their own top-level folders).
     local files=() arg
     for arg in "$@"; do [[ "$arg" == tests/* ]] && files+=("$ROOT/$arg") || files+=("$arg"); done
-    # On the GPU machine's 16 cores, several files at once (pytest-xdist is there): the tests phase
-    # took 348 s in one process on 2026-11-23, too long for a 15-minute lease.
+    # On the GPU machine's 16 cores, test by test over 15 workers (pytest-xdist is there): the tests phase
+    # took 348 s in one process on 2026-11-23, and by file most of it is test_agreement.py on one worker.
     local workers=()
-    if [ "${PTX_GPU_PYTEST_WORKERS:-8}" != 1 ] && python3 -P -c "import xdist" 2>/dev/null; then
-        workers=(-n "${PTX_GPU_PYTEST_WORKERS:-8}" --dist loadfile)
+    if [ "${PTX_GPU_PYTEST_WORKERS:-15}" != 1 ] && python3 -P -c "import xdist" 2>/dev/null; then
+        workers=(-n "${PTX_GPU_PYTEST_WORKERS:-15}" --dist load)
     fi
-    python3 -P -m pytest -m gpu -q -p no:cacheprovider -p no:benchmark "${workers[@]}" "${files[@]}" 2>&1
+    python3 -P -m pytest -m gpu -q -rfE --durations=10 -p no:cacheprovider -p no:benchmark "${workers[@]}" \
+        "${files[@]}" 2>&1
 }
 
 phase_train() {
@@ -232,9 +235,14 @@ EOF
 }
 
 phase_tests() {
-    say "pytest -m gpu (ort-cuda tests skip until the ort phase installs onnxruntime-gpu)"
-    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_pt2.py tests/test_train_step.py \
-        | tee "$KEEP/pytest-gpu.txt" | tail -25) || step_failed "pytest -m gpu: failures or errors (pytest-gpu.txt)"
+    # AOTInductor's CUDA compiles (convnet's, lstm's and test_pt2's, 100 to 134 s each on the H100's host,
+    # 2026-11-27) are left to the pt2 phase by default: with them the phase did not end within a 250 s call.
+    # PTX_GPU_TESTS_K="" runs them all.
+    local select=${PTX_GPU_TESTS_K-not aoti and not compiled_for_cuda}
+    say "pytest -m gpu -k '$select' (ort-cuda tests skip until the ort phase installs onnxruntime-gpu)"
+    (pytest_gpu -k "$select" tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_pt2.py \
+        tests/test_train_step.py | tee "$KEEP/pytest-gpu.txt" | tail -25) \
+        || step_failed "pytest -m gpu: failures or errors (pytest-gpu.txt)"
 }
 
 phase_pt2() {
