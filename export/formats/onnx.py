@@ -28,7 +28,9 @@ from ..translation_table import one_table_per_opset
 from . import ExportFormat, Written, bind_weights, description, register
 
 DYNAMO_MIN_OPSET = 18  # torch.export's ONNX translation starts at opset 18
-MAX_DIM = 1 << 20  # the largest size a dynamic dimension is exported for
+# A range torch.export finds that ends below this is the model's own bound (a position table's rows), recorded
+# with the signature (formats/pt2.py); the dimensions themselves are exported unbounded (dynamic_dims).
+MAX_DIM = 1 << 20
 
 
 class Exporter(ValueEnum):
@@ -99,10 +101,13 @@ def check_opset(opset: int, exporter: Exporter | str | None = None, **_) -> None
 
 
 def dynamic_dims(signature: Signature) -> tuple[dict | None, ...]:
-    """torch.export's dynamic_shapes: one Dim per symbol, shared by every input that has it."""
+    """torch.export's dynamic_shapes: one Dim per symbol, shared by every input that has it. No upper
+    bound: a decoder's mask spans past + seq positions, and equal bounds on the three (MAX_DIM each) made
+    torch.export refuse its first trace (past + seq cannot reach the bound when seq >= 1) and trace the
+    model a second time with the bounds it suggested, a fifth of a small Llama's export."""
     import torch
 
-    dims = {s: torch.export.Dim(s, min=1, max=MAX_DIM) for s in signature.symbols()}
+    dims = {s: torch.export.Dim(s, min=1) for s in signature.symbols()}
     return tuple({axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
                  for t in signature.inputs)
 

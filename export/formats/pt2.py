@@ -113,7 +113,7 @@ def compile_package(model, args: tuple, dynamic_shapes, path: Path, strings: dic
             if "Constraints violated" not in str(exc):
                 raise
             # The model bounds a size (BERT's position table of 64 rows bounds the sequence), and a
-            # Dim up to MAX_DIM claims more: torch.export then finds each range itself. A size it
+            # Dim with no upper bound claims more: torch.export then finds each range itself. A size it
             # would fix is still refused (DYNAMIC, not AUTO), and validation checks the rest.
             # Not DYNAMIC on the first try (one export, not two): torch then starts every range
             # at 2 (range_constraints), where a Dim's min=1 makes 1 a size the compiled code handles.
