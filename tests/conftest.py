@@ -6,6 +6,7 @@ convnet trains longer because the image tests compare recognition rates.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -54,6 +55,7 @@ SMOKE_LIMIT = 400
 # pt2 (torch.export + AOTInductor) compiles for ~20-45 s a model on 2 cores: tests compile these
 # representative ones only (batch on axis 0, and on axis 1), not all 17.
 PT2_MODELS = ("convnet", "lstm")
+EXPORT_RESULTS = "export-results.pickle"  # beside a shared run's files: Runs.export_results
 WELL_TRAINED = {"convnet": 4}  # epochs on all 4,000 mnist-sample digits: ~0.9 test accuracy
 GPU = torch.cuda.is_available()
 
@@ -158,7 +160,13 @@ class Runs:
         config = TrainConfig(epochs=epochs, batch_size=spec.recipe.batch_size, lr=spec.recipe.lr,
                              device="cpu", limit=None if name in WELL_TRAINED else SMOKE_LIMIT)
         train(spec, self.dataset(name), config, run_dir, log=lambda _: None)
-        export_model(name, checkpoint=run_dir / "checkpoint.pt", log=lambda _: None)
+        results = export_model(name, checkpoint=run_dir / "checkpoint.pt", log=lambda _: None)
+        # What the export returned, for the tests of export itself (the run may be another worker's)
+        (run_dir / EXPORT_RESULTS).write_bytes(pickle.dumps(results))
+
+    def export_results(self, name: str) -> list:
+        """What export_model returned when it wrote ``name``'s run files (ExportResult, one per format)."""
+        return pickle.loads((self.trained(name) / EXPORT_RESULTS).read_bytes())
 
     def with_pt2(self, name: str, device: str = "cpu") -> Path:
         """runs/<name> as trained() gives it, plus model.pt2 compiled for ``device`` (once per test
