@@ -30,6 +30,7 @@ from ptx.errors import InputError
 from ptx.infer.model.batch import Apart, Batch
 from ptx.infer.model.generation import GREEDY, Choose, Decoding, Step, vocabulary
 from ptx.infer.model.model import Model
+from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
 from .tensors import RequestError
 
@@ -132,6 +133,8 @@ class Generator:
             return self.model.decoding(prompts, max_tokens, eos)
         except InputError as exc:
             raise RequestError(str(exc)) from None
+        except OutOfMemoryPlan as exc:  # its cache cannot fit beside what the server holds now: later, or less
+            raise RequestError(str(exc), status=503) from None
 
     async def generate(self, decoding: Decoding) -> list[list[int]]:
         """Each prompt's new tokens, up to and with an end-of-sequence id."""

@@ -127,6 +127,45 @@ def test_an_end_of_sequence_id_stops_its_prompt_alone(exported):
     assert got[1] == full[1][:full[1].index(stop) + 1]
 
 
+def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_first_step(exported, tmp_path,
+                                                                                        monkeypatch):
+    """The cache of a batch of long decodings grows past the memory: refused where the decoding starts (library,
+    CLI), not ended by the kernel once it has grown; a decoding that fits runs."""
+    from ptx.infer.model.generation import decoding_need
+    from ptx.infer.runtime import memory_plan
+
+    model = load(exported["llama"][0])
+    small, large = decoding_need(model.signature, model.generation, 1, 3, 10), \
+        decoding_need(model.signature, model.generation, 8, 3, 60)
+    room = 2 * small  # the small decoding's need with its margin, not the large one's
+    assert large * (1 + memory_plan.MARGIN) > room
+    monkeypatch.setattr(memory_plan, "available_memory", lambda: room)
+    assert len(model.generate([[5, 17, 93]], max_new_tokens=10)[0]) == 10
+    runs = []
+    monkeypatch.setattr(model.runner, "run", lambda feeds: runs.append(feeds))
+    with pytest.raises(memory_plan.OutOfMemoryPlan,
+                       match=r"^decoding 8 prompts of up to 3 tokens and 60 new ones needs about .* is available .*: "
+                             r"ask for fewer prompts at once or fewer new tokens$"):
+        model.generate([[5, 17, 93]] * 8, max_new_tokens=60)
+    assert runs == []  # refused before its first step
+    ids = [arg for _ in range(8) for arg in ("--ids", "5,17,93")]
+    done = ptx("generate", exported["llama"][0], *ids, "--max-new-tokens", "60", check=False)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "decoding 8 prompts of up to 3 tokens and 60 new ones needs about" in done.stderr, done.stderr
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from ptx.serve.generator import Generator
+    from ptx.serve.tensors import RequestError
+
+    served = Generator("lm", model, model.generation)  # what `ptx serve` asks of each request
+    try:
+        assert served.start([[5, 17, 93]], 10, None, max_prompts=8).prompts == [[5, 17, 93]]
+        with pytest.raises(RequestError, match="^decoding 8 prompts of up to 3 tokens") as refused:
+            served.start([[5, 17, 93]] * 8, 60, None, max_prompts=8)
+        assert refused.value.status == 503
+    finally:
+        served.close()
+
+
 def test_bad_prompts_are_one_line_each(exported):
     model = load(exported["gpt2"][0])
     for prompt, words in [([], "no prompt"), ([[1, 2], []], "prompt 2 is empty"), ([1, VOCAB], "outside the vocabulary"),

@@ -25,8 +25,7 @@ import numpy as np
 from ptx.contract.generation import Generation, of_metadata
 from ptx.errors import PtxError
 
-from ..model.generation import no_cache, vocabulary
-from ..runtime import memory_plan
+from ..model.generation import cache_bytes_per_position, decoding_need, no_cache, vocabulary
 from ..verify.tables import markdown_table, text_table
 from .wall import Bandwidth, bytes_per_token, device_bandwidth
 
@@ -195,30 +194,6 @@ def seeded_prompts(generation: Generation, vocab: int | None, batch: int, length
     return (ids + (ids >= generation.pad)).tolist() if high > 1 else ids.tolist()
 
 
-def _cache_bytes_per_position(signature, generation: Generation) -> int:
-    """The bytes one position of one sequence takes in the whole cache (every layer's key and value)."""
-    total = 0
-    for past, _ in generation.cache:
-        sig = signature.input(past)
-        size = 1
-        for axis, dim in enumerate(sig.shape):
-            if axis == generation.past_axis or axis == sig.batch_axis or isinstance(dim, str):
-                continue
-            size *= int(dim)
-        total += size * np.dtype(sig.dtype).itemsize
-    return total
-
-
-def decoding_need(signature, generation: Generation, batch: int, prompt_length: int, new_tokens: int) -> float:
-    """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
-    the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
-    and the prompt's logits."""
-    cache = _cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
-    vocab = vocabulary(signature, generation) or 0
-    logits = batch * prompt_length * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
-    return memory_plan.decoding_need(cache, logits)
-
-
 def generation_variants(target: Target, backends: Sequence[str] | None) -> list[tuple[Target, Variant]]:
     """(the target that opens it, variant) for every backend that opens ``target``'s file and, beside an
     ONNX file, the TorchScript file export wrote with it where that one carries the cache too; torch-free
@@ -350,7 +325,7 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                                 encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None)
             weights = weights_read(target, variant_target, variant)
             if weights is not None:  # what a step reads: the weights, and the cache at its mean length
-                cache = _cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2)
+                cache = cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2)
                 row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
             result.rows.append(row)
     for device, before in result.walls.items():  # a device's limit is the higher of two: a busy machine lowers either

@@ -34,6 +34,8 @@ from ptx.contract.sampling import Chooser, Sampling
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
+from ..runtime import memory_plan
+
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
@@ -113,6 +115,7 @@ class Decoding:
         self.vocab = vocabulary(signature, generation)
         self.prompts = check_prompts(prompts, self.vocab, max_new_tokens, generation.max_positions)
         self.max_new_tokens = int(max_new_tokens)
+        _require_decoding_room(signature, generation, self.prompts, self.max_new_tokens)
         self.eos = frozenset(generation.eos if eos is None else (int(e) for e in eos))
         batch = len(self.prompts)
         ids, self._mask = left_padded(self.prompts, generation.pad)
@@ -331,3 +334,41 @@ def empty_past(signature: Signature, generation: Generation, batch: int) -> dict
 def vocabulary(signature: Signature, generation: Generation) -> int | None:
     size = signature.output(generation.logits).shape[-1]
     return size if isinstance(size, int) else None
+
+
+def cache_bytes_per_position(signature, generation: Generation) -> int:
+    """The bytes one position of one sequence takes in the whole cache (every layer's key and value)."""
+    total = 0
+    for past, _ in generation.cache:
+        sig = signature.input(past)
+        size = 1
+        for axis, dim in enumerate(sig.shape):
+            if axis == generation.past_axis or axis == sig.batch_axis or isinstance(dim, str):
+                continue
+            size *= int(dim)
+        total += size * np.dtype(sig.dtype).itemsize
+    return total
+
+
+def decoding_need(signature: Signature, generation: Generation, batch: int, prompt_length: int,
+                  new_tokens: int) -> float:
+    """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
+    the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
+    and the prompt's logits."""
+    cache = cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
+    vocab = vocabulary(signature, generation) or 0
+    logits = batch * prompt_length * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
+    return memory_plan.decoding_need(cache, logits)
+
+
+def _require_decoding_room(signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
+                           new_tokens: int) -> None:
+    """OutOfMemoryPlan, in one line, where the cache of ``prompts`` decoded ``new_tokens`` further cannot fit in
+    the memory available now: a request for a batch of long decodings is refused before its first step, not
+    ended by the kernel once its cache has grown."""
+    longest = max(map(len, prompts))
+    why = memory_plan.shortfall(f"decoding {len(prompts)} prompt{'s' * (len(prompts) != 1)} of up to {longest} "
+                                f"tokens and {new_tokens} new ones",
+                                decoding_need(signature, generation, len(prompts), longest, new_tokens))
+    if why:
+        raise memory_plan.OutOfMemoryPlan(f"{why}: ask for fewer prompts at once or fewer new tokens")
