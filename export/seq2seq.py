@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -44,9 +43,10 @@ from ptx.contract.generation import (GENERATION_KEY, JUDGING_STEPS, SHORT_PROMPT
 from ptx.contract.generation_judge import ReferenceDecoding, recorded_bounds, tie_width
 from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.errors import PtxError
+from ptx.errors import PtxError, first_line
 from ptx.infer.model.encoder_decoding import EncoderRunner, encoder_feeds
 from ptx.infer.model.generation_check import reference_decoding
+from ptx.torch_quiet import quiet_logs
 
 from .decoder import chosen_task as decoder_chosen_task
 from .decoder import (BATCH, CACHE_NAMES, PAST, SEQ, SEQ2SEQ, TOTAL, DecoderSource, _cache_pairs, _config_int, _ids,
@@ -204,7 +204,7 @@ def seq2seq_of(module: torch.nn.Module, log: Callable[[str], None]):
             answered = encoder(*example)
     except Exception as exc:  # noqa: BLE001 - the model's own refusal, in one line
         raise PtxError(f"--task text2text-generation: {type(module).__name__}'s encoder and cross-attention refused "
-                       f"{_described(example)} ({type(exc).__name__}: {_first(exc)})") from None
+                       f"{_described(example)} ({type(exc).__name__}: {first_line(exc)})") from None
     states, cross = answered[0], [(answered[1 + 2 * i], answered[2 + 2 * i]) for i in range((len(answered) - 1) // 2)]
     if not cross:
         raise PtxError(f"--task text2text-generation: {type(module).__name__} filled no cross-attention cache: ptx "
@@ -221,7 +221,7 @@ def seq2seq_of(module: torch.nn.Module, log: Callable[[str], None]):
             out = decoder(first, *([example[1]] if takes_mask else []), *flat)
         except Exception as exc:  # noqa: BLE001 - the model's own refusal, in one line
             raise PtxError(f"--task text2text-generation: {type(module).__name__}'s decoder refused a first step from "
-                           f"its cache ({type(exc).__name__}: {_first(exc)})") from None
+                           f"its cache ({type(exc).__name__}: {first_line(exc)})") from None
     logits, own = out[0], out[1:]
     vocab = int(logits.shape[-1])
     enc_sig, dec_sig, cache_names, cross_names = _signatures(frames, example, states, logits, own, cross, takes_mask)
@@ -290,10 +290,6 @@ def _dtype(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).replace("torch.", "")
 
 
-def _first(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""
-
-
 def _vocab_guess(module) -> int:
     return _config_int(module, "vocab_size") or 2
 
@@ -348,15 +344,9 @@ def generate_tokens(module, signature: Signature, part: Encoder, sources, steps:
     given = {FEATURES if part.features else "input_ids": torch.from_numpy(feeds[part.source])}
     if part.source_mask:
         given["attention_mask"] = torch.from_numpy(feeds[part.source_mask])
-    said = logging.getLogger("transformers")
-    level = said.level
-    said.setLevel(logging.ERROR)  # its notices on how generate() was called are for transformers' users, not ptx's
-    try:
-        with torch.no_grad():
-            out = module.generate(**given, max_new_tokens=steps, return_dict_in_generate=True, output_logits=True,
-                                  **PLAIN_GREEDY)
-    finally:
-        said.setLevel(level)
+    with quiet_logs("transformers"), torch.no_grad():  # its notices on how generate() was called
+        out = module.generate(**given, max_new_tokens=steps, return_dict_in_generate=True, output_logits=True,
+                              **PLAIN_GREEDY)
     made = len(out.logits)
     eos = set(_ids(getattr(module.generation_config, "eos_token_id", None)))
     tokens = []

@@ -1,6 +1,7 @@
 """torch's notices meant for PyTorch's developers, silenced around ptx's own torch.jit and Inductor
-calls: the writers (export) and the loaders (infer) both call them, so both stages reach them here.
-Errors still arrive as exceptions; torch is never imported by this module."""
+calls, and other libraries' loggers around the calls that log for their own developers (quiet_logs): the
+writers (export) and the loaders (infer) both call them, so both stages reach them here. Errors still
+arrive as exceptions; torch is never imported by this module."""
 from __future__ import annotations
 
 import logging
@@ -62,6 +63,22 @@ def _inductor_quiet(loggers):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextmanager
+def quiet_logs(*names: str):
+    """The loggers ``names`` at ERROR for the block: what a library logs for its own developers (onnxruntime's
+    quantizers every node they visit, transformers' generate() how it was called), not for a ptx user, who
+    reads one line per file."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

@@ -27,11 +27,12 @@ from pathlib import Path
 from ptx.contract import DEFAULT_OPSET
 from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
+from ptx.torch_quiet import quiet_logs
 
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
-from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, quiet_logs,
-                          raise_opset, saved, weight_of)
+from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, raise_opset,
+                          saved, weight_of)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)

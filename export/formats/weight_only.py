@@ -18,8 +18,6 @@ int8 formats' writers do (onnx_int8.f32_graph).
 """
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from ptx.errors import PtxError
 from . import description
 from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
+
 
 @dataclass
 class Prepared:
@@ -260,21 +259,6 @@ def saved(proto, path: Path, ready: Prepared, fmt: str, precision: str, how: str
         log(f"{fmt:<11} {said}")
     strings = {**ready.base, "precision": precision, "format": fmt, "quantization": how + (f"; {said}" if said else "")}
     save_with_metadata(proto, path, strings, description(ready.base))
-
-
-@contextmanager
-def quiet_logs(*names: str):
-    """The quantizers log every node they visit (onnxruntime's at INFO through a handler of its own):
-    addressed to their developers, not to a ptx user, who reads one line per file."""
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def check_block_size(block_size: int | None, fmt: str) -> None:

@@ -36,6 +36,13 @@ class EncoderRunner(NamedTuple):
     signature: Signature
 
 
+def encoder_not_open(generation: Generation, whose: str = "its") -> PtxError:
+    """The one line for an encoder-decoder's decoder opened without its encoder beside it (``whose``: the
+    model's name and 's, where it has one)."""
+    return PtxError(f"{whose} encoder ({generation.encoder.file or 'the encoder file'}) is not open beside it: open "
+                    "the decoder file with ptx.infer.load, which opens its encoder too")
+
+
 class EncoderDecoding(Decoding):
     """The decoding of ``sources`` through an encoder (``encode``: its runner's run; ``encoder_signature``:
     its tensors) and a decoder with its cache (``run``, ``signature``), as ``generation`` names their tensors;

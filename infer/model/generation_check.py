@@ -21,9 +21,8 @@ from ptx.contract.generation_judge import Bounds, DecodingJudgement, ReferenceDe
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature
-from ptx.errors import PtxError
 
-from .encoder_decoding import EncoderDecoding, take
+from .encoder_decoding import EncoderDecoding, encoder_not_open, take
 from .generation import GREEDY, Decoding, Run
 
 
@@ -66,8 +65,7 @@ def _decoding(run: Run, signature: Signature, generation: Generation, prompts, s
     if generation.encoder is None:
         return Decoding(run, signature, generation, prompts, steps, eos=())
     if encoder is None:
-        raise PtxError(f"its encoder ({generation.encoder.file or 'the encoder file'}) is not open beside it: open the "
-                       "decoder file with ptx.infer.load, which opens its encoder too")
+        raise encoder_not_open(generation)
     return EncoderDecoding(encoder.run, encoder.signature, run, signature, generation, prompts, steps, eos=())
 
 

@@ -111,11 +111,10 @@ class Model:
         if sampling is not None and sampling.stop_ids:
             stops = (*((generation.eos if generation else ()) if eos is None else eos), *sampling.stop_ids)
         if generation is not None and generation.encoder is not None:
-            from .encoder_decoding import EncoderDecoding
+            from .encoder_decoding import EncoderDecoding, encoder_not_open
 
             if self.encoder is None:
-                raise PtxError(f"{self.name}'s encoder ({generation.encoder.file}) is not open: open the decoder file "
-                               "with ptx.infer.load, which opens its encoder beside it")
+                raise encoder_not_open(generation, f"{self.name}'s")
             return EncoderDecoding(self.encoder.run, self.encoder.signature, self.runner.run, self.signature,
                                    generation, ids, max_new_tokens, stops, name=self.name)
         return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name)
