@@ -247,11 +247,19 @@ def _checked(source: ExportSource, fmt, tmp: Path, final: Path, made, on: str) -
              f"{source.describe(result, source.tolerance(worst, on))}"]
     if certificate is not None:
         lines.append(f"{'':<11} shape certificate: {certificate.summary()}")
-    for verdict in result.verdicts:  # one per runtime that reads it: what decided it, what to do if NOT USABLE
-        advice = f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {source.name} {source.serve_instead}"
+    lines += verdict_lines(result.verdicts, fmt.precision, source.name, source.serve_instead)
+    return result, [*said, *lines]
+
+
+def verdict_lines(verdicts, precision: str, model: str, instead: str) -> list[str]:
+    """A reduced file's verdicts as export says them, one per runtime that reads it: what decided it, and for a
+    NOT USABLE one what to do instead (``instead``: "(serve model.onnx)")."""
+    lines = []
+    for verdict in verdicts:
+        advice = f": {'; '.join(verdict.reasons)}: do not use {precision} for {model} {instead}"
         lines.append(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
                      f"{advice if verdict.reasons else ''}")
-    return result, [*said, *lines]
+    return lines
 
 
 @contextmanager

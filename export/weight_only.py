@@ -33,10 +33,9 @@ from ptx.infer.formats.signature import recorded_signature
 from ptx.infer.model.generation import empty_past
 from ptx.infer.model.generation_check import judge_decoding
 from ptx.infer.runtime.memory_plan import weights_bytes
-from ptx.machine import describe_cpu
 
 from . import formats
-from .pipeline import atomic_file, guard, judge_on_runtimes
+from .pipeline import atomic_file, guard, judge_on_runtimes, verdict_lines
 from .validate import ExportResult, open_checked
 
 
@@ -87,11 +86,8 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
         fmt.add_metadata(tmp, verdict_strings(verdicts))
         size = weights_bytes(tmp)
     log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({size / weights_bytes(path):.2f}x {path.name})  {made.method}")
-    for verdict in verdicts:  # as export/pipeline.py says a reduced file's verdicts
-        advice = (f": {'; '.join(verdict.reasons)}: do not use {fmt.precision} for {metadata.get('model', path.stem)} "
-                  f"(serve {path.name})")
-        log(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
-            f"{advice if verdict.reasons else ''}")
+    for line in verdict_lines(verdicts, fmt.precision, metadata.get("model", path.stem), f"(serve {path.name})"):
+        log(line)
     result = ExportResult(fmt.name, final, size, made.method, (), {}, False)
     result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
     return result
