@@ -60,7 +60,9 @@ DEFAULT_OPSET = 18
 # model.torchscript.pt): a model's name is what is left, every other dot kept
 # (ch_ppocr_mobile_v2.0_cls_infer.onnx is the model ch_ppocr_mobile_v2.0_cls_infer).
 MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit")
-EXPORT_INFIXES = (".openvino-int8", ".openvino-int8w", ".openvino-int4", ".int8", ".int8w", ".int4", ".torchscript")
+# Every export file's infix (model.int8.onnx's .int8), longest first: .openvino-int8w before .int8w.
+EXPORT_INFIXES = tuple(sorted({name[len("model"):name.rindex(".")] for name in ARTIFACT_FILES.values()
+                               if name.startswith("model.") and name.count(".") > 1}, key=len, reverse=True))
 
 
 def int8_format(metadata) -> str:
