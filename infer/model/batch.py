@@ -108,9 +108,8 @@ class Batch:
     @property
     def rows(self) -> int:
         """The rows the next step runs (the members' and the joining decodings')."""
-        leaving = {id(d) for d in self._leaving}
         joining = [d for d, _ in self._joining]
-        return sum(len(d.prompts) for d in (*self.members, *joining) if not d.finished and id(d) not in leaving)
+        return sum(len(d.prompts) for d in (*self.members, *joining) if _running(d, self._leaving))
 
     @property
     def past_length(self) -> int:
@@ -201,14 +200,12 @@ class Batch:
     def _regroup(self) -> None:
         """The cache holds the rows of the members still running, then the joining ones', at the past length
         the longest of them needs (cut where the longest left, padded where a joiner is longer)."""
-        def stays(decoding: Decoding) -> bool:
-            return not decoding.finished and not any(decoding is d for d in self._leaving)
-
-        staying = [d for d in self.members if stays(d)]
-        joining = [(d, past) for d, past in self._joining if stays(d)]
+        staying = [d for d in self.members if _running(d, self._leaving)]
+        joining = [(d, past) for d, past in self._joining if _running(d, self._leaving)]
         if len(staying) < len(self.members):
             starts = np.cumsum([0] + [len(d.prompts) for d in self.members])
-            kept = [np.arange(starts[k], starts[k + 1]) for k, d in enumerate(self.members) if stays(d)]
+            kept = [np.arange(starts[k], starts[k + 1]) for k, d in enumerate(self.members)
+                    if _running(d, self._leaving)]
             self._past = self._past.rows(np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64))
         self._joining, self._leaving = [], []
         length = max((d.past_length for d in (*staying, *(d for d, _ in joining))), default=0)
@@ -263,4 +260,9 @@ class Apart:
         return [(d, d.step()) for d in self.members]
 
     def _staying(self) -> list[Decoding]:
-        return [d for d in self.members if not d.finished and not any(d is gone for gone in self._leaving)]
+        return [d for d in self.members if _running(d, self._leaving)]
+
+
+def _running(decoding: Decoding, leaving: Sequence[Decoding]) -> bool:
+    """Whether ``decoding`` runs at the next step: not finished, and not one whose client left (``leaving``)."""
+    return not decoding.finished and not any(decoding is gone for gone in leaving)
