@@ -150,7 +150,9 @@ def cases_that_fit(signature, cases, runtimes: int = 1) -> tuple[list, list[str]
 def decoding_need(cache_bytes: float, logits_bytes: float) -> float:
     """The bytes a decoding holds beyond the runtime's weights: its cache at its longest (``cache_bytes``) twice,
     the past fed and the present returned, and the prompt's logits (``logits_bytes``) at RUN_COPIES, with the
-    runtime's intermediates of their order."""
+    runtime's intermediates of their order. Measured on Qwen2-0.5B's config, a prompt of 1,500 tokens (0.91 GB
+    of logits; planned 3.72 GB): the process's peak grew by 1.73 GB on ort-cpu and 3.17 GB on openvino (2-core
+    Intel Xeon, 2026-11-27)."""
     return 2 * cache_bytes + RUN_COPIES * logits_bytes
 
 
