@@ -166,6 +166,20 @@ def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_fir
         served.close()
 
 
+def test_verify_of_a_decoder_hashes_its_weights_once(exported, monkeypatch):
+    """The weights digest (seconds for a 2 GB decoder) is computed where the file is read, and its note, its
+    check and the report's first line use that one: verify hashed the file three times."""
+    import ptx.infer.formats.model_files as model_files
+
+    hashed = []
+    real_read, real_digest = model_files.read_onnx, model_files.digest_of
+    monkeypatch.setattr(model_files, "read_onnx", lambda path, digest=True: (hashed.append(path) if digest else None,
+                                                                            real_read(path, digest))[1])
+    monkeypatch.setattr(model_files, "digest_of", lambda path, kind: (hashed.append(path), real_digest(path, kind))[1])
+    assert "PASS" in ptx("verify", exported["llama"][0], "--backends", "ort-cpu").stdout
+    assert len(hashed) == 1, hashed
+
+
 def test_bad_prompts_are_one_line_each(exported):
     model = load(exported["gpt2"][0])
     for prompt, words in [([], "no prompt"), ([[1, 2], []], "prompt 2 is empty"), ([1, VOCAB], "outside the vocabulary"),

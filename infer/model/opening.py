@@ -203,13 +203,14 @@ def model_of_run(folder: Path, given: str | None = None, option: str = "NAME") -
     return model_of_run(given, held, folder, option)
 
 
-def model_file(path: Path, ignore_metadata: bool = False) -> ModelFile:
+def model_file(path: Path, ignore_metadata: bool = False, read: ModelFile | None = None) -> ModelFile:
     """What ``path`` is (ONNX, TorchScript, pt2, or a ptx checkpoint, whose contract only torch can
     read) and the ptx metadata believed of it: none with ``ignore_metadata``; refused, in one line,
-    when it was written for other weights than the file's."""
+    when it was written for other weights than the file's. ``read``: the file as read_model_file read it
+    already (its digest is not computed again: a 2 GB decoder's takes seconds)."""
     if path.is_file() and is_torch_save(path):
         return ModelFile(path, CHECKPOINT_FORMAT, {})
-    found = read_model_file(path)  # no such file, a folder, not a model: one line
+    found = read or read_model_file(path)  # no such file, a folder, not a model: one line
     if ignore_metadata:
         return replace(found, metadata={})
     check_weights(found)

@@ -29,7 +29,7 @@ from ptx.child import ChildCrashError
 from ptx.errors import BackendUnavailableError, MissingArtifactError, PtxError, StaleArtifactWarning
 from ptx.files import is_dir, is_file
 
-from ..formats.model_files import ModelFile
+from ..formats.model_files import ModelFile, read_model_file
 from ..runtime import backends as registry
 from ..runtime.memory_plan import OutOfMemoryPlan, opening_shortfall, size_text, weights_bytes
 from .model import Model
@@ -143,10 +143,12 @@ class Target:
     @classmethod
     def _file(cls, given: str, options: dict, verifying: bool) -> "Target":
         path = Path(given)
-        changed = changed_since_export(path) if verifying and not options.get("ignore_metadata") else None
+        # no such file, a folder: one line; the file's digest computed once, for its note and its check
+        read = read_model_file(path) if verifying and not options.get("ignore_metadata") else None
+        changed = changed_since_export(read) if read is not None else None
         if changed:
             options = {**options, "ignore_metadata": True}
-        found = model_file(path, bool(options.get("ignore_metadata")))  # no such file, a folder: one line
+        found = model_file(path, bool(options.get("ignore_metadata")), read)
         return cls(found.kind, given, path=path, found=found, options=options,
                    notes=[changed] if changed else [], changed=changed)
 
@@ -430,16 +432,14 @@ def group_reasons(reasons: Mapping[str, str]) -> list[str]:
             for why in dict.fromkeys(reasons.values())]
 
 
-def changed_since_export(path: Path) -> str | None:
+def changed_since_export(found: ModelFile) -> str | None:
     """Why a file's ptx metadata does not describe it: its weights are not the ones it was exported
     with (changed after export), in a note; None where they are, or it records none."""
     from ptx.contract.weights import WEIGHTS_KEY
 
-    from ..formats.model_files import read_model_file
-
-    found = read_model_file(path, digest=False)
     if not found.foreign:
         return None
+    path = found.path
     return (f"note: {path.name}'s weights are not the ones it was exported with (sha256 {found.weights[:12]}... where "
             f"its ptx.{WEIGHTS_KEY} records {found.metadata[WEIGHTS_KEY][:12]}...): checked as your own model, by its "
             "outputs")
