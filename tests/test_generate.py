@@ -166,7 +166,7 @@ def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_fir
         served.close()
 
 
-def test_verify_of_a_decoder_hashes_its_weights_once(exported, monkeypatch):
+def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeypatch):
     """The weights digest (seconds for a 2 GB decoder) is computed where the file is read, and its note, its
     check and the report's first line use that one: verify hashed the file three times."""
     import ptx.infer.formats.model_files as model_files
@@ -177,6 +177,9 @@ def test_verify_of_a_decoder_hashes_its_weights_once(exported, monkeypatch):
                                                                             real_read(path, digest))[1])
     monkeypatch.setattr(model_files, "digest_of", lambda path, kind: (hashed.append(path), real_digest(path, kind))[1])
     assert "PASS" in ptx("verify", exported["llama"][0], "--backends", "ort-cpu").stdout
+    assert len(hashed) == 1, hashed
+    hashed.clear()
+    assert "sha256" in ptx("inspect", exported["llama"][0]).stdout  # inspect, which says the digest, once too
     assert len(hashed) == 1, hashed
 
 

@@ -9,7 +9,7 @@ without a GPU (cuda_placement.py), and never claimed beyond what those checks sa
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -202,7 +202,8 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     pt2 file's outputs are learned only with inputs. A tutorial model's export is a file like any
     other: its contract gives its signature, and each line opens it."""
     path = target.path
-    found = read_model_file(path)
+    # its metadata as the file records it, and the digest the target computed when it read the file
+    found = replace(read_model_file(path, digest=False), digest=target.found.weights if target.found else None)
     # the user's own choice: a file changed since export, which verifying reads as the user's own
     # model (target.changed), still shows what its metadata records (the digest it DIFFERS from)
     options = {**target.options, "ignore_metadata": bool(target.options.get("ignore_metadata")) and not target.changed}
