@@ -173,9 +173,18 @@ def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeyp
 
     hashed = []
     real_read, real_digest = model_files.read_onnx, model_files.digest_of
-    monkeypatch.setattr(model_files, "read_onnx", lambda path, digest=True: (hashed.append(path) if digest else None,
-                                                                            real_read(path, digest))[1])
-    monkeypatch.setattr(model_files, "digest_of", lambda path, kind: (hashed.append(path), real_digest(path, kind))[1])
+
+    def read_onnx(path, digest=True):
+        if digest:
+            hashed.append(path)
+        return real_read(path, digest)
+
+    def digest_of(path, kind):
+        hashed.append(path)
+        return real_digest(path, kind)
+
+    monkeypatch.setattr(model_files, "read_onnx", read_onnx)
+    monkeypatch.setattr(model_files, "digest_of", digest_of)
     assert "PASS" in ptx("verify", exported["llama"][0], "--backends", "ort-cpu").stdout
     assert len(hashed) == 1, hashed
     hashed.clear()

@@ -9,7 +9,7 @@ without a GPU (cuda_placement.py), and never claimed beyond what those checks sa
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -21,7 +21,7 @@ from ptx.contract.weights import SIGNATURE_KEY, WEIGHTS_KEY
 from ptx.errors import ArtifactError, PtxError, first_line
 
 from ..runtime import backends as registry
-from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile, read_model_file
+from ..formats.model_files import ONNX, TORCHSCRIPT, ModelFile
 from ..formats.signature import recorded_signature
 from ..model.opening import KIND_NAMES
 
@@ -202,8 +202,7 @@ def inspect_file(target, probe: bool = True) -> FileInspection:
     pt2 file's outputs are learned only with inputs. A tutorial model's export is a file like any
     other: its contract gives its signature, and each line opens it."""
     path = target.path
-    # its metadata as the file records it, and the digest the target computed when it read the file
-    found = replace(read_model_file(path, digest=False), digest=target.found.weights if target.found else None)
+    found = target.as_recorded()
     # the user's own choice: a file changed since export, which verifying reads as the user's own
     # model (target.changed), still shows what its metadata records (the digest it DIFFERS from)
     options = {**target.options, "ignore_metadata": bool(target.options.get("ignore_metadata")) and not target.changed}

@@ -17,7 +17,7 @@ import json
 import os
 import warnings
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -161,6 +161,12 @@ class Target:
         """This target as verify judges it (``Target.of(..., verifying=True)``), the argument not decided
         again: a file changed since export read as the user's own model, with a note; a run as it is."""
         return self if self.is_run or self.options.get("ignore_metadata") else self._file(self.name, self.options, True)
+
+    def as_recorded(self) -> ModelFile:
+        """This target's file with the ptx metadata it records, also where the target reads it without (a file
+        changed since export, --ignore-metadata), and the weights digest computed when the target was read:
+        hashed once (seconds for a 2 GB decoder)."""
+        return replace(read_model_file(self.path, digest=False), digest=self.found.weights if self.found else None)
 
     @cached_property
     def run_dir(self) -> Path | None:

@@ -143,12 +143,11 @@ def decodes(target: Target) -> bool:
 
 def not_exported(target: Target) -> str | None:
     """The report's first line where the file's weights are not the ones its record was made for."""
-    recorded = read_model_file(target.path, digest=False).metadata.get(WEIGHTS_KEY)  # its metadata, not hashed
-    own = target.found.weights if target.found is not None else None  # hashed where the target was read
-    if not recorded or own is None or own == recorded:
+    found = target.as_recorded()
+    if not found.foreign:
         return None
-    return (f"{target.path.name} is not the file exported: its sha256 {own[:12]}... is not the "
-            f"{recorded[:12]}... its ptx.{WEIGHTS_KEY} records (changed since: an optimizer, a "
+    return (f"{target.path.name} is not the file exported: its sha256 {found.weights[:12]}... is not the "
+            f"{found.metadata[WEIGHTS_KEY][:12]}... its ptx.{WEIGHTS_KEY} records (changed since: an optimizer, a "
             "quantizer, an edit), so its record is not its reference: it is judged as a decoder of its own")
 
 
