@@ -5,6 +5,7 @@ generate, verify and bench opening it; the graph rewrite and the bytes a step re
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -227,6 +228,65 @@ def test_verify_judges_the_int4_file_with_its_verdict(lm):
     # int4 of this tiny Llama holds int4's bounds with room (top-1 ~80% of 75%, KL ~0.06 of 0.15 on an Intel Xeon)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert any(line.split()[:2] == ["ort-cpu-int4", "PASS"] for line in done.stdout.splitlines()), done.stdout
+
+
+def quantized_by_ort(source, out, head_scales: float = 1.0, keep_record: bool = True):
+    """``source`` through ONNX Runtime's own MatMulNBits quantizer (int4, blocks of 32), as a user runs it on
+    ptx's file: its ptx.* metadata (the record) comes along unless ``keep_record`` is False. ``head_scales``
+    plants a quantizer's fault: the head's scales that many times too large."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), block_size=32, is_symmetric=True)
+    quantizer.process()
+    proto = quantizer.model.model
+    head = [n for n in proto.graph.node if n.op_type == "MatMulNBits"][-1]
+    for tensor in proto.graph.initializer:
+        if tensor.name == head.input[2]:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(head_scales), tensor.name))
+    if not keep_record:
+        del proto.metadata_props[:]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_file_another_quantizer_made_is_held_to_the_record_it_came_from(lm, tmp_path):
+    """ONNX Runtime's quantizer on ptx's f32 file keeps its record and changes its weights: verify says so first,
+    reads int4 from its graph and holds it to the decoding the record holds, at int4's bounds; generate runs
+    and bench run it with --ignore-metadata. The same file without its record is named by the user, --against the f32 file.
+    Planted: the head's scales three times too large fails both ways, naming the prompt."""
+    from ptx.infer.formats.model_files import read_model_file as read
+
+    out, _ = lm
+    good = quantized_by_ort(out / "model.onnx", tmp_path / "good" / "model.onnx")
+    assert read(good).foreign and read(good, digest=False).metadata.get("precision") is None
+    done = ptx("verify", good, "--backends", "ort-cpu", check=False)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("model.onnx is not the file exported") and lines[0].endswith(
+        "it is judged as an int4 file (by its graph's weights) made from it, against the decoding its record holds")
+    assert "against eager PyTorch" in lines[1] and done.returncode == 0, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["ort-cpu-int4", "PASS"] for line in lines), done.stdout
+    shown = ptx("generate", good, "--ids", PROMPT, "--max-new-tokens", "4", "--ignore-metadata", "--json")
+    assert len(json.loads(shown.stdout)["prompts"][0]["new_ids"]) == 4
+    timed = ptx("bench", good, "--generate", "4", "--ignore-metadata", "--rounds", "1", "--backends", "ort-cpu")
+    assert re.search(r"^ort-cpu-int4 +cpu ", timed.stdout, re.M), timed.stdout
+
+    bare = quantized_by_ort(out / "model.onnx", tmp_path / "bare" / "int4.onnx", keep_record=False)
+    done = ptx("verify", out / "model.onnx", "--against", bare, "--backends", "ort-cpu", check=False)
+    assert done.returncode == 0 and re.search(r"^  int4\.onnx \(ort-cpu-int4\) +PASS +teacher-forced \d prompts",
+                                              done.stdout, re.M), done.stdout + done.stderr
+    assert "note: int4.onnx (ort-cpu-int4) is an int4 file (by its graph's weights), held to model.onnx's reference" \
+        in done.stdout, done.stdout
+
+    bad = quantized_by_ort(out / "model.onnx", tmp_path / "bad" / "model.onnx", head_scales=3.0)
+    done = ptx("verify", bad, "--backends", "ort-cpu", check=False)
+    assert done.returncode == 1 and re.match(r"FAIL: ort-cpu-int4: .*; prompt \d: top token the reference's on",
+                                             done.stdout.splitlines()[-1]), done.stdout + done.stderr
+    bare_bad = quantized_by_ort(out / "model.onnx", tmp_path / "bare-bad" / "int4.onnx", head_scales=3.0,
+                                keep_record=False)
+    done = ptx("verify", out / "model.onnx", "--against", bare_bad, "--backends", "ort-cpu", check=False)
+    assert done.returncode == 1 and done.stdout.splitlines()[-1].startswith("FAIL: int4.onnx (ort-cpu-int4): "), \
+        done.stdout + done.stderr
 
 
 def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path):

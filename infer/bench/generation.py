@@ -132,9 +132,9 @@ class GenerationBench:
 
 
 def file_generation(target: Target) -> Generation:
-    """The generation contract ``target``'s file records, or one line saying how to export it with one."""
-    generation = None if target.is_run or target.found is None else of_metadata(target.found.metadata,
-                                                                                  target.path.name)
+    """The generation contract ``target``'s file records (else the one its names say: Optimum's layout, a file
+    read as your own), or one line saying how to export it with one."""
+    generation = target.generation
     if generation is None:
         raise no_cache(target.name if target.is_run else target.path.name)
     return generation

@@ -15,12 +15,11 @@ from pathlib import Path
 
 from ptx.contract.metadata import CONTRACT, from_props
 from ptx.contract.names import FULL_PRECISION, TORCHSCRIPT_EXTRA_FILE, model_name
-from ptx.contract.onnx_wire import quantized_ops, read_onnx
+from ptx.contract.onnx_wire import read_onnx, weight_precision
 from ptx.contract.weights import AOTI_METADATA_SUFFIX, WEIGHTS_KEY, digest_of
 from ptx.errors import ArtifactError
 
 ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
-INT8 = "int8"
 SAVED = "torch.save"  # an archive torch.save wrote: no model ptx runs
 IGNORE_HINT = "--ignore-metadata"  # how a user runs a file whose ptx metadata is not its own
 # What a file whose weights are not the ones its metadata was written for is told.
@@ -64,14 +63,14 @@ class ModelFile:
 
     @cached_property
     def precision(self) -> str:
-        """What the file is (int8 or f32): what ptx recorded in it, else, for an ONNX file, what its
-        graph is (a user's own quantized file is int8 without saying so). bf16 and tf32 are modes a
-        runtime runs an f32 file in, never a file's."""
+        """What the file is (int4, int8 or f32): what ptx recorded in it, else, for an ONNX file, what its
+        graph is (a user's own quantized file, or one another tool made of a ptx export, says nothing:
+        onnx_wire.weight_precision). bf16 and tf32 are modes a runtime runs an f32 file in, never a file's."""
         recorded = self.metadata.get("precision")
         if recorded:
             return recorded
-        if self.kind == ONNX and self.path is not None and quantized_ops(self.path):
-            return INT8
+        if self.kind == ONNX and self.path is not None:
+            return weight_precision(self.path) or FULL_PRECISION
         return FULL_PRECISION
 
 

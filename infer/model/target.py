@@ -169,6 +169,25 @@ class Target:
         return replace(read_model_file(self.path, digest=False), digest=self.found.weights if self.found else None)
 
     @cached_property
+    def generation(self):
+        """The generation contract (ptx.contract.generation.Generation) of a decoder file, before any runtime
+        opens it: the one it records, else the one an ONNX file's tensor names say (Optimum's layout: a file
+        without ptx's record, or read as your own); None for a run, or a file that does not generate."""
+        from ptx.contract.generation import GENERATION_KEY, of_layout, of_metadata
+
+        if self.is_run or self.found is None:
+            return None
+        if GENERATION_KEY in self.found.metadata:
+            return of_metadata(self.found.metadata, f"{self.path.name}: ptx.{GENERATION_KEY}")
+        if self.kind != "onnx":
+            return None
+        from ..formats.onnx_files import load_structure
+
+        graph = load_structure(self.path).graph
+        initializers = {t.name for t in graph.initializer}
+        return of_layout([i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output])
+
+    @cached_property
     def run_dir(self) -> Path | None:
         """A run's folder, or one error saying where ptx looked (the registry's "did you mean" for a
         name no model has): looked for when first asked."""

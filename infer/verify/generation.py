@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from ptx.contract.comparison import default_tolerance
-from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, judging_prompts, of_layout, of_metadata
+from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, judging_prompts, of_metadata
 from ptx.contract.generation_judge import DecodingJudgement, ReferenceDecoding, bounds_for, recorded_reference
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.schema import Tolerance
@@ -31,9 +31,11 @@ from ptx.contract.verdict import NOT_USABLE, PASS
 from ptx.contract.weights import WEIGHTS_KEY
 from ptx.errors import MissingArtifactError, NothingToCompareError, PtxError
 
-from ..formats.model_files import read_model_file
+from ..formats.model_files import ModelFile, read_model_file
+from ..runtime import backends as registry
 from ..model.generation_check import judge_decoding, reference_decoding
 from ..model.target import Target, Variant, group_reasons
+from .report import against_label
 
 FAIL, SKIPPED, REFERENCE = "FAIL", "skipped", "reference"
 
@@ -126,45 +128,53 @@ class GenerationReport:
 
 def decodes(target: Target) -> bool:
     """Whether ``target`` is a decoder verify judges by its decoding: a file that records its generation
-    contract, or an ONNX file in Optimum's layout (its graph's names read, not its weights)."""
+    contract (also where it changed since export, read then without its metadata), or an ONNX file in
+    Optimum's layout (its graph's names read, not its weights)."""
     if target.is_run or target.found is None:
         return False
-    if GENERATION_KEY in target.found.metadata or GENERATION_KEY in read_model_file(target.path, digest=False).metadata:
-        return True
-    if target.kind != "onnx":
-        return False
-    from ..formats.onnx_files import load_structure
-
-    graph = load_structure(target.path).graph
-    initializers = {t.name for t in graph.initializer}
-    return of_layout([i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output]) \
-        is not None
+    return target.generation is not None or GENERATION_KEY in read_model_file(target.path, digest=False).metadata
 
 
-def not_exported(target: Target) -> str | None:
-    """The report's first line where the file's weights are not the ones its record was made for."""
-    found = target.as_recorded()
+def not_exported(target: Target, found: ModelFile, judged_by_record: bool) -> str | None:
+    """The report's first line where the file's weights (``found``: as recorded) are not the ones its record was
+    made for: what it is judged as, and against what."""
     if not found.foreign:
         return None
-    return (f"{target.path.name} is not the file exported: its sha256 {found.weights[:12]}... is not the "
+    said = (f"{target.path.name} is not the file exported: its sha256 {found.weights[:12]}... is not the "
             f"{found.metadata[WEIGHTS_KEY][:12]}... its ptx.{WEIGHTS_KEY} records (changed since: an optimizer, a "
-            "quantizer, an edit), so its record is not its reference: it is judged as a decoder of its own")
+            "quantizer, an edit)")
+    if judged_by_record:
+        # a file made from the export (quantized, optimized) is still that model: the decoding its record holds
+        # is what it must give, at the precision its graph has
+        return (f"{said}; it is judged as {_what(target.precision)} made from it, against the decoding its record "
+                "holds")
+    return f"{said}, and its record holds no logits to judge it by: it is judged as a decoder of its own"
+
+
+def _what(precision: str) -> str:
+    return "an f32 file" if precision == FULL_PRECISION else f"an {precision} file (by its graph's weights)"
 
 
 def verify_generation(target: Target, backends: Sequence[str] | None = None, steps: int | None = None,
                       atol: float | None = None, rtol: float | None = None,
-                      bounds: Mapping[str, Mapping] | None = None,
+                      bounds: Mapping[str, Mapping] | None = None, against: Target | None = None,
                       progress: Callable[[str], None] = lambda _: None) -> GenerationReport:
     """Judge each backend's decoding of ``target`` (a decoder file's Target) against its reference: the
-    decoding the file records, else the file's own runtime's (a decoder without a record, or one changed
-    since export). ``steps``: at most the reference's (default all). A float32 row is held to ``atol``/
+    decoding the file records (also where the file changed since export: a quantizer's or an optimizer's
+    file made from it is judged at the precision its graph has), else the file's own runtime's (a decoder
+    without a record). ``against``: another decoder file of the same model, one more row on its own runtime
+    at its own precision, held to the same reference (a file another tool made whose record is lost, named
+    by the user). ``steps``: at most the reference's (default all). A float32 row is held to ``atol``/
     ``rtol``, else the tolerance export was given (the file records it), else the logits' dtype's default on
     the row's device; a reduced one to ``bounds`` ({min_agreement | max_kl | max_kl_p99: {precision or None:
     value}}), else the file's, else its precision's defaults."""
-    report = GenerationReport(target.path.name, first=not_exported(target))
-    metadata = target.found.metadata
+    recorded = target.as_recorded() if target.changed else None
+    metadata = recorded.metadata if recorded is not None else target.found.metadata
+    report = GenerationReport(target.path.name)
     generation = of_metadata(metadata, f"{target.path.name}: ptx.{GENERATION_KEY}")
     reference = recorded_reference(generation)
+    if recorded is not None:
+        report.first = not_exported(target, recorded, reference is not None and reference.logits is not None)
     if reference is not None and reference.logits is None:
         report.notes.append(f"{target.path.name} records its reference's tokens only (exported before each step's "
                             f"logits were recorded): every row is held to {target.reference}'s decoding of its prompts; "
@@ -184,22 +194,32 @@ def verify_generation(target: Target, backends: Sequence[str] | None = None, ste
                          given.get("rtol") if given.get("rtol") is not None else own.rtol)
 
     runnable = _runnable(target, backends, report, own_first=reference is None or reference.logits is None)
+    rows = [(target, runnable, lambda variant: variant.label)]
+    if against is not None:
+        own = Variant(registry.get(against.reference), "cpu", against.precision)
+        rows.append((against, [own], lambda variant: against_label(against.path, variant.label)))
+        report.notes.append(f"{against.path.name} ({own.label}) is {_what(against.precision)}, held to "
+                            f"{target.path.name}'s reference")
+    for source, variants, label_of in rows:
+        def skipped(skip) -> None:
+            report.rows.append(GenerationRow(label_of(skip.variant), SKIPPED, why=f"does not open: {skip.why}"))
 
-    def skipped(skip) -> None:
-        report.rows.append(GenerationRow(skip.variant.label, SKIPPED, why=f"does not open: {skip.why}"))
-
-    for variant, model in target.each_opened(runnable, skipped=skipped):
-        if model.generation is None:
-            raise NothingToCompareError(f"{target.path.name} is not a decoder ptx can run: re-export it with `ptx "
-                                        "export --module FILE.py:FACTORY --task text-generation`")
-        if reference is None or reference.logits is None:
-            reference = _own_reference(model, variant, reference, steps)
-            _said(report, reference, reference.by)
-            report.rows.append(GenerationRow(variant.label, REFERENCE, why="its decoding is the reference"))
-            continue
-        row = _judged_row(variant, model, reference, tolerance_on(model), bounds, progress)
-        row.named = bool(backends) and variant.asked_by(backends)
-        report.rows.append(row)
+        for variant, model in source.each_opened(variants, skipped=skipped):
+            if model.generation is None:
+                raise NothingToCompareError(f"{source.path.name} is not a decoder ptx can run: re-export it with `ptx "
+                                            "export --module FILE.py:FACTORY --task text-generation`")
+            if reference is None or reference.logits is None:
+                reference = _own_reference(model, variant, reference, steps)
+                _said(report, reference, reference.by)
+                report.rows.append(GenerationRow(label_of(variant), REFERENCE, why="its decoding is the reference"))
+                continue
+            row = _judged_row(variant, model, reference, tolerance_on(model), bounds, progress, label_of(variant),
+                              generation.bounds if generation is not None else None)
+            # named: --against's file, the precision a reduced file is (its rows are its verdict), or a row the
+            # user's --backends named; a NOT USABLE row fails verify then
+            row.named = (source is against or variant.precision == source.precision != FULL_PRECISION
+                         or (bool(backends) and variant.asked_by(backends)))
+            report.rows.append(row)
     if reference is None:
         raise NothingToCompareError(f"no backend here opens {target.path.name} to decode it"
                                     + (f": {'; '.join(r.why for r in report.rows)}" if report.rows else ""))
@@ -229,22 +249,22 @@ def _own_reference(model, variant: Variant, recorded: ReferenceDecoding | None, 
                               by=f"{variant.label}'s own decoding (whole logits)", encoder=model.encoder)
 
 
-def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance: Tolerance, bounds, progress
-                ) -> GenerationRow:
+def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance: Tolerance, bounds, progress,
+                label: str, recorded_bounds: Mapping | None) -> GenerationRow:
     """``model``'s decoding of the reference's prompts, judged: f32 by ``tolerance``, a reduced precision by
-    its bounds (the user's, else the file's, else its defaults)."""
-    progress(f"{variant.label}: decoding {len(reference.prompts)} prompts x {reference.step_count} steps, teacher-"
+    its bounds (the user's, else the file's, else those its record holds, else its precision's defaults)."""
+    progress(f"{label}: decoding {len(reference.prompts)} prompts x {reference.step_count} steps, teacher-"
              "forced then free-running")
     reduced = variant.precision != FULL_PRECISION
-    held = bounds_for(variant.precision, model.generation.bounds, bounds) if reduced else None
+    held = bounds_for(variant.precision, model.generation.bounds or recorded_bounds, bounds) if reduced else None
     try:
         judged, ms = judge_decoding(model.run, model.signature, model.generation, reference,
                                     precision=variant.precision, tolerance=tolerance, bounds=held,
                                     encoder=model.encoder)
     except PtxError as exc:
-        return GenerationRow(variant.label, NOT_USABLE if reduced else FAIL, why=f"does not decode: {exc}")
+        return GenerationRow(label, NOT_USABLE if reduced else FAIL, why=f"does not decode: {exc}")
     status = PASS if judged.passed else (NOT_USABLE if reduced else FAIL)
-    return GenerationRow(variant.label, status, judged, decode_ms_per_token=ms)
+    return GenerationRow(label, status, judged, decode_ms_per_token=ms)
 
 
 def _runnable(target: Target, backends: Sequence[str] | None, report: GenerationReport, own_first: bool

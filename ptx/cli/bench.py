@@ -85,7 +85,8 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
                    seed if _given(ctx, ["seed"]) else None)
         return
     if generate is not None:
-        _bench_generate(ctx, name, root, run, backends, generate, prompt_length, batch, rounds, seed, as_json, markdown)
+        _bench_generate(ctx, name, root, run, backends, generate, prompt_length, batch, rounds, seed, as_json, markdown,
+                        ignore_metadata)
         return
     refuse_given(ctx, ["prompt_length", "batch"], "is for --generate N (a file exported with its cache)")
     if against is not None:
@@ -153,18 +154,19 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
 
 
 def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, batch, rounds, seed, as_json,
-                    markdown) -> None:
-    """`ptx bench FILE --generate N`: greedy decoding's speed per backend (ptx.infer.bench.generation)."""
+                    markdown, ignore_metadata) -> None:
+    """`ptx bench FILE --generate N`: greedy decoding's speed per backend (ptx.infer.bench.generation);
+    ``ignore_metadata``: a decoder changed since export (another tool's int4 of it) timed as your own."""
     from ptx.infer.bench.generation import DEFAULT_REPEATS, bench_generation
     from ptx.infer.bench.timing import NOISY_SPREAD
     from ptx.machine import describe_cpu
 
     refuse_given(ctx, ["batch_sizes", "seconds", "warmup", "verify_samples", "against", "declared_inputs", "batch_axes",
-                       "ignore_metadata", "shapes", "values", "ranges", "input_files"],
+                       "shapes", "values", "ranges", "input_files"],
                  "is not for --generate (it times decoding a seeded prompt: --prompt-length, --batch, --rounds)")
     if name is None:
         raise click.UsageError("--generate times a model file exported with its cache: give its path")
-    target = target_of(ctx, name, "bench", root=root, run=run, options={})
+    target = target_of(ctx, name, "bench", root=root, run=run, options={"ignore_metadata": ignore_metadata})
     result = bench_generation(target, new_tokens, prompt_length=prompt_length, batch=batch or 1,
                               repeats=rounds if _given(ctx, ["rounds"]) else DEFAULT_REPEATS, backends=backends,
                               seed=seed if _given(ctx, ["seed"]) else 0,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ptx.cli.options import Choice, DeviceChoice, backend_names
+from ptx.cli.options import IGNORE_METADATA_OPTION, Choice, DeviceChoice, backend_names
 from ptx.contract.names import PRECISIONS
 
 DEFAULT_NEW_TOKENS = 32
@@ -77,8 +77,10 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
                                                     "config's; none: run every step).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
+@IGNORE_METADATA_OPTION
 def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p,
-                 min_p, repetition_penalty, seed, stop, backend, device, precision, eos, as_json) -> None:
+                 min_p, repetition_penalty, seed, stop, backend, device, precision, eos, as_json,
+                 ignore_metadata) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
     transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM or
     encoder-decoder that generates): greedy by default, sampled with
@@ -129,7 +131,7 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
         raise click.UsageError("give a prompt: --ids 5,17,923 (or --prompt TEXT with a tokenizer; --features FILE.npy "
                                "for an encoder of features)")
     _check_input(file, features is not None)  # before the load: a wrong option must not wait for the weights
-    with load(file, backend=backend, device=device, precision=precision) as model:
+    with load(file, backend=backend, device=device, precision=precision, ignore_metadata=ignore_metadata) as model:
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}

@@ -47,7 +47,8 @@ from ptx.infer.verify.rule import RULE
 @RUN
 @click.option("--against", metavar="OTHER",
               help="Hold another file of the same model (your TorchScript beside its ONNX, another export) to the "
-                   "reference too, output by output, on its own runtime. With a URL: the reference, a model FILE, a "
+                   "reference too, output by output, on its own runtime; a decoder's by its decoding, at the precision "
+                   "its graph has (another tool's int4 of it that lost its record). With a URL: the reference, a model FILE, a "
                    "tutorial model NAME or a RUN folder (default: the URL's model name's run, where it is a tutorial "
                    "model).")
 @click.option("--reference", "reference_file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -150,8 +151,11 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     # as verify opens it: a file changed since export is the user's own model, with a note
     target = target_of(ctx, name, "verify", root=root, run=run, options=opening, verifying=True)
     bounds = decoding_bounds(min_agreement, max_kl, max_kl_p99)
-    if against is None and _decodes(target):
-        _verify_generation(ctx, target, backends, as_json, atol, rtol, bounds)
+    if _decodes(target):
+        # --against's decoder (a file another tool made of this one) read as verify reads one: changed since
+        # export, or without a record, it is judged by its decoding, at the precision its graph has
+        _verify_generation(ctx, target, backends, as_json, atol, rtol, bounds, against=None if against is None else
+                           Target.of(against, options=dict(target.options), verifying=True))
     refuse_given(ctx, ["min_agreement", "max_kl", "max_kl_p99"], "bounds a decoder's reduced-precision rows (a model "
                  "exported with its cache, or a decoder in Optimum's layout)")
     if locate and not target.is_run:
@@ -180,9 +184,9 @@ def _decodes(target) -> bool:
     return decodes(target)
 
 
-def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=None) -> None:
+def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=None, against=None) -> None:
     """A decoder (exported with its cache, or in Optimum's layout): its generation judged step by step, per
-    prompt (ptx.infer.verify.generation)."""
+    prompt (ptx.infer.verify.generation); ``against``: another decoder file's row held to the same reference."""
     from ptx.infer.verify.generation import verify_generation
 
     refuse_given(ctx, ["locate", "repro", "metric", "save_reference", "reference_file", "save_inputs", "input_files",
@@ -193,7 +197,7 @@ def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=
         raise click.UsageError(f"--atol/--rtol {per_output[0]}=...: a decoder's generation is judged on its logits "
                                "alone: give the number without an output's name")
     report = verify_generation(target, backends, atol=next((v for _, v in atol), None),
-                               rtol=next((v for _, v in rtol), None), bounds=bounds,
+                               rtol=next((v for _, v in rtol), None), bounds=bounds, against=against,
                                progress=lambda msg: click.echo(f"verify: {msg}", err=True))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

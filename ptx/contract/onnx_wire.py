@@ -225,17 +225,34 @@ GRAPH_NODE, NODE_OP_TYPE = 1, 4
 # file ptx did not write is int8 when its graph has one, whatever its name says.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
                            "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QGemm"})
-
-
-def quantized_ops(path: str | Path) -> set[str]:
-    """The quantized op types among the main graph's nodes (empty for an f32 graph). Read from the
-    wire like the metadata: deciding a file's precision at opening must not import onnx."""
-    with _model(path) as (buf, _, graph):
-        ops = {_string(buf, node, NODE_OP_TYPE) for node in _spans(buf, graph, GRAPH_NODE)}
-    return {op for op in ops if op in QUANTIZED_OPS or op.startswith("QLinear")}
-
-
 NODE_INPUT, NODE_OUTPUT, NODE_NAME, NODE_ATTRIBUTE, ATTRIBUTE_NAME, ATTRIBUTE_INT = 1, 2, 3, 5, 1, 3
+# ONNX Runtime's weight-only ops (com.microsoft), whose ``bits`` attribute says the weights' width (4 by default).
+WEIGHT_ONLY_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
+WEIGHT_ONLY_DEFAULT_BITS = 4
+TENSOR_DATA_TYPE, UINT4, INT4_TYPE = 2, 21, 22  # TensorProto.data_type; its 4-bit types
+
+
+def weight_precision(path: str | Path) -> str | None:
+    """What a graph's weights are, read from the wire (deciding a file's precision at opening must not import
+    onnx): "int4" where a weight-only op is 4 bits wide (ONNX Runtime's MatMulNBits quantizer, onnxruntime-genai's
+    builder) or an initializer is of a 4-bit type (a Q/DQ int4 graph); "int8" where a weight-only op is 8 bits
+    wide or the graph has quantized ops (Q/DQ, integer MatMuls); None for a float graph."""
+    with _model(path) as (buf, _, graph):
+        bits: set[int] = set()
+        quantized = False
+        for node in _spans(buf, graph, GRAPH_NODE):
+            op = _string(buf, node, NODE_OP_TYPE)
+            if op in WEIGHT_ONLY_OPS:
+                said = [v for a in _spans(buf, node, NODE_ATTRIBUTE) if _string(buf, a, ATTRIBUTE_NAME) == "bits"
+                        for f, w, v in fields(buf, *a) if f == ATTRIBUTE_INT and w == VARINT]
+                bits.add(said[0] if said else WEIGHT_ONLY_DEFAULT_BITS)
+            quantized = quantized or op in QUANTIZED_OPS or op.startswith("QLinear")
+        if 4 in bits or any(next((v for f, w, v in fields(buf, *t) if f == TENSOR_DATA_TYPE and w == VARINT), 0)
+                            in (UINT4, INT4_TYPE) for t in _spans(buf, graph, GRAPH_INITIALIZER)):
+            return "int4"
+        return "int8" if bits or quantized else None
+
+
 TENSOR_DIMS, TENSOR_NAME = 1, 8
 # The ops an id passes through on its way to a Gather's indices with its value kept (a cast, a new shape).
 ID_CARRIERS = frozenset({"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand"})
