@@ -17,8 +17,11 @@ class ChildCrashError(PtxError):
 def run_child(code: str, *args: str, what: str, timeout: float = 900) -> None:
     """Run ``python -c code args...`` in a fresh interpreter; ChildCrashError in one line when it
     dies by a signal or fails, naming ``what`` (e.g. "torch 2.11.0's aoti_load_package")."""
+    # `python -c` puts the working folder first on sys.path: a folder there named ptx (an export's --out)
+    # would be imported instead of ptx itself
+    safe = "import sys; sys.path[:] = [p for p in sys.path if p != '']\n" + code
     try:
-        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-c", safe, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ChildCrashError(f"{what} did not finish within {timeout:g} s") from None
     if done.returncode < 0:

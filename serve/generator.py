@@ -99,8 +99,9 @@ class Generator:
 
     def _new_batch(self) -> Batch | Apart:
         """The batch every request's decoding runs in: one Batch, or for an encoder-decoder, each decoding apart
-        (ptx.infer.model.batch.Apart: its cross-attention past is its own)."""
-        if self.generation.encoder is not None:
+        (ptx.infer.model.batch.Apart: its cross-attention past is its own), as for a decoder that takes no
+        position ids (rows of different lengths cannot share its batch)."""
+        if self.generation.encoder is not None or self.generation.position_ids is None:
             return Apart()
         return Batch(self.model.runner.run, self.model.signature, self.generation)
 

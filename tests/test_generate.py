@@ -368,6 +368,69 @@ def test_a_decoder_in_optimum_s_layout_without_a_record_is_decoded_not_fed_gener
         assert model.generate(PROMPTS, max_new_tokens=8, eos=()) == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
 
 
+def without_positions(source, out):
+    """``source`` (a ptx decoder) as a decoder that takes no position ids and counts its own from the row's first
+    id, padding included, as onnxruntime-genai's builder output does (its GroupQueryAttention takes the cache
+    as right-padded): positions = past length + 0..seq-1. No ptx record: a file another tool made."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(source))
+    del proto.metadata_props[:]
+    graph = proto.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+                              (("pos_two", 2), ("pos_one_index", 1), ("pos_step", 1), ("pos_zero_axis", [0]))])
+    made = [helper.make_node("Shape", ["past_key_values.0.key"], ["pos_past_shape"]),
+            helper.make_node("Gather", ["pos_past_shape", "pos_two"], ["pos_past"]),
+            helper.make_node("Shape", ["input_ids"], ["pos_ids_shape"]),
+            helper.make_node("Gather", ["pos_ids_shape", "pos_one_index"], ["pos_seq"]),
+            helper.make_node("Add", ["pos_past", "pos_seq"], ["pos_end"]),
+            helper.make_node("Range", ["pos_past", "pos_end", "pos_step"], ["pos_range"]),
+            helper.make_node("Unsqueeze", ["pos_range", "pos_zero_axis"], ["pos_row"]),
+            helper.make_node("Expand", ["pos_row", "pos_ids_shape"], ["pos_counted"])]
+    for node in graph.node:
+        node.input[:] = ["pos_counted" if i == "position_ids" else i for i in node.input]
+    for k, node in enumerate(made):
+        graph.node.insert(k, node)
+    kept = [i for i in graph.input if i.name != "position_ids"]
+    del graph.input[:]
+    graph.input.extend(kept)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_decoder_that_counts_its_own_positions_decodes_each_prompt_alone(exported, tmp_path):
+    """A decoder without position ids cannot share a left-padded batch (GPT-2's learned positions would count
+    the padding): verify decodes each prompt alone and holds it to the record's f32 logits; a decoding of
+    prompts of different lengths is refused in one line; the same prompts one at a time give eager's tokens."""
+    path = without_positions(exported["gpt2"][0], tmp_path / "decoder.onnx")
+    done = ptx("verify", exported["gpt2"][0], "--against", path, "--backends", "ort-cpu", check=False)
+    assert done.returncode == 0 and re.search(r"^  decoder\.onnx \(ort-cpu\) +PASS +teacher-forced", done.stdout, re.M), \
+        done.stdout + done.stderr
+    with load(path) as model:
+        assert model.generation.position_ids is None
+        with pytest.raises(InputError, match="takes no position ids, so prompts of different lengths cannot share"):
+            model.generate(PROMPTS, max_new_tokens=4, eos=())
+        assert [model.generate([p], max_new_tokens=8, eos=())[0] for p in PROMPTS] == \
+            [eager_generate("gpt2", tuple(p), 8) for p in PROMPTS]
+
+
+def test_onnxruntime_genai_s_cache_sizes_are_read_beside_its_file(tmp_path):
+    """The builder leaves a past's head size symbolic (kv_cache_dim) and writes it in genai_config.json."""
+    from ptx.contract.tensors import Signature, TensorSig
+    from ptx.infer.formats.genai_config import with_cache_sizes
+
+    signature = Signature((TensorSig("input_ids", "int64", ("batch", "seq"), 0),
+                           TensorSig("past_key_values.0.key", "float32", ("batch", 2, "past", "kv_cache_dim"), 0)),
+                          (TensorSig("logits", "float32", ("batch", "seq", 320), 0),))
+    assert with_cache_sizes(signature, tmp_path / "model.onnx") == signature  # no genai_config.json: as it is
+    (tmp_path / "genai_config.json").write_text(json.dumps({"model": {"decoder": {"head_size": 64,
+                                                                                    "num_key_value_heads": 2}}}))
+    sized = with_cache_sizes(signature, tmp_path / "model.onnx")
+    assert sized.input("past_key_values.0.key").shape == ("batch", 2, "past", 64)
+    assert sized.input("input_ids") == signature.input("input_ids")
+
+
 def test_left_padding_keeps_each_prompt_s_positions():
     ids, mask = left_padded([[7, 8, 9], [4]], pad=0)
     assert ids.tolist() == [[7, 8, 9], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

@@ -21,6 +21,7 @@ from ptx.contract.weights import SIGNATURE_KEY
 from ptx.contract.metadata import RAW_INPUT
 from ptx.errors import ArtifactError, PtxError
 
+from .genai_config import with_cache_sizes
 from .model_files import IGNORE_HINT
 
 
@@ -58,6 +59,7 @@ class Opening:
                 ids = graph_ids(signature, path)
                 signature = replace(signature, inputs=tuple(replace(t, value_range=(0, ids[t.name][0] - 1))
                                                             if t.name in ids else t for t in signature.inputs))
+                signature = with_cache_sizes(signature, path)  # onnxruntime-genai's builder output
         return _with_declared(signature, self.inputs, path) if self.inputs else signature
 
     def of_code(self, path: Path | None) -> Signature:

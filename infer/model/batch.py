@@ -219,7 +219,9 @@ class Batch:
 
 
 class Apart:
-    """Batch's interface over decodings that each run alone: an encoder-decoder's (infer/model/encoder_decoding.py).
+    """Batch's interface over decodings that each run alone: an encoder-decoder's (infer/model/encoder_decoding.py),
+    and a decoder's that takes no position ids (it counts its own from a row's first id, so a row left-padded to
+    join others would count the padding too: onnxruntime-genai's builder output).
     Its cross-attention past is each request's own (its encoder's answers on its own sources, as long as its
     source), fed at every step beside the decoder's past, and Batch does not merge it: rows of several requests
     would need their sources' past padded to one length and masked, which Batch's cache of the decoder's own

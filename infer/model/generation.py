@@ -114,6 +114,9 @@ class Decoding:
         self.generation, self.signature, self._run = generation, signature, run
         self.vocab = vocabulary(signature, generation)
         self.prompts = check_prompts(prompts, self.vocab, max_new_tokens, generation.max_positions)
+        if generation.position_ids is None and generation.encoder is None and len({len(p) for p in self.prompts}) > 1:
+            raise InputError(f"{name} takes no position ids, so prompts of different lengths cannot share a batch (left "
+                             "padding would move their positions): decode them one at a time")
         self.max_new_tokens = int(max_new_tokens)
         _require_decoding_room(signature, generation, self.prompts, self.max_new_tokens)
         self.eos = frozenset(generation.eos if eos is None else (int(e) for e in eos))

@@ -53,10 +53,11 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
 
 def _groups(generation: Generation, prompts) -> list[list[int]]:
     """The prompts' indices in the batches they are decoded in: an encoder-decoder's sources in one batch
-    (right-padded ids, or features of one shape), a causal LM's as ptx.contract.generation.batches says."""
+    (right-padded ids, or features of one shape), a causal LM's as ptx.contract.generation.batches says (each
+    alone where the file takes no positions)."""
     if generation.encoder is not None:
         return [list(range(len(prompts)))]
-    return batches(prompts)
+    return batches(prompts, positions=generation.position_ids is not None)
 
 
 def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder) -> Decoding:

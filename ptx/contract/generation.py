@@ -240,9 +240,13 @@ def judging_prompts(vocab: int, max_positions: int | None, steps: int = JUDGING_
     return [rng.integers(0, vocab, n).tolist() for n in lengths]
 
 
-def batches(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+def batches(prompts: Sequence[Sequence[int]], positions: bool = True) -> list[list[int]]:
     """The prompts' indices in the batches they are decoded in: the short ones (up to ONE_BATCH tokens)
-    together, left-padded; each longer one alone, so that no short prompt is padded to its length."""
+    together, left-padded; each longer one alone, so that no short prompt is padded to its length. A decoder
+    that takes no ``positions`` counts its own from the row's first id, padding included (onnxruntime-genai's
+    builder output): each prompt alone."""
+    if not positions:
+        return [[k] for k in range(len(prompts))]
     short = [k for k, p in enumerate(prompts) if len(p) <= ONE_BATCH]
     return ([short] if short else []) + [[k] for k, p in enumerate(prompts) if len(p) > ONE_BATCH]
 
