@@ -3,6 +3,7 @@ against eager transformers generate() with its cache, each measured in a process
 
     python scripts/bench_generate.py [--models smollm2,gpt2] [--new-tokens 128] [--prompt-length 32]
                                      [--repeats 3] [--others [--others-venv DIR]] [--out bench-generate]
+                                     [--quantized [--builder-python PYTHON]]
 
 For each model of scripts/generate_lms.py (published configs, random weights; t5_small an encoder-decoder,
 whose prompt is its encoder's source and whose prefill includes the encoder's run): `ptx export --module
@@ -18,6 +19,14 @@ they run in their own virtual environment (--others-venv, default .venv-others i
 `python scripts/generate_others.py --setup` makes), on the same weights saved with save_pretrained and,
 where they can, on ptx's own file. Prints a table and writes OUT/results.json; docs/benchmarks/generation.md
 records a run.
+
+--quantized adds ptx's weight-only int8 and int4 files (`ptx export model.onnx --format onnx-int4,onnx-int8w`)
+through ort-cpu and openvino, and with --others the peers at those precisions: onnxruntime-genai on its
+model builder's int4 (`-p int4 -e cpu`, built by --builder-python, an interpreter with onnxruntime-genai
+and transformers 5: `python -m venv --system-site-packages .venv-builder && .venv-builder/bin/pip install
+onnxruntime-genai==0.18.0`), openvino-genai on optimum-intel's int4 and int8 IR. Each ONNX file's quality
+is then said beside the others': `ptx verify model.onnx --against FILE`, teacher-forced on the f32 file's
+recorded prompts against eager's logits (top-1 agreement, KL divergence: the worst prompt's).
 """
 from __future__ import annotations
 
@@ -78,7 +87,7 @@ def measure(kind: str, args) -> dict:
     else:
         from ptx.infer import load
 
-        model = load(args.file, backend=kind)
+        model = load(args.file, backend=kind, precision=args.precision)
         vocab = model.signature.output("logits").shape[-1]
         prompt = prompt_ids(args.prompt_length, vocab)
         loaded = time.perf_counter() - start
@@ -94,6 +103,7 @@ def measure(kind: str, args) -> dict:
 def child(kind: str, args, **extra) -> dict:
     command = [sys.executable, __file__, "--measure", kind, "--model", args.model, "--new-tokens", str(args.new_tokens),
                "--prompt-length", str(args.prompt_length), "--repeats", str(args.repeats)]
+    extra = {k: v for k, v in extra.items() if v is not None}
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
@@ -108,9 +118,17 @@ OTHERS = {"optimum_ort": "Optimum ORTModelForCausalLM (its own export)",
           "ort_genai_ptx_onnx": "onnxruntime-genai on ptx's file",
           "openvino_genai": "openvino-genai (optimum-intel's IR, f32 hints)",
           "openvino_genai_ptx_onnx": "openvino-genai on ptx's file made stateful (f32 hints)"}
+# The peers at reduced precision (--quantized): each on its own tool's file of the same weights.
+QUANTIZED_OTHERS = {"ort_genai_builder": "onnxruntime-genai int4 (its model builder's, -p int4 -e cpu)",
+                    "openvino_genai_int4": "openvino-genai int4 (optimum-intel's IR, default hints)",
+                    "openvino_genai_int8": "openvino-genai int8 (optimum-intel's IR, default hints)"}
+PTX_FORMATS = {"int8": ("onnx-int8w", "openvino-int8w"), "int4": ("onnx-int4", "openvino-int4")}
+PTX_FILES = {"onnx-int8w": "model.int8w.onnx", "onnx-int4": "model.int4.onnx",
+             "openvino-int8w": "model.openvino-int8w.onnx", "openvino-int4": "model.openvino-int4.onnx"}
 
 
-def others(args, folder: Path, onnx: Path, prompt: list[int], work: Path) -> dict:
+def others(args, folder: Path, onnx: Path, prompt: list[int], work: Path, runners: dict[str, str],
+           builder: Path | None = None) -> dict:
     """The competitors' figures from their own environment (scripts/generate_others.py), or why not."""
     python = Path(args.others_venv) / "bin" / "python"
     if not python.exists():
@@ -118,12 +136,49 @@ def others(args, folder: Path, onnx: Path, prompt: list[int], work: Path) -> dic
                                       f"{args.others_venv}`"}}
     command = [str(python), str(HERE / "generate_others.py"), "--model-dir", str(folder), "--onnx", str(onnx),
                "--prompt-ids", ",".join(map(str, prompt)), "--new-tokens", str(args.new_tokens), "--json",
-               "--repeats", str(args.repeats), "--work", str(work), "--only", ",".join(OTHERS)]
+               "--repeats", str(args.repeats), "--work", str(work), "--only", ",".join(runners)]
+    if builder is not None:
+        command += ["--og-builder-dir", str(builder)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=7200)
     if done.returncode != 0:
         return {"others": {"skipped": (done.stderr.strip().splitlines() or ["failed"])[-1]}}
     found = json.loads(done.stdout.strip().splitlines()[-1])["results"]
-    return {OTHERS[name]: found[name] for name in OTHERS if name in found}
+    return {runners[name]: found[name] for name in runners if name in found}
+
+
+def builder_int4(args, pretrained: Path, out: Path) -> Path | None:
+    """onnxruntime-genai's model builder's int4 file of the same weights (`-p int4 -e cpu`), made once by
+    --builder-python; None where no such interpreter was given."""
+    if not args.builder_python:
+        return None
+    if not (out / "model.onnx").exists():
+        print(f"{out}: onnxruntime-genai's builder, int4 ...", file=sys.stderr, flush=True)
+        subprocess.run([args.builder_python, "-m", "onnxruntime_genai.models.builder", "-i", str(pretrained), "-o",
+                        str(out), "-p", "int4", "-e", "cpu", "-c", str(out.parent / "builder-cache")],
+                       check=True, capture_output=True, text=True)
+    return out
+
+
+def quality(f32: Path, files: dict[str, Path]) -> dict:
+    """Each reduced file's judgement against the f32 file's record (eager's logits on its recorded prompts),
+    by `ptx verify F32 --against FILE --json`: the worst prompt's top-1 agreement (near-ties counted as agreeing,
+    as the judge counts them) and its share of steps whose top token is eager's, its mean and p99 KL."""
+    found = {}
+    for label, path in files.items():
+        done = subprocess.run(["ptx", "verify", str(f32), "--against", str(path), "--backends", "ort-cpu", "--json"],
+                              capture_output=True, text=True)
+        try:
+            row = next(r for r in json.loads(done.stdout)["rows"] if r["backend"].startswith(f"{path.name} ("))
+            prompts = row["judgement"]["prompts"]
+        except (ValueError, StopIteration, KeyError, TypeError):
+            found[label] = {"skipped": (done.stderr.strip().splitlines() or ["no verdict"])[-1]}
+            continue
+        found[label] = {"status": row["status"], "prompts": len(prompts),
+                        "positions": sum(p.get("steps", 0) for p in prompts),
+                        "agreement": min(p["agreement"] for p in prompts),
+                        "same_top": min(p["same_top"] / p["steps"] for p in prompts if p.get("steps")),
+                        "kl_mean": max(p["kl_mean"] for p in prompts), "kl_p99": max(p["kl_p99"] for p in prompts)}
+    return found
 
 
 def bench_model(name: str, args, out: Path) -> dict:
@@ -138,11 +193,20 @@ def bench_model(name: str, args, out: Path) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"{name}: export failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
         print(done.stdout, file=sys.stderr)
+    missing = [fmt for fmt, file in PTX_FILES.items() if not (folder / file).exists()]
+    if args.quantized and missing:
+        print(f"{name}: int4 and int8 weights ({', '.join(missing)}) ...", file=sys.stderr, flush=True)
+        subprocess.run(["ptx", "export", str(folder / "model.onnx"), "--format", ",".join(missing),
+                        "--out", str(folder)], check=True, capture_output=True, text=True)
     exported = time.perf_counter() - start
     rows = {"eager": child("eager", args)}
-    for backend in ("ort-cpu", "openvino"):
-        print(f"{name}: {backend} ...", file=sys.stderr, flush=True)
-        rows[f"ptx {backend}"] = child(backend, args, file=folder / "model.onnx")
+    for precision in ("f32", *(PTX_FORMATS if args.quantized else ())):
+        for backend in ("ort-cpu", "openvino"):
+            label = f"ptx {backend}" + (f" {precision}" if precision != "f32" else "")
+            print(f"{name}: {label} ...", file=sys.stderr, flush=True)
+            rows[label] = child(backend, args, file=folder / "model.onnx",
+                                precision=None if precision == "f32" else precision)
+    builder = None
     if args.others:
         sys.path.insert(0, str(HERE))
         from generate_lms import MODELS
@@ -150,10 +214,15 @@ def bench_model(name: str, args, out: Path) -> dict:
         pretrained = out / f"{name}-hf"
         if not pretrained.exists():
             MODELS[name]().save_pretrained(pretrained)
+            tokenizer_for(pretrained)
         print(f"{name}: the others ...", file=sys.stderr, flush=True)
         vocab = MODELS[name]().config.vocab_size
+        runners = dict(OTHERS)
+        if args.quantized:
+            builder = builder_int4(args, pretrained, out / f"{name}-builder-int4")
+            runners.update({k: v for k, v in QUANTIZED_OTHERS.items() if k != "ort_genai_builder" or builder})
         rows.update(others(args, pretrained, folder / "model.onnx", prompt_ids(args.prompt_length, vocab),
-                           out / f"{name}-others"))
+                           out / f"{name}-others", runners, builder))
     want = rows["eager"].get("tokens")
     eager_decode = rows["eager"].get("decode_ms_per_token")
     for label, row in rows.items():
@@ -161,7 +230,23 @@ def bench_model(name: str, args, out: Path) -> dict:
             row["same_tokens_as_eager"] = row["tokens"] == want
             if eager_decode:
                 row["decode_vs_eager"] = row["decode_ms_per_token"] / eager_decode
-    return {"model": name, "export_s": exported, "rows": rows}
+    judged = {}
+    if args.quantized:
+        files = {f"ptx {fmt}": folder / PTX_FILES[fmt] for formats in PTX_FORMATS.values() for fmt in formats}
+        if builder is not None:
+            files[QUANTIZED_OTHERS["ort_genai_builder"]] = builder / "model.onnx"
+        print(f"{name}: quality against the f32 file's record ...", file=sys.stderr, flush=True)
+        judged = quality(folder / "model.onnx", files)
+    return {"model": name, "export_s": exported, "rows": rows, "quality": judged}
+
+
+def tokenizer_for(folder: Path) -> None:
+    """A tokenizer in the folder, which onnxruntime-genai's builder copies and requires (random weights have
+    no real one; the runners are given token ids): tests/text_models.py's, made with the tokenizers library."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import text_models
+
+    text_models.tokenizer().save_pretrained(str(folder))
 
 
 def table(result: dict) -> str:
@@ -174,6 +259,17 @@ def table(result: dict) -> str:
         lines.append(f"| {label} | {1000 * row['prefill_s']:.1f} | {row['decode_ms_per_token']:.2f} | "
                      f"{1000 / row['decode_ms_per_token']:.1f} | {row.get('decode_vs_eager', float('nan')):.2f}x | "
                      f"{'yes' if row['same_tokens_as_eager'] else 'NO'} |")
+    if result.get("quality"):
+        lines += ["", f"| {result['model']}: each file against eager's logits | verdict | positions | top-1 agreement, "
+                      "near-ties as agreeing (worst prompt) | same top token (worst prompt) | KL mean (worst prompt) | "
+                      "KL p99 (worst prompt) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for label, row in result["quality"].items():
+            if "skipped" in row:
+                lines.append(f"| {label} | skipped: {row['skipped']} | | | | | |")
+            else:
+                lines.append(f"| {label} | {row['status']} | {row['positions']} | {100 * row['agreement']:.0f}% | "
+                             f"{100 * row['same_top']:.0f}% | {row['kl_mean']:.2e} | {row['kl_p99']:.2e} |")
     return "\n".join(lines)
 
 
@@ -194,10 +290,15 @@ def main() -> None:
     parser.add_argument("--others-venv", default=str(OTHERS_VENV),
                         help="their virtual environment (default: .venv-others in the checkout; "
                              "scripts/generate_others.py --setup --venv DIR makes one)")
+    parser.add_argument("--quantized", action="store_true",
+                        help="also ptx's int8 and int4 weight-only files, and with --others the peers' int4 and int8")
+    parser.add_argument("--builder-python", help="with --quantized --others: an interpreter with onnxruntime-genai "
+                                                 "and transformers 5, to build its int4 file")
     parser.add_argument("--out", default="bench-generate")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args)))

@@ -68,7 +68,7 @@ RUNNERS = [
 # Optional: onnxruntime-genai's model builder output (--og-builder-dir). Not built here: the
 # builder of onnxruntime-genai 0.18 imports transformers 5.x classes (Qwen3_5...) and needs a
 # tokenizer in the model folder, and it does not support GPT-2 at all.
-OPTIONAL = ["ort_genai_builder"]
+OPTIONAL = ["ort_genai_builder", "openvino_genai_int4", "openvino_genai_int8"]
 
 
 def setup(venv: Path):
@@ -253,10 +253,21 @@ def og_generate_fn(model_dir):
 def run_ort_genai_ptx_onnx(a):
     d = os.path.join(a.work, "ort_genai_ptx")
     os.makedirs(d, exist_ok=True)
-    link = os.path.join(d, "model.onnx")
-    if os.path.lexists(link):
-        os.remove(link)
-    os.symlink(os.path.abspath(a.onnx), link)  # the same file, not a copy (external data would need a sibling)
+    # The same files, not copies: hard links where the folders share a filesystem. onnxruntime-genai 0.18 refuses
+    # a symbolic link whose external data resolves outside the link's folder ("External data path escapes model
+    # directory"), so the file's .data goes beside it too.
+    source = os.path.abspath(a.onnx)
+    for name in ("model.onnx", "model.onnx.data"):
+        origin = source if name == "model.onnx" else source + ".data"
+        link = os.path.join(d, name)
+        if os.path.lexists(link):
+            os.remove(link)
+        if name == "model.onnx.data" and not os.path.exists(origin):
+            continue
+        try:
+            os.link(origin, link)
+        except OSError:
+            os.symlink(origin, link)
     with open(os.path.join(d, "genai_config.json"), "w") as f:
         json.dump(genai_config_for_ptx(hf_config(a.model_dir), "model.onnx"), f, indent=1)
     return timed(og_generate_fn(d), a.prompt, a.new_tokens, a.repeats)
@@ -328,6 +339,38 @@ def run_openvino_genai(a):
 
 def run_openvino_genai_default_hints(a):
     out, exp_s = ov_ir_from_optimum(a)
+    r = timed(ov_generate_fn(out, {}), a.prompt, a.new_tokens, a.repeats)
+    r.update(export_s=exp_s, properties={})
+    return r
+
+
+def ov_ir_compressed(a, weight_format):
+    """optimum-intel's IR with its weights compressed as `optimum-cli export openvino --weight-format int4|int8`
+    does by default (int4: asymmetric groups of 128, the embedding and head in int8; int8: per channel). A
+    model whose widths 128 does not divide (SmolLM2's 576) is refused at 128: its int4 takes the largest group
+    of 128, 64 or 32 that divides them, as a user passes --group-size."""
+    out = os.path.join(a.work, f"openvino_ir_{weight_format}")
+    extra = []
+    if weight_format == "int4":
+        cfg = hf_config(a.model_dir)
+        widths = [cfg.hidden_size, cfg.intermediate_size]
+        extra = ["--group-size", str(next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), -1))]
+    exp_s = export_once(out, "openvino_model.xml", [optimum_cli(), "export", "openvino", "--model", a.model_dir,
+                                                    "--task", "text-generation-with-past", "--weight-format",
+                                                    weight_format, *extra, out])
+    return out, exp_s
+
+
+def run_openvino_genai_int4(a):
+    # the CPU plugin's own hints, as a user of a compressed IR runs it (on a CPU with bf16: bf16 compute, u8 cache)
+    out, exp_s = ov_ir_compressed(a, "int4")
+    r = timed(ov_generate_fn(out, {}), a.prompt, a.new_tokens, a.repeats)
+    r.update(export_s=exp_s, properties={})
+    return r
+
+
+def run_openvino_genai_int8(a):
+    out, exp_s = ov_ir_compressed(a, "int8")
     r = timed(ov_generate_fn(out, {}), a.prompt, a.new_tokens, a.repeats)
     r.update(export_s=exp_s, properties={})
     return r

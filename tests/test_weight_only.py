@@ -271,22 +271,31 @@ def test_a_file_another_quantizer_made_is_held_to_the_record_it_came_from(lm, tm
     timed = ptx("bench", good, "--generate", "4", "--ignore-metadata", "--rounds", "1", "--backends", "ort-cpu")
     assert re.search(r"^ort-cpu-int4 +cpu ", timed.stdout, re.M), timed.stdout
 
+    # the rest as verify's CLI judges them, in this process
     bare = quantized_by_ort(out / "model.onnx", tmp_path / "bare" / "int4.onnx", keep_record=False)
-    done = ptx("verify", out / "model.onnx", "--against", bare, "--backends", "ort-cpu", check=False)
-    assert done.returncode == 0 and re.search(r"^  int4\.onnx \(ort-cpu-int4\) +PASS +teacher-forced \d prompts",
-                                              done.stdout, re.M), done.stdout + done.stderr
+    report = judged(out / "model.onnx", against=bare)
+    lines = report.lines()
+    assert report.exit_code() == 0 and any(re.match(r"  int4\.onnx \(ort-cpu-int4\) +PASS +teacher-forced \d prompts", line)
+                                           for line in lines), lines
     assert "note: int4.onnx (ort-cpu-int4) is an int4 file (by its graph's weights), held to model.onnx's reference" \
-        in done.stdout, done.stdout
+        in lines, lines
 
-    bad = quantized_by_ort(out / "model.onnx", tmp_path / "bad" / "model.onnx", head_scales=3.0)
-    done = ptx("verify", bad, "--backends", "ort-cpu", check=False)
-    assert done.returncode == 1 and re.match(r"FAIL: ort-cpu-int4: .*; prompt \d: top token the reference's on",
-                                             done.stdout.splitlines()[-1]), done.stdout + done.stderr
+    bad = judged(quantized_by_ort(out / "model.onnx", tmp_path / "bad" / "model.onnx", head_scales=3.0))
+    assert bad.exit_code() == 1 and re.match(r"FAIL: ort-cpu-int4: .*; prompt \d: top token the reference's on",
+                                             bad.lines()[-1]), bad.lines()
     bare_bad = quantized_by_ort(out / "model.onnx", tmp_path / "bare-bad" / "int4.onnx", head_scales=3.0,
                                 keep_record=False)
-    done = ptx("verify", out / "model.onnx", "--against", bare_bad, "--backends", "ort-cpu", check=False)
-    assert done.returncode == 1 and done.stdout.splitlines()[-1].startswith("FAIL: int4.onnx (ort-cpu-int4): "), \
-        done.stdout + done.stderr
+    report = judged(out / "model.onnx", against=bare_bad)
+    assert report.exit_code() == 1 and report.lines()[-1].startswith("FAIL: int4.onnx (ort-cpu-int4): "), report.lines()
+
+
+def judged(path, against=None):
+    """``ptx verify PATH [--against AGAINST] --backends ort-cpu``'s report, made in this process."""
+    from ptx.infer.model.target import Target
+    from ptx.infer.verify.generation import verify_generation
+
+    other = None if against is None else Target.of(against, verifying=True)
+    return verify_generation(Target.of(path, verifying=True), ["ort-cpu"], against=other)
 
 
 def test_openvino_int4_from_the_f32_file_reads_the_recorded_prompts(lm, tmp_path):

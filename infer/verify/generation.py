@@ -209,6 +209,9 @@ def verify_generation(target: Target, backends: Sequence[str] | None = None, ste
                 raise NothingToCompareError(f"{source.path.name} is not a decoder ptx can run: re-export it with `ptx "
                                             "export --module FILE.py:FACTORY --task text-generation`")
             if reference is None or reference.logits is None:
+                if source is against:  # the reference is the verified file's: none of its rows decoded
+                    raise NothingToCompareError(f"no backend here decodes {target.path.name}, whose decoding "
+                                                f"{against.path.name} is held to")
                 reference = _own_reference(model, variant, reference, steps)
                 _said(report, reference, reference.by)
                 report.rows.append(GenerationRow(label_of(variant), REFERENCE, why="its decoding is the reference"))
