@@ -328,12 +328,12 @@ class Target:
         from ptx.contract.generation import GENERATION_KEY
 
         if self.is_run or self.found is None or GENERATION_KEY not in self.found.metadata:
-            return []
+            return []  # only a recorded contract names an encoder: no graph is read for it
         try:
-            part = json.loads(self.found.metadata[GENERATION_KEY]).get("encoder") or {}
-        except ValueError:
+            encoder = self.generation.encoder
+        except PtxError:
             return []  # the file's opening says why
-        return [path.parent / str(part["file"])] if part.get("file") else []
+        return [path.parent / encoder.file] if encoder is not None and encoder.file else []
 
     def _probe(self, variants: Sequence[Variant]) -> dict[str, PtxError]:
         """{label: ChildCrashError} for each variant whose runtime crashed opening a foreign file: all
