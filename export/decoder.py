@@ -24,6 +24,7 @@ the bounds a reduced precision's decoding is held to, which ``ptx verify`` holds
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -40,6 +41,7 @@ from ptx.infer.model.generation_check import judge_decoding
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
 from .decoder_reference import decoding_reference
+from .grouped_attention import grouped_attention, tracing
 from .factory import load_state_dict_file
 from .formats.onnx import Exporter
 from .metadata import module_strings
@@ -149,8 +151,11 @@ class CachedDecoder(torch.nn.Module):
         position_ids, past = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
         cache = _new_cache([(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
         extra = {"position_ids": position_ids} if self.takes_positions else {}
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
-                         **{self.cache_keyword: cache}, **extra)
+        # traced per key/value group (no copy of the cache for every query head: grouped_attention.py); run
+        # eagerly (the reference every file is held to) with the model's own attention
+        with grouped_attention(self.model) if tracing() else nullcontext():
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                             **{self.cache_keyword: cache}, **extra)
         logits, present = _logits_and_cache(out)
         return (logits, *(t for pair in _cache_pairs(present) for t in pair))
 

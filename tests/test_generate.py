@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 from ptx.contract.generation import Generation, left_padded, positions  # noqa: E402
 from ptx.contract.generation_judge import recorded_reference  # noqa: E402
 from ptx.contract.schema import Tolerance  # noqa: E402
-from ptx.errors import InputError, PtxError  # noqa: E402
+from ptx.errors import InputError, PtxError, ValidationError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.infer import load  # noqa: E402
 
@@ -94,6 +94,40 @@ def test_export_keeps_the_cache_and_says_how_it_validated(exported, name):
     assert len(generation.cache) == 4 and recorded_reference(generation) is not None
     heads = model.signature.input("past_key_values.0.key").shape[1]
     assert heads == (4 if name == "gpt2" else 2)  # grouped-query attention keeps 2 key/value heads of 4
+
+
+def cache_expands(path) -> int:
+    """The Expand nodes of a decoder file that read its present keys or values (through an Unsqueeze): each a
+    copy of a layer's cache for every query head, at every step."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    made = {out: node for node in graph.node for out in node.output}
+
+    def from_cache(name, depth=0):
+        node = made.get(name)
+        return name.startswith("present.") or (node is not None and depth < 3 and node.op_type == "Unsqueeze"
+                                               and from_cache(node.input[0], depth + 1))
+    return sum(node.op_type == "Expand" and from_cache(node.input[0]) for node in graph.node)
+
+
+def test_grouped_heads_read_the_cache_without_a_copy_for_every_query_head(exported, tmp_path, monkeypatch):
+    """Llama and Qwen2 (4 query heads over 2 key/value heads) are traced per key/value group: no Expand copies
+    their cache (transformers' repeat_kv traced one per layer's keys and values), and the file is held to the
+    model's own attention, eager's. Planted: a grouping that pairs each query head with the wrong key/value head
+    fails export, naming the step; GPT-2 (no grouped heads) is traced as it is."""
+    from ptx.export import grouped_attention
+
+    assert cache_expands(exported["llama"][0]) == cache_expands(exported["qwen2"][0]) == 0
+    real = grouped_attention._grouped
+
+    def other_heads(module, query, key, value, *args, **kwargs):  # each group's queries against the next group's keys
+        return real(module, query, key.roll(1, dims=1), value.roll(1, dims=1), *args, **kwargs)
+
+    monkeypatch.setattr(grouped_attention, "_grouped", other_heads)
+    with pytest.raises(ValidationError, match=r"step \d+"):
+        export_module(llama(), None, tmp_path / "wrong", formats=["onnx"], log=lambda _: None)
+    assert not (tmp_path / "wrong" / "model.onnx").exists()
 
 
 @pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
