@@ -4,10 +4,11 @@ head, never a copy of the cache for every query head.
 transformers' attention functions (eager and sdpa alike, as torch.onnx decomposes them) expand each layer's
 keys and values from their key/value heads to every query head before the two MatMuls (``repeat_kv``): traced
 into the decoder file, that is a copy of the whole cache, times the group size, at every step. SmolLM2-135M's
-config (9 query heads over 3 key/value heads) spent 133.9 ms a token at 2,048 positions of past through
-ort-cpu where 35.1 would do without it (2026-11-27, 2 cores). Here the queries of a group are laid side by side
-instead ([batch, kv heads, group x new, head size]), so each MatMul reads the cached keys and values as they
-are; the arithmetic is the same dot products, and export's judge holds the file to the model's own attention.
+config (9 query heads over 3 key/value heads) took 123.2 ms a token at 2,048 positions of past through ort-cpu
+with that copy and 54.5 without it (2026-11-27, 2 cores; docs/benchmarks/generation.md). Here the queries of a
+group are laid side by side instead ([batch, kv heads, group x new, head size]), so each MatMul reads the cached
+keys and values as they are; the arithmetic is the same dot products. Only the traced file computes so: the
+eager reference export's judge holds the file to runs the model's own attention (export/decoder.py).
 
 Only a layer of grouped heads (fewer key/value heads than query heads) is traced so, and only through the
 plain attention every transformers model of that kind shares: a layer that asks for more (dropout, a logit
@@ -26,16 +27,16 @@ PLAIN_ONLY = ("softcap", "s_aux", "sinks")  # what the plain attention does not 
 def _grouped(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' eager attention (softmax(q k^T x scaling + mask) v, in float32), per key/value group."""
     batch, heads, new, size = query.shape
-    groups = heads // key.shape[1]
-    if groups == 1 or dropout or any(kwargs.get(k) is not None for k in PLAIN_ONLY) or heads % key.shape[1]:
+    kv_heads, past = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    if groups == 1 or heads % kv_heads or dropout or any(kwargs.get(k) is not None for k in PLAIN_ONLY):
         return _own(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    past = key.shape[2]
-    side_by_side = query.reshape(batch, key.shape[1], groups * new, size)
+    side_by_side = query.reshape(batch, kv_heads, groups * new, size)
     weights = torch.matmul(side_by_side, key.transpose(2, 3)).reshape(batch, heads, new, past) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask[:, :, :, :past]
     weights = torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    out = torch.matmul(weights.reshape(batch, key.shape[1], groups * new, past), value)
+    out = torch.matmul(weights.reshape(batch, kv_heads, groups * new, past), value)
     return out.reshape(batch, heads, new, size).transpose(1, 2).contiguous(), weights
 
 
