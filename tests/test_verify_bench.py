@@ -105,6 +105,22 @@ def test_verify_all_covers_every_model_with_artifacts(runs, tmp_path):
     assert {r["model"] for r in doc} == {"convnet", "linreg"}
 
 
+def test_what_verify_is_asked_is_one_record_and_keywords_replace_its_fields(runs):
+    """The CLI hands verify a VerifyOptions; a library caller's keywords replace its fields, and a word that is
+    no field is refused before anything runs."""
+    from ptx.infer.verify.options import VerifyOptions
+
+    target = Target.of("linreg", root=runs.ready("linreg"), verifying=True)
+    record = VerifyOptions(backends=["ort-cpu"], samples=20)
+    by_record = verify(target, record, notice=lambda _: None)
+    by_keywords = verify(target, backends=["ort-cpu"], samples=20, notice=lambda _: None)
+    assert [r.label for r in by_record.rows] == [r.label for r in by_keywords.rows] == ["ort-cpu"]
+    assert by_record.samples == by_keywords.samples and by_record.cases == by_keywords.cases
+    assert verify(target, record, backends=["torchscript"], notice=lambda _: None).rows[-1].label == "torchscript-cpu"
+    with pytest.raises(TypeError, match="sample"):
+        verify(target, record, sample=5)
+
+
 def test_verify_reports_skipped_backends(runs):
     report = verify(Target.of("linreg", root=runs.ready("linreg"), verifying=True), samples=20, notice=lambda _: None)
     assert report.ok

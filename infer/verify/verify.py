@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract.cases import Case
-from ptx.contract.comparison import JUDGING_SAMPLES, compare, recorded_max_drop
+from ptx.contract.comparison import compare, recorded_max_drop
 from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
@@ -51,6 +52,7 @@ from .batch_composition import check_largest_batch
 from .cases import batch_hint, file_cases, generated_cases, head_cases, save_cases
 from .comparator import Tolerances, compare_cases, match_outputs, output_dtype, run_until_failure
 from .offers import offers
+from .options import VerifyOptions
 from .reduced import reduced_verdict
 from .reference_choice import ReferenceChoice, open_reference, reference_choice
 from .report import Report, Row, against_label
@@ -63,33 +65,30 @@ RUNTIME_MODULES = {"ort": "onnxruntime", "openvino": "openvino", "torchscript": 
                    "eager": "torch", "onnx.reference": "onnx"}
 
 
-def verify(target: Target, *, backends: Sequence[str] | None = None, samples: int = JUDGING_SAMPLES,
-           batch_sizes: Sequence[int] | None = None, input_files: Sequence[str | Path] = (), seed: int | None = None,
-           plan: Mapping | None = None, atol: Sequence = (), rtol: Sequence = (), against: Target | None = None,
-           reference_file: str | Path | None = None, save: bool = False, strict: bool = False,
-           save_inputs: str | Path | None = None, progress: Callable[[str], None] = lambda _: None,
-           notice: Callable[[str], None] = print, triaged: bool = False, metric: Callable | None = None,
-           named: Sequence[str] | None = None, served=None, max_sizes: Mapping[str, int] | None = None,
-           min_sizes: Mapping[str, int] | None = None) -> Report:
+def verify(target: Target, options: VerifyOptions | None = None, *, against: Target | None = None, served=None,
+           progress: Callable[[str], None] = lambda _: None, notice: Callable[[str], None] = print,
+           **fields) -> Report:
     """Verify ``target``, a tutorial model's run or a model file (see the module's docstring), decided
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
     for a run elsewhere; ``options`` are load()'s for a file: inputs, batch_axes, ignore_metadata).
-    ``against`` is another file of the same model, a Target too (``Target.of(path, options=
-    {"ignore_metadata": target.options.get("ignore_metadata", False)})``, as ``ptx verify --against``
-    makes it). ``plan`` is plan_inputs' (shapes, values, ranges, default_range); ``atol`` and ``rtol``
-    are (output name or None, value) pairs; ``seed`` asks for generated inputs. ``metric``: the user's
-    ``--metric`` (``metric(run) -> float``, export/bound.py's load_metric, handed in by the CLI), which
-    measures again the bound an int8 file records (ptx.contract.verdict). ``named``: the rows the user
-    asked for (default ``backends``; bench runs the rows it timed, which the user may not have named):
-    a named row that cannot open FAILs, and a named reduced row below its gate too. ``served``: a model on a
-    server (served.open_served), one more row held to the reference (no export needed). A model file's
-    dynamic axes are tried at 1, 2, 7 (or from ``min_sizes`` up: {symbol: size}, --min-shape) and
-    ``max_sizes`` ({symbol: size}, --max-shape) through its
-    own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
+    ``options`` (VerifyOptions) say the rows, the cases and the bounds; keywords (``fields``) replace its
+    fields (``verify(target, backends=["ort-cpu"], samples=20)``). ``against`` is another file of the same
+    model, a Target too (``Target.of(path, options={"ignore_metadata": target.options.get("ignore_metadata",
+    False)})``, as ``ptx verify --against`` makes it). ``served``: a model on a server (served.open_served),
+    one more row held to the reference (no export needed). ``plan`` is plan_inputs' (shapes, values, ranges,
+    default_range); ``atol`` and ``rtol`` are (output name or None, value) pairs; ``seed`` asks for
+    generated inputs. ``metric``: the user's ``--metric`` (``metric(run) -> float``, export/bound.py's
+    load_metric, handed in by the CLI), which measures again the bound an int8 file records
+    (ptx.contract.verdict). ``named``: the rows the user asked for (default ``backends``; bench runs the
+    rows it timed, which the user may not have named): a named row that cannot open FAILs, and a named
+    reduced row below its gate too. A model file's dynamic axes are tried at 1, 2, 7 (or from
+    ``min_sizes`` up: {symbol: size}, --min-shape) and ``max_sizes`` ({symbol: size}, --max-shape) through
+    its own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
+    opts = replace(options or VerifyOptions(), **fields)
     require_targets("verify", target, against, verifying=True)
     # a served model is held to the reference at the reference's own precision: no twin's row beside it
-    variants = [v for v in target.variants(backends) if served is None or v.precision == target.precision]
+    variants = [v for v in target.variants(opts.backends) if served is None or v.precision == target.precision]
     if served is None and target.is_run and not exported(target.run_dir):  # said before eager is loaded and run
         raise NothingToCompareError(f"nothing to compare for {target.name}: {target.run_dir} holds no export yet; run "
                                     f"`{export_command(target.name, run=target.run)}` first (verify compares each "
@@ -100,16 +99,18 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
     head = reference.head
     metadata = getattr(getattr(target, "found", None), "metadata", None) or {}
     # the tolerance the user gave export, as the file records it, where none is given here
-    recorded, unreadable = ({}, "") if atol or rtol or target.is_run else recorded_tolerance(metadata)
-    tolerances = Tolerances.parse(atol or [(None, v) for k, v in recorded.items() if k == "atol"],
-                                  rtol or [(None, v) for k, v in recorded.items() if k == "rtol"],
+    recorded, unreadable = ({}, "") if opts.atol or opts.rtol or target.is_run else recorded_tolerance(metadata)
+    tolerances = Tolerances.parse(opts.atol or [(None, v) for k, v in recorded.items() if k == "atol"],
+                                  opts.rtol or [(None, v) for k, v in recorded.items() if k == "rtol"],
                                   reference.signature.output_names, head.contract if head else None)
-    cases, truth, described, data = _cases(target, reference, samples, batch_sizes, input_files, seed, plan, notice)
+    cases, truth, described, data = _cases(target, reference, opts.samples, opts.batch_sizes, opts.input_files,
+                                           opts.seed, opts.plan, notice)
     report = Report(target.name, target.kind, _runtime_of(reference.backend if not target.is_run else REFERENCE)
                     + (f" on {choice.path.name}, the f32 file {target.path.name} was made from" if choice.path else ""),
-                    signature=reference.signature, inputs=described, cases=[c.label for c in cases], strict=strict,
+                    signature=reference.signature, inputs=described, cases=[c.label for c in cases],
+                    strict=opts.strict,
                     fed=list(cases), against=against.path if against is not None else None, head=head is not None,
-                    given=_given(backends, input_files, seed, atol, rtol), data=data,
+                    given=_given(opts.backends, opts.input_files, opts.seed, opts.atol, opts.rtol), data=data,
                     samples=len(truth) if truth is not None else 0,
                     tolerances={d: tolerances.of(o, reference.signature.output(o).dtype, d).to_dict()
                                 for d in ("cpu", "cuda") for o in reference.signature.output_names[:1]} if head else {})
@@ -121,20 +122,20 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
                             recorded.items()) + " (recorded in the file; --atol/--rtol give another)")
     if not target.is_run:
         report.certificate, notes, report.shape_failures = certificate_notes(
-            target, reference, plan if not input_files else None, max_sizes, min_sizes)
+            target, reference, opts.plan if not opts.input_files else None, opts.max_sizes, opts.min_sizes)
         report.notes += notes
-    if save_inputs:
-        report.notes.append(save_cases(Path(save_inputs), cases, truth))
-    this = Run(target, reference, cases, truth, tolerances, report, progress, input_files, metric, choice)
+    if opts.save_inputs:
+        report.notes.append(save_cases(Path(opts.save_inputs), cases, truth))
+    this = Run(target, reference, cases, truth, tolerances, report, progress, opts.input_files, opts.metric, choice)
     this.left_out = describe_left_out(recorded_rows(metadata))
     to_run, unrunnable = _skip_unrunnable(target, variants, report)
-    asked = set(backends or ()) if named is None else set(named)
-    stored = stored_reference(this, reference_file, save)
+    asked = set(opts.backends or ()) if opts.named is None else set(opts.named)
+    stored = stored_reference(this, opts.reference_file, opts.save)
     held: list[Row] = []  # each row held to the stored reference too, while it is open; said after every row
     # One runtime open at a time: the reference's row first (its answers are kept as arrays, and where nothing
     # after runs it, its runtime goes), then each other row opened, run, held to the stored reference, closed.
     def asked_of(variant: Variant) -> dict:  # what the user asked of a row: it must run, it must agree
-        return dict(required=variant.precision != FULL_PRECISION and variant.label in asked, strict=strict,
+        return dict(required=variant.precision != FULL_PRECISION and variant.label in asked, strict=opts.strict,
                     asked=variant.asked_by(asked))
 
     mine = [(v, reference) for v in to_run if choice.path is None and v.label == choice.label]
@@ -144,7 +145,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
         row = this.row(variant, model, **asked_of(variant))
         if stored is not None and not (row.error or row.advisory):
             held.append(held_to_stored(this, stored, row, model))
-        this.release_reference(keep=target.is_run or metric is not None or served is not None)
+        this.release_reference(keep=target.is_run or opts.metric is not None or served is not None)
     report.rows += held
     _static_checks(target, unrunnable, report)  # once the rows' runtimes have gone: each opens the file too
     said = answered_otherwise([reference, *this.opened])  # the file's declared outputs, as answered
@@ -154,7 +155,7 @@ def verify(target: Target, *, backends: Sequence[str] | None = None, samples: in
         report.rows.append(_against(against, this))
     if served is not None:
         report.rows += served_rows(served, this, choice.label)
-    report.offers = offers(target, report, atol, rtol, triaged)
+    report.offers = offers(target, report, opts.atol, opts.rtol, opts.triaged)
     if target.is_run and not any(not r.is_reference for r in report.rows):  # eager alone proves nothing
         raise NothingToCompareError(f"nothing to compare for {target.name}: no backend besides eager ran ("
                                     + "; ".join(f"{b}: {w}" for b, w in report.skipped.items()) + ")")

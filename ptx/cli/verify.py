@@ -7,7 +7,9 @@ import inspect
 import json
 import sys
 import textwrap
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -19,6 +21,7 @@ from ptx.cli.options import (RUN, SECURITY_NOTE, TOLERANCE, TargetedCommand, bac
 from ptx.cli.targets import _model_file, served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
 from ptx.errors import PtxError
+from ptx.infer.verify.options import VerifyOptions
 from ptx.infer.verify.rule import RULE
 
 
@@ -113,19 +116,20 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         raise click.UsageError("--metric measures again the bound a model file's int8 was made with; a tutorial "
                                "model's is its accuracy, which verify measures on its real test samples")
     opening = open_options(declared_inputs, batch_axes, ignore_metadata)
-    chosen = dict(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
-                  plan=plan_options(shapes, values, ranges), input_files=input_files,
-                  seed=seed if _given(ctx, ["seed"]) else None, reference_file=reference_file,
-                  save=save_reference, strict=strict, triaged=locate, **certificate_sizes(min_shapes, max_shapes),
-                  notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
-                  progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+    chosen = VerifyOptions(backends=backends, samples=samples, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
+                           plan=plan_options(shapes, values, ranges), input_files=input_files,
+                           seed=seed if _given(ctx, ["seed"]) else None, reference_file=reference_file,
+                           save=save_reference, strict=strict, triaged=locate,
+                           **certificate_sizes(min_shapes, max_shapes))
+    said = Said(notice=(lambda msg: click.echo(msg, err=True)) if as_json else click.echo,
+                progress=lambda msg: click.echo(f"verify: {msg}", err=True))
 
     if is_url(name):  # a served model: one more row held to a local reference
-        _verify_url(ctx, name, against, root, run, opening, chosen, served, as_json, all_rows)
+        _verify_url(ctx, name, against, root, run, opening, chosen, said, served, as_json, all_rows)
     if metric is not None:
         from ptx.export.bound import load_metric  # one line for a file or function that is not there
 
-        chosen["metric"] = load_metric(metric)
+        chosen = replace(chosen, metric=load_metric(metric))
 
     def with_against(target: Target) -> tuple[Target, Target | None]:
         # --against's file, read with the verified file's choice of metadata (a changed file: ignored)
@@ -142,9 +146,9 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         if not runs:
             raise PtxError(f"no run under {root} has an export: run `ptx train NAME` and `ptx export NAME` first")
         jobs = [(one.name, one.run, lambda one=one: with_against(one),
-                 {**chosen, "save_inputs": f"{save_inputs}.{one.run.name}.npz" if save_inputs else None})
+                 replace(chosen, save_inputs=f"{save_inputs}.{one.run.name}.npz" if save_inputs else None))
                 for one in runs]
-        _verify(jobs, as_json=as_json, many=True, all_rows=all_rows)
+        _verify(jobs, said, as_json=as_json, many=True, all_rows=all_rows)
     if not _model_file(name, "verify") and _given(ctx, ["shapes", "values", "ranges"]) and not _given(ctx, ["seed"]):
         raise click.UsageError("--shape, --value and --range shape generated inputs; a tutorial model is fed its "
                                "real test samples: add --seed N for generated ones")
@@ -174,7 +178,7 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
             _show_located(report, doc, found, as_json)
 
     _verify([(target.name if target.is_run else name, run, lambda: with_against(target),
-              {**chosen, "save_inputs": save_inputs})], as_json=as_json, all_rows=all_rows,
+              replace(chosen, save_inputs=save_inputs))], said, as_json=as_json, all_rows=all_rows,
             then=then if locate else None)
 
 
@@ -207,25 +211,34 @@ def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=
     ctx.exit(report.exit_code())
 
 
-def _verify_url(ctx, url, against, root, run, opening, chosen, served, as_json, all_rows) -> None:
+def _verify_url(ctx, url, against, root, run, opening, chosen, said, served, as_json, all_rows) -> None:
     """`ptx verify URL`: the model a server serves, one more row beside its reference's own (--against
     FILE|NAME|RUN, by default the URL's model name's run where it names a tutorial model); the reference
     decided here, where the argument enters, and the endpoint reached before anything runs."""
     refuse_given(ctx, ["all_models", "locate", "repro", "metric", "save_reference", "reference_file", "save_inputs"],
                  "is not for a served model (ptx verify URL compares its answers)")
-    model, target = served_target(url, served, against, root, run, opening, verifying=True,
-                                  say=chosen["progress"])
-    chosen = {**chosen, "backends": chosen["backends"] or [target.reference]}
+    model, target = served_target(url, served, against, root, run, opening, verifying=True, say=said.progress)
+    chosen = replace(chosen, backends=chosen.backends or [target.reference])
     with model:
-        _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None),
-                  {**chosen, "served": model})], as_json=as_json, all_rows=all_rows)
+        _verify([(target.name if target.is_run else str(target.path), run, lambda: (target, None), chosen)],
+                said, as_json=as_json, all_rows=all_rows, served=model)
 
 
-def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
+@dataclass(frozen=True)
+class Said:
+    """Where verify's words go: notes (stdout beside the table; stderr with --json, which keeps stdout for the
+    JSON) and progress (stderr)."""
+
+    notice: Callable[[str], None]
+    progress: Callable[[str], None]
+
+
+def _verify(jobs, said: Said, *, as_json, many=False, all_rows=False, then=None, served=None) -> None:
     """``ptx verify``'s one path for a tutorial model's runs (NAME, --run, --all), a model file and a
-    served model: each (name, run folder, targets, options) of ``jobs``: ``targets()`` gives the Target
-    and --against's (made here for --all, so that a run that cannot be read is its row), verified by
-    ptx.infer.verify.verify with ``options``, its table printed (or, --json, its dict kept), a run's
+    served model (``served``, one more row): each (name, run folder, targets, options) of ``jobs``:
+    ``targets()`` gives the Target and --against's (made here for --all, so that a run that cannot be read is
+    its row), verified by ptx.infer.verify.verify with ``options`` (VerifyOptions), its words where ``said``
+    sends them, its table printed (or, --json, its dict kept), a run's
     verdicts kept in its folder (verify.json: what `ptx serve --backend auto` and bench's fastest pick
     build on; a served model's in served.json), then ``then(report, doc)`` (--locate's triage and
     trace); exits with the worst status. With ``many`` (--all), a run that fails to verify is its row."""
@@ -236,7 +249,8 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
     for name, folder, targets, options in jobs:
         try:
             target, other = targets()
-            report = verify(target, against=other, **options)
+            report = verify(target, options, against=other, served=served, notice=said.notice,
+                            progress=said.progress)
         except Exception as exc:  # noqa: BLE001 - with --all, one model's failure is its row, and the rest go on
             if not many:
                 raise
@@ -251,7 +265,7 @@ def _verify(jobs, *, as_json, many=False, all_rows=False, then=None) -> None:
         if not as_json:  # the table first: a locate that cannot trace the row still leaves the verdict shown
             click.echo(report.table(all_rows) + "\n" * many)
         if target.is_run:
-            (record_served if "served" in options else record_verify)(report, target.run_dir)
+            (record_served if served is not None else record_verify)(report, target.run_dir)
         if then is not None:
             then(report, docs[-1])
     failed = [d["model"] for d in docs if d.get("error")]
