@@ -119,6 +119,10 @@ def test_grouped_heads_read_the_cache_without_a_copy_for_every_query_head(export
     from ptx.export import grouped_attention
 
     assert cache_expands(exported["llama"][0]) == cache_expands(exported["qwen2"][0]) == 0
+    plain = gpt2()
+    before = plain.config._attn_implementation
+    with grouped_attention.grouped_attention(plain):
+        assert plain.config._attn_implementation == before  # no grouped heads: its own attention, traced as it is
     real = grouped_attention._grouped
 
     def other_heads(module, query, key, value, *args, **kwargs):  # each group's queries against the next group's keys

@@ -11,7 +11,7 @@ from ptx.contract.comparison import JUDGING_SAMPLES
 
 @dataclass(frozen=True)
 class VerifyOptions:
-    """The rows, the cases and the bounds of one verify (ptx.infer.verify.verify's docstring says each)."""
+    """The rows, the cases and the bounds of one verify, each field said beside it."""
 
     backends: Sequence[str] | None = None  # the rows (default: every one the model has that this machine runs)
     # the rows the user asked for (default ``backends``): one that cannot open FAILs, a reduced one below its
@@ -29,6 +29,8 @@ class VerifyOptions:
     strict: bool = False  # a row that cannot run, and onnx.reference departing alone, fail the verdict
     save_inputs: str | Path | None = None
     triaged: bool = False  # --locate: the offers say the triage is done here
-    metric: Callable | None = None  # --metric: measures again the bound an int8 file records (metric(run) -> float)
-    max_sizes: Mapping[str, int] | None = None  # --max-shape {symbol: size} for the shape certificate
-    min_sizes: Mapping[str, int] | None = None  # --min-shape
+    # --metric (export/bound.py's load_metric, metric(run) -> float): measures again the bound an int8 file records
+    metric: Callable | None = None
+    # a file's dynamic axes, for the shape certificate: --max-shape and --min-shape, {symbol: size}
+    max_sizes: Mapping[str, int] | None = None
+    min_sizes: Mapping[str, int] | None = None

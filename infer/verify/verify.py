@@ -72,19 +72,13 @@ def verify(target: Target, options: VerifyOptions | None = None, *, against: Tar
     where the argument entered: ``verify(Target.of("convnet", verifying=True))``,
     ``verify(Target.of("net.onnx", options={"inputs": [...]}, verifying=True))`` (``root=``, ``run=``
     for a run elsewhere; ``options`` are load()'s for a file: inputs, batch_axes, ignore_metadata).
-    ``options`` (VerifyOptions) say the rows, the cases and the bounds; keywords (``fields``) replace its
-    fields (``verify(target, backends=["ort-cpu"], samples=20)``). ``against`` is another file of the same
-    model, a Target too (``Target.of(path, options={"ignore_metadata": target.options.get("ignore_metadata",
-    False)})``, as ``ptx verify --against`` makes it). ``served``: a model on a server (served.open_served),
-    one more row held to the reference (no export needed). ``plan`` is plan_inputs' (shapes, values, ranges,
-    default_range); ``atol`` and ``rtol`` are (output name or None, value) pairs; ``seed`` asks for
-    generated inputs. ``metric``: the user's ``--metric`` (``metric(run) -> float``, export/bound.py's
-    load_metric, handed in by the CLI), which measures again the bound an int8 file records
-    (ptx.contract.verdict). ``named``: the rows the user asked for (default ``backends``; bench runs the
-    rows it timed, which the user may not have named): a named row that cannot open FAILs, and a named
-    reduced row below its gate too. A model file's dynamic axes are tried at 1, 2, 7 (or from
-    ``min_sizes`` up: {symbol: size}, --min-shape) and ``max_sizes`` ({symbol: size}, --max-shape) through
-    its own runtime, and the shape certificate said in the notes (infer/verify/shapes.py)."""
+    ``options`` (VerifyOptions: the rows, the cases, the bounds, each field said there); keywords (``fields``)
+    replace its fields (``verify(target, backends=["ort-cpu"], samples=20)``). ``against`` is another file of
+    the same model, a Target too (``Target.of(path, options={"ignore_metadata": target.options.get(
+    "ignore_metadata", False)})``, as ``ptx verify --against`` makes it). ``served``: a model on a server
+    (served.open_served), one more row held to the reference (no export needed). A model file's dynamic axes
+    are tried at 1, 2, 7 (or from ``min_sizes`` up) and at ``max_sizes`` through its own runtime, and the shape
+    certificate said in the notes (infer/verify/shapes.py)."""
     opts = replace(options or VerifyOptions(), **fields)
     require_targets("verify", target, against, verifying=True)
     # a served model is held to the reference at the reference's own precision: no twin's row beside it
