@@ -15,7 +15,8 @@ import torch
 
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import Generation, batches, left_padded
-from ptx.contract.generation_judge import ReferenceDecoding, tie_width
+from ptx.contract.generation_judge import tie_width
+from ptx.contract.reference_decoding import ReferenceDecoding
 from ptx.contract.tensors import Signature
 from ptx.errors import ValidationError
 from ptx.infer.model.generation_check import reference_decoding

@@ -40,7 +40,8 @@ import torch
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import (GENERATION_KEY, JUDGING_STEPS, SHORT_PROMPTS, Encoder, Generation,
                                      encoder_file_name, half_exact)
-from ptx.contract.generation_judge import ReferenceDecoding, recorded_bounds, tie_width
+from ptx.contract.generation_judge import recorded_bounds, tie_width
+from ptx.contract.reference_decoding import ReferenceDecoding
 from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError, first_line

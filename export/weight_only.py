@@ -23,7 +23,8 @@ import numpy as np
 from ptx.atomic import ensure_writable_dir
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import Generation, left_padded, of_metadata, positions
-from ptx.contract.generation_judge import bounds_for, recorded_reference
+from ptx.contract.generation_judge import bounds_for
+from ptx.contract.reference_decoding import recorded_reference
 from ptx.contract.names import twin_name
 from ptx.contract.verdict import Evidence, verdict_strings
 from ptx.errors import PtxError

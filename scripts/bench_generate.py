@@ -162,7 +162,8 @@ def builder_int4(args, pretrained: Path, out: Path) -> Path | None:
 def quality(f32: Path, files: dict[str, Path]) -> dict:
     """Each reduced file's judgement against the f32 file's record (eager's logits on its recorded prompts),
     by `ptx verify F32 --against FILE --json`: the worst prompt's top-1 agreement (near-ties counted as agreeing,
-    as the judge counts them) and its share of steps whose top token is eager's, its mean and p99 KL."""
+    as the judge counts them) and its share of positions whose top token is eager's, its mean and p99 KL, and its
+    perplexity ratio (the largest of the prompts')."""
     found = {}
     for label, path in files.items():
         done = subprocess.run(["ptx", "verify", str(f32), "--against", str(path), "--backends", "ort-cpu", "--json"],
@@ -173,10 +174,11 @@ def quality(f32: Path, files: dict[str, Path]) -> dict:
         except (ValueError, StopIteration, KeyError, TypeError):
             found[label] = {"skipped": (done.stderr.strip().splitlines() or ["no verdict"])[-1]}
             continue
-        found[label] = {"status": row["status"], "prompts": len(prompts),
-                        "positions": sum(p.get("steps", 0) for p in prompts),
+        judged = [p.get("positions", p.get("steps", 0)) for p in prompts]  # a prompt's own positions, then its steps
+        found[label] = {"status": row["status"], "prompts": len(prompts), "positions": sum(judged),
                         "agreement": min(p["agreement"] for p in prompts),
-                        "same_top": min(p["same_top"] / p["steps"] for p in prompts if p.get("steps")),
+                        "same_top": min(p["same_top"] / n for p, n in zip(prompts, judged) if n),
+                        "perplexity_ratio": max((p.get("perplexity_ratio") or 1.0) for p in prompts),
                         "kl_mean": max(p["kl_mean"] for p in prompts), "kl_p99": max(p["kl_p99"] for p in prompts)}
     return found
 
@@ -262,14 +264,15 @@ def table(result: dict) -> str:
     if result.get("quality"):
         lines += ["", f"| {result['model']}: each file against eager's logits | verdict | positions | top-1 agreement, "
                       "near-ties as agreeing (worst prompt) | same top token (worst prompt) | KL mean (worst prompt) | "
-                      "KL p99 (worst prompt) |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+                      "KL p99 (worst prompt) | perplexity ratio (worst prompt) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for label, row in result["quality"].items():
             if "skipped" in row:
-                lines.append(f"| {label} | skipped: {row['skipped']} | | | | | |")
+                lines.append(f"| {label} | skipped: {row['skipped']} | | | | | | |")
             else:
                 lines.append(f"| {label} | {row['status']} | {row['positions']} | {100 * row['agreement']:.0f}% | "
-                             f"{100 * row['same_top']:.0f}% | {row['kl_mean']:.2e} | {row['kl_p99']:.2e} |")
+                             f"{100 * row['same_top']:.0f}% | {row['kl_mean']:.2e} | {row['kl_p99']:.2e} | "
+                             f"{row.get('perplexity_ratio', float('nan')):.4f} |")
     return "\n".join(lines)
 
 

@@ -201,7 +201,8 @@ def reduced_decodings() -> list[str]:
 
     from ptx.contract.comparison import default_tolerance
     from ptx.contract.generation import Steps
-    from ptx.contract.generation_judge import ReferenceDecoding, StepLogits, judge
+    from ptx.contract.generation_judge import judge
+    from ptx.contract.reference_decoding import ReferenceDecoding, StepLogits
 
     lines = ["| model | layers | init | logits up to | bf16 top-1 | bf16 KL mean / p99 | int8 top-1 | int8 KL mean / p99 "
              "| int4 top-1 | int4 KL mean / p99 |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

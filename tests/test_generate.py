@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from ptx.contract.generation import Generation, left_padded, positions  # noqa: E402
-from ptx.contract.generation_judge import recorded_reference  # noqa: E402
+from ptx.contract.reference_decoding import recorded_reference  # noqa: E402
 from ptx.contract.schema import Tolerance  # noqa: E402
 from ptx.errors import InputError, PtxError, ValidationError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
@@ -84,7 +84,8 @@ def test_export_keeps_the_cache_and_says_how_it_validated(exported, name):
     said = "\n".join(lines)
     assert "task: text-generation" in said and "the decoder is exported with its key/value cache" in said, said
     onnx_line = next(ln for ln in lines if ln.startswith("onnx "))
-    assert "decoding steps teacher-forced" in onnx_line and "greedy tokens: 64 of 64" in onnx_line, onnx_line
+    assert "positions teacher-forced (" in onnx_line and " in the prompts, 64 decoding steps;" in onnx_line and \
+        "greedy tokens: 64 of 64" in onnx_line, onnx_line
     assert "generate(do_sample=False): the same tokens, 4 prompts" in said, said  # ptx's loop gives transformers' tokens
     model = load(path)
     inputs = model.signature.input_names
@@ -129,7 +130,7 @@ def test_grouped_heads_read_the_cache_without_a_copy_for_every_query_head(export
         return real(module, query, key.roll(1, dims=1), value.roll(1, dims=1), *args, **kwargs)
 
     monkeypatch.setattr(grouped_attention, "_grouped", other_heads)
-    with pytest.raises(ValidationError, match=r"step \d+"):
+    with pytest.raises(ValidationError, match=r"(step|position) \d+"):
         export_module(llama(), None, tmp_path / "wrong", formats=["onnx"], log=lambda _: None)
     assert not (tmp_path / "wrong" / "model.onnx").exists()
 
@@ -302,12 +303,27 @@ def test_a_backend_that_returns_another_layer_s_present_fails_verify_naming_prom
         in report.lines()[-1], report.lines()
 
 
+def test_a_prompt_pass_wrong_but_at_its_last_position_fails_verify_naming_the_position(exported, monkeypatch):
+    """What a mask that lets each position of the prompt see the ones after it gives: the prompt's last position
+    (which sees them all anyway), its cache and every step right, the positions before it wrong. Judged at the
+    steps alone, the file passed; the prompt's own positions are judged too."""
+    def peeking(feeds, out):
+        if feeds["input_ids"].shape[1] > 1:
+            out["logits"] = out["logits"].copy()
+            out["logits"][:, :-1] += np.float32(0.5)
+        return out
+    _wrapped(monkeypatch, peeking)
+    report = _verify(exported["llama"][0])
+    assert report.exit_code() == 1
+    assert "prompt 1 position 1: logits differ from the reference's" in report.lines()[-1], report.lines()
+
+
 def test_verify_s_atol_is_what_a_float32_row_is_held_to(exported, monkeypatch):
     def moved(feeds, out):
         out["logits"] = out["logits"] + np.float32(0.01)  # beyond 1e-4 + 1e-3 x the rows' largest (about 1)
         return out
     _wrapped(monkeypatch, moved)
-    assert "prompt 1 step 1: logits differ" in _verify(exported["llama"][0]).lines()[-1]
+    assert "prompt 1 position 1: logits differ" in _verify(exported["llama"][0]).lines()[-1]
     assert _verify(exported["llama"][0], atol=0.02).exit_code() == 0
 
 
@@ -337,7 +353,7 @@ def test_a_reduced_row_with_one_prompt_wrong_from_step_1_fails_and_with_nan_at_s
         assert judged(lambda feeds, out: out).passed
         failed = judged(wrong_prompt).failures()
         assert len(failed) >= 1 and all(f.startswith("prompt 2") for f in failed), failed
-        assert "first at step 1" in failed[0] or "KL divergence" in failed[0]
+        assert "first at position 1" in failed[0] or "KL divergence" in failed[0]
         assert judged(nan_at_step_9).failures() == ["prompt 3 step 9: NaN or infinite logits"]
 
 
@@ -388,7 +404,7 @@ def test_a_decoder_edited_after_export_says_so_first_and_is_held_to_its_record(e
     assert first.startswith("model.onnx is not the file exported: its sha256"), done.stdout
     assert first.endswith("it is judged as an f32 file made from it, against the decoding its record holds"), first
     assert "against eager PyTorch" in done.stdout.splitlines()[1], done.stdout
-    assert done.returncode == 1 and last.startswith("FAIL: ort-cpu: ") and "prompt 1 step 1: logits differ" in last, \
+    assert done.returncode == 1 and last.startswith("FAIL: ort-cpu: ") and "prompt 1 position 1: logits differ" in last, \
         done.stdout + done.stderr
 
 
@@ -401,7 +417,8 @@ def test_a_decoder_in_optimum_s_layout_without_a_record_is_decoded_not_fed_gener
     done = ptx("verify", tmp_path / "decoder.onnx", "--backends", "ort-cpu,openvino")
     assert "greedy generation, 3 prompts (3, 7, 12 tokens) x 16 steps" in done.stdout, done.stdout
     assert re.search(r"^  ort-cpu +reference +its decoding is the reference$", done.stdout, re.M), done.stdout
-    assert re.search(r"^  openvino +PASS +teacher-forced 3 prompts x 16 steps, logits within", done.stdout, re.M)
+    assert re.search(r"^  openvino +PASS +teacher-forced 3 prompts, 67 positions \(19 in the prompts, 16 steps each\), "
+                     "logits within", done.stdout, re.M), done.stdout
     with load(tmp_path / "decoder.onnx") as model:
         assert model.generate(PROMPTS, max_new_tokens=8, eos=()) == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
 

@@ -117,8 +117,8 @@ def factory(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("build, fault, where", [(llama, "mask", "prompt 1 step 1"), (llama, "past", "step 2"),
-                                                 (llama, "scale", "prompt 1 step 1")])
+@pytest.mark.parametrize("build, fault, where", [(llama, "mask", "prompt 1 position 1"), (llama, "past", "step 2"),
+                                                 (llama, "scale", "prompt 1 position 1")])
 def test_an_exporter_bug_fails_export_naming_prompt_and_step_and_keeps_no_file(tmp_path, build, fault, where):
     out = tmp_path / "lm"
     with pytest.raises(ValidationError, match=rf"^onnx \(ort-cpu\): (prompt \d )?{where}: logits differ from the "
@@ -132,7 +132,7 @@ def test_positions_shifted_while_the_exporter_traces_fail_ptx_export_exit_1_keep
                "--exporter", "legacy")
     assert done.returncode == 1, done.stdout + done.stderr
     said = done.stderr.strip().splitlines()
-    assert said[-1].startswith("error: onnx (ort-cpu): prompt 1 step 1: logits differ from the reference's"), said
+    assert said[-1].startswith("error: onnx (ort-cpu): prompt 1 position 1: logits differ from the reference's"), said
     assert not (tmp_path / "lm").exists()
 
 
@@ -143,8 +143,8 @@ def test_a_llama_with_logits_of_100_exports_with_its_cache_and_verifies_with_no_
     done = ptx("export", "--module", f"{factory}:right", "--out", tmp_path / "lm", "--format", "onnx",
                "--exporter", "legacy")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "generate(do_sample=False): the same tokens, 4 prompts (3, 7, 12, 300 tokens)" in done.stdout, done.stdout
-    assert "the past from 0 to 315" in done.stdout
+    assert "generate(do_sample=False): the same tokens, 4 prompts (3, 7, 12, 448 tokens)" in done.stdout, done.stdout
+    assert "the past from 0 to 463" in done.stdout and "530 positions teacher-forced (466 in the prompts" in done.stdout
     shown = ptx("verify", tmp_path / "lm" / "model.onnx", "--backends", "ort-cpu,openvino", "--json")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     rows = {r["backend"]: r for r in json.loads(shown.stdout)["rows"]}
@@ -167,7 +167,7 @@ def test_a_language_model_with_logits_of_1_10_or_100_exports_with_its_cache_and_
 
 
 def _recorded(tmp_path):
-    from ptx.contract.generation_judge import recorded_reference
+    from ptx.contract.reference_decoding import recorded_reference
     from ptx.infer import load
 
     with load(tmp_path / "lm" / "model.onnx") as model:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ptx.contract.comparison import compare_output, default_tolerance
-from ptx.contract.generation import Steps, batches, judging_prompts, of_layout
-from ptx.contract.generation_judge import (DEFAULT_BOUNDS, KEPT, Bounds, ReferenceDecoding, StepLogits, bounds_for,
-                                           judge, parse_bound, recorded_bounds)
+from ptx.contract.generation import JUDGED_POSITIONS, JUDGING_STEPS, Steps, batches, judging_prompts, of_layout
+from ptx.contract.generation_judge import DEFAULT_BOUNDS, Bounds, bounds_for, judge, parse_bound, recorded_bounds
+from ptx.contract.reference_decoding import KEPT, PromptPositions, ReferenceDecoding, StepLogits
 from ptx.errors import PtxError
 
 F32 = default_tolerance("float32")
@@ -103,6 +103,52 @@ def test_a_reduced_row_is_judged_per_prompt_one_prompt_wrong_from_step_1_fails_a
     assert judge(reference, inf, _own(reference), tolerance=F32).failures()[0] == "prompt 1 step 1: NaN or infinite logits"
 
 
+def _with_prompt_positions(reference: ReferenceDecoding, scale: float, seed: int = 4) -> list[np.ndarray]:
+    """``reference`` given prompts of 40, 3, 3 and 3 tokens and its logits at their own positions (rows of
+    ``scale``), recorded as a file records them; each prompt's rows [positions, vocab]."""
+    rng = np.random.default_rng(seed)
+    reference.prompts = [[int(t) for t in rng.integers(0, VOCAB, n)] for n in (40, 3, 3, 3)]
+    rows = [(rng.standard_normal((len(p) - 1, VOCAB)) * scale).astype(np.float32) for p in reference.prompts]
+    reference.prompt_positions = [PromptPositions.of_rows(r, p) for r, p in zip(rows, reference.prompts)]
+    return rows
+
+
+def test_a_prompt_s_own_positions_are_judged_and_a_pass_wrong_but_at_its_last_position_fails_naming_it():
+    """The prompt's pass gives logits at every position: a fault that leaves its last position right (a mask that
+    lets each position see the ones after it: the last sees them all anyway) shows only there, so those positions
+    are judged (as a file records them: the kept logits and the logit of the prompt's next id), counted, and
+    named where they fail; a reduced row's agreement, KL and perplexity ratio read them too."""
+    reference, rows = _reference(scale=5.0)
+    own = _with_prompt_positions(reference, 5.0)
+    recorded = ReferenceDecoding.from_record(json.loads(json.dumps(reference.to_record())))
+    assert np.array_equal(np.float32(recorded.prompt_positions[0].next_logits),  # float32 kept exactly
+                          [r[t] for r, t in zip(own[0], reference.prompts[0][1:])])
+    judged = judge(recorded, _noisy(rows, 1e-4), _own(recorded), tolerance=F32, forced_prompts=own)
+    assert judged.passed, judged.failures()
+    assert judged.positions == 4 * STEPS + 39 + 3 * 2
+    assert "teacher-forced 4 prompts, 109 positions (45 in the prompts, 16 steps each)" in judged.describe()
+    wrong = [r.copy() for r in own]
+    wrong[0][10:] *= np.float32(1.05)  # positions 11 to 39 of the first prompt's pass moved; its steps right
+    failed = judge(recorded, rows, _own(recorded), tolerance=F32, forced_prompts=wrong)
+    assert failed.failures()[0].startswith("prompt 1 position 11: logits differ from the reference's"), failed.failures()
+    assert judge(recorded, rows, _own(recorded), tolerance=F32).passed  # a pass that gave its last position only
+
+    rough = _noisy(rows, 0.05)
+    held = judge(recorded, rough, _own(recorded), precision="int8", tolerance=F32,
+                 forced_prompts=[r + np.float32(0.05) * np.random.default_rng(5).standard_normal(r.shape).astype(
+                     np.float32) for r in own])
+    assert held.passed, held.failures()
+    assert all(p.perplexity_ratio == pytest.approx(1.0, abs=0.05) for p in held.prompts)
+    assert "perplexity at most x1.0" in held.describe()
+    same = judge(recorded, rows, _own(recorded), precision="int8", tolerance=F32, forced_prompts=own)
+    assert all(p.perplexity_ratio == pytest.approx(1.0, abs=1e-5) for p in same.prompts)
+    shuffled = [r.copy() for r in own]
+    shuffled[0] = shuffled[0][::-1].copy()  # the first prompt's pass answers its positions in reverse
+    said = judge(recorded, rows, _own(recorded), precision="int8", tolerance=F32, forced_prompts=shuffled).failures()
+    assert said and said[0].startswith("prompt 1: top token the reference's on") and "of 55 positions" in said[0] \
+        and "first at position 1:" in said[0], said
+
+
 def test_a_reduced_row_s_bounds_are_its_precision_s_the_file_s_or_the_user_s():
     reference, rows = _reference(scale=3.0)
     rough = _noisy(rows, 0.3)  # KL about 0.04: within int4's bounds, beyond bf16's
@@ -178,7 +224,8 @@ def test_a_decoder_in_optimum_s_layout_is_read_by_its_names():
 
 def test_the_judging_prompts_reach_past_300_positions_where_the_model_has_them_and_a_long_one_runs_alone():
     prompts = judging_prompts(128, 4096)
-    assert [len(p) for p in prompts] == [3, 7, 12, 300] and batches(prompts) == [[0, 1, 2], [3]]
+    assert [len(p) for p in prompts] == [3, 7, 12, 448] and batches(prompts) == [[0, 1, 2], [3]]
+    assert JUDGED_POSITIONS == sum(len(p) - 1 for p in prompts) + 4 * JUDGING_STEPS >= 512  # as a quantized LM's
     assert [len(p) for p in judging_prompts(128, 128)] == [3, 7, 12, 112]
     assert [len(p) for p in judging_prompts(128, None, long=False)] == [3, 7, 12]
 

@@ -22,7 +22,7 @@ from ptx.contract.verdict import recorded_verdicts  # noqa: E402
 from ptx.errors import PtxError  # noqa: E402
 from ptx.export import formats  # noqa: E402
 from ptx.contract.generation import of_metadata  # noqa: E402
-from ptx.contract.generation_judge import recorded_reference  # noqa: E402
+from ptx.contract.reference_decoding import recorded_reference  # noqa: E402
 from ptx.export.formats.weight_only import constant_weights  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.files import file_sha256  # noqa: E402

@@ -135,6 +135,11 @@ class Decoding:
         self.index = 0  # the steps run
         self._logits: np.ndarray | None = None  # the last step's, until its tokens are appended
         self.prefill_s = self.decode_s = self.encode_s = 0.0
+        # the prompt's run's logits at every position [batch, positions, vocab], for a judge that reads the
+        # prompt's own positions (infer/model/generation_check.py sets keep_prompt_logits); not kept unless asked,
+        # as they are large (a 2,000-token prompt on a 152k vocabulary: 1.2 GB)
+        self.keep_prompt_logits = False
+        self.prompt_logits: np.ndarray | None = None
 
     @property
     def finished(self) -> bool:
@@ -217,7 +222,10 @@ class Decoding:
             raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
         out = self._run({**feeds, **self._past})
         self._past = {past: out[present] for past, present in self.generation.cache}
-        return np.asarray(out[self.generation.logits])[:, -1, :]
+        logits = np.asarray(out[self.generation.logits])
+        if self.index == 0 and self.keep_prompt_logits:
+            self.prompt_logits = logits
+        return logits[:, -1, :]
 
     def append(self, tokens) -> list[int | None]:
         """The tokens of the step just run, one per prompt (a prompt already done: its entry is ignored);

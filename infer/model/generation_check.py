@@ -1,6 +1,7 @@
 """A decoder run to be judged (ptx.contract.generation_judge), on any runner: the reference's own decoding
 with each step's whole logits kept (``reference_decoding``), and a row's decoding of the reference's prompts,
-teacher-forced on its tokens then free-running, judged (``judge_decoding``). Export's check of a decoder file
+teacher-forced on its tokens (the prompt's own positions too, read from its pass) then free-running, judged
+(``judge_decoding``). Export's check of a decoder file
 (export/decoder.py), a weight-only file's, and ``ptx verify`` of a decoder all call these, so that one file
 gets one verdict wherever it is judged. numpy only: the ONNX Runtime and OpenVINO paths never import torch.
 
@@ -17,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ptx.contract.generation import Generation, Steps, batches
-from ptx.contract.generation_judge import Bounds, DecodingJudgement, ReferenceDecoding, StepLogits, judge
+from ptx.contract.generation_judge import Bounds, DecodingJudgement, judge
+from ptx.contract.reference_decoding import PromptPositions, ReferenceDecoding, StepLogits
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature
@@ -28,16 +30,21 @@ from .generation import GREEDY, Decoding, Run
 
 def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
              tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None
-             ) -> tuple[Steps, list[list[np.ndarray]], float, int]:
+             ) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
     """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
-    greedy ones. (the steps' record, each prompt's logits per step where ``keep``, the decoding steps' seconds,
-    and how many runs they were)."""
+    greedy ones. (the steps' record, each prompt's logits per step where ``keep``, each prompt's logits at its
+    own positions but the last where ``keep`` and the file's prompt pass gives them (a causal LM's; else None),
+    the decoding steps' seconds, and how many runs they were)."""
     record = Steps([[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts])
     logits: list[list[np.ndarray]] = [[] for _ in prompts]
+    own_positions: list[np.ndarray | None] = [None for _ in prompts]
     seconds, runs = 0.0, 0
     for group in _groups(generation, prompts):
         decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder)
+        decoding.keep_prompt_logits = keep and generation.encoder is None
         for step in decoding:
+            if decoding.prompt_logits is not None:
+                _prompt_rows(decoding, group, prompts, own_positions)
             if keep:
                 for row, k in enumerate(group):
                     logits[k].append(step.logits[row].copy())
@@ -48,7 +55,20 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
             record.tokens[k], record.margins[k], record.tops[k] = (done.steps.tokens[row], done.steps.margins[row],
                                                                    done.steps.tops[row])
         seconds, runs = seconds + done.decode_s, runs + done.decode_steps
-    return record, logits, seconds, runs
+    return record, logits, own_positions, seconds, runs
+
+
+def _prompt_rows(decoding: Decoding, group: Sequence[int], prompts, into: list[np.ndarray | None]) -> None:
+    """Each prompt's logits at its own positions but the last, out of its batch's left-padded prompt pass, into
+    ``into`` by prompt; a pass that gave fewer positions than the batch's ids (its last only) gives none."""
+    every, decoding.prompt_logits = decoding.prompt_logits, None
+    width = decoding.pending[decoding.generation.input_ids].shape[1]  # the prompt pass's, until append()
+    if every.ndim != 3 or every.shape[1] != width:
+        return
+    for row, k in enumerate(group):
+        length = len(prompts[k])
+        if length > 1:
+            into[k] = every[row, width - length:width - 1].copy()
 
 
 def _groups(generation: Generation, prompts) -> list[list[int]]:
@@ -76,9 +96,15 @@ def reference_decoding(run: Run, signature: Signature, generation: Generation, p
     ``tokens`` (another decoder's: transformers' generate()), each step's whole logits kept. Where forced,
     a step whose token is not ``run``'s own top has a margin below 0 in the record. An encoder-decoder's
     ``prompts`` are its sources (lists of ids, or an array of features) and ``encoder`` its encoder's runner."""
-    record, logits, _, _ = _decoded(run, signature, generation, prompts, steps, tokens, keep=True, encoder=encoder)
+    record, logits, own_positions, _, _ = _decoded(run, signature, generation, prompts, steps, tokens, keep=True,
+                                                   encoder=encoder)
     kept = prompts if isinstance(prompts, np.ndarray) else [list(p) for p in prompts]
-    return ReferenceDecoding(kept, record, [[StepLogits.of_row(r) for r in rows] for rows in logits], by)
+    positions = None
+    if not isinstance(prompts, np.ndarray) and all(r is not None or len(p) < 2 for r, p in zip(own_positions, kept)):
+        positions = [PromptPositions.of_rows(r if r is not None else np.zeros((0, 0), np.float32), p)
+                     for r, p in zip(own_positions, kept)]
+    return ReferenceDecoding(kept, record, [[StepLogits.of_row(r) for r in rows] for rows in logits], by,
+                             prompt_positions=positions)
 
 
 def judge_decoding(run: Run, signature: Signature, generation: Generation, reference: ReferenceDecoding, *,
@@ -90,10 +116,10 @@ def judge_decoding(run: Run, signature: Signature, generation: Generation, refer
     decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner."""
     reference = reference.truncated(steps)
     count = reference.step_count
-    _, forced, _, _ = _decoded(run, signature, generation, reference.prompts, count, reference.steps.tokens, keep=True,
-                               encoder=encoder)
-    own, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
-                                     encoder=encoder)
+    _, forced, forced_prompts, _, _ = _decoded(run, signature, generation, reference.prompts, count,
+                                               reference.steps.tokens, keep=True, encoder=encoder)
+    own, _, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
+                                        encoder=encoder)
     judged = judge(reference, forced, own, precision=precision, tolerance=tolerance, bounds=bounds,
-                   name=generation.logits)
+                   name=generation.logits, forced_prompts=forced_prompts)
     return judged, (1000 * seconds / runs if runs else None)

@@ -23,7 +23,8 @@ from typing import Callable, Mapping, Sequence
 
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, judging_prompts, of_metadata
-from ptx.contract.generation_judge import DecodingJudgement, ReferenceDecoding, bounds_for, recorded_reference
+from ptx.contract.generation_judge import DecodingJudgement, bounds_for
+from ptx.contract.reference_decoding import ReferenceDecoding, recorded_reference
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.schema import Tolerance
 from ptx.contract.validated import recorded_tolerance

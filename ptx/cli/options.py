@@ -153,13 +153,13 @@ _BOUND_HELP = ("a number for every reduced precision, or PRECISION=NUMBER for on
                "what the file records, else the precision's (docs/error-model.md)")
 decoding_bound_options = _options(
     click.option("--min-agreement", "min_agreement", multiple=True, metavar="[PRECISION=]SHARE",
-                 help="A decoder's reduced-precision rows: the share of each prompt's steps (teacher-forced) whose top "
-                      f"token is the reference's, at least; {_BOUND_HELP}."),
+                 help="A decoder's reduced-precision rows: the share of each prompt's positions (its own and its "
+                      f"steps, teacher-forced) whose top token is the reference's, at least; {_BOUND_HELP}."),
     click.option("--max-kl", "max_kl", multiple=True, metavar="[PRECISION=]NATS",
                  help="... and each prompt's mean KL divergence from the reference's distribution, at most; "
                       f"{_BOUND_HELP}."),
     click.option("--max-kl-p99", "max_kl_p99", multiple=True, metavar="[PRECISION=]NATS",
-                 help=f"... and its 99th percentile over the prompt's steps, at most; {_BOUND_HELP}."),
+                 help=f"... and its 99th percentile over the prompt's positions, at most; {_BOUND_HELP}."),
 )
 
 

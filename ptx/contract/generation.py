@@ -220,10 +220,14 @@ def of_layout(inputs: Sequence[str], outputs: Sequence[str]) -> Generation | Non
 
 # The prompts a decoding is judged on: three short ones of different lengths, decoded in one left-padded
 # batch (padding, the mask and positions exercised), and a long one, decoded alone, whose positions reach
-# past 300 (rotary angles lose float32 precision there) where the model has that many.
+# past 300 (rotary angles lose float32 precision there) where the model has that many. Every position of
+# each prompt but its last and every step is judged (ptx.contract.generation_judge): 2 + 6 + 11 + 447 of the
+# prompts' and 4 x 16 steps, 530 positions, at least the 512 a quantized LM is judged over (llama.cpp's
+# perplexity reads a text's positions the same way).
 SHORT_PROMPTS = (3, 7, 12)
-LONG_PROMPT = 300
+LONG_PROMPT = 448
 JUDGING_STEPS = 16
+JUDGED_POSITIONS = sum(n - 1 for n in SHORT_PROMPTS) + LONG_PROMPT - 1 + (len(SHORT_PROMPTS) + 1) * JUDGING_STEPS
 ONE_BATCH = 64  # prompts up to this length share a batch; a longer one is decoded alone (no padding to it)
 
 
@@ -343,9 +347,14 @@ class Parting:
     tie: bool
     over: bool = False  # teacher-forced: the margin is the reference's over ``got``, not its top-2 margin
     at_least: bool = False  # ``got`` was not among the logits the reference keeps: the margin is a lower bound
+    position: bool = False  # at a position of the prompt (``step`` counts those), not a decoding step
+
+    @property
+    def place(self) -> str:
+        return f"{'position' if self.position else 'step'} {self.step}"
 
     def describe(self) -> str:
         what = ("a near-tie" if self.over else "a tie") if self.tie else "parts"
         margin = f"its margin over {self.got}{' at least' * self.at_least}" if self.over else "its top-2 margin"
-        return (f"prompt {self.prompt + 1} step {self.step}: {what}: {self.got} where the reference chose {self.want} "
+        return (f"prompt {self.prompt + 1} {self.place}: {what}: {self.got} where the reference chose {self.want} "
                 f"({margin} {self.margin:.3g})")

@@ -5,31 +5,31 @@ decoder).
 
 Teacher-forced first: the row decodes the reference's own tokens (each step appends the reference's token,
 not its own), so every step's logits answer the same prefix as the reference's and can be compared; a
-near-tie cannot hide a difference in the steps after it. Then free-running: the row's own greedy tokens,
-each prompt's first parting from the reference's said with the reference's top-2 margin there.
+near-tie cannot hide a difference in the steps after it. The prompt's own positions are teacher-forced too
+(its pass computes the logits at every position, each answering the prompt so far, as llama.cpp's
+perplexity tool reads a text): a prompt's judged positions are those of the prompt but its last, then its
+steps (``ptx.contract.generation.JUDGED_POSITIONS`` in all, where the model has that many positions), so a
+fault that shows only inside a long pass (a mask that lets a position see the ones after it) is caught, and
+a reduced row's agreement and KL are read over hundreds of positions, not 64 steps. Then free-running: the
+row's own greedy tokens, each prompt's first parting from the reference's said with the reference's top-2
+margin there. Each prompt's perplexity ratio (the row's perplexity of the tokens that follow each position,
+the prompt's and the reference's, over the reference's) is said beside a reduced row's KL.
 
-- A float32 row is held to the logits' tolerance at every step, the one comparison's row-scaled rule
-  (ptx.contract.comparison.compare_outputs, docs/error-model.md): a step beyond it fails its prompt, named
-  by prompt and step. Where the row's top token differs from the reference's within the tolerance, the step
-  is a near-tie: said, not failed. A free-running parting beyond the tie width fails its prompt.
+- A float32 row is held to the logits' tolerance at every position, the one comparison's row-scaled rule
+  (ptx.contract.comparison.compare_outputs, docs/error-model.md): a position beyond it fails its prompt,
+  named by prompt and position or step. Where the row's top token differs from the reference's within the
+  tolerance, the position is a near-tie: said, not failed. A free-running parting beyond the tie width fails its prompt.
 - A reduced row (bf16, an int8 or int4 file) cannot meet the f32 tolerance: it is held, per prompt, to the
-  share of steps whose top token is the reference's (top-1 agreement) and the KL divergence of its
-  distribution from the reference's (mean and 99th percentile over the prompt's steps), as llama.cpp's
+  share of positions whose top token is the reference's (top-1 agreement) and the KL divergence of its
+  distribution from the reference's (mean and 99th percentile over the prompt's positions), as llama.cpp's
   perplexity tool reports both for a quantized model. Each precision has its bounds (``Bounds``), which the
   file records and ``--min-agreement``/``--max-kl``/``--max-kl-p99`` set. A top token that differs where
   the reference's two logits lie within what the KL bound lets a logit move (``Bounds.tie_width``) is a
   near-tie, counted as agreeing and said.
 - Per prompt, never pooled: one prompt beyond its bounds fails the row, whatever the others do.
-- A NaN or an infinity in any step's logits fails the row, named by prompt and step.
+- A NaN or an infinity in any position's logits fails the row, named by prompt and position or step.
 
-What the reference keeps of each step's logits (``StepLogits``): export holds eager's whole rows in memory;
-the file records, per prompt and step, the KEPT largest logits and their ids, the row's largest |logit|
-(the tolerance's scale) and the logsumexp of the whole row. Whole rows would cost vocabulary x steps x
-prompts floats (151,936 x 16 x 4 for a Qwen2: 39 MB of metadata); the kept ones are a few kB and hold what
-the judge needs: a step's largest logits (where a fault that moves the row shows), its scale, and its
-distribution as the kept tokens' probabilities plus the rest as one bucket (probability 1 - their sum,
-exact from the logsumexp). KL over that bucketed distribution is a lower bound of the full one (the log-sum
-inequality) and equals it where the kept tokens hold the mass, as a trained model's few top tokens do.
+What the reference keeps of each step and position, and how a file records it: ptx.contract.reference_decoding.
 """
 from __future__ import annotations
 
@@ -44,18 +44,17 @@ from ptx.errors import PtxError
 
 from .comparison import OutputAgreement, compare_outputs
 from .error_model import SCALE_WORDS
-from .generation import Parting, Steps, features_json, features_of
+from .generation import Parting, Steps
 from .names import FULL_PRECISION
+from .reference_decoding import KEPT, ReferenceDecoding, StepLogits, logsumexp
 from .schema import Tolerance
 from .tensors import Signature, TensorSig
-
-KEPT = 32  # logits a file records per prompt and step (the largest; and the row's largest |logit|)
 
 
 @dataclass(frozen=True)
 class Bounds:
     """What a reduced precision's decoding must hold, per prompt: its top token the reference's on at least
-    ``min_agreement`` of the steps (near-ties counted as agreeing), and the KL divergence of its distribution
+    ``min_agreement`` of the positions (near-ties counted as agreeing), and the KL divergence of its distribution
     from the reference's (nats per step) at most ``max_kl`` on average and ``max_kl_p99`` at its 99th
     percentile."""
 
@@ -138,155 +137,43 @@ def parse_bound(option: str, values: Sequence[str]) -> dict[str | None, float]:
     return found
 
 
-@dataclass(frozen=True)
-class StepLogits:
-    """The reference's logits at one step of one prompt: ``values`` at the token ids ``ids`` (None: the whole
-    row, in order) and the logsumexp of the whole row (its distribution's normaliser)."""
-
-    ids: np.ndarray | None
-    values: np.ndarray
-    logsumexp: float
-
-    @classmethod
-    def of_row(cls, row: np.ndarray) -> "StepLogits":
-        return cls(None, np.asarray(row), _logsumexp(np.asarray(row, np.float64)))
-
-    def kept(self, count: int = KEPT) -> "StepLogits":
-        """The ``count`` largest logits and the row's largest |logit| (the tolerance's scale: a row's most
-        negative logit may be its largest in size), with the whole row's logsumexp."""
-        if self.ids is not None or self.values.size <= count:
-            return self
-        row = self.values
-        finite = np.where(np.isfinite(row), row, -np.inf)
-        ids = np.argpartition(-finite, count - 1)[:count]
-        widest = int(np.argmax(np.where(np.isfinite(row), np.abs(row), -1)))
-        if widest not in ids:
-            ids = np.append(ids, widest)
-        ids = ids[np.argsort(-finite[ids], kind="stable")]
-        return StepLogits(ids.astype(np.int64), row[ids], self.logsumexp)
-
-    def at(self, row: np.ndarray) -> np.ndarray:
-        """``row``'s values at the ids kept here (the whole row where the reference keeps it whole)."""
-        return row if self.ids is None else row[self.ids]
-
-    @property
-    def scale(self) -> float:
-        """The row's largest finite |logit|: what the tolerance's rtol multiplies."""
-        finite = np.abs(self.values[np.isfinite(self.values)])
-        return float(finite.max()) if finite.size else 0.0
-
-    def kl_from(self, row: np.ndarray) -> float:
-        """KL(reference || ``row``'s distribution) in nats: over the kept tokens and the rest as one bucket
-        where the reference keeps some (a lower bound of the full KL); exact where it keeps the whole row."""
-        got = np.asarray(row, np.float64)
-        log_q_all = got - _logsumexp(got)
-        log_p = np.asarray(self.values, np.float64) - self.logsumexp
-        log_q = self.at(log_q_all)
-        p = np.exp(log_p)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kl = float(np.sum(np.where(p > 0, p * (log_p - log_q), 0.0)))
-            if self.ids is not None:
-                rest_p = 1.0 - float(p.sum())
-                rest_q = 1.0 - float(np.exp(log_q).sum())
-                if rest_p > 1e-12:  # below it, the rounding of the sum of the kept ones
-                    kl += rest_p * (math.log(rest_p) - math.log(max(rest_q, 1e-300)))
-        return max(kl, 0.0)
-
-
-def _logsumexp(row: np.ndarray) -> float:
-    top = float(np.max(row))
-    if not math.isfinite(top):
-        return top
-    return top + math.log(float(np.exp(row - top).sum()))
-
-
-def _float32_list(values: np.ndarray) -> list[float]:
-    """As JSON holds float32 values: each the shortest decimal that reads back as the same float32 (``str`` of
-    a numpy float32), so a file's record is exact and short."""
-    return [float(str(v)) for v in np.asarray(values, np.float32)]
-
-
-@dataclass
-class ReferenceDecoding:
-    """The decoding every row is held to: its ``prompts``, its greedy ``steps`` (each prompt's tokens, their
-    top-2 margins and chosen logits), and each prompt's ``logits`` per step (StepLogits: whole rows where
-    export holds them, the kept ones where a file records them; None where an older file records tokens
-    only). ``by``: who decoded it; ``checked``: what else it was held to (transformers' generate()). An
-    encoder-decoder's prompts are its encoder's sources: token ids, or an array of features (Whisper's)."""
-
-    prompts: list[list[int]] | np.ndarray
-    steps: Steps
-    logits: list[list[StepLogits]] | None
-    by: str
-    checked: str = ""
-
-    @property
-    def step_count(self) -> int:
-        return len(self.steps.tokens[0]) if self.steps.tokens else 0
-
-    def truncated(self, steps: int | None) -> "ReferenceDecoding":
-        """The first ``steps`` steps of every prompt (itself where ``steps`` is None or no fewer than it has)."""
-        if steps is None or steps >= self.step_count:
-            return self
-        cut = Steps([t[:steps] for t in self.steps.tokens], [m[:steps] for m in self.steps.margins],
-                    [t[:steps] for t in self.steps.tops])
-        logits = None if self.logits is None else [rows[:steps] for rows in self.logits]
-        return ReferenceDecoding(self.prompts, cut, logits, self.by, self.checked)
-
-    def to_record(self, count: int = KEPT) -> dict:
-        """As ptx.generation's ``reference`` holds it (JSON): the prompts, the steps, each step's kept logits."""
-        given = {"features": features_json(self.prompts)} if isinstance(self.prompts, np.ndarray) else \
-            {"prompts": self.prompts}
-        doc = {**given, **self.steps.to_dict(), "by": self.by}
-        if self.checked:
-            doc["checked"] = self.checked
-        if self.logits is not None:
-            kept = [[step.kept(count) for step in rows] for rows in self.logits]
-            doc["logits"] = {"kept": count,
-                             "ids": [[[int(i) for i in s.ids] if s.ids is not None else None for s in rows]
-                                     for rows in kept],
-                             "values": [[_float32_list(s.values) for s in rows] for rows in kept],
-                             "logsumexp": [[round(s.logsumexp, 7) for s in rows] for rows in kept]}
-        return doc
-
-    @classmethod
-    def from_record(cls, doc: Mapping) -> "ReferenceDecoding | None":
-        """The reference a file records (ptx.generation's ``reference``), or None where it records none."""
-        if not doc or ("prompts" not in doc and "features" not in doc):
-            return None
-        logits = None
-        if doc.get("logits"):
-            kept = doc["logits"]
-            logits = [[StepLogits(None if ids is None else np.asarray(ids, np.int64), np.asarray(values, np.float32),
-                                  float(lse)) for ids, values, lse in zip(*rows)]
-                      for rows in zip(kept["ids"], kept["values"], kept["logsumexp"])]
-        prompts = features_of(doc["features"]) if "features" in doc else [[int(t) for t in p] for p in doc["prompts"]]
-        return cls(prompts, Steps.from_dict(doc), logits,
-                   str(doc.get("by", "export")), str(doc.get("checked", "")))
-
-
 @dataclass
 class PromptJudgement:
-    """One prompt's decoding against the reference's: how many steps, the worst step's agreement (float32
-    rows: the one comparison's, merged over the steps) and the first step beyond the tolerance, the steps
-    whose top token is the reference's, the near-ties (said), each step's KL divergence, the first step with
-    a NaN or an infinity, and the free-running tokens' first parting."""
+    """One prompt's decoding against the reference's: its judged positions (``prompt_positions`` of the prompt's
+    own, then ``steps`` decoding steps, indexed 1-based over both: ``where`` names one), the worst position's
+    agreement (float32 rows: the one comparison's, merged) and the first one beyond the tolerance, the positions
+    whose top token is the reference's, the near-ties (said), each position's KL divergence and both sides'
+    negative log-likelihood of the token that follows it, the first position with a NaN or an infinity, and
+    the free-running tokens' first parting."""
 
     prompt: int  # 0-based
     steps: int
+    prompt_positions: int = 0
     worst: OutputAgreement | None = None
-    beyond: tuple[int, OutputAgreement] | None = None  # (1-based step, its agreement)
+    beyond: tuple[int, OutputAgreement] | None = None  # (1-based position, its agreement)
     same_top: int = 0
     ties: list[Parting] = field(default_factory=list)  # top tokens that differ at a near-tie: said
     flips: list[Parting] = field(default_factory=list)  # ... and beyond it
     kl: list[float] = field(default_factory=list)
-    nonfinite: int | None = None  # 1-based step
+    nll: list[float] = field(default_factory=list)  # the row's -log p of the next token, per position
+    nll_reference: list[float] = field(default_factory=list)  # the reference's
+    nonfinite: int | None = None  # 1-based position
     parting: Parting | None = None  # the free-running tokens' first parting
 
     @property
+    def positions(self) -> int:
+        return self.prompt_positions + self.steps
+
+    def where(self, index: int) -> str:
+        """The 1-based judged position ``index`` in words: a position of the prompt, or a decoding step."""
+        if index <= self.prompt_positions:
+            return f"position {index}"
+        return f"step {index - self.prompt_positions}"
+
+    @property
     def agreement(self) -> float:
-        """The share of steps whose top token is the reference's, near-ties counted as agreeing."""
-        return (self.same_top + len(self.ties)) / self.steps if self.steps else 1.0
+        """The share of positions whose top token is the reference's, near-ties counted as agreeing."""
+        return (self.same_top + len(self.ties)) / self.positions if self.positions else 1.0
 
     @property
     def kl_mean(self) -> float:
@@ -295,6 +182,14 @@ class PromptJudgement:
     @property
     def kl_p99(self) -> float:
         return float(np.percentile(self.kl, 99)) if self.kl else 0.0
+
+    @property
+    def perplexity_ratio(self) -> float | None:
+        """The row's perplexity of the tokens that follow each judged position over the reference's (1: the
+        same), or None where no position was read."""
+        if not self.nll or len(self.nll) != len(self.nll_reference):
+            return None
+        return math.exp(float(np.mean(self.nll)) - float(np.mean(self.nll_reference)))
 
 
 @dataclass
@@ -317,33 +212,46 @@ class DecodingJudgement:
     def steps(self) -> int:
         return sum(p.steps for p in self.prompts)
 
+    @property
+    def positions(self) -> int:
+        return sum(p.positions for p in self.prompts)
+
     def label(self, prompt: PromptJudgement) -> str:
         return f"prompt {prompt.prompt + 1}"
 
+    def counted(self) -> str:
+        """What was judged, in words: the prompts, their steps, and the prompts' own positions where read."""
+        prompts = f"{len(self.prompts)} prompt{'s' * (len(self.prompts) != 1)}"
+        steps = f"{self.prompts[0].steps if self.prompts else 0} steps"
+        own = sum(p.prompt_positions for p in self.prompts)
+        if not own:
+            return f"{prompts} x {steps}"
+        return f"{prompts}, {self.positions} positions ({own} in the prompts, {steps} each)"
+
     def prompt_failures(self, p: PromptJudgement) -> list[str]:
-        """Why prompt ``p`` fails, in words naming its step (empty where it holds)."""
+        """Why prompt ``p`` fails, in words naming its position or step (empty where it holds)."""
         name, found = self.label(p), []
         if p.nonfinite is not None:
-            found.append(f"{name} step {p.nonfinite}: NaN or infinite logits")
+            found.append(f"{name} {p.where(p.nonfinite)}: NaN or infinite logits")
         if self.bounds is None:
             if p.beyond is not None:
-                step, agreement = p.beyond
-                found.append(f"{name} step {step}: logits differ from the reference's by up to {agreement.max_abs:.3g} "
-                             f"(atol {self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x {SCALE_WORDS} "
-                             f"{agreement.magnitude:.3g}; needs atol {agreement.needed_atol:.3g})")
+                index, agreement = p.beyond
+                found.append(f"{name} {p.where(index)}: logits differ from the reference's by up to "
+                             f"{agreement.max_abs:.3g} (atol {self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x "
+                             f"{SCALE_WORDS} {agreement.magnitude:.3g}; needs atol {agreement.needed_atol:.3g})")
             if p.parting is not None and not p.parting.tie:
                 found.append(f"{name}'s own tokens part at a clear margin: {p.parting.describe()}")
             return found
         b = self.bounds
         if p.agreement < b.min_agreement:
             first = p.flips[0] if p.flips else None
-            found.append(f"{name}: top token the reference's on {p.agreement:.0%} of {p.steps} steps (at least "
-                         f"{b.min_agreement:.0%})" + (f", first at step {first.step}: {first.got} where the reference's "
+            found.append(f"{name}: top token the reference's on {p.agreement:.0%} of {p.positions} positions (at least "
+                         f"{b.min_agreement:.0%})" + (f", first at {first.place}: {first.got} where the reference's "
                                                        f"is {first.want} (margin {first.margin:.3g})" if first else ""))
         if p.kl_mean > b.max_kl or p.kl_p99 > b.max_kl_p99:
             worst = int(np.argmax(p.kl)) + 1
             found.append(f"{name}: KL divergence from the reference {p.kl_mean:.3g} on average, {p.kl_p99:.3g} at its "
-                         f"99th percentile (at most {b.max_kl:g} and {b.max_kl_p99:g}), the most at step {worst}")
+                         f"99th percentile (at most {b.max_kl:g} and {b.max_kl_p99:g}), the most at {p.where(worst)}")
         return found
 
     def failures(self) -> list[str]:
@@ -355,7 +263,7 @@ class DecodingJudgement:
 
     def describe(self) -> str:
         """The row in one line: what it was held to and how near it came; its first failure or parting."""
-        count = f"{len(self.prompts)} prompt{'s' * (len(self.prompts) != 1)} x {self.prompts[0].steps if self.prompts else 0} steps"
+        count = self.counted()
         if self.bounds is None:
             worst = max((p.worst for p in self.prompts if p.worst is not None), key=lambda a: a.excess, default=None)
             text = (f"teacher-forced {count}, logits within atol {self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} "
@@ -368,6 +276,10 @@ class DecodingJudgement:
             text = (f"teacher-forced {count}: top-1 at least {low.agreement:.0%} ({self.label(low)}), KL at most "
                     f"{high.kl_mean:.3g} mean, {high.kl_p99:.3g} p99 ({self.label(high)}); bounds "
                     f"{self.bounds.min_agreement:.0%}, {self.bounds.max_kl:g}, {self.bounds.max_kl_p99:g}")
+            ratios = [p for p in self.prompts if p.perplexity_ratio is not None]
+            if ratios:
+                most = max(ratios, key=lambda p: p.perplexity_ratio)
+                text += f"; perplexity at most x{most.perplexity_ratio:.4f} the reference's ({self.label(most)})"
         failures = self.failures()
         if failures:
             return f"{text}; {failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
@@ -379,29 +291,34 @@ class DecodingJudgement:
         text += f"; own tokens: {own} of {self.steps} as the reference's"
         if partings:
             first = min(partings, key=lambda q: q.step)
-            said = ties and (first.prompt, first.step) == (ties[0].prompt, ties[0].step)
-            text += f", parting first at that near-tie" if said else f", {first.describe()}"
+            said = ties and (first.prompt, first.step, False) == (ties[0].prompt, ties[0].step, ties[0].position)
+            text += ", parting first at that near-tie" if said else f", {first.describe()}"
         return text
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "passed": self.passed, "tolerance": self.tolerance.to_dict(),
                 "bounds": self.bounds.to_dict() if self.bounds else None, "kept_logits": self.kept,
                 "failures": self.failures(),
-                "prompts": [{"prompt": self.label(p), "steps": p.steps, "same_top": p.same_top,
+                "prompts": [{"prompt": self.label(p), "steps": p.steps, "prompt_positions": p.prompt_positions,
+                             "positions": p.positions, "same_top": p.same_top,
                              "agreement": round(p.agreement, 4), "kl_mean": round(p.kl_mean, 6),
-                             "kl_p99": round(p.kl_p99, 6), "near_ties": [t.describe() for t in p.ties],
+                             "kl_p99": round(p.kl_p99, 6), "perplexity_ratio": None if p.perplexity_ratio is None
+                             else round(p.perplexity_ratio, 6), "near_ties": [t.describe() for t in p.ties],
                              "worst_abs": None if p.worst is None else p.worst.max_abs,
-                             "beyond_step": p.beyond[0] if p.beyond else None, "nonfinite_step": p.nonfinite,
+                             "beyond": p.where(p.beyond[0]) if p.beyond else None,
+                             "nonfinite": None if p.nonfinite is None else p.where(p.nonfinite),
                              "parting": None if p.parting is None else p.parting.describe()}
                             for p in self.prompts]}
 
 
 def judge(reference: ReferenceDecoding, forced: Sequence[Sequence[np.ndarray]], own: Steps, *,
           precision: str = FULL_PRECISION, tolerance: Tolerance, bounds: Bounds | None = None,
-          name: str = "logits") -> DecodingJudgement:
+          name: str = "logits", forced_prompts: Sequence[np.ndarray | None] | None = None) -> DecodingJudgement:
     """``forced`` (each prompt's logits [vocab] at each step, teacher-forced on the reference's tokens) and
     ``own`` (the row's free-running greedy steps) against ``reference``: a float32 row (``precision`` f32)
-    held to ``tolerance``, a reduced one to ``bounds`` (default: DEFAULT_BOUNDS[precision])."""
+    held to ``tolerance``, a reduced one to ``bounds`` (default: DEFAULT_BOUNDS[precision]). ``forced_prompts``:
+    each prompt's logits at its own positions but the last [positions, vocab] (None for a prompt whose pass
+    gave its last position's only), judged where the reference records them."""
     if reference.logits is None:
         raise PtxError("the reference records no logits (an older file): re-export it to judge its decoding step by "
                        "step")
@@ -411,40 +328,67 @@ def judge(reference: ReferenceDecoding, forced: Sequence[Sequence[np.ndarray]], 
     judged = DecodingJudgement(precision, tolerance, bounds if reduced else None, [],
                                kept=any(s.ids is not None for rows in reference.logits for s in rows))
     for k, rows in enumerate(forced):
-        judged.prompts.append(_prompt(k, reference, rows, own, tolerance, judged.bounds, name))
+        prompt_rows = forced_prompts[k] if forced_prompts is not None and k < len(forced_prompts) else None
+        judged.prompts.append(_prompt(k, reference, rows, prompt_rows, own, tolerance, judged.bounds, name))
     return judged
 
 
-def _prompt(k: int, reference: ReferenceDecoding, rows: Sequence[np.ndarray], own: Steps, tolerance: Tolerance,
-            bounds: Bounds | None, name: str) -> PromptJudgement:
-    """Prompt ``k``'s steps, teacher-forced (``rows``) and free-running (``own``), against the reference's."""
+def _prompt(k: int, reference: ReferenceDecoding, rows: Sequence[np.ndarray], prompt_rows: np.ndarray | None,
+            own: Steps, tolerance: Tolerance, bounds: Bounds | None, name: str) -> PromptJudgement:
+    """Prompt ``k``'s positions, teacher-forced (``prompt_rows`` at the prompt's own, where the reference records
+    them; ``rows`` at its steps) and its free-running steps (``own``), against the reference's."""
     want_tokens, margins = reference.steps.tokens[k], reference.steps.margins[k]
     kept = reference.logits[k]
+    tops = reference.steps.tops[k] if k < len(reference.steps.tops) else []
     judged = PromptJudgement(k, len(want_tokens))
+    recorded = reference.prompt_positions[k] if reference.prompt_positions and k < len(reference.prompt_positions) \
+        else None
+    if recorded is not None and prompt_rows is not None and len(prompt_rows) == len(recorded.logits):
+        judged.prompt_positions = len(recorded.logits)
+        for index, (row, want, token, logit) in enumerate(zip(prompt_rows, recorded.logits, reference.prompts[k][1:],
+                                                               recorded.next_logits)):
+            _position(judged, index + 1, row, want, want.top, int(token), logit, tolerance, bounds, name)
     for index, (row, want, token) in enumerate(zip(rows, kept, want_tokens)):
-        row = np.asarray(row)
-        if not np.isfinite(row).all():
-            judged.nonfinite = judged.nonfinite or index + 1
-            continue
-        width = tie_width(tolerance, bounds, want.scale)
-        top = int(np.argmax(row))
-        if top == token:
-            judged.same_top += 1
-        else:
-            margin, at_least = _margin(want, token, top)
-            parted = Parting(k, index + 1, int(token), top, margin, margin <= width, over=True, at_least=at_least)
-            (judged.ties if parted.tie else judged.flips).append(parted)
-        if bounds is not None:
-            judged.kl.append(want.kl_from(row))
-            continue
-        agreement = compare_outputs({name: want.at(row)[None]}, {name: want.values[None]}, _one_row(name),
-                                    lambda _: tolerance)[name]
-        judged.worst = copy.copy(agreement) if judged.worst is None else judged.worst.merge(agreement)
-        if not agreement.ok and judged.beyond is None:
-            judged.beyond = (index + 1, agreement)
+        logit = tops[index] if index < len(tops) else None
+        _position(judged, judged.prompt_positions + index + 1, row, want, int(token), int(token), logit, tolerance,
+                  bounds, name)
     judged.parting = first_parting(k, want_tokens, margins, own.tokens[k] if k < len(own.tokens) else [],
                                     [tie_width(tolerance, bounds, s.scale) for s in kept])
     return judged
+
+
+def _position(judged: PromptJudgement, index: int, row: np.ndarray, want: StepLogits, token: int, following: int,
+              reference_logit: float | None, tolerance: Tolerance, bounds: Bounds | None, name: str) -> None:
+    """One judged position (1-based ``index`` over the prompt's positions then its steps): the row's logits
+    there against the reference's ``want``, whose chosen token is ``token``; ``following`` is the token fed
+    next (the prompt's next id, or the step's token) and ``reference_logit`` the reference's logit of it."""
+    row = np.asarray(row)
+    if not np.isfinite(row).all():
+        judged.nonfinite = judged.nonfinite or index
+        return
+    width = tie_width(tolerance, bounds, want.scale)
+    top = int(np.argmax(row))
+    if top == token:
+        judged.same_top += 1
+    else:
+        margin, at_least = _margin(want, token, top)
+        in_prompt = index <= judged.prompt_positions
+        step = index if in_prompt else index - judged.prompt_positions
+        parted = Parting(judged.prompt, step, int(token), top, margin, margin <= width, over=True, at_least=at_least,
+                         position=in_prompt)
+        (judged.ties if parted.tie else judged.flips).append(parted)
+    if reference_logit is not None:
+        wide = np.asarray(row, np.float64)
+        judged.nll.append(logsumexp(wide) - float(wide[following]))
+        judged.nll_reference.append(want.logsumexp - float(reference_logit))
+    if bounds is not None:
+        judged.kl.append(want.kl_from(row))
+        return
+    agreement = compare_outputs({name: want.at(row)[None]}, {name: want.values[None]}, _one_row(name),
+                                lambda _: tolerance)[name]
+    judged.worst = copy.copy(agreement) if judged.worst is None else judged.worst.merge(agreement)
+    if not agreement.ok and judged.beyond is None:
+        judged.beyond = (index, agreement)
 
 
 def _one_row(name: str) -> Signature:
@@ -486,8 +430,3 @@ def first_parting(k: int, want: Sequence[int], margins: Sequence[float], got: Se
         if h != w:
             return Parting(k, step + 1, int(w), int(h), float(m), bool(m <= width))
     return None
-
-
-def recorded_reference(generation) -> ReferenceDecoding | None:
-    """The reference decoding a generation contract records (ptx.generation's ``reference``), or None."""
-    return ReferenceDecoding.from_record(generation.reference) if generation is not None else None
