@@ -229,3 +229,45 @@ def test_a_folder_of_a_model_exported_without_its_cache_is_refused_in_one_line(t
     done = ptx("export", tmp_path / "bert", "--out", tmp_path / "out")
     assert done.returncode == 2 and "exports a model that generates, with its cache" in done.stderr, done.stderr
     assert "--module FILE.py:FACTORY" in done.stderr and not (tmp_path / "out").exists()
+
+
+STORY = " ".join(text_models.CORPUS * 4)  # past the model's 128 positions once encoded: cut, and said
+
+
+def test_verify_judges_every_row_on_a_user_s_text_at_every_position_and_names_where_a_row_parts(chat_export,
+                                                                                                 tmp_path,
+                                                                                                 monkeypatch):
+    """`ptx verify FILE --text T`: the rows judged on the user's text (encoded with the tokenizer beside the file)
+    instead of the recorded prompts, against the f32 file's own runtime's decoding of it, every position of the
+    text's pass and 16 steps; a row whose pass parts from it after the text's 20th token fails naming position
+    21; a reduced file cannot be its own reference, and --tokenizer without --text is one line."""
+    from ptx.infer.model.target import Target
+    from ptx.infer.verify import generation as verify_module
+
+    story = tmp_path / "story.txt"
+    story.write_text(STORY, encoding="utf-8")
+    done = ptx("verify", chat_export["file"], "--text", story, "--backends", "ort-cpu,openvino-bf16")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = done.stdout
+    room = text_models.POSITIONS - 16
+    assert f"1 prompt ({room} tokens) x 16 steps" in said and "against ort-cpu's own decoding of story.txt" in said
+    assert f"note: story.txt is" in said and f"its first {room} are judged" in said, said
+    assert f"teacher-forced 1 prompt, {room - 1 + 16} positions ({room - 1} in the prompt, 16 steps): top-1" in said
+
+    real = verify_module.judge_decoding
+
+    def parting(run, *args, **kwargs):  # the pass right up to the text's 20th token, wrong after it
+        def changed(feeds):
+            out = dict(run(feeds))
+            if feeds["input_ids"].shape[1] > 1:
+                out["logits"] = out["logits"].copy()
+                out["logits"][:, 20:-1] += 0.5
+            return out
+        return real(changed, *args, **kwargs)
+    monkeypatch.setattr(verify_module, "judge_decoding", parting)
+    ids = Text.of(chat_export["file"].parent).encode(STORY)
+    report = verify_module.verify_generation(Target.of(chat_export["file"], verifying=True), ["ort-cpu", "openvino"],
+                                             text=verify_module.UserText(ids, "story.txt"))
+    assert report.exit_code() == 1 and "prompt 1 position 21: logits differ" in report.lines()[-1], report.lines()
+    refused = ptx("verify", chat_export["file"], "--tokenizer", chat_export["file"].parent)
+    assert refused.returncode == 2 and "--tokenizer encodes --text: add --text FILE" in refused.stderr

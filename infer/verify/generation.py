@@ -99,7 +99,8 @@ class GenerationReport:
         width = max([len(r.label) for r in self.rows if r.status != SKIPPED] + [9])
         out = [self.first] if self.first else []
         given = (f"{len(self.prompts)} inputs of features {'x'.join(map(str, self.features))}" if self.features else
-                 f"{len(self.prompts)} prompts ({', '.join(str(len(p)) for p in self.prompts)} tokens)")
+                 f"{len(self.prompts)} prompt{'s' * (len(self.prompts) != 1)} "
+                 f"({', '.join(str(len(p)) for p in self.prompts)} tokens)")
         out.append(f"verify {self.name}: greedy generation, {given} x {self.steps} steps, teacher-forced then "
                    f"free-running, against {self.reference}")
         out += [f"  {r.label:<{width}}  {r.status:<10}  {r.describe()}" for r in self.rows if r.status != SKIPPED]
@@ -156,10 +157,25 @@ def _what(precision: str) -> str:
     return "an f32 file" if precision == FULL_PRECISION else f"an {precision} file (by its graph's weights)"
 
 
+# A user's text is judged on its first TEXT_POSITIONS tokens (llama.cpp's perplexity reads a text in windows of
+# 512 by default): each row holds its logits at every position of the text's pass, [positions, vocabulary]
+# floats (a 152k vocabulary: 311 MB at 512), so a whole book is not read at once.
+TEXT_POSITIONS = 512
+
+
+@dataclass(frozen=True)
+class UserText:
+    """A user's text as token ids, and how the report names it (the file it came from)."""
+
+    ids: Sequence[int]
+    name: str
+
+
 def verify_generation(target: Target, backends: Sequence[str] | None = None, steps: int | None = None,
                       atol: float | None = None, rtol: float | None = None,
                       bounds: Mapping[str, Mapping] | None = None, against: Target | None = None,
-                      progress: Callable[[str], None] = lambda _: None) -> GenerationReport:
+                      progress: Callable[[str], None] = lambda _: None, text: UserText | None = None
+                      ) -> GenerationReport:
     """Judge each backend's decoding of ``target`` (a decoder file's Target) against its reference: the
     decoding the file records (also where the file changed since export: a quantizer's or an optimizer's
     file made from it is judged at the precision its graph has), else the file's own runtime's (a decoder
@@ -168,12 +184,17 @@ def verify_generation(target: Target, backends: Sequence[str] | None = None, ste
     by the user). ``steps``: at most the reference's (default all). A float32 row is held to ``atol``/
     ``rtol``, else the tolerance export was given (the file records it), else the logits' dtype's default on
     the row's device; a reduced one to ``bounds`` ({min_agreement | max_kl | max_kl_p99: {precision or None:
-    value}}), else the file's, else its precision's defaults."""
+    value}}), else the file's, else its precision's defaults. ``text``: a user's text, the one prompt every row
+    is judged on instead of the recorded ones (its first TEXT_POSITIONS tokens, then ``steps``): the reference is
+    then the f32 file's own runtime's decoding of it, every position of its pass and every step judged."""
     recorded = target.as_recorded() if target.changed else None
     metadata = recorded.metadata if recorded is not None else target.found.metadata
     report = GenerationReport(target.path.name)
     generation = of_metadata(metadata, f"{target.path.name}: ptx.{GENERATION_KEY}")
     reference = recorded_reference(generation)
+    own_prompts = None
+    if text is not None:  # the text's reference is made below, by the file's own runtime
+        own_prompts, reference, recorded = _text_prompts(target, generation, text, steps, report), None, None
     if recorded is not None:
         report.first = not_exported(target, recorded, reference is not None and reference.logits is not None)
     if reference is not None and reference.logits is None:
@@ -213,7 +234,8 @@ def verify_generation(target: Target, backends: Sequence[str] | None = None, ste
                 if source is against:  # the reference is the verified file's: none of its rows decoded
                     raise NothingToCompareError(f"no backend here decodes {target.path.name}, whose decoding "
                                                 f"{against.path.name} is held to")
-                reference = _own_reference(model, variant, reference, steps)
+                reference = _own_reference(model, variant, reference, steps, own_prompts,
+                                           None if text is None else text.name)
                 _said(report, reference, reference.by)
                 report.rows.append(GenerationRow(label_of(variant), REFERENCE, why="its decoding is the reference"))
                 continue
@@ -236,12 +258,37 @@ def _said(report: GenerationReport, reference: ReferenceDecoding, by: str) -> No
         report.features, report.prompts = list(reference.prompts.shape[1:]), [[] for _ in reference.prompts]
 
 
-def _own_reference(model, variant: Variant, recorded: ReferenceDecoding | None, steps: int | None) -> ReferenceDecoding:
-    """The file's own runtime's greedy decoding as the reference (whole logits): of the prompts the file
-    records where it records tokens only, else of short generated prompts (a file that records nothing may
-    have few positions)."""
+def _text_prompts(target: Target, generation, text: UserText, steps: int | None, report: GenerationReport
+                  ) -> list[list[int]]:
+    """The one prompt a user's text makes: its first TEXT_POSITIONS tokens (fewer where the model's positions end
+    sooner), said in a note where cut; a reduced file's or a too-short text refused in one line."""
+    if target.precision != FULL_PRECISION:
+        raise PtxError(f"{target.path.name} is an {target.precision} file: its own decoding cannot be the reference "
+                       f"for {text.name}; give the f32 file it was made from, and this one with --against")
+    ids = [int(t) for t in text.ids]
+    if len(ids) < 2:
+        raise PtxError(f"{text.name} is {len(ids)} token{'s' * (len(ids) != 1)} long: give a text of two or more, "
+                       "whose positions the rows are judged on")
+    count = steps or JUDGING_STEPS
+    room = TEXT_POSITIONS
+    if generation is not None and generation.max_positions is not None:
+        room = min(room, generation.max_positions - count)
+    if len(ids) > room:
+        report.notes.append(f"{text.name} is {len(ids):,} tokens: its first {room} are judged, and {count} steps after "
+                            "them")
+    return [ids[:room]]
+
+
+def _own_reference(model, variant: Variant, recorded: ReferenceDecoding | None, steps: int | None,
+                   prompts: list[list[int]] | None = None, text: str | None = None) -> ReferenceDecoding:
+    """The file's own runtime's greedy decoding as the reference (whole logits): of ``prompts`` where given (a
+    user's text, named ``text``), else of the prompts the file records where it records tokens only, else of
+    short generated prompts (a file that records nothing may have few positions)."""
     generation = model.generation
     count = steps or (recorded.step_count if recorded is not None else JUDGING_STEPS)
+    if prompts is not None:
+        return reference_decoding(model.run, model.signature, generation, prompts, count,
+                                  by=f"{variant.label}'s own decoding of {text}, whole logits", encoder=model.encoder)
     if recorded is not None:
         prompts = recorded.prompts
     else:
@@ -257,8 +304,8 @@ def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance
                 label: str, recorded_bounds: Mapping | None) -> GenerationRow:
     """``model``'s decoding of the reference's prompts, judged: f32 by ``tolerance``, a reduced precision by
     its bounds (the user's, else the file's, else those its record holds, else its precision's defaults)."""
-    progress(f"{label}: decoding {len(reference.prompts)} prompts x {reference.step_count} steps, teacher-"
-             "forced then free-running")
+    progress(f"{label}: decoding {len(reference.prompts)} prompt{'s' * (len(reference.prompts) != 1)} x "
+             f"{reference.step_count} steps, teacher-forced then free-running")
     reduced = variant.precision != FULL_PRECISION
     held = bounds_for(variant.precision, model.generation.bounds or recorded_bounds, bounds) if reduced else None
     try:

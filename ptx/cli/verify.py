@@ -78,6 +78,14 @@ from ptx.infer.verify.rule import RULE
               help="A model file's int8 made with `ptx export --max-drop X --metric FILE.py:FN`: run your metric "
                    "again, on the f32 file and on each int8 row, to judge it by the bound it records (without it, "
                    "the value export measured is read from the file, and said so). It imports and runs FILE.py.")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="A decoder: judge every row on your text (a UTF-8 file, its first 512 tokens and 16 steps after "
+                   "them) instead of the recorded prompts, against the f32 file's own runtime's decoding of it: the "
+                   "int8 or int4 file beside it, openvino-bf16, --against's file. Encoded with the tokenizer beside "
+                   "FILE (ptx export keeps it there) or --tokenizer's.")
+@click.option("--tokenizer", metavar="DIR",
+              help="With --text: a local transformers tokenizer folder (its tokenizer.json; default: the one beside "
+                   "FILE).")
 @model_file_options
 @generated_input_options
 @shape_certificate_options
@@ -87,7 +95,7 @@ from ptx.infer.verify.rule import RULE
 def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol, root, save_inputs, as_json,
                all_rows, run, against, reference_file, save_reference, strict, locate, repro, metric, declared_inputs,
                batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed, min_shapes, max_shapes,
-               min_agreement, max_kl, max_kl_p99, **served) -> None:
+               min_agreement, max_kl, max_kl_p99, text_file, tokenizer, **served) -> None:
     """Check that every backend gives its reference's answers, output by output: for model NAME (a tutorial
     model's run: --run its folder, --all every run) eager's, on real test samples and edge inputs; for a
     model FILE (an ONNX, TorchScript or pt2 file, your own or a tutorial model's export) its own runtime's
@@ -101,6 +109,10 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
     from ptx.infer.model.target import Target
     from ptx.infer.inspect.runs import runs_with_artifacts
 
+    if text_file and (all_models or is_url(name)):
+        raise click.UsageError("--text judges one decoder file's rows on your text: give the file, not --all or a URL")
+    if tokenizer and not text_file:
+        raise click.UsageError("--tokenizer encodes --text: add --text FILE")
     if repro and not locate:
         raise click.UsageError("--repro DIR writes what --locate finds: add --locate")
     if locate and all_models:
@@ -159,9 +171,10 @@ def verify_cmd(ctx, name, all_models, backends, samples, batch_sizes, atol, rtol
         # --against's decoder (a file another tool made of this one) read as verify reads one: changed since
         # export, or without a record, it is judged by its decoding, at the precision its graph has
         _verify_generation(ctx, target, backends, as_json, atol, rtol, bounds, against=None if against is None else
-                           Target.of(against, options=dict(target.options), verifying=True))
-    refuse_given(ctx, ["min_agreement", "max_kl", "max_kl_p99"], "bounds a decoder's reduced-precision rows (a model "
-                 "exported with its cache, or a decoder in Optimum's layout)")
+                           Target.of(against, options=dict(target.options), verifying=True),
+                           text=_user_text(text_file, tokenizer, target.path) if text_file else None)
+    refuse_given(ctx, ["min_agreement", "max_kl", "max_kl_p99", "text_file", "tokenizer"], "is for a decoder's "
+                 "generation (a model exported with its cache, or a decoder in Optimum's layout)")
     if locate and not target.is_run:
         from ptx.infer.locate.file import check_locatable
 
@@ -188,7 +201,24 @@ def _decodes(target) -> bool:
     return decodes(target)
 
 
-def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=None, against=None) -> None:
+def _user_text(text_file, tokenizer, path: Path):
+    """--text's file as token ids, by --tokenizer's tokenizer or the one beside the decoder file."""
+    from ptx.infer.model.text import Text
+    from ptx.infer.verify.generation import UserText
+
+    words = Text.open(tokenizer) if tokenizer else Text.of(path.parent)
+    if words is None:
+        raise click.UsageError(f"--text is encoded with a tokenizer, and there is no tokenizer.json beside {path}: "
+                               "give --tokenizer DIR")
+    try:
+        content = Path(text_file).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{text_file} is not UTF-8 text", param_hint="'--text'") from None
+    return UserText(words.encode(content), Path(text_file).name)
+
+
+def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=None, against=None,
+                       text=None) -> None:
     """A decoder (exported with its cache, or in Optimum's layout): its generation judged step by step, per
     prompt (ptx.infer.verify.generation); ``against``: another decoder file's row held to the same reference."""
     from ptx.infer.verify.generation import verify_generation
@@ -202,7 +232,7 @@ def _verify_generation(ctx, target, backends, as_json, atol=(), rtol=(), bounds=
                                "alone: give the number without an output's name")
     report = verify_generation(target, backends, atol=next((v for _, v in atol), None),
                                rtol=next((v for _, v in rtol), None), bounds=bounds, against=against,
-                               progress=lambda msg: click.echo(f"verify: {msg}", err=True))
+                               progress=lambda msg: click.echo(f"verify: {msg}", err=True), text=text)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

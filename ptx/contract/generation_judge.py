@@ -226,7 +226,8 @@ class DecodingJudgement:
         own = sum(p.prompt_positions for p in self.prompts)
         if not own:
             return f"{prompts} x {steps}"
-        return f"{prompts}, {self.positions} positions ({own} in the prompts, {steps} each)"
+        return (f"{prompts}, {self.positions} positions ({own} in the prompt{'s' * (len(self.prompts) != 1)}, "
+                f"{steps}{' each' * (len(self.prompts) != 1)})")
 
     def prompt_failures(self, p: PromptJudgement) -> list[str]:
         """Why prompt ``p`` fails, in words naming its position or step (empty where it holds)."""
