@@ -282,9 +282,8 @@ def judged_line(judged, how: str, past: int) -> str:
     own = sum(p.steps if p.parting is None else p.parting.step - 1 for p in judged.prompts)
     ties = [t.describe() for p in judged.prompts for t in p.ties]
     parted = [p.parting.describe() for p in judged.prompts if p.parting is not None]
-    prompts = judged.positions - judged.steps
-    over = (f"{judged.positions} positions teacher-forced ({prompts} in the prompts, {judged.steps} decoding steps; "
-            if prompts else f"{judged.steps} decoding steps teacher-forced (")
+    over = (f"{judged.positions} positions teacher-forced ({judged.prompt_positions} in the prompts, {judged.steps} "
+            "decoding steps; " if judged.prompt_positions else f"{judged.steps} decoding steps teacher-forced (")
     return (f"worst |diff| vs eager {worst.max_abs:.2e} over {over}logits, atol "
             f"{judged.tolerance.atol:g}, rtol {judged.tolerance.rtol:g} x the row's largest; {how}; the past from 0 to "
             f"{past}); greedy tokens: {own} of {judged.steps} as the reference's"

@@ -148,7 +148,7 @@ class Model:
         transformers folder, or ``--tokenizer DIR``: ptx.infer.model.text.Text), or None."""
         from .text import Text
 
-        return Text.of(self.path.parent) if self.path is not None else None
+        return Text.beside(self.path)
 
     def generate_text(self, prompt, max_new_tokens: int = 32, *, tokenizer=None, **sampling) -> str:
         """Text in, text out, with the tokenizer beside the file (or ``tokenizer``: a folder): ``prompt`` a
@@ -158,7 +158,7 @@ class Model:
         from .text import Text
         from .text_generation import generate_text
 
-        text = Text.open(tokenizer) if tokenizer is not None else self.text
+        text = Text.beside(self.path, tokenizer)
         if text is None:
             raise PtxError(f"no tokenizer.json beside {self.path or self.name}: give tokenizer=DIR (a transformers "
                            "tokenizer folder), or export the model with its tokenizer (ptx export DIR)")

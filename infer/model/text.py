@@ -78,6 +78,14 @@ class Text:
                             "(tokenizer.save_pretrained(DIR) writes one)")
         return text
 
+    @classmethod
+    def beside(cls, path: str | Path | None, tokenizer: str | Path | None = None) -> "Text | None":
+        """The text a model file is read with: ``tokenizer``'s folder where given (refused in one line where it
+        holds no tokenizer.json), else the one beside the file at ``path``, or None."""
+        if tokenizer is not None:
+            return cls.open(tokenizer)
+        return None if path is None else cls.of(Path(path).parent)
+
     @cached_property
     def tokenizer(self):
         require("text")

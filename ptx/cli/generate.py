@@ -108,7 +108,7 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     if system and not chat:
         raise click.UsageError("--system is a chat's system message: give --chat too")
     try:
-        words = Text.open(tokenizer) if tokenizer else Text.of(Path(file).parent)
+        words = Text.beside(file, tokenizer)
     except MissingExtraError:
         if prompts or stop or tokenizer:
             raise

@@ -206,7 +206,7 @@ def _user_text(text_file, tokenizer, path: Path):
     from ptx.infer.model.text import Text
     from ptx.infer.verify.generation import UserText
 
-    words = Text.open(tokenizer) if tokenizer else Text.of(path.parent)
+    words = Text.beside(path, tokenizer)
     if words is None:
         raise click.UsageError(f"--text is encoded with a tokenizer, and there is no tokenizer.json beside {path}: "
                                "give --tokenizer DIR")

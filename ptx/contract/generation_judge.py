@@ -216,6 +216,11 @@ class DecodingJudgement:
     def positions(self) -> int:
         return sum(p.positions for p in self.prompts)
 
+    @property
+    def prompt_positions(self) -> int:
+        """The judged positions of the prompts' own passes (0 where the reference records none)."""
+        return sum(p.prompt_positions for p in self.prompts)
+
     def label(self, prompt: PromptJudgement) -> str:
         return f"prompt {prompt.prompt + 1}"
 
@@ -223,10 +228,10 @@ class DecodingJudgement:
         """What was judged, in words: the prompts, their steps, and the prompts' own positions where read."""
         prompts = f"{len(self.prompts)} prompt{'s' * (len(self.prompts) != 1)}"
         steps = f"{self.prompts[0].steps if self.prompts else 0} steps"
-        own = sum(p.prompt_positions for p in self.prompts)
-        if not own:
+        if not self.prompt_positions:
             return f"{prompts} x {steps}"
-        return (f"{prompts}, {self.positions} positions ({own} in the prompt{'s' * (len(self.prompts) != 1)}, "
+        return (f"{prompts}, {self.positions} positions ({self.prompt_positions} in the prompt"
+                f"{'s' * (len(self.prompts) != 1)}, "
                 f"{steps}{' each' * (len(self.prompts) != 1)})")
 
     def prompt_failures(self, p: PromptJudgement) -> list[str]:
@@ -378,12 +383,13 @@ def _position(judged: PromptJudgement, index: int, row: np.ndarray, want: StepLo
         parted = Parting(judged.prompt, step, int(token), top, margin, margin <= width, over=True, at_least=at_least,
                          position=in_prompt)
         (judged.ties if parted.tie else judged.flips).append(parted)
+    wide = np.asarray(row, np.float64)
+    normaliser = logsumexp(wide)  # read by the perplexity and the KL alike: once per position
     if reference_logit is not None:
-        wide = np.asarray(row, np.float64)
-        judged.nll.append(logsumexp(wide) - float(wide[following]))
+        judged.nll.append(normaliser - float(wide[following]))
         judged.nll_reference.append(want.logsumexp - float(reference_logit))
     if bounds is not None:
-        judged.kl.append(want.kl_from(row))
+        judged.kl.append(want.kl_from(wide, normaliser))
         return
     agreement = compare_outputs({name: want.at(row)[None]}, {name: want.values[None]}, _one_row(name),
                                 lambda _: tolerance)[name]

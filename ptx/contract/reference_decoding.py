@@ -70,13 +70,13 @@ class StepLogits:
         finite = np.abs(self.values[np.isfinite(self.values)])
         return float(finite.max()) if finite.size else 0.0
 
-    def kl_from(self, row: np.ndarray) -> float:
+    def kl_from(self, row: np.ndarray, normaliser: float | None = None) -> float:
         """KL(reference || ``row``'s distribution) in nats: over the kept tokens and the rest as one bucket
-        where the reference keeps some (a lower bound of the full KL); exact where it keeps the whole row."""
+        where the reference keeps some (a lower bound of the full KL); exact where it keeps the whole row.
+        ``normaliser``: the row's logsumexp where the caller has it (the judge reads it for the perplexity too)."""
         got = np.asarray(row, np.float64)
-        log_q_all = got - logsumexp(got)
         log_p = np.asarray(self.values, np.float64) - self.logsumexp
-        log_q = self.at(log_q_all)
+        log_q = self.at(got) - (logsumexp(got) if normaliser is None else normaliser)
         p = np.exp(log_p)
         with np.errstate(divide="ignore", invalid="ignore"):
             kl = float(np.sum(np.where(p > 0, p * (log_p - log_q), 0.0)))
