@@ -1,9 +1,8 @@
 """A decoder run to be judged (ptx.contract.generation_judge), on any runner: the reference's own decoding
 with each step's whole logits kept (``reference_decoding``), and a row's decoding of the reference's prompts,
 teacher-forced on its tokens (the prompt's own positions too, read from its pass) then free-running, judged
-(``judge_decoding``). Export's check of a decoder file
-(export/decoder.py), a weight-only file's, and ``ptx verify`` of a decoder all call these, so that one file
-gets one verdict wherever it is judged. numpy only: the ONNX Runtime and OpenVINO paths never import torch.
+(``judge_decoding``). Export's check of a decoder file (export/decoder.py), a weight-only file's, and ``ptx
+verify`` of a decoder all call these, so that one file gets one verdict wherever it is judged. numpy only: the ONNX Runtime and OpenVINO paths never import torch.
 
 The prompts are decoded in the batches ptx.contract.generation.batches makes (the short ones in one
 left-padded batch, a long one alone), every step run (no end-of-sequence stop), each through the one
@@ -101,8 +100,7 @@ def reference_decoding(run: Run, signature: Signature, generation: Generation, p
     kept = prompts if isinstance(prompts, np.ndarray) else [list(p) for p in prompts]
     positions = None
     if not isinstance(prompts, np.ndarray) and all(r is not None or len(p) < 2 for r, p in zip(own_positions, kept)):
-        positions = [PromptPositions.of_rows(r if r is not None else np.zeros((0, 0), np.float32), p)
-                     for r, p in zip(own_positions, kept)]
+        positions = [PromptPositions.of_rows(r, p) for r, p in zip(own_positions, kept)]
     return ReferenceDecoding(kept, record, [[StepLogits.of_row(r) for r in rows] for rows in logits], by,
                              prompt_positions=positions)
 

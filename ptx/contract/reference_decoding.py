@@ -110,8 +110,10 @@ class PromptPositions:
     next_logits: list[float]
 
     @classmethod
-    def of_rows(cls, rows: np.ndarray, prompt: Sequence[int]) -> "PromptPositions":
-        """Of a decoder's logits [positions, vocab] at a prompt's positions but its last."""
+    def of_rows(cls, rows: np.ndarray | None, prompt: Sequence[int]) -> "PromptPositions":
+        """Of a decoder's logits [positions, vocab] at a prompt's positions but its last (None: a prompt of one
+        token, which has no position of its own)."""
+        rows = () if rows is None else rows
         return cls([StepLogits.of_row(row).kept() for row in rows],
                    [float(row[token]) for row, token in zip(rows, prompt[1:])])
 
