@@ -2,13 +2,14 @@
 --task text-generation`` (and by itself for a transformers causal LM whose class generates: chosen_task).
 
 The decoder file takes input_ids, attention_mask (past + new tokens), position_ids where the model
-reads them, and every layer's past key and value (``past_key_values.{i}.key``: [batch, kv heads, past,
-head size]); it returns the logits and every layer's present key and value (``present.{i}.key``), which
-the next step feeds back as its past: Optimum's layout, which ORTModelForCausalLM, onnxruntime-genai and
-OpenVINO read. Batch, new tokens and past length are dynamic; an empty past (length 0) serves the first
-step. The model's own cache (a transformers DynamicCache) is built inside from the flat tensors, so
-grouped-query attention, rotary positions (Llama, Qwen2) and learned positions with a tied head (GPT-2)
-are the model's own code, traced.
+reads them, logits_to_keep where the model's forward takes it (transformers' causal LMs: the positions
+whose logits the run computes, so that a prompt's run computes its last position's only), and every
+layer's past key and value (``past_key_values.{i}.key``: [batch, kv heads, past, head size]); it returns
+the logits and every layer's present key and value (``present.{i}.key``), which the next step feeds back
+as its past: Optimum's layout, plus logits_to_keep where there is one. Batch, new tokens and past length
+are dynamic; an empty past (length 0) serves the first step. The model's own cache (a transformers
+DynamicCache) is built inside from the flat tensors, so grouped-query attention, rotary positions (Llama,
+Qwen2) and learned positions with a tied head (GPT-2) are the model's own code, traced.
 
 Written and validated by the one export driver (export/pipeline.py), as every export is: the file is
 opened by the runtime that serves it, where the memory plan says it fits, and decodes the judging prompts
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from ptx.contract import Tolerance
-from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, Generation, batches, judging_prompts
+from ptx.contract.generation import GENERATION_KEY, JUDGING_STEPS, KEEP, Generation, batches, judging_prompts
 from ptx.contract.generation_judge import BOUND_OPTIONS, recorded_bounds
 from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.errors import PtxError, ValidationError
@@ -50,6 +51,7 @@ from .pipeline import Checked, ExportSource
 TASKS = ("auto", "text-generation", "text2text-generation", "forward")
 SEQ2SEQ = "text2text-generation"  # the cache export of an encoder-decoder (T5, BART, Whisper): export/seq2seq.py
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
+KEPT = "kept"  # the positions whose logits a run computes (logits_to_keep's length)
 
 
 def generates(module: torch.nn.Module) -> bool:
@@ -142,15 +144,19 @@ class CachedDecoder(torch.nn.Module):
     past key and value in; the logits and each layer's present key and value out (a tuple, in the order
     of ``output_names``)."""
 
-    def __init__(self, model: torch.nn.Module, layers: int, takes_positions: bool, cache_keyword: str):
+    def __init__(self, model: torch.nn.Module, layers: int, takes_positions: bool, cache_keyword: str,
+                 keeps_logits: bool = False):
         super().__init__()
         self.model, self.layers, self.takes_positions = model, layers, takes_positions
-        self.cache_keyword = cache_keyword
+        self.cache_keyword, self.keeps_logits = cache_keyword, keeps_logits
 
     def forward(self, input_ids, attention_mask, *rest):
-        position_ids, past = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
+        position_ids, rest = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
+        keep, past = (rest[0], rest[1:]) if self.keeps_logits else (None, rest)
         cache = _new_cache([(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
         extra = {"position_ids": position_ids} if self.takes_positions else {}
+        if self.keeps_logits:  # the positions whose logits are computed: the head runs on those alone
+            extra["logits_to_keep"] = keep
         # traced per key/value group (no copy of the cache for every query head: grouped_attention.py); run
         # eagerly (the reference every file is held to) with the model's own attention
         with grouped_attention(self.model) if tracing() else nullcontext():
@@ -209,6 +215,7 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[Cac
     params = inspect.signature(module.forward).parameters
     cache_keyword = next(k for k in CACHE_NAMES if k in params)
     takes_positions = "position_ids" in params
+    keeps_logits = KEEP in params  # transformers' causal LMs: a tensor of positions picks the head's rows
     ids = torch.tensor([[1, 2]])
     with torch.no_grad():
         try:
@@ -226,7 +233,9 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[Cac
               TensorSig("attention_mask", "int64", (BATCH, TOTAL), 0, (0, 1))]
     if takes_positions:
         inputs.append(TensorSig("position_ids", "int64", (BATCH, SEQ), 0))
-    outputs = [TensorSig("logits", dtype, (BATCH, SEQ, vocab), 0)]
+    if keeps_logits:
+        inputs.append(TensorSig(KEEP, "int64", (KEPT,), None))
+    outputs = [TensorSig("logits", dtype, (BATCH, KEPT if keeps_logits else SEQ, vocab), 0)]
     cache_names = []
     for layer, pair in enumerate(pairs):
         for kind, tensor in zip(("key", "value"), pair):
@@ -248,14 +257,15 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[Cac
         eos = [e for e in eos if 0 <= e < vocab]
     pad = next((p for p in (*_ids(getattr(config, "pad_token_id", None)), *eos) if 0 <= p < vocab), 0)
     generation = Generation(tuple(cache_names), position_ids="position_ids" if takes_positions else None,
-                            eos=tuple(eos), pad=pad,
+                            logits_to_keep=KEEP if keeps_logits else None, eos=tuple(eos), pad=pad,
                             max_positions=_config_int(module, "max_position_embeddings", "n_positions"))
     heads = {int(p[0].shape[1]) for p in pairs}
     log(f"generation: {len(pairs)} layers, a cache of {'/'.join(map(str, sorted(heads)))} key/value heads of "
         f"{int(pairs[0][0].shape[3])}; "
         + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
         + f"; padding {pad}" + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
-    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword), [t.name for t in inputs])
+    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword, keeps_logits),
+                    [t.name for t in inputs])
     return decoder, Signature(tuple(inputs), tuple(outputs)), generation
 
 
@@ -268,6 +278,9 @@ def example_feeds(signature: Signature, generation: Generation, vocab: int, batc
              generation.attention_mask: np.ones((batch, past + seq), dtype=np.int64)}
     if generation.position_ids:
         feeds[generation.position_ids] = np.tile(np.arange(past, past + seq, dtype=np.int64), (batch, 1))
+    feeds.update(generation.kept_logits(seq, every=True))
+    if generation.logits_to_keep:  # two of the positions: a dynamic size of 1 would be specialized
+        feeds[generation.logits_to_keep] = feeds[generation.logits_to_keep][-2:]
     for name, _ in generation.cache:
         sig = signature.input(name)
         shape = [batch if isinstance(d, str) and d == BATCH else past if d == PAST else d for d in sig.shape]
@@ -347,9 +360,10 @@ class DecoderSource(ExportSource):
         super().__init__(name, decoder, tuple(torch.from_numpy(example[n]) for n in signature.input_names),
                          signature, strings)
         self._options, self._tolerance = options, tolerance
+        own = [n for n in signature.input_names if n not in dict(self.generation.cache)]
         log(f"module: {name} ({type(module).__name__}, {sum(p.numel() for p in module.parameters()):,} parameters), "
-            f"exported with its cache: inputs {', '.join(signature.input_names[:3 if self.generation.position_ids else 2])}"
-            f" and the past of {len(self.generation.cache) // 2} layers; outputs logits and the present")
+            f"exported with its cache: inputs {', '.join(own)} and the past of {len(self.generation.cache) // 2} "
+            "layers; outputs logits and the present")
 
     def options(self, fmt) -> dict:
         return dict(self._options.get(fmt.name, {}))

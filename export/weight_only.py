@@ -113,7 +113,8 @@ def first_steps(signature, generation: Generation, prompts) -> list[dict[str, np
     cases = []
     for prompt in prompts:
         ids, mask = left_padded([prompt], generation.pad)
-        feeds = {generation.input_ids: ids, generation.attention_mask: mask, **empty_past(signature, generation, 1)}
+        feeds = {generation.input_ids: ids, generation.attention_mask: mask, **empty_past(signature, generation, 1),
+                 **generation.kept_logits(ids.shape[1], every=True)}  # the head read at every position too
         if generation.position_ids:
             feeds[generation.position_ids] = positions(mask)
         cases.append(feeds)

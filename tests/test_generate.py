@@ -89,12 +89,46 @@ def test_export_keeps_the_cache_and_says_how_it_validated(exported, name):
     assert "generate(do_sample=False): the same tokens, 4 prompts" in said, said  # ptx's loop gives transformers' tokens
     model = load(path)
     inputs = model.signature.input_names
-    assert inputs[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert inputs[:4] == ["input_ids", "attention_mask", "position_ids", "logits_to_keep"]
+    assert model.generation.logits_to_keep == "logits_to_keep" and model.signature.output("logits").shape[1] == "kept"
     assert "past_key_values.1.value" in inputs and "present.1.value" in model.signature.output_names
     generation = model.generation
     assert len(generation.cache) == 4 and recorded_reference(generation) is not None
     heads = model.signature.input("past_key_values.0.key").shape[1]
     assert heads == (4 if name == "gpt2" else 2)  # grouped-query attention keeps 2 key/value heads of 4
+
+
+def _recording(model, seen: list):
+    """``model``'s runner recording each run's logits_to_keep and logits shape into ``seen``."""
+    real = model.runner.run
+
+    def run(feeds):
+        out = real(feeds)
+        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape))
+        return out
+    model.runner.run = run
+
+
+def test_a_prompt_s_run_computes_its_last_position_s_logits_only_and_the_judge_asks_for_every_one(exported,
+                                                                                                   monkeypatch):
+    seen = []
+    with load(exported["llama"][0]) as model:
+        _recording(model, seen)
+        tokens = model.generate(PROMPTS, max_new_tokens=8, eos=())
+    assert tokens == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
+    assert seen[0] == ((3, 10), [9], (3, 1, VOCAB)), seen[0]  # the left-padded prompts' last position alone
+    assert all(s == ((3, 1), [0], (3, 1, VOCAB)) for s in seen[1:]), seen[1:]
+
+    def recorded(feeds, out):
+        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape))
+        return out
+    seen.clear()
+    _wrapped(monkeypatch, recorded)
+    assert _verify(exported["llama"][0]).exit_code() == 0
+    every = [s for s in seen if s[0][1] > 1 and s[1] == list(range(s[0][1])) and s[2][1] == s[0][1]]
+    last = [s for s in seen if s[0][1] > 1 and s[1] == [s[0][1] - 1] and s[2][1] == 1]
+    assert every and last and len(every) + len(last) == len([s for s in seen if s[0][1] > 1]), seen  # teacher-forced
+    # prompt passes read every position, the free-running ones the last
 
 
 def cache_expands(path) -> int:

@@ -68,12 +68,27 @@ class PlantedGPT2(transformers.GPT2LMHeadModel):
                                position_ids=position_ids, use_cache=use_cache, **kwargs)
 
 
+class PlantedKeep(transformers.LlamaForCausalLM):
+    """A Llama whose head, while traced, reads the first len(logits_to_keep) positions instead of those asked
+    for: right where every position is asked for (arange: what the judge's prompt pass asks), wrong where a
+    prompt's run asks for its last one only (what generation asks)."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0, **kwargs):
+        if _tracing() and isinstance(logits_to_keep, torch.Tensor):
+            logits_to_keep = torch.arange(logits_to_keep.shape[0])
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep,
+                               **kwargs)
+
+
 def llama(fault: str | None = None, scale: float = 100.0, init: float = 0.2, positions: int = 64):
-    """A 2-layer Llama whose logits reach ``scale`` (its final norm scaled, as a trained model's grow). With 64
+    """A 2-layer Llama whose logits reach ``scale`` (its final norm scaled, as a trained model's grow), planted
+    with ``fault`` (PlantedLlama's, or "keep": PlantedKeep). With 64
     positions the judging prompts are four short ones in one batch (the quickest check); with 512 one of them
     reaches past 300 positions, decoded alone."""
     torch.manual_seed(0)
-    model = PlantedLlama(transformers.LlamaConfig(
+    model = (PlantedKeep if fault == "keep" else PlantedLlama)(transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=positions, initializer_range=init, bos_token_id=None,
         eos_token_id=None)).eval()
@@ -124,6 +139,17 @@ def test_an_exporter_bug_fails_export_naming_prompt_and_step_and_keeps_no_file(t
     with pytest.raises(ValidationError, match=rf"^onnx \(ort-cpu\): (prompt \d )?{where}: logits differ from the "
                                               r"reference's by up to"):
         export_module(build(fault), None, out, formats=["onnx"], exporter="legacy", log=lambda _: None)
+    assert not out.exists()
+
+
+def test_a_head_that_reads_other_positions_than_logits_to_keep_asks_fails_export_at_step_1(tmp_path):
+    """The judge's prompt pass asks for every position's logits, generation's for the last one's: a file right
+    for the first and wrong for the second passes the teacher-forced judgement and parts from the reference's
+    tokens at a clear margin where it runs free, at the first step."""
+    out = tmp_path / "lm"
+    with pytest.raises(ValidationError, match=r"^onnx \(ort-cpu\): prompt 1's own tokens part at a clear margin: "
+                                              r"prompt 1 step 1: parts"):
+        export_module(llama("keep"), None, out, formats=["onnx"], exporter="legacy", log=lambda _: None)
     assert not out.exists()
 
 

@@ -133,7 +133,8 @@ def test_metadata_says_the_model_generates(server):
 
 def test_infer_still_runs_the_decoder_file(server, local):
     ids = np.array([PROMPT], dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(len(PROMPT))[None]}
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(len(PROMPT))[None],
+             "logits_to_keep": np.array([len(PROMPT) - 1])}  # the last position's logits only
     client = grpcclient.InferenceServerClient(server.grpc)
     tensors = []
     for name in local.signature.input_names:

@@ -144,7 +144,7 @@ class Batch:
             feeds[gen.position_ids] = stacked(gen.position_ids, 0)
         rows = sum(len(d.prompts) for d in decodings)
         start = time.perf_counter()
-        out = self._run({**feeds, **empty_past(self.signature, gen, rows)})
+        out = self._run({**feeds, **gen.kept_logits(width), **empty_past(self.signature, gen, rows)})
         spent = time.perf_counter() - start
         present = Past({past: out[present] for past, present in gen.cache}, self._batch_axes, gen.past_axis)
         logits = np.asarray(out[gen.logits])[:, -1, :]
@@ -186,7 +186,7 @@ class Batch:
         if self.generation.position_ids:
             feeds[self.generation.position_ids] = np.concatenate(positions)
         start = time.perf_counter()
-        out = self._run({**feeds, **self._past.arrays})
+        out = self._run({**feeds, **self.generation.kept_logits(1), **self._past.arrays})
         spent = time.perf_counter() - start
         self._past = self._past._with({past: out[present] for past, present in self.generation.cache})
         logits = np.asarray(out[self.generation.logits])[:, -1, :]

@@ -108,7 +108,8 @@ class Decoding:
     ``decoded()`` say where it stands."""
 
     def __init__(self, run: Run, signature: Signature, generation: Generation | None, prompts,
-                 max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model"):
+                 max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model",
+                 keep_prompt_logits: bool = False):
         if generation is None:
             raise no_cache(name)
         self.generation, self.signature, self._run = generation, signature, run
@@ -118,7 +119,7 @@ class Decoding:
             raise InputError(f"{name} takes no position ids, so prompts of different lengths cannot share a batch (left "
                              "padding would move their positions): decode them one at a time")
         self.max_new_tokens = int(max_new_tokens)
-        _require_decoding_room(signature, generation, self.prompts, self.max_new_tokens)
+        _require_decoding_room(signature, generation, self.prompts, self.max_new_tokens, keep_prompt_logits)
         self.eos = frozenset(generation.eos if eos is None else (int(e) for e in eos))
         batch = len(self.prompts)
         ids, self._mask = left_padded(self.prompts, generation.pad)
@@ -136,9 +137,10 @@ class Decoding:
         self._logits: np.ndarray | None = None  # the last step's, until its tokens are appended
         self.prefill_s = self.decode_s = self.encode_s = 0.0
         # the prompt's run's logits at every position [batch, positions, vocab], for a judge that reads the
-        # prompt's own positions (infer/model/generation_check.py sets keep_prompt_logits); not kept unless asked,
-        # as they are large (a 2,000-token prompt on a 152k vocabulary: 1.2 GB)
-        self.keep_prompt_logits = False
+        # prompt's own positions (infer/model/generation_check.py asks with keep_prompt_logits); not kept unless
+        # asked, as they are large (a 2,000-token prompt on a 152k vocabulary: 1.2 GB), nor computed where the
+        # file takes logits_to_keep (Generation.kept_logits)
+        self.keep_prompt_logits = keep_prompt_logits
         self.prompt_logits: np.ndarray | None = None
 
     @property
@@ -220,7 +222,9 @@ class Decoding:
         as the next run's past: a runner that keeps its cache inside its runtime overrides this method."""
         if self.batched:
             raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
-        out = self._run({**feeds, **self._past})
+        every = self.index == 0 and self.keep_prompt_logits
+        width = feeds[self.generation.input_ids].shape[1]
+        out = self._run({**feeds, **self.generation.kept_logits(width, every), **self._past})
         self._past = {past: out[present] for past, present in self.generation.cache}
         logits = np.asarray(out[self.generation.logits])
         if self.index == 0 and self.keep_prompt_logits:
@@ -362,24 +366,28 @@ def cache_bytes_per_position(signature, generation: Generation) -> int:
 
 
 def decoding_need(signature: Signature, generation: Generation, batch: int, prompt_length: int,
-                  new_tokens: int) -> float:
+                  new_tokens: int, every_position: bool = False) -> float:
     """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
     the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
-    and the prompt's logits."""
+    and the prompt's logits: at every position twice where ``every_position`` (a judge's reading of each: the
+    run's answer and the judge's copy), else the last position's where the file takes logits_to_keep, else
+    every position's."""
     cache = cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
     vocab = vocabulary(signature, generation) or 0
-    logits = batch * prompt_length * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
+    computed = 2 * prompt_length if every_position else 1 if generation.logits_to_keep else prompt_length
+    logits = batch * computed * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
     return memory_plan.decoding_need(cache, logits)
 
 
 def _require_decoding_room(signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
-                           new_tokens: int) -> None:
+                           new_tokens: int, every_position: bool) -> None:
     """OutOfMemoryPlan, in one line, where the cache of ``prompts`` decoded ``new_tokens`` further cannot fit in
     the memory available now: a request for a batch of long decodings is refused before its first step, not
     ended by the kernel once its cache has grown."""
     longest = max(map(len, prompts))
     why = memory_plan.shortfall(f"decoding {len(prompts)} prompt{'s' * (len(prompts) != 1)} of up to {longest} "
                                 f"tokens and {new_tokens} new ones",
-                                decoding_need(signature, generation, len(prompts), longest, new_tokens))
+                                decoding_need(signature, generation, len(prompts), longest, new_tokens,
+                                              every_position))
     if why:
         raise memory_plan.OutOfMemoryPlan(f"{why}: ask for fewer prompts at once or fewer new tokens")

@@ -39,8 +39,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
     own_positions: list[np.ndarray | None] = [None for _ in prompts]
     seconds, runs = 0.0, 0
     for group in _groups(generation, prompts):
-        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder)
-        decoding.keep_prompt_logits = keep and generation.encoder is None
+        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep)
         for step in decoding:
             if decoding.prompt_logits is not None:
                 _prompt_rows(decoding, group, prompts, own_positions)
@@ -79,11 +78,13 @@ def _groups(generation: Generation, prompts) -> list[list[int]]:
     return batches(prompts, positions=generation.position_ids is not None)
 
 
-def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder) -> Decoding:
+def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder,
+              keep: bool) -> Decoding:
     """A fresh decoding of ``prompts`` for ``steps`` steps, every step run (eos=()): an encoder-decoder's through
-    ``encoder`` (its encoder's runner: ``run`` and ``signature``)."""
+    ``encoder`` (its encoder's runner: ``run`` and ``signature``); a causal LM's keeping its prompt's logits at
+    every position where ``keep``."""
     if generation.encoder is None:
-        return Decoding(run, signature, generation, prompts, steps, eos=())
+        return Decoding(run, signature, generation, prompts, steps, eos=(), keep_prompt_logits=keep)
     if encoder is None:
         raise encoder_not_open(generation)
     return EncoderDecoding(encoder.run, encoder.signature, run, signature, generation, prompts, steps, eos=())

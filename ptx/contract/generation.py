@@ -96,6 +96,10 @@ class Generation:
     generation config's suppress_tokens and begin_suppress_tokens; ``forced_eos``: the id forced at the
     last step max_new_tokens allows where a decoding ends at end-of-sequence ids (forced_eos_token_id,
     BART's). ``encoder``: an encoder-decoder's encoder file (Encoder), None for a causal LM.
+    ``logits_to_keep``: the input (int64 [kept], transformers' argument of that name given a tensor) naming the
+    new positions whose logits the run computes, None where it computes every position's: a prompt's run
+    asks for its last position's only (kept_logits), as a 2,000-token prompt's every position on a 152k
+    vocabulary is 1.2 GB of logits and a quarter of a 0.5B model's prefill compute.
     ``reference``: eager's own greedy decoding of a few prompts as export made it (prompts, tokens, top-2
     margins, each step's largest logits: ptx.contract.generation_judge.ReferenceDecoding), which verify
     holds every runtime to; ``bounds``: what each reduced precision's decoding must hold
@@ -114,6 +118,7 @@ class Generation:
     begin_suppress: tuple[int, ...] = ()
     forced_eos: int | None = None
     encoder: Encoder | None = None
+    logits_to_keep: str | None = None
     reference: dict = field(default_factory=dict, compare=False)
     bounds: dict = field(default_factory=dict, compare=False)  # {precision: what a reduced row must hold}
 
@@ -123,6 +128,8 @@ class Generation:
         for key in ("eos", "suppress", "begin_suppress"):
             doc[key] = list(getattr(self, key))
         doc["encoder"] = self.encoder.to_dict() if self.encoder else None
+        if not self.logits_to_keep:  # a file that computes every position's logits, recorded as before it could
+            del doc["logits_to_keep"]
         if not self.encoder:  # a causal LM's contract as before encoder-decoders had one
             for key in ("encoder", "suppress", "begin_suppress", "forced_eos"):
                 if not doc[key]:
@@ -145,6 +152,7 @@ class Generation:
                        begin_suppress=tuple(int(e) for e in doc.get("begin_suppress") or ()),
                        forced_eos=None if doc.get("forced_eos") is None else int(doc["forced_eos"]),
                        encoder=Encoder.from_dict(doc["encoder"]) if doc.get("encoder") else None,
+                       logits_to_keep=None if doc.get("logits_to_keep") is None else str(doc["logits_to_keep"]),
                        reference=dict(doc.get("reference") or {}), bounds=dict(doc.get("bounds") or {}))
         except (ValueError, TypeError, KeyError) as exc:
             raise ContractError(f"{where}: not a generation contract ({type(exc).__name__}: {exc}): re-export the "
@@ -158,12 +166,21 @@ class Generation:
         wanted_in = [self.input_ids, *([self.attention_mask] if self.attention_mask else []),
                      *([self.position_ids] if self.position_ids else []), *(p for p, _ in self.cache),
                      *((d for _, d in self.encoder.cross) if self.encoder else ()),
-                     *([self.encoder.decoder_mask] if self.encoder and self.encoder.decoder_mask else [])]
+                     *([self.encoder.decoder_mask] if self.encoder and self.encoder.decoder_mask else []),
+                     *([self.logits_to_keep] if self.logits_to_keep else [])]
         wanted_out = [self.logits, *(q for _, q in self.cache)]
         missing = [n for n in wanted_in if n not in inputs] + [n for n in wanted_out if n not in outputs]
         if missing:
             raise ContractError(f"{where}: its generation contract names {', '.join(missing)}, which the file does not "
                                 "have: re-export the model with --task text-generation")
+
+    def kept_logits(self, width: int, every: bool = False) -> dict[str, np.ndarray]:
+        """The feed that asks a run of ``width`` new positions for the last one's logits (every one's where
+        ``every``: a judge reading the prompt's own positions), where the file takes ``logits_to_keep``; {}
+        where it computes every position's anyway."""
+        if not self.logits_to_keep:
+            return {}
+        return {self.logits_to_keep: np.arange(0 if every else width - 1, width, dtype=np.int64)}
 
     def with_reference(self, reference: dict, bounds: dict | None = None) -> "Generation":
         return Generation(**{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "reference": reference,
@@ -196,13 +213,15 @@ def of_metadata(metadata: Mapping[str, str], where: str) -> Generation | None:
 # Optimum's names for a decoder's cache: past_key_values.0.key in, present.0.key out (ORTModelForCausalLM,
 # onnxruntime-genai and ptx's own export read and write them).
 LAYOUT_PAST, LAYOUT_PRESENT = "past_key_values.{}.{}", "present.{}.{}"
+# ptx's one input beside that layout: the positions whose logits a run computes (transformers' name for it).
+KEEP = "logits_to_keep"
 
 
 def of_layout(inputs: Sequence[str], outputs: Sequence[str]) -> Generation | None:
     """The generation contract of a decoder file in Optimum's layout, read from its tensors' names alone
-    (input_ids, attention_mask, position_ids where it takes them, past_key_values.N.key/value; logits and
-    present.N.key/value), or None where the file is not one: a decoder without ptx's record is decoded by
-    it (an empty past, then steps), never fed generated inputs. A merged decoder's extra inputs
+    (input_ids, attention_mask, position_ids and logits_to_keep where it takes them, past_key_values.N.key/value;
+    logits and present.N.key/value), or None where the file is not one: a decoder without ptx's record is
+    decoded by it (an empty past, then steps), never fed generated inputs. A merged decoder's extra inputs
     (use_cache_branch) are not this layout."""
     inputs, outputs = list(inputs), list(outputs)
     cache = []
@@ -211,11 +230,12 @@ def of_layout(inputs: Sequence[str], outputs: Sequence[str]) -> Generation | Non
         if not all(p in inputs and q in outputs for p, q in pair):
             break
         cache.extend(pair)
-    known = {"input_ids", "attention_mask", "position_ids", *(p for p, _ in cache)}
+    known = {"input_ids", "attention_mask", "position_ids", KEEP, *(p for p, _ in cache)}
     if not cache or "input_ids" not in inputs or "attention_mask" not in inputs or "logits" not in outputs or \
             set(inputs) - known:
         return None
-    return Generation(tuple(cache), position_ids="position_ids" if "position_ids" in inputs else None)
+    return Generation(tuple(cache), position_ids="position_ids" if "position_ids" in inputs else None,
+                      logits_to_keep=KEEP if KEEP in inputs else None)
 
 
 # The prompts a decoding is judged on: three short ones of different lengths, decoded in one left-padded
