@@ -379,7 +379,8 @@ class DecoderSource(ExportSource):
         logits = model.signature.output(self.generation.logits)
         try:
             judged, _ = judge_decoding(model.run, model.signature, self.generation, self.reference,
-                                       tolerance=self.tolerance(logits, model.device), encoder=model.encoder)
+                                       tolerance=self.tolerance(logits, model.device), encoder=model.encoder,
+                                       hold=model.runner.run_holding)
         except PtxError as exc:
             raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
         failures = judged.failures()

@@ -79,7 +79,8 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
             with open_checked(tmp, fmt, backend=backend) as model:
                 tolerance = default_tolerance(model.signature.output(generation.logits).dtype, model.device)
                 judged, _ = judge_decoding(model.run, model.signature, model.generation, reference,
-                                           precision=fmt.precision, tolerance=tolerance, bounds=bounds)
+                                           precision=fmt.precision, tolerance=tolerance, bounds=bounds,
+                                           hold=model.runner.run_holding)
             return [Evidence("generated", f"{len(prompts)} recorded prompts against {by}: {judged.describe()}",
                              judged.failures())]
 

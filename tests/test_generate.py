@@ -17,6 +17,7 @@ from ptx_command import ptx_ok as ptx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import needs_ort_cuda  # noqa: E402
 from ptx.contract.generation import Generation, left_padded, positions  # noqa: E402
 from ptx.contract.reference_decoding import recorded_reference  # noqa: E402
 from ptx.contract.schema import Tolerance  # noqa: E402
@@ -98,37 +99,64 @@ def test_export_keeps_the_cache_and_says_how_it_validated(exported, name):
     assert heads == (4 if name == "gpt2" else 2)  # grouped-query attention keeps 2 key/value heads of 4
 
 
-def _recording(model, seen: list):
-    """``model``'s runner recording each run's logits_to_keep and logits shape into ``seen``."""
-    real = model.runner.run
+def _recording(monkeypatch) -> list:
+    """Every ort-cpu run from now on, as (input_ids' shape, logits_to_keep, the logits' shape, whether the cache
+    was held in the runtime), through run (arrays) or run_holding (generation's)."""
+    from ptx.infer.runtime.ort_runner import OrtRunner
 
-    def run(feeds):
-        out = real(feeds)
-        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape))
+    seen = []
+    plain, holding = OrtRunner._run, OrtRunner.run_holding
+
+    def run(self, feeds):
+        out = plain(self, feeds)
+        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape, False))
         return out
-    model.runner.run = run
+
+    def held(self, feeds, keep):
+        out = holding(self, feeds, keep)
+        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape,
+                     not isinstance(out["present.0.key"], np.ndarray)))
+        return out
+    monkeypatch.setattr(OrtRunner, "_run", run)
+    monkeypatch.setattr(OrtRunner, "run_holding", held)
+    return seen
 
 
 def test_a_prompt_s_run_computes_its_last_position_s_logits_only_and_the_judge_asks_for_every_one(exported,
                                                                                                    monkeypatch):
-    seen = []
+    seen = _recording(monkeypatch)
     with load(exported["llama"][0]) as model:
-        _recording(model, seen)
         tokens = model.generate(PROMPTS, max_new_tokens=8, eos=())
     assert tokens == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
-    assert seen[0] == ((3, 10), [9], (3, 1, VOCAB)), seen[0]  # the left-padded prompts' last position alone
-    assert all(s == ((3, 1), [0], (3, 1, VOCAB)) for s in seen[1:]), seen[1:]
-
-    def recorded(feeds, out):
-        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape))
-        return out
+    # the left-padded prompts' last position alone, then each step's one; the cache held in ONNX Runtime
+    assert seen[0] == ((3, 10), [9], (3, 1, VOCAB), True), seen[0]
+    assert len(seen) == 8 and all(s == ((3, 1), [0], (3, 1, VOCAB), True) for s in seen[1:]), seen[1:]
     seen.clear()
-    _wrapped(monkeypatch, recorded)
     assert _verify(exported["llama"][0]).exit_code() == 0
-    every = [s for s in seen if s[0][1] > 1 and s[1] == list(range(s[0][1])) and s[2][1] == s[0][1]]
-    last = [s for s in seen if s[0][1] > 1 and s[1] == [s[0][1] - 1] and s[2][1] == 1]
-    assert every and last and len(every) + len(last) == len([s for s in seen if s[0][1] > 1]), seen  # teacher-forced
-    # prompt passes read every position, the free-running ones the last
+    prompts = [s for s in seen if s[0][1] > 1]
+    # teacher-forced (arrays): every position of each prompt; free-running (held, as generation runs): the last
+    assert {(s[3], s[1] == list(range(s[0][1])), s[1] == [s[0][1] - 1]) for s in prompts} == \
+        {(False, True, False), (True, False, True)}, prompts
+
+
+@needs_ort_cuda
+def test_ort_cuda_keeps_the_cache_on_the_gpu_between_steps_and_gives_eager_s_tokens(exported, monkeypatch):
+    """Each step's present stays an OrtValue on the GPU and is bound as the next step's past: no copy of the
+    cache to the host and back at each step (the logits alone come to the host)."""
+    from ptx.infer.runtime.ort_runner import OrtRunner
+
+    where = []
+    holding = OrtRunner.run_holding
+
+    def held(self, feeds, keep):
+        out = holding(self, feeds, keep)
+        where.append((out["present.0.key"].device_name().lower(), type(out["logits"]).__name__))
+        return out
+    monkeypatch.setattr(OrtRunner, "run_holding", held)
+    with load(exported["llama"][0], backend="ort-cuda") as model:
+        tokens = model.generate(PROMPTS, max_new_tokens=8, eos=())
+    assert tokens == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
+    assert where and set(where) == {("cuda", "ndarray")}, where
 
 
 def cache_expands(path) -> int:

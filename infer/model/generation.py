@@ -14,9 +14,10 @@ decoding is made, as is the refusal of a file exported without its cache.
 Several prompts of different lengths go in one batch, left-padded: their attention mask is 0 over the
 padding and their positions count only the tokens they have, so each prompt's tokens are those it
 would get alone (up to ties). The first step's past is empty (length 0); each run's present key/values
-are the next run's past (``Decoding.forward``, the one method a runner that keeps its cache inside its
-runtime overrides). numpy only: the ONNX Runtime and OpenVINO paths never import torch; eager (a module
-exported with its cache) is a runner like the others.
+are the next run's past (``Decoding.forward``), held where the runtime made them where the runner can
+(ONNX Runtime's OrtValues through IO binding: ``hold``, the runner's run_holding). numpy only: the ONNX
+Runtime and OpenVINO paths never import torch; eager (a module exported with its cache) is a runner like
+the others.
 
 An encoder-decoder's decoding (infer/model/encoder_decoding.py) is this one, its encoder run once where
 the first step runs and the cross-attention past it answers fed to every step.
@@ -35,8 +36,12 @@ from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
 from ..runtime import memory_plan
+from ..runtime.runner import as_array
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+# A runner's run_holding (infer/runtime/runner.py): feeds and the outputs to hold in the runtime -> outputs, the
+# held ones as the runtime's own values (fed back as they are, never copied into numpy), the rest as arrays.
+HoldingRun = Callable[[Mapping[str, object], Sequence[str]], Mapping[str, object]]
 
 
 def no_cache(what: str) -> PtxError:
@@ -109,10 +114,12 @@ class Decoding:
 
     def __init__(self, run: Run, signature: Signature, generation: Generation | None, prompts,
                  max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model",
-                 keep_prompt_logits: bool = False):
+                 keep_prompt_logits: bool = False, hold: HoldingRun | None = None):
         if generation is None:
             raise no_cache(name)
         self.generation, self.signature, self._run = generation, signature, run
+        # where the runner holds its cache in its runtime (run_holding), each present stays there as the next past
+        self._hold, self._presents = hold, [present for _, present in generation.cache]
         self.vocab = vocabulary(signature, generation)
         self.prompts = check_prompts(prompts, self.vocab, max_new_tokens, generation.max_positions)
         if generation.position_ids is None and generation.encoder is None and len({len(p) for p in self.prompts}) > 1:
@@ -214,17 +221,19 @@ class Decoding:
             raise PtxError("this decoding's cache was handed over already: pull the batch that holds it")
         self.batched = True
         past, self._past = self._past, {}
-        return past
+        return {name: as_array(value) for name, value in past.items()}
 
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
-        the last position's logits [batch, vocab]. The past goes in as arrays and each present comes back
-        as the next run's past: a runner that keeps its cache inside its runtime overrides this method."""
+        the last position's logits [batch, vocab]. Each present comes back as the next run's past: as arrays,
+        or where the runner holds them (``hold``, its run_holding) as its runtime's own values, never copied
+        into numpy and back."""
         if self.batched:
             raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
         every = self.index == 0 and self.keep_prompt_logits
         width = feeds[self.generation.input_ids].shape[1]
-        out = self._run({**feeds, **self.generation.kept_logits(width, every), **self._past})
+        fed = {**feeds, **self.generation.kept_logits(width, every), **self._past}
+        out = self._run(fed) if self._hold is None else self._hold(fed, self._presents)
         self._past = {past: out[present] for past, present in self.generation.cache}
         logits = np.asarray(out[self.generation.logits])
         if self.index == 0 and self.keep_prompt_logits:

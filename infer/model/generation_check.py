@@ -24,11 +24,11 @@ from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature
 
 from .encoder_decoding import EncoderDecoding, encoder_not_open, take
-from .generation import GREEDY, Decoding, Run
+from .generation import GREEDY, Decoding, HoldingRun, Run
 
 
 def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
-             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None
+             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, hold: HoldingRun | None = None
              ) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
     """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
     greedy ones. (the steps' record, each prompt's logits per step where ``keep``, each prompt's logits at its
@@ -39,7 +39,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
     own_positions: list[np.ndarray | None] = [None for _ in prompts]
     seconds, runs = 0.0, 0
     for group in _groups(generation, prompts):
-        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep)
+        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, hold)
         for step in decoding:
             if decoding.prompt_logits is not None:
                 _prompt_rows(decoding, group, prompts, own_positions)
@@ -79,12 +79,12 @@ def _groups(generation: Generation, prompts) -> list[list[int]]:
 
 
 def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder,
-              keep: bool) -> Decoding:
+              keep: bool, hold: HoldingRun | None = None) -> Decoding:
     """A fresh decoding of ``prompts`` for ``steps`` steps, every step run (eos=()): an encoder-decoder's through
     ``encoder`` (its encoder's runner: ``run`` and ``signature``); a causal LM's keeping its prompt's logits at
-    every position where ``keep``."""
+    every position where ``keep``, its cache held in the runtime where ``hold`` (the runner's run_holding)."""
     if generation.encoder is None:
-        return Decoding(run, signature, generation, prompts, steps, eos=(), keep_prompt_logits=keep)
+        return Decoding(run, signature, generation, prompts, steps, eos=(), keep_prompt_logits=keep, hold=hold)
     if encoder is None:
         raise encoder_not_open(generation)
     return EncoderDecoding(encoder.run, encoder.signature, run, signature, generation, prompts, steps, eos=())
@@ -108,17 +108,20 @@ def reference_decoding(run: Run, signature: Signature, generation: Generation, p
 
 def judge_decoding(run: Run, signature: Signature, generation: Generation, reference: ReferenceDecoding, *,
                    precision: str = FULL_PRECISION, tolerance: Tolerance, bounds: Bounds | None = None,
-                   steps: int | None = None, encoder=None) -> tuple[DecodingJudgement, float | None]:
+                   steps: int | None = None, encoder=None, hold: HoldingRun | None = None
+                   ) -> tuple[DecodingJudgement, float | None]:
     """``run``'s decoding of the reference's prompts, teacher-forced on its tokens then free-running, judged
     against it (ptx.contract.generation_judge.judge: f32 by ``tolerance``, a reduced ``precision`` by
     ``bounds``), for its first ``steps`` steps (default all); and the free-running steps' milliseconds per
-    decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner."""
+    decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner; ``hold``:
+    the row's runner's run_holding, which its free-running decoding runs through as generation does (its
+    cache held in the runtime), where the teacher-forced one reads ``run``'s arrays."""
     reference = reference.truncated(steps)
     count = reference.step_count
     _, forced, forced_prompts, _, _ = _decoded(run, signature, generation, reference.prompts, count,
                                                reference.steps.tokens, keep=True, encoder=encoder)
     own, _, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
-                                        encoder=encoder)
+                                        encoder=encoder, hold=hold)
     judged = judge(reference, forced, own, precision=precision, tolerance=tolerance, bounds=bounds,
                    name=generation.logits, forced_prompts=forced_prompts)
     return judged, (1000 * seconds / runs if runs else None)

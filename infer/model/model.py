@@ -117,7 +117,8 @@ class Model:
                 raise encoder_not_open(generation, f"{self.name}'s")
             return EncoderDecoding(self.encoder.run, self.encoder.signature, self.runner.run, self.signature,
                                    generation, ids, max_new_tokens, stops, name=self.name)
-        return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name)
+        return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name,
+                        hold=self.runner.run_holding)
 
     def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                sampling: Sampling | None = None) -> Decoded:

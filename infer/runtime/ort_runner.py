@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ptx.contract.tensors import Signature
-from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError, first_line
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
 
 from .host_memory import HostBuffers, cuda_runtime_pinner, lease_or_new
 from ..formats.onnx_graph import session_signature
@@ -133,6 +133,35 @@ class OrtRunner(Runner):
             raise
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
             raise self._failed(feeds, self._beyond_a_table(feeds) or first_line(exc)[:400]) from None
+
+    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str]) -> dict[str, object]:
+        """Runner.run_holding through IO binding: each array bound where it lies, each OrtValue a run held
+        bound as it is, and the ``held`` outputs left where ONNX Runtime made them (on this runner's device),
+        so that a decoder's cache is never copied into numpy and back between steps; the rest copied out."""
+        if self.closed:
+            return self.run(feeds)  # its one error
+        ort = import_ort()
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        kept = set(held)
+        for name in self._names:
+            if name in kept and self.on_cuda:
+                binding.bind_output(name, "cuda", self.device_id)
+            else:
+                binding.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
+            given = ", ".join(f"{n} {list(v.shape() if callable(getattr(v, 'shape', None)) else v.shape)}"
+                              for n, v in feeds.items())
+            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {given}: "
+                                f"{first_line(exc)[:400]}") from None
+        return {name: value if name in kept else value.numpy()
+                for name, value in zip(self._names, binding.get_outputs())}
 
     def declared_outputs(self) -> Signature:
         """ONNX Runtime drops an output's shape that its own inference contradicts in rank (declared

@@ -22,6 +22,11 @@ from ptx.errors import InputError, ModelRunError, PtxError
 from .memory_plan import give_back_freed
 
 
+def as_array(value) -> np.ndarray:
+    """An array of a value run_holding answered: an array as it is, a runtime's value copied out."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
 class Runner:
     """Subclasses set ``backend`` and ``device`` and implement ``_run`` (checked inputs -> every
     output by name). ``run`` is safe to call from several threads at once."""
@@ -81,6 +86,14 @@ class Runner:
         # declaration: that is the whole answer's check, and reading a copy's graph for it costs every question
         result = self._run(checked)
         return {n: result[n] for n in wanted}
+
+    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str]) -> dict[str, object]:
+        """A run for a loop that feeds some outputs back as inputs of its next run (a decoder's present as its
+        next past): the outputs named in ``held`` may come back as the runtime's own values, which only a
+        later run_holding of this runner takes (ONNX Runtime's OrtValues: nothing copied into numpy and back
+        at each step), the others as arrays; ``as_array`` makes an array of either. A runtime without such
+        values answers ``run``'s arrays. The feeds are a loop's own (ptx's decoding checked its prompts)."""
+        return self.run(feeds)
 
     # Whether ids are held to their tables before the run: where the compiled code reads past a table's
     # end rather than refuse (AOTInductor), or prints a page of native frames on its way to refusing.
