@@ -99,7 +99,8 @@ class Generation:
     ``logits_to_keep``: the input (int64 [kept], transformers' argument of that name given a tensor) naming the
     new positions whose logits the run computes, None where it computes every position's: a prompt's run
     asks for its last position's only (kept_logits), as a 2,000-token prompt's every position on a 152k
-    vocabulary is 1.2 GB of logits and a quarter of a 0.5B model's prefill compute.
+    vocabulary is 1.2 GB of logits, and their head a third of a 0.5B model's prefill time
+    (docs/benchmarks/generation.md).
     ``reference``: eager's own greedy decoding of a few prompts as export made it (prompts, tokens, top-2
     margins, each step's largest logits: ptx.contract.generation_judge.ReferenceDecoding), which verify
     holds every runtime to; ``bounds``: what each reduced precision's decoding must hold
@@ -128,7 +129,7 @@ class Generation:
         for key in ("eos", "suppress", "begin_suppress"):
             doc[key] = list(getattr(self, key))
         doc["encoder"] = self.encoder.to_dict() if self.encoder else None
-        if not self.logits_to_keep:  # a file that computes every position's logits, recorded as before it could
+        if not self.logits_to_keep:  # no key where the file has no such input: its record stays as it was
             del doc["logits_to_keep"]
         if not self.encoder:  # a causal LM's contract as before encoder-decoders had one
             for key in ("encoder", "suppress", "begin_suppress", "forced_eos"):
