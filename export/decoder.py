@@ -208,6 +208,31 @@ def _ids(value) -> list[int]:
     return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
 
 
+def _keeps_logits(module: torch.nn.Module, params, ids: torch.Tensor, logits: torch.Tensor,
+                  log: Callable[[str], None]) -> bool:
+    """Whether ``module``'s forward takes logits_to_keep as transformers' causal LMs do (a tensor of positions
+    picks the rows the head computes): asked for the first step's positions last to first, it must answer
+    their logits in that order, as the whole run gave them. A forward that names it and reads it otherwise (an
+    int's slice in a model's own code, which a one-position tensor would pass) is exported computing every
+    position's logits, and said so."""
+    if KEEP not in params:
+        return False
+    backwards = torch.arange(ids.shape[1] - 1, -1, -1)
+    with torch.no_grad():
+        try:
+            kept, _ = _logits_and_cache(module(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
+                                               **{KEEP: backwards}))
+        except Exception:  # noqa: BLE001 - any refusal: the tensor is not what it takes
+            kept = None
+    want = logits[:, backwards]
+    if kept is not None and kept.shape == want.shape and torch.allclose(
+            kept, want, rtol=1e-3, atol=1e-4 * (1 + float(want.abs().max()))):
+        return True
+    log(f"generation: {type(module).__name__}'s forward names {KEEP} but does not take a tensor of positions for "
+        "it as transformers' models do: every position's logits are computed")
+    return False
+
+
 def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[CachedDecoder, Signature, Generation]:
     """(the decoder to export, its signature, its generation contract without the reference) of a causal
     LM ``module``: the cache's layout learned by one eager run with use_cache=True."""
@@ -215,7 +240,6 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[Cac
     params = inspect.signature(module.forward).parameters
     cache_keyword = next(k for k in CACHE_NAMES if k in params)
     takes_positions = "position_ids" in params
-    keeps_logits = KEEP in params  # transformers' causal LMs: a tensor of positions picks the head's rows
     ids = torch.tensor([[1, 2]])
     with torch.no_grad():
         try:
@@ -228,6 +252,7 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None]) -> tuple[Cac
         raise PtxError(f"--task text-generation: {type(module).__name__} returned no cache with use_cache=True: "
                        "export it with --task forward (its logits alone)")
     pairs = _cache_pairs(cache)
+    keeps_logits = _keeps_logits(module, params, ids, logits, log)
     vocab, dtype = int(logits.shape[-1]), str(logits.dtype).replace("torch.", "")
     inputs = [TensorSig("input_ids", "int64", (BATCH, SEQ), 0, (0, vocab - 1)),
               TensorSig("attention_mask", "int64", (BATCH, TOTAL), 0, (0, 1))]

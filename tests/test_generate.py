@@ -139,6 +139,33 @@ def test_a_prompt_s_run_computes_its_last_position_s_logits_only_and_the_judge_a
         {(False, True, False), (True, False, True)}, prompts
 
 
+class IntKeep(transformers.LlamaForCausalLM):
+    """A causal LM whose forward names logits_to_keep and reads it as an int, as a model's own code may: the
+    last ``logits_to_keep`` positions' logits (0: all)."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep=0, **kwargs):
+        out = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+        out.logits = out.logits[:, -logits_to_keep:]
+        return out
+
+
+def test_a_forward_that_reads_logits_to_keep_as_an_int_exports_computing_every_position(tmp_path):
+    torch.manual_seed(0)
+    model = IntKeep(llama().config).eval()
+    said: list[str] = []
+    export_module(model, None, tmp_path / "lm", formats=["onnx"], exporter="legacy", log=said.append)
+    assert any("names logits_to_keep but does not take a tensor of positions" in line for line in said), said
+    with load(tmp_path / "lm" / "model.onnx") as exported_model:
+        assert "logits_to_keep" not in exported_model.signature.input_names
+        assert exported_model.generation.logits_to_keep is None
+        ids = [[5, 17, 93]]
+        want = model.generate(torch.tensor(ids), attention_mask=torch.ones(1, 3, dtype=torch.int64), max_new_tokens=6,
+                              min_new_tokens=6, do_sample=False, pad_token_id=0)[0, 3:].tolist()
+        assert exported_model.generate(ids, max_new_tokens=6, eos=()) == [want]
+
+
 @needs_ort_cuda
 def test_ort_cuda_keeps_the_cache_on_the_gpu_between_steps_and_gives_eager_s_tokens(exported, monkeypatch):
     """Each step's present stays an OrtValue on the GPU and is bound as the next step's past: no copy of the
