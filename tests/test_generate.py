@@ -271,6 +271,7 @@ def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_fir
     assert len(model.generate([[5, 17, 93]], max_new_tokens=10)[0]) == 10
     runs = []
     monkeypatch.setattr(model.runner, "run", lambda feeds: runs.append(feeds))
+    monkeypatch.setattr(model.runner, "run_holding", lambda feeds, held: runs.append(feeds))
     with pytest.raises(memory_plan.OutOfMemoryPlan,
                        match=r"^decoding 8 prompts of up to 3 tokens and 60 new ones needs about .* is available .*: "
                              r"ask for fewer prompts at once or fewer new tokens$"):
@@ -292,6 +293,25 @@ def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_fir
         assert refused.value.status == 503
     finally:
         served.close()
+
+
+def test_the_memory_plan_counts_the_prompt_s_logits_a_decoding_computes_and_keeps(exported):
+    """A prompt's run of a file that takes logits_to_keep computes its last position's logits only, unless a
+    judge reads every position's (then it keeps a copy of them too); a file without the input computes every
+    position's whatever is asked."""
+    from dataclasses import replace
+
+    from ptx.infer.model.generation import decoding_need
+    from ptx.infer.runtime import memory_plan
+
+    model = load(exported["llama"][0])
+    signature, keeping = model.signature, model.generation
+    every = replace(keeping, logits_to_keep=None)
+    row = 4 * VOCAB  # one position's float32 logits
+    last, judged, old = (decoding_need(signature, keeping, 1, 100, 10), decoding_need(signature, keeping, 1, 100, 10,
+                         every_position=True), decoding_need(signature, every, 1, 100, 10))
+    assert old - last == memory_plan.RUN_COPIES * 99 * row
+    assert judged - old == 100 * row == decoding_need(signature, every, 1, 100, 10, every_position=True) - old
 
 
 def test_verify_and_inspect_of_a_decoder_hash_its_weights_once(exported, monkeypatch):

@@ -378,14 +378,13 @@ def decoding_need(signature: Signature, generation: Generation, batch: int, prom
                   new_tokens: int, every_position: bool = False) -> float:
     """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
     the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
-    and the prompt's logits: at every position twice where ``every_position`` (a judge's reading of each: the
-    run's answer and the judge's copy), else the last position's where the file takes logits_to_keep, else
-    every position's."""
+    and the prompt's run's logits: the last position's where the file takes logits_to_keep and no judge reads
+    every position (``every_position``: then every one's, and the judge's copy of them), else every one's."""
     cache = cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
     vocab = vocabulary(signature, generation) or 0
-    computed = 2 * prompt_length if every_position else 1 if generation.logits_to_keep else prompt_length
-    logits = batch * computed * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize
-    return memory_plan.decoding_need(cache, logits)
+    row = batch * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize  # one position's logits
+    computed = 1 if generation.logits_to_keep and not every_position else prompt_length
+    return memory_plan.decoding_need(cache, computed * row, prompt_length * row if every_position else 0.0)
 
 
 def _require_decoding_room(signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],

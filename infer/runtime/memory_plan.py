@@ -147,13 +147,14 @@ def cases_that_fit(signature, cases, runtimes: int = 1) -> tuple[list, list[str]
     return kept, left
 
 
-def decoding_need(cache_bytes: float, logits_bytes: float) -> float:
+def decoding_need(cache_bytes: float, logits_bytes: float, kept_bytes: float = 0.0) -> float:
     """The bytes a decoding holds beyond the runtime's weights: its cache at its longest (``cache_bytes``) twice,
-    the past fed and the present returned, and the prompt's logits (``logits_bytes``) at RUN_COPIES, with the
-    runtime's intermediates of their order. Measured on Qwen2-0.5B's config, a prompt of 1,500 tokens (0.91 GB
-    of logits; planned 3.72 GB): the process's peak grew by 1.73 GB on ort-cpu and 3.17 GB on openvino (2-core
+    the past fed and the present returned, the prompt's run's logits (``logits_bytes``) at RUN_COPIES, with the
+    runtime's intermediates of their order, and what its caller keeps of them (``kept_bytes``: a judge's copy of
+    every position's). Measured on Qwen2-0.5B's config, a prompt of 1,500 tokens (0.91 GB of logits, every
+    position's; planned 3.72 GB): the process's peak grew by 1.73 GB on ort-cpu and 3.17 GB on openvino (2-core
     Intel Xeon, 2026-11-27)."""
-    return 2 * cache_bytes + RUN_COPIES * logits_bytes
+    return 2 * cache_bytes + RUN_COPIES * logits_bytes + kept_bytes
 
 
 # A session that optimises a file and writes it out (ort-cuda's static placement check, ONNX Runtime's basic
