@@ -8,7 +8,7 @@ config (9 query heads over 3 key/value heads) took 123.2 ms a token at 2,048 pos
 with that copy and 54.5 without it (2026-11-27, 2 cores; docs/benchmarks/generation.md). Here the queries of a
 group are laid side by side instead ([batch, kv heads, group x new, head size]), so each MatMul reads the cached
 keys and values as they are; the arithmetic is the same dot products. Only the traced file computes so: the
-eager reference export's judge holds the file to runs the model's own attention (export/decoder.py).
+eager reference export's judge holds the file to runs the model's own attention (export/cached_decoder.py).
 
 Only a layer of grouped heads (fewer key/value heads than query heads) is traced so, and only through the
 plain attention every transformers model of that kind shares: a layer that asks for more (dropout, a logit

@@ -121,7 +121,9 @@ class ModuleOptions:
       export/decoder.py's chosen_task), "text-generation" (with the cache, asked) or "forward" (one
       forward pass). ``bounds``: what a reduced precision's decoding of a model exported with its cache must
       hold, recorded in its files: {"min_agreement" | "max_kl" | "max_kl_p99": {precision or None: value}}
-      (ptx.contract.generation_judge.Bounds; None for a precision: every one).
+      (ptx.contract.generation_judge.Bounds; None for a precision: every one). ``all_logits``: a causal LM's
+      decoder computes every new position's logits and takes no logits_to_keep (the inputs onnxruntime-genai,
+      Optimum and openvino-genai feed; by default a transformers LM's file takes it).
       ``log``: where each line goes (print).
     """
 
@@ -152,6 +154,7 @@ class ModuleOptions:
     text: Mapping[str, bytes] | None = None
     bounds: Mapping[str, Mapping] | None = None
     weights: Mapping | None = None
+    all_logits: bool = False
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -212,6 +215,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if not cached:
         refuse_text(given.text)
         refuse_bounds(given.bounds)
+        if given.all_logits:
+            raise PtxError("--all-logits is for a causal LM exported with its cache (its decoder's logits_to_keep): "
+                           "leave it out, or give --task text-generation")
         if given.torchscript_mode not in TORCHSCRIPT_MODES:
             raise PtxError(f"torchscript mode {given.torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
         check_options(chosen, given.writer_options(), device=given.device)  # the opset, pt2's device
@@ -252,7 +258,8 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, ta
                           device=given.device, provenance=given.provenance, log=given.log,
                           asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
                           tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
-                          bounds=given.bounds, made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource)
+                          bounds=given.bounds, made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource,
+                          all_logits=given.all_logits)
 
 
 class ModuleSource(ExportSource):

@@ -50,8 +50,9 @@ from ptx.infer.model.generation_check import reference_decoding
 from ptx.torch_quiet import quiet_logs
 
 from .decoder import chosen_task as decoder_chosen_task
-from .decoder import (BATCH, CACHE_NAMES, PAST, SEQ, SEQ2SEQ, TOTAL, DecoderSource, _cache_pairs, _config_int, _ids,
-                      _logits_and_cache, _new_cache, check_tokenizer, generates, judged_line, named)
+from .cached_decoder import (BATCH, CACHE_NAMES, PAST, SEQ, TOTAL, _cache_pairs, _config_int, _ids, _logits_and_cache,
+                             _new_cache, named)
+from .decoder import SEQ2SEQ, DecoderSource, check_tokenizer, generates, judged_line
 from .decoder_reference import eager_run
 from .formats import Written
 

@@ -17,7 +17,7 @@ reported, and each runner's tokens are compared with eager's.
 --others adds Optimum's ORTModelForCausalLM, onnxruntime-genai and openvino-genai where they install:
 they run in their own virtual environment (--others-venv, default .venv-others in the checkout, which
 `python scripts/generate_others.py --setup` makes), on the same weights saved with save_pretrained and,
-where they can, on ptx's own file. Prints a table and writes OUT/results.json; docs/benchmarks/generation.md
+where they can, on ptx's own file (exported with --all-logits: they feed no logits_to_keep). Prints a table and writes OUT/results.json; docs/benchmarks/generation.md
 records a run.
 
 --quantized adds ptx's weight-only int8 and int4 files (`ptx export model.onnx --format onnx-int4,onnx-int8w`)
@@ -183,6 +183,17 @@ def quality(f32: Path, files: dict[str, Path]) -> dict:
     return found
 
 
+def all_logits_file(name: str, out: Path) -> Path:
+    """ptx's file of ``name`` exported with --all-logits (no logits_to_keep input), the one the peers run ptx's
+    file as: onnxruntime-genai and openvino-genai feed the inputs of Optimum's layout only."""
+    folder = out / f"{name}-all-logits"
+    if not (folder / "model.onnx").exists():
+        print(f"{name}: exporting with --all-logits for the peers ...", file=sys.stderr, flush=True)
+        subprocess.run(["ptx", "export", "--module", f"{HERE / 'generate_lms.py'}:{name}", "--out", str(folder),
+                        "--format", "onnx", "--all-logits", "--force"], check=True, capture_output=True, text=True)
+    return folder / "model.onnx"
+
+
 def bench_model(name: str, args, out: Path) -> dict:
     folder = out / name
     args.model = name
@@ -223,7 +234,7 @@ def bench_model(name: str, args, out: Path) -> dict:
         if args.quantized:
             builder = builder_int4(args, pretrained, out / f"{name}-builder-int4")
             runners.update({k: v for k, v in QUANTIZED_OTHERS.items() if k != "ort_genai_builder" or builder})
-        rows.update(others(args, pretrained, folder / "model.onnx", prompt_ids(args.prompt_length, vocab),
+        rows.update(others(args, pretrained, all_logits_file(name, out), prompt_ids(args.prompt_length, vocab),
                            out / f"{name}-others", runners, builder))
     want = rows["eager"].get("tokens")
     eager_decode = rows["eager"].get("decode_ms_per_token")

@@ -109,13 +109,14 @@ def _recording(monkeypatch) -> list:
 
     def run(self, feeds):
         out = plain(self, feeds)
-        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape, False))
+        seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape, False, False))
         return out
 
     def held(self, feeds, keep):
+        fed = not isinstance(feeds["past_key_values.0.key"], np.ndarray)  # the step before's present, as it was
         out = holding(self, feeds, keep)
         seen.append((feeds["input_ids"].shape, feeds["logits_to_keep"].tolist(), out["logits"].shape,
-                     not isinstance(out["present.0.key"], np.ndarray)))
+                     not isinstance(out["present.0.key"], np.ndarray), fed))
         return out
     monkeypatch.setattr(OrtRunner, "_run", run)
     monkeypatch.setattr(OrtRunner, "run_holding", held)
@@ -128,9 +129,10 @@ def test_a_prompt_s_run_computes_its_last_position_s_logits_only_and_the_judge_a
     with load(exported["llama"][0]) as model:
         tokens = model.generate(PROMPTS, max_new_tokens=8, eos=())
     assert tokens == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
-    # the left-padded prompts' last position alone, then each step's one; the cache held in ONNX Runtime
-    assert seen[0] == ((3, 10), [9], (3, 1, VOCAB), True), seen[0]
-    assert len(seen) == 8 and all(s == ((3, 1), [0], (3, 1, VOCAB), True) for s in seen[1:]), seen[1:]
+    # the left-padded prompts' last position alone, then each step's one; the cache held in ONNX Runtime and fed
+    # back as it was from the second run on (the first's past is empty)
+    assert seen[0] == ((3, 10), [9], (3, 1, VOCAB), True, False), seen[0]
+    assert len(seen) == 8 and all(s == ((3, 1), [0], (3, 1, VOCAB), True, True) for s in seen[1:]), seen[1:]
     seen.clear()
     assert _verify(exported["llama"][0]).exit_code() == 0
     prompts = [s for s in seen if s[0][1] > 1]
@@ -166,6 +168,21 @@ def test_a_forward_that_reads_logits_to_keep_as_an_int_exports_computing_every_p
         assert exported_model.generate(ids, max_new_tokens=6, eos=()) == [want]
 
 
+def test_all_logits_exports_the_decoder_without_logits_to_keep_and_a_forward_export_refuses_it(tmp_path):
+    """--all-logits: the inputs onnxruntime-genai, Optimum and openvino-genai feed, every position's logits out."""
+    export_module(llama(), None, tmp_path / "lm", formats=["onnx"], exporter="legacy", all_logits=True,
+                  log=lambda _: None)
+    with load(tmp_path / "lm" / "model.onnx") as model:
+        assert "logits_to_keep" not in model.signature.input_names and model.generation.logits_to_keep is None
+        assert model.generate(PROMPTS, max_new_tokens=8, eos=()) == [eager_generate("llama", tuple(p), 8)
+                                                                      for p in PROMPTS]
+    with pytest.raises(PtxError, match=r"^--all-logits is for a causal LM exported with its cache"):
+        export_module(llama(), None, tmp_path / "forward", task="forward", all_logits=True, log=lambda _: None,
+                      inputs=["input_ids=batchxseq:int64"])
+    done = ptx("export", "convnet", "--all-logits", check=False)
+    assert done.returncode != 0 and "--all-logits" in done.stderr, done.stderr
+
+
 @needs_ort_cuda
 def test_ort_cuda_keeps_the_cache_on_the_gpu_between_steps_and_gives_eager_s_tokens(exported, monkeypatch):
     """Each step's present stays an OrtValue on the GPU and is bound as the next step's past: no copy of the
@@ -176,14 +193,16 @@ def test_ort_cuda_keeps_the_cache_on_the_gpu_between_steps_and_gives_eager_s_tok
     holding = OrtRunner.run_holding
 
     def held(self, feeds, keep):
+        past = feeds["past_key_values.0.key"]
         out = holding(self, feeds, keep)
-        where.append((out["present.0.key"].device_name().lower(), type(out["logits"]).__name__))
+        where.append((out["present.0.key"].device_name().lower(), type(out["logits"]).__name__,
+                      "array" if isinstance(past, np.ndarray) else past.device_name().lower()))
         return out
     monkeypatch.setattr(OrtRunner, "run_holding", held)
     with load(exported["llama"][0], backend="ort-cuda") as model:
         tokens = model.generate(PROMPTS, max_new_tokens=8, eos=())
     assert tokens == [eager_generate("llama", tuple(p), 8) for p in PROMPTS]
-    assert where and set(where) == {("cuda", "ndarray")}, where
+    assert where[0] == ("cuda", "ndarray", "array") and set(where[1:]) == {("cuda", "ndarray", "cuda")}, where
 
 
 def cache_expands(path) -> int:
@@ -599,6 +618,16 @@ def test_left_padding_keeps_each_prompt_s_positions():
     ids, mask = left_padded([[7, 8, 9], [4]], pad=0)
     assert ids.tolist() == [[7, 8, 9], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert positions(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_optimum_s_layout_reads_a_logits_to_keep_of_positions_and_no_other():
+    from ptx.contract.generation import of_layout
+
+    ins = ["input_ids", "attention_mask", "logits_to_keep", "past_key_values.0.key", "past_key_values.0.value"]
+    outs = ["logits", "present.0.key", "present.0.value"]
+    assert of_layout(ins, outs, ("int64", 1)).logits_to_keep == "logits_to_keep"
+    assert of_layout(ins, outs, ("int64", 0)) is None  # a count (transformers' int argument): not this layout
+    assert of_layout([n for n in ins if n != "logits_to_keep"], outs).logits_to_keep is None
 
 
 def test_a_generation_contract_that_names_what_the_file_lacks_is_refused():

@@ -173,7 +173,7 @@ class Target:
         """The generation contract (ptx.contract.generation.Generation) of a decoder file, before any runtime
         opens it: the one it records, else the one an ONNX file's tensor names say (Optimum's layout: a file
         without ptx's record, or read as your own); None for a run, or a file that does not generate."""
-        from ptx.contract.generation import GENERATION_KEY, of_layout, of_metadata
+        from ptx.contract.generation import GENERATION_KEY, KEEP, of_layout, of_metadata
 
         if self.is_run or self.found is None:
             return None
@@ -183,9 +183,14 @@ class Target:
             return None
         from ..formats.onnx_files import load_structure
 
+        from onnx.helper import tensor_dtype_to_np_dtype
+
         graph = load_structure(self.path).graph
         initializers = {t.name for t in graph.initializer}
-        return of_layout([i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output])
+        keep = next(((str(tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)), len(i.type.tensor_type.shape.dim))
+                     for i in graph.input if i.name == KEEP), None)
+        return of_layout([i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output],
+                         keep)
 
     @cached_property
     def run_dir(self) -> Path | None:

@@ -113,6 +113,11 @@ class OrtGraphRunner(OrtRunner):
         with self._lock:
             return super().run_on_device(feeds)
 
+    def run_holding(self, feeds, held):
+        """A decoding's steps through the captured graphs' own buffers (``run``): a graph replays fixed
+        addresses and shapes, which a cache held from step to step (OrtRunner.run_holding) does not keep."""
+        return self.run(feeds)
+
     def _binding_run_options(self):
         return self._uncaptured
 

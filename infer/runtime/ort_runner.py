@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.contract.tensors import Signature
-from ptx.errors import ArtifactError, BackendUnavailableError, InputError, ModelRunError, PtxError, first_line
+from ptx.errors import ArtifactError, BackendUnavailableError, InputError, PtxError, first_line
 
 from .host_memory import HostBuffers, cuda_runtime_pinner, lease_or_new
 from ..formats.onnx_graph import session_signature
@@ -156,10 +156,8 @@ class OrtRunner(Runner):
         try:
             self.session.run_with_iobinding(binding)
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
-            given = ", ".join(f"{n} {list(v.shape() if callable(getattr(v, 'shape', None)) else v.shape)}"
-                              for n, v in feeds.items())
-            raise ModelRunError(f"{self.backend} failed running {self.name} on inputs {given}: "
-                                f"{first_line(exc)[:400]}") from None
+            # no _beyond_a_table here: a decoding's ids and positions were held to the model's tables before
+            raise self._failed(feeds, first_line(exc)[:400]) from None
         return {name: value if name in kept else value.numpy()
                 for name, value in zip(self._names, binding.get_outputs())}
 

@@ -27,6 +27,14 @@ def as_array(value) -> np.ndarray:
     return value if isinstance(value, np.ndarray) else value.numpy()
 
 
+def _described(value) -> str:
+    """``float32 [3, 8]``: an array's dtype and shape, or a runtime's held value's (an OrtValue's element type)."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} {list(value.shape)}"
+    dtype, shape = getattr(value, "data_type", None), getattr(value, "shape", None)
+    return f"{dtype() if callable(dtype) else dtype} {list(shape() if callable(shape) else shape or [])}"
+
+
 class Runner:
     """Subclasses set ``backend`` and ``device`` and implement ``_run`` (checked inputs -> every
     output by name). ``run`` is safe to call from several threads at once."""
@@ -125,7 +133,7 @@ class Runner:
 
     def _failed(self, feeds: Mapping[str, np.ndarray], why: str) -> ModelRunError:
         """A run that failed in the runtime, said in one line with what it was given (``x float32 [3, 8]``)."""
-        given = ", ".join(f"{n} {a.dtype} {list(a.shape)}" for n, a in feeds.items())
+        given = ", ".join(f"{n} {_described(a)}" for n, a in feeds.items())
         name = getattr(self, "name", "the model")  # a torch runner probing its outputs has none yet
         return ModelRunError(f"{self.backend} failed running {name} on inputs {given}: {why}")
 

@@ -107,6 +107,11 @@ def _format_list(ctx, param, value) -> list[str]:
                    "encoder file beside a decoder file with its cache; auto does either for a transformers model that "
                    "generates and was not built with use_cache=False, and exports a recurrent state (Mamba) as "
                    "forward, saying why; forward exports one forward pass (its tensors, the cache left out).")
+@click.option("--all-logits", "all_logits", is_flag=True,
+              help="--module or a transformers folder, a causal LM exported with its cache: the decoder computes every "
+                   "new position's logits and takes no logits_to_keep (by default a transformers LM's file takes it, "
+                   "so that a prompt's run computes its last position's only): the inputs onnxruntime-genai, Optimum's "
+                   "ORTModelForCausalLM and openvino-genai feed.")
 @click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
                                             "FACTORY's name, the folder's).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",
@@ -327,7 +332,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force, min_agreement=(),
                 max_kl=(), max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None,
-                data_aware=None) -> None:
+                data_aware=None, all_logits=False) -> None:
     """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
     opened by transformers, exported as --module exports one, its tokenizer's files beside the files."""
     if not out:
@@ -348,14 +353,15 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     text = text_files(tokenizer or name, click.echo, "--tokenizer" if tokenizer else "the folder")
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
-                  bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99),
+                  bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99), all_logits=all_logits,
                   weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware) or None, log=click.echo)
 
 
 def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, triton_backend, image, input_args,
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
             max_shapes, force, rtol=None, task="auto", tokenizer=None, min_agreement=(), max_kl=(),
-            max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None) -> None:
+            max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None,
+            all_logits=False) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -394,7 +400,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
                   use_example=not chosen, rtol=rtol, task=task, bounds=bounds, log=click.echo, weights=weights or None,
-                  **options)
+                  all_logits=all_logits, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,

@@ -218,12 +218,19 @@ LAYOUT_PAST, LAYOUT_PRESENT = "past_key_values.{}.{}", "present.{}.{}"
 KEEP = "logits_to_keep"
 
 
-def of_layout(inputs: Sequence[str], outputs: Sequence[str]) -> Generation | None:
+def keep_of(signature) -> tuple[str, int] | None:
+    """(dtype, rank) of a signature's logits_to_keep input, for of_layout; None where it has none."""
+    found = next((t for t in signature.inputs if t.name == KEEP), None)
+    return None if found is None else (found.dtype, len(found.shape))
+
+
+def of_layout(inputs: Sequence[str], outputs: Sequence[str], keep: tuple[str, int] | None = None) -> Generation | None:
     """The generation contract of a decoder file in Optimum's layout, read from its tensors' names alone
     (input_ids, attention_mask, position_ids and logits_to_keep where it takes them, past_key_values.N.key/value;
     logits and present.N.key/value), or None where the file is not one: a decoder without ptx's record is
     decoded by it (an empty past, then steps), never fed generated inputs. A merged decoder's extra inputs
-    (use_cache_branch) are not this layout."""
+    (use_cache_branch) are not this layout, nor a logits_to_keep whose ``keep`` (its dtype and rank, where the
+    caller knows them) is not int64 positions [kept] (a count, as transformers' int argument is)."""
     inputs, outputs = list(inputs), list(outputs)
     cache = []
     for layer in range(len(inputs)):
@@ -233,7 +240,7 @@ def of_layout(inputs: Sequence[str], outputs: Sequence[str]) -> Generation | Non
         cache.extend(pair)
     known = {"input_ids", "attention_mask", "position_ids", KEEP, *(p for p, _ in cache)}
     if not cache or "input_ids" not in inputs or "attention_mask" not in inputs or "logits" not in outputs or \
-            set(inputs) - known:
+            set(inputs) - known or (KEEP in inputs and keep is not None and tuple(keep) != ("int64", 1)):
         return None
     return Generation(tuple(cache), position_ids="position_ids" if "position_ids" in inputs else None,
                       logits_to_keep=KEEP if KEEP in inputs else None)
