@@ -446,6 +446,23 @@ def test_a_prompt_pass_wrong_but_at_its_last_position_fails_verify_naming_the_po
     assert "prompt 1 position 1: logits differ from the reference's" in report.lines()[-1], report.lines()
 
 
+def test_a_prompt_s_last_position_asked_alone_that_differs_from_every_position_s_fails_verify(exported, monkeypatch):
+    """Generation's prompt run (its last position alone) answering otherwise than the same position asked with every
+    one, by 1% (its tokens unchanged, so no parting shows it): the judge holds the two to the tolerance."""
+    from ptx.infer.runtime.ort_runner import OrtRunner
+
+    holding = OrtRunner.run_holding
+
+    def off(self, feeds, held):
+        out = holding(self, feeds, held)
+        return {**out, "logits": out["logits"] * np.float32(1.01)} if feeds["input_ids"].shape[1] > 1 else out
+    monkeypatch.setattr(OrtRunner, "run_holding", off)
+    report = _verify(exported["llama"][0])
+    assert report.exit_code() == 1
+    assert "prompt 1 step 1: its logits asked alone, as generation asks them, differ from the same position's asked " \
+        "with every position by up to" in report.lines()[-1], report.lines()
+
+
 def test_verify_s_atol_is_what_a_float32_row_is_held_to(exported, monkeypatch):
     def moved(feeds, out):
         out["logits"] = out["logits"] + np.float32(0.01)  # beyond 1e-4 + 1e-3 x the rows' largest (about 1)

@@ -28,8 +28,8 @@ from .generation import GREEDY, Decoding, HoldingRun, Run
 
 
 def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
-             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, hold: HoldingRun | None = None
-             ) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
+             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, hold: HoldingRun | None = None,
+             first: bool = False) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
     """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
     greedy ones. (the steps' record, each prompt's logits per step where ``keep``, each prompt's logits at its
     own positions but the last where ``keep`` and the file's prompt pass gives them (a causal LM's; else None),
@@ -43,7 +43,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
         for step in decoding:
             if decoding.prompt_logits is not None:
                 _prompt_rows(decoding, group, prompts, own_positions)
-            if keep:
+            if keep or (first and step.index == 0):  # ``first``: the first step's alone, as generation asked it
                 for row, k in enumerate(group):
                     logits[k].append(step.logits[row].copy())
             chosen = GREEDY(step.logits, decoding.history) if tokens is None else [tokens[k][step.index] for k in group]
@@ -120,8 +120,9 @@ def judge_decoding(run: Run, signature: Signature, generation: Generation, refer
     count = reference.step_count
     _, forced, forced_prompts, _, _ = _decoded(run, signature, generation, reference.prompts, count,
                                                reference.steps.tokens, keep=True, encoder=encoder)
-    own, _, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
-                                        encoder=encoder, hold=hold)
+    own, firsts, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
+                                             encoder=encoder, hold=hold, first=True)
     judged = judge(reference, forced, own, precision=precision, tolerance=tolerance, bounds=bounds,
-                   name=generation.logits, forced_prompts=forced_prompts)
+                   name=generation.logits, forced_prompts=forced_prompts,
+                   alone=[rows[0] if rows else None for rows in firsts])
     return judged, (1000 * seconds / runs if runs else None)

@@ -159,6 +159,9 @@ class PromptJudgement:
     nll_reference: list[float] = field(default_factory=list)  # the reference's
     nonfinite: int | None = None  # 1-based position
     parting: Parting | None = None  # the free-running tokens' first parting
+    # the first step's logits as generation's prompt run asks them (the last position alone, where the file takes
+    # logits_to_keep) against the same position asked with every one: the row's two ways of running one prefix
+    alone: OutputAgreement | None = None
 
     @property
     def positions(self) -> int:
@@ -235,7 +238,17 @@ class DecodingJudgement:
                 f"{steps}{' each' * (len(self.prompts) != 1)})")
 
     def prompt_failures(self, p: PromptJudgement) -> list[str]:
-        """Why prompt ``p`` fails, in words naming its position or step (empty where it holds)."""
+        """Why prompt ``p`` fails, in words naming its position or step (empty where it holds): against the
+        reference first, then its first step asked alone against itself."""
+        found = self._against_reference(p)
+        if p.alone is not None and not p.alone.ok:
+            found.append(f"{self.label(p)} step 1: its logits asked alone, as generation asks them, differ from the "
+                         f"same position's asked with every position by up to {p.alone.max_abs:.3g} (atol "
+                         f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x {SCALE_WORDS} "
+                         f"{p.alone.magnitude:.3g})")
+        return found
+
+    def _against_reference(self, p: PromptJudgement) -> list[str]:
         name, found = self.label(p), []
         if p.nonfinite is not None:
             found.append(f"{name} {p.where(p.nonfinite)}: NaN or infinite logits")
@@ -311,6 +324,7 @@ class DecodingJudgement:
                              "kl_p99": round(p.kl_p99, 6), "perplexity_ratio": None if p.perplexity_ratio is None
                              else round(p.perplexity_ratio, 6), "near_ties": [t.describe() for t in p.ties],
                              "worst_abs": None if p.worst is None else p.worst.max_abs,
+                             "alone_abs": None if p.alone is None else p.alone.max_abs,
                              "beyond": p.where(p.beyond[0]) if p.beyond else None,
                              "nonfinite": None if p.nonfinite is None else p.where(p.nonfinite),
                              "parting": None if p.parting is None else p.parting.describe()}
@@ -319,12 +333,15 @@ class DecodingJudgement:
 
 def judge(reference: ReferenceDecoding, forced: Sequence[Sequence[np.ndarray]], own: Steps, *,
           precision: str = FULL_PRECISION, tolerance: Tolerance, bounds: Bounds | None = None,
-          name: str = "logits", forced_prompts: Sequence[np.ndarray | None] | None = None) -> DecodingJudgement:
+          name: str = "logits", forced_prompts: Sequence[np.ndarray | None] | None = None,
+          alone: Sequence[np.ndarray | None] | None = None) -> DecodingJudgement:
     """``forced`` (each prompt's logits [vocab] at each step, teacher-forced on the reference's tokens) and
     ``own`` (the row's free-running greedy steps) against ``reference``: a float32 row (``precision`` f32)
     held to ``tolerance``, a reduced one to ``bounds`` (default: DEFAULT_BOUNDS[precision]). ``forced_prompts``:
     each prompt's logits at its own positions but the last [positions, vocab] (None for a prompt whose pass
-    gave its last position's only), judged where the reference records them."""
+    gave its last position's only), judged where the reference records them. ``alone``: each prompt's first step's
+    logits [vocab] as the free-running decoding asked them (generation's way: the last position alone), held to
+    ``tolerance`` against the teacher-forced first step's, at every precision (one runtime's two ways)."""
     if reference.logits is None:
         raise PtxError("the reference records no logits (an older file): re-export it to judge its decoding step by "
                        "step")
@@ -336,6 +353,11 @@ def judge(reference: ReferenceDecoding, forced: Sequence[Sequence[np.ndarray]], 
     for k, rows in enumerate(forced):
         prompt_rows = forced_prompts[k] if forced_prompts is not None and k < len(forced_prompts) else None
         judged.prompts.append(_prompt(k, reference, rows, prompt_rows, own, tolerance, judged.bounds, name))
+        first = alone[k] if alone is not None and k < len(alone) else None
+        if first is not None and len(rows) and np.isfinite(first).all() and np.isfinite(rows[0]).all():
+            judged.prompts[-1].alone = compare_outputs({name: np.asarray(first)[None]},
+                                                       {name: np.asarray(rows[0])[None]}, _one_row(name),
+                                                       lambda _: tolerance)[name]
     return judged
 
 
