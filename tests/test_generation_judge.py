@@ -113,6 +113,32 @@ def _with_prompt_positions(reference: ReferenceDecoding, scale: float, seed: int
     return rows
 
 
+def test_a_first_step_asked_alone_is_held_as_its_row_is_held_and_one_answered_otherwise_fails():
+    """Generation's way of running a prompt (its last position alone) against the same position asked with every
+    one: a float32 row's noise passes and a 1% difference fails; a reduced row's own rounding of a lone row passes
+    by its KL and a distribution moved beyond its bound fails."""
+    reference, rows = _reference(scale=40.0)
+    noise = _noisy(rows, 4e-3)
+    alone = [prompt[0] + np.float32(1e-3) for prompt in noise]  # f32 noise of another blocking
+    assert judge(reference, noise, _own(reference), tolerance=F32, alone=alone).passed
+    off = [a.copy() for a in alone]
+    off[1] = off[1] * np.float32(1.01)
+    said = judge(reference, noise, _own(reference), tolerance=F32, alone=off).failures()
+    assert said == [said[0]] and said[0].startswith("prompt 2 step 1: its logits asked alone, as generation asks "
+                                                    "them, differ from the same position's asked with every position "
+                                                    "by up to"), said
+    reference, rows = _reference(scale=3.0)
+    rough = _noisy(rows, 0.05)
+    lone = [prompt[0] + np.random.default_rng(k).standard_normal(VOCAB).astype(np.float32) * 0.02
+            for k, prompt in enumerate(rough)]  # int8 activations rounded otherwise: beyond f32's tolerance
+    assert judge(reference, rough, _own(reference), precision="int8", tolerance=F32, alone=lone).passed
+    moved = [a.copy() for a in lone]
+    moved[2] = rough[2][0] * np.float32(3.0)  # a distribution three times as peaked
+    said = judge(reference, rough, _own(reference), precision="int8", tolerance=F32, alone=moved).failures()
+    assert said == [said[0]] and said[0].startswith("prompt 3 step 1: its logits asked alone") and \
+        "KL divergence" in said[0], said
+
+
 def test_a_prompt_s_own_positions_are_judged_and_a_pass_wrong_but_at_its_last_position_fails_naming_it():
     """The prompt's pass gives logits at every position: a fault that leaves its last position right (a mask that
     lets each position see the ones after it: the last sees them all anyway) shows only there, so those positions

@@ -160,8 +160,10 @@ class PromptJudgement:
     nonfinite: int | None = None  # 1-based position
     parting: Parting | None = None  # the free-running tokens' first parting
     # the first step's logits as generation's prompt run asks them (the last position alone, where the file takes
-    # logits_to_keep) against the same position asked with every one: the row's two ways of running one prefix
+    # logits_to_keep) against the same position asked with every one: the row's two ways of running one prefix,
+    # a float32 row's by the tolerance, a reduced one's (whose kernels may round a lone row otherwise) by its KL
     alone: OutputAgreement | None = None
+    alone_kl: float | None = None
 
     @property
     def positions(self) -> int:
@@ -241,11 +243,14 @@ class DecodingJudgement:
         """Why prompt ``p`` fails, in words naming its position or step (empty where it holds): against the
         reference first, then its first step asked alone against itself."""
         found = self._against_reference(p)
+        said = (f"{self.label(p)} step 1: its logits asked alone, as generation asks them, differ from the same "
+                "position's asked with every position")
         if p.alone is not None and not p.alone.ok:
-            found.append(f"{self.label(p)} step 1: its logits asked alone, as generation asks them, differ from the "
-                         f"same position's asked with every position by up to {p.alone.max_abs:.3g} (atol "
-                         f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x {SCALE_WORDS} "
-                         f"{p.alone.magnitude:.3g})")
+            found.append(f"{said} by up to {p.alone.max_abs:.3g} (atol {self.tolerance.atol:g} + rtol "
+                         f"{self.tolerance.rtol:g} x {SCALE_WORDS} {p.alone.magnitude:.3g})")
+        if p.alone_kl is not None and self.bounds is not None and p.alone_kl > self.bounds.max_kl_p99:
+            found.append(f"{said}: KL divergence {p.alone_kl:.3g} (at most "
+                         f"{self.bounds.max_kl_p99:g}, the bound of any one position)")
         return found
 
     def _against_reference(self, p: PromptJudgement) -> list[str]:
@@ -325,6 +330,7 @@ class DecodingJudgement:
                              else round(p.perplexity_ratio, 6), "near_ties": [t.describe() for t in p.ties],
                              "worst_abs": None if p.worst is None else p.worst.max_abs,
                              "alone_abs": None if p.alone is None else p.alone.max_abs,
+                             "alone_kl": None if p.alone_kl is None else round(p.alone_kl, 9),
                              "beyond": p.where(p.beyond[0]) if p.beyond else None,
                              "nonfinite": None if p.nonfinite is None else p.where(p.nonfinite),
                              "parting": None if p.parting is None else p.parting.describe()}
@@ -340,8 +346,9 @@ def judge(reference: ReferenceDecoding, forced: Sequence[Sequence[np.ndarray]], 
     held to ``tolerance``, a reduced one to ``bounds`` (default: DEFAULT_BOUNDS[precision]). ``forced_prompts``:
     each prompt's logits at its own positions but the last [positions, vocab] (None for a prompt whose pass
     gave its last position's only), judged where the reference records them. ``alone``: each prompt's first step's
-    logits [vocab] as the free-running decoding asked them (generation's way: the last position alone), held to
-    ``tolerance`` against the teacher-forced first step's, at every precision (one runtime's two ways)."""
+    logits [vocab] as the free-running decoding asked them (generation's way: the last position alone), against
+    the teacher-forced first step's: a float32 row's held to ``tolerance``, a reduced one's KL to the bound of
+    any one position (``bounds.max_kl_p99``)."""
     if reference.logits is None:
         raise PtxError("the reference records no logits (an older file): re-export it to judge its decoding step by "
                        "step")
@@ -355,10 +362,20 @@ def judge(reference: ReferenceDecoding, forced: Sequence[Sequence[np.ndarray]], 
         judged.prompts.append(_prompt(k, reference, rows, prompt_rows, own, tolerance, judged.bounds, name))
         first = alone[k] if alone is not None and k < len(alone) else None
         if first is not None and len(rows) and np.isfinite(first).all() and np.isfinite(rows[0]).all():
-            judged.prompts[-1].alone = compare_outputs({name: np.asarray(first)[None]},
-                                                       {name: np.asarray(rows[0])[None]}, _one_row(name),
-                                                       lambda _: tolerance)[name]
+            if judged.bounds is None:
+                judged.prompts[-1].alone = compare_outputs({name: np.asarray(first)[None]},
+                                                           {name: np.asarray(rows[0])[None]}, _one_row(name),
+                                                           lambda _: tolerance)[name]
+            else:
+                judged.prompts[-1].alone_kl = _kl(rows[0], first)
     return judged
+
+
+def _kl(want: np.ndarray, got: np.ndarray) -> float:
+    """KL(``want`` || ``got``) in nats, of two rows of logits."""
+    p, q = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    log_p, log_q = p - logsumexp(p), q - logsumexp(q)
+    return float(np.sum(np.exp(log_p) * (log_p - log_q)))
 
 
 def _prompt(k: int, reference: ReferenceDecoding, rows: Sequence[np.ndarray], prompt_rows: np.ndarray | None,
