@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -181,6 +182,11 @@ def test_all_logits_exports_the_decoder_without_logits_to_keep_and_a_forward_exp
                       inputs=["input_ids=batchxseq:int64"])
     done = ptx("export", "convnet", "--all-logits", check=False)
     assert done.returncode != 0 and "--all-logits" in done.stderr, done.stderr
+    factory = f"{Path(__file__).resolve().parents[1] / 'docs' / 'examples' / 'llama_lm.py'}:build"
+    folder = ptx("export", "--module", factory, "--format", "triton", "--all-logits", "--out", tmp_path / "repo",
+                 check=False)
+    assert folder.returncode != 0 and "--all-logits shapes a decoder exported with its cache" in folder.stderr, \
+        folder.stderr
 
 
 @needs_ort_cuda

@@ -379,6 +379,9 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
         if bounds:
             raise click.UsageError(f"--{next(iter(bounds)).replace('_', '-')} bounds a decoder's reduced precisions, "
                                    f"recorded in its files: --format {fmt[0]} writes a folder of its forward pass")
+        if all_logits:
+            raise click.UsageError(f"--all-logits shapes a decoder exported with its cache: --format {fmt[0]} writes a "
+                                   "folder of its forward pass")
         from ptx.export.sources import module_source
 
         source = module_source(made.module, made.example_inputs, name=model_label or made.factory,
