@@ -210,9 +210,8 @@ def example_feeds(signature: Signature, generation: Generation, vocab: int, batc
              generation.attention_mask: np.ones((batch, past + seq), dtype=np.int64)}
     if generation.position_ids:
         feeds[generation.position_ids] = np.tile(np.arange(past, past + seq, dtype=np.int64), (batch, 1))
-    feeds.update(generation.kept_logits(seq, every=True))
     if generation.logits_to_keep:  # two of the positions: a dynamic size of 1 would be specialized
-        feeds[generation.logits_to_keep] = feeds[generation.logits_to_keep][-2:]
+        feeds[generation.logits_to_keep] = np.arange(seq - 2, seq, dtype=np.int64)
     for name, _ in generation.cache:
         sig = signature.input(name)
         shape = [batch if isinstance(d, str) and d == BATCH else past if d == PAST else d for d in sig.shape]

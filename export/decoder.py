@@ -188,7 +188,8 @@ class DecoderSource(ExportSource):
         super().__init__(name, decoder, tuple(torch.from_numpy(example[n]) for n in signature.input_names),
                          signature, strings)
         self._options, self._tolerance = options, tolerance
-        own = [n for n in signature.input_names if n not in dict(self.generation.cache)]
+        pasts = {past for past, _ in self.generation.cache}
+        own = [n for n in signature.input_names if n not in pasts]
         log(f"module: {name} ({type(module).__name__}, {sum(p.numel() for p in module.parameters()):,} parameters), "
             f"exported with its cache: inputs {', '.join(own)} and the past of {len(self.generation.cache) // 2} "
             "layers; outputs logits and the present")
@@ -318,4 +319,5 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
     return made(
         module, name, strings_of=strings_of, log=log, tolerance=tolerance, text=text, bounds=bounds,
         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
-        declared=[t.name for t in as_declarations(inputs or ())], **({"all_logits": True} if all_logits else {}))
+        declared=[t.name for t in as_declarations(inputs or ())],
+        **({"all_logits": all_logits} if made is DecoderSource else {}))  # an encoder-decoder's computes them all

@@ -309,6 +309,17 @@ def test_a_decoder_whose_traced_decoding_is_not_the_model_s_is_refused_before_an
     assert not (tmp_path / "out").exists()
 
 
+def test_all_logits_of_an_encoder_decoder_exports_its_decoder_as_it_is(factories, tmp_path):
+    """An encoder-decoder's decoder computes every position's logits whatever is asked: --all-logits changes
+    nothing (it raised a TypeError from the export's source)."""
+    from ptx.export.module import export_module
+
+    module = load_factory(f"{factories / 'bart'}.py:build").module
+    export_module(module, None, tmp_path / "out", formats=["onnx"], all_logits=True, log=lambda _: None)
+    with load(tmp_path / "out" / "model.onnx") as model:
+        assert "logits_to_keep" not in model.signature.input_names and model.generation.encoder is not None
+
+
 def test_the_tasks_say_which_kind_takes_which(factories):
     module = load_factory(f"{factories / 'bart'}.py:build").module
     from ptx.export.seq2seq import chosen_task

@@ -236,7 +236,7 @@ class Decoding:
         out = self._run(fed) if self._hold is None else self._hold(fed, self._presents)
         self._past = {past: out[present] for past, present in self.generation.cache}
         logits = np.asarray(out[self.generation.logits])
-        if self.index == 0 and self.keep_prompt_logits:
+        if every:
             self.prompt_logits = logits
         return logits[:, -1, :]
 

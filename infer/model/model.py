@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.contract.detections import per_image
-from ptx.contract.generation import GENERATION_KEY, Generation, keep_of, of_layout, of_metadata
+from ptx.contract.generation import GENERATION_KEY, Generation, layout_of, of_metadata
 from ptx.contract.sampling import Sampling
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
@@ -96,7 +96,7 @@ class Model:
         if generation is not None:
             generation.check(self.signature.input_names, self.signature.output_names, where)
             return generation
-        return of_layout(self.signature.input_names, self.signature.output_names, keep_of(self.signature))
+        return layout_of(self.signature)
 
     def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                  sampling: Sampling | None = None) -> Decoding:

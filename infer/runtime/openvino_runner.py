@@ -19,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ptx.contract.generation import GENERATION_KEY, keep_of, of_layout
+from ptx.contract.generation import GENERATION_KEY, layout_of
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
@@ -129,8 +129,7 @@ class OpenVinoRunner(Runner):
         # when it opens a file, not within the first prompt's run (ptx generate said a 6-layer GPT-2's first
         # prompt took 230 ms, nearly all of it the compile); kept in OpenVINO's model cache between processes
         # where the user asks (compiled_cache says why not by default).
-        self.dynamic = GENERATION_KEY in self.metadata or of_layout(signature.input_names, signature.output_names,
-                                                                     keep_of(signature)) is not None
+        self.dynamic = GENERATION_KEY in self.metadata or layout_of(signature) is not None
         if self.dynamic:
             cache = compiled_cache()
             if cache is not None:

@@ -218,10 +218,10 @@ LAYOUT_PAST, LAYOUT_PRESENT = "past_key_values.{}.{}", "present.{}.{}"
 KEEP = "logits_to_keep"
 
 
-def keep_of(signature) -> tuple[str, int] | None:
-    """(dtype, rank) of a signature's logits_to_keep input, for of_layout; None where it has none."""
-    found = next((t for t in signature.inputs if t.name == KEEP), None)
-    return None if found is None else (found.dtype, len(found.shape))
+def layout_of(signature) -> Generation | None:
+    """of_layout of an opened file's signature (its logits_to_keep's dtype and rank read from it)."""
+    keep = next(((t.dtype, len(t.shape)) for t in signature.inputs if t.name == KEEP), None)
+    return of_layout(signature.input_names, signature.output_names, keep)
 
 
 def of_layout(inputs: Sequence[str], outputs: Sequence[str], keep: tuple[str, int] | None = None) -> Generation | None:
