@@ -16,7 +16,8 @@ from ptx.contract.generation import KEEP, Generation
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.errors import PtxError
 
-from .grouped_attention import grouped_attention, tracing
+from .grouped_attention import exporting, grouped_attention, tracing
+from .ort_attention import can_place, ort_attention, placed_cache, presents
 
 BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past", "total"
 KEPT = "kept"  # the positions whose logits a run computes (logits_to_keep's length)
@@ -51,15 +52,20 @@ class CachedDecoder(torch.nn.Module):
     of ``output_names``)."""
 
     def __init__(self, model: torch.nn.Module, layers: int, takes_positions: bool, cache_keyword: str,
-                 keeps_logits: bool = False):
+                 keeps_logits: bool = False, placed: bool = False):
         super().__init__()
         self.model, self.layers, self.takes_positions = model, layers, takes_positions
-        self.cache_keyword, self.keeps_logits = cache_keyword, keeps_logits
+        self.cache_keyword, self.keeps_logits, self.placed = cache_keyword, keeps_logits, placed
+        # ONNX Runtime's operator is written by the torch.export-based exporter alone (export/formats/onnx.py)
+        self.onnx_operators = "ONNX Runtime's GroupQueryAttention" if placed else None
 
     def forward(self, input_ids, attention_mask, *rest):
         position_ids, rest = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
         keep, past = (rest[0], rest[1:]) if self.keeps_logits else (None, rest)
-        cache = _new_cache([(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
+        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(self.layers)]
+        if self.placed and exporting():  # ONNX Runtime's operator; run eagerly (the reference): the model's own
+            return self._placed(input_ids, attention_mask, pairs, position_ids, keep)
+        cache = _new_cache(pairs)
         extra = {"position_ids": position_ids} if self.takes_positions else {}
         if self.keeps_logits:  # the positions whose logits are computed: the head runs on those alone
             extra["logits_to_keep"] = keep
@@ -70,6 +76,19 @@ class CachedDecoder(torch.nn.Module):
                              **{self.cache_keyword: cache}, **extra)
         logits, present = _logits_and_cache(out)
         return (logits, *(t for pair in _cache_pairs(present) for t in pair))
+
+    def _placed(self, input_ids, attention_mask, pairs, position_ids, keep):
+        """The forward of a decoder whose attention is ONNX Runtime's GroupQueryAttention (export/ort_attention.py),
+        exported: the past's length read from the mask (a runner's shared buffer is longer), each present the
+        operator's."""
+        extra = {"position_ids": position_ids} if self.takes_positions else {}
+        if self.keeps_logits:
+            extra["logits_to_keep"] = keep
+        cache = placed_cache(pairs, attention_mask.shape[1] - input_ids.shape[1])
+        with ort_attention(self.model, cache, attention_mask):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                             **{self.cache_keyword: cache}, **extra)
+        return (_logits_and_cache(out)[0], *(t for pair in presents(cache, self.model) for t in pair))
 
 
 # The names a model's answer holds its cache under: transformers 5 says ``cache``, earlier ``past_key_values``.
@@ -139,11 +158,12 @@ def _keeps_logits(module: torch.nn.Module, params, ids: torch.Tensor, logits: to
     return False
 
 
-def decoder_of(module: torch.nn.Module, log: Callable[[str], None],
-               all_logits: bool = False) -> tuple[CachedDecoder, Signature, Generation]:
+def decoder_of(module: torch.nn.Module, log: Callable[[str], None], all_logits: bool = False,
+               placed: bool = False) -> tuple[CachedDecoder, Signature, Generation]:
     """(the decoder to export, its signature, its generation contract without the reference) of a causal
     LM ``module``: the cache's layout learned by one eager run with use_cache=True; logits_to_keep taken where
-    the module takes it as transformers' models do, unless ``all_logits``."""
+    the module takes it as transformers' models do, unless ``all_logits``; its attention ONNX Runtime's
+    GroupQueryAttention where ``placed``, so that a runner keeps its cache in place (export/ort_attention.py)."""
     params = inspect.signature(module.forward).parameters
     cache_keyword = next(k for k in CACHE_NAMES if k in params)
     takes_positions = "position_ids" in params
@@ -159,6 +179,10 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None],
         raise PtxError(f"--task text-generation: {type(module).__name__} returned no cache with use_cache=True: "
                        "export it with --task forward (its logits alone)")
     pairs = _cache_pairs(cache)
+    if placed and not can_place(module):
+        raise PtxError(f"--ort-attention: {type(module).__name__} does not compute its attention through "
+                       "transformers' attention interface, which ptx replaces with ONNX Runtime's operator: export it "
+                       "without --ort-attention")
     keeps_logits = not all_logits and _keeps_logits(module, params, ids, logits, log)
     vocab, dtype = int(logits.shape[-1]), str(logits.dtype).replace("torch.", "")
     inputs = [TensorSig("input_ids", "int64", (BATCH, SEQ), 0, (0, vocab - 1)),
@@ -190,13 +214,14 @@ def decoder_of(module: torch.nn.Module, log: Callable[[str], None],
     pad = next((p for p in (*_ids(getattr(config, "pad_token_id", None)), *eos) if 0 <= p < vocab), 0)
     generation = Generation(tuple(cache_names), position_ids="position_ids" if takes_positions else None,
                             logits_to_keep=KEEP if keeps_logits else None, eos=tuple(eos), pad=pad,
-                            max_positions=_config_int(module, "max_position_embeddings", "n_positions"))
+                            max_positions=_config_int(module, "max_position_embeddings", "n_positions"),
+                            in_place=placed)
     heads = {int(p[0].shape[1]) for p in pairs}
     log(f"generation: {len(pairs)} layers, a cache of {'/'.join(map(str, sorted(heads)))} key/value heads of "
         f"{int(pairs[0][0].shape[3])}; "
         + (f"end-of-sequence {', '.join(map(str, eos))}" if eos else "no end-of-sequence id")
         + f"; padding {pad}" + (f"; {generation.max_positions} positions" if generation.max_positions else ""))
-    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword, keeps_logits),
+    decoder = named(CachedDecoder(module, len(pairs), takes_positions, cache_keyword, keeps_logits, placed),
                     [t.name for t in inputs])
     return decoder, Signature(tuple(inputs), tuple(outputs)), generation
 

@@ -164,9 +164,9 @@ class DecoderSource(ExportSource):
                  options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
                  declared: Sequence[str] = (), tolerance: Callable | None = None,
                  text: Mapping[str, bytes] | None = None, bounds: Mapping[str, Mapping] | None = None,
-                 all_logits: bool = False):
+                 all_logits: bool = False, ort_attention: bool = False):
         refuse_text_generation(module)
-        decoder, signature, self.generation = decoder_of(module, log, all_logits)
+        decoder, signature, self.generation = decoder_of(module, log, all_logits, ort_attention)
         foreign = [n for n in declared if n not in signature.input_names]
         if foreign:
             raise PtxError(f"--input {foreign[0]}: a decoder exported with its cache takes "
@@ -209,7 +209,7 @@ class DecoderSource(ExportSource):
         try:
             judged, _ = judge_decoding(model.run, model.signature, self.generation, self.reference,
                                        tolerance=self.tolerance(logits, model.device), encoder=model.encoder,
-                                       hold=model.runner.run_holding)
+                                       hold=model.runner.cache_holding())
         except PtxError as exc:
             raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
         failures = judged.failures()
@@ -267,6 +267,18 @@ def decoder_formats(formats: Sequence[str]) -> list[str]:
     return chosen
 
 
+def refuse_beside_ort(seq2seq: bool, formats: Sequence[str]) -> None:
+    """--ort-attention's refusals, in one line: an encoder-decoder (its decoder's attention is transformers'
+    own), and a format of a runtime other than ONNX Runtime, which does not run its operator."""
+    if seq2seq:
+        raise PtxError("--ort-attention is for a causal LM (--task text-generation): an encoder-decoder's decoder "
+                       "keeps its own attention; leave it out")
+    other = next((f for f in formats if f != "onnx" and not f.startswith("onnx-")), None)
+    if other:
+        raise PtxError(f"--format {other}: --ort-attention writes ONNX Runtime's GroupQueryAttention, which only ONNX "
+                       f"Runtime runs: leave out {other}, or export without --ort-attention")
+
+
 def refuse_shaping(**given) -> None:
     """One line for the first of export_module's options that shape a forward export (SHAPING; ``given``: by
     parameter name; a plan counts where one of its entries is set, as the CLI always makes one)."""
@@ -293,13 +305,15 @@ def refuse_text(text) -> None:
 
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
                    tolerance, tolerance_given: dict, made: type, text: Mapping[str, bytes] | None = None,
-                   bounds: Mapping[str, Mapping] | None = None, all_logits: bool = False) -> DecoderSource:
+                   bounds: Mapping[str, Mapping] | None = None, all_logits: bool = False,
+                   ort_attention: bool = False) -> DecoderSource:
     """export_module's source for a model with its key/value cache (``made``: DecoderSource, or an
     encoder-decoder's Seq2SeqSource; ``asked``: given as --task, else its class generates), the checkpoint
     loaded into it. ``tolerance(output, device)``: what the files are held to (``tolerance_given``: the
     user's, as the files record it); ``text``: the tokenizer's files, kept beside them; ``bounds``: what a
     reduced precision's decoding must hold, as the user gave them (recorded); ``all_logits``: a causal LM's decoder
-    without logits_to_keep (an encoder-decoder's decoders never take it)."""
+    without logits_to_keep (an encoder-decoder's decoders never take it); ``ort_attention``: a causal LM's decoder
+    whose attention is ONNX Runtime's GroupQueryAttention, its cache kept in place (export/ort_attention.py)."""
     log(f"task: {made.TASK} ({'asked' if asked else f'{type(module).__name__} generates'}): {made.EXPORTED}"
         + ("" if asked else f"; --task forward exports its {made.ALONE} alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -320,4 +334,5 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
         module, name, strings_of=strings_of, log=log, tolerance=tolerance, text=text, bounds=bounds,
         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
         declared=[t.name for t in as_declarations(inputs or ())],
-        **({"all_logits": all_logits} if made is DecoderSource else {}))  # an encoder-decoder's computes them all
+        # an encoder-decoder's decoder computes every position's logits, its cache as transformers lays it out
+        **({"all_logits": all_logits, "ort_attention": ort_attention} if made is DecoderSource else {}))

@@ -30,7 +30,8 @@ def _grouped(module, query, key, value, attention_mask, scaling, dropout=0.0, **
     kv_heads, past = key.shape[1], key.shape[2]
     groups = heads // kv_heads
     if groups == 1 or heads % kv_heads or dropout or any(kwargs.get(k) is not None for k in PLAIN_ONLY):
-        return _own(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return own_attention(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                     **kwargs)
     side_by_side = query.reshape(batch, kv_heads, groups * new, size)
     weights = torch.matmul(side_by_side, key.transpose(2, 3)).reshape(batch, heads, new, past) * scaling
     if attention_mask is not None:
@@ -40,7 +41,7 @@ def _grouped(module, query, key, value, attention_mask, scaling, dropout=0.0, **
     return out.reshape(batch, heads, new, size).transpose(1, 2).contiguous(), weights
 
 
-def _own(module):
+def own_attention(module):
     """The model's own eager attention function (where its module defines one), else transformers' sdpa."""
     import sys
 
@@ -50,17 +51,27 @@ def _own(module):
     return own if callable(own) else ALL_ATTENTION_FUNCTIONS["sdpa"]
 
 
-def _register() -> bool:
-    """GROUPED registered with transformers' attention and mask interfaces (an additive float mask, as eager
-    attention takes); False where this transformers has no such interfaces."""
+def register_attention(name: str, attention) -> bool:
+    """``attention`` registered as ``name`` with transformers' attention and mask interfaces (an additive float
+    mask, as eager attention takes); False where this transformers has no such interfaces."""
     try:
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, eager_mask
     except ImportError:
         return False
-    AttentionInterface.register(GROUPED, _grouped)
-    AttentionMaskInterface.register(GROUPED, eager_mask)
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, eager_mask)
     return True
+
+
+def _register() -> bool:
+    return register_attention(GROUPED, _grouped)
+
+
+def exporting() -> bool:
+    """Whether torch.export is tracing the model (the ONNX exporter's way), not TorchScript's trace or a run."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(exporting and exporting())
 
 
 def tracing() -> bool:

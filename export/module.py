@@ -51,8 +51,8 @@ from .factory import load_state_dict_file
 from .formats import get as get_format
 from .formats.onnx import Exporter
 from .formats.torchscript import MODES as TORCHSCRIPT_MODES
-from .decoder import (SEQ2SEQ, DecoderSource, decoder_formats, decoder_source, refuse_bounds, refuse_shaping,
-                      refuse_text)
+from .decoder import (SEQ2SEQ, DecoderSource, decoder_formats, decoder_source, refuse_beside_ort, refuse_bounds,
+                      refuse_shaping, refuse_text)
 from .seq2seq import Seq2SeqSource, chosen_task, eager_attention
 from .metadata import module_strings
 from .pipeline import ExportSource, check_options, export_files, guard
@@ -155,6 +155,7 @@ class ModuleOptions:
     bounds: Mapping[str, Mapping] | None = None
     weights: Mapping | None = None
     all_logits: bool = False
+    ort_attention: bool = False
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -207,17 +208,23 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
     if cached:
         refuse_shaping(input_files=given.input_files, output_names=given.output_names, plan=given.plan,
                        max_sizes=given.max_sizes, min_sizes=given.min_sizes)
+        if given.ort_attention and tuple(given.formats) == DEFAULT_MODULE_FORMATS:
+            given.log("formats: onnx (--ort-attention's file runs on ONNX Runtime alone: no TorchScript file)")
+            given = replace(given, formats=("onnx",))
         written, reduced = split_weight_only(given.formats, given.log)
         if reduced and task == SEQ2SEQ:
             raise PtxError(f"--format {','.join(reduced)}: the weight-only formats are made from a causal LM's "
                            "decoder file; export an encoder-decoder to onnx, torchscript or pt2")
+        if given.ort_attention:
+            refuse_beside_ort(task == SEQ2SEQ, [*written, *reduced])
     chosen = [get_format(f) for f in (decoder_formats(written) if cached else _check_formats(given.formats))]
     if not cached:
         refuse_text(given.text)
         refuse_bounds(given.bounds)
-        if given.all_logits:
-            raise PtxError("--all-logits is for a causal LM exported with its cache (its decoder's logits_to_keep): "
-                           "leave it out, or give --task text-generation")
+        for flag, on in (("--all-logits", given.all_logits), ("--ort-attention", given.ort_attention)):
+            if on:
+                raise PtxError(f"{flag} is for a causal LM exported with its cache: leave it out, or give --task "
+                               "text-generation")
         if given.torchscript_mode not in TORCHSCRIPT_MODES:
             raise PtxError(f"torchscript mode {given.torchscript_mode!r}: choose {' or '.join(TORCHSCRIPT_MODES)}")
         check_options(chosen, given.writer_options(), device=given.device)  # the opset, pt2's device
@@ -259,7 +266,7 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, ta
                           asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
                           tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
                           bounds=given.bounds, made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource,
-                          all_logits=given.all_logits)
+                          all_logits=given.all_logits, ort_attention=given.ort_attention)
 
 
 class ModuleSource(ExportSource):

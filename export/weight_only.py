@@ -27,12 +27,13 @@ from ptx.contract.generation_judge import bounds_for
 from ptx.contract.reference_decoding import recorded_reference
 from ptx.contract.names import twin_name
 from ptx.contract.verdict import Evidence, verdict_strings
-from ptx.errors import PtxError
+from ptx.errors import BackendUnavailableError, PtxError
 from ptx.files import file_sha256
 from ptx.infer.formats.model_files import check_weights, read_model_file
 from ptx.infer.formats.signature import recorded_signature
 from ptx.infer.model.generation import empty_past
 from ptx.infer.model.generation_check import judge_decoding
+from ptx.infer.runtime import backends
 from ptx.infer.runtime.memory_plan import weights_bytes
 
 from . import formats
@@ -76,11 +77,14 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
         made = fmt.write(path, None, tmp, signature, strings, log=log, **options)
 
         def evidence(backend: str) -> list:
+            why = backends.refuses_generation(backends.get(backend), generation)
+            if why:
+                raise BackendUnavailableError(why)
             with open_checked(tmp, fmt, backend=backend) as model:
                 tolerance = default_tolerance(model.signature.output(generation.logits).dtype, model.device)
                 judged, _ = judge_decoding(model.run, model.signature, model.generation, reference,
                                            precision=fmt.precision, tolerance=tolerance, bounds=bounds,
-                                           hold=model.runner.run_holding)
+                                           hold=model.runner.cache_holding())
             return [Evidence("generated", f"{len(prompts)} recorded prompts against {by}: {judged.describe()}",
                              judged.failures())]
 

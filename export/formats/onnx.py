@@ -133,6 +133,12 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     from .torchscript import MADE_BY
 
     tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
+    operators = getattr(model, "onnx_operators", None)  # ONNX Runtime's, in ptx's decoder (export/ort_attention.py)
+    if operators and tries != [Exporter.DYNAMO]:  # which the TorchScript-based exporter does not write
+        if exporter:
+            raise PtxError(f"onnx: {strings['model']} computes with {operators}, which only the torch.export-based "
+                           "exporter writes: leave out --exporter legacy")
+        tries = [Exporter.DYNAMO]
     check_opset(opset, tries[0])
     name, files, refusals = strings["model"], user_files(model), []
     names = dict(input_names=list(signature.input_names), output_names=list(signature.output_names))
@@ -158,7 +164,7 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
         other = "legacy" if tries[0] is Exporter.DYNAMO else "dynamo"
         raise PtxError(f"onnx: {name} cannot be exported to ONNX: {'; '.join(refusals)}"
                        + (f"; {CONTROL_FLOW}" if any(DATA_DEPENDENT in r for r in refusals) and mode != "script" else "")
-                       + (f"; try --exporter {other}" if len(tries) == 1 else ""))
+                       + (f"; try --exporter {other}" if len(tries) == 1 and not operators else ""))
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
     legacy = which is Exporter.LEGACY
     if legacy:

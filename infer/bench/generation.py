@@ -291,7 +291,7 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
             f"cannot open it: {skip.why}"
 
     for variant_target, variant in chosen:
-        why = variant.unavailable()
+        why = variant.unavailable() or variant_target.refuses(variant)
         if why:
             result.skipped[variant.label] = why
             continue

@@ -15,7 +15,9 @@ Several prompts of different lengths go in one batch, left-padded: their attenti
 padding and their positions count only the tokens they have, so each prompt's tokens are those it
 would get alone (up to ties). The first step's past is empty (length 0); each run's present key/values
 are the next run's past (``Decoding.forward``), held where the runtime made them where the runner can
-(ONNX Runtime's OrtValues through IO binding: ``hold``, the runner's run_holding). numpy only: the ONNX
+(ONNX Runtime's OrtValues through IO binding: ``hold``, the runner's cache_holding()); a decoder whose
+attention is ONNX Runtime's GroupQueryAttention (exported with --ort-attention) keeps each layer's cache in one
+buffer the operator writes each step into, where the runner writes in place (ort-cpu). numpy only: the ONNX
 Runtime and OpenVINO paths never import torch; eager (a module exported with its cache) is a runner like
 the others.
 
@@ -36,12 +38,9 @@ from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
 from ..runtime import memory_plan
-from ..runtime.runner import as_array
+from ..runtime.runner import Holding, as_array
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
-# A runner's run_holding (infer/runtime/runner.py): feeds and the outputs to hold in the runtime -> outputs, the
-# held ones as the runtime's own values (fed back as they are, never copied into numpy), the rest as arrays.
-HoldingRun = Callable[[Mapping[str, object], Sequence[str]], Mapping[str, object]]
 
 
 def no_cache(what: str) -> PtxError:
@@ -114,12 +113,15 @@ class Decoding:
 
     def __init__(self, run: Run, signature: Signature, generation: Generation | None, prompts,
                  max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model",
-                 keep_prompt_logits: bool = False, hold: HoldingRun | None = None):
+                 keep_prompt_logits: bool = False, hold: Holding | None = None):
         if generation is None:
             raise no_cache(name)
         self.generation, self.signature, self._run = generation, signature, run
-        # where the runner holds its cache in its runtime (run_holding), each present stays there as the next past
+        # where the runner holds its cache in its runtime (cache_holding), each present stays there as the next past
+        if hold is not None and not isinstance(hold, Holding):  # a runner's run_holding, as callers gave it before
+            hold = Holding(hold)
         self._hold, self._presents = hold, [present for _, present in generation.cache]
+        self._buffers: dict[str, np.ndarray] | None = None  # a GroupQueryAttention decoder's cache, kept in place
         self.vocab = vocabulary(signature, generation)
         self.prompts = check_prompts(prompts, self.vocab, max_new_tokens, generation.max_positions)
         if generation.position_ids is None and generation.encoder is None and len({len(p) for p in self.prompts}) > 1:
@@ -134,6 +136,9 @@ class Decoding:
         self._pending = self._feeds(ids, position)
         self._next_position = position[:, -1:] + 1
         self._past = empty_past(signature, generation, batch)
+        if generation.in_place and hold is not None and hold.in_place:
+            reach = self._mask.shape[1] + self.max_new_tokens
+            self._buffers = in_place_buffers(self._past, generation.past_axis, reach)
         self.batched = False  # its cache handed over to a batch (hand_over_past), which runs its rows
         self.tokens: list[list[int]] = [[] for _ in self.prompts]
         self.history: list[list[int]] = [list(p) for p in self.prompts]
@@ -220,21 +225,37 @@ class Decoding:
         if self.batched:
             raise PtxError("this decoding's cache was handed over already: pull the batch that holds it")
         self.batched = True
+        if self._buffers is not None:  # the positions filled so far, out of each buffer
+            filled = (slice(None),) * self.generation.past_axis + (slice(0, self.past_length),)
+            self._past = {name: np.ascontiguousarray(buffer[filled]) for name, buffer in self._buffers.items()}
+            self._buffers = None
         past, self._past = self._past, {}
         return {name: as_array(value) for name, value in past.items()}
 
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
         the last position's logits [batch, vocab]. Each present comes back as the next run's past: as arrays,
-        or where the runner holds them (``hold``, its run_holding) as its runtime's own values, never copied
-        into numpy and back."""
+        or where the runner holds them (``hold``, its cache_holding()) as its runtime's own values, never copied
+        into numpy and back; a GroupQueryAttention decoder's, after its prompt's run, written by the operator into
+        the buffer each layer's past and present are bound to (Generation.in_place), where the runner writes in
+        place."""
         if self.batched:
             raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
         every = self.index == 0 and self.keep_prompt_logits
         width = feeds[self.generation.input_ids].shape[1]
-        fed = {**feeds, **self.generation.kept_logits(width, every), **self._past}
-        out = self._run(fed) if self._hold is None else self._hold(fed, self._presents)
-        self._past = {past: out[present] for past, present in self.generation.cache}
+        if self._buffers is not None and self.index:
+            fed = {**feeds, **self.generation.kept_logits(width, every), **self._buffers}
+            out = self._hold.run(fed, (), {present: self._buffers[past] for past, present in self.generation.cache})
+        elif self._buffers is not None:  # the prompt's run from its empty past, its present copied into the buffers:
+            # the operator's scratch spans the positions it is given (the prompt's, not the buffer's)
+            out = self._hold.run({**feeds, **self.generation.kept_logits(width, every), **self._past}, ())
+            filled = (slice(None),) * self.generation.past_axis + (slice(0, width),)
+            for past, present in self.generation.cache:
+                self._buffers[past][filled] = as_array(out[present])
+        else:
+            fed = {**feeds, **self.generation.kept_logits(width, every), **self._past}
+            out = self._run(fed) if self._hold is None else self._hold.run(fed, self._presents)
+            self._past = {past: out[present] for past, present in self.generation.cache}
         logits = np.asarray(out[self.generation.logits])
         if every:
             self.prompt_logits = logits
@@ -296,7 +317,7 @@ class Decoding:
 
     def _release(self) -> None:
         """Let the cache go: nothing runs again."""
-        self._past = {}
+        self._past, self._buffers = {}, None
 
     def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
         """One step, its tokens chosen by ``choose`` and appended: each prompt's new token (None where ended)."""
@@ -353,6 +374,18 @@ def empty_past(signature: Signature, generation: Generation, batch: int) -> dict
                 shape.append(int(dim))
         feeds[past] = np.zeros(shape, dtype=sig.dtype)
     return feeds
+
+
+def in_place_buffers(empty: Mapping[str, np.ndarray], past_axis: int, positions: int) -> dict[str, np.ndarray]:
+    """A buffer per past input of ``positions`` on its past axis (the most a decoding reaches), for a decoder
+    whose GroupQueryAttention writes each step's keys and values after the past in place; zeros, which the
+    operating system gives as pages are first written (a buffer costs the positions filled, not its length)."""
+    buffers = {}
+    for name, past in empty.items():
+        shape = list(past.shape)
+        shape[past_axis] = positions
+        buffers[name] = np.zeros(shape, dtype=past.dtype)
+    return buffers
 
 
 def vocabulary(signature: Signature, generation: Generation) -> int | None:

@@ -24,11 +24,12 @@ from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature
 
 from .encoder_decoding import EncoderDecoding, encoder_not_open, take
-from .generation import GREEDY, Decoding, HoldingRun, Run
+from ..runtime.runner import Holding
+from .generation import GREEDY, Decoding, Run
 
 
 def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
-             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, hold: HoldingRun | None = None,
+             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, hold: Holding | None = None,
              first: bool = False) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
     """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
     greedy ones. (the steps' record, each prompt's logits per step where ``keep``, each prompt's logits at its
@@ -79,10 +80,10 @@ def _groups(generation: Generation, prompts) -> list[list[int]]:
 
 
 def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder,
-              keep: bool, hold: HoldingRun | None = None) -> Decoding:
+              keep: bool, hold: Holding | None = None) -> Decoding:
     """A fresh decoding of ``prompts`` for ``steps`` steps, every step run (eos=()): an encoder-decoder's through
     ``encoder`` (its encoder's runner: ``run`` and ``signature``); a causal LM's keeping its prompt's logits at
-    every position where ``keep``, its cache held in the runtime where ``hold`` (the runner's run_holding)."""
+    every position where ``keep``, its cache held in the runtime where ``hold`` (the runner's cache_holding())."""
     if generation.encoder is None:
         return Decoding(run, signature, generation, prompts, steps, eos=(), keep_prompt_logits=keep, hold=hold)
     if encoder is None:
@@ -108,13 +109,13 @@ def reference_decoding(run: Run, signature: Signature, generation: Generation, p
 
 def judge_decoding(run: Run, signature: Signature, generation: Generation, reference: ReferenceDecoding, *,
                    precision: str = FULL_PRECISION, tolerance: Tolerance, bounds: Bounds | None = None,
-                   steps: int | None = None, encoder=None, hold: HoldingRun | None = None
+                   steps: int | None = None, encoder=None, hold: Holding | None = None
                    ) -> tuple[DecodingJudgement, float | None]:
     """``run``'s decoding of the reference's prompts, teacher-forced on its tokens then free-running, judged
     against it (ptx.contract.generation_judge.judge: f32 by ``tolerance``, a reduced ``precision`` by
     ``bounds``), for its first ``steps`` steps (default all); and the free-running steps' milliseconds per
     decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner; ``hold``:
-    the row's runner's run_holding, which its free-running decoding runs through as generation does (its
+    the row's runner's cache_holding(), which its free-running decoding runs through as generation does (its
     cache held in the runtime), where the teacher-forced one reads ``run``'s arrays."""
     reference = reference.truncated(steps)
     count = reference.step_count

@@ -118,7 +118,7 @@ class Model:
             return EncoderDecoding(self.encoder.run, self.encoder.signature, self.runner.run, self.signature,
                                    generation, ids, max_new_tokens, stops, name=self.name)
         return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name,
-                        hold=self.runner.run_holding)
+                        hold=self.runner.cache_holding())
 
     def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                sampling: Sampling | None = None) -> Decoded:

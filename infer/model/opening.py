@@ -231,6 +231,7 @@ def open_path(found: ModelFile, backend: str | None = None, device: str | None =
     path = found.path
     opening, info = opening_of(path, module=module, inputs=inputs, batch_axes=batch_axes,
                                ignore_metadata=ignore_metadata, tutorial=tutorial, found=found, plan=plan)
+    _refuse_beside_ort(opening.metadata, chosen, path)
     why = chosen.unavailable(device)
     if why:  # said as the backend's row says it (a CUDA row on a machine without a GPU), before any loader
         raise BackendUnavailableError(f"{chosen.label(device)} cannot run here: {why}; use --backend "
@@ -251,6 +252,18 @@ def open_path(found: ModelFile, backend: str | None = None, device: str | None =
         model.unusable = unusable_reason(model, chosen.label(device, precision))
         model.elsewhere = elsewhere_reason(model)
     return model
+
+
+def _refuse_beside_ort(metadata, chosen, path) -> None:
+    """A decoder whose attention is ONNX Runtime's GroupQueryAttention (exported with --ort-attention), asked of
+    another runtime: one line, before that runtime fails on it at its first run."""
+    from ptx.contract.generation import of_metadata
+
+    if chosen.runs_ort_attention or GENERATION_KEY not in (metadata or {}):
+        return
+    why = backends.refuses_generation(chosen, of_metadata(metadata, f"{path.name}: ptx.{GENERATION_KEY}"))
+    if why:
+        raise PtxError(f"{path.name}: {why.replace('use ort-cpu', 'use --backend ort-cpu')}")
 
 
 def open_encoder(model: Model, chosen, device: str, precision: str):

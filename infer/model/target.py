@@ -213,6 +213,11 @@ class Target:
         """The backend every variant is held to: eager for a run; a file's own runtime."""
         return REFERENCE if self.is_run else DEFAULT_FILE_BACKEND[self.kind]
 
+    def refuses(self, variant: Variant) -> str | None:
+        """Why ``variant`` does not run this file on any machine, or None: a decoder whose attention is ONNX
+        Runtime's GroupQueryAttention (Generation.in_place) runs on ONNX Runtime alone."""
+        return registry.refuses_generation(variant.backend, self.generation)
+
     def variants(self, names: Sequence[str] | None = None) -> list[Variant]:
         """Every variant ``names`` pick (a backend name picks all its precisions; a label such as
         ort-cpu-int8 or eager-cuda picks one) that can run this target; all of them if None. A run

@@ -25,7 +25,7 @@ from ..formats.onnx_graph import session_signature
 from ..formats.signature import Opening
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Runner, beyond_a_table
+from .runner import Holding, Runner, beyond_a_table
 
 
 # onnxruntime (1.20+) quantizes, when it loads a QDQ file, the float weights of any node that reads a
@@ -134,22 +134,36 @@ class OrtRunner(Runner):
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
             raise self._failed(feeds, self._beyond_a_table(feeds) or first_line(exc)[:400]) from None
 
-    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str]) -> dict[str, object]:
+    def cache_holding(self) -> Holding:
+        """On the CPU an output is written into the array given for it (the array's memory bound as it is)."""
+        return Holding(self.run_holding, not self.on_cuda)
+
+    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str],
+                    into: Mapping[str, np.ndarray] | None = None) -> dict[str, object]:
         """Runner.run_holding through IO binding: each array bound where it lies, each OrtValue a run held
         bound as it is, and the ``held`` outputs left where ONNX Runtime made them (on this runner's device),
-        so that a decoder's cache is never copied into numpy and back between steps; the rest copied out."""
+        so that a decoder's cache is never copied into numpy and back between steps; the rest copied out. On
+        the CPU, each output named in ``into`` is written into its array (fed as an input too, the two bound
+        to one value: the buffer a GroupQueryAttention decoder keeps its cache in)."""
         if self.closed:
             return self.run(feeds)  # its one error
         ort = import_ort()
+        if into and self.on_cuda:
+            raise PtxError(f"{self.backend} writes no output into a host array: run it without into")
+        placed = {id(a): ort.OrtValue.ortvalue_from_numpy(a) for a in (into or {}).values()}  # the memory itself
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
+            elif id(value) in placed:
+                binding.bind_ortvalue_input(name, placed[id(value)])
             else:
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
         kept = set(held)
         for name in self._names:
-            if name in kept and self.on_cuda:
+            if into and name in into:
+                binding.bind_ortvalue_output(name, placed[id(into[name])])
+            elif name in kept and self.on_cuda:
                 binding.bind_output(name, "cuda", self.device_id)
             else:
                 binding.bind_output(name, "cpu")
@@ -158,7 +172,7 @@ class OrtRunner(Runner):
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
             # no _beyond_a_table here: a decoding's ids and positions were held to the model's tables before
             raise self._failed(feeds, first_line(exc)[:400]) from None
-        return {name: value if name in kept else value.numpy()
+        return {name: into[name] if into and name in into else value if name in kept else value.numpy()
                 for name, value in zip(self._names, binding.get_outputs())}
 
     def declared_outputs(self) -> Signature:

@@ -9,6 +9,7 @@ variants).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -33,6 +34,17 @@ def _described(value) -> str:
         return f"{value.dtype} {list(value.shape)}"
     dtype, shape = getattr(value, "data_type", None), getattr(value, "shape", None)
     return f"{dtype() if callable(dtype) else dtype} {list(shape() if callable(shape) else shape or [])}"
+
+
+@dataclass(frozen=True)
+class Holding:
+    """How a decoding runs through a runner that keeps values in its runtime: ``run`` (its run_holding: feeds,
+    the outputs to hold, and the outputs to write into given arrays -> outputs) and whether the runner writes
+    an output into the array given for it (``in_place``: ONNX Runtime on the CPU, which binds the array's own
+    memory; a decoder whose attention is ONNX Runtime's GroupQueryAttention keeps its cache in place so)."""
+
+    run: Callable[..., Mapping[str, object]]
+    in_place: bool = False
 
 
 class Runner:
@@ -95,12 +107,21 @@ class Runner:
         result = self._run(checked)
         return {n: result[n] for n in wanted}
 
-    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str]) -> dict[str, object]:
+    def cache_holding(self) -> Holding:
+        """This runner's run_holding, for a decoding (infer/model/generation.py)."""
+        return Holding(self.run_holding, False)
+
+    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str],
+                    into: Mapping[str, np.ndarray] | None = None) -> dict[str, object]:
         """A run for a loop that feeds some outputs back as inputs of its next run (a decoder's present as its
         next past): the outputs named in ``held`` may come back as the runtime's own values, which only a
         later run_holding of this runner takes (ONNX Runtime's OrtValues: nothing copied into numpy and back
         at each step), the others as arrays; ``as_array`` makes an array of either. A runtime without such
-        values answers ``run``'s arrays. The feeds are a loop's own (ptx's decoding checked its prompts)."""
+        values answers ``run``'s arrays. The feeds are a loop's own (ptx's decoding checked its prompts).
+        ``into``: arrays the named outputs are written into, where the runner's cache_holding() says in_place (no
+        other runner is asked)."""
+        if into:
+            raise PtxError(f"{self.backend} writes no output into a given array: run it without into")
         return self.run(feeds)
 
     # Whether ids are held to their tables before the run: where the compiled code reads past a table's

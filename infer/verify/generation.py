@@ -311,7 +311,7 @@ def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance
     try:
         judged, ms = judge_decoding(model.run, model.signature, model.generation, reference,
                                     precision=variant.precision, tolerance=tolerance, bounds=held,
-                                    encoder=model.encoder, hold=model.runner.run_holding)
+                                    encoder=model.encoder, hold=model.runner.cache_holding())
     except PtxError as exc:
         return GenerationRow(label, NOT_USABLE if reduced else FAIL, why=f"does not decode: {exc}")
     status = PASS if judged.passed else (NOT_USABLE if reduced else FAIL)
@@ -325,7 +325,7 @@ def _runnable(target: Target, backends: Sequence[str] | None, report: Generation
     first (its decoding is the reference)."""
     runnable = []
     for variant in target.variants(backends):
-        why = variant.unavailable()
+        why = variant.unavailable() or target.refuses(variant)
         if variant.precision != FULL_PRECISION and not (backends and variant.asked_by(backends)):
             try:
                 target.file_for(variant)

@@ -112,6 +112,12 @@ def _format_list(ctx, param, value) -> list[str]:
                    "new position's logits and takes no logits_to_keep (by default a transformers LM's file takes it, "
                    "so that a prompt's run computes its last position's only): the inputs onnxruntime-genai, Optimum's "
                    "ORTModelForCausalLM and openvino-genai feed.")
+@click.option("--ort-attention", "ort_attention", is_flag=True,
+              help="--module or a transformers folder, a causal LM exported with its cache: each layer's attention "
+                   "as ONNX Runtime's GroupQueryAttention (the operator onnxruntime-genai's builder writes), so that "
+                   "ptx keeps the cache in one buffer per layer that the operator writes in place, where the file of "
+                   "plain operators copies the whole cache at every step. Only ONNX Runtime opens the file "
+                   "(docs/generate.md).")
 @click.option("--name", "model_label", help="--module or a transformers folder: the model's name in the files (default: "
                                             "FACTORY's name, the folder's).")
 @click.option("--tokenizer", "tokenizer", type=click.Path(file_okay=False), metavar="DIR",
@@ -332,7 +338,7 @@ def _tutorial(name, fmt, checkpoint, out, opset, exporter, atol, device, triton_
 
 def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, tokenizer, force, min_agreement=(),
                 max_kl=(), max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None,
-                data_aware=None, all_logits=False) -> None:
+                data_aware=None, all_logits=False, ort_attention=False) -> None:
     """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
     opened by transformers, exported as --module exports one, its tokenizer's files beside the files."""
     if not out:
@@ -354,6 +360,7 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
                   bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99), all_logits=all_logits,
+                  ort_attention=ort_attention,
                   weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware) or None, log=click.echo)
 
 
@@ -361,7 +368,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
             output_names, model_label, torchscript_mode, shapes, values, ranges, input_files, seed, min_shapes,
             max_shapes, force, rtol=None, task="auto", tokenizer=None, min_agreement=(), max_kl=(),
             max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None, data_aware=None,
-            all_logits=False) -> None:
+            all_logits=False, ort_attention=False) -> None:
     """`ptx export --module FILE.py:FACTORY`: export_module with ptx.infer.load validating each file as it
     will be served, or the module's Triton or KServe folder."""
     if not out:
@@ -379,9 +386,10 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
         if bounds:
             raise click.UsageError(f"--{next(iter(bounds)).replace('_', '-')} bounds a decoder's reduced precisions, "
                                    f"recorded in its files: --format {fmt[0]} writes a folder of its forward pass")
-        if all_logits:
-            raise click.UsageError(f"--all-logits shapes a decoder exported with its cache: --format {fmt[0]} writes a "
-                                   "folder of its forward pass")
+        for flag, on in (("--all-logits", all_logits), ("--ort-attention", ort_attention)):
+            if on:
+                raise click.UsageError(f"{flag} shapes a decoder exported with its cache: --format {fmt[0]} writes a "
+                                       "folder of its forward pass")
         from ptx.export.sources import module_source
 
         source = module_source(made.module, made.example_inputs, name=model_label or made.factory,
@@ -403,7 +411,7 @@ def _module(module_spec, fmt, checkpoint, out, opset, exporter, atol, device, tr
                   input_files=input_files, plan=plan_options(shapes, values, ranges), seed=seed,
                   **certificate_sizes(min_shapes, max_shapes), example_label="the factory's example",
                   use_example=not chosen, rtol=rtol, task=task, bounds=bounds, log=click.echo, weights=weights or None,
-                  all_logits=all_logits, **options)
+                  all_logits=all_logits, ort_attention=ort_attention, **options)
 
 
 def _file(name, fmt, out, input_args, batch_axes, ignore_metadata, calibration, keep_f32, max_drop, metric, image,

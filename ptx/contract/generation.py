@@ -101,6 +101,10 @@ class Generation:
     asks for its last position's only (kept_logits), as a 2,000-token prompt's every position on a 152k
     vocabulary is 1.2 GB of logits, and their head a third of a 0.5B model's prefill time
     (docs/benchmarks/generation.md).
+    ``in_place``: the decoder's attention is ONNX Runtime's GroupQueryAttention (export/ort_attention.py), so a
+    runner may bind each layer's past and present to one buffer of the positions a decoding reaches (longer than
+    its past: the mask says the length) and the operator writes each step's keys after the past, where a
+    caller that feeds the past apart has the present copied as usual.
     ``reference``: eager's own greedy decoding of a few prompts as export made it (prompts, tokens, top-2
     margins, each step's largest logits: ptx.contract.generation_judge.ReferenceDecoding), which verify
     holds every runtime to; ``bounds``: what each reduced precision's decoding must hold
@@ -120,6 +124,7 @@ class Generation:
     forced_eos: int | None = None
     encoder: Encoder | None = None
     logits_to_keep: str | None = None
+    in_place: bool = False
     reference: dict = field(default_factory=dict, compare=False)
     bounds: dict = field(default_factory=dict, compare=False)  # {precision: what a reduced row must hold}
 
@@ -131,6 +136,8 @@ class Generation:
         doc["encoder"] = self.encoder.to_dict() if self.encoder else None
         if not self.logits_to_keep:  # no key where the file has no such input: its record stays as it was
             del doc["logits_to_keep"]
+        if not self.in_place:  # likewise
+            del doc["in_place"]
         if not self.encoder:  # a causal LM's contract as before encoder-decoders had one
             for key in ("encoder", "suppress", "begin_suppress", "forced_eos"):
                 if not doc[key]:
@@ -154,6 +161,7 @@ class Generation:
                        forced_eos=None if doc.get("forced_eos") is None else int(doc["forced_eos"]),
                        encoder=Encoder.from_dict(doc["encoder"]) if doc.get("encoder") else None,
                        logits_to_keep=None if doc.get("logits_to_keep") is None else str(doc["logits_to_keep"]),
+                       in_place=bool(doc.get("in_place", False)),
                        reference=dict(doc.get("reference") or {}), bounds=dict(doc.get("bounds") or {}))
         except (ValueError, TypeError, KeyError) as exc:
             raise ContractError(f"{where}: not a generation contract ({type(exc).__name__}: {exc}): re-export the "

@@ -69,6 +69,10 @@ class Backend:
     # Where it holds far more than a runtime (onnx.reference: numpy, every node in turn): the largest
     # weights, in bytes, it opens; a bigger file's row is skipped in one line.
     model_bytes: int | None = None
+    # Whether it runs a decoder exported with --ort-attention (export/ort_attention.py): ONNX Runtime's
+    # GroupQueryAttention in float32 with an additive mask. ort-cpu does; ONNX Runtime's CUDA kernel takes float16
+    # or bfloat16 and no attention bias, and the other runtimes lack the operator.
+    runs_ort_attention: bool = False
 
     def holds_for(self, precision: str = FULL_PRECISION) -> float:
         """What it holds at its peak at ``precision``, as a multiple of the file's weights."""
@@ -106,6 +110,15 @@ class Backend:
         offered = [b.name for b in _REGISTRY.entries.values() if precision in b.precision_names]
         raise PtxError(f"backend {self.name} runs {', '.join(self.precision_names)}, not {precision}"
                        + (f"; {precision} runs on {', '.join(offered)}" if offered else ""))
+
+
+def refuses_generation(backend: Backend, generation) -> str | None:
+    """Why ``backend`` does not run a decoder of ``generation``'s contract on any machine (one line), or None:
+    the one place the runtimes a --ort-attention file runs on are named (verify, bench, load, export)."""
+    if generation is not None and generation.in_place and not backend.runs_ort_attention:
+        return (f"its attention is ONNX Runtime's GroupQueryAttention (exported with --ort-attention), which "
+                f"{backend.name} does not run: use ort-cpu")
+    return None
 
 
 # A torch or ORT CUDA backend: f32 everywhere, and on CUDA the same file at TF32 as well.

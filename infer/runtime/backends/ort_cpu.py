@@ -10,4 +10,5 @@ def _unavailable(device):
 
 register(Backend(name="ort-cpu", artifact="onnx", devices=("cpu",), open=lazy("runtime.ort_runner", "OrtRunner.open"),
                  unavailable=_unavailable, needs_torch=False, precisions=(("f32", None), ("int8", "onnx-int8"), ("int4", "onnx-int4")),
-                 holds=ORT_HOLDS, holds_external=ORT_HOLDS_EXTERNAL))  # measured: backends/__init__.py
+                 holds=ORT_HOLDS, holds_external=ORT_HOLDS_EXTERNAL,  # measured: backends/__init__.py
+                 runs_ort_attention=True))

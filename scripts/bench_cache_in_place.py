@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""The cache kept in place (`ptx export --ort-attention`, export/ort_attention.py) against the decoder of plain
+ONNX operators, which copies the whole cache into each step's present: decode time per token at a short and a
+long past, f32 and int4, in one process, the two files' decodings alternated, ratios within the run.
+
+    python3 scripts/bench_cache_in_place.py [--models smollm2,qwen2_05b] [--lengths 32,2048]
+        [--new-tokens 32] [--rounds 5] [--work DIR]
+
+For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): `ptx export
+--module scripts/generate_lms.py:NAME --format onnx,onnx-int4` with and without --ort-attention (reused from
+--work when there). Each file opened once through ort-cpu (as `ptx generate` opens it); for each prompt length,
+one seeded prompt decoded greedily for --new-tokens steps by each file in turn, --rounds times: the median time
+per token after the prompt's run (Decoded.decode_ms_per_token) and the prompt's run. Prints a table and writes
+WORK/results.json; docs/benchmarks/generation.md records a run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+LAYOUTS = {"plain": [], "in place": ["--ort-attention"]}
+
+
+def exported(name: str, layout: str, work: Path) -> Path:
+    """The model's f32 file of ``layout`` with its int4 twin (made once per --work folder)."""
+    out = work / f"{name}-{layout.replace(' ', '-')}"
+    if not (out / "model.int4.onnx").exists():
+        print(f"{name}: exporting ({layout}) ...", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, "-c", "from ptx.cli import main; main()", "export", "--module",
+                               f"{HERE / 'generate_lms.py'}:{name}", "--format", "onnx,onnx-int4", "--out", str(out),
+                               "--force", *LAYOUTS[layout]], capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{name}: the export ({layout}) failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+    return out
+
+
+def measure(files: dict[str, Path], lengths: list[int], new_tokens: int, rounds: int, vocab: int) -> dict:
+    """{(layout, length): (median decode ms/token, median prompt-run ms)}, each file's decodings alternated."""
+    from ptx.infer import load
+
+    models = {layout: load(path, backend="ort-cpu") for layout, path in files.items()}
+    try:
+        times: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for length in lengths:
+            prompt = np.random.default_rng(length).integers(3, vocab, length).tolist()
+            for model in models.values():  # a warm-up each: the session's first runs allocate, pages fault in
+                model.decode([prompt], new_tokens, eos=())
+            for _ in range(rounds):
+                for layout, model in models.items():
+                    done = model.decode([prompt], new_tokens, eos=())
+                    times.setdefault((layout, length), []).append((done.decode_ms_per_token, 1000 * done.prefill_s))
+        return {key: (statistics.median(t for t, _ in got), statistics.median(p for _, p in got))
+                for key, got in times.items()}
+    finally:
+        for model in models.values():
+            model.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="smollm2,qwen2_05b")
+    parser.add_argument("--lengths", default="32,2048")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-cache-in-place"))
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from generate_lms import MODELS
+
+    lengths = [int(n) for n in args.lengths.split(",")]
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.models.split(","):
+        if name not in MODELS:
+            parser.error(f"--models: {name} is not one of {', '.join(MODELS)}")
+        folders = {layout: exported(name, layout, args.work) for layout in LAYOUTS}
+        vocab = int(MODELS[name]().config.vocab_size)
+        for precision, file in (("f32", "model.onnx"), ("int4", "model.int4.onnx")):
+            print(f"{name} {precision}: decoding ...", file=sys.stderr, flush=True)
+            got = measure({layout: folder / file for layout, folder in folders.items()}, lengths, args.new_tokens,
+                          args.rounds, vocab)
+            for layout in LAYOUTS:
+                short, long = got[(layout, lengths[0])], got[(layout, lengths[-1])]
+                rows.append({"model": name, "precision": precision, "layout": layout,
+                             **{f"decode_ms_{n}": round(got[(layout, n)][0], 2) for n in lengths},
+                             **{f"prompt_ms_{n}": round(got[(layout, n)][1], 1) for n in lengths},
+                             "long_over_short": round(long[0] / short[0], 2)})
+            for row in rows[-2:]:
+                plain = rows[-2]
+                row["vs_plain_long"] = round(row[f"decode_ms_{lengths[-1]}"] / plain[f"decode_ms_{lengths[-1]}"], 2)
+    head = (f"{'model':<10} {'':<5} {'cache':<9} " + " ".join(f"{f'ms/tok @{n}':>11}" for n in lengths)
+            + f" {f'{lengths[-1]}/{lengths[0]}':>10} {'vs plain':>9} "
+            + " ".join(f"{f'prompt ms @{n}':>15}" for n in lengths))
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        print(f"{row['model']:<10} {row['precision']:<5} {row['layout']:<9} "
+              + " ".join(f"{row[f'decode_ms_{n}']:>11.2f}" for n in lengths)
+              + f" {row['long_over_short']:>9.2f}x {row['vs_plain_long']:>8.2f}x "
+              + " ".join(f"{row[f'prompt_ms_{n}']:>15,.1f}" for n in lengths))
+    from ptx.machine import cpu_name
+
+    meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "threads": "ONNX Runtime's default",
+            "new_tokens": args.new_tokens, "rounds": args.rounds, "rows": rows}
+    (args.work / "results.json").write_text(json.dumps(meta, indent=1))
+    print(f"{meta['cpu']}, {meta['date']}; medians of {args.rounds} decodings of {args.new_tokens} tokens, the files "
+          f"alternated; {args.work / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
