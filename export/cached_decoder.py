@@ -63,12 +63,12 @@ class CachedDecoder(torch.nn.Module):
         position_ids, rest = (rest[0], rest[1:]) if self.takes_positions else (None, rest)
         keep, past = (rest[0], rest[1:]) if self.keeps_logits else (None, rest)
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(self.layers)]
-        if self.placed and exporting():  # ONNX Runtime's operator; run eagerly (the reference): the model's own
-            return self._placed(input_ids, attention_mask, pairs, position_ids, keep)
-        cache = _new_cache(pairs)
         extra = {"position_ids": position_ids} if self.takes_positions else {}
         if self.keeps_logits:  # the positions whose logits are computed: the head runs on those alone
             extra["logits_to_keep"] = keep
+        if self.placed and exporting():  # ONNX Runtime's operator; run eagerly (the reference): the model's own
+            return self._placed(input_ids, attention_mask, pairs, extra)
+        cache = _new_cache(pairs)
         # traced per key/value group (no copy of the cache for every query head: grouped_attention.py); run
         # eagerly (the reference every file is held to) with the model's own attention
         with grouped_attention(self.model) if tracing() else nullcontext():
@@ -77,13 +77,10 @@ class CachedDecoder(torch.nn.Module):
         logits, present = _logits_and_cache(out)
         return (logits, *(t for pair in _cache_pairs(present) for t in pair))
 
-    def _placed(self, input_ids, attention_mask, pairs, position_ids, keep):
+    def _placed(self, input_ids, attention_mask, pairs, extra):
         """The forward of a decoder whose attention is ONNX Runtime's GroupQueryAttention (export/ort_attention.py),
         exported: the past's length read from the mask (a runner's shared buffer is longer), each present the
         operator's."""
-        extra = {"position_ids": position_ids} if self.takes_positions else {}
-        if self.keeps_logits:
-            extra["logits_to_keep"] = keep
         cache = placed_cache(pairs, attention_mask.shape[1] - input_ids.shape[1])
         with ort_attention(self.model, cache, attention_mask):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,

@@ -76,8 +76,7 @@ def exporting() -> bool:
 
 def tracing() -> bool:
     """Whether torch is tracing the model into a file (torch.export, TorchScript's trace), not running it."""
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(exporting and exporting()) or torch.jit.is_tracing()
+    return exporting() or torch.jit.is_tracing()
 
 
 @contextmanager

@@ -93,9 +93,10 @@ def main() -> int:
                              **{f"decode_ms_{n}": round(got[(layout, n)][0], 2) for n in lengths},
                              **{f"prompt_ms_{n}": round(got[(layout, n)][1], 1) for n in lengths},
                              "long_over_short": round(long[0] / short[0], 2)})
-            for row in rows[-2:]:
-                plain = rows[-2]
-                row["vs_plain_long"] = round(row[f"decode_ms_{lengths[-1]}"] / plain[f"decode_ms_{lengths[-1]}"], 2)
+            longest = f"decode_ms_{lengths[-1]}"
+            plain = rows[-len(LAYOUTS)]
+            for row in rows[-len(LAYOUTS):]:
+                row["vs_plain_long"] = round(row[longest] / plain[longest], 2)
     head = (f"{'model':<10} {'':<5} {'cache':<9} " + " ".join(f"{f'ms/tok @{n}':>11}" for n in lengths)
             + f" {f'{lengths[-1]}/{lengths[0]}':>10} {'vs plain':>9} "
             + " ".join(f"{f'prompt ms @{n}':>15}" for n in lengths))

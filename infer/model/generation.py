@@ -226,7 +226,7 @@ class Decoding:
             raise PtxError("this decoding's cache was handed over already: pull the batch that holds it")
         self.batched = True
         if self._buffers is not None:  # the positions filled so far, out of each buffer
-            filled = (slice(None),) * self.generation.past_axis + (slice(0, self.past_length),)
+            filled = self._first(self.past_length)
             self._past = {name: np.ascontiguousarray(buffer[filled]) for name, buffer in self._buffers.items()}
             self._buffers = None
         past, self._past = self._past, {}
@@ -243,17 +243,17 @@ class Decoding:
             raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
         every = self.index == 0 and self.keep_prompt_logits
         width = feeds[self.generation.input_ids].shape[1]
+        fed = {**feeds, **self.generation.kept_logits(width, every)}
         if self._buffers is not None and self.index:
-            fed = {**feeds, **self.generation.kept_logits(width, every), **self._buffers}
-            out = self._hold.run(fed, (), {present: self._buffers[past] for past, present in self.generation.cache})
+            out = self._hold.run({**fed, **self._buffers}, (),
+                                 {present: self._buffers[past] for past, present in self.generation.cache})
         elif self._buffers is not None:  # the prompt's run from its empty past, its present copied into the buffers:
             # the operator's scratch spans the positions it is given (the prompt's, not the buffer's)
-            out = self._hold.run({**feeds, **self.generation.kept_logits(width, every), **self._past}, ())
-            filled = (slice(None),) * self.generation.past_axis + (slice(0, width),)
+            out = self._hold.run({**fed, **self._past}, ())
             for past, present in self.generation.cache:
-                self._buffers[past][filled] = as_array(out[present])
+                self._buffers[past][self._first(width)] = as_array(out[present])
         else:
-            fed = {**feeds, **self.generation.kept_logits(width, every), **self._past}
+            fed.update(self._past)
             out = self._run(fed) if self._hold is None else self._hold.run(fed, self._presents)
             self._past = {past: out[present] for past, present in self.generation.cache}
         logits = np.asarray(out[self.generation.logits])
@@ -314,6 +314,10 @@ class Decoding:
             self._release()
         elif self._logits is None and self.index:  # its last token is pending: the pad id instead
             self._pending[self.generation.input_ids][row] = self.generation.pad
+
+    def _first(self, positions: int) -> tuple:
+        """The index of a cache tensor's first ``positions`` on its past axis."""
+        return (slice(None),) * self.generation.past_axis + (slice(0, positions),)
 
     def _release(self) -> None:
         """Let the cache go: nothing runs again."""

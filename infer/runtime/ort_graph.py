@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ptx.errors import BackendUnavailableError, PtxError
+from ptx.errors import BackendUnavailableError
 
 from .graph_shapes import GraphSlots, fill_padded, first_rows
 from .host_memory import lease_or_new
 from .ort_runner import OrtRunner, run_bound_host
-from .runner import Holding
+from .runner import Runner
 from .ort_session import import_ort
 
 GRAPH_ID = "gpu_graph_id"  # ONNX Runtime's run option naming the graph a run captures or replays
@@ -114,15 +114,9 @@ class OrtGraphRunner(OrtRunner):
         with self._lock:
             return super().run_on_device(feeds)
 
-    def cache_holding(self) -> Holding:
-        return Holding(self.run_holding, False)
-
-    def run_holding(self, feeds, held, into=None):
-        """A decoding's steps through the captured graphs' own buffers (``run``): a graph replays fixed
-        addresses and shapes, which a cache held from step to step (OrtRunner.run_holding) does not keep."""
-        if into:
-            raise PtxError(f"{self.backend} writes no output into a given array: run it without into")
-        return self.run(feeds)
+    # A decoding's steps run through the captured graphs' own buffers (Runner's ``run``): a graph replays fixed
+    # addresses and shapes, which a cache held from step to step (OrtRunner.run_holding) does not keep.
+    cache_holding, run_holding = Runner.cache_holding, Runner.run_holding
 
     def _binding_run_options(self):
         return self._uncaptured
