@@ -191,6 +191,57 @@ def test_module_export_quantizes_every_matmul_the_tied_head_too(lm):
     assert read_model_file(out / "model.int8w.onnx").precision == "int8"
 
 
+def _ops_onnxruntime_runs(model, tmp_path, name: str) -> list[str]:
+    """The op types of ``model`` (a ModelProto or a path) after ONNX Runtime's load-time fusions (the graph it
+    optimized, written back by it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / f"{name}.optimized.onnx")
+    source = model if isinstance(model, (str, type(tmp_path))) else model.SerializeToString()
+    ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node]
+
+
+def test_each_rms_norm_is_one_op_where_onnxruntime_runs_the_files(lm, tmp_path):
+    """torch writes rsqrt as Reciprocal(Sqrt): ONNX Runtime fuses none of those norms (the planted form); ptx's
+    files write Div(1, Sqrt), which it fuses into one SimplifiedLayerNormalization each (2 layers x 2 + the last)."""
+    out, _ = lm
+    for file in ("model.onnx", "model.int4.onnx", "model.int8w.onnx"):
+        graph = onnx.load(out / file)
+        assert not [n for n in graph.graph.node if n.op_type == "Reciprocal"], file
+        runs = _ops_onnxruntime_runs(graph, tmp_path, file)
+        assert runs.count("SimplifiedLayerNormalization") == 5 and "Pow" not in runs and "Sqrt" not in runs, file
+        divides = [n for n in graph.graph.node if n.op_type == "Div" and n.input[0].startswith("ptx_one")]
+        for node in divides:  # as the exporter wrote it
+            node.op_type, node.input[:] = "Reciprocal", [node.input[1]]
+        runs = _ops_onnxruntime_runs(graph, tmp_path, f"planted-{file}")
+        assert len(divides) == 5 and "SimplifiedLayerNormalization" not in runs and runs.count("Sqrt") == 5, file
+
+
+@pytest.mark.parametrize("element", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_rsqrt_as_division_keeps_the_type_and_the_values_and_leaves_other_reciprocals(element):
+    from ptx.export.onnx_graph import rsqrt_as_division
+
+    typed = [helper.make_tensor_value_info(n, element, [3]) for n in ("x", "s", "r", "q")]
+    graph = helper.make_graph([helper.make_node("Sqrt", ["x"], ["s"]), helper.make_node("Reciprocal", ["s"], ["r"]),
+                               helper.make_node("Reciprocal", ["x"], ["q"])], "g", typed[:1], [typed[2], typed[3]],
+                              value_info=[typed[1]])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    assert rsqrt_as_division(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["Sqrt", "Div", "Reciprocal"]  # a Reciprocal of x: left
+    one = model.graph.initializer[0]
+    assert one.data_type == element and onnx.numpy_helper.to_array(one).astype(np.float32) == 1.0
+    onnx.checker.check_model(model, full_check=True)
+    if element != TensorProto.BFLOAT16:  # ONNX Runtime's CPU has no bfloat16 Sqrt
+        import onnxruntime as ort
+
+        x = np.array([4.0, 9.0, 0.25], np.float32 if element == TensorProto.FLOAT else np.float16)
+        r, q = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        assert np.array_equal(r, (1 / np.sqrt(x)).astype(x.dtype)) and np.array_equal(q, (1 / x).astype(x.dtype))
+
+
 @pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
 def test_generate_with_the_int4_file(lm, backend):
     out, _ = lm

@@ -22,7 +22,7 @@ from ptx.errors import PtxError, ValidationError
 from ptx.infer.formats import onnx_files
 from ptx.torch_quiet import process_output, quiet_jit
 
-from ..onnx_graph import omit_zero_initial_states
+from ..onnx_graph import omit_zero_initial_states, rsqrt_as_division
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
 from ..translation_table import one_table_per_opset
 from . import ExportFormat, Written, bind_weights, description, register
@@ -177,6 +177,7 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                               f"number){''.join(f'; {w}' for w in why)}")
     # Zero RNN/GRU/LSTM states built from the input's shape would keep ort-cuda off the GPU.
     omit_zero_initial_states(proto)
+    rsqrt_as_division(proto)  # an RMS norm as ONNX Runtime fuses it (export/onnx_graph.py says why)
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
     used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     # said now, so that the proto (the weights, a second time in memory) can go before the file is checked

@@ -24,6 +24,7 @@ from pathlib import Path
 from ptx.errors import PtxError
 
 from . import description
+from ..onnx_graph import rsqrt_as_division
 from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
 
@@ -65,6 +66,7 @@ def prepared(model, example, scratch: Path, signature, strings: dict[str, str], 
     del structure
     proto = onnx.load(str(f32), load_external_data=False)
     constants, computed = constant_weights(proto, scratch)
+    rsqrt_as_division(proto)  # where the f32 file was exported before ptx wrote its norms so
     return Prepared(proto, scratch, base, served, made, constants, computed)
 
 

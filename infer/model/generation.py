@@ -351,13 +351,17 @@ class Decoding:
 
 def _logit_and_best_other(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the chosen token's logit, the largest logit of any other token) per row, as float64: their
-    difference is the chosen token's top-2 margin where it is the argmax (0 at a tie), below 0 where not."""
-    top = np.take_along_axis(logits, np.clip(chosen, 0, logits.shape[-1] - 1)[:, None], axis=-1)[:, 0]
+    difference is the chosen token's top-2 margin where it is the argmax (0 at a tie), below 0 where not.
+    The largest of a copy with the chosen entries at -inf, not a partition: on a 152k vocabulary
+    np.partition takes 0.8 ms a step, 5% of an int4 0.5B model's token on 2 cores."""
+    rows = np.arange(len(logits))
+    index = np.clip(chosen, 0, logits.shape[-1] - 1)
+    top = logits[rows, index]
     if logits.shape[-1] < 2:
         return top.astype(np.float64), top.astype(np.float64)
-    two = np.partition(logits, -2, axis=-1)
-    first, second = two[:, -1], two[:, -2]
-    return top.astype(np.float64), np.where(top >= first, second, first).astype(np.float64)
+    others = np.array(logits, dtype=logits.dtype, copy=True)
+    others[rows, index] = -np.inf
+    return top.astype(np.float64), others.max(axis=-1).astype(np.float64)
 
 
 def empty_past(signature: Signature, generation: Generation, batch: int) -> dict[str, np.ndarray]:
