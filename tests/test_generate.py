@@ -452,6 +452,69 @@ def test_a_prompt_pass_wrong_but_at_its_last_position_fails_verify_naming_the_po
     assert "prompt 1 position 1: logits differ from the reference's" in report.lines()[-1], report.lines()
 
 
+def test_openvino_keeps_a_decoding_s_cache_in_its_variables_and_lets_it_go_at_the_end(exported, monkeypatch):
+    """openvino runs a decoder in its stateful form (infer/runtime/openvino_state.py): after the prompt's run no
+    present is copied out of OpenVINO (each stays in its request's variable, fed back as a HeldState), the tokens
+    are eager's, and the end of the decoding empties the variables; a run that feeds its past as arrays (verify's
+    teacher forcing) copies each present out."""
+    from ptx.infer.runtime import openvino_state
+
+    copied = []
+    read = openvino_state.StatefulRequest.read
+    monkeypatch.setattr(openvino_state.StatefulRequest, "read", lambda self, past: copied.append(past) or read(self,
+                                                                                                              past))
+    model = load(exported["llama"][0], "openvino")
+    decoding = model.decoding(PROMPTS[1], 12, eos=())
+    decoding.next_tokens()
+    held = decoding._past
+    assert held and all(isinstance(v, openvino_state.HeldState) for v in held.values()), held
+    assert decoding.to_end().tokens[0] == eager_generate("llama", tuple(PROMPTS[1]), 12) and copied == []
+    request = held["past_key_values.0.key"].request
+    assert all(0 in v.state.shape or v.state.size == 0 for v in request.variables.values())  # let go
+    with pytest.raises(PtxError, match="overwritten by a later run"):
+        held["past_key_values.0.key"].numpy()
+    fed = load(exported["llama"][0], "ort-cpu").run(fed_inputs(PROMPTS[0]))
+    ran = model.run(fed_inputs(PROMPTS[0]))
+    assert copied and all(np.allclose(ran[name], fed[name], atol=1e-5) for name in fed), copied
+
+
+def fed_inputs(prompt):
+    """A prompt's run from an empty past, as verify feeds it: every input an array."""
+    width = len(prompt)
+    return {"input_ids": np.array([prompt]), "attention_mask": np.ones((1, width), np.int64),
+            "position_ids": np.arange(width)[None], "logits_to_keep": np.arange(width),
+            **{f"past_key_values.{k}.{kv}": np.zeros((1, 2, 0, 8), np.float32) for k in range(2)
+               for kv in ("key", "value")}}
+
+
+def test_a_decoder_openvino_cannot_make_stateful_runs_as_its_file_is_written(exported, monkeypatch):
+    from ptx.infer.runtime import openvino_runner
+
+    def refused(model, pairs):
+        raise RuntimeError("planted: MakeStateful refused this graph")
+    monkeypatch.setattr(openvino_runner, "make_stateful", refused)
+    model = load(exported["llama"][0], "openvino")
+    assert not model.runner.pairs and "KV_CACHE_PRECISION" not in model.runner.config
+    assert model.decode([PROMPTS[1]], 12, eos=()).tokens[0] == eager_generate("llama", tuple(PROMPTS[1]), 12)
+
+
+def test_an_openvino_decoding_that_loses_its_cache_between_steps_fails_verify(exported, monkeypatch):
+    """Planted: each run of a stateful request empties its variables after it (as a runtime that kept no state
+    would), so every step attends to no past: verify's judge of the openvino row, which decodes through the
+    request as generation does, fails it."""
+    from ptx.infer.runtime import openvino_state
+
+    real = openvino_state.StatefulRequest.run
+
+    def forgetting(self, feeds, held=(), into=None):
+        out = real(self, feeds, held, into)
+        self.request.reset_state()
+        return out
+    monkeypatch.setattr(openvino_state.StatefulRequest, "run", forgetting)
+    report = _verify(exported["llama"][0], ("openvino",))
+    assert report.exit_code() == 1 and report.lines()[-1].startswith("FAIL: openvino: "), report.lines()
+
+
 def test_a_prompt_s_last_position_asked_alone_that_differs_from_every_position_s_fails_verify(exported, monkeypatch):
     """Generation's prompt run (its last position alone) answering otherwise than the same position asked with every
     one, by 1% (its tokens unchanged, so no parting shows it): the judge holds the two to the tolerance."""

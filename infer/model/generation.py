@@ -322,6 +322,8 @@ class Decoding:
     def _release(self) -> None:
         """Let the cache go: nothing runs again."""
         self._past, self._buffers = {}, None
+        if self._hold is not None and self._hold.release is not None:  # where the runtime keeps it (OpenVINO's state)
+            self._hold.release()
 
     def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
         """One step, its tokens chosen by ``choose`` and appended: each prompt's new token (None where ended)."""

@@ -7,6 +7,7 @@ set of input shapes gets its own copy of the model reshaped to those static shap
 axis is dynamic, and gave gru-classifier wrong answers (462 of 1,128 labels agreed) until the shape
 was static. A user's file's signature is read from the ONNX graph (onnx_graph.py), not from OpenVINO,
 whose reader drops the names of symbolic dimensions: every backend then names a file's tensors alike.
+A decoder with its cache is compiled once, with its dynamic shapes, in its stateful form (openvino_state.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ptx.contract.generation import GENERATION_KEY, layout_of
+from ptx.contract.generation import GENERATION_KEY, layout_of, of_metadata
 from ptx.contract.names import FULL_PRECISION
 from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
 
@@ -27,7 +28,8 @@ from ..formats.signature import Opening
 from ..formats.onnx_graph import graph_signature, read_graph
 from . import backends as registry
 from .memory_plan import compiled_shapes_room, weights_bytes
-from .runner import Runner
+from .openvino_state import StatefulRequest, cache_pairs, make_stateful
+from .runner import Holding, Runner
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
@@ -130,11 +132,32 @@ class OpenVinoRunner(Runner):
         # prompt took 230 ms, nearly all of it the compile); kept in OpenVINO's model cache between processes
         # where the user asks (compiled_cache says why not by default).
         self.dynamic = GENERATION_KEY in self.metadata or layout_of(signature) is not None
+        # its cache kept in OpenVINO between a decoding's steps (openvino_state.py says why)
+        self.pairs: dict[str, str] = {}
+        self._shared: StatefulRequest | None = None  # run()'s request, under the lock; a decoding has its own
         if self.dynamic:
             cache = compiled_cache()
             if cache is not None:
                 self.config["CACHE_DIR"] = cache
-            self.compiled_for({})
+            try:
+                generation = of_metadata(self.metadata, path.name) if GENERATION_KEY in self.metadata else \
+                    layout_of(signature)
+            except PtxError:  # a contract that does not hold is said where a decoding reads it: run as written
+                generation = None
+            self.pairs = cache_pairs(generation, signature.input_names, signature.output_names)
+            try:
+                if self.pairs:
+                    make_stateful(self.model, self.pairs)
+                    # the variables in the precision the model runs at: the CPU plugin's default is u8
+                    self.config["KV_CACHE_PRECISION"] = RUNTIME_PRECISION[precision]
+                self.compiled_for({})
+            except Exception:  # noqa: BLE001 - a graph OpenVINO cannot make stateful runs as its file is written
+                if not self.pairs:
+                    raise
+                self.pairs, self.model = {}, self.core.read_model(str(path))
+                self.config.pop("KV_CACHE_PRECISION", None)
+                self._cache.clear()
+                self.compiled_for({})
 
     def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
         """(infer request, output index per signature output) of the model compiled for these static
@@ -151,6 +174,7 @@ class OpenVinoRunner(Runner):
     def close(self, collect: bool = False) -> None:
         """The compiled shapes and the read model let go."""
         self._cache.clear()
+        self._shared = None
         super().close(collect)
 
     def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int]]:
@@ -163,13 +187,44 @@ class OpenVinoRunner(Runner):
             shown = ", ".join(f"{n} {list(s)}" for n, s in key) or "its dynamic shapes (a decoder with its cache)"
             raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
                 from None
+        if self.pairs:  # a stateful decoder: its requests are StatefulRequests (one per decoding)
+            return compiled, None
         ports = [set(port.get_names()) for port in compiled.outputs]
         # ONNX outputs keep their names in OpenVINO; the graph's order stands in where one was renamed
         order = [next((i for i, names in enumerate(ports) if name in names), k)
                  for k, name in enumerate(self.signature.output_names)]
         return compiled.create_infer_request(), order
 
+    def _stateful(self) -> StatefulRequest:
+        """A new infer request of the stateful decoder, its variables its own."""
+        compiled, _ = self.compiled_for({})
+        return StatefulRequest(compiled, self.pairs, self.signature.output_names)
+
+    def cache_holding(self) -> Holding:
+        """A stateful decoder's decoding runs on a request of its own, whose variables keep its cache between
+        steps (HeldState values fed back); its release lets them go. Any other model: Runner's."""
+        if not self.pairs or self.closed:
+            return super().cache_holding()
+        request = self._stateful()
+        return Holding(functools.partial(self._run_stateful, request), False, request.release)
+
+    def _run_stateful(self, request: StatefulRequest, feeds, held=(), into=None) -> dict[str, object]:
+        try:
+            return request.run(feeds, held, into)
+        except PtxError:
+            raise
+        except Exception as exc:
+            raise self._failed(feeds, openvino_complaint(exc)) from None
+
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.pairs:  # the past given as arrays: each variable set from its array, each present copied out
+            with self._lock:
+                if self._shared is None:
+                    self._shared = self._stateful()
+                try:
+                    return self._run_stateful(self._shared, feeds)
+                finally:
+                    self._shared.release()  # the presents are copies: the variables need not hold a cache on
         with self._lock:
             request, order = self.compiled_for({n: a.shape for n, a in feeds.items()})
             try:
@@ -181,5 +236,8 @@ class OpenVinoRunner(Runner):
 
     def bare(self, feeds: dict[str, np.ndarray]):
         """The compiled model's infer request called directly, as an OpenVINO user would."""
+        if self.pairs:
+            request = self._stateful()
+            return "bare OpenVINO stateful infer request", lambda: request.run(feeds)
         request, _ = self.compiled_for({n: a.shape for n, a in feeds.items()})
         return "bare OpenVINO infer request", lambda: request.infer(feeds, share_inputs=True)

@@ -45,6 +45,7 @@ class Holding:
 
     run: Callable[..., Mapping[str, object]]
     in_place: bool = False
+    release: Callable[[], None] | None = None  # lets go of what the runtime holds for the decoding (its cache)
 
 
 class Runner:
