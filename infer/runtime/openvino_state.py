@@ -12,7 +12,8 @@ One compiled model serves both ways of running it: a run that feeds the past as 
 forcing, a batch's rows, an encoder-decoder's steps) sets each variable from its array first and answers
 each present copied out of its variable, which costs what the stateless run's copies cost; a decoding
 holds its own infer request (StatefulRequest, one per decoding, so that two decodings on one runner never
-share a variable; a judge's decodings of its prompts, one after another, share one) and feeds back HeldState values, which stay in OpenVINO. numpy and openvino only.
+share a variable; a judge's decodings of its prompts, one after another, share one) and feeds back
+HeldState values, which stay in OpenVINO. numpy and openvino only.
 """
 from __future__ import annotations
 
