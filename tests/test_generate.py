@@ -455,8 +455,8 @@ def test_a_prompt_pass_wrong_but_at_its_last_position_fails_verify_naming_the_po
 def test_openvino_keeps_a_decoding_s_cache_in_its_variables_and_lets_it_go_at_the_end(exported, monkeypatch):
     """openvino runs a decoder in its stateful form (infer/runtime/openvino_state.py): after the prompt's run no
     present is copied out of OpenVINO (each stays in its request's variable, fed back as a HeldState), the tokens
-    are eager's, and the end of the decoding empties the variables; a run that feeds its past as arrays (verify's
-    teacher forcing) copies each present out."""
+    are eager's, and the end of the decoding, or its cache handed to a batch, empties the variables; a run that
+    feeds its past as arrays (verify's teacher forcing) answers as ort-cpu."""
     from ptx.infer.runtime import openvino_state
 
     copied = []
@@ -473,9 +473,15 @@ def test_openvino_keeps_a_decoding_s_cache_in_its_variables_and_lets_it_go_at_th
     assert all(0 in v.state.shape or v.state.size == 0 for v in request.variables.values())  # let go
     with pytest.raises(PtxError, match="overwritten by a later run"):
         held["past_key_values.0.key"].numpy()
+    handed = model.decoding(PROMPTS[0], 12, eos=())
+    handed.next_tokens()
+    arrays = handed.hand_over_past()  # to a batch, which runs on arrays: the request's copy goes at once
+    request = handed._hold.run.args[0]
+    assert all(a.shape[2] == len(PROMPTS[0]) for a in arrays.values())
+    assert all(0 in v.state.shape or v.state.size == 0 for v in request.variables.values())
     fed = load(exported["llama"][0], "ort-cpu").run(fed_inputs(PROMPTS[0]))
-    ran = model.run(fed_inputs(PROMPTS[0]))
-    assert copied and all(np.allclose(ran[name], fed[name], atol=1e-5) for name in fed), copied
+    ran = model.run(fed_inputs(PROMPTS[0]))  # a run given its past as arrays: the model as written
+    assert all(np.allclose(ran[name], fed[name], atol=1e-5) for name in fed)
 
 
 def fed_inputs(prompt):

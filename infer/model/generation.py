@@ -230,7 +230,10 @@ class Decoding:
             self._past = {name: np.ascontiguousarray(buffer[filled]) for name, buffer in self._buffers.items()}
             self._buffers = None
         past, self._past = self._past, {}
-        return {name: as_array(value) for name, value in past.items()}
+        arrays = {name: as_array(value) for name, value in past.items()}
+        if self._hold is not None and self._hold.release is not None:  # its copy in the runtime goes now
+            self._hold.release()
+        return arrays
 
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
@@ -361,9 +364,9 @@ def _logit_and_best_other(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.nd
     top = logits[rows, index]
     if logits.shape[-1] < 2:
         return top.astype(np.float64), top.astype(np.float64)
-    others = np.array(logits, dtype=logits.dtype, copy=True)
+    others = logits.astype(np.float64)  # a copy; integer logits too, which take no -inf
     others[rows, index] = -np.inf
-    return top.astype(np.float64), others.max(axis=-1).astype(np.float64)
+    return top.astype(np.float64), others.max(axis=-1)
 
 
 def empty_past(signature: Signature, generation: Generation, batch: int) -> dict[str, np.ndarray]:

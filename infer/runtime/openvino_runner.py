@@ -7,7 +7,8 @@ set of input shapes gets its own copy of the model reshaped to those static shap
 axis is dynamic, and gave gru-classifier wrong answers (462 of 1,128 labels agreed) until the shape
 was static. A user's file's signature is read from the ONNX graph (onnx_graph.py), not from OpenVINO,
 whose reader drops the names of symbolic dimensions: every backend then names a file's tensors alike.
-A decoder with its cache is compiled once, with its dynamic shapes, in its stateful form (openvino_state.py).
+A decoder with its cache is compiled with its dynamic shapes: in its stateful form for a decoding (openvino_state.py),
+as written for a run given its past.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32", "int4": "f32"}
 # Compiled shapes kept per runner at most (verify uses a handful, a server one or two): as many as the memory
 # plan's budget for compiled copies holds, at least one, each what the registry says one holds.
 SHAPE_CACHE = 8
+STATEFUL = ("stateful",)  # the key of a decoder's stateful form among the compiled models
 
 
 def unavailable(device: str = "cpu") -> str | None:
@@ -134,7 +136,6 @@ class OpenVinoRunner(Runner):
         self.dynamic = GENERATION_KEY in self.metadata or layout_of(signature) is not None
         # its cache kept in OpenVINO between a decoding's steps (openvino_state.py says why)
         self.pairs: dict[str, str] = {}
-        self._shared: StatefulRequest | None = None  # run()'s request, under the lock; a decoding has its own
         if self.dynamic:
             cache = compiled_cache()
             if cache is not None:
@@ -145,24 +146,25 @@ class OpenVinoRunner(Runner):
             except PtxError:  # a contract that does not hold is said where a decoding reads it: run as written
                 generation = None
             self.pairs = cache_pairs(generation, signature.input_names, signature.output_names)
-            try:
-                if self.pairs:
-                    make_stateful(self.model, self.pairs)
-                    # the variables in the precision the model runs at: the CPU plugin's default is u8
-                    self.config["KV_CACHE_PRECISION"] = RUNTIME_PRECISION[precision]
-                self.compiled_for({})
-            except Exception:  # noqa: BLE001 - a graph OpenVINO cannot make stateful runs as its file is written
-                if not self.pairs:
-                    raise
-                self.pairs, self.model = {}, self.core.read_model(str(path))
-                self.config.pop("KV_CACHE_PRECISION", None)
-                self._cache.clear()
-                self.compiled_for({})
+            if self.pairs:  # the variables in the precision the model runs at: the CPU plugin's default is u8
+                self.config["KV_CACHE_PRECISION"] = RUNTIME_PRECISION[precision]
+                try:
+                    self.compiled_for({}, stateful=True)  # what a decoding runs; a run given its past, on demand
+                    return
+                except Exception:  # noqa: BLE001 - a graph OpenVINO cannot make stateful runs as it is written
+                    self.pairs = {}
+                    self.config.pop("KV_CACHE_PRECISION", None)
+                    self._cache.clear()
+            self.compiled_for({})
 
-    def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]):
+    def compiled_for(self, shapes: Mapping[str, tuple[int, ...]], stateful: bool = False):
         """(infer request, output index per signature output) of the model compiled for these static
-        input shapes; compiled once, a few kept. A compile failure is one ModelRunError."""
-        key = () if self.dynamic else tuple((name, tuple(shape)) for name, shape in shapes.items())
+        input shapes; compiled once, a few kept. ``stateful``: (the compiled model, None) of a decoder in its
+        stateful form, kept among them (a run that feeds its past as arrays runs the model as written: setting
+        the variables from arrays cost 1.4x to 1.6x a stateless run of a batch of 4 at 500 positions). A
+        compile failure is one ModelRunError."""
+        key = STATEFUL if stateful else () if self.dynamic else \
+            tuple((name, tuple(shape)) for name, shape in shapes.items())
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -174,20 +176,21 @@ class OpenVinoRunner(Runner):
     def close(self, collect: bool = False) -> None:
         """The compiled shapes and the read model let go."""
         self._cache.clear()
-        self._shared = None
         super().close(collect)
 
-    def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int]]:
+    def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int] | None]:
         model = self.model.clone()
         try:
-            if key:
+            if key == STATEFUL:
+                make_stateful(model, self.pairs)
+            elif key:
                 model.reshape({name: list(shape) for name, shape in key})
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
             shown = ", ".join(f"{n} {list(s)}" for n, s in key) or "its dynamic shapes (a decoder with its cache)"
             raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
                 from None
-        if self.pairs:  # a stateful decoder: its requests are StatefulRequests (one per decoding)
+        if key == STATEFUL:  # its requests are StatefulRequests (one per decoding)
             return compiled, None
         ports = [set(port.get_names()) for port in compiled.outputs]
         # ONNX outputs keep their names in OpenVINO; the graph's order stands in where one was renamed
@@ -197,7 +200,7 @@ class OpenVinoRunner(Runner):
 
     def _stateful(self) -> StatefulRequest:
         """A new infer request of the stateful decoder, its variables its own."""
-        compiled, _ = self.compiled_for({})
+        compiled, _ = self.compiled_for({}, stateful=True)
         return StatefulRequest(compiled, self.pairs, self.signature.output_names)
 
     def cache_holding(self) -> Holding:
@@ -209,6 +212,8 @@ class OpenVinoRunner(Runner):
         return Holding(functools.partial(self._run_stateful, request), False, request.release)
 
     def _run_stateful(self, request: StatefulRequest, feeds, held=(), into=None) -> dict[str, object]:
+        if self.closed:  # a decoding begun before close(): refused as a run would be
+            return self.run(feeds)
         try:
             return request.run(feeds, held, into)
         except PtxError:
@@ -217,14 +222,6 @@ class OpenVinoRunner(Runner):
             raise self._failed(feeds, openvino_complaint(exc)) from None
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.pairs:  # the past given as arrays: each variable set from its array, each present copied out
-            with self._lock:
-                if self._shared is None:
-                    self._shared = self._stateful()
-                try:
-                    return self._run_stateful(self._shared, feeds)
-                finally:
-                    self._shared.release()  # the presents are copies: the variables need not hold a cache on
         with self._lock:
             request, order = self.compiled_for({n: a.shape for n, a in feeds.items()})
             try:
@@ -236,8 +233,5 @@ class OpenVinoRunner(Runner):
 
     def bare(self, feeds: dict[str, np.ndarray]):
         """The compiled model's infer request called directly, as an OpenVINO user would."""
-        if self.pairs:
-            request = self._stateful()
-            return "bare OpenVINO stateful infer request", lambda: request.run(feeds)
         request, _ = self.compiled_for({n: a.shape for n, a in feeds.items()})
         return "bare OpenVINO infer request", lambda: request.infer(feeds, share_inputs=True)
