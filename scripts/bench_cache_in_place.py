@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The cache kept in place (`ptx export --ort-attention`, export/ort_attention.py) against the decoder of plain
 ONNX operators, which copies the whole cache into each step's present: decode time per token at a short and a
-long past, f32 and int4, in one process, the two files' decodings alternated, ratios within the run.
+long past, f32 and int4, in one process, the two files' decodings alternated, ratios within the run. With
+--openvino, the plain file through the openvino backend too (its cache kept in OpenVINO's variables).
 
     python3 scripts/bench_cache_in_place.py [--models smollm2,qwen2_05b] [--lengths 32,2048]
-        [--new-tokens 32] [--rounds 5] [--work DIR]
+        [--new-tokens 32] [--rounds 5] [--work DIR] [--openvino]
 
 For each model of scripts/generate_lms.py (published configs, random weights, nothing downloaded): `ptx export
 --module scripts/generate_lms.py:NAME --format onnx,onnx-int4` with and without --ort-attention (reused from
@@ -27,6 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 LAYOUTS = {"plain": [], "in place": ["--ort-attention"]}
+OPENVINO = "openvino"  # the plain file through the openvino backend (stateful: its cache in OpenVINO's variables)
 
 
 def exported(name: str, layout: str, work: Path) -> Path:
@@ -42,11 +44,12 @@ def exported(name: str, layout: str, work: Path) -> Path:
     return out
 
 
-def measure(files: dict[str, Path], lengths: list[int], new_tokens: int, rounds: int, vocab: int) -> dict:
-    """{(layout, length): (median decode ms/token, median prompt-run ms)}, each file's decodings alternated."""
+def measure(files: dict[str, tuple[Path, str]], lengths: list[int], new_tokens: int, rounds: int, vocab: int) -> dict:
+    """{(row, length): (median decode ms/token, median prompt-run ms)} of each row's file on its backend ({row:
+    (file, backend)}), the rows' decodings alternated."""
     from ptx.infer import load
 
-    models = {layout: load(path, backend="ort-cpu") for layout, path in files.items()}
+    models = {row: load(path, backend=backend) for row, (path, backend) in files.items()}
     try:
         times: dict[tuple[str, int], list[tuple[float, float]]] = {}
         for length in lengths:
@@ -71,6 +74,7 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-cache-in-place"))
+    parser.add_argument("--openvino", action="store_true", help="the plain file through openvino too")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from generate_lms import MODELS
@@ -85,17 +89,19 @@ def main() -> int:
         vocab = int(MODELS[name]().config.vocab_size)
         for precision, file in (("f32", "model.onnx"), ("int4", "model.int4.onnx")):
             print(f"{name} {precision}: decoding ...", file=sys.stderr, flush=True)
-            got = measure({layout: folder / file for layout, folder in folders.items()}, lengths, args.new_tokens,
-                          args.rounds, vocab)
-            for layout in LAYOUTS:
+            files = {layout: (folder / file, "ort-cpu") for layout, folder in folders.items()}
+            if args.openvino:
+                files[OPENVINO] = (folders["plain"] / file, "openvino")
+            got = measure(files, lengths, args.new_tokens, args.rounds, vocab)
+            for layout in files:
                 short, long = got[(layout, lengths[0])], got[(layout, lengths[-1])]
                 rows.append({"model": name, "precision": precision, "layout": layout,
                              **{f"decode_ms_{n}": round(got[(layout, n)][0], 2) for n in lengths},
                              **{f"prompt_ms_{n}": round(got[(layout, n)][1], 1) for n in lengths},
                              "long_over_short": round(long[0] / short[0], 2)})
             longest = f"decode_ms_{lengths[-1]}"
-            plain = rows[-len(LAYOUTS)]
-            for row in rows[-len(LAYOUTS):]:
+            plain = rows[-len(files)]
+            for row in rows[-len(files):]:
                 row["vs_plain_long"] = round(row[longest] / plain[longest], 2)
     head = (f"{'model':<10} {'':<5} {'cache':<9} " + " ".join(f"{f'ms/tok @{n}':>11}" for n in lengths)
             + f" {f'{lengths[-1]}/{lengths[0]}':>10} {'vs plain':>9} "
