@@ -200,7 +200,8 @@ class OpenVinoRunner(Runner):
 
     def _stateful(self) -> StatefulRequest:
         """A new infer request of the stateful decoder, its variables its own."""
-        compiled, _ = self.compiled_for({}, stateful=True)
+        with self._lock:  # the compiled models are shared with run()'s, which compiles under the lock too
+            compiled, _ = self.compiled_for({}, stateful=True)
         return StatefulRequest(compiled, self.pairs, self.signature.output_names)
 
     def cache_holding(self) -> Holding:
