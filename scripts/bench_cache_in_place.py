@@ -31,22 +31,27 @@ LAYOUTS = {"plain": [], "in place": ["--ort-attention"]}
 OPENVINO = "openvino"  # the plain file through the openvino backend (stateful: its cache in OpenVINO's variables)
 
 
+def ptx(*args: str) -> None:
+    """A ptx command in a process of its own; its failure ends the script with what it said."""
+    done = subprocess.run([sys.executable, "-c", "from ptx.cli import main; main()", *args], capture_output=True,
+                          text=True)
+    if done.returncode:
+        sys.exit(f"ptx {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+
+
 def exported(name: str, layout: str, work: Path) -> Path:
     """The model's f32 file of ``layout`` with its int4 twin (made once per --work folder)."""
     out = work / f"{name}-{layout.replace(' ', '-')}"
     if not (out / "model.int4.onnx").exists():
         print(f"{name}: exporting ({layout}) ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-c", "from ptx.cli import main; main()", "export", "--module",
-                               f"{HERE / 'generate_lms.py'}:{name}", "--format", "onnx,onnx-int4", "--out", str(out),
-                               "--force", *LAYOUTS[layout]], capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{name}: the export ({layout}) failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+        ptx("export", "--module", f"{HERE / 'generate_lms.py'}:{name}", "--format", "onnx,onnx-int4", "--out",
+            str(out), "--force", *LAYOUTS[layout])
     return out
 
 
 def measure(files: dict[str, tuple[Path, str]], lengths: list[int], new_tokens: int, rounds: int, vocab: int) -> dict:
     """{(row, length): (median decode ms/token, median prompt-run ms)} of each row's file on its backend ({row:
-    (file, backend)}), the rows' decodings alternated."""
+    (file, backend)}), the rows' decodings alternated (scripts/bench_int4_blocks.py measures with it too)."""
     from ptx.infer import load
 
     models = {row: load(path, backend=backend) for row, (path, backend) in files.items()}

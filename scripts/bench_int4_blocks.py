@@ -20,22 +20,14 @@ import argparse
 import datetime
 import json
 import re
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_cache_in_place import measure, ptx  # noqa: E402 - a script beside this one: one way to time and export
+PROMPT = 32  # the seeded prompt's tokens
 JUDGED = re.compile(r"KL at most ([\d.e+-]+) mean, ([\d.e+-]+) p99.*?perplexity at most x([\d.]+)")
-
-
-def ptx(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-c", "from ptx.cli import main; main()", *args], capture_output=True,
-                          text=True)
-    if done.returncode:
-        sys.exit(f"ptx {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
 
 
 def files(name: str, blocks: list[int], work: Path) -> dict[str, Path]:
@@ -71,25 +63,6 @@ def judged(path: Path) -> dict:
             "perplexity_ratio": float(said[3])}
 
 
-def measure(rows: dict[str, Path], new_tokens: int, rounds: int, vocab: int) -> dict[str, float]:
-    """{row: median decode ms per token}, the files' decodings alternated."""
-    from ptx.infer import load
-
-    models = {row: load(path, backend="ort-cpu") for row, path in rows.items()}
-    prompt = np.random.default_rng(0).integers(3, vocab, 32).tolist()
-    try:
-        for model in models.values():  # a warm-up each: the session's first runs allocate, pages fault in
-            model.decode([prompt], new_tokens, eos=())
-        times: dict[str, list[float]] = {row: [] for row in models}
-        for k in range(rounds):
-            for row in (list(models) if k % 2 == 0 else list(models)[::-1]):
-                times[row].append(models[row].decode([prompt], new_tokens, eos=()).decode_ms_per_token)
-        return {row: statistics.median(t) for row, t in times.items()}
-    finally:
-        for model in models.values():
-            model.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="qwen2_05b,smollm2")
@@ -98,7 +71,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-int4-blocks"))
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
     from generate_lms import MODELS
 
     from ptx.infer.bench.wall import bytes_per_token, read_bandwidth
@@ -113,7 +85,9 @@ def main() -> int:
             parser.error(f"--models: {name} is not one of {', '.join(MODELS)}")
         rows = files(name, blocks, args.work)
         print(f"{name}: decoding ...", file=sys.stderr, flush=True)
-        got = measure(rows, args.new_tokens, args.rounds, int(MODELS[name]().config.vocab_size))
+        timed = measure({row: (path, "ort-cpu") for row, path in rows.items()}, [PROMPT], args.new_tokens,
+                        args.rounds, int(MODELS[name]().config.vocab_size))
+        got = {row: timed[(row, PROMPT)][0] for row in rows}
         for row, path in rows.items():
             read = bytes_per_token(path, 4)
             table.append({"model": name, "row": row, "mb_per_token": round(read / 1e6, 1),

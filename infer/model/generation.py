@@ -231,8 +231,7 @@ class Decoding:
             self._buffers = None
         past, self._past = self._past, {}
         arrays = {name: as_array(value) for name, value in past.items()}
-        if self._hold is not None and self._hold.release is not None:  # its copy in the runtime goes now
-            self._hold.release()
+        self._release_held()  # its copy in the runtime goes now
         return arrays
 
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -325,7 +324,11 @@ class Decoding:
     def _release(self) -> None:
         """Let the cache go: nothing runs again."""
         self._past, self._buffers = {}, None
-        if self._hold is not None and self._hold.release is not None:  # where the runtime keeps it (OpenVINO's state)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Let go of the cache where the runtime keeps it for this decoding (OpenVINO's variables)."""
+        if self._hold is not None and self._hold.release is not None:
             self._hold.release()
 
     def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
