@@ -17,6 +17,8 @@ is fused (a graph of ONNX's own ops still, which OpenVINO and any runtime read),
 """
 from __future__ import annotations
 
+import math
+
 RECURRENT_STATE_INPUTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}  # initial_h (and initial_c)
 # Ops whose output is all zeros when their first input is (the shape-only ops exporters put between
 # the zeros and the recurrent op).
@@ -119,3 +121,61 @@ def _unused_name(graph, name: str) -> str:
     while candidate in taken:
         candidate, k = f"{name}_{k}", k + 1
     return candidate
+
+
+def inferred_shapes(model) -> dict[str, list]:
+    """Each value's shape as ONNX Runtime's symbolic shape inference finds it (it follows a dynamic Reshape's
+    target through the Shape, Slice and Concat it is made of, and through ONNX Runtime's own ops, which ONNX's
+    inference stops at), dims as names or sizes, None where unknown; {} where the inference fails. It is given
+    the graph with each weight an input of its shape: the inference reads every initializer's values."""
+    from onnx import helper
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    graph = model.graph
+    small = [t for t in graph.initializer if t.data_location != t.EXTERNAL and math.prod(t.dims) <= 1024]
+    kept = {t.name for t in small}
+    weights = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))  # their shapes are what counts
+               for t in graph.initializer if t.name not in kept]
+    skeleton = helper.make_model(helper.make_graph(graph.node, graph.name, [*graph.input, *weights], graph.output,
+                                                   small), opset_imports=model.opset_import,
+                                 ir_version=model.ir_version)
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True).graph
+    except Exception:  # noqa: BLE001 - without shapes, nothing is proven equal and the nodes stay as they are
+        return {}
+    return {v.name: [d.dim_param or d.dim_value or None for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.value_info, *inferred.input, *inferred.output] if v.type.tensor_type.HasField("shape")}
+
+
+def drop_reshape_round_trips(model, shapes: dict[str, list]) -> int:
+    """Let each Reshape (or chain of Reshapes) whose output has the very shape of the chain's input be read as
+    that input: torch's exporter writes a view and its inverse back to back (an attention's values split into
+    heads and merged again for ONNX Runtime's GroupQueryAttention, its output likewise), two nodes a step that
+    compute nothing. ``shapes``: inferred_shapes of the graph (only shapes it knows whole, symbol for symbol,
+    count as equal). Changes ``model`` in place; returns how many Reshapes were dropped."""
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+    same: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.output[0] in outputs:
+            continue
+        shape = shapes.get(node.output[0])
+        if not shape or None in shape:
+            continue
+        source = node.input[0]
+        while True:
+            if shapes.get(source) == shape:
+                same[node.output[0]] = same.get(source, source)
+                break
+            above = producers.get(source)
+            if above is None or above.op_type != "Reshape":
+                break
+            source = above.input[0]
+    if not same:
+        return 0
+    for node in graph.node:
+        node.input[:] = [same.get(name, name) for name in node.input]
+    before = len(graph.node)
+    remove_dead_nodes(model)
+    return before - len(graph.node)

@@ -7,6 +7,8 @@ inputs (its scale) is refused by export's judge; verify and bench leave out the 
 export refuses the formats of those runtimes in one line."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -183,3 +185,20 @@ def test_formats_and_tasks_it_does_not_shape_are_refused_in_one_line(tmp_path):
     done = ptx("export", "--module", f"{factory}:net", "--format", "triton", "--ort-attention", "--out", tmp_path / "r")
     assert done.returncode == 2 and "--ort-attention shapes a decoder exported with its cache" in done.stderr, \
         done.stderr
+
+
+def test_its_int4_file_feeds_the_operator_straight_from_the_projections(placed, tmp_path):
+    """onnx-int4 of the file: each layer's queries and keys go from their MatMulNBits through one
+    RotaryEmbedding into GroupQueryAttention, its values straight in, with no Reshape or Transpose between
+    (export/onnx_rotary.py, onnx_graph.drop_reshape_round_trips); export's judge passes it and it decodes in place."""
+    done = ptx("export", placed["llama"][0], "--format", "onnx-int4", "--out", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 rotary rotations as RotaryEmbedding" in done.stdout and "Reshapes that undid each other dropped" in \
+        done.stdout and re.search(r"ort-cpu-int4 on .*: PASS", done.stdout), done.stdout
+    graph = onnx.load(tmp_path / "model.int4.onnx").graph
+    made = {out: node.op_type for node in graph.node for out in node.output}
+    for node in (n for n in graph.node if n.op_type == "GroupQueryAttention"):
+        feeding = [made[name] for name in node.input[:3]]
+        assert feeding == ["RotaryEmbedding", "RotaryEmbedding", "MatMulNBits"], feeding
+    with load(tmp_path / "model.int4.onnx") as model:
+        assert len(model.generate([PROMPTS[0]], max_new_tokens=4, eos=())[0]) == 4

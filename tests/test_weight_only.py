@@ -220,6 +220,27 @@ def test_each_rms_norm_is_one_op_where_onnxruntime_runs_the_files(lm, tmp_path):
         assert len(divides) == 5 and "SimplifiedLayerNormalization" not in runs and runs.count("Sqrt") == 5, file
 
 
+def test_the_onnx_runtime_files_rotate_with_one_op_and_a_wrong_table_fails_the_judge(lm, tmp_path):
+    """The int4 and int8 files (ONNX Runtime's alone) rotate each layer's queries and keys with one
+    RotaryEmbedding (2 layers x 2) and say so; the f32 file, which OpenVINO and every runtime read, keeps ONNX's
+    own ops. Planted: the cos and sin tables swapped in the int4 file fails the judge, naming the prompt."""
+    out, _ = lm
+    for file, rotations in (("model.onnx", 0), ("model.int4.onnx", 4), ("model.int8w.onnx", 4)):
+        graph = onnx.load(out / file)
+        ops = [n.op_type for n in graph.graph.node]
+        assert ops.count("RotaryEmbedding") == rotations and ops.count("Neg") == 4 - rotations, (file, ops)
+        said = read_model_file(out / file).metadata.get("quantization", "")
+        assert ("4 rotary rotations as RotaryEmbedding" in said) == bool(rotations), said
+    graph = onnx.load(out / "model.int4.onnx")
+    for node in graph.graph.node:
+        if node.op_type == "RotaryEmbedding":
+            node.input[2], node.input[3] = node.input[3], node.input[2]
+    (tmp_path / "swapped").mkdir()
+    onnx.save(graph, str(tmp_path / "swapped" / "model.int4.onnx"))
+    report = judged(tmp_path / "swapped" / "model.int4.onnx")
+    assert report.exit_code() == 1 and re.match(r"FAIL: ort-cpu-int4: .*prompt \d", report.lines()[-1]), report.lines()
+
+
 @pytest.mark.parametrize("element", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
 def test_rsqrt_as_division_keeps_the_type_and_the_values_and_leaves_other_reciprocals(element):
     from ptx.export.onnx_graph import rsqrt_as_division

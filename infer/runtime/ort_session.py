@@ -142,6 +142,14 @@ def session_options(ort):
     return options
 
 
+def part_session(model: bytes):
+    """A CPU session, with ptx's session options, on a small graph given serialized: a part of a model that
+    export evaluates to rewrite the model (export/onnx_rotary.py's cos and sin tables, computed by ONNX
+    Runtime's own kernels as the model's run computes them)."""
+    ort = import_ort()
+    return ort.InferenceSession(model, session_options(ort), providers=["CPUExecutionProvider"])
+
+
 def timing_session(path):
     """A CPU session on the ONNX file at ``path`` for timing one file against another (export's int8
     speed against f32, infer/runtime/timing.py's alternating rounds): its threads do not spin between
