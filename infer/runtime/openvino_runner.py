@@ -88,11 +88,32 @@ def has_bf16() -> bool:
 
 def openvino_complaint(exc: BaseException) -> str:
     """What OpenVINO says went wrong, in one line: its messages open with the C++ check that failed
-    ("Check 'TRShape::broadcast_merge_into(...)' failed at src/...") and say why on the lines after."""
-    lines = [" ".join(ln.split()) for ln in str(exc).splitlines() if ln.strip()]
+    ("Check 'TRShape::broadcast_merge_into(...)' failed at src/...") and say why on the lines after. Its ONNX
+    reader's report of ops it could not convert names each op with its reason, the one at the root of it
+    often not first (a GatherBlockQuantized it refuses leaves the ops after it untyped): each is said."""
+    text = str(exc)
+    if UNCONVERTED in text:
+        failed = [_unconverted(block) for block in text.split("\n-- ")[1:] if " with a message:" in block]
+        failed += [f"{op.strip()} (no conversion rule)" for line in text.splitlines() if NO_RULE in line
+                   for op in line.split(NO_RULE, 1)[1].split(",") if op.strip()]
+        if failed:
+            return f"its ONNX reader does not convert {'; '.join(failed)}"[:600]
+    lines = [" ".join(ln.split()) for ln in text.splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].startswith("Check '"):
         lines = lines[1:]
     return " ".join(lines)[:400] or type(exc).__name__
+
+
+UNCONVERTED = "Model wasn't fully converted"  # OpenVINO's ONNX reader's report of the ops it could not convert
+NO_RULE = "No conversion rule found for operations:"  # the report's line of ops it has no rule for at all
+_CONTEXT = ("Check '", "While validating", "Summary:", "-- Conversion is failed", "-- No conversion rule")
+
+
+def _unconverted(block: str) -> str:
+    """``OP (why)`` of one op of the reader's report (a block that opens "OP with a message:")."""
+    op, _, body = block.partition(" with a message:")
+    why = [" ".join(ln.split()) for ln in body.splitlines() if ln.strip() and not ln.strip().startswith(_CONTEXT)]
+    return f"{op.strip()} ({why[0]})" if why else op.strip()
 
 
 class OpenVinoRunner(Runner):
