@@ -74,9 +74,10 @@ def rotary_as_one_op(model, folder, max_positions: int | None, shapes: dict[str,
     replaced = {}
     for r in rotations:
         cos, sin = names[(r.cos, r.sin, r.half)]
-        replaced[id(r.add)] = helper.make_node("RotaryEmbedding", [r.rotated, POSITIONS_INPUT, cos, sin],
-                                               list(r.add.output), name=f"{r.add.name or r.add.output[0]}_rotary",
-                                               domain=MICROSOFT, interleaved=0)
+        node = helper.make_node("RotaryEmbedding", [r.rotated, POSITIONS_INPUT, cos, sin], list(r.add.output),
+                                name=f"{r.add.name or r.add.output[0]}_rotary", domain=MICROSOFT, interleaved=0)
+        node.metadata_props.extend(r.add.metadata_props)  # the exporter's record of the code line it came from
+        replaced[id(r.add)] = node
     nodes = [replaced.get(id(n), n) for n in graph.node]
     del graph.node[:]
     graph.node.extend(nodes)

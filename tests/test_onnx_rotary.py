@@ -62,6 +62,8 @@ def rotation_graph(cut: int = HEAD // 2, negate: str = "upper", second_half_scal
         helper.make_node("Transpose", ["rotated_bhsd"], ["rotated_bshd"], perm=[0, 2, 1, 3]),
         helper.make_node("Reshape", ["rotated_bshd", "merge"], ["rotated"]),
     ]
+    adds = [n for n in nodes if n.op_type == "Add" and n.output[0] == "rotated_bhsd"]
+    adds[0].metadata_props.add(key="pkg.torch.onnx.stack_trace", value='File "modeling.py", line 7, in rotate')
     if merged_to is None:  # the rotation's own output, [batch, heads, positions, head]
         nodes = nodes[:-2]
         nodes[-1].output[0] = "rotated"
@@ -97,6 +99,8 @@ def test_the_rotation_becomes_one_op_computing_what_the_graph_did():
     assert rotary_as_one_op(model, None, MAX_POSITIONS) == 1
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("RotaryEmbedding") == 1 and not {"Neg", "Slice", "Cos", "Sin"} & set(ops), ops
+    rotary = model.graph.node[ops.index("RotaryEmbedding")]
+    assert [p.value for p in rotary.metadata_props] == ['File "modeling.py", line 7, in rotate']  # where it came from
     tables = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith("ptx_rotary")}
     assert [v.shape for v in tables.values()] == [(MAX_POSITIONS, HEAD // 2)] * 2
     np.testing.assert_allclose(run(model, feeds()), before, rtol=0, atol=1e-6)
