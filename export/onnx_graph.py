@@ -105,7 +105,7 @@ def rsqrt_as_division(model) -> int:
             continue
         element = types[source]
         if element not in ones:
-            ones[element] = _unused_name(graph, f"ptx_one_{_FLOAT_TYPES[element]}")
+            ones[element] = unused_name(graph, f"ptx_one_{_FLOAT_TYPES[element]}")
             graph.initializer.append(helper.make_tensor(ones[element], element, [], [1.0]))
         node.op_type = "Div"
         node.input[:] = [ones[element], source]
@@ -113,7 +113,7 @@ def rsqrt_as_division(model) -> int:
     return rewritten
 
 
-def _unused_name(graph, name: str) -> str:
+def unused_name(graph, name: str) -> str:
     """``name``, or ``name`` with a number after it where the graph already has a value of that name."""
     taken = {i for n in graph.node for i in [*n.input, *n.output]} | {t.name for t in graph.initializer} | {
         v.name for v in [*graph.input, *graph.output]}
@@ -126,8 +126,9 @@ def _unused_name(graph, name: str) -> str:
 def inferred_shapes(model) -> dict[str, list]:
     """Each value's shape as ONNX Runtime's symbolic shape inference finds it (it follows a dynamic Reshape's
     target through the Shape, Slice and Concat it is made of, and through ONNX Runtime's own ops, which ONNX's
-    inference stops at), dims as names or sizes, None where unknown; {} where the inference fails. It is given
-    the graph with each weight an input of its shape: the inference reads every initializer's values."""
+    inference stops at), dims as names or sizes, None where unknown; {} where the inference fails, or could
+    finish only by assuming two dims equal. It is given the graph with each weight an input of its shape: the
+    inference reads every initializer's values."""
     from onnx import helper
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
@@ -139,8 +140,8 @@ def inferred_shapes(model) -> dict[str, list]:
     skeleton = helper.make_model(helper.make_graph(graph.node, graph.name, [*graph.input, *weights], graph.output,
                                                    small), opset_imports=model.opset_import,
                                  ir_version=model.ir_version)
-    try:
-        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True).graph
+    try:  # no auto_merge: a merge is an assumption (two dims taken equal where a broadcast needs them so)
+        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=False).graph
     except Exception:  # noqa: BLE001 - without shapes, nothing is proven equal and the nodes stay as they are
         return {}
     return {v.name: [d.dim_param or d.dim_value or None for d in v.type.tensor_type.shape.dim]
@@ -154,6 +155,8 @@ def drop_reshape_round_trips(model, shapes: dict[str, list]) -> int:
     compute nothing. ``shapes``: inferred_shapes of the graph (only shapes it knows whole, symbol for symbol,
     count as equal). Changes ``model`` in place; returns how many Reshapes were dropped."""
     graph = model.graph
+    if has_subgraphs(graph):
+        return 0
     producers = {out: node for node in graph.node for out in node.output}
     outputs = {o.name for o in graph.output}
     same: dict[str, str] = {}
@@ -176,6 +179,12 @@ def drop_reshape_round_trips(model, shapes: dict[str, list]) -> int:
         return 0
     for node in graph.node:
         node.input[:] = [same.get(name, name) for name in node.input]
-    before = len(graph.node)
-    remove_dead_nodes(model)
-    return before - len(graph.node)
+    reshapes = sum(n.op_type == "Reshape" for n in graph.node)
+    remove_dead_nodes(model)  # the Reshapes and what only built their targets (Shape, Gather, Concat)
+    return reshapes - sum(n.op_type == "Reshape" for n in graph.node)
+
+
+def has_subgraphs(graph) -> bool:
+    """Whether a node of ``graph`` holds a graph of its own (If, Loop, Scan), whose reads of the outer graph's
+    values its nodes' inputs do not list: a rewrite that renames values or drops unread nodes leaves it alone."""
+    return any(a.type in (a.GRAPH, a.GRAPHS) for n in graph.node for a in n.attribute)

@@ -1,5 +1,6 @@
 """A rotary position embedding written as ONNX Runtime's one RotaryEmbedding op (com.microsoft), in the files
-only ONNX Runtime runs (the int4 and int8 weight-only files: MatMulNBits is its op too).
+made for ONNX Runtime (the int4 and int8 weight-only files: MatMulNBits is its op too; OpenVINO's reader
+takes both ops as well).
 
 transformers' Llama, Qwen2, Mistral, Phi-3, Gemma and their kin rotate each layer's queries and keys as
 ``x * cos + rotate_half(x) * sin``, ``rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2])``; torch's exporter
@@ -20,19 +21,24 @@ positions, head size] as the op reads a [batch, heads, positions, head size] inp
 values, so the file rotates by what the graph computed (scalings, attention factors included). Left as
 written: a rotation whose angles depend on the batch (Phi-3's longrope picks its short or long factors by the
 largest position), interleaved pairs (GPT-J, Cohere), and Slice bounds computed at run time (the TorchScript
-exporter's). The tables hold the positions the model has (its max_position_embeddings): the op refuses a
-position past them, where the graph as written would rotate by angles the model was not made for. The file is
-judged against the model as any export is.
+exporter's), tables past MAX_TABLES_BYTES, and a graph with subgraphs (If, Loop: their reads of outer values
+are not in the node lists a rewrite follows). The op reads position_ids as ptx's decoding feeds them, one row per
+batch entry, each position in [0, max_position_embeddings) (the tables' rows): ONNX Runtime's op refuses one
+past them, or a single row for a batch (the graph as written computes any position and broadcasts a row), and
+OpenVINO's reads past the table and rotates wrongly. The file is judged against the model as any export is.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from .onnx_graph import inferred_shapes, remove_dead_nodes, _unused_name
+from .onnx_graph import has_subgraphs, inferred_shapes, remove_dead_nodes, unused_name
 
 MICROSOFT = "com.microsoft"
 POSITIONS_INPUT = "position_ids"
+# The cos and sin tables of one rotation, at most: a token reads one row of each, but the file and the session
+# hold them whole (Llama 3.1's 131,072 positions of a head of 128 take 64 MiB in f32; a million positions, 512).
+MAX_TABLES_BYTES = 128 << 20
 
 
 @dataclass
@@ -52,7 +58,7 @@ def rotary_as_one_op(model, folder, max_positions: int | None, shapes: dict[str,
     positions is not known, or the pattern is not there as the op computes it). ``shapes``: inferred_shapes of
     the graph as it is before this rewrite (made here where not given)."""
     graph = model.graph
-    if not max_positions or POSITIONS_INPUT not in {i.name for i in graph.input}:
+    if not max_positions or POSITIONS_INPUT not in {i.name for i in graph.input} or has_subgraphs(graph):
         return 0
     shapes = inferred_shapes(model) if shapes is None else shapes
     producers = {out: node for node in graph.node for out in node.output}
@@ -64,13 +70,20 @@ def rotary_as_one_op(model, folder, max_positions: int | None, shapes: dict[str,
     rotations = [r for r in rotations if tables[(r.cos, r.sin, r.half)][0] is not None]
     if not rotations:
         return 0
+    import numpy as np
     from onnx import helper
 
-    names = {}
+    names, made = {}, []  # made: (cos, sin, their names), one pair for each distinct pair of tables
     for pair, (cos, sin) in tables.items():
-        if cos is not None:
-            names[pair] = (_unused_name(graph, "ptx_rotary_cos"), _unused_name(graph, "ptx_rotary_sin"))
-            graph.initializer.extend([_tensor(names[pair][0], cos), _tensor(names[pair][1], sin)])
+        if cos is None:
+            continue
+        same = next((n for c, s_, n in made if c.dtype == cos.dtype and np.array_equal(c, cos) and np.array_equal(
+            s_, sin)), None)  # an exporter that computes each layer's cos and sin apart: one pair all the same
+        if same is None:
+            same = (unused_name(graph, "ptx_rotary_cos"), unused_name(graph, "ptx_rotary_sin"))
+            graph.initializer.extend([_tensor(same[0], cos), _tensor(same[1], sin)])
+            made.append((cos, sin, same))
+        names[pair] = same
     replaced = {}
     for r in rotations:
         cos, sin = names[(r.cos, r.sin, r.half)]
@@ -237,6 +250,8 @@ def _tables(model, folder, cos: str, sin: str, half: int, max_positions: int):
     (None, None)."""
     import numpy as np
 
+    if 2 * max_positions * half * 4 > MAX_TABLES_BYTES:
+        return None, None
     last = max_positions - 1
     probes = [np.array(p, np.int64) for p in ([[0, 1, 2]], [[last]], [[last, 0, min(7, last)], [min(3, last), 1, 2]])]
     try:

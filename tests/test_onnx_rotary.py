@@ -118,9 +118,49 @@ def test_a_float16_graph_s_rotation_becomes_the_op_too():
     np.testing.assert_allclose(run(model, half).astype(np.float32), before.astype(np.float32), rtol=0, atol=4e-3)
 
 
+def test_rotations_whose_cos_and_sin_are_computed_apart_share_one_pair_of_tables():
+    """An exporter that computes each rotation's cos and sin apart (no common subexpressions): equal tables are
+    written once."""
+    model = rotation_graph()
+    graph = model.graph
+    angles = {"Unsqueeze", "Cast", "Mul", "Concat", "Cos", "Sin", "ReduceMax", "Greater", "Add"}
+    twin = {}
+    for node in list(graph.node):  # a second rotation of x, its cos and sin computed again under other names
+        if node.op_type in angles and node.output[0] != "rotated" or node.output[0] in (
+                "cos", "sin", "straight", "crossed", "turned", "negated", "lower", "upper", "rotated"):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.output[:] = [f"{o}_b" for o in node.output]
+            copy.input[:] = [f"{i}_b" if any(i == o for n in graph.node for o in n.output) and i != "x" else i
+                             for i in node.input]
+            twin[copy.output[0]] = copy
+    graph.node.extend(twin.values())
+    graph.output.append(helper.make_tensor_value_info("rotated_b", TensorProto.FLOAT, None))
+    assert rotary_as_one_op(model, None, MAX_POSITIONS) == 2
+    assert sorted(t.name for t in graph.initializer if t.name.startswith("ptx_rotary")) == ["ptx_rotary_cos",
+                                                                                          "ptx_rotary_sin"]
+
+
+def test_a_graph_with_subgraphs_is_left_as_written():
+    """An If whose branch reads an outer value (cos) that no node input lists: neither rewrite touches the
+    graph (dropping what looks unread, or renaming, would break the branch)."""
+    from ptx.export.onnx_graph import drop_reshape_round_trips, inferred_shapes
+
+    model = rotation_graph(merged_to=[0, 0, HEADS * HEAD])
+    branch = helper.make_graph([helper.make_node("Identity", ["cos"], ["kept"])], "branch", [],
+                               [helper.make_tensor_value_info("kept", TensorProto.FLOAT, None)])
+    model.graph.initializer.append(numpy_helper.from_array(np.array(True), "always"))
+    model.graph.node.append(helper.make_node("If", ["always"], ["cos_again"], then_branch=branch, else_branch=branch))
+    model.graph.output.append(helper.make_tensor_value_info("cos_again", TensorProto.FLOAT, None))
+    written = model.SerializeToString()
+    assert drop_reshape_round_trips(model, inferred_shapes(model)) == 0 and rotary_as_one_op(model, None,
+                                                                                             MAX_POSITIONS) == 0
+    assert model.SerializeToString() == written
+
+
 def test_a_step_reads_one_row_of_the_tables(tmp_path):
-    """The bandwidth wall counts the bytes a step reads: one row of each table per position, not the tables
-    (ptx bench's "of the wall"); an op that is not known to read rows counts them whole."""
+    """The bandwidth wall counts the bytes a step reads: a table read one row per position is not counted (as an
+    embedding's table is not); an op that is not known to read rows counts it whole."""
     from ptx.infer.bench.wall import bytes_per_token
 
     model = rotation_graph()
@@ -168,16 +208,19 @@ def test_fed_to_an_op_of_hidden_layout_the_rotation_reads_and_writes_that_layout
     np.testing.assert_allclose(run(model, feeds()), before, rtol=0, atol=1e-6)
 
 
-def round_trip_graph(second: list[int]):
-    """x [batch, positions, 12] viewed as [batch, positions, 3, 4], then reshaped to ``second``, then a Relu."""
+def round_trip_graph(second: list[int] | None):
+    """x [batch, positions, 12] viewed as [batch, positions, 3, 4], then reshaped to ``second`` (None: to x's own
+    shape, read from it by Shape as exporters write it), then a Relu."""
     nodes = [helper.make_node("Reshape", ["x", "split"], ["heads"]), helper.make_node("Reshape", ["heads", "second"],
                                                                                      ["back"]),
              helper.make_node("Relu", ["back"], ["y"])]
+    constants = {"split": [0, 0, 3, 4]} if second is None else {"split": [0, 0, 3, 4], "second": second}
+    if second is None:
+        nodes[1:1] = [helper.make_node("Shape", ["x"], ["second"])]
     graph = helper.make_graph(nodes, "round_trip", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                   ["batch", "seq", 12])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.array([0, 0, 3, 4], np.int64), "split"),
-                               numpy_helper.from_array(np.array(second, np.int64), "second")])
+                              [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
 
@@ -185,7 +228,7 @@ def test_reshapes_that_undo_each_other_are_dropped_and_others_kept():
     from ptx.export.onnx_graph import drop_reshape_round_trips, inferred_shapes
 
     x = {"x": np.random.default_rng(1).standard_normal((2, 5, 12)).astype(np.float32)}
-    for second, dropped in (([0, 0, 12], 2), ([0, 0, -1], 2), ([0, -1], 0), ([0, 0, 6, 2], 0)):
+    for second, dropped in (([0, 0, 12], 2), ([0, 0, -1], 2), (None, 2), ([0, -1], 0), ([0, 0, 6, 2], 0)):
         model = round_trip_graph(second)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         before = session.run(None, x)[0]
@@ -193,3 +236,20 @@ def test_reshapes_that_undo_each_other_are_dropped_and_others_kept():
         assert [n.op_type for n in model.graph.node].count("Reshape") == 2 - dropped
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         np.testing.assert_array_equal(session.run(None, x)[0], before)
+
+
+def test_shapes_the_inference_could_only_assume_equal_drop_nothing():
+    """x [n, m], r = Reshape(x, [m, n]), y = x + r: a broadcast the shape inference can finish only by taking m
+    and n equal. Without that assumption it gives no shapes, and nothing is dropped (with it, r would read as x)."""
+    from ptx.export.onnx_graph import drop_reshape_round_trips, inferred_shapes
+
+    ints = {"one": [1], "zero": [0]}
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["m"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"]),
+             helper.make_node("Concat", ["m", "n"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["r"]), helper.make_node("Add", ["x", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "assumed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "m"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    assert inferred_shapes(model) == {} and drop_reshape_round_trips(model, inferred_shapes(model)) == 0

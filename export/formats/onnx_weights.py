@@ -17,7 +17,7 @@ MatMul whose weight is not a constant initializer), and export says so. No calib
 per block, the quantizer's DEFAULT algorithm; the file is judged as every reduced file is (a decoder by its
 decoding of the prompts it records, export/weight_only.py; another model by its tensors).
 
-The file is ONNX Runtime's alone already, so a decoder's rotary embedding is written as its one
+The file is made for ONNX Runtime (its MatMulNBits), so a decoder's rotary embedding is written as its one
 RotaryEmbedding op there (export/onnx_rotary.py says why and how it is found), and Reshapes that undo each
 other are dropped (onnx_graph.drop_reshape_round_trips): an int4 token of SmolLM2-135M runs 1,068 nodes
 where it ran 1,438 (522 where 1,137 with --ort-attention's GroupQueryAttention).

@@ -36,8 +36,9 @@ DEVICE_PROBE_BYTES = 1 << 29  # 512 MiB: ten times an H100's L2 cache, and room 
 ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 0.5, 22: 0.5}
 # Ops a table passes through on its way to a Gather that reads one row of it (a dequantized table).
 TABLE_CARRIERS = ("DequantizeLinear", "Cast", "Reshape", "Identity")
-# Inputs read one row per index: a Gather's table, a quantized table's scales and zero points, and the cos and
-# sin tables ONNX Runtime's rotary ops read one row per position.
+# Inputs read one row per index, which a step's bytes leave out (its rows are a rounding error beside the
+# weights): a Gather's table, a quantized table's scales and zero points, and the cos and sin tables ONNX
+# Runtime's rotary ops read one row per position.
 ROW_INPUTS = {"Gather": (0,), "GatherBlockQuantized": (0, 2, 3), "RotaryEmbedding": (2, 3),
               "GroupQueryAttention": (7, 8)}
 
