@@ -185,11 +185,6 @@ def test_a_form_the_op_does_not_compute_is_left_as_written(planted):
     np.testing.assert_array_equal(run(model, feeds()), before)
 
 
-def test_nothing_is_rewritten_without_the_number_of_positions():
-    model = rotation_graph()
-    assert rotary_as_one_op(model, None, None) == 0 and "RotaryEmbedding" not in [n.op_type for n in model.graph.node]
-
-
 def test_fed_to_an_op_of_hidden_layout_the_rotation_reads_and_writes_that_layout():
     """Split into heads, rotated, merged back into [batch, positions, hidden] (ONNX Runtime's attention op's
     input): the op rotates the merged tensor itself and the Reshapes and Transposes around it go. Planted: merged
