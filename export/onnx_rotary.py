@@ -97,8 +97,9 @@ def rotary_as_one_op(model, folder, max_positions: int | None, shapes: dict[str,
     if not any(o.domain == MICROSOFT for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
     remove_dead_nodes(model)
-    made = {n.output[0] for n in replaced.values()}
-    _on_three_axes(model, [n for n in graph.node if n.op_type == "RotaryEmbedding" and n.output[0] in made], shapes)
+    written = {n.output[0] for n in replaced.values()}
+    _on_three_axes(model, [n for n in graph.node if n.op_type == "RotaryEmbedding" and n.output[0] in written],
+                   shapes)
     return len(rotations)
 
 
@@ -173,8 +174,8 @@ class _Constants:
 
         if name in self.initializers:
             tensor = self.initializers[name]
-            if tensor.data_location == tensor.EXTERNAL and self.folder is None:
-                return None
+            if math.prod(tensor.dims) > 16 or tensor.data_location == tensor.EXTERNAL and self.folder is None:
+                return None  # a bound is a value or a few; anything larger is no Slice bound of this pattern
             return numpy_helper.to_array(tensor, str(self.folder) if self.folder is not None else "")
         node = self.nodes.get(name)
         if node is not None:
