@@ -140,8 +140,19 @@ def inferred_shapes(model) -> dict[str, list]:
     skeleton = helper.make_model(helper.make_graph(graph.node, graph.name, [*graph.input, *weights], graph.output,
                                                    small), opset_imports=model.opset_import,
                                  ir_version=model.ir_version)
-    try:  # no auto_merge: a merge is an assumption (two dims taken equal where a broadcast needs them so)
-        inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=False).graph
+    # Its steps, not its infer_shapes(), which saves the model as sym_shape_infer_temp.onnx into the working
+    # folder where it cannot finish. No auto_merge: a merge is an assumption (two dims taken equal where a
+    # broadcast needs them so).
+    inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
+    try:
+        inference._preprocess(skeleton)
+        finished = False
+        while inference.run_:
+            finished = inference._infer_impl()
+        if not finished:
+            return {}
+        inference._update_output_from_vi()
+        inferred = inference.out_mp_.graph
     except Exception:  # noqa: BLE001 - without shapes, nothing is proven equal and the nodes stay as they are
         return {}
     return {v.name: [d.dim_param or d.dim_value or None for d in v.type.tensor_type.shape.dim]

@@ -233,9 +233,11 @@ def test_reshapes_that_undo_each_other_are_dropped_and_others_kept():
         np.testing.assert_array_equal(session.run(None, x)[0], before)
 
 
-def test_shapes_the_inference_could_only_assume_equal_drop_nothing():
+def test_shapes_the_inference_could_only_assume_equal_drop_nothing(tmp_path, monkeypatch):
     """x [n, m], r = Reshape(x, [m, n]), y = x + r: a broadcast the shape inference can finish only by taking m
-    and n equal. Without that assumption it gives no shapes, and nothing is dropped (with it, r would read as x)."""
+    and n equal. Without that assumption it gives no shapes, and nothing is dropped (with it, r would read as x);
+    nothing is left in the working folder (ONNX Runtime's infer_shapes saves its unfinished model there)."""
+    monkeypatch.chdir(tmp_path)
     from ptx.export.onnx_graph import drop_reshape_round_trips, inferred_shapes
 
     ints = {"one": [1], "zero": [0]}
@@ -248,3 +250,4 @@ def test_shapes_the_inference_could_only_assume_equal_drop_nothing():
                               [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     assert inferred_shapes(model) == {} and drop_reshape_round_trips(model, inferred_shapes(model)) == 0
+    assert list(tmp_path.iterdir()) == []
