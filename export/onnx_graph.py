@@ -113,6 +113,13 @@ def rsqrt_as_division(model) -> int:
     return rewritten
 
 
+def weight_of(tensor, folder=None):
+    """An initializer's values as a numpy array, read from ``folder``'s data file where they are external."""
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
+
+
 def unused_name(graph, name: str) -> str:
     """``name``, or ``name`` with a number after it where the graph already has a value of that name."""
     taken = {i for n in graph.node for i in [*n.input, *n.output]} | {t.name for t in graph.initializer} | {

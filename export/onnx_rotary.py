@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .onnx_graph import has_subgraphs, inferred_shapes, remove_dead_nodes, unused_name
+from .onnx_graph import has_subgraphs, inferred_shapes, remove_dead_nodes, unused_name, weight_of
 
 MICROSOFT = "com.microsoft"
 POSITIONS_INPUT = "position_ids"
@@ -176,7 +176,7 @@ class _Constants:
             tensor = self.initializers[name]
             if math.prod(tensor.dims) > 16 or tensor.data_location == tensor.EXTERNAL and self.folder is None:
                 return None  # a bound is a value or a few; anything larger is no Slice bound of this pattern
-            return numpy_helper.to_array(tensor, str(self.folder) if self.folder is not None else "")
+            return weight_of(tensor, self.folder)
         node = self.nodes.get(name)
         if node is not None:
             for attribute in node.attribute:
@@ -324,7 +324,7 @@ def _part_run(model, folder, outputs: list[str]):
         tensor = initializers[name]
         if math.prod(tensor.dims) > 1 << 18:  # the positions' part reads small constants (inv_freq), no weight
             return None
-        values.append(numpy_helper.from_array(numpy_helper.to_array(tensor, str(folder or "")), name))
+        values.append(numpy_helper.from_array(weight_of(tensor, folder), name))
     given = inputs[POSITIONS_INPUT].type.tensor_type  # any batch and length: the table asks for all positions
     positions = helper.make_tensor_value_info(POSITIONS_INPUT, given.elem_type,
                                               [f"axis{k}" for k in range(len(given.shape.dim))])

@@ -35,12 +35,12 @@ from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
 from ptx.torch_quiet import quiet_logs
 
-from ..onnx_graph import drop_reshape_round_trips, inferred_shapes
+from ..onnx_graph import drop_reshape_round_trips, inferred_shapes, weight_of
 from ..onnx_rotary import rotary_as_one_op
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
 from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, raise_opset,
-                          saved, weight_of)
+                          saved)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)

@@ -24,7 +24,7 @@ from pathlib import Path
 from ptx.errors import PtxError
 
 from . import description
-from ..onnx_graph import rsqrt_as_division
+from ..onnx_graph import rsqrt_as_division, weight_of
 from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
 
@@ -106,13 +106,6 @@ def constant_weights(proto, folder: Path | None = None) -> tuple[list[str], list
 
 
 CONSTANTS_DATA = "constants.data"  # the constants made here, beside the graph's own data file
-
-
-def weight_of(tensor, folder: Path | None):
-    """An initializer's values as a numpy array, read from ``folder``'s data file where they are external."""
-    from onnx import numpy_helper
-
-    return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
 
 
 def add_constant(graph, name: str, values, folder: Path | None):
