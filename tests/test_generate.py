@@ -504,6 +504,24 @@ def test_a_decoder_openvino_cannot_make_stateful_runs_as_its_file_is_written(exp
     assert model.decode([PROMPTS[1]], 12, eos=()).tokens[0] == eager_generate("llama", tuple(PROMPTS[1]), 12)
 
 
+def test_a_stateful_form_that_no_longer_compiles_is_one_model_run_error(exported, monkeypatch):
+    """The stateful form compiled at open, let go (the compiled models' LRU), then refused on the recompile a
+    decoding asks for: one ModelRunError naming the form, not an error of ptx's own."""
+    from ptx.errors import ModelRunError
+
+    model = load(exported["llama"][0], "openvino")
+    runner = model.runner
+    assert runner.pairs
+    runner._cache.clear()
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("planted: the plugin refuses to compile")
+    monkeypatch.setattr(runner.core, "compile_model", refused)
+    with pytest.raises(ModelRunError, match="for inputs its stateful form .*planted: the plugin refuses"):
+        runner._stateful()
+    model.close()
+
+
 def test_an_openvino_decoding_that_loses_its_cache_between_steps_fails_verify(exported, monkeypatch):
     """Planted: each run of a stateful request empties its variables after it (as a runtime that kept no state
     would), so every step attends to no past: verify's judge of the openvino row, which decodes through the

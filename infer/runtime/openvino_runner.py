@@ -208,7 +208,8 @@ class OpenVinoRunner(Runner):
                 model.reshape({name: list(shape) for name, shape in key})
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
-            shown = ", ".join(f"{n} {list(s)}" for n, s in key) or "its dynamic shapes (a decoder with its cache)"
+            shown = "its stateful form (a decoding's cache in its variables)" if key == STATEFUL else \
+                ", ".join(f"{n} {list(s)}" for n, s in key) or "its dynamic shapes (a decoder with its cache)"
             raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
                 from None
         if key == STATEFUL:  # its requests are StatefulRequests (one per decoding)
