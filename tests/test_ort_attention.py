@@ -189,9 +189,10 @@ def test_formats_and_tasks_it_does_not_shape_are_refused_in_one_line(tmp_path):
 
 
 def test_its_int4_file_feeds_the_operator_straight_from_the_projections(placed):
-    """onnx-int4 of the file: each layer's queries and keys go from their MatMulNBits through one
-    RotaryEmbedding into GroupQueryAttention, its values straight in, with no Reshape or Transpose between
-    (export/onnx_rotary.py, onnx_graph.drop_reshape_round_trips); export's judge passes it and it decodes in place."""
+    """onnx-int4 of the file: each layer's queries and keys go from their one MatMulNBits and its Split
+    (export/onnx_shared_input.py) through one RotaryEmbedding into GroupQueryAttention, its values straight in,
+    with no Reshape or Transpose between (export/onnx_rotary.py, onnx_graph.drop_reshape_round_trips); export's
+    judge passes it and it decodes in place."""
     path, lines = placed["llama"]
     said = "\n".join(lines)
     assert "4 rotary rotations as RotaryEmbedding" in said and "Reshapes that undid each other dropped" in said \
@@ -200,6 +201,8 @@ def test_its_int4_file_feeds_the_operator_straight_from_the_projections(placed):
     made = {out: node.op_type for node in graph.node for out in node.output}
     for node in (n for n in graph.node if n.op_type == "GroupQueryAttention"):
         feeding = [made[name] for name in node.input[:3]]
-        assert feeding == ["RotaryEmbedding", "RotaryEmbedding", "MatMulNBits"], feeding
+        assert feeding == ["RotaryEmbedding", "RotaryEmbedding", "Split"], feeding
+        split = next(n for n in graph.node if node.input[2] in n.output)
+        assert made[split.input[0]] == "MatMulNBits" and len(split.output) == 3
     with load(path.with_name("model.int4.onnx")) as model:
         assert len(model.generate([PROMPTS[0]], max_new_tokens=4, eos=())[0]) == 4

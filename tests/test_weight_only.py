@@ -180,13 +180,16 @@ def test_module_export_quantizes_every_matmul_the_tied_head_too(lm):
     constant_weights(f32)
     weights = {t.name for t in f32.graph.initializer}
     weighted = sum(n.op_type == "MatMul" and n.input[1] in weights for n in f32.graph.node)
-    assert ops.count("MatMulNBits") == weighted == 15 and ops.count("GatherBlockQuantized") == 1
+    assert weighted == 15 and ops.count("GatherBlockQuantized") == 1
+    # each layer's query, key and value one MatMulNBits, its gate and up another (tests/test_shared_input.py)
+    assert ops.count("MatMulNBits") == 15 - 2 * 3 and ops.count("Split") == 2 * 2
     assert not [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in initializers]
     found = read_model_file(out / "model.int4.onnx")
     assert not found.foreign and found.precision == "int4"  # its weights digest is its own: opened, never refused
     meta = found.metadata
     assert meta["format"] == "onnx-int4" and meta["source"] == "model.onnx"
     assert meta["source_sha256"] == file_sha256(out / "model.onnx") and "blocks of 32" in meta["quantization"]
+    assert "15 MatMuls as MatMulNBits" in meta["quantization"] and "10 of them merged into 4" in meta["quantization"]
     assert set(recorded_verdicts(meta)) == {"ort-cpu-int4", "openvino-int4"}
     assert read_model_file(out / "model.int8w.onnx").precision == "int8"
 
@@ -235,6 +238,19 @@ def test_the_onnx_runtime_files_rotate_with_one_op_and_a_wrong_table_fails_the_j
     for node in graph.graph.node:
         if node.op_type == "RotaryEmbedding":
             node.input[2], node.input[3] = node.input[3], node.input[2]
+    (tmp_path / "swapped").mkdir()
+    onnx.save(graph, str(tmp_path / "swapped" / "model.int4.onnx"))
+    report = judged(tmp_path / "swapped" / "model.int4.onnx")
+    assert report.exit_code() == 1 and re.match(r"FAIL: ort-cpu-int4: .*prompt \d", report.lines()[-1]), report.lines()
+
+
+def test_a_split_that_hands_a_layer_the_wrong_columns_fails_the_judge(lm, tmp_path):
+    """Planted in the int4 file: the first layer's merged key and value columns handed to each other (both
+    two heads of 8 wide, so the file still runs) fails the judge, naming the prompt."""
+    out, _ = lm
+    graph = onnx.load(out / "model.int4.onnx")
+    split = next(n for n in graph.graph.node if n.op_type == "Split" and len(n.output) == 3)
+    split.output[1], split.output[2] = split.output[2], split.output[1]
     (tmp_path / "swapped").mkdir()
     onnx.save(graph, str(tmp_path / "swapped" / "model.int4.onnx"))
     report = judged(tmp_path / "swapped" / "model.int4.onnx")

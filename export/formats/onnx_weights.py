@@ -20,7 +20,9 @@ decoding of the prompts it records, export/weight_only.py; another model by its 
 The file is made for ONNX Runtime (its MatMulNBits), so a decoder's rotary embedding is written as its one
 RotaryEmbedding op there (export/onnx_rotary.py says why and how it is found), and Reshapes that undo each
 other are dropped (onnx_graph.drop_reshape_round_trips): an int4 token of SmolLM2-135M runs 1,068 nodes
-where it ran 1,438 (522 where 1,137 with --ort-attention's GroupQueryAttention).
+where it ran 1,438 (522 where 1,137 with --ort-attention's GroupQueryAttention). After the quantizer, the
+MatMulNBits that read one input (a layer's query, key and value; its gate and up) are merged into one and a
+Split (export/onnx_shared_input.py says why: each small product costs its dispatch).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from ptx.torch_quiet import quiet_logs
 
 from ..onnx_graph import drop_reshape_round_trips, inferred_shapes, weight_of
 from ..onnx_rotary import rotary_as_one_op
+from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
 from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, raise_opset,
@@ -85,10 +88,12 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         done, left = quantized_matmuls(proto, ("MatMulNBits",))
         if not done:
             raise PtxError(f"{fmt}: {name} has no MatMul with a constant weight to quantize: serve {ready.served} (f32)")
+        merged, into = merge_shared_input_matmuls(proto, ready.folder)
         gathers = sum(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
         how = (f"onnxruntime weight-only: {done} MatMul{'s' * (done != 1)} as MatMulNBits, {bits}-bit "
                f"{'symmetric' if symmetric else 'asymmetric'} blocks of {block}, accuracy level {level}"
                + (f", {left} left f32" if left else "")
+               + (f"; {merged} of them merged into {into} (those reading one input, then a Split)" if merged else "")
                + (f"; the embedding as GatherBlockQuantized ({bits}-bit)" if gathers else
                   "; the embedding's table f32 (a Gather reads one row per token)" if bits == 8 else "")
                + (f"; {rotations} rotary rotations as RotaryEmbedding" if rotations else "")
