@@ -217,6 +217,8 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
                            "decoder file; export an encoder-decoder to onnx, torchscript or pt2")
         if given.ort_attention:
             refuse_beside_ort(task == SEQ2SEQ, [*written, *reduced])
+        for fmt in map(get_format, reduced):  # refused now, not after minutes of the f32 export they are made from
+            fmt.check_options(**dict(given.weights or {}, opset=given.opset))
     chosen = [get_format(f) for f in (decoder_formats(written) if cached else _check_formats(given.formats))]
     if not cached:
         refuse_text(given.text)

@@ -445,6 +445,16 @@ def test_options_that_shape_no_format_named_are_refused(lm):
         export_int8_file(out / "model.onnx", "onnx-int4", keep_f32=["a"], log=lambda _: None)
 
 
+@pytest.mark.parametrize("fmt", ["onnx-int8w", "openvino-int4"])
+def test_a_module_s_weight_only_options_are_refused_before_its_f32_export(tmp_path, fmt):
+    """--block-size -1 with --module: refused in one line before the f32 export starts (it was taken, and the
+    quantizer failed after the f32 file was written); nothing is written."""
+    with pytest.raises(PtxError, match="--block-size -1"):
+        export_module(tied_llama(), None, tmp_path / "out", name="llama", formats=[fmt], weights={"block_size": -1},
+                      log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_openvino_cannot_read_is_refused_saying_each_op_and_why(lm, tmp_path):
     """Blocks of 64 over an embedding 32 wide: ONNX Runtime pads the block, OpenVINO's reader refuses the
     GatherBlockQuantized (and, untyped after it, a ReduceMean): the openvino-int4 row is NOT USABLE, saying both
