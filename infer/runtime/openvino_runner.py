@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
@@ -23,7 +24,7 @@ import numpy as np
 
 from ptx.contract.generation import GENERATION_KEY, layout_of, of_metadata
 from ptx.contract.names import FULL_PRECISION
-from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError
+from ptx.errors import ArtifactError, BackendUnavailableError, ModelRunError, PtxError, PtxWarning, first_line
 
 from ..formats.signature import Opening
 from ..formats.onnx_graph import graph_signature, read_graph
@@ -172,7 +173,11 @@ class OpenVinoRunner(Runner):
                 try:
                     self.compiled_for({}, stateful=True)  # what a decoding runs; a run given its past, on demand
                     return
-                except Exception:  # noqa: BLE001 - a graph OpenVINO cannot make stateful runs as it is written
+                except Exception as exc:  # noqa: BLE001 - a graph OpenVINO cannot make stateful runs as written
+                    # said: its decoding then hands the whole cache to OpenVINO and back at every step (slower)
+                    warnings.warn(PtxWarning(
+                        f"{first_line(exc)}: its decodings hand the whole cache to OpenVINO and back at every step, "
+                        "as the file is written (slower)"), stacklevel=2)
                     self.pairs = {}
                     self.config.pop("KV_CACHE_PRECISION", None)
                     self._cache.clear()
@@ -208,10 +213,10 @@ class OpenVinoRunner(Runner):
                 model.reshape({name: list(shape) for name, shape in key})
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
-            shown = "its stateful form (a decoding's cache in its variables)" if key == STATEFUL else \
-                ", ".join(f"{n} {list(s)}" for n, s in key) or "its dynamic shapes (a decoder with its cache)"
-            raise ModelRunError(f"openvino cannot compile {self.name} for inputs {shown}: {openvino_complaint(exc)}") \
-                from None
+            shown = "in its stateful form (a decoding's cache in its variables)" if key == STATEFUL else \
+                "for inputs " + (", ".join(f"{n} {list(s)}" for n, s in key)
+                                 or "its dynamic shapes (a decoder with its cache)")
+            raise ModelRunError(f"openvino cannot compile {self.name} {shown}: {openvino_complaint(exc)}") from None
         if key == STATEFUL:  # its requests are StatefulRequests (one per decoding)
             return compiled, None
         ports = [set(port.get_names()) for port in compiled.outputs]
