@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+MICROSOFT = "com.microsoft"  # the domain of ONNX Runtime's own ops (MatMulNBits, RotaryEmbedding, ...)
 RECURRENT_STATE_INPUTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}  # initial_h (and initial_c)
 # Ops whose output is all zeros when their first input is (the shape-only ops exporters put between
 # the zeros and the recurrent op).
@@ -200,6 +201,12 @@ def drop_reshape_round_trips(model, shapes: dict[str, list]) -> int:
     reshapes = sum(n.op_type == "Reshape" for n in graph.node)
     remove_dead_nodes(model)  # the Reshapes and what only built their targets (Shape, Gather, Concat)
     return reshapes - sum(n.op_type == "Reshape" for n in graph.node)
+
+
+def with_microsoft_ops(model) -> None:
+    """``model`` importing ONNX Runtime's own ops' domain (com.microsoft), where a rewrite wrote one of them."""
+    if not any(o.domain == MICROSOFT for o in model.opset_import):
+        model.opset_import.add(domain=MICROSOFT, version=1)
 
 
 def has_subgraphs(graph) -> bool:

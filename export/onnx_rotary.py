@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .onnx_graph import has_subgraphs, inferred_shapes, remove_dead_nodes, unused_name, weight_of
+from .onnx_graph import (MICROSOFT, has_subgraphs, inferred_shapes, remove_dead_nodes, unused_name, weight_of,
+                         with_microsoft_ops)
 
-MICROSOFT = "com.microsoft"
 POSITIONS_INPUT = "position_ids"
 # The cos and sin tables of one rotation, at most: a token reads one row of each, but the file and the session
 # hold them whole (Llama 3.1's 131,072 positions of a head of 128 take 64 MiB in f32; a million positions, 512).
@@ -94,8 +94,7 @@ def rotary_as_one_op(model, folder, max_positions: int | None, shapes: dict[str,
     nodes = [replaced.get(id(n), n) for n in graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
-    if not any(o.domain == MICROSOFT for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
+    with_microsoft_ops(model)
     remove_dead_nodes(model)
     written = {n.output[0] for n in replaced.values()}
     _on_three_axes(model, [n for n in graph.node if n.op_type == "RotaryEmbedding" and n.output[0] in written],

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .onnx_graph import has_subgraphs, unused_name, weight_of
+from .onnx_graph import MICROSOFT, has_subgraphs, unused_name, weight_of
 
-MICROSOFT = "com.microsoft"
-_B, _SCALES, _ZERO_POINTS, _G_IDX, _BIAS = 1, 2, 3, 4, 5  # MatMulNBits' inputs after A
+_SCALES, _G_IDX, _BIAS = 2, 4, 5  # MatMulNBits' inputs: A, B, scales, zero points, g_idx, bias
 
 
 def merge_shared_input_matmuls(model, folder=None) -> tuple[int, int]:

@@ -37,7 +37,7 @@ from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
 from ptx.torch_quiet import quiet_logs
 
-from ..onnx_graph import drop_reshape_round_trips, inferred_shapes, weight_of
+from ..onnx_graph import drop_reshape_round_trips, inferred_shapes, weight_of, with_microsoft_ops
 from ..onnx_rotary import rotary_as_one_op
 from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
@@ -144,8 +144,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
             drop_initializer(graph, weight)
     graph.ClearField("node")
     graph.node.extend(nodes)
-    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
-        proto.opset_import.add(domain="com.microsoft", version=1)
+    with_microsoft_ops(proto)
     if gathers:  # GatherBlockQuantized's int4 table: opset 21's type, IR 10
         raise_opset(proto, 21)
 
