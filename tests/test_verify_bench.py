@@ -130,7 +130,7 @@ def test_verify_reports_skipped_backends(runs):
         # CUDA is not here; reduced precision has no labels to be judged by in a regression.
         cuda = {"eager-cuda", "torchscript-cuda", "ort-cuda", "aoti-cuda", "ort-cuda-graph", "eager-cuda-graph"}
         assert set(report.skipped) - {"openvino-bf16"} == cuda | {f"{label}-tf32" for label in cuda} | {
-            "aoti-cpu", "ort-cpu-int8", "openvino-int8", "ort-cpu-int4", "openvino-int4"}
+            "aoti-cpu", "ort-cpu-int8", "openvino-int8", "ort-cpu-int4", "openvino-int4", "ort-cuda-int4"}
     # A regression has no labels: its bf16 row, where this CPU runs bf16, is judged by its tensors'
     # relative error (issue 51: every capability where it means something); there is no int8 file.
     bf16 = next((r for r in report.rows if r.label == "openvino-bf16"), None)

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import needs_ort_cuda
 from ptx_command import ptx_ok as ptx
 
 onnx = pytest.importorskip("onnx")
@@ -316,6 +317,22 @@ def test_verify_judges_the_int4_file_with_its_verdict(lm):
     # int4 of this tiny Llama holds int4's bounds with room (top-1 ~80% of 75%, KL ~0.06 of 0.15 on an Intel Xeon)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert any(line.split()[:2] == ["ort-cpu-int4", "PASS"] for line in done.stdout.splitlines()), done.stdout
+
+
+@needs_ort_cuda
+def test_ort_cuda_judges_and_generates_with_the_int4_file(lm):
+    """ONNX Runtime's CUDA provider runs the int4 file's MatMulNBits, GatherBlockQuantized and RotaryEmbedding
+    (nothing but shape nodes on the CPU): held to the record as ort-cpu's row is, and eager's tokens where
+    the f32 file gives them."""
+    out, _ = lm
+    done = ptx("verify", out / "model.int4.onnx", "--backends", "ort-cuda-int4", check=False)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["ort-cuda-int4", "PASS"] for line in done.stdout.splitlines()), done.stdout
+    with load(out / "model.int4.onnx", backend="ort-cuda") as model:
+        assert model.precision == "int4" and model.device.startswith("cuda")
+        on_gpu = model.generate([5, 17, 93], max_new_tokens=5)
+    with load(out / "model.int4.onnx", backend="ort-cpu") as model:
+        assert on_gpu == model.generate([5, 17, 93], max_new_tokens=5)
 
 
 def quantized_by_ort(source, out, head_scales: float = 1.0, keep_record: bool = True):
