@@ -3,7 +3,7 @@ against eager transformers generate() with its cache, each measured in a process
 
     python scripts/bench_generate.py [--models smollm2,gpt2] [--new-tokens 128] [--prompt-length 32]
                                      [--repeats 3] [--others [--others-venv DIR]] [--out bench-generate]
-                                     [--quantized [--builder-python PYTHON]]
+                                     [--quantized [--builder-python PYTHON]] [--in-place]
 
 For each model of scripts/generate_lms.py (published configs, random weights; t5_small an encoder-decoder,
 whose prompt is its encoder's source and whose prefill includes the encoder's run): `ptx export --module
@@ -27,6 +27,10 @@ and transformers 5: `python -m venv --system-site-packages .venv-builder && .ven
 onnxruntime-genai==0.18.0`), openvino-genai on optimum-intel's int4 and int8 IR. Each ONNX file's quality
 is then said beside the others': `ptx verify model.onnx --against FILE`, teacher-forced on the f32 file's
 recorded prompts against eager's logits (top-1 agreement, KL divergence: the worst prompt's).
+
+--in-place adds ptx's file exported with --ort-attention (each layer's cache one buffer that
+GroupQueryAttention writes in place: ptx's fastest rows) through ort-cpu, at f32 and, with --quantized, its
+int8 and int4 weights, each judged against that file's own record.
 """
 from __future__ import annotations
 
@@ -183,6 +187,19 @@ def quality(f32: Path, files: dict[str, Path]) -> dict:
     return found
 
 
+def in_place_files(name: str, args, out: Path) -> Path:
+    """The folder of ``name`` exported with --ort-attention (each layer's cache kept in one buffer, in place:
+    ptx's fastest rows on ort-cpu), with its int8 and int4 weights where --quantized asks for them."""
+    folder = out / f"{name}-in-place"
+    formats = ["onnx", *([fmt for fmt, _ in PTX_FORMATS.values()] if args.quantized else [])]
+    if not all((folder / ("model.onnx" if f == "onnx" else PTX_FILES[f])).exists() for f in formats):
+        print(f"{name}: exporting with --ort-attention ({', '.join(formats)}) ...", file=sys.stderr, flush=True)
+        subprocess.run(["ptx", "export", "--module", f"{HERE / 'generate_lms.py'}:{name}", "--out", str(folder),
+                        "--format", ",".join(formats), "--ort-attention", "--force"],
+                       check=True, capture_output=True, text=True)
+    return folder
+
+
 def all_logits_file(name: str, out: Path) -> Path:
     """ptx's file of ``name`` exported with --all-logits (no logits_to_keep input), the one the peers run ptx's
     file as: onnxruntime-genai and openvino-genai feed the inputs of Optimum's layout only."""
@@ -211,6 +228,7 @@ def bench_model(name: str, args, out: Path) -> dict:
         print(f"{name}: int4 and int8 weights ({', '.join(missing)}) ...", file=sys.stderr, flush=True)
         subprocess.run(["ptx", "export", str(folder / "model.onnx"), "--format", ",".join(missing),
                         "--out", str(folder)], check=True, capture_output=True, text=True)
+    in_place = in_place_files(name, args, out) if args.in_place else None
     exported = time.perf_counter() - start
     rows = {"eager": child("eager", args)}
     for precision in ("f32", *(PTX_FORMATS if args.quantized else ())):
@@ -218,6 +236,11 @@ def bench_model(name: str, args, out: Path) -> dict:
             label = f"ptx {backend}" + (f" {precision}" if precision != "f32" else "")
             print(f"{name}: {label} ...", file=sys.stderr, flush=True)
             rows[label] = child(backend, args, file=folder / "model.onnx",
+                                precision=None if precision == "f32" else precision)
+        if in_place is not None:  # ort-cpu alone runs GroupQueryAttention as the file feeds it
+            label = "ptx ort-cpu" + (f" {precision}" if precision != "f32" else "") + " in place"
+            print(f"{name}: {label} ...", file=sys.stderr, flush=True)
+            rows[label] = child("ort-cpu", args, file=in_place / "model.onnx",
                                 precision=None if precision == "f32" else precision)
     builder = None
     if args.others:
@@ -250,6 +273,9 @@ def bench_model(name: str, args, out: Path) -> dict:
             files[QUANTIZED_OTHERS["ort_genai_builder"]] = builder / "model.onnx"
         print(f"{name}: quality against the f32 file's record ...", file=sys.stderr, flush=True)
         judged = quality(folder / "model.onnx", files)
+        if in_place is not None:  # the same weights, held to the record of the f32 file they were made from
+            judged.update(quality(in_place / "model.onnx", {f"ptx {fmt} in place": in_place / PTX_FILES[fmt]
+                                                            for fmt, _ in PTX_FORMATS.values()}))
     return {"model": name, "export_s": exported, "rows": rows, "quality": judged}
 
 
@@ -306,6 +332,9 @@ def main() -> None:
                              "scripts/generate_others.py --setup --venv DIR makes one)")
     parser.add_argument("--quantized", action="store_true",
                         help="also ptx's int8 and int4 weight-only files, and with --others the peers' int4 and int8")
+    parser.add_argument("--in-place", action="store_true",
+                        help="also ptx's file exported with --ort-attention (its cache kept in place) through ort-cpu, "
+                             "and with --quantized its int8 and int4 weights")
     parser.add_argument("--builder-python", help="with --quantized --others: an interpreter with onnxruntime-genai "
                                                  "and transformers 5, to build its int4 file")
     parser.add_argument("--out", default="bench-generate")

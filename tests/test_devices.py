@@ -173,9 +173,9 @@ def test_verify_on_a_cpu_machine_says_the_cuda_tf32_rows_did_not_run(runs):
                     notice=lambda _: None)
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the tf32 rows run")
-    cuda_rows = {"eager-cuda", "eager-cuda-tf32", "ort-cuda", "ort-cuda-tf32"}
+    cuda_rows = {"eager-cuda", "eager-cuda-tf32", "ort-cuda", "ort-cuda-tf32", "ort-cuda-int4"}
     assert cuda_rows <= set(report.skipped) and set(report.unrunnable) == cuda_rows
     # The CPU rows ran against eager on the CPU, which goes without saying; the CUDA rows are one line.
     assert "eager-cpu" not in report.table().splitlines()[0]
-    assert any(line.startswith("4 CUDA rows: not run: ") and "--all-rows" in line for line in report.table().splitlines())
+    assert any(line.startswith("5 CUDA rows: not run: ") and "--all-rows" in line for line in report.table().splitlines())
     assert "ort-cuda-tf32: not run: " in report.table(all_rows=True)
