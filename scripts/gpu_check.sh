@@ -464,7 +464,7 @@ phase_lmint4() {
 
 phase_lm() {
     # The exported language model on CUDA: verify's generation rows (ort-cuda beside ort-cpu and
-    # eager's record), its int4 file's where lmexport wrote one, and bench --generate on ort-cuda beside
+    # eager's record), its int4 file's where lmint4 wrote one, and bench --generate on ort-cuda beside
     # ort-cpu (the int4 file beside comes along: a row per backend and precision), with the GPU memory the
     # process held (nvidia-smi, sampled every 100 ms while bench ran: the peak over the idle level).
     local file="$WORK/lm/model.onnx" smi=""
