@@ -203,6 +203,20 @@ def drop_reshape_round_trips(model, shapes: dict[str, list]) -> int:
     return reshapes - sum(n.op_type == "Reshape" for n in graph.node)
 
 
+def readers_of(graph) -> dict[str, list]:
+    """{value name: the nodes of ``graph`` that read it, in graph order} (a value no node reads is absent)."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def default_opset(model, missing: int = 0) -> int:
+    """The version of the default (ai.onnx) domain ``model`` imports; ``missing`` where it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), missing)
+
+
 def with_microsoft_ops(model) -> None:
     """``model`` importing ONNX Runtime's own ops' domain (com.microsoft), where a rewrite wrote one of them."""
     if not any(o.domain == MICROSOFT for o in model.opset_import):

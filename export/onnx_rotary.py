@@ -32,8 +32,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .onnx_graph import (MICROSOFT, has_subgraphs, inferred_shapes, remove_dead_nodes, unused_name, weight_of,
-                         with_microsoft_ops)
+from .onnx_graph import (MICROSOFT, has_subgraphs, inferred_shapes, readers_of, remove_dead_nodes, unused_name,
+                         weight_of, with_microsoft_ops)
 
 POSITIONS_INPUT = "position_ids"
 # The cos and sin tables of one rotation, at most: a token reads one row of each, but the file and the session
@@ -112,10 +112,7 @@ def _on_three_axes(model, rotary_nodes: list, shapes: dict[str, list]) -> None:
     of the last axis alone, the node stays as it is."""
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = readers_of(graph)
     outputs = {o.name for o in graph.output}
     changed = False
     for node in rotary_nodes:

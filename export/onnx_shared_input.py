@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .onnx_graph import MICROSOFT, has_subgraphs, unused_name, weight_of
+from .onnx_graph import MICROSOFT, default_opset, has_subgraphs, readers_of, unused_name, weight_of
 
 _SCALES, _G_IDX, _BIAS = 2, 4, 5  # MatMulNBits' inputs: A, B, scales, zero points, g_idx, bias
+COLUMN_TILE = 16  # a part starting on a multiple of it sums as it did alone (MLAS's x86 tiles are 4 columns; 16
+# leaves room for wider tiles on other machines, and every projection of a published config is a multiple of 64)
 
 
 def merge_shared_input_matmuls(model, folder=None) -> tuple[int, int]:
@@ -42,12 +44,9 @@ def merge_shared_input_matmuls(model, folder=None) -> tuple[int, int]:
         key = _merge_key(node, initializers)
         if key is not None:
             groups[key].append(node)
-    readers = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            readers[name].append(node)
+    readers = readers_of(graph)
     outputs = {o.name for o in graph.output}
-    split_as_input = _default_opset(model) >= 13  # Split's sizes: an input from opset 13, an attribute before
+    split_as_input = default_opset(model) >= 13  # Split's sizes: an input from opset 13, an attribute before
     merged, into, replaced, dropped, freed = 0, 0, {}, set(), set()
     for nodes in groups.values():
         widths = [_width(n) for n in nodes]
@@ -78,13 +77,6 @@ def merge_shared_input_matmuls(model, folder=None) -> tuple[int, int]:
     return merged, into
 
 
-COLUMN_TILE = 16  # a part starting on a multiple of it sums as it did alone (MLAS's x86 tiles are 4 columns; 16
-# leaves room for wider tiles on other machines, and every projection of a published config is a multiple of 64)
-
-
-def _default_opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
 
 def _width(node) -> int:
     return next(a.i for a in node.attribute if a.name == "N")
@@ -113,9 +105,10 @@ def _bias_adds(nodes: list, readers: dict, initializers: dict, outputs: set) -> 
     found = {}
     for node in nodes:
         out = node.output[0]
-        if out in outputs or len(readers[out]) != 1 or readers[out][0].op_type != "Add":
+        after = readers.get(out, [])
+        if out in outputs or len(after) != 1 or after[0].op_type != "Add":
             continue
-        add = readers[out][0]
+        add = after[0]
         other = add.input[1] if add.input[0] == out else add.input[0]
         bias = initializers.get(other)
         if other != out and bias is not None and list(bias.dims) == [_width(node)] and bias.data_type == scales_type:

@@ -22,7 +22,7 @@ from ptx.errors import PtxError, ValidationError
 from ptx.infer.formats import onnx_files
 from ptx.torch_quiet import process_output, quiet_jit
 
-from ..onnx_graph import omit_zero_initial_states, rsqrt_as_division
+from ..onnx_graph import default_opset, omit_zero_initial_states, rsqrt_as_division
 from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
 from ..translation_table import one_table_per_opset
 from . import ExportFormat, Written, bind_weights, description, register
@@ -179,7 +179,7 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     omit_zero_initial_states(proto)
     rsqrt_as_division(proto)  # an RMS norm as ONNX Runtime fuses it (export/onnx_graph.py says why)
     # The dynamo exporter may raise a too-low opset to the version it implements: record the truth.
-    used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    used = default_opset(proto, missing=opset)
     # said now, so that the proto (the weights, a second time in memory) can go before the file is checked
     hint = "; ".join(filter(None, [_fixed_symbols(proto.graph, signature), note and f"{refusals[0]}: the "
                                    f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
