@@ -168,7 +168,11 @@ class OpenVinoRunner(Runner):
             except PtxError:  # a contract that does not hold is said where a decoding reads it: run as written
                 generation = None
             self.pairs = cache_pairs(generation, signature.input_names, signature.output_names)
-            if self.pairs:  # the variables in the precision the model runs at: the CPU plugin's default is u8
+            # The variables in the precision the model runs at: the CPU plugin's default is u8. It applies to the
+            # plugin's fused attention operator, which OpenVINO 2026.4 makes from PyTorch's SDPA and never from
+            # an ONNX file's MatMuls (docs/benchmarks/generation.md): inert on ptx's files today, kept for an
+            # OpenVINO that fuses them.
+            if self.pairs:
                 self.config["KV_CACHE_PRECISION"] = RUNTIME_PRECISION[precision]
                 try:
                     self.compiled_for({}, stateful=True)  # what a decoding runs; a run given its past, on demand
