@@ -249,16 +249,21 @@ def chat_export(tmp_path_factory) -> dict:
             "log": (root / "exported.log").read_text()}
 
 
-# The files that take longest (a minute or more of one core each on 2 cores, 2026-11-27), started first.
-# pytest-xdist hands out whole files (--dist loadfile) and by default starts the files with the most
-# tests first, which left these one-test files for the end: one worker ran them alone for over a minute
-# while the other had nothing left. A file missing from the list only starts later.
-LONGEST_FILES = ("test_readme_generate.py", "test_hf_pt2.py", "test_docs.py", "test_batch_scoring.py",
-                 "test_gpu_check.py", "test_readme_own_model.py", "test_generate.py", "test_agreement.py",
-                 "test_detections.py", "test_hostile.py", "test_export_module.py", "test_hf_models.py",
-                 "test_augment.py", "test_own_verify.py", "test_triage.py", "test_own_serve.py",
-                 "test_locate_reduced.py", "test_verify_url.py", "test_one_verdict.py", "test_locate.py",
-                 "test_readme.py")
+# The files that take longest, longest first (each file's seconds, the mean of two runs of the suite on 2 cores,
+# 2026-11-28: every file of 10 s or more), then the rest. pytest-xdist hands out whole files (--dist loadfile)
+# and by default starts the files with the most tests first, which left long files of few tests for the end:
+# one worker ran them alone while the other had nothing left (a minute, 2026-11-27; test_serve_stop.py's 20 s,
+# 2026-11-28). A file missing from the list only starts later.
+LONGEST_FILES = ("test_readme_generate.py", "test_hf_pt2.py", "test_agreement.py", "test_generate.py",
+                 "test_hf_models.py", "test_verify_url.py", "test_gpu_check.py", "test_hostile.py",
+                 "test_export_module.py", "test_triage.py", "test_readme_own_model.py", "test_batch_scoring.py",
+                 "test_docs.py", "test_own_verify.py", "test_ort_attention.py", "test_detections.py",
+                 "test_serve_stop.py", "test_own_serve.py", "test_encoder_decoder.py", "test_locate.py",
+                 "test_one_verdict.py", "test_augment.py", "test_weight_only.py", "test_locate_reduced.py",
+                 "test_serve.py", "test_serve_page.py", "test_triton.py", "test_bench_generate.py",
+                 "test_locate_verdicts.py", "test_trainer.py", "test_error_model.py", "test_max_drop.py",
+                 "test_pt2.py", "test_reduced_precision.py", "test_batch_semantics.py", "test_export_file.py",
+                 "test_picture_chunks.py", "test_verify_bench.py", "test_generation_faults.py")
 
 
 def pytest_configure(config):
