@@ -169,7 +169,7 @@ class OpenVinoRunner(Runner):
                 generation = None
             self.pairs = cache_pairs(generation, signature.input_names, signature.output_names)
             # The variables in the precision the model runs at: the CPU plugin's default is u8. It applies to the
-            # plugin's fused attention operator, which OpenVINO 2026.4 makes from PyTorch's SDPA and never from
+            # plugin's fused attention operator, which OpenVINO 2026.4 makes from PyTorch's SDPA but not from
             # an ONNX file's MatMuls (docs/benchmarks/generation.md): inert on ptx's files today, kept for an
             # OpenVINO that fuses them.
             if self.pairs:
