@@ -42,20 +42,21 @@ from ..onnx_rotary import rotary_as_one_op
 from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
-from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, raise_opset,
-                          saved)
+from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls,
+                          raise_opset, saved, unused_name)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' attribute: 0 unset, 1 f32, 2 f16, 3 bf16, 4 int8 arithmetic
+LARGEST_BLOCK = 256  # onnxruntime's blockwise quantizer (MlasQuantizeBlockwise) takes blocks of 16 to 256
 
 
 def check_options(opset: int = DEFAULT_OPSET, exporter=None, block_size: int | None = None,
                   symmetric: bool | None = None, accuracy_level: int | None = None, fmt: str = "onnx-int4", **_) -> None:
     check_opset(opset, exporter)
-    check_block_size(block_size, fmt)
     if block_size == -1:
         raise PtxError(f"--block-size -1: {fmt}'s MatMulNBits keeps blocks of 16 to 256 values; give 32, 64 or 128")
+    check_block_size(block_size, fmt, largest=LARGEST_BLOCK)
     if accuracy_level is not None and accuracy_level not in ACCURACY_LEVELS:
         raise PtxError(f"--accuracy-level {accuracy_level}: give one of {', '.join(map(str, ACCURACY_LEVELS))} (4: int8 "
                        "arithmetic, the fastest on x86; 0: f32 on the dequantized weights)")
@@ -78,7 +79,7 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         rotations = rotary_as_one_op(ready.proto, ready.folder, generation and generation.max_positions, shapes)
         try:
             with quiet_logs("onnxruntime.quantization.matmul_nbits_quantizer", "onnxruntime.quantization"):
-                quantize_in_place(ready.proto, ready.folder, bits, block, symmetric, level)
+                kept = quantize_in_place(ready.proto, ready.folder, bits, block, symmetric, level)
         except Exception as exc:  # the quantizer raises many types; its first line says what failed
             raise PtxError(f"{fmt}: onnxruntime's weight-only quantizer failed for {name}: {first_line(exc)}; serve "
                            f"{ready.served} (f32)") from None
@@ -86,6 +87,9 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         inside(proto, ready.folder)  # what was left f32 (norms, int8's embedding), into the file written
         give_back_freed(weights=ready.weights)  # what the quantizer read and let go
         done, left = quantized_matmuls(proto, ("MatMulNBits",))
+        if not done and kept:
+            raise PtxError(f"{fmt}: {name} has no weight {fmt} quantizes: {'; '.join(kept)}; serve {ready.served} "
+                           "as it is")
         if not done:
             raise PtxError(f"{fmt}: {name} has no MatMul with a constant weight to quantize: serve {ready.served} (f32)")
         merged, into = merge_shared_input_matmuls(proto, ready.folder)
@@ -94,8 +98,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
                f"{'symmetric' if symmetric else 'asymmetric'} blocks of {block}, accuracy level {level}"
                + (f", {left} left f32" if left else "")
                + (f"; {merged} of them merged into {into} (those reading one input, then a Split)" if merged else "")
-               + (f"; the embedding as GatherBlockQuantized ({bits}-bit)" if gathers else
-                  "; the embedding's table f32 (a Gather reads one row per token)" if bits == 8 else "")
+               + (f"; the embedding as GatherBlockQuantized ({bits}-bit)" if gathers else "")
+               + "".join(f"; {what}" for what in kept)
                + (f"; {rotations} rotary rotations as RotaryEmbedding" if rotations else "")
                + (f"; {dropped} Reshapes that undid each other dropped" if dropped else ""))
         saved(proto, path, ready, fmt, f"int{bits}", how, log)
@@ -103,12 +107,13 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     return Written(how + (f", from the {made.method}" if made else ""), made and made.note, made.hint if made else "")
 
 
-def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: bool, level: int) -> None:
+def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: bool, level: int) -> list[str]:
     """Every MatMul of ``proto``'s main graph with a constant weight made a MatMulNBits (and, 4-bit, every
     Gather of a table a GatherBlockQuantized) by onnxruntime's own node quantizer, one weight at a time:
     each read from ``folder``'s data file into a graph of its own that the quantizer works in, and let go
     with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``.
-    Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end."""
+    Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end. Returns
+    what was left f32 and why, in words."""
     import onnx
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
@@ -122,22 +127,46 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     initializers = {t.name: t for t in graph.initializer}
     readers = Counter(i for n in graph.node for i in n.input)
     # a Gather's table: a float matrix (an embedding), not the shape constants an exporter gathers from
-    tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
-    nodes, gathers = [], False
+    tables = {t.name for t in graph.initializer if t.data_type in FLOATS and len(t.dims) == 2}
+    taken, node_names = set(initializers), {n.name for n in graph.node if n.name}
+    made_for: dict[tuple[str, str], dict[str, str]] = {}  # (weight, op) -> the quantizer's names -> the graph's
+    nodes, gathers, kept = [], False, Counter()
     for node in list(graph.node):
         weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else node.input[0] if node.input \
             else ""
         if not (weight in initializers and (node.op_type == "MatMul" or node.op_type in ops and weight in tables)):
             nodes.append(node)
             continue
+        why = _left_f32(node, initializers[weight], block)
+        if why:
+            kept[why] += 1
+            nodes.append(node)
+            continue
         alone = onnx.GraphProto()  # the weight, read, in a graph the quantizer extends with what it makes
         alone.initializer.append(onnx.numpy_helper.from_array(weight_of(initializers[weight], folder), weight))
         made = quantizer.quantize(node, [alone])
-        nodes.extend(made)
         if made == [node]:  # left as it is (a weight the quantizer does not take)
+            nodes.append(node)
             continue
+        # The quantizer names what it makes after the weight and the node: a weight two nodes read (a table a
+        # Gather and a MatMul read, one weight two layers share) or a node without a name would give two
+        # tensors or two nodes one name. A weight read again by the same op reads what its first reader made.
+        key = (weight, node.op_type)
+        if key not in made_for:
+            new = [t for t in alone.initializer if t.name != weight]
+            made_for[key] = {t.name: unused_name(t.name, taken) for t in new}
+            for tensor in new:
+                tensor.name = made_for[key][tensor.name]
+                taken.add(tensor.name)
+            graph.initializer.extend(new)
+        for made_node in made:
+            made_node.input[:] = [made_for[key].get(name, name) for name in made_node.input]
+            if not made_node.name or made_node.name in node_names:
+                made_node.name = unused_name(made_node.name or f"{made_node.op_type}_{made_node.output[0]}",
+                                             node_names)
+            node_names.add(made_node.name)
+        nodes.extend(made)
         gathers |= node.op_type == "Gather"
-        graph.initializer.extend(t for t in alone.initializer if t.name != weight)
         del alone
         readers[weight] -= 1
         if not readers[weight]:
@@ -147,6 +176,28 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     with_microsoft_ops(proto)
     if gathers:  # GatherBlockQuantized's int4 table: opset 21's type, IR 10
         raise_opset(proto, 21)
+    return [f"{n} {what}" if n > 1 else what for what, n in kept.items()]
+
+
+FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16: the weights MatMulNBits and GatherBlockQuantized take
+
+
+def _left_f32(node, weight, block: int) -> str:
+    """Why ``node``'s ``weight`` stays as it is, or '' where it is quantized."""
+    import onnx
+
+    if weight.data_type not in FLOATS:
+        return f"a {onnx.helper.tensor_dtype_to_np_dtype(weight.data_type).name} weight left as it is " \
+               "(MatMulNBits takes float32 and float16 weights)"
+    if node.op_type != "Gather":
+        return ""
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    if axis != 0:
+        return "a table gathered along its columns left f32"
+    if weight.dims[1] % block:
+        # GatherBlockQuantized's blocks run along a row; OpenVINO reads one only where they divide it
+        return f"the embedding's table f32 (its rows of {weight.dims[1]} are not a multiple of the block of {block})"
+    return ""
 
 
 def _register(fmt: str, bits: int, about: str) -> None:

@@ -43,7 +43,7 @@ BLOCKED_OPSET = 21  # DequantizeLinear's block_size and the int4 type
 def check_options(opset: int = DEFAULT_OPSET, exporter=None, block_size: int | None = None,
                   symmetric: bool | None = None, ratio: float | None = None, fmt: str = "openvino-int4", **_) -> None:
     check_opset(opset, exporter)
-    check_block_size(block_size, fmt)
+    check_block_size(block_size, fmt, per_channel=fmt.endswith("int8w"))
     if ratio is not None and (not 0 < ratio <= 1 or fmt.endswith("int8w")):
         raise PtxError(f"--ratio {ratio}: the share of MatMuls openvino-int4 keeps in 4 bits (the rest int8), above 0 "
                        "and at most 1" + (f"; {fmt} has no 4-bit share" if fmt.endswith("int8w") else ""))

@@ -159,27 +159,40 @@ def _plain_transpose(node) -> bool:
 
 
 def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
-    """Each Gemm of a constant weight, without alpha, beta or a transposed A, as MatMul then Add: the op the
-    weight-only quantizers take (a Linear on 2-D input is exported as Gemm)."""
+    """Each Gemm of a constant weight without a transposed A as MatMul then Add: the op the weight-only
+    quantizers take (a Linear on 2-D input is exported as Gemm). Its alpha is folded into the weight and its
+    beta into a constant bias; a Gemm whose bias is computed and scaled by beta is left as it is."""
     import onnx
     from onnx import helper
 
     initializers = {t.name: t for t in graph.initializer}
+    names = {n.name for n in graph.node if n.name}
     nodes = []
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+        has_bias = len(node.input) > 2 and bool(node.input[2])
         if (node.op_type != "Gemm" or node.input[1] not in initializers or attrs.get("transA", 0)
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+                or beta != 1.0 and has_bias and node.input[2] not in initializers):
             nodes.append(node)
             continue
         weight = node.input[1]
-        if attrs.get("transB", 0):
-            weight = _transposed_constant(graph, initializers, weight, folder)
-        has_bias = len(node.input) > 2 and node.input[2]
+        if attrs.get("transB", 0) or alpha != 1.0:
+            values = weight_of(initializers[weight], folder)
+            values = values.T if attrs.get("transB", 0) else values
+            weight = unused_name(f"{weight}.as_matmul", initializers)
+            initializers[weight] = add_constant(graph, weight, values * values.dtype.type(alpha), folder)
+        bias = node.input[2] if has_bias else ""
+        if has_bias and beta != 1.0:
+            values = weight_of(initializers[bias], folder)
+            bias = unused_name(f"{bias}.scaled", initializers)
+            initializers[bias] = add_constant(graph, bias, values * values.dtype.type(beta), folder)
+        base = unused_name(node.name or node.output[0], names)  # unnamed Gemms' nodes need names of their own
+        names |= {f"{base}_MatMul", f"{base}_Add"}
         product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
-        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_MatMul"))
+        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{base}_MatMul"))
         if has_bias:
-            nodes.append(onnx.helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_Add"))
+            nodes.append(onnx.helper.make_node("Add", [product, bias], list(node.output), name=f"{base}_Add"))
     del graph.node[:]
     graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}
@@ -207,22 +220,25 @@ def raise_opset(proto, version: int) -> None:
 
 def drop_initializer(graph, name: str) -> None:
     """The initializer ``name`` taken out of ``graph`` (by its index: a repeated field's remove() compares
-    whole tensors)."""
-    for index, tensor in enumerate(graph.initializer):
-        if tensor.name == name:
-            del graph.initializer[index]
-            return
+    whole tensors), and the graph input of that name where the file lists its weights as inputs too (IR
+    version 3 and older did): left, it would become an input every caller must feed."""
+    for field in (graph.initializer, graph.input):
+        for index, value in enumerate(field):
+            if value.name == name:
+                del field[index]
+                break
 
 
 def _transposed_constant(graph, initializers: dict, source: str, folder: Path) -> str:
     """The name of a new constant holding initializer ``source`` transposed (a weight the graph reads through a
     Transpose, or a Gemm's transB), added to ``graph`` and to ``initializers``."""
-    name = _unused(f"{source}.transposed", initializers)
+    name = unused_name(f"{source}.transposed", initializers)
     initializers[name] = add_constant(graph, name, weight_of(initializers[source], folder).T, folder)
     return name
 
 
-def _unused(name: str, taken) -> str:
+def unused_name(name: str, taken) -> str:
+    """``name``, or ``name`` with underscores after it, whichever ``taken`` does not hold."""
     while name in taken:
         name += "_"
     return name
@@ -256,11 +272,13 @@ def saved(proto, path: Path, ready: Prepared, fmt: str, precision: str, how: str
     save_with_metadata(proto, path, strings, description(ready.base))
 
 
-def check_block_size(block_size: int | None, fmt: str) -> None:
+def check_block_size(block_size: int | None, fmt: str, largest: int | None = None, per_channel: bool = False) -> None:
     """A block (group) of weights sharing one scale: a power of two of at least 16 (the kernels' and
-    onnxruntime's quantizer's own requirement); -1 (one scale per output channel) for the int8 formats."""
-    if block_size is None or block_size == -1 and fmt.endswith("int8w"):
+    onnxruntime's quantizer's own requirement) and at most ``largest`` where the format's kernels have a bound;
+    -1 (one scale per output channel) where ``per_channel``."""
+    if block_size is None or block_size == -1 and per_channel:
         return
-    if block_size < 16 or block_size & (block_size - 1):
-        raise PtxError(f"--block-size {block_size}: give a power of two of at least 16 (32, 64, 128)"
-                       + (", or -1 for one scale per output channel" if fmt.endswith("int8w") else ""))
+    if block_size < 16 or block_size & (block_size - 1) or largest is not None and block_size > largest:
+        span = f"from 16 to {largest}" if largest else "of at least 16"
+        raise PtxError(f"--block-size {block_size}: {fmt} takes a power of two {span} (32, 64, 128)"
+                       + (", or -1 for one scale per output channel" if per_channel else ""))
