@@ -89,6 +89,10 @@ def test_a_table_a_gather_and_a_matmul_both_read_gets_a_tensor_for_each(tmp_path
     assert len({t.name for t in quantized.graph.initializer}) == len(quantized.graph.initializer)
     feeds = {"ids": RNG.integers(0, 64, (3, 5))}
     assert relative_error(path, tmp_path / "tied.int4.onnx", feeds) < 0.25
+    eight = ptx("export", path, "--format", "onnx-int8w")  # its Gather is not quantized, said; the MatMul is
+    assert eight.returncode == 0 and "the embedding's table f32 (a Gather reads one row per token)" in eight.stdout, \
+        eight.stdout + eight.stderr
+    assert relative_error(path, tmp_path / "tied.int8w.onnx", feeds) < 0.05
 
 
 def test_unnamed_gemms_and_a_gemm_with_alpha_and_beta_become_matmuls(tmp_path):

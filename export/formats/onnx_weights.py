@@ -176,7 +176,9 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     with_microsoft_ops(proto)
     if gathers:  # GatherBlockQuantized's int4 table: opset 21's type, IR 10
         raise_opset(proto, 21)
-    return [f"{n} {what}" if n > 1 else what for what, n in kept.items()]
+    if bits == 8 and any(n.op_type == "Gather" and n.input and n.input[0] in tables for n in nodes):
+        kept["the embedding's table f32 (a Gather reads one row per token)"] += 1
+    return [f"{what} ({n} of them)" if n > 1 else what for what, n in kept.items()]
 
 
 FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16: the weights MatMulNBits and GatherBlockQuantized take
