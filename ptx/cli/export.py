@@ -150,8 +150,8 @@ def _format_list(ctx, param, value) -> list[str]:
                    "the file's signature).")
 @click.option("--block-size", "block_size", type=int, metavar="N",
               help="onnx-int4, onnx-int8w, openvino-int4, openvino-int8w: weights per block sharing one scale, a power "
-                   "of two (default 32 for onnx-int4/int8w, as onnxruntime-genai; NNCF's 128 for openvino-int4, and for "
-                   "openvino-int8w one scale per output channel, -1).")
+                   "of two (16 to 256 for onnx-int4/int8w; default 32 there, as onnxruntime-genai; NNCF's 128 for "
+                   "openvino-int4, and for openvino-int8w one scale per output channel, -1).")
 @click.option("--symmetric/--asymmetric", "symmetric", default=None,
               help="Weight-only formats: blocks centred on 0 (symmetric: a scale each), or with a zero point each "
                    "(default: symmetric for onnx-int4/int8w, asymmetric for openvino-int4/int8w, as NNCF).")
