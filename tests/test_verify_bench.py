@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -32,6 +34,13 @@ def test_the_one_agreement_rule():
     nan = want.copy()
     nan[0, 0] = np.nan
     assert "NaN/Inf" in compare(nan, want, contract, tolerance=tol).failures[0]
+    # An infinite reference against a NaN: said in plain indices, and no numpy warning on the way (inf - inf)
+    infinite = want.copy()
+    infinite[0, 3] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        said = compare(np.where(np.isinf(infinite), np.nan, infinite), infinite, contract, tolerance=tol).failures
+    assert "(first at index (0, 3))" in said[0], said
     flipped = want.copy()
     flipped[0, 1] = 200.0
     assert any("decision differs on 1 of 1" in f for f in compare(flipped, want, contract, tolerance=tol).failures)

@@ -262,8 +262,8 @@ def compare_output(name: str, got, want, tolerance: Tolerance, batch_axis: int |
         mismatched = ~finite & ~same_special
         if mismatched.any():
             result.beyond = int(mismatched.sum())
-            result.problem = (f"{result.beyond:,} NaN/Inf values where the reference's differ "
-                              f"(first at index {np.unravel_index(int(np.argmax(mismatched)), w.shape)})")
+            first = tuple(map(int, np.unravel_index(int(np.argmax(mismatched)), w.shape)))
+            result.problem = f"{result.beyond:,} NaN/Inf values where the reference's differ (first at index {first})"
         g, w, scale = g[finite], w[finite], scale[finite]
     if not g.size:
         return result
@@ -372,8 +372,9 @@ def near_tie(want: np.ndarray, want_labels: np.ndarray, got_labels: np.ndarray, 
     band = allowance(want, tolerance)
     chosen = np.take_along_axis(want, want_labels[..., None], -1)[..., 0]
     other = np.take_along_axis(want, got_labels[..., None], -1)[..., 0]
-    return chosen - other <= np.take_along_axis(band, want_labels[..., None], -1)[..., 0] + \
-        np.take_along_axis(band, got_labels[..., None], -1)[..., 0]
+    with np.errstate(invalid="ignore"):  # infinite scores (inf - inf): no tie, which the NaN's comparison says
+        return chosen - other <= np.take_along_axis(band, want_labels[..., None], -1)[..., 0] + \
+            np.take_along_axis(band, got_labels[..., None], -1)[..., 0]
 
 
 def judge_reduced_precision(label_agreement: float, accuracy: float | None, reference_accuracy: float | None,
