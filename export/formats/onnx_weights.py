@@ -127,7 +127,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     initializers = {t.name: t for t in graph.initializer}
     readers = Counter(i for n in graph.node for i in n.input)
     # a Gather's table: a float matrix (an embedding), not the shape constants an exporter gathers from
-    tables = {t.name for t in graph.initializer if t.data_type in FLOATS and len(t.dims) == 2}
+    tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
     taken, node_names = set(initializers), {n.name for n in graph.node if n.name}
     made_for: dict[tuple[str, str], dict[str, str]] = {}  # (weight, op) -> the quantizer's names -> the graph's
     nodes, gathers, kept = [], False, Counter()
@@ -181,7 +181,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     return [f"{what} ({n} of them)" if n > 1 else what for what, n in kept.items()]
 
 
-FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16: the weights MatMulNBits and GatherBlockQuantized take
+FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16: the weights MatMulNBits takes
 
 
 def _left_f32(node, weight, block: int) -> str:
