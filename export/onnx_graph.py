@@ -121,14 +121,23 @@ def weight_of(tensor, folder=None):
     return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
 
 
-def unused_name(graph, name: str) -> str:
-    """``name``, or ``name`` with a number after it where the graph already has a value of that name."""
-    taken = {i for n in graph.node for i in [*n.input, *n.output]} | {t.name for t in graph.initializer} | {
+def value_names(graph) -> set[str]:
+    """Every value name ``graph`` uses: its nodes' inputs and outputs, its initializers, inputs and outputs."""
+    return {i for n in graph.node for i in [*n.input, *n.output]} | {t.name for t in graph.initializer} | {
         v.name for v in [*graph.input, *graph.output]}
+
+
+def name_not_in(name: str, taken) -> str:
+    """``name``, or ``name`` with a number after it, whichever ``taken`` does not hold."""
     candidate, k = name, 1
     while candidate in taken:
         candidate, k = f"{name}_{k}", k + 1
     return candidate
+
+
+def unused_name(graph, name: str) -> str:
+    """``name``, or ``name`` with a number after it where the graph already has a value of that name."""
+    return name_not_in(name, value_names(graph))
 
 
 def inferred_shapes(model) -> dict[str, list]:

@@ -37,13 +37,14 @@ from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
 from ptx.torch_quiet import quiet_logs
 
-from ..onnx_graph import drop_reshape_round_trips, inferred_shapes, weight_of, with_microsoft_ops
+from ..onnx_graph import (drop_reshape_round_trips, inferred_shapes, name_not_in, value_names, weight_of,
+                          with_microsoft_ops)
 from ..onnx_rotary import rotary_as_one_op
 from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
-from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls,
-                          raise_opset, saved, unused_name)
+from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, raise_opset,
+                          saved)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)
@@ -128,7 +129,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     readers = Counter(i for n in graph.node for i in n.input)
     # a Gather's table: a float matrix (an embedding), not the shape constants an exporter gathers from
     tables = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
-    taken, node_names = set(initializers), {n.name for n in graph.node if n.name}
+    taken, node_names = value_names(graph), {n.name for n in graph.node if n.name}
     made_for: dict[tuple[str, str], dict[str, str]] = {}  # (weight, op) -> the quantizer's names -> the graph's
     nodes, gathers, kept = [], False, Counter()
     for node in list(graph.node):
@@ -154,7 +155,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
         key = (weight, node.op_type)
         if key not in made_for:
             new = [t for t in alone.initializer if t.name != weight]
-            made_for[key] = {t.name: unused_name(t.name, taken) for t in new}
+            made_for[key] = {t.name: name_not_in(t.name, taken) for t in new}
             for tensor in new:
                 tensor.name = made_for[key][tensor.name]
                 taken.add(tensor.name)
@@ -162,8 +163,8 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
         for made_node in made:
             made_node.input[:] = [made_for[key].get(name, name) for name in made_node.input]
             if not made_node.name or made_node.name in node_names:
-                made_node.name = unused_name(made_node.name or f"{made_node.op_type}_{made_node.output[0]}",
-                                             node_names)
+                made_node.name = name_not_in(made_node.name or f"{made_node.op_type}_{made_node.output[0]}",
+                                            node_names)
             node_names.add(made_node.name)
         nodes.extend(made)
         gathers |= node.op_type == "Gather"

@@ -24,7 +24,7 @@ from pathlib import Path
 from ptx.errors import PtxError
 
 from . import description
-from ..onnx_graph import rsqrt_as_division, weight_of
+from ..onnx_graph import name_not_in, rsqrt_as_division, weight_of
 from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
 
@@ -180,14 +180,14 @@ def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
         if attrs.get("transB", 0) or alpha != 1.0:
             values = weight_of(initializers[weight], folder)
             values = values.T if attrs.get("transB", 0) else values
-            weight = unused_name(f"{weight}.as_matmul", initializers)
+            weight = name_not_in(f"{weight}.as_matmul", initializers)
             initializers[weight] = add_constant(graph, weight, values * values.dtype.type(alpha), folder)
         bias = node.input[2] if has_bias else ""
         if has_bias and beta != 1.0:
             values = weight_of(initializers[bias], folder)
-            bias = unused_name(f"{bias}.scaled", initializers)
+            bias = name_not_in(f"{bias}.scaled", initializers)
             initializers[bias] = add_constant(graph, bias, values * values.dtype.type(beta), folder)
-        base = unused_name(node.name or node.output[0], names)  # unnamed Gemms' nodes need names of their own
+        base = name_not_in(node.name or node.output[0], names)  # unnamed Gemms' nodes need names of their own
         names |= {f"{base}_MatMul", f"{base}_Add"}
         product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
         nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{base}_MatMul"))
@@ -232,15 +232,8 @@ def drop_initializer(graph, name: str) -> None:
 def _transposed_constant(graph, initializers: dict, source: str, folder: Path) -> str:
     """The name of a new constant holding initializer ``source`` transposed (a weight the graph reads through a
     Transpose, or a Gemm's transB), added to ``graph`` and to ``initializers``."""
-    name = unused_name(f"{source}.transposed", initializers)
+    name = name_not_in(f"{source}.transposed", initializers)
     initializers[name] = add_constant(graph, name, weight_of(initializers[source], folder).T, folder)
-    return name
-
-
-def unused_name(name: str, taken) -> str:
-    """``name``, or ``name`` with underscores after it, whichever ``taken`` does not hold."""
-    while name in taken:
-        name += "_"
     return name
 
 
