@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ptx.atomic import atomic_with_companions
+from ptx.atomic import atomic_with_companions, final_of
 from ptx.contract import Tolerance
 from ptx.contract.cases import Case
 from ptx.contract.comparison import OutputAgreement, default_tolerance
 from ptx.contract.shape_certificate import CERTIFICATE_KEY, Bound, Certificate, Probe
 from ptx.contract.tensors import Signature, TensorSig
-from ptx.contract.verdict import Verdict, decide, does_not_run, verdict_strings
+from ptx.contract.verdict import Verdict, decide, does_not_run, in_one_line, verdict_strings
 from ptx.errors import BackendUnavailableError, DataError, PtxError, ValidationError
 from ptx.infer.formats import onnx_files
 from ptx.infer.runtime import backends as registry
@@ -256,7 +256,7 @@ def verdict_lines(verdicts, precision: str, model: str, instead: str) -> list[st
     NOT USABLE one what to do instead (``instead``: "(serve model.onnx)")."""
     lines = []
     for verdict in verdicts:
-        advice = f": {'; '.join(verdict.reasons)}: do not use {precision} for {model} {instead}"
+        advice = f": {in_one_line(verdict.reasons)}: do not use {precision} for {model} {instead}"
         lines.append(f"{'':<11} {verdict.label} on {describe_cpu()}, {verdict.measured}: {verdict.status}"
                      f"{advice if verdict.reasons else ''}")
     return lines
@@ -300,7 +300,7 @@ def _judged(source: ExportSource, fmt, path: Path, on: str, model, answers, said
             model.close()
 
     try:
-        verdicts = judge_on_runtimes(fmt, evidence, said.append)
+        verdicts = judge_on_runtimes(fmt, evidence, said.append, staged=path)
     except DataError as exc:  # the run's data is not on this machine: verify cannot judge either
         said.append(f"{fmt.name:<11} not judged here: {exc}")
         return {}, []
@@ -330,12 +330,14 @@ def _check(source: ExportSource, fmt, model, path: Path, cases: list[Case], on: 
 # -- a reduced file's verdict on every runtime that reads it --------------------------------------
 
 
-def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str], None]) -> list[Verdict]:
+def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str], None],
+                      staged: Path | None = None) -> list[Verdict]:
     """One Verdict per runtime that reads ``fmt``'s file here on the CPU, ``evidence(backend)`` giving
     its Evidence records: the serving runtime's first, then the other formats' of the same precision
     (an int8 file is read by ort-cpu and openvino alike). A runtime this machine lacks is said and
     skipped; one that cannot run the file is NOT USABLE through it (its own runtime's failure stops
-    the export, as any validation failure does)."""
+    the export, as any validation failure does), its reason naming the file where it will be, not
+    ``staged``, where it is judged (the record outlives the staging folder)."""
     others = [f.serving_backend for f in map(formats.get, formats.list_formats())
               if f.precision == fmt.precision and f.name != fmt.name]
     verdicts = []
@@ -350,7 +352,8 @@ def judge_on_runtimes(fmt, evidence: Callable[[str], list], log: Callable[[str],
                 log(f"{'':<11} {label}: not judged here ({exc})")
                 continue
             # judged on what the file's own runtime was judged on, which this runtime could not run
-            verdicts.append(does_not_run(label, verdicts[0].evidence, str(exc), by="export"))
+            why = str(exc) if staged is None else str(exc).replace(str(staged.parent), str(final_of(staged).parent))
+            verdicts.append(does_not_run(label, verdicts[0].evidence, why, by="export"))
     return verdicts
 
 

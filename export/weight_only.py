@@ -85,10 +85,10 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
                 judged, _ = judge_decoding(model.run, model.signature, model.generation, reference,
                                            precision=fmt.precision, tolerance=tolerance, bounds=bounds,
                                            hold=model.runner.cache_holding())
-            return [Evidence("generated", f"{len(prompts)} recorded prompts against {by}: {judged.describe()}",
+            return [Evidence("generated", f"{len(prompts)} recorded prompts against {by}: {judged.summary()}",
                              judged.failures())]
 
-        verdicts = judge_on_runtimes(fmt, evidence, log)
+        verdicts = judge_on_runtimes(fmt, evidence, log, staged=tmp)
         fmt.add_metadata(tmp, verdict_strings(verdicts))
         size = weights_bytes(tmp)
     log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({size / weights_bytes(path):.2f}x {path.name})  {made.method}")

@@ -136,6 +136,16 @@ def atomic_with_companions(final: str | os.PathLike, replaced: Iterable[str] = (
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def final_of(path: str | os.PathLike) -> Path:
+    """The path a file ``atomic_with_companions`` staged will have once renamed into place (``path`` itself where
+    it is not staged): what a message recorded in the file names, never the staging folder that goes."""
+    path = Path(path)
+    staging = path.parent.name
+    if staging.startswith(f".{path.name}.") and staging.endswith(TEMP_SUFFIX):
+        return path.parent.parent / path.name
+    return path
+
+
 def write_text(final: str | os.PathLike, text: str) -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text)

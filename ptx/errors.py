@@ -108,3 +108,8 @@ def quoted(value) -> str:
         return text
     size = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
     return f"{text[:QUOTE_LIMIT]}... ({size})"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, as Ctrl-C raises KeyboardInterrupt: the same clean-up runs (scratch
+    folders removed, a half-written file never renamed into place) and the CLI exits 143 (128 + SIGTERM)."""

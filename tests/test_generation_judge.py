@@ -103,6 +103,33 @@ def test_a_reduced_row_is_judged_per_prompt_one_prompt_wrong_from_step_1_fails_a
     assert judge(reference, inf, _own(reference), tolerance=F32).failures()[0] == "prompt 1 step 1: NaN or infinite logits"
 
 
+def test_a_failing_reduced_row_says_its_worst_prompt_first_in_one_line_and_keeps_every_reason():
+    """Two prompts fail: prompt 1 answers as another prompt from its step 9 (half its steps wrong), prompt 3 from
+    its step 1. The line a verdict is said in names prompt 3, the worse, and how many reasons more the record
+    keeps (a decoder at int4 can fail each prompt twice: each reason on the line made it run past a screen);
+    the record keeps them all. A NaN comes before them; alone, it is said without a count."""
+    from ptx.contract.verdict import in_one_line
+
+    reference, rows = _reference(scale=3.0)
+    rough = _noisy(rows, 0.05)
+    wrong = [list(p) for p in rough]
+    wrong[0][8:] = rows[1][8:]
+    wrong[2] = rows[1]
+    failed = judge(reference, wrong, _own(reference), precision="int8", tolerance=F32)
+    said, line = failed.failures(), failed.describe()
+    assert said[0].startswith("prompt 3: top token the reference's on") and any(r.startswith("prompt 1:") for r in said)
+    assert line.endswith(f"{said[0]} (and {len(said) - 1} more)") and "prompt 1:" not in line, line
+    assert in_one_line(said) == f"{said[0]} (and {len(said) - 1} more)" and failed.to_dict()["failures"] == said
+    nan = [list(p) for p in rough]
+    nan[1][8] = np.full(VOCAB, np.nan, np.float32)
+    nan[2] = rows[1]
+    both = judge(reference, nan, _own(reference), precision="int8", tolerance=F32).failures()
+    assert both[0] == "prompt 2 step 9: NaN or infinite logits", both  # a NaN before any agreement
+    nan[2] = rough[2]
+    one = judge(reference, nan, _own(reference), precision="int8", tolerance=F32).failures()
+    assert in_one_line(one) == "prompt 2 step 9: NaN or infinite logits", one
+
+
 def _with_prompt_positions(reference: ReferenceDecoding, scale: float, seed: int = 4) -> list[np.ndarray]:
     """``reference`` given prompts of 40, 3, 3 and 3 tokens and its logits at their own positions (rows of
     ``scale``), recorded as a file records them; each prompt's rows [positions, vocab]."""

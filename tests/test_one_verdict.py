@@ -483,6 +483,17 @@ def test_a_runtime_that_cannot_run_the_file_is_not_usable_by_the_verdict_functio
 
     assert [v.label for v in judge_on_runtimes(formats.get("onnx-int8"), lacking, said.append)] == ["ort-cpu-int8"]
     assert said == [f"{'':<11} openvino-int8: not judged here (openvino is not installed)"]
+    # judged where it is staged, the reason recorded names the file where it will be (the staging folder goes)
+    staged = ROOT / "out" / ".model.int8.onnx.123.tmp" / "model.int8.onnx"
+
+    def unreadable(backend):
+        if backend == "openvino":
+            raise ModelRunError(f"openvino cannot read {staged}: Unsupported operator DequantizeLinear")
+        return evidence(backend)
+
+    _, recorded = judge_on_runtimes(formats.get("onnx-int8"), unreadable, said.append, staged=staged)
+    assert recorded.reasons == [f"openvino cannot read {ROOT / 'out' / 'model.int8.onnx'}: Unsupported operator "
+                                "DequantizeLinear"], recorded.reasons
     built = [str(p.relative_to(ROOT)) for p in (ROOT / "export").rglob("*.py") if "Verdict(" in p.read_text()]
     assert built == [], f"a Verdict is made by ptx.contract.verdict's functions (decide, does_not_run): {built}"
 
@@ -521,17 +532,19 @@ def test_verify_of_a_file_whose_record_calls_its_reference_not_usable_says_so(or
             said.stderr
         shown = ptx("verify", path, "--json", cwd=tmp_path)
         alone = folder.name == "alone" and openvino_unavailable() is not None  # the reference alone ran: exit 2
-        assert shown.returncode == (2 if alone else 0), shown.stdout + shown.stderr
+        assert shown.returncode == (2 if alone else 1), shown.stdout + shown.stderr  # its own precision: asked of
         doc = json.loads(shown.stdout)
         [row] = [r for r in doc["rows"] if r["label"] == "ort-cpu-int8"]
-        assert row["status"] == NOT_USABLE and row["against"] == held_to, (held_to, row)
+        # the file's own precision is asked of, as --backends asks: FAIL, its verdict NOT USABLE
+        assert row["status"] == "FAIL" and row["verdict"]["status"] == NOT_USABLE, row
+        assert row["against"] == held_to, (held_to, row)
         assert row["verdict"]["reasons"] == [why] and row["verdict"]["rechecked"] is False, row["verdict"]
         assert any(n.startswith(f"note: edited.int8.onnx records ort-cpu-int8 NOT USABLE (ptx export: {why})")
                    for n in doc["notes"]), doc["notes"]
-        assert "not usable at their precision: ort-cpu-int8" in doc["summary"], doc["summary"]
+        assert doc["summary"].startswith("DISAGREE: ort-cpu-int8 vs ") and why in doc["summary"], doc["summary"]
         text = ptx("verify", path, cwd=tmp_path).stdout
         [line] = [line for line in text.splitlines() if line.startswith("ort-cpu (cpu)") and " int8 " in line]
-        assert "NOT USABLE" in line and "PASS" not in line, text  # the reference's own row too
+        assert why in line and "PASS" not in line, text  # the reference's own row too
         if held_to == "orient.onnx (ort-cpu)":
             assert "orient.onnx, the f32 file edited.int8.onnx was made from" in doc["reference"], doc["reference"]
     # --against the f32 file: that file is its own row (held to itself it would say nothing), and the reference's
@@ -539,5 +552,6 @@ def test_verify_of_a_file_whose_record_calls_its_reference_not_usable_says_so(or
     both = ptx("verify", tmp_path / "edited.int8.onnx", "--against", tmp_path / "orient.onnx", "--json", cwd=tmp_path)
     doc = json.loads(both.stdout)
     [own] = [r for r in doc["rows"] if r["label"] == "ort-cpu-int8" and r["against"] == "ort-cpu-int8"]
-    assert own["status"] == NOT_USABLE and own["verdict"]["reasons"] == [why], own
+    assert own["status"] == "FAIL" and own["verdict"]["status"] == NOT_USABLE, own
+    assert own["verdict"]["reasons"] == [why], own
     assert [r["against"] for r in doc["rows"] if r["backend"].startswith("orient.onnx (")] == ["ort-cpu-int8"], doc["rows"]

@@ -123,6 +123,36 @@ def test_a_model_file_without_a_cache_is_judged_by_its_tensors(tmp_path):
     assert judged.evidence == "generated" and "features relative error" in judged.measured and judged.status == "PASS"
 
 
+@pytest.mark.parametrize("outlier, code, status", [(1.0, 0, "PASS"), (3000.0, 1, "NOT USABLE")])
+def test_verify_of_a_reduced_file_by_its_own_path_fails_where_it_is_not_usable(tmp_path, outlier, code, status):
+    """`ptx verify mlp.int4.onnx` asks of int4: a file export judged NOT USABLE exits 1, as a decoder's file and a
+    row named by --backends do, and not 0 (a CI step would pass a file `ptx predict` warns of); its twin exits 0.
+    The fault: one weight in each block of 32 scaled 3,000x on an input channel the model zeroes (a dead channel),
+    so that int4's scale for the block rounds its other weights to zero while f32's answer never sees it."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((64, 64)).astype(np.float32) / 8
+    w1[::32] *= outlier  # MatMul's weight is [in, out]: quantized in blocks along its input axis
+    alive = np.ones(64, np.float32)
+    alive[::32] = 0
+    weights = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(alive, "alive"),
+               numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32) / 8, "w2")]
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "alive"], ["xa"]),
+                               helper.make_node("MatMul", ["xa", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                               helper.make_node("MatMul", ["r", "w2"], ["features"])],
+                              "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 10])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.save(model, tmp_path / "mlp.onnx")
+    ptx("export", tmp_path / "mlp.onnx", "--format", "onnx-int4")
+    assert recorded_verdicts(read_model_file(tmp_path / "mlp.int4.onnx").metadata)["ort-cpu-int4"].status == status
+    own = ptx("verify", tmp_path / "mlp.int4.onnx", check=False)  # its rows as they come: none named
+    assert own.returncode == code and "Traceback" not in own.stderr, own.stdout + own.stderr
+    beside = ptx("verify", tmp_path / "mlp.onnx", "--backends", "ort-cpu,ort-cpu-int4", check=False)
+    assert beside.returncode == code, beside.stdout + beside.stderr  # named by --backends: the same exit
+    along = ptx("verify", tmp_path / "mlp.onnx", check=False)  # the int4 row comes along: said, not failed
+    assert along.returncode == 0 and f"ort-cpu-int4" in along.stdout, along.stdout + along.stderr
+
+
 def test_int4_s_relative_error_bound_passes_its_rounding_and_catches_more():
     from ptx.contract.verdict import judge_tensors
 
@@ -442,6 +472,77 @@ def test_bench_says_each_row_against_the_read_bandwidth(lm):
     for row in rows.values():
         assert row["of_wall"] > 0 and row["prefill_tokens_per_s"] > 0 and row["wall_ms"] > 0
     assert rows["ort-cpu-int4"]["bytes_per_token"] < rows["ort-cpu"]["bytes_per_token"] / 2
+
+
+def test_a_stale_int4_twin_is_its_own_row_not_the_whole_verify(lm, tmp_path):
+    """An int4 file beside model.onnx that records another source's sha256 (made before model.onnx changed):
+    `ptx verify model.onnx` refused the whole f32 check (exit 2); now that row is skipped with the reason and
+    every other row judged (exit 0), and naming it (--backends ort-cpu-int4) fails verify (exit 1), where exit 0
+    would say it decodes. Its twin, the int4 file as exported, is judged (PASS or NOT USABLE, not skipped)."""
+    import shutil
+
+    out, _ = lm
+    for stale in (False, True):
+        folder = tmp_path / ("stale" if stale else "fresh")
+        folder.mkdir()
+        shutil.copy(out / "model.onnx", folder / "model.onnx")
+        proto = onnx.load(str(out / "model.int4.onnx"))
+        if stale:
+            [made_from] = [p for p in proto.metadata_props if p.key == "ptx.source_sha256"]
+            made_from.value = "0" * 64
+        onnx.save(proto, str(folder / "model.int4.onnx"))
+        along = ptx("verify", folder / "model.onnx", "--backends", "ort-cpu,openvino", check=False)
+        lines = along.stdout.splitlines()
+        assert along.returncode == 0 and "Traceback" not in along.stderr, along.stdout + along.stderr
+        assert [line.split()[:2] for line in lines if line.split()[:1] == ["ort-cpu"]] == [["ort-cpu", "PASS"]]
+        skipped = [line for line in lines if line.strip().startswith("skipped ort-cpu-int4:")]
+        assert bool(skipped) == stale and all("was not made from this model.onnx" in s for s in skipped), lines
+        named = ptx("verify", folder / "model.onnx", "--backends", "ort-cpu,ort-cpu-int4", check=False)
+        if stale:
+            assert named.returncode == 1 and named.stdout.splitlines()[-1].startswith(
+                "FAIL: ort-cpu-int4: does not open: model.int4.onnx was not made from this model.onnx"), named.stdout
+        else:
+            assert any(line.split()[:2] in (["ort-cpu-int4", "PASS"], ["ort-cpu-int4", "NOT"])
+                       for line in named.stdout.splitlines()), named.stdout
+
+
+def test_sigterm_during_an_int4_export_leaves_no_scratch_folder_and_no_file(lm, tmp_path):
+    """SIGTERM (a job's timeout, a container's stop) while onnx-int4 quantizes: the export ends as Ctrl-C ends it,
+    exit 143 and one line, its scratch copy of the model removed and no model.int4.onnx, staged or in place.
+    Python's default had ended the process there, leaving /tmp/ptx-onnx-int4-* behind. Its twin left alone
+    writes the file and leaves no scratch folder either."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, _ = lm
+    scratch = tmp_path / "tmp"
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    for stop in (True, False):
+        scratch.mkdir(exist_ok=True)
+        target = tmp_path / ("stopped" if stop else "finished")
+        command = [sys.executable, "-m", "ptx", "export", str(out / "model.onnx"), "--format", "onnx-int4", "--out",
+                   str(target)]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while stop and not any(p.name.startswith("ptx-onnx-int4-") for p in scratch.iterdir()):
+                assert proc.poll() is None and time.monotonic() < deadline, "no scratch folder seen"
+                time.sleep(0.02)
+            if stop:
+                proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        leftover = [p.name for p in scratch.iterdir() if p.name.startswith("ptx-")]
+        assert not leftover, leftover
+        if stop:
+            assert proc.returncode == 143 and stderr.strip().splitlines()[-1].startswith("terminated: "), stderr
+            assert not target.exists() or not [p.name for p in target.iterdir()], list(target.iterdir())
+        else:
+            assert proc.returncode == 0 and (target / "model.int4.onnx").is_file(), stdout + stderr
 
 
 def test_options_that_shape_no_format_named_are_refused(lm):

@@ -137,7 +137,7 @@ def unusable_reason(predictor: Model, label: str) -> str | None:
     (or export's) for its file says NOT USABLE or FAIL, or the file carries export's verdict NOT
     USABLE for the runtime it is opened with (ptx.verdict: one per runtime that reads it; a file
     written before that carries one, ptx.judgement). None otherwise."""
-    from ptx.contract.verdict import recorded_verdicts, serving_label
+    from ptx.contract.verdict import in_one_line, recorded_verdicts, serving_label
 
     from .records import failed_here
 
@@ -148,7 +148,7 @@ def unusable_reason(predictor: Model, label: str) -> str | None:
     carried = recorded_verdicts(predictor.metadata).get(label)
     if carried is not None and carried.reasons:
         return (f"{predictor.path.name} was judged {carried.status} through {label} by `ptx export` ("
-                f"{'; '.join(carried.reasons)}): use the f32 file it was made from, or see `ptx verify "
+                f"{in_one_line(carried.reasons)}): use the f32 file it was made from, or see `ptx verify "
                 f"{predictor.path.name}`")
     old = predictor.metadata.get("judgement", "")
     if carried is None and old.startswith("NOT USABLE") and label == (serving_label(predictor.metadata) or label):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ptx.contract.names import FULL_PRECISION
-from ptx.contract.verdict import NOT_USABLE, PASS, recorded_verdicts
+from ptx.contract.verdict import NOT_USABLE, PASS, in_one_line, recorded_verdicts
 from ptx.errors import PtxError
 
 from ..model.opening import DEFAULT_FILE_BACKEND, KIND_NAMES
@@ -48,7 +48,7 @@ def reference_choice(target: Target, against: Path | None = None) -> ReferenceCh
     if own is None or own.status != NOT_USABLE:
         return default
     said = (f"note: {target.path.name} records {default.label} NOT USABLE (ptx {own.by}: "
-            f"{'; '.join(own.reasons) or own.measured})")
+            f"{in_one_line(own.reasons) or own.measured})")
     for variant in target.variants():  # in the registry's order: the next runtime the file records PASS
         if variant.device == "cpu" and variant.precision == target.precision and not variant.backend.third_opinion \
                 and variant.label != default.label and getattr(records.get(variant.label), "status", None) == PASS \

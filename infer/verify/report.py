@@ -11,7 +11,7 @@ from ptx.contract.comparison import (HISTOGRAM_EDGES, MAX_ACCURACY_DROP, MAX_REL
                                      SCALE_WORDS, OutputAgreement, needed_atol_text)
 from ptx.contract.names import FULL_PRECISION
 from ptx.contract.tensors import Signature
-from ptx.contract.verdict import TOLERANCE, Verdict
+from ptx.contract.verdict import TOLERANCE, Verdict, in_one_line
 from ptx.errors import PtxError
 
 from ..runtime import backends as registry
@@ -206,7 +206,7 @@ class Row:
             return "PASS" + (f" ({self.ties} tie{'s' * (self.ties != 1)} within tolerance)" if self.ties else "")
         detail = "; ".join(self.reasons)
         if self.status == "NOT USABLE":
-            return f"NOT USABLE: {detail}: do not use {self.precision} for this model"
+            return f"NOT USABLE: {in_one_line(self.reasons)}: do not use {self.precision} for this model"
         if self.status == "DIFFERS":
             return f"DIFFERS (a third opinion, not a verdict; --strict fails it): {detail}"
         return f"FAIL: {detail}"

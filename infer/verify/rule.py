@@ -24,7 +24,8 @@ RULE = {
                       f"counted) and any other stays within a relative error (||got - want|| / ||want||) of "
                       + ", ".join(f"{v:g} ({k})" for k, v in MAX_RELATIVE_ERROR.items())
                       + "; else NOT USABLE: that precision is not for this model (bench and serve never pick it), "
-                        "a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32). "
+                        "a FAIL only when you named the row (--backends ort-cpu-int8, openvino-bf16, ort-cuda-tf32) "
+                        "or verify the reduced file itself (model.int4.onnx). "
                         "Where the file records another verdict, a note says which and why",
     "reference": "a tutorial model's run: eager (CPU rows: on the CPU; CUDA rows: on the same GPU at f32, TF32 off, "
                  "or on the CPU for ort-cuda where torch has no CUDA); a model file: its own runtime on the CPU "

@@ -129,8 +129,11 @@ def verify(target: Target, options: VerifyOptions | None = None, *, against: Tar
     # One runtime open at a time: the reference's row first (its answers are kept as arrays, and where nothing
     # after runs it, its runtime goes), then each other row opened, run, held to the stored reference, closed.
     def asked_of(variant: Variant) -> dict:  # what the user asked of a row: it must run, it must agree
-        return dict(required=variant.precision != FULL_PRECISION and variant.label in asked, strict=opts.strict,
-                    asked=variant.asked_by(asked))
+        # a reduced file verified by its own path asks of its precision: NOT USABLE fails it (a CI step's exit 0
+        # would pass a file ptx predict warns of), as a row named by --backends does and as a decoder's does
+        own = not target.is_run and variant.precision == target.precision != FULL_PRECISION
+        return dict(required=variant.precision != FULL_PRECISION and (variant.label in asked or own),
+                    strict=opts.strict, asked=variant.asked_by(asked))
 
     mine = [(v, reference) for v in to_run if choice.path is None and v.label == choice.label]
     others = target.each_opened([v for v in to_run if choice.path is not None or v.label != choice.label],

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import signal
 import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import click
 
-from ptx.errors import PtxError, PtxWarning
+from ptx.errors import PtxError, PtxWarning, Terminated
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -89,7 +92,12 @@ class PtxGroup(click.Group):
         warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
-        except PtxError as exc:
+        except Exception as exc:
+            stopped = _interruption(exc)
+            if stopped is not None:  # Ctrl-C or SIGTERM that a library wrapped (onnxruntime's import: ImportError)
+                _interrupted(stopped)
+            if not isinstance(exc, PtxError):
+                raise
             if ctx.params.get("debug"):
                 # Messages are one line with `from None`; --debug shows the cause they came from.
                 exc.__suppress_context__ = False
@@ -99,10 +107,24 @@ class PtxGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            # A command that knows what it kept says so (predict --output: the count and --resume).
-            click.echo(str(exc) or "interrupted: files already written are complete; nothing half-written was kept",
-                       err=True)
-            sys.exit(130)
+            _interrupted(exc)
+
+
+def _interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM an exception was raised while handling, if any (its causes and contexts)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    # A command that knows what it kept says so (predict --output: the count and --resume).
+    click.echo(str(exc) or "interrupted: files already written are complete; nothing half-written was kept", err=True)
+    sys.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 @click.group(cls=PtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,8 +147,34 @@ def cli(debug: bool) -> None:
     """
 
 
+def _terminated(signum, frame) -> None:
+    raise Terminated("terminated: files already written are complete; nothing half-written was kept")
+
+
 def main() -> None:
-    """Usage errors (a bad option value, a missing argument) are one line, like every other error."""
+    """Usage errors (a bad option value, a missing argument) are one line, like every other error. SIGTERM (a
+    job's timeout, `kill`, a container's stop) ends a command as Ctrl-C does: Python's default would end the
+    process at once, leaving scratch folders (an int4 export's copy of the model) and staged files behind.
+    Commands with their own (serve's drain, predict --output's) set theirs while they run."""
+    with _terminating():
+        _main()
+
+
+@contextmanager
+def _terminating():
+    """SIGTERM raises Terminated while the command runs, where nothing else handles it (Python's default is
+    set; main() called in a process's main thread), and the default again after (a caller's process, a test's)."""
+    ours = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread()
+    if ours:
+        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main() -> None:
     try:
         code = cli.main(prog_name="ptx", standalone_mode=False)
     except click.exceptions.Abort:

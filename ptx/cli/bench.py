@@ -12,6 +12,7 @@ from ptx.cli.options import (RUN, SECURITY_NOTE, FiniteFloat, TargetedCommand, _
                              open_options, plan_options, served_options)
 from ptx.cli.targets import served_target, target_of
 from ptx.contract import DEFAULT_RUNS_ROOT
+from ptx.contract.verdict import in_one_line
 
 
 @click.command("bench", cls=TargetedCommand, help_defaults={"batch_sizes": ("1,64", "1,8")})
@@ -126,7 +127,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
             record_verify(report, target.run_dir)
         if report is not None:
             judged = report.rows
-            unverified = {v.label: "; ".join(v.reasons) or v.status for v in report.rows
+            unverified = {v.label: in_one_line(v.reasons) or v.status for v in report.rows
                           if not v.ok and v.label in timed}
             # a label is verified where every row of it passed (its row against the stored reference too)
             verdicts = fastest(result.rows, {v.label for v in report.rows if v.ok} - set(unverified))

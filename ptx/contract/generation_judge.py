@@ -48,6 +48,7 @@ from .generation import Parting, Steps
 from .names import FULL_PRECISION
 from .reference_decoding import KEPT, ReferenceDecoding, StepLogits, logsumexp
 from .schema import Tolerance
+from .verdict import in_one_line
 from .tensors import Signature, TensorSig
 
 
@@ -279,7 +280,12 @@ class DecodingJudgement:
         return found
 
     def failures(self) -> list[str]:
-        return [why for p in self.prompts for why in self.prompt_failures(p)]
+        """Why the row fails, the worst prompt first (the one line a verdict says is its first failure): at a
+        reduced precision, a NaN or an infinity first, then the lowest top-1 agreement, then the largest mean KL;
+        at f32, in the prompts' order."""
+        ranked = self.prompts if self.bounds is None else sorted(
+            self.prompts, key=lambda p: (p.nonfinite is None, p.agreement, -np.nan_to_num(p.kl_mean, nan=np.inf)))
+        return [why for p in ranked for why in self.prompt_failures(p)]
 
     @property
     def passed(self) -> bool:
@@ -287,6 +293,12 @@ class DecodingJudgement:
 
     def describe(self) -> str:
         """The row in one line: what it was held to and how near it came; its first failure or parting."""
+        failures = self.failures()
+        return self.summary() + (f"; {in_one_line(failures)}" if failures else "")
+
+    def summary(self) -> str:
+        """What the row was held to and how near it came, its failures left to the caller (a verdict says them as
+        its reasons); where it passed, its near-ties and its own tokens' first parting."""
         count = self.counted()
         if self.bounds is None:
             worst = max((p.worst for p in self.prompts if p.worst is not None), key=lambda a: a.excess, default=None)
@@ -304,9 +316,8 @@ class DecodingJudgement:
             if ratios:
                 most = max(ratios, key=lambda p: p.perplexity_ratio)
                 text += f"; perplexity at most x{most.perplexity_ratio:.4f} the reference's ({self.label(most)})"
-        failures = self.failures()
-        if failures:
-            return f"{text}; {failures[0]}" + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
+        if self.failures():
+            return text
         ties = [t for p in self.prompts for t in p.ties]
         if ties:
             text += f"; {len(ties)} near-tie{'s' * (len(ties) != 1)} said (first: {ties[0].describe()})"

@@ -47,6 +47,12 @@ TOLERANCE = "tolerance"
 EVIDENCE_WORDS[TOLERANCE] = "its tolerance against the reference"
 
 
+def in_one_line(reasons: Sequence[str]) -> str:
+    """A verdict's reasons as one line says them: the first (a decoder's worst prompt, a file's first output), and
+    how many more the record keeps (a decoder at int4 can fail each prompt twice: the full list is --json's)."""
+    return reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "") if reasons else ""
+
+
 @dataclass
 class Evidence:
     """One piece of evidence on a reduced precision, of one kind (EVIDENCE): what was measured, in
@@ -97,7 +103,7 @@ class Verdict:
         """``NOT USABLE by generated inputs: ...``; a recorded bound says it was not measured here."""
         how = _words(self.evidence) + ("" if self.rechecked else f", as `ptx {self.by}` measured it")
         text = f"{self.status} by {how}: {self.measured}"
-        return text + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
+        return text + (f"; {in_one_line(self.reasons)}" if self.reasons else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
