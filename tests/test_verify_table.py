@@ -192,4 +192,7 @@ def test_a_named_reduced_row_fails_by_its_precisions_rule_not_by_f32s_atol():
     named.unusable, named.required = ["output: relative error 0.275 (> 0.1 for int8)"], True
     report = file_report(named)
     assert named.status == "FAIL" and report.exit_status == 1
-    assert report.summary() == "DISAGREE: ort-cpu-int8 vs ort-cpu: output: relative error 0.275 (> 0.1 for int8)"
+    assert report.summary() == "NOT USABLE: ort-cpu-int8 vs ort-cpu: output: relative error 0.275 (> 0.1 for int8)"
+    wrong = row("openvino", "cpu", 0.5, 3.0, None, None, against="ort-cpu")  # an f32 row beside it that fails
+    wrong.error = "openvino stopped: out of memory"
+    assert file_report(named, wrong).summary().startswith("DISAGREE: ort-cpu-int8 vs ort-cpu: "), "a real fault"

@@ -296,7 +296,9 @@ class Report:
         if problems:
             more = (f" (and {len(problems) - 1} more table row{'s' * (len(problems) > 2)} fail"
                     f"{'s' * (len(problems) == 2)})" if problems[1:] else "")
-            return f"DISAGREE: {problems[0]}{more}"
+            # rows asked of that miss their precision's rule and nothing else: what they are, not a disagreement
+            unusable = all(r.kept_status == "NOT USABLE" for r in self.failed)
+            return f"{'NOT USABLE' if unusable else 'DISAGREE'}: {problems[0]}{more}"
         if self.shape_failures:  # every row may agree at the sizes compared, and the file refuse one named
             return f"SHAPES: the shape certificate does NOT hold: {'; '.join(self.shape_failures)}"
         ran = self.compared

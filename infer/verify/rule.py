@@ -36,7 +36,7 @@ RULE = {
             "checkpoint or contract (stale); a reduced-precision row with wrong shapes or NaN/Inf. A backend that "
             "cannot run a model file at all is no disagreement (--strict fails it); onnx.reference is a third "
             "opinion: where it alone departs, a note (--strict fails it)",
-    "exit status": "0 when every compared row passes (ties, NOT USABLE rows and third opinions noted); 1 when any "
-                   "row FAILs; 2 when nothing could be compared (no export yet, or no backend runs here) or on a "
+    "exit status": "0 when every compared row passes (ties, NOT USABLE rows that came along and third opinions "
+                   "noted); 1 when any row FAILs (a reduced row you asked about that is NOT USABLE too); 2 when nothing could be compared (no export yet, or no backend runs here) or on a "
                    "usage error",
 }

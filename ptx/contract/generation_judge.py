@@ -48,8 +48,8 @@ from .generation import Parting, Steps
 from .names import FULL_PRECISION
 from .reference_decoding import KEPT, ReferenceDecoding, StepLogits, logsumexp
 from .schema import Tolerance
-from .verdict import in_one_line
 from .tensors import Signature, TensorSig
+from .verdict import in_one_line
 
 
 @dataclass(frozen=True)
