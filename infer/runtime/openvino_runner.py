@@ -30,6 +30,7 @@ from ..formats.signature import Opening
 from ..formats.onnx_graph import graph_signature, read_graph
 from . import backends as registry
 from .memory_plan import compiled_shapes_room, weights_bytes
+from .openvino_attention import fuse_attention, with_cache_reorder
 from .openvino_state import StatefulRequest, cache_pairs, make_stateful
 from .runner import Holding, Runner
 
@@ -41,6 +42,8 @@ RUNTIME_PRECISION = {"f32": "f32", "bf16": "bf16", "int8": "f32", "int4": "f32"}
 # plan's budget for compiled copies holds, at least one, each what the registry says one holds.
 SHAPE_CACHE = 8
 STATEFUL = ("stateful",)  # the key of a decoder's stateful form among the compiled models
+# "off": a decoder's stateful form keeps its attention as the file writes it (openvino_attention.py), to measure
+ATTENTION_ENV = "PTX_OPENVINO_ATTENTION"
 
 
 def unavailable(device: str = "cpu") -> str | None:
@@ -158,6 +161,8 @@ class OpenVinoRunner(Runner):
         self.dynamic = GENERATION_KEY in self.metadata or layout_of(signature) is not None
         # its cache kept in OpenVINO between a decoding's steps (openvino_state.py says why)
         self.pairs: dict[str, str] = {}
+        self.ids = "input_ids"  # the decoder's token ids, whose batch its fused attention's cache index reads
+        self.attention_fused = 0  # layers whose attention the stateful form runs as OpenVINO's fused operator
         if self.dynamic:
             cache = compiled_cache()
             if cache is not None:
@@ -168,10 +173,10 @@ class OpenVinoRunner(Runner):
             except PtxError:  # a contract that does not hold is said where a decoding reads it: run as written
                 generation = None
             self.pairs = cache_pairs(generation, signature.input_names, signature.output_names)
+            self.ids = generation.input_ids if generation is not None else self.ids
             # The variables in the precision the model runs at: the CPU plugin's default is u8. It applies to the
-            # plugin's fused attention operator, which OpenVINO 2026.4 makes from PyTorch's SDPA but not from
-            # an ONNX file's MatMuls (docs/benchmarks/generation.md): inert on ptx's files today, kept for an
-            # OpenVINO that fuses them.
+            # plugin's fused attention operator, which the stateful form's attention is rewritten into
+            # (openvino_attention.py), so a u8 cache would be a second rounding the file was not judged with.
             if self.pairs:
                 self.config["KV_CACHE_PRECISION"] = RUNTIME_PRECISION[precision]
                 try:
@@ -209,11 +214,9 @@ class OpenVinoRunner(Runner):
         super().close(collect)
 
     def _compile(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[object, list[int] | None]:
-        model = self.model.clone()
         try:
-            if key == STATEFUL:
-                make_stateful(model, self.pairs)
-            elif key:
+            model = self._stateful_model() if key == STATEFUL else self.model.clone()
+            if key and key != STATEFUL:
                 model.reshape({name: list(shape) for name, shape in key})
             compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:
@@ -228,6 +231,29 @@ class OpenVinoRunner(Runner):
         order = [next((i for i, names in enumerate(ports) if name in names), k)
                  for k, name in enumerate(self.signature.output_names)]
         return compiled.create_infer_request(), order
+
+    def _stateful_model(self):
+        """The read model in its stateful form, each attention block it matches as OpenVINO's fused operator
+        (openvino_attention.py). A rewrite that fails is said, and the stateful form runs the attention as the
+        file writes it."""
+        model = self.model.clone()
+        if os.environ.get(ATTENTION_ENV, "").strip().lower() in ("off", "0", "no", "false"):
+            make_stateful(model, self.pairs)
+            return model
+        try:
+            fused = fuse_attention(model)
+            make_stateful(model, self.pairs)
+            if fused and with_cache_reorder(model, self.ids) != fused:
+                raise PtxError(f"only some of its {fused} attention blocks read their cache as the plugin fuses it")
+            self.attention_fused = fused
+            return model
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's own errors: the file's attention runs as written
+            warnings.warn(PtxWarning(f"openvino runs {self.name}'s attention as the file writes it, not as its fused "
+                                     f"operator: {first_line(exc)}"), stacklevel=2)
+        self.attention_fused = 0
+        model = self.model.clone()
+        make_stateful(model, self.pairs)
+        return model
 
     def _stateful(self) -> StatefulRequest:
         """A new infer request of the stateful decoder, its variables its own."""
