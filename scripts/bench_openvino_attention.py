@@ -99,8 +99,8 @@ def main() -> int:
                          **{f"vs_written_{n}": round(got[n] / base[n], 3) for n in lengths},
                          "same_tokens": all(tokens[(row, n)] == tokens[("as written", n)] for n in lengths)})
             model.close()
-    head = f"{'':<5} {'attention':<11} {'fused':>5} " + " ".join(f"{f'ms/tok @{n}':>11} {'ratio':>6}" for n in lengths) \
-        + "  same tokens"
+    head = f"{'':<5} {'attention':<11} {'fused':>5} " \
+        + " ".join(f"{f'ms/tok @{n}':>11} {'ratio':>6}" for n in lengths) + "  same tokens"
     print(head)
     print("-" * len(head))
     for row in rows:

@@ -180,9 +180,10 @@ def _refusal(match: _Match) -> str:
     # every intermediate read by the chain alone (another reader would need a value the node does not give)
     steps = ["q_grouped", "k_scaled", "scaled", "scores_heads", "weights_grouped", "out"]
     if any(there(name) and not _read_once(f[name]) for name in steps if name not in ("out",)) \
-            or not _read_once(f["scores"]) or not _read_once(f["masked"]) or (there("root") and not _read_once(f["out"])):
+            or not (_read_once(f["scores"]) and _read_once(f["masked"])) \
+            or (there("root") and not _read_once(f["out"])):
         return "an intermediate is read outside the attention"
-    if "guard" in f and (_scalar(f["guard_zero"]) != 0.0 or not _read_once(f["is_nan"]) or not _read_once(f["guard"])):
+    if "guard" in f and (_scalar(f["guard_zero"]) != 0.0 or not (_read_once(f["is_nan"]) and _read_once(f["guard"]))):
         return "the Softmax's guard is not Where(IsNaN(weights), 0, weights)"
     if not _read_once(f["softmax"], 2 if "guard" in f else 1):
         return "the attention weights are read outside the attention"
@@ -204,7 +205,8 @@ def _rewrite(match: _Match) -> None:
             grouped = ops.unsqueeze(cache, ops.constant(np.array([2], np.int64)))
             repeat = ops.constant(np.array([1, 1, match.group, 1, 1], np.int64))
             spread = ops.broadcast(grouped, repeat, broadcast_spec="BIDIRECTIONAL")
-            return ops.reshape(spread, ops.constant(np.array([0, heads, -1, _dims(cache)[3]], np.int64)), True).output(0)
+            every = ops.constant(np.array([0, heads, -1, _dims(cache)[3]], np.int64))
+            return ops.reshape(spread, every, True).output(0)
 
         k, v = every_head(k), every_head(v)
     scale = ops.constant(np.array(match.scale, dtype=element.to_dtype()))
@@ -280,7 +282,8 @@ def with_cache_reorder(model, ids: str) -> int:
             continue
         for concat in concats:
             cache = concat.input_value(0)
-            concat.input(0).replace_source_output(ops.gather(cache, index, ops.constant(np.array(0, np.int32))).output(0))
+            reordered = ops.gather(cache, index, ops.constant(np.array(0, np.int32)))
+            concat.input(0).replace_source_output(reordered.output(0))
             _with_initial_value(cache.get_node(), batch, concat.output(0))
         layers += 1
     if layers:
