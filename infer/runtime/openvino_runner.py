@@ -248,11 +248,12 @@ class OpenVinoRunner(Runner):
             self.attention_fused = fused
             return model
         except Exception as exc:  # noqa: BLE001 - OpenVINO's own errors: the file's attention runs as written
-            warnings.warn(PtxWarning(f"openvino runs {self.name}'s attention as the file writes it, not as its fused "
-                                     f"operator: {first_line(exc)}"), stacklevel=2)
+            why = exc
         self.attention_fused = 0
         model = self.model.clone()
-        make_stateful(model, self.pairs)
+        make_stateful(model, self.pairs)  # its own failure is the stateful form's (the caller's to say), not ours
+        warnings.warn(PtxWarning(f"openvino runs {self.name}'s attention as the file writes it, not as its fused "
+                                 f"operator: {first_line(why)}"), stacklevel=2)
         return model
 
     def _stateful(self) -> StatefulRequest:
