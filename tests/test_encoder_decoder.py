@@ -426,3 +426,24 @@ def test_serve_s_apart_batch_runs_each_request_s_own_steps_as_alone():
     assert [first.tokens[0], second.tokens[0]] == alone and len(gone.tokens[0]) == 1
     with pytest.raises(PtxError, match="before its first step"):
         apart.join(first)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_openvino_runs_the_decoder_s_attention_as_its_fused_operator_without_a_warning(exported, name):
+    """The openvino runner's rewrite (infer/runtime/openvino_attention.py) takes each decoder layer's self- and
+    cross-attention, and says nothing: it had warned on BART and Whisper (their cross-attention reads no cache
+    variable, TorchScript's BART layer 0 its keys through a Concat of a Concat) and run all of it as written.
+    The tokens are held to transformers' by the greedy test above on the same runner. T5's are left as written,
+    said nowhere and right: its scores take two Adds (the position bias, then the mask), a layout the rewrite does
+    not take."""
+    import warnings
+
+    pytest.importorskip("openvino")
+    from ptx.infer import load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = load(exported[name][0], "openvino")
+        model.runner.compiled_for({}, stateful=True)
+    # 2 layers: self- and cross-attention in BART; Whisper's cross-attention is not a layout the rewrite takes
+    assert model.runner.attention_fused == {"t5": 0, "bart": 4, "whisper": 2}[name]

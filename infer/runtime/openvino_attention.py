@@ -257,7 +257,8 @@ def with_cache_reorder(model, ids: str) -> int:
     an initial value: the CPU plugin's StatefulSDPAFusion fuses the node with the cache's variables only where
     it finds both. The index is 0 .. batch - 1, the batch read from the input ``ids`` (the decoder's token ids,
     [batch, new]), so the Gather leaves the cache as it is and the model's inputs do not change. The number of
-    layers given them."""
+    layers given them; a node that reads its keys and values otherwise (an encoder-decoder's cross-attention)
+    runs as the plugin's attention kernel without the variables' fusion."""
     import openvino.opset13 as ops
 
     def cache_of(output):
@@ -277,8 +278,12 @@ def with_cache_reorder(model, ids: str) -> int:
     layers = 0
     for attention in [op for op in model.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"]:
         concats = [cache_of(attention.input_value(i)) for i in (1, 2)]
-        if None in concats or any(c.input_value(0).get_node().get_type_name() != "ReadValue"
-                                  or len(c.input_value(0).get_node().inputs()) for c in concats):
+        if None in concats:  # keys and values not a past and the new ones (an encoder-decoder's cross-attention)
+            continue
+        reads = [c.input_value(0).get_node() for c in concats]
+        # both a variable read as it is (TorchScript's BART writes layer 0's keys as a Concat of a Concat): else the
+        # node runs as the plugin's attention kernel, the variables read and written as the file writes them
+        if any(r.get_type_name() != "ReadValue" or len(r.inputs()) for r in reads):
             continue
         for concat in concats:
             cache = concat.input_value(0)
