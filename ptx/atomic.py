@@ -6,6 +6,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -137,13 +138,18 @@ def atomic_with_companions(final: str | os.PathLike, replaced: Iterable[str] = (
 
 
 def final_of(path: str | os.PathLike) -> Path:
-    """The path a file ``atomic_with_companions`` staged will have once renamed into place (``path`` itself where
-    it is not staged): what a message recorded in the file names, never the staging folder that goes."""
-    path = Path(path)
-    staging = path.parent.name
-    if staging.startswith(f".{path.name}.") and staging.endswith(TEMP_SUFFIX):
-        return path.parent.parent / path.name
-    return path
+    """The path a file ``atomic_with_companions`` or ``atomic_folder`` staged will have once renamed into place
+    (``path`` itself where it is not staged): what a message recorded in the file names, never the staging folder
+    that goes."""
+    parts, named = Path(path).parts, []
+    for index, part in enumerate(parts):
+        staged = re.fullmatch(rf"\.(.+)\.\d+{re.escape(TEMP_SUFFIX)}", part)
+        if staged is None:
+            named.append(part)
+        elif index != len(parts) - 2 or parts[-1] != staged.group(1):  # a folder staged whole (--module's --out)
+            named.append(staged.group(1))
+        # else a file staged beside its place (.model.int8.onnx.PID.tmp/model.int8.onnx): the folder goes
+    return Path(*named)
 
 
 def write_text(final: str | os.PathLike, text: str) -> None:

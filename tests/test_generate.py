@@ -621,7 +621,7 @@ def test_a_reduced_row_beyond_its_bounds_is_not_usable_and_fails_verify_where_na
     assert {r.label: r.status for r in along.rows} == {"openvino": "PASS", "openvino-bf16": "NOT USABLE"}
     assert along.exit_code() == 0 and "NOT USABLE here: openvino-bf16" in along.lines()[-1], along.lines()
     named = _verify(path, ("openvino-bf16",))
-    assert named.exit_code() == 1 and named.lines()[-1].startswith("FAIL: openvino-bf16: "), named.lines()
+    assert named.exit_code() == 1 and named.lines()[-1].startswith("NOT USABLE: openvino-bf16: "), named.lines()
     assert "prompt 2" in named.lines()[-1]
 
 

@@ -484,16 +484,17 @@ def test_a_runtime_that_cannot_run_the_file_is_not_usable_by_the_verdict_functio
     assert [v.label for v in judge_on_runtimes(formats.get("onnx-int8"), lacking, said.append)] == ["ort-cpu-int8"]
     assert said == [f"{'':<11} openvino-int8: not judged here (openvino is not installed)"]
     # judged where it is staged, the reason recorded names the file where it will be (the staging folder goes)
-    staged = ROOT / "out" / ".model.int8.onnx.123.tmp" / "model.int8.onnx"
+    # (a file staged beside its place, by `ptx export FILE`; a folder staged whole, by --module's --out)
+    for staged in (ROOT / "out" / ".model.int8.onnx.123.tmp" / "model.int8.onnx",
+                   ROOT / ".out.123.tmp" / "model.int8.onnx"):
+        def unreadable(backend):
+            if backend == "openvino":
+                raise ModelRunError(f"openvino cannot read {staged}: Unsupported operator DequantizeLinear")
+            return evidence(backend)
 
-    def unreadable(backend):
-        if backend == "openvino":
-            raise ModelRunError(f"openvino cannot read {staged}: Unsupported operator DequantizeLinear")
-        return evidence(backend)
-
-    _, recorded = judge_on_runtimes(formats.get("onnx-int8"), unreadable, said.append, staged=staged)
-    assert recorded.reasons == [f"openvino cannot read {ROOT / 'out' / 'model.int8.onnx'}: Unsupported operator "
-                                "DequantizeLinear"], recorded.reasons
+        _, recorded = judge_on_runtimes(formats.get("onnx-int8"), unreadable, said.append, staged=staged)
+        assert recorded.reasons == [f"openvino cannot read {ROOT / 'out' / 'model.int8.onnx'}: Unsupported "
+                                    "operator DequantizeLinear"], recorded.reasons
     built = [str(p.relative_to(ROOT)) for p in (ROOT / "export").rglob("*.py") if "Verdict(" in p.read_text()]
     assert built == [], f"a Verdict is made by ptx.contract.verdict's functions (decide, does_not_run): {built}"
 

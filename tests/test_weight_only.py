@@ -272,7 +272,7 @@ def test_the_onnx_runtime_files_rotate_with_one_op_and_a_wrong_table_fails_the_j
     (tmp_path / "swapped").mkdir()
     onnx.save(graph, str(tmp_path / "swapped" / "model.int4.onnx"))
     report = judged(tmp_path / "swapped" / "model.int4.onnx")
-    assert report.exit_code() == 1 and re.match(r"FAIL: ort-cpu-int4: .*prompt \d", report.lines()[-1]), report.lines()
+    assert report.exit_code() == 1 and re.match(r"NOT USABLE: ort-cpu-int4: .*prompt \d", report.lines()[-1]), report.lines()
 
 
 def test_a_split_that_hands_a_layer_the_wrong_columns_fails_the_judge(lm, tmp_path):
@@ -285,7 +285,7 @@ def test_a_split_that_hands_a_layer_the_wrong_columns_fails_the_judge(lm, tmp_pa
     (tmp_path / "swapped").mkdir()
     onnx.save(graph, str(tmp_path / "swapped" / "model.int4.onnx"))
     report = judged(tmp_path / "swapped" / "model.int4.onnx")
-    assert report.exit_code() == 1 and re.match(r"FAIL: ort-cpu-int4: .*prompt \d", report.lines()[-1]), report.lines()
+    assert report.exit_code() == 1 and re.match(r"NOT USABLE: ort-cpu-int4: .*prompt \d", report.lines()[-1]), report.lines()
 
 
 @pytest.mark.parametrize("element", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
@@ -416,12 +416,13 @@ def test_a_file_another_quantizer_made_is_held_to_the_record_it_came_from(lm, tm
         in lines, lines
 
     bad = judged(quantized_by_ort(out / "model.onnx", tmp_path / "bad" / "model.onnx", head_scales=3.0))
-    assert bad.exit_code() == 1 and re.match(r"FAIL: ort-cpu-int4: .*; prompt \d: top token the reference's on",
+    assert bad.exit_code() == 1 and re.match(r"NOT USABLE: ort-cpu-int4: .*; prompt \d: top token the reference's on",
                                              bad.lines()[-1]), bad.lines()
     bare_bad = quantized_by_ort(out / "model.onnx", tmp_path / "bare-bad" / "int4.onnx", head_scales=3.0,
                                 keep_record=False)
     report = judged(out / "model.onnx", against=bare_bad)
-    assert report.exit_code() == 1 and report.lines()[-1].startswith("FAIL: int4.onnx (ort-cpu-int4): "), report.lines()
+    last = report.lines()[-1]
+    assert report.exit_code() == 1 and last.startswith("NOT USABLE: int4.onnx (ort-cpu-int4): "), report.lines()
 
 
 def judged(path, against=None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -124,7 +125,15 @@ def _interruption(exc: BaseException) -> KeyboardInterrupt | None:
 def _interrupted(exc: KeyboardInterrupt) -> None:
     # A command that knows what it kept says so (predict --output: the count and --resume).
     click.echo(str(exc) or "interrupted: files already written are complete; nothing half-written was kept", err=True)
-    sys.exit(143 if isinstance(exc, Terminated) else 130)
+    if isinstance(exc, Terminated):
+        # Its clean-up has run. Python's exit then joins every thread, and a worker a library started as the
+        # signal landed (its executor never told to stop) kept one `ptx verify` alive 15 minutes: past a grace
+        # the process ends as SIGTERM's default would have ended it, where Ctrl-C's user can press it again.
+        watchdog = threading.Timer(TERMINATED_GRACE_S, os._exit, args=(143,))
+        watchdog.daemon = True
+        watchdog.start()
+        sys.exit(143)
+    sys.exit(130)
 
 
 @click.group(cls=PtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,6 +154,9 @@ def cli(debug: bool) -> None:
     ptx runs                     the runs under runs/: model, accuracy, exports, verdicts
     ptx data fetch mnist         download full MNIST into ptx's cache (train does it when needed)
     """
+
+
+TERMINATED_GRACE_S = 5.0  # after SIGTERM's clean-up, the most Python's own exit may take
 
 
 def _terminated(signum, frame) -> None:

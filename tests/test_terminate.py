@@ -1,0 +1,42 @@
+"""SIGTERM ends a ptx command as Ctrl-C does (ptx/cli/__init__.py): one line, exit status 143, the command's
+clean-up run; and the process ends even where a library left a thread that Python's exit would wait for
+forever (a probe saw `ptx verify` alive 15 minutes after its `terminated:` line, joining an idle executor
+worker started as the signal landed). Proven both ways in a child process: with such a thread the process ends
+within the grace; without one it ends at once. The int4 export's own case (scratch folder removed, no file):
+tests/test_weight_only.py."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ptx.cli import TERMINATED_GRACE_S
+
+CHILD = """
+import os, signal, sys, threading, time
+from ptx.cli import _interrupted, _terminating
+from ptx.errors import Terminated
+if sys.argv[1] == "stuck":  # what an executor's worker does when nobody tells it to stop
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+with _terminating():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    except Terminated as exc:
+        _interrupted(exc)
+"""
+
+
+@pytest.mark.parametrize("thread", ["stuck", "none"])
+def test_sigterm_ends_the_process_with_143_even_past_a_thread_that_never_ends(thread):
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", CHILD, thread], capture_output=True, text=True,
+                          timeout=TERMINATED_GRACE_S + 60)
+    took = time.monotonic() - started
+    assert done.returncode == 143 and done.stderr.strip().startswith("terminated: "), (done.returncode, done.stderr)
+    if thread == "stuck":
+        assert took >= TERMINATED_GRACE_S, took  # Python's exit waited for the thread until the grace ended it
+    else:
+        assert took < TERMINATED_GRACE_S, took  # nothing to wait for: no grace spent
