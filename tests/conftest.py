@@ -261,9 +261,9 @@ LONGEST_FILES = ("test_readme_generate.py", "test_hf_pt2.py", "test_agreement.py
                  "test_serve_stop.py", "test_own_serve.py", "test_encoder_decoder.py", "test_locate.py",
                  "test_one_verdict.py", "test_augment.py", "test_weight_only.py", "test_locate_reduced.py",
                  "test_serve.py", "test_serve_page.py", "test_triton.py", "test_bench_generate.py",
-                 "test_locate_verdicts.py", "test_openvino_attention.py", "test_trainer.py", "test_error_model.py", "test_max_drop.py",
-                 "test_pt2.py", "test_reduced_precision.py", "test_batch_semantics.py", "test_export_file.py",
-                 "test_picture_chunks.py", "test_verify_bench.py", "test_generation_faults.py")
+                 "test_locate_verdicts.py", "test_openvino_attention.py", "test_trainer.py", "test_error_model.py",
+                 "test_max_drop.py", "test_pt2.py", "test_reduced_precision.py", "test_batch_semantics.py",
+                 "test_export_file.py", "test_picture_chunks.py", "test_verify_bench.py", "test_generation_faults.py")
 
 
 def pytest_configure(config):
