@@ -10,7 +10,8 @@ from ..model.opening import run_option, sha256_now
 from ..model.target import Target
 from ..runtime import backends as registry
 from .comparator import Tolerances
-from .report import REPRO_NOTE, STORED, Report
+from .report import STORED, Report
+from .report_table import REPRO_NOTE
 
 
 def offers(target: Target, report: Report, atol, rtol, triaged: bool) -> list[str]:
