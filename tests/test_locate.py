@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from ptx.infer.verify.report import REPRO_NOTE
+from ptx.infer.verify.report_table import REPRO_NOTE
 from ptx_command import ptx
 
 TIMEOUT = 240
