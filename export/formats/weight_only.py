@@ -92,7 +92,7 @@ def constant_weights(proto, folder: Path | None = None) -> tuple[list[str], list
                             f"of {source})")
             continue
         if source not in transposed:
-            transposed[source] = _transposed_constant(graph, initializers, source, folder)
+            transposed[source] = _derived_constant(graph, initializers, source, "transposed", folder, lambda v: v.T)
             shared = any(source in n.input and n.op_type == "Gather" for n in graph.node)
             constants.append(f"{node.name or node.output[0]} read {source} transposed"
                              + (" (a head tied to the embedding)" if shared else "") + ": stored as a constant")
@@ -178,15 +178,11 @@ def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
             continue
         weight = node.input[1]
         if attrs.get("transB", 0) or alpha != 1.0:
-            values = weight_of(initializers[weight], folder)
-            values = values.T if attrs.get("transB", 0) else values
-            weight = name_not_in(f"{weight}.as_matmul", initializers)
-            initializers[weight] = add_constant(graph, weight, values * values.dtype.type(alpha), folder)
+            weight = _derived_constant(graph, initializers, weight, "as_matmul", folder, lambda v: (
+                v.T if attrs.get("transB", 0) else v) * v.dtype.type(alpha))
         bias = node.input[2] if has_bias else ""
         if has_bias and beta != 1.0:
-            values = weight_of(initializers[bias], folder)
-            bias = name_not_in(f"{bias}.scaled", initializers)
-            initializers[bias] = add_constant(graph, bias, values * values.dtype.type(beta), folder)
+            bias = _derived_constant(graph, initializers, bias, "scaled", folder, lambda v: v * v.dtype.type(beta))
         base = name_not_in(node.name or node.output[0], names)  # unnamed Gemms' nodes need names of their own
         names |= {f"{base}_MatMul", f"{base}_Add"}
         product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
@@ -229,11 +225,12 @@ def drop_initializer(graph, name: str) -> None:
                 break
 
 
-def _transposed_constant(graph, initializers: dict, source: str, folder: Path) -> str:
-    """The name of a new constant holding initializer ``source`` transposed (a weight the graph reads through a
-    Transpose, or a Gemm's transB), added to ``graph`` and to ``initializers``."""
-    name = name_not_in(f"{source}.transposed", initializers)
-    initializers[name] = add_constant(graph, name, weight_of(initializers[source], folder).T, folder)
+def _derived_constant(graph, initializers: dict, source: str, suffix: str, folder: Path | None, change) -> str:
+    """The name of a new constant holding ``change`` of initializer ``source``'s values (a weight the graph reads
+    through a Transpose; a Gemm's weight with its transB and alpha, its bias with its beta), named
+    ``source.suffix``, added to ``graph`` and to ``initializers``."""
+    name = name_not_in(f"{source}.{suffix}", initializers)
+    initializers[name] = add_constant(graph, name, change(weight_of(initializers[source], folder)), folder)
     return name
 
 
