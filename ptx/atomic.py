@@ -32,6 +32,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _staging(final: Path) -> Path:
+    """The folder beside ``final`` where this process builds it (a file with its companions, or a folder), named
+    after it and this process (``_stale`` finds a killed one's; ``final_of`` reads a path inside one back)."""
+    return final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
+
+
 def _stale(final: Path) -> Iterator[Path]:
     """The temporary files or folders of ``final`` left by a killed process (their names carry its
     PID); those of a process still writing are not."""
@@ -116,7 +122,7 @@ def atomic_with_companions(final: str | os.PathLike, replaced: Iterable[str] = (
     _not_a_folder(final)
     for tmp in _stale(final):
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-    staging = final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
+    staging = _staging(final)
     try:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -198,7 +204,7 @@ def atomic_folder(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     for tmp in _stale(final):
         shutil.rmtree(tmp, ignore_errors=True)
-    staging = final.parent / f".{final.name}.{os.getpid()}{TEMP_SUFFIX}"
+    staging = _staging(final)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
