@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-from ptx.errors import first_line
+from ptx.errors import PtxError, first_line
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 # How each exporter names the operator it has no translation for.
@@ -66,6 +66,17 @@ def user_files(module) -> tuple[str, ...]:
         if source and is_user_file(source):
             files.add(str(Path(source).resolve()))
     return tuple(sorted(files))
+
+
+def ptx_s_own(exc: BaseException) -> PtxError | None:
+    """A refusal of ptx's own that an exporter wrapped (raised inside the module it traced, as --ort-attention's
+    check of what a layer asks): the user's answer, to be said as it is rather than as the exporter's refusal."""
+    seen = 0
+    while exc is not None and seen < 16:  # a chain, not a cycle: bounded all the same
+        if isinstance(exc, PtxError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def describe_refusal(exc: BaseException, user_files: Sequence[str] = ()) -> str:

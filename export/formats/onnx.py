@@ -23,7 +23,7 @@ from ptx.infer.formats import onnx_files
 from ptx.torch_quiet import process_output, quiet_jit
 
 from ..onnx_graph import default_opset, omit_zero_initial_states, rsqrt_as_division
-from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, user_files
+from ..refusal import CONTROL_FLOW, DATA_DEPENDENT, describe_refusal, ptx_s_own, user_files
 from ..translation_table import one_table_per_opset
 from . import ExportFormat, Written, bind_weights, description, register
 
@@ -159,6 +159,9 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                                       dynamic_axes=dynamic_axes(signature) or None, **names)
             break
         except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
+            own = ptx_s_own(exc)  # raised in the module it traced (--ort-attention's check): said as it is
+            if own:
+                raise own from None
             refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
     else:
         other = "legacy" if tries[0] is Exporter.DYNAMO else "dynamo"
