@@ -1,22 +1,21 @@
-"""The wall a decoder's speed is said against: every new token reads every weight once (and the cache),
-so one step cannot take less than (the bytes it reads) / (the machine's read bandwidth).
+"""The wall a decoder's speed is said against: every new token reads every weight once (and the cache), so one
+step cannot take less than (the bytes it reads) / (the machine's read bandwidth).
 
-The bandwidth is measured in the same run as the rows it is compared with (the machine is shared, and its
-bandwidth on the day is what the rows got). A probe reads no faster than its own arithmetic lets it, so each
-is a lower bound of the wall, and the host's is the faster of two (``host_bandwidth``): ``read_bandwidth``, a
-numpy probe, one thread per core each reducing its own share of a buffer far larger than the caches to its
-minimum, as a decoding step's kernels stream the weights on every core; and ONNX Runtime's ReduceMin over a
-buffer of its own (``ort_read_bandwidth``), whose vectorized kernel reads faster than numpy's min where the
-memory allows (an AMD EPYC's 2 cores, 2026-11-28: 63 GB/s against numpy's 38, where ONNX Runtime's f32
-products of a decoder's step read at up to 57: against numpy's probe alone a row came out at 101% of its
-wall). The minimum, not the sum: numpy's pairwise float32 sum runs at about 60% of the speed of its min on
-the same buffer (2026-11-26: 5.7 against 9.4 GB/s on one thread). A row on a GPU reads its weights from the
-GPU's memory, not the host's (an H100's HBM3 reads some 30x the host's 100 GB/s: the host's wall put
-ort-cuda at 135% of it on 2026-11-27), so ``device_bandwidth`` measures the memory of the row's device: on
-a GPU, ONNX Runtime's CUDA provider reducing a buffer already on the GPU to its minimum, the same probe.
-``bytes_per_token`` reads what one step of a decoder file reads from its graph:
-every initializer but the tables a Gather reads one row of per token (the embedding; a head tied to it
-reads the table whole and counts), at the bytes each is stored in (an int4 weight half a byte).
+``read_bandwidth`` measures the bandwidth in the same run as the rows it is compared with (the machine is
+shared, and its bandwidth on the day is what the rows got): a numpy probe, one thread per core each reducing
+its own share of a buffer far larger than the caches to its minimum, as a decoding step's kernels stream the
+weights on every core. The minimum, not the sum: numpy's pairwise float32 sum runs at about 60% of the speed
+of its min on the same buffer (measured here, 2026-11-26: 5.7 against 9.4 GB/s on one thread), so it would
+measure the adder, not the memory. It is a lower bound: a decoder's own f32 products have read faster (56.8
+GB/s where it read 38, an AMD EPYC's 2 cores, 2026-11-28), so a row can come out past 100% of its wall. ONNX
+Runtime's ReduceMin is no better probe of the host: over a buffer it allocated and never wrote it read 64
+GB/s, reading the kernel's one zero page for every page of the buffer; written first, 31 to 32. A row on a GPU
+reads its weights from the GPU's memory, not the host's (an H100's HBM3 reads some 30x the host's 100 GB/s:
+the host's wall put ort-cuda at 135% of it on 2026-11-27), so ``device_bandwidth`` measures the memory of the
+row's device: on a GPU, ONNX Runtime's CUDA provider reducing a buffer already on the GPU to its minimum, the
+same probe. ``bytes_per_token`` reads what one step of a decoder file reads from its graph: every initializer
+but the tables a Gather reads one row of per token (the embedding; a head tied to it reads the table whole and
+counts), at the bytes each is stored in (an int4 weight half a byte).
 
 numpy, onnx (the graph's structure, never its weights), onnxruntime for a GPU's probe and the standard
 library: never torch.
@@ -79,31 +78,11 @@ def read_bandwidth(nbytes: int = PROBE_BYTES, passes: int = PROBE_PASSES) -> Ban
                                               f"{threads} thread{'s' * (threads != 1)}, median of {passes} passes")
 
 
-def host_bandwidth() -> Bandwidth:
-    """The host memory's read bandwidth now: the faster of numpy's probe and ONNX Runtime's ReduceMin on the
-    CPU (module docstring), said with which it was and what the other read."""
-    from ptx.machine import available_memory
-
-    numpy_probe = read_bandwidth()
-    room = available_memory()
-    ort_bytes = int(min(DEVICE_PROBE_BYTES, room // 8)) if room else DEVICE_PROBE_BYTES
-    ort_probe = ort_read_bandwidth(["CPUExecutionProvider"], "cpu", nbytes=ort_bytes)
-    if not isinstance(ort_probe, Bandwidth):
-        return numpy_probe
-    best, other = sorted([numpy_probe, ort_probe], key=lambda probe: probe.bytes_per_s, reverse=True)
-    return Bandwidth(best.bytes_per_s, f"{best.how} (the faster of two probes; {_probe_name(other)} read "
-                                       f"{other.bytes_per_s / 1e9:.1f} GB/s)")
-
-
-def _probe_name(probe: Bandwidth) -> str:
-    return probe.how.split(":")[0]
-
-
 def device_bandwidth(device: str) -> Bandwidth | str:
     """The read bandwidth of the memory a row on ``device`` (cpu, cuda or cuda:N) reads its weights from, or
     why it cannot be measured here (one line)."""
     if device == "cpu":
-        return host_bandwidth()
+        return read_bandwidth()
     if device.partition(":")[0] != "cuda":
         return f"no read probe for {device}"
     from ..runtime.ort_session import cuda_device_id, cuda_provider, cuda_unavailable
@@ -147,7 +126,7 @@ def ort_read_bandwidth(providers: list, device_type: str = "cpu", device_id: int
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     return Bandwidth(nbytes / seconds, f"ONNX Runtime read probe on {device_type}: {nbytes / 2**20:,.0f} MiB of "
-                                       f"float32 in its memory reduced by one ReduceMin, median of {passes} runs")
+                                       f"float32 on the device reduced by one ReduceMin, median of {passes} runs")
 
 
 def bytes_per_token(path: str | Path, float_bytes: float = 4) -> int | None:
