@@ -70,12 +70,14 @@ def user_files(module) -> tuple[str, ...]:
 
 def ptx_s_own(exc: BaseException) -> PtxError | None:
     """A refusal of ptx's own that an exporter wrapped (raised inside the module it traced, as --ort-attention's
-    check of what a layer asks): the user's answer, to be said as it is rather than as the exporter's refusal."""
+    check of what a layer asks): the user's answer, to be said as it is rather than as the exporter's refusal.
+    Only the chain of causes is followed (``raise ... from``, as the exporters wrap what they caught): a PtxError
+    that code caught and handled before failing otherwise is in ``__context__``, and is not the answer."""
     seen = 0
     while exc is not None and seen < 16:  # a chain, not a cycle: bounded all the same
         if isinstance(exc, PtxError):
             return exc
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        exc, seen = exc.__cause__, seen + 1
     return None
 
 

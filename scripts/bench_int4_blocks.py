@@ -73,12 +73,12 @@ def main() -> int:
     args = parser.parse_args()
     from generate_lms import MODELS
 
-    from ptx.infer.bench.wall import bytes_per_token, device_bandwidth
+    from ptx.infer.bench.wall import bytes_per_token, read_bandwidth
     from ptx.machine import cpu_name
 
     blocks = [int(b) for b in args.blocks.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
-    wall = device_bandwidth("cpu")
+    wall = read_bandwidth()
     table = []
     for name in args.models.split(","):
         if name not in MODELS:

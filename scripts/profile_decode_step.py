@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,17 +26,8 @@ WARM_RUNS = 2  # the prompt's run and the first step: their allocations are not 
 def profile(path: Path, prompt_length: int, steps: int, folder: Path) -> dict:
     from ptx.infer import load
     from ptx.infer.model.generation import vocabulary
-    from ptx.infer.runtime import ort_session
 
-    chosen = ort_session.session_options
-
-    def profiling(ort):
-        options = chosen(ort)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(folder / path.stem)
-        return options
-
-    ort_session.session_options = profiling
+    os.environ["PTX_ORT_PROFILE"] = str(folder / path.stem)  # ptx's session options turn the profiler on
     try:
         with load(path, "ort-cpu") as model:
             if model.generation is None:
@@ -43,9 +35,12 @@ def profile(path: Path, prompt_length: int, steps: int, folder: Path) -> dict:
             vocab = vocabulary(model.signature, model.generation) or 2  # a symbolic vocabulary: ids 0 and 1
             prompt = np.random.default_rng(0).integers(0, vocab, prompt_length).tolist()
             model.decode([prompt], steps, eos=())
-            written = Path(model.runner.session.end_profiling())
+            written = model.runner.session.end_profiling()
     finally:
-        ort_session.session_options = chosen
+        del os.environ["PTX_ORT_PROFILE"]
+    if not written:
+        raise SystemExit(f"{path}: ONNX Runtime wrote no profile (its session was not opened with PTX_ORT_PROFILE)")
+    written = Path(written)
     events = json.loads(written.read_text())
     runs = [e for e in events if e.get("name") == "model_run"][WARM_RUNS:]
     if not runs:

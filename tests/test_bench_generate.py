@@ -94,3 +94,28 @@ def test_bench_generate_refuses_a_prompt_past_the_positions(lm):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[0] == (f"prompt clipped to 4 tokens: 4 and {POSITIONS - 4} new ones fill the "
                                              f"model's {POSITIONS} positions")
+
+
+def test_ptx_ort_profile_turns_onnx_runtime_s_profiler_on_and_only_then(monkeypatch, tmp_path):
+    """scripts/profile_decode_step.py's hook: PTX_ORT_PROFILE=PREFIX makes every ptx session write ONNX Runtime's
+    profile there; unset, none is written."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ptx.infer.runtime.ort_session import session_options
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
+
+    def written():
+        session = ort.InferenceSession(model, session_options(ort), providers=["CPUExecutionProvider"])
+        session.run(None, {"x": [1.0, -1.0]})
+        return session.end_profiling()
+
+    monkeypatch.delenv("PTX_ORT_PROFILE", raising=False)
+    assert written() == ""
+    monkeypatch.setenv("PTX_ORT_PROFILE", str(tmp_path / "step"))
+    path = written()
+    assert path.startswith(str(tmp_path / "step")) and '"model_run"' in open(path).read()

@@ -140,7 +140,7 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                            "exporter writes: leave out --exporter legacy")
         tries = [Exporter.DYNAMO]
     check_opset(opset, tries[0])
-    name, files, refusals = strings["model"], user_files(model), []
+    name, files, refusals, own = strings["model"], user_files(model), [], None
     names = dict(input_names=list(signature.input_names), output_names=list(signature.output_names))
     for which in tries:
         try:
@@ -159,11 +159,11 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
                                       dynamic_axes=dynamic_axes(signature) or None, **names)
             break
         except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
-            own = ptx_s_own(exc)  # raised in the module it traced (--ort-attention's check): said as it is
-            if own:
-                raise own from None
+            own = own or ptx_s_own(exc)  # raised in the module it traced (--ort-attention's check)
             refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
     else:
+        if own:  # every exporter refused, and ptx's own check said why: that, as it is
+            raise own from None
         other = "legacy" if tries[0] is Exporter.DYNAMO else "dynamo"
         raise PtxError(f"onnx: {name} cannot be exported to ONNX: {'; '.join(refusals)}"
                        + (f"; {CONTROL_FLOW}" if any(DATA_DEPENDENT in r for r in refusals) and mode != "script" else "")

@@ -6,10 +6,11 @@ shared, and its bandwidth on the day is what the rows got): a numpy probe, one t
 its own share of a buffer far larger than the caches to its minimum, as a decoding step's kernels stream the
 weights on every core. The minimum, not the sum: numpy's pairwise float32 sum runs at about 60% of the speed
 of its min on the same buffer (measured here, 2026-11-26: 5.7 against 9.4 GB/s on one thread), so it would
-measure the adder, not the memory. It is a lower bound: a decoder's own f32 products have read faster (56.8
-GB/s where it read 38, an AMD EPYC's 2 cores, 2026-11-28), so a row can come out past 100% of its wall. ONNX
-Runtime's ReduceMin is no better probe of the host: over a buffer it allocated and never wrote it read 64
-GB/s, reading the kernel's one zero page for every page of the buffer; written first, 31 to 32. A row on a GPU
+measure the adder, not the memory. It is a lower bound: a decoder's own f32 products have read faster (Qwen2-0.5B's
+1,976 MB a token at 35.0 GB/s where the probe read 34.7 in the same run, an AMD EPYC's 2 cores, 2026-11-28), so
+a row can come out past 100% of its wall. ONNX Runtime's ReduceMin is no better probe of the host: over a buffer
+it allocated and never wrote it read 64 GB/s, the kernel's one zero page read for every page of the buffer;
+written first, 31 to 32 (so ``ort_read_bandwidth`` writes a host buffer before it reads it). A row on a GPU
 reads its weights from the GPU's memory, not the host's (an H100's HBM3 reads some 30x the host's 100 GB/s:
 the host's wall put ort-cuda at 135% of it on 2026-11-27), so ``device_bandwidth`` measures the memory of the
 row's device: on a GPU, ONNX Runtime's CUDA provider reducing a buffer already on the GPU to its minimum, the
@@ -112,7 +113,11 @@ def ort_read_bandwidth(providers: list, device_type: str = "cpu", device_id: int
     options.log_severity_level = ORT_QUIET
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-        buffer = ort.OrtValue.ortvalue_from_shape_and_type([nbytes // 4], np.float32, device_type, device_id)
+        if device_type == "cpu":  # written first: an unwritten host buffer reads the kernel's zero page
+            host = np.ones(nbytes // 4, dtype=np.float32)
+            buffer = ort.OrtValue.ortvalue_from_numpy(host)
+        else:
+            buffer = ort.OrtValue.ortvalue_from_shape_and_type([nbytes // 4], np.float32, device_type, device_id)
     except Exception as exc:  # no room for the buffer on the device: no wall rather than a wrong one
         return f"{device_type}'s read probe did not start: {str(exc).splitlines()[0][:200]}"
     binding = session.io_binding()

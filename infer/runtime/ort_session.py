@@ -122,7 +122,8 @@ ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "ex
 
 
 def session_options(ort):
-    """ORT's SessionOptions with ptx's defaults, or PTX_ORT_THREADS / PTX_ORT_OPT_LEVEL's values."""
+    """ORT's SessionOptions with ptx's defaults, or PTX_ORT_THREADS / PTX_ORT_OPT_LEVEL / PTX_ORT_SPINNING's
+    values; PTX_ORT_PROFILE=PREFIX turns ONNX Runtime's profiler on."""
     options = ort.SessionOptions()
     options.log_severity_level = ORT_QUIET
     threads = os.environ.get("PTX_ORT_THREADS", "").strip()
@@ -134,6 +135,10 @@ def session_options(ort):
     if level not in ORT_OPT_LEVELS:
         raise PtxError(f"PTX_ORT_OPT_LEVEL={level!r}: choose one of {', '.join(ORT_OPT_LEVELS)}")
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[level])
+    profile = os.environ.get("PTX_ORT_PROFILE", "").strip()
+    if profile:  # ONNX Runtime's profiler on, its JSON files named from this prefix (scripts/profile_decode_step.py)
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     spinning = os.environ.get("PTX_ORT_SPINNING", "").strip()
     if spinning:
         if spinning not in ("0", "1"):
