@@ -5,7 +5,9 @@ file is held by the judge against eager PyTorch; what a family asks that an oper
 soft-capped scores) is refused in one line or left as the file writes it, never rewritten wrongly."""
 from __future__ import annotations
 
+import importlib.util
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,33 +20,35 @@ from ptx.errors import PtxError  # noqa: E402
 from ptx.export.module import export_module  # noqa: E402
 from ptx.infer.formats.model_files import read_model_file  # noqa: E402
 
-LAYERS = 2
-SHAPE = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-             max_position_embeddings=256, initializer_range=0.2)
-# family: (model class, config class, what the config adds, the rotations a file holds: queries and keys per layer
-# that rotates)
-FAMILIES = {
-    # a quarter of each head rotated, query, key and value one product in the module
-    "gpt_neox": ("GPTNeoXForCausalLM", "GPTNeoXConfig", dict(rotary_pct=0.25), 2 * LAYERS),
-    # half of each head rotated; attention and MLP side by side off one norm
-    "phi": ("PhiForCausalLM", "PhiConfig", dict(partial_rotary_factor=0.5), 2 * LAYERS),
-    # an RMS norm of each head's queries and keys before the rotation; grouped heads
-    "qwen3": ("Qwen3ForCausalLM", "Qwen3Config", dict(num_key_value_heads=2, head_dim=16), 2 * LAYERS),
-    # every second layer without positions (NoPE)
-    "smollm3": ("SmolLM3ForCausalLM", "SmolLM3Config", dict(num_key_value_heads=2, no_rope_layer_interval=2,
-                                                            pad_token_id=0), LAYERS),
-}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    """scripts/lm_families.py, whose run docs/quantized-lms.md's table records: its families are built here as
+    there (one config each, one shape for all), so the suite holds the models the table describes."""
+    spec = importlib.util.spec_from_file_location("lm_families", REPO / "scripts" / "lm_families.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+SCRIPT = _script()
+LAYERS = SCRIPT.SHAPE["num_hidden_layers"]
+# the families kept in the suite, and the rotations each file holds (queries and keys per layer that rotates):
+# GPT-NeoX a quarter of each head rotated, q, k and v one product in the module; Phi half of each head rotated,
+# attention and MLP side by side off one norm; Qwen3 an RMS norm of each head's queries and keys before the
+# rotation; SmolLM3 every second layer without positions (NoPE)
+ROTATIONS = {"gpt_neox": 2 * LAYERS, "phi": 2 * LAYERS, "qwen3": 2 * LAYERS, "smollm3": LAYERS}
 
 
 def family(name: str):
-    model, config, extra, _ = FAMILIES[name]
+    model = SCRIPT.FAMILIES[name][0]
     if not hasattr(transformers, model):
         pytest.skip(f"transformers {transformers.__version__} has no {model}")
-    torch.manual_seed(0)
-    return getattr(transformers, model)(getattr(transformers, config)(**SHAPE, **extra)).eval()
+    return SCRIPT.build(name)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", ROTATIONS)
 def test_each_family_s_file_in_place_and_in_8_bits_passes_with_its_rotations_as_one_op(name, tmp_path):
     pytest.importorskip("onnxruntime")
     lines: list[str] = []
@@ -54,7 +58,7 @@ def test_each_family_s_file_in_place_and_in_8_bits_passes_with_its_rotations_as_
     assert "worst |diff| vs eager" in said and "greedy tokens: 64 of 64 as the reference's" in said, said
     reduced = read_model_file(tmp_path / "model.int8w.onnx").metadata
     assert {k: v.status for k, v in recorded_verdicts(reduced).items()} == {"ort-cpu-int8": "PASS"}, said
-    rotations = FAMILIES[name][3]
+    rotations = ROTATIONS[name]
     assert re.search(rf"(^|; ){rotations} rotary rotations as RotaryEmbedding", reduced["quantization"]), \
         reduced["quantization"]
 
@@ -76,11 +80,7 @@ def test_each_family_s_attention_is_openvino_s_operator_and_decodes_eager_s_toke
 
 
 def gemma2():
-    if not hasattr(transformers, "Gemma2ForCausalLM"):
-        pytest.skip(f"transformers {transformers.__version__} has no Gemma2ForCausalLM")
-    torch.manual_seed(0)
-    return transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**SHAPE, num_key_value_heads=2, head_dim=16,
-                                                                    sliding_window=512)).eval()
+    return family("gemma2")
 
 
 def test_soft_capped_scores_are_refused_in_place_in_ptx_s_own_words(tmp_path):
