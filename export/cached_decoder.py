@@ -58,6 +58,7 @@ class CachedDecoder(torch.nn.Module):
         self.cache_keyword, self.keeps_logits, self.placed = cache_keyword, keeps_logits, placed
         # ONNX Runtime's operator is written by the torch.export-based exporter alone (export/formats/onnx.py)
         self.onnx_operators = "ONNX Runtime's GroupQueryAttention" if placed else None
+        self.folder_prefix = "model."  # the model's parameters' names, as a transformers folder names its tensors, follow
 
     def forward(self, input_ids, attention_mask, *rest):
         position_ids, rest = (rest[0], rest[1:]) if self.takes_positions else (None, rest)

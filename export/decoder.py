@@ -30,6 +30,7 @@ import inspect
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ptx.contract import Tolerance
@@ -164,8 +165,9 @@ class DecoderSource(ExportSource):
                  options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,
                  declared: Sequence[str] = (), tolerance: Callable | None = None,
                  text: Mapping[str, bytes] | None = None, bounds: Mapping[str, Mapping] | None = None,
-                 all_logits: bool = False, ort_attention: bool = False):
+                 all_logits: bool = False, ort_attention: bool = False, folder=None):
         refuse_text_generation(module)
+        self.folder = folder  # the transformers folder whose tensors the module's parameters are (pretrained.py)
         decoder, signature, self.generation = decoder_of(module, log, all_logits, ort_attention)
         foreign = [n for n in declared if n not in signature.input_names]
         if foreign:
@@ -179,8 +181,10 @@ class DecoderSource(ExportSource):
         if self.generation.max_positions is not None:
             steps = max(1, min(steps, self.generation.max_positions - max(map(len, self.prompts))))
         self.steps = steps
-        self.reference = decoding_reference(decoder, module if generates(module) else None, signature,
-                                            self.generation, self.prompts, steps, log)
+        streamed = getattr(module, "ptx_streamed", None)
+        self.reference = decoding_reference(decoder, module if generates(module) and streamed is None else None,
+                                            signature, self.generation, self.prompts, steps, log,
+                                            streamed=folder if streamed is not None else None)
         recorded = self.generation.with_reference(self.reference.to_record(), recorded_bounds(bounds))
         strings = {**strings_of(signature), GENERATION_KEY: recorded.to_json()}
         example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
@@ -195,7 +199,38 @@ class DecoderSource(ExportSource):
             "layers; outputs logits and the present")
 
     def options(self, fmt) -> dict:
-        return dict(self._options.get(fmt.name, {}))
+        options = dict(self._options.get(fmt.name, {}))
+        if self.folder is not None and fmt.name == CARRIES_THE_CACHE:  # traced without weights, read from the folder
+            options["weights"] = self.folder
+        return options
+
+    def write(self, fmt, path: Path, options: dict):
+        if self.folder is not None and fmt.name != CARRIES_THE_CACHE and getattr(self.subject.model, "ptx_streamed", None):
+            raise PtxError(f"--format {fmt.name}: {self.name} is read from its folder one tensor at a time (its weights "
+                           "do not fit in memory whole): ptx writes it as onnx and the weight-only formats (onnx-int4, "
+                           "onnx-int8w, openvino-int4, openvino-int8w)")
+        return super().write(fmt, path, options)
+
+    def departure(self, path: Path) -> str | None:
+        """Where the decoder file at ``path`` parts from the module, said as the module's layer (export/departure.py),
+        on the longest short judging prompt's first step; None where the file names no layers."""
+        from .departure import departure
+        from .weight_only import first_steps
+
+        prompt = max((p for p in self.prompts if len(p) <= 64), key=len, default=self.prompts[0])
+        feeds = first_steps(self.signature, self.generation, [prompt])[0]
+        return departure(path, self.subject.model, feeds, np.asarray([prompt], dtype=np.int64))
+
+    def lazy_graph(self, scratch: Path) -> Path:
+        """The decoder's f32 graph traced without its weights in ``scratch`` (model.onnx, with the strings every file
+        carries), each initializer naming its folder tensor: what the weight-only formats are made from, one tensor
+        at a time, where the folder's model is exported without its f32 file (export/weightless.py)."""
+        from .formats import get
+
+        fmt = get(CARRIES_THE_CACHE)
+        path = Path(scratch) / fmt.file_name
+        fmt.write(self.subject, self.example, path, self.signature, self.strings, lazy=True, **self.options(fmt))
+        return path
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
         return self._tolerance(sig, on) if self._tolerance else super().tolerance(sig, on)
@@ -306,14 +341,16 @@ def refuse_text(text) -> None:
 def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, provenance, log, asked: bool, inputs,
                    tolerance, tolerance_given: dict, made: type, text: Mapping[str, bytes] | None = None,
                    bounds: Mapping[str, Mapping] | None = None, all_logits: bool = False,
-                   ort_attention: bool = False) -> DecoderSource:
+                   ort_attention: bool = False, folder=None) -> DecoderSource:
     """export_module's source for a model with its key/value cache (``made``: DecoderSource, or an
     encoder-decoder's Seq2SeqSource; ``asked``: given as --task, else its class generates), the checkpoint
     loaded into it. ``tolerance(output, device)``: what the files are held to (``tolerance_given``: the
     user's, as the files record it); ``text``: the tokenizer's files, kept beside them; ``bounds``: what a
     reduced precision's decoding must hold, as the user gave them (recorded); ``all_logits``: a causal LM's decoder
     without logits_to_keep (an encoder-decoder's decoders never take it); ``ort_attention``: a causal LM's decoder
-    whose attention is ONNX Runtime's GroupQueryAttention, its cache kept in place (export/ort_attention.py)."""
+    whose attention is ONNX Runtime's GroupQueryAttention, its cache kept in place (export/ort_attention.py);
+    ``folder``: the transformers folder (export/folder_weights.FolderWeights) whose tensors the module's parameters
+    are: its files are traced without their weights and read them from there (export/pretrained.py)."""
     log(f"task: {made.TASK} ({'asked' if asked else f'{type(module).__name__} generates'}): {made.EXPORTED}"
         + ("" if asked else f"; --task forward exports its {made.ALONE} alone"))
     loaded = load_state_dict_file(module, checkpoint, name) if checkpoint is not None else None
@@ -335,4 +372,5 @@ def decoder_source(module, *, name: str, checkpoint, opset, exporter, device, pr
         options={"onnx": onnx_options, "torchscript": {}, "pt2": dict(device=device)},
         declared=[t.name for t in as_declarations(inputs or ())],
         # an encoder-decoder's decoder computes every position's logits, its cache as transformers lays it out
-        **({"all_logits": all_logits, "ort_attention": ort_attention} if made is DecoderSource else {}))
+        **({"all_logits": all_logits, "ort_attention": ort_attention, "folder": folder} if made is DecoderSource
+           else {}))

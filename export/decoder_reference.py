@@ -8,6 +8,7 @@ sides of every check and no run could see it.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,6 +30,25 @@ def eager_run(decoder: torch.nn.Module, signature: Signature):
             out = decoder(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in signature.input_names))
         return {n: t.detach().numpy() for n, t in zip(signature.output_names, out)}
     return run
+
+
+@contextmanager
+def passes_shown(total: int, what: str):
+    """A progress bar on the terminal (stderr) counting the model's passes (``total``), each of which takes seconds
+    to minutes when the model is read from its folder as it runs; nothing where stderr is no terminal. Yields a
+    function that counts one pass and hands its answer on."""
+    import sys
+
+    if not sys.stderr.isatty():
+        yield lambda answer: answer
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=what, unit="pass", file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        def counted(answer):
+            bar.update(1)
+            return answer
+        yield counted
 
 
 def transformers_tokens(module: torch.nn.Module, prompts: Sequence[Sequence[int]], steps: int, pad: int,
@@ -63,15 +83,25 @@ def transformers_tokens(module: torch.nn.Module, prompts: Sequence[Sequence[int]
 
 
 def decoding_reference(decoder, module, signature: Signature, generation: Generation, prompts, steps: int,
-                    log: Callable[[str], None]) -> ReferenceDecoding:
+                    log: Callable[[str], None], streamed=None) -> ReferenceDecoding:
     """The reference every file of ``module`` is held to: ptx's decoding of the eager decoder (whole logits at
     each step), teacher-forced on transformers' own generate() tokens where the module generates, which ptx's
     loop must then give: a step where eager's logits put another token above generate()'s beyond a near-tie
     (a positions or mask bug in the loop, or a model whose forward is not its generate()'s) fails export in
     one line (ValidationError). Else (``module`` None: it does not generate) ptx's own greedy decoding of the
-    eager module."""
+    eager module. ``streamed``: the folder (export/folder_weights.FolderWeights) the module reads each module's
+    weights from as it runs (export/streamed_module.py): ptx's greedy decoding alone, said so, since generate()'s
+    own decoding would read the whole folder again at each of its steps."""
     run = eager_run(decoder, signature)
     eager = f"eager PyTorch (torch {torch.__version__})"
+    if streamed is not None:
+        eager += (f", float32 from {streamed.folder.name}'s {streamed.dtype} tensors, each module's read from the "
+                  "folder as it runs")
+        log(f"generation: the reference is {eager}: ptx's greedy decoding (transformers' generate() is not run: each "
+            "of its steps would read the folder again)")
+        with passes_shown(len(batches(prompts)) * steps, f"reference: each pass reads {streamed.folder.name}") as shown:
+            return reference_decoding(lambda feeds: shown(run(feeds)), signature, generation, prompts, steps,
+                                      by=f"{eager}, ptx's greedy decoding")
     tokens = None if module is None else transformers_tokens(module, prompts, steps, generation.pad, log)
     if tokens is None:
         return reference_decoding(run, signature, generation, prompts, steps, by=f"{eager}, ptx's greedy decoding")

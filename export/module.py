@@ -21,7 +21,8 @@ with its key/value cache is written as export/decoder.py's source, through the s
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+import tempfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -123,7 +124,10 @@ class ModuleOptions:
       hold, recorded in its files: {"min_agreement" | "max_kl" | "max_kl_p99": {precision or None: value}}
       (ptx.contract.generation_judge.Bounds; None for a precision: every one). ``all_logits``: a causal LM's
       decoder computes every new position's logits and takes no logits_to_keep (the inputs onnxruntime-genai,
-      Optimum and openvino-genai feed; by default a transformers LM's file takes it).
+      Optimum and openvino-genai feed; by default a transformers LM's file takes it). ``folder``: the transformers
+      folder (export/folder_weights.FolderWeights) whose tensors a causal LM's parameters are: its graph is traced
+      without them and each is read from the folder as a file is written; its weight-only formats are made from that
+      graph, without model.onnx (export/pretrained.py).
       ``log``: where each line goes (print).
     """
 
@@ -156,6 +160,7 @@ class ModuleOptions:
     weights: Mapping | None = None
     all_logits: bool = False
     ort_attention: bool = False
+    folder: object | None = None
     log: Callable[[str], None] = print
 
     def tolerance(self, sig: TensorSig, on: str) -> Tolerance:
@@ -211,7 +216,7 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
         if given.ort_attention and tuple(given.formats) == DEFAULT_MODULE_FORMATS:
             given.log("formats: onnx (--ort-attention's file runs on ONNX Runtime alone: no TorchScript file)")
             given = replace(given, formats=("onnx",))
-        written, reduced = split_weight_only(given.formats, given.log)
+        written, reduced = split_weight_only(given.formats, given.log, f32_first=given.folder is None)
         if reduced and task == SEQ2SEQ:
             raise PtxError(f"--format {','.join(reduced)}: the weight-only formats are made from a causal LM's "
                            "decoder file; export an encoder-decoder to onnx, torchscript or pt2")
@@ -219,7 +224,9 @@ def export_module(module: torch.nn.Module, example_inputs=None, out_dir: str | P
             refuse_beside_ort(task == SEQ2SEQ, [*written, *reduced])
         for fmt in map(get_format, reduced):  # refused now, not after minutes of the f32 export they are made from
             fmt.check_options(**dict(given.weights or {}, opset=given.opset))
-    chosen = [get_format(f) for f in (decoder_formats(written) if cached else _check_formats(given.formats))]
+    # a folder's model asked for weight-only formats alone writes them from its folder, and no f32 file
+    chosen = [get_format(f) for f in (([] if reduced and not written else decoder_formats(written)) if cached
+                                      else _check_formats(given.formats))]
     if not cached:
         refuse_text(given.text)
         refuse_bounds(given.bounds)
@@ -253,11 +260,31 @@ def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOpt
             result.reference = source.save_reference(staging, out_dir)
         if cached:
             source.keep_text(staging, given.log)
-    for fmt in reduced:  # each written whole or not at all, the f32 files checked and kept before
-        result.files.append(export_weight_only_decoder(out_dir / "model.onnx", get_format(fmt), out=out_dir, force=True,
-                                                       options=dict(opset=given.opset, **(given.weights or {})),
-                                                       log=given.log))
+    if reduced:  # each written whole or not at all, the f32 files checked and kept before
+        with _reduced_from(source, out_dir, given) as (f32, folder):
+            for fmt in reduced:
+                made = export_weight_only_decoder(
+                    f32, get_format(fmt), out=out_dir, force=True, options=dict(opset=given.opset, **(given.weights or {})),
+                    log=given.log, folder=folder)
+                result.files.append(made)
+                if made.verdicts and made.verdicts[0].reasons:  # NOT USABLE on its own runtime: say where it parts
+                    where = source.departure(made.path)
+                    if where:
+                        given.log(f"{'':<11} {where}")
     return result
+
+
+@contextmanager
+def _reduced_from(source, out_dir: Path, given: ModuleOptions):
+    """(the f32 decoder file a weight-only format is made from, the folder it reads its weights from or None):
+    model.onnx as export wrote it; or, for a folder's model (``given.folder``), its graph traced without its
+    weights in a scratch folder, read from the folder's shards one tensor at a time (no f32 file first)."""
+    if given.folder is None:
+        yield out_dir / "model.onnx", None
+        return
+    with tempfile.TemporaryDirectory(prefix="ptx-weightless-") as scratch:
+        given.log(f"graph: traced without its weights ({given.folder.folder.name}'s tensors read as each file is written)")
+        yield source.lazy_graph(Path(scratch)), given.folder
 
 
 def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, task: str):
@@ -268,7 +295,7 @@ def _decoder_source(module: torch.nn.Module, name: str, given: ModuleOptions, ta
                           asked=given.task == task, inputs=given.inputs, tolerance=given.tolerance,
                           tolerance_given=tolerance_strings(given.atol, given.rtol), text=given.text,
                           bounds=given.bounds, made=Seq2SeqSource if task == SEQ2SEQ else DecoderSource,
-                          all_logits=given.all_logits, ort_attention=given.ort_attention)
+                          all_logits=given.all_logits, ort_attention=given.ort_attention, folder=given.folder)
 
 
 class ModuleSource(ExportSource):

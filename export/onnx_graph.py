@@ -115,9 +115,15 @@ def rsqrt_as_division(model) -> int:
 
 
 def weight_of(tensor, folder=None):
-    """An initializer's values as a numpy array, read from ``folder``'s data file where they are external."""
+    """An initializer's values as a numpy array, read from ``folder``'s data file where they are external, or
+    from a transformers folder's shard where the tensor names one (export/folder_weights.py: a graph traced
+    without its weights)."""
     from onnx import numpy_helper
 
+    from .folder_weights import is_lazy, read_lazy
+
+    if is_lazy(tensor):
+        return read_lazy(tensor)
     return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from .graph_weights import add_constant
 from .onnx_graph import MICROSOFT, default_opset, has_subgraphs, readers_of, unused_name, weight_of
 
 _SCALES, _G_IDX, _BIAS = 2, 4, 5  # MatMulNBits' inputs: A, B, scales, zero points, g_idx, bias
@@ -132,7 +133,7 @@ def _merged(graph, nodes: list, widths: list[int], biases: dict, initializers: d
         rows = [p.reshape(width, -1) for p, width in zip(parts, widths)]
         joined = np.concatenate(rows)
         joined = joined.reshape(-1) if parts[0].ndim == 1 else joined.reshape((sum(widths), *parts[0].shape[1:]))
-        inputs.append(_added(graph, initializers, f"{first.input[index]}.merged", joined))
+        inputs.append(_added(graph, initializers, f"{first.input[index]}.merged", joined, folder))
     if biases:  # each folded Add's bias in its member's columns, zeros in the others'
         parts = []
         for node, width in zip(nodes, widths):
@@ -140,7 +141,8 @@ def _merged(graph, nodes: list, widths: list[int], biases: dict, initializers: d
             parts.append(weight_of(initializers[bias[1]], folder) if bias else None)
         dtype = next(p.dtype for p in parts if p is not None)
         joined = np.concatenate([p if p is not None else np.zeros(w, dtype) for p, w in zip(parts, widths)])
-        inputs += [""] * (_BIAS - len(inputs)) + [_added(graph, initializers, f"{first.output[0]}.merged_bias", joined)]
+        inputs += [""] * (_BIAS - len(inputs)) + [_added(graph, initializers, f"{first.output[0]}.merged_bias", joined,
+                                                         folder)]
     while inputs and not inputs[-1]:
         inputs.pop()
     output = unused_name(graph, f"{first.output[0]}.merged")
@@ -156,11 +158,9 @@ def _merged(graph, nodes: list, widths: list[int], biases: dict, initializers: d
     return fused, split
 
 
-def _added(graph, initializers: dict, name: str, values) -> str:
-    """The name of a new initializer of ``graph`` holding ``values``."""
-    from onnx import numpy_helper
-
+def _added(graph, initializers: dict, name: str, values, folder=None) -> str:
+    """The name of a new initializer of ``graph`` holding ``values`` (in ``folder``'s data file where given:
+    graph_weights.add_constant)."""
     name = unused_name(graph, name)
-    graph.initializer.append(numpy_helper.from_array(values, name))
-    initializers[name] = graph.initializer[-1]
+    initializers[name] = add_constant(graph, name, values, folder)
     return name

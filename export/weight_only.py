@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ptx.atomic import ensure_writable_dir
+from ptx.atomic import ensure_writable_dir, final_of
 from ptx.contract.comparison import default_tolerance
 from ptx.contract.generation import Generation, left_padded, of_metadata, positions
 from ptx.contract.generation_judge import bounds_for
@@ -34,7 +34,8 @@ from ptx.infer.formats.signature import recorded_signature
 from ptx.infer.model.generation import empty_past
 from ptx.infer.model.generation_check import judge_decoding
 from ptx.infer.runtime import backends
-from ptx.infer.runtime.memory_plan import weights_bytes
+from ptx.infer.runtime.memory_plan import MARGIN, opening_need, size_text, weights_bytes
+from ptx.machine import available_memory
 
 from . import formats
 from .pipeline import atomic_file, guard, judge_on_runtimes, verdict_lines
@@ -43,13 +44,15 @@ from .validate import ExportResult, open_checked
 
 def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | None = None, force: bool = False,
                                foreign: Callable[[Path], str | None] | None = None,
-                               log: Callable[[str], None] = print) -> ExportResult:
+                               log: Callable[[str], None] = print, folder=None) -> ExportResult:
     """``fmt`` (a weight-only format) of the f32 decoder file at ``path``, written beside it (or in
-    ``out``), judged by its decoding on every runtime that reads it, the verdicts recorded in it."""
+    ``out``), judged by its decoding on every runtime that reads it, the verdicts recorded in it. ``folder``: the
+    transformers folder (export/folder_weights.FolderWeights) whose tensors the graph at ``path`` names (a graph
+    traced without its weights, export/weightless.py): the file is made from the folder, not from ``path``."""
     path = Path(path)
     # what the file is, read from its metadata (its weights digest checked): no runtime holds the f32 weights
     # while the quantizer does
-    found = read_model_file(path)
+    found = read_model_file(path, digest=folder is None)  # a graph naming its folder's tensors has no data beside it
     check_weights(found)
     metadata = dict(found.metadata)
     if found.precision != "f32":
@@ -64,7 +67,8 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
     final = Path(out or path.parent) / twin_name(path, fmt.name)
     guard(final, force, foreign or (lambda _: None))
     ensure_writable_dir(final.parent)
-    strings = {**metadata, "source": path.name, "source_sha256": file_sha256(path)}
+    # a file made from the folder's own tensors records the folder (export's provenance), not a scratch graph
+    strings = {**metadata, **({} if folder else {"source": path.name, "source_sha256": file_sha256(path)})}
     options = dict(options or {})
     data_aware = options.pop("data_aware", False)
     options = options_for(fmt, options)
@@ -77,7 +81,8 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
         made = fmt.write(path, None, tmp, signature, strings, log=log, **options)
 
         def evidence(backend: str) -> list:
-            why = backends.refuses_generation(backends.get(backend), generation)
+            why = backends.refuses_generation(backends.get(backend), generation) or (
+                backend != fmt.serving_backend and _beyond_share(backend, tmp, fmt.precision))
             if why:
                 raise BackendUnavailableError(why)
             with open_checked(tmp, fmt, backend=backend) as model:
@@ -91,12 +96,30 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
         verdicts = judge_on_runtimes(fmt, evidence, log, staged=tmp)
         fmt.add_metadata(tmp, verdict_strings(verdicts))
         size = weights_bytes(tmp)
-    log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({size / weights_bytes(path):.2f}x {path.name})  {made.method}")
-    for line in verdict_lines(verdicts, fmt.precision, metadata.get("model", path.stem), f"(serve {path.name})"):
+    against = (f"{size / folder.stored_bytes:.2f}x {folder.folder.name}'s {folder.dtype} weights" if folder else
+               f"{size / weights_bytes(path):.2f}x {path.name}")
+    log(f"{fmt.name:<11} {final}  {size / 1e6:.1f} MB ({against})  {made.method}")
+    instead = "(serve its onnx export)" if folder else f"(serve {path.name})"
+    for line in verdict_lines(verdicts, fmt.precision, metadata.get("model", path.stem), instead):
         log(line)
     result = ExportResult(fmt.name, final, size, made.method, (), {}, False)
     result.judgement, result.judged_by, result.verdicts = verdicts[0], verdicts[0].label, verdicts
     return result
+
+
+# Another runtime's verdict on a reduced file (OpenVINO's on an onnx-int4 file) is recorded where it fits in this
+# share of the memory available: beyond it, the file's own runtime is judged and the other left to `ptx verify`,
+# rather than a 7B model's export holding 2.6x its 4.4 GB int4 file to compile it for a runtime it was not made for.
+OTHER_RUNTIME_SHARE = 0.5
+
+
+def _beyond_share(backend: str, path: Path, precision: str) -> str:
+    """Why ``backend`` does not judge the file at ``path`` during export ('' where it fits OTHER_RUNTIME_SHARE)."""
+    need, available = opening_need(backends.get(backend), path, precision), available_memory()
+    if available is None or need * (1 + MARGIN) <= available * OTHER_RUNTIME_SHARE:
+        return ""
+    return (f"it would hold about {size_text(need * (1 + MARGIN))} of memory, more than half of the "
+            f"{size_text(available)} available: `ptx verify {final_of(path).name} --backends {backend}` judges it")
 
 
 def _parameters(fmt) -> set[str]:
@@ -126,13 +149,13 @@ def first_steps(signature, generation: Generation, prompts) -> list[dict[str, np
     return cases
 
 
-def split_weight_only(asked, log: Callable[[str], None]) -> tuple[list[str], list[str]]:
+def split_weight_only(asked, log: Callable[[str], None], f32_first: bool = True) -> tuple[list[str], list[str]]:
     """(the formats a decoder with its cache is written in, the weight-only ones made from its model.onnx
     afterwards) of the formats ``asked``, each once; model.onnx is written too where a weight-only one
-    is asked without it."""
+    is asked without it and ``f32_first`` (False: the weight-only files are made from the model's folder)."""
     reduced = [f for f in dict.fromkeys(asked) if f in weight_only_formats()]
     written = [f for f in dict.fromkeys(asked) if f not in reduced]
-    if reduced and "onnx" not in written:
+    if reduced and "onnx" not in written and f32_first:
         log(f"{', '.join(reduced)}: made from model.onnx, which is written too")
         written.append("onnx")
     return written, reduced

@@ -119,14 +119,21 @@ def dynamic_axes(signature: Signature) -> dict[str, dict[int, str]]:
 
 
 def write(model, example: tuple, path: Path, signature: Signature, strings: dict[str, str], *,
-          opset: int = DEFAULT_OPSET, exporter: Exporter | str | None = None, mode: str = "trace") -> Written:
+          opset: int = DEFAULT_OPSET, exporter: Exporter | str | None = None, mode: str = "trace",
+          weights=None, lazy: bool = False) -> Written:
     """Export ``model`` called on ``example`` with every symbolic size of ``signature`` dynamic (each
     example size must be 2 or more: torch.export specializes sizes 0 and 1): the torch.export-based
     exporter (dynamo) with a ``torch.export.Dim`` per dynamic axis, or the TorchScript-based one
     (legacy) with ``dynamic_axes``, quietly. ``exporter`` None tries dynamo and falls back to legacy
     where it refuses, saying so in the note; ``mode`` "script" hands legacy a scripted module, so
     that Python control flow becomes an ONNX If. The file kept has zero recurrent states dropped,
-    the opset the exporter really wrote, the metadata and the weights digest."""
+    the opset the exporter really wrote, the metadata and the weights digest.
+
+    ``weights``: the transformers folder (export/folder_weights.FolderWeights) whose tensors ``model``'s
+    parameters are: the graph is traced without them (export/weightless.py: the torch.export-based exporter
+    alone) and each weight read from the folder as the file's data is written, one tensor at a time; ``lazy``:
+    none is read, the graph is written alone with each initializer naming its folder tensor (the scratch a
+    weight-only writer quantizes from, never a file a runtime opens: not checked, no digest)."""
     import onnx
     import torch
 
@@ -134,18 +141,26 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
 
     tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
     operators = getattr(model, "onnx_operators", None)  # ONNX Runtime's, in ptx's decoder (export/ort_attention.py)
+    if weights is not None:  # a trace without the weights is torch.export's (fake tensors)
+        operators = operators or "weights read from its folder as they are written"
     if operators and tries != [Exporter.DYNAMO]:  # which the TorchScript-based exporter does not write
         if exporter:
             raise PtxError(f"onnx: {strings['model']} computes with {operators}, which only the torch.export-based "
                            "exporter writes: leave out --exporter legacy")
         tries = [Exporter.DYNAMO]
+    if weights is not None:
+        from ..streamed_module import folder_keys
+
+        keys = folder_keys(model, weights, getattr(model, "folder_prefix", ""))
     check_opset(opset, tries[0])
     name, files, refusals, own = strings["model"], user_files(model), [], None
     names = dict(input_names=list(signature.input_names), output_names=list(signature.output_names))
     for which in tries:
         try:
             with _quiet_exporter(), torch.no_grad():
-                if which is Exporter.DYNAMO:
+                if which is Exporter.DYNAMO and weights is not None:
+                    proto = _weightless_proto(model, example, signature, opset, names, keys, weights)
+                elif which is Exporter.DYNAMO:
                     with one_table_per_opset():
                         program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
                                                     verbose=False, dynamic_shapes=dynamic_dims(signature),
@@ -186,12 +201,55 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     # said now, so that the proto (the weights, a second time in memory) can go before the file is checked
     hint = "; ".join(filter(None, [_fixed_symbols(proto.graph, signature), note and f"{refusals[0]}: the "
                                    f"{EXPORTERS[which]} one {MADE_BY[mode]} the module"]))
-    save_with_metadata(proto, path, {**strings, "opset": str(used), "exporter": which.value,
-                                     **({"torchscript_method": mode} if legacy else {})}, description(strings),
-                       checked=False)
+    strings = {**strings, "opset": str(used), "exporter": which.value, **({"torchscript_method": mode} if legacy else {})}
+    method = f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else "")
+    if weights is not None and lazy:  # the scratch a weight-only writer reads: the graph alone
+        _save_lazy(proto, path, strings, description(strings))
+        return Written(f"{method}, traced without its weights", note, hint)
+    if weights is not None:
+        _read_from_folder(proto, path)
+        method += f", traced without its weights and written from {weights.folder.name}'s {weights.dtype} tensors"
+    save_with_metadata(proto, path, strings, description(strings), checked=False)
     del proto  # the checker reads the file back: the proto and the checker's parse are not alive together
     onnx.checker.check_model(str(path), full_check=True)
-    return Written(f"{EXPORTERS[which]} exporter, opset {used}" + (f", {MADE_BY[mode]}" if legacy else ""), note, hint)
+    return Written(method, note, hint)
+
+
+def _weightless_proto(model, example, signature: Signature, opset: int, names: dict, keys: dict, weights):
+    """The graph of ``model`` traced with fake parameters, each initializer naming its folder tensor
+    (export/weightless.py), optimized as torch.onnx optimizes its own."""
+    import torch
+
+    from ..weightless import fake_parameters, lazy_graph
+
+    with fake_parameters(model), one_table_per_opset():
+        program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset, verbose=False,
+                                    dynamic_shapes=dynamic_dims(signature), optimize=False, **names)
+    return lazy_graph(program, keys, weights)
+
+
+def _read_from_folder(proto, path: Path) -> None:
+    """``proto``'s folder tensors read into the file at ``path``: inside it where the whole fits one file (as a
+    traced model's is written), else each tensor in turn into its data file beside it."""
+    from ..folder_weights import lazy_bytes, read_lazy_inside, resolve_lazy
+
+    if lazy_bytes(proto) + proto.ByteSize() <= onnx_files.ONE_FILE_BYTES:
+        read_lazy_inside(proto)
+        return
+    (path.parent / onnx_files.data_name(path)).unlink(missing_ok=True)
+    resolve_lazy(proto, path.parent, onnx_files.data_name(path))
+
+
+def _save_lazy(proto, path: Path, strings: dict[str, str], about: str) -> None:
+    """The graph whose initializers name folder tensors saved at ``path`` with ptx's strings, none of its weights
+    read (a weight-only writer's scratch: export/formats/weight_only.py)."""
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in to_props({k: v for k, v in strings.items() if k != WEIGHTS_KEY}).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = about
+    onnx.save_model(proto, str(path))
 
 
 def _dynamo_proto(program, path: Path):

@@ -356,13 +356,17 @@ def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str],
     nn.Module exported by the onnx format's writer first, a path (a user's own file) as it is."""
     import onnx
 
+    from ..folder_weights import is_lazy
+
     f32 = scratch / "model.onnx"
     made = None if isinstance(model, (str, Path)) else write_onnx(model, example, f32, signature, strings,
                                                                    **onnx_options)
-    if not made:  # a user's file's weights beside it, present beside its copy here under the names its graph gives
-        onnx_files.copy_data(model, scratch)
     # the weights stay in their file where the graph keeps them external (the save below writes the graph alone)
     proto = onnx.load(str(f32 if made else model), load_external_data=False)
+    if not made and not any(is_lazy(t) for t in proto.graph.initializer):
+        # a user's file's weights beside it, present beside its copy here under the names its graph gives (a graph
+        # traced without its weights reads them from their folder: export/folder_weights.py)
+        onnx_files.copy_data(model, scratch)
     served = "model.onnx" if made else Path(model).name  # the f32 file a refusal sends the user back to
     # What the module's f32 export recorded (its opset, its exporter) travels on; a user's file's
     # own metadata is the caller's to vouch for (in ``strings``).

@@ -43,8 +43,8 @@ from ..onnx_rotary import rotary_as_one_op
 from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
-from .weight_only import (check_block_size, drop_initializer, inside, prepared, quantized_matmuls, raise_opset,
-                          saved)
+from ..graph_weights import spill, weights_placed
+from .weight_only import (check_block_size, drop_initializer, prepared, quantized_matmuls, raise_opset, saved)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
 DEFAULT_ACCURACY_LEVEL = 4  # int8 arithmetic in the kernel (onnxruntime-genai's default for the CPU)
@@ -85,7 +85,6 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
             raise PtxError(f"{fmt}: onnxruntime's weight-only quantizer failed for {name}: {first_line(exc)}; serve "
                            f"{ready.served} (f32)") from None
         proto = ready.proto
-        inside(proto, ready.folder)  # what was left f32 (norms, int8's embedding), into the file written
         give_back_freed(weights=ready.weights)  # what the quantizer read and let go
         done, left = quantized_matmuls(proto, ("MatMulNBits",))
         if not done and kept:
@@ -94,6 +93,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
         if not done:
             raise PtxError(f"{fmt}: {name} has no MatMul with a constant weight to quantize: serve {ready.served} (f32)")
         merged, into = merge_shared_input_matmuls(proto, ready.folder)
+        # every weight (the quantized ones, and what was left f32: norms, int8's embedding) where the file keeps it
+        weights_placed(proto, ready.folder, path)
         gathers = sum(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
         how = (f"onnxruntime weight-only: {done} MatMul{'s' * (done != 1)} as MatMulNBits, {bits}-bit "
                f"{'symmetric' if symmetric else 'asymmetric'} blocks of {block}, accuracy level {level}"
@@ -112,7 +113,8 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     """Every MatMul of ``proto``'s main graph with a constant weight made a MatMulNBits (and, 4-bit, every
     Gather of a table a GatherBlockQuantized) by onnxruntime's own node quantizer, one weight at a time:
     each read from ``folder``'s data file into a graph of its own that the quantizer works in, and let go
-    with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``.
+    with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``, their
+    bytes in ``folder``'s data file as they are made (graph_weights.spill: a 7B model's are 4.4 GB).
     Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end. Returns
     what was left f32 and why, in words."""
     import onnx
@@ -159,6 +161,7 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
             for tensor in new:
                 tensor.name = made_for[key][tensor.name]
                 taken.add(tensor.name)
+                spill(tensor, folder)
             graph.initializer.extend(new)
         for made_node in made:
             made_node.input[:] = [made_for[key].get(name, name) for name in made_node.input]

@@ -30,6 +30,7 @@ from ptx.contract import DEFAULT_OPSET
 from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
 
+from ..folder_weights import resolve_lazy
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
 from .onnx_weights import tutorial_refused
@@ -38,6 +39,7 @@ from .weight_only import check_block_size, prepared, quantized_matmuls, raise_op
 
 DEFAULT_GROUP = {4: 128, 8: -1}  # NNCF's defaults: int4 groups of 128, int8 one scale per output channel
 BLOCKED_OPSET = 21  # DequantizeLinear's block_size and the int4 type
+LAZY_DATA = "folder.data"  # the folder's tensors, written in float32 for NNCF
 
 
 def check_options(opset: int = DEFAULT_OPSET, exporter=None, block_size: int | None = None,
@@ -78,6 +80,8 @@ def write(model, example, path: Path, signature, strings: dict[str, str], *, bit
     with tempfile.TemporaryDirectory(prefix=f"ptx-{fmt}-") as scratch:
         ready = prepared(model, example, Path(scratch), signature, strings, opset=opset, exporter=exporter, mode=mode)
         name = ready.base.get("model", path.stem)
+        # NNCF reads the weights from the data files itself: a graph traced without them gets them written here
+        resolve_lazy(ready.proto, ready.folder, LAZY_DATA)
         if bits == 4:
             raise_opset(ready.proto, BLOCKED_OPSET)
         # The graph's weights stay in its data file, which NNCF reads them from (a 2 GiB graph is no message

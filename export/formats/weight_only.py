@@ -24,6 +24,7 @@ from pathlib import Path
 from ptx.errors import PtxError
 
 from . import description
+from ..graph_weights import add_constant
 from ..onnx_graph import name_not_in, rsqrt_as_division, weight_of
 from .onnx import save_with_metadata
 from .onnx_int8 import f32_graph
@@ -105,31 +106,6 @@ def constant_weights(proto, folder: Path | None = None) -> tuple[list[str], list
     return constants, computed
 
 
-CONSTANTS_DATA = "constants.data"  # the constants made here, beside the graph's own data file
-
-
-def add_constant(graph, name: str, values, folder: Path | None):
-    """``values`` added to ``graph`` as initializer ``name``: written to ``folder``'s CONSTANTS_DATA and
-    referred to there (the proto holds no weights), or inside the proto where ``folder`` is None."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    values = np.ascontiguousarray(values)
-    if folder is None:
-        graph.initializer.append(numpy_helper.from_array(values, name))
-        return graph.initializer[-1]
-    data = Path(folder) / CONSTANTS_DATA
-    offset = data.stat().st_size if data.exists() else 0
-    with open(data, "ab") as handle:
-        values.tofile(handle)
-    tensor = graph.initializer.add(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
-                                   dims=list(values.shape), data_location=onnx.TensorProto.EXTERNAL)
-    for key, value in (("location", CONSTANTS_DATA), ("offset", str(offset)), ("length", str(values.nbytes))):
-        tensor.external_data.add(key=key, value=value)
-    return tensor
-
-
 def _carried(tensor: str, made: dict, initializers: dict, memo: dict) -> tuple[list, str | None]:
     """(the nodes ``tensor`` is computed by, first to last, the initializer their first input comes from) where
     it is computed from constants alone (initializers, Constant nodes), or ([], None) where an activation
@@ -194,14 +170,6 @@ def _gemms_to_matmuls(graph, folder: Path | None = None) -> None:
     used = {i for n in graph.node for i in n.input}
     for name in [t.name for t in graph.initializer if t.name not in used]:  # a transposed Gemm weight's original
         drop_initializer(graph, name)
-
-
-def inside(proto, folder: Path) -> None:
-    """Every weight of ``proto`` still in ``folder``'s data files read into it (what the quantizer left: norms,
-    an f32 embedding), so that it is saved whole wherever the written file goes."""
-    from onnx.external_data_helper import load_external_data_for_model
-
-    load_external_data_for_model(proto, str(folder))  # each marked inside as it is read
 
 
 def raise_opset(proto, version: int) -> None:

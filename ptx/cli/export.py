@@ -347,11 +347,16 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
         raise click.UsageError(f"--format {','.join(fmt)}: a transformers folder exports to onnx, torchscript or pt2 "
                                "files, its weights in 4 or 8 bits too (onnx-int4, ...; then `ptx export FILE --format "
                                "triton|kserve` folds one into a folder)")
+    from click.core import ParameterSource
+
     from ptx.export.seq2seq import chosen_task
     from ptx.export.module import export_module
-    from ptx.export.pretrained import load_pretrained, text_files
+    from ptx.export.pretrained import open_folder, text_files
 
-    module, folder_name = load_pretrained(name, click.echo)
+    if click.get_current_context().get_parameter_source("fmt") in (None, ParameterSource.DEFAULT):
+        fmt = ["onnx"]  # a language model needs no TorchScript file unless asked for one
+    opened = open_folder(name, fmt, click.echo)
+    module, folder_name = opened.module, opened.name
     if chosen_task(module, task, click.echo) == "forward":
         raise click.UsageError(f"ptx export {name} exports a model that generates, with its cache; export "
                                f"{type(module).__name__}'s forward pass from a factory, with its inputs declared: "
@@ -360,7 +365,7 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     export_module(module, None, out, name=model_label or folder_name, formats=fmt, opset=opset, exporter=exporter,
                   atol=atol, rtol=rtol, task=task, text=text, force=force, provenance={"source": f"{folder_name} (a transformers folder)"},
                   bounds=decoding_bounds(min_agreement, max_kl, max_kl_p99), all_logits=all_logits,
-                  ort_attention=ort_attention,
+                  ort_attention=ort_attention, folder=opened.folder,
                   weights=_weights(block_size, symmetric, accuracy_level, ratio, data_aware) or None, log=click.echo)
 
 

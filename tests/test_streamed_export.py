@@ -1,0 +1,275 @@
+"""A transformers folder exported without holding its model whole (docs/large-lms.md): the folder's weights known
+from its safetensors headers before any is read, the graph traced without them, each weight read from its shard
+as a file is written, and, where the model does not fit in memory, the reference decoding run with each module's
+weights read as it runs. The folder is scripts/make_lm_folder.py's tiny-sharded: Qwen2.5's layout, 34M
+parameters in bfloat16 shards (9 files), and a ChatML tokenizer."""
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ptx.errors import PtxError
+from ptx.export.folder_weights import FolderWeights, read_header
+from ptx_command import ptx, ptx_ok
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def graph_and_weights(path: Path) -> tuple[list, dict]:
+    """An ONNX file's nodes (op, inputs, outputs) and its initializers' values by name: what two files of the same
+    model must share, whatever their metadata (when and from what each was made)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    nodes = [(n.op_type, list(n.input), list(n.output)) for n in proto.graph.node]
+    return nodes, {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def same_file(a: Path, b: Path) -> None:
+    nodes_a, weights_a = graph_and_weights(a)
+    nodes_b, weights_b = graph_and_weights(b)
+    assert nodes_a == nodes_b
+    assert weights_a.keys() == weights_b.keys()
+    assert [k for k in weights_a if not np.array_equal(weights_a[k], weights_b[k])] == []
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    made = tmp_path_factory.mktemp("sharded") / "qwen-tiny"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_lm_folder.py"), "tiny-sharded", str(made)], check=True,
+                   capture_output=True)
+    return made
+
+
+@pytest.fixture(scope="module")
+def exported(folder, tmp_path_factory) -> dict:
+    """The folder's int4 file as `ptx export FOLDER --format onnx-int4` writes it (the model whole in memory: this
+    machine has room), and the same model's int4 file by the way every decoder file was made before: its f32
+    model.onnx first, traced with its weights, and the int4 file quantized from it."""
+    from transformers import AutoModelForCausalLM
+
+    from ptx.export.module import export_module
+
+    root = tmp_path_factory.mktemp("exported")
+    done = ptx_ok("export", folder, "--format", "onnx-int4", "--out", root / "folder")
+    module = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    export_module(module, None, root / "old", name="qwen-tiny", formats=["onnx", "onnx-int4"], log=lambda _: None)
+    return {"log": done.stdout, "int4": root / "folder" / "model.int4.onnx", "old": root / "old" / "model.int4.onnx",
+            "out": root / "folder"}
+
+
+def test_the_folder_s_tensors_are_known_before_any_is_read(folder):
+    weights = FolderWeights.of(folder)
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert set(weights.tensors) == set(index["weight_map"])
+    assert weights.stored_bytes == index["metadata"]["total_size"] and weights.f32_bytes == 2 * weights.stored_bytes
+    assert weights.dtype == "bfloat16" and weights.largest_f32 == 4 * 4096 * 1024
+
+
+def test_a_bfloat16_tensor_reads_as_torch_widens_it(folder):
+    from safetensors.torch import load_file
+
+    weights = FolderWeights.of(folder)
+    stored = weights.tensors["model.layers.1.mlp.down_proj.weight"]
+    theirs = load_file(str(stored.path))[stored.key].float().numpy()
+    assert np.array_equal(weights.read(stored.key), theirs)
+
+
+def test_a_damaged_or_missing_shard_is_one_line(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shard = sorted(copy.glob("*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(PtxError, match="damaged or cut short; download it again"):
+        FolderWeights.of(copy)
+    shard.unlink()
+    with pytest.raises(PtxError, match=f"names {shard.name}, which is not in the folder: download it too"):
+        FolderWeights.of(copy)
+
+
+def test_a_tensor_stored_transposed_is_refused_naming_it_and_its_shard(folder, tmp_path):
+    """A shard whose tensor is laid out otherwise than the config's model (a converter's bug) is refused before the
+    export reads anything, naming the tensor and its file, where the whole model's loading would fail later."""
+    import shutil
+
+    from ptx.export.streamed_module import folder_keys, empty_model
+    from transformers import AutoConfig, Qwen2ForCausalLM
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    key = "model.layers.0.mlp.up_proj.weight"
+    shard = copy / json.loads((copy / "model.safetensors.index.json").read_text())["weight_map"][key]
+    size = struct.unpack("<Q", shard.read_bytes()[:8])[0]
+    header = json.loads(shard.read_bytes()[8:8 + size])
+    header[key]["shape"] = header[key]["shape"][::-1]
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(size)
+    shard.write_bytes(shard.read_bytes()[:8] + text + shard.read_bytes()[8 + size:])
+    assert read_header(shard)[key].shape == (1024, 4096)
+    model = empty_model(Qwen2ForCausalLM, AutoConfig.from_pretrained(str(copy)))
+    with pytest.raises(PtxError, match=f"{shard.name}: {key} has shape \\[1024, 4096\\] where the model's config makes "
+                                       "it \\[4096, 1024\\]"):
+        folder_keys(model, FolderWeights.of(copy))
+
+
+def test_the_streamed_model_computes_what_the_whole_one_does_one_module_at_a_time(folder):
+    from transformers import AutoConfig, AutoModelForCausalLM, Qwen2ForCausalLM
+
+    from ptx.export.streamed_module import empty_model, stream
+
+    whole = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    streamed = stream(empty_model(Qwen2ForCausalLM, AutoConfig.from_pretrained(str(folder))), FolderWeights.of(folder))
+    held = []
+
+    def count(module, args):  # the modules holding real weights while this one runs: itself alone
+        held.append(sum(any(p.device.type != "meta" for p in m._parameters.values() if p is not None)
+                        for m in streamed.modules()))
+
+    for module in streamed.modules():
+        if module._parameters:
+            module.register_forward_pre_hook(count)  # after the stream's own: its weights are read by now
+    ids = torch.tensor([[5, 17, 93, 400, 2, 2, 7]])
+    with torch.no_grad():
+        assert torch.equal(streamed(input_ids=ids).logits, whole(input_ids=ids).logits)
+    assert held and max(held) == 1
+    assert all(p.device.type == "meta" for p in streamed.parameters())  # every weight let go after its module ran
+
+
+def test_a_folder_s_int4_file_is_the_f32_file_s_and_needs_no_model_onnx(exported):
+    """The graph traced without the weights and each weight read from its shard give the very file the old way
+    made (model.onnx traced with the weights, then quantized): same nodes, same values; and no f32 file."""
+    assert "graph: traced without its weights" in exported["log"]
+    assert sorted(p.name for p in exported["out"].glob("*.onnx*")) == ["model.int4.onnx"]
+    same_file(exported["int4"], exported["old"])
+    assert "ort-cpu-int4" in exported["log"] and ": PASS" in exported["log"]
+
+
+def test_a_file_past_one_message_keeps_its_weights_beside_it_tensor_by_tensor(folder, tmp_path, monkeypatch, exported):
+    """Past ONE_FILE_BYTES (lowered here, as a 7B model's int4 weights pass it) the file's weights go to its data
+    file one tensor at a time, the quantizer's output never gathered in the graph; the file is the same model."""
+    from ptx.infer.formats import onnx_files
+    from ptx.infer.model.target import load
+
+    monkeypatch.setattr(onnx_files, "ONE_FILE_BYTES", 1 << 20)
+    ptx_ok("export", folder, "--format", "onnx-int4", "--out", tmp_path / "out")
+    written = tmp_path / "out" / "model.int4.onnx"
+    assert onnx_files.companions(written) == ["model.int4.onnx.data"]
+    assert written.stat().st_size < 1 << 20
+    same_file(written, exported["int4"])
+    assert len(load(written).generate([5, 17, 93], max_new_tokens=3)[0]) == 3
+
+
+def test_the_f32_file_is_written_from_the_shards_and_checked(folder, tmp_path, exported):
+    done = ptx_ok("export", folder, "--format", "onnx", "--out", tmp_path)
+    assert "written from qwen-tiny's bfloat16 tensors" in done.stdout and "greedy tokens: 64 of 64" in done.stdout
+    assert sorted(p.name for p in tmp_path.glob("*")) == sorted(
+        ["model.onnx", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"])
+
+
+def test_torchscript_is_written_only_when_asked(folder, exported):
+    assert "torchscript" not in exported["log"]
+
+
+MEASURE = ("import atexit, resource, runpy, sys\n"
+           "atexit.register(lambda: open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n"
+           "sys.argv = ['ptx', *sys.argv[2:]]\n"
+           "runpy.run_module('ptx', run_name='__main__')\n")
+
+
+def _peak_export(folder: Path, out: Path, limit: int | None, *extra) -> tuple[subprocess.CompletedProcess, int]:
+    """`ptx export FOLDER` in its own process (under PTX_MEMORY_LIMIT=``limit``): (it, its peak resident bytes)."""
+    import os
+
+    env = {**os.environ, **({"PTX_MEMORY_LIMIT": str(limit)} if limit else {})}
+    env.pop("PTX_MEMORY_LIMIT", None) if limit is None else None
+    peak = out.parent / f"{out.name}.peak"
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(peak), "export", str(folder), "--format", "onnx-int4",
+                           "--out", str(out), *extra], capture_output=True, text=True, env=env, timeout=600)
+    return done, int(peak.read_text()) * 1024
+
+
+def test_under_a_memory_limit_below_the_whole_model_s_it_streams_and_never_passes_it(folder, tmp_path, exported):
+    """An artificial memory limit below what the export with the model whole took: the plan reads the model one
+    module at a time instead, the file is the same, and the process never held more than the limit."""
+    whole, whole_peak = _peak_export(folder, tmp_path / "whole", None)
+    assert whole.returncode == 0 and "opened whole" in whole.stdout, whole.stdout + whole.stderr
+    limit = whole_peak - (80 << 20)  # the model's 137 MB in float32 are most of the difference
+    done, peak = _peak_export(folder, tmp_path / "streamed", limit)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "read one tensor at a time" in done.stdout and "each module's read from the folder" in done.stdout
+    assert peak <= limit, (peak, limit, whole_peak)
+    same_file(tmp_path / "streamed" / "model.int4.onnx", exported["int4"])
+
+
+def test_a_folder_that_cannot_fit_is_refused_before_a_weight_is_read(folder, tmp_path, monkeypatch):
+    from ptx.export import folder_weights, streamed_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("a weight was read")
+
+    monkeypatch.setattr(folder_weights, "read_stored", never)
+    monkeypatch.setattr(streamed_module, "read_f32", never)
+    done = ptx("export", folder, "--format", "onnx-int4", "--out", tmp_path, env={**__import__("os").environ,
+                                                                                   "PTX_MEMORY_LIMIT": "100M"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: qwen-tiny: exporting a Qwen2ForCausalLM (qwen2) needs about") and \
+        "even read one tensor at a time" in line and "is available (PTX_MEMORY_LIMIT less what ptx holds)" in line
+    assert not (tmp_path / "model.int4.onnx").exists()
+
+
+def test_a_weight_read_wrong_fails_the_int4_verdict_naming_its_layer(folder, tmp_path, monkeypatch, layer=0):
+    """A planted fault in the writer's reading (one layer's attention output projection read transposed: a square
+    matrix, so every shape still fits) is caught by the judge, whose reference reads the folder its own way, and
+    export names the layer it is in (the file itself is kept, said NOT USABLE, as every reduced file that misses its
+    bounds is)."""
+    from ptx.export import folder_weights
+
+    read = folder_weights.read_lazy
+
+    def transposed_once(tensor):
+        values = read(tensor)
+        planted = folder_weights.stored_of(tensor)[0].key == f"model.layers.{layer}.self_attn.o_proj.weight"
+        return np.ascontiguousarray(values.T) if planted else values
+
+    monkeypatch.setattr(folder_weights, "read_lazy", transposed_once)
+    done = ptx("export", folder, "--format", "onnx-int4", "--out", tmp_path)
+    assert ": NOT USABLE: prompt" in done.stdout, done.stdout + done.stderr
+    assert f"the file parts from the model most in model.layers.{layer} (layer {layer + 1} of 2)" in done.stdout
+
+
+def test_departure_names_the_layer_a_difference_is_born_in(folder, exported):
+    """The layer-by-layer comparison on its own: the folder's int4 file against the model it was made from (int4's
+    rounding in every layer, the first layer's the largest share), and against the model with its second layer's
+    output projection transposed, where it names that layer."""
+    from transformers import AutoModelForCausalLM
+
+    from ptx.contract.generation import of_metadata
+    from ptx.contract.reference_decoding import recorded_reference
+    from ptx.export.departure import departure
+    from ptx.export.weight_only import first_steps
+    from ptx.infer.formats.model_files import read_model_file
+    from ptx.infer.formats.signature import recorded_signature
+
+    path = exported["int4"]
+    meta = read_model_file(path).metadata
+    generation = of_metadata(meta, path.name)
+    prompt = recorded_reference(generation).prompts[2]
+    feeds = first_steps(recorded_signature(meta, path), generation, [prompt])[0]
+    module = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    said = departure(path, module, feeds, np.asarray([prompt]))
+    assert said.startswith("the file parts from the model most in model.layers.0 (layer 1 of 2)"), said
+    with torch.no_grad():
+        projection = module.model.layers[1].self_attn.o_proj.weight
+        projection.copy_(projection.T.clone())
+    said = departure(path, module, feeds, np.asarray([prompt]))
+    assert said.startswith("the file parts from the model most in model.layers.1 (layer 2 of 2)"), said
