@@ -38,6 +38,19 @@ def long_lines(text: str) -> list[str]:
             if len(line) > LONGEST_LINE]
 
 
+def long_paragraphs(text: str) -> list[str]:
+    """README's paragraphs (a list item is one) longer than 600 characters, wherever their lines break."""
+    found, paragraph = [], []
+    for _, line in prose_lines(text) + [(0, "")]:
+        if not line.strip() or line.lstrip().startswith(("- ", "#")):
+            joined = " ".join(part.strip() for part in paragraph)
+            found += [f"{len(joined)} characters: {joined[:60]}..."] if len(joined) > LONGEST_LINE else []
+            paragraph = [line] if line.lstrip().startswith("- ") else []
+        else:
+            paragraph.append(line)
+    return found
+
+
 @dataclass
 class Table:
     section: str  # the ## heading above it ("" before the first)
@@ -137,6 +150,15 @@ def test_no_line_of_prose_is_longer_than_600_characters():
     assert not found, found
 
 
+def test_readme_has_no_paragraph_longer_than_600_characters():
+    assert long_paragraphs((REPO / "README.md").read_text()) == []
+    # A paragraph is its lines together, a list item one paragraph; code blocks are not paragraphs.
+    line = "word " * 25
+    assert long_paragraphs("# A\n\n" + (line + "\n") * 5 + "\n- " + line + "\n") == \
+        [f"624 characters: {(line * 5)[:60]}..."]
+    assert long_paragraphs("# A\n\n" + (line + "\n") * 4 + "\n- " + (line + "\n  ") * 4 + "\n```\n" + line * 9 + "\n```\n") == []
+
+
 def test_each_benchmark_page_opens_with_its_current_figures():
     assert len(benchmark_pages()) >= 10
     found = {p.name: problems for p in benchmark_pages() if (problems := benchmark_problems(p.read_text()))}
@@ -194,6 +216,9 @@ def test_the_checks_catch_what_they_are_for_and_pass_a_page_as_it_should_be():
     # The page of the issue: one goal given three verdicts as the runs came.
     by_run = GOOD_PAGE.replace("| 0.49x |", "| 0.49x: not met |") + "\nThe goal, int8 at most 0.40x, is **met** (0.37x).\n"
     assert [p.split(":")[0] for p in verdict_problems(by_run)] == ["line 24", "line 27"]
+    # An old run's goals table kept whole under History gives its goals a second verdict.
+    old_goals = GOOD_PAGE.replace("| run | int8 over f32 |", "| run | int8 over f32, met |")
+    assert verdict_problems(old_goals) == ["line 22: a verdict outside the page's goals: | run | int8 over f32, met |"]
     twice = GOOD_PAGE.replace("| int4 decode over f32's, Qwen2-0.5B | 0.23x | at most 0.22x: not met",
                               "| int8 decode over f32's, Qwen2-0.5B | 0.44x | at most 0.40x: not met")
     assert "'int8 decode over f32's, qwen2-0.5b': one goal, two verdicts" in verdict_problems(twice)
