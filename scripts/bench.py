@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -293,12 +294,23 @@ def pt2_section(seconds: float) -> str:
     ])
 
 
+def wrapped(section: str, width: int = 110) -> str:
+    """``section`` with each line of prose wrapped at ``width`` columns, as the pages are written by hand (a
+    page has no line of prose past 600 characters: tests/test_doc_pages.py); table rows as they are."""
+    def wrap(line: str) -> str:
+        if line.startswith("|") or len(line) <= width:
+            return line
+        indent = "  " if line.startswith("- ") else ""
+        return textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(wrap(line) for line in section.split("\n"))
+
+
 def write_section(out: Path, marker: str, end: str, section: str) -> None:
     previous = out.read_text() if out.exists() else "# CPU backends\n"
     head, _, rest = previous.partition(marker)
     tail = rest.split(end, 1)[1] if end in rest else ""
     # A section last in the file still ends the file with a newline.
-    write_text(out, f"{head.rstrip()}\n\n{marker}\n{section}\n{end}{tail if tail.strip() else chr(10)}")
+    write_text(out, f"{head.rstrip()}\n\n{marker}\n{wrapped(section)}\n{end}{tail if tail.strip() else chr(10)}")
 
 
 def main() -> None:

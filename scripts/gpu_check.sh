@@ -534,6 +534,9 @@ send_back() {
     # or setup too (not when the call is killed at its time limit: the next call's archive has it).
     [ -d "$KEEP" ] || return 0
     python3 "$ROOT/scripts/gpu_summary.py" summary "$KEEP" > "$KEEP/summary.md" 2>/dev/null || true
+    # The files are kept in docs/gpu-runs/ as they come: their paths relative to the check's folder
+    # (runs/convnet) and the checkout (tests/...), never this machine's /tmp/ptx-gpu or home.
+    python3 "$ROOT/scripts/gpu_summary.py" relative "$KEEP" "$WORK" "$ROOT" > /dev/null 2>&1 || true
     mkdir -p "$OUT"
     if [ "$(cd "$KEEP" && pwd -P)" = "$(cd "$OUT" && pwd -P)" ]; then
         return 0  # OUT is the keep folder itself: everything is there already

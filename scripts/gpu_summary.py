@@ -2,7 +2,10 @@
 verify rows (backend, device, precision, verdict); `summary OUT` joins what the phases left in
 OUT (phase times, train table, verify table, bench tables, a user's own models, located
 differences, test counts) into one page that can
-be read without the logs. Standard library only: it runs wherever the check runs."""
+be read without the logs; `relative OUT WORK ROOT` rewrites the paths of the machine in OUT's text
+files relative to the check's folder (WORK: runs/convnet, not /tmp/ptx-gpu/runs/convnet; ROOT, the
+checkout the check ran from: tests/test_gpu.py; the home folder as ~), so that what comes back names
+no folder of the machine it ran on. Standard library only: it runs wherever the check runs."""
 from __future__ import annotations
 
 import json
@@ -70,7 +73,40 @@ def summary(out: Path) -> str:
     return "\n".join(page)
 
 
+TEXT_FILES = (".md", ".txt", ".json", ".log")  # what the phases write as text; exports stay as they are
+
+
+def relative_paths(text: str, work: str, root: str, home: str) -> str:
+    """``text`` with the machine's folders made relative: under ``work`` (the check's folder) relative to
+    it, under ``root`` (the checkout) relative to it, however many ``../`` pytest put before it, and the
+    home folder as ``~``. The longest folder first, so that one inside another is made relative to itself."""
+    folders = sorted({(work, ""), (root, ""), (home, "~/")}, key=lambda pair: len(pair[0]), reverse=True)
+    for folder, shown in folders:
+        if not folder.strip("/"):
+            continue
+        # The folder whole (never inside a longer name), as an absolute path or after pytest's ../../
+        path = re.compile(r"(?<![\w./-])(?:/|(?:\.\./)+)" + re.escape(folder.strip("/")) + r"(/|(?![\w.-]))")
+        text = path.sub(lambda m: shown if m.group(1) else shown.rstrip("/") or ".", text)
+    return text
+
+
+def make_relative(out: Path, work: str, root: str, home: str) -> list[Path]:
+    """Rewrite every text file under ``out`` by ``relative_paths``; the files changed."""
+    changed = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in TEXT_FILES):
+        text = path.read_text(errors="replace")
+        now = relative_paths(text, work, root, home)
+        if now != text:
+            path.write_text(now)
+            changed.append(path)
+    return changed
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["relative"] and len(argv) == 4:
+        for path in make_relative(Path(argv[1]), argv[2], argv[3], str(Path.home())):
+            print(f"paths made relative: {path}")
+        return 0
     if len(argv) != 2 or argv[0] not in ("verify", "summary"):
         print(__doc__, file=sys.stderr)
         return 2

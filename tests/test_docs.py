@@ -52,6 +52,10 @@ def test_mkdocs_build_strict_passes(site):
                  "library", "predict", "training", "tutorial", "agreement", "precisions", "pictures"):
         assert (site / page / "index.html").is_file(), page
     assert "--device" in (site / "cli" / "predict" / "index.html").read_text()  # generated from click
+    # A GPU check's run is a page (its README); the files the check wrote are data beside it, not pages.
+    runs = sorted(p.name for p in (REPO / "docs" / "gpu-runs").iterdir() if p.is_dir())
+    assert runs and all((site / "gpu-runs" / run / "index.html").is_file() for run in runs)
+    assert not [p for p in (site / "gpu-runs").rglob("*") if p.is_file() and p.name != "index.html"]
 
 
 def page_problems(page: str) -> list[str]:

@@ -47,6 +47,10 @@ def test_the_gpu_check_dry_run_writes_one_summary_and_keeps_every_calls_results(
     first = kept(out)
     assert {"train.md", "verify.md", "verify.json", "phases.md", "summary.md", "gpu_check.log"} <= set(first)
     assert first["summary.md"] == summary
+    # What comes back names no folder of the machine (docs/gpu-runs/ keeps it as it comes): the runs are
+    # the check folder's, runs/logistic.
+    assert [name for name, text in first.items() if str(tmp_path) in text] == []
+    assert "runs/logistic" in first["verify.md"]
 
     # The next call, as the lease's next device call: a new OUT, the same machine's work folder, and
     # the runs gone. verify fails as a whole (ptx verify gives no JSON); bench's one model fails as
@@ -90,3 +94,22 @@ def test_the_gpu_check_runs_a_users_models_and_the_locate_phase_to_the_end(tmp_p
     assert "### logistic" in located and "not run: no GPU on this machine" in located
     assert [line.split("|")[1].strip() for line in kept(out)["phases.md"].splitlines()] == \
         ["train", "own", "locate", "summary"]
+
+
+def test_relative_paths_names_the_check_folder_and_the_checkout_never_the_machine():
+    """What the 2026-11-23 check wrote, made relative; a folder that only starts like one is left alone."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gpu_summary import relative_paths
+
+    def relative(text):
+        return relative_paths(text, "/tmp/ptx-gpu", "/work/main", "/root")
+
+    assert relative("no MNIST IDX files in /tmp/ptx-gpu/data; no MNIST IDX files in /root/.cache/ptx/datasets") == \
+        "no MNIST IDX files in data; no MNIST IDX files in ~/.cache/ptx/datasets"
+    assert relative("SKIPPED [1] ../../work/main/tests/test_gpu.py:146: ort-cuda cannot run here") == \
+        "SKIPPED [1] tests/test_gpu.py:146: ort-cuda cannot run here"
+    assert relative("run `ptx export cnn --format pt2 --run /tmp/ptx-gpu/runs/cnn` first") == \
+        "run `ptx export cnn --format pt2 --run runs/cnn` first"
+    assert relative("in /tmp/ptx-gpu: done") == "in .: done"
+    legit = "/tmp/ptx-gpu2/runs /tmp/root/x runs/cnn ~/.cache/ptx https://example.org/work/main"
+    assert relative(legit) == legit
