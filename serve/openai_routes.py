@@ -20,8 +20,9 @@ from ptx.errors import InputError, first_line
 from ptx.infer.model.text_generation import Answers
 
 from .body import read_body
-from .openai_api import DONE, OpenAIError, Reply, TextRequest, event, parse_request, usage
-from .text_answers import Piece, answers
+from .openai_api import (DONE, OpenAIError, Reply, TextRequest, chat_logprobs, completion_logprobs, event,
+                         parse_request, usage)
+from .text_answers import Piece, Prompted, answers
 from .tensors import RequestError
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # routed, so that the wrong one gets OpenAI's 405
@@ -105,7 +106,7 @@ def _endpoint(service, kind: str):
                                          media_type="text/event-stream; charset=utf-8",
                                          headers={"cache-control": "no-cache"})
             made = None
-            async with aclosing(answers(served, prompts, sampling, asked.n)) as items:
+            async with aclosing(_answers(served, prompts, sampling, asked)) as items:
                 async for item in items:
                     made = item if isinstance(item, Answers) else made
         except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
@@ -115,8 +116,48 @@ def _endpoint(service, kind: str):
             observer.done(time.perf_counter() - started, 500)
             return _error(OpenAIError(f"generation failed: {first_line(exc)}", 500))
         observer.done(time.perf_counter() - started)
-        return JSONResponse(reply.whole([(a.text, a.finish_reason) for a in made], _usage(prompts, made)))
+        return JSONResponse(reply.whole(_choices(served, asked, prompts, made), _usage(prompts, made, asked)))
     return handle
+
+
+def _answers(served, prompts, sampling: Sampling, asked: TextRequest):
+    """The request's answers (text_answers.answers), with its prompts' own log-probabilities where it echoes
+    them."""
+    return answers(served, prompts, sampling, asked.n, prompt_logprobs=asked.echo and sampling.logprobs is not None)
+
+
+def _prompt_only(asked: TextRequest) -> bool:
+    """A completion's echo with max_tokens 0: its prompt (and its log-probabilities) alone; one token is made
+    (the prompt's run gives it at no further cost) and left out."""
+    return asked.echo and asked.max_tokens == 0
+
+
+def _echoed(served, asked: TextRequest, row: int) -> str:
+    """The prompt of answer ``row`` as an echo gives it: its text as sent, or its ids' text."""
+    prompt = asked.prompts[row // asked.n]
+    return prompt if isinstance(prompt, str) else served.text.decode(prompt)
+
+
+def _choices(served, asked: TextRequest, prompts, made: Answers) -> list[tuple[str, str, dict | None]]:
+    """Each answer as Reply.whole lists it: its text (after its echoed prompt), why it ended, its logprobs."""
+    spell = served.text.token_bytes
+    listed = []
+    for row, answer in enumerate(made):
+        text, reason, taken = answer.text, answer.finish_reason, answer.logprobs
+        if _prompt_only(asked):
+            text, reason, taken = "", "length", [] if taken is not None else None
+        if asked.echo:
+            text = _echoed(served, asked, row) + text
+        logprobs = None
+        if taken is not None and asked.kind == "chat":
+            logprobs = chat_logprobs(taken, spell)
+        elif taken is not None:
+            lead, before = None, []
+            if asked.echo:
+                lead, before = prompts[row // asked.n][0], answer.prompt_logprobs[1:]
+            logprobs = completion_logprobs([*before, *taken], spell, lead=lead)
+        listed.append((text, reason, logprobs))
+    return listed
 
 
 def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]], Sampling]:
@@ -140,6 +181,7 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
     except InputError as exc:
         raise OpenAIError(str(exc), param="messages" if asked.kind == "chat" else "prompt") from None
     max_tokens = _max_tokens(served.generator, asked, prompts)
+    _check_logprob_fields(served.generator, asked)
     try:
         served.generator.check([p for p in prompts for _ in range(asked.n)], max_tokens, max_rows)
     except RequestError as exc:
@@ -158,7 +200,7 @@ def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
     part = generator.generation.encoder  # an encoder-decoder's prompts are its sources: its answer follows its start
     positions = generator.generation.max_positions
     longest = len(part.start) if part is not None else max(map(len, prompts))
-    max_tokens = asked.max_tokens
+    max_tokens = 1 if _prompt_only(asked) else asked.max_tokens
     if max_tokens is None:
         room = generator.max_tokens if positions is None else positions - longest
         max_tokens = COMPLETION_MAX_TOKENS if asked.kind == "completion" else max(1, min(generator.max_tokens, room))
@@ -176,29 +218,59 @@ def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
     return max_tokens
 
 
-def _usage(prompts: list[list[int]], made: Answers) -> dict:
-    """OpenAI's usage: each prompt counted once, every answer's tokens."""
-    return usage(sum(map(len, prompts)), sum(len(a.tokens) for a in made))
+def _check_logprob_fields(generator, asked: TextRequest) -> None:
+    """logit_bias's ids within the model's vocabulary, and an echo's log-probabilities from a decoder-only model
+    (an encoder-decoder's prompt is its encoder's source): else OpenAI's 400 naming the field."""
+    vocab = generator.vocab
+    outside = [t for t, _ in asked.given.get("logit_bias", ()) if vocab is not None and t >= vocab]
+    if outside:
+        raise OpenAIError(f"logit_bias: token id {outside[0]} is outside {generator.name}'s vocabulary (0 to "
+                          f"{vocab - 1})", param="logit_bias")
+    if asked.echo and "logprobs" in asked.given and generator.generation.encoder is not None:
+        raise OpenAIError(f"{generator.name} is an encoder-decoder: its prompt is its encoder's source, which has no "
+                          "log-probabilities; leave out echo or logprobs", param="echo")
+
+
+def _usage(prompts: list[list[int]], made: Answers, asked: TextRequest) -> dict:
+    """OpenAI's usage: each prompt counted once, every answer's tokens (none for an echo of the prompt alone)."""
+    return usage(sum(map(len, prompts)), 0 if _prompt_only(asked) else sum(len(a.tokens) for a in made))
 
 
 async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: TextRequest, observer, started: float):
-    """The stream's server-sent events: a chat's role first, then each answer's text as it is whole, each
-    answer's end with its finish_reason, the usage where asked (stream_options.include_usage), [DONE]."""
+    """The stream's server-sent events: a chat's role first (a completion's echoed prompt, with its
+    log-probabilities once the prompt has run where they are asked), then each answer's text as it is whole
+    (with its tokens' log-probabilities where asked), each answer's end with its finish_reason, the usage where
+    asked (stream_options.include_usage), [DONE]."""
     status = None
     try:
         rows = len(prompts) * asked.n
         if reply.kind == "chat":
             for row in range(rows):
                 yield reply.chunk(row, "", first=True)
-        async with aclosing(answers(served, prompts, sampling, asked.n)) as items:  # a client gone: decoding stops
+        elif asked.echo and sampling.logprobs is None:
+            for row in range(rows):
+                yield reply.chunk(row, _echoed(served, asked, row))
+        offsets = [0] * rows  # a completion's text_offset goes on from chunk to chunk
+        async with aclosing(_answers(served, prompts, sampling, asked)) as items:  # a client gone: decoding stops
             async for item in items:
-                if isinstance(item, Piece):
-                    yield reply.chunk(item.row, item.text)
+                if isinstance(item, Prompted):
+                    for row, taken in enumerate(item.logprobs):
+                        lead = prompts[row // asked.n][0]
+                        logprobs = completion_logprobs(taken[1:], served.text.token_bytes, lead=lead)
+                        offsets[row] += sum(map(len, logprobs["tokens"]))
+                        yield reply.chunk(row, _echoed(served, asked, row), logprobs=logprobs)
+                elif isinstance(item, Piece):
+                    if _prompt_only(asked):  # the one token made is left out
+                        continue
+                    logprobs = _piece_logprobs(served, reply, sampling, item, offsets[item.row])
+                    if logprobs is not None and "tokens" in logprobs:
+                        offsets[item.row] += sum(map(len, logprobs["tokens"]))
+                    yield reply.chunk(item.row, item.text, logprobs=logprobs)
                 else:
                     for row, answer in enumerate(item):
-                        yield reply.chunk(row, None, answer.finish_reason)
+                        yield reply.chunk(row, None, "length" if _prompt_only(asked) else answer.finish_reason)
                     if asked.include_usage:
-                        yield reply.usage_chunk(_usage(prompts, item))
+                        yield reply.usage_chunk(_usage(prompts, item, asked))
         yield DONE
     except RequestError as exc:
         status = exc.status
@@ -208,3 +280,13 @@ async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: Text
         yield event(OpenAIError(f"generation failed: {first_line(exc)}", 500).document())
     finally:
         observer.done(time.perf_counter() - started, status)
+
+
+def _piece_logprobs(served, reply: Reply, sampling: Sampling, piece: Piece, offset: int) -> dict | None:
+    """A streamed piece's tokens' log-probabilities, in its kind's shape (None where none were asked); a
+    completion's text offsets count on from ``offset``, as in the whole answer."""
+    if sampling.logprobs is None:
+        return None
+    if reply.kind == "chat":
+        return chat_logprobs(piece.logprobs, served.text.token_bytes)
+    return completion_logprobs(piece.logprobs, served.text.token_bytes, offset)

@@ -53,6 +53,17 @@ def test_export_of_a_folder_keeps_its_text_beside_the_file(chat_export):
         model.close()
 
 
+def test_a_text_s_bytes_are_its_tokens_bytes_joined(words):
+    """Each token's bytes (the logprobs' "bytes"), a part of a character among them: joined, the text's UTF-8.
+    Decoding each token alone (tokenizers' decode, which replaces a part of a character) would not give them."""
+    for line in text_models.CORPUS:
+        ids = words.encode(line)
+        assert b"".join(words.token_bytes(t) for t in ids) == line.encode("utf-8"), line
+    ids = words.encode("日本語のテキスト")
+    assert b"".join(words.decode([t]).encode("utf-8") for t in ids) != "日本語のテキスト".encode("utf-8")
+    assert words.token_bytes(text_models.EOS) == b"<|im_end|>"  # an added token: its own text
+
+
 @pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
 @pytest.mark.parametrize("prompt", [True, False])
 def test_the_chat_template_renders_and_encodes_as_transformers_does(words, theirs, conversation, prompt):

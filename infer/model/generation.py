@@ -71,10 +71,10 @@ def GREEDY(logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray: 
 
 
 def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None) -> Choose:
-    """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and no repetition penalty), else
-    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row, of ``keys[row]``; by
-    default each prompt draws as it would alone)."""
-    if sampling is None or (sampling.greedy and sampling.repetition_penalty == 1.0):
+    """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and nothing else that changes the
+    argmax or asks for log-probabilities), else its chooser (ptx.contract.sampling.Chooser: one numpy Generator
+    per row, of ``keys[row]``; by default each prompt draws as it would alone)."""
+    if sampling is None or sampling.plain:
         return GREEDY
     return Chooser(sampling, keys)
 
