@@ -23,6 +23,8 @@ from typing import Callable
 
 import orjson
 
+from ptx.contract.grammar import Grammar, GrammarError
+
 from .body import json_object
 from .tensors import RequestError
 
@@ -97,9 +99,10 @@ def parse_request(body: bytes, kind: str) -> TextRequest:
     for name, harmless in NOT_DONE.items():
         if name in doc and doc[name] not in harmless:
             raise OpenAIError(f"{name} {_json(doc[name])}: ptx serve does not support it; leave it out", param=name)
-    if kind == "chat" and doc.get("response_format") not in (None, {"type": "text"}):
-        raise OpenAIError("response_format: ptx serve answers text only; leave it out", param="response_format")
     asked = TextRequest(kind, model, given={**_sampling(doc), **_logprobs(doc, kind)}, n=_int(doc, "n", 1, 1))
+    grammar = _response_format(doc.get("response_format")) if kind == "chat" else None
+    if grammar is not None:
+        asked.given["grammar"] = grammar
     if kind == "chat":
         asked.messages = _messages(doc.get("messages"))
     else:
@@ -198,6 +201,38 @@ def _logit_bias(value) -> tuple[tuple[int, float], ...]:
             raise OpenAIError(f"logit_bias[{key!r}] {_json(bias)}: {shape}", param="logit_bias")
         pairs.append((int(key), float(bias)))
     return tuple(pairs)
+
+
+def _response_format(value) -> Grammar | None:
+    """OpenAI's response_format: text (None), {"type": "json_object"}, or {"type": "json_schema", "json_schema":
+    {"name", "schema", "strict", "description"}}: the grammar every answer is held to."""
+    shape = ('give {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name": ..., '
+             '"schema": {...}}}')
+    if value is None or value == {"type": "text"}:
+        return None
+    if not isinstance(value, dict) or value.get("type") not in ("text", "json_object", "json_schema"):
+        raise OpenAIError(f"response_format {_json(value)}: {shape}", param="response_format")
+    extra = [k for k in value if k not in ("type", "json_schema")]
+    if extra or (value["type"] != "json_schema" and "json_schema" in value):
+        raise OpenAIError(f"response_format: unexpected {(extra or ['json_schema'])[0]!r}; {shape}",
+                          param="response_format")
+    if value["type"] == "json_object":
+        return Grammar.json_object()
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise OpenAIError(f"response_format.json_schema {_json(spec)}: give an object with a name and a schema",
+                          param="response_format.json_schema")
+    unknown = [k for k in spec if k not in ("name", "schema", "strict", "description")]
+    if unknown:
+        raise OpenAIError(f"response_format.json_schema: unexpected {unknown[0]!r} (it takes name, schema, strict, "
+                          "description)", param="response_format.json_schema")
+    schema = spec.get("schema")
+    if schema is None:
+        return Grammar.json_object()
+    try:
+        return Grammar.json_schema(schema)
+    except GrammarError as exc:
+        raise OpenAIError(f"response_format.json_schema.schema: {exc}", param="response_format") from None
 
 
 def _logprobs(doc: dict, kind: str) -> dict:

@@ -15,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ptx.contract.grammar import GrammarError
 from ptx.contract.sampling import Sampling, SamplingError
 from ptx.errors import InputError, first_line
-from ptx.infer.model.text_generation import Answers
+from ptx.extras import MissingExtraError
+from ptx.infer.model.text_generation import Answers, end_ids
 
 from .body import read_body
 from .openai_api import (DONE, OpenAIError, Reply, TextRequest, chat_logprobs, completion_logprobs, event,
@@ -182,6 +184,7 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
         raise OpenAIError(str(exc), param="messages" if asked.kind == "chat" else "prompt") from None
     max_tokens = _max_tokens(served.generator, asked, prompts)
     _check_logprob_fields(served.generator, asked)
+    _check_grammar(served, asked)
     try:
         served.generator.check([p for p in prompts for _ in range(asked.n)], max_tokens, max_rows)
     except RequestError as exc:
@@ -229,6 +232,21 @@ def _check_logprob_fields(generator, asked: TextRequest) -> None:
     if asked.echo and "logprobs" in asked.given and generator.generation.encoder is not None:
         raise OpenAIError(f"{generator.name} is an encoder-decoder: its prompt is its encoder's source, which has no "
                           "log-probabilities; leave out echo or logprobs", param="echo")
+
+
+def _check_grammar(served, asked: TextRequest) -> None:
+    """The response_format's schema compiled for the model's tokenizer (kept for its answers): else OpenAI's 400
+    with the grammar library's reason."""
+    grammar = asked.given.get("grammar")
+    if grammar is None:
+        return
+    from ptx.infer.model import grammar as grammars
+
+    try:
+        grammars.check(grammar, served.text, served.generator.vocab or served.text.vocab_size,
+                       sorted(set(end_ids(served.model, served.text))))
+    except (GrammarError, MissingExtraError) as exc:
+        raise OpenAIError(f"response_format: {exc}", param="response_format") from None
 
 
 def _usage(prompts: list[list[int]], made: Answers, asked: TextRequest) -> dict:

@@ -215,7 +215,20 @@ HOSTILE = {
     "echo-text": (COMPLETIONS, {**OK_COMPLETION, "echo": "yes"}, 400, "true or false", "echo"),
     "tools": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "does not support",
               "tools"),
-    "json-mode": (CHAT, {**OK_CHAT, "response_format": {"type": "json_object"}}, 400, "text only", "response_format"),
+    "response-format-xml": (CHAT, {**OK_CHAT, "response_format": {"type": "xml"}}, 400, '{"type": "json_object"}',
+                            "response_format"),
+    "response-format-text": (CHAT, {**OK_CHAT, "response_format": "json"}, 400, "give", "response_format"),
+    "json-schema-no-name": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "schema": {"type": "object"}}}}, 400, "a name and a schema", "response_format.json_schema"),
+    "json-schema-unknown-key": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object"}, "strictly": True}}}, 400, "unexpected 'strictly'",
+        "response_format.json_schema"),
+    "json-schema-not-a-schema": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": [1]}}}, 400, "is an object", "response_format"),
+    "json-schema-bad-type": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "objectx"}}}}, 400, "cannot hold an answer", "response_format"),
+    "response-format-on-completions": (COMPLETIONS, {**OK_COMPLETION, "response_format": {"type": "json_object"}},
+                                       400, "Unrecognized", "response_format"),
     "suffix": (COMPLETIONS, {**OK_COMPLETION, "suffix": "end"}, 400, "does not support", "suffix"),
     "best-of": (COMPLETIONS, {**OK_COMPLETION, "best_of": 3}, 400, "best_of", "best_of"),
     "chat-field-on-completions": (COMPLETIONS, {**OK_COMPLETION, "messages": HI}, 400, "Unrecognized", "messages"),

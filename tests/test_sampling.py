@@ -224,3 +224,41 @@ def test_out_of_range_openai_fields_are_one_line_naming_the_field(given, param):
     with pytest.raises(SamplingError) as caught:
         Sampling(**given)
     assert caught.value.param == param and "\n" not in str(caught.value)
+
+
+class Allowing:
+    """A planted constraint: allows ``allowed`` tokens, and records what it was given."""
+
+    def __init__(self, allowed):
+        self.mask = np.zeros(VOCAB, dtype=bool)
+        self.mask[list(allowed)] = True
+        self.taken: list[int] = []
+
+    def allowed(self):
+        return self.mask
+
+    def advance(self, token):
+        self.taken.append(token)
+
+
+@pytest.mark.parametrize("setting", ["greedy", "sampled"])
+def test_a_constraint_s_mask_holds_every_choice(setting):
+    params = Sampling(**({} if setting == "greedy" else dict(temperature=1.5, seed=0)), repetition_penalty=1.1)
+    constraints = [Allowing({4, 9}), Allowing({17})]
+    chooser = Chooser(params, constraints=constraints)
+    history = [[1, 2], [3]]
+    free = Chooser(params)
+    seen = set()
+    for step in range(30):
+        logits = _logits(step, rows=2)
+        chosen = chooser(logits, history)
+        assert chosen[0] in (4, 9) and chosen[1] == 17
+        seen.add(int(free(logits, history)[0]))
+        history[0].append(int(chosen[0]))  # row 1 has ended: it takes nothing more
+    assert seen - {4, 9}  # unmasked, the same draws choose other tokens: the mask is what held them
+    assert constraints[0].taken == history[0][2:-1] and constraints[1].taken == []  # each row advanced by what it took
+
+
+def test_a_masked_token_stays_masked_whatever_its_bias():
+    chooser = Chooser(Sampling(logit_bias={5: 100}), constraints=[Allowing({6})])
+    assert chooser(_logits(0, rows=1), [[1]])[0] == 6

@@ -66,11 +66,20 @@ class Answering:
         self.top = sampling.logprobs
         self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling,
                                        keep_prompt_logits=prompt_logprobs and self.top is not None)
-        self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)])
+        self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)], self._constraints(sampling, text))
         self.on_text = on_text or (lambda row, piece: None)
         self.on_logprob = on_logprob or (lambda row, taken: None)
         self.logprobs: list[list[TokenLogprob]] | None = None if self.top is None else [[] for _ in self.rows]
         self.prompt_logprobs: list[list[TokenLogprob | None]] | None = None
+
+    def _constraints(self, sampling: Sampling, text: Text) -> list | None:
+        """Each row's grammar (infer/model/grammar.py) where the sampling holds the answers to one."""
+        if sampling.grammar is None:
+            return None
+        from .grammar import constraints
+
+        vocab = self.decoding.vocab or text.vocab_size
+        return constraints(sampling.grammar, text, vocab, sorted(self.decoding.eos), len(self.rows))
 
     def took(self, tokens: Sequence[int | None]) -> None:
         """One step's new token per row (None where ended): its text, and the rows it ends at a stop string."""

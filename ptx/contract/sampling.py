@@ -5,6 +5,8 @@ TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, in the order its generate(
 ``logit_bias`` is added before them and its ``presence_penalty`` and ``frequency_penalty`` (over the answer's
 own tokens) applied after the repetition penalty, as vLLM orders them; the chooser also reads the chosen
 token's log-probability and the most probable others' off the same logits where asked (ptx.contract.logprobs).
+Where an answer must match a grammar (ptx.contract.grammar), every token that cannot continue it is masked
+first, greedy or sampled, so that nothing after can choose it.
 
 The draws are the seed's, not the runtime's: each prompt (each row of a batch) has a numpy Generator of its
 own, seeded from the request's seed and the row's key (SeedSequence's spawn key: 0 for a prompt's first
@@ -26,6 +28,7 @@ import numpy as np
 
 from ptx.errors import InputError
 
+from .grammar import Constraint, Grammar
 from .logprobs import TokenLogprob, chosen_logprobs
 
 SEED_BITS = 64  # a seed is taken modulo 2**64: numpy's SeedSequence takes non-negative integers
@@ -58,7 +61,8 @@ class Sampling:
     holds, and ``frequency_penalty`` (-2 to 2) once per time it holds it (the prompt's tokens do not count, as
     OpenAI's formula says); ``logit_bias`` ((token id, -100 to 100), ...) is added to those tokens' logits
     first (-100 bans a token, 100 all but forces it); ``logprobs``: None, or the chosen token's log-probability
-    with the ``logprobs`` most probable tokens' (0 to 20), read off the model's own logits at each step."""
+    with the ``logprobs`` most probable tokens' (0 to 20), read off the model's own logits at each step.
+    ``grammar``: what the answer must match (ptx.contract.grammar.Grammar: a JSON schema, JSON, a regex)."""
 
     temperature: float = 0.0
     top_k: int = 0
@@ -73,6 +77,7 @@ class Sampling:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: int | None = None
+    grammar: Grammar | None = None
 
     def __post_init__(self):
         _number("temperature", self.temperature, 0, None)
@@ -100,12 +105,14 @@ class Sampling:
         if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
             raise SamplingError(f"logprobs {self.logprobs!r}: give a whole number from 0 to {MAX_LOGPROBS} (the most "
                                 "probable tokens listed beside the chosen one)", "logprobs")
+        if self.grammar is not None and not isinstance(self.grammar, Grammar):
+            raise SamplingError(f"grammar {self.grammar!r}: give a ptx.contract.grammar.Grammar", "grammar")
 
     @property
     def plain(self) -> bool:
         """Greedy with nothing that changes the argmax or asks more of the choice: the plain argmax does."""
         return (self.greedy and self.repetition_penalty == 1.0 and not self.presence_penalty
-                and not self.frequency_penalty and not self.logit_bias and self.logprobs is None)
+                and not self.frequency_penalty and not self.logit_bias and self.logprobs is None and self.grammar is None)
 
     @property
     def greedy(self) -> bool:
@@ -163,8 +170,9 @@ def row_generators(seed: int | None, keys: Sequence[int]) -> list[np.random.Gene
 
 
 def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling,
-              answer_starts: Sequence[int] | None = None) -> np.ndarray:
-    """The scores each token is chosen by, float64 [batch, vocab]: the logit bias, the repetition penalty over
+              answer_starts: Sequence[int] | None = None, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The scores each token is chosen by, float64 [batch, vocab]: -inf where ``allowed`` (boolean [batch,
+    vocab], a grammar's mask) is False, then the logit bias, the repetition penalty over
     each row's ``history`` (its prompt and the tokens chosen so far), the presence and frequency penalties over
     its answer (``history[row][answer_starts[row]:]``; default: all of it), then, when sampling, the
     temperature and the top-k, top-p and min-p filters (a filtered token's score is -inf), as transformers
@@ -172,6 +180,8 @@ def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Samp
     scores = np.array(logits, dtype=np.float64, copy=True)
     if scores.ndim != 2:
         raise ValueError(f"logits of shape {scores.shape}: give [batch, vocab]")
+    if allowed is not None:
+        scores[~allowed] = -np.inf  # before anything else: no bias or penalty brings a masked token back
     if params.logit_bias:
         ids, bias = np.array([t for t, _ in params.logit_bias]), np.array([b for _, b in params.logit_bias])
         inside = ids < scores.shape[1]
@@ -236,13 +246,15 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def choose(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling,
-           rngs: Sequence[np.random.Generator] | None = None, answer_starts: Sequence[int] | None = None) -> np.ndarray:
+           rngs: Sequence[np.random.Generator] | None = None, answer_starts: Sequence[int] | None = None,
+           allowed: np.ndarray | None = None) -> np.ndarray:
     """The next token of each row of ``logits`` [batch, vocab], int64 [batch]: the argmax of the processed
     scores when greedy (the first of equal maxima, as torch.argmax), else the token where the row's uniform
     draw (one from ``rngs[row]`` per call) falls in the cumulative distribution of its kept tokens, most
     probable first (equal probabilities by token id). ``answer_starts``: where each row's answer begins in its
-    history (the presence and frequency penalties count the answer's tokens)."""
-    scores = processed(logits, history, params, answer_starts)
+    history (the presence and frequency penalties count the answer's tokens); ``allowed``: a grammar's mask
+    (boolean [batch, vocab]), each row keeping one token at least."""
+    scores = processed(logits, history, params, answer_starts, allowed)
     if params.greedy:
         return np.argmax(scores, axis=-1).astype(np.int64)
     if rngs is None or len(rngs) != len(scores):
@@ -266,26 +278,49 @@ class Chooser:
 
     Its first call is the prompt's step: each row's history then is its prompt, so the answer's tokens (which
     the presence and frequency penalties count) are what comes after. Where ``params.logprobs`` asks, ``taken``
-    holds each row's chosen token's log-probability (ptx.contract.logprobs) after each call."""
+    holds each row's chosen token's log-probability (ptx.contract.logprobs) after each call.
 
-    def __init__(self, params: Sampling, keys: Sequence[int] | None = None):
+    ``constraints``: one per row (ptx.contract.grammar.Constraint), where the answer must match a grammar. Each
+    call first gives every row's constraint the tokens its history took since the last call (what the decoding
+    appended: a row that had ended took none), then masks what it does not allow: the mask is applied here, in
+    the one choice, for every backend and every row of a server's batch, with no further run of the model."""
+
+    def __init__(self, params: Sampling, keys: Sequence[int] | None = None,
+                 constraints: Sequence[Constraint] | None = None):
         self.params, self.keys = params, None if keys is None else [int(k) for k in keys]
+        self.constraints = None if constraints is None else list(constraints)
         self.rngs: list[np.random.Generator] | None = None
         self.answer_starts: list[int] | None = None
+        self._fed: list[int] | None = None  # each row's history length its constraint has seen
         self.taken: list[TokenLogprob] | None = None
 
     def __call__(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
         if self.answer_starts is None:
             self.answer_starts = [len(h) for h in history]
+            self._fed = list(self.answer_starts)
         if self.rngs is None and not self.params.greedy:
             keys = self.keys
             if keys is None:
                 keys = [0] * len(logits) if self.params.seed is not None else range(len(logits))
             self.rngs = row_generators(self.params.seed, keys)
-        chosen = choose(logits, history, self.params, self.rngs, self.answer_starts)
+        chosen = choose(logits, history, self.params, self.rngs, self.answer_starts, self._allowed(logits, history))
         if self.params.logprobs is not None:
             self.taken = chosen_logprobs(logits, chosen, self.params.logprobs)
         return chosen
+
+    def _allowed(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray | None:
+        """The constraints' masks [batch, vocab], each advanced by what its row took since the last call."""
+        if self.constraints is None:
+            return None
+        if len(self.constraints) != len(logits):
+            raise ValueError(f"{len(self.constraints)} constraints for {len(logits)} rows: give one per row")
+        allowed = np.empty(logits.shape, dtype=bool)
+        for row, (constraint, seen) in enumerate(zip(self.constraints, history)):
+            for token in seen[self._fed[row]:]:
+                constraint.advance(int(token))
+            self._fed[row] = len(seen)
+            allowed[row] = constraint.allowed()[:logits.shape[1]]
+        return allowed
 
 
 __all__ = ["Chooser", "Sampling", "SamplingError", "choose", "processed", "row_generators"]
