@@ -26,6 +26,7 @@ import orjson
 from ptx.contract.grammar import Grammar, GrammarError
 
 from .body import json_object
+from .openai_tools import Tools, ToolsError, assistant_calls, parse_tools, tool_message
 from .tensors import RequestError
 
 # What each kind of request takes. Unknown fields are refused, as OpenAI refuses them ("Unrecognized
@@ -45,9 +46,8 @@ MAX_BIAS = 100  # logit_bias: OpenAI's -100 to 100
 MAX_LOGPROBS = 20
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # Fields whose other values ptx does not implement: (field, the values that change nothing).
-NOT_DONE = {"tools": (None, []), "functions": (None, []), "tool_choice": (None, "none"),
-            "function_call": (None, "none"), "suffix": (None, ""), "modalities": (None, ["text"]),
-            "reasoning_effort": (None,)}
+NOT_DONE = {"functions": (None, []), "function_call": (None, "none"), "suffix": (None, ""),
+            "modalities": (None, ["text"]), "reasoning_effort": (None,)}
 
 
 class OpenAIError(RequestError):
@@ -83,6 +83,7 @@ class TextRequest:
     stream: bool = False
     include_usage: bool = False
     echo: bool = False
+    tools: Tools | None = None
 
 
 def parse_request(body: bytes, kind: str) -> TextRequest:
@@ -105,6 +106,13 @@ def parse_request(body: bytes, kind: str) -> TextRequest:
         asked.given["grammar"] = grammar
     if kind == "chat":
         asked.messages = _messages(doc.get("messages"))
+        try:
+            asked.tools = parse_tools(doc)
+        except ToolsError as exc:
+            raise OpenAIError(str(exc), param=exc.param) from None
+        if grammar is not None and asked.tools is not None and asked.tools.forced:
+            raise OpenAIError("response_format and a required tool call each say what the answer is: give one",
+                              param="response_format")
     else:
         asked.prompts = _prompts(doc.get("prompt"))
         best_of = _int(doc, "best_of", asked.n, 1)
@@ -273,6 +281,9 @@ def _messages(value) -> list[dict]:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise OpenAIError(f"{where}: give an object with a role ({', '.join(ROLES)}) and a content", param=where)
         content = message.get("content")
+        if message["role"] == "assistant" and message.get("tool_calls") is not None:
+            messages.append(_with_calls(message, content, where))
+            continue
         if isinstance(content, list):
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                        for p in content):
@@ -282,8 +293,25 @@ def _messages(value) -> list[dict]:
         if not isinstance(content, str):
             raise OpenAIError(f"{where}.content {_json(content)}: give text", param=f"{where}.content")
         role = "system" if message["role"] == "developer" else message["role"]
-        messages.append({"role": role, "content": content})
+        if role == "tool":
+            messages.append(_read(tool_message, message, content, where))
+        else:
+            messages.append({"role": role, "content": content})
     return messages
+
+
+def _with_calls(message: dict, content, where: str) -> dict:
+    """An assistant message that called tools: its calls, and its text where it has some."""
+    if content is not None and not isinstance(content, str):
+        raise OpenAIError(f"{where}.content {_json(content)}: give text or null", param=f"{where}.content")
+    return {"role": "assistant", "content": content, "tool_calls": _read(assistant_calls, message, where)}
+
+
+def _read(read, *args):
+    try:
+        return read(*args)
+    except ToolsError as exc:
+        raise OpenAIError(str(exc), param=exc.param) from None
 
 
 def _prompts(value) -> list:
@@ -329,14 +357,15 @@ class Reply:
         what = ("chat.completion" + ".chunk" * chunk) if self.kind == "chat" else "text_completion"
         return {"id": self.id, "object": what, "created": self.created, "model": self.model}
 
-    def whole(self, choices: list[tuple[str, str, dict | None]], counted: dict) -> dict:
-        """The non-streamed answer: ``choices`` (text, finish_reason, logprobs or None) in order, and the usage."""
+    def whole(self, choices: list[tuple], counted: dict) -> dict:
+        """The non-streamed answer: ``choices`` (text, finish_reason, logprobs or None, and for a chat its
+        tool_calls or None) in order, and the usage."""
         if self.kind == "chat":
-            listed = [{"index": k, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                       "finish_reason": reason} for k, (text, reason, logprobs) in enumerate(choices)]
+            listed = [{"index": k, "message": _message(text, calls), "logprobs": logprobs, "finish_reason": reason}
+                      for k, (text, reason, logprobs, calls) in enumerate(choices)]
         else:
             listed = [{"index": k, "text": text, "logprobs": logprobs, "finish_reason": reason}
-                      for k, (text, reason, logprobs) in enumerate(choices)]
+                      for k, (text, reason, logprobs, _) in enumerate(choices)]
         return {**self._head(False), "choices": listed, "usage": counted}
 
     def chunk(self, index: int, text: str | None, finish_reason: str | None = None, first: bool = False,
@@ -351,8 +380,18 @@ class Reply:
             choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
         return event({**self._head(True), "choices": [choice]})
 
+    def delta_chunk(self, index: int, delta: dict) -> bytes:
+        """A chat's event of choice ``index`` whose delta is ``delta`` (a tool call's parts)."""
+        return event({**self._head(True), "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                                        "finish_reason": None}]})
+
     def usage_chunk(self, counted: dict) -> bytes:
         return event({**self._head(True), "choices": [], "usage": counted})
+
+
+def _message(text: str | None, calls: list[dict] | None) -> dict:
+    """A chat answer's message: its text, and the tools it calls where it calls some."""
+    return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}
 
 
 def spelt(token_bytes: bytes) -> str:

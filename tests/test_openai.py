@@ -163,6 +163,7 @@ def post(server, path: str, body, method: str = "POST", headers: dict | None = N
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 OK_CHAT = {"model": "chat", "messages": HI, "max_tokens": 4}
 OK_COMPLETION = {"model": "chat", "prompt": "Hi", "max_tokens": 4}
+FUNCTION = {"type": "function", "function": {"name": "f"}}
 # name -> (path, body, status, what the message says, the param it names)
 HOSTILE = {
     "temperature-text": (CHAT, {**OK_CHAT, "temperature": "hot"}, 400, "temperature", "temperature"),
@@ -213,8 +214,25 @@ HOSTILE = {
     "logit-bias-past-vocab": (COMPLETIONS, {**OK_COMPLETION, "logit_bias": {"100000": 1}}, 400,
                               "outside chat's vocabulary", "logit_bias"),
     "echo-text": (COMPLETIONS, {**OK_COMPLETION, "echo": "yes"}, 400, "true or false", "echo"),
-    "tools": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "does not support",
-              "tools"),
+    "tools-without-syntax": (CHAT, {**OK_CHAT, "tools": [FUNCTION]}, 400, "has no tool syntax", "tools"),
+    "tools-not-a-list": (CHAT, {**OK_CHAT, "tools": FUNCTION}, 400, "give a list", "tools"),
+    "tool-not-a-function": (CHAT, {**OK_CHAT, "tools": [{"type": "code"}]}, 400, '"type": "function"', "tools[0]"),
+    "tool-name-spaces": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {"name": "get weather"}}]}, 400,
+                         "letters, digits", "tools[0].function.name"),
+    "tool-parameters-list": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {
+        "name": "f", "parameters": [1]}}]}, 400, "JSON schema", "tools[0].function.parameters"),
+    "tool-twice": (CHAT, {**OK_CHAT, "tools": [FUNCTION, FUNCTION]}, 400, "given twice", "tools"),
+    "tool-choice-unknown": (CHAT, {**OK_CHAT, "tools": [FUNCTION], "tool_choice": {
+        "type": "function", "function": {"name": "g"}}}, 400, "not among tools", "tool_choice"),
+    "tool-choice-word": (CHAT, {**OK_CHAT, "tools": [FUNCTION], "tool_choice": "always"}, 400, '"required"',
+                         "tool_choice"),
+    "tool-choice-without-tools": (CHAT, {**OK_CHAT, "tool_choice": "required"}, 400, "needs tools", "tool_choice"),
+    "parallel-text": (CHAT, {**OK_CHAT, "parallel_tool_calls": "yes"}, 400, "true or false", "parallel_tool_calls"),
+    "call-arguments-not-json": (CHAT, {**OK_CHAT, "messages": [HI[0], {"role": "assistant", "tool_calls": [{
+        "id": "c", "type": "function", "function": {"name": "f", "arguments": "{city"}}]}]}, 400, "not JSON text",
+        "messages[1].tool_calls[0].function.arguments"),
+    "tool-message-without-id": (CHAT, {**OK_CHAT, "messages": [HI[0], {"role": "tool", "content": "21"}]}, 400,
+                                "tool_call_id", "messages[1].tool_call_id"),
     "response-format-xml": (CHAT, {**OK_CHAT, "response_format": {"type": "xml"}}, 400, '{"type": "json_object"}',
                             "response_format"),
     "response-format-text": (CHAT, {**OK_CHAT, "response_format": "json"}, 400, "give", "response_format"),

@@ -61,13 +61,15 @@ def _compiled(grammar: Grammar, text: Text, vocab: int, eos: Sequence[int]) -> t
     try:
         if grammar.kind == "regex":
             source = matcher.grammar_from_regex(grammar.source)
+        elif grammar.kind == "lark":
+            source = matcher.grammar_from_lark(grammar.source)
         else:
             source = matcher.grammar_from_json_schema(grammar.schema, defaults=JSON_OPTIONS)
     except ValueError as exc:
         raise GrammarError(f"{grammar.describe()}: {exc}") from None
     error = matcher.validate_grammar(source, tokenizer)
     if error:
-        what = "the regular expression" if grammar.kind == "regex" else "the JSON schema"
+        what = {"regex": "the regular expression", "lark": "the grammar"}.get(grammar.kind, "the JSON schema")
         raise GrammarError(f"{what} cannot hold an answer: {' '.join(error.split())[:300]}")
     _GRAMMARS[(key, grammar)] = source
     while len(_GRAMMARS) > _KEPT_GRAMMARS:

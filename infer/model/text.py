@@ -183,8 +183,11 @@ class Text:
             found = next((t.get("template") for t in found if isinstance(t, dict) and t.get("name") == "default"), None)
         return found if isinstance(found, str) else None
 
-    def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> str:
-        """The conversation as the model reads it: the chat template rendered as transformers renders it."""
+    def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
+               tools: Sequence[Mapping] | None = None) -> str:
+        """The conversation as the model reads it: the chat template rendered as transformers renders it, with
+        ``tools`` (OpenAI's [{"type": "function", "function": {...}}], as apply_chat_template(tools=...) takes
+        them) where given."""
         require("text")
         import jinja2
 
@@ -195,14 +198,15 @@ class Text:
         specials = {k: t for k in SPECIAL_TOKENS if (t := _token_text(self.config.get(k))) is not None}
         try:
             return _compiled(self.chat_template).render(
-                messages=[dict(m) for m in messages], tools=None, documents=None,
+                messages=[dict(m) for m in messages], tools=None if tools is None else [dict(t) for t in tools],
+                documents=None,
                 add_generation_prompt=add_generation_prompt, **specials)
         except jinja2.TemplateError as exc:
             raise InputError(f"the chat template refused the messages: {exc}") from None
 
-    def chat(self, messages: Sequence[Mapping]) -> list[int]:
-        """The conversation's ids, ready for the assistant's answer."""
-        return self.encode(self.render(messages), special=False)
+    def chat(self, messages: Sequence[Mapping], tools: Sequence[Mapping] | None = None) -> list[int]:
+        """The conversation's ids, ready for the assistant's answer (``tools``: the functions it may call)."""
+        return self.encode(self.render(messages, tools=tools), special=False)
 
     def stream(self, stop: Sequence[str] = ()) -> "TextStream":
         return TextStream(self, stop)
@@ -215,7 +219,8 @@ def check_messages(messages) -> None:
     for k, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise InputError(f"message {k + 1} has no role: {ROLES_NOTE}")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("role") == "assistant" and message.get("tool_calls")
+        if not isinstance(message.get("content"), str) and not (calls and message.get("content") is None):
             raise InputError(f"message {k + 1}: its content is not text: {ROLES_NOTE}")
 
 

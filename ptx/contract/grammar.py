@@ -12,7 +12,7 @@ import numpy as np
 
 from ptx.errors import InputError
 
-KINDS = ("json_schema", "json_object", "regex")
+KINDS = ("json_schema", "json_object", "regex", "lark")
 
 
 class GrammarError(InputError):
@@ -21,8 +21,9 @@ class GrammarError(InputError):
 
 @dataclass(frozen=True)
 class Grammar:
-    """``kind`` "json_schema" (``source``: the schema, as JSON text), "json_object" (any JSON object) or
-    "regex" (``source``: the pattern, matched whole)."""
+    """``kind`` "json_schema" (``source``: the schema, as JSON text), "json_object" (any JSON object),
+    "regex" (``source``: the pattern, matched whole) or "lark" (``source``: a grammar in llguidance's Lark,
+    whose ``%json {schema}`` rules hold JSON parts to a schema: a tool call's syntax around its arguments)."""
 
     kind: str
     source: str = ""
@@ -57,16 +58,23 @@ class Grammar:
             raise GrammarError("a regular expression is non-empty text")
         return cls("regex", pattern)
 
+    @classmethod
+    def lark(cls, source: str) -> "Grammar":
+        """An answer that ``source`` (llguidance's Lark, its first rule ``start``) derives."""
+        if not isinstance(source, str) or not source.strip():
+            raise GrammarError("a Lark grammar is non-empty text")
+        return cls("lark", source)
+
     @property
     def schema(self) -> dict:
         """The JSON schema an answer validates against (a JSON object's: {"type": "object"})."""
-        if self.kind == "regex":
-            raise GrammarError("a regular expression has no JSON schema")
+        if self.kind in ("regex", "lark"):
+            raise GrammarError(f"a {self.kind} grammar has no JSON schema")
         return json.loads(self.source) if self.kind == "json_schema" else {"type": "object"}
 
     def describe(self) -> str:
-        return {"json_schema": "JSON of its schema", "json_object": "a JSON object"}.get(self.kind,
-                                                                                           f"text matching {self.source}")
+        return {"json_schema": "JSON of its schema", "json_object": "a JSON object",
+                "lark": "text of its grammar"}.get(self.kind, f"text matching {self.source}")
 
 
 class Constraint(Protocol):
