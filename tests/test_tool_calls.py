@@ -6,6 +6,7 @@ template that never renders tools has no syntax."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
@@ -13,7 +14,7 @@ from ptx.contract.sampling import Sampling
 from ptx.infer import load
 from ptx.infer.model.text import Text
 from ptx.infer.model.text_generation import end_ids, generate_text
-from ptx.infer.model.tool_calls import Hermes, reads_tools, syntax_of
+from ptx.infer.model.tool_calls import Hermes, LlamaJson, reads_tools, syntax_of
 
 transformers = pytest.importorskip("transformers")
 jsonschema = pytest.importorskip("jsonschema")
@@ -73,19 +74,41 @@ def test_hermes_blocks_are_read_whole_or_piece_by_piece_alike(words):
     assert syntax.parse("Just text, <tool_ not a tag.  ") == ("Just text, <tool_ not a tag.", [])
 
 
+def test_llama_3_1_s_json_calls_are_read_whole_or_piece_by_piece_alike(words):
+    syntax = LlamaJson(words)
+    answer = ' {"name": "get_weather", "parameters": {"city": "Paris; France", "unit": "celsius"}}; ' \
+             '{"name": "get_time", "parameters": {"zone": "CET"}}'
+    content, calls = syntax.parse(answer)
+    assert content is None and [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris; France", "unit": "celsius"}), ("get_time", {"zone": "CET"})]
+    stream, events = syntax.stream(), []
+    for char in answer:
+        events += stream.feed(char)
+    assert events == []  # an answer that opens with "{" is held whole
+    assert [(c.name, c.arguments) for c in stream.finish()] == [(c.name, c.arguments) for c in calls]
+    assert syntax.parse("It is sunny {really}.") == ("It is sunny {really}.", [])  # text streams as text
+    assert syntax.parse('{"not": "a call"}') == ('{"not": "a call"}', [])
+
+
 def test_which_templates_have_a_tool_syntax(words, chat_export):
     assert isinstance(syntax_of(words), Hermes)
     plain = Text.open(chat_export["folder"])  # ChatML without tools
     assert not reads_tools(plain.chat_template) and syntax_of(plain) is None
+    # Llama 3.1's tools prompt spells out its format (a template that renders tools and says it)
+    llama = ("{% if tools %}Respond in the format {\"name\": function name, \"parameters\": dictionary of argument "
+             "name and its value}.{% for t in tools %}{{ t | tojson(indent=4) }}{% endfor %}{% endif %}")
+    assert isinstance(syntax_of(types.SimpleNamespace(chat_template=llama)), LlamaJson)
+    assert syntax_of(types.SimpleNamespace(chat_template="{% for t in tools %}{{ t.name }}{% endfor %}")) is None
 
 
-@pytest.mark.parametrize("name", [None, "get_weather"])
-def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_chat_export, name):
+@pytest.mark.parametrize("family, name", [(Hermes, None), (Hermes, "get_weather"), (LlamaJson, None)])
+def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_chat_export, family, name):
     """100 sampled answers at temperature 1.0, each a call (of any tool, or of the one named) whose arguments
-    validate; unforced, the same draws make no call."""
+    validate; unforced, the same draws make no call. The grammar holds any model to the syntax: Llama 3.1's is
+    forced on the same tiny Qwen2."""
     model = load(tool_chat_export["file"])
     try:
-        syntax = syntax_of(model.text)
+        syntax = family(model.text)
         ids = model.text.chat(CONVERSATION[:1], tools=TOOLS)
         forced = Sampling(temperature=1.0, seed=0, max_new_tokens=200, grammar=syntax.forced(TOOLS, name))
         answers = generate_text(model, [ids], model.text, forced, n=100, eos=end_ids(model, model.text))

@@ -4,9 +4,11 @@ text), the same read piece by piece as an answer streams, and the grammar that f
 requires one (ptx.contract.grammar.Grammar, its arguments held to the function's JSON schema, masked by
 infer/model/grammar.py), as vLLM's tool parsers and llama.cpp's server read them.
 
-The syntax ptx reads: Hermes' ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, which Qwen2.5's
-and Qwen3's templates (and Hermes') teach, each call in its own tags. A template that never reads ``tools``
-has no tool syntax at all (its model was never shown one).
+The syntaxes ptx reads: Hermes' ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, which Qwen2.5's
+and Qwen3's templates (and Hermes') teach, each call in its own tags; and Llama 3.1's JSON, an answer that is
+``{"name": ..., "parameters": {...}}`` alone (calls apart by ";", as Llama 3.2 writes several), which Meta's
+Llama 3.1 and 3.2 templates teach. A template that never reads ``tools`` has no tool syntax at all (its model
+was never shown one).
 """
 from __future__ import annotations
 
@@ -32,18 +34,21 @@ class ToolCall:
     id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
 
 
-class Hermes:
-    """``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, one block per call (Qwen2.5, Qwen3,
-    Hermes). The tags may be one added token each (Qwen2.5's tokenizer) or plain text."""
+class Syntax:
+    """A model's tool-call syntax for ``text``'s tokenizer: ``stream()`` reads an answer piece by piece (each
+    piece's events: text, and ToolCall), ``parse(answer)`` the whole the same way, ``forced(tools, name)`` the
+    grammar of one call."""
 
-    family = "hermes"
-    open_tag, close_tag = "<tool_call>", "</tool_call>"
+    family = ""
 
     def __init__(self, text: Text):
         self.text = text
 
-    def stream(self) -> "HermesStream":
-        return HermesStream(self)
+    def stream(self):
+        raise NotImplementedError
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        raise NotImplementedError
 
     def parse(self, answer: str) -> tuple[str | None, list[ToolCall]]:
         """(the text outside the calls, None where there is none; the calls), read as a stream reads them."""
@@ -52,21 +57,16 @@ class Hermes:
         content = "".join(e for e in events if isinstance(e, str))
         return content or None, [e for e in events if isinstance(e, ToolCall)]
 
-    def call(self, block: str) -> ToolCall | None:
-        """A call block's JSON as a ToolCall, or None where it is not one (then it is text)."""
-        try:
-            doc = json.loads(block)
-        except ValueError:
-            return None
-        if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
-            return None
-        arguments = doc.get("arguments", doc.get("parameters", {}))
-        if isinstance(arguments, str):  # a model that wrote its arguments as JSON text
-            try:
-                arguments = json.loads(arguments)
-            except ValueError:
-                return None
-        return ToolCall(doc["name"], json.dumps(arguments, ensure_ascii=False))
+
+class Hermes(Syntax):
+    """``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, one block per call (Qwen2.5, Qwen3,
+    Hermes). The tags may be one added token each (Qwen2.5's tokenizer) or plain text."""
+
+    family = "hermes"
+    open_tag, close_tag = "<tool_call>", "</tool_call>"
+
+    def stream(self) -> "HermesStream":
+        return HermesStream(self)
 
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         """One call, of the function ``name`` (None: any of ``tools``), its arguments held to its parameters'
@@ -85,6 +85,94 @@ class Hermes:
         token = self.text.tokenizer.token_to_id(word)
         added = self.text.tokenizer.get_added_tokens_decoder()
         return f"<[{token}]>" if token is not None and token in added else json.dumps(word)
+
+
+class LlamaJson(Syntax):
+    """Llama 3.1's JSON tool calls: the answer is ``{"name": ..., "parameters": {...}}`` (several apart by ";"),
+    or it is text. An answer that opens with "{" is held whole until it ends, then read."""
+
+    family = "llama3_json"
+
+    def stream(self) -> "WholeJsonStream":
+        return WholeJsonStream(self)
+
+    def calls(self, answer: str) -> list[ToolCall] | None:
+        """The calls an answer that opened with "{" holds, or None where it is not calls (then it is text)."""
+        calls = []
+        for part in _json_parts(answer):
+            call = _call_of(part)
+            if call is None:
+                return None
+            calls.append(call)
+        return calls or None
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        """One call, of ``name`` (None: any of ``tools``), its "parameters" held to the function's schema."""
+        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
+        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/parameters" if len(chosen) > 1 else
+                                "#/properties/parameters", key="parameters") for k, t in enumerate(chosen)]
+        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        return Grammar.lark(f"start: call\ncall: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
+
+
+def _call_of(block: str) -> ToolCall | None:
+    """A call's JSON ({"name": ..., "arguments" or "parameters": {...}}) as a ToolCall, or None where it is not
+    one (then it is text)."""
+    try:
+        doc = json.loads(block)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+        return None
+    arguments = doc.get("arguments", doc.get("parameters", {}))
+    if isinstance(arguments, str):  # a model that wrote its arguments as JSON text
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    return ToolCall(doc["name"], json.dumps(arguments, ensure_ascii=False))
+
+
+def _json_parts(answer: str) -> list[str]:
+    """The JSON objects of an answer, apart by ";" (a ";" inside one does not split it)."""
+    parts, start = [], 0
+    for end in (i for i, c in enumerate(answer) if c == ";"):
+        try:
+            json.loads(answer[start:end])
+        except ValueError:
+            continue
+        parts.append(answer[start:end])
+        start = end + 1
+    return [*parts, answer[start:]]
+
+
+class WholeJsonStream:
+    """An answer read by LlamaJson as it streams: text as it comes where it does not open with "{", else held
+    whole and read at the end (calls, or its text where it is not calls)."""
+
+    def __init__(self, syntax: LlamaJson):
+        self.syntax, self.pending, self.held = syntax, "", None
+
+    def feed(self, piece: str) -> list:
+        if self.held is None:
+            self.pending += piece
+            if not self.pending.strip():
+                return []
+            self.held, piece = self.pending.lstrip().startswith("{"), self.pending
+            self.pending = ""
+            if not self.held:
+                return [piece]
+        if self.held:
+            self.pending += piece
+            return []
+        return [piece] if piece else []
+
+    def finish(self) -> list:
+        rest, self.pending = self.pending, ""
+        if not self.held:
+            return [rest] if rest.strip() else []
+        calls = self.syntax.calls(rest.strip())
+        return calls if calls is not None else [rest]
 
 
 class HermesStream:
@@ -122,12 +210,12 @@ class HermesStream:
         its text; text held for a tag that never came (whitespace at the end is dropped)."""
         rest, self.pending = self.pending, ""
         if self.inside:
-            call = self.syntax.call(rest.strip())
+            call = _call_of(rest.strip())
             return [call] if call is not None else [self.syntax.open_tag + rest]
         return [rest] if rest.strip() else []
 
     def _block(self, block: str):
-        call = self.syntax.call(block.strip())
+        call = _call_of(block.strip())
         return call if call is not None else f"{self.syntax.open_tag}{block}{self.syntax.close_tag}"
 
 
@@ -139,13 +227,12 @@ def _held(text: str, tag: str) -> int:
     return prefix + len(body) - len(body.rstrip())
 
 
-def _call_schema(function: dict, at: str) -> dict:
-    """The JSON schema of one call of ``function``: {"name": its name, "arguments": its parameters}, the
+def _call_schema(function: dict, at: str, key: str = "arguments") -> dict:
+    """The JSON schema of one call of ``function``: {"name": its name, ``key``: its parameters}, the
     parameters' own references (#/$defs/...) moved to where they now sit (``at``)."""
     parameters = function.get("parameters") or {"type": "object", "properties": {}}
-    return {"type": "object", "properties": {"name": {"const": function["name"]},
-                                             "arguments": _rerooted(parameters, at)},
-            "required": ["name", "arguments"], "additionalProperties": False}
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, key: _rerooted(parameters, at)},
+            "required": ["name", key], "additionalProperties": False}
 
 
 def _rerooted(schema, at: str):
@@ -158,7 +245,8 @@ def _rerooted(schema, at: str):
     return schema
 
 
-SYNTAXES = {"<tool_call>": Hermes}  # what a template writes -> the syntax it teaches
+# what a template writes -> the syntax it teaches (Llama 3.1's: the format line its tools prompt spells out)
+SYNTAXES = {"<tool_call>": Hermes, "argument name and its value": LlamaJson}
 
 
 @functools.lru_cache(maxsize=16)
@@ -177,7 +265,7 @@ def reads_tools(template: str | None) -> bool:
 
 
 def syntax_of(text: Text):
-    """The tool-call syntax ``text``'s chat template teaches (Hermes), or None: a template that never reads
+    """The tool-call syntax ``text``'s chat template teaches (Hermes, LlamaJson), or None: a template that never reads
     ``tools``, or whose calls ptx does not read."""
     template = text.chat_template
     if not reads_tools(template):
@@ -188,4 +276,4 @@ def syntax_of(text: Text):
     return None
 
 
-__all__ = ["Hermes", "ToolCall", "reads_tools", "syntax_of"]
+__all__ = ["Hermes", "LlamaJson", "ToolCall", "reads_tools", "syntax_of"]
