@@ -60,9 +60,9 @@ def test_a_streamed_call_reassembles_to_the_same_call(client):
 def test_tool_messages_are_taken_back_as_the_template_renders_them(client, local):
     """The assistant's call (its arguments as JSON text, as OpenAI sends them) and the tool's answer: the prompt
     is the template's rendering of them, counted in usage."""
-    sent = [ASK[0], {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                                                                            "function": {"name": "get_weather",
-                                                                                         "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+    arguments = '{"city": "Paris", "unit": "celsius"}'
+    sent = [ASK[0], {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21"}]
     got = client.chat.completions.create(model="qwen", messages=sent, tools=TOOLS, temperature=0, max_tokens=8)
     assert got.usage.prompt_tokens == len(local.text.chat(CONVERSATION, tools=TOOLS))

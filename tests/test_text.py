@@ -174,10 +174,12 @@ def test_ptx_generate_chats_with_a_seed_alike_on_ort_cpu_and_openvino(chat_expor
     assert answers["ort-cpu"].stdout.split(": ", 1)[1].rstrip("\n") == answer["text"]
 
 
-def test_ptx_generate_with_text_imports_no_torch(chat_export):
+@pytest.mark.parametrize("held", [(), ("--regex", "[a-z]{2,3}")])
+def test_ptx_generate_with_text_imports_no_torch(chat_export, held):
+    """Sampled, and held to a grammar (llguidance's mask): torch is never imported."""
     code = ("import sys\nfrom ptx.cli import main\n"
             f"sys.argv = ['ptx', 'generate', {str(chat_export['file'])!r}, '--prompt', 'Hi', '--chat', "
-            "'--temperature', '0.7', '--seed', '1', '--max-new-tokens', '4']\n"
+            f"'--temperature', '0.7', '--seed', '1', '--max-new-tokens', '4', *{held!r}]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -71,7 +71,8 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
 @click.option("--json-schema", "json_schema", type=click.Path(dir_okay=False), metavar="FILE.json",
               help="Each answer is JSON that validates against this JSON schema: the tokens that cannot continue it "
                    "are masked at every step (greedy or sampled). Needs a tokenizer.")
-@click.option("--regex", metavar="PATTERN", help="Each answer matches PATTERN whole (masked likewise). Needs a tokenizer.")
+@click.option("--regex", metavar="PATTERN",
+              help="Each answer matches PATTERN whole (masked likewise). Needs a tokenizer.")
 @click.option("--backend", type=Choice(backend_names()), help="Default: the file's own (ort-cpu for ONNX).")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), help="For a backend that runs on several.")
 @click.option("--precision", type=Choice(PRECISIONS),
@@ -121,11 +122,10 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     if (prompts or stop) and words is None:
         raise click.UsageError(f"{'--prompt' if prompts else '--stop'} is text, and there is no tokenizer.json beside "
                                f"{file}: give --tokenizer DIR (or token ids with --ids)")
-    grammar = _grammar(json_schema, regex, words, file)
     try:
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_new_tokens=max_new_tokens,
-                            grammar=grammar)
+                            grammar=_grammar(json_schema, regex, words, file))
     except SamplingError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.param.replace('_', '-')}") from None
     given = list(ids) + [_encoded(words, p, chat, system) for p in prompts]
@@ -139,8 +139,7 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
                                "for an encoder of features)")
     _check_input(file, features is not None)  # before the load: a wrong option must not wait for the weights
     with load(file, backend=backend, device=device, precision=precision, ignore_metadata=ignore_metadata) as model:
-        if grammar is not None and model.generation is not None:  # a file without its cache: refused below
-            _check_grammar(model, words, grammar, _eos(eos), "--json-schema" if json_schema else "--regex")
+        _check_grammar(model, words, sampling.grammar, _eos(eos), "--json-schema" if json_schema else "--regex")
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
@@ -191,7 +190,10 @@ def _grammar(json_schema: str | None, regex: str | None, words, file):
 
 
 def _check_grammar(model, words, grammar, eos, option: str) -> None:
-    """The grammar compiled for the model's tokenizer before any prompt line is printed: else one line."""
+    """The grammar compiled for the model's tokenizer before any prompt line is printed: else one line. No
+    grammar, or a file without its cache (refused where it decodes), has nothing to check."""
+    if grammar is None or model.generation is None:
+        return
     from ptx.contract.grammar import GrammarError
     from ptx.infer.model import grammar as grammars
     from ptx.infer.model.generation import vocabulary

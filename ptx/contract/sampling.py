@@ -112,7 +112,8 @@ class Sampling:
     def plain(self) -> bool:
         """Greedy with nothing that changes the argmax or asks more of the choice: the plain argmax does."""
         return (self.greedy and self.repetition_penalty == 1.0 and not self.presence_penalty
-                and not self.frequency_penalty and not self.logit_bias and self.logprobs is None and self.grammar is None)
+                and not self.frequency_penalty and not self.logit_bias and self.logprobs is None
+                and self.grammar is None)
 
     @property
     def greedy(self) -> bool:
@@ -151,7 +152,8 @@ def _logit_bias(value) -> tuple[tuple[int, float], ...]:
     try:
         pairs = [(token, bias) for token, bias in pairs]
     except (TypeError, ValueError):
-        raise SamplingError(f"logit_bias {value!r}: give token ids and their bias ({{id: bias}})", "logit_bias") from None
+        raise SamplingError(f"logit_bias {value!r}: give token ids and their bias ({{id: bias}})",
+                            "logit_bias") from None
     for token, bias in pairs:
         if not _is_int(token) or token < 0:
             raise SamplingError(f"logit_bias: {token!r} is not a token id (a whole number, 0 or more)", "logit_bias")
