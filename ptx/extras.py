@@ -29,6 +29,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
 # them: module -> (its extra, what needs it).
 PARTS: dict[str, tuple[str, str]] = {
     "nncf": ("openvino", "openvino-int8"),  # ptx export --format openvino-int8 quantizes with NNCF
+    # an answer masked against a grammar (infer/model/grammar.py): llguidance
+    "llguidance": ("text", "an answer held to a JSON schema or a regex (response_format, --json-schema, --regex)"),
 }
 
 

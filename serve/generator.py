@@ -235,7 +235,9 @@ class Generator:
                 rows, longest = rows + ride.rows, max(longest, width)
             for ride in group:
                 self._waiting.remove(ride)
-        if len(group) > 1:
+        # a decoding that keeps its prompt's logits at every position (an echo's log-probabilities) runs its
+        # prompt alone: the joint prefill keeps the last position's only
+        if len(group) > 1 and not any(ride.decoding.keep_prompt_logits for ride in group):
             try:
                 firsts = self.batch.join_together([ride.decoding for ride in group])
             except Exception:  # noqa: BLE001 - nothing has joined: each prompt runs alone below, its error its own

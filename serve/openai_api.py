@@ -7,6 +7,11 @@ routes (openai_routes.py) join this to a served model's one generation function 
 
 ptx's own fields beside OpenAI's, as vLLM and llama.cpp's server take them: ``top_k``, ``min_p``,
 ``repetition_penalty`` (the openai client sends them with ``extra_body``).
+
+Log-probabilities are OpenAI's two shapes: a chat's ``{"content": [{"token", "logprob", "bytes",
+"top_logprobs"}]}`` and a completion's ``{"tokens", "token_logprobs", "top_logprobs", "text_offset"}`` (its
+``top_logprobs`` per token: the most probable ones and the chosen one, as OpenAI's legacy API lists them). A
+token that is not whole characters is spelt as OpenAI spells it, its bytes escaped (``\\xe6``).
 """
 from __future__ import annotations
 
@@ -14,10 +19,14 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 import orjson
 
+from ptx.contract.grammar import Grammar, GrammarError
+
 from .body import json_object
+from .openai_tools import Tools, ToolsError, assistant_calls, parse_tools, tool_message
 from .tensors import RequestError
 
 # What each kind of request takes. Unknown fields are refused, as OpenAI refuses them ("Unrecognized
@@ -30,11 +39,14 @@ CHAT = COMMON + ("messages", "max_completion_tokens", "top_logprobs", "tools", "
 COMPLETION = COMMON + ("prompt", "echo", "suffix", "best_of")
 MAX_STOP = 4  # stop strings per request, as OpenAI allows
 MAX_TEMPERATURE = 2.0  # OpenAI's range is 0 to 2
+MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty: OpenAI's -2 to 2
+MAX_BIAS = 100  # logit_bias: OpenAI's -100 to 100
+# top_logprobs (a chat) and logprobs (a completion): OpenAI's chat takes 0 to 20 and its legacy completions 0 to
+# 5; ptx takes 20 for both, as vLLM does, so that an evaluation harness may ask for more alternatives.
+MAX_LOGPROBS = 20
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # Fields whose other values ptx does not implement: (field, the values that change nothing).
-NOT_DONE = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "presence_penalty": (None, 0),
-            "frequency_penalty": (None, 0), "logit_bias": (None, {}), "tools": (None, []), "functions": (None, []),
-            "tool_choice": (None, "none"), "function_call": (None, "none"), "echo": (None, False), "suffix": (None, ""),
+NOT_DONE = {"functions": (None, []), "function_call": (None, "none"), "suffix": (None, ""),
             "modalities": (None, ["text"]), "reasoning_effort": (None,)}
 
 
@@ -57,7 +69,9 @@ class OpenAIError(RequestError):
 class TextRequest:
     """A chat (``messages``) or completion (``prompts``: strings or token-id lists) request, checked. ``given``:
     the sampling fields the client set, by ptx.contract.sampling.Sampling's names (the model's generation
-    config fills the others); ``max_tokens`` None: the default of its kind."""
+    config fills the others; ``logprobs`` there: the most probable tokens listed beside each chosen one, where
+    log-probabilities are asked); ``max_tokens`` None: the default of its kind (0: a completion's ``echo`` of
+    its prompt alone); ``echo``: a completion's answer begins with its prompt."""
 
     kind: str
     model: str
@@ -68,6 +82,8 @@ class TextRequest:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    echo: bool = False
+    tools: Tools | None = None
 
 
 def parse_request(body: bytes, kind: str) -> TextRequest:
@@ -84,18 +100,27 @@ def parse_request(body: bytes, kind: str) -> TextRequest:
     for name, harmless in NOT_DONE.items():
         if name in doc and doc[name] not in harmless:
             raise OpenAIError(f"{name} {_json(doc[name])}: ptx serve does not support it; leave it out", param=name)
-    if kind == "chat" and doc.get("response_format") not in (None, {"type": "text"}):
-        raise OpenAIError("response_format: ptx serve answers text only; leave it out", param="response_format")
-    asked = TextRequest(kind, model, given=_sampling(doc), n=_int(doc, "n", 1, 1))
+    asked = TextRequest(kind, model, given={**_sampling(doc), **_logprobs(doc, kind)}, n=_int(doc, "n", 1, 1))
+    grammar = _response_format(doc.get("response_format")) if kind == "chat" else None
+    if grammar is not None:
+        asked.given["grammar"] = grammar
     if kind == "chat":
         asked.messages = _messages(doc.get("messages"))
+        try:
+            asked.tools = parse_tools(doc)
+        except ToolsError as exc:
+            raise OpenAIError(str(exc), param=exc.param) from None
+        if grammar is not None and asked.tools is not None and asked.tools.forced:
+            raise OpenAIError("response_format and a required tool call each say what the answer is: give one",
+                              param="response_format")
     else:
         asked.prompts = _prompts(doc.get("prompt"))
         best_of = _int(doc, "best_of", asked.n, 1)
         if best_of != asked.n:
             raise OpenAIError(f"best_of {best_of}: ptx serve returns every answer it makes: leave best_of out (or "
                               "equal to n)", param="best_of")
-    asked.max_tokens = _max_tokens(doc, kind)
+        asked.echo = _bool(doc, "echo")
+    asked.max_tokens = _max_tokens(doc, kind, asked.echo)
     asked.stream = _bool(doc, "stream")
     options = doc.get("stream_options")
     if options is not None:
@@ -162,12 +187,84 @@ def _sampling(doc: dict) -> dict:
             raise OpenAIError(f"stop {_json(stop)}: give a string or a list of up to {MAX_STOP} non-empty strings",
                               param="stop")
         given["stop"] = tuple(stops)
+    given["presence_penalty"] = _float(doc, "presence_penalty", -MAX_PENALTY, MAX_PENALTY)
+    given["frequency_penalty"] = _float(doc, "frequency_penalty", -MAX_PENALTY, MAX_PENALTY)
+    if doc.get("logit_bias") is not None:
+        given["logit_bias"] = _logit_bias(doc["logit_bias"])
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _max_tokens(doc: dict, kind: str) -> int | None:
+def _logit_bias(value) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias: {"token id": bias from -100 to 100}, as (id, bias) pairs (ids checked against the
+    vocabulary where the model is known)."""
+    shape = 'give {"token id": bias, ...}, each bias a number from -100 to 100'
+    if not isinstance(value, dict):
+        raise OpenAIError(f"logit_bias {_json(value)}: {shape}", param="logit_bias")
+    pairs = []
+    for key, bias in value.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit()):
+            raise OpenAIError(f"logit_bias: {key!r} is not a token id; {shape}", param="logit_bias")
+        ok = isinstance(bias, (int, float)) and not isinstance(bias, bool) and math.isfinite(bias)
+        if not ok or not -MAX_BIAS <= bias <= MAX_BIAS:
+            raise OpenAIError(f"logit_bias[{key!r}] {_json(bias)}: {shape}", param="logit_bias")
+        pairs.append((int(key), float(bias)))
+    return tuple(pairs)
+
+
+def _response_format(value) -> Grammar | None:
+    """OpenAI's response_format: text (None), {"type": "json_object"}, or {"type": "json_schema", "json_schema":
+    {"name", "schema", "strict", "description"}}: the grammar every answer is held to."""
+    shape = ('give {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name": ..., '
+             '"schema": {...}}}')
+    if value is None or value == {"type": "text"}:
+        return None
+    if not isinstance(value, dict) or value.get("type") not in ("text", "json_object", "json_schema"):
+        raise OpenAIError(f"response_format {_json(value)}: {shape}", param="response_format")
+    extra = [k for k in value if k not in ("type", "json_schema")]
+    if extra or (value["type"] != "json_schema" and "json_schema" in value):
+        raise OpenAIError(f"response_format: unexpected {(extra or ['json_schema'])[0]!r}; {shape}",
+                          param="response_format")
+    if value["type"] == "json_object":
+        return Grammar.json_object()
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise OpenAIError(f"response_format.json_schema {_json(spec)}: give an object with a name and a schema",
+                          param="response_format.json_schema")
+    unknown = [k for k in spec if k not in ("name", "schema", "strict", "description")]
+    if unknown:
+        raise OpenAIError(f"response_format.json_schema: unexpected {unknown[0]!r} (it takes name, schema, strict, "
+                          "description)", param="response_format.json_schema")
+    schema = spec.get("schema")
+    if schema is None:
+        return Grammar.json_object()
+    try:
+        return Grammar.json_schema(schema)
+    except GrammarError as exc:
+        raise OpenAIError(f"response_format.json_schema.schema: {exc}", param="response_format") from None
+
+
+def _logprobs(doc: dict, kind: str) -> dict:
+    """{"logprobs": the most probable tokens listed beside each chosen one} where the request asks for
+    log-probabilities (a chat: logprobs true, with top_logprobs; a completion: logprobs 0 or more), else {}."""
+    if kind == "completion":
+        top = _int(doc, "logprobs", None, 0)
+        if top is not None and top > MAX_LOGPROBS:
+            raise OpenAIError(f"logprobs {top}: give a whole number from 0 to {MAX_LOGPROBS}", param="logprobs")
+        return {} if top is None else {"logprobs": top}
+    wanted = _bool(doc, "logprobs")
+    top = _int(doc, "top_logprobs", None, 0)
+    if top is not None and top > MAX_LOGPROBS:
+        raise OpenAIError(f"top_logprobs {top}: give a whole number from 0 to {MAX_LOGPROBS}", param="top_logprobs")
+    if top and not wanted:
+        raise OpenAIError("top_logprobs needs logprobs: true", param="top_logprobs")
+    return {"logprobs": top or 0} if wanted else {}
+
+
+def _max_tokens(doc: dict, kind: str, echo: bool = False) -> int | None:
+    """max_tokens (or a chat's max_completion_tokens): 1 or more; 0 too for a completion's echo (its prompt's
+    log-probabilities alone, as evaluation harnesses ask)."""
     names = ("max_tokens", "max_completion_tokens") if kind == "chat" else ("max_tokens",)
-    given = {name: _int(doc, name, None, 1) for name in names if doc.get(name) is not None}
+    given = {name: _int(doc, name, None, 0 if echo else 1) for name in names if doc.get(name) is not None}
     if len(set(given.values())) > 1:
         raise OpenAIError("max_tokens and max_completion_tokens differ: give one", param="max_completion_tokens")
     return next(iter(given.values()), None)
@@ -184,6 +281,9 @@ def _messages(value) -> list[dict]:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise OpenAIError(f"{where}: give an object with a role ({', '.join(ROLES)}) and a content", param=where)
         content = message.get("content")
+        if message["role"] == "assistant" and message.get("tool_calls") is not None:
+            messages.append(_with_calls(message, content, where))
+            continue
         if isinstance(content, list):
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                        for p in content):
@@ -193,8 +293,25 @@ def _messages(value) -> list[dict]:
         if not isinstance(content, str):
             raise OpenAIError(f"{where}.content {_json(content)}: give text", param=f"{where}.content")
         role = "system" if message["role"] == "developer" else message["role"]
-        messages.append({"role": role, "content": content})
+        if role == "tool":
+            messages.append(_read(tool_message, message, content, where))
+        else:
+            messages.append({"role": role, "content": content})
     return messages
+
+
+def _with_calls(message: dict, content, where: str) -> dict:
+    """An assistant message that called tools: its calls, and its text where it has some."""
+    if content is not None and not isinstance(content, str):
+        raise OpenAIError(f"{where}.content {_json(content)}: give text or null", param=f"{where}.content")
+    return {"role": "assistant", "content": content, "tool_calls": _read(assistant_calls, message, where)}
+
+
+def _read(read, *args):
+    try:
+        return read(*args)
+    except ToolsError as exc:
+        raise OpenAIError(str(exc), param=exc.param) from None
 
 
 def _prompts(value) -> list:
@@ -240,28 +357,75 @@ class Reply:
         what = ("chat.completion" + ".chunk" * chunk) if self.kind == "chat" else "text_completion"
         return {"id": self.id, "object": what, "created": self.created, "model": self.model}
 
-    def whole(self, choices: list[tuple[str, str]], counted: dict) -> dict:
-        """The non-streamed answer: ``choices`` (text, finish_reason) in order, and the usage."""
+    def whole(self, choices: list[tuple], counted: dict) -> dict:
+        """The non-streamed answer: ``choices`` (text, finish_reason, logprobs or None, and for a chat its
+        tool_calls or None) in order, and the usage."""
         if self.kind == "chat":
-            listed = [{"index": k, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                       "finish_reason": reason} for k, (text, reason) in enumerate(choices)]
+            listed = [{"index": k, "message": _message(text, calls), "logprobs": logprobs, "finish_reason": reason}
+                      for k, (text, reason, logprobs, calls) in enumerate(choices)]
         else:
-            listed = [{"index": k, "text": text, "logprobs": None, "finish_reason": reason}
-                      for k, (text, reason) in enumerate(choices)]
+            listed = [{"index": k, "text": text, "logprobs": logprobs, "finish_reason": reason}
+                      for k, (text, reason, logprobs, _) in enumerate(choices)]
         return {**self._head(False), "choices": listed, "usage": counted}
 
-    def chunk(self, index: int, text: str | None, finish_reason: str | None = None, first: bool = False) -> bytes:
-        """One server-sent event: choice ``index``'s new text (a chat's first says the role), or its end."""
+    def chunk(self, index: int, text: str | None, finish_reason: str | None = None, first: bool = False,
+              logprobs: dict | None = None) -> bytes:
+        """One server-sent event: choice ``index``'s new text (a chat's first says the role), or its end;
+        ``logprobs``: those of the text's tokens, where asked."""
         if self.kind == "chat":
             delta = {"role": "assistant", "content": text or ""} if first else (
                 {"content": text} if text is not None else {})
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         else:
-            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
         return event({**self._head(True), "choices": [choice]})
+
+    def delta_chunk(self, index: int, delta: dict) -> bytes:
+        """A chat's event of choice ``index`` whose delta is ``delta`` (a tool call's parts)."""
+        return event({**self._head(True), "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                                        "finish_reason": None}]})
 
     def usage_chunk(self, counted: dict) -> bytes:
         return event({**self._head(True), "choices": [], "usage": counted})
+
+
+def _message(text: str | None, calls: list[dict] | None) -> dict:
+    """A chat answer's message: its text, and the tools it calls where it calls some."""
+    return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}
+
+
+def spelt(token_bytes: bytes) -> str:
+    """A token's text as OpenAI writes it: its characters, a byte that is no whole character escaped (\\xe6)."""
+    return token_bytes.decode("utf-8", errors="backslashreplace")
+
+
+def chat_logprobs(taken: list, spell: Callable[[int], bytes]) -> dict:
+    """A chat's logprobs: each token (ptx.contract.logprobs.TokenLogprob) with its bytes and its top ones
+    (``spell``: a token id's bytes)."""
+    def entry(token: int, logprob: float) -> dict:
+        raw = spell(token)
+        return {"token": spelt(raw), "logprob": logprob, "bytes": list(raw)}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(i, v) for i, v in t.top]} for t in taken],
+            "refusal": None}
+
+
+def completion_logprobs(taken: list, spell: Callable[[int], bytes], offset: int = 0, lead: int | None = None) -> dict:
+    """A completion's logprobs: ``taken`` (a TokenLogprob per token), their text, and each one's place in the
+    answer's text counted from ``offset``; each token's top log-probabilities list the most probable ones and
+    the chosen one. ``lead``: an echoed prompt's first token, listed first with no log-probability (nothing
+    before it predicts it), as OpenAI lists it."""
+    tokens, values, tops, offsets = [], [], [], []
+    if lead is not None:
+        tokens, values, tops, offsets = [spelt(spell(lead))], [None], [None], [offset]
+        offset += len(tokens[0])
+    for entry in taken:
+        tokens.append(spelt(spell(entry.token)))
+        values.append(entry.logprob)
+        tops.append({spelt(spell(i)): v for i, v in (*entry.top, (entry.token, entry.logprob))})
+        offsets.append(offset)
+        offset += len(tokens[-1])
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
 
 
 def event(doc: dict) -> bytes:

@@ -15,13 +15,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ptx.contract.grammar import GrammarError
 from ptx.contract.sampling import Sampling, SamplingError
 from ptx.errors import InputError, first_line
-from ptx.infer.model.text_generation import Answers
+from ptx.extras import MissingExtraError
+from ptx.infer.model.text_generation import Answers, end_ids
+from ptx.infer.model.tool_calls import reads_tools, syntax_of
 
 from .body import read_body
-from .openai_api import DONE, OpenAIError, Reply, TextRequest, event, parse_request, usage
-from .text_answers import Piece, answers
+from .openai_api import (DONE, OpenAIError, Reply, TextRequest, chat_logprobs, completion_logprobs, event,
+                         parse_request, usage)
+from .openai_tools import listed as listed_calls
+from .openai_tools import streamed as streamed_call
+from .text_answers import Piece, Prompted, answers
 from .tensors import RequestError
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # routed, so that the wrong one gets OpenAI's 405
@@ -105,7 +111,7 @@ def _endpoint(service, kind: str):
                                          media_type="text/event-stream; charset=utf-8",
                                          headers={"cache-control": "no-cache"})
             made = None
-            async with aclosing(answers(served, prompts, sampling, asked.n)) as items:
+            async with aclosing(_answers(served, prompts, sampling, asked)) as items:
                 async for item in items:
                     made = item if isinstance(item, Answers) else made
         except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
@@ -115,8 +121,61 @@ def _endpoint(service, kind: str):
             observer.done(time.perf_counter() - started, 500)
             return _error(OpenAIError(f"generation failed: {first_line(exc)}", 500))
         observer.done(time.perf_counter() - started)
-        return JSONResponse(reply.whole([(a.text, a.finish_reason) for a in made], _usage(prompts, made)))
+        return JSONResponse(reply.whole(_choices(served, asked, prompts, made), _usage(prompts, made, asked)))
     return handle
+
+
+def _answers(served, prompts, sampling: Sampling, asked: TextRequest):
+    """The request's answers (text_answers.answers), with its prompts' own log-probabilities where it echoes
+    them."""
+    return answers(served, prompts, sampling, asked.n, prompt_logprobs=asked.echo and sampling.logprobs is not None)
+
+
+def _prompt_only(asked: TextRequest) -> bool:
+    """A completion's echo with max_tokens 0: its prompt (and its log-probabilities) alone; one token is made
+    (the prompt's run gives it at no further cost) and left out."""
+    return asked.echo and asked.max_tokens == 0
+
+
+def _echoed(served, asked: TextRequest, row: int) -> str:
+    """The prompt of answer ``row`` as an echo gives it: its text as sent, or its ids' text."""
+    prompt = asked.prompts[row // asked.n]
+    return prompt if isinstance(prompt, str) else served.text.decode(prompt)
+
+
+def _choices(served, asked: TextRequest, prompts, made: Answers) -> list[tuple]:
+    """Each answer as Reply.whole lists it: its text (after its echoed prompt), why it ended, its logprobs, and a
+    chat's tool calls where it gives tools (its text then the text outside the calls)."""
+    spell = served.text.token_bytes
+    syntax = _reading_calls(served, asked)
+    listed = []
+    for row, answer in enumerate(made):
+        text, reason, taken, calls = answer.text, answer.finish_reason, answer.logprobs, None
+        if _prompt_only(asked):
+            text, reason, taken = "", "length", [] if taken is not None else None
+        if asked.echo:
+            text = _echoed(served, asked, row) + text
+        if syntax is not None:
+            text, found = syntax.parse(text)
+            calls = listed_calls(found) or None
+            reason = "tool_calls" if calls else reason
+        logprobs = None
+        if taken is not None and asked.kind == "chat":
+            logprobs = chat_logprobs(taken, spell)
+        elif taken is not None:
+            lead, before = None, []
+            if asked.echo:
+                lead, before = prompts[row // asked.n][0], answer.prompt_logprobs[1:]
+            logprobs = completion_logprobs([*before, *taken], spell, lead=lead)
+        listed.append((text, reason, logprobs, calls))
+    return listed
+
+
+def _reading_calls(served, asked: TextRequest):
+    """The tool-call syntax an answer is read with: where the request gives tools and lets the model call them."""
+    if asked.tools is None or asked.tools.choice == "none":
+        return None
+    return syntax_of(served.text)
 
 
 def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]], Sampling]:
@@ -132,18 +191,23 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
     if rows > max_rows:  # before any text is encoded
         raise OpenAIError(f"{rows} answers in one request (n {asked.n} x {rows // asked.n} prompts): this server "
                           f"makes at most {max_rows} together (--max-batch-size)", param="n")
+    syntax = _tool_syntax(served, asked)
     try:
         if asked.kind == "chat":
-            prompts = [text.chat(asked.messages)]
+            prompts = [text.chat(asked.messages, asked.tools.functions if asked.tools else None)]
         else:
             prompts = [text.encode(p) if isinstance(p, str) else p for p in asked.prompts]
     except InputError as exc:
         raise OpenAIError(str(exc), param="messages" if asked.kind == "chat" else "prompt") from None
     max_tokens = _max_tokens(served.generator, asked, prompts)
+    _check_logprob_fields(served.generator, asked)
     try:
         served.generator.check([p for p in prompts for _ in range(asked.n)], max_tokens, max_rows)
     except RequestError as exc:
         raise OpenAIError(str(exc), exc.status) from None
+    if syntax is not None and asked.tools.forced:  # the call's syntax, its arguments held to the function's schema
+        asked.given["grammar"] = syntax.forced(asked.tools.functions, asked.tools.name)
+    _check_grammar(served, asked)
     try:
         sampling = Sampling(**{**OPENAI_DEFAULTS, **text.sampling_defaults(), **asked.given}, max_new_tokens=max_tokens)
     except SamplingError as exc:
@@ -158,7 +222,7 @@ def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
     part = generator.generation.encoder  # an encoder-decoder's prompts are its sources: its answer follows its start
     positions = generator.generation.max_positions
     longest = len(part.start) if part is not None else max(map(len, prompts))
-    max_tokens = asked.max_tokens
+    max_tokens = 1 if _prompt_only(asked) else asked.max_tokens
     if max_tokens is None:
         room = generator.max_tokens if positions is None else positions - longest
         max_tokens = COMPLETION_MAX_TOKENS if asked.kind == "completion" else max(1, min(generator.max_tokens, room))
@@ -176,29 +240,100 @@ def _max_tokens(generator, asked: TextRequest, prompts: list[list[int]]) -> int:
     return max_tokens
 
 
-def _usage(prompts: list[list[int]], made: Answers) -> dict:
-    """OpenAI's usage: each prompt counted once, every answer's tokens."""
-    return usage(sum(map(len, prompts)), sum(len(a.tokens) for a in made))
+def _check_logprob_fields(generator, asked: TextRequest) -> None:
+    """logit_bias's ids within the model's vocabulary, and an echo's log-probabilities from a decoder-only model
+    (an encoder-decoder's prompt is its encoder's source): else OpenAI's 400 naming the field."""
+    vocab = generator.vocab
+    outside = [t for t, _ in asked.given.get("logit_bias", ()) if vocab is not None and t >= vocab]
+    if outside:
+        raise OpenAIError(f"logit_bias: token id {outside[0]} is outside {generator.name}'s vocabulary (0 to "
+                          f"{vocab - 1})", param="logit_bias")
+    if asked.echo and "logprobs" in asked.given and generator.generation.encoder is not None:
+        raise OpenAIError(f"{generator.name} is an encoder-decoder: its prompt is its encoder's source, which has no "
+                          "log-probabilities; leave out echo or logprobs", param="echo")
+
+
+def _tool_syntax(served, asked: TextRequest):
+    """The model's tool-call syntax where the request gives tools (infer/model/tool_calls.py), None where it gives
+    none; a template with no tool syntax, or one ptx does not read, is OpenAI's 400 on tools."""
+    if asked.tools is None:
+        return None
+    if not reads_tools(served.text.chat_template):
+        raise OpenAIError(f"{served.name}'s chat template has no tool syntax (it never renders tools), so the model "
+                          "cannot call them: leave out tools", param="tools")
+    syntax = syntax_of(served.text)
+    if syntax is None:
+        raise OpenAIError(f"{served.name}'s chat template renders tools in a call syntax ptx does not read (it reads "
+                          "Hermes' <tool_call> of Qwen2.5 and Qwen3, and Llama 3.1's JSON): leave out tools",
+                          param="tools")
+    return syntax
+
+
+def _check_grammar(served, asked: TextRequest) -> None:
+    """The response_format's schema compiled for the model's tokenizer (kept for its answers): else OpenAI's 400
+    with the grammar library's reason."""
+    grammar = asked.given.get("grammar")
+    if grammar is None:
+        return
+    from ptx.infer.model import grammar as grammars
+
+    param = "tools" if asked.tools is not None and asked.tools.forced else "response_format"
+    try:
+        grammars.check(grammar, served.text, served.generator.vocab or served.text.vocab_size,
+                       sorted(set(end_ids(served.model, served.text))))
+    except (GrammarError, MissingExtraError) as exc:
+        raise OpenAIError(f"{param}: {exc}", param=param) from None
+
+
+def _usage(prompts: list[list[int]], made: Answers, asked: TextRequest) -> dict:
+    """OpenAI's usage: each prompt counted once, every answer's tokens (none for an echo of the prompt alone)."""
+    return usage(sum(map(len, prompts)), 0 if _prompt_only(asked) else sum(len(a.tokens) for a in made))
 
 
 async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: TextRequest, observer, started: float):
-    """The stream's server-sent events: a chat's role first, then each answer's text as it is whole, each
-    answer's end with its finish_reason, the usage where asked (stream_options.include_usage), [DONE]."""
+    """The stream's server-sent events: a chat's role first (a completion's echoed prompt, with its
+    log-probabilities once the prompt has run where they are asked), then each answer's text as it is whole
+    (with its tokens' log-probabilities where asked), each answer's end with its finish_reason, the usage where
+    asked (stream_options.include_usage), [DONE]."""
     status = None
     try:
         rows = len(prompts) * asked.n
         if reply.kind == "chat":
             for row in range(rows):
                 yield reply.chunk(row, "", first=True)
-        async with aclosing(answers(served, prompts, sampling, asked.n)) as items:  # a client gone: decoding stops
+        elif asked.echo and sampling.logprobs is None:
+            for row in range(rows):
+                yield reply.chunk(row, _echoed(served, asked, row))
+        offsets = [0] * rows  # a completion's text_offset goes on from chunk to chunk
+        syntax = _reading_calls(served, asked)
+        calls = None if syntax is None else _CallChunks(reply, syntax, rows)
+        async with aclosing(_answers(served, prompts, sampling, asked)) as items:  # a client gone: decoding stops
             async for item in items:
-                if isinstance(item, Piece):
-                    yield reply.chunk(item.row, item.text)
+                if isinstance(item, Prompted):
+                    for row, taken in enumerate(item.logprobs):
+                        lead = prompts[row // asked.n][0]
+                        logprobs = completion_logprobs(taken[1:], served.text.token_bytes, lead=lead)
+                        offsets[row] += sum(map(len, logprobs["tokens"]))
+                        yield reply.chunk(row, _echoed(served, asked, row), logprobs=logprobs)
+                elif isinstance(item, Piece):
+                    if _prompt_only(asked):  # the one token made is left out
+                        continue
+                    logprobs = _piece_logprobs(served, reply, sampling, item, offsets[item.row])
+                    if logprobs is not None and "tokens" in logprobs:
+                        offsets[item.row] += sum(map(len, logprobs["tokens"]))
+                    if calls is None:
+                        yield reply.chunk(item.row, item.text, logprobs=logprobs)
+                    else:
+                        for chunk in calls.feed(item.row, item.text, logprobs):
+                            yield chunk
                 else:
+                    for chunk in calls.finish() if calls is not None else ():
+                        yield chunk
                     for row, answer in enumerate(item):
-                        yield reply.chunk(row, None, answer.finish_reason)
+                        reason = "tool_calls" if calls is not None and calls.called(row) else answer.finish_reason
+                        yield reply.chunk(row, None, "length" if _prompt_only(asked) else reason)
                     if asked.include_usage:
-                        yield reply.usage_chunk(_usage(prompts, item))
+                        yield reply.usage_chunk(_usage(prompts, item, asked))
         yield DONE
     except RequestError as exc:
         status = exc.status
@@ -208,3 +343,46 @@ async def _events(served, reply: Reply, prompts, sampling: Sampling, asked: Text
         yield event(OpenAIError(f"generation failed: {first_line(exc)}", 500).document())
     finally:
         observer.done(time.perf_counter() - started, status)
+
+
+class _CallChunks:
+    """A streamed chat's rows read for tool calls (infer/model/tool_calls.py's streams): each piece's text that is
+    sure to be text goes out as content (with the piece's logprobs), each call once its block closes, as OpenAI
+    streams a call (its id and name, then its arguments), numbered in its answer; the piece's logprobs follow in
+    a chunk of their own."""
+
+    def __init__(self, reply: Reply, syntax, rows: int):
+        self.reply, self.streams = reply, [syntax.stream() for _ in range(rows)]
+        self.counts = [0] * rows
+
+    def feed(self, row: int, text: str, logprobs: dict | None) -> list[bytes]:
+        chunks = self._said(row, self.streams[row].feed(text))
+        if logprobs is not None:  # the piece's tokens', apart: its text may be held back or be a call's
+            chunks.append(self.reply.chunk(row, "", logprobs=logprobs))
+        return chunks
+
+    def finish(self) -> list[bytes]:
+        return [chunk for row, stream in enumerate(self.streams) for chunk in self._said(row, stream.finish())]
+
+    def called(self, row: int) -> bool:
+        return self.counts[row] > 0
+
+    def _said(self, row: int, events: list) -> list[bytes]:
+        chunks = []
+        for event_ in events:
+            if isinstance(event_, str):
+                chunks.append(self.reply.chunk(row, event_))
+                continue
+            chunks += [self.reply.delta_chunk(row, delta) for delta in streamed_call(self.counts[row], event_)]
+            self.counts[row] += 1
+        return chunks
+
+
+def _piece_logprobs(served, reply: Reply, sampling: Sampling, piece: Piece, offset: int) -> dict | None:
+    """A streamed piece's tokens' log-probabilities, in its kind's shape (None where none were asked); a
+    completion's text offsets count on from ``offset``, as in the whole answer."""
+    if sampling.logprobs is None:
+        return None
+    if reply.kind == "chat":
+        return chat_logprobs(piece.logprobs, served.text.token_bytes)
+    return completion_logprobs(piece.logprobs, served.text.token_bytes, offset)

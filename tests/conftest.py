@@ -249,6 +249,25 @@ def chat_export(tmp_path_factory) -> dict:
             "log": (root / "exported.log").read_text()}
 
 
+@pytest.fixture(scope="session")
+def tool_chat_export(tmp_path_factory) -> dict:
+    """A chat model whose template calls tools (tests/text_models.py: a tiny random Qwen2 and a tokenizer with
+    Qwen2.5-Instruct's chat template), exported once per session by `ptx export DIR --out OUT --format onnx`:
+    {"folder": DIR, "file": OUT/model.onnx}."""
+    import text_models
+    from ptx_command import ptx
+
+    shared = shared_folder(tmp_path_factory)
+    root = tmp_path_factory.mktemp("tool-chat") if shared is None else shared / "tool-chat"
+    with _held(root.parent / "tool-chat.lock") if shared is not None else nullcontext():
+        if not (root / "exported.log").is_file():
+            folder = text_models.tool_chat_folder(root / "qwen2-tools")
+            done = ptx("export", folder, "--out", root / "export", "--format", "onnx")
+            assert done.returncode == 0, done.stdout + done.stderr
+            (root / "exported.log").write_text(done.stdout)
+    return {"folder": root / "qwen2-tools", "file": root / "export" / "model.onnx"}
+
+
 # The files that take longest, longest first (each file's seconds, the mean of two runs of the suite on 2 cores,
 # 2026-11-28: every file of 10 s or more), then the rest. pytest-xdist hands out whole files (--dist loadfile)
 # and by default starts the files with the most tests first, which left long files of few tests for the end:

@@ -163,6 +163,7 @@ def post(server, path: str, body, method: str = "POST", headers: dict | None = N
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 OK_CHAT = {"model": "chat", "messages": HI, "max_tokens": 4}
 OK_COMPLETION = {"model": "chat", "prompt": "Hi", "max_tokens": 4}
+FUNCTION = {"type": "function", "function": {"name": "f"}}
 # name -> (path, body, status, what the message says, the param it names)
 HOSTILE = {
     "temperature-text": (CHAT, {**OK_CHAT, "temperature": "hot"}, 400, "temperature", "temperature"),
@@ -199,11 +200,54 @@ HOSTILE = {
                                          400, "or ask for at most", "max_tokens"),
     "empty-prompt": (COMPLETIONS, {**OK_COMPLETION, "prompt": ""}, 400, "is empty", None),
     "unknown-field": (CHAT, {**OK_CHAT, "temprature": 1}, 400, "Unrecognized request argument", "temprature"),
-    "logprobs": (CHAT, {**OK_CHAT, "logprobs": True}, 400, "does not support", "logprobs"),
-    "tools": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "does not support",
-              "tools"),
-    "json-mode": (CHAT, {**OK_CHAT, "response_format": {"type": "json_object"}}, 400, "text only", "response_format"),
-    "echo": (COMPLETIONS, {**OK_COMPLETION, "echo": True}, 400, "does not support", "echo"),
+    "logprobs-text": (CHAT, {**OK_CHAT, "logprobs": "yes"}, 400, "true or false", "logprobs"),
+    "top-logprobs-21": (CHAT, {**OK_CHAT, "logprobs": True, "top_logprobs": 21}, 400, "from 0 to 20", "top_logprobs"),
+    "top-logprobs-alone": (CHAT, {**OK_CHAT, "top_logprobs": 3}, 400, "needs logprobs: true", "top_logprobs"),
+    "completion-logprobs-true": (COMPLETIONS, {**OK_COMPLETION, "logprobs": True}, 400, "whole number", "logprobs"),
+    "completion-logprobs-21": (COMPLETIONS, {**OK_COMPLETION, "logprobs": 21}, 400, "from 0 to 20", "logprobs"),
+    "presence-3": (CHAT, {**OK_CHAT, "presence_penalty": 3}, 400, "from -2 to 2", "presence_penalty"),
+    "frequency-text": (COMPLETIONS, {**OK_COMPLETION, "frequency_penalty": "1"}, 400, "from -2 to 2",
+                       "frequency_penalty"),
+    "logit-bias-list": (CHAT, {**OK_CHAT, "logit_bias": [1, 2]}, 400, "token id", "logit_bias"),
+    "logit-bias-word": (CHAT, {**OK_CHAT, "logit_bias": {"hello": 5}}, 400, "not a token id", "logit_bias"),
+    "logit-bias-200": (CHAT, {**OK_CHAT, "logit_bias": {"5": 200}}, 400, "from -100 to 100", "logit_bias"),
+    "logit-bias-past-vocab": (COMPLETIONS, {**OK_COMPLETION, "logit_bias": {"100000": 1}}, 400,
+                              "outside chat's vocabulary", "logit_bias"),
+    "echo-text": (COMPLETIONS, {**OK_COMPLETION, "echo": "yes"}, 400, "true or false", "echo"),
+    "tools-without-syntax": (CHAT, {**OK_CHAT, "tools": [FUNCTION]}, 400, "has no tool syntax", "tools"),
+    "tools-not-a-list": (CHAT, {**OK_CHAT, "tools": FUNCTION}, 400, "give a list", "tools"),
+    "tool-not-a-function": (CHAT, {**OK_CHAT, "tools": [{"type": "code"}]}, 400, '"type": "function"', "tools[0]"),
+    "tool-name-spaces": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {"name": "get weather"}}]}, 400,
+                         "letters, digits", "tools[0].function.name"),
+    "tool-parameters-list": (CHAT, {**OK_CHAT, "tools": [{"type": "function", "function": {
+        "name": "f", "parameters": [1]}}]}, 400, "JSON schema", "tools[0].function.parameters"),
+    "tool-twice": (CHAT, {**OK_CHAT, "tools": [FUNCTION, FUNCTION]}, 400, "given twice", "tools"),
+    "tool-choice-unknown": (CHAT, {**OK_CHAT, "tools": [FUNCTION], "tool_choice": {
+        "type": "function", "function": {"name": "g"}}}, 400, "not among tools", "tool_choice"),
+    "tool-choice-word": (CHAT, {**OK_CHAT, "tools": [FUNCTION], "tool_choice": "always"}, 400, '"required"',
+                         "tool_choice"),
+    "tool-choice-without-tools": (CHAT, {**OK_CHAT, "tool_choice": "required"}, 400, "needs tools", "tool_choice"),
+    "parallel-text": (CHAT, {**OK_CHAT, "parallel_tool_calls": "yes"}, 400, "true or false", "parallel_tool_calls"),
+    "call-arguments-not-json": (CHAT, {**OK_CHAT, "messages": [HI[0], {"role": "assistant", "tool_calls": [{
+        "id": "c", "type": "function", "function": {"name": "f", "arguments": "{city"}}]}]}, 400, "not JSON text",
+        "messages[1].tool_calls[0].function.arguments"),
+    "tool-message-without-id": (CHAT, {**OK_CHAT, "messages": [HI[0], {"role": "tool", "content": "21"}]}, 400,
+                                "tool_call_id", "messages[1].tool_call_id"),
+    "response-format-xml": (CHAT, {**OK_CHAT, "response_format": {"type": "xml"}}, 400, '{"type": "json_object"}',
+                            "response_format"),
+    "response-format-text": (CHAT, {**OK_CHAT, "response_format": "json"}, 400, "give", "response_format"),
+    "json-schema-no-name": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "schema": {"type": "object"}}}}, 400, "a name and a schema", "response_format.json_schema"),
+    "json-schema-unknown-key": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object"}, "strictly": True}}}, 400, "unexpected 'strictly'",
+        "response_format.json_schema"),
+    "json-schema-not-a-schema": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": [1]}}}, 400, "is an object", "response_format"),
+    "json-schema-bad-type": (CHAT, {**OK_CHAT, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "objectx"}}}}, 400, "cannot hold an answer", "response_format"),
+    "response-format-on-completions": (COMPLETIONS, {**OK_COMPLETION, "response_format": {"type": "json_object"}},
+                                       400, "Unrecognized", "response_format"),
+    "suffix": (COMPLETIONS, {**OK_COMPLETION, "suffix": "end"}, 400, "does not support", "suffix"),
     "best-of": (COMPLETIONS, {**OK_COMPLETION, "best_of": 3}, 400, "best_of", "best_of"),
     "chat-field-on-completions": (COMPLETIONS, {**OK_COMPLETION, "messages": HI}, 400, "Unrecognized", "messages"),
     "not-json": (CHAT, b"{model: chat", 400, "not valid JSON", None),

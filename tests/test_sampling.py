@@ -152,3 +152,113 @@ def test_out_of_range_values_are_one_line_naming_the_parameter(given, param):
 
 def test_a_stop_string_alone_is_a_tuple_of_one():
     assert Sampling(stop="END").stop == ("END",)
+
+
+def test_presence_and_frequency_penalties_count_the_answer_s_tokens_only():
+    """OpenAI's formula, mu[j] - c[j] * frequency - (c[j] > 0) * presence, over the answer (after the prompt's
+    2 tokens): token 3 twice, token 4 once; token 1, in the prompt alone, keeps its logit."""
+    logits = _logits(0, rows=1)
+    history = [[1, 2, 3, 3, 4]]
+    params = Sampling(presence_penalty=0.5, frequency_penalty=0.25)
+    got = processed(logits, history, params, answer_starts=[2])[0]
+    want = logits[0].astype(np.float64)
+    want[3] -= 2 * 0.25 + 0.5
+    want[4] -= 0.25 + 0.5
+    np.testing.assert_array_equal(got, want)
+    # counting the prompt too (the answer from 0) would take token 1 and 2 down as well: the test tells them apart
+    assert not np.array_equal(processed(logits, history, params, answer_starts=[0])[0], want)
+
+
+def test_a_chooser_counts_the_answer_from_its_first_call():
+    """The first call is the prompt's step: a prompt of token t repeated is no penalty on t, greedy."""
+    logits = np.zeros((1, VOCAB), dtype=np.float32)
+    logits[0, 7] = 1.0
+    chooser = Chooser(Sampling(frequency_penalty=2.0))
+    assert chooser(logits, [[7, 7, 7]])[0] == 7  # the prompt's 7s count for nothing
+    assert chooser(logits, [[7, 7, 7, 7]])[0] != 7  # the answer's one 7 takes 2 off its logit of 1
+
+
+def test_logit_bias_is_added_to_its_tokens_first():
+    logits = _logits(1, rows=2)
+    params = Sampling(logit_bias={3: 100, 5: -100.0, VOCAB + 10: 5})  # an id past the vocabulary: nothing to bias
+    got = processed(logits, _history(2), params)
+    want = logits.astype(np.float64)
+    want[:, 3] += 100
+    want[:, 5] -= 100
+    np.testing.assert_array_equal(got, want)
+    assert choose(logits, _history(2), params).tolist() == [3, 3]  # greedy: the biased token wins
+    assert params.logit_bias == ((3, 100.0), (5, -100.0), (VOCAB + 10, 5.0))
+
+
+def test_logprobs_are_the_model_s_log_softmax_not_the_penalised_scores():
+    """The chooser reads the chosen token's log-probability off the raw logits, whatever bias or penalty chose
+    it: here a bias makes token 3 the choice, and its log-probability is still the model's."""
+    logits = _logits(2, rows=2)
+    chooser = Chooser(Sampling(logit_bias={3: 100}, logprobs=4))
+    chosen = chooser(logits, _history(2))
+    model = logits.astype(np.float64) - np.log(np.exp(logits.astype(np.float64)).sum(axis=1, keepdims=True))
+    for row, taken in enumerate(chooser.taken):
+        assert taken.token == chosen[row] == 3
+        assert abs(taken.logprob - model[row, 3]) < 1e-12
+        order = np.argsort(-model[row], kind="stable")[:4]
+        assert [t for t, _ in taken.top] == order.tolist()
+        np.testing.assert_allclose([v for _, v in taken.top], model[row, order], atol=1e-12)
+    biased = processed(logits, _history(2), chooser.params)
+    assert abs(chooser.taken[0].logprob - (biased[0, 3] - np.log(np.exp(biased[0]).sum()))) > 1  # not the scores'
+
+
+def test_the_plain_argmax_serves_only_where_nothing_else_is_asked():
+    from ptx.infer.model.generation import GREEDY, chooser_of
+
+    assert chooser_of(Sampling()) is GREEDY
+    for asked in (dict(presence_penalty=0.1), dict(frequency_penalty=-0.1), dict(logit_bias={1: 1}), dict(logprobs=0)):
+        assert isinstance(chooser_of(Sampling(**asked)), Chooser), asked
+
+
+@pytest.mark.parametrize("given, param", [
+    (dict(presence_penalty=2.5), "presence_penalty"), (dict(frequency_penalty=-3), "frequency_penalty"),
+    (dict(logit_bias={-1: 1}), "logit_bias"), (dict(logit_bias={1: 101}), "logit_bias"),
+    (dict(logit_bias=[1, 2]), "logit_bias"), (dict(logprobs=21), "logprobs"), (dict(logprobs=True), "logprobs"),
+])
+def test_out_of_range_openai_fields_are_one_line_naming_the_field(given, param):
+    with pytest.raises(SamplingError) as caught:
+        Sampling(**given)
+    assert caught.value.param == param and "\n" not in str(caught.value)
+
+
+class Allowing:
+    """A planted constraint: allows ``allowed`` tokens, and records what it was given."""
+
+    def __init__(self, allowed):
+        self.mask = np.zeros(VOCAB, dtype=bool)
+        self.mask[list(allowed)] = True
+        self.taken: list[int] = []
+
+    def allowed(self):
+        return self.mask
+
+    def advance(self, token):
+        self.taken.append(token)
+
+
+@pytest.mark.parametrize("setting", ["greedy", "sampled"])
+def test_a_constraint_s_mask_holds_every_choice(setting):
+    params = Sampling(**({} if setting == "greedy" else dict(temperature=1.5, seed=0)), repetition_penalty=1.1)
+    constraints = [Allowing({4, 9}), Allowing({17})]
+    chooser = Chooser(params, constraints=constraints)
+    history = [[1, 2], [3]]
+    free = Chooser(params)
+    seen = set()
+    for step in range(30):
+        logits = _logits(step, rows=2)
+        chosen = chooser(logits, history)
+        assert chosen[0] in (4, 9) and chosen[1] == 17
+        seen.add(int(free(logits, history)[0]))
+        history[0].append(int(chosen[0]))  # row 1 has ended: it takes nothing more
+    assert seen - {4, 9}  # unmasked, the same draws choose other tokens: the mask is what held them
+    assert constraints[0].taken == history[0][2:-1] and constraints[1].taken == []  # each row advanced by what it took
+
+
+def test_a_masked_token_stays_masked_whatever_its_bias():
+    chooser = Chooser(Sampling(logit_bias={5: 100}), constraints=[Allowing({6})])
+    assert chooser(_logits(0, rows=1), [[1]])[0] == 6

@@ -53,6 +53,17 @@ def test_export_of_a_folder_keeps_its_text_beside_the_file(chat_export):
         model.close()
 
 
+def test_a_text_s_bytes_are_its_tokens_bytes_joined(words):
+    """Each token's bytes (the logprobs' "bytes"), a part of a character among them: joined, the text's UTF-8.
+    Decoding each token alone (tokenizers' decode, which replaces a part of a character) would not give them."""
+    for line in text_models.CORPUS:
+        ids = words.encode(line)
+        assert b"".join(words.token_bytes(t) for t in ids) == line.encode("utf-8"), line
+    ids = words.encode("日本語のテキスト")
+    assert b"".join(words.decode([t]).encode("utf-8") for t in ids) != "日本語のテキスト".encode("utf-8")
+    assert words.token_bytes(text_models.EOS) == b"<|im_end|>"  # an added token: its own text
+
+
 @pytest.mark.parametrize("conversation", range(len(CONVERSATIONS)))
 @pytest.mark.parametrize("prompt", [True, False])
 def test_the_chat_template_renders_and_encodes_as_transformers_does(words, theirs, conversation, prompt):
@@ -163,10 +174,12 @@ def test_ptx_generate_chats_with_a_seed_alike_on_ort_cpu_and_openvino(chat_expor
     assert answers["ort-cpu"].stdout.split(": ", 1)[1].rstrip("\n") == answer["text"]
 
 
-def test_ptx_generate_with_text_imports_no_torch(chat_export):
+@pytest.mark.parametrize("held", [(), ("--regex", "[a-z]{2,3}")])
+def test_ptx_generate_with_text_imports_no_torch(chat_export, held):
+    """Sampled, and held to a grammar (llguidance's mask): torch is never imported."""
     code = ("import sys\nfrom ptx.cli import main\n"
             f"sys.argv = ['ptx', 'generate', {str(chat_export['file'])!r}, '--prompt', 'Hi', '--chat', "
-            "'--temperature', '0.7', '--seed', '1', '--max-new-tokens', '4']\n"
+            f"'--temperature', '0.7', '--seed', '1', '--max-new-tokens', '4', *{held!r}]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

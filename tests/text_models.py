@@ -50,3 +50,113 @@ def chat_folder(folder: Path) -> Path:
     llama(len(words)).save_pretrained(str(folder))
     words.save_pretrained(str(folder))
     return folder
+
+
+# Qwen2.5-Instruct's chat template, as its tokenizer_config.json holds it: tools rendered into the system
+# message, a call written as <tool_call>{"name": ..., "arguments": {...}}</tool_call>, a tool's answer as a
+# user turn's <tool_response>.
+QWEN25_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+# What the tool-calling model's tokenizer learns from: the template's own words, JSON, and the lines above.
+TOOL_CORPUS = CORPUS + [
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    "# Tools You may call one or more functions to assist with the user query.",
+    "You are provided with function signatures within <tools></tools> XML tags:",
+    "For each function call, return a json object with function name and arguments within <tool_call></tool_call>",
+    '{"type": "function", "function": {"name": "get_weather", "description": "Get the weather", "parameters": '
+    '{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}',
+    '{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius", "days": [1, 2, 3], "ok": true}}',
+    "<tool_response> sunny, 21 degrees </tool_response> null false 0123456789",
+]
+TOOL_POSITIONS = 1024
+
+
+def tool_tokenizer():
+    """A byte-level BPE with ChatML's special tokens and Qwen2.5's <tool_call> words (added, not special: they
+    are text the model writes, as Qwen2.5's tokenizer has them)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(TOOL_CORPUS * 4, trainers.BpeTrainer(
+        vocab_size=512, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.add_tokens([AddedToken(word, special=False, normalized=False) for word in
+                    ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=QWEN25_TEMPLATE)
+
+
+def qwen2(vocab: int, seed: int = 0):
+    """A tiny random Qwen2 (Qwen2.5's architecture: grouped heads, biased q/k/v, tied embeddings)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=TOOL_POSITIONS, initializer_range=0.2,
+                                        tie_word_embeddings=True, bos_token_id=None, eos_token_id=EOS,
+                                        pad_token_id=0)).eval()
+
+
+def tool_chat_folder(folder: Path) -> Path:
+    """The save_pretrained folder of a tiny Qwen2 and its tokenizer with Qwen2.5's tool-calling template."""
+    words = tool_tokenizer()
+    qwen2(len(words)).save_pretrained(str(folder))
+    words.save_pretrained(str(folder))
+    return folder

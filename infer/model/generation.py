@@ -70,13 +70,19 @@ def GREEDY(logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray: 
     return np.argmax(logits, axis=-1)
 
 
-def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None) -> Choose:
-    """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and no repetition penalty), else
-    its seeded sampler (ptx.contract.sampling.Chooser: one numpy Generator per row, of ``keys[row]``; by
-    default each prompt draws as it would alone)."""
-    if sampling is None or (sampling.greedy and sampling.repetition_penalty == 1.0):
+def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None,
+               constraints: Sequence | None = None) -> Choose:
+    """The choice ``sampling`` asks for: GREEDY by default (temperature 0 and nothing else that changes the
+    argmax or asks for log-probabilities), else its chooser (ptx.contract.sampling.Chooser: one numpy Generator
+    per row, of ``keys[row]``; by default each prompt draws as it would alone), with each row's grammar
+    ``constraints`` where its answer must match one (infer/model/grammar.py makes them: a tokenizer's)."""
+    if sampling is not None and sampling.grammar is not None and constraints is None:
+        raise PtxError(f"an answer of {sampling.grammar.describe()} is masked against the tokenizer's tokens: decode "
+                       "it with its text (ptx.infer.model.text_generation.generate_text, or ptx generate with a "
+                       "tokenizer)")
+    if sampling is None or sampling.plain:
         return GREEDY
-    return Chooser(sampling, keys)
+    return Chooser(sampling, keys, constraints)
 
 
 @dataclass

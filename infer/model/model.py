@@ -17,7 +17,7 @@ from ptx.contract.sampling import Sampling
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
-from ptx.errors import ArtifactError, PtxError
+from ptx.errors import ArtifactError, InputError, PtxError
 
 from .generation import Decoded, Decoding, chooser_of
 from .head import Head, Prediction, mark_low_confidence
@@ -99,13 +99,15 @@ class Model:
         return layout_of(self.signature)
 
     def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
-                 sampling: Sampling | None = None) -> Decoding:
+                 sampling: Sampling | None = None, *, keep_prompt_logits: bool = False) -> Decoding:
         """The decoding of ``ids`` (one prompt or several) through this model, to pull step by step
         (ptx.infer.model.generation.Decoding): the prompts checked, a file without its cache refused, and
         ``sampling``'s stop ids ending a prompt beside ``eos`` (default the file's). Its tokens are the
         caller's to choose: ``chooser_of(sampling)``. An encoder-decoder's ``ids`` are what its encoder reads:
         source token ids, or features (an array: Whisper's log-mel frames); its decoder starts from the
-        contract's start ids (infer/model/encoder_decoding.py)."""
+        contract's start ids (infer/model/encoder_decoding.py). ``keep_prompt_logits``: the prompt's run keeps
+        its logits at every position (``Decoding.prompt_logits``: the prompt's own log-probabilities), for a
+        decoder-only model."""
         generation = self.generation
         stops = eos
         if sampling is not None and sampling.stop_ids:
@@ -115,10 +117,13 @@ class Model:
 
             if self.encoder is None:
                 raise encoder_not_open(generation, f"{self.name}'s")
+            if keep_prompt_logits:
+                raise InputError(f"{self.name} is an encoder-decoder: its prompt is its encoder's source, which the "
+                                 "decoder gives no log-probabilities; ask for the answer's only")
             return EncoderDecoding(self.encoder.run, self.encoder.signature, self.runner.run, self.signature,
                                    generation, ids, max_new_tokens, stops, name=self.name)
         return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name,
-                        hold=self.runner.cache_holding())
+                        keep_prompt_logits=keep_prompt_logits, hold=self.runner.cache_holding())
 
     def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                sampling: Sampling | None = None) -> Decoded:

@@ -115,6 +115,44 @@ class Text:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes token ``token`` adds to a text (an answer's bytes are its tokens' joined; a token may hold part
+        of a character): a byte-level BPE's token through GPT-2's byte alphabet, SentencePiece's byte tokens
+        (<0xE6>) and word marks (▁ a space), an added token's own text; else the tokenizer's decode of it alone.
+        tokenizers has no call for one token's bytes (its decode replaces a part of a character with U+FFFD)."""
+        if token not in self._spelt:
+            self._spelt[token] = self._bytes_of(int(token))
+        return self._spelt[token]
+
+    @cached_property
+    def _spelt(self) -> dict[int, bytes]:
+        return {}
+
+    @cached_property
+    def _decoders(self) -> set[str]:
+        """The kinds of the tokenizer's decoder (a Sequence's parts among them)."""
+        found = json.loads(self.tokenizer.to_str()).get("decoder") or {}
+        parts = found.get("decoders", []) if found.get("type") == "Sequence" else [found]
+        return {part.get("type") for part in parts if isinstance(part, dict)} | {found.get("type")}
+
+    @cached_property
+    def _added(self) -> dict[int, str]:
+        return {int(i): t.content for i, t in self.tokenizer.get_added_tokens_decoder().items()}
+
+    def _bytes_of(self, token: int) -> bytes:
+        if token in self._added:
+            return self._added[token].encode("utf-8")
+        piece = self.tokenizer.id_to_token(token)
+        if piece is None:
+            return b""
+        if "ByteLevel" in self._decoders and all(ch in _BYTE_OF for ch in piece):
+            return bytes(_BYTE_OF[ch] for ch in piece)
+        if "ByteFallback" in self._decoders and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            return bytes([int(piece[3:5], 16)])
+        if "Metaspace" in self._decoders or "Replace" in self._decoders:
+            return piece.replace("\u2581", " ").encode("utf-8")
+        return self.tokenizer.decode([token], skip_special_tokens=False).encode("utf-8")
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
@@ -145,8 +183,11 @@ class Text:
             found = next((t.get("template") for t in found if isinstance(t, dict) and t.get("name") == "default"), None)
         return found if isinstance(found, str) else None
 
-    def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True) -> str:
-        """The conversation as the model reads it: the chat template rendered as transformers renders it."""
+    def render(self, messages: Sequence[Mapping], add_generation_prompt: bool = True,
+               tools: Sequence[Mapping] | None = None) -> str:
+        """The conversation as the model reads it: the chat template rendered as transformers renders it, with
+        ``tools`` (OpenAI's [{"type": "function", "function": {...}}], as apply_chat_template(tools=...) takes
+        them) where given."""
         require("text")
         import jinja2
 
@@ -157,14 +198,15 @@ class Text:
         specials = {k: t for k in SPECIAL_TOKENS if (t := _token_text(self.config.get(k))) is not None}
         try:
             return _compiled(self.chat_template).render(
-                messages=[dict(m) for m in messages], tools=None, documents=None,
+                messages=[dict(m) for m in messages], tools=None if tools is None else [dict(t) for t in tools],
+                documents=None,
                 add_generation_prompt=add_generation_prompt, **specials)
         except jinja2.TemplateError as exc:
             raise InputError(f"the chat template refused the messages: {exc}") from None
 
-    def chat(self, messages: Sequence[Mapping]) -> list[int]:
-        """The conversation's ids, ready for the assistant's answer."""
-        return self.encode(self.render(messages), special=False)
+    def chat(self, messages: Sequence[Mapping], tools: Sequence[Mapping] | None = None) -> list[int]:
+        """The conversation's ids, ready for the assistant's answer (``tools``: the functions it may call)."""
+        return self.encode(self.render(messages, tools=tools), special=False)
 
     def stream(self, stop: Sequence[str] = ()) -> "TextStream":
         return TextStream(self, stop)
@@ -177,10 +219,26 @@ def check_messages(messages) -> None:
     for k, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise InputError(f"message {k + 1} has no role: {ROLES_NOTE}")
-        if not isinstance(message.get("content"), str):
+        calls = message.get("role") == "assistant" and message.get("tool_calls")
+        if not isinstance(message.get("content"), str) and not (calls and message.get("content") is None):
             raise InputError(f"message {k + 1}: its content is not text: {ROLES_NOTE}")
 
 
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (tokenizers' ByteLevel): the character standing for each byte in a token."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+_BYTE_OF = _byte_alphabet()
 _TEMPLATES: dict[str, object] = {}
 
 

@@ -1,6 +1,7 @@
 """Text out of the one decoding: each answer's tokens detokenized as they come (whole characters only, less
 what may begin a stop string), ended at an end-of-sequence id, a stop id or a stop string, with why it ended
-(OpenAI's finish_reason: "stop", or "length" where it ran out of new tokens). ``ptx generate`` and
+(OpenAI's finish_reason: "stop", or "length" where it ran out of new tokens), and where the sampling asks
+(``logprobs``) each token's log-probability, the prompt's own too where asked. ``ptx generate`` and
 ``Model.generate_text`` call ``generate_text``; ``ptx serve``'s OpenAI API pulls the same ``Answering`` in
 its batch."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ptx.contract.logprobs import TokenLogprob, prompt_logprobs
 from ptx.contract.sampling import Sampling
 
 from .generation import chooser_of
@@ -17,12 +19,16 @@ from .text import Text
 @dataclass
 class Answer:
     """One answer: its text (cut before a stop string), its new token ids, why it ended ("stop": an
-    end-of-sequence id, a stop id or string; "length": max_new_tokens), and its prompt's length in tokens."""
+    end-of-sequence id, a stop id or string; "length": max_new_tokens), and its prompt's length in tokens.
+    Where the sampling asked for them, ``logprobs``: each new token's log-probability but an end-of-sequence
+    id's (the tokens of its text), and ``prompt_logprobs``: its prompt's (None for the first token)."""
 
     text: str
     tokens: list[int]
     finish_reason: str
     prompt_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class Answers(list):
@@ -45,23 +51,47 @@ class Answering:
     from its own seeded generator, keyed by j: a prompt's answers are those it gets alone, wherever it sits),
     pulled by its caller (``generate_text``, or a server's batch), who hands each step's new tokens to
     ``took``: the text of each answer as it is whole goes to ``on_text(row, piece)``, and an answer whose
-    text reaches a stop string ends there. ``answers()``: the answers so far, each with why it ended."""
+    text reaches a stop string ends there; where ``sampling.logprobs`` asks, each token's log-probability goes
+    to ``on_logprob(row, taken)`` (read by the chooser off the step's logits), and with ``prompt_logprobs`` the
+    prompt's own are read off its run (teacher-forced). ``answers()``: the answers so far, each with why it
+    ended."""
 
     def __init__(self, model, prompts: Sequence[Sequence[int]], text: Text, sampling: Sampling, *, n: int = 1,
-                 eos: Sequence[int] | None = None, on_text: Callable[[int, str], None] | None = None):
+                 eos: Sequence[int] | None = None, on_text: Callable[[int, str], None] | None = None,
+                 on_logprob: Callable[[int, TokenLogprob], None] | None = None, prompt_logprobs: bool = False):
         self.rows = [list(p) for p in prompts for _ in range(n)]
         self.streams = [text.stream(sampling.stop) for _ in self.rows]
         self.ends = end_ids(model, text, eos)
         self.stops = {*self.ends, *sampling.stop_ids}
-        self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling)
-        self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)])
+        self.top = sampling.logprobs
+        self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling,
+                                       keep_prompt_logits=prompt_logprobs and self.top is not None)
+        self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)], self._constraints(sampling, text))
         self.on_text = on_text or (lambda row, piece: None)
+        self.on_logprob = on_logprob or (lambda row, taken: None)
+        self.logprobs: list[list[TokenLogprob]] | None = None if self.top is None else [[] for _ in self.rows]
+        self.prompt_logprobs: list[list[TokenLogprob | None]] | None = None
+
+    def _constraints(self, sampling: Sampling, text: Text) -> list | None:
+        """Each row's grammar (infer/model/grammar.py) where the sampling holds the answers to one."""
+        if sampling.grammar is None:
+            return None
+        from .grammar import constraints
+
+        vocab = self.decoding.vocab or text.vocab_size
+        return constraints(sampling.grammar, text, vocab, sorted(self.decoding.eos), len(self.rows))
 
     def took(self, tokens: Sequence[int | None]) -> None:
         """One step's new token per row (None where ended): its text, and the rows it ends at a stop string."""
+        if self.decoding.prompt_logits is not None:  # the prompt's run: read once, then let go (it is large)
+            logits, self.decoding.prompt_logits = self.decoding.prompt_logits, None
+            self.prompt_logprobs = [prompt_logprobs(logits[row], ids, self.top) for row, ids in enumerate(self.rows)]
         for row, token in enumerate(tokens):
             if token is None or token in self.decoding.eos:  # ended, or its end: no text
                 continue
+            if self.logprobs is not None:
+                self.logprobs[row].append(self.choose.taken[row])
+                self.on_logprob(row, self.choose.taken[row])
             piece = self.streams[row].feed(token)
             if piece:
                 self.on_text(row, piece)
@@ -79,7 +109,9 @@ class Answering:
             if rest:
                 self.on_text(row, rest)
             ended = stream.stopped or bool(tokens and tokens[-1] in self.stops)
-            answers.append(Answer(stream.given, tokens, "stop" if ended else "length", len(self.rows[row])))
+            answers.append(Answer(stream.given, tokens, "stop" if ended else "length", len(self.rows[row]),
+                                  None if self.logprobs is None else list(self.logprobs[row]),
+                                  None if self.prompt_logprobs is None else self.prompt_logprobs[row]))
         return answers
 
 

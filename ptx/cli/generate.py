@@ -68,6 +68,11 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
 @click.option("--seed", type=int, help="The draws' seed: the same seed gives the same text again (default: fresh).")
 @click.option("--stop", "stop", multiple=True, metavar="TEXT",
               help="End an answer where its text holds TEXT (cut before it); repeat for several.")
+@click.option("--json-schema", "json_schema", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Each answer is JSON that validates against this JSON schema: the tokens that cannot continue it "
+                   "are masked at every step (greedy or sampled). Needs a tokenizer.")
+@click.option("--regex", metavar="PATTERN",
+              help="Each answer matches PATTERN whole (masked likewise). Needs a tokenizer.")
 @click.option("--backend", type=Choice(backend_names()), help="Default: the file's own (ort-cpu for ONNX).")
 @click.option("--device", type=DeviceChoice(["cpu", "cuda"]), help="For a backend that runs on several.")
 @click.option("--precision", type=Choice(PRECISIONS),
@@ -79,7 +84,7 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
                                                       "text), and the time.")
 @IGNORE_METADATA_OPTION
 def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p,
-                 min_p, repetition_penalty, seed, stop, backend, device, precision, eos, as_json,
+                 min_p, repetition_penalty, seed, stop, json_schema, regex, backend, device, precision, eos, as_json,
                  ignore_metadata) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
     transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM or
@@ -92,6 +97,7 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
       ptx generate exports/lm/model.onnx --ids 5,17,923 --ids 8,1 --max-new-tokens 16
       ptx generate exports/lm/model.onnx --prompt "Once upon a time"
       ptx generate exports/lm/model.onnx --prompt "Hi, who are you?" --chat --temperature 0.7 --seed 1
+      ptx generate exports/lm/model.onnx --prompt "A person as JSON" --chat --json-schema person.json
       ptx generate exports/whisper/model.onnx --features mel.npy
 
     Exit status: 0 generated; 2 a refusal (the model, a prompt, an option), one line saying what to do.
@@ -118,7 +124,8 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
                                f"{file}: give --tokenizer DIR (or token ids with --ids)")
     try:
         sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_new_tokens=max_new_tokens)
+                            repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_new_tokens=max_new_tokens,
+                            grammar=_grammar(json_schema, regex, words, file))
     except SamplingError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.param.replace('_', '-')}") from None
     given = list(ids) + [_encoded(words, p, chat, system) for p in prompts]
@@ -132,6 +139,7 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
                                "for an encoder of features)")
     _check_input(file, features is not None)  # before the load: a wrong option must not wait for the weights
     with load(file, backend=backend, device=device, precision=precision, ignore_metadata=ignore_metadata) as model:
+        _check_grammar(model, words, sampling.grammar, _eos(eos), "--json-schema" if json_schema else "--regex")
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
@@ -155,6 +163,47 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     encoder = f"the encoder in {timing['encoder_ms']:.1f} ms, " if "encoder_ms" in timing else ""
     click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}, {sampling.describe()}: {encoder}the "
                f"prompt in {timing['prefill_ms']:.1f} ms{per_token}", err=True)
+
+
+def _grammar(json_schema: str | None, regex: str | None, words, file):
+    """--json-schema FILE or --regex PATTERN as the grammar every answer is held to (None: neither)."""
+    from ptx.contract.grammar import Grammar, GrammarError
+
+    if json_schema is None and regex is None:
+        return None
+    if json_schema is not None and regex is not None:
+        raise click.UsageError("--json-schema and --regex each say what an answer is: give one")
+    option = "--json-schema" if json_schema is not None else "--regex"
+    if words is None:
+        raise click.UsageError(f"{option} masks the tokenizer's tokens, and there is no tokenizer.json beside {file}: "
+                               "give --tokenizer DIR")
+    try:
+        if regex is not None:
+            return Grammar.regex(regex)
+        try:
+            source = Path(json_schema).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"{json_schema}: cannot be read ({exc})", param_hint=option) from None
+        return Grammar.json_schema(source)
+    except GrammarError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _check_grammar(model, words, grammar, eos, option: str) -> None:
+    """The grammar compiled for the model's tokenizer before any prompt line is printed: else one line. No
+    grammar, or a file without its cache (refused where it decodes), has nothing to check."""
+    if grammar is None or model.generation is None:
+        return
+    from ptx.contract.grammar import GrammarError
+    from ptx.infer.model import grammar as grammars
+    from ptx.infer.model.generation import vocabulary
+    from ptx.infer.model.text_generation import end_ids
+
+    try:
+        grammars.check(grammar, words, vocabulary(model.signature, model.generation) or words.vocab_size,
+                       sorted(set(end_ids(model, words, eos))))
+    except GrammarError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def _features(path: str):

@@ -1,7 +1,12 @@
 """How the next token is chosen from a step's logits, torch-free: greedy (the argmax) by default, or drawn
 with a temperature, top-k, top-p and min-p, after a repetition penalty, as transformers' logits processors
 do it (generation/logits_process.py: RepetitionPenaltyLogitsProcessor, then TemperatureLogitsWarper,
-TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, in the order its generate() applies them).
+TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, in the order its generate() applies them). OpenAI's
+``logit_bias`` is added before them and its ``presence_penalty`` and ``frequency_penalty`` (over the answer's
+own tokens) applied after the repetition penalty, as vLLM orders them; the chooser also reads the chosen
+token's log-probability and the most probable others' off the same logits where asked (ptx.contract.logprobs).
+Where an answer must match a grammar (ptx.contract.grammar), every token that cannot continue it is masked
+first, greedy or sampled, so that nothing after can choose it.
 
 The draws are the seed's, not the runtime's: each prompt (each row of a batch) has a numpy Generator of its
 own, seeded from the request's seed and the row's key (SeedSequence's spawn key: 0 for a prompt's first
@@ -23,7 +28,13 @@ import numpy as np
 
 from ptx.errors import InputError
 
+from .grammar import Constraint, Grammar
+from .logprobs import TokenLogprob, chosen_logprobs
+
 SEED_BITS = 64  # a seed is taken modulo 2**64: numpy's SeedSequence takes non-negative integers
+MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty: OpenAI's range is -2 to 2
+MAX_BIAS = 100.0  # logit_bias: OpenAI's range is -100 to 100
+MAX_LOGPROBS = 20  # the most probable tokens listed per step at most (OpenAI's top_logprobs cap)
 
 
 class SamplingError(InputError):
@@ -44,7 +55,14 @@ class Sampling:
     prompt or the answer, and multiplies a negative one (transformers' and CTRL's rule). ``seed``: the
     draws' seed (None: fresh entropy each call). ``stop_ids`` end a prompt beside the file's
     end-of-sequence ids; ``stop`` strings end it once its text holds one (the text is cut before it);
-    ``max_new_tokens`` bounds each answer."""
+    ``max_new_tokens`` bounds each answer.
+
+    OpenAI's fields: ``presence_penalty`` (-2 to 2) is taken off the logit of every token the answer already
+    holds, and ``frequency_penalty`` (-2 to 2) once per time it holds it (the prompt's tokens do not count, as
+    OpenAI's formula says); ``logit_bias`` ((token id, -100 to 100), ...) is added to those tokens' logits
+    first (-100 bans a token, 100 all but forces it); ``logprobs``: None, or the chosen token's log-probability
+    with the ``logprobs`` most probable tokens' (0 to 20), read off the model's own logits at each step.
+    ``grammar``: what the answer must match (ptx.contract.grammar.Grammar: a JSON schema, JSON, a regex)."""
 
     temperature: float = 0.0
     top_k: int = 0
@@ -55,6 +73,11 @@ class Sampling:
     stop_ids: tuple[int, ...] = ()
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 32
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    grammar: Grammar | None = None
 
     def __post_init__(self):
         _number("temperature", self.temperature, 0, None)
@@ -76,6 +99,21 @@ class Sampling:
             raise SamplingError(f"stop ids {list(stop_ids)!r}: give token ids (whole numbers, 0 or more)", "stop_ids")
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_ids", tuple(int(t) for t in stop_ids))
+        _number("presence_penalty", self.presence_penalty, -MAX_PENALTY, MAX_PENALTY)
+        _number("frequency_penalty", self.frequency_penalty, -MAX_PENALTY, MAX_PENALTY)
+        object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))
+        if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise SamplingError(f"logprobs {self.logprobs!r}: give a whole number from 0 to {MAX_LOGPROBS} (the most "
+                                "probable tokens listed beside the chosen one)", "logprobs")
+        if self.grammar is not None and not isinstance(self.grammar, Grammar):
+            raise SamplingError(f"grammar {self.grammar!r}: give a ptx.contract.grammar.Grammar", "grammar")
+
+    @property
+    def plain(self) -> bool:
+        """Greedy with nothing that changes the argmax or asks more of the choice: the plain argmax does."""
+        return (self.greedy and self.repetition_penalty == 1.0 and not self.presence_penalty
+                and not self.frequency_penalty and not self.logit_bias and self.logprobs is None
+                and self.grammar is None)
 
     @property
     def greedy(self) -> bool:
@@ -89,7 +127,8 @@ class Sampling:
         """One phrase: "greedy", or the sampling's settings that differ from the defaults."""
         default = Sampling()
         changed = [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
-                   if f.name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+                   if f.name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+                                 "frequency_penalty", "seed")
                    and getattr(self, f.name) != getattr(default, f.name)]
         head = "greedy" if self.greedy else "sampled"
         return head + (f" ({', '.join(changed)})" if changed else "")
@@ -107,6 +146,21 @@ def _number(name: str, value, low: float, high: float | None, low_open: bool = F
         raise SamplingError(f"{name} {value!r}: give a number {bound}", name)
 
 
+def _logit_bias(value) -> tuple[tuple[int, float], ...]:
+    """``value`` ({id: bias} or (id, bias) pairs) as sorted (token id, bias) pairs, each checked."""
+    pairs = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(token, bias) for token, bias in pairs]
+    except (TypeError, ValueError):
+        raise SamplingError(f"logit_bias {value!r}: give token ids and their bias ({{id: bias}})",
+                            "logit_bias") from None
+    for token, bias in pairs:
+        if not _is_int(token) or token < 0:
+            raise SamplingError(f"logit_bias: {token!r} is not a token id (a whole number, 0 or more)", "logit_bias")
+        _number("logit_bias", bias, -MAX_BIAS, MAX_BIAS)
+    return tuple(sorted((int(t), float(b)) for t, b in pairs))
+
+
 def row_generators(seed: int | None, keys: Sequence[int]) -> list[np.random.Generator]:
     """One numpy Generator per row, of ``keys[row]``: a row's draws depend on the seed and its key alone
     (SeedSequence's spawn key), so a prompt draws the same numbers alone, at any place of a batch, or
@@ -117,13 +171,23 @@ def row_generators(seed: int | None, keys: Sequence[int]) -> list[np.random.Gene
             for k in keys]
 
 
-def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling) -> np.ndarray:
-    """The scores each token is chosen by, float64 [batch, vocab]: the repetition penalty over each row's
-    ``history`` (its prompt and the tokens chosen so far), then, when sampling, the temperature and the
-    top-k, top-p and min-p filters (a filtered token's score is -inf), as transformers applies them."""
+def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling,
+              answer_starts: Sequence[int] | None = None, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The scores each token is chosen by, float64 [batch, vocab]: -inf where ``allowed`` (boolean [batch,
+    vocab], a grammar's mask) is False, then the logit bias, the repetition penalty over
+    each row's ``history`` (its prompt and the tokens chosen so far), the presence and frequency penalties over
+    its answer (``history[row][answer_starts[row]:]``; default: all of it), then, when sampling, the
+    temperature and the top-k, top-p and min-p filters (a filtered token's score is -inf), as transformers
+    applies them."""
     scores = np.array(logits, dtype=np.float64, copy=True)
     if scores.ndim != 2:
         raise ValueError(f"logits of shape {scores.shape}: give [batch, vocab]")
+    if allowed is not None:
+        scores[~allowed] = -np.inf  # before anything else: no bias or penalty brings a masked token back
+    if params.logit_bias:
+        ids, bias = np.array([t for t, _ in params.logit_bias]), np.array([b for _, b in params.logit_bias])
+        inside = ids < scores.shape[1]
+        scores[:, ids[inside]] += bias[inside]
     if params.repetition_penalty != 1.0:
         for row, seen in enumerate(history):
             ids = np.unique(np.asarray(seen, dtype=np.int64))
@@ -131,8 +195,28 @@ def processed(logits: np.ndarray, history: Sequence[Sequence[int]], params: Samp
             picked = scores[row, ids]
             scores[row, ids] = np.where(picked < 0, picked * params.repetition_penalty,
                                         picked / params.repetition_penalty)
+    if params.presence_penalty or params.frequency_penalty:
+        _penalized(scores, history, params, answer_starts)
     if params.greedy:
         return scores
+    return _warped(scores, params)
+
+
+def _penalized(scores: np.ndarray, history: Sequence[Sequence[int]], params: Sampling,
+               answer_starts: Sequence[int] | None) -> None:
+    """OpenAI's penalties, in place: ``mu[j] - c[j] * frequency_penalty - (c[j] > 0) * presence_penalty``,
+    ``c[j]`` the times token j is in the row's answer so far."""
+    for row, seen in enumerate(history):
+        answer = np.asarray(seen[answer_starts[row] if answer_starts is not None else 0:], dtype=np.int64)
+        answer = answer[(answer >= 0) & (answer < scores.shape[1])]
+        if not len(answer):
+            continue
+        ids, counts = np.unique(answer, return_counts=True)
+        scores[row, ids] -= counts * params.frequency_penalty + params.presence_penalty
+
+
+def _warped(scores: np.ndarray, params: Sampling) -> np.ndarray:
+    """The temperature, then the top-k, top-p and min-p filters, as transformers' warpers apply them."""
     if params.temperature != 1.0:
         scores = scores / params.temperature
     if params.top_k:
@@ -164,12 +248,15 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def choose(logits: np.ndarray, history: Sequence[Sequence[int]], params: Sampling,
-           rngs: Sequence[np.random.Generator] | None = None) -> np.ndarray:
+           rngs: Sequence[np.random.Generator] | None = None, answer_starts: Sequence[int] | None = None,
+           allowed: np.ndarray | None = None) -> np.ndarray:
     """The next token of each row of ``logits`` [batch, vocab], int64 [batch]: the argmax of the processed
     scores when greedy (the first of equal maxima, as torch.argmax), else the token where the row's uniform
     draw (one from ``rngs[row]`` per call) falls in the cumulative distribution of its kept tokens, most
-    probable first (equal probabilities by token id)."""
-    scores = processed(logits, history, params)
+    probable first (equal probabilities by token id). ``answer_starts``: where each row's answer begins in its
+    history (the presence and frequency penalties count the answer's tokens); ``allowed``: a grammar's mask
+    (boolean [batch, vocab]), each row keeping one token at least."""
+    scores = processed(logits, history, params, answer_starts, allowed)
     if params.greedy:
         return np.argmax(scores, axis=-1).astype(np.int64)
     if rngs is None or len(rngs) != len(scores):
@@ -189,19 +276,53 @@ class Chooser:
     """The decoding loop's choice for one request (infer/model/generation.py's ``choose`` hook):
     ``chooser(logits, history) -> ids``, with the request's parameters and one Generator per row (made at
     the first step, for as many rows as it has). ``keys``: each row's draws (row_generators); by default,
-    with a seed, every row draws as its prompt would alone (key 0), and without one each its own."""
+    with a seed, every row draws as its prompt would alone (key 0), and without one each its own.
 
-    def __init__(self, params: Sampling, keys: Sequence[int] | None = None):
+    Its first call is the prompt's step: each row's history then is its prompt, so the answer's tokens (which
+    the presence and frequency penalties count) are what comes after. Where ``params.logprobs`` asks, ``taken``
+    holds each row's chosen token's log-probability (ptx.contract.logprobs) after each call.
+
+    ``constraints``: one per row (ptx.contract.grammar.Constraint), where the answer must match a grammar. Each
+    call first gives every row's constraint the tokens its history took since the last call (what the decoding
+    appended: a row that had ended took none), then masks what it does not allow: the mask is applied here, in
+    the one choice, for every backend and every row of a server's batch, with no further run of the model."""
+
+    def __init__(self, params: Sampling, keys: Sequence[int] | None = None,
+                 constraints: Sequence[Constraint] | None = None):
         self.params, self.keys = params, None if keys is None else [int(k) for k in keys]
+        self.constraints = None if constraints is None else list(constraints)
         self.rngs: list[np.random.Generator] | None = None
+        self.answer_starts: list[int] | None = None
+        self._fed: list[int] | None = None  # each row's history length its constraint has seen
+        self.taken: list[TokenLogprob] | None = None
 
     def __call__(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
+        if self.answer_starts is None:
+            self.answer_starts = [len(h) for h in history]
+            self._fed = list(self.answer_starts)
         if self.rngs is None and not self.params.greedy:
             keys = self.keys
             if keys is None:
                 keys = [0] * len(logits) if self.params.seed is not None else range(len(logits))
             self.rngs = row_generators(self.params.seed, keys)
-        return choose(logits, history, self.params, self.rngs)
+        chosen = choose(logits, history, self.params, self.rngs, self.answer_starts, self._allowed(logits, history))
+        if self.params.logprobs is not None:
+            self.taken = chosen_logprobs(logits, chosen, self.params.logprobs)
+        return chosen
+
+    def _allowed(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray | None:
+        """The constraints' masks [batch, vocab], each advanced by what its row took since the last call."""
+        if self.constraints is None:
+            return None
+        if len(self.constraints) != len(logits):
+            raise ValueError(f"{len(self.constraints)} constraints for {len(logits)} rows: give one per row")
+        allowed = np.empty(logits.shape, dtype=bool)
+        for row, (constraint, seen) in enumerate(zip(self.constraints, history)):
+            for token in seen[self._fed[row]:]:
+                constraint.advance(int(token))
+            self._fed[row] = len(seen)
+            allowed[row] = constraint.allowed()[:logits.shape[1]]
+        return allowed
 
 
 __all__ = ["Chooser", "Sampling", "SamplingError", "choose", "processed", "row_generators"]

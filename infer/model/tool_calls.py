@@ -1,0 +1,279 @@
+"""Tool calls in a model's own syntax, torch-free: which syntax a chat template teaches its model (read from the
+template itself), the calls an answer's text holds (OpenAI's ``tool_calls``: a name and its arguments as JSON
+text), the same read piece by piece as an answer streams, and the grammar that forces a call where the caller
+requires one (ptx.contract.grammar.Grammar, its arguments held to the function's JSON schema, masked by
+infer/model/grammar.py), as vLLM's tool parsers and llama.cpp's server read them.
+
+The syntaxes ptx reads: Hermes' ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, which Qwen2.5's
+and Qwen3's templates (and Hermes') teach, each call in its own tags; and Llama 3.1's JSON, an answer that is
+``{"name": ..., "parameters": {...}}`` alone (calls apart by ";", as Llama 3.2 writes several), which Meta's
+Llama 3.1 and 3.2 templates teach. A template that never reads ``tools`` has no tool syntax at all (its model
+was never shown one).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ptx.contract.grammar import Grammar
+
+from .text import Text
+
+JSON_OPTIONS = {"whitespace_flexible": False}  # as infer/model/grammar.py writes JSON
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call: the function's ``name``, its ``arguments`` as JSON text (OpenAI's form), and the call's id."""
+
+    name: str
+    arguments: str
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+
+class Syntax:
+    """A model's tool-call syntax for ``text``'s tokenizer: ``stream()`` reads an answer piece by piece (each
+    piece's events: text, and ToolCall), ``parse(answer)`` the whole the same way, ``forced(tools, name)`` the
+    grammar of one call."""
+
+    family = ""
+
+    def __init__(self, text: Text):
+        self.text = text
+
+    def stream(self):
+        raise NotImplementedError
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        raise NotImplementedError
+
+    def parse(self, answer: str) -> tuple[str | None, list[ToolCall]]:
+        """(the text outside the calls, None where there is none; the calls), read as a stream reads them."""
+        stream = self.stream()
+        events = [*stream.feed(answer), *stream.finish()]
+        content = "".join(e for e in events if isinstance(e, str))
+        return content or None, [e for e in events if isinstance(e, ToolCall)]
+
+
+class Hermes(Syntax):
+    """``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, one block per call (Qwen2.5, Qwen3,
+    Hermes). The tags may be one added token each (Qwen2.5's tokenizer) or plain text."""
+
+    family = "hermes"
+    open_tag, close_tag = "<tool_call>", "</tool_call>"
+
+    def stream(self) -> "HermesStream":
+        return HermesStream(self)
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        """One call, of the function ``name`` (None: any of ``tools``), its arguments held to its parameters'
+        schema, then the end of the answer."""
+        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
+        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/arguments" if len(chosen) > 1 else
+                                "#/properties/arguments") for k, t in enumerate(chosen)]
+        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        schema = {**schema, "x-guidance": JSON_OPTIONS}
+        return Grammar.lark(f'start: {self._tag(self.open_tag)} "\\n" call "\\n" {self._tag(self.close_tag)}\n'
+                            f"call: %json {json.dumps(schema)}")
+
+    def _tag(self, word: str) -> str:
+        """``word`` in the grammar: its added token where the tokenizer has one (the grammar library reads added
+        tokens as special ones, referenced by id), else its text."""
+        token = self.text.tokenizer.token_to_id(word)
+        added = self.text.tokenizer.get_added_tokens_decoder()
+        return f"<[{token}]>" if token is not None and token in added else json.dumps(word)
+
+
+class LlamaJson(Syntax):
+    """Llama 3.1's JSON tool calls: the answer is ``{"name": ..., "parameters": {...}}`` (several apart by ";"),
+    or it is text. An answer that opens with "{" is held whole until it ends, then read."""
+
+    family = "llama3_json"
+
+    def stream(self) -> "WholeJsonStream":
+        return WholeJsonStream(self)
+
+    def calls(self, answer: str) -> list[ToolCall] | None:
+        """The calls an answer that opened with "{" holds, or None where it is not calls (then it is text)."""
+        calls = []
+        for part in _json_parts(answer):
+            call = _call_of(part)
+            if call is None:
+                return None
+            calls.append(call)
+        return calls or None
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        """One call, of ``name`` (None: any of ``tools``), its "parameters" held to the function's schema."""
+        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
+        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/parameters" if len(chosen) > 1 else
+                                "#/properties/parameters", key="parameters") for k, t in enumerate(chosen)]
+        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        return Grammar.lark(f"start: call\ncall: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
+
+
+def _call_of(block: str) -> ToolCall | None:
+    """A call's JSON ({"name": ..., "arguments" or "parameters": {...}}) as a ToolCall, or None where it is not
+    one (then it is text)."""
+    try:
+        doc = json.loads(block)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+        return None
+    arguments = doc.get("arguments", doc.get("parameters", {}))
+    if isinstance(arguments, str):  # a model that wrote its arguments as JSON text
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    return ToolCall(doc["name"], json.dumps(arguments, ensure_ascii=False))
+
+
+def _json_parts(answer: str) -> list[str]:
+    """The JSON objects of an answer, apart by ";" (a ";" inside one does not split it)."""
+    parts, start = [], 0
+    for end in (i for i, c in enumerate(answer) if c == ";"):
+        try:
+            json.loads(answer[start:end])
+        except ValueError:
+            continue
+        parts.append(answer[start:end])
+        start = end + 1
+    return [*parts, answer[start:]]
+
+
+class WholeJsonStream:
+    """An answer read by LlamaJson as it streams: text as it comes where it does not open with "{", else held
+    whole and read at the end (calls, or its text where it is not calls)."""
+
+    def __init__(self, syntax: LlamaJson):
+        self.syntax, self.pending, self.held = syntax, "", None
+
+    def feed(self, piece: str) -> list:
+        if self.held is None:
+            self.pending += piece
+            if not self.pending.strip():
+                return []
+            self.held, piece = self.pending.lstrip().startswith("{"), self.pending
+            self.pending = ""
+            if not self.held:
+                return [piece]
+        if self.held:
+            self.pending += piece
+            return []
+        return [piece] if piece else []
+
+    def finish(self) -> list:
+        rest, self.pending = self.pending, ""
+        if not self.held:
+            return [rest] if rest.strip() else []
+        calls = self.syntax.calls(rest.strip())
+        return calls if calls is not None else [rest]
+
+
+class HermesStream:
+    """An answer's text as it streams, split into text and calls: ``feed(piece)`` returns what is now sure (text,
+    and each call once its block is closed); ``finish()`` the rest. Text that may begin a call's tag, and
+    whitespace that may stand before one, are held until the next piece says which."""
+
+    def __init__(self, syntax: Hermes):
+        self.syntax, self.pending, self.inside = syntax, "", False
+
+    def feed(self, piece: str) -> list:
+        self.pending += piece
+        events: list = []
+        while True:
+            if self.inside:
+                end = self.pending.find(self.syntax.close_tag)
+                if end < 0:
+                    return events
+                events.append(self._block(self.pending[:end]))
+                self.pending, self.inside = self.pending[end + len(self.syntax.close_tag):], False
+                continue
+            start = self.pending.find(self.syntax.open_tag)
+            if start < 0:
+                sure = len(self.pending) - _held(self.pending, self.syntax.open_tag)
+                if sure:
+                    events.append(self.pending[:sure])
+                    self.pending = self.pending[sure:]
+                return events
+            if self.pending[:start].strip():
+                events.append(self.pending[:start].rstrip())
+            self.pending, self.inside = self.pending[start + len(self.syntax.open_tag):], True
+
+    def finish(self) -> list:
+        """The rest: a call left open at the end (a model stopped before its close tag) where it parses, else
+        its text; text held for a tag that never came (whitespace at the end is dropped)."""
+        rest, self.pending = self.pending, ""
+        if self.inside:
+            call = _call_of(rest.strip())
+            return [call] if call is not None else [self.syntax.open_tag + rest]
+        return [rest] if rest.strip() else []
+
+    def _block(self, block: str):
+        call = _call_of(block.strip())
+        return call if call is not None else f"{self.syntax.open_tag}{block}{self.syntax.close_tag}"
+
+
+def _held(text: str, tag: str) -> int:
+    """How many characters at the end of ``text`` may still become ``tag`` or stand before it: a prefix of the
+    tag, and the whitespace before that."""
+    prefix = max((n for n in range(min(len(tag) - 1, len(text)), 0, -1) if text.endswith(tag[:n])), default=0)
+    body = text[:len(text) - prefix]
+    return prefix + len(body) - len(body.rstrip())
+
+
+def _call_schema(function: dict, at: str, key: str = "arguments") -> dict:
+    """The JSON schema of one call of ``function``: {"name": its name, ``key``: its parameters}, the
+    parameters' own references (#/$defs/...) moved to where they now sit (``at``)."""
+    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, key: _rerooted(parameters, at)},
+            "required": ["name", key], "additionalProperties": False}
+
+
+def _rerooted(schema, at: str):
+    """``schema`` with each local reference ("#/...") made relative to ``at``, where the schema is put."""
+    if isinstance(schema, dict):
+        return {k: (at + v[1:] if k == "$ref" and isinstance(v, str) and v.startswith("#/") else _rerooted(v, at))
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_rerooted(v, at) for v in schema]
+    return schema
+
+
+# what a template writes -> the syntax it teaches (Llama 3.1's: the format line its tools prompt spells out)
+SYNTAXES = {"<tool_call>": Hermes, "argument name and its value": LlamaJson}
+
+
+@functools.lru_cache(maxsize=16)
+def reads_tools(template: str | None) -> bool:
+    """Whether a chat template renders ``tools`` (else its model was never shown a function); kept per template,
+    as a server asks at every request."""
+    if not template:
+        return False
+    import jinja2
+    from jinja2 import meta
+
+    try:
+        return "tools" in meta.find_undeclared_variables(jinja2.Environment().parse(template))
+    except jinja2.TemplateSyntaxError:
+        return False
+
+
+def syntax_of(text: Text):
+    """The tool-call syntax ``text``'s chat template teaches (Hermes, LlamaJson), or None: a template that never reads
+    ``tools``, or whose calls ptx does not read."""
+    template = text.chat_template
+    if not reads_tools(template):
+        return None
+    for mark, syntax in SYNTAXES.items():
+        if mark in template:
+            return syntax(text)
+    return None
+
+
+__all__ = ["Hermes", "LlamaJson", "ToolCall", "reads_tools", "syntax_of"]

@@ -1,0 +1,112 @@
+"""Answers held to a grammar (infer/model/grammar.py, llguidance masking in the one chooser): on a tiny random
+Qwen2 with its tokenizer (tests/text_models.py), a JSON schema of nested objects, enums, arrays and required
+fields gives JSON that validates, greedy and in 100 sampled answers at temperature 1.0 (the same draws
+unmasked do not parse); a regex's answers match it whole; `ptx generate --json-schema FILE` and `--regex`
+print such answers; a schema the library cannot compile is one line."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from ptx_command import ptx
+
+from ptx.contract.grammar import Grammar, GrammarError
+from ptx.contract.sampling import Sampling
+from ptx.infer import load
+from ptx.infer.model.text_generation import end_ids, generate_text
+
+pytest.importorskip("llguidance")
+jsonschema = pytest.importorskip("jsonschema")
+
+# What extraction code sends: nested objects, enums, arrays, required fields (strings bounded, so that an answer
+# ends within the tokens asked for; the bounds are part of the schema the answer must meet).
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "kind": {"enum": ["person", "place", "thing"]},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+        "address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                                     "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+                    "required": ["city", "zip"], "additionalProperties": False},
+    },
+    "required": ["name", "kind", "address"],
+    "additionalProperties": False,
+}
+ASK = [{"role": "user", "content": "Describe someone as JSON."}]
+TOKENS = 300
+
+
+@pytest.fixture(scope="module")
+def model(tool_chat_export):
+    opened = load(tool_chat_export["file"])
+    yield opened
+    opened.close()
+
+
+def valid(text: str) -> bool:
+    try:
+        jsonschema.validate(json.loads(text), SCHEMA)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
+def answers(model, grammar: Grammar | None, n: int, **sampling):
+    ids = model.text.chat(ASK)
+    return generate_text(model, [ids], model.text, Sampling(max_new_tokens=TOKENS, grammar=grammar, **sampling), n=n,
+                         eos=end_ids(model, model.text))
+
+
+def test_greedy_and_100_sampled_answers_validate_against_the_schema(model):
+    greedy = answers(model, Grammar.json_schema(SCHEMA), 1)[0]
+    assert valid(greedy.text) and greedy.finish_reason == "stop", greedy.text
+    sampled = answers(model, Grammar.json_schema(SCHEMA), 100, temperature=1.0, seed=0)  # 100 rows, each its draws
+    assert [a.text for a in sampled if not valid(a.text)] == []
+    assert len({a.text for a in sampled}) > 90 and {json.loads(a.text)["kind"] for a in sampled} == {
+        "person", "place", "thing"}
+    free = answers(model, None, 20, temperature=1.0, seed=0)  # the same draws, unmasked
+    assert not any(valid(a.text) for a in free)
+
+
+def test_any_json_object_and_a_regex(model):
+    # any object, of any length: an answer that ends (not cut at its tokens, as OpenAI's JSON mode says) parses
+    got = answers(model, Grammar.json_object(), 20, temperature=1.0, seed=1)
+    ended = [a.text for a in got if a.finish_reason == "stop"]
+    assert len(ended) >= 5 and all(isinstance(json.loads(text), dict) for text in ended), ended
+    pattern = r"[a-z]{3}-[0-9]{2,4}( ok)?"
+    got = answers(model, Grammar.regex(pattern), 20, temperature=1.0, seed=2)
+    assert all(re.fullmatch(pattern, a.text) and a.finish_reason == "stop" for a in got), [a.text for a in got]
+
+
+def test_a_schema_the_library_cannot_compile_is_one_line(model):
+    with pytest.raises(GrammarError) as caught:
+        answers(model, Grammar.json_schema({"type": "objectx"}), 1)
+    assert "objectx" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(GrammarError):
+        Grammar.json_schema("[1, 2]")
+
+
+def test_ptx_generate_holds_answers_to_a_schema_or_a_regex(tool_chat_export, tmp_path):
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps(SCHEMA))
+    done = ptx("generate", tool_chat_export["file"], "--prompt", "Someone, as JSON", "--chat", "--json-schema", schema,
+               "--temperature", "1.0", "--seed", "3", "--max-new-tokens", TOKENS, "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)["prompts"][0]
+    assert valid(answer["text"]) and answer["finish_reason"] == "stop", answer
+    codes = {backend: ptx("generate", tool_chat_export["file"], "--prompt", "A code", "--regex", "[A-Z]{2}[0-9]{3}",
+                          "--backend", backend) for backend in ("ort-cpu", "openvino")}  # the mask on every backend
+    for done in codes.values():
+        assert done.returncode == 0 and re.fullmatch(r"prompt 1 \(\d+ tokens\): [A-Z]{2}[0-9]{3}",
+                                                     done.stdout.strip()), done.stdout
+    assert codes["ort-cpu"].stdout == codes["openvino"].stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "objectx"}')
+    for args, says in [(("--json-schema", bad), "cannot hold an answer"),
+                       (("--json-schema", schema, "--regex", "a"), "give one"),
+                       (("--json-schema", tmp_path / "none.json"), "cannot be read")]:
+        done = ptx("generate", tool_chat_export["file"], "--prompt", "x", *args)
+        assert done.returncode == 2 and says in done.stderr and not done.stdout.strip(), (args, done.stderr)

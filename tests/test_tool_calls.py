@@ -1,0 +1,127 @@
+"""Tool calls in a model's own syntax (infer/model/tool_calls.py): Qwen2.5's chat template renders tools, calls
+and tools' answers as transformers renders them; Hermes' <tool_call> blocks are read out of an answer whole or
+piece by piece alike (text around them kept, a block that is no call left as text); the grammar that forces a
+call gives, on a tiny random Qwen2, calls whose arguments validate against the function's schema, sampled; a
+template that never renders tools has no syntax."""
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+
+from ptx.contract.sampling import Sampling
+from ptx.infer import load
+from ptx.infer.model.text import Text
+from ptx.infer.model.text_generation import end_ids, generate_text
+from ptx.infer.model.tool_calls import Hermes, LlamaJson, reads_tools, syntax_of
+
+transformers = pytest.importorskip("transformers")
+jsonschema = pytest.importorskip("jsonschema")
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]},
+                                                    "days": {"type": "array", "items": {"$ref": "#/$defs/day"},
+                                                             "maxItems": 3}},
+                   "required": ["city", "unit"], "additionalProperties": False,
+                   "$defs": {"day": {"type": "integer", "minimum": 1, "maximum": 7}}}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"type": "string", "maxLength": 8}}, "required": ["zone"],
+    "additionalProperties": False}}}
+TOOLS = [WEATHER, TIME]
+CONVERSATION = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21"},
+]
+
+
+@pytest.fixture(scope="module")
+def words(tool_chat_export):
+    return Text.open(tool_chat_export["folder"])
+
+
+@pytest.mark.parametrize("messages", [CONVERSATION[:1], CONVERSATION])
+def test_tools_calls_and_answers_render_as_transformers_renders_them(words, tool_chat_export, messages):
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tool_chat_export["folder"]))
+    want = theirs.apply_chat_template(messages, tools=TOOLS, add_generation_prompt=True, tokenize=False)
+    assert words.render(messages, tools=TOOLS) == want
+    assert "<tools>" in want and ("<tool_response>" in want) == (len(messages) > 1)
+    assert words.render(messages[:1]) != want  # without tools, another prompt
+
+
+def test_hermes_blocks_are_read_whole_or_piece_by_piece_alike(words):
+    syntax = Hermes(words)
+    answer = ('Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n'
+              '</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": "{\\"zone\\": \\"CET\\"}"}\n</tool_call>')
+    content, calls = syntax.parse(answer)
+    assert content == "Let me look."
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"zone": "CET"})]
+    assert calls[0].id != calls[1].id and calls[0].id.startswith("call_")
+    stream, events = syntax.stream(), []
+    for char in answer:  # one character at a time: a tag split anywhere
+        events += stream.feed(char)
+    events += stream.finish()
+    assert "".join(e for e in events if isinstance(e, str)) == content
+    assert [(c.name, c.arguments) for c in events if not isinstance(c, str)] == [(c.name, c.arguments) for c in calls]
+    # a block that is no call stays text; a call left open at the end is read; plain text is text
+    assert syntax.parse("<tool_call>\nnot json\n</tool_call>") == ("<tool_call>\nnot json\n</tool_call>", [])
+    assert syntax.parse('<tool_call>{"name": "get_time", "arguments": {}}')[1][0].name == "get_time"
+    assert syntax.parse("Just text, <tool_ not a tag.  ") == ("Just text, <tool_ not a tag.", [])
+
+
+def test_llama_3_1_s_json_calls_are_read_whole_or_piece_by_piece_alike(words):
+    syntax = LlamaJson(words)
+    answer = ' {"name": "get_weather", "parameters": {"city": "Paris; France", "unit": "celsius"}}; ' \
+             '{"name": "get_time", "parameters": {"zone": "CET"}}'
+    content, calls = syntax.parse(answer)
+    assert content is None and [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris; France", "unit": "celsius"}), ("get_time", {"zone": "CET"})]
+    stream, events = syntax.stream(), []
+    for char in answer:
+        events += stream.feed(char)
+    assert events == []  # an answer that opens with "{" is held whole
+    assert [(c.name, c.arguments) for c in stream.finish()] == [(c.name, c.arguments) for c in calls]
+    assert syntax.parse("It is sunny {really}.") == ("It is sunny {really}.", [])  # text streams as text
+    assert syntax.parse('{"not": "a call"}') == ('{"not": "a call"}', [])
+
+
+def test_which_templates_have_a_tool_syntax(words, chat_export):
+    assert isinstance(syntax_of(words), Hermes)
+    plain = Text.open(chat_export["folder"])  # ChatML without tools
+    assert not reads_tools(plain.chat_template) and syntax_of(plain) is None
+    # Llama 3.1's tools prompt spells out its format (a template that renders tools and says it)
+    llama = ("{% if tools %}Respond in the format {\"name\": function name, \"parameters\": dictionary of argument "
+             "name and its value}.{% for t in tools %}{{ t | tojson(indent=4) }}{% endfor %}{% endif %}")
+    assert isinstance(syntax_of(types.SimpleNamespace(chat_template=llama)), LlamaJson)
+    assert syntax_of(types.SimpleNamespace(chat_template="{% for t in tools %}{{ t.name }}{% endfor %}")) is None
+
+
+@pytest.mark.parametrize("family, name", [(Hermes, None), (Hermes, "get_weather"), (LlamaJson, None)])
+def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_chat_export, family, name):
+    """100 sampled answers at temperature 1.0, each a call (of any tool, or of the one named) whose arguments
+    validate; unforced, the same draws make no call. The grammar holds any model to the syntax: Llama 3.1's is
+    forced on the same tiny Qwen2."""
+    model = load(tool_chat_export["file"])
+    try:
+        syntax = family(model.text)
+        ids = model.text.chat(CONVERSATION[:1], tools=TOOLS)
+        forced = Sampling(temperature=1.0, seed=0, max_new_tokens=200, grammar=syntax.forced(TOOLS, name))
+        answers = generate_text(model, [ids], model.text, forced, n=100, eos=end_ids(model, model.text))
+        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+        for answer in answers:
+            content, calls = syntax.parse(answer.text)
+            assert content is None and len(calls) == 1, answer.text
+            assert name is None or calls[0].name == name
+            jsonschema.validate(json.loads(calls[0].arguments), schemas[calls[0].name])
+        if name is None:
+            assert {syntax.parse(a.text)[1][0].name for a in answers} == {"get_weather", "get_time"}
+        free = generate_text(model, [ids], model.text, Sampling(temperature=1.0, seed=0, max_new_tokens=200), n=10,
+                             eos=end_ids(model, model.text))
+        assert not any(syntax.parse(a.text)[1] for a in free)
+    finally:
+        model.close()
