@@ -40,7 +40,8 @@ from ptx.contract.tensors import Signature, TensorSig, as_declarations
 from ptx.errors import PtxError, ValidationError
 from ptx.files import file_sha256
 from ptx.infer.model.generation_check import judge_decoding
-from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
+from ptx.infer.runtime import backends as registry
+from ptx.infer.runtime.memory_plan import OutOfMemoryPlan, require_room, size_text
 
 from .cached_decoder import CACHE_NAMES, decoder_of, example_feeds
 from .decoder_reference import decoding_reference
@@ -185,6 +186,8 @@ class DecoderSource(ExportSource):
         self.reference = decoding_reference(decoder, module if generates(module) and streamed is None else None,
                                             signature, self.generation, self.prompts, steps, log,
                                             streamed=folder if streamed is not None else None)
+        if streamed is not None:
+            streamed.let_go()  # what the writers and the judge hold next is theirs
         recorded = self.generation.with_reference(self.reference.to_record(), recorded_bounds(bounds))
         strings = {**strings_of(signature), GENERATION_KEY: recorded.to_json()}
         example = example_feeds(signature, self.generation, vocab)  # every dynamic size 2 or more; that the file
@@ -209,6 +212,10 @@ class DecoderSource(ExportSource):
             raise PtxError(f"--format {fmt.name}: {self.name} is read from its folder one tensor at a time (its weights "
                            "do not fit in memory whole): ptx writes it as onnx and the weight-only formats (onnx-int4, "
                            "onnx-int8w, openvino-int4, openvino-int8w)")
+        if self.folder is not None and fmt.name == CARRIES_THE_CACHE:
+            # asked before a folder's f32 file is written from its shards: one its check cannot open is not kept
+            require_room(f"checking {path.name} ({size_text(self.folder.f32_bytes)} of float32 weights) on "
+                         f"{fmt.serving_backend}", registry.get(fmt.serving_backend).holds_external * self.folder.f32_bytes)
         return super().write(fmt, path, options)
 
     def departure(self, path: Path) -> str | None:
@@ -219,7 +226,12 @@ class DecoderSource(ExportSource):
 
         prompt = max((p for p in self.prompts if len(p) <= 64), key=len, default=self.prompts[0])
         feeds = first_steps(self.signature, self.generation, [prompt])[0]
-        return departure(path, self.subject.model, feeds, np.asarray([prompt], dtype=np.int64))
+        try:
+            return departure(path, self.subject.model, feeds, np.asarray([prompt], dtype=np.int64))
+        finally:
+            streamed = getattr(self.subject.model, "ptx_streamed", None)
+            if streamed is not None:
+                streamed.let_go()
 
     def lazy_graph(self, scratch: Path) -> Path:
         """The decoder's f32 graph traced without its weights in ``scratch`` (model.onnx, with the strings every file

@@ -142,16 +142,24 @@ class FolderWeights:
         return read_stored(self.tensors[key])
 
 
-def read_stored(stored: Stored) -> np.ndarray:
-    """``stored``'s values as a new float32 array: its bytes read (not mapped: see the module's docstring) and
-    widened. bfloat16 is a float32's upper 16 bits, so widening is exact."""
+def read_stored(stored: Stored, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """``stored``'s values (its ``rows`` [start, stop) of the first axis alone where given: a contiguous range of its
+    bytes) as a new float32 array: its bytes read (not mapped: see the module's docstring) and widened in place.
+    bfloat16 is a float32's upper 16 bits, so widening is exact."""
     size, kind = DTYPES[stored.dtype]
-    raw = np.fromfile(stored.path, dtype=kind, count=stored.length // size, offset=stored.offset)
+    shape = stored.shape
+    per_row = math.prod(shape[1:]) if shape else 1
+    start, stop = rows if rows is not None else (0, shape[0] if shape else 1)
+    raw = np.fromfile(stored.path, dtype=kind, count=(stop - start) * per_row,
+                      offset=stored.offset + start * per_row * size)
     if stored.dtype == "BF16":
-        values = np.left_shift(raw.astype(np.uint32), 16).view(np.float32)
+        values = raw.astype(np.uint32)
+        del raw
+        np.left_shift(values, 16, out=values)
+        values = values.view(np.float32)
     else:
         values = raw.astype(np.float32, copy=False)
-    return values.reshape(stored.shape)
+    return values.reshape((stop - start, *shape[1:]) if shape else ())
 
 
 def lazy_initializer(name: str, stored: Stored, transposed: bool = False):
@@ -183,11 +191,25 @@ def stored_of(tensor) -> tuple[Stored, bool]:
     return stored, entries.get(TRANSPOSED_KEY) == "1"
 
 
-def read_lazy(tensor) -> np.ndarray:
-    """A lazy initializer's float32 values, in the shape the graph reads (a new contiguous array)."""
+def read_lazy(tensor, part: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A lazy initializer's float32 values, in the shape the graph reads (a new contiguous array); ``part`` (axis,
+    start, stop): only that range along the graph's ``axis`` of a matrix, read alone where it is the stored tensor's
+    rows (a transposed matrix's columns are), else cut from the whole."""
     stored, transposed = stored_of(tensor)
-    values = read_stored(stored)
-    return np.ascontiguousarray(values.T) if transposed else values
+    if part is None:
+        values = read_stored(stored)
+    elif (1 - part[0] if transposed else part[0]) == 0:  # the stored tensor's rows: read alone
+        values = read_stored(stored, part[1:])
+    else:
+        values = read_stored(stored)[:, part[1]:part[2]]
+    return np.ascontiguousarray(values.T if transposed else values)
+
+
+def lazy_transposed(tensor, name: str):
+    """A lazy initializer ``name`` reading ``tensor``'s folder tensor transposed the other way (a head tied to the
+    embedding: the table, read as the head's [hidden, vocab] weight), no value read."""
+    stored, transposed = stored_of(tensor)
+    return lazy_initializer(name, stored, not transposed)
 
 
 def resolve_lazy(proto, folder: Path, data: str) -> int:

@@ -1,7 +1,7 @@
 """Where a graph's weights live while export rewrites it, and where the file it writes keeps them.
 
 A rewrite that makes weights (a quantizer's blocks and scales, a merged projection, a transposed head) puts
-each tensor's bytes in a data file of the scratch folder as it is made (``add_constant``, ``spill``), and the
+each tensor's bytes in a data file of the scratch folder as it is made (``add_constant``, ``spill_file``), and the
 graph refers to them there: the graph being built holds no weights, so a 7B model's 4.4 GB of int4 weights are
 never in memory at once (a protobuf message keeps what it held until it is freed whole: formats/weight_only.py
 says so of the f32 weights). The written file then gets them (``weights_placed``): inside its graph where the
@@ -58,13 +58,18 @@ def add_constant(graph, name: str, values, folder: Path | None):
     return tensor
 
 
-def spill(tensor, folder: Path) -> None:
-    """``tensor``'s values (held in its raw_data, as numpy_helper and onnxruntime's quantizer make tensors) moved to
-    ``folder``'s CONSTANTS_DATA, the tensor referring to them there; a tensor held otherwise is left inside."""
-    if not tensor.HasField("raw_data") or not tensor.raw_data:
-        return
-    payload = tensor.raw_data
-    _external(tensor, CONSTANTS_DATA, _append(Path(folder) / CONSTANTS_DATA, payload), len(payload))
+def spill_file(tensor, data: Path, folder: Path) -> None:
+    """The bytes of file ``data`` (a tensor's values, written in pieces) appended to ``folder``'s CONSTANTS_DATA and
+    ``tensor`` referring to them there; ``data`` removed."""
+    import shutil
+
+    target = Path(folder) / CONSTANTS_DATA
+    with open(target, "ab") as handle, open(data, "rb") as source:
+        offset = handle.tell()
+        shutil.copyfileobj(source, handle, 16 << 20)
+        length = handle.tell() - offset
+    Path(data).unlink()
+    _external(tensor, CONSTANTS_DATA, offset, length)
 
 
 def _bytes_of(tensor, folder: Path) -> bytes:

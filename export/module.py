@@ -255,7 +255,7 @@ def _exported(module, example_inputs, out_dir: Path, name: str, given: ModuleOpt
     result = ModuleExportResult(out_dir, name, source.signature)  # as every file records it
     with writable_dir_for(out_dir.parent), atomic_folder(out_dir) as staging:
         result.files = export_files(source, chosen, lambda fmt: nullcontext(
-            (staging / fmt.file_name, out_dir / fmt.file_name)), given.log)
+            (staging / fmt.file_name, out_dir / fmt.file_name)), given.log, more_to_come=bool(reduced))
         if given.reference and isinstance(source, ModuleSource):
             result.reference = source.save_reference(staging, out_dir)
         if cached:

@@ -127,6 +127,18 @@ def weight_of(tensor, folder=None):
     return numpy_helper.to_array(tensor, str(folder) if folder is not None else "")
 
 
+def weight_part(tensor, folder, axis: int, start: int, stop: int):
+    """An initializer's values [start, stop) along ``axis`` of a matrix: read alone where it is a transformers
+    folder's tensor whose rows they are (export/folder_weights.py), else cut from the whole."""
+    from .folder_weights import is_lazy, read_lazy
+
+    if is_lazy(tensor):
+        return read_lazy(tensor, (axis, start, stop))
+    import numpy as np
+
+    return np.ascontiguousarray(weight_of(tensor, folder)[(slice(None),) * axis + (slice(start, stop),)])
+
+
 def value_names(graph) -> set[str]:
     """Every value name ``graph`` uses: its nodes' inputs and outputs, its initializers, inputs and outputs."""
     return {i for n in graph.node for i in [*n.input, *n.output]} | {t.name for t in graph.initializer} | {

@@ -137,12 +137,14 @@ class ExportSource:
 
 
 def export_files(source: ExportSource, chosen: Sequence,
-                 place: Callable[[object], AbstractContextManager], log: Callable[[str], None]) -> list[ExportResult]:
+                 place: Callable[[object], AbstractContextManager], log: Callable[[str], None],
+                 more_to_come: bool = False) -> list[ExportResult]:
     """Write, check, judge and record ``source`` in each format of ``chosen``, in turn. ``place(fmt)``
     is a context manager giving (the temporary path to write, the path the file will have): it keeps
     the file only where the block ends without an exception (ptx.atomic). A format the source leaves
     out (``source.not_kept``: a check that cannot fit in memory, a decoder's trace that cannot carry
-    its cache) is said in one line and the next written; where every one is, the export fails.
+    its cache) is said in one line and the next written; where every one is, the export fails (unless
+    ``more_to_come``: files the caller writes next, a decoder's weight-only ones).
 
     Where the source's checks never run its subject (``source.overlap``: a module's, whose checks compare
     with eager's answers taken before), each written file is checked on a second thread while the next
@@ -172,7 +174,7 @@ def export_files(source: ExportSource, chosen: Sequence,
         for line in said:
             log(line)
         results.append(result)
-    if short and not results:
+    if short and not results and not more_to_come:
         raise source.none_kept(short)
     return results
 

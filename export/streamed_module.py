@@ -148,6 +148,11 @@ class Streamed:
             module._parameters[name] = param
         module.__dict__.pop("_ptx_streamed", None)
 
+    def let_go(self) -> None:
+        """The reused buffers given back (a layer's weights and the embedding's, 2.8 GB for a 7B model), once the
+        model's passes are done for now: the next pass makes them again."""
+        self.buffers = {}
+
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()

@@ -363,11 +363,11 @@ def f32_graph(model, example, scratch: Path, signature, strings: dict[str, str],
                                                                    **onnx_options)
     # the weights stay in their file where the graph keeps them external (the save below writes the graph alone)
     proto = onnx.load(str(f32 if made else model), load_external_data=False)
-    if not made and not any(is_lazy(t) for t in proto.graph.initializer):
-        # a user's file's weights beside it, present beside its copy here under the names its graph gives (a graph
-        # traced without its weights reads them from their folder: export/folder_weights.py)
+    lazy = not made and any(is_lazy(t) for t in proto.graph.initializer)  # traced without its weights (weightless.py)
+    if not made and not lazy:  # a user's file's weights beside it, present beside its copy here under its names
         onnx_files.copy_data(model, scratch)
-    served = "model.onnx" if made else Path(model).name  # the f32 file a refusal sends the user back to
+    # the f32 file a refusal sends the user back to (a graph traced without its weights has none yet)
+    served = "model.onnx" if made else "its onnx export (--format onnx)" if lazy else Path(model).name
     # What the module's f32 export recorded (its opset, its exporter) travels on; a user's file's
     # own metadata is the caller's to vouch for (in ``strings``).
     base = {**from_props({p.key: p.value for p in proto.metadata_props}), **strings} if made else dict(strings)

@@ -37,13 +37,13 @@ from ptx.errors import PtxError, first_line
 from ptx.infer.runtime.memory_plan import give_back_freed
 from ptx.torch_quiet import quiet_logs
 
-from ..onnx_graph import (drop_reshape_round_trips, inferred_shapes, name_not_in, value_names, weight_of,
+from ..onnx_graph import (drop_reshape_round_trips, inferred_shapes, name_not_in, value_names, weight_of, weight_part,
                           with_microsoft_ops)
 from ..onnx_rotary import rotary_as_one_op
 from ..onnx_shared_input import merge_shared_input_matmuls
 from . import ExportFormat, Written, register
 from .onnx import add_metadata, check_opset
-from ..graph_weights import spill, weights_placed
+from ..graph_weights import spill_file, weights_placed
 from .weight_only import (check_block_size, drop_initializer, prepared, quantized_matmuls, raise_opset, saved)
 
 DEFAULT_BLOCK = 32  # onnxruntime-genai's model builder's block on the CPU (the quantizer's own default is 128)
@@ -114,7 +114,8 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     Gather of a table a GatherBlockQuantized) by onnxruntime's own node quantizer, one weight at a time:
     each read from ``folder``'s data file into a graph of its own that the quantizer works in, and let go
     with it (weight_only.prepared says why not inside ``proto``); only the quantized tensors join ``proto``, their
-    bytes in ``folder``'s data file as they are made (graph_weights.spill: a 7B model's are 4.4 GB).
+    bytes in ``folder``'s data file as they are made (graph_weights.spill_file: a 7B model's are 4.4 GB), a weight past
+    PIECE_BYTES quantized in pieces (``_quantized``).
     Not MatMulNBitsQuantizer.process(), which holds every f32 weight in the model until the end. Returns
     what was left f32 and why, in words."""
     import onnx
@@ -145,10 +146,8 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
             kept[why] += 1
             nodes.append(node)
             continue
-        alone = onnx.GraphProto()  # the weight, read, in a graph the quantizer extends with what it makes
-        alone.initializer.append(onnx.numpy_helper.from_array(weight_of(initializers[weight], folder), weight))
-        made = quantizer.quantize(node, [alone])
-        if made == [node]:  # left as it is (a weight the quantizer does not take)
+        made, new = _quantized(quantizer, node, initializers[weight], weight, folder)
+        if made is None:  # left as it is (a weight the quantizer does not take)
             nodes.append(node)
             continue
         # The quantizer names what it makes after the weight and the node: a weight two nodes read (a table a
@@ -156,12 +155,10 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
         # tensors or two nodes one name. A weight read again by the same op reads what its first reader made.
         key = (weight, node.op_type)
         if key not in made_for:
-            new = [t for t in alone.initializer if t.name != weight]
             made_for[key] = {t.name: name_not_in(t.name, taken) for t in new}
             for tensor in new:
                 tensor.name = made_for[key][tensor.name]
                 taken.add(tensor.name)
-                spill(tensor, folder)
             graph.initializer.extend(new)
         for made_node in made:
             made_node.input[:] = [made_for[key].get(name, name) for name in made_node.input]
@@ -171,7 +168,6 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
             node_names.add(made_node.name)
         nodes.extend(made)
         gathers |= node.op_type == "Gather"
-        del alone
         readers[weight] -= 1
         if not readers[weight]:
             drop_initializer(graph, weight)
@@ -183,6 +179,58 @@ def quantize_in_place(proto, folder: Path, bits: int, block: int, symmetric: boo
     if bits == 8 and any(n.op_type == "Gather" and n.input and n.input[0] in tables for n in nodes):
         kept["the embedding's table f32 (a Gather reads one row per token)"] += 1
     return [f"{what} ({n} of them)" if n > 1 else what for what, n in kept.items()]
+
+
+# The float32 bytes of the piece of a weight the quantizer is given at once. A weight past it is quantized in pieces
+# along its output axis (a MatMul's columns, a table's rows), each as the quantizer quantizes the whole (its blocks
+# run along the other axis), and the pieces' tensors joined: a protobuf message holds no tensor of 2 GiB (a 7B
+# model's embedding and head are 2.2 GB each in float32), and the quantizer holds several copies of what it is given
+# (10 GB at its peak for that embedding whole).
+PIECE_BYTES = 256 << 20
+
+
+def _quantized(quantizer, node, tensor, name: str, folder: Path):
+    """(the nodes onnxruntime's ``quantizer`` makes of ``node``, reading weight ``tensor`` named ``name``; the tensors
+    those nodes read, their bytes in ``folder``'s data file), or (None, []) where it leaves the node as it is."""
+    import onnx
+
+    axis = 1 if node.op_type == "MatMul" else 0  # the axis a MatMulNBits' N, a table's rows, lie along
+    dims = list(tensor.dims)
+    step = max(1, PIECE_BYTES // (4 * dims[1 - axis]))
+    joined: dict[str, list] = {}  # each made tensor: (its first piece, its pieces' bytes in a file of its own)
+    made = None
+    for start in range(0, dims[axis], step):
+        stop = min(dims[axis], start + step)
+        alone = onnx.GraphProto()  # the weight (or its piece), read, in a graph the quantizer extends
+        alone.initializer.append(onnx.numpy_helper.from_array(
+            weight_of(tensor, folder) if stop - start == dims[axis] else weight_part(tensor, folder, axis, start, stop),
+            name))
+        made = quantizer.quantize(node, [alone])
+        if made == [node]:
+            return None, []
+        for piece in alone.initializer:
+            if piece.name == name:
+                continue
+            if piece.name not in joined:
+                joined[piece.name] = [onnx.TensorProto(), Path(folder) / f"piece.{len(joined)}.data"]
+                joined[piece.name][0].CopyFrom(piece)
+                joined[piece.name][0].ClearField("raw_data")
+                joined[piece.name][0].dims[0] = 0
+            first, data = joined[piece.name]
+            first.dims[0] += piece.dims[0]
+            with open(data, "ab") as handle:
+                handle.write(piece.raw_data if piece.HasField("raw_data") else
+                             onnx.numpy_helper.to_array(piece).tobytes())
+        del alone
+    for made_node in made:  # the last piece's nodes, sized for the whole
+        for attribute in made_node.attribute:
+            if attribute.name == "N":
+                attribute.i = dims[axis]
+    new = []
+    for first, data in joined.values():
+        spill_file(first, data, folder)
+        new.append(first)
+    return made, new
 
 
 FLOATS = (1, 10)  # onnx.TensorProto.FLOAT, FLOAT16: the weights MatMulNBits takes

@@ -196,8 +196,15 @@ def drop_initializer(graph, name: str) -> None:
 def _derived_constant(graph, initializers: dict, source: str, suffix: str, folder: Path | None, change) -> str:
     """The name of a new constant holding ``change`` of initializer ``source``'s values (a weight the graph reads
     through a Transpose; a Gemm's weight with its transB and alpha, its bias with its beta), named
-    ``source.suffix``, added to ``graph`` and to ``initializers``."""
+    ``source.suffix``, added to ``graph`` and to ``initializers``. A transformers folder's tensor read transposed
+    is named as such, not read (export/folder_weights.py: a 3B model's tied head is 1.2 GB in float32)."""
+    from ..folder_weights import is_lazy, lazy_transposed
+
     name = name_not_in(f"{source}.{suffix}", initializers)
+    if suffix == "transposed" and is_lazy(initializers[source]):
+        graph.initializer.append(lazy_transposed(initializers[source], name))
+        initializers[name] = graph.initializer[-1]
+        return name
     initializers[name] = add_constant(graph, name, change(weight_of(initializers[source], folder)), folder)
     return name
 
