@@ -18,6 +18,10 @@ from pathlib import Path
 CONSTANTS_DATA = "constants.data"  # the tensors made here, beside the graph's own data file
 ALIGN = 4096  # a large tensor's bytes start on a page in the written data file, where a runtime may map them
 ALIGN_FROM = 1 << 20
+# A written file keeps its weights inside its graph up to this many bytes, beside it past them. A file written
+# in one piece is held whole three times over (the proto, its serialized bytes, the checker's parse of the file):
+# a 0.5B model's int8w file (1.1 GB) took the export from 4.9 to 9.7 GB so; written beside it, a tensor at a time.
+INSIDE_BYTES = 256 << 20
 
 
 def _external(tensor, location: str, offset: int, length: int) -> None:
@@ -104,16 +108,16 @@ def stored_bytes(proto) -> int:
 
 def weights_placed(proto, folder: Path, path: Path) -> None:
     """Every weight of ``proto`` (wherever it is: inside, in ``folder``'s data files, in a transformers folder)
-    where the file written at ``path`` keeps it: inside the graph where the whole fits one file
-    (infer/formats/onnx_files.ONE_FILE_BYTES), else in ``path``'s data file beside it, one tensor at a time
-    (the tensors under onnx's INLINE_BYTES stay inside the graph)."""
+    where the file written at ``path`` keeps it: inside the graph up to INSIDE_BYTES (and
+    infer/formats/onnx_files.ONE_FILE_BYTES, which a test lowers), else in ``path``'s data file beside it, one
+    tensor at a time (the tensors under onnx's INLINE_BYTES stay inside the graph)."""
     from onnx.external_data_helper import load_external_data_for_model
 
     from ptx.infer.formats import onnx_files
 
     from .folder_weights import read_lazy_inside
 
-    if stored_bytes(proto) <= onnx_files.ONE_FILE_BYTES:
+    if stored_bytes(proto) <= min(INSIDE_BYTES, onnx_files.ONE_FILE_BYTES):
         read_lazy_inside(proto)  # a graph traced without its weights: the norms and biases from their folder
         load_external_data_for_model(proto, str(folder))  # each marked inside as it is read
         return

@@ -1,8 +1,10 @@
 """A transformers folder as it comes (``ptx export DIR``, as ``optimum-cli export onnx --model DIR`` takes
 one): what ``save_pretrained`` writes or a downloaded snapshot holds (config.json, the weights as safetensors,
-the tokenizer files), opened by its config's architecture with transformers' own ``from_pretrained``, in
-float32 and from the folder alone (nothing downloaded, no code of the folder's run). The tokenizer files go
-beside the exported file (``text_files``), so the export's folder takes text and chats by itself."""
+the tokenizer files), opened by its config's architecture, from the folder alone (nothing downloaded, no code of
+the folder's run), as its memory plan says before a weight is read (``open_folder``: whole by transformers'
+``from_pretrained`` in float32 where that fits, else one module at a time from the shards: docs/large-lms.md).
+The tokenizer files go beside the exported file (``text_files``), so the export's folder takes text and chats
+by itself."""
 from __future__ import annotations
 
 import json
@@ -29,7 +31,7 @@ def is_pretrained_folder(path: str | Path | None) -> bool:
     return path is not None and Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def _architecture(folder: Path, log: Callable[[str], None]):
+def _architecture(folder: Path):
     """(the transformers class ``folder``'s config.json names, that config as a dict): one line of PtxError where
     the folder's model is code of its own or this transformers lacks its class."""
     try:
@@ -55,15 +57,6 @@ def _architecture(folder: Path, log: Callable[[str], None]):
     return cls, config
 
 
-def load_pretrained(folder: str | Path, log: Callable[[str], None]) -> tuple[torch.nn.Module, str]:
-    """(the model ``folder`` holds, in eval mode and float32; its name: the folder's)."""
-    folder = Path(folder)
-    cls, config = _architecture(folder, log)
-    log(f"folder: {folder} holds a {cls.__name__} ({config.get('model_type', 'unknown type')}): opened with "
-        "transformers' from_pretrained, in float32")
-    return _from_pretrained(cls, folder), folder.resolve().name
-
-
 def _from_pretrained(cls, folder: Path) -> torch.nn.Module:
     try:
         module = cls.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
@@ -75,21 +68,22 @@ def _from_pretrained(cls, folder: Path) -> torch.nn.Module:
 
 @dataclass
 class Opened:
-    """A transformers folder's model as export opens it: the module, its name (the folder's), and the folder's
-    weights where the graph is traced without them and each file reads them from the shards (None: the folder
-    holds no safetensors file, or names its tensors otherwise than the model, and is exported as transformers
-    loads it)."""
+    """A transformers folder's model as export opens it: the module, its name (the folder's), the folder's weights
+    where the graph is traced without them and each file reads them from the shards (None: the folder holds no
+    safetensors file, or names its tensors otherwise than the model, and is exported as transformers loads it), and
+    the formats asked that its memory plan keeps."""
 
     module: torch.nn.Module
     name: str
     folder: FolderWeights | None
+    formats: list[str]
 
 
-# What export holds beside a weight-only file's writing and checking, as multiples, measured by
-# scripts/bench_large_lm.py on Qwen2.5 configs (docs/large-lms.md): with the whole model in memory, the module
-# (1x its float32 weights) beside ONNX Runtime's session of the f32 file where one is asked (1.2x) and what a
-# decoding holds; read tensor by tensor, a few copies of the largest tensor (read, widened, transposed, quantized)
-# while the weights are written, then the reduced file's session and the judge's logits.
+# What export holds, as multiples of the float32 weights (whole) or of the largest tensor (read tensor by tensor):
+# with the model whole, the module (1x) stays beside every file's writing and checking, ONNX Runtime's session of
+# the f32 file where one is asked (1.2x), and what a decoding holds; read tensor by tensor, a few copies of the
+# largest tensor or piece (read, widened, transposed, quantized) while the weights are written, then the reduced
+# file's session and the judge's logits. The runs behind them: docs/benchmarks/large-models.md.
 WHOLE_HOLDS = {"with f32": 2.4, "reduced only": 1.5}
 LARGEST_COPIES = 3
 REDUCED_SHARE = {"int4": 0.17, "int8": 0.30}  # a weight-only file's bytes over the float32 weights'
@@ -97,6 +91,9 @@ SESSION_HOLDS = 1.3  # ONNX Runtime's session over the file's weights it opens (
 # The share of the available memory an export may plan to take with the model whole: the rest stays the machine's
 # (a 3B model whole, 12 GB in float32, would take 20 of a 24 GB machine's; read tensor by tensor, some 5).
 WHOLE_SHARE = 0.5
+# NNCF's compress_weights (openvino-int4, openvino-int8w) reads every weight of the graph at once: 3.1x the float32
+# weights at its peak beside what the export held before it (Qwen2.5-0.5B: 1.98 GB, 7.35 GB at its peak, 2026-11-28).
+NNCF_HOLDS = 3.1
 
 
 def decoding_bytes(config: dict) -> float:
@@ -107,7 +104,10 @@ def decoding_bytes(config: dict) -> float:
     from ptx.infer.runtime.memory_plan import decoding_need
 
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    number = lambda *keys: next((int(text[k]) for k in keys if isinstance(text.get(k), int) and text[k] > 0), 0)  # noqa: E731
+
+    def number(*keys) -> int:
+        return next((int(text[k]) for k in keys if isinstance(text.get(k), int) and text[k] > 0), 0)
+
     vocab, layers, width = number("vocab_size"), number("num_hidden_layers", "n_layer"), number("hidden_size", "n_embd")
     heads = number("num_attention_heads", "n_head") or 1
     kv_heads, head = number("num_key_value_heads") or heads, number("head_dim") or width // heads
@@ -123,13 +123,13 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
     without the weights and written from the shards tensor by tensor (export/weightless.py). Refused in one line,
     naming the figures, where even that cannot fit."""
     folder = Path(folder)
-    cls, config = _architecture(folder, log)
+    cls, config = _architecture(folder)
     kind = f"a {cls.__name__} ({config.get('model_type', 'unknown type')})"
     weights = FolderWeights.of(folder)
     if weights is None:  # an older folder (pytorch_model.bin): transformers reads it whole
         log(f"folder: {folder} holds {kind} without safetensors files: opened with transformers' from_pretrained, in "
             "float32")
-        return Opened(_from_pretrained(cls, folder), folder.resolve().name, None)
+        return Opened(_from_pretrained(cls, folder), folder.resolve().name, None, list(formats))
     f32 = weights.f32_bytes
     said = (f"{size_text(weights.stored_bytes)} of {weights.dtype} in {len({t.path for t in weights.tensors.values()})} "
             f"file{'s' * (len({t.path for t in weights.tensors.values()}) > 1)}, {size_text(f32)} in float32")
@@ -139,8 +139,9 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
         room = "" if available is None else f" (about {size_text(whole * (1 + MARGIN))} of {size_text(available)} available)"
         log(f"folder: {folder} holds {kind}, {said}: opened whole with transformers' from_pretrained, in float32"
             f"{room}; its files traced without the weights and written from the folder tensor by tensor")
+        kept = _formats_that_fit(formats, weights, available, f32, log)
         module = _from_pretrained(cls, folder)
-        return Opened(module, folder.resolve().name, weights if _names_match(module, weights) else None)
+        return Opened(module, folder.resolve().name, weights if _names_match(module, weights) else None, kept)
     streamed = _streamed_need(weights, formats, decoding)
     if streamed * (1 + MARGIN) > available:
         raise OutOfMemoryPlan(f"{folder.name}: exporting {kind} needs about {size_text(streamed * (1 + MARGIN))} of "
@@ -150,12 +151,32 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
     log(f"folder: {folder} holds {kind}, {said}: whole it would need about {size_text(whole * (1 + MARGIN))} of memory, "
         f"more than half of the {size_text(available)} available ({where_available()}): read one tensor at a time "
         f"from the folder instead (about {size_text(streamed * (1 + MARGIN))} at its peak)")
+    kept = _formats_that_fit(formats, weights, available, 0, log)
     from .streamed_module import empty_model, stream
 
     with _refused_as_one_line(folder):
         module = empty_model(cls, cls.config_class.from_pretrained(str(folder), local_files_only=True))
         stream(module, weights)
-    return Opened(module, folder.resolve().name, weights)
+    return Opened(module, folder.resolve().name, weights, kept)
+
+
+def _formats_that_fit(formats, weights: FolderWeights, available: int | None, held: float, log) -> list[str]:
+    """The formats of ``formats`` whose writer fits beside what the export holds (``held``: the whole model's
+    bytes, or 0): NNCF's formats need NNCF_HOLDS times the float32 weights at once; each one left out said in one
+    line, and where none is left, refused."""
+    kept = []
+    for fmt in formats:
+        need = NNCF_HOLDS * weights.f32_bytes + held if fmt.startswith("openvino-") else 0
+        if available is not None and need * (1 + MARGIN) > available:
+            log(f"{fmt}: left out: NNCF's compress_weights holds every weight at once, about "
+                f"{size_text(need * (1 + MARGIN))} here, and {size_text(available)} is available ({where_available()}); "
+                "onnx-int4 and onnx-int8w are read one tensor at a time, and OpenVINO runs them too")
+            continue
+        kept.append(fmt)
+    if not kept:
+        raise OutOfMemoryPlan(f"{weights.folder.name}: no format asked fits in the memory available; give --format "
+                              "onnx-int4")
+    return kept
 
 
 def _streamed_need(weights: FolderWeights, formats, decoding: float) -> float:

@@ -70,10 +70,12 @@ def folder_keys(module: torch.nn.Module, weights: FolderWeights, prefix: str = "
     for name, param in module.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
         params[id(param)] = param
+    inner = next((m for m in module.modules() if hasattr(m, "base_model_prefix") and hasattr(m, "config")), module)
+    renamed = checkpoint_names(inner, weights)
     keys = {}
     for ident, aliases in names.items():
         bare = [a[len(prefix):] if a.startswith(prefix) else a for a in aliases]
-        key = next((b for b in bare if b in weights.tensors), None)
+        key = next((renamed[b] for b in bare if b in renamed), None)
         if key is None:
             raise PtxError(f"{weights.folder}: no tensor {bare[0]} in its safetensors files, which "
                            f"{type(module).__name__} holds (its names: {', '.join(sorted(weights.tensors)[:3])}, ...): "
@@ -84,6 +86,29 @@ def folder_keys(module: torch.nn.Module, weights: FolderWeights, prefix: str = "
                            f"{list(want)}: the folder's weights are not its config's model (or the file is damaged)")
         keys.update(dict.fromkeys(aliases, key))
     return keys
+
+
+def checkpoint_names(model: torch.nn.Module, weights: FolderWeights) -> dict[str, str]:
+    """{the model's name of each folder tensor: its name in the folder}, by transformers' own renaming of checkpoint
+    keys as from_pretrained applies it (its conversion mapping: GPT-NeoX's ``embed_out`` is ``lm_head``; a base
+    model's prefix added or dropped). A tensor one of its converters would change (experts stacked into one tensor,
+    projections fused) is left out: no one tensor of the model is it, so such a folder is opened whole."""
+    try:  # transformers' loading internals (5.x); without them a folder's names must be the model's own
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, rename_source_key
+
+        transforms = get_model_conversion_mapping(model)
+        meta = model.state_dict()  # references (meta tensors, or the loaded ones): nothing copied
+    except Exception:  # noqa: BLE001 - another transformers, or a model that is not transformers'
+        return {key: key for key in weights.tensors}
+    renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    found = {}
+    for key in weights.tensors:
+        name, converted = rename_source_key(key, renamings, converters, getattr(model, "base_model_prefix", None), meta)
+        if converted is None:
+            found[name] = key
+    return found
 
 
 def read_f32(weights: FolderWeights, key: str, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -272,3 +272,47 @@ def test_departure_names_the_layer_a_difference_is_born_in(folder, exported):
         projection.copy_(projection.T.clone())
     said = departure(path, module, feeds, np.asarray([prompt]))
     assert said.startswith("the file parts from the model most in model.layers.1 (layer 2 of 2)"), said
+
+
+def test_nncf_s_formats_are_left_out_where_they_cannot_hold_every_weight(folder):
+    """NNCF reads every weight at once: where that cannot fit, its formats are left out in one line and the rest
+    written; where nothing is left, the export is refused; where it fits, nothing is said."""
+    from ptx.export.pretrained import _formats_that_fit
+    from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
+
+    weights, said = FolderWeights.of(folder), []
+    both = ["onnx-int4", "openvino-int4"]
+    assert _formats_that_fit(both, weights, 10 << 30, 0, said.append) == both and not said
+    assert _formats_that_fit(both, weights, 300 << 20, 0, said.append) == ["onnx-int4"]
+    assert said[0].startswith("openvino-int4: left out: NNCF's compress_weights holds every weight at once, about ")
+    with pytest.raises(OutOfMemoryPlan, match="no format asked fits"):
+        _formats_that_fit(["openvino-int4"], weights, 300 << 20, 0, said.append)
+
+
+def _families():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_families", REPO / "scripts" / "lm_families.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+FAMILIES = _families()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES.FAMILIES))
+def test_every_family_read_module_by_module_computes_what_it_computes_whole(family, tmp_path):
+    """The families users bring (scripts/lm_families.py), each saved as a folder in bfloat16 and read one module at
+    a time: the same logits as transformers' whole model in float32, and every tensor of the folder named (a tied
+    head read under the table's name, a fused projection as it is stored)."""
+    from transformers import AutoModelForCausalLM
+
+    from ptx.export.streamed_module import empty_model, stream
+
+    FAMILIES.build(family).to(torch.bfloat16).save_pretrained(str(tmp_path), max_shard_size="64KB")
+    whole = AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    streamed = stream(empty_model(type(whole), whole.config), FolderWeights.of(tmp_path))
+    ids = torch.tensor([[5, 17, 93, 40, 2, 7, 11]])
+    with torch.no_grad():
+        assert torch.equal(streamed(input_ids=ids).logits, whole(input_ids=ids).logits)

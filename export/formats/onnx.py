@@ -135,54 +135,13 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     none is read, the graph is written alone with each initializer naming its folder tensor (the scratch a
     weight-only writer quantizes from, never a file a runtime opens: not checked, no digest)."""
     import onnx
-    import torch
 
     from .torchscript import MADE_BY
 
-    tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
-    operators = getattr(model, "onnx_operators", None)  # ONNX Runtime's, in ptx's decoder (export/ort_attention.py)
-    if weights is not None:  # a trace without the weights is torch.export's (fake tensors)
-        operators = operators or "weights read from its folder as they are written"
-    if operators and tries != [Exporter.DYNAMO]:  # which the TorchScript-based exporter does not write
-        if exporter:
-            raise PtxError(f"onnx: {strings['model']} computes with {operators}, which only the torch.export-based "
-                           "exporter writes: leave out --exporter legacy")
-        tries = [Exporter.DYNAMO]
-    if weights is not None:
-        from ..streamed_module import folder_keys
-
-        keys = folder_keys(model, weights, getattr(model, "folder_prefix", ""))
+    tries, operators = _exporters(model, strings["model"], exporter, weights)
     check_opset(opset, tries[0])
-    name, files, refusals, own = strings["model"], user_files(model), [], None
-    names = dict(input_names=list(signature.input_names), output_names=list(signature.output_names))
-    for which in tries:
-        try:
-            with _quiet_exporter(), torch.no_grad():
-                if which is Exporter.DYNAMO and weights is not None:
-                    proto = _weightless_proto(model, example, signature, opset, names, keys, weights)
-                elif which is Exporter.DYNAMO:
-                    with one_table_per_opset():
-                        program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
-                                                    verbose=False, dynamic_shapes=dynamic_dims(signature),
-                                                    **names)
-                    proto = _dynamo_proto(program, path)
-                    del program  # a large model's weights are in its file now, and torch's parameters
-                else:
-                    with quiet_jit():
-                        target = torch.jit.script(model) if mode == "script" else model
-                    torch.onnx.export(target, tuple(example), str(path), dynamo=False, opset_version=opset,
-                                      dynamic_axes=dynamic_axes(signature) or None, **names)
-            break
-        except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
-            own = own or ptx_s_own(exc)  # raised in the module it traced (--ort-attention's check)
-            refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
-    else:
-        if own:  # every exporter refused, and ptx's own check said why: that, as it is
-            raise own from None
-        other = "legacy" if tries[0] is Exporter.DYNAMO else "dynamo"
-        raise PtxError(f"onnx: {name} cannot be exported to ONNX: {'; '.join(refusals)}"
-                       + (f"; {CONTROL_FLOW}" if any(DATA_DEPENDENT in r for r in refusals) and mode != "script" else "")
-                       + (f"; try --exporter {other}" if len(tries) == 1 and not operators else ""))
+    proto, which, refusals = _traced(model, example, path, signature, strings["model"], tries, operators,
+                                     opset=opset, mode=mode, weights=weights)
     note = f"{refusals[0]}: used the {EXPORTERS[which]} one" if refusals else None
     legacy = which is Exporter.LEGACY
     if legacy:
@@ -213,6 +172,63 @@ def write(model, example: tuple, path: Path, signature: Signature, strings: dict
     del proto  # the checker reads the file back: the proto and the checker's parse are not alive together
     onnx.checker.check_model(str(path), full_check=True)
     return Written(method, note, hint)
+
+
+def _exporters(model, name: str, exporter, weights) -> tuple[list[Exporter], str | None]:
+    """(the exporters to try in turn, what in the model only the torch.export-based one writes, or None)."""
+    tries = [Exporter(exporter)] if exporter else [Exporter.DYNAMO, Exporter.LEGACY]
+    operators = getattr(model, "onnx_operators", None)  # ONNX Runtime's, in ptx's decoder (export/ort_attention.py)
+    if weights is not None:  # a trace without the weights is torch.export's (fake tensors)
+        operators = operators or "weights read from its folder as they are written"
+    if operators and tries != [Exporter.DYNAMO]:  # which the TorchScript-based exporter does not write
+        if exporter:
+            raise PtxError(f"onnx: {name} computes with {operators}, which only the torch.export-based "
+                           "exporter writes: leave out --exporter legacy")
+        tries = [Exporter.DYNAMO]
+    return tries, operators
+
+
+def _traced(model, example, path: Path, signature: Signature, name: str, tries: list[Exporter], operators, *,
+            opset: int, mode: str, weights) -> tuple[object, Exporter, list[str]]:
+    """(the ModelProto of the first exporter of ``tries`` that takes ``model``, which one, the refusals before it);
+    one PtxError naming every refusal where none does (ptx's own check's, as it is, where it said why)."""
+    import torch
+
+    keys = None
+    if weights is not None:
+        from ..streamed_module import folder_keys
+
+        keys = folder_keys(model, weights, getattr(model, "folder_prefix", ""))
+    files, refusals, own = user_files(model), [], None
+    names = dict(input_names=list(signature.input_names), output_names=list(signature.output_names))
+    for which in tries:
+        try:
+            with _quiet_exporter(), torch.no_grad():
+                if which is Exporter.DYNAMO and weights is not None:
+                    proto = _weightless_proto(model, example, signature, opset, names, keys, weights)
+                elif which is Exporter.DYNAMO:
+                    with one_table_per_opset():
+                        program = torch.onnx.export(model, tuple(example), None, dynamo=True, opset_version=opset,
+                                                    verbose=False, dynamic_shapes=dynamic_dims(signature),
+                                                    **names)
+                    proto = _dynamo_proto(program, path)
+                    del program  # a large model's weights are in its file now, and torch's parameters
+                else:
+                    with quiet_jit():
+                        target = torch.jit.script(model) if mode == "script" else model
+                    torch.onnx.export(target, tuple(example), str(path), dynamo=False, opset_version=opset,
+                                      dynamic_axes=dynamic_axes(signature) or None, **names)
+                    proto = None  # read back from the file (_legacy_proto)
+            return proto, which, refusals
+        except Exception as exc:  # noqa: BLE001 - the exporters raise many types; described in one line
+            own = own or ptx_s_own(exc)  # raised in the module it traced (--ort-attention's check)
+            refusals.append(f"the {EXPORTERS[which]} exporter refused ({describe_refusal(exc, files)})")
+    if own:  # every exporter refused, and ptx's own check said why: that, as it is
+        raise own from None
+    other = "legacy" if tries[0] is Exporter.DYNAMO else "dynamo"
+    raise PtxError(f"onnx: {name} cannot be exported to ONNX: {'; '.join(refusals)}"
+                   + (f"; {CONTROL_FLOW}" if any(DATA_DEPENDENT in r for r in refusals) and mode != "script" else "")
+                   + (f"; try --exporter {other}" if len(tries) == 1 and not operators else ""))
 
 
 def _weightless_proto(model, example, signature: Signature, opset: int, names: dict, keys: dict, weights):

@@ -356,7 +356,7 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
     if click.get_current_context().get_parameter_source("fmt") in (None, ParameterSource.DEFAULT):
         fmt = ["onnx"]  # a language model needs no TorchScript file unless asked for one
     opened = open_folder(name, fmt, click.echo)
-    module, folder_name = opened.module, opened.name
+    module, folder_name, fmt = opened.module, opened.name, opened.formats
     if chosen_task(module, task, click.echo) == "forward":
         raise click.UsageError(f"ptx export {name} exports a model that generates, with its cache; export "
                                f"{type(module).__name__}'s forward pass from a factory, with its inputs declared: "
