@@ -31,7 +31,7 @@ import numpy as np
 
 from ptx.contract.cases import Case
 from ptx.contract.comparison import compare, recorded_max_drop
-from ptx.contract.embedding import embedding_judge
+from ptx.contract.embedding import RULE, embedding_judge
 from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
@@ -123,6 +123,9 @@ def verify(target: Target, options: VerifyOptions | None = None, *, against: Tar
         report.notes.append(save_cases(Path(opts.save_inputs), cases, truth))
     this = Run(target, reference, cases, truth, tolerances, report, progress, opts.input_files, opts.metric, choice)
     this.left_out = describe_left_out(recorded_rows(metadata))
+    if this.embedding_judge is not None and (opts.atol or opts.rtol):  # said, not silently ignored
+        report.notes.append(f"note: {reference.embedding.output} is judged by its vectors' rule ({RULE}): --atol and "
+                            "--rtol do not change it")
     to_run, unrunnable = _skip_unrunnable(target, variants, report)
     asked = set(opts.backends or ()) if opts.named is None else set(opts.named)
     stored = stored_reference(this, opts.reference_file, opts.save)
