@@ -1,8 +1,9 @@
 """OpenAI's API on the REST front, for the served models that generate and have their tokenizer beside their
 file (``ptx export DIR`` keeps it there): ``GET /v1/models`` (and ``/v1/models/NAME``), ``POST
 /v1/completions`` and ``/v1/chat/completions``, answered whole or streamed as server-sent events ending with
-``data: [DONE]``; and ``POST /v1/embeddings`` for those that embed (a sentence-transformers folder's export). The server's token (``Authorization: Bearer``, what the openai client sends as its api_key),
-its body limit, its new-token cap and its batch size apply as to every other request; every refusal is
+``data: [DONE]``; and ``POST /v1/embeddings`` for those that embed (a sentence-transformers folder's export). The
+server's token (``Authorization: Bearer``, what the openai client sends as its api_key), its body limit, its
+new-token cap and its batch size apply as to every other request; every refusal is
 OpenAI's error object with the status OpenAI would give, found before any step runs (in a stream, an error
 after the first event is an event of its own). The protocol is openai_api.py's; the answers come from one
 function (text_answers.py)."""

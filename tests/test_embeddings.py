@@ -256,3 +256,18 @@ def test_the_real_all_minilm_l6_v2_gives_encode_s_vectors(tmp_path, texts):
             got = model.embed(texts)
         judged = compare_embedding("sentence_embedding", got, want, F32)
         assert judged.ok and cosines(got, want).min() >= MIN_COSINE, (backend, judged.summary())
+
+
+def test_the_library_and_the_server_embed_without_torch(embedding_export):
+    """Model.embed and the server's route read the file with onnxruntime and tokenizers alone: torch is never
+    imported (and the check sees it where it is: export's module imports it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ptx.infer import load; import ptx.serve.openai_routes{}\n"
+            "with load(sys.argv[1]) as model: assert model.embed(['hello world', [2, 5, 3]]).shape == (2, 384)\n"
+            "print('torch' in sys.modules)")
+    for extra, imported in (("", "False"), (", ptx.export.embedder", "True")):
+        done = subprocess.run([sys.executable, "-c", code.format(extra), str(embedding_export["onnx"])],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == imported, done.stdout + done.stderr

@@ -117,6 +117,24 @@ def test_16_concurrent_clients_are_batched_each_vector_as_alone(server, client, 
     assert rows - rows_before == CLIENTS and runs - runs_before < CLIENTS, (rows, runs)
 
 
+def test_texts_of_other_lengths_join_one_batch_padded_each_vector_as_alone(local):
+    """The batcher's join of two requests of other lengths (the embedder's pads: ids and mask padded with 0 at the
+    end) answers each as alone; padding the mask with 1 instead (the padding attended to) is caught."""
+    from ptx.infer.model.embedding import embedder_of
+    from ptx.serve.batcher import Merge
+
+    embedder = embedder_of(local)
+    short, long = (embedder.feeds([embedder.ids(t, "text")]) for t in ("hello", embedding_models.LINES[2]))
+    alone = [local.run(f)["sentence_embedding"] for f in (short, long)]
+    for pads, holds in ((embedder.pads, True), ({**embedder.pads, "attention_mask": (1, 1)}, False)):
+        merge = Merge.of(local.signature, pads)
+        assert merge.key(short) == merge.key(long)  # the lengths may differ within one batch
+        joined = merge.split(local.run(merge.join([short, long])), [1, 1])
+        judged = compare_embedding("sentence_embedding", joined[0]["sentence_embedding"], alone[0], F32)
+        assert judged.ok is holds, judged.summary()
+        assert agrees(joined[1]["sentence_embedding"], alone[1])  # the longest row has no padding either way
+
+
 OK = {"model": "mini", "input": "hello"}
 # name -> (path, body, status, what the message says, the param it names)
 HOSTILE = {
