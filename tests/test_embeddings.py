@@ -271,3 +271,22 @@ def test_the_library_and_the_server_embed_without_torch(embedding_export):
         done = subprocess.run([sys.executable, "-c", code.format(extra), str(embedding_export["onnx"])],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and done.stdout.strip() == imported, done.stdout + done.stderr
+
+
+def test_an_older_folder_keeps_its_transformer_in_a_subfolder(tmp_path):
+    """Older sentence-transformers releases saved the Transformer module in 0_Transformer/ (its config.json, weights,
+    tokenizer and sentence_bert_config.json there): read from there, and `ptx export DIR` takes the folder."""
+    from ptx.export.embedder import read_plan
+
+    folder = _st_folder(tmp_path, ["Transformer", "Pooling"])
+    (folder / "0_Transformer").mkdir()
+    for name in ("config.json", "sentence_bert_config.json"):
+        (folder / name).rename(folder / "0_Transformer" / name)
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (folder / "modules.json").write_text(json.dumps(modules))
+    plan = read_plan(folder)
+    assert (plan.transformer, plan.max_tokens) == (folder / "0_Transformer", 16)
+    embedding_models.tokenizer().save_pretrained(str(folder / "0_Transformer"))
+    done = ptx("export", folder, "--out", tmp_path / "out")  # no weights there: transformers' own refusal, one line
+    assert done.returncode == 2 and "0_Transformer: transformers could not open the model" in done.stderr, done.stderr
