@@ -31,6 +31,7 @@ from ptx.contract.tensor_inputs import check_feeds
 from ptx.contract.transforms import collate, length_groups, to_model_input
 from ptx.errors import InputError, ModelRunError
 from ptx.extras import MissingExtraError
+from ptx.infer.model.embedding import Embedder
 from ptx.infer.model.head import IMAGE_INPUT, LABEL_OUTPUT, PROBABILITIES_OUTPUT, Head, IdentityHead, Prediction
 from ptx.infer.model.model import Model
 from ptx.infer.predict.named_outputs import top_k
@@ -90,13 +91,17 @@ class ServedModel:
                 self.text = model.text
             except MissingExtraError as exc:
                 self.no_text = str(exc)
+        # A file that embeds (ptx export of a sentence-transformers folder) answers OpenAI's /v1/embeddings.
+        self.embedder = self._embedder(name, model)
         head: Head | IdentityHead = model.head or IdentityHead(model.signature)
         self.head, self.signature, self.user_input = head, head.endpoint, head.user_input
         model.runner.name = name  # the runtime's errors name the model as it is served, not as its file does
         # Requests are checked on arrival (_feeds), so a joined batch goes to the runner's _run unchecked.
         self.run = model.runner._run if head.raw_input is None else self._run_model_input
         batched = dict(on_batch=on_batch, host=model.host, **batcher_options)
-        self.batcher = Batcher(self.run, merge=Merge.of(self.signature, head.pads), **batched) \
+        # texts of other lengths join one batch padded (an embedder's mask keeps its padding out of every vector)
+        pads = head.pads or (self.embedder.pads if self.embedder is not None else {})
+        self.batcher = Batcher(self.run, merge=Merge.of(self.signature, pads), **batched) \
             if self.signature.batched else None
         # Unbatched models still run off the event loop, on as many threads as --workers allows.
         self.executor = (None if self.batcher is not None else
@@ -105,6 +110,34 @@ class ServedModel:
         # batched by their own batcher: a quarter of the bytes, and no normalising on the host.
         self.picture_batcher = (Batcher(model.runner._run, merge=Merge.of(model.signature), **batched)
                                 if head.raw_input is not None else None)
+
+    def _embedder(self, name: str, model: Model) -> Embedder | None:
+        """The texts of a model that embeds, with its tokenizer where the text extra reads it (else token ids only,
+        and the API says what to install); None for any other model."""
+        if model.embedding is None:
+            return None
+        try:
+            text = model.text
+        except MissingExtraError as exc:
+            text, self.no_text = None, str(exc)
+        return Embedder(name, model.embedding, text)
+
+    async def embed(self, rows: list[list[int]]) -> np.ndarray:
+        """The vectors of ``rows`` of token ids (the embedder's), through the batcher as any request's tensors: in
+        parts of at most --max-batch-size rows of like lengths (little padding; one large request neither runs past
+        the batch nor holds it whole), each part joining other requests' where they fit."""
+        size = self.options["max_batch_size"]
+        order = sorted(range(len(rows)), key=lambda k: len(rows[k]))
+        parts = [order[k:k + size] for k in range(0, len(order), size)]
+        try:
+            outs = await asyncio.gather(*(self.batcher.submit(self.embedder.feeds([rows[k] for k in part]))
+                                          for part in parts))
+        except ModelRunError as exc:  # about this request's tensors, as infer() says it
+            raise RequestError(str(exc)) from None
+        vectors = np.empty((len(rows), self.embedder.embedding.dimensions), np.float32)
+        for part, out in zip(parts, outs):
+            vectors[part] = out[self.embedder.embedding.output]
+        return vectors
 
     def _run_model_input(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A model-layout batch for an --input uint8 export: the graph is fed the pictures it was made from."""

@@ -1,8 +1,9 @@
 """OpenAI's API on the REST front, for the served models that generate and have their tokenizer beside their
 file (``ptx export DIR`` keeps it there): ``GET /v1/models`` (and ``/v1/models/NAME``), ``POST
 /v1/completions`` and ``/v1/chat/completions``, answered whole or streamed as server-sent events ending with
-``data: [DONE]``. The server's token (``Authorization: Bearer``, what the openai client sends as its api_key),
-its body limit, its new-token cap and its batch size apply as to every other request; every refusal is
+``data: [DONE]``; and ``POST /v1/embeddings`` for those that embed (a sentence-transformers folder's export). The
+server's token (``Authorization: Bearer``, what the openai client sends as its api_key), its body limit, its
+new-token cap and its batch size apply as to every other request; every refusal is
 OpenAI's error object with the status OpenAI would give, found before any step runs (in a stream, an error
 after the first event is an event of its own). The protocol is openai_api.py's; the answers come from one
 function (text_answers.py)."""
@@ -19,12 +20,14 @@ from ptx.contract.grammar import GrammarError
 from ptx.contract.sampling import Sampling, SamplingError
 from ptx.errors import InputError, first_line
 from ptx.extras import MissingExtraError
+from ptx.infer.model.embedding import TooLongError
 from ptx.infer.model.text_generation import Answers, end_ids
 from ptx.infer.model.tool_calls import reads_tools, syntax_of
 
 from .body import read_body
 from .openai_api import (DONE, OpenAIError, Reply, TextRequest, chat_logprobs, completion_logprobs, event,
                          parse_request, usage)
+from .openai_embeddings import check_dimensions, embeddings_reply, parse_embeddings
 from .openai_tools import listed as listed_calls
 from .openai_tools import streamed as streamed_call
 from .text_answers import Piece, Prompted, answers
@@ -47,23 +50,29 @@ def openai_routes(service) -> list[Route]:
             return _error(_unauthorized())
         name = request.path_params.get("model")
         if name is None:
-            return JSONResponse({"object": "list", "data": [listed(n) for n in _generating(service)]})
-        if name not in _generating(service):
+            return JSONResponse({"object": "list", "data": [listed(n) for n in _talking(service)]})
+        if name not in _talking(service):
             return _error(_unknown(service, name))
         return JSONResponse(listed(name))
 
     async def elsewhere(request: Request) -> Response:
         return _error(OpenAIError(f"ptx serve has no {request.method} {request.url.path}: it answers /v1/models, "
-                                  "/v1/completions and /v1/chat/completions", 404))
+                                  "/v1/completions, /v1/chat/completions and /v1/embeddings", 404))
 
     return [Route("/v1/models", models), Route("/v1/models/{model}", models),
             Route("/v1/completions", _endpoint(service, "completion"), methods=METHODS),
             Route("/v1/chat/completions", _endpoint(service, "chat"), methods=METHODS),
+            Route("/v1/embeddings", _embeddings(service), methods=METHODS),
             Route("/v1/{rest:path}", elsewhere, methods=METHODS)]
 
 
 def _generating(service) -> list[str]:
     return [name for name, model in service.models.items() if model.generator is not None]
+
+
+def _talking(service) -> list[str]:
+    """The models the API answers: those that generate, and those that embed."""
+    return [name for name, model in service.models.items() if model.generator is not None or model.embedder is not None]
 
 
 def _unauthorized() -> OpenAIError:
@@ -72,7 +81,7 @@ def _unauthorized() -> OpenAIError:
 
 
 def _unknown(service, name: str) -> OpenAIError:
-    served = ", ".join(_generating(service)) or "none that generates"
+    served = ", ".join(_talking(service)) or "none that generates or embeds"
     return OpenAIError(f"The model {name!r} does not exist; this server serves {served}", 404, param="model",
                        code="model_not_found")
 
@@ -101,8 +110,10 @@ def _endpoint(service, kind: str):
                                    request.headers.get("content-encoding", "identity").lower())
             asked = parse_request(body, kind)
             served = service.models.get(asked.model)
-            if served is None or served.generator is None:
+            if served is None or (served.generator is None and served.embedder is None):
                 raise _unknown(service, asked.model)
+            if served.generator is None:
+                raise OpenAIError(f"{served.name} embeds texts and generates none: ask /v1/embeddings", param="model")
             observer = service.metrics.observer(served.name, PROTOCOL)
             prompts, sampling = _prepared(served, asked, service.options.max_batch_size)
             reply = Reply(kind, served.name)
@@ -122,6 +133,46 @@ def _endpoint(service, kind: str):
             return _error(OpenAIError(f"generation failed: {first_line(exc)}", 500))
         observer.done(time.perf_counter() - started)
         return JSONResponse(reply.whole(_choices(served, asked, prompts, made), _usage(prompts, made, asked)))
+    return handle
+
+
+def _embeddings(service):
+    """The Starlette endpoint of /v1/embeddings over ``service``'s models that embed (openai_embeddings.py): each
+    input's ids (InputError: OpenAI's 400 on input), then their vectors through the model's batcher."""
+    async def handle(request: Request) -> Response:
+        started = time.perf_counter()
+        observer = service.metrics.observer(None, PROTOCOL)
+        try:
+            if request.method != "POST":
+                raise OpenAIError("/v1/embeddings takes POST", 405)
+            if not service.authorized(request.headers.get("authorization")):
+                raise _unauthorized()
+            body = await read_body(request.receive, service.options.max_request_bytes,
+                                   request.headers.get("content-encoding", "identity").lower())
+            asked = parse_embeddings(body)
+            served = service.models.get(asked.model)
+            if served is None or (served.generator is None and served.embedder is None):
+                raise _unknown(service, asked.model)
+            if served.embedder is None:
+                raise OpenAIError(f"{served.name} generates text and has no embeddings: ask /v1/chat/completions or "
+                                  "/v1/completions", param="model")
+            observer = service.metrics.observer(served.name, PROTOCOL)
+            check_dimensions(asked, served.name, served.embedder.embedding.dimensions)
+            try:
+                rows = [served.embedder.ids(item, f"input[{k}]") for k, item in enumerate(asked.inputs)]
+            except InputError as exc:
+                long = isinstance(exc, TooLongError)
+                raise OpenAIError(str(exc), param="input", code="context_length_exceeded" if long else None) from None
+            vectors = await served.embed(rows)
+        except RequestError as exc:  # an OpenAIError, or the body's or the model's refusal
+            observer.done(time.perf_counter() - started, exc.status)
+            return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - the runtime failed on this request: a 500 for it alone
+            observer.done(time.perf_counter() - started, 500)
+            return _error(OpenAIError(f"embedding failed: {first_line(exc)}", 500))
+        observer.done(time.perf_counter() - started)
+        reply = embeddings_reply(served.name, vectors, asked.encoding_format, sum(map(len, rows)))
+        return Response(reply, media_type="application/json")
     return handle
 
 

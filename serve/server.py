@@ -180,8 +180,11 @@ async def run(service: Service, http_socket: socket.socket, log: Callable[[str],
     log(f"REST  http://{shown}:{http_port}/v2  (page http://{shown}:{http_port}/, metrics http://{shown}:{http_port}/metrics)")
     log(f"gRPC  {shown}:{grpc_port}")
     talking = [name for name, model in service.models.items() if model.text is not None]
-    if talking:
-        log(f"OpenAI  http://{shown}:{http_port}/v1  (chat and completions: {', '.join(talking)})")
+    embedding = [name for name, model in service.models.items() if model.embedder is not None]
+    said = [f"{what}: {', '.join(names)}" for what, names in (("chat and completions", talking),
+                                                               ("embeddings", embedding)) if names]
+    if said:
+        log(f"OpenAI  http://{shown}:{http_port}/v1  ({'; '.join(said)})")
     log(f"serving {', '.join(service.models)}; Ctrl-C or SIGTERM stops")
     await stopping.wait()
     # The drain: load balancers and KServe see readiness 503 and stop sending; keep-alive clients are

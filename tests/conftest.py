@@ -268,6 +268,29 @@ def tool_chat_export(tmp_path_factory) -> dict:
     return {"folder": root / "qwen2-tools", "file": root / "export" / "model.onnx"}
 
 
+@pytest.fixture(scope="session")
+def embedding_export(tmp_path_factory) -> dict:
+    """A sentence-transformers model as users have one (tests/embedding_models.py: all-MiniLM-L6-v2's config with
+    random weights, saved by sentence-transformers), exported once per session by `ptx export DIR --out OUT --format
+    onnx,torchscript`: {"folder": DIR, "out": OUT, "onnx": OUT/model.onnx, "torchscript": OUT/model.torchscript.pt,
+    "log": what export printed}."""
+    pytest.importorskip("sentence_transformers", reason="pip install sentence-transformers (the test extra)")
+    import embedding_models
+    from ptx_command import ptx
+
+    shared = shared_folder(tmp_path_factory)
+    root = tmp_path_factory.mktemp("embedding") if shared is None else shared / "embedding"
+    with _held(root.parent / "embedding.lock") if shared is not None else nullcontext():
+        if not (root / "exported.log").is_file():
+            folder = embedding_models.sentence_folder(root / "minilm")
+            done = ptx("export", folder, "--out", root / "export", "--format", "onnx,torchscript")
+            assert done.returncode == 0, done.stdout + done.stderr
+            (root / "exported.log").write_text(done.stdout)
+    out = root / "export"
+    return {"folder": root / "minilm", "out": out, "onnx": out / "model.onnx", "torchscript": out / "model.torchscript.pt",
+            "log": (root / "exported.log").read_text()}
+
+
 # The files that take longest, longest first (each file's seconds, the mean of two runs of the suite on 2 cores,
 # 2026-11-28: every file of 10 s or more), then the rest. pytest-xdist hands out whole files (--dist loadfile)
 # and by default starts the files with the most tests first, which left long files of few tests for the end:

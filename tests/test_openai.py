@@ -273,7 +273,8 @@ def test_hostile_requests_are_a_4xx_in_openai_s_shape_and_the_server_goes_on(ser
 
 
 @pytest.mark.parametrize("path, method, status, says", [
-    (CHAT, "GET", 405, "takes POST"), ("/v1/embeddings", "POST", 404, "ptx serve has no POST /v1/embeddings"),
+    (CHAT, "GET", 405, "takes POST"), ("/v1/audio/speech", "POST", 404, "ptx serve has no POST /v1/audio/speech"),
+    ("/v1/embeddings", "POST", 400, "Unrecognized request argument supplied: messages"),
     ("/v1/models/nope", "GET", 404, "does not exist"),
 ])
 def test_other_paths_and_methods_are_openai_errors(server, path, method, status, says):

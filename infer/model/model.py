@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.contract.detections import per_image
+from ptx.contract.embedding import EMBEDDING_KEY, Embedding
+from ptx.contract.embedding import of_metadata as embedding_of
 from ptx.contract.generation import GENERATION_KEY, Generation, layout_of, of_metadata
 from ptx.contract.sampling import Sampling
 from ptx.contract.transforms import collate, length_groups, to_model_input
@@ -97,6 +99,25 @@ class Model:
             generation.check(self.signature.input_names, self.signature.output_names, where)
             return generation
         return layout_of(self.signature)
+
+    @functools.cached_property
+    def embedding(self) -> Embedding | None:
+        """The embedding contract the file records (ptx.contract.embedding: its vectors' output, pooling, longest
+        input), checked against its signature; None for a file that embeds nothing."""
+        where = f"{self.path.name if self.path else self.name}: ptx.{EMBEDDING_KEY}"
+        embedding = embedding_of(self.metadata, where)
+        if embedding is not None:
+            embedding.check(self.signature, where)
+        return embedding
+
+    def embed(self, inputs, *, tokenizer=None) -> np.ndarray:
+        """The vectors of ``inputs`` (a text, or a list of texts or of token-id lists), one row each, [N,
+        dimensions] float32, as sentence-transformers' encode() gives them, from a file ``ptx export`` made of a
+        sentence-transformers folder (its tokenizer beside it, or ``tokenizer``: a folder). Each text at most the
+        model's longest input (InputError beyond it, as the server's 400)."""
+        from .embedding import embed
+
+        return embed(self, inputs, tokenizer)
 
     def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
                  sampling: Sampling | None = None, *, keep_prompt_logits: bool = False) -> Decoding:

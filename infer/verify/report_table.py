@@ -97,9 +97,11 @@ def _alone_cells(report: Report, row: Row, name: str, precision: str) -> list[li
 
 def _output_cells(o: OutputAgreement, precision: str = FULL_PRECISION) -> list[str]:
     """An output's numbers as a table row shows them: name, max abs, max rel, needed atol, atol / rtol (a
-    reduced row is judged by its precision's rule, which the heading states, never by f32's atol)."""
+    reduced row is judged by its precision's rule, which the heading states, never by f32's atol; an embedding's
+    vectors by their cosine and length: ptx.contract.embedding)."""
+    rule = o.rule or f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}"
     return [o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}", needed_atol_text(o),
-            f"{o.tolerance.atol:g} / {o.tolerance.rtol:g}" if precision == FULL_PRECISION else f"{precision} rule"]
+            rule if precision == FULL_PRECISION else f"{precision} rule"]
 
 
 def _output_verdict(o: OutputAgreement) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ptx.contract.cases import Case
 from ptx.contract.comparison import compare, recorded_max_drop
+from ptx.contract.embedding import RULE, embedding_judge
 from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
                                   recorded_verdicts)
 from ptx.contract.names import FULL_PRECISION
@@ -122,6 +123,9 @@ def verify(target: Target, options: VerifyOptions | None = None, *, against: Tar
         report.notes.append(save_cases(Path(opts.save_inputs), cases, truth))
     this = Run(target, reference, cases, truth, tolerances, report, progress, opts.input_files, opts.metric, choice)
     this.left_out = describe_left_out(recorded_rows(metadata))
+    if this.embedding_judge is not None and (opts.atol or opts.rtol):  # said, not silently ignored
+        report.notes.append(f"note: {reference.embedding.output} is judged by its vectors' rule ({RULE}): --atol and "
+                            "--rtol do not change it")
     to_run, unrunnable = _skip_unrunnable(target, variants, report)
     asked = set(opts.backends or ()) if opts.named is None else set(opts.named)
     stored = stored_reference(this, opts.reference_file, opts.save)
@@ -177,6 +181,9 @@ class Run:
         self._references: dict[str, tuple[dict, str | None]] = {}
         self.opened: list[object] = []  # the models rows ran (closed once run: answered_otherwise reads what they saw)
         self.left_out = ""  # outputs not per row, as the file's certificate records export found them
+        # an embedding file's vectors, judged by their cosine and length (ptx.contract.embedding)
+        embedding = None if target.is_run else reference.embedding
+        self.embedding_judge = embedding_judge(embedding) if embedding is not None else None
 
     def reference_on(self, device: str) -> tuple[dict, str | None]:
         """(the reference's outputs on ``device`` by case, its failure), run once; one line when it
@@ -277,7 +284,8 @@ class Run:
         def tolerance(name: str) -> Tolerance:
             return self.tolerances.of(name, self.signature.output(name).dtype, row.device)
 
-        judge = (lambda name, g, w, allowed: compare(g, w, head.contract, tolerance=allowed)) if head is not None else None
+        judge = (lambda name, g, w, allowed: compare(g, w, head.contract, tolerance=allowed)) if head is not None else \
+            self.embedding_judge
         row.cases, row.outputs, row.worst_case = compare_cases(got, want, cases, self.signature, tolerance, judge)
         if head is not None and truth is not None and 0 in got:
             labels, wanted = (decisions(side[0][head.output_name], head.contract) for side in (got, want))

@@ -37,7 +37,11 @@ FILE = ("a model file", "it holds its weights and its tensors already; ptx expor
         "(--format onnx-int8 or openvino-int8, ONNX files), its weights in 4 or 8 bits (onnx-int4, onnx-int8w, "
         "openvino-int4, openvino-int8w), a Triton or a KServe folder")
 PRETRAINED = ("a transformers folder", "it holds its model (config.json, weights) and its tokenizer; ptx export DIR "
-              "exports a model that generates with its cache, checked by decoding prompts, its tokenizer beside it")
+              "exports a model that generates with its cache, checked by decoding prompts, or a sentence-transformers "
+              "model's encoder with its pooling, its tokenizer beside it")
+# What makes a folder one ptx export DIR takes: a transformers model's config, or a sentence-transformers model's
+# modules (whose transformer may lie in a subfolder: 0_Transformer/ in older ones).
+PRETRAINED_FILES = ("config.json", "modules.json")
 MODULE = ("--module", "it exports your own nn.Module, built by FACTORY, to files in --out; its int8 is quantized "
           "dynamically, without samples (to calibrate one, quantize the exported file: ptx export DIR/model.onnx "
           "--format onnx-int8 --calibration SAMPLES.npz)")
@@ -207,6 +211,7 @@ def export_cmd(**given) -> None:
     ptx export --module net.py:build --input image=batchx3x224x224 --out exports/net
     ptx export --module net.py:build --checkpoint weights.pt --out exports/net --format onnx,pt2
     ptx export ./SmolLM2-135M-Instruct --out exports/smol    a transformers folder, its tokenizer beside
+    ptx export ./all-MiniLM-L6-v2 --out exports/mini     a sentence-transformers folder: its sentence vectors
     ptx export my.onnx --format triton --out repo     your own file as a Triton model folder
     ptx export my.onnx --format onnx-int8 --calibration samples.npz
     ptx export convnet --format openvino-int8 --max-drop 0.5      at most half an accuracy point lost
@@ -225,7 +230,7 @@ def export_cmd(**given) -> None:
     name = given["name"]
     if given["module_spec"] is not None:
         export, (what, why) = _module, MODULE
-    elif name is not None and Path(name).is_dir() and (Path(name) / "config.json").is_file():
+    elif name is not None and Path(name).is_dir() and any((Path(name) / f).is_file() for f in PRETRAINED_FILES):
         export, (what, why) = _pretrained, PRETRAINED
     elif _model_file(name, "export"):
         export, (what, why) = _file, FILE
@@ -340,7 +345,8 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
                 max_kl=(), max_kl_p99=(), block_size=None, symmetric=None, accuracy_level=None, ratio=None,
                 data_aware=None, all_logits=False, ort_attention=False) -> None:
     """`ptx export DIR`, a transformers folder as save_pretrained wrote it (or a downloaded snapshot): its model
-    opened by transformers, exported as --module exports one, its tokenizer's files beside the files."""
+    opened by transformers, exported as --module exports one, its tokenizer's files beside the files; a
+    sentence-transformers folder (a modules.json) as an encoder of sentence vectors (export/embedder.py)."""
     if not out:
         raise click.UsageError(f"ptx export {name} writes a folder of files: give it with --out DIR")
     if {*fmt} & {*FOLDERS, "all"}:
@@ -349,12 +355,23 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
                                "triton|kserve` folds one into a folder)")
     from click.core import ParameterSource
 
+    from ptx.export.embedder import export_embedder, is_sentence_transformers
     from ptx.export.seq2seq import chosen_task
     from ptx.export.module import export_module
     from ptx.export.pretrained import open_folder, text_files
 
     if click.get_current_context().get_parameter_source("fmt") in (None, ParameterSource.DEFAULT):
         fmt = ["onnx"]  # a language model needs no TorchScript file unless asked for one
+    if is_sentence_transformers(name):  # an encoder of sentence vectors (export/embedder.py), not a decoder
+        decoding = {"--task": task not in ("auto", "forward"), "--min-agreement": min_agreement, "--max-kl": max_kl,
+                    "--max-kl-p99": max_kl_p99, "--all-logits": all_logits, "--ort-attention": ort_attention}
+        given = next((option for option, on in decoding.items() if on), None)
+        if given:
+            raise click.UsageError(f"{given} shapes a model that generates; {name} is a sentence-transformers model, "
+                                   "exported as an encoder of sentence vectors")
+        export_embedder(name, out, formats=fmt, name=model_label, opset=opset, exporter=exporter, atol=atol, rtol=rtol,
+                        tokenizer=tokenizer, force=force, log=click.echo)
+        return
     opened = open_folder(name, fmt, click.echo)
     module, folder_name, fmt = opened.module, opened.name, opened.formats
     if chosen_task(module, task, click.echo) == "forward":

@@ -110,6 +110,11 @@ class OutputAgreement:
     excess: float = 0.0  # the largest |got - want| - (atol + rtol x its scale): > 0 departs
     error_sq: float = 0.0  # sum of (got - want)^2 and of want^2 (finite values): rel and SQNR are their ratio
     reference_sq: float = 0.0
+    # Vectors judged by their angle and length (an embedding: ptx.contract.embedding): the least cosine similarity
+    # with the reference's, the largest relative error of a length, and the rule in words (None: atol and rtol's)
+    cosine: float | None = None
+    length_error: float | None = None
+    rule: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -167,6 +172,7 @@ class OutputAgreement:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.merge_values(other)
         self.judged = self.judged or other.judged
+        self.rule = self.rule or other.rule
         self.problem = self.problem or other.problem
         self.differs = self.differs or other.differs
         self.tied = self.tied or other.tied
@@ -179,6 +185,9 @@ class OutputAgreement:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("max_abs", "max_rel", "needed_atol", "magnitude", "excess"):
             setattr(self, name, max(getattr(self, name), getattr(other, name)))
+        for name, worst in (("cosine", min), ("length_error", max)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, theirs if mine is None else mine if theirs is None else worst(mine, theirs))
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram)] if self.histogram else list(
             other.histogram)
         return self
@@ -188,6 +197,9 @@ class OutputAgreement:
             return f"{self.name}: {self.problem}"
         if self.differs and not self.ok:
             return f"{self.name}: {self.differs}"
+        if self.cosine is not None:  # vectors: by their angle and length, the values' difference beside
+            return (f"{self.name}: least cosine {self.cosine:.7f}, lengths within {self.length_error:.1e} ({self.rule}); "
+                    f"max abs {self.max_abs:.2e}")
         text = (f"{self.name}: max abs {self.max_abs:.2e}, max rel {self.max_rel:.2e}"
                 + ("" if self.ok else f", {self.beyond:,} of {self.compared:,} values beyond atol "
                    f"{self.tolerance.atol:g} + rtol {self.tolerance.rtol:g} x {SCALE_WORDS} (passes with atol "
@@ -211,6 +223,8 @@ class OutputAgreement:
                 "histogram": {"edges": [json_float(e) for e in HISTOGRAM_EDGES], "counts": self.histogram},
                 "argmax": {"compared": self.decisions, "same": self.same_decisions} if self.decisions else None,
                 "problem": self.problem, **({"differs": self.differs} if self.differs else {}),
+                **({"cosine": num(self.cosine), "length_error": num(self.length_error), "rule": self.rule}
+                   if self.cosine is not None else {}),
                 **({"ties": self.ties, "tied": self.tied} if self.tied else {})}
 
 
