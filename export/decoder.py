@@ -161,6 +161,7 @@ class DecoderSource(ExportSource):
     TASK, EXPORTED, ALONE = "text-generation", "the decoder is exported with its key/value cache", "logits"
 
     formats = DECODER_FORMATS
+    folder = None  # an encoder-decoder's source (seq2seq.py) is opened whole, never read from its folder
 
     def __init__(self, module: torch.nn.Module, name: str, *, strings_of: Callable[[Signature], dict[str, str]],
                  options: dict[str, dict], log: Callable[[str], None], steps: int = JUDGING_STEPS,

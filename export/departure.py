@@ -5,7 +5,7 @@ recorded prompt's first step, teacher-forced by construction (both read the same
 contribution to the difference is the largest.
 
 The file's layers are found by the module paths torch's exporter writes on every node
-(``pkg.torch.onnx.name_scopes``: ptx.infer.locate.names): a layer is a scope ``PREFIX.N`` of a list of at least two,
+(``pkg.torch.onnx.name_scopes``: ptx.infer.formats.onnx_names): a layer is a scope ``PREFIX.N`` of a list of at least two,
 and its output is the last node of that scope (the residual Add). The file is run once with those tensors as
 outputs, by ONNX Runtime, where it lies (a copy of its graph beside it, naming the same data file); the model with
 a forward hook on each layer. A file without the exporter's scopes (another tool's) has no layers to name: None.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ptx.infer.locate.names import scopes_of
+from ptx.infer.formats.onnx_names import scopes_of
 
 _LAYER = re.compile(r"^(?P<list>.+)\.(?P<index>\d+)$")
 
@@ -47,7 +47,8 @@ def layer_outputs(graph, prefix: str = "") -> list[tuple[str, str]]:
 def _file_states(path: Path, outputs: list[str], feeds: dict) -> list[np.ndarray]:
     """The file at ``path`` run by ONNX Runtime on ``feeds`` with ``outputs`` made graph outputs: their values."""
     import onnx
-    import onnxruntime as ort
+
+    from ptx.infer.runtime.ort_session import file_session
 
     proto = onnx.load(str(path), load_external_data=False)
     for name in outputs:
@@ -56,7 +57,7 @@ def _file_states(path: Path, outputs: list[str], feeds: dict) -> list[np.ndarray
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".ptx-layers-", suffix=".onnx") as copy:
         onnx.save_model(proto, copy.name)
         del proto
-        session = ort.InferenceSession(copy.name, providers=["CPUExecutionProvider"])
+        session = file_session(copy.name)
         taken = {i.name for i in session.get_inputs()}
         return session.run(outputs, {k: v for k, v in feeds.items() if k in taken})
 

@@ -211,7 +211,7 @@ def sentence_encoder(plan: Plan, log: Callable[[str], None]) -> SentenceEncoder:
     from the folder alone (nothing downloaded, no code of the folder's run)."""
     import transformers
 
-    cls, config = _architecture(plan.transformer, log)  # refuses code of its own, an architecture transformers lacks
+    cls, config = _architecture(plan.transformer)  # refuses code of its own, an architecture transformers lacks
     encoder = _from_pretrained(transformers.AutoModel, plan.transformer)
     hidden = getattr(encoder.config, "hidden_size", None)
     if plan.dimension is not None and hidden is not None and plan.dimension != hidden:

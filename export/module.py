@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from ptx.atomic import atomic_folder, writable_dir_for
@@ -37,8 +36,7 @@ from ptx.contract.batch_rows import describe_left_out, not_per_row, probe_rows
 from ptx.contract.cases import Case
 from ptx.contract.generation import encoder_file_name
 from ptx.contract.reference import Reference, reference_path, save_reference
-from ptx.contract.tensor_inputs import (VERIFY_BATCHES, InputPlan, describe_inputs, load_input_file, make_feeds,
-                                        symbol_steps)
+from ptx.contract.tensor_inputs import describe_inputs
 from ptx.contract.structure import STRUCTURE_KEY
 from ptx.contract.tensors import Signature, TensorSig
 from ptx.contract.validated import tolerance_strings
@@ -56,6 +54,7 @@ from .decoder import (SEQ2SEQ, DecoderSource, decoder_formats, decoder_source, r
                       refuse_shaping, refuse_text)
 from .seq2seq import Seq2SeqSource, chosen_task, eager_attention
 from .metadata import module_strings
+from .module_cases import case_of, file_cases, validation_cases
 from .pipeline import ExportSource, check_options, export_files, guard
 from .sizes import recorded_signature
 from .traced import certified, eager_reference, trace
@@ -320,8 +319,8 @@ class ModuleSource(ExportSource):
             log(f"checkpoint: {loaded}")
         self.given, self.from_files = given, bool(given.input_files)
         with_example = example_inputs is not None and not given.input_files and given.use_example
-        self._cases = (_file_cases(given.input_files, signature, eager) if given.input_files else
-                       _validation_cases(signature, eager, traced.base, given.seed))
+        self._cases = (file_cases(given.input_files, signature, eager) if given.input_files else
+                       validation_cases(signature, eager, traced.base, given.seed))
         shapes.rows = _rows(signature, eager, self._cases, lambda o: given.tolerance(signature.output(o), "cpu"), log)
         signature = recorded_signature(_outputs_per_row(signature, shapes.rows), traced.base)  # what files keep
         example = {s.name: t.numpy() for s, t in zip(signature.inputs, traced.args)}
@@ -337,7 +336,7 @@ class ModuleSource(ExportSource):
             **tolerance_strings(given.atol, given.rtol), **dict(given.provenance or {})})
         super().__init__(name, traced.module, traced.args, signature, strings)
         self.shapes = shapes
-        self.unreported = [_case_of(signature, eager, example, given.example_label)] if with_example else []
+        self.unreported = [case_of(signature, eager, example, given.example_label)] if with_example else []
         self.overlap = _room_to_overlap(traced.module)  # every check compares with the answers taken above
         self._options = given.writer_options()
 
@@ -450,55 +449,3 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
                 "export replaces the whole folder, so that its files always come from one module: give a new or empty "
                 "folder") if other else None
     guard(out_dir, force, foreign)
-
-
-def _file_cases(paths, signature: Signature, eager) -> list[Case]:
-    """The user's own inputs (--inputs), each case checked against the signature, with eager's answers."""
-    cases = []
-    for path in paths:
-        loaded = load_input_file(path, signature)
-        for k, feeds in enumerate(loaded):
-            cases.append(_case_of(signature, eager, feeds, Path(path).name + (f" #{k}" if len(loaded) > 1 else "")))
-    return cases
-
-
-def _case_of(signature: Signature, eager, feeds, label: str) -> Case:
-    batch_symbols = {t.batch_symbol for t in signature.inputs if t.batch_axis is not None}
-    sizes = {s: n for s, n in signature.symbol_sizes(feeds).items() if s not in batch_symbols}
-    batch = next((int(feeds[t.name].shape[t.batch_axis]) for t in signature.inputs if t.batch_axis is not None), None)
-    return Case(label, feeds, batch, dict(zip(signature.output_names, eager.run(dict(feeds)).values())), sizes)
-
-
-def _validation_cases(signature: Signature, eager, first: InputPlan, seed: int) -> list[Case]:
-    """Two seeded cases at VERIFY_BATCHES (or twice at the declared shapes without a batch axis),
-    the second with every other symbol ptx sized larger by its own even step (symbol_steps: 2, 4,
-    ...; twice as large for a model that takes no such size, a UNet of stride 16; the first's sizes
-    for one that takes neither), so that a size an exporter fixed is caught. Seeded and
-    sized as the eager runner's two runs that learned its outputs (torch_runner.probe_outputs), which
-    answers them from those runs rather than running the module again. A scalar integer or boolean
-    input (a flag that picks a branch) is 0/False in the first case and 1/True in the second, so that
-    a traced branch is caught too. ``first``: the plan of the first case (the user's --shape, --value,
-    --range; the embeddings' limits)."""
-    inputs_only = Signature(signature.inputs, ())
-    steps = symbol_steps(inputs_only)
-    seconds = [replace(first, bound={**first.bound, **{s: v * grow + steps[s] * step for s, v in first.chosen.items()}})
-               for grow, step in ((1, 1), (2, 0))] if first.chosen else []
-    batched = any(t.batch_axis is not None for t in signature.inputs)
-    cases = []
-    for k, batch in enumerate(VERIFY_BATCHES if batched else (None, None)):
-        for plan in ([first] if k == 0 else [*seconds, first]):
-            feeds = make_feeds(inputs_only, plan, batch, seed=seed + k)
-            for sig in signature.inputs:
-                if sig.shape == () and (sig.dtype == "bool" or sig.dtype_info.is_integer) and sig.name not in plan.values:
-                    low = int(sig.value_range[0]) if sig.value_range else 0
-                    feeds[sig.name] = np.array(bool(k) if sig.dtype == "bool" else low + k, dtype=sig.dtype)
-            try:
-                produced = list(eager.run(feeds).values())
-                break
-            except PtxError:
-                if plan is first:
-                    raise
-        cases.append(Case(f"batch {batch}" if batch is not None else ("the first case", "the second case")[k], feeds,
-                          batch, dict(zip(signature.output_names, produced)),
-                          {s: plan.bound.get(s) or plan.chosen[s] for s in {**first.chosen, **plan.bound}}))
-    return cases

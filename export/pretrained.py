@@ -131,8 +131,9 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
             "float32")
         return Opened(_from_pretrained(cls, folder), folder.resolve().name, None, list(formats))
     f32 = weights.f32_bytes
-    said = (f"{size_text(weights.stored_bytes)} of {weights.dtype} in {len({t.path for t in weights.tensors.values()})} "
-            f"file{'s' * (len({t.path for t in weights.tensors.values()}) > 1)}, {size_text(f32)} in float32")
+    files = len({t.path for t in weights.tensors.values()})
+    said = (f"{size_text(weights.stored_bytes)} of {weights.dtype} in {files} file{'s' * (files > 1)}"
+            + (f", {size_text(f32)} in float32" if weights.dtype != "float32" else ""))
     available, decoding = available_memory(), decoding_bytes(config)
     whole = WHOLE_HOLDS["with f32" if "onnx" in formats else "reduced only"] * f32 + decoding
     if available is None or whole * (1 + MARGIN) <= available * WHOLE_SHARE:

@@ -21,7 +21,8 @@ import numpy as np
 
 from ptx.contract import Contract, Tolerance
 from ptx.contract.cases import Case, run_cases
-from ptx.contract.comparison import JUDGING_BATCH, OutputAgreement, compare_outputs, default_tolerance
+from ptx.contract.comparison import OutputAgreement, compare_outputs, default_tolerance
+from ptx.contract.accuracy_rule import JUDGING_BATCH
 from ptx.contract.error_model import allowance
 from ptx.contract.verdict import Evidence, judge_tensors, labels_evidence
 from ptx.contract.names import FULL_PRECISION

@@ -17,7 +17,8 @@ from ptx.infer.runtime import ort_session
 from ptx.infer.runtime import torch_runner
 from ptx.infer.model.target import load, open_artifact
 from ptx.contract import Tolerance
-from ptx.contract.comparison import OutputAgreement, judge_reduced_precision
+from ptx.contract.comparison import OutputAgreement
+from ptx.contract.accuracy_rule import judge_reduced_precision
 from ptx.infer.verify.report import Report, Row
 from ptx.infer.model.target import Target
 

@@ -407,7 +407,7 @@ def test_a_declared_batch_axis_of_a_state_is_honoured_sample_by_sample(tmp_path)
 
 
 def test_a_users_class_is_named_by_its_file_not_by_the_import_ptx_gave_it():
-    from ptx.infer.locate.names import short_class
+    from ptx.infer.formats.onnx_names import short_class
 
     assert short_class("ptx_user_tinyvit_44168676.Attention") == "tinyvit.Attention"
     assert short_class("ptx_user_my_net_v2_0a1b2c3d.Block") == "my_net_v2.Block"

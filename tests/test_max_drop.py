@@ -18,7 +18,7 @@ import onnx
 import pytest
 import torch
 
-from ptx.contract.comparison import recorded_max_drop
+from ptx.contract.accuracy_rule import recorded_max_drop
 from ptx.errors import PtxError
 from ptx.export.api import export_model
 from ptx.export.bound import Bound, Held

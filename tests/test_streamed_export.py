@@ -49,25 +49,30 @@ def folder(tmp_path_factory) -> Path:
     return made
 
 
+# Runs the command as its child and writes the child's peak resident bytes: the kernel's count for a child starts from
+# the high-water mark of the process that forked it (exec records it: a pytest worker that held a model before would
+# lend the child its peak), so the child is forked from this small process, not from the test's.
+_PEAK_OF_CHILD = ("import os, subprocess, sys\n"
+                  "child = subprocess.Popen(sys.argv[2:])\n"
+                  "_, status, usage = os.wait4(child.pid, 0)\n"
+                  "open(sys.argv[1], 'w').write(str(usage.ru_maxrss * 1024))\n"
+                  "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
 def measured_export(folder: Path, out: Path, limit: int | None = None) -> tuple[subprocess.CompletedProcess, int]:
     """`ptx export FOLDER --format onnx-int4 --out OUT` in its own process (under PTX_MEMORY_LIMIT=``limit`` where
     given): (it, the process's peak resident bytes, as the kernel counted it for that child: wait4)."""
     import os
-    import tempfile
 
     env = {k: v for k, v in os.environ.items() if k != "PTX_MEMORY_LIMIT"}
     if limit:
         env["PTX_MEMORY_LIMIT"] = str(limit)
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "ptx", "export", str(folder), "--format", "onnx-int4", "--out",
-                                  str(out)], stdout=stdout, stderr=stderr, text=True, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        done = subprocess.CompletedProcess(child.args, child.returncode, stdout.read(), stderr.read())
+    peak = out.parent / f".{out.name}.peak"
+    done = subprocess.run([sys.executable, "-c", _PEAK_OF_CHILD, str(peak), sys.executable, "-m", "ptx", "export",
+                           str(folder), "--format", "onnx-int4", "--out", str(out)], capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done, usage.ru_maxrss * 1024
+    return done, int(peak.read_text())
 
 
 @pytest.fixture(scope="module")

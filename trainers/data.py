@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ptx.contract import PictureStep
-from ptx.contract.comparison import JUDGING_SAMPLES, judging_pick
+from ptx.contract.accuracy_rule import JUDGING_SAMPLES, judging_pick
 from ptx.contract.datasets import FOLDER_PREFIX, check_fit, check_folder_labels, dataset_info, image_dataset
 from ptx.contract.pictures import picture_sample
 from ptx.errors import DataError, InputError
@@ -299,7 +299,7 @@ def load_idx(name: str, data_dir: str | None, download: bool | None, explicit: b
 def judging_samples(dataset: str, contract, count: int = JUDGING_SAMPLES, *,
                     notice: Callable[[str], None] = print) -> tuple[np.ndarray, np.ndarray, str]:
     """(raw samples, true labels, dataset name): the real test samples export and verify judge a
-    backend on, the same draw for both (ptx.contract.comparison.judging_pick)."""
+    backend on, the same draw for both (ptx.contract.accuracy_rule.judging_pick)."""
     data = load_dataset(dataset, labels=contract.labels, picture=contract.picture, explicit=False, notice=notice)
     pick = judging_pick(len(data.y_test), count)
     return data.x_test[pick], data.y_test[pick], data.name

@@ -211,16 +211,20 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
         for piece in alone.initializer:
             if piece.name == name:
                 continue
-            if piece.name not in joined:
-                joined[piece.name] = [onnx.TensorProto(), Path(folder) / f"piece.{len(joined)}.data"]
+            if piece.name not in joined:  # a model held in memory (no folder) joins its pieces in memory
+                joined[piece.name] = [onnx.TensorProto(), Path(folder) / f"piece.{len(joined)}.data" if folder
+                                      else bytearray()]
                 joined[piece.name][0].CopyFrom(piece)
                 joined[piece.name][0].ClearField("raw_data")
                 joined[piece.name][0].dims[0] = 0
             first, data = joined[piece.name]
             first.dims[0] += piece.dims[0]
+            raw = piece.raw_data if piece.HasField("raw_data") else onnx.numpy_helper.to_array(piece).tobytes()
+            if isinstance(data, bytearray):
+                data += raw
+                continue
             with open(data, "ab") as handle:
-                handle.write(piece.raw_data if piece.HasField("raw_data") else
-                             onnx.numpy_helper.to_array(piece).tobytes())
+                handle.write(raw)
         del alone
     for made_node in made:  # the last piece's nodes, sized for the whole
         for attribute in made_node.attribute:
@@ -228,7 +232,10 @@ def _quantized(quantizer, node, tensor, name: str, folder: Path):
                 attribute.i = dims[axis]
     new = []
     for first, data in joined.values():
-        spill_file(first, data, folder)
+        if isinstance(data, bytearray):
+            first.raw_data = bytes(data)
+        else:
+            spill_file(first, data, folder)
         new.append(first)
     return made, new
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
 
-from ptx.contract.comparison import accuracy_points
+from ptx.contract.accuracy_rule import accuracy_points
 from ptx.contract.names import FULL_PRECISION
 
 from .timing import speed_ratio

@@ -29,7 +29,7 @@ from ptx.errors import PtxError
 
 from .fused import Region, find_region
 from .graph import LocateGraph
-from .names import module_of
+from ptx.infer.formats.onnx_names import module_of
 from .pairs import Counterparts
 from .render import Step, located_text
 from .sweep import Side, Sweep, ToleranceOf, tensor_error

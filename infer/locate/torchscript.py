@@ -24,7 +24,7 @@ import numpy as np
 from ptx.errors import PtxError
 
 from .graph import LocateGraph
-from .names import RULE, folded_into, node_props, scopes_of, short_class
+from ptx.infer.formats.onnx_names import RULE, folded_into, node_props, scopes_of, short_class
 from .origin import Located, NothingToLocate, Step, node_doc
 from .sweep import tensor_error
 

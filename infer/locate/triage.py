@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from ptx.contract.comparison import default_tolerance, sqnr_db
 
 from .graph import LocateGraph
-from .names import module_of
+from ptx.infer.formats.onnx_names import module_of
 from .pairs import Counterparts
 from .sweep import Side, Sweep
 

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ptx.contract.comparison import JUDGING_BATCH
+from ptx.contract.accuracy_rule import JUDGING_BATCH
 from ptx.contract.transforms import normalize, to_layout
 from ptx.errors import PtxError
 

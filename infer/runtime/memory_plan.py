@@ -45,10 +45,13 @@ def weights_bytes(path: str | Path) -> int:
 
 
 def size_text(nbytes: float) -> str:
-    """``1983000000`` -> ``1.98 GB``; ``783000000`` -> ``783 MB``."""
+    """``1983000000`` -> ``1.98 GB``; ``783000000`` -> ``783 MB``; ``492800`` -> ``493 kB`` (a tiny model's weights
+    are not 0 MB)."""
     if nbytes >= 1e9:
         return f"{nbytes / 1e9:.2f} GB"
-    return f"{nbytes / 1e6:,.0f} MB"
+    if nbytes >= 1e6:
+        return f"{nbytes / 1e6:,.0f} MB"
+    return f"{nbytes / 1e3:,.0f} kB"
 
 
 def where_available() -> str:
@@ -76,13 +79,13 @@ def require_room(what: str, need: float) -> None:
 def opening_need(backend, path: str | Path, precision: str = "f32") -> float:
     """The bytes ``backend`` holds at its peak while it opens and runs the model file at ``path`` at
     ``precision``: what the registry says it holds, as a multiple of the file's weights (for an ONNX file
-    whose weights lie in external data, its figure for those where it has one)."""
+    whose weights lie in external data, its figure for those where it has one), and what it holds to open any."""
     path = Path(path)
     weights = weights_bytes(path)
     if not weights:  # no such file: its opening says why
         return 0.0
     external = backend.holds_external is not None and path.suffix.lower() == ".onnx" and weights > path.stat().st_size
-    return (backend.holds_external if external else backend.holds_for(precision)) * weights
+    return (backend.holds_external if external else backend.holds_for(precision)) * weights + backend.opens_with
 
 
 def opening_shortfall(backend, label: str, path: str | Path, precision: str = "f32",

@@ -155,6 +155,13 @@ def part_session(model: bytes):
     return ort.InferenceSession(model, session_options(ort), providers=["CPUExecutionProvider"])
 
 
+def file_session(path):
+    """A CPU session, with ptx's session options, on the ONNX file at ``path`` (its external data beside it):
+    export's look inside a file it wrote (export/departure.py's layer outputs)."""
+    ort = import_ort()
+    return ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
+
+
 def timing_session(path):
     """A CPU session on the ONNX file at ``path`` for timing one file against another (export's int8
     speed against f32, infer/runtime/timing.py's alternating rounds): its threads do not spin between

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ptx.contract.comparison import JUDGING_SAMPLES
+from ptx.contract.accuracy_rule import JUDGING_SAMPLES
 
 
 @dataclass(frozen=True)

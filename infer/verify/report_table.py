@@ -3,8 +3,8 @@ row output by output (with a head's label agreement and accuracy), what did not 
 verdict's last line."""
 from __future__ import annotations
 
-from ptx.contract.comparison import (MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, SCALE_WORDS,
-                                     OutputAgreement, needed_atol_text)
+from ptx.contract.comparison import MAX_RELATIVE_ERROR, SCALE_WORDS, OutputAgreement, needed_atol_text
+from ptx.contract.accuracy_rule import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT
 from ptx.contract.names import FULL_PRECISION
 
 from ..runtime import backends as registry

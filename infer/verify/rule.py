@@ -1,7 +1,8 @@
 """The one verdict rule of `ptx verify`, in words: what it judges and what its exit status means."""
 from __future__ import annotations
 
-from ptx.contract.comparison import MAX_ACCURACY_DROP, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT
+from ptx.contract.comparison import MAX_RELATIVE_ERROR
+from ptx.contract.accuracy_rule import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT
 from ptx.contract.error_model import SCALE_WORDS
 from ptx.contract.verdict import NEAR_TIE_MARGIN
 

@@ -30,7 +30,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ptx.contract.cases import Case
-from ptx.contract.comparison import compare, recorded_max_drop
+from ptx.contract.comparison import compare
+from ptx.contract.accuracy_rule import recorded_max_drop
 from ptx.contract.embedding import RULE, embedding_judge
 from ptx.contract.verdict import (bound_metric, decide, differs_note, outweighed_note, recorded_bound, recorded_evidence,
                                   recorded_verdicts)

@@ -12,6 +12,7 @@ import inspect
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ptx.cli.options import (BATCH_AXIS_OPTION, FORCE, IGNORE_METADATA_OPTION, INPUT_SYNTAX,
                              NON_NEGATIVE, SECURITY_NOTE, Choice, DeviceChoice, decoding_bound_options, decoding_bounds,
@@ -283,8 +284,6 @@ def _weights(block_size, symmetric, accuracy_level, ratio, data_aware=None) -> d
 def _refuse_unmeant(ctx: click.Context, export, what: str, why: str) -> None:
     """The one place an option is refused for a kind of model: one given on the command line that
     ``export`` (the kind's function) takes no parameter for."""
-    from click.core import ParameterSource
-
     takes = inspect.signature(export).parameters
     for param in ctx.command.params:
         if param.name not in takes and ctx.get_parameter_source(param.name) not in (None, ParameterSource.DEFAULT):
@@ -353,7 +352,6 @@ def _pretrained(name, fmt, out, opset, exporter, atol, rtol, task, model_label, 
         raise click.UsageError(f"--format {','.join(fmt)}: a transformers folder exports to onnx, torchscript or pt2 "
                                "files, its weights in 4 or 8 bits too (onnx-int4, ...; then `ptx export FILE --format "
                                "triton|kserve` folds one into a folder)")
-    from click.core import ParameterSource
 
     from ptx.export.embedder import export_embedder, is_sentence_transformers
     from ptx.export.seq2seq import chosen_task

@@ -1,7 +1,7 @@
 """The one comparison (torch-free): export's validation, ``ptx verify`` of a tutorial model or of a
 model file, and the tests all judge an output with ``compare_output``; a tutorial model's head adds
-its decisions (``compare``) and, for a reduced precision, its labels and accuracy (the gate
-``judge_reduced_precision``, which ptx.contract.verdict's labels evidence applies).
+its decisions (``compare``); for a reduced precision, its labels and accuracy are judged by
+ptx.contract.accuracy_rule (the gate ``judge_reduced_precision``, which ptx.contract.verdict's labels evidence applies).
 The report is the best checkers' (Polygraphy's per-output atol/rtol and "minimum required
 tolerance", torch.onnx's log-binned error histogram).
 
@@ -45,24 +45,12 @@ MAX_CLASSES = 100_000  # an output's last axis up to this size may be class scor
 NOT_SCORES = re.compile(r"hidden|state|embed|pool|feature|encod|^[hc](_?n|_?t|\d*)$|^(h|c|hx|cx)_|_(h|c|hx|cx)$",
                         re.IGNORECASE)
 
-# Reduced-precision artifacts pass when labels agree on this share of real samples and test accuracy
-# drops by at most this much (absolute).
-MIN_LABEL_AGREEMENT = 0.99
-MAX_ACCURACY_DROP = 0.005
 # A reduced precision of a model with no labels to judge it by (a user's file): each output's
 # relative error (||got - want|| / ||want||, SQNR's ratio) at most this, and an output that looks
-# like class scores keeps its argmax on MIN_LABEL_AGREEMENT of its rows.
+# like class scores keeps its argmax on accuracy_rule.MIN_LABEL_AGREEMENT of its rows.
 # int4 weights (blocks of 32 sharing a scale) carry a rounding error of about 9% of each weight's spread (a
 # step of max/7 with max ~2 sigma), which a dot product averages, and which grows across layers.
 MAX_RELATIVE_ERROR = {"bf16": 0.02, "tf32": 0.01, "fp16": 0.01, "int8": 0.1, "int4": 0.25}
-# The real samples a reduced precision is judged on, by export and by verify alike (one file, one
-# verdict): this many, drawn with this seed across the model's test split.
-JUDGING_SAMPLES = 1000
-JUDGING_SEED = 0
-JUDGING_BATCH = 64  # verify's largest default batch: the judged backend runs the samples in these
-# --max-drop X holds where the drop is at most X plus this: accuracies are counts over samples, and a
-# drop of exactly X must not fail for the last bit of a float subtraction.
-BOUND_SLACK = 1e-9
 
 
 def default_tolerance(dtype: str, device: str = "cpu") -> Tolerance:
@@ -389,57 +377,6 @@ def near_tie(want: np.ndarray, want_labels: np.ndarray, got_labels: np.ndarray, 
     with np.errstate(invalid="ignore"):  # infinite scores (inf - inf): no tie, which the NaN's comparison says
         return chosen - other <= np.take_along_axis(band, want_labels[..., None], -1)[..., 0] + \
             np.take_along_axis(band, got_labels[..., None], -1)[..., 0]
-
-
-def judge_reduced_precision(label_agreement: float, accuracy: float | None, reference_accuracy: float | None,
-                            max_drop: float | None = None) -> list[str]:
-    """Why a reduced-precision backend is not usable, judged by labels and accuracy, not by atol.
-    ``max_drop``: the loss its file was made to hold (``ptx export --max-drop``, in accuracy
-    points), which then is the whole gate: the user named what they accept and on what measure, and
-    ptx's own label rule is the default for those who named nothing."""
-    if max_drop is not None:
-        drop = accuracy_points(reference_accuracy - accuracy) if accuracy is not None and reference_accuracy is not None \
-            else 0.0
-        return [] if drop <= max_drop + BOUND_SLACK else \
-            [f"accuracy {accuracy:.4f} is {drop:.2f} points below the reference (--max-drop {max_drop:g})"]
-    failures = []
-    if label_agreement < MIN_LABEL_AGREEMENT:
-        failures.append(f"labels agree on {100 * label_agreement:.1f}% (< {100 * MIN_LABEL_AGREEMENT:.0f}%)")
-    if accuracy is not None and reference_accuracy is not None and reference_accuracy - accuracy > MAX_ACCURACY_DROP:
-        failures.append(f"accuracy {accuracy:.4f} is {reference_accuracy - accuracy:.4f} below the reference")
-    return failures
-
-
-ACCURACY_METRIC = "accuracy on "  # how ptx.metric begins where a tutorial model's bound is its test accuracy
-
-
-def recorded_max_drop(metadata) -> float | None:
-    """The --max-drop a tutorial model's int8 file was made to hold (``ptx.max_drop``, accuracy
-    points, where ``ptx.metric`` is its test accuracy), which verify then judges it by; None for a
-    file made without one, or bound on a user's own metric (which verify cannot run)."""
-    value = metadata.get("max_drop")
-    if value is None or not str(metadata.get("metric", "")).startswith(ACCURACY_METRIC):
-        return None
-    try:
-        return float(str(value).split()[0])
-    except ValueError:
-        return None
-
-
-def accuracy_points(share: float) -> float:
-    """A share of samples (0.005) in accuracy points (0.5), the unit --max-drop is given in."""
-    return 100.0 * share
-
-
-def below_or_above(drop: float, digits: int, unit: str = "") -> str:
-    """A drop in words: "0.20 points below", and a gain as "0.10 points above", not "-0.10 below"."""
-    return f"{abs(drop):.{digits}f}{unit} {'below' if drop >= 0 else 'above'}"
-
-
-def judging_pick(test_size: int, count: int = JUDGING_SAMPLES) -> np.ndarray:
-    """Indices of the test samples a backend is judged on: a fixed-seed draw across the whole test
-    split (some test sets are stored class by class, and the first N would then be one class)."""
-    return np.sort(np.random.default_rng(JUDGING_SEED).permutation(test_size)[:count])
 
 
 # Detections as detections (ptx.contract.detections says the rule): here, beside the one comparison that

@@ -43,7 +43,7 @@ FILE_PRECISIONS = {INT8: (*INT8_FORMATS, "onnx-int8w", "openvino-int8w"), INT4: 
 # no Q/DQ int8 (its activations have no range to calibrate), and its int8 is the weight-only file.
 TWIN_FORMATS = {"onnx-int8": ("onnx-int8", "onnx-int8w"), "openvino-int8": ("openvino-int8", "openvino-int8w")}
 # Numeric precisions a backend may run a model at. f32 is judged by the agreement rule's atol;
-# the reduced ones by labels and accuracy (ptx.contract.comparison.judge_reduced_precision).
+# the reduced ones by labels and accuracy (ptx.contract.accuracy_rule.judge_reduced_precision).
 FULL_PRECISION = "f32"
 TF32 = "tf32"  # the f32 file with CUDA's TensorFloat-32 matmuls and convolutions: faster, 10-bit mantissa
 PRECISIONS = (FULL_PRECISION, "bf16", TF32, INT8, INT4)

@@ -27,8 +27,8 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .comparison import (BOUND_SLACK, EXACT, MAX_RELATIVE_ERROR, MIN_LABEL_AGREEMENT, accuracy_points, below_or_above,
-                         class_scores, compare_output, judge_reduced_precision)
+from .comparison import EXACT, MAX_RELATIVE_ERROR, class_scores, compare_output
+from .accuracy_rule import BOUND_SLACK, MIN_LABEL_AGREEMENT, accuracy_points, below_or_above, judge_reduced_precision
 from .detections import reduced_evidence
 from .schema import Contract
 from .transforms import decisions, softmax

@@ -73,6 +73,9 @@ class Backend:
     # GroupQueryAttention in float32 with an additive mask. ort-cpu does; ONNX Runtime's CUDA kernel takes float16
     # or bfloat16 and no attention bias, and the other runtimes lack the operator.
     runs_ort_attention: bool = False
+    # What it holds to open and run any model, beside its multiple of the weights: its plugin's own compiled kernels,
+    # thread pools and per-shape plans, which a small file does not scale down (OpenVINO: below).
+    opens_with: int = 0
 
     def holds_for(self, precision: str = FULL_PRECISION) -> float:
         """What it holds at its peak at ``precision``, as a multiple of the file's weights."""
