@@ -1,7 +1,8 @@
 """A served model's generation (Triton's generate extension, serve/generate.py, and the OpenAI API,
 serve/text_answers.py): every request's decoding (ptx.infer.model.generation.Decoding: the prompts checked
-where it is made) runs in the model's one batch (ptx.infer.model.batch.Batch: continuous batching), on a
-thread of its own.
+where it is made) runs in the model's one batch (ptx.infer.model.generation.Batch, the multi-row decoding:
+continuous batching, its cache the runner's: IO binding, the in-place buffer, OpenVINO's state), on a thread of
+its own.
 
 A request joins at the next step: its prompts run (its prefill) between two steps of the batch, together
 with those of the requests that arrived meanwhile (up to PREFILL_TOKENS tokens, padded; a longer prompt
@@ -27,8 +28,8 @@ from typing import AsyncIterator, Callable, Sequence
 
 from ptx.contract.generation import Generation
 from ptx.errors import InputError
-from ptx.infer.model.batch import Apart, Batch
-from ptx.infer.model.generation import GREEDY, Choose, Decoding, Step, vocabulary
+from ptx.infer.model.batch import Apart
+from ptx.infer.model.generation import GREEDY, Batch, Choose, Decoding, Step, vocabulary
 from ptx.infer.model.model import Model
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
@@ -63,10 +64,13 @@ class _Ride:
         return len(self.decoding.prompts)
 
     def take(self, step: Step) -> None:
-        """The step's tokens chosen and appended, and what they say sent to the client."""
-        tokens = self.decoding.append(self.choose(step.logits, self.decoding.history))
-        for item in self.say(tokens):
-            self.emit(item)
+        """The step's tokens chosen and appended (drafts the choice confirms among them, one position after
+        another), and what each position's say sent to the client."""
+        def said(tokens: list[int | None]) -> None:
+            for item in self.say(tokens):
+                self.emit(item)
+
+        self.decoding.take(step, self.choose, said)
 
     def end(self, error: BaseException | None = None) -> None:
         if error is not None:
@@ -103,7 +107,8 @@ class Generator:
         position ids (rows of different lengths cannot share its batch)."""
         if self.generation.encoder is not None or self.generation.position_ids is None:
             return Apart()
-        return Batch(self.model.runner.run, self.model.signature, self.generation)
+        # the runner's own cache: a served model keeps IO binding, the in-place buffer and OpenVINO's state
+        return Batch(None, self.model.signature, self.generation, cache=self.model.runner.new_cache(self.generation))
 
     def describe(self) -> dict:
         part = self.generation.encoder
