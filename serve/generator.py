@@ -31,6 +31,7 @@ from ptx.errors import InputError
 from ptx.infer.model.batch import Apart
 from ptx.infer.model.generation import GREEDY, Batch, Choose, Decoding, Step, vocabulary
 from ptx.infer.model.model import Model
+from ptx.infer.model.speculative import drafter_of
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
 from .tensors import RequestError
@@ -84,8 +85,10 @@ class Generator:
     ``events(decoding, choose, say)``; ``describe()`` for the model's metadata; ``close()``."""
 
     def __init__(self, name: str, model: Model, generation: Generation, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 choose: Choose = GREEDY, max_rows: int = DEFAULT_MAX_ROWS):
+                 choose: Choose = GREEDY, max_rows: int = DEFAULT_MAX_ROWS, speculate: str | None = None):
         self.name, self.model, self.generation, self.choose = name, model, generation, choose
+        # the drafter (--speculate) whose guesses a greedy request's steps run and keep where greedy confirms them
+        self.speculate = drafter_of(speculate)
         self.vocab = vocabulary(model.signature, generation)
         positions = generation.max_positions
         # A prompt needs one position at least (an encoder-decoder's decoder, its start ids), so the model's
@@ -136,7 +139,8 @@ class Generator:
             raise RequestError(f"{len(prompts)} prompts in one request: this server runs at most {max_prompts} together "
                                "(--max-batch-size); send them in several requests")
         try:  # the model's own decoding: an encoder-decoder's runs its encoder at the first step
-            return self.model.decoding(prompts, max_tokens, eos)
+            return self.model.decoding(prompts, max_tokens, eos,
+                                       speculate=self.speculate if self.choose is GREEDY else None)
         except InputError as exc:
             raise RequestError(str(exc)) from None
         except OutOfMemoryPlan as exc:  # its cache cannot fit beside what the server holds now: later, or less
@@ -268,6 +272,7 @@ class Generator:
             ride.end(exc)
             return
         if ride.decoding.finished:
+            self.batch.leave(ride.decoding)  # its rows' cache goes now, not at the next step
             ride.end()
         else:
             self._riding.append(ride)
@@ -293,6 +298,7 @@ class Generator:
                 ride.end(exc)
                 continue
             if ride.decoding.finished:
+                self.batch.leave(ride.decoding)  # its rows' cache goes now, not at the next step
                 self._riding.remove(ride)
                 ride.end()
 

@@ -21,7 +21,8 @@ from typing import Sequence
 
 from ptx.errors import PtxError
 
-from .generation import Batch, Decoding, Step, _running
+from .generation import Batch, Decoding, Step
+from .rows import _running
 
 __all__ = ["Apart", "Batch"]
 
