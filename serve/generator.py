@@ -88,7 +88,7 @@ class Generator:
                  choose: Choose = GREEDY, max_rows: int = DEFAULT_MAX_ROWS, speculate: str | None = None):
         self.name, self.model, self.generation, self.choose = name, model, generation, choose
         # the drafter (--speculate) whose guesses a greedy request's steps run and keep where greedy confirms them
-        self.speculate = drafter_of(speculate)
+        self.speculate = drafter_of(speculate, target=model)
         self.vocab = vocabulary(model.signature, generation)
         positions = generation.max_positions
         # A prompt needs one position at least (an encoder-decoder's decoder, its start ids), so the model's

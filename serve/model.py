@@ -300,4 +300,6 @@ class ServedModel:
                 batcher.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.generator is not None and hasattr(self.generator.speculate, "close"):
+            self.generator.speculate.close()  # a draft model (--speculate FILE), closed as the model is
         self.model.close()

@@ -2,7 +2,7 @@
 GroupQueryAttention decoder's buffer in place (--ort-attention), OpenVINO's state. One parametrised set: each form
 decodes transformers' greedy tokens alone and left-padded; rows join and leave a running decoding (a server's batch)
 and each gets its tokens alone; prompt lookup (speculative decoding: several positions a step, the rejected ones
-cut from the cache) gives greedy's tokens exactly in fewer steps. Planted faults, each caught by tokens that part
+cut from the cache) gives greedy's tokens exactly in fewer steps, and so does a draft model's guesses. Planted faults, each caught by tokens that part
 from greedy's, named by step: a cache truncated one position short, a row that leaves without its cache (the rows
 that stay read the wrong rows), a draft accepted past a mismatch."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ptx.export.module import export_module  # noqa: E402
 from ptx.infer import load  # noqa: E402
 from ptx.infer.model import generation  # noqa: E402
 from ptx.infer.model.generation import Batch, Decoding  # noqa: E402
-from ptx.infer.model.speculative import PromptLookup  # noqa: E402
+from ptx.infer.model.speculative import PromptLookup, draft_model  # noqa: E402
 from ptx.infer.runtime.cache import ArrayCache, Cache  # noqa: E402
 from test_generate import BUILDERS, PROMPTS, eager_generate  # noqa: E402
 
@@ -30,12 +30,23 @@ NEW = 20
 LOOP = [7, 21, 99, 4, 63, 12, 88, 30] * 3 + [7, 21, 99]
 
 
+def small_llama():
+    """A draft model for the tiny Llama: its vocabulary, one layer, other random weights."""
+    torch.manual_seed(1)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                      initializer_range=0.2, bos_token_id=None, eos_token_id=None)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache-forms")
     export_module(BUILDERS["llama"](), None, root / "plain", log=lambda _: None, formats=["onnx"])
     export_module(BUILDERS["llama"](), None, root / "placed", log=lambda _: None, formats=["onnx"], ort_attention=True)
-    return {"plain": root / "plain" / "model.onnx", "placed": root / "placed" / "model.onnx"}
+    export_module(small_llama(), None, root / "small", log=lambda _: None, formats=["onnx"])
+    return {"plain": root / "plain" / "model.onnx", "placed": root / "placed" / "model.onnx",
+            "small": root / "small" / "model.onnx"}
 
 
 @pytest.fixture(scope="module", params=list(FORMS))
@@ -117,6 +128,21 @@ def test_prompt_lookup_gives_greedy_s_tokens_in_fewer_steps(form):
     assert (rows.decode_steps == 40 - 1) == (form[0] == "in-place"), rows.decode_steps
     _, served = run_batch(form, [([LOOP], 40, 0, None), ([PROMPTS[0]], 30, 2, None)], PromptLookup())
     assert [d.tokens[0] for d in served] == [want, greedy(PROMPTS[0], 30)]
+
+
+def test_a_draft_model_gives_greedy_s_tokens_exactly(form, files):
+    """The model itself as its own draft (every guess kept: 5 tokens a step) and a smaller one of other weights (few
+    kept): greedy's tokens either way, the draft's cache cut back to what the target kept at each step."""
+    model = form[1]
+    for path, most_steps in ((files["plain"], 8), (files["small"], 39)):
+        drafter = draft_model(path, model)
+        try:
+            done = decoding(form, [PROMPTS[1]], 40, drafter).to_end()
+            rows = decoding(form, [LOOP, PROMPTS[1]], 24, drafter).to_end()
+        finally:
+            drafter.close()
+        assert done.tokens[0] == greedy(PROMPTS[1], 40) and done.decode_steps <= most_steps, done.decode_steps
+        assert rows.tokens == [greedy(LOOP, 24), greedy(PROMPTS[1], 24)]
 
 
 def _truncated_short(monkeypatch, form):

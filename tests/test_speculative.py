@@ -35,7 +35,7 @@ def test_prompt_lookup_guesses_what_followed_the_latest_longest_match():
     assert drafter.draft([1, 2, 3]) == [] and drafter.draft([4]) == []  # nothing seen before
     assert drafter.draft([1, 2, 1, 2, 9, 1, 2], limit=1) == [9]
     assert drafter_of(None) is None and isinstance(drafter_of("ngram"), PromptLookup)
-    with pytest.raises(Exception, match="--speculate draft: give ngram"):
+    with pytest.raises(Exception, match="--speculate draft: give ngram .* or a draft model's file"):
         drafter_of("draft")
 
 
@@ -52,8 +52,10 @@ def test_ptx_generate_speculate_gives_greedy_s_ids_and_text_in_fewer_steps(chat_
     alone = ptx("generate", file, "--prompt", REPEATED, "--max-new-tokens", "16")
     assert text.returncode == 0 and text.stdout == alone.stdout, text.stderr
     assert "--speculate ngram)" in text.stderr and " a step" in text.stderr, text.stderr
+    drafted = json.loads(ptx("generate", file, *ids, "--json", "--speculate", file).stdout)  # itself as its draft
+    assert drafted["prompts"][0]["new_ids"] == plain["prompts"][0]["new_ids"] and drafted["decode_steps"] <= 6
     refused = ptx("generate", file, *ids, "--speculate", "draft")
-    assert refused.returncode == 2 and "'draft' is not 'ngram'" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and "--speculate draft: give ngram" in refused.stderr, refused.stderr
 
 
 def test_ptx_bench_generate_times_speculation_beside_greedy(chat_export):

@@ -17,6 +17,7 @@ transformers' own ``generate()`` beside ptx's rows for a factory.
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -26,7 +27,7 @@ from ptx.contract.generation import Generation, of_metadata
 from ptx.errors import PtxError
 
 from ..model.generation import cache_bytes_per_position, decoding_need, no_cache, vocabulary
-from ..model.speculative import drafter_of
+from ..model.speculative import NGRAM, drafter_of, speculate_label
 from ..verify.tables import markdown_table, text_table
 from .wall import Bandwidth, bytes_per_token, device_bandwidth
 
@@ -300,15 +301,20 @@ def _time_rows(result: GenerationBench, target: Target, variant_target: Target, 
     """``variant``'s row (greedy), and where ``speculate`` names a drafter, a second row with its guesses: its
     tokens held to greedy's (a row that gave others is said in a note). A failure skips that row alone."""
     own, batch, greedy = model.generation, result.batch, None
-    for drafter in (None, *([drafter_of(speculate)] if speculate else [])):
-        label = variant.label + (f" --speculate {speculate}" if drafter is not None else "")
+    for guessing in (False, *([True] if speculate else [])):
+        label = variant.label + (f" --speculate {speculate_label(speculate)}" if guessing else "")
         try:
-            timed = time_decoding(model, prompts, result.new_tokens, result.repeats, progress,
-                                  f"{label} on {variant_target.path.name}", drafter)
+            drafter = drafter_of(speculate, target=model) if guessing else None  # a draft model: on this backend
+            try:
+                timed = time_decoding(model, prompts, result.new_tokens, result.repeats, progress,
+                                      f"{label} on {variant_target.path.name}", drafter)
+            finally:
+                if hasattr(drafter, "close"):
+                    drafter.close()
         except PtxError as exc:  # that row only: the others are timed
             result.skipped[label] = str(exc)
             continue
-        if drafter is None:
+        if not guessing:
             greedy = timed.tokens
         elif greedy is not None and timed.tokens != greedy:
             result.notes.append(f"{label}: its tokens differ from greedy's (a guess kept where greedy parts from it)")
@@ -319,7 +325,7 @@ def _time_rows(result: GenerationBench, target: Target, variant_target: Target, 
                             result.repeats, round(timed.spread, 2),
                             prefill_tokens_per_s=round(1000 * batch * decoded / timed.prefill_ms, 1),
                             encoder_ms=round(timed.encoder_ms, 3) if own.encoder is not None else None,
-                            tokens_per_step=round(timed.per_step, 2) if drafter is not None else None)
+                            tokens_per_step=round(timed.per_step, 2) if guessing else None)
         weights = weights_read(target, variant_target, variant)
         if weights is not None:  # what a step reads: the weights, and the cache at its mean length
             cache = cache_bytes_per_position(model.signature, own) * batch * (decoded + result.new_tokens / 2)
@@ -344,7 +350,8 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
     length, clipped = prompt_length_for(generation, new_tokens, prompt_length)
     result = GenerationBench(target.path.name, new_tokens, length, batch, repeats, seed,
                              notes=[clipped] if clipped else [], speculate=speculate)
-    drafter_of(speculate)  # an unknown drafter refused before any backend opens
+    if speculate is not None and speculate != NGRAM and not Path(speculate).is_file():
+        drafter_of(speculate)  # its one line, before any backend opens
     chosen = generation_variants(target, backends)
     traced = next((v.label for t, v in chosen if t.kind == "torchscript" and not v.unavailable()), None)
     result.eager = (f"eager: the traced module with its cache is the {traced} row; transformers' generate() itself: "

@@ -72,14 +72,16 @@ class Step:
     done: np.ndarray
     ahead: np.ndarray | None = None
     drafts: tuple = field(default=())
+    forced: bool = False  # the drafts were given (``Decoding.force``): all kept, the choice made after the last
 
 
 class Drafter(Protocol):
     """What guesses the tokens after each row's next one (infer/model/speculative.py): ``propose(histories,
-    limits)`` gives each row at most ``limits[row]`` token ids (its prompt and tokens so far in ``histories``,
-    the next token not yet among them: it is the guesses' first position's)."""
+    limits, owner)`` gives each row at most ``limits[row]`` token ids to follow its prompt and tokens so far
+    (``histories``, the last of them the next token the step runs first); ``owner``: the decoding whose rows they
+    are, the same at each of its steps (a drafter that keeps a state per row keys it so)."""
 
-    def propose(self, histories: Sequence[Sequence[int]], limits: Sequence[int]) -> list[list[int]]: ...
+    def propose(self, histories: Sequence[Sequence[int]], limits: Sequence[int], owner=None) -> list[list[int]]: ...
 
 
 # How a step's tokens are chosen: ``choose(logits [batch, vocab], history) -> ids [batch]``, where ``history``
@@ -178,6 +180,7 @@ class Decoding(Rows):
         self.index = 0  # the steps run
         self._ahead: np.ndarray | None = None  # the last step's logits [batch, positions, vocab], until taken
         self._drafts: list[list[int]] = [[] for _ in self.prompts]  # the guesses the last step ran
+        self._forced: list[list[int]] | None = None  # ids the next step runs after each row's next token, all kept
         self._next = np.full(batch, generation.pad, dtype=np.int64)  # each row's token for the next run
         self._kept = np.ones(batch, dtype=np.int64)  # the positions of the last run each row keeps
         self.prefill_s = self.decode_s = self.encode_s = 0.0
@@ -241,13 +244,16 @@ class Decoding(Rows):
         """Each running row's guesses for the next step, where a drafter is set and the cache runs them
         (``guessing``): at most as many as leave room for the token chosen after them within max_new_tokens."""
         self._drafts = [[] for _ in self.prompts]
+        if self._forced is not None:  # given ids run instead (force)
+            self._drafts = self._forced
+            return
         if self.speculate is None or not guessing:
             return
         limits = [0 if done else min(DRAFT_ROOM, self.max_new_tokens - len(t) - 1)
                   for done, t in zip(self.done, self.tokens)]
         if max(limits, default=0) <= 0:
             return
-        proposed = self.speculate.propose([h + [int(n)] for h, n in zip(self.history, self._next)], limits)
+        proposed = self.speculate.propose(self.history, limits, self)
         self._drafts = [[int(t) for t in guess[:limit]] for guess, limit in zip(proposed, limits)]
 
     def _fed(self, width: int) -> np.ndarray:
@@ -268,9 +274,10 @@ class Decoding(Rows):
         else:
             self.decode_s += seconds
         self._ahead = ahead
+        forced, self._forced = self._forced is not None, None
         drafts = tuple(tuple(d) for d in self._drafts)
         return Step(self.index, ahead[:, 0], self.done.copy(), ahead if ahead.shape[1] > 1 else None,
-                    drafts if any(drafts) else ())
+                    drafts if any(drafts) else (), forced and any(drafts))
 
     def _suppressed(self, logits: np.ndarray) -> np.ndarray:
         """``logits`` [batch, positions, vocab] with the ids the contract suppresses (at the first step, those it
@@ -331,7 +338,10 @@ class Decoding(Rows):
                 each(new)
             return [[] if t is None else [t] for t in new]
         batch = len(self.prompts)
-        counts = _confirmed(step.ahead, step.drafts) if step.drafts else np.ones(batch, dtype=np.int64)
+        if step.forced:  # every given id kept, then the choice after the last
+            counts = np.array([1 + len(d) for d in step.drafts], dtype=np.int64)
+        else:
+            counts = _confirmed(step.ahead, step.drafts) if step.drafts else np.ones(batch, dtype=np.int64)
         running = ~self.done
         if self.generation.position_ids is None and running.any():  # no positions to skip a row's let-go ones by
             counts[:] = counts[running].min()
@@ -339,7 +349,10 @@ class Decoding(Rows):
         taken: list[list[int]] = [[] for _ in range(batch)]
         for j in range(int(counts.max())):
             active = running & ~self.done & (counts > j) if j else running
-            new = self._keep_position(j, GREEDY(step.ahead[:, j], self.history), active)
+            chosen = GREEDY(step.ahead[:, j], self.history)
+            if step.forced:
+                chosen = np.array([d[j] if j < len(d) else c for d, c in zip(step.drafts, chosen)], dtype=np.int64)
+            new = self._keep_position(j, chosen, active)
             for row, token in enumerate(new):
                 if token is not None:
                     taken[row].append(token)
@@ -347,6 +360,34 @@ class Decoding(Rows):
                 each(new)
         self._end_step()
         return taken
+
+    def force(self, ids: Sequence[Sequence[int]]) -> None:
+        """The next step runs each row's ``ids`` after its next token, all kept as its tokens (teacher-forced, in
+        one run), and ``take`` chooses the token after the last of them: a draft model catching up with what its
+        target kept."""
+        if len(ids) != len(self.prompts) or self._ahead is not None or not self.index:
+            raise PtxError("force() gives each row's ids for the next step, between two steps after the first")
+        self._forced = [[int(t) for t in row] for row in ids]
+
+    def rewind(self, length: int) -> None:
+        """One row run alone: its prompt and tokens cut to their first ``length`` ids (its prompt at least), the last
+        of them its next token again, the positions after it let go from the cache (a draft model's guesses that
+        its target did not keep)."""
+        if len(self.prompts) != 1 or self.host is not self or self._ahead is not None or not self.index \
+                or self.finished:
+            raise PtxError("rewind() is for a decoding of one row run alone, between two of its steps")
+        kept = length - len(self.prompts[0])
+        if not 0 <= kept <= len(self.tokens[0]):
+            raise PtxError(f"rewind({length}): the row holds its prompt of {len(self.prompts[0])} ids and "
+                           f"{len(self.tokens[0])} tokens")
+        self._settle()
+        drop = len(self.tokens[0]) - kept
+        if drop:
+            self.cache.truncate(self.cache.length - drop)
+            self._mask = self._mask[:, :self.cache.length]
+            self._position = self._position - drop
+            del self.tokens[0][kept:], self.history[0][length:], self._margins[0][kept:], self._tops[0][kept:]
+            self._next[0] = self.history[0][-1]
 
     def _keep_position(self, j: int, chosen: np.ndarray, active: np.ndarray) -> list[int | None]:
         """Position ``j``'s ``chosen`` token appended to each ``active`` row (the record read off that position's

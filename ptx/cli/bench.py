@@ -41,9 +41,10 @@ from ptx.contract.verdict import in_one_line
               help="With --generate: the seeded prompt's tokens (default 32, clipped to the model's positions).")
 @click.option("--batch", type=click.IntRange(min=1), metavar="B",
               help="With --generate: prompts decoded together (default 1).")
-@click.option("--speculate", type=click.Choice(["ngram"]), metavar="ngram",
+@click.option("--speculate", metavar="ngram|FILE",
               help="With --generate: each backend timed again with speculative decoding (ngram: prompt lookup's "
-                   "guesses, kept where greedy confirms them), a row beside plain greedy's.")
+                   "guesses; FILE: a draft model's, a small LM exported by ptx with the model's tokenizer, run on the "
+                   "same backend), kept where greedy confirms them, a row beside plain greedy's.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,

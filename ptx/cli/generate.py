@@ -80,10 +80,11 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
                    "(model.int4.onnx, model.int8w.onnx; ptx export FILE --format onnx-int4 writes one).")
 @click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's and its generation "
                                                     "config's; none: run every step).")
-@click.option("--speculate", type=click.Choice(["ngram"]), metavar="ngram",
+@click.option("--speculate", metavar="ngram|FILE",
               help="Speculative decoding, greedy's tokens exactly: ngram guesses the next tokens from the prompt and "
-                   "answer (prompt lookup), and each step keeps the guesses greedy confirms (a sampled answer decodes "
-                   "as without it).")
+                   "answer (prompt lookup); FILE is a draft model (a small LM exported by ptx with the model's "
+                   "tokenizer) that guesses them; each step keeps the guesses greedy confirms (a sampled answer "
+                   "decodes as without it).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
 @IGNORE_METADATA_OPTION
@@ -109,7 +110,6 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     from ptx.contract.sampling import Sampling, SamplingError
     from ptx.extras import MissingExtraError
     from ptx.infer import load
-    from ptx.infer.model.speculative import drafter_of
     from ptx.infer.model.text import Text
 
     if not Path(file).is_file():
@@ -145,14 +145,13 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     _check_input(file, features is not None)  # before the load: a wrong option must not wait for the weights
     with load(file, backend=backend, device=device, precision=precision, ignore_metadata=ignore_metadata) as model:
         _check_grammar(model, words, sampling.grammar, _eos(eos), "--json-schema" if json_schema else "--regex")
-        drafter = drafter_of(speculate)
         answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json,
-                                    speculate=drafter)
+                                    speculate=speculate)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
     if decoded.encode_s:
         timing = {"encoder_ms": round(1000 * decoded.encode_s, 3), **timing}
-    if drafter is not None:
+    if speculate is not None:
         timing["decode_steps"] = decoded.decode_steps
     if as_json:
         doc = {"model": str(file), "backend": model.backend, "decoding": sampling.describe(), "prompts": [
@@ -272,9 +271,21 @@ def _encoded(words, prompt: str, chat: bool, system: str | None) -> list[int]:
     return words.chat([*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}])
 
 
-def _decoded(model, words, given, sampling, eos, stream: bool, speculate=None):
+def _decoded(model, words, given, sampling, eos, stream: bool, speculate: str | None = None):
     """(each prompt's Answer, or None without a tokenizer; the decoding's record). One answer as text is
-    printed as it comes, after its prompt's line head. ``speculate``: the drafter --speculate names."""
+    printed as it comes, after its prompt's line head. ``speculate``: --speculate (ngram, or a draft model's
+    file, opened here on the model's backend and closed after)."""
+    from ptx.infer.model.speculative import drafter_of
+
+    drafter = drafter_of(speculate, target=model)
+    try:
+        return _answered(model, words, given, sampling, eos, stream, drafter)
+    finally:
+        if hasattr(drafter, "close"):
+            drafter.close()
+
+
+def _answered(model, words, given, sampling, eos, stream: bool, speculate):
     if words is None:
         decoded = model.decode(given, sampling.max_new_tokens, eos, sampling, speculate=speculate)
         return [None] * len(given), decoded

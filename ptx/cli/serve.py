@@ -60,10 +60,11 @@ from ptx.contract.names import PRECISIONS, model_name
 @click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="New tokens one generate request may ask for at most (a model exported with its cache; its "
                    "positions bound it too).")
-@click.option("--speculate", type=click.Choice(["ngram"]), metavar="ngram",
+@click.option("--speculate", metavar="ngram|FILE",
               help="Speculative decoding for a model exported with its cache: a greedy request's steps run prompt "
-                   "lookup's guesses (ngram) and keep those greedy confirms: the same tokens, fewer steps where the "
-                   "answer repeats its prompt; sampled requests decode as without it.")
+                   "lookup's guesses (ngram) or a draft model's (FILE: a small LM exported by ptx with the model's "
+                   "tokenizer, on the model's backend) and keep those greedy confirms: the same tokens in fewer steps; "
+                   "sampled requests decode as without it.")
 @click.option("--name", "served_names", multiple=True, metavar="NAME",
               help="The name a model FILE is served as (default: the name `ptx export` recorded in it, the "
                    "--module factory's or export's --name, else the file's name without its suffix); repeat it "
