@@ -257,7 +257,7 @@ class DecoderSource(ExportSource):
         try:
             judged, _ = judge_decoding(model.run, model.signature, self.generation, self.reference,
                                        tolerance=self.tolerance(logits, model.device), encoder=model.encoder,
-                                       hold=model.runner.cache_holding())
+                                       cache=model.runner.new_cache(self.generation))
         except PtxError as exc:
             raise ValidationError(f"{where} does not decode with its cache: {exc}") from None
         failures = judged.failures()

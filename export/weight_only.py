@@ -89,7 +89,7 @@ def export_weight_only_decoder(path: Path, fmt, *, out=None, options: dict | Non
                 tolerance = default_tolerance(model.signature.output(generation.logits).dtype, model.device)
                 judged, _ = judge_decoding(model.run, model.signature, model.generation, reference,
                                            precision=fmt.precision, tolerance=tolerance, bounds=bounds,
-                                           hold=model.runner.cache_holding())
+                                           cache=model.runner.new_cache(model.generation))
             return [Evidence("generated", f"{len(prompts)} recorded prompts against {by}: {judged.summary()}",
                              judged.failures())]
 

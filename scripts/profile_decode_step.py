@@ -25,7 +25,7 @@ WARM_RUNS = 2  # the prompt's run and the first step: their allocations are not 
 
 def profile(path: Path, prompt_length: int, steps: int, folder: Path) -> dict:
     from ptx.infer import load
-    from ptx.infer.model.generation import vocabulary
+    from ptx.infer.model.decoding_memory import vocabulary
 
     os.environ["PTX_ORT_PROFILE"] = str(folder / path.stem)  # ptx's session options turn the profiler on
     try:

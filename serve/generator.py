@@ -1,7 +1,8 @@
 """A served model's generation (Triton's generate extension, serve/generate.py, and the OpenAI API,
 serve/text_answers.py): every request's decoding (ptx.infer.model.generation.Decoding: the prompts checked
-where it is made) runs in the model's one batch (ptx.infer.model.batch.Batch: continuous batching), on a
-thread of its own.
+where it is made) runs in the model's one batch (ptx.infer.model.generation.Batch, the multi-row decoding:
+continuous batching, its cache the runner's: IO binding, the in-place buffer, OpenVINO's state), on a thread of
+its own.
 
 A request joins at the next step: its prompts run (its prefill) between two steps of the batch, together
 with those of the requests that arrived meanwhile (up to PREFILL_TOKENS tokens, padded; a longer prompt
@@ -27,9 +28,11 @@ from typing import AsyncIterator, Callable, Sequence
 
 from ptx.contract.generation import Generation
 from ptx.errors import InputError
-from ptx.infer.model.batch import Apart, Batch
-from ptx.infer.model.generation import GREEDY, Choose, Decoding, Step, vocabulary
+from ptx.infer.model.batch import Apart
+from ptx.infer.model.decoding_memory import vocabulary
+from ptx.infer.model.generation import GREEDY, Batch, Choose, Decoding, Step
 from ptx.infer.model.model import Model
+from ptx.infer.model.speculative import drafter_of
 from ptx.infer.runtime.memory_plan import OutOfMemoryPlan
 
 from .tensors import RequestError
@@ -63,10 +66,13 @@ class _Ride:
         return len(self.decoding.prompts)
 
     def take(self, step: Step) -> None:
-        """The step's tokens chosen and appended, and what they say sent to the client."""
-        tokens = self.decoding.append(self.choose(step.logits, self.decoding.history))
-        for item in self.say(tokens):
-            self.emit(item)
+        """The step's tokens chosen and appended (drafts the choice confirms among them, one position after
+        another), and what each position's say sent to the client."""
+        def said(tokens: list[int | None]) -> None:
+            for item in self.say(tokens):
+                self.emit(item)
+
+        self.decoding.take(step, self.choose, said)
 
     def end(self, error: BaseException | None = None) -> None:
         if error is not None:
@@ -80,8 +86,10 @@ class Generator:
     ``events(decoding, choose, say)``; ``describe()`` for the model's metadata; ``close()``."""
 
     def __init__(self, name: str, model: Model, generation: Generation, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 choose: Choose = GREEDY, max_rows: int = DEFAULT_MAX_ROWS):
+                 choose: Choose = GREEDY, max_rows: int = DEFAULT_MAX_ROWS, speculate: str | None = None):
         self.name, self.model, self.generation, self.choose = name, model, generation, choose
+        # the drafter (--speculate) whose guesses a greedy request's steps run and keep where greedy confirms them
+        self.speculate = drafter_of(speculate, target=model)
         self.vocab = vocabulary(model.signature, generation)
         positions = generation.max_positions
         # A prompt needs one position at least (an encoder-decoder's decoder, its start ids), so the model's
@@ -103,7 +111,8 @@ class Generator:
         position ids (rows of different lengths cannot share its batch)."""
         if self.generation.encoder is not None or self.generation.position_ids is None:
             return Apart()
-        return Batch(self.model.runner.run, self.model.signature, self.generation)
+        # the runner's own cache: a served model keeps IO binding, the in-place buffer and OpenVINO's state
+        return Batch(None, self.model.signature, self.generation, cache=self.model.runner.new_cache(self.generation))
 
     def describe(self) -> dict:
         part = self.generation.encoder
@@ -131,7 +140,8 @@ class Generator:
             raise RequestError(f"{len(prompts)} prompts in one request: this server runs at most {max_prompts} together "
                                "(--max-batch-size); send them in several requests")
         try:  # the model's own decoding: an encoder-decoder's runs its encoder at the first step
-            return self.model.decoding(prompts, max_tokens, eos)
+            return self.model.decoding(prompts, max_tokens, eos,
+                                       speculate=self.speculate if self.choose is GREEDY else None)
         except InputError as exc:
             raise RequestError(str(exc)) from None
         except OutOfMemoryPlan as exc:  # its cache cannot fit beside what the server holds now: later, or less
@@ -263,6 +273,7 @@ class Generator:
             ride.end(exc)
             return
         if ride.decoding.finished:
+            self.batch.leave(ride.decoding)  # its rows' cache goes now, not at the next step
             ride.end()
         else:
             self._riding.append(ride)
@@ -288,6 +299,7 @@ class Generator:
                 ride.end(exc)
                 continue
             if ride.decoding.finished:
+                self.batch.leave(ride.decoding)  # its rows' cache goes now, not at the next step
                 self._riding.remove(ride)
                 ride.end()
 

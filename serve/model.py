@@ -77,12 +77,12 @@ class ServedModel:
     ``await infer(request)``, ``close()``."""
 
     def __init__(self, name: str, model: Model, batcher_options: dict, prepare_pool: Executor | None = None,
-                 on_batch=lambda rows: None, max_tokens: int = DEFAULT_MAX_TOKENS):
+                 on_batch=lambda rows: None, max_tokens: int = DEFAULT_MAX_TOKENS, speculate: str | None = None):
         self.name, self.model, self.options, self.prepare_pool = name, model, batcher_options, prepare_pool
         # A file exported with its key/value cache also answers Triton's generate extension (generate.py).
         generation = model.generation
-        self.generator = (Generator(name, model, generation, max_tokens, max_rows=batcher_options["max_batch_size"])
-                          if generation is not None else None)
+        self.generator = (Generator(name, model, generation, max_tokens, max_rows=batcher_options["max_batch_size"],
+                                    speculate=speculate) if generation is not None else None)
         # Its tokenizer and chat template beside the file: the OpenAI API (openai_routes.py) takes text. Without the
         # text extra the model still serves token ids, and the API says what to install.
         self.text, self.no_text = None, None
@@ -333,4 +333,6 @@ class ServedModel:
                 batcher.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.generator is not None and hasattr(self.generator.speculate, "close"):
+            self.generator.speculate.close()  # a draft model (--speculate FILE), closed as the model is
         self.model.close()

@@ -39,6 +39,7 @@ class ServeOptions:
     keep_alive_seconds: float = 5.0  # an idle kept-alive connection is closed after this
     max_connections: int = 2000  # open REST connections at most (lowered to fit the file limit)
     max_tokens: int = DEFAULT_MAX_TOKENS  # new tokens a generate request may ask for (and the model's positions allow)
+    speculate: str | None = None  # a drafter whose guesses greedy requests keep where greedy confirms them (ngram)
 
 
 class Service:
@@ -57,7 +58,8 @@ class Service:
         options = dict(max_batch_size=self.options.max_batch_size, max_delay_s=self.options.max_delay_ms / 1000,
                        workers=self.options.workers)
         served = ServedModel(name, model, options, self.prepare_pool,
-                             on_batch=self.metrics.batch_size.labels(name).observe, max_tokens=self.options.max_tokens)
+                             on_batch=self.metrics.batch_size.labels(name).observe, max_tokens=self.options.max_tokens,
+                             speculate=self.options.speculate)
         self.models[name] = served
         return served
 

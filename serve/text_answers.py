@@ -42,7 +42,7 @@ async def answers(served, prompts: list[list[int]], sampling: Sampling, n: int,
     answering = Answering(served.model, prompts, served.text, sampling, n=n,
                           on_text=lambda row, text: pieces.append(Piece(row, text, taken.pop(row, []))),
                           on_logprob=lambda row, entry: taken.setdefault(row, []).append(entry),
-                          prompt_logprobs=prompt_logprobs)
+                          prompt_logprobs=prompt_logprobs, speculate=served.generator.speculate)
 
     def say(tokens) -> list[Piece | Prompted]:  # on the generation thread, where a stop string ends its row
         first = answering.prompt_logprobs is None

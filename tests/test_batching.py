@@ -1,8 +1,9 @@
-"""Continuous batching (infer/model/batch.py, serve/generator.py): decodings that join a running batch
-between two steps and leave mid-way (done, or their client gone) each get the tokens they get alone, greedy
-(judged as verify judges, up to ties) and sampled with their seed; the cache never keeps padding the
-members do not need; a planted fault (a joining row's past shifted by one position) is caught by the same
-judgement; and the server's generator runs concurrent requests in one batch of at most max_rows rows."""
+"""Continuous batching (the multi-row Decoding, infer/model/generation.py's Batch; serve/generator.py): decodings
+that join a running batch between two steps and leave mid-way (done, or their client gone) each get the tokens
+they get alone, greedy (judged as verify judges, up to ties) and sampled with their seed; the cache (the runner's
+own) never keeps padding the members do not need; a planted fault (a joining row's past shifted by one position)
+is caught by the same judgement; and the server's generator runs concurrent requests in one batch of at most
+max_rows rows."""
 from __future__ import annotations
 
 import asyncio
@@ -55,7 +56,7 @@ def run_plan(model, plan, choose_of, together: bool = True):
     """Drive one Batch through ``plan`` (requests joining at the same step join together, in one prefill, where
     ``together``); each request's decoding, and the batch's past length after each step beside what its
     members needed."""
-    batch = Batch(model.runner.run, model.signature, model.generation)
+    batch = Batch(None, model.signature, model.generation, cache=model.runner.new_cache(model.generation))
     requests = [(at, model.decoding(prompts(model, lengths, seed=k), new, eos=()), choose_of(k), leave)
                 for k, (at, lengths, new, leave) in enumerate(plan)]
     lengths = []
@@ -72,7 +73,7 @@ def run_plan(model, plan, choose_of, together: bool = True):
                 batch.leave(decoding)
         steps = batch.step()
         if steps:
-            lengths.append((batch.past_length, max(d.past_length for d, _ in steps) + 1))
+            lengths.append((batch.cache.length, max(d.past_length for d, _ in steps)))
         for decoding, step in steps:
             chooser = next(c for _, d, c, _ in requests if d is decoding)
             decoding.append(chooser(step.logits, decoding.history))
@@ -129,18 +130,21 @@ def test_seeded_sampling_in_the_batch_draws_as_alone(model):
 
 
 def test_a_joining_row_s_past_shifted_by_one_position_is_caught(model, monkeypatch):
-    """A planted fault: each joiner's cache moved one position along the past axis when it joins. The judge
-    that passes the batch above names where the rows part, and no parting is a tie."""
-    handed, axis = Decoding.hand_over_past, model.generation.past_axis
+    """A planted fault: each joiner's cache moved one position along the past axis when it joins the batch's. The
+    judge that passes the batch above names where the rows part, and no parting is a tie."""
+    from ptx.infer.runtime.cache import Cache
 
-    def shifted(self):  # one position later than its mask says: a zero comes in first, its newest key is lost
+    added, axis = Cache.add, model.generation.past_axis
+
+    def shifted(self, other):  # one position later than its mask says: a zero comes in first, its newest key is lost
         def later(a):
             moved = np.zeros_like(a)
             moved[(slice(None),) * axis + (slice(1, None),)] = a[(slice(None),) * axis + (slice(None, -1),)]
             return moved
-        return {name: later(a) for name, a in handed(self).items()}
+        other.load({name: later(a) for name, a in other.arrays().items()})
+        return added(self, other)
 
-    monkeypatch.setattr(Decoding, "hand_over_past", shifted)
+    monkeypatch.setattr(Cache, "add", shifted)
     batched, _ = run_plan(model, PLAN, lambda k: GREEDY, together=False)
     monkeypatch.undo()
     parted = [partings(cut(own.steps, d.decoded().steps), d.decoded().steps)
@@ -210,6 +214,8 @@ def test_concurrent_requests_share_the_batch_and_each_gets_its_alone_tokens(mode
         generator.close()
     assert got == want
     assert max(rows) >= 3 and generator.batch.rows == 0  # they ran together; all left at their end
+    # the batch is the one decoding, its cache the runner's (ONNX Runtime's values, bound by IO binding), let go
+    assert type(generator.batch.cache).__name__ == "HeldCache" and generator.batch.cache.rows == 0
 
 
 def test_a_request_past_max_rows_waits_its_turn_and_a_client_gone_leaves(model):

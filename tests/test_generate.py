@@ -284,7 +284,7 @@ def test_a_decoding_whose_cache_cannot_fit_is_refused_in_one_line_before_its_fir
                                                                                         monkeypatch):
     """The cache of a batch of long decodings grows past the memory: refused where the decoding starts (library,
     CLI), not ended by the kernel once it has grown; a decoding that fits runs."""
-    from ptx.infer.model.generation import decoding_need
+    from ptx.infer.model.decoding_memory import decoding_need
     from ptx.infer.runtime import memory_plan
 
     model = load(exported["llama"][0])
@@ -326,7 +326,7 @@ def test_the_memory_plan_counts_the_prompt_s_logits_a_decoding_computes_and_keep
     position's whatever is asked."""
     from dataclasses import replace
 
-    from ptx.infer.model.generation import decoding_need
+    from ptx.infer.model.decoding_memory import decoding_need
     from ptx.infer.runtime import memory_plan
 
     model = load(exported["llama"][0])
@@ -455,7 +455,7 @@ def test_a_prompt_pass_wrong_but_at_its_last_position_fails_verify_naming_the_po
 def test_openvino_keeps_a_decoding_s_cache_in_its_variables_and_lets_it_go_at_the_end(exported, monkeypatch):
     """openvino runs a decoder in its stateful form (infer/runtime/openvino_state.py): after the prompt's run no
     present is copied out of OpenVINO (each stays in its request's variable, fed back as a HeldState), the tokens
-    are eager's, and the end of the decoding, or its cache handed to a batch, empties the variables; a run that
+    are eager's, and the end of the decoding, or its caller ending its one row, empties the variables; a run that
     feeds its past as arrays (verify's teacher forcing) answers as ort-cpu."""
     from ptx.infer.runtime import openvino_state
 
@@ -466,18 +466,19 @@ def test_openvino_keeps_a_decoding_s_cache_in_its_variables_and_lets_it_go_at_th
     model = load(exported["llama"][0], "openvino")
     decoding = model.decoding(PROMPTS[1], 12, eos=())
     decoding.next_tokens()
-    held = decoding._past
+    held = decoding.cache.feeds()
     assert held and all(isinstance(v, openvino_state.HeldState) for v in held.values()), held
     assert decoding.to_end().tokens[0] == eager_generate("llama", tuple(PROMPTS[1]), 12) and copied == []
     request = held["past_key_values.0.key"].request
     assert all(0 in v.state.shape or v.state.size == 0 for v in request.variables.values())  # let go
     with pytest.raises(PtxError, match="overwritten by a later run"):
         held["past_key_values.0.key"].numpy()
-    handed = model.decoding(PROMPTS[0], 12, eos=())
-    handed.next_tokens()
-    arrays = handed.hand_over_past()  # to a batch, which runs on arrays: the request's copy goes at once
-    request = handed._hold.run.args[0]
+    joined = model.decoding(PROMPTS[0], 12, eos=())
+    joined.next_tokens()
+    arrays = joined.cache.arrays()  # rows that join or leave a server's batch: the variables read out
+    request = joined.cache._request
     assert all(a.shape[2] == len(PROMPTS[0]) for a in arrays.values())
+    joined.end(0)  # done: the request's copy goes at once
     assert all(0 in v.state.shape or v.state.size == 0 for v in request.variables.values())
     fed = load(exported["llama"][0], "ort-cpu").run(fed_inputs(PROMPTS[0]))
     ran = model.run(fed_inputs(PROMPTS[0]))  # a run given its past as arrays: the model as written
@@ -520,7 +521,7 @@ def test_a_stateful_form_that_no_longer_compiles_is_one_model_run_error(exported
         raise RuntimeError("planted: the plugin refuses to compile")
     monkeypatch.setattr(runner.core, "compile_model", refused)
     with pytest.raises(ModelRunError, match="in its stateful form .*planted: the plugin refuses"):
-        runner._stateful()
+        runner.stateful_request()
     model.close()
 
 

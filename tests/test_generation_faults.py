@@ -203,13 +203,13 @@ def _recorded(tmp_path):
 def test_a_mask_bug_in_ptx_s_own_loop_fails_export_against_transformers_generate(tmp_path, monkeypatch):
     """The reference is not ptx's loop alone: a loop that ignores the padding of a left-padded batch (its mask all
     ones) parts from transformers' generate() on the padded prompts, and export says so in one line."""
-    from ptx.infer.model import generation
+    from ptx.infer.model import rows
 
     def unpadded(prompts, pad):
         ids, mask = real(prompts, pad)
         return ids, np.ones_like(mask)
-    real = generation.left_padded
-    monkeypatch.setattr(generation, "left_padded", unpadded)
+    real = rows.left_padded
+    monkeypatch.setattr(rows, "left_padded", unpadded)
     with pytest.raises(ValidationError, match=r"^ptx's decoding of the eager module parts from transformers .* "
                                               r"generate\(do_sample=False\): prompt 1 step 1: eager's logits put"):
         export_module(llama(), None, tmp_path / "lm", formats=["onnx"], exporter="legacy", log=lambda _: None)

@@ -2,7 +2,7 @@
 export/ort_attention.py), its cache kept in place. Exported from transformers' Llama (grouped heads) and GPT-2 (a
 key/value head per query head): one operator per layer, no Concat of a past; it decodes transformers' tokens
 alone and left-padded in one batch, through buffers the operator writes into (past and present bound to one
-array) and, fed the past apart, as any decoder (a batch of decodings); a planted fault in the operator's
+array) in a batch of decodings too, and, fed the past apart, as any decoder; a planted fault in the operator's
 inputs (its scale) is refused by export's judge; verify and bench leave out the runtimes that do not run it, and
 export refuses the formats of those runtimes in one line."""
 from __future__ import annotations
@@ -96,22 +96,27 @@ def test_in_place_and_the_past_fed_apart_give_the_same_logits(placed, monkeypatc
     instead (planted) leaves them as the prompt's run left them, and its logits part from the past fed apart."""
     _writes(monkeypatch, copies=fault)
     with load(placed["llama"][0]) as model:
-        def logits(hold):
-            decoding, seen = Decoding(model.run, model.signature, model.generation, PROMPTS, 6, eos=(), hold=hold), []
+        def logits(cache):
+            decoding, seen = Decoding(model.run, model.signature, model.generation, PROMPTS, 6, eos=(), cache=cache), []
             for step in decoding:
                 seen.append(step.logits.copy())
                 decoding.append(GREEDY(step.logits, decoding.history))
             return seen
 
-        kept, apart = logits(model.runner.cache_holding()), logits(None)
+        kept, apart = logits(model.runner.new_cache(model.generation)), logits(None)
     worst = max(float(np.abs(a - b).max()) for a, b in zip(kept, apart))
     assert (worst > 1e-2) if fault else (worst < 1e-5), worst
 
 
-def test_a_batch_of_decodings_feeds_the_past_apart_and_gets_each_one_s_tokens(placed):
+@pytest.mark.parametrize("in_place", [True, False])
+def test_a_batch_of_decodings_gets_each_one_s_tokens_in_place_and_fed_apart(placed, in_place):
+    """A server's batch: decodings joining (two together, one later) keep the buffer in place (the runner's cache),
+    and a batch whose cache is numpy arrays feeds the past apart, as any decoder: each gets its own tokens."""
     with load(placed["llama"][0]) as model:
         alone = [model.generate([p], max_new_tokens=8, eos=())[0] for p in PROMPTS]
-        batch = Batch(model.runner.run, model.signature, model.generation)
+        cache = model.runner.new_cache(model.generation) if in_place else None
+        batch = Batch(model.runner.run, model.signature, model.generation, cache=cache)
+        assert type(batch.cache).__name__ == ("PlacedCache" if in_place else "ArrayCache")
         decodings = [model.decoding([p], 8, eos=()) for p in PROMPTS]
         for decoding, first in zip(decodings[:2], batch.join_together(decodings[:2])):
             decoding.append(GREEDY(first.logits, None))

@@ -17,6 +17,7 @@ transformers' own ``generate()`` beside ptx's rows for a factory.
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -25,7 +26,9 @@ import numpy as np
 from ptx.contract.generation import Generation, of_metadata
 from ptx.errors import PtxError
 
-from ..model.generation import cache_bytes_per_position, decoding_need, no_cache, vocabulary
+from ..model.decoding_memory import cache_bytes_per_position, decoding_need, vocabulary
+from ..model.generation import no_cache
+from ..model.speculative import NGRAM, drafter_of, speculate_label
 from ..verify.tables import markdown_table, text_table
 from .wall import Bandwidth, bytes_per_token, device_bandwidth
 
@@ -60,6 +63,7 @@ class DecodingSpeed:
     wall_ms: float | None = None  # bytes_per_token over the bandwidth measured in the run: no step is faster
     of_wall: float | None = None  # wall_ms over decode_ms_per_token: the share of the read-bandwidth limit reached
     cache_bytes: int = 0  # of bytes_per_token, the cache's (at its mean length over the steps)
+    tokens_per_step: float | None = None  # with a drafter (--speculate): the tokens a step gave, its guesses kept
 
 
 @dataclass
@@ -79,6 +83,7 @@ class GenerationBench:
     prompt: str | None = None  # what each prompt is, where it is no seeded ids (an encoder's features)
     # the read bandwidth of each device's memory, measured in this run (wall.device_bandwidth), or why not
     walls: dict[str, Bandwidth | str] = field(default_factory=dict)
+    speculate: str | None = None  # the drafter timed beside plain greedy (--speculate), where one was
 
     def heading(self) -> str:
         prompt = self.prompt or f"a seeded prompt of {self.prompt_length} tokens"
@@ -109,6 +114,9 @@ class GenerationBench:
         if self.batch > 1:
             lines.append(f"tokens/s counts the new tokens of all {self.batch} prompts; ms/token is one step of the "
                          "batch")
+        for row in (r for r in self.rows if r.tokens_per_step is not None):
+            lines.append(f"{row.runner}: the drafter's guesses that greedy confirms kept, {row.tokens_per_step:.2f} "
+                         "tokens a step (the same tokens as greedy's row)")
         if encoder:
             lines.append("encoder ms: the encoder's run, once per decoding, apart from the decoder's prompt run (prefill) "
                          "and its steps")
@@ -124,7 +132,7 @@ class GenerationBench:
     def to_dict(self) -> dict:
         return {"model": self.name, "generate": {"new_tokens": self.new_tokens, "prompt_length": self.prompt_length,
                                                   "batch": self.batch, "repeats": self.repeats, "seed": self.seed,
-                                                  "eos": []},
+                                                  "eos": [], **({"speculate": self.speculate} if self.speculate else {})},
                 "rows": [asdict(r) for r in self.rows], "skipped": self.skipped, "notes": self.notes,
                 "eager": self.eager,
                 "walls": {device: {"not_measured": wall} if isinstance(wall, str) else asdict(wall)
@@ -215,24 +223,40 @@ def generation_variants(target: Target, backends: Sequence[str] | None) -> list[
     return sorted(every, key=lambda tv: tv[1].backend.needs_torch)  # stable: the registry's order within each
 
 
+@dataclass
+class Timed:
+    """``time_decoding``'s medians: the prompt's run (ms), a token of every prompt after it (ms, and such tokens per
+    second), the slowest decoding over the fastest, the encoder's run (ms); the last decoding's tokens, and the
+    tokens a step gave (more than 1 where it kept a drafter's guesses)."""
+
+    prefill_ms: float
+    token_ms: float
+    tokens_per_s: float
+    spread: float
+    encoder_ms: float
+    tokens: list
+    per_step: float
+
+
 def time_decoding(model, prompts: list[list[int]], new_tokens: int, repeats: int,
-                  progress: Callable[[str], None], label: str) -> tuple[float, float, float, float, float]:
-    """(prefill ms, decode ms per step, steps per second, spread, encoder ms): medians over ``repeats`` greedy
-    decodings of ``prompts`` after one untimed, every step run (eos=())."""
+                  progress: Callable[[str], None], label: str, speculate=None) -> Timed:
+    """Medians over ``repeats`` greedy decodings of ``prompts`` after one untimed, every step run (eos=()), with
+    ``speculate``'s guesses kept where greedy confirms them (a step then gives more than one token)."""
     progress(f"{label}: warm-up decoding of {new_tokens} tokens")
-    model.decode(prompts, new_tokens, eos=())
-    prefill, per_step, encode = [], [], []
+    model.decode(prompts, new_tokens, eos=(), speculate=speculate)
+    prefill, per_token, encode, steps = [], [], [], 0
     for k in range(repeats):
         progress(f"{label}: decoding {k + 1} of {repeats}")
-        decoded = model.decode(prompts, new_tokens, eos=())
+        decoded = model.decode(prompts, new_tokens, eos=(), speculate=speculate)
         if decoded.decode_steps < 1:
             raise PtxError(f"{label} decoded {len(decoded.tokens[0])} token(s) where {new_tokens} were asked")
         prefill.append(decoded.prefill_s)
-        per_step.append(decoded.decode_s / decoded.decode_steps)
+        per_token.append(decoded.decode_s / decoded.decode_tokens)
         encode.append(decoded.encode_s)
-    step = statistics.median(per_step)
-    return (1000 * statistics.median(prefill), 1000 * step, 1 / step, max(per_step) / min(per_step),
-            1000 * statistics.median(encode))
+        steps = decoded.decode_steps
+    token = statistics.median(per_token)
+    return Timed(1000 * statistics.median(prefill), 1000 * token, 1 / token, max(per_token) / min(per_token),
+                 1000 * statistics.median(encode), decoded.tokens, decoded.decode_tokens / steps)
 
 
 def weights_read(target: Target, variant_target: Target, variant: Variant) -> int | None:
@@ -256,15 +280,69 @@ def against_wall(row: DecodingSpeed, wall: Bandwidth | str | None) -> None:
     row.of_wall = round(row.wall_ms / row.decode_ms_per_token, 3)
 
 
+def _prompts(result: GenerationBench, model, generation: Generation):
+    """The prompts every row decodes (seeded_inputs), said in ``result``, and the memory they need planned."""
+    from ..runtime.memory_plan import shortfall
+
+    batch, length, new_tokens = result.batch, result.prompt_length, result.new_tokens
+    prompts = seeded_inputs(model, generation, batch, length, result.seed)
+    if isinstance(prompts, np.ndarray):
+        result.prompt = f"seeded features {'x'.join(map(str, prompts.shape[1:]))}"
+    elif generation.encoder is not None:
+        result.prompt = f"a seeded source of {length} tokens"
+    why = shortfall(f"decoding {batch} prompt{'s' * (batch != 1)} of {length} tokens and {new_tokens} new ones",
+                    decoding_need(model.signature, generation, batch, length, new_tokens))
+    if why:
+        raise PtxError(f"{why}: give a smaller --batch, --prompt-length or --generate")
+    return prompts
+
+
+def _time_rows(result: GenerationBench, target: Target, variant_target: Target, variant: Variant, model, prompts,
+               speculate: str | None, progress: Callable[[str], None]) -> None:
+    """``variant``'s row (greedy), and where ``speculate`` names a drafter, a second row with its guesses: its
+    tokens held to greedy's (a row that gave others is said in a note). A failure skips that row alone."""
+    own, batch, greedy = model.generation, result.batch, None
+    for guessing in (False, *([True] if speculate else [])):
+        label = variant.label + (f" --speculate {speculate_label(speculate)}" if guessing else "")
+        try:
+            drafter = drafter_of(speculate, target=model) if guessing else None  # a draft model: on this backend
+            try:
+                timed = time_decoding(model, prompts, result.new_tokens, result.repeats, progress,
+                                      f"{label} on {variant_target.path.name}", drafter)
+            finally:
+                if hasattr(drafter, "close"):
+                    drafter.close()
+        except PtxError as exc:  # that row only: the others are timed
+            result.skipped[label] = str(exc)
+            continue
+        if not guessing:
+            greedy = timed.tokens
+        elif greedy is not None and timed.tokens != greedy:
+            result.notes.append(f"{label}: its tokens differ from greedy's (a guess kept where greedy parts from it)")
+        # an encoder-decoder's decoder runs its start ids first (its source is the encoder's, run apart)
+        decoded = len(own.encoder.start) if own.encoder is not None else result.prompt_length
+        row = DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
+                            round(timed.prefill_ms, 3), round(timed.token_ms, 4), round(batch * timed.tokens_per_s, 1),
+                            result.repeats, round(timed.spread, 2),
+                            prefill_tokens_per_s=round(1000 * batch * decoded / timed.prefill_ms, 1),
+                            encoder_ms=round(timed.encoder_ms, 3) if own.encoder is not None else None,
+                            tokens_per_step=round(timed.per_step, 2) if guessing else None)
+        weights = weights_read(target, variant_target, variant)
+        if weights is not None:  # what a step reads: the weights, and the cache at its mean length
+            cache = cache_bytes_per_position(model.signature, own) * batch * (decoded + result.new_tokens / 2)
+            row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
+        result.rows.append(row)
+
+
 def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | None = None, batch: int = 1,
                      repeats: int = DEFAULT_REPEATS, backends: Sequence[str] | None = None, seed: int = 0,
-                     progress: Callable[[str], None] = lambda _: None) -> GenerationBench:
+                     progress: Callable[[str], None] = lambda _: None, speculate: str | None = None) -> GenerationBench:
     """Time greedy decoding of ``new_tokens`` on every backend ``backends`` pick (default: all that open
     ``target``'s file, and the TorchScript file with its cache beside an ONNX one), one backend open at a
-    time: ``bench_generation(Target.of("lm/model.onnx"), 128)``. A file without a cache, or a prompt
+    time: ``bench_generation(Target.of("lm/model.onnx"), 128)``. ``speculate`` (``ngram``): each backend timed
+    again with that drafter's guesses, a row of its own beside plain greedy's. A file without a cache, or a prompt
     that with ``new_tokens`` passes the model's positions, is one PtxError."""
     from ..model.target import Skip, require_targets
-    from ..runtime.memory_plan import shortfall
 
     generation = file_generation(target)  # a tutorial model's name is refused before its run is looked for
     require_targets("bench", target)
@@ -272,7 +350,9 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
         raise PtxError("--batch, --prompt-length and --rounds are whole numbers of at least 1")
     length, clipped = prompt_length_for(generation, new_tokens, prompt_length)
     result = GenerationBench(target.path.name, new_tokens, length, batch, repeats, seed,
-                             notes=[clipped] if clipped else [])
+                             notes=[clipped] if clipped else [], speculate=speculate)
+    if speculate is not None and speculate != NGRAM and not Path(speculate).is_file():
+        drafter_of(speculate)  # its one line, before any backend opens
     chosen = generation_variants(target, backends)
     traced = next((v.label for t, v in chosen if t.kind == "torchscript" and not v.unavailable()), None)
     result.eager = (f"eager: the traced module with its cache is the {traced} row; transformers' generate() itself: "
@@ -302,32 +382,8 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
                 result.skipped[label] = f"{variant_target.path.name} carries no cache"
                 continue
             if prompts is None:  # the same prompts for every row, made once the vocabulary is known
-                prompts = seeded_inputs(model, own, batch, length, seed)
-                if isinstance(prompts, np.ndarray):
-                    result.prompt = f"seeded features {'x'.join(map(str, prompts.shape[1:]))}"
-                elif own.encoder is not None:
-                    result.prompt = f"a seeded source of {length} tokens"
-                why = shortfall(f"decoding {batch} prompt{'s' * (batch != 1)} of {length} tokens and {new_tokens} "
-                                "new ones", decoding_need(model.signature, own, batch, length, new_tokens))
-                if why:
-                    raise PtxError(f"{why}: give a smaller --batch, --prompt-length or --generate")
-            try:
-                prefill_ms, step_ms, steps_per_s, spread, encoder_ms = time_decoding(
-                    model, prompts, new_tokens, repeats, progress, f"{label} on {variant_target.path.name}")
-            except PtxError as exc:  # that row only: the others are timed
-                result.skipped[label] = str(exc)
-                continue
-            # an encoder-decoder's decoder runs its start ids first (its source is the encoder's, run apart)
-            decoded = len(own.encoder.start) if own.encoder is not None else length
-            row = DecodingSpeed(label, variant.device, variant.precision, variant_target.path.name,
-                                round(prefill_ms, 3), round(step_ms, 4), round(batch * steps_per_s, 1), repeats,
-                                round(spread, 2), prefill_tokens_per_s=round(1000 * batch * decoded / prefill_ms, 1),
-                                encoder_ms=round(encoder_ms, 3) if own.encoder is not None else None)
-            weights = weights_read(target, variant_target, variant)
-            if weights is not None:  # what a step reads: the weights, and the cache at its mean length
-                cache = cache_bytes_per_position(model.signature, own) * batch * (decoded + new_tokens / 2)
-                row.bytes_per_token, row.cache_bytes = int(weights + cache), int(cache)
-            result.rows.append(row)
+                prompts = _prompts(result, model, own)
+            _time_rows(result, target, variant_target, variant, model, prompts, speculate, progress)
     for device, before in result.walls.items():  # a device's limit is the higher of two: a busy machine lowers either
         if isinstance(before, Bandwidth):
             after = device_bandwidth(device)

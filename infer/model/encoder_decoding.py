@@ -25,7 +25,8 @@ from ptx.contract.generation import Encoder, Generation, check_prompts
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
-from .generation import Decoding, Run, Step, no_cache, vocabulary
+from .decoding_memory import vocabulary
+from .generation import Decoding, Run, Step, no_cache
 
 
 class EncoderRunner(NamedTuple):
@@ -73,7 +74,7 @@ class EncoderDecoding(Decoding):
 
     def step(self) -> Step:
         """The encoder's run first (once, timed apart as ``encode_s``), then the decoder's, as Decoding's."""
-        if self._cross is None and self._logits is None and not self.finished:
+        if self._cross is None and self._ahead is None and not self.finished:
             start = time.perf_counter()
             out = self._encode(self._encoder_feeds)
             self._cross = {fed: out[answered] for answered, fed in self.encoder.cross}
@@ -82,8 +83,8 @@ class EncoderDecoding(Decoding):
             self.encode_s = time.perf_counter() - start
         return super().step()
 
-    def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return super().forward({**feeds, **self._cross})
+    def _run(self, cache, feeds: dict[str, np.ndarray]):
+        return super()._run(cache, {**feeds, **self._cross})
 
     def _release(self) -> None:
         super()._release()

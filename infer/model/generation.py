@@ -1,7 +1,8 @@
-"""Decoding over any runner of a decoder file, once for every backend: a step object the caller pulls,
-in the shape of onnxruntime-genai's Generator (append tokens, generate the next, ask whether it is done).
+"""Decoding over any runner of a decoder file, once for every backend: a step object the caller pulls, in the
+shape of onnxruntime-genai's Generator (append tokens, generate the next, ask whether it is done).
 
-    decoding = Decoding(model.run, model.signature, model.generation, prompts, max_new_tokens=16)
+    decoding = Decoding(model.run, model.signature, model.generation, prompts, max_new_tokens=16,
+                        cache=model.runner.new_cache(model.generation))
     for step in decoding:                  # the prompt's run (prefill) first, then one run per new token
         tokens = GREEDY(step.logits, decoding.history)  # a sampler (chooser_of), or the reference's tokens
         decoding.append(tokens)            # a prompt that ends (an end-of-sequence id) is done
@@ -13,32 +14,41 @@ decoding is made, as is the refusal of a file exported without its cache.
 
 Several prompts of different lengths go in one batch, left-padded: their attention mask is 0 over the
 padding and their positions count only the tokens they have, so each prompt's tokens are those it
-would get alone (up to ties). The first step's past is empty (length 0); each run's present key/values
-are the next run's past (``Decoding.forward``), held where the runtime made them where the runner can
-(ONNX Runtime's OrtValues through IO binding: ``hold``, the runner's cache_holding()); a decoder whose
-attention is ONNX Runtime's GroupQueryAttention (exported with --ort-attention) keeps each layer's cache in one
-buffer the operator writes each step into, where the runner writes in place (ort-cpu). numpy only: the ONNX
-Runtime and OpenVINO paths never import torch; eager (a module exported with its cache) is a runner like
+would get alone (up to ties). The cache is one object the runner makes (infer/runtime/cache.py: numpy arrays,
+ONNX Runtime's OrtValues, a GroupQueryAttention decoder's buffer in place, OpenVINO's state); the decoding asks
+it to run, to take rows in and let them go, to fit and to truncate, and never knows its form. numpy only: the
+ONNX Runtime and OpenVINO paths never import torch; eager (a module exported with its cache) is a runner like
 the others.
+
+The decoding is multi-row, its rows joining and leaving (continuous batching: a server's requests, each its own
+Decoding of its prompts, join one Decoding that runs them all; ``Batch`` is that decoding, with no prompts of its
+own): a joiner's prompts run alone (its prefill, from an empty cache of the same form) and its cache joins the
+others' at the longer past length, the shorter left-padded with zeros its mask hides; a member that is done or
+that leaves takes its rows out, and the past is cut where no row needs its oldest positions.
+
+A step may run more than one position per row (``Step.ahead``): each row's next token and the tokens a drafter
+(``speculate``: infer/model/speculative.py) guesses after it; ``take(step, choose)`` keeps the guesses the choice
+confirms and the choice after them, and the positions not kept are cut from the cache before the next run (a row
+that kept fewer than another has them hidden by its mask), so the tokens are the choice's exactly.
 
 An encoder-decoder's decoding (infer/model/encoder_decoding.py) is this one, its encoder run once where
 the first step runs and the cross-attention past it answers fed to every step.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ptx.contract.generation import Generation, Steps, check_prompts, left_padded, positions
+from ptx.contract.generation import Generation, Steps, check_prompts
 from ptx.contract.sampling import Chooser, Sampling
 from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
-from ..runtime import memory_plan
-from ..runtime.runner import Holding, as_array
+from ..runtime.cache import ArrayCache, Cache, empty_past  # noqa: F401 - empty_past: export's feeds read it here
+from .decoding_memory import require_decoding_room, vocabulary
+from .rows import DRAFT_ROOM, Rows, _running
 
 Run = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -51,13 +61,27 @@ def no_cache(what: str) -> PtxError:
 
 @dataclass(frozen=True)
 class Step:
-    """One run of the decoder: ``index`` (0: the prompt's run), the last position's ``logits``
-    [batch, vocab], and ``done`` [batch]: the prompts that had ended before it (their rows run on,
-    unread). Read-only: the decoding keeps ``logits`` until the step's tokens are appended."""
+    """One run of the decoder: ``index`` (0: the prompt's run), the next token's ``logits`` [batch, vocab], and
+    ``done`` [batch]: the prompts that had ended before it (their rows run on, unread). Where drafts were run
+    after each row's next token (``drafts``: each row's, [] for none), ``ahead`` [batch, 1 + longest draft, vocab]
+    holds the logits after the next token and after each draft (``ahead[:, 0]`` is ``logits``). Read-only: the
+    decoding keeps them until the step's tokens are taken."""
 
     index: int
     logits: np.ndarray
     done: np.ndarray
+    ahead: np.ndarray | None = None
+    drafts: tuple = field(default=())
+    forced: bool = False  # the drafts were given (``Decoding.force``): all kept, the choice made after the last
+
+
+class Drafter(Protocol):
+    """What guesses the tokens after each row's next one (infer/model/speculative.py): ``propose(histories,
+    limits, owner)`` gives each row at most ``limits[row]`` token ids to follow its prompt and tokens so far
+    (``histories``, the last of them the next token the step runs first); ``owner``: the decoding whose rows they
+    are, the same at each of its steps (a drafter that keeps a state per row keys it so)."""
+
+    def propose(self, histories: Sequence[Sequence[int]], limits: Sequence[int], owner=None) -> list[list[int]]: ...
 
 
 # How a step's tokens are chosen: ``choose(logits [batch, vocab], history) -> ids [batch]``, where ``history``
@@ -89,7 +113,7 @@ def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None,
 class Decoded:
     """A decoding: each prompt's new tokens (up to and with the end-of-sequence id where one came), the
     record the judge compares (tokens and top-2 margins), and its time: the prompt's run and the steps
-    after it (``decode_s`` over ``decode_steps`` runs of the whole batch), and an encoder-decoder's encoder
+    after it (``decode_s`` over ``decode_steps`` runs of the whole batch, which gave ``decode_tokens``), and an encoder-decoder's encoder
     run apart (``encode_s``, before the prompt's run; 0 for a causal LM)."""
 
     tokens: list[list[int]]
@@ -100,59 +124,65 @@ class Decoded:
     encode_s: float = 0.0
 
     @property
+    def decode_tokens(self) -> int:
+        """The tokens the steps after the prompt's run gave the longest answer: as many as the steps, one a step,
+        or more where a step kept drafts."""
+        return max((len(t) - 1 for t in self.tokens), default=0)
+
+    @property
     def decode_ms_per_token(self) -> float | None:
-        return 1000 * self.decode_s / self.decode_steps if self.decode_steps else None
+        """Milliseconds per token of every prompt after the prompt's run (a step's, where each step gives one)."""
+        return 1000 * self.decode_s / self.decode_tokens if self.decode_tokens > 0 else None
 
 
-class Decoding:
+class Decoding(Rows):
     """The decoding of ``prompts`` (token id lists; one prompt may be given flat) for at most
     ``max_new_tokens`` each through ``run`` (a runner's: {name: array} -> {name: array}) of a decoder whose
-    tensors ``generation`` names (None: the model has no cache, refused in one line naming ``name``). A
-    prompt ends at an id of ``eos`` (default: the file's; ``()`` runs every step) or at its last token.
+    tensors ``generation`` names (None: the model has no cache, refused in one line naming ``name``), its cache
+    ``cache`` (the runner's new_cache(); default numpy arrays through ``run``). A prompt ends at an id of ``eos``
+    (default: the file's; ``()`` runs every step) or at its last token. ``speculate``: a Drafter whose guesses
+    each step runs after each row's next token (for a greedy choice: sampled rows keep the first position only).
 
     ``step()`` runs the decoder on what is pending and returns its Step; ``append(tokens)`` gives one token
     per prompt for it (ignored for a prompt already done) and returns each prompt's new token (None where
-    it had ended); iterating yields steps until every prompt is done; ``end(row)`` ends one prompt where
-    its caller says (a stop string). ``next_tokens(choose)`` and ``to_end(choose)`` pull with a Choose
-    (GREEDY by default). ``tokens``, ``history``, ``done``, the time (``prefill_s``, ``decode_s``) and
-    ``decoded()`` say where it stands."""
+    it had ended); ``take(step, choose)`` chooses them, keeping the drafts the choice confirms; iterating yields
+    steps until every prompt is done; ``end(row)`` ends one prompt where its caller says (a stop string).
+    ``next_tokens(choose)`` and ``to_end(choose)`` pull with a Choose (GREEDY by default). ``tokens``,
+    ``history``, ``done``, the time (``prefill_s``, ``decode_s``) and ``decoded()`` say where it stands.
 
-    def __init__(self, run: Run, signature: Signature, generation: Generation | None, prompts,
+    Other decodings join this one (``join``, ``join_together``: their prompts' run, then their rows run in this
+    one's steps, ``steps()``), and ``leave`` it; ``members`` are the decodings whose rows it runs, in row order."""
+
+    def __init__(self, run: Run | None, signature: Signature, generation: Generation | None, prompts,
                  max_new_tokens: int, eos: Sequence[int] | None = None, *, name: str = "the model",
-                 keep_prompt_logits: bool = False, hold: Holding | None = None):
+                 keep_prompt_logits: bool = False, cache: Cache | None = None, speculate: Drafter | None = None):
         if generation is None:
             raise no_cache(name)
-        self.generation, self.signature, self._run = generation, signature, run
-        # where the runner holds its cache in its runtime (cache_holding), each present stays there as the next past
-        if hold is not None and not isinstance(hold, Holding):  # a runner's run_holding, as callers gave it before
-            hold = Holding(hold)
-        self._hold, self._presents = hold, [present for _, present in generation.cache]
-        self._buffers: dict[str, np.ndarray] | None = None  # a GroupQueryAttention decoder's cache, kept in place
+        self.generation, self.signature = generation, signature
+        self.cache = cache if cache is not None else ArrayCache(run, signature, generation)
         self.vocab = vocabulary(signature, generation)
-        self.prompts = check_prompts(prompts, self.vocab, max_new_tokens, generation.max_positions)
+        self.prompts = [] if prompts is None else check_prompts(prompts, self.vocab, max_new_tokens,
+                                                                generation.max_positions)
         if generation.position_ids is None and generation.encoder is None and len({len(p) for p in self.prompts}) > 1:
             raise InputError(f"{name} takes no position ids, so prompts of different lengths cannot share a batch (left "
                              "padding would move their positions): decode them one at a time")
         self.max_new_tokens = int(max_new_tokens)
-        _require_decoding_room(signature, generation, self.prompts, self.max_new_tokens, keep_prompt_logits)
+        if self.prompts:
+            require_decoding_room(signature, generation, self.prompts, self.max_new_tokens, keep_prompt_logits)
         self.eos = frozenset(generation.eos if eos is None else (int(e) for e in eos))
+        self.speculate = speculate
         batch = len(self.prompts)
-        ids, self._mask = left_padded(self.prompts, generation.pad)
-        position = positions(self._mask)
-        self._pending = self._feeds(ids, position)
-        self._next_position = position[:, -1:] + 1
-        self._past = empty_past(signature, generation, batch)
-        if generation.in_place and hold is not None and hold.in_place:
-            reach = self._mask.shape[1] + self.max_new_tokens
-            self._buffers = in_place_buffers(self._past, generation.past_axis, reach)
-        self.batched = False  # its cache handed over to a batch (hand_over_past), which runs its rows
         self.tokens: list[list[int]] = [[] for _ in self.prompts]
         self.history: list[list[int]] = [list(p) for p in self.prompts]
         self._margins: list[list[float]] = [[] for _ in self.prompts]
         self._tops: list[list[float]] = [[] for _ in self.prompts]
         self.done = np.zeros(batch, dtype=bool)
         self.index = 0  # the steps run
-        self._logits: np.ndarray | None = None  # the last step's, until its tokens are appended
+        self._ahead: np.ndarray | None = None  # the last step's logits [batch, positions, vocab], until taken
+        self._drafts: list[list[int]] = [[] for _ in self.prompts]  # the guesses the last step ran
+        self._forced: list[list[int]] | None = None  # ids the next step runs after each row's next token, all kept
+        self._next = np.full(batch, generation.pad, dtype=np.int64)  # each row's token for the next run
+        self._kept = np.ones(batch, dtype=np.int64)  # the positions of the last run each row keeps
         self.prefill_s = self.decode_s = self.encode_s = 0.0
         # the prompt's run's logits at every position [batch, positions, vocab], for a judge that reads the
         # prompt's own positions (infer/model/generation_check.py asks with keep_prompt_logits); not kept unless
@@ -160,120 +190,124 @@ class Decoding:
         # file takes logits_to_keep (Generation.kept_logits)
         self.keep_prompt_logits = keep_prompt_logits
         self.prompt_logits: np.ndarray | None = None
+        # as the decoding that runs rows (its own, and those of the decodings that joined it)
+        self.host = self  # the decoding whose steps run this one's rows
+        self.members: list[Decoding] = []
+        self._mask = np.zeros((0, 0), dtype=np.int64)  # [rows, cache length]: 0 over padding and positions let go
+        self._position = np.zeros(0, dtype=np.int64)  # each row's next position
+        self._width = 0  # the positions each row was fed at the last run, until its members took their tokens
+        self._leaving: list[Decoding] = []
 
     @property
     def finished(self) -> bool:
         """Every prompt is done: nothing is left to pull."""
         return bool(self.done.all())
 
+    @property
+    def rows(self) -> int:
+        """The rows the next step runs: its members' still running."""
+        return sum(len(d.prompts) for d in self.members if _running(d, self._leaving))
+
+    @property
+    def past_length(self) -> int:
+        """The positions of cache this decoding's rows attend to at the next run (left padding among them)."""
+        host = self.host
+        if self not in host.members:
+            return 0
+        start = sum(len(d.prompts) for d in host.members[:host.members.index(self)])
+        kept = host._mask[start:start + len(self.prompts)].any(axis=0)
+        return int(len(kept) - kept.argmax()) if kept.any() else 0
+
     def __iter__(self) -> Iterator[Step]:
         while not self.finished:
             yield self.step()
 
     def step(self) -> Step:
-        """Run the decoder once: the prompts (the first step) or the tokens appended last, with the cache."""
+        """Run the decoder once: the prompts (the first step) or each row's next token (and its drafts), with the
+        cache."""
         self._check_runnable()
-        start = time.perf_counter()
-        logits = self.forward(self._pending)
-        return self.ran(logits, time.perf_counter() - start)
+        if self.host is not self:
+            raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (its steps())")
+        if not self.index:
+            return self._prefill([self])[0]
+        (_, step), = self.steps()
+        return step
 
     def _check_runnable(self) -> None:
-        if self._logits is not None:
+        if self._ahead is not None:
             raise PtxError(f"step {self.index} has no tokens yet: append() them before the next step")
         if self.finished:
             raise PtxError(f"the decoding is done (after {self.index} steps): nothing is left to run")
 
-    def ran(self, logits: np.ndarray, seconds: float) -> Step:
-        """The step whose run gave ``logits`` [batch, vocab] for the pending feeds, in ``seconds``: this
-        decoding's own run (``step``), or its rows of a batch's (infer/model/batch.py). Append its tokens next."""
-        self._check_runnable()
-        logits = self._suppressed(logits)
+    # -- its own rows ---------------------------------------------------------------------------------------------------
+    def _draft(self, guessing: bool = True) -> None:
+        """Each running row's guesses for the next step, where a drafter is set and the cache runs them
+        (``guessing``): at most as many as leave room for the token chosen after them within max_new_tokens."""
+        self._drafts = [[] for _ in self.prompts]
+        if self._forced is not None:  # given ids run instead (force)
+            self._drafts = self._forced
+            return
+        if self.speculate is None or not guessing:
+            return
+        limits = [0 if done else min(DRAFT_ROOM, self.max_new_tokens - len(t) - 1)
+                  for done, t in zip(self.done, self.tokens)]
+        if max(limits, default=0) <= 0:
+            return
+        proposed = self.speculate.propose(self.history, limits, self)
+        self._drafts = [[int(t) for t in guess[:limit]] for guess, limit in zip(proposed, limits)]
+
+    def _fed(self, width: int) -> np.ndarray:
+        """Each row's ids for a run of ``width`` positions [batch, width]: its next token, its drafts, then the pad
+        id (a done row runs on that, unread)."""
+        ids = np.full((len(self.prompts), width), self.generation.pad, dtype=np.int64)
+        for row, (token, drafts) in enumerate(zip(self._next, self._drafts)):
+            if not self.done[row]:
+                ids[row, 0] = token
+                ids[row, 1:1 + len(drafts)] = drafts
+        return ids
+
+    def _ran(self, logits: np.ndarray, seconds: float) -> Step:
+        """The step whose run gave ``logits`` [batch, positions, vocab] for this decoding's rows, in ``seconds``."""
+        ahead = self._suppressed(logits)
         if self.index == 0:
             self.prefill_s = seconds
         else:
             self.decode_s += seconds
-        self._logits = logits
-        return Step(self.index, logits, self.done.copy())
+        self._ahead = ahead
+        forced, self._forced = self._forced is not None, None
+        drafts = tuple(tuple(d) for d in self._drafts)
+        return Step(self.index, ahead[:, 0], self.done.copy(), ahead if ahead.shape[1] > 1 else None,
+                    drafts if any(drafts) else (), forced and any(drafts))
 
     def _suppressed(self, logits: np.ndarray) -> np.ndarray:
-        """``logits`` with the ids the contract suppresses (at the first step, those it suppresses there too)
-        at the lowest float: never chosen, greedy or sampled; at the last step a decoding that ends at
-        end-of-sequence ids has, every id but the contract's forced one (transformers' SuppressTokens and
-        ForcedEOSToken processors set -inf; the lowest finite value keeps two runtimes' logits comparable)."""
+        """``logits`` [batch, positions, vocab] with the ids the contract suppresses (at the first step, those it
+        suppresses there too) at the lowest float: never chosen, greedy or sampled; at the position of a row's last
+        token max_new_tokens allows, where a decoding ends at end-of-sequence ids, every id but the contract's
+        forced one (transformers' SuppressTokens and ForcedEOSToken processors set -inf; the lowest finite value
+        keeps two runtimes' logits comparable)."""
         vocab = logits.shape[-1]
         ids = [i for i in (*self.generation.suppress, *(self.generation.begin_suppress if self.index == 0 else ()))
                if 0 <= i < vocab]
         forced = self.generation.forced_eos
-        last = forced is not None and 0 <= forced < vocab and bool(self.eos) and self.index == self.max_new_tokens - 1
+        last = []
+        if forced is not None and 0 <= forced < vocab and self.eos:
+            counts = np.array([len(t) for t in self.tokens])
+            last = [(row, j) for j in range(logits.shape[1]) for row in np.flatnonzero(counts + j == self.max_new_tokens - 1)]
         if not ids and not last:
             return logits
         logits = np.array(logits)
         lowest = np.finfo(logits.dtype).min if np.issubdtype(logits.dtype, np.floating) else logits.min()
-        if last:
-            logits[:, np.arange(vocab) != forced] = lowest
-        logits[:, ids] = lowest
+        for row, j in last:
+            logits[row, j, np.arange(vocab) != forced] = lowest
+        logits[..., ids] = lowest
         return logits
-
-    @property
-    def pending(self) -> dict[str, np.ndarray]:
-        """The next run's feeds, the cache aside: the new ids [batch, new], the mask over past and new [batch,
-        past + new] (0 over padding, on the left only), the positions [batch, new] where the file takes them."""
-        return self._pending
-
-    @property
-    def past_length(self) -> int:
-        """The positions of cache the next run attends to (left padding included)."""
-        return self._mask.shape[1] - self._pending[self.generation.input_ids].shape[1]
-
-    def hand_over_past(self) -> dict[str, np.ndarray]:
-        """This decoding's cache, given to a batch that runs its rows from now on (infer/model/batch.py):
-        its own ``step()`` refuses to run after, as its cache is no longer its own."""
-        if self.batched:
-            raise PtxError("this decoding's cache was handed over already: pull the batch that holds it")
-        self.batched = True
-        if self._buffers is not None:  # the positions filled so far, out of each buffer
-            filled = self._first(self.past_length)
-            self._past = {name: np.ascontiguousarray(buffer[filled]) for name, buffer in self._buffers.items()}
-            self._buffers = None
-        past, self._past = self._past, {}
-        arrays = {name: as_array(value) for name, value in past.items()}
-        self._release_held()  # its copy in the runtime goes now
-        return arrays
-
-    def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """One run of the decoder on ``feeds`` (the new ids, the mask, the positions) and the cache so far:
-        the last position's logits [batch, vocab]. Each present comes back as the next run's past: as arrays,
-        or where the runner holds them (``hold``, its cache_holding()) as its runtime's own values, never copied
-        into numpy and back; a GroupQueryAttention decoder's, after its prompt's run, written by the operator into
-        the buffer each layer's past and present are bound to (Generation.in_place), where the runner writes in
-        place."""
-        if self.batched:
-            raise PtxError("this decoding runs in a batch, which holds its cache: pull the batch (Batch.step)")
-        every = self.index == 0 and self.keep_prompt_logits
-        width = feeds[self.generation.input_ids].shape[1]
-        fed = {**feeds, **self.generation.kept_logits(width, every)}
-        if self._buffers is not None and self.index:
-            out = self._hold.run({**fed, **self._buffers}, (),
-                                 {present: self._buffers[past] for past, present in self.generation.cache})
-        elif self._buffers is not None:  # the prompt's run from its empty past, its present copied into the buffers:
-            # the operator's scratch spans the positions it is given (the prompt's, not the buffer's)
-            out = self._hold.run({**fed, **self._past}, ())
-            for past, present in self.generation.cache:
-                self._buffers[past][self._first(width)] = as_array(out[present])
-        else:
-            fed.update(self._past)
-            out = self._run(fed) if self._hold is None else self._hold.run(fed, self._presents)
-            self._past = {past: out[present] for past, present in self.generation.cache}
-        logits = np.asarray(out[self.generation.logits])
-        if every:
-            self.prompt_logits = logits
-        return logits[:, -1, :]
 
     def append(self, tokens) -> list[int | None]:
         """The tokens of the step just run, one per prompt (a prompt already done: its entry is ignored);
         each prompt's new token is returned (None where it had ended). A prompt ends at an id of ``eos``,
-        every prompt at ``max_new_tokens``; the rest are fed back on the next step."""
-        if self._logits is None:
+        every prompt at ``max_new_tokens``; the rest are fed back on the next step (a step that ran drafts keeps
+        its first position alone: ``take`` keeps the drafts the choice confirms)."""
+        if self._ahead is None:
             raise PtxError("append() gives the tokens of the step just run: call step() first")
         batch = len(self.prompts)
         chosen = np.asarray(tokens).reshape(-1)
@@ -285,11 +319,83 @@ class Decoding:
         if outside:
             raise InputError(f"append(): token id {chosen[outside[0]]} for prompt {outside[0] + 1} is outside the "
                              f"vocabulary (0 to {self.vocab - 1 if self.vocab else '...'})")
-        logits, self._logits = self._logits, None
-        top, other = _logit_and_best_other(logits, chosen)
+        self._kept = np.zeros(batch, dtype=np.int64)
+        new = self._keep_position(0, chosen, ~self.done)
+        self._end_step()
+        return new
+
+    def take(self, step: Step, choose: "Choose" = None, each: Callable[[list], None] | None = None
+             ) -> list[list[int]]:
+        """The tokens of ``step`` chosen by ``choose`` (GREEDY by default) and appended: where the step ran drafts,
+        position by position, each row's draft kept while the choice confirms it, then the choice after it (a
+        choice other than GREEDY is made at the first position alone). ``each(tokens)`` is given each position's
+        new token per row (None where a row takes none) as it is appended, where its caller may end a row (a stop
+        string), which takes no more. Each row's new tokens."""
+        if step.ahead is None or choose not in (None, GREEDY):
+            chosen = (choose or GREEDY)(step.logits, self.history)
+            new = self.append(chosen)
+            if each is not None:
+                each(new)
+            return [[] if t is None else [t] for t in new]
+        batch = len(self.prompts)
+        if step.forced:  # every given id kept, then the choice after the last
+            counts = np.array([1 + len(d) for d in step.drafts], dtype=np.int64)
+        else:
+            counts = _confirmed(step.ahead, step.drafts) if step.drafts else np.ones(batch, dtype=np.int64)
+        running = ~self.done
+        if self.generation.position_ids is None and running.any():  # no positions to skip a row's let-go ones by
+            counts[:] = counts[running].min()
+        self._kept = np.zeros(batch, dtype=np.int64)
+        taken: list[list[int]] = [[] for _ in range(batch)]
+        for j in range(int(counts.max())):
+            active = running & ~self.done & (counts > j) if j else running
+            chosen = GREEDY(step.ahead[:, j], self.history)
+            if step.forced:
+                chosen = np.array([d[j] if j < len(d) else c for d, c in zip(step.drafts, chosen)], dtype=np.int64)
+            new = self._keep_position(j, chosen, active)
+            for row, token in enumerate(new):
+                if token is not None:
+                    taken[row].append(token)
+            if each is not None:
+                each(new)
+        self._end_step()
+        return taken
+
+    def force(self, ids: Sequence[Sequence[int]]) -> None:
+        """The next step runs each row's ``ids`` after its next token, all kept as its tokens (teacher-forced, in
+        one run), and ``take`` chooses the token after the last of them: a draft model catching up with what its
+        target kept."""
+        if len(ids) != len(self.prompts) or self._ahead is not None or not self.index:
+            raise PtxError("force() gives each row's ids for the next step, between two steps after the first")
+        self._forced = [[int(t) for t in row] for row in ids]
+
+    def rewind(self, length: int) -> None:
+        """One row run alone: its prompt and tokens cut to their first ``length`` ids (its prompt at least), the last
+        of them its next token again, the positions after it let go from the cache (a draft model's guesses that
+        its target did not keep)."""
+        if len(self.prompts) != 1 or self.host is not self or self._ahead is not None or not self.index \
+                or self.finished:
+            raise PtxError("rewind() is for a decoding of one row run alone, between two of its steps")
+        kept = length - len(self.prompts[0])
+        if not 0 <= kept <= len(self.tokens[0]):
+            raise PtxError(f"rewind({length}): the row holds its prompt of {len(self.prompts[0])} ids and "
+                           f"{len(self.tokens[0])} tokens")
+        self._settle()
+        drop = len(self.tokens[0]) - kept
+        if drop:
+            self.cache.truncate(self.cache.length - drop)
+            self._mask = self._mask[:, :self.cache.length]
+            self._position = self._position - drop
+            del self.tokens[0][kept:], self.history[0][length:], self._margins[0][kept:], self._tops[0][kept:]
+            self._next[0] = self.history[0][-1]
+
+    def _keep_position(self, j: int, chosen: np.ndarray, active: np.ndarray) -> list[int | None]:
+        """Position ``j``'s ``chosen`` token appended to each ``active`` row (the record read off that position's
+        logits), which ends at an end-of-sequence id or at max_new_tokens; None for the others."""
+        top, other = _logit_and_best_other(self._ahead[:, j], chosen)
         new: list[int | None] = []
-        for row in range(batch):
-            if self.done[row]:
+        for row in range(len(self.prompts)):
+            if not active[row] or self.done[row]:
                 new.append(None)
                 continue
             token = int(chosen[row])
@@ -297,20 +403,18 @@ class Decoding:
             self.history[row].append(token)
             self._margins[row].append(float(top[row] - other[row]))
             self._tops[row].append(float(top[row]))
+            self._next[row], self._kept[row] = token, j + 1
             new.append(token)
-            if token in self.eos:
+            if token in self.eos or len(self.tokens[row]) >= self.max_new_tokens:
                 self.done[row] = True
+        return new
+
+    def _end_step(self) -> None:
+        self._ahead = None
         self.index += 1
-        if self.index >= self.max_new_tokens:
-            self.done[:] = True
+        self._next[self.done] = self.generation.pad
         if self.finished:
             self._release()  # nothing runs again: the cache goes now, not with the decoding
-            return new
-        fed = np.where(self.done, self.generation.pad, chosen).astype(np.int64)[:, None]  # a done row runs, unread
-        self._mask = np.concatenate([self._mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
-        self._pending = self._feeds(fed, self._next_position)
-        self._next_position = self._next_position + 1
-        return new
 
     def end(self, row: int) -> None:
         """End prompt ``row`` after the tokens it has (its caller's reason: a stop string in its text); its
@@ -318,34 +422,27 @@ class Decoding:
         if self.done[row]:
             return
         self.done[row] = True
-        if self.finished:
+        self._next[row] = self.generation.pad
+        if self.finished and self._ahead is None:
             self._release()
-        elif self._logits is None and self.index:  # its last token is pending: the pad id instead
-            self._pending[self.generation.input_ids][row] = self.generation.pad
-
-    def _first(self, positions: int) -> tuple:
-        """The index of a cache tensor's first ``positions`` on its past axis."""
-        return (slice(None),) * self.generation.past_axis + (slice(0, positions),)
 
     def _release(self) -> None:
-        """Let the cache go: nothing runs again."""
-        self._past, self._buffers = {}, None
-        self._release_held()
+        """Let the cache go where it is this decoding's own (a batch's member leaves it at the batch's next step)."""
+        if self.host is self:
+            self.cache.release()
+            self._mask = np.zeros((0, 0), dtype=np.int64)
+            self.members, self._width = [], 0
 
-    def _release_held(self) -> None:
-        """Let go of the cache where the runtime keeps it for this decoding (OpenVINO's variables)."""
-        if self._hold is not None and self._hold.release is not None:
-            self._hold.release()
+    def next_tokens(self, choose: "Choose" = None) -> list[int | None]:
+        """One step, its tokens chosen by ``choose`` (GREEDY by default) and appended: each prompt's new token
+        (None where ended); where the step kept drafts, its last one."""
+        taken = self.take(self.step(), choose)
+        return [row[-1] if row else None for row in taken]
 
-    def next_tokens(self, choose: Choose = GREEDY) -> list[int | None]:
-        """One step, its tokens chosen by ``choose`` and appended: each prompt's new token (None where ended)."""
-        step = self.step()
-        return self.append(choose(step.logits, self.history))
-
-    def to_end(self, choose: Choose = GREEDY) -> Decoded:
-        """Every step left, each one's tokens chosen by ``choose``: the decoding's record."""
+    def to_end(self, choose: "Choose" = None) -> Decoded:
+        """Every step left, each one's tokens chosen by ``choose`` (GREEDY by default): the decoding's record."""
         for step in self:
-            self.append(choose(step.logits, self.history))
+            self.take(step, choose)
         return self.decoded()
 
     def decoded(self) -> Decoded:
@@ -354,13 +451,30 @@ class Decoding:
         return Decoded(tokens, Steps(tokens, [list(m) for m in self._margins], [list(t) for t in self._tops]),
                        self.prefill_s, self.decode_s, max(self.index - 1, 0), self.encode_s)
 
-    def _feeds(self, ids: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
-        feeds = {self.generation.input_ids: ids}
-        if self.generation.attention_mask:
-            feeds[self.generation.attention_mask] = self._mask
-        if self.generation.position_ids:
-            feeds[self.generation.position_ids] = position
-        return feeds
+
+class Batch(Decoding):
+    """Continuous batching's name for a Decoding with no prompts of its own, which other decodings (a server's
+    requests) ``join`` and ``leave`` between two of its ``step()``s: each step runs every member's rows once and
+    returns each member and its Step (its rows' logits), so that the weights are read once for all of them."""
+
+    def __init__(self, run: Run | None, signature: Signature, generation: Generation, *, cache: Cache | None = None):
+        super().__init__(run, signature, generation, None, 1, cache=cache)
+
+    def step(self) -> list[tuple[Decoding, Step]]:  # type: ignore[override] - a batch's step is its members'
+        return self.steps()
+
+
+def _confirmed(ahead: np.ndarray, drafts: Sequence[Sequence[int]]) -> np.ndarray:
+    """Each row's positions greedy keeps of a step that ran its ``drafts`` after its next token: 1, and one more
+    for each draft the largest logit before it confirms, up to the first it does not."""
+    chosen = np.argmax(ahead, axis=-1)  # [batch, positions]: greedy's token after each fed position
+    counts = np.ones(len(ahead), dtype=np.int64)
+    for row, guess in enumerate(drafts):
+        for j, token in enumerate(guess):
+            if chosen[row, j] != token:
+                break
+            counts[row] += 1
+    return counts
 
 
 def _logit_and_best_other(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -376,81 +490,3 @@ def _logit_and_best_other(logits: np.ndarray, chosen: np.ndarray) -> tuple[np.nd
     others = logits.astype(np.float64)  # a copy; integer logits too, which take no -inf
     others[rows, index] = -np.inf
     return top.astype(np.float64), others.max(axis=-1)
-
-
-def empty_past(signature: Signature, generation: Generation, batch: int) -> dict[str, np.ndarray]:
-    """Each past input with a past length of 0, the batch ``batch`` and its fixed sizes (heads, head size)."""
-    feeds = {}
-    for past, _ in generation.cache:
-        sig = signature.input(past)
-        shape = []
-        for axis, dim in enumerate(sig.shape):
-            if axis == generation.past_axis:
-                shape.append(0)
-            elif axis == sig.batch_axis or (axis == 0 and isinstance(dim, str)):
-                shape.append(batch)
-            elif isinstance(dim, str):
-                raise PtxError(f"{past}: its axis {axis} ({dim}) is neither the batch nor the past length; ptx decodes a "
-                               "cache of [batch, heads, past, head size]")
-            else:
-                shape.append(int(dim))
-        feeds[past] = np.zeros(shape, dtype=sig.dtype)
-    return feeds
-
-
-def in_place_buffers(empty: Mapping[str, np.ndarray], past_axis: int, positions: int) -> dict[str, np.ndarray]:
-    """A buffer per past input of ``positions`` on its past axis (the most a decoding reaches), for a decoder
-    whose GroupQueryAttention writes each step's keys and values after the past in place; zeros, which the
-    operating system gives as pages are first written (a buffer costs the positions filled, not its length)."""
-    buffers = {}
-    for name, past in empty.items():
-        shape = list(past.shape)
-        shape[past_axis] = positions
-        buffers[name] = np.zeros(shape, dtype=past.dtype)
-    return buffers
-
-
-def vocabulary(signature: Signature, generation: Generation) -> int | None:
-    size = signature.output(generation.logits).shape[-1]
-    return size if isinstance(size, int) else None
-
-
-def cache_bytes_per_position(signature, generation: Generation) -> int:
-    """The bytes one position of one sequence takes in the whole cache (every layer's key and value)."""
-    total = 0
-    for past, _ in generation.cache:
-        sig = signature.input(past)
-        size = 1
-        for axis, dim in enumerate(sig.shape):
-            if axis == generation.past_axis or axis == sig.batch_axis or isinstance(dim, str):
-                continue
-            size *= int(dim)
-        total += size * np.dtype(sig.dtype).itemsize
-    return total
-
-
-def decoding_need(signature: Signature, generation: Generation, batch: int, prompt_length: int,
-                  new_tokens: int, every_position: bool = False) -> float:
-    """The bytes a decoding of ``batch`` prompts of ``prompt_length`` tokens and ``new_tokens`` more holds beyond
-    the runtime's weights, as the memory plan counts them (memory_plan.decoding_need): its cache at its longest
-    and the prompt's run's logits: the last position's where the file takes logits_to_keep and no judge reads
-    every position (``every_position``: then every one's, and the judge's copy of them), else every one's."""
-    cache = cache_bytes_per_position(signature, generation) * batch * (prompt_length + new_tokens)
-    vocab = vocabulary(signature, generation) or 0
-    row = batch * vocab * np.dtype(signature.output(generation.logits).dtype).itemsize  # one position's logits
-    computed = 1 if generation.logits_to_keep and not every_position else prompt_length
-    return memory_plan.decoding_need(cache, computed * row, prompt_length * row if every_position else 0.0)
-
-
-def _require_decoding_room(signature: Signature, generation: Generation, prompts: Sequence[Sequence[int]],
-                           new_tokens: int, every_position: bool) -> None:
-    """OutOfMemoryPlan, in one line, where the cache of ``prompts`` decoded ``new_tokens`` further cannot fit in
-    the memory available now: a request for a batch of long decodings is refused before its first step, not
-    ended by the kernel once its cache has grown."""
-    longest = max(map(len, prompts))
-    why = memory_plan.shortfall(f"decoding {len(prompts)} prompt{'s' * (len(prompts) != 1)} of up to {longest} "
-                                f"tokens and {new_tokens} new ones",
-                                decoding_need(signature, generation, len(prompts), longest, new_tokens,
-                                              every_position))
-    if why:
-        raise memory_plan.OutOfMemoryPlan(f"{why}: ask for fewer prompts at once or fewer new tokens")

@@ -24,12 +24,12 @@ from ptx.contract.schema import Tolerance
 from ptx.contract.tensors import Signature
 
 from .encoder_decoding import EncoderDecoding, encoder_not_open, take
-from ..runtime.runner import Holding
+from ..runtime.cache import Cache
 from .generation import GREEDY, Decoding, Run
 
 
 def _decoded(run: Run, signature: Signature, generation: Generation, prompts, steps: int,
-             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, hold: Holding | None = None,
+             tokens: Sequence[Sequence[int]] | None, keep: bool, encoder=None, cache: Cache | None = None,
              first: bool = False) -> tuple[Steps, list[list[np.ndarray]], list[np.ndarray | None], float, int]:
     """Each prompt decoded for ``steps`` steps, batch by batch: appending ``tokens`` (teacher-forced) or its own
     greedy ones. (the steps' record, each prompt's logits per step where ``keep``, each prompt's logits at its
@@ -40,7 +40,7 @@ def _decoded(run: Run, signature: Signature, generation: Generation, prompts, st
     own_positions: list[np.ndarray | None] = [None for _ in prompts]
     seconds, runs = 0.0, 0
     for group in _groups(generation, prompts):
-        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, hold)
+        decoding = _decoding(run, signature, generation, take(prompts, group), steps, encoder, keep, cache)
         for step in decoding:
             if decoding.prompt_logits is not None:
                 _prompt_rows(decoding, group, prompts, own_positions)
@@ -61,7 +61,7 @@ def _prompt_rows(decoding: Decoding, group: Sequence[int], prompts, into: list[n
     """Each prompt's logits at its own positions but the last, out of its batch's left-padded prompt pass, into
     ``into`` by prompt; a pass that gave fewer positions than the batch's ids (its last only) gives none."""
     every, decoding.prompt_logits = decoding.prompt_logits, None
-    width = decoding.pending[decoding.generation.input_ids].shape[1]  # the prompt pass's, until append()
+    width = max(len(prompts[k]) for k in group)  # the prompt pass's: its prompts left-padded to the longest
     if every.ndim != 3 or every.shape[1] != width:
         return
     for row, k in enumerate(group):
@@ -80,12 +80,13 @@ def _groups(generation: Generation, prompts) -> list[list[int]]:
 
 
 def _decoding(run: Run, signature: Signature, generation: Generation, prompts, steps: int, encoder,
-              keep: bool, hold: Holding | None = None) -> Decoding:
+              keep: bool, cache: Cache | None = None) -> Decoding:
     """A fresh decoding of ``prompts`` for ``steps`` steps, every step run (eos=()): an encoder-decoder's through
     ``encoder`` (its encoder's runner: ``run`` and ``signature``); a causal LM's keeping its prompt's logits at
-    every position where ``keep``, its cache held in the runtime where ``hold`` (the runner's cache_holding())."""
+    every position where ``keep``, its cache ``cache`` (the runner's new_cache(), default numpy arrays through
+    ``run``), which one decoding after another uses (each lets it go at its end)."""
     if generation.encoder is None:
-        return Decoding(run, signature, generation, prompts, steps, eos=(), keep_prompt_logits=keep, hold=hold)
+        return Decoding(run, signature, generation, prompts, steps, eos=(), keep_prompt_logits=keep, cache=cache)
     if encoder is None:
         raise encoder_not_open(generation)
     return EncoderDecoding(encoder.run, encoder.signature, run, signature, generation, prompts, steps, eos=())
@@ -109,20 +110,20 @@ def reference_decoding(run: Run, signature: Signature, generation: Generation, p
 
 def judge_decoding(run: Run, signature: Signature, generation: Generation, reference: ReferenceDecoding, *,
                    precision: str = FULL_PRECISION, tolerance: Tolerance, bounds: Bounds | None = None,
-                   steps: int | None = None, encoder=None, hold: Holding | None = None
+                   steps: int | None = None, encoder=None, cache: Cache | None = None
                    ) -> tuple[DecodingJudgement, float | None]:
     """``run``'s decoding of the reference's prompts, teacher-forced on its tokens then free-running, judged
     against it (ptx.contract.generation_judge.judge: f32 by ``tolerance``, a reduced ``precision`` by
     ``bounds``), for its first ``steps`` steps (default all); and the free-running steps' milliseconds per
-    decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner; ``hold``:
-    the row's runner's cache_holding(), which its free-running decoding runs through as generation does (its
+    decoding step (None where there was one step). ``encoder``: an encoder-decoder's encoder runner; ``cache``:
+    the row's runner's new_cache(), which its free-running decoding runs through as generation does (its
     cache held in the runtime), where the teacher-forced one reads ``run``'s arrays."""
     reference = reference.truncated(steps)
     count = reference.step_count
     _, forced, forced_prompts, _, _ = _decoded(run, signature, generation, reference.prompts, count,
                                                reference.steps.tokens, keep=True, encoder=encoder)
     own, firsts, _, seconds, runs = _decoded(run, signature, generation, reference.prompts, count, None, keep=False,
-                                             encoder=encoder, hold=hold, first=True)
+                                             encoder=encoder, cache=cache, first=True)
     judged = judge(reference, forced, own, precision=precision, tolerance=tolerance, bounds=bounds,
                    name=generation.logits, forced_prompts=forced_prompts,
                    alone=[rows[0] if rows else None for rows in firsts])

@@ -21,7 +21,7 @@ from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
 from ptx.errors import ArtifactError, InputError, PtxError
 
-from .generation import Decoded, Decoding, chooser_of
+from .generation import GREEDY, Decoded, Decoding, chooser_of
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
 
@@ -120,7 +120,8 @@ class Model:
         return embed(self, inputs, tokenizer)
 
     def decoding(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
-                 sampling: Sampling | None = None, *, keep_prompt_logits: bool = False) -> Decoding:
+                 sampling: Sampling | None = None, *, keep_prompt_logits: bool = False,
+                 speculate=None) -> Decoding:
         """The decoding of ``ids`` (one prompt or several) through this model, to pull step by step
         (ptx.infer.model.generation.Decoding): the prompts checked, a file without its cache refused, and
         ``sampling``'s stop ids ending a prompt beside ``eos`` (default the file's). Its tokens are the
@@ -128,7 +129,8 @@ class Model:
         source token ids, or features (an array: Whisper's log-mel frames); its decoder starts from the
         contract's start ids (infer/model/encoder_decoding.py). ``keep_prompt_logits``: the prompt's run keeps
         its logits at every position (``Decoding.prompt_logits``: the prompt's own log-probabilities), for a
-        decoder-only model."""
+        decoder-only model. ``speculate``: a drafter (infer/model/speculative.py) whose guesses each step runs, for
+        a greedy choice."""
         generation = self.generation
         stops = eos
         if sampling is not None and sampling.stop_ids:
@@ -144,13 +146,18 @@ class Model:
             return EncoderDecoding(self.encoder.run, self.encoder.signature, self.runner.run, self.signature,
                                    generation, ids, max_new_tokens, stops, name=self.name)
         return Decoding(self.runner.run, self.signature, generation, ids, max_new_tokens, stops, name=self.name,
-                        keep_prompt_logits=keep_prompt_logits, hold=self.runner.cache_holding())
+                        keep_prompt_logits=keep_prompt_logits,
+                        cache=self.runner.new_cache(generation) if generation is not None else None,
+                        speculate=speculate)
 
     def decode(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None,
-               sampling: Sampling | None = None) -> Decoded:
+               sampling: Sampling | None = None, speculate=None) -> Decoded:
         """``generate``'s decoding to its end with its record: each step's top-2 margin, and the time of the
-        prompt's run and of the steps after it. ``sampling``: how each token is chosen (default greedy)."""
-        return self.decoding(ids, max_new_tokens, eos, sampling).to_end(chooser_of(sampling))
+        prompt's run and of the steps after it. ``sampling``: how each token is chosen (default greedy);
+        ``speculate``: a drafter (infer/model/speculative.py) whose guesses greedy keeps where it confirms them."""
+        choose = chooser_of(sampling)
+        return self.decoding(ids, max_new_tokens, eos, sampling,
+                             speculate=speculate if choose is GREEDY else None).to_end(choose)
 
 
     def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None, *, temperature: float = 0.0,

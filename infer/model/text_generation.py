@@ -58,14 +58,17 @@ class Answering:
 
     def __init__(self, model, prompts: Sequence[Sequence[int]], text: Text, sampling: Sampling, *, n: int = 1,
                  eos: Sequence[int] | None = None, on_text: Callable[[int, str], None] | None = None,
-                 on_logprob: Callable[[int, TokenLogprob], None] | None = None, prompt_logprobs: bool = False):
+                 on_logprob: Callable[[int, TokenLogprob], None] | None = None, prompt_logprobs: bool = False,
+                 speculate=None):
         self.rows = [list(p) for p in prompts for _ in range(n)]
         self.streams = [text.stream(sampling.stop) for _ in self.rows]
         self.ends = end_ids(model, text, eos)
         self.stops = {*self.ends, *sampling.stop_ids}
         self.top = sampling.logprobs
+        greedy = sampling.plain  # a drafter's guesses are kept where greedy confirms them (chooser_of: GREEDY)
         self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling,
-                                       keep_prompt_logits=prompt_logprobs and self.top is not None)
+                                       keep_prompt_logits=prompt_logprobs and self.top is not None,
+                                       speculate=speculate if greedy else None)
         self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)], self._constraints(sampling, text))
         self.on_text = on_text or (lambda row, piece: None)
         self.on_logprob = on_logprob or (lambda row, taken: None)
@@ -117,10 +120,12 @@ class Answering:
 
 def generate_text(model, prompts: Sequence[Sequence[int]], text: Text, sampling: Sampling, *, n: int = 1,
                   eos: Sequence[int] | None = None, on_text: Callable[[int, str], None] | None = None,
-                  wanted: Callable[[], bool] = lambda: True) -> Answers:
+                  wanted: Callable[[], bool] = lambda: True, speculate=None) -> Answers:
     """``n`` answers to each of ``prompts`` in one batch (``Answering``), pulled while ``wanted()`` says so
-    (a client still there); an answer ends at an end-of-sequence or stop id, or at a stop string."""
-    answering = Answering(model, prompts, text, sampling, n=n, eos=eos, on_text=on_text)
+    (a client still there); an answer ends at an end-of-sequence or stop id, or at a stop string. ``speculate``:
+    a drafter (infer/model/speculative.py) whose guesses a greedy answer keeps where it confirms them."""
+    answering = Answering(model, prompts, text, sampling, n=n, eos=eos, on_text=on_text, speculate=speculate)
     while not answering.decoding.finished and wanted():
-        answering.took(answering.decoding.next_tokens(answering.choose))
+        decoding = answering.decoding
+        decoding.take(decoding.step(), answering.choose, answering.took)
     return answering.answers()

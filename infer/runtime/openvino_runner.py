@@ -31,8 +31,8 @@ from ..formats.onnx_graph import graph_signature, read_graph
 from . import backends as registry
 from .memory_plan import compiled_shapes_room, weights_bytes
 from .openvino_attention import fuse_attention, with_cache_reorder
-from .openvino_state import StatefulRequest, cache_pairs, make_stateful
-from .runner import Holding, Runner
+from .openvino_state import StateCache, StatefulRequest, cache_pairs, make_stateful
+from .runner import Runner
 
 # OpenVINO's own names for the precisions it runs the f32 graph at. Without the hint it picks bf16
 # on CPUs with AMX or avx512_bf16, and its answers then differ from eager beyond the f32 atol.
@@ -256,25 +256,25 @@ class OpenVinoRunner(Runner):
                                  f"operator: {first_line(why)}"), stacklevel=2)
         return model
 
-    def _stateful(self) -> StatefulRequest:
-        """A new infer request of the stateful decoder, its variables its own."""
+    def stateful_request(self) -> StatefulRequest:
+        """A new infer request of the stateful decoder, its variables its own (a StateCache's)."""
         with self._lock:  # the compiled models are shared with run()'s, which compiles under the lock too
             compiled, _ = self.compiled_for({}, stateful=True)
         return StatefulRequest(compiled, self.pairs, self.signature.output_names)
 
-    def cache_holding(self) -> Holding:
-        """A stateful decoder's decoding runs on a request of its own, whose variables keep its cache between
-        steps (HeldState values fed back); its release lets them go. Any other model: Runner's."""
+    def new_cache(self, generation):
+        """A stateful decoder's decoding keeps its cache in the variables of a request of its own (StateCache:
+        HeldState values fed back); its release lets them go. Any other model: Runner's."""
         if not self.pairs or self.closed:
-            return super().cache_holding()
-        request = self._stateful()
-        return Holding(functools.partial(self._run_stateful, request), False, request.release)
+            return super().new_cache(generation)
+        return StateCache(self, self.signature, generation)
 
-    def _run_stateful(self, request: StatefulRequest, feeds, held=(), into=None) -> dict[str, object]:
+    def run_stateful(self, request: StatefulRequest, feeds, held=()) -> dict[str, object]:
+        """A run of ``request`` (a StateCache's), its failure one line as a run's would be."""
         if self.closed:  # a decoding begun before close(): refused as a run would be
             return self.run(feeds)
         try:
-            return request.run(feeds, held, into)
+            return request.run(feeds, held)
         except PtxError:
             raise
         except Exception as exc:

@@ -8,13 +8,13 @@ decoders: a step then feeds the new ids, the mask and the positions alone. Measu
 published config (ptx's f32 file, AMD EPYC Zen 4, 2 cores, 2026-11-27, a bare loop of 48 steps alternated
 with the stateless one, medians of 5): 21.45 against 23.89 ms a token (0.90x), the same tokens.
 
-A decoding holds its own infer request (StatefulRequest, one per decoding, so that two decodings on one
-runner never share a variable; a judge's decodings of its prompts, one after another, share one) and feeds
-back HeldState values, which stay in OpenVINO; a past given as an array sets its variable first (a copy).
-A run that feeds its whole past as arrays each time (verify's teacher forcing, a batch's rows, an
-encoder-decoder's steps) runs the model as written instead (openvino_runner.py): setting the variables
-from arrays cost 1.4x to 1.6x a stateless run of SmolLM2's batch of 4 at 500 positions. numpy and openvino
-only.
+A decoding's cache (StateCache, the runner's new_cache) holds its own infer request (StatefulRequest, one per
+cache, so that two decodings on one runner never share a variable; a judge's decodings of its prompts, one after
+another through one cache, share one) and feeds back HeldState values, which stay in OpenVINO; a past given as an
+array (rows that joined or left a server's decoding) sets its variable first (a copy). A run that feeds its whole
+past as arrays each time (verify's teacher forcing, an encoder-decoder's steps) runs the model as written instead
+(openvino_runner.py): setting the variables from arrays at every step cost 1.4x to 1.6x a stateless run of
+SmolLM2's batch of 4 at 500 positions. numpy and openvino only.
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ptx.errors import PtxError
+
+from .cache import Cache, empty_past
 
 
 def cache_pairs(generation, input_names: Sequence[str], output_names: Sequence[str]) -> dict[str, str]:
@@ -111,3 +113,53 @@ class StatefulRequest:
         them from its feeds (a judge decodes its prompts one after another through one request)."""
         self.request.reset_state()
         self.version += 1  # a HeldState of the run before is no longer there
+
+
+class StateCache(Cache):
+    """A decoding's cache in OpenVINO's variables (cache.py says the interface): an infer request of its own
+    (StatefulRequest, made at its first run, kept after release for a next decoding through this cache), each
+    present a HeldState fed back as the next past; a past set from arrays (rows joined, left, fitted) is copied
+    into the variables at the next run. ``runner``: an OpenVinoRunner with its stateful form."""
+
+    def __init__(self, runner, signature, generation):
+        super().__init__(signature, generation)
+        self._runner = runner
+        self._request: StatefulRequest | None = None
+        self._past: dict[str, object] = {}
+
+    def feeds(self) -> dict[str, object]:
+        return self._past
+
+    def advance(self, outputs: Mapping[str, object]) -> None:
+        self._past = {past: outputs[present] for past, present in self.generation.cache}
+
+    def _run(self, feeds, width):
+        if self._request is None:
+            self._request = self._runner.stateful_request()
+        out = self._runner.run_stateful(self._request, {**feeds, **self._past}, self.presents)
+        self.advance(out)
+        return out
+
+    def empty(self, rows: int) -> "StateCache":
+        fresh = StateCache(self._runner, self.signature, self.generation)
+        fresh.load(empty_past(self.signature, self.generation, rows))
+        return fresh
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: value.numpy() if isinstance(value, HeldState) else value for name, value in self._past.items()}
+
+    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._past = dict(arrays)
+        self._shape_of(arrays)
+
+    def _adopt(self, other: Cache) -> None:
+        if self._request is not None and other._request is not self._request:
+            self._request.release()
+        self._request, self._past, self.rows, self.length = other._request, other._past, other.rows, other.length
+        other._request, other._past, other.rows, other.length = None, {}, 0, 0
+
+    def release(self) -> None:
+        super().release()
+        self._past = {}
+        if self._request is not None:
+            self._request.release()

@@ -115,8 +115,8 @@ class OrtGraphRunner(OrtRunner):
             return super().run_on_device(feeds)
 
     # A decoding's steps run through the captured graphs' own buffers (Runner's ``run``): a graph replays fixed
-    # addresses and shapes, which a cache held from step to step (OrtRunner.run_holding) does not keep.
-    cache_holding, run_holding = Runner.cache_holding, Runner.run_holding
+    # addresses and shapes, which a cache held from step to step (ort_cache.py) does not keep.
+    new_cache = Runner.new_cache
 
     def _binding_run_options(self):
         return self._uncaptured

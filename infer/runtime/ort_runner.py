@@ -25,7 +25,7 @@ from ..formats.onnx_graph import session_signature
 from ..formats.signature import Opening
 from .ort_session import (CPU_FALLBACK_REFUSED, CUDA_GRAPH_REFUSED, DISABLE_CPU_FALLBACK, ORT_DEFAULT, ORT_QUIET,
                           cuda_device_id, cuda_provider, import_ort, preload_cuda_libraries, session_options)
-from .runner import Holding, Runner, beyond_a_table
+from .runner import Runner, beyond_a_table
 
 
 # onnxruntime (1.20+) quantizes, when it loads a QDQ file, the float weights of any node that reads a
@@ -134,14 +134,21 @@ class OrtRunner(Runner):
         except Exception as exc:  # ORT raises its own types, with a C++ message many lines long
             raise self._failed(feeds, self._beyond_a_table(feeds) or first_line(exc)[:400]) from None
 
-    def cache_holding(self) -> Holding:
-        """On the CPU an output is written into the array given for it (the array's memory bound as it is)."""
-        return Holding(self.run_holding, not self.on_cuda)
+    def new_cache(self, generation):
+        """A decoding's cache where ONNX Runtime holds it (ort_cache.py): a GroupQueryAttention decoder's buffer in
+        place on the CPU (the runner writes an output into the array given for it), else each present as the
+        OrtValue a run made, on this runner's device."""
+        from .ort_cache import HeldCache, PlacedCache
+
+        if generation.in_place and not self.on_cuda:
+            return PlacedCache(self, self.signature, generation)
+        return HeldCache(self, self.signature, generation)
 
     def run_holding(self, feeds: Mapping[str, object], held: Sequence[str],
                     into: Mapping[str, np.ndarray] | None = None) -> dict[str, object]:
-        """Runner.run_holding through IO binding: each array bound where it lies, each OrtValue a run held
-        bound as it is, and the ``held`` outputs left where ONNX Runtime made them (on this runner's device),
+        """A run for a loop that feeds some outputs back as inputs of its next run (a decoder's present as its next
+        past: the cache forms of ort_cache.py), through IO binding: each array bound where it lies, each OrtValue a
+        run held bound as it is, and the ``held`` outputs left where ONNX Runtime made them (on this runner's device),
         so that a decoder's cache is never copied into numpy and back between steps; the rest copied out. On
         the CPU, each output named in ``into`` is written into its array (fed as an input too, the two bound
         to one value: the buffer a GroupQueryAttention decoder keeps its cache in)."""

@@ -9,7 +9,6 @@ variants).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -24,7 +23,7 @@ from .memory_plan import give_back_freed
 
 
 def as_array(value) -> np.ndarray:
-    """An array of a value run_holding answered: an array as it is, a runtime's value copied out."""
+    """An array of a value a runtime holds (an OrtValue, OpenVINO's HeldState): an array as it is, else copied out."""
     return value if isinstance(value, np.ndarray) else value.numpy()
 
 
@@ -34,18 +33,6 @@ def _described(value) -> str:
         return f"{value.dtype} {list(value.shape)}"
     dtype, shape = getattr(value, "data_type", None), getattr(value, "shape", None)
     return f"{dtype() if callable(dtype) else dtype} {list(shape() if callable(shape) else shape or [])}"
-
-
-@dataclass(frozen=True)
-class Holding:
-    """How a decoding runs through a runner that keeps values in its runtime: ``run`` (its run_holding: feeds,
-    the outputs to hold, and the outputs to write into given arrays -> outputs) and whether the runner writes
-    an output into the array given for it (``in_place``: ONNX Runtime on the CPU, which binds the array's own
-    memory; a decoder whose attention is ONNX Runtime's GroupQueryAttention keeps its cache in place so)."""
-
-    run: Callable[..., Mapping[str, object]]
-    in_place: bool = False
-    release: Callable[[], None] | None = None  # lets go of what the runtime holds for the decoding (its cache)
 
 
 class Runner:
@@ -108,22 +95,13 @@ class Runner:
         result = self._run(checked)
         return {n: result[n] for n in wanted}
 
-    def cache_holding(self) -> Holding:
-        """This runner's run_holding, for a decoding (infer/model/generation.py)."""
-        return Holding(self.run_holding, False)
+    def new_cache(self, generation):
+        """An empty key/value cache for a decoding of ``generation``'s decoder through this runner (cache.py): numpy
+        arrays here, each present fed back as the next past; a runtime that keeps values of its own makes its own
+        form (ONNX Runtime's OrtValues or its in-place buffer, OpenVINO's state)."""
+        from .cache import ArrayCache
 
-    def run_holding(self, feeds: Mapping[str, object], held: Sequence[str],
-                    into: Mapping[str, np.ndarray] | None = None) -> dict[str, object]:
-        """A run for a loop that feeds some outputs back as inputs of its next run (a decoder's present as its
-        next past): the outputs named in ``held`` may come back as the runtime's own values, which only a
-        later run_holding of this runner takes (ONNX Runtime's OrtValues: nothing copied into numpy and back
-        at each step), the others as arrays; ``as_array`` makes an array of either. A runtime without such
-        values answers ``run``'s arrays. The feeds are a loop's own (ptx's decoding checked its prompts).
-        ``into``: arrays the named outputs are written into, where the runner's cache_holding() says in_place (no
-        other runner is asked)."""
-        if into:
-            raise PtxError(f"{self.backend} writes no output into a given array: run it without into")
-        return self.run(feeds)
+        return ArrayCache(self.run, self.signature, generation)
 
     # Whether ids are held to their tables before the run: where the compiled code reads past a table's
     # end rather than refuse (AOTInductor), or prints a page of native frames on its way to refusing.

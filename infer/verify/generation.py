@@ -319,7 +319,7 @@ def _judged_row(variant: Variant, model, reference: ReferenceDecoding, tolerance
     try:
         judged, ms = judge_decoding(model.run, model.signature, model.generation, reference,
                                     precision=variant.precision, tolerance=tolerance, bounds=held,
-                                    encoder=model.encoder, hold=model.runner.cache_holding())
+                                    encoder=model.encoder, cache=model.runner.new_cache(model.generation))
     except PtxError as exc:
         return GenerationRow(label, NOT_USABLE if reduced else FAIL, why=f"does not decode: {exc}")
     status = PASS if judged.passed else (NOT_USABLE if reduced else FAIL)

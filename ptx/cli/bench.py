@@ -41,6 +41,10 @@ from ptx.contract.verdict import in_one_line
               help="With --generate: the seeded prompt's tokens (default 32, clipped to the model's positions).")
 @click.option("--batch", type=click.IntRange(min=1), metavar="B",
               help="With --generate: prompts decoded together (default 1).")
+@click.option("--speculate", metavar="ngram|FILE",
+              help="With --generate: each backend timed again with speculative decoding (ngram: prompt lookup's "
+                   "guesses; FILE: a draft model's, a small LM exported by ptx with the model's tokenizer, run on the "
+                   "same backend), kept where greedy confirms them, a row beside plain greedy's.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -55,8 +59,8 @@ from ptx.contract.verdict import in_one_line
 @generated_input_options
 @served_options
 @click.pass_context
-def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, generate, prompt_length, batch, as_json,
-              markdown, verify_samples,
+def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, generate, prompt_length, batch, speculate,
+              as_json, markdown, verify_samples,
               run, against, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
               **served) -> None:
     """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
@@ -87,9 +91,9 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
         return
     if generate is not None:
         _bench_generate(ctx, name, root, run, backends, generate, prompt_length, batch, rounds, seed, as_json, markdown,
-                        ignore_metadata)
+                        ignore_metadata, speculate)
         return
-    refuse_given(ctx, ["prompt_length", "batch"], "is for --generate N (a file exported with its cache)")
+    refuse_given(ctx, ["prompt_length", "batch", "speculate"], "is for --generate N (a file exported with its cache)")
     if against is not None:
         raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
@@ -155,7 +159,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
 
 
 def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, batch, rounds, seed, as_json,
-                    markdown, ignore_metadata) -> None:
+                    markdown, ignore_metadata, speculate=None) -> None:
     """`ptx bench FILE --generate N`: greedy decoding's speed per backend (ptx.infer.bench.generation);
     ``ignore_metadata``: a decoder changed since export (another tool's int4 of it) timed as your own."""
     from ptx.infer.bench.generation import DEFAULT_REPEATS, bench_generation
@@ -170,7 +174,7 @@ def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, b
     target = target_of(ctx, name, "bench", root=root, run=run, options={"ignore_metadata": ignore_metadata})
     result = bench_generation(target, new_tokens, prompt_length=prompt_length, batch=batch or 1,
                               repeats=rounds if _given(ctx, ["rounds"]) else DEFAULT_REPEATS, backends=backends,
-                              seed=seed if _given(ctx, ["seed"]) else 0,
+                              seed=seed if _given(ctx, ["seed"]) else 0, speculate=speculate,
                               progress=lambda msg: click.echo(f"timing {msg}", err=True))
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "cpu": describe_cpu()}, indent=2))

@@ -80,12 +80,17 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
                    "(model.int4.onnx, model.int8w.onnx; ptx export FILE --format onnx-int4 writes one).")
 @click.option("--eos", metavar="ID[,ID]|none", help="The ids that end a prompt (default: the file's and its generation "
                                                     "config's; none: run every step).")
+@click.option("--speculate", metavar="ngram|FILE",
+              help="Speculative decoding, greedy's tokens exactly: ngram guesses the next tokens from the prompt and "
+                   "answer (prompt lookup); FILE is a draft model (a small LM exported by ptx with the model's "
+                   "tokenizer) that guesses them; each step keeps the guesses greedy confirms (a sampled answer "
+                   "decodes as without it).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
 @IGNORE_METADATA_OPTION
 def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_tokens, temperature, top_k, top_p,
-                 min_p, repetition_penalty, seed, stop, json_schema, regex, backend, device, precision, eos, as_json,
-                 ignore_metadata) -> None:
+                 min_p, repetition_penalty, seed, stop, json_schema, regex, backend, device, precision, eos, speculate,
+                 as_json, ignore_metadata) -> None:
     """Decode each prompt through FILE, a model exported with its key/value cache (`ptx export DIR` of a
     transformers folder, or `ptx export --module FILE.py:FACTORY`, by itself for a transformers causal LM or
     encoder-decoder that generates): greedy by default, sampled with
@@ -140,11 +145,14 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
     _check_input(file, features is not None)  # before the load: a wrong option must not wait for the weights
     with load(file, backend=backend, device=device, precision=precision, ignore_metadata=ignore_metadata) as model:
         _check_grammar(model, words, sampling.grammar, _eos(eos), "--json-schema" if json_schema else "--regex")
-        answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json)
+        answers, decoded = _decoded(model, words, given, sampling, _eos(eos), stream=len(given) == 1 and not as_json,
+                                    speculate=speculate)
     timing = {"prefill_ms": round(1000 * decoded.prefill_s, 3),
               "decode_ms_per_token": None if decoded.decode_ms_per_token is None else round(decoded.decode_ms_per_token, 3)}
     if decoded.encode_s:
         timing = {"encoder_ms": round(1000 * decoded.encode_s, 3), **timing}
+    if speculate is not None:
+        timing["decode_steps"] = decoded.decode_steps
     if as_json:
         doc = {"model": str(file), "backend": model.backend, "decoding": sampling.describe(), "prompts": [
             {**({"features": list(prompt.shape)} if features else {"ids": prompt}), "new_ids": new,
@@ -157,11 +165,19 @@ def generate_cmd(file, ids, features, prompts, chat, system, tokenizer, max_new_
             shown = answer.text if answer is not None else " ".join(map(str, new))
             what = f"features {'x'.join(map(str, prompt.shape))}" if features else f"{len(prompt)} tokens"
             click.echo(f"{'input' if features else 'prompt'} {k + 1} ({what}): {shown}")
+    _timing_line(model, len(given), sampling, timing, decoded, speculate)
+
+
+def _timing_line(model, prompts: int, sampling, timing: dict, decoded, speculate: str | None) -> None:
+    """The line on stderr that says where the prompts ran and how fast: the prompt's run, then each token."""
     per_token = (f", then {timing['decode_ms_per_token']:.2f} ms per token" if timing["decode_ms_per_token"] else "")
+    if speculate and decoded.decode_steps:
+        per_token += (f" ({decoded.decode_tokens} tokens in {decoded.decode_steps} steps: "
+                      f"{decoded.decode_tokens / decoded.decode_steps:.2f} a step, --speculate {speculate})")
     sys.stdout.flush()  # every token line out before the timing line, which goes to stderr
     where = model.backend + (f" at {model.precision} ({Path(model.path).name})" if model.precision != "f32" else "")
     encoder = f"the encoder in {timing['encoder_ms']:.1f} ms, " if "encoder_ms" in timing else ""
-    click.echo(f"{len(given)} prompt{'s' * (len(given) != 1)} on {where}, {sampling.describe()}: {encoder}the "
+    click.echo(f"{prompts} prompt{'s' * (prompts != 1)} on {where}, {sampling.describe()}: {encoder}the "
                f"prompt in {timing['prefill_ms']:.1f} ms{per_token}", err=True)
 
 
@@ -196,7 +212,7 @@ def _check_grammar(model, words, grammar, eos, option: str) -> None:
         return
     from ptx.contract.grammar import GrammarError
     from ptx.infer.model import grammar as grammars
-    from ptx.infer.model.generation import vocabulary
+    from ptx.infer.model.decoding_memory import vocabulary
     from ptx.infer.model.text_generation import end_ids
 
     try:
@@ -255,21 +271,33 @@ def _encoded(words, prompt: str, chat: bool, system: str | None) -> list[int]:
     return words.chat([*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}])
 
 
-def _decoded(model, words, given, sampling, eos, stream: bool):
+def _decoded(model, words, given, sampling, eos, stream: bool, speculate: str | None = None):
     """(each prompt's Answer, or None without a tokenizer; the decoding's record). One answer as text is
-    printed as it comes, after its prompt's line head."""
+    printed as it comes, after its prompt's line head. ``speculate``: --speculate (ngram, or a draft model's
+    file, opened here on the model's backend and closed after)."""
+    from ptx.infer.model.speculative import drafter_of
+
+    drafter = drafter_of(speculate, target=model)
+    try:
+        return _answered(model, words, given, sampling, eos, stream, drafter)
+    finally:
+        if hasattr(drafter, "close"):
+            drafter.close()
+
+
+def _answered(model, words, given, sampling, eos, stream: bool, speculate):
     if words is None:
-        decoded = model.decode(given, sampling.max_new_tokens, eos, sampling)
+        decoded = model.decode(given, sampling.max_new_tokens, eos, sampling, speculate=speculate)
         return [None] * len(given), decoded
     from ptx.infer.model.text_generation import generate_text
 
     if not stream:
-        answers = generate_text(model, given, words, sampling, eos=eos)
+        answers = generate_text(model, given, words, sampling, eos=eos, speculate=speculate)
         return answers, answers.decoded
     click.echo(f"prompt 1 ({len(given[0])} tokens): ", nl=False)
     try:  # the line is ended whatever happens, so that nothing written after it (the timing line on stderr, an
         # error) runs on from its last token on a terminal, where stdout and stderr share the lines
-        answers = generate_text(model, given, words, sampling, eos=eos,
+        answers = generate_text(model, given, words, sampling, eos=eos, speculate=speculate,
                                 on_text=lambda row, piece: click.echo(piece, nl=False))
     finally:
         click.echo("")

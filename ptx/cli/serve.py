@@ -60,6 +60,11 @@ from ptx.contract.names import PRECISIONS, model_name
 @click.option("--max-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="New tokens one generate request may ask for at most (a model exported with its cache; its "
                    "positions bound it too).")
+@click.option("--speculate", metavar="ngram|FILE",
+              help="Speculative decoding for a model exported with its cache: a greedy request's steps run prompt "
+                   "lookup's guesses (ngram) or a draft model's (FILE: a small LM exported by ptx with the model's "
+                   "tokenizer, on the model's backend) and keep those greedy confirms: the same tokens in fewer steps; "
+                   "sampled requests decode as without it.")
 @click.option("--name", "served_names", multiple=True, metavar="NAME",
               help="The name a model FILE is served as (default: the name `ptx export` recorded in it, the "
                    "--module factory's or export's --name, else the file's name without its suffix); repeat it "
@@ -67,7 +72,7 @@ from ptx.contract.names import PRECISIONS, model_name
 @model_file_options  # --input declares the TorchScript and pt2 files' inputs; ONNX files describe their own
 def serve_cmd(names, root, runs, host, http_port, grpc_port, backend, precision, device, max_batch_size, max_delay_ms,
               workers, token, insecure, max_request_bytes, drain_seconds, header_timeout, keep_alive_seconds,
-              max_connections, max_tokens, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
+              max_connections, max_tokens, speculate, served_names, declared_inputs, batch_axes, ignore_metadata) -> None:
     """Serve MODEL... over the Open Inference Protocol (v2, REST and gRPC, as Triton and KServe speak
     it), with a dynamic batcher per model, Prometheus metrics at /metrics and a drawing page at /.
 

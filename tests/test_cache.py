@@ -1,0 +1,184 @@
+"""The one cache (infer/runtime/cache.py), in each of its forms: numpy arrays, ONNX Runtime's OrtValues, a
+GroupQueryAttention decoder's buffer in place (--ort-attention), OpenVINO's state. One parametrised set: each form
+decodes transformers' greedy tokens alone and left-padded; rows join and leave a running decoding (a server's batch)
+and each gets its tokens alone; prompt lookup (speculative decoding: several positions a step, the rejected ones
+cut from the cache) gives greedy's tokens exactly in fewer steps, and so does a draft model's guesses. Planted faults, each caught by tokens that part
+from greedy's, named by step: a cache truncated one position short, a row that leaves without its cache (the rows
+that stay read the wrong rows), a draft accepted past a mismatch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ptx.contract.generation_judge import first_parting  # noqa: E402
+from ptx.export.module import export_module  # noqa: E402
+from ptx.infer import load  # noqa: E402
+from ptx.infer.model import generation  # noqa: E402
+from ptx.infer.model.generation import Batch, Decoding  # noqa: E402
+from ptx.infer.model.speculative import PromptLookup, draft_model  # noqa: E402
+from ptx.infer.runtime.cache import ArrayCache, Cache  # noqa: E402
+from test_generate import BUILDERS, PROMPTS, eager_generate  # noqa: E402
+
+FORMS = {"arrays": ("plain", "ort-cpu"), "ort-values": ("plain", "ort-cpu"), "in-place": ("placed", "ort-cpu"),
+         "openvino-state": ("plain", "openvino")}
+KINDS = {"arrays": "ArrayCache", "ort-values": "HeldCache", "in-place": "PlacedCache", "openvino-state": "StateCache"}
+NEW = 20
+# a prompt that repeats itself: greedy's answer to it, on these random weights too, soon loops over what it saw
+LOOP = [7, 21, 99, 4, 63, 12, 88, 30] * 3 + [7, 21, 99]
+
+
+def small_llama():
+    """A draft model for the tiny Llama: its vocabulary, one layer, other random weights."""
+    torch.manual_seed(1)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                      initializer_range=0.2, bos_token_id=None, eos_token_id=None)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache-forms")
+    export_module(BUILDERS["llama"](), None, root / "plain", log=lambda _: None, formats=["onnx"])
+    export_module(BUILDERS["llama"](), None, root / "placed", log=lambda _: None, formats=["onnx"], ort_attention=True)
+    export_module(small_llama(), None, root / "small", log=lambda _: None, formats=["onnx"])
+    return {"plain": root / "plain" / "model.onnx", "placed": root / "placed" / "model.onnx",
+            "small": root / "small" / "model.onnx"}
+
+
+@pytest.fixture(scope="module", params=list(FORMS))
+def form(request, files):
+    kind, backend = FORMS[request.param]
+    model = load(files[kind], backend=backend)
+    yield request.param, model
+    model.close()
+
+
+def new_cache(form) -> Cache:
+    name, model = form
+    cache = ArrayCache(model.runner.run, model.signature, model.generation) if name == "arrays" else \
+        model.runner.new_cache(model.generation)
+    assert type(cache).__name__ == KINDS[name]
+    return cache
+
+
+def decoding(form, prompts, new=NEW, speculate=None) -> Decoding:
+    _, model = form
+    return Decoding(model.runner.run, model.signature, model.generation, prompts, new, eos=(), cache=new_cache(form),
+                    speculate=speculate)
+
+
+def greedy(prompt, new=NEW) -> list[int]:
+    return eager_generate("llama", tuple(prompt), new)
+
+
+def parted(want: list[int], got: list[int], prompt: int = 0):
+    """Where ``got`` parts from greedy's ``want`` (margins unknown: any parting counts), or None."""
+    return first_parting(prompt, want, [1.0] * len(want), got, [0.0] * len(want))
+
+
+def test_each_form_decodes_greedy_alone_and_left_padded(form):
+    assert [decoding(form, [p]).to_end().tokens[0] for p in PROMPTS] == [greedy(p) for p in PROMPTS]
+    assert decoding(form, PROMPTS).to_end().tokens == [greedy(p) for p in PROMPTS]
+
+
+def run_batch(form, plan, speculate=None):
+    """Requests (prompts, new tokens, the step they join at, the step before which their client leaves) through
+    one Batch of the form's cache; each request's decoding."""
+    batch = Batch(None, form[1].signature, form[1].generation, cache=new_cache(form))
+    requests = [(at, decoding(form, prompts, new, speculate), leave) for prompts, new, at, leave in plan]
+    for t in range(80):
+        for at, d, _ in requests:
+            if at == t:
+                d.take(batch.join(d))
+            if any(leave == t and d is r for _, r, leave in requests):
+                batch.leave(d)
+        for member, step in batch.step():
+            member.take(step)
+        if not batch.members and t > max(at for _, _, at, _ in plan):
+            break
+    return batch, [d for _, d, _ in requests]
+
+
+PLAN = [([PROMPTS[0]], 18, 0, None), ([PROMPTS[1], PROMPTS[2]], 12, 0, None), ([LOOP], 16, 3, None),
+        ([PROMPTS[2]], 20, 4, 9), ([[3, 5]], 6, 10, None)]
+
+
+def test_rows_join_and_leave_a_running_decoding_and_each_gets_its_tokens_alone(form):
+    batch, done = run_batch(form, PLAN)
+    for (prompts, new, _, leave), d in zip(PLAN, done):
+        for row, prompt in enumerate(prompts):
+            want = greedy(prompt, new)
+            got = d.tokens[row]
+            assert got == want[:len(got)] and (len(got) == new) == (leave is None), (prompts, got, want)
+    assert batch.cache.rows == 0 and not batch.members  # every one left, its cache with it
+
+
+def test_prompt_lookup_gives_greedy_s_tokens_in_fewer_steps(form):
+    want = greedy(LOOP, 40)
+    alone = decoding(form, [LOOP], 40, PromptLookup()).to_end()
+    assert alone.tokens[0] == want
+    assert alone.decode_steps < 40 - 1, alone.decode_steps  # drafts kept: fewer runs than tokens
+    rows = decoding(form, [LOOP, PROMPTS[1]], 40, PromptLookup()).to_end()  # rows that keep different counts
+    assert rows.tokens == [want, greedy(PROMPTS[1], 40)]
+    # ONNX Runtime's GroupQueryAttention runs one new position a row where there are several: no guesses there
+    assert (rows.decode_steps == 40 - 1) == (form[0] == "in-place"), rows.decode_steps
+    _, served = run_batch(form, [([LOOP], 40, 0, None), ([PROMPTS[0]], 30, 2, None)], PromptLookup())
+    assert [d.tokens[0] for d in served] == [want, greedy(PROMPTS[0], 30)]
+
+
+def test_a_draft_model_gives_greedy_s_tokens_exactly(form, files):
+    """The model itself as its own draft (every guess kept: 5 tokens a step) and a smaller one of other weights (few
+    kept): greedy's tokens either way, the draft's cache cut back to what the target kept at each step."""
+    model = form[1]
+    for path, most_steps in ((files["plain"], 8), (files["small"], 39)):
+        drafter = draft_model(path, model)
+        try:
+            done = decoding(form, [PROMPTS[1]], 40, drafter).to_end()
+            rows = decoding(form, [LOOP, PROMPTS[1]], 24, drafter).to_end()
+        finally:
+            drafter.close()
+        assert done.tokens[0] == greedy(PROMPTS[1], 40) and done.decode_steps <= most_steps, done.decode_steps
+        assert rows.tokens == [greedy(LOOP, 24), greedy(PROMPTS[1], 24)]
+
+
+def _truncated_short(monkeypatch, form):
+    cut = type(new_cache(form)).truncate
+
+    def short(self, length):  # the newest kept position lost: the cache one short, padded back to its length
+        cut(self, length - 1)
+        self.fit(length)
+    monkeypatch.setattr(type(new_cache(form)), "truncate", short)
+
+
+def _leaves_without_its_cache(monkeypatch, form):
+    kept = type(new_cache(form)).keep
+
+    def first_rows(self, rows):  # the first rows kept, whichever left: the rows after a leaver read the wrong cache
+        kept(self, list(range(len(rows))))
+    monkeypatch.setattr(type(new_cache(form)), "keep", first_rows)
+
+
+def _draft_past_a_mismatch(monkeypatch, form):
+    confirmed = generation._confirmed
+
+    def one_more(ahead, drafts):
+        counts = confirmed(ahead, drafts)
+        return np.minimum(counts + 1, [1 + len(d) for d in drafts])
+    monkeypatch.setattr(generation, "_confirmed", one_more)
+
+
+@pytest.mark.parametrize("fault", [_truncated_short, _leaves_without_its_cache, _draft_past_a_mismatch])
+def test_a_planted_fault_parts_from_greedy_s_tokens_named_by_step(form, monkeypatch, fault):
+    fault(monkeypatch, form)
+    if fault is _leaves_without_its_cache:
+        _, done = run_batch(form, [([PROMPTS[0]], 16, 0, 3), ([PROMPTS[1]], 16, 0, None)])
+        got, want = done[1].tokens[0], greedy(PROMPTS[1], 16)
+    else:
+        got, want = decoding(form, [LOOP], 40, PromptLookup()).to_end().tokens[0], greedy(LOOP, 40)
+    found = parted(want, got)
+    assert found is not None and found.step > 1, (got, want)
+    assert found.describe().startswith(f"prompt 1 step {found.step}: ")
