@@ -296,7 +296,8 @@ def embedding_export(tmp_path_factory) -> dict:
 # and by default starts the files with the most tests first, which left long files of few tests for the end:
 # one worker ran them alone while the other had nothing left (a minute, 2026-11-27; test_serve_stop.py's 20 s,
 # 2026-11-28). A file missing from the list only starts later.
-LONGEST_FILES = ("test_readme_generate.py", "test_hf_pt2.py", "test_agreement.py", "test_generate.py",
+LONGEST_FILES = ("test_streamed_export.py", "test_readme_generate.py", "test_embeddings.py", "test_lm_families.py",
+                 "test_openai_embeddings.py", "test_hf_pt2.py", "test_agreement.py", "test_generate.py",
                  "test_hf_models.py", "test_verify_url.py", "test_gpu_check.py", "test_hostile.py",
                  "test_export_module.py", "test_triage.py", "test_readme_own_model.py", "test_batch_scoring.py",
                  "test_docs.py", "test_own_verify.py", "test_ort_attention.py", "test_detections.py",
