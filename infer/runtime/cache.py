@@ -14,11 +14,13 @@ stateful model): one object a runner makes (``runner.new_cache(generation)``), o
 The decoding loop (infer/model/generation.py) asks for these and never knows the form:
 - ``ArrayCache``: numpy arrays, each present fed back as the next past (any runner: eager, TorchScript, a run
   function of export's);
-- ``HeldCache`` (ort_runner.py): ONNX Runtime's OrtValues through IO binding, on the runner's device, never copied
+- ``HeldCache`` (ort_cache.py): ONNX Runtime's OrtValues through IO binding, on the runner's device, never copied
   into numpy and back between steps;
-- ``PlacedCache`` (ort_runner.py): a GroupQueryAttention decoder's (exported with --ort-attention) buffer, past
+- ``PlacedCache`` (ort_cache.py): a GroupQueryAttention decoder's (exported with --ort-attention) buffer, past
   and present bound to one array that the operator writes each step's keys and values into, in place;
 - ``StateCache`` (openvino_state.py): OpenVINO's stateful model, the cache in its infer request's variables.
+ArrayCache, HeldCache and StateCache feed each present back as the next past (``FedBackCache``, their shared
+bookkeeping); PlacedCache binds one buffer as both.
 
 Every row's cache sits at the right end of the past axis (the positions a row does not have are on its left, zeros
 its mask hides), so that rows of different lengths share one past length; the mask is the decoding's, not the
@@ -181,37 +183,72 @@ def _fitted(arrays: Mapping[str, np.ndarray], axis: int, length: int) -> dict[st
     return out
 
 
-class ArrayCache(Cache):
-    """The cache as numpy arrays, each present fed back as the next run's past: any runner (``run``: its run)."""
+class FedBackCache(Cache):
+    """A cache whose presents are fed back as the next run's past in the form the runtime gave them (numpy
+    arrays, ONNX Runtime's OrtValues, OpenVINO's variables): the bookkeeping its three forms share. A form says
+    how a run goes with the past (``_run_with``), how it makes another of itself (``_new``), and, where its values
+    are not numpy arrays, how one is copied out (``_copied``) and how a present is held (``_held``)."""
 
-    def __init__(self, run: Run, signature: Signature, generation: Generation):
+    def __init__(self, signature: Signature, generation: Generation):
         super().__init__(signature, generation)
-        self._run_fn = run
-        self._past: dict[str, np.ndarray] = {}
+        self._past: dict[str, object] = {}
 
     def feeds(self) -> dict[str, object]:
         return self._past
 
     def advance(self, outputs: Mapping[str, object]) -> None:
-        self._past = {past: np.asarray(outputs[present]) for past, present in self.generation.cache}
+        self._past = {past: self._held(outputs[present]) for past, present in self.generation.cache}
+
+    def _held(self, present: object) -> object:
+        return present
+
+    def _copied(self, value: object) -> np.ndarray:
+        return np.asarray(value)
 
     def _run(self, feeds, width):
-        out = self._run_fn({**feeds, **self.feeds()})
+        out = self._run_with({**feeds, **self._past})
         self.advance(out)
         return out
 
-    def empty(self, rows: int) -> "ArrayCache":
-        fresh = ArrayCache(self._run_fn, self.signature, self.generation)
+    def _run_with(self, feeds: Mapping[str, object]) -> dict[str, object]:
+        raise NotImplementedError
+
+    def _new(self) -> "FedBackCache":
+        raise NotImplementedError
+
+    def empty(self, rows: int) -> "FedBackCache":
+        fresh = self._new()
         fresh.load(empty_past(self.signature, self.generation, rows))
         return fresh
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return dict(self._past)
+        return {name: self._copied(value) for name, value in self._past.items()}
 
     def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._past = dict(arrays)
+        self._past = dict(arrays)  # a runtime's form binds them from host memory at the next run
         self._shape_of(arrays)
+
+    def _adopt(self, other: Cache) -> None:
+        self._past, self.rows, self.length = other._past, other.rows, other.length  # the values as they are
+        other._past, other.rows, other.length = {}, 0, 0
 
     def release(self) -> None:
         super().release()
         self._past = {}
+
+
+class ArrayCache(FedBackCache):
+    """The cache as numpy arrays, each present fed back as the next run's past: any runner (``run``: its run)."""
+
+    def __init__(self, run: Run, signature: Signature, generation: Generation):
+        super().__init__(signature, generation)
+        self._run_fn = run
+
+    def _held(self, present):
+        return np.asarray(present)
+
+    def _run_with(self, feeds):
+        return self._run_fn(feeds)
+
+    def _new(self) -> "ArrayCache":
+        return ArrayCache(self._run_fn, self.signature, self.generation)

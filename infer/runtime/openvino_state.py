@@ -24,7 +24,7 @@ import numpy as np
 
 from ptx.errors import PtxError
 
-from .cache import Cache, empty_past
+from .cache import Cache, FedBackCache
 
 
 def cache_pairs(generation, input_names: Sequence[str], output_names: Sequence[str]) -> dict[str, str]:
@@ -115,7 +115,7 @@ class StatefulRequest:
         self.version += 1  # a HeldState of the run before is no longer there
 
 
-class StateCache(Cache):
+class StateCache(FedBackCache):
     """A decoding's cache in OpenVINO's variables (cache.py says the interface): an infer request of its own
     (StatefulRequest, made at its first run, kept after release for a next decoding through this cache), each
     present a HeldState fed back as the next past; a past set from arrays (rows joined, left, fitted) is copied
@@ -125,41 +125,25 @@ class StateCache(Cache):
         super().__init__(signature, generation)
         self._runner = runner
         self._request: StatefulRequest | None = None
-        self._past: dict[str, object] = {}
 
-    def feeds(self) -> dict[str, object]:
-        return self._past
-
-    def advance(self, outputs: Mapping[str, object]) -> None:
-        self._past = {past: outputs[present] for past, present in self.generation.cache}
-
-    def _run(self, feeds, width):
+    def _run_with(self, feeds):
         if self._request is None:
             self._request = self._runner.stateful_request()
-        out = self._runner.run_stateful(self._request, {**feeds, **self._past}, self.presents)
-        self.advance(out)
-        return out
+        return self._runner.run_stateful(self._request, feeds, self.presents)
 
-    def empty(self, rows: int) -> "StateCache":
-        fresh = StateCache(self._runner, self.signature, self.generation)
-        fresh.load(empty_past(self.signature, self.generation, rows))
-        return fresh
+    def _new(self) -> "StateCache":
+        return StateCache(self._runner, self.signature, self.generation)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: value.numpy() if isinstance(value, HeldState) else value for name, value in self._past.items()}
-
-    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._past = dict(arrays)
-        self._shape_of(arrays)
+    def _copied(self, value) -> np.ndarray:
+        return value.numpy() if isinstance(value, HeldState) else value
 
     def _adopt(self, other: Cache) -> None:
         if self._request is not None and other._request is not self._request:
             self._request.release()
-        self._request, self._past, self.rows, self.length = other._request, other._past, other.rows, other.length
-        other._request, other._past, other.rows, other.length = None, {}, 0, 0
+        self._request, other._request = other._request, None
+        super()._adopt(other)
 
     def release(self) -> None:
         super().release()
-        self._past = {}
         if self._request is not None:
             self._request.release()

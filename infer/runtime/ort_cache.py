@@ -13,7 +13,7 @@ import numpy as np
 from ptx.contract.generation import Generation
 from ptx.contract.tensors import Signature
 
-from .cache import Cache, empty_past
+from .cache import Cache, FedBackCache, empty_past
 from .runner import as_array
 
 
@@ -22,7 +22,7 @@ def _rows_and_length(value, batch_axis: int, past_axis: int) -> tuple[int, int]:
     return int(shape[batch_axis]), int(shape[past_axis])
 
 
-class HeldCache(Cache):
+class HeldCache(FedBackCache):
     """The cache as the runtime's own values: each present an OrtValue where ONNX Runtime made it (on the GPU for
     ort-cuda), bound as the next run's past, never copied into numpy and back between steps. ``runner``: an
     OrtRunner (its run_holding)."""
@@ -30,38 +30,15 @@ class HeldCache(Cache):
     def __init__(self, runner, signature: Signature, generation: Generation):
         super().__init__(signature, generation)
         self._runner = runner
-        self._past: dict[str, object] = {}
 
-    def feeds(self) -> dict[str, object]:
-        return self._past
+    def _run_with(self, feeds):
+        return self._runner.run_holding(feeds, self.presents)
 
-    def advance(self, outputs: Mapping[str, object]) -> None:
-        self._past = {past: outputs[present] for past, present in self.generation.cache}
+    def _new(self) -> "HeldCache":
+        return HeldCache(self._runner, self.signature, self.generation)
 
-    def _run(self, feeds, width):
-        out = self._runner.run_holding({**feeds, **self._past}, self.presents)
-        self.advance(out)
-        return out
-
-    def empty(self, rows: int) -> "HeldCache":
-        fresh = HeldCache(self._runner, self.signature, self.generation)
-        fresh.load(empty_past(self.signature, self.generation, rows))
-        return fresh
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: as_array(value) for name, value in self._past.items()}
-
-    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self._past = dict(arrays)  # bound from host memory at the next run, held from then on
-        self._shape_of(arrays)
-
-    def _adopt(self, other: Cache) -> None:
-        self._past, self.rows, self.length = other._past, other.rows, other.length  # the runtime's values as they are
-        other._past, other.rows, other.length = {}, 0, 0
-
-    def release(self) -> None:
-        super().release()
-        self._past = {}
+    def _copied(self, value) -> np.ndarray:
+        return as_array(value)
 
 
 class PlacedCache(Cache):
