@@ -86,10 +86,10 @@ class TextRequest:
     tools: Tools | None = None
 
 
-def parse_request(body: bytes, kind: str) -> TextRequest:
-    """``kind`` "chat" or "completion": the request's JSON, checked; else an OpenAIError naming the field."""
-    doc = json_object(body, '{"model": ..., "messages" or "prompt": ...}')
-    fields = CHAT if kind == "chat" else COMPLETION
+def request_document(body: bytes, shape: str, fields) -> tuple[dict, str]:
+    """Any OpenAI request's JSON object and its ``model``, its fields among ``fields``; else an OpenAIError naming
+    the field as OpenAI names it (``shape``: what to send, said where the body is no object)."""
+    doc = json_object(body, shape)
     unknown = [k for k in doc if k not in fields]
     if unknown:
         raise OpenAIError(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
@@ -97,6 +97,13 @@ def parse_request(body: bytes, kind: str) -> TextRequest:
     if not isinstance(model, str) or not model:
         raise OpenAIError("you must provide a model parameter (the served model's name: GET /v1/models lists them)",
                           param="model")
+    return doc, model
+
+
+def parse_request(body: bytes, kind: str) -> TextRequest:
+    """``kind`` "chat" or "completion": the request's JSON, checked; else an OpenAIError naming the field."""
+    doc, model = request_document(body, '{"model": ..., "messages" or "prompt": ...}',
+                                  CHAT if kind == "chat" else COMPLETION)
     for name, harmless in NOT_DONE.items():
         if name in doc and doc[name] not in harmless:
             raise OpenAIError(f"{name} {_json(doc[name])}: ptx serve does not support it; leave it out", param=name)

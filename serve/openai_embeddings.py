@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from .body import json_object
-from .openai_api import OpenAIError, _json
+from .openai_api import OpenAIError, _json, request_document
 
 FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
 ENCODINGS = ("float", "base64")
@@ -36,14 +35,7 @@ class EmbeddingRequest:
 
 def parse_embeddings(body: bytes) -> EmbeddingRequest:
     """The request's JSON, checked; else an OpenAIError naming the field."""
-    doc = json_object(body, '{"model": ..., "input": ...}')
-    unknown = [k for k in doc if k not in FIELDS]
-    if unknown:
-        raise OpenAIError(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
-    model = doc.get("model")
-    if not isinstance(model, str) or not model:
-        raise OpenAIError("you must provide a model parameter (the served model's name: GET /v1/models lists them)",
-                          param="model")
+    doc, model = request_document(body, '{"model": ..., "input": ...}', FIELDS)
     encoding = doc.get("encoding_format", "float")
     if encoding not in ENCODINGS:
         raise OpenAIError(f"encoding_format {_json(encoding)}: give float or base64", param="encoding_format")

@@ -93,3 +93,22 @@ def running(root, *models: str, args: tuple = (), env: dict | None = None):
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def named(root, models: dict, batch: int, announced: str | None = None):
+    """`ptx serve` of ``models`` ({name: file}) with --max-batch-size ``batch``; ``announced``: the end of the
+    startup's OpenAI line (what it serves, as it says it), checked before the server is handed over."""
+    names = tuple(arg for name in models for arg in ("--name", name))
+    with running(root, *(str(file) for file in models.values()), args=(*names, "--max-batch-size", batch)) as server:
+        if announced is not None:
+            assert any(line.startswith("OpenAI  http://") and line.endswith(announced)
+                       for line in server.lines), server.lines
+        yield server
+
+
+def openai_client(server, timeout_s: float):
+    """The real `openai` client against ``server``, no retries (a failure is seen as it is), every call bounded."""
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=timeout_s, max_retries=0)

@@ -36,16 +36,14 @@ def files(chat_export, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(files, tmp_path_factory):
-    with serving.running(tmp_path_factory.mktemp("no-runs"), files["chat"], files["ids"],
-                         args=("--name", "chat", "--name", "ids", "--max-batch-size", BATCH)) as running:
-        assert any(line.startswith("OpenAI  http://") and line.endswith("(chat and completions: chat)")
-                   for line in running.lines), running.lines
+    with serving.named(tmp_path_factory.mktemp("no-runs"), {"chat": files["chat"], "ids": files["ids"]}, BATCH,
+                       "(chat and completions: chat)") as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT_S, max_retries=0)
+    return serving.openai_client(server, TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -30,16 +30,14 @@ F32 = Tolerance(1e-4, 1e-3)
 
 @pytest.fixture(scope="module")
 def server(embedding_export, chat_export, tmp_path_factory):
-    with serving.running(tmp_path_factory.mktemp("no-runs"), embedding_export["onnx"], chat_export["file"],
-                         args=("--name", "mini", "--name", "chat", "--max-batch-size", BATCH)) as running:
-        assert any(line.startswith("OpenAI  http://") and line.endswith("(chat and completions: chat; embeddings: mini)")
-                   for line in running.lines), running.lines
+    with serving.named(tmp_path_factory.mktemp("no-runs"), {"mini": embedding_export["onnx"], "chat": chat_export["file"]},
+                       BATCH, "(chat and completions: chat; embeddings: mini)") as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT_S, max_retries=0)
+    return serving.openai_client(server, TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

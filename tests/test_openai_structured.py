@@ -27,14 +27,13 @@ FORMAT = {"type": "json_schema", "json_schema": {"name": "someone", "schema": SC
 
 @pytest.fixture(scope="module")
 def server(tool_chat_export, tmp_path_factory):
-    with serving.running(tmp_path_factory.mktemp("no-runs"), tool_chat_export["file"],
-                         args=("--name", "qwen", "--max-batch-size", 8)) as running:
+    with serving.named(tmp_path_factory.mktemp("no-runs"), {"qwen": tool_chat_export["file"]}, 8) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT_S, max_retries=0)
+    return serving.openai_client(server, TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -91,11 +91,11 @@ def test_the_server_s_batch_keeps_a_greedy_request_s_guesses_beside_others(chat)
 
 
 def test_openai_answers_ptx_serve_speculate_with_the_library_s_greedy_text(chat_export, chat, tmp_path):
-    openai = pytest.importorskip("openai")
+    pytest.importorskip("openai")
     ids = chat.text.chat([{"role": "user", "content": REPEATED}])
     want = generate_text(chat, [ids], chat.text, Sampling(max_new_tokens=24))[0].text
     with serving.running(tmp_path, chat_export["file"], args=("--name", "chat", "--speculate", "ngram")) as server:
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=TIMEOUT_S, max_retries=0)
+        client = serving.openai_client(server, TIMEOUT_S)
         answer = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": REPEATED}],
                                                 max_tokens=24, temperature=0)
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
