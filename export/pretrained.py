@@ -91,9 +91,6 @@ SESSION_HOLDS = 1.3  # ONNX Runtime's session over the file's weights it opens (
 # The share of the available memory an export may plan to take with the model whole: the rest stays the machine's
 # (a 3B model whole, 12 GB in float32, would take 20 of a 24 GB machine's; read tensor by tensor, some 5).
 WHOLE_SHARE = 0.5
-# NNCF's compress_weights (openvino-int4, openvino-int8w) reads every weight of the graph at once: 3.1x the float32
-# weights at its peak beside what the export held before it (Qwen2.5-0.5B: 1.98 GB, 7.35 GB at its peak, 2026-11-28).
-NNCF_HOLDS = 3.1
 
 
 def decoding_bytes(config: dict) -> float:
@@ -163,13 +160,17 @@ def open_folder(folder: str | Path, formats, log: Callable[[str], None]) -> Open
 
 def _formats_that_fit(formats, weights: FolderWeights, available: int | None, held: float, log) -> list[str]:
     """The formats of ``formats`` whose writer fits beside what the export holds (``held``: the whole model's
-    bytes, or 0): NNCF's formats need NNCF_HOLDS times the float32 weights at once; each one left out said in one
-    line, and where none is left, refused."""
+    bytes, or 0): a format whose writer reads every weight at once (its registry entry's writer_holds: NNCF's)
+    needs that many times the float32 weights beside; each one left out said in one line, and where none is
+    left, refused."""
+    from .formats import get as get_format
+
     kept = []
     for fmt in formats:
-        need = NNCF_HOLDS * weights.f32_bytes + held if fmt.startswith("openvino-") else 0
+        holds = get_format(fmt).writer_holds
+        need = holds * weights.f32_bytes + held if holds else 0
         if available is not None and need * (1 + MARGIN) > available:
-            log(f"{fmt}: left out: NNCF's compress_weights holds every weight at once, about "
+            log(f"{fmt}: left out: {get_format(fmt).progress} holds every weight at once, about "
                 f"{size_text(need * (1 + MARGIN))} here, and {size_text(available)} is available ({where_available()}); "
                 "onnx-int4 and onnx-int8w are read one tensor at a time, and OpenVINO runs them too")
             continue

@@ -289,7 +289,7 @@ def test_nncf_s_formats_are_left_out_where_they_cannot_hold_every_weight(folder)
     both = ["onnx-int4", "openvino-int4"]
     assert _formats_that_fit(both, weights, 10 << 30, 0, said.append) == both and not said
     assert _formats_that_fit(both, weights, 300 << 20, 0, said.append) == ["onnx-int4"]
-    assert said[0].startswith("openvino-int4: left out: NNCF's compress_weights holds every weight at once, about ")
+    assert said[0].startswith("openvino-int4: left out: compressing the weights with NNCF holds every weight at once, about ")
     with pytest.raises(OutOfMemoryPlan, match="no format asked fits"):
         _formats_that_fit(["openvino-int4"], weights, 300 << 20, 0, said.append)
 
