@@ -245,7 +245,9 @@ def _prepared(served, asked: TextRequest, max_rows: int) -> tuple[list[list[int]
     syntax = _tool_syntax(served, asked)
     try:
         if asked.kind == "chat":
-            prompts = [text.chat(asked.messages, asked.tools.functions if asked.tools else None)]
+            template_syntax = syntax if syntax is not None else syntax_of(text)  # calls sent back without tools too
+            messages = asked.messages if template_syntax is None else template_syntax.conversation(asked.messages)
+            prompts = [text.chat(messages, asked.tools.functions if asked.tools else None)]
         else:
             prompts = [text.encode(p) if isinstance(p, str) else p for p in asked.prompts]
     except InputError as exc:
@@ -315,8 +317,8 @@ def _tool_syntax(served, asked: TextRequest):
     syntax = syntax_of(served.text)
     if syntax is None:
         raise OpenAIError(f"{served.name}'s chat template renders tools in a call syntax ptx does not read (it reads "
-                          "Hermes' <tool_call> of Qwen2.5 and Qwen3, and Llama 3.1's JSON): leave out tools",
-                          param="tools")
+                          "Hermes' <tool_call> of Qwen2.5 and Qwen3, Llama 3.1's JSON and Mistral v0.3's [TOOL_CALLS] "
+                          "list): leave out tools", param="tools")
     return syntax
 
 

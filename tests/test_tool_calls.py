@@ -2,19 +2,23 @@
 and tools' answers as transformers renders them; Hermes' <tool_call> blocks are read out of an answer whole or
 piece by piece alike (text around them kept, a block that is no call left as text); the grammar that forces a
 call gives, on a tiny random Qwen2, calls whose arguments validate against the function's schema, sampled; a
-template that never renders tools has no syntax."""
+template that never renders tools has no syntax. Mistral v0.3's template: its [TOOL_CALLS] list read whole or
+piece by piece alike, its control token kept in the decoded text (its other special tokens still dropped), and a
+conversation's OpenAI ids renamed to the nine characters its template demands, a call and its answer still
+paired."""
 from __future__ import annotations
 
 import json
+import re
 import types
 
 import pytest
 
 from ptx.contract.sampling import Sampling
 from ptx.infer import load
-from ptx.infer.model.text import Text
+from ptx.infer.model.text import Text, TextStream
 from ptx.infer.model.text_generation import end_ids, generate_text
-from ptx.infer.model.tool_calls import Hermes, LlamaJson, reads_tools, syntax_of
+from ptx.infer.model.tool_calls import Hermes, LlamaJson, MistralCalls, reads_tools, syntax_of
 
 transformers = pytest.importorskip("transformers")
 jsonschema = pytest.importorskip("jsonschema")
@@ -99,9 +103,61 @@ def test_which_templates_have_a_tool_syntax(words, chat_export):
              "name and its value}.{% for t in tools %}{{ t | tojson(indent=4) }}{% endfor %}{% endif %}")
     assert isinstance(syntax_of(types.SimpleNamespace(chat_template=llama)), LlamaJson)
     assert syntax_of(types.SimpleNamespace(chat_template="{% for t in tools %}{{ t.name }}{% endfor %}")) is None
+    # Mistral's later syntax, [TOOL_CALLS]name[ARGS]{...}, is not read as v0.3's list
+    later = "{% for t in tools %}{{ t.name }}{% endfor %}[TOOL_CALLS]{{ name }}[ARGS]{{ arguments }}"
+    assert syntax_of(types.SimpleNamespace(chat_template=later)) is None
 
 
-@pytest.mark.parametrize("family, name", [(Hermes, None), (Hermes, "get_weather"), (LlamaJson, None)])
+@pytest.fixture(scope="module")
+def mistral(tmp_path_factory):
+    import text_models
+
+    folder = text_models.mistral_tokenizer_folder(tmp_path_factory.mktemp("mistral"))
+    return folder, Text.open(folder)
+
+
+def test_mistral_s_calls_are_read_whole_or_piece_by_piece_alike_and_its_tag_is_kept_in_the_text(mistral):
+    folder, words = mistral
+    assert isinstance(syntax_of(words), MistralCalls)
+    syntax = MistralCalls(words)
+    answer = ('Let me look.[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}, '
+              '{"name": "get_time", "arguments": {"zone": "CET"}}]')
+    content, calls = syntax.parse(answer)
+    assert content == "Let me look." and [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"zone": "CET"})]
+    assert all(re.fullmatch("[0-9A-Za-z]{9}", c.id) for c in calls) and calls[0].id != calls[1].id
+    stream, events = syntax.stream(), []
+    for char in answer:
+        events += stream.feed(char)
+    assert "".join(events) == "Let me look."  # the list is held to the end of the answer
+    assert [(c.name, c.arguments) for c in stream.finish()] == [(c.name, c.arguments) for c in calls]
+    assert syntax.parse("[TOOL_CALLS] [not json") == ("[TOOL_CALLS] [not json", [])
+    # [TOOL_CALLS] is a special token, which decoding drops: the syntax keeps it, and only it
+    ids = words.encode("<s>" + answer + "</s>", special=False)
+    assert words.tokenizer.token_to_id("[TOOL_CALLS]") in ids
+    assert words.decode(ids) == answer
+    pieces = TextStream(words)
+    assert "".join(pieces.feed(t) for t in ids) + pieces.finish() == answer
+    assert syntax.parse(words.decode(ids))[1][1].name == "get_time"
+
+
+def test_mistral_s_template_gets_ids_of_nine_characters_a_call_and_its_answer_paired(mistral):
+    folder, words = mistral
+    theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+    with pytest.raises(Exception, match="length 9"):  # OpenAI's ids, as the template refuses them
+        theirs.apply_chat_template(CONVERSATION, tools=TOOLS, add_generation_prompt=True, tokenize=False)
+    sent = MistralCalls(words).conversation(CONVERSATION)
+    ids = {sent[1]["tool_calls"][0]["id"], sent[2]["tool_call_id"]}
+    assert len(ids) == 1 and re.fullmatch("[0-9a-f]{9}", ids.pop())
+    assert CONVERSATION[1]["tool_calls"][0]["id"] == "call_1"  # the caller's messages unchanged
+    assert words.render(sent, tools=TOOLS) == theirs.apply_chat_template(sent, tools=TOOLS, add_generation_prompt=True,
+                                                                         tokenize=False)
+    kept = [{**CONVERSATION[1], "tool_calls": [{**CONVERSATION[1]["tool_calls"][0], "id": "abcDEF123"}]}]
+    assert MistralCalls(words).conversation(kept)[0]["tool_calls"][0]["id"] == "abcDEF123"  # a right id stays
+
+
+@pytest.mark.parametrize("family, name", [(Hermes, None), (Hermes, "get_weather"), (LlamaJson, None),
+                                          (MistralCalls, "get_time")])
 def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_chat_export, family, name):
     """100 sampled answers at temperature 1.0, each a call (of any tool, or of the one named) whose arguments
     validate; unforced, the same draws make no call. The grammar holds any model to the syntax: Llama 3.1's is

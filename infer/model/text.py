@@ -113,7 +113,29 @@ class Text:
         return self.tokenizer.encode(text, add_special_tokens=special).ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        if not self._kept_specials:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return self.tokenizer.decode([i for i in ids if not self.skipped(i)], skip_special_tokens=False)
+
+    def keep_special(self, word: str) -> None:
+        """Decoded text keeps ``word`` where it is one of the tokenizer's special tokens, which decoding drops
+        otherwise: a tool-call syntax's tag (Mistral's [TOOL_CALLS]) is read from the answer's text.
+        tokenizers decodes with every special token or none, so the others are left out by id."""
+        token = self.tokenizer.token_to_id(word)
+        if token is not None and token in self._specials:
+            self._kept_specials.add(token)
+
+    def skipped(self, token: int) -> bool:
+        """Whether decoding leaves ``token`` out of the text (a special token not kept)."""
+        return token in self._specials and token not in self._kept_specials
+
+    @cached_property
+    def _specials(self) -> set[int]:
+        return {int(i) for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+
+    @cached_property
+    def _kept_specials(self) -> set[int]:
+        return set()
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes token ``token`` adds to a text (an answer's bytes are its tokens' joined; a token may hold part
@@ -291,7 +313,8 @@ class TextStream:
         from tokenizers.decoders import DecodeStream
 
         self.text, self.stop = text, tuple(stop)
-        self.decoder = DecodeStream(skip_special_tokens=True)
+        self.keeping = bool(text._kept_specials)  # then the tokens it skips are left out here, by id
+        self.decoder = DecodeStream(skip_special_tokens=not self.keeping)
         self.ids: list[int] = []
         self.decoded = ""  # what the DecodeStream gave so far
         self.pending = ""  # decoded but not yet given: it may begin a stop string
@@ -302,6 +325,8 @@ class TextStream:
         if self.stopped:
             return ""
         self.ids.append(int(token))
+        if self.keeping and self.text.skipped(int(token)):
+            return ""
         piece = self.decoder.step(self.text.tokenizer, int(token)) or ""
         self.decoded += piece
         return self._give(piece)

@@ -5,14 +5,17 @@ requires one (ptx.contract.grammar.Grammar, its arguments held to the function's
 infer/model/grammar.py), as vLLM's tool parsers and llama.cpp's server read them.
 
 The syntaxes ptx reads: Hermes' ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, which Qwen2.5's
-and Qwen3's templates (and Hermes') teach, each call in its own tags; and Llama 3.1's JSON, an answer that is
+and Qwen3's templates (and Hermes') teach, each call in its own tags; Llama 3.1's JSON, an answer that is
 ``{"name": ..., "parameters": {...}}`` alone (calls apart by ";", as Llama 3.2 writes several), which Meta's
-Llama 3.1 and 3.2 templates teach. A template that never reads ``tools`` has no tool syntax at all (its model
-was never shown one).
+Llama 3.1 and 3.2 templates teach; and Mistral's ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]``, a list
+of calls after the tag to the end of the answer, which Mistral 7B Instruct v0.3's template (and Mixtral 8x22B's,
+Nemo's) teaches, its calls' ids nine letters or digits. A template that never reads ``tools`` has no tool syntax
+at all (its model was never shown one).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +47,19 @@ class Syntax:
     def __init__(self, text: Text):
         self.text = text
 
+    def new_id(self) -> str:
+        """A new call's id, as OpenAI writes them."""
+        return f"call_{uuid.uuid4().hex[:24]}"
+
+    def conversation(self, messages: Sequence[dict]) -> list[dict]:
+        """``messages`` as the template takes them (a syntax whose template refuses some ids renames them)."""
+        return list(messages)
+
+    def calls_in(self, block: str) -> list[ToolCall] | None:
+        """The calls a block between the syntax's tags holds, or None where it is not calls (then it is text)."""
+        call = _call_of(block, self.new_id())
+        return None if call is None else [call]
+
     def stream(self):
         raise NotImplementedError
 
@@ -65,8 +81,8 @@ class Hermes(Syntax):
     family = "hermes"
     open_tag, close_tag = "<tool_call>", "</tool_call>"
 
-    def stream(self) -> "HermesStream":
-        return HermesStream(self)
+    def stream(self) -> "TaggedStream":
+        return TaggedStream(self)
 
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         """One call, of the function ``name`` (None: any of ``tools``), its arguments held to its parameters'
@@ -76,15 +92,16 @@ class Hermes(Syntax):
                                 "#/properties/arguments") for k, t in enumerate(chosen)]
         schema = options[0] if len(options) == 1 else {"anyOf": options}
         schema = {**schema, "x-guidance": JSON_OPTIONS}
-        return Grammar.lark(f'start: {self._tag(self.open_tag)} "\\n" call "\\n" {self._tag(self.close_tag)}\n'
+        return Grammar.lark(f'start: {_tag(self.text, self.open_tag)} "\\n" call "\\n" {_tag(self.text, self.close_tag)}\n'
                             f"call: %json {json.dumps(schema)}")
 
-    def _tag(self, word: str) -> str:
-        """``word`` in the grammar: its added token where the tokenizer has one (the grammar library reads added
-        tokens as special ones, referenced by id), else its text."""
-        token = self.text.tokenizer.token_to_id(word)
-        added = self.text.tokenizer.get_added_tokens_decoder()
-        return f"<[{token}]>" if token is not None and token in added else json.dumps(word)
+
+def _tag(text: Text, word: str) -> str:
+    """``word`` in a grammar: its added token where ``text``'s tokenizer has one (the grammar library reads added
+    tokens as special ones, referenced by id), else its text."""
+    token = text.tokenizer.token_to_id(word)
+    added = text.tokenizer.get_added_tokens_decoder()
+    return f"<[{token}]>" if token is not None and token in added else json.dumps(word)
 
 
 class LlamaJson(Syntax):
@@ -100,7 +117,7 @@ class LlamaJson(Syntax):
         """The calls an answer that opened with "{" holds, or None where it is not calls (then it is text)."""
         calls = []
         for part in _json_parts(answer):
-            call = _call_of(part)
+            call = _call_of(part, self.new_id())
             if call is None:
                 return None
             calls.append(call)
@@ -115,9 +132,68 @@ class LlamaJson(Syntax):
         return Grammar.lark(f"start: call\ncall: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
 
 
-def _call_of(block: str) -> ToolCall | None:
-    """A call's JSON ({"name": ..., "arguments" or "parameters": {...}}) as a ToolCall, or None where it is not
-    one (then it is text)."""
+class MistralCalls(Syntax):
+    """Mistral's tool calls: ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]`` after any text, to the end
+    of the answer (the tag one added token of its tokenizer). Its template refuses a call's id that is not nine
+    letters or digits: ptx's calls get such ids, and a conversation's other ids (OpenAI's "call_...") are renamed
+    for the template, the same id to the same name, so that a call and its tool's answer still pair (as vLLM does
+    for Mistral)."""
+
+    family = "mistral"
+    open_tag, close_tag = "[TOOL_CALLS]", None
+    ID_LENGTH = 9
+
+    def __init__(self, text: Text):
+        super().__init__(text)
+        text.keep_special(self.open_tag)  # a special token of Mistral's tokenizers, else dropped from the text
+
+    def stream(self) -> "TaggedStream":
+        return TaggedStream(self)
+
+    def new_id(self) -> str:
+        return uuid.uuid4().hex[:self.ID_LENGTH]
+
+    def calls_in(self, block: str) -> list[ToolCall] | None:
+        try:
+            doc = json.loads(block)
+        except ValueError:
+            return None
+        calls = [_call_of(json.dumps(item), self.new_id()) for item in (doc if isinstance(doc, list) else [doc])]
+        return calls if calls and all(c is not None for c in calls) else None
+
+    def conversation(self, messages: Sequence[dict]) -> list[dict]:
+        def renamed(call_id):
+            text = str(call_id)
+            if len(text) == self.ID_LENGTH and text.isalnum():
+                return text
+            return hashlib.sha256(text.encode()).hexdigest()[:self.ID_LENGTH]
+
+        out = []
+        for message in messages:
+            message = dict(message)
+            if message.get("tool_calls"):
+                message["tool_calls"] = [{**c, "id": renamed(c.get("id", ""))} if isinstance(c, dict) else c
+                                         for c in message["tool_calls"]]
+            if message.get("role") == "tool" and "tool_call_id" in message:
+                message["tool_call_id"] = renamed(message["tool_call_id"])
+            out.append(message)
+        return out
+
+    def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
+        """One call in the list, of ``name`` (None: any of ``tools``), its arguments held to the function's schema,
+        written after the tag as the template writes a call (with its space, where it has one)."""
+        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
+        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/arguments" if len(chosen) > 1 else
+                                "#/properties/arguments") for k, t in enumerate(chosen)]
+        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        space = '" "' if self.open_tag + " [" in (self.text.chat_template or "") else ""
+        return Grammar.lark(f'start: {_tag(self.text, self.open_tag)} {space} "[" call "]"\n'
+                            f"call: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
+
+
+def _call_of(block: str, call_id: str) -> ToolCall | None:
+    """A call's JSON ({"name": ..., "arguments" or "parameters": {...}}) as a ToolCall with the id ``call_id``, or
+    None where it is not one (then it is text)."""
     try:
         doc = json.loads(block)
     except ValueError:
@@ -130,7 +206,7 @@ def _call_of(block: str) -> ToolCall | None:
             arguments = json.loads(arguments)
         except ValueError:
             return None
-    return ToolCall(doc["name"], json.dumps(arguments, ensure_ascii=False))
+    return ToolCall(doc["name"], json.dumps(arguments, ensure_ascii=False), call_id)
 
 
 def _json_parts(answer: str) -> list[str]:
@@ -175,12 +251,13 @@ class WholeJsonStream:
         return calls if calls is not None else [rest]
 
 
-class HermesStream:
-    """An answer's text as it streams, split into text and calls: ``feed(piece)`` returns what is now sure (text,
-    and each call once its block is closed); ``finish()`` the rest. Text that may begin a call's tag, and
-    whitespace that may stand before one, are held until the next piece says which."""
+class TaggedStream:
+    """An answer's text as it streams, split into text and calls (Hermes' blocks, Mistral's list after its tag):
+    ``feed(piece)`` returns what is now sure (text, and each block's calls once it is closed: a syntax with no
+    close tag holds its block to the end of the answer); ``finish()`` the rest. Text that may begin a call's tag,
+    and whitespace that may stand before one, are held until the next piece says which."""
 
-    def __init__(self, syntax: Hermes):
+    def __init__(self, syntax: Syntax):
         self.syntax, self.pending, self.inside = syntax, "", False
 
     def feed(self, piece: str) -> list:
@@ -188,10 +265,12 @@ class HermesStream:
         events: list = []
         while True:
             if self.inside:
+                if self.syntax.close_tag is None:
+                    return events
                 end = self.pending.find(self.syntax.close_tag)
                 if end < 0:
                     return events
-                events.append(self._block(self.pending[:end]))
+                events += self._block(self.pending[:end])
                 self.pending, self.inside = self.pending[end + len(self.syntax.close_tag):], False
                 continue
             start = self.pending.find(self.syntax.open_tag)
@@ -210,13 +289,13 @@ class HermesStream:
         its text; text held for a tag that never came (whitespace at the end is dropped)."""
         rest, self.pending = self.pending, ""
         if self.inside:
-            call = _call_of(rest.strip())
-            return [call] if call is not None else [self.syntax.open_tag + rest]
+            calls = self.syntax.calls_in(rest.strip())
+            return calls if calls is not None else [self.syntax.open_tag + rest]
         return [rest] if rest.strip() else []
 
-    def _block(self, block: str):
-        call = _call_of(block.strip())
-        return call if call is not None else f"{self.syntax.open_tag}{block}{self.syntax.close_tag}"
+    def _block(self, block: str) -> list:
+        calls = self.syntax.calls_in(block.strip())
+        return calls if calls is not None else [f"{self.syntax.open_tag}{block}{self.syntax.close_tag}"]
 
 
 def _held(text: str, tag: str) -> int:
@@ -246,7 +325,10 @@ def _rerooted(schema, at: str):
 
 
 # what a template writes -> the syntax it teaches (Llama 3.1's: the format line its tools prompt spells out)
-SYNTAXES = {"<tool_call>": Hermes, "argument name and its value": LlamaJson}
+SYNTAXES = {"<tool_call>": Hermes, "argument name and its value": LlamaJson, "[TOOL_CALLS]": MistralCalls}
+# what a template writes where its syntax is another that ptx does not read: Mistral's later one, each call
+# "[TOOL_CALLS]name[ARGS]{...}" (Mistral Small 3.2, Magistral)
+UNREAD = ("[ARGS]",)
 
 
 @functools.lru_cache(maxsize=16)
@@ -270,10 +352,12 @@ def syntax_of(text: Text):
     template = text.chat_template
     if not reads_tools(template):
         return None
+    if any(mark in template for mark in UNREAD):
+        return None
     for mark, syntax in SYNTAXES.items():
         if mark in template:
             return syntax(text)
     return None
 
 
-__all__ = ["Hermes", "LlamaJson", "ToolCall", "reads_tools", "syntax_of"]
+__all__ = ["Hermes", "LlamaJson", "MistralCalls", "ToolCall", "reads_tools", "syntax_of"]
