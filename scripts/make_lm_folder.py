@@ -11,6 +11,11 @@ order, a new shard past --shard-size).
     python scripts/make_lm_folder.py qwen2.5-7b /data/qwen2.5-7b      # 7.6B parameters, 4 shards, 15.2 GB
     python scripts/make_lm_folder.py qwen2.5-3b /data/qwen2.5-3b
     python scripts/make_lm_folder.py tiny-sharded /tmp/lm      # 34M parameters in shards of 8 MB: what the tests stream
+    python scripts/make_lm_folder.py qwen2.5-0.5b /tmp/q32k --tokenizer grammar-cost/tokenizer-32000.json
+
+``--tokenizer FILE`` gives the folder that tokenizer.json (scripts/grammar_cost.py trains a 32k-token one on the
+standard library's sources) with the ChatML template, its vocabulary the config's and its <|endoftext|> the end
+id: a model whose grammar mask is as costly as a real 32k vocabulary's (`ptx bench --generate --json-schema`).
 """
 from __future__ import annotations
 
@@ -124,8 +129,19 @@ def main(argv=None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--shard-size", default=None, help="bytes a shard holds at most (4GB; 8MB for tiny-sharded)")
     parser.add_argument("--no-tokenizer", action="store_true", help="leave the tokenizer out")
+    parser.add_argument("--tokenizer", type=Path, metavar="FILE", help="this tokenizer.json instead of the tiny one "
+                        "(its vocabulary the config's, <|endoftext|> the end id)")
     args = parser.parse_args(argv)
     config = CONFIGS[args.config]
+    if args.tokenizer is not None:
+        from tokenizers import Tokenizer
+
+        given = Tokenizer.from_file(str(args.tokenizer))
+        end = given.token_to_id("<|endoftext|>")
+        if end is None:
+            parser.error(f"{args.tokenizer} has no <|endoftext|> token to end an answer with")
+        config = {**config, "vocab_size": given.get_vocab_size(with_added_tokens=True), "bos_token_id": None,
+                  "eos_token_id": end}
     limit = _bytes(args.shard_size) if args.shard_size else SHARD_BYTES[args.config]
     named = tensors(config)
     groups = shards(named, limit)
@@ -146,7 +162,13 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(HERE.parent / "tests"))
         import text_models
 
-        text_models.tokenizer().save_pretrained(str(args.out))
+        if args.tokenizer is None:
+            text_models.tokenizer().save_pretrained(str(args.out))
+        else:
+            from transformers import PreTrainedTokenizerFast
+
+            PreTrainedTokenizerFast(tokenizer_file=str(args.tokenizer), eos_token="<|endoftext|>",
+                                    chat_template=text_models.CHAT_TEMPLATE).save_pretrained(str(args.out))
     params = sum(_count(s) for _, s in named)
     print(f"{args.out}: {params / 1e9:.2f}B parameters, {total / 1e9:.2f} GB of bfloat16 in {len(groups)} shards",
           file=sys.stderr)

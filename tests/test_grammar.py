@@ -2,7 +2,8 @@
 Qwen2 with its tokenizer (tests/text_models.py), a JSON schema of nested objects, enums, arrays and required
 fields gives JSON that validates, greedy and in 100 sampled answers at temperature 1.0 (the same draws
 unmasked do not parse); a regex's answers match it whole; `ptx generate --json-schema FILE` and `--regex`
-print such answers; a schema the library cannot compile is one line."""
+print such answers; a schema the library cannot compile is one line; `ptx bench --generate --json-schema` times
+each row's decoding again with the mask, whose answers validate."""
 from __future__ import annotations
 
 import json
@@ -110,3 +111,29 @@ def test_ptx_generate_holds_answers_to_a_schema_or_a_regex(tool_chat_export, tmp
                        (("--json-schema", tmp_path / "none.json"), "cannot be read")]:
         done = ptx("generate", tool_chat_export["file"], "--prompt", "x", *args)
         assert done.returncode == 2 and says in done.stderr and not done.stdout.strip(), (args, done.stderr)
+
+
+def test_ptx_bench_times_each_row_again_held_to_the_schema(tool_chat_export, model, tmp_path):
+    """The masked decoding bench times is held to the grammar (its answer validates; unmasked, the same prompt's
+    greedy answer does not parse), and `ptx bench --generate --json-schema` says its time beside the row's."""
+    from ptx.infer.bench.masked import time_masked
+
+    ids = model.text.chat(ASK)
+    masked = time_masked(model, [ids], TOKENS, 1, Grammar.json_schema(json.dumps(SCHEMA)), lambda _: None, "ort-cpu")
+    [answer] = masked.answers
+    assert answer[-1] in end_ids(model, model.text) and valid(model.text.decode(answer[:-1])), answer
+    assert masked.ms_per_token > 0 and masked.tokens == len(answer) - 1
+    assert not valid(model.text.decode(model.generate(ids, TOKENS)[0]))
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps(SCHEMA))
+    done = ptx("bench", tool_chat_export["file"], "--generate", "16", "--backends", "ort-cpu", "--rounds", "1",
+               "--json-schema", schema)
+    assert done.returncode == 0, done.stderr
+    head = next(line for line in done.stdout.splitlines() if line.startswith("runner"))
+    assert "masked ms/token" in head and "mask cost" in head and "greedy held to JSON of its schema" in done.stdout
+    refused = ptx("bench", tool_chat_export["file"], "--json-schema", schema)
+    assert refused.returncode == 2 and "--json-schema is for --generate N" in refused.stderr, refused.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "objectx"}')
+    done = ptx("bench", tool_chat_export["file"], "--generate", "4", "--json-schema", bad)
+    assert done.returncode == 2 and "cannot hold an answer" in done.stderr and not done.stdout.strip(), done.stderr

@@ -64,6 +64,15 @@ class DecodingSpeed:
     of_wall: float | None = None  # wall_ms over decode_ms_per_token: the share of the read-bandwidth limit reached
     cache_bytes: int = 0  # of bytes_per_token, the cache's (at its mean length over the steps)
     tokens_per_step: float | None = None  # with a drafter (--speculate): the tokens a step gave, its guesses kept
+    masked_ms_per_token: float | None = None  # with a grammar (--json-schema): decode ms/token with each choice masked
+    masked_tokens: int | None = None  # the tokens that masked decoding gave (a grammar may complete early)
+
+    @property
+    def mask_cost(self) -> float | None:
+        """The grammar's mask as a share of the row's token: masked ms/token over decode ms/token, less one."""
+        if self.masked_ms_per_token is None or not self.decode_ms_per_token:
+            return None
+        return self.masked_ms_per_token / self.decode_ms_per_token - 1
 
 
 @dataclass
@@ -84,6 +93,7 @@ class GenerationBench:
     # the read bandwidth of each device's memory, measured in this run (wall.device_bandwidth), or why not
     walls: dict[str, Bandwidth | str] = field(default_factory=dict)
     speculate: str | None = None  # the drafter timed beside plain greedy (--speculate), where one was
+    grammar: object = None  # the grammar each row was decoded again held to (ptx.contract.grammar.Grammar)
 
     def heading(self) -> str:
         prompt = self.prompt or f"a seeded prompt of {self.prompt_length} tokens"
@@ -94,12 +104,17 @@ class GenerationBench:
         from ..model.target import group_reasons
 
         encoder = any(r.encoder_ms is not None for r in self.rows)
+        masked = any(r.masked_ms_per_token is not None for r in self.rows)
         head = ["runner", "device", "MB/token", *(["encoder ms"] if encoder else []), "prefill ms", "prefill tok/s",
-                "decode ms/token", "tokens/s", "of the wall", "x the fastest"]
+                "decode ms/token", *(["masked ms/token", "mask cost"] if masked else []), "tokens/s", "of the wall",
+                "x the fastest"]
         cells = [[r.runner, r.device, f"{r.bytes_per_token / 1e6:,.1f}" if r.bytes_per_token else "",
                   *([f"{r.encoder_ms or 0:,.2f}"] if encoder else []),
                   f"{r.prefill_ms:,.2f}", f"{r.prefill_tokens_per_s:,.0f}" if r.prefill_tokens_per_s else "",
-                  f"{r.decode_ms_per_token:,.3f}", f"{r.tokens_per_s:,.1f}",
+                  f"{r.decode_ms_per_token:,.3f}",
+                  *([f"{r.masked_ms_per_token:,.3f}" if r.masked_ms_per_token is not None else "",
+                     f"{100 * r.mask_cost:+.1f}%" if r.mask_cost is not None else ""] if masked else []),
+                  f"{r.tokens_per_s:,.1f}",
                   f"{100 * r.of_wall:.0f}%" if r.of_wall is not None else "",
                   f"{r.vs_fastest:.2f}x" if r.vs_fastest is not None else ""]
                  for r in self.rows]
@@ -117,6 +132,11 @@ class GenerationBench:
         for row in (r for r in self.rows if r.tokens_per_step is not None):
             lines.append(f"{row.runner}: the drafter's guesses that greedy confirms kept, {row.tokens_per_step:.2f} "
                          "tokens a step (the same tokens as greedy's row)")
+        if masked:
+            tokens = sorted({r.masked_tokens for r in self.rows if r.masked_tokens is not None})
+            lines.append(f"masked: each row decoded again, greedy held to {self.grammar.describe()} (each step's "
+                         f"choice masked by llguidance, as a served answer's is; {'/'.join(map(str, tokens))} tokens "
+                         "after the prompt's run); mask cost: masked ms/token over decode ms/token, less one")
         if encoder:
             lines.append("encoder ms: the encoder's run, once per decoding, apart from the decoder's prompt run (prefill) "
                          "and its steps")
@@ -132,7 +152,8 @@ class GenerationBench:
     def to_dict(self) -> dict:
         return {"model": self.name, "generate": {"new_tokens": self.new_tokens, "prompt_length": self.prompt_length,
                                                   "batch": self.batch, "repeats": self.repeats, "seed": self.seed,
-                                                  "eos": [], **({"speculate": self.speculate} if self.speculate else {})},
+                                                  "eos": [], **({"speculate": self.speculate} if self.speculate else {}),
+                                                  **({"grammar": self.grammar.describe()} if self.grammar else {})},
                 "rows": [asdict(r) for r in self.rows], "skipped": self.skipped, "notes": self.notes,
                 "eager": self.eager,
                 "walls": {device: {"not_measured": wall} if isinstance(wall, str) else asdict(wall)
@@ -301,7 +322,7 @@ def _time_rows(result: GenerationBench, target: Target, variant_target: Target, 
                speculate: str | None, progress: Callable[[str], None]) -> None:
     """``variant``'s row (greedy), and where ``speculate`` names a drafter, a second row with its guesses: its
     tokens held to greedy's (a row that gave others is said in a note). A failure skips that row alone."""
-    own, batch, greedy = model.generation, result.batch, None
+    own, batch, greedy, masked = model.generation, result.batch, None, None
     for guessing in (False, *([True] if speculate else [])):
         label = variant.label + (f" --speculate {speculate_label(speculate)}" if guessing else "")
         try:
@@ -317,6 +338,7 @@ def _time_rows(result: GenerationBench, target: Target, variant_target: Target, 
             continue
         if not guessing:
             greedy = timed.tokens
+            masked = _time_masked(result, model, prompts, label, variant_target.path.name, progress)
         elif greedy is not None and timed.tokens != greedy:
             result.notes.append(f"{label}: its tokens differ from greedy's (a guess kept where greedy parts from it)")
         # an encoder-decoder's decoder runs its start ids first (its source is the encoder's, run apart)
@@ -327,6 +349,8 @@ def _time_rows(result: GenerationBench, target: Target, variant_target: Target, 
                             prefill_tokens_per_s=round(1000 * batch * decoded / timed.prefill_ms, 1),
                             encoder_ms=round(timed.encoder_ms, 3) if own.encoder is not None else None,
                             tokens_per_step=round(timed.per_step, 2) if guessing else None)
+        if not guessing and masked is not None:
+            row.masked_ms_per_token, row.masked_tokens = round(masked.ms_per_token, 4), masked.tokens
         weights = weights_read(target, variant_target, variant)
         if weights is not None:  # what a step reads: the weights, and the cache at its mean length
             cache = cache_bytes_per_position(model.signature, own) * batch * (decoded + result.new_tokens / 2)
@@ -334,13 +358,30 @@ def _time_rows(result: GenerationBench, target: Target, variant_target: Target, 
         result.rows.append(row)
 
 
+def _time_masked(result: GenerationBench, model, prompts, label: str, file: str, progress):
+    """The row decoded again held to the bench's grammar (infer/bench/masked.py), or None: no grammar asked, or
+    one this row cannot be held to (said in a note)."""
+    if result.grammar is None:
+        return None
+    from .masked import time_masked
+
+    try:
+        return time_masked(model, prompts, result.new_tokens, result.repeats, result.grammar, progress,
+                           f"{label} on {file}")
+    except PtxError as exc:
+        result.notes.append(f"not masked: {exc}")
+        return None
+
+
 def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | None = None, batch: int = 1,
                      repeats: int = DEFAULT_REPEATS, backends: Sequence[str] | None = None, seed: int = 0,
-                     progress: Callable[[str], None] = lambda _: None, speculate: str | None = None) -> GenerationBench:
+                     progress: Callable[[str], None] = lambda _: None, speculate: str | None = None,
+                     grammar=None) -> GenerationBench:
     """Time greedy decoding of ``new_tokens`` on every backend ``backends`` pick (default: all that open
     ``target``'s file, and the TorchScript file with its cache beside an ONNX one), one backend open at a
     time: ``bench_generation(Target.of("lm/model.onnx"), 128)``. ``speculate`` (``ngram``): each backend timed
-    again with that drafter's guesses, a row of its own beside plain greedy's. A file without a cache, or a prompt
+    again with that drafter's guesses, a row of its own beside plain greedy's. ``grammar`` (a Grammar): each row's
+    greedy decoding timed again held to it (its masked ms/token and mask cost). A file without a cache, or a prompt
     that with ``new_tokens`` passes the model's positions, is one PtxError."""
     from ..model.target import Skip, require_targets
 
@@ -350,9 +391,13 @@ def bench_generation(target: Target, new_tokens: int, *, prompt_length: int | No
         raise PtxError("--batch, --prompt-length and --rounds are whole numbers of at least 1")
     length, clipped = prompt_length_for(generation, new_tokens, prompt_length)
     result = GenerationBench(target.path.name, new_tokens, length, batch, repeats, seed,
-                             notes=[clipped] if clipped else [], speculate=speculate)
+                             notes=[clipped] if clipped else [], speculate=speculate, grammar=grammar)
     if speculate is not None and speculate != NGRAM and not Path(speculate).is_file():
         drafter_of(speculate)  # its one line, before any backend opens
+    if grammar is not None:
+        from .masked import check_grammar
+
+        check_grammar(grammar, target.path, generation)  # its one line (a GrammarError), before any backend opens
     chosen = generation_variants(target, backends)
     traced = next((v.label for t, v in chosen if t.kind == "torchscript" and not v.unavailable()), None)
     result.eager = (f"eager: the traced module with its cache is the {traced} row; transformers' generate() itself: "

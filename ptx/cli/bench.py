@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import click
 
@@ -45,6 +46,10 @@ from ptx.contract.verdict import in_one_line
               help="With --generate: each backend timed again with speculative decoding (ngram: prompt lookup's "
                    "guesses; FILE: a draft model's, a small LM exported by ptx with the model's tokenizer, run on the "
                    "same backend), kept where greedy confirms them, a row beside plain greedy's.")
+@click.option("--json-schema", "json_schema", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="With --generate: each backend's greedy decoding timed again held to this JSON schema (each "
+                   "step's choice masked as `ptx generate --json-schema` and the server's response_format mask it): "
+                   "its ms per token, and the mask's cost over the row's own.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table for docs.")
 @click.option("--verify-samples", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -60,7 +65,7 @@ from ptx.contract.verdict import in_one_line
 @served_options
 @click.pass_context
 def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, generate, prompt_length, batch, speculate,
-              as_json, markdown, verify_samples,
+              json_schema, as_json, markdown, verify_samples,
               run, against, declared_inputs, batch_axes, ignore_metadata, shapes, values, ranges, input_files, seed,
               **served) -> None:
     """Latency (p50/p90/p99) and throughput of model NAME on every available backend and precision, next to
@@ -91,9 +96,10 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
         return
     if generate is not None:
         _bench_generate(ctx, name, root, run, backends, generate, prompt_length, batch, rounds, seed, as_json, markdown,
-                        ignore_metadata, speculate)
+                        ignore_metadata, speculate, json_schema)
         return
-    refuse_given(ctx, ["prompt_length", "batch", "speculate"], "is for --generate N (a file exported with its cache)")
+    refuse_given(ctx, ["prompt_length", "batch", "speculate", "json_schema"],
+                 "is for --generate N (a file exported with its cache)")
     if against is not None:
         raise click.UsageError("--against is for a served model: give its URL (http://HOST:PORT/v2/models/NAME)")
     options = open_options(declared_inputs, batch_axes, ignore_metadata)
@@ -159,7 +165,7 @@ def bench_cmd(ctx, name, backends, batch_sizes, seconds, rounds, warmup, root, g
 
 
 def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, batch, rounds, seed, as_json,
-                    markdown, ignore_metadata, speculate=None) -> None:
+                    markdown, ignore_metadata, speculate=None, json_schema=None) -> None:
     """`ptx bench FILE --generate N`: greedy decoding's speed per backend (ptx.infer.bench.generation);
     ``ignore_metadata``: a decoder changed since export (another tool's int4 of it) timed as your own."""
     from ptx.infer.bench.generation import DEFAULT_REPEATS, bench_generation
@@ -172,10 +178,16 @@ def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, b
     if name is None:
         raise click.UsageError("--generate times a model file exported with its cache: give its path")
     target = target_of(ctx, name, "bench", root=root, run=run, options={"ignore_metadata": ignore_metadata})
-    result = bench_generation(target, new_tokens, prompt_length=prompt_length, batch=batch or 1,
-                              repeats=rounds if _given(ctx, ["rounds"]) else DEFAULT_REPEATS, backends=backends,
-                              seed=seed if _given(ctx, ["seed"]) else 0, speculate=speculate,
-                              progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    from ptx.contract.grammar import GrammarError
+
+    grammar = _schema_grammar(json_schema) if json_schema is not None else None
+    try:
+        result = bench_generation(target, new_tokens, prompt_length=prompt_length, batch=batch or 1,
+                                  repeats=rounds if _given(ctx, ["rounds"]) else DEFAULT_REPEATS, backends=backends,
+                                  seed=seed if _given(ctx, ["seed"]) else 0, speculate=speculate, grammar=grammar,
+                                  progress=lambda msg: click.echo(f"timing {msg}", err=True))
+    except GrammarError as exc:  # the schema, compiled for the model's tokenizer before any row was timed
+        raise click.BadParameter(str(exc), param_hint="--json-schema") from None
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "cpu": describe_cpu()}, indent=2))
     else:
@@ -186,6 +198,19 @@ def _bench_generate(ctx, name, root, run, backends, new_tokens, prompt_length, b
                        "was busy; re-run, or time more with --rounds", err=True)
 
 
+def _schema_grammar(path: str):
+    """--json-schema FILE as a grammar, read before any backend opens (bench_generation compiles it for the
+    model's tokenizer before any row is timed): else one line."""
+    from ptx.contract.grammar import Grammar, GrammarError
+
+    try:
+        return Grammar.json_schema(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{path}: cannot be read ({exc})", param_hint="--json-schema") from None
+    except GrammarError as exc:
+        raise click.BadParameter(str(exc), param_hint="--json-schema") from None
+
+
 def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_json, markdown, served, seed) -> None:
     """`ptx bench URL`: the served model at --concurrency beside its local model (--against, as verify
     URL decides it), on the same inputs (ptx.infer.bench.served)."""
@@ -193,7 +218,8 @@ def _bench_url(ctx, url, against, root, run, batch_sizes, seconds, warmup, as_js
     from ptx.infer.model.target import Variant
     from ptx.infer.runtime import backends as registry
 
-    refuse_given(ctx, ["backends", "input_files", "verify_samples", "rounds", "generate", "prompt_length", "batch"],
+    refuse_given(ctx, ["backends", "input_files", "verify_samples", "rounds", "generate", "prompt_length", "batch",
+                       "speculate", "json_schema"],
                  "is not for a served model (ptx bench URL times it beside its local file)")
     model, target = served_target(url, served, against, root, run, {},
                                   say=lambda msg: click.echo(f"notice: {msg}", err=True))
