@@ -182,3 +182,77 @@ def test_a_planted_fault_parts_from_greedy_s_tokens_named_by_step(form, monkeypa
     found = parted(want, got)
     assert found is not None and found.step > 1, (got, want)
     assert found.describe().startswith(f"prompt 1 step {found.step}: ")
+
+
+# -- speculative sampling keeps the distribution --------------------------------------------------------------------
+ROWS = 2000  # rows decoded at once, each with its own seeded Generator
+DELTA = 1e-9  # the chance a right sampler's frequency leaves the bound, per check (Hoeffding, a union over categories)
+FIRST = 4  # every row's first token, given: the token after it is the one sampled with guesses
+# sharper than 1 so that the first guess (greedy's token) is kept in a good share of the rows and refused in the
+# rest, and the token after it is tested on many rows too
+TEMPERATURE = 0.5
+
+
+class SameGuesses:
+    """A drafter that guesses the same tokens for every row (certain guesses, as prompt lookup's are)."""
+
+    def __init__(self, guesses):
+        self.guesses = list(guesses)
+
+    def propose(self, histories, limits, owner=None):
+        return [self.guesses[:limit] for limit in limits]
+
+
+def sampled(model, speculate) -> tuple[list[list[int]], np.ndarray]:
+    """ROWS rows of LOOP, their first token FIRST, then one step sampled at TEMPERATURE (with ``speculate``'s
+    guesses, or none): each row's tokens, and the step's logits after each position [positions, vocab] (every row's
+    alike until its first sampled token)."""
+    from ptx.contract.sampling import Chooser, Sampling
+
+    decoding = Decoding(model.runner.run, model.signature, model.generation, [LOOP] * ROWS, 4, eos=(),
+                        speculate=speculate)
+    decoding.step()
+    decoding.append(np.full(ROWS, FIRST))
+    step = decoding.step()
+    decoding.take(step, Chooser(Sampling(temperature=TEMPERATURE, seed=11), keys=range(ROWS)))
+    ahead = step.ahead if step.ahead is not None else step.logits[:, None]
+    return decoding.tokens, ahead[0]
+
+
+def off_by(tokens: list[int], logits: np.ndarray) -> tuple[float, float]:
+    """(the largest gap between a token's frequency in ``tokens`` and its probability under ``logits`` at
+    TEMPERATURE, over the three most probable tokens and the rest; the gap Hoeffding's bound allows a right
+    sampler of that many draws with probability 1 - DELTA)."""
+    scores = logits / TEMPERATURE
+    p = np.exp(scores - scores.max())
+    p /= p.sum()
+    top = list(np.argsort(-p)[:3])
+    counts = np.bincount(np.asarray(tokens), minlength=len(p)) / len(tokens)
+    gaps = [abs(counts[t] - p[t]) for t in top] + [abs(counts.sum() - counts[top].sum() - (1 - p[top].sum()))]
+    return max(gaps), float(np.sqrt(np.log(2 * 4 / DELTA) / (2 * len(tokens))))
+
+
+def test_speculative_sampling_keeps_plain_sampling_s_distribution(files, monkeypatch):
+    """Sampled with guesses (speculative sampling: a guess kept with the probability the choice gives it, else a
+    draw without it), each token's frequencies stay within Hoeffding's bound of its distribution, as plain
+    sampling's do: the first sampled token's over every row, the next one's over the rows that kept the first
+    guess. Planted faults leave the bound: a refused guess not taken out of the draw, every guess kept."""
+    from ptx.contract import sampling
+
+    with load(files["plain"]) as model:
+        greedy_next = model.generate(LOOP + [FIRST], 2, eos=())[0]  # the likeliest guesses: both branches taken
+        drafter = SameGuesses(greedy_next)
+        for speculate in (None, drafter):
+            tokens, ahead = sampled(model, speculate)
+            gap, bound = off_by([t[1] for t in tokens], ahead[0])
+            assert gap <= bound, (speculate, gap, bound)
+        kept = [t[2] for t in tokens if t[1] == greedy_next[0]]
+        assert 0.1 * ROWS < len(kept) < 0.9 * ROWS  # the guess kept and refused, each often
+        gap, bound = off_by(kept, ahead[1])
+        assert gap <= bound, (gap, bound)
+        for name, fault in (("refused", lambda p, guess: p), ("keeps", lambda p, guess, draw: True)):
+            monkeypatch.setattr(sampling, name, fault)  # the refused guess drawn again; every guess kept
+            tokens, ahead = sampled(model, drafter)
+            gap, bound = off_by([t[1] for t in tokens], ahead[0])
+            assert gap > bound, (gap, bound)
+            monkeypatch.undo()

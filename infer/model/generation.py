@@ -327,31 +327,26 @@ class Decoding(Rows):
     def take(self, step: Step, choose: "Choose" = None, each: Callable[[list], None] | None = None
              ) -> list[list[int]]:
         """The tokens of ``step`` chosen by ``choose`` (GREEDY by default) and appended: where the step ran drafts,
-        position by position, each row's draft kept while the choice confirms it, then the choice after it (a
-        choice other than GREEDY is made at the first position alone). ``each(tokens)`` is given each position's
-        new token per row (None where a row takes none) as it is appended, where its caller may end a row (a stop
-        string), which takes no more. Each row's new tokens."""
-        if step.ahead is None or choose not in (None, GREEDY):
-            chosen = (choose or GREEDY)(step.logits, self.history)
-            new = self.append(chosen)
+        position by position, each row's drafts kept as far as the choice keeps them (``_verified``), then the
+        choice after them. ``each(tokens)`` is given each position's new token per row (None where a row takes
+        none) as it is appended, where its caller may end a row (a stop string), which takes no more. Each row's
+        new tokens."""
+        choose = choose or GREEDY
+        if step.ahead is None:
+            new = self.append(choose(step.logits, self.history))
             if each is not None:
                 each(new)
             return [[] if t is None else [t] for t in new]
-        batch = len(self.prompts)
-        if step.forced:  # every given id kept, then the choice after the last
-            counts = np.array([1 + len(d) for d in step.drafts], dtype=np.int64)
-        else:
-            counts = _confirmed(step.ahead, step.drafts) if step.drafts else np.ones(batch, dtype=np.int64)
+        rows = self._verified(step, choose)
         running = ~self.done
         if self.generation.position_ids is None and running.any():  # no positions to skip a row's let-go ones by
-            counts[:] = counts[running].min()
-        self._kept = np.zeros(batch, dtype=np.int64)
-        taken: list[list[int]] = [[] for _ in range(batch)]
-        for j in range(int(counts.max())):
-            active = running & ~self.done & (counts > j) if j else running
-            chosen = GREEDY(step.ahead[:, j], self.history)
-            if step.forced:
-                chosen = np.array([d[j] if j < len(d) else c for d, c in zip(step.drafts, chosen)], dtype=np.int64)
+            shortest = min(len(rows[r]) for r in np.flatnonzero(running))
+            rows = [row[:shortest] for row in rows]
+        self._kept = np.zeros(len(self.prompts), dtype=np.int64)
+        taken: list[list[int]] = [[] for _ in self.prompts]
+        for j in range(max(map(len, rows), default=0)):
+            active = running & ~self.done & np.array([len(row) > j for row in rows])
+            chosen = np.array([row[j] if len(row) > j else 0 for row in rows], dtype=np.int64)
             new = self._keep_position(j, chosen, active)
             for row, token in enumerate(new):
                 if token is not None:
@@ -360,6 +355,25 @@ class Decoding(Rows):
                 each(new)
         self._end_step()
         return taken
+
+    def _verified(self, step: Step, choose: "Choose") -> list[list[int]]:
+        """Each running row's tokens of a step that ran more than one position: given ids all kept and greedy's
+        choice after them (``force``); greedy's drafts kept up to the first its choice parts from, and its choice
+        there; a sampled choice's by speculative sampling (Chooser.speculated: the distribution kept); any other
+        choice's at the first position alone."""
+        batch = len(self.prompts)
+        running = [row for row in range(batch) if not self.done[row]]
+        greedy = np.argmax(step.ahead, axis=-1)  # [batch, positions]: greedy's token after each
+        if step.forced:
+            rows = [[*d, int(greedy[r, len(d)])] for r, d in enumerate(step.drafts)]
+        elif choose is GREEDY:
+            counts = _confirmed(step.ahead, step.drafts) if step.drafts else np.ones(batch, dtype=np.int64)
+            rows = [greedy[r, :n].tolist() for r, n in enumerate(counts)]
+        elif getattr(choose, "speculates", False) and step.drafts:
+            return choose.speculated(step.ahead, step.drafts, self.history, running)
+        else:
+            rows = [[int(t)] for t in choose(step.logits, self.history)]
+        return [row if not self.done[r] else [] for r, row in enumerate(rows)]
 
     def force(self, ids: Sequence[Sequence[int]]) -> None:
         """The next step runs each row's ``ids`` after its next token, all kept as its tokens (teacher-forced, in

@@ -154,10 +154,12 @@ class Model:
                sampling: Sampling | None = None, speculate=None) -> Decoded:
         """``generate``'s decoding to its end with its record: each step's top-2 margin, and the time of the
         prompt's run and of the steps after it. ``sampling``: how each token is chosen (default greedy);
-        ``speculate``: a drafter (infer/model/speculative.py) whose guesses greedy keeps where it confirms them."""
+        ``speculate``: a drafter (infer/model/speculative.py) whose guesses greedy keeps where it confirms them, and
+        sampling by speculative sampling (its distribution kept)."""
         choose = chooser_of(sampling)
+        guessing = choose is GREEDY or getattr(choose, "speculates", False)  # greedy, or sampled as it would be
         return self.decoding(ids, max_new_tokens, eos, sampling,
-                             speculate=speculate if choose is GREEDY else None).to_end(choose)
+                             speculate=speculate if guessing else None).to_end(choose)
 
 
     def generate(self, ids, max_new_tokens: int = 32, eos: Sequence[int] | None = None, *, temperature: float = 0.0,

@@ -83,8 +83,9 @@ SAMPLING_HELP = ("Sampling (default greedy): each token drawn from the logits di
 @click.option("--speculate", metavar="ngram|FILE",
               help="Speculative decoding, greedy's tokens exactly: ngram guesses the next tokens from the prompt and "
                    "answer (prompt lookup); FILE is a draft model (a small LM exported by ptx with the model's "
-                   "tokenizer) that guesses them; each step keeps the guesses greedy confirms (a sampled answer "
-                   "decodes as without it).")
+                   "tokenizer) that guesses them; each step keeps the guesses greedy confirms; a sampled answer keeps "
+                   "a guess with the probability its sampling gives it (speculative sampling: the same "
+                   "distribution, other draws).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: each prompt's ids and new token ids (and "
                                                       "text), and the time.")
 @IGNORE_METADATA_OPTION

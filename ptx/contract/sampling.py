@@ -262,14 +262,16 @@ def choose(logits: np.ndarray, history: Sequence[Sequence[int]], params: Samplin
     if rngs is None or len(rngs) != len(scores):
         raise ValueError(f"sampling {len(scores)} rows needs one numpy Generator per row")
     probs = _softmax(scores)
-    chosen = np.empty(len(scores), dtype=np.int64)
-    for row, (p, rng) in enumerate(zip(probs, rngs)):
-        draw = rng.random()
-        kept = np.flatnonzero(p > 0)
-        order = kept[np.lexsort((kept, -p[kept]))]  # most probable first; equal ones by id
-        cdf = np.cumsum(p[order])
-        chosen[row] = order[min(int(np.searchsorted(cdf, draw * cdf[-1], side="right")), len(order) - 1)]
-    return chosen
+    return np.array([_drawn(p, rng.random()) for p, rng in zip(probs, rngs)], dtype=np.int64)
+
+
+def _drawn(p: np.ndarray, draw: float) -> int:
+    """The token where ``draw`` (uniform in [0, 1)) falls in the cumulative distribution of ``p``'s kept tokens
+    (most probable first, equal probabilities by token id; ``p`` need not sum to 1)."""
+    kept = np.flatnonzero(p > 0)
+    order = kept[np.lexsort((kept, -p[kept]))]
+    cdf = np.cumsum(p[order])
+    return int(order[min(int(np.searchsorted(cdf, draw * cdf[-1], side="right")), len(order) - 1)])
 
 
 class Chooser:
@@ -297,18 +299,56 @@ class Chooser:
         self.taken: list[TokenLogprob] | None = None
 
     def __call__(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray:
+        self._start(history)
+        chosen = choose(logits, history, self.params, self.rngs, self.answer_starts, self._allowed(logits, history))
+        if self.params.logprobs is not None:
+            self.taken = chosen_logprobs(logits, chosen, self.params.logprobs)
+        return chosen
+
+    def _start(self, history: Sequence[Sequence[int]]) -> None:
+        """At the first call (the prompt's step): where each row's answer starts, and its Generator."""
         if self.answer_starts is None:
             self.answer_starts = [len(h) for h in history]
             self._fed = list(self.answer_starts)
         if self.rngs is None and not self.params.greedy:
             keys = self.keys
             if keys is None:
-                keys = [0] * len(logits) if self.params.seed is not None else range(len(logits))
+                keys = [0] * len(history) if self.params.seed is not None else range(len(history))
             self.rngs = row_generators(self.params.seed, keys)
-        chosen = choose(logits, history, self.params, self.rngs, self.answer_starts, self._allowed(logits, history))
-        if self.params.logprobs is not None:
-            self.taken = chosen_logprobs(logits, chosen, self.params.logprobs)
-        return chosen
+
+    @property
+    def speculates(self) -> bool:
+        """Whether ``speculated`` keeps this choice's distribution: a sampled one with no grammar to advance and no
+        log-probabilities to report (each one a token at a time)."""
+        return not self.params.greedy and self.constraints is None and self.params.logprobs is None
+
+    def speculated(self, ahead: np.ndarray, drafts: Sequence[Sequence[int]], history: Sequence[Sequence[int]],
+                   rows: Sequence[int]) -> list[list[int]]:
+        """Speculative sampling (Leviathan et al. 2023, Chen et al. 2023) over a step that ran each row's ``drafts``
+        (guesses made without a draw: each one certain, as prompt lookup's and a greedy draft model's are) after its
+        next token, ``ahead`` [batch, positions, vocab] the logits after each: for each of ``rows``, its guesses
+        kept while its draw falls under the probability this choice gives the guess there (its scores as
+        ``processed`` makes them, over the history with the guesses kept so far), then a draw from that
+        distribution with the refused guess taken out (renormalized), or after every guess kept, a draw from the
+        distribution after the last. Each token is distributed as plain sampling's would be, given the ones before
+        (the draws are others); the other rows take none ([])."""
+        self._start(history)
+        taken: list[list[int]] = [[] for _ in drafts]
+        for row in rows:
+            seen, rng = list(history[row]), self.rngs[row]
+            for j in range(len(drafts[row]) + 1):
+                scores = processed(ahead[row, j][None], [seen], self.params, [self.answer_starts[row]])
+                p = _softmax(scores)[0]
+                if j < len(drafts[row]):
+                    guess = int(drafts[row][j])
+                    if keeps(p, guess, rng.random()):
+                        taken[row].append(guess)
+                        seen.append(guess)
+                        continue
+                    p = refused(p, guess)
+                taken[row].append(_drawn(p, rng.random()))
+                break
+        return taken
 
     def _allowed(self, logits: np.ndarray, history: Sequence[Sequence[int]]) -> np.ndarray | None:
         """The constraints' masks [batch, vocab], each advanced by what its row took since the last call."""
@@ -323,6 +363,19 @@ class Chooser:
             self._fed[row] = len(seen)
             allowed[row] = constraint.allowed()[:logits.shape[1]]
         return allowed
+
+
+def refused(p: np.ndarray, guess: int) -> np.ndarray:
+    """The distribution to draw from where a certain guess was not kept: ``p`` without it (max(0, p - q) for q all
+    on the guess; ``_drawn`` renormalizes), so that the token is ``guess`` with probability p[guess] in all."""
+    p = p.copy()
+    p[guess] = 0.0
+    return p
+
+
+def keeps(p: np.ndarray, guess: int, draw: float) -> bool:
+    """Whether a certain guess is kept where the choice gives it probability p[guess]: the draw falls under it."""
+    return draw < p[guess]
 
 
 __all__ = ["Chooser", "Sampling", "SamplingError", "choose", "processed", "row_generators"]
