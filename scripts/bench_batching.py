@@ -13,7 +13,10 @@ of the published vocabulary is text and each token streams as one piece), `ptx e
 its own process id. First each client's request alone, one after another: its time to first token (the
 server's prefill plus the loop's overheads) and its time per token after it (a step); then, for each
 --stagger-ms, all the clients at once (0) or each that long after the one before: aggregate tokens/s, each
-client's time to first token, and whether each client's text equals its own alone (greedy). Prints a table and writes WORK/results.json;
+client's time to first token, and whether each client's text equals its own alone (greedy). Before the server
+starts, the same prompts are decoded by the library as `ptx generate` decodes them (``load(FILE,
+backend="ort-cpu").decode``, the prompt's run included), so that one client's tokens/s through the server is said
+against the library's on the same file and backend. Prints a table and writes WORK/results.json;
 docs/benchmarks/generation.md records a run.
 """
 from __future__ import annotations
@@ -119,11 +122,30 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def library_rate(file: Path, prompts: list[str], new_tokens: int) -> float:
+    """The median over ``prompts`` of the library's tokens/s decoding each alone as `ptx generate` does (greedy,
+    the prompt's run included, the tokens the server would give: up to its end id), after one warm-up."""
+    from ptx.infer import load
+    from ptx.infer.model.text_generation import end_ids
+
+    with load(file, backend="ort-cpu") as model:
+        ends = end_ids(model, model.text)  # as a served answer ends
+        model.decode([model.text.encode(prompts[0])], 4, eos=ends)
+        rates = []
+        for prompt in prompts:
+            start = time.perf_counter()
+            decoded = model.decode([model.text.encode(prompt)], new_tokens, eos=ends)
+            rates.append(len(decoded.tokens[0]) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
 def measure(name: str, args) -> dict:
     import openai
 
     file = exported(name, args.work)
     vocab = json.loads((args.work / f"{name}-folder" / "config.json").read_text())["vocab_size"]
+    library = library_rate(file, [prompt_text(args.prompt_length, vocab, seed) for seed in range(args.clients)],
+                           args.new_tokens)
     server = serving.start(args.work, str(file), args=("--name", "lm", "--backend", "ort-cpu",
                                                        "--max-batch-size", str(args.clients)))
     try:
@@ -140,7 +162,8 @@ def measure(name: str, args) -> dict:
     step = statistics.median(r["step_s"] for r in alone)
     found = dict(model=name, clients=args.clients, new_tokens=args.new_tokens, prompt_length=args.prompt_length,
                  alone_tokens_per_s=alone_rate, alone_prefill_s=prefill, alone_step_s=step,
-                 alone_total_s=sum(r["end"] - r["start"] for r in alone), ttft_bound_s=2 * (prefill + step), runs=[])
+                 alone_total_s=sum(r["end"] - r["start"] for r in alone), ttft_bound_s=2 * (prefill + step),
+                 library_tokens_per_s=library, alone_over_library=alone_rate / library, runs=[])
     for stagger, together in runs.items():
         span = max(r["end"] for r in together) - min(r["start"] for r in together)
         made = sum(r["tokens"] for r in together)
@@ -172,6 +195,8 @@ def main() -> None:
     print(f"{cpu}, {record['date']}")
     print("| model | clients start | tokens/s | x one client alone | step ms | TTFT p95 ms (each) | texts as alone |")
     for r in results:
+        print(f"| {r['model']} | the library alone (`ptx generate`'s decode, no server) | {r['library_tokens_per_s']:.1f} | "
+              f"{1 / r['alone_over_library']:.2f}x | | | |")
         print(f"| {r['model']} | one at a time | {r['alone_tokens_per_s']:.1f} | 1.00x | {r['alone_step_s'] * 1e3:.1f} | "
               f"{r['alone_prefill_s'] * 1e3:.0f} (2x with a step: {r['ttft_bound_s'] * 1e3:.0f}) | (the reference) |")
         for run in r["runs"]:
