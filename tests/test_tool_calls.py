@@ -181,3 +181,18 @@ def test_a_forced_call_s_arguments_validate_against_its_function_s_schema(tool_c
         assert not any(syntax.parse(a.text)[1] for a in free)
     finally:
         model.close()
+
+
+def test_the_server_reads_mistral_s_syntax_and_refuses_one_it_does_not_read_in_one_400(mistral):
+    """The OpenAI route's choice of syntax: Mistral v0.3's template is read; a template whose calls ptx does not
+    read (Mistral's later [ARGS] one) is OpenAI's 400 on tools, naming the syntaxes ptx reads."""
+    from ptx.serve.openai_api import OpenAIError
+    from ptx.serve.openai_routes import _tool_syntax
+    from ptx.serve.openai_tools import Tools
+
+    asked = types.SimpleNamespace(tools=Tools([WEATHER["function"]]))
+    assert isinstance(_tool_syntax(types.SimpleNamespace(name="mistral", text=mistral[1]), asked), MistralCalls)
+    later = types.SimpleNamespace(chat_template="{% for t in tools %}{{ t }}{% endfor %}[TOOL_CALLS]{{ n }}[ARGS]")
+    with pytest.raises(OpenAIError, match="in a call syntax ptx does not read .*Mistral v0.3") as caught:
+        _tool_syntax(types.SimpleNamespace(name="later", text=later), asked)
+    assert caught.value.status == 400 and caught.value.param == "tools"
