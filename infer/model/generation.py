@@ -47,6 +47,7 @@ from ptx.contract.tensors import Signature
 from ptx.errors import InputError, PtxError
 
 from ..runtime.cache import ArrayCache, Cache, empty_past  # noqa: F401 - empty_past: export's feeds read it here
+from .decoded import Decoded
 from .decoding_memory import require_decoding_room, vocabulary
 from .rows import DRAFT_ROOM, Rows, _running
 
@@ -107,32 +108,6 @@ def chooser_of(sampling: Sampling | None, keys: Sequence[int] | None = None,
     if sampling is None or sampling.plain:
         return GREEDY
     return Chooser(sampling, keys, constraints)
-
-
-@dataclass
-class Decoded:
-    """A decoding: each prompt's new tokens (up to and with the end-of-sequence id where one came), the
-    record the judge compares (tokens and top-2 margins), and its time: the prompt's run and the steps
-    after it (``decode_s`` over ``decode_steps`` runs of the whole batch, which gave ``decode_tokens``), and an encoder-decoder's encoder
-    run apart (``encode_s``, before the prompt's run; 0 for a causal LM)."""
-
-    tokens: list[list[int]]
-    steps: Steps
-    prefill_s: float
-    decode_s: float
-    decode_steps: int
-    encode_s: float = 0.0
-
-    @property
-    def decode_tokens(self) -> int:
-        """The tokens the steps after the prompt's run gave the longest answer: as many as the steps, one a step,
-        or more where a step kept drafts."""
-        return max((len(t) - 1 for t in self.tokens), default=0)
-
-    @property
-    def decode_ms_per_token(self) -> float | None:
-        """Milliseconds per token of every prompt after the prompt's run (a step's, where each step gives one)."""
-        return 1000 * self.decode_s / self.decode_tokens if self.decode_tokens > 0 else None
 
 
 class Decoding(Rows):
