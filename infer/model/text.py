@@ -125,6 +125,11 @@ class Text:
         if token is not None and token in self._specials:
             self._kept_specials.add(token)
 
+    @property
+    def keeps_specials(self) -> bool:
+        """Whether decoding keeps some special tokens (keep_special), leaving the others out by id."""
+        return bool(self._kept_specials)
+
     def skipped(self, token: int) -> bool:
         """Whether decoding leaves ``token`` out of the text (a special token not kept)."""
         return token in self._specials and token not in self._kept_specials
@@ -313,7 +318,7 @@ class TextStream:
         from tokenizers.decoders import DecodeStream
 
         self.text, self.stop = text, tuple(stop)
-        self.keeping = bool(text._kept_specials)  # then the tokens it skips are left out here, by id
+        self.keeping = text.keeps_specials  # then the tokens it skips are left out here, by id
         self.decoder = DecodeStream(skip_special_tokens=not self.keeping)
         self.ids: list[int] = []
         self.decoded = ""  # what the DecodeStream gave so far
