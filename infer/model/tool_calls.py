@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from ptx.contract.grammar import Grammar
@@ -30,11 +30,12 @@ JSON_OPTIONS = {"whitespace_flexible": False}  # as infer/model/grammar.py write
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One call: the function's ``name``, its ``arguments`` as JSON text (OpenAI's form), and the call's id."""
+    """One call: the function's ``name``, its ``arguments`` as JSON text (OpenAI's form), and the call's id (its
+    syntax's new_id)."""
 
     name: str
     arguments: str
-    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+    id: str
 
 
 class Syntax:
@@ -60,8 +61,9 @@ class Syntax:
         call = _call_of(block, self.new_id())
         return None if call is None else [call]
 
-    def stream(self):
-        raise NotImplementedError
+    def stream(self) -> "TaggedStream":
+        """The answer read piece by piece between the syntax's tags (``open_tag``, ``close_tag``)."""
+        return TaggedStream(self)
 
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         raise NotImplementedError
@@ -81,17 +83,10 @@ class Hermes(Syntax):
     family = "hermes"
     open_tag, close_tag = "<tool_call>", "</tool_call>"
 
-    def stream(self) -> "TaggedStream":
-        return TaggedStream(self)
-
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         """One call, of the function ``name`` (None: any of ``tools``), its arguments held to its parameters'
         schema, then the end of the answer."""
-        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
-        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/arguments" if len(chosen) > 1 else
-                                "#/properties/arguments") for k, t in enumerate(chosen)]
-        schema = options[0] if len(options) == 1 else {"anyOf": options}
-        schema = {**schema, "x-guidance": JSON_OPTIONS}
+        schema = {**_forced_schema(tools, name, "arguments"), "x-guidance": JSON_OPTIONS}
         return Grammar.lark(f'start: {_tag(self.text, self.open_tag)} "\\n" call "\\n" {_tag(self.text, self.close_tag)}\n'
                             f"call: %json {json.dumps(schema)}")
 
@@ -125,10 +120,7 @@ class LlamaJson(Syntax):
 
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         """One call, of ``name`` (None: any of ``tools``), its "parameters" held to the function's schema."""
-        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
-        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/parameters" if len(chosen) > 1 else
-                                "#/properties/parameters", key="parameters") for k, t in enumerate(chosen)]
-        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        schema = _forced_schema(tools, name, "parameters")
         return Grammar.lark(f"start: call\ncall: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
 
 
@@ -147,9 +139,6 @@ class MistralCalls(Syntax):
         super().__init__(text)
         text.keep_special(self.open_tag)  # a special token of Mistral's tokenizers, else dropped from the text
 
-    def stream(self) -> "TaggedStream":
-        return TaggedStream(self)
-
     def new_id(self) -> str:
         return uuid.uuid4().hex[:self.ID_LENGTH]
 
@@ -158,7 +147,7 @@ class MistralCalls(Syntax):
             doc = json.loads(block)
         except ValueError:
             return None
-        calls = [_call_of(json.dumps(item), self.new_id()) for item in (doc if isinstance(doc, list) else [doc])]
+        calls = [_call_from(item, self.new_id()) for item in (doc if isinstance(doc, list) else [doc])]
         return calls if calls and all(c is not None for c in calls) else None
 
     def conversation(self, messages: Sequence[dict]) -> list[dict]:
@@ -182,10 +171,7 @@ class MistralCalls(Syntax):
     def forced(self, tools: Sequence[dict], name: str | None) -> Grammar:
         """One call in the list, of ``name`` (None: any of ``tools``), its arguments held to the function's schema,
         written after the tag as the template writes a call (with its space, where it has one)."""
-        chosen = [t for t in tools if name is None or t["function"]["name"] == name]
-        options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/arguments" if len(chosen) > 1 else
-                                "#/properties/arguments") for k, t in enumerate(chosen)]
-        schema = options[0] if len(options) == 1 else {"anyOf": options}
+        schema = _forced_schema(tools, name, "arguments")
         space = '" "' if self.open_tag + " [" in (self.text.chat_template or "") else ""
         return Grammar.lark(f'start: {_tag(self.text, self.open_tag)} {space} "[" call "]"\n'
                             f"call: %json {json.dumps({**schema, 'x-guidance': JSON_OPTIONS})}")
@@ -198,6 +184,11 @@ def _call_of(block: str, call_id: str) -> ToolCall | None:
         doc = json.loads(block)
     except ValueError:
         return None
+    return _call_from(doc, call_id)
+
+
+def _call_from(doc, call_id: str) -> ToolCall | None:
+    """A call's parsed JSON as a ToolCall with the id ``call_id``, or None where it is not one."""
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         return None
     arguments = doc.get("arguments", doc.get("parameters", {}))
@@ -304,6 +295,15 @@ def _held(text: str, tag: str) -> int:
     prefix = max((n for n in range(min(len(tag) - 1, len(text)), 0, -1) if text.endswith(tag[:n])), default=0)
     body = text[:len(text) - prefix]
     return prefix + len(body) - len(body.rstrip())
+
+
+def _forced_schema(tools: Sequence[dict], name: str | None, key: str) -> dict:
+    """The JSON schema of one call of the function ``name`` (None: any of ``tools``), its parameters under ``key``
+    (each function's own where there are several: anyOf)."""
+    chosen = [t for t in tools if name is None or t["function"]["name"] == name]
+    options = [_call_schema(t["function"], f"#/anyOf/{k}/properties/{key}" if len(chosen) > 1 else
+                            f"#/properties/{key}", key=key) for k, t in enumerate(chosen)]
+    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def _call_schema(function: dict, at: str, key: str = "arguments") -> dict:
