@@ -21,7 +21,7 @@ from ptx.contract.structure import STRUCTURE_KEY, OutputStructure
 from ptx.contract.tensors import ContractError
 from ptx.errors import ArtifactError, InputError, PtxError
 
-from .generation import GREEDY, Decoded, Decoding, chooser_of
+from .generation import Decoded, Decoding, chooser_of
 from .head import Head, Prediction, mark_low_confidence
 from ..runtime.runner import Runner
 
@@ -157,7 +157,7 @@ class Model:
         ``speculate``: a drafter (infer/model/speculative.py) whose guesses greedy keeps where it confirms them, and
         sampling by speculative sampling (its distribution kept)."""
         choose = chooser_of(sampling)
-        guessing = choose is GREEDY or getattr(choose, "speculates", False)  # greedy, or sampled as it would be
+        guessing = sampling is None or sampling.takes_guesses
         return self.decoding(ids, max_new_tokens, eos, sampling,
                              speculate=speculate if guessing else None).to_end(choose)
 

@@ -65,11 +65,9 @@ class Answering:
         self.ends = end_ids(model, text, eos)
         self.stops = {*self.ends, *sampling.stop_ids}
         self.top = sampling.logprobs
-        # a drafter's guesses: kept where greedy confirms them, or by speculative sampling (no grammar or logprobs)
-        guessing = sampling.plain or (not sampling.greedy and sampling.grammar is None and sampling.logprobs is None)
         self.decoding = model.decoding(self.rows, sampling.max_new_tokens, self.ends, sampling,
                                        keep_prompt_logits=prompt_logprobs and self.top is not None,
-                                       speculate=speculate if guessing else None)
+                                       speculate=speculate if sampling.takes_guesses else None)
         self.choose = chooser_of(sampling, [j for _ in prompts for j in range(n)], self._constraints(sampling, text))
         self.on_text = on_text or (lambda row, piece: None)
         self.on_logprob = on_logprob or (lambda row, taken: None)

@@ -119,6 +119,13 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def takes_guesses(self) -> bool:
+        """Whether a drafter's guesses leave this choice's tokens as they would be: the plain argmax (a guess kept
+        where it is greedy's), or a draw with no grammar to advance and no log-probabilities to report
+        (speculative sampling, Chooser.speculated)."""
+        return self.plain or (not self.greedy and self.grammar is None and self.logprobs is None)
+
     def but(self, **changes) -> "Sampling":
         """This record with ``changes`` (None values left as they are)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -320,7 +327,7 @@ class Chooser:
     def speculates(self) -> bool:
         """Whether ``speculated`` keeps this choice's distribution: a sampled one with no grammar to advance and no
         log-probabilities to report (each one a token at a time)."""
-        return not self.params.greedy and self.constraints is None and self.params.logprobs is None
+        return not self.params.greedy and self.params.takes_guesses and self.constraints is None
 
     def speculated(self, ahead: np.ndarray, drafts: Sequence[Sequence[int]], history: Sequence[Sequence[int]],
                    rows: Sequence[int]) -> list[list[int]]:
